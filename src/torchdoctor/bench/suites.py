@@ -1,0 +1,37 @@
+"""Registry of benchmark suites run by ``torchdoctor bench [SUITE...]``.
+
+A suite is a list of modules under ``torchdoctor.benchmarks``. Each module defines
+
+    def run(quick: bool = False) -> list[BenchTable]
+
+``quick`` asks for small sizes (used by tests and ``make demo``); the full sizes are the ones
+reported in BENCHMARKS.md. Modules are imported only when their suite runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from torchdoctor.bench.table import BenchTable
+
+#: suite name -> benchmark modules, in the order they run.
+SUITES: dict[str, list[str]] = {
+    "harness": ["torchdoctor.benchmarks.harness"],
+}
+
+
+def suite_names() -> list[str]:
+    return list(SUITES)
+
+
+def load_suite(name: str) -> list[tuple[str, Callable[..., list[BenchTable]]]]:
+    """Return ``(module_name, run)`` pairs of a suite; a clear error for unknown names."""
+    if name not in SUITES:
+        known = ", ".join(SUITES)
+        raise ValueError(f"unknown benchmark suite {name!r}; known suites: {known}")
+    out = []
+    for module_name in SUITES[name]:
+        module = importlib.import_module(module_name)
+        out.append((module_name.rsplit(".", 1)[-1], module.run))
+    return out

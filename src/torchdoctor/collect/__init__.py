@@ -1,0 +1,1 @@
+"""Collection: hooks, clocks, sync modes and step markers. Writes a Session; never renders."""

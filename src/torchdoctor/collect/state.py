@@ -1,0 +1,32 @@
+"""Process-wide collection state shared by the profiler, regions and the sync audit.
+
+Readers (regions, the sync audit) look at :data:`STATE` to learn whether a profiler is active,
+which phase the step is in and which step is running. Only the profiler writes it.
+"""
+
+from __future__ import annotations
+
+PHASES = ("data", "forward", "backward", "optimizer", "other")
+
+
+class _State:
+    __slots__ = ("profiler", "phase", "step_index", "module_stack")
+
+    def __init__(self) -> None:
+        self.profiler = None  # the active Profiler, or None: regions are then no-ops
+        self.phase = "other"  # one of PHASES
+        self.step_index = -1  # index of the running step, -1 outside any step
+        self.module_stack: list[str] = []  # qualified paths of the modules now in forward
+
+
+STATE = _State()
+
+
+def current_phase() -> str:
+    """The phase of the running step: 'data', 'forward', 'backward', 'optimizer' or 'other'."""
+    return STATE.phase
+
+
+def current_step() -> int:
+    """Index of the running step, or -1 when no profiler is running one."""
+    return STATE.step_index

@@ -1,0 +1,337 @@
+"""The Session: a versioned, plain-data JSON document describing one profiled run.
+
+collect/ writes it, analyze/ reads it and returns new values, render/ formats it. The layout is
+specified in ``docs/session-schema.md``. A :class:`Session` wraps the plain dict; it adds
+validation, an atomic save, a loader that never executes code (JSON only, no pickle), and
+``tree()``, which delegates to ``torchdoctor.render.tree`` (imported lazily, so the data model
+stays free of rendering).
+
+Example:
+    >>> from torchdoctor.session import Session
+    >>> s = Session.new(label="demo")
+    >>> s["schema_version"]
+    1
+    >>> Session.from_dict(s.to_dict())["label"]
+    'demo'
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: Top-level keys every session has (others may be added; readers ignore unknown keys).
+TOP_LEVEL_KEYS = (
+    "schema_version",
+    "tool",
+    "created",
+    "label",
+    "environment",
+    "config",
+    "steps",
+    "phases",
+    "step_ms",
+    "tree",
+    "syncs",
+    "sync_audit",
+    "recomputation",
+    "inference",
+    "timeline",
+    "lint",
+    "advice",
+    "interrupted",
+    "error",
+)
+
+STAT_KEYS = ("median", "min", "max", "q1", "q3")
+
+
+def stat(values: Sequence[float]) -> dict[str, float]:
+    """Summarize values as a Stat: median, min, max and quartiles (zeros when empty).
+
+    Example:
+        >>> stat([1.0, 2.0, 3.0, 4.0])["median"]
+        2.5
+    """
+    data = sorted(float(v) for v in values)
+    if not data:
+        return {key: 0.0 for key in STAT_KEYS}
+
+    def quantile(q: float) -> float:
+        pos = (len(data) - 1) * q
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(data) - 1)
+        return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+    return {
+        "median": quantile(0.5),
+        "min": data[0],
+        "max": data[-1],
+        "q1": quantile(0.25),
+        "q3": quantile(0.75),
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Describe where the session runs: torch and Python versions, device, threads.
+
+    Example:
+        >>> "torch" in environment()
+        True
+    """
+    import torch
+
+    device = "cpu"
+    cuda_version = None
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        device = f"cuda:{index} {torch.cuda.get_device_name(index)}"
+        cuda_version = torch.version.cuda
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "cuda": cuda_version,
+        "argv": list(sys.argv),
+    }
+
+
+def _tool() -> str:
+    from torchdoctor import __version__
+
+    return f"torchdoctor {__version__}"
+
+
+def empty_session_dict(label: str | None = None) -> dict[str, Any]:
+    """A schema-valid session with no measurements yet (every top-level key present).
+
+    Example:
+        >>> empty_session_dict("x")["steps"]
+        []
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": _tool(),
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "label": label,
+        "environment": {},
+        "config": {"notes": []},
+        "steps": [],
+        "phases": {},
+        "step_ms": stat([]),
+        "tree": None,
+        "syncs": [],
+        "sync_audit": None,
+        "recomputation": [],
+        "inference": None,
+        "timeline": [],
+        "lint": [],
+        "advice": [],
+        "interrupted": False,
+        "error": None,
+    }
+
+
+class Session(Mapping):
+    """One profiled run as plain data; reads like a dict (``session["tree"]``).
+
+    Example:
+        >>> s = Session.new(label="demo")
+        >>> s["advice"] = [{"rule": "x"}]
+        >>> s.to_dict()["advice"][0]["rule"]
+        'x'
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        if data is None:
+            data = empty_session_dict()
+        if not isinstance(data, Mapping):
+            raise TypeError(
+                f"Session expects a dict (the JSON document), got {type(data).__name__}; "
+                "use Session.load(path) to read a saved file"
+            )
+        self._data: dict[str, Any] = dict(data)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def new(cls, label: str | None = None, *, with_environment: bool = True) -> Session:
+        """A fresh, empty session (environment filled in unless told not to).
+
+        Example:
+            >>> Session.new("run", with_environment=False)["label"]
+            'run'
+        """
+        data = empty_session_dict(label)
+        if with_environment:
+            data["environment"] = environment()
+        return cls(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Session:
+        """Validate a plain dict (e.g. parsed JSON) and wrap it; missing optional keys filled.
+
+        Raises ValueError when ``schema_version`` is missing or not one this version reads.
+
+        Example:
+            >>> Session.from_dict({"schema_version": 1})["steps"]
+            []
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(
+                f"Session.from_dict expects a dict, got {type(data).__name__}; "
+                "pass the parsed JSON object of a saved session"
+            )
+        version = data.get("schema_version")
+        if version is None:
+            raise ValueError(
+                "not a torchdoctor session: the document has no 'schema_version' key; "
+                "expected a file written by Session.save() or `torchdoctor run --save`"
+            )
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"session schema_version {version!r} is not supported: this torchdoctor reads "
+                f"version {SCHEMA_VERSION}; re-create the session with this version"
+            )
+        filled = empty_session_dict()
+        filled["created"] = None
+        filled["tool"] = None
+        filled.update(copy.deepcopy(dict(data)))
+        return cls(filled)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy of the underlying plain dict (JSON-serializable).
+
+        Example:
+            >>> Session.new("a", with_environment=False).to_dict()["schema_version"]
+            1
+        """
+        return copy.deepcopy(self._data)
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_json(self, indent: int | None = 1) -> str:
+        """The session as JSON text (NaN/inf are rejected: they are not valid JSON).
+
+        Example:
+            >>> '"schema_version": 1' in Session.new("a", with_environment=False).to_json()
+            True
+        """
+        return json.dumps(self._data, indent=indent, allow_nan=False, default=_json_default)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the session as JSON atomically (temporary file, then ``os.replace``).
+
+        Example:
+            >>> import tempfile, os
+            >>> p = os.path.join(tempfile.mkdtemp(), "s.json")
+            >>> Session.new("a", with_environment=False).save(p).name
+            's.json'
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = self.to_json()
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.write("\n")
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Session:
+        """Read a session saved by :meth:`save` (plain JSON; never executes code).
+
+        Example:
+            >>> import tempfile, os
+            >>> p = os.path.join(tempfile.mkdtemp(), "s.json")
+            >>> _ = Session.new("a", with_environment=False).save(p)
+            >>> Session.load(p)["label"]
+            'a'
+        """
+        source = Path(path)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no session file at {str(source)!r}; save one with Session.save(path)"
+            ) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{str(source)!r} is not valid JSON ({exc}); expected a file written by "
+                "Session.save()"
+            ) from None
+        return cls.from_dict(data)
+
+    # -- rendering (lazy: the data model never imports render/ at module level) -----------
+    def tree(self, **options: Any) -> str:
+        """The module tree as console text (see ``torchdoctor.render.tree.render_tree``).
+
+        Example:
+            >>> text = Session.new("a", with_environment=False).tree()
+            >>> isinstance(text, str)
+            True
+        """
+        from torchdoctor.render.tree import render_tree_text
+
+        return render_tree_text(self, **options)
+
+    # -- mapping protocol -----------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        steps = len(self._data.get("steps") or [])
+        median = (self._data.get("step_ms") or {}).get("median")
+        timing = f", step {median:.3g} ms" if isinstance(median, (int, float)) else ""
+        return f"Session(label={self._data.get('label')!r}, steps={steps}{timing})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Session):
+            return self._data == other._data
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _json_default(value: Any) -> Any:
+    """Convert the few non-JSON values that may slip in (tuples are fine; numpy scalars)."""
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(
+        f"session value of type {type(value).__name__} is not JSON data; store plain numbers, "
+        "strings, lists and dicts in a Session"
+    )

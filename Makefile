@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/torchdoctor demo
+	$(BIN)/torchdoctor bench harness
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

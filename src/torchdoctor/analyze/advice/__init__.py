@@ -1,0 +1,104 @@
+"""Advice: small pure rules over a Session, ranked by estimated payoff.
+
+Each rule (one per module here) takes a Session (a mapping in the shape of
+docs/session-schema.md) and returns zero or more :class:`Advice`. :func:`advise` runs them all
+and ranks the result: advice with an estimated saving first, by saving weighted by confidence;
+advice whose saving cannot be measured after, by ``heat`` (the measured share of the step where
+its evidence lives). Rules are documented in docs/advice-rules.md.
+
+Example:
+    >>> from torchdoctor.analyze.advice import advise
+    >>> advise({"schema_version": 1, "tree": None, "syncs": []})
+    []
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torchdoctor.analyze.advice.backward import backward_heavy
+from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_saving, step_ms
+from torchdoctor.analyze.advice.cpu_work import cpu_work
+from torchdoctor.analyze.advice.data_phase import data_loading
+from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.analyze.advice.knobs import engine_knobs
+from torchdoctor.analyze.advice.lint_hot import lint_findings
+from torchdoctor.analyze.advice.recompute import loop_invariant
+from torchdoctor.analyze.advice.syncs import host_syncs
+from torchdoctor.analyze.advice.train_inference import train_inference_ratio
+
+__all__ = [
+    "RULES",
+    "SPEEDUPS",
+    "Advice",
+    "Speedup",
+    "advise",
+    "advice_dicts",
+    "amdahl_saving",
+]
+
+#: every rule, in the order they are run (ranking does not depend on it except for ties)
+RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
+    loop_invariant,
+    dominant_module,
+    host_syncs,
+    backward_heavy,
+    train_inference_ratio,
+    data_loading,
+    cpu_work,
+    engine_knobs,
+)
+
+_CONFIDENCE_WEIGHT = {"high": 1.0, "medium": 0.7, "low": 0.4}
+
+
+def _rank_key(advice: Advice) -> tuple[int, float]:
+    weight = _CONFIDENCE_WEIGHT.get(advice.confidence, 0.4)
+    if advice.estimated_saving_ms is not None and advice.estimated_saving_ms > 0:
+        return (1, advice.estimated_saving_ms * weight)
+    return (0, advice.heat * weight)
+
+
+def advise(
+    session: Mapping[str, Any], lint: Sequence[Mapping[str, Any]] | None = None
+) -> list[Advice]:
+    """Run every rule on a session and return its advice ranked, priorities 1..n.
+
+    ``lint`` overrides ``session["lint"]`` (the Finding dicts of ``torchdoctor lint``).
+    ``estimated_saving_pct`` is filled from the session's median step time.
+
+    Example:
+        >>> rec = {"path": "encoder", "calls_per_step": 10, "identical_input_calls": 9,
+        ...        "time_per_call_ms": 2.0}
+        >>> [a.rule for a in advise({"step_ms": {"median": 40.0}, "recomputation": [rec]})]
+        ['loop-invariant']
+    """
+    if not isinstance(session, Mapping):
+        raise TypeError(
+            f"advise expects a Session or its dict, got {type(session).__name__}; "
+            "load one with torchdoctor.Session.load(path)"
+        )
+    found: list[Advice] = []
+    for rule in RULES:
+        found.extend(rule(session))
+    found.extend(lint_findings(session, lint))
+    found.sort(key=_rank_key, reverse=True)
+    step = step_ms(session)
+    for priority, item in enumerate(found, start=1):
+        item.priority = priority
+        if item.estimated_saving_ms is not None and step > 0:
+            item.estimated_saving_pct = 100.0 * item.estimated_saving_ms / step
+    return found
+
+
+def advice_dicts(
+    session: Mapping[str, Any], lint: Sequence[Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """:func:`advise` as plain dicts, ready for ``session["advice"]``.
+
+    Example:
+        >>> advice_dicts({"tree": None})
+        []
+    """
+    return [item.to_dict() for item in advise(session, lint)]

@@ -1,0 +1,88 @@
+"""Rule ``backward-heavy``: a component whose backward takes far longer than its forward (seed 000).
+
+A layer's backward normally costs about twice its forward. Much more means autograd is
+differentiating something expensive it need not: explicit inverses, per-element Python loops,
+selection or matching code that should be detached. The saving assumes the remedy brings the
+component back to the typical ratio: ``backward - 2 x forward``.
+
+Example:
+    >>> backward_heavy({"tree": None})
+    []
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import (
+    TYPICAL_BACKWARD_FORWARD_RATIO,
+    Advice,
+    fmt_ms,
+    median,
+    pct,
+    step_ms,
+    walk,
+)
+
+#: backward / forward at or above this is "far above"
+RATIO = 4.0
+#: the component's backward must be at least this share of the step to matter
+MIN_FRACTION = 0.10
+
+
+def _flagged(node: Mapping[str, Any], step: float) -> bool:
+    if node.get("kind") not in ("module", "region"):
+        return False
+    forward = median(node.get("forward_ms"))
+    backward = median(node.get("backward_ms"))
+    return forward > 0 and backward >= RATIO * forward and backward >= MIN_FRACTION * step
+
+
+def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
+    """Advice for the leaf-most components whose backward is >= 4x their forward.
+
+    Example:
+        >>> node = {"kind": "module", "path": "loss", "forward_ms": {"median": 1.0},
+        ...         "backward_ms": {"median": 8.0}, "children": []}
+        >>> tree = {"kind": "root", "path": "", "children": [node]}
+        >>> backward_heavy({"tree": tree, "step_ms": {"median": 10.0}})[0].estimated_saving_ms
+        6.0
+    """
+    step = step_ms(session)
+    tree = session.get("tree")
+    if not tree or step <= 0:
+        return []
+    flagged = [n for n, _ in walk(tree) if _flagged(n, step)]
+    # keep the leaf-most: drop a node when one of its descendants is flagged too
+    ids = {id(n) for n in flagged}
+    leaf_most = [n for n in flagged if not any(id(d) in ids for d, k in walk(n) if k > 0)]
+    advice = []
+    for node in leaf_most:
+        forward = median(node.get("forward_ms"))
+        backward = median(node.get("backward_ms"))
+        saving = backward - TYPICAL_BACKWARD_FORWARD_RATIO * forward
+        path = node.get("path") or node.get("name") or "?"
+        advice.append(
+            Advice(
+                rule="backward-heavy",
+                title=f"Backward of {path} is {backward / forward:.0f}x its forward: "
+                "stop differentiating what need not be",
+                estimated_saving_ms=saving,
+                saving_range_ms=[saving, saving],
+                confidence="medium",
+                evidence=[
+                    f"{path}: forward {fmt_ms(forward)}, backward {fmt_ms(backward)} "
+                    f"({pct(backward, step):.0f}% of the step)",
+                    f"a layer's backward is typically ~{TYPICAL_BACKWARD_FORWARD_RATIO:g}x its "
+                    "forward; the saving assumes that ratio is reached",
+                ],
+                fix="Detach selection/matching/index computations (torch.no_grad or .detach()); "
+                "replace explicit inverses with Cholesky solves or whitening "
+                "(torchdoctor.ops); replace per-element Python loops with batched ops; "
+                "checkpointing does not help here (it adds forward work).",
+                references=["torchdoctor.ops", "seed 000"],
+                heat=min(1.0, backward / step),
+            )
+        )
+    return advice

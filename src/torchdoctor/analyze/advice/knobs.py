@@ -1,0 +1,128 @@
+"""Rule ``engine-knobs``: precision and engine settings not in use (seeds 000, 001).
+
+Which knobs are on is read from ``environment["knobs"]`` (or ``config["knobs"]``): a dict with
+``autocast``, ``tf32``, ``channels_last``, ``compile`` set to true / false / null (unknown).
+``compile`` is also inferred from ``OptimizedModule`` nodes in the tree. A knob known to be on
+is never advised. Savings are Amdahl over the measured forward + backward share with the
+remedy's stated speedup range (autocast and TF32 on CUDA only; channels_last for conv nets).
+
+Example:
+    >>> engine_knobs({"tree": None, "phases": {}})
+    []
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import (
+    SPEEDUPS,
+    Advice,
+    fmt_ms,
+    is_cuda,
+    median,
+    pct,
+    step_ms,
+    walk,
+    with_saving,
+)
+
+#: forward + backward must be at least this share of the step for a knob to be worth it
+MIN_FRACTION = 0.30
+
+_KNOBS: dict[str, dict[str, Any]] = {
+    "autocast": {
+        "speedup": "bf16_autocast",
+        "title": "Run forward and backward under bf16 autocast",
+        "fix": "with torch.autocast('cuda', dtype=torch.bfloat16): loss = model(x) ... "
+        "(keep the loss and optimizer in fp32; check the loss curve matches).",
+        "code": "with torch.autocast(device_type='cuda', dtype=torch.bfloat16):\n"
+        "    loss = criterion(model(x), y)",
+        "ref": "torch.autocast",
+    },
+    "tf32": {
+        "speedup": "tf32",
+        "title": "Allow TF32 for fp32 matmuls and convolutions",
+        "fix": "torch.backends.cuda.matmul.allow_tf32 = True; "
+        "torch.backends.cudnn.allow_tf32 = True (or torch.set_float32_matmul_precision('high')).",
+        "code": "torch.set_float32_matmul_precision('high')",
+        "ref": "torch.set_float32_matmul_precision",
+    },
+    "channels_last": {
+        "speedup": "channels_last",
+        "title": "Use channels_last memory format for the conv net",
+        "fix": "model = model.to(memory_format=torch.channels_last); same for the input batch.",
+        "code": "model = model.to(memory_format=torch.channels_last)\n"
+        "x = x.to(memory_format=torch.channels_last)",
+        "ref": "torch.channels_last",
+    },
+    "compile": {
+        "speedup": "compile",
+        "title": "torch.compile the model",
+        "fix": "model = torch.compile(model) (first steps are slower while it compiles; "
+        "avoid graph breaks such as .item() in forward).",
+        "code": "model = torch.compile(model)",
+        "ref": "torch.compile",
+    },
+}
+
+
+def _knob_state(session: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for section in ("config", "environment"):
+        knobs = (session.get(section) or {}).get("knobs")
+        if isinstance(knobs, Mapping):
+            state.update({k: v for k, v in knobs.items() if v is not None})
+    types = {str(n.get("type") or "") for n, _ in walk(session.get("tree"))}
+    if any("OptimizedModule" in t for t in types):
+        state["compile"] = True
+    state["_conv"] = any(t.startswith("Conv") for t in types)
+    return state
+
+
+def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
+    """Advice for each precision/engine knob not known to be in use.
+
+    Example:
+        >>> s = {"step_ms": {"median": 10.0}, "phases": {"forward": {"median": 4.0},
+        ...      "backward": {"median": 4.0}}, "environment": {"device": "cpu"}}
+        >>> [a.title for a in engine_knobs(s)]
+        ['torch.compile the model']
+    """
+    step = step_ms(session)
+    phases = session.get("phases") or {}
+    compute = median(phases.get("forward")) + median(phases.get("backward"))
+    if step <= 0 or compute < MIN_FRACTION * step:
+        return []
+    fraction = min(1.0, compute / step)
+    state = _knob_state(session)
+    cuda = is_cuda(session)
+    wanted = ["compile"]
+    if cuda:
+        wanted = ["autocast", "tf32", *wanted]
+    if state["_conv"]:
+        wanted.append("channels_last")
+    advice = []
+    for knob in wanted:
+        if state.get(knob) is True:
+            continue
+        spec = _KNOBS[knob]
+        speedup = SPEEDUPS[spec["speedup"]]
+        known_off = state.get(knob) is False
+        item = Advice(
+            rule="engine-knobs",
+            title=spec["title"],
+            confidence="medium" if cuda and known_off else "low",
+            evidence=[
+                f"{knob}: {'off' if known_off else 'not detected'}; forward + backward are "
+                f"{fmt_ms(compute)} ({pct(compute, step):.0f}% of the step)",
+                f"expected {speedup.low:g}-{speedup.high:g}x on that part ({speedup.source})",
+            ],
+            fix=spec["fix"],
+            references=[spec["ref"], "seed 000", "seed 001"],
+            code=spec["code"],
+        )
+        advice.append(with_saving(item, step, fraction, speedup))
+        item.heat = min(item.heat, 0.2)  # a generic knob ranks below specific evidence
+    return advice

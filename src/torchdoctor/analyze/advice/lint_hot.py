@@ -1,0 +1,98 @@
+"""Rule ``lint``: static findings, those on lines the profile shows hot ranked above cold ones.
+
+A finding is hot when its line is a recorded sync line, or lies inside the source span of a
+measured module/region taking >= 5% of the step; its ``heat`` is that part's share of the step
+(1.0 for a sync line). Hot findings get one Advice each; cold ones are grouped per code with
+heat 0, so they rank last. Lint cannot measure a saving: it is left unknown.
+
+Example:
+    >>> lint_findings({"lint": []})
+    []
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, node_ms, pct, same_file, step_ms, walk
+
+HOT_FRACTION = 0.05
+MAX_HOT = 10
+
+
+def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -> tuple[float, str]:
+    line = finding.get("line")
+    path = finding.get("path")
+    for record in session.get("syncs") or ():
+        if record.get("line") == line and same_file(record.get("file"), path):
+            return 1.0, f"the line syncs {record.get('per_step', '?')}x per step in the profile"
+    best: tuple[float, str] = (0.0, "")
+    if step <= 0 or not isinstance(line, int):
+        return best
+    for node, _ in walk(session.get("tree")):
+        source = node.get("source") or {}
+        if node.get("kind") not in ("module", "region") or not source.get("line"):
+            continue
+        start, end = int(source["line"]), int(source.get("end_line") or source["line"])
+        if start <= line <= end and same_file(source.get("file"), path):
+            fraction = node_ms(node) / step
+            if fraction >= HOT_FRACTION and (best[1] == "" or fraction < best[0]):
+                where = node.get("path") or node.get("name")
+                best = (fraction, f"inside {where}, {pct(node_ms(node), step):.0f}% of the step")
+    return best
+
+
+def lint_findings(
+    session: Mapping[str, Any], lint: Sequence[Mapping[str, Any]] | None = None
+) -> list[Advice]:
+    """Advice from lint findings (``lint`` or ``session["lint"]``), hot ones first.
+
+    Example:
+        >>> f = {"code": "TD201", "severity": "warning", "message": ".item() in a loop",
+        ...      "path": "t.py", "line": 3, "replacement": None}
+        >>> lint_findings({"lint": [f]})[0].heat
+        0.0
+    """
+    findings = list(session.get("lint") or ()) if lint is None else list(lint)
+    step = step_ms(session)
+    advice: list[Advice] = []
+    cold: dict[str, list[Mapping[str, Any]]] = {}
+    for finding in findings:
+        heat, why = _heat(finding, session, step)
+        if heat <= 0:
+            cold.setdefault(str(finding.get("code") or "?"), []).append(finding)
+            continue
+        where = f"{os.path.basename(str(finding.get('path') or '?'))}:{finding.get('line', '?')}"
+        replacement = finding.get("replacement")
+        advice.append(
+            Advice(
+                rule="lint",
+                title=f"{finding.get('code')} on a hot line ({where}): {finding.get('message')}",
+                confidence="medium",
+                evidence=[f"{where}: {why}"],
+                fix=f"use {replacement}" if replacement else str(finding.get("message") or ""),
+                references=[str(finding.get("code"))] + ([replacement] if replacement else []),
+                heat=heat,
+            )
+        )
+    advice.sort(key=lambda a: a.heat, reverse=True)
+    advice = advice[:MAX_HOT]
+    for code, group in sorted(cold.items()):
+        places = ", ".join(
+            f"{os.path.basename(str(f.get('path') or '?'))}:{f.get('line', '?')}" for f in group[:5]
+        )
+        more = f" and {len(group) - 5} more" if len(group) > 5 else ""
+        advice.append(
+            Advice(
+                rule="lint",
+                title=f"{code}: {group[0].get('message')} ({len(group)} finding(s), not hot)",
+                confidence="low",
+                evidence=[f"{places}{more}: not on a line the profile shows hot"],
+                fix=str(group[0].get("replacement") or "see `torchdoctor lint` for each line"),
+                references=[code],
+                heat=0.0,
+            )
+        )
+    return advice

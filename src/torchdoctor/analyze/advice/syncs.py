@@ -1,0 +1,132 @@
+"""Rule ``host-syncs``: host-device synchronizations inside the profiled step (seed 002, 003).
+
+Two families, one Advice each: scalar extraction (``.item()``, ``float(t)``, ``.tolist()``,
+``.cpu()``, ``if t:`` ...) -> keep metrics on device (``torchdoctor.train.LazyMetrics``);
+data-dependent shapes (``nonzero``, ``unique``, boolean-mask indexing ...) -> the sync-free ops.
+The saving is the measured stall (CUDA runs); on CPU runs the syncs are predicted, the stall is
+not measured, and the saving is left unknown.
+
+Example:
+    >>> host_syncs({"syncs": []})
+    []
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms
+
+SCALAR_KINDS = {"item", "cpu", "tolist", "numpy", "bool", "float", "int", "format", "repr"}
+SHAPE_KINDS = {
+    "nonzero",
+    "unique",
+    "masked_select",
+    "bool_index",
+    "bool_setitem",
+    "repeat_interleave",
+    "equal",
+    "allclose",
+}
+MAX_LINES = 5
+
+
+def _where(record: Mapping[str, Any]) -> str:
+    file = os.path.basename(str(record.get("file") or "?"))
+    return f"{file}:{record.get('line', '?')}"
+
+
+def _per_step(record: Mapping[str, Any]) -> float:
+    value = record.get("per_step")
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def _stall_per_step(records: list[Mapping[str, Any]]) -> float | None:
+    """Sum of measured stalls per step (stall_ms is per occurrence); None when none measured."""
+    measured = [r for r in records if isinstance(r.get("stall_ms"), (int, float))]
+    if not measured:
+        return None
+    return sum(float(r["stall_ms"]) * _per_step(r) for r in measured)
+
+
+def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda: bool) -> Advice:
+    records = sorted(records, key=_per_step, reverse=True)
+    per_step = sum(_per_step(r) for r in records)
+    lines = len({(r.get("file"), r.get("line")) for r in records})
+    evidence = [f"{per_step:g} host syncs per step from {lines} source line(s)"]
+    for r in records[:MAX_LINES]:
+        stall = r.get("stall_ms")
+        stall_text = f", stall {fmt_ms(stall)} each" if isinstance(stall, (int, float)) else ""
+        evidence.append(
+            f"{_where(r)} {r.get('op') or r.get('kind')} [{r.get('kind')}] "
+            f"x{_per_step(r):g}/step in {r.get('phase') or '?'}{stall_text}"
+        )
+    if len(records) > MAX_LINES:
+        evidence.append(f"... and {len(records) - MAX_LINES} more line(s)")
+    stall = _stall_per_step(records)
+    if stall is None:
+        evidence.append(
+            "stall not measured on this device: each of these waits for the GPU queue to drain "
+            "on CUDA"
+            if not cuda
+            else "stall not measured for these lines"
+        )
+    if scalar:
+        advice = Advice(
+            rule="host-syncs",
+            title="Keep per-step scalars on the device: defer .item()/.cpu() to display time",
+            evidence=evidence,
+            fix="Accumulate metrics as device tensors (torchdoctor.train.LazyMetrics) and "
+            "convert once per log interval; replace `if tensor:` checks with tensor ops.",
+            references=["torchdoctor.train.LazyMetrics", "seed 002"],
+            code='metrics["loss"] = float(loss.item())   # before: one sync per step\n'
+            "metrics.update(loss=loss.detach())      # after: LazyMetrics, synced at display",
+        )
+    else:
+        advice = Advice(
+            rule="host-syncs",
+            title="Replace data-dependent-shape ops in the hot loop with sync-free ops",
+            evidence=evidence,
+            fix="Precompute indices once (outside the loop) or use fixed-shape alternatives: "
+            "torch.where(mask, a, b) instead of a[mask], torch.unique(return_inverse=True) "
+            "instead of a loop over labels, the batched sync-free ops in torchdoctor.ops.",
+            references=["torchdoctor.ops", "seed 002", "seed 003"],
+            code="y = x[mask]                        # before: output shape depends on data\n"
+            "y = torch.where(mask, x, 0)        # after: fixed shape, no host sync",
+        )
+    if stall is not None and step > 0:
+        advice.estimated_saving_ms = min(stall, step)
+        advice.saving_range_ms = [advice.estimated_saving_ms, advice.estimated_saving_ms]
+        advice.confidence = "high"
+        advice.heat = min(1.0, stall / step)
+        advice.evidence.insert(
+            1, f"measured stall {fmt_ms(stall)} per step ({pct(stall, step):.0f}% of the step)"
+        )
+    else:
+        advice.confidence = "medium" if cuda else "low"
+        advice.heat = min(0.5, 0.05 * per_step)
+    return advice
+
+
+def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
+    """Advice for host-device syncs recorded inside the step (one per family).
+
+    Example:
+        >>> rec = {"kind": "item", "op": "loss.item()", "file": "t.py", "line": 3,
+        ...        "count": 10, "per_step": 1.0, "phase": "other", "stall_ms": None}
+        >>> host_syncs({"syncs": [rec], "step_ms": {"median": 5.0}})[0].rule
+        'host-syncs'
+    """
+    records = [r for r in session.get("syncs") or () if _per_step(r) > 0]
+    step = step_ms(session)
+    cuda = str((session.get("environment") or {}).get("device") or "").startswith("cuda")
+    scalar = [r for r in records if r.get("kind") not in SHAPE_KINDS]
+    shape = [r for r in records if r.get("kind") in SHAPE_KINDS]
+    advice = []
+    if scalar:
+        advice.append(_advice(scalar, step, scalar=True, cuda=cuda))
+    if shape:
+        advice.append(_advice(shape, step, scalar=False, cuda=cuda))
+    return advice

@@ -1,0 +1,19 @@
+"""Fast, batched, sync-free building blocks (the "cure"), each with a naive reference.
+
+Naive references (the "before" of each seed) live in ``torchdoctor.ops.reference``.
+
+Example:
+    >>> import torch
+    >>> from torchdoctor.ops import remap_labels
+    >>> remap_labels(torch.tensor([7, 3, 7]))[0].tolist()
+    [1, 0, 1]
+"""
+
+from torchdoctor.ops.labels import remap_labels
+from torchdoctor.ops.segments import group_by_segment, pad_segments
+
+__all__ = [
+    "remap_labels",
+    "group_by_segment",
+    "pad_segments",
+]

@@ -1,0 +1,204 @@
+"""Shared input checks for ``torchdoctor.ops``: clear errors, and no host sync unless asked.
+
+Metadata checks (type, dtype, rank, sizes, device) read only tensor metadata, so they are free
+and never synchronize with the device. Value checks (``require_finite``) must look at the data:
+they cost exactly one host sync for all the tensors they are given, so ops run them only when
+called with ``check=True`` and skip them on the hot path (``check=False``).
+
+Every error says what was wrong, what was expected and what to do.
+
+Example:
+    >>> import torch
+    >>> from torchdoctor.ops._validation import require_float, require_rank
+    >>> x = torch.zeros(2, 3, 4)
+    >>> require_float(x, "x")
+    >>> require_rank(x, "x", 2, layout="(..., n, d)")
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "require_tensor",
+    "require_float",
+    "require_integer",
+    "require_rank",
+    "require_size",
+    "require_square",
+    "require_same_device",
+    "require_same_dtype",
+    "require_broadcastable",
+    "require_finite",
+    "describe",
+]
+
+
+def describe(x: torch.Tensor) -> str:
+    """A short description of a tensor for error messages: shape, dtype and device.
+
+    Example:
+        >>> describe(torch.zeros(2, 3))
+        'shape (2, 3), dtype torch.float32, device cpu'
+    """
+    return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+
+
+def require_tensor(x: object, name: str) -> None:
+    """Raise TypeError unless ``x`` is a ``torch.Tensor``.
+
+    Example:
+        >>> require_tensor(torch.zeros(1), "x")
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(x).__name__}; "
+            f"convert it with torch.as_tensor({name})"
+        )
+
+
+def require_float(x: object, name: str) -> None:
+    """Raise unless ``x`` is a floating-point tensor (float16/bfloat16/float32/float64).
+
+    Example:
+        >>> require_float(torch.zeros(1, dtype=torch.float64), "x")
+    """
+    require_tensor(x, name)
+    assert isinstance(x, torch.Tensor)
+    if not x.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
+            f"cast it first, e.g. {name}.float()"
+        )
+
+
+def require_integer(x: object, name: str) -> None:
+    """Raise unless ``x`` is an integer tensor (bool and floating point are rejected).
+
+    Example:
+        >>> require_integer(torch.tensor([0, 2, 1]), "labels")
+    """
+    require_tensor(x, name)
+    assert isinstance(x, torch.Tensor)
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be an integer tensor (e.g. torch.long), got dtype {x.dtype}; "
+            f"cast it first, e.g. {name}.long()"
+        )
+
+
+def require_rank(x: torch.Tensor, name: str, min_rank: int, layout: str = "") -> None:
+    """Raise ValueError unless ``x.ndim >= min_rank``; ``layout`` names the expected dims.
+
+    Example:
+        >>> require_rank(torch.zeros(4, 3), "x", 2, layout="(..., n, d)")
+    """
+    if x.ndim < min_rank:
+        expected = f" {layout}" if layout else ""
+        raise ValueError(
+            f"{name} must have at least {min_rank} dimensions{expected}, got {describe(x)}; "
+            f"add the missing dimensions, e.g. {name}.unsqueeze(0)"
+        )
+
+
+def require_size(x: torch.Tensor, name: str, dim: int, size: int, meaning: str) -> None:
+    """Raise ValueError unless ``x.shape[dim] == size``; ``meaning`` says where size comes from.
+
+    Example:
+        >>> require_size(torch.zeros(4, 3), "x", -1, 3, "the feature size d of y")
+    """
+    if x.shape[dim] != size:
+        raise ValueError(
+            f"{name} must have size {size} ({meaning}) in dimension {dim}, got {describe(x)}"
+        )
+
+
+def require_square(x: torch.Tensor, name: str) -> None:
+    """Raise ValueError unless ``x`` is a batch of square matrices ``(..., d, d)``.
+
+    Example:
+        >>> require_square(torch.eye(3).expand(2, 3, 3), "cov")
+    """
+    require_rank(x, name, 2, layout="(..., d, d)")
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"{name} must be a batch of square matrices (..., d, d), got {describe(x)}"
+        )
+
+
+def require_same_device(**tensors: torch.Tensor | None) -> None:
+    """Raise ValueError unless all given tensors (``None`` skipped) are on one device.
+
+    Example:
+        >>> require_same_device(x=torch.zeros(1), y=torch.ones(1))
+    """
+    named = [(k, v) for k, v in tensors.items() if v is not None]
+    if not named:
+        return
+    first_name, first = named[0]
+    for name, value in named[1:]:
+        if value.device != first.device:
+            raise ValueError(
+                f"{name} is on {value.device} but {first_name} is on {first.device}; "
+                f"move them to one device, e.g. {name}.to({first_name}.device)"
+            )
+
+
+def require_same_dtype(**tensors: torch.Tensor | None) -> None:
+    """Raise TypeError unless all given tensors (``None`` skipped) share one dtype.
+
+    Example:
+        >>> require_same_dtype(x=torch.zeros(1), y=torch.ones(1))
+    """
+    named = [(k, v) for k, v in tensors.items() if v is not None]
+    if not named:
+        return
+    first_name, first = named[0]
+    for name, value in named[1:]:
+        if value.dtype != first.dtype:
+            raise TypeError(
+                f"{name} has dtype {value.dtype} but {first_name} has {first.dtype}; "
+                f"cast them to one dtype, e.g. {name}.to({first_name}.dtype)"
+            )
+
+
+def require_broadcastable(name_a: str, shape_a: tuple, name_b: str, shape_b: tuple) -> tuple:
+    """Return the broadcast of two batch shapes, or raise ValueError naming both.
+
+    Example:
+        >>> require_broadcastable("x", (4, 1), "chol", (3,))
+        (4, 3)
+    """
+    try:
+        return tuple(torch.broadcast_shapes(tuple(shape_a), tuple(shape_b)))
+    except RuntimeError:
+        raise ValueError(
+            f"the batch dimensions of {name_a} {tuple(shape_a)} and {name_b} {tuple(shape_b)} "
+            f"do not broadcast; give them equal leading dimensions or size-1 ones"
+        ) from None
+
+
+def require_finite(**tensors: torch.Tensor | None) -> None:
+    """Raise ValueError if any given tensor holds NaN or Inf. One host sync for all of them.
+
+    The error names the tensor and the index of its first non-finite entry. Ops call this only
+    when ``check=True``; pass ``check=False`` on a hot path to skip it (no sync at all).
+
+    Example:
+        >>> require_finite(x=torch.zeros(2), y=torch.ones(3))
+    """
+    named = [(k, v) for k, v in tensors.items() if v is not None and v.numel() > 0]
+    if not named:
+        return
+    flags = torch.stack([(~torch.isfinite(v)).any() for _, v in named])
+    if not bool(flags.any()):  # the one sync
+        return
+    for (name, value), bad in zip(named, flags.tolist()):
+        if bad:
+            index = tuple(int(i) for i in (~torch.isfinite(value)).nonzero()[0].tolist())
+            entry = value[index].item()
+            raise ValueError(
+                f"{name} contains non-finite values (first {entry} at index {index}, "
+                f"{describe(value)}); remove or replace NaN/Inf before calling this op, "
+                f"e.g. torch.nan_to_num({name})"
+            )

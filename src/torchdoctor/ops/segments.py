@@ -1,0 +1,178 @@
+"""Segment utilities: group tokens by segment id and pad segments into one dense batch.
+
+Seed 003 ran ``torch.where(segment_mask == seg_id)`` once per segment, one host sync each
+(64 frames, 64 syncs). Here one stable sort groups every segment at once; the only host sync
+left is reading the padded sizes, and none happens when ``num_segments`` and ``max_len`` are
+given.
+
+Conventions shared by both functions:
+
+- ``segment_ids`` has shape ``(..., n)``; leading dims are independent rows (batched).
+- Ids ``0 <= id < num_segments`` name a segment; negative ids (e.g. ``-1`` for text tokens in
+  seed 003) belong to no segment and are left out.
+- Within a segment, tokens keep their original order (stable).
+
+Example:
+    >>> import torch
+    >>> ids = torch.tensor([1, 0, 1, -1, 0, 1])
+    >>> order, counts, offsets = group_by_segment(ids)
+    >>> order.tolist(), counts.tolist(), offsets.tolist()
+    ([1, 4, 0, 2, 5, 3], [2, 3], [0, 2])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from torchdoctor.ops._validation import (
+    require_integer,
+    require_rank,
+    require_same_device,
+    require_size,
+    require_tensor,
+)
+
+__all__ = ["group_by_segment", "pad_segments"]
+
+
+def _check_ids(segment_ids: torch.Tensor) -> None:
+    require_integer(segment_ids, "segment_ids")
+    require_rank(segment_ids, "segment_ids", 1, layout="(..., n)")
+
+
+def _check_count(value: int | None, name: str) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+
+
+def _sort_keys(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Ids as sort keys, with negative (ignored) ids moved after every real segment."""
+    big = torch.iinfo(torch.long).max
+    ids = segment_ids.long()
+    return torch.where(ids < 0, torch.full_like(ids, big), ids)
+
+
+def group_by_segment(
+    segment_ids: torch.Tensor, num_segments: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Group positions by segment id with one stable sort.
+
+    Args:
+        segment_ids: integer tensor ``(..., n)``; negative ids are ignored.
+        num_segments: number of segments ``S``. When ``None`` it is ``max(id) + 1`` over all
+            rows, which costs one host sync; pass it on a hot path for zero syncs.
+
+    Returns:
+        ``order`` ``(..., n)`` long: positions sorted by segment (stable), ignored ones last,
+        so ``order[..., offsets[s]:offsets[s] + counts[s]]`` are the positions of segment ``s``;
+        ``counts`` ``(..., S)`` long: tokens per segment (ids ``>= S`` are not counted);
+        ``offsets`` ``(..., S)`` long: where each segment starts in ``order``.
+
+    Example:
+        >>> ids = torch.tensor([[0, 2, 0], [1, 1, 2]])
+        >>> order, counts, offsets = group_by_segment(ids, num_segments=3)
+        >>> counts.tolist()
+        [[2, 0, 1], [0, 2, 1]]
+    """
+    _check_ids(segment_ids)
+    _check_count(num_segments, "num_segments")
+    if num_segments is None:
+        if segment_ids.numel() == 0:
+            num_segments = 0
+        else:
+            num_segments = int(segment_ids.max().clamp(min=-1).item()) + 1  # the one sync
+    keys = _sort_keys(segment_ids)
+    order = torch.sort(keys, dim=-1, stable=True).indices
+    # Ignored and out-of-range ids go to an extra bin that is dropped afterwards.
+    bins = torch.where(keys < num_segments, keys, torch.full_like(keys, num_segments))
+    counts = torch.zeros(
+        (*segment_ids.shape[:-1], num_segments + 1), dtype=torch.long, device=segment_ids.device
+    )
+    counts.scatter_add_(-1, bins, torch.ones_like(bins))
+    counts = counts[..., :num_segments]
+    offsets = torch.cumsum(counts, dim=-1) - counts
+    return order, counts, offsets
+
+
+def pad_segments(
+    values: torch.Tensor,
+    segment_ids: torch.Tensor,
+    fill: float | int | bool = 0,
+    num_segments: int | None = None,
+    max_len: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack the tokens of each segment into a dense ``(..., S, max_len, *features)`` tensor.
+
+    Args:
+        values: ``(..., n, *features)``: one entry per token; its leading ``(..., n)`` dims
+            equal ``segment_ids.shape``.
+        segment_ids: integer ``(..., n)``; negative ids are left out.
+        fill: value of padding slots.
+        num_segments: ``S``; default ``max(id) + 1`` over all rows.
+        max_len: padded length; default the largest segment. Tokens of a segment beyond
+            ``max_len`` are dropped. When either size is missing both are read with one host
+            sync; with both given there is none.
+
+    Returns:
+        ``(padded, mask)``: ``padded`` has ``values``' dtype and device, tokens of a segment in
+        their original order; ``mask`` ``(..., S, max_len)`` is True where a slot holds a token.
+        Differentiable with respect to ``values``.
+
+    Example:
+        >>> ids = torch.tensor([1, 0, 1, -1, 0, 1])
+        >>> padded, mask = pad_segments(torch.arange(6.0), ids, fill=-1)
+        >>> padded.tolist()
+        [[1.0, 4.0, -1.0], [0.0, 2.0, 5.0]]
+    """
+    require_tensor(values, "values")
+    _check_ids(segment_ids)
+    _check_count(num_segments, "num_segments")
+    _check_count(max_len, "max_len")
+    require_same_device(values=values, segment_ids=segment_ids)
+    lead = segment_ids.shape
+    if values.ndim < len(lead) or values.shape[: len(lead)] != lead:
+        raise ValueError(
+            f"values must have shape segment_ids.shape + features = {tuple(lead)} + (...), "
+            f"got values shape {tuple(values.shape)}; give one value per token"
+        )
+    for dim in range(len(lead)):
+        require_size(values, "values", dim, lead[dim], "the matching dimension of segment_ids")
+    features = values.shape[len(lead) :]
+    n = lead[-1]
+    keys = _sort_keys(segment_ids)
+    sorted_keys, order = torch.sort(keys, dim=-1, stable=True)
+    # Rank of each sorted token inside its segment: position minus the start of its run.
+    position = torch.arange(n, device=segment_ids.device).expand_as(sorted_keys)
+    starts = torch.ones_like(sorted_keys, dtype=torch.bool)
+    if n > 1:
+        starts[..., 1:] = sorted_keys[..., 1:] != sorted_keys[..., :-1]
+    run_start = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=-1).values
+    rank = position - run_start
+
+    if num_segments is None or max_len is None:
+        if segment_ids.numel() == 0:
+            sizes = [0, 0]
+        else:
+            real = sorted_keys != torch.iinfo(torch.long).max
+            top_id = torch.where(real, sorted_keys, torch.full_like(sorted_keys, -1)).max()
+            top_rank = torch.where(real, rank, torch.full_like(rank, -1)).max()
+            sizes = (torch.stack([top_id, top_rank]) + 1).tolist()  # the one sync
+        num_segments = sizes[0] if num_segments is None else num_segments
+        max_len = sizes[1] if max_len is None else max_len
+
+    rows = math.prod(lead[:-1])
+    slots = rows * num_segments * max_len
+    row = torch.arange(rows, device=segment_ids.device).view(*lead[:-1], 1)
+    keep = (sorted_keys < num_segments) & (rank < max_len)
+    target = (row * num_segments + sorted_keys.clamp(max=max(num_segments - 1, 0))) * max_len
+    target = torch.where(keep, target + rank, torch.full_like(rank, slots))  # slot `slots`: trash
+    flat_values = values.reshape(rows * n, *features)
+    source = flat_values.index_select(0, (order + row * n).reshape(-1))
+    base = torch.full((slots + 1, *features), fill, dtype=values.dtype, device=values.device)
+    padded = base.index_copy(0, target.reshape(-1), source)[:slots]
+    mask = torch.zeros(slots + 1, dtype=torch.bool, device=values.device)
+    mask = mask.index_fill(0, target.reshape(-1), True)[:slots]
+    out_shape = (*lead[:-1], num_segments, max_len)
+    return padded.reshape(*out_shape, *features), mask.reshape(out_shape)

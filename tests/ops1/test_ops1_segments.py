@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ops1_helpers import count_syncs
+
+from torchdoctor.ops import group_by_segment, pad_segments
+from torchdoctor.ops.reference.segments import pad_segments_reference, segment_indices_reference
+
+ids_strategy = st.integers(1, 3).flatmap(
+    lambda rows: st.integers(0, 12).flatmap(
+        lambda n: st.lists(
+            st.lists(st.integers(-1, 4), min_size=n, max_size=n), min_size=rows, max_size=rows
+        )
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=ids_strategy, features=st.sampled_from([(), (1,), (2, 3)]))
+def test_pad_segments_matches_reference(rows, features):
+    ids = torch.tensor(rows, dtype=torch.long)
+    values = torch.randn(*ids.shape, *features, generator=torch.Generator().manual_seed(1))
+    padded, mask = pad_segments(values, ids, fill=-7.0)
+    ref_padded, ref_mask = pad_segments_reference(values, ids, fill=-7.0)
+    assert padded.shape == ref_padded.shape
+    assert torch.equal(mask, ref_mask)
+    assert torch.equal(padded, ref_padded)
+
+
+@settings(max_examples=60, deadline=None)
+@given(row=st.lists(st.integers(-1, 5), min_size=0, max_size=20))
+def test_group_by_segment_matches_per_segment_where(row):
+    ids = torch.tensor(row, dtype=torch.long)
+    order, counts, offsets = group_by_segment(ids)
+    reference = segment_indices_reference(ids)
+    assert counts.sum().item() == sum(len(v) for v in reference.values())
+    for seg in range(counts.numel()):
+        start, count = int(offsets[seg]), int(counts[seg])
+        expected = reference.get(seg, torch.empty(0, dtype=torch.long))
+        assert order[start : start + count].tolist() == expected.tolist()
+    # Ignored tokens come last.
+    assert sorted(order[int(counts.sum()) :].tolist()) == torch.where(ids < 0)[0].tolist()
+
+
+def test_group_by_segment_batched_rows_are_independent():
+    ids = torch.tensor([[0, 2, 0, 1], [2, 2, -1, 0]])
+    order, counts, offsets = group_by_segment(ids, num_segments=3)
+    for b in range(2):
+        o, c, f = group_by_segment(ids[b], num_segments=3)
+        assert torch.equal(order[b], o) and torch.equal(counts[b], c) and torch.equal(offsets[b], f)
+
+
+def test_pad_segments_one_sync_and_none_with_sizes():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(-1, 64, (12544,), generator=gen)  # seed 003: 64 frames
+    values = torch.randn(12544, 8, generator=gen)
+    with count_syncs() as syncs:
+        padded, _ = pad_segments(values, ids)
+    assert syncs.total == 1
+    with count_syncs() as syncs:
+        padded2, _ = pad_segments(values, ids, num_segments=64, max_len=padded.shape[1])
+        group_by_segment(ids, num_segments=64)
+    assert syncs.total == 0
+    assert torch.equal(padded, padded2)
+
+
+def test_pad_segments_truncates_and_skips_out_of_range_ids():
+    ids = torch.tensor([0, 0, 0, 1, 2])
+    padded, mask = pad_segments(torch.arange(5.0), ids, num_segments=2, max_len=2)
+    assert padded.tolist() == [[0.0, 1.0], [3.0, 0.0]]
+    assert mask.tolist() == [[True, True], [True, False]]
+
+
+def test_pad_segments_preserves_dtype_and_gradient():
+    ids = torch.tensor([1, 0, 1])
+    values = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    padded, mask = pad_segments(values, ids)
+    assert padded.dtype == torch.float64
+    (padded * torch.arange(padded.numel(), dtype=torch.float64).view_as(padded)).sum().backward()
+    assert values.grad is not None and torch.isfinite(values.grad).all()
+    assert torch.autograd.gradcheck(
+        lambda v: pad_segments(v, ids)[0], (values.detach().requires_grad_(),)
+    )
+    half = pad_segments(torch.ones(3, dtype=torch.bfloat16), ids)[0]
+    assert half.dtype == torch.bfloat16
+
+
+def test_segments_errors_are_clear():
+    with pytest.raises(TypeError, match="segment_ids must be an integer tensor"):
+        group_by_segment(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="segment_ids must have at least 1 dimensions"):
+        group_by_segment(torch.tensor(3))
+    with pytest.raises(ValueError, match="values must have shape segment_ids.shape"):
+        pad_segments(torch.zeros(4), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="num_segments must be a non-negative int"):
+        group_by_segment(torch.tensor([0]), num_segments=-1)

@@ -1,0 +1,17 @@
+"""Training-loop parts: lazy metrics, health checks, SDM loss and schedules, samplers, memory.
+
+Example:
+    >>> import torch
+    >>> from torchdoctor.train import LazyMetrics, sdm_loss
+    >>> metrics = LazyMetrics()
+    >>> metrics.update(loss=torch.tensor(0.25))
+    >>> metrics.compute()
+    {'loss': 0.25}
+"""
+
+from __future__ import annotations
+
+from torchdoctor.train.metrics import LazyMetrics
+from torchdoctor.train.sdm import sdm_loss
+
+__all__ = ["LazyMetrics", "sdm_loss"]

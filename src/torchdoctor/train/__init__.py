@@ -11,7 +11,17 @@ Example:
 
 from __future__ import annotations
 
+from torchdoctor.train.memory import CrossBatchMemory, MemoryGallery
 from torchdoctor.train.metrics import LazyMetrics
+from torchdoctor.train.param_groups import param_groups
+from torchdoctor.train.schedules import WeightSchedule
 from torchdoctor.train.sdm import sdm_loss
 
-__all__ = ["LazyMetrics", "sdm_loss"]
+__all__ = [
+    "CrossBatchMemory",
+    "LazyMetrics",
+    "MemoryGallery",
+    "WeightSchedule",
+    "param_groups",
+    "sdm_loss",
+]

@@ -55,8 +55,11 @@ _CONFIDENCE_WEIGHT = {"high": 1.0, "medium": 0.7, "low": 0.4}
 
 def _rank_key(advice: Advice) -> tuple[int, float]:
     weight = _CONFIDENCE_WEIGHT.get(advice.confidence, 0.4)
-    if advice.estimated_saving_ms is not None and advice.estimated_saving_ms > 0:
-        return (1, advice.estimated_saving_ms * weight)
+    saving = advice.estimated_saving_ms
+    if saving is not None and saving > 0:
+        if advice.saving_range_ms:  # an upper bound (range from 0) ranks by its low end
+            saving = min(saving, advice.saving_range_ms[0])
+        return (1, saving * weight)
     return (0, advice.heat * weight)
 
 

@@ -76,7 +76,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
         if record.get("kind") not in ROUND_TRIP_KINDS:
             continue
         where = f"{os.path.basename(str(record.get('file') or '?'))}:{record.get('line', '?')}"
-        text = f"{where} {record.get('op') or record.get('kind')} (device->host round trip)"
+        text = f"{where} {record.get('op') or record.get('kind')} (device-to-host round trip)"
         node = _enclosing(tree, record)
         if node is None:
             loose.append(text)
@@ -119,7 +119,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
         advice.append(
             Advice(
                 rule="cpu-work",
-                title="Device->host round trips in the step: keep the data on the device",
+                title="Device-to-host round trips in the step: keep the data on the device",
                 confidence="low",
                 evidence=loose[:5] + ([f"... and {len(loose) - 5} more"] if len(loose) > 5 else []),
                 fix="Replace .cpu()/.numpy()/.tolist() processing with tensor ops on the device.",

@@ -30,6 +30,8 @@ from torchdoctor.analyze.advice.base import (
 
 THRESHOLD = 0.30
 MIN_REPEATS = 4
+#: a composite node covering this much of the step is the model itself, not a diagnosis
+WRAPPER = 0.80
 
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
 _LINALG = re.compile(
@@ -95,7 +97,8 @@ def _candidates(tree: Mapping[str, Any], step: float) -> list[tuple[Mapping, str
         if group and sum(node_ms(c) for c in group[0]) >= THRESHOLD * step:
             found.append((node, group[1], group[0]))
             return True
-        if node.get("kind") != "root" and node_ms(node) >= THRESHOLD * step:
+        wrapper = bool(node.get("children")) and node_ms(node) >= WRAPPER * step
+        if node.get("kind") != "root" and not wrapper and node_ms(node) >= THRESHOLD * step:
             found.append((node, _label(node), None))
             return True
         return False

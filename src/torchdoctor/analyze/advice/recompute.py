@@ -47,7 +47,7 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
             f"identical to an earlier call (same storage, version, shape, dtype)"
             if isinstance(calls, (int, float))
             else f"{path}: {repeats:g} calls per step with identical inputs",
-            f"{fmt_ms(per_call)} per call -> {fmt_ms(saving)} per step recomputed "
+            f"{fmt_ms(per_call)} per call, so {fmt_ms(saving)} per step recomputed "
             f"({pct(saving, step):.0f}% of the step)",
         ]
         if source.get("file"):

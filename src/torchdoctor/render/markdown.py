@@ -1,0 +1,241 @@
+"""Markdown report in the seeds' shape: summary, breakdown, core problems, prioritized advice
+with estimated gains, code changes, next actions.
+
+Advice comes from ``session["advice"]`` when filled (``write_reports`` fills it), else it is
+computed with :func:`torchdoctor.analyze.advice.advice_dicts`. All session strings outside code
+blocks are escaped, so a module named ``<img src=x onerror=alert(1)>`` stays text.
+
+Example:
+    >>> from torchdoctor.session import Session
+    >>> render_markdown(Session.new("demo", with_environment=False)).splitlines()[0]
+    '# torchdoctor report: demo'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import median, step_ms
+from torchdoctor.render.markdown_text import code_block, escape, fmt_ms
+
+PHASES = ("data", "forward", "backward", "optimizer", "other")
+TOP_PROBLEMS = 3
+MAX_SYNC_LINES = 15
+
+
+def session_advice(session: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The session's advice dicts, computed when the session has none yet.
+
+    Example:
+        >>> session_advice({"advice": [{"rule": "x", "priority": 1}]})[0]["rule"]
+        'x'
+    """
+    advice = session.get("advice")
+    if advice:
+        return sorted(advice, key=lambda a: a.get("priority") or 0)
+    from torchdoctor.analyze.advice import advice_dicts
+
+    return advice_dicts(session)
+
+
+def _tree_text(session: Mapping[str, Any]) -> str:
+    """The module tree as text, from the profiler's tree renderer."""
+    if not session.get("tree"):
+        return "(no module tree recorded)"
+    from torchdoctor.render.tree import render_tree_text
+
+    return render_tree_text(session)
+
+
+def gain_text(advice: Mapping[str, Any]) -> str:
+    """'12.5 ms per step (6%), range 12.5-25 ms' or 'not measurable from this run'.
+
+    Example:
+        >>> gain_text({"estimated_saving_ms": 10.0, "estimated_saving_pct": 5.0})
+        '10 ms per step (5% of the step)'
+    """
+    saving = advice.get("estimated_saving_ms")
+    if saving is None:
+        return "not measurable from this run"
+    text = f"{fmt_ms(saving)} per step"
+    if advice.get("estimated_saving_pct") is not None:
+        text += f" ({advice['estimated_saving_pct']:.0f}% of the step)"
+    span = advice.get("saving_range_ms")
+    if span and abs(span[1] - span[0]) > 1e-9:
+        text += f", range {fmt_ms(span[0])} to {fmt_ms(span[1])}"
+    return text
+
+
+def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[str]:
+    env = session.get("environment") or {}
+    config = session.get("config") or {}
+    step = step_ms(session)
+    stat = session.get("step_ms") or {}
+    lines = ["## Summary", ""]
+    steps = len(session.get("steps") or [])
+    spread = ""
+    if stat.get("q1") is not None and stat.get("q3") is not None and step > 0:
+        spread = f" (middle half {fmt_ms(stat['q1'])} to {fmt_ms(stat['q3'])})"
+    lines.append(
+        f"- **Step time:** {fmt_ms(step) if step > 0 else '-'} median{spread}, "
+        f"{steps} step(s) profiled after {config.get('warmup', '?')} warm-up"
+    )
+    phases = session.get("phases") or {}
+    parts = [
+        f"{escape(p)} {fmt_ms(median(phases[p]))} ({100 * median(phases[p]) / step:.0f}%)"
+        for p in PHASES
+        if p in phases and step > 0
+    ]
+    if parts:
+        lines.append("- **Phases:** " + ", ".join(parts))
+    lines.append(
+        f"- **Where:** {escape(str(env.get('device') or '?'))}, torch "
+        f"{escape(str(env.get('torch') or '?'))}, timing "
+        f"{escape(str(config.get('timing') or '?'))}"
+    )
+    syncs = session.get("syncs") or []
+    if syncs:
+        per_step = sum(float(r.get("per_step") or 0) for r in syncs)
+        lines.append(f"- **Host syncs:** {per_step:g} per step from {len(syncs)} source line(s)")
+    if advice:
+        top = advice[0]
+        lines.append(f"- **Top problem:** {escape(top.get('title', ''))}: {gain_text(top)}")
+        lines.append(
+            "- Savings are per remedy and do not add up: fixing one part changes the "
+            "share of the others. Re-profile after each change."
+        )
+    if session.get("interrupted"):
+        lines.append("- **Warning:** collection was interrupted; numbers cover the steps seen.")
+    if session.get("error"):
+        last = str(session["error"]).strip().splitlines()[-1:]
+        lines.append(f"- **Error in the profiled code:** {escape(last[0] if last else '')}")
+    for note in config.get("notes") or ():
+        lines.append(f"- Note: {escape(str(note))}")
+    return lines + [""]
+
+
+def _breakdown(session: Mapping[str, Any]) -> list[str]:
+    lines = ["## Breakdown", "", code_block(_tree_text(session)), ""]
+    phases = session.get("phases") or {}
+    step = step_ms(session)
+    if phases:
+        lines += ["| phase | median | % of step |", "|---|---:|---:|"]
+        for phase in [p for p in PHASES if p in phases] + sorted(set(phases) - set(PHASES)):
+            value = median(phases[phase])
+            share = f"{100 * value / step:.0f}%" if step > 0 else "-"
+            lines.append(f"| {escape(phase)} | {fmt_ms(value)} | {share} |")
+        lines.append("")
+    syncs = sorted(session.get("syncs") or [], key=lambda r: -float(r.get("per_step") or 0))
+    if syncs:
+        lines += [
+            "### Host syncs",
+            "",
+            "| where | op | kind | per step | phase | stall |",
+            "|---|---|---|---:|---|---:|",
+        ]
+        for r in syncs[:MAX_SYNC_LINES]:
+            where = f"{os.path.basename(str(r.get('file') or '?'))}:{r.get('line', '?')}"
+            stall = r.get("stall_ms")
+            stall_text = (
+                fmt_ms(stall)
+                if isinstance(stall, (int, float))
+                else ("would sync on CUDA" if r.get("would_sync_on_cuda") else "-")
+            )
+            lines.append(
+                f"| {escape(where)} | {escape(str(r.get('op') or ''))} | "
+                f"{escape(str(r.get('kind')))} | {r.get('per_step', '-')} | "
+                f"{escape(str(r.get('phase') or '-'))} | {stall_text} |"
+            )
+        if len(syncs) > MAX_SYNC_LINES:
+            lines.append(f"\n... {len(syncs) - MAX_SYNC_LINES} more line(s) in the JSON session")
+        lines.append("")
+    return lines
+
+
+def _core_problems(advice: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Core problems", ""]
+    if not advice:
+        return lines + ["No rule found a problem worth fixing in this run.", ""]
+    for i, item in enumerate(advice[:TOP_PROBLEMS], start=1):
+        evidence = item.get("evidence") or [""]
+        lines.append(f"{i}. **{escape(item.get('title', ''))}**: {escape(evidence[0])}")
+    return lines + [""]
+
+
+def _advice_section(advice: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Prioritized advice", ""]
+    if not advice:
+        return lines + ["(none)", ""]
+    for item in advice:
+        lines.append(f"### Priority {item.get('priority', '?')}: {escape(item.get('title', ''))}")
+        lines.append("")
+        lines.append(
+            f"**Estimated gain:** {gain_text(item)} · confidence "
+            f"{escape(str(item.get('confidence')))} · rule `{item.get('rule')}`"
+        )
+        lines.append("")
+        for line in item.get("evidence") or ():
+            lines.append(f"- {escape(line)}")
+        lines.append("")
+        if item.get("fix"):
+            lines += [f"**Fix:** {escape(item['fix'])}", ""]
+        if item.get("references"):
+            refs = ", ".join(escape(str(r)) for r in item["references"])
+            lines += [f"**References:** {refs}", ""]
+    return lines
+
+
+def _code_changes(advice: list[dict[str, Any]]) -> list[str]:
+    with_code = [a for a in advice if a.get("code")]
+    lines = ["## Code changes", ""]
+    if not with_code:
+        return lines + ["(no code change suggested)", ""]
+    for item in with_code:
+        lines += [
+            f"**Priority {item.get('priority', '?')}:** {escape(item.get('title', ''))}",
+            "",
+            code_block(item["code"], "python"),
+            "",
+        ]
+    return lines
+
+
+def _next_actions(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Next actions", ""]
+    for item in advice[:TOP_PROBLEMS]:
+        lines.append(f"- [ ] Priority {item.get('priority', '?')}: {escape(item.get('title', ''))}")
+    lines += [
+        "- [ ] Check the outputs did not change (e.g. `torchdoctor.compare(old_fn, new_fn, x)`).",
+        "- [ ] Re-profile and save the session, then compare: "
+        "`torchdoctor diff before.json after.json`.",
+        "",
+    ]
+    return lines
+
+
+def render_markdown(session: Mapping[str, Any]) -> str:
+    """The full Markdown report of a session.
+
+    Example:
+        >>> text = render_markdown({"label": "x", "tree": None, "advice": []})
+        >>> "## Prioritized advice" in text
+        True
+    """
+    advice = session_advice(session)
+    label = escape(str(session.get("label") or "session"))
+    header = [f"# torchdoctor report: {label}", ""]
+    meta = [str(session.get(k)) for k in ("tool", "created") if session.get(k)]
+    if meta:
+        header += [escape(" · ".join(meta)), ""]
+    lines = (
+        header
+        + _summary(session, advice)
+        + _breakdown(session)
+        + _core_problems(advice)
+        + _advice_section(advice)
+        + _code_changes(advice)
+        + _next_actions(session, advice)
+    )
+    return "\n".join(lines).rstrip() + "\n"

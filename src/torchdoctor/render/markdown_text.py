@@ -1,0 +1,49 @@
+"""Small text helpers shared by the Markdown-producing renderers (report and diff).
+
+Example:
+    >>> escape("<img src=x onerror=alert(1)>")
+    '&lt;img src=x onerror=alert(1)&gt;'
+"""
+
+from __future__ import annotations
+
+import re
+
+_MD_SPECIAL = re.compile(r"([\\`*|])")
+
+
+def escape(text: str) -> str:
+    """Make text safe inline in Markdown: HTML-escaped (no raw tags), table pipes escaped.
+
+    Example:
+        >>> escape("a|b & <c>")
+        'a\\\\|b &amp; &lt;c&gt;'
+    """
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
+
+
+def fmt_ms(value: float | None) -> str:
+    """A time in ms with 3 significant digits ('-' when unknown).
+
+    Example:
+        >>> fmt_ms(134.01), fmt_ms(0.3912), fmt_ms(None)
+        ('134 ms', '0.391 ms', '-')
+    """
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f} ms"
+    return f"{value:.3g} ms"
+
+
+def code_block(text: str, language: str = "") -> str:
+    """A fenced code block whose fence is longer than any backtick run in ``text``.
+
+    Example:
+        >>> code_block("x = 1", "python").splitlines()[0]
+        '```python'
+    """
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text.rstrip()}\n{fence}"

@@ -1,0 +1,312 @@
+"""Crafted sessions for the advice and report tests (plain dicts in the schema's shape)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torchdoctor.session import empty_session_dict, stat
+
+
+def s(value: float) -> dict[str, float]:
+    """A Stat whose every field is ``value``."""
+    return stat([value])
+
+
+def node(
+    path: str,
+    fwd: float,
+    bwd: float = 0.0,
+    *,
+    kind: str = "module",
+    type: str | None = None,
+    children: list | None = None,
+    source: dict | None = None,
+    calls: float = 1.0,
+) -> dict[str, Any]:
+    """A tree node with forward/backward medians; a "self" child fills the parent's rest."""
+    children = list(children or [])
+    if children:
+        rest_f = fwd - sum(c["forward_ms"]["median"] for c in children)
+        rest_b = bwd - sum(c["backward_ms"]["median"] for c in children)
+        if rest_f > 1e-9 or rest_b > 1e-9:
+            children.append(
+                {
+                    "path": f"{path}.<self>" if path else "<self>",
+                    "name": "<self>",
+                    "kind": "self",
+                    "type": None,
+                    "calls_per_step": 1.0,
+                    "forward_ms": s(max(rest_f, 0.0)),
+                    "forward_self_ms": s(max(rest_f, 0.0)),
+                    "backward_ms": s(max(rest_b, 0.0)),
+                    "backward_self_ms": s(max(rest_b, 0.0)),
+                    "total_ms": s(max(rest_f, 0.0) + max(rest_b, 0.0)),
+                    "activation_bytes": None,
+                    "source": None,
+                    "children": [],
+                }
+            )
+    return {
+        "path": path,
+        "name": path.rsplit(".", 1)[-1] if path else "step",
+        "kind": kind,
+        "type": type,
+        "calls_per_step": calls,
+        "forward_ms": s(fwd),
+        "forward_self_ms": s(0.0),
+        "backward_ms": s(bwd),
+        "backward_self_ms": s(0.0),
+        "total_ms": s(fwd + bwd),
+        "activation_bytes": None,
+        "source": source,
+        "children": children,
+    }
+
+
+TRAIN = "/home/me/proj/train.py"
+MODEL = "/home/me/proj/model.py"
+
+
+def slow_session(evil: str | None = None) -> dict[str, Any]:
+    """A CUDA diffusion-policy-like training step on which every advice rule fires.
+
+    ``evil`` replaces a module name and a file name (escaping tests).
+    """
+    layers = [
+        node(
+            f"model.decoder.layers.{i}",
+            20 / 3,
+            40 / 3,
+            type="DecoderLayer",
+            children=[
+                node(f"model.decoder.layers.{i}.self_attn", 2.0, 4.0, type="MultiheadAttention")
+            ],
+        )
+        for i in range(6)
+    ]
+    encoder_name = evil or "encoder"
+    model = node(
+        "model",
+        60.0,
+        105.0,
+        type="DiT",
+        source={"file": MODEL, "line": 1, "end_line": 200, "function": "forward"},
+        children=[
+            node(
+                f"model.{encoder_name}",
+                10.0,
+                5.0,
+                type="TransformerEncoder",
+                source={"file": evil or MODEL, "line": 10, "end_line": 40, "function": "forward"},
+            ),
+            node("model.decoder", 40.0, 80.0, type="Decoder", children=layers),
+            node(
+                "model.pac_loss",
+                2.0,
+                20.0,
+                kind="region",
+                source={"file": TRAIN, "line": 50, "end_line": 60, "function": "loss"},
+            ),
+        ],
+    )
+    match = node(
+        "linear_sum_assignment",
+        15.0,
+        kind="region",
+        source={"file": TRAIN, "line": 70, "end_line": 75, "function": "step"},
+    )
+    root = node("", 80.0, 105.0, kind="root", children=[model, match])
+    root["total_ms"] = s(200.0)
+    data = empty_session_dict("diffusion_policy (crafted)")
+    data.update(
+        environment={
+            "torch": "2.13.0",
+            "python": "3.11",
+            "platform": "linux",
+            "device": "cuda:0 NVIDIA H200",
+            "threads": 2,
+            "cuda": "12.8",
+            "knobs": {"autocast": False, "tf32": None, "compile": None},
+        },
+        config={
+            "steps": 10,
+            "warmup": 3,
+            "timing": "cuda_events",
+            "step_boundary": "optimizer",
+            "syncs": True,
+            "notes": [],
+        },
+        steps=[
+            {
+                "index": i,
+                "wall_ms": 200.0 + i,
+                "phases": {
+                    "data": 25.0,
+                    "forward": 60.0,
+                    "backward": 105.0,
+                    "optimizer": 8.0,
+                    "other": 2.0,
+                },
+                "peak_memory_bytes": None,
+            }
+            for i in range(3)
+        ],
+        phases={
+            "data": s(25.0),
+            "forward": s(60.0),
+            "backward": s(105.0),
+            "optimizer": s(8.0),
+            "other": s(2.0),
+        },
+        step_ms=s(200.0),
+        tree=root,
+        syncs=[
+            {
+                "kind": "item",
+                "op": "loss.item()",
+                "file": TRAIN,
+                "line": 88,
+                "function": "train_step",
+                "count": 30,
+                "per_step": 3.0,
+                "phase": "other",
+                "stall_ms": 0.8,
+                "would_sync_on_cuda": True,
+            },
+            {
+                "kind": "nonzero",
+                "op": "idx = mask.nonzero()",
+                "file": TRAIN,
+                "line": 92,
+                "function": "train_step",
+                "count": 100,
+                "per_step": 10.0,
+                "phase": "forward",
+                "stall_ms": None,
+                "would_sync_on_cuda": True,
+            },
+            {
+                "kind": "cpu",
+                "op": "cost.cpu().numpy()",
+                "file": evil or TRAIN,
+                "line": 72,
+                "function": evil or "match",
+                "count": 10,
+                "per_step": 1.0,
+                "phase": "forward",
+                "stall_ms": 0.5,
+                "would_sync_on_cuda": True,
+            },
+        ],
+        sync_audit={"mode": "fast", "overhead_pct": 3.0, "device": "cuda"},
+        recomputation=[
+            {
+                "path": f"model.{encoder_name}",
+                "calls_per_step": 10,
+                "identical_input_calls": 9,
+                "time_per_call_ms": 1.5,
+                "source": {"file": evil or MODEL, "line": 10},
+            }
+        ],
+        inference={
+            "train_step_ms": 200.0,
+            "inference_ms": 5.0,
+            "train_inference_ratio": 40.0,
+            "backward_forward_ratio": 1.75,
+        },
+        timeline=[
+            {"name": "data", "cat": "phase", "ts_us": 0.0, "dur_us": 25000.0, "depth": 0},
+            {"name": "model", "cat": "forward", "ts_us": 25000.0, "dur_us": 60000.0, "depth": 1},
+            {
+                "name": f"model.{encoder_name}",
+                "cat": "forward",
+                "ts_us": 25000.0,
+                "dur_us": 10000.0,
+                "depth": 2,
+            },
+            {"name": "model", "cat": "backward", "ts_us": 85000.0, "dur_us": 105000.0, "depth": 1},
+            {
+                "name": "linear_sum_assignment",
+                "cat": "region",
+                "ts_us": 190000.0,
+                "dur_us": 8000.0,
+                "depth": 1,
+            },
+        ],
+        lint=[
+            {
+                "code": "TD201",
+                "severity": "warning",
+                "message": ".item() inside the training loop",
+                "path": "proj/train.py",
+                "line": 88,
+                "column": 4,
+                "end_line": 88,
+                "end_column": 20,
+                "replacement": "torchdoctor.train.LazyMetrics",
+                "fixable": False,
+            },
+            {
+                "code": "TD301",
+                "severity": "info",
+                "message": "explicit matrix inverse",
+                "path": "proj/other.py",
+                "line": 5,
+                "column": 0,
+                "end_line": 5,
+                "end_column": 9,
+                "replacement": None,
+                "fixable": False,
+            },
+        ],
+    )
+    return data
+
+
+def clean_session() -> dict[str, Any]:
+    """A CPU step with spread-out time and every knob on: no rule should fire."""
+    model = node(
+        "model",
+        3.0,
+        6.0,
+        type="Net",
+        children=[
+            node("model.embed", 0.6, 1.2, type="Embedding"),
+            node("model.proj", 0.8, 1.6, type="Linear"),
+            node("model.norm", 0.6, 1.2, type="LayerNorm"),
+            node("model.head", 0.8, 1.6, type="Linear"),
+        ],
+    )
+    root = node("", 3.0, 6.0, kind="root", children=[model])
+    root["total_ms"] = s(10.0)
+    data = empty_session_dict("clean (crafted)")
+    data.update(
+        environment={
+            "torch": "2.13.0",
+            "device": "cpu",
+            "threads": 2,
+            "knobs": {"autocast": True, "tf32": True, "compile": True, "channels_last": True},
+        },
+        config={"steps": 5, "warmup": 2, "timing": "perf_counter", "notes": []},
+        phases={
+            "data": s(0.5),
+            "forward": s(3.0),
+            "backward": s(6.0),
+            "optimizer": s(0.4),
+            "other": s(0.1),
+        },
+        step_ms=s(10.0),
+        tree=root,
+        inference={
+            "train_step_ms": 10.0,
+            "inference_ms": 3.0,
+            "train_inference_ratio": 3.3,
+            "backward_forward_ratio": 2.0,
+        },
+    )
+    return data
+
+
+def copy_of(session: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(session)

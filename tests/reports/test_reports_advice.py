@@ -1,0 +1,177 @@
+"""Each advice rule fires on a crafted session and stays silent on a clean one; ranking."""
+
+from __future__ import annotations
+
+import pytest
+from reports_sessions import TRAIN, clean_session, copy_of, node, s, slow_session
+
+from torchdoctor.analyze.advice import RULES, Advice, advise, amdahl_saving
+from torchdoctor.analyze.advice.backward import backward_heavy
+from torchdoctor.analyze.advice.cpu_work import cpu_work
+from torchdoctor.analyze.advice.data_phase import data_loading
+from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.analyze.advice.knobs import engine_knobs
+from torchdoctor.analyze.advice.lint_hot import lint_findings
+from torchdoctor.analyze.advice.recompute import loop_invariant
+from torchdoctor.analyze.advice.syncs import host_syncs
+from torchdoctor.analyze.advice.train_inference import train_inference_ratio
+from torchdoctor.session import Session
+
+ALL_RULES = [*RULES, lint_findings]
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.__name__)
+def test_rule_fires_on_crafted_session(rule):
+    found = rule(slow_session())
+    assert found, f"{rule.__name__} did not fire on the crafted slow session"
+    for item in found:
+        assert isinstance(item, Advice)
+        assert item.title and item.evidence and item.fix
+        assert item.confidence in ("high", "medium", "low")
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.__name__)
+def test_rule_is_silent_on_clean_session(rule):
+    assert rule(clean_session()) == []
+
+
+def test_rules_accept_a_session_object():
+    assert advise(Session.from_dict(slow_session()))
+
+
+def test_loop_invariant_saving_is_repeated_calls_times_call_time():
+    (item,) = loop_invariant(slow_session())
+    assert item.estimated_saving_ms == pytest.approx(9 * 1.5)
+    assert "model.encoder" in item.title
+
+
+def test_loop_invariant_ignores_single_calls():
+    session = slow_session()
+    session["recomputation"][0]["identical_input_calls"] = 0
+    assert loop_invariant(session) == []
+
+
+def test_dominant_finds_the_repeated_layer_stack_not_the_wrapper():
+    (item,) = dominant_module(slow_session())
+    assert "model.decoder.layers[0-5]" in item.title
+    assert item.estimated_saving_ms == pytest.approx(amdahl_saving(200.0, 120 / 200, 1.2))
+
+
+def test_dominant_attention_module_gets_sdpa_remedy():
+    attn = node("model.attn", 6.0, 0.0, type="MultiheadAttention")
+    other = node("model.mlp", 2.0, 0.0, type="Linear")
+    root = node(
+        "", 8.0, 0.0, kind="root", children=[node("model", 8.0, 0.0, children=[attn, other])]
+    )
+    found = dominant_module({"step_ms": s(10.0), "tree": root})
+    assert [a.title for a in found if "SDPA" in a.title]
+
+
+def test_dominant_linalg_region_points_to_ops():
+    region = node("whiten_covariance", 5.0, kind="region")
+    root = node("", 6.0, kind="root", children=[region, node("head", 1.0, type="Linear")])
+    (item,) = dominant_module({"step_ms": s(10.0), "tree": root})
+    assert "torchdoctor.ops" in item.references
+
+
+def test_host_syncs_uses_measured_stall_and_lists_lines():
+    found = host_syncs(slow_session())
+    scalar = next(a for a in found if ".item()" in a.title)
+    assert scalar.estimated_saving_ms == pytest.approx(0.8 * 3 + 0.5 * 1)
+    assert scalar.confidence == "high"
+    assert any("train.py:88" in line for line in scalar.evidence)
+    shape = next(a for a in found if a is not scalar)
+    assert shape.estimated_saving_ms is None  # stall not measured: never invented
+
+
+def test_host_syncs_on_cpu_leave_the_saving_unknown():
+    session = slow_session()
+    session["environment"]["device"] = "cpu"
+    for record in session["syncs"]:
+        record["stall_ms"] = None
+    assert all(a.estimated_saving_ms is None for a in host_syncs(session))
+
+
+def test_backward_heavy_saving_assumes_typical_ratio():
+    (item,) = backward_heavy(slow_session())
+    assert "pac_loss" in item.title
+    assert item.estimated_saving_ms == pytest.approx(20.0 - 2 * 2.0)
+
+
+def test_train_inference_ratio_threshold():
+    session = slow_session()
+    session["inference"]["train_inference_ratio"] = 19.0
+    assert train_inference_ratio(session) == []
+
+
+def test_data_loading_threshold_and_saving():
+    (item,) = data_loading(slow_session())
+    assert item.estimated_saving_ms == pytest.approx(amdahl_saving(200.0, 25 / 200, 2.0))
+    session = slow_session()
+    session["phases"]["data"] = s(19.0)  # 9.5% of the step
+    assert data_loading(session) == []
+
+
+def test_cpu_work_attributes_round_trip_to_enclosing_region():
+    found = cpu_work(slow_session())
+    assert any("linear_sum_assignment" in a.title for a in found)
+    item = next(a for a in found if "linear_sum_assignment" in a.title)
+    assert any("train.py:72" in line for line in item.evidence)
+
+
+def test_engine_knobs_skip_knobs_in_use_and_add_channels_last_for_conv():
+    session = slow_session()
+    session["environment"]["knobs"] = {"autocast": True, "tf32": True, "compile": None}
+    titles = [a.title for a in engine_knobs(session)]
+    assert titles == ["torch.compile the model"]
+    conv = node("model.conv1", 30.0, 60.0, type="Conv2d")
+    session["tree"]["children"][0]["children"].append(conv)
+    assert any("channels_last" in a.title for a in engine_knobs(session))
+    cpu = slow_session()
+    cpu["environment"]["device"] = "cpu"
+    assert all("TF32" not in a.title and "autocast" not in a.title for a in engine_knobs(cpu))
+
+
+def test_engine_knobs_ranges_are_stated():
+    for item in engine_knobs(slow_session()):
+        low, high = item.saving_range_ms
+        assert 0 < low <= high
+        assert any("expected" in line and "x on that part" in line for line in item.evidence)
+
+
+def test_lint_hot_findings_rank_above_cold_ones():
+    ranked = [a for a in advise(slow_session()) if a.rule == "lint"]
+    assert [a.references[0] for a in ranked] == ["TD201", "TD301"]
+    assert ranked[0].heat > ranked[1].heat == 0.0
+    assert ranked[0].priority < ranked[1].priority
+
+
+def test_lint_argument_overrides_session_findings():
+    finding = {"code": "TD999", "message": "x", "path": TRAIN, "line": 55}
+    (item,) = lint_findings(slow_session(), [finding])
+    assert "pac_loss" in item.evidence[0]  # line 55 lies inside the pac_loss region
+
+
+def test_advise_ranks_and_numbers_priorities():
+    found = advise(slow_session())
+    assert [a.priority for a in found] == list(range(1, len(found) + 1))
+    known = [a for a in found if a.estimated_saving_ms]
+    unknown = [a for a in found if not a.estimated_saving_ms]
+    assert max(a.priority for a in known) < min(a.priority for a in unknown)
+    for item in known:
+        assert item.estimated_saving_pct == pytest.approx(item.estimated_saving_ms / 2.0)
+
+
+def test_savings_never_exceed_the_step():
+    for item in advise(slow_session()):
+        if item.estimated_saving_ms is not None:
+            assert 0 <= item.estimated_saving_ms <= 200.0
+
+
+def test_advise_rejects_non_mapping():
+    with pytest.raises(TypeError, match="Session"):
+        advise([1, 2])
+
+
+def test_empty_session_gives_no_advice():
+    assert advise(copy_of(Session.new("x", with_environment=False).to_dict())) == []

@@ -1,0 +1,193 @@
+"""linear_assignment / greedy_assignment: exact against scipy, batched, sync-free."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
+
+from torchdoctor.ops.assignment import greedy_assignment, linear_assignment
+from torchdoctor.ops.reference.assignment import (
+    greedy_assignment_reference,
+    linear_assignment_reference,
+)
+from torchdoctor.testing import count_host_syncs
+
+SIZES = (1, 2, 3, 5, 8, 12, 16)
+KINDS = ("uniform", "integer_ties", "forbidden", "large", "tiny")
+
+
+def _problems(kind: str, batch: int, rows: int, cols: int, generator) -> torch.Tensor:
+    if kind == "integer_ties":
+        return torch.randint(0, 3, (batch, rows, cols), generator=generator).double()
+    cost = torch.rand(batch, rows, cols, generator=generator, dtype=torch.float64)
+    if kind == "forbidden":
+        cost = torch.randint(0, 4, (batch, rows, cols), generator=generator).double()
+        cost[torch.rand(batch, rows, cols, generator=generator) < 0.3] = math.inf
+    elif kind == "large":
+        cost = cost * 1e12 + 1e15
+    elif kind == "tiny":
+        cost = cost * 1e-12
+    return cost
+
+
+def _scipy_total(matrix: np.ndarray) -> float | None:
+    try:
+        r, c = linear_sum_assignment(matrix)
+    except ValueError:  # infeasible
+        return None
+    return float(matrix[r, c].sum())
+
+
+def _check_against_scipy(cost: torch.Tensor, columns: torch.Tensor, total: torch.Tensor) -> int:
+    batch, rows, cols = cost.shape
+    checked = 0
+    for b in range(batch):
+        matrix = cost[b].numpy()
+        expected = _scipy_total(matrix)
+        if expected is None:
+            assert total[b].item() == math.inf and (columns[b] == -1).all()
+            checked += 1
+            continue
+        col = columns[b]
+        assigned = col[col >= 0]
+        assert len(assigned) == min(rows, cols)
+        assert len(set(assigned.tolist())) == len(assigned)
+        picked = matrix[np.nonzero(col.numpy() >= 0)[0], assigned.numpy()]
+        assert np.isfinite(picked).all()
+        assert total[b].item() == pytest.approx(float(picked.sum()), rel=1e-12, abs=0)
+        scale = float(np.abs(picked).sum()) + 1e-300
+        assert abs(total[b].item() - expected) <= 1e-9 * scale, (rows, cols, b)
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("method", ["torch", "auto"])
+def test_exact_against_scipy_on_thousands_of_problems(method):
+    generator = torch.Generator().manual_seed(0)
+    checked = 0
+    for rows in SIZES:
+        for cols in SIZES:
+            cost = torch.cat([_problems(kind, 10, rows, cols, generator) for kind in KINDS])
+            if method == "auto":  # the scipy path raises on infeasible: keep it feasible
+                cost = torch.where(torch.isinf(cost), 1e3, cost)
+            result = linear_assignment(cost, method=method, check=False)
+            checked += _check_against_scipy(cost, result.columns, result.total)
+    assert checked >= 2000
+
+
+def test_brute_force_exact_on_small_problems():
+    generator = torch.Generator().manual_seed(1)
+    checked = 0
+    for rows in range(1, 6):
+        for cols in range(1, 6):
+            for kind in KINDS:
+                cost = _problems(kind, 8, rows, cols, generator)
+                result = linear_assignment(cost, method="brute", check=False)
+                checked += _check_against_scipy(cost, result.columns, result.total)
+    assert checked == 5 * 5 * len(KINDS) * 8
+
+
+def test_maximize_matches_scipy_and_keeps_dtype():
+    generator = torch.Generator().manual_seed(2)
+    cost = torch.rand(6, 4, 7, generator=generator)
+    for method in ("torch", "scipy", "brute"):
+        result = linear_assignment(cost, maximize=True, method=method)
+        _, expected = linear_assignment_reference(cost, maximize=True)
+        assert result.total.dtype == torch.float32
+        torch.testing.assert_close(result.total, expected)
+
+
+def test_leading_dims_and_rectangular_shapes():
+    generator = torch.Generator().manual_seed(3)
+    cost = torch.rand(2, 3, 5, 4, generator=generator, dtype=torch.float64)
+    result = linear_assignment(cost, method="torch")
+    assert result.columns.shape == (2, 3, 5) and result.total.shape == (2, 3)
+    assert ((result.columns == -1).sum(-1) == 1).all()  # 5 rows, 4 columns: one row left over
+    columns, total = linear_assignment_reference(cost)
+    torch.testing.assert_close(result.total, total)
+
+
+def test_empty_problems():
+    for shape in [(3, 0, 4), (3, 4, 0), (0, 2, 2)]:
+        for method in ("torch", "scipy", "brute"):
+            result = linear_assignment(torch.zeros(shape), method=method)
+            assert result.columns.shape == shape[:2]
+            assert (result.columns == -1).all() and (result.total == 0).all()
+
+
+def test_nan_cost_raises_naming_the_problem():
+    cost = torch.rand(3, 4, 4)
+    cost[1, 2, 0] = math.nan
+    for method in ("torch", "scipy", "brute"):
+        with pytest.raises(ValueError, match=r"problem 1 has NaN"):
+            linear_assignment(cost, method=method)
+
+
+def test_all_forbidden_row_raises_naming_the_problem():
+    cost = torch.rand(2, 3, 3, 3)
+    cost[1, 2, 1, :] = math.inf
+    for method in ("torch", "scipy", "brute"):
+        with pytest.raises(ValueError, match=r"problem \(1, 2\) is infeasible"):
+            linear_assignment(cost, method=method)
+
+
+def test_wrong_sign_infinity_and_bad_arguments_raise():
+    with pytest.raises(ValueError, match="-inf costs"):
+        linear_assignment(torch.tensor([[-math.inf, 1.0]]))
+    with pytest.raises(ValueError, match=r"\+inf costs"):
+        linear_assignment(torch.tensor([[math.inf, 1.0]]), maximize=True)
+    with pytest.raises(ValueError, match="method must be one of"):
+        linear_assignment(torch.zeros(2, 2), method="hungarian")
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., rows, cols\)"):
+        linear_assignment(torch.zeros(3))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        linear_assignment([[1.0]])
+
+
+def test_no_host_sync_on_the_torch_and_brute_paths():
+    cost = torch.rand(16, 6, 6)
+    for method in ("torch", "brute"):
+        with count_host_syncs() as syncs:
+            linear_assignment(cost, method=method, check=False)
+        assert syncs.count == 0, (method, syncs.ops)
+    with count_host_syncs() as syncs:
+        greedy_assignment(cost)
+    assert syncs.count == 0, syncs.ops
+
+
+def test_greedy_matches_plain_reference():
+    generator = torch.Generator().manual_seed(4)
+    for rows, cols in [(1, 1), (3, 5), (6, 6), (7, 4)]:
+        cost = torch.randint(0, 4, (20, rows, cols), generator=generator).double()
+        cost[torch.rand(20, rows, cols, generator=generator) < 0.2] = math.inf
+        for maximize in (False, True):
+            work = torch.where(torch.isinf(cost), -math.inf, cost) if maximize else cost
+            got = greedy_assignment(work, maximize=maximize)
+            columns, total = greedy_assignment_reference(work, maximize=maximize)
+            assert torch.equal(got.columns, columns)
+            torch.testing.assert_close(got.total, total)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 7),
+    cols=st.integers(1, 7),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_properties_permutation_invariance_and_greedy_bound(rows, cols, seed):
+    generator = torch.Generator().manual_seed(seed)
+    cost = torch.randint(-5, 6, (rows, cols), generator=generator).double()
+    best = linear_assignment(cost, method="torch").total
+    row_perm = torch.randperm(rows, generator=generator)
+    col_perm = torch.randperm(cols, generator=generator)
+    shuffled = linear_assignment(cost[row_perm][:, col_perm], method="torch")
+    assert shuffled.total.item() == best.item()
+    assert greedy_assignment(cost).total.item() >= best.item()
+    flipped = linear_assignment(-cost, maximize=True, method="torch").total
+    assert flipped.item() == -best.item()

@@ -18,11 +18,13 @@ from torchdoctor import __version__
 #: name -> module path. The only place where subcommands are registered.
 COMMANDS: dict[str, str] = {
     "bench": "torchdoctor.commands.bench",
+    "lint": "torchdoctor.commands.lint",
 }
 
 #: one-line help for each command, kept here so `--help` imports nothing heavy.
 HELP: dict[str, str] = {
     "bench": "run registered benchmark suites and print (or write) their tables",
+    "lint": "static check for the seed anti-patterns (TD codes), with --fix/--diff",
 }
 
 

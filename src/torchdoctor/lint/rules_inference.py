@@ -1,0 +1,141 @@
+"""TD6xx: inference loops (seed 001): re-encoding invariant inputs, missing no_grad."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+import libcst.matchers as m
+
+from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, code_of, dotted, method_name
+
+EVAL_FUNCTION = re.compile(
+    r"(^|_)(eval|evaluate|evaluation|infer|inference|sample|sampling|predict|prediction|"
+    r"validate|validation|generate)(_|$)",
+    re.IGNORECASE,
+)
+STEP_COUNT = re.compile(
+    r"inference_steps|sampling_steps|denois|diffusion_steps|num_steps", re.IGNORECASE
+)
+NO_GRAD = frozenset(
+    {
+        "torch.no_grad",
+        "torch.inference_mode",
+        "torch.enable_grad",
+        "torch.set_grad_enabled",
+        "torch.autograd.grad_mode.no_grad",
+        "torch.autograd.grad_mode.inference_mode",
+    }
+)
+LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
+ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
+
+
+def _is_denoising_iter(it: cst.BaseExpression) -> bool:
+    """``scheduler.timesteps``, ``range(num_inference_steps)``, also wrapped in
+    enumerate/tqdm/reversed/list."""
+    while isinstance(it, cst.Call) and isinstance(it.func, (cst.Name, cst.Attribute)):
+        callee = dotted(it.func) or ""
+        last = callee.rsplit(".", 1)[-1]
+        if last == "range":
+            return any(STEP_COUNT.search(code_of(a.value)) for a in it.args)
+        if last in {"enumerate", "tqdm", "reversed", "list", "iter"} and it.args:
+            it = it.args[0].value
+            continue
+        return False
+    name = dotted(it) or ""
+    return name.rsplit(".", 1)[-1] == "timesteps"
+
+
+class InferenceRules(RuleVisitor):
+    """TD601 invariant module call in a denoising loop; TD602 eval loop without no_grad."""
+
+    CODES = ("TD601", "TD602")
+
+    # -- TD601 ---------------------------------------------------------------------------------
+    def visit_For(self, node: cst.For) -> None:
+        if not _is_denoising_iter(node.iter):
+            return
+        for call in self.direct_calls(node.body):
+            callee = dotted(call.func)
+            if callee is None or "scheduler" in callee.lower():
+                continue
+            if any(n.startswith(LIBRARY_PREFIXES) for n in self.callee(call)):
+                continue
+            last = callee.rsplit(".", 1)[-1]
+            model_like = (
+                callee.startswith("self.") or MODEL_NAME.search(last) or ENCODER_CALL.search(last)
+            )
+            if not model_like or not call.args:
+                continue
+            if all(not a.star and self.is_invariant(a.value, node) for a in call.args):
+                self.report(
+                    call,
+                    "TD601",
+                    f"`{code_of(call)}` gets the same arguments in every denoising step: "
+                    "compute it once before the loop and reuse the result",
+                )
+
+    # -- TD602 ---------------------------------------------------------------------------------
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        body_calls = list(self.direct_calls(node.body))
+        eval_receivers = {
+            dotted(c.func.value) for c in body_calls if method_name(c) == "eval" and not c.args
+        } - {None}
+        if not (EVAL_FUNCTION.search(node.name.value) or eval_receivers):
+            return
+        for deco in node.decorators:
+            target = deco.decorator.func if isinstance(deco.decorator, cst.Call) else deco.decorator
+            if self.qualified_names(target) & NO_GRAD:
+                return
+        for call in calls_in_function(node):
+            names = self.callee(call)
+            if names & {"torch.set_grad_enabled", "torch.autograd.grad"} or method_name(call) in {
+                "backward",
+                "requires_grad_",
+            }:
+                return
+        for loop in self._top_loops(node.body):
+            if self._calls_model(loop, eval_receivers):
+                self.report(
+                    loop,
+                    "TD602",
+                    "evaluation/inference loop runs with autograd on (it records a graph and "
+                    "keeps activations): wrap it in `with torch.inference_mode():` or decorate "
+                    "the function with @torch.inference_mode()",
+                )
+
+    def _top_loops(self, body: cst.CSTNode):
+        """Outermost for/while loops of a function body not already under a no-grad `with`."""
+        stack = list(body.children)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                continue
+            if isinstance(node, cst.With) and any(
+                isinstance(item.item, cst.Call) and self.callee(item.item) & NO_GRAD
+                for item in node.items
+            ):
+                continue
+            if isinstance(node, (cst.For, cst.While)):
+                yield node
+                continue
+            stack.extend(node.children)
+
+    def _calls_model(self, loop: cst.CSTNode, receivers: set[str]) -> bool:
+        for call in m.findall(loop, m.Call()):
+            callee = dotted(call.func)
+            if callee is None:
+                continue
+            if callee in receivers or MODEL_NAME.search(callee.rsplit(".", 1)[-1]):
+                return True
+            if (
+                isinstance(call.func, cst.Attribute)
+                and (dotted(call.func.value) or "") in receivers
+            ):
+                return True
+        return False
+
+
+def calls_in_function(node: cst.FunctionDef) -> list[cst.Call]:
+    return list(m.findall(node.body, m.Call()))

@@ -1,0 +1,164 @@
+"""TD1xx: linear algebra (seed 000): explicit inverses and factorizations inside loops."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import PositionProvider
+
+from torchdoctor.lint.visitor import RuleVisitor, code_of, method_name
+
+INVERSES = frozenset(
+    {
+        "torch.inverse",
+        "torch.linalg.inv",
+        "torch.linalg.pinv",
+        "torch.pinverse",
+        "torch.linalg.inv_ex",
+    }
+)
+INVERSE_METHODS = frozenset({"inverse", "pinverse"})
+MATMULS = frozenset(
+    {
+        "torch.matmul",
+        "torch.mm",
+        "torch.bmm",
+        "torch.mv",
+        "torch.einsum",
+        "torch.linalg.multi_dot",
+        "torch.chain_matmul",
+        "torch.linalg.matmul",
+        "torch.baddbmm",
+        "torch.addmm",
+        "torch.tensordot",
+    }
+)
+MATMUL_METHODS = frozenset({"matmul", "mm", "bmm", "mv", "__matmul__", "__rmatmul__"})
+#: factorization/solve -> (position of the matrix argument, its keyword names, is a solve).
+FACTORIZATIONS: dict[str, tuple[int, tuple[str, ...], bool]] = {
+    "torch.linalg.solve": (0, ("A",), True),
+    "torch.linalg.solve_ex": (0, ("A",), True),
+    "torch.linalg.solve_triangular": (0, ("A",), True),
+    "torch.triangular_solve": (1, ("A",), True),
+    "torch.cholesky_solve": (1, ("input2", "L"), True),
+    "torch.linalg.lu_solve": (0, ("LU",), True),
+    "torch.linalg.lstsq": (0, ("A",), True),
+    "torch.linalg.cholesky": (0, ("A", "input"), False),
+    "torch.linalg.cholesky_ex": (0, ("A", "input"), False),
+    "torch.cholesky": (0, ("input",), False),
+    "torch.linalg.lu_factor": (0, ("A",), False),
+    "torch.linalg.lu_factor_ex": (0, ("A",), False),
+    "torch.linalg.lu": (0, ("A",), False),
+    "torch.linalg.eigh": (0, ("A",), False),
+    "torch.linalg.eigvalsh": (0, ("A",), False),
+    "torch.linalg.inv": (0, ("A",), False),
+    "torch.inverse": (0, ("input",), False),
+}
+
+
+def _matrix_arg(call: cst.Call, position: int, keywords: tuple[str, ...]):
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    if len(positional) > position:
+        return positional[position].value
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value in keywords:
+            return a.value
+    return None
+
+
+class LinalgRules(RuleVisitor):
+    """TD101 explicit inverse then multiplied; TD102 factorization of an invariant matrix in a
+    loop."""
+
+    CODES = ("TD101", "TD102")
+
+    def visit_Call(self, node: cst.Call) -> None:
+        names = self.callee(node)
+        is_inverse = bool(names & INVERSES) or (
+            method_name(node) in INVERSE_METHODS and not node.args
+        )
+        if is_inverse:
+            use = self._multiplied_use(node)
+            if use is not None:
+                self.report(
+                    node,
+                    "TD101",
+                    f"explicit inverse `{code_of(node)}` is multiplied ({use}): solve instead "
+                    "(torch.linalg.solve, or cholesky + cholesky_solve/solve_triangular; "
+                    "whitening and Mahalanobis: torchdoctor.ops.whiten / pairwise_mahalanobis)",
+                )
+        for name in names & FACTORIZATIONS.keys():
+            position, keywords, is_solve = FACTORIZATIONS[name]
+            matrix = _matrix_arg(node, position, keywords)
+            loops = self.enclosing_loops(node)
+            if matrix is None or not loops or not self.is_invariant(matrix, loops[0]):
+                continue
+            short = name.rsplit(".", 1)[-1]
+            if is_solve:
+                msg = (
+                    f"`{short}` with loop-invariant matrix `{code_of(matrix)}` inside a loop: "
+                    "factor it once before the loop and solve all right-hand sides in one "
+                    "batched call (stack them as columns)"
+                )
+            else:
+                msg = (
+                    f"`{short}` of loop-invariant matrix `{code_of(matrix)}` is recomputed every "
+                    "iteration: compute it once before the loop"
+                )
+            self.report(node, "TD102", msg)
+            break
+
+    # -- TD101 helpers ------------------------------------------------------------------------
+    def _multiplied_use(self, call: cst.Call) -> str | None:
+        """Describe how the inverse's value gets multiplied, or None if it is not."""
+        if self._in_matmul(call):
+            return "directly"
+        parent = self.parent(call)
+        if isinstance(parent, cst.Assign) and len(parent.targets) == 1:
+            target = parent.targets[0].target
+            if isinstance(target, cst.Name):
+                scope = self.enclosing_scope(call)
+                for name in m.findall(scope, m.Name(value=target.value)):
+                    if name is target or self._is_binding(name):
+                        continue
+                    if self._in_matmul(name):
+                        line = self.get_metadata_position(name)
+                        return f"`{target.value}` used in a product on line {line}"
+        return None
+
+    def get_metadata_position(self, node: cst.CSTNode) -> int:
+        return self.get_metadata(PositionProvider, node).start.line
+
+    def _is_binding(self, name: cst.Name) -> bool:
+        parent = self.parent(name)
+        return isinstance(parent, (cst.AssignTarget, cst.Param, cst.Attribute)) and (
+            not isinstance(parent, cst.Attribute) or parent.attr is name
+        )
+
+    def _in_matmul(self, node: cst.CSTNode) -> bool:
+        parent = self.parent(node)
+        # Walk through harmless wrappers: (A), A.T, A.mT, A.to(...), A.float()
+        while True:
+            if isinstance(parent, cst.Attribute) and parent.attr.value in {"T", "mT", "H", "mH"}:
+                node, parent = parent, self.parent(parent)
+                continue
+            if isinstance(parent, cst.Attribute) and parent.value is node:
+                grand = self.parent(parent)
+                if isinstance(grand, cst.Call) and parent.attr.value in {"to", "float", "double"}:
+                    node, parent = grand, self.parent(grand)
+                    continue
+            break
+        if isinstance(parent, cst.BinaryOperation) and isinstance(
+            parent.operator, cst.MatrixMultiply
+        ):
+            return True
+        if isinstance(parent, cst.Attribute) and parent.value is node:
+            grand = self.parent(parent)
+            return isinstance(grand, cst.Call) and parent.attr.value in MATMUL_METHODS
+        if isinstance(parent, cst.Arg):
+            call = self.parent(parent)
+            if isinstance(call, cst.Call):
+                if self.callee(call) & MATMULS:
+                    return True
+                return method_name(call) in MATMUL_METHODS
+        return False

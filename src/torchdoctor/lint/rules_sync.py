@@ -1,0 +1,136 @@
+"""TD2xx: host-device synchronizations in training steps (seed 002)."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from torchdoctor.lint.visitor import (
+    HOST_COPY_METHODS,
+    RuleVisitor,
+    code_of,
+    dotted,
+    method_name,
+)
+
+#: Names that hold a tensor in practically every training loop.
+TENSOR_NAME = re.compile(
+    r"(^|_)(loss|losses|logits?|acc|accuracy|grad_norm|total_norm|nll|kl|elbo)(_|\d|$)",
+    re.IGNORECASE,
+)
+REDUCTIONS = frozenset(
+    {
+        "sum",
+        "mean",
+        "max",
+        "min",
+        "norm",
+        "detach",
+        "std",
+        "var",
+        "prod",
+        "amax",
+        "amin",
+        "argmax",
+        "argmin",
+        "count_nonzero",
+        "all",
+        "any",
+    }
+)
+SCALAR_CASTS = {"builtins.float": "float", "builtins.int": "int", "builtins.bool": "bool"}
+TENSOR_FACTORIES = frozenset(
+    {"torch.tensor", "torch.as_tensor", "torch.LongTensor", "torch.FloatTensor", "torch.Tensor"}
+)
+
+
+class SyncRules(RuleVisitor):
+    """TD201 host sync in a training step; TD202 cuda.synchronize in a training loop; TD203
+    tensor rebuilt from host data every iteration."""
+
+    CODES = ("TD201", "TD202", "TD203")
+
+    def looks_like_tensor(self, expr: cst.BaseExpression) -> bool:
+        """Heuristic: the expression is a tensor (statically unknowable; kept conservative)."""
+        if isinstance(expr, cst.Call):
+            if any(n.startswith("torch.") for n in self.callee(expr)):
+                return True
+            name = method_name(expr)
+            return name in REDUCTIONS
+        name = dotted(expr)
+        if name is None and isinstance(expr, cst.Subscript):
+            return False
+        return bool(name) and bool(TENSOR_NAME.search(name.rsplit(".", 1)[-1]))
+
+    def _training_context(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        """The training loop (or step function) evaluating ``node`` every step, if any."""
+        loops = self.enclosing_loops(node)
+        loops = [lp for lp in loops if isinstance(lp, (cst.For, cst.While))]
+        if loops:
+            return loops[0] if self.is_training_body(loops[0]) else None
+        scope = self.enclosing_scope(node)
+        if isinstance(scope, cst.FunctionDef) and self.is_training_body(scope):
+            return scope
+        return None
+
+    def _report_sync(self, node: cst.CSTNode, what: str) -> None:
+        context = self._training_context(node)
+        if context is None or self.under_log_gate(node, context):
+            return
+        where = "training loop" if isinstance(context, (cst.For, cst.While)) else "training step"
+        self.report(
+            node,
+            "TD201",
+            f"{what} forces a host-device sync every step of this {where}: keep metrics as "
+            "device tensors (e.g. torchdoctor.train.LazyMetrics) and convert them at log time",
+        )
+
+    def visit_Call(self, node: cst.Call) -> None:
+        names = self.callee(node)
+        name = method_name(node)
+        if name in HOST_COPY_METHODS and not node.args and not (names & {"torch.cpu"}):
+            self._report_sync(node, f"`.{name}()`")
+        elif names & SCALAR_CASTS.keys() and len(node.args) == 1:
+            arg = node.args[0].value
+            inner = method_name(arg) if isinstance(arg, cst.Call) else None
+            if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg):
+                self._report_sync(node, f"`{code_of(node)}`")
+        elif "builtins.print" in names:
+            if any(self.looks_like_tensor(a.value) for a in node.args if a.keyword is None):
+                self._report_sync(node, "printing a tensor")
+        if names & {"torch.cuda.synchronize"}:
+            loops = [
+                lp for lp in self.enclosing_loops(node) if isinstance(lp, (cst.For, cst.While))
+            ]
+            if loops and self.is_training_body(loops[0]):
+                self.report(node, "TD202")
+        if names & TENSOR_FACTORIES:
+            self._check_rebuilt_tensor(node)
+
+    def visit_FormattedStringExpression(self, node: cst.FormattedStringExpression) -> None:
+        expr = node.expression
+        if isinstance(expr, cst.Call) and method_name(expr) in HOST_COPY_METHODS:
+            return  # reported as the call itself
+        if self.looks_like_tensor(expr):
+            self._report_sync(node, f"formatting tensor `{code_of(expr)}` in an f-string")
+
+    def _check_rebuilt_tensor(self, call: cst.Call) -> None:
+        if not call.args or call.args[0].keyword is not None:
+            return
+        on_device = any(a.keyword is not None and a.keyword.value == "device" for a in call.args)
+        parent = self.parent(call)
+        if isinstance(parent, cst.Attribute) and parent.attr.value in {"to", "cuda"}:
+            on_device = True
+        loops = [lp for lp in self.enclosing_loops(call) if isinstance(lp, (cst.For, cst.While))]
+        if not on_device or not loops:
+            return
+        data = call.args[0].value
+        if self.has_host_copy_resolved(data, self.enclosing_scope(call)):
+            self.report(
+                call,
+                "TD203",
+                f"`{code_of(call.func)}(...)` is rebuilt on the device every iteration from "
+                "tensor data copied to Python: index, stack or remap the device tensor "
+                "directly (labels: torch.unique(..., return_inverse=True))",
+            )

@@ -14,10 +14,14 @@ from __future__ import annotations
 from torchdoctor.train.memory import CrossBatchMemory, MemoryGallery
 from torchdoctor.train.metrics import LazyMetrics
 from torchdoctor.train.param_groups import param_groups
+from torchdoctor.train.sampler import BatchReport, ModalityAwarePKSampler, pair_coverage
 from torchdoctor.train.schedules import WeightSchedule
 from torchdoctor.train.sdm import sdm_loss
 
 __all__ = [
+    "BatchReport",
+    "ModalityAwarePKSampler",
+    "pair_coverage",
     "CrossBatchMemory",
     "LazyMetrics",
     "MemoryGallery",

@@ -17,12 +17,16 @@ from torchdoctor import __version__
 
 #: name -> module path. The only place where subcommands are registered.
 COMMANDS: dict[str, str] = {
+    "report": "torchdoctor.commands.report",
+    "diff": "torchdoctor.commands.diff",
     "bench": "torchdoctor.commands.bench",
     "lint": "torchdoctor.commands.lint",
 }
 
 #: one-line help for each command, kept here so `--help` imports nothing heavy.
 HELP: dict[str, str] = {
+    "report": "render a saved session as Markdown, HTML, JSON, Chrome trace or console text",
+    "diff": "compare two saved sessions: step, phases, modules, syncs removed and added",
     "bench": "run registered benchmark suites and print (or write) their tables",
     "lint": "static check for the seed anti-patterns (TD codes), with --fix/--diff",
 }

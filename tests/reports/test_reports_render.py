@@ -1,0 +1,181 @@
+"""Renderers: Markdown sections, HTML structure, console, JSON, trace, write_reports, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from reports_sessions import clean_session, slow_session
+
+from torchdoctor.cli import main
+from torchdoctor.render.console import render_console
+from torchdoctor.render.html import render_html, script_json
+from torchdoctor.render.json import render_json
+from torchdoctor.render.markdown import render_markdown
+from torchdoctor.render.reports import render_report, with_advice, write_reports
+from torchdoctor.render.trace import render_trace
+from torchdoctor.session import Session
+
+EVIL = "<img src=x onerror=alert(1)>"
+SECTIONS = [
+    "## Summary",
+    "## Breakdown",
+    "## Core problems",
+    "## Prioritized advice",
+    "## Code changes",
+    "## Next actions",
+]
+
+
+def test_markdown_has_the_seed_sections_in_order():
+    text = render_markdown(with_advice(slow_session()))
+    positions = [text.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert "### Priority 1:" in text
+    assert "**Estimated gain:**" in text
+    assert "```python" in text  # code changes
+    assert "train.py:88" in text  # sync table with source lines
+
+
+def test_markdown_embeds_the_profilers_tree_text():
+    from torchdoctor.render.tree import render_tree_text
+
+    session = with_advice(slow_session())
+    tree_text = render_tree_text(session)
+    assert tree_text.strip() and tree_text.strip() in render_markdown(session)
+
+
+def test_markdown_computes_advice_when_session_has_none():
+    session = slow_session()
+    assert session["advice"] == []
+    assert "Compute model.encoder once per step" in render_markdown(session)
+
+
+def test_clean_session_report_says_nothing_to_fix():
+    text = render_markdown(clean_session())
+    assert "No rule found a problem" in text
+
+
+def outside_code_blocks(markdown: str) -> str:
+    """Markdown text with fenced code blocks removed (code blocks are literal, never HTML)."""
+    return re.sub(r"(?ms)^(`{3,}).*?^\1\s*$", "", markdown)
+
+
+def test_markdown_escapes_session_strings_outside_code_blocks():
+    text = render_markdown(with_advice(slow_session(evil=EVIL)))
+    prose = outside_code_blocks(text)
+    assert EVIL not in prose and "<img" not in prose
+    assert "&lt;img src=x onerror=alert(1)&gt;" in prose
+
+
+def test_html_escapes_session_strings():
+    page = render_html(with_advice(slow_session(evil=EVIL)))
+    assert EVIL not in page and "<img" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page  # static tables and advice
+    assert "\\u003cimg src=x onerror=alert(1)\\u003e" in page  # chart data
+
+
+def test_html_chart_data_cannot_close_the_script_element():
+    session = slow_session(evil="</script><script>alert(1)</script>")
+    page = render_html(with_advice(session))
+    assert page.count("</script>") == 2  # the data element and the report script only
+    data = page.split('id="td-data">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(data)["tree"]["children"][0]["children"][0]["path"].startswith(
+        "model.</script>"
+    )
+    assert "\\u2028" in script_json("\u2028")
+
+
+def test_html_is_self_contained_and_offline():
+    page = render_html(with_advice(slow_session()))
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    for needle in ('src="http', "src='http", 'href="http', "@import", "url(http"):
+        assert needle not in page
+    for element in ('id="chart"', 'id="phase-bar"', 'id="sync-table"', 'id="advice-list"'):
+        assert element in page
+
+
+def test_console_report_has_tree_phases_syncs_and_advice():
+    text = render_console(with_advice(slow_session()), width=120)
+    for needle in ("decoder", "Phases", "Host syncs", "train.py:88", "Top advice"):
+        assert needle in text
+
+
+def test_json_round_trips_through_session_load(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(render_json(with_advice(slow_session())))
+    loaded = Session.load(path)
+    assert loaded["advice"][0]["priority"] == 1
+    assert loaded["tree"] == slow_session()["tree"]
+
+
+def test_json_rejects_nan():
+    session = slow_session()
+    session["step_ms"]["median"] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        render_json(session)
+
+
+def test_trace_has_one_complete_event_per_timeline_entry():
+    session = slow_session()
+    events = json.loads(render_trace(session))["traceEvents"]
+    complete = [e for e in events if e["ph"] == "X"]
+    assert len(complete) == len(session["timeline"])
+    assert {e["name"] for e in complete} == {t["name"] for t in session["timeline"]}
+    forward = [e for e in complete if e["cat"] == "forward"]
+    assert len({e["tid"] for e in forward}) == 1
+    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert "backward (modules)" in names
+
+
+def test_write_reports_writes_each_format(tmp_path):
+    paths = write_reports(slow_session(), tmp_path, ("md", "html", "json", "trace", "console"))
+    assert [p.name for p in paths] == [
+        "torchdoctor-report.md",
+        "torchdoctor-report.html",
+        "torchdoctor-report.json",
+        "torchdoctor-report.trace.json",
+        "torchdoctor-report.txt",
+    ]
+    saved = json.loads((tmp_path / "torchdoctor-report.json").read_text())
+    assert saved["advice"] and saved["advice"][0]["priority"] == 1
+
+
+def test_write_reports_rejects_unknown_format_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="unknown report format 'pdf'"):
+        write_reports(slow_session(), tmp_path / "out", ("md", "pdf"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_write_reports_attaches_lint_findings(tmp_path):
+    finding = {"code": "TD777", "message": "m", "path": "proj/train.py", "line": 88}
+    write_reports(slow_session(), tmp_path, ["json"], lint=[finding])
+    saved = json.loads((tmp_path / "torchdoctor-report.json").read_text())
+    assert [f["code"] for f in saved["lint"]] == ["TD777"]
+    assert any("TD777" in a["title"] for a in saved["advice"])
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json", "trace", "console"])
+def test_report_command_writes_each_format(tmp_path, fmt):
+    source = tmp_path / "s.json"
+    Session.from_dict(slow_session()).save(source)
+    out = tmp_path / f"r.{fmt}"
+    assert main(["report", str(source), "--format", fmt, "-o", str(out)]) == 0
+    assert out.read_text() == render_report(Session.load(source), fmt)
+
+
+def test_report_command_infers_format_and_prints(tmp_path, capsys):
+    source = tmp_path / "s.json"
+    Session.from_dict(slow_session()).save(source)
+    assert main(["report", str(source), "-o", str(tmp_path / "x.trace.json")]) == 0
+    assert "traceEvents" in (tmp_path / "x.trace.json").read_text()
+    assert main(["report", str(source), "-f", "md"]) == 0
+    assert "## Prioritized advice" in capsys.readouterr().out
+
+
+def test_report_command_bad_file_is_a_usage_error(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["report", str(bad)]) == 2
+    assert "schema_version" in capsys.readouterr().err

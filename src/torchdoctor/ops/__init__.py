@@ -10,9 +10,23 @@ Example:
 """
 
 from torchdoctor.ops.labels import remap_labels
+from torchdoctor.ops.mahalanobis import (
+    cholesky_factor,
+    mahalanobis_to_candidates,
+    pairwise_mahalanobis,
+    whiten,
+)
+from torchdoctor.ops.mining import MinedNegatives, exhaustive_negatives, two_stage_negatives
 from torchdoctor.ops.segments import group_by_segment, pad_segments
 
 __all__ = [
+    "cholesky_factor",
+    "whiten",
+    "pairwise_mahalanobis",
+    "mahalanobis_to_candidates",
+    "MinedNegatives",
+    "two_stage_negatives",
+    "exhaustive_negatives",
     "remap_labels",
     "group_by_segment",
     "pad_segments",

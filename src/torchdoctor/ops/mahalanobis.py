@@ -1,0 +1,279 @@
+"""Whitened Mahalanobis distances: one Cholesky per covariance, never an explicit inverse.
+
+Seed 000 solved one linear system per (anchor, negative) pair. With ``cov = L L^T``, the
+Mahalanobis distance is the Euclidean distance after whitening, ``y = L^{-1} z``, so every
+candidate is whitened once with one batched triangular solve and all distances follow in one
+vectorized call. Triangular solves are also more accurate than multiplying by an explicit
+inverse (error grows with ``sqrt(cond)`` instead of ``cond``).
+
+Example:
+    >>> import torch
+    >>> cov = torch.diag(torch.tensor([4.0, 1.0]))
+    >>> x, y = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    >>> pairwise_mahalanobis(x, y, cov=cov).tolist()
+    [[1.0]]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torchdoctor.ops._validation import (
+    require_broadcastable,
+    require_finite,
+    require_float,
+    require_rank,
+    require_same_device,
+    require_same_dtype,
+    require_size,
+    require_square,
+)
+
+__all__ = ["cholesky_factor", "whiten", "pairwise_mahalanobis", "mahalanobis_to_candidates"]
+
+
+def cholesky_factor(
+    cov: torch.Tensor, jitter: float = 1e-6, max_tries: int = 3, check: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched lower Cholesky factor with jitter added only to the matrices that need it.
+
+    Each matrix is first factored as is (``torch.linalg.cholesky_ex``, no error raised). A
+    matrix that fails gets ``jitter * mean(diag) * 10**k`` added to its diagonal for
+    ``k = 0 .. max_tries-1`` until it factors; the others are untouched.
+
+    Args:
+        cov: ``(..., d, d)`` symmetric matrices (only the lower triangle is read).
+        jitter: relative size of the first jitter step (scaled by each matrix's mean diagonal).
+        max_tries: number of jitter steps; the largest is the jitter budget.
+        check: ``True`` (default) checks for NaN/Inf and raises ValueError for a matrix that
+            is not SPD even with the largest jitter; the error names the batch index and the
+            smallest eigenvalue. This costs one host sync for the whole batch (more only on the
+            rare jitter path). ``False`` is the hot path: no host sync at all, every jitter step
+            runs batched, and a matrix that still fails has a NaN factor, recorded as a NaN in
+            the returned jitter.
+
+    Returns:
+        ``(chol, added_jitter)``: ``chol`` ``(..., d, d)`` lower triangular in ``cov``'s dtype;
+        ``added_jitter`` ``(...)``: the absolute amount added to each diagonal (0 where none
+        was needed, NaN where the budget was not enough and ``check=False``).
+
+    Example:
+        >>> cov = torch.stack([torch.eye(2), torch.ones(2, 2)])  # the second has rank 1
+        >>> chol, added = cholesky_factor(cov)
+        >>> [a > 0 for a in added.tolist()]  # jitter went to the second matrix only
+        [False, True]
+    """
+    return _factor(cov, jitter, max_tries, check, {})
+
+
+def _factor(
+    cov: torch.Tensor,
+    jitter: float,
+    max_tries: int,
+    check: bool,
+    also_finite: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cholesky_factor; with ``check`` the finite checks of ``also_finite`` share its sync."""
+    require_float(cov, "cov")
+    require_square(cov, "cov")
+    if not isinstance(max_tries, int) or max_tries < 0:
+        raise ValueError(f"max_tries must be a non-negative int, got {max_tries!r}")
+    if not jitter >= 0:
+        raise ValueError(f"jitter must be >= 0, got {jitter!r}")
+    chol, info = torch.linalg.cholesky_ex(cov)
+    failed = info != 0
+    added = torch.zeros(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
+    if check:
+        tensors = {**also_finite, "cov": cov}
+        flags = [failed.any(), failed.any() & False]
+        flags += [(~torch.isfinite(t)).any() for t in tensors.values() if t.numel() > 0]
+        failed_flag, nonfinite_flag = torch.stack([flags[0], torch.stack(flags[1:]).any()]).tolist()
+        if nonfinite_flag:
+            require_finite(**tensors)
+        if not failed_flag:
+            return chol, added
+    diag = cov.diagonal(dim1=-2, dim2=-1)
+    scale = diag.abs().mean(-1).clamp_min(torch.finfo(cov.dtype).tiny)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    for k in range(max_tries):
+        amount = jitter * scale * 10.0**k
+        step = torch.where(failed, amount, torch.zeros_like(amount))
+        retry, retry_info = torch.linalg.cholesky_ex(cov + step[..., None, None] * eye)
+        chol = torch.where(failed[..., None, None], retry, chol)
+        added = torch.where(failed, step, added)
+        failed = failed & (retry_info != 0)
+        if check and not bool(failed.any()):
+            return chol, added
+    if check:
+        _raise_not_spd(cov, failed, added)
+    nan = torch.full_like(added, float("nan"))
+    added = torch.where(failed, nan, added)
+    chol = torch.where(failed[..., None, None], nan[..., None, None], chol)
+    return chol, added
+
+
+def _raise_not_spd(cov: torch.Tensor, failed: torch.Tensor, added: torch.Tensor) -> None:
+    index = tuple(int(i) for i in failed.nonzero()[0].tolist())
+    matrix = cov[index]
+    symmetric = (matrix + matrix.mT) / 2
+    smallest = torch.linalg.eigvalsh(symmetric.double())[0].item()
+    where = f"at batch index {index}" if index else "(the single matrix)"
+    raise ValueError(
+        f"cov is not symmetric positive definite {where}: smallest eigenvalue {smallest:.3e}, "
+        f"still not factorable after adding jitter up to {added[index].item():.3e} to the "
+        f"diagonal; regularize it (e.g. covariance(x, shrinkage=0.1)) or raise jitter/max_tries"
+    )
+
+
+def _check_points(x: torch.Tensor, name: str) -> None:
+    require_float(x, name)
+    require_rank(x, name, 2, layout="(..., n, d)")
+
+
+def _check_chol(chol: torch.Tensor, d: int, x_name: str) -> None:
+    require_float(chol, "chol")
+    require_square(chol, "chol")
+    require_size(chol, "chol", -1, d, f"the feature size d of {x_name}")
+
+
+def whiten(x: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """Whiten row vectors: ``y = L^{-1} x`` for each of the ``n`` rows, one triangular solve.
+
+    After whitening, Euclidean distance equals Mahalanobis distance under ``cov = L L^T``.
+
+    Args:
+        x: ``(..., n, d)`` points.
+        chol: ``(..., d, d)`` lower Cholesky factors (e.g. from ``cholesky_factor``); leading
+            dims broadcast with ``x``'s.
+
+    Returns:
+        ``(..., n, d)`` whitened points, in ``x``'s dtype. Differentiable in both inputs.
+
+    Example:
+        >>> chol = torch.diag(torch.tensor([2.0, 1.0]))
+        >>> whiten(torch.tensor([[4.0, 3.0]]), chol).tolist()
+        [[2.0, 3.0]]
+    """
+    _check_points(x, "x")
+    _check_chol(chol, x.shape[-1], "x")
+    require_same_device(x=x, chol=chol)
+    require_same_dtype(x=x, chol=chol)
+    require_broadcastable("x", x.shape[:-2], "chol", chol.shape[:-2])
+    return torch.linalg.solve_triangular(chol, x.mT, upper=False).mT
+
+
+def _resolve_chol(
+    cov: torch.Tensor | None,
+    chol: torch.Tensor | None,
+    check: bool,
+    also_finite: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    if (cov is None) == (chol is None):
+        raise ValueError(
+            "give exactly one of cov= (covariance matrices) or chol= (their Cholesky factors "
+            "from cholesky_factor); pass chol= to reuse one factorization"
+        )
+    if chol is None:
+        assert cov is not None
+        chol, _ = _factor(cov, 1e-6, 3, check, also_finite)
+    elif check:
+        require_finite(**also_finite, chol=chol)
+    return chol
+
+
+def pairwise_mahalanobis(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cov: torch.Tensor | None = None,
+    chol: torch.Tensor | None = None,
+    check: bool = True,
+) -> torch.Tensor:
+    """All Mahalanobis distances between two point sets, one covariance per batch element.
+
+    ``x`` and ``y`` are whitened once each (``n + m`` solves, not ``n * m``), then compared
+    with Euclidean distances. This is seed 000's per-image ``Σplus`` distance for every
+    (anchor, candidate) pair at once.
+
+    Args:
+        x: ``(..., n, d)``; y: ``(..., m, d)``; leading dims broadcast with each other and
+            with ``cov``/``chol``.
+        cov: ``(..., d, d)`` SPD covariances, factored with ``cholesky_factor(check=check)``;
+            or
+        chol: ``(..., d, d)`` lower Cholesky factors (reuse one factorization across calls).
+        check: with ``cov``, whether ``cholesky_factor`` validates (one host sync); use
+            ``False`` or pass ``chol`` on a hot path. With ``chol`` no sync happens either way,
+            and inputs are checked for NaN/Inf only when ``check`` is True.
+
+    Returns:
+        ``(..., n, m)`` distances in ``x``'s dtype; differentiable, with a finite (zero)
+        gradient where two points coincide.
+
+    Example:
+        >>> x = torch.randn(8, 4, 16, dtype=torch.float64)   # 8 images, 4 parts, d = 16
+        >>> pool = torch.randn(8, 28, 16, dtype=torch.float64)
+        >>> cov = torch.eye(16, dtype=torch.float64).expand(8, 16, 16)
+        >>> pairwise_mahalanobis(x, pool, cov=cov).shape
+        torch.Size([8, 4, 28])
+    """
+    _check_points(x, "x")
+    _check_points(y, "y")
+    require_size(y, "y", -1, x.shape[-1], "the feature size d of x")
+    require_same_device(x=x, y=y, cov=cov, chol=chol)
+    require_same_dtype(x=x, y=y, cov=cov, chol=chol)
+    factor = _resolve_chol(cov, chol, check, {"x": x, "y": y})
+    _check_chol(factor, x.shape[-1], "x")
+    require_broadcastable("x", x.shape[:-2], "y", y.shape[:-2])
+    wx = whiten(x, factor)
+    wy = whiten(y, factor)
+    batch = torch.broadcast_shapes(wx.shape[:-2], wy.shape[:-2])
+    wx = wx.expand(*batch, *wx.shape[-2:])
+    wy = wy.expand(*batch, *wy.shape[-2:])
+    # Direct differences (not the |a|^2 + |b|^2 - 2ab expansion) keep full accuracy for close
+    # points; cdist's backward returns 0 where a distance is 0.
+    return torch.cdist(wx, wy, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def mahalanobis_to_candidates(
+    anchor: torch.Tensor, candidates: torch.Tensor, chol: torch.Tensor, check: bool = True
+) -> torch.Tensor:
+    """Mahalanobis distance from each anchor to its own candidate set.
+
+    For per-anchor candidate sets (e.g. the top-M negatives of ``two_stage_negatives``) the
+    differences ``c - a`` are whitened directly, which is as cheap as whitening the candidates
+    and avoids cancellation.
+
+    Args:
+        anchor: ``(..., d)``.
+        candidates: ``(..., m, d)``.
+        chol: ``(..., d, d)`` lower Cholesky factors; all leading dims broadcast.
+        check: check inputs for NaN/Inf (one host sync); ``False`` on a hot path.
+
+    Returns:
+        ``(..., m)`` distances; differentiable, zero gradient where a candidate equals its
+        anchor.
+
+    Example:
+        >>> chol = torch.diag(torch.tensor([2.0, 1.0]))
+        >>> mahalanobis_to_candidates(torch.zeros(2), torch.tensor([[2.0, 0.0], [0.0, 3.0]]), chol)
+        tensor([1., 3.])
+    """
+    require_float(anchor, "anchor")
+    require_rank(anchor, "anchor", 1, layout="(..., d)")
+    _check_points(candidates, "candidates")
+    d = anchor.shape[-1]
+    require_size(candidates, "candidates", -1, d, "the feature size d of anchor")
+    _check_chol(chol, d, "anchor")
+    require_same_device(anchor=anchor, candidates=candidates, chol=chol)
+    require_same_dtype(anchor=anchor, candidates=candidates, chol=chol)
+    require_broadcastable("anchor", anchor.shape[:-1], "candidates", candidates.shape[:-2])
+    if check:
+        require_finite(anchor=anchor, candidates=candidates, chol=chol)
+    diff = whiten(candidates - anchor.unsqueeze(-2), chol)
+    return _safe_norm(diff)
+
+
+def _safe_norm(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over the last dim with gradient 0 (a subgradient) at the origin."""
+    squared = v.pow(2).sum(-1)
+    positive = squared > 0
+    return torch.where(positive, torch.where(positive, squared, 1).sqrt(), 0)

@@ -1,0 +1,237 @@
+"""Negative mining under a Mahalanobis metric: cheap cosine prefilter, exact distance on top-M.
+
+Seed 000 computed the Mahalanobis distance from every anchor to every negative of the batch
+((B-1)*K per positive). ``two_stage_negatives`` ranks the pool by cosine similarity (one
+matmul), keeps the ``top_m`` most similar negatives per anchor and computes the exact
+Mahalanobis distance on those only; ``exhaustive_negatives`` is the all-pairs baseline.
+
+The choice rule (``mode="semihard"``): among negatives with ``d_ap < d_an < d_ap + margin``
+take the smallest ``d_an``; when none qualifies take the hardest (smallest ``d_an``) negative.
+``mode="hard"`` always takes the hardest. Ties go to the smallest pool index, so with
+``top_m >= pool size`` the two functions return identical results.
+
+Example:
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> anchors, positives = torch.randn(2, 4, 8, generator=g), torch.randn(2, 4, 8, generator=g)
+    >>> pool, pool_labels = torch.randn(2, 20, 8, generator=g), torch.arange(20).expand(2, 20)
+    >>> chol = torch.eye(8).expand(2, 8, 8)
+    >>> mined = two_stage_negatives(anchors, positives, pool, torch.full((2, 4), 99), pool_labels,
+    ...                             chol, top_m=5)
+    >>> mined.indices.shape, bool(mined.found.all())
+    (torch.Size([2, 4]), True)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from torchdoctor.ops._validation import (
+    require_broadcastable,
+    require_finite,
+    require_float,
+    require_integer,
+    require_rank,
+    require_same_device,
+    require_same_dtype,
+    require_size,
+)
+from torchdoctor.ops.mahalanobis import mahalanobis_to_candidates, pairwise_mahalanobis
+
+__all__ = ["MinedNegatives", "two_stage_negatives", "exhaustive_negatives"]
+
+_MODES = ("semihard", "hard")
+
+
+class MinedNegatives(NamedTuple):
+    """Result of negative mining, one entry per anchor (shape ``(..., n)``).
+
+    ``indices``: chosen pool index (long), -1 where the anchor has no negative at all;
+    ``distances``: Mahalanobis ``d_an`` of the choice (differentiable), NaN where none;
+    ``positive_distances``: ``d_ap`` (differentiable); ``found``: bool, a negative exists.
+
+    Example:
+        >>> MinedNegatives(*(torch.zeros(1),) * 4).indices
+        tensor([0.])
+    """
+
+    indices: torch.Tensor
+    distances: torch.Tensor
+    positive_distances: torch.Tensor
+    found: torch.Tensor
+
+
+def _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin, mode, check):
+    for name, value in (("anchors", anchors), ("positives", positives), ("pool", pool)):
+        require_float(value, name)
+        require_rank(value, name, 2, layout="(..., n, d)")
+    require_float(chol, "chol")
+    require_rank(chol, "chol", 2, layout="(..., d, d)")
+    d = anchors.shape[-1]
+    require_size(positives, "positives", -2, anchors.shape[-2], "one positive per anchor")
+    for name, value in (("positives", positives), ("pool", pool), ("chol", chol)):
+        require_size(value, name, -1, d, "the feature size d of anchors")
+    require_size(chol, "chol", -2, d, "the feature size d of anchors")
+    require_integer(anchor_labels, "anchor_labels")
+    require_integer(pool_labels, "pool_labels")
+    require_rank(anchor_labels, "anchor_labels", 1, layout="(..., n)")
+    require_rank(pool_labels, "pool_labels", 1, layout="(..., p)")
+    require_size(anchor_labels, "anchor_labels", -1, anchors.shape[-2], "one label per anchor")
+    require_size(pool_labels, "pool_labels", -1, pool.shape[-2], "one label per pool entry")
+    require_same_device(
+        anchors=anchors,
+        positives=positives,
+        pool=pool,
+        chol=chol,
+        anchor_labels=anchor_labels,
+        pool_labels=pool_labels,
+    )
+    require_same_dtype(anchors=anchors, positives=positives, pool=pool, chol=chol)
+    batch = require_broadcastable("anchors", anchors.shape[:-2], "pool", pool.shape[:-2])
+    batch = require_broadcastable("anchors and pool", batch, "chol", chol.shape[:-2])
+    require_broadcastable("anchors", batch, "anchor_labels", anchor_labels.shape[:-1])
+    require_broadcastable("anchors", batch, "pool_labels", pool_labels.shape[:-1])
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin!r}")
+    if check:
+        require_finite(anchors=anchors, positives=positives, pool=pool, chol=chol)
+
+
+def _positive_distances(anchors, positives, chol):
+    return mahalanobis_to_candidates(
+        anchors, positives.unsqueeze(-2), chol.unsqueeze(-3), check=False
+    ).squeeze(-1)
+
+
+def _choose(d_ap, d_an, valid, index, margin, mode) -> MinedNegatives:
+    """Pick one candidate per anchor; ``d_an``, ``valid``, ``index``: ``(..., n, m)``."""
+    inf = torch.tensor(float("inf"), dtype=d_an.dtype, device=d_an.device)
+    hardest = torch.where(valid, d_an, inf)
+    if mode == "semihard":
+        gap = d_an - d_ap.unsqueeze(-1)
+        qualifies = valid & (gap > 0) & (gap < margin)
+        has_semi = qualifies.any(-1, keepdim=True)
+        key = torch.where(has_semi, torch.where(qualifies, d_an, inf), hardest)
+    else:
+        key = hardest
+    best = key.min(-1, keepdim=True).values
+    at_best = valid & (key == best)
+    big = torch.iinfo(torch.long).max
+    chosen = torch.where(at_best, index, big).min(-1, keepdim=True).values
+    found = valid.any(-1)
+    picked = at_best & (index == chosen)
+    slot = picked.to(torch.uint8).argmax(-1, keepdim=True)  # first True: differentiable gather
+    distances = d_an.gather(-1, slot).squeeze(-1)
+    nan = torch.full_like(distances, float("nan"))
+    minus_one = torch.full_like(found, -1, dtype=torch.long)
+    return MinedNegatives(
+        indices=torch.where(found, chosen.squeeze(-1), minus_one),
+        distances=torch.where(found, distances, nan),
+        positive_distances=d_ap,
+        found=found,
+    )
+
+
+def _negative_mask(anchor_labels, pool_labels):
+    return anchor_labels.unsqueeze(-1) != pool_labels.unsqueeze(-2)
+
+
+def exhaustive_negatives(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    pool: torch.Tensor,
+    anchor_labels: torch.Tensor,
+    pool_labels: torch.Tensor,
+    chol: torch.Tensor,
+    margin: float = 1.0,
+    mode: str = "semihard",
+    check: bool = True,
+) -> MinedNegatives:
+    """Exact mining: Mahalanobis distance from every anchor to every pool entry.
+
+    Same arguments and result as ``two_stage_negatives`` without ``top_m``; the pool is
+    whitened once per covariance (``pairwise_mahalanobis``), not once per anchor.
+
+    Example:
+        >>> chol = torch.eye(2)
+        >>> pool = torch.tensor([[3.0, 0.0], [1.5, 0.0], [0.2, 0.0]])
+        >>> mined = exhaustive_negatives(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), pool,
+        ...                              torch.tensor([0]), torch.tensor([1, 1, 1]), chol)
+        >>> mined.indices.tolist()   # 1.0 < 1.5 < 1.0 + margin: the semi-hard one
+        [1]
+    """
+    _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin, mode, check)
+    d_ap = _positive_distances(anchors, positives, chol)
+    d_an = pairwise_mahalanobis(anchors, pool, chol=chol, check=False)
+    valid = _negative_mask(anchor_labels, pool_labels)
+    d_an, valid = torch.broadcast_tensors(d_an, valid)
+    index = torch.arange(pool.shape[-2], device=pool.device).expand_as(valid)
+    return _choose(d_ap, d_an, valid, index, margin, mode)
+
+
+def two_stage_negatives(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    pool: torch.Tensor,
+    anchor_labels: torch.Tensor,
+    pool_labels: torch.Tensor,
+    chol: torch.Tensor,
+    top_m: int = 32,
+    margin: float = 1.0,
+    mode: str = "semihard",
+    check: bool = True,
+) -> MinedNegatives:
+    """Mine one negative per anchor: cosine top-M prefilter, then exact Mahalanobis on M only.
+
+    Args:
+        anchors: ``(..., n, d)``; positives: ``(..., n, d)`` (one per anchor).
+        pool: ``(..., p, d)`` candidate negatives (a shared pool broadcasts, e.g. ``(p, d)``).
+        anchor_labels: ``(..., n)`` and pool_labels: ``(..., p)`` integer ids; pool entries
+            with the anchor's label are never chosen.
+        chol: ``(..., d, d)`` lower Cholesky factor of each batch element's covariance
+            (``cholesky_factor``); all leading dims broadcast.
+        top_m: candidates kept per anchor after the cosine prefilter; ``>= p`` means no
+            prefilter and the result equals ``exhaustive_negatives`` exactly.
+        margin: semi-hard window ``d_ap < d_an < d_ap + margin``, in Mahalanobis units.
+        mode: ``"semihard"`` (hardest when none qualifies) or ``"hard"``.
+        check: NaN/Inf check of the inputs (one host sync); ``False`` on a hot path, which
+            then runs without any host sync.
+
+    Returns:
+        ``MinedNegatives(indices, distances, positive_distances, found)``, each ``(..., n)``.
+
+    Example:
+        >>> chol = torch.eye(2)
+        >>> pool = torch.tensor([[3.0, 0.0], [1.5, 0.0], [0.2, 0.0]])
+        >>> mined = two_stage_negatives(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), pool,
+        ...                             torch.tensor([0]), torch.tensor([1, 1, 1]), chol, top_m=2)
+        >>> mined.indices.tolist(), round(mined.distances.item(), 3)
+        ([1], 1.5)
+    """
+    if not isinstance(top_m, int) or isinstance(top_m, bool) or top_m < 1:
+        raise ValueError(f"top_m must be a positive int, got {top_m!r}")
+    _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin, mode, check)
+    p = pool.shape[-2]
+    if top_m >= p:
+        return exhaustive_negatives(
+            anchors, positives, pool, anchor_labels, pool_labels, chol, margin, mode, False
+        )
+    d_ap = _positive_distances(anchors, positives, chol)
+    valid_all = _negative_mask(anchor_labels, pool_labels)
+    with torch.no_grad():  # the prefilter only ranks; gradients flow through exact distances
+        similarity = F.normalize(anchors, dim=-1) @ F.normalize(pool, dim=-1).mT
+        similarity, valid_all = torch.broadcast_tensors(similarity, valid_all)
+        neg_inf = torch.tensor(float("-inf"), dtype=similarity.dtype, device=similarity.device)
+        ranked = torch.where(valid_all, similarity, neg_inf).topk(top_m, dim=-1)
+    index = ranked.indices  # (..., n, M)
+    valid = ranked.values > neg_inf
+    source = pool.unsqueeze(-3)
+    source = source.reshape((1,) * (index.ndim - source.ndim + 1) + tuple(source.shape))
+    candidates = torch.take_along_dim(source, index.unsqueeze(-1), dim=-2)  # (..., n, M, d)
+    d_an = mahalanobis_to_candidates(anchors, candidates, chol.unsqueeze(-3), check=False)
+    return _choose(d_ap, d_an, valid, index, margin, mode)

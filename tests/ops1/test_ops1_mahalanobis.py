@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ops1_helpers import count_syncs
+
+from torchdoctor.ops import (
+    cholesky_factor,
+    mahalanobis_to_candidates,
+    pairwise_mahalanobis,
+    whiten,
+)
+from torchdoctor.ops.reference.mahalanobis import (
+    pairwise_mahalanobis_batched_solve,
+    pairwise_mahalanobis_loop,
+)
+
+
+def random_spd(batch, d, gen, dtype=torch.float64):
+    a = torch.randn(*batch, d, d, generator=gen, dtype=dtype)
+    return a @ a.mT / d + 0.5 * torch.eye(d, dtype=dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.sampled_from([(), (1,), (3,), (2, 2)]),
+    n=st.integers(1, 4),
+    m=st.integers(1, 5),
+    d=st.integers(1, 6),
+    duplicate=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_pairwise_matches_per_pair_solve_loop(batch, n, m, d, duplicate, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*batch, n, d, generator=gen, dtype=torch.float64)
+    y = torch.randn(*batch, m, d, generator=gen, dtype=torch.float64)
+    if duplicate:  # ties and zero distances
+        y[..., 0, :] = x[..., 0, :]
+    cov = random_spd(batch, d, gen)
+    expected = pairwise_mahalanobis_loop(x, y, cov)
+    got = pairwise_mahalanobis(x, y, cov=cov)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    chol, _ = cholesky_factor(cov)
+    torch.testing.assert_close(pairwise_mahalanobis(x, y, chol=chol), got)
+    torch.testing.assert_close(pairwise_mahalanobis_batched_solve(x, y, cov), expected)
+    per_anchor = mahalanobis_to_candidates(
+        x, y.unsqueeze(-3).expand(*batch, n, m, d), chol[..., None, :, :]
+    )
+    torch.testing.assert_close(per_anchor, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_shared_points_broadcast_against_per_image_covariances():
+    gen = torch.Generator().manual_seed(0)
+    cov = random_spd((3,), 4, gen)
+    x = torch.randn(2, 4, generator=gen, dtype=torch.float64)
+    pool = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    got = pairwise_mahalanobis(x, pool, cov=cov)
+    assert got.shape == (3, 2, 5)
+    for b in range(3):
+        torch.testing.assert_close(got[b], pairwise_mahalanobis_loop(x, pool, cov[b]))
+
+
+def test_whiten_makes_mahalanobis_euclidean_and_preserves_dtype():
+    gen = torch.Generator().manual_seed(1)
+    cov = random_spd((2,), 3, gen, dtype=torch.float32)
+    chol, added = cholesky_factor(cov)
+    assert chol.dtype == torch.float32 and added.tolist() == [0.0, 0.0]
+    x = torch.randn(2, 6, 3, generator=gen)
+    w = whiten(x, chol)
+    torch.testing.assert_close(chol @ w.mT, x.mT, rtol=1e-5, atol=1e-5)
+
+
+def test_cholesky_factor_jitters_only_the_matrices_that_need_it():
+    gen = torch.Generator().manual_seed(2)
+    good = random_spd((2,), 4, gen)
+    v = torch.randn(4, 1, generator=gen, dtype=torch.float64)
+    singular = v @ v.mT  # rank 1
+    cov = torch.stack([good[0], singular, good[1]])
+    chol, added = cholesky_factor(cov)
+    assert added[0] == 0 and added[2] == 0 and added[1] > 0
+    torch.testing.assert_close(chol[0], torch.linalg.cholesky(good[0]))
+    torch.testing.assert_close(chol[2], torch.linalg.cholesky(good[1]))
+    expected = singular + added[1] * torch.eye(4, dtype=torch.float64)
+    torch.testing.assert_close(chol[1] @ chol[1].mT, expected)
+    # The hot path gives the same answer without any host sync.
+    with count_syncs() as syncs:
+        chol_hot, added_hot = cholesky_factor(cov, check=False)
+    assert syncs.total == 0
+    torch.testing.assert_close(chol_hot, chol)
+    torch.testing.assert_close(added_hot, added)
+
+
+def test_not_spd_error_names_batch_index_and_smallest_eigenvalue():
+    cov = torch.eye(3, dtype=torch.float64).repeat(2, 2, 1, 1)
+    cov[1, 0] = torch.diag(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"batch index \(1, 0\): smallest eigenvalue -2\.000e\+00"):
+        cholesky_factor(cov)
+    chol, added = cholesky_factor(cov, check=False)
+    assert torch.isnan(added[1, 0]) and torch.isnan(chol[1, 0]).all()
+    assert torch.isfinite(chol[0]).all() and (added[0] == 0).all()
+
+
+def test_checked_path_costs_one_sync_and_hot_path_none():
+    gen = torch.Generator().manual_seed(3)
+    cov = random_spd((8,), 16, gen, dtype=torch.float32)
+    x = torch.randn(8, 4, 16, generator=gen)
+    y = torch.randn(8, 60, 16, generator=gen)
+    with count_syncs() as syncs:
+        pairwise_mahalanobis(x, y, cov=cov)
+    assert syncs.total == 1
+    with count_syncs() as syncs:
+        chol, _ = cholesky_factor(cov, check=False)
+        pairwise_mahalanobis(x, y, chol=chol, check=False)
+        mahalanobis_to_candidates(x, y[:, None, :5], chol[:, None], check=False)
+        whiten(y, chol)
+    assert syncs.total == 0
+
+
+def test_gradcheck_float64_including_coincident_points():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(2, 4, 3, generator=gen, dtype=torch.float64)
+    y[:, 1] = x[:, 0]
+    cov = random_spd((2,), 3, gen)
+
+    def f(x, y, cov):
+        return pairwise_mahalanobis(x, y, cov=(cov + cov.mT) / 2)
+
+    inputs = tuple(t.clone().requires_grad_() for t in (x, y, cov))
+    out = f(*inputs)
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in inputs)
+    # gradcheck away from the non-differentiable coincident points
+    y2 = y.clone()
+    y2[:, 1] += 0.3
+    assert torch.autograd.gradcheck(f, tuple(t.clone().requires_grad_() for t in (x, y2, cov)))
+    chol = torch.linalg.cholesky(cov)
+    assert torch.autograd.gradcheck(
+        lambda a, c: mahalanobis_to_candidates(a, c, chol[:, None]),
+        (x.clone().requires_grad_(), y2[:, None].expand(2, 3, 4, 3).clone().requires_grad_()),
+    )
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: pairwise_mahalanobis(torch.zeros(2, 3), torch.zeros(2, 4), cov=torch.eye(3)),
+            ValueError,
+            "y must have size 3",
+        ),
+        (
+            lambda: pairwise_mahalanobis(torch.zeros(2, 3), torch.zeros(2, 3)),
+            ValueError,
+            "exactly one of cov",
+        ),
+        (
+            lambda: pairwise_mahalanobis(torch.zeros(3), torch.zeros(2, 3), cov=torch.eye(3)),
+            ValueError,
+            "at least 2 dimensions",
+        ),
+        (
+            lambda: pairwise_mahalanobis(
+                torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64), cov=torch.eye(3)
+            ),
+            TypeError,
+            "has dtype torch.float64",
+        ),
+        (
+            lambda: pairwise_mahalanobis(
+                torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), cov=torch.eye(3)
+            ),
+            TypeError,
+            "floating-point",
+        ),
+        (
+            lambda: pairwise_mahalanobis(
+                torch.tensor([[float("nan"), 0.0]]), torch.zeros(1, 2), cov=torch.eye(2)
+            ),
+            ValueError,
+            "x contains non-finite",
+        ),
+        (lambda: cholesky_factor(torch.zeros(2, 3)), ValueError, "square matrices"),
+        (
+            lambda: whiten(torch.zeros(4, 2, 3), torch.eye(3).expand(3, 3, 3)),
+            ValueError,
+            "do not broadcast",
+        ),
+    ],
+)
+def test_errors_are_clear(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

@@ -1,0 +1,105 @@
+"""sinkhorn: equal to POT's log-domain Sinkhorn, batched, sync-free unless tol is given."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from torchdoctor.ops.assignment import linear_assignment
+from torchdoctor.ops.reference.sinkhorn import sinkhorn_reference
+from torchdoctor.ops.sinkhorn import plan_to_assignment, sinkhorn
+from torchdoctor.testing import count_host_syncs
+
+pytest.importorskip("ot")
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 5), (8, 8), (16, 16), (7, 2)])
+@pytest.mark.parametrize("eps", [0.5, 0.05])
+def test_matches_pot_in_float64(rows, cols, eps):
+    generator = torch.Generator().manual_seed(rows * 100 + cols)
+    cost = torch.rand(6, rows, cols, generator=generator, dtype=torch.float64)
+    a = torch.rand(6, rows, generator=generator, dtype=torch.float64) + 0.1
+    b = torch.rand(6, cols, generator=generator, dtype=torch.float64) + 0.1
+    a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    got = sinkhorn(cost, a, b, eps=eps, iters=150)
+    plan, f, g = sinkhorn_reference(cost, a, b, eps=eps, iters=150)
+    torch.testing.assert_close(got.plan, plan, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.f, f, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got.g, g, atol=1e-6, rtol=1e-6)
+
+
+def test_uniform_default_weights_leading_dims_and_forbidden_pairs():
+    generator = torch.Generator().manual_seed(0)
+    cost = torch.rand(2, 3, 4, 4, generator=generator, dtype=torch.float64)
+    cost[0, 1, 2, 3] = math.inf
+    got = sinkhorn(cost, eps=0.1, iters=300)
+    plan, _, _ = sinkhorn_reference(cost, eps=0.1, iters=300)
+    torch.testing.assert_close(got.plan, plan, atol=1e-6, rtol=0)
+    assert got.plan[0, 1, 2, 3] == 0
+    torch.testing.assert_close(got.plan.sum(-1), torch.full((2, 3, 4), 0.25, dtype=torch.float64))
+
+
+def test_plan_is_reproduced_by_the_potentials():
+    cost = torch.rand(4, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    eps = 0.2
+    result = sinkhorn(cost, eps=eps, iters=20)
+    rebuilt = torch.exp((result.f.unsqueeze(-1) + result.g.unsqueeze(-2) - cost) / eps)
+    torch.testing.assert_close(rebuilt, result.plan)
+
+
+def test_no_sync_without_tol_and_one_per_check_with_tol():
+    cost = torch.rand(8, 6, 6, generator=torch.Generator().manual_seed(2))
+    with count_host_syncs() as syncs:
+        sinkhorn(cost, eps=0.1, iters=40, check=False)
+    assert syncs.count == 0, syncs.ops
+    with count_host_syncs() as syncs:
+        sinkhorn(cost, eps=0.1, iters=40, tol=0.0, check_every=10, check=False)
+    assert syncs.count == 4  # after iterations 1, 11, 21, 31
+
+
+def test_tol_stops_early_with_small_marginal_error():
+    cost = torch.rand(8, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    result = sinkhorn(cost, eps=0.5, iters=1_000, tol=1e-8)
+    error = (result.plan.sum(-2) - 1 / 6).norm(dim=-1)
+    assert error.max() < 1e-8
+    full = sinkhorn(cost, eps=0.5, iters=1_000)  # runs to the end: still the same plan
+    torch.testing.assert_close(result.plan, full.plan, atol=1e-7, rtol=0)
+
+
+def test_gradients_flow_through_the_iterations():
+    cost = torch.rand(3, 4, 4, dtype=torch.float64, requires_grad=True)
+    result = sinkhorn(cost, eps=0.3, iters=30)
+    (result.plan * cost).sum().backward()
+    assert cost.grad is not None and torch.isfinite(cost.grad).all()
+
+
+def test_bad_input_errors_name_the_problem():
+    cost = torch.rand(3, 4, 4)
+    cost[2, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="problem 2 has NaN"):
+        sinkhorn(cost)
+    cost = torch.rand(3, 4, 4)
+    cost[1, :, 2] = math.inf
+    with pytest.raises(ValueError, match="problem 1 has a row or column"):
+        sinkhorn(cost)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        sinkhorn(torch.rand(2, 2), eps=0.0)
+    with pytest.raises(ValueError, match=r"a must have shape \(\.\.\., 2\)"):
+        sinkhorn(torch.rand(2, 2), a=torch.ones(3) / 3)
+    with pytest.raises(TypeError, match="floating-point"):
+        sinkhorn(torch.ones(2, 2, dtype=torch.long))
+
+
+def test_plan_to_assignment_recovers_a_clear_optimum():
+    generator = torch.Generator().manual_seed(4)
+    perm = torch.stack([torch.randperm(6, generator=generator) for _ in range(10)])
+    cost = torch.rand(10, 6, 6, generator=generator, dtype=torch.float64) + 1.0
+    cost.scatter_(2, perm.unsqueeze(-1), 0.0)  # a unique zero-cost permutation per problem
+    plan = sinkhorn(cost, eps=0.05, iters=200).plan
+    for method in ("greedy", "exact"):
+        assert torch.equal(plan_to_assignment(plan, method=method).columns, perm)
+    assert torch.equal(linear_assignment(cost).columns, perm)
+    with pytest.raises(ValueError, match="'greedy' or 'exact'"):
+        plan_to_assignment(plan, method="argmax")

@@ -11,6 +11,16 @@ Example:
 
 from __future__ import annotations
 
+from torchdoctor.train.health import HealthError, HealthMonitor, HealthWarning
+from torchdoctor.train.health_checks import (
+    Alarm,
+    Condition,
+    Finite,
+    MovingAverage,
+    Threshold,
+    Trend,
+    parse_check,
+)
 from torchdoctor.train.memory import CrossBatchMemory, MemoryGallery
 from torchdoctor.train.metrics import LazyMetrics
 from torchdoctor.train.param_groups import param_groups
@@ -19,6 +29,16 @@ from torchdoctor.train.schedules import WeightSchedule
 from torchdoctor.train.sdm import sdm_loss
 
 __all__ = [
+    "Alarm",
+    "Condition",
+    "Finite",
+    "HealthError",
+    "HealthMonitor",
+    "HealthWarning",
+    "MovingAverage",
+    "Threshold",
+    "Trend",
+    "parse_check",
     "BatchReport",
     "ModalityAwarePKSampler",
     "pair_coverage",

@@ -1,0 +1,138 @@
+"""dpp_greedy: the same selection as the plain per-problem algorithm, batched and sync-free."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchdoctor.ops.dpp import dpp_greedy
+from torchdoctor.ops.reference.dpp import dpp_greedy_reference, dpp_kernel
+from torchdoctor.testing import count_host_syncs
+
+
+def _reference(kernels, ks, eps=1e-10, masks=None):
+    rows, dets = [], []
+    for b in range(kernels.shape[0]):
+        mask = None if masks is None else masks[b]
+        selected, log_det = dpp_greedy_reference(kernels[b], int(ks[b]), eps=eps, mask=mask)
+        rows.append(selected)
+        dets.append(log_det)
+    width = max(min(int(ks.max()), kernels.shape[-1]), 0)
+    padded = torch.full((kernels.shape[0], width), -1, dtype=torch.long)
+    for b, selected in enumerate(rows):
+        padded[b, : len(selected)] = torch.tensor(selected, dtype=torch.long)
+    return padded, torch.tensor(dets, dtype=kernels.dtype)
+
+
+@pytest.mark.parametrize("n", [1, 5, 20, 50])
+def test_random_psd_kernels_match_reference(n):
+    generator = torch.Generator().manual_seed(n)
+    factors = torch.randn(12, n, n + 3, generator=generator, dtype=torch.float64)
+    kernels = factors @ factors.mT
+    ks = torch.randint(0, n + 3, (12,), generator=generator)
+    got = dpp_greedy(kernels, k=ks)
+    indices, log_det = _reference(kernels, ks)
+    assert torch.equal(got.indices, indices)
+    torch.testing.assert_close(got.log_det, log_det)
+
+
+def test_low_rank_features_with_quality_match_reference_and_stop_at_rank():
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(10, 40, 8, generator=generator, dtype=torch.float64)
+    quality = torch.rand(10, 40, generator=generator, dtype=torch.float64) + 0.5
+    got = dpp_greedy(features=features, quality=quality, k=15, eps=1e-8)
+    kernels = torch.stack([dpp_kernel(f, q) for f, q in zip(features, quality)])
+    indices, log_det = _reference(kernels, torch.full((10,), 15), eps=1e-8)
+    assert torch.equal(got.indices, indices)
+    assert ((got.indices >= 0).sum(-1) == 8).all()  # rank 8: the eps stop ends it
+    torch.testing.assert_close(got.log_det, log_det)
+    via_kernel = dpp_greedy(kernels, k=15, eps=1e-8)
+    assert torch.equal(via_kernel.indices, got.indices)
+
+
+def test_log_det_is_that_of_the_selected_submatrix():
+    generator = torch.Generator().manual_seed(2)
+    factors = torch.randn(4, 30, 40, generator=generator, dtype=torch.float64)
+    kernels = factors @ factors.mT
+    got = dpp_greedy(kernels, k=10)
+    for b in range(4):
+        chosen = got.indices[b]
+        sub = kernels[b][chosen][:, chosen]
+        torch.testing.assert_close(got.log_det[b], torch.logdet(sub))
+
+
+def test_mask_leading_dims_and_per_problem_k():
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 3, 25, 30, generator=generator, dtype=torch.float64)
+    mask = torch.rand(2, 3, 25, generator=generator) > 0.3
+    ks = torch.tensor([[0, 4, 9], [2, 30, 5]])
+    got = dpp_greedy(features=features, k=ks, mask=mask, max_k=30)
+    assert got.indices.shape == (2, 3, 25)  # k > N is clamped to N
+    flat_kernels = features.reshape(6, 25, 30) @ features.reshape(6, 25, 30).mT
+    indices, log_det = _reference(flat_kernels, ks.reshape(6), masks=mask.reshape(6, 25))
+    assert torch.equal(got.indices.reshape(6, -1)[:, : indices.shape[1]], indices)
+    assert (got.indices.reshape(6, -1)[:, indices.shape[1] :] == -1).all()
+    torch.testing.assert_close(got.log_det.reshape(6), log_det)
+    selected = got.indices.reshape(6, -1)
+    valid = selected >= 0
+    assert mask.reshape(6, 25).gather(1, selected.clamp(min=0))[valid].all()
+
+
+def test_k_zero_k_above_n_and_non_psd_kernel():
+    kernel = torch.eye(4, dtype=torch.float64)
+    empty = dpp_greedy(kernel, k=0)
+    assert empty.indices.shape == (0,) and empty.log_det.item() == 0
+    everything = dpp_greedy(kernel, k=10)
+    assert sorted(everything.indices.tolist()) == [0, 1, 2, 3]
+    not_psd = torch.tensor([[1.0, 2.0], [2.0, 1.0]])
+    result = dpp_greedy(not_psd, k=2)  # the second gain is 1 - 4 < 0: stops, no error
+    assert result.indices.tolist() == [0, -1]
+    negative_diagonal = dpp_greedy(-torch.eye(3), k=2)
+    assert negative_diagonal.indices.tolist() == [-1, -1]
+
+
+def test_no_host_sync_on_kernel_and_features_paths():
+    generator = torch.Generator().manual_seed(4)
+    features = torch.randn(8, 30, 10, generator=generator)
+    kernels = features @ features.mT
+    with count_host_syncs() as syncs:
+        dpp_greedy(kernels, k=6)
+        dpp_greedy(features=features, quality=torch.rand(8, 30), k=6)
+        dpp_greedy(kernels, k=torch.full((8,), 3), max_k=6)
+    assert syncs.count == 0, syncs.ops
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="exactly one of kernel"):
+        dpp_greedy(torch.eye(3), features=torch.eye(3), k=1)
+    with pytest.raises(ValueError, match="square"):
+        dpp_greedy(torch.zeros(3, 4), k=1)
+    with pytest.raises(ValueError, match="non-negative int"):
+        dpp_greedy(torch.eye(3), k=-1)
+    with pytest.raises(TypeError, match="bool tensor"):
+        dpp_greedy(torch.eye(3), k=1, mask=torch.ones(3))
+    with pytest.raises(ValueError, match="quality must have size 3"):
+        dpp_greedy(torch.eye(3), k=1, quality=torch.ones(4))
+    with pytest.raises(ValueError, match="non-finite"):
+        dpp_greedy(torch.tensor([[math.nan]]), k=1, check=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 12), d=st.integers(1, 12), k=st.integers(0, 14), seed=st.integers(0, 9999))
+def test_properties_first_pick_is_max_quality_and_gains_decrease(n, d, k, seed):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    quality = torch.rand(n, generator=generator, dtype=torch.float64) + 0.1
+    result = dpp_greedy(features=features, quality=quality, k=k, eps=1e-9)
+    chosen = result.indices[result.indices >= 0].tolist()
+    assert len(chosen) == len(set(chosen)) <= min(k, n, d)
+    if chosen:
+        diag = quality**2 * (features**2).sum(-1)
+        assert chosen[0] == int(torch.argmax(diag))
+        kernel = dpp_kernel(features, quality)
+        sub = kernel[chosen][:, chosen]
+        torch.testing.assert_close(result.log_det, torch.logdet(sub))

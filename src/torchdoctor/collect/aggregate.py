@@ -1,0 +1,102 @@
+"""Summarize one step's resolved events: per-node forward/backward time, calls, phases.
+
+Pure functions over plain numbers (nanoseconds in, milliseconds out); the profiler calls
+:func:`summarize_step` once per step, after resolving the clock tokens, and keeps only the
+summary (the raw events of a step are dropped, so memory stays bounded on long runs).
+
+Example:
+    >>> s = summarize_step(
+    ...     parent=[-1, 0], forward=[(1, 0.0, 2e6)], marks=[], step=(0.0, 4e6),
+    ...     segments=[(0.0, "forward"), (2e6, "other")],
+    ... )
+    >>> s["wall_ms"], s["forward"][1], s["phases"]["other"]
+    (4.0, 2.0, 2.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torchdoctor.collect.backward import backward_intervals
+from torchdoctor.collect.phases import phase_durations
+
+
+def summarize_step(
+    *,
+    parent: Sequence[int],
+    forward: Sequence[tuple[int, float, float]],
+    marks: Sequence[tuple[int, int, int, float]],
+    step: tuple[float, float],
+    segments: Sequence[tuple[float, str]],
+    activation: dict[int, int] | None = None,
+    identical: dict[int, int] | None = None,
+    peak_memory_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Per-node inclusive forward and backward ms, calls, and phase ms of one step."""
+    start, end = step
+    fwd: dict[int, float] = {}
+    calls: dict[int, int] = {}
+    for node, s, e in forward:
+        fwd[node] = fwd.get(node, 0.0) + max(0.0, e - s) / 1e6
+        calls[node] = calls.get(node, 0) + 1
+    finals = backward_intervals(parent, marks, (start, end))
+    bwd = {node: sum(e - s for s, e in v) / 1e6 for node, v in finals.items() if node != 0}
+    for node, *_ in marks:  # a region entered during backward counts as a call
+        calls.setdefault(node, 0)
+    return {
+        "wall_ms": max(0.0, end - start) / 1e6,
+        "phases": phase_durations(list(segments), end),
+        "forward": fwd,
+        "backward": bwd,
+        "calls": calls,
+        "activation": dict(activation) if activation is not None else None,
+        "identical": dict(identical or {}),
+        "peak_memory_bytes": peak_memory_bytes,
+        "_intervals": finals,
+    }
+
+
+def step_timeline(
+    summary_intervals: dict[int, list[tuple[float, float]]],
+    *,
+    forward: Sequence[tuple[int, float, float]],
+    segments: Sequence[tuple[float, str]],
+    step: tuple[float, float],
+    path: Sequence[str],
+    kind: Sequence[str],
+    depth: Sequence[int],
+) -> list[dict[str, Any]]:
+    """Chrome-trace-like events of one step: phases, forward/region calls, backward spans.
+
+    Example:
+        >>> step_timeline({}, forward=[(1, 1e3, 3e3)], segments=[(0.0, "forward")],
+        ...               step=(0.0, 4e3), path=["", "net"], kind=["root", "module"],
+        ...               depth=[0, 1])[1]["dur_us"]
+        2.0
+    """
+    start, end = step
+    events: list[dict[str, Any]] = []
+    for (t, phase), nxt in zip(segments, [*segments[1:], (end, "")]):
+        if nxt[0] > t:
+            events.append(_event(phase, "phase", t - start, nxt[0] - t, 0))
+    for node, s, e in forward:
+        cat = "region" if kind[node] == "region" else "forward"
+        events.append(_event(path[node], cat, s - start, e - s, depth[node]))
+    for node, spans in summary_intervals.items():
+        if node == 0:
+            continue
+        for s, e in spans:
+            events.append(_event(path[node], "backward", s - start, e - s, depth[node]))
+    events.sort(key=lambda ev: (ev["ts_us"], ev["depth"]))
+    return events
+
+
+def _event(name: str, cat: str, ts_ns: float, dur_ns: float, depth: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "cat": cat,
+        "ts_us": round(ts_ns / 1e3, 3),
+        "dur_us": round(dur_ns / 1e3, 3),
+        "depth": depth,
+    }

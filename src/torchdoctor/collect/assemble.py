@@ -1,0 +1,184 @@
+"""Turn per-step summaries into the Session's module tree, phases and recomputation list.
+
+Each node carries Stats over the profiled steps (median, quartiles, extremes, and ``mean``).
+Self times and the explicit ``(self)`` child are computed per step before summarizing, so they
+are never negative. Means are additive where medians are not, so the renderer's shares use the
+``mean`` (children's means never add up past their parent's); medians and spread describe
+variability.
+
+Example:
+    >>> steps = [{"wall_ms": 4.0, "forward": {1: 3.0}, "backward": {}, "calls": {1: 1},
+    ...           "activation": None, "identical": {}, "phases": {}}]
+    >>> tree = build_tree(steps, parent=[-1, 0], path=["", "net"], name=["step", "net"],
+    ...                   kind=["root", "module"], type_name=[None, "Linear"], source=[None, None])
+    >>> [c["name"] for c in tree["children"]], tree["children"][1]["total_ms"]["mean"]
+    (['net', '(self)'], 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torchdoctor.session import stat
+
+
+def stat_with_mean(values: Sequence[float]) -> dict[str, float]:
+    """A Stat plus the mean (additive across siblings).
+
+    Example:
+        >>> stat_with_mean([1.0, 3.0])["mean"]
+        2.0
+    """
+    out = stat(values)
+    out["mean"] = sum(values) / len(values) if values else 0.0
+    return out
+
+
+def build_tree(
+    steps: Sequence[dict[str, Any]],
+    *,
+    parent: Sequence[int],
+    path: Sequence[str],
+    name: Sequence[str],
+    kind: Sequence[str],
+    type_name: Sequence[str | None],
+    source: Sequence[Any],
+    root_name: str = "step",
+    memory_step: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The tree (root = the step) from per-step summaries and the node registry."""
+    seen = {0}
+    for s in steps:
+        seen.update(s["forward"])
+        seen.update(s["backward"])
+        seen.update(s["calls"])
+    for node in list(seen):  # keep ancestors of every seen node
+        up = parent[node]
+        while up > 0 and up not in seen:
+            seen.add(up)
+            up = parent[up]
+    children: dict[int, list[int]] = {}
+    for node in sorted(seen):
+        if node:
+            children.setdefault(max(parent[node], 0), []).append(node)
+
+    activation = (memory_step or {}).get("activation")
+    inclusive_bytes: dict[int, int] = {}
+    if activation is not None:
+        for node in sorted(seen, reverse=True):
+            inclusive_bytes[node] = inclusive_bytes.get(node, 0) + activation.get(node, 0)
+            if node:
+                up = max(parent[node], 0)
+                inclusive_bytes[up] = inclusive_bytes.get(up, 0) + inclusive_bytes[node]
+
+    def series(node: int, field: str) -> list[float]:
+        if node == 0:
+            key = "forward" if field == "forward" else "backward"
+            return [s["phases"].get(key, 0.0) for s in steps]
+        return [s[field].get(node, 0.0) for s in steps]
+
+    def total(node: int) -> list[float]:
+        if node == 0:
+            return [s["wall_ms"] for s in steps]
+        f, b = series(node, "forward"), series(node, "backward")
+        return [x + y for x, y in zip(f, b)]
+
+    def make(node: int) -> dict[str, Any]:
+        kids = children.get(node, [])
+        fwd, bwd, tot = series(node, "forward"), series(node, "backward"), total(node)
+        if node == 0:
+            fwd_self = bwd_self = [0.0] * len(steps)
+        else:
+            fwd_self = [
+                max(0.0, v - sum(s["forward"].get(k, 0.0) for k in kids))
+                for v, s in zip(fwd, steps)
+            ]
+            bwd_self = [
+                max(0.0, v - sum(s["backward"].get(k, 0.0) for k in kids))
+                for v, s in zip(bwd, steps)
+            ]
+        out = {
+            "path": path[node] if node else "",
+            "name": root_name if node == 0 else name[node],
+            "kind": kind[node],
+            "type": type_name[node],
+            "calls_per_step": (
+                sum(s["calls"].get(node, 0) for s in steps) / len(steps) if node and steps else 1.0
+            ),
+            "forward_ms": stat_with_mean(fwd),
+            "forward_self_ms": stat_with_mean(fwd_self),
+            "backward_ms": stat_with_mean(bwd),
+            "backward_self_ms": stat_with_mean(bwd_self),
+            "total_ms": stat_with_mean(tot),
+            "activation_bytes": inclusive_bytes.get(node) if activation is not None else None,
+            "source": source[node],
+            "children": [make(k) for k in kids],
+        }
+        if kids:
+            kid_totals = [total(k) for k in kids]
+            rest = [max(0.0, t - sum(col)) for t, col in zip(tot, zip(*kid_totals))]
+            rest_fwd = fwd_self if node else rest
+            out["children"].append(
+                _self_node(out["path"], rest, rest_fwd, bwd_self if node else None)
+            )
+        return out
+
+    return make(0)
+
+
+def _self_node(
+    parent_path: str, rest: list[float], fwd: list[float], bwd: list[float] | None
+) -> dict[str, Any]:
+    zero = [0.0] * len(rest)
+    return {
+        "path": f"{parent_path}.(self)" if parent_path else "(self)",
+        "name": "(self)",
+        "kind": "self",
+        "type": None,
+        "calls_per_step": 0.0,
+        "forward_ms": stat_with_mean(fwd),
+        "forward_self_ms": stat_with_mean(fwd),
+        "backward_ms": stat_with_mean(bwd if bwd is not None else zero),
+        "backward_self_ms": stat_with_mean(bwd if bwd is not None else zero),
+        "total_ms": stat_with_mean(rest),
+        "activation_bytes": None,
+        "source": None,
+        "children": [],
+    }
+
+
+def recomputation(
+    tree: dict[str, Any], steps: Sequence[dict[str, Any]], paths: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Modules called more than once per step with inputs identical to an earlier call."""
+    totals: dict[str, float] = {}
+    for s in steps:
+        for node, count in s["identical"].items():
+            totals[paths[node]] = totals.get(paths[node], 0.0) + count
+    if not totals or not steps:
+        return []
+    by_path: dict[str, list[dict[str, Any]]] = {}
+
+    def walk(node: dict[str, Any]) -> None:
+        by_path.setdefault(node["path"], []).append(node)
+        for child in node["children"]:
+            walk(child)
+
+    walk(tree)
+    out = []
+    for p, count in totals.items():
+        nodes = by_path.get(p, [])
+        calls = sum(n["calls_per_step"] for n in nodes)
+        forward = sum(n["forward_ms"]["mean"] for n in nodes)
+        out.append(
+            {
+                "path": p,
+                "calls_per_step": calls,
+                "identical_input_calls": count / len(steps),
+                "time_per_call_ms": forward / calls if calls else 0.0,
+                "source": nodes[0]["source"] if nodes else None,
+            }
+        )
+    out.sort(key=lambda r: -r["identical_input_calls"] * r["time_per_call_ms"])
+    return out

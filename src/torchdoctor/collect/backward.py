@@ -1,0 +1,184 @@
+"""Backward time per module from autograd hook timestamps, clipped so the tree adds up.
+
+Choice (measured in ``benchmarks/profiler_overhead.py``, documented in docs/profiler.md): plain
+tensor hooks on each call's outputs (start: the first output gradient is ready) and inputs
+(end: the input gradient is ready) - the same idea as ``torch.utils.module_tracker``'s
+``register_multi_grad_hook`` use, with less bookkeeping - instead of full backward hooks
+(``register_module_full_backward_hook``), which wrap every module's inputs and outputs in extra
+autograd nodes and cost several times more on small modules.
+
+Processing one step (all pure):
+
+1. per call: start = earliest start mark, end = latest end mark; a call none of whose inputs
+   required grad (the first layer, a module fed with data) has no end mark: it ends when the
+   backward of a call made before it in forward starts, or an ancestor's ends, or the backward
+   pass returns;
+2. bottom-up: a node's span covers its own calls and its children's (a container fed with data
+   has no input hook of its own; its backward ends when its first child's ends);
+3. top-down: children's intervals are intersected with their parent's and, sorted by start,
+   each is cut where the next sibling interval starts. The autograd engine runs one node at a
+   time, so the interval up to the next sibling's start is the best attribution available;
+   it also guarantees children never add up past their parent.
+
+Limits: a module whose outputs do not require grad has no backward (correct: none runs); when
+several sibling modules read the same input (q/k/v projections), the input's gradient is ready
+only after all of them, and the cut at the next sibling's start repairs the attribution; a
+module reused twice in one caller gets the union of its calls' intervals; in-place ops on a
+module's output move the hook to the in-place result's gradient, which is still correct order.
+
+Example:
+    >>> spans = backward_times(
+    ...     parent=[-1, 0, 1], marks=[(2, 7, 0, 10.0), (2, 7, 1, 30.0)], step=(0.0, 100.0)
+    ... )
+    >>> spans[2], spans[1]
+    (20.0, 20.0)
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+Interval = tuple[float, float]
+
+
+def merge(intervals: list[Interval]) -> list[Interval]:
+    """Union of intervals as a sorted list of disjoint intervals.
+
+    Example:
+        >>> merge([(3.0, 4.0), (0.0, 2.0), (1.0, 3.5)])
+        [(0.0, 4.0)]
+    """
+    out: list[Interval] = []
+    for start, end in sorted(intervals):
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
+    """Intersection of two sorted disjoint interval lists.
+
+    Example:
+        >>> intersect([(0.0, 5.0)], [(1.0, 2.0), (4.0, 9.0)])
+        [(1.0, 2.0), (4.0, 5.0)]
+    """
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start = max(a[i][0], b[j][0])
+        end = min(a[i][1], b[j][1])
+        if start < end:
+            out.append((start, end))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _inside(node: int, ancestor: int, parent: Sequence[int]) -> bool:
+    while node > 0:
+        if node == ancestor:
+            return True
+        node = parent[node]
+    return False
+
+
+def call_intervals(
+    marks: Sequence[tuple[int, int, int, float]], parent: Sequence[int] | None = None
+) -> dict[int, list[Interval]]:
+    """Per node, the [start, end] of each call from resolved ``(node, serial, which, ns)``.
+
+    ``which`` is 0 (start), 1 (end) or 2 (a backward pass returned; node 0). A call with a start
+    but no end (none of its inputs required grad) ends at the next backward start of a call made
+    before it in forward (not an ancestor; the backward runs in reverse forward order, so that
+    call's backward comes after this one's), the next end of an ancestor, or when the backward
+    pass returned. Identity modules (``Dropout(0)``, ``Identity``) share their input tensor's
+    hooks and so are never taken for the next module.
+    """
+    starts: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    owner: dict[int, int] = {}
+    for node, serial, which, t in marks:
+        if which == 2:
+            continue
+        owner[serial] = node
+        if which == 0:
+            if serial not in starts or t < starts[serial]:
+                starts[serial] = t
+        elif serial not in ends or t > ends[serial]:
+            ends[serial] = t
+    ordered = sorted((t, node, which, serial) for node, serial, which, t in marks)
+    times = [t for t, *_ in ordered]
+    out: dict[int, list[Interval]] = {}
+    for serial, start in starts.items():
+        node = owner[serial]
+        end = ends.get(serial)
+        if end is None:
+            end = start
+            if parent is not None:
+                for t, other, which, other_serial in ordered[bisect.bisect_right(times, start) :]:
+                    if which == 2 or (
+                        _inside(node, other, parent)  # an ancestor's end
+                        if which == 1
+                        # the start of a call made earlier in forward, outside this subtree
+                        else other_serial < serial and not _inside(node, other, parent)
+                    ):
+                        end = t
+                        break
+        out.setdefault(node, []).append((start, max(end, start)))
+    return out
+
+
+def backward_intervals(
+    parent: Sequence[int], marks: Sequence[tuple[int, int, int, float]], step: Interval
+) -> dict[int, list[Interval]]:
+    """Per node (root 0 included), its final disjoint backward intervals within the step."""
+    own = call_intervals(marks, parent)
+    if not own:
+        return {}
+    # bottom-up: spans cover children. Nodes are registered after their parents, so ids sort.
+    span: dict[int, list[Interval]] = {node: list(v) for node, v in own.items()}
+    for node in list(span):
+        up = parent[node]
+        while up > 0 and up not in span:
+            span[up] = []
+            up = parent[up]
+    for node in sorted(span, reverse=True):
+        up = parent[node]
+        if up > 0:
+            span[up].extend(span[node])
+    # walk parents in increasing id (a parent before its children), cutting children.
+    children: dict[int, list[int]] = {}
+    for node in span:
+        children.setdefault(parent[node] if parent[node] > 0 else 0, []).append(node)
+    final: dict[int, list[Interval]] = {0: [step]}
+    for up in sorted(children):
+        allowed = final.get(up)
+        if not allowed:
+            continue
+        pieces: list[tuple[float, float, int]] = []
+        for child in children[up]:
+            for start, end in intersect(merge(span[child]), allowed):
+                pieces.append((start, end, child))
+        pieces.sort()
+        for index, (start, end, child) in enumerate(pieces):
+            if index + 1 < len(pieces):
+                end = min(end, pieces[index + 1][0])
+            if end > start:
+                final.setdefault(child, []).append((start, end))
+            else:
+                final.setdefault(child, [])
+    return final
+
+
+def backward_times(
+    parent: Sequence[int], marks: Sequence[tuple[int, int, int, float]], step: Interval
+) -> dict[int, float]:
+    """Per node, inclusive backward time (same unit as the marks), children within parents."""
+    finals = backward_intervals(parent, marks, step)
+    return {node: sum(e - s for s, e in v) for node, v in finals.items() if node != 0}

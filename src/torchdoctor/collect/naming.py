@@ -1,0 +1,94 @@
+"""Qualified paths and source locations of modules seen by the profiler.
+
+With ``model`` given, its submodules are named as ``model.named_modules()`` names them
+(``decoder.layers.3.cross_attn``) and the model itself by its class name. With ``model=None``
+the first outermost module called plays that role; any other outermost module is named by its
+class name and its submodules are prefixed with it (``CrossEntropyLoss``, ``Head.proj``).
+A module nobody registered (created on the fly inside a forward) is named after its caller:
+``<caller path>.<ClassName>``.
+
+Example:
+    >>> import torch
+    >>> names = ModuleNames()
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    >>> names.register_root(net)
+    'Sequential'
+    >>> names.path_of(net[0], None)
+    '0'
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+_SOURCE_CACHE: dict[type, dict[str, Any] | None] = {}
+
+
+def source_of_class(cls: type) -> dict[str, Any] | None:
+    """File and line range of ``cls.forward`` (cached per class); None when unavailable.
+
+    Example:
+        >>> import torch
+        >>> source_of_class(torch.nn.Linear)["function"]
+        'forward'
+    """
+    if cls in _SOURCE_CACHE:
+        return _SOURCE_CACHE[cls]
+    result = None
+    forward = getattr(cls, "forward", None)
+    try:
+        function = inspect.unwrap(forward)
+        lines, start = inspect.getsourcelines(function)
+        result = {
+            "file": inspect.getsourcefile(function),
+            "line": start,
+            "end_line": start + len(lines) - 1,
+            "function": getattr(function, "__name__", "forward"),
+        }
+    except (TypeError, OSError):
+        result = None
+    _SOURCE_CACHE[cls] = result
+    return result
+
+
+class ModuleNames:
+    """Maps module objects to qualified paths; registers roots as they are first seen."""
+
+    def __init__(self) -> None:
+        self._paths: dict[int, str] = {}
+        self._keep: list[Any] = []  # keep registered modules alive so ids stay unique
+        self._root_names: set[str] = set()
+        self.has_main = False
+
+    def register_root(self, module: Any, *, main: bool = True) -> str:
+        """Name ``module`` and its submodules; the main root's children get unprefixed paths."""
+        name = type(module).__name__
+        if name in self._root_names:
+            index = 2
+            while f"{name}#{index}" in self._root_names:
+                index += 1
+            name = f"{name}#{index}"
+        self._root_names.add(name)
+        prefix = "" if main and not self.has_main else name + "."
+        if main and not self.has_main:
+            self.has_main = True
+        self._keep.append(module)
+        for sub_name, sub in module.named_modules():
+            if id(sub) in self._paths:
+                continue
+            self._paths[id(sub)] = name if sub_name == "" else prefix + sub_name
+        return name
+
+    def path_of(self, module: Any, caller: str | None) -> str:
+        """The path of ``module``; unknown modules are registered (as roots when no caller)."""
+        path = self._paths.get(id(module))
+        if path is not None:
+            return path
+        if caller is None:
+            self.register_root(module)
+            return self._paths[id(module)]
+        path = f"{caller}.{type(module).__name__}"
+        self._paths[id(module)] = path
+        self._keep.append(module)
+        return path

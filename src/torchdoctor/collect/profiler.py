@@ -1,0 +1,518 @@
+"""The step profiler: ``torchdoctor.Profiler`` (user loops) and ``torchdoctor.profile`` (a step fn).
+
+Per module (by qualified path) and per region: forward and backward time, inclusive and self,
+calls per step, activation bytes; per step: wall time split into phases (data, forward,
+backward, optimizer, other) that add up to it; a representative step's timeline; identical-
+input recomputation. The result is a :class:`~torchdoctor.session.Session`.
+
+Step boundaries (``step_boundary``):
+
+- ``"manual"``: ``prof.step()`` or ``torchdoctor.step()`` ends a step;
+- ``"auto"`` (used by ``torchdoctor run`` on unmodified scripts): ``torchdoctor.step()`` markers
+  if the script calls it, else optimizer steps (LBFGS closures included: their forward and
+  backward count as forward and backward), else ``backward()`` calls (manual SGD loops), else
+  calls of an outermost module (inference loops), else the whole run is one step. When the kind
+  is only known after some activity (backward, module calls), the step that was running while
+  deciding is dropped. ``config.step_boundary`` and ``config.notes`` say which was used.
+
+Hooks are installed at ``start()`` and removed on every exit path; only one profiler may be
+active at a time (a nested one raises ``RuntimeError``).
+
+Example:
+    >>> import torch, torchdoctor
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    >>> x = torch.randn(4, 8)
+    >>> def train_step():
+    ...     opt.zero_grad()
+    ...     net(x).sum().backward()
+    ...     opt.step()
+    >>> session = torchdoctor.profile(train_step, model=net, steps=3, warmup=1, syncs=False)
+    >>> [c["path"] for c in session["tree"]["children"]][:1]
+    ['Sequential']
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+
+from torchdoctor.collect.aggregate import step_timeline, summarize_step
+from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
+from torchdoctor.collect.clocks import make_clock
+from torchdoctor.collect.install import Installation
+from torchdoctor.collect.memory import PeakMemory
+from torchdoctor.collect.recorder import Recorder
+from torchdoctor.collect.state import PHASES, STATE
+from torchdoctor.session import Session
+
+_BOUNDARIES = ("manual", "auto")
+_KEEP_TIMELINES = 32
+_BOUNDARY_NOTES = {
+    "marker": "steps end at torchdoctor.step() / Profiler.step() calls",
+    "optimizer": "steps end at optimizer.step() calls",
+    "backward": "no optimizer step was seen: steps end at backward() calls",
+    "module": "no backward was seen: each call of the outermost module is one step",
+    "whole_run": "no step boundary was seen: the whole run is one step",
+    "step_fn": "each call of the step function is one step",
+}
+
+
+def _device_of(model: Any) -> str:
+    if model is not None:
+        for tensor in model.parameters():
+            return str(tensor.device)
+        for tensor in model.buffers():
+            return str(tensor.device)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return f"cuda:{torch.cuda.current_device()}"
+    return "cpu"
+
+
+class Profiler:
+    """Profile a user loop; the Session is built when the profiler stops (``.session``).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(4, 4)
+        >>> with Profiler(net, syncs=False) as prof:
+        ...     for batch in prof.wrap_loader([torch.randn(2, 4)] * 3):
+        ...         net(batch).sum().backward()
+        ...         prof.step()
+        >>> len(prof.session["steps"])
+        3
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        *,
+        syncs: bool = True,
+        warmup: int = 0,
+        max_steps: int | None = None,
+        step_boundary: str = "manual",
+        label: str | None = None,
+        memory: bool = True,
+        backward: bool = True,
+    ) -> None:
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"model must be a torch.nn.Module or None, got {type(model).__name__}; "
+                "pass the model whose submodules should be named, or None for all modules"
+            )
+        if step_boundary not in _BOUNDARIES:
+            raise ValueError(
+                f"step_boundary must be one of {_BOUNDARIES}, got {step_boundary!r}; use "
+                "'manual' with prof.step() in your loop, or 'auto' to detect steps"
+            )
+        if warmup < 0 or (max_steps is not None and max_steps < 1):
+            raise ValueError(
+                f"warmup must be >= 0 and max_steps None or >= 1, got warmup={warmup}, "
+                f"max_steps={max_steps}"
+            )
+        self.model = model
+        self.syncs = syncs
+        self.warmup = warmup
+        self.max_steps = max_steps
+        self.step_boundary = step_boundary
+        self.label = label
+        self.memory = memory
+        self.backward = backward
+        self.session: Session | None = None
+        self._running = False
+        self._notes: list[str] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> Profiler:
+        """Install hooks and begin the first step."""
+        if STATE.profiler is not None:
+            raise RuntimeError(
+                "another torchdoctor profiler is already active; nested or concurrent "
+                "profilers are not supported: stop the outer one first, or mark the inner "
+                'code with torchdoctor.region("name") instead'
+            )
+        if self._running or self.session is not None:
+            raise RuntimeError("this Profiler was already used; create a new one per run")
+        self.device = _device_of(self.model)
+        self._clock = make_clock(self.device)
+        rec = self._rec = Recorder(self._clock, backward=self.backward, memory=self.memory)
+        if self.model is not None:
+            rec.names.register_root(self.model)
+        self._meter = PeakMemory(self.device)
+        self._summaries: list[dict[str, Any]] = []
+        self._raw: list[dict[str, Any]] = []
+        self._memory_summary: dict[str, Any] | None = None
+        self._counter = 0  # completed steps (warm-up included, discarded cuts not)
+        self._mode = "marker" if self.step_boundary == "manual" else None
+        self._seen = {"backward": 0, "module": 0}
+        self._audit = self._audit_context = None
+        self._error: str | None = None
+        self._interrupted = False
+        hooks = self._hooks = Installation()
+        try:
+            hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+            hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
+            hooks.wrap_autograd(self._backward_enter, self._backward_leave)
+            if self.memory:
+                hooks.add_saved_tensors_hooks(rec.pack, rec.unpack)
+            if self.step_boundary == "auto":
+                rec.on_outermost = self._outermost
+            STATE.profiler = self
+            STATE.step_index = 0
+            STATE.module_stack.clear()
+            hooks.add_undo(self._reset_state)
+            if self.syncs:
+                self._enter_sync_audit()
+        except BaseException:
+            hooks.remove()
+            raise
+        self._running = True
+        self._begin_step()
+        return self
+
+    def stop(self) -> Session:
+        """Remove hooks and build the Session (also available as ``.session``)."""
+        return self._finish(None)
+
+    def __enter__(self) -> Profiler:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self._finish(exc if exc_type is not None else None)
+        return False
+
+    def _finish(self, exc: BaseException | None) -> Session:
+        if not self._running:
+            if self.session is not None:
+                return self.session
+            raise RuntimeError("this Profiler was not started; call start() or use `with`")
+        self._running = False
+        if exc is not None:
+            self._interrupted = True
+            self._error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            if exc is None:
+                self._final_cut()
+        finally:
+            audit = self._exit_sync_audit()
+            self._rec.release_handles()
+            self._hooks.remove()
+        self.session = self._build(audit)
+        return self.session
+
+    def _reset_state(self) -> None:
+        if STATE.profiler is self:
+            STATE.profiler = None
+        STATE.phase = "other"
+        STATE.step_index = -1
+        STATE.module_stack.clear()
+
+    # -- sync audit -----------------------------------------------------------------------
+    def _enter_sync_audit(self) -> None:
+        try:
+            from torchdoctor.collect.syncs import sync_audit
+        except ModuleNotFoundError as exc:  # until collect/syncs.py lands
+            if exc.name != "torchdoctor.collect.syncs":
+                raise
+            self._notes.append("sync audit unavailable in this build")
+            return
+        self._audit_context = sync_audit()
+        self._audit = self._audit_context.__enter__()
+
+    def _exit_sync_audit(self) -> Any:
+        context, self._audit_context = self._audit_context, None
+        if context is not None:
+            context.__exit__(None, None, None)
+        return self._audit
+
+    # -- user API -------------------------------------------------------------------------
+    def step(self) -> None:
+        """End the current step (and begin the next)."""
+        if self._running and STATE.profiler is self:
+            self._marker()
+
+    def wrap_loader(self, iterable: Iterable[Any]) -> Iterable[Any]:
+        """Wrap a data iterable so the wait for each batch counts as the ``data`` phase."""
+        return _TimedLoader(self, iterable)
+
+    # -- events from hooks ----------------------------------------------------------------
+    def _marker(self) -> None:
+        if self._mode != "marker":
+            self._switch("marker")
+        self._cut()
+
+    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._rec.phases.push("optimizer")
+
+    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._rec.phases.pop()
+        if self._mode == "marker":
+            return
+        if self._mode != "optimizer":
+            self._switch("optimizer")
+        self._cut()
+
+    def _backward_enter(self) -> None:
+        self._rec.phases.push("backward")
+
+    def _backward_leave(self) -> None:
+        rec = self._rec
+        rec.bwd.append((0, 0, 2, rec.now()))  # ends calls whose inputs needed no grad
+        rec.phases.pop_backward()
+        mode = self._mode
+        if mode == "backward":
+            self._cut()
+        elif mode is None and self._rec.phases.phase != "optimizer":
+            self._seen["backward"] += 1
+            if self._seen["backward"] >= 2:
+                self._switch("backward")
+                self._cut(discard=True)
+
+    def _outermost(self) -> None:
+        mode = self._mode
+        if mode == "module":
+            self._cut()
+        elif mode is None and not self._seen["backward"]:
+            self._seen["module"] += 1
+            if self._seen["module"] >= (2 if not torch.is_grad_enabled() else 4):
+                self._switch("module")
+                self._cut(discard=True)
+
+    def _switch(self, mode: str) -> None:
+        if self._mode is not None and self._mode != mode and self._summaries:
+            self._notes.append(
+                f"step boundary changed from {self._mode} to {mode}; earlier steps dropped"
+            )
+            self._summaries.clear()
+            self._raw.clear()
+        self._mode = mode
+
+    def _enter_region(self, name: str, where: Any) -> Any:
+        rec = self._rec
+        if not rec.recording:
+            return None
+        code = getattr(where, "f_code", None) or getattr(where, "__code__", None)
+        line = getattr(where, "f_lineno", None) or getattr(code, "co_firstlineno", None)
+        source = {"file": code.co_filename, "line": line, "end_line": line,
+                  "function": code.co_name} if code is not None else None  # fmt: skip
+        return rec.enter_region(name, source), rec.phases.phase == "backward"
+
+    def _exit_region(self, handle: Any) -> None:
+        if handle is not None and self._rec.recording:
+            self._rec.exit_region(handle[0], handle[1])
+
+    # -- steps ----------------------------------------------------------------------------
+    def _begin_step(self) -> None:
+        rec = self._rec
+        profiled = self._counter >= self.warmup
+        rec.count_memory = self.memory and profiled and self._memory_summary is None
+        self._meter.begin()
+        rec.new_step(rec.now())
+        STATE.step_index = self._counter
+
+    def _cut(self, discard: bool = False) -> None:
+        rec = self._rec
+        if not rec.recording:
+            return
+        end_token = rec.now()
+        peak = self._meter.end()
+        tokens = [rec.step_start, end_token]
+        tokens += [t for _, s, e in rec.fwd for t in (s, e)]
+        tokens += [m[3] for m in rec.bwd]
+        tokens += [t for t, _ in rec.phases.segments]
+        ns = self._clock.resolve(tokens)
+        start, end = ns[0], ns[1]
+        i = 2
+        forward = []
+        for node, _, _ in rec.fwd:
+            forward.append((node, ns[i], ns[i + 1]))
+            i += 2
+        marks = []
+        for node, serial, which, _ in rec.bwd:
+            marks.append((node, serial, which, ns[i]))
+            i += 1
+        segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(rec.phases.segments)]
+        if not discard and self._counter >= self.warmup:
+            summary = summarize_step(
+                parent=rec.parent, forward=forward, marks=marks, step=(start, end),
+                segments=segments, activation=rec.act if rec.count_memory else None,
+                identical=rec.identical, peak_memory_bytes=peak,
+            )  # fmt: skip
+            if rec.count_memory:
+                self._memory_summary = summary
+            intervals = summary.pop("_intervals")
+            self._summaries.append(summary)
+            if len(self._raw) < _KEEP_TIMELINES:
+                self._raw.append({"forward": forward, "intervals": intervals, "step": (start, end),
+                                  "segments": segments, "wall": end - start})  # fmt: skip
+        rec.release_handles()
+        if not discard:
+            self._counter += 1
+        if self.max_steps is not None and len(self._summaries) >= self.max_steps:
+            rec.recording = False
+            self._notes.append(f"stopped collecting after max_steps={self.max_steps} steps")
+            return
+        self._begin_step()
+
+    def _final_cut(self) -> None:
+        """At stop: the partial step after the last boundary is dropped, unless it is all."""
+        if not self._rec.recording or self._summaries:
+            return
+        if self._counter == 0:
+            self._mode = "whole_run"
+        else:
+            self._notes.append("no complete step after warm-up: the last partial step is shown")
+        self._counter = max(self._counter, self.warmup)
+        self._cut()
+
+    # -- session --------------------------------------------------------------------------
+    def _build(self, audit: Any) -> Session:
+        rec = self._rec
+        steps = self._summaries
+        session = Session.new(self.label)
+        mode = self._mode or "whole_run"
+        notes = [_BOUNDARY_NOTES.get(mode, mode), *self._notes]
+        if self.memory:
+            notes.append("activation bytes are counted on the first profiled step")
+        session["config"] = {
+            "steps": len(steps),
+            "warmup": self.warmup,
+            "timing": self._clock.name,
+            "backward_attribution": "tensor-hooks" if self.backward else "off",
+            "step_boundary": mode,
+            "syncs": self.syncs,
+            "memory": self.memory,
+            "device": self.device,
+            "notes": notes,
+        }
+        session["steps"] = [
+            {"index": k, "wall_ms": s["wall_ms"], "phases": s["phases"],
+             "peak_memory_bytes": s["peak_memory_bytes"]}
+            for k, s in enumerate(steps)
+        ]  # fmt: skip
+        session["phases"] = {
+            p: stat_with_mean([s["phases"].get(p, 0.0) for s in steps]) for p in PHASES
+        }
+        session["step_ms"] = stat_with_mean([s["wall_ms"] for s in steps])
+        if steps:
+            tree = build_tree(
+                steps, parent=rec.parent, path=rec.path, name=rec.name, kind=rec.kind,
+                type_name=rec.type, source=rec.source, root_name=self.label or "step",
+                memory_step=self._memory_summary,
+            )  # fmt: skip
+            session["tree"] = tree
+            session["recomputation"] = recomputation(tree, steps, rec.path)
+            session["timeline"] = self._timeline()
+        if audit is not None:
+            session["syncs"] = audit.records(first_step=self.warmup)
+            session["sync_audit"] = audit.summary()
+        session["interrupted"] = self._interrupted
+        session["error"] = self._error
+        return session
+
+    def _timeline(self) -> list[dict[str, Any]]:
+        if not self._raw:
+            return []
+        walls = sorted(r["wall"] for r in self._raw)
+        median = walls[len(walls) // 2]
+        raw = min(self._raw, key=lambda r: abs(r["wall"] - median))
+        rec = self._rec
+        depth = [0] * len(rec.parent)
+        for node in range(1, len(rec.parent)):
+            depth[node] = depth[max(rec.parent[node], 0)] + 1
+        return step_timeline(
+            raw["intervals"], forward=raw["forward"], segments=raw["segments"], step=raw["step"],
+            path=rec.path, kind=rec.kind, depth=depth,
+        )  # fmt: skip
+
+
+class _TimedLoader:
+    """An iterable whose ``next()`` counts as the ``data`` phase of the active profiler."""
+
+    def __init__(self, profiler: Profiler, iterable: Iterable[Any]) -> None:
+        self._profiler = profiler
+        self._iterable = iterable
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = iter(self._iterable)
+        profiler = self._profiler
+        while True:
+            timed = STATE.profiler is profiler and profiler._rec.recording
+            if timed:
+                profiler._rec.phases.push("data")
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                if timed and STATE.profiler is profiler:
+                    profiler._rec.phases.pop()
+            yield item
+
+
+def profile(
+    step_fn: Callable[[], Any],
+    *,
+    model: torch.nn.Module | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+    inference_fn: Callable[[], Any] | None = None,
+    syncs: bool = True,
+    label: str | None = None,
+    compare_inference: bool = False,
+    batch: Any = None,
+    memory: bool = True,
+    backward: bool = True,
+) -> Session:
+    """Run ``step_fn`` ``warmup + steps`` times under the profiler and return the Session.
+
+    With ``inference_fn`` (or ``compare_inference=True`` with ``model`` and ``batch``: the model
+    is run in eval mode under ``torch.inference_mode``), the train/inference time ratio and the
+    backward/forward ratio are added as ``session["inference"]``.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(4, 2)
+        >>> x = torch.randn(3, 4)
+        >>> s = profile(lambda: net(x).sum().backward(), model=net, steps=2, warmup=0,
+        ...             inference_fn=lambda: net(x), syncs=False)
+        >>> s["config"]["steps"], s["inference"]["train_inference_ratio"] > 0
+        (2, True)
+    """
+    if not callable(step_fn):
+        raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    if compare_inference and inference_fn is None:
+        if model is None or batch is None:
+            raise ValueError(
+                "compare_inference=True needs model= and batch= (the model is called on the "
+                "batch in eval mode), or pass inference_fn= instead"
+            )
+        from torchdoctor.collect.inference import model_inference_fn
+
+        inference_fn = model_inference_fn(model, batch)
+    name = label or getattr(step_fn, "__name__", None) or "step_fn"
+    prof = Profiler(model, syncs=syncs, warmup=warmup, label=name, memory=memory,
+                    backward=backward)  # fmt: skip
+    with prof:
+        for _ in range(warmup + steps):
+            step_fn()
+            prof.step()
+    session = prof.session
+    assert session is not None
+    session["config"]["step_boundary"] = "step_fn"
+    session["config"]["notes"][0] = _BOUNDARY_NOTES["step_fn"]
+    if inference_fn is not None:
+        from torchdoctor.collect.inference import compare_train_inference
+
+        session["inference"] = compare_train_inference(
+            step_fn, inference_fn, session, repeats=min(steps, 5), device=prof.device
+        )
+    return session

@@ -1,0 +1,237 @@
+"""The hot path of the profiler: what module hooks, regions and autograd hooks record.
+
+A :class:`Recorder` owns one step's raw events (clock tokens, not yet resolved) and the node
+registry (call-context tree: a node is a module path or region name *under its caller*, so a
+module reused from two places appears under each, and inclusive times always nest).
+
+Forward: the global forward pre-hook pushes a frame and a clock token; the forward hook (with
+``always_call=True``, so the stack stays balanced when a forward raises) pops it and records
+``(node, start, end)``.
+
+Backward attribution (see ``collect/backward.py`` for the processing and the choice): per call,
+a tensor hook on each output that requires grad marks the *start* of the module's backward
+(the first gradient of an output is ready), and a tensor hook on each input that requires grad
+marks its *end* (the gradient of the input is ready). A call none of whose inputs require grad
+(the first layer, a module fed with data) has no end mark; ``collect/backward.py`` ends it at
+the next mark outside its subtree. Containers are extended to cover their children afterwards. Handles are kept and
+removed at the end of every step, so nothing accumulates on long-lived tensors.
+
+Memory: a ``saved_tensors_hooks`` pack hook (returns the tensor itself: no copy) counts the
+storage bytes each module's forward saves for backward, each storage once per step; parameters
+and their views are not activations and are skipped.
+
+Example:
+    >>> from torchdoctor.collect.clocks import CpuClock
+    >>> rec = Recorder(CpuClock())
+    >>> rec.node_for(0, "region:x", "x", "region", None, None)
+    1
+    >>> rec.name[1]
+    'x'
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import partial
+from typing import Any
+
+import torch
+
+from torchdoctor.collect.fingerprint import fingerprint
+from torchdoctor.collect.naming import ModuleNames, source_of_class
+from torchdoctor.collect.phases import PhaseMachine
+from torchdoctor.collect.state import STATE
+
+Tensor = torch.Tensor
+
+
+def _tensors(value: Any) -> list[Tensor]:
+    """Tensors in a forward's inputs or outputs (two levels of tuples, lists and dicts)."""
+    if isinstance(value, Tensor):
+        return [value]
+    out: list[Tensor] = []
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(value, (tuple, list, dict)):
+        for item in items:
+            if isinstance(item, Tensor):
+                out.append(item)
+            elif isinstance(item, (tuple, list)):
+                out.extend(x for x in item if isinstance(x, Tensor))
+    return out
+
+
+class Recorder:
+    """Raw events of the running step plus the node registry shared by all steps."""
+
+    def __init__(self, clock: Any, *, backward: bool = True, memory: bool = True) -> None:
+        self.clock = clock
+        self.now = clock.now
+        self.backward = backward
+        self.memory = memory
+        self.names = ModuleNames()
+        self.phases = PhaseMachine(self.now)
+        # node registry: id -> parent, path, name, kind, type, source
+        self.node_ids: dict[tuple[int, Any], int] = {}
+        self.parent: list[int] = [-1]
+        self.path: list[str] = [""]
+        self.name: list[str] = ["step"]
+        self.kind: list[str] = ["root"]
+        self.type: list[str | None] = [None]
+        self.source: list[dict | None] = [None]
+        self.frames: list[tuple[int, int, int, Any]] = []  # (node, id(obj), serial, token)
+        self.serial = 0
+        self.recording = True
+        self.on_outermost: Any = None  # called before an outermost module call (auto steps)
+        self.count_memory = False
+        self.new_step(self.now())
+
+    # -- registry -------------------------------------------------------------------------
+    def node_for(
+        self, parent: int, key: Any, path: str, kind: str, type_name: str | None, source: Any
+    ) -> int:
+        """Register a node (``key`` identifies it under ``parent``) and return its id."""
+        node = len(self.parent)
+        self.node_ids[(parent, key)] = node
+        self.parent.append(parent)
+        self.path.append(path)
+        self.name.append(path.rsplit(".", 1)[-1] if kind == "module" else key[7:])
+        self.kind.append(kind)
+        self.type.append(type_name)
+        self.source.append(source)
+        return node
+
+    def _module_node(self, parent: int, module: Any) -> int:
+        walk = parent
+        while walk and self.kind[walk] == "region":  # name modules after the enclosing module
+            walk = self.parent[walk]
+        path = self.names.path_of(module, self.path[walk] if walk else None)
+        cls = type(module)
+        return self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
+
+    # -- step buffers ---------------------------------------------------------------------
+    def new_step(self, token: Any) -> None:
+        self.step_start = token
+        self.fwd: list[tuple[int, Any, Any]] = []
+        self.bwd: list[tuple[int, int, int, Any]] = []  # (node, serial, 0 start | 1 end, token)
+        self.handles: list[Any] = []
+        self.act: dict[int, int] = defaultdict(int)
+        self.seen_storages: set[int] = set()
+        self.fingerprints: dict[tuple[int, Any], Any] = {}
+        self.identical: dict[int, int] = defaultdict(int)
+        self.phases.begin_step(token)
+
+    def release_handles(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    # -- module hooks (global) ------------------------------------------------------------
+    def pre_hook(self, module: Any, args: Any) -> None:
+        if not self.recording:
+            return
+        frames = self.frames
+        parent = frames[-1][0] if frames else 0
+        node = self.node_ids.get((parent, id(module)))
+        if node is None:
+            node = self._module_node(parent, module)
+        if not frames:
+            if self.on_outermost is not None:
+                self.on_outermost()
+            self.phases.enter_forward()
+        serial = self.serial = self.serial + 1
+        STATE.module_stack.append(self.path[node])
+        if args:
+            self._fingerprint(node, module, args)
+            if self.backward and torch.is_grad_enabled():
+                self._hook_inputs(node, serial, args)
+        frames.append((node, id(module), serial, self.now()))
+
+    def post_hook(self, module: Any, args: Any, output: Any) -> None:
+        frames = self.frames
+        if not frames or frames[-1][1] != id(module):
+            return
+        end = self.now()
+        node, _, serial, start = frames.pop()
+        if STATE.module_stack:
+            STATE.module_stack.pop()
+        self.fwd.append((node, start, end))
+        if self.backward and output is not None and torch.is_grad_enabled():
+            self._hook_outputs(node, serial, output)
+        if not frames and not torch.is_grad_enabled():
+            self.phases.leave_forward_without_grad()
+
+    def _fingerprint(self, node: int, module: Any, args: Any) -> None:
+        key = fingerprint(args)
+        if key is None:
+            return
+        signature, anchor = key
+        seen = self.fingerprints.get((node, signature))
+        if seen is not None and seen() is not None:
+            self.identical[node] += 1
+        else:
+            self.fingerprints[(node, signature)] = anchor
+
+    # -- backward attribution -------------------------------------------------------------
+    def _mark(self, node: int, serial: int, which: int, *_: Any) -> None:
+        self.bwd.append((node, serial, which, self.now()))
+
+    def _hook_inputs(self, node: int, serial: int, args: Any) -> None:
+        end = None
+        for tensor in _tensors(args):
+            if tensor.requires_grad:
+                if end is None:
+                    end = partial(self._mark, node, serial, 1)
+                self.handles.append(tensor.register_hook(end))
+
+    def _hook_outputs(self, node: int, serial: int, output: Any) -> None:
+        start = None
+        for tensor in _tensors(output):
+            if tensor.requires_grad:
+                if start is None:
+                    start = partial(self._mark, node, serial, 0)
+                self.handles.append(tensor.register_hook(start))
+
+    # -- regions --------------------------------------------------------------------------
+    def enter_region(self, name: str, source: Any) -> tuple[int, int, Any]:
+        frames = self.frames
+        parent = frames[-1][0] if frames else 0
+        node = self.node_ids.get((parent, "region:" + name))
+        if node is None:
+            path = f"{self.path[parent]}.{name}" if parent else name
+            node = self.node_for(parent, "region:" + name, path, "region", None, source)
+        serial = self.serial = self.serial + 1
+        token = self.now()
+        frames.append((node, -serial, serial, token))
+        STATE.module_stack.append(self.path[node])
+        return node, serial, token
+
+    def exit_region(self, handle: tuple[int, int, Any], in_backward: bool) -> None:
+        node, serial, start = handle
+        end = self.now()
+        frames = self.frames
+        if frames and frames[-1][1] == -serial:
+            frames.pop()
+            if STATE.module_stack:
+                STATE.module_stack.pop()
+        if in_backward:
+            self.bwd.append((node, serial, 0, start))
+            self.bwd.append((node, serial, 1, end))
+        else:
+            self.fwd.append((node, start, end))
+
+    # -- memory ---------------------------------------------------------------------------
+    def pack(self, tensor: Tensor) -> Tensor:
+        if self.count_memory and self.frames:
+            if not (tensor.is_leaf and tensor.requires_grad):
+                base = tensor._base
+                if base is None or not (base.is_leaf and base.requires_grad):
+                    storage = tensor.untyped_storage()
+                    pointer = storage.data_ptr()
+                    if pointer not in self.seen_storages:
+                        self.seen_storages.add(pointer)
+                        self.act[self.frames[-1][0]] += storage.nbytes()
+        return tensor
+
+    @staticmethod
+    def unpack(tensor: Tensor) -> Tensor:
+        return tensor

@@ -9,6 +9,7 @@ Example:
     [1, 0, 1]
 """
 
+from torchdoctor.ops.covariance import CovarianceEMA, covariance
 from torchdoctor.ops.labels import remap_labels
 from torchdoctor.ops.mahalanobis import (
     cholesky_factor,
@@ -18,6 +19,7 @@ from torchdoctor.ops.mahalanobis import (
 )
 from torchdoctor.ops.mining import MinedNegatives, exhaustive_negatives, two_stage_negatives
 from torchdoctor.ops.segments import group_by_segment, pad_segments
+from torchdoctor.ops.spd import SPD_METRICS, spd_distance, spd_log
 
 __all__ = [
     "cholesky_factor",
@@ -30,4 +32,9 @@ __all__ = [
     "remap_labels",
     "group_by_segment",
     "pad_segments",
+    "covariance",
+    "CovarianceEMA",
+    "spd_distance",
+    "spd_log",
+    "SPD_METRICS",
 ]

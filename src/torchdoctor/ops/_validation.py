@@ -31,6 +31,7 @@ __all__ = [
     "require_broadcastable",
     "require_finite",
     "describe",
+    "raise_not_spd",
 ]
 
 
@@ -202,3 +203,27 @@ def require_finite(**tensors: torch.Tensor | None) -> None:
                 f"{describe(value)}); remove or replace NaN/Inf before calling this op, "
                 f"e.g. torch.nan_to_num({name})"
             )
+
+
+def raise_not_spd(name: str, matrices: torch.Tensor, failed: torch.Tensor, hint: str) -> None:
+    """Raise ValueError for the first matrix flagged in ``failed`` (an error path: syncs freely).
+
+    The message names the batch index and the smallest eigenvalue of that matrix.
+
+    Example:
+        >>> m = torch.stack([torch.eye(2), -torch.eye(2)])
+        >>> try:
+        ...     raise_not_spd("cov", m, torch.tensor([False, True]), "regularize it")
+        ... except ValueError as e:
+        ...     print(str(e)[:58])
+        cov is not symmetric positive definite at batch index (1,)
+    """
+    index = tuple(int(i) for i in failed.nonzero()[0].tolist()) if failed.ndim else ()
+    matrix = matrices[index]
+    symmetric = (matrix + matrix.mT) / 2
+    smallest = torch.linalg.eigvalsh(symmetric.double())[0].item()
+    where = f"at batch index {index}" if index else "(the single matrix)"
+    raise ValueError(
+        f"{name} is not symmetric positive definite {where}: smallest eigenvalue "
+        f"{smallest:.3e}; {hint}"
+    )

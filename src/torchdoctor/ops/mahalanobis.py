@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from torchdoctor.ops._validation import (
+    raise_not_spd,
     require_broadcastable,
     require_finite,
     require_float,
@@ -113,15 +114,13 @@ def _factor(
 
 
 def _raise_not_spd(cov: torch.Tensor, failed: torch.Tensor, added: torch.Tensor) -> None:
-    index = tuple(int(i) for i in failed.nonzero()[0].tolist())
-    matrix = cov[index]
-    symmetric = (matrix + matrix.mT) / 2
-    smallest = torch.linalg.eigvalsh(symmetric.double())[0].item()
-    where = f"at batch index {index}" if index else "(the single matrix)"
-    raise ValueError(
-        f"cov is not symmetric positive definite {where}: smallest eigenvalue {smallest:.3e}, "
+    index = tuple(int(i) for i in failed.nonzero()[0].tolist()) if failed.ndim else ()
+    raise_not_spd(
+        "cov",
+        cov,
+        failed,
         f"still not factorable after adding jitter up to {added[index].item():.3e} to the "
-        f"diagonal; regularize it (e.g. covariance(x, shrinkage=0.1)) or raise jitter/max_tries"
+        f"diagonal; regularize it (e.g. covariance(x, shrinkage=0.1)) or raise jitter/max_tries",
     )
 
 

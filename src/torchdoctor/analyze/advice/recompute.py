@@ -4,6 +4,7 @@ The profiler records, per module, how many calls in one step saw inputs identica
 call (same storage, version counter, shape and dtype): a diffusion sampler's condition encoder,
 run once per denoising step although its input never changes. Computing it once and reusing the
 result saves ``identical_input_calls x time_per_call`` per step (the remedy removes those calls).
+Submodules of a recomputed module are recomputed too; only the outermost one is advised.
 
 Example:
     >>> loop_invariant({"recomputation": []})
@@ -21,6 +22,11 @@ from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms
 MIN_FRACTION = 0.01
 
 
+def _has_recomputed_ancestor(path: str, paths: set[str]) -> bool:
+    parts = path.split(".")
+    return any(".".join(parts[:i]) in paths for i in range(1, len(parts)))
+
+
 def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each module recomputed on identical inputs within one step.
 
@@ -32,8 +38,12 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
         18.0
     """
     step = step_ms(session)
+    records = list(session.get("recomputation") or ())
+    paths = {str(r.get("path")) for r in records if (r.get("identical_input_calls") or 0) >= 1}
     advice = []
-    for record in session.get("recomputation") or ():
+    for record in records:
+        if _has_recomputed_ancestor(str(record.get("path")), paths):
+            continue  # caching the ancestor removes these calls too: no double counting
         repeats = float(record.get("identical_input_calls") or 0)
         per_call = float(record.get("time_per_call_ms") or 0.0)
         saving = repeats * per_call

@@ -43,7 +43,7 @@ def check_snapshot(name: str, text: str) -> None:
 
 
 def test_markdown_snapshot(session):
-    check_snapshot("slow_session.md", render_markdown(session))
+    check_snapshot("slow_session.md.snap", render_markdown(session))
 
 
 def test_html_snapshot(session):
@@ -51,4 +51,4 @@ def test_html_snapshot(session):
     # the inlined assets are tested in the browser; the snapshot covers the document itself
     page = re.sub(r"<style>.*?</style>", "<style>(report.css)</style>", page, flags=re.S)
     page = re.sub(r"<script>\n.*?</script>", "<script>(report.js)</script>", page, flags=re.S)
-    check_snapshot("slow_session.html", page)
+    check_snapshot("slow_session.html.snap", page)

@@ -37,7 +37,7 @@ _KNOBS: dict[str, dict[str, Any]] = {
         "title": "Run forward and backward under bf16 autocast",
         "fix": "with torch.autocast('cuda', dtype=torch.bfloat16): loss = model(x) ... "
         "(keep the loss and optimizer in fp32; check the loss curve matches).",
-        "code": "with torch.autocast(device_type='cuda', dtype=torch.bfloat16):\n"
+        "code": 'with torch.autocast(device_type="cuda", dtype=torch.bfloat16):\n'
         "    loss = criterion(model(x), y)",
         "ref": "torch.autocast",
     },
@@ -46,7 +46,7 @@ _KNOBS: dict[str, dict[str, Any]] = {
         "title": "Allow TF32 for fp32 matmuls and convolutions",
         "fix": "torch.backends.cuda.matmul.allow_tf32 = True; "
         "torch.backends.cudnn.allow_tf32 = True (or torch.set_float32_matmul_precision('high')).",
-        "code": "torch.set_float32_matmul_precision('high')",
+        "code": 'torch.set_float32_matmul_precision("high")',
         "ref": "torch.set_float32_matmul_precision",
     },
     "channels_last": {

@@ -18,6 +18,7 @@ from torchdoctor.bench.table import BenchTable
 #: suite name -> benchmark modules, in the order they run.
 SUITES: dict[str, list[str]] = {
     "harness": ["torchdoctor.benchmarks.harness"],
+    "train": ["torchdoctor.benchmarks.train_metrics"],
 }
 
 

@@ -9,7 +9,9 @@ Example:
     [1, 0, 1]
 """
 
+from torchdoctor.ops.assignment import Assignment, greedy_assignment, linear_assignment
 from torchdoctor.ops.covariance import CovarianceEMA, covariance
+from torchdoctor.ops.dpp import DppSelection, dpp_greedy
 from torchdoctor.ops.labels import remap_labels
 from torchdoctor.ops.mahalanobis import (
     cholesky_factor,
@@ -19,7 +21,9 @@ from torchdoctor.ops.mahalanobis import (
 )
 from torchdoctor.ops.mining import MinedNegatives, exhaustive_negatives, two_stage_negatives
 from torchdoctor.ops.segments import group_by_segment, pad_segments
+from torchdoctor.ops.sinkhorn import SinkhornResult, plan_to_assignment, sinkhorn
 from torchdoctor.ops.spd import SPD_METRICS, spd_distance, spd_log
+from torchdoctor.ops.tokens import select_tokens_per_segment
 
 __all__ = [
     "cholesky_factor",
@@ -37,4 +41,13 @@ __all__ = [
     "spd_distance",
     "spd_log",
     "SPD_METRICS",
+    "Assignment",
+    "linear_assignment",
+    "greedy_assignment",
+    "SinkhornResult",
+    "sinkhorn",
+    "plan_to_assignment",
+    "DppSelection",
+    "dpp_greedy",
+    "select_tokens_per_segment",
 ]

@@ -1,0 +1,86 @@
+"""Seed 003's token pruning: a ``torch.where`` per segment and a greedy DPP with ``.item()``.
+
+Each segment (frame) is found with its own ``torch.where`` (one host sync per segment), its
+tokens normalized, its kernel built, and the plain greedy DPP run with an ``.item()`` argmax
+per selected token. Selection rules are those of ``torchdoctor.ops.select_tokens_per_segment``.
+
+Example:
+    >>> import torch
+    >>> features = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    >>> ids = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    >>> quality = torch.arange(8.0)
+    >>> select_tokens_reference(features, ids, 0.5, quality=quality, method="topk").tolist()
+    [2, 3, 6, 7]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from torchdoctor.ops.reference.dpp import dpp_greedy_reference
+
+__all__ = ["select_tokens_reference"]
+
+
+def _quota(count: int, keep_ratio: float | None, keep_per_segment: int | None) -> int:
+    if keep_ratio is not None:
+        return min(math.ceil(count * keep_ratio - 1e-9), count)
+    return min(keep_per_segment, count)
+
+
+def _greedy_cosine(unit: torch.Tensor, quality: torch.Tensor, k: int) -> list[int]:
+    selected: list[int] = []
+    closest = torch.zeros(unit.shape[0], dtype=unit.dtype)
+    for step in range(k):
+        score = quality.clone() if step == 0 else quality * (1 - closest)
+        score[selected] = -math.inf
+        item = int(torch.argmax(score).item())  # one host read per token
+        selected.append(item)
+        similarity = unit @ unit[item]
+        closest = similarity if step == 0 else torch.maximum(closest, similarity)
+    return selected
+
+
+def select_tokens_reference(
+    features: torch.Tensor,
+    segment_ids: torch.Tensor,
+    keep_ratio: float | None = None,
+    keep_per_segment: int | None = None,
+    quality: torch.Tensor | None = None,
+    method: str = "dpp",
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Per-segment loop version of ``select_tokens_per_segment``; returns sorted kept positions.
+
+    Example:
+        >>> import torch
+        >>> ids = torch.tensor([-1, 0, 0, 0])
+        >>> select_tokens_reference(torch.eye(4), ids, keep_per_segment=1).tolist()
+        [0, 1]
+    """
+    kept = [torch.where(segment_ids < 0)[0]]
+    for segment in torch.unique(segment_ids[segment_ids >= 0], sorted=True).tolist():
+        index = torch.where(segment_ids == segment)[0]  # one host sync per segment
+        k = _quota(len(index), keep_ratio, keep_per_segment)
+        q = quality[index] if quality is not None else torch.ones(len(index), dtype=features.dtype)
+        if method == "topk" or k == 0:
+            selected: list[int] = []
+        else:
+            unit = F.normalize(features[index], dim=-1)
+            if method == "dpp":
+                kernel = unit @ unit.T
+                kernel.diagonal().copy_((unit != 0).any(-1).to(kernel.dtype))
+                if quality is not None:
+                    kernel = q[:, None] * kernel * q[None, :]
+                selected, _ = dpp_greedy_reference(kernel, k, eps=eps)
+            else:
+                selected = _greedy_cosine(unit, q, k)
+        if len(selected) < k:  # fill by quality, then by position
+            rest = [i for i in range(len(index)) if i not in selected]
+            rest.sort(key=lambda i: -float(q[i]))
+            selected = selected + rest[: k - len(selected)]
+        kept.append(index[torch.tensor(selected, dtype=torch.long)])
+    return torch.sort(torch.cat(kept)).values

@@ -1,0 +1,233 @@
+"""Per-segment token selection (video token pruning, seed 003) in one batched call.
+
+Seed 003 pruned the visual tokens of each frame with a greedy DPP, one frame at a time: a
+``torch.where`` per frame (one host sync each) and an ``.item()`` argmax per selected token.
+Here every frame is packed into one padded ``(S, L, d)`` batch, the similarity kernels of all
+frames are one batched matmul, and the greedy steps of all frames advance together.
+
+Example:
+    >>> import torch
+    >>> from torchdoctor.ops.tokens import select_tokens_per_segment
+    >>> features = torch.randn(10, 16, generator=torch.Generator().manual_seed(0))
+    >>> segment_ids = torch.tensor([-1, 0, 0, 0, 0, 1, 1, 1, 1, -1])
+    >>> kept = select_tokens_per_segment(features, segment_ids, keep_per_segment=2)
+    >>> kept.shape, bool(kept[0] == 0), bool(kept[-1] == 9)
+    (torch.Size([6]), True, True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from torchdoctor.ops._validation import (
+    require_float,
+    require_integer,
+    require_same_device,
+    require_size,
+)
+from torchdoctor.ops.dpp import dpp_greedy
+from torchdoctor.ops.segments import pad_segments
+
+__all__ = ["select_tokens_per_segment", "tokens_to_keep"]
+
+_METHODS = ("dpp", "greedy_cosine", "topk")
+_NO_SEGMENT = torch.iinfo(torch.long).max
+
+
+def tokens_to_keep(
+    counts: torch.Tensor, keep_ratio: float | None, keep_per_segment: int | None
+) -> torch.Tensor:
+    """Tokens kept per segment: ``ceil(keep_ratio * count)`` or ``min(keep_per_segment, count)``.
+
+    Example:
+        >>> import torch
+        >>> tokens_to_keep(torch.tensor([196, 3, 0]), 0.25, None).tolist()
+        [49, 1, 0]
+    """
+    if keep_ratio is not None:
+        wanted = torch.ceil(counts.to(torch.float64) * keep_ratio - 1e-9).long()
+    else:
+        wanted = torch.full_like(counts, keep_per_segment)
+    return torch.minimum(wanted, counts)
+
+
+def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method):
+    require_float(features, "features")
+    if features.ndim != 2:
+        raise ValueError(
+            f"features must have shape (n, d), got {tuple(features.shape)}; select per sequence "
+            "(for a batch, offset the segment ids of each sequence and concatenate)"
+        )
+    require_integer(segment_ids, "segment_ids")
+    if segment_ids.ndim != 1:
+        raise ValueError(f"segment_ids must have shape (n,), got {tuple(segment_ids.shape)}")
+    require_size(segment_ids, "segment_ids", 0, features.shape[0], "the token count n of features")
+    require_same_device(features=features, segment_ids=segment_ids, quality=quality)
+    if quality is not None:
+        require_float(quality, "quality")
+        if quality.shape != segment_ids.shape:
+            raise ValueError(
+                f"quality must have shape (n,) = {tuple(segment_ids.shape)}, got "
+                f"{tuple(quality.shape)}; give one relevance score per token"
+            )
+    if (keep_ratio is None) == (keep_per_segment is None):
+        raise ValueError("give exactly one of keep_ratio (0..1) or keep_per_segment (an int >= 0)")
+    if keep_ratio is not None and not 0 <= keep_ratio <= 1:
+        raise ValueError(f"keep_ratio must be in [0, 1], got {keep_ratio}")
+    if keep_per_segment is not None and (
+        isinstance(keep_per_segment, bool)
+        or not isinstance(keep_per_segment, int)
+        or keep_per_segment < 0
+    ):
+        raise ValueError(f"keep_per_segment must be an int >= 0, got {keep_per_segment!r}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if method == "topk" and quality is None:
+        raise ValueError(
+            "method='topk' ranks tokens by quality: pass quality= (one score per token)"
+        )
+
+
+def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[int, int, int]:
+    """(number of segments, longest segment, tokens kept in all): one host read."""
+    n = segment_ids.shape[0]
+    if n == 0:
+        return 0, 0, 0
+    keys = torch.where(segment_ids < 0, _NO_SEGMENT, segment_ids.long())
+    sorted_keys = torch.sort(keys).values
+    starts = torch.ones(n, dtype=torch.bool, device=keys.device)
+    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    run = torch.cumsum(starts.long(), 0) - 1
+    run_counts = torch.zeros(n, dtype=torch.long, device=keys.device)
+    run_counts.scatter_add_(0, run, torch.ones_like(run))
+    real_run = torch.zeros(n, dtype=torch.bool, device=keys.device)
+    real_run.scatter_(0, run, sorted_keys != _NO_SEGMENT)
+    kept = torch.where(real_run, tokens_to_keep(run_counts, keep_ratio, keep_per_segment), 0)
+    text = (segment_ids < 0).sum()
+    top_id = torch.where(sorted_keys != _NO_SEGMENT, sorted_keys, -1).max()
+    longest = torch.where(real_run, run_counts, 0).max()
+    sizes = torch.stack([top_id + 1, longest, text + kept.sum()]).tolist()  # the one sync
+    return sizes[0], sizes[1], sizes[2]
+
+
+def _greedy_cosine(unit, quality, mask, wanted, steps):
+    """Max-min diversity: start at the best-quality token, then repeatedly the token with the
+    largest ``quality * (1 - max cosine to the chosen ones)``. ``O(L d)`` per step."""
+    segments, length, _ = unit.shape
+    chosen = torch.zeros(segments, length, dtype=torch.bool, device=unit.device)
+    closest = torch.zeros(segments, length, dtype=unit.dtype, device=unit.device)
+    for step in range(steps):
+        if step == 0:
+            score = quality
+        else:
+            score = quality * (1 - closest)
+        score = score.masked_fill(chosen | ~mask, -math.inf)
+        item = score.argmax(dim=-1)
+        take = (step < wanted) & (step < mask.sum(-1))
+        hit = torch.arange(length, device=unit.device) == item.unsqueeze(1)
+        chosen = chosen | (hit & take.unsqueeze(1))
+        picked = unit.gather(1, item.view(segments, 1, 1).expand(-1, 1, unit.shape[2]))
+        similarity = torch.bmm(unit, picked.transpose(1, 2)).squeeze(2)
+        closest = similarity if step == 0 else torch.maximum(closest, similarity)
+    return chosen
+
+
+def select_tokens_per_segment(
+    features: torch.Tensor,
+    segment_ids: torch.Tensor,
+    keep_ratio: float | None = None,
+    keep_per_segment: int | None = None,
+    quality: torch.Tensor | None = None,
+    method: str = "dpp",
+    *,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Prune tokens segment by segment (e.g. per video frame); all segments in one batched call.
+
+    Args:
+        features: ``(n, d)`` token features of one sequence.
+        segment_ids: ``(n,)`` integer: the segment (frame) of each token; ``-1`` (any negative
+            id) marks tokens that are always kept (e.g. text). Ids need not be contiguous.
+        keep_ratio / keep_per_segment: exactly one. A segment of ``c`` tokens keeps
+            ``ceil(keep_ratio * c)`` or ``min(keep_per_segment, c)`` (more than ``c`` is clamped).
+        quality: ``(n,)`` relevance of each token (CDPruner's conditional kernel); optional
+            for ``"dpp"`` and ``"greedy_cosine"``, required for ``"topk"``.
+        method: ``"dpp"``: greedy DPP MAP (:func:`torchdoctor.ops.dpp.dpp_greedy`) on the
+            kernel ``diag(q) S diag(q)``, ``S`` the cosine similarities of the segment's
+            L2-normalized tokens, built for all segments with one batched matmul;
+            ``"greedy_cosine"``: max-min diversity weighted by quality (``O(k L d)``, no
+            kernel); ``"topk"``: the highest-quality tokens.
+        eps: the DPP stops early in a segment whose kernel is exhausted (rank ``< k``); its
+            remaining slots go to the unselected tokens of highest quality (then lowest
+            position), so a segment always keeps exactly its quota.
+
+    Returns:
+        int64 ``(n_kept,)``: global positions of the kept tokens, in increasing order.
+
+    Host syncs: one (the number of segments, the longest one and the total kept, read
+    together), none per segment.
+
+    Example:
+        >>> import torch
+        >>> features = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+        >>> ids = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> quality = torch.arange(8.0)
+        >>> select_tokens_per_segment(features, ids, 0.5, quality=quality, method="topk").tolist()
+        [2, 3, 6, 7]
+    """
+    _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method)
+    n = features.shape[0]
+    device = features.device
+    segments, length, total = _sizes(segment_ids, keep_ratio, keep_per_segment)
+    always = segment_ids < 0
+    positions = torch.arange(n, device=device)
+    slots, mask = pad_segments(
+        positions, segment_ids, fill=0, num_segments=segments, max_len=length
+    )
+    wanted = tokens_to_keep(mask.sum(-1), keep_ratio, keep_per_segment)  # (S,)
+    if keep_ratio is not None:
+        steps = min(math.ceil(keep_ratio * length - 1e-9), length)
+    else:
+        steps = min(keep_per_segment, length)
+
+    flat_slots = slots.reshape(-1)
+    if quality is not None:
+        q = quality.index_select(0, flat_slots).view(segments, length)
+    else:
+        q = torch.ones(segments, length, dtype=features.dtype, device=device)
+    chosen = torch.zeros(segments, length, dtype=torch.bool, device=device)
+    if method != "topk" and steps > 0:
+        unit = F.normalize(features.index_select(0, flat_slots), dim=-1)  # image tokens only
+        unit = unit.view(segments, length, -1)
+        if method == "dpp":
+            kernel = torch.bmm(unit, unit.transpose(1, 2))
+            # Cosine self-similarity is exactly 1 (0 for a zero token): write it so, so that
+            # ties on the diagonal do not hinge on rounding.
+            exact = (unit != 0).any(-1).to(kernel.dtype)
+            kernel.diagonal(dim1=1, dim2=2).copy_(exact)
+            picked = dpp_greedy(
+                kernel,
+                quality=q if quality is not None else None,
+                k=wanted,
+                mask=mask,
+                eps=eps,
+                max_k=steps,
+            ).indices
+            spare = torch.zeros(segments, length + 1, dtype=torch.bool, device=device)
+            spare.scatter_(1, torch.where(picked >= 0, picked, length), True)
+            chosen = spare[:, :length]
+        else:
+            chosen = _greedy_cosine(unit, q, mask, wanted, steps)
+
+    # Chosen tokens first, then the rest by quality (stable: lower position first), to quota.
+    score = torch.where(chosen, math.inf, torch.where(mask, q, -math.inf))
+    order = torch.sort(score, dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, positions[:length].expand(segments, -1))
+    keep_slot = mask & (rank < wanted.unsqueeze(1))
+    keep = torch.zeros(n + 1, dtype=torch.bool, device=device)
+    keep.scatter_(0, torch.where(keep_slot, slots, n).reshape(-1), True)
+    keep = keep[:n] | always
+    return torch.sort((~keep).to(torch.uint8), stable=True).indices[:total]

@@ -1,0 +1,124 @@
+"""select_tokens_per_segment: seed 003's per-frame pruning, batched over frames."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from torchdoctor.ops.reference.tokens import select_tokens_reference
+from torchdoctor.ops.tokens import select_tokens_per_segment, tokens_to_keep
+from torchdoctor.testing import count_host_syncs
+
+
+def _sequence(seed: int, d: int = 24, dtype=torch.float64):
+    """Frames of uneven length (one id skipped: an empty segment), text tokens interleaved."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = {0: 17, 1: 9, 3: 30, 4: 1}  # id 2 has no tokens
+    ids = torch.cat([torch.full((count,), seg) for seg, count in lengths.items()])
+    ids = torch.cat([ids, torch.full((6,), -1)])
+    ids = ids[torch.randperm(len(ids), generator=generator)]
+    features = torch.randn(len(ids), d, generator=generator, dtype=dtype)
+    quality = torch.rand(len(ids), generator=generator, dtype=dtype) + 0.1
+    return features, ids, quality
+
+
+@pytest.mark.parametrize("method", ["dpp", "greedy_cosine", "topk"])
+@pytest.mark.parametrize("keep", [{"keep_ratio": 0.3}, {"keep_per_segment": 5}])
+def test_matches_per_segment_reference(method, keep):
+    for seed in range(3):
+        features, ids, quality = _sequence(seed)
+        got = select_tokens_per_segment(features, ids, quality=quality, method=method, **keep)
+        expected = select_tokens_reference(features, ids, quality=quality, method=method, **keep)
+        assert torch.equal(got, expected), (method, keep, seed)
+
+
+def test_dpp_without_quality_and_low_rank_fill_match_reference():
+    features, ids, quality = _sequence(5, d=3)  # rank 3 < most quotas: the DPP stops early
+    for q in (None, quality):
+        got = select_tokens_per_segment(features, ids, keep_ratio=0.5, quality=q)
+        expected = select_tokens_reference(features, ids, keep_ratio=0.5, quality=q)
+        assert torch.equal(got, expected)
+
+
+def test_quota_text_tokens_and_sorted_output():
+    features, ids, quality = _sequence(7)
+    kept = select_tokens_per_segment(features, ids, keep_ratio=0.25, quality=quality)
+    assert torch.equal(kept, torch.sort(kept).values)
+    assert len(set(kept.tolist())) == len(kept)
+    kept_ids = ids[kept]
+    assert (kept_ids == -1).sum() == (ids == -1).sum()
+    for seg, count in {0: 17, 1: 9, 3: 30, 4: 1}.items():
+        assert (kept_ids == seg).sum() == tokens_to_keep(torch.tensor(count), 0.25, None)
+
+
+def test_edge_cases_k_zero_everything_all_text_and_empty():
+    features, ids, quality = _sequence(8)
+    text = torch.nonzero(ids < 0).squeeze(1)
+    assert torch.equal(select_tokens_per_segment(features, ids, keep_ratio=0.0), text)
+    assert torch.equal(select_tokens_per_segment(features, ids, keep_per_segment=0), text)
+    everything = select_tokens_per_segment(features, ids, keep_per_segment=1000)  # clamped
+    assert torch.equal(everything, torch.arange(len(ids)))
+    assert torch.equal(
+        select_tokens_per_segment(features, ids, keep_ratio=1.0), torch.arange(len(ids))
+    )
+    all_text = torch.full((5,), -1)
+    assert torch.equal(select_tokens_per_segment(features[:5], all_text, 0.5), torch.arange(5))
+    empty = select_tokens_per_segment(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 0.5)
+    assert empty.shape == (0,)
+
+
+class _HostReads(TorchFunctionMode):
+    """Counts the host reads that dispatch does not see (.tolist(), .item(), bool(), ...)."""
+
+    NAMES = {"tolist", "item", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.NAMES:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_host_sync_for_all_segments():
+    features, ids, quality = _sequence(9, dtype=torch.float32)
+    for method in ("dpp", "greedy_cosine", "topk"):
+        with count_host_syncs() as syncs, _HostReads() as reads:
+            select_tokens_per_segment(
+                features, ids, keep_ratio=0.25, quality=quality, method=method
+            )
+        assert syncs.count == 0, (method, syncs.ops)
+        assert reads.count == 1, method  # the sizes, read together
+    with count_host_syncs() as syncs:  # the seed's loop: a torch.where per segment
+        select_tokens_reference(features, ids, keep_ratio=0.25, quality=quality)
+    assert syncs.count >= 4
+
+
+def test_tokens_to_keep_rounds_up_and_clamps():
+    counts = torch.tensor([0, 1, 3, 10, 196])
+    assert tokens_to_keep(counts, 0.1, None).tolist() == [0, 1, 1, 1, 20]
+    assert tokens_to_keep(counts, 0.3, None).tolist() == [0, 1, 1, 3, 59]
+    assert tokens_to_keep(counts, None, 4).tolist() == [0, 1, 3, 4, 4]
+
+
+def test_bad_arguments_raise():
+    features, ids, quality = _sequence(10)
+    with pytest.raises(ValueError, match="exactly one of keep_ratio"):
+        select_tokens_per_segment(features, ids)
+    with pytest.raises(ValueError, match="exactly one of keep_ratio"):
+        select_tokens_per_segment(features, ids, 0.5, 3)
+    with pytest.raises(ValueError, match=r"keep_ratio must be in \[0, 1\]"):
+        select_tokens_per_segment(features, ids, 1.5)
+    with pytest.raises(ValueError, match="pass quality"):
+        select_tokens_per_segment(features, ids, 0.5, method="topk")
+    with pytest.raises(ValueError, match="method must be one of"):
+        select_tokens_per_segment(features, ids, 0.5, method="random")
+    with pytest.raises(ValueError, match=r"shape \(n, d\)"):
+        select_tokens_per_segment(features[None], ids, 0.5)
+    with pytest.raises(ValueError, match="segment_ids must have size"):
+        select_tokens_per_segment(features, ids[:-1], 0.5)
+    with pytest.raises(TypeError, match="integer"):
+        select_tokens_per_segment(features, ids.float(), 0.5)

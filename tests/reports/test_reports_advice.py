@@ -77,7 +77,7 @@ def test_dominant_linalg_region_points_to_ops():
 def test_host_syncs_uses_measured_stall_and_lists_lines():
     found = host_syncs(slow_session())
     scalar = next(a for a in found if ".item()" in a.title)
-    assert scalar.estimated_saving_ms == pytest.approx(0.8 * 3 + 0.5 * 1)
+    assert scalar.estimated_saving_ms == pytest.approx(0.8 + 0.5)  # stall_ms is per step
     assert scalar.confidence == "high"
     assert any("train.py:88" in line for line in scalar.evidence)
     shape = next(a for a in found if a is not scalar)
@@ -175,3 +175,11 @@ def test_advise_rejects_non_mapping():
 
 def test_empty_session_gives_no_advice():
     assert advise(copy_of(Session.new("x", with_environment=False).to_dict())) == []
+
+
+def test_fractions_use_the_mean_when_recorded():
+    # means add up across the tree (the tree renderer shows them); medians need not
+    session = slow_session()
+    session["step_ms"]["mean"] = 220.0
+    (item,) = data_loading(session)
+    assert item.estimated_saving_ms == pytest.approx(amdahl_saving(220.0, 25 / 220, 2.0))

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import median, node_ms, step_ms, walk
+from torchdoctor.analyze.advice.base import center, node_ms, step_ms, walk
 
 PHASES = ("data", "forward", "backward", "optimizer", "other")
 
@@ -82,7 +82,7 @@ def diff_sessions(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
     names = [p for p in PHASES if p in old_phases or p in new_phases]
     names += sorted(set(old_phases) | set(new_phases) - set(PHASES))
     for phase in names:
-        row = _change(median(old_phases.get(phase)), median(new_phases.get(phase)))
+        row = _change(center(old_phases.get(phase)), center(new_phases.get(phase)))
         phases.append({"phase": phase, **row})
     old_mod, new_mod = _modules(old), _modules(new)
     modules = []
@@ -92,7 +92,7 @@ def diff_sessions(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
         row["status"] = "removed" if b is None else "added" if a is None else "changed"
         for key, part in (("forward", "forward_ms"), ("backward", "backward_ms")):
             row[key] = _change(
-                median(a.get(part)) if a else None, median(b.get(part)) if b else None
+                center(a.get(part)) if a else None, center(b.get(part)) if b else None
             )
         modules.append({"path": path, **row})
     modules.sort(key=lambda r: abs(r["delta_ms"]), reverse=True)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import median, step_ms
+from torchdoctor.analyze.advice.base import center, step_ms
 from torchdoctor.render.markdown import PHASES, gain_text, session_advice
 from torchdoctor.render.markdown_text import fmt_ms
 
@@ -43,13 +43,13 @@ def _phases(session: Mapping[str, Any]) -> Any:
 
     step = step_ms(session)
     phases = session.get("phases") or {}
-    table = Table(title="Phases (median per step)", title_justify="left")
+    table = Table(title="Phases (per step)", title_justify="left")
     table.add_column("phase")
     table.add_column("ms", justify="right")
     table.add_column("% of step", justify="right")
     table.add_column("", justify="left")
     for name in [p for p in PHASES if p in phases] + sorted(set(phases) - set(PHASES)):
-        value = median(phases[name])
+        value = center(phases[name])
         share = 100 * value / step if step > 0 else 0.0
         table.add_row(Text(name), fmt_ms(value), f"{share:.0f}%", "█" * round(share / 4))
     return table
@@ -125,7 +125,7 @@ def console_renderables(session: Mapping[str, Any], top: int = TOP_ADVICE) -> li
     env = session.get("environment") or {}
     step = step_ms(session)
     header = Text(
-        f"step {fmt_ms(step) if step > 0 else '-'} median · "
+        f"step {fmt_ms(step) if step > 0 else '-'} · "
         f"{len(session.get('steps') or [])} steps · {env.get('device') or '?'}"
     )
     items: list[Any] = [

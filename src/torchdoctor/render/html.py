@@ -22,7 +22,7 @@ from html import escape
 from importlib import resources
 from typing import Any
 
-from torchdoctor.analyze.advice.base import median, step_ms
+from torchdoctor.analyze.advice.base import center, step_ms
 from torchdoctor.render.markdown import PHASES, gain_text, session_advice
 from torchdoctor.render.markdown_text import fmt_ms
 
@@ -65,7 +65,7 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> str:
     syncs = session.get("syncs") or []
     per_step = sum(float(r.get("per_step") or 0) for r in syncs)
     cards = [
-        ("step (median)", fmt_ms(step) if step > 0 else "-"),
+        ("step time", fmt_ms(step) if step > 0 else "-"),
         ("steps profiled", len(session.get("steps") or [])),
         ("host syncs / step", f"{per_step:g}"),
         ("device", env.get("device") or "?"),
@@ -105,7 +105,7 @@ def _phases(session: Mapping[str, Any]) -> str:
     bar = ['<div class="phase-bar" id="phase-bar">']
     rows = []
     for name in names:
-        value = median(phases[name])
+        value = center(phases[name])
         share = 100.0 * value / step
         klass = f"phase phase-{name}" if name in PHASES else "phase phase-other"
         bar.append(
@@ -118,7 +118,7 @@ def _phases(session: Mapping[str, Any]) -> str:
         )
     bar.append("</div>")
     table = (
-        '<table id="phase-table"><thead><tr><th>phase</th><th class="num">median</th>'
+        '<table id="phase-table"><thead><tr><th>phase</th><th class="num">per step</th>'
         '<th class="num">% of step</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
     )
     return "\n".join(bar) + "\n" + table
@@ -151,7 +151,7 @@ def _syncs(session: Mapping[str, Any]) -> str:
     return (
         '<table id="sync-table"><thead><tr><th>where</th><th>source</th><th>kind</th>'
         '<th>function</th><th class="num">per step</th><th>phase</th>'
-        '<th class="num">stall</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+        '<th class="num">stall / step</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
     )
 
 

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import median, step_ms
+from torchdoctor.analyze.advice.base import center, step_ms
 from torchdoctor.render.markdown_text import code_block, escape, fmt_ms
 
 PHASES = ("data", "forward", "backward", "optimizer", "other")
@@ -77,14 +77,17 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
     steps = len(session.get("steps") or [])
     spread = ""
     if stat.get("q1") is not None and stat.get("q3") is not None and step > 0:
-        spread = f" (middle half {fmt_ms(stat['q1'])} to {fmt_ms(stat['q3'])})"
+        spread = (
+            f" (median {fmt_ms(stat.get('median'))}, middle half {fmt_ms(stat['q1'])} to "
+            f"{fmt_ms(stat['q3'])})"
+        )
     lines.append(
-        f"- **Step time:** {fmt_ms(step) if step > 0 else '-'} median{spread}, "
+        f"- **Step time:** {fmt_ms(step) if step > 0 else '-'} per step{spread}, "
         f"{steps} step(s) profiled after {config.get('warmup', '?')} warm-up"
     )
     phases = session.get("phases") or {}
     parts = [
-        f"{escape(p)} {fmt_ms(median(phases[p]))} ({100 * median(phases[p]) / step:.0f}%)"
+        f"{escape(p)} {fmt_ms(center(phases[p]))} ({100 * center(phases[p]) / step:.0f}%)"
         for p in PHASES
         if p in phases and step > 0
     ]
@@ -121,9 +124,9 @@ def _breakdown(session: Mapping[str, Any]) -> list[str]:
     phases = session.get("phases") or {}
     step = step_ms(session)
     if phases:
-        lines += ["| phase | median | % of step |", "|---|---:|---:|"]
+        lines += ["| phase | per step | % of step |", "|---|---:|---:|"]
         for phase in [p for p in PHASES if p in phases] + sorted(set(phases) - set(PHASES)):
-            value = median(phases[phase])
+            value = center(phases[phase])
             share = f"{100 * value / step:.0f}%" if step > 0 else "-"
             lines.append(f"| {escape(phase)} | {fmt_ms(value)} | {share} |")
         lines.append("")
@@ -132,7 +135,7 @@ def _breakdown(session: Mapping[str, Any]) -> list[str]:
         lines += [
             "### Host syncs",
             "",
-            "| where | op | kind | per step | phase | stall |",
+            "| where | op | kind | per step | phase | stall / step |",
             "|---|---|---|---:|---|---:|",
         ]
         for r in syncs[:MAX_SYNC_LINES]:

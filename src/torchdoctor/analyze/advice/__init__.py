@@ -69,7 +69,7 @@ def advise(
     """Run every rule on a session and return its advice ranked, priorities 1..n.
 
     ``lint`` overrides ``session["lint"]`` (the Finding dicts of ``torchdoctor lint``).
-    ``estimated_saving_pct`` is filled from the session's median step time.
+    ``estimated_saving_pct`` is filled from the session's step time (mean when recorded, else median).
 
     Example:
         >>> rec = {"path": "encoder", "calls_per_step": 10, "identical_input_calls": 9,

@@ -18,8 +18,8 @@ from typing import Any
 from torchdoctor.analyze.advice.base import (
     TYPICAL_BACKWARD_FORWARD_RATIO,
     Advice,
+    center,
     fmt_ms,
-    median,
     pct,
     step_ms,
     walk,
@@ -34,8 +34,8 @@ MIN_FRACTION = 0.10
 def _flagged(node: Mapping[str, Any], step: float) -> bool:
     if node.get("kind") not in ("module", "region"):
         return False
-    forward = median(node.get("forward_ms"))
-    backward = median(node.get("backward_ms"))
+    forward = center(node.get("forward_ms"))
+    backward = center(node.get("backward_ms"))
     return forward > 0 and backward >= RATIO * forward and backward >= MIN_FRACTION * step
 
 
@@ -59,8 +59,8 @@ def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
     leaf_most = [n for n in flagged if not any(id(d) in ids for d, k in walk(n) if k > 0)]
     advice = []
     for node in leaf_most:
-        forward = median(node.get("forward_ms"))
-        backward = median(node.get("backward_ms"))
+        forward = center(node.get("forward_ms"))
+        backward = center(node.get("backward_ms"))
         saving = backward - TYPICAL_BACKWARD_FORWARD_RATIO * forward
         path = node.get("path") or node.get("name") or "?"
         advice.append(

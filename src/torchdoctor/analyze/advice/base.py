@@ -136,31 +136,46 @@ def median(stat: Any) -> float:
     return 0.0
 
 
+def center(stat: Any) -> float:
+    """The typical value of a Stat: its ``mean`` when recorded (means add up across a tree, as
+    the tree renderer shows them), else its ``median``; a bare number is returned as is.
+
+    Example:
+        >>> center({"median": 3.0, "mean": 3.5}), center({"median": 3.0}), center(None)
+        (3.5, 3.0, 0.0)
+    """
+    if isinstance(stat, Mapping):
+        value = stat.get("mean")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return median(stat)
+
+
 def step_ms(session: Mapping[str, Any]) -> float:
-    """The median step time: ``step_ms``, else the tree root's total, else 0.
+    """The typical step time (see :func:`center`): ``step_ms``, else the tree root's total, else 0.
 
     Example:
         >>> step_ms({"step_ms": {"median": 5.0}})
         5.0
     """
-    value = median(session.get("step_ms"))
+    value = center(session.get("step_ms"))
     if value > 0:
         return value
     root = session.get("tree") or {}
-    return median(root.get("total_ms")) or median(root.get("forward_ms"))
+    return center(root.get("total_ms")) or center(root.get("forward_ms"))
 
 
 def node_ms(node: Mapping[str, Any]) -> float:
-    """A node's inclusive time per step (forward + backward), median.
+    """A node's inclusive time per step (forward + backward), see :func:`center`.
 
     Example:
         >>> node_ms({"total_ms": {"median": 4.0}})
         4.0
     """
-    total = median(node.get("total_ms"))
+    total = center(node.get("total_ms"))
     if total > 0:
         return total
-    return median(node.get("forward_ms")) + median(node.get("backward_ms"))
+    return center(node.get("forward_ms")) + center(node.get("backward_ms"))
 
 
 def walk(node: Mapping[str, Any] | None, depth: int = 0) -> Iterator[tuple[Mapping, int]]:

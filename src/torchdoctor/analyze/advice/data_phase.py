@@ -16,8 +16,8 @@ from typing import Any
 from torchdoctor.analyze.advice.base import (
     SPEEDUPS,
     Advice,
+    center,
     fmt_ms,
-    median,
     pct,
     step_ms,
     with_saving,
@@ -35,7 +35,7 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         1.5
     """
     step = step_ms(session)
-    data = median((session.get("phases") or {}).get("data"))
+    data = center((session.get("phases") or {}).get("data"))
     if step <= 0 or data < THRESHOLD * step:
         return []
     advice = Advice(

@@ -19,8 +19,8 @@ from torchdoctor.analyze.advice.base import (
     SPEEDUPS,
     Advice,
     amdahl_saving,
+    center,
     fmt_ms,
-    median,
     node_ms,
     pct,
     step_ms,
@@ -193,4 +193,4 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
 
 
 def _fwd(node: Mapping[str, Any]) -> float:
-    return median(node.get("forward_ms"))
+    return center(node.get("forward_ms"))

@@ -19,9 +19,9 @@ from typing import Any
 from torchdoctor.analyze.advice.base import (
     SPEEDUPS,
     Advice,
+    center,
     fmt_ms,
     is_cuda,
-    median,
     pct,
     step_ms,
     walk,
@@ -92,7 +92,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     """
     step = step_ms(session)
     phases = session.get("phases") or {}
-    compute = median(phases.get("forward")) + median(phases.get("backward"))
+    compute = center(phases.get("forward")) + center(phases.get("backward"))
     if step <= 0 or compute < MIN_FRACTION * step:
         return []
     fraction = min(1.0, compute / step)

@@ -44,11 +44,11 @@ def _per_step(record: Mapping[str, Any]) -> float:
 
 
 def _stall_per_step(records: list[Mapping[str, Any]]) -> float | None:
-    """Sum of measured stalls per step (stall_ms is per occurrence); None when none measured."""
+    """Sum of measured stalls (``stall_ms`` is per step, per line); None when none measured."""
     measured = [r for r in records if isinstance(r.get("stall_ms"), (int, float))]
     if not measured:
         return None
-    return sum(float(r["stall_ms"]) * _per_step(r) for r in measured)
+    return sum(float(r["stall_ms"]) for r in measured)
 
 
 def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda: bool) -> Advice:
@@ -58,7 +58,7 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
     evidence = [f"{per_step:g} host syncs per step from {lines} source line(s)"]
     for r in records[:MAX_LINES]:
         stall = r.get("stall_ms")
-        stall_text = f", stall {fmt_ms(stall)} each" if isinstance(stall, (int, float)) else ""
+        stall_text = f", stall {fmt_ms(stall)}/step" if isinstance(stall, (int, float)) else ""
         evidence.append(
             f"{_where(r)} {r.get('op') or r.get('kind')} [{r.get('kind')}] "
             f"x{_per_step(r):g}/step in {r.get('phase') or '?'}{stall_text}"

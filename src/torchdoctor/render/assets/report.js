@@ -28,16 +28,17 @@
   var palette = ["#93c5fd", "#a5b4fc", "#c4b5fd", "#f9a8d4", "#fdba74", "#fcd34d",
                  "#86efac", "#5eead4", "#7dd3fc", "#fca5a5", "#d9f99d", "#e9d5ff"];
 
-  function median(stat) {
+  function center(stat) {
     if (stat === null || stat === undefined) { return 0; }
     if (typeof stat === "number") { return stat; }
+    if (typeof stat.mean === "number") { return stat.mean; }  // means add up across the tree
     return typeof stat.median === "number" ? stat.median : 0;
   }
   function value(node) {
-    if (mode === "forward") { return median(node.forward_ms); }
-    if (mode === "backward") { return median(node.backward_ms); }
-    var total = median(node.total_ms);
-    return total > 0 ? total : median(node.forward_ms) + median(node.backward_ms);
+    if (mode === "forward") { return center(node.forward_ms); }
+    if (mode === "backward") { return center(node.backward_ms); }
+    var total = center(node.total_ms);
+    return total > 0 ? total : center(node.forward_ms) + center(node.backward_ms);
   }
   function color(node) {
     var key = String(node.type || node.kind || node.name || "");
@@ -55,8 +56,8 @@
   function describe(node) {
     var parts = [label(node)];
     if (node.type) { parts.push("(" + node.type + ")"); }
-    parts.push("forward " + fmt(median(node.forward_ms)));
-    parts.push("backward " + fmt(median(node.backward_ms)));
+    parts.push("forward " + fmt(center(node.forward_ms)));
+    parts.push("backward " + fmt(center(node.backward_ms)));
     if (stepMs > 0) { parts.push((100 * value(node) / stepMs).toFixed(1) + "% of the step (" + mode + ")"); }
     if (node.calls_per_step) { parts.push(node.calls_per_step + " call(s)/step"); }
     if (node.source && node.source.file) { parts.push(node.source.file + ":" + node.source.line); }

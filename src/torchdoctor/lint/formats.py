@@ -82,9 +82,12 @@ def to_sarif(findings: Sequence[Finding], root: str | Path | None = None) -> dic
     for f in findings:
         path = Path(f.path)
         try:
-            uri = path.resolve().relative_to(base).as_posix()
-        except ValueError:
-            uri = path.as_posix()
+            artifact = {
+                "uri": path.resolve().relative_to(base).as_posix(),
+                "uriBaseId": "%SRCROOT%",
+            }
+        except ValueError:  # outside the root: an absolute file URI
+            artifact = {"uri": path.resolve().as_uri()}
         results.append(
             {
                 "ruleId": f.code,
@@ -94,7 +97,7 @@ def to_sarif(findings: Sequence[Finding], root: str | Path | None = None) -> dic
                 "locations": [
                     {
                         "physicalLocation": {
-                            "artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"},
+                            "artifactLocation": artifact,
                             "region": {
                                 "startLine": f.line,
                                 "startColumn": f.column,

@@ -144,7 +144,7 @@ class LoopRules(RuleVisitor):
         if "builtins.set" in names or names & UNIQUE_HOST:
             self._check_python_unique(node)
         if "builtins.enumerate" in names and positional and has_host_copy(positional[0]):
-            comp = self.parent(self.parent(node))
+            comp = self.parent(node)
             if isinstance(comp, cst.CompFor) and isinstance(self.parent(comp), cst.DictComp):
                 self.report(
                     self.parent(comp), "TD302", self._remap_message("a dict built from .tolist()")

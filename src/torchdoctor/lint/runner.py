@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 import re
@@ -48,9 +49,17 @@ _USES_CUDA = re.compile(r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True
 
 
 def _syntax_finding(path: str, exc: Exception, text: str) -> Finding:
+    """TD000 for a file LibCST cannot parse; Python's own parser gives the clearer position."""
     line = getattr(exc, "raw_line", None) or getattr(exc, "lineno", None) or 1
     column = (getattr(exc, "raw_column", None) or 0) + 1
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        ast.parse(text)
+    except SyntaxError as err:
+        line, column = err.lineno or line, err.offset or column
+        first = f"{err.msg} (line {line})"
+    except (ValueError, RecursionError, MemoryError):
+        pass
     return Finding(
         "TD000",
         RULES["TD000"].severity,

@@ -1,0 +1,80 @@
+"""Autofixes: exact expected output, idempotence, and runtime equivalence of the remap fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchdoctor.lint import fix_source, lint_source
+
+FIXTURES = Path(__file__).resolve().parents[1] / "lint_fixtures"
+
+
+def test_fix_matches_expected_output() -> None:
+    before = (FIXTURES / "fix_cases.py").read_text()
+    after = fix_source(before)
+    assert after == (FIXTURES / "fix_cases.py.fixed").read_text()
+    compile(after, "fixed.py", "exec")
+    assert fix_source(after) == after  # idempotent
+    left = [(f.code, f.fixable) for f in lint_source(after)]
+    assert left == [("TD502", False), ("TD302", False)]
+
+
+def test_noqa_blocks_the_fix() -> None:
+    src = "import torch\ns = torch.cuda.amp.GradScaler()  # noqa: TD504\n"
+    assert fix_source(src) == src
+
+
+def test_select_limits_fixes() -> None:
+    src = "import torch\ns = torch.cuda.amp.GradScaler()\na = torch.cuda.amp.autocast()\n"
+    out = fix_source(src, select=["TD503"])
+    assert "torch.cuda.amp.GradScaler()" in out and 'torch.amp.autocast("cuda")' in out
+
+
+REMAP = textwrap.dedent(
+    """
+    import torch
+
+    def remap(labels):
+        unique_labels = torch.unique(labels)
+        y = torch.zeros_like(labels)
+        for idx, label in enumerate(unique_labels):
+            y[labels == label] = idx
+        return unique_labels, y
+    """
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float32])
+def test_remap_fix_is_equivalent(dtype: torch.dtype) -> None:
+    fixed = fix_source(REMAP)
+    assert "return_inverse=True" in fixed and "for " not in fixed
+    slow, fast = {}, {}
+    exec(compile(REMAP, "slow", "exec"), slow)
+    exec(compile(fixed, "fast", "exec"), fast)
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(3, 40, (5, 17), generator=gen).to(dtype) * 7
+    u_slow, y_slow = slow["remap"](labels)
+    u_fast, y_fast = fast["remap"](labels)
+    assert torch.equal(u_slow, u_fast)
+    assert y_fast.dtype == y_slow.dtype and torch.equal(y_slow, y_fast)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_deprecation_fixes_construct_equivalent_objects() -> None:
+    src = (
+        "import torch\n"
+        "s = torch.cuda.amp.GradScaler(1024.0, 3.0, enabled=False)\n"
+        "a = torch.cpu.amp.autocast(True, torch.bfloat16)\n"
+    )
+    before, after = {}, {}
+    exec(compile(src, "b", "exec"), before)
+    fixed = fix_source(src)
+    assert "torch.cuda.amp" not in fixed and "torch.cpu.amp" not in fixed
+    exec(compile(fixed, "a", "exec"), after)
+    assert before["s"].state_dict() == after["s"].state_dict()
+    for attr in ("device", "fast_dtype", "_enabled"):
+        assert getattr(before["a"], attr) == getattr(after["a"], attr)

@@ -1,0 +1,109 @@
+"""Rule fixtures: every ``# expect: TDxxx`` line fires exactly those codes; no other line fires."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from torchdoctor.lint import RULES, lint_source
+
+FIXTURES = Path(__file__).resolve().parents[1] / "lint_fixtures"
+RULE_FIXTURES = sorted(FIXTURES.glob("td*.py"))
+_EXPECT = re.compile(r"# expect: (TD\d+(?:,\s*TD\d+)*)")
+
+
+def expectations(text: str) -> set[tuple[int, str]]:
+    out = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _EXPECT.search(line)
+        if match:
+            out |= {(number, code.strip()) for code in match.group(1).split(",")}
+    return out
+
+
+@pytest.mark.parametrize("fixture", RULE_FIXTURES, ids=lambda p: p.name)
+def test_fixture_findings_match_expectations(fixture: Path) -> None:
+    text = fixture.read_text()
+    got = {(f.line, f.code) for f in lint_source(text, str(fixture))}
+    expected = expectations(text)
+    assert sorted(got - expected) == [], "unexpected findings"
+    assert sorted(expected - got) == [], "missing findings"
+
+
+def test_every_rule_has_a_positive_fixture_and_negative_lines() -> None:
+    codes = set()
+    for fixture in RULE_FIXTURES:
+        codes |= {code for _, code in expectations(fixture.read_text())}
+    assert codes == set(RULES) - {"TD000"}
+    # every fixture also holds lines that must stay silent (near-misses)
+    for fixture in RULE_FIXTURES:
+        text = fixture.read_text()
+        assert len(text.splitlines()) > 2 * len(expectations(text))
+
+
+def test_alias_imports_resolve() -> None:
+    src = (
+        "import torch as T\n"
+        "from torch.linalg import inv\n"
+        "from scipy.optimize import linear_sum_assignment as lsa\n"
+        "a = T.linalg.inv(A) @ b\n"
+        "c = inv(A) @ b\n"
+        "r, c = lsa(x.cpu().numpy())\n"
+    )
+    assert [(f.line, f.code) for f in lint_source(src)] == [
+        (4, "TD101"),
+        (5, "TD101"),
+        (6, "TD303"),
+    ]
+
+
+def test_shadowed_name_is_not_torch() -> None:
+    src = "def inv(a):\n    return a\n\ny = inv(A) @ b\nz = linear_sum_assignment(x.cpu())\n"
+    assert lint_source(src) == []
+
+
+def test_finding_shape_matches_session_schema() -> None:
+    (finding,) = lint_source("import torch\ny = torch.linalg.inv(A) @ b\n", path="m.py")
+    data = finding.to_dict()
+    assert set(data) == {
+        "code",
+        "severity",
+        "message",
+        "path",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "replacement",
+        "fixable",
+    }
+    assert (data["path"], data["line"], data["column"], data["end_line"]) == ("m.py", 2, 5, 2)
+    assert data["end_column"] == 5 + len("torch.linalg.inv(A)")
+    assert data["severity"] == RULES["TD101"].severity
+    assert data["replacement"] == "torchdoctor.ops.cholesky_factor"
+    assert "solve" in data["message"]
+
+
+def test_syntax_error_is_a_finding() -> None:
+    (finding,) = lint_source((FIXTURES / "syntax_error.py").read_text(), "bad.py")
+    assert finding.code == "TD000" and finding.line == 3 and finding.severity == "error"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"), [(5, []), (6, []), (7, [(7, "TD101")])], ids=["code", "bare", "other"]
+)
+def test_noqa(line: int, expected: list) -> None:
+    found = [(f.line, f.code) for f in lint_source((FIXTURES / "noqa_cases.py").read_text())]
+    assert [x for x in found if x[0] == line] == expected
+
+
+def test_select_and_ignore() -> None:
+    text = (FIXTURES / "td4_data.py").read_text()
+    assert {f.code for f in lint_source(text, select=["TD40"], ignore=["TD402"])} == {
+        "TD401",
+        "TD403",
+    }
+    with pytest.raises(ValueError, match="unknown rule code 'TD9'"):
+        lint_source(text, select=["TD9"])

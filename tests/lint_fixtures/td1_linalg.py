@@ -1,0 +1,48 @@
+# TD101 / TD102 fixtures. "# expect: CODE" marks every line that must fire; others must not.
+import torch
+import torch as T
+from torch.linalg import cholesky, inv, solve
+from torch.linalg import solve_triangular as st
+
+
+def positive(A, B, S, diff, rhs, xs, L):
+    y = torch.linalg.inv(A) @ B  # expect: TD101
+    z = B @ T.inverse(A)  # expect: TD101
+    w = torch.matmul(inv(A), B)  # expect: TD101
+    v = A.inverse().mm(B)  # expect: TD101
+    S_inv = torch.linalg.pinv(S)  # expect: TD101
+    d = (diff @ S_inv * diff).sum(-1)
+    Pi = T.linalg.inv(S)  # expect: TD101
+    e = torch.einsum("ij,jk->ik", Pi, B)
+    for b in rhs:
+        xs.append(solve(A, b))  # expect: TD102
+        xs.append(st(L, b, upper=False))  # expect: TD102
+    for _ in range(10):
+        C = cholesky(S)  # expect: TD102
+        vals, vecs = T.linalg.eigh(A.T)  # expect: TD102
+    out = [torch.cholesky_solve(b, L) for b in rhs]  # expect: TD102
+    return y, z, w, v, d, e, C, vals, vecs, out
+
+
+def negative(A, B, S, batch, rhs):
+    Ainv = torch.linalg.inv(A)
+    result = torch.linalg.inv(S)  # returned, never multiplied
+    scaled = Ainv * 2.0  # elementwise, not a product with the inverse as a matrix
+    for i in range(len(batch)):
+        L = torch.linalg.cholesky(batch[i])  # matrix changes every iteration
+        x = torch.linalg.solve(L, rhs[i])  # L is reassigned in the loop
+    for M in batch:
+        torch.linalg.eigh(M)  # loop variable
+    for step in range(3):
+        S = S + 1.0
+        torch.linalg.cholesky(S)  # S is reassigned in the loop
+    for step in range(3):
+        A.add_(1.0)
+        torch.linalg.solve(A, B)  # A is mutated in place
+    X = torch.linalg.solve(A, torch.stack(rhs, -1))  # batched, outside any loop
+    return result, scaled, x, X
+
+
+def outside_loop_iter(A, B):
+    for row in torch.linalg.cholesky(A):  # the iterable is evaluated once
+        print(row)

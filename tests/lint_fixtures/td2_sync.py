@@ -1,0 +1,54 @@
+# TD201 / TD202 / TD203 fixtures.
+import torch
+import torch as T
+
+
+def train(model, loader, optimizer, criterion, device, log_every=10):
+    history = []
+    for step, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())  # expect: TD201
+        acc = (model(x).argmax(-1) == y).float().mean().cpu()  # expect: TD201
+        total = float(loss)  # expect: TD201
+        print(loss)  # expect: TD201
+        s = f"loss={loss:.3f}"  # expect: TD201
+        ids = y.tolist()  # expect: TD201
+        T.cuda.synchronize()  # expect: TD202
+        labels = torch.tensor(y.tolist(), device=device)  # expect: TD201,TD203
+        if step % log_every == 0:
+            print(f"step {step} loss {loss.item():.3f}")  # gated: logged every N steps
+        n = int(step)  # not a tensor
+    print(loss.item())  # after the loop: once
+    return history, acc, total, s, ids, labels, n
+
+
+def train_step(model, batch, opt):
+    out = model(batch)
+    loss = out.mean()
+    loss.backward()
+    opt.step()
+    return {"loss": float(loss.detach().cpu().item())}  # expect: TD201
+
+
+def evaluate(model, loader):
+    vals = []
+    for x in loader:  # expect: TD602
+        vals.append(model(x).sum().item())  # not a training loop: no TD201
+    torch.cuda.synchronize()
+    return vals
+
+
+def epoch_loop(model, loader, opt, epochs):
+    for epoch in range(epochs):
+        running = torch.zeros(())
+        for x in loader:
+            loss = model(x).sum()
+            loss.backward()
+            opt.step()
+            running += loss.detach()
+        print(f"epoch {epoch}: {running.item():.3f}")  # once per epoch (outer loop)
+    for x in loader:
+        ids = torch.tensor([1, 2, 3], device="cuda")  # literal list, not tensor data
+    return ids

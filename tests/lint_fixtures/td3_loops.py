@@ -1,0 +1,62 @@
+# TD301 / TD302 / TD303 fixtures.
+import numpy as np
+import scipy.optimize
+import torch
+from scipy.optimize import linear_sum_assignment as lsa
+
+
+def segments(x, seg, n_seg, labels, values):
+    out = []
+    for s in range(n_seg):
+        idx = torch.where(seg == s)[0]  # expect: TD301
+        out.append(x[idx])
+    for v in values:
+        out.append(x[labels == v])  # expect: TD301
+        out.append((labels == v).nonzero(as_tuple=True)[0])  # expect: TD301
+        mask = labels.eq(v)
+        out.append(torch.nonzero(mask))  # expect: TD301
+    firsts = [torch.where(seg == s)[0][0] for s in range(n_seg)]  # expect: TD301
+    return out, firsts
+
+
+def segments_ok(x, seg, rows):
+    idx = torch.where(seg == 0)[0]  # not in a loop
+    for s in range(3):
+        y = torch.where(seg == s, x, 0.0)  # 3-argument where: no sync
+    for row in rows:
+        row[row == 0] = 1  # the data itself changes with the loop variable
+    return idx, y
+
+
+def remap_before(labels):
+    y_cpu = labels.detach().to("cpu").numpy().astype(int)
+    unique_labels = sorted(set(y_cpu.tolist()))  # expect: TD302
+    label_map = {lab: i for i, lab in enumerate(unique_labels)}
+    return torch.tensor([label_map[int(v)] for v in y_cpu])
+
+
+def remap_dict(labels):
+    return {v: i for i, v in enumerate(labels.unique().tolist())}  # expect: TD302
+
+
+def remap_after(labels):
+    unique_labels = torch.unique(labels)
+    y_remapped = torch.zeros_like(labels)
+    for idx, label in enumerate(unique_labels):  # expect: TD302
+        y_remapped[labels == label] = idx
+    return y_remapped
+
+
+def unique_ok(labels):
+    n_classes = len(set(labels.tolist()))  # counting, not remapping
+    _, y = torch.unique(labels, return_inverse=True)
+    return n_classes, y
+
+
+def assign(sim, cost_np):
+    r, c = lsa(-sim.detach().cpu().numpy())  # expect: TD303
+    cost = sim.cpu().numpy()
+    r2, c2 = scipy.optimize.linear_sum_assignment(cost)  # expect: TD303
+    r3, c3 = lsa(cost_np)  # numpy data from elsewhere
+    r4, c4 = lsa(np.ones((3, 3)))
+    return r, c, r2, c2, r3, c3, r4, c4

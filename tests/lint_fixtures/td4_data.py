@@ -1,0 +1,17 @@
+# TD401 / TD402 / TD403 fixtures. This file moves batches with .cuda(), so TD402 applies.
+import torch.utils.data as tud
+from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader as DL
+
+
+def loaders(ds, cfg, kwargs):
+    a = DataLoader(ds, batch_size=32)  # expect: TD401,TD402
+    b = DL(ds, num_workers=0, pin_memory=True)  # expect: TD401
+    c = tud.DataLoader(ds, num_workers=4, pin_memory=True)  # expect: TD403
+    d = DataLoader(ds, num_workers=cfg.workers, pin_memory=False)  # expect: TD402,TD403
+    ok1 = DataLoader(ds, num_workers=4, pin_memory=True, persistent_workers=True)
+    ok2 = DataLoader(ds, num_workers=cfg.w, pin_memory=True, persistent_workers=cfg.w > 0)
+    ok3 = DataLoader(ds, **kwargs)  # options not visible statically
+    for x in a:
+        x = x.cuda()
+    return a, b, c, d, ok1, ok2, ok3

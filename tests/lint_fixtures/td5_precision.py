@@ -1,0 +1,32 @@
+# TD501 / TD502 / TD503 / TD504 fixtures.
+import torch
+import torch as T
+from torch.backends.cuda import sdp_kernel
+from torch.cuda.amp import GradScaler, autocast
+
+
+def infer(model, net, x, weights):
+    model = model.half()  # expect: TD501
+    net.to(torch.float16)  # expect: TD501
+    enc = MyEncoder().eval().half()  # expect: TD501
+    x = x.half()  # a tensor
+    w = weights.to(torch.float16)  # a tensor
+    m2 = model.to(torch.bfloat16)  # not float16
+    with torch.backends.cuda.sdp_kernel(enable_flash=True, enable_math=False):  # expect: TD502
+        y = model(x)
+    with sdp_kernel():  # expect: TD502
+        y = model(x)
+    with T.cuda.amp.autocast(dtype=torch.bfloat16):  # expect: TD503
+        y = model(x)
+    with autocast(True, torch.float16):  # expect: TD503
+        y = model(x)
+    with torch.amp.autocast("cuda"):
+        y = model(x)
+    scaler = torch.cuda.amp.GradScaler(init_scale=2.0**10)  # expect: TD504
+    scaler2 = GradScaler()  # expect: TD504
+    scaler3 = torch.amp.GradScaler("cuda")
+    return enc, y, w, m2, scaler, scaler2, scaler3
+
+
+class MyEncoder(torch.nn.Module):
+    pass

@@ -1,0 +1,56 @@
+# TD601 / TD602 fixtures.
+import torch
+
+
+class Policy(torch.nn.Module):
+    @torch.no_grad()
+    def conditional_sample(self, x, vl_tokens, ego, scheduler):
+        for t in scheduler.timesteps:
+            memory = self.encoder(vl_tokens, ego)  # expect: TD601
+            noise = self.decoder(x, t, memory)
+            x = scheduler.step(noise, t, x).prev_sample
+        return x
+
+    @torch.inference_mode()
+    def sample_fast(self, x, vl_tokens, ego, scheduler, num_inference_steps):
+        memory = self.encoder(vl_tokens, ego)
+        for i in range(num_inference_steps):
+            t = scheduler.timesteps[i]
+            cond = self.time_embed(t)
+            x = scheduler.step(self.decoder(x, cond, memory), t, x).prev_sample
+        return x
+
+
+def evaluate(model, loader):
+    total = 0.0
+    for x, y in loader:  # expect: TD602
+        total += (model(x).argmax(-1) == y).sum()
+    return total
+
+
+def run_inference(model, batches):
+    model.eval()
+    outs = []
+    for b in batches:  # expect: TD602
+        outs.append(model(b))
+    return outs
+
+
+def validate_ok(model, loader):
+    model.eval()
+    with torch.inference_mode():
+        for x in loader:
+            model(x)
+
+
+@torch.no_grad()
+def predict_ok(model, loader):
+    return [model(x) for x in loader]
+
+
+def train_epoch(model, loader, opt):
+    model.train()
+    for x in loader:
+        loss = model(x).sum()
+        loss.backward()
+        opt.step()

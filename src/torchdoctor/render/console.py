@@ -1,7 +1,7 @@
 """Console report (rich): the module tree, the phases, the host syncs and the top advice.
 
-Composes the profiler's tree renderer (``render/tree.py``) and the sync-audit table
-(``render/syncs.py``); the phase table and the advice panel are drawn here.
+Composes the profiler's tree renderer (``render/tree.py``: title, phases line, module tree) and
+the sync-audit table (``render/syncs.py``); the advice panel is drawn here.
 
 Example:
     >>> from torchdoctor.session import Session
@@ -12,77 +12,31 @@ Example:
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import center, step_ms
-from torchdoctor.render.markdown import PHASES, gain_text, session_advice
+from torchdoctor.analyze.advice.base import step_ms
+from torchdoctor.render.markdown import gain_text, session_advice
 from torchdoctor.render.markdown_text import fmt_ms
 
 TOP_ADVICE = 5
-MAX_SYNC_LINES = 10
 
 
-def _tree(session: Mapping[str, Any]) -> Any:
+def _tree(session: Mapping[str, Any]) -> list[Any]:
+    """The profiler's tree renderables: title, phases line, module tree table, notes."""
     from rich.text import Text
 
     if not session.get("tree"):
-        return Text("(no module tree recorded)", style="dim")
-    from torchdoctor.render import tree as tree_renderer
+        return [Text("(no module tree recorded)", style="dim")]
+    from torchdoctor.render.tree import render_tree
 
-    rich_tree = getattr(tree_renderer, "render_tree_rich", None)
-    if rich_tree is not None:
-        return rich_tree(session)
-    return Text(tree_renderer.render_tree_text(session))
-
-
-def _phases(session: Mapping[str, Any]) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
-    step = step_ms(session)
-    phases = session.get("phases") or {}
-    table = Table(title="Phases (per step)", title_justify="left")
-    table.add_column("phase")
-    table.add_column("ms", justify="right")
-    table.add_column("% of step", justify="right")
-    table.add_column("", justify="left")
-    for name in [p for p in PHASES if p in phases] + sorted(set(phases) - set(PHASES)):
-        value = center(phases[name])
-        share = 100 * value / step if step > 0 else 0.0
-        table.add_row(Text(name), fmt_ms(value), f"{share:.0f}%", "█" * round(share / 4))
-    return table
+    return [Text(part) if isinstance(part, str) else part for part in render_tree(session)]
 
 
 def _sync_table(session: Mapping[str, Any]) -> Any:
-    try:
-        from torchdoctor.render.syncs import render_sync_table
-    except ImportError:
-        render_sync_table = None
-    if render_sync_table is not None:
-        return render_sync_table(session)
-    from rich.table import Table
-    from rich.text import Text
+    from torchdoctor.render.syncs import render_sync_table
 
-    records = sorted(session.get("syncs") or [], key=lambda r: -float(r.get("per_step") or 0))
-    table = Table(title="Host syncs (by source line)", title_justify="left")
-    for column in ("where", "source", "kind", "per step", "phase", "stall"):
-        table.add_column(column, justify="right" if column == "per step" else "left")
-    for r in records[:MAX_SYNC_LINES]:
-        stall = r.get("stall_ms")
-        cells = (
-            f"{os.path.basename(str(r.get('file') or '?'))}:{r.get('line', '?')}",
-            str(r.get("op") or ""),
-            str(r.get("kind")),
-            f"{float(r.get('per_step') or 0):g}",
-            str(r.get("phase") or "-"),
-            fmt_ms(stall) if isinstance(stall, (int, float)) else "would sync on CUDA",
-        )
-        table.add_row(*(Text(cell) for cell in cells))  # Text: session strings are not markup
-    if len(records) > MAX_SYNC_LINES:
-        table.caption = f"... {len(records) - MAX_SYNC_LINES} more line(s) in the session JSON"
-    return table
+    return render_sync_table(session)
 
 
 def _advice(advice: list[dict[str, Any]], limit: int) -> Any:
@@ -130,13 +84,14 @@ def console_renderables(session: Mapping[str, Any], top: int = TOP_ADVICE) -> li
     )
     items: list[Any] = [
         Rule(Text(f"torchdoctor report: {session.get('label') or 'session'}")),
-        header,
     ]
-    if session.get("interrupted"):
+    if not session.get("tree"):
+        items.append(header)
+    if session.get("interrupted") and not session.get("tree"):
         items.append(
             Text("collection was interrupted; numbers cover the steps seen", style="bold yellow")
         )
-    items += [_tree(session), _phases(session)]
+    items += _tree(session)
     if session.get("syncs"):
         items.append(_sync_table(session))
     items.append(_advice(advice, top))

@@ -183,3 +183,11 @@ def test_fractions_use_the_mean_when_recorded():
     session["step_ms"]["mean"] = 220.0
     (item,) = data_loading(session)
     assert item.estimated_saving_ms == pytest.approx(amdahl_saving(220.0, 25 / 220, 2.0))
+
+
+def test_backward_heavy_skips_stock_layers():
+    layer = node("decoder.0", 0.1, 50.0, type="Linear")
+    root = node("", 0.1, 50.0, kind="root", children=[layer])
+    assert backward_heavy({"tree": root, "step_ms": s(60.0)}) == []
+    layer["type"] = "PartAwareLoss"
+    assert backward_heavy({"tree": root, "step_ms": s(60.0)})

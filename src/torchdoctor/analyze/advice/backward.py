@@ -3,7 +3,8 @@
 A layer's backward normally costs about twice its forward. Much more means autograd is
 differentiating something expensive it need not: explicit inverses, per-element Python loops,
 selection or matching code that should be detached. The saving assumes the remedy brings the
-component back to the typical ratio: ``backward - 2 x forward``.
+component back to the typical ratio: ``backward - 2 x forward``. Stock ``torch.nn`` layers
+(Linear, Sequential, ...) are skipped: the remedy is about user code, and there is none to change.
 
 Example:
     >>> backward_heavy({"tree": None})
@@ -31,8 +32,26 @@ RATIO = 4.0
 MIN_FRACTION = 0.10
 
 
+def is_builtin_layer(type_name: str | None) -> bool:
+    """Whether a node's type is a stock ``torch.nn`` class (Linear, Sequential, ReLU ...).
+
+    Example:
+        >>> is_builtin_layer("Linear"), is_builtin_layer("PaCLoss"), is_builtin_layer(None)
+        (True, False, False)
+    """
+    if not type_name:
+        return False
+    import torch.nn
+
+    candidate = getattr(torch.nn, type_name, None)
+    return isinstance(candidate, type) and issubclass(candidate, torch.nn.Module)
+
+
 def _flagged(node: Mapping[str, Any], step: float) -> bool:
     if node.get("kind") not in ("module", "region"):
+        return False
+    if node.get("kind") == "module" and is_builtin_layer(node.get("type")):
+        # stock layers have nothing to detach; an extreme ratio there is attribution noise
         return False
     forward = center(node.get("forward_ms"))
     backward = center(node.get("backward_ms"))

@@ -1,0 +1,490 @@
+"""The sync audit: every host-device synchronization of a block of code, by source line.
+
+``with torchdoctor.sync_audit() as audit:`` records each call that makes the host wait for the
+device: ``.item()``, ``.tolist()``, ``.cpu()``, ``.to('cpu')``, ``.numpy()``, ``if t:``,
+``float(t)``, ``int(t)``, ``f"{t}"``, ``print(t)``, boolean-mask indexing and assignment,
+``nonzero``, one-argument ``torch.where``, ``unique``, ``masked_select``, ``repeat_interleave``
+with tensor repeats, ``equal``, ``allclose``, ``bincount``, ``one_hot`` without ``num_classes``.
+
+Two modes:
+
+- ``thorough=False`` (default, "fast"): a ``TorchFunctionMode`` that looks at Python-level torch
+  calls only; it is popped while a built-in ``torch.optim`` optimizer steps (they do not sync).
+  It sees syncs in user code, in backward code written in Python (custom autograd Functions)
+  and in torch's Python code called from user code (``clip_grad_norm_(error_if_nonfinite=True)``).
+- ``thorough=True``: adds a ``TorchDispatchMode`` classifying every aten operator by its tags,
+  so syncs inside torch's C++-dispatched code and in backward formulas are seen too. It costs
+  much more (see ``torchdoctor bench syncs``).
+
+On a CPU run nothing really synchronizes: every event is a prediction ("would sync on CUDA"),
+assuming the tensors would live on the GPU; optimizer step counters (kept on the CPU by torch)
+and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA only
+calls on device tensors count, each sync's wall time is measured as its stall, and
+``torch.cuda.set_sync_debug_mode("warn")`` warnings are merged in by line (CUDA paths are
+untested here: no GPU in CI). Numerics are untouched: every call runs exactly as it would.
+
+Example:
+    >>> import torch, torchdoctor
+    >>> x = torch.arange(6.0)
+    >>> with torchdoctor.sync_audit() as audit:
+    ...     total = x.sum().item()
+    ...     positive = x[x > 2]
+    >>> sorted(r["kind"] for r in audit.records())
+    ['bool_index', 'item']
+"""
+
+from __future__ import annotations
+
+import functools
+import linecache
+import sys
+import time
+import weakref
+from collections import Counter
+from typing import Any
+
+import torch
+from torch.optim.optimizer import (
+    Optimizer,
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from torchdoctor.collect.state import STATE
+from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
+from torchdoctor.collect.syncs_frames import in_optimizer_step_counter, user_frame
+from torchdoctor.collect.syncs_kinds import WATCHED, aten_kind, function_kind
+
+_HOST = ("cpu", "meta")
+_PLAIN, _WATCH, _BACKWARD = 0, 1, 2
+_routes: dict[Any, int] = {}
+
+
+def _route(func: Any) -> int:
+    try:
+        route = _routes.get(func)
+    except TypeError:  # an unhashable callable: never a sync we know
+        return _PLAIN
+    if route is None:
+        if func in WATCHED:
+            route = _WATCH
+        elif func is torch.Tensor.backward or (
+            getattr(func, "__module__", None) == "torch.autograd"
+            and getattr(func, "__name__", None) in ("backward", "grad")
+        ):
+            route = _BACKWARD
+        else:
+            route = _PLAIN
+        _routes[func] = route
+    return route
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    for value in args:
+        if isinstance(value, torch.Tensor):
+            return value
+    for value in kwargs.values():
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
+
+
+def _mode_on_top(mode: Any) -> bool:
+    depth = torch._C._len_torch_function_stack()
+    return depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
+
+
+class _FunctionMode(TorchFunctionMode):
+    def __init__(self, audit: SyncAudit) -> None:
+        super().__init__()
+        self.audit = audit
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        audit = self.audit
+        audit.function_calls += 1
+        try:
+            route = _routes.get(func)
+        except TypeError:  # an unhashable callable: never a sync we know
+            route = _PLAIN
+        if route is None:
+            route = _route(func)
+        if route == _PLAIN:
+            return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if route == _BACKWARD:
+            return audit._run_backward(self, func, args, kwargs)
+        kind = function_kind(func, args, kwargs)
+        if kind is None:
+            return func(*args, **kwargs)
+        return audit._sync_call(kind, func, args, kwargs, python_level=True)
+
+
+class _DispatchMode(TorchDispatchMode):
+    def __init__(self, audit: SyncAudit) -> None:
+        super().__init__()
+        self.audit = audit
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        audit = self.audit
+        audit.dispatch_calls += 1
+        kwargs = kwargs or {}
+        if audit._suppress:
+            return func(*args, **kwargs)
+        kind = aten_kind(func, args, kwargs)
+        if kind is None:
+            return func(*args, **kwargs)
+        return audit._sync_call(kind, func, args, kwargs, python_level=False)
+
+
+class _ZeroGradBypass:
+    """While the fast audit runs, ``Optimizer.zero_grad`` runs without the function mode.
+
+    It never synchronizes, but reads ``p.grad`` for every parameter, and each read through a
+    TorchFunctionMode costs about as much as a small op (half the fast mode's overhead on a
+    12-layer transformer step). ``remove()`` restores the original method.
+    """
+
+    def __init__(self, audit: SyncAudit) -> None:
+        self.original = original = Optimizer.__dict__["zero_grad"]
+
+        @functools.wraps(original)
+        def zero_grad(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            mode = audit._function_mode
+            if mode is None or not _mode_on_top(mode):
+                return original(optimizer, *args, **kwargs)
+            torch._C._pop_torch_function_stack()
+            try:
+                return original(optimizer, *args, **kwargs)
+            finally:
+                torch._C._push_on_torch_function_stack(mode)
+
+        Optimizer.zero_grad = zero_grad  # type: ignore[method-assign]
+
+    def remove(self) -> None:
+        Optimizer.zero_grad = self.original  # type: ignore[method-assign]
+
+
+class SyncAudit:
+    """Collects sync events while active; see the module docstring. Use :func:`sync_audit`."""
+
+    def __init__(self, thorough: bool = False, *, predict: bool | None = None) -> None:
+        self.thorough = bool(thorough)
+        #: True when events are predictions (no accelerator): every tensor counts as on-device.
+        self.predict = (not torch.cuda.is_available()) if predict is None else bool(predict)
+        self.function_calls = 0
+        self.dispatch_calls = 0
+        self._events: dict[tuple, list] = {}
+        self._suppress = 0
+        self._last_host_copy: tuple[Any, tuple] | None = None  # (weakref, user line)
+        self._in_optimizer = 0
+        self._popped_for_optimizer = False
+        self._function_mode: _FunctionMode | None = None
+        self._dispatch_mode: _DispatchMode | None = None
+        self._hooks: list[Any] = []
+        self._cuda = CudaSyncWarnings(self._on_cuda_warning)
+        self._started_ns: int | None = None
+        self._elapsed_ns = 0
+        self.active = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> SyncAudit:
+        if self.active:
+            raise RuntimeError("this sync audit is already active; use a new sync_audit()")
+        self._hooks = [
+            register_optimizer_step_pre_hook(self._optimizer_pre),
+            register_optimizer_step_post_hook(self._optimizer_post),
+        ]
+        if not self.thorough:
+            self._hooks.append(_ZeroGradBypass(self))
+        try:
+            if not self.predict:
+                self._cuda.install()
+            if self.thorough:
+                self._dispatch_mode = _DispatchMode(self)
+                self._dispatch_mode.__enter__()
+            self._function_mode = _FunctionMode(self)
+            self._function_mode.__enter__()
+        except BaseException:
+            self._remove()
+            raise
+        self.active = True
+        self._started_ns = time.perf_counter_ns()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        """End the audit (what ``with`` does at exit); calling it twice is harmless."""
+        if not self.active:
+            return
+        self.active = False
+        self._elapsed_ns += time.perf_counter_ns() - (self._started_ns or 0)
+        self._remove()
+
+    def _remove(self) -> None:
+        errors = []
+        mode, self._function_mode = self._function_mode, None
+        if mode is not None and not self._popped_for_optimizer:
+            if _mode_on_top(mode):
+                mode.__exit__(None, None, None)
+            else:
+                errors.append("another TorchFunctionMode was left active above the audit's")
+        self._popped_for_optimizer = False
+        dispatch, self._dispatch_mode = self._dispatch_mode, None
+        if dispatch is not None:
+            try:
+                dispatch.__exit__(None, None, None)
+            except Exception as exc:  # keep removing the rest
+                errors.append(repr(exc))
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        self._cuda.remove()
+        if errors:
+            raise RuntimeError(
+                "torchdoctor's sync audit could not remove its modes cleanly: "
+                + "; ".join(errors)
+                + ". Exit inner modes before the audit (nest `with` blocks)."
+            )
+
+    # -- optimizer and backward --------------------------------------------------------------
+    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._in_optimizer += 1
+        builtin = type(optimizer).__module__.startswith("torch.optim")
+        if (
+            not self.thorough
+            and builtin
+            and type(optimizer).__name__ != "LBFGS"  # LBFGS reads the loss on the host
+            and self._function_mode is not None
+            and not self._popped_for_optimizer
+            and _mode_on_top(self._function_mode)
+        ):
+            torch._C._pop_torch_function_stack()
+            self._popped_for_optimizer = True
+
+    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._in_optimizer = max(0, self._in_optimizer - 1)
+        if self._popped_for_optimizer and self._function_mode is not None:
+            torch._C._push_on_torch_function_stack(self._function_mode)
+            self._popped_for_optimizer = False
+
+    def _run_backward(self, mode: _FunctionMode, func: Any, args: tuple, kwargs: dict) -> Any:
+        """Run backward with the function mode active inside the autograd engine.
+
+        A mode is popped while its handler runs, so without this a custom autograd Function
+        calling ``.item()`` in backward would go unseen. The mode is pushed back only around
+        the engine call, after torch's own ``__torch_function__`` checks.
+        """
+        target = getattr(func, "__wrapped__", func) if func is not torch.Tensor.backward else func
+        autograd = torch.autograd
+        engine = getattr(autograd, "_engine_run_backward", None)
+        if engine is None:  # another torch version: backward syncs need thorough=True there
+            return target(*args, **kwargs)
+
+        def run_engine(*a: Any, **k: Any) -> Any:
+            if _mode_on_top(mode):
+                return engine(*a, **k)
+            torch._C._push_on_torch_function_stack(mode)
+            try:
+                return engine(*a, **k)
+            finally:
+                if _mode_on_top(mode):
+                    torch._C._pop_torch_function_stack()
+
+        autograd._engine_run_backward = run_engine
+        try:
+            return target(*args, **kwargs)
+        finally:
+            autograd._engine_run_backward = engine
+
+    # -- events -----------------------------------------------------------------------------
+    def _sync_call(self, kind: str, func: Any, args: tuple, kwargs: dict, python_level: bool):
+        tensor = _first_tensor(args, kwargs)
+        counts = True
+        where = None
+        if self.predict:
+            if kind == "item" and in_optimizer_step_counter(sys._getframe(1)):
+                counts = False
+            elif python_level and func is not torch.Tensor.cpu and kind == "cpu":
+                where = user_frame(sys._getframe(1))
+                counts = self._names_host(where)  # .to(device) vs .to("cpu")
+            elif kind != "cpu" and tensor is not None and self._last_host_copy is not None:
+                ref, line = self._last_host_copy
+                if ref() is tensor:  # x.cpu().numpy(): the .cpu() on this line paid for it
+                    where = user_frame(sys._getframe(1))
+                    counts = where != line
+        elif kind != "cpu" or python_level:
+            counts = tensor is not None and tensor.device.type not in _HOST
+        if not counts:
+            self._suppress += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self._suppress -= 1
+        if where is None:
+            where = user_frame(sys._getframe(1))
+        self._suppress += 1
+        start = time.perf_counter_ns()
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            self._suppress -= 1
+        stall = 0.0 if self.predict else (time.perf_counter_ns() - start) / 1e6
+        self._add(where, kind, stall)
+        if kind == "cpu" and self.predict and isinstance(result, torch.Tensor):
+            self._last_host_copy = (weakref.ref(result), where)
+        return result
+
+    @staticmethod
+    def _names_host(where: tuple[str, int, str]) -> bool:
+        """On a CPU run ``x.to(device)`` is a no-op that is no sync on CUDA either; only a
+        line that names the CPU (``.to("cpu")``) is predicted to copy to the host."""
+        code = linecache.getline(where[0], where[1]).split("#", 1)[0]
+        return "cpu" in code.lower()
+
+    def _phase_and_step(self) -> tuple[str, int]:
+        if torch._C._current_autograd_node() is not None:
+            phase = "backward"
+        elif STATE.profiler is not None:
+            phase = STATE.phase
+        else:
+            phase = "optimizer" if self._in_optimizer else "other"
+        return phase, STATE.step_index if STATE.profiler is not None else -1
+
+    def _add(self, where: tuple[str, int, str], kind: str, stall_ms: float) -> None:
+        phase, step = self._phase_and_step()
+        key = (*where, kind, phase, step)
+        entry = self._events.get(key)
+        if entry is None:
+            self._events[key] = [1, stall_ms]
+        else:
+            entry[0] += 1
+            entry[1] += stall_ms
+
+    def _on_cuda_warning(self) -> None:
+        self._add(user_frame(sys._getframe(1)), "cuda_sync_warning", 0.0)
+
+    # -- results ----------------------------------------------------------------------------
+    def records(self, first_step: int = 0, num_steps: int | None = None) -> list[dict[str, Any]]:
+        """SyncRecords (docs/session-schema.md) grouped by (file, line, kind), most frequent first.
+
+        Under a profiler, only events of steps ``first_step .. first_step + num_steps - 1``
+        count and ``per_step = count / num_steps`` (``num_steps`` defaults to the steps seen
+        from ``first_step`` on). Without a profiler the whole audit is one step. ``stall_ms``
+        is the measured wait per step (CUDA only; None on a CPU run).
+        """
+        events = self._events
+        stepped = any(key[5] >= 0 for key in events)
+        if stepped:
+            if num_steps is None:
+                last = max(key[5] for key in events)
+                num_steps = max(1, last - first_step + 1)
+            lo, hi = first_step, first_step + num_steps
+            chosen = [(k, v) for k, v in events.items() if lo <= k[5] < hi]
+        else:
+            num_steps = num_steps or 1
+            chosen = list(events.items())
+        groups: dict[tuple, dict[str, Any]] = {}
+        for (file, line, function, kind, phase, _step), (count, stall) in chosen:
+            group = groups.setdefault(
+                (file, line, kind),
+                {"function": function, "count": 0, "stall": 0.0, "phases": Counter()},
+            )
+            group["count"] += count
+            group["stall"] += stall
+            group["phases"][phase] += count
+        covered = {(f, ln) for (f, ln, k) in groups if k != "cuda_sync_warning"}
+        out = []
+        for (file, line, kind), group in groups.items():
+            if kind == "cuda_sync_warning" and (file, line) in covered:
+                continue  # the warning confirms a sync already recorded on that line
+            out.append(
+                {
+                    "kind": kind,
+                    "op": _source_text(file, line, kind),
+                    "file": file,
+                    "line": line,
+                    "function": group["function"],
+                    "count": group["count"],
+                    "per_step": group["count"] / num_steps,
+                    "phase": group["phases"].most_common(1)[0][0],
+                    "stall_ms": None if self.predict else group["stall"] / num_steps,
+                    "would_sync_on_cuda": True,
+                }
+            )
+        out.sort(key=lambda r: (-r["count"], r["file"], r["line"], r["kind"]))
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """``session["sync_audit"]``: mode, device, and the audit's estimated own overhead."""
+        from torchdoctor.collect.syncs_overhead import estimate_overhead
+
+        elapsed = self._elapsed_ns + (
+            time.perf_counter_ns() - self._started_ns if self.active and self._started_ns else 0
+        )
+        overhead = estimate_overhead(self.function_calls, self.dispatch_calls, elapsed / 1e6)
+        return {
+            "mode": "thorough" if self.thorough else "fast",
+            "device": _device_name(self.predict),
+            "predicted": self.predict,
+            "overhead_pct": overhead["overhead_pct"],
+            "overhead_ms": overhead["overhead_ms"],
+            "overhead_method": overhead["method"],
+            "intercepted_calls": self.function_calls + self.dispatch_calls,
+            "audited_ms": elapsed / 1e6,
+        }
+
+    def table(self, first_step: int = 0, num_steps: int | None = None) -> str:
+        """The sync table as plain text (what ``str(audit)`` prints)."""
+        from torchdoctor.render.syncs import format_sync_table  # render only formats data
+
+        return format_sync_table(self.records(first_step, num_steps), self.summary())
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        mode = "thorough" if self.thorough else "fast"
+        return f"<SyncAudit {mode} active={self.active} lines={len(self.records())}>"
+
+
+def _source_text(file: str, line: int, kind: str) -> str:
+    text = linecache.getline(file, line).strip() if line > 0 else ""
+    if not text:
+        return f"<{kind}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _device_name(predict: bool) -> str:
+    if predict or not torch.cuda.is_available():
+        return "cpu"
+    index = torch.cuda.current_device()
+    return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+
+
+def sync_audit(thorough: bool = False) -> SyncAudit:
+    """Audit host-device syncs of a block: ``with torchdoctor.sync_audit() as audit: ...``.
+
+    ``thorough=True`` also inspects every aten operator (syncs inside torch's own C++-level
+    code and backward formulas) at a much higher cost. ``print(audit)`` shows the table;
+    ``audit.records()`` and ``audit.summary()`` give the Session data.
+
+    Example:
+        >>> import torch, torchdoctor
+        >>> t = torch.ones(3)
+        >>> with torchdoctor.sync_audit() as audit:
+        ...     if t.sum() > 0:
+        ...         pass
+        >>> [(r["kind"], r["per_step"]) for r in audit.records()]
+        [('bool', 1.0)]
+    """
+    if not isinstance(thorough, bool):
+        raise TypeError(
+            f"thorough must be True or False, got {thorough!r}; pass thorough=True to also "
+            "inspect aten operators inside torch's own code"
+        )
+    return SyncAudit(thorough)

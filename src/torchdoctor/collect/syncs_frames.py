@@ -1,0 +1,103 @@
+"""Find the user's source line on the Python stack, skipping torch's and torchdoctor's own frames.
+
+A sync inside torch's code (``clip_grad_norm_(error_if_nonfinite=True)`` testing a tensor in an
+``if``) is attributed to the user line that called into torch. Library frames are: torch (and
+functorch), torchdoctor's collection machinery (``collect/``, ``commands/``, ``bench/``, the CLI;
+not ``workloads/``, ``ops/`` or ``train/``, which are code a user runs), and the Python standard
+library (``logging`` formatting a tensor is the caller's sync). Classification is cached per code
+object, so a lookup costs a few dictionary reads per frame.
+
+Example:
+    >>> from torchdoctor.collect.syncs_frames import user_frame
+    >>> user_frame()[2]  # (file, line, function) of the caller
+    '<module>'
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from types import CodeType, FrameType
+
+import torch
+
+import torchdoctor
+
+
+def _dir(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path)) + os.sep
+
+
+_TORCH = _dir(torch.__file__)
+_PACKAGE = _dir(torchdoctor.__file__)
+_OWN = tuple(
+    _PACKAGE + name
+    for name in ("collect" + os.sep, "commands" + os.sep, "bench" + os.sep, "cli.py", "__main__.py")
+) + (_PACKAGE + "testing.py",)
+_STDLIB = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"],) if p})
+_SITE = ("site-packages", "dist-packages")
+_extra_prefixes: list[str] = []
+
+_library_cache: dict[CodeType, bool] = {}
+
+
+def _is_library(code: CodeType) -> bool:
+    cached = _library_cache.get(code)
+    if cached is not None:
+        return cached
+    name = code.co_filename
+    if name.startswith("<frozen") or name.startswith(_TORCH) or name.startswith(_OWN):
+        result = True
+    elif name.startswith(_STDLIB):
+        result = not any(marker in name for marker in _SITE)
+    else:
+        result = any(name.startswith(prefix) for prefix in _extra_prefixes)
+    if not result and "functorch" in name.split(os.sep)[-3:-1]:
+        result = True
+    _library_cache[code] = result
+    return result
+
+
+def skip_paths(*prefixes: str) -> None:
+    """Treat more directories as library code (their frames are skipped like torch's)."""
+    _extra_prefixes.extend(os.path.abspath(p) for p in prefixes)
+    _library_cache.clear()
+
+
+def user_frame(frame: FrameType | None = None) -> tuple[str, int, str]:
+    """``(file, line, function)`` of the innermost frame that is not library code.
+
+    Starts at ``frame`` (default: the caller's frame). When every frame is library code (a
+    sync in an autograd engine thread on CUDA has no Python caller), returns the innermost
+    frame that is not torchdoctor's own, or ``("<unknown>", 0, "<unknown>")``.
+    """
+    f = frame if frame is not None else sys._getframe(1)
+    fallback = None
+    while f is not None:
+        code = f.f_code
+        if not _is_library(code):
+            return code.co_filename, f.f_lineno, code.co_name
+        if fallback is None and not code.co_filename.startswith(_OWN):
+            fallback = (code.co_filename, f.f_lineno, code.co_name)
+        f = f.f_back
+    return fallback or ("<unknown>", 0, "<unknown>")
+
+
+_OPTIM = _TORCH + "optim" + os.sep
+
+
+def in_optimizer_step_counter(frame: FrameType | None = None, depth: int = 8) -> bool:
+    """True when the call comes from torch.optim reading its step counter (``_get_value``).
+
+    Optimizers keep their step counters on the CPU even when the parameters are on a GPU, so
+    ``step.item()`` there never waits for the device; a CPU run must not predict a sync for it.
+    """
+    f = frame if frame is not None else sys._getframe(1)
+    while f is not None and depth > 0:
+        code = f.f_code
+        if code.co_name == "_get_value" and code.co_filename.startswith(_OPTIM):
+            return True
+        f = f.f_back
+        depth -= 1
+    return False

@@ -1,0 +1,178 @@
+"""The host-sync table: ``session["syncs"]`` records grouped by source line, as text or rich.
+
+One row per source line (kinds on the same line are joined: ``cpu+numpy``), most frequent
+first. On a CPU run each row says ``(would sync on CUDA)``; on CUDA it shows the measured stall
+per step. Renders data only: never measures.
+
+Example:
+    >>> records = [{"kind": "item", "op": "loss.item()", "file": "train.py", "line": 88,
+    ...             "function": "train", "count": 4, "per_step": 1.0, "phase": "forward",
+    ...             "stall_ms": None, "would_sync_on_cuda": True}]
+    >>> print(format_sync_table(records).splitlines()[1])
+      train.py:88  loss.item()  item  1 per step  forward  (would sync on CUDA)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MAX_LINES = 20
+
+
+def _location(file: str, line: Any) -> str:
+    try:
+        relative = os.path.relpath(file)
+        if not relative.startswith(".."):
+            file = relative
+    except ValueError:  # another drive on Windows
+        pass
+    return f"{file}:{line}"
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
+
+
+def group_by_line(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (file, line): kinds joined, per-step counts and stalls summed.
+
+    Example:
+        >>> rows = group_by_line([
+        ...     {"kind": "cpu", "file": "a.py", "line": 3, "per_step": 1.0, "count": 2},
+        ...     {"kind": "numpy", "file": "a.py", "line": 3, "per_step": 1.0, "count": 2}])
+        >>> rows[0]["kinds"], rows[0]["per_step"]
+        ('cpu+numpy', 2.0)
+    """
+    rows: dict[tuple[str, Any], dict[str, Any]] = {}
+    for record in records:
+        key = (str(record.get("file") or "?"), record.get("line", "?"))
+        row = rows.get(key)
+        stall = record.get("stall_ms")
+        if row is None:
+            row = rows[key] = {
+                "location": _location(*key),
+                "file": key[0],
+                "line": key[1],
+                "op": str(record.get("op") or f"<{record.get('kind')}>"),
+                "function": record.get("function"),
+                "kinds": [],
+                "per_step": 0.0,
+                "count": 0,
+                "phase": record.get("phase") or "-",
+                "stall_ms": None,
+            }
+        row["kinds"].append(str(record.get("kind")))
+        row["per_step"] += float(record.get("per_step") or 0.0)
+        row["count"] += int(record.get("count") or 0)
+        if isinstance(stall, int | float):
+            row["stall_ms"] = (row["stall_ms"] or 0.0) + float(stall)
+    out = list(rows.values())
+    for row in out:
+        row["kinds"] = "+".join(dict.fromkeys(row["kinds"]))
+    out.sort(key=lambda r: (-r["per_step"], -r["count"], r["location"]))
+    return out
+
+
+def _status(row: Mapping[str, Any]) -> str:
+    stall = row.get("stall_ms")
+    if isinstance(stall, float):
+        return f"stall {stall:.3g} ms/step"
+    return "(would sync on CUDA)"
+
+
+def _footer(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None) -> list[str]:
+    lines = []
+    if summary:
+        mode = summary.get("mode", "fast")
+        pct = summary.get("overhead_pct")
+        overhead = (
+            f", audit overhead ~{pct:.1f}% (estimated)" if isinstance(pct, int | float) else ""
+        )
+        lines.append(f"sync audit: {mode} mode on {summary.get('device', '?')}{overhead}")
+        if mode == "fast":
+            lines.append(
+                "fast mode sees Python-level calls; --thorough (sync_audit(thorough=True)) also "
+                "looks inside torch's own code, at a higher cost"
+            )
+    return lines
+
+
+def format_sync_table(
+    records: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any] | None = None,
+    *,
+    max_lines: int = MAX_LINES,
+) -> str:
+    """Plain-text table, one line per source line: ``file:line  code  kind  N per step ...``."""
+    rows = group_by_line(records)
+    if not rows:
+        head = "No host-device syncs found."
+        return "\n".join([head, *_footer(records, summary)]) + "\n"
+    total = sum(r["per_step"] for r in rows)
+    predicted = all(not isinstance(r["stall_ms"], float) for r in rows)
+    where = " (CPU run: predicted, these would sync on CUDA)" if predicted else ""
+    head = f"Host-device syncs: {len(rows)} source line(s), {_number(total)} per step{where}"
+    shown = rows[:max_lines]
+    cells = [
+        [
+            r["location"],
+            r["op"],
+            r["kinds"],
+            f"{_number(r['per_step'])} per step",
+            str(r["phase"]),
+            _status(r),
+        ]
+        for r in shown
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = [head]
+    for row in cells:
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1])]
+        lines.append("  " + "  ".join([*padded, row[-1]]).rstrip())
+    if len(rows) > max_lines:
+        lines.append(f"  ... {len(rows) - max_lines} more line(s) in the session JSON")
+    lines += _footer(records, summary)
+    return "\n".join(lines) + "\n"
+
+
+def render_sync_table(session: Mapping[str, Any], max_lines: int = MAX_LINES) -> Any:
+    """A rich Table of ``session["syncs"]`` (for the console report).
+
+    Example:
+        >>> render_sync_table({"syncs": []}).row_count
+        0
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = group_by_line(session.get("syncs") or [])
+    table = Table(title="Host syncs (by source line)", title_justify="left")
+    for column in ("where", "source", "kind", "per step", "phase", "cost"):
+        table.add_column(column, justify="right" if column == "per step" else "left")
+    for row in rows[:max_lines]:
+        cells = (
+            row["location"],
+            row["op"],
+            row["kinds"],
+            _number(row["per_step"]),
+            str(row["phase"]),
+            _status(row).strip("()"),
+        )
+        table.add_row(*(Text(cell) for cell in cells))  # Text: session strings are not markup
+    notes = _footer(session.get("syncs") or [], session.get("sync_audit"))
+    if len(rows) > max_lines:
+        notes.insert(0, f"... {len(rows) - max_lines} more line(s) in the session JSON")
+    table.caption = "\n".join(notes) or None
+    return table
+
+
+def render_syncs_text(session: Mapping[str, Any]) -> str:
+    """The plain-text sync table of a whole session (``torchdoctor syncs`` prints this).
+
+    Example:
+        >>> render_syncs_text({"syncs": [], "sync_audit": None})
+        'No host-device syncs found.\\n'
+    """
+    return format_sync_table(session.get("syncs") or [], session.get("sync_audit"))

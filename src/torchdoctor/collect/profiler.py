@@ -194,8 +194,13 @@ class Profiler:
             self._interrupted = True
             self._error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
+            self._rec.frames.clear()  # calls left open by an exception end here
+            self._rec.module_depth = 0
+            self._final_cut()
+        except Exception:
             if exc is None:
-                self._final_cut()
+                raise
+            self._notes.append("the last step could not be summarized after the error")
         finally:
             audit = self._exit_sync_audit()
             self._rec.release_handles()
@@ -212,13 +217,8 @@ class Profiler:
 
     # -- sync audit -----------------------------------------------------------------------
     def _enter_sync_audit(self) -> None:
-        try:
-            from torchdoctor.collect.syncs import sync_audit
-        except ModuleNotFoundError as exc:  # until collect/syncs.py lands
-            if exc.name != "torchdoctor.collect.syncs":
-                raise
-            self._notes.append("sync audit unavailable in this build")
-            return
+        from torchdoctor.collect.syncs import sync_audit
+
         self._audit_context = sync_audit()
         self._audit = self._audit_context.__enter__()
 
@@ -240,9 +240,11 @@ class Profiler:
 
     # -- events from hooks ----------------------------------------------------------------
     def _marker(self) -> None:
-        if self._mode != "marker":
+        previous = self._mode
+        if previous != "marker":
             self._switch("marker")
-        self._cut()
+        # the first marked step began at an optimizer/backward/module cut: partial, dropped
+        self._cut(discard=previous not in (None, "marker"))
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._rec.phases.push("optimizer")

@@ -79,6 +79,7 @@ class Recorder:
         self.type: list[str | None] = [None]
         self.source: list[dict | None] = [None]
         self.frames: list[tuple[int, int, int, Any]] = []  # (node, id(obj), serial, token)
+        self.module_depth = 0  # module frames on the stack (regions excluded)
         self.serial = 0
         self.recording = True
         self.on_outermost: Any = None  # called before an outermost module call (auto steps)
@@ -134,10 +135,11 @@ class Recorder:
         node = self.node_ids.get((parent, id(module)))
         if node is None:
             node = self._module_node(parent, module)
-        if not frames:
+        if not self.module_depth:  # outermost module call (regions around it do not count)
             if self.on_outermost is not None:
                 self.on_outermost()
             self.phases.enter_forward()
+        self.module_depth += 1
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
         if args:
@@ -152,12 +154,13 @@ class Recorder:
             return
         end = self.now()
         node, _, serial, start = frames.pop()
+        self.module_depth -= 1
         if STATE.module_stack:
             STATE.module_stack.pop()
         self.fwd.append((node, start, end))
         if self.backward and output is not None and torch.is_grad_enabled():
             self._hook_outputs(node, serial, output)
-        if not frames and not torch.is_grad_enabled():
+        if not self.module_depth and not torch.is_grad_enabled():
             self.phases.leave_forward_without_grad()
 
     def _fingerprint(self, node: int, module: Any, args: Any) -> None:

@@ -1,27 +1,205 @@
-"""Console rendering of a Session's module tree (placeholder until the full renderer lands)."""
+"""Console rendering of a Session's module tree and step phases (rich). Never measures.
+
+Columns: total ms (forward + backward, mean over profiled steps), % of parent, % of step, a
+bar, forward and backward ms, activation memory saved for backward, calls per step. Repeated
+siblings are grouped (``layers[0-11]  (12 x ~11.2 ms)``) by ``analyze.tree``; small entries can
+be hidden with ``min_pct`` (the hidden time stays in the parent, so the shown rows still add up
+with the ``(self)`` row).
+
+Example:
+    >>> from torchdoctor.session import Session
+    >>> print(render_tree_text(Session.new("empty", with_environment=False)))
+    (no module tree recorded)
+"""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+from torchdoctor.analyze.tree import group_repeated_siblings, with_percentages
 
-def render_tree_text(session: Any, **options: Any) -> str:
-    """The module tree of a session as plain text.
+_PHASES = ("data", "forward", "backward", "optimizer", "other")
+
+
+def format_bytes(value: int | float | None) -> str:
+    """Human-readable bytes ('-' for None).
+
+    Example:
+        >>> format_bytes(1536), format_bytes(None)
+        ('1.5 KB', '-')
+    """
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"  # pragma: no cover
+
+
+def format_ms(value: float) -> str:
+    """Milliseconds with about three significant digits.
+
+    Example:
+        >>> format_ms(134.04), format_ms(0.01234)
+        ('134.0', '0.012')
+    """
+    if value >= 100:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _mean(stat: dict[str, float] | None) -> float:
+    stat = stat or {}
+    return float(stat.get("mean", stat.get("median", 0.0)) or 0.0)
+
+
+def _bar(pct: float, width: int = 12) -> str:
+    filled = max(0.0, min(1.0, pct / 100.0)) * width
+    full = int(filled)
+    return "█" * full + ("▌" if filled - full >= 0.5 else "") or "·"
+
+
+def render_tree(
+    session: Any,
+    *,
+    group: bool = True,
+    max_depth: int | None = None,
+    min_pct: float = 0.0,
+    memory: bool = True,
+) -> list[Any]:
+    """Rich renderables (a title line, the phases line, the tree table, notes).
+
+    Example:
+        >>> from torchdoctor.session import Session
+        >>> render_tree(Session.new("e", with_environment=False))[0]
+        '(no module tree recorded)'
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    tree = session["tree"]
+    if not tree:
+        return ["(no module tree recorded)"]
+    step = session.get("step_ms") or tree.get("total_ms") or {}
+    step_ms = _mean(step)
+    if group:
+        tree = group_repeated_siblings(tree)
+    tree = with_percentages(tree, step_ms)
+    config = session.get("config") or {}
+    title = Text(
+        f"{session.get('label') or 'step'}: {format_ms(step_ms)} ms per step "
+        f"(median {format_ms(step.get('median', step_ms))}, "
+        f"q1-q3 {format_ms(step.get('q1', step_ms))}-{format_ms(step.get('q3', step_ms))}; "
+        f"{config.get('steps', len(session.get('steps') or []))} steps, "
+        f"timing: {config.get('timing', '?')})"
+    )
+    phases = session.get("phases") or {}
+    parts = []
+    for name in _PHASES:
+        value = _mean(phases.get(name))
+        pct = 100.0 * value / step_ms if step_ms else 0.0
+        parts.append(f"{name} {format_ms(value)} {pct:.0f}%")
+    phase_line = Text("phases (ms): " + " | ".join(parts))
+
+    show_memory = memory and any(
+        n.get("activation_bytes") for n in _walk(tree) if n.get("kind") != "root"
+    )
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("module / region", no_wrap=True, min_width=_label_width(tree, max_depth))
+    for column in ("total ms", "% parent", "% step"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True, min_width=12)
+    for column in ("fwd ms", "bwd ms", *(("saved act.",) if show_memory else ()), "calls"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def add(node: dict[str, Any], prefix: str, last: bool, depth: int) -> None:
+        if depth == 0:
+            label = str(node.get("name") or "step")
+        else:
+            label = prefix + ("└─ " if last else "├─ ") + _label(node)
+        total = _mean(node.get("total_ms"))
+        row = [
+            Text(label),
+            format_ms(total),
+            f"{node['pct_of_parent']:.1f}%",
+            f"{node['pct_of_step']:.1f}%",
+            _bar(node["pct_of_step"]),
+            format_ms(_mean(node.get("forward_ms"))),
+            format_ms(_mean(node.get("backward_ms"))),
+        ]
+        if show_memory:
+            row.append(format_bytes(node.get("activation_bytes")))
+        calls = node.get("calls_per_step") or 0.0
+        row.append("" if node.get("kind") in ("self", "root") else f"{calls:g}")
+        table.add_row(*row)
+        if max_depth is not None and depth >= max_depth:
+            return
+        children = [
+            c
+            for c in node.get("children") or []
+            if c["pct_of_step"] >= min_pct or c.get("kind") == "self"
+        ]
+        child_prefix = prefix + ("   " if last else "│  ") if depth else ""
+        for i, child in enumerate(children):
+            add(child, child_prefix, i == len(children) - 1, depth + 1)
+
+    add(tree, "", True, 0)
+    out: list[Any] = [title, phase_line, table]
+    notes = config.get("notes") or []
+    if notes:
+        out.append(Text("notes: " + "; ".join(notes), style="dim"))
+    if session.get("interrupted"):
+        out.append(Text("collection was interrupted (see session['error'])", style="yellow"))
+    return out
+
+
+def _label(node: dict[str, Any]) -> str:
+    name = str(node.get("name"))
+    if node.get("kind") == "group":
+        return f"{name}  ({node['group_count']} x ~{format_ms(node['per_item_ms'])} ms)"
+    if node.get("kind") == "region":
+        return f"[{name}]"
+    return name
+
+
+def _label_width(tree: dict[str, Any], max_depth: int | None) -> int:
+    def visit(node: dict[str, Any], depth: int) -> int:
+        width = 3 * depth + len(_label(node)) + (2 if node.get("kind") == "region" else 0)
+        if max_depth is not None and depth >= max_depth:
+            return width
+        return max([width, *(visit(c, depth + 1) for c in node.get("children") or [])])
+
+    return visit(tree, 0)
+
+
+def _walk(node: dict[str, Any]):
+    yield node
+    for child in node.get("children") or []:
+        yield from _walk(child)
+
+
+def render_tree_text(session: Any, *, width: int = 120, **options: Any) -> str:
+    """The tree as plain text (no colour codes), for snapshots, logs and ``print``.
 
     Example:
         >>> from torchdoctor.session import Session
         >>> render_tree_text(Session.new("a", with_environment=False))
         '(no module tree recorded)'
     """
-    tree = session["tree"]
-    if not tree:
-        return "(no module tree recorded)"
-    lines: list[str] = []
+    from rich.console import Console
 
-    def walk(node: dict, depth: int) -> None:
-        lines.append("  " * depth + f"{node['name']}  {node['total_ms']['median']:.3f} ms")
-        for child in node.get("children", []):
-            walk(child, depth + 1)
-
-    walk(tree, 0)
-    return "\n".join(lines)
+    parts = render_tree(session, **options)
+    if len(parts) == 1 and isinstance(parts[0], str):
+        return parts[0]
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=width, color_system=None, force_terminal=False, soft_wrap=False
+    )
+    for part in parts:
+        console.print(part)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())

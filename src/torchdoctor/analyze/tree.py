@@ -1,0 +1,220 @@
+"""Tree processors: pure functions that take a Session tree node and return a new one.
+
+Like pyinstrument's processors: each does one transformation and never mutates its input.
+
+- :func:`group_repeated_siblings` folds runs of numbered siblings of the same type
+  (``decoder.layers.0`` ... ``decoder.layers.11``) into one ``group`` node
+  ``decoder.layers[0-11]`` whose children merge the members' children by name;
+- :func:`with_percentages` adds ``pct_of_parent`` and ``pct_of_step`` (from the additive means);
+- :func:`check_invariants` lists every place where the tree does not add up;
+- :func:`iter_nodes` walks a tree depth-first.
+
+Example:
+    >>> def leaf(path, ms):
+    ...     s = {"median": ms, "min": ms, "max": ms, "q1": ms, "q3": ms, "mean": ms}
+    ...     return {"path": path, "name": path.rsplit(".", 1)[-1], "kind": "module",
+    ...             "type": "Layer", "calls_per_step": 1.0, "forward_ms": s,
+    ...             "forward_self_ms": s, "backward_ms": s, "backward_self_ms": s,
+    ...             "total_ms": s, "activation_bytes": 0, "source": None, "children": []}
+    >>> parent = leaf("layers", 9.0)
+    >>> parent["children"] = [leaf("layers.0", 4.0), leaf("layers.1", 4.0)]
+    >>> grouped = group_repeated_siblings(parent)
+    >>> [(c["name"], c["group_count"]) for c in grouped["children"]]
+    [('layers[0-1]', 2)]
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from typing import Any
+
+STAT_FIELDS = (
+    "forward_ms",
+    "forward_self_ms",
+    "backward_ms",
+    "backward_self_ms",
+    "total_ms",
+)
+_INDEXED = re.compile(r"^(?P<prefix>.*?)(?P<index>\d+)$")
+
+
+def iter_nodes(node: dict[str, Any], depth: int = 0) -> Iterator[tuple[dict[str, Any], int]]:
+    """Depth-first ``(node, depth)`` pairs, the node itself first.
+
+    Example:
+        >>> [n["name"] for n, _ in iter_nodes({"name": "a", "children": [{"name": "b"}]})]
+        ['a', 'b']
+    """
+    yield node, depth
+    for child in node.get("children") or []:
+        yield from iter_nodes(child, depth + 1)
+
+
+def _mean(node: dict[str, Any], field: str = "total_ms") -> float:
+    value = node.get(field) or {}
+    return float(value.get("mean", value.get("median", 0.0)) or 0.0)
+
+
+def _sum_stats(stats: list[dict[str, float]]) -> dict[str, float]:
+    keys = set().union(*(s.keys() for s in stats)) if stats else set()
+    return {k: sum(float(s.get(k, 0.0)) for s in stats) for k in sorted(keys)}
+
+
+def merge_nodes(nodes: list[dict[str, Any]], *, path: str, name: str) -> dict[str, Any]:
+    """One node summing ``nodes`` (Stats added key by key: exact for the mean, an upper bound
+    for the median and quartiles); children merged by name, in first-seen order.
+
+    Example:
+        >>> a = {"name": "x", "kind": "module", "calls_per_step": 1.0, "children": []}
+        >>> merge_nodes([a, dict(a)], path="g", name="g")["calls_per_step"]
+        2.0
+    """
+    first = nodes[0]
+    merged: dict[str, Any] = {
+        "path": path,
+        "name": name,
+        "kind": first.get("kind"),
+        "type": first.get("type"),
+        "calls_per_step": sum(float(n.get("calls_per_step") or 0.0) for n in nodes),
+        "source": first.get("source"),
+    }
+    for field in STAT_FIELDS:
+        if any(field in n for n in nodes):
+            merged[field] = _sum_stats([n.get(field) or {} for n in nodes])
+    sizes = [n.get("activation_bytes") for n in nodes]
+    merged["activation_bytes"] = (
+        None if all(s is None for s in sizes) else sum(s or 0 for s in sizes)
+    )
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for n in nodes:
+        for child in n.get("children") or []:
+            by_name.setdefault(child["name"], []).append(child)
+    merged["children"] = [
+        merge_nodes(group, path=f"{path}.{child_name}", name=child_name)
+        for child_name, group in by_name.items()
+    ]
+    return merged
+
+
+def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[str, Any]:
+    """Fold runs of consecutively numbered siblings of one type into ``group`` nodes.
+
+    A group node has ``kind`` "group", ``path`` like ``decoder.layers[0-11]``, ``group_count``,
+    ``group_paths`` (the members) and ``per_item_ms`` (mean total per member).
+    """
+    out = {k: v for k, v in node.items() if k != "children"}
+    children = [group_repeated_siblings(c, min_count) for c in node.get("children") or []]
+    result: list[dict[str, Any]] = []
+    index = 0
+    while index < len(children):
+        run = _run_from(children, index)
+        if len(run) >= min_count:
+            members = [children[i] for i in run]
+            first, last = members[0], members[-1]
+            prefix = _INDEXED.match(first["path"]).group("prefix")  # type: ignore[union-attr]
+            low = _INDEXED.match(first["path"]).group("index")  # type: ignore[union-attr]
+            high = _INDEXED.match(last["path"]).group("index")  # type: ignore[union-attr]
+            stem = prefix[:-1] if prefix.endswith(".") else prefix
+            label = f"{stem}[{low}-{high}]"
+            group = merge_nodes(members, path=label, name=label.rsplit(".", 1)[-1])
+            group["kind"] = "group"
+            group["group_count"] = len(members)
+            group["group_paths"] = [m["path"] for m in members]
+            group["per_item_ms"] = _mean(group) / len(members)
+            group["calls_per_step"] = group["calls_per_step"] / len(members)
+            result.append(group)
+            index = run[-1] + 1
+        else:
+            result.append(children[index])
+            index += 1
+    out["children"] = result
+    return out
+
+
+def _run_from(children: list[dict[str, Any]], start: int) -> list[int]:
+    first = children[start]
+    match = _INDEXED.match(str(first.get("path", "")))
+    if first.get("kind") != "module" or match is None:
+        return [start]
+    prefix, number = match.group("prefix"), int(match.group("index"))
+    if prefix and not prefix.endswith("."):
+        return [start]
+    run = [start]
+    for i in range(start + 1, len(children)):
+        other = children[i]
+        m = _INDEXED.match(str(other.get("path", "")))
+        if (
+            m is None
+            or other.get("kind") != "module"
+            or m.group("prefix") != prefix
+            or int(m.group("index")) != number + len(run)
+            or other.get("type") != first.get("type")
+        ):
+            break
+        run.append(i)
+    return run
+
+
+def with_percentages(tree: dict[str, Any], step_ms: float | None = None) -> dict[str, Any]:
+    """A copy of the tree with ``pct_of_parent`` and ``pct_of_step`` on every node.
+
+    Example:
+        >>> t = {"total_ms": {"mean": 10.0}, "children": [{"total_ms": {"mean": 4.0}}]}
+        >>> with_percentages(t)["children"][0]["pct_of_step"]
+        40.0
+    """
+    step = step_ms if step_ms is not None else _mean(tree)
+
+    def visit(node: dict[str, Any], parent_ms: float | None) -> dict[str, Any]:
+        out = {k: v for k, v in node.items() if k != "children"}
+        value = _mean(node)
+        out["pct_of_parent"] = 100.0 * value / parent_ms if parent_ms else 100.0
+        out["pct_of_step"] = 100.0 * value / step if step else 0.0
+        out["children"] = [visit(c, value) for c in node.get("children") or []]
+        return out
+
+    return visit(copy.deepcopy(tree), None)
+
+
+def check_invariants(
+    tree: dict[str, Any], *, step_ms: float | None = None, tolerance: float = 0.02
+) -> list[str]:
+    """Where the tree does not add up: empty when children (``(self)`` included) never exceed
+    their parent (total, and below the root forward and backward means, within ``tolerance``
+    relative), no value is negative, and the root's children add up to the step within
+    ``tolerance``.
+
+    Example:
+        >>> bad = {"path": "", "total_ms": {"mean": 1.0},
+        ...        "children": [{"path": "a", "total_ms": {"mean": 7.24}, "children": []}]}
+        >>> check_invariants(bad)[0].startswith("children of")
+        True
+    """
+    problems: list[str] = []
+    for node, _ in iter_nodes(tree):
+        children = node.get("children") or []
+        for field in STAT_FIELDS:
+            for key, value in (node.get(field) or {}).items():
+                if value < 0:
+                    problems.append(f"{node.get('path')!r}: {field}.{key} is negative ({value})")
+        if not children:
+            continue
+        # the root's forward/backward are the phases, which top-level regions may lie outside
+        fields = ("total_ms",) if node is tree else ("total_ms", "forward_ms", "backward_ms")
+        for field in fields:
+            if field not in node:
+                continue
+            parent = _mean(node, field)
+            total = sum(_mean(c, field) for c in children)
+            if total > parent * (1 + tolerance) + 1e-6:
+                problems.append(
+                    f"children of {node.get('path')!r} add up to {total:.4g} ms {field}, "
+                    f"more than the parent's {parent:.4g} ms"
+                )
+    step = step_ms if step_ms is not None else _mean(tree)
+    top = sum(_mean(c) for c in tree.get("children") or [])
+    if tree.get("children") and step and abs(top - step) > tolerance * step:
+        problems.append(f"top-level entries add up to {top:.4g} ms, the step is {step:.4g} ms")
+    return problems

@@ -1,0 +1,170 @@
+"""Regions nested with modules, recomputation, activation bytes, timeline, inference ratio,
+sync-audit integration, and a save/load round trip of a real session."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.analyze.tree import check_invariants, iter_nodes
+from torchdoctor.collect.state import STATE
+from torchdoctor.session import Session
+
+
+class WithRegions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.seen = []
+
+    def forward(self, x):
+        with torchdoctor.region("inner"):
+            self.seen.append((STATE.phase, list(STATE.module_stack)))
+            h = self.a(x)
+        return self.b(h)
+
+
+def _by_path(session):
+    return {n["path"]: n for n, _ in iter_nodes(session["tree"])}
+
+
+def test_regions_nest_with_modules():
+    torch.manual_seed(0)
+    model = WithRegions()
+    x = torch.randn(2, 4)
+
+    @torchdoctor.region("post")
+    def post(y):
+        return y.sum()
+
+    def step():
+        with torchdoctor.region("outer"):
+            out = model(x)
+        post(out).backward()
+
+    s = torchdoctor.profile(step, model=model, steps=2, warmup=1, syncs=False)
+    assert check_invariants(s["tree"], step_ms=s["step_ms"]["mean"]) == []
+    nodes = _by_path(s)
+    outer = nodes["outer"]
+    assert outer["kind"] == "region" and outer["source"]["function"] == "step"
+    root_module = outer["children"][0]
+    assert root_module["path"] == "WithRegions"
+    inner = next(c for c in root_module["children"] if c["kind"] == "region")
+    assert inner["path"] == "WithRegions.inner"
+    assert [c["path"] for c in inner["children"] if c["kind"] == "module"] == ["a"]
+    assert "post" in nodes and nodes["post"]["calls_per_step"] == 1.0
+    assert nodes["a"]["backward_ms"]["mean"] > 0
+    assert model.seen[-1] == ("forward", ["outer", "WithRegions", "WithRegions.inner"])
+
+
+class Sampler(nn.Module):
+    """Re-runs its encoder on unchanged inputs at every denoising step (seed 001)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(8, 8)
+        self.decoder = nn.Linear(8, 8)
+
+    def forward(self, obs, steps=4):
+        x = torch.zeros_like(obs)
+        for _ in range(steps):
+            memory = self.encoder(obs)
+            x = self.decoder(x + memory)
+        return x
+
+
+def test_identical_input_recomputation_is_reported():
+    torch.manual_seed(0)
+    model = Sampler()
+    obs = torch.randn(2, 8)
+    with torch.no_grad():
+        s = torchdoctor.profile(lambda: model(obs), model=model, steps=2, warmup=1, syncs=False)
+    records = {r["path"]: r for r in s["recomputation"]}
+    assert set(records) == {"encoder"}
+    assert records["encoder"]["calls_per_step"] == 4.0
+    assert records["encoder"]["identical_input_calls"] == 3.0
+    assert records["encoder"]["source"]["function"] == "forward"
+
+
+def test_activation_bytes_count_saved_tensors_once():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+    x = torch.randn(4, 8)
+    s = torchdoctor.profile(
+        lambda: model(x).sum().backward(), model=model, steps=1, warmup=0, syncs=False
+    )
+    nodes = _by_path(s)
+    assert nodes["0"]["activation_bytes"] == 4 * 8 * 4  # the input x; the weight is not counted
+    assert nodes["1"]["activation_bytes"] == 4 * 16 * 4  # relu saves its output
+    assert nodes["Sequential"]["activation_bytes"] == 4 * 8 * 4 + 4 * 16 * 4
+
+
+def test_timeline_of_a_representative_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    x = torch.randn(2, 4)
+    s = torchdoctor.profile(
+        lambda: model(x).sum().backward(), model=model, steps=3, warmup=0, syncs=False
+    )
+    events = s["timeline"]
+    cats = {e["cat"] for e in events}
+    assert {"phase", "forward", "backward"} <= cats
+    longest = max(step["wall_ms"] for step in s["steps"]) * 1e3
+    for e in events:
+        assert e["ts_us"] >= 0 and e["dur_us"] >= 0 and e["ts_us"] + e["dur_us"] <= longest + 1e-3
+    assert {e["name"] for e in events if e["cat"] == "forward"} == {"Sequential", "0", "1"}
+
+
+def test_inference_comparison():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(4, 8)
+
+    def step():
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+
+    s = torchdoctor.profile(
+        step, model=model, steps=2, warmup=1, syncs=False, compare_inference=True, batch=x
+    )
+    info = s["inference"]
+    assert info["train_step_ms"] > 0 and info["inference_ms"] > 0
+    assert info["train_inference_ratio"] == pytest.approx(
+        info["train_step_ms"] / info["inference_ms"]
+    )
+    assert info["backward_forward_ratio"] > 0
+    assert model.training  # restored after the eval-mode inference run
+
+
+def test_sync_audit_records_land_in_the_session():
+    model = nn.Linear(4, 1)
+    x = torch.randn(3, 4)
+    losses = []
+
+    def step():
+        loss = model(x).sum()
+        loss.backward()
+        losses.append(loss.item())  # a host sync per step
+
+    s = torchdoctor.profile(step, model=model, steps=2, warmup=1)
+    items = [r for r in s["syncs"] if r["kind"] == "item"]
+    assert items and items[0]["per_step"] == pytest.approx(1.0)
+    assert s["sync_audit"] is not None
+
+
+def test_save_load_round_trip_of_a_profiled_session(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    x = torch.randn(2, 4)
+    s = torchdoctor.profile(
+        lambda: model(x).sum().backward(), model=model, steps=2, warmup=0, syncs=False
+    )
+    path = s.save(tmp_path / "session.json")
+    loaded = Session.load(path)
+    assert loaded == s
+    assert loaded.tree() == s.tree()
+    json.loads(path.read_text())  # plain JSON

@@ -1,0 +1,178 @@
+"""Tree invariants on real models: children never exceed their parent, (self) holds the rest,
+top-level entries add up to the step, phases add up to the wall time."""
+
+import pytest
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.analyze.tree import check_invariants, iter_nodes
+
+
+def _nodes(session):
+    return {n["path"]: n for n, _ in iter_nodes(session["tree"]) if n["kind"] != "self"}
+
+
+def _train_step(model, *inputs, lr=0.01):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+    def step():
+        opt.zero_grad()
+        out = model(*inputs)
+        out.float().pow(2).mean().backward()
+        opt.step()
+
+    return step
+
+
+def _check(session):
+    assert check_invariants(session["tree"], step_ms=session["step_ms"]["mean"]) == []
+    for step in session["steps"]:
+        assert sum(step["phases"].values()) == pytest.approx(step["wall_ms"], rel=1e-6)
+        assert all(v >= 0 for v in step["phases"].values())
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+class Reused(nn.Module):
+    """One block applied twice per step (weights shared)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(6, 16)
+        self.block = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        h = torch.relu(self.block(h))
+        h = torch.relu(self.block(h))
+        return self.out(h)
+
+
+class ConstantInput(nn.Module):
+    """A submodule fed a constant (no grad) input mid-network: a learned position table."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Embedding(8, 12)
+        self.proj = nn.Linear(12, 12)
+
+    def forward(self, x):
+        positions = torch.arange(x.shape[1])
+        return self.proj(x + self.pos(positions))
+
+
+def test_mlp_tree_adds_up():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1)
+    )
+    x = torch.randn(8, 16)
+    s = torchdoctor.profile(_train_step(model, x), model=model, steps=3, warmup=1, syncs=False)
+    _check(s)
+    nodes = _nodes(s)
+    assert {"0", "1", "2", "3", "4"} <= set(nodes)
+    for path in ("0", "2", "4"):
+        assert nodes[path]["backward_ms"]["mean"] > 0
+        assert nodes[path]["calls_per_step"] == 1.0
+    assert s["config"]["step_boundary"] == "step_fn"
+    assert len(s["steps"]) == 3
+
+
+def test_small_cnn_tree_adds_up():
+    torch.manual_seed(0)
+    model = SmallCNN()
+    x = torch.randn(2, 3, 8, 8)
+    s = torchdoctor.profile(_train_step(model, x), model=model, steps=2, warmup=1, syncs=False)
+    _check(s)
+    nodes = _nodes(s)
+    assert nodes["features.0"]["type"] == "Conv2d"
+    assert nodes["features"]["backward_ms"]["mean"] > 0
+    assert nodes["head"]["source"]["function"] == "forward"
+
+
+def test_transformer_tree_adds_up_and_groups_layers():
+    torch.manual_seed(0)
+    model = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), num_layers=3,
+        enable_nested_tensor=False,
+    )  # fmt: skip
+    x = torch.randn(2, 5, 16)
+    s = torchdoctor.profile(_train_step(model, x), model=model, steps=2, warmup=1, syncs=False)
+    _check(s)
+    nodes = _nodes(s)
+    for i in range(3):
+        assert nodes[f"layers.{i}.self_attn"]["backward_ms"]["mean"] > 0
+    text = s.tree()
+    assert "layers[0-2]  (3 x ~" in text
+
+
+def test_module_reused_twice_per_step():
+    torch.manual_seed(0)
+    model = Reused()
+    s = torchdoctor.profile(
+        _train_step(model, torch.randn(4, 6)), model=model, steps=2, warmup=1, syncs=False
+    )
+    _check(s)
+    block = _nodes(s)["block"]
+    assert block["calls_per_step"] == 2.0
+    assert block["backward_ms"]["mean"] > 0
+
+
+def test_module_whose_inputs_need_no_grad():
+    torch.manual_seed(0)
+    model = ConstantInput()
+    x = torch.randn(3, 8, 12)  # data: no grad
+    s = torchdoctor.profile(_train_step(model, x), model=model, steps=2, warmup=1, syncs=False)
+    _check(s)
+    nodes = _nodes(s)
+    assert nodes["pos"]["backward_ms"]["mean"] > 0  # its weight still gets a gradient
+    assert nodes["proj"]["backward_ms"]["mean"] > 0
+
+
+def test_frozen_submodule():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 1)
+    )
+    for p in model[0].parameters():  # frozen first layer fed with data: no backward at all
+        p.requires_grad_(False)
+    for p in model[3].parameters():  # frozen middle layer: gradients still flow through it
+        p.requires_grad_(False)
+    s = torchdoctor.profile(
+        _train_step(model, torch.randn(4, 8)), model=model, steps=2, warmup=1, syncs=False
+    )
+    _check(s)
+    nodes = _nodes(s)
+    assert nodes["0"]["backward_ms"]["max"] == 0.0
+    assert nodes["1"]["backward_ms"]["max"] == 0.0
+    for path in ("2", "3", "4"):
+        assert nodes[path]["backward_ms"]["mean"] > 0
+
+
+def test_model_none_names_every_module_called():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 1])
+
+    def step():
+        loss_fn(model(x), y).backward()
+
+    s = torchdoctor.profile(step, steps=2, warmup=0, syncs=False)
+    _check(s)
+    paths = [c["path"] for c in s["tree"]["children"]]
+    assert paths[:2] == ["Sequential", "CrossEntropyLoss"]
+    assert "0" in _nodes(s) and "1" in _nodes(s)

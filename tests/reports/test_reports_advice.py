@@ -191,3 +191,11 @@ def test_backward_heavy_skips_stock_layers():
     assert backward_heavy({"tree": root, "step_ms": s(60.0)}) == []
     layer["type"] = "PartAwareLoss"
     assert backward_heavy({"tree": root, "step_ms": s(60.0)})
+
+
+def test_backward_heavy_judges_a_composite_by_its_own_code():
+    # all of the model's backward is in stock layers: nothing of the user's to detach
+    layers = [node("m.0", 10.0, 45.0, type="Linear"), node("m.1", 10.0, 45.0, type="Linear")]
+    model = node("m", 20.5, 90.5, type="MyModel", children=layers)
+    root = node("", 20.5, 90.5, kind="root", children=[model])
+    assert backward_heavy({"tree": root, "step_ms": s(111.0)}) == []

@@ -98,7 +98,7 @@ def test_html_is_self_contained_and_offline():
 
 def test_console_report_has_tree_phases_syncs_and_advice():
     text = render_console(with_advice(slow_session()), width=120)
-    for needle in ("layers[0-5]", "phases:", "Host syncs", "train.py:88", "Top advice"):
+    for needle in ("layers[0-5]", "optimizer", "Host syncs", "train.py:88", "Top advice"):
         assert needle in text
 
 

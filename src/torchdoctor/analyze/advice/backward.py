@@ -4,7 +4,8 @@ A layer's backward normally costs about twice its forward. Much more means autog
 differentiating something expensive it need not: explicit inverses, per-element Python loops,
 selection or matching code that should be detached. The saving assumes the remedy brings the
 component back to the typical ratio: ``backward - 2 x forward``. Stock ``torch.nn`` layers
-(Linear, Sequential, ...) are skipped: the remedy is about user code, and there is none to change.
+(Linear, Sequential, ...) are skipped, and subtracted from their parent: the remedy is about user
+code, and there is none to change in them.
 
 Example:
     >>> backward_heavy({"tree": None})
@@ -47,14 +48,32 @@ def is_builtin_layer(type_name: str | None) -> bool:
     return isinstance(candidate, type) and issubclass(candidate, torch.nn.Module)
 
 
+def own_times(node: Mapping[str, Any]) -> tuple[float, float]:
+    """Forward and backward of a node minus its stock-layer children (the user code's part).
+
+    Example:
+        >>> lin = {"kind": "module", "type": "Linear", "forward_ms": {"median": 1.0},
+        ...        "backward_ms": {"median": 2.0}}
+        >>> own_times({"forward_ms": {"median": 3.0}, "backward_ms": {"median": 9.0},
+        ...            "children": [lin]})
+        (2.0, 7.0)
+    """
+    forward = center(node.get("forward_ms"))
+    backward = center(node.get("backward_ms"))
+    for child in node.get("children") or ():
+        if child.get("kind") == "module" and is_builtin_layer(child.get("type")):
+            forward -= center(child.get("forward_ms"))
+            backward -= center(child.get("backward_ms"))
+    return max(forward, 0.0), max(backward, 0.0)
+
+
 def _flagged(node: Mapping[str, Any], step: float) -> bool:
     if node.get("kind") not in ("module", "region"):
         return False
     if node.get("kind") == "module" and is_builtin_layer(node.get("type")):
         # stock layers have nothing to detach; an extreme ratio there is attribution noise
         return False
-    forward = center(node.get("forward_ms"))
-    backward = center(node.get("backward_ms"))
+    forward, backward = own_times(node)
     return forward > 0 and backward >= RATIO * forward and backward >= MIN_FRACTION * step
 
 
@@ -78,8 +97,7 @@ def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
     leaf_most = [n for n in flagged if not any(id(d) in ids for d, k in walk(n) if k > 0)]
     advice = []
     for node in leaf_most:
-        forward = center(node.get("forward_ms"))
-        backward = center(node.get("backward_ms"))
+        forward, backward = own_times(node)
         saving = backward - TYPICAL_BACKWARD_FORWARD_RATIO * forward
         path = node.get("path") or node.get("name") or "?"
         advice.append(
@@ -92,7 +110,7 @@ def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
                 confidence="medium",
                 evidence=[
                     f"{path}: forward {fmt_ms(forward)}, backward {fmt_ms(backward)} "
-                    f"({pct(backward, step):.0f}% of the step)",
+                    f"({pct(backward, step):.0f}% of the step), stock torch.nn children excluded",
                     f"a layer's backward is typically ~{TYPICAL_BACKWARD_FORWARD_RATIO:g}x its "
                     "forward; the saving assumes that ratio is reached",
                 ],

@@ -21,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "diff": "torchdoctor.commands.diff",
     "bench": "torchdoctor.commands.bench",
     "lint": "torchdoctor.commands.lint",
+    "demo": "torchdoctor.commands.demo",
+    "run": "torchdoctor.commands.run",
+    "syncs": "torchdoctor.commands.syncs",
 }
 
 #: one-line help for each command, kept here so `--help` imports nothing heavy.
@@ -29,6 +32,9 @@ HELP: dict[str, str] = {
     "diff": "compare two saved sessions: step, phases, modules, syncs removed and added",
     "bench": "run registered benchmark suites and print (or write) their tables",
     "lint": "static check for the seed anti-patterns (TD codes), with --fix/--diff",
+    "demo": "profile a built-in slow workload, print the findings, then run and verify its fast version",
+    "run": "profile an unmodified training script; write the session and print the report at exit",
+    "syncs": "run a script and list every host-device sync by source line",
 }
 
 

@@ -135,6 +135,8 @@ class Workload(ABC):
     kind: ClassVar[str] = "train"  # "train" (a step updates weights) or "inference"
     Config: ClassVar[type] = object
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: profiled steps of the slow variant in ``torchdoctor demo`` (its steps cost seconds)
+    demo_steps: ClassVar[int] = 5
 
     def __init__(self, scale: str = "cpu", device: str | torch.device = "cpu", **overrides: Any):
         if scale not in SCALES:
@@ -176,6 +178,13 @@ class Workload(ABC):
             raise ValueError(f"variant must be 'slow' or 'fast', got {variant!r}")
         step = self.slow_step if variant == "slow" else self.fast_step
         return ProfileTarget(step_fn=step, model=None, label=f"{self.name} ({variant})")
+
+    def comparisons(self) -> list[tuple[str, Callable[[], Any], Callable[[], Any]]]:
+        """``(name, baseline, candidate)`` pairs to time interleaved; the first is slow vs fast.
+
+        Workloads add the partial prescriptions (e.g. encoder caching alone).
+        """
+        return [("slow vs fast", self.slow_step, self.fast_step)]
 
     def describe(self) -> str:
         """A few lines: what the workload is, its size, and what the fast variant changes."""

@@ -128,6 +128,7 @@ class CrossModalReID(Workload):
     seed_id = "004"
     summary = "cross-modal re-ID health: plain P x K + eager metrics vs modality-aware parts"
     kind = "train"
+    demo_steps = 10
     Config = CrossModalConfig
     presets = {
         "tiny": {

@@ -57,6 +57,7 @@ class DiffusionPolicy(Workload):
     seed_id = "001"
     summary = "DiT planner sampling: DDPM 100 + encoder every step vs cached encoder + DDIM"
     kind = "inference"
+    demo_steps = 2
     Config = DiffusionPolicyConfig
     presets = {
         "tiny": {
@@ -174,6 +175,21 @@ class DiffusionPolicy(Workload):
     def cached_only_step(self) -> torch.Tensor:
         """The slow sampler with only the encoder cached (measures caching alone)."""
         return self.sample("ddpm", self.config.slow_steps, cache_encoder=True, attention="math")
+
+    def comparisons(self):
+        cfg = self.config
+        return [
+            (
+                f"ddpm {cfg.slow_steps} vs cached encoder + {cfg.fast_scheduler} {cfg.fast_steps}",
+                self.slow_step,
+                self.fast_step,
+            ),
+            (
+                f"encoder caching alone (ddpm {cfg.slow_steps})",
+                self.slow_step,
+                self.cached_only_step,
+            ),
+        ]
 
     def profile_target(self, variant: str = "slow") -> ProfileTarget:
         target = super().profile_target(variant)

@@ -158,6 +158,7 @@ class MixtureVAE(Workload):
     seed_id = "002"
     summary = "mixture-VAE training loop: CPU label remap + .item() per metric vs none"
     kind = "train"
+    demo_steps = 10
     Config = MixtureVAEConfig
     presets = {
         "tiny": {"batch_size": 32, "input_dim": 16, "hidden": 32, "latent": 4, "batches": 4},

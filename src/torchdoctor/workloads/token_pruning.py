@@ -159,6 +159,12 @@ class TokenPruning(Workload):
                 method="dpp",
             )
 
+    def comparisons(self):
+        return [
+            ("slow vs fast", self.slow_step, self.fast_step),
+            ("fast vs its kernel-construction floor", self.fast_step, self.kernel_floor_step),
+        ]
+
     def kernel_floor_step(self) -> torch.Tensor:
         """Only the batched kernel construction (the floor a batched selection cannot beat)."""
         cfg = self.config

@@ -119,7 +119,7 @@ def _phases(session: Mapping[str, Any]) -> str:
     bar.append("</div>")
     table = (
         '<table id="phase-table"><thead><tr><th>phase</th><th class="num">per step</th>'
-        '<th class="num">% of step</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+        '<th class="num">% of step</th></tr></thead><tbody>' + "\n".join(rows) + "</tbody></table>"
     )
     return "\n".join(bar) + "\n" + table
 
@@ -151,7 +151,9 @@ def _syncs(session: Mapping[str, Any]) -> str:
     return (
         '<table id="sync-table"><thead><tr><th>where</th><th>source</th><th>kind</th>'
         '<th>function</th><th class="num">per step</th><th>phase</th>'
-        '<th class="num">stall / step</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+        '<th class="num">stall / step</th></tr></thead><tbody>'
+        + "\n".join(rows)
+        + "</tbody></table>"
     )
 
 
@@ -174,7 +176,7 @@ def _advice(advice: list[dict[str, Any]]) -> str:
             + (f'<div class="meta">References: {refs}</div>' if refs else "")
             + "</li>"
         )
-    return '<ol class="advice" id="advice-list">' + "".join(items) + "</ol>"
+    return '<ol class="advice" id="advice-list">' + "\n".join(items) + "</ol>"
 
 
 def render_html(session: Mapping[str, Any]) -> str:

@@ -122,3 +122,11 @@ def test_reset_forgets_values_and_bad_inputs_are_explained():
         LazyMetrics(reduce={"loss": "median"})
     with pytest.raises(ValueError, match="num_classes"):
         metrics.update_classes(torch.tensor([0]))
+
+
+def test_int_and_bool_tensors_and_mixed_host_values_share_one_mean():
+    metrics = LazyMetrics()
+    metrics.update(acc=torch.tensor(True))
+    metrics.update(acc=torch.tensor(0))
+    metrics.update(acc=1.0, weight=2)
+    assert metrics.compute()["acc"] == pytest.approx(3 / 4)

@@ -119,59 +119,61 @@ class LazyMetrics:
             2.5
         """
         weight_is_tensor = isinstance(weight, torch.Tensor)
-        if weight_is_tensor:
-            weight = weight.detach()
-        for name, value in values.items():
-            state = self._state(name)
-            if isinstance(value, torch.Tensor):
-                if value.numel() != 1:
-                    raise ValueError(
-                        f"metric {name!r} got a tensor of shape {tuple(value.shape)}; expected "
-                        "one value (a 0-d tensor): reduce it first, e.g. loss.mean()"
+        with torch.no_grad():  # cheaper than a detach() per value; keeps the sums out of autograd
+            for name, value in values.items():
+                state = self._states.get(name) or self._state(name)
+                if isinstance(value, torch.Tensor):
+                    if value.dim() != 0:
+                        if value.numel() != 1:
+                            raise ValueError(
+                                f"metric {name!r} got a tensor of shape {tuple(value.shape)}; "
+                                "expected one value (a 0-d tensor): reduce it first, e.g. "
+                                "loss.mean()"
+                            )
+                        value = value.reshape(())
+                    self._update_tensor(state, value, weight, weight_is_tensor)
+                elif isinstance(value, (int, float)) and weight_is_tensor:
+                    as_tensor = torch.tensor(float(value), dtype=self.dtype, device=weight.device)
+                    self._update_tensor(state, as_tensor, weight, weight_is_tensor)
+                elif isinstance(value, (int, float)):
+                    self._update_host(state, float(value), weight)
+                else:
+                    raise TypeError(
+                        f"metric {name!r} got {type(value).__name__}; expected a 0-d tensor or "
+                        "a Python number"
                     )
-                self._update_tensor(state, value.detach().reshape(()), weight, weight_is_tensor)
-            elif isinstance(value, (int, float)) and weight_is_tensor:
-                as_tensor = torch.tensor(float(value), dtype=self.dtype, device=weight.device)
-                self._update_tensor(state, as_tensor, weight, weight_is_tensor)
-            elif isinstance(value, (int, float)):
-                self._update_host(state, float(value), weight)
-            else:
-                raise TypeError(
-                    f"metric {name!r} got {type(value).__name__}; expected a 0-d tensor or a "
-                    "Python number"
-                )
         self.updates += 1
         self._since_sync += 1
 
     def _update_tensor(
         self, state: _State, value: torch.Tensor, weight: Any, weight_is_tensor: bool
     ) -> None:
-        value = value.to(self.dtype)
         how = state.reduction
+        if state.value is None:  # the accumulator: a fresh tensor of the accumulation dtype
+            state.value = torch.zeros((), dtype=self.dtype, device=value.device)
+            if how in ("max", "min", "last"):
+                state.value.copy_(value)
+                return
         if how == "mean":
             if weight_is_tensor:
                 weight = weight.to(device=value.device, dtype=self.dtype)
-                contribution = value * weight
                 if state.weight is None:  # move the host weight sum onto the device
                     state.weight = torch.full(
                         (), state.host_weight, dtype=self.dtype, device=value.device
                     )
                     state.host_weight = 0.0
+                state.value.addcmul_(value.to(self.dtype), weight)
                 state.weight.add_(weight)
-            else:
-                contribution = value * float(weight)
+            else:  # the common case: one in-place kernel per value
+                state.value.add_(value, alpha=float(weight))
                 if state.weight is None:
                     state.host_weight += float(weight)
                 else:
                     state.weight.add_(float(weight))
-            if state.value is None:
-                state.value = contribution
-            else:
-                state.value.add_(contribution)
-        elif state.value is None or how == "last":
-            state.value = value.clone() if how != "last" else value
-            if how == "last":
-                state.host_value = None
+            return
+        if how == "last":
+            state.value.copy_(value)
+            state.host_value = None
         elif how == "sum":
             state.value.add_(value)
         elif how == "max":

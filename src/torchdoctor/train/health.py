@@ -25,11 +25,26 @@ _ACTIONS = ("log", "warn", "raise", "ignore")
 
 
 class HealthWarning(UserWarning):
-    """Warning category of alarms whose action is ``"warn"``."""
+    """Warning category of alarms whose action is ``"warn"``.
+
+    Example:
+        >>> import warnings
+        >>> warnings.simplefilter("error", HealthWarning)  # turn health warnings into errors
+        >>> warnings.resetwarnings()
+    """
 
 
 class HealthError(RuntimeError):
-    """Raised for an alarm whose action is ``"raise"``; ``.alarm`` holds the details."""
+    """Raised for an alarm whose action is ``"raise"``; ``.alarm`` holds the details.
+
+    Example:
+        >>> monitor = HealthMonitor(["finite(loss)"], action="raise")
+        >>> try:
+        ...     _ = monitor.observe(3, loss=float("nan"))
+        ... except HealthError as error:
+        ...     print(error.alarm.step, error.alarm.metric)
+        3 loss
+    """
 
     def __init__(self, alarm: Alarm) -> None:
         super().__init__(alarm.message)

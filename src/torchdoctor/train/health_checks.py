@@ -31,7 +31,13 @@ Action = str | Callable[["Alarm"], Any] | None
 
 @dataclass(frozen=True)
 class Alarm:
-    """A failed check: which check, the metric, its value, the threshold and the step."""
+    """A failed check: which check, the metric, its value, the threshold and the step.
+
+    Example:
+        >>> alarm = Threshold("ce", "<", 2.5).evaluate(7, {"ce": [(7, 3.1)]})
+        >>> alarm.metric, alarm.value, alarm.threshold, alarm.step
+        ('ce', 3.1, 2.5, 7)
+    """
 
     check: str
     metric: str
@@ -52,7 +58,12 @@ def _op(symbol: str) -> Callable[[float, float], bool]:
 
 @dataclass(frozen=True)
 class Condition:
-    """``metric op value``; a check with ``when=`` starts once this has been true."""
+    """``metric op value``; a check with ``when=`` starts once this has been true.
+
+    Example:
+        >>> Condition("sdm_weight", ">", 0).holds(0.1)
+        True
+    """
 
     metric: str
     op: str

@@ -17,7 +17,16 @@ import torch
 
 class MemoryGallery(NamedTuple):
     """The contents of a :class:`CrossBatchMemory`: ``features (M, D)``, ``labels (M,)``,
-    ``modalities (M,)`` (integer codes) and ``mask (M,)`` (bool, which rows to use)."""
+    ``modalities (M,)`` (integer codes) and ``mask (M,)`` (bool, which rows to use).
+
+    Example:
+        >>> import torch
+        >>> memory = CrossBatchMemory(size=3, dim=2)
+        >>> memory.enqueue(torch.ones(2, 2), torch.tensor([4, 5]), modalities=1)
+        >>> features, labels, modalities, mask = memory.gallery(1, compact=False)
+        >>> labels.tolist(), mask.tolist()
+        ([4, 5], [True, True])
+    """
 
     features: torch.Tensor
     labels: torch.Tensor

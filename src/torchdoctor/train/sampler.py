@@ -27,6 +27,12 @@ class BatchReport:
     ``forced``: identities whose random draws missed a pair ``retries`` times, completed by
     swapping one sample for one of the missing side. ``retries``: extra draws used.
     ``replacement``: identities with fewer than K samples, drawn with replacement.
+
+    Example:
+        >>> sampler = ModalityAwarePKSampler([0, 0, 1, 1], ["rgb", "ir", "rgb", "rgb"], p=2, k=2)
+        >>> _ = list(sampler)
+        >>> sampler.reports[0].coverage, sampler.reports[0].fallbacks
+        (0.5, 1)
     """
 
     coverage: float

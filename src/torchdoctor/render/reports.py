@@ -55,9 +55,7 @@ def _renderer(fmt: str) -> Callable[[Mapping[str, Any]], str]:
     raise ValueError(f"unknown report format {fmt!r}; expected one of {', '.join(SUFFIXES)}")
 
 
-def with_advice(
-    session: Mapping[str, Any], lint: Sequence[Mapping[str, Any]] | None = None
-) -> dict[str, Any]:
+def with_advice(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> dict[str, Any]:
     """A plain-dict copy of the session with ``advice`` (re)computed, and ``lint`` attached.
 
     Example:
@@ -68,7 +66,9 @@ def with_advice(
 
     data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
     if lint is not None:
-        data["lint"] = [dict(f) for f in lint]
+        from torchdoctor.analyze.advice.lint_hot import as_finding_dict
+
+        data["lint"] = [as_finding_dict(f) for f in lint]
     data["advice"] = advice_dicts(data)
     return data
 
@@ -105,12 +105,12 @@ def write_reports(
     formats: Iterable[str] = DEFAULT_FORMATS,
     *,
     stem: str = "torchdoctor-report",
-    lint: Sequence[Mapping[str, Any]] | None = None,
+    lint: Sequence[Any] | None = None,
 ) -> list[Path]:
     """Render the session in each format to ``out_dir/<stem><suffix>``; returns the paths.
 
     ``formats``: any of "md", "html", "json", "trace" (Chrome trace), "console" (plain text).
-    ``lint``: Finding dicts to attach before advising (else ``session["lint"]`` is used).
+    ``lint``: Findings (objects or dicts) to attach before advising (else ``session["lint"]`` is used).
     The JSON file is the session with its advice filled in, re-renderable with
     ``torchdoctor report``.
 

@@ -63,12 +63,10 @@ def _rank_key(advice: Advice) -> tuple[int, float]:
     return (0, advice.heat * weight)
 
 
-def advise(
-    session: Mapping[str, Any], lint: Sequence[Mapping[str, Any]] | None = None
-) -> list[Advice]:
+def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> list[Advice]:
     """Run every rule on a session and return its advice ranked, priorities 1..n.
 
-    ``lint`` overrides ``session["lint"]`` (the Finding dicts of ``torchdoctor lint``).
+    ``lint`` overrides ``session["lint"]`` (``torchdoctor.lint`` Findings or their dicts).
     ``estimated_saving_pct`` is filled from the session's step time (mean when recorded, else median).
 
     Example:
@@ -96,7 +94,7 @@ def advise(
 
 
 def advice_dicts(
-    session: Mapping[str, Any], lint: Sequence[Mapping[str, Any]] | None = None
+    session: Mapping[str, Any], lint: Sequence[Any] | None = None
 ) -> list[dict[str, Any]]:
     """:func:`advise` as plain dicts, ready for ``session["advice"]``.
 

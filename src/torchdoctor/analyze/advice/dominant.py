@@ -41,6 +41,49 @@ _LINALG = re.compile(
 )
 
 
+#: name pattern -> the torchdoctor.ops calls that replace that kind of code
+OPS_FOR: tuple[tuple[re.Pattern[str], list[str]], ...] = (
+    (
+        re.compile(r"chol|inverse|\binv\b|pinv|mahalanobis|whiten|solve", re.IGNORECASE),
+        [
+            "torchdoctor.ops.cholesky_factor",
+            "torchdoctor.ops.whiten",
+            "torchdoctor.ops.pairwise_mahalanobis",
+        ],
+    ),
+    (
+        re.compile(r"covariance|\bcov|logdet|spd|eig|svd", re.IGNORECASE),
+        ["torchdoctor.ops.covariance", "torchdoctor.ops.spd_distance"],
+    ),
+    (
+        re.compile(r"hungarian|assignment|matching|sinkhorn", re.IGNORECASE),
+        ["torchdoctor.ops.linear_assignment", "torchdoctor.ops.sinkhorn"],
+    ),
+    (
+        re.compile(r"dpp", re.IGNORECASE),
+        ["torchdoctor.ops.dpp_greedy", "torchdoctor.ops.select_tokens_per_segment"],
+    ),
+    (
+        re.compile(r"negative|mining|cdist|distance", re.IGNORECASE),
+        ["torchdoctor.ops.two_stage_negatives", "torchdoctor.ops.pairwise_mahalanobis"],
+    ),
+)
+
+
+def ops_for(name: str) -> list[str]:
+    """The torchdoctor.ops calls suggested for a module/region name (empty when none fits).
+
+    Example:
+        >>> ops_for("hungarian_matching")
+        ['torchdoctor.ops.linear_assignment', 'torchdoctor.ops.sinkhorn']
+    """
+    found: list[str] = []
+    for pattern, ops in OPS_FOR:
+        if pattern.search(name):
+            found.extend(op for op in ops if op not in found)
+    return found
+
+
 def _label(node: Mapping[str, Any]) -> str:
     return str(node.get("path") or node.get("name") or "?")
 
@@ -167,14 +210,17 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             )
             with_saving(item, step, fraction, SPEEDUPS["compile_repeated"])
         elif _is_linalg(node):
+            ops = ops_for(f"{node.get('name') or ''} {node.get('type') or ''}")
             item = Advice(
                 rule="dominant-module",
                 title=f"{label} dominates the step: use the batched torchdoctor.ops replacement",
                 confidence="medium",
                 evidence=evidence,
                 fix="Replace per-sample linear algebra (explicit inverses, per-element loops, "
-                "CPU assignment) with one batched, sync-free call from torchdoctor.ops.",
-                references=["torchdoctor.ops", "seed 000", "seed 003"],
+                "CPU assignment) with one batched, sync-free call: "
+                + (", ".join(ops) if ops else "see torchdoctor.ops")
+                + ".",
+                references=(ops or ["torchdoctor.ops"]) + ["seed 000", "seed 003"],
             )
             with_saving(item, step, fraction, SPEEDUPS["ops_replacement"])
         else:

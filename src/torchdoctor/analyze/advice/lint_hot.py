@@ -22,6 +22,23 @@ HOT_FRACTION = 0.05
 MAX_HOT = 10
 
 
+def as_finding_dict(finding: Any) -> dict[str, Any]:
+    """A Finding as the Session's plain dict (a ``torchdoctor.lint.Finding`` or a mapping).
+
+    Example:
+        >>> as_finding_dict({"code": "TD201", "line": 3})["code"]
+        'TD201'
+    """
+    if hasattr(finding, "to_dict"):
+        return dict(finding.to_dict())
+    if isinstance(finding, Mapping):
+        return dict(finding)
+    raise TypeError(
+        f"a lint finding must be a torchdoctor.lint Finding or its dict, got "
+        f"{type(finding).__name__}"
+    )
+
+
 def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -> tuple[float, str]:
     line = finding.get("line")
     path = finding.get("path")
@@ -44,10 +61,10 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
     return best
 
 
-def lint_findings(
-    session: Mapping[str, Any], lint: Sequence[Mapping[str, Any]] | None = None
-) -> list[Advice]:
+def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> list[Advice]:
     """Advice from lint findings (``lint`` or ``session["lint"]``), hot ones first.
+
+    Findings may be ``torchdoctor.lint`` Finding objects or their dicts.
 
     Example:
         >>> f = {"code": "TD201", "severity": "warning", "message": ".item() in a loop",
@@ -55,7 +72,8 @@ def lint_findings(
         >>> lint_findings({"lint": [f]})[0].heat
         0.0
     """
-    findings = list(session.get("lint") or ()) if lint is None else list(lint)
+    source = session.get("lint") or () if lint is None else lint
+    findings = [as_finding_dict(f) for f in source]
     step = step_ms(session)
     advice: list[Advice] = []
     cold: dict[str, list[Mapping[str, Any]]] = {}

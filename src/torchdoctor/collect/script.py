@@ -1,0 +1,239 @@
+"""Run an unmodified Python script in this process, as ``python SCRIPT ARGS...`` would.
+
+The script runs as ``__main__`` with ``sys.argv = [SCRIPT, *ARGS]`` and its directory first on
+``sys.path``; its output goes where it would. Whatever way it ends (normally, by an exception,
+``sys.exit(n)`` or Ctrl-C) :func:`run_script` returns a :class:`ScriptOutcome` with the exit code
+Python would have used (exceptions and Ctrl-C also print their traceback, without torchdoctor's
+frames) instead of ending the process, so the caller can still write its session. ``sys.argv``,
+``sys.path`` and ``sys.modules["__main__"]`` are restored afterwards.
+
+``--step-fn``: :func:`load_script` can wrap one function of the script (by qualified name,
+``train_step`` or ``Trainer.step``) or of an importable module (``pkg.mod:train_step``) so each
+call of it calls back; the script's source is not changed on disk and line numbers stay.
+
+Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "hello.py")
+    >>> _ = open(path, "w").write("import sys\\nsys.exit(3)\\n")
+    >>> run_script(load_script(path)).exit_code
+    3
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import importlib
+import os
+import sys
+import tokenize
+import traceback
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_HOOK_NAME = "__torchdoctor_step_fn__"
+EXIT_CTRL_C = 130  # what a shell reports for a Python killed by SIGINT
+
+
+class ScriptNotFoundError(ValueError):
+    """The script path does not name a readable file."""
+
+
+@dataclass
+class LoadedScript:
+    """A compiled script, ready for :func:`run_script`."""
+
+    path: str
+    code: types.CodeType
+    step_fn: str | None = None
+    #: True when ``step_fn`` names a function defined in the script itself
+    wrap_in_script: bool = False
+
+
+@dataclass
+class ScriptOutcome:
+    """How the script ended: ``exit_code`` as Python would report it."""
+
+    exit_code: int
+    exception: BaseException | None = None
+    interrupted: bool = False  # Ctrl-C (KeyboardInterrupt)
+    traceback_text: str | None = None
+
+
+def _qualnames(tree: ast.AST) -> dict[str, ast.AST]:
+    found: dict[str, ast.AST] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = prefix + child.name
+                if not isinstance(child, ast.ClassDef):
+                    found.setdefault(name, child)
+                    visit(child, name + ".<locals>.")
+                else:
+                    visit(child, name + ".")
+            elif not isinstance(child, ast.Lambda):
+                visit(child, prefix)
+
+    visit(tree, "")
+    return found
+
+
+def load_script(path: str, step_fn: str | None = None) -> LoadedScript:
+    """Read and compile a script; ``SyntaxError`` and :class:`ScriptNotFoundError` on bad input.
+
+    With ``step_fn`` naming a function defined in the script, the compiled code decorates it
+    (innermost) with a hook that :func:`run_script` provides; an unknown name is a ValueError
+    listing the functions the script defines.
+    """
+    if not os.path.isfile(path):
+        what = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise ScriptNotFoundError(
+            f"script {path!r} {what}; expected the path of a Python file to run, as in "
+            "`torchdoctor run train.py --epochs 1`"
+        )
+    absolute = os.path.abspath(path)
+    with tokenize.open(absolute) as handle:  # honours the script's encoding declaration
+        source = handle.read()
+    if step_fn is None or ":" in step_fn:
+        code = compile(source, absolute, "exec", dont_inherit=True)
+        return LoadedScript(absolute, code, step_fn)
+    tree = ast.parse(source, absolute)
+    functions = _qualnames(tree)
+    target = functions.get(step_fn)
+    if target is None:
+        known = ", ".join(sorted(functions)) or "none"
+        raise ValueError(
+            f"--step-fn {step_fn!r}: {path} defines no function with that qualified name "
+            f"(functions defined there: {known}); use NAME or Class.method for the script's "
+            "own functions, or module:NAME for an importable module"
+        )
+    hook = ast.Name(id=_HOOK_NAME, ctx=ast.Load())
+    ast.copy_location(hook, target)
+    target.decorator_list.append(hook)  # last = applied first: wraps the plain function
+    code = compile(tree, absolute, "exec", dont_inherit=True)
+    return LoadedScript(absolute, code, step_fn, wrap_in_script=True)
+
+
+def _step_wrapper(on_call_end: Callable[[], None]) -> Callable[[Callable], Callable]:
+    depth = [0]
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def step_fn(*args: Any, **kwargs: Any) -> Any:
+            depth[0] += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:  # a recursive call is part of the outer step
+                    on_call_end()
+
+        return step_fn
+
+    return decorate
+
+
+def _wrap_module_function(
+    spec: str, decorate: Callable[[Callable], Callable]
+) -> Callable[[], None]:
+    module_name, _, qualname = spec.partition(":")
+    try:
+        owner: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"--step-fn {spec!r}: cannot import module {module_name!r} ({exc}); it must be "
+            "importable from the script's directory or the installed packages"
+        ) from exc
+    parts = qualname.split(".")
+    for part in parts[:-1]:
+        owner = getattr(owner, part, None)
+    original = getattr(owner, parts[-1], None) if owner is not None else None
+    if not callable(original):
+        raise ValueError(
+            f"--step-fn {spec!r}: {module_name} has no function {qualname!r}; give "
+            "module:function or module:Class.method"
+        )
+    raw = owner.__dict__.get(parts[-1], original) if isinstance(owner, type) else original
+    if isinstance(raw, staticmethod | classmethod):
+        setattr(owner, parts[-1], type(raw)(decorate(raw.__func__)))
+    else:
+        setattr(owner, parts[-1], decorate(original))
+    return functools.partial(setattr, owner, parts[-1], raw)
+
+
+def _user_traceback(exc: BaseException, path: str) -> types.TracebackType | None:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != path:
+        tb = tb.tb_next
+    return tb or exc.__traceback__
+
+
+def _format(exc: BaseException, path: str) -> str:
+    tb = _user_traceback(exc, path)
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # what Python does with sys.exit("message")
+    return 1
+
+
+def run_script(
+    script: LoadedScript,
+    argv: Sequence[str] = (),
+    *,
+    on_step_fn_end: Callable[[], None] | None = None,
+) -> ScriptOutcome:
+    """Execute the script as ``__main__``; never raises for what the script does.
+
+    ``on_step_fn_end`` is called after each (outermost) call of the ``step_fn`` the script was
+    loaded with.
+    """
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        {"__file__": script.path, "__builtins__": builtins, "__spec__": None,
+         "__loader__": None, "__cached__": None}
+    )  # fmt: skip
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    saved_main = sys.modules.get("__main__")
+    sys.argv = [script.path, *argv]
+    sys.path[0:1] = [os.path.dirname(script.path)]
+    sys.modules["__main__"] = main
+    restore: list[Callable[[], None]] = []
+    try:
+        if script.step_fn is not None:  # a bad --step-fn raises ValueError from here
+            decorate = _step_wrapper(on_step_fn_end or (lambda: None))
+            if script.wrap_in_script:
+                main.__dict__[_HOOK_NAME] = decorate
+            else:
+                restore.append(_wrap_module_function(script.step_fn, decorate))
+        try:
+            exec(script.code, main.__dict__)
+            return ScriptOutcome(0)
+        except SystemExit as exc:
+            return ScriptOutcome(_exit_code(exc))
+        except KeyboardInterrupt as exc:
+            text = _format(exc, script.path)
+            sys.stderr.write(text)
+            return ScriptOutcome(EXIT_CTRL_C, exc, True, text)
+        except BaseException as exc:  # the script's own error: report it as Python would
+            text = _format(exc, script.path)
+            sys.stderr.write(text)
+            return ScriptOutcome(1, exc, False, text)
+    finally:
+        for undo in reversed(restore):
+            undo()
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
+        sys.stdout.flush()
+        sys.stderr.flush()

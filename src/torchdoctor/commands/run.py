@@ -1,0 +1,277 @@
+"""`torchdoctor run SCRIPT [ARGS...]`: profile an unmodified script, report at exit.
+
+The script runs in this process as ``python SCRIPT ARGS`` would, under a step profiler with
+global module hooks and the sync audit. Steps end at ``torchdoctor.step()`` markers, else at
+optimizer steps, else at ``backward()`` calls, else at calls of the outermost module, else the
+whole run is one step (said plainly); ``--step-fn NAME`` makes each call of one function a step.
+At exit (normal, exception, ``sys.exit``, Ctrl-C) the session is written to ``--out`` and the
+tree, phases and sync table are printed; the script's exit code is returned.
+
+torchdoctor's options go before the script; everything after the script goes to it. When the
+script has options of the same name, separate with ``--``::
+
+    torchdoctor run train.py --epochs 1
+    torchdoctor run --warmup 2 --max-steps 20 train.py --epochs 1
+    torchdoctor run --out prof -- train.py --out checkpoints   # --out twice: use --
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HELP = "profile an unmodified training script; write the session and print the report at exit"
+
+#: torchdoctor's options that take a value (needed to find where the script name starts)
+VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format")
+FLAG_OPTIONS = ("--thorough",)
+WHOLE_RUN_MESSAGE = (
+    "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
+    "call, module call or --step-fn call): one step = the whole run"
+)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.allow_abbrev = False  # `--max 3` must not become --max-steps: the script may own it
+    parser.add_argument("script", metavar="SCRIPT", nargs="?", help="the Python script to run")
+    parser.add_argument(
+        "script_args", metavar="ARGS", nargs="*", help="arguments passed to the script unchanged"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", default="torchdoctor-out",
+        help="directory for session.json (default: ./torchdoctor-out)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", metavar="N", type=_non_negative, default=1,
+        help="steps to skip before measuring (default: 1, the step that includes set-up)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-steps", metavar="N", type=_positive, default=None,
+        help="stop collecting (not the script) after N measured steps",
+    )  # fmt: skip
+    parser.add_argument(
+        "--step-fn", metavar="QUALNAME", default=None,
+        help="each call of this function is one step: NAME or Class.method in the script, "
+        "or module:NAME",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", choices=("text", "json"), default="text",
+        help="what to print at exit (default: text)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--thorough", action="store_true",
+        help="sync audit at the aten level too (finds syncs inside torch's code; slower)",
+    )  # fmt: skip
+
+
+def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str], bool]:
+    """``(torchdoctor options, [SCRIPT, *ARGS], separated_by_dashes)``.
+
+    Example:
+        >>> split_command_line(["--warmup", "2", "train.py", "--lr", "1"])
+        (['--warmup', '2'], ['train.py', '--lr', '1'], False)
+        >>> split_command_line(["--out", "p", "--", "train.py", "--out", "c"])
+        (['--out', 'p'], ['train.py', '--out', 'c'], True)
+    """
+    ours: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return ours, list(argv[i + 1 :]), True
+        if token.startswith("-") and token != "-":
+            ours.append(token)
+            if token in VALUE_OPTIONS and i + 1 < len(argv):
+                ours.append(argv[i + 1])
+                i += 2
+            else:
+                i += 1
+            continue
+        rest = list(argv[i:])
+        if len(rest) > 1 and rest[1] == "--":  # `torchdoctor run train.py -- --out x`
+            return ours, [rest[0], *rest[2:]], True
+        return ours, rest, False
+    return ours, [], False
+
+
+def _clashes(script_args: Sequence[str]) -> list[str]:
+    names = set(VALUE_OPTIONS) | set(FLAG_OPTIONS)
+    return [a for a in script_args if a.split("=", 1)[0] in names]
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    ours, command, separated = split_command_line(argv)
+    args = parser.parse_args(ours)
+    if not command:
+        parser.error("missing SCRIPT: give the Python script to run, e.g. `train.py --epochs 1`")
+    args.script, args.script_args = command[0], command[1:]
+    clashes = [] if separated else _clashes(args.script_args)
+    if clashes:
+        prog = parser.prog
+        parser.error(
+            f"{clashes[0]} comes after the script name, where it is passed to "
+            f"{args.script}, but it is also an option of `{prog}`. Put {prog}'s options "
+            f"before the script and separate with `--` to pass the rest unchanged: "
+            f"`{prog} [OPTIONS] -- {args.script} {' '.join(args.script_args)}`"
+        )
+    return args
+
+
+# -- running ------------------------------------------------------------------------------------
+def write_session(session: Any, out_dir: str | os.PathLike[str]) -> Path:
+    """Write everything that goes to ``--out`` (today session.json); returns its path.
+
+    The one place where `run` and `syncs` write files: reports in more formats are added here.
+    """
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    return session.save(directory / "session.json")
+
+
+def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:
+    steps = len(session.get("steps") or [])
+    if session["config"].get("step_boundary") == "whole_run":
+        return audit.records(first_step=0, num_steps=1)
+    if steps == 0:
+        return audit.records(first_step=0)
+    return audit.records(first_step=warmup, num_steps=steps)
+
+
+def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
+    """Run ``args.script`` under the profiler and the sync audit: ``(outcome, session)``.
+
+    Raises :class:`~torchdoctor.collect.script.ScriptNotFoundError`, ``SyntaxError`` or
+    ``ValueError`` (bad ``--step-fn``) before anything runs.
+    """
+    from torchdoctor.collect.profiler import Profiler
+    from torchdoctor.collect.script import load_script, run_script
+    from torchdoctor.collect.syncs import sync_audit
+
+    script = load_script(args.script, args.step_fn)
+    profiler = Profiler(
+        None, syncs=False, warmup=args.warmup, max_steps=args.max_steps,
+        step_boundary="manual" if args.step_fn else "auto",
+        label=os.path.basename(args.script), memory=full, backward=full,
+    )  # fmt: skip
+    audit = sync_audit(thorough=args.thorough)
+    profiler.start()
+    outcome = None
+    try:
+        audit.__enter__()
+        try:
+            outcome = run_script(script, args.script_args, on_step_fn_end=profiler.step)
+        finally:
+            audit.stop()
+    finally:
+        failure = outcome.exception if outcome is not None else sys.exc_info()[1]
+        if failure is not None:
+            profiler.__exit__(type(failure), failure, failure.__traceback__)
+            session = profiler.session
+        else:
+            session = profiler.stop()
+    if outcome.traceback_text:
+        session["error"] = outcome.traceback_text  # without torchdoctor's own frames
+    config = session["config"]
+    config["syncs"] = True
+    if args.step_fn:
+        config["step_boundary"] = "step_fn" if session.get("steps") else "whole_run"
+        config["notes"] = [f"each call of {args.step_fn} ends a step", *config.get("notes", [])]
+    config["exit_code"] = outcome.exit_code
+    session["syncs"] = _sync_records(audit, session, args.warmup)
+    session["sync_audit"] = audit.summary()
+    return outcome, session
+
+
+def _notices(session: Any) -> list[str]:
+    config = session.get("config") or {}
+    lines = []
+    if config.get("step_boundary") == "whole_run":
+        lines.append(WHOLE_RUN_MESSAGE)
+    if session.get("interrupted"):
+        lines.append("the script did not finish: the numbers cover the steps seen until it stopped")
+    return lines
+
+
+def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
+    """Shared by `run` and `syncs`: run, write the session, print, return the script's code."""
+    from torchdoctor.collect.script import ScriptNotFoundError
+
+    try:
+        outcome, session = profile_script(args, full=not only_syncs)
+    except ScriptNotFoundError as exc:
+        print(f"torchdoctor {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except SyntaxError as exc:
+        sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
+        print(
+            f"torchdoctor {command}: {args.script} has a syntax error; nothing was run. Fix it "
+            f"and check with `python -m py_compile {args.script}`",
+            file=sys.stderr,
+        )
+        return 1
+    except ValueError as exc:  # a bad --step-fn
+        print(f"torchdoctor {command}: error: {exc}", file=sys.stderr)
+        return 2
+    status = outcome.exit_code
+    try:
+        path = write_session(session, args.out)
+    except OSError as exc:
+        print(f"torchdoctor {command}: could not write the session to {args.out}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        path, status = None, status or 1
+    print_report(session, args.format, only_syncs=only_syncs)
+    notices = _notices(session)
+    if path is not None:
+        notices.append(f"session written to {path}")
+    for line in notices:
+        print(f"torchdoctor: {line}", file=sys.stderr)
+    return status
+
+
+def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:
+    """Print the session (text) or its JSON to stdout, after the script's own output."""
+    if fmt == "json":
+        data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
+        if only_syncs:
+            data = {"syncs": data.get("syncs"), "sync_audit": data.get("sync_audit"),
+                    "config": data.get("config")}  # fmt: skip
+        print(json.dumps(data, indent=1, default=str))
+        return
+    from torchdoctor.render.syncs import render_syncs_text
+
+    if only_syncs:
+        print(render_syncs_text(session), end="")
+        return
+    try:
+        from torchdoctor.render.console import render_console
+    except ImportError:  # a build without the console report: tree and syncs only
+        from torchdoctor.render.tree import render_tree_text
+
+        print(render_tree_text(session))
+        print(render_syncs_text(session), end="")
+        return
+    print(render_console(session), end="")
+
+
+def run(args: argparse.Namespace) -> int:
+    return execute(args, command="run", only_syncs=False)

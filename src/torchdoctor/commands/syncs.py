@@ -1,0 +1,30 @@
+"""`torchdoctor syncs SCRIPT [ARGS...]`: run a script and print only its host-sync table.
+
+Same options and behaviour as `torchdoctor run` (the session is still written to ``--out``),
+with the module tree and phases left out of the output and the profiler's backward and memory
+tracking off, so the run costs less::
+
+    torchdoctor syncs train.py --epochs 1
+    torchdoctor syncs --thorough --format json -- train.py --format csv
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from torchdoctor.commands import run as _run
+
+HELP = "run a script and list every host-device sync by source line"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _run.add_arguments(parser)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    return _run.parse_args(parser, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    return _run.execute(args, command="syncs", only_syncs=True)

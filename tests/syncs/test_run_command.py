@@ -1,0 +1,157 @@
+"""`torchdoctor run` / `torchdoctor syncs` on small scripts written by the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from torchdoctor.cli import main
+
+TRAIN = """\
+import sys
+import torch
+
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+opt = torch.optim.SGD(net.parameters(), lr=0.1)
+x, y = torch.randn(16, 4), torch.randn(16, 1)
+for step in range({steps}):
+    opt.zero_grad()
+    loss = torch.nn.functional.mse_loss(net(x), y)
+    loss.backward()
+    opt.step()
+    print("loss", round(loss.item(), 4))  # line 13: one sync per step
+{tail}
+"""
+
+
+def _script(tmp_path: Path, steps: int = 4, tail: str = "", name: str = "train.py") -> Path:
+    path = tmp_path / name
+    path.write_text(TRAIN.format(steps=steps, tail=textwrap.dedent(tail)))
+    return path
+
+
+def _session(out: Path) -> dict:
+    return json.loads((out / "session.json").read_text())
+
+
+def _subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torchdoctor", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+def test_sys_exit_code_is_preserved_and_session_written(tmp_path):
+    script = _script(tmp_path, steps=4, tail="sys.exit(3)\n")
+    done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.count("loss ") == 4  # the script's own output is kept
+    assert "Host syncs" in done.stdout and "train.py:13" in done.stdout
+    session = _session(tmp_path / "prof")
+    assert session["config"]["exit_code"] == 3
+    assert session["config"]["step_boundary"] == "optimizer"
+    assert len(session["steps"]) == 3  # 4 optimizer steps, the first is warm-up
+    [record] = session["syncs"]
+    assert (record["line"], record["kind"], record["per_step"]) == (13, "item", 1.0)
+    assert session["interrupted"] is False
+
+
+def test_exception_traceback_and_exit_code_are_preserved(tmp_path):
+    script = _script(tmp_path, steps=3, tail="raise ValueError('boom in the script')\n")
+    done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "ValueError: boom in the script" in done.stderr
+    assert f'File "{script}", line 14' in done.stderr
+    assert "collect/script.py" not in done.stderr  # torchdoctor's own frames are trimmed
+    session = _session(tmp_path / "prof")
+    assert session["interrupted"] is True and "boom in the script" in session["error"]
+    assert session["config"]["exit_code"] == 1
+
+
+def test_ctrl_c_writes_the_session_and_exits_130(tmp_path, capsys):
+    tail = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached')\n"
+    script = _script(tmp_path, steps=3, tail=tail)
+    code = main(["syncs", "--out", str(tmp_path / "prof"), str(script)])
+    out, err = capsys.readouterr()
+    assert code == 130
+    assert "KeyboardInterrupt" in err and "not reached" not in out
+    assert "train.py:13" in out
+    assert _session(tmp_path / "prof")["interrupted"] is True
+
+
+def test_script_sees_main_argv_and_its_directory_first_on_sys_path(tmp_path, capsys):
+    (tmp_path / "helper_mod_for_run.py").write_text("VALUE = 41\n")
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import sys, os\nimport helper_mod_for_run\n"
+        "print('NAME', __name__, 'ARGV', sys.argv[1:], 'VALUE', helper_mod_for_run.VALUE + 1)\n"
+        "print('PATH0', sys.path[0] == os.path.dirname(os.path.abspath(__file__)))\n"
+    )
+    argv = sys.argv[:]
+    code = main(["syncs", "--out", str(tmp_path / "o"), "--", str(script), "--out", "x", "-v"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "NAME __main__ ARGV ['--out', 'x', '-v'] VALUE 42" in out and "PATH0 True" in out
+    assert "one step = the whole run" in err  # no optimizer, markers or modules
+    assert sys.argv == argv and "helper_mod_for_run" in sys.modules
+    assert "No host-device syncs found." in out
+
+
+def test_whole_run_is_one_step_and_syncs_are_counted_once(tmp_path, capsys):
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import torch\nx = torch.arange(5.0)\nfor _ in range(3):\n    x.sum().item()\n"
+    )
+    code = main(["syncs", "--warmup", "2", "--format", "json", "--out", str(tmp_path / "o"),
+                 str(script)])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0 and "one step = the whole run" in err
+    data = json.loads(out)
+    assert data["config"]["step_boundary"] == "whole_run"
+    assert [(r["line"], r["count"], r["per_step"]) for r in data["syncs"]] == [(4, 3, 3.0)]
+
+
+def test_step_fn_makes_each_call_a_step(tmp_path, capsys):
+    script = tmp_path / "fn.py"
+    script.write_text(
+        "import torch\nnet = torch.nn.Linear(3, 1)\n"
+        "class Loop:\n    def train_step(self, x):\n        return net(x).sum().item()\n"
+        "loop = Loop()\nfor _ in range(5):\n    loop.train_step(torch.ones(2, 3))\n"
+    )
+    out_dir = tmp_path / "o"
+    code = main(["syncs", "--step-fn", "Loop.train_step", "--out", str(out_dir), str(script)])
+    capsys.readouterr()
+    assert code == 0
+    session = _session(out_dir)
+    assert session["config"]["step_boundary"] == "step_fn"
+    assert len(session["steps"]) == 4  # five calls, the first is warm-up
+    assert [(r["line"], r["per_step"]) for r in session["syncs"]] == [(5, 1.0)]
+    code = main(["syncs", "--step-fn", "nope", "--out", str(out_dir), str(script)])
+    assert code == 2 and "Loop.train_step" in capsys.readouterr().err
+
+
+def test_bad_input_is_reported_plainly(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    assert main(["run", "--out", out, str(tmp_path / "missing.py")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n    pass\n")
+    assert main(["run", "--out", out, str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "SyntaxError" in err and "syntax error; nothing was run" in err
+    with pytest.raises(SystemExit) as stop:
+        main(["run", str(broken), "--warmup", "3"])
+    assert stop.value.code == 2
+    assert "separate with `--`" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--out", out])
+    assert "missing SCRIPT" in capsys.readouterr().err

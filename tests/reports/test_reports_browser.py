@@ -128,6 +128,20 @@ def test_escaped_names_never_execute(report):
     assert "&lt;img src=x onerror=alert(1)&gt;" in dom
 
 
+def test_backward_view_renders(report, chromium):
+    tmp, page, _, _ = report
+    result = run_chromium(chromium, tmp, "--dump-dom", page.as_uri() + "#mode=backward")
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert console_messages(result.stderr) == []
+    chart = re.search(r'<div class="chart" id="chart"[^>]*>', dom).group(0)
+    assert 'data-mode="backward"' in chart
+    assert int(re.search(r'data-nodes="(\d+)"', chart).group(1)) >= 10
+    # the region without backward time is not drawn in the backward view
+    assert 'data-path="linear_sum_assignment"' not in dom
+    assert 'data-path="linear_sum_assignment"' in report[2]
+
+
 def test_screenshot(report, chromium):
     tmp, page, _, _ = report
     shot = tmp / "report.png"

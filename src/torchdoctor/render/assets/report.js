@@ -24,6 +24,8 @@
   var detail = document.getElementById("chart-detail");
   var crumbs = document.getElementById("chart-crumbs");
   var mode = "total";
+  var requested = /mode=(forward|backward|total)/.exec(window.location.hash || "");
+  if (requested) { mode = requested[1]; }  // e.g. report.html#mode=backward
   var focus = tree;
   var palette = ["#93c5fd", "#a5b4fc", "#c4b5fd", "#f9a8d4", "#fdba74", "#fcd34d",
                  "#86efac", "#5eead4", "#7dd3fc", "#fca5a5", "#d9f99d", "#e9d5ff"];
@@ -108,10 +110,14 @@
     place(focus, 0, 100, 0);
     chart.style.height = ((maxDepth + 1) * ROW + 2) + "px";
     chart.setAttribute("data-nodes", String(count));
+    chart.setAttribute("data-mode", mode);
     crumbs.textContent = focus === tree ? "" : "zoomed into " + label(focus) + " (click Reset to zoom out)";
   }
 
   var buttons = document.querySelectorAll("#chart-controls button[data-mode]");
+  for (var a = 0; a < buttons.length; a++) {
+    buttons[a].classList.toggle("active", buttons[a].getAttribute("data-mode") === mode);
+  }
   for (var b = 0; b < buttons.length; b++) {
     buttons[b].addEventListener("click", function (event) {
       mode = event.currentTarget.getAttribute("data-mode");

@@ -34,7 +34,7 @@ __all__ = ["cholesky_factor", "whiten", "pairwise_mahalanobis", "mahalanobis_to_
 
 
 def cholesky_factor(
-    cov: torch.Tensor, jitter: float = 1e-6, max_tries: int = 3, check: bool = True
+    cov: torch.Tensor, jitter: float = 1e-5, max_tries: int = 2, check: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched lower Cholesky factor with jitter added only to the matrices that need it.
 
@@ -48,10 +48,12 @@ def cholesky_factor(
         max_tries: number of jitter steps; the largest is the jitter budget.
         check: ``True`` (default) checks for NaN/Inf and raises ValueError for a matrix that
             is not SPD even with the largest jitter; the error names the batch index and the
-            smallest eigenvalue. This costs one host sync for the whole batch (more only on the
-            rare jitter path). ``False`` is the hot path: no host sync at all, every jitter step
-            runs batched, and a matrix that still fails has a NaN factor, recorded as a NaN in
-            the returned jitter.
+            smallest eigenvalue. This costs one host sync for the whole batch (two on the rare
+            jitter path), and the jitter levels are only factored when a matrix needs them.
+            ``False`` is the hot path: no host sync at all; since it cannot know whether any
+            matrix failed, it always factors all ``max_tries`` jitter levels in one extra
+            batched call (pass ``max_tries=0`` when the covariances are SPD by construction,
+            e.g. with shrinkage). A matrix that still fails has a NaN factor and a NaN jitter.
 
     Returns:
         ``(chol, added_jitter)``: ``chol`` ``(..., d, d)`` lower triangular in ``cov``'s dtype;
@@ -83,7 +85,6 @@ def _factor(
         raise ValueError(f"jitter must be >= 0, got {jitter!r}")
     chol, info = torch.linalg.cholesky_ex(cov)
     failed = info != 0
-    added = torch.zeros(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
     if check:
         tensors = {**also_finite, "cov": cov}
         flags = [failed.any(), failed.any() & False]
@@ -92,25 +93,40 @@ def _factor(
         if nonfinite_flag:
             require_finite(**tensors)
         if not failed_flag:
-            return chol, added
-    diag = cov.diagonal(dim1=-2, dim2=-1)
-    scale = diag.abs().mean(-1).clamp_min(torch.finfo(cov.dtype).tiny)
-    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    for k in range(max_tries):
-        amount = jitter * scale * 10.0**k
-        step = torch.where(failed, amount, torch.zeros_like(amount))
-        retry, retry_info = torch.linalg.cholesky_ex(cov + step[..., None, None] * eye)
-        chol = torch.where(failed[..., None, None], retry, chol)
-        added = torch.where(failed, step, added)
-        failed = failed & (retry_info != 0)
-        if check and not bool(failed.any()):
-            return chol, added
+            return chol, torch.zeros(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
+    chol, added, failed = _jitter_ladder(cov, chol, failed, jitter, max_tries)
     if check:
-        _raise_not_spd(cov, failed, added)
+        if bool(failed.any()):  # only reached on the rare jitter path
+            _raise_not_spd(cov, failed, added)
+        return chol, added
     nan = torch.full_like(added, float("nan"))
     added = torch.where(failed, nan, added)
     chol = torch.where(failed[..., None, None], nan[..., None, None], chol)
     return chol, added
+
+
+def _jitter_ladder(
+    cov: torch.Tensor, chol: torch.Tensor, failed: torch.Tensor, jitter: float, max_tries: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Factor every jitter level in one batched call; keep the smallest that works per matrix."""
+    added = torch.zeros(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
+    if max_tries == 0:
+        return chol, added, failed
+    diag = cov.diagonal(dim1=-2, dim2=-1)
+    scale = diag.abs().mean(-1).clamp_min(torch.finfo(cov.dtype).tiny)
+    powers = 10.0 ** torch.arange(max_tries, dtype=cov.dtype, device=cov.device)
+    levels = jitter * powers.view(-1, *([1] * scale.ndim)) * scale  # (tries, ...)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    retry, info = torch.linalg.cholesky_ex(cov + levels[..., None, None] * eye)
+    works = info == 0
+    picked, amount = retry[-1], levels[-1]
+    for k in range(max_tries - 2, -1, -1):  # the smallest level that factors wins
+        picked = torch.where(works[k, ..., None, None], retry[k], picked)
+        amount = torch.where(works[k], levels[k], amount)
+    use = failed & works.any(0)
+    chol = torch.where(use[..., None, None], picked, chol)
+    added = torch.where(use, amount, added)
+    return chol, added, failed & ~works.any(0)
 
 
 def _raise_not_spd(cov: torch.Tensor, failed: torch.Tensor, added: torch.Tensor) -> None:
@@ -174,7 +190,7 @@ def _resolve_chol(
         )
     if chol is None:
         assert cov is not None
-        chol, _ = _factor(cov, 1e-6, 3, check, also_finite)
+        chol, _ = _factor(cov, 1e-5, 2, check, also_finite)
     elif check:
         require_finite(**also_finite, chol=chol)
     return chol

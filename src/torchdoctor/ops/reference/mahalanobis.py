@@ -43,32 +43,38 @@ def pairwise_mahalanobis_loop(x: torch.Tensor, y: torch.Tensor, cov: torch.Tenso
     return torch.stack(images).reshape(*batch, x.shape[1], y.shape[1])
 
 
+def _from_solved(x, y, solved_x, solved_y):
+    """``d^2 = (x - y)^T (S x - S y)`` with ``S = inv(cov)`` applied already, all pairs."""
+    diff = x.unsqueeze(-2) - y.unsqueeze(-3)
+    solved_diff = solved_x.unsqueeze(-2) - solved_y.unsqueeze(-3)
+    return (diff * solved_diff).sum(-1).clamp_min(0).sqrt()
+
+
 def pairwise_mahalanobis_batched_solve(
     x: torch.Tensor, y: torch.Tensor, cov: torch.Tensor
 ) -> torch.Tensor:
-    """The obvious batched version: every difference as a right-hand side of one solve per image.
+    """The obvious batched version: one ``linalg.solve`` per image, all points as right-hand sides.
 
     Example:
         >>> pairwise_mahalanobis_batched_solve(torch.zeros(1, 1), torch.ones(1, 1), torch.eye(1))
         tensor([[1.]])
     """
-    diff = x.unsqueeze(-2) - y.unsqueeze(-3)  # (..., n, m, d)
-    n, m, d = diff.shape[-3:]
-    rhs = diff.reshape(*diff.shape[:-3], n * m, d).mT  # (..., d, n*m)
-    solved = torch.linalg.solve(cov, rhs).mT.reshape(diff.shape)
-    return (diff * solved).sum(-1).clamp_min(0).sqrt()
+    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    x = x.expand(*batch, *x.shape[-2:])
+    y = y.expand(*batch, *y.shape[-2:])
+    solved = torch.linalg.solve(cov, torch.cat([x, y], dim=-2).mT).mT
+    n = x.shape[-2]
+    return _from_solved(x, y, solved[..., :n, :], solved[..., n:, :])
 
 
 def pairwise_mahalanobis_inverse(
     x: torch.Tensor, y: torch.Tensor, cov: torch.Tensor
 ) -> torch.Tensor:
-    """The explicit-inverse version (what not to do): ``diff^T inv(cov) diff``.
+    """The explicit-inverse version (what not to do): ``inv(cov)`` applied to all points.
 
     Example:
         >>> pairwise_mahalanobis_inverse(torch.zeros(1, 1), torch.ones(1, 1), torch.eye(1))
         tensor([[1.]])
     """
     precision = torch.linalg.inv(cov)
-    diff = x.unsqueeze(-2) - y.unsqueeze(-3)
-    quad = torch.einsum("...nmi,...ij,...nmj->...nm", diff, precision.unsqueeze(-3), diff)
-    return quad.clamp_min(0).sqrt()
+    return _from_solved(x, y, x @ precision.mT, y @ precision.mT)

@@ -19,6 +19,11 @@ from torchdoctor.bench.table import BenchTable
 SUITES: dict[str, list[str]] = {
     "harness": ["torchdoctor.benchmarks.harness"],
     "train": ["torchdoctor.benchmarks.train_metrics"],
+    "ops": [
+        "torchdoctor.benchmarks.ops_mahalanobis",
+        "torchdoctor.benchmarks.ops_mining",
+        "torchdoctor.benchmarks.ops_spd",
+    ],
 }
 
 

@@ -44,6 +44,13 @@ def test_diff_reports_step_phase_module_and_sync_changes():
     d = diff_sessions(slow_session(), fixed_session())
     assert d["step"]["delta_ms"] == pytest.approx(-13.5)
     assert d["step"]["speedup"] == pytest.approx(200 / 186.5)
+    assert [p["phase"] for p in d["phases"]] == [
+        "data",
+        "forward",
+        "backward",
+        "optimizer",
+        "other",
+    ]
     forward = next(p for p in d["phases"] if p["phase"] == "forward")
     assert forward["delta_ms"] == pytest.approx(-13.5)
     top = d["modules"][0]

@@ -80,7 +80,7 @@ def diff_sessions(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
     phases = []
     old_phases, new_phases = old.get("phases") or {}, new.get("phases") or {}
     names = [p for p in PHASES if p in old_phases or p in new_phases]
-    names += sorted(set(old_phases) | set(new_phases) - set(PHASES))
+    names += sorted((set(old_phases) | set(new_phases)) - set(PHASES))
     for phase in names:
         row = _change(center(old_phases.get(phase)), center(new_phases.get(phase)))
         phases.append({"phase": phase, **row})

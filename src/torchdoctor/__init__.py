@@ -24,6 +24,10 @@ _EXPORTS: dict[str, str] = {
     "step": "torchdoctor.collect.regions",
     "sync_audit": "torchdoctor.collect.syncs",
     "Session": "torchdoctor.session",
+    "advise": "torchdoctor.analyze.advice",
+    "Advice": "torchdoctor.analyze.advice",
+    "diff_sessions": "torchdoctor.analyze.diff",
+    "write_reports": "torchdoctor.render.reports",
 }
 
 __all__ = ["__version__", *_EXPORTS]

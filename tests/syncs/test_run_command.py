@@ -155,3 +155,15 @@ def test_bad_input_is_reported_plainly(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--out", out])
     assert "missing SCRIPT" in capsys.readouterr().err
+
+
+def test_max_steps_stops_collecting_but_not_the_script(tmp_path, capsys):
+    script = _script(tmp_path, steps=7)
+    out_dir = tmp_path / "o"
+    code = main(["syncs", "--warmup", "1", "--max-steps", "2", "--out", str(out_dir), str(script)])
+    out, _ = capsys.readouterr()
+    assert code == 0 and out.count("loss ") == 7  # the script ran to its end
+    session = _session(out_dir)
+    assert len(session["steps"]) == 2
+    [record] = session["syncs"]
+    assert (record["count"], record["per_step"]) == (2, 1.0)  # later steps are not counted

@@ -317,3 +317,32 @@ def test_public_export_summary_and_table():
     assert summary["intercepted_calls"] >= 2 and summary["overhead_pct"] >= 0
     text = str(audit)
     assert f"test_sync_audit.py:{_line(s_item)}" in text and "(would sync on CUDA)" in text
+
+
+class _Reads(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.linear(x)
+        self.peak = y.abs().max().item()  # sync
+        return y
+
+
+def test_profiler_puts_audit_records_with_phase_and_per_step_in_the_session():
+    from torchdoctor.collect.profiler import Profiler
+
+    torch.manual_seed(0)
+    net = _Reads()
+    opt = torch.optim.SGD(net.parameters(), 0.1)
+    with Profiler(net, warmup=1, step_boundary="auto", memory=False) as prof:
+        for _ in range(4):
+            opt.zero_grad()
+            net(torch.randn(3, 4)).sum().backward()
+            opt.step()
+    session = prof.session
+    assert session["config"]["syncs"] is True and session["sync_audit"]["mode"] == "fast"
+    assert [(r["line"], r["phase"], r["per_step"]) for r in session["syncs"]] == [
+        (_line(_Reads.forward), "forward", 1.0)
+    ]

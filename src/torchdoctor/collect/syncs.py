@@ -347,13 +347,20 @@ class SyncAudit:
         return "cpu" in code.lower()
 
     def _phase_and_step(self) -> tuple[str, int]:
+        """Phase, and step index: -1 without a profiler, -2 once it stopped collecting."""
+        profiler = STATE.profiler
         if torch._C._current_autograd_node() is not None:
             phase = "backward"
-        elif STATE.profiler is not None:
+        elif profiler is not None:
             phase = STATE.phase
         else:
             phase = "optimizer" if self._in_optimizer else "other"
-        return phase, STATE.step_index if STATE.profiler is not None else -1
+        if profiler is None:
+            return phase, -1
+        recorder = getattr(profiler, "_rec", None)  # after max_steps the profiler stops
+        if recorder is not None and not getattr(recorder, "recording", True):
+            return phase, -2
+        return phase, STATE.step_index
 
     def _add(self, where: tuple[str, int, str], kind: str, stall_ms: float) -> None:
         phase, step = self._phase_and_step()
@@ -378,7 +385,7 @@ class SyncAudit:
         is the measured wait per step (CUDA only; None on a CPU run).
         """
         events = self._events
-        stepped = any(key[5] >= 0 for key in events)
+        stepped = any(key[5] != -1 for key in events)
         if stepped:
             if num_steps is None:
                 last = max(key[5] for key in events)

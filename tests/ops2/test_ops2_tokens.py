@@ -33,6 +33,24 @@ def test_matches_per_segment_reference(method, keep):
         assert torch.equal(got, expected), (method, keep, seed)
 
 
+@pytest.mark.parametrize("layout", ["back_to_back", "equal_length_shuffled", "uneven"])
+def test_frame_layouts_match_reference(layout):
+    """Seed 003's layout (text, then frames one after the other) takes the no-gather path."""
+    generator = torch.Generator().manual_seed(11)
+    frames = torch.arange(5).repeat_interleave(12)
+    if layout == "equal_length_shuffled":
+        frames = frames[torch.randperm(60, generator=generator)]
+    if layout == "uneven":
+        frames = frames[:-3]
+    ids = torch.cat([torch.full((4,), -1), frames, torch.full((3,), -1)])
+    features = torch.randn(len(ids), 16, generator=generator, dtype=torch.float64)
+    quality = torch.rand(len(ids), generator=generator, dtype=torch.float64)
+    for method in ("dpp", "greedy_cosine", "topk"):
+        got = select_tokens_per_segment(features, ids, 0.25, quality=quality, method=method)
+        expected = select_tokens_reference(features, ids, 0.25, quality=quality, method=method)
+        assert torch.equal(got, expected), (layout, method)
+
+
 def test_dpp_without_quality_and_low_rank_fill_match_reference():
     features, ids, quality = _sequence(5, d=3)  # rank 3 < most quotas: the DPP stops early
     for q in (None, quality):

@@ -23,6 +23,9 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.ops_mahalanobis",
         "torchdoctor.benchmarks.ops_mining",
         "torchdoctor.benchmarks.ops_spd",
+        "torchdoctor.benchmarks.ops_assignment",
+        "torchdoctor.benchmarks.ops_sinkhorn",
+        "torchdoctor.benchmarks.ops_tokens",
     ],
 }
 

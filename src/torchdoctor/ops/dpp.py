@@ -149,34 +149,39 @@ def dpp_greedy(
     gains = torch.nan_to_num(gains, nan=-math.inf)
 
     rows_e = torch.zeros(batch, steps, n, dtype=dtype, device=device)  # Cholesky rows e
-    chosen = []
-    log_det = torch.zeros(batch, dtype=dtype, device=device)
-    active = k_flat > 0
+    allowed = k_flat.unsqueeze(1) > torch.arange(steps, device=device)  # (B, steps)
+    items, bests, oks = [], [], []
+    active = torch.ones(batch, dtype=torch.bool, device=device)
     tiny = torch.finfo(dtype).tiny
     for step in range(steps):
         best, item = gains.max(dim=-1)
-        ok = active & (best > eps) & (step < k_flat)
-        active = ok
-        chosen.append(torch.where(ok, item, -1))
-        log_det = log_det + torch.where(ok, torch.log(best.clamp(min=tiny)), 0.0)
+        active = active & (best > eps) & allowed[:, step]
+        items.append(item)
+        bests.append(best)
+        oks.append(active)
         if step == steps - 1:
             break
+        index = item.view(batch, 1, 1)
         if kernel is not None:
-            row = source.gather(1, item.view(batch, 1, 1).expand(batch, 1, n)).squeeze(1)
+            row = source.gather(1, index.expand(batch, 1, n))  # (B, 1, N)
         else:
-            picked = source.gather(1, item.view(batch, 1, 1).expand(batch, 1, width))
-            row = torch.bmm(source, picked.transpose(1, 2)).squeeze(2)
+            picked = source.gather(1, index.expand(batch, 1, width))
+            row = torch.bmm(picked, source.transpose(1, 2))
         if q is not None:
-            row = row * q * q.gather(1, item.unsqueeze(1))
+            row = row * (q * q.gather(1, item.unsqueeze(1))).unsqueeze(1)
         if step > 0:
             previous = rows_e[:, :step]
-            at_item = previous.gather(2, item.view(batch, 1, 1).expand(batch, step, 1))
-            row = row - (at_item * previous).sum(1)
-        e = row / best.clamp(min=tiny).sqrt().unsqueeze(1)
-        rows_e[:, step] = e
-        gains = (gains - e * e).scatter(1, item.unsqueeze(1), -math.inf)
-    if chosen:
-        indices = torch.stack(chosen, dim=-1)
-    else:
+            at_item = previous.gather(2, index.expand(batch, step, 1)).transpose(1, 2)
+            row = torch.baddbmm(row, at_item, previous, alpha=-1)
+        e = rows_e[:, step]
+        torch.mul(row.squeeze(1), best.clamp(min=tiny).rsqrt().unsqueeze(1), out=e)
+        gains = torch.addcmul(gains, e, e, value=-1).scatter_(1, item.unsqueeze(1), -math.inf)
+    if steps == 0:
         indices = torch.empty(batch, 0, dtype=torch.long, device=device)
+        log_det = torch.zeros(batch, dtype=dtype, device=device)
+    else:
+        ok = torch.stack(oks, dim=-1)
+        indices = torch.where(ok, torch.stack(items, dim=-1), -1)
+        gains_taken = torch.stack(bests, dim=-1).clamp(min=tiny).log()
+        log_det = torch.where(ok, gains_taken, 0.0).sum(-1)
     return DppSelection(indices.reshape(*batch_shape, steps), log_det.reshape(batch_shape))

@@ -91,13 +91,18 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
         )
 
 
-def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[int, int, int]:
-    """(number of segments, longest segment, tokens kept in all): one host read."""
+def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[int, int, int, int]:
+    """(number of segments, longest segment, tokens kept in all, start) in one host read.
+
+    ``start`` is the position of the first image token when segments ``0..S-1`` are stored one
+    after the other, all of the same length (seed 003's layout: the padded batch is then a view
+    of the features, no gather); otherwise -1.
+    """
     n = segment_ids.shape[0]
     if n == 0:
-        return 0, 0, 0
+        return 0, 0, 0, -1
     keys = torch.where(segment_ids < 0, _NO_SEGMENT, segment_ids.long())
-    sorted_keys = torch.sort(keys).values
+    sorted_keys, order = torch.sort(keys, stable=True)
     starts = torch.ones(n, dtype=torch.bool, device=keys.device)
     starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
     run = torch.cumsum(starts.long(), 0) - 1
@@ -107,10 +112,15 @@ def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[int, int, int]:
     real_run.scatter_(0, run, sorted_keys != _NO_SEGMENT)
     kept = torch.where(real_run, tokens_to_keep(run_counts, keep_ratio, keep_per_segment), 0)
     text = (segment_ids < 0).sum()
-    top_id = torch.where(sorted_keys != _NO_SEGMENT, sorted_keys, -1).max()
+    image = sorted_keys != _NO_SEGMENT
+    top_id = torch.where(image, sorted_keys, -1).max()
     longest = torch.where(real_run, run_counts, 0).max()
-    sizes = torch.stack([top_id + 1, longest, text + kept.sum()]).tolist()  # the one sync
-    return sizes[0], sizes[1], sizes[2]
+    step = torch.arange(n, device=keys.device)
+    in_order = (~image | (order - step == order[0])).all()
+    full = ((top_id + 1) * longest == n - text) & (n > text)
+    start = torch.where(in_order & full, order[0], -1)
+    sizes = torch.stack([top_id + 1, longest, text + kept.sum(), start]).tolist()  # one sync
+    return sizes[0], sizes[1], sizes[2], sizes[3]
 
 
 def _greedy_cosine(unit, quality, mask, wanted, steps):
@@ -181,46 +191,54 @@ def select_tokens_per_segment(
     _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method)
     n = features.shape[0]
     device = features.device
-    segments, length, total = _sizes(segment_ids, keep_ratio, keep_per_segment)
+    segments, length, total, start = _sizes(segment_ids, keep_ratio, keep_per_segment)
     always = segment_ids < 0
     positions = torch.arange(n, device=device)
-    slots, mask = pad_segments(
-        positions, segment_ids, fill=0, num_segments=segments, max_len=length
-    )
+    if start >= 0:  # frames stored back to back: views, no gather
+
+        def take(values: torch.Tensor) -> torch.Tensor:
+            return values.narrow(0, start, segments * length).view(segments, length, -1)
+
+        slots = positions.narrow(0, start, segments * length).view(segments, length)
+        mask = torch.ones(segments, length, dtype=torch.bool, device=device)
+    else:
+        slots, mask = pad_segments(
+            positions, segment_ids, fill=0, num_segments=segments, max_len=length
+        )
+
+        def take(values: torch.Tensor) -> torch.Tensor:
+            return values.index_select(0, slots.reshape(-1)).view(segments, length, -1)
+
     wanted = tokens_to_keep(mask.sum(-1), keep_ratio, keep_per_segment)  # (S,)
     if keep_ratio is not None:
         steps = min(math.ceil(keep_ratio * length - 1e-9), length)
     else:
         steps = min(keep_per_segment, length)
 
-    flat_slots = slots.reshape(-1)
     if quality is not None:
-        q = quality.index_select(0, flat_slots).view(segments, length)
+        q = take(quality.unsqueeze(1)).view(segments, length)
     else:
         q = torch.ones(segments, length, dtype=features.dtype, device=device)
     chosen = torch.zeros(segments, length, dtype=torch.bool, device=device)
-    if method != "topk" and steps > 0:
-        unit = F.normalize(features.index_select(0, flat_slots), dim=-1)  # image tokens only
-        unit = unit.view(segments, length, -1)
-        if method == "dpp":
-            kernel = torch.bmm(unit, unit.transpose(1, 2))
-            # Cosine self-similarity is exactly 1 (0 for a zero token): write it so, so that
-            # ties on the diagonal do not hinge on rounding.
-            exact = (unit != 0).any(-1).to(kernel.dtype)
-            kernel.diagonal(dim1=1, dim2=2).copy_(exact)
-            picked = dpp_greedy(
-                kernel,
-                quality=q if quality is not None else None,
-                k=wanted,
-                mask=mask,
-                eps=eps,
-                max_k=steps,
-            ).indices
-            spare = torch.zeros(segments, length + 1, dtype=torch.bool, device=device)
-            spare.scatter_(1, torch.where(picked >= 0, picked, length), True)
-            chosen = spare[:, :length]
-        else:
-            chosen = _greedy_cosine(unit, q, mask, wanted, steps)
+    if method == "dpp" and steps > 0:
+        # One gather of the image tokens, one batched matmul; the L2 normalization and the
+        # quality are folded into a rescaling of the (S, L, L) kernels, which are far smaller
+        # than the (S, L, d) features: no extra pass over the features.
+        gathered = take(features)
+        norms = torch.linalg.vector_norm(gathered, dim=-1)
+        scale = q / norms.clamp(min=1e-12)
+        kernel = torch.bmm(gathered, gathered.transpose(1, 2))
+        kernel.mul_(scale.unsqueeze(2)).mul_(scale.unsqueeze(1))
+        # Cosine self-similarity is exactly 1 (0 for a zero token): write it so, so that ties
+        # on the diagonal do not hinge on rounding.
+        kernel.diagonal(dim1=1, dim2=2).copy_(torch.where(norms > 0, q * q, 0))
+        picked = dpp_greedy(kernel, k=wanted, mask=mask, eps=eps, max_k=steps).indices
+        spare = torch.zeros(segments, length + 1, dtype=torch.bool, device=device)
+        spare.scatter_(1, torch.where(picked >= 0, picked, length), True)
+        chosen = spare[:, :length]
+    elif method == "greedy_cosine" and steps > 0:
+        unit = F.normalize(take(features), dim=-1)  # image tokens only
+        chosen = _greedy_cosine(unit, q, mask, wanted, steps)
 
     # Chosen tokens first, then the rest by quality (stable: lower position first), to quota.
     score = torch.where(chosen, math.inf, torch.where(mask, q, -math.inf))

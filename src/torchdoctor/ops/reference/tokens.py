@@ -72,9 +72,10 @@ def select_tokens_reference(
             unit = F.normalize(features[index], dim=-1)
             if method == "dpp":
                 kernel = unit @ unit.T
-                kernel.diagonal().copy_((unit != 0).any(-1).to(kernel.dtype))
                 if quality is not None:
                     kernel = q[:, None] * kernel * q[None, :]
+                nonzero = features[index].norm(dim=-1) > 0  # exact diagonal: q^2 (0 if zero)
+                kernel.diagonal().copy_(torch.where(nonzero, q * q, 0))
                 selected, _ = dpp_greedy_reference(kernel, k, eps=eps)
             else:
                 selected = _greedy_cosine(unit, q, k)

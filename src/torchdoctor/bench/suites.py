@@ -17,6 +17,7 @@ from torchdoctor.bench.table import BenchTable
 
 #: suite name -> benchmark modules, in the order they run.
 SUITES: dict[str, list[str]] = {
+    "profiler": ["torchdoctor.benchmarks.profiler_overhead"],
     "harness": ["torchdoctor.benchmarks.harness"],
     "train": ["torchdoctor.benchmarks.train_metrics"],
     "ops": [
@@ -27,6 +28,7 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.ops_sinkhorn",
         "torchdoctor.benchmarks.ops_tokens",
     ],
+    "workloads": ["torchdoctor.benchmarks.workloads"],
 }
 
 

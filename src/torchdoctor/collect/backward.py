@@ -1,9 +1,10 @@
 """Backward time per module from autograd hook timestamps, clipped so the tree adds up.
 
-Choice (measured in ``benchmarks/profiler_overhead.py``, documented in docs/profiler.md): plain
-tensor hooks on each call's outputs (start: the first output gradient is ready) and inputs
-(end: the input gradient is ready) - the same idea as ``torch.utils.module_tracker``'s
-``register_multi_grad_hook`` use, with less bookkeeping - instead of full backward hooks
+Choice (measured in ``benchmarks/profiler_overhead.py``, documented in docs/profiler.md): autograd
+graph pre-hooks on the ``grad_fn`` of each call's outputs (start: an output's gradient is
+complete) and inputs (end: the input's gradient is complete) - the same idea as
+``torch.utils.module_tracker``'s ``register_multi_grad_hook`` use, with less bookkeeping (about
+3x cheaper to register than tensor hooks) - instead of full backward hooks
 (``register_module_full_backward_hook``), which wrap every module's inputs and outputs in extra
 autograd nodes and cost several times more on small modules.
 

@@ -333,8 +333,10 @@ class Profiler:
             forward.append((node, ns[i], ns[i + 1]))
             i += 2
         marks = []
+        first = rec.first_serial
         for node, serial, which, _ in rec.bwd:
-            marks.append((node, serial, which, ns[i]))
+            if serial >= first or which == 2:  # drop marks of earlier steps' calls
+                marks.append((node, serial, which, ns[i]))
             i += 1
         segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(rec.phases.segments)]
         if not discard and self._counter >= self.warmup:
@@ -383,7 +385,7 @@ class Profiler:
             "steps": len(steps),
             "warmup": self.warmup,
             "timing": self._clock.name,
-            "backward_attribution": "tensor-hooks" if self.backward else "off",
+            "backward_attribution": "graph-hooks" if self.backward else "off",
             "step_boundary": mode,
             "syncs": self.syncs,
             "memory": self.memory,

@@ -9,12 +9,13 @@ Forward: the global forward pre-hook pushes a frame and a clock token; the forwa
 ``(node, start, end)``.
 
 Backward attribution (see ``collect/backward.py`` for the processing and the choice): per call,
-a tensor hook on each output that requires grad marks the *start* of the module's backward
-(the first gradient of an output is ready), and a tensor hook on each input that requires grad
-marks its *end* (the gradient of the input is ready). A call none of whose inputs require grad
-(the first layer, a module fed with data) has no end mark; ``collect/backward.py`` ends it at
-the next mark outside its subtree. Containers are extended to cover their children afterwards. Handles are kept and
-removed at the end of every step, so nothing accumulates on long-lived tensors.
+a pre-hook on the ``grad_fn`` of each output that requires grad marks the *start* of the
+module's backward (an output's gradient is complete), and one on the ``grad_fn`` of each input
+that requires grad marks its *end* (the input's gradient is complete); leaf inputs get a tensor
+hook instead, removed at the end of the step. Graph pre-hooks die with the graph; a kept graph
+(``retain_graph``) may fire old hooks later, and marks of calls from earlier steps are dropped.
+A call none of whose inputs require grad (the first layer, a module fed with data) has no end
+mark; ``collect/backward.py`` ends it. Containers are extended to cover their children.
 
 Memory: a ``saved_tensors_hooks`` pack hook (returns the tensor itself: no copy) counts the
 storage bytes each module's forward saves for backward, each storage once per step; parameters
@@ -112,6 +113,7 @@ class Recorder:
     # -- step buffers ---------------------------------------------------------------------
     def new_step(self, token: Any) -> None:
         self.step_start = token
+        self.first_serial = self.serial + 1  # marks of older calls (kept graphs) are dropped
         self.fwd: list[tuple[int, Any, Any]] = []
         self.bwd: list[tuple[int, int, int, Any]] = []  # (node, serial, 0 start | 1 end, token)
         self.handles: list[Any] = []
@@ -179,20 +181,28 @@ class Recorder:
         self.bwd.append((node, serial, which, self.now()))
 
     def _hook_inputs(self, node: int, serial: int, args: Any) -> None:
-        end = None
-        for tensor in _tensors(args):
-            if tensor.requires_grad:
-                if end is None:
-                    end = partial(self._mark, node, serial, 1)
-                self.handles.append(tensor.register_hook(end))
+        self._hook(_tensors(args), partial(self._mark, node, serial, 1))
 
     def _hook_outputs(self, node: int, serial: int, output: Any) -> None:
-        start = None
-        for tensor in _tensors(output):
-            if tensor.requires_grad:
-                if start is None:
-                    start = partial(self._mark, node, serial, 0)
-                self.handles.append(tensor.register_hook(start))
+        self._hook(_tensors(output), partial(self._mark, node, serial, 0))
+
+    def _hook(self, tensors: list[Tensor], mark: Any) -> None:
+        """Call ``mark`` when the gradient of any of ``tensors`` is complete.
+
+        A pre-hook on the tensor's ``grad_fn`` (cheap, C++; it dies with the graph) fires when
+        the gradient is complete, just before the node that produced the tensor runs. Leaves
+        (no ``grad_fn``) get a tensor hook whose handle is removed at the end of the step.
+        """
+        seen: list[Any] = []
+        for tensor in tensors:
+            if not tensor.requires_grad:
+                continue
+            grad_fn = tensor.grad_fn
+            if grad_fn is None:
+                self.handles.append(tensor.register_hook(mark))
+            elif grad_fn not in seen:
+                seen.append(grad_fn)
+                grad_fn.register_prehook(mark)
 
     # -- regions --------------------------------------------------------------------------
     def enter_region(self, name: str, source: Any) -> tuple[int, int, Any]:

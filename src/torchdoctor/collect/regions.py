@@ -29,8 +29,11 @@ from torchdoctor.collect.state import STATE
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class region:  # noqa: N801 - used like a function: torchdoctor.region("name")
-    """Name a block of non-module code; a context manager and a decorator.
+class Region:
+    """A named region: a context manager and a decorator (get one with :func:`region`).
+
+    Entering records a region node under the running module when a profiler is active; the
+    handles of nested entries are kept on a small stack, so one object may be re-entered.
 
     Example:
         >>> with region("matching"):
@@ -39,7 +42,7 @@ class region:  # noqa: N801 - used like a function: torchdoctor.region("name")
         3
     """
 
-    __slots__ = ("name", "_handle")
+    __slots__ = ("name", "_handles")
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -48,22 +51,19 @@ class region:  # noqa: N801 - used like a function: torchdoctor.region("name")
                 'write torchdoctor.region("hungarian")'
             )
         self.name = name
-        self._handle = None
+        self._handles: list[Any] = []
 
-    def __enter__(self) -> region:
+    def __enter__(self) -> Region:
         profiler = STATE.profiler
         if profiler is None:
             return self
-        frame = sys._getframe(1)
-        self._handle = profiler._enter_region(self.name, frame)
+        self._handles.append((profiler, profiler._enter_region(self.name, sys._getframe(1))))
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        handle = self._handle
-        if handle is not None:
-            self._handle = None
-            profiler = STATE.profiler
-            if profiler is not None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._handles:
+            profiler, handle = self._handles.pop()
+            if STATE.profiler is profiler:
                 profiler._exit_region(handle)
 
     def __call__(self, function: F) -> F:
@@ -82,6 +82,33 @@ class region:  # noqa: N801 - used like a function: torchdoctor.region("name")
                     profiler._exit_region(handle)
 
         return wrapper  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"region({self.name!r})"
+
+
+_REGIONS: dict[str, Region] = {}
+_MAX_CACHED = 4096
+
+
+def region(name: str) -> Region:
+    """The region called ``name`` (one cached object per name, so the no-op path allocates
+    nothing): ``with torchdoctor.region("hungarian"): ...`` or ``@torchdoctor.region("x")``.
+
+    Example:
+        >>> region("loss") is region("loss")
+        True
+    """
+    try:
+        found = _REGIONS.get(name)
+    except TypeError:  # unhashable
+        found = None
+    if found is not None:
+        return found
+    made = Region(name)
+    if len(_REGIONS) < _MAX_CACHED:
+        _REGIONS[name] = made
+    return made
 
 
 def step() -> None:

@@ -140,3 +140,10 @@ def run(quick: bool = False) -> list[BenchTable]:
         return [speed, accuracy_table(batch=64, parts=4, pool=252, d=64)]
     finally:
         torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":  # python -m torchdoctor.benchmarks.<name> [--quick]
+    import sys
+
+    for _table in run(quick="--quick" in sys.argv):
+        print(_table.to_markdown())

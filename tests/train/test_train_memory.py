@@ -84,3 +84,27 @@ def test_bad_inputs_are_explained():
         memory.enqueue(torch.zeros(2, 5), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="one per feature row"):
         memory.enqueue(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
+
+
+def test_empty_memory_as_gallery_equals_no_gallery():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    labels = torch.tensor([0, 0, 1, 1])
+    memory = CrossBatchMemory(size=5, dim=8, modality_names=["rgb"])
+    plain = sdm_loss(a, b, labels)
+    empty = memory.gallery()
+    masked = memory.gallery("rgb", compact=False)
+    torch.testing.assert_close(
+        sdm_loss(a, b, labels, gallery_feats=empty.features, gallery_labels=empty.labels), plain
+    )
+    torch.testing.assert_close(
+        sdm_loss(
+            a,
+            b,
+            labels,
+            gallery_feats=masked.features,
+            gallery_labels=masked.labels,
+            gallery_mask=masked.mask,
+        ),
+        plain,
+    )

@@ -3,10 +3,10 @@ estimated saving is within 25% of the saving measured when the fast variant's ca
 
 The estimate comes from a profiled run of the slow sampler (the encoder runs at every denoising
 step); the measurement compares the slow sampler with the same sampler with only the encoder
-cached (``cached_only_step``), interleaved. Both are compared as a share of the step, so a
-machine that is uniformly slower or faster between the two measurements does not matter. Each
-measurement is repeated once before failing: a shared machine's noise, not the rule, is the
-usual cause of a miss.
+cached (``cached_only_step``), interleaved. Both are compared as a share of the step: the
+profiler's own overhead (hooks on every module call) and a machine that is uniformly slower or
+faster between the two measurements then cancel out. The pair is measured up to three times
+before failing: a shared machine's noise, not the rule, is the usual cause of a miss.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.base import step_ms
 
 TIMESTEPS = 10
 TOLERANCE = 0.25
+ATTEMPTS = 3
 
 
 @pytest.fixture
@@ -31,12 +33,12 @@ def one_thread():
 def estimate_and_measure(workload) -> tuple[float, float, list]:
     from torchdoctor import compare, profile
 
-    session = profile(workload.slow_step, model=workload.model, steps=5, warmup=1, syncs=False)
+    session = profile(workload.slow_step, model=workload.model, steps=8, warmup=1, syncs=False)
     advice = [a for a in advise(session) if a.rule == "loop-invariant"]
     assert advice, "no loop-invariant advice on the slow diffusion_policy sampler"
-    estimated = advice[0].estimated_saving_ms / session["step_ms"]["median"]
+    estimated = advice[0].estimated_saving_ms / step_ms(session)
     result = compare(
-        workload.slow_step, workload.cached_only_step, warmup=1, repeats=9, check=False
+        workload.slow_step, workload.cached_only_step, warmup=1, repeats=15, check=False
     )
     measured = 1.0 - 1.0 / result.speedup
     return estimated, measured, advice
@@ -51,7 +53,7 @@ def test_encoder_advice_estimate_matches_measured_caching_saving(one_thread):
         "diffusion_policy", scale="tiny", train_timesteps=TIMESTEPS, slow_steps=TIMESTEPS
     )
     attempts = []
-    for _ in range(2):
+    for _ in range(ATTEMPTS):
         estimated, measured, advice = estimate_and_measure(workload)
         top = advice[0]
         assert top.title == "Compute encoder once per step and reuse it"

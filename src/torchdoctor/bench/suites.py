@@ -17,6 +17,7 @@ from torchdoctor.bench.table import BenchTable
 
 #: suite name -> benchmark modules, in the order they run.
 SUITES: dict[str, list[str]] = {
+    "syncs": ["torchdoctor.benchmarks.sync_overhead"],
     "profiler": ["torchdoctor.benchmarks.profiler_overhead"],
     "harness": ["torchdoctor.benchmarks.harness"],
     "train": ["torchdoctor.benchmarks.train_metrics"],

@@ -215,3 +215,9 @@ def test_referenced_ops_exist():
     for _, names in OPS_FOR:
         for name in names:
             assert hasattr(ops, name.rsplit(".", 1)[1]), f"advice references missing {name}"
+
+
+def test_host_syncs_code_change_quotes_the_recorded_lines():
+    scalar = next(a for a in host_syncs(slow_session()) if ".item()" in a.title)
+    assert "loss.item()    # train.py:88" in scalar.code
+    assert "LazyMetrics" in scalar.code

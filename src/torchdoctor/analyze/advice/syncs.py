@@ -51,6 +51,16 @@ def _stall_per_step(records: list[Mapping[str, Any]]) -> float | None:
     return sum(float(r["stall_ms"]) for r in measured)
 
 
+def _your_lines(records: list[Mapping[str, Any]]) -> str:
+    """The recorded source lines, as the "before" of the code change."""
+    lines = [
+        f"{str(r.get('op')).strip()}    # {_where(r)}" for r in records[:MAX_LINES] if r.get("op")
+    ]
+    if not lines:
+        return ""
+    return "# your lines that sync:\n" + "\n".join(lines) + "\n# the pattern to use instead:\n"
+
+
 def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda: bool) -> Advice:
     records = sorted(records, key=_per_step, reverse=True)
     per_step = sum(_per_step(r) for r in records)
@@ -96,6 +106,7 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
             code="y = x[mask]                        # before: output shape depends on data\n"
             "y = torch.where(mask, x, 0)        # after: fixed shape, no host sync",
         )
+    advice.code = _your_lines(records) + (advice.code or "")
     if stall is not None and step > 0:
         advice.estimated_saving_ms = min(stall, step)
         advice.saving_range_ms = [advice.estimated_saving_ms, advice.estimated_saving_ms]

@@ -83,8 +83,8 @@ _R = [
         "warning",
         "torch.cuda.synchronize() in a training loop stalls the CPU every step",
         "remove it, or time with CUDA events resolved once per step (torchdoctor.profile)",
-        "for b in loader:\n    step(b)\n    torch.cuda.synchronize()",
-        "for b in loader:\n    step(b)",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n    torch.cuda.synchronize()",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()",
         "torchdoctor.profile",
     ),
     Rule(
@@ -114,7 +114,9 @@ _R = [
         "python-label-remap",
         "warning",
         "label remapping through Python containers or a loop over labels",
-        "torch.unique(labels, return_inverse=True) remaps in one on-device op",
+        "torch.unique(labels, return_inverse=True) remaps in one on-device op; --fix rewrites "
+        "the exact `u = torch.unique(y); r = torch.zeros_like(y); for i, v in enumerate(u): "
+        "r[y == v] = i` idiom",
         "u = sorted(set(y.tolist()))\nm = {v: i for i, v in enumerate(u)}",
         "_, y = torch.unique(y, return_inverse=True)",
         "torchdoctor.ops.remap_labels",
@@ -177,7 +179,8 @@ _R = [
         "deprecated-sdp-kernel",
         "warning",
         "torch.backends.cuda.sdp_kernel is deprecated",
-        "torch.nn.attention.sdpa_kernel([SDPBackend...])",
+        "torch.nn.attention.sdpa_kernel([SDPBackend...]); --fix rewrites calls whose enable_* "
+        "flags are literal True/False",
         "with torch.backends.cuda.sdp_kernel(enable_math=False):",
         "with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, "
         "SDPBackend.CUDNN_ATTENTION]):",

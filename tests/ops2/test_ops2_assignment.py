@@ -93,10 +93,22 @@ def test_brute_force_exact_on_small_problems():
     assert checked == 5 * 5 * len(KINDS) * 8
 
 
+def test_subset_dp_exact_up_to_ten_columns():
+    generator = torch.Generator().manual_seed(5)
+    checked = 0
+    for rows, cols in [(1, 1), (2, 7), (4, 4), (6, 3), (8, 8), (5, 10), (10, 10)]:
+        cost = torch.cat([_problems(kind, 6, rows, cols, generator) for kind in KINDS])
+        result = linear_assignment(cost, method="dp", check=False)
+        checked += _check_against_scipy(cost, result.columns, result.total)
+    assert checked == 7 * len(KINDS) * 6
+    with pytest.raises(ValueError, match="subset DP over 13 columns"):
+        linear_assignment(torch.zeros(2, 13), method="dp")
+
+
 def test_maximize_matches_scipy_and_keeps_dtype():
     generator = torch.Generator().manual_seed(2)
     cost = torch.rand(6, 4, 7, generator=generator)
-    for method in ("torch", "scipy", "brute"):
+    for method in ("torch", "scipy", "dp", "brute"):
         result = linear_assignment(cost, maximize=True, method=method)
         _, expected = linear_assignment_reference(cost, maximize=True)
         assert result.total.dtype == torch.float32
@@ -115,7 +127,7 @@ def test_leading_dims_and_rectangular_shapes():
 
 def test_empty_problems():
     for shape in [(3, 0, 4), (3, 4, 0), (0, 2, 2)]:
-        for method in ("torch", "scipy", "brute"):
+        for method in ("torch", "scipy", "dp", "brute"):
             result = linear_assignment(torch.zeros(shape), method=method)
             assert result.columns.shape == shape[:2]
             assert (result.columns == -1).all() and (result.total == 0).all()
@@ -124,7 +136,7 @@ def test_empty_problems():
 def test_nan_cost_raises_naming_the_problem():
     cost = torch.rand(3, 4, 4)
     cost[1, 2, 0] = math.nan
-    for method in ("torch", "scipy", "brute"):
+    for method in ("torch", "scipy", "dp", "brute"):
         with pytest.raises(ValueError, match=r"problem 1 has NaN"):
             linear_assignment(cost, method=method)
 
@@ -132,7 +144,7 @@ def test_nan_cost_raises_naming_the_problem():
 def test_all_forbidden_row_raises_naming_the_problem():
     cost = torch.rand(2, 3, 3, 3)
     cost[1, 2, 1, :] = math.inf
-    for method in ("torch", "scipy", "brute"):
+    for method in ("torch", "scipy", "dp", "brute"):
         with pytest.raises(ValueError, match=r"problem \(1, 2\) is infeasible"):
             linear_assignment(cost, method=method)
 
@@ -152,7 +164,7 @@ def test_wrong_sign_infinity_and_bad_arguments_raise():
 
 def test_no_host_sync_on_the_torch_and_brute_paths():
     cost = torch.rand(16, 6, 6)
-    for method in ("torch", "brute"):
+    for method in ("torch", "dp", "brute"):
         with count_host_syncs() as syncs:
             linear_assignment(cost, method=method, check=False)
         assert syncs.count == 0, (method, syncs.ops)

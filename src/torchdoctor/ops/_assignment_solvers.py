@@ -14,6 +14,8 @@ transposes wider problems), forbidden pairs as ``+inf``, and return ``(columns, 
   vector steps of ``O(B C)`` each. Exact for float costs up to rounding of the potentials.
 - :func:`solve_brute_force`: every injective row-to-column map, ``C! / (C - R)!`` of them,
   summed and minimized in one gather. Exact; fastest on accelerators for ``C <= 6``.
+- :func:`solve_subset_dp`: dynamic programming over column subsets, one vector step per row.
+  Exact; ``O(R 2^C C)`` work but only ~3 op launches per row, for ``C <= 10`` on accelerators.
 
 Example:
     >>> import torch
@@ -139,3 +141,53 @@ def solve_brute_force(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     infeasible = torch.isinf(best_total) | torch.isnan(best_total)
     columns = torch.where(infeasible.unsqueeze(1), -1, maps.index_select(0, best))
     return columns, infeasible
+
+
+#: widest problem solve_subset_dp accepts (its memory is B * 2^C * C).
+SUBSET_DP_MAX_COLS = 12
+
+
+def solve_subset_dp(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic programming over column subsets: ``best[S]`` = cheapest way to give the first
+    ``|S|`` rows the columns ``S``; one vector step per row, then a backtrack.
+
+    Exact; ``O(R 2^C C)`` work per problem but only about ``3 R`` op launches for the whole
+    batch, which is what counts on an accelerator for ``C <= 10`` or so.
+
+    Example:
+        >>> import torch
+        >>> cols, bad = solve_subset_dp(torch.tensor([[[4.0, 1.0], [2.0, 3.0]]]))
+        >>> cols.tolist()
+        [[1, 0]]
+    """
+    batch, rows, cols = cost.shape
+    if cols > SUBSET_DP_MAX_COLS:
+        raise ValueError(
+            f"subset DP over {cols} columns needs 2^{cols} states per problem (limit "
+            f"{SUBSET_DP_MAX_COLS} columns); use method='torch' or method='scipy' instead"
+        )
+    device = cost.device
+    states = 1 << cols
+    masks = torch.arange(states, device=device)
+    column_bit = 1 << torch.arange(cols, device=device)
+    has_column = (masks.unsqueeze(1) & column_bit) != 0  # (S, C)
+    size = has_column.sum(1)
+    without = (masks.unsqueeze(1) ^ column_bit).reshape(-1)  # S minus column c (when c in S)
+    best = torch.full((batch, states), math.inf, dtype=cost.dtype, device=device)
+    best[:, 0] = 0
+    choices = []
+    for row in range(rows):
+        allowed = has_column & (size == row + 1).unsqueeze(1)  # (S, C)
+        candidate = best.index_select(1, without).view(batch, states, cols)
+        candidate = candidate + cost[:, row].unsqueeze(1)
+        candidate = candidate.masked_fill(~allowed, math.inf)
+        best, choice = candidate.min(dim=2)
+        choices.append(choice)
+    best_total, state = best.min(dim=1)
+    columns = torch.empty(batch, rows, dtype=torch.long, device=device)
+    for row in reversed(range(rows)):
+        column = choices[row].gather(1, state.unsqueeze(1)).squeeze(1)
+        columns[:, row] = column
+        state = state ^ (1 << column)
+    infeasible = torch.isinf(best_total) | torch.isnan(best_total)
+    return torch.where(infeasible.unsqueeze(1), -1, columns), infeasible

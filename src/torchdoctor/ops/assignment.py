@@ -24,11 +24,14 @@ import torch
 from torchdoctor.ops._assignment_solvers import (
     solve_brute_force,
     solve_shortest_augmenting_path,
+    solve_subset_dp,
 )
 
-_METHODS = ("auto", "scipy", "torch", "brute")
-#: on accelerators, method="auto" enumerates permutations up to this many (6! = 720).
+_METHODS = ("auto", "scipy", "torch", "dp", "brute")
+#: on accelerators, method="auto" enumerates permutations up to this many (6! = 720) ...
 _AUTO_BRUTE_MAX_MAPS = 720
+#: ... and runs the subset DP up to this many columns (the smaller side of the problem).
+_AUTO_DP_MAX_COLS = 10
 
 
 class Assignment(NamedTuple):
@@ -116,9 +119,12 @@ def linear_assignment(
       - ``"scipy"``: one copy to the host, scipy's compiled solver per problem, one copy back.
       - ``"torch"``: the Hungarian method in shortest-augmenting-path form vectorized across the
         batch (``O(R^2 C)`` work per problem, ``R (R + 1)`` vector steps, no host sync).
+      - ``"dp"``: dynamic programming over column subsets (``O(R 2^C C)`` work, ``~3 R`` op
+        launches; ``max(R, C) <= 12``).
       - ``"brute"``: every injective map (``C!/(C-R)!``, for ``min(R, C)`` up to about 8).
       - ``"auto"``: scipy on CPU tensors (fewer op launches than any vectorized solver there);
-        on other devices brute force when ``max(R, C) <= 6``, else ``"torch"``.
+        on other devices brute force when ``max(R, C) <= 6``, the subset DP up to 10, else
+        ``"torch"``.
 
     Costs are solved in float64; ``total`` has the input's float dtype (float64 for integers).
     With ``check=True`` NaN, wrong-sign infinities and infeasible problems raise ``ValueError``
@@ -153,7 +159,12 @@ def linear_assignment(
         if cost.device.type == "cpu":
             method = "scipy"
         else:
-            method = "brute" if math.perm(large, small) <= _AUTO_BRUTE_MAX_MAPS else "torch"
+            if math.perm(large, small) <= _AUTO_BRUTE_MAX_MAPS:
+                method = "brute"
+            elif large <= _AUTO_DP_MAX_COLS:
+                method = "dp"
+            else:
+                method = "torch"
 
     nan = torch.isnan(work).flatten(1).any(dim=1)
     invalid = (work == -math.inf).flatten(1).any(dim=1)
@@ -165,6 +176,8 @@ def linear_assignment(
         infeasible = torch.zeros(batch, dtype=torch.bool, device=work.device)
     elif method == "brute":
         small_cols, infeasible = solve_brute_force(work)
+    elif method == "dp":
+        small_cols, infeasible = solve_subset_dp(work)
     else:
         small_cols, infeasible = solve_shortest_augmenting_path(work)
     if check and method != "scipy":

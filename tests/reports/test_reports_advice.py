@@ -221,3 +221,20 @@ def test_host_syncs_code_change_quotes_the_recorded_lines():
     scalar = next(a for a in host_syncs(slow_session()) if ".item()" in a.title)
     assert "loss.item()    # train.py:88" in scalar.code
     assert "LazyMetrics" in scalar.code
+
+
+def test_dominant_leaves_a_recomputed_module_to_the_loop_invariant_rule():
+    encoder = node("encoder", 6.0, type="ConditionEncoder")
+    decoder = node("decoder", 3.0, type="Decoder")
+    root = node("", 10.0, kind="root", children=[encoder, decoder])
+    session = {"step_ms": s(10.0), "tree": root}
+    assert [a.title.split()[0] for a in dominant_module(session)] == ["encoder", "decoder"]
+    session["recomputation"] = [
+        {
+            "path": "encoder",
+            "calls_per_step": 10,
+            "identical_input_calls": 9,
+            "time_per_call_ms": 0.6,
+        }
+    ]
+    assert [a.title.split()[0] for a in dominant_module(session)] == ["decoder"]

@@ -1,6 +1,7 @@
 """Rule ``dominant-module``: one module, region or stack of identical layers takes >= 30% of the step.
 
-The remedy depends on what the dominant part is: attention (fused SDPA, bf16), a stack of
+A part that dominates only because it is recomputed on identical inputs (see the loop-invariant
+rule) is left to that rule. The remedy depends on what the dominant part is: attention (fused SDPA, bf16), a stack of
 repeated layers (torch.compile; fewer or smaller layers), linear algebra or matching (the
 batched torchdoctor.ops replacement), anything else (torch.compile).
 
@@ -150,6 +151,17 @@ def _candidates(tree: Mapping[str, Any], step: float) -> list[tuple[Mapping, str
     return found
 
 
+def _kept_after_caching(session: Mapping[str, Any], path: str) -> float:
+    """Share of a node's time left once loop-invariant calls of it (or an ancestor) are cached."""
+    for record in session.get("recomputation") or ():
+        recomputed = str(record.get("path") or "")
+        calls = float(record.get("calls_per_step") or 0)
+        repeats = float(record.get("identical_input_calls") or 0)
+        if recomputed and calls > 0 and (path == recomputed or path.startswith(recomputed + ".")):
+            return max(0.0, 1.0 - repeats / calls)
+    return 1.0
+
+
 def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each leaf-most module/region/layer stack taking >= 30% of the step.
 
@@ -167,6 +179,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     advice: list[Advice] = []
     for node, label, group in _candidates(tree, step):
         part_ms = sum(node_ms(c) for c in group) if group else node_ms(node)
+        if part_ms * _kept_after_caching(session, str(node.get("path") or "")) < THRESHOLD * step:
+            continue  # it dominates only because it is recomputed: loop-invariant advice covers it
         fraction = part_ms / step
         evidence = [f"{label} is {pct(part_ms, step):.0f}% of the step ({fmt_ms(part_ms)})"]
         if group:

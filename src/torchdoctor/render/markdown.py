@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import center, step_ms
-from torchdoctor.render.markdown_text import code_block, escape, fmt_ms
+from torchdoctor.render.markdown_text import code_block, code_span, escape, fmt_ms
 
 PHASES = ("data", "forward", "backward", "optimizer", "other")
 TOP_PROBLEMS = 3
@@ -209,6 +209,14 @@ def _next_actions(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> l
     lines = ["## Next actions", ""]
     for item in advice[:TOP_PROBLEMS]:
         lines.append(f"- [ ] Priority {item.get('priority', '?')}: {escape(item.get('title', ''))}")
+    files = sorted({str(r.get("file")) for r in session.get("syncs") or () if r.get("file")})
+    if files:
+        shown = " ".join(files[:5])
+        lines.append(
+            "- [ ] Lint the files that sync for the static patterns behind them: "
+            + code_span(f"torchdoctor lint {shown}")
+            + "."
+        )
     lines += [
         "- [ ] Check the outputs did not change (e.g. `torchdoctor.compare(old_fn, new_fn, x)`).",
         "- [ ] Re-profile and save the session, then compare: "

@@ -37,6 +37,19 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.3g} ms"
 
 
+def code_span(text: str) -> str:
+    """Inline code whose backtick fence is longer than any backtick run inside.
+
+    Example:
+        >>> code_span("a`b")
+        '``a`b``'
+    """
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text.replace(chr(10), ' ')}{pad}{fence}"
+
+
 def code_block(text: str, language: str = "") -> str:
     """A fenced code block whose fence is longer than any backtick run in ``text``.
 

@@ -118,11 +118,16 @@ class DiffusionPolicy(Workload):
 
     # -- sampling --------------------------------------------------------------------------
     def _scheduler(self, kind: str, steps: int):
-        if kind == "ddpm":
-            return DDPMScheduler(self.config.train_timesteps)
-        if kind == "ddim":
-            return DDIMScheduler(self.config.train_timesteps, steps)
-        raise ValueError(f"scheduler must be 'ddpm' or 'ddim', got {kind!r}")
+        """Built once per (kind, steps) and reused: schedules are host-side constants."""
+        cache = self.__dict__.setdefault("_schedulers", {})
+        if (kind, steps) not in cache:
+            if kind == "ddpm":
+                cache[kind, steps] = DDPMScheduler(self.config.train_timesteps)
+            elif kind == "ddim":
+                cache[kind, steps] = DDIMScheduler(self.config.train_timesteps, steps)
+            else:
+                raise ValueError(f"scheduler must be 'ddpm' or 'ddim', got {kind!r}")
+        return cache[kind, steps]
 
     @torch.no_grad()
     def sample(
@@ -148,7 +153,7 @@ class DiffusionPolicy(Workload):
         with autocast:
             if cache_encoder:
                 memory, vl_features = self.model.encode(*self.conditions)
-            for t in sched.timesteps.tolist():
+            for t in sched.timestep_list:
                 t_batch = torch.full((self.shape[0],), t, device=self.device, dtype=torch.long)
                 if cache_encoder:
                     eps = self.model.decode(x, t_batch, memory, vl_features)

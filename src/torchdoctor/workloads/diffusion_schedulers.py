@@ -47,6 +47,7 @@ class DDPMScheduler:
         self.alphas_cumprod = linear_alphas_cumprod(num_train_timesteps, beta_start, beta_end)
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
         self._alpha_bar = self.alphas_cumprod.tolist()  # host floats: no tensor read per step
+        self.timestep_list: list[int] = self.timesteps.tolist()
 
     def step(
         self,
@@ -94,6 +95,7 @@ class DDIMScheduler:
         self.step_ratio = num_train_timesteps // num_inference_steps
         self.timesteps = (torch.arange(num_inference_steps) * self.step_ratio).flip(0)
         self._alpha_bar = self.alphas_cumprod.tolist()
+        self.timestep_list: list[int] = self.timesteps.tolist()
 
     def step(
         self,

@@ -91,7 +91,7 @@ class PartContrastive(Workload):
     seed_id = "000"
     summary = "part-aware contrastive training step: per-pair solves + CPU matching vs batched"
     kind = "train"
-    demo_steps = 3
+    demo_steps = 2
     Config = PartContrastiveConfig
     presets = {
         "tiny": {"batch_size": 4, "image_size": 16, "dim": 16, "identities": 4, "batches": 2},

@@ -216,23 +216,22 @@ def spd_distance_local(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.T
     raise ValueError(f"SoC metric must be 'fro' or 'log_euclidean' here, got {metric!r}")
 
 
-def _spd_distance(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+def _spd_distance(a: torch.Tensor, b: torch.Tensor, metric: str, check: bool) -> torch.Tensor:
     spd_distance = _op("spd", "spd_distance")
     if spd_distance is None:
         return spd_distance_local(a, b, metric)
-    return spd_distance(a, b, metric=metric)
+    return spd_distance(a, b, metric=metric, check=check)
 
 
 def soc_slow(parts1, parts2, ridge: float, metric: str) -> torch.Tensor:
     """Per image: two covariances and their distance (log-Euclidean in the seed)."""
     cov1, cov2 = covariance_slow(parts1, ridge), covariance_slow(parts2, ridge)
     return torch.stack(
-        [_spd_distance(cov1[i], cov2[i], metric) for i in range(parts1.shape[0])]
+        [_spd_distance(cov1[i], cov2[i], metric, check=True) for i in range(parts1.shape[0])]
     ).mean()
 
 
 def soc_fast(parts1, parts2, ridge: float, metric: str) -> torch.Tensor:
     """All images batched (``fro`` in the fast variant)."""
-    return _spd_distance(
-        covariance_fast(parts1, ridge), covariance_fast(parts2, ridge), metric
-    ).mean()
+    cov1, cov2 = covariance_fast(parts1, ridge), covariance_fast(parts2, ridge)
+    return _spd_distance(cov1, cov2, metric, check=False).mean()

@@ -1,7 +1,9 @@
 """Count the host-device synchronizations one call of a workload step would cause.
 
-Uses torchdoctor's sync audit when it is importable (it also sees ``.cpu()``/``.tolist()``),
-else the dispatch-level counter of :mod:`torchdoctor.testing` (``.item()``, ``nonzero``, ...).
+Uses torchdoctor's sync audit (it sees ``.item()``, ``.cpu()``, ``.tolist()``, one-argument
+``torch.where``, ``unique``, boolean masks, ...; on a CPU run each is "would sync on CUDA").
+Falls back to the dispatch-level counter of :mod:`torchdoctor.testing` when the audit is not
+importable.
 
 Example:
     >>> import torch
@@ -17,8 +19,14 @@ from typing import Any
 
 def count_syncs(fn: Callable[[], Any]) -> int:
     """Run ``fn`` once and return how many host syncs it caused (would cause, on CUDA)."""
-    from torchdoctor.testing import count_host_syncs
+    try:
+        from torchdoctor.collect.syncs import sync_audit
+    except ImportError:
+        from torchdoctor.testing import count_host_syncs
 
-    with count_host_syncs() as counter:
+        with count_host_syncs() as counter:
+            fn()
+        return counter.count
+    with sync_audit() as audit:
         fn()
-    return counter.count
+    return sum(int(r["count"]) for r in audit.records())

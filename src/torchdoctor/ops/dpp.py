@@ -130,6 +130,8 @@ def dpp_greedy(
         raise TypeError(
             f"dpp_greedy: mask must be a bool tensor, got {mask.dtype}; use mask.bool()"
         )
+    if not eps >= 0:
+        raise ValueError(f"dpp_greedy: eps must be >= 0, got {eps}; use e.g. 1e-10")
     if check:
         require_finite(**{name: source, "quality": quality})
     device, dtype = source.device, source.dtype
@@ -174,7 +176,9 @@ def dpp_greedy(
             at_item = previous.gather(2, index.expand(batch, step, 1)).transpose(1, 2)
             row = torch.baddbmm(row, at_item, previous, alpha=-1)
         e = rows_e[:, step]
-        torch.mul(row.squeeze(1), best.clamp(min=tiny).rsqrt().unsqueeze(1), out=e)
+        # best > eps >= 0 for active problems; stopped ones may turn NaN, which is harmless
+        # (NaN > eps is False, so they stay stopped).
+        torch.mul(row.squeeze(1), best.rsqrt().unsqueeze(1), out=e)
         gains = torch.addcmul(gains, e, e, value=-1).scatter_(1, item.unsqueeze(1), -math.inf)
     if steps == 0:
         indices = torch.empty(batch, 0, dtype=torch.long, device=device)

@@ -225,9 +225,9 @@ def select_tokens_per_segment(
         # quality are folded into a rescaling of the (S, L, L) kernels, which are far smaller
         # than the (S, L, d) features: no extra pass over the features.
         gathered = take(features)
-        norms = torch.linalg.vector_norm(gathered, dim=-1)
-        scale = q / norms.clamp(min=1e-12)
         kernel = torch.bmm(gathered, gathered.transpose(1, 2))
+        norms = kernel.diagonal(dim1=1, dim2=2).sqrt()  # |f|, without another pass over f
+        scale = q / norms.clamp(min=1e-12)
         kernel.mul_(scale.unsqueeze(2)).mul_(scale.unsqueeze(1))
         # Cosine self-similarity is exactly 1 (0 for a zero token): write it so, so that ties
         # on the diagonal do not hinge on rounding.

@@ -58,8 +58,9 @@ def test_clean_session_report_says_nothing_to_fix():
 
 
 def outside_code_blocks(markdown: str) -> str:
-    """Markdown text with fenced code blocks removed (code blocks are literal, never HTML)."""
-    return re.sub(r"(?ms)^(`{3,}).*?^\1\s*$", "", markdown)
+    """Markdown without fenced code blocks and code spans (both literal, never HTML)."""
+    without_blocks = re.sub(r"(?ms)^(`{3,}).*?^\1\s*$", "", markdown)
+    return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", without_blocks)
 
 
 def test_markdown_escapes_session_strings_outside_code_blocks():

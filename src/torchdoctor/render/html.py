@@ -107,15 +107,16 @@ def _phases(session: Mapping[str, Any]) -> str:
     for name in names:
         value = center(phases[name])
         share = 100.0 * value / step
-        klass = f"phase phase-{name}" if name in PHASES else "phase phase-other"
-        bar.append(
-            f'<div class="{_e(klass)}" style="width:{share:.2f}%" '
-            f'title="{_e(name)}: {_e(fmt_ms(value))} ({share:.0f}%)">{_e(name)}</div>'
-        )
         rows.append(
             f'<tr><td>{_e(name)}</td><td class="num">{_e(fmt_ms(value))}</td>'
             f'<td class="num">{share:.0f}%</td></tr>'
         )
+        if share > 0:  # a phase that took no time gets no sliver in the bar
+            klass = f"phase phase-{name}" if name in PHASES else "phase phase-other"
+            bar.append(
+                f'<div class="{_e(klass)}" style="width:{share:.2f}%" '
+                f'title="{_e(name)}: {_e(fmt_ms(value))} ({share:.0f}%)">{_e(name)}</div>'
+            )
     bar.append("</div>")
     table = (
         '<table id="phase-table"><thead><tr><th>phase</th><th class="num">per step</th>'

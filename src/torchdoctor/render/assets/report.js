@@ -54,6 +54,12 @@
     return ms.toPrecision(3) + " ms";
   }
   function label(node) { return String(node.path || node.name || "step"); }
+  function shortName(node) {
+    var parts = label(node).split(".");
+    var last = parts.pop();
+    // "layers.3" reads better than "3"
+    return /^[0-9]+$/.test(last) && parts.length ? parts.pop() + "." + last : last;
+  }
 
   function describe(node) {
     var parts = [label(node)];
@@ -87,7 +93,7 @@
       box.style.width = Math.max(width, 0.05) + "%";
       box.style.top = (depth * ROW) + "px";
       box.style.background = color(node);
-      box.textContent = label(node).split(".").pop() + " " + fmt(value(node));
+      box.textContent = shortName(node) + " " + fmt(value(node));
       box.title = describe(node);
       box.setAttribute("data-path", label(node));
       box.addEventListener("mouseenter", function () { detail.textContent = describe(node); });

@@ -95,6 +95,12 @@ def test_k_zero_k_above_n_and_non_psd_kernel():
     assert negative_diagonal.indices.tolist() == [-1, -1]
 
 
+def test_inputs_that_require_grad_are_accepted():
+    features = torch.randn(2, 10, 4, requires_grad=True)
+    result = dpp_greedy(features=features, quality=torch.rand(2, 10, requires_grad=True), k=3)
+    assert not result.log_det.requires_grad and (result.indices >= 0).all()
+
+
 def test_no_host_sync_on_kernel_and_features_paths():
     generator = torch.Generator().manual_seed(4)
     features = torch.randn(8, 30, 10, generator=generator)

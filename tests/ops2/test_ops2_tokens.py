@@ -115,6 +115,17 @@ def test_one_host_sync_for_all_segments():
     assert syncs.count >= 4
 
 
+def test_features_that_require_grad_are_accepted():
+    features, ids, quality = _sequence(12, dtype=torch.float32)
+    features.requires_grad_(True)
+    for method in ("dpp", "greedy_cosine"):
+        kept = select_tokens_per_segment(features, ids, 0.25, quality=quality, method=method)
+        expected = select_tokens_reference(
+            features.detach(), ids, 0.25, quality=quality, method=method
+        )
+        assert torch.equal(kept, expected)
+
+
 def test_tokens_to_keep_rounds_up_and_clamps():
     counts = torch.tensor([0, 1, 3, 10, 196])
     assert tokens_to_keep(counts, 0.1, None).tolist() == [0, 1, 1, 1, 20]

@@ -78,7 +78,7 @@ def _table(device: str, batches, sizes, repeats: int) -> BenchTable:
 
 def run(quick: bool = False) -> list[BenchTable]:
     """Tables for ``torchdoctor bench ops``; ``quick`` uses small batches."""
-    batches = (64,) if quick else (256, 1024)
+    batches = (32,) if quick else (256, 1024)
     sizes = (4, 8) if quick else (4, 8, 16)
     repeats = 3 if quick else 10
     table = _table("cpu", batches, sizes, repeats)

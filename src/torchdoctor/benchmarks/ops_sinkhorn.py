@@ -37,7 +37,7 @@ def run(quick: bool = False) -> list[BenchTable]:
         table.notes.append("POT is not installed (pip install pot): comparison skipped.")
         return [table]
     generator = torch.Generator().manual_seed(0)
-    cases = [(32, 16)] if quick else [(256, 16)]
+    cases = [(8, 16)] if quick else [(256, 16)]
     for batch, k in cases:
         cost = torch.rand(batch, k, k, generator=generator, dtype=torch.float64)
         result = compare(

@@ -99,6 +99,8 @@ def dpp_greedy(
             read). An int ``k`` costs no sync.
         check: validate that the inputs are finite (one host sync).
 
+    The selection is discrete, so the inputs are detached: ``log_det`` carries no gradient.
+
     Returns:
         :class:`DppSelection` with ``indices`` ``(..., min(max_k, N))`` in selection order.
 
@@ -137,8 +139,10 @@ def dpp_greedy(
     device, dtype = source.device, source.dtype
     k_flat, steps = _resolve_k(k, batch_shape, n, max_k, device)
     batch = math.prod(batch_shape)
-    source = source.reshape(batch, n, width)
-    q = None if quality is None else quality.to(dtype).expand(*batch_shape, n).reshape(batch, n)
+    source = source.detach().reshape(batch, n, width)  # a discrete choice: no autograd
+    if quality is not None:
+        quality = quality.detach().to(dtype).expand(*batch_shape, n).reshape(batch, n)
+    q = quality
 
     if kernel is not None:
         gains = torch.diagonal(source, dim1=-2, dim2=-1).clone()

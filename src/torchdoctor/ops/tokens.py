@@ -189,6 +189,8 @@ def select_tokens_per_segment(
         [2, 3, 6, 7]
     """
     _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method)
+    features = features.detach()  # the result is a set of positions: no autograd
+    quality = None if quality is None else quality.detach()
     n = features.shape[0]
     device = features.device
     segments, length, total, start = _sizes(segment_ids, keep_ratio, keep_per_segment)

@@ -168,3 +168,38 @@ def test_save_load_round_trip_of_a_profiled_session(tmp_path):
     assert loaded == s
     assert loaded.tree() == s.tree()
     json.loads(path.read_text())  # plain JSON
+
+
+def test_user_markers_inside_profile_are_ignored_and_memory_hooks_last_one_step():
+    model = nn.Linear(4, 1)
+    x = torch.randn(3, 4)
+    hooks_seen = []
+
+    def step():
+        model(x).sum().backward()
+        hooks_seen.append(torch._C._autograd._top_saved_tensors_default_hooks(False) is not None)
+        torchdoctor.step()  # profile() marks steps itself
+
+    s = torchdoctor.profile(step, model=model, steps=3, warmup=1, syncs=False)
+    assert len(s["steps"]) == 3
+    assert hooks_seen == [False, True, False, False]  # counted on the first profiled step only
+    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+
+
+def test_checkpointed_module_is_profiled():
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6))
+    head = nn.Linear(6, 1)
+    x = torch.randn(2, 6, requires_grad=True)
+
+    def step():
+        h = checkpoint(inner, x, use_reentrant=False)
+        head(h).sum().backward()
+
+    s = torchdoctor.profile(step, steps=2, warmup=1, syncs=False)
+    assert check_invariants(s["tree"], step_ms=s["step_ms"]["mean"]) == []
+    nodes = _by_path(s)
+    assert nodes["Sequential"]["backward_ms"]["mean"] > 0
+    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None

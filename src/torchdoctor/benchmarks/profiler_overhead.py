@@ -129,7 +129,8 @@ def _variants(model: nn.Module) -> dict[str, Callable[[Callable[[], None]], tupl
         "forward only": profiled(backward=False, memory=False, syncs=False),
         "+ backward (graph hooks, chosen)": profiled(backward=True, memory=False, syncs=False),
         "+ backward (full backward hooks)": full_backward_hooks,
-        "default (backward + memory)": profiled(syncs=False),
+        "default (backward + memory), steady step": profiled(syncs=False),
+        "default, the one step counting memory": profiled(syncs=False, warmup=1),
         "default + sync audit": profiled(syncs=True),
         "torch.profiler (CPU)": torch_profiler,
     }
@@ -171,6 +172,10 @@ def overhead_table(quick: bool, stress: bool) -> BenchTable:
         "(variant / off - 1), from wall time and from process CPU time (less sensitive to "
         "other processes on a shared machine); each profiled step includes its prof.step() "
         "bookkeeping"
+    )
+    table.notes.append(
+        "activation memory is counted on the first profiled step only (saved-tensor hooks are "
+        "pushed for that step alone): 'steady step' is every other step"
     )
     table.notes.append(
         "torch.profiler is timed inside an active profile() context (its per-event recording), "

@@ -6,7 +6,8 @@ another fails):
 - global module forward pre-hook and forward hook (``always_call=True``);
 - global optimizer step pre- and post-hooks (phase ``optimizer``, step boundaries);
 - wrappers around ``torch.autograd.backward`` and ``torch.autograd.grad`` (phase ``backward``);
-- a ``saved_tensors_hooks`` pair counting activation bytes (entered last, exited first).
+- a ``saved_tensors_hooks`` pair counting activation bytes, pushed only during the one step
+  that counts them (:class:`SavedTensorsSwitch`).
 
 Example:
     >>> import torch
@@ -64,10 +65,11 @@ class Installation:
             setattr(torch.autograd, name, wrapper)
             self._undo.append(functools.partial(setattr, torch.autograd, name, original))
 
-    def add_saved_tensors_hooks(self, pack: Callable, unpack: Callable) -> None:
-        context = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
-        context.__enter__()
-        self._undo.append(lambda: context.__exit__(None, None, None))
+    def add_saved_tensors_hooks(self, pack: Callable, unpack: Callable) -> SavedTensorsSwitch:
+        """Saved-tensor hooks that are pushed only while switched on (see the class)."""
+        switch = SavedTensorsSwitch(pack, unpack)
+        self._undo.append(switch.off)
+        return switch
 
     def add_undo(self, undo: Callable[[], None]) -> None:
         self._undo.append(undo)
@@ -82,3 +84,48 @@ class Installation:
                 errors.append(exc)
         if errors:
             raise RuntimeError(f"torchdoctor could not remove all of its hooks: {errors!r}")
+
+
+class SavedTensorsSwitch:
+    """``saved_tensors_hooks`` pushed only while counting (one step), so other steps pay nothing.
+
+    ``off()`` pops them only when they are still on top of torch's hook stack (user code such as
+    ``torch.utils.checkpoint`` pushes and pops its own pairs inside a step); otherwise they stay
+    until a later ``off()`` finds them on top.
+
+    Example:
+        >>> switch = SavedTensorsSwitch(lambda t: t, lambda t: t)
+        >>> switch.on(); switch.active
+        True
+        >>> switch.off(); switch.active
+        False
+    """
+
+    def __init__(self, pack: Callable, unpack: Callable) -> None:
+        self._pack = pack
+        self._unpack = unpack
+        self._context: Any = None
+
+    @property
+    def active(self) -> bool:
+        return self._context is not None
+
+    def on(self) -> None:
+        if self._context is None:
+            context = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+            context.__enter__()
+            self._context = context
+
+    def off(self) -> None:
+        context = self._context
+        if context is None or not self._on_top():
+            return
+        self._context = None
+        context.__exit__(None, None, None)
+
+    def _on_top(self) -> bool:
+        top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+        if top is None:  # pragma: no cover - older torch: trust the caller's nesting
+            return True
+        pair = top(False)
+        return pair is not None and pair[0] == self._pack

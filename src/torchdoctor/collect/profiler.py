@@ -156,8 +156,7 @@ class Profiler:
             hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
             hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
             hooks.wrap_autograd(self._backward_enter, self._backward_leave)
-            if self.memory:
-                hooks.add_saved_tensors_hooks(rec.pack, rec.unpack)
+            self._saved = hooks.add_saved_tensors_hooks(rec.pack, rec.unpack)
             if self.step_boundary == "auto":
                 rec.on_outermost = self._outermost
             STATE.profiler = self
@@ -232,7 +231,14 @@ class Profiler:
     def step(self) -> None:
         """End the current step (and begin the next)."""
         if self._running and STATE.profiler is self:
+            self._user_marker()
+
+    def _user_marker(self) -> None:
+        """A step marker from user code (``prof.step()``, ``torchdoctor.step()``)."""
+        if not self._markers_from_profile:
             self._marker()
+
+    _markers_from_profile = False  # profile() marks steps itself; user markers are ignored
 
     def wrap_loader(self, iterable: Iterable[Any]) -> Iterable[Any]:
         """Wrap a data iterable so the wait for each batch counts as the ``data`` phase."""
@@ -311,6 +317,8 @@ class Profiler:
         rec = self._rec
         profiled = self._counter >= self.warmup
         rec.count_memory = self.memory and profiled and self._memory_summary is None
+        if rec.count_memory:
+            self._saved.on()  # only the counting step pays for saved-tensor hooks
         self._meter.begin()
         rec.new_step(rec.now())
         STATE.step_index = self._counter
@@ -353,6 +361,7 @@ class Profiler:
                 self._raw.append({"forward": forward, "intervals": intervals, "step": (start, end),
                                   "segments": segments, "wall": end - start})  # fmt: skip
         rec.release_handles()
+        self._saved.off()
         if not discard:
             self._counter += 1
         if self.max_steps is not None and len(self._summaries) >= self.max_steps:
@@ -505,10 +514,11 @@ def profile(
     name = label or getattr(step_fn, "__name__", None) or "step_fn"
     prof = Profiler(model, syncs=syncs, warmup=warmup, label=name, memory=memory,
                     backward=backward)  # fmt: skip
+    prof._markers_from_profile = True
     with prof:
         for _ in range(warmup + steps):
             step_fn()
-            prof.step()
+            prof._marker()
     session = prof.session
     assert session is not None
     session["config"]["step_boundary"] = "step_fn"

@@ -144,7 +144,7 @@ class Recorder:
         self.module_depth += 1
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
-        if args:
+        if args and self.phases.stack[-1][0] != "backward":  # not a checkpoint recompute
             self._fingerprint(node, module, args)
             if self.backward and torch.is_grad_enabled():
                 self._hook_inputs(node, serial, args)
@@ -159,7 +159,10 @@ class Recorder:
         self.module_depth -= 1
         if STATE.module_stack:
             STATE.module_stack.pop()
-        self.fwd.append((node, start, end))
+        if self.phases.stack[-1][0] != "backward":
+            self.fwd.append((node, start, end))
+        # else: a forward re-run inside backward (activation checkpointing): its time is part
+        # of the backward already measured, so it is not counted again as forward
         if self.backward and output is not None and torch.is_grad_enabled():
             self._hook_outputs(node, serial, output)
         if not self.module_depth and not torch.is_grad_enabled():

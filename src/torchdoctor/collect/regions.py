@@ -119,4 +119,4 @@ def step() -> None:
     """
     profiler = STATE.profiler
     if profiler is not None:
-        profiler._marker()
+        profiler._user_marker()

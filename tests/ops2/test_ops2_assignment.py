@@ -125,6 +125,23 @@ def test_leading_dims_and_rectangular_shapes():
     torch.testing.assert_close(result.total, total)
 
 
+def test_integer_costs_mixed_magnitudes_and_nan_in_greedy():
+    generator = torch.Generator().manual_seed(6)
+    costs = torch.randint(-50, 50, (20, 6, 9), generator=generator)
+    result = linear_assignment(costs, method="torch")
+    assert result.total.dtype == torch.float64
+    _check_against_scipy(costs.double(), result.columns, result.total)
+    mixed = torch.rand(20, 7, 7, generator=generator, dtype=torch.float64)
+    mixed = mixed * 10.0 ** torch.randint(-12, 13, (20, 7, 7), generator=generator)
+    for method in ("torch", "dp"):
+        result = linear_assignment(mixed, method=method)
+        _check_against_scipy(mixed, result.columns, result.total)
+    with pytest.raises(TypeError, match="real float or integer"):
+        linear_assignment(torch.ones(2, 2, dtype=torch.bool))
+    with_nan = torch.tensor([[math.nan, 1.0], [2.0, 3.0]])
+    assert greedy_assignment(with_nan).columns.tolist() == [1, 0]
+
+
 def test_empty_problems():
     for shape in [(3, 0, 4), (3, 4, 0), (0, 2, 2)]:
         for method in ("torch", "scipy", "dp", "brute"):

@@ -26,6 +26,7 @@ class DataRules(RuleVisitor):
     not persistent."""
 
     CODES = ("TD401", "TD402", "TD403")
+    TRIGGERS = (("DataLoader",),)
 
     def visit_Call(self, node: cst.Call) -> None:
         if not self.callee(node) & DATALOADERS:

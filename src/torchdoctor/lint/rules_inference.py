@@ -51,6 +51,13 @@ class InferenceRules(RuleVisitor):
     """TD601 invariant module call in a denoising loop; TD602 eval loop without no_grad."""
 
     CODES = ("TD601", "TD602")
+    TRIGGERS = (
+        (
+            r"(?i)timesteps|inference_steps|sampling_steps|denois|diffusion_steps|num_steps|"
+            r"\.eval\(\)|def (\w*_)?(eval|evaluate|evaluation|infer|inference|sample|sampling|"
+            r"predict|prediction|validate|validation|generate)(_\w*)?\s*\(",
+        ),
+    )
 
     # -- TD601 ---------------------------------------------------------------------------------
     def visit_For(self, node: cst.For) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.metadata import PositionProvider
 
 from torchdoctor.lint.visitor import RuleVisitor, code_of, method_name
 
@@ -71,6 +70,12 @@ class LinalgRules(RuleVisitor):
     loop."""
 
     CODES = ("TD101", "TD102")
+    TRIGGERS = (
+        (
+            r"\b(inv|inv_ex|inverse|pinv|pinverse|solve\w*|\w*_solve|cholesky\w*|lu_factor\w*|lu|"
+            r"eigh|eigvalsh|lstsq)\b",
+        ),
+    )
 
     def visit_Call(self, node: cst.Call) -> None:
         names = self.callee(node)
@@ -122,12 +127,8 @@ class LinalgRules(RuleVisitor):
                     if name is target or self._is_binding(name):
                         continue
                     if self._in_matmul(name):
-                        line = self.get_metadata_position(name)
-                        return f"`{target.value}` used in a product on line {line}"
+                        return f"`{target.value}` is used in a product"
         return None
-
-    def get_metadata_position(self, node: cst.CSTNode) -> int:
-        return self.get_metadata(PositionProvider, node).start.line
 
     def _is_binding(self, name: cst.Name) -> bool:
         parent = self.parent(name)

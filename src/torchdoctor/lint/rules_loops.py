@@ -76,6 +76,10 @@ class LoopRules(RuleVisitor):
     linear_sum_assignment on tensor data."""
 
     CODES = ("TD301", "TD302", "TD303")
+    TRIGGERS = (
+        (r"where\(|nonzero|argwhere|masked_select|\.eq\(|\[[^\]\n]*==|linear_sum_assignment",),
+        ("enumerate", r"tolist|cpu\(|numpy\("),
+    )
 
     # -- TD301 ---------------------------------------------------------------------------------
     def _mask_loop(self, node: cst.CSTNode, mask: cst.BaseExpression) -> cst.CSTNode | None:

@@ -39,6 +39,7 @@ class PrecisionRules(RuleVisitor):
     """TD501 whole-model half; TD502-TD504 deprecated sdp_kernel / cuda.amp entry points."""
 
     CODES = ("TD501", "TD502", "TD503", "TD504")
+    TRIGGERS = ((r"\.half\(|float16|sdp_kernel|\bamp\b|GradScaler|autocast",),)
 
     def visit_Call(self, node: cst.Call) -> None:
         from torchdoctor.lint.fixes import autocast_call, grad_scaler_call, sdpa_call

@@ -50,6 +50,10 @@ class SyncRules(RuleVisitor):
     tensor rebuilt from host data every iteration."""
 
     CODES = ("TD201", "TD202", "TD203")
+    TRIGGERS = (
+        (r"\.backward\(|\.step\(",),
+        (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
+    )
 
     def looks_like_tensor(self, expr: cst.BaseExpression) -> bool:
         """Heuristic: the expression is a tensor (statically unknowable; kept conservative)."""

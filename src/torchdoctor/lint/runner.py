@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from torchdoctor.lint.finding import Finding
 from torchdoctor.lint.noqa import is_suppressed
@@ -72,20 +72,46 @@ def _syntax_finding(path: str, exc: Exception, text: str) -> Finding:
     )
 
 
+def families_for(text: str, codes: set[str]) -> list[type]:
+    """Rule families that are selected and whose trigger text occurs in the source."""
+    return [cls for cls in FAMILIES if codes & set(cls.CODES) and cls.applies(text)]
+
+
+def _parse(raw: str | bytes, text: str, path: str, codes: set[str]):
+    """``(module, [])`` or ``(None, findings)``; files no family applies to are only
+    syntax-checked (by Python's parser, much cheaper than LibCST's)."""
+    if not families_for(text, codes):
+        try:
+            ast.parse(raw)
+        except (SyntaxError, ValueError) as exc:
+            return None, ([_syntax_finding(path, exc, text)] if "TD000" in codes else [])
+        return None, []
+    try:
+        return cst.parse_module(raw), []
+    except (cst.ParserSyntaxError, SyntaxError, ValueError, RecursionError) as exc:
+        return None, ([_syntax_finding(path, exc, text)] if "TD000" in codes else [])
+
+
 def lint_module(
     module: cst.Module, text: str, path: str = "<string>", codes: set[str] | None = None
 ) -> list[Finding]:
     """Run the selected families over a parsed module; noqa comments are honoured."""
     codes = set(RULES) if codes is None else codes
     context = FileContext(path=path, source=text, uses_cuda=bool(_USES_CUDA.search(text)))
-    visitors = [cls(context) for cls in FAMILIES if codes & set(cls.CODES)]
+    visitors = [cls(context) for cls in families_for(text, codes)]
+    found: list[Finding] = []
     if visitors:
-        MetadataWrapper(module, unsafe_skip_copy=True).visit_batched(visitors)
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        wrapper.visit_batched(visitors)
+        if any(v.pending for v in visitors):
+            positions = wrapper.resolve(PositionProvider)
+            for visitor in visitors:
+                found += visitor.resolve_findings(positions)
     lines = text.splitlines()
     seen: set[tuple[str, int, int]] = set()
     out = []
-    for visitor in visitors:
-        for finding in visitor.findings:
+    if found:
+        for finding in found:
             key = (finding.code, finding.line, finding.column)
             if finding.code in codes and key not in seen and not is_suppressed(finding, lines):
                 seen.add(key)
@@ -109,11 +135,8 @@ def lint_source(
     codes = resolve_codes(select, ignore)
     raw = text
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    try:
-        module = cst.parse_module(raw)
-    except (cst.ParserSyntaxError, SyntaxError, ValueError, RecursionError) as exc:
-        return [_syntax_finding(path, exc, text)] if "TD000" in codes else []
-    return lint_module(module, text, path, codes)
+    module, findings = _parse(raw, text, path, codes)
+    return findings if module is None else lint_module(module, text, path, codes)
 
 
 def iter_python_files(
@@ -166,10 +189,9 @@ def lint_file(
 
     raw = Path(path).read_bytes()
     text = raw.decode("utf-8", errors="replace")
-    try:
-        module = cst.parse_module(raw)
-    except (cst.ParserSyntaxError, SyntaxError, ValueError, RecursionError) as exc:
-        return ([_syntax_finding(path, exc, text)] if "TD000" in codes else []), None, None
+    module, findings = _parse(raw, text, path, codes)
+    if module is None:
+        return findings, None, None
     try:
         findings = lint_module(module, text, path, codes)
         if not fix:

@@ -9,12 +9,12 @@ import inv`` resolve to ``torch.linalg.inv``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.metadata import ParentNodeProvider, PositionProvider, QualifiedNameProvider
+from libcst.metadata import CodeRange, ParentNodeProvider, QualifiedNameProvider
 
 from torchdoctor.lint.finding import Finding
 from torchdoctor.lint.registry import RULES
@@ -144,38 +144,54 @@ def _related(a: str, b: str) -> bool:
 class RuleVisitor(cst.BatchableCSTVisitor):
     """Base of a rule family: metadata helpers, loop analysis, and :meth:`report`."""
 
-    METADATA_DEPENDENCIES = (QualifiedNameProvider, PositionProvider, ParentNodeProvider)
+    # PositionProvider is resolved only when something was reported (see resolve_findings).
+    METADATA_DEPENDENCIES = (QualifiedNameProvider, ParentNodeProvider)
     #: codes this family can report (the runner skips families with none selected).
     CODES: tuple[str, ...] = ()
+    #: cheap text tests: the family runs when every pattern of some group matches the source;
+    #: otherwise none of its rules can fire (when no family runs, the file is only parsed).
+    TRIGGERS: tuple[tuple[str, ...], ...] = ((),)
+
+    @classmethod
+    def applies(cls, text: str) -> bool:
+        return any(all(re.search(p, text) for p in group) for group in cls.TRIGGERS)
 
     def __init__(self, context: FileContext) -> None:
         super().__init__()
         self.context = context
-        self.findings: list[Finding] = []
+        self.pending: list[tuple[cst.CSTNode, str, str, bool]] = []
 
     # -- reporting -------------------------------------------------------------------------
     def report(
         self, node: cst.CSTNode, code: str, message: str | None = None, *, fixable: bool = False
     ) -> None:
+        """Record a finding at ``node``; positions are resolved after the traversal."""
         rule = RULES[code]
-        pos = self.get_metadata(PositionProvider, node)
         text = message or f"{rule.summary}; {rule.fix}"
         if rule.replacement and rule.replacement not in text:
             text = f"{text} (torchdoctor: {rule.replacement})"
-        self.findings.append(
-            Finding(
-                code=code,
-                severity=rule.severity,
-                message=text,
-                path=self.context.path,
-                line=pos.start.line,
-                column=pos.start.column + 1,
-                end_line=pos.end.line,
-                end_column=pos.end.column + 1,
-                replacement=rule.replacement,
-                fixable=fixable,
+        self.pending.append((node, code, text, fixable))
+
+    def resolve_findings(self, positions: Mapping[cst.CSTNode, CodeRange]) -> list[Finding]:
+        """Turn the recorded findings into :class:`Finding` values (1-based columns)."""
+        out = []
+        for node, code, text, fixable in self.pending:
+            pos = positions[node]
+            out.append(
+                Finding(
+                    code=code,
+                    severity=RULES[code].severity,
+                    message=text,
+                    path=self.context.path,
+                    line=pos.start.line,
+                    column=pos.start.column + 1,
+                    end_line=pos.end.line,
+                    end_column=pos.end.column + 1,
+                    replacement=RULES[code].replacement,
+                    fixable=fixable,
+                )
             )
-        )
+        return out
 
     # -- names -----------------------------------------------------------------------------
     def qualified_names(self, node: cst.CSTNode) -> set[str]:

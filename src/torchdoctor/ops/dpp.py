@@ -94,7 +94,9 @@ def dpp_greedy(
             items run out); ``k = 0`` selects nothing.
         mask: ``(..., N)`` bool, False for items that may not be selected (e.g. padding).
         eps: a problem stops when the best remaining gain ``d_i^2`` is ``<= eps``: this is how a
-            rank-deficient or non-PSD kernel ends (no error is raised).
+            rank-deficient or non-PSD kernel ends (no error is raised). The default suits
+            float64; in float32 an exhausted kernel leaves rounding residue of about
+            ``1e-7 * max(diag)``, so pass e.g. ``eps=1e-6 * max(diag)`` there.
         max_k: the output width when ``k`` is a tensor; if ``None`` it is ``k.max()`` (one host
             read). An int ``k`` costs no sync.
         check: validate that the inputs are finite (one host sync).
@@ -107,7 +109,8 @@ def dpp_greedy(
     Example:
         >>> import torch
         >>> features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-        >>> dpp_greedy(features=features, quality=torch.tensor([1.0, 2.0, 1.0]), k=3).indices
+        >>> quality = torch.tensor([1.0, 2.0, 1.0])
+        >>> dpp_greedy(features=features, quality=quality, k=3, eps=1e-6).indices  # rank 2
         tensor([ 1,  2, -1])
     """
     if (kernel is None) == (features is None):

@@ -23,7 +23,7 @@ def random_spd(batch, d, gen, dtype=torch.float64):
     return a @ a.mT / d + 0.5 * torch.eye(d, dtype=dtype)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     batch=st.sampled_from([(), (1,), (3,), (2, 2)]),
     n=st.integers(1, 4),
@@ -183,6 +183,11 @@ def test_gradcheck_float64_including_coincident_points():
             "x contains non-finite",
         ),
         (lambda: cholesky_factor(torch.zeros(2, 3)), ValueError, "square matrices"),
+        (
+            lambda: pairwise_mahalanobis(torch.zeros(2, 3), torch.zeros(2, 3), cov=torch.eye(4)),
+            ValueError,
+            "cov must have size 3",
+        ),
         (
             lambda: whiten(torch.zeros(4, 2, 3), torch.eye(3).expand(3, 3, 3)),
             ValueError,

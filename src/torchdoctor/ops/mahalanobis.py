@@ -235,6 +235,9 @@ def pairwise_mahalanobis(
     require_size(y, "y", -1, x.shape[-1], "the feature size d of x")
     require_same_device(x=x, y=y, cov=cov, chol=chol)
     require_same_dtype(x=x, y=y, cov=cov, chol=chol)
+    if cov is not None:
+        require_square(cov, "cov")
+        require_size(cov, "cov", -1, x.shape[-1], "the feature size d of x")
     factor = _resolve_chol(cov, chol, check, {"x": x, "y": y})
     _check_chol(factor, x.shape[-1], "x")
     require_broadcastable("x", x.shape[:-2], "y", y.shape[:-2])

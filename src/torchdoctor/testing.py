@@ -24,14 +24,12 @@ _EXTRA = {"aten::_local_scalar_dense", "aten::equal", "aten::is_nonzero"}
 
 def _is_sync(func: Any, args: tuple, kwargs: dict) -> bool:
     name = func._schema.name
-    if name in _EXTRA or any(tag in func.tags for tag in _SYNC_TAGS):
-        return True
-    if name == "aten::index.Tensor":  # boolean-mask indexing has a data-dependent shape
+    if name == "aten::index":  # only boolean-mask indexing has a data-dependent shape
         indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
         return any(
             isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices
         )
-    return False
+    return name in _EXTRA or any(tag in func.tags for tag in _SYNC_TAGS)
 
 
 class count_host_syncs(TorchDispatchMode):  # noqa: N801 (used as a context manager)

@@ -198,3 +198,22 @@ def test_gradcheck_float64_including_coincident_points():
 def test_errors_are_clear(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_preserved_and_close_to_float32(dtype):
+    gen = torch.Generator().manual_seed(5)
+    cov = random_spd((2,), 4, gen, dtype=torch.float32)
+    x = torch.randn(2, 3, 4, generator=gen)
+    y = torch.randn(2, 5, 4, generator=gen)
+    expected = pairwise_mahalanobis(
+        x.to(dtype).float(), y.to(dtype).float(), cov=cov.to(dtype).float()
+    )
+    got = pairwise_mahalanobis(x.to(dtype), y.to(dtype), cov=cov.to(dtype))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), expected, rtol=1e-2, atol=1e-2)
+    chol, added = cholesky_factor(cov.to(dtype))
+    assert chol.dtype == dtype and added.dtype == dtype
+    anchor = x[:, 0].to(dtype)
+    per_anchor = mahalanobis_to_candidates(anchor, y.to(dtype), chol.float().to(dtype))
+    assert per_anchor.dtype == dtype

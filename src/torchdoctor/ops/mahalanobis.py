@@ -32,6 +32,13 @@ from torchdoctor.ops._validation import (
 
 __all__ = ["cholesky_factor", "whiten", "pairwise_mahalanobis", "mahalanobis_to_candidates"]
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _wide(t: torch.Tensor | None) -> torch.Tensor | None:
+    """Half precision is computed in float32 (no half Cholesky/triangular solve on CPU)."""
+    return t.float() if t is not None and t.dtype in _HALF else t
+
 
 def cholesky_factor(
     cov: torch.Tensor, jitter: float = 1e-5, max_tries: int = 2, check: bool = True
@@ -66,7 +73,9 @@ def cholesky_factor(
         >>> [a > 0 for a in added.tolist()]  # jitter went to the second matrix only
         [False, True]
     """
-    return _factor(cov, jitter, max_tries, check, {})
+    require_float(cov, "cov")
+    chol, added = _factor(_wide(cov), jitter, max_tries, check, {})
+    return chol.to(cov.dtype), added.to(cov.dtype)
 
 
 def _factor(
@@ -174,7 +183,7 @@ def whiten(x: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
     require_same_device(x=x, chol=chol)
     require_same_dtype(x=x, chol=chol)
     require_broadcastable("x", x.shape[:-2], "chol", chol.shape[:-2])
-    return torch.linalg.solve_triangular(chol, x.mT, upper=False).mT
+    return torch.linalg.solve_triangular(_wide(chol), _wide(x).mT, upper=False).mT.to(x.dtype)
 
 
 def _resolve_chol(
@@ -238,9 +247,11 @@ def pairwise_mahalanobis(
     if cov is not None:
         require_square(cov, "cov")
         require_size(cov, "cov", -1, x.shape[-1], "the feature size d of x")
+    require_broadcastable("x", x.shape[:-2], "y", y.shape[:-2])
+    dtype = x.dtype
+    x, y, cov, chol = _wide(x), _wide(y), _wide(cov), _wide(chol)
     factor = _resolve_chol(cov, chol, check, {"x": x, "y": y})
     _check_chol(factor, x.shape[-1], "x")
-    require_broadcastable("x", x.shape[:-2], "y", y.shape[:-2])
     wx = whiten(x, factor)
     wy = whiten(y, factor)
     batch = torch.broadcast_shapes(wx.shape[:-2], wy.shape[:-2])
@@ -248,7 +259,7 @@ def pairwise_mahalanobis(
     wy = wy.expand(*batch, *wy.shape[-2:])
     # Direct differences (not the |a|^2 + |b|^2 - 2ab expansion) keep full accuracy for close
     # points; cdist's backward returns 0 where a distance is 0.
-    return torch.cdist(wx, wy, compute_mode="donot_use_mm_for_euclid_dist")
+    return torch.cdist(wx, wy, compute_mode="donot_use_mm_for_euclid_dist").to(dtype)
 
 
 def mahalanobis_to_candidates(
@@ -286,8 +297,9 @@ def mahalanobis_to_candidates(
     require_broadcastable("anchor", anchor.shape[:-1], "candidates", candidates.shape[:-2])
     if check:
         require_finite(anchor=anchor, candidates=candidates, chol=chol)
-    diff = whiten(candidates - anchor.unsqueeze(-2), chol)
-    return _safe_norm(diff)
+    dtype = anchor.dtype
+    diff = whiten(_wide(candidates) - _wide(anchor).unsqueeze(-2), _wide(chol))
+    return _safe_norm(diff).to(dtype)
 
 
 def _safe_norm(v: torch.Tensor) -> torch.Tensor:

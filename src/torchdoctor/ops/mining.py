@@ -39,7 +39,7 @@ from torchdoctor.ops._validation import (
     require_same_dtype,
     require_size,
 )
-from torchdoctor.ops.mahalanobis import mahalanobis_to_candidates, pairwise_mahalanobis
+from torchdoctor.ops.mahalanobis import _wide, mahalanobis_to_candidates, pairwise_mahalanobis
 
 __all__ = ["MinedNegatives", "two_stage_negatives", "exhaustive_negatives"]
 
@@ -137,6 +137,13 @@ def _choose(d_ap, d_an, valid, index, margin, mode) -> MinedNegatives:
     )
 
 
+def _narrow(mined: MinedNegatives, dtype: torch.dtype) -> MinedNegatives:
+    return mined._replace(
+        distances=mined.distances.to(dtype),
+        positive_distances=mined.positive_distances.to(dtype),
+    )
+
+
 def _negative_mask(anchor_labels, pool_labels):
     return anchor_labels.unsqueeze(-1) != pool_labels.unsqueeze(-2)
 
@@ -166,12 +173,14 @@ def exhaustive_negatives(
         [1]
     """
     _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin, mode, check)
+    dtype = anchors.dtype
+    anchors, positives, pool, chol = _wide(anchors), _wide(positives), _wide(pool), _wide(chol)
     d_ap = _positive_distances(anchors, positives, chol)
     d_an = pairwise_mahalanobis(anchors, pool, chol=chol, check=False)
     valid = _negative_mask(anchor_labels, pool_labels)
     d_an, valid = torch.broadcast_tensors(d_an, valid)
     index = torch.arange(pool.shape[-2], device=pool.device).expand_as(valid)
-    return _choose(d_ap, d_an, valid, index, margin, mode)
+    return _narrow(_choose(d_ap, d_an, valid, index, margin, mode), dtype)
 
 
 def two_stage_negatives(
@@ -221,6 +230,8 @@ def two_stage_negatives(
         return exhaustive_negatives(
             anchors, positives, pool, anchor_labels, pool_labels, chol, margin, mode, False
         )
+    dtype = anchors.dtype
+    anchors, positives, pool, chol = _wide(anchors), _wide(positives), _wide(pool), _wide(chol)
     d_ap = _positive_distances(anchors, positives, chol)
     valid_all = _negative_mask(anchor_labels, pool_labels)
     with torch.no_grad():  # the prefilter only ranks; gradients flow through exact distances
@@ -234,4 +245,4 @@ def two_stage_negatives(
     source = source.reshape((1,) * (index.ndim - source.ndim + 1) + tuple(source.shape))
     candidates = torch.take_along_dim(source, index.unsqueeze(-1), dim=-2)  # (..., n, M, d)
     d_an = mahalanobis_to_candidates(anchors, candidates, chol.unsqueeze(-3), check=False)
-    return _choose(d_ap, d_an, valid, index, margin, mode)
+    return _narrow(_choose(d_ap, d_an, valid, index, margin, mode), dtype)

@@ -28,13 +28,13 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from torchdoctor.workloads.base import (
     EquivalenceReport,
@@ -43,8 +43,8 @@ from torchdoctor.workloads.base import (
     region,
     seeded_generator,
 )
+from torchdoctor.workloads.crossmodal_parts import MODALITIES, ReIDModel, sdm_pairs
 
-MODALITIES = ("rgb", "ir", "cp", "sketch", "text")
 HEALTH_CHECKS = (
     "ce < 2.5 once sdm_weight > 0",
     "mean(pair_coverage, 100) >= 0.85",
@@ -76,49 +76,6 @@ class CrossModalConfig:
     require_pair: bool = True  # fast sampler: >= 1 RGB and >= 1 non-RGB per identity
     seed: int = 0
     health_checks: tuple[str, ...] = field(default=HEALTH_CHECKS)
-
-
-class ReIDModel(nn.Module):
-    """``backbone`` (modality embedding + MLP) -> normalized embedding; ``head`` classifies."""
-
-    def __init__(self, input_dim: int, hidden: int, embedding: int, identities: int):
-        super().__init__()
-        self.backbone = nn.ModuleDict(
-            {
-                "modality": nn.Embedding(len(MODALITIES), input_dim),
-                "mlp": nn.Sequential(
-                    nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, embedding)
-                ),
-            }
-        )
-        self.head = nn.Linear(embedding, identities)
-
-    def forward(self, x: torch.Tensor, modality: torch.Tensor):
-        feats = self.backbone["mlp"](x + self.backbone["modality"](modality))
-        return feats, self.head(feats)
-
-
-def sdm_pairs(labels: np.ndarray, is_rgb: np.ndarray) -> tuple[list[int], list[int], int]:
-    """Host-side pairing of a batch: each non-RGB row with an RGB row of its identity.
-
-    Returns (query rows, gallery rows, rows without a positive). Computed from the sampler's
-    host-side indices, so it costs no device sync.
-
-    Example:
-        >>> sdm_pairs(np.array([0, 0, 0, 1, 1]), np.array([True, False, False, False, False]))
-        ([1, 2], [0, 0], 2)
-    """
-    queries, gallery, missing = [], [], 0
-    for identity in dict.fromkeys(labels.tolist()):
-        rows = np.flatnonzero(labels == identity)
-        rgb, other = rows[is_rgb[rows]], rows[~is_rgb[rows]]
-        if len(rgb) == 0 or len(other) == 0:
-            missing += len(rows)
-            continue
-        for j, row in enumerate(other):
-            queries.append(int(row))
-            gallery.append(int(rgb[j % len(rgb)]))
-    return queries, gallery, missing
 
 
 class CrossModalReID(Workload):
@@ -192,7 +149,7 @@ class CrossModalReID(Workload):
             param_groups,
         )
 
-        cfg = dataclass_replace(self.config, **overrides)
+        cfg = dataclasses.replace(self.config, **overrides)
         model = copy.deepcopy(self.init_model)
         groups = param_groups(model, {"head": cfg.head_lr, "backbone": cfg.backbone_lr})
         state: dict[str, Any] = {
@@ -347,8 +304,6 @@ class CrossModalReID(Workload):
             state["monitor"].flush()
             out["alarms"] = list(state["monitor"].alarms)
             out["coverage"] = float(np.mean([r.coverage for r in state["sampler"].reports]))
-            series = state["monitor"]
-            out["monitor"] = series
         else:
             out["alarms"] = []
             out["coverage"] = float(np.mean(coverages))
@@ -401,10 +356,3 @@ class CrossModalReID(Workload):
             detail="; ".join(names),
         )
         return report
-
-
-def dataclass_replace(config, **overrides):
-    """``dataclasses.replace`` that ignores nothing: unknown fields are a TypeError."""
-    import dataclasses
-
-    return dataclasses.replace(config, **overrides)

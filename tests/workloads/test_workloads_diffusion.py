@@ -97,3 +97,11 @@ def test_encoder_is_called_once_per_denoising_step_in_slow_and_once_in_fast():
 def test_slow_steps_must_cover_the_training_schedule():
     with pytest.raises(ValueError, match="slow_steps"):
         build("diffusion_policy", scale="tiny", slow_steps=7)
+
+
+def test_fast_variant_with_bf16_autocast_and_ddpm_options_runs():
+    w = build("diffusion_policy", scale="tiny", fast_bf16=True, fast_attention="math")
+    out = w.fast_step()
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    w = build("diffusion_policy", scale="tiny", fast_scheduler="ddpm", fast_steps=20)
+    assert torch.equal(w.fast_step(), w.sample("ddpm", 20, cache_encoder=True, attention="sdpa"))

@@ -24,6 +24,10 @@ Finite gradients, including at ``A == B``:
   ``x = l_i / l_j - 1`` (accurate for close eigenvalues) and ``1 / l_j`` when they are equal.
 - ``affine_invariant`` uses eigenvalues only (``eigvalsh``), whose gradient ``U diag(g) U^T``
   is well defined for repeated eigenvalues; ``stein`` uses Cholesky log-determinants.
+- At ``A == B`` the distance is exactly 0 with a zero gradient for ``fro``, ``log_euclidean``
+  and ``stein``. For ``affine_invariant`` rounding in ``L^-1 B L^-T`` leaves a distance of
+  about ``1e-15`` (float64); its gradient there is finite and bounded by the metric's
+  Lipschitz constant, in an arbitrary direction (a valid subgradient), not exactly 0.
 
 Example:
     >>> import torch

@@ -49,11 +49,14 @@ REMAP = textwrap.dedent(
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float32])
-def test_remap_fix_is_equivalent(dtype: torch.dtype) -> None:
-    fixed = fix_source(REMAP)
+@pytest.mark.parametrize("zeros_dtype", ["", ", dtype=torch.long"])
+def test_remap_fix_is_equivalent(dtype: torch.dtype, zeros_dtype: str) -> None:
+    source = REMAP.replace("zeros_like(labels)", f"zeros_like(labels{zeros_dtype})")
+    fixed = fix_source(source)
     assert "return_inverse=True" in fixed and "for " not in fixed
+    assert (".to(labels.dtype)" in fixed) == (not zeros_dtype)
     slow, fast = {}, {}
-    exec(compile(REMAP, "slow", "exec"), slow)
+    exec(compile(source, "slow", "exec"), slow)
     exec(compile(fixed, "fast", "exec"), fast)
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(3, 40, (5, 17), generator=gen).to(dtype) * 7

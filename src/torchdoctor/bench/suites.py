@@ -30,6 +30,7 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.ops_tokens",
     ],
     "workloads": ["torchdoctor.benchmarks.workloads"],
+    "lint": ["torchdoctor.benchmarks.lint_torch"],
 }
 
 

@@ -108,9 +108,17 @@ def plan_remap_fix(
     if dotted(cst.parse_expression(labels)) is None or labels in {uniq, out} or uniq == out:
         return None
     unique, zeros = first[1], second[1]
+    int64 = False  # zeros_like(labels, dtype=torch.long): the inverse indices need no cast
+    if isinstance(zeros, cst.Call) and len(zeros.args) == 2:
+        extra = zeros.args[1]
+        if not (extra.keyword is not None and extra.keyword.value == "dtype"):
+            return None
+        if not qualify(extra.value) & {"torch.long", "torch.int64"}:
+            return None
+        zeros, int64 = zeros.with_changes(args=zeros.args[:1]), True
     if not (isinstance(zeros, cst.Call) and len(zeros.args) == 1):
         return None
-    if "torch.zeros_like" not in qualify(zeros.func):
+    if "torch.zeros_like" not in qualify(second[1].func):
         return None
     if zeros.args[0].keyword is not None or code_of(zeros.args[0].value) != labels:
         return None
@@ -139,8 +147,10 @@ def plan_remap_fix(
         if any(n.value in {idx, val} for n in m.findall(later, m.Name())):
             return None
     head = cst.parse_statement(f"{uniq}, {out} = {new_unique}\n")
-    cast = cst.parse_statement(f"{out} = {out}.to({labels}.dtype)\n")
     leading = [*body[index - 2].leading_lines, *body[index - 1].leading_lines, *loop.leading_lines]
+    if int64:
+        return [head.with_changes(leading_lines=leading)]
+    cast = cst.parse_statement(f"{out} = {out}.to({labels}.dtype)\n")
     return [head.with_changes(leading_lines=leading), cast]
 
 

@@ -71,3 +71,11 @@ def test_part_contrastive_steps_and_equivalence():
     assert report.equivalent, report.summary()
     assert report.checks[0].passed
     assert any(c.passed is None and "top_m" in c.name for c in report.checks)
+
+
+def test_shared_covariance_ema_option_trains_with_finite_losses():
+    w = build("part_contrastive", scale="tiny", covariance_ema=0.9)
+    losses_seen = [w.fast_step() for _ in range(3)]
+    assert all(torch.isfinite(v) for v in losses_seen)
+    ema = w.fast["covariance_ema"]
+    assert ema is not None and ema.value().shape == (w.config.dim, w.config.dim)

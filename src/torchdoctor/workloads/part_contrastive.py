@@ -61,6 +61,9 @@ class PartContrastiveConfig:
     top_m: int = 32
     refresh_every: int = 2  # t: steps between recomputing part positions and matching
     matching: str = "exact"  # fast: "exact" (batched on device) or "greedy"
+    # fast, optional: > 0 replaces the per-image Sigma-plus of PaC by one shared, detached EMA
+    # (this decay) of the batch-mean covariance: one Cholesky per step (seed 000's Sigma EMA)
+    covariance_ema: float = 0.0
     lr: float = 0.01
     seed: int = 0
 
@@ -127,6 +130,7 @@ class PartContrastive(Workload):
             "optimizer": torch.optim.SGD(model.parameters(), lr=self.config.lr, momentum=0.9),
             "step": 0,
             "cache": None,
+            "covariance_ema": None,
         }
 
     # -- losses ---------------------------------------------------------------------------------
@@ -188,12 +192,23 @@ class PartContrastive(Workload):
         parts2 = losses.gather_parts(fmap2, cache[1])
         with region("covariance"):
             cov = losses.covariance_fast(torch.cat([parts1, parts2], 1), cfg.ridge)
+            if cfg.covariance_ema > 0 and state is not None:
+                cov = self._shared_covariance(state, cov)
         with region("pac"):
             pac = losses.pac_fast(parts1, parts2, cov, cfg.margin, top_m)
         with region("soc"):
             soc = losses.soc_fast(parts1, parts2, cfg.ridge, soc_metric)
         ce = 0.5 * (F.cross_entropy(logits1, labels) + F.cross_entropy(logits2, labels))
         return ce + cfg.pac_weight * pac + cfg.soc_weight * soc
+
+    def _shared_covariance(self, state: dict[str, Any], cov: torch.Tensor) -> torch.Tensor:
+        from torchdoctor.ops import CovarianceEMA
+
+        if state["covariance_ema"] is None:
+            state["covariance_ema"] = CovarianceEMA(decay=self.config.covariance_ema)
+        ema = state["covariance_ema"]
+        ema.update(cov.detach().mean(0))
+        return ema.value()  # (d, d): broadcast over the images by pac_fast
 
     # -- steps ----------------------------------------------------------------------------------
     def _train_step(self, state: dict[str, Any], fast: bool) -> torch.Tensor:

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "compare": "torchdoctor.bench",
     "sweep": "torchdoctor.bench",
-    "profile": "torchdoctor.collect.profiler",
+    "profile": "torchdoctor.collect.profile_step",
     "Profiler": "torchdoctor.collect.profiler",
     "region": "torchdoctor.collect.regions",
     "step": "torchdoctor.collect.regions",

@@ -139,6 +139,9 @@ def test_inference_comparison():
     )
     assert info["backward_forward_ratio"] > 0
     assert model.training  # restored after the eval-mode inference run
+    assert "training step" in s.tree() and "backward/forward" in s.tree()
+    for record in s["steps"]:  # CPU: growth of the peak RSS during the step
+        assert isinstance(record["peak_memory_bytes"], int) and record["peak_memory_bytes"] >= 0
 
 
 def test_sync_audit_records_land_in_the_session():

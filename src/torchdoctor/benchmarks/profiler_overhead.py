@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 import torchdoctor
+from torchdoctor.analyze.tree import iter_nodes
 from torchdoctor.bench.compare import quantile
 from torchdoctor.bench.table import BenchTable
 
@@ -89,12 +90,6 @@ class _FullBackwardHooks:
             handle.remove()
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter_ns()
-    fn()
-    return (time.perf_counter_ns() - start) / 1e6
-
-
 def _timed_both(fn: Callable[[], Any]) -> tuple[float, float]:
     """(wall ms, process CPU ms) of one call."""
     wall, cpu = time.perf_counter_ns(), time.process_time_ns()
@@ -125,7 +120,12 @@ def _variants(model: nn.Module) -> dict[str, Callable[[Callable[[], None]], tupl
             step()
             return _timed_both(step)
 
+    def off(step: Callable[[], None]) -> tuple[float, float]:
+        step()  # the same untimed step before the timed one as the profiled variants
+        return _timed_both(step)
+
     return {
+        "off": off,
         "forward only": profiled(backward=False, memory=False, syncs=False),
         "+ backward (graph hooks, chosen)": profiled(backward=True, memory=False, syncs=False),
         "+ backward (full backward hooks)": full_backward_hooks,
@@ -143,13 +143,12 @@ def overhead_table(quick: bool, stress: bool) -> BenchTable:
     rounds = 3 if quick else (12 if stress else 8)
     for _ in range(2):
         step()  # warm-up
-    off: list[tuple[float, float]] = []
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for r in range(rounds):
-        off.append(_timed_both(step))
         names = list(variants)
         for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
             times[name].append(variants[name](step))
+    off = times.pop("off")
     table = BenchTable(
         f"Profiler overhead: {label}",
         ["variant", "step ms", "overhead % (wall)", "wall q1-q3 %", "overhead % (CPU)",
@@ -168,7 +167,8 @@ def overhead_table(quick: bool, stress: bool) -> BenchTable:
             f"{quantile(cpus, 0.25):.1f} to {quantile(cpus, 0.75):.1f}",
         )
     table.notes.append(
-        f"{rounds} interleaved rounds (variant order rotated); overhead = median over rounds of "
+        f"{rounds} interleaved rounds (variant order rotated; every variant, 'off' included, runs "
+        "one untimed step before its timed step); overhead = median over rounds of "
         "(variant / off - 1), from wall time and from process CPU time (less sensitive to "
         "other processes on a shared machine); each profiled step includes its prof.step() "
         "bookkeeping"
@@ -189,7 +189,7 @@ def accuracy_table(quick: bool) -> BenchTable:
     model, step, label = _transformer(quick)
     session = torchdoctor.profile(step, model=model, steps=3 if quick else 8, warmup=2, syncs=False)
     wanted = {}
-    for node, _ in torchdoctor.analyze.tree.iter_nodes(session["tree"]):
+    for node, _ in iter_nodes(session["tree"]):
         if node["kind"] == "module" and not node["children"] and node["calls_per_step"] == 1.0:
             per_call = node["forward_ms"]["median"]
             if quick or per_call >= 1.0:
@@ -232,9 +232,15 @@ def accuracy_table(quick: bool) -> BenchTable:
             continue
         args, kwargs = inputs
         module(*args, **kwargs)
-        alone = statistics.median(
-            _timed(lambda m=module, a=args, k=kwargs: m(*a, **k)) for _ in range(repeats)
-        )
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter_ns()
+            output = module(*args, **kwargs)
+            samples.append((time.perf_counter_ns() - start) / 1e6)
+            del (
+                output
+            )  # freeing the graph is not part of the forward (in a step, backward frees it)
+        alone = statistics.median(samples)
         error = 100.0 * (attributed - alone) / alone if alone > 0 else 0.0
         errors.append(abs(error))
         table.add_row(path, type(module).__name__, attributed, alone, error)
@@ -311,8 +317,6 @@ def no_op_table(quick: bool) -> BenchTable:
 def run(quick: bool = False) -> list[BenchTable]:
     """All profiler benchmark tables (quick: tiny sizes, few rounds), on one intra-op thread."""
     torch.manual_seed(0)
-    import torchdoctor.analyze.tree  # noqa: F401  (used through the package attribute)
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

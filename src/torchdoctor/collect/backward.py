@@ -113,8 +113,8 @@ def call_intervals(
                 starts[serial] = t
         elif serial not in ends or t > ends[serial]:
             ends[serial] = t
-    ordered = sorted((t, node, which, serial) for node, serial, which, t in marks)
-    times = [t for t, *_ in ordered]
+    ordered: list[tuple[float, int, int, int]] = []
+    times: list[float] = []
     out: dict[int, list[Interval]] = {}
     for serial, start in starts.items():
         node = owner[serial]
@@ -122,6 +122,9 @@ def call_intervals(
         if end is None:
             end = start
             if parent is not None:
+                if not ordered:  # sorted once, only when some call has no end mark
+                    ordered = sorted((t, n, w, s) for n, s, w, t in marks)
+                    times = [t for t, *_ in ordered]
                 for t, other, which, other_serial in ordered[bisect.bisect_right(times, start) :]:
                     if which == 2 or (
                         _inside(node, other, parent)  # an ancestor's end
@@ -142,7 +145,8 @@ def backward_intervals(
     own = call_intervals(marks, parent)
     if not own:
         return {}
-    # bottom-up: spans cover children. Nodes are registered after their parents, so ids sort.
+    # bottom-up: spans cover children (merged at every level, so lists stay short). Nodes are
+    # registered after their parents, so descending ids visit children before parents.
     span: dict[int, list[Interval]] = {node: list(v) for node, v in own.items()}
     for node in list(span):
         up = parent[node]
@@ -150,9 +154,10 @@ def backward_intervals(
             span[up] = []
             up = parent[up]
     for node in sorted(span, reverse=True):
+        merged = span[node] = merge(span[node]) if len(span[node]) > 1 else span[node]
         up = parent[node]
         if up > 0:
-            span[up].extend(span[node])
+            span[up].extend(merged)
     # walk parents in increasing id (a parent before its children), cutting children.
     children: dict[int, list[int]] = {}
     for node in span:
@@ -163,8 +168,15 @@ def backward_intervals(
         if not allowed:
             continue
         pieces: list[tuple[float, float, int]] = []
+        single = allowed[0] if len(allowed) == 1 else None
         for child in children[up]:
-            for start, end in intersect(merge(span[child]), allowed):
+            intervals = span[child]
+            if single is not None and len(intervals) == 1:  # the common case: clamp
+                start, end = max(intervals[0][0], single[0]), min(intervals[0][1], single[1])
+                if start < end:
+                    pieces.append((start, end, child))
+                continue
+            for start, end in intersect(intervals, allowed):
                 pieces.append((start, end, child))
         pieces.sort()
         for index, (start, end, child) in enumerate(pieces):

@@ -35,30 +35,23 @@ Example:
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from torchdoctor.collect.aggregate import step_timeline, summarize_step
-from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
+from torchdoctor.collect.aggregate import summarize_step
 from torchdoctor.collect.clocks import make_clock
+from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.install import Installation
+from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.recorder import Recorder
-from torchdoctor.collect.state import PHASES, STATE
+from torchdoctor.collect.state import STATE
 from torchdoctor.session import Session
 
 _BOUNDARIES = ("manual", "auto")
 _KEEP_TIMELINES = 32
-_BOUNDARY_NOTES = {
-    "marker": "steps end at torchdoctor.step() / Profiler.step() calls",
-    "optimizer": "steps end at optimizer.step() calls",
-    "backward": "no optimizer step was seen: steps end at backward() calls",
-    "module": "no backward was seen: each call of the outermost module is one step",
-    "whole_run": "no step boundary was seen: the whole run is one step",
-    "step_fn": "each call of the step function is one step",
-}
 
 
 def _device_of(model: Any) -> str:
@@ -204,7 +197,7 @@ class Profiler:
             audit = self._exit_sync_audit()
             self._rec.release_handles()
             self._hooks.remove()
-        self.session = self._build(audit)
+        self.session = build_session(self, audit)
         return self.session
 
     def _reset_state(self) -> None:
@@ -242,7 +235,7 @@ class Profiler:
 
     def wrap_loader(self, iterable: Iterable[Any]) -> Iterable[Any]:
         """Wrap a data iterable so the wait for each batch counts as the ``data`` phase."""
-        return _TimedLoader(self, iterable)
+        return TimedLoader(self, iterable)
 
     # -- events from hooks ----------------------------------------------------------------
     def _marker(self) -> None:
@@ -380,153 +373,3 @@ class Profiler:
             self._notes.append("no complete step after warm-up: the last partial step is shown")
         self._counter = max(self._counter, self.warmup)
         self._cut()
-
-    # -- session --------------------------------------------------------------------------
-    def _build(self, audit: Any) -> Session:
-        rec = self._rec
-        steps = self._summaries
-        session = Session.new(self.label)
-        mode = self._mode or "whole_run"
-        notes = [_BOUNDARY_NOTES.get(mode, mode), *self._notes]
-        if self.memory:
-            notes.append("activation bytes are counted on the first profiled step")
-        session["config"] = {
-            "steps": len(steps),
-            "warmup": self.warmup,
-            "timing": self._clock.name,
-            "backward_attribution": "graph-hooks" if self.backward else "off",
-            "step_boundary": mode,
-            "syncs": self.syncs,
-            "memory": self.memory,
-            "device": self.device,
-            "notes": notes,
-        }
-        session["steps"] = [
-            {"index": k, "wall_ms": s["wall_ms"], "phases": s["phases"],
-             "peak_memory_bytes": s["peak_memory_bytes"]}
-            for k, s in enumerate(steps)
-        ]  # fmt: skip
-        session["phases"] = {
-            p: stat_with_mean([s["phases"].get(p, 0.0) for s in steps]) for p in PHASES
-        }
-        session["step_ms"] = stat_with_mean([s["wall_ms"] for s in steps])
-        if steps:
-            tree = build_tree(
-                steps, parent=rec.parent, path=rec.path, name=rec.name, kind=rec.kind,
-                type_name=rec.type, source=rec.source, root_name=self.label or "step",
-                memory_step=self._memory_summary,
-            )  # fmt: skip
-            session["tree"] = tree
-            session["recomputation"] = recomputation(tree, steps, rec.path)
-            session["timeline"] = self._timeline()
-        if audit is not None:
-            session["syncs"] = audit.records(first_step=self.warmup)
-            session["sync_audit"] = audit.summary()
-        session["interrupted"] = self._interrupted
-        session["error"] = self._error
-        return session
-
-    def _timeline(self) -> list[dict[str, Any]]:
-        if not self._raw:
-            return []
-        walls = sorted(r["wall"] for r in self._raw)
-        median = walls[len(walls) // 2]
-        raw = min(self._raw, key=lambda r: abs(r["wall"] - median))
-        rec = self._rec
-        depth = [0] * len(rec.parent)
-        for node in range(1, len(rec.parent)):
-            depth[node] = depth[max(rec.parent[node], 0)] + 1
-        return step_timeline(
-            raw["intervals"], forward=raw["forward"], segments=raw["segments"], step=raw["step"],
-            path=rec.path, kind=rec.kind, depth=depth,
-        )  # fmt: skip
-
-
-class _TimedLoader:
-    """An iterable whose ``next()`` counts as the ``data`` phase of the active profiler."""
-
-    def __init__(self, profiler: Profiler, iterable: Iterable[Any]) -> None:
-        self._profiler = profiler
-        self._iterable = iterable
-
-    def __len__(self) -> int:
-        return len(self._iterable)  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[Any]:
-        iterator = iter(self._iterable)
-        profiler = self._profiler
-        while True:
-            timed = STATE.profiler is profiler and profiler._rec.recording
-            if timed:
-                profiler._rec.phases.push("data")
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                if timed and STATE.profiler is profiler:
-                    profiler._rec.phases.pop()
-            yield item
-
-
-def profile(
-    step_fn: Callable[[], Any],
-    *,
-    model: torch.nn.Module | None = None,
-    steps: int = 10,
-    warmup: int = 3,
-    inference_fn: Callable[[], Any] | None = None,
-    syncs: bool = True,
-    label: str | None = None,
-    compare_inference: bool = False,
-    batch: Any = None,
-    memory: bool = True,
-    backward: bool = True,
-) -> Session:
-    """Run ``step_fn`` ``warmup + steps`` times under the profiler and return the Session.
-
-    With ``inference_fn`` (or ``compare_inference=True`` with ``model`` and ``batch``: the model
-    is run in eval mode under ``torch.inference_mode``), the train/inference time ratio and the
-    backward/forward ratio are added as ``session["inference"]``.
-
-    Example:
-        >>> import torch
-        >>> net = torch.nn.Linear(4, 2)
-        >>> x = torch.randn(3, 4)
-        >>> s = profile(lambda: net(x).sum().backward(), model=net, steps=2, warmup=0,
-        ...             inference_fn=lambda: net(x), syncs=False)
-        >>> s["config"]["steps"], s["inference"]["train_inference_ratio"] > 0
-        (2, True)
-    """
-    if not callable(step_fn):
-        raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
-    if compare_inference and inference_fn is None:
-        if model is None or batch is None:
-            raise ValueError(
-                "compare_inference=True needs model= and batch= (the model is called on the "
-                "batch in eval mode), or pass inference_fn= instead"
-            )
-        from torchdoctor.collect.inference import model_inference_fn
-
-        inference_fn = model_inference_fn(model, batch)
-    name = label or getattr(step_fn, "__name__", None) or "step_fn"
-    prof = Profiler(model, syncs=syncs, warmup=warmup, label=name, memory=memory,
-                    backward=backward)  # fmt: skip
-    prof._markers_from_profile = True
-    with prof:
-        for _ in range(warmup + steps):
-            step_fn()
-            prof._marker()
-    session = prof.session
-    assert session is not None
-    session["config"]["step_boundary"] = "step_fn"
-    session["config"]["notes"][0] = _BOUNDARY_NOTES["step_fn"]
-    if inference_fn is not None:
-        from torchdoctor.collect.inference import compare_train_inference
-
-        session["inference"] = compare_train_inference(
-            step_fn, inference_fn, session, repeats=min(steps, 5), device=prof.device
-        )
-    return session

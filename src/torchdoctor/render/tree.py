@@ -105,6 +105,15 @@ def render_tree(
         pct = 100.0 * value / step_ms if step_ms else 0.0
         parts.append(f"{name} {format_ms(value)} {pct:.0f}%")
     phase_line = Text("phases (ms): " + " | ".join(parts))
+    inference = session.get("inference") or {}
+    if inference.get("train_inference_ratio"):
+        ratio = inference.get("backward_forward_ratio")
+        phase_line.append(
+            f"\ntraining step {format_ms(inference['train_step_ms'])} ms vs inference "
+            f"{format_ms(inference['inference_ms'])} ms: "
+            f"{inference['train_inference_ratio']:.1f}x"
+            + (f"; backward/forward {ratio:.2f}x" if ratio else "")
+        )
 
     show_memory = memory and any(
         n.get("activation_bytes") for n in _walk(tree) if n.get("kind") != "root"

@@ -1,0 +1,94 @@
+"""Build the Session of a stopped profiler: config, steps, phases, tree, timeline, syncs.
+
+Called once by ``Profiler`` when it stops; reads the profiler's per-step summaries and node
+registry, never measures.
+
+Example:
+    >>> import torch, torchdoctor
+    >>> net = torch.nn.Linear(2, 2)
+    >>> with torchdoctor.Profiler(net, syncs=False) as prof:
+    ...     _ = net(torch.ones(1, 2))
+    >>> prof.session["config"]["step_boundary"]
+    'whole_run'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchdoctor.collect.aggregate import step_timeline
+from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
+from torchdoctor.collect.state import PHASES
+from torchdoctor.session import Session
+
+BOUNDARY_NOTES = {
+    "marker": "steps end at torchdoctor.step() / Profiler.step() calls",
+    "optimizer": "steps end at optimizer.step() calls",
+    "backward": "no optimizer step was seen: steps end at backward() calls",
+    "module": "no backward was seen: each call of the outermost module is one step",
+    "whole_run": "no step boundary was seen: the whole run is one step",
+    "step_fn": "each call of the step function is one step",
+}
+
+
+def build_session(profiler: Any, audit: Any) -> Session:
+    """The Session of a stopped ``Profiler`` from its per-step summaries."""
+    rec = profiler._rec
+    steps = profiler._summaries
+    session = Session.new(profiler.label)
+    mode = profiler._mode or "whole_run"
+    notes = [BOUNDARY_NOTES.get(mode, mode), *profiler._notes]
+    if profiler.memory:
+        notes.append("activation bytes are counted on the first profiled step")
+    session["config"] = {
+        "steps": len(steps),
+        "warmup": profiler.warmup,
+        "timing": profiler._clock.name,
+        "backward_attribution": "graph-hooks" if profiler.backward else "off",
+        "step_boundary": mode,
+        "syncs": profiler.syncs,
+        "memory": profiler.memory,
+        "device": profiler.device,
+        "notes": notes,
+    }
+    session["steps"] = [
+        {"index": k, "wall_ms": s["wall_ms"], "phases": s["phases"],
+         "peak_memory_bytes": s["peak_memory_bytes"]}
+        for k, s in enumerate(steps)
+    ]  # fmt: skip
+    session["phases"] = {
+        p: stat_with_mean([s["phases"].get(p, 0.0) for s in steps]) for p in PHASES
+    }
+    session["step_ms"] = stat_with_mean([s["wall_ms"] for s in steps])
+    if steps:
+        tree = build_tree(
+            steps, parent=rec.parent, path=rec.path, name=rec.name, kind=rec.kind,
+            type_name=rec.type, source=rec.source, root_name=profiler.label or "step",
+            memory_step=profiler._memory_summary,
+        )  # fmt: skip
+        session["tree"] = tree
+        session["recomputation"] = recomputation(tree, steps, rec.path)
+        session["timeline"] = representative_timeline(profiler)
+    if audit is not None:
+        session["syncs"] = audit.records(first_step=profiler.warmup)
+        session["sync_audit"] = audit.summary()
+    session["interrupted"] = profiler._interrupted
+    session["error"] = profiler._error
+    return session
+
+
+def representative_timeline(profiler: Any) -> list[dict[str, Any]]:
+    """Timeline of the kept step whose wall time is closest to the median."""
+    if not profiler._raw:
+        return []
+    walls = sorted(r["wall"] for r in profiler._raw)
+    median = walls[len(walls) // 2]
+    raw = min(profiler._raw, key=lambda r: abs(r["wall"] - median))
+    rec = profiler._rec
+    depth = [0] * len(rec.parent)
+    for node in range(1, len(rec.parent)):
+        depth[node] = depth[max(rec.parent[node], 0)] + 1
+    return step_timeline(
+        raw["intervals"], forward=raw["forward"], segments=raw["segments"], step=raw["step"],
+        path=rec.path, kind=rec.kind, depth=depth,
+    )  # fmt: skip

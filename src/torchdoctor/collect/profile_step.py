@@ -1,0 +1,84 @@
+"""``torchdoctor.profile(step_fn, ...)``: run a step function under the profiler.
+
+Example:
+    >>> import torch, torchdoctor
+    >>> net = torch.nn.Linear(4, 2)
+    >>> s = torchdoctor.profile(lambda: net(torch.ones(1, 4)).sum().backward(), model=net,
+    ...                         steps=2, warmup=0, syncs=False)
+    >>> len(s["steps"])
+    2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from torchdoctor.collect.finish import BOUNDARY_NOTES
+from torchdoctor.collect.profiler import Profiler
+from torchdoctor.session import Session
+
+
+def profile(
+    step_fn: Callable[[], Any],
+    *,
+    model: torch.nn.Module | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+    inference_fn: Callable[[], Any] | None = None,
+    syncs: bool = True,
+    label: str | None = None,
+    compare_inference: bool = False,
+    batch: Any = None,
+    memory: bool = True,
+    backward: bool = True,
+) -> Session:
+    """Run ``step_fn`` ``warmup + steps`` times under the profiler and return the Session.
+
+    With ``inference_fn`` (or ``compare_inference=True`` with ``model`` and ``batch``: the model
+    is run in eval mode under ``torch.inference_mode``), the train/inference time ratio and the
+    backward/forward ratio are added as ``session["inference"]``.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(4, 2)
+        >>> x = torch.randn(3, 4)
+        >>> s = profile(lambda: net(x).sum().backward(), model=net, steps=2, warmup=0,
+        ...             inference_fn=lambda: net(x), syncs=False)
+        >>> s["config"]["steps"], s["inference"]["train_inference_ratio"] > 0
+        (2, True)
+    """
+    if not callable(step_fn):
+        raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    if compare_inference and inference_fn is None:
+        if model is None or batch is None:
+            raise ValueError(
+                "compare_inference=True needs model= and batch= (the model is called on the "
+                "batch in eval mode), or pass inference_fn= instead"
+            )
+        from torchdoctor.collect.inference import model_inference_fn
+
+        inference_fn = model_inference_fn(model, batch)
+    name = label or getattr(step_fn, "__name__", None) or "step_fn"
+    prof = Profiler(model, syncs=syncs, warmup=warmup, label=name, memory=memory,
+                    backward=backward)  # fmt: skip
+    prof._markers_from_profile = True
+    with prof:
+        for _ in range(warmup + steps):
+            step_fn()
+            prof._marker()
+    session = prof.session
+    assert session is not None
+    session["config"]["step_boundary"] = "step_fn"
+    session["config"]["notes"][0] = BOUNDARY_NOTES["step_fn"]
+    if inference_fn is not None:
+        from torchdoctor.collect.inference import compare_train_inference
+
+        session["inference"] = compare_train_inference(
+            step_fn, inference_fn, session, repeats=min(steps, 5), device=prof.device
+        )
+    return session

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -140,13 +141,14 @@ def overhead_table(quick: bool, stress: bool) -> BenchTable:
     """Overhead of each variant vs the profiler off, interleaved rounds."""
     model, step, label = (_tiny_modules if stress else _transformer)(quick)
     variants = _variants(model)
-    rounds = 3 if quick else (12 if stress else 8)
+    rounds = 3 if quick else (12 if stress else 10)
     for _ in range(2):
         step()  # warm-up
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for r in range(rounds):
         names = list(variants)
         for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+            gc.collect()  # start every variant from the same heap (no garbage of the last one)
             times[name].append(variants[name](step))
     off = times.pop("off")
     table = BenchTable(
@@ -168,7 +170,8 @@ def overhead_table(quick: bool, stress: bool) -> BenchTable:
         )
     table.notes.append(
         f"{rounds} interleaved rounds (variant order rotated; every variant, 'off' included, runs "
-        "one untimed step before its timed step); overhead = median over rounds of "
+        "one untimed step before its timed step, after gc.collect()); overhead = median over "
+        "rounds of "
         "(variant / off - 1), from wall time and from process CPU time (less sensitive to "
         "other processes on a shared machine); each profiled step includes its prof.step() "
         "bookkeeping"

@@ -206,3 +206,39 @@ def test_checkpointed_module_is_profiled():
     nodes = _by_path(s)
     assert nodes["Sequential"]["backward_ms"]["mean"] > 0
     assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+
+
+class _ScaleWithRegionInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        with torchdoctor.region("custom-backward"):
+            return grad * 2
+
+
+def test_region_inside_backward_counts_as_backward_time():
+    model = nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+
+    def step():
+        _ScaleWithRegionInBackward.apply(model(x)).sum().backward()
+
+    s = torchdoctor.profile(step, model=model, steps=2, warmup=1, syncs=False)
+    assert check_invariants(s["tree"], step_ms=s["step_ms"]["mean"]) == []
+    node = _by_path(s)["custom-backward"]
+    assert node["kind"] == "region"
+    assert node["forward_ms"]["max"] == 0.0 and node["backward_ms"]["mean"] > 0
+
+
+def test_max_steps_stops_collecting():
+    model = nn.Linear(4, 1)
+    with torchdoctor.Profiler(model, syncs=False, max_steps=2) as prof:
+        for _ in range(5):
+            model(torch.randn(2, 4)).sum().backward()
+            prof.step()
+    s = prof.session
+    assert len(s["steps"]) == 2
+    assert any("max_steps=2" in note for note in s["config"]["notes"])

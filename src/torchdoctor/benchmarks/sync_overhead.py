@@ -9,7 +9,7 @@
 
 Each variant is compared with the plain step by :func:`torchdoctor.bench.compare`
 (interleaved, after warm-up); overhead = 1 / speedup - 1, with the quartiles of the per-pair
-ratios. The audit is entered and left around every timed call (that cost is included). The
+ratios, from wall time and from process CPU time (steadier on a shared machine). The audit is entered and left around every timed call (that cost is included). The
 "in-run estimate" column is what ``audit.summary()["overhead_pct"]`` reports from its call
 count, to check that estimate. "syncs found" must be 0: both workloads are sync-free.
 
@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchdoctor.bench.compare import compare
+from torchdoctor.bench.compare import compare, quantile
 from torchdoctor.bench.table import BenchTable
 from torchdoctor.collect.syncs import sync_audit
 
@@ -104,14 +106,35 @@ def _audited(step: Callable[[], Any], thorough: bool, last: dict[str, Any]) -> C
     return run
 
 
+def _cpu_timed(fn: Callable[[], Any], store: list[int]) -> Callable[[], Any]:
+    """``fn`` that also appends the process CPU time of each call (ns) to ``store``."""
+
+    def run() -> Any:
+        start = time.process_time_ns()
+        try:
+            return fn()
+        finally:
+            store.append(time.process_time_ns() - start)
+
+    return run
+
+
+def _cpu_overhead(plain: list[int], audited: list[int], repeats: int) -> tuple[float, str]:
+    pairs = [a / p - 1.0 for p, a in zip(plain[-repeats:], audited[-repeats:]) if p > 0]
+    values = [100.0 * v for v in pairs] or [float("nan")]
+    return statistics.median(
+        values
+    ), f"{quantile(values, 0.25):.1f} to {quantile(values, 0.75):.1f}"
+
+
 def overhead_table(workload: str, quick: bool) -> BenchTable:
     """Overhead of the fast and thorough audits (and empty modes) on one workload."""
     step, label = (_transformer_step if workload == "transformer" else _small_ops)(quick)
-    repeats = 3 if quick else (15 if workload == "transformer" else 30)
+    repeats = 3 if quick else (10 if workload == "transformer" else 30)
     table = BenchTable(
         f"Sync audit overhead: {label}",
-        ["variant", "plain ms", "with ms", "overhead %", "q1-q3 %", "in-run estimate %",
-         "syncs found"],
+        ["variant", "plain ms", "with ms", "overhead % (wall)", "wall q1-q3 %",
+         "overhead % (CPU)", "CPU q1-q3 %", "in-run estimate %", "syncs found"],
     )  # fmt: skip
     last: dict[str, Any] = {}
     variants: list[tuple[str, Callable[[], Any], bool]] = [
@@ -125,9 +148,13 @@ def overhead_table(workload: str, quick: bool) -> BenchTable:
         ),
     ]
     for name, candidate, is_audit in variants:
+        plain_cpu: list[int] = []
+        audited_cpu: list[int] = []
         result = compare(
-            step, candidate, warmup=2, repeats=repeats, check=False, names=("plain", name)
-        )
+            _cpu_timed(step, plain_cpu), _cpu_timed(candidate, audited_cpu), warmup=2,
+            repeats=repeats, check=False, names=("plain", name),
+        )  # fmt: skip
+        cpu, cpu_spread = _cpu_overhead(plain_cpu, audited_cpu, repeats)
         overhead = 100.0 * (1.0 / result.speedup - 1.0)
         low, high = 100.0 * (1.0 / result.speedup_q3 - 1.0), 100.0 * (1.0 / result.speedup_q1 - 1.0)
         estimate = found = None
@@ -137,12 +164,13 @@ def overhead_table(workload: str, quick: bool) -> BenchTable:
             found = len(audit.records())
         table.add_row(
             name, result.baseline_ms, result.candidate_ms, overhead, f"{low:.1f} to {high:.1f}",
-            estimate, found,
+            cpu, cpu_spread, estimate, found,
         )  # fmt: skip
     table.notes.append(
-        f"interleaved compare, {repeats} pairs after 2 warm-up calls; overhead = 1/speedup - 1 "
-        "(median of per-pair ratios), q1-q3 of the same; the audit is entered and left around "
-        "every timed call"
+        f"interleaved compare, {repeats} pairs after 2 warm-up calls; wall overhead = "
+        "1/speedup - 1 (median of per-pair ratios); CPU overhead = median of per-pair process "
+        "CPU-time ratios - 1 (less sensitive to other processes on a shared machine); the "
+        "audit is entered and left around every timed call"
     )
     return table
 

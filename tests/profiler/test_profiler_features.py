@@ -242,3 +242,15 @@ def test_max_steps_stops_collecting():
     s = prof.session
     assert len(s["steps"]) == 2
     assert any("max_steps=2" in note for note in s["config"]["notes"])
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_exotic_inputs_do_not_break_the_users_forward():
+    class Summer(nn.Module):
+        def forward(self, x):
+            return torch.stack([t.sum() for t in x.unbind()])
+
+    nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])  # stride() raises
+    module = Summer()
+    s = torchdoctor.profile(lambda: module(nested), model=module, steps=1, warmup=0, syncs=False)
+    assert s["tree"]["children"][0]["calls_per_step"] == 1.0

@@ -169,7 +169,10 @@ class Recorder:
             self.phases.leave_forward_without_grad()
 
     def _fingerprint(self, node: int, module: Any, args: Any) -> None:
-        key = fingerprint(args)
+        try:
+            key = fingerprint(args)
+        except Exception:  # exotic tensors (nested, sparse) have no stride or data pointer
+            return
         if key is None:
             return
         signature, anchor = key
@@ -237,6 +240,13 @@ class Recorder:
 
     # -- memory ---------------------------------------------------------------------------
     def pack(self, tensor: Tensor) -> Tensor:
+        try:
+            self._count_saved(tensor)
+        except Exception:  # never break the user's forward over a size we cannot read
+            pass
+        return tensor
+
+    def _count_saved(self, tensor: Tensor) -> None:
         if self.count_memory and self.frames:
             if not (tensor.is_leaf and tensor.requires_grad):
                 base = tensor._base
@@ -246,7 +256,6 @@ class Recorder:
                     if pointer not in self.seen_storages:
                         self.seen_storages.add(pointer)
                         self.act[self.frames[-1][0]] += storage.nbytes()
-        return tensor
 
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:

@@ -204,11 +204,14 @@ class Recorder:
             if not tensor.requires_grad:
                 continue
             grad_fn = tensor.grad_fn
-            if grad_fn is None:
-                self.handles.append(tensor.register_hook(mark))
-            elif grad_fn not in seen:
-                seen.append(grad_fn)
-                grad_fn.register_prehook(mark)
+            try:
+                if grad_fn is None:
+                    self.handles.append(tensor.register_hook(mark))
+                elif grad_fn not in seen:
+                    seen.append(grad_fn)
+                    grad_fn.register_prehook(mark)
+            except RuntimeError:  # e.g. a tensor subclass refusing hooks: leave it unmarked
+                continue
 
     # -- regions --------------------------------------------------------------------------
     def enter_region(self, name: str, source: Any) -> tuple[int, int, Any]:

@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import linecache
 import sys
 import time
@@ -45,125 +44,21 @@ from typing import Any
 
 import torch
 from torch.optim.optimizer import (
-    Optimizer,
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
 )
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
 from torchdoctor.collect.syncs_frames import in_optimizer_step_counter, user_frame
-from torchdoctor.collect.syncs_kinds import WATCHED, aten_kind, function_kind
-
-_HOST = ("cpu", "meta")
-_PLAIN, _WATCH, _BACKWARD = 0, 1, 2
-_routes: dict[Any, int] = {}
-
-
-def _route(func: Any) -> int:
-    try:
-        route = _routes.get(func)
-    except TypeError:  # an unhashable callable: never a sync we know
-        return _PLAIN
-    if route is None:
-        if func in WATCHED:
-            route = _WATCH
-        elif func is torch.Tensor.backward or (
-            getattr(func, "__module__", None) == "torch.autograd"
-            and getattr(func, "__name__", None) in ("backward", "grad")
-        ):
-            route = _BACKWARD
-        else:
-            route = _PLAIN
-        _routes[func] = route
-    return route
-
-
-def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    for value in args:
-        if isinstance(value, torch.Tensor):
-            return value
-    for value in kwargs.values():
-        if isinstance(value, torch.Tensor):
-            return value
-    return None
-
-
-def _mode_on_top(mode: Any) -> bool:
-    depth = torch._C._len_torch_function_stack()
-    return depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
-
-
-class _FunctionMode(TorchFunctionMode):
-    def __init__(self, audit: SyncAudit) -> None:
-        super().__init__()
-        self.audit = audit
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
-        audit = self.audit
-        audit.function_calls += 1
-        try:
-            route = _routes.get(func)
-        except TypeError:  # an unhashable callable: never a sync we know
-            route = _PLAIN
-        if route is None:
-            route = _route(func)
-        if route == _PLAIN:
-            return func(*args, **(kwargs or {}))
-        kwargs = kwargs or {}
-        if route == _BACKWARD:
-            return audit._run_backward(self, func, args, kwargs)
-        kind = function_kind(func, args, kwargs)
-        if kind is None:
-            return func(*args, **kwargs)
-        return audit._sync_call(kind, func, args, kwargs, python_level=True)
-
-
-class _DispatchMode(TorchDispatchMode):
-    def __init__(self, audit: SyncAudit) -> None:
-        super().__init__()
-        self.audit = audit
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
-        audit = self.audit
-        audit.dispatch_calls += 1
-        kwargs = kwargs or {}
-        if audit._suppress:
-            return func(*args, **kwargs)
-        kind = aten_kind(func, args, kwargs)
-        if kind is None:
-            return func(*args, **kwargs)
-        return audit._sync_call(kind, func, args, kwargs, python_level=False)
-
-
-class _ZeroGradBypass:
-    """While the fast audit runs, ``Optimizer.zero_grad`` runs without the function mode.
-
-    It never synchronizes, but reads ``p.grad`` for every parameter, and each read through a
-    TorchFunctionMode costs about as much as a small op (half the fast mode's overhead on a
-    12-layer transformer step). ``remove()`` restores the original method.
-    """
-
-    def __init__(self, audit: SyncAudit) -> None:
-        self.original = original = Optimizer.__dict__["zero_grad"]
-
-        @functools.wraps(original)
-        def zero_grad(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
-            mode = audit._function_mode
-            if mode is None or not _mode_on_top(mode):
-                return original(optimizer, *args, **kwargs)
-            torch._C._pop_torch_function_stack()
-            try:
-                return original(optimizer, *args, **kwargs)
-            finally:
-                torch._C._push_on_torch_function_stack(mode)
-
-        Optimizer.zero_grad = zero_grad  # type: ignore[method-assign]
-
-    def remove(self) -> None:
-        Optimizer.zero_grad = self.original  # type: ignore[method-assign]
+from torchdoctor.collect.syncs_modes import (
+    HOST_DEVICES,
+    DispatchMode,
+    FunctionMode,
+    ZeroGradBypass,
+    first_tensor,
+    mode_on_top,
+)
 
 
 class SyncAudit:
@@ -180,8 +75,8 @@ class SyncAudit:
         self._last_host_copy: tuple[Any, tuple] | None = None  # (weakref, user line)
         self._in_optimizer = 0
         self._popped_for_optimizer = False
-        self._function_mode: _FunctionMode | None = None
-        self._dispatch_mode: _DispatchMode | None = None
+        self._function_mode: FunctionMode | None = None
+        self._dispatch_mode: DispatchMode | None = None
         self._hooks: list[Any] = []
         self._cuda = CudaSyncWarnings(self._on_cuda_warning)
         self._started_ns: int | None = None
@@ -197,14 +92,14 @@ class SyncAudit:
             register_optimizer_step_post_hook(self._optimizer_post),
         ]
         if not self.thorough:
-            self._hooks.append(_ZeroGradBypass(self))
+            self._hooks.append(ZeroGradBypass(self))
         try:
             if not self.predict:
                 self._cuda.install()
             if self.thorough:
-                self._dispatch_mode = _DispatchMode(self)
+                self._dispatch_mode = DispatchMode(self)
                 self._dispatch_mode.__enter__()
-            self._function_mode = _FunctionMode(self)
+            self._function_mode = FunctionMode(self)
             self._function_mode.__enter__()
         except BaseException:
             self._remove()
@@ -229,7 +124,7 @@ class SyncAudit:
         errors = []
         mode, self._function_mode = self._function_mode, None
         if mode is not None and not self._popped_for_optimizer:
-            if _mode_on_top(mode):
+            if mode_on_top(mode):
                 mode.__exit__(None, None, None)
             else:
                 errors.append("another TorchFunctionMode was left active above the audit's")
@@ -261,7 +156,7 @@ class SyncAudit:
             and type(optimizer).__name__ != "LBFGS"  # LBFGS reads the loss on the host
             and self._function_mode is not None
             and not self._popped_for_optimizer
-            and _mode_on_top(self._function_mode)
+            and mode_on_top(self._function_mode)
         ):
             torch._C._pop_torch_function_stack()
             self._popped_for_optimizer = True
@@ -272,7 +167,7 @@ class SyncAudit:
             torch._C._push_on_torch_function_stack(self._function_mode)
             self._popped_for_optimizer = False
 
-    def _run_backward(self, mode: _FunctionMode, func: Any, args: tuple, kwargs: dict) -> Any:
+    def _run_backward(self, mode: FunctionMode, func: Any, args: tuple, kwargs: dict) -> Any:
         """Run backward with the function mode active inside the autograd engine.
 
         A mode is popped while its handler runs, so without this a custom autograd Function
@@ -286,13 +181,13 @@ class SyncAudit:
             return target(*args, **kwargs)
 
         def run_engine(*a: Any, **k: Any) -> Any:
-            if _mode_on_top(mode):
+            if mode_on_top(mode):
                 return engine(*a, **k)
             torch._C._push_on_torch_function_stack(mode)
             try:
                 return engine(*a, **k)
             finally:
-                if _mode_on_top(mode):
+                if mode_on_top(mode):
                     torch._C._pop_torch_function_stack()
 
         autograd._engine_run_backward = run_engine
@@ -303,7 +198,7 @@ class SyncAudit:
 
     # -- events -----------------------------------------------------------------------------
     def _sync_call(self, kind: str, func: Any, args: tuple, kwargs: dict, python_level: bool):
-        tensor = _first_tensor(args, kwargs)
+        tensor = first_tensor(args, kwargs)
         counts = True
         where = None
         if self.predict:
@@ -318,7 +213,7 @@ class SyncAudit:
                     where = user_frame(sys._getframe(1))
                     counts = where != line
         elif kind != "cpu" or python_level:
-            counts = tensor is not None and tensor.device.type not in _HOST
+            counts = tensor is not None and tensor.device.type not in HOST_DEVICES
         if not counts:
             self._suppress += 1
             try:

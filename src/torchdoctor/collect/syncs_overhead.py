@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 _cost_us: dict[str, float] = {}
-_CALLS = 200
+_CALLS = 600
 _ROUNDS = 7
 
 

@@ -54,3 +54,18 @@ def train_epoch(model, loader, opt):
         loss = model(x).sum()
         loss.backward()
         opt.step()
+
+
+def evaluate_structure(model):
+    model.eval()
+    names = []
+    for name, module in model.named_modules():  # walks modules, never runs the model
+        names.append(name)
+    return names
+
+
+def train_steps(model, opt, num_steps, x):
+    for _ in range(num_steps):  # a training loop, not a denoising loop
+        reset_model(model)
+        model(x).sum().backward()
+        opt.step()

@@ -11,12 +11,10 @@ from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, code_of, dotted, m
 
 EVAL_FUNCTION = re.compile(
     r"(^|_)(eval|evaluate|evaluation|infer|inference|sample|sampling|predict|prediction|"
-    r"validate|validation|generate)(_|$)",
+    r"validate|validation)(_|$)",
     re.IGNORECASE,
 )
-STEP_COUNT = re.compile(
-    r"inference_steps|sampling_steps|denois|diffusion_steps|num_steps", re.IGNORECASE
-)
+STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
 NO_GRAD = frozenset(
     {
         "torch.no_grad",
@@ -26,6 +24,9 @@ NO_GRAD = frozenset(
         "torch.autograd.grad_mode.no_grad",
         "torch.autograd.grad_mode.inference_mode",
     }
+)
+FORWARD_METHODS = frozenset(
+    {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference"}
 )
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
@@ -53,15 +54,15 @@ class InferenceRules(RuleVisitor):
     CODES = ("TD601", "TD602")
     TRIGGERS = (
         (
-            r"(?i)timesteps|inference_steps|sampling_steps|denois|diffusion_steps|num_steps|"
+            r"(?i)timesteps|inference_steps|sampling_steps|denois|diffusion_steps|"
             r"\.eval\(\)|def (\w*_)?(eval|evaluate|evaluation|infer|inference|sample|sampling|"
-            r"predict|prediction|validate|validation|generate)(_\w*)?\s*\(",
+            r"predict|prediction|validate|validation)(_\w*)?\s*\(",
         ),
     )
 
     # -- TD601 ---------------------------------------------------------------------------------
     def visit_For(self, node: cst.For) -> None:
-        if not _is_denoising_iter(node.iter):
+        if not _is_denoising_iter(node.iter) or self.is_training_body(node):
             return
         for call in self.direct_calls(node.body):
             callee = dotted(call.func)
@@ -130,16 +131,21 @@ class InferenceRules(RuleVisitor):
             stack.extend(node.children)
 
     def _calls_model(self, loop: cst.CSTNode, receivers: set[str]) -> bool:
+        """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,
+        ``model.forward(x)``; methods such as ``model.named_modules()`` do not count."""
         for call in m.findall(loop, m.Call()):
             callee = dotted(call.func)
             if callee is None:
                 continue
-            if callee in receivers or MODEL_NAME.search(callee.rsplit(".", 1)[-1]):
-                return True
-            if (
-                isinstance(call.func, cst.Attribute)
-                and (dotted(call.func.value) or "") in receivers
-            ):
+            receiver, _, last = callee.rpartition(".")
+            receiver_is_model = receiver in receivers or bool(
+                receiver and MODEL_NAME.search(receiver.rsplit(".", 1)[-1])
+            )
+            if receiver_is_model:
+                if last in FORWARD_METHODS:
+                    return True
+                continue
+            if callee in receivers or MODEL_NAME.search(last):
                 return True
         return False
 

@@ -6,6 +6,7 @@ import re
 
 import libcst as cst
 
+from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.visitor import (
     HOST_COPY_METHODS,
     RuleVisitor,
@@ -39,6 +40,43 @@ REDUCTIONS = frozenset(
         "any",
     }
 )
+#: torch functions that (almost always) return tensors: torch.*, torch.linalg.*, F.*, ...
+TORCH_TENSOR_FUNCTION = re.compile(
+    r"^torch\.(linalg\.|nn\.functional\.|special\.|fft\.)?[a-z_0-9]+$"
+)
+NOT_TENSORS = frozenset(
+    {
+        "torch.is_tensor",
+        "torch.numel",
+        "torch.get_default_dtype",
+        "torch.is_grad_enabled",
+        "torch.is_floating_point",
+        "torch.is_complex",
+        "torch.typename",
+        "torch.device",
+        "torch.get_num_threads",
+        "torch.is_inference_mode_enabled",
+        "torch.initial_seed",
+        "torch.seed",
+        "torch.compile",
+    }
+)
+MODULE_METHODS = frozenset(
+    {
+        "parameters",
+        "named_parameters",
+        "state_dict",
+        "modules",
+        "named_modules",
+        "children",
+        "buffers",
+        "named_buffers",
+        "eval",
+        "train",
+        "load_state_dict",
+        "apply",
+    }
+)
 SCALAR_CASTS = {"builtins.float": "float", "builtins.int": "int", "builtins.bool": "bool"}
 TENSOR_FACTORIES = frozenset(
     {"torch.tensor", "torch.as_tensor", "torch.LongTensor", "torch.FloatTensor", "torch.Tensor"}
@@ -58,7 +96,9 @@ class SyncRules(RuleVisitor):
     def looks_like_tensor(self, expr: cst.BaseExpression) -> bool:
         """Heuristic: the expression is a tensor (statically unknowable; kept conservative)."""
         if isinstance(expr, cst.Call):
-            if any(n.startswith("torch.") for n in self.callee(expr)):
+            if any(
+                TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)
+            ):
                 return True
             name = method_name(expr)
             return name in REDUCTIONS
@@ -67,6 +107,13 @@ class SyncRules(RuleVisitor):
             return False
         return bool(name) and bool(TENSOR_NAME.search(name.rsplit(".", 1)[-1]))
 
+    def _moves_a_module(self, call: cst.Call) -> bool:
+        """``model.cpu()`` / ``m.cpu().parameters()``: a module is moved, no tensor is read."""
+        if is_model_like(call.func.value):
+            return True
+        parent = self.parent(call)
+        return isinstance(parent, cst.Attribute) and parent.attr.value in MODULE_METHODS
+
     def _training_context(self, node: cst.CSTNode) -> cst.CSTNode | None:
         """The training loop (or step function) evaluating ``node`` every step, if any."""
         loops = self.enclosing_loops(node)
@@ -74,7 +121,9 @@ class SyncRules(RuleVisitor):
         if loops:
             return loops[0] if self.is_training_body(loops[0]) else None
         scope = self.enclosing_scope(node)
-        if isinstance(scope, cst.FunctionDef) and self.is_training_body(scope):
+        # A function without a loop counts as a training step only when it calls both
+        # .backward() and an optimizer step (gradient checks and tests call backward alone).
+        if isinstance(scope, cst.FunctionDef) and self.is_training_body(scope, full=True):
             return scope
         return None
 
@@ -94,7 +143,8 @@ class SyncRules(RuleVisitor):
         names = self.callee(node)
         name = method_name(node)
         if name in HOST_COPY_METHODS and not node.args and not (names & {"torch.cpu"}):
-            self._report_sync(node, f"`.{name}()`")
+            if not self._moves_a_module(node):
+                self._report_sync(node, f"`.{name}()`")
         elif names & SCALAR_CASTS.keys() and len(node.args) == 1:
             arg = node.args[0].value
             inner = method_name(arg) if isinstance(arg, cst.Call) else None

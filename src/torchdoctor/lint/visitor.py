@@ -314,15 +314,23 @@ class RuleVisitor(cst.BatchableCSTVisitor):
                 yield node
             stack.extend(node.children)
 
-    def is_training_body(self, node: cst.CSTNode) -> bool:
-        """True when ``node`` (a loop or function) directly calls ``.backward()`` or an
-        optimizer/scaler ``.step()``."""
+    def training_calls(self, node: cst.CSTNode) -> frozenset[str]:
+        """Which of ``backward`` / ``step`` (optimizer or scaler) ``node`` (a loop or function)
+        calls directly, outside nested loops and definitions."""
         key = ("training", id(node))
         cache = self.context.cache
         if key not in cache:
             body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
-            cache[key] = any(_is_training_call(c) for c in self.direct_calls(body))
+            cache[key] = frozenset(
+                kind for kind in map(_training_kind, self.direct_calls(body)) if kind
+            )
         return cache[key]
+
+    def is_training_body(self, node: cst.CSTNode, full: bool = False) -> bool:
+        """True when ``node`` directly calls ``.backward()`` or an optimizer ``.step()``
+        (both, with ``full``)."""
+        kinds = self.training_calls(node)
+        return len(kinds) == 2 if full else bool(kinds)
 
     def under_log_gate(self, node: cst.CSTNode, stop: cst.CSTNode) -> bool:
         """True when an ``if step % N == 0`` / ``if verbose`` style test guards ``node``."""
@@ -338,12 +346,13 @@ class RuleVisitor(cst.BatchableCSTVisitor):
         return False
 
 
-def _is_training_call(call: cst.Call) -> bool:
+def _training_kind(call: cst.Call) -> str | None:
     name = method_name(call)
     if name == "backward":
-        return True
+        return "backward"
     if name == "step":
         receiver = dotted(call.func.value) or ""
         last = receiver.rsplit(".", 1)[-1].lower()
-        return "optim" in last or last in {"opt", "scaler"} or last.endswith("_opt")
-    return False
+        if "optim" in last or last in {"opt", "scaler"} or last.endswith("_opt"):
+            return "step"
+    return None

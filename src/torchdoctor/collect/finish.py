@@ -70,7 +70,7 @@ def build_session(profiler: Any, audit: Any) -> Session:
         session["recomputation"] = recomputation(tree, steps, rec.path)
         session["timeline"] = representative_timeline(profiler)
     if audit is not None:
-        session["syncs"] = audit.records(first_step=profiler.warmup)
+        session["syncs"] = audit.records(first_step=profiler.warmup, num_steps=len(steps) or None)
         session["sync_audit"] = audit.summary()
     session["interrupted"] = profiler._interrupted
     session["error"] = profiler._error

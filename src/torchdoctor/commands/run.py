@@ -28,6 +28,9 @@ from typing import Any
 
 HELP = "profile an unmodified training script; write the session and print the report at exit"
 
+#: reports written beside session.json by `run` (`syncs` writes the session only).
+REPORT_FORMATS = ("md", "html")
+
 #: torchdoctor's options that take a value (needed to find where the script name starts)
 VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format")
 FLAG_OPTIONS = ("--thorough",)
@@ -138,14 +141,43 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
 
 
 # -- running ------------------------------------------------------------------------------------
-def write_session(session: Any, out_dir: str | os.PathLike[str]) -> Path:
-    """Write everything that goes to ``--out`` (today session.json); returns its path.
+def write_session(
+    session: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    script: str | None = None,
+    reports: tuple[str, ...] = REPORT_FORMATS,
+) -> Path:
+    """Write everything that goes to ``--out``; returns the path of ``session.json``.
 
-    The one place where `run` and `syncs` write files: reports in more formats are added here.
+    The session is saved first, as collected, so a failure in anything after it (linting the
+    script, advice, rendering) never loses what was measured. Then the script's static lint
+    findings are attached (the advice ranks those on hot lines first), and the reports
+    (``report.md``, ``report.html``) plus ``session.json`` with its advice are written.
     """
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    return session.save(directory / "session.json")
+    path = session.save(directory / "session.json")
+    if not reports:
+        return path
+    try:
+        from torchdoctor.render.reports import with_advice, write_reports
+        from torchdoctor.session import Session
+
+        lint = _lint_script(script) if script else None
+        data = with_advice(session, lint)
+        write_reports(data, directory, reports, stem="report")
+        Session.from_dict(data).save(path)
+    except Exception as exc:  # reports are extra: the session on disk is what matters
+        print(f"torchdoctor: reports not written ({type(exc).__name__}: {exc}); the session is "
+              f"in {path}: `torchdoctor report {path}` renders it again", file=sys.stderr)  # fmt: skip
+    return path
+
+
+def _lint_script(script: str) -> list[Any]:
+    from torchdoctor.lint import lint_paths
+
+    return [f for f in lint_paths([script]) if not f.code.startswith("TD0")]
 
 
 def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:
@@ -234,7 +266,9 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         return 2
     status = outcome.exit_code
     try:
-        path = write_session(session, args.out)
+        path = write_session(
+            session, args.out, script=args.script, reports=() if only_syncs else REPORT_FORMATS
+        )
     except OSError as exc:
         print(f"torchdoctor {command}: could not write the session to {args.out}: {exc}",
               file=sys.stderr)  # fmt: skip

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/torchdoctor bench harness
+	$(BIN)/torchdoctor demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

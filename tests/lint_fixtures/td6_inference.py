@@ -61,6 +61,8 @@ def evaluate_structure(model):
     names = []
     for name, module in model.named_modules():  # walks modules, never runs the model
         names.append(name)
+        builder.add_module(name, module)
+        reset_modules(module)
     return names
 
 

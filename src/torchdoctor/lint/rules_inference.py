@@ -25,6 +25,22 @@ NO_GRAD = frozenset(
         "torch.autograd.grad_mode.inference_mode",
     }
 )
+#: callee names that act on modules rather than run one (reset_modules, get_model, ...)
+_NOT_A_CALL_OF_A_MODULE = re.compile(
+    r"^_*(reset|get|set|init|build|make|create|load|save|copy|prepare|convert|fuse|swap|"
+    r"replace|register|check|validate|zero|wrap|apply|to|is|has|find|named|iter|update|clear|"
+    r"sync|move|print|log|freeze|unfreeze|count|num|list|all|add|remove|delete|insert|"
+    r"extract)(_|$)|^(modules|children|"
+    r"parameters|buffers)$",
+    re.IGNORECASE,
+)
+
+
+def _names_a_module(name: str) -> bool:
+    """``model``, ``encoder``, ``policy_net``: a module object, called to run it."""
+    return bool(MODEL_NAME.search(name)) and not _NOT_A_CALL_OF_A_MODULE.search(name)
+
+
 FORWARD_METHODS = frozenset(
     {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference"}
 )
@@ -139,13 +155,13 @@ class InferenceRules(RuleVisitor):
                 continue
             receiver, _, last = callee.rpartition(".")
             receiver_is_model = receiver in receivers or bool(
-                receiver and MODEL_NAME.search(receiver.rsplit(".", 1)[-1])
+                receiver and _names_a_module(receiver.rsplit(".", 1)[-1])
             )
             if receiver_is_model:
                 if last in FORWARD_METHODS:
                     return True
                 continue
-            if callee in receivers or MODEL_NAME.search(last):
+            if callee in receivers or _names_a_module(last):
                 return True
         return False
 

@@ -87,17 +87,14 @@ def build_tree(
     def make(node: int) -> dict[str, Any]:
         kids = children.get(node, [])
         fwd, bwd, tot = series(node, "forward"), series(node, "backward"), total(node)
-        if node == 0:
-            fwd_self = bwd_self = [0.0] * len(steps)
-        else:
-            fwd_self = [
-                max(0.0, v - sum(s["forward"].get(k, 0.0) for k in kids))
-                for v, s in zip(fwd, steps)
-            ]
-            bwd_self = [
-                max(0.0, v - sum(s["backward"].get(k, 0.0) for k in kids))
-                for v, s in zip(bwd, steps)
-            ]
+        # The root's forward/backward are the step's phases: its self time is the part of
+        # those phases no module or region claimed (e.g. the backward of functional losses).
+        fwd_self = [
+            max(0.0, v - sum(s["forward"].get(k, 0.0) for k in kids)) for v, s in zip(fwd, steps)
+        ]
+        bwd_self = [
+            max(0.0, v - sum(s["backward"].get(k, 0.0) for k in kids)) for v, s in zip(bwd, steps)
+        ]
         out = {
             "path": path[node] if node else "",
             "name": root_name if node == 0 else name[node],
@@ -118,10 +115,9 @@ def build_tree(
         if kids:
             kid_totals = [total(k) for k in kids]
             rest = [max(0.0, t - sum(col)) for t, col in zip(tot, zip(*kid_totals))]
-            rest_fwd = fwd_self if node else rest
-            out["children"].append(
-                _self_node(out["path"], rest, rest_fwd, bwd_self if node else None)
-            )
+            # At the root, the rest also holds the optimizer, data and other phases: in the
+            # (self) entry's total, not in its forward or backward columns.
+            out["children"].append(_self_node(out["path"], rest, fwd_self, bwd_self))
         return out
 
     return make(0)

@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeats", type=int, default=3, help="interleaved slow/fast pairs to time (default 3)"
     )
     parser.add_argument("--no-syncs", action="store_true", help="skip the host-sync audit")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: the CPU-scale workloads are many small ops, "
+        "which extra threads slow down, badly so when another process shares the cores)",
+    )
 
 
 def _list(console) -> int:
@@ -128,9 +135,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.repeats < 1 or (args.steps is not None and args.steps < 1):
-        print("torchdoctor demo: --steps and --repeats must be >= 1", file=sys.stderr)
+    if args.repeats < 1 or (args.steps is not None and args.steps < 1) or args.threads < 1:
+        print("torchdoctor demo: --steps, --repeats and --threads must be >= 1", file=sys.stderr)
         return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     workload = build(args.workload, scale=args.scale, device=args.device)
     console.rule(f"torchdoctor demo: {workload.name}")

@@ -22,13 +22,17 @@ MAX_LINES = 20
 
 
 def _location(file: str, line: Any) -> str:
+    """``file:line`` short enough for a table: relative to the working directory when the
+    file is under it, else its last two path components (``workloads/losses.py:12``)."""
     try:
         relative = os.path.relpath(file)
         if not relative.startswith(".."):
-            file = relative
+            return f"{relative}:{line}"
     except ValueError:  # another drive on Windows
         pass
-    return f"{file}:{line}"
+    parts = os.path.normpath(file).split(os.sep)
+    short = os.path.join(*parts[-2:]) if len(parts) > 2 else file
+    return f"{short}:{line}"
 
 
 def _number(value: float) -> str:
@@ -150,7 +154,12 @@ def render_sync_table(session: Mapping[str, Any], max_lines: int = MAX_LINES) ->
     rows = group_by_line(session.get("syncs") or [])
     table = Table(title="Host syncs (by source line)", title_justify="left")
     for column in ("where", "source", "kind", "per step", "phase", "cost"):
-        table.add_column(column, justify="right" if column == "per step" else "left")
+        table.add_column(
+            column,
+            justify="right" if column == "per step" else "left",
+            no_wrap=column == "where",
+            min_width=24 if column == "source" else None,
+        )
     for row in rows[:max_lines]:
         cells = (
             row["location"],

@@ -147,9 +147,9 @@ class PartContrastive(Workload):
             parts2 = torch.stack([parts2[b, columns[b]] for b in range(parts2.shape[0])])
         with region("covariance"):
             cov = losses.covariance_slow(torch.cat([parts1, parts2], 1), cfg.ridge)
-        with region("pac"):
+        with region("pac_mahalanobis"):
             pac = losses.pac_slow(parts1, parts2, cov, cfg.margin)
-        with region("soc"):
+        with region("soc_spd_distance"):
             soc = losses.soc_slow(parts1, parts2, cfg.ridge, cfg.slow_soc_metric)
         ce = 0.5 * (F.cross_entropy(logits1, labels) + F.cross_entropy(logits2, labels))
         return ce + cfg.pac_weight * pac + cfg.soc_weight * soc
@@ -194,9 +194,9 @@ class PartContrastive(Workload):
             cov = losses.covariance_fast(torch.cat([parts1, parts2], 1), cfg.ridge)
             if cfg.covariance_ema > 0 and state is not None:
                 cov = self._shared_covariance(state, cov)
-        with region("pac"):
+        with region("pac_mahalanobis"):
             pac = losses.pac_fast(parts1, parts2, cov, cfg.margin, top_m)
-        with region("soc"):
+        with region("soc_spd_distance"):
             soc = losses.soc_fast(parts1, parts2, cfg.ridge, soc_metric)
         ce = 0.5 * (F.cross_entropy(logits1, labels) + F.cross_entropy(logits2, labels))
         return ce + cfg.pac_weight * pac + cfg.soc_weight * soc

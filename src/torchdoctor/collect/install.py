@@ -5,7 +5,8 @@ another fails):
 
 - global module forward pre-hook and forward hook (``always_call=True``);
 - global optimizer step pre- and post-hooks (phase ``optimizer``, step boundaries);
-- wrappers around ``torch.autograd.backward`` and ``torch.autograd.grad`` (phase ``backward``);
+- wrappers around ``torch.autograd.backward`` and ``torch.autograd.grad`` (phase ``backward``;
+  region boundaries are hooked as the pass starts);
 - a ``saved_tensors_hooks`` pair counting activation bytes, pushed only during the one step
   that counts them (:class:`SavedTensorsSwitch`).
 
@@ -30,6 +31,8 @@ import torch
 from torch.nn.modules import module as _module
 from torch.optim import optimizer as _optimizer
 
+_ROOTS = {"backward": "tensors", "grad": "outputs"}  # keyword of the first argument
+
 
 class Installation:
     """A stack of undo actions; :meth:`remove` runs them all, newest first."""
@@ -49,14 +52,15 @@ class Installation:
         post_handle = _optimizer.register_optimizer_step_post_hook(post)
         self._undo.append(post_handle.remove)
 
-    def wrap_autograd(self, enter: Callable[[], None], leave: Callable[[], None]) -> None:
-        """Call ``enter``/``leave`` around every ``torch.autograd.backward`` and ``grad``."""
+    def wrap_autograd(self, enter: Callable[[Any], None], leave: Callable[[], None]) -> None:
+        """Call ``enter(roots)``/``leave()`` around every ``torch.autograd.backward`` and
+        ``grad`` (``roots``: the tensors the pass starts from, their first argument)."""
         for name in ("backward", "grad"):
             original = getattr(torch.autograd, name)
 
             @functools.wraps(original)
-            def wrapper(*args: Any, _target=original, **kwargs: Any) -> Any:
-                enter()
+            def wrapper(*args: Any, _target=original, _key=_ROOTS[name], **kwargs: Any) -> Any:
+                enter(args[0] if args else kwargs.get(_key))
                 try:
                     return _target(*args, **kwargs)
                 finally:

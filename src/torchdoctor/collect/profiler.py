@@ -256,8 +256,19 @@ class Profiler:
             self._switch("optimizer")
         self._cut()
 
-    def _backward_enter(self) -> None:
-        self._rec.phases.push("backward")
+    def _backward_enter(self, roots: Any = None) -> None:
+        rec = self._rec
+        if rec.region_calls and rec.recording:
+            rec.phases.push("other")  # the graph walk is profiler overhead, not forward
+            try:
+                rec.hook_regions(roots)
+            except Exception:  # never break the user's backward over region attribution
+                rec.region_calls = []
+                if "region backward attribution failed" not in self._notes:
+                    self._notes.append("region backward attribution failed")
+            finally:
+                rec.phases.pop()
+        rec.phases.push("backward")
 
     def _backward_leave(self) -> None:
         rec = self._rec
@@ -299,7 +310,8 @@ class Profiler:
         line = getattr(where, "f_lineno", None) or getattr(code, "co_firstlineno", None)
         source = {"file": code.co_filename, "line": line, "end_line": line,
                   "function": code.co_name} if code is not None else None  # fmt: skip
-        return rec.enter_region(name, source), rec.phases.phase == "backward"
+        in_backward = rec.phases.phase == "backward"
+        return rec.enter_region(name, source, in_backward), in_backward
 
     def _exit_region(self, handle: Any) -> None:
         if handle is not None and self._rec.recording:

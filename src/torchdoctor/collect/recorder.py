@@ -16,6 +16,9 @@ hook instead, removed at the end of the step. Graph pre-hooks die with the graph
 (``retain_graph``) may fire old hooks later, and marks of calls from earlier steps are dropped.
 A call none of whose inputs require grad (the first layer, a module fed with data) has no end
 mark; ``collect/backward.py`` ends it. Containers are extended to cover their children.
+Regions record the autograd sequence numbers at enter and exit; when a backward pass starts,
+:meth:`Recorder.hook_regions` finds the nodes made inside each region that the pass reaches and
+hooks its outputs and inputs the same way (``collect/region_graph.py``).
 
 Memory: a ``saved_tensors_hooks`` pack hook (returns the tensor itself: no copy) counts the
 storage bytes each module's forward saves for backward, each storage once per step; parameters
@@ -32,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from functools import partial
 from typing import Any
@@ -41,6 +45,7 @@ import torch
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.naming import ModuleNames, source_of_class
 from torchdoctor.collect.phases import PhaseMachine
+from torchdoctor.collect.region_graph import region_boundaries, roots_of, sequence_nr
 from torchdoctor.collect.state import STATE
 
 Tensor = torch.Tensor
@@ -121,6 +126,8 @@ class Recorder:
         self.seen_storages: set[int] = set()
         self.fingerprints: dict[tuple[int, Any], Any] = {}
         self.identical: dict[int, int] = defaultdict(int)
+        # regions of this step not yet hooked for backward: (seq enter, seq exit, (node, serial))
+        self.region_calls: list[tuple[int, int, tuple[int, int]]] = []
         self.phases.begin_step(token)
 
     def release_handles(self) -> None:
@@ -214,7 +221,7 @@ class Recorder:
                 continue
 
     # -- regions --------------------------------------------------------------------------
-    def enter_region(self, name: str, source: Any) -> tuple[int, int, Any]:
+    def enter_region(self, name: str, source: Any, in_backward: bool = False) -> tuple:
         frames = self.frames
         parent = frames[-1][0] if frames else 0
         node = self.node_ids.get((parent, "region:" + name))
@@ -222,13 +229,15 @@ class Recorder:
             path = f"{self.path[parent]}.{name}" if parent else name
             node = self.node_for(parent, "region:" + name, path, "region", None, source)
         serial = self.serial = self.serial + 1
+        # graph nodes made in the region are numbered from here (see region_graph.py)
+        enter = sequence_nr() if self.backward and not in_backward else -1
         token = self.now()
         frames.append((node, -serial, serial, token))
         STATE.module_stack.append(self.path[node])
-        return node, serial, token
+        return node, serial, token, enter
 
-    def exit_region(self, handle: tuple[int, int, Any], in_backward: bool) -> None:
-        node, serial, start = handle
+    def exit_region(self, handle: tuple, in_backward: bool) -> None:
+        node, serial, start, enter = handle
         end = self.now()
         frames = self.frames
         if frames and frames[-1][1] == -serial:
@@ -238,8 +247,39 @@ class Recorder:
         if in_backward:
             self.bwd.append((node, serial, 0, start))
             self.bwd.append((node, serial, 1, end))
-        else:
-            self.fwd.append((node, start, end))
+            return
+        self.fwd.append((node, start, end))
+        if enter >= 0 and serial >= self.first_serial:
+            exit_ = sequence_nr()
+            if exit_ > enter:
+                self.region_calls.append((enter, exit_, (node, serial)))
+
+    def hook_regions(self, roots: Any) -> None:
+        """At the start of a backward pass: hook the outputs and inputs of the regions whose
+        graph nodes it reaches (``region_graph.py``); regions it does not reach stay pending."""
+        calls = self.region_calls
+        if not calls:
+            return
+        # the walk allocates a wrapper and a tuple per node: without this, the collector's
+        # full passes over the whole process (10x the walk itself on the demo) fire inside it
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            found = region_boundaries(calls, roots_of(roots))
+        finally:
+            if collecting:
+                gc.enable()
+        if not found:
+            return
+        self.region_calls = [c for c in calls if c[2] not in found]
+        for (node, serial), (outputs, inputs) in found.items():
+            for nodes, which in ((outputs, 0), (inputs, 1)):
+                mark = partial(self._mark, node, serial, which)
+                for fn in nodes:
+                    try:
+                        fn.register_prehook(mark)
+                    except RuntimeError:  # a node refusing hooks: leave it unmarked
+                        continue
 
     # -- memory ---------------------------------------------------------------------------
     def pack(self, tensor: Tensor) -> Tensor:

@@ -17,24 +17,24 @@ from torchdoctor import __version__
 
 #: name -> module path. The only place where subcommands are registered.
 COMMANDS: dict[str, str] = {
+    "run": "torchdoctor.commands.run",
+    "syncs": "torchdoctor.commands.syncs",
+    "demo": "torchdoctor.commands.demo",
+    "lint": "torchdoctor.commands.lint",
     "report": "torchdoctor.commands.report",
     "diff": "torchdoctor.commands.diff",
     "bench": "torchdoctor.commands.bench",
-    "lint": "torchdoctor.commands.lint",
-    "demo": "torchdoctor.commands.demo",
-    "run": "torchdoctor.commands.run",
-    "syncs": "torchdoctor.commands.syncs",
 }
 
 #: one-line help for each command, kept here so `--help` imports nothing heavy.
 HELP: dict[str, str] = {
+    "run": "profile an unmodified training script; write the session and print the report at exit",
+    "syncs": "run a script and list every host-device sync by source line",
+    "demo": "profile a built-in slow workload, print the findings, then run and verify its fast version",
+    "lint": "static check for the seed anti-patterns (TD codes), with --fix/--diff",
     "report": "render a saved session as Markdown, HTML, JSON, Chrome trace or console text",
     "diff": "compare two saved sessions: step, phases, modules, syncs removed and added",
     "bench": "run registered benchmark suites and print (or write) their tables",
-    "lint": "static check for the seed anti-patterns (TD codes), with --fix/--diff",
-    "demo": "profile a built-in slow workload, print the findings, then run and verify its fast version",
-    "run": "profile an unmodified training script; write the session and print the report at exit",
-    "syncs": "run a script and list every host-device sync by source line",
 }
 
 

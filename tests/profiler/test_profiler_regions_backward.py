@@ -207,3 +207,34 @@ def test_region_boundaries_outputs_and_inputs():
     assert names["inner"] == (["SinBackward0"], ["ExpBackward0"])
     # a range the graph does not reach, and an empty one, are absent
     assert region_boundaries([(x1 + 100, x1 + 200, "none"), (5, 5, "empty")], [loss.grad_fn]) == {}
+
+
+@pytest.mark.parametrize("inner_region", [False, True])
+def test_region_around_forward_and_backward_adds_up(inner_region):
+    """A region open while backward() runs counts that time as its backward, so the modules
+    and regions inside it still fit (before: their backward was counted twice)."""
+    net = _net()
+    x = torch.randn(64, 32)
+
+    def step():
+        with torchdoctor.region("step"):
+            h = net(x)
+            if inner_region:
+                with torchdoctor.region("loss"):
+                    loss = _heavy_loss(h)
+            else:
+                loss = _heavy_loss(h)
+            loss.backward()
+
+    s = torchdoctor.profile(step, model=net, steps=2, warmup=1, syncs=False)
+    _check(s)
+    nodes = _nodes(s)
+    outer = nodes["step"]
+    assert outer["calls_per_step"] == 1.0
+    assert _bwd(outer) > 0 and _bwd(nodes["Sequential"]) <= _bwd(outer) * 1.02
+    # forward + backward of the region is its wall time: about the step, not more
+    assert outer["total_ms"]["mean"] <= s["step_ms"]["mean"] * 1.02
+    if inner_region:
+        assert 0 < _bwd(nodes["step.loss"]) <= _bwd(outer) * 1.02
+    events = s["timeline"]
+    assert any(e["cat"] == "region" and e["name"] == "step" for e in events)

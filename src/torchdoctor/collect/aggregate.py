@@ -38,8 +38,12 @@ def summarize_step(
     fwd: dict[int, float] = {}
     calls: dict[int, int] = {}
     for node, s, e in forward:
+        if node < 0:  # a piece of a region call cut by a backward pass run inside it
+            node = ~node
+            calls.setdefault(node, 0)
+        else:
+            calls[node] = calls.get(node, 0) + 1
         fwd[node] = fwd.get(node, 0.0) + max(0.0, e - s) / 1e6
-        calls[node] = calls.get(node, 0) + 1
     finals = backward_intervals(parent, marks, (start, end))
     bwd = {node: sum(e - s for s, e in v) / 1e6 for node, v in finals.items() if node != 0}
     for node, *_ in marks:  # a region entered during backward counts as a call
@@ -81,6 +85,7 @@ def step_timeline(
         if nxt[0] > t:
             events.append(_event(phase, "phase", t - start, nxt[0] - t, 0))
     for node, s, e in forward:
+        node = ~node if node < 0 else node  # a piece of a region call (see summarize_step)
         cat = "region" if kind[node] == "region" else "forward"
         events.append(_event(path[node], cat, s - start, e - s, depth[node]))
     for node, spans in summary_intervals.items():

@@ -268,11 +268,13 @@ class Profiler:
                     self._notes.append("region backward attribution failed")
             finally:
                 rec.phases.pop()
+        rec.split_open_regions(rec.phases.phase != "backward")
         rec.phases.push("backward")
 
     def _backward_leave(self) -> None:
         rec = self._rec
         rec.bwd.append((0, 0, 2, rec.now()))  # ends calls whose inputs needed no grad
+        rec.resume_open_regions()
         rec.phases.pop_backward()
         mode = self._mode
         if mode == "backward":

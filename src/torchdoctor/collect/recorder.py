@@ -90,6 +90,7 @@ class Recorder:
         self.recording = True
         self.on_outermost: Any = None  # called before an outermost module call (auto steps)
         self.count_memory = False
+        self.backward_open: list[list[int]] = []  # per running backward pass: split frames
         self.new_step(self.now())
 
     # -- registry -------------------------------------------------------------------------
@@ -241,7 +242,7 @@ class Recorder:
         end = self.now()
         frames = self.frames
         if frames and frames[-1][1] == -serial:
-            frames.pop()
+            start = frames.pop()[3]  # moved past a backward pass run inside the region
             if STATE.module_stack:
                 STATE.module_stack.pop()
         if in_backward:
@@ -253,6 +254,35 @@ class Recorder:
             exit_ = sequence_nr()
             if exit_ > enter:
                 self.region_calls.append((enter, exit_, (node, serial)))
+
+    def split_open_regions(self, split: bool) -> None:
+        """A backward pass starts (``split``: not nested in another one): the regions now open
+        (a region around forward *and* backward) count its time as their backward, not forward,
+        so they still cover the backward time of the modules and regions inside them."""
+        opened: list[int] = []
+        if split and self.recording:
+            now = None
+            for index, (node, key, serial, token) in enumerate(self.frames):
+                if key < 0:
+                    if now is None:
+                        now = self.now()
+                    self.fwd.append((~node, token, now))  # a piece of the call, not a call
+                    self.bwd.append((node, serial, 0, now))
+                    opened.append(index)
+        self.backward_open.append(opened)
+
+    def resume_open_regions(self) -> None:
+        """The backward pass returned: the regions split at its start resume their forward."""
+        opened = self.backward_open.pop() if self.backward_open else []
+        if not opened:
+            return
+        now = self.now()
+        frames = self.frames
+        for index in opened:
+            if index < len(frames) and frames[index][1] < 0:
+                node, key, serial, _ = frames[index]
+                self.bwd.append((node, serial, 1, now))
+                frames[index] = (node, key, serial, now)
 
     def hook_regions(self, roots: Any) -> None:
         """At the start of a backward pass: hook the outputs and inputs of the regions whose

@@ -155,10 +155,20 @@ def test_lint_argument_overrides_session_findings():
 def test_advise_ranks_and_numbers_priorities():
     found = advise(slow_session())
     assert [a.priority for a in found] == list(range(1, len(found) + 1))
-    known = [a for a in found if a.estimated_saving_ms]
-    unknown = [a for a in found if not a.estimated_saving_ms]
-    assert max(a.priority for a in known) < min(a.priority for a in unknown)
-    for item in known:
+    generic = [a for a in found if a.rule == "engine-knobs"]
+
+    def bound_only(a):  # a saving stated as an upper bound (range from 0) ranks as unknown
+        return bool(a.saving_range_ms) and a.saving_range_ms[0] == 0
+
+    measured = [
+        a for a in found if a.estimated_saving_ms and a.rule != "engine-knobs" and not bound_only(a)
+    ]
+    evidence = [a for a in found if (not a.estimated_saving_ms or bound_only(a)) and a.heat > 0]
+    assert generic and measured and evidence
+    # measured savings first, then measured evidence without a saving, then generic knobs
+    assert max(a.priority for a in measured) < min(a.priority for a in evidence)
+    assert max(a.priority for a in evidence) < min(a.priority for a in generic)
+    for item in measured + generic:
         assert item.estimated_saving_pct == pytest.approx(item.estimated_saving_ms / 2.0)
 
 

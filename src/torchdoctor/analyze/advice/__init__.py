@@ -2,9 +2,11 @@
 
 Each rule (one per module here) takes a Session (a mapping in the shape of
 docs/session-schema.md) and returns zero or more :class:`Advice`. :func:`advise` runs them all
-and ranks the result: advice with an estimated saving first, by saving weighted by confidence;
-advice whose saving cannot be measured after, by ``heat`` (the measured share of the step where
-its evidence lives). Rules are documented in docs/advice-rules.md.
+and ranks the result in tiers: advice with a measured saving first (by saving weighted by
+confidence); then advice backed by measured evidence whose saving cannot be estimated from this
+run (by ``heat``, the measured share of the step where its evidence lives); then generic engine
+knobs (torch.compile, channels_last, ...) whose gain is a stated range, not a measurement; then
+the rest (lint findings on cold code). Rules are documented in docs/advice-rules.md.
 
 Example:
     >>> from torchdoctor.analyze.advice import advise
@@ -52,15 +54,25 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
 
 _CONFIDENCE_WEIGHT = {"high": 1.0, "medium": 0.7, "low": 0.4}
 
+#: rules whose saving rests on a generic expected speedup (a knob not in use), not on anything
+#: this run measured about the user's code: they rank after every measured finding.
+GENERIC_RULES = frozenset({"engine-knobs"})
+
 
 def _rank_key(advice: Advice) -> tuple[int, float]:
+    """Tiers, then payoff within a tier: (3) a measured saving, (2) measured evidence without a
+    saving (sync lines, lint findings on hot lines), (1) generic knobs, (0) the rest."""
     weight = _CONFIDENCE_WEIGHT.get(advice.confidence, 0.4)
-    saving = advice.estimated_saving_ms
-    if saving is not None and saving > 0:
-        if advice.saving_range_ms:  # an upper bound (range from 0) ranks by its low end
-            saving = min(saving, advice.saving_range_ms[0])
+    saving = advice.estimated_saving_ms or 0.0
+    if advice.saving_range_ms:  # an upper bound (range from 0) ranks by its low end
+        saving = min(saving, advice.saving_range_ms[0])
+    if advice.rule in GENERIC_RULES:
         return (1, saving * weight)
-    return (0, advice.heat * weight)
+    if saving > 0:
+        return (3, saving * weight)
+    if advice.heat > 0:
+        return (2, advice.heat * weight)
+    return (0, 0.0)
 
 
 def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> list[Advice]:

@@ -68,8 +68,8 @@ class Sampler(nn.Module):
         self.encoder = nn.Linear(8, 8)
         self.decoder = nn.Linear(8, 8)
 
-    def forward(self, obs, steps=4):
-        x = torch.zeros_like(obs)
+    def forward(self, obs, steps=4, x=None):
+        x = torch.zeros_like(obs) if x is None else x
         for _ in range(steps):
             memory = self.encoder(obs)
             x = self.decoder(x + memory)
@@ -254,3 +254,41 @@ def test_exotic_inputs_do_not_break_the_users_forward():
     module = Summer()
     s = torchdoctor.profile(lambda: module(nested), model=module, steps=1, warmup=0, syncs=False)
     assert s["tree"]["children"][0]["calls_per_step"] == 1.0
+
+
+def test_same_inputs_with_updated_weights_are_not_recomputation():
+    """LBFGS re-evaluates its closure on the same batch with new weights: new work each time."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
+    x, y = torch.randn(16, 6), torch.randn(16, 1)
+    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=4)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    s = torchdoctor.profile(lambda: optimizer.step(closure), steps=2, warmup=1, syncs=False)
+    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"])}
+    assert max(calls.values()) > 1  # the closure ran the model several times per step
+    assert s["recomputation"] == []
+
+
+def test_repeated_profiled_calls_are_not_recomputation_but_a_sampler_loop_is(tmp_path):
+    """profile() repeats one step on purpose; `run` on an inference loop cuts a step per
+    outermost call, and there the encoder fed the same conditions every call is recomputed."""
+    model = Sampler()
+    obs = torch.randn(2, 8)
+    with torch.no_grad():
+        s = torchdoctor.profile(lambda: model.decoder(obs), steps=3, warmup=1, syncs=False)
+    assert s["recomputation"] == []
+
+    x = torch.zeros(2, 8)
+    with torch.no_grad(), torchdoctor.Profiler(step_boundary="auto", syncs=False) as prof:
+        for _ in range(8):
+            x = model(obs, 1, x)  # one denoising call per iteration: x changes
+    assert prof.session["config"]["step_boundary"] == "module"
+    paths = [r["path"] for r in prof.session["recomputation"]]
+    assert any(p.endswith("encoder") for p in paths), paths
+    assert not any(p.endswith("decoder") for p in paths), paths

@@ -49,7 +49,7 @@ def test_markdown_embeds_the_profilers_tree_text():
 def test_markdown_computes_advice_when_session_has_none():
     session = slow_session()
     assert session["advice"] == []
-    assert "Compute model.encoder once per step" in render_markdown(session)
+    assert "Compute model.encoder once and reuse it" in render_markdown(session)
 
 
 def test_clean_session_report_says_nothing_to_fix():

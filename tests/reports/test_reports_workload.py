@@ -56,7 +56,7 @@ def test_encoder_advice_estimate_matches_measured_caching_saving(one_thread):
     for _ in range(ATTEMPTS):
         estimated, measured, advice = estimate_and_measure(workload)
         top = advice[0]
-        assert top.title == "Compute encoder once per step and reuse it"
+        assert top.title.startswith("Compute encoder once and reuse it")
         assert len(advice) == 1, "submodules of the encoder must not be advised separately"
         attempts.append((estimated, measured))
         if abs(estimated - measured) <= TOLERANCE * measured:

@@ -1,6 +1,7 @@
 """Cheap fingerprints of a module call's inputs, to spot loop-invariant recomputation.
 
-Two calls of the same module within one step whose inputs have equal fingerprints computed the
+Two calls of the same module within one step whose inputs have equal fingerprints, while its
+parameters kept their versions (no optimizer step or in-place update in between), computed the
 same thing twice (seed 001: the encoder re-run by every denoising step on unchanged inputs).
 A tensor is identified by its data pointer (storage and offset), ``_version`` (bumped by
 in-place writes), shape, stride, dtype and device; other arguments by value when they are

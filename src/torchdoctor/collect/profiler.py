@@ -327,6 +327,7 @@ class Profiler:
         if rec.count_memory:
             self._saved.on()  # only the counting step pays for saved-tensor hooks
         self._meter.begin()
+        rec.fingerprints_across_steps = self._mode == "module"
         rec.new_step(rec.now())
         STATE.step_index = self._counter
 

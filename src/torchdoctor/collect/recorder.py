@@ -74,6 +74,7 @@ class Recorder:
         self.now = clock.now
         self.backward = backward
         self.memory = memory
+        self.fingerprints_across_steps = False  # set by the profiler (see new_step)
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
         # node registry: id -> parent, path, name, kind, type, source
@@ -125,7 +126,13 @@ class Recorder:
         self.handles: list[Any] = []
         self.act: dict[int, int] = defaultdict(int)
         self.seen_storages: set[int] = set()
-        self.fingerprints: dict[tuple[int, Any], Any] = {}
+        # Input fingerprints are per step, except when each step is one call of the outermost
+        # module (an inference loop cut by `run`): a sampler re-encoding the same conditions at
+        # every call is then seen across steps. Entries whose tensor died are dropped.
+        kept = getattr(self, "fingerprints", {}) if self.fingerprints_across_steps else {}
+        self.fingerprints: dict[tuple[int, Any], tuple[Any, tuple[int, ...]]] = {
+            key: value for key, value in kept.items() if value[0]() is not None
+        }
         self.identical: dict[int, int] = defaultdict(int)
         # regions of this step not yet hooked for backward: (seq enter, seq exit, (node, serial))
         self.region_calls: list[tuple[int, int, tuple[int, int]]] = []
@@ -184,11 +191,14 @@ class Recorder:
         if key is None:
             return
         signature, anchor = key
+        # Same inputs but updated parameters (an optimizer step, LBFGS re-evaluating its
+        # closure, a manual SGD update) is new work, not recomputation.
+        weights = tuple(p._version for p in module.parameters())
         seen = self.fingerprints.get((node, signature))
-        if seen is not None and seen() is not None:
+        if seen is not None and seen[0]() is not None and seen[1] == weights:
             self.identical[node] += 1
         else:
-            self.fingerprints[(node, signature)] = anchor
+            self.fingerprints[(node, signature)] = (anchor, weights)
 
     # -- backward attribution -------------------------------------------------------------
     def _mark(self, node: int, serial: int, which: int, *_: Any) -> None:

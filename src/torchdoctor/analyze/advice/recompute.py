@@ -54,7 +54,8 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
         source = record.get("source") or {}
         evidence = [
             f"{path} runs {calls:g} times per step; {repeats:g} of those calls get inputs "
-            f"identical to an earlier call (same storage, version, shape, dtype)"
+            f"identical to an earlier call (same storage, version, shape, dtype) and unchanged "
+            f"weights"
             if isinstance(calls, (int, float))
             else f"{path}: {repeats:g} calls per step with identical inputs",
             f"{fmt_ms(per_call)} per call, so {fmt_ms(saving)} per step recomputed "
@@ -65,7 +66,7 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
         advice.append(
             Advice(
                 rule="loop-invariant",
-                title=f"Compute {path} once per step and reuse it",
+                title=f"Compute {path} once and reuse it: its inputs and weights do not change",
                 estimated_saving_ms=saving,
                 saving_range_ms=[saving, saving],
                 confidence="high",

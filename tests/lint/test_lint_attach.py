@@ -43,3 +43,16 @@ def test_attach_to_objects() -> None:
         attach_findings(42, [f])
     with pytest.raises(ValueError, match="lacks"):
         attach_findings({}, [{"code": "TD202"}])
+
+
+def test_attach_to_a_session_object():
+    from torchdoctor.lint import attach_findings, lint_source
+    from torchdoctor.session import Session
+
+    session = Session.new(label="train.py")
+    findings = lint_source("import torch\nx = torch.linalg.inv(a) @ b\n", path="train.py")
+    assert findings
+    attach_findings(session, findings)
+    assert [f["code"] for f in session["lint"]] == [f.code for f in findings]
+    attach_findings(session, findings)  # duplicates are skipped
+    assert len(session["lint"]) == len(findings)

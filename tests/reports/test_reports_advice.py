@@ -15,14 +15,27 @@ from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
+from torchdoctor.analyze.advice.unattributed import unattributed
 from torchdoctor.session import Session
 
 ALL_RULES = [*RULES, lint_findings]
 
 
+def unattributed_session():
+    """The slow session with most of the step in the root's (self): functional code."""
+    session = slow_session()
+    rest = next(c for c in session["tree"]["children"] if c["kind"] == "self")
+    rest["forward_ms"] = {"median": 80.0, "mean": 80.0}
+    rest["backward_ms"] = {"median": 40.0, "mean": 40.0}
+    return session
+
+
+CRAFTED = {"unattributed": unattributed_session}
+
+
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.__name__)
 def test_rule_fires_on_crafted_session(rule):
-    found = rule(slow_session())
+    found = rule(CRAFTED.get(rule.__name__, slow_session)())
     assert found, f"{rule.__name__} did not fire on the crafted slow session"
     for item in found:
         assert isinstance(item, Advice)
@@ -248,3 +261,16 @@ def test_dominant_leaves_a_recomputed_module_to_the_loop_invariant_rule():
         }
     ]
     assert [a.title.split()[0] for a in dominant_module(session)] == ["decoder"]
+
+
+def test_unattributed_names_lint_suspects_outside_modules():
+    session = unattributed_session()
+    session["lint"] = [
+        {"code": "TD102", "message": "solve in a loop", "path": TRAIN, "line": 900},
+    ]
+    (item,) = unattributed(session)
+    assert item.rule == "unattributed" and item.confidence == "high"
+    assert any("suspect:" in e and "TD102" in e for e in item.evidence)
+    # the same finding ranks as a suspect, not as cold lint
+    (finding,) = lint_findings(session)
+    assert finding.heat > 0 and "unattributed code" in finding.title

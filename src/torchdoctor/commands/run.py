@@ -164,8 +164,12 @@ def write_session(
         from torchdoctor.render.reports import with_advice, write_reports
         from torchdoctor.session import Session
 
-        lint = _lint_script(script) if script else None
-        data = with_advice(session, lint)
+        if script:
+            from torchdoctor.lint import attach_findings
+
+            attach_findings(session, _lint_script(script))  # the console report shows them too
+        data = with_advice(session)
+        session["advice"] = data["advice"]
         write_reports(data, directory, reports, stem="report")
         Session.from_dict(data).save(path)
     except Exception as exc:  # reports are extra: the session on disk is what matters

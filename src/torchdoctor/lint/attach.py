@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from torchdoctor.lint.finding import Finding
@@ -21,6 +21,10 @@ def attach_findings(session: Any, findings: Iterable[Finding | dict[str, Any]]) 
     """
     if isinstance(session, MutableMapping):
         target = session.setdefault("lint", [])
+    elif isinstance(session, Mapping) and hasattr(session, "__setitem__"):  # torchdoctor.Session
+        if not isinstance(session.get("lint"), list):
+            session["lint"] = []
+        target = session["lint"]
     elif isinstance(getattr(session, "lint", None), list):
         target = session.lint
     elif isinstance(getattr(session, "data", None), MutableMapping):

@@ -29,6 +29,7 @@ from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
+from torchdoctor.analyze.advice.unattributed import unattributed
 
 __all__ = [
     "RULES",
@@ -49,6 +50,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     train_inference_ratio,
     data_loading,
     cpu_work,
+    unattributed,
     engine_knobs,
 )
 

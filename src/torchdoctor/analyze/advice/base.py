@@ -241,3 +241,18 @@ def pct(part: float, whole: float) -> float:
         25.0
     """
     return 100.0 * part / whole if whole > 0 else 0.0
+
+
+def unattributed_ms(session: Mapping[str, Any]) -> float:
+    """Forward + backward time of the root's ``(self)`` entry: work no module or region claims.
+
+    Example:
+        >>> rest = {"kind": "self", "forward_ms": {"median": 2.0}, "backward_ms": {"median": 1.0}}
+        >>> unattributed_ms({"tree": {"kind": "root", "children": [rest]}})
+        3.0
+    """
+    tree = session.get("tree") or {}
+    for child in tree.get("children") or ():
+        if child.get("kind") == "self":
+            return center(child.get("forward_ms")) + center(child.get("backward_ms"))
+    return 0.0

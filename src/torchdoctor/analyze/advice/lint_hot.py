@@ -16,7 +16,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, node_ms, pct, same_file, step_ms, walk
+from torchdoctor.analyze.advice.base import (
+    Advice,
+    node_ms,
+    pct,
+    same_file,
+    step_ms,
+    unattributed_ms,
+    walk,
+)
 
 HOT_FRACTION = 0.05
 MAX_HOT = 10
@@ -48,17 +56,62 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
     best: tuple[float, str] = (0.0, "")
     if step <= 0 or not isinstance(line, int):
         return best
+    inside_any = False
     for node, _ in walk(session.get("tree")):
         source = node.get("source") or {}
         if node.get("kind") not in ("module", "region") or not source.get("line"):
             continue
         start, end = int(source["line"]), int(source.get("end_line") or source["line"])
         if start <= line <= end and same_file(source.get("file"), path):
+            inside_any = True
             fraction = node_ms(node) / step
             if fraction >= HOT_FRACTION and (best[1] == "" or fraction < best[0]):
                 where = node.get("path") or node.get("name")
                 best = (fraction, f"inside {where}, {pct(node_ms(node), step):.0f}% of the step")
+    # A sync finding (TD2xx) that ran would be in the sync audit's records: not there, not run.
+    is_sync_rule = str(finding.get("code") or "").startswith("TD2")
+    if best[1] or inside_any or is_sync_rule or not _profiled_file(path, session):
+        return best
+    # Outside every module and region of a file the profile ran: a suspect for the time no
+    # module or region claims (ranked by that share, which it may or may not explain).
+    rest = unattributed_ms(session)
+    if rest >= HOT_FRACTION * step:
+        return rest / step, (
+            f"outside every module and region, where {pct(rest, step):.0f}% of the step runs "
+            "unattributed (a suspect, not a measurement)"
+        )
     return best
+
+
+def suspects(session: Mapping[str, Any]) -> list[str]:
+    """``file:line CODE message`` of the attached findings outside every module and region of a
+    profiled file: where the step's unattributed time may go.
+
+    Example:
+        >>> suspects({"lint": []})
+        []
+    """
+    out = []
+    step = step_ms(session)
+    for finding in map(as_finding_dict, session.get("lint") or ()):
+        _, why = _heat(finding, session, step)
+        if why.startswith("outside every module"):
+            where = f"{os.path.basename(str(finding.get('path')))}:{finding.get('line')}"
+            out.append(f"{where} {finding.get('code')} {finding.get('message')}")
+    return out
+
+
+def _place(why: str) -> str:
+    return "in unattributed code" if why.startswith("outside every module") else "on a hot line"
+
+
+def _profiled_file(path: Any, session: Mapping[str, Any]) -> bool:
+    """The file ran in the profiled steps: a sync, module or region was recorded in it, or it
+    is the profiled script itself."""
+    files = [r.get("file") for r in session.get("syncs") or ()]
+    files += [(n.get("source") or {}).get("file") for n, _ in walk(session.get("tree"))]
+    label = str(session.get("label") or "")
+    return any(same_file(f, path) for f in files if f) or (bool(label) and same_file(label, path))
 
 
 def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> list[Advice]:
@@ -87,7 +140,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         advice.append(
             Advice(
                 rule="lint",
-                title=f"{finding.get('code')} on a hot line ({where}): {finding.get('message')}",
+                title=f"{finding.get('code')} {_place(why)} ({where}): {finding.get('message')}",
                 confidence="medium",
                 evidence=[f"{where}: {why}"],
                 fix=f"use {replacement}" if replacement else str(finding.get("message") or ""),

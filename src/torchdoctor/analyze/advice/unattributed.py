@@ -1,0 +1,60 @@
+"""Rule ``unattributed``: >= 30% of the step's forward and backward runs outside any module or
+region (functional losses, per-sample loops in the training script).
+
+The tree cannot say which code that is, so the advice is to name it: wrap the suspect blocks in
+``torchdoctor.region(...)`` and profile again. Static findings on lines outside every module's
+and region's source are the first suspects (the lint rule ranks them by this share). No saving is
+estimated: nothing is known about that code yet.
+
+Example:
+    >>> unattributed({"tree": None})
+    []
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms, unattributed_ms
+from torchdoctor.analyze.advice.lint_hot import suspects
+
+THRESHOLD = 0.30
+
+
+def unattributed(session: Mapping[str, Any]) -> list[Advice]:
+    """Advice when forward/backward work outside every module and region is >= 30% of the step.
+
+    Example:
+        >>> rest = {"kind": "self", "forward_ms": {"median": 6.0}, "backward_ms": {"median": 2.0}}
+        >>> s = {"step_ms": {"median": 10.0}, "tree": {"kind": "root", "children": [rest]}}
+        >>> unattributed(s)[0].heat
+        0.8
+    """
+    step = step_ms(session)
+    rest = unattributed_ms(session)
+    if step <= 0 or rest < THRESHOLD * step:
+        return []
+    return [
+        Advice(
+            rule="unattributed",
+            title=f"{pct(rest, step):.0f}% of the step runs outside any module: name that code "
+            "with torchdoctor.region",
+            confidence="high",
+            evidence=[
+                f"{fmt_ms(rest)} per step of forward and backward is claimed by no module or "
+                f"region (the root's (self) entry, {pct(rest, step):.0f}% of the step)",
+                "functional code (losses written with tensor ops, per-sample Python loops) lands "
+                "here",
+                *(f"suspect: {s}" for s in suspects(session)[:5]),
+            ],
+            fix='Wrap the suspect blocks in `with torchdoctor.region("name"):` (a no-op when '
+            "nothing profiles) and profile again: each gets its forward and backward time.",
+            references=["torchdoctor.region"],
+            heat=min(1.0, rest / step),
+            code="loss = ce + penalty(z, cov)                       # before\n"
+            'with torchdoctor.region("penalty"):\n'
+            "    p = penalty(z, cov)                             # after: measured\n"
+            "loss = ce + p",
+        )
+    ]

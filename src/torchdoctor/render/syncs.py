@@ -157,7 +157,7 @@ def render_sync_table(session: Mapping[str, Any], max_lines: int = MAX_LINES) ->
         table.add_column(
             column,
             justify="right" if column == "per step" else "left",
-            no_wrap=column == "where",
+            overflow="fold" if column == "where" else "ellipsis",
             min_width=24 if column == "source" else None,
         )
     for row in rows[:max_lines]:

@@ -1,18 +1,8 @@
 import numpy as np
-import pytest
 import torch
 
 from torchdoctor.workloads import build
 from torchdoctor.workloads.crossmodal_reid import sdm_pairs
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny sizes: one thread avoids oversubscription on a shared CPU; restored afterwards
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_sdm_pairs_pair_each_non_rgb_row_with_an_rgb_row_of_its_identity():

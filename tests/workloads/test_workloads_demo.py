@@ -1,19 +1,7 @@
 import json
 
-import pytest
-import torch
-
 from torchdoctor.benchmarks import workloads as bench
 from torchdoctor.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny sizes: one thread avoids oversubscription on a shared CPU; restored afterwards
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_demo_list_names_the_five_workloads(capsys):

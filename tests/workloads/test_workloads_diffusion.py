@@ -11,15 +11,6 @@ from torchdoctor.workloads.diffusion_schedulers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny sizes: one thread avoids oversubscription on a shared CPU; restored afterwards
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_ddim_step_matches_closed_form_update():
     torch.manual_seed(0)
     sched = DDIMScheduler(num_train_timesteps=100, num_inference_steps=10)

@@ -9,15 +9,6 @@ from torchdoctor.workloads.mixture_vae import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny sizes: one thread avoids oversubscription on a shared CPU; restored afterwards
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_registry_lists_five_workloads_with_summaries():
     assert set(WORKLOADS) == {
         "part_contrastive",

@@ -1,17 +1,7 @@
-import pytest
 import torch
 
 from torchdoctor.workloads import build
 from torchdoctor.workloads import part_contrastive_losses as L
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny sizes: one thread avoids oversubscription on a shared CPU; restored afterwards
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_part_sampling_slow_and_fast_pick_the_same_positions():

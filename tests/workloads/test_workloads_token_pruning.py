@@ -1,18 +1,8 @@
-import pytest
 import torch
 
 from torchdoctor.testing import count_host_syncs
 from torchdoctor.workloads import build
 from torchdoctor.workloads.token_pruning import greedy_dpp_plain
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny sizes: one thread avoids oversubscription on a shared CPU; restored afterwards
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_plain_greedy_dpp_picks_diverse_items():

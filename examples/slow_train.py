@@ -38,7 +38,7 @@ def mahalanobis_penalty(z: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
 model = Encoder()
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 running = 0.0
-for step in range(20):
+for _ in range(20):
     index = torch.randint(0, num_samples, (64,))
     x, y_raw = features[index], raw_labels[index]
     mapping = {value: i for i, value in enumerate(sorted(set(y_raw.tolist())))}

@@ -292,3 +292,28 @@ def test_repeated_profiled_calls_are_not_recomputation_but_a_sampler_loop_is(tmp
     paths = [r["path"] for r in prof.session["recomputation"]]
     assert any(p.endswith("encoder") for p in paths), paths
     assert not any(p.endswith("decoder") for p in paths), paths
+
+
+def test_engine_knobs_in_use_are_recorded_and_silence_their_advice():
+    from torchdoctor.analyze.advice.knobs import engine_knobs
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+    x = torch.randn(2, 3, 16, 16)
+    plain = torchdoctor.profile(lambda: net(x).sum().backward(), steps=2, warmup=1, syncs=False)
+    assert plain["environment"]["knobs"]["autocast"] is False
+    assert plain["environment"]["knobs"]["channels_last"] is False
+
+    net = net.to(memory_format=torch.channels_last)
+    xc = x.to(memory_format=torch.channels_last)
+
+    def tuned():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            net(xc).float().sum().backward()
+
+    s = torchdoctor.profile(tuned, steps=2, warmup=1, syncs=False)
+    assert s["environment"]["knobs"]["autocast"] is True
+    assert s["environment"]["knobs"]["channels_last"] is True
+    titles = [a.title for a in engine_knobs(s)]
+    assert not any("channels_last" in t for t in titles)
+    assert any("channels_last" in a.title for a in engine_knobs(plain))

@@ -31,6 +31,25 @@ BOUNDARY_NOTES = {
 }
 
 
+def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
+    """Precision/engine knobs of the profiled run: true, false, or None when nothing says.
+
+    Example:
+        >>> knobs_in_use({"autocast": False, "channels_last": None})["autocast"]
+        False
+    """
+    import torch
+
+    precision = torch.get_float32_matmul_precision()
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or precision != "highest"
+    return {
+        "autocast": seen.get("autocast"),
+        "channels_last": seen.get("channels_last"),
+        "tf32": tf32 if torch.cuda.is_available() else None,
+        "compile": None,  # seen from OptimizedModule nodes in the tree (advice/knobs.py)
+    }
+
+
 def build_session(profiler: Any, audit: Any) -> Session:
     """The Session of a stopped ``Profiler`` from its per-step summaries."""
     rec = profiler._rec
@@ -40,6 +59,7 @@ def build_session(profiler: Any, audit: Any) -> Session:
     notes = [BOUNDARY_NOTES.get(mode, mode), *profiler._notes]
     if profiler.memory:
         notes.append("activation bytes are counted on the first profiled step")
+    session["environment"]["knobs"] = knobs_in_use(rec.knobs)
     session["config"] = {
         "steps": len(steps),
         "warmup": profiler.warmup,

@@ -41,6 +41,7 @@ from functools import partial
 from typing import Any
 
 import torch
+from torch.nn.modules.conv import _ConvNd
 
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.naming import ModuleNames, source_of_class
@@ -75,6 +76,8 @@ class Recorder:
         self.backward = backward
         self.memory = memory
         self.fingerprints_across_steps = False  # set by the profiler (see new_step)
+        # engine knobs seen in use during the step (None: no evidence either way)
+        self.knobs: dict[str, bool | None] = {"autocast": None, "channels_last": None}
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
         # node registry: id -> parent, path, name, kind, type, source
@@ -155,7 +158,11 @@ class Recorder:
         if not self.module_depth:  # outermost module call (regions around it do not count)
             if self.on_outermost is not None:
                 self.on_outermost()
+            if not self.knobs["autocast"]:
+                self.knobs["autocast"] = _autocast_on()
             self.phases.enter_forward()
+        if self.knobs["channels_last"] is not True and isinstance(module, _ConvNd):
+            self.knobs["channels_last"] = _channels_last_input(args)
         self.module_depth += 1
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
@@ -343,3 +350,16 @@ class Recorder:
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:
         return tensor
+
+
+def _autocast_on() -> bool:
+    """Whether autocast is on for any device type at this moment."""
+    return any(torch.is_autocast_enabled(device) for device in ("cuda", "cpu"))
+
+
+def _channels_last_input(args: Any) -> bool | None:
+    """Whether a convolution's 4-D input is stored channels_last (None: no 4-D tensor input)."""
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    if x is None or x.dim() != 4:
+        return None
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

@@ -35,25 +35,7 @@ import torchdoctor
 from torchdoctor.analyze.tree import iter_nodes
 from torchdoctor.bench.compare import quantile
 from torchdoctor.bench.table import BenchTable
-
-
-def _transformer(quick: bool) -> tuple[nn.Module, Callable[[], None], str]:
-    torch.manual_seed(0)
-    width, layers, ffn, batch, seq = (32, 2, 64, 2, 8) if quick else (256, 6, 1024, 8, 64)
-    model = nn.Transformer(
-        d_model=width, nhead=8 if width >= 64 else 4, num_encoder_layers=layers,
-        num_decoder_layers=layers, dim_feedforward=ffn, dropout=0.1, batch_first=True,
-    )  # fmt: skip
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    src, tgt = torch.randn(batch, seq, width), torch.randn(batch, seq, width)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        model(src, tgt).pow(2).mean().backward()
-        opt.step()
-
-    label = f"{2 * layers}-layer transformer (width {width}, batch {batch}, seq {seq})"
-    return model, step, label
+from torchdoctor.benchmarks._models import transformer_train_step
 
 
 def _tiny_modules(quick: bool) -> tuple[nn.Module, Callable[[], None], str]:
@@ -139,7 +121,7 @@ def _variants(model: nn.Module) -> dict[str, Callable[[Callable[[], None]], tupl
 
 def overhead_table(quick: bool, stress: bool) -> BenchTable:
     """Overhead of each variant vs the profiler off, interleaved rounds."""
-    model, step, label = (_tiny_modules if stress else _transformer)(quick)
+    model, step, label = (_tiny_modules if stress else transformer_train_step)(quick)
     variants = _variants(model)
     rounds = 3 if quick else (12 if stress else 10)
     for _ in range(2):
@@ -189,7 +171,7 @@ def overhead_table(quick: bool, stress: bool) -> BenchTable:
 
 def accuracy_table(quick: bool) -> BenchTable:
     """Attributed forward time per module vs the module timed alone on its captured inputs."""
-    model, step, label = _transformer(quick)
+    model, step, label = transformer_train_step(quick)
     session = torchdoctor.profile(step, model=model, steps=3 if quick else 8, warmup=2, syncs=False)
     wanted = {}
     for node, _ in iter_nodes(session["tree"]):

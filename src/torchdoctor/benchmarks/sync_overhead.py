@@ -27,12 +27,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchdoctor.bench.compare import compare, quantile
 from torchdoctor.bench.table import BenchTable
+from torchdoctor.benchmarks._models import transformer_train_step
 from torchdoctor.collect.syncs import sync_audit
 
 
@@ -47,24 +47,8 @@ class _EmptyDispatchMode(TorchDispatchMode):
 
 
 def _transformer_step(quick: bool) -> tuple[Callable[[], Any], str]:
-    torch.manual_seed(0)
-    width, layers, ffn, batch, seq = (32, 1, 64, 2, 8) if quick else (256, 6, 1024, 8, 64)
-    model = nn.Transformer(
-        d_model=width, nhead=8 if width >= 64 else 4, num_encoder_layers=layers,
-        num_decoder_layers=layers, dim_feedforward=ffn, dropout=0.1, batch_first=True,
-    )  # fmt: skip
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    src, tgt = torch.randn(batch, seq, width), torch.randn(batch, seq, width)
-
-    def step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = model(src, tgt).pow(2).mean()
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    label = f"{2 * layers}-layer transformer train step (width {width}, batch {batch}, seq {seq})"
-    return step, label
+    _, step, label = transformer_train_step(quick)
+    return step, label.replace("transformer", "transformer train step", 1)
 
 
 def _small_ops(quick: bool) -> tuple[Callable[[], Any], str]:

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -33,6 +35,15 @@ def linear_alphas_cumprod(
     return torch.cumprod(1.0 - betas, dim=0)
 
 
+def _set_schedule(scheduler: Any, alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> None:
+    """The noise table and the timesteps, as tensors and as host numbers read by ``step``
+    (host floats: no tensor read per denoising step)."""
+    scheduler.alphas_cumprod = alphas_cumprod
+    scheduler.timesteps = timesteps
+    scheduler._alpha_bar = alphas_cumprod.tolist()
+    scheduler.timestep_list = timesteps.tolist()
+
+
 class DDPMScheduler:
     """Ancestral DDPM sampling over every training timestep (posterior variance beta-tilde).
 
@@ -44,10 +55,11 @@ class DDPMScheduler:
     """
 
     def __init__(self, num_train_timesteps: int = 100, beta_start=1e-4, beta_end=0.02):
-        self.alphas_cumprod = linear_alphas_cumprod(num_train_timesteps, beta_start, beta_end)
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
-        self._alpha_bar = self.alphas_cumprod.tolist()  # host floats: no tensor read per step
-        self.timestep_list: list[int] = self.timesteps.tolist()
+        _set_schedule(
+            self,
+            linear_alphas_cumprod(num_train_timesteps, beta_start, beta_end),
+            torch.arange(num_train_timesteps - 1, -1, -1),
+        )
 
     def step(
         self,
@@ -91,11 +103,12 @@ class DDIMScheduler:
                 f"num_inference_steps must be in 1..{num_train_timesteps}, "
                 f"got {num_inference_steps}"
             )
-        self.alphas_cumprod = linear_alphas_cumprod(num_train_timesteps, beta_start, beta_end)
         self.step_ratio = num_train_timesteps // num_inference_steps
-        self.timesteps = (torch.arange(num_inference_steps) * self.step_ratio).flip(0)
-        self._alpha_bar = self.alphas_cumprod.tolist()
-        self.timestep_list: list[int] = self.timesteps.tolist()
+        _set_schedule(
+            self,
+            linear_alphas_cumprod(num_train_timesteps, beta_start, beta_end),
+            (torch.arange(num_inference_steps) * self.step_ratio).flip(0),
+        )
 
     def step(
         self,

@@ -28,29 +28,34 @@ def _reference(kernels, ks, eps=1e-10, masks=None):
     return padded, torch.tensor(dets, dtype=kernels.dtype)
 
 
+BACKENDS = ["numpy", "torch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n", [1, 5, 20, 50])
-def test_random_psd_kernels_match_reference(n):
+def test_random_psd_kernels_match_reference(n, backend):
     generator = torch.Generator().manual_seed(n)
     factors = torch.randn(12, n, n + 3, generator=generator, dtype=torch.float64)
     kernels = factors @ factors.mT
     ks = torch.randint(0, n + 3, (12,), generator=generator)
-    got = dpp_greedy(kernels, k=ks)
+    got = dpp_greedy(kernels, k=ks, backend=backend)
     indices, log_det = _reference(kernels, ks)
     assert torch.equal(got.indices, indices)
     torch.testing.assert_close(got.log_det, log_det)
 
 
-def test_low_rank_features_with_quality_match_reference_and_stop_at_rank():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_low_rank_features_with_quality_match_reference_and_stop_at_rank(backend):
     generator = torch.Generator().manual_seed(1)
     features = torch.randn(10, 40, 8, generator=generator, dtype=torch.float64)
     quality = torch.rand(10, 40, generator=generator, dtype=torch.float64) + 0.5
-    got = dpp_greedy(features=features, quality=quality, k=15, eps=1e-8)
+    got = dpp_greedy(features=features, quality=quality, k=15, eps=1e-8, backend=backend)
     kernels = torch.stack([dpp_kernel(f, q) for f, q in zip(features, quality)])
     indices, log_det = _reference(kernels, torch.full((10,), 15), eps=1e-8)
     assert torch.equal(got.indices, indices)
     assert ((got.indices >= 0).sum(-1) == 8).all()  # rank 8: the eps stop ends it
     torch.testing.assert_close(got.log_det, log_det)
-    via_kernel = dpp_greedy(kernels, k=15, eps=1e-8)
+    via_kernel = dpp_greedy(kernels, k=15, eps=1e-8, backend=backend)
     assert torch.equal(via_kernel.indices, got.indices)
 
 
@@ -65,12 +70,13 @@ def test_log_det_is_that_of_the_selected_submatrix():
         torch.testing.assert_close(got.log_det[b], torch.logdet(sub))
 
 
-def test_mask_leading_dims_and_per_problem_k():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mask_leading_dims_and_per_problem_k(backend):
     generator = torch.Generator().manual_seed(3)
     features = torch.randn(2, 3, 25, 30, generator=generator, dtype=torch.float64)
     mask = torch.rand(2, 3, 25, generator=generator) > 0.3
     ks = torch.tensor([[0, 4, 9], [2, 30, 5]])
-    got = dpp_greedy(features=features, k=ks, mask=mask, max_k=30)
+    got = dpp_greedy(features=features, k=ks, mask=mask, max_k=30, backend=backend)
     assert got.indices.shape == (2, 3, 25)  # k > N is clamped to N
     flat_kernels = features.reshape(6, 25, 30) @ features.reshape(6, 25, 30).mT
     indices, log_det = _reference(flat_kernels, ks.reshape(6), masks=mask.reshape(6, 25))
@@ -82,16 +88,17 @@ def test_mask_leading_dims_and_per_problem_k():
     assert mask.reshape(6, 25).gather(1, selected.clamp(min=0))[valid].all()
 
 
-def test_k_zero_k_above_n_and_non_psd_kernel():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_k_zero_k_above_n_and_non_psd_kernel(backend):
     kernel = torch.eye(4, dtype=torch.float64)
-    empty = dpp_greedy(kernel, k=0)
+    empty = dpp_greedy(kernel, k=0, backend=backend)
     assert empty.indices.shape == (0,) and empty.log_det.item() == 0
-    everything = dpp_greedy(kernel, k=10)
+    everything = dpp_greedy(kernel, k=10, backend=backend)
     assert sorted(everything.indices.tolist()) == [0, 1, 2, 3]
     not_psd = torch.tensor([[1.0, 2.0], [2.0, 1.0]])
-    result = dpp_greedy(not_psd, k=2)  # the second gain is 1 - 4 < 0: stops, no error
+    result = dpp_greedy(not_psd, k=2, backend=backend)  # second gain 1 - 4 < 0: stops, no error
     assert result.indices.tolist() == [0, -1]
-    negative_diagonal = dpp_greedy(-torch.eye(3), k=2)
+    negative_diagonal = dpp_greedy(-torch.eye(3), k=2, backend=backend)
     assert negative_diagonal.indices.tolist() == [-1, -1]
 
 
@@ -101,15 +108,35 @@ def test_inputs_that_require_grad_are_accepted():
     assert not result.log_det.requires_grad and (result.indices >= 0).all()
 
 
-def test_no_host_sync_on_kernel_and_features_paths():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_host_sync_on_kernel_and_features_paths(backend):
     generator = torch.Generator().manual_seed(4)
     features = torch.randn(8, 30, 10, generator=generator)
     kernels = features @ features.mT
     with count_host_syncs() as syncs:
-        dpp_greedy(kernels, k=6)
-        dpp_greedy(features=features, quality=torch.rand(8, 30), k=6)
-        dpp_greedy(kernels, k=torch.full((8,), 3), max_k=6)
+        dpp_greedy(kernels, k=6, backend=backend)
+        dpp_greedy(features=features, quality=torch.rand(8, 30), k=6, backend=backend)
+        dpp_greedy(kernels, k=torch.full((8,), 3), max_k=6, backend=backend)
     assert syncs.count == 0, syncs.ops
+
+
+def test_backends_agree_in_float32_and_reject_what_numpy_cannot_hold():
+    generator = torch.Generator().manual_seed(6)
+    features = torch.randn(16, 60, 40, generator=generator)
+    quality = torch.rand(16, 60, generator=generator)
+    for source in ({"features": features}, {"kernel": features @ features.mT}):
+        results = [
+            dpp_greedy(**source, quality=quality, k=20, eps=1e-4, backend=backend)
+            for backend in BACKENDS
+        ]
+        assert torch.equal(results[0].indices, results[1].indices)
+        torch.testing.assert_close(results[0].log_det, results[1].log_det)
+    with pytest.raises(ValueError, match="backend='numpy' needs a float32 or float64 CPU"):
+        dpp_greedy(features=features.bfloat16(), k=3, backend="numpy")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        dpp_greedy(features=features, k=3, backend="scipy")
+    auto = dpp_greedy(features=features.bfloat16(), k=3)  # auto: the torch engine
+    assert auto.indices.shape == (16, 3)
 
 
 def test_bad_arguments_raise_clear_errors():

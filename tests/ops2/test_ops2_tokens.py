@@ -23,18 +23,25 @@ def _sequence(seed: int, d: int = 24, dtype=torch.float64):
     return features, ids, quality
 
 
+BACKENDS = ["auto", "torch"]  # auto = the NumPy host engine for "dpp" on CPU tensors
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", ["dpp", "greedy_cosine", "topk"])
 @pytest.mark.parametrize("keep", [{"keep_ratio": 0.3}, {"keep_per_segment": 5}])
-def test_matches_per_segment_reference(method, keep):
+def test_matches_per_segment_reference(method, keep, backend):
     for seed in range(3):
         features, ids, quality = _sequence(seed)
-        got = select_tokens_per_segment(features, ids, quality=quality, method=method, **keep)
+        got = select_tokens_per_segment(
+            features, ids, quality=quality, method=method, backend=backend, **keep
+        )
         expected = select_tokens_reference(features, ids, quality=quality, method=method, **keep)
         assert torch.equal(got, expected), (method, keep, seed)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("layout", ["back_to_back", "equal_length_shuffled", "uneven"])
-def test_frame_layouts_match_reference(layout):
+def test_frame_layouts_match_reference(layout, backend):
     """Seed 003's layout (text, then frames one after the other) takes the no-gather path."""
     generator = torch.Generator().manual_seed(11)
     frames = torch.arange(5).repeat_interleave(12)
@@ -46,22 +53,28 @@ def test_frame_layouts_match_reference(layout):
     features = torch.randn(len(ids), 16, generator=generator, dtype=torch.float64)
     quality = torch.rand(len(ids), generator=generator, dtype=torch.float64)
     for method in ("dpp", "greedy_cosine", "topk"):
-        got = select_tokens_per_segment(features, ids, 0.25, quality=quality, method=method)
+        got = select_tokens_per_segment(
+            features, ids, 0.25, quality=quality, method=method, backend=backend
+        )
         expected = select_tokens_reference(features, ids, 0.25, quality=quality, method=method)
         assert torch.equal(got, expected), (layout, method)
 
 
-def test_dpp_without_quality_and_low_rank_fill_match_reference():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dpp_without_quality_and_low_rank_fill_match_reference(backend):
     features, ids, quality = _sequence(5, d=3)  # rank 3 < most quotas: the DPP stops early
     for q in (None, quality):
-        got = select_tokens_per_segment(features, ids, keep_ratio=0.5, quality=q)
+        got = select_tokens_per_segment(features, ids, keep_ratio=0.5, quality=q, backend=backend)
         expected = select_tokens_reference(features, ids, keep_ratio=0.5, quality=q)
         assert torch.equal(got, expected)
 
 
-def test_quota_text_tokens_and_sorted_output():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_quota_text_tokens_and_sorted_output(backend):
     features, ids, quality = _sequence(7)
-    kept = select_tokens_per_segment(features, ids, keep_ratio=0.25, quality=quality)
+    kept = select_tokens_per_segment(
+        features, ids, keep_ratio=0.25, quality=quality, backend=backend
+    )
     assert torch.equal(kept, torch.sort(kept).values)
     assert len(set(kept.tolist())) == len(kept)
     kept_ids = ids[kept]
@@ -70,20 +83,28 @@ def test_quota_text_tokens_and_sorted_output():
         assert (kept_ids == seg).sum() == tokens_to_keep(torch.tensor(count), 0.25, None)
 
 
-def test_edge_cases_k_zero_everything_all_text_and_empty():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_edge_cases_k_zero_everything_all_text_and_empty(backend):
+    def select(*args, **kwargs):
+        return select_tokens_per_segment(*args, backend=backend, **kwargs)
+
     features, ids, quality = _sequence(8)
     text = torch.nonzero(ids < 0).squeeze(1)
-    assert torch.equal(select_tokens_per_segment(features, ids, keep_ratio=0.0), text)
-    assert torch.equal(select_tokens_per_segment(features, ids, keep_per_segment=0), text)
-    everything = select_tokens_per_segment(features, ids, keep_per_segment=1000)  # clamped
+    assert torch.equal(select(features, ids, keep_ratio=0.0), text)
+    assert torch.equal(select(features, ids, keep_per_segment=0), text)
+    everything = select(features, ids, keep_per_segment=1000)  # clamped
     assert torch.equal(everything, torch.arange(len(ids)))
-    assert torch.equal(
-        select_tokens_per_segment(features, ids, keep_ratio=1.0), torch.arange(len(ids))
-    )
+    assert torch.equal(select(features, ids, keep_ratio=1.0), torch.arange(len(ids)))
     all_text = torch.full((5,), -1)
-    assert torch.equal(select_tokens_per_segment(features[:5], all_text, 0.5), torch.arange(5))
-    empty = select_tokens_per_segment(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 0.5)
-    assert empty.shape == (0,)
+    assert torch.equal(select(features[:5], all_text, 0.5), torch.arange(5))
+    empty = select(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 0.5)
+    assert empty.shape == (0,) and empty.dtype == torch.long
+    zero_tokens = features.clone()
+    zero_tokens[ids == 3] = 0  # a frame of zero vectors: the DPP stops at once, quality fills
+    assert torch.equal(
+        select(zero_tokens, ids, 0.3, quality=quality),
+        select_tokens_reference(zero_tokens, ids, 0.3, quality=quality),
+    )
 
 
 class _HostReads(TorchFunctionMode):
@@ -106,13 +127,51 @@ def test_one_host_sync_for_all_segments():
     for method in ("dpp", "greedy_cosine", "topk"):
         with count_host_syncs() as syncs, _HostReads() as reads:
             select_tokens_per_segment(
-                features, ids, keep_ratio=0.25, quality=quality, method=method
+                features, ids, keep_ratio=0.25, quality=quality, method=method, backend="torch"
             )
         assert syncs.count == 0, (method, syncs.ops)
         assert reads.count == 1, method  # the sizes, read together
+    # The CPU engine reads CPU memory through NumPy views: no tensor op reads the host at all.
+    with count_host_syncs() as syncs, _HostReads() as reads:
+        select_tokens_per_segment(features, ids, keep_ratio=0.25, quality=quality)
+    assert syncs.count == 0 and reads.count == 0
     with count_host_syncs() as syncs:  # the seed's loop: a torch.where per segment
         select_tokens_reference(features, ids, keep_ratio=0.25, quality=quality)
     assert syncs.count >= 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_host_and_device_engines_agree_on_many_frames(dtype):
+    """Random frames (some rank-deficient, so the fill runs), both layouts, float32 and 64."""
+    generator = torch.Generator().manual_seed(21)
+    for trial in range(6):
+        frames, per_frame, d = 12, 20, 6 + 8 * (trial % 2)  # d = 6 < quota: early stops
+        ids = torch.arange(frames).repeat_interleave(per_frame)
+        if trial >= 3:  # shuffled and uneven: the padded layout
+            ids = ids[torch.randperm(len(ids), generator=generator)][: -7 * trial]
+        ids = torch.cat([torch.full((5,), -1), ids])
+        features = torch.randn(len(ids), d, generator=generator, dtype=dtype)
+        quality = torch.rand(len(ids), generator=generator, dtype=dtype)
+        for keep in ({"keep_ratio": 0.4}, {"keep_per_segment": 9}):
+            host = select_tokens_per_segment(features, ids, quality=quality, **keep)
+            device = select_tokens_per_segment(
+                features, ids, quality=quality, backend="torch", **keep
+            )
+            assert torch.equal(host, device), (trial, keep)
+
+
+def test_backend_argument_is_checked():
+    features, ids, quality = _sequence(3, dtype=torch.float32)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        select_tokens_per_segment(features, ids, 0.25, backend="cuda")
+    with pytest.raises(ValueError, match="applies to method='dpp'"):
+        select_tokens_per_segment(
+            features, ids, 0.25, quality=quality, method="topk", backend="numpy"
+        )
+    with pytest.raises(ValueError, match="applies to method='dpp'"):
+        select_tokens_per_segment(features.half(), ids, 0.25, backend="numpy")
+    half = select_tokens_per_segment(features.bfloat16(), ids, 0.25)  # auto: the torch engine
+    assert half.shape == select_tokens_per_segment(features, ids, 0.25).shape
 
 
 def test_features_that_require_grad_are_accepted():

@@ -12,6 +12,7 @@ from torchdoctor.bench.compare import Comparison, compare
 from torchdoctor.bench.equivalence import Equivalence, compare_outputs
 from torchdoctor.bench.sweep import SweepResult, sweep
 from torchdoctor.bench.table import BenchTable
+from torchdoctor.bench.threads import intra_op_threads
 
 __all__ = [
     "BenchTable",
@@ -20,5 +21,6 @@ __all__ = [
     "SweepResult",
     "compare",
     "compare_outputs",
+    "intra_op_threads",
     "sweep",
 ]

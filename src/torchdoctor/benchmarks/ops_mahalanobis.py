@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.bench import BenchTable, compare
+from torchdoctor.bench import BenchTable, compare, intra_op_threads
 from torchdoctor.ops import pairwise_mahalanobis
 from torchdoctor.ops.reference.mahalanobis import (
     pairwise_mahalanobis_batched_solve,
@@ -128,9 +128,7 @@ def run(quick: bool = False) -> list[BenchTable]:
         >>> [t.columns[0] for t in tables]
         ['pool per image', 'method']
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared box, intra-op parallel regions stall on busy cores
-    try:
+    with intra_op_threads(1):  # on a shared box, intra-op parallel regions stall on busy cores
         if quick:
             speed = speed_table(batch=4, parts=2, pools=[12, 64], d=8, loop_pool=12, repeats=3)
             return [speed, accuracy_table(batch=4, parts=2, pool=12, d=8)]
@@ -138,8 +136,6 @@ def run(quick: bool = False) -> list[BenchTable]:
             batch=64, parts=4, pools=[252, 1024, 8192], d=64, loop_pool=252, repeats=7
         )
         return [speed, accuracy_table(batch=64, parts=4, pool=252, d=64)]
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":  # python -m torchdoctor.benchmarks.<name> [--quick]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torchdoctor.bench import BenchTable, compare
+from torchdoctor.bench import BenchTable, compare, intra_op_threads
 from torchdoctor.ops import (
     cholesky_factor,
     covariance,
@@ -96,9 +96,7 @@ def run(quick: bool = False) -> list[BenchTable]:
         >>> run(quick=True)[0].columns[-3:]
         ['recall M=32', 'recall M=128', 'semi-hard found']
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared box, intra-op parallel regions stall on busy cores
-    try:
+    with intra_op_threads(1):  # on a shared box, intra-op parallel regions stall on busy cores
         if quick:
             images, parts, d, pools, levels, repeats = 8, 2, 8, [None, 64], [0.3, 0.9], 3
         else:
@@ -131,8 +129,6 @@ def run(quick: bool = False) -> list[BenchTable]:
             "both sides sync-free (check=False); one intra-op thread for both",
         ]
         return [table]
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":  # python -m torchdoctor.benchmarks.<name> [--quick]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.bench import BenchTable, compare
+from torchdoctor.bench import BenchTable, compare, intra_op_threads
 from torchdoctor.ops import SPD_METRICS, spd_distance
 
 
@@ -35,9 +35,7 @@ def run(quick: bool = False) -> list[BenchTable]:
         'fro'
     """
     batch, d, repeats = (8, 8, 3) if quick else (256, 64, 7)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared box, intra-op parallel regions stall on busy cores
-    try:
+    with intra_op_threads(1):  # on a shared box, intra-op parallel regions stall on busy cores
         a, b = _pairs(batch, d)
         table = BenchTable(
             f"SPD distances, batch {batch}, d = {d}, float32: cost relative to fro",
@@ -91,8 +89,6 @@ def run(quick: bool = False) -> list[BenchTable]:
             "(no SPD validation, no host sync); one intra-op thread",
         ]
         return [table]
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":  # python -m torchdoctor.benchmarks.<name> [--quick]

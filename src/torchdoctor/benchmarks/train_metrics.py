@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from torchdoctor.bench import BenchTable, compare
+from torchdoctor.bench import BenchTable, compare, intra_op_threads
 from torchdoctor.train.metrics import LazyMetrics
 from torchdoctor.train.reference import EagerMetrics
 
@@ -126,12 +126,8 @@ def _inputs(steps: int, device: str):
 
 def run(quick: bool = False) -> list[BenchTable]:
     """Sync counts and the interleaved time ratio of the two loops, per available device."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: intra-op threads only add contention on a shared box
-    try:
+    with intra_op_threads(1):  # tiny ops: intra-op threads only add contention on a shared box
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> list[BenchTable]:

@@ -22,18 +22,20 @@ import math
 import torch
 import torch.nn.functional as F
 
+from torchdoctor.ops._tokens_host import select_dpp_host
 from torchdoctor.ops._validation import (
     require_float,
     require_integer,
     require_same_device,
     require_size,
 )
-from torchdoctor.ops.dpp import dpp_greedy
+from torchdoctor.ops.dpp import greedy_steps
 from torchdoctor.ops.segments import pad_segments
 
 __all__ = ["select_tokens_per_segment", "tokens_to_keep"]
 
 _METHODS = ("dpp", "greedy_cosine", "topk")
+_BACKENDS = ("auto", "torch", "numpy")
 _NO_SEGMENT = torch.iinfo(torch.long).max
 
 
@@ -154,6 +156,7 @@ def select_tokens_per_segment(
     method: str = "dpp",
     *,
     eps: float = 1e-6,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Prune tokens segment by segment (e.g. per video frame); all segments in one batched call.
 
@@ -165,7 +168,7 @@ def select_tokens_per_segment(
             ``ceil(keep_ratio * c)`` or ``min(keep_per_segment, c)`` (more than ``c`` is clamped).
         quality: ``(n,)`` relevance of each token (CDPruner's conditional kernel); optional
             for ``"dpp"`` and ``"greedy_cosine"``, required for ``"topk"``.
-        method: ``"dpp"``: greedy DPP MAP (:func:`torchdoctor.ops.dpp.dpp_greedy`) on the
+        method: ``"dpp"``: greedy DPP MAP (:func:`torchdoctor.ops.dpp.dpp_greedy`'s algorithm) on the
             kernel ``diag(q) S diag(q)``, ``S`` the cosine similarities of the segment's
             L2-normalized tokens, built for all segments with one batched matmul;
             ``"greedy_cosine"``: max-min diversity weighted by quality (``O(k L d)``, no
@@ -173,12 +176,19 @@ def select_tokens_per_segment(
         eps: the DPP stops early in a segment whose kernel is exhausted (rank ``< k``); its
             remaining slots go to the unselected tokens of highest quality (then lowest
             position), so a segment always keeps exactly its quota.
+        backend: ``"torch"``: tensor ops only, on any device (the accelerator path).
+            ``"numpy"`` (``method="dpp"`` on float32/float64 CPU tensors): the segment
+            bookkeeping, the greedy steps and the fill run on NumPy views of the same memory,
+            where an op costs microseconds instead of torch's launch overhead; the similarity
+            matmul stays a torch ``bmm``. ``"auto"`` (default): numpy where it applies, torch
+            otherwise. Both give the same selection.
 
     Returns:
         int64 ``(n_kept,)``: global positions of the kept tokens, in increasing order.
 
-    Host syncs: one (the number of segments, the longest one and the total kept, read
-    together), none per segment.
+    Host syncs: with the torch backend one (the number of segments, the longest one and the
+    total kept, read together), none per segment; the numpy backend runs on CPU memory, where
+    reading a value is no synchronization.
 
     Example:
         >>> import torch
@@ -191,6 +201,17 @@ def select_tokens_per_segment(
     _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method)
     features = features.detach()  # the result is a set of positions: no autograd
     quality = None if quality is None else quality.detach()
+    host = method == "dpp" and features.device.type == "cpu"
+    host = host and features.dtype in (torch.float32, torch.float64)
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "numpy" and not host:
+        raise ValueError(
+            f"backend='numpy' applies to method='dpp' on float32/float64 CPU tensors, got "
+            f"method={method!r} with {features.dtype} on {features.device}; use backend='auto'"
+        )
+    if backend != "torch" and host:
+        return select_dpp_host(features, segment_ids, keep_ratio, keep_per_segment, quality, eps)
     n = features.shape[0]
     device = features.device
     segments, length, total, start = _sizes(segment_ids, keep_ratio, keep_per_segment)
@@ -223,18 +244,17 @@ def select_tokens_per_segment(
         q = torch.ones(segments, length, dtype=features.dtype, device=device)
     chosen = torch.zeros(segments, length, dtype=torch.bool, device=device)
     if method == "dpp" and steps > 0:
-        # One gather of the image tokens, one batched matmul; the L2 normalization and the
-        # quality are folded into a rescaling of the (S, L, L) kernels, which are far smaller
-        # than the (S, L, d) features: no extra pass over the features.
+        # One gather of the image tokens and one batched matmul of raw dot products. The L2
+        # normalization and the quality are a per-token scale s_i = q_i / |f_i| that the greedy
+        # applies to the few kernel rows it reads, so the (S, L, L) kernels are never rescaled.
         gathered = take(features)
-        kernel = torch.bmm(gathered, gathered.transpose(1, 2))
-        norms = kernel.diagonal(dim1=1, dim2=2).sqrt()  # |f|, without another pass over f
+        gram = torch.bmm(gathered, gathered.transpose(1, 2))
+        norms = gram.diagonal(dim1=1, dim2=2).sqrt()  # |f|, without another pass over f
         scale = q / norms.clamp(min=1e-12)
-        kernel.mul_(scale.unsqueeze(2)).mul_(scale.unsqueeze(1))
-        # Cosine self-similarity is exactly 1 (0 for a zero token): write it so, so that ties
-        # on the diagonal do not hinge on rounding.
-        kernel.diagonal(dim1=1, dim2=2).copy_(torch.where(norms > 0, q * q, 0))
-        picked = dpp_greedy(kernel, k=wanted, mask=mask, eps=eps, max_k=steps).indices
+        # Cosine self-similarity is exactly 1 (0 for a zero token): start from q^2 exactly, so
+        # that ties on the diagonal do not hinge on rounding.
+        gains = torch.where(norms > 0, q * q, 0).masked_fill(~mask, -math.inf)
+        picked, _ = greedy_steps(gram, True, scale, gains, wanted, steps, eps)
         spare = torch.zeros(segments, length + 1, dtype=torch.bool, device=device)
         spare.scatter_(1, torch.where(picked >= 0, picked, length), True)
         chosen = spare[:, :length]

@@ -1,0 +1,114 @@
+"""The CPU engine of ``select_tokens_per_segment(method="dpp")``: host bookkeeping in NumPy.
+
+On a CPU tensor every torch op costs 5-30 us of launch overhead, and sorting a few thousand
+keys costs 250-550 us, while the same bookkeeping on NumPy views of the same memory costs
+1-40 us (measured; BENCHMARKS.md). Reading CPU memory is no host-device synchronization, so
+here the segment structure is found with NumPy, the only heavy step (the batched similarity
+matmul) stays a torch ``bmm``, the greedy runs on the host arrays
+(:func:`torchdoctor.ops.dpp.greedy_arrays`), and the early-stop fill, which needs a sort, runs
+only for the segments that stopped early: a branch on host data, free here, that the device
+engine must avoid. The device engine in ``ops.tokens`` gives the same selection (tested).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from torchdoctor.ops.dpp import _cpu_array, greedy_arrays
+
+__all__ = ["select_dpp_host"]
+
+
+def _quota(counts: np.ndarray, keep_ratio: float | None, keep_per_segment: int | None):
+    """NumPy twin of ``tokens_to_keep`` (same float64 arithmetic, so the same quotas)."""
+    if keep_ratio is not None:
+        wanted = np.ceil(counts.astype(np.float64) * keep_ratio - 1e-9).astype(np.int64)
+    else:
+        wanted = np.full_like(counts, keep_per_segment)
+    return np.minimum(wanted, counts)
+
+
+def _segments(ids: np.ndarray):
+    """Image positions grouped by segment: ``(positions in segment order, run starts, counts)``.
+
+    Segments come in increasing id order and, within one, tokens in position order.
+    """
+    positions = np.flatnonzero(ids >= 0)
+    image_ids = ids[positions]
+    if image_ids.size > 1 and (image_ids[1:] < image_ids[:-1]).any():
+        order = np.argsort(image_ids, kind="stable")
+        positions, image_ids = positions[order], image_ids[order]
+    starts = np.flatnonzero(np.r_[True, image_ids[1:] != image_ids[:-1]])
+    counts = np.diff(np.r_[starts, image_ids.size])
+    return positions, starts, counts
+
+
+def select_dpp_host(
+    features: torch.Tensor,
+    segment_ids: torch.Tensor,
+    keep_ratio: float | None,
+    keep_per_segment: int | None,
+    quality: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:
+    """Same contract as ``select_tokens_per_segment(..., method="dpp")`` on CPU tensors."""
+    ids = _cpu_array(segment_ids).astype(np.int64, copy=False)
+    keep = ids < 0  # text tokens: always kept
+    positions, starts, counts = _segments(ids)
+    if positions.size == 0:
+        return torch.from_numpy(np.flatnonzero(keep))
+    segments, length = counts.size, int(counts.max())
+    wanted = _quota(counts, keep_ratio, keep_per_segment)
+    steps = int(wanted.max())
+    if steps == 0:
+        return torch.from_numpy(np.flatnonzero(keep))
+
+    # (S, L) slots: the position of each segment's j-th token; padding points at a real token
+    # and is masked out. Frames stored back to back and of equal length are a plain view.
+    back_to_back = counts.min() == length and positions[-1] - positions[0] + 1 == positions.size
+    if back_to_back:
+        slots = positions.reshape(segments, length)
+        mask = np.ones((segments, length), dtype=bool)
+        start = int(positions[0])
+        gathered = features.narrow(0, start, segments * length).view(segments, length, -1)
+    else:
+        row = np.repeat(np.arange(segments), counts)
+        column = np.arange(positions.size) - np.repeat(starts, counts)
+        slots = np.full((segments, length), positions[0], dtype=np.int64)
+        slots[row, column] = positions
+        mask = np.zeros((segments, length), dtype=bool)
+        mask[row, column] = True
+        index = torch.from_numpy(slots.reshape(-1))
+        gathered = features.index_select(0, index).view(segments, length, -1)
+
+    gram = _cpu_array(torch.bmm(gathered, gathered.transpose(1, 2)))  # the compute-bound part
+    dtype = gram.dtype
+    if quality is None:
+        q = np.ones((segments, length), dtype=dtype)
+    else:
+        q = _cpu_array(quality).astype(dtype, copy=False)[slots]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norms = np.sqrt(np.diagonal(gram, axis1=1, axis2=2))
+        scale = q / np.maximum(norms, 1e-12)
+    # Exact cosine self-similarity (see ops.tokens): the gains start at q^2 (0 for zero tokens).
+    gains = np.where(norms > 0, q * q, 0).astype(dtype, copy=False)
+    gains[~mask] = -np.inf
+    items, bests = greedy_arrays(gram, True, scale, gains, steps)  # (steps, S)
+
+    allowed = np.arange(steps)[:, None] < wanted[None, :]
+    ok = np.cumprod((bests > eps) & allowed, axis=0, dtype=np.int8).astype(bool)
+    chosen = np.zeros((segments, length), dtype=bool)
+    step_of, segment_of = np.nonzero(ok)
+    chosen[segment_of, items[step_of, segment_of]] = True
+    missing = wanted - ok.sum(0)
+    short = np.flatnonzero(missing > 0)
+    if short.size:  # a kernel exhausted early: fill by quality, then by position
+        candidates = mask[short] & ~chosen[short]
+        score = np.where(candidates, q[short], -np.inf)
+        order = np.argsort(-score, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(length)[None, :], axis=1)
+        chosen[short] |= candidates & (rank < missing[short][:, None])
+    keep[slots[chosen]] = True
+    return torch.from_numpy(np.flatnonzero(keep))

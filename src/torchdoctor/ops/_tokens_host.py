@@ -39,9 +39,14 @@ def _segments(ids: np.ndarray):
     if image_ids.size > 1 and (image_ids[1:] < image_ids[:-1]).any():
         order = np.argsort(image_ids, kind="stable")
         positions, image_ids = positions[order], image_ids[order]
-    starts = np.flatnonzero(np.r_[True, image_ids[1:] != image_ids[:-1]])
-    counts = np.diff(np.r_[starts, image_ids.size])
-    return positions, starts, counts
+    change = np.empty(image_ids.size, dtype=bool)
+    change[:1] = True
+    np.not_equal(image_ids[1:], image_ids[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1:] = image_ids.size
+    return positions, starts, ends - starts
 
 
 def select_dpp_host(

@@ -2,6 +2,13 @@
 
 Naive references (the "before" of each seed) live in ``torchdoctor.ops.reference``.
 
+Two ops are sequential by nature (exact assignment, greedy DPP selection). On CPU tensors
+they run that part through a host engine on the tensors' own memory, where a step costs
+microseconds instead of torch's per-op launch overhead: ``linear_assignment`` delegates to
+scipy, ``dpp_greedy`` and ``select_tokens_per_segment`` step in NumPy. On an accelerator they
+run as tensor ops with no host sync; ``method="torch"`` / ``backend="torch"`` forces that path
+anywhere (it is tested to give the same result).
+
 Example:
     >>> import torch
     >>> from torchdoctor.ops import remap_labels

@@ -171,3 +171,27 @@ def test_properties_first_pick_is_max_quality_and_gains_decrease(n, d, k, seed):
         kernel = dpp_kernel(features, quality)
         sub = kernel[chosen][:, chosen]
         torch.testing.assert_close(result.log_det, torch.logdet(sub))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_random_problems_match_reference(backend):
+    """300 problems of random size, rank, quality, mask and k (float64), one at a time."""
+    generator = torch.Generator().manual_seed(7)
+    for trial in range(300):
+        n = int(torch.randint(1, 40, (1,), generator=generator))
+        rank = int(torch.randint(1, n + 5, (1,), generator=generator))
+        k = int(torch.randint(0, n + 3, (1,), generator=generator))
+        features = torch.randn(n, rank, generator=generator, dtype=torch.float64)
+        quality = torch.rand(n, generator=generator, dtype=torch.float64) + 0.05
+        mask = torch.rand(n, generator=generator) > 0.2 if trial % 3 == 0 else None
+        kernel = dpp_kernel(features, quality)
+        expected, log_det = dpp_greedy_reference(kernel, k, eps=1e-9, mask=mask)
+        for got in (
+            dpp_greedy(kernel, k=k, eps=1e-9, mask=mask, backend=backend),
+            dpp_greedy(
+                features=features, quality=quality, k=k, eps=1e-9, mask=mask, backend=backend
+            ),
+        ):
+            chosen = got.indices[got.indices >= 0].tolist()
+            assert chosen == expected, (trial, n, rank, k)
+            assert math.isclose(float(got.log_det), log_det, rel_tol=1e-9, abs_tol=1e-9)

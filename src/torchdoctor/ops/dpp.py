@@ -176,8 +176,10 @@ def greedy_arrays(
             if step > 0:
                 at_item = flat_f[:step, flat].T[:, None, :]  # (B, 1, step)
                 row -= np.matmul(at_item, rows_f[:step].transpose(1, 0, 2))[:, 0]
-            factor = 1 / np.sqrt(best) if q is None else flat_q[flat] / np.sqrt(best)
-            row *= factor[:, None]
+            if q is None:
+                row /= np.sqrt(best)[:, None]  # divided, as the plain algorithm writes it
+            else:
+                row *= (flat_q[flat] / np.sqrt(best))[:, None]
             rows_f[step] = row
             row *= row
             if q2 is not None:

@@ -346,3 +346,27 @@ def test_profiler_puts_audit_records_with_phase_and_per_step_in_the_session():
     assert [(r["line"], r["phase"], r["per_step"]) for r in session["syncs"]] == [
         (_line(_Reads.forward), "forward", 1.0)
     ]
+
+
+def _collate_with_host_reads(batch):
+    xs = torch.stack([x for x, _ in batch])
+    labels = [int(y) for _, y in batch]  # host reads of CPU tensors inside the DataLoader
+    return xs, torch.tensor(sorted(set(torch.tensor(labels).tolist())))
+
+
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_data_loader_host_reads_are_not_predicted_as_device_syncs(thorough):
+    """The sampler's randperm().tolist(), the seed .item() and a collate_fn's reads work on host
+    tensors in a GPU run too; the loop body's loss.item() is still a sync."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = TensorDataset(torch.randn(32, 4), torch.randint(0, 3, (32,)))
+    loader = DataLoader(data, batch_size=8, shuffle=True, collate_fn=_collate_with_host_reads)
+    net = torch.nn.Linear(4, 1)
+    with sync_audit(thorough=thorough) as audit:
+        for x, _ in loader:
+            loss = net(x).pow(2).mean()
+            value = loss.item()  # the one real sync per step
+    lines = {(r["line"], r["kind"]) for r in audit.records()}
+    item_line = inspect.currentframe().f_lineno - 2
+    assert value >= 0 and lines == {(item_line, "item")}, audit.records()

@@ -17,8 +17,9 @@ Two modes:
   much more (see ``torchdoctor bench syncs``).
 
 On a CPU run nothing really synchronizes: every event is a prediction ("would sync on CUDA"),
-assuming the tensors would live on the GPU; optimizer step counters (kept on the CPU by torch)
-and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA only
+assuming the tensors would live on the GPU; optimizer step counters (kept on the CPU by torch),
+reads inside ``torch.utils.data`` (samplers, collate, the user's Dataset: host tensors in a GPU
+run too) and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA only
 calls on device tensors count, each sync's wall time is measured as its stall, and
 ``torch.cuda.set_sync_debug_mode("warn")`` warnings are merged in by line (CUDA paths are
 untested here: no GPU in CI). Numerics are untouched: every call runs exactly as it would.
@@ -50,7 +51,11 @@ from torch.optim.optimizer import (
 
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
-from torchdoctor.collect.syncs_frames import in_optimizer_step_counter, user_frame
+from torchdoctor.collect.syncs_frames import (
+    in_data_pipeline,
+    in_optimizer_step_counter,
+    user_frame,
+)
 from torchdoctor.collect.syncs_modes import (
     HOST_DEVICES,
     DispatchMode,
@@ -204,6 +209,8 @@ class SyncAudit:
         if self.predict:
             if kind == "item" and in_optimizer_step_counter(sys._getframe(1)):
                 counts = False
+            elif in_data_pipeline(sys._getframe(1)):
+                counts = False  # the DataLoader's host tensors: no device sync on a GPU either
             elif python_level and func is not torch.Tensor.cpu and kind == "cpu":
                 where = user_frame(sys._getframe(1))
                 counts = self._names_host(where)  # .to(device) vs .to("cpu")

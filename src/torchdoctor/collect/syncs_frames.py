@@ -101,3 +101,24 @@ def in_optimizer_step_counter(frame: FrameType | None = None, depth: int = 8) ->
         f = f.f_back
         depth -= 1
     return False
+
+
+_DATA = _TORCH + "utils" + os.sep + "data" + os.sep
+
+
+def in_data_pipeline(frame: FrameType | None = None, depth: int = 16) -> bool:
+    """True when the call comes from ``torch.utils.data``: a sampler (``randperm().tolist()``),
+    the fetcher, ``default_collate``, or the user's ``Dataset`` / ``collate_fn`` that they call.
+
+    The DataLoader produces host tensors in a GPU run too (they reach the device after the
+    loop body's ``.to(device)``), so what it reads back costs no device sync; a CPU run must
+    not predict one there.
+    """
+    f = frame if frame is not None else sys._getframe(1)
+    while f is not None and depth > 0:
+        if f.f_code.co_filename.startswith(_DATA):
+            return True
+        f = f.f_back
+        depth -= 1
+    return False
+

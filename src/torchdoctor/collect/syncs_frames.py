@@ -121,4 +121,3 @@ def in_data_pipeline(frame: FrameType | None = None, depth: int = 16) -> bool:
         f = f.f_back
         depth -= 1
     return False
-

@@ -370,3 +370,19 @@ def test_data_loader_host_reads_are_not_predicted_as_device_syncs(thorough):
     lines = {(r["line"], r["kind"]) for r in audit.records()}
     item_line = inspect.currentframe().f_lineno - 2
     assert value >= 0 and lines == {(item_line, "item")}, audit.records()
+
+
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_warnings_raised_by_a_sync_name_the_user_line_not_the_audit(thorough):
+    weight = torch.ones(3, requires_grad=True)
+    loss = (weight * 2).sum()
+    previous = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # the warning below is a warn-once in torch
+    try:
+        with sync_audit(thorough=thorough), pytest.warns(UserWarning, match="requires_grad") as w:
+            value = float(loss)  # torch warns: converting a tensor that requires grad
+        line = inspect.currentframe().f_lineno - 1
+    finally:
+        torch.set_warn_always(previous)
+    assert value == 6.0
+    assert [(record.filename, record.lineno) for record in w] == [(__file__, line)]

@@ -52,6 +52,7 @@ from torch.optim.optimizer import (
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
 from torchdoctor.collect.syncs_frames import (
+    call_warning_at_user_line,
     in_data_pipeline,
     in_optimizer_step_counter,
     user_frame,
@@ -221,18 +222,19 @@ class SyncAudit:
                     counts = where != line
         elif kind != "cpu" or python_level:
             counts = tensor is not None and tensor.device.type not in HOST_DEVICES
+        caller = sys._getframe(1)
         if not counts:
             self._suppress += 1
             try:
-                return func(*args, **kwargs)
+                return call_warning_at_user_line(func, args, kwargs, caller)
             finally:
                 self._suppress -= 1
         if where is None:
-            where = user_frame(sys._getframe(1))
+            where = user_frame(caller)
         self._suppress += 1
         start = time.perf_counter_ns()
         try:
-            result = func(*args, **kwargs)
+            result = call_warning_at_user_line(func, args, kwargs, caller)
         finally:
             self._suppress -= 1
         stall = 0.0 if self.predict else (time.perf_counter_ns() - start) / 1e6

@@ -18,7 +18,10 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+import warnings
+from collections.abc import Callable
 from types import CodeType, FrameType
+from typing import Any
 
 import torch
 
@@ -82,6 +85,44 @@ def user_frame(frame: FrameType | None = None) -> tuple[str, int, str]:
             fallback = (code.co_filename, f.f_lineno, code.co_name)
         f = f.f_back
     return fallback or ("<unknown>", 0, "<unknown>")
+
+
+def call_warning_at_user_line(func: Callable, args: tuple, kwargs: dict, frame: FrameType) -> Any:
+    """``func(*args, **kwargs)``, with the warnings it raises re-issued at the user's line.
+
+    A warning raised by torch's C++ code (``float(loss)`` on a tensor that requires grad) names
+    the innermost Python frame, which inside the audit is torchdoctor's wrapper; the user would
+    see their own line without torchdoctor, so the warning is caught and issued again there
+    (with that module's registry, so the usual once-per-line filtering still applies).
+    """
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return func(*args, **kwargs)
+    finally:
+        if caught:
+            _reissue(caught, frame)
+
+
+def _reissue(caught: list, frame: FrameType | None) -> None:
+    user = frame
+    while user is not None and _is_library(user.f_code):
+        user = user.f_back
+    for record in caught:
+        if user is None:
+            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+            continue
+        module_globals = user.f_globals
+        warnings.warn_explicit(
+            record.message,
+            record.category,
+            user.f_code.co_filename,
+            user.f_lineno,
+            module=module_globals.get("__name__"),
+            registry=module_globals.setdefault("__warningregistry__", {}),
+            module_globals=module_globals,
+        )
 
 
 _OPTIM = _TORCH + "optim" + os.sep

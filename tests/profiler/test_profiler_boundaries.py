@@ -87,6 +87,72 @@ def test_auto_backward_without_optimizer(net):
     assert any("backward" in note for note in s["config"]["notes"])
 
 
+def _sleep_ms(ms):
+    time.sleep(ms / 1000)
+
+
+def test_manual_update_without_modules_has_forward_and_optimizer_phases():
+    """The classic tensors-only loop (no nn.Module, no optimizer): the update under no_grad is
+    the optimizer phase, the loss computation after it the forward phase."""
+    torch.manual_seed(0)
+    w = torch.randn(6, 1, requires_grad=True)
+    x, y = torch.randn(64, 6), torch.randn(64, 1)
+    with torchdoctor.Profiler(syncs=False, step_boundary="auto") as prof:
+        for _ in range(6):
+            loss = (x @ w - y).pow(2).mean()
+            _sleep_ms(2)  # forward work the profiler cannot see as a module
+            loss.backward()
+            with torch.no_grad():
+                w -= 0.1 * w.grad
+                w.grad = None
+                _sleep_ms(1)
+    s = prof.session
+    assert s["config"]["step_boundary"] == "backward"
+    assert any("hand-written update" in note for note in s["config"]["notes"])
+    for step in s["steps"]:
+        phases = step["phases"]
+        assert phases["forward"] >= 1.5 and phases["optimizer"] >= 0.8, phases
+        assert phases["other"] < 0.5, phases
+
+
+def test_no_grad_blocks_are_not_an_optimizer_phase_when_an_optimizer_runs(net):
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    # warmup=1: the first step (start to the first optimizer step) has no metric before it
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:
+        for batch in _batches(5):
+            opt.zero_grad()
+            loss = net(batch).sum()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():  # a metric after the step: not the update
+                _sleep_ms(2)
+    s = prof.session
+    assert s["config"]["step_boundary"] == "optimizer"
+    assert not any("hand-written update" in note for note in s["config"]["notes"])
+    assert all(step["phases"]["other"] >= 1.5 for step in s["steps"]), s["steps"]
+
+
+def test_no_grad_in_another_thread_does_not_touch_the_phases(net):
+    import threading
+
+    def elsewhere():
+        for _ in range(50):
+            with torch.no_grad():
+                pass
+
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto") as prof:
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        for batch in _batches(5):
+            net(batch).sum().backward()
+            with torch.no_grad():
+                for p in net.parameters():
+                    p -= 0.01 * p.grad
+        worker.join()
+    assert prof.session["config"]["step_boundary"] == "backward"
+    assert torch.autograd.grad_mode.no_grad.__enter__.__qualname__.startswith("no_grad")
+
+
 def test_auto_inference_loop_uses_module_calls(net):
     with torchdoctor.Profiler(net, syncs=False, step_boundary="auto") as prof:
         with torch.no_grad():

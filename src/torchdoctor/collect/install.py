@@ -7,6 +7,8 @@ another fails):
 - global optimizer step pre- and post-hooks (phase ``optimizer``, step boundaries);
 - wrappers around ``torch.autograd.backward`` and ``torch.autograd.grad`` (phase ``backward``;
   region boundaries are hooked as the pass starts);
+- wrappers around ``torch.no_grad``'s ``__enter__``/``__exit__`` on the profiling thread (a
+  hand-written parameter update in a loop without an optimizer is the ``optimizer`` phase);
 - a ``saved_tensors_hooks`` pair counting activation bytes, pushed only during the one step
   that counts them (:class:`SavedTensorsSwitch`).
 
@@ -24,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +71,34 @@ class Installation:
 
             setattr(torch.autograd, name, wrapper)
             self._undo.append(functools.partial(setattr, torch.autograd, name, original))
+
+    def wrap_no_grad(self, enter: Callable[[bool], None], leave: Callable[[], None]) -> None:
+        """Call ``enter(grad_was_enabled)`` after entering and ``leave()`` after leaving each
+        ``torch.no_grad()`` block (``with`` or decorator) opened on the calling thread."""
+        cls = torch.autograd.grad_mode.no_grad
+        original_enter, original_exit = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
+        thread = threading.get_ident()
+
+        def __enter__(context: Any) -> Any:
+            was_enabled = torch.is_grad_enabled()
+            result = original_enter(context)
+            if threading.get_ident() == thread:
+                enter(was_enabled)
+            return result
+
+        def __exit__(context: Any, *exc: Any) -> Any:
+            try:
+                return original_exit(context, *exc)
+            finally:
+                if threading.get_ident() == thread:
+                    leave()
+
+        cls.__enter__, cls.__exit__ = __enter__, __exit__
+
+        def undo() -> None:
+            cls.__enter__, cls.__exit__ = original_enter, original_exit
+
+        self._undo.append(undo)
 
     def add_saved_tensors_hooks(self, pack: Callable, unpack: Callable) -> SavedTensorsSwitch:
         """Saved-tensor hooks that are pushed only while switched on (see the class)."""

@@ -9,7 +9,10 @@ the phase durations of a step add up to the step exactly. Rules:
 - ``torch.autograd.backward`` / ``torch.autograd.grad`` (``Tensor.backward`` calls the
   former) push ``backward``; when they return, a ``forward`` switched on earlier returns to
   the phase it replaced (``other`` in a plain loop, ``optimizer`` inside an LBFGS closure);
-- optimizer steps (global optimizer step hooks) push ``optimizer``;
+- optimizer steps (global optimizer step hooks) push ``optimizer``; in a loop with backward()
+  and no optimizer, a ``no_grad`` block opened between passes (a hand-written update) pushes
+  ``optimizer`` and, once it closes, the grad-enabled code until backward is ``forward``
+  (``Profiler._no_grad_enter``);
 - ``next()`` on an iterable wrapped by ``Profiler.wrap_loader`` pushes ``data``.
 
 ``collect.state.STATE.phase`` always holds the current phase (the sync audit reads it).

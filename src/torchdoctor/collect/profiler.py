@@ -140,7 +140,8 @@ class Profiler:
         self._memory_summary: dict[str, Any] | None = None
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
         self._mode = "marker" if self.step_boundary == "manual" else None
-        self._seen = {"backward": 0, "module": 0}
+        self._seen = {"backward": 0, "module": 0, "optimizer": 0}
+        self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._audit = self._audit_context = None
         self._error: str | None = None
         self._interrupted = False
@@ -149,6 +150,7 @@ class Profiler:
             hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
             hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
             hooks.wrap_autograd(self._backward_enter, self._backward_leave)
+            hooks.wrap_no_grad(self._no_grad_enter, self._no_grad_leave)
             self._saved = hooks.add_saved_tensors_hooks(rec.pack, rec.unpack)
             if self.step_boundary == "auto":
                 rec.on_outermost = self._outermost
@@ -246,7 +248,40 @@ class Profiler:
         self._cut(discard=previous not in (None, "marker"))
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._seen["optimizer"] += 1
         self._rec.phases.push("optimizer")
+
+    def _no_grad_enter(self, grad_was_enabled: bool) -> None:
+        """In a loop that calls backward() but no optimizer, a ``no_grad`` block opened between
+        passes (``p -= lr * p.grad``) is the hand-written optimizer step."""
+        rec = self._rec
+        manual_update = (
+            grad_was_enabled
+            and self._seen["backward"] > 0
+            and not self._seen["optimizer"]
+            and self._mode in (None, "backward")
+            and rec.phases.phase == "other"
+        )
+        self._no_grad_blocks.append(manual_update)
+        if manual_update:
+            rec.phases.push("optimizer")
+            if not self._seen.get("manual_update"):
+                self._seen["manual_update"] = 1
+                self._notes.append(
+                    "no_grad blocks between backward() calls count as the optimizer phase "
+                    "(a hand-written update); grad-enabled code after them until backward() "
+                    "as forward"
+                )
+
+    def _no_grad_leave(self) -> None:
+        """After a manual update, what runs with grad enabled until the next backward() is the
+        forward pass (the loss of a loop without modules would otherwise be ``other``)."""
+        if not self._no_grad_blocks or not self._no_grad_blocks.pop():
+            return
+        phases = self._rec.phases
+        phases.pop()
+        if torch.is_grad_enabled() and phases.phase == "other":
+            phases.enter_forward()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._rec.phases.pop()

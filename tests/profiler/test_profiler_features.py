@@ -1,6 +1,7 @@
 """Regions nested with modules, recomputation, activation bytes, timeline, inference ratio,
 sync-audit integration, and a save/load round trip of a real session."""
 
+import inspect
 import json
 
 import pytest
@@ -292,6 +293,30 @@ def test_repeated_profiled_calls_are_not_recomputation_but_a_sampler_loop_is(tmp
     paths = [r["path"] for r in prof.session["recomputation"]]
     assert any(p.endswith("encoder") for p in paths), paths
     assert not any(p.endswith("decoder") for p in paths), paths
+
+
+def test_sampler_with_two_top_level_modules_steps_per_iteration_and_names_the_call_site():
+    """A condition encoder and a denoiser called as separate top-level modules: one step is one
+    loop iteration (cut at the module that repeats first), and the encoder fed the same
+    condition every iteration is reported with the line that calls it."""
+    torch.manual_seed(0)
+    encoder, denoiser = nn.Linear(6, 8), nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+    condition, x = torch.randn(3, 6), torch.zeros(3, 8)
+    with torch.no_grad(), torchdoctor.Profiler(step_boundary="auto", syncs=False) as prof:
+        for _ in range(10):
+            h = encoder(condition)  # the same condition every iteration
+            x = x - 0.1 * denoiser(x + h)
+    call_line = inspect.currentframe().f_lineno - 2
+    s = prof.session
+    assert s["config"]["step_boundary"] == "module"
+    assert any("a step starts at each call of Linear" in n for n in s["config"]["notes"])
+    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    assert calls["Linear"] == 1 and calls["Sequential"] == 1, calls
+    (record,) = [r for r in s["recomputation"] if r["path"] == "Linear"]
+    assert record["identical_input_calls"] == 1
+    assert record["call_site"]["line"] == call_line and record["call_site"]["file"] == __file__
+    assert record["call_site"]["code"].startswith("h = encoder(condition)")
+    assert not any(r["path"].startswith("Sequential") for r in s["recomputation"])
 
 
 def test_engine_knobs_in_use_are_recorded_and_silence_their_advice():

@@ -17,7 +17,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import linecache
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.session import stat
@@ -145,13 +146,27 @@ def _self_node(
 
 
 def recomputation(
-    tree: dict[str, Any], steps: Sequence[dict[str, Any]], paths: Sequence[str]
+    tree: dict[str, Any],
+    steps: Sequence[dict[str, Any]],
+    paths: Sequence[str],
+    call_sites: Mapping[int, tuple[str, int, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Modules called more than once per step with inputs identical to an earlier call."""
+    """Modules called more than once per step with inputs identical to an earlier call.
+
+    ``call_sites`` (node -> (file, line, function) of the code that calls the module) gives
+    each record a ``call_site``: the line to hoist out of the loop.
+    """
     totals: dict[str, float] = {}
+    sites: dict[str, dict[str, Any]] = {}
     for s in steps:
         for node, count in s["identical"].items():
             totals[paths[node]] = totals.get(paths[node], 0.0) + count
+            site = (call_sites or {}).get(node)
+            if site is not None and paths[node] not in sites:
+                file, line, function = site
+                code = linecache.getline(file, line).strip() if line else ""
+                sites[paths[node]] = {"file": file, "line": line, "function": function,
+                                      "code": code}  # fmt: skip
     if not totals or not steps:
         return []
     by_path: dict[str, list[dict[str, Any]]] = {}
@@ -174,6 +189,7 @@ def recomputation(
                 "identical_input_calls": count / len(steps),
                 "time_per_call_ms": forward / calls if calls else 0.0,
                 "source": nodes[0]["source"] if nodes else None,
+                "call_site": sites.get(p),
             }
         )
     out.sort(key=lambda r: -r["identical_input_calls"] * r["time_per_call_ms"])

@@ -87,7 +87,7 @@ def build_session(profiler: Any, audit: Any) -> Session:
             memory_step=profiler._memory_summary,
         )  # fmt: skip
         session["tree"] = tree
-        session["recomputation"] = recomputation(tree, steps, rec.path)
+        session["recomputation"] = recomputation(tree, steps, rec.path, rec.call_site)
         session["timeline"] = representative_timeline(profiler)
     if audit is not None:
         session["syncs"] = audit.records(first_step=profiler.warmup, num_steps=len(steps) or None)

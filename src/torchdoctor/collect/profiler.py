@@ -142,6 +142,8 @@ class Profiler:
         self._mode = "marker" if self.step_boundary == "manual" else None
         self._seen = {"backward": 0, "module": 0, "optimizer": 0}
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
+        self._outer_calls: dict[int, int] = {}  # outermost calls per module while deciding
+        self._step_module: Any = None  # the module whose calls start steps (several modules)
         self._audit = self._audit_context = None
         self._error: str | None = None
         self._interrupted = False
@@ -320,14 +322,29 @@ class Profiler:
                 self._switch("backward")
                 self._cut(discard=True)
 
-    def _outermost(self) -> None:
+    def _outermost(self, module: Any = None) -> None:
+        """An outermost module call. In an inference loop that calls several top-level modules
+        (a condition encoder and a denoiser), a step starts at each call of the module that
+        first repeats, so one step is one iteration of the loop, and a module re-run with the
+        same inputs every iteration shows up as recomputation across steps."""
         mode = self._mode
         if mode == "module":
-            self._cut()
+            if self._step_module is None or module is self._step_module:
+                self._cut()
         elif mode is None and not self._seen["backward"]:
             self._seen["module"] += 1
-            if self._seen["module"] >= (2 if not torch.is_grad_enabled() else 4):
+            counts = self._outer_calls
+            key = id(module)
+            counts[key] = counts.get(key, 0) + 1
+            needed = 2 if not torch.is_grad_enabled() else 4
+            if counts[key] >= needed or self._seen["module"] >= 4 * needed:
                 self._switch("module")
+                if counts[key] >= needed and len(counts) > 1:
+                    self._step_module = module
+                    self._notes.append(
+                        f"several outermost modules: a step starts at each call of "
+                        f"{type(module).__name__}, the first to repeat"
+                    )
                 self._cut(discard=True)
 
     def _switch(self, mode: str) -> None:

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import gc
+import sys
 from collections import defaultdict
 from functools import partial
 from typing import Any
@@ -48,6 +49,7 @@ from torchdoctor.collect.naming import ModuleNames, source_of_class
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.region_graph import region_boundaries, roots_of, sequence_nr
 from torchdoctor.collect.state import STATE
+from torchdoctor.collect.syncs_frames import user_frame
 
 Tensor = torch.Tensor
 
@@ -92,7 +94,8 @@ class Recorder:
         self.module_depth = 0  # module frames on the stack (regions excluded)
         self.serial = 0
         self.recording = True
-        self.on_outermost: Any = None  # called before an outermost module call (auto steps)
+        self.on_outermost: Any = None  # called with the module before an outermost call (auto)
+        self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
         self.count_memory = False
         self.backward_open: list[list[int]] = []  # per running backward pass: split frames
         self.new_step(self.now())
@@ -157,7 +160,7 @@ class Recorder:
             node = self._module_node(parent, module)
         if not self.module_depth:  # outermost module call (regions around it do not count)
             if self.on_outermost is not None:
-                self.on_outermost()
+                self.on_outermost(module)
             if not self.knobs["autocast"]:
                 self.knobs["autocast"] = _autocast_on()
             self.phases.enter_forward()
@@ -167,6 +170,8 @@ class Recorder:
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
         if args and self.phases.stack[-1][0] != "backward":  # not a checkpoint recompute
+            if node not in self.call_site:  # where the module is called from: first call only
+                self.call_site[node] = user_frame(sys._getframe(1))
             self._fingerprint(node, module, args)
             if self.backward and torch.is_grad_enabled():
                 self._hook_inputs(node, serial, args)

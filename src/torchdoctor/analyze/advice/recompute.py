@@ -61,6 +61,10 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
             f"{fmt_ms(per_call)} per call, so {fmt_ms(saving)} per step recomputed "
             f"({pct(saving, step):.0f}% of the step)",
         ]
+        site = record.get("call_site") or {}
+        if site.get("file"):
+            code = f": {site['code']}" if site.get("code") else ""
+            evidence.append(f"called at {site['file']}:{site.get('line', '?')}{code}")
         if source.get("file"):
             evidence.append(f"defined at {source['file']}:{source.get('line', '?')}")
         advice.append(

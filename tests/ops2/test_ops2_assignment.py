@@ -190,6 +190,34 @@ def test_no_host_sync_on_the_torch_and_brute_paths():
     assert syncs.count == 0, syncs.ops
 
 
+def test_cpu_scipy_path_reads_the_costs_in_place_without_torch_level_host_reads():
+    """On CPU, method="auto" hands the tensor's own memory to scipy: nothing a sync audit would
+    count (on an accelerator "auto" takes the on-device solvers instead)."""
+    from torch.overrides import TorchFunctionMode
+
+    class HostReads(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in {"cpu", "numpy", "tolist", "item", "__bool__", "nonzero"}:
+                self.names.append(name)
+            return func(*args, **(kwargs or {}))
+
+    cost = torch.rand(8, 5, 5, dtype=torch.float64)
+    with count_host_syncs() as syncs, HostReads() as reads:
+        result = linear_assignment(cost)
+    assert syncs.count == 0 and reads.names == [], (syncs.ops, reads.names)
+    expected = linear_assignment(cost, method="torch")
+    assert torch.equal(result.columns, expected.columns)
+    bad = cost.clone()
+    bad[3, 1, 2] = math.nan
+    with pytest.raises(ValueError, match="problem 3 has NaN costs"):
+        linear_assignment(bad)
+
+
 def test_greedy_matches_plain_reference():
     generator = torch.Generator().manual_seed(4)
     for rows, cols in [(1, 1), (3, 5), (6, 6), (7, 4)]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from torchdoctor.ops.dpp import _cpu_array, greedy_arrays
+from torchdoctor.ops._host import cpu_array
+from torchdoctor.ops.dpp import greedy_arrays
 
 __all__ = ["select_dpp_host"]
 
@@ -58,7 +59,7 @@ def select_dpp_host(
     eps: float,
 ) -> torch.Tensor:
     """Same contract as ``select_tokens_per_segment(..., method="dpp")`` on CPU tensors."""
-    ids = _cpu_array(segment_ids).astype(np.int64, copy=False)
+    ids = cpu_array(segment_ids).astype(np.int64, copy=False)
     keep = ids < 0  # text tokens: always kept
     positions, starts, counts = _segments(ids)
     if positions.size == 0:
@@ -87,12 +88,12 @@ def select_dpp_host(
         index = torch.from_numpy(slots.reshape(-1))
         gathered = features.index_select(0, index).view(segments, length, -1)
 
-    gram = _cpu_array(torch.bmm(gathered, gathered.transpose(1, 2)))  # the compute-bound part
+    gram = cpu_array(torch.bmm(gathered, gathered.transpose(1, 2)))  # the compute-bound part
     dtype = gram.dtype
     if quality is None:
         q = np.ones((segments, length), dtype=dtype)
     else:
-        q = _cpu_array(quality).astype(dtype, copy=False)[slots]
+        q = cpu_array(quality).astype(dtype, copy=False)[slots]
     with np.errstate(invalid="ignore", divide="ignore"):
         norms = np.sqrt(np.diagonal(gram, axis1=1, axis2=2))
         scale = q / np.maximum(norms, 1e-12)

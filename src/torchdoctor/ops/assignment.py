@@ -26,6 +26,7 @@ from torchdoctor.ops._assignment_solvers import (
     solve_shortest_augmenting_path,
     solve_subset_dp,
 )
+from torchdoctor.ops._host import cpu_array
 
 _METHODS = ("auto", "scipy", "torch", "dp", "brute")
 #: on accelerators, method="auto" enumerates permutations up to this many (6! = 720) ...
@@ -65,10 +66,15 @@ def _raise_for_bad(
     nan: torch.Tensor, invalid: torch.Tensor, infeasible: torch.Tensor, batch_shape, maximize
 ) -> None:
     """One host read of the per-problem flags; raise naming the first bad problem."""
-    flags = torch.stack([nan, invalid, infeasible]).cpu()
-    if not bool(flags.any()):
+    _raise_for_host_flags(torch.stack([nan, invalid, infeasible]).cpu().numpy(), batch_shape,
+                          maximize)  # fmt: skip
+
+
+def _raise_for_host_flags(flags: np.ndarray, batch_shape, maximize) -> None:
+    """``flags`` (3, B) bool on the host: NaN, wrong-signed infinity, infeasible."""
+    if not flags.any():
         return
-    kind, problem = (int(x) for x in flags.nonzero()[0])
+    kind, problem = (int(x) for x in np.argwhere(flags)[0])
     where = _problem_name(problem, batch_shape)
     if kind == 0:
         raise ValueError(f"linear_assignment: {where} has NaN costs; replace them first")
@@ -85,10 +91,29 @@ def _raise_for_bad(
     )
 
 
-def _solve_scipy(work: torch.Tensor, batch_shape) -> tuple[torch.Tensor, torch.Tensor]:
+def _host_costs(work: torch.Tensor, batch_shape, maximize: bool) -> np.ndarray:
+    """The cost matrices on the host, checked for NaN and wrong-signed infinities.
+
+    A CPU tensor is read in place (no copy, and no torch-level read a sync audit would count:
+    there is no device to wait for); an accelerator tensor is copied, one counted sync.
+    """
+    if work.device.type == "cpu":
+        matrices = cpu_array(work)
+    else:
+        matrices = work.detach().cpu().numpy()
+    flat = matrices.reshape(matrices.shape[0], matrices.shape[1] * matrices.shape[2])
+    flags = np.stack([np.isnan(flat).any(1), (flat == -np.inf).any(1),
+                      np.zeros(flat.shape[0], dtype=bool)])  # fmt: skip
+    _raise_for_host_flags(flags, batch_shape, maximize)
+    return matrices
+
+
+def _solve_scipy(
+    work: torch.Tensor, batch_shape, maximize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     from scipy.optimize import linear_sum_assignment
 
-    matrices = work.detach().cpu().numpy()
+    matrices = _host_costs(work, batch_shape, maximize)
     batch, rows, _ = matrices.shape
     columns = np.full((batch, rows), -1, dtype=np.int64)
     for problem in range(batch):
@@ -116,7 +141,8 @@ def linear_assignment(
     of equal cost may be returned.
 
     ``method``:
-      - ``"scipy"``: one copy to the host, scipy's compiled solver per problem, one copy back.
+      - ``"scipy"``: scipy's compiled solver per problem on the host: a CPU tensor's memory is
+        read in place; an accelerator tensor is copied over and the result back (one sync).
       - ``"torch"``: the Hungarian method in shortest-augmenting-path form vectorized across the
         batch (``O(R^2 C)`` work per problem, ``R (R + 1)`` vector steps, no host sync).
       - ``"dp"``: dynamic programming over column subsets (``O(R 2^C C)`` work, ``~3 R`` op
@@ -166,11 +192,8 @@ def linear_assignment(
             else:
                 method = "torch"
 
-    nan = torch.isnan(work).flatten(1).any(dim=1)
-    invalid = (work == -math.inf).flatten(1).any(dim=1)
     if method == "scipy":
-        _raise_for_bad(nan, invalid, torch.zeros_like(nan), batch_shape, maximize)
-        small_cols, infeasible = _solve_scipy(work, batch_shape)
+        small_cols, infeasible = _solve_scipy(work, batch_shape, maximize)
     elif batch * small == 0:
         small_cols = torch.full((batch, small), -1, dtype=torch.long, device=work.device)
         infeasible = torch.zeros(batch, dtype=torch.bool, device=work.device)
@@ -181,6 +204,8 @@ def linear_assignment(
     else:
         small_cols, infeasible = solve_shortest_augmenting_path(work)
     if check and method != "scipy":
+        nan = torch.isnan(work).flatten(1).any(dim=1)
+        invalid = (work == -math.inf).flatten(1).any(dim=1)
         _raise_for_bad(nan, invalid, infeasible, batch_shape, maximize)
 
     if transpose:  # small_cols maps each column to a row: invert it

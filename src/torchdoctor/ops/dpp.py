@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from torchdoctor.ops._host import cpu_array, numpy_ready
 from torchdoctor.ops._validation import (
     require_finite,
     require_float,
@@ -74,18 +75,6 @@ def _resolve_k(k, batch_shape, n: int, max_k: int | None, device) -> tuple[torch
     return k_batch.reshape(-1), min(max_k, n)
 
 
-def _numpy_ready(tensor: torch.Tensor) -> bool:
-    return tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64)
-
-
-def _cpu_array(tensor: torch.Tensor) -> np.ndarray:
-    """A zero-copy NumPy view of a CPU tensor. Torch-function handling is switched off for the
-    call so that a sync audit running around this code does not count it: reading CPU memory
-    is no host-device synchronization (accelerator tensors never take this path)."""
-    with torch._C.DisableTorchFunction():
-        return tensor.resolve_conj().resolve_neg().numpy()
-
-
 def _greedy_torch(source, is_kernel, q, gains, steps):
     """Chen's greedy steps as tensor ops, every problem at once: ``(items, best gains)``, each
     ``(steps, B)``. Rows are gathered through flat indices (one ``index_select`` each)."""
@@ -127,8 +116,8 @@ def _greedy_torch(source, is_kernel, q, gains, steps):
 
 def _greedy_numpy(source, is_kernel, q, gains, steps):
     """The same steps as :func:`_greedy_torch` on NumPy views of CPU tensors."""
-    q_np = None if q is None else _cpu_array(q)
-    items, bests = greedy_arrays(_cpu_array(source), is_kernel, q_np, _cpu_array(gains), steps)
+    q_np = None if q is None else cpu_array(q)
+    items, bests = greedy_arrays(cpu_array(source), is_kernel, q_np, cpu_array(gains), steps)
     return torch.from_numpy(items), torch.from_numpy(bests)
 
 
@@ -214,7 +203,7 @@ def greedy_steps(
         empty = torch.empty(batch, 0, dtype=torch.long, device=device)
         return empty, torch.zeros(batch, dtype=dtype, device=device)
     if backend == "auto":
-        backend = "numpy" if _numpy_ready(source) else "torch"
+        backend = "numpy" if numpy_ready(source) else "torch"
     run = _greedy_numpy if backend == "numpy" else _greedy_torch
     items, bests = run(source, is_kernel, q, gains, steps)  # (steps, B) each
     # A problem stops at its first gain <= eps (or NaN) or when its own k is reached.
@@ -322,7 +311,7 @@ def dpp_greedy(
         gains = gains.masked_fill(~mask.expand(*batch_shape, n).reshape(batch, n), -math.inf)
     gains = torch.nan_to_num(gains, nan=-math.inf)
 
-    if backend == "numpy" and not _numpy_ready(source):
+    if backend == "numpy" and not numpy_ready(source):
         raise ValueError(
             f"dpp_greedy: backend='numpy' needs a float32 or float64 CPU tensor, got "
             f"{source.dtype} on {source.device}; use backend='torch' (or 'auto')"

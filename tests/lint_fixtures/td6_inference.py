@@ -71,3 +71,43 @@ def train_steps(model, opt, num_steps, x):
         reset_model(model)
         model(x).sum().backward()
         opt.step()
+
+
+@torch.no_grad()
+def sample_plain_range(model, cond, steps=50):
+    x = torch.randn(4, 16)
+    for t in reversed(range(steps)):
+        emb = model.encode(cond)  # expect: TD601
+        x = model.denoise(x, t, emb)
+    return x
+
+
+@torch.no_grad()
+def generate_images(unet, text_encoder, prompt, steps=30):
+    x = torch.randn(1, 4, 8, 8)
+    for t in range(steps):
+        cond = text_encoder(prompt)  # expect: TD601
+        x = unet(x, t, cond)
+    return x
+
+
+@torch.no_grad()
+def sample_mc_dropout_ok(model, x, n=20):
+    outs = []
+    for t in range(n):  # the loop variable reaches no call: repetition on purpose
+        outs.append(model(x))
+    return torch.stack(outs)
+
+
+def train_epochs_ok(model, data, epochs, opt):
+    for t in range(epochs):  # not a sampling function
+        loss = model(data)
+        loss.backward()
+        opt.step()
+
+
+def generate_tokens(model, prompt_ids, steps):
+    ids = prompt_ids
+    for _ in range(steps):  # expect: TD602
+        ids = torch.cat([ids, model(ids).argmax(-1, keepdim=True)], dim=-1)
+    return ids

@@ -211,7 +211,9 @@ _R = [
         "TD601",
         "invariant-call-in-denoising-loop",
         "warning",
-        "module call with loop-invariant arguments inside a denoising loop",
+        "module call with loop-invariant arguments inside a denoising loop (over "
+        "scheduler.timesteps or range(num_inference_steps), or over range(...) in a sample/"
+        "generate/denoise function with a timestep variable t passed to the denoiser)",
         "encode the conditioning once before the loop and reuse it in every step",
         "for t in scheduler.timesteps:\n    cond = self.encoder(tokens)\n    x = step(x, t, cond)",
         "cond = self.encoder(tokens)\nfor t in scheduler.timesteps:\n    x = step(x, t, cond)",

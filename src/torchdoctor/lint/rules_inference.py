@@ -7,11 +7,19 @@ import re
 import libcst as cst
 import libcst.matchers as m
 
-from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, code_of, dotted, method_name
+from torchdoctor.lint.visitor import (
+    MODEL_NAME,
+    RuleVisitor,
+    code_of,
+    dotted,
+    dotted_names_in,
+    method_name,
+    target_names,
+)
 
 EVAL_FUNCTION = re.compile(
     r"(^|_)(eval|evaluate|evaluation|infer|inference|sample|sampling|predict|prediction|"
-    r"validate|validation)(_|$)",
+    r"validate|validation|generate|generation|denoise|denoising)(_|$)",
     re.IGNORECASE,
 )
 STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
@@ -64,6 +72,29 @@ def _is_denoising_iter(it: cst.BaseExpression) -> bool:
     return name.rsplit(".", 1)[-1] == "timesteps"
 
 
+#: functions whose loops are sampling loops: sample(), generate(), denoise(), ddim_sample() ...
+SAMPLING_FUNCTION = re.compile(
+    r"(^|_)(sample|sampling|sampler|generate|generation|denoise|denoising|diffuse|diffusion|"
+    r"reverse|rollout|infer|inference|predict|plan)(_|$)",
+    re.IGNORECASE,
+)
+#: loop variables that name a diffusion timestep
+TIMESTEP_TARGET = re.compile(r"^(t|ts|tt|t_idx|timestep|time_step|tau|sigma)$", re.IGNORECASE)
+
+
+def _is_range_loop(it: cst.BaseExpression) -> bool:
+    """``range(...)`` also wrapped in enumerate/tqdm/reversed/list/iter."""
+    while isinstance(it, cst.Call) and isinstance(it.func, (cst.Name, cst.Attribute)):
+        last = (dotted(it.func) or "").rsplit(".", 1)[-1]
+        if last == "range":
+            return True
+        if last in {"enumerate", "tqdm", "reversed", "list", "iter"} and it.args:
+            it = it.args[0].value
+            continue
+        return False
+    return False
+
+
 class InferenceRules(RuleVisitor):
     """TD601 invariant module call in a denoising loop; TD602 eval loop without no_grad."""
 
@@ -72,13 +103,40 @@ class InferenceRules(RuleVisitor):
         (
             r"(?i)timesteps|inference_steps|sampling_steps|denois|diffusion_steps|"
             r"\.eval\(\)|def (\w*_)?(eval|evaluate|evaluation|infer|inference|sample|sampling|"
-            r"predict|prediction|validate|validation)(_\w*)?\s*\(",
+            r"sampler|generate|generation|denoise|denoising|diffuse|diffusion|reverse|rollout|"
+            r"plan|predict|prediction|validate|validation)(_\w*)?\s*\(",
         ),
     )
 
     # -- TD601 ---------------------------------------------------------------------------------
+    def _is_sampling_loop(self, node: cst.For) -> bool:
+        """A denoising iterator, or a loop over range(...) with a timestep-like variable in a
+        sampling function (``def sample(...): for t in reversed(range(steps)):``)."""
+        if _is_denoising_iter(node.iter):
+            return True
+        if not _is_range_loop(node.iter):
+            return False
+        timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n)}
+        if not timesteps:
+            return False
+        # the timestep must reach a call (the denoiser), as in x = model(x, t): a loop that
+        # ignores its variable (MC dropout: `for t in range(n): outs.append(model(x))`) is not
+        # a denoising loop
+        passed = {
+            name
+            for call in self.direct_calls(node.body)
+            for arg in call.args
+            for name in dotted_names_in(arg.value)
+        }
+        if not timesteps & passed:
+            return False
+        scope = self.enclosing_scope(node)
+        return isinstance(scope, cst.FunctionDef) and bool(
+            SAMPLING_FUNCTION.search(scope.name.value)
+        )
+
     def visit_For(self, node: cst.For) -> None:
-        if not _is_denoising_iter(node.iter) or self.is_training_body(node):
+        if not self._is_sampling_loop(node) or self.is_training_body(node):
             return
         for call in self.direct_calls(node.body):
             callee = dotted(call.func)

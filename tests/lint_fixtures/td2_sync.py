@@ -69,3 +69,24 @@ def grad_check(module, x):
     out = module(x).sum()
     out.backward()  # backward alone (no optimizer step): not a training step
     return x.grad.cpu()
+
+
+def train_with_checks(model, loader, opt, arr):
+    best = 1e9
+    for step, (x, y) in enumerate(loader):
+        loss = model(x, y)
+        if torch.isnan(loss):  # expect: TD201
+            raise RuntimeError("nan")
+        assert torch.isfinite(loss).all()  # expect: TD201
+        if not loss.isnan().any():  # expect: TD201
+            loss.backward()
+        opt.step()
+        if step % 100 == 0 and torch.isnan(loss):  # under the logging condition: fine
+            print("nan at", step)
+        value = float(loss.detach())  # expect: TD201
+        if value < best:  # a Python float
+            best = value
+        if arr.any():  # not a tensor we know of
+            pass
+        if torch.is_grad_enabled():  # returns a Python bool
+            pass

@@ -40,6 +40,11 @@ REDUCTIONS = frozenset(
         "any",
     }
 )
+#: methods whose result is used as a truth value: `if loss.isnan().any():`
+TRUTH_METHODS = frozenset(
+    {"any", "all", "isnan", "isinf", "isfinite", "isneginf", "isposinf", "eq", "ne", "gt", "lt",
+     "ge", "le", "equal", "allclose", "bool"}
+)  # fmt: skip
 #: torch functions that (almost always) return tensors: torch.*, torch.linalg.*, F.*, ...
 TORCH_TENSOR_FUNCTION = re.compile(
     r"^torch\.(linalg\.|nn\.functional\.|special\.|fft\.)?[a-z_0-9]+$"
@@ -127,16 +132,17 @@ class SyncRules(RuleVisitor):
             return scope
         return None
 
-    def _report_sync(self, node: cst.CSTNode, what: str) -> None:
+    def _report_sync(self, node: cst.CSTNode, what: str, fix: str | None = None) -> None:
         context = self._training_context(node)
         if context is None or self.under_log_gate(node, context):
             return
         where = "training loop" if isinstance(context, (cst.For, cst.While)) else "training step"
+        fix = fix or (
+            "keep metrics as device tensors (e.g. torchdoctor.train.LazyMetrics) and convert "
+            "them at log time"
+        )
         self.report(
-            node,
-            "TD201",
-            f"{what} forces a host-device sync every step of this {where}: keep metrics as "
-            "device tensors (e.g. torchdoctor.train.LazyMetrics) and convert them at log time",
+            node, "TD201", f"{what} forces a host-device sync every step of this {where}: {fix}"
         )
 
     def visit_Call(self, node: cst.Call) -> None:
@@ -161,6 +167,53 @@ class SyncRules(RuleVisitor):
                 self.report(node, "TD202")
         if names & TENSOR_FACTORIES:
             self._check_rebuilt_tensor(node)
+
+    # -- `if torch.isnan(loss):` / `while not done.all():` / `assert torch.isfinite(x).all()`
+    def _is_tensor_truth_test(self, expr: cst.BaseExpression) -> bool:
+        """The test of an if/while/assert is a tensor (its truth value is a host read): a
+        torch function call, or a predicate/reduction method on a torch call or a tensor-named
+        variable (``loss.isnan().any()``). Comparisons and plain names are left alone: they are
+        as often Python numbers."""
+        while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Not):
+            expr = expr.expression
+        if isinstance(expr, cst.BooleanOperation):
+            return self._is_tensor_truth_test(expr.left) or self._is_tensor_truth_test(expr.right)
+        if not isinstance(expr, cst.Call):
+            return False
+        if any(TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)):
+            return True
+        if method_name(expr) not in TRUTH_METHODS:
+            return False
+        receiver = expr.func.value
+        while isinstance(receiver, cst.Call) and isinstance(receiver.func, cst.Attribute):
+            if any(TORCH_TENSOR_FUNCTION.match(n) for n in self.callee(receiver)):
+                return True
+            receiver = receiver.func.value
+        if isinstance(receiver, cst.Call):
+            return any(
+                TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS
+                for n in self.callee(receiver)
+            )
+        name = dotted(receiver)
+        return bool(name) and bool(TENSOR_NAME.search(name.rsplit(".", 1)[-1]))
+
+    def _check_truth_test(self, test: cst.BaseExpression) -> None:
+        if self._is_tensor_truth_test(test):
+            self._report_sync(
+                test,
+                f"the truth value of tensor `{code_of(test)}`",
+                "test it every N steps (under the logging condition), or keep a device flag "
+                "(`bad |= torch.isnan(loss)`) and read it at log time",
+            )
+
+    def visit_If(self, node: cst.If) -> None:
+        self._check_truth_test(node.test)
+
+    def visit_While(self, node: cst.While) -> None:
+        self._check_truth_test(node.test)
+
+    def visit_Assert(self, node: cst.Assert) -> None:
+        self._check_truth_test(node.test)
 
     def visit_FormattedStringExpression(self, node: cst.FormattedStringExpression) -> None:
         expr = node.expression

@@ -85,7 +85,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     table.notes += [
         "speedup = scipy loop time / linear_assignment time (median of interleaved pairs); the "
         "target on CPU is >= 0.67x (linear_assignment within 1.5x of the loop).",
-        "CPU 'auto' delegates to scipy with one host copy for the batch; 'torch solver' is the "
+        "CPU 'auto' hands the tensor's memory to scipy (no copy); 'torch solver' is the "
         "vectorized shortest-augmenting-path solver used on accelerators, timed on CPU.",
         "equivalent: same columns and totals as scipy (random float costs: unique optimum).",
     ]

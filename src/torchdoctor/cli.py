@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "report": "torchdoctor.commands.report",
     "diff": "torchdoctor.commands.diff",
     "bench": "torchdoctor.commands.bench",
+    "ranks": "torchdoctor.commands.ranks",
 }
 
 #: one-line help for each command, kept here so `--help` imports nothing heavy.
@@ -35,6 +36,7 @@ HELP: dict[str, str] = {
     "report": "render a saved session as Markdown, HTML, JSON, Chrome trace or console text",
     "diff": "compare two saved sessions: step, phases, modules, syncs removed and added",
     "bench": "run registered benchmark suites and print (or write) their tables",
+    "ranks": "compare the per-rank sessions of a torchrun run (torchdoctor run) and name the straggler",
 }
 
 

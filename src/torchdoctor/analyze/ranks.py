@@ -1,0 +1,97 @@
+"""Compare the sessions of the ranks of one distributed run and name the straggler.
+
+Under ``torchrun`` each rank of ``torchdoctor run`` writes its own session. In data-parallel
+training the ranks wait for each other in the gradient all-reduce, so their step times come out
+nearly equal: the slow rank shows up by *where* the time goes. The rank that does more work
+before the collectives (data, forward, optimizer) is the straggler, and the others spend the
+same amount extra inside backward (waiting in the all-reduce). So ranks are compared on their
+median "busy" time, ``step - backward``, and on each phase; the phase with the largest spread
+says what the straggler does more of (``data``: its loader; ``forward``: its inputs or device).
+
+Example:
+    >>> def session(rank, data, forward, backward):
+    ...     step = data + forward + backward
+    ...     return {"environment": {"rank": rank, "world_size": 2},
+    ...             "step_ms": {"median": step},
+    ...             "phases": {p: {"median": v} for p, v in
+    ...                        {"data": data, "forward": forward, "backward": backward,
+    ...                         "optimizer": 0.0, "other": 0.0}.items()}}
+    >>> result = compare_ranks([session(0, 1.0, 5.0, 14.0), session(1, 9.0, 5.0, 6.0)])
+    >>> result["straggler"], result["phase"], round(result["excess_ms"], 1)
+    (1, 'data', 8.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["compare_ranks", "STRAGGLER_THRESHOLD"]
+
+PHASES = ("data", "forward", "backward", "optimizer", "other")
+#: a rank is a straggler when its busy time exceeds the fastest rank's by this fraction of a step
+STRAGGLER_THRESHOLD = 0.10
+
+
+def _median(stat: Any) -> float:
+    if isinstance(stat, Mapping):
+        return float(stat.get("median") or 0.0)
+    return float(stat or 0.0)
+
+
+def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-rank medians and the straggler verdict of one run's sessions (any order).
+
+    Returns ``{"world_size", "ranks": [{"rank", "step_ms", "busy_ms", "phases", "steps",
+    "syncs_per_step"}], "straggler": rank | None, "phase": name | None, "excess_ms",
+    "excess_pct", "verdict"}``. ``excess`` is the straggler's busy time above the fastest
+    rank's, as milliseconds per step and as a percentage of the median step.
+    """
+    if not sessions:
+        raise ValueError("compare_ranks: no sessions given; pass one session per rank")
+    rows = []
+    for index, session in enumerate(sessions):
+        environment = session.get("environment") or {}
+        rank = environment.get("rank", index)
+        phases = {p: _median((session.get("phases") or {}).get(p)) for p in PHASES}
+        step = _median(session.get("step_ms"))
+        syncs = sum(float(r.get("per_step") or 0.0) for r in session.get("syncs") or ())
+        rows.append({
+            "rank": rank,
+            "step_ms": step,
+            "busy_ms": max(0.0, step - phases["backward"]),
+            "phases": phases,
+            "steps": len(session.get("steps") or ()),
+            "syncs_per_step": syncs,
+        })  # fmt: skip
+    rows.sort(key=lambda r: (r["rank"] is None, r["rank"]))
+    world = max(len(rows), *(int((s.get("environment") or {}).get("world_size") or 0)
+                             for s in sessions))  # fmt: skip
+    result: dict[str, Any] = {"world_size": world, "ranks": rows, "straggler": None,
+                              "phase": None, "excess_ms": 0.0, "excess_pct": 0.0}  # fmt: skip
+    missing = world - len(rows)
+    if len(rows) < 2:
+        result["verdict"] = "one rank only: nothing to compare"
+        return result
+    fastest = min(rows, key=lambda r: r["busy_ms"])
+    slowest = max(rows, key=lambda r: r["busy_ms"])
+    step = sorted(r["step_ms"] for r in rows)[len(rows) // 2] or 1e-9
+    excess = slowest["busy_ms"] - fastest["busy_ms"]
+    spreads = {p: slowest["phases"][p] - fastest["phases"][p] for p in PHASES if p != "backward"}
+    phase = max(spreads, key=lambda p: spreads[p])
+    result.update(excess_ms=excess, excess_pct=100.0 * excess / step)
+    if excess >= STRAGGLER_THRESHOLD * step:
+        result.update(straggler=slowest["rank"], phase=phase)
+        result["verdict"] = (
+            f"rank {slowest['rank']} is the straggler: {excess:.3g} ms per step more work than "
+            f"rank {fastest['rank']} ({100 * excess / step:.0f}% of a step), most of it in "
+            f"{phase} (+{spreads[phase]:.3g} ms); the other ranks wait for it in backward"
+        )
+    else:
+        result["verdict"] = (
+            f"no straggler: the ranks' busy time (step - backward) is within "
+            f"{100 * excess / step:.0f}% of a step"
+        )
+    if missing > 0:
+        result["verdict"] += f" ({missing} of {world} ranks wrote no session)"
+    return result

@@ -210,3 +210,19 @@ def test_bad_arguments_raise():
         select_tokens_per_segment(features, ids[:-1], 0.5)
     with pytest.raises(TypeError, match="integer"):
         select_tokens_per_segment(features, ids.float(), 0.5)
+
+
+def test_torch_backend_never_takes_the_numpy_engine_and_any_float_quality_works(monkeypatch):
+    import torchdoctor.ops.dpp as dpp
+
+    features, ids, quality = _sequence(13, dtype=torch.float32)
+    expected = select_tokens_per_segment(features, ids, 0.3, quality=quality.bfloat16())
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("backend='torch' ran the NumPy greedy")
+
+    monkeypatch.setattr(dpp, "greedy_arrays", forbidden)
+    got = select_tokens_per_segment(features, ids, 0.3, quality=quality.bfloat16(), backend="torch")
+    assert torch.equal(got, expected)
+    half = dpp.dpp_greedy(features=features[:20], quality=quality[:20].half(), k=5, backend="torch")
+    assert (half.indices >= 0).all()

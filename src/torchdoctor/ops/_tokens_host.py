@@ -93,7 +93,7 @@ def select_dpp_host(
     if quality is None:
         q = np.ones((segments, length), dtype=dtype)
     else:
-        q = cpu_array(quality).astype(dtype, copy=False)[slots]
+        q = cpu_array(quality.to(features.dtype))[slots]  # any float dtype (bfloat16 too)
     with np.errstate(invalid="ignore", divide="ignore"):
         norms = np.sqrt(np.diagonal(gram, axis1=1, axis2=2))
         scale = q / np.maximum(norms, 1e-12)

@@ -204,6 +204,8 @@ def greedy_steps(
         return empty, torch.zeros(batch, dtype=dtype, device=device)
     if backend == "auto":
         backend = "numpy" if numpy_ready(source) else "torch"
+    gains = gains.to(dtype)  # the quality may come in another float dtype (bfloat16, ...)
+    q = None if q is None else q.to(dtype)
     run = _greedy_numpy if backend == "numpy" else _greedy_torch
     items, bests = run(source, is_kernel, q, gains, steps)  # (steps, B) each
     # A problem stops at its first gain <= eps (or NaN) or when its own k is reached.

@@ -254,7 +254,7 @@ def select_tokens_per_segment(
         # Cosine self-similarity is exactly 1 (0 for a zero token): start from q^2 exactly, so
         # that ties on the diagonal do not hinge on rounding.
         gains = torch.where(norms > 0, q * q, 0).masked_fill(~mask, -math.inf)
-        picked, _ = greedy_steps(gram, True, scale, gains, wanted, steps, eps)
+        picked, _ = greedy_steps(gram, True, scale, gains, wanted, steps, eps, backend="torch")
         spare = torch.zeros(segments, length + 1, dtype=torch.bool, device=device)
         spare.scatter_(1, torch.where(picked >= 0, picked, length), True)
         chosen = spare[:, :length]

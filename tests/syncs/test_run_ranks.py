@@ -70,6 +70,12 @@ def test_compare_ranks_names_the_rank_that_works_longer_before_the_all_reduce():
     assert balanced["straggler"] is None and "no straggler" in balanced["verdict"]
     partial = compare_ranks([_session(0, 4, 1, 5, 20), _session(1, 4, 1, 5, 20)])
     assert "2 of 4 ranks wrote no session" in partial["verdict"]
+    crashed = _session(2, 3, 0, 0, 0)
+    crashed["steps"] = []  # died before its first step: not the "fastest" rank
+    with_crash = compare_ranks([_session(0, 3, 1, 5, 20), _session(1, 3, 9, 5, 12), crashed])
+    assert with_crash["straggler"] == 1 and "ranks [2] recorded no step" in with_crash["verdict"]
+    alone = compare_ranks([_session(0, 2, 1, 5, 20), crashed])
+    assert alone["straggler"] is None and "nothing to compare" in alone["verdict"]
     with pytest.raises(ValueError, match="no sessions"):
         compare_ranks([])
 

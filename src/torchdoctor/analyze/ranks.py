@@ -12,7 +12,7 @@ Example:
     >>> def session(rank, data, forward, backward):
     ...     step = data + forward + backward
     ...     return {"environment": {"rank": rank, "world_size": 2},
-    ...             "step_ms": {"median": step},
+    ...             "step_ms": {"median": step}, "steps": [{}, {}],
     ...             "phases": {p: {"median": v} for p, v in
     ...                        {"data": data, "forward": forward, "backward": backward,
     ...                         "optimizer": 0.0, "other": 0.0}.items()}}
@@ -70,12 +70,16 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {"world_size": world, "ranks": rows, "straggler": None,
                               "phase": None, "excess_ms": 0.0, "excess_pct": 0.0}  # fmt: skip
     missing = world - len(rows)
-    if len(rows) < 2:
-        result["verdict"] = "one rank only: nothing to compare"
+    measured = [r for r in rows if r["steps"] > 0 and r["step_ms"] > 0]
+    idle = [r["rank"] for r in rows if r not in measured]
+    if len(measured) < 2:
+        result["verdict"] = "fewer than two ranks measured a step: nothing to compare"
+        if idle:
+            result["verdict"] += f" (ranks {idle} recorded no step)"
         return result
-    fastest = min(rows, key=lambda r: r["busy_ms"])
-    slowest = max(rows, key=lambda r: r["busy_ms"])
-    step = sorted(r["step_ms"] for r in rows)[len(rows) // 2] or 1e-9
+    fastest = min(measured, key=lambda r: r["busy_ms"])
+    slowest = max(measured, key=lambda r: r["busy_ms"])
+    step = sorted(r["step_ms"] for r in measured)[len(measured) // 2]
     excess = slowest["busy_ms"] - fastest["busy_ms"]
     spreads = {p: slowest["phases"][p] - fastest["phases"][p] for p in PHASES if p != "backward"}
     phase = max(spreads, key=lambda p: spreads[p])
@@ -92,6 +96,8 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             f"no straggler: the ranks' busy time (step - backward) is within "
             f"{100 * excess / step:.0f}% of a step"
         )
+    if idle:
+        result["verdict"] += f" (ranks {idle} recorded no step and are left out)"
     if missing > 0:
         result["verdict"] += f" ({missing} of {world} ranks wrote no session)"
     return result

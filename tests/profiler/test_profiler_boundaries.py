@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import torchdoctor
+from torchdoctor.analyze.tree import iter_nodes
 
 
 @pytest.fixture
@@ -185,3 +186,36 @@ def test_no_boundary_is_one_whole_run_step(net):
     s = prof.session
     assert s["config"]["step_boundary"] == "whole_run"
     assert len(s["steps"]) == 1
+
+
+@pytest.mark.parametrize("critic_steps", [1, 3])
+def test_two_optimizers_in_turn_make_one_step_per_iteration(critic_steps):
+    """A GAN loop: discriminator step(s), then the generator step. A step ends at the optimizer
+    that closes the round, so a step is one iteration and the generator's backward (which runs
+    after the discriminator's step) is measured in the step of its forward."""
+    torch.manual_seed(0)
+    gen = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 6))
+    disc = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt_g = torch.optim.SGD(gen.parameters(), lr=0.01)
+    opt_d = torch.optim.SGD(disc.parameters(), lr=0.01)
+    real = torch.randn(16, 6)
+    iterations = 8
+    with torchdoctor.Profiler(syncs=False, step_boundary="auto") as prof:
+        for _ in range(iterations):
+            for _ in range(critic_steps):
+                fake = gen(torch.randn(16, 4))
+                loss_d = disc(fake.detach()).mean() - disc(real).mean()
+                opt_d.zero_grad()
+                loss_d.backward()
+                opt_d.step()
+            loss_g = -disc(fake).mean()
+            opt_g.zero_grad()
+            loss_g.backward()
+            opt_g.step()
+    s = prof.session
+    assert any("optimizers step in turn" in note for note in s["config"]["notes"])
+    assert iterations - 3 <= len(s["steps"]) <= iterations - 1
+    calls = {n["path"]: n for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    assert calls["Sequential"]["calls_per_step"] == critic_steps  # the generator
+    assert calls["Sequential#2"]["calls_per_step"] == 2 * critic_steps + 1  # the discriminator
+    assert calls["Sequential"]["backward_ms"]["mean"] > 0  # its backward is in the same step

@@ -143,6 +143,9 @@ class Profiler:
         self._seen = {"backward": 0, "module": 0, "optimizer": 0}
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._outer_calls: dict[int, int] = {}  # outermost calls per module while deciding
+        self._optimizer_steps: dict[int, int] = {}  # steps per optimizer (several: GAN)
+        self._step_optimizer: tuple[int, Any] | None = None  # (id, optimizer) ending steps
+        self._last_optimizer: tuple[int, Any] | None = None
         self._step_module: Any = None  # the module whose calls start steps (several modules)
         self._audit = self._audit_context = None
         self._error: str | None = None
@@ -286,11 +289,33 @@ class Profiler:
             phases.enter_forward()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """Steps end at optimizer steps. When several optimizers step in turn (a GAN's
+        discriminator and generator), a step ends only at the one that closes the round: the
+        optimizer that stepped just before the first one stepped again. One step is then one
+        training iteration, and a backward is measured in the step of its forward."""
         self._rec.phases.pop()
         if self._mode == "marker":
             return
         if self._mode != "optimizer":
             self._switch("optimizer")
+        key = id(optimizer)
+        counts = self._optimizer_steps
+        counts[key] = counts.get(key, 0) + 1
+        previous, self._last_optimizer = self._last_optimizer, (key, optimizer)
+        if self._step_optimizer is not None:
+            if key == self._step_optimizer[0]:
+                self._cut()
+            return
+        if previous is not None and previous[0] != key and len(counts) > 1 and counts[key] >= 2:
+            self._step_optimizer = previous  # (id, object): the object keeps the id unique
+            self._notes.append(
+                f"{len(counts)} optimizers step in turn: a step ends at each step of the "
+                f"{type(previous[1]).__name__} that closes the round (one training iteration); "
+                "earlier partial steps dropped"
+            )
+            self._summaries.clear()  # half-iterations: the step now open is a whole one
+            self._raw.clear()
+            return
         self._cut()
 
     def _backward_enter(self, roots: Any = None) -> None:

@@ -342,3 +342,21 @@ def test_engine_knobs_in_use_are_recorded_and_silence_their_advice():
     titles = [a.title for a in engine_knobs(s)]
     assert not any("channels_last" in t for t in titles)
     assert any("channels_last" in a.title for a in engine_knobs(plain))
+
+
+def test_guided_sampler_calling_the_denoiser_twice_steps_at_the_loop_opener():
+    """Classifier-free guidance: encoder once, denoiser twice per iteration. Steps start at the
+    module the loop opens with (the encoder), not at the denoiser's second call."""
+    torch.manual_seed(0)
+    encoder, denoiser = nn.Linear(6, 8), nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+    condition, x = torch.randn(3, 6), torch.zeros(3, 8)
+    with torch.no_grad(), torchdoctor.Profiler(step_boundary="auto", syncs=False) as prof:
+        for _ in range(12):
+            h = encoder(condition)
+            guided, plain = denoiser(x + h), denoiser(x)
+            x = x - 0.1 * (plain + 2.0 * (guided - plain))
+    s = prof.session
+    assert any("the first one the loop calls" in n for n in s["config"]["notes"])
+    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    assert calls["Linear"] == 1 and calls["Sequential"] == 2, calls
+    assert [r["path"] for r in s["recomputation"]] == ["Linear"]

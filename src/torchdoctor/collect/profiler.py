@@ -147,6 +147,7 @@ class Profiler:
         self._step_optimizer: tuple[int, Any] | None = None  # (id, optimizer) ending steps
         self._last_optimizer: tuple[int, Any] | None = None
         self._step_module: Any = None  # the module whose calls start steps (several modules)
+        self._first_module: Any = None  # the first outermost module called (while deciding)
         self._audit = self._audit_context = None
         self._error: str | None = None
         self._interrupted = False
@@ -349,9 +350,11 @@ class Profiler:
 
     def _outermost(self, module: Any = None) -> None:
         """An outermost module call. In an inference loop that calls several top-level modules
-        (a condition encoder and a denoiser), a step starts at each call of the module that
-        first repeats, so one step is one iteration of the loop, and a module re-run with the
-        same inputs every iteration shows up as recomputation across steps."""
+        (a condition encoder, then a denoiser once or twice per iteration), a step starts at
+        each call of the module that opened the loop, once it is called again: one step is one
+        iteration, and a module re-run with the same inputs every iteration shows up as
+        recomputation across steps. If that first module does not come back soon (an encoder
+        run once per sample), the first module called ``2 x`` the threshold times decides."""
         mode = self._mode
         if mode == "module":
             if self._step_module is None or module is self._step_module:
@@ -361,14 +364,18 @@ class Profiler:
             counts = self._outer_calls
             key = id(module)
             counts[key] = counts.get(key, 0) + 1
+            if self._first_module is None:
+                self._first_module = module
             needed = 2 if not torch.is_grad_enabled() else 4
-            if counts[key] >= needed or self._seen["module"] >= 4 * needed:
+            opener = module is self._first_module and counts[key] >= needed
+            if opener or counts[key] >= 2 * needed or self._seen["module"] >= 4 * needed:
                 self._switch("module")
-                if counts[key] >= needed and len(counts) > 1:
+                if (opener or counts[key] >= 2 * needed) and len(counts) > 1:
                     self._step_module = module
                     self._notes.append(
                         f"several outermost modules: a step starts at each call of "
-                        f"{type(module).__name__}, the first to repeat"
+                        f"{type(module).__name__}"
+                        + (" (the first one the loop calls)" if opener else "")
                     )
                 self._cut(discard=True)
 

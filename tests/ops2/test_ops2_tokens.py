@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -226,3 +228,25 @@ def test_torch_backend_never_takes_the_numpy_engine_and_any_float_quality_works(
     assert torch.equal(got, expected)
     half = dpp.dpp_greedy(features=features[:20], quality=quality[:20].half(), k=5, backend="torch")
     assert (half.indices >= 0).all()
+
+
+@pytest.mark.parametrize("method", ["dpp", "greedy_cosine", "topk"])
+def test_nan_quality_tokens_are_never_chosen_but_the_quota_holds(method):
+    features, ids, quality = _sequence(14, dtype=torch.float32)
+    quality = quality.clone()
+    bad = (ids == 4).nonzero().squeeze(1)  # segment 4 has one token: its quota needs it
+    quality[bad] = math.nan
+    quality[(ids == 0).nonzero().squeeze(1)[:3]] = math.nan  # segment 0 has 17 tokens
+    results = [
+        select_tokens_per_segment(
+            features, ids, 0.3, quality=quality, method=method, backend=backend
+        )  # fmt: skip
+        for backend in (["auto", "torch"] if method == "dpp" else ["torch"])
+    ]
+    kept = results[0]
+    assert all(torch.equal(kept, other) for other in results[1:])
+    assert set(bad.tolist()) <= set(kept.tolist())  # quota of a one-token segment: kept anyway
+    nan_in_zero = set((ids == 0).nonzero().squeeze(1)[:3].tolist())
+    assert not nan_in_zero & set(kept.tolist())  # 17 tokens: enough usable ones
+    for seg, count in {0: 17, 1: 9, 3: 30, 4: 1}.items():
+        assert (ids[kept] == seg).sum() == tokens_to_keep(torch.tensor(count), 0.3, None)

@@ -94,12 +94,14 @@ def select_dpp_host(
         q = np.ones((segments, length), dtype=dtype)
     else:
         q = cpu_array(quality.to(features.dtype))[slots]  # any float dtype (bfloat16 too)
+    usable = mask & ~np.isnan(q)  # a NaN quality: never selected, last in the fill
+    q = np.where(usable, q, 0).astype(dtype, copy=False)
     with np.errstate(invalid="ignore", divide="ignore"):
         norms = np.sqrt(np.diagonal(gram, axis1=1, axis2=2))
         scale = q / np.maximum(norms, 1e-12)
     # Exact cosine self-similarity (see ops.tokens): the gains start at q^2 (0 for zero tokens).
     gains = np.where(norms > 0, q * q, 0).astype(dtype, copy=False)
-    gains[~mask] = -np.inf
+    gains[~usable] = -np.inf
     items, bests = greedy_arrays(gram, True, scale, gains, steps)  # (steps, S)
 
     allowed = np.arange(steps)[:, None] < wanted[None, :]
@@ -111,7 +113,7 @@ def select_dpp_host(
     short = np.flatnonzero(missing > 0)
     if short.size:  # a kernel exhausted early: fill by quality, then by position
         candidates = mask[short] & ~chosen[short]
-        score = np.where(candidates, q[short], -np.inf)
+        score = np.where(candidates & usable[short], q[short], -np.inf)
         order = np.argsort(-score, axis=1, kind="stable")
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.arange(length)[None, :], axis=1)

@@ -167,7 +167,9 @@ def select_tokens_per_segment(
         keep_ratio / keep_per_segment: exactly one. A segment of ``c`` tokens keeps
             ``ceil(keep_ratio * c)`` or ``min(keep_per_segment, c)`` (more than ``c`` is clamped).
         quality: ``(n,)`` relevance of each token (CDPruner's conditional kernel); optional
-            for ``"dpp"`` and ``"greedy_cosine"``, required for ``"topk"``.
+            for ``"dpp"`` and ``"greedy_cosine"``, required for ``"topk"``. A token whose
+            quality is NaN is never selected; it is kept only when its segment's quota cannot
+            be met otherwise.
         method: ``"dpp"``: greedy DPP MAP (:func:`torchdoctor.ops.dpp.dpp_greedy`'s algorithm) on the
             kernel ``diag(q) S diag(q)``, ``S`` the cosine similarities of the segment's
             L2-normalized tokens, built for all segments with one batched matmul;
@@ -242,6 +244,9 @@ def select_tokens_per_segment(
         q = take(quality.unsqueeze(1)).view(segments, length)
     else:
         q = torch.ones(segments, length, dtype=features.dtype, device=device)
+    # A NaN quality makes a token unusable: never selected, last in the fill (quota still met).
+    usable = mask & ~torch.isnan(q)
+    q = torch.where(usable, q, 0)
     chosen = torch.zeros(segments, length, dtype=torch.bool, device=device)
     if method == "dpp" and steps > 0:
         # One gather of the image tokens and one batched matmul of raw dot products. The L2
@@ -253,17 +258,17 @@ def select_tokens_per_segment(
         scale = q / norms.clamp(min=1e-12)
         # Cosine self-similarity is exactly 1 (0 for a zero token): start from q^2 exactly, so
         # that ties on the diagonal do not hinge on rounding.
-        gains = torch.where(norms > 0, q * q, 0).masked_fill(~mask, -math.inf)
+        gains = torch.where(norms > 0, q * q, 0).masked_fill(~usable, -math.inf)
         picked, _ = greedy_steps(gram, True, scale, gains, wanted, steps, eps, backend="torch")
         spare = torch.zeros(segments, length + 1, dtype=torch.bool, device=device)
         spare.scatter_(1, torch.where(picked >= 0, picked, length), True)
         chosen = spare[:, :length]
     elif method == "greedy_cosine" and steps > 0:
         unit = F.normalize(take(features), dim=-1)  # image tokens only
-        chosen = _greedy_cosine(unit, q, mask, wanted, steps)
+        chosen = _greedy_cosine(unit, q, usable, wanted, steps)
 
     # Chosen tokens first, then the rest by quality (stable: lower position first), to quota.
-    score = torch.where(chosen, math.inf, torch.where(mask, q, -math.inf))
+    score = torch.where(chosen, math.inf, torch.where(usable, q, -math.inf))
     order = torch.sort(score, dim=-1, descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, positions[:length].expand(segments, -1))
     keep_slot = mask & (rank < wanted.unsqueeze(1))

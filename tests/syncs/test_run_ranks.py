@@ -104,6 +104,15 @@ def test_rank_files_of_an_earlier_run_are_not_compared(tmp_path, capsys):
     assert (tmp_path / "ranks.md").exists() and json.loads((tmp_path / "ranks.json").read_text())
 
 
+def test_rank_comparison_for_json_output_is_written_but_not_printed(tmp_path, capsys):
+    _write(tmp_path, 0, _session(0, 2, 1, 5, 20))
+    _write(tmp_path, 1, _session(1, 2, 15, 5, 6))
+    result = compare_rank_sessions(str(tmp_path), 2, wait_s=0, show=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "rank 1 is the straggler" in captured.err
+    assert json.loads((tmp_path / "ranks.json").read_text())["straggler"] == result["straggler"]
+
+
 def test_ranks_command_prints_the_table_and_rejects_a_directory_without_ranks(tmp_path, capsys):
     _write(tmp_path, 0, _session(0, 2, 1, 5, 20))
     _write(tmp_path, 1, _session(1, 2, 15, 5, 6))

@@ -328,8 +328,9 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     prefix = "torchdoctor" if dist is None else f"torchdoctor [rank {dist[0]}]"
     for line in notices:
         print(f"{prefix}: {line}", file=sys.stderr)
-    if dist is not None and dist[0] == 0 and args.format == "text":
-        compare_rank_sessions(out_root, dist[1], since=started, run_id=_run_id())
+    if dist is not None and dist[0] == 0:  # with --format json: written, not printed
+        compare_rank_sessions(out_root, dist[1], since=started, run_id=_run_id(),
+                              show=args.format == "text")  # fmt: skip
     return status
 
 
@@ -364,6 +365,7 @@ def compare_rank_sessions(
     since: float | None = None,
     run_id: str | None = None,
     wait_s: float | None = None,
+    show: bool = True,
 ) -> dict[str, Any] | None:
     """Wait (up to ``wait_s``) for every rank's session, then print and write the comparison.
 
@@ -393,7 +395,10 @@ def compare_rank_sessions(
     for session in sessions:
         session["environment"].setdefault("world_size", world)
     result = compare_ranks(sessions)
-    print(render_ranks_text(result), end="")
+    if show:
+        print(render_ranks_text(result), end="")
+    else:
+        print(f"torchdoctor: {result['verdict']}", file=sys.stderr)
     try:
         Path(out_root, "ranks.md").write_text(render_ranks_markdown(result))
         Path(out_root, "ranks.json").write_text(json.dumps(result, indent=1, default=str))

@@ -386,3 +386,23 @@ def test_warnings_raised_by_a_sync_name_the_user_line_not_the_audit(thorough):
         torch.set_warn_always(previous)
     assert value == 6.0
     assert [(record.filename, record.lineno) for record in w] == [(__file__, line)]
+
+
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_warnings_from_ordinary_ops_are_shown_at_the_user_line(thorough):
+    import warnings
+
+    shown = []
+
+    def capture(message, category, filename, lineno, file=None, line=None):
+        shown.append((filename, lineno))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = capture
+        a = torch.randn(3)
+        with sync_audit(thorough=thorough):
+            torch.tensor(a)  # torch warns in C++: copy-construct from a tensor
+        line = inspect.currentframe().f_lineno - 1
+        assert warnings.showwarning is capture  # the audit's display hook is gone
+    assert (__file__, line) in shown, shown

@@ -52,6 +52,7 @@ from torch.optim.optimizer import (
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
 from torchdoctor.collect.syncs_frames import (
+    UserLineWarnings,
     call_warning_at_user_line,
     in_data_pipeline,
     in_optimizer_step_counter,
@@ -99,6 +100,7 @@ class SyncAudit:
         ]
         if not self.thorough:
             self._hooks.append(ZeroGradBypass(self))
+        self._hooks.append(UserLineWarnings())  # warnings raised under the mode: user's line
         try:
             if not self.predict:
                 self._cuda.install()

@@ -162,3 +162,35 @@ def in_data_pipeline(frame: FrameType | None = None, depth: int = 16) -> bool:
         f = f.f_back
         depth -= 1
     return False
+
+
+class UserLineWarnings:
+    """While installed, a warning shown at a line of torchdoctor's own collection code (the
+    sync audit's mode calls torch, and a warning raised in C++ names the innermost Python
+    frame: the mode's) is shown at the user's line instead. Display only: ``remove()`` restores
+    ``warnings.showwarning`` unless someone replaced it since.
+
+    Example:
+        >>> import warnings
+        >>> hook = UserLineWarnings()
+        >>> warnings.showwarning == hook._show
+        True
+        >>> hook.remove(); warnings.showwarning == hook._show
+        False
+    """
+
+    def __init__(self) -> None:
+        self._original = warnings.showwarning
+        warnings.showwarning = self._show
+
+    def _show(self, message: Any, category: Any, filename: str, lineno: int,
+              file: Any = None, line: Any = None) -> None:  # fmt: skip
+        if filename.startswith(_OWN):
+            user_file, user_line, _ = user_frame(sys._getframe(1))
+            if user_file != "<unknown>":
+                filename, lineno, line = user_file, user_line, None
+        self._original(message, category, filename, lineno, file, line)
+
+    def remove(self) -> None:
+        if warnings.showwarning == self._show:
+            warnings.showwarning = self._original

@@ -14,7 +14,7 @@ import torch
 
 from torchdoctor.analyze.ranks import compare_ranks
 from torchdoctor.cli import main
-from torchdoctor.commands.run import compare_rank_sessions, distributed_rank
+from torchdoctor.commands.ranks import compare_rank_sessions, distributed_rank
 
 DDP_SCRIPT = """\
 import time
@@ -102,6 +102,16 @@ def test_rank_files_of_an_earlier_run_are_not_compared(tmp_path, capsys):
     result = compare_rank_sessions(str(tmp_path), 2, since=None, wait_s=0)  # `ranks` command
     assert result["straggler"] == 1
     assert (tmp_path / "ranks.md").exists() and json.loads((tmp_path / "ranks.json").read_text())
+
+
+def test_a_bad_wait_setting_is_reported_and_the_default_used(monkeypatch, capsys):
+    from torchdoctor.commands.ranks import RANK_WAIT_S, _wait_from_environment
+
+    monkeypatch.setenv("TORCHDOCTOR_RANK_WAIT_S", "1O")
+    assert _wait_from_environment() == RANK_WAIT_S
+    assert "TORCHDOCTOR_RANK_WAIT_S='1O' is not a number" in capsys.readouterr().err
+    monkeypatch.setenv("TORCHDOCTOR_RANK_WAIT_S", "2.5")
+    assert _wait_from_environment() == 2.5
 
 
 def test_rank_comparison_for_json_output_is_written_but_not_printed(tmp_path, capsys):

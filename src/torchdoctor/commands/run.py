@@ -249,28 +249,6 @@ def _notices(session: Any) -> list[str]:
     return lines
 
 
-def distributed_rank(environ: Any = None) -> tuple[int, int] | None:
-    """``(rank, world_size)`` when launched by torchrun (``RANK``/``WORLD_SIZE``), else None.
-
-    Example:
-        >>> distributed_rank({"RANK": "1", "WORLD_SIZE": "4"})
-        (1, 4)
-        >>> distributed_rank({}) is None
-        True
-    """
-    environ = os.environ if environ is None else environ
-    try:
-        rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
-    except (KeyError, ValueError):
-        return None
-    return (rank, world) if world > 1 and 0 <= rank < world else None
-
-
-def _run_id(environ: Any = None) -> str | None:
-    run_id = (os.environ if environ is None else environ).get("TORCHELASTIC_RUN_ID")
-    return None if run_id in (None, "", "none") else run_id
-
-
 def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     """Shared by `run` and `syncs`: run, write the session, print, return the script's code.
 
@@ -279,6 +257,11 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     their comparison with the straggler named.
     """
     from torchdoctor.collect.script import ScriptNotFoundError
+    from torchdoctor.commands.ranks import (
+        compare_rank_sessions,
+        distributed_rank,
+        torchrun_run_id,
+    )
 
     started = time.time()
     dist = distributed_rank()
@@ -306,7 +289,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         return 2
     status = outcome.exit_code
     if dist is not None:
-        session["environment"].update(rank=dist[0], world_size=dist[1], run_id=_run_id())
+        session["environment"].update(rank=dist[0], world_size=dist[1], run_id=torchrun_run_id())
         session["config"]["notes"] = [
             f"rank {dist[0]} of {dist[1]} (torchrun); each rank's session is in "
             f"{out_root}/rank<r>/",
@@ -329,82 +312,9 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     for line in notices:
         print(f"{prefix}: {line}", file=sys.stderr)
     if dist is not None and dist[0] == 0:  # with --format json: written, not printed
-        compare_rank_sessions(out_root, dist[1], since=started, run_id=_run_id(),
+        compare_rank_sessions(out_root, dist[1], since=started, run_id=torchrun_run_id(),
                               show=args.format == "text")  # fmt: skip
     return status
-
-
-#: how long rank 0 waits for the other ranks' sessions (seconds; env TORCHDOCTOR_RANK_WAIT_S)
-RANK_WAIT_S = 60.0
-
-
-def _rank_sessions(out_root: str, world: int, since: float | None, run_id: str | None) -> dict:
-    """The sessions of this run found under ``out_root/rank<r>/`` (stale ones skipped)."""
-    from torchdoctor.session import Session
-
-    found = {}
-    for rank in range(world):
-        path = Path(out_root) / f"rank{rank}" / "session.json"
-        try:
-            if since is not None and path.stat().st_mtime < since - 5:
-                continue
-            session = Session.load(path)
-        except (OSError, ValueError):
-            continue
-        theirs = (session.get("environment") or {}).get("run_id")
-        if run_id is not None and theirs is not None and theirs != run_id:
-            continue
-        found[rank] = session
-    return found
-
-
-def compare_rank_sessions(
-    out_root: str,
-    world: int,
-    *,
-    since: float | None = None,
-    run_id: str | None = None,
-    wait_s: float | None = None,
-    show: bool = True,
-) -> dict[str, Any] | None:
-    """Wait (up to ``wait_s``) for every rank's session, then print and write the comparison.
-
-    Returns the comparison (``analyze.ranks.compare_ranks``), or None with fewer than 2 ranks.
-    """
-    from torchdoctor.analyze.ranks import compare_ranks
-    from torchdoctor.render.ranks import render_ranks_markdown, render_ranks_text
-
-    if wait_s is None:
-        wait_s = float(os.environ.get("TORCHDOCTOR_RANK_WAIT_S", RANK_WAIT_S))
-    deadline = time.monotonic() + wait_s
-    told = False
-    while True:
-        found = _rank_sessions(out_root, world, since, run_id)
-        if len(found) >= world or time.monotonic() >= deadline:
-            break
-        if not told:
-            print(f"torchdoctor: waiting up to {wait_s:.0f} s for the sessions of ranks "
-                  f"{sorted(set(range(world)) - set(found))}", file=sys.stderr)  # fmt: skip
-            told = True
-        time.sleep(0.2)
-    if len(found) < 2:
-        print(f"torchdoctor: only {len(found)} of {world} ranks wrote a session to {out_root}; "
-              "no comparison of ranks", file=sys.stderr)  # fmt: skip
-        return None
-    sessions = [found[r] for r in sorted(found)]
-    for session in sessions:
-        session["environment"].setdefault("world_size", world)
-    result = compare_ranks(sessions)
-    if show:
-        print(render_ranks_text(result), end="")
-    else:
-        print(f"torchdoctor: {result['verdict']}", file=sys.stderr)
-    try:
-        Path(out_root, "ranks.md").write_text(render_ranks_markdown(result))
-        Path(out_root, "ranks.json").write_text(json.dumps(result, indent=1, default=str))
-    except OSError as exc:
-        print(f"torchdoctor: could not write the rank comparison: {exc}", file=sys.stderr)
-    return result
 
 
 def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:

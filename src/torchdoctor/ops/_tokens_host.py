@@ -21,15 +21,6 @@ from torchdoctor.ops.dpp import greedy_arrays
 __all__ = ["select_dpp_host"]
 
 
-def _quota(counts: np.ndarray, keep_ratio: float | None, keep_per_segment: int | None):
-    """NumPy twin of ``tokens_to_keep`` (same float64 arithmetic, so the same quotas)."""
-    if keep_ratio is not None:
-        wanted = np.ceil(counts.astype(np.float64) * keep_ratio - 1e-9).astype(np.int64)
-    else:
-        wanted = np.full_like(counts, keep_per_segment)
-    return np.minimum(wanted, counts)
-
-
 def _segments(ids: np.ndarray):
     """Image positions grouped by segment: ``(positions in segment order, run starts, counts)``.
 
@@ -65,7 +56,9 @@ def select_dpp_host(
     if positions.size == 0:
         return torch.from_numpy(np.flatnonzero(keep))
     segments, length = counts.size, int(counts.max())
-    wanted = _quota(counts, keep_ratio, keep_per_segment)
+    from torchdoctor.ops.tokens import tokens_to_keep  # ops.tokens imports this module
+
+    wanted = cpu_array(tokens_to_keep(torch.from_numpy(counts), keep_ratio, keep_per_segment))
     steps = int(wanted.max())
     if steps == 0:
         return torch.from_numpy(np.flatnonzero(keep))

@@ -56,20 +56,36 @@ LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
 
 
+_WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter"})
+
+
+def _unwrap_iter(it: cst.BaseExpression) -> cst.BaseExpression:
+    """The iterable inside enumerate(...)/tqdm(...)/reversed(...)/list(...)/iter(...)."""
+    while (
+        isinstance(it, cst.Call)
+        and isinstance(it.func, (cst.Name, cst.Attribute))
+        and (dotted(it.func) or "").rsplit(".", 1)[-1] in _WRAPPERS
+        and it.args
+    ):
+        it = it.args[0].value
+    return it
+
+
+def _range_call(it: cst.BaseExpression) -> cst.Call | None:
+    """The ``range(...)`` call a loop iterates over (through the wrappers), if any."""
+    it = _unwrap_iter(it)
+    if isinstance(it, cst.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] == "range":
+        return it
+    return None
+
+
 def _is_denoising_iter(it: cst.BaseExpression) -> bool:
     """``scheduler.timesteps``, ``range(num_inference_steps)``, also wrapped in
     enumerate/tqdm/reversed/list."""
-    while isinstance(it, cst.Call) and isinstance(it.func, (cst.Name, cst.Attribute)):
-        callee = dotted(it.func) or ""
-        last = callee.rsplit(".", 1)[-1]
-        if last == "range":
-            return any(STEP_COUNT.search(code_of(a.value)) for a in it.args)
-        if last in {"enumerate", "tqdm", "reversed", "list", "iter"} and it.args:
-            it = it.args[0].value
-            continue
-        return False
-    name = dotted(it) or ""
-    return name.rsplit(".", 1)[-1] == "timesteps"
+    steps = _range_call(it)
+    if steps is not None:
+        return any(STEP_COUNT.search(code_of(a.value)) for a in steps.args)
+    return (dotted(_unwrap_iter(it)) or "").rsplit(".", 1)[-1] == "timesteps"
 
 
 #: functions whose loops are sampling loops: sample(), generate(), denoise(), ddim_sample() ...
@@ -80,19 +96,6 @@ SAMPLING_FUNCTION = re.compile(
 )
 #: loop variables that name a diffusion timestep
 TIMESTEP_TARGET = re.compile(r"^(t|ts|tt|t_idx|timestep|time_step|tau|sigma)$", re.IGNORECASE)
-
-
-def _is_range_loop(it: cst.BaseExpression) -> bool:
-    """``range(...)`` also wrapped in enumerate/tqdm/reversed/list/iter."""
-    while isinstance(it, cst.Call) and isinstance(it.func, (cst.Name, cst.Attribute)):
-        last = (dotted(it.func) or "").rsplit(".", 1)[-1]
-        if last == "range":
-            return True
-        if last in {"enumerate", "tqdm", "reversed", "list", "iter"} and it.args:
-            it = it.args[0].value
-            continue
-        return False
-    return False
 
 
 class InferenceRules(RuleVisitor):
@@ -114,7 +117,7 @@ class InferenceRules(RuleVisitor):
         sampling function (``def sample(...): for t in reversed(range(steps)):``)."""
         if _is_denoising_iter(node.iter):
             return True
-        if not _is_range_loop(node.iter):
+        if _range_call(node.iter) is None:
             return False
         timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n)}
         if not timesteps:

@@ -19,7 +19,7 @@ import os
 import sys
 import sysconfig
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
 from typing import Any
 
@@ -128,20 +128,24 @@ def _reissue(caught: list, frame: FrameType | None) -> None:
 _OPTIM = _TORCH + "optim" + os.sep
 
 
+def _callers(frame: FrameType | None, depth: int) -> Iterator[CodeType]:
+    """The code objects of ``frame`` and up to ``depth - 1`` of its callers, innermost first."""
+    while frame is not None and depth > 0:
+        yield frame.f_code
+        frame = frame.f_back
+        depth -= 1
+
+
 def in_optimizer_step_counter(frame: FrameType | None = None, depth: int = 8) -> bool:
     """True when the call comes from torch.optim reading its step counter (``_get_value``).
 
     Optimizers keep their step counters on the CPU even when the parameters are on a GPU, so
     ``step.item()`` there never waits for the device; a CPU run must not predict a sync for it.
     """
-    f = frame if frame is not None else sys._getframe(1)
-    while f is not None and depth > 0:
-        code = f.f_code
-        if code.co_name == "_get_value" and code.co_filename.startswith(_OPTIM):
-            return True
-        f = f.f_back
-        depth -= 1
-    return False
+    return any(
+        code.co_name == "_get_value" and code.co_filename.startswith(_OPTIM)
+        for code in _callers(frame if frame is not None else sys._getframe(1), depth)
+    )
 
 
 _DATA = _TORCH + "utils" + os.sep + "data" + os.sep
@@ -155,13 +159,10 @@ def in_data_pipeline(frame: FrameType | None = None, depth: int = 16) -> bool:
     loop body's ``.to(device)``), so what it reads back costs no device sync; a CPU run must
     not predict one there.
     """
-    f = frame if frame is not None else sys._getframe(1)
-    while f is not None and depth > 0:
-        if f.f_code.co_filename.startswith(_DATA):
-            return True
-        f = f.f_back
-        depth -= 1
-    return False
+    return any(
+        code.co_filename.startswith(_DATA)
+        for code in _callers(frame if frame is not None else sys._getframe(1), depth)
+    )
 
 
 class UserLineWarnings:

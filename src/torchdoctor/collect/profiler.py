@@ -47,6 +47,7 @@ from torchdoctor.collect.install import Installation
 from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.recorder import Recorder
+from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
 from torchdoctor.collect.state import STATE
 from torchdoctor.session import Session
 
@@ -140,14 +141,10 @@ class Profiler:
         self._memory_summary: dict[str, Any] | None = None
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
         self._mode = "marker" if self.step_boundary == "manual" else None
-        self._seen = {"backward": 0, "module": 0, "optimizer": 0}
+        self._seen = {"backward": 0, "optimizer": 0}
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
-        self._outer_calls: dict[int, int] = {}  # outermost calls per module while deciding
-        self._optimizer_steps: dict[int, int] = {}  # steps per optimizer (several: GAN)
-        self._step_optimizer: tuple[int, Any] | None = None  # (id, optimizer) ending steps
-        self._last_optimizer: tuple[int, Any] | None = None
-        self._step_module: Any = None  # the module whose calls start steps (several modules)
-        self._first_module: Any = None  # the first outermost module called (while deciding)
+        self._module_round = ModuleRound()  # several top-level modules in an inference loop
+        self._optimizer_round = OptimizerRound()  # several optimizers stepping in turn
         self._audit = self._audit_context = None
         self._error: str | None = None
         self._interrupted = False
@@ -290,34 +287,21 @@ class Profiler:
             phases.enter_forward()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        """Steps end at optimizer steps. When several optimizers step in turn (a GAN's
-        discriminator and generator), a step ends only at the one that closes the round: the
-        optimizer that stepped just before the first one stepped again. One step is then one
-        training iteration, and a backward is measured in the step of its forward."""
+        """Steps end at optimizer steps; with several in turn, at the one closing the round
+        (``collect.rounds``), so a backward is measured in the step of its forward."""
         self._rec.phases.pop()
         if self._mode == "marker":
             return
         if self._mode != "optimizer":
             self._switch("optimizer")
-        key = id(optimizer)
-        counts = self._optimizer_steps
-        counts[key] = counts.get(key, 0) + 1
-        previous, self._last_optimizer = self._last_optimizer, (key, optimizer)
-        if self._step_optimizer is not None:
-            if key == self._step_optimizer[0]:
-                self._cut()
-            return
-        if previous is not None and previous[0] != key and len(counts) > 1 and counts[key] >= 2:
-            self._step_optimizer = previous  # (id, object): the object keeps the id unique
-            self._notes.append(
-                f"{len(counts)} optimizers step in turn: a step ends at each step of the "
-                f"{type(previous[1]).__name__} that closes the round (one training iteration); "
-                "earlier partial steps dropped"
-            )
-            self._summaries.clear()  # half-iterations: the step now open is a whole one
+        action, note = self._optimizer_round.observe(optimizer)
+        if note:
+            self._notes.append(note)
+        if action == "cut":
+            self._cut()
+        elif action == "decided":  # half-iterations so far: the step open now is a whole one
+            self._summaries.clear()
             self._raw.clear()
-            return
-        self._cut()
 
     def _backward_enter(self, roots: Any = None) -> None:
         rec = self._rec
@@ -349,34 +333,20 @@ class Profiler:
                 self._cut(discard=True)
 
     def _outermost(self, module: Any = None) -> None:
-        """An outermost module call. In an inference loop that calls several top-level modules
-        (a condition encoder, then a denoiser once or twice per iteration), a step starts at
-        each call of the module that opened the loop, once it is called again: one step is one
-        iteration, and a module re-run with the same inputs every iteration shows up as
-        recomputation across steps. If that first module does not come back soon (an encoder
-        run once per sample), the first module called ``2 x`` the threshold times decides."""
+        """An outermost module call: in an inference loop each step starts at one (with several
+        top-level modules, at the one the loop opens with: ``collect.rounds``), so a module
+        re-run with the same inputs every iteration shows up as recomputation across steps."""
         mode = self._mode
         if mode == "module":
-            if self._step_module is None or module is self._step_module:
+            if self._module_round.starts_step(module):
                 self._cut()
         elif mode is None and not self._seen["backward"]:
-            self._seen["module"] += 1
-            counts = self._outer_calls
-            key = id(module)
-            counts[key] = counts.get(key, 0) + 1
-            if self._first_module is None:
-                self._first_module = module
             needed = 2 if not torch.is_grad_enabled() else 4
-            opener = module is self._first_module and counts[key] >= needed
-            if opener or counts[key] >= 2 * needed or self._seen["module"] >= 4 * needed:
+            decided, note = self._module_round.observe(module, needed)
+            if decided:
                 self._switch("module")
-                if (opener or counts[key] >= 2 * needed) and len(counts) > 1:
-                    self._step_module = module
-                    self._notes.append(
-                        f"several outermost modules: a step starts at each call of "
-                        f"{type(module).__name__}"
-                        + (" (the first one the loop calls)" if opener else "")
-                    )
+                if note:
+                    self._notes.append(note)
                 self._cut(discard=True)
 
     def _switch(self, mode: str) -> None:

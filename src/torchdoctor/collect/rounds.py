@@ -1,0 +1,86 @@
+"""Which call ends (or starts) a step when a loop repeats several optimizers or top-level modules.
+
+A GAN steps a discriminator optimizer, then a generator optimizer; a guided sampler calls a
+condition encoder, then a denoiser twice. Cutting a step at every optimizer step or every
+outermost call would give half-iterations. These trackers pick the one call per round that
+marks the iteration boundary; ``Profiler`` asks them and cuts.
+
+Example:
+    >>> rounds = OptimizerRound()
+    >>> d, g = object(), object()
+    >>> [rounds.observe(o)[0] for o in (d, g, d, g, d)]
+    ['cut', 'cut', 'decided', 'cut', 'skip']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ModuleRound", "OptimizerRound"]
+
+
+class OptimizerRound:
+    """Steps end at optimizer steps; when several optimizers step in turn, only at the one that
+    closes the round: the optimizer that stepped just before the first one stepped again."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.last: tuple[int, Any] | None = None  # (id, optimizer) of the latest step
+        self.closer: tuple[int, Any] | None = None  # the object keeps its id unique
+
+    def observe(self, optimizer: Any) -> tuple[str, str | None]:
+        """``("cut" | "skip" | "decided", note)`` for a finished ``optimizer.step()``.
+
+        ``decided``: the round is known from now on; the step open now is a whole iteration
+        and the steps recorded before it were partial.
+        """
+        key = id(optimizer)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        previous, self.last = self.last, (key, optimizer)
+        if self.closer is not None:
+            return ("cut" if key == self.closer[0] else "skip"), None
+        if previous is None or previous[0] == key or len(self.counts) < 2:
+            return "cut", None
+        if self.counts[key] < 2:
+            return "cut", None
+        self.closer = previous
+        return "decided", (
+            f"{len(self.counts)} optimizers step in turn: a step ends at each step of the "
+            f"{type(previous[1]).__name__} that closes the round (one training iteration); "
+            "earlier partial steps dropped"
+        )
+
+
+class ModuleRound:
+    """While deciding whether steps are outermost module calls (an inference loop): a step
+    starts at each call of the module the loop opens with, once it is called again
+    (``needed`` times); if it does not come back soon, the first module called ``2 x needed``
+    times decides; after ``4 x needed`` calls in all, every call starts a step."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.total = 0
+        self.first: Any = None
+        self.chosen: Any = None  # the module whose calls start steps (None: every call)
+
+    def observe(self, module: Any, needed: int) -> tuple[bool, str | None]:
+        """``(decided, note)`` for an outermost call made while deciding."""
+        self.total += 1
+        key = id(module)
+        self.counts[key] = count = self.counts.get(key, 0) + 1
+        if self.first is None:
+            self.first = module
+        opener = module is self.first and count >= needed
+        if not (opener or count >= 2 * needed or self.total >= 4 * needed):
+            return False, None
+        if (opener or count >= 2 * needed) and len(self.counts) > 1:
+            self.chosen = module
+            where = " (the first one the loop calls)" if opener else ""
+            return True, (
+                f"several outermost modules: a step starts at each call of "
+                f"{type(module).__name__}{where}"
+            )
+        return True, None
+
+    def starts_step(self, module: Any) -> bool:
+        return self.chosen is None or module is self.chosen

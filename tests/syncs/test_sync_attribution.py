@@ -1,0 +1,71 @@
+"""Where the sync audit puts things: DataLoader host reads are not device syncs, and warnings
+raised under the audit name the user's line."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from torchdoctor.collect.syncs import sync_audit
+
+
+def _collate_with_host_reads(batch):
+    xs = torch.stack([x for x, _ in batch])
+    labels = [int(y) for _, y in batch]  # host reads of CPU tensors inside the DataLoader
+    return xs, torch.tensor(sorted(set(torch.tensor(labels).tolist())))
+
+
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_data_loader_host_reads_are_not_predicted_as_device_syncs(thorough):
+    """The sampler's randperm().tolist(), the seed .item() and a collate_fn's reads work on host
+    tensors in a GPU run too; the loop body's loss.item() is still a sync."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = TensorDataset(torch.randn(32, 4), torch.randint(0, 3, (32,)))
+    loader = DataLoader(data, batch_size=8, shuffle=True, collate_fn=_collate_with_host_reads)
+    net = torch.nn.Linear(4, 1)
+    with sync_audit(thorough=thorough) as audit:
+        for x, _ in loader:
+            loss = net(x).pow(2).mean()
+            value = loss.item()  # the one real sync per step
+    lines = {(r["line"], r["kind"]) for r in audit.records()}
+    item_line = inspect.currentframe().f_lineno - 2
+    assert value >= 0 and lines == {(item_line, "item")}, audit.records()
+
+
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_warnings_raised_by_a_sync_name_the_user_line_not_the_audit(thorough):
+    weight = torch.ones(3, requires_grad=True)
+    loss = (weight * 2).sum()
+    previous = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # the warning below is a warn-once in torch
+    try:
+        with sync_audit(thorough=thorough), pytest.warns(UserWarning, match="requires_grad") as w:
+            value = float(loss)  # torch warns: converting a tensor that requires grad
+        line = inspect.currentframe().f_lineno - 1
+    finally:
+        torch.set_warn_always(previous)
+    assert value == 6.0
+    assert [(record.filename, record.lineno) for record in w] == [(__file__, line)]
+
+
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_warnings_from_ordinary_ops_are_shown_at_the_user_line(thorough):
+    import warnings
+
+    shown = []
+
+    def capture(message, category, filename, lineno, file=None, line=None):
+        shown.append((filename, lineno))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = capture
+        a = torch.randn(3)
+        with sync_audit(thorough=thorough):
+            torch.tensor(a)  # torch warns in C++: copy-construct from a tensor
+        line = inspect.currentframe().f_lineno - 1
+        assert warnings.showwarning is capture  # the audit's display hook is gone
+    assert (__file__, line) in shown, shown

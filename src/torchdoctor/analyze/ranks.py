@@ -26,17 +26,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torchdoctor.analyze.advice.base import median
+
 __all__ = ["compare_ranks", "STRAGGLER_THRESHOLD"]
 
 PHASES = ("data", "forward", "backward", "optimizer", "other")
 #: a rank is a straggler when its busy time exceeds the fastest rank's by this fraction of a step
 STRAGGLER_THRESHOLD = 0.10
-
-
-def _median(stat: Any) -> float:
-    if isinstance(stat, Mapping):
-        return float(stat.get("median") or 0.0)
-    return float(stat or 0.0)
 
 
 def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -53,8 +49,8 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for index, session in enumerate(sessions):
         environment = session.get("environment") or {}
         rank = environment.get("rank", index)
-        phases = {p: _median((session.get("phases") or {}).get(p)) for p in PHASES}
-        step = _median(session.get("step_ms"))
+        phases = {p: median((session.get("phases") or {}).get(p)) for p in PHASES}
+        step = median(session.get("step_ms"))
         syncs = sum(float(r.get("per_step") or 0.0) for r in session.get("syncs") or ())
         rows.append({
             "rank": rank,

@@ -28,7 +28,10 @@ def test_docstring_examples_run(name):
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("name", ["ops_mahalanobis", "ops_mining", "ops_spd"])
+@pytest.mark.parametrize(
+    "name",
+    ["ops_mahalanobis", "ops_mining", "ops_spd", "ops_assignment", "ops_sinkhorn", "ops_tokens"],
+)
 def test_benchmarks_run_quick(name):
     module = importlib.import_module(f"torchdoctor.benchmarks.{name}")
     tables = module.run(quick=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchdoctor.ops.dpp import dpp_greedy
+from torchdoctor.ops.dpp import dpp_greedy, numba_available
 from torchdoctor.ops.reference.dpp import dpp_greedy_reference, dpp_kernel
 from torchdoctor.testing import count_host_syncs
 
@@ -28,7 +29,8 @@ def _reference(kernels, ks, eps=1e-10, masks=None):
     return padded, torch.tensor(dets, dtype=kernels.dtype)
 
 
-BACKENDS = ["numpy", "torch"]
+NEEDS_NUMBA = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+BACKENDS = [pytest.param("numba", marks=NEEDS_NUMBA), "numpy", "torch"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -127,16 +129,47 @@ def test_backends_agree_in_float32_and_reject_what_numpy_cannot_hold():
     for source in ({"features": features}, {"kernel": features @ features.mT}):
         results = [
             dpp_greedy(**source, quality=quality, k=20, eps=1e-4, backend=backend)
-            for backend in BACKENDS
+            for backend in ["auto", "numpy", "torch"]
         ]
-        assert torch.equal(results[0].indices, results[1].indices)
-        torch.testing.assert_close(results[0].log_det, results[1].log_det)
-    with pytest.raises(ValueError, match="backend='numpy' needs a float32 or float64 CPU"):
-        dpp_greedy(features=features.bfloat16(), k=3, backend="numpy")
+        for other in results[1:]:
+            assert torch.equal(results[0].indices, other.indices)
+            torch.testing.assert_close(results[0].log_det, other.log_det)
+    for host in ("numpy", "numba"):
+        with pytest.raises(ValueError, match=f"backend='{host}' needs a float32 or float64 CPU"):
+            dpp_greedy(features=features.bfloat16(), k=3, backend=host)
     with pytest.raises(ValueError, match="backend must be one of"):
         dpp_greedy(features=features, k=3, backend="scipy")
     auto = dpp_greedy(features=features.bfloat16(), k=3)  # auto: the torch engine
     assert auto.indices.shape == (16, 3)
+
+
+def test_without_numba_auto_runs_numpy_and_numba_is_a_clear_error(monkeypatch):
+    import torchdoctor.ops.dpp as dpp
+
+    kernels = torch.randn(3, 12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = dpp_greedy(features=kernels, k=4, backend="numpy")
+    monkeypatch.setattr(dpp, "compiled_engine", lambda: None)
+    assert dpp.host_engine("auto", kernels) == "numpy"
+    assert torch.equal(dpp_greedy(features=kernels, k=4).indices, expected.indices)
+    with pytest.raises(ValueError, match=r"needs numba: pip install 'torchdoctor\[fast\]'"):
+        dpp_greedy(features=kernels, k=4, backend="numba")
+
+
+@NEEDS_NUMBA
+def test_compiled_engine_stops_each_problem_at_its_own_k_and_at_eps():
+    """The compiled engine ends a problem early (the others keep going): NaN gains after."""
+    from torchdoctor.ops._greedy_jit import greedy as run
+
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(3, 10, 2, dtype=torch.float64, generator=generator).numpy()  # rank 2
+    gains = (features**2).sum(-1)
+    items, bests = run(features, False, None, gains, 6, np.array([6, 1, 0]), 1e-9)
+    assert items.shape == bests.shape == (6, 3)
+    assert np.isfinite(bests[:2, 0]).all() and not bests[2, 0] > 1e-9  # the third gain is ~0
+    assert np.isnan(bests[3:, 0]).all()
+    assert np.isfinite(bests[0, 1]) and np.isnan(bests[1:, 1]).all()  # its own k = 1
+    assert np.isnan(bests[:, 2]).all()  # k = 0: nothing
+    assert (gains == (features**2).sum(-1)).all()  # the caller's gains are not modified
 
 
 def test_bad_arguments_raise_clear_errors():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from torchdoctor.ops.dpp import numba_available
 from torchdoctor.ops.reference.tokens import select_tokens_reference
 from torchdoctor.ops.tokens import select_tokens_per_segment, tokens_to_keep
 from torchdoctor.testing import count_host_syncs
@@ -25,11 +26,20 @@ def _sequence(seed: int, d: int = 24, dtype=torch.float64):
     return features, ids, quality
 
 
-BACKENDS = ["auto", "torch"]  # auto = the NumPy host engine for "dpp" on CPU tensors
+NEEDS_NUMBA = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+# The host engines (compiled, NumPy) for "dpp" on CPU tensors, and the device engine.
+BACKENDS = [pytest.param("numba", marks=NEEDS_NUMBA), "numpy", "torch"]
+# Every engine for "dpp"; the other methods run as tensor ops only.
+METHOD_BACKENDS = [
+    pytest.param("dpp", "numba", marks=NEEDS_NUMBA),
+    ("dpp", "numpy"),
+    ("dpp", "torch"),
+    ("greedy_cosine", "torch"),
+    ("topk", "torch"),
+]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("method", ["dpp", "greedy_cosine", "topk"])
+@pytest.mark.parametrize(("method", "backend"), METHOD_BACKENDS)
 @pytest.mark.parametrize("keep", [{"keep_ratio": 0.3}, {"keep_per_segment": 5}])
 def test_matches_per_segment_reference(method, keep, backend):
     for seed in range(3):
@@ -55,8 +65,9 @@ def test_frame_layouts_match_reference(layout, backend):
     features = torch.randn(len(ids), 16, generator=generator, dtype=torch.float64)
     quality = torch.rand(len(ids), generator=generator, dtype=torch.float64)
     for method in ("dpp", "greedy_cosine", "topk"):
+        engine = backend if method == "dpp" else "auto"  # host engines run the DPP only
         got = select_tokens_per_segment(
-            features, ids, 0.25, quality=quality, method=method, backend=backend
+            features, ids, 0.25, quality=quality, method=method, backend=engine
         )
         expected = select_tokens_reference(features, ids, 0.25, quality=quality, method=method)
         assert torch.equal(got, expected), (layout, method)
@@ -155,23 +166,27 @@ def test_host_and_device_engines_agree_on_many_frames(dtype):
         features = torch.randn(len(ids), d, generator=generator, dtype=dtype)
         quality = torch.rand(len(ids), generator=generator, dtype=dtype)
         for keep in ({"keep_ratio": 0.4}, {"keep_per_segment": 9}):
-            host = select_tokens_per_segment(features, ids, quality=quality, **keep)
             device = select_tokens_per_segment(
                 features, ids, quality=quality, backend="torch", **keep
             )
-            assert torch.equal(host, device), (trial, keep)
+            for engine in ("auto", "numpy"):  # auto: compiled when numba is installed
+                host = select_tokens_per_segment(
+                    features, ids, quality=quality, backend=engine, **keep
+                )
+                assert torch.equal(host, device), (trial, keep, engine)
 
 
 def test_backend_argument_is_checked():
     features, ids, quality = _sequence(3, dtype=torch.float32)
     with pytest.raises(ValueError, match="backend must be one of"):
         select_tokens_per_segment(features, ids, 0.25, backend="cuda")
-    with pytest.raises(ValueError, match="applies to method='dpp'"):
-        select_tokens_per_segment(
-            features, ids, 0.25, quality=quality, method="topk", backend="numpy"
-        )
-    with pytest.raises(ValueError, match="applies to method='dpp'"):
-        select_tokens_per_segment(features.half(), ids, 0.25, backend="numpy")
+    for host in ("numpy", "numba"):
+        with pytest.raises(ValueError, match=f"backend='{host}' runs the DPP greedy"):
+            select_tokens_per_segment(
+                features, ids, 0.25, quality=quality, method="topk", backend=host
+            )
+        with pytest.raises(ValueError, match=f"backend='{host}' needs a float32 or float64 CPU"):
+            select_tokens_per_segment(features.half(), ids, 0.25, backend=host)
     half = select_tokens_per_segment(features.bfloat16(), ids, 0.25)  # auto: the torch engine
     assert half.shape == select_tokens_per_segment(features, ids, 0.25).shape
 
@@ -214,16 +229,18 @@ def test_bad_arguments_raise():
         select_tokens_per_segment(features, ids.float(), 0.5)
 
 
-def test_torch_backend_never_takes_the_numpy_engine_and_any_float_quality_works(monkeypatch):
+def test_torch_backend_never_takes_a_host_engine_and_any_float_quality_works(monkeypatch):
     import torchdoctor.ops.dpp as dpp
+    import torchdoctor.ops.tokens as tokens
 
     features, ids, quality = _sequence(13, dtype=torch.float32)
     expected = select_tokens_per_segment(features, ids, 0.3, quality=quality.bfloat16())
 
     def forbidden(*args, **kwargs):
-        raise AssertionError("backend='torch' ran the NumPy greedy")
+        raise AssertionError("backend='torch' ran a host greedy")
 
-    monkeypatch.setattr(dpp, "greedy_arrays", forbidden)
+    monkeypatch.setattr(dpp, "_greedy_host", forbidden)
+    monkeypatch.setattr(tokens, "select_dpp_host", forbidden)
     got = select_tokens_per_segment(features, ids, 0.3, quality=quality.bfloat16(), backend="torch")
     assert torch.equal(got, expected)
     half = dpp.dpp_greedy(features=features[:20], quality=quality[:20].half(), k=5, backend="torch")
@@ -241,7 +258,7 @@ def test_nan_quality_tokens_are_never_chosen_but_the_quota_holds(method):
         select_tokens_per_segment(
             features, ids, 0.3, quality=quality, method=method, backend=backend
         )  # fmt: skip
-        for backend in (["auto", "torch"] if method == "dpp" else ["torch"])
+        for backend in (["auto", "numpy", "torch"] if method == "dpp" else ["torch"])
     ]
     kept = results[0]
     assert all(torch.equal(kept, other) for other in results[1:])

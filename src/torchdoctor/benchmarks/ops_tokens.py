@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from torchdoctor.bench import BenchTable, compare, intra_op_threads
-from torchdoctor.ops.dpp import dpp_greedy
+from torchdoctor.ops.dpp import dpp_greedy, numba_available
 from torchdoctor.ops.reference.tokens import select_tokens_reference
 from torchdoctor.ops.tokens import select_tokens_per_segment
 
 TOKENS_PER_FRAME = 196
 TEXT_TOKENS = 32
 KEEP = 0.25
+KEPT = round(KEEP * TOKENS_PER_FRAME)  # 49 of each frame's 196
 SEED_CPU_MS_12544 = 1552.87  # seed 003, "optimized version", 64 frames, Intel CPU
 
 
@@ -69,6 +70,56 @@ def _floor_ratio(features, ids, quality, repeats: int):
         names=("kernel floor", "batched"),
     )
     return (1 / floor.speedup if floor.speedup else None), floor
+
+
+def _engines_table(quick: bool) -> BenchTable:
+    """``dpp_greedy`` on ready-made kernels (k = 49 of 196): the three engines side by side."""
+    table = BenchTable(
+        "dpp_greedy engines on (problems, 196, 196) kernels, k = 49 (one thread)",
+        ["problems", "engine", "ms", "last engine's speedup", "IQR", "same selection"],
+    )
+    generator = torch.Generator().manual_seed(1)
+    engines = ["torch", "numpy"] + (["numba"] if numba_available() else [])
+    for problems in (2,) if quick else (8, 64):
+        features = F.normalize(
+            torch.randn(problems, TOKENS_PER_FRAME, 64, generator=generator), dim=-1
+        )
+        kernels = features @ features.mT
+        quality = torch.rand(problems, TOKENS_PER_FRAME, generator=generator)
+
+        def engine(name):
+            return lambda kernel, q: dpp_greedy(kernel, quality=q, k=KEPT, eps=1e-6, backend=name)
+
+        with intra_op_threads(1):
+            for name in engines:
+                if name == engines[-1]:
+                    continue
+                pair = compare(
+                    engine(name),
+                    engine(engines[-1]),
+                    kernels,
+                    quality,
+                    warmup=2,
+                    repeats=3 if quick else 15,
+                    names=(name, engines[-1]),
+                )
+                table.add_row(
+                    problems,
+                    name,
+                    pair.baseline_ms,
+                    f"{pair.speedup:.1f}x" if pair.speedup else pair.verdict,
+                    f"{pair.speedup_q1:.1f}-{pair.speedup_q3:.1f}" if pair.speedup else "-",
+                    pair.equivalent,
+                )
+            table.add_row(problems, engines[-1], pair.candidate_ms, "1.0x", "-", True)
+    table.notes += [
+        f"speedup of the {engines[-1]!r} engine over each row's engine, interleaved pairs "
+        "(median of per-pair ratios); 'same selection': indices equal, log-det within 1e-5.",
+        "numba is optional (pip install 'torchdoctor[fast]'); without it backend='auto' runs "
+        "the NumPy engine on CPU tensors."
+        + ("" if numba_available() else " numba is not installed here: no compiled row."),
+    ]
+    return table
 
 
 def run(quick: bool = False) -> list[BenchTable]:
@@ -142,9 +193,10 @@ def run(quick: bool = False) -> list[BenchTable]:
         "one intra-op thread for every column except the last ratio, which repeats the floor "
         f"pair with torch's default {threads} threads: the floor (a compute-bound matmul) "
         "speeds up with threads, the k = 49 sequential greedy steps do not.",
-        "batched = the CPU engine (backend='auto': segment bookkeeping, greedy and fill in "
-        "NumPy on the tensors' memory; the matmul in torch).",
+        "batched = the CPU engine (backend='auto': segment bookkeeping and fill in NumPy on the "
+        "tensors' memory, kernel weights and greedy compiled by numba when it is installed "
+        f"(here: {'yes' if numba_available() else 'no, NumPy calls'}); the matmul in torch).",
         "rows-only: dpp_greedy(features=...) never builds the kernels but re-reads the features "
         "at every greedy step; the kernel path is used because it is faster on a CPU.",
     ]
-    return [table]
+    return [table, _engines_table(quick)]

@@ -4,8 +4,8 @@ On a CPU tensor every torch op costs 5-30 us of launch overhead, and sorting a f
 keys costs 250-550 us, while the same bookkeeping on NumPy views of the same memory costs
 1-40 us (measured; BENCHMARKS.md). Reading CPU memory is no host-device synchronization, so
 here the segment structure is found with NumPy, the only heavy step (the batched similarity
-matmul) stays a torch ``bmm``, the greedy runs on the host arrays
-(:func:`torchdoctor.ops.dpp.greedy_arrays`), and the early-stop fill, which needs a sort, runs
+matmul) stays a torch ``bmm``, the greedy runs on the host arrays, compiled
+(``ops._greedy_jit.select_from_gram``, with numba) or as NumPy calls, and the early-stop fill, which needs a sort, runs
 only for the segments that stopped early: a branch on host data, free here, that the device
 engine must avoid. The device engine in ``ops.tokens`` gives the same selection (tested).
 """
@@ -16,9 +16,33 @@ import numpy as np
 import torch
 
 from torchdoctor.ops._host import cpu_array
-from torchdoctor.ops.dpp import greedy_arrays
+from torchdoctor.ops.dpp import compiled_engine, greedy_arrays
 
-__all__ = ["select_dpp_host"]
+__all__ = ["select_dpp_host", "tokens_to_keep"]
+
+
+def tokens_to_keep(counts, keep_ratio: float | None, keep_per_segment: int | None):
+    """Tokens kept per segment: ``ceil(keep_ratio * count)`` or ``min(keep_per_segment, count)``.
+
+    ``counts`` is an integer tensor or NumPy array; the result is of the same kind.
+
+    Example:
+        >>> import torch
+        >>> from torchdoctor.ops.tokens import tokens_to_keep
+        >>> tokens_to_keep(torch.tensor([196, 3, 0]), 0.25, None).tolist()
+        [49, 1, 0]
+    """
+    if isinstance(counts, np.ndarray):
+        if keep_ratio is not None:
+            wanted = np.ceil(counts.astype(np.float64) * keep_ratio - 1e-9).astype(np.int64)
+        else:
+            wanted = np.full_like(counts, keep_per_segment)
+        return np.minimum(wanted, counts)
+    if keep_ratio is not None:
+        wanted = torch.ceil(counts.to(torch.float64) * keep_ratio - 1e-9).long()
+    else:
+        wanted = torch.full_like(counts, keep_per_segment)
+    return torch.minimum(wanted, counts)
 
 
 def _segments(ids: np.ndarray):
@@ -41,6 +65,23 @@ def _segments(ids: np.ndarray):
     return positions, starts, ends - starts
 
 
+def _select_numpy(gram, q, usable, wanted, eps, steps):
+    """``_greedy_jit.select_from_gram`` as NumPy calls: the DPP choice of each segment."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norms = np.sqrt(np.diagonal(gram, axis1=1, axis2=2))
+        scale = q / np.maximum(norms, 1e-12)
+    # Exact cosine self-similarity (see ops.tokens): the gains start at q^2 (0 for zero tokens).
+    gains = np.where(norms > 0, q * q, 0).astype(gram.dtype, copy=False)
+    gains[~usable] = -np.inf
+    items, bests = greedy_arrays(gram, True, scale, gains, steps)  # (steps, S)
+    allowed = np.arange(steps)[:, None] < wanted[None, :]
+    ok = np.cumprod((bests > eps) & allowed, axis=0, dtype=np.int8).astype(bool)
+    chosen = np.zeros(usable.shape, dtype=bool)
+    step_of, segment_of = np.nonzero(ok)
+    chosen[segment_of, items[step_of, segment_of]] = True
+    return chosen
+
+
 def select_dpp_host(
     features: torch.Tensor,
     segment_ids: torch.Tensor,
@@ -48,17 +89,17 @@ def select_dpp_host(
     keep_per_segment: int | None,
     quality: torch.Tensor | None,
     eps: float,
+    engine: str = "numpy",
 ) -> torch.Tensor:
-    """Same contract as ``select_tokens_per_segment(..., method="dpp")`` on CPU tensors."""
+    """Same contract as ``select_tokens_per_segment(..., method="dpp")`` on CPU tensors;
+    ``engine`` ``"numba"`` (compiled) or ``"numpy"`` runs the kernel weights and the greedy."""
     ids = cpu_array(segment_ids).astype(np.int64, copy=False)
     keep = ids < 0  # text tokens: always kept
     positions, starts, counts = _segments(ids)
     if positions.size == 0:
         return torch.from_numpy(np.flatnonzero(keep))
     segments, length = counts.size, int(counts.max())
-    from torchdoctor.ops.tokens import tokens_to_keep  # ops.tokens imports this module
-
-    wanted = cpu_array(tokens_to_keep(torch.from_numpy(counts), keep_ratio, keep_per_segment))
+    wanted = tokens_to_keep(counts, keep_ratio, keep_per_segment)
     steps = int(wanted.max())
     if steps == 0:
         return torch.from_numpy(np.flatnonzero(keep))
@@ -82,27 +123,18 @@ def select_dpp_host(
         gathered = features.index_select(0, index).view(segments, length, -1)
 
     gram = cpu_array(torch.bmm(gathered, gathered.transpose(1, 2)))  # the compute-bound part
-    dtype = gram.dtype
     if quality is None:
-        q = np.ones((segments, length), dtype=dtype)
+        q = np.ones((segments, length), dtype=gram.dtype)
     else:
         q = cpu_array(quality.to(features.dtype))[slots]  # any float dtype (bfloat16 too)
     usable = mask & ~np.isnan(q)  # a NaN quality: never selected, last in the fill
-    q = np.where(usable, q, 0).astype(dtype, copy=False)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norms = np.sqrt(np.diagonal(gram, axis1=1, axis2=2))
-        scale = q / np.maximum(norms, 1e-12)
-    # Exact cosine self-similarity (see ops.tokens): the gains start at q^2 (0 for zero tokens).
-    gains = np.where(norms > 0, q * q, 0).astype(dtype, copy=False)
-    gains[~usable] = -np.inf
-    items, bests = greedy_arrays(gram, True, scale, gains, steps)  # (steps, S)
-
-    allowed = np.arange(steps)[:, None] < wanted[None, :]
-    ok = np.cumprod((bests > eps) & allowed, axis=0, dtype=np.int8).astype(bool)
-    chosen = np.zeros((segments, length), dtype=bool)
-    step_of, segment_of = np.nonzero(ok)
-    chosen[segment_of, items[step_of, segment_of]] = True
-    missing = wanted - ok.sum(0)
+    q = np.where(usable, q, 0).astype(gram.dtype, copy=False)
+    compiled = compiled_engine() if engine == "numba" else None
+    if compiled is not None:
+        chosen = compiled.select_from_gram(gram, q, usable, wanted, eps)
+    else:
+        chosen = _select_numpy(gram, q, usable, wanted, eps, steps)
+    missing = wanted - chosen.sum(1)
     short = np.flatnonzero(missing > 0)
     if short.size:  # a kernel exhausted early: fill by quality, then by position
         candidates = mask[short] & ~chosen[short]

@@ -22,38 +22,21 @@ import math
 import torch
 import torch.nn.functional as F
 
-from torchdoctor.ops._tokens_host import select_dpp_host
+from torchdoctor.ops._tokens_host import select_dpp_host, tokens_to_keep
 from torchdoctor.ops._validation import (
     require_float,
     require_integer,
     require_same_device,
     require_size,
 )
-from torchdoctor.ops.dpp import greedy_steps
+from torchdoctor.ops.dpp import greedy_steps, host_engine
 from torchdoctor.ops.segments import pad_segments
 
 __all__ = ["select_tokens_per_segment", "tokens_to_keep"]
 
 _METHODS = ("dpp", "greedy_cosine", "topk")
-_BACKENDS = ("auto", "torch", "numpy")
+_BACKENDS = ("auto", "torch", "numpy", "numba")
 _NO_SEGMENT = torch.iinfo(torch.long).max
-
-
-def tokens_to_keep(
-    counts: torch.Tensor, keep_ratio: float | None, keep_per_segment: int | None
-) -> torch.Tensor:
-    """Tokens kept per segment: ``ceil(keep_ratio * count)`` or ``min(keep_per_segment, count)``.
-
-    Example:
-        >>> import torch
-        >>> tokens_to_keep(torch.tensor([196, 3, 0]), 0.25, None).tolist()
-        [49, 1, 0]
-    """
-    if keep_ratio is not None:
-        wanted = torch.ceil(counts.to(torch.float64) * keep_ratio - 1e-9).long()
-    else:
-        wanted = torch.full_like(counts, keep_per_segment)
-    return torch.minimum(wanted, counts)
 
 
 def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method):
@@ -179,17 +162,18 @@ def select_tokens_per_segment(
             remaining slots go to the unselected tokens of highest quality (then lowest
             position), so a segment always keeps exactly its quota.
         backend: ``"torch"``: tensor ops only, on any device (the accelerator path).
-            ``"numpy"`` (``method="dpp"`` on float32/float64 CPU tensors): the segment
-            bookkeeping, the greedy steps and the fill run on NumPy views of the same memory,
-            where an op costs microseconds instead of torch's launch overhead; the similarity
-            matmul stays a torch ``bmm``. ``"auto"`` (default): numpy where it applies, torch
-            otherwise. Both give the same selection.
+            ``"numpy"`` / ``"numba"`` (``method="dpp"`` on float32/float64 CPU tensors): the
+            segment bookkeeping and the fill run on NumPy views of the same memory, where an op
+            costs microseconds instead of torch's launch overhead, and the greedy steps run as
+            NumPy calls or compiled by numba (optional: ``pip install "torchdoctor[fast]"``);
+            the similarity matmul stays a torch ``bmm``. ``"auto"`` (default): numba, else
+            numpy, where they apply; torch otherwise. All give the same selection.
 
     Returns:
         int64 ``(n_kept,)``: global positions of the kept tokens, in increasing order.
 
     Host syncs: with the torch backend one (the number of segments, the longest one and the
-    total kept, read together), none per segment; the numpy backend runs on CPU memory, where
+    total kept, read together), none per segment; the host backends run on CPU memory, where
     reading a value is no synchronization.
 
     Example:
@@ -203,17 +187,18 @@ def select_tokens_per_segment(
     _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method)
     features = features.detach()  # the result is a set of positions: no autograd
     quality = None if quality is None else quality.detach()
-    host = method == "dpp" and features.device.type == "cpu"
-    host = host and features.dtype in (torch.float32, torch.float64)
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if backend == "numpy" and not host:
+    if backend in ("numpy", "numba") and method != "dpp":
         raise ValueError(
-            f"backend='numpy' applies to method='dpp' on float32/float64 CPU tensors, got "
-            f"method={method!r} with {features.dtype} on {features.device}; use backend='auto'"
+            f"backend={backend!r} runs the DPP greedy (method='dpp'), got method={method!r}; "
+            "use backend='auto'"
         )
-    if backend != "torch" and host:
-        return select_dpp_host(features, segment_ids, keep_ratio, keep_per_segment, quality, eps)
+    engine = host_engine(backend, features) if method == "dpp" else "torch"
+    if engine != "torch":
+        return select_dpp_host(
+            features, segment_ids, keep_ratio, keep_per_segment, quality, eps, engine
+        )
     n = features.shape[0]
     device = features.device
     segments, length, total, start = _sizes(segment_ids, keep_ratio, keep_per_segment)

@@ -110,6 +110,12 @@ def test_edge_cases_k_zero_everything_all_text_and_empty(backend):
     assert torch.equal(select(features, ids, keep_ratio=1.0), torch.arange(len(ids)))
     all_text = torch.full((5,), -1)
     assert torch.equal(select(features[:5], all_text, 0.5), torch.arange(5))
+    for method in ("dpp", "greedy_cosine", "topk"):  # no segment at all, quality given
+        engine = backend if method == "dpp" else "torch"
+        kept = select_tokens_per_segment(
+            features[:5], all_text, 0.5, quality=quality[:5], method=method, backend=engine
+        )
+        assert torch.equal(kept, torch.arange(5)), method
     empty = select(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.long
     zero_tokens = features.clone()
@@ -118,6 +124,24 @@ def test_edge_cases_k_zero_everything_all_text_and_empty(backend):
         select(zero_tokens, ids, 0.3, quality=quality),
         select_tokens_reference(zero_tokens, ids, 0.3, quality=quality),
     )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fill_reaches_nan_quality_tokens_when_the_kernel_runs_out(backend):
+    """Rank-1 frames stop the DPP after one token; the usable tokens cannot meet the quota, so
+    NaN-quality tokens fill it, by position, even when chosen tokens sit between them."""
+    generator = torch.Generator().manual_seed(30)
+    ids = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, -1, 1, 1])
+    features = torch.randn(1, 3, generator=generator).expand(len(ids), 3).contiguous()
+    quality = torch.tensor(
+        [0.9, math.nan, 0.5, math.nan, math.nan, 0.1, 0.3, math.nan, 0.8, 1, 0.2, 0.1]
+    )
+    kept = select_tokens_per_segment(
+        features, ids, keep_per_segment=5, quality=quality, backend=backend
+    )
+    # frame 0: the DPP takes 0 (best quality), the fill 2, 5 (usable), then 1, 3 (NaN, by position);
+    # frame 1: the DPP takes 8, the fill 6, 10, 11, then 7; the text token 9 is always kept.
+    assert kept.tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
 
 
 class _HostReads(TorchFunctionMode):

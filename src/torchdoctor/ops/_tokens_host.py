@@ -138,7 +138,9 @@ def select_dpp_host(
     short = np.flatnonzero(missing > 0)
     if short.size:  # a kernel exhausted early: fill by quality, then by position
         candidates = mask[short] & ~chosen[short]
-        score = np.where(candidates & usable[short], q[short], -np.inf)
+        # Usable candidates by quality, then NaN-quality ones (-inf), then the rest (NaN, which
+        # sorts last): chosen tokens and padding must not take a rank before any candidate.
+        score = np.where(candidates, np.where(usable[short], q[short], -np.inf), np.nan)
         order = np.argsort(-score, axis=1, kind="stable")
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.arange(length)[None, :], axis=1)

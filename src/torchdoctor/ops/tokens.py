@@ -207,7 +207,7 @@ def select_tokens_per_segment(
     if start >= 0:  # frames stored back to back: views, no gather
 
         def take(values: torch.Tensor) -> torch.Tensor:
-            return values.narrow(0, start, segments * length).view(segments, length, -1)
+            return values.narrow(0, start, segments * length).view(segments, length, values.shape[1])
 
         slots = positions.narrow(0, start, segments * length).view(segments, length)
         mask = torch.ones(segments, length, dtype=torch.bool, device=device)
@@ -217,7 +217,7 @@ def select_tokens_per_segment(
         )
 
         def take(values: torch.Tensor) -> torch.Tensor:
-            return values.index_select(0, slots.reshape(-1)).view(segments, length, -1)
+            return values.index_select(0, slots.reshape(-1)).view(segments, length, values.shape[1])
 
     wanted = tokens_to_keep(mask.sum(-1), keep_ratio, keep_per_segment)  # (S,)
     if keep_ratio is not None:

@@ -5,7 +5,8 @@ Naive references (the "before" of each seed) live in ``torchdoctor.ops.reference
 Two ops are sequential by nature (exact assignment, greedy DPP selection). On CPU tensors
 they run that part through a host engine on the tensors' own memory, where a step costs
 microseconds instead of torch's per-op launch overhead: ``linear_assignment`` delegates to
-scipy, ``dpp_greedy`` and ``select_tokens_per_segment`` step in NumPy. On an accelerator they
+scipy, ``dpp_greedy`` and ``select_tokens_per_segment`` step in a loop compiled by numba when it
+is installed (``pip install "torchdoctor[fast]"``), else as NumPy calls. On an accelerator they
 run as tensor ops with no host sync; ``method="torch"`` / ``backend="torch"`` forces that path
 anywhere (it is tested to give the same result).
 

@@ -101,7 +101,7 @@ def test_subset_dp_exact_up_to_ten_columns():
         result = linear_assignment(cost, method="dp", check=False)
         checked += _check_against_scipy(cost, result.columns, result.total)
     assert checked == 7 * len(KINDS) * 6
-    with pytest.raises(ValueError, match="subset DP over 13 columns"):
+    with pytest.raises(ValueError, match=r"subset DP over the larger side of the problem \(13\)"):
         linear_assignment(torch.zeros(2, 13), method="dp")
 
 
@@ -248,3 +248,16 @@ def test_properties_permutation_invariance_and_greedy_bound(rows, cols, seed):
     assert greedy_assignment(cost).total.item() >= best.item()
     flipped = linear_assignment(-cost, maximize=True, method="torch").total
     assert flipped.item() == -best.item()
+
+
+def test_greedy_total_dtype_follows_linear_assignment():
+    for dtype in (torch.int32, torch.int64, torch.uint8):
+        cost = torch.tensor([[3, 1], [2, 5]], dtype=dtype)
+        assert greedy_assignment(cost).total.dtype == torch.float64
+        assert greedy_assignment(torch.zeros(2, 3, 0, dtype=dtype)).total.dtype == torch.float64
+    assert greedy_assignment(torch.rand(2, 2, dtype=torch.float32)).total.dtype == torch.float32
+
+
+def test_subset_dp_limit_names_the_users_problem_size():
+    with pytest.raises(ValueError, match=r"larger side of the problem \(13\)"):
+        linear_assignment(torch.rand(13, 3), method="dp")

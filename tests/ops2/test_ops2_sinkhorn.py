@@ -84,12 +84,63 @@ def test_bad_input_errors_name_the_problem():
     cost[1, :, 2] = math.inf
     with pytest.raises(ValueError, match="problem 1 has a row or column"):
         sinkhorn(cost)
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="eps must be finite and > 0"):
         sinkhorn(torch.rand(2, 2), eps=0.0)
+    with pytest.raises(ValueError, match="eps must be finite and > 0"):
+        sinkhorn(torch.rand(2, 2), eps=math.inf)
+    with pytest.raises(ValueError, match="iters must be an int >= 0, got 10.0"):
+        sinkhorn(torch.rand(2, 2), iters=10.0)
     with pytest.raises(ValueError, match=r"a must have shape \(\.\.\., 2\)"):
         sinkhorn(torch.rand(2, 2), a=torch.ones(3) / 3)
     with pytest.raises(TypeError, match="floating-point"):
         sinkhorn(torch.ones(2, 2, dtype=torch.long))
+
+
+def test_marginals_are_checked_per_problem():
+    cost = torch.rand(2, 3, 4, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"a must have shape \(\.\.\., 3\) broadcastable to \(2, 3\)"
+    ):
+        sinkhorn(cost, a=torch.ones(5, 3) / 3)
+    b = torch.full((2, 4), 0.25, dtype=torch.float64)
+    b[1, 0] = -0.25
+    with pytest.raises(ValueError, match="problem 1 has column weights b that are negative"):
+        sinkhorn(cost, b=b)
+    with pytest.raises(ValueError, match="problem 0 has row weights a .* all zero"):
+        sinkhorn(cost, a=torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"a.sum\(\) = 1.5 != b.sum\(\) = 1"):
+        sinkhorn(cost, a=torch.full((3,), 0.5, dtype=torch.float64))
+    a = torch.tensor([0.2, 0.0, 0.8], dtype=torch.float64)  # a zero weight is allowed
+    plan = sinkhorn(cost, a=a, iters=200).plan
+    torch.testing.assert_close(plan.sum(-1), a.expand(2, 3))
+    assert sinkhorn(cost, a=-a, check=False).plan.isnan().all()  # check=False: as POT does
+
+
+def test_empty_problems_give_empty_plans():
+    for shape in [(0, 4), (3, 0), (2, 0, 4), (2, 3, 0), (0, 3, 4)]:
+        for tol in (None, 1e-3):
+            result = sinkhorn(torch.rand(shape), tol=tol)
+            assert result.plan.shape == shape
+            assert result.f.shape == (*shape[:-2], shape[-2])
+            assert result.g.shape == (*shape[:-2], shape[-1])
+            assert (result.f == 0).all() and (result.g == 0).all()
+
+
+def test_tol_ends_each_problem_where_a_run_on_it_alone_would():
+    """A problem that meets tol is frozen: batch-mates do not change its plan, and each one
+    equals POT with the same stopThr (checks at the same iterations)."""
+    ot = pytest.importorskip("ot")
+    generator = torch.Generator().manual_seed(5)
+    cost = torch.rand(5, 6, 6, dtype=torch.float64, generator=generator)
+    cost[2] *= 20  # a harder problem: needs many more iterations
+    batched = sinkhorn(cost, eps=0.05, iters=2_000, tol=1e-4)
+    for index in range(5):
+        alone = sinkhorn(cost[index], eps=0.05, iters=2_000, tol=1e-4)
+        torch.testing.assert_close(batched.plan[index], alone.plan, atol=1e-12, rtol=0)
+        uniform = torch.full((6,), 1 / 6, dtype=torch.float64)
+        pot = ot.sinkhorn(uniform, uniform, cost[index], 0.05, method="sinkhorn_log",
+                          numItermax=2_000, stopThr=1e-4)  # fmt: skip
+        torch.testing.assert_close(batched.plan[index], pot, atol=1e-9, rtol=0)
 
 
 def test_plan_to_assignment_recovers_a_clear_optimum():
@@ -103,3 +154,7 @@ def test_plan_to_assignment_recovers_a_clear_optimum():
     assert torch.equal(linear_assignment(cost).columns, perm)
     with pytest.raises(ValueError, match="'greedy' or 'exact'"):
         plan_to_assignment(plan, method="argmax")
+    with pytest.raises(ValueError, match=r"plan_to_assignment: plan must have shape"):
+        plan_to_assignment(torch.ones(3))
+    with pytest.raises(ValueError, match=r"plan_to_assignment\(method='exact'\): .* NaN plan"):
+        plan_to_assignment(torch.tensor([[math.nan, 1.0], [0.0, 1.0]]), method="exact")

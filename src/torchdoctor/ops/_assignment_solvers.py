@@ -163,8 +163,8 @@ def solve_subset_dp(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     batch, rows, cols = cost.shape
     if cols > SUBSET_DP_MAX_COLS:
         raise ValueError(
-            f"subset DP over {cols} columns needs 2^{cols} states per problem (limit "
-            f"{SUBSET_DP_MAX_COLS} columns); use method='torch' or method='scipy' instead"
+            f"subset DP over the larger side of the problem ({cols}) needs 2^{cols} states per "
+            f"problem (limit {SUBSET_DP_MAX_COLS}); use method='torch' or method='scipy' instead"
         )
     device = cost.device
     states = 1 << cols

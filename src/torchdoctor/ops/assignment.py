@@ -43,16 +43,18 @@ class Assignment(NamedTuple):
     total: torch.Tensor
 
 
-def _check_cost(cost: torch.Tensor, name: str) -> None:
+def _check_cost(cost: torch.Tensor, name: str, argument: str = "cost") -> None:
     if not isinstance(cost, torch.Tensor):
-        raise TypeError(f"{name}: cost must be a torch.Tensor, got {type(cost).__name__}")
+        raise TypeError(f"{name}: {argument} must be a torch.Tensor, got {type(cost).__name__}")
     if cost.dim() < 2:
         raise ValueError(
-            f"{name}: cost must have shape (..., rows, cols), got shape {tuple(cost.shape)}; "
-            "add a leading dimension with cost[None] for a single row"
+            f"{name}: {argument} must have shape (..., rows, cols), got shape "
+            f"{tuple(cost.shape)}; add a leading dimension with {argument}[None] for a single row"
         )
     if cost.is_complex() or cost.dtype == torch.bool:
-        raise TypeError(f"{name}: cost must be a real float or integer tensor, got {cost.dtype}")
+        raise TypeError(
+            f"{name}: {argument} must be a real float or integer tensor, got {cost.dtype}"
+        )
 
 
 def _problem_name(flat_index: int, batch_shape: tuple[int, ...]) -> str:
@@ -74,7 +76,7 @@ def _raise_for_host_flags(flags: np.ndarray, batch_shape, maximize) -> None:
     """``flags`` (3, B) bool on the host: NaN, wrong-signed infinity, infeasible."""
     if not flags.any():
         return
-    kind, problem = (int(x) for x in np.argwhere(flags)[0])
+    problem, kind = (int(x) for x in np.argwhere(flags.T)[0])  # the first bad problem
     where = _problem_name(problem, batch_shape)
     if kind == 0:
         raise ValueError(f"linear_assignment: {where} has NaN costs; replace them first")
@@ -157,6 +159,8 @@ def linear_assignment(
     naming the problem; on an accelerator this costs one host sync for the whole batch. With
     ``check=False`` there is none (except with ``method="scipy"``, which always checks):
     infeasible problems get columns ``-1`` and total ``inf`` (``-inf`` when maximizing).
+    Finite costs so large that a sum of them overflows float64 (``|cost| * min(R, C)`` near
+    ``1.8e308``) read as forbidden pairs in the vectorized solvers; use ``method="scipy"``.
 
     Example:
         >>> import torch
@@ -240,7 +244,9 @@ def greedy_assignment(cost: torch.Tensor, maximize: bool = False) -> Assignment:
     ``min(R, C)`` vector steps, no host sync; not optimal (use :func:`linear_assignment` for
     that) but cheap and one-to-one. Forbidden pairs (``+inf``, or ``-inf`` when maximizing)
     are never taken: a row whose remaining pairs are all forbidden gets ``-1``. Ties go to the
-    lowest flat index ``r * C + c``. NaN entries are never taken either.
+    lowest flat index ``r * C + c``. NaN entries are never taken either. The opposite infinity
+    (``-inf`` when minimizing) is the best pair there is: taken first, making the total
+    ``-inf``. ``total`` has the cost's dtype (float64 for integer costs).
 
     Example:
         >>> import torch
@@ -269,5 +275,6 @@ def greedy_assignment(cost: torch.Tensor, maximize: bool = False) -> Assignment:
         taken_col = column_index == col.unsqueeze(1)  # (B, C)
         taken = (taken_row.unsqueeze(2) | taken_col.unsqueeze(1)) & ok.view(-1, 1, 1)
         work = torch.where(taken, inf, work)
-    total = assignment_cost(cost.reshape(batch, rows, cols), columns)
+    values = cost if cost.is_floating_point() else cost.to(torch.float64)  # as linear_assignment
+    total = assignment_cost(values.reshape(batch, rows, cols), columns)
     return Assignment(columns.reshape(*batch_shape, rows), total.reshape(batch_shape))

@@ -22,7 +22,12 @@ from typing import NamedTuple
 import torch
 
 from torchdoctor.ops._validation import require_float, require_rank, require_same_device
-from torchdoctor.ops.assignment import Assignment, greedy_assignment, linear_assignment
+from torchdoctor.ops.assignment import (
+    Assignment,
+    _check_cost,
+    greedy_assignment,
+    linear_assignment,
+)
 
 __all__ = ["SinkhornResult", "sinkhorn", "plan_to_assignment"]
 
@@ -36,45 +41,65 @@ class SinkhornResult(NamedTuple):
     g: torch.Tensor
 
 
-def _log_marginal(weights: torch.Tensor | None, shape, name: str, like: torch.Tensor):
+def _marginal(weights: torch.Tensor | None, shape, name: str, like: torch.Tensor):
+    """The weights broadcast to ``shape`` ``(..., size)``, in the cost's dtype (uniform if None)."""
     size = shape[-1]
     if weights is None:
-        return torch.full(
-            shape, -math.log(size) if size else 0.0, dtype=like.dtype, device=like.device
-        )
+        return torch.full(shape, 1 / size if size else 0.0, dtype=like.dtype, device=like.device)
     require_float(weights, name)
     require_same_device(cost=like, **{name: weights})
-    if weights.shape[-1:] != (size,):
+    side = "row" if name == "a" else "column"
+    try:
+        if weights.shape[-1:] != (size,):
+            raise RuntimeError
+        return weights.to(like.dtype).expand(shape)
+    except RuntimeError:
         raise ValueError(
-            f"sinkhorn: {name} must have shape (..., {size}) to match cost, got "
-            f"{tuple(weights.shape)}; give one non-negative weight per "
-            f"{'row' if name == 'a' else 'column'}"
-        )
-    return torch.log(weights.to(like.dtype)).expand(shape)
+            f"sinkhorn: {name} must have shape (..., {size}) broadcastable to {tuple(shape)} "
+            f"(the cost's batch shape, one weight per {side}), got {tuple(weights.shape)}"
+        ) from None
 
 
-def _check_values(cost: torch.Tensor, batch_shape) -> None:
-    """One host read for the batch: NaN, -inf, or a row/column with every pair forbidden."""
+def _check_values(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, batch_shape) -> None:
+    """One host read for the batch: bad costs (NaN, -inf, a row or column with every pair
+    forbidden) or bad marginals (negative or NaN weights, no mass, unequal totals)."""
     flat = cost.detach().reshape(-1, *cost.shape[-2:])
+    a = a.detach().reshape(flat.shape[0], -1)
+    b = b.detach().reshape(flat.shape[0], -1)
     forbidden = torch.isposinf(flat)
+    totals = a.sum(-1), b.sum(-1)
+    bad_weights = [(w < 0).any(-1) | torch.isnan(w).any(-1) | ~(w.sum(-1) > 0) for w in (a, b)]
+    scale = torch.maximum(totals[0].abs(), totals[1].abs())
     flags = torch.stack(
         [
             torch.isnan(flat).flatten(1).any(1),
             torch.isneginf(flat).flatten(1).any(1),
             forbidden.all(2).any(1) | forbidden.all(1).any(1),
+            bad_weights[0],
+            bad_weights[1],
+            (totals[0] - totals[1]).abs() > 1e-5 * scale,
         ]
     )
     if not bool(flags.any()):
         return
-    kind, problem = (int(x) for x in flags.nonzero()[0])
+    problem, kind = (int(x) for x in flags.T.nonzero()[0])  # the first bad problem
     where = "the problem"
     if batch_shape:
         index = tuple(int(i) for i in torch.unravel_index(torch.tensor(problem), batch_shape))
         where = f"problem {index[0] if len(index) == 1 else index}"
-    what = ["has NaN costs", "has -inf costs", "has a row or column whose pairs are all +inf"]
+    what = [
+        "has NaN costs",
+        "has -inf costs",
+        "has a row or column whose pairs are all +inf",
+        "has row weights a that are negative, NaN or all zero",
+        "has column weights b that are negative, NaN or all zero",
+        f"has a.sum() = {float(totals[0][problem]):.6g} != b.sum() = "
+        f"{float(totals[1][problem]):.6g} (balanced transport moves all of a onto b)",
+    ]
     raise ValueError(
         f"sinkhorn: {where} {what[kind]}; costs must be finite, with +inf only for forbidden "
-        "pairs and at least one allowed pair in every row and column"
+        "pairs and at least one allowed pair in every row and column, and a, b non-negative "
+        "with equal positive totals (or check=False to skip this validation)"
     )
 
 
@@ -98,9 +123,13 @@ def sinkhorn(
 
     Stopping: with ``tol=None`` exactly ``iters`` iterations run and nothing synchronizes.
     With ``tol``, after iteration ``1, 1 + check_every, ...`` (as POT does) the column-marginal
-    error ``||plan.sum(-2) - b||_2`` of every problem is computed and the loop stops when the
-    largest is below ``tol``: one host read per check for the whole batch. ``check=True``
-    validates the costs first (one host read).
+    error ``||plan.sum(-2) - b||_2`` of every problem is computed; a problem whose error is
+    below ``tol`` is frozen from then on, so it ends exactly where a run on it alone would
+    (POT's ``stopThr``), and the loop stops once every problem is: one host read per check for
+    the whole batch. ``check=True`` (one host read) validates the inputs first: finite costs
+    (``+inf`` only for forbidden pairs, an allowed pair in every row and column), marginals
+    non-negative with equal positive totals; an error names the first bad problem. Problems
+    with no rows or no columns give an empty plan and zero potentials.
 
     Example:
         >>> import torch
@@ -110,28 +139,43 @@ def sinkhorn(
     """
     require_float(cost, "cost")
     require_rank(cost, "cost", 2, layout="(..., rows, cols)")
-    if not eps > 0:
-        raise ValueError(f"sinkhorn: eps must be > 0, got {eps}; try 0.01 to 0.1 of the cost scale")
-    if iters < 0 or check_every < 1:
+    if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(
-            f"sinkhorn: need iters >= 0 and check_every >= 1, got {iters} and {check_every}"
+            f"sinkhorn: eps must be finite and > 0, got {eps}; try 0.01 to 0.1 of the cost scale"
         )
+    for name, value, least in (("iters", iters, 0), ("check_every", check_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"sinkhorn: {name} must be an int >= {least}, got {value!r}")
+    if tol is not None and not tol >= 0:
+        raise ValueError(f"sinkhorn: tol must be None or >= 0, got {tol}")
     shape = cost.shape
     batch_shape = tuple(shape[:-2])
+    weights_a = _marginal(a, (*batch_shape, shape[-2]), "a", cost)
+    weights_b = _marginal(b, (*batch_shape, shape[-1]), "b", cost)
+    if cost.numel() == 0:  # no rows, no columns or no problems: nothing to transport
+        return SinkhornResult(
+            torch.zeros_like(cost), torch.zeros_like(weights_a), torch.zeros_like(weights_b)
+        )
     if check:
-        _check_values(cost, batch_shape)
-    log_a = _log_marginal(a, (*batch_shape, shape[-2]), "a", cost)
-    log_b = _log_marginal(b, (*batch_shape, shape[-1]), "b", cost)
+        _check_values(cost, weights_a, weights_b, batch_shape)
+    log_a, log_b = torch.log(weights_a), torch.log(weights_b)
     scaled = -cost / eps
     log_u = torch.zeros_like(log_a)
     log_v = torch.zeros_like(log_b)
+    done = None  # with tol: the problems that met it at a check, frozen from then on
     for iteration in range(iters):
-        log_v = log_b - torch.logsumexp(scaled + log_u.unsqueeze(-1), dim=-2)
-        log_u = log_a - torch.logsumexp(scaled + log_v.unsqueeze(-2), dim=-1)
+        new_v = log_b - torch.logsumexp(scaled + log_u.unsqueeze(-1), dim=-2)
+        new_u = log_a - torch.logsumexp(scaled + new_v.unsqueeze(-2), dim=-1)
+        if done is None:
+            log_u, log_v = new_u, new_v
+        else:
+            log_u = torch.where(done.unsqueeze(-1), log_u, new_u)
+            log_v = torch.where(done.unsqueeze(-1), log_v, new_v)
         if tol is not None and iteration % check_every == 0:
             column_mass = torch.exp(scaled + log_u.unsqueeze(-1) + log_v.unsqueeze(-2)).sum(-2)
-            error = torch.linalg.vector_norm(column_mass - log_b.exp(), dim=-1)
-            if float(error.max()) < tol:  # the one host read per check
+            met = torch.linalg.vector_norm(column_mass - weights_b, dim=-1) < tol
+            done = met if done is None else done | met
+            if bool(done.all()):  # the one host read per check
                 break
     plan = torch.exp(scaled + log_u.unsqueeze(-1) + log_v.unsqueeze(-2))
     return SinkhornResult(plan, eps * log_u, eps * log_v)
@@ -150,8 +194,13 @@ def plan_to_assignment(plan: torch.Tensor, method: str = "greedy") -> Assignment
         >>> plan_to_assignment(plan).columns.tolist()
         [1, 0]
     """
+    if method not in ("greedy", "exact"):
+        raise ValueError(f"plan_to_assignment: method must be 'greedy' or 'exact', got {method!r}")
+    _check_cost(plan, "plan_to_assignment", "plan")
     if method == "greedy":
         return greedy_assignment(plan, maximize=True)
-    if method == "exact":
+    try:
         return linear_assignment(plan, maximize=True)
-    raise ValueError(f"plan_to_assignment: method must be 'greedy' or 'exact', got {method!r}")
+    except ValueError as error:  # e.g. NaN mass: say so in this function's words
+        message = str(error).removeprefix("linear_assignment: ").replace(" costs", " plan entries")
+        raise ValueError(f"plan_to_assignment(method='exact'): {message}") from None

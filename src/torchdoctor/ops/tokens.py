@@ -207,7 +207,9 @@ def select_tokens_per_segment(
     if start >= 0:  # frames stored back to back: views, no gather
 
         def take(values: torch.Tensor) -> torch.Tensor:
-            return values.narrow(0, start, segments * length).view(segments, length, values.shape[1])
+            return values.narrow(0, start, segments * length).view(
+                segments, length, values.shape[1]
+            )
 
         slots = positions.narrow(0, start, segments * length).view(segments, length)
         mask = torch.ones(segments, length, dtype=torch.bool, device=device)

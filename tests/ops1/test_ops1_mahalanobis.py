@@ -102,6 +102,49 @@ def test_not_spd_error_names_batch_index_and_smallest_eigenvalue():
     assert torch.isfinite(chol[0]).all() and (added[0] == 0).all()
 
 
+def test_not_spd_error_reports_the_jitter_tried_and_a_zero_covariance_fails_in_any_dtype():
+    cov = torch.diag(torch.tensor([1.0, 1.0, -0.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"jitter up to 8\.333e-04"):  # 1e-5 * 10^2 * 5/6
+        cholesky_factor(cov, max_tries=3)
+    for dtype in (torch.float32, torch.float64):
+        zero = torch.zeros(2, 3, 3, dtype=dtype)
+        zero[0] = torch.eye(3)
+        with pytest.raises(ValueError, match=r"batch index \(1,\).*its diagonal is zero"):
+            cholesky_factor(zero)
+        chol, added = cholesky_factor(zero, check=False)
+        assert torch.isnan(chol[1]).all() and torch.isnan(added[1]) and added[0] == 0
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_jittered_covariances_have_finite_exact_gradients(check):
+    """Seed 000's case: the covariance of K = 4 part features in d = 8 has rank 3, so it needs
+    jitter; the gradient is the one of the jittered covariance (the amount held fixed)."""
+    gen = torch.Generator().manual_seed(7)
+    feats = torch.randn(5, 4, 8, generator=gen, dtype=torch.float64)
+    centered = feats - feats.mean(-2, keepdim=True)
+    cov = (centered.mT @ centered / 3).requires_grad_()
+    x = torch.randn(5, 2, 8, generator=gen, dtype=torch.float64)
+    y = torch.randn(5, 3, 8, generator=gen, dtype=torch.float64)
+    pairwise_mahalanobis(x, y, cov=cov, check=check).sum().backward()
+    assert torch.isfinite(cov.grad).all()
+    _, added = cholesky_factor(cov.detach())
+    assert (added > 0).all()
+    fixed = (
+        cov.detach() + added[:, None, None] * torch.eye(8, dtype=torch.float64)
+    ).requires_grad_()
+    pairwise_mahalanobis_loop(x, y, fixed).sum().backward()
+    torch.testing.assert_close(cov.grad, fixed.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_nan_distances_stay_nan():
+    chol = torch.eye(2)
+    candidates = torch.tensor([[1.0, 0.0], [float("nan"), 0.0], [3.0, 0.0]])
+    got = mahalanobis_to_candidates(torch.zeros(2), candidates, chol, check=False)
+    assert got[0] == 1 and torch.isnan(got[1]) and got[2] == 3
+    pairwise = pairwise_mahalanobis(torch.zeros(1, 2), candidates, chol=chol, check=False)
+    torch.testing.assert_close(pairwise[0], got, equal_nan=True)
+
+
 def test_checked_path_costs_one_sync_and_hot_path_none():
     gen = torch.Generator().manual_seed(3)
     cov = random_spd((8,), 16, gen, dtype=torch.float32)

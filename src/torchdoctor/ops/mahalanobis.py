@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from torchdoctor.ops._validation import (
@@ -92,7 +94,13 @@ def _factor(
         raise ValueError(f"max_tries must be a non-negative int, got {max_tries!r}")
     if not jitter >= 0:
         raise ValueError(f"jitter must be >= 0, got {jitter!r}")
-    chol, info = torch.linalg.cholesky_ex(cov)
+    # With autograd, the jitter ladder only decides how much to add; one clean factorization
+    # of cov + added * I is differentiated: the failed attempts behind the ladder's torch.where
+    # (a zero or NaN pivot) would send NaN into backward. No gradient flows through the amount.
+    needs_grad = cov.requires_grad and torch.is_grad_enabled()
+    refactor = needs_grad and max_tries > 0
+    with torch.no_grad() if refactor and not check else contextlib.nullcontext():
+        chol, info = torch.linalg.cholesky_ex(cov)
     failed = info != 0
     if check:
         tensors = {**also_finite, "cov": cov}
@@ -103,10 +111,14 @@ def _factor(
             require_finite(**tensors)
         if not failed_flag:
             return chol, torch.zeros(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
-    chol, added, failed = _jitter_ladder(cov, chol, failed, jitter, max_tries)
+    with torch.no_grad() if refactor else contextlib.nullcontext():
+        chol, added, failed = _jitter_ladder(cov, chol, failed, jitter, max_tries)
+    if check and bool(failed.any()):  # only reached on the rare jitter path
+        _raise_not_spd(cov, failed, jitter, max_tries)
+    if refactor:
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        chol = torch.linalg.cholesky_ex(cov + added[..., None, None] * eye).L
     if check:
-        if bool(failed.any()):  # only reached on the rare jitter path
-            _raise_not_spd(cov, failed, added)
         return chol, added
     nan = torch.full_like(added, float("nan"))
     added = torch.where(failed, nan, added)
@@ -121,8 +133,7 @@ def _jitter_ladder(
     added = torch.zeros(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
     if max_tries == 0:
         return chol, added, failed
-    diag = cov.diagonal(dim1=-2, dim2=-1)
-    scale = diag.abs().mean(-1).clamp_min(torch.finfo(cov.dtype).tiny)
+    scale = _jitter_scale(cov)
     powers = 10.0 ** torch.arange(max_tries, dtype=cov.dtype, device=cov.device)
     levels = jitter * powers.view(-1, *([1] * scale.ndim)) * scale  # (tries, ...)
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
@@ -132,20 +143,34 @@ def _jitter_ladder(
     for k in range(max_tries - 2, -1, -1):  # the smallest level that factors wins
         picked = torch.where(works[k, ..., None, None], retry[k], picked)
         amount = torch.where(works[k], levels[k], amount)
+    works &= scale > 0  # a zero diagonal is no covariance: no relative jitter rescues it
     use = failed & works.any(0)
     chol = torch.where(use[..., None, None], picked, chol)
     added = torch.where(use, amount, added)
     return chol, added, failed & ~works.any(0)
 
 
-def _raise_not_spd(cov: torch.Tensor, failed: torch.Tensor, added: torch.Tensor) -> None:
+def _jitter_scale(cov: torch.Tensor) -> torch.Tensor:
+    """Each matrix's mean absolute diagonal: the unit of its jitter (0 for a zero diagonal)."""
+    return cov.diagonal(dim1=-2, dim2=-1).abs().mean(-1)
+
+
+def _raise_not_spd(cov: torch.Tensor, failed: torch.Tensor, jitter: float, tries: int) -> None:
     index = tuple(int(i) for i in failed.nonzero()[0].tolist()) if failed.ndim else ()
+    scale = float(_jitter_scale(cov)[index])
+    tried = (
+        f"adding jitter up to {jitter * 10.0 ** (tries - 1) * scale:.3e} to the diagonal"
+        if tries > 0 and scale > 0
+        else "any jitter (max_tries=0)"
+        if scale > 0
+        else "any jitter: its diagonal is zero, so relative jitter has no scale"
+    )
     raise_not_spd(
         "cov",
         cov,
         failed,
-        f"still not factorable after adding jitter up to {added[index].item():.3e} to the "
-        f"diagonal; regularize it (e.g. covariance(x, shrinkage=0.1)) or raise jitter/max_tries",
+        f"still not factorable without {tried}; regularize it (e.g. covariance(x, "
+        "shrinkage=0.1)) or raise jitter/max_tries",
     )
 
 
@@ -224,9 +249,10 @@ def pairwise_mahalanobis(
         cov: ``(..., d, d)`` SPD covariances, factored with ``cholesky_factor(check=check)``;
             or
         chol: ``(..., d, d)`` lower Cholesky factors (reuse one factorization across calls).
-        check: with ``cov``, whether ``cholesky_factor`` validates (one host sync); use
-            ``False`` or pass ``chol`` on a hot path. With ``chol`` no sync happens either way,
-            and inputs are checked for NaN/Inf only when ``check`` is True.
+        check: validate the inputs, one host sync: with ``cov``, ``cholesky_factor``'s
+            checks (SPD, NaN/Inf) together with NaN/Inf in ``x`` and ``y``; with ``chol``,
+            NaN/Inf in ``x``, ``y`` and ``chol``. ``False`` on a hot path: no host sync
+            (pass ``chol`` too, to reuse one factorization across calls).
 
     Returns:
         ``(..., n, m)`` distances in ``x``'s dtype; differentiable, with a finite (zero)
@@ -303,7 +329,8 @@ def mahalanobis_to_candidates(
 
 
 def _safe_norm(v: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm over the last dim with gradient 0 (a subgradient) at the origin."""
+    """Euclidean norm over the last dim with gradient 0 (a subgradient) at the origin; NaN
+    stays NaN."""
     squared = v.pow(2).sum(-1)
-    positive = squared > 0
-    return torch.where(positive, torch.where(positive, squared, 1).sqrt(), 0)
+    zero = squared == 0
+    return torch.where(zero, 0, torch.where(zero, 1, squared).sqrt())

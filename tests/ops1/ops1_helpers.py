@@ -1,44 +1,26 @@
-"""Helpers shared by the ops1 tests: a sync counter that also sees host reads dispatch misses."""
+"""Helpers shared by the ops1 tests: the sync counter, as they name it."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 from torchdoctor.testing import count_host_syncs
 
-# Host reads that never reach aten (item/int/float/bool do, as _local_scalar_dense).
-_UNSEEN_READS = {"tolist", "cpu", "numpy"}
 
-
-class _HostReads(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in _UNSEEN_READS:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
-class SyncCount:
-    def __init__(self) -> None:
-        self.aten = count_host_syncs()
-        self.reads = _HostReads()
+class SyncCount(count_host_syncs):
+    """count_host_syncs (aten syncs and whole-tensor host reads) under the name these tests use."""
 
     @property
     def total(self) -> int:
-        return self.aten.count + self.reads.count
+        return self.count
 
 
 @contextlib.contextmanager
 def count_syncs():
-    """Count aten syncs plus .tolist()/.cpu()/.numpy() calls inside the block."""
-    counter = SyncCount()
-    with counter.reads, counter.aten:
+    """Count host syncs inside the block: data-dependent aten ops and .tolist()/.cpu()/.numpy()."""
+    with SyncCount() as counter:
         yield counter
 
 

@@ -164,3 +164,142 @@ def test_mining_errors(kwargs, message):
         two_stage_negatives(anchors, positives, pool, al, pl, torch.linalg.cholesky(cov), **kwargs)
     with pytest.raises(ValueError, match="pool_labels must have size 7"):
         two_stage_negatives(anchors, positives, pool, al, pl[:, :3], torch.linalg.cholesky(cov))
+
+
+MINERS = [
+    pytest.param(exhaustive_negatives, {}, id="exhaustive"),
+    pytest.param(two_stage_negatives, {"top_m": 2}, id="two_stage"),
+]
+
+
+@pytest.mark.parametrize("miner, kwargs", MINERS)
+@pytest.mark.parametrize("batch, n, d", [((), 4, 3), ((2,), 3, 2), ((0,), 3, 2), ((2,), 0, 2)])
+def test_empty_pool_finds_nothing_like_the_reference(miner, kwargs, batch, n, d):
+    anchors, positives = torch.randn(*batch, n, d), torch.randn(*batch, n, d)
+    pool, pool_labels = torch.zeros(*batch, 0, d), torch.zeros(*batch, 0, dtype=torch.long)
+    labels, chol = torch.zeros(*batch, n, dtype=torch.long), torch.eye(d)
+    mined = miner(anchors, positives, pool, labels, pool_labels, chol, **kwargs)
+    assert all(t.shape == (*batch, n) for t in mined)
+    assert (mined.indices == -1).all() and not mined.found.any()
+    assert mined.distances.isnan().all()
+    if batch == ():
+        idx, dist = mine_negatives_loop(anchors, positives, pool, labels, pool_labels, chol)
+        assert mined.indices.tolist() == idx
+        assert all(math.isnan(x) for x in dist)
+    if n:  # d_ap is still computed, and differentiable
+        torch.testing.assert_close(mined.positive_distances, (positives - anchors).norm(dim=-1))
+
+
+def test_zero_feature_size_and_zero_anchors():
+    pool, pool_labels = torch.zeros(5, 0), torch.tensor([0, 1, 1, 0, 1])
+    mined = exhaustive_negatives(
+        torch.zeros(2, 0), torch.zeros(2, 0), pool, torch.tensor([0, 1]), pool_labels, torch.eye(0)
+    )
+    assert mined.indices.tolist() == [1, 0] and mined.distances.tolist() == [0.0, 0.0]
+    no_anchors, no_labels = torch.zeros(2, 0, 3), torch.zeros(2, 0, dtype=torch.long)
+    empty = two_stage_negatives(
+        no_anchors, no_anchors, torch.randn(2, 5, 3), no_labels, pool_labels, torch.eye(3), 2
+    )
+    assert all(t.shape == (2, 0) for t in empty)
+
+
+@pytest.mark.parametrize("miner, kwargs", MINERS)
+@pytest.mark.parametrize("mode", ["hard", "semihard"])  # hard: the NaN is in the min
+def test_nan_distance_is_never_chosen(miner, kwargs, mode):
+    anchors, positives, pool, _, _, cov = make_problem(8, batch=1, n=4, p=6, d=3)
+    anchors, positives, pool, cov = anchors[0], positives[0], pool[0], cov[0]
+    labels, pool_labels = torch.zeros(4, dtype=torch.long), torch.arange(1, 7)
+    pool[2, 0] = float("nan")
+    chol = torch.linalg.cholesky(cov)
+    with count_syncs() as syncs:  # the NaN masking reads no value on the host
+        mined = miner(anchors, positives, pool, labels, pool_labels, chol, mode=mode, **kwargs,
+                      check=False)  # fmt: skip
+    assert syncs.total == 0
+    assert mined.found.all() and (mined.indices != 2).all()
+    assert ((mined.indices >= 0) & (mined.indices < 6)).all()
+    assert torch.isfinite(mined.distances).all()
+    idx, dist = mine_negatives_loop(anchors, positives, pool, labels, pool_labels, cov, mode=mode)
+    if miner is exhaustive_negatives:  # two-stage sees only its top 2: checked by invariants
+        assert mined.indices.tolist() == idx
+        torch.testing.assert_close(mined.distances, torch.tensor(dist, dtype=torch.float64))
+    chosen = (anchors - pool[mined.indices]).unsqueeze(-1)  # the distance is that of the index
+    expected = (chosen.mT @ torch.cholesky_solve(chosen, chol)).sqrt()
+    torch.testing.assert_close(mined.distances, expected.flatten())
+
+
+@pytest.mark.parametrize("miner, kwargs", MINERS)
+def test_only_nan_negatives_means_not_found(miner, kwargs):
+    anchors, positives, pool, _, _, cov = make_problem(9, batch=1, n=3, p=4, d=2)
+    anchors, positives, pool = anchors[0], positives[0], pool[0]
+    anchors[1, 0] = float("nan")  # every distance of anchor 1 is NaN
+    labels, pool_labels = torch.tensor([0, 0, 1]), torch.tensor([1, 1, 1, 0])
+    pool[3, 1] = float("nan")  # anchor 2's only negative
+    chol = torch.linalg.cholesky(cov[0])
+    mined = miner(anchors, positives, pool, labels, pool_labels, chol, check=False, **kwargs)
+    assert mined.found.tolist() == [True, False, False]
+    assert mined.indices.tolist()[1:] == [-1, -1] and mined.distances[1:].isnan().all()
+    idx, _ = mine_negatives_loop(anchors, positives, pool, labels, pool_labels, cov[0])
+    assert idx[1:] == [-1, -1]
+
+
+@pytest.mark.parametrize("top_m", [2, 8])
+def test_singular_chol_passes_check_and_never_gives_an_out_of_range_index(top_m):
+    gen = torch.Generator().manual_seed(0)
+    anchors, positives = torch.randn(4, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    pool, pool_labels = torch.randn(6, 3, generator=gen), torch.arange(1, 7)
+    labels = torch.zeros(4, dtype=torch.long)
+    pool[1] = anchors[0]  # a zero difference: 0 / 0 on the singular axis, a NaN distance
+    singular = torch.diag(torch.tensor([1.0, 1.0, 0.0]))  # finite, so check=True passes
+    for miner, kwargs in ((exhaustive_negatives, {}), (two_stage_negatives, {"top_m": top_m})):
+        mined = miner(anchors, positives, pool, labels, pool_labels, singular, **kwargs)
+        assert ((mined.indices >= -1) & (mined.indices < 6)).all()
+        assert torch.equal(mined.found, mined.indices >= 0)
+        pool[mined.indices[mined.found]]  # a usable index
+
+
+def test_nan_pool_rows_never_take_a_prefilter_slot():
+    anchors = torch.tensor([[1.0, 0.0]])
+    pool = torch.tensor([[float("nan"), 0.0], [float("nan"), 1.0], [-1.0, 0.0], [0.0, 3.0]])
+    labels, pool_labels = torch.tensor([0]), torch.tensor([1, 1, 1, 1])
+    mined = two_stage_negatives(
+        anchors, anchors, pool, labels, pool_labels, torch.eye(2), 2, mode="hard", check=False
+    )
+    assert mined.indices.tolist() == [2]  # not -1: the NaN rows did not fill the top 2
+
+
+def test_positives_batch_dims_are_checked_by_name():
+    anchors, positives, pool, al, pl, cov = make_problem(10, batch=2, n=4, p=6, d=3)
+    chol, wrong_labels = torch.linalg.cholesky(cov), torch.zeros(3, 4, dtype=torch.long)
+    for miner, kwargs in ((exhaustive_negatives, {}), (two_stage_negatives, {"top_m": 2})):
+        with pytest.raises(
+            ValueError,
+            match=r"positives \(\.\.\., n, d\) has batch dimensions "
+            r"\(3,\).*batch dimensions \(2,\) of anchors;.*e\.g\. shape \(2, 4, 3\)",
+        ):
+            miner(anchors, torch.randn(3, 4, 3, dtype=torch.float64), pool, al, pl, chol, **kwargs)
+        with pytest.raises(
+            ValueError,
+            match=r"anchor_labels \(\.\.\., n\) has batch dimensions "
+            r"\(3,\).*of anchors, positives, pool, chol",
+        ):
+            miner(anchors, positives, pool, wrong_labels, pl, chol, **kwargs)
+
+
+@pytest.mark.parametrize("miner, kwargs", MINERS)
+@pytest.mark.parametrize("batched", ["positives", "anchor_labels", "pool_labels", "chol"])
+def test_every_field_has_the_broadcast_batch_shape(miner, kwargs, batched):
+    anchors, positives, pool, al, pl, cov = make_problem(11, batch=3, n=4, p=6, d=3)
+    chol = torch.linalg.cholesky(cov)
+    full = {"positives": positives, "anchor_labels": al, "pool_labels": pl, "chol": chol}
+
+    def mine(b=None):  # anchors and pool shared; only `batched` has the batch dim (or row b)
+        given = {name: value[0] for name, value in full.items()}
+        given[batched] = full[batched] if b is None else full[batched][b]
+        return miner(anchors[0], given["positives"], pool[0], given["anchor_labels"],
+                     given["pool_labels"], given["chol"], **kwargs)  # fmt: skip
+
+    mined = mine()
+    assert all(t.shape == (3, 4) for t in mined), [t.shape for t in mined]
+    for b in range(3):
+        for got, want in zip(mined, mine(b)):
+            assert torch.equal(got[b].nan_to_num(-1), want.nan_to_num(-1))

@@ -8,7 +8,13 @@ Mahalanobis distance on those only; ``exhaustive_negatives`` is the all-pairs ba
 The choice rule (``mode="semihard"``): among negatives with ``d_ap < d_an < d_ap + margin``
 take the smallest ``d_an``; when none qualifies take the hardest (smallest ``d_an``) negative.
 ``mode="hard"`` always takes the hardest. Ties go to the smallest pool index, so with
-``top_m >= pool size`` the two functions return identical results.
+``top_m >= pool size`` the two functions return identical results. A negative whose distance is
+NaN (a NaN in the inputs with ``check=False``, or a singular ``chol``) is never chosen; an anchor
+left without any other negative (or facing an empty pool) gets index -1, distance NaN and
+``found=False``. A NaN ``d_ap`` never qualifies as semi-hard, so the hardest negative is taken.
+Results stay right with NaN inputs, but gradients may not: in ``exhaustive_negatives`` a NaN pool
+row makes the anchors' gradients NaN (``cdist``'s backward multiplies 0 by NaN); use ``check=True``
+or clean the inputs when training.
 
 Example:
     >>> import torch
@@ -30,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from torchdoctor.ops._validation import (
-    require_broadcastable,
+    describe,
     require_finite,
     require_float,
     require_integer,
@@ -49,9 +55,11 @@ _MODES = ("semihard", "hard")
 class MinedNegatives(NamedTuple):
     """Result of negative mining, one entry per anchor (shape ``(..., n)``).
 
-    ``indices``: chosen pool index (long), -1 where the anchor has no negative at all;
+    ``indices``: chosen pool index (long), -1 where the anchor has no negative (no pool entry
+    with another label, an empty pool, or only negatives whose distance is NaN);
     ``distances``: Mahalanobis ``d_an`` of the choice (differentiable), NaN where none;
-    ``positive_distances``: ``d_ap`` (differentiable); ``found``: bool, a negative exists.
+    ``positive_distances``: ``d_ap`` (differentiable); ``found``: bool, a negative was chosen
+    (``indices >= 0``). All four share the broadcast batch shape of the inputs.
 
     Example:
         >>> MinedNegatives(*(torch.zeros(1),) * 4).indices
@@ -90,16 +98,48 @@ def _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin
         pool_labels=pool_labels,
     )
     require_same_dtype(anchors=anchors, positives=positives, pool=pool, chol=chol)
-    batch = require_broadcastable("anchors", anchors.shape[:-2], "pool", pool.shape[:-2])
-    batch = require_broadcastable("anchors and pool", batch, "chol", chol.shape[:-2])
-    require_broadcastable("anchors", batch, "anchor_labels", anchor_labels.shape[:-1])
-    require_broadcastable("anchors", batch, "pool_labels", pool_labels.shape[:-1])
+    _require_common_batch(
+        ("anchors", anchors, 2, "(..., n, d)"),
+        ("positives", positives, 2, "(..., n, d)"),
+        ("pool", pool, 2, "(..., p, d)"),
+        ("chol", chol, 2, "(..., d, d)"),
+        ("anchor_labels", anchor_labels, 1, "(..., n)"),
+        ("pool_labels", pool_labels, 1, "(..., p)"),
+    )
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
     if check:
         require_finite(anchors=anchors, positives=positives, pool=pool, chol=chol)
+
+
+def _require_common_batch(*inputs: tuple[str, torch.Tensor, int, str]) -> tuple[int, ...]:
+    """Broadcast the batch dims of ``(name, tensor, core_rank, layout)`` inputs, or raise.
+
+    The error names the first input that does not fit, the inputs before it, and a shape that
+    would.
+
+    Example:
+        >>> _require_common_batch(("anchors", torch.zeros(2, 4, 3), 2, "(..., n, d)"),
+        ...                       ("anchor_labels", torch.zeros(4), 1, "(..., n)"))
+        (2,)
+    """
+    batch: tuple[int, ...] = ()
+    seen: list[str] = []
+    for name, value, core, layout in inputs:
+        own = tuple(value.shape[: value.ndim - core])
+        try:
+            batch = tuple(torch.broadcast_shapes(batch, own))
+        except RuntimeError:
+            fits = batch + tuple(value.shape[value.ndim - core :])
+            raise ValueError(
+                f"{name} {layout} has batch dimensions {own} ({describe(value)}) that do not "
+                f"broadcast with the batch dimensions {batch} of {', '.join(seen)}; give "
+                f"{name} the same leading dimensions or size-1 ones, e.g. shape {fits}"
+            ) from None
+        seen.append(name)
+    return batch
 
 
 def _positive_distances(anchors, positives, chol):
@@ -109,7 +149,22 @@ def _positive_distances(anchors, positives, chol):
 
 
 def _choose(d_ap, d_an, valid, index, margin, mode) -> MinedNegatives:
-    """Pick one candidate per anchor; ``d_an``, ``valid``, ``index``: ``(..., n, m)``."""
+    """Pick one candidate per anchor; ``d_an``, ``valid``, ``index``: ``(..., n, m)``.
+
+    All four broadcast to one batch shape first, so every field comes out ``(..., n)``. A NaN
+    distance is never chosen: it counts as an invalid candidate (no host sync: masks only).
+    """
+    shape = torch.broadcast_shapes(d_ap.unsqueeze(-1).shape, d_an.shape, valid.shape, index.shape)
+    d_an, valid, index = d_an.expand(shape), valid.expand(shape), index.expand(shape)
+    d_ap = d_ap.unsqueeze(-1).expand(shape[:-1] + (1,)).squeeze(-1).contiguous()
+    if shape[-1] == 0:  # empty pool (a shape, not a value: no sync): no anchor has a negative
+        return MinedNegatives(
+            indices=torch.full(shape[:-1], -1, dtype=torch.long, device=d_an.device),
+            distances=d_an.new_full(shape[:-1], float("nan")),
+            positive_distances=d_ap,
+            found=torch.zeros(shape[:-1], dtype=torch.bool, device=d_an.device),
+        )
+    valid = valid & ~d_an.isnan()
     inf = torch.tensor(float("inf"), dtype=d_an.dtype, device=d_an.device)
     hardest = torch.where(valid, d_an, inf)
     if mode == "semihard":
@@ -119,7 +174,7 @@ def _choose(d_ap, d_an, valid, index, margin, mode) -> MinedNegatives:
         key = torch.where(has_semi, torch.where(qualifies, d_an, inf), hardest)
     else:
         key = hardest
-    best = key.min(-1, keepdim=True).values
+    best = key.min(-1, keepdim=True).values  # no NaN in key: a valid one sits at best if found
     at_best = valid & (key == best)
     big = torch.iinfo(torch.long).max
     chosen = torch.where(at_best, index, big).min(-1, keepdim=True).values
@@ -171,6 +226,11 @@ def exhaustive_negatives(
         ...                              torch.tensor([0]), torch.tensor([1, 1, 1]), chol)
         >>> mined.indices.tolist()   # 1.0 < 1.5 < 1.0 + margin: the semi-hard one
         [1]
+        >>> pool[1, 0] = float("nan")   # check=False: a NaN distance is never chosen
+        >>> exhaustive_negatives(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), pool,
+        ...                      torch.tensor([0]), torch.tensor([1, 1, 1]), chol,
+        ...                      check=False).indices.tolist()
+        [2]
     """
     _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin, mode, check)
     dtype = anchors.dtype
@@ -199,9 +259,11 @@ def two_stage_negatives(
 
     Args:
         anchors: ``(..., n, d)``; positives: ``(..., n, d)`` (one per anchor).
-        pool: ``(..., p, d)`` candidate negatives (a shared pool broadcasts, e.g. ``(p, d)``).
+        pool: ``(..., p, d)`` candidate negatives (a shared pool broadcasts, e.g. ``(p, d)``);
+            ``p = 0`` is allowed (nothing is found).
         anchor_labels: ``(..., n)`` and pool_labels: ``(..., p)`` integer ids; pool entries
-            with the anchor's label are never chosen.
+            with the anchor's label are never chosen, nor are those at NaN distance (with
+            ``check=False`` a NaN pool row is skipped, and also never takes a prefilter slot).
         chol: ``(..., d, d)`` lower Cholesky factor of each batch element's covariance
             (``cholesky_factor``); all leading dims broadcast.
         top_m: candidates kept per anchor after the cosine prefilter; ``>= p`` means no
@@ -212,7 +274,9 @@ def two_stage_negatives(
             then runs without any host sync.
 
     Returns:
-        ``MinedNegatives(indices, distances, positive_distances, found)``, each ``(..., n)``.
+        ``MinedNegatives(indices, distances, positive_distances, found)``, each ``(..., n)``
+        where ``...`` is the broadcast of all inputs' leading dims (a mismatch is a ValueError
+        naming the argument).
 
     Example:
         >>> chol = torch.eye(2)
@@ -237,6 +301,7 @@ def two_stage_negatives(
     with torch.no_grad():  # the prefilter only ranks; gradients flow through exact distances
         similarity = F.normalize(anchors, dim=-1) @ F.normalize(pool, dim=-1).mT
         similarity, valid_all = torch.broadcast_tensors(similarity, valid_all)
+        valid_all = valid_all & ~similarity.isnan()  # a NaN row or anchor never takes a slot
         neg_inf = torch.tensor(float("-inf"), dtype=similarity.dtype, device=similarity.device)
         ranked = torch.where(valid_all, similarity, neg_inf).topk(top_m, dim=-1)
     index = ranked.indices  # (..., n, M)

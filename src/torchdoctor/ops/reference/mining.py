@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["mine_negatives_loop"]
@@ -33,8 +35,9 @@ def mine_negatives_loop(
 ) -> tuple[list[int], list[float]]:
     """One image: anchors ``(n, d)``, pool ``(p, d)``, ``cov`` ``(d, d)``.
 
-    ``candidates[i]`` restricts anchor ``i`` to those pool indices (default: all). Returns the
-    chosen pool index per anchor (-1 when it has no negative) and its distance (NaN then).
+    ``candidates[i]`` restricts anchor ``i`` to those pool indices (default: all). A negative
+    whose distance is NaN is never chosen. Returns the chosen pool index per anchor (-1 when it
+    has no negative with a non-NaN distance) and its distance (NaN then).
 
     Example:
         >>> mine_negatives_loop(torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1),
@@ -50,6 +53,7 @@ def mine_negatives_loop(
             for j in allowed
             if int(pool_labels[j]) != int(anchor_labels[i])
         ]
+        negatives = [(dist, j) for dist, j in negatives if not math.isnan(dist)]
         if not negatives:
             indices.append(-1)
             distances.append(float("nan"))

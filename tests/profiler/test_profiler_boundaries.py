@@ -40,6 +40,33 @@ def test_manual_steps_with_wrapped_loader_count_data_phase(net):
         assert sum(step["phases"].values()) == pytest.approx(step["wall_ms"], rel=1e-6)
 
 
+class _SlowDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, index):
+        time.sleep(0.001)  # at least 3 ms of loading per batch of 3
+        return torch.randn(4)
+
+
+def test_unmodified_dataloader_wait_is_the_data_phase(net):
+    """No wrap_loader: next() on any DataLoader iterator is timed as the data phase."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    loader = torch.utils.data.DataLoader(_SlowDataset(), batch_size=3)
+    original = torch.utils.data.dataloader._BaseDataLoaderIter.__next__
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:
+        for batch in loader:
+            net(batch).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    steps = prof.session["steps"]
+    assert len(steps) == 3
+    for step in steps:
+        assert step["phases"]["data"] >= 3.0
+        assert sum(step["phases"].values()) == pytest.approx(step["wall_ms"], rel=1e-6)
+    assert torch.utils.data.dataloader._BaseDataLoaderIter.__next__ is original  # removed
+
+
 def test_auto_optimizer_steps(net):
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:

@@ -9,6 +9,8 @@ another fails):
   region boundaries are hooked as the pass starts);
 - wrappers around ``torch.no_grad``'s ``__enter__``/``__exit__`` on the profiling thread (a
   hand-written parameter update in a loop without an optimizer is the ``optimizer`` phase);
+- a wrapper around ``DataLoader`` iterators' ``__next__`` on the profiling thread (phase
+  ``data``: the wait for a batch of an unmodified script's loader);
 - a ``saved_tensors_hooks`` pair counting activation bytes, pushed only during the one step
   that counts them (:class:`SavedTensorsSwitch`).
 
@@ -99,6 +101,28 @@ class Installation:
             cls.__enter__, cls.__exit__ = original_enter, original_exit
 
         self._undo.append(undo)
+
+    def wrap_data_loader(self, enter: Callable[[], bool], leave: Callable[[bool], None]) -> None:
+        """Call ``token = enter()`` before and ``leave(token)`` after each ``next()`` on a
+        ``torch.utils.data.DataLoader`` iterator, on the calling thread only."""
+        from torch.utils.data import dataloader
+
+        cls = dataloader._BaseDataLoaderIter
+        original = cls.__dict__["__next__"]
+        thread = threading.get_ident()
+
+        @functools.wraps(original)
+        def __next__(iterator: Any) -> Any:
+            if threading.get_ident() != thread:
+                return original(iterator)
+            token = enter()
+            try:
+                return original(iterator)
+            finally:
+                leave(token)
+
+        cls.__next__ = __next__
+        self._undo.append(functools.partial(setattr, cls, "__next__", original))
 
     def add_saved_tensors_hooks(self, pack: Callable, unpack: Callable) -> SavedTensorsSwitch:
         """Saved-tensor hooks that are pushed only while switched on (see the class)."""

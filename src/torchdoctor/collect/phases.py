@@ -13,7 +13,8 @@ the phase durations of a step add up to the step exactly. Rules:
   and no optimizer, a ``no_grad`` block opened between passes (a hand-written update) pushes
   ``optimizer`` and, once it closes, the grad-enabled code until backward is ``forward``
   (``Profiler._no_grad_enter``);
-- ``next()`` on an iterable wrapped by ``Profiler.wrap_loader`` pushes ``data``.
+- ``next()`` on a ``torch.utils.data.DataLoader`` iterator, or on any iterable wrapped by
+  ``Profiler.wrap_loader``, pushes ``data``.
 
 ``collect.state.STATE.phase`` always holds the current phase (the sync audit reads it).
 

@@ -154,6 +154,7 @@ class Profiler:
             hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
             hooks.wrap_autograd(self._backward_enter, self._backward_leave)
             hooks.wrap_no_grad(self._no_grad_enter, self._no_grad_leave)
+            hooks.wrap_data_loader(self._data_enter, self._data_leave)
             self._saved = hooks.add_saved_tensors_hooks(rec.pack, rec.unpack)
             if self.step_boundary == "auto":
                 rec.on_outermost = self._outermost
@@ -275,6 +276,17 @@ class Profiler:
                     "(a hand-written update); grad-enabled code after them until backward() "
                     "as forward"
                 )
+
+    def _data_enter(self) -> bool:
+        """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase."""
+        if not self._rec.recording:
+            return False
+        self._rec.phases.push("data")
+        return True
+
+    def _data_leave(self, pushed: bool) -> None:
+        if pushed and self._rec.phases.phase == "data":
+            self._rec.phases.pop()
 
     def _no_grad_leave(self) -> None:
         """After a manual update, what runs with grad enabled until the next backward() is the

@@ -344,6 +344,26 @@ def test_engine_knobs_in_use_are_recorded_and_silence_their_advice():
     assert any("channels_last" in a.title for a in engine_knobs(plain))
 
 
+def test_guided_sampler_encoding_twice_steps_at_the_first_encoder_call():
+    """Classifier-free guidance encoding the prompt and the empty prompt: the loop opens with
+    two encoder calls, then two denoiser calls. A step starts at the first encoder call of
+    each iteration (not at every module call), and the re-encoded prompt is recomputation."""
+    torch.manual_seed(0)
+    encoder, denoiser = nn.Linear(6, 8), nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+    prompt, empty, x = torch.randn(3, 6), torch.zeros(3, 6), torch.zeros(3, 8)
+    with torch.no_grad(), torchdoctor.Profiler(step_boundary="auto", syncs=False) as prof:
+        for _ in range(12):
+            c, u = encoder(prompt), encoder(empty)
+            guided, plain = denoiser(x + c), denoiser(x + u)
+            x = x - 0.1 * (plain + 2.0 * (guided - plain))
+    s = prof.session
+    assert any("the first of its 2 calls in a row" in n for n in s["config"]["notes"])
+    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    assert calls["Linear"] == 2 and calls["Sequential"] == 2, calls
+    assert len(s["steps"]) >= 9
+    assert "Linear" in [r["path"] for r in s["recomputation"]]
+
+
 def test_guided_sampler_calling_the_denoiser_twice_steps_at_the_loop_opener():
     """Classifier-free guidance: encoder once, denoiser twice per iteration. Steps start at the
     module the loop opens with (the encoder), not at the denoiser's second call."""

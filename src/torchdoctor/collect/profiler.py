@@ -350,7 +350,13 @@ class Profiler:
         re-run with the same inputs every iteration shows up as recomputation across steps."""
         mode = self._mode
         if mode == "module":
-            if self._module_round.starts_step(module):
+            starts, revised = self._module_round.starts_step(module)
+            if revised:  # the loop turned out to repeat several modules: partial steps so far
+                self._notes.append(revised)
+                self._summaries.clear()
+                self._raw.clear()
+                self._cut(discard=True)
+            elif starts:
                 self._cut()
         elif mode is None and not self._seen["backward"]:
             needed = 2 if not torch.is_grad_enabled() else 4

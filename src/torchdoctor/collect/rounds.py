@@ -53,15 +53,32 @@ class OptimizerRound:
 
 class ModuleRound:
     """While deciding whether steps are outermost module calls (an inference loop): a step
-    starts at each call of the module the loop opens with, once it is called again
-    (``needed`` times); if it does not come back soon, the first module called ``2 x needed``
-    times decides; after ``4 x needed`` calls in all, every call starts a step."""
+    starts at each call of the module the loop opens with, once it comes back after other
+    modules (and has been called ``needed`` times); if it does not come back soon, the first
+    module called ``2 x needed`` times decides; after ``4 x needed`` calls in all, every call
+    starts a step. A loop that opens with ``needed`` calls of one module in a row is taken
+    for a one-module loop (every call a step) until another module runs and the first comes
+    back: then it is a round that opens with a run of calls (a guided sampler encoding the
+    prompt and the empty prompt), and a step starts at the first call of each run.
+
+    Example:
+        >>> rounds, text, den = ModuleRound(), object(), object()
+        >>> [rounds.observe(m, 2)[0] for m in (text, text)]  # one module so far: every call
+        [False, True]
+        >>> [rounds.starts_step(m)[0] for m in (den, den, text, text, den, den, text)]
+        [True, True, True, False, False, False, True]
+    """
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.total = 0
         self.first: Any = None
+        self.last: Any = None  # the latest outermost module called
+        self.opening_run = 0  # calls of the first module before any other module
+        self.runs = False  # a step starts at the first call of each run of ``chosen``
         self.chosen: Any = None  # the module whose calls start steps (None: every call)
+        self.tentative = False  # "every call" decided on one module: revised by a round
+        self.others = False  # another module ran since the tentative decision
 
     def observe(self, module: Any, needed: int) -> tuple[bool, str | None]:
         """``(decided, note)`` for an outermost call made while deciding."""
@@ -70,17 +87,40 @@ class ModuleRound:
         self.counts[key] = count = self.counts.get(key, 0) + 1
         if self.first is None:
             self.first = module
-        opener = module is self.first and count >= needed
+        previous, self.last = self.last, module
+        if len(self.counts) == 1:
+            self.opening_run += 1
+            if count >= needed:  # one module so far, called again: every call, for now
+                self.tentative = True
+                return True, None
+        opener = module is self.first and previous is not module and count >= needed
         if not (opener or count >= 2 * needed or self.total >= 4 * needed):
             return False, None
-        if (opener or count >= 2 * needed) and len(self.counts) > 1:
+        if opener or count >= 2 * needed:
             self.chosen = module
-            where = " (the first one the loop calls)" if opener else ""
-            return True, (
-                f"several outermost modules: a step starts at each call of "
-                f"{type(module).__name__}{where}"
-            )
+            return True, self._note(module, opener)
         return True, None
 
-    def starts_step(self, module: Any) -> bool:
-        return self.chosen is None or module is self.chosen
+    def starts_step(self, module: Any) -> tuple[bool, str | None]:
+        """``(starts, note)`` for an outermost call once decided; a note means the round was
+        revised now: the steps recorded so far were partial iterations."""
+        previous, self.last = self.last, module
+        if self.tentative:
+            if module is not self.first:
+                self.others = True
+            elif self.others:  # the first module is back after others: a round
+                self.tentative = False
+                self.chosen = module
+                self.runs = self.opening_run > 1
+                return True, self._note(module, True) + "; earlier steps dropped"
+        if self.chosen is None:
+            return True, None
+        return module is self.chosen and not (self.runs and previous is module), None
+
+    def _note(self, module: Any, opener: bool) -> str:
+        where = " (the first one the loop calls)" if opener else ""
+        run = f", the first of its {self.opening_run} calls in a row" if self.runs else ""
+        return (
+            f"several outermost modules: a step starts at each call of "
+            f"{type(module).__name__}{where}{run}"
+        )

@@ -101,6 +101,46 @@ def test_auto_lbfgs_closure_counts_forward_and_backward(net):
         assert step["phases"]["optimizer"] > 0
 
 
+def test_lbfgs_with_many_closure_calls_keeps_every_step_whole(net):
+    """max_iter=20 runs the model 20 times inside one step(): no inference-loop guess there,
+    and no partial first step."""
+    opt = torch.optim.LBFGS(net.parameters(), max_iter=20, tolerance_grad=0, tolerance_change=0)
+    batch = torch.randn(3, 4)
+
+    def closure():
+        opt.zero_grad()
+        loss = net(batch).pow(2).mean()
+        loss.backward()
+        return loss
+
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:
+        for _ in range(4):
+            opt.step(closure)
+    s = prof.session
+    assert s["config"]["step_boundary"] == "optimizer"
+    assert not any("module" in note for note in s["config"]["notes"]), s["config"]["notes"]
+    assert len(s["steps"]) == 3
+    walls = [step["wall_ms"] for step in s["steps"]]
+    assert min(walls) > 0.3 * max(walls)  # all whole steps: the model ran many times in each
+
+
+def test_gradient_accumulation_drops_the_partial_step_at_the_switch(net):
+    """Backward every micro-batch, optimizer every 4th: steps are decided at backward first,
+    then at the optimizer; the step open at the switch (one micro-batch) is not kept."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=0) as prof:
+        for index, batch in enumerate(_batches(20)):
+            net(batch).sum().backward()
+            if index % 4 == 3:
+                opt.step()
+                opt.zero_grad()
+    s = prof.session
+    assert s["config"]["step_boundary"] == "optimizer"
+    assert len(s["steps"]) == 4  # updates 2-5: the first ended at the switch, partial
+    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    assert calls["Sequential"] == 4, calls  # four micro-batches in every step
+
+
 def test_auto_backward_without_optimizer(net):
     with torchdoctor.Profiler(net, syncs=False, step_boundary="auto") as prof:
         for batch in _batches(5):

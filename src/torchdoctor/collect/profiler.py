@@ -142,6 +142,7 @@ class Profiler:
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
         self._mode = "marker" if self.step_boundary == "manual" else None
         self._seen = {"backward": 0, "optimizer": 0}
+        self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._module_round = ModuleRound()  # several top-level modules in an inference loop
         self._optimizer_round = OptimizerRound()  # several optimizers stepping in turn
@@ -253,6 +254,7 @@ class Profiler:
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._seen["optimizer"] += 1
+        self._optimizer_depth += 1
         self._rec.phases.push("optimizer")
 
     def _no_grad_enter(self, grad_was_enabled: bool) -> None:
@@ -302,15 +304,19 @@ class Profiler:
         """Steps end at optimizer steps; with several in turn, at the one closing the round
         (``collect.rounds``), so a backward is measured in the step of its forward."""
         self._rec.phases.pop()
+        self._optimizer_depth -= 1
         if self._mode == "marker":
             return
+        # The step open now began at a backward or module cut (gradient accumulation: the
+        # last micro-batch's backward): not a whole iteration, so it is dropped.
+        partial = self._mode not in (None, "optimizer")
         if self._mode != "optimizer":
             self._switch("optimizer")
         action, note = self._optimizer_round.observe(optimizer)
         if note:
             self._notes.append(note)
         if action == "cut":
-            self._cut()
+            self._cut(discard=partial)
         elif action == "decided":  # half-iterations so far: the step open now is a whole one
             self._summaries.clear()
             self._raw.clear()
@@ -358,7 +364,8 @@ class Profiler:
                 self._cut(discard=True)
             elif starts:
                 self._cut()
-        elif mode is None and not self._seen["backward"]:
+        elif mode is None and not self._seen["backward"] and not self._optimizer_depth:
+            # (module calls inside optimizer.step(closure), e.g. LBFGS, are no inference loop)
             needed = 2 if not torch.is_grad_enabled() else 4
             decided, note = self._module_round.observe(module, needed)
             if decided:

@@ -105,6 +105,26 @@ def test_host_syncs_on_cpu_leave_the_saving_unknown():
     assert all(a.estimated_saving_ms is None for a in host_syncs(session))
 
 
+def test_host_syncs_skip_log_interval_reads_and_the_optimizers_own():
+    def record(op, per_step, phase, line):
+        return {"kind": "item", "op": op, "file": "t.py", "line": line, "count": 10,
+                "per_step": per_step, "phase": phase, "stall_ms": None}  # fmt: skip
+
+    session = {
+        "step_ms": {"median": 5.0},
+        "environment": {"device": "cpu"},
+        "syncs": [
+            record('print(f"epoch {loss.item()}")', 0.03, "other", 3),  # once per epoch
+            record("loss = optimizer.step(closure)", 38.0, "optimizer", 4),  # LBFGS inside
+        ],
+    }
+    assert host_syncs(session) == []
+    session["syncs"].append(record("total += loss.item()", 1.0, "other", 5))
+    (advice,) = host_syncs(session)
+    assert any("t.py:5" in line for line in advice.evidence)
+    assert not any("t.py:3" in line or "t.py:4" in line for line in advice.evidence)
+
+
 def test_backward_heavy_saving_assumes_typical_ratio():
     (item,) = backward_heavy(slow_session())
     assert "pac_loss" in item.title

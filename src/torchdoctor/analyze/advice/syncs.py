@@ -1,7 +1,9 @@
 """Rule ``host-syncs``: host-device synchronizations inside the profiled step (seed 002, 003).
 
 Two families, one Advice each: scalar extraction (``.item()``, ``float(t)``, ``.tolist()``,
-``.cpu()``, ``if t:`` ...) -> keep metrics on device (``torchdoctor.train.LazyMetrics``);
+``.cpu()``, ``if t:`` ...) at least every other step, outside ``optimizer.step()`` (whose
+own reads, e.g. LBFGS's, the user cannot defer) -> keep metrics on device
+(``torchdoctor.train.LazyMetrics``);
 data-dependent shapes (``nonzero``, ``unique``, boolean-mask indexing ...) -> the sync-free ops.
 The saving is the measured stall (CUDA runs); on CPU runs the syncs are predicted, the stall is
 not measured, and the saving is left unknown.
@@ -31,6 +33,12 @@ SHAPE_KINDS = {
     "allclose",
 }
 MAX_LINES = 5
+MIN_SCALAR_PER_STEP = 0.5  # below: a read every few steps, i.e. already at a log interval
+
+
+def _inside_optimizer_step(record: Mapping[str, Any]) -> bool:
+    """A sync attributed to the user's ``optimizer.step(...)`` line: torch.optim's own reads."""
+    return record.get("phase") == "optimizer" and ".step(" in str(record.get("op") or "")
 
 
 def _where(record: Mapping[str, Any]) -> str:
@@ -133,7 +141,15 @@ def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
     records = [r for r in session.get("syncs") or () if _per_step(r) > 0]
     step = step_ms(session)
     cuda = str((session.get("environment") or {}).get("device") or "").startswith("cuda")
-    scalar = [r for r in records if r.get("kind") not in SHAPE_KINDS]
+    # Scalars read at a log interval (a print every N steps) already follow the advice, and
+    # reads inside optimizer.step() (LBFGS's line search) are the optimizer's own.
+    scalar = [
+        r
+        for r in records
+        if r.get("kind") not in SHAPE_KINDS
+        and _per_step(r) >= MIN_SCALAR_PER_STEP
+        and not _inside_optimizer_step(r)
+    ]
     shape = [r for r in records if r.get("kind") in SHAPE_KINDS]
     advice = []
     if scalar:

@@ -125,6 +125,20 @@ def test_host_syncs_skip_log_interval_reads_and_the_optimizers_own():
     assert not any("t.py:3" in line or "t.py:4" in line for line in advice.evidence)
 
 
+def test_compile_advice_names_the_step_when_there_is_no_module():
+    session = {
+        "step_ms": {"median": 10.0},
+        "phases": {"forward": {"median": 4.0}, "backward": {"median": 4.0}},
+        "environment": {"device": "cpu"},
+        "tree": {"path": "", "kind": "module", "children": [
+            {"path": "loss", "kind": "region", "children": []}]},
+    }  # fmt: skip
+    (advice,) = engine_knobs(session)
+    assert advice.title == "torch.compile the step" and "model" not in advice.code
+    session["tree"]["children"].append({"path": "Linear", "kind": "module", "children": []})
+    assert engine_knobs(session)[0].title == "torch.compile the model"
+
+
 def test_backward_heavy_saving_assumes_typical_ratio():
     (item,) = backward_heavy(slow_session())
     assert "pac_loss" in item.title

@@ -78,6 +78,10 @@ def _knob_state(session: Mapping[str, Any]) -> dict[str, Any]:
     if any("OptimizedModule" in t for t in types):
         state["compile"] = True
     state["_conv"] = any(t.startswith("Conv") for t in types)
+    tree = session.get("tree")
+    state["_modules"] = not tree or any(  # (no tree: unknown, so assume a model)
+        n.get("kind", "module") == "module" and n.get("path") for n, _ in walk(tree)
+    )
     return state
 
 
@@ -107,7 +111,14 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     for knob in wanted:
         if state.get(knob) is True:
             continue
-        spec = _KNOBS[knob]
+        spec = dict(_KNOBS[knob])
+        if knob == "compile" and not state["_modules"]:  # plain tensor code, no nn.Module
+            spec.update(
+                title="torch.compile the step",
+                fix="step = torch.compile(step) on the function that computes the loss (first "
+                "calls are slower while it compiles; avoid graph breaks such as .item()).",
+                code="loss_fn = torch.compile(loss_fn)",
+            )
         speedup = SPEEDUPS[spec["speedup"]]
         known_off = state.get(knob) is False
         item = Advice(

@@ -58,6 +58,23 @@ def test_loop_invariant_saving_is_repeated_calls_times_call_time():
     assert "model.encoder" in item.title
 
 
+def test_loop_invariant_advises_the_outermost_recomputed_module_by_tree_ancestry():
+    """With model=None the first top-level module's children have unprefixed paths ("emb"
+    under "TextEncoder"): the tree, not the dotted path, says emb is inside TextEncoder."""
+
+    def record(path):
+        return {"path": path, "calls_per_step": 2, "identical_input_calls": 1,
+                "time_per_call_ms": 3.0, "source": None}  # fmt: skip
+
+    session = {
+        "step_ms": {"median": 20.0},
+        "recomputation": [record("TextEncoder"), record("emb")],
+        "tree": {"path": "", "children": [
+            {"path": "TextEncoder", "children": [{"path": "emb", "children": []}]}]},
+    }  # fmt: skip
+    assert [a.title.split(" once")[0] for a in loop_invariant(session)] == ["Compute TextEncoder"]
+
+
 def test_loop_invariant_ignores_single_calls():
     session = slow_session()
     session["recomputation"][0]["identical_input_calls"] = 0

@@ -22,9 +22,26 @@ from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms
 MIN_FRACTION = 0.01
 
 
-def _has_recomputed_ancestor(path: str, paths: set[str]) -> bool:
+def _tree_ancestors(tree: Mapping[str, Any] | None) -> dict[str, set[str]]:
+    """Each node path's ancestor paths in the session tree (the main model's submodules have
+    unprefixed paths, so the tree, not the dotted path, says what contains what)."""
+    ancestors: dict[str, set[str]] = {}
+    stack = [(tree, frozenset())] if isinstance(tree, Mapping) else []
+    while stack:
+        node, above = stack.pop()
+        path = str(node.get("path") or "")
+        if path:
+            ancestors.setdefault(path, set()).update(above)
+            above = above | {path}
+        stack.extend((child, above) for child in node.get("children") or ())
+    return ancestors
+
+
+def _has_recomputed_ancestor(path: str, paths: set[str], tree: dict[str, set[str]]) -> bool:
     parts = path.split(".")
-    return any(".".join(parts[:i]) in paths for i in range(1, len(parts)))
+    if any(".".join(parts[:i]) in paths for i in range(1, len(parts))):
+        return True
+    return bool(tree.get(path, set()) & paths)
 
 
 def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
@@ -40,9 +57,10 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
     step = step_ms(session)
     records = list(session.get("recomputation") or ())
     paths = {str(r.get("path")) for r in records if (r.get("identical_input_calls") or 0) >= 1}
+    tree = _tree_ancestors(session.get("tree"))
     advice = []
     for record in records:
-        if _has_recomputed_ancestor(str(record.get("path")), paths):
+        if _has_recomputed_ancestor(str(record.get("path")), paths, tree):
             continue  # caching the ancestor removes these calls too: no double counting
         repeats = float(record.get("identical_input_calls") or 0)
         per_call = float(record.get("time_per_call_ms") or 0.0)

@@ -64,6 +64,16 @@ def test_sys_exit_code_is_preserved_and_session_written(tmp_path):
     assert session["interrupted"] is False
 
 
+def test_json_format_keeps_stdout_for_the_json_alone(tmp_path):
+    """--format json: stdout parses as JSON (pipe it to jq); the script's prints go to stderr."""
+    script = _script(tmp_path, steps=4, tail="")
+    done = _subprocess(["run", "--format", "json", "--out", "prof", str(script)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert len(data["steps"]) == 3
+    assert done.stderr.count("loss ") == 4 and "loss " not in done.stdout
+
+
 def test_exception_traceback_and_exit_code_are_preserved(tmp_path):
     script = _script(tmp_path, steps=3, tail="raise ValueError('boom in the script')\n")
     done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)

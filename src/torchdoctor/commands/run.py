@@ -18,6 +18,7 @@ script has options of the same name, separate with ``--``::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -80,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--format", choices=("text", "json"), default="text",
-        help="what to print at exit (default: text)",
+        help="what to print at exit (default: text); with json, stdout holds the JSON alone and "
+        "the script's own output goes to stderr",
     )  # fmt: skip
     parser.add_argument(
         "--thorough", action="store_true",
@@ -194,6 +196,25 @@ def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]
     return audit.records(first_step=warmup, num_steps=steps)
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send everything written to stdout (fd 1, Python's and child processes') to stderr."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (an embedded interpreter): Python-level only
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     """Run ``args.script`` under the profiler and the sync audit: ``(outcome, session)``.
 
@@ -216,7 +237,10 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     try:
         audit.__enter__()
         try:
-            outcome = run_script(script, args.script_args, on_step_fn_end=profiler.step)
+            # With --format json stdout carries the JSON alone (pipe it to jq): the script's
+            # own output goes to stderr, at the file-descriptor level (worker processes too).
+            with _stdout_to_stderr() if args.format == "json" else contextlib.nullcontext():
+                outcome = run_script(script, args.script_args, on_step_fn_end=profiler.step)
         finally:
             audit.stop()
     finally:

@@ -84,7 +84,7 @@ def run(quick: bool = False) -> list[BenchTable]:
         table.notes += [
             "definitions as pyRiemann (distance_euclid, distance_logeuclid, distance_logdet, "
             "distance_riemann); log_euclidean: two eigh, stein: three Cholesky, "
-            "affine_invariant: Cholesky + two triangular solves + eigvalsh",
+            "affine_invariant: two Cholesky + one triangular solve + svdvals",
             "'fro faster by': median of interleaved metric time / fro time; check=False "
             "(no SPD validation, no host sync); one intra-op thread",
         ]

@@ -73,11 +73,19 @@ class CovarianceEMA(nn.Module):
     """Exponential moving average of covariance matrices, kept on the device.
 
     ``update(cov)`` folds in a new batch ``(..., d, d)``: ``avg = decay * avg + (1 - decay) *
-    cov``. With ``bias_correction`` (as in Adam) the average starts at zero and ``value()``
-    divides by ``1 - decay ** num_updates``, so the first value equals the first update
-    instead of being shrunk toward zero. State lives in buffers: ``.to(device)`` moves it and
-    ``state_dict()`` saves it; no step ever reads it back to the host. Updates are detached:
-    the average carries no autograd graph across steps.
+    cov``. With ``bias_correction`` (as in Adam) that average starts at zero and is divided by
+    ``1 - decay ** num_updates``, so the first value equals the first update instead of being
+    shrunk toward zero. The corrected average is kept directly, updated as ``avg += w (cov -
+    avg)`` with ``w = (1 - decay) / (1 - decay ** num_updates)`` (``w = 1`` at the first
+    update), ``w`` computed in float64 (float32 on MPS) and the step in at least float32: the
+    first value equals the first update exactly and a constant input stays exactly constant in
+    every dtype, including bfloat16/float16 averages and after ``.half()``, where rounding
+    ``decay`` to the average's dtype would break the correction (bfloat16 rounds 0.999 to 1).
+    Low-precision state still rounds each step: with ``decay`` near 1 keep the average in
+    float32. State lives in buffers: ``.to(device)`` moves it and ``state_dict()`` saves it (a
+    version-1 state dict, which held the uncorrected average, is corrected when loaded; one
+    stripped of its metadata is taken as current); no step ever reads it back to the host.
+    Updates are detached: the average carries no autograd graph across steps.
 
     Example:
         >>> ema = CovarianceEMA(decay=0.9)
@@ -86,6 +94,9 @@ class CovarianceEMA(nn.Module):
         >>> [round(v, 4) for v in ema.value().diagonal().tolist()]
         [2.0526, 2.0526]
     """
+
+    # 2: ``average`` holds the bias-corrected average (1: the raw one, corrected in value()).
+    _version = 2
 
     average: torch.Tensor | None
     num_updates: torch.Tensor
@@ -98,6 +109,12 @@ class CovarianceEMA(nn.Module):
         self.bias_correction = bias_correction
         self.register_buffer("average", None)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def _correction(self) -> torch.Tensor:
+        """``1 - decay ** num_updates`` as a device tensor, in float64 (float32 on MPS)."""
+        steps = self.num_updates
+        dtype = torch.float32 if steps.device.type == "mps" else torch.float64
+        return 1 - torch.pow(self.decay, steps.to(dtype))
 
     def update(self, cov: torch.Tensor) -> None:
         """Fold in covariance matrices ``(..., d, d)`` (same shape every call).
@@ -117,8 +134,18 @@ class CovarianceEMA(nn.Module):
                 f"{tuple(self.average.shape)}; use one EMA per shape or call reset()"
             )
         require_same_device(cov=cov, average=self.average)
-        self.average.mul_(self.decay).add_(cov.to(self.average.dtype), alpha=1 - self.decay)
         self.num_updates.add_(1)
+        average = self.average
+        step_dtype = torch.promote_types(average.dtype, torch.float32)
+        if self.bias_correction:  # exactly 1 at the first update: avg becomes cov exactly
+            weight = (1 - self.decay) / self._correction()
+            weight = torch.where(self.num_updates == 1, 1, weight).to(step_dtype)
+        else:
+            weight = 1 - self.decay
+        if average.dtype == step_dtype:
+            average.lerp_(cov.to(step_dtype), weight)
+        else:  # one rounding to the low-precision average per step
+            average.copy_(average.to(step_dtype).lerp_(cov.to(step_dtype), weight))
 
     def value(self) -> torch.Tensor:
         """The (bias-corrected) average, ``(..., d, d)``; a new tensor, safe to modify.
@@ -131,11 +158,7 @@ class CovarianceEMA(nn.Module):
         """
         if self.average is None:
             raise ValueError("CovarianceEMA has no value yet; call update(cov) first")
-        if not self.bias_correction:
-            return self.average.clone()
-        steps = self.num_updates.to(self.average.dtype)
-        correction = 1 - torch.pow(torch.full_like(steps, self.decay), steps)
-        return self.average / correction.clamp_min(torch.finfo(self.average.dtype).tiny)
+        return self.average.clone()
 
     def forward(self, cov: torch.Tensor) -> torch.Tensor:
         """``update(cov)`` then ``value()``.
@@ -147,12 +170,20 @@ class CovarianceEMA(nn.Module):
         self.update(cov)
         return self.value()
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(  # noqa: ANN001
+        self, state_dict, prefix, local_metadata, *args, **kwargs
+    ):
         # The average is created lazily; make room for a saved one before loading it.
         saved = state_dict.get(prefix + "average")
         if saved is not None and self.average is None:
             self.average = torch.empty_like(saved)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+        version = local_metadata.get("version")  # None: no metadata (e.g. safetensors): current
+        if saved is not None and self.bias_correction and version is not None and version < 2:
+            # A version-1 state dict holds the raw average: correct it once (none at 0 steps).
+            correction = self._correction()
+            corrected = self.average / torch.where(correction > 0, correction, 1)
+            self.average.copy_(corrected)
 
     def reset(self) -> None:
         """Forget the average (the next ``update`` may use a new shape).

@@ -286,3 +286,13 @@ def test_two_optimizers_in_turn_make_one_step_per_iteration(critic_steps):
     assert calls["Sequential"]["calls_per_step"] == critic_steps  # the generator
     assert calls["Sequential#2"]["calls_per_step"] == 2 * critic_steps + 1  # the discriminator
     assert calls["Sequential"]["backward_ms"]["mean"] > 0  # its backward is in the same step
+
+
+def test_warmup_longer_than_the_run_says_so(net):
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=10) as prof:
+        for batch in _batches(3):
+            net(batch).sum().backward()
+            opt.step()
+    notes = " ".join(prof.session["config"]["notes"])
+    assert "3 step(s) seen, warm-up 10" in notes and "lower the warm-up" in notes

@@ -464,6 +464,10 @@ class Profiler:
         if self._counter == 0:
             self._mode = "whole_run"
         else:
-            self._notes.append("no complete step after warm-up: the last partial step is shown")
+            self._notes.append(
+                f"no complete step after warm-up ({self._counter} step(s) seen, warm-up "
+                f"{self.warmup}): only the partial step after the last boundary is shown; "
+                "lower the warm-up (--warmup) to measure whole steps"
+            )
         self._counter = max(self._counter, self.warmup)
         self._cut()

@@ -200,6 +200,31 @@ def test_no_grad_blocks_are_not_an_optimizer_phase_when_an_optimizer_runs(net):
     assert all(step["phases"]["other"] >= 1.5 for step in s["steps"]), s["steps"]
 
 
+def test_clip_grad_norm_is_not_taken_for_a_hand_written_update(net):
+    """clip_grad_norm_ opens no_grad inside torch before the first optimizer.step(): torch's
+    own block, not the user's update. A user's @torch.no_grad() update function still is."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:
+        for batch in _batches(4):
+            opt.zero_grad()
+            net(batch).sum().backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+    assert not any("hand-written" in note for note in prof.session["config"]["notes"])
+
+    @torch.no_grad()
+    def update():
+        for p in net.parameters():
+            p -= 0.01 * p.grad
+            p.grad = None
+
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto") as prof:
+        for batch in _batches(4):
+            net(batch).sum().backward()
+            update()
+    assert any("hand-written" in note for note in prof.session["config"]["notes"])
+
+
 def test_no_grad_in_another_thread_does_not_touch_the_phases(net):
     import threading
 

@@ -28,6 +28,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import inspect
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -74,9 +77,10 @@ class Installation:
             setattr(torch.autograd, name, wrapper)
             self._undo.append(functools.partial(setattr, torch.autograd, name, original))
 
-    def wrap_no_grad(self, enter: Callable[[bool], None], leave: Callable[[], None]) -> None:
-        """Call ``enter(grad_was_enabled)`` after entering and ``leave()`` after leaving each
-        ``torch.no_grad()`` block (``with`` or decorator) opened on the calling thread."""
+    def wrap_no_grad(self, enter: Callable[[bool, bool], None], leave: Callable[[], None]) -> None:
+        """Call ``enter(grad_was_enabled, opened_by_torch)`` after entering and ``leave()``
+        after leaving each ``torch.no_grad()`` block (``with`` or decorator) opened on the
+        calling thread; ``opened_by_torch``: torch's own code opened it (``clip_grad_norm_``)."""
         cls = torch.autograd.grad_mode.no_grad
         original_enter, original_exit = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
         thread = threading.get_ident()
@@ -85,7 +89,7 @@ class Installation:
             was_enabled = torch.is_grad_enabled()
             result = original_enter(context)
             if threading.get_ident() == thread:
-                enter(was_enabled)
+                enter(was_enabled, _opened_by_torch(sys._getframe(1)))
             return result
 
         def __exit__(context: Any, *exc: Any) -> Any:
@@ -143,6 +147,23 @@ class Installation:
                 errors.append(exc)
         if errors:
             raise RuntimeError(f"torchdoctor could not remove all of its hooks: {errors!r}")
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_DECORATOR_FILE = os.path.join(_TORCH_DIR, "utils", "_contextlib.py")
+
+
+def _opened_by_torch(frame: Any) -> bool:
+    """Whether the code that opened a ``no_grad`` block (``frame``) is torch's own: a file of
+    the torch package, or torch's ``@no_grad()`` decorator around a function of torch's."""
+    file = frame.f_code.co_filename
+    if not file.startswith(_TORCH_DIR):
+        return False
+    if file != _DECORATOR_FILE:
+        return True
+    function = frame.f_locals.get("func")  # decorate_context's wrapped function
+    code = getattr(inspect.unwrap(function), "__code__", None) if callable(function) else None
+    return code is not None and code.co_filename.startswith(_TORCH_DIR)
 
 
 class SavedTensorsSwitch:

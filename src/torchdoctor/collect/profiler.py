@@ -257,12 +257,14 @@ class Profiler:
         self._optimizer_depth += 1
         self._rec.phases.push("optimizer")
 
-    def _no_grad_enter(self, grad_was_enabled: bool) -> None:
+    def _no_grad_enter(self, grad_was_enabled: bool, opened_by_torch: bool = False) -> None:
         """In a loop that calls backward() but no optimizer, a ``no_grad`` block opened between
-        passes (``p -= lr * p.grad``) is the hand-written optimizer step."""
+        passes (``p -= lr * p.grad``) is the hand-written optimizer step (not one opened by
+        torch itself, such as ``clip_grad_norm_`` before the first ``optimizer.step()``)."""
         rec = self._rec
         manual_update = (
             grad_was_enabled
+            and not opened_by_torch
             and self._seen["backward"] > 0
             and not self._seen["optimizer"]
             and self._mode in (None, "backward")

@@ -65,6 +65,8 @@ def test_unmodified_dataloader_wait_is_the_data_phase(net):
         assert step["phases"]["data"] >= 3.0
         assert sum(step["phases"].values()) == pytest.approx(step["wall_ms"], rel=1e-6)
     assert torch.utils.data.dataloader._BaseDataLoaderIter.__next__ is original  # removed
+    loaders = prof.session["environment"]["data_loaders"]
+    assert loaders == [{"num_workers": 0, "persistent_workers": False, "pin_memory": False}]
 
 
 def test_auto_optimizer_steps(net):

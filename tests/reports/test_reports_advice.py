@@ -156,6 +156,22 @@ def test_compile_advice_names_the_step_when_there_is_no_module():
     assert engine_knobs(session)[0].title == "torch.compile the model"
 
 
+def test_dataloader_findings_the_run_contradicts_are_dropped():
+    def finding(code):
+        return {"code": code, "severity": "info", "message": code, "path": "t.py", "line": 3,
+                "replacement": None}  # fmt: skip
+
+    findings = [finding("TD401"), finding("TD403")]
+    codes = lambda s: {a.references[0] for a in lint_findings(s, findings)}  # noqa: E731
+    assert codes({}) == {"TD401", "TD403"}  # no runtime evidence: both kept
+    no_workers = {"environment": {"data_loaders": [{"num_workers": 0}]}}
+    assert codes(no_workers) == {"TD401"}  # workers=0 at run time: nothing to persist
+    workers = {"environment": {"data_loaders": [{"num_workers": 2, "persistent_workers": False}]}}
+    assert codes(workers) == {"TD403"}  # workers were used: TD401 does not apply
+    persisted = {"environment": {"data_loaders": [{"num_workers": 2, "persistent_workers": True}]}}
+    assert codes(persisted) == set()
+
+
 def test_backward_heavy_saving_assumes_typical_ratio():
     (item,) = backward_heavy(slow_session())
     assert "pac_loss" in item.title

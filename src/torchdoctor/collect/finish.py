@@ -60,6 +60,11 @@ def build_session(profiler: Any, audit: Any) -> Session:
     if profiler.memory:
         notes.append("activation bytes are counted on the first profiled step")
     session["environment"]["knobs"] = knobs_in_use(rec.knobs)
+    loaders = list(profiler._loaders.values())
+    if loaders:  # distinct settings of the DataLoaders iterated during the run
+        session["environment"]["data_loaders"] = [
+            dict(t) for t in sorted({tuple(sorted(d.items())) for d in loaders})
+        ]
     session["config"] = {
         "steps": len(steps),
         "warmup": profiler.warmup,

@@ -106,9 +106,9 @@ class Installation:
 
         self._undo.append(undo)
 
-    def wrap_data_loader(self, enter: Callable[[], bool], leave: Callable[[bool], None]) -> None:
-        """Call ``token = enter()`` before and ``leave(token)`` after each ``next()`` on a
-        ``torch.utils.data.DataLoader`` iterator, on the calling thread only."""
+    def wrap_data_loader(self, enter: Callable[[Any], bool], leave: Callable[[bool], None]) -> None:
+        """Call ``token = enter(iterator)`` before and ``leave(token)`` after each ``next()`` on
+        a ``torch.utils.data.DataLoader`` iterator, on the calling thread only."""
         from torch.utils.data import dataloader
 
         cls = dataloader._BaseDataLoaderIter
@@ -119,7 +119,7 @@ class Installation:
         def __next__(iterator: Any) -> Any:
             if threading.get_ident() != thread:
                 return original(iterator)
-            token = enter()
+            token = enter(iterator)
             try:
                 return original(iterator)
             finally:

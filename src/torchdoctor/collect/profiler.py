@@ -143,6 +143,7 @@ class Profiler:
         self._mode = "marker" if self.step_boundary == "manual" else None
         self._seen = {"backward": 0, "optimizer": 0}
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
+        self._loaders: dict[int, dict[str, Any]] = {}  # DataLoader iterators seen: settings
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._module_round = ModuleRound()  # several top-level modules in an inference loop
         self._optimizer_round = OptimizerRound()  # several optimizers stepping in turn
@@ -281,8 +282,15 @@ class Profiler:
                     "as forward"
                 )
 
-    def _data_enter(self) -> bool:
-        """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase."""
+    def _data_enter(self, iterator: Any = None) -> bool:
+        """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase.
+        Each loader's settings are noted once (the advice checks static findings against them)."""
+        if iterator is not None and id(iterator) not in self._loaders:
+            self._loaders[id(iterator)] = {
+                "num_workers": int(getattr(iterator, "_num_workers", 0) or 0),
+                "persistent_workers": bool(getattr(iterator, "_persistent_workers", False)),
+                "pin_memory": bool(getattr(iterator, "_pin_memory", False)),
+            }
         if not self._rec.recording:
             return False
         self._rec.phases.push("data")

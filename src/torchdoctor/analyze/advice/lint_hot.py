@@ -3,7 +3,9 @@
 A finding is hot when its line is a recorded sync line, or lies inside the source span of a
 measured module/region taking >= 5% of the step; its ``heat`` is that part's share of the step
 (1.0 for a sync line). Hot findings get one Advice each; cold ones are grouped per code with
-heat 0, so they rank last. Lint cannot measure a saving: it is left unknown.
+heat 0, so they rank last. Lint cannot measure a saving: it is left unknown. DataLoader findings
+that the run's own loaders contradict (``environment.data_loaders``: TD401 when every loader had
+workers, TD403 when none had or all persisted) are dropped.
 
 Example:
     >>> lint_findings({"lint": []})
@@ -114,6 +116,20 @@ def _profiled_file(path: Any, session: Mapping[str, Any]) -> bool:
     return any(same_file(f, path) for f in files if f) or (bool(label) and same_file(label, path))
 
 
+def _contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
+    """A DataLoader finding that the run's own loaders show does not apply (the code may set
+    ``num_workers`` from a variable the linter cannot read)."""
+    loaders = (session.get("environment") or {}).get("data_loaders")
+    if not loaders:
+        return False
+    code = finding.get("code")
+    if code == "TD401":  # no workers: every loader of the run had some
+        return all(d.get("num_workers", 0) > 0 for d in loaders)
+    if code == "TD403":  # workers respawned: no loader had workers, or all persisted
+        return all(d.get("num_workers", 0) == 0 or d.get("persistent_workers") for d in loaders)
+    return False
+
+
 def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> list[Advice]:
     """Advice from lint findings (``lint`` or ``session["lint"]``), hot ones first.
 
@@ -126,7 +142,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         0.0
     """
     source = session.get("lint") or () if lint is None else lint
-    findings = [as_finding_dict(f) for f in source]
+    findings = [f for f in map(as_finding_dict, source) if not _contradicted(f, session)]
     step = step_ms(session)
     advice: list[Advice] = []
     cold: dict[str, list[Mapping[str, Any]]] = {}

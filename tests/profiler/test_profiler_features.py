@@ -380,3 +380,21 @@ def test_guided_sampler_calling_the_denoiser_twice_steps_at_the_loop_opener():
     calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
     assert calls["Linear"] == 1 and calls["Sequential"] == 2, calls
     assert [r["path"] for r in s["recomputation"]] == ["Linear"]
+
+
+def test_profiler_overhead_is_estimated_and_noted_when_sizable():
+    """Hundreds of tiny modules: the hooks are a large share of the step, and the report says
+    so; one large matmul: negligible, no note."""
+    torch.manual_seed(0)
+    tiny = nn.Sequential(*[nn.Linear(8, 8) for _ in range(100)])
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        s = torchdoctor.profile(lambda: tiny(x), model=tiny, steps=5, warmup=1, syncs=False)
+    estimate = s["config"]["profiler_overhead"]
+    assert estimate["calls_per_step"] >= 100 and estimate["cost_us"] > 0
+    assert any("profiler overhead ~" in note for note in s["config"]["notes"])
+    big, y = nn.Linear(1024, 1024), torch.randn(512, 1024)
+    with torch.no_grad():
+        s = torchdoctor.profile(lambda: big(y), model=big, steps=5, warmup=1, syncs=False)
+    assert s["config"]["profiler_overhead"]["overhead_pct"] < 5
+    assert not any("profiler overhead" in note for note in s["config"]["notes"])

@@ -94,12 +94,41 @@ def build_session(profiler: Any, audit: Any) -> Session:
         session["tree"] = tree
         session["recomputation"] = recomputation(tree, steps, rec.path, rec.call_site)
         session["timeline"] = representative_timeline(profiler)
+        _note_profiler_overhead(session, profiler)
     if audit is not None:
         session["syncs"] = audit.records(first_step=profiler.warmup, num_steps=len(steps) or None)
         session["sync_audit"] = audit.summary()
     session["interrupted"] = profiler._interrupted
     session["error"] = profiler._error
     return session
+
+
+#: the profiler's estimated share of the step above which the report says so
+OVERHEAD_NOTE_PCT = 5.0
+
+
+def _note_profiler_overhead(session: Session, profiler: Any) -> None:
+    """Estimate the hooks' cost (module calls per step x calibrated cost) into the config and,
+    when it is a sizable share of the step, say so in the notes."""
+    from torchdoctor.analyze.tree import iter_nodes
+    from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead
+
+    calls = sum(
+        float(node.get("calls_per_step") or 0)
+        for node, _ in iter_nodes(session["tree"])
+        if node.get("kind") == "module" and node.get("path")
+    )
+    backward = profiler.backward and (session["phases"].get("backward") or {}).get("median", 0) > 0
+    step = (session.get("step_ms") or {}).get("median") or 0.0
+    estimate = estimate_profiler_overhead(calls, step, backward=bool(backward))
+    session["config"]["profiler_overhead"] = estimate
+    pct = estimate.get("overhead_pct")
+    if isinstance(pct, float) and pct >= OVERHEAD_NOTE_PCT:
+        session["config"]["notes"].append(
+            f"profiler overhead ~{pct:.0f}% of the step (estimated: {calls:g} module calls per "
+            f"step x {estimate['cost_us']:.1f} us of hooks each): small modules and their "
+            "parents' (self) rows look slower than they are"
+        )
 
 
 def representative_timeline(profiler: Any) -> list[dict[str, Any]]:

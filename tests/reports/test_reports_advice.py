@@ -87,6 +87,18 @@ def test_dominant_finds_the_repeated_layer_stack_not_the_wrapper():
     assert item.estimated_saving_ms == pytest.approx(amdahl_saving(200.0, 120 / 200, 1.2))
 
 
+def test_dominant_module_carries_a_caveat_when_the_profiler_is_a_large_share():
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [
+        {"kind": "module", "path": "head", "name": "head", "type": "Linear",
+         "total_ms": {"median": 8.0}, "children": []}]}  # fmt: skip
+    session = {"step_ms": {"median": 10.0}, "tree": tree}
+    (plain,) = dominant_module(session)
+    session["config"] = {"profiler_overhead": {"overhead_pct": 45.0}}
+    (caveat,) = dominant_module(session)
+    assert caveat.confidence == "low" and "~45% of the step" in caveat.evidence[-1]
+    assert not any("profiler" in line for line in plain.evidence)
+
+
 def test_dominant_attention_module_gets_sdpa_remedy():
     attn = node("model.attn", 6.0, 0.0, type="MultiheadAttention")
     other = node("model.mlp", 2.0, 0.0, type="Linear")

@@ -162,6 +162,10 @@ def _kept_after_caching(session: Mapping[str, Any], path: str) -> float:
     return 1.0
 
 
+#: above this estimated profiler share of the step, a dominant module may be partly hook cost
+OVERHEAD_CAVEAT_PCT = 20.0
+
+
 def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each leaf-most module/region/layer stack taking >= 30% of the step.
 
@@ -177,6 +181,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     if not tree or step <= 0:
         return []
     advice: list[Advice] = []
+    estimate = (session.get("config") or {}).get("profiler_overhead") or {}
+    overhead = estimate.get("overhead_pct") or 0.0
     for node, label, group in _candidates(tree, step):
         part_ms = sum(node_ms(c) for c in group) if group else node_ms(node)
         if part_ms * _kept_after_caching(session, str(node.get("path") or "")) < THRESHOLD * step:
@@ -248,6 +254,12 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
                 references=["torchdoctor.region", "torch.compile"],
             )
             with_saving(item, step, fraction, SPEEDUPS["compile"])
+        if overhead >= OVERHEAD_CAVEAT_PCT:
+            item.evidence.append(
+                f"the profiler's own hooks are ~{overhead:.0f}% of the step here (many small "
+                "module calls): part of this time is the profiler's, not the model's"
+            )
+            item.confidence = "low"
         advice.append(item)
     return advice
 

@@ -90,3 +90,18 @@ def train_with_checks(model, loader, opt, arr):
             pass
         if torch.is_grad_enabled():  # returns a Python bool
             pass
+
+
+def train_tracking_best(model, loader, opt):
+    best, seen = float("inf"), 0
+    for x, y in loader:
+        loss = model(x, y)
+        loss.backward()
+        opt.step()
+        if loss < best:  # expect: TD201
+            best = loss.detach()
+        if (loss > 10).any():  # expect: TD201
+            print("diverging")
+        seen += 1
+        if seen < 5:  # plain numbers: not a tensor we know of
+            pass

@@ -178,6 +178,8 @@ class SyncRules(RuleVisitor):
             expr = expr.expression
         if isinstance(expr, cst.BooleanOperation):
             return self._is_tensor_truth_test(expr.left) or self._is_tensor_truth_test(expr.right)
+        if isinstance(expr, cst.Comparison):  # `if loss < best:` with loss.backward() nearby
+            return self._compares_a_backward_tensor(expr)
         if not isinstance(expr, cst.Call):
             return False
         if any(TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)):
@@ -194,8 +196,28 @@ class SyncRules(RuleVisitor):
                 TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS
                 for n in self.callee(receiver)
             )
+        if isinstance(receiver, cst.Comparison):  # `(loss > 10).any()`: a bool tensor
+            operands = [receiver.left, *(c.comparator for c in receiver.comparisons)]
+            return any(self.looks_like_tensor(o) for o in operands)
         name = dotted(receiver)
         return bool(name) and bool(TENSOR_NAME.search(name.rsplit(".", 1)[-1]))
+
+    def _compares_a_backward_tensor(self, comparison: cst.Comparison) -> bool:
+        """A compared name is one the same training loop/step calls ``.backward()`` on: a
+        tensor for sure (a bare comparison of other names is as often of Python numbers)."""
+        context = self._training_context(comparison)
+        if context is None:
+            return False
+        body = (
+            context.body if isinstance(context, (cst.For, cst.While, cst.FunctionDef)) else context
+        )
+        backwarded = {
+            dotted(call.func.value)
+            for call in self.direct_calls(body)
+            if method_name(call) == "backward" and isinstance(call.func, cst.Attribute)
+        }
+        operands = [comparison.left, *(c.comparator for c in comparison.comparisons)]
+        return any(dotted(o) in backwarded for o in operands if dotted(o))
 
     def _check_truth_test(self, test: cst.BaseExpression) -> None:
         if self._is_tensor_truth_test(test):

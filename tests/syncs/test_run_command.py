@@ -64,6 +64,19 @@ def test_sys_exit_code_is_preserved_and_session_written(tmp_path):
     assert session["interrupted"] is False
 
 
+def test_sigterm_still_writes_the_report_and_exits_143(tmp_path):
+    """A job killed by SIGTERM (timeout, a scheduler) keeps what was collected."""
+    script = _script(
+        tmp_path, steps=4, tail="import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)
+    assert done.returncode == 143, done.stderr
+    assert "terminated by signal 15 (SIGTERM)" in done.stderr
+    session = _session(tmp_path / "prof")
+    assert session["interrupted"] is True and session["config"]["exit_code"] == 143
+    assert len(session["steps"]) == 3
+
+
 def test_json_format_keeps_stdout_for_the_json_alone(tmp_path):
     """--format json: stdout parses as JSON (pipe it to jq); the script's prints go to stderr."""
     script = _script(tmp_path, steps=4, tail="")

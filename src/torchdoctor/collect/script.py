@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import functools
 import importlib
 import os
+import signal
 import sys
+import threading
 import tokenize
 import traceback
 import types
@@ -36,6 +39,36 @@ from typing import Any
 
 _HOOK_NAME = "__torchdoctor_step_fn__"
 EXIT_CTRL_C = 130  # what a shell reports for a Python killed by SIGINT
+EXIT_SIGTERM = 143  # ... and by SIGTERM (128 + 15)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a job scheduler, ``kill``) while the script runs: raised in the
+    main thread like Ctrl-C, so the run ends through the same path and its report is written.
+    A script that handles KeyboardInterrupt to shut down cleanly handles this too."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated(f"terminated by signal {signum} (SIGTERM)")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the script runs: SIGTERM raises :class:`Terminated` (only when nobody installed a
+    handler of their own and this is the main thread; the script may still install its own)."""
+    try:
+        installed = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and (
+            threading.current_thread() is threading.main_thread()
+        )
+        if installed:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # no signals here (embedded, Windows quirks)
+        installed = False
+    try:
+        yield
+    finally:
+        if installed and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class ScriptNotFoundError(ValueError):
@@ -217,10 +250,18 @@ def run_script(
             else:
                 restore.append(_wrap_module_function(script.step_fn, decorate))
         try:
-            exec(script.code, main.__dict__)
+            with _sigterm_as_interrupt():
+                exec(script.code, main.__dict__)
             return ScriptOutcome(0)
         except SystemExit as exc:
             return ScriptOutcome(_exit_code(exc))
+        except Terminated as exc:  # SIGTERM: Python would die silently; say where it stopped
+            where = traceback.extract_tb(exc.__traceback__)
+            user = [f for f in where if f.filename == script.path]
+            line = f" at {script.path}:{user[-1].lineno}" if user else ""
+            text = f"{exc}{line}\n"
+            sys.stderr.write(f"torchdoctor: the script was {text}")
+            return ScriptOutcome(EXIT_SIGTERM, exc, True, text)
         except KeyboardInterrupt as exc:
             text = _format(exc, script.path)
             sys.stderr.write(text)

@@ -242,18 +242,7 @@ class Session(Mapping):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         text = self.to_json()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.write("\n")
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_text_atomic(target, text + "\n")
         return target
 
     @classmethod
@@ -335,3 +324,35 @@ def _json_default(value: Any) -> Any:
         f"session value of type {type(value).__name__} is not JSON data; store plain numbers, "
         "strings, lists and dicts in a Session"
     )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (a reader never sees a
+    half-written file), with the permissions a plain ``open(path, "w")`` would give (the
+    temporary file is private: 0600).
+
+    Example:
+        >>> import tempfile, os
+        >>> target = Path(tempfile.mkdtemp()) / "a.txt"
+        >>> write_text_atomic(target, "hi")
+        >>> target.read_text(), oct(os.stat(target).st_mode & 0o777) == oct(0o666 & ~_umask())
+        ('hi', True)
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask

@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -363,7 +364,9 @@ def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:
         print(render_tree_text(session))
         print(render_syncs_text(session), end="")
         return
-    print(render_console(session), end="")
+    # The terminal's width (or COLUMNS); piped output gets room for the tree's columns.
+    width = max(80, shutil.get_terminal_size((130, 24)).columns)
+    print(render_console(session, width=width), end="")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -101,7 +101,7 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
     syncs = session.get("syncs") or []
     if syncs:
         per_step = sum(float(r.get("per_step") or 0) for r in syncs)
-        lines.append(f"- **Host syncs:** {per_step:g} per step from {len(syncs)} source line(s)")
+        lines.append(f"- **Host syncs:** {per_step:.3g} per step from {len(syncs)} source line(s)")
     if advice:
         top = advice[0]
         lines.append(f"- **Top problem:** {escape(top.get('title', ''))}: {gain_text(top)}")
@@ -148,7 +148,7 @@ def _breakdown(session: Mapping[str, Any]) -> list[str]:
             )
             lines.append(
                 f"| {escape(where)} | {escape(str(r.get('op') or ''))} | "
-                f"{escape(str(r.get('kind')))} | {r.get('per_step', '-')} | "
+                f"{escape(str(r.get('kind')))} | {_per_step_text(r.get('per_step'))} | "
                 f"{escape(str(r.get('phase') or '-'))} | {stall_text} |"
             )
         if len(syncs) > MAX_SYNC_LINES:
@@ -250,3 +250,8 @@ def render_markdown(session: Mapping[str, Any]) -> str:
         + _next_actions(session, advice)
     )
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _per_step_text(value: object) -> str:
+    """Syncs per step for a table cell: 3 significant digits (``0.102``, ``38.3``, ``1``)."""
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "-"

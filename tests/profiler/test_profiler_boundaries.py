@@ -82,8 +82,9 @@ def test_auto_optimizer_steps(net):
     assert all(step["phases"]["optimizer"] > 0 for step in s["steps"])
 
 
-def test_auto_lbfgs_closure_counts_forward_and_backward(net):
-    opt = torch.optim.LBFGS(net.parameters(), max_iter=2)
+def _lbfgs_session(net, steps: int, warmup: int, **options):
+    """``steps`` LBFGS steps with a closure (forward + backward each evaluation), profiled."""
+    opt = torch.optim.LBFGS(net.parameters(), **options)
     batch = torch.randn(3, 4)
 
     def closure():
@@ -92,10 +93,14 @@ def test_auto_lbfgs_closure_counts_forward_and_backward(net):
         loss.backward()
         return loss
 
-    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto") as prof:
-        for _ in range(2):
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=warmup) as prof:
+        for _ in range(steps):
             opt.step(closure)
-    s = prof.session
+    return prof.session
+
+
+def test_auto_lbfgs_closure_counts_forward_and_backward(net):
+    s = _lbfgs_session(net, steps=2, warmup=0, max_iter=2)
     assert s["config"]["step_boundary"] == "optimizer"
     assert len(s["steps"]) == 2
     for step in s["steps"]:
@@ -106,19 +111,7 @@ def test_auto_lbfgs_closure_counts_forward_and_backward(net):
 def test_lbfgs_with_many_closure_calls_keeps_every_step_whole(net):
     """max_iter=20 runs the model 20 times inside one step(): no inference-loop guess there,
     and no partial first step."""
-    opt = torch.optim.LBFGS(net.parameters(), max_iter=20, tolerance_grad=0, tolerance_change=0)
-    batch = torch.randn(3, 4)
-
-    def closure():
-        opt.zero_grad()
-        loss = net(batch).pow(2).mean()
-        loss.backward()
-        return loss
-
-    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:
-        for _ in range(4):
-            opt.step(closure)
-    s = prof.session
+    s = _lbfgs_session(net, steps=4, warmup=1, max_iter=20, tolerance_grad=0, tolerance_change=0)
     assert s["config"]["step_boundary"] == "optimizer"
     assert not any("outermost" in note for note in s["config"]["notes"]), s["config"]["notes"]
     assert len(s["steps"]) == 3

@@ -426,24 +426,7 @@ class Profiler:
             return
         end_token = rec.now()
         peak = self._meter.end()
-        tokens = [rec.step_start, end_token]
-        tokens += [t for _, s, e in rec.fwd for t in (s, e)]
-        tokens += [m[3] for m in rec.bwd]
-        tokens += [t for t, _ in rec.phases.segments]
-        ns = self._clock.resolve(tokens)
-        start, end = ns[0], ns[1]
-        i = 2
-        forward = []
-        for node, _, _ in rec.fwd:
-            forward.append((node, ns[i], ns[i + 1]))
-            i += 2
-        marks = []
-        first = rec.first_serial
-        for node, serial, which, _ in rec.bwd:
-            if serial >= first or which == 2:  # drop marks of earlier steps' calls
-                marks.append((node, serial, which, ns[i]))
-            i += 1
-        segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(rec.phases.segments)]
+        (start, end), forward, marks, segments = rec.resolve_step(self._clock, end_token)
         if not discard and self._counter >= self.warmup:
             summary = summarize_step(
                 parent=rec.parent, forward=forward, marks=marks, step=(start, end),

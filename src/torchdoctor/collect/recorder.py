@@ -144,6 +144,29 @@ class Recorder:
         self.region_calls: list[tuple[int, int, tuple[int, int]]] = []
         self.phases.begin_step(token)
 
+    def resolve_step(self, clock: Any, end_token: Any) -> tuple[Any, list, list, list]:
+        """The step's clock tokens in nanoseconds, in one ``clock.resolve`` call: ``((start,
+        end), forward, marks, segments)`` with ``forward`` ``(node, start, end)`` per call,
+        ``marks`` ``(node, serial, which, t)`` per backward mark of this step's calls, and
+        ``segments`` ``(t, phase)`` per phase change."""
+        tokens = [self.step_start, end_token]
+        tokens += [t for _, s, e in self.fwd for t in (s, e)]
+        tokens += [m[3] for m in self.bwd]
+        tokens += [t for t, _ in self.phases.segments]
+        ns = clock.resolve(tokens)
+        i = 2
+        forward = []
+        for node, _, _ in self.fwd:
+            forward.append((node, ns[i], ns[i + 1]))
+            i += 2
+        marks = []
+        for node, serial, which, _ in self.bwd:
+            if serial >= self.first_serial or which == 2:  # drop marks of earlier steps' calls
+                marks.append((node, serial, which, ns[i]))
+            i += 1
+        segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(self.phases.segments)]
+        return (ns[0], ns[1]), forward, marks, segments
+
     def release_handles(self) -> None:
         for handle in self.handles:
             handle.remove()

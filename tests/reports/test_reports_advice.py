@@ -99,6 +99,21 @@ def test_dominant_module_carries_a_caveat_when_the_profiler_is_a_large_share():
     assert not any("profiler" in line for line in plain.evidence)
 
 
+def test_two_dominant_sibling_layers_are_one_stack_advice():
+    def layer(i):
+        return {"kind": "module", "path": f"encoder.layers.{i}", "name": str(i),
+                "type": "TransformerEncoderLayer", "total_ms": {"median": 4.0}, "children": []}  # fmt: skip
+
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [
+        {"kind": "module", "path": "encoder", "name": "encoder", "type": "Encoder",
+         "total_ms": {"median": 8.5}, "children": [
+             {"kind": "module", "path": "encoder.layers", "name": "layers", "type": "ModuleList",
+              "total_ms": {"median": 8.0}, "children": [layer(0), layer(1)]}]}]}  # fmt: skip
+    found = dominant_module({"step_ms": {"median": 10.0}, "tree": tree})
+    assert len(found) == 1 and "encoder.layers[0-1]" in found[0].title
+    assert any("2 identical TransformerEncoderLayer layers" in e for e in found[0].evidence)
+
+
 def test_dominant_attention_module_gets_sdpa_remedy():
     attn = node("model.attn", 6.0, 0.0, type="MultiheadAttention")
     other = node("model.mlp", 2.0, 0.0, type="Linear")

@@ -148,7 +148,34 @@ def _candidates(tree: Mapping[str, Any], step: float) -> list[tuple[Mapping, str
         return False
 
     visit(tree)
-    return found
+    return _merge_sibling_layers(found)
+
+
+def _merge_sibling_layers(found: list) -> list:
+    """Same-type sibling modules that each dominate (``layers.0``, ``layers.1``) are one layer
+    stack: one advice for the group, not one per layer."""
+    by_parent: dict[tuple[str, str], list] = {}
+    for entry in found:
+        node, _, group = entry
+        path = str(node.get("path") or "")
+        if group is None and node.get("kind") == "module" and node.get("type") and "." in path:
+            by_parent.setdefault((path.rsplit(".", 1)[0], str(node["type"])), []).append(entry)
+    merged: list = []
+    done: set[int] = set()
+    for entry in found:
+        node = entry[0]
+        path = str(node.get("path") or "")
+        key = (path.rsplit(".", 1)[0], str(node.get("type"))) if "." in path else None
+        siblings = by_parent.get(key) if key else None
+        if not siblings or len(siblings) < 2:
+            merged.append(entry)
+        elif id(siblings[0]) not in done:
+            done.add(id(siblings[0]))
+            nodes = [e[0] for e in siblings]
+            first, last = _label(nodes[0]), _label(nodes[-1])
+            prefix, a, b = key[0], first.rsplit(".", 1)[-1], last.rsplit(".", 1)[-1]
+            merged.append((nodes[0], f"{prefix}[{a}-{b}]", nodes))
+    return merged
 
 
 def _kept_after_caching(session: Mapping[str, Any], path: str) -> float:

@@ -143,3 +143,15 @@ def test_parse_check_forms_and_errors():
         parse_check("ce is low")
     with pytest.raises(ValueError, match="unknown action"):
         HealthMonitor(["ce < 1"], action="shout")
+
+
+def test_details_default_to_the_latest_step_and_windows_must_fit_the_history():
+    monitor = HealthMonitor(["x < 1"], action="log", log=lambda message: None)
+    for step in range(3):
+        monitor.observe(step, x=2.0)
+    assert "'x < 1': ALARM" in monitor.details()
+    assert monitor.details() == monitor.details(2).replace("step 2", "latest")
+    with pytest.raises(ValueError, match=r"needs the last 6 observations but history keeps 5"):
+        HealthMonitor(["top1 not falling over 5"], history=5)
+    with pytest.raises(ValueError, match=r"needs the last 10 observations"):
+        HealthMonitor(["mean(x, 10) >= 5"], history=3)

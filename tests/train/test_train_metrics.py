@@ -130,3 +130,23 @@ def test_int_and_bool_tensors_and_mixed_host_values_share_one_mean():
     metrics.update(acc=torch.tensor(0))
     metrics.update(acc=1.0, weight=2)
     assert metrics.compute()["acc"] == pytest.approx(3 / 4)
+
+
+def test_max_and_min_keep_a_nan_for_numbers_as_for_tensors():
+    for values in ([1.0, math.nan, 2.0], [math.nan, 1.0], [1.0, math.nan]):
+        for how in ("max", "min"):
+            numbers, tensors = LazyMetrics(reduce={"x": how}), LazyMetrics(reduce={"x": how})
+            for v in values:
+                numbers.update(x=v)
+                tensors.update(x=torch.tensor(v))
+            assert math.isnan(numbers.compute()["x"]), (values, how)
+            assert math.isnan(tensors.compute()["x"]), (values, how)
+
+
+def test_weight_may_be_a_one_element_tensor_but_not_a_vector():
+    metrics = LazyMetrics()
+    metrics.update(loss=torch.tensor(1.0), weight=torch.tensor([3.0]))
+    metrics.update(loss=torch.tensor(3.0), weight=torch.tensor(1.0))
+    assert metrics.compute()["loss"] == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="weight must be one number"):
+        metrics.update(loss=torch.tensor(1.0), weight=torch.tensor([1.0, 2.0]))

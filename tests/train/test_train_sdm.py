@@ -122,3 +122,19 @@ def test_bad_shapes_are_explained():
         sdm_loss(a.long(), b.long(), labels)
     with pytest.raises(ValueError, match="image_ids cannot be combined"):
         sdm_loss(a, b, labels, image_ids=labels, gallery_feats=a, gallery_labels=labels)
+
+
+def test_half_precision_is_computed_in_float32_and_irra_argument_order_works():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    labels, image_ids = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 2, 3, 4])
+    full = sdm_loss(a.half().float(), b.half().float(), labels)
+    half = sdm_loss(a.half(), b.half(), labels)  # eps rounds to 0 in float16: was NaN
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    torch.testing.assert_close(half, full)
+    # IRRA's compute_sdm(a, b, labels, logit_scale, image_ids, factor, eps), positionally
+    positional = sdm_loss(a, b, labels, 50.0, image_ids, 0.3, 1e-8)
+    keyword = sdm_loss(a, b, labels, logit_scale=50.0, image_ids=image_ids, factor=0.3)
+    torch.testing.assert_close(positional, keyword)
+    with pytest.raises(TypeError, match="eps must be a Python number"):
+        sdm_loss(a, b, labels, 50.0, None, 0.3, torch.tensor(1e-8))

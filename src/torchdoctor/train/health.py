@@ -91,6 +91,12 @@ class HealthMonitor:
             if not isinstance(check, Check):
                 raise TypeError(f"a health check must be a Check or a string, got {check!r}")
             _validate_action(check.action)
+            needed = max(getattr(check, "window", 0), getattr(check, "over", -1) + 1)
+            if needed > history:
+                raise ValueError(
+                    f"check '{check}' needs the last {needed} observations but history keeps "
+                    f"{history}; pass history >= {needed}"
+                )
         self.action = action
         self.log = log
         self.check_every = check_every
@@ -101,6 +107,7 @@ class HealthMonitor:
         self._active = [check.when is None for check in self.checks]
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._latest: dict[str, float] = {}
+        self._last_step: int | None = None  # the latest evaluated step
         self.syncs = 0
 
     def observe(
@@ -145,6 +152,7 @@ class HealthMonitor:
             values[name] = number
 
     def _evaluate(self, step: int, values: dict[str, Any]) -> list[Alarm]:
+        self._last_step = step
         for name, value in values.items():
             points = self.history.setdefault(name, [])
             points.append((step, float(value)))
@@ -174,16 +182,18 @@ class HealthMonitor:
         elif action == "log":
             self.log(alarm.message)
         elif action == "warn":
-            warnings.warn(alarm.message, HealthWarning, stacklevel=4)
+            warnings.warn(alarm.message, HealthWarning, stacklevel=5)  # the caller of observe
         elif action == "raise":
             raise HealthError(alarm)
 
     def details(self, step: int | None = None) -> str:
-        """One line with the latest value of every metric and the status of every check."""
+        """One line with the latest value of every metric and the status of every check (at
+        ``step``, by default the latest evaluated one)."""
         parts = [f"{name}={_fmt(value)}" for name, value in self._latest.items()]
+        at = self._last_step if step is None else step
         firing = set()
         for alarm in reversed(self.alarms):  # alarms are in step order
-            if step is None or alarm.step != step:
+            if at is None or alarm.step != at:
                 break
             firing.add(alarm.check)
         states = []

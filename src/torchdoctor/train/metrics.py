@@ -10,6 +10,7 @@ converts every value at once with a single device-to-host copy.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,16 @@ import torch
 
 _REDUCTIONS = ("mean", "sum", "max", "min", "last")
 _RESERVED = {"weight"}
+
+
+def _nan_max(a: float, b: float) -> float:
+    """``max`` that keeps a NaN, as ``torch.maximum`` does on the device path."""
+    return a if a != a or a > b else b
+
+
+def _nan_min(a: float, b: float) -> float:
+    """``min`` that keeps a NaN, as ``torch.minimum`` does on the device path."""
+    return a if a != a or a < b else b
 
 
 class _State:
@@ -119,6 +130,13 @@ class LazyMetrics:
             2.5
         """
         weight_is_tensor = isinstance(weight, torch.Tensor)
+        if weight_is_tensor and weight.dim() != 0:
+            if weight.numel() != 1:
+                raise ValueError(
+                    f"weight must be one number (a 0-d tensor), got shape {tuple(weight.shape)}; "
+                    "pass the batch size, e.g. weight=x.shape[0]"
+                )
+            weight = weight.reshape(())
         with torch.no_grad():  # cheaper than a detach() per value; keeps the sums out of autograd
             for name, value in values.items():
                 state = self._states.get(name) or self._state(name)
@@ -193,9 +211,9 @@ class LazyMetrics:
         elif how == "sum":
             state.host_value = (old or 0.0) + value
         elif how == "max":
-            state.host_value = value if old is None else max(old, value)
+            state.host_value = value if old is None else _nan_max(old, value)
         elif how == "min":
-            state.host_value = value if old is None else min(old, value)
+            state.host_value = value if old is None else _nan_min(old, value)
         else:
             state.host_value = value
             state.value = None
@@ -278,9 +296,9 @@ class LazyMetrics:
             return (dev_value or 0.0) + (host or 0.0)
         candidates = [v for v in (dev_value, host) if v is not None]
         if how == "max":
-            return max(candidates)
+            return functools.reduce(_nan_max, candidates)
         if how == "min":
-            return min(candidates)
+            return functools.reduce(_nan_min, candidates)
         return dev_value if dev_value is not None else host  # last
 
     def class_counts(self) -> dict[str, list]:

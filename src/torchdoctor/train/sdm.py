@@ -47,10 +47,10 @@ def sdm_loss(
     b_feats: torch.Tensor,
     labels: torch.Tensor,
     logit_scale: float | torch.Tensor = 50.0,
-    eps: float = 1e-8,
     image_ids: torch.Tensor | None = None,
-    *,
     factor: float = 0.3,
+    eps: float = 1e-8,
+    *,
     gallery_feats: torch.Tensor | None = None,
     gallery_labels: torch.Tensor | None = None,
     gallery_mask: torch.Tensor | None = None,
@@ -58,7 +58,9 @@ def sdm_loss(
     """SDM loss of paired features ``a_feats[i] <-> b_feats[i]`` with identity ``labels[i]``.
 
     Matches IRRA's ``compute_sdm(a_feats, b_feats, labels, logit_scale, image_ids, factor,
-    eps)`` exactly (``a`` plays the image side, ``b`` the text side). The target of row ``i``
+    eps)`` exactly, arguments in the same order (``a`` plays the image side, ``b`` the text
+    side). Half-precision features are computed in float32 (IRRA keeps its labels in float32:
+    in float16 ``eps`` rounds to 0 and the loss would turn NaN); the loss is then float32. The target of row ``i``
     is the "same identity" matrix divided by the row sums; with ``image_ids``, pairs of the same
     image weigh 1 and other pairs of the same identity weigh ``factor`` (IRRA's soft labels,
     including its broadcast of the sums over columns, which only matters when image groups of
@@ -85,10 +87,18 @@ def sdm_loss(
     _check(a_feats, b_feats, labels, "labels")
     if image_ids is not None:
         _check(a_feats, b_feats, image_ids, "image_ids")
+    for name, value in (("factor", factor), ("eps", eps)):
+        if isinstance(value, (bool, torch.Tensor)) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"sdm_loss: {name} must be a Python number, got {type(value).__name__}; the "
+                "order is (a_feats, b_feats, labels, logit_scale, image_ids, factor, eps), as "
+                "IRRA's compute_sdm"
+            )
+    dtype = torch.promote_types(a_feats.dtype, torch.float32)  # half precision: in float32
+    a_feats, b_feats = a_feats.to(dtype), b_feats.to(dtype)
     a_unit = a_feats / a_feats.norm(dim=-1, keepdim=True)
     b_unit = b_feats / b_feats.norm(dim=-1, keepdim=True)
 
-    dtype = a_feats.dtype
     same = (labels.unsqueeze(-1) == labels.unsqueeze(-2)).to(dtype)
     if image_ids is not None:
         same_image = (image_ids.unsqueeze(-1) == image_ids.unsqueeze(-2)).to(dtype)

@@ -111,3 +111,35 @@ def generate_tokens(model, prompt_ids, steps):
     for _ in range(steps):  # expect: TD602
         ids = torch.cat([ids, model(ids).argmax(-1, keepdim=True)], dim=-1)
     return ids
+
+
+class Pipeline:
+    @torch.no_grad()
+    def __call__(self, prompt, latents, t_start):
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            emb = self.text_encoder(prompt)[0]  # expect: TD601
+            latents = self.scheduler.step(self.unet(latents, t, emb), t, latents).prev_sample
+        for t in self.scheduler.timesteps[t_start:]:  # img2img: a slice of the timesteps
+            emb = self.text_encoder(prompt)[0]  # expect: TD601
+            latents = self.scheduler.step(self.unet(latents, t, emb), t, latents).prev_sample
+        return latents
+
+
+def train_and_validate(model, train_loader, val_loader, opt, epochs):
+    for _ in range(epochs):
+        model.train()
+        for x, y in train_loader:
+            model(x, y).backward()
+            opt.step()
+        model.eval()
+        for x, y in val_loader:  # expect: TD602
+            model(x, y)
+
+
+def evaluate_no_grad_inside(model, loader):
+    model.eval()
+    outs = []
+    for x in loader:  # no_grad around the model call, inside the loop: fine
+        with torch.no_grad():
+            outs.append(model(x))
+    return outs

@@ -56,19 +56,27 @@ LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
 
 
-_WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter"})
+_WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
 
 
 def _unwrap_iter(it: cst.BaseExpression) -> cst.BaseExpression:
-    """The iterable inside enumerate(...)/tqdm(...)/reversed(...)/list(...)/iter(...)."""
-    while (
-        isinstance(it, cst.Call)
-        and isinstance(it.func, (cst.Name, cst.Attribute))
-        and (dotted(it.func) or "").rsplit(".", 1)[-1] in _WRAPPERS
-        and it.args
-    ):
-        it = it.args[0].value
-    return it
+    """The iterable inside enumerate(...)/tqdm(...)/reversed(...)/list(...)/iter(...), a
+    progress bar (diffusers' ``self.progress_bar(timesteps)``, rich's ``track``) or a slice
+    (``scheduler.timesteps[t_start:]``, img2img)."""
+    while True:
+        if (
+            isinstance(it, cst.Call)
+            and isinstance(it.func, (cst.Name, cst.Attribute))
+            and (dotted(it.func) or "").rsplit(".", 1)[-1] in _WRAPPERS
+            and it.args
+        ):
+            it = it.args[0].value
+        elif isinstance(it, cst.Subscript) and all(
+            isinstance(element.slice, cst.Slice) for element in it.slice
+        ):
+            it = it.value
+        else:
+            return it
 
 
 def _range_call(it: cst.BaseExpression) -> cst.Call | None:
@@ -163,9 +171,11 @@ class InferenceRules(RuleVisitor):
 
     # -- TD602 ---------------------------------------------------------------------------------
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        body_calls = list(self.direct_calls(node.body))
+        body_calls = calls_in_function(node)  # model.eval() may sit inside an epoch loop
         eval_receivers = {
-            dotted(c.func.value) for c in body_calls if method_name(c) == "eval" and not c.args
+            dotted(c.func.value)
+            for c in body_calls
+            if method_name(c) == "eval" and not c.args and isinstance(c.func, cst.Attribute)
         } - {None}
         if not (EVAL_FUNCTION.search(node.name.value) or eval_receivers):
             return
@@ -176,11 +186,10 @@ class InferenceRules(RuleVisitor):
         for call in calls_in_function(node):
             names = self.callee(call)
             if names & {"torch.set_grad_enabled", "torch.autograd.grad"} or method_name(call) in {
-                "backward",
                 "requires_grad_",
             }:
                 return
-        for loop in self._top_loops(node.body):
+        for loop in self._eval_loops(node.body):
             if self._calls_model(loop, eval_receivers):
                 self.report(
                     loop,
@@ -207,12 +216,33 @@ class InferenceRules(RuleVisitor):
                 continue
             stack.extend(node.children)
 
+    def _eval_loops(self, body: cst.CSTNode):
+        """Outermost loops without a backward pass and not under no-grad; a loop that trains
+        (an epoch loop of a train-and-validate function) is looked into for its other loops."""
+        for loop in self._top_loops(body):
+            if any(method_name(call) == "backward" for call in m.findall(loop, m.Call())):
+                yield from self._eval_loops(loop.body)
+            else:
+                yield loop
+
+    def _under_no_grad(self, node: cst.CSTNode, stop: cst.CSTNode) -> bool:
+        """``node`` sits in a ``with torch.no_grad():`` (or inference_mode) inside ``stop``."""
+        parent = self.parent(node)
+        while parent is not None and parent is not stop:
+            if isinstance(parent, cst.With) and any(
+                isinstance(item.item, cst.Call) and self.callee(item.item) & NO_GRAD
+                for item in parent.items
+            ):
+                return True
+            parent = self.parent(parent)
+        return False
+
     def _calls_model(self, loop: cst.CSTNode, receivers: set[str]) -> bool:
         """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,
         ``model.forward(x)``; methods such as ``model.named_modules()`` do not count."""
         for call in m.findall(loop, m.Call()):
             callee = dotted(call.func)
-            if callee is None:
+            if callee is None or self._under_no_grad(call, loop):
                 continue
             receiver, _, last = callee.rpartition(".")
             receiver_is_model = receiver in receivers or bool(

@@ -71,14 +71,21 @@ def remap_loop_parts(node: cst.For) -> tuple[str, str, str, str, str] | None:
     )
 
 
+_IMPORTS_TORCH = r"(?m)^\s*(?:import|from)\s+torch\b"
+
+
 class LoopRules(RuleVisitor):
     """TD301 mask per value in a loop; TD302 label remap through Python; TD303 scipy
     linear_sum_assignment on tensor data."""
 
     CODES = ("TD301", "TD302", "TD303")
+    # Only files that use torch: the same loops over NumPy arrays or pandas frames are theirs.
     TRIGGERS = (
-        (r"where\(|nonzero|argwhere|masked_select|\.eq\(|\[[^\]\n]*==|linear_sum_assignment",),
-        ("enumerate", r"tolist|cpu\(|numpy\("),
+        (
+            _IMPORTS_TORCH,
+            r"where\(|nonzero|argwhere|masked_select|\.eq\(|\[[^\]\n]*==|linear_sum_assignment",
+        ),
+        (_IMPORTS_TORCH, "enumerate", r"tolist|cpu\(|numpy\("),
     )
 
     # -- TD301 ---------------------------------------------------------------------------------

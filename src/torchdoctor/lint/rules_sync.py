@@ -163,10 +163,20 @@ class SyncRules(RuleVisitor):
             loops = [
                 lp for lp in self.enclosing_loops(node) if isinstance(lp, (cst.For, cst.While))
             ]
-            if loops and self.is_training_body(loops[0]):
+            if loops and self.is_training_body(loops[0]) and not self._conditional(node, loops[0]):
                 self.report(node, "TD202")
         if names & TENSOR_FACTORIES:
             self._check_rebuilt_tensor(node)
+
+    def _conditional(self, node: cst.CSTNode, loop: cst.CSTNode) -> bool:
+        """``node`` runs only under an ``if`` inside ``loop`` (``if args.profile:``,
+        ``if step % 100 == 0:``): not every step."""
+        parent = self.parent(node)
+        while parent is not None and parent is not loop:
+            if isinstance(parent, (cst.If, cst.IfExp)):
+                return True
+            parent = self.parent(parent)
+        return False
 
     # -- `if torch.isnan(loss):` / `while not done.all():` / `assert torch.isfinite(x).all()`
     def _is_tensor_truth_test(self, expr: cst.BaseExpression) -> bool:

@@ -113,3 +113,14 @@ def train_with_optional_profiling(model, loader, opt, args):
         opt.step()
         if args.profile:  # only when asked: not every step
             torch.cuda.synchronize()
+
+
+class LitModel:
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.model(x, y)
+        self.log("train_loss", loss.item())  # expect: TD201
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.model(*batch).item())  # not a training step

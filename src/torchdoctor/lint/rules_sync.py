@@ -88,6 +88,11 @@ TENSOR_FACTORIES = frozenset(
 )
 
 
+#: step methods a training framework calls every step (PyTorch Lightning, Lightning Fabric
+#: recipes, many trainers): the loop, backward and optimizer step live in the framework
+FRAMEWORK_STEPS = frozenset({"training_step"})
+
+
 class SyncRules(RuleVisitor):
     """TD201 host sync in a training step; TD202 cuda.synchronize in a training loop; TD203
     tensor rebuilt from host data every iteration."""
@@ -127,8 +132,11 @@ class SyncRules(RuleVisitor):
             return loops[0] if self.is_training_body(loops[0]) else None
         scope = self.enclosing_scope(node)
         # A function without a loop counts as a training step only when it calls both
-        # .backward() and an optimizer step (gradient checks and tests call backward alone).
-        if isinstance(scope, cst.FunctionDef) and self.is_training_body(scope, full=True):
+        # .backward() and an optimizer step (gradient checks and tests call backward alone), or
+        # is a Lightning-style ``training_step`` method (the framework runs backward and step).
+        if isinstance(scope, cst.FunctionDef) and (
+            self.is_training_body(scope, full=True) or scope.name.value in FRAMEWORK_STEPS
+        ):
             return scope
         return None
 

@@ -6,11 +6,13 @@ import libcst as cst
 import libcst.matchers as m
 
 from torchdoctor.lint.visitor import (
+    COMPREHENSIONS,
     RuleVisitor,
     code_of,
     dotted_names_in,
     has_host_copy,
     method_name,
+    target_names,
 )
 
 LSA = frozenset(
@@ -164,7 +166,34 @@ class LoopRules(RuleVisitor):
     def _from_tensor(self, expr: cst.BaseExpression, call: cst.Call) -> bool:
         if any(method_name(c) == "detach" for c in m.findall(expr, m.Call())):
             return True
-        return self.has_host_copy_resolved(expr, self.enclosing_scope(call))
+        scope = self.enclosing_scope(call)
+        if self.has_host_copy_resolved(expr, scope):
+            return True
+        # DETR's matcher: [linear_sum_assignment(c[i]) for i, c in enumerate(C.split(...))]
+        # with C = (...).cpu(): a loop variable drawn from host-copied tensor data.
+        names = {n.split(".")[0] for n in dotted_names_in(expr)}
+        for iterable, bound in self._loop_sources(call):
+            if not names & bound:
+                continue
+            if has_host_copy(iterable):
+                return True
+            bases = {n.split(".")[0] for n in dotted_names_in(iterable)}  # C of C.split(...)
+            if any(has_host_copy(v) for b in bases for v in self.assigned_values(scope, b)):
+                return True
+        return False
+
+    def _loop_sources(self, node: cst.CSTNode):
+        """``(iterable, names it binds)`` of every for loop / comprehension around ``node``."""
+        parent = self.parent(node)
+        while parent is not None:
+            if isinstance(parent, cst.For):
+                yield parent.iter, target_names(parent.target)
+            elif isinstance(parent, COMPREHENSIONS):
+                comp = parent.for_in
+                while comp is not None:
+                    yield comp.iter, target_names(comp.target)
+                    comp = comp.inner_for_in
+            parent = self.parent(parent)
 
     @staticmethod
     def _remap_message(what: str) -> str:

@@ -124,3 +124,14 @@ class LitModel:
 
     def validation_step(self, batch, batch_idx):
         self.log("val_loss", self.model(*batch).item())  # not a training step
+
+
+def train_with_config(model, loader, opt, cfg, kl_weight):
+    for x, y in loader:
+        loss = model(x, y)
+        beta = float(kl_weight)  # a hyperparameter, not a tensor
+        w = float(cfg.loss_weight)
+        print("using", cfg.loss_fn)
+        (beta * w * loss).backward()
+        opt.step()
+        print(float(loss))  # expect: TD201

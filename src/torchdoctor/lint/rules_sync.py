@@ -20,6 +20,12 @@ TENSOR_NAME = re.compile(
     r"(^|_)(loss|losses|logits?|acc|accuracy|grad_norm|total_norm|nll|kl|elbo)(_|\d|$)",
     re.IGNORECASE,
 )
+#: ...unless the name ends like a setting about that value: ``kl_weight``, ``loss_fn``
+NOT_TENSOR_SUFFIX = re.compile(
+    r"_(weight|weights|coef|coeff|factor|fn|func|type|name|names|mode|cfg|config|key|keys|"
+    r"threshold|thresh|steps?|every|freq|interval|eps|beta|alpha|lambda|lam)$",
+    re.IGNORECASE,
+)
 REDUCTIONS = frozenset(
     {
         "sum",
@@ -115,7 +121,8 @@ class SyncRules(RuleVisitor):
         name = dotted(expr)
         if name is None and isinstance(expr, cst.Subscript):
             return False
-        return bool(name) and bool(TENSOR_NAME.search(name.rsplit(".", 1)[-1]))
+        last = (name or "").rsplit(".", 1)[-1]
+        return bool(TENSOR_NAME.search(last)) and not NOT_TENSOR_SUFFIX.search(last)
 
     def _moves_a_module(self, call: cst.Call) -> bool:
         """``model.cpu()`` / ``m.cpu().parameters()``: a module is moved, no tensor is read."""
@@ -217,8 +224,8 @@ class SyncRules(RuleVisitor):
         if isinstance(receiver, cst.Comparison):  # `(loss > 10).any()`: a bool tensor
             operands = [receiver.left, *(c.comparator for c in receiver.comparisons)]
             return any(self.looks_like_tensor(o) for o in operands)
-        name = dotted(receiver)
-        return bool(name) and bool(TENSOR_NAME.search(name.rsplit(".", 1)[-1]))
+        last = (dotted(receiver) or "").rsplit(".", 1)[-1]
+        return bool(TENSOR_NAME.search(last)) and not NOT_TENSOR_SUFFIX.search(last)
 
     def _compares_a_backward_tensor(self, comparison: cst.Comparison) -> bool:
         """A compared name is one the same training loop/step calls ``.backward()`` on: a

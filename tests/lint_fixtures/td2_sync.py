@@ -135,3 +135,18 @@ def train_with_config(model, loader, opt, cfg, kl_weight):
         (beta * w * loss).backward()
         opt.step()
         print(float(loss))  # expect: TD201
+
+
+def train_with_formatting(model, loader, opt):
+    logs = {}
+    for x, y in loader:
+        out = model(x, y)
+        out["loss"].backward()
+        opt.step()
+        for k, v in out.items():
+            logs[k] = v.item()  # expect: TD201
+        print("loss: {:.4f}".format(out["loss"]))
+        loss = out["loss"]
+        print("loss: {:.4f}".format(loss))  # expect: TD201
+        print("loss: %.4f" % loss)  # expect: TD201
+        print("step %d" % len(logs))  # a Python number

@@ -136,7 +136,9 @@ class SyncRules(RuleVisitor):
         loops = self.enclosing_loops(node)
         loops = [lp for lp in loops if isinstance(lp, (cst.For, cst.While))]
         if loops:
-            return loops[0] if self.is_training_body(loops[0]) else None
+            # The innermost training loop: a small loop inside a step (``for k, v in
+            # out.items(): logs[k] = v.item()``) runs every step too.
+            return next((lp for lp in loops if self.is_training_body(lp)), None)
         scope = self.enclosing_scope(node)
         # A function without a loop counts as a training step only when it calls both
         # .backward() and an optimizer step (gradient checks and tests call backward alone), or
@@ -171,6 +173,13 @@ class SyncRules(RuleVisitor):
             inner = method_name(arg) if isinstance(arg, cst.Call) else None
             if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg):
                 self._report_sync(node, f"`{code_of(node)}`")
+        elif (
+            name == "format"
+            and isinstance(node.func, cst.Attribute)
+            and isinstance(node.func.value, (cst.SimpleString, cst.ConcatenatedString))
+            and any(self.looks_like_tensor(a.value) for a in node.args)
+        ):
+            self._report_sync(node, f"formatting a tensor with `{code_of(node)}`")
         elif "builtins.print" in names:
             if any(self.looks_like_tensor(a.value) for a in node.args if a.keyword is None):
                 self._report_sync(node, "printing a tensor")
@@ -261,6 +270,16 @@ class SyncRules(RuleVisitor):
 
     def visit_Assert(self, node: cst.Assert) -> None:
         self._check_truth_test(node.test)
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        """``"%.4f" % loss``: %-formatting a tensor reads it."""
+        if isinstance(node.operator, cst.Modulo) and isinstance(
+            node.left, (cst.SimpleString, cst.ConcatenatedString)
+        ):
+            values = node.right.elements if isinstance(node.right, cst.Tuple) else None
+            operands = [e.value for e in values] if values is not None else [node.right]
+            if any(self.looks_like_tensor(v) for v in operands):
+                self._report_sync(node, f"formatting a tensor with `{code_of(node)}`")
 
     def visit_FormattedStringExpression(self, node: cst.FormattedStringExpression) -> None:
         expr = node.expression

@@ -46,3 +46,12 @@ def negative(A, B, S, batch, rhs):
 def outside_loop_iter(A, B):
     for row in torch.linalg.cholesky(A):  # the iterable is evaluated once
         print(row)
+
+
+def inverse_shapes(A, x, b):
+    import torch.nn.functional as F
+
+    out = torch.linalg.inv(A).unsqueeze(0) @ x  # expect: TD101
+    A_inv, info = torch.linalg.inv_ex(A)  # expect: TD101
+    W = torch.linalg.inv(A)  # expect: TD101
+    return out, A_inv @ b, F.linear(x, W)

@@ -30,9 +30,15 @@ MATMULS = frozenset(
         "torch.baddbmm",
         "torch.addmm",
         "torch.tensordot",
+        "torch.nn.functional.linear",  # F.linear(x, A_inv) = x @ A_inv.T
     }
 )
 MATMUL_METHODS = frozenset({"matmul", "mm", "bmm", "mv", "__matmul__", "__rmatmul__"})
+#: methods that keep a matrix a matrix on its way into a product: inv(A).unsqueeze(0) @ x
+_SHAPE_METHODS = frozenset(
+    {"to", "float", "double", "half", "unsqueeze", "expand", "expand_as", "transpose",
+     "permute", "contiguous", "reshape", "view", "t"}
+)  # fmt: skip
 #: factorization/solve -> (position of the matrix argument, its keyword names, is a solve).
 FACTORIZATIONS: dict[str, tuple[int, tuple[str, ...], bool]] = {
     "torch.linalg.solve": (0, ("A",), True),
@@ -121,6 +127,8 @@ class LinalgRules(RuleVisitor):
         parent = self.parent(call)
         if isinstance(parent, cst.Assign) and len(parent.targets) == 1:
             target = parent.targets[0].target
+            if isinstance(target, cst.Tuple) and target.elements:  # A_inv, info = inv_ex(A)
+                target = target.elements[0].value
             if isinstance(target, cst.Name):
                 scope = self.enclosing_scope(call)
                 for name in m.findall(scope, m.Name(value=target.value)):
@@ -145,7 +153,7 @@ class LinalgRules(RuleVisitor):
                 continue
             if isinstance(parent, cst.Attribute) and parent.value is node:
                 grand = self.parent(parent)
-                if isinstance(grand, cst.Call) and parent.attr.value in {"to", "float", "double"}:
+                if isinstance(grand, cst.Call) and parent.attr.value in _SHAPE_METHODS:
                     node, parent = grand, self.parent(grand)
                     continue
             break

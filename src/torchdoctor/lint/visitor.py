@@ -44,6 +44,16 @@ PURE_METHODS = frozenset(
         "expand",
         "type",
         "cuda",
+        # deterministic factories: `torch.eye(n)` in `K + noise * torch.eye(n)` is the same
+        # matrix every iteration when its arguments are (random ones are not listed)
+        "eye",
+        "zeros",
+        "ones",
+        "full",
+        "arange",
+        "linspace",
+        "zeros_like",
+        "ones_like",
     }
 )
 #: Dotted names that look like an nn.Module (used where types are unknowable statically).

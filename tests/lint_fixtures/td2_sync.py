@@ -150,3 +150,10 @@ def train_with_formatting(model, loader, opt):
         print("loss: {:.4f}".format(loss))  # expect: TD201
         print("loss: %.4f" % loss)  # expect: TD201
         print("step %d" % len(logs))  # a Python number
+
+
+def train_rebuilding_ids(model, loader, opt):
+    for x, b in loader:
+        ids = torch.tensor(b.tolist()).long().cuda()  # expect: TD203
+        model(x, ids).backward()
+        opt.step()

@@ -292,9 +292,15 @@ class SyncRules(RuleVisitor):
         if not call.args or call.args[0].keyword is not None:
             return
         on_device = any(a.keyword is not None and a.keyword.value == "device" for a in call.args)
-        parent = self.parent(call)
-        if isinstance(parent, cst.Attribute) and parent.attr.value in {"to", "cuda"}:
-            on_device = True
+        node, parent = call, self.parent(call)
+        while isinstance(parent, cst.Attribute) and parent.value is node:  # .long().cuda()
+            if parent.attr.value in {"to", "cuda"}:
+                on_device = True
+                break
+            grand = self.parent(parent)
+            if not isinstance(grand, cst.Call):
+                break
+            node, parent = grand, self.parent(grand)
         loops = [lp for lp in self.enclosing_loops(call) if isinstance(lp, (cst.For, cst.While))]
         if not on_device or not loops:
             return

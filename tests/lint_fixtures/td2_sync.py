@@ -154,6 +154,6 @@ def train_with_formatting(model, loader, opt):
 
 def train_rebuilding_ids(model, loader, opt):
     for x, b in loader:
-        ids = torch.tensor(b.tolist()).long().cuda()  # expect: TD203
+        ids = torch.tensor(b.tolist()).long().cuda()  # expect: TD201,TD203
         model(x, ids).backward()
         opt.step()

@@ -87,6 +87,15 @@ def test_json_format_keeps_stdout_for_the_json_alone(tmp_path):
     assert done.stderr.count("loss ") == 4 and "loss " not in done.stdout
 
 
+def test_script_sees_argv0_as_typed(tmp_path):
+    """As with `python train.py`: sys.argv[0] is the path given, __file__ absolute."""
+    script = tmp_path / "probe0.py"
+    script.write_text("import os, sys\nprint('ARGV0', sys.argv[0], os.path.isabs(__file__))\n")
+    done = _subprocess(["syncs", "--out", "o", "probe0.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ARGV0 probe0.py True" in done.stdout
+
+
 def test_exception_traceback_and_exit_code_are_preserved(tmp_path):
     script = _script(tmp_path, steps=3, tail="raise ValueError('boom in the script')\n")
     done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)

@@ -84,6 +84,8 @@ class LoadedScript:
     step_fn: str | None = None
     #: True when ``step_fn`` names a function defined in the script itself
     wrap_in_script: bool = False
+    #: the path as the user typed it: the script's ``sys.argv[0]``, as ``python PATH`` gives
+    given: str | None = None
 
 
 @dataclass
@@ -133,7 +135,7 @@ def load_script(path: str, step_fn: str | None = None) -> LoadedScript:
         source = handle.read()
     if step_fn is None or ":" in step_fn:
         code = compile(source, absolute, "exec", dont_inherit=True)
-        return LoadedScript(absolute, code, step_fn)
+        return LoadedScript(absolute, code, step_fn, given=path)
     tree = ast.parse(source, absolute)
     functions = _qualnames(tree)
     target = functions.get(step_fn)
@@ -148,7 +150,7 @@ def load_script(path: str, step_fn: str | None = None) -> LoadedScript:
     ast.copy_location(hook, target)
     target.decorator_list.append(hook)  # last = applied first: wraps the plain function
     code = compile(tree, absolute, "exec", dont_inherit=True)
-    return LoadedScript(absolute, code, step_fn, wrap_in_script=True)
+    return LoadedScript(absolute, code, step_fn, wrap_in_script=True, given=path)
 
 
 def _step_wrapper(on_call_end: Callable[[], None]) -> Callable[[Callable], Callable]:
@@ -238,7 +240,7 @@ def run_script(
     )  # fmt: skip
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     saved_main = sys.modules.get("__main__")
-    sys.argv = [script.path, *argv]
+    sys.argv = [script.given or script.path, *argv]
     sys.path[0:1] = [os.path.dirname(script.path)]
     sys.modules["__main__"] = main
     restore: list[Callable[[], None]] = []

@@ -153,3 +153,11 @@ def test_pair_coverage_with_valid_mask():
     valid = torch.tensor([True, True, True, False, True])
     assert float(pair_coverage(labels, rgb)) == pytest.approx(4 / 5)
     assert float(pair_coverage(labels, rgb, valid)) == pytest.approx(2 / 4)
+
+
+def test_an_anchor_modality_that_never_occurs_is_an_error():
+    labels, modalities = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"anchor_modality='rgb' never occurs .* \[0, 1\]"):
+        ModalityAwarePKSampler(labels, modalities, p=2, k=2)
+    sampler = ModalityAwarePKSampler(labels, modalities, p=2, k=2, anchor_modality=0)
+    assert sorted(i for batch in sampler for i in batch) == [0, 1, 2, 3]

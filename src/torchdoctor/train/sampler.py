@@ -136,6 +136,12 @@ class ModalityAwarePKSampler(torch.utils.data.Sampler[list[int]]):
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self._is_anchor = modality_array == anchor_modality
+        if require_pair and modality_array.size and not self._is_anchor.any():
+            present = np.unique(modality_array)[:10].tolist()
+            raise ValueError(
+                f"anchor_modality={anchor_modality!r} never occurs in modalities (values: "
+                f"{present}); pass the anchor's value, e.g. anchor_modality={present[0]!r}"
+            )
         self._labels = labels_array
 
         identities, inverse = np.unique(labels_array, return_inverse=True)

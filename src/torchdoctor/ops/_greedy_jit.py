@@ -3,9 +3,10 @@
 The greedy is ``k`` sequential steps of small vector work. As NumPy calls (the fallback,
 :func:`torchdoctor.ops.dpp.greedy_arrays`) each step costs about a dozen interpreter round
 trips: for 8 problems of 196 items and ``k = 49`` the loop takes about 1.6 ms, compiled about
-0.3 ms (``dpp_greedy`` as a whole: 1.26 vs 0.48 ms, BENCHMARKS.md). For ``select_tokens_per_segment`` the kernel weights, the starting gains and
-the chosen mask are computed in the same compiled pass (:func:`select_from_gram`), so that
-little is left around the similarity matmul. Each problem runs to its own ``k`` or to its first
+0.3 ms (``dpp_greedy`` as a whole: 2.5 vs 0.8 ms in BENCHMARKS.md's run). For
+``select_tokens_per_segment`` the kernel weights, the starting gains and the chosen mask are
+computed in the same compiled pass (:func:`select_from_gram`), so that little is left around
+the similarity matmul. Each problem runs to its own ``k`` or to its first
 gain ``<= eps`` and stops there.
 
 numba is optional (``pip install "torchdoctor[fast]"``); this module imports it, and is itself

@@ -8,8 +8,8 @@ Diversity" (NeurIPS 2018): each step adds the item with the largest marginal gai
 memory per problem; every problem of a batch advances together, so there is one vector step per
 selected item and no host sync. The steps are sequential and small, so on CPU tensors they run
 on the tensors' memory as a compiled loop (numba, when installed) or as NumPy calls
-(``backend="auto"``): for 8 / 64 problems of 196 items and k = 49, 8x / 3.7x (compiled) and
-3x / 2.5x (NumPy) faster than as torch ops there (BENCHMARKS.md).
+(``backend="auto"``): for 8 / 64 problems of 196 items and k = 49, 9x / 4x (compiled) and
+3x / 2.4x (NumPy) faster than as torch ops there (BENCHMARKS.md).
 
 Seed 003 (FrameFusion / CDPruner-style video token pruning) ran this per frame with an
 ``.item()`` argmax per iteration; ``select_tokens_per_segment`` in ``ops.tokens`` batches it.
@@ -311,11 +311,11 @@ def dpp_greedy(
             ops per step on any device, no host sync (the accelerator path). ``"numba"``: the
             steps compiled (numba, an optional dependency: ``pip install "torchdoctor[fast]"``)
             on zero-copy views of CPU memory, each problem stopping at its own ``k`` or ``eps``
-            (measured 2.7x / 1.5x faster than ``"numpy"`` for 8 / 64 problems of 196 items,
+            (measured 3.1x / 1.7x faster than ``"numpy"`` for 8 / 64 problems of 196 items,
             k = 49; the first call in a process loads the compiled code, about 1 s, the first
             on a machine compiles it, about 10 s, cached on disk). ``"numpy"``: the same steps
             as NumPy calls on those views, where an op costs 1-3 us instead of torch's 5-10 us
-            (3x / 2.5x faster than ``"torch"`` there). Both host engines need float32/float64
+            (3x / 2.4x faster than ``"torch"`` there). Both host engines need float32/float64
             CPU tensors. ``"auto"`` (default): numba, else numpy, for such tensors; torch
             otherwise. All
             give the same selection.

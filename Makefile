@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.torchdoctor-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 bench: $(STAMP)
 	$(BIN)/torchdoctor bench --markdown BENCHMARKS.generated.md
+
+# On a lent GPU machine (its own CUDA torch, no network): the cuda tests and the GPU suite, in
+# one go, results in gpu-check-results/. Never creates a venv; a dry run without CUDA.
+GPU_PYTHON ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_check.py --out gpu-check-results
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info torchdoctor-out

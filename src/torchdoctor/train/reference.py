@@ -83,7 +83,7 @@ def sdm_loss_reference(
     target = labels / labels.sum(dim=1)
     log_target = torch.log(target + epsilon)
 
-    total = torch.zeros((), dtype=image_features.dtype)
+    total = torch.zeros((), dtype=image_features.dtype, device=image_features.device)
     for scores in (image_to_text, text_to_image):
         per_row = []
         for i in range(n):  # one row at a time, on purpose

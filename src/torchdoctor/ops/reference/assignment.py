@@ -43,7 +43,7 @@ def linear_assignment_reference(
         columns.append(column.to(cost.device))
         totals.append(float(matrix[row_ind, col_ind].sum()))
     out_dtype = cost.dtype if cost.is_floating_point() else torch.float64
-    columns_t = torch.stack(columns) if columns else torch.empty(0, rows, dtype=torch.long)
+    columns_t = torch.stack(columns) if columns else torch.empty(0, rows, dtype=torch.long, device=cost.device)
     total_t = torch.tensor(totals, dtype=out_dtype, device=cost.device)
     return columns_t.reshape(*batch_shape, rows), total_t.reshape(batch_shape)
 

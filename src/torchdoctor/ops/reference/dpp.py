@@ -45,7 +45,7 @@ def dpp_greedy_reference(
         [0, 1, 2]
     """
     n = kernel.shape[0]
-    cis = torch.zeros(min(k, n), n, dtype=kernel.dtype)
+    cis = torch.zeros(min(k, n), n, dtype=kernel.dtype, device=kernel.device)
     gains = torch.diagonal(kernel).clone()
     if mask is not None:
         gains[~mask] = -math.inf

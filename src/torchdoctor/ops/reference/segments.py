@@ -60,7 +60,7 @@ def pad_segments_reference(
         dtype=values.dtype,
         device=values.device,
     )
-    mask = torch.zeros(len(per_row), num_segments, max_len, dtype=torch.bool)
+    mask = torch.zeros(len(per_row), num_segments, max_len, dtype=torch.bool, device=values.device)
     for b, row in enumerate(per_row):
         for seg, positions in row.items():
             if seg >= num_segments:

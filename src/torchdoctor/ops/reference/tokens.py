@@ -33,7 +33,7 @@ def _quota(count: int, keep_ratio: float | None, keep_per_segment: int | None) -
 
 def _greedy_cosine(unit: torch.Tensor, quality: torch.Tensor, k: int) -> list[int]:
     selected: list[int] = []
-    closest = torch.zeros(unit.shape[0], dtype=unit.dtype)
+    closest = torch.zeros(unit.shape[0], dtype=unit.dtype, device=unit.device)
     for step in range(k):
         score = quality.clone() if step == 0 else quality * (1 - closest)
         score[selected] = -math.inf
@@ -65,7 +65,7 @@ def select_tokens_reference(
     for segment in torch.unique(segment_ids[segment_ids >= 0], sorted=True).tolist():
         index = torch.where(segment_ids == segment)[0]  # one host sync per segment
         k = _quota(len(index), keep_ratio, keep_per_segment)
-        q = quality[index] if quality is not None else torch.ones(len(index), dtype=features.dtype)
+        q = quality[index] if quality is not None else torch.ones(len(index), dtype=features.dtype, device=features.device)
         if method == "topk" or k == 0:
             selected: list[int] = []
         else:
@@ -83,5 +83,5 @@ def select_tokens_reference(
             rest = [i for i in range(len(index)) if i not in selected]
             rest.sort(key=lambda i: -float(q[i]))
             selected = selected + rest[: k - len(selected)]
-        kept.append(index[torch.tensor(selected, dtype=torch.long)])
+        kept.append(index[torch.tensor(selected, dtype=torch.long, device=index.device)])
     return torch.sort(torch.cat(kept)).values

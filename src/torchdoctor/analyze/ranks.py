@@ -26,11 +26,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchdoctor.analyze.advice.base import median
+from torchdoctor.session_read import PHASES, median
 
 __all__ = ["compare_ranks", "STRAGGLER_THRESHOLD"]
 
-PHASES = ("data", "forward", "backward", "optimizer", "other")
 #: a rank is a straggler when its busy time exceeds the fastest rank's by this fraction of a step
 STRAGGLER_THRESHOLD = 0.10
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 
 from torchdoctor.bench.equivalence import Equivalence, compare_outputs
 from torchdoctor.bench.table import BenchTable
+from torchdoctor.session_read import quantile
 
 
 def _iter_tensors(value: Any) -> Iterable[torch.Tensor]:
@@ -32,15 +33,6 @@ def _iter_tensors(value: Any) -> Iterable[torch.Tensor]:
 
 def _uses_cuda(*values: Any) -> bool:
     return any(t.is_cuda for v in values for t in _iter_tensors(v))
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile of a non-empty sequence (q in [0, 1])."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 @dataclass

@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 import torchdoctor
-from torchdoctor.analyze.tree import iter_nodes
-from torchdoctor.bench.compare import quantile
 from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._models import transformer_train_step
+from torchdoctor.session_read import quantile, walk
 
 
 def _tiny_modules(quick: bool) -> tuple[nn.Module, Callable[[], None], str]:
@@ -174,7 +173,7 @@ def accuracy_table(quick: bool) -> BenchTable:
     model, step, label = transformer_train_step(quick)
     session = torchdoctor.profile(step, model=model, steps=3 if quick else 8, warmup=2, syncs=False)
     wanted = {}
-    for node, _ in iter_nodes(session["tree"]):
+    for node, _ in walk(session["tree"]):
         if node["kind"] == "module" and not node["children"] and node["calls_per_step"] == 1.0:
             per_call = node["forward_ms"]["median"]
             if quick or per_call >= 1.0:

@@ -30,10 +30,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchdoctor.bench.compare import compare, quantile
+from torchdoctor.bench.compare import compare
 from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._models import transformer_train_step
 from torchdoctor.collect.syncs import sync_audit
+from torchdoctor.session_read import quantile
 
 
 class _EmptyFunctionMode(TorchFunctionMode):

@@ -89,7 +89,7 @@ def _profile(workload, args, console):
 def _findings(session, console) -> dict[str, Any]:
     """Advice filled in, the console report printed; returns the session dict with advice."""
     from torchdoctor.render.console import console_renderables
-    from torchdoctor.render.reports import with_advice
+    from torchdoctor.reports import with_advice
 
     data = with_advice(session)
     for item in console_renderables(data):
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(report.summary(), highlight=False, markup=False)
 
     out = Path(args.out)
-    from torchdoctor.render.reports import write_reports
+    from torchdoctor.reports import write_reports
 
     paths = write_reports(data, out, stem=f"{workload.name}-slow")
     summary = {

@@ -165,7 +165,7 @@ def write_session(
     if not reports:
         return path
     try:
-        from torchdoctor.render.reports import with_advice, write_reports
+        from torchdoctor.reports import with_advice, write_reports
         from torchdoctor.session import Session
 
         if script:

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "ranks": "torchdoctor.commands.ranks",
 }
 
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: ``--version`` and one sub-command per :data:`COMMANDS` entry.
 
@@ -53,9 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     module = importlib.import_module(COMMANDS[name])
-    parser = argparse.ArgumentParser(
-        prog=f"torchdoctor {name}", description=module.HELP
-    )
+    parser = argparse.ArgumentParser(prog=f"torchdoctor {name}", description=module.HELP)
     module.add_arguments(parser)
     return parser, module
 

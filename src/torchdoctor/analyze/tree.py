@@ -89,6 +89,14 @@ def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[st
 
     A group node has ``kind`` "group", ``path`` like ``decoder.layers[0-11]``, ``group_count``,
     ``group_paths`` (the members) and ``per_item_ms`` (mean total per member).
+
+    Example:
+        >>> layer = lambda i: {"path": f"layers.{i}", "name": str(i), "kind": "module",
+        ...                    "type": "Block", "total_ms": {"mean": 2.0}, "children": []}
+        >>> tree = {"path": "", "name": "step", "children": [layer(0), layer(1), layer(2)]}
+        >>> group = group_repeated_siblings(tree)["children"][0]
+        >>> group["path"], group["group_count"], group["per_item_ms"]
+        ('layers[0-2]', 3, 2.0)
     """
     out = {k: v for k, v in node.items() if k != "children"}
     children = [group_repeated_siblings(c, min_count) for c in node.get("children") or []]

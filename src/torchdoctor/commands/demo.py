@@ -27,6 +27,16 @@ DEFAULT_WORKLOAD = "part_contrastive"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor demo``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor demo")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["token_pruning", "--scale", "tiny"])
+        >>> args.workload, args.scale, args.list
+        ('token_pruning', 'tiny', False)
+    """
     parser.add_argument(
         "workload",
         nargs="?",
@@ -121,6 +131,15 @@ def _compare(workload, repeats: int, console) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Profile the slow variant, show the advice, then run and verify the fast one.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> run(parser.parse_args(["no_such_workload"]))  # the error names the workloads
+        2
+    """
     from rich.console import Console
 
     from torchdoctor.workloads import WORKLOADS, build

@@ -18,6 +18,16 @@ HELP = "render a saved session as Markdown, HTML, JSON, Chrome trace or console 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor report``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor report")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["run.json", "-o", "report.html"])
+        >>> args.session, args.format, infer_format(args.output)
+        ('run.json', None, 'html')
+    """
     parser.add_argument("session", metavar="SESSION.json", help="a session saved by torchdoctor")
     parser.add_argument(
         "--format",
@@ -29,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Render the saved session; 0, or 2 when it cannot be read.
+
+    Example:
+        >>> import argparse
+        >>> run(argparse.Namespace(session="no-such-session.json", format="md", output=None))
+        2
+    """
     from torchdoctor.reports import render_report
     from torchdoctor.session import Session
 

@@ -237,7 +237,13 @@ def accuracy_table(quick: bool) -> BenchTable:
 
 
 def no_op_table(quick: bool) -> BenchTable:
-    """Per-call cost of region/step with no active profiler."""
+    """Per-call cost of region/step with no active profiler.
+
+    Example:
+        >>> table = no_op_table(quick=True)
+        >>> len(table.rows) > 0
+        True
+    """
     n = 20_000 if quick else 200_000
 
     def per_call(fn: Callable[[], None]) -> float:
@@ -299,7 +305,13 @@ def no_op_table(quick: bool) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """All profiler benchmark tables (quick: tiny sizes, few rounds), on one intra-op thread."""
+    """All profiler benchmark tables (quick: tiny sizes, few rounds), on one intra-op thread.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("profiler"))["profiler_overhead"] is run  # `torchdoctor bench profiler` runs it
+        True
+    """
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

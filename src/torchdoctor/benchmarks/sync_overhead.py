@@ -161,5 +161,11 @@ def overhead_table(workload: str, quick: bool) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """Both tables: the 12-layer transformer step and the small-op loop."""
+    """Both tables: the 12-layer transformer step and the small-op loop.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("syncs"))["sync_overhead"] is run  # `torchdoctor bench syncs` runs it
+        True
+    """
     return [overhead_table("transformer", quick), overhead_table("small_ops", quick)]

@@ -28,7 +28,8 @@ MAX_LINES = 450
 
 # Cycles being removed on other branches: the first two by the "profiler state" work of issue
 # #15, the lint one by the lint-engine rewrite (fixes beside their checks). The integrator
-# deletes each entry once that branch is merged; nothing may be added to this list.
+# deletes each entry once that branch is merged; nothing may be added to this list. A cycle
+# passes while its modules are a subset of one entry (a cycle half removed still passes).
 KNOWN_CYCLES: list[set[str]] = [
     {
         "torchdoctor.collect.profiler",
@@ -239,7 +240,7 @@ def test_nothing_below_the_command_layer_imports_it():
 
 
 def test_no_import_cycles():
-    cycles = [c for c in strongly_connected(GRAPH) if c not in KNOWN_CYCLES]
+    cycles = [c for c in strongly_connected(GRAPH) if not any(c <= k for k in KNOWN_CYCLES)]
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(sorted(c)) for c in cycles)
 
 

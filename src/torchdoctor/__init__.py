@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from torchdoctor import views as _views  # noqa: F401  (registers the Session views)
+from torchdoctor._version import __version__
 
 #: public name -> module that defines it. Add a line here to export a new public name.
 _EXPORTS: dict[str, str] = {
@@ -27,7 +28,7 @@ _EXPORTS: dict[str, str] = {
     "advise": "torchdoctor.analyze.advice",
     "Advice": "torchdoctor.analyze.advice",
     "diff_sessions": "torchdoctor.analyze.diff",
-    "write_reports": "torchdoctor.render.reports",
+    "write_reports": "torchdoctor.reports",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,9 +1,14 @@
 """Command-line entry point: ``torchdoctor SUBCOMMAND ...`` (also ``python -m torchdoctor``).
 
 Subcommands are registered in one place, :data:`COMMANDS`. Each value names a module in
-``torchdoctor.commands`` that defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int`` (the exit code). Modules are imported only when their command runs, so
-``torchdoctor --help`` stays fast.
+``torchdoctor.commands`` that defines ``HELP`` (one line: the only copy of a command's help),
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). Command modules import only
+the standard library at module level (their work is imported when the command runs), so
+``torchdoctor --help`` reading every ``HELP`` stays fast.
+
+Example:
+    >>> build_parser().prog
+    'torchdoctor'
 """
 
 from __future__ import annotations
@@ -28,42 +33,39 @@ COMMANDS: dict[str, str] = {
     "ranks": "torchdoctor.commands.ranks",
 }
 
-#: one-line help for each command, kept here so `--help` imports nothing heavy.
-HELP: dict[str, str] = {
-    "run": "profile an unmodified training script; write the session and print the report at exit",
-    "syncs": "run a script and list every host-device sync by source line",
-    "demo": "profile a built-in slow workload, print the findings, then run and verify its fast version",
-    "lint": "static check for the seed anti-patterns (TD codes), with --fix/--diff",
-    "report": "render a saved session as Markdown, HTML, JSON, Chrome trace or console text",
-    "diff": "compare two saved sessions: step, phases, modules, syncs removed and added",
-    "bench": "run registered benchmark suites and print (or write) their tables",
-    "ranks": "compare the per-rank sessions of a torchrun run (torchdoctor run) and name the straggler",
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: ``--version`` and one sub-command per :data:`COMMANDS` entry.
+
+    Example:
+        >>> "lint" in build_parser().format_help()
+        True
+    """
     parser = argparse.ArgumentParser(
         prog="torchdoctor",
         description="Find out why a PyTorch step is slow, and what to do about it.",
     )
     parser.add_argument("--version", action="version", version=f"torchdoctor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        sub.add_parser(name, help=HELP.get(name, ""), add_help=False)
+    for name, module in COMMANDS.items():
+        sub.add_parser(name, help=importlib.import_module(module).HELP, add_help=False)
     return parser
 
 
 def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     module = importlib.import_module(COMMANDS[name])
-    parser = argparse.ArgumentParser(
-        prog=f"torchdoctor {name}", description=getattr(module, "HELP", HELP.get(name))
-    )
+    parser = argparse.ArgumentParser(prog=f"torchdoctor {name}", description=module.HELP)
     module.add_arguments(parser)
     return parser, module
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (0 ok, 1 findings/failure, 2 usage error)."""
+    """Run the CLI; returns the process exit code (0 ok, 1 findings/failure, 2 usage error).
+
+    Example:
+        >>> main(["report", "no-such-session.json"])
+        2
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:

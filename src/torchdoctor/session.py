@@ -3,8 +3,12 @@
 collect/ writes it, analyze/ reads it and returns new values, render/ formats it. The layout is
 specified in ``docs/session-schema.md``. A :class:`Session` wraps the plain dict; it adds
 validation, an atomic save, a loader that never executes code (JSON only, no pickle), and
-``tree()``, which delegates to ``torchdoctor.render.tree`` (imported lazily, so the data model
-stays free of rendering).
+``tree()`` / ``_repr_html_()`` (Jupyter), which reach rendering through the view registry below.
+
+The view registry is the one seam between the data model and rendering (dependency inversion):
+this module and collect/ never import render/; :mod:`torchdoctor.views` registers the render
+functions here with :func:`register_view`, and ``import torchdoctor`` imports it, so a view is
+always there when a Session (or a SyncAudit) asks :func:`view` for it.
 
 Example:
     >>> from torchdoctor.session import Session
@@ -20,14 +24,15 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from torchdoctor.session_read import quantile
 
 SCHEMA_VERSION = 1
 
@@ -67,19 +72,12 @@ def stat(values: Sequence[float]) -> dict[str, float]:
     data = sorted(float(v) for v in values)
     if not data:
         return {key: 0.0 for key in STAT_KEYS}
-
-    def quantile(q: float) -> float:
-        pos = (len(data) - 1) * q
-        lo = math.floor(pos)
-        hi = min(lo + 1, len(data) - 1)
-        return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
     return {
-        "median": quantile(0.5),
+        "median": quantile(data, 0.5),
         "min": data[0],
         "max": data[-1],
-        "q1": quantile(0.25),
-        "q3": quantile(0.75),
+        "q1": quantile(data, 0.25),
+        "q3": quantile(data, 0.75),
     }
 
 
@@ -110,9 +108,49 @@ def environment() -> dict[str, Any]:
 
 
 def _tool() -> str:
-    from torchdoctor import __version__
+    from torchdoctor._version import __version__
 
     return f"torchdoctor {__version__}"
+
+
+#: view name -> function rendering session data as text (see :func:`register_view`).
+_VIEWS: dict[str, Callable[..., str]] = {}
+
+
+def register_view(name: str, function: Callable[..., str]) -> None:
+    """Make ``function`` the view called ``name`` (the last registration wins).
+
+    Views used by the data model: ``"tree"`` (``Session.tree()``), ``"html"``
+    (``Session._repr_html_()``) and ``"sync_table"`` (``str(SyncAudit)``);
+    :mod:`torchdoctor.views` registers them.
+
+    Example:
+        >>> register_view("shout", lambda session: str(session["label"]).upper())
+        >>> view("shout")({"label": "demo"})
+        'DEMO'
+    """
+    if not callable(function):
+        raise TypeError(
+            f"register_view({name!r}, ...) expects a function, got {type(function).__name__}"
+        )
+    _VIEWS[name] = function
+
+
+def view(name: str) -> Callable[..., str]:
+    """The function registered as view ``name``; LookupError naming the known views if none.
+
+    Example:
+        >>> view("tree") is not None
+        True
+    """
+    try:
+        return _VIEWS[name]
+    except KeyError:
+        known = ", ".join(sorted(_VIEWS)) or "none"
+        raise LookupError(
+            f"no view {name!r} is registered (known: {known}); `import torchdoctor` registers "
+            "the standard views (torchdoctor.views)"
+        ) from None
 
 
 def empty_session_dict(label: str | None = None) -> dict[str, Any]:
@@ -272,18 +310,25 @@ class Session(Mapping):
             ) from None
         return cls.from_dict(data)
 
-    # -- rendering (lazy: the data model never imports render/ at module level) -----------
+    # -- rendering (through the view registry: the data model never imports render/) -----
     def tree(self, **options: Any) -> str:
-        """The module tree as console text (see ``torchdoctor.render.tree.render_tree``).
+        """The module tree as console text (the ``"tree"`` view, ``render.tree.render_tree_text``).
 
         Example:
-            >>> text = Session.new("a", with_environment=False).tree()
-            >>> isinstance(text, str)
+            >>> Session.new("a", with_environment=False).tree()
+            '(no module tree recorded)'
+        """
+        return view("tree")(self, **options)
+
+    def _repr_html_(self) -> str:
+        """The HTML report, for Jupyter (the ``"html"`` view; advice computed when missing).
+
+        Example:
+            >>> page = Session.new("nb", with_environment=False)._repr_html_()
+            >>> page.startswith("<!doctype html>")
             True
         """
-        from torchdoctor.render.tree import render_tree_text
-
-        return render_tree_text(self, **options)
+        return view("html")(self)
 
     # -- mapping protocol -----------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:

@@ -74,6 +74,15 @@ class count_host_syncs(TorchDispatchMode):  # noqa: N801 (used as a context mana
     tensor), which never reach dispatch on a CPU tensor and are seen as tensor methods. ``ops`` maps each name to its
     count. Code that reads CPU memory deliberately (an engine that only runs on CPU tensors)
     can hide the read with ``torch._C.DisableTorchFunction()``.
+
+    Example:
+        >>> import torch
+        >>> t = torch.arange(4.0)
+        >>> with count_host_syncs() as syncs:
+        ...     _ = t[t > 1]  # a boolean mask: the result's size depends on the data
+        ...     _ = t.tolist()
+        >>> syncs.count >= 2
+        True
     """
 
     def __init__(self) -> None:

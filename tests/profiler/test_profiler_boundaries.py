@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import torchdoctor
-from torchdoctor.analyze.tree import iter_nodes
+from torchdoctor.session_read import walk
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_gradient_accumulation_drops_the_partial_step_at_the_switch(net):
     s = prof.session
     assert s["config"]["step_boundary"] == "optimizer"
     assert len(s["steps"]) == 4  # updates 2-5: the first ended at the switch, partial
-    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    calls = {n["path"]: n["calls_per_step"] for n, _ in walk(s["tree"]) if n["path"]}
     assert calls["Sequential"] == 4, calls  # four micro-batches in every step
 
 
@@ -302,7 +302,7 @@ def test_two_optimizers_in_turn_make_one_step_per_iteration(critic_steps):
     s = prof.session
     assert any("optimizers step in turn" in note for note in s["config"]["notes"])
     assert iterations - 3 <= len(s["steps"]) <= iterations - 1
-    calls = {n["path"]: n for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    calls = {n["path"]: n for n, _ in walk(s["tree"]) if n["path"]}
     assert calls["Sequential"]["calls_per_step"] == critic_steps  # the generator
     assert calls["Sequential#2"]["calls_per_step"] == 2 * critic_steps + 1  # the discriminator
     assert calls["Sequential"]["backward_ms"]["mean"] > 0  # its backward is in the same step

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 import torchdoctor
-from torchdoctor.analyze.tree import check_invariants, iter_nodes
+from torchdoctor.analyze.tree import check_invariants
 from torchdoctor.collect.state import STATE
 from torchdoctor.session import Session
+from torchdoctor.session_read import walk
 
 
 class WithRegions(nn.Module):
@@ -29,7 +30,7 @@ class WithRegions(nn.Module):
 
 
 def _by_path(session):
-    return {n["path"]: n for n, _ in iter_nodes(session["tree"])}
+    return {n["path"]: n for n, _ in walk(session["tree"])}
 
 
 def test_regions_nest_with_modules():
@@ -271,7 +272,7 @@ def test_same_inputs_with_updated_weights_are_not_recomputation():
         return loss
 
     s = torchdoctor.profile(lambda: optimizer.step(closure), steps=2, warmup=1, syncs=False)
-    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"])}
+    calls = {n["path"]: n["calls_per_step"] for n, _ in walk(s["tree"])}
     assert max(calls.values()) > 1  # the closure ran the model several times per step
     assert s["recomputation"] == []
 
@@ -310,7 +311,7 @@ def test_sampler_with_two_top_level_modules_steps_per_iteration_and_names_the_ca
     s = prof.session
     assert s["config"]["step_boundary"] == "module"
     assert any("a step starts at each call of Linear" in n for n in s["config"]["notes"])
-    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    calls = {n["path"]: n["calls_per_step"] for n, _ in walk(s["tree"]) if n["path"]}
     assert calls["Linear"] == 1 and calls["Sequential"] == 1, calls
     (record,) = [r for r in s["recomputation"] if r["path"] == "Linear"]
     assert record["identical_input_calls"] == 1
@@ -358,7 +359,7 @@ def test_guided_sampler_encoding_twice_steps_at_the_first_encoder_call():
             x = x - 0.1 * (plain + 2.0 * (guided - plain))
     s = prof.session
     assert any("the first of its 2 calls in a row" in n for n in s["config"]["notes"])
-    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    calls = {n["path"]: n["calls_per_step"] for n, _ in walk(s["tree"]) if n["path"]}
     assert calls["Linear"] == 2 and calls["Sequential"] == 2, calls
     assert len(s["steps"]) >= 9
     assert "Linear" in [r["path"] for r in s["recomputation"]]
@@ -377,7 +378,7 @@ def test_guided_sampler_calling_the_denoiser_twice_steps_at_the_loop_opener():
             x = x - 0.1 * (plain + 2.0 * (guided - plain))
     s = prof.session
     assert any("the first one the loop calls" in n for n in s["config"]["notes"])
-    calls = {n["path"]: n["calls_per_step"] for n, _ in iter_nodes(s["tree"]) if n["path"]}
+    calls = {n["path"]: n["calls_per_step"] for n, _ in walk(s["tree"]) if n["path"]}
     assert calls["Linear"] == 1 and calls["Sequential"] == 2, calls
     assert [r["path"] for r in s["recomputation"]] == ["Linear"]
 

@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 import torchdoctor
-from torchdoctor.analyze.tree import check_invariants, iter_nodes
+from torchdoctor.analyze.tree import check_invariants
 from torchdoctor.collect.region_graph import region_boundaries, roots_of, sequence_nr
+from torchdoctor.session_read import walk
 
 
 def _nodes(session):
-    return {n["path"]: n for n, _ in iter_nodes(session["tree"]) if n["kind"] != "self"}
+    return {n["path"]: n for n, _ in walk(session["tree"]) if n["kind"] != "self"}
 
 
 def _check(session):

@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 import torchdoctor
-from torchdoctor.analyze.tree import check_invariants, iter_nodes
+from torchdoctor.analyze.tree import check_invariants
+from torchdoctor.session_read import walk
 
 
 def _nodes(session):
-    return {n["path"]: n for n, _ in iter_nodes(session["tree"]) if n["kind"] != "self"}
+    return {n["path"]: n for n, _ in walk(session["tree"]) if n["kind"] != "self"}
 
 
 def _train_step(model, *inputs, lr=0.01):

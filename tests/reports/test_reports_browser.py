@@ -18,7 +18,7 @@ import pytest
 from reports_sessions import slow_session
 
 from torchdoctor.render.html import render_html
-from torchdoctor.render.reports import with_advice
+from torchdoctor.reports import with_advice
 
 EVIL = "<img src=x onerror=alert(1)>"
 EVIL_DOM = "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"

@@ -13,8 +13,8 @@ from torchdoctor.render.console import render_console
 from torchdoctor.render.html import render_html, script_json
 from torchdoctor.render.json import render_json
 from torchdoctor.render.markdown import render_markdown
-from torchdoctor.render.reports import render_report, with_advice, write_reports
 from torchdoctor.render.trace import render_trace
+from torchdoctor.reports import render_report, with_advice, write_reports
 from torchdoctor.session import Session
 
 EVIL = "<img src=x onerror=alert(1)>"
@@ -46,10 +46,10 @@ def test_markdown_embeds_the_profilers_tree_text():
     assert tree_text.strip() and tree_text.strip() in render_markdown(session)
 
 
-def test_markdown_computes_advice_when_session_has_none():
+def test_markdown_report_computes_advice_when_session_has_none():
     session = slow_session()
     assert session["advice"] == []
-    assert "Compute model.encoder once and reuse it" in render_markdown(session)
+    assert "Compute model.encoder once and reuse it" in render_report(session, "md")
 
 
 def test_clean_session_report_says_nothing_to_fix():

@@ -18,7 +18,7 @@ from reports_sessions import slow_session
 import torchdoctor.render.markdown as markdown_module
 from torchdoctor.render.html import render_html
 from torchdoctor.render.markdown import render_markdown
-from torchdoctor.render.reports import with_advice
+from torchdoctor.reports import with_advice
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 

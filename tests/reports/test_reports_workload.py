@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from torchdoctor.analyze.advice import advise
-from torchdoctor.analyze.advice.base import step_ms
+from torchdoctor.session_read import step_ms
 
 TIMESTEPS = 10
 TOLERANCE = 0.25

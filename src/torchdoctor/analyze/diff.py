@@ -18,9 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import center, node_ms, step_ms, walk
-
-PHASES = ("data", "forward", "backward", "optimizer", "other")
+from torchdoctor.session_read import PHASES, center, node_ms, step_ms, walk
 
 
 def _change(old: float | None, new: float | None) -> dict[str, Any]:

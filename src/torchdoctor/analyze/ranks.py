@@ -26,11 +26,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchdoctor.analyze.advice.base import median
+from torchdoctor.session_read import PHASES, median
 
 __all__ = ["compare_ranks", "STRAGGLER_THRESHOLD"]
 
-PHASES = ("data", "forward", "backward", "optimizer", "other")
 #: a rank is a straggler when its busy time exceeds the fastest rank's by this fraction of a step
 STRAGGLER_THRESHOLD = 0.10
 
@@ -42,6 +41,13 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     "syncs_per_step"}], "straggler": rank | None, "phase": name | None, "excess_ms",
     "excess_pct", "verdict"}``. ``excess`` is the straggler's busy time above the fastest
     rank's, as milliseconds per step and as a percentage of the median step.
+
+    Example:
+        >>> session = lambda rank, step: {"environment": {"rank": rank, "world_size": 2},
+        ...     "steps": [{}], "step_ms": {"median": step}, "phases": {"data": {"median": step - 10}}}
+        >>> result = compare_ranks([session(0, 10.0), session(1, 20.0)])
+        >>> result["straggler"], result["phase"], result["excess_ms"]
+        (1, 'data', 10.0)
     """
     if not sessions:
         raise ValueError("compare_ranks: no sessions given; pass one session per rank")

@@ -6,8 +6,10 @@ Like pyinstrument's processors: each does one transformation and never mutates i
   (``decoder.layers.0`` ... ``decoder.layers.11``) into one ``group`` node
   ``decoder.layers[0-11]`` whose children merge the members' children by name;
 - :func:`with_percentages` adds ``pct_of_parent`` and ``pct_of_step`` (from the additive means);
-- :func:`check_invariants` lists every place where the tree does not add up;
-- :func:`iter_nodes` walks a tree depth-first.
+- :func:`check_invariants` lists every place where the tree does not add up.
+
+Reading helpers (the typical value of a Stat, tree walking) come from
+:mod:`torchdoctor.session_read`.
 
 Example:
     >>> def leaf(path, ms):
@@ -27,8 +29,9 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator
 from typing import Any
+
+from torchdoctor.session_read import center, walk
 
 STAT_FIELDS = (
     "forward_ms",
@@ -38,23 +41,6 @@ STAT_FIELDS = (
     "total_ms",
 )
 _INDEXED = re.compile(r"^(?P<prefix>.*?)(?P<index>\d+)$")
-
-
-def iter_nodes(node: dict[str, Any], depth: int = 0) -> Iterator[tuple[dict[str, Any], int]]:
-    """Depth-first ``(node, depth)`` pairs, the node itself first.
-
-    Example:
-        >>> [n["name"] for n, _ in iter_nodes({"name": "a", "children": [{"name": "b"}]})]
-        ['a', 'b']
-    """
-    yield node, depth
-    for child in node.get("children") or []:
-        yield from iter_nodes(child, depth + 1)
-
-
-def _mean(node: dict[str, Any], field: str = "total_ms") -> float:
-    value = node.get(field) or {}
-    return float(value.get("mean", value.get("median", 0.0)) or 0.0)
 
 
 def _sum_stats(stats: list[dict[str, float]]) -> dict[str, float]:
@@ -103,6 +89,14 @@ def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[st
 
     A group node has ``kind`` "group", ``path`` like ``decoder.layers[0-11]``, ``group_count``,
     ``group_paths`` (the members) and ``per_item_ms`` (mean total per member).
+
+    Example:
+        >>> layer = lambda i: {"path": f"layers.{i}", "name": str(i), "kind": "module",
+        ...                    "type": "Block", "total_ms": {"mean": 2.0}, "children": []}
+        >>> tree = {"path": "", "name": "step", "children": [layer(0), layer(1), layer(2)]}
+        >>> group = group_repeated_siblings(tree)["children"][0]
+        >>> group["path"], group["group_count"], group["per_item_ms"]
+        ('layers[0-2]', 3, 2.0)
     """
     out = {k: v for k, v in node.items() if k != "children"}
     children = [group_repeated_siblings(c, min_count) for c in node.get("children") or []]
@@ -122,7 +116,7 @@ def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[st
             group["kind"] = "group"
             group["group_count"] = len(members)
             group["group_paths"] = [m["path"] for m in members]
-            group["per_item_ms"] = _mean(group) / len(members)
+            group["per_item_ms"] = center(group.get("total_ms")) / len(members)
             group["calls_per_step"] = group["calls_per_step"] / len(members)
             result.append(group)
             index = run[-1] + 1
@@ -165,11 +159,11 @@ def with_percentages(tree: dict[str, Any], step_ms: float | None = None) -> dict
         >>> with_percentages(t)["children"][0]["pct_of_step"]
         40.0
     """
-    step = step_ms if step_ms is not None else _mean(tree)
+    step = step_ms if step_ms is not None else center(tree.get("total_ms"))
 
     def visit(node: dict[str, Any], parent_ms: float | None) -> dict[str, Any]:
         out = {k: v for k, v in node.items() if k != "children"}
-        value = _mean(node)
+        value = center(node.get("total_ms"))
         out["pct_of_parent"] = 100.0 * value / parent_ms if parent_ms else 100.0
         out["pct_of_step"] = 100.0 * value / step if step else 0.0
         out["children"] = [visit(c, value) for c in node.get("children") or []]
@@ -193,7 +187,7 @@ def check_invariants(
         True
     """
     problems: list[str] = []
-    for node, _ in iter_nodes(tree):
+    for node, _ in walk(tree):
         children = node.get("children") or []
         for field in STAT_FIELDS:
             for key, value in (node.get(field) or {}).items():
@@ -206,15 +200,15 @@ def check_invariants(
         for field in fields:
             if field not in node:
                 continue
-            parent = _mean(node, field)
-            total = sum(_mean(c, field) for c in children)
+            parent = center(node.get(field))
+            total = sum(center(c.get(field)) for c in children)
             if total > parent * (1 + tolerance) + 1e-6:
                 problems.append(
                     f"children of {node.get('path')!r} add up to {total:.4g} ms {field}, "
                     f"more than the parent's {parent:.4g} ms"
                 )
-    step = step_ms if step_ms is not None else _mean(tree)
-    top = sum(_mean(c) for c in tree.get("children") or [])
+    step = step_ms if step_ms is not None else center(tree.get("total_ms"))
+    top = sum(center(c.get("total_ms")) for c in tree.get("children") or [])
     if tree.get("children") and step and abs(top - step) > tolerance * step:
         problems.append(f"top-level entries add up to {top:.4g} ms, the step is {step:.4g} ms")
     return problems

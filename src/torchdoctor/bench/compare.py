@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 
 from torchdoctor.bench.equivalence import Equivalence, compare_outputs
 from torchdoctor.bench.table import BenchTable
+from torchdoctor.session_read import quantile
 
 
 def _iter_tensors(value: Any) -> Iterable[torch.Tensor]:
@@ -34,19 +35,16 @@ def _uses_cuda(*values: Any) -> bool:
     return any(t.is_cuda for v in values for t in _iter_tensors(v))
 
 
-def quantile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile of a non-empty sequence (q in [0, 1])."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 @dataclass
 class Comparison:
     """Result of :func:`compare`. Times in milliseconds; ``speedup`` > 1 means the candidate is
-    faster (median over the interleaved pairs of baseline time / candidate time)."""
+    faster (median over the interleaved pairs of baseline time / candidate time).
+
+    Example:
+        >>> c = Comparison(("loop", "batched"), 4.0, 1.0, 4.0, 3.5, 4.5, 3.8, 4.2, 5, True)
+        >>> c.verdict, c.summary().split(";")[0]
+        ('equivalent', 'loop 4.000 ms, batched 1.000 ms -> 4.00x (min 3.50, IQR 3.80-4.20, n=5)')
+    """
 
     names: tuple[str, str]
     baseline_ms: float | None = None

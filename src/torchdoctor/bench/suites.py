@@ -37,11 +37,22 @@ SUITES: dict[str, list[str]] = {
 
 
 def suite_names() -> list[str]:
+    """The registered suite names, in :data:`SUITES` order.
+
+    Example:
+        >>> suite_names()[:3]
+        ['syncs', 'profiler', 'harness']
+    """
     return list(SUITES)
 
 
 def load_suite(name: str) -> list[tuple[str, Callable[..., list[BenchTable]]]]:
-    """Return ``(module_name, run)`` pairs of a suite; a clear error for unknown names."""
+    """Return ``(module_name, run)`` pairs of a suite; a clear error for unknown names.
+
+    Example:
+        >>> [name for name, run in load_suite("train")]
+        ['train_metrics']
+    """
     if name not in SUITES:
         known = ", ".join(SUITES)
         raise ValueError(f"unknown benchmark suite {name!r}; known suites: {known}")

@@ -16,7 +16,12 @@ from torchdoctor.bench.table import BenchTable
 
 
 def loglog_slope(sizes: Sequence[float], times: Sequence[float]) -> float | None:
-    """Least-squares slope of log(time) against log(size); None with fewer than two points."""
+    """Least-squares slope of log(time) against log(size); None with fewer than two points.
+
+    Example:
+        >>> loglog_slope([1, 2, 4, 8], [1.0, 4.0, 16.0, 64.0]), loglog_slope([1], [1.0])
+        (2.0, None)
+    """
     points = [(math.log(s), math.log(t)) for s, t in zip(sizes, times) if s > 0 and t > 0]
     if len(points) < 2:
         return None
@@ -30,7 +35,13 @@ def loglog_slope(sizes: Sequence[float], times: Sequence[float]) -> float | None
 
 @dataclass
 class SweepResult:
-    """Median milliseconds per (callable, size), and each callable's log-log slope."""
+    """Median milliseconds per (callable, size), and each callable's log-log slope.
+
+    Example:
+        >>> result = SweepResult(sizes=[10, 100], medians_ms={"loop": [1.0, 10.0]})
+        >>> result.slope("loop")
+        1.0
+    """
 
     sizes: list[Any]
     medians_ms: dict[str, list[float | None]] = field(default_factory=dict)

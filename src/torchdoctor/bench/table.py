@@ -7,7 +7,12 @@ from typing import Any
 
 
 def format_cell(value: Any) -> str:
-    """Format one cell: floats with 3 significant digits (more for big numbers), None as '-'."""
+    """Format one cell: floats with 3 significant digits (more for big numbers), None as '-'.
+
+    Example:
+        >>> format_cell(1234.5), format_cell(0.012345), format_cell(None), format_cell(True)
+        ('1,234', '0.0123', '-', 'yes')
+    """
     if value is None:
         return "-"
     if isinstance(value, bool):

@@ -26,7 +26,16 @@ __all__ = ["intra_op_threads"]
 
 @contextmanager
 def intra_op_threads(count: int) -> Iterator[int]:
-    """Set ``torch.set_num_threads(count)`` inside the block; yields the previous count."""
+    """Set ``torch.set_num_threads(count)`` inside the block; yields the previous count.
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with intra_op_threads(1) as previous:
+        ...     torch.get_num_threads(), previous == before
+        (1, True)
+        >>> torch.get_num_threads() == before
+        True
+    """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"intra_op_threads: count must be an int >= 1, got {count!r}")
     previous = torch.get_num_threads()

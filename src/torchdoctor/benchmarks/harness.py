@@ -33,6 +33,13 @@ def _remap_unique(labels: torch.Tensor) -> torch.Tensor:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
+    """The harness on known cures: each loop against its batched version, interleaved.
+
+    Example:
+        >>> table = run(quick=True)[0]
+        >>> table.columns[:3]
+        ['case', 'loop ms', 'batched ms']
+    """
     torch.manual_seed(0)
     repeats = 5 if quick else 15
     table = BenchTable(

@@ -77,7 +77,13 @@ def _table(device: str, batches, sizes, repeats: int) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """Tables for ``torchdoctor bench ops``; ``quick`` uses small batches."""
+    """Tables for ``torchdoctor bench ops``; ``quick`` uses small batches.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("ops"))["ops_assignment"] is run  # `torchdoctor bench ops` runs it
+        True
+    """
     batches = (32,) if quick else (256, 1024)
     sizes = (4, 8) if quick else (4, 8, 16)
     repeats = 3 if quick else 10

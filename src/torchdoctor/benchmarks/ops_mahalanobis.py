@@ -59,7 +59,13 @@ def _relative_errors(out: torch.Tensor, reference: torch.Tensor) -> tuple[float,
 
 
 def accuracy_table(batch: int, parts: int, pool: int, d: int, cond: float = 1e6) -> BenchTable:
-    """Relative error of each method in float32 against float64 on the same inputs."""
+    """Relative error of each method in float32 against float64 on the same inputs.
+
+    Example:
+        >>> table = accuracy_table(batch=1, parts=2, pool=4, d=3)
+        >>> table.columns[0], len(table.rows) > 0
+        ('method', True)
+    """
     anchors, candidates, cov = _ill_conditioned(batch, parts, pool, d, cond)
     chol64 = torch.linalg.cholesky(cov.double())
     reference = pairwise_mahalanobis(anchors.double(), candidates.double(), chol=chol64)
@@ -83,6 +89,13 @@ def accuracy_table(batch: int, parts: int, pool: int, d: int, cond: float = 1e6)
 
 
 def speed_table(batch: int, parts: int, pools: list[int], d: int, loop_pool: int, repeats: int):
+    """Interleaved times of the per-pair loop and the batched methods, per pool size.
+
+    Example:
+        >>> table = speed_table(batch=1, parts=2, pools=[4], d=3, loop_pool=4, repeats=1)
+        >>> table.columns[0], len(table.rows) > 0
+        ('pool per image', True)
+    """
     table = BenchTable(
         f"Mahalanobis distances, one covariance per image (B={batch}, K={parts}, d={d}, float32)",
         _COLUMNS,

@@ -30,7 +30,13 @@ TOP_M = 32
 def make_batch(
     images: int, parts: int, d: int, pool: int | None, shrinkage: float, seed: int = 0
 ) -> tuple[torch.Tensor, ...]:
-    """Anchors, positives, pool, labels and per-image Cholesky factors (see module docstring)."""
+    """Anchors, positives, pool, labels and per-image Cholesky factors (see module docstring).
+
+    Example:
+        >>> anchors, positives, pool, *rest = make_batch(images=2, parts=3, d=4, pool=8, shrinkage=0.1)
+        >>> anchors.shape, positives.shape
+        (torch.Size([2, 3, 4]), torch.Size([2, 3, 4]))
+    """
     gen = torch.Generator().manual_seed(seed)
     identities = 4 * max(pool or 0, images)
     prototypes = F.normalize(torch.randn(identities, d, generator=gen), dim=-1)

@@ -26,7 +26,13 @@ def _batched(cost: torch.Tensor):
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """Tables for ``torchdoctor bench ops``; ``quick`` uses a small batch."""
+    """Tables for ``torchdoctor bench ops``; ``quick`` uses a small batch.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("ops"))["ops_sinkhorn"] is run  # `torchdoctor bench ops` runs it
+        True
+    """
     table = BenchTable(
         f"sinkhorn (batched, log domain) vs POT per problem, eps={EPS}, {ITERS} iterations",
         ["B", "K", "POT loop ms", "sinkhorn ms", "speedup", "IQR", "verdict"],

@@ -123,7 +123,13 @@ def _engines_table(quick: bool) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """Tables for ``torchdoctor bench ops``; ``quick`` uses 2/4 frames and d = 64."""
+    """Tables for ``torchdoctor bench ops``; ``quick`` uses 2/4 frames and d = 64.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("ops"))["ops_tokens"] is run  # `torchdoctor bench ops` runs it
+        True
+    """
     threads = torch.get_num_threads()
     table = BenchTable(
         "select_tokens_per_segment vs seed 003's per-frame loop (keep 25%, DPP)",

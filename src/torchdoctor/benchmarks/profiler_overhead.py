@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 import torchdoctor
-from torchdoctor.analyze.tree import iter_nodes
-from torchdoctor.bench.compare import quantile
 from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._models import transformer_train_step
+from torchdoctor.session_read import quantile, walk
 
 
 def _tiny_modules(quick: bool) -> tuple[nn.Module, Callable[[], None], str]:
@@ -174,7 +173,7 @@ def accuracy_table(quick: bool) -> BenchTable:
     model, step, label = transformer_train_step(quick)
     session = torchdoctor.profile(step, model=model, steps=3 if quick else 8, warmup=2, syncs=False)
     wanted = {}
-    for node, _ in iter_nodes(session["tree"]):
+    for node, _ in walk(session["tree"]):
         if node["kind"] == "module" and not node["children"] and node["calls_per_step"] == 1.0:
             per_call = node["forward_ms"]["median"]
             if quick or per_call >= 1.0:
@@ -238,7 +237,13 @@ def accuracy_table(quick: bool) -> BenchTable:
 
 
 def no_op_table(quick: bool) -> BenchTable:
-    """Per-call cost of region/step with no active profiler."""
+    """Per-call cost of region/step with no active profiler.
+
+    Example:
+        >>> table = no_op_table(quick=True)
+        >>> len(table.rows) > 0
+        True
+    """
     n = 20_000 if quick else 200_000
 
     def per_call(fn: Callable[[], None]) -> float:
@@ -300,7 +305,13 @@ def no_op_table(quick: bool) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """All profiler benchmark tables (quick: tiny sizes, few rounds), on one intra-op thread."""
+    """All profiler benchmark tables (quick: tiny sizes, few rounds), on one intra-op thread.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("profiler"))["profiler_overhead"] is run  # `torchdoctor bench profiler` runs it
+        True
+    """
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -30,10 +30,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchdoctor.bench.compare import compare, quantile
+from torchdoctor.bench.compare import compare
 from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._models import transformer_train_step
 from torchdoctor.collect.syncs import sync_audit
+from torchdoctor.session_read import quantile
 
 
 class _EmptyFunctionMode(TorchFunctionMode):
@@ -160,5 +161,11 @@ def overhead_table(workload: str, quick: bool) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """Both tables: the 12-layer transformer step and the small-op loop."""
+    """Both tables: the 12-layer transformer step and the small-op loop.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("syncs"))["sync_overhead"] is run  # `torchdoctor bench syncs` runs it
+        True
+    """
     return [overhead_table("transformer", quick), overhead_table("small_ops", quick)]

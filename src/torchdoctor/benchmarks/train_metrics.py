@@ -71,7 +71,14 @@ def _step(model, optimizer, x, noise):
 def eager_loop(
     data: torch.Tensor, noise: torch.Tensor, on_step: Callable[[int], None] | None = None
 ):
-    """The "before": ``.item()`` on each logged value every step (seed 002)."""
+    """The "before": ``.item()`` on each logged value every step (seed 002).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> data, noise = torch.randn(3, 4, 32, generator=g), torch.randn(3, 4, 8, generator=g)
+        >>> sorted(eager_loop(data, noise))
+        ['kl', 'loss', 'nll']
+    """
     model, optimizer = _setup(data)
     metrics = EagerMetrics()
     postfix = {}
@@ -88,7 +95,15 @@ def eager_loop(
 def lazy_loop(
     data: torch.Tensor, noise: torch.Tensor, on_step: Callable[[int], None] | None = None
 ):
-    """The "after": ``LazyMetrics``, one conversion for all values every ``LOG_EVERY`` steps."""
+    """The "after": ``LazyMetrics``, one conversion for all values every ``LOG_EVERY`` steps.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> data, noise = torch.randn(3, 4, 32, generator=g), torch.randn(3, 4, 8, generator=g)
+        >>> eager, lazy = eager_loop(data, noise), lazy_loop(data, noise)
+        >>> all(abs(eager[k] - lazy[k]) < 1e-6 for k in eager)  # same values, fewer syncs
+        True
+    """
     model, optimizer = _setup(data)
     metrics = LazyMetrics(sync_every=LOG_EVERY)
     postfix = {}
@@ -125,7 +140,13 @@ def _inputs(steps: int, device: str):
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """Sync counts and the interleaved time ratio of the two loops, per available device."""
+    """Sync counts and the interleaved time ratio of the two loops, per available device.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("train"))["train_metrics"] is run  # `torchdoctor bench train` runs it
+        True
+    """
     with intra_op_threads(1):  # tiny ops: intra-op threads only add contention on a shared box
         return _run(quick)
 

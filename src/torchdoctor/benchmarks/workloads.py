@@ -174,7 +174,13 @@ def _token_pruning_frames(quick: bool) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """All five workloads, slow vs fast; ``quick`` uses the tiny sizes."""
+    """All five workloads, slow vs fast; ``quick`` uses the tiny sizes.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("workloads"))["workloads"] is run  # `torchdoctor bench workloads`
+        True
+    """
     main = BenchTable(
         "Seed workloads: slow vs fast, interleaved (time per step; one sample for "
         "diffusion_policy, one video for token_pruning)",

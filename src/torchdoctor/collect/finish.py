@@ -18,8 +18,8 @@ from typing import Any
 
 from torchdoctor.collect.aggregate import step_timeline
 from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
-from torchdoctor.collect.state import PHASES
 from torchdoctor.session import Session
+from torchdoctor.session_read import PHASES, walk
 
 BOUNDARY_NOTES = {
     "marker": "steps end at torchdoctor.step() / Profiler.step() calls",
@@ -110,12 +110,11 @@ OVERHEAD_NOTE_PCT = 5.0
 def _note_profiler_overhead(session: Session, profiler: Any) -> None:
     """Estimate the hooks' cost (module calls per step x calibrated cost) into the config and,
     when it is a sizable share of the step, say so in the notes."""
-    from torchdoctor.analyze.tree import iter_nodes
     from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead
 
     calls = sum(
         float(node.get("calls_per_step") or 0)
-        for node, _ in iter_nodes(session["tree"])
+        for node, _ in walk(session["tree"])
         if node.get("kind") == "module" and node.get("path")
     )
     backward = profiler.backward and (session["phases"].get("backward") or {}).get("median", 0) > 0

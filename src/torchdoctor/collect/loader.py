@@ -17,7 +17,12 @@ from torchdoctor.collect.state import STATE
 
 
 class TimedLoader:
-    """An iterable whose ``next()`` counts as the ``data`` phase of the active profiler."""
+    """An iterable whose ``next()`` counts as the ``data`` phase of the active profiler.
+
+    Example:
+        >>> list(TimedLoader(profiler=object(), iterable=[1, 2, 3]))  # no active profiler: untimed
+        [1, 2, 3]
+    """
 
     def __init__(self, profiler: Any, iterable: Iterable[Any]) -> None:
         self._profiler = profiler

@@ -27,7 +27,15 @@ def _max_rss_bytes() -> int | None:
 
 
 class PeakMemory:
-    """Measures one step's peak memory on ``device`` ('cpu' or 'cuda[:n]')."""
+    """Measures one step's peak memory on ``device`` ('cpu' or 'cuda[:n]').
+
+    Example:
+        >>> meter = PeakMemory("cpu")
+        >>> meter.begin()
+        >>> grown = meter.end()
+        >>> grown is None or grown >= 0
+        True
+    """
 
     def __init__(self, device: str) -> None:
         self.cuda = str(device).startswith("cuda")

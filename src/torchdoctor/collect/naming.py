@@ -53,7 +53,17 @@ def source_of_class(cls: type) -> dict[str, Any] | None:
 
 
 class ModuleNames:
-    """Maps module objects to qualified paths; registers roots as they are first seen."""
+    """Maps module objects to qualified paths; registers roots as they are first seen.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+        >>> names = ModuleNames()
+        >>> names.register_root(model), names.path_of(model[0], caller=None)
+        ('Sequential', '0')
+        >>> names.path_of(torch.nn.GELU(), caller="0")
+        '0.GELU'
+    """
 
     def __init__(self) -> None:
         self._paths: dict[int, str] = {}

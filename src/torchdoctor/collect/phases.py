@@ -35,7 +35,19 @@ from torchdoctor.collect.state import STATE
 
 
 class PhaseMachine:
-    """Tracks the current phase and records (token, phase) at every change."""
+    """Tracks the current phase and records (token, phase) at every change.
+
+    Example:
+        >>> ticks = iter(range(100))
+        >>> machine = PhaseMachine(now=lambda: next(ticks))
+        >>> machine.begin_step()
+        >>> machine.enter_forward()
+        >>> machine.push("backward")
+        >>> machine.pop_backward()
+        >>> machine.segments, machine.phase
+        ([(0, 'other'), (1, 'forward'), (2, 'backward'), (3, 'other')], 'other')
+        >>> machine.reset()
+    """
 
     def __init__(self, now: Callable[[], Any]) -> None:
         self.now = now

@@ -42,7 +42,15 @@ _LEAF_SEQ = 1 << 62  # AccumulateGrad nodes are numbered UINT64_MAX
 
 
 def roots_of(value: Any) -> list[Any]:
-    """The graph nodes a ``backward``/``grad`` call starts from (tensors' ``grad_fn``)."""
+    """The graph nodes a ``backward``/``grad`` call starts from (tensors' ``grad_fn``).
+
+    Example:
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> [type(node).__name__ for node in roots_of((x * 2).sum())]
+        ['SumBackward0']
+        >>> roots_of(x)  # a leaf has no grad_fn
+        []
+    """
     if isinstance(value, torch.Tensor):
         value = (value,)
     elif not isinstance(value, (tuple, list)):
@@ -64,6 +72,10 @@ def region_boundaries(
 
     ``calls`` are ``(enter, exit, key)`` sequence-number ranges (nested or disjoint); calls the
     graph does not reach are absent from the result.
+
+    Example:
+        >>> region_boundaries([], roots=[])
+        {}
     """
     ordered = sorted((c for c in calls if c[1] > c[0]), key=lambda c: (c[0], -c[1]))
     if not ordered:

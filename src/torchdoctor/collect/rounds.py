@@ -21,7 +21,13 @@ __all__ = ["ModuleRound", "OptimizerRound"]
 
 class OptimizerRound:
     """Steps end at optimizer steps; when several optimizers step in turn, only at the one that
-    closes the round: the optimizer that stepped just before the first one stepped again."""
+    closes the round: the optimizer that stepped just before the first one stepped again.
+
+    Example:
+        >>> round_, a, b = OptimizerRound(), "generator optimizer", "critic optimizer"
+        >>> round_.observe(a), round_.observe(b), round_.observe(a)[0], round_.observe(b)
+        (('cut', None), ('cut', None), 'decided', ('cut', None))
+    """
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}

@@ -45,7 +45,12 @@ EXIT_SIGTERM = 143  # ... and by SIGTERM (128 + 15)
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, a job scheduler, ``kill``) while the script runs: raised in the
     main thread like Ctrl-C, so the run ends through the same path and its report is written.
-    A script that handles KeyboardInterrupt to shut down cleanly handles this too."""
+    A script that handles KeyboardInterrupt to shut down cleanly handles this too.
+
+    Example:
+        >>> isinstance(Terminated("terminated by signal 15 (SIGTERM)"), KeyboardInterrupt)
+        True
+    """
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -72,12 +77,29 @@ def _sigterm_as_interrupt():
 
 
 class ScriptNotFoundError(ValueError):
-    """The script path does not name a readable file."""
+    """The script path does not name a readable file.
+
+    Example:
+        >>> try:
+        ...     load_script("no/such/train.py")
+        ... except ScriptNotFoundError as error:
+        ...     print(str(error).split(";")[0])
+        script 'no/such/train.py' does not exist
+    """
 
 
 @dataclass
 class LoadedScript:
-    """A compiled script, ready for :func:`run_script`."""
+    """A compiled script, ready for :func:`run_script`.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "train.py"
+        >>> _ = path.write_text("import sys\\nsys.exit(len(sys.argv))\\n")
+        >>> loaded = load_script(str(path))
+        >>> loaded.step_fn, loaded.wrap_in_script, loaded.path == str(path.resolve())
+        (None, False, True)
+    """
 
     path: str
     code: types.CodeType
@@ -90,7 +112,12 @@ class LoadedScript:
 
 @dataclass
 class ScriptOutcome:
-    """How the script ended: ``exit_code`` as Python would report it."""
+    """How the script ended: ``exit_code`` as Python would report it.
+
+    Example:
+        >>> ScriptOutcome(exit_code=0).interrupted
+        False
+    """
 
     exit_code: int
     exception: BaseException | None = None
@@ -123,6 +150,13 @@ def load_script(path: str, step_fn: str | None = None) -> LoadedScript:
     With ``step_fn`` naming a function defined in the script, the compiled code decorates it
     (innermost) with a hook that :func:`run_script` provides; an unknown name is a ValueError
     listing the functions the script defines.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "train.py"
+        >>> _ = path.write_text("import sys\\nsys.exit(len(sys.argv))\\n")
+        >>> type(load_script(str(path)).code).__name__
+        'code'
     """
     if not os.path.isfile(path):
         what = "is a directory" if os.path.isdir(path) else "does not exist"
@@ -232,6 +266,14 @@ def run_script(
 
     ``on_step_fn_end`` is called after each (outermost) call of the ``step_fn`` the script was
     loaded with.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "train.py"
+        >>> _ = path.write_text("import sys\\nsys.exit(len(sys.argv))\\n")
+        >>> outcome = run_script(load_script(str(path)), ["--epochs", "1"])
+        >>> outcome.exit_code, outcome.exception is None
+        (3, True)
     """
     main = types.ModuleType("__main__")
     main.__dict__.update(

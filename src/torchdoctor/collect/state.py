@@ -6,15 +6,13 @@ which phase the step is in and which step is running. Only the profiler writes i
 
 from __future__ import annotations
 
-PHASES = ("data", "forward", "backward", "optimizer", "other")
-
 
 class _State:
     __slots__ = ("profiler", "phase", "step_index", "module_stack")
 
     def __init__(self) -> None:
         self.profiler = None  # the active Profiler, or None: regions are then no-ops
-        self.phase = "other"  # one of PHASES
+        self.phase = "other"  # one of session_read.PHASES
         self.step_index = -1  # index of the running step, -1 outside any step
         self.module_stack: list[str] = []  # qualified paths of the modules now in forward
 

@@ -353,9 +353,9 @@ class SyncAudit:
 
     def table(self, first_step: int = 0, num_steps: int | None = None) -> str:
         """The sync table as plain text (what ``str(audit)`` prints)."""
-        from torchdoctor.render.syncs import format_sync_table  # render only formats data
+        from torchdoctor.session import view  # the "sync_table" view: torchdoctor.views
 
-        return format_sync_table(self.records(first_step, num_steps), self.summary())
+        return view("sync_table")(self.records(first_step, num_steps), self.summary())
 
     def __str__(self) -> str:
         return self.table()

@@ -14,6 +14,16 @@ HELP = "run registered benchmark suites and print (or write) their tables"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor bench``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor bench")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["ops", "--quick", "--threads", "2"])
+        >>> args.suites, args.quick, args.threads
+        (['ops'], True, 2)
+    """
     from torchdoctor.bench.suites import suite_names
 
     names = ", ".join(suite_names())
@@ -31,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def environment_lines() -> list[str]:
+    """Two lines naming what the tables were measured on (torch, threads, device).
+
+    Example:
+        >>> environment_lines()[0].startswith("torch ")
+        True
+    """
     import torch
 
     device = "cpu"
@@ -43,6 +59,17 @@ def environment_lines() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the selected suites and print (and optionally write) their tables.
+
+    Example:
+        >>> import argparse, contextlib, io
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> with contextlib.redirect_stdout(io.StringIO()):
+        ...     status = run(parser.parse_args(["no-such-suite"]))
+        >>> status
+        2
+    """
     from rich.console import Console
     from rich.progress import Progress
 

@@ -27,6 +27,16 @@ DEFAULT_WORKLOAD = "part_contrastive"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor demo``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor demo")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["token_pruning", "--scale", "tiny"])
+        >>> args.workload, args.scale, args.list
+        ('token_pruning', 'tiny', False)
+    """
     parser.add_argument(
         "workload",
         nargs="?",
@@ -89,7 +99,7 @@ def _profile(workload, args, console):
 def _findings(session, console) -> dict[str, Any]:
     """Advice filled in, the console report printed; returns the session dict with advice."""
     from torchdoctor.render.console import console_renderables
-    from torchdoctor.render.reports import with_advice
+    from torchdoctor.reports import with_advice
 
     data = with_advice(session)
     for item in console_renderables(data):
@@ -121,6 +131,15 @@ def _compare(workload, repeats: int, console) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Profile the slow variant, show the advice, then run and verify the fast one.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> run(parser.parse_args(["no_such_workload"]))  # the error names the workloads
+        2
+    """
     from rich.console import Console
 
     from torchdoctor.workloads import WORKLOADS, build
@@ -157,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(report.summary(), highlight=False, markup=False)
 
     out = Path(args.out)
-    from torchdoctor.render.reports import write_reports
+    from torchdoctor.reports import write_reports
 
     paths = write_reports(data, out, stem=f"{workload.name}-slow")
     summary = {

@@ -17,6 +17,16 @@ HELP = "compare two saved sessions: step, phases, modules, syncs removed and add
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor diff``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor diff")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["before.json", "after.json", "-f", "json"])
+        >>> args.old, args.new, args.format, args.max_modules
+        ('before.json', 'after.json', 'json', 25)
+    """
     parser.add_argument("old", metavar="OLD.json", help="the session before the change")
     parser.add_argument("new", metavar="NEW.json", help="the session after the change")
     parser.add_argument("--format", "-f", choices=("md", "json"), default="md")
@@ -27,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Compare the two saved sessions; 0, or 2 when one cannot be read.
+
+    Example:
+        >>> import argparse
+        >>> run(argparse.Namespace(old="missing-a.json", new="missing-b.json", format="md",
+        ...                        output=None, max_modules=25))
+        2
+    """
     from torchdoctor.analyze.diff import diff_sessions
     from torchdoctor.render.diff import render_diff
     from torchdoctor.session import Session

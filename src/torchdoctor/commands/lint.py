@@ -18,6 +18,16 @@ def _codes(value: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor lint``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor lint")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["src/", "--select", "TD2,TD301", "--diff"])
+        >>> args.paths, args.select, args.diff, args.fix
+        (['src/'], ['TD2', 'TD301'], True, False)
+    """
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to check")
     parser.add_argument(
         "--select", type=_codes, help="comma-separated codes or prefixes (TD2,TD301)"
@@ -40,6 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Lint (or fix) the paths and print the findings; 1 when there are any, 2 on bad input.
+
+    Example:
+        >>> import argparse, pathlib, tempfile
+        >>> clean = pathlib.Path(tempfile.mkdtemp()) / "clean.py"
+        >>> _ = clean.write_text("x = 1\\n")
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> run(parser.parse_args([str(clean), "--no-config"]))
+        0
+    """
     from torchdoctor.lint.config import find_pyproject, load_config
     from torchdoctor.lint.formats import render
     from torchdoctor.lint.runner import fix_paths, lint_paths

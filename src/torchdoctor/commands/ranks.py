@@ -42,6 +42,12 @@ def distributed_rank(environ: Any = None) -> tuple[int, int] | None:
 
 
 def torchrun_run_id(environ: Any = None) -> str | None:
+    """The run id torchrun gives every rank of one run (None outside torchrun).
+
+    Example:
+        >>> torchrun_run_id({"TORCHELASTIC_RUN_ID": "job-7"}), torchrun_run_id({})
+        ('job-7', None)
+    """
     run_id = (os.environ if environ is None else environ).get("TORCHELASTIC_RUN_ID")
     return None if run_id in (None, "", "none") else run_id
 
@@ -99,6 +105,11 @@ def compare_rank_sessions(
     """Wait (up to ``wait_s``) for every rank's session, then print and write the comparison.
 
     Returns the comparison (``analyze.ranks.compare_ranks``), or None with fewer than 2 ranks.
+
+    Example:
+        >>> import tempfile
+        >>> compare_rank_sessions(tempfile.mkdtemp(), world=2, wait_s=0.0) is None  # no sessions
+        True
     """
     from torchdoctor.analyze.ranks import compare_ranks
     from torchdoctor.render.ranks import render_ranks_markdown, render_ranks_text
@@ -137,6 +148,15 @@ def compare_rank_sessions(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor ranks``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor ranks")
+        >>> add_arguments(parser)
+        >>> parser.parse_args([]).out, parser.parse_args(["prof"]).out
+        ('torchdoctor-out', 'prof')
+    """
     parser.add_argument(
         "out", metavar="DIR", nargs="?", default="torchdoctor-out",
         help="the --out directory of the run, holding rank<r>/session.json (default: "
@@ -145,6 +165,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Compare the per-rank sessions under the directory; 2 with fewer than two of them.
+
+    Example:
+        >>> import argparse, tempfile
+        >>> run(argparse.Namespace(out=tempfile.mkdtemp()))
+        2
+    """
     root = Path(args.out)
     ranks = sorted(
         int(match.group(1))

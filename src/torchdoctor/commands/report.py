@@ -12,48 +12,41 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "render a saved session as Markdown, HTML, JSON, Chrome trace or console text"
+from torchdoctor.render.reports import RENDERERS, infer_format
 
-FORMATS = ("md", "html", "json", "trace", "console")
+HELP = "render a saved session as Markdown, HTML, JSON, Chrome trace or console text"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor report``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor report")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["run.json", "-o", "report.html"])
+        >>> args.session, args.format, infer_format(args.output)
+        ('run.json', None, 'html')
+    """
     parser.add_argument("session", metavar="SESSION.json", help="a session saved by torchdoctor")
     parser.add_argument(
         "--format",
         "-f",
-        choices=FORMATS,
+        choices=tuple(RENDERERS),
         help="report format (default: from the -o suffix, else console)",
     )
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
 
-def infer_format(output: str | None) -> str:
-    """The format implied by an output file name ('console' without one).
+def run(args: argparse.Namespace) -> int:
+    """Render the saved session; 0, or 2 when it cannot be read.
 
     Example:
-        >>> infer_format("r.trace.json"), infer_format("r.html"), infer_format(None)
-        ('trace', 'html', 'console')
+        >>> import argparse
+        >>> run(argparse.Namespace(session="no-such-session.json", format="md", output=None))
+        2
     """
-    if not output:
-        return "console"
-    name = output.lower()
-    if name.endswith((".trace.json", ".trace")):
-        return "trace"
-    for suffix, fmt in (
-        (".md", "md"),
-        (".markdown", "md"),
-        (".html", "html"),
-        (".htm", "html"),
-        (".json", "json"),
-    ):
-        if name.endswith(suffix):
-            return fmt
-    return "console"
-
-
-def run(args: argparse.Namespace) -> int:
-    from torchdoctor.render.reports import render_report
+    from torchdoctor.reports import render_report
     from torchdoctor.session import Session
 
     try:

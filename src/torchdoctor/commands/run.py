@@ -165,7 +165,7 @@ def write_session(
     if not reports:
         return path
     try:
-        from torchdoctor.render.reports import with_advice, write_reports
+        from torchdoctor.reports import with_advice, write_reports
         from torchdoctor.session import Session
 
         if script:
@@ -366,6 +366,10 @@ def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:
         return
     # The terminal's width (or COLUMNS); piped output gets room for the tree's columns.
     width = max(80, shutil.get_terminal_size((130, 24)).columns)
+    if not session.get("advice"):  # rendering never analyses: advise first
+        from torchdoctor.reports import with_advice
+
+        session = with_advice(session)
     print(render_console(session, width=width), end="")
 
 

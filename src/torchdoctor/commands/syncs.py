@@ -19,12 +19,40 @@ HELP = "run a script and list every host-device sync by source line"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``torchdoctor syncs``: those of ``torchdoctor run``.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor syncs")
+        >>> add_arguments(parser)
+        >>> parser.parse_args(["--thorough"]).thorough
+        True
+    """
     _run.add_arguments(parser)
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Split torchdoctor's options from the script's, as ``torchdoctor run`` does.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="torchdoctor syncs")
+        >>> add_arguments(parser)
+        >>> args = parse_args(parser, ["--warmup", "0", "train.py", "--lr", "1"])
+        >>> args.warmup, args.script, args.script_args
+        (0, 'train.py', ['--lr', '1'])
+    """
     return _run.parse_args(parser, argv)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the script under the sync audit; the script's exit code (2 when it is missing).
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> run(parse_args(parser, ["no_such_script.py"]))
+        2
+    """
     return _run.execute(args, command="syncs", only_syncs=True)

@@ -37,7 +37,14 @@ _AUTO_DP_MAX_COLS = 10
 
 class Assignment(NamedTuple):
     """Result of an assignment: ``columns`` ``(..., R)`` int64, the column of each row or -1
-    for an unassigned row; ``total`` ``(...)``, the summed cost of the assigned pairs."""
+    for an unassigned row; ``total`` ``(...)``, the summed cost of the assigned pairs.
+
+    Example:
+        >>> import torch
+        >>> result = linear_assignment(torch.tensor([[4.0, 1.0], [2.0, 8.0]]))
+        >>> result.columns.tolist(), float(result.total)
+        ([1, 0], 3.0)
+    """
 
     columns: torch.Tensor
     total: torch.Tensor

@@ -49,7 +49,14 @@ _BACKENDS = ("auto", "torch", "numpy", "numba")
 
 class DppSelection(NamedTuple):
     """``indices`` ``(..., K)`` int64 in selection order, ``-1`` after a problem stopped;
-    ``log_det`` ``(...)``: log-determinant of the kernel restricted to the selected items."""
+    ``log_det`` ``(...)``: log-determinant of the kernel restricted to the selected items.
+
+    Example:
+        >>> import torch
+        >>> selection = dpp_greedy(torch.eye(3), k=2)
+        >>> selection.indices.tolist(), round(float(selection.log_det), 6)
+        ([0, 1], 0.0)
+    """
 
     indices: torch.Tensor
     log_det: torch.Tensor
@@ -123,6 +130,10 @@ def compiled_engine() -> ModuleType | None:
     """The numba-compiled CPU engine (module ``ops._greedy_jit``), or ``None`` without numba.
 
     Imported on first use, so ``import torchdoctor`` never pays for numba.
+
+    Example:
+        >>> (compiled_engine() is not None) == numba_available()
+        True
     """
     try:
         from torchdoctor.ops import _greedy_jit
@@ -147,6 +158,11 @@ def host_engine(backend: str, tensor: torch.Tensor) -> str:
     ``"auto"`` picks the compiled engine for float32/float64 CPU tensors when numba is
     installed, NumPy for them otherwise, torch ops for everything else. An explicit host engine
     on a tensor it cannot read, or ``"numba"`` without numba, is an error naming the fix.
+
+    Example:
+        >>> import torch
+        >>> host_engine("auto", torch.ones(2, dtype=torch.float16)), host_engine("numpy", torch.ones(2))
+        ('torch', 'numpy')
     """
     ready = numpy_ready(tensor)
     if backend == "auto":
@@ -191,6 +207,13 @@ def greedy_arrays(
     ``array`` ``(B, N, N)`` kernel or ``(B, N, d)`` features, ``q`` ``(B, N)`` or ``None``,
     ``gains`` ``(B, N)`` initial gains (copied, not modified). A problem whose gains are
     exhausted keeps producing (meaningless) items: the caller cuts at the first gain ``<= eps``.
+
+    Example:
+        >>> import numpy as np
+        >>> kernel = np.array([[[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 0.5]]])
+        >>> items, gains = greedy_arrays(kernel, True, None, np.array([[1.0, 1.0, 0.5]]), steps=2)
+        >>> items[:, 0].tolist()  # item 0 first, then the diverse item 2 (not the near-copy 1)
+        [0, 2]
     """
     batch, n, width = array.shape
     flat_source = array.reshape(batch * n, width)
@@ -254,6 +277,14 @@ def greedy_steps(
     start, so a caller may pass exact diagonal gains for a kernel whose stored diagonal carries
     rounding (``ops.tokens`` does, for cosine kernels). Returns ``(indices (B, steps),
     log_det (B,))``.
+
+    Example:
+        >>> import torch
+        >>> kernel = torch.tensor([[[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 0.5]]])
+        >>> gains = kernel.diagonal(dim1=-2, dim2=-1).clone()
+        >>> indices, log_det = greedy_steps(kernel, True, None, gains, torch.tensor([2]), 2, 1e-9)
+        >>> indices.tolist()
+        [[0, 2]]
     """
     batch = source.shape[0]
     device, dtype = source.device, source.dtype

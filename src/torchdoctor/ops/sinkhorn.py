@@ -34,7 +34,14 @@ __all__ = ["SinkhornResult", "sinkhorn", "plan_to_assignment"]
 
 class SinkhornResult(NamedTuple):
     """``plan`` ``(..., R, C)``; dual potentials ``f`` ``(..., R)`` and ``g`` ``(..., C)`` with
-    ``plan = exp((f[..., :, None] + g[..., None, :] - cost) / eps)``."""
+    ``plan = exp((f[..., :, None] + g[..., None, :] - cost) / eps)``.
+
+    Example:
+        >>> import torch
+        >>> result = sinkhorn(torch.zeros(2, 2), eps=1.0)
+        >>> result.plan.sum().item(), tuple(result.f.shape), tuple(result.g.shape)
+        (1.0, (2,), (2,))
+    """
 
     plan: torch.Tensor
     f: torch.Tensor

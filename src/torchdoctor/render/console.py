@@ -15,9 +15,8 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import step_ms
 from torchdoctor.render.markdown import gain_text, session_advice
-from torchdoctor.render.markdown_text import fmt_ms
+from torchdoctor.session_read import fmt_ms, step_ms
 
 TOP_ADVICE = 5
 

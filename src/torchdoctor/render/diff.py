@@ -15,7 +15,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.render.markdown_text import escape, fmt_ms
+from torchdoctor.render.markdown_text import escape
+from torchdoctor.session_read import fmt_ms
 
 MAX_MODULES = 25
 

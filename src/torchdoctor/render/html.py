@@ -22,9 +22,8 @@ from html import escape
 from importlib import resources
 from typing import Any
 
-from torchdoctor.analyze.advice.base import center, step_ms
-from torchdoctor.render.markdown import PHASES, gain_text, session_advice
-from torchdoctor.render.markdown_text import fmt_ms
+from torchdoctor.render.markdown import gain_text, session_advice
+from torchdoctor.session_read import PHASES, center, fmt_ms, step_ms
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "

@@ -1,9 +1,10 @@
 """Markdown report in the seeds' shape: summary, breakdown, core problems, prioritized advice
 with estimated gains, code changes, next actions.
 
-Advice comes from ``session["advice"]`` when filled (``write_reports`` fills it), else it is
-computed with :func:`torchdoctor.analyze.advice.advice_dicts`. All session strings outside code
-blocks are escaped, so a module named ``<img src=x onerror=alert(1)>`` stays text.
+Advice comes from ``session["advice"]``: rendering never analyses, so callers compute it first
+(:func:`torchdoctor.reports.with_advice`, as ``write_reports`` and ``render_report`` do). All
+session strings outside code blocks are escaped, so a module named
+``<img src=x onerror=alert(1)>`` stays text.
 
 Example:
     >>> from torchdoctor.session import Session
@@ -17,27 +18,21 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import center, step_ms
-from torchdoctor.render.markdown_text import code_block, code_span, escape, fmt_ms
+from torchdoctor.render.markdown_text import code_block, code_span, escape
+from torchdoctor.session_read import PHASES, center, fmt_ms, step_ms
 
-PHASES = ("data", "forward", "backward", "optimizer", "other")
 TOP_PROBLEMS = 3
 MAX_SYNC_LINES = 15
 
 
 def session_advice(session: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The session's advice dicts, computed when the session has none yet.
+    """The session's advice dicts in priority order (none when it has not been advised).
 
     Example:
         >>> session_advice({"advice": [{"rule": "x", "priority": 1}]})[0]["rule"]
         'x'
     """
-    advice = session.get("advice")
-    if advice:
-        return sorted(advice, key=lambda a: a.get("priority") or 0)
-    from torchdoctor.analyze.advice import advice_dicts
-
-    return advice_dicts(session)
+    return sorted(session.get("advice") or [], key=lambda a: a.get("priority") or 0)
 
 
 def _tree_text(session: Mapping[str, Any]) -> str:

@@ -23,20 +23,6 @@ def escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
 
 
-def fmt_ms(value: float | None) -> str:
-    """A time in ms with 3 significant digits ('-' when unknown).
-
-    Example:
-        >>> fmt_ms(134.01), fmt_ms(0.3912), fmt_ms(None)
-        ('134 ms', '0.391 ms', '-')
-    """
-    if value is None:
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:,.0f} ms"
-    return f"{value:.3g} ms"
-
-
 def code_span(text: str) -> str:
     """Inline code whose backtick fence is longer than any backtick run inside.
 

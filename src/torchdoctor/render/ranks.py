@@ -37,7 +37,16 @@ def _cells(row: Mapping[str, Any], straggler: Any) -> list[str]:
 
 
 def render_ranks_text(result: Mapping[str, Any]) -> str:
-    """Aligned columns, one row per rank (``*`` marks the straggler), then the verdict."""
+    """Aligned columns, one row per rank (``*`` marks the straggler), then the verdict.
+
+    Example:
+        >>> from torchdoctor.analyze.ranks import compare_ranks
+        >>> session = lambda rank, step: {"environment": {"rank": rank, "world_size": 2},
+        ...     "steps": [{}], "step_ms": {"median": step}, "phases": {"data": {"median": step - 10}}}
+        >>> result = compare_ranks([session(0, 10.0), session(1, 20.0)])
+        >>> render_ranks_text(result).splitlines()[-1].startswith("rank 1 is the straggler")
+        True
+    """
     rows = [list(_COLUMNS)] + [_cells(r, result.get("straggler")) for r in result["ranks"]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
@@ -48,7 +57,16 @@ def render_ranks_text(result: Mapping[str, Any]) -> str:
 
 
 def render_ranks_markdown(result: Mapping[str, Any]) -> str:
-    """The same as a Markdown table."""
+    """The same as a Markdown table.
+
+    Example:
+        >>> from torchdoctor.analyze.ranks import compare_ranks
+        >>> session = lambda rank, step: {"environment": {"rank": rank, "world_size": 2},
+        ...     "steps": [{}], "step_ms": {"median": step}, "phases": {"data": {"median": step - 10}}}
+        >>> result = compare_ranks([session(0, 10.0), session(1, 20.0)])
+        >>> render_ranks_markdown(result).splitlines()[0]
+        '# torchdoctor: ranks of a distributed run'
+    """
     lines = ["# torchdoctor: ranks of a distributed run", "",
              "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]  # fmt: skip
     for row in result["ranks"]:

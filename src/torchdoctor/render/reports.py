@@ -1,131 +1,112 @@
-"""Write a session's reports to files: Markdown, HTML, JSON, Chrome trace, console text.
+"""The renderer registry: report format -> file suffix -> render function, in one table.
 
-This is what ``torchdoctor run`` and ``torchdoctor demo`` call at the end, and what
-``torchdoctor report`` uses for one format. Advice is computed once (pure analysis) and stored
-in the session copy that every format renders, so all files agree.
+:data:`RENDERERS` is the only list of report formats; ``torchdoctor report`` (its ``--format``
+choices and the format implied by ``-o FILE``), ``torchdoctor run``/``demo`` and
+:func:`torchdoctor.write_reports` all read it. A render function takes a session (with its
+advice already computed: rendering never analyses) and returns text; it is imported only when
+its format is used.
 
 Example:
-    >>> import tempfile
-    >>> from torchdoctor.session import Session
-    >>> paths = write_reports(Session.new("demo", with_environment=False), tempfile.mkdtemp())
-    >>> sorted(p.suffix for p in paths)
-    ['.html', '.json', '.md']
+    >>> [(fmt, r.suffix) for fmt, r in RENDERERS.items()][:2]
+    [('md', '.md'), ('html', '.html')]
+    >>> renderer("json")({"schema_version": 1}).startswith("{")
+    True
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: format -> file suffix
-SUFFIXES: dict[str, str] = {
-    "md": ".md",
-    "html": ".html",
-    "json": ".json",
-    "trace": ".trace.json",
-    "console": ".txt",
+
+@dataclass(frozen=True)
+class Renderer:
+    """One report format: the suffix of its files, other suffixes that imply it, and where its
+    render function lives (``"module:function"``, imported on first use).
+
+    Example:
+        >>> Renderer(".md", "torchdoctor.render.markdown:render_markdown", (".markdown",)).suffix
+        '.md'
+    """
+
+    suffix: str
+    function: str
+    aliases: tuple[str, ...] = ()
+
+
+#: format -> Renderer. The one table of report formats.
+RENDERERS: dict[str, Renderer] = {
+    "md": Renderer(".md", "torchdoctor.render.markdown:render_markdown", (".markdown",)),
+    "html": Renderer(".html", "torchdoctor.render.html:render_html", (".htm",)),
+    "json": Renderer(".json", "torchdoctor.render.json:render_json"),
+    "trace": Renderer(".trace.json", "torchdoctor.render.trace:render_trace", (".trace",)),
+    "console": Renderer(".txt", "torchdoctor.render.console:render_console"),
 }
+#: what write_reports writes when no formats are given
 DEFAULT_FORMATS = ("md", "html", "json")
 
 
-def _renderer(fmt: str) -> Callable[[Mapping[str, Any]], str]:
-    if fmt == "md":
-        from torchdoctor.render.markdown import render_markdown
-
-        return render_markdown
-    if fmt == "html":
-        from torchdoctor.render.html import render_html
-
-        return render_html
-    if fmt == "json":
-        from torchdoctor.render.json import render_json
-
-        return render_json
-    if fmt == "trace":
-        from torchdoctor.render.trace import render_trace
-
-        return render_trace
-    if fmt == "console":
-        from torchdoctor.render.console import render_console
-
-        return render_console
-    raise ValueError(f"unknown report format {fmt!r}; expected one of {', '.join(SUFFIXES)}")
-
-
-def with_advice(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> dict[str, Any]:
-    """A plain-dict copy of the session with ``advice`` (re)computed, and ``lint`` attached.
+def renderer(fmt: str) -> Callable[[Mapping[str, Any]], str]:
+    """The render function of a format; ValueError naming the formats for an unknown one.
 
     Example:
-        >>> with_advice({"schema_version": 1, "tree": None})["advice"]
-        []
+        >>> renderer("md").__name__
+        'render_markdown'
     """
-    from torchdoctor.analyze.advice import advice_dicts
-
-    data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
-    if lint is not None:
-        from torchdoctor.analyze.advice.lint_hot import as_finding_dict
-
-        data["lint"] = [as_finding_dict(f) for f in lint]
-    data["advice"] = advice_dicts(data)
-    return data
+    entry = RENDERERS.get(fmt)
+    if entry is None:
+        raise ValueError(f"unknown report format {fmt!r}; expected one of {', '.join(RENDERERS)}")
+    module, _, name = entry.function.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def render_report(session: Mapping[str, Any], fmt: str) -> str:
-    """One report format as text (advice computed when the session has none).
+def infer_format(output: str | None) -> str:
+    """The format implied by an output file name ('console' without one or for other names).
+
+    The longest matching suffix wins, so ``r.trace.json`` is a trace, not JSON.
 
     Example:
-        >>> render_report({"schema_version": 1, "label": "x", "tree": None}, "md").splitlines()[0]
-        '# torchdoctor report: x'
+        >>> infer_format("r.trace.json"), infer_format("r.HTML"), infer_format(None)
+        ('trace', 'html', 'console')
     """
-    render = _renderer(fmt)
-    data = dict(session.to_dict() if hasattr(session, "to_dict") else session)
-    if not data.get("advice") and fmt != "trace":
-        data = with_advice(data)
-    return render(data)
+    if not output:
+        return "console"
+    name = output.lower()
+    suffixes = [(s, fmt) for fmt, r in RENDERERS.items() for s in (r.suffix, *r.aliases)]
+    for suffix, fmt in sorted(suffixes, key=lambda item: -len(item[0])):
+        if name.endswith(suffix):
+            return fmt
+    return "console"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from torchdoctor.session import write_text_atomic
-
-    write_text_atomic(path, text)
-
-
-def write_reports(
-    session: Mapping[str, Any],
+def write_rendered(
+    data: Mapping[str, Any],
     out_dir: str | os.PathLike[str],
     formats: Iterable[str] = DEFAULT_FORMATS,
     *,
     stem: str = "torchdoctor-report",
-    lint: Sequence[Any] | None = None,
 ) -> list[Path]:
-    """Render the session in each format to ``out_dir/<stem><suffix>``; returns the paths.
+    """Render ``data`` as given in each format to ``out_dir/<stem><suffix>``; returns the paths.
 
-    ``formats``: any of "md", "html", "json", "trace" (Chrome trace), "console" (plain text).
-    ``lint``: Findings (objects or dicts) to attach before advising (else ``session["lint"]`` is used).
-    The JSON file is the session with its advice filled in, re-renderable with
-    ``torchdoctor report``.
+    Every format is checked before anything is written. Files are written atomically.
 
     Example:
         >>> import tempfile
-        >>> [p.name for p in write_reports({"schema_version": 1, "tree": None},
-        ...                                tempfile.mkdtemp(), ["md"], stem="s")]
-        ['s.md']
+        >>> [p.name for p in write_rendered({"schema_version": 1}, tempfile.mkdtemp(), ["json"])]
+        ['torchdoctor-report.json']
     """
-    formats = list(formats)
-    for fmt in formats:
-        _renderer(fmt)  # validate every format before writing anything
-    if not isinstance(session, Mapping):
-        raise TypeError(
-            f"write_reports expects a Session or its dict, got {type(session).__name__}"
-        )
-    data = with_advice(session, lint)
+    from torchdoctor.session import write_text_atomic
+
+    functions = {fmt: renderer(fmt) for fmt in formats}
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for fmt in formats:
-        path = directory / f"{stem}{SUFFIXES[fmt]}"
-        _write_atomic(path, _renderer(fmt)(data))
+    for fmt, render in functions.items():
+        path = directory / f"{stem}{RENDERERS[fmt].suffix}"
+        write_text_atomic(path, render(data))
         written.append(path)
     return written

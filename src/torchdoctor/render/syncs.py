@@ -109,7 +109,14 @@ def format_sync_table(
     *,
     max_lines: int = MAX_LINES,
 ) -> str:
-    """Plain-text table, one line per source line: ``file:line  code  kind  N per step ...``."""
+    """Plain-text table, one line per source line: ``file:line  code  kind  N per step ...``.
+
+    Example:
+        >>> record = {"file": "train.py", "line": 7, "kind": "item", "op": "loss.item()",
+        ...           "per_step": 1.0, "count": 3, "phase": "forward"}
+        >>> "loss.item()" in format_sync_table([record])
+        True
+    """
     rows = group_by_line(records)
     if not rows:
         head = "No host-device syncs found."

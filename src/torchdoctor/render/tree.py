@@ -18,8 +18,7 @@ import io
 from typing import Any
 
 from torchdoctor.analyze.tree import group_repeated_siblings, with_percentages
-
-_PHASES = ("data", "forward", "backward", "optimizer", "other")
+from torchdoctor.session_read import PHASES, center, walk
 
 
 def format_bytes(value: int | float | None) -> str:
@@ -53,11 +52,6 @@ def format_ms(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _mean(stat: dict[str, float] | None) -> float:
-    stat = stat or {}
-    return float(stat.get("mean", stat.get("median", 0.0)) or 0.0)
-
-
 def _bar(pct: float, width: int = 12) -> str:
     filled = max(0.0, min(1.0, pct / 100.0)) * width
     full = int(filled)
@@ -86,7 +80,7 @@ def render_tree(
     if not tree:
         return ["(no module tree recorded)"]
     step = session.get("step_ms") or tree.get("total_ms") or {}
-    step_ms = _mean(step)
+    step_ms = center(step)
     if group:
         tree = group_repeated_siblings(tree)
     tree = with_percentages(tree, step_ms)
@@ -100,8 +94,8 @@ def render_tree(
     )
     phases = session.get("phases") or {}
     parts = []
-    for name in _PHASES:
-        value = _mean(phases.get(name))
+    for name in PHASES:
+        value = center(phases.get(name))
         pct = 100.0 * value / step_ms if step_ms else 0.0
         parts.append(f"{name} {format_ms(value)} {pct:.0f}%")
     phase_line = Text("phases (ms): " + " | ".join(parts))
@@ -116,7 +110,7 @@ def render_tree(
         )
 
     show_memory = memory and any(
-        n.get("activation_bytes") for n in _walk(tree) if n.get("kind") != "root"
+        n.get("activation_bytes") for n, _ in walk(tree) if n.get("kind") != "root"
     )
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     table.add_column("module / region", no_wrap=True, min_width=_label_width(tree, max_depth))
@@ -131,15 +125,15 @@ def render_tree(
             label = str(node.get("name") or "step")
         else:
             label = prefix + ("└─ " if last else "├─ ") + _label(node)
-        total = _mean(node.get("total_ms"))
+        total = center(node.get("total_ms"))
         row = [
             Text(label),
             format_ms(total),
             f"{node['pct_of_parent']:.1f}%",
             f"{node['pct_of_step']:.1f}%",
             _bar(node["pct_of_step"]),
-            format_ms(_mean(node.get("forward_ms"))),
-            format_ms(_mean(node.get("backward_ms"))),
+            format_ms(center(node.get("forward_ms"))),
+            format_ms(center(node.get("backward_ms"))),
         ]
         if show_memory:
             row.append(format_bytes(node.get("activation_bytes")))
@@ -184,12 +178,6 @@ def _label_width(tree: dict[str, Any], max_depth: int | None) -> int:
         return max([width, *(visit(c, depth + 1) for c in node.get("children") or [])])
 
     return visit(tree, 0)
-
-
-def _walk(node: dict[str, Any]):
-    yield node
-    for child in node.get("children") or []:
-        yield from _walk(child)
 
 
 def render_tree_text(session: Any, *, width: int = 120, **options: Any) -> str:

@@ -83,6 +83,17 @@ class Check:
     """Base class: ``evaluate(step, history)`` returns an Alarm or None.
 
     ``history`` maps each metric to its ``[(step, value), ...]`` so far (this step included).
+
+    Example:
+        >>> class Positive(Check):
+        ...     metrics = ("loss",)
+        ...     def evaluate(self, step, history):
+        ...         value = history["loss"][-1][1]
+        ...         return None if value > 0 else self._alarm("loss", value, 0.0, step, "loss <= 0")
+        ...     def __str__(self):
+        ...         return "loss > 0"
+        >>> Positive().evaluate(3, {"loss": [(3, -1.0)]}).message
+        "[health] step 3: loss <= 0 (check 'loss > 0')"
     """
 
     metrics: tuple[str, ...] = ()

@@ -58,6 +58,10 @@ class EquivalenceCheck:
     """One comparison between the slow and the fast variant.
 
     ``passed`` is None for a check that only reports a difference (an approximate setting).
+
+    Example:
+        >>> EquivalenceCheck("loss", True, 1e-7, 1e-5).line()
+        '[ok] loss = 1e-07 (tolerance 1e-05)'
     """
 
     name: str
@@ -113,7 +117,13 @@ class EquivalenceReport:
 
 @dataclass
 class ProfileTarget:
-    """Arguments for :func:`torchdoctor.profile` of one variant of a workload."""
+    """Arguments for :func:`torchdoctor.profile` of one variant of a workload.
+
+    Example:
+        >>> target = ProfileTarget(step_fn=lambda: None, label="demo (fast)")
+        >>> target.model is None, target.label
+        (True, 'demo (fast)')
+    """
 
     step_fn: Callable[[], Any]
     model: torch.nn.Module | None = None
@@ -127,6 +137,12 @@ class Workload(ABC):
     ``config`` is a dataclass instance (``Config`` of the subclass) built from keyword
     arguments; ``scale`` picks a preset ("tiny" for tests, "cpu" the default, "seed" the seed's
     real sizes for a GPU) and explicit keywords override it.
+
+    Example:
+        >>> from torchdoctor.workloads import build
+        >>> w = build("mixture_vae", scale="tiny")
+        >>> isinstance(w, Workload), w.seed_id, w.profile_target("fast").label
+        (True, '002', 'mixture_vae (fast)')
     """
 
     name: ClassVar[str] = ""

@@ -16,7 +16,14 @@ MODALITIES = ("rgb", "ir", "cp", "sketch", "text")
 
 
 class ReIDModel(nn.Module):
-    """``backbone`` (modality embedding + MLP) -> normalized embedding; ``head`` classifies."""
+    """``backbone`` (modality embedding + MLP) -> normalized embedding; ``head`` classifies.
+
+    Example:
+        >>> model = ReIDModel(input_dim=6, hidden=8, embedding=4, identities=3)
+        >>> feats, logits = model(torch.randn(5, 6), torch.zeros(5, dtype=torch.long))
+        >>> feats.shape, logits.shape
+        (torch.Size([5, 4]), torch.Size([5, 3]))
+    """
 
     def __init__(self, input_dim: int, hidden: int, embedding: int, identities: int):
         super().__init__()

@@ -55,6 +55,13 @@ HEALTH_CHECKS = (
 
 @dataclass
 class CrossModalConfig:
+    """The identities, modalities and sizes of the cross-modal re-ID step.
+
+    Example:
+        >>> CrossModalConfig(identities=8).samples_per_modality
+        3
+    """
+
     identities: int = 64
     samples_per_modality: int = 3
     missing_share: float = 0.08  # identities with only RGB or only non-RGB samples
@@ -79,7 +86,13 @@ class CrossModalConfig:
 
 
 class CrossModalReID(Workload):
-    """Seed 004 workload; see the module docstring."""
+    """Seed 004 workload; see the module docstring.
+
+    Example:
+        >>> w = CrossModalReID(scale="tiny")
+        >>> w.config.identities, w.seed_id
+        (32, '004')
+    """
 
     name = "crossmodal_reid"
     seed_id = "004"

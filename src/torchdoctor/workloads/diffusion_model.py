@@ -28,7 +28,12 @@ from torch import nn
 
 @dataclass
 class PlannerSize:
-    """Sizes of the planner; the seed's are n_emb 768, n_head 12, n_layer 12."""
+    """Sizes of the planner; the seed's are n_emb 768, n_head 12, n_layer 12.
+
+    Example:
+        >>> PlannerSize().n_emb, PlannerSize(n_emb=768, n_head=12).n_head
+        (128, 12)
+    """
 
     n_emb: int = 128
     n_head: int = 4
@@ -83,7 +88,12 @@ def _ffn(dim: int) -> nn.Sequential:
 
 
 class EncoderLayer(nn.Module):
-    """Pre-LN transformer encoder layer (self-attention, feed-forward)."""
+    """Pre-LN transformer encoder layer (self-attention, feed-forward).
+
+    Example:
+        >>> EncoderLayer(8, 2)(torch.randn(1, 5, 8)).shape
+        torch.Size([1, 5, 8])
+    """
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -97,7 +107,12 @@ class EncoderLayer(nn.Module):
 
 
 class TokenProjectionPool(nn.Module):
-    """Project tokens to n_emb, then average-pool them to a fixed number of tokens."""
+    """Project tokens to n_emb, then average-pool them to a fixed number of tokens.
+
+    Example:
+        >>> TokenProjectionPool(in_dim=4, dim=8, pooled=2)(torch.randn(3, 10, 4)).shape
+        torch.Size([3, 2, 8])
+    """
 
     def __init__(self, in_dim: int, dim: int, pooled: int):
         super().__init__()
@@ -112,6 +127,15 @@ class ConditionEncoder(nn.Module):
     """The encoder block: depends only on the conditions, never on the timestep.
 
     Returns ``(memory, vl_features)``: the encoded condition tokens and the pooled VL tokens.
+
+    Example:
+        >>> size = PlannerSize(n_emb=8, n_head=2, n_layer=1, n_encoder_layer=1, vl_tokens=6,
+        ...     vl_dim=4, vl_pooled=2, reasoning_tokens=4, reasoning_dim=4, reasoning_pooled=2,
+        ...     ego_dim=3, horizon=4, action_dim=2)
+        >>> memory, vl = ConditionEncoder(size)(
+        ...     torch.randn(1, 6, 4), torch.randn(1, 4, 4), torch.randn(1, 3))
+        >>> memory.shape, vl.shape  # 1 ego + 2 VL + 2 reasoning tokens
+        (torch.Size([1, 5, 8]), torch.Size([1, 2, 8]))
     """
 
     def __init__(self, size: PlannerSize):
@@ -138,7 +162,13 @@ class ConditionEncoder(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Self-attention, memory-VL cross-attention, trajectory-memory cross-attention, FFN."""
+    """Self-attention, memory-VL cross-attention, trajectory-memory cross-attention, FFN.
+
+    Example:
+        >>> layer = DecoderLayer(8, 2)
+        >>> layer(torch.randn(1, 4, 8), torch.randn(1, 5, 8), torch.randn(1, 2, 8)).shape
+        torch.Size([1, 4, 8])
+    """
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -156,7 +186,12 @@ class DecoderLayer(nn.Module):
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal embedding of the diffusion timestep followed by an MLP."""
+    """Sinusoidal embedding of the diffusion timestep followed by an MLP.
+
+    Example:
+        >>> TimeEmbedding(8)(torch.tensor([0, 10, 999])).shape
+        torch.Size([3, 8])
+    """
 
     def __init__(self, dim: int):
         super().__init__()
@@ -174,7 +209,18 @@ class TimeEmbedding(nn.Module):
 
 
 class TrajectoryDenoiser(nn.Module):
-    """The whole planner: ``forward`` = ``decode(..., *encode(conditions))``."""
+    """The whole planner: ``forward`` = ``decode(..., *encode(conditions))``.
+
+    Example:
+        >>> size = PlannerSize(n_emb=8, n_head=2, n_layer=1, n_encoder_layer=1, vl_tokens=6,
+        ...     vl_dim=4, vl_pooled=2, reasoning_tokens=4, reasoning_dim=4, reasoning_pooled=2,
+        ...     ego_dim=3, horizon=4, action_dim=2)
+        >>> model = TrajectoryDenoiser(size)
+        >>> conditions = (torch.randn(1, 6, 4), torch.randn(1, 4, 4), torch.randn(1, 3))
+        >>> x, t = torch.randn(1, 4, 2), torch.tensor([3])
+        >>> torch.allclose(model(x, t, *conditions), model.decode(x, t, *model.encode(*conditions)))
+        True
+    """
 
     def __init__(self, size: PlannerSize):
         super().__init__()

@@ -39,6 +39,14 @@ from torchdoctor.workloads.diffusion_schedulers import DDIMScheduler, DDPMSchedu
 
 @dataclass
 class DiffusionPolicyConfig(PlannerSize):
+    """The planner's sizes plus the sampling settings of both variants.
+
+    Example:
+        >>> config = DiffusionPolicyConfig(n_emb=16, n_head=2)
+        >>> config.slow_steps, config.n_emb
+        (100, 16)
+    """
+
     batch_size: int = 2
     train_timesteps: int = 100
     slow_steps: int = 100  # DDPM over every training timestep
@@ -51,7 +59,13 @@ class DiffusionPolicyConfig(PlannerSize):
 
 
 class DiffusionPolicy(Workload):
-    """Seed 001 workload; see the module docstring."""
+    """Seed 001 workload; see the module docstring.
+
+    Example:
+        >>> w = DiffusionPolicy(scale="tiny")
+        >>> w.kind, w.seed_id
+        ('inference', '001')
+    """
 
     name = "diffusion_policy"
     seed_id = "001"

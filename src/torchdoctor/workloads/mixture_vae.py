@@ -41,6 +41,13 @@ from torchdoctor.workloads.syncs import count_syncs
 
 @dataclass
 class MixtureVAEConfig:
+    """The sizes and training settings of the mixture-VAE loop.
+
+    Example:
+        >>> MixtureVAEConfig(batch_size=32).input_dim
+        64
+    """
+
     batch_size: int = 256
     input_dim: int = 64
     hidden: int = 256
@@ -152,7 +159,13 @@ def remap_labels_on_device(labels: torch.Tensor) -> torch.Tensor:
 
 
 class MixtureVAE(Workload):
-    """Seed 002 workload; see the module docstring."""
+    """Seed 002 workload; see the module docstring.
+
+    Example:
+        >>> w = MixtureVAE(scale="tiny")
+        >>> w.config.batch_size, w.kind
+        (32, 'train')
+    """
 
     name = "mixture_vae"
     seed_id = "002"

@@ -46,6 +46,13 @@ from torchdoctor.workloads.base import (
 
 @dataclass
 class PartContrastiveConfig:
+    """The sizes of the part-contrastive step (``presets`` pick them per scale).
+
+    Example:
+        >>> PartContrastiveConfig(batch_size=4).parts
+        4
+    """
+
     batch_size: int = 8
     image_size: int = 32
     parts: int = 4  # K
@@ -69,7 +76,13 @@ class PartContrastiveConfig:
 
 
 class PartBackbone(nn.Module):
-    """Small CNN: image (B, 3, S, S) -> feature map (B, d, S/4, S/4); plus an identity head."""
+    """Small CNN: image (B, 3, S, S) -> feature map (B, d, S/4, S/4); plus an identity head.
+
+    Example:
+        >>> fmap, logits = PartBackbone(dim=8, identities=5)(torch.randn(2, 3, 16, 16))
+        >>> fmap.shape, logits.shape
+        (torch.Size([2, 8, 4, 4]), torch.Size([2, 5]))
+    """
 
     def __init__(self, dim: int, identities: int):
         super().__init__()
@@ -88,7 +101,12 @@ class PartBackbone(nn.Module):
 
 
 class PartContrastive(Workload):
-    """Seed 000 workload; see the module docstring."""
+    """Seed 000 workload; see the module docstring.
+
+    Example:
+        >>> PartContrastive.seed_id, PartContrastive.kind, sorted(PartContrastive.presets)[0]
+        ('000', 'train', 'cpu')
+    """
 
     name = "part_contrastive"
     seed_id = "000"

@@ -44,7 +44,13 @@ def _op(module: str, name: str) -> Callable | None:
 
 
 def sample_parts_slow(fmap: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image, per part: argmax of the energy map with an ``.item()``, then suppress it."""
+    """Per image, per part: argmax of the energy map with an ``.item()``, then suppress it.
+
+    Example:
+        >>> parts, positions = sample_parts_slow(torch.randn(2, 4, 3, 3), 2)
+        >>> parts.shape, positions.shape
+        (torch.Size([2, 2, 4]), torch.Size([2, 2]))
+    """
     parts, positions = [], []
     for b in range(fmap.shape[0]):
         energy = fmap[b].detach().pow(2).sum(0).flatten().clone()
@@ -59,13 +65,27 @@ def sample_parts_slow(fmap: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
 
 
 def sample_positions_fast(fmap: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, K) flat positions of the K largest-energy cells, batched and detached."""
+    """(B, K) flat positions of the K largest-energy cells, batched and detached.
+
+    Example:
+        >>> fmap = torch.zeros(1, 2, 2, 2)
+        >>> fmap[0, :, 1, 0] = 5.0
+        >>> sample_positions_fast(fmap, 1)
+        tensor([[2]])
+    """
     energy = fmap.detach().pow(2).sum(1).flatten(1)
     return energy.topk(k, dim=1).indices
 
 
 def gather_parts(fmap: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """(B, K, d) features at flat ``positions`` (differentiable in ``fmap``)."""
+    """(B, K, d) features at flat ``positions`` (differentiable in ``fmap``).
+
+    Example:
+        >>> fmap = torch.arange(8.0).reshape(1, 2, 2, 2)
+        >>> gather_parts(fmap, torch.tensor([[3, 0]]))
+        tensor([[[3., 7.],
+                 [0., 4.]]])
+    """
     b, d = fmap.shape[:2]
     flat = fmap.flatten(2)
     index = positions.unsqueeze(1).expand(b, d, positions.shape[1])
@@ -76,7 +96,13 @@ def gather_parts(fmap: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 
 
 def match_slow(parts1: torch.Tensor, parts2: torch.Tensor) -> torch.Tensor:
-    """Per image: cost to the host, scipy's linear_sum_assignment; returns (B, K) columns."""
+    """Per image: cost to the host, scipy's linear_sum_assignment; returns (B, K) columns.
+
+    Example:
+        >>> a = torch.tensor([[[0.0, 0.0], [5.0, 5.0]]])
+        >>> match_slow(a, a.flip(1)).tolist()
+        [[1, 0]]
+    """
     columns = []
     for b in range(parts1.shape[0]):
         cost = torch.cdist(parts1[b], parts2[b]).detach().cpu().numpy()
@@ -86,7 +112,13 @@ def match_slow(parts1: torch.Tensor, parts2: torch.Tensor) -> torch.Tensor:
 
 
 def match_fast(parts1: torch.Tensor, parts2: torch.Tensor, method: str = "exact") -> torch.Tensor:
-    """All images in one batched call of torchdoctor.ops (exact or greedy); (B, K) columns."""
+    """All images in one batched call of torchdoctor.ops (exact or greedy); (B, K) columns.
+
+    Example:
+        >>> a = torch.tensor([[[0.0, 0.0], [5.0, 5.0]]])
+        >>> match_fast(a, a.flip(1)).tolist(), match_fast(a, a.flip(1), "greedy").tolist()
+        ([[1, 0]], [[1, 0]])
+    """
     from torchdoctor.ops.assignment import greedy_assignment, linear_assignment
 
     cost = torch.cdist(parts1.detach(), parts2.detach())
@@ -101,13 +133,24 @@ def match_fast(parts1: torch.Tensor, parts2: torch.Tensor, method: str = "exact"
 
 
 def covariance_slow(x: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Per image torch.cov + ridge; x (B, n, d) -> (B, d, d)."""
+    """Per image torch.cov + ridge; x (B, n, d) -> (B, d, d).
+
+    Example:
+        >>> x = torch.randn(2, 6, 3, dtype=torch.float64)
+        >>> torch.allclose(covariance_slow(x, 0.1), covariance_fast(x, 0.1))
+        True
+    """
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     return torch.stack([torch.cov(x[b].t()) + ridge * eye for b in range(x.shape[0])])
 
 
 def covariance_fast(x: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Batched unbiased covariance + ridge; x (B, n, d) -> (B, d, d)."""
+    """Batched unbiased covariance + ridge; x (B, n, d) -> (B, d, d).
+
+    Example:
+        >>> covariance_fast(torch.tensor([[[0.0], [2.0]]]), ridge=1.0)
+        tensor([[[3.]]])
+    """
     covariance = _op("covariance", "covariance")
     if covariance is None:  # ops' covariance not there: the same formula, batched
         centered = x - x.mean(-2, keepdim=True)
@@ -129,7 +172,15 @@ def _mahalanobis_solve(a: torch.Tensor, b: torch.Tensor, cov: torch.Tensor) -> t
 def pac_slow(
     parts1: torch.Tensor, parts2: torch.Tensor, cov: torch.Tensor, margin: float
 ) -> torch.Tensor:
-    """One ``linalg.solve`` per (anchor, candidate) pair, choice made on the host."""
+    """One ``linalg.solve`` per (anchor, candidate) pair, choice made on the host.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> p1, p2 = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+        >>> cov = torch.eye(4).expand(2, 4, 4)
+        >>> pac_slow(p1, p2, cov, margin=0.5).shape
+        torch.Size([])
+    """
     b, k, d = parts1.shape
     pool = torch.cat([parts1.reshape(b * k, d), parts2.reshape(b * k, d)])
     pool_image = torch.arange(b).repeat_interleave(k).repeat(2).tolist()
@@ -159,7 +210,15 @@ def pac_fast(
     margin: float,
     top_m: int,
 ) -> torch.Tensor:
-    """One Cholesky per image, whitened distances, two-stage (cosine top-M) semi-hard mining."""
+    """One Cholesky per image, whitened distances, two-stage (cosine top-M) semi-hard mining.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> p1, p2 = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+        >>> cov = torch.eye(4).expand(2, 4, 4).contiguous()
+        >>> bool(pac_fast(p1, p2, cov, margin=0.5, top_m=6) >= 0)
+        True
+    """
     from torchdoctor.ops import cholesky_factor, two_stage_negatives
 
     b, k, d = parts1.shape
@@ -208,7 +267,13 @@ class _LogmSPD(torch.autograd.Function):
 
 
 def spd_distance_local(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
-    """fro or log_euclidean distance, batched (used when torchdoctor.ops has no spd_distance)."""
+    """fro or log_euclidean distance, batched (used when torchdoctor.ops has no spd_distance).
+
+    Example:
+        >>> a = torch.eye(2).expand(3, 2, 2)
+        >>> spd_distance_local(a, 2 * a, "fro")
+        tensor([1.4142, 1.4142, 1.4142])
+    """
     if metric == "fro":
         return (a - b).flatten(-2).norm(dim=-1)
     if metric == "log_euclidean":
@@ -224,7 +289,14 @@ def _spd_distance(a: torch.Tensor, b: torch.Tensor, metric: str, check: bool) ->
 
 
 def soc_slow(parts1, parts2, ridge: float, metric: str) -> torch.Tensor:
-    """Per image: two covariances and their distance (log-Euclidean in the seed)."""
+    """Per image: two covariances and their distance (log-Euclidean in the seed).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> p1, p2 = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
+        >>> torch.allclose(soc_slow(p1, p2, 0.1, "fro"), soc_fast(p1, p2, 0.1, "fro"))
+        True
+    """
     cov1, cov2 = covariance_slow(parts1, ridge), covariance_slow(parts2, ridge)
     return torch.stack(
         [_spd_distance(cov1[i], cov2[i], metric, check=True) for i in range(parts1.shape[0])]
@@ -232,6 +304,12 @@ def soc_slow(parts1, parts2, ridge: float, metric: str) -> torch.Tensor:
 
 
 def soc_fast(parts1, parts2, ridge: float, metric: str) -> torch.Tensor:
-    """All images batched (``fro`` in the fast variant)."""
+    """All images batched (``fro`` in the fast variant).
+
+    Example:
+        >>> x = torch.randn(2, 5, 3)
+        >>> soc_fast(x, x, ridge=0.1, metric="fro")
+        tensor(0.)
+    """
     cov1, cov2 = covariance_fast(parts1, ridge), covariance_fast(parts2, ridge)
     return _spd_distance(cov1, cov2, metric, check=False).mean()

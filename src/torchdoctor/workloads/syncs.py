@@ -18,7 +18,14 @@ from typing import Any
 
 
 def count_syncs(fn: Callable[[], Any]) -> int:
-    """Run ``fn`` once and return how many host syncs it caused (would cause, on CUDA)."""
+    """Run ``fn`` once and return how many host syncs it caused (would cause, on CUDA).
+
+    Example:
+        >>> import torch
+        >>> t = torch.ones(3)
+        >>> count_syncs(lambda: t.sum().item()), count_syncs(lambda: t * 2)
+        (1, 0)
+    """
     try:
         from torchdoctor.collect.syncs import sync_audit
     except ImportError:

@@ -33,6 +33,13 @@ TOKENS_PER_FRAME = 196
 
 @dataclass
 class TokenPruningConfig:
+    """The video and token sizes of the token-pruning inference step.
+
+    Example:
+        >>> TokenPruningConfig(frames=8).frames
+        8
+    """
+
     frames: int = 32  # seed 003's "standard video"; 8 and 64 frames are its other sizes
     tokens_per_frame: int = TOKENS_PER_FRAME
     text_tokens: int = 32
@@ -90,7 +97,13 @@ def token_quality(features: torch.Tensor, segment_ids: torch.Tensor) -> torch.Te
 
 
 class TokenPruning(Workload):
-    """Seed 003 workload; see the module docstring."""
+    """Seed 003 workload; see the module docstring.
+
+    Example:
+        >>> w = TokenPruning(scale="tiny")
+        >>> w.config.frames, w.kind
+        (3, 'inference')
+    """
 
     name = "token_pruning"
     seed_id = "003"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.backward import backward_heavy
-from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_saving, step_ms
+from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_saving
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.dominant import dominant_module
@@ -30,6 +30,7 @@ from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
+from torchdoctor.session_read import step_ms
 
 __all__ = [
     "RULES",

@@ -17,15 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import (
-    TYPICAL_BACKWARD_FORWARD_RATIO,
-    Advice,
-    center,
-    fmt_ms,
-    pct,
-    step_ms,
-    walk,
-)
+from torchdoctor.analyze.advice.base import TYPICAL_BACKWARD_FORWARD_RATIO, Advice, pct
+from torchdoctor.session_read import center, fmt_ms, step_ms, walk
 
 #: backward / forward at or above this is "far above"
 RATIO = 4.0

@@ -13,9 +13,11 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from torchdoctor.session_read import center
 
 CONFIDENCES = ("high", "medium", "low")
 
@@ -121,77 +123,6 @@ def with_saving(advice: Advice, step_ms: float, fraction: float, speedup: Speedu
 # -- read-only Session helpers ------------------------------------------------------------
 
 
-def median(stat: Any) -> float:
-    """The median of a Stat dict (0.0 when absent); a bare number is returned as is.
-
-    Example:
-        >>> median({"median": 3.0}), median(None), median(2)
-        (3.0, 0.0, 2.0)
-    """
-    if isinstance(stat, Mapping):
-        value = stat.get("median")
-        return float(value) if isinstance(value, (int, float)) else 0.0
-    if isinstance(stat, (int, float)) and not isinstance(stat, bool):
-        return float(stat)
-    return 0.0
-
-
-def center(stat: Any) -> float:
-    """The typical value of a Stat: its ``mean`` when recorded (means add up across a tree, as
-    the tree renderer shows them), else its ``median``; a bare number is returned as is.
-
-    Example:
-        >>> center({"median": 3.0, "mean": 3.5}), center({"median": 3.0}), center(None)
-        (3.5, 3.0, 0.0)
-    """
-    if isinstance(stat, Mapping):
-        value = stat.get("mean")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return median(stat)
-
-
-def step_ms(session: Mapping[str, Any]) -> float:
-    """The typical step time (see :func:`center`): ``step_ms``, else the tree root's total, else 0.
-
-    Example:
-        >>> step_ms({"step_ms": {"median": 5.0}})
-        5.0
-    """
-    value = center(session.get("step_ms"))
-    if value > 0:
-        return value
-    root = session.get("tree") or {}
-    return center(root.get("total_ms")) or center(root.get("forward_ms"))
-
-
-def node_ms(node: Mapping[str, Any]) -> float:
-    """A node's inclusive time per step (forward + backward), see :func:`center`.
-
-    Example:
-        >>> node_ms({"total_ms": {"median": 4.0}})
-        4.0
-    """
-    total = center(node.get("total_ms"))
-    if total > 0:
-        return total
-    return center(node.get("forward_ms")) + center(node.get("backward_ms"))
-
-
-def walk(node: Mapping[str, Any] | None, depth: int = 0) -> Iterator[tuple[Mapping, int]]:
-    """Every node of a tree with its depth, parents before children.
-
-    Example:
-        >>> [n["path"] for n, _ in walk({"path": "", "children": [{"path": "a"}]})]
-        ['', 'a']
-    """
-    if not node:
-        return
-    yield node, depth
-    for child in node.get("children") or ():
-        yield from walk(child, depth + 1)
-
-
 def is_cuda(session: Mapping[str, Any]) -> bool:
     """Whether the session ran on a CUDA device.
 
@@ -217,20 +148,6 @@ def same_file(a: str | None, b: str | None) -> bool:
         return True
     longer, shorter = (a_norm, b_norm) if len(a_norm) >= len(b_norm) else (b_norm, a_norm)
     return longer.endswith(os.sep + shorter.lstrip(os.sep)) and not os.path.isabs(shorter)
-
-
-def fmt_ms(value: float | None) -> str:
-    """A time in ms for evidence text: 3 significant digits.
-
-    Example:
-        >>> fmt_ms(134.01), fmt_ms(0.391)
-        ('134 ms', '0.391 ms')
-    """
-    if value is None:
-        return "unknown"
-    if abs(value) >= 100:
-        return f"{value:.0f} ms"
-    return f"{value:.3g} ms"
 
 
 def pct(part: float, whole: float) -> float:

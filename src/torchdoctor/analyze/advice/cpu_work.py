@@ -18,18 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import (
-    SPEEDUPS,
-    Advice,
-    fmt_ms,
-    is_cuda,
-    node_ms,
-    pct,
-    same_file,
-    step_ms,
-    walk,
-    with_saving,
-)
+from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, is_cuda, pct, same_file, with_saving
+from torchdoctor.session_read import fmt_ms, node_ms, step_ms, walk
 
 ROUND_TRIP_KINDS = {"cpu", "numpy", "tolist"}
 _CPU_NAMES = re.compile(r"scipy|numpy|linear_sum_assignment|\bcpu\b|_cpu", re.IGNORECASE)

@@ -13,15 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import (
-    SPEEDUPS,
-    Advice,
-    center,
-    fmt_ms,
-    pct,
-    step_ms,
-    with_saving,
-)
+from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, pct, with_saving
+from torchdoctor.session_read import center, fmt_ms, step_ms
 
 THRESHOLD = 0.10
 

@@ -16,18 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import (
-    SPEEDUPS,
-    Advice,
-    amdahl_saving,
-    center,
-    fmt_ms,
-    node_ms,
-    pct,
-    step_ms,
-    walk,
-    with_saving,
-)
+from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, amdahl_saving, pct, with_saving
+from torchdoctor.session_read import center, fmt_ms, node_ms, step_ms, walk
 
 THRESHOLD = 0.30
 MIN_REPEATS = 4

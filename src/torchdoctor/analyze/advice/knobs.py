@@ -16,17 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import (
-    SPEEDUPS,
-    Advice,
-    center,
-    fmt_ms,
-    is_cuda,
-    pct,
-    step_ms,
-    walk,
-    with_saving,
-)
+from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, is_cuda, pct, with_saving
+from torchdoctor.session_read import center, fmt_ms, step_ms, walk
 
 #: forward + backward must be at least this share of the step for a knob to be worth it
 MIN_FRACTION = 0.30

@@ -18,15 +18,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchdoctor.analyze.advice.base import (
-    Advice,
-    node_ms,
-    pct,
-    same_file,
-    step_ms,
-    unattributed_ms,
-    walk,
-)
+from torchdoctor.analyze.advice.base import Advice, pct, same_file, unattributed_ms
+from torchdoctor.session_read import node_ms, step_ms, walk
 
 HOT_FRACTION = 0.05
 MAX_HOT = 10

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms
+from torchdoctor.analyze.advice.base import Advice, pct
+from torchdoctor.session_read import fmt_ms, step_ms
 
 #: ignore recomputation that costs less than this share of the step
 MIN_FRACTION = 0.01

@@ -19,7 +19,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms
+from torchdoctor.analyze.advice.base import Advice, pct
+from torchdoctor.session_read import fmt_ms, step_ms
 
 SCALAR_KINDS = {"item", "cpu", "tolist", "numpy", "bool", "float", "int", "format", "repr"}
 SHAPE_KINDS = {

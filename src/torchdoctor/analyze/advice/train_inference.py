@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import TYPICAL_TRAIN_INFERENCE_RATIO, Advice, fmt_ms
+from torchdoctor.analyze.advice.base import TYPICAL_TRAIN_INFERENCE_RATIO, Advice
+from torchdoctor.session_read import fmt_ms
 
 RATIO = 20.0
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms, unattributed_ms
+from torchdoctor.analyze.advice.base import Advice, pct, unattributed_ms
 from torchdoctor.analyze.advice.lint_hot import suspects
+from torchdoctor.session_read import fmt_ms, step_ms
 
 THRESHOLD = 0.30
 

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ops1_helpers import count_syncs
 
 from torchdoctor.ops import cholesky_factor, exhaustive_negatives, two_stage_negatives
 from torchdoctor.ops.reference.mining import mine_negatives_loop
+from torchdoctor.testing import count_host_syncs
 
 
 def make_problem(seed, batch=2, n=3, p=7, d=3, labels=3, duplicate=False, dtype=torch.float64):
@@ -116,16 +116,16 @@ def test_shared_pool_broadcasts_and_hot_path_has_no_sync():
     anchor_labels = torch.randint(0, 10, (B, K), generator=gen)
     a = torch.randn(B, d, d, generator=gen)
     chol, _ = cholesky_factor(a @ a.mT / d + torch.eye(d))
-    with count_syncs() as syncs:
+    with count_host_syncs() as syncs:
         mined = two_stage_negatives(
             anchors, positives, pool, anchor_labels, pool_labels, chol, top_m=16, check=False
         )
-    assert syncs.total == 0
+    assert syncs.count == 0
     assert mined.indices.shape == (B, K) and mined.found.all()
     assert (pool_labels[mined.indices] != anchor_labels).all()
-    with count_syncs() as syncs:
+    with count_host_syncs() as syncs:
         two_stage_negatives(anchors, positives, pool, anchor_labels, pool_labels, chol, top_m=16)
-    assert syncs.total == 1
+    assert syncs.count == 1
 
 
 def test_distances_are_differentiable():
@@ -211,10 +211,10 @@ def test_nan_distance_is_never_chosen(miner, kwargs, mode):
     labels, pool_labels = torch.zeros(4, dtype=torch.long), torch.arange(1, 7)
     pool[2, 0] = float("nan")
     chol = torch.linalg.cholesky(cov)
-    with count_syncs() as syncs:  # the NaN masking reads no value on the host
+    with count_host_syncs() as syncs:  # the NaN masking reads no value on the host
         mined = miner(anchors, positives, pool, labels, pool_labels, chol, mode=mode, **kwargs,
                       check=False)  # fmt: skip
-    assert syncs.total == 0
+    assert syncs.count == 0
     assert mined.found.all() and (mined.indices != 2).all()
     assert ((mined.indices >= 0) & (mined.indices < 6)).all()
     assert torch.isfinite(mined.distances).all()

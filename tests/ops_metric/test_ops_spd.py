@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ops1_helpers import count_syncs
 
 from torchdoctor.ops import SPD_METRICS, CovarianceEMA, covariance, spd_distance, spd_log
+from torchdoctor.testing import count_host_syncs
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -91,12 +91,12 @@ def test_hot_path_has_no_sync_and_checked_path_one():
     gen = torch.Generator().manual_seed(3)
     a, b = random_spd((16,), 8, gen, torch.float32), random_spd((16,), 8, gen, torch.float32)
     for metric in SPD_METRICS:
-        with count_syncs() as syncs:
+        with count_host_syncs() as syncs:
             out = spd_distance(a, b, metric, check=False)
-        assert syncs.total == 0 and out.dtype == torch.float32
-        with count_syncs() as syncs:
+        assert syncs.count == 0 and out.dtype == torch.float32
+        with count_host_syncs() as syncs:
             spd_distance(a, b, metric)
-        assert syncs.total == 1
+        assert syncs.count == 1
 
 
 def test_spd_errors_name_batch_index_and_smallest_eigenvalue():
@@ -153,11 +153,11 @@ def test_covariance_ema_bias_correction_state_and_no_sync():
     gen = torch.Generator().manual_seed(5)
     covs = [random_spd((2,), 3, gen, torch.float32) for _ in range(4)]
     ema = CovarianceEMA(decay=0.8)
-    with count_syncs() as syncs:
+    with count_host_syncs() as syncs:
         for c in covs:
             ema.update(c)
         value = ema.value()
-    assert syncs.total == 0
+    assert syncs.count == 0
     weights = [0.2 * 0.8 ** (3 - i) for i in range(4)]
     expected = sum(w * c for w, c in zip(weights, covs)) / (1 - 0.8**4)
     torch.testing.assert_close(value, expected)
@@ -179,9 +179,9 @@ def test_covariance_gradcheck_and_no_sync():
     assert torch.autograd.gradcheck(
         lambda t: covariance(t, shrinkage=0.2), (x.clone().requires_grad_(),)
     )
-    with count_syncs() as syncs:
+    with count_host_syncs() as syncs:
         out = covariance(x.float(), shrinkage=0.2)
-    assert syncs.total == 0 and out.dtype == torch.float32
+    assert syncs.count == 0 and out.dtype == torch.float32
 
 
 def _ill_conditioned_float32(eigenvalues, seed=0):
@@ -289,13 +289,13 @@ def test_spd_log_half_precision_is_computed_in_float32(dtype):
 def test_covariance_ema_bias_correction_in_every_dtype(dtype, decay):
     cov = random_spd((2,), 3, torch.Generator().manual_seed(9), torch.float32).to(dtype)
     ema = CovarianceEMA(decay=decay)
-    with count_syncs() as syncs:
+    with count_host_syncs() as syncs:
         ema.update(cov)
         first = ema.value()
         for _ in range(5):
             ema.update(cov)
         value = ema.value()
-    assert syncs.total == 0 and value.dtype == dtype
+    assert syncs.count == 0 and value.dtype == dtype
     assert torch.equal(first, cov)  # the first value is the first update, exactly
     assert torch.equal(value, cov)  # a constant input stays constant
     ema.update(2 * cov)  # then moves by (1 - decay) / (1 - decay**7) toward the new input

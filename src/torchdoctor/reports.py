@@ -1,0 +1,87 @@
+"""Reports of a session: analysis first (advice, lint findings), then rendering.
+
+render/ only formats what it is given; this module is the step above it that ``torchdoctor
+run``, ``demo`` and ``report`` (and :func:`torchdoctor.write_reports`) call: it computes the
+advice once (pure analysis) into a plain-dict copy of the session, then renders that copy in
+every format through the renderer registry (:data:`torchdoctor.render.reports.RENDERERS`), so
+all files agree.
+
+Example:
+    >>> import tempfile
+    >>> from torchdoctor.session import Session
+    >>> paths = write_reports(Session.new("demo", with_environment=False), tempfile.mkdtemp())
+    >>> sorted(p.suffix for p in paths)
+    ['.html', '.json', '.md']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torchdoctor.render.reports import DEFAULT_FORMATS, renderer, write_rendered
+
+
+def with_advice(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> dict[str, Any]:
+    """A plain-dict copy of the session with ``advice`` (re)computed, and ``lint`` attached.
+
+    Example:
+        >>> with_advice({"schema_version": 1, "tree": None})["advice"]
+        []
+    """
+    from torchdoctor.analyze.advice import advice_dicts
+
+    data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
+    if lint is not None:
+        from torchdoctor.analyze.advice.lint_hot import as_finding_dict
+
+        data["lint"] = [as_finding_dict(f) for f in lint]
+    data["advice"] = advice_dicts(data)
+    return data
+
+
+def render_report(session: Mapping[str, Any], fmt: str) -> str:
+    """One report format as text (advice computed first when the session has none).
+
+    Example:
+        >>> render_report({"schema_version": 1, "label": "x", "tree": None}, "md").splitlines()[0]
+        '# torchdoctor report: x'
+    """
+    render = renderer(fmt)
+    data = dict(session.to_dict() if hasattr(session, "to_dict") else session)
+    if not data.get("advice") and fmt != "trace":
+        data = with_advice(data)
+    return render(data)
+
+
+def write_reports(
+    session: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    formats: Iterable[str] = DEFAULT_FORMATS,
+    *,
+    stem: str = "torchdoctor-report",
+    lint: Sequence[Any] | None = None,
+) -> list[Path]:
+    """Advise, then render the session in each format to ``out_dir/<stem><suffix>``; the paths.
+
+    ``formats``: any of "md", "html", "json", "trace" (Chrome trace), "console" (plain text).
+    ``lint``: Findings (objects or dicts) to attach before advising (else ``session["lint"]`` is used).
+    The JSON file is the session with its advice filled in, re-renderable with
+    ``torchdoctor report``.
+
+    Example:
+        >>> import tempfile
+        >>> [p.name for p in write_reports({"schema_version": 1, "tree": None},
+        ...                                tempfile.mkdtemp(), ["md"], stem="s")]
+        ['s.md']
+    """
+    formats = list(formats)
+    for fmt in formats:
+        renderer(fmt)  # validate every format before analysing or writing anything
+    if not isinstance(session, Mapping):
+        raise TypeError(
+            f"write_reports expects a Session or its dict, got {type(session).__name__}"
+        )
+    return write_rendered(with_advice(session, lint), out_dir, formats, stem=stem)

@@ -1,0 +1,121 @@
+"""Reading a Session: the one home of the helpers every layer uses to read its plain data.
+
+pyinstrument keeps its frame helpers on the frame; torchdoctor's Session is plain JSON data, so
+its helpers live here, beside ``session.py``: the phase names, the typical value of a Stat,
+step and node times, tree walking, quantiles and the millisecond format of reports and advice.
+collect/, analyze/ and render/ all import them from here (nothing here imports them back).
+
+Example:
+    >>> session = {"step_ms": {"median": 8.0, "mean": 10.0}, "tree": None}
+    >>> step_ms(session), fmt_ms(step_ms(session))
+    (10.0, '10 ms')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+#: The phases of a step, in the order reports show them (``session["phases"]`` keys).
+PHASES = ("data", "forward", "backward", "optimizer", "other")
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of a non-empty sequence (``q`` in [0, 1]; any order).
+
+    Example:
+        >>> quantile([4.0, 1.0, 3.0, 2.0], 0.5), quantile([1.0, 2.0, 3.0], 0.25)
+        (2.5, 1.5)
+    """
+    if not values:
+        raise ValueError("quantile of an empty sequence; pass at least one value")
+    ordered = sorted(float(v) for v in values)
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def median(stat: Any) -> float:
+    """The median of a Stat dict (0.0 when absent); a bare number is returned as is.
+
+    Example:
+        >>> median({"median": 3.0}), median(None), median(2)
+        (3.0, 0.0, 2.0)
+    """
+    if isinstance(stat, Mapping):
+        value = stat.get("median")
+        return float(value) if isinstance(value, (int, float)) else 0.0
+    if isinstance(stat, (int, float)) and not isinstance(stat, bool):
+        return float(stat)
+    return 0.0
+
+
+def center(stat: Any) -> float:
+    """The typical value of a Stat: its ``mean`` when recorded (means add up across a tree, as
+    the tree renderer shows them), else its ``median``; a bare number is returned as is.
+
+    Example:
+        >>> center({"median": 3.0, "mean": 3.5}), center({"median": 3.0}), center(None)
+        (3.5, 3.0, 0.0)
+    """
+    if isinstance(stat, Mapping):
+        value = stat.get("mean")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return median(stat)
+
+
+def step_ms(session: Mapping[str, Any]) -> float:
+    """The typical step time (see :func:`center`): ``step_ms``, else the tree root's total, else 0.
+
+    Example:
+        >>> step_ms({"step_ms": {"median": 5.0}})
+        5.0
+    """
+    value = center(session.get("step_ms"))
+    if value > 0:
+        return value
+    root = session.get("tree") or {}
+    return center(root.get("total_ms")) or center(root.get("forward_ms"))
+
+
+def node_ms(node: Mapping[str, Any]) -> float:
+    """A node's inclusive time per step (forward + backward), see :func:`center`.
+
+    Example:
+        >>> node_ms({"total_ms": {"median": 4.0}})
+        4.0
+    """
+    total = center(node.get("total_ms"))
+    if total > 0:
+        return total
+    return center(node.get("forward_ms")) + center(node.get("backward_ms"))
+
+
+def walk(node: Mapping[str, Any] | None, depth: int = 0) -> Iterator[tuple[Any, int]]:
+    """Every node of a tree with its depth, parents before children (nothing for ``None``).
+
+    Example:
+        >>> [(n["path"], d) for n, d in walk({"path": "", "children": [{"path": "a"}]})]
+        [('', 0), ('a', 1)]
+    """
+    if not node:
+        return
+    yield node, depth
+    for child in node.get("children") or ():
+        yield from walk(child, depth + 1)
+
+
+def fmt_ms(value: float | None) -> str:
+    """A time in ms with 3 significant digits, for reports and advice ('-' when unknown).
+
+    Example:
+        >>> fmt_ms(134.01), fmt_ms(0.3912), fmt_ms(1234.5), fmt_ms(None)
+        ('134 ms', '0.391 ms', '1,234 ms', '-')
+    """
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f} ms"
+    return f"{value:.3g} ms"

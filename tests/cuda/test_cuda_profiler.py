@@ -15,7 +15,8 @@ from cuda_device import DEVICE, require_real_cuda
 from torch import nn
 
 import torchdoctor
-from torchdoctor.analyze.tree import check_invariants, iter_nodes
+from torchdoctor.analyze.tree import check_invariants
+from torchdoctor.session_read import walk
 
 pytestmark = pytest.mark.cuda
 
@@ -159,7 +160,7 @@ def test_device_time_lands_on_the_module_that_runs_it():
     model = Model().to(DEVICE)
     step = _train_step(model, torch.randn(2048, 4096, device=DEVICE))
     session = torchdoctor.profile(step, model=model, steps=4, warmup=2, syncs=False)
-    nodes = {n["path"]: n for n, _ in iter_nodes(session["tree"]) if n["kind"] != "self"}
+    nodes = {n["path"]: n for n, _ in walk(session["tree"]) if n["kind"] != "self"}
     big = nodes["big"]["total_ms"]["mean"]
     assert big > 0.5 * session["step_ms"]["mean"], (big, session["step_ms"])
 

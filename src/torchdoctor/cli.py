@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "diff": "torchdoctor.commands.diff",
     "bench": "torchdoctor.commands.bench",
     "ranks": "torchdoctor.commands.ranks",
+    "history": "torchdoctor.commands.history",
 }
 
 #: one-line help for each command, kept here so `--help` imports nothing heavy.
@@ -35,9 +36,10 @@ HELP: dict[str, str] = {
     "demo": "profile a built-in slow workload, print the findings, then run and verify its fast version",
     "lint": "static check for the seed anti-patterns (TD codes), with --fix/--diff",
     "report": "render a saved session as Markdown, HTML, JSON, Chrome trace or console text",
-    "diff": "compare two saved sessions: step, phases, modules, syncs removed and added",
+    "diff": "compare two sessions (files or history ids); --fail-if-slower gates CI on step time",
     "bench": "run registered benchmark suites and print (or write) their tables",
     "ranks": "compare the per-rank sessions of a torchrun run (torchdoctor run) and name the straggler",
+    "history": "list recorded runs (`run`, `profile`, callbacks) and the step time over runs",
 }
 
 

@@ -35,8 +35,8 @@ HELP = "profile an unmodified training script; write the session and print the r
 REPORT_FORMATS = ("md", "html")
 
 #: torchdoctor's options that take a value (needed to find where the script name starts)
-VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format")
-FLAG_OPTIONS = ("--thorough",)
+VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history")
+FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb")
 WHOLE_RUN_MESSAGE = (
     "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
     "call, module call or --step-fn call): one step = the whole run"
@@ -88,6 +88,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--thorough", action="store_true",
         help="sync audit at the aten level too (finds syncs inside torch's code; slower)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--history", metavar="PATH", default=None,
+        help="run history database to append to (default: $TORCHDOCTOR_HISTORY, else "
+        "~/.cache/torchdoctor/history.sqlite); see `torchdoctor history`",
+    )  # fmt: skip
+    parser.add_argument("--no-history", action="store_true", help="do not record this run")
+    parser.add_argument(
+        "--mlflow", action="store_true",
+        help="log summary metrics and session.json/report.html to MLflow (MLFLOW_TRACKING_URI)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wandb", action="store_true",
+        help="log summary metrics and session.json/report.html to W&B (WANDB_PROJECT, WANDB_MODE)",
     )  # fmt: skip
 
 
@@ -333,6 +347,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     notices = _notices(session)
     if path is not None:
         notices.append(f"session written to {path}")
+        if not only_syncs and (dist is None or dist[0] == 0):
+            notices += _record(session, path, args)
     prefix = "torchdoctor" if dist is None else f"torchdoctor [rank {dist[0]}]"
     for line in notices:
         print(f"{prefix}: {line}", file=sys.stderr)
@@ -340,6 +356,19 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         compare_rank_sessions(out_root, dist[1], since=started, run_id=torchrun_run_id(),
                               show=args.format == "text")  # fmt: skip
     return status
+
+
+def _record(session: Any, path: Path, args: argparse.Namespace) -> list[str]:
+    """Append the run to the history and log it to the trackers asked for (--mlflow, --wandb)."""
+    from torchdoctor.integrations.outputs import record_and_track
+
+    trackers = [name for name in ("mlflow", "wandb") if getattr(args, name, False)]
+    files = [p for p in (path, path.parent / "report.html") if p.exists()]
+    history = False if args.no_history else (args.history or True)
+    done = record_and_track(session, files, kind="run", script=args.script,
+                            args=args.script_args, history=history, trackers=trackers)  # fmt: skip
+    lines = [f"run {done['history_id']} in the history"] if done["history_id"] else []
+    return lines + [f"logged to {name} (run {run_id})" for name, run_id in done["trackers"].items()]
 
 
 def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:

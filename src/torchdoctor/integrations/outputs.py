@@ -39,25 +39,47 @@ def publish(
     ``history``: True (the default database), a path, or False. ``trackers``: names from
     :data:`torchdoctor.integrations.trackers.TRACKERS`.
     """
-    from torchdoctor.collect.history import record_run
     from torchdoctor.commands.run import write_session
 
     path = write_session(session, out, script=script)
     files = [p for p in (path, Path(out) / "report.html") if p.exists()]
-    done: dict[str, Any] = {"session": path, "files": files, "history_id": None, "trackers": {}}
+    done = record_and_track(session, files, kind=kind, script=script, args=args,
+                            history=history, trackers=trackers,
+                            tracker_options=tracker_options)  # fmt: skip
+    return {"session": path, "files": files, **done}
+
+
+def record_and_track(
+    session: Any,
+    files: Sequence[str | os.PathLike[str]],
+    *,
+    kind: str,
+    script: str | None = None,
+    args: Sequence[str] = (),
+    history: bool | str | os.PathLike[str] = True,
+    trackers: Iterable[str] = (),
+    tracker_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Append the run to the history and log it to trackers: ``{"history_id", "trackers"}``.
+
+    Example:
+        >>> record_and_track({}, [], kind="run", history=False)
+        {'history_id': None, 'trackers': {}}
+    """
+    from torchdoctor.collect.history import record_run
+
+    done: dict[str, Any] = {"history_id": None, "trackers": {}}
     if history is not False:
         done["history_id"] = record_run(session, script=script, args=args, kind=kind,
                                         path=None if history is True else history)  # fmt: skip
-    trackers = list(trackers)
-    if trackers:
+    for name in trackers:
         from torchdoctor.integrations.trackers import log_to_trackers
 
-        for name in trackers:
-            try:
-                done["trackers"].update(
-                    log_to_trackers(session, files, [name], **dict(tracker_options or {}))
-                )
-            except Exception as exc:  # noqa: BLE001 - the report on disk is what matters
-                print(f"torchdoctor: not logged to {name} ({type(exc).__name__}: {exc}); the "
-                      f"session is in {path}", file=sys.stderr)  # fmt: skip
+        try:
+            done["trackers"].update(
+                log_to_trackers(session, files, [name], **dict(tracker_options or {}))
+            )
+        except Exception as exc:  # noqa: BLE001 - the report on disk is what matters
+            print(f"torchdoctor: not logged to {name} ({type(exc).__name__}: {exc}); the "
+                  "session and reports are on disk", file=sys.stderr)  # fmt: skip
     return done

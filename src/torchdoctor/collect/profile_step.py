@@ -95,9 +95,7 @@ def profile(
 
 
 def _script_of(step_fn: Callable[[], Any]) -> str | None:
-    """The file defining the step function, else the running script (None in a notebook)."""
+    """The file defining the step function (None for a notebook cell or a builtin)."""
     code = getattr(step_fn, "__code__", None) or getattr(type(step_fn).__call__, "__code__", None)
-    for candidate in (getattr(code, "co_filename", None), sys.argv[0] if sys.argv else None):
-        if candidate and os.path.isfile(candidate):
-            return candidate
-    return None
+    filename = getattr(code, "co_filename", None)
+    return filename if filename and os.path.isfile(filename) else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 OFFLINE = {
@@ -29,6 +32,12 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     yield
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:  # MLflow keeps the chosen experiment in a global: forget it
+        while fluent.active_run() is not None:
+            fluent.end_run()
+        fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment() exports it
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """A session in a few numbers: what trackers, the run history and the CI gate record.
 
 :func:`summary_metrics` flattens a session into ``name -> float``: the median step time and
-its quartiles, each phase's share of the step, host syncs per step, and the share of the step
+its quartiles (``step_ms``, ``step_ms_q1``, ``step_ms_q3``), each phase's share of the step, host syncs per step, and the share of the step
 spent in the modules with the most self time (a module's own forward + backward, children
 excluded, so a wrapper around the whole model does not hide the layer that costs).
 :func:`top_modules` is that ranking. Pure functions: no I/O.
@@ -74,8 +74,9 @@ def summary_metrics(session: Mapping[str, Any], modules: int = 5) -> dict[str, f
         ['torchdoctor/step_ms', 'torchdoctor/steps']
     """
     stat = session.get("step_ms") or {}
+    median = stat.get("median") if isinstance(stat, Mapping) else None
     metrics: dict[str, float] = {
-        PREFIX + "step_ms": step_ms(session),
+        PREFIX + "step_ms": float(median) if median else step_ms(session),
         PREFIX + "steps": float(len(session.get("steps") or ())),
         PREFIX + "syncs_per_step": syncs_per_step(session),
     }

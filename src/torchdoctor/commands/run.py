@@ -360,7 +360,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
 
 def _record(session: Any, path: Path, args: argparse.Namespace) -> list[str]:
     """Append the run to the history and log it to the trackers asked for (--mlflow, --wandb)."""
-    from torchdoctor.integrations.outputs import record_and_track
+    from torchdoctor.integrations.record import record_and_track
 
     trackers = [name for name in ("mlflow", "wandb") if getattr(args, name, False)]
     files = [p for p in (path, path.parent / "report.html") if p.exists()]

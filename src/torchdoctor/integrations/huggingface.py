@@ -145,9 +145,9 @@ class TorchDoctorCallback(TrainerCallback):
             history=self.history, trackers=self.trackers, tracker_options={"step": step},
         )  # fmt: skip
         if state is not None:
-            from torchdoctor.integrations.trackers import _metrics
+            from torchdoctor.integrations.trackers import tracker_metrics
 
-            state.log_history.append({**_metrics(session), "step": step})
+            state.log_history.append({**tracker_metrics(session), "step": step})
 
 
 def _calling_trainer(depth: int = 12) -> Any:

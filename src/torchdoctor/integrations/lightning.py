@@ -146,9 +146,9 @@ def _script() -> str | None:
 
 def _log_to_loggers(trainer: Any, session: Any) -> None:
     """The summary metrics through each of the Trainer's loggers (TensorBoard, CSV, ...)."""
-    from torchdoctor.integrations.trackers import _metrics
+    from torchdoctor.integrations.trackers import tracker_metrics
 
-    metrics = _metrics(session)
+    metrics = tracker_metrics(session)
     for logger in getattr(trainer, "loggers", None) or ():
         try:
             logger.log_metrics(metrics, step=int(trainer.global_step))

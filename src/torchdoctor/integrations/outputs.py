@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,43 +42,9 @@ def publish(
 
     path = write_session(session, out, script=script)
     files = [p for p in (path, Path(out) / "report.html") if p.exists()]
+    from torchdoctor.integrations.record import record_and_track
+
     done = record_and_track(session, files, kind=kind, script=script, args=args,
                             history=history, trackers=trackers,
                             tracker_options=tracker_options)  # fmt: skip
     return {"session": path, "files": files, **done}
-
-
-def record_and_track(
-    session: Any,
-    files: Sequence[str | os.PathLike[str]],
-    *,
-    kind: str,
-    script: str | None = None,
-    args: Sequence[str] = (),
-    history: bool | str | os.PathLike[str] = True,
-    trackers: Iterable[str] = (),
-    tracker_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Append the run to the history and log it to trackers: ``{"history_id", "trackers"}``.
-
-    Example:
-        >>> record_and_track({}, [], kind="run", history=False)
-        {'history_id': None, 'trackers': {}}
-    """
-    from torchdoctor.collect.history import record_run
-
-    done: dict[str, Any] = {"history_id": None, "trackers": {}}
-    if history is not False:
-        done["history_id"] = record_run(session, script=script, args=args, kind=kind,
-                                        path=None if history is True else history)  # fmt: skip
-    for name in trackers:
-        from torchdoctor.integrations.trackers import log_to_trackers
-
-        try:
-            done["trackers"].update(
-                log_to_trackers(session, files, [name], **dict(tracker_options or {}))
-            )
-        except Exception as exc:  # noqa: BLE001 - the report on disk is what matters
-            print(f"torchdoctor: not logged to {name} ({type(exc).__name__}: {exc}); the "
-                  "session and reports are on disk", file=sys.stderr)  # fmt: skip
-    return done

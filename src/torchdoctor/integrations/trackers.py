@@ -48,7 +48,13 @@ def _require(package: str, extra: str) -> Any:
         ) from exc
 
 
-def _metrics(session: Mapping[str, Any]) -> dict[str, float]:
+def tracker_metrics(session: Mapping[str, Any]) -> dict[str, float]:
+    """The session's summary metrics under names every tracker accepts.
+
+    Example:
+        >>> tracker_metrics({"step_ms": {"median": 2.0}})["torchdoctor/step_ms"]
+        2.0
+    """
     return {safe_metric_name(k): float(v) for k, v in summary_metrics(session).items()}
 
 
@@ -78,7 +84,7 @@ def log_mlflow(
         mlflow.set_experiment(experiment)
     run = active or mlflow.start_run(run_name=run_name or session.get("label") or "torchdoctor")
     try:
-        mlflow.log_metrics(_metrics(session), step=step)
+        mlflow.log_metrics(tracker_metrics(session), step=step)
         top = summary_metrics(session, modules=1)
         tops = [k.rsplit("/", 1)[-1] for k in top if k.startswith("torchdoctor/module_pct/")]
         if tops:
@@ -112,7 +118,7 @@ def log_wandb(
         job_type="torchdoctor",
     )
     try:
-        metrics = _metrics(session)
+        metrics = tracker_metrics(session)
         if step is None:
             run.log(metrics)
         else:

@@ -94,3 +94,28 @@ def test_an_exception_in_train_still_writes_the_session(tmp_path):
     assert session["interrupted"] is True and "boom in the dataset" in session["error"]
     assert len(session["steps"]) == 2  # 20 samples = 5 batches: two whole optimizer steps
     assert (tmp_path / "prof" / "session.json").exists()
+
+
+def test_a_callback_added_after_init_still_cleans_up_on_errors(tmp_path):
+    callback = TorchDoctorCallback(out=tmp_path / "prof", warmup=0, history=False)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, report_to=[],
+        save_strategy="no", use_cpu=True, disable_tqdm=True, max_steps=4,
+    )  # fmt: skip
+    trainer = transformers.Trainer(model=_model(), args=args, train_dataset=Tokens())
+    trainer.add_callback(callback)
+    original = trainer.compute_loss
+    calls = []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom in the loss")
+        return original(*a, **k)
+
+    trainer.compute_loss = failing
+    with pytest.raises(RuntimeError, match="boom in the loss"):
+        trainer.train()
+    assert STATE.profiler is None
+    assert "boom in the loss" in callback.session["error"]
+    assert len(callback.session["steps"]) == 2

@@ -93,6 +93,11 @@ class TorchDoctorCallback(TrainerCallback):
         )  # fmt: skip
         self._context = (args, state)
         self._profiler.start()
+        trainer = _calling_trainer()
+        if trainer is not None and id(trainer) not in self._guarded:
+            # added after Trainer.__init__ (add_callback): train() is already running, so guard
+            # the micro-steps instead; an error elsewhere is caught at the next train() start
+            self._guard(trainer, method="training_step")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._profiler is not None:
@@ -102,22 +107,23 @@ class TorchDoctorCallback(TrainerCallback):
         self._finish(None)
 
     # -- exceptions: train() itself is wrapped (the Trainer has no exception event) --------
-    def _guard(self, trainer: Any) -> None:
-        """Wrap ``trainer.train`` so an exception still writes the report and removes hooks."""
+    def _guard(self, trainer: Any, method: str = "train") -> None:
+        """Wrap ``trainer.train`` (or another method) so that an exception still writes the
+        report and removes the hooks."""
         if trainer is None or id(trainer) in self._guarded:
             return
         self._guarded.add(id(trainer))
-        original = trainer.train
+        original = getattr(trainer, method)
 
         @functools.wraps(original)
-        def train(*args: Any, **kwargs: Any) -> Any:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 return original(*args, **kwargs)
             except BaseException as exc:
                 self._finish(exc)
                 raise
 
-        trainer.train = train
+        setattr(trainer, method, guarded)
 
     def _finish(self, exception: BaseException | None) -> None:
         profiler, self._profiler = self._profiler, None

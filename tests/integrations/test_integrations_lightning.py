@@ -27,6 +27,10 @@ class TinyModule(L.LightningModule):
         x, y = batch
         return torch.nn.functional.mse_loss(self.head(self.encoder(x)), y)
 
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.head(self.encoder(x)), y)
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
@@ -94,3 +98,12 @@ def test_an_exception_in_fit_still_writes_the_session(tmp_path, history_file):
     assert len(session["steps"]) == 3  # batches 0-5: three optimizer steps before the failure
     assert (tmp_path / "prof" / "session.json").exists()
     assert [r["kind"] for r in list_runs(history_file)] == ["lightning"]
+
+
+def test_validation_during_fit_is_noted(tmp_path):
+    callback = TorchDoctorCallback(out=tmp_path / "prof", history=False)
+    trainer = _trainer(tmp_path, callback, max_steps=6, accumulate_grad_batches=2,
+                       val_check_interval=4, limit_val_batches=2)  # fmt: skip
+    trainer.fit(TinyModule(), _loader(), _loader())
+    assert len(callback.session["steps"]) == 5
+    assert any("validation run(s) during fit" in n for n in callback.session["config"]["notes"])

@@ -76,6 +76,7 @@ class TorchDoctorCallback(TrainerCallback):
         self._profiler: Profiler | None = None
         self._context: tuple[Any, Any] | None = None  # (args, state) of the running train()
         self._guarded: set[int] = set()
+        self._evaluations = 0
 
     # -- Trainer events -------------------------------------------------------------------
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -92,6 +93,7 @@ class TorchDoctorCallback(TrainerCallback):
             step_boundary="manual", label=label, memory=self.memory, backward=self.backward,
         )  # fmt: skip
         self._context = (args, state)
+        self._evaluations = 0
         self._profiler.start()
         trainer = _calling_trainer()
         if trainer is not None and id(trainer) not in self._guarded:
@@ -102,6 +104,10 @@ class TorchDoctorCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._profiler is not None:
             self._profiler.step()  # after the optimizer step of the accumulated micro-batches
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._profiler is not None:
+            self._evaluations += 1
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._finish(None)
@@ -141,6 +147,12 @@ class TorchDoctorCallback(TrainerCallback):
             f"(gradient_accumulation_steps={accumulation})",
             *session["config"].get("notes", []),
         ]
+        if self._evaluations:
+            session["config"]["notes"].insert(
+                1,
+                f"{self._evaluations} evaluation(s) during training are inside the steps "
+                "they followed: those steps are outliers (the median step is not affected)",
+            )
         self.session = session
         out = self.out or os.path.join(getattr(args, "output_dir", None) or ".", "torchdoctor")
         from torchdoctor.integrations.outputs import publish

@@ -81,6 +81,7 @@ class TorchDoctorCallback(Callback):
         self.outputs: dict[str, Any] | None = None
         self._profiler: Profiler | None = None
         self._global_step = 0
+        self._validations = 0
 
     # -- Lightning hooks ------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -93,6 +94,7 @@ class TorchDoctorCallback(Callback):
             step_boundary="manual", label=label, memory=self.memory, backward=self.backward,
         )  # fmt: skip
         self._global_step = trainer.global_step
+        self._validations = 0
         self._profiler.start()
 
     def on_train_batch_end(
@@ -101,6 +103,10 @@ class TorchDoctorCallback(Callback):
         if self._profiler is not None and trainer.global_step != self._global_step:
             self._global_step = trainer.global_step
             self._profiler.step()  # an optimizer step happened in this batch: a step ends
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._profiler is not None:
+            self._validations += 1
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._finish(trainer, None)
@@ -127,6 +133,8 @@ class TorchDoctorCallback(Callback):
             f"accumulate_grad_batches={getattr(trainer, 'accumulate_grad_batches', 1)}",
             *session["config"].get("notes", []),
         ]
+        if self._validations:
+            session["config"]["notes"].insert(1, _validation_note(self._validations))
         self.session = session
         from torchdoctor.integrations.outputs import publish
 
@@ -137,6 +145,19 @@ class TorchDoctorCallback(Callback):
         )  # fmt: skip
         if self.log_metrics:
             _log_to_loggers(trainer, session)
+
+
+def _validation_note(count: int) -> str:
+    """What validation during fit does to the steps (it runs inside the step it interrupts).
+
+    Example:
+        >>> _validation_note(2).split(":")[0]
+        '2 validation run(s) during fit are inside the steps they interrupted'
+    """
+    return (
+        f"{count} validation run(s) during fit are inside the steps they interrupted: those "
+        "steps are outliers (the median step is not affected)"
+    )
 
 
 def _script() -> str | None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import torchdoctor
+from torchdoctor.cli import main
 from torchdoctor.integrations.trackers import log_mlflow, log_to_trackers, log_wandb
 
 SCRIPT = """
@@ -40,10 +38,11 @@ def _files(tmp_path):
     return session, [path, tmp_path / "report.html"]
 
 
-def _torchdoctor(args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "torchdoctor", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+def _run(args, cwd, monkeypatch, capsys):
+    """`torchdoctor run ...` in this process (as the run-command tests do): (code, stderr)."""
+    monkeypatch.chdir(cwd)
+    code = main(["run", *args])
+    return code, capsys.readouterr().err
 
 
 def test_mlflow_run_gets_metrics_and_artifacts(tmp_path):
@@ -96,14 +95,16 @@ def test_unknown_tracker_is_a_clear_error():
         log_to_trackers({}, [], ["neptune"])
 
 
-def test_run_with_mlflow_and_wandb_flags(tmp_path):
+def test_run_with_mlflow_and_wandb_flags(tmp_path, monkeypatch, capsys):
     mlflow = pytest.importorskip("mlflow")
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    done = _torchdoctor(["run", "--mlflow", "--wandb", "--out", "prof", str(script)], tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "logged to mlflow" in done.stderr and "logged to wandb" in done.stderr
+    code, err = _run(["--mlflow", "--wandb", "--out", "prof", str(script)], tmp_path,
+                     monkeypatch, capsys)  # fmt: skip
+    assert code == 0, err
+    assert "logged to mlflow" in err and "logged to wandb" in err
+    wandb.teardown()  # the service writes the run file out
     client = mlflow.tracking.MlflowClient()
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.data.metrics["torchdoctor/steps"] == 4  # 5 optimizer steps - the warm-up step
@@ -113,12 +114,12 @@ def test_run_with_mlflow_and_wandb_flags(tmp_path):
     assert b"torchdoctor/syncs_per_step" in record.read_bytes()
 
 
-def test_a_failing_tracker_does_not_fail_the_run(tmp_path, monkeypatch):
+def test_a_failing_tracker_does_not_fail_the_run(tmp_path, monkeypatch, capsys):
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "unknown-scheme://nowhere")
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    done = _torchdoctor(["run", "--mlflow", "--out", "prof", str(script)], tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "not logged to mlflow" in done.stderr
+    code, err = _run(["--mlflow", "--out", "prof", str(script)], tmp_path, monkeypatch, capsys)
+    assert code == 0, err
+    assert "not logged to mlflow" in err
     assert Path(tmp_path / "prof" / "session.json").exists()

@@ -24,3 +24,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _private_run_history(tmp_path_factory, monkeypatch):
+    """No test (docstring examples included) writes the user's run history: each test gets
+    its own ``TORCHDOCTOR_HISTORY`` file; tests that read it use ``os.environ``'s value."""
+    path = tmp_path_factory.mktemp("history") / "history.sqlite"
+    monkeypatch.setenv("TORCHDOCTOR_HISTORY", str(path))
+    yield path

@@ -52,7 +52,12 @@ LONG_FILES = {"src/torchdoctor/collect/profiler.py"}
 
 # layer -> module prefixes it may not import (a prefix matches the module and its submodules)
 COMMAND_LAYER = ("torchdoctor.cli", "torchdoctor.commands", "torchdoctor.__main__")
-ABOVE_PIPELINE = ("torchdoctor.views", "torchdoctor.reports", *COMMAND_LAYER)
+ABOVE_PIPELINE = (
+    "torchdoctor.views",
+    "torchdoctor.reports",
+    "torchdoctor.history",
+    *COMMAND_LAYER,
+)
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "torchdoctor.session": (
         "torchdoctor.collect",

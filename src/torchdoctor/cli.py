@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "diff": "torchdoctor.commands.diff",
     "bench": "torchdoctor.commands.bench",
     "ranks": "torchdoctor.commands.ranks",
+    "history": "torchdoctor.commands.history",
 }
 
 

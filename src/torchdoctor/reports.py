@@ -17,11 +17,15 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torchdoctor.render.reports import DEFAULT_FORMATS, renderer, write_rendered
+
+#: what `torchdoctor run --out DIR` and the framework callbacks write beside session.json
+REPORT_FORMATS = ("md", "html")
 
 
 def with_advice(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> dict[str, Any]:
@@ -85,3 +89,61 @@ def write_reports(
             f"write_reports expects a Session or its dict, got {type(session).__name__}"
         )
     return write_rendered(with_advice(session, lint), out_dir, formats, stem=stem)
+
+
+def write_session(
+    session: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    script: str | None = None,
+    reports: tuple[str, ...] = REPORT_FORMATS,
+) -> Path:
+    """Write everything that goes to ``--out``; returns the path of ``session.json``.
+
+    The session is saved first, as collected, so a failure in anything after it (linting the
+    script, advice, rendering) never loses what was measured. Then the script's static lint
+    findings are attached (the advice ranks those on hot lines first), and the reports
+    (``report.md``, ``report.html``) plus ``session.json`` with its advice are written.
+
+    Example:
+        >>> import tempfile
+        >>> from torchdoctor.session import Session
+        >>> write_session(Session.new(label="demo"), tempfile.mkdtemp()).name
+        'session.json'
+    """
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = session.save(directory / "session.json")
+    if not reports:
+        return path
+    try:
+        from torchdoctor.session import Session
+
+        if script:
+            from torchdoctor.lint import attach_findings
+
+            attach_findings(session, lint_script(script))  # the console report shows them too
+        data = with_advice(session)
+        session["advice"] = data["advice"]
+        write_reports(data, directory, reports, stem="report")
+        Session.from_dict(data).save(path)
+    except Exception as exc:  # reports are extra: the session on disk is what matters
+        print(f"torchdoctor: reports not written ({type(exc).__name__}: {exc}); the session is "
+              f"in {path}: `torchdoctor report {path}` renders it again", file=sys.stderr)  # fmt: skip
+    return path
+
+
+def lint_script(script: str) -> list[Any]:
+    """The script's own lint findings (TD0xx, files that fail to parse, left out).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> script = pathlib.Path(tempfile.mkdtemp()) / "train.py"
+        >>> code = ["import torch", "for x in range(3):", "    print(torch.ones(1).item())"]
+        >>> _ = script.write_text(chr(10).join(code))
+        >>> [f.code for f in lint_script(str(script))]
+        ['TD201']
+    """
+    from torchdoctor.lint import lint_paths
+
+    return [f for f in lint_paths([script]) if not f.code.startswith("TD0")]

@@ -117,7 +117,7 @@ def _tool() -> str:
 _VIEWS: dict[str, Callable[..., str]] = {}
 
 
-def register_view(name: str, function: Callable[..., str]) -> None:
+def register_view(name: str, function: Callable[..., Any]) -> None:
     """Make ``function`` the view called ``name`` (the last registration wins).
 
     Views used by the data model: ``"tree"`` (``Session.tree()``), ``"html"``
@@ -136,7 +136,7 @@ def register_view(name: str, function: Callable[..., str]) -> None:
     _VIEWS[name] = function
 
 
-def view(name: str) -> Callable[..., str]:
+def view(name: str) -> Callable[..., Any]:
     """The function registered as view ``name``; LookupError naming the known views if none.
 
     Example:

@@ -12,6 +12,7 @@ view       function                                       used by
 tree       ``render.tree.render_tree_text``               ``Session.tree()``
 html       ``reports.render_report(session, "html")``     ``Session._repr_html_()``
 sync_table ``render.syncs.format_sync_table``             ``str(SyncAudit)``
+record_run ``history.record_run`` (returns the run's id)  ``torchdoctor.profile``
 ========== ============================================== ===========================
 
 The HTML view is the report with its advice (computed when the session has none), so a session
@@ -69,6 +70,25 @@ def sync_table_view(
     return format_sync_table(records, summary)
 
 
+def record_run_view(session: Mapping[str, Any], **options: Any) -> int | None:
+    """The ``"record_run"`` view: append the run to the run history (``torchdoctor history``).
+
+    ``torchdoctor.profile`` (in collect/) reaches the history, which sits above the pipeline
+    (it summarises with analyze/), through this seam.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "h.sqlite")
+        >>> record_run_view({"label": "demo", "step_ms": {"median": 1.0}}, script=None,
+        ...                 kind="profile", path=path) >= 1
+        True
+    """
+    from torchdoctor.history import record_run
+
+    return record_run(session, **options)
+
+
 register_view("tree", tree_view)
 register_view("html", html_view)
 register_view("sync_table", sync_table_view)
+register_view("record_run", record_run_view)

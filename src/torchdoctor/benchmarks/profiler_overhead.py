@@ -171,7 +171,8 @@ def overhead_table(quick: bool, stress: bool) -> BenchTable:
 def accuracy_table(quick: bool) -> BenchTable:
     """Attributed forward time per module vs the module timed alone on its captured inputs."""
     model, step, label = transformer_train_step(quick)
-    session = torchdoctor.profile(step, model=model, steps=3 if quick else 8, warmup=2, syncs=False)
+    session = torchdoctor.profile(step, model=model, steps=3 if quick else 8, warmup=2, syncs=False,
+                                  history=False)  # a benchmark, not a run to remember
     wanted = {}
     for node, _ in walk(session["tree"]):
         if node["kind"] == "module" and not node["children"] and node["calls_per_step"] == 1.0:

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -34,12 +36,15 @@ def profile(
     batch: Any = None,
     memory: bool = True,
     backward: bool = True,
+    history: bool | str | os.PathLike[str] = True,
 ) -> Session:
     """Run ``step_fn`` ``warmup + steps`` times under the profiler and return the Session.
 
     With ``inference_fn`` (or ``compare_inference=True`` with ``model`` and ``batch``: the model
     is run in eval mode under ``torch.inference_mode``), the train/inference time ratio and the
-    backward/forward ratio are added as ``session["inference"]``.
+    backward/forward ratio are added as ``session["inference"]``. The run's summary is appended
+    to the run history (``torchdoctor history``; ``history=PATH`` picks the file, ``False`` or
+    ``TORCHDOCTOR_HISTORY=off`` skips it).
 
     Example:
         >>> import torch
@@ -81,4 +86,17 @@ def profile(
         session["inference"] = compare_train_inference(
             step_fn, inference_fn, session, repeats=min(steps, 5), device=prof.device
         )
+    if history is not False:
+        from torchdoctor.session import view
+
+        # the run history lives above the pipeline: reached through the views seam
+        view("record_run")(session, script=_script_of(step_fn), args=sys.argv[1:], kind="profile",
+                   path=None if history is True else history)  # fmt: skip
     return session
+
+
+def _script_of(step_fn: Callable[[], Any]) -> str | None:
+    """The file defining the step function (None for a notebook cell or a builtin)."""
+    code = getattr(step_fn, "__code__", None) or getattr(type(step_fn).__call__, "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    return filename if filename and os.path.isfile(filename) else None

@@ -32,11 +32,10 @@ from typing import Any
 HELP = "profile an unmodified training script; write the session and print the report at exit"
 
 #: reports written beside session.json by `run` (`syncs` writes the session only).
-REPORT_FORMATS = ("md", "html")
 
 #: torchdoctor's options that take a value (needed to find where the script name starts)
-VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format")
-FLAG_OPTIONS = ("--thorough",)
+VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history")
+FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb")
 WHOLE_RUN_MESSAGE = (
     "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
     "call, module call or --step-fn call): one step = the whole run"
@@ -88,6 +87,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--thorough", action="store_true",
         help="sync audit at the aten level too (finds syncs inside torch's code; slower)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--history", metavar="PATH", default=None,
+        help="run history database to append to (default: $TORCHDOCTOR_HISTORY, else "
+        "~/.cache/torchdoctor/history.sqlite); see `torchdoctor history`",
+    )  # fmt: skip
+    parser.add_argument("--no-history", action="store_true", help="do not record this run")
+    parser.add_argument(
+        "--mlflow", action="store_true",
+        help="log summary metrics and session.json/report.html to MLflow (MLFLOW_TRACKING_URI)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wandb", action="store_true",
+        help="log summary metrics and session.json/report.html to W&B (WANDB_PROJECT, WANDB_MODE)",
     )  # fmt: skip
 
 
@@ -145,49 +158,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
 
 
 # -- running ------------------------------------------------------------------------------------
-def write_session(
-    session: Any,
-    out_dir: str | os.PathLike[str],
-    *,
-    script: str | None = None,
-    reports: tuple[str, ...] = REPORT_FORMATS,
-) -> Path:
-    """Write everything that goes to ``--out``; returns the path of ``session.json``.
-
-    The session is saved first, as collected, so a failure in anything after it (linting the
-    script, advice, rendering) never loses what was measured. Then the script's static lint
-    findings are attached (the advice ranks those on hot lines first), and the reports
-    (``report.md``, ``report.html``) plus ``session.json`` with its advice are written.
-    """
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = session.save(directory / "session.json")
-    if not reports:
-        return path
-    try:
-        from torchdoctor.reports import with_advice, write_reports
-        from torchdoctor.session import Session
-
-        if script:
-            from torchdoctor.lint import attach_findings
-
-            attach_findings(session, _lint_script(script))  # the console report shows them too
-        data = with_advice(session)
-        session["advice"] = data["advice"]
-        write_reports(data, directory, reports, stem="report")
-        Session.from_dict(data).save(path)
-    except Exception as exc:  # reports are extra: the session on disk is what matters
-        print(f"torchdoctor: reports not written ({type(exc).__name__}: {exc}); the session is "
-              f"in {path}: `torchdoctor report {path}` renders it again", file=sys.stderr)  # fmt: skip
-    return path
-
-
-def _lint_script(script: str) -> list[Any]:
-    from torchdoctor.lint import lint_paths
-
-    return [f for f in lint_paths([script]) if not f.code.startswith("TD0")]
-
-
 def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:
     steps = len(session.get("steps") or [])
     if session["config"].get("step_boundary") == "whole_run":
@@ -320,6 +290,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
             f"{out_root}/rank<r>/",
             *session["config"].get("notes", []),
         ]
+    from torchdoctor.reports import REPORT_FORMATS, write_session
+
     try:
         path = write_session(
             session, args.out, script=args.script, reports=() if only_syncs else REPORT_FORMATS
@@ -333,6 +305,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     notices = _notices(session)
     if path is not None:
         notices.append(f"session written to {path}")
+        if not only_syncs and (dist is None or dist[0] == 0):
+            notices += _record(session, path, args)
     prefix = "torchdoctor" if dist is None else f"torchdoctor [rank {dist[0]}]"
     for line in notices:
         print(f"{prefix}: {line}", file=sys.stderr)
@@ -340,6 +314,19 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         compare_rank_sessions(out_root, dist[1], since=started, run_id=torchrun_run_id(),
                               show=args.format == "text")  # fmt: skip
     return status
+
+
+def _record(session: Any, path: Path, args: argparse.Namespace) -> list[str]:
+    """Append the run to the history and log it to the trackers asked for (--mlflow, --wandb)."""
+    from torchdoctor.integrations.record import record_and_track
+
+    trackers = [name for name in ("mlflow", "wandb") if getattr(args, name, False)]
+    files = [p for p in (path, path.parent / "report.html") if p.exists()]
+    history = False if args.no_history else (args.history or True)
+    done = record_and_track(session, files, kind="run", script=args.script,
+                            args=args.script_args, history=history, trackers=trackers)  # fmt: skip
+    lines = [f"run {done['history_id']} in the history"] if done["history_id"] else []
+    return lines + [f"logged to {name} (run {run_id})" for name, run_id in done["trackers"].items()]
 
 
 def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:

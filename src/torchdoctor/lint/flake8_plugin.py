@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator, Sequence
 
-from torchdoctor import __version__
+from torchdoctor._version import __version__
 
 
 class TorchDoctorFlake8:

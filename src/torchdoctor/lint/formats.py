@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torchdoctor import __version__
+from torchdoctor._version import __version__
 from torchdoctor.lint.finding import Finding
 from torchdoctor.lint.registry import RULES
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import libcst as cst
+import ast
 
-from torchdoctor.lint.visitor import RuleVisitor, code_of
+from torchdoctor.lint.visitor import RuleVisitor, has_star
 
 DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
 
 
-def _literal(expr: cst.BaseExpression) -> object:
+def _literal(expr: ast.AST) -> object:
     """Python value of a literal int/bool/None argument, else a sentinel."""
-    if isinstance(expr, cst.Integer):
-        return expr.evaluated_value
-    if isinstance(expr, cst.Name) and expr.value in {"True", "False", "None"}:
-        return {"True": True, "False": False, "None": None}[expr.value]
+    if isinstance(expr, ast.Constant) and (expr.value is None or isinstance(expr.value, int)):
+        return expr.value
     return _UNKNOWN
 
 
@@ -28,12 +26,12 @@ class DataRules(RuleVisitor):
     CODES = ("TD401", "TD402", "TD403")
     TRIGGERS = (("DataLoader",),)
 
-    def visit_Call(self, node: cst.Call) -> None:
+    def visit_Call(self, node: ast.Call) -> None:
         if not self.callee(node) & DATALOADERS:
             return
-        if any(a.star for a in node.args):
+        if has_star(node):
             return  # **kwargs: the options are not visible statically
-        kwargs = {a.keyword.value: a.value for a in node.args if a.keyword is not None}
+        kwargs = {kw.arg: kw.value for kw in node.keywords}
         workers = kwargs.get("num_workers")
         if workers is None or _literal(workers) == 0:
             self.report(
@@ -58,7 +56,7 @@ class DataRules(RuleVisitor):
             hint = (
                 "persistent_workers=True"
                 if value is not _UNKNOWN
-                else f"persistent_workers={code_of(workers)} > 0"
+                else f"persistent_workers={self.code_of(workers)} > 0"
             )
             self.report(
                 node,

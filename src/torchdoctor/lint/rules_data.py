@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ast
+import re
 
-from torchdoctor.lint.visitor import RuleVisitor, has_star
+from torchdoctor.lint.visitor import RuleVisitor, dotted, has_star
 
 DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
 
@@ -17,6 +18,7 @@ def _literal(expr: ast.AST) -> object:
 
 
 _UNKNOWN = object()
+_TEST_NAME = re.compile(r"(^|_)(test|testing)(_|$)", re.IGNORECASE)
 
 
 class DataRules(RuleVisitor):
@@ -41,14 +43,17 @@ class DataRules(RuleVisitor):
                 "set num_workers (2-8) so loading overlaps compute",
             )
         pin = kwargs.get("pin_memory")
-        if self.context.uses_cuda and (pin is None or _literal(pin) is False):
+        project = self.context.project
+        uses_cuda = self.context.uses_cuda or bool(project is not None and project.uses_cuda)
+        if uses_cuda and (pin is None or _literal(pin) is False):
             self.report(
                 node,
                 "TD402",
-                "DataLoader without pin_memory=True while this file moves data to CUDA: pin it "
-                "and copy with .to(device, non_blocking=True)",
+                "DataLoader without pin_memory=True while "
+                f"{'this file' if self.context.uses_cuda else 'the project'} moves data to "
+                "CUDA: pin it and copy with .to(device, non_blocking=True)",
             )
-        if workers is None or _literal(workers) == 0:
+        if workers is None or _literal(workers) == 0 or self._iterated_once(node):
             return
         persistent = kwargs.get("persistent_workers")
         if persistent is None or _literal(persistent) is False:
@@ -64,3 +69,24 @@ class DataRules(RuleVisitor):
                 f"DataLoader with workers but without persistent_workers: they are respawned "
                 f"every epoch; pass {hint}",
             )
+
+    def _iterated_once(self, call: ast.Call) -> bool:
+        """A test loader (``test_loader = DataLoader(test_set, ...)``) is iterated once: its
+        workers are spawned once whatever ``persistent_workers`` says."""
+        parent = self.parent(call)
+        names = []
+        if isinstance(parent, (ast.Assign, ast.AnnAssign)):
+            targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
+            names += [dotted(t) or "" for t in targets]
+        if call.args:
+            names.append(dotted(call.args[0]) or "")
+        if not any(_TEST_NAME.search(n.rsplit(".", 1)[-1]) for n in names):
+            return False
+        # ...unless this function itself iterates it every epoch (minGPT's trainer)
+        target = names[0] if names and "." not in names[0] else None
+        scope = self.enclosing_scope(call)
+        for use in ast.walk(scope) if target else ():
+            if isinstance(use, ast.Name) and use.id == target and isinstance(use.ctx, ast.Load):
+                if self.enclosing_loops(use):
+                    return False
+        return True

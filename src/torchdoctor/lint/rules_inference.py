@@ -193,8 +193,15 @@ class InferenceRules(RuleVisitor):
                 "requires_grad_",
             }:
                 return
+        callers_checked = False
         for loop in self._eval_loops(node.body):
+            if _loops_over_modules(loop):
+                continue
             if self._calls_model(loop, eval_receivers):
+                if not callers_checked:
+                    callers_checked = True
+                    if self._callers_disable_grad(node):
+                        return
                 self.report(
                     loop,
                     "TD602",
@@ -202,6 +209,14 @@ class InferenceRules(RuleVisitor):
                     "keeps activations): wrap it in `with torch.inference_mode():` or decorate "
                     "the function with @torch.inference_mode()",
                 )
+
+    def _callers_disable_grad(self, node: ast.FunctionDef) -> bool:
+        """Every caller in the project runs ``node`` under no_grad (one or two calls up:
+        ``conditional_sample`` <- ``predict_action`` <- ``with torch.no_grad():``)."""
+        project = self.context.project
+        if project is None or node.name.startswith("__"):
+            return False
+        return project.callers_run_without_grad(node.name) is True
 
     def _top_loops(self, body: list[ast.AST]):
         """Outermost for/while loops of a function body not already under a no-grad `with`."""
@@ -264,6 +279,17 @@ class InferenceRules(RuleVisitor):
             if callee in receivers or _names_a_module(last):
                 return True
         return False
+
+
+def _loops_over_modules(loop: ast.AST) -> bool:
+    """``for key, net in self.nets.items():`` runs each sub-module once per call: the loop is
+    part of a forward pass, not an evaluation loop over data."""
+    if not isinstance(loop, FOR):
+        return False
+    it = loop.iter
+    if isinstance(it, ast.Call) and method_name(it) in {"items", "values", "keys"}:
+        return True
+    return any(MODEL_NAME.search(n) for n in target_names(loop.target))
 
 
 def calls_in_function(node: ast.FunctionDef) -> list[ast.Call]:

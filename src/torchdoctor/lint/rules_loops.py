@@ -124,12 +124,17 @@ class LoopRules(RuleVisitor):
                     return loop
         return None
 
-    def skip_mask(self, data: ast.AST, value: ast.AST, loop: ast.AST) -> bool:
-        """``x == C`` with a constant (``label == 0``, ``t == NUM_STEPS - 1``) is not a mask
-        per value of the loop: the loop variable must be the compared value itself."""
-        return isinstance(value, ast.Constant) or not any(
-            isinstance(n, (ast.Name, ast.Attribute)) for n in ast.walk(value)
-        )
+    @staticmethod
+    def skip_mask(invariant: ast.AST, varying: ast.AST, loop: ast.AST) -> bool:
+        """``ids == IMAGE_TOKEN_INDEX`` in a loop over samples compares each sample with a
+        constant (a literal or an UPPER_CASE name): one mask per sample, not one per value."""
+        if isinstance(invariant, ast.UnaryOp):
+            invariant = invariant.operand
+        if isinstance(invariant, ast.Constant):
+            return True
+        name = dotted(invariant)
+        last = (name or "").rsplit(".", 1)[-1]
+        return bool(last) and last.isupper()
 
     def _check_mask(self, node: ast.AST, mask: ast.AST, what: str) -> None:
         if self._mask_loop(node, mask) is not None:

@@ -124,7 +124,23 @@ class SyncRules(RuleVisitor):
         if name is None and isinstance(expr, ast.Subscript):
             return False
         last = (name or "").rsplit(".", 1)[-1]
-        return bool(TENSOR_NAME.search(last)) and not NOT_TENSOR_SUFFIX.search(last)
+        if not (TENSOR_NAME.search(last) and not NOT_TENSOR_SUFFIX.search(last)):
+            return False
+        return not (isinstance(expr, ast.Name) and self._holds_a_python_number(expr))
+
+    def _holds_a_python_number(self, name: ast.Name) -> bool:
+        """``loss_value = loss.item()`` (every assignment in the function is a host read or a
+        float()/int() cast): the name holds a Python number, reading it syncs nothing."""
+        values = self.assigned_values(self.enclosing_scope(name), name.id)
+        return bool(values) and all(
+            isinstance(v, ast.Call)
+            and (
+                method_name(v) in HOST_COPY_METHODS
+                or bool(self.callee(v) & SCALAR_CASTS.keys())
+                or any(n.startswith(("math.", "numpy.")) for n in self.callee(v))
+            )
+            for v in values
+        )
 
     def _moves_a_module(self, call: ast.Call) -> bool:
         """``model.cpu()`` / ``m.cpu().parameters()``: a module is moved, no tensor is read."""
@@ -167,7 +183,15 @@ class SyncRules(RuleVisitor):
         )
 
     def skip_sync(self, node: ast.AST, context: ast.AST) -> bool:
-        """Hook for precision filters (see :mod:`torchdoctor.lint.rules_sync_filters`)."""
+        """Not every step: ``node`` sits in a branch that ends the run (``if not
+        math.isfinite(loss_value): print(...); sys.exit(1)``), so it runs at most once."""
+        child, parent = node, self.parent(node)
+        while parent is not None and parent is not context:
+            if isinstance(parent, ast.If) and child is not parent.test:
+                branch = parent.body if any(s is child for s in parent.body) else parent.orelse
+                if branch and _ends_the_run(branch[-1], self):
+                    return True
+            child, parent = parent, self.parent(parent)
         return False
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -326,3 +350,17 @@ class SyncRules(RuleVisitor):
                 "from tensor data copied to Python: index, stack or remap the device tensor "
                 "directly (labels: torch.unique(..., return_inverse=True))",
             )
+
+
+_EXITS = frozenset({"sys.exit", "builtins.exit", "builtins.quit", "os._exit", "os.abort"})
+
+
+def _ends_the_run(stmt: ast.AST, rules: RuleVisitor) -> bool:
+    """``raise ...`` or ``sys.exit(...)`` / ``exit()`` / ``os._exit(...)``."""
+    if isinstance(stmt, ast.Raise):
+        return True
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Call)
+        and bool(rules.callee(stmt.value) & _EXITS)
+    )

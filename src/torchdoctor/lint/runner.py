@@ -20,6 +20,7 @@ from torchdoctor.lint.families import FAMILIES
 from torchdoctor.lint.finding import Finding
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.noqa import is_suppressed
+from torchdoctor.lint.project import USES_CUDA, Project
 from torchdoctor.lint.registry import RULES, resolve_codes
 from torchdoctor.lint.visitor import FileContext, Fix, link_parents
 
@@ -42,7 +43,6 @@ SKIP_DIRS = frozenset(
         ".eggs",
     }
 )
-_USES_CUDA = re.compile(r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as Python numbers lines (not str.splitlines)
 _HANDLERS: dict[type, dict[type, str]] = {}
 
@@ -129,10 +129,13 @@ def lint_text(
 
 def _run_families(tree, text, path, codes, families, project):
     nodes = link_parents(tree)
+    if project is None:
+        project = Project()
+        project.add(path, text, tree)
     context = FileContext(
         path=path,
         source=text,
-        uses_cuda=bool(_USES_CUDA.search(text)),
+        uses_cuda=bool(USES_CUDA.search(text)),
         names=ImportTable(tree, nodes),
         lines=_LINE_BREAK.split(text),
         tree=tree,
@@ -264,8 +267,16 @@ def lint_file(
         return [*findings, _internal_error(path, exc)], None, None
 
 
-def _lint_file_job(args: tuple[str, frozenset[str], bool]):
-    return lint_file(args[0], set(args[1]), args[2])
+_WORKER_PROJECT: Project | None = None
+
+
+def _set_worker_project(project: Project) -> None:
+    global _WORKER_PROJECT
+    _WORKER_PROJECT = project
+
+
+def _lint_file_job(args: tuple[str, frozenset[str], bool, Project | None]):
+    return lint_file(args[0], set(args[1]), args[2], args[3] or _WORKER_PROJECT)
 
 
 def _per_file_codes(path: str, codes: set[str], per_file_ignores: dict[str, list[str]]) -> set[str]:
@@ -304,14 +315,21 @@ def lint_paths(
 def _run(paths, select, ignore, exclude, per_file_ignores, jobs, fix):
     codes = resolve_codes(select, ignore)
     files = list(iter_python_files(paths, exclude))
-    work = [(p, frozenset(_per_file_codes(p, codes, per_file_ignores or {})), fix) for p in files]
+    project = Project(files)
+    work = [
+        (p, frozenset(_per_file_codes(p, codes, per_file_ignores or {})), fix, project)
+        for p in files
+    ]
     if jobs > 1 and len(work) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        work = [(*w[:3], None) for w in work]  # the project travels once per worker
+        with ProcessPoolExecutor(
+            max_workers=jobs, initializer=_set_worker_project, initargs=(project,)
+        ) as pool:
             results = list(pool.map(_lint_file_job, work, chunksize=8))
     else:
         results = [_lint_file_job(w) for w in work]
     return [
-        (sorted(r[0], key=Finding.sort_key), path, r[1:]) for (path, _, _), r in zip(work, results)
+        (sorted(r[0], key=Finding.sort_key), path, r[1:]) for (path, *_), r in zip(work, results)
     ]
 
 

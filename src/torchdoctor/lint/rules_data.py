@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import RuleVisitor, dotted, has_star
 
 DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
@@ -21,11 +22,47 @@ _UNKNOWN = object()
 _TEST_NAME = re.compile(r"(^|_)(test|testing)(_|$)", re.IGNORECASE)
 
 
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD401",
+        "dataloader-no-workers",
+        "warning",
+        "DataLoader without num_workers > 0 loads batches on the training thread",
+        "set num_workers (e.g. 2-8) so loading overlaps compute",
+        "DataLoader(ds, batch_size=64)",
+        "DataLoader(ds, batch_size=64, num_workers=4)",
+        seed="004",
+    ),
+    Rule(
+        "TD402",
+        "dataloader-no-pin-memory",
+        "info",
+        "DataLoader without pin_memory=True while batches go to CUDA",
+        "pin_memory=True, and .to(device, non_blocking=True) for overlapped copies",
+        "DataLoader(ds, num_workers=4)",
+        "DataLoader(ds, num_workers=4, pin_memory=True)",
+        seed="004",
+    ),
+    Rule(
+        "TD403",
+        "dataloader-no-persistent-workers",
+        "info",
+        "DataLoader with workers but without persistent_workers=True respawns them each epoch",
+        "persistent_workers=True (or `persistent_workers=num_workers > 0`)",
+        "DataLoader(ds, num_workers=4)",
+        "DataLoader(ds, num_workers=4, persistent_workers=True)",
+        seed="004",
+    ),
+)
+
+
 class DataRules(RuleVisitor):
     """TD401 no workers; TD402 no pinned memory while batches go to CUDA; TD403 workers that are
     not persistent."""
 
-    CODES = ("TD401", "TD402", "TD403")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (("DataLoader",),)
 
     def visit_Call(self, node: ast.Call) -> None:

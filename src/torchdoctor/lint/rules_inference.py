@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -109,10 +110,38 @@ SAMPLING_FUNCTION = re.compile(
 TIMESTEP_TARGET = re.compile(r"^(t|ts|tt|t_idx|timestep|time_step|tau|sigma)$", re.IGNORECASE)
 
 
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD601",
+        "invariant-call-in-denoising-loop",
+        "warning",
+        "module call with loop-invariant arguments inside a denoising loop (over "
+        "scheduler.timesteps or range(num_inference_steps), or over range(...) in a sample/"
+        "generate/denoise function with a timestep variable t passed to the denoiser)",
+        "encode the conditioning once before the loop and reuse it in every step",
+        "for t in scheduler.timesteps:\n    cond = self.encoder(tokens)\n    x = step(x, t, cond)",
+        "cond = self.encoder(tokens)\nfor t in scheduler.timesteps:\n    x = step(x, t, cond)",
+        seed="001",
+    ),
+    Rule(
+        "TD602",
+        "eval-loop-without-no-grad",
+        "warning",
+        "evaluation/inference loop without torch.no_grad() / torch.inference_mode()",
+        "wrap the loop (or decorate the function) with torch.inference_mode()",
+        "model.eval()\nfor x in loader:\n    out = model(x)",
+        "model.eval()\nwith torch.inference_mode():\n    for x in loader:\n        out = model(x)",
+        seed="001",
+    ),
+)
+
+
 class InferenceRules(RuleVisitor):
     """TD601 invariant module call in a denoising loop; TD602 eval loop without no_grad."""
 
-    CODES = ("TD601", "TD602")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (
             r"(?i)timesteps|inference_steps|sampling_steps|denois|diffusion_steps|"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import RuleVisitor, method_name, positional
 
 INVERSES = frozenset(
@@ -70,11 +71,40 @@ def _matrix_arg(call: ast.Call, position: int, keywords: tuple[str, ...]):
     return None
 
 
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD101",
+        "inverse-then-multiply",
+        "warning",
+        "explicit inverse whose result is multiplied",
+        "use torch.linalg.solve(A, B), or a Cholesky factor with cholesky_solve / "
+        "solve_triangular (whitening: torchdoctor.ops.whiten)",
+        "y = torch.linalg.inv(S) @ x",
+        "y = torch.linalg.solve(S, x)",
+        "torchdoctor.ops.cholesky_factor",
+        seed="000",
+    ),
+    Rule(
+        "TD102",
+        "factorization-in-loop",
+        "warning",
+        "solve/factorization of a loop-invariant matrix inside a loop",
+        "factor the matrix once before the loop and solve all right-hand sides in one batched call",
+        "for b in rhs:\n    xs.append(torch.linalg.solve(A, b))",
+        "L = torch.linalg.cholesky(A)\nX = torch.cholesky_solve(torch.stack(rhs, -1), L)",
+        "torchdoctor.ops.cholesky_factor",
+        seed="000",
+    ),
+)
+
+
 class LinalgRules(RuleVisitor):
     """TD101 explicit inverse then multiplied; TD102 factorization of an invariant matrix in a
     loop."""
 
-    CODES = ("TD101", "TD102")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (
             r"\b(inv|inv_ex|inverse|pinv|pinverse|solve\w*|\w*_solve|cholesky\w*|lu_factor\w*|lu|"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     COMPREHENSIONS,
     FOR,
@@ -81,11 +82,53 @@ def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, st
 _IMPORTS_TORCH = r"(?m)^\s*(?:import|from)\s+torch\b"
 
 
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD301",
+        "mask-per-value-in-loop",
+        "warning",
+        "torch.where(x == v) / (x == v).nonzero() / x[x == v] inside a loop over values",
+        "group once: argsort + counts (torch.unique_consecutive / split) and iterate the groups",
+        "for s in range(n_seg):\n    idx = torch.where(seg == s)[0]",
+        "groups = torchdoctor.ops.group_by_segment(seg, n_seg)",
+        "torchdoctor.ops.group_by_segment",
+        seed="003",
+    ),
+    Rule(
+        "TD302",
+        "python-label-remap",
+        "warning",
+        "label remapping through Python containers or a loop over labels",
+        "torch.unique(labels, return_inverse=True) remaps in one on-device op; --fix rewrites "
+        "the exact `u = torch.unique(y); r = torch.zeros_like(y); for i, v in enumerate(u): "
+        "r[y == v] = i` idiom",
+        "u = sorted(set(y.tolist()))\nm = {v: i for i, v in enumerate(u)}",
+        "_, y = torch.unique(y, return_inverse=True)",
+        "torchdoctor.ops.remap_labels",
+        autofix=True,
+        seed="002",
+    ),
+    Rule(
+        "TD303",
+        "scipy-assignment-on-tensor",
+        "warning",
+        "scipy.optimize.linear_sum_assignment on tensor data copied to the host",
+        "solve the assignment batched on the device (greedy/Sinkhorn/auction)",
+        "r, c = linear_sum_assignment(-sim.detach().cpu().numpy())",
+        "cols = torchdoctor.ops.linear_assignment(-sim)",
+        "torchdoctor.ops.linear_assignment",
+        seed="000",
+    ),
+)
+
+
 class LoopRules(RuleVisitor):
     """TD301 mask per value in a loop; TD302 label remap through Python; TD303 scipy
     linear_sum_assignment on tensor data."""
 
-    CODES = ("TD301", "TD302", "TD303")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     # Only files that use torch: the same loops over NumPy arrays or pandas frames are theirs.
     TRIGGERS = (
         (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Sequence
 
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, dotted, method_name, segment
 
 HALF = frozenset({"torch.float16", "torch.half"})
@@ -104,10 +105,59 @@ def _replace_call(text: str, adds: Sequence[tuple], removes: Sequence[tuple]):
     return rewrite
 
 
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD501",
+        "whole-model-half",
+        "info",
+        "whole model cast to float16 for inference",
+        "keep fp32 weights and run under torch.autocast (bfloat16 where supported)",
+        "model = model.half()",
+        "with torch.autocast('cuda', dtype=torch.bfloat16):\n    y = model(x)",
+        seed="001",
+    ),
+    Rule(
+        "TD502",
+        "deprecated-sdp-kernel",
+        "warning",
+        "torch.backends.cuda.sdp_kernel is deprecated",
+        "torch.nn.attention.sdpa_kernel([SDPBackend...]); --fix rewrites calls whose enable_* "
+        "flags are literal True/False",
+        "with torch.backends.cuda.sdp_kernel(enable_math=False):",
+        "with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, "
+        "SDPBackend.CUDNN_ATTENTION]):",
+        autofix=True,
+        seed="004",
+    ),
+    Rule(
+        "TD503",
+        "deprecated-cuda-amp-autocast",
+        "warning",
+        "torch.cuda.amp.autocast / torch.cpu.amp.autocast are deprecated",
+        "torch.amp.autocast('cuda', ...)",
+        "with torch.cuda.amp.autocast(dtype=torch.bfloat16):",
+        "with torch.amp.autocast('cuda', dtype=torch.bfloat16):",
+        autofix=True,
+    ),
+    Rule(
+        "TD504",
+        "deprecated-cuda-amp-gradscaler",
+        "warning",
+        "torch.cuda.amp.GradScaler / torch.cpu.amp.GradScaler are deprecated",
+        "torch.amp.GradScaler('cuda', ...)",
+        "scaler = torch.cuda.amp.GradScaler()",
+        "scaler = torch.amp.GradScaler('cuda')",
+        autofix=True,
+    ),
+)
+
+
 class PrecisionRules(RuleVisitor):
     """TD501 whole-model half; TD502-TD504 deprecated sdp_kernel / cuda.amp entry points."""
 
-    CODES = ("TD501", "TD502", "TD503", "TD504")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = ((r"\.half\(|float16|sdp_kernel|\bamp\b|GradScaler|autocast",),)
 
     def _torch_name(self, func: ast.AST) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.visitor import (
     FOR,
@@ -101,11 +102,50 @@ TENSOR_FACTORIES = frozenset(
 FRAMEWORK_STEPS = frozenset({"training_step"})
 
 
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD201",
+        "host-sync-in-training-loop",
+        "warning",
+        "host-device sync (.item()/.cpu()/.numpy()/.tolist()/float()/print of a tensor) in a "
+        "training step",
+        "keep metrics as device tensors and convert them only when they are displayed",
+        "for x, y in loader:\n    loss.backward(); opt.step()\n    total += loss.item()",
+        "metrics.update(loss=loss.detach())  # LazyMetrics; .compute() at log time",
+        "torchdoctor.train.LazyMetrics",
+        seed="002",
+    ),
+    Rule(
+        "TD202",
+        "cuda-synchronize-in-training-loop",
+        "warning",
+        "torch.cuda.synchronize() in a training loop stalls the CPU every step",
+        "remove it, or time with CUDA events resolved once per step (torchdoctor.profile)",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n    torch.cuda.synchronize()",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()",
+        "torchdoctor.profile",
+    ),
+    Rule(
+        "TD203",
+        "tensor-rebuilt-from-host-data",
+        "warning",
+        "torch.tensor(python_list, device=...) rebuilt every iteration from tensor data",
+        "index, stack or remap the device tensor directly instead of round-tripping through "
+        "Python lists",
+        "for b in loader:\n    ids = torch.tensor(b.tolist(), device=dev)",
+        "for b in loader:\n    ids = b.to(dev, non_blocking=True)",
+        seed="002",
+    ),
+)
+
+
 class SyncRules(RuleVisitor):
     """TD201 host sync in a training step; TD202 cuda.synchronize in a training loop; TD203
     tensor rebuilt from host data every iteration."""
 
-    CODES = ("TD201", "TD202", "TD203")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (r"\.backward\(|\.step\(",),
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),

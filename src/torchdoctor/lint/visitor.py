@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from torchdoctor.lint.finding import Finding
 from torchdoctor.lint.names import ImportTable
-from torchdoctor.lint.registry import RULES
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule families
     _INPLACE,
     _LOG_GATE,
@@ -95,6 +95,8 @@ class FileContext:
 class RuleVisitor:
     """Base of a rule family: name resolution, loop analysis, and :meth:`report`."""
 
+    #: the rules this family reports, documented beside their checks.
+    RULES: tuple[Rule, ...] = ()
     #: codes this family can report (the runner skips families with none selected).
     CODES: tuple[str, ...] = ()
     #: cheap text tests: the family runs when every pattern of some group matches the source;
@@ -152,7 +154,7 @@ class RuleVisitor:
         fix_kind: str = "call",
     ) -> None:
         """Record a finding at ``node``; ``fix`` (see :class:`Fix`) makes it fixable."""
-        rule = RULES[code]
+        rule = self.rule(code)
         text = message or f"{rule.summary}; {rule.fix}"
         if rule.replacement and rule.replacement not in text:
             text = f"{text} (torchdoctor: {rule.replacement})"
@@ -173,6 +175,15 @@ class RuleVisitor:
         )
         if fix is not None:
             self.fixes.append(Fix(code, line, column, fix_kind, fix))
+
+    @classmethod
+    def rule(cls, code: str) -> Rule:
+        """This family's rule ``code`` (KeyError for a code it does not own)."""
+        table = cls.__dict__.get("_by_code")
+        if table is None:
+            table = {r.code: r for r in cls.RULES}
+            cls._by_code = table
+        return table[code]
 
     def code_of(self, node: ast.AST) -> str:
         """Source text of a node."""

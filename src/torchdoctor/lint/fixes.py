@@ -46,7 +46,9 @@ class _FixCommand(VisitorBasedCodemodCommand):
     def __init__(self, context: CodemodContext, fixes: Sequence[Fix]) -> None:
         super().__init__(context)
         self.tools = FixTools(context)
-        self.calls = {(f.line, f.column): f for f in fixes if f.kind == "call"}
+        self.calls = {
+            (f.line, f.column, f.end_line, f.end_column): f for f in fixes if f.kind == "call"
+        }
         self.blocks = {(f.line, f.column): f for f in fixes if f.kind == "block"}
 
     def _key(self, node: cst.CSTNode) -> tuple[int, int]:
@@ -54,7 +56,11 @@ class _FixCommand(VisitorBasedCodemodCommand):
         return pos.start.line, pos.start.column + 1
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
-        fix = self.calls.get(self._key(original)) if self.calls else None
+        if not self.calls:
+            return updated
+        pos = self.get_metadata(PositionProvider, original)
+        key = (pos.start.line, pos.start.column + 1, pos.end.line, pos.end.column + 1)
+        fix = self.calls.get(key)
         if fix is None:
             return updated
         new = fix.rewrite(updated, self.tools)

@@ -136,3 +136,36 @@ class Project:
         result = verdict if found else None
         self._no_grad[key] = result
         return result
+
+    def method_sync(self, class_name: str, method: str) -> tuple[str, int, str] | None:
+        """``(path, line, call)`` of a host read (``.item()``, ``.cpu()``, ``.tolist()``,
+        ``.numpy()``) in method ``method`` of the project's class ``class_name``; None when
+        the class or method is not found or it reads nothing."""
+        key = ("sync", class_name, method)
+        if key in self._no_grad:
+            return self._no_grad[key]  # type: ignore[return-value]
+        found = None
+        pattern = re.compile(rf"^\s*class\s+{re.escape(class_name)}\b", re.MULTILINE)
+        for path in self.paths:
+            if found is not None or not pattern.search(self.text(path)):
+                continue
+            tree = self.tree(path)
+            for node in ast.walk(tree) if tree is not None else ():
+                if not (isinstance(node, ast.ClassDef) and node.name == class_name):
+                    continue
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                        item.name == method
+                    ):
+                        for call in ast.walk(item):
+                            func = getattr(call, "func", None)
+                            if (
+                                isinstance(call, ast.Call)
+                                and isinstance(func, ast.Attribute)
+                                and func.attr in {"item", "cpu", "tolist", "numpy"}
+                                and not call.args
+                            ):
+                                found = (path, call.lineno, ast.unparse(call))
+                                break
+        self._no_grad[key] = found  # type: ignore[assignment]
+        return found

@@ -134,6 +134,19 @@ RULES = (
         "model.eval()\nwith torch.inference_mode():\n    for x in loader:\n        out = model(x)",
         seed="001",
     ),
+    Rule(
+        "TD603",
+        "mask-assignment-in-denoising-loop",
+        "warning",
+        "boolean-mask assignment x[mask] = y in every denoising step (a nonzero() and a host "
+        "sync per step)",
+        "x = torch.where(mask, y, x) keeps the step on the device without a sync",
+        "for t in scheduler.timesteps:\n    x[cond_mask] = cond[cond_mask]\n"
+        "    x = scheduler.step(model(x, t), t, x)",
+        "for t in scheduler.timesteps:\n    x = torch.where(cond_mask, cond, x)\n"
+        "    x = scheduler.step(model(x, t), t, x)",
+        seed="001",
+    ),
 )
 
 
@@ -179,6 +192,7 @@ class InferenceRules(RuleVisitor):
     def visit_For(self, node: ast.For) -> None:
         if not self._is_sampling_loop(node) or self.is_training_body(node):
             return
+        self._check_mask_assignments(node)
         for call in self.direct_calls(node.body):
             callee = dotted(call.func)
             if callee is None or "scheduler" in callee.lower():
@@ -201,6 +215,26 @@ class InferenceRules(RuleVisitor):
                     f"`{self.code_of(call)}` gets the same arguments in every denoising step: "
                     "compute it once before the loop and reuse the result",
                 )
+
+    def _check_mask_assignments(self, loop: ast.For) -> None:
+        """TD603: ``x[mask] = ...`` with a boolean mask, every step."""
+        for stmt in loop.body:
+            if not isinstance(stmt, ast.Assign):
+                continue
+            for target in stmt.targets:
+                if not isinstance(target, ast.Subscript):
+                    continue
+                index = target.slice
+                name = (dotted(index) or "").rsplit(".", 1)[-1]
+                if "mask" in name.lower() or isinstance(index, ast.Compare):
+                    self.report(
+                        target,
+                        "TD603",
+                        f"`{self.code_of(stmt)}` assigns through a boolean mask in every "
+                        "denoising step (a nonzero() and a host sync each time): "
+                        f"`{self.code_of(target.value)} = torch.where(mask, value, "
+                        f"{self.code_of(target.value)})` stays on the device",
+                    )
 
     # -- TD602 ---------------------------------------------------------------------------------
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import re
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
@@ -18,89 +17,18 @@ from torchdoctor.lint.visitor import (
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
 
-#: Names that hold a tensor in practically every training loop.
-TENSOR_NAME = re.compile(
-    r"(^|_)(loss|losses|logits?|acc|accuracy|grad_norm|total_norm|nll|kl|elbo)(_|\d|$)",
-    re.IGNORECASE,
+from torchdoctor.lint.tensors import (  # noqa: E402
+    FRAMEWORK_STEPS,
+    MODULE_METHODS,
+    NOT_TENSOR_SUFFIX,
+    NOT_TENSORS,
+    REDUCTIONS,
+    SCALAR_CASTS,
+    TENSOR_FACTORIES,
+    TENSOR_NAME,
+    TORCH_TENSOR_FUNCTION,
+    TRUTH_METHODS,
 )
-#: ...unless the name ends like a setting about that value: ``kl_weight``, ``loss_fn``
-NOT_TENSOR_SUFFIX = re.compile(
-    r"_(weight|weights|coef|coeff|factor|fn|func|type|name|names|mode|cfg|config|key|keys|"
-    r"threshold|thresh|steps?|every|freq|interval|eps|beta|alpha|lambda|lam)$",
-    re.IGNORECASE,
-)
-REDUCTIONS = frozenset(
-    {
-        "sum",
-        "mean",
-        "max",
-        "min",
-        "norm",
-        "detach",
-        "std",
-        "var",
-        "prod",
-        "amax",
-        "amin",
-        "argmax",
-        "argmin",
-        "count_nonzero",
-        "all",
-        "any",
-    }
-)
-#: methods whose result is used as a truth value: `if loss.isnan().any():`
-TRUTH_METHODS = frozenset(
-    {"any", "all", "isnan", "isinf", "isfinite", "isneginf", "isposinf", "eq", "ne", "gt", "lt",
-     "ge", "le", "equal", "allclose", "bool"}
-)  # fmt: skip
-#: torch functions that (almost always) return tensors: torch.*, torch.linalg.*, F.*, ...
-TORCH_TENSOR_FUNCTION = re.compile(
-    r"^torch\.(linalg\.|nn\.functional\.|special\.|fft\.)?[a-z_0-9]+$"
-)
-NOT_TENSORS = frozenset(
-    {
-        "torch.is_tensor",
-        "torch.numel",
-        "torch.get_default_dtype",
-        "torch.is_grad_enabled",
-        "torch.is_floating_point",
-        "torch.is_complex",
-        "torch.typename",
-        "torch.device",
-        "torch.get_num_threads",
-        "torch.is_inference_mode_enabled",
-        "torch.initial_seed",
-        "torch.seed",
-        "torch.compile",
-    }
-)
-MODULE_METHODS = frozenset(
-    {
-        "parameters",
-        "named_parameters",
-        "state_dict",
-        "modules",
-        "named_modules",
-        "children",
-        "buffers",
-        "named_buffers",
-        "eval",
-        "train",
-        "load_state_dict",
-        "apply",
-    }
-)
-SCALAR_CASTS = {"builtins.float": "float", "builtins.int": "int", "builtins.bool": "bool"}
-TENSOR_FACTORIES = frozenset(
-    {"torch.tensor", "torch.as_tensor", "torch.LongTensor", "torch.FloatTensor", "torch.Tensor"}
-)
-
-
-#: step methods a training framework calls every step (PyTorch Lightning, Lightning Fabric
-#: recipes, many trainers): the loop, backward and optimizer step live in the framework
-FRAMEWORK_STEPS = frozenset({"training_step"})
-
 
 #: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
 RULES = (
@@ -137,6 +65,19 @@ RULES = (
         "for b in loader:\n    ids = b.to(dev, non_blocking=True)",
         seed="002",
     ),
+    Rule(
+        "TD205",
+        "sync-in-forward",
+        "warning",
+        "host read (.item()/.cpu()/.tolist()/truth value of a tensor) inside a module's "
+        "forward: a sync on every call and a torch.compile graph break",
+        "keep the value a tensor (torch.clamp(n, min=1) instead of max(n.item(), 1)), or move "
+        "the read out of forward",
+        "class Criterion(torch.nn.Module):\n    def forward(self, x, n):\n"
+        "        return x.sum() / max(n.item(), 1)",
+        "class Criterion(torch.nn.Module):\n    def forward(self, x, n):\n"
+        "        return x.sum() / torch.clamp(n, min=1)",
+    ),
 )
 
 
@@ -148,6 +89,7 @@ class SyncRules(RuleVisitor):
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (r"\.backward\(|\.step\(",),
+        (r"def forward\(", r"item\(|cpu\(|numpy\(|tolist\(|float\(|int\(|if |assert |print"),
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
     )
 
@@ -209,7 +151,10 @@ class SyncRules(RuleVisitor):
 
     def _report_sync(self, node: ast.AST, what: str, fix: str | None = None) -> None:
         context = self._training_context(node)
-        if context is None or self.under_log_gate(node, context):
+        if context is None:
+            self._report_in_forward(node, what)
+            return
+        if self.under_log_gate(node, context):
             return
         if self.skip_sync(node, context):
             return
@@ -220,6 +165,76 @@ class SyncRules(RuleVisitor):
         )
         self.report(
             node, "TD201", f"{what} forces a host-device sync every step of this {where}: {fix}"
+        )
+
+    def _report_in_forward(self, node: ast.AST, what: str) -> None:
+        """TD205: a host read inside ``Module.forward`` (a criterion's too) runs on every
+        call, stalls the CPU and breaks the torch.compile graph."""
+        scope = self.enclosing_scope(node)
+        if not (
+            isinstance(scope, FUNCTIONS)
+            and scope.name == "forward"
+            and isinstance(self.parent(scope), ast.ClassDef)
+        ):
+            return
+        if self.under_log_gate(node, scope) or self.skip_sync(node, scope):
+            return
+        if what in {"`.cpu()`", "`.numpy()`"} and self._exports_to_host_library(scope):
+            return  # deliberate: the data feeds NumPy/SciPy (reported by TD303 where it fits)
+        owner = self.parent(scope).name
+        self.report(
+            node,
+            "TD205",
+            f"{what} in `{owner}.forward` synchronizes with the GPU on every call and breaks "
+            "the torch.compile graph: keep the value a tensor (`torch.clamp(n, min=1)` rather "
+            "than `max(n.item(), 1)`), or move the read out of forward",
+        )
+
+    def _exports_to_host_library(self, scope: ast.AST) -> bool:
+        for call in ast.walk(scope):
+            if isinstance(call, ast.Call):
+                if method_name(call) == "numpy" or any(
+                    n.startswith(("numpy.", "scipy.", "sklearn.")) for n in self.callee(call)
+                ):
+                    return True
+        return False
+
+    def _check_call_one_deep(self, node: ast.Call) -> None:
+        """``metric_logger.update(**loss_dict)`` in a training loop, where the project's
+        ``MetricLogger.update`` calls ``.item()``: the sync is one call deep."""
+        project = self.context.project
+        if project is None or not isinstance(node.func, ast.Attribute):
+            return
+        receiver = node.func.value
+        if not isinstance(receiver, ast.Name):
+            return
+        values = self.assigned_values(self.enclosing_scope(node), receiver.id)
+        classes = {
+            (dotted(v.func) or "").rsplit(".", 1)[-1]
+            for v in values
+            if isinstance(v, ast.Call) and dotted(v.func)
+        }
+        classes = {c for c in classes if c[:1].isupper()}
+        if len(classes) != 1:
+            return
+        args = [*node.args, *(k.value for k in node.keywords)]
+        if not any(self.looks_like_tensor(a) for a in args):
+            return
+        context = self._training_context(node)
+        if context is None or self.under_log_gate(node, context) or self.skip_sync(node, context):
+            return
+        cls = next(iter(classes))
+        hit = project.method_sync(cls, node.func.attr)
+        if hit is None:
+            return
+        path, line, call = hit
+        where = "training loop" if isinstance(context, _LOOP_STATEMENTS) else "training step"
+        self.report(
+            node,
+            "TD201",
+            f"`{receiver.id}.{node.func.attr}(...)` reads tensors on the host (`{call}` in "
+            f"{cls}.{node.func.attr}, {path}:{line}) every step of this {where}: pass detached "
+            "device tensors and convert them at log time (torchdoctor.train.LazyMetrics)",
         )
 
     def skip_sync(self, node: ast.AST, context: ast.AST) -> bool:
@@ -268,6 +283,8 @@ class SyncRules(RuleVisitor):
                 self.report(node, "TD202")
         if names & TENSOR_FACTORIES:
             self._check_rebuilt_tensor(node)
+        if name not in HOST_COPY_METHODS and name is not None and not names:
+            self._check_call_one_deep(node)
 
     def _conditional(self, node: ast.AST, loop: ast.AST) -> bool:
         """``node`` runs only under an ``if`` inside ``loop`` (``if args.profile:``,

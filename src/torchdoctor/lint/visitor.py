@@ -67,6 +67,8 @@ class Fix:
     column: int
     kind: str
     rewrite: Callable
+    end_line: int = 0
+    end_column: int = 0
 
 
 @dataclass
@@ -174,7 +176,7 @@ class RuleVisitor:
             )
         )
         if fix is not None:
-            self.fixes.append(Fix(code, line, column, fix_kind, fix))
+            self.fixes.append(Fix(code, line, column, fix_kind, fix, end_line, end_column))
 
     @classmethod
     def rule(cls, code: str) -> Rule:

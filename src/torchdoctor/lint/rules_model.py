@@ -161,6 +161,20 @@ class ModelRules(RuleVisitor):
             "it with a fused flash / memory-efficient kernel",
         )
 
+    def _weights_used_otherwise(self, name: str, scope: ast.AST, after: int) -> bool:
+        """The attention weights are returned, stored or inspected (token merging, attention
+        maps): the fused kernel does not return them, so the hand-written form is needed."""
+        for use in ast.walk(scope):
+            if (
+                isinstance(use, ast.Name)
+                and use.id == name
+                and isinstance(use.ctx, ast.Load)
+                and use.lineno > after
+            ):
+                if not _is_weights_plumbing(use, self.parent(use)):
+                    return True
+        return False
+
     def _times_values(self, call: ast.Call, scope: ast.AST) -> bool:
         """The softmax result is multiplied by the values, directly or through names."""
         node, parent = call, self.parent(call)
@@ -173,6 +187,8 @@ class ModelRules(RuleVisitor):
         if not (isinstance(parent, ast.Assign) and isinstance(parent.targets[0], ast.Name)):
             return False
         name = parent.targets[0].id
+        if self._weights_used_otherwise(name, scope, parent.end_lineno or parent.lineno):
+            return False
         for other in ast.walk(scope):
             if isinstance(other, ast.BinOp) and isinstance(other.op, ast.MatMult):
                 if isinstance(other.left, ast.Name) and other.left.id == name:
@@ -181,6 +197,21 @@ class ModelRules(RuleVisitor):
                 if any(isinstance(a, ast.Name) and a.id == name for a in other.args):
                     return True
         return False
+
+
+def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:
+    """``att @ v``, ``dropout(att)``, ``att.masked_fill(...)``, ``att = att``: uses that only
+    carry the attention weights on to the product with the values."""
+    if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.MatMult):
+        return True
+    if isinstance(parent, ast.Assign):
+        return True
+    if isinstance(parent, ast.Call):
+        name = (dotted(parent.func) or "").lower()
+        return "drop" in name or name.endswith(("matmul", "bmm", "einsum"))
+    if isinstance(parent, ast.Attribute) and parent.attr in {"masked_fill", "to", "type_as"}:
+        return True
+    return False
 
 
 def _transposed(expr: ast.AST) -> bool:

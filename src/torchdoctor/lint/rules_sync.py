@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
@@ -179,9 +180,18 @@ class SyncRules(RuleVisitor):
             return
         if self.under_log_gate(node, scope) or self.skip_sync(node, scope):
             return
+        if any(
+            (dotted(d.func if isinstance(d, ast.Call) else d) or "").endswith(
+                ("no_grad", "inference_mode")
+            )
+            for d in scope.decorator_list
+        ):
+            return  # an inference-only module (post-processing turns outputs into Python)
         if what in {"`.cpu()`", "`.numpy()`"} and self._exports_to_host_library(scope):
             return  # deliberate: the data feeds NumPy/SciPy (reported by TD303 where it fits)
         owner = self.parent(scope).name
+        if _POSTPROCESSING.search(owner):
+            return  # turns outputs into Python values by design (evaluation)
         self.report(
             node,
             "TD205",
@@ -409,6 +419,7 @@ class SyncRules(RuleVisitor):
             )
 
 
+_POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
 _EXITS = frozenset({"sys.exit", "builtins.exit", "builtins.quit", "os._exit", "os.abort"})
 
 

@@ -21,9 +21,12 @@ def train(model, loader, opt, args):
     if args.debug:
         torch.autograd.set_detect_anomaly(True)  # near-miss: guarded
     with torch.autograd.detect_anomaly():  # expect: TD702
-        pass
+        model(args.x).sum().backward()
     with torch.autograd.profiler.emit_nvtx():  # expect: TD702
-        pass
+        for x in loader:
+            model(x).sum().backward()
+            opt.step()
+    prof = torch.autograd.profiler.profile()  # near-miss: built, not wrapping training
     with torch.autograd.profiler.profile(enabled=args.profile):  # near-miss: a flag
         pass
     torch.autograd.set_detect_anomaly(False)  # near-miss: switched off

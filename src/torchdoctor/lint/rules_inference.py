@@ -238,6 +238,10 @@ class InferenceRules(RuleVisitor):
 
     # -- TD602 ---------------------------------------------------------------------------------
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        if not EVAL_FUNCTION.search(node.name):
+            lines = self.context.lines[node.lineno - 1 : node.end_lineno]
+            if not any(".eval()" in line for line in lines):
+                return  # neither an evaluation function nor one calling .eval()
         body_calls = calls_in_function(node)  # model.eval() may sit inside an epoch loop
         eval_receivers = {
             dotted(c.func.value)

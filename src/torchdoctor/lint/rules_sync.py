@@ -218,6 +218,9 @@ class SyncRules(RuleVisitor):
         receiver = node.func.value
         if not isinstance(receiver, ast.Name):
             return
+        args = [*node.args, *(k.value for k in node.keywords)]
+        if not args or self._training_context(node) is None:
+            return
         values = self.assigned_values(self.enclosing_scope(node), receiver.id)
         classes = {
             (dotted(v.func) or "").rsplit(".", 1)[-1]

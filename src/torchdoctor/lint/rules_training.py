@@ -144,7 +144,7 @@ class TrainingRules(RuleVisitor):
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (r"DataParallel|zero_grad|optim|empty_cache|barrier",),
-        (r"anomaly|profiler|emit_nvtx|emit_itt", r"backward|\.step\(|train"),
+        (r"anomaly|profiler|emit_nvtx|emit_itt", r"backward\(|\.step\("),
     )
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -220,6 +220,10 @@ class TrainingRules(RuleVisitor):
             return
         if self._guarded(node):
             return
+        if switch != "mode" and not self._wraps_training(node):
+            return  # a profiler built as a value, or around code that does not train
+        if switch == "mode" and ".backward(" not in self.context.source:
+            return
         scope = self.enclosing_scope(node)
         if isinstance(scope, FUNCTIONS) and re.search(r"debug|test|check", scope.name, re.I):
             return
@@ -228,6 +232,21 @@ class TrainingRules(RuleVisitor):
             "TD702",
             f"{what} is switched on unconditionally in training code and slows every step: "
             "enable it behind a debug flag (`if args.debug:`), or remove it",
+        )
+
+    def _wraps_training(self, node: ast.Call) -> bool:
+        """``with detect_anomaly():`` / ``with profile():`` around a backward pass or an
+        optimizer step (in its body, or inside a training loop)."""
+        item = self.parent(node)
+        with_node = self.parent(item)
+        if not (isinstance(item, ast.withitem) and isinstance(with_node, ast.With)):
+            return False
+        if self._training_loop(with_node) is not None:
+            return True
+        return any(
+            isinstance(c, ast.Call) and (method_name(c) == "backward" or _is_step(c))
+            for stmt in with_node.body
+            for c in ast.walk(stmt)
         )
 
     # -- TD703 -------------------------------------------------------------------------------
@@ -333,3 +352,11 @@ def _drop_arguments(text: str):
         return cst.parse_expression(text)
 
     return rewrite
+
+
+def _is_step(call: ast.Call) -> bool:
+    """``optimizer.step()`` / ``scaler.step(opt)``."""
+    if method_name(call) != "step":
+        return False
+    receiver = (dotted(call.func.value) or "").rsplit(".", 1)[-1].lower()
+    return "optim" in receiver or receiver in {"opt", "scaler"}

@@ -142,3 +142,33 @@ def test_mask_with_a_constant_and_test_loaders_iterated_once_are_silent() -> Non
     )
     got = [(f.line, f.code) for f in lint_source(src)]
     assert got == [(9, "TD301"), (12, "TD403"), (16, "TD403")]
+
+
+def test_barrier_inside_a_project_helper_called_every_step(tmp_path: Path) -> None:
+    (tmp_path / "utils").mkdir()
+    _write(
+        tmp_path,
+        {
+            "utils/comm.py": """
+                import torch.distributed as dist
+                def synchronize():
+                    if not dist.is_initialized():
+                        return
+                    dist.barrier()
+                def get_rank():
+                    return dist.get_rank()
+            """,
+            "train.py": """
+                from utils.comm import get_rank, synchronize
+                def train(model, loader, optimizer):
+                    for x in loader:
+                        model(x).sum().backward()
+                        optimizer.step()
+                        synchronize()
+                        get_rank()
+                    synchronize()
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path])]
+    assert found == [("train.py", 7, "TD707")]

@@ -169,3 +169,29 @@ class Project:
                                 break
         self._no_grad[key] = found  # type: ignore[assignment]
         return found
+
+    def function_calls(self, qualified: str, attr: str) -> tuple[str, int] | None:
+        """``(path, line)`` of a call of ``.attr(...)`` / ``attr(...)`` inside the project's
+        module-level function ``qualified`` (``utils.comm.synchronize``: ``def synchronize``
+        in a file ``.../utils/comm.py``); None when not found."""
+        key = ("calls", qualified, attr)
+        if key in self._no_grad:
+            return self._no_grad[key]  # type: ignore[return-value]
+        module, _, name = qualified.lstrip(".").rpartition(".")
+        suffix = "/" + module.replace(".", "/") + ".py"
+        found = None
+        for path in self.paths:
+            if not module or not path.replace("\\\\", "/").endswith(suffix):
+                continue
+            tree = self.tree(path)
+            for node in tree.body if tree is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                    for call in ast.walk(node):
+                        func = getattr(call, "func", None)
+                        called = func.attr if isinstance(func, ast.Attribute) else None
+                        called = called or (func.id if isinstance(func, ast.Name) else None)
+                        if isinstance(call, ast.Call) and called == attr:
+                            found = (path, call.lineno)
+                            break
+        self._no_grad[key] = found  # type: ignore[assignment]
+        return found

@@ -143,7 +143,7 @@ class TrainingRules(RuleVisitor):
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
-        (r"DataParallel|zero_grad|optim|empty_cache|barrier",),
+        (r"DataParallel|zero_grad|optim|empty_cache|barrier|\.backward\(",),
         (r"anomaly|profiler|emit_nvtx|emit_itt", r"backward\(|\.step\("),
     )
 
@@ -181,6 +181,27 @@ class TrainingRules(RuleVisitor):
             )
         if method_name(node) == "backward":
             self._check_accumulation(node)
+        if names and not any(n.startswith(("torch.", "builtins.")) for n in names):
+            self._check_barrier_one_deep(node, names)
+
+    def _check_barrier_one_deep(self, node: ast.Call, names: set[str]) -> None:
+        """``synchronize()`` every step, where the project's ``synchronize`` calls
+        ``dist.barrier()`` (IRRA's utils/comm.py)."""
+        project = self.context.project
+        if project is None or not self._every_training_step(node):
+            return
+        for name in names:
+            hit = project.function_calls(name, "barrier")
+            if hit is not None:
+                short = self.code_of(node.func)
+                self.report(
+                    node,
+                    "TD707",
+                    f"`{short}()` calls torch.distributed.barrier() ({hit[0]}:{hit[1]}) every "
+                    "training step: all ranks wait for the slowest and the CPU stalls; remove "
+                    "it (the gradient all-reduce already synchronizes)",
+                )
+                return
 
     # -- helpers -----------------------------------------------------------------------------
     def _guarded(self, node: ast.AST) -> bool:

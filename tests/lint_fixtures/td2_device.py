@@ -4,16 +4,17 @@ import torch
 import torch.nn as nn
 
 
-def train(model, loader, opt, device):
+def train(model, loader, opt, device, gen):
     for x in loader:
         x = x.cuda(non_blocking=True)
         noise = torch.randn(4, 8).cuda()  # expect: TD204
         mask = torch.zeros(x.shape[0], dtype=torch.bool).to(device)  # expect: TD204
         ones = torch.ones(3).to(torch.float16)  # near-miss: a dtype conversion
         good = torch.randn(4, 8, device=device)  # near-miss: created on the device
+        seeded = torch.rand(4, generator=gen).to(device)  # near-miss: a CPU generator's data
         y = model(x.double())  # expect: TD505
         z = torch.zeros(3, dtype=torch.float64)  # expect: TD505
-        loss = (y + noise.sum() + good.sum() + z.sum()).sum() + mask.sum() + ones.sum()
+        loss = (y + noise.sum() + good.sum() + z.sum()).sum() + mask.sum() + ones.sum() + seeded.sum()
         loss.backward()
         opt.step()
     ref = torch.randn(8).cuda()  # near-miss: once, before evaluation

@@ -78,7 +78,7 @@ class DeviceRules(RuleVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
-        if names & FACTORIES and not any(kw.arg == "device" for kw in node.keywords):
+        if names & FACTORIES and not any(kw.arg in {"device", "generator"} for kw in node.keywords):
             self._check_moved(node)
         if self._is_float64(node, names):
             self._check_float64(node)

@@ -26,7 +26,11 @@ from torchdoctor.lint.visitor import Fix
 
 
 class FixTools:
-    """What a rewrite may do besides returning new nodes: manage imports."""
+    """What a rewrite may do besides returning new nodes: manage imports.
+
+    Example:
+        >>> FixTools(CodemodContext()).add_import("torch")
+    """
 
     def __init__(self, context: CodemodContext) -> None:
         self.context = context

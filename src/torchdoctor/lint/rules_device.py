@@ -67,7 +67,12 @@ RULES = (
 
 
 class DeviceRules(RuleVisitor):
-    """TD204 host-created tensors moved every step; TD505 float64 in a CUDA training step."""
+    """TD204 host-created tensors moved every step; TD505 float64 in a CUDA training step.
+
+    Example:
+        >>> "TD204" in DeviceRules.CODES
+        True
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)

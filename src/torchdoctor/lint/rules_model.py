@@ -45,7 +45,12 @@ RULES = (
 
 
 class ModelRules(RuleVisitor):
-    """TD506 conv bias before BatchNorm; TD507 hand-written attention."""
+    """TD506 conv bias before BatchNorm; TD507 hand-written attention.
+
+    Example:
+        >>> "TD506" in ModelRules.CODES
+        True
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)

@@ -75,7 +75,14 @@ def keyword_call_text(
     call: ast.Call, params: Sequence[str], new_func: str, device: str, lines: list[str]
 ) -> str | None:
     """``new_func("device", p0=a0, ..., k=v)`` from a call whose positional arguments are
-    ``params`` in order; None when they cannot be mapped."""
+    ``params`` in order; None when they cannot be mapped.
+
+    Example:
+        >>> src = "GradScaler(2.0, enabled=False)"
+        >>> call = ast.parse(src, mode="eval").body
+        >>> keyword_call_text(call, ("init_scale", "enabled"), "torch.amp.GradScaler", "cuda", [src])
+        'torch.amp.GradScaler("cuda", init_scale=2.0, enabled=False)'
+    """
     args = [f'"{device}"']
     if len(call.args) > len(params):
         return None

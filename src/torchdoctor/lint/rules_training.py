@@ -138,7 +138,12 @@ RULES = (
 
 class TrainingRules(RuleVisitor):
     """TD701-TD707: DataParallel, debug modes, zero_grad(set_to_none=False), optimizer in a
-    loop, empty_cache every step, DDP accumulation without no_sync, barrier every step."""
+    loop, empty_cache every step, DDP accumulation without no_sync, barrier every step.
+
+    Example:
+        >>> "TD701" in TrainingRules.CODES
+        True
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)

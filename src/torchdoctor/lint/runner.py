@@ -171,7 +171,13 @@ def lint_source_with_fixes(
     select: Iterable[str] | None = None,
     ignore: Iterable[str] | None = None,
 ) -> tuple[list[Finding], list[Fix]]:
-    """:func:`lint_source` that also returns the fixes of the fixable findings."""
+    """:func:`lint_source` that also returns the fixes of the fixable findings.
+
+    Example:
+        >>> found, fixes = lint_source_with_fixes("def f(o):\\n    o.zero_grad(set_to_none=False)\\n")
+        >>> [f.code for f in found], [x.code for x in fixes]
+        (['TD703'], ['TD703'])
+    """
     return lint_text(text, path, resolve_codes(select, ignore))
 
 

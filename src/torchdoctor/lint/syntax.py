@@ -61,12 +61,24 @@ _LOG_GATE = re.compile(r"log|interval|every|print|verbose|display|report", re.IG
 
 
 def parent(node: ast.AST) -> ast.AST | None:
-    """The node's parent (set by :func:`link_parents`), None for the module."""
+    """The node's parent (set by :func:`link_parents`), None for the module.
+
+    Example:
+        >>> tree = ast.parse("f(x)")
+        >>> _ = link_parents(tree)
+        >>> type(parent(tree.body[0].value)).__name__
+        'Expr'
+    """
     return getattr(node, "td_parent", None)
 
 
 def link_parents(tree: ast.AST) -> list[ast.AST]:
-    """Set ``td_parent`` on every node; return all nodes (pre-order, the module first)."""
+    """Set ``td_parent`` on every node; return all nodes (the module first).
+
+    Example:
+        >>> len(link_parents(ast.parse("x = 1")))  # Module, Assign, Name, Store, Constant
+        5
+    """
     nodes = [tree]
     stack = [tree]
     iter_children = ast.iter_child_nodes
@@ -98,12 +110,22 @@ def method_name(call: ast.AST) -> str | None:
 
 
 def positional(call: ast.Call) -> list[ast.expr]:
-    """Positional argument values (``*args`` excluded)."""
+    """Positional argument values (``*args`` excluded).
+
+    Example:
+        >>> len(positional(ast.parse("f(a, *b, c=1)", mode="eval").body))
+        1
+    """
     return [a for a in call.args if not isinstance(a, ast.Starred)]
 
 
 def keyword(call: ast.Call, name: str) -> ast.expr | None:
-    """Value of keyword argument ``name``, or None."""
+    """Value of keyword argument ``name``, or None.
+
+    Example:
+        >>> keyword(ast.parse("f(c=1)", mode="eval").body, "c").value
+        1
+    """
     for kw in call.keywords:
         if kw.arg == name:
             return kw.value
@@ -111,29 +133,54 @@ def keyword(call: ast.Call, name: str) -> ast.expr | None:
 
 
 def has_star(call: ast.Call) -> bool:
-    """``f(*a)`` or ``f(**k)``: the arguments are not visible statically."""
+    """``f(*a)`` or ``f(**k)``: the arguments are not visible statically.
+
+    Example:
+        >>> has_star(ast.parse("f(**cfg)", mode="eval").body)
+        True
+    """
     return any(isinstance(a, ast.Starred) for a in call.args) or any(
         kw.arg is None for kw in call.keywords
     )
 
 
 def arg_values(call: ast.Call) -> list[ast.expr]:
-    """Every argument value, positional then keyword."""
+    """Every argument value, positional then keyword.
+
+    Example:
+        >>> len(arg_values(ast.parse("f(a, b=2)", mode="eval").body))
+        2
+    """
     return [*call.args, *(kw.value for kw in call.keywords)]
 
 
 def constant(expr: ast.AST, default: object = None) -> object:
-    """The value of a literal constant, else ``default``."""
+    """The value of a literal constant, else ``default``.
+
+    Example:
+        >>> constant(ast.parse("True", mode="eval").body)
+        True
+    """
     return expr.value if isinstance(expr, ast.Constant) else default
 
 
 def calls_in(node: ast.AST) -> list[ast.Call]:
-    """All calls under ``node`` (including ``node`` itself)."""
+    """All calls under ``node`` (including ``node`` itself).
+
+    Example:
+        >>> len(calls_in(ast.parse("f(g(x))")))
+        2
+    """
     return [n for n in ast.walk(node) if isinstance(n, ast.Call)]
 
 
 def body_of(node: ast.AST) -> list[ast.AST]:
-    """The statements of a loop/function/with body (a list for any node)."""
+    """The statements of a loop/function/with body (a list for any node).
+
+    Example:
+        >>> len(body_of(ast.parse("for i in x:\\n    pass").body[0]))
+        1
+    """
     body = getattr(node, "body", None)
     return body if isinstance(body, list) else [node]
 

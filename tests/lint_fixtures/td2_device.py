@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 
-def train(model, loader, opt, device, gen):
+def train(model, loader, opt, device, gen, dev):
     for x in loader:
         x = x.cuda(non_blocking=True)
         noise = torch.randn(4, 8).cuda()  # expect: TD204
@@ -17,6 +17,7 @@ def train(model, loader, opt, device, gen):
         loss = (y + noise.sum() + good.sum() + z.sum()).sum() + mask.sum() + ones.sum() + seeded.sum()
         loss.backward()
         opt.step()
+        buf = torch.zeros(8).to(dev)  # expect: TD204
     ref = torch.randn(8).cuda()  # near-miss: once, before evaluation
     stats = torch.zeros(3, dtype=torch.float64)  # near-miss: outside the step
     return ref, stats

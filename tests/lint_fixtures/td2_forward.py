@@ -57,3 +57,14 @@ def train_one_epoch(model, criterion, loader, optimizer):
         optimizer.step()
         metric_logger.update(loss=losses, **loss_dict)  # expect: TD201
         plain.update(loss=losses)  # near-miss: its update reads nothing
+
+
+class Gate(nn.Module):
+    def forward(self, x, mask, scale: float = 1.0):
+        if x.abs().max() > 1e4:  # expect: TD205
+            x = x.clamp(-1e4, 1e4)
+        if mask.any():  # expect: TD205
+            x = x * mask
+        if scale > 1.0 and x.dim() == 3:  # near-miss: Python numbers
+            x = x * scale
+        return x

@@ -49,3 +49,11 @@ class Attention(nn.Module):
 
 def fused(q, k, v):
     return F.scaled_dot_product_attention(q, k, v)  # near-miss: the fused kernel
+
+
+def vgg_layers(cfg):
+    layers = []
+    for v in cfg:
+        layers += [nn.Conv2d(3, v, 3), nn.BatchNorm2d(v), nn.ReLU()]  # expect: TD506
+        layers += [nn.Conv2d(3, v, 3), nn.ReLU()]  # near-miss: no norm
+    return nn.Sequential(*layers)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, constant, dotted, segment
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, segment
 
 _LOOPS = (*FOR, ast.While)
 FACTORIES = frozenset(
@@ -89,24 +89,31 @@ class DeviceRules(RuleVisitor):
             self._check_float64(node)
 
     # -- TD204 -------------------------------------------------------------------------------
-    def _device_of_move(self, move: ast.Call) -> str | None:
-        """The device text of ``.cuda()`` / ``.to(device)``; None for a dtype conversion or
-        a ``.to(other_tensor)`` whose device is not visible."""
+    def _device_of_move(self, move: ast.Call) -> tuple[str, bool] | None:
+        """``(device text, sure it is a device)`` of ``.cuda()`` / ``.to(device)``; None for a
+        dtype conversion. ``.to(x)`` may name a tensor (its device and dtype): reported, not
+        fixed."""
         if move.func.attr == "cuda":
             if move.args:
-                return segment(self.context.lines, move.args[0])
-            return '"cuda"'
+                return segment(self.context.lines, move.args[0]) or "", True
+            return '"cuda"', True
         device = next((kw.value for kw in move.keywords if kw.arg == "device"), None)
-        if device is None and move.args:
-            first = move.args[0]
-            if self.qualified_names(first) & DTYPES or isinstance(first, ast.Starred):
-                return None
-            text = dotted(first) or ""
-            is_string = isinstance(constant(first), str)
-            if not (is_string or "device" in text.lower() or self.callee_is_device(first)):
-                return None
-            device = first
-        return None if device is None else segment(self.context.lines, device)
+        if device is not None:
+            return segment(self.context.lines, device) or "", True
+        if not move.args:
+            return None
+        first = move.args[0]
+        if self.qualified_names(first) & DTYPES or isinstance(first, ast.Starred):
+            return None
+        if isinstance(first, ast.Constant) and not isinstance(first.value, (str, int)):
+            return None
+        text = (dotted(first) or "").lower()
+        sure = (
+            isinstance(first, ast.Constant)
+            or "dev" in text.rsplit(".", 1)[-1]
+            or self.callee_is_device(first)
+        )
+        return segment(self.context.lines, first) or "", sure
 
     def callee_is_device(self, expr: ast.AST) -> bool:
         return isinstance(expr, ast.Call) and bool(self.callee(expr) & {"torch.device"})
@@ -121,9 +128,10 @@ class DeviceRules(RuleVisitor):
             and move.func is attribute
         ):
             return
-        device = self._device_of_move(move)
-        if device is None:
+        found = self._device_of_move(move)
+        if found is None:
             return
+        device, sure = found
         loops = [lp for lp in self.enclosing_loops(move) if isinstance(lp, _LOOPS)]
         scope = self.enclosing_scope(move)
         in_forward = isinstance(scope, FUNCTIONS) and scope.name == "forward"
@@ -134,7 +142,7 @@ class DeviceRules(RuleVisitor):
         extra = [kw for kw in move.keywords if kw.arg != "device"]
         other_args = move.args[1:] if move.func.attr == "to" and move.args else []
         fix = None
-        if source.endswith(")") and "#" not in source and not extra and not other_args:
+        if sure and source.endswith(")") and "#" not in source and not extra and not other_args:
             head = source[:-1].rstrip()
             sep = "" if head.endswith(("(", ",")) else ", "
             fix = _replace_with(f"{head}{sep}device={device})")

@@ -66,6 +66,14 @@ class ModelRules(RuleVisitor):
         if names & SOFTMAX or (method_name(node) == "softmax" and not names):
             self._check_attention(node)
 
+    def visit_List(self, node: ast.List) -> None:
+        """``layers = [nn.Conv2d(...), nn.BatchNorm2d(...), nn.ReLU()]`` (then Sequential)."""
+        for conv, norm in zip(node.elts, node.elts[1:]):
+            if self._is_conv(conv) and self._is_batch_norm(norm):
+                self._report_conv(conv)
+
+    visit_Tuple = visit_List
+
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         """``self.conv = nn.Conv2d(...)``, ``self.bn = nn.BatchNorm2d(...)`` and ``forward``
         computes ``self.bn(self.conv(x))``."""

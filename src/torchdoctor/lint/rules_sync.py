@@ -320,7 +320,9 @@ class SyncRules(RuleVisitor):
         if isinstance(expr, ast.BoolOp):
             return any(self._is_tensor_truth_test(v) for v in expr.values)
         if isinstance(expr, ast.Compare):  # `if loss < best:` with loss.backward() nearby
-            return self._compares_a_backward_tensor(expr)
+            return self._compares_a_backward_tensor(expr) or any(
+                self._reduces_a_forward_input(o) for o in [expr.left, *expr.comparators]
+            )
         if not isinstance(expr, ast.Call):
             return False
         if any(TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)):
@@ -340,8 +342,30 @@ class SyncRules(RuleVisitor):
         if isinstance(receiver, ast.Compare):  # `(loss > 10).any()`: a bool tensor
             operands = [receiver.left, *receiver.comparators]
             return any(self.looks_like_tensor(o) for o in operands)
+        if isinstance(receiver, ast.Name) and receiver.id in self._forward_inputs(expr):
+            return True  # `if mask.any():` on forward's tensor argument
         last = (dotted(receiver) or "").rsplit(".", 1)[-1]
         return bool(TENSOR_NAME.search(last)) and not NOT_TENSOR_SUFFIX.search(last)
+
+    def _forward_inputs(self, node: ast.AST) -> set[str]:
+        """Arguments of the ``forward`` method ``node`` sits in (tensors, most likely)."""
+        scope = self.enclosing_scope(node)
+        if not (
+            isinstance(scope, FUNCTIONS)
+            and scope.name == "forward"
+            and isinstance(self.parent(scope), ast.ClassDef)
+        ):
+            return set()
+        return {a.arg for a in [*scope.args.posonlyargs, *scope.args.args]} - {"self"}
+
+    def _reduces_a_forward_input(self, expr: ast.AST) -> bool:
+        """``x.sum()`` / ``x.max()`` / ``x.abs().mean()`` of a forward argument."""
+        if not isinstance(expr, ast.Call) or method_name(expr) not in REDUCTIONS | TRUTH_METHODS:
+            return False
+        root = expr.func.value
+        while isinstance(root, ast.Call) and isinstance(root.func, ast.Attribute):
+            root = root.func.value
+        return isinstance(root, ast.Name) and root.id in self._forward_inputs(expr)
 
     def _compares_a_backward_tensor(self, comparison: ast.Compare) -> bool:
         """A compared name is one the same training loop/step calls ``.backward()`` on: a

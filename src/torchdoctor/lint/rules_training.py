@@ -49,6 +49,7 @@ DEBUG_MODES = {
 _OPTIMIZER = re.compile(r"^torch\.optim\.((?!lr_scheduler|swa_utils)\w+\.)?[A-Z]\w*$")
 BARRIER = frozenset({"torch.distributed.barrier"})
 EMPTY_CACHE = frozenset({"torch.cuda.empty_cache"})
+_LOADER = re.compile(r"loader|batches")
 _ACCUMULATION = re.compile(r"accum", re.IGNORECASE)
 
 #: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
@@ -168,19 +169,19 @@ class TrainingRules(RuleVisitor):
             self._check_zero_grad(node)
         if any(_OPTIMIZER.match(n) for n in names) and not names & DATA_PARALLEL:
             self._check_optimizer(node, next(iter(names)))
-        if names & EMPTY_CACHE and self._every_training_step(node):
+        if names & EMPTY_CACHE and self._every_training_step(node, over_data=True):
             self.report(
                 node,
                 "TD705",
-                "torch.cuda.empty_cache() every training step synchronizes and hands cached "
+                "torch.cuda.empty_cache() every step synchronizes and hands cached "
                 "blocks back to the driver, only for the allocator to cudaMalloc them again: "
                 "remove it (fragmentation: PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)",
             )
-        if names & BARRIER and self._every_training_step(node):
+        if names & BARRIER and self._every_training_step(node, over_data=True):
             self.report(
                 node,
                 "TD707",
-                "torch.distributed.barrier() every training step makes all ranks wait for the "
+                "torch.distributed.barrier() every step makes all ranks wait for the "
                 "slowest and stalls the CPU: remove it (the gradient all-reduce already "
                 "synchronizes); keep barriers around checkpointing and evaluation",
             )
@@ -219,12 +220,22 @@ class TrainingRules(RuleVisitor):
             parent = self.parent(parent)
         return False
 
-    def _training_loop(self, node: ast.AST) -> ast.AST | None:
+    def _training_loop(self, node: ast.AST, over_data: bool = False) -> ast.AST | None:
+        """The innermost loop around ``node`` if it trains (or, with ``over_data``, iterates
+        a data loader: an evaluation loop runs per batch too)."""
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
-        return loops[0] if loops and self.is_training_body(loops[0]) else None
+        if not loops:
+            return None
+        if self.is_training_body(loops[0]):
+            return loops[0]
+        if over_data and isinstance(loops[0], FOR):
+            names = " ".join(dotted_names_in(loops[0].iter)).lower()
+            if _LOADER.search(names):
+                return loops[0]
+        return None
 
-    def _every_training_step(self, node: ast.AST) -> bool:
-        loop = self._training_loop(node)
+    def _every_training_step(self, node: ast.AST, over_data: bool = False) -> bool:
+        loop = self._training_loop(node, over_data)
         if loop is None:
             return False
         parent = self.parent(node)

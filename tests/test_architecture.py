@@ -26,8 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "torchdoctor"
 MAX_LINES = 450
 
-# Cycles being removed on other branches: the first two by the "profiler state" work of issue
-# #15, the lint one by the lint-engine rewrite (fixes beside their checks). The integrator
+# Cycles being removed on other branches: both by the "profiler state" work of issue #15. The integrator
 # deletes each entry once that branch is merged; nothing may be added to this list. A cycle
 # passes while its modules are a subset of one entry (a cycle half removed still passes).
 KNOWN_CYCLES: list[set[str]] = [
@@ -37,13 +36,6 @@ KNOWN_CYCLES: list[set[str]] = [
         "torchdoctor.collect.profiler_overhead",
     },
     {"torchdoctor.collect.syncs", "torchdoctor.collect.syncs_overhead"},
-    {
-        "torchdoctor.lint.fixes",
-        "torchdoctor.lint.rules_loops",
-        "torchdoctor.lint.rules_precision",
-        "torchdoctor.lint.rules_sync",
-        "torchdoctor.lint.runner",
-    },
 ]
 
 # Files allowed past MAX_LINES while their owners split them (collect/profiler.py: issue #15's

@@ -65,6 +65,21 @@ def test_json_and_sarif(project: Path, capsys, monkeypatch) -> None:
     assert artifact == {"uri": "dirty.py", "uriBaseId": "%SRCROOT%"}
 
 
+def test_github_annotations(project: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    (project / "odd, name.py").write_text("import torch\nm = torch.nn.DataParallel(m)\n")
+    assert main(["lint", "--no-config", "--format", "github", "."]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "::warning file=./dirty.py,line=3,col=10,endLine=3,endColumn=37,"
+        "title=TD504 deprecated-cuda-amp-gradscaler::TD504 torch.cuda.amp.GradScaler is "
+        "deprecated: use torch.amp.GradScaler('cuda', ...)"
+    )
+    assert lines[1].startswith("::warning file=./odd%2C name.py,line=2,col=5,")
+    assert "title=TD701 data-parallel::TD701 torch.nn.DataParallel" in lines[1]
+    assert all("\n" not in line for line in lines)
+
+
 def test_diff_previews_and_fix_writes(project: Path, capsys) -> None:
     assert main(["lint", "--no-config", "--diff", str(project)]) == 1
     out = capsys.readouterr().out

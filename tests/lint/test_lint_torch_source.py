@@ -1,7 +1,7 @@
 """The linter on real code: a slice of the installed torch package must lint without crashes.
 
-The whole package (about 2,300 files, minutes of CPU) runs only with
-TORCHDOCTOR_LINT_WHOLE_TORCH=1; its numbers are in benchmarks/results/lint.md.
+The whole package (about 2,300 files, about 45 s of CPU) runs only with
+TORCHDOCTOR_LINT_WHOLE_TORCH=1; its numbers are in BENCHMARKS.md (`torchdoctor bench lint`).
 """
 
 from __future__ import annotations

@@ -143,3 +143,21 @@ def evaluate_no_grad_inside(model, loader):
         with torch.no_grad():
             outs.append(model(x))
     return outs
+
+
+@torch.no_grad()
+def conditional_sample(model, scheduler, trajectory, condition_data, condition_mask):
+    for t in scheduler.timesteps:
+        trajectory[condition_mask] = condition_data[condition_mask]  # expect: TD603
+        trajectory = scheduler.step(model(trajectory, t), t, trajectory).prev_sample
+    trajectory[condition_mask] = condition_data[condition_mask]  # near-miss: once, after
+    return trajectory
+
+
+@torch.no_grad()
+def conditional_sample_where(model, scheduler, trajectory, condition_data, condition_mask):
+    for t in scheduler.timesteps:
+        trajectory = torch.where(condition_mask, condition_data, trajectory)  # near-miss
+        trajectory[:, 0] = condition_data[:, 0]  # near-miss: a slice, not a mask
+        trajectory = scheduler.step(model(trajectory, t), t, trajectory).prev_sample
+    return trajectory

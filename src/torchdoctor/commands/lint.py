@@ -36,7 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exclude", type=_codes, default=None, help="comma-separated glob patterns"
     )
-    parser.add_argument("--format", choices=("text", "json", "sarif"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "sarif", "github"),
+        default="text",
+        help="text (flake8 style), json, sarif (code scanning), github (PR annotations)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--fix", action="store_true", help="apply safe fixes to the files")
     group.add_argument(

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 from torchdoctor.lint.attach import attach_findings, findings_at
 from torchdoctor.lint.finding import Finding
-from torchdoctor.lint.fixes import fix_source
-from torchdoctor.lint.formats import format_json, format_sarif, format_text, to_sarif
+from torchdoctor.lint.formats import (
+    format_github,
+    format_json,
+    format_sarif,
+    format_text,
+    to_sarif,
+)
 from torchdoctor.lint.registry import RULES, Rule, resolve_codes
-from torchdoctor.lint.runner import fix_paths, iter_python_files, lint_paths, lint_source
+from torchdoctor.lint.runner import (
+    fix_paths,
+    fix_source,
+    iter_python_files,
+    lint_paths,
+    lint_source,
+)
 
 __all__ = [
     "RULES",
@@ -23,6 +34,7 @@ __all__ = [
     "findings_at",
     "fix_paths",
     "fix_source",
+    "format_github",
     "format_json",
     "format_sarif",
     "format_text",

@@ -12,6 +12,7 @@ _FAMILIES = {
     "TD4": "Data pipeline",
     "TD5": "Precision and engine",
     "TD6": "Inference loops",
+    "TD7": "Training loop and distributed training",
 }
 
 _INTRO = """\
@@ -31,13 +32,16 @@ exclude = ["legacy/*"]
 ```
 
 Output: `--format text` (flake8 style), `json` (the Session `Finding` list), `sarif`
-(SARIF 2.1.0 for GitHub code scanning). `--fix` writes the safe fixes (marked *autofix*
+(SARIF 2.1.0 for GitHub code scanning), `github` (workflow commands: annotations on the pull
+request's diff, `::warning file=...,line=...,col=...,title=TD201::...`). `--fix` writes the safe fixes (marked *autofix*
 below), `--diff` previews them. Exit code 0 when clean, 1 when findings remain, 2 on usage
 error. Also available as a flake8 plugin (`flake8 --select TD`) and a pre-commit hook
 (`id: torchdoctor-lint`). Findings carry 1-based lines and columns; `end_column` is exclusive.
 
 Rules are heuristics over source text: they match calls by qualified name (import aliases
-resolve), but they cannot know types, so tensor-ness is inferred from the call (`.item()`,
+resolve), and some look across the files linted together (whether the project moves data to
+CUDA; whether every caller of a sampling function runs it under no_grad; whether a method
+called every step reads tensors on the host), but they cannot know types, so tensor-ness is inferred from the call (`.item()`,
 `torch.*`), and module-ness from names (`model`, `encoder`, `self.net`, ...).
 
 | code | name | severity | what | replacement | autofix | seed |

@@ -1,4 +1,4 @@
-"""Text, JSON and SARIF 2.1.0 output of lint findings (pure formatting, no I/O)."""
+"""Text, JSON, SARIF 2.1.0 and GitHub Actions annotation output of lint findings (pure formatting, no I/O)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from torchdoctor.lint.registry import RULES
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
-FORMATS = ("text", "json", "sarif")
+FORMATS = ("text", "json", "sarif", "github")
+_GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 
 
 def format_text(findings: Sequence[Finding], statistics: bool = False) -> str:
@@ -137,12 +138,43 @@ def format_sarif(findings: Sequence[Finding], root: str | Path | None = None) ->
     return json.dumps(to_sarif(findings, root), indent=2)
 
 
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def format_github(findings: Sequence[Finding]) -> str:
+    """GitHub Actions workflow commands: one annotation per finding on the PR diff.
+
+    Example:
+        >>> print(format_github([Finding("TD202", "warning", "a, b", "t.py", 3, 5, 3, 9)]))
+        ::warning file=t.py,line=3,col=5,endLine=3,endColumn=9,title=TD202 cuda-synchronize-in-training-loop::TD202 a, b
+    """
+    lines = []
+    for f in findings:
+        level = _GITHUB_LEVEL.get(f.severity, "warning")
+        name = RULES[f.code].name if f.code in RULES else ""
+        props = (
+            f"file={_escape_property(f.path)},line={f.line},col={f.column},"
+            f"endLine={f.end_line},endColumn={f.end_column},"
+            f"title={_escape_property(f'{f.code} {name}'.strip())}"
+        )
+        lines.append(f"::{level} {props}::{_escape_data(f'{f.code} {f.message}')}")
+    return "\n".join(lines)
+
+
 def render(findings: Sequence[Finding], fmt: str, statistics: bool = False) -> str:
-    """Format findings as ``text``, ``json`` or ``sarif``; ValueError for another format."""
+    """Format findings as ``text``, ``json``, ``sarif`` or ``github``; ValueError for another
+    format."""
     if fmt == "text":
         return format_text(findings, statistics)
     if fmt == "json":
         return format_json(findings)
     if fmt == "sarif":
         return format_sarif(findings)
+    if fmt == "github":
+        return format_github(findings)
     raise ValueError(f"unknown lint output format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import re
 
-import libcst as cst
-import libcst.matchers as m
-
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
+    FOR,
+    FUNCTIONS,
     MODEL_NAME,
     RuleVisitor,
-    code_of,
     dotted,
     dotted_names_in,
     method_name,
@@ -59,40 +59,44 @@ ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
 _WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
 
 
-def _unwrap_iter(it: cst.BaseExpression) -> cst.BaseExpression:
+def _unwrap_iter(it: ast.AST) -> ast.AST:
     """The iterable inside enumerate(...)/tqdm(...)/reversed(...)/list(...)/iter(...), a
     progress bar (diffusers' ``self.progress_bar(timesteps)``, rich's ``track``) or a slice
     (``scheduler.timesteps[t_start:]``, img2img)."""
     while True:
         if (
-            isinstance(it, cst.Call)
-            and isinstance(it.func, (cst.Name, cst.Attribute))
+            isinstance(it, ast.Call)
+            and isinstance(it.func, (ast.Name, ast.Attribute))
             and (dotted(it.func) or "").rsplit(".", 1)[-1] in _WRAPPERS
-            and it.args
+            and (it.args or it.keywords)
         ):
-            it = it.args[0].value
-        elif isinstance(it, cst.Subscript) and all(
-            isinstance(element.slice, cst.Slice) for element in it.slice
+            it = it.args[0] if it.args else it.keywords[0].value
+        elif isinstance(it, ast.Subscript) and (
+            isinstance(it.slice, ast.Slice)
+            or (
+                isinstance(it.slice, ast.Tuple)
+                and all(isinstance(e, ast.Slice) for e in it.slice.elts)
+            )
         ):
             it = it.value
         else:
             return it
 
 
-def _range_call(it: cst.BaseExpression) -> cst.Call | None:
+def _range_call(it: ast.AST) -> ast.Call | None:
     """The ``range(...)`` call a loop iterates over (through the wrappers), if any."""
     it = _unwrap_iter(it)
-    if isinstance(it, cst.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] == "range":
+    if isinstance(it, ast.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] == "range":
         return it
     return None
 
 
-def _is_denoising_iter(it: cst.BaseExpression) -> bool:
+def _is_denoising_iter(it: ast.AST) -> bool:
     """``scheduler.timesteps``, ``range(num_inference_steps)``, also wrapped in
     enumerate/tqdm/reversed/list."""
     steps = _range_call(it)
     if steps is not None:
-        return any(STEP_COUNT.search(code_of(a.value)) for a in steps.args)
+        return any(STEP_COUNT.search(ast.unparse(a)) for a in steps.args)
     return (dotted(_unwrap_iter(it)) or "").rsplit(".", 1)[-1] == "timesteps"
 
 
@@ -106,10 +110,51 @@ SAMPLING_FUNCTION = re.compile(
 TIMESTEP_TARGET = re.compile(r"^(t|ts|tt|t_idx|timestep|time_step|tau|sigma)$", re.IGNORECASE)
 
 
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD601",
+        "invariant-call-in-denoising-loop",
+        "warning",
+        "module call with loop-invariant arguments inside a denoising loop (over "
+        "scheduler.timesteps or range(num_inference_steps), or over range(...) in a sample/"
+        "generate/denoise function with a timestep variable t passed to the denoiser)",
+        "encode the conditioning once before the loop and reuse it in every step",
+        "for t in scheduler.timesteps:\n    cond = self.encoder(tokens)\n    x = step(x, t, cond)",
+        "cond = self.encoder(tokens)\nfor t in scheduler.timesteps:\n    x = step(x, t, cond)",
+        seed="001",
+    ),
+    Rule(
+        "TD602",
+        "eval-loop-without-no-grad",
+        "warning",
+        "evaluation/inference loop without torch.no_grad() / torch.inference_mode()",
+        "wrap the loop (or decorate the function) with torch.inference_mode()",
+        "model.eval()\nfor x in loader:\n    out = model(x)",
+        "model.eval()\nwith torch.inference_mode():\n    for x in loader:\n        out = model(x)",
+        seed="001",
+    ),
+    Rule(
+        "TD603",
+        "mask-assignment-in-denoising-loop",
+        "warning",
+        "boolean-mask assignment x[mask] = y in every denoising step (a nonzero() and a host "
+        "sync per step)",
+        "x = torch.where(mask, y, x) keeps the step on the device without a sync",
+        "for t in scheduler.timesteps:\n    x[cond_mask] = cond[cond_mask]\n"
+        "    x = scheduler.step(model(x, t), t, x)",
+        "for t in scheduler.timesteps:\n    x = torch.where(cond_mask, cond, x)\n"
+        "    x = scheduler.step(model(x, t), t, x)",
+        seed="001",
+    ),
+)
+
+
 class InferenceRules(RuleVisitor):
     """TD601 invariant module call in a denoising loop; TD602 eval loop without no_grad."""
 
-    CODES = ("TD601", "TD602")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (
             r"(?i)timesteps|inference_steps|sampling_steps|denois|diffusion_steps|"
@@ -120,7 +165,7 @@ class InferenceRules(RuleVisitor):
     )
 
     # -- TD601 ---------------------------------------------------------------------------------
-    def _is_sampling_loop(self, node: cst.For) -> bool:
+    def _is_sampling_loop(self, node: ast.For) -> bool:
         """A denoising iterator, or a loop over range(...) with a timestep-like variable in a
         sampling function (``def sample(...): for t in reversed(range(steps)):``)."""
         if _is_denoising_iter(node.iter):
@@ -136,19 +181,18 @@ class InferenceRules(RuleVisitor):
         passed = {
             name
             for call in self.direct_calls(node.body)
-            for arg in call.args
-            for name in dotted_names_in(arg.value)
+            for arg in [*call.args, *(k.value for k in call.keywords)]
+            for name in dotted_names_in(arg)
         }
         if not timesteps & passed:
             return False
         scope = self.enclosing_scope(node)
-        return isinstance(scope, cst.FunctionDef) and bool(
-            SAMPLING_FUNCTION.search(scope.name.value)
-        )
+        return isinstance(scope, FUNCTIONS) and bool(SAMPLING_FUNCTION.search(scope.name))
 
-    def visit_For(self, node: cst.For) -> None:
+    def visit_For(self, node: ast.For) -> None:
         if not self._is_sampling_loop(node) or self.is_training_body(node):
             return
+        self._check_mask_assignments(node)
         for call in self.direct_calls(node.body):
             callee = dotted(call.func)
             if callee is None or "scheduler" in callee.lower():
@@ -159,28 +203,55 @@ class InferenceRules(RuleVisitor):
             model_like = (
                 callee.startswith("self.") or MODEL_NAME.search(last) or ENCODER_CALL.search(last)
             )
-            if not model_like or not call.args:
+            args = [*call.args, *(k.value for k in call.keywords)]
+            if not model_like or not args:
                 continue
-            if all(not a.star and self.is_invariant(a.value, node) for a in call.args):
+            if all(
+                not isinstance(a, ast.Starred) and self.is_invariant(a, node) for a in args
+            ) and all(k.arg is not None for k in call.keywords):
                 self.report(
                     call,
                     "TD601",
-                    f"`{code_of(call)}` gets the same arguments in every denoising step: "
+                    f"`{self.code_of(call)}` gets the same arguments in every denoising step: "
                     "compute it once before the loop and reuse the result",
                 )
 
+    def _check_mask_assignments(self, loop: ast.For) -> None:
+        """TD603: ``x[mask] = ...`` with a boolean mask, every step."""
+        for stmt in loop.body:
+            if not isinstance(stmt, ast.Assign):
+                continue
+            for target in stmt.targets:
+                if not isinstance(target, ast.Subscript):
+                    continue
+                index = target.slice
+                name = (dotted(index) or "").rsplit(".", 1)[-1]
+                if "mask" in name.lower() or isinstance(index, ast.Compare):
+                    self.report(
+                        target,
+                        "TD603",
+                        f"`{self.code_of(stmt)}` assigns through a boolean mask in every "
+                        "denoising step (a nonzero() and a host sync each time): "
+                        f"`{self.code_of(target.value)} = torch.where(mask, value, "
+                        f"{self.code_of(target.value)})` stays on the device",
+                    )
+
     # -- TD602 ---------------------------------------------------------------------------------
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        if not EVAL_FUNCTION.search(node.name):
+            lines = self.context.lines[node.lineno - 1 : node.end_lineno]
+            if not any(".eval()" in line for line in lines):
+                return  # neither an evaluation function nor one calling .eval()
         body_calls = calls_in_function(node)  # model.eval() may sit inside an epoch loop
         eval_receivers = {
             dotted(c.func.value)
             for c in body_calls
-            if method_name(c) == "eval" and not c.args and isinstance(c.func, cst.Attribute)
+            if method_name(c) == "eval" and not c.args and not c.keywords
         } - {None}
-        if not (EVAL_FUNCTION.search(node.name.value) or eval_receivers):
+        if not (EVAL_FUNCTION.search(node.name) or eval_receivers):
             return
-        for deco in node.decorators:
-            target = deco.decorator.func if isinstance(deco.decorator, cst.Call) else deco.decorator
+        for deco in node.decorator_list:
+            target = deco.func if isinstance(deco, ast.Call) else deco
             if self.qualified_names(target) & NO_GRAD:
                 return
         for call in calls_in_function(node):
@@ -189,8 +260,15 @@ class InferenceRules(RuleVisitor):
                 "requires_grad_",
             }:
                 return
+        callers_checked = False
         for loop in self._eval_loops(node.body):
+            if _loops_over_modules(loop):
+                continue
             if self._calls_model(loop, eval_receivers):
+                if not callers_checked:
+                    callers_checked = True
+                    if self._callers_disable_grad(node):
+                        return
                 self.report(
                     loop,
                     "TD602",
@@ -199,48 +277,61 @@ class InferenceRules(RuleVisitor):
                     "the function with @torch.inference_mode()",
                 )
 
-    def _top_loops(self, body: cst.CSTNode):
+    def _callers_disable_grad(self, node: ast.FunctionDef) -> bool:
+        """Every caller in the project runs ``node`` under no_grad (one or two calls up:
+        ``conditional_sample`` <- ``predict_action`` <- ``with torch.no_grad():``)."""
+        project = self.context.project
+        if project is None or node.name.startswith("__"):
+            return False
+        return project.callers_run_without_grad(node.name) is True
+
+    def _top_loops(self, body: list[ast.AST]):
         """Outermost for/while loops of a function body not already under a no-grad `with`."""
-        stack = list(body.children)
+        stack = list(body)
         while stack:
             node = stack.pop()
-            if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            if isinstance(node, (*FUNCTIONS, ast.ClassDef, ast.Lambda)):
                 continue
-            if isinstance(node, cst.With) and any(
-                isinstance(item.item, cst.Call) and self.callee(item.item) & NO_GRAD
+            if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+                isinstance(item.context_expr, ast.Call) and self.callee(item.context_expr) & NO_GRAD
                 for item in node.items
             ):
                 continue
-            if isinstance(node, (cst.For, cst.While)):
+            if isinstance(node, (*FOR, ast.While)):
                 yield node
                 continue
-            stack.extend(node.children)
+            stack.extend(ast.iter_child_nodes(node))
 
-    def _eval_loops(self, body: cst.CSTNode):
+    def _eval_loops(self, body: list[ast.AST]):
         """Outermost loops without a backward pass and not under no-grad; a loop that trains
         (an epoch loop of a train-and-validate function) is looked into for its other loops."""
         for loop in self._top_loops(body):
-            if any(method_name(call) == "backward" for call in m.findall(loop, m.Call())):
+            if any(
+                isinstance(call, ast.Call) and method_name(call) == "backward"
+                for call in ast.walk(loop)
+            ):
                 yield from self._eval_loops(loop.body)
             else:
                 yield loop
 
-    def _under_no_grad(self, node: cst.CSTNode, stop: cst.CSTNode) -> bool:
+    def _under_no_grad(self, node: ast.AST, stop: ast.AST) -> bool:
         """``node`` sits in a ``with torch.no_grad():`` (or inference_mode) inside ``stop``."""
         parent = self.parent(node)
         while parent is not None and parent is not stop:
-            if isinstance(parent, cst.With) and any(
-                isinstance(item.item, cst.Call) and self.callee(item.item) & NO_GRAD
+            if isinstance(parent, (ast.With, ast.AsyncWith)) and any(
+                isinstance(item.context_expr, ast.Call) and self.callee(item.context_expr) & NO_GRAD
                 for item in parent.items
             ):
                 return True
             parent = self.parent(parent)
         return False
 
-    def _calls_model(self, loop: cst.CSTNode, receivers: set[str]) -> bool:
+    def _calls_model(self, loop: ast.AST, receivers: set[str]) -> bool:
         """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,
         ``model.forward(x)``; methods such as ``model.named_modules()`` do not count."""
-        for call in m.findall(loop, m.Call()):
+        for call in ast.walk(loop):
+            if not isinstance(call, ast.Call):
+                continue
             callee = dotted(call.func)
             if callee is None or self._under_no_grad(call, loop):
                 continue
@@ -257,5 +348,20 @@ class InferenceRules(RuleVisitor):
         return False
 
 
-def calls_in_function(node: cst.FunctionDef) -> list[cst.Call]:
-    return list(m.findall(node.body, m.Call()))
+def _loops_over_modules(loop: ast.AST) -> bool:
+    """``for key, net in self.nets.items():`` runs each sub-module once per call: the loop is
+    part of a forward pass, not an evaluation loop over data."""
+    if not isinstance(loop, FOR):
+        return False
+    it = loop.iter
+    if isinstance(it, ast.Call) and method_name(it) in {"items", "values", "keys"}:
+        return True
+    return any(MODEL_NAME.search(n) for n in target_names(loop.target))
+
+
+def calls_in_function(node: ast.FunctionDef) -> list[ast.Call]:
+    return [n for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
+
+
+InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]
+InferenceRules.visit_AsyncFor = InferenceRules.visit_For  # type: ignore[attr-defined]

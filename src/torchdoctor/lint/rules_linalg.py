@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import libcst as cst
-import libcst.matchers as m
+import ast
 
-from torchdoctor.lint.visitor import RuleVisitor, code_of, method_name
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import RuleVisitor, method_name, positional
 
 INVERSES = frozenset(
     {
@@ -61,21 +61,50 @@ FACTORIZATIONS: dict[str, tuple[int, tuple[str, ...], bool]] = {
 }
 
 
-def _matrix_arg(call: cst.Call, position: int, keywords: tuple[str, ...]):
-    positional = [a for a in call.args if a.keyword is None and not a.star]
-    if len(positional) > position:
-        return positional[position].value
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value in keywords:
-            return a.value
+def _matrix_arg(call: ast.Call, position: int, keywords: tuple[str, ...]):
+    args = positional(call)
+    if len(args) > position:
+        return args[position]
+    for kw in call.keywords:
+        if kw.arg in keywords:
+            return kw.value
     return None
+
+
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD101",
+        "inverse-then-multiply",
+        "warning",
+        "explicit inverse whose result is multiplied",
+        "use torch.linalg.solve(A, B), or a Cholesky factor with cholesky_solve / "
+        "solve_triangular (whitening: torchdoctor.ops.whiten)",
+        "y = torch.linalg.inv(S) @ x",
+        "y = torch.linalg.solve(S, x)",
+        "torchdoctor.ops.cholesky_factor",
+        seed="000",
+    ),
+    Rule(
+        "TD102",
+        "factorization-in-loop",
+        "warning",
+        "solve/factorization of a loop-invariant matrix inside a loop",
+        "factor the matrix once before the loop and solve all right-hand sides in one batched call",
+        "for b in rhs:\n    xs.append(torch.linalg.solve(A, b))",
+        "L = torch.linalg.cholesky(A)\nX = torch.cholesky_solve(torch.stack(rhs, -1), L)",
+        "torchdoctor.ops.cholesky_factor",
+        seed="000",
+    ),
+)
 
 
 class LinalgRules(RuleVisitor):
     """TD101 explicit inverse then multiplied; TD102 factorization of an invariant matrix in a
     loop."""
 
-    CODES = ("TD101", "TD102")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (
             r"\b(inv|inv_ex|inverse|pinv|pinverse|solve\w*|\w*_solve|cholesky\w*|lu_factor\w*|lu|"
@@ -83,10 +112,10 @@ class LinalgRules(RuleVisitor):
         ),
     )
 
-    def visit_Call(self, node: cst.Call) -> None:
+    def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
         is_inverse = bool(names & INVERSES) or (
-            method_name(node) in INVERSE_METHODS and not node.args
+            method_name(node) in INVERSE_METHODS and not node.args and not node.keywords
         )
         if is_inverse:
             use = self._multiplied_use(node)
@@ -94,8 +123,8 @@ class LinalgRules(RuleVisitor):
                 self.report(
                     node,
                     "TD101",
-                    f"explicit inverse `{code_of(node)}` is multiplied ({use}): solve instead "
-                    "(torch.linalg.solve, or cholesky + cholesky_solve/solve_triangular; "
+                    f"explicit inverse `{self.code_of(node)}` is multiplied ({use}): solve "
+                    "instead (torch.linalg.solve, or cholesky + cholesky_solve/solve_triangular; "
                     "whitening and Mahalanobis: torchdoctor.ops.whiten / pairwise_mahalanobis)",
                 )
         for name in names & FACTORIZATIONS.keys():
@@ -107,67 +136,66 @@ class LinalgRules(RuleVisitor):
             short = name.rsplit(".", 1)[-1]
             if is_solve:
                 msg = (
-                    f"`{short}` with loop-invariant matrix `{code_of(matrix)}` inside a loop: "
-                    "factor it once before the loop and solve all right-hand sides in one "
+                    f"`{short}` with loop-invariant matrix `{self.code_of(matrix)}` inside a "
+                    "loop: factor it once before the loop and solve all right-hand sides in one "
                     "batched call (stack them as columns)"
                 )
             else:
                 msg = (
-                    f"`{short}` of loop-invariant matrix `{code_of(matrix)}` is recomputed every "
-                    "iteration: compute it once before the loop"
+                    f"`{short}` of loop-invariant matrix `{self.code_of(matrix)}` is recomputed "
+                    "every iteration: compute it once before the loop"
                 )
             self.report(node, "TD102", msg)
             break
 
     # -- TD101 helpers ------------------------------------------------------------------------
-    def _multiplied_use(self, call: cst.Call) -> str | None:
+    def _multiplied_use(self, call: ast.Call) -> str | None:
         """Describe how the inverse's value gets multiplied, or None if it is not."""
         if self._in_matmul(call):
             return "directly"
         parent = self.parent(call)
-        if isinstance(parent, cst.Assign) and len(parent.targets) == 1:
-            target = parent.targets[0].target
-            if isinstance(target, cst.Tuple) and target.elements:  # A_inv, info = inv_ex(A)
-                target = target.elements[0].value
-            if isinstance(target, cst.Name):
+        if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and parent.value is call:
+            target = parent.targets[0]
+            if isinstance(target, ast.Tuple) and target.elts:  # A_inv, info = inv_ex(A)
+                target = target.elts[0]
+            if isinstance(target, ast.Name):
                 scope = self.enclosing_scope(call)
-                for name in m.findall(scope, m.Name(value=target.value)):
-                    if name is target or self._is_binding(name):
+                for name in ast.walk(scope):
+                    if not isinstance(name, ast.Name) or name.id != target.id:
+                        continue
+                    if name is target or not isinstance(name.ctx, ast.Load):
                         continue
                     if self._in_matmul(name):
-                        return f"`{target.value}` is used in a product"
+                        return f"`{target.id}` is used in a product"
         return None
 
-    def _is_binding(self, name: cst.Name) -> bool:
-        parent = self.parent(name)
-        return isinstance(parent, (cst.AssignTarget, cst.Param, cst.Attribute)) and (
-            not isinstance(parent, cst.Attribute) or parent.attr is name
-        )
-
-    def _in_matmul(self, node: cst.CSTNode) -> bool:
+    def _in_matmul(self, node: ast.AST) -> bool:
         parent = self.parent(node)
         # Walk through harmless wrappers: (A), A.T, A.mT, A.to(...), A.float()
         while True:
-            if isinstance(parent, cst.Attribute) and parent.attr.value in {"T", "mT", "H", "mH"}:
+            if isinstance(parent, ast.Attribute) and parent.attr in {"T", "mT", "H", "mH"}:
                 node, parent = parent, self.parent(parent)
                 continue
-            if isinstance(parent, cst.Attribute) and parent.value is node:
+            if isinstance(parent, ast.Attribute) and parent.value is node:
                 grand = self.parent(parent)
-                if isinstance(grand, cst.Call) and parent.attr.value in _SHAPE_METHODS:
+                if (
+                    isinstance(grand, ast.Call)
+                    and grand.func is parent
+                    and (parent.attr in _SHAPE_METHODS)
+                ):
                     node, parent = grand, self.parent(grand)
                     continue
             break
-        if isinstance(parent, cst.BinaryOperation) and isinstance(
-            parent.operator, cst.MatrixMultiply
-        ):
+        if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.MatMult):
             return True
-        if isinstance(parent, cst.Attribute) and parent.value is node:
+        if isinstance(parent, ast.Attribute) and parent.value is node:
             grand = self.parent(parent)
-            return isinstance(grand, cst.Call) and parent.attr.value in MATMUL_METHODS
-        if isinstance(parent, cst.Arg):
-            call = self.parent(parent)
-            if isinstance(call, cst.Call):
-                if self.callee(call) & MATMULS:
-                    return True
-                return method_name(call) in MATMUL_METHODS
+            return isinstance(grand, ast.Call) and parent.attr in MATMUL_METHODS
+        if isinstance(parent, ast.keyword):
+            parent = self.parent(parent)
+            node = None
+        if isinstance(parent, ast.Call) and parent.func is not node:
+            if self.callee(parent) & MATMULS:
+                return True
+            return method_name(parent) in MATMUL_METHODS
         return False

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import libcst as cst
-import libcst.matchers as m
+import ast
 
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     COMPREHENSIONS,
+    FOR,
     RuleVisitor,
-    code_of,
+    dotted,
     dotted_names_in,
     has_host_copy,
     method_name,
+    positional,
+    segment,
     target_names,
 )
 
@@ -21,66 +24,111 @@ LSA = frozenset(
 UNIQUE_HOST = frozenset({"numpy.unique"})
 
 
-def equality_sides(
-    expr: cst.BaseExpression,
-) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:
+def equality_sides(expr: ast.AST) -> tuple[ast.AST, ast.AST] | None:
     """``(x, v)`` for ``x == v`` or ``x.eq(v)``; None otherwise."""
-    if isinstance(expr, cst.Comparison) and len(expr.comparisons) == 1:
-        target = expr.comparisons[0]
-        if isinstance(target.operator, cst.Equal):
-            return expr.left, target.comparator
-    if isinstance(expr, cst.Call) and method_name(expr) == "eq" and len(expr.args) == 1:
-        return expr.func.value, expr.args[0].value
+    if isinstance(expr, ast.Compare) and len(expr.ops) == 1 and isinstance(expr.ops[0], ast.Eq):
+        return expr.left, expr.comparators[0]
+    if (
+        isinstance(expr, ast.Call)
+        and method_name(expr) == "eq"
+        and len(expr.args) == 1
+        and not expr.keywords
+    ):
+        return expr.func.value, expr.args[0]
     return None
 
 
-def remap_loop_parts(node: cst.For) -> tuple[str, str, str, str, str] | None:
+def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, str, str] | None:
     """For ``for I, V in enumerate(U): Y[L == V] = I`` return ``(I, V, U, Y, L)`` as text."""
-    if not (isinstance(node.target, cst.Tuple) and len(node.target.elements) == 2):
-        return None
-    index, value = (e.value for e in node.target.elements)
-    it = node.iter
-    if not (isinstance(index, cst.Name) and isinstance(value, cst.Name)):
-        return None
     if not (
-        isinstance(it, cst.Call)
-        and isinstance(it.func, cst.Name)
-        and it.func.value == "enumerate"
-        and len(it.args) == 1
+        isinstance(node, ast.For)
+        and isinstance(node.target, ast.Tuple)
+        and len(node.target.elts) == 2
     ):
         return None
-    body = node.body.body if isinstance(node.body, cst.IndentedBlock) else []
-    if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine):
+    index, value = node.target.elts
+    it = node.iter
+    if not (isinstance(index, ast.Name) and isinstance(value, ast.Name)):
         return None
-    stmt = body[0].body[0] if len(body[0].body) == 1 else None
-    if not (isinstance(stmt, cst.Assign) and len(stmt.targets) == 1):
+    if not (
+        isinstance(it, ast.Call)
+        and isinstance(it.func, ast.Name)
+        and it.func.id == "enumerate"
+        and len(it.args) == 1
+        and not it.keywords
+        and not isinstance(it.args[0], ast.Starred)
+    ):
         return None
-    target = stmt.targets[0].target
-    if not (isinstance(stmt.value, cst.Name) and stmt.value.value == index.value):
+    if len(node.body) != 1 or node.orelse:
         return None
-    if not (isinstance(target, cst.Subscript) and len(target.slice) == 1):
+    stmt = node.body[0]
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
         return None
-    element = target.slice[0].slice
-    sides = equality_sides(element.value) if isinstance(element, cst.Index) else None
-    if sides is None or not (isinstance(sides[1], cst.Name) and sides[1].value == value.value):
+    target = stmt.targets[0]
+    if not (isinstance(stmt.value, ast.Name) and stmt.value.id == index.id):
         return None
-    return (
-        index.value,
-        value.value,
-        code_of(it.args[0].value),
-        code_of(target.value),
-        code_of(sides[0]),
-    )
+    if not isinstance(target, ast.Subscript) or isinstance(target.slice, (ast.Slice, ast.Tuple)):
+        return None
+    sides = equality_sides(target.slice)
+    if sides is None or not (isinstance(sides[1], ast.Name) and sides[1].id == value.id):
+        return None
+
+    def text(n: ast.AST) -> str:
+        return (segment(lines, n) or ast.unparse(n)).strip()
+
+    return (index.id, value.id, text(it.args[0]), text(target.value), text(sides[0]))
 
 
 _IMPORTS_TORCH = r"(?m)^\s*(?:import|from)\s+torch\b"
+
+
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD301",
+        "mask-per-value-in-loop",
+        "warning",
+        "torch.where(x == v) / (x == v).nonzero() / x[x == v] inside a loop over values",
+        "group once: argsort + counts (torch.unique_consecutive / split) and iterate the groups",
+        "for s in range(n_seg):\n    idx = torch.where(seg == s)[0]",
+        "groups = torchdoctor.ops.group_by_segment(seg, n_seg)",
+        "torchdoctor.ops.group_by_segment",
+        seed="003",
+    ),
+    Rule(
+        "TD302",
+        "python-label-remap",
+        "warning",
+        "label remapping through Python containers or a loop over labels",
+        "torch.unique(labels, return_inverse=True) remaps in one on-device op; --fix rewrites "
+        "the exact `u = torch.unique(y); r = torch.zeros_like(y); for i, v in enumerate(u): "
+        "r[y == v] = i` idiom",
+        "u = sorted(set(y.tolist()))\nm = {v: i for i, v in enumerate(u)}",
+        "_, y = torch.unique(y, return_inverse=True)",
+        "torchdoctor.ops.remap_labels",
+        autofix=True,
+        seed="002",
+    ),
+    Rule(
+        "TD303",
+        "scipy-assignment-on-tensor",
+        "warning",
+        "scipy.optimize.linear_sum_assignment on tensor data copied to the host",
+        "solve the assignment batched on the device (greedy/Sinkhorn/auction)",
+        "r, c = linear_sum_assignment(-sim.detach().cpu().numpy())",
+        "cols = torchdoctor.ops.linear_assignment(-sim)",
+        "torchdoctor.ops.linear_assignment",
+        seed="000",
+    ),
+)
 
 
 class LoopRules(RuleVisitor):
     """TD301 mask per value in a loop; TD302 label remap through Python; TD303 scipy
     linear_sum_assignment on tensor data."""
 
-    CODES = ("TD301", "TD302", "TD303")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     # Only files that use torch: the same loops over NumPy arrays or pandas frames are theirs.
     TRIGGERS = (
         (
@@ -91,17 +139,21 @@ class LoopRules(RuleVisitor):
     )
 
     # -- TD301 ---------------------------------------------------------------------------------
-    def _mask_loop(self, node: cst.CSTNode, mask: cst.BaseExpression) -> cst.CSTNode | None:
+    def _mask_loop(self, node: ast.AST, mask: ast.AST) -> ast.AST | None:
         """The loop whose variable is compared in ``mask`` (``x == v``), if any."""
         loops = self.enclosing_loops(node)
         if not loops:
             return None
-        if isinstance(mask, cst.Name):  # m = x == v; torch.where(m)
-            for assign in m.findall(
-                loops[0], m.Assign(targets=[m.AssignTarget(m.Name(mask.value))])
-            ):
-                mask = assign.value
-                break
+        if isinstance(mask, ast.Name):  # m = x == v; torch.where(m)
+            for assign in ast.walk(loops[0]):
+                if (
+                    isinstance(assign, ast.Assign)
+                    and len(assign.targets) == 1
+                    and isinstance(assign.targets[0], ast.Name)
+                    and assign.targets[0].id == mask.id
+                ):
+                    mask = assign.value
+                    break
         sides = equality_sides(mask)
         if sides is None:
             return None
@@ -110,10 +162,24 @@ class LoopRules(RuleVisitor):
             targets = self.loop_targets(loop)
             for a, b in ((data, value), (value, data)):
                 if set(dotted_names_in(b)) & targets and self.is_invariant(a, loop):
+                    if self.skip_mask(a, b, loop):
+                        continue
                     return loop
         return None
 
-    def _check_mask(self, node: cst.CSTNode, mask: cst.BaseExpression, what: str) -> None:
+    @staticmethod
+    def skip_mask(invariant: ast.AST, varying: ast.AST, loop: ast.AST) -> bool:
+        """``ids == IMAGE_TOKEN_INDEX`` in a loop over samples compares each sample with a
+        constant (a literal or an UPPER_CASE name): one mask per sample, not one per value."""
+        if isinstance(invariant, ast.UnaryOp):
+            invariant = invariant.operand
+        if isinstance(invariant, ast.Constant):
+            return True
+        name = dotted(invariant)
+        last = (name or "").rsplit(".", 1)[-1]
+        return bool(last) and last.isupper()
+
+    def _check_mask(self, node: ast.AST, mask: ast.AST, what: str) -> None:
         if self._mask_loop(node, mask) is not None:
             self.report(
                 node,
@@ -122,31 +188,32 @@ class LoopRules(RuleVisitor):
                 "group once (argsort + counts, then split) with torchdoctor.ops.group_by_segment",
             )
 
-    def visit_Subscript(self, node: cst.Subscript) -> None:
-        if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        if isinstance(node.slice, (ast.Slice, ast.Tuple)):
             return
         parent = self.parent(node)
-        if isinstance(parent, cst.AssignTarget):
-            loop = self.parent(self.parent(self.parent(self.parent(parent))))
-            if isinstance(loop, cst.For) and remap_loop_parts(loop) is not None:
+        if isinstance(parent, ast.Assign) and any(t is node for t in parent.targets):
+            loop = self.parent(parent)
+            if remap_loop_parts(loop, self.context.lines) is not None:
                 return  # reported as TD302
-        self._check_mask(
-            node, node.slice[0].slice.value, f"boolean-mask indexing `{code_of(node)}`"
-        )
+        self._check_mask(node, node.slice, f"boolean-mask indexing `{self.code_of(node)}`")
 
     # -- calls ---------------------------------------------------------------------------------
-    def visit_Call(self, node: cst.Call) -> None:
+    def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
-        positional = [a.value for a in node.args if a.keyword is None and not a.star]
-        if "torch.where" in names and len(node.args) == 1 and positional:
-            self._check_mask(node, positional[0], f"`{code_of(node)}`")
-        elif names & {"torch.nonzero", "torch.argwhere"} and positional:
-            self._check_mask(node, positional[0], f"`{code_of(node)}`")
-        elif "torch.masked_select" in names and len(positional) == 2:
-            self._check_mask(node, positional[1], f"`{code_of(node)}`")
+        args = positional(node)
+        n_args = len(node.args) + len(node.keywords)
+        if "torch.where" in names and n_args == 1 and args:
+            self._check_mask(node, args[0], f"`{self.code_of(node)}`")
+        elif names & {"torch.nonzero", "torch.argwhere"} and args:
+            self._check_mask(node, args[0], f"`{self.code_of(node)}`")
+        elif "torch.masked_select" in names and len(args) == 2:
+            self._check_mask(node, args[1], f"`{self.code_of(node)}`")
         elif method_name(node) in {"nonzero", "argwhere"} and not names & {"torch.nonzero"}:
-            self._check_mask(node, node.func.value, f"`{code_of(node)}`")
-        if names & LSA and any(self._from_tensor(a.value, node) for a in node.args):
+            self._check_mask(node, node.func.value, f"`{self.code_of(node)}`")
+        if names & LSA and any(
+            self._from_tensor(a, node) for a in [*node.args, *(k.value for k in node.keywords)]
+        ):
             self.report(
                 node,
                 "TD303",
@@ -156,15 +223,15 @@ class LoopRules(RuleVisitor):
             )
         if "builtins.set" in names or names & UNIQUE_HOST:
             self._check_python_unique(node)
-        if "builtins.enumerate" in names and positional and has_host_copy(positional[0]):
+        if "builtins.enumerate" in names and args and has_host_copy(args[0]):
             comp = self.parent(node)
-            if isinstance(comp, cst.CompFor) and isinstance(self.parent(comp), cst.DictComp):
+            if isinstance(comp, ast.comprehension) and isinstance(self.parent(comp), ast.DictComp):
                 self.report(
                     self.parent(comp), "TD302", self._remap_message("a dict built from .tolist()")
                 )
 
-    def _from_tensor(self, expr: cst.BaseExpression, call: cst.Call) -> bool:
-        if any(method_name(c) == "detach" for c in m.findall(expr, m.Call())):
+    def _from_tensor(self, expr: ast.AST, call: ast.Call) -> bool:
+        if any(method_name(c) == "detach" for c in ast.walk(expr) if isinstance(c, ast.Call)):
             return True
         scope = self.enclosing_scope(call)
         if self.has_host_copy_resolved(expr, scope):
@@ -182,17 +249,15 @@ class LoopRules(RuleVisitor):
                 return True
         return False
 
-    def _loop_sources(self, node: cst.CSTNode):
+    def _loop_sources(self, node: ast.AST):
         """``(iterable, names it binds)`` of every for loop / comprehension around ``node``."""
         parent = self.parent(node)
         while parent is not None:
-            if isinstance(parent, cst.For):
+            if isinstance(parent, FOR):
                 yield parent.iter, target_names(parent.target)
             elif isinstance(parent, COMPREHENSIONS):
-                comp = parent.for_in
-                while comp is not None:
+                for comp in parent.generators:
                     yield comp.iter, target_names(comp.target)
-                    comp = comp.inner_for_in
             parent = self.parent(parent)
 
     @staticmethod
@@ -202,56 +267,163 @@ class LoopRules(RuleVisitor):
             "in one on-device op (torchdoctor.ops.remap_labels)"
         )
 
-    def _check_python_unique(self, call: cst.Call) -> None:
-        if len(call.args) != 1 or not self.has_host_copy_resolved(
-            call.args[0].value, self.enclosing_scope(call)
-        ):
+    def _check_python_unique(self, call: ast.Call) -> None:
+        if len(call.args) + len(call.keywords) != 1 or not call.args:
             return
-        outer: cst.CSTNode = call
+        if not self.has_host_copy_resolved(call.args[0], self.enclosing_scope(call)):
+            return
+        outer: ast.AST = call
         parent = self.parent(call)
-        while isinstance(parent, cst.Arg):
-            wrapper = self.parent(parent)
-            if isinstance(wrapper, cst.Call) and self.callee(wrapper) & {
-                "builtins.sorted",
-                "builtins.list",
-                "builtins.tuple",
-            }:
-                outer, parent = wrapper, self.parent(wrapper)
+        while isinstance(parent, ast.Call) and outer in parent.args:
+            if self.callee(parent) & {"builtins.sorted", "builtins.list", "builtins.tuple"}:
+                outer, parent = parent, self.parent(parent)
             else:
                 break
         used_for_mapping = False
-        if isinstance(parent, cst.Arg):
-            wrapper = self.parent(parent)
-            used_for_mapping = isinstance(
-                wrapper, cst.Call
-            ) and "builtins.enumerate" in self.callee(wrapper)
-        elif isinstance(parent, cst.Assign) and len(parent.targets) == 1:
-            target = parent.targets[0].target
-            if isinstance(target, cst.Name):
+        if isinstance(parent, ast.Call) and outer in parent.args:
+            used_for_mapping = "builtins.enumerate" in self.callee(parent)
+        elif isinstance(parent, ast.Assign) and len(parent.targets) == 1:
+            target = parent.targets[0]
+            if isinstance(target, ast.Name):
                 scope = self.enclosing_scope(call)
-                used_for_mapping = bool(
-                    m.findall(
-                        scope, m.Call(func=m.Name("enumerate"), args=[m.Arg(m.Name(target.value))])
+                used_for_mapping = any(
+                    isinstance(n, ast.Call)
+                    and (
+                        (
+                            isinstance(n.func, ast.Name)
+                            and n.func.id == "enumerate"
+                            and len(n.args) == 1
+                            and not n.keywords
+                            and isinstance(n.args[0], ast.Name)
+                            and n.args[0].id == target.id
+                        )
+                        or (
+                            isinstance(n.func, ast.Attribute)
+                            and n.func.attr == "index"
+                            and isinstance(n.func.value, ast.Name)
+                            and n.func.value.id == target.id
+                        )
                     )
-                    or m.findall(
-                        scope, m.Call(func=m.Attribute(m.Name(target.value), m.Name("index")))
-                    )
+                    for n in ast.walk(scope)
                 )
         if used_for_mapping:
-            self.report(outer, "TD302", self._remap_message(f"`{code_of(outer)}`"))
+            self.report(outer, "TD302", self._remap_message(f"`{self.code_of(outer)}`"))
 
     # -- TD302: for i, v in enumerate(u): y[x == v] = i ------------------------------------------
-    def visit_For(self, node: cst.For) -> None:
-        parts = remap_loop_parts(node)
+    def visit_For(self, node: ast.For) -> None:
+        parts = remap_loop_parts(node, self.context.lines)
         if parts is None:
             return
-        from torchdoctor.lint.fixes import remap_fix_applies
-
+        plan = self._plan_remap_fix(node)
         self.report(
             node,
             "TD302",
             self._remap_message(
                 f"a loop over labels (`{parts[3]}[... == {parts[1]}] = {parts[0]}`)"
             ),
-            fixable=remap_fix_applies(node, self.parent(node), self.qualified_names),
+            fix=None if plan is None else _remap_rewrite(*plan),
+            fix_kind="block",
         )
+
+    def _plan_remap_fix(self, loop: ast.For) -> tuple[str, str | None] | None:
+        """The statements replacing ``u = torch.unique(y); r = torch.zeros_like(y); <loop>``
+        (``u, r = torch.unique(y, return_inverse=True)`` and a dtype cast unless ``r`` was
+        int64), or None when the code around ``loop`` is not exactly that idiom."""
+        body = _statement_list(self.parent(loop), loop)
+        parts = remap_loop_parts(loop, self.context.lines)
+        if body is None or parts is None:
+            return None
+        index = next(i for i, stmt in enumerate(body) if stmt is loop)
+        if index < 2:
+            return None
+        idx, val, uniq, out, labels = parts
+        first, second = _single_assign(body[index - 2]), _single_assign(body[index - 1])
+        if first is None or second is None or first[0] != uniq or second[0] != out:
+            return None
+        if not _is_dotted(labels) or labels in {uniq, out} or uniq == out:
+            return None
+        unique, zeros = first[1], second[1]
+        if not isinstance(zeros, ast.Call) or "torch.zeros_like" not in self.callee(zeros):
+            return None
+        int64 = False  # zeros_like(labels, dtype=torch.long): the inverse indices need no cast
+        if len(zeros.args) == 1 and len(zeros.keywords) == 1:
+            extra = zeros.keywords[0]
+            if extra.arg != "dtype":
+                return None
+            if not self.qualified_names(extra.value) & {"torch.long", "torch.int64"}:
+                return None
+            int64 = True
+        elif zeros.keywords or len(zeros.args) != 1:
+            return None
+        if isinstance(zeros.args[0], ast.Starred) or self.code_of(zeros.args[0]) != labels:
+            return None
+        if not isinstance(unique, ast.Call):
+            return None
+        n_args = len(unique.args) + len(unique.keywords)
+        if (
+            isinstance(unique.func, ast.Attribute)
+            and unique.func.attr == "unique"
+            and self.code_of(unique.func.value) == labels
+            and n_args == 0
+        ):
+            new_unique = f"{labels}.unique(return_inverse=True)"
+        elif (
+            "torch.unique" in self.callee(unique)
+            and n_args == 1
+            and unique.args
+            and self.code_of(unique.args[0]) == labels
+        ):
+            new_unique = f"{self.code_of(unique.func)}({labels}, return_inverse=True)"
+        else:
+            return None
+        lines = self.context.lines
+        if any("#" in lines[i] for i in range(body[index - 2].end_lineno, loop.end_lineno)):
+            return None  # a comment would be lost
+        for later in body[index + 1 :]:  # the loop variables must not be read after the loop
+            if any(isinstance(n, ast.Name) and n.id in {idx, val} for n in ast.walk(later)):
+                return None
+        head = f"{uniq}, {out} = {new_unique}\n"
+        return head, None if int64 else f"{out} = {out}.to({labels}.dtype)\n"
+
+
+def _statement_list(block: ast.AST | None, stmt: ast.AST) -> list[ast.stmt] | None:
+    """The statement list of ``block`` that holds ``stmt`` (a body, orelse or finalbody)."""
+    for name in ("body", "orelse", "finalbody"):
+        statements = getattr(block, name, None)
+        if isinstance(statements, list) and any(s is stmt for s in statements):
+            return statements
+    return None
+
+
+def _single_assign(stmt: ast.AST) -> tuple[str, ast.AST] | None:
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+        return None
+    name = dotted(stmt.targets[0])
+    return None if name is None else (name, stmt.value)
+
+
+def _is_dotted(text: str) -> bool:
+    try:
+        expr = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return False
+    return dotted(expr) is not None
+
+
+def _remap_rewrite(head: str, cast: str | None):
+    """The LibCST rewrite of the TD302 idiom planned by ``_plan_remap_fix``."""
+
+    def rewrite(statements, index, tools):
+        import libcst as cst
+
+        if index < 2:
+            return None
+        first, second, loop = statements[index - 2 : index + 1]
+        new = cst.parse_statement(head)
+        leading = [*first.leading_lines, *second.leading_lines, *loop.leading_lines]
+        out = [new.with_changes(leading_lines=leading)]
+        if cast is not None:
+            out.append(cst.parse_statement(cast))
+        return index - 2, out
+
+    return rewrite

@@ -1,10 +1,17 @@
-"""TD5xx: precision and engine: whole-model fp16 casts and deprecated AMP/SDPA entry points."""
+"""TD5xx: precision and engine: whole-model fp16 casts and deprecated AMP/SDPA entry points.
+
+The deprecation rules fix themselves: each plans the replacement call's text as it detects
+(from the call's own source segments) and records a LibCST rewrite that swaps it in and
+updates the imports (applied by :mod:`torchdoctor.lint.fixes`).
+"""
 
 from __future__ import annotations
 
-import libcst as cst
+import ast
+from collections.abc import Sequence
 
-from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, code_of, dotted, method_name
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, dotted, method_name, segment
 
 HALF = frozenset({"torch.float16", "torch.half"})
 SDP_KERNEL = frozenset({"torch.backends.cuda.sdp_kernel"})
@@ -20,66 +27,215 @@ GRAD_SCALER = {
     "torch.cpu.amp.GradScaler": "cpu",
     "torch.cpu.amp.grad_scaler.GradScaler": "cpu",
 }
+_SDP_FLAGS = {  # sdp_kernel keyword -> SDPBackend member, in the order they are listed
+    "enable_flash": "FLASH_ATTENTION",
+    "enable_mem_efficient": "EFFICIENT_ATTENTION",
+    "enable_cudnn": "CUDNN_ATTENTION",
+    "enable_math": "MATH",
+}
+_AUTOCAST_PARAMS = ("enabled", "dtype", "cache_enabled")
+_SCALER_PARAMS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled")
 
 
-def is_model_like(expr: cst.BaseExpression) -> bool:
+def is_model_like(expr: ast.AST) -> bool:
     """``model``, ``self.encoder``, ``Net()``, ``model.eval()``: an nn.Module, most likely."""
     name = dotted(expr)
     if name is not None:
         return bool(MODEL_NAME.search(name.rsplit(".", 1)[-1]))
-    if isinstance(expr, cst.Call):
-        if isinstance(expr.func, cst.Name) and expr.func.value[:1].isupper():
+    if isinstance(expr, ast.Call):
+        if isinstance(expr.func, ast.Name) and expr.func.id[:1].isupper():
             return True  # Net(...)
         if method_name(expr) in {"eval", "cuda", "to", "float", "requires_grad_"}:
             return is_model_like(expr.func.value)
     return False
 
 
+def sdpa_text(call: ast.Call) -> str | None:
+    """``sdpa_kernel([...])`` replacing an ``sdp_kernel(...)`` call, or None when its
+    arguments are not all literal ``enable_*=True/False`` keywords.
+
+    Example:
+        >>> sdpa_text(ast.parse("sdp_kernel(enable_math=False)", mode="eval").body)
+        'sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION])'
+    """
+    enabled = dict.fromkeys(_SDP_FLAGS, True)
+    if call.args:
+        return None
+    for kw in call.keywords:
+        if kw.arg not in _SDP_FLAGS:
+            return None
+        if not (isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, bool)):
+            return None
+        enabled[kw.arg] = kw.value.value
+    members = [f"SDPBackend.{_SDP_FLAGS[k]}" for k, on in enabled.items() if on]
+    return f"sdpa_kernel([{', '.join(members)}])" if members else None
+
+
+def keyword_call_text(
+    call: ast.Call, params: Sequence[str], new_func: str, device: str, lines: list[str]
+) -> str | None:
+    """``new_func("device", p0=a0, ..., k=v)`` from a call whose positional arguments are
+    ``params`` in order; None when they cannot be mapped.
+
+    Example:
+        >>> src = "GradScaler(2.0, enabled=False)"
+        >>> call = ast.parse(src, mode="eval").body
+        >>> keyword_call_text(call, ("init_scale", "enabled"), "torch.amp.GradScaler", "cuda", [src])
+        'torch.amp.GradScaler("cuda", init_scale=2.0, enabled=False)'
+    """
+    args = [f'"{device}"']
+    if len(call.args) > len(params):
+        return None
+    for name, arg in zip(params, call.args):
+        if isinstance(arg, ast.Starred):
+            return None
+        args.append(f"{name}={segment(lines, arg)}")
+    for kw in call.keywords:
+        if kw.arg is None or kw.arg not in params:
+            return None
+        args.append(segment(lines, kw) or f"{kw.arg}={ast.unparse(kw.value)}")
+    return f"{new_func}({', '.join(args)})"
+
+
+def _replace_call(text: str, adds: Sequence[tuple], removes: Sequence[tuple]):
+    """A LibCST rewrite swapping a call for ``text`` and updating imports."""
+
+    def rewrite(node, tools):
+        import libcst as cst
+
+        for add in adds:
+            tools.add_import(*add)
+        for remove in removes:
+            tools.remove_unused_import(*remove)
+        return cst.parse_expression(text)
+
+    return rewrite
+
+
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD501",
+        "whole-model-half",
+        "info",
+        "whole model cast to float16 for inference",
+        "keep fp32 weights and run under torch.autocast (bfloat16 where supported)",
+        "model = model.half()",
+        "with torch.autocast('cuda', dtype=torch.bfloat16):\n    y = model(x)",
+        seed="001",
+    ),
+    Rule(
+        "TD502",
+        "deprecated-sdp-kernel",
+        "warning",
+        "torch.backends.cuda.sdp_kernel is deprecated",
+        "torch.nn.attention.sdpa_kernel([SDPBackend...]); --fix rewrites calls whose enable_* "
+        "flags are literal True/False",
+        "with torch.backends.cuda.sdp_kernel(enable_math=False):",
+        "with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, "
+        "SDPBackend.CUDNN_ATTENTION]):",
+        autofix=True,
+        seed="004",
+    ),
+    Rule(
+        "TD503",
+        "deprecated-cuda-amp-autocast",
+        "warning",
+        "torch.cuda.amp.autocast / torch.cpu.amp.autocast are deprecated",
+        "torch.amp.autocast('cuda', ...)",
+        "with torch.cuda.amp.autocast(dtype=torch.bfloat16):",
+        "with torch.amp.autocast('cuda', dtype=torch.bfloat16):",
+        autofix=True,
+    ),
+    Rule(
+        "TD504",
+        "deprecated-cuda-amp-gradscaler",
+        "warning",
+        "torch.cuda.amp.GradScaler / torch.cpu.amp.GradScaler are deprecated",
+        "torch.amp.GradScaler('cuda', ...)",
+        "scaler = torch.cuda.amp.GradScaler()",
+        "scaler = torch.amp.GradScaler('cuda')",
+        autofix=True,
+    ),
+)
+
+
 class PrecisionRules(RuleVisitor):
     """TD501 whole-model half; TD502-TD504 deprecated sdp_kernel / cuda.amp entry points."""
 
-    CODES = ("TD501", "TD502", "TD503", "TD504")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = ((r"\.half\(|float16|sdp_kernel|\bamp\b|GradScaler|autocast",),)
 
-    def visit_Call(self, node: cst.Call) -> None:
-        from torchdoctor.lint.fixes import autocast_call, grad_scaler_call, sdpa_call
+    def _torch_name(self, func: ast.AST) -> str | None:
+        """The alias ``func``'s root binds to torch (``T`` of ``T.cuda.amp.autocast``), else
+        None (the fix then uses ``torch`` and adds ``import torch``)."""
+        root = func
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Name) and func is not root:
+            if self.names.resolve(root.id) == {"torch"}:
+                return root.id
+        return None
 
+    def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
         if names & SDP_KERNEL:
+            text = sdpa_text(node)
             self.report(
                 node,
                 "TD502",
                 "torch.backends.cuda.sdp_kernel is deprecated: use "
                 "torch.nn.attention.sdpa_kernel([SDPBackend...])",
-                fixable=sdpa_call(node) is not None,
+                fix=None
+                if text is None
+                else _replace_call(
+                    text,
+                    [("torch.nn.attention", "SDPBackend"), ("torch.nn.attention", "sdpa_kernel")],
+                    [("torch.backends.cuda", "sdp_kernel")],
+                ),
             )
-        elif names & AUTOCAST.keys():
-            device = AUTOCAST[next(iter(names & AUTOCAST.keys()))]
+        for table, code, params, attr in (
+            (AUTOCAST, "TD503", _AUTOCAST_PARAMS, "autocast"),
+            (GRAD_SCALER, "TD504", _SCALER_PARAMS, "GradScaler"),
+        ):
+            hit = names & table.keys()
+            if not hit or names & SDP_KERNEL:
+                continue
+            device = table[next(iter(hit))]
+            torch_name = self._torch_name(node.func)
+            text = keyword_call_text(
+                node, params, f"{torch_name or 'torch'}.amp.{attr}", device, self.context.lines
+            )
+            adds = [] if torch_name else [("torch",)]
+            if code == "TD503":
+                msg = (
+                    f"torch.{device}.amp.autocast is deprecated: use "
+                    f"torch.amp.autocast({device!r}, ...)"
+                )
+            else:
+                msg = (
+                    f"torch.{device}.amp.GradScaler is deprecated: use "
+                    f"torch.amp.GradScaler({device!r}, ...)"
+                )
             self.report(
                 node,
-                "TD503",
-                f"torch.{device}.amp.autocast is deprecated: use torch.amp.autocast({device!r}, ...)",
-                fixable=autocast_call(node, device, "torch") is not None,
+                code,
+                msg,
+                fix=None
+                if text is None
+                else _replace_call(text, adds, [(f"torch.{device}.amp", attr)]),
             )
-        elif names & GRAD_SCALER.keys():
-            device = GRAD_SCALER[next(iter(names & GRAD_SCALER.keys()))]
-            self.report(
-                node,
-                "TD504",
-                f"torch.{device}.amp.GradScaler is deprecated: use "
-                f"torch.amp.GradScaler({device!r}, ...)",
-                fixable=grad_scaler_call(node, device, "torch") is not None,
-            )
+            break
         self._check_half(node)
 
-    def _check_half(self, node: cst.Call) -> None:
+    def _check_half(self, node: ast.Call) -> None:
         name = method_name(node)
-        if name == "half" and not node.args:
+        if name == "half" and not node.args and not node.keywords:
             pass
         elif name == "to" and any(
-            self.qualified_names(a.value) & HALF
-            for a in node.args
-            if a.keyword is None or a.keyword.value == "dtype"
+            self.qualified_names(a) & HALF
+            for a in [*node.args, *(k.value for k in node.keywords if k.arg == "dtype")]
         ):
             pass
         else:
@@ -88,12 +244,14 @@ class PrecisionRules(RuleVisitor):
         if not is_model_like(receiver):
             return
         scope = self.enclosing_scope(node)
-        if isinstance(scope, cst.FunctionDef) and self.is_training_body(scope):
+        if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)) and self.is_training_body(
+            scope
+        ):
             return
         self.report(
             node,
             "TD501",
-            f"`{code_of(node)}` casts the whole model to float16: keep fp32 weights and run "
+            f"`{self.code_of(node)}` casts the whole model to float16: keep fp32 weights and run "
             "inference under torch.autocast (bfloat16 where supported), which keeps "
             "precision-sensitive ops (softmax, norms, reductions) in fp32",
         )

@@ -2,116 +2,101 @@
 
 from __future__ import annotations
 
-import re
+import ast
 
-import libcst as cst
-
+from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
+from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
 from torchdoctor.lint.visitor import (
+    FOR,
+    FUNCTIONS,
     HOST_COPY_METHODS,
     RuleVisitor,
-    code_of,
     dotted,
     method_name,
 )
 
-#: Names that hold a tensor in practically every training loop.
-TENSOR_NAME = re.compile(
-    r"(^|_)(loss|losses|logits?|acc|accuracy|grad_norm|total_norm|nll|kl|elbo)(_|\d|$)",
-    re.IGNORECASE,
+_LOOP_STATEMENTS = (*FOR, ast.While)
+
+from torchdoctor.lint.tensors import (  # noqa: E402
+    FRAMEWORK_STEPS,
+    MODULE_METHODS,
+    NOT_TENSOR_SUFFIX,
+    NOT_TENSORS,
+    REDUCTIONS,
+    SCALAR_CASTS,
+    TENSOR_FACTORIES,
+    TENSOR_NAME,
+    TORCH_TENSOR_FUNCTION,
+    TRUTH_METHODS,
 )
-#: ...unless the name ends like a setting about that value: ``kl_weight``, ``loss_fn``
-NOT_TENSOR_SUFFIX = re.compile(
-    r"_(weight|weights|coef|coeff|factor|fn|func|type|name|names|mode|cfg|config|key|keys|"
-    r"threshold|thresh|steps?|every|freq|interval|eps|beta|alpha|lambda|lam)$",
-    re.IGNORECASE,
-)
-REDUCTIONS = frozenset(
-    {
-        "sum",
-        "mean",
-        "max",
-        "min",
-        "norm",
-        "detach",
-        "std",
-        "var",
-        "prod",
-        "amax",
-        "amin",
-        "argmax",
-        "argmin",
-        "count_nonzero",
-        "all",
-        "any",
-    }
-)
-#: methods whose result is used as a truth value: `if loss.isnan().any():`
-TRUTH_METHODS = frozenset(
-    {"any", "all", "isnan", "isinf", "isfinite", "isneginf", "isposinf", "eq", "ne", "gt", "lt",
-     "ge", "le", "equal", "allclose", "bool"}
-)  # fmt: skip
-#: torch functions that (almost always) return tensors: torch.*, torch.linalg.*, F.*, ...
-TORCH_TENSOR_FUNCTION = re.compile(
-    r"^torch\.(linalg\.|nn\.functional\.|special\.|fft\.)?[a-z_0-9]+$"
-)
-NOT_TENSORS = frozenset(
-    {
-        "torch.is_tensor",
-        "torch.numel",
-        "torch.get_default_dtype",
-        "torch.is_grad_enabled",
-        "torch.is_floating_point",
-        "torch.is_complex",
-        "torch.typename",
-        "torch.device",
-        "torch.get_num_threads",
-        "torch.is_inference_mode_enabled",
-        "torch.initial_seed",
-        "torch.seed",
-        "torch.compile",
-    }
-)
-MODULE_METHODS = frozenset(
-    {
-        "parameters",
-        "named_parameters",
-        "state_dict",
-        "modules",
-        "named_modules",
-        "children",
-        "buffers",
-        "named_buffers",
-        "eval",
-        "train",
-        "load_state_dict",
-        "apply",
-    }
-)
-SCALAR_CASTS = {"builtins.float": "float", "builtins.int": "int", "builtins.bool": "bool"}
-TENSOR_FACTORIES = frozenset(
-    {"torch.tensor", "torch.as_tensor", "torch.LongTensor", "torch.FloatTensor", "torch.Tensor"}
+
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD201",
+        "host-sync-in-training-loop",
+        "warning",
+        "host-device sync (.item()/.cpu()/.numpy()/.tolist()/float()/print of a tensor) in a "
+        "training step",
+        "keep metrics as device tensors and convert them only when they are displayed",
+        "for x, y in loader:\n    loss.backward(); opt.step()\n    total += loss.item()",
+        "metrics.update(loss=loss.detach())  # LazyMetrics; .compute() at log time",
+        "torchdoctor.train.LazyMetrics",
+        seed="002",
+    ),
+    Rule(
+        "TD202",
+        "cuda-synchronize-in-training-loop",
+        "warning",
+        "torch.cuda.synchronize() in a training loop stalls the CPU every step",
+        "remove it, or time with CUDA events resolved once per step (torchdoctor.profile)",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n    torch.cuda.synchronize()",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()",
+        "torchdoctor.profile",
+    ),
+    Rule(
+        "TD203",
+        "tensor-rebuilt-from-host-data",
+        "warning",
+        "torch.tensor(python_list, device=...) rebuilt every iteration from tensor data",
+        "index, stack or remap the device tensor directly instead of round-tripping through "
+        "Python lists",
+        "for b in loader:\n    ids = torch.tensor(b.tolist(), device=dev)",
+        "for b in loader:\n    ids = b.to(dev, non_blocking=True)",
+        seed="002",
+    ),
+    Rule(
+        "TD205",
+        "sync-in-forward",
+        "warning",
+        "host read (.item()/.cpu()/.tolist()/truth value of a tensor) inside a module's "
+        "forward: a sync on every call and a torch.compile graph break",
+        "keep the value a tensor (torch.clamp(n, min=1) instead of max(n.item(), 1)), or move "
+        "the read out of forward",
+        "class Criterion(torch.nn.Module):\n    def forward(self, x, n):\n"
+        "        return x.sum() / max(n.item(), 1)",
+        "class Criterion(torch.nn.Module):\n    def forward(self, x, n):\n"
+        "        return x.sum() / torch.clamp(n, min=1)",
+    ),
 )
 
 
-#: step methods a training framework calls every step (PyTorch Lightning, Lightning Fabric
-#: recipes, many trainers): the loop, backward and optimizer step live in the framework
-FRAMEWORK_STEPS = frozenset({"training_step"})
-
-
-class SyncRules(RuleVisitor):
+class SyncRules(ForwardAndCallSyncs, RuleVisitor):
     """TD201 host sync in a training step; TD202 cuda.synchronize in a training loop; TD203
     tensor rebuilt from host data every iteration."""
 
-    CODES = ("TD201", "TD202", "TD203")
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (r"\.backward\(|\.step\(",),
+        (r"def forward\(", r"item\(|cpu\(|numpy\(|tolist\(|float\(|int\(|if |assert |print"),
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
     )
 
-    def looks_like_tensor(self, expr: cst.BaseExpression) -> bool:
+    def looks_like_tensor(self, expr: ast.AST) -> bool:
         """Heuristic: the expression is a tensor (statically unknowable; kept conservative)."""
-        if isinstance(expr, cst.Call):
+        if isinstance(expr, ast.Call):
             if any(
                 TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)
             ):
@@ -119,22 +104,38 @@ class SyncRules(RuleVisitor):
             name = method_name(expr)
             return name in REDUCTIONS
         name = dotted(expr)
-        if name is None and isinstance(expr, cst.Subscript):
+        if name is None and isinstance(expr, ast.Subscript):
             return False
         last = (name or "").rsplit(".", 1)[-1]
-        return bool(TENSOR_NAME.search(last)) and not NOT_TENSOR_SUFFIX.search(last)
+        if not (TENSOR_NAME.search(last) and not NOT_TENSOR_SUFFIX.search(last)):
+            return False
+        return not (isinstance(expr, ast.Name) and self._holds_a_python_number(expr))
 
-    def _moves_a_module(self, call: cst.Call) -> bool:
+    def _holds_a_python_number(self, name: ast.Name) -> bool:
+        """``loss_value = loss.item()`` (every assignment in the function is a host read or a
+        float()/int() cast): the name holds a Python number, reading it syncs nothing."""
+        values = self.assigned_values(self.enclosing_scope(name), name.id)
+        return bool(values) and all(
+            isinstance(v, ast.Call)
+            and (
+                method_name(v) in HOST_COPY_METHODS
+                or bool(self.callee(v) & SCALAR_CASTS.keys())
+                or any(n.startswith(("math.", "numpy.")) for n in self.callee(v))
+            )
+            for v in values
+        )
+
+    def _moves_a_module(self, call: ast.Call) -> bool:
         """``model.cpu()`` / ``m.cpu().parameters()``: a module is moved, no tensor is read."""
         if is_model_like(call.func.value):
             return True
         parent = self.parent(call)
-        return isinstance(parent, cst.Attribute) and parent.attr.value in MODULE_METHODS
+        return isinstance(parent, ast.Attribute) and parent.attr in MODULE_METHODS
 
-    def _training_context(self, node: cst.CSTNode) -> cst.CSTNode | None:
+    def _training_context(self, node: ast.AST) -> ast.AST | None:
         """The training loop (or step function) evaluating ``node`` every step, if any."""
         loops = self.enclosing_loops(node)
-        loops = [lp for lp in loops if isinstance(lp, (cst.For, cst.While))]
+        loops = [lp for lp in loops if isinstance(lp, _LOOP_STATEMENTS)]
         if loops:
             # The innermost training loop: a small loop inside a step (``for k, v in
             # out.items(): logs[k] = v.item()``) runs every step too.
@@ -143,17 +144,22 @@ class SyncRules(RuleVisitor):
         # A function without a loop counts as a training step only when it calls both
         # .backward() and an optimizer step (gradient checks and tests call backward alone), or
         # is a Lightning-style ``training_step`` method (the framework runs backward and step).
-        if isinstance(scope, cst.FunctionDef) and (
-            self.is_training_body(scope, full=True) or scope.name.value in FRAMEWORK_STEPS
+        if isinstance(scope, FUNCTIONS) and (
+            self.is_training_body(scope, full=True) or scope.name in FRAMEWORK_STEPS
         ):
             return scope
         return None
 
-    def _report_sync(self, node: cst.CSTNode, what: str, fix: str | None = None) -> None:
+    def _report_sync(self, node: ast.AST, what: str, fix: str | None = None) -> None:
         context = self._training_context(node)
-        if context is None or self.under_log_gate(node, context):
+        if context is None:
+            self._report_in_forward(node, what)
             return
-        where = "training loop" if isinstance(context, (cst.For, cst.While)) else "training step"
+        if self.under_log_gate(node, context):
+            return
+        if self.skip_sync(node, context):
+            return
+        where = "training loop" if isinstance(context, _LOOP_STATEMENTS) else "training step"
         fix = fix or (
             "keep metrics as device tensors (e.g. torchdoctor.train.LazyMetrics) and convert "
             "them at log time"
@@ -162,154 +168,191 @@ class SyncRules(RuleVisitor):
             node, "TD201", f"{what} forces a host-device sync every step of this {where}: {fix}"
         )
 
-    def visit_Call(self, node: cst.Call) -> None:
+    def skip_sync(self, node: ast.AST, context: ast.AST) -> bool:
+        """Not every step: ``node`` sits in a branch that ends the run (``if not
+        math.isfinite(loss_value): print(...); sys.exit(1)``), so it runs at most once."""
+        child, parent = node, self.parent(node)
+        while parent is not None and parent is not context:
+            if isinstance(parent, ast.If) and child is not parent.test:
+                branch = parent.body if any(s is child for s in parent.body) else parent.orelse
+                if branch and _ends_the_run(branch[-1], self):
+                    return True
+            child, parent = parent, self.parent(parent)
+        return False
+
+    def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
         name = method_name(node)
-        if name in HOST_COPY_METHODS and not node.args and not (names & {"torch.cpu"}):
+        if (
+            name in HOST_COPY_METHODS
+            and not node.args
+            and not node.keywords
+            and not (names & {"torch.cpu"})
+        ):
             if not self._moves_a_module(node):
                 self._report_sync(node, f"`.{name}()`")
-        elif names & SCALAR_CASTS.keys() and len(node.args) == 1:
-            arg = node.args[0].value
-            inner = method_name(arg) if isinstance(arg, cst.Call) else None
+        elif names & SCALAR_CASTS.keys() and len(node.args) == 1 and not node.keywords:
+            arg = node.args[0]
+            inner = method_name(arg) if isinstance(arg, ast.Call) else None
             if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg):
-                self._report_sync(node, f"`{code_of(node)}`")
+                self._report_sync(node, f"`{self.code_of(node)}`")
         elif (
             name == "format"
-            and isinstance(node.func, cst.Attribute)
-            and isinstance(node.func.value, (cst.SimpleString, cst.ConcatenatedString))
-            and any(self.looks_like_tensor(a.value) for a in node.args)
+            and isinstance(node.func.value, ast.Constant)
+            and isinstance(node.func.value.value, str)
+            and any(
+                self.looks_like_tensor(a) for a in [*node.args, *(k.value for k in node.keywords)]
+            )
         ):
-            self._report_sync(node, f"formatting a tensor with `{code_of(node)}`")
+            self._report_sync(node, f"formatting a tensor with `{self.code_of(node)}`")
         elif "builtins.print" in names:
-            if any(self.looks_like_tensor(a.value) for a in node.args if a.keyword is None):
+            if any(self.looks_like_tensor(a) for a in node.args):
                 self._report_sync(node, "printing a tensor")
         if names & {"torch.cuda.synchronize"}:
-            loops = [
-                lp for lp in self.enclosing_loops(node) if isinstance(lp, (cst.For, cst.While))
-            ]
+            loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOP_STATEMENTS)]
             if loops and self.is_training_body(loops[0]) and not self._conditional(node, loops[0]):
                 self.report(node, "TD202")
         if names & TENSOR_FACTORIES:
             self._check_rebuilt_tensor(node)
+        if name not in HOST_COPY_METHODS and name is not None and not names:
+            self._check_call_one_deep(node)
 
-    def _conditional(self, node: cst.CSTNode, loop: cst.CSTNode) -> bool:
+    def _conditional(self, node: ast.AST, loop: ast.AST) -> bool:
         """``node`` runs only under an ``if`` inside ``loop`` (``if args.profile:``,
         ``if step % 100 == 0:``): not every step."""
         parent = self.parent(node)
         while parent is not None and parent is not loop:
-            if isinstance(parent, (cst.If, cst.IfExp)):
+            if isinstance(parent, (ast.If, ast.IfExp)):
                 return True
             parent = self.parent(parent)
         return False
 
     # -- `if torch.isnan(loss):` / `while not done.all():` / `assert torch.isfinite(x).all()`
-    def _is_tensor_truth_test(self, expr: cst.BaseExpression) -> bool:
+    def _is_tensor_truth_test(self, expr: ast.AST) -> bool:
         """The test of an if/while/assert is a tensor (its truth value is a host read): a
         torch function call, or a predicate/reduction method on a torch call or a tensor-named
         variable (``loss.isnan().any()``). Comparisons and plain names are left alone: they are
         as often Python numbers."""
-        while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Not):
-            expr = expr.expression
-        if isinstance(expr, cst.BooleanOperation):
-            return self._is_tensor_truth_test(expr.left) or self._is_tensor_truth_test(expr.right)
-        if isinstance(expr, cst.Comparison):  # `if loss < best:` with loss.backward() nearby
-            return self._compares_a_backward_tensor(expr)
-        if not isinstance(expr, cst.Call):
+        while isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Not):
+            expr = expr.operand
+        if isinstance(expr, ast.BoolOp):
+            return any(self._is_tensor_truth_test(v) for v in expr.values)
+        if isinstance(expr, ast.Compare):  # `if loss < best:` with loss.backward() nearby
+            return self._compares_a_backward_tensor(expr) or any(
+                self._reduces_a_forward_input(o) for o in [expr.left, *expr.comparators]
+            )
+        if not isinstance(expr, ast.Call):
             return False
         if any(TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)):
             return True
         if method_name(expr) not in TRUTH_METHODS:
             return False
         receiver = expr.func.value
-        while isinstance(receiver, cst.Call) and isinstance(receiver.func, cst.Attribute):
+        while isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Attribute):
             if any(TORCH_TENSOR_FUNCTION.match(n) for n in self.callee(receiver)):
                 return True
             receiver = receiver.func.value
-        if isinstance(receiver, cst.Call):
+        if isinstance(receiver, ast.Call):
             return any(
                 TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS
                 for n in self.callee(receiver)
             )
-        if isinstance(receiver, cst.Comparison):  # `(loss > 10).any()`: a bool tensor
-            operands = [receiver.left, *(c.comparator for c in receiver.comparisons)]
+        if isinstance(receiver, ast.Compare):  # `(loss > 10).any()`: a bool tensor
+            operands = [receiver.left, *receiver.comparators]
             return any(self.looks_like_tensor(o) for o in operands)
+        if isinstance(receiver, ast.Name) and receiver.id in self._forward_inputs(expr):
+            return True  # `if mask.any():` on forward's tensor argument
         last = (dotted(receiver) or "").rsplit(".", 1)[-1]
         return bool(TENSOR_NAME.search(last)) and not NOT_TENSOR_SUFFIX.search(last)
 
-    def _compares_a_backward_tensor(self, comparison: cst.Comparison) -> bool:
+    def _compares_a_backward_tensor(self, comparison: ast.Compare) -> bool:
         """A compared name is one the same training loop/step calls ``.backward()`` on: a
         tensor for sure (a bare comparison of other names is as often of Python numbers)."""
         context = self._training_context(comparison)
         if context is None:
             return False
-        body = (
-            context.body if isinstance(context, (cst.For, cst.While, cst.FunctionDef)) else context
-        )
+        body = context.body if isinstance(context, (*_LOOP_STATEMENTS, *FUNCTIONS)) else context
         backwarded = {
             dotted(call.func.value)
             for call in self.direct_calls(body)
-            if method_name(call) == "backward" and isinstance(call.func, cst.Attribute)
+            if method_name(call) == "backward"
         }
-        operands = [comparison.left, *(c.comparator for c in comparison.comparisons)]
+        operands = [comparison.left, *comparison.comparators]
         return any(dotted(o) in backwarded for o in operands if dotted(o))
 
-    def _check_truth_test(self, test: cst.BaseExpression) -> None:
+    def _check_truth_test(self, test: ast.AST) -> None:
         if self._is_tensor_truth_test(test):
             self._report_sync(
                 test,
-                f"the truth value of tensor `{code_of(test)}`",
+                f"the truth value of tensor `{self.code_of(test)}`",
                 "test it every N steps (under the logging condition), or keep a device flag "
                 "(`bad |= torch.isnan(loss)`) and read it at log time",
             )
 
-    def visit_If(self, node: cst.If) -> None:
+    def visit_If(self, node: ast.If) -> None:
         self._check_truth_test(node.test)
 
-    def visit_While(self, node: cst.While) -> None:
+    def visit_While(self, node: ast.While) -> None:
         self._check_truth_test(node.test)
 
-    def visit_Assert(self, node: cst.Assert) -> None:
+    def visit_Assert(self, node: ast.Assert) -> None:
         self._check_truth_test(node.test)
 
-    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+    def visit_BinOp(self, node: ast.BinOp) -> None:
         """``"%.4f" % loss``: %-formatting a tensor reads it."""
-        if isinstance(node.operator, cst.Modulo) and isinstance(
-            node.left, (cst.SimpleString, cst.ConcatenatedString)
+        if (
+            isinstance(node.op, ast.Mod)
+            and isinstance(node.left, ast.Constant)
+            and isinstance(node.left.value, str)
         ):
-            values = node.right.elements if isinstance(node.right, cst.Tuple) else None
-            operands = [e.value for e in values] if values is not None else [node.right]
+            values = node.right.elts if isinstance(node.right, ast.Tuple) else None
+            operands = values if values is not None else [node.right]
             if any(self.looks_like_tensor(v) for v in operands):
-                self._report_sync(node, f"formatting a tensor with `{code_of(node)}`")
+                self._report_sync(node, f"formatting a tensor with `{self.code_of(node)}`")
 
-    def visit_FormattedStringExpression(self, node: cst.FormattedStringExpression) -> None:
-        expr = node.expression
-        if isinstance(expr, cst.Call) and method_name(expr) in HOST_COPY_METHODS:
+    def visit_FormattedValue(self, node: ast.FormattedValue) -> None:
+        expr = node.value
+        if isinstance(expr, ast.Call) and method_name(expr) in HOST_COPY_METHODS:
             return  # reported as the call itself
         if self.looks_like_tensor(expr):
-            self._report_sync(node, f"formatting tensor `{code_of(expr)}` in an f-string")
+            self._report_sync(node, f"formatting tensor `{self.code_of(expr)}` in an f-string")
 
-    def _check_rebuilt_tensor(self, call: cst.Call) -> None:
-        if not call.args or call.args[0].keyword is not None:
+    def _check_rebuilt_tensor(self, call: ast.Call) -> None:
+        if not call.args or isinstance(call.args[0], ast.Starred):
             return
-        on_device = any(a.keyword is not None and a.keyword.value == "device" for a in call.args)
+        on_device = any(kw.arg == "device" for kw in call.keywords)
         node, parent = call, self.parent(call)
-        while isinstance(parent, cst.Attribute) and parent.value is node:  # .long().cuda()
-            if parent.attr.value in {"to", "cuda"}:
+        while isinstance(parent, ast.Attribute) and parent.value is node:  # .long().cuda()
+            if parent.attr in {"to", "cuda"}:
                 on_device = True
                 break
             grand = self.parent(parent)
-            if not isinstance(grand, cst.Call):
+            if not isinstance(grand, ast.Call):
                 break
             node, parent = grand, self.parent(grand)
-        loops = [lp for lp in self.enclosing_loops(call) if isinstance(lp, (cst.For, cst.While))]
+        loops = [lp for lp in self.enclosing_loops(call) if isinstance(lp, _LOOP_STATEMENTS)]
         if not on_device or not loops:
             return
-        data = call.args[0].value
+        data = call.args[0]
         if self.has_host_copy_resolved(data, self.enclosing_scope(call)):
             self.report(
                 call,
                 "TD203",
-                f"`{code_of(call.func)}(...)` is rebuilt on the device every iteration from "
-                "tensor data copied to Python: index, stack or remap the device tensor "
+                f"`{self.code_of(call.func)}(...)` is rebuilt on the device every iteration "
+                "from tensor data copied to Python: index, stack or remap the device tensor "
                 "directly (labels: torch.unique(..., return_inverse=True))",
             )
+
+
+_EXITS = frozenset({"sys.exit", "builtins.exit", "builtins.quit", "os._exit", "os.abort"})
+
+
+def _ends_the_run(stmt: ast.AST, rules: RuleVisitor) -> bool:
+    """``raise ...`` or ``sys.exit(...)`` / ``exit()`` / ``os._exit(...)``."""
+    if isinstance(stmt, ast.Raise):
+        return True
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Call)
+        and bool(rules.callee(stmt.value) & _EXITS)
+    )

@@ -1,4 +1,10 @@
-"""Run the rule families over source text, files and directories."""
+"""Run the rule families over source text, files and directories.
+
+A file is read once and parsed once by :mod:`ast`; files whose text holds no trigger of any
+selected family are only parsed (syntax check). Otherwise one walk links parents and each
+family's ``visit_<NodeType>`` methods run on the nodes of that type. Fixes are applied with
+LibCST only for files with a fixable finding (:mod:`torchdoctor.lint.fixes`).
+"""
 
 from __future__ import annotations
 
@@ -10,22 +16,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
-
+from torchdoctor.lint.families import FAMILIES
 from torchdoctor.lint.finding import Finding
+from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.noqa import is_suppressed
+from torchdoctor.lint.project import USES_CUDA, Project
 from torchdoctor.lint.registry import RULES, resolve_codes
-from torchdoctor.lint.rules_data import DataRules
-from torchdoctor.lint.rules_inference import InferenceRules
-from torchdoctor.lint.rules_linalg import LinalgRules
-from torchdoctor.lint.rules_loops import LoopRules
-from torchdoctor.lint.rules_precision import PrecisionRules
-from torchdoctor.lint.rules_sync import SyncRules
-from torchdoctor.lint.visitor import FileContext
+from torchdoctor.lint.visitor import FileContext, Fix, link_parents
 
-#: every rule family, one visitor class each.
-FAMILIES = (LinalgRules, SyncRules, LoopRules, DataRules, PrecisionRules, InferenceRules)
 #: directories never entered when walking a folder (explicit file arguments are always read).
 SKIP_DIRS = frozenset(
     {
@@ -45,21 +43,19 @@ SKIP_DIRS = frozenset(
         ".eggs",
     }
 )
-_USES_CUDA = re.compile(r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as Python numbers lines (not str.splitlines)
+_HANDLERS: dict[type, dict[type, str]] = {}
 
 
-def _syntax_finding(path: str, exc: Exception, text: str) -> Finding:
-    """TD000 for a file LibCST cannot parse; Python's own parser gives the clearer position."""
-    line = getattr(exc, "raw_line", None) or getattr(exc, "lineno", None) or 1
-    column = (getattr(exc, "raw_column", None) or 0) + 1
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:
-        ast.parse(text)
-    except SyntaxError as err:
-        line, column = err.lineno or line, err.offset or column
-        first = f"{err.msg} (line {line})"
-    except (ValueError, RecursionError, MemoryError):
-        pass
+def _syntax_finding(path: str, exc: Exception) -> Finding:
+    """TD000 for a file Python's parser rejects."""
+    line = getattr(exc, "lineno", None) or 1
+    column = getattr(exc, "offset", None) or 1
+    if isinstance(exc, SyntaxError):
+        first = f"{exc.msg} (line {line})"
+    else:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
     return Finding(
         "TD000",
         RULES["TD000"].severity,
@@ -77,46 +73,112 @@ def families_for(text: str, codes: set[str]) -> list[type]:
     return [cls for cls in FAMILIES if codes & set(cls.CODES) and cls.applies(text)]
 
 
-def _parse(raw: str | bytes, text: str, path: str, codes: set[str]):
-    """``(module, [])`` or ``(None, findings)``; files no family applies to are only
-    syntax-checked (by Python's parser, much cheaper than LibCST's)."""
-    if not families_for(text, codes):
-        try:
-            ast.parse(raw)
-        except (SyntaxError, ValueError) as exc:
-            return None, ([_syntax_finding(path, exc, text)] if "TD000" in codes else [])
-        return None, []
-    try:
-        return cst.parse_module(raw), []
-    except (cst.ParserSyntaxError, SyntaxError, ValueError, RecursionError) as exc:
-        return None, ([_syntax_finding(path, exc, text)] if "TD000" in codes else [])
+def _handlers(cls: type) -> dict[type, str]:
+    """``{ast.Call: 'visit_Call', ...}`` for a family class."""
+    table = _HANDLERS.get(cls)
+    if table is None:
+        table = {
+            getattr(ast, name[6:]): name
+            for name in dir(cls)
+            if name.startswith("visit_") and isinstance(getattr(ast, name[6:], None), type)
+        }
+        _HANDLERS[cls] = table
+    return table
 
 
-def lint_module(
-    module: cst.Module, text: str, path: str = "<string>", codes: set[str] | None = None
-) -> list[Finding]:
-    """Run the selected families over a parsed module; noqa comments are honoured."""
+def _internal_error(path: str, exc: BaseException) -> Finding:
+    return Finding(
+        "TD000",
+        "error",
+        f"internal error in torchdoctor lint ({type(exc).__name__}: {exc}); please report it",
+        path,
+        1,
+        1,
+        1,
+        2,
+    )
+
+
+def lint_text(
+    raw: str | bytes,
+    path: str = "<string>",
+    codes: set[str] | None = None,
+    project: object | None = None,
+) -> tuple[list[Finding], list[Fix]]:
+    """Findings and fixes for one source text (noqa honoured; a syntax error is TD000).
+
+    Example:
+        >>> found, fixes = lint_text("import torch\\ns = torch.cuda.amp.GradScaler()\\n")
+        >>> [f.code for f in found], len(fixes)
+        (['TD504'], 1)
+    """
     codes = set(RULES) if codes is None else codes
-    context = FileContext(path=path, source=text, uses_cuda=bool(_USES_CUDA.search(text)))
-    visitors = [cls(context) for cls in families_for(text, codes)]
-    found: list[Finding] = []
-    if visitors:
-        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-        wrapper.visit_batched(visitors)
-        if any(v.pending for v in visitors):
-            positions = wrapper.resolve(PositionProvider)
-            for visitor in visitors:
-                found += visitor.resolve_findings(positions)
-    lines = text.splitlines()
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        tree = ast.parse(raw)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return ([_syntax_finding(path, exc)] if "TD000" in codes else []), []
+    families = families_for(text, codes)
+    if not families:
+        return [], []
+    try:
+        return _run_families(tree, text, path, codes, families, project)
+    except Exception as exc:  # noqa: BLE001 - reported, never swallowed silently
+        return [_internal_error(path, exc)], []
+
+
+def _run_families(tree, text, path, codes, families, project):
+    nodes = link_parents(tree)
+    if project is None:
+        project = Project()
+        project.add(path, text, tree)
+    context = FileContext(
+        path=path,
+        source=text,
+        uses_cuda=bool(USES_CUDA.search(text)),
+        names=ImportTable(tree, nodes),
+        lines=_LINE_BREAK.split(text),
+        tree=tree,
+        project=project,
+    )
+    visitors = [cls(context) for cls in families]
+    plan: dict[type, list] = {}
+    for visitor in visitors:
+        for kind, name in _handlers(type(visitor)).items():
+            plan.setdefault(kind, []).append(getattr(visitor, name))
+    for node in nodes:
+        handlers = plan.get(type(node))
+        if handlers:
+            for handler in handlers:
+                handler(node)
+    found = [f for v in visitors for f in v.findings]
+    fixes = [fx for v in visitors for fx in v.fixes]
     seen: set[tuple[str, int, int]] = set()
     out = []
-    if found:
-        for finding in found:
-            key = (finding.code, finding.line, finding.column)
-            if finding.code in codes and key not in seen and not is_suppressed(finding, lines):
-                seen.add(key)
-                out.append(finding)
-    return sorted(out, key=Finding.sort_key)
+    for finding in found:
+        key = (finding.code, finding.line, finding.column)
+        if finding.code in codes and key not in seen and not is_suppressed(finding, context.lines):
+            seen.add(key)
+            out.append(finding)
+    kept = {(f.line, f.column, f.code) for f in out if f.fixable}
+    fixes = [fx for fx in fixes if (fx.line, fx.column, fx.code) in kept]
+    return sorted(out, key=Finding.sort_key), fixes
+
+
+def lint_source_with_fixes(
+    text: str | bytes,
+    path: str = "<string>",
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+) -> tuple[list[Finding], list[Fix]]:
+    """:func:`lint_source` that also returns the fixes of the fixable findings.
+
+    Example:
+        >>> found, fixes = lint_source_with_fixes("def f(o):\\n    o.zero_grad(set_to_none=False)\\n")
+        >>> [f.code for f in found], [x.code for x in fixes]
+        (['TD703'], ['TD703'])
+    """
+    return lint_text(text, path, resolve_codes(select, ignore))
 
 
 def lint_source(
@@ -132,11 +194,23 @@ def lint_source(
         >>> [f.code for f in lint_source(src)]
         ['TD101']
     """
-    codes = resolve_codes(select, ignore)
-    raw = text
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    module, findings = _parse(raw, text, path, codes)
-    return findings if module is None else lint_module(module, text, path, codes)
+    return lint_text(text, path, resolve_codes(select, ignore))[0]
+
+
+def fix_source(
+    text: str, select: Iterable[str] | None = None, ignore: Iterable[str] | None = None
+) -> str:
+    """Return ``text`` with every safe autofix applied (findings suppressed by noqa are kept).
+
+    Example:
+        >>> print(fix_source("import torch\\ns = torch.cuda.amp.GradScaler()\\n"), end="")
+        import torch
+        s = torch.amp.GradScaler("cuda")
+    """
+    from torchdoctor.lint.fixes import apply_fixes
+
+    _, fixes = lint_source_with_fixes(text, select=select, ignore=ignore)
+    return apply_fixes(text, fixes).decode("utf-8") if fixes else text
 
 
 def iter_python_files(
@@ -178,49 +252,37 @@ def iter_python_files(
 
 
 def lint_file(
-    path: str, codes: set[str], fix: bool = False
+    path: str, codes: set[str], fix: bool = False, project: object | None = None
 ) -> tuple[list[Finding], bytes | None, bytes | None]:
     """Lint one file. With ``fix``, also return its original and fixed bytes (same if no fix).
 
     Any unexpected exception inside the linter becomes a TD000 finding naming it, so one
     odd file never stops a run.
     """
+    raw = Path(path).read_bytes()
+    findings, fixes = lint_text(raw, path, codes, project)
+    if not fix:
+        return findings, None, None
+    if not fixes:
+        return findings, raw, raw
     from torchdoctor.lint.fixes import apply_fixes
 
-    raw = Path(path).read_bytes()
-    text = raw.decode("utf-8", errors="replace")
-    module, findings = _parse(raw, text, path, codes)
-    if module is None:
-        return findings, None, None
     try:
-        findings = lint_module(module, text, path, codes)
-        if not fix:
-            return findings, None, None
-        allowed = {(f.line, f.column, f.code) for f in findings if f.fixable}
-        fixed = apply_fixes(module, allowed).bytes if allowed else raw
-        return findings, raw, fixed
+        return findings, raw, apply_fixes(raw, fixes)
     except Exception as exc:  # noqa: BLE001 - reported, never swallowed silently
-        return (
-            [
-                Finding(
-                    "TD000",
-                    "error",
-                    f"internal error in torchdoctor lint ({type(exc).__name__}: "
-                    f"{exc}); please report it",
-                    path,
-                    1,
-                    1,
-                    1,
-                    2,
-                )
-            ],
-            None,
-            None,
-        )
+        return [*findings, _internal_error(path, exc)], None, None
 
 
-def _lint_file_job(args: tuple[str, frozenset[str], bool]):
-    return lint_file(args[0], set(args[1]), args[2])
+_WORKER_PROJECT: Project | None = None
+
+
+def _set_worker_project(project: Project) -> None:
+    global _WORKER_PROJECT
+    _WORKER_PROJECT = project
+
+
+def _lint_file_job(args: tuple[str, frozenset[str], bool, Project | None]):
+    return lint_file(args[0], set(args[1]), args[2], args[3] or _WORKER_PROJECT)
 
 
 def _per_file_codes(path: str, codes: set[str], per_file_ignores: dict[str, list[str]]) -> set[str]:
@@ -259,14 +321,21 @@ def lint_paths(
 def _run(paths, select, ignore, exclude, per_file_ignores, jobs, fix):
     codes = resolve_codes(select, ignore)
     files = list(iter_python_files(paths, exclude))
-    work = [(p, frozenset(_per_file_codes(p, codes, per_file_ignores or {})), fix) for p in files]
+    project = Project(files)
+    work = [
+        (p, frozenset(_per_file_codes(p, codes, per_file_ignores or {})), fix, project)
+        for p in files
+    ]
     if jobs > 1 and len(work) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        work = [(*w[:3], None) for w in work]  # the project travels once per worker
+        with ProcessPoolExecutor(
+            max_workers=jobs, initializer=_set_worker_project, initargs=(project,)
+        ) as pool:
             results = list(pool.map(_lint_file_job, work, chunksize=8))
     else:
         results = [_lint_file_job(w) for w in work]
     return [
-        (sorted(r[0], key=Finding.sort_key), path, r[1:]) for (path, _, _), r in zip(work, results)
+        (sorted(r[0], key=Finding.sort_key), path, r[1:]) for (path, *_), r in zip(work, results)
     ]
 
 

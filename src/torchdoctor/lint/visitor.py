@@ -1,68 +1,74 @@
 """Base class of the rule visitors and the syntax helpers the rule families share.
 
-Every rule family is a LibCST ``BatchableCSTVisitor`` subclass of :class:`RuleVisitor`; all
-families run in one traversal (``MetadataWrapper.visit_batched``). Names are matched by
-qualified name (``QualifiedNameProvider``), so ``import torch as T`` and ``from torch.linalg
-import inv`` resolve to ``torch.linalg.inv``.
+Detection runs on the standard library's :mod:`ast` (near parse speed). One walk of the tree
+links every node to its parent (``node.td_parent``), then each rule family's ``visit_<Type>``
+methods are called for the nodes of that type. Names are matched by qualified name
+(:class:`torchdoctor.lint.names.ImportTable`), so ``import torch as T`` and ``from torch.linalg
+import inv`` resolve to ``torch.linalg.inv``. LibCST is used only to apply fixes
+(:mod:`torchdoctor.lint.fixes`), on the files that have a fixable finding.
 """
 
 from __future__ import annotations
 
+import ast
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import libcst as cst
-import libcst.matchers as m
-from libcst.metadata import CodeRange, ParentNodeProvider, QualifiedNameProvider
-
 from torchdoctor.lint.finding import Finding
-from torchdoctor.lint.registry import RULES
+from torchdoctor.lint.names import ImportTable
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule families
+    _INPLACE,
+    _LOG_GATE,
+    COMPREHENSIONS,
+    FOR,
+    FUNCTIONS,
+    HOST_COPY_METHODS,
+    LOOPS,
+    MODEL_NAME,
+    PURE_METHODS,
+    SCOPES,
+    _related,
+    _training_kind,
+    arg_values,
+    body_of,
+    calls_in,
+    constant,
+    dotted,
+    dotted_names_in,
+    has_host_copy,
+    has_star,
+    keyword,
+    link_parents,
+    method_name,
+    parent,
+    positional,
+    segment,
+    target_names,
+)
 
-COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
-LOOPS = (cst.For, cst.While, *COMPREHENSIONS)
-SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.Module)
-HOST_COPY_METHODS = frozenset({"cpu", "numpy", "tolist", "item"})
-#: Tensor methods that mutate their receiver.
-_INPLACE = re.compile(r"^[a-z][a-z0-9_]*[a-z0-9]_$")
-#: Method calls that do not change which matrix an expression denotes.
-PURE_METHODS = frozenset(
-    {
-        "t",
-        "transpose",
-        "contiguous",
-        "float",
-        "double",
-        "half",
-        "to",
-        "detach",
-        "clone",
-        "unsqueeze",
-        "squeeze",
-        "view",
-        "reshape",
-        "expand",
-        "type",
-        "cuda",
-        # deterministic factories: `torch.eye(n)` in `K + noise * torch.eye(n)` is the same
-        # matrix every iteration when its arguments are (random ones are not listed)
-        "eye",
-        "zeros",
-        "ones",
-        "full",
-        "arange",
-        "linspace",
-        "zeros_like",
-        "ones_like",
-    }
-)
-#: Dotted names that look like an nn.Module (used where types are unknowable statically).
-MODEL_NAME = re.compile(
-    r"(model|net|module|encoder|decoder|policy|backbone|unet|transformer|denoiser|vae|"
-    r"classifier)s?$",
-    re.IGNORECASE,
-)
-_LOG_GATE = re.compile(r"log|interval|every|print|verbose|display|report", re.IGNORECASE)
+
+@dataclass
+class Fix:
+    """A rewrite a rule records when it detects (applied by :mod:`torchdoctor.lint.fixes`).
+
+    ``rewrite`` gets the LibCST node found at ``(line, column)`` (a call, or for ``kind ==
+    "block"`` the statement list and the index of the statement) and returns the new node(s),
+    or None to leave the code unchanged.
+
+    Example:
+        >>> Fix("TD506", 3, 5, "call", lambda node, tools: node).kind
+        'call'
+    """
+
+    code: str
+    line: int
+    column: int
+    kind: str
+    rewrite: Callable
+    end_line: int = 0
+    end_column: int = 0
 
 
 @dataclass
@@ -73,89 +79,26 @@ class FileContext:
     source: str
     uses_cuda: bool = False
     cache: dict = field(default_factory=dict)
+    names: ImportTable | None = None
+    lines: list[str] = field(default_factory=list)
+    tree: ast.Module | None = None
+    project: object | None = None  # torchdoctor.lint.project.Project when linting a folder
+
+    def char_column(self, line: int, byte_offset: int) -> int:
+        """0-based character column of a UTF-8 byte offset on a 1-based line."""
+        if not 1 <= line <= len(self.lines):
+            return byte_offset
+        text = self.lines[line - 1]
+        if text.isascii():
+            return byte_offset
+        return len(text.encode("utf-8")[:byte_offset].decode("utf-8", errors="replace"))
 
 
-def code_of(node: cst.CSTNode) -> str:
-    """Source text of a node (without its leading/trailing whitespace)."""
-    return cst.Module(body=[]).code_for_node(node).strip()
+class RuleVisitor:
+    """Base of a rule family: name resolution, loop analysis, and :meth:`report`."""
 
-
-def dotted(expr: cst.BaseExpression) -> str | None:
-    """``a.b.c`` for a Name/Attribute chain, else None."""
-    if isinstance(expr, cst.Name):
-        return expr.value
-    if isinstance(expr, cst.Attribute):
-        base = dotted(expr.value)
-        return None if base is None else f"{base}.{expr.attr.value}"
-    return None
-
-
-def method_name(call: cst.Call) -> str | None:
-    """``'item'`` for ``x.item()``; None when the callee is not an attribute."""
-    return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
-
-
-def calls_in(node: cst.CSTNode) -> list[cst.Call]:
-    """All calls under ``node`` (including ``node`` itself)."""
-    return list(m.findall(node, m.Call()))
-
-
-def dotted_names_in(node: cst.CSTNode) -> Iterator[str]:
-    """Maximal dotted names read in ``node`` (``self.A`` rather than ``self``)."""
-    if isinstance(node, (cst.Name, cst.Attribute)):
-        name = dotted(node)
-        if name is not None:
-            yield name
-            return
-        yield from dotted_names_in(node.value)  # attribute of a call or subscript
-        return
-    for child in node.children:
-        if isinstance(child, (cst.Arg)) and child.keyword is not None:
-            yield from dotted_names_in(child.value)
-        elif isinstance(child, cst.CSTNode):
-            yield from dotted_names_in(child)
-
-
-def target_names(target: cst.CSTNode) -> set[str]:
-    """Dotted names bound or mutated by an assignment target."""
-    if isinstance(target, (cst.Name, cst.Attribute)):
-        name = dotted(target)
-        return {name} if name else set()
-    if isinstance(target, cst.Subscript):  # A[i] = ... mutates A
-        return target_names(target.value)
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out: set[str] = set()
-        for el in target.elements:
-            out |= target_names(el.value)
-        return out
-    if isinstance(target, cst.StarredElement):
-        return target_names(target.value)
-    return set()
-
-
-def has_host_copy(expr: cst.CSTNode) -> bool:
-    """True when ``expr`` calls ``.cpu()``/``.numpy()``/``.tolist()``/``.item()``/``.to('cpu')``."""
-    for call in calls_in(expr):
-        name = method_name(call)
-        if name in HOST_COPY_METHODS:
-            return True
-        if name == "to" and any(
-            isinstance(a.value, cst.SimpleString) and a.value.evaluated_value == "cpu"
-            for a in call.args
-        ):
-            return True
-    return False
-
-
-def _related(a: str, b: str) -> bool:
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
-
-
-class RuleVisitor(cst.BatchableCSTVisitor):
-    """Base of a rule family: metadata helpers, loop analysis, and :meth:`report`."""
-
-    # PositionProvider is resolved only when something was reported (see resolve_findings).
-    METADATA_DEPENDENCIES = (QualifiedNameProvider, ParentNodeProvider)
+    #: the rules this family reports, documented beside their checks.
+    RULES: tuple[Rule, ...] = ()
     #: codes this family can report (the runner skips families with none selected).
     CODES: tuple[str, ...] = ()
     #: cheap text tests: the family runs when every pattern of some group matches the source;
@@ -167,70 +110,137 @@ class RuleVisitor(cst.BatchableCSTVisitor):
         return any(all(re.search(p, text) for p in group) for group in cls.TRIGGERS)
 
     def __init__(self, context: FileContext) -> None:
-        super().__init__()
         self.context = context
-        self.pending: list[tuple[cst.CSTNode, str, str, bool]] = []
+        self.names: ImportTable = context.names or ImportTable(ast.Module(body=[], type_ignores=[]))
+        self.findings: list[Finding] = []
+        self.fixes: list[Fix] = []
 
     # -- reporting -------------------------------------------------------------------------
+    def position(self, node: ast.AST) -> tuple[int, int, int, int]:
+        """``(line, column, end_line, end_column)`` of a node, 1-based character columns."""
+        ctx = self.context
+        if isinstance(node, ast.FormattedValue):
+            return self._formatted_value_position(node)
+        line, end_line = node.lineno, node.end_lineno or node.lineno
+        column = ctx.char_column(line, node.col_offset) + 1
+        end_column = ctx.char_column(end_line, node.end_col_offset or node.col_offset) + 1
+        return line, column, end_line, end_column
+
+    def _formatted_value_position(self, node: ast.FormattedValue) -> tuple[int, int, int, int]:
+        """``{expr!r:spec}`` in an f-string: from the brace to its closing brace."""
+        line, column, end_line, end_column = self.position(node.value)
+        lines = self.context.lines
+        text = lines[line - 1] if line <= len(lines) else ""
+        start = column - 2
+        while start > 0 and text[start] != "{":
+            start -= 1
+        text = lines[end_line - 1] if end_line <= len(lines) else ""
+        depth, i = 1, end_column - 1
+        while i < len(text):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        return line, start + 1, end_line, min(i, len(text)) + 2
+
     def report(
-        self, node: cst.CSTNode, code: str, message: str | None = None, *, fixable: bool = False
+        self,
+        node: ast.AST,
+        code: str,
+        message: str | None = None,
+        *,
+        fix: Callable | None = None,
+        fix_kind: str = "call",
     ) -> None:
-        """Record a finding at ``node``; positions are resolved after the traversal."""
-        rule = RULES[code]
+        """Record a finding at ``node``; ``fix`` (see :class:`Fix`) makes it fixable."""
+        rule = self.rule(code)
         text = message or f"{rule.summary}; {rule.fix}"
         if rule.replacement and rule.replacement not in text:
             text = f"{text} (torchdoctor: {rule.replacement})"
-        self.pending.append((node, code, text, fixable))
-
-    def resolve_findings(self, positions: Mapping[cst.CSTNode, CodeRange]) -> list[Finding]:
-        """Turn the recorded findings into :class:`Finding` values (1-based columns)."""
-        out = []
-        for node, code, text, fixable in self.pending:
-            pos = positions[node]
-            out.append(
-                Finding(
-                    code=code,
-                    severity=RULES[code].severity,
-                    message=text,
-                    path=self.context.path,
-                    line=pos.start.line,
-                    column=pos.start.column + 1,
-                    end_line=pos.end.line,
-                    end_column=pos.end.column + 1,
-                    replacement=RULES[code].replacement,
-                    fixable=fixable,
-                )
+        line, column, end_line, end_column = self.position(node)
+        self.findings.append(
+            Finding(
+                code=code,
+                severity=rule.severity,
+                message=text,
+                path=self.context.path,
+                line=line,
+                column=column,
+                end_line=end_line,
+                end_column=end_column,
+                replacement=rule.replacement,
+                fixable=fix is not None,
             )
-        return out
+        )
+        if fix is not None:
+            self.fixes.append(Fix(code, line, column, fix_kind, fix, end_line, end_column))
+
+    @classmethod
+    def rule(cls, code: str) -> Rule:
+        """This family's rule ``code`` (KeyError for a code it does not own)."""
+        table = cls.__dict__.get("_by_code")
+        if table is None:
+            table = {r.code: r for r in cls.RULES}
+            cls._by_code = table
+        return table[code]
+
+    def code_of(self, node: ast.AST) -> str:
+        """Source text of a node."""
+        text = segment(self.context.lines, node)
+        if text is None:
+            return ast.unparse(node)
+        if "\n" in text:  # continuation lines lose the enclosing block's indentation
+            stmt = node
+            while stmt is not None and not isinstance(stmt, ast.stmt):
+                stmt = parent(stmt)
+            lines = self.context.lines
+            if stmt is not None and stmt.lineno <= len(lines):
+                first = lines[stmt.lineno - 1]
+                indent = len(first) - len(first.lstrip())
+                head, *rest = text.split("\n")
+                rest = [line[min(indent, len(line) - len(line.lstrip())) :] for line in rest]
+                text = "\n".join([head, *rest])
+        return text.strip()
 
     # -- names -----------------------------------------------------------------------------
-    def qualified_names(self, node: cst.CSTNode) -> set[str]:
-        return {q.name for q in self.get_metadata(QualifiedNameProvider, node, set())}
+    def qualified_names(self, node: ast.AST) -> set[str]:
+        """Qualified names a Name/Attribute may refer to (``{'torch.linalg.inv'}``)."""
+        return self.names.qualify(node)
 
-    def callee(self, call: cst.Call) -> set[str]:
+    def callee(self, call: ast.Call) -> set[str]:
         """Qualified names the callee of ``call`` may refer to."""
-        return self.qualified_names(call.func)
+        return self.names.qualify(call.func)
 
-    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
-        return self.get_metadata(ParentNodeProvider, node, None)
+    @staticmethod
+    def parent(node: ast.AST) -> ast.AST | None:
+        return getattr(node, "td_parent", None)
 
-    def enclosing_scope(self, node: cst.CSTNode) -> cst.CSTNode:
+    def enclosing_scope(self, node: ast.AST) -> ast.AST:
         """Innermost function/lambda/class/module containing ``node``."""
-        p = self.parent(node)
+        p = parent(node)
         while p is not None and not isinstance(p, SCOPES):
-            p = self.parent(p)
+            p = parent(p)
         return p if p is not None else node
 
-    def assigned_values(self, scope: cst.CSTNode, name: str) -> list[cst.BaseExpression]:
+    def assigned_values(self, scope: ast.AST, name: str) -> list[ast.expr]:
         """Values assigned to ``name`` (``name = value``) anywhere in ``scope``."""
-        out = []
-        for assign in m.findall(scope, m.Assign()):
-            for t in assign.targets:
-                if isinstance(t.target, cst.Name) and t.target.value == name:
-                    out.append(assign.value)
-        return out
+        key = ("assignments", id(scope))
+        cache = self.context.cache
+        table = cache.get(key)
+        if table is None:
+            table = {}
+            for node in ast.walk(scope):
+                if isinstance(node, ast.Assign):
+                    for t in node.targets:
+                        if isinstance(t, ast.Name):
+                            table.setdefault(t.id, []).append(node.value)
+            cache[key] = table
+        return table.get(name, [])
 
-    def has_host_copy_resolved(self, expr: cst.BaseExpression, scope: cst.CSTNode) -> bool:
+    def has_host_copy_resolved(self, expr: ast.AST, scope: ast.AST) -> bool:
         """:func:`has_host_copy`, also through names assigned in ``scope`` (one level)."""
         if has_host_copy(expr):
             return True
@@ -240,69 +250,68 @@ class RuleVisitor(cst.BatchableCSTVisitor):
         return False
 
     # -- loops -----------------------------------------------------------------------------
-    def enclosing_loops(self, node: cst.CSTNode) -> list[cst.CSTNode]:
+    def enclosing_loops(self, node: ast.AST) -> list[ast.AST]:
         """Loops whose every iteration evaluates ``node``, innermost first (same function)."""
-        loops: list[cst.CSTNode] = []
-        child, p, in_comp = node, self.parent(node), False
+        loops: list[ast.AST] = []
+        child, p, in_comp = node, parent(node), False
         while p is not None and not isinstance(p, SCOPES):
-            if isinstance(p, cst.For):
-                if child is p.body:
+            if isinstance(p, FOR):
+                if child in p.body:
                     loops.append(p)
-            elif isinstance(p, cst.While):
-                if child is p.body or child is p.test:
+            elif isinstance(p, ast.While):
+                if child is p.test or child in p.body:
                     loops.append(p)
-            elif isinstance(p, cst.CompFor):
-                if child is not p.iter or isinstance(self.parent(p), cst.CompFor):
+            elif isinstance(p, ast.comprehension):
+                comp = parent(p)
+                if child is not p.iter or (comp is not None and comp.generators[0] is not p):
                     in_comp = True
             elif isinstance(p, COMPREHENSIONS):
-                if in_comp or child is not p.for_in:
+                if in_comp or not isinstance(child, ast.comprehension):
                     loops.append(p)
                 in_comp = False
-            child, p = p, self.parent(p)
+            child, p = p, parent(p)
         return loops
 
-    def loop_targets(self, loop: cst.CSTNode) -> set[str]:
+    @staticmethod
+    def loop_targets(loop: ast.AST) -> set[str]:
         """Names bound by the loop header (``for i, v in ...``)."""
-        if isinstance(loop, cst.For):
+        if isinstance(loop, FOR):
             return target_names(loop.target)
         if isinstance(loop, COMPREHENSIONS):
-            out, comp = set(), loop.for_in
-            while comp is not None:
+            out: set[str] = set()
+            for comp in loop.generators:
                 out |= target_names(comp.target)
-                comp = comp.inner_for_in
             return out
         return set()
 
-    def assigned_in(self, loop: cst.CSTNode) -> set[str]:
+    def assigned_in(self, loop: ast.AST) -> set[str]:
         """Dotted names bound or mutated anywhere in the loop (its header included)."""
         key = ("assigned", id(loop))
         cache = self.context.cache
         if key in cache:
             return cache[key]
         out = set(self.loop_targets(loop))
-        for node in m.findall(loop, m.Assign() | m.AugAssign() | m.AnnAssign()):
-            targets = (
-                [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            )
-            for t in targets:
-                out |= target_names(t)
-        for node in m.findall(loop, m.For() | m.CompFor()):
-            out |= target_names(node.target)
-        for node in m.findall(loop, m.NamedExpr()):
-            out |= target_names(node.target)
-        for node in m.findall(loop, m.WithItem()):
-            if node.asname is not None:
-                out |= target_names(node.asname.name)
-        for call in calls_in(loop):
-            name = method_name(call)
-            if name and _INPLACE.match(name):
-                base = dotted(call.func.value)
-                if base:
-                    out.add(base)
+        for node in ast.walk(loop):
+            if isinstance(node, ast.Assign):
+                for t in node.targets:
+                    out |= target_names(t)
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)):
+                out |= target_names(node.target)
+            elif isinstance(node, (*FOR, ast.comprehension)):
+                out |= target_names(node.target)
+            elif isinstance(node, ast.withitem):
+                if node.optional_vars is not None:
+                    out |= target_names(node.optional_vars)
+            elif isinstance(node, ast.Call):
+                name = method_name(node)
+                if name and _INPLACE.match(name):
+                    base = dotted(node.func.value)
+                    if base:
+                        out.add(base)
         cache[key] = out
         return out
 
-    def is_invariant(self, expr: cst.BaseExpression, loop: cst.CSTNode) -> bool:
+    def is_invariant(self, expr: ast.AST, loop: ast.AST) -> bool:
         """True when ``expr`` provably denotes the same value in every iteration of ``loop``."""
         for call in calls_in(expr):
             if method_name(call) not in PURE_METHODS:
@@ -313,56 +322,64 @@ class RuleVisitor(cst.BatchableCSTVisitor):
         assigned = self.assigned_in(loop)
         return not any(_related(n, a) for n in names for a in assigned)
 
-    def direct_calls(self, body: cst.CSTNode) -> Iterator[cst.Call]:
-        """Calls in ``body`` that are not inside a nested loop or function definition."""
-        stack = list(body.children)
+    @staticmethod
+    def direct_calls(body: ast.AST | Iterable[ast.AST]) -> Iterator[ast.Call]:
+        """Calls in ``body`` (a node's children, or a statement list) that are not inside a
+        nested loop or function definition."""
+        if isinstance(body, ast.AST):
+            stack = list(ast.iter_child_nodes(body))
+        else:
+            stack = list(body)
+        nested = (*FOR, ast.While, *FUNCTIONS, ast.ClassDef, ast.Lambda)
         while stack:
             node = stack.pop()
-            if isinstance(node, (cst.For, cst.While, cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            if isinstance(node, nested):
                 continue
-            if isinstance(node, cst.Call):
+            if isinstance(node, ast.Call):
                 yield node
-            stack.extend(node.children)
+            stack.extend(ast.iter_child_nodes(node))
 
-    def training_calls(self, node: cst.CSTNode) -> frozenset[str]:
+    def training_calls(self, node: ast.AST) -> frozenset[str]:
         """Which of ``backward`` / ``step`` (optimizer or scaler) ``node`` (a loop or function)
         calls directly, outside nested loops and definitions."""
         key = ("training", id(node))
         cache = self.context.cache
         if key not in cache:
-            body = node.body if isinstance(node, (cst.For, cst.While, cst.FunctionDef)) else node
+            body = node.body if isinstance(node, (*FOR, ast.While, *FUNCTIONS)) else node
             cache[key] = frozenset(
                 kind for kind in map(_training_kind, self.direct_calls(body)) if kind
             )
         return cache[key]
 
-    def is_training_body(self, node: cst.CSTNode, full: bool = False) -> bool:
+    def is_training_body(self, node: ast.AST, full: bool = False) -> bool:
         """True when ``node`` directly calls ``.backward()`` or an optimizer ``.step()``
         (both, with ``full``)."""
         kinds = self.training_calls(node)
         return len(kinds) == 2 if full else bool(kinds)
 
-    def under_log_gate(self, node: cst.CSTNode, stop: cst.CSTNode) -> bool:
+    def under_log_gate(self, node: ast.AST, stop: ast.AST) -> bool:
         """True when an ``if step % N == 0`` / ``if verbose`` style test guards ``node``."""
-        p = self.parent(node)
+        p = parent(node)
         while p is not None and p is not stop:
-            if isinstance(p, (cst.If, cst.IfExp)):
-                test = p.test
-                if m.findall(test, m.BinaryOperation(operator=m.Modulo())) or any(
-                    _LOG_GATE.search(n) for n in dotted_names_in(test)
-                ):
-                    return True
-            p = self.parent(p)
+            if isinstance(p, (ast.If, ast.IfExp)) and self.is_gate_test(p.test, p):
+                return True
+            p = parent(p)
         return False
 
-
-def _training_kind(call: cst.Call) -> str | None:
-    name = method_name(call)
-    if name == "backward":
-        return "backward"
-    if name == "step":
-        receiver = dotted(call.func.value) or ""
-        last = receiver.rsplit(".", 1)[-1].lower()
-        if "optim" in last or last in {"opt", "scaler"} or last.endswith("_opt"):
-            return "step"
-    return None
+    def is_gate_test(self, test: ast.AST, where: ast.AST) -> bool:
+        """``step % N == 0``, ``verbose``, ``should_log`` (also a name assigned such a test in
+        the same function: ``should_val = step % n == 0``)."""
+        if any(
+            isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)
+        ) or any(_LOG_GATE.search(n) for n in dotted_names_in(test)):
+            return True
+        scope = self.enclosing_scope(where)
+        for name in dotted_names_in(test):
+            if "." in name:
+                continue
+            for value in self.assigned_values(scope, name):
+                if any(
+                    isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(value)
+                ):
+                    return True
+        return False

@@ -1,0 +1,25 @@
+"""Every rule family, one visitor class each (the runner walks them; docs list their codes)."""
+
+from __future__ import annotations
+
+from torchdoctor.lint.rules_data import DataRules
+from torchdoctor.lint.rules_device import DeviceRules
+from torchdoctor.lint.rules_inference import InferenceRules
+from torchdoctor.lint.rules_linalg import LinalgRules
+from torchdoctor.lint.rules_loops import LoopRules
+from torchdoctor.lint.rules_model import ModelRules
+from torchdoctor.lint.rules_precision import PrecisionRules
+from torchdoctor.lint.rules_sync import SyncRules
+from torchdoctor.lint.rules_training import TrainingRules
+
+FAMILIES: tuple[type, ...] = (
+    LinalgRules,
+    SyncRules,
+    LoopRules,
+    DataRules,
+    PrecisionRules,
+    InferenceRules,
+    DeviceRules,
+    ModelRules,
+    TrainingRules,
+)

@@ -1,0 +1,197 @@
+"""What the files linted together tell each rule: the repository-wide view.
+
+Some rules need more than one file: whether the project moves data to CUDA anywhere (a
+DataLoader built in ``datasets/build.py`` feeds ``.cuda()`` calls in ``train.py``), or whether
+every caller of a sampling function runs it under ``torch.no_grad()``. A :class:`Project` holds
+the paths only and reads or parses a file when a rule first asks about it (then caches it), so
+linting stays one parse per file unless a question needs another file.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from torchdoctor.lint.syntax import link_parents
+
+USES_CUDA = re.compile(r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True")
+NO_GRAD_NAMES = frozenset({"no_grad", "inference_mode"})
+
+
+def _under_no_grad(node: ast.AST) -> bool | ast.AST:
+    """True when ``node`` runs under ``with torch.no_grad()`` / ``inference_mode`` or in a
+    function decorated with them; else the innermost enclosing function (or False)."""
+    parent = getattr(node, "td_parent", None)
+    while parent is not None:
+        if isinstance(parent, (ast.With, ast.AsyncWith)):
+            for item in parent.items:
+                expr = item.context_expr
+                func = expr.func if isinstance(expr, ast.Call) else expr
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in NO_GRAD_NAMES:
+                    return True
+        if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for deco in parent.decorator_list:
+                func = deco.func if isinstance(deco, ast.Call) else deco
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in NO_GRAD_NAMES:
+                    return True
+            return parent
+        parent = getattr(parent, "td_parent", None)
+    return False
+
+
+class Project:
+    """The files linted together (paths; contents read on demand).
+
+    Example:
+        >>> Project([]).uses_cuda
+        False
+    """
+
+    def __init__(self, paths: Sequence[str] = ()) -> None:
+        self.paths = list(paths)
+        self._texts: dict[str, str] = {}
+        self._trees: dict[str, ast.Module | None] = {}
+        self._uses_cuda: bool | None = None
+        self._no_grad: dict[tuple[str, int], bool | None] = {}
+
+    def __getstate__(self) -> dict:  # worker processes rebuild the caches
+        return {"paths": self.paths}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["paths"])
+
+    def add(self, path: str, text: str, tree: ast.Module | None = None) -> None:
+        """Make an in-memory file (the one being linted) part of the project."""
+        if path not in self.paths:
+            self.paths.append(path)
+        self._texts[path] = text
+        if tree is not None:
+            self._trees[path] = tree
+
+    def text(self, path: str) -> str:
+        if path not in self._texts:
+            try:
+                self._texts[path] = Path(path).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                self._texts[path] = ""
+        return self._texts[path]
+
+    def tree(self, path: str) -> ast.Module | None:
+        if path not in self._trees:
+            try:
+                tree = ast.parse(self.text(path))
+                link_parents(tree)
+            except (SyntaxError, ValueError, RecursionError):
+                tree = None
+            self._trees[path] = tree
+        return self._trees[path]
+
+    @property
+    def uses_cuda(self) -> bool:
+        """Some file moves data to CUDA (``.cuda()``, ``'cuda'``, ``non_blocking=True``)."""
+        if self._uses_cuda is None:
+            self._uses_cuda = any(USES_CUDA.search(self.text(p)) for p in self.paths)
+        return self._uses_cuda
+
+    def callers_run_without_grad(self, name: str, depth: int = 2) -> bool | None:
+        """True when ``name(...)`` / ``x.name(...)`` is called in the project and every call
+        runs under no_grad (directly, or inside a function whose own callers all do, up to
+        ``depth`` calls up); False when some call does not; None when nothing calls it."""
+        key = (name, depth)
+        if key in self._no_grad:
+            return self._no_grad[key]
+        self._no_grad[key] = None  # recursion guard
+        pattern = re.compile(rf"\b{re.escape(name)}\s*\(")
+        found = False
+        verdict: bool | None = True
+        for path in self.paths:
+            if not pattern.search(self.text(path)):
+                continue
+            tree = self.tree(path)
+            if tree is None:
+                continue
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called != name:
+                    continue
+                found = True
+                where = _under_no_grad(node)
+                if where is True:
+                    continue
+                if where is False or depth <= 1:
+                    verdict = False
+                    break
+                if self.callers_run_without_grad(where.name, depth - 1) is not True:
+                    verdict = False
+                    break
+            if verdict is False:
+                break
+        result = verdict if found else None
+        self._no_grad[key] = result
+        return result
+
+    def method_sync(self, class_name: str, method: str) -> tuple[str, int, str] | None:
+        """``(path, line, call)`` of a host read (``.item()``, ``.cpu()``, ``.tolist()``,
+        ``.numpy()``) in method ``method`` of the project's class ``class_name``; None when
+        the class or method is not found or it reads nothing."""
+        key = ("sync", class_name, method)
+        if key in self._no_grad:
+            return self._no_grad[key]  # type: ignore[return-value]
+        found = None
+        pattern = re.compile(rf"^\s*class\s+{re.escape(class_name)}\b", re.MULTILINE)
+        for path in self.paths:
+            if found is not None or not pattern.search(self.text(path)):
+                continue
+            tree = self.tree(path)
+            for node in ast.walk(tree) if tree is not None else ():
+                if not (isinstance(node, ast.ClassDef) and node.name == class_name):
+                    continue
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                        item.name == method
+                    ):
+                        for call in ast.walk(item):
+                            func = getattr(call, "func", None)
+                            if (
+                                isinstance(call, ast.Call)
+                                and isinstance(func, ast.Attribute)
+                                and func.attr in {"item", "cpu", "tolist", "numpy"}
+                                and not call.args
+                            ):
+                                found = (path, call.lineno, ast.unparse(call))
+                                break
+        self._no_grad[key] = found  # type: ignore[assignment]
+        return found
+
+    def function_calls(self, qualified: str, attr: str) -> tuple[str, int] | None:
+        """``(path, line)`` of a call of ``.attr(...)`` / ``attr(...)`` inside the project's
+        module-level function ``qualified`` (``utils.comm.synchronize``: ``def synchronize``
+        in a file ``.../utils/comm.py``); None when not found."""
+        key = ("calls", qualified, attr)
+        if key in self._no_grad:
+            return self._no_grad[key]  # type: ignore[return-value]
+        module, _, name = qualified.lstrip(".").rpartition(".")
+        suffix = "/" + module.replace(".", "/") + ".py"
+        found = None
+        for path in self.paths:
+            if not module or not path.replace("\\\\", "/").endswith(suffix):
+                continue
+            tree = self.tree(path)
+            for node in tree.body if tree is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                    for call in ast.walk(node):
+                        func = getattr(call, "func", None)
+                        called = func.attr if isinstance(func, ast.Attribute) else None
+                        called = called or (func.id if isinstance(func, ast.Name) else None)
+                        if isinstance(call, ast.Call) and called == attr:
+                            found = (path, call.lineno)
+                            break
+        self._no_grad[key] = found  # type: ignore[assignment]
+        return found

@@ -1,0 +1,30 @@
+"""The :class:`Rule` record: a code, its name, severity and the documentation of its fix.
+
+Each rule family module declares its rules beside its checks; :mod:`torchdoctor.lint.registry`
+collects them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One lint rule as documented in docs/lint-rules.md.
+
+    Example:
+        >>> Rule("TD999", "example", "info", "what", "fix", "bad()", "good()").severity
+        'info'
+    """
+
+    code: str
+    name: str
+    severity: str
+    summary: str
+    fix: str
+    bad: str
+    good: str
+    replacement: str | None = None
+    autofix: bool = False
+    seed: str | None = None

@@ -1,0 +1,195 @@
+"""TD204 tensors created on the host and copied to the device every step; TD505 float64 in a
+CUDA training step (PyTorch Performance Tuning Guide: "create tensors directly on the target
+device", "avoid float64 on GPUs")."""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, segment
+
+_LOOPS = (*FOR, ast.While)
+FACTORIES = frozenset(
+    f"torch.{n}"
+    for n in (
+        "randn",
+        "rand",
+        "randint",
+        "randperm",
+        "zeros",
+        "ones",
+        "full",
+        "empty",
+        "arange",
+        "linspace",
+        "logspace",
+        "eye",
+        "normal",
+    )
+)
+FLOAT64 = frozenset({"torch.float64", "torch.double"})
+DTYPES = frozenset(
+    f"torch.{n}"
+    for n in (
+        "float16 float32 float64 bfloat16 half float double int8 int16 int32 int64 long int "
+        "short uint8 bool complex64 complex128 cfloat cdouble"
+    ).split()
+)
+
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD204",
+        "host-tensor-moved-to-device",
+        "warning",
+        "tensor created on the host and copied to the device every step "
+        "(torch.randn(...).cuda(), torch.zeros(...).to(device))",
+        "create it on the device: torch.randn(..., device=device); --fix moves the device into "
+        "the factory call",
+        "for b in loader:\n    noise = torch.randn(4, 8).cuda()",
+        "for b in loader:\n    noise = torch.randn(4, 8, device='cuda')",
+        autofix=True,
+    ),
+    Rule(
+        "TD505",
+        "float64-in-cuda-training",
+        "warning",
+        "float64 (.double(), dtype=torch.float64) in a CUDA training step: consumer and most "
+        "data-center GPUs run fp64 at 1/32 to 1/64 of fp32 speed",
+        "keep float32 (or autocast to bfloat16); use float64 only where a measured accuracy "
+        "problem needs it, outside the step",
+        "for b in loader:\n    x = b.cuda().double()\n    model(x).sum().backward()\n"
+        "    opt.step()",
+        "for b in loader:\n    x = b.cuda()\n    model(x).sum().backward()\n    opt.step()",
+    ),
+)
+
+
+class DeviceRules(RuleVisitor):
+    """TD204 host-created tensors moved every step; TD505 float64 in a CUDA training step.
+
+    Example:
+        >>> "TD204" in DeviceRules.CODES
+        True
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = (
+        (r"\.cuda\(|\.to\(",),
+        (r"double|float64", r"backward|\.step\("),
+    )
+
+    def visit_Call(self, node: ast.Call) -> None:
+        names = self.callee(node)
+        if names & FACTORIES and not any(kw.arg in {"device", "generator"} for kw in node.keywords):
+            self._check_moved(node)
+        if self._is_float64(node, names):
+            self._check_float64(node)
+
+    # -- TD204 -------------------------------------------------------------------------------
+    def _device_of_move(self, move: ast.Call) -> tuple[str, bool] | None:
+        """``(device text, sure it is a device)`` of ``.cuda()`` / ``.to(device)``; None for a
+        dtype conversion. ``.to(x)`` may name a tensor (its device and dtype): reported, not
+        fixed."""
+        if move.func.attr == "cuda":
+            if move.args:
+                return segment(self.context.lines, move.args[0]) or "", True
+            return '"cuda"', True
+        device = next((kw.value for kw in move.keywords if kw.arg == "device"), None)
+        if device is not None:
+            return segment(self.context.lines, device) or "", True
+        if not move.args:
+            return None
+        first = move.args[0]
+        if self.qualified_names(first) & DTYPES or isinstance(first, ast.Starred):
+            return None
+        if isinstance(first, ast.Constant) and not isinstance(first.value, (str, int)):
+            return None
+        text = (dotted(first) or "").lower()
+        sure = (
+            isinstance(first, ast.Constant)
+            or "dev" in text.rsplit(".", 1)[-1]
+            or self.callee_is_device(first)
+        )
+        return segment(self.context.lines, first) or "", sure
+
+    def callee_is_device(self, expr: ast.AST) -> bool:
+        return isinstance(expr, ast.Call) and bool(self.callee(expr) & {"torch.device"})
+
+    def _check_moved(self, factory: ast.Call) -> None:
+        attribute = self.parent(factory)
+        move = self.parent(attribute)
+        if not (
+            isinstance(attribute, ast.Attribute)
+            and attribute.attr in {"cuda", "to"}
+            and isinstance(move, ast.Call)
+            and move.func is attribute
+        ):
+            return
+        found = self._device_of_move(move)
+        if found is None:
+            return
+        device, sure = found
+        loops = [lp for lp in self.enclosing_loops(move) if isinstance(lp, _LOOPS)]
+        scope = self.enclosing_scope(move)
+        in_forward = isinstance(scope, FUNCTIONS) and scope.name == "forward"
+        if not loops and not in_forward:
+            return
+        where = "every iteration of this loop" if loops else "on every forward call"
+        source = segment(self.context.lines, factory) or ""
+        extra = [kw for kw in move.keywords if kw.arg != "device"]
+        other_args = move.args[1:] if move.func.attr == "to" and move.args else []
+        fix = None
+        if sure and source.endswith(")") and "#" not in source and not extra and not other_args:
+            head = source[:-1].rstrip()
+            sep = "" if head.endswith(("(", ",")) else ", "
+            fix = _replace_with(f"{head}{sep}device={device})")
+        self.report(
+            move,
+            "TD204",
+            f"`{self.code_of(move)}` creates the tensor on the host and copies it to the device "
+            f"{where}: create it there, `{self.code_of(factory.func)}(..., device={device})`",
+            fix=fix,
+        )
+
+    # -- TD505 -------------------------------------------------------------------------------
+    def _is_float64(self, node: ast.Call, names: set[str]) -> bool:
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "double" and not node.args:
+            return not names  # x.double(), not torch.double(...)
+        dtype = next((kw.value for kw in node.keywords if kw.arg == "dtype"), None)
+        if dtype is not None and self.qualified_names(dtype) & FLOAT64:
+            return True
+        if isinstance(node.func, ast.Attribute) and node.func.attr in {"to", "type"}:
+            return any(self.qualified_names(a) & FLOAT64 for a in node.args)
+        return False
+
+    def _check_float64(self, node: ast.Call) -> None:
+        project = self.context.project
+        if not (self.context.uses_cuda or (project is not None and project.uses_cuda)):
+            return
+        loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
+        context = next((lp for lp in loops if self.is_training_body(lp)), None)
+        scope = self.enclosing_scope(node)
+        if context is None and isinstance(scope, FUNCTIONS):
+            context = scope if self.is_training_body(scope, full=True) else None
+        if context is None or self.under_log_gate(node, context):
+            return
+        self.report(
+            node,
+            "TD505",
+            f"`{self.code_of(node)}` computes in float64 inside a CUDA training step; most GPUs "
+            "run fp64 at 1/32-1/64 of fp32 speed: keep float32 (or autocast to bfloat16)",
+        )
+
+
+def _replace_with(text: str):
+    """A LibCST rewrite replacing the reported call with ``text``."""
+
+    def rewrite(node, tools):
+        import libcst as cst
+
+        return cst.parse_expression(text)
+
+    return rewrite

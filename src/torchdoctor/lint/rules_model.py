@@ -1,0 +1,245 @@
+"""TD506 convolution bias followed by BatchNorm; TD507 hand-written attention where
+``F.scaled_dot_product_attention`` fits (seed 001, the Performance Tuning Guide)."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import FUNCTIONS, RuleVisitor, constant, dotted, method_name, segment
+
+_CONV = re.compile(r"^torch\.nn\.(modules\.conv\.)?(Conv[123]d|LazyConv[123]d)$")
+_BATCH_NORM = re.compile(r"^torch\.nn\.(modules\.batchnorm\.)?(BatchNorm[123]d|SyncBatchNorm)$")
+SEQUENTIAL = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
+SOFTMAX = frozenset({"torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax"})
+MATMUL_CALLS = frozenset({"torch.matmul", "torch.bmm", "torch.einsum", "torch.baddbmm"})
+SDPA = "scaled_dot_product_attention"
+
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD506",
+        "conv-bias-before-batchnorm",
+        "info",
+        "convolution with a bias directly followed by BatchNorm (the norm subtracts the mean, "
+        "so the bias is computed and stored for nothing)",
+        "bias=False on the convolution; --fix adds it (a checkpoint with conv biases then "
+        "needs strict=False or a key filter)",
+        "torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16))",
+        "torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, bias=False), torch.nn.BatchNorm2d(16))",
+        autofix=True,
+    ),
+    Rule(
+        "TD507",
+        "manual-attention",
+        "warning",
+        "hand-written attention softmax(q @ k.T / sqrt(d)) @ v",
+        "torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=..., "
+        "is_causal=...) runs a fused flash / memory-efficient kernel",
+        "att = torch.softmax(q @ k.transpose(-2, -1) / 8.0, dim=-1)\ny = att @ v",
+        "y = torch.nn.functional.scaled_dot_product_attention(q, k, v)",
+        seed="001",
+    ),
+)
+
+
+class ModelRules(RuleVisitor):
+    """TD506 conv bias before BatchNorm; TD507 hand-written attention.
+
+    Example:
+        >>> "TD506" in ModelRules.CODES
+        True
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((r"BatchNorm",), (r"softmax", r"@|matmul|bmm|einsum"))
+
+    def visit_Call(self, node: ast.Call) -> None:
+        names = self.callee(node)
+        if names & SEQUENTIAL:
+            layers = node.args
+            for conv, norm in zip(layers, layers[1:]):
+                if self._is_conv(conv) and self._is_batch_norm(norm):
+                    self._report_conv(conv)
+        if names & SOFTMAX or (method_name(node) == "softmax" and not names):
+            self._check_attention(node)
+
+    def visit_List(self, node: ast.List) -> None:
+        """``layers = [nn.Conv2d(...), nn.BatchNorm2d(...), nn.ReLU()]`` (then Sequential)."""
+        for conv, norm in zip(node.elts, node.elts[1:]):
+            if self._is_conv(conv) and self._is_batch_norm(norm):
+                self._report_conv(conv)
+
+    visit_Tuple = visit_List
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        """``self.conv = nn.Conv2d(...)``, ``self.bn = nn.BatchNorm2d(...)`` and ``forward``
+        computes ``self.bn(self.conv(x))``."""
+        convs: dict[str, ast.Call] = {}
+        norms: set[str] = set()
+        forward = None
+        for item in node.body:
+            if isinstance(item, FUNCTIONS) and item.name == "forward":
+                forward = item
+            if not (isinstance(item, FUNCTIONS) and item.name == "__init__"):
+                continue
+            for stmt in ast.walk(item):
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                    name = dotted(stmt.targets[0]) or ""
+                    if self._is_conv(stmt.value):
+                        convs[name] = stmt.value
+                    elif self._is_batch_norm(stmt.value):
+                        norms.add(name)
+        if forward is None or not convs or not norms:
+            return
+        for call in ast.walk(forward):
+            if isinstance(call, ast.Call) and (dotted(call.func) or "") in norms and call.args:
+                inner = call.args[0]
+                if isinstance(inner, ast.Call) and (dotted(inner.func) or "") in convs:
+                    self._report_conv(convs[dotted(inner.func)])
+
+    # -- TD506 -------------------------------------------------------------------------------
+    def _is_conv(self, expr: ast.AST) -> bool:
+        return isinstance(expr, ast.Call) and any(_CONV.match(n) for n in self.callee(expr))
+
+    def _is_batch_norm(self, expr: ast.AST) -> bool:
+        return isinstance(expr, ast.Call) and any(_BATCH_NORM.match(n) for n in self.callee(expr))
+
+    def _report_conv(self, conv: ast.Call) -> None:
+        bias = next((kw for kw in conv.keywords if kw.arg == "bias"), None)
+        if bias is not None and constant(bias.value) is not True:
+            return  # bias=False, or decided by a variable
+        if bias is None and len(conv.args) >= 8:
+            return  # passed positionally
+        if any(isinstance(a, ast.Starred) for a in conv.args) or any(
+            kw.arg is None for kw in conv.keywords
+        ):
+            return
+        source = segment(self.context.lines, conv) or ""
+        fix = None
+        if "#" not in source and source.endswith(")"):
+            if bias is not None:
+                start = bias.value.col_offset - conv.col_offset
+                end = bias.value.end_col_offset - conv.col_offset
+                if bias.value.lineno == conv.lineno == bias.value.end_lineno and source.isascii():
+                    fix = _replace_with(source[:start] + "False" + source[end:])
+            else:
+                head = source[:-1].rstrip()
+                sep = " " if head.endswith(",") else ("" if head.endswith("(") else ", ")
+                fix = _replace_with(f"{head}{sep}bias=False)")
+        self.report(
+            conv,
+            "TD506",
+            f"`{self.code_of(conv.func)}` has a bias and feeds BatchNorm directly: the norm "
+            "subtracts the batch mean, so the bias is wasted work and memory; pass bias=False",
+            fix=fix,
+        )
+
+    # -- TD507 -------------------------------------------------------------------------------
+    def _is_scores(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> bool:
+        """``expr`` contains ``q @ k.transpose(-2, -1)`` (or matmul/einsum of a transposed
+        operand), directly or through a name assigned such a value in ``scope``."""
+        for node in ast.walk(expr):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+                if _transposed(node.right):
+                    return True
+            elif isinstance(node, ast.Call) and self.callee(node) & MATMUL_CALLS:
+                if "torch.einsum" in self.callee(node) or any(map(_transposed, node.args[1:2])):
+                    return True
+            elif isinstance(node, ast.Name) and depth < 3:
+                for value in self.assigned_values(scope, node.id):
+                    if value is not expr and self._is_scores(value, scope, depth + 1):
+                        return True
+        return False
+
+    def _check_attention(self, call: ast.Call) -> None:
+        scope = self.enclosing_scope(call)
+        source = call.args[0] if call.args else getattr(call.func, "value", None)
+        if source is None or not self._is_scores(source, scope):
+            return
+        if any(
+            isinstance(n, ast.Attribute | ast.Name) and SDPA in (dotted(n) or "")
+            for n in ast.walk(scope)
+        ):
+            return  # the function already offers the fused kernel (a fallback path)
+        if not self._times_values(call, scope):
+            return
+        self.report(
+            call,
+            "TD507",
+            f"hand-written attention (`{self.code_of(call)}` of q @ k^T, then @ v): "
+            "F.scaled_dot_product_attention(q, k, v, attn_mask=..., is_causal=...) computes "
+            "it with a fused flash / memory-efficient kernel",
+        )
+
+    def _weights_used_otherwise(self, name: str, scope: ast.AST, after: int) -> bool:
+        """The attention weights are returned, stored or inspected (token merging, attention
+        maps): the fused kernel does not return them, so the hand-written form is needed."""
+        for use in ast.walk(scope):
+            if (
+                isinstance(use, ast.Name)
+                and use.id == name
+                and isinstance(use.ctx, ast.Load)
+                and use.lineno > after
+            ):
+                if not _is_weights_plumbing(use, self.parent(use)):
+                    return True
+        return False
+
+    def _times_values(self, call: ast.Call, scope: ast.AST) -> bool:
+        """The softmax result is multiplied by the values, directly or through names."""
+        node, parent = call, self.parent(call)
+        while isinstance(parent, ast.Call) and node in parent.args:  # dropout(softmax(...))
+            node, parent = parent, self.parent(parent)
+        if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.MatMult):
+            return True
+        if isinstance(parent, ast.Call) and self.callee(parent) & MATMUL_CALLS:
+            return True
+        if not (isinstance(parent, ast.Assign) and isinstance(parent.targets[0], ast.Name)):
+            return False
+        name = parent.targets[0].id
+        if self._weights_used_otherwise(name, scope, parent.end_lineno or parent.lineno):
+            return False
+        for other in ast.walk(scope):
+            if isinstance(other, ast.BinOp) and isinstance(other.op, ast.MatMult):
+                if isinstance(other.left, ast.Name) and other.left.id == name:
+                    return True
+            if isinstance(other, ast.Call) and self.callee(other) & MATMUL_CALLS:
+                if any(isinstance(a, ast.Name) and a.id == name for a in other.args):
+                    return True
+        return False
+
+
+def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:
+    """``att @ v``, ``dropout(att)``, ``att.masked_fill(...)``, ``att = att``: uses that only
+    carry the attention weights on to the product with the values."""
+    if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.MatMult):
+        return True
+    if isinstance(parent, ast.Assign):
+        return True
+    if isinstance(parent, ast.Call):
+        name = (dotted(parent.func) or "").lower()
+        return "drop" in name or name.endswith(("matmul", "bmm", "einsum"))
+    if isinstance(parent, ast.Attribute) and parent.attr in {"masked_fill", "to", "type_as"}:
+        return True
+    return False
+
+
+def _transposed(expr: ast.AST) -> bool:
+    """``k.transpose(-2, -1)``, ``k.mT``, ``k.T``, ``k.permute(...)``, ``k.t()``."""
+    if isinstance(expr, ast.Attribute) and expr.attr in {"mT", "T", "mH", "H"}:
+        return True
+    return isinstance(expr, ast.Call) and method_name(expr) in {"transpose", "permute", "t"}
+
+
+def _replace_with(text: str):
+    """A LibCST rewrite replacing the reported call with ``text``."""
+
+    def rewrite(node, tools):
+        import libcst as cst
+
+        return cst.parse_expression(text)
+
+    return rewrite

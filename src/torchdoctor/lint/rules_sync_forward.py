@@ -1,0 +1,124 @@
+"""TD205 host reads inside ``forward``; TD201 one call deep (a method called every step that
+reads tensors on the host). A mixin of :class:`torchdoctor.lint.rules_sync.SyncRules`."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, dotted, method_name
+
+_LOOP_STATEMENTS = (*FOR, ast.While)
+_POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
+
+
+class ForwardAndCallSyncs:
+    """Checks SyncRules runs for syncs in ``forward`` and one call away.
+
+    Example:
+        >>> hasattr(ForwardAndCallSyncs, "_check_call_one_deep")
+        True
+    """
+
+    def _report_in_forward(self, node: ast.AST, what: str) -> None:
+        """TD205: a host read inside ``Module.forward`` (a criterion's too) runs on every
+        call, stalls the CPU and breaks the torch.compile graph."""
+        scope = self.enclosing_scope(node)
+        if not (
+            isinstance(scope, FUNCTIONS)
+            and scope.name == "forward"
+            and isinstance(self.parent(scope), ast.ClassDef)
+        ):
+            return
+        if self.under_log_gate(node, scope) or self.skip_sync(node, scope):
+            return
+        if any(
+            (dotted(d.func if isinstance(d, ast.Call) else d) or "").endswith(
+                ("no_grad", "inference_mode")
+            )
+            for d in scope.decorator_list
+        ):
+            return  # an inference-only module (post-processing turns outputs into Python)
+        if what in {"`.cpu()`", "`.numpy()`"} and self._exports_to_host_library(scope):
+            return  # deliberate: the data feeds NumPy/SciPy (reported by TD303 where it fits)
+        owner = self.parent(scope).name
+        if _POSTPROCESSING.search(owner):
+            return  # turns outputs into Python values by design (evaluation)
+        self.report(
+            node,
+            "TD205",
+            f"{what} in `{owner}.forward` synchronizes with the GPU on every call and breaks "
+            "the torch.compile graph: keep the value a tensor (`torch.clamp(n, min=1)` rather "
+            "than `max(n.item(), 1)`), or move the read out of forward",
+        )
+
+    def _exports_to_host_library(self, scope: ast.AST) -> bool:
+        for call in ast.walk(scope):
+            if isinstance(call, ast.Call):
+                if method_name(call) == "numpy" or any(
+                    n.startswith(("numpy.", "scipy.", "sklearn.")) for n in self.callee(call)
+                ):
+                    return True
+        return False
+
+    def _check_call_one_deep(self, node: ast.Call) -> None:
+        """``metric_logger.update(**loss_dict)`` in a training loop, where the project's
+        ``MetricLogger.update`` calls ``.item()``: the sync is one call deep."""
+        project = self.context.project
+        if project is None or not isinstance(node.func, ast.Attribute):
+            return
+        receiver = node.func.value
+        if not isinstance(receiver, ast.Name):
+            return
+        args = [*node.args, *(k.value for k in node.keywords)]
+        if not args or self._training_context(node) is None:
+            return
+        values = self.assigned_values(self.enclosing_scope(node), receiver.id)
+        classes = {
+            (dotted(v.func) or "").rsplit(".", 1)[-1]
+            for v in values
+            if isinstance(v, ast.Call) and dotted(v.func)
+        }
+        classes = {c for c in classes if c[:1].isupper()}
+        if len(classes) != 1:
+            return
+        args = [*node.args, *(k.value for k in node.keywords)]
+        if not any(self.looks_like_tensor(a) for a in args):
+            return
+        context = self._training_context(node)
+        if context is None or self.under_log_gate(node, context) or self.skip_sync(node, context):
+            return
+        cls = next(iter(classes))
+        hit = project.method_sync(cls, node.func.attr)
+        if hit is None:
+            return
+        path, line, call = hit
+        where = "training loop" if isinstance(context, _LOOP_STATEMENTS) else "training step"
+        self.report(
+            node,
+            "TD201",
+            f"`{receiver.id}.{node.func.attr}(...)` reads tensors on the host (`{call}` in "
+            f"{cls}.{node.func.attr}, {path}:{line}) every step of this {where}: pass detached "
+            "device tensors and convert them at log time (torchdoctor.train.LazyMetrics)",
+        )
+
+    def _forward_inputs(self, node: ast.AST) -> set[str]:
+        """Arguments of the ``forward`` method ``node`` sits in (tensors, most likely)."""
+        scope = self.enclosing_scope(node)
+        if not (
+            isinstance(scope, FUNCTIONS)
+            and scope.name == "forward"
+            and isinstance(self.parent(scope), ast.ClassDef)
+        ):
+            return set()
+        return {a.arg for a in [*scope.args.posonlyargs, *scope.args.args]} - {"self"}
+
+    def _reduces_a_forward_input(self, expr: ast.AST) -> bool:
+        """``x.sum()`` / ``x.max()`` / ``x.abs().mean()`` of a forward argument."""
+        if not isinstance(expr, ast.Call) or method_name(expr) not in REDUCTIONS | TRUTH_METHODS:
+            return False
+        root = expr.func.value
+        while isinstance(root, ast.Call) and isinstance(root.func, ast.Attribute):
+            root = root.func.value
+        return isinstance(root, ast.Name) and root.id in self._forward_inputs(expr)

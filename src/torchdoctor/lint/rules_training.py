@@ -1,0 +1,399 @@
+"""TD7xx: the training loop and distributed training (PyTorch Performance Tuning Guide).
+
+DataParallel instead of DistributedDataParallel, debugging aids left on, gradients zeroed
+instead of freed, optimizers built inside the loop, the CUDA cache emptied every step, DDP
+gradient accumulation that all-reduces on every micro-batch, and a barrier every step.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import (
+    FOR,
+    FUNCTIONS,
+    RuleVisitor,
+    constant,
+    dotted,
+    dotted_names_in,
+    method_name,
+    segment,
+)
+
+_LOOPS = (*FOR, ast.While)
+DATA_PARALLEL = frozenset(
+    {
+        "torch.nn.DataParallel",
+        "torch.nn.parallel.DataParallel",
+        "torch.nn.parallel.data_parallel.DataParallel",
+    }
+)
+DDP = frozenset(
+    {
+        "torch.nn.parallel.DistributedDataParallel",
+        "torch.nn.parallel.distributed.DistributedDataParallel",
+    }
+)
+#: debugging aids: qualified name -> (what it is, index of its on/off argument or keyword)
+DEBUG_MODES = {
+    "torch.autograd.set_detect_anomaly": ("anomaly detection", "mode"),
+    "torch.autograd.anomaly_mode.set_detect_anomaly": ("anomaly detection", "mode"),
+    "torch.autograd.detect_anomaly": ("anomaly detection", "check_nan"),
+    "torch.autograd.anomaly_mode.detect_anomaly": ("anomaly detection", "check_nan"),
+    "torch.autograd.profiler.profile": ("the autograd profiler", "enabled"),
+    "torch.autograd.profiler.emit_nvtx": ("emit_nvtx", "enabled"),
+    "torch.autograd.profiler.emit_itt": ("emit_itt", "enabled"),
+}
+_OPTIMIZER = re.compile(r"^torch\.optim\.((?!lr_scheduler|swa_utils)\w+\.)?[A-Z]\w*$")
+BARRIER = frozenset({"torch.distributed.barrier"})
+EMPTY_CACHE = frozenset({"torch.cuda.empty_cache"})
+_LOADER = re.compile(r"loader|batches")
+_ACCUMULATION = re.compile(r"accum", re.IGNORECASE)
+
+#: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+RULES = (
+    Rule(
+        "TD701",
+        "data-parallel",
+        "warning",
+        "torch.nn.DataParallel (one process, model replicated every step, GIL-bound)",
+        "use DistributedDataParallel, one process per GPU (torchrun), even on a single machine",
+        "model = torch.nn.DataParallel(model)",
+        "model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank])",
+    ),
+    Rule(
+        "TD702",
+        "debug-mode-left-on",
+        "warning",
+        "anomaly detection / the autograd profiler / emit_nvtx switched on unconditionally in "
+        "training code",
+        "enable it only behind a debug flag (`if args.debug:`), or remove it once the bug is "
+        "found: it slows every step",
+        "torch.autograd.set_detect_anomaly(True)\nloss.backward()",
+        "torch.autograd.set_detect_anomaly(args.debug)\nloss.backward()",
+    ),
+    Rule(
+        "TD703",
+        "zero-grad-set-to-none-false",
+        "info",
+        "zero_grad(set_to_none=False) writes zeros into every gradient each step",
+        "zero_grad() (set_to_none=True, the default) frees them instead; --fix removes the "
+        "argument",
+        "opt.zero_grad(set_to_none=False)",
+        "opt.zero_grad()",
+        autofix=True,
+    ),
+    Rule(
+        "TD704",
+        "optimizer-in-loop",
+        "warning",
+        "optimizer constructed inside a loop, for the same parameters: its state (momentum, "
+        "Adam moments) restarts every iteration",
+        "build the optimizer once, before the loop",
+        "for epoch in range(10):\n    opt = torch.optim.Adam(model.parameters())\n"
+        "    loss.backward(); opt.step()",
+        "opt = torch.optim.Adam(model.parameters())\nfor epoch in range(10):\n"
+        "    loss.backward(); opt.step()",
+    ),
+    Rule(
+        "TD705",
+        "empty-cache-in-loop",
+        "warning",
+        "torch.cuda.empty_cache() every training step: synchronizes and makes the caching "
+        "allocator call cudaMalloc again",
+        "remove it (the caching allocator reuses freed blocks); if memory fragments, set "
+        "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n"
+        "    torch.cuda.empty_cache()",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()",
+    ),
+    Rule(
+        "TD706",
+        "ddp-accumulation-without-no-sync",
+        "warning",
+        "gradient accumulation under DistributedDataParallel without no_sync(): every "
+        "micro-batch's backward all-reduces the gradients",
+        "run the backward of all but the last micro-batch under `with model.no_sync():`",
+        "model = torch.nn.parallel.DistributedDataParallel(model)\nfor i, b in enumerate(loader):"
+        "\n    model(b).sum().backward()\n    if (i + 1) % accum == 0:\n        opt.step()",
+        "model = torch.nn.parallel.DistributedDataParallel(model)\nfor i, b in enumerate(loader):"
+        "\n    with model.no_sync():\n        model(b).sum().backward()\n"
+        "    if (i + 1) % accum == 0:\n        opt.step()",
+    ),
+    Rule(
+        "TD707",
+        "barrier-every-step",
+        "warning",
+        "torch.distributed.barrier() every training step: all ranks wait for the slowest one, "
+        "and the CPU stalls",
+        "remove it (collectives already synchronize the ranks); keep barriers around "
+        "checkpoints and evaluation",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n"
+        "    torch.distributed.barrier()",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()",
+    ),
+)
+
+
+class TrainingRules(RuleVisitor):
+    """TD701-TD707: DataParallel, debug modes, zero_grad(set_to_none=False), optimizer in a
+    loop, empty_cache every step, DDP accumulation without no_sync, barrier every step.
+
+    Example:
+        >>> "TD701" in TrainingRules.CODES
+        True
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = (
+        (r"DataParallel|zero_grad|optim|empty_cache|barrier|\.backward\(",),
+        (r"anomaly|profiler|emit_nvtx|emit_itt", r"backward\(|\.step\("),
+    )
+
+    def visit_Call(self, node: ast.Call) -> None:
+        names = self.callee(node)
+        if names & DATA_PARALLEL:
+            self.report(
+                node,
+                "TD701",
+                "torch.nn.DataParallel replicates the model and scatters inputs from one "
+                "process every step: use DistributedDataParallel (torchrun, one process per "
+                "GPU)",
+            )
+        for name in names & DEBUG_MODES.keys():
+            self._check_debug_mode(node, *DEBUG_MODES[name])
+        if method_name(node) == "zero_grad":
+            self._check_zero_grad(node)
+        if any(_OPTIMIZER.match(n) for n in names) and not names & DATA_PARALLEL:
+            self._check_optimizer(node, next(iter(names)))
+        if names & EMPTY_CACHE and self._every_training_step(node, over_data=True):
+            self.report(
+                node,
+                "TD705",
+                "torch.cuda.empty_cache() every step synchronizes and hands cached "
+                "blocks back to the driver, only for the allocator to cudaMalloc them again: "
+                "remove it (fragmentation: PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)",
+            )
+        if names & BARRIER and self._every_training_step(node, over_data=True):
+            self.report(
+                node,
+                "TD707",
+                "torch.distributed.barrier() every step makes all ranks wait for the "
+                "slowest and stalls the CPU: remove it (the gradient all-reduce already "
+                "synchronizes); keep barriers around checkpointing and evaluation",
+            )
+        if method_name(node) == "backward":
+            self._check_accumulation(node)
+        if names and not any(n.startswith(("torch.", "builtins.")) for n in names):
+            self._check_barrier_one_deep(node, names)
+
+    def _check_barrier_one_deep(self, node: ast.Call, names: set[str]) -> None:
+        """``synchronize()`` every step, where the project's ``synchronize`` calls
+        ``dist.barrier()`` (IRRA's utils/comm.py)."""
+        project = self.context.project
+        if project is None or not self._every_training_step(node):
+            return
+        for name in names:
+            hit = project.function_calls(name, "barrier")
+            if hit is not None:
+                short = self.code_of(node.func)
+                self.report(
+                    node,
+                    "TD707",
+                    f"`{short}()` calls torch.distributed.barrier() ({hit[0]}:{hit[1]}) every "
+                    "training step: all ranks wait for the slowest and the CPU stalls; remove "
+                    "it (the gradient all-reduce already synchronizes)",
+                )
+                return
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _guarded(self, node: ast.AST) -> bool:
+        """Under an ``if`` (``if args.debug:``, ``if step % 100 == 0:``) or in a conditional
+        expression, inside its function."""
+        parent = self.parent(node)
+        while parent is not None and not isinstance(parent, (*FUNCTIONS, ast.Module)):
+            if isinstance(parent, (ast.If, ast.IfExp)):
+                return True
+            parent = self.parent(parent)
+        return False
+
+    def _training_loop(self, node: ast.AST, over_data: bool = False) -> ast.AST | None:
+        """The innermost loop around ``node`` if it trains (or, with ``over_data``, iterates
+        a data loader: an evaluation loop runs per batch too)."""
+        loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
+        if not loops:
+            return None
+        if self.is_training_body(loops[0]):
+            return loops[0]
+        if over_data and isinstance(loops[0], FOR):
+            names = " ".join(dotted_names_in(loops[0].iter)).lower()
+            if _LOADER.search(names):
+                return loops[0]
+        return None
+
+    def _every_training_step(self, node: ast.AST, over_data: bool = False) -> bool:
+        loop = self._training_loop(node, over_data)
+        if loop is None:
+            return False
+        parent = self.parent(node)
+        while parent is not None and parent is not loop:
+            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)):
+                return False
+            parent = self.parent(parent)
+        return True
+
+    # -- TD702 -------------------------------------------------------------------------------
+    def _check_debug_mode(self, node: ast.Call, what: str, switch: str) -> None:
+        flag = node.args[0] if node.args else None
+        for kw in node.keywords:
+            if kw.arg == switch or kw.arg == "enabled":
+                flag = kw.value
+        if flag is not None and constant(flag, None) is not True:
+            return  # off, or decided by a variable (a debug flag)
+        if what == "anomaly detection" and switch == "mode" and flag is None:
+            return
+        if self._guarded(node):
+            return
+        if switch != "mode" and not self._wraps_training(node):
+            return  # a profiler built as a value, or around code that does not train
+        if switch == "mode" and ".backward(" not in self.context.source:
+            return
+        scope = self.enclosing_scope(node)
+        if isinstance(scope, FUNCTIONS) and re.search(r"debug|test|check", scope.name, re.I):
+            return
+        self.report(
+            node,
+            "TD702",
+            f"{what} is switched on unconditionally in training code and slows every step: "
+            "enable it behind a debug flag (`if args.debug:`), or remove it",
+        )
+
+    def _wraps_training(self, node: ast.Call) -> bool:
+        """``with detect_anomaly():`` / ``with profile():`` around a backward pass or an
+        optimizer step (in its body, or inside a training loop)."""
+        item = self.parent(node)
+        with_node = self.parent(item)
+        if not (isinstance(item, ast.withitem) and isinstance(with_node, ast.With)):
+            return False
+        if self._training_loop(with_node) is not None:
+            return True
+        return any(
+            isinstance(c, ast.Call) and (method_name(c) == "backward" or _is_step(c))
+            for stmt in with_node.body
+            for c in ast.walk(stmt)
+        )
+
+    # -- TD703 -------------------------------------------------------------------------------
+    def _check_zero_grad(self, node: ast.Call) -> None:
+        flag = node.args[0] if node.args else None
+        for kw in node.keywords:
+            if kw.arg == "set_to_none":
+                flag = kw.value
+        if not (isinstance(flag, ast.Constant) and flag.value is False):
+            return
+        func = segment(self.context.lines, node.func)
+        source = segment(self.context.lines, node) or ""
+        safe = func is not None and "#" not in source and len(node.args) + len(node.keywords) == 1
+        self.report(
+            node,
+            "TD703",
+            "zero_grad(set_to_none=False) writes zeros into every gradient each step: "
+            "zero_grad() frees them instead (less memory traffic; the next backward allocates)",
+            fix=_drop_arguments(f"{func}()") if safe else None,
+        )
+
+    # -- TD704 -------------------------------------------------------------------------------
+    def _check_optimizer(self, node: ast.Call, name: str) -> None:
+        loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
+        if not loops or self._guarded_in(node, loops[-1]):
+            return
+        loop = loops[-1]  # the outermost: the optimizer must outlive all of them
+        assigned = {a.split(".")[0] for lp in loops for a in self.assigned_in(lp)}
+        params = {n.split(".")[0] for a in node.args[:1] for n in dotted_names_in(a)}
+        if not params or params & assigned:
+            return  # a new model (or parameter list) every iteration: a new optimizer too
+        if not self._trains(loop):
+            return
+        short = name.rsplit(".", 1)[-1]
+        self.report(
+            node,
+            "TD704",
+            f"`{short}(...)` is constructed inside the loop for the same parameters: its state "
+            "(momentum, moments, step count) restarts every iteration; build it once before "
+            "the loop",
+        )
+
+    def _guarded_in(self, node: ast.AST, stop: ast.AST) -> bool:
+        parent = self.parent(node)
+        while parent is not None and parent is not stop:
+            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)):
+                return True
+            parent = self.parent(parent)
+        return False
+
+    def _trains(self, loop: ast.AST) -> bool:
+        """The loop, or a loop nested in it, calls backward or an optimizer step."""
+        return any(
+            isinstance(n, _LOOPS) and self.is_training_body(n) for n in ast.walk(loop)
+        ) or any(method_name(c) == "backward" for c in self.direct_calls(loop.body))
+
+    # -- TD706 -------------------------------------------------------------------------------
+    def _check_accumulation(self, node: ast.Call) -> None:
+        loop = self._training_loop(node)
+        if loop is None or not self._every_training_step(node):
+            return
+        text = self.context.source
+        if "no_sync" in text or ".accumulate(" in text:
+            return
+        if not any(
+            self.callee(c) & DDP for c in ast.walk(self.context.tree) if isinstance(c, ast.Call)
+        ):
+            return
+        steps = [
+            c
+            for c in self.direct_calls(loop.body)
+            if method_name(c) == "step"
+            and "optim" in (dotted(c.func.value) or "").lower()
+            or method_name(c) == "step"
+            and (dotted(c.func.value) or "").rsplit(".", 1)[-1] in {"opt", "scaler"}
+        ]
+        for step in steps:
+            parent = self.parent(step)
+            while parent is not None and parent is not loop:
+                if isinstance(parent, ast.If) and self._accumulation_test(parent.test):
+                    self.report(
+                        node,
+                        "TD706",
+                        "gradient accumulation under DistributedDataParallel without no_sync(): "
+                        "every micro-batch's backward all-reduces the gradients; run the "
+                        "backward of all but the last micro-batch under `with model.no_sync():`",
+                    )
+                    return
+                parent = self.parent(parent)
+
+    def _accumulation_test(self, test: ast.AST) -> bool:
+        return any(
+            isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)
+        ) or any(_ACCUMULATION.search(n) for n in dotted_names_in(test))
+
+
+def _drop_arguments(text: str):
+    """A LibCST rewrite replacing the call with ``text`` (its arguments dropped)."""
+
+    def rewrite(node, tools):
+        import libcst as cst
+
+        return cst.parse_expression(text)
+
+    return rewrite
+
+
+def _is_step(call: ast.Call) -> bool:
+    """``optimizer.step()`` / ``scaler.step(opt)``."""
+    if method_name(call) != "step":
+        return False
+    receiver = (dotted(call.func.value) or "").rsplit(".", 1)[-1].lower()
+    return "optim" in receiver or receiver in {"opt", "scaler"}

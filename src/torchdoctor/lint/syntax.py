@@ -1,0 +1,265 @@
+"""Syntax helpers over the standard library's :mod:`ast` that every rule family shares.
+
+Example:
+    >>> import ast
+    >>> dotted(ast.parse("torch.linalg.inv", mode="eval").body)
+    'torch.linalg.inv'
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+
+FOR = (ast.For, ast.AsyncFor)
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+LOOPS = (*FOR, ast.While, *COMPREHENSIONS)
+SCOPES = (*FUNCTIONS, ast.Lambda, ast.ClassDef, ast.Module)
+HOST_COPY_METHODS = frozenset({"cpu", "numpy", "tolist", "item"})
+#: Tensor methods that mutate their receiver.
+_INPLACE = re.compile(r"^[a-z][a-z0-9_]*[a-z0-9]_$")
+#: Method calls that do not change which matrix an expression denotes.
+PURE_METHODS = frozenset(
+    {
+        "t",
+        "transpose",
+        "contiguous",
+        "float",
+        "double",
+        "half",
+        "to",
+        "detach",
+        "clone",
+        "unsqueeze",
+        "squeeze",
+        "view",
+        "reshape",
+        "expand",
+        "type",
+        "cuda",
+        # deterministic factories: `torch.eye(n)` in `K + noise * torch.eye(n)` is the same
+        # matrix every iteration when its arguments are (random ones are not listed)
+        "eye",
+        "zeros",
+        "ones",
+        "full",
+        "arange",
+        "linspace",
+        "zeros_like",
+        "ones_like",
+    }
+)
+#: Dotted names that look like an nn.Module (used where types are unknowable statically).
+MODEL_NAME = re.compile(
+    r"(model|net|module|encoder|decoder|policy|backbone|unet|transformer|denoiser|vae|"
+    r"classifier)s?$",
+    re.IGNORECASE,
+)
+_LOG_GATE = re.compile(r"log|interval|every|print|verbose|display|report", re.IGNORECASE)
+
+
+def parent(node: ast.AST) -> ast.AST | None:
+    """The node's parent (set by :func:`link_parents`), None for the module.
+
+    Example:
+        >>> tree = ast.parse("f(x)")
+        >>> _ = link_parents(tree)
+        >>> type(parent(tree.body[0].value)).__name__
+        'Expr'
+    """
+    return getattr(node, "td_parent", None)
+
+
+def link_parents(tree: ast.AST) -> list[ast.AST]:
+    """Set ``td_parent`` on every node; return all nodes (the module first).
+
+    Example:
+        >>> len(link_parents(ast.parse("x = 1")))  # Module, Assign, Name, Store, Constant
+        5
+    """
+    nodes = [tree]
+    stack = [tree]
+    iter_children = ast.iter_child_nodes
+    while stack:
+        node = stack.pop()
+        for child in iter_children(node):
+            child.td_parent = node
+            nodes.append(child)
+            stack.append(child)
+    return nodes
+
+
+def dotted(expr: ast.AST) -> str | None:
+    """``a.b.c`` for a Name/Attribute chain, else None."""
+    parts = []
+    while isinstance(expr, ast.Attribute):
+        parts.append(expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return None
+    parts.append(expr.id)
+    return ".".join(reversed(parts))
+
+
+def method_name(call: ast.AST) -> str | None:
+    """``'item'`` for ``x.item()``; None when the callee is not an attribute."""
+    func = getattr(call, "func", None)
+    return func.attr if isinstance(func, ast.Attribute) else None
+
+
+def positional(call: ast.Call) -> list[ast.expr]:
+    """Positional argument values (``*args`` excluded).
+
+    Example:
+        >>> len(positional(ast.parse("f(a, *b, c=1)", mode="eval").body))
+        1
+    """
+    return [a for a in call.args if not isinstance(a, ast.Starred)]
+
+
+def keyword(call: ast.Call, name: str) -> ast.expr | None:
+    """Value of keyword argument ``name``, or None.
+
+    Example:
+        >>> keyword(ast.parse("f(c=1)", mode="eval").body, "c").value
+        1
+    """
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def has_star(call: ast.Call) -> bool:
+    """``f(*a)`` or ``f(**k)``: the arguments are not visible statically.
+
+    Example:
+        >>> has_star(ast.parse("f(**cfg)", mode="eval").body)
+        True
+    """
+    return any(isinstance(a, ast.Starred) for a in call.args) or any(
+        kw.arg is None for kw in call.keywords
+    )
+
+
+def arg_values(call: ast.Call) -> list[ast.expr]:
+    """Every argument value, positional then keyword.
+
+    Example:
+        >>> len(arg_values(ast.parse("f(a, b=2)", mode="eval").body))
+        2
+    """
+    return [*call.args, *(kw.value for kw in call.keywords)]
+
+
+def constant(expr: ast.AST, default: object = None) -> object:
+    """The value of a literal constant, else ``default``.
+
+    Example:
+        >>> constant(ast.parse("True", mode="eval").body)
+        True
+    """
+    return expr.value if isinstance(expr, ast.Constant) else default
+
+
+def calls_in(node: ast.AST) -> list[ast.Call]:
+    """All calls under ``node`` (including ``node`` itself).
+
+    Example:
+        >>> len(calls_in(ast.parse("f(g(x))")))
+        2
+    """
+    return [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+
+
+def body_of(node: ast.AST) -> list[ast.AST]:
+    """The statements of a loop/function/with body (a list for any node).
+
+    Example:
+        >>> len(body_of(ast.parse("for i in x:\\n    pass").body[0]))
+        1
+    """
+    body = getattr(node, "body", None)
+    return body if isinstance(body, list) else [node]
+
+
+def dotted_names_in(node: ast.AST) -> Iterator[str]:
+    """Maximal dotted names read in ``node`` (``self.A`` rather than ``self``)."""
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        name = dotted(node)
+        if name is not None:
+            yield name
+            return
+        yield from dotted_names_in(node.value)  # attribute of a call or subscript
+        return
+    for child in ast.iter_child_nodes(node):
+        yield from dotted_names_in(child)
+
+
+def target_names(target: ast.AST) -> set[str]:
+    """Dotted names bound or mutated by an assignment target."""
+    if isinstance(target, (ast.Name, ast.Attribute)):
+        name = dotted(target)
+        return {name} if name else set()
+    if isinstance(target, ast.Subscript):  # A[i] = ... mutates A
+        return target_names(target.value)
+    if isinstance(target, (ast.Tuple, ast.List)):
+        out: set[str] = set()
+        for el in target.elts:
+            out |= target_names(el)
+        return out
+    if isinstance(target, ast.Starred):
+        return target_names(target.value)
+    return set()
+
+
+def has_host_copy(expr: ast.AST) -> bool:
+    """True when ``expr`` calls ``.cpu()``/``.numpy()``/``.tolist()``/``.item()``/``.to('cpu')``."""
+    for call in calls_in(expr):
+        name = method_name(call)
+        if name in HOST_COPY_METHODS:
+            return True
+        if name == "to" and any(constant(a) == "cpu" for a in arg_values(call)):
+            return True
+    return False
+
+
+def _related(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _training_kind(call: ast.Call) -> str | None:
+    name = method_name(call)
+    if name == "backward":
+        return "backward"
+    if name == "step":
+        receiver = dotted(call.func.value) or ""
+        last = receiver.rsplit(".", 1)[-1].lower()
+        if "optim" in last or last in {"opt", "scaler"} or last.endswith("_opt"):
+            return "step"
+    return None
+
+
+def segment(lines: list[str], node: ast.AST) -> str | None:
+    """Source text of ``node`` from the file's lines (``ast.get_source_segment`` re-splits the
+    whole file on every call; this does not).
+
+    Example:
+        >>> source = "y = f(a,\\n      b)\\n"
+        >>> segment(source.splitlines(), ast.parse(source).body[0].value)
+        'f(a,\\n      b)'
+    """
+    try:
+        first, last = node.lineno - 1, node.end_lineno - 1
+        start, end = node.col_offset, node.end_col_offset
+    except AttributeError:
+        return None
+    if first < 0 or last >= len(lines) or end is None:
+        return None
+    if first == last:
+        return lines[first].encode("utf-8")[start:end].decode("utf-8", errors="replace")
+    head = lines[first].encode("utf-8")[start:].decode("utf-8", errors="replace")
+    tail = lines[last].encode("utf-8")[:end].decode("utf-8", errors="replace")
+    return "\n".join([head, *lines[first + 1 : last], tail])

@@ -1,0 +1,91 @@
+"""What looks like a tensor, statically: names, torch functions, predicate methods.
+
+Types are unknowable without running the code; these tables keep the guesses conservative.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Names that hold a tensor in practically every training loop.
+TENSOR_NAME = re.compile(
+    r"(^|_)(loss|losses|logits?|acc|accuracy|grad_norm|total_norm|nll|kl|elbo)(_|\d|$)",
+    re.IGNORECASE,
+)
+#: ...unless the name ends like a setting about that value: ``kl_weight``, ``loss_fn``
+NOT_TENSOR_SUFFIX = re.compile(
+    r"_(weight|weights|coef|coeff|factor|fn|func|type|name|names|mode|cfg|config|key|keys|"
+    r"threshold|thresh|steps?|every|freq|interval|eps|beta|alpha|lambda|lam)$",
+    re.IGNORECASE,
+)
+REDUCTIONS = frozenset(
+    {
+        "sum",
+        "mean",
+        "max",
+        "min",
+        "norm",
+        "detach",
+        "std",
+        "var",
+        "prod",
+        "amax",
+        "amin",
+        "argmax",
+        "argmin",
+        "count_nonzero",
+        "all",
+        "any",
+    }
+)
+#: methods whose result is used as a truth value: `if loss.isnan().any():`
+TRUTH_METHODS = frozenset(
+    {"any", "all", "isnan", "isinf", "isfinite", "isneginf", "isposinf", "eq", "ne", "gt", "lt",
+     "ge", "le", "equal", "allclose", "bool"}
+)  # fmt: skip
+#: torch functions that (almost always) return tensors: torch.*, torch.linalg.*, F.*, ...
+TORCH_TENSOR_FUNCTION = re.compile(
+    r"^torch\.(linalg\.|nn\.functional\.|special\.|fft\.)?[a-z_0-9]+$"
+)
+NOT_TENSORS = frozenset(
+    {
+        "torch.is_tensor",
+        "torch.numel",
+        "torch.get_default_dtype",
+        "torch.is_grad_enabled",
+        "torch.is_floating_point",
+        "torch.is_complex",
+        "torch.typename",
+        "torch.device",
+        "torch.get_num_threads",
+        "torch.is_inference_mode_enabled",
+        "torch.initial_seed",
+        "torch.seed",
+        "torch.compile",
+    }
+)
+MODULE_METHODS = frozenset(
+    {
+        "parameters",
+        "named_parameters",
+        "state_dict",
+        "modules",
+        "named_modules",
+        "children",
+        "buffers",
+        "named_buffers",
+        "eval",
+        "train",
+        "load_state_dict",
+        "apply",
+    }
+)
+SCALAR_CASTS = {"builtins.float": "float", "builtins.int": "int", "builtins.bool": "bool"}
+TENSOR_FACTORIES = frozenset(
+    {"torch.tensor", "torch.as_tensor", "torch.LongTensor", "torch.FloatTensor", "torch.Tensor"}
+)
+
+
+#: step methods a training framework calls every step (PyTorch Lightning, Lightning Fabric
+#: recipes, many trainers): the loop, backward and optimizer step live in the framework
+FRAMEWORK_STEPS = frozenset({"training_step"})

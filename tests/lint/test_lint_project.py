@@ -1,0 +1,174 @@
+"""Rules that look across the files linted together, and the precision fixes from real code."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from torchdoctor.lint import lint_paths, lint_source
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).write_text(textwrap.dedent(text))
+
+
+def test_pin_memory_uses_the_projects_cuda_not_one_files(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "build.py": """
+                from torch.utils.data import DataLoader
+                def build(ds):
+                    return DataLoader(ds, num_workers=4, persistent_workers=True)
+            """,
+            "train.py": "def step(b):\n    return b.cuda()\n",
+        },
+    )
+    assert [f.code for f in lint_paths([tmp_path / "build.py"])] == []  # alone: no CUDA seen
+    assert [f.code for f in lint_paths([tmp_path])] == ["TD402"]
+
+
+SAMPLER = """
+    import torch
+    class Policy(torch.nn.Module):
+        def conditional_sample(self, x):
+            for t in self.scheduler.timesteps:
+                x = self.model(x, t)
+            return x
+        def predict_action(self, obs):
+            return self.conditional_sample(obs)
+"""
+
+
+def test_eval_loop_whose_callers_all_disable_grad_is_silent(tmp_path: Path) -> None:
+    runner = """
+        import torch
+        def run(policy, obs):
+            with torch.no_grad():
+                return policy.predict_action(obs)
+    """
+    _write(tmp_path, {"policy.py": SAMPLER, "runner.py": runner})
+    assert [f.code for f in lint_paths([tmp_path])] == []
+    _write(tmp_path, {"other.py": "def go(policy, obs):\n    return policy.predict_action(obs)\n"})
+    assert [f.code for f in lint_paths([tmp_path])] == ["TD602"]  # one caller keeps grad on
+
+
+def test_metric_logger_update_in_another_file_is_a_sync_one_call_deep(tmp_path: Path) -> None:
+    logger = """
+        import torch
+        class MetricLogger:
+            def update(self, **kwargs):
+                for k, v in kwargs.items():
+                    if isinstance(v, torch.Tensor):
+                        v = v.item()
+    """
+    engine = """
+        from utils import MetricLogger
+        def train_one_epoch(model, loader, optimizer):
+            metric_logger = MetricLogger()
+            for x in loader:
+                loss = model(x)
+                loss.backward()
+                optimizer.step()
+                metric_logger.update(loss=loss)
+    """
+    _write(tmp_path, {"utils.py": logger, "engine.py": engine})
+    found = lint_paths([tmp_path])
+    assert [(Path(f.path).name, f.line, f.code) for f in found] == [("engine.py", 9, "TD201")]
+    assert "MetricLogger.update" in found[0].message
+
+
+def test_python_float_named_like_a_loss_and_abort_branch_are_silent() -> None:
+    src = textwrap.dedent(
+        """
+        import math, sys
+        def train(model, loader, optimizer):
+            for x in loader:
+                loss = model(x)
+                loss_value = loss.item()  # a real sync, reported
+                if not math.isfinite(loss_value):
+                    print("Loss is {}, stopping".format(loss_value))
+                    print(loss)
+                    sys.exit(1)
+                print(f"{loss_value:.3f}")
+                loss.backward()
+                optimizer.step()
+        """
+    )
+    assert [(f.line, f.code) for f in lint_source(src)] == [(6, "TD201")]
+
+
+def test_guard_stored_in_a_variable_is_a_log_gate() -> None:
+    src = textwrap.dedent(
+        """
+        def train(model, loader, optimizer, step, n):
+            for x in loader:
+                loss = model(x)
+                loss.backward()
+                optimizer.step()
+                should_log = step % n == 0
+                if should_log:
+                    print(loss.item())
+                if loss.item() > 10:
+                    pass
+        """
+    )
+    assert [(f.line, f.code) for f in lint_source(src)] == [(10, "TD201")]
+
+
+def test_mask_with_a_constant_and_test_loaders_iterated_once_are_silent() -> None:
+    src = textwrap.dedent(
+        """
+        import torch
+        from torch.utils.data import DataLoader
+        IMAGE_TOKEN = -200
+        def split(batch_ids, seg, n):
+            for ids in batch_ids:
+                where = torch.where(ids == IMAGE_TOKEN)[0]
+            for s in range(n):
+                idx = torch.where(seg == s)[0]
+            return where, idx
+        def loaders(train_set, test_set):
+            train_loader = DataLoader(train_set, num_workers=4)
+            test_loader = DataLoader(test_set, num_workers=4)
+            return train_loader, test_loader
+        def fit(test_set, epochs):
+            test_loader = DataLoader(test_set, num_workers=4)
+            for epoch in range(epochs):
+                for b in test_loader:
+                    pass
+        """
+    )
+    got = [(f.line, f.code) for f in lint_source(src)]
+    assert got == [(9, "TD301"), (12, "TD403"), (16, "TD403")]
+
+
+def test_barrier_inside_a_project_helper_called_every_step(tmp_path: Path) -> None:
+    (tmp_path / "utils").mkdir()
+    _write(
+        tmp_path,
+        {
+            "utils/comm.py": """
+                import torch.distributed as dist
+                def synchronize():
+                    if not dist.is_initialized():
+                        return
+                    dist.barrier()
+                def get_rank():
+                    return dist.get_rank()
+            """,
+            "train.py": """
+                from utils.comm import get_rank, synchronize
+                def train(model, loader, optimizer):
+                    for x in loader:
+                        model(x).sum().backward()
+                        optimizer.step()
+                        synchronize()
+                        get_rank()
+                    synchronize()
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path])]
+    assert found == [("train.py", 7, "TD707")]

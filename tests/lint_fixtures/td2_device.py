@@ -1,0 +1,29 @@
+"""TD204 host tensors moved to the device every step; TD505 float64 in a CUDA training step."""
+
+import torch
+import torch.nn as nn
+
+
+def train(model, loader, opt, device, gen, dev):
+    for x in loader:
+        x = x.cuda(non_blocking=True)
+        noise = torch.randn(4, 8).cuda()  # expect: TD204
+        mask = torch.zeros(x.shape[0], dtype=torch.bool).to(device)  # expect: TD204
+        ones = torch.ones(3).to(torch.float16)  # near-miss: a dtype conversion
+        good = torch.randn(4, 8, device=device)  # near-miss: created on the device
+        seeded = torch.rand(4, generator=gen).to(device)  # near-miss: a CPU generator's data
+        y = model(x.double())  # expect: TD505
+        z = torch.zeros(3, dtype=torch.float64)  # expect: TD505
+        loss = (y + noise.sum() + good.sum() + z.sum()).sum() + mask.sum() + ones.sum() + seeded.sum()
+        loss.backward()
+        opt.step()
+        buf = torch.zeros(8).to(dev)  # expect: TD204
+    ref = torch.randn(8).cuda()  # near-miss: once, before evaluation
+    stats = torch.zeros(3, dtype=torch.float64)  # near-miss: outside the step
+    return ref, stats
+
+
+class Block(nn.Module):
+    def forward(self, x):
+        pos = torch.arange(x.shape[1]).to(x.device)  # expect: TD204
+        return x + pos

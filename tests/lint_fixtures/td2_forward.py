@@ -1,0 +1,70 @@
+"""TD205 host reads inside forward; TD201 one call deep (a metric logger's update)."""
+
+import torch
+import torch.nn as nn
+
+
+class SetCriterion(nn.Module):
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = weight
+        self.scale = float(weight)  # near-miss: __init__ runs once
+
+    def forward(self, outputs, targets, num_boxes):
+        num_boxes = torch.clamp(num_boxes, min=1).item()  # expect: TD205
+        loss = (outputs - targets).abs().sum() / num_boxes
+        if torch.isnan(loss):  # expect: TD205
+            raise FloatingPointError("nan loss")
+        n = torch.clamp(num_boxes, min=1)  # near-miss: stays a tensor
+        return loss / n
+
+    def extra_repr(self):
+        return f"weight={self.weight.item()}"  # near-miss: not forward
+
+
+class Encoder(nn.Module):
+    def forward(self, x, lengths):
+        sizes = lengths.tolist()  # expect: TD205
+        if self.training and x.size(0) > 1:  # near-miss: Python ints
+            x = x * 2
+        return x.split(sizes), self.cpu  # near-miss: an attribute, not a call
+
+
+class MetricLogger:
+    def __init__(self):
+        self.meters = {}
+
+    def update(self, **kwargs):
+        for k, v in kwargs.items():
+            if isinstance(v, torch.Tensor):
+                v = v.item()
+            self.meters[k] = v
+
+
+class Plain:
+    def update(self, **kwargs):
+        self.last = kwargs
+
+
+def train_one_epoch(model, criterion, loader, optimizer):
+    metric_logger = MetricLogger()
+    plain = Plain()
+    for x, y in loader:
+        loss_dict = criterion(model(x), y)
+        losses = sum(loss_dict.values())
+        optimizer.zero_grad()
+        losses.backward()
+        optimizer.step()
+        metric_logger.update(loss=losses, **loss_dict)  # expect: TD201
+        plain.update(loss=losses)  # near-miss: its update reads nothing
+
+
+class Gate(nn.Module):
+    def forward(self, x, mask, scale: float = 1.0):
+        if x.abs().max() > 1e4:  # expect: TD205
+            x = x.clamp(-1e4, 1e4)
+        if mask.any():  # expect: TD205
+            x = x * mask
+        if scale > 1.0 and x.dim() == 3:  # near-miss: Python numbers
+            x = x * scale
+        return x

@@ -1,0 +1,59 @@
+"""TD506 conv bias before BatchNorm; TD507 hand-written attention."""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def stem():
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),  # expect: TD506
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, bias=False),  # near-miss: no bias
+        nn.BatchNorm2d(32),
+        nn.Conv2d(32, 32, 1),  # near-miss: followed by ReLU, not BatchNorm
+        nn.ReLU(),
+        nn.BatchNorm2d(32),
+    )
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=True)  # expect: TD506
+        self.bn = nn.BatchNorm2d(c)
+        self.proj = nn.Conv2d(c, c, 1)  # near-miss: not followed by a norm
+        self.norm2 = nn.LayerNorm(c)
+
+    def forward(self, x):
+        return self.proj(torch.relu(self.bn(self.conv(x))))
+
+
+class Attention(nn.Module):
+    def forward(self, q, k, v, mask):
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(mask == 0, float("-inf"))
+        att = F.softmax(att, dim=-1)  # expect: TD507
+        return att @ v
+
+    def inline(self, q, k, v):
+        return torch.softmax(q @ k.mT / 8.0, dim=-1) @ v  # expect: TD507
+
+    def classifier(self, features, weight):
+        logits = features @ weight.T  # near-miss: a softmax over class logits
+        return F.softmax(logits, dim=-1)
+
+
+def fused(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v)  # near-miss: the fused kernel
+
+
+def vgg_layers(cfg):
+    layers = []
+    for v in cfg:
+        layers += [nn.Conv2d(3, v, 3), nn.BatchNorm2d(v), nn.ReLU()]  # expect: TD506
+        layers += [nn.Conv2d(3, v, 3), nn.ReLU()]  # near-miss: no norm
+    return nn.Sequential(*layers)

@@ -1,0 +1,88 @@
+"""TD7xx fixtures: training loop and distributed training."""
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def wrap(model, rank):
+    dp = nn.DataParallel(model)  # expect: TD701
+    dp2 = torch.nn.parallel.DataParallel(model, device_ids=[0, 1])  # expect: TD701
+    ddp = DDP(model, device_ids=[rank])  # near-miss: the right wrapper
+    return dp, dp2, ddp
+
+
+def train(model, loader, opt, args):
+    torch.autograd.set_detect_anomaly(True)  # expect: TD702
+    torch.autograd.set_detect_anomaly(args.debug)  # near-miss: a debug flag decides
+    if args.debug:
+        torch.autograd.set_detect_anomaly(True)  # near-miss: guarded
+    with torch.autograd.detect_anomaly():  # expect: TD702
+        model(args.x).sum().backward()
+    with torch.autograd.profiler.emit_nvtx():  # expect: TD702
+        for x in loader:
+            model(x).sum().backward()
+            opt.step()
+    prof = torch.autograd.profiler.profile()  # near-miss: built, not wrapping training
+    with torch.autograd.profiler.profile(enabled=args.profile):  # near-miss: a flag
+        pass
+    torch.autograd.set_detect_anomaly(False)  # near-miss: switched off
+    for x, y in loader:
+        opt.zero_grad(set_to_none=False)  # expect: TD703
+        opt.zero_grad()  # near-miss
+        opt.zero_grad(set_to_none=True)  # near-miss
+        loss = model(x).sum()
+        loss.backward()
+        opt.step()
+        torch.cuda.empty_cache()  # expect: TD705
+        dist.barrier()  # expect: TD707
+        if args.step % 1000 == 0:
+            torch.cuda.empty_cache()  # near-miss: not every step
+            dist.barrier()  # near-miss: not every step
+    torch.cuda.empty_cache()  # near-miss: after the loop
+    dist.barrier()  # near-miss: after the loop
+
+
+def fit(model, loader, epochs):
+    for epoch in range(epochs):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # expect: TD704
+        sched = torch.optim.lr_scheduler.StepLR(opt, 10)  # near-miss: not an optimizer
+        for x in loader:
+            model(x).sum().backward()
+            opt.step()
+        sched.step()
+
+
+def sweep(loader, learning_rates, make_model):
+    for lr in learning_rates:
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=lr)  # near-miss: a new model each time
+        for x in loader:
+            model(x).sum().backward()
+            opt.step()
+
+
+def accumulate(model, loader, opt, accum):
+    model = DDP(model)
+    for i, x in enumerate(loader):
+        loss = model(x).sum() / accum
+        loss.backward()  # expect: TD706
+        if (i + 1) % accum == 0:
+            opt.step()
+            opt.zero_grad()
+
+
+def setup():
+    os.environ.setdefault("MASTER_PORT", "29500")
+
+
+@torch.no_grad()
+def evaluate(model, val_loader):
+    for x in val_loader:
+        model(x)
+        torch.cuda.empty_cache()  # expect: TD705
+    for name in ["a", "b"]:
+        torch.cuda.empty_cache()  # near-miss: not a loop over batches

@@ -97,8 +97,10 @@ def _write(root: Path, rank: int, session: dict, age_s: float = 0.0) -> None:
 def test_rank_files_of_an_earlier_run_are_not_compared(tmp_path, capsys):
     _write(tmp_path, 0, _session(0, 2, 1, 5, 20))
     _write(tmp_path, 1, _session(1, 2, 15, 5, 6), age_s=3600)  # left over from another run
-    assert compare_rank_sessions(str(tmp_path), 2, since=time.time() - 1, wait_s=0.3) is None
-    assert "only 1 of 2 ranks" in capsys.readouterr().err
+    alone = compare_rank_sessions(str(tmp_path), 2, since=time.time() - 1, wait_s=0.3)
+    assert alone["missing"] == [1] and alone["straggler"] is None
+    captured = capsys.readouterr()
+    assert "only 1 of 2 ranks" in captured.err and "rank 1 is missing" in captured.out
     result = compare_rank_sessions(str(tmp_path), 2, since=None, wait_s=0)  # `ranks` command
     assert result["straggler"] == 1
     assert (tmp_path / "ranks.md").exists() and json.loads((tmp_path / "ranks.json").read_text())

@@ -141,7 +141,11 @@ def test_ranks_command_prints_the_table_and_rejects_a_directory_without_ranks(tm
 )
 def test_torchrun_ddp_run_writes_one_session_per_rank_and_names_the_straggler(tmp_path):
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    import torchdoctor
+
+    source = str(Path(torchdoctor.__file__).parents[1])  # this checkout, not an installed copy
+    path = os.pathsep.join([source, *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "torchdoctor", "run", "--out", "prof", "ddp.py"],

@@ -42,7 +42,7 @@ LATE_THRESHOLD = 0.05
 
 
 def site_label(row: Mapping[str, Any]) -> str:
-    """``kind at file:line`` (or ``DDP gradient buckets``) for a ``by_site`` row.
+    """``kind at file:line [in module]`` (or DDP's buckets) for a ``by_site`` row.
 
     Example:
         >>> site_label({"kind": "all_reduce", "site": {"file": "/a/train.py", "line": 9}})
@@ -52,7 +52,8 @@ def site_label(row: Mapping[str, Any]) -> str:
         return "all_reduce of DDP gradient buckets"
     site = row.get("site") or {}
     name = str(site.get("file") or "?").replace("\\", "/").rsplit("/", 1)[-1]
-    return f"{row.get('kind')} at {name}:{site.get('line')}"
+    module = f" in {row['module']}" if row.get("module") else ""
+    return f"{row.get('kind')} at {name}:{site.get('line')}{module}"
 
 
 def covered_ms(intervals: Sequence[tuple[int, int]]) -> float:

@@ -6,7 +6,7 @@ While a :class:`CollectiveTimer` is installed, the Python API (``all_reduce``, `
 ``torch.distributed`` and ``torch.distributed.distributed_c10d`` (a collective calling another
 counts once), and DDP's gradient buckets are timed by a comm hook (``collectives_ddp``). Each
 call keeps: kind, the user's source line, the group, payload bytes, the step and phase it ran
-in, its wall-clock arrival (compared across ranks after the merge: who waits for whom), its
+in (and the module whose forward runs), its wall-clock arrival (compared across ranks after the merge: who waits for whom), its
 duration, and how long the caller was blocked (exposed time):
 
 - a blocking call blocks for its whole duration;
@@ -87,13 +87,15 @@ class Call:
     """One timed collective. Times are ns (``perf_counter_ns``) or CUDA events until resolved."""
 
     __slots__ = ("kind", "site", "group", "is_async", "bytes", "step", "phase", "arrival_ns",
-                 "start", "end", "exposed_ns", "seq", "ddp")  # fmt: skip
+                 "start", "end", "exposed_ns", "seq", "ddp", "module")  # fmt: skip
 
     def __init__(self, kind: str, site: tuple, group: str, is_async: bool, nbytes: int | None,
                  seq: int, ddp: bool = False) -> None:  # fmt: skip
         self.kind, self.site, self.group, self.is_async = kind, site, group, is_async
         self.bytes, self.seq, self.ddp = nbytes, seq, ddp
         self.step, self.phase = STATE.step_index, STATE.phase
+        # the module whose forward is running (FSDP all-gathers its parameters there)
+        self.module = STATE.module_stack[-1] if STATE.module_stack else None
         self.arrival_ns = time.time_ns()
         self.start: Any = None
         self.end: Any = None

@@ -71,6 +71,10 @@ def busy_ms(calls: list[Any]) -> float:
     return total / 1e6
 
 
+def _key(call: Any) -> tuple:
+    return (call.kind, call.site, call.group, call.ddp, call.module)
+
+
 def _site(site: tuple) -> dict[str, Any]:
     file, line, function = site
     code = linecache.getline(file, line).strip() if line else ""
@@ -85,14 +89,14 @@ def summarize_collectives(timer: Any, session: Mapping[str, Any]) -> dict[str, A
         _ddp_tails(calls)
     groups: dict[tuple, list[Any]] = {}
     for call in calls:
-        groups.setdefault((call.kind, call.site, call.group, call.ddp), []).append(call)
+        groups.setdefault(_key(call), []).append(call)
     rows = []
-    for (kind, site, group, ddp), members in groups.items():
+    for (kind, site, group, ddp, module), members in groups.items():
         durations = [(c.end - c.start) / 1e6 for c in members]
         phases = [c.phase for c in members]
         nbytes = [c.bytes for c in members if c.bytes is not None]
         rows.append({
-            "kind": kind, "site": _site(site), "group": group, "ddp_bucket": ddp,
+            "kind": kind, "site": _site(site), "group": group, "ddp_bucket": ddp, "module": module,
             "async": any(c.is_async for c in members),
             "calls_per_step": len(members) / steps,
             "ms_per_step": (sum(durations) if cuda else busy_ms(members)) / steps,
@@ -101,12 +105,11 @@ def summarize_collectives(timer: Any, session: Mapping[str, Any]) -> dict[str, A
             "bytes_per_call": sum(nbytes) / len(nbytes) if nbytes else None,
             "phase": max(set(phases), key=phases.count),
         })  # fmt: skip
-    rows.sort(key=lambda r: -r["ms_per_step"])
-    index = {(r["kind"], r["site"]["file"], r["site"]["line"], r["group"], r["ddp_bucket"]): i
-             for i, r in enumerate(rows)}  # fmt: skip
+    order = sorted(range(len(rows)), key=lambda i: -rows[i]["ms_per_step"])
+    index = {key: order.index(i) for i, key in enumerate(groups)}
+    rows = [rows[i] for i in order]
     arrivals = [
-        [c.group, c.seq, index[(c.kind, c.site[0], c.site[1], c.group, c.ddp)], c.arrival_ns,
-         c.phase]
+        [c.group, c.seq, index[_key(c)], c.arrival_ns, c.phase]
         for c in sorted(calls, key=lambda c: c.arrival_ns)
         if c.kind not in POINT_TO_POINT
     ][:MAX_ARRIVALS]  # fmt: skip

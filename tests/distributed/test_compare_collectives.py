@@ -117,5 +117,7 @@ def test_communication_advice_follows_the_measured_cause():
         "total_ms_per_step": 4.0, "exposed_ms_per_step": 4.0, "ddp": [],
         "by_site": [_row(calls=16.0, ms=4.0, exposed=4.0)]}}  # fmt: skip
     assert "16 small all_reduce calls per step at /w/train.py:9" in communication(loop)[0].title
+    (tiny,) = communication(_ddp_session(calls=1, buckets=1, nbytes=84, exposed=20.0, ms=20.0))
+    assert "latency-bound" in tiny.title and "only 84 bytes" in tiny.fix
     quiet = _ddp_session(calls=1, buckets=1, exposed=1.0)
     assert communication(quiet) == []  # 2% of the step exposed

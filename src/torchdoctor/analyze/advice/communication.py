@@ -6,11 +6,13 @@ The remedy depends on what was measured, one advice per cause, most specific fir
    ranks): the cure is balancing the ranks, not tuning communication; saving = the wait;
 2. DDP all-reduces each bucket more than once per optimizer step (gradient accumulation
    without ``no_sync``): saving = all-reduce time x (1 - 1/micro-batches);
-3. DDP's buckets barely overlap backward (the last bucket's tail is most of their time) with
+3. DDP all-reduces under 1 MiB of gradients per round yet waits >= 25% of the step for it:
+   latency-bound, do more work per all-reduce (larger batches, accumulation with no_sync);
+4. DDP's buckets barely overlap backward (the last bucket's tail is most of their time) with
    one or two buckets of >= 4 MiB of gradients: a smaller ``bucket_cap_mb`` (a quarter of
    them, below the current cap) starts all-reduces earlier; many small
    buckets: a larger one saves per-call latency; ``gradient_as_bucket_view=True`` when off;
-4. a call site with many small blocking collectives per step: coalesce them or ``async_op``.
+5. a call site with many small blocking collectives per step: coalesce them or ``async_op``.
 
 Example:
     >>> communication({"collectives": None})
@@ -29,6 +31,10 @@ THRESHOLD = 0.10
 SMALL_CALL_BYTES = 64 * 1024
 #: gradients per all-reduce round below which splitting buckets cannot pay (latency-bound)
 MIN_SPLIT_BYTES = 4 * 2**20
+#: gradients per round below which an all-reduce is latency-bound, when its exposed time is at
+#: least this share of the step
+LATENCY_BYTES = 2**20
+LATENCY_SHARE = 0.25
 _REFS = ["torch.nn.parallel.DistributedDataParallel", "torch.distributed"]
 
 
@@ -65,9 +71,11 @@ def _ddp(section: Mapping[str, Any], rows: list, step: float, evidence: list[str
     rounds = calls / buckets
     evidence = [*evidence, f"DDP: {calls:.3g} bucket all-reduces per step over {buckets} "
                 f"bucket(s), {fmt_ms(ms)} in flight, {fmt_ms(exposed)} after backward's compute"]  # fmt: skip
-    view = "" if settings.get("gradient_as_bucket_view") else (
-        f" Also gradient_as_bucket_view=True: gradients live in the buckets, no copy of "
-        f"{_mib(nbytes / max(rounds, 1.0))} per all-reduce round and less memory.")  # fmt: skip
+    per_round = nbytes / max(rounds, 1.0)
+    view = ""
+    if not settings.get("gradient_as_bucket_view") and per_round >= MIN_SPLIT_BYTES:
+        view = (f" Also gradient_as_bucket_view=True: gradients live in the buckets, no copy "
+                f"of {_mib(per_round)} per all-reduce round and less memory.")  # fmt: skip
     if rounds >= 1.9:
         k = round(rounds)
         return Advice(
@@ -82,10 +90,15 @@ def _ddp(section: Mapping[str, Any], rows: list, step: float, evidence: list[str
             "    ctx = model.no_sync() if i < len(micro_batches) - 1 else nullcontext()\n"
             "    with ctx:\n        model(batch).sum().backward()",
         )  # fmt: skip
-    per_round = nbytes / max(rounds, 1.0)
     cap = per_round / 4 / 2**20  # MiB: a quarter of the gradients per bucket
     current = float(settings.get("bucket_cap_bytes") or 25 * 2**20) / 2**20
-    if exposed >= 0.5 * ms and buckets <= 2 and per_round >= MIN_SPLIT_BYTES and cap < current:
+    if per_round < LATENCY_BYTES and exposed >= LATENCY_SHARE * step:
+        title = "DDP's all-reduce is latency-bound: do more work per all-reduce"
+        fix = (f"Each step all-reduces only {per_round:.3g} bytes of gradients, yet waits "
+               f"{fmt_ms(exposed)} for it: the fixed cost per collective dominates. Use larger "
+               "batches per step, or accumulate gradients over micro-batches inside "
+               "model.no_sync() and all-reduce once per optimizer step.")  # fmt: skip
+    elif exposed >= 0.5 * ms and buckets <= 2 and per_round >= MIN_SPLIT_BYTES and cap < current:
         title = "DDP's all-reduce starts only as backward ends: use smaller buckets"
         fix = (f"DistributedDataParallel(model, bucket_cap_mb={cap:.2g}) (a quarter of the "
                "gradients) so early buckets all-reduce while backward still computes." + view)  # fmt: skip
@@ -95,7 +108,9 @@ def _ddp(section: Mapping[str, Any], rows: list, step: float, evidence: list[str
                "all-reduces pay the per-call latency less often." + view)  # fmt: skip
     elif view:
         title = "DDP copies gradients into its buckets: gradient_as_bucket_view=True"
-        fix = view.strip().removeprefix("Also ")
+        fix = "DistributedDataParallel(model, gradient_as_bucket_view=True):" + view.removeprefix(
+            " Also gradient_as_bucket_view=True:"
+        )
     else:
         return None
     return Advice(rule="communication", title=title, confidence="low", evidence=evidence,

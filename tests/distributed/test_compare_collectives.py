@@ -80,11 +80,11 @@ def test_rank_report_names_comm_share_slowest_collective_imbalance_and_advice():
     assert "## Collectives" in markdown and "| all_reduce at train.py:9 | 7 |" in markdown
 
 
-def test_a_failed_rank_and_a_missing_rank_are_named():
+def test_a_rank_that_did_not_finish_and_a_missing_rank_are_named():
     failed = _session(1, [0], [_row()], error="Traceback ...\n  File x\nRuntimeError: boom\n")
     result = compare_ranks([_session(0, [0], [_row()]), failed])
-    assert result["failed"] == [{"rank": 1, "exit_code": 1, "error": "RuntimeError: boom"}]
-    assert any(n.startswith("rank 1 failed (exit code 1): RuntimeError: boom") for n in
+    assert result["stopped"] == [{"rank": 1, "exit_code": 1, "error": "RuntimeError: boom"}]
+    assert any(n.startswith("rank 1 did not finish (exit code 1): RuntimeError: boom") for n in
                result["notes"])  # fmt: skip
     alone = compare_ranks([_session(0, [0], [_row()])])
     alone_world = compare_ranks([{**_session(0, [0], [_row()]), "environment": {

@@ -121,9 +121,9 @@ def test_a_rank_that_raises_is_named_and_the_other_rank_keeps_its_data(tmp_path)
     merged = json.loads((tmp_path / "node0" / "ranks.json").read_text())
     rank0 = json.loads((tmp_path / "node0" / "rank0" / "session.json").read_text())
     assert len(rank0["steps"]) >= 3 and rank0["collectives"]["by_site"]
-    named = {f["rank"] for f in merged["failed"]} | set(merged["missing"])
+    named = {f["rank"] for f in merged["stopped"]} | set(merged["missing"])
     assert 1 in named, merged
-    assert "rank 1 failed" in done[0][1] or "rank 1 is missing" in done[0][1]
+    assert "rank 1 did not finish" in done[0][1] or "rank 1 is missing" in done[0][1]
 
 
 def test_a_rank_that_dies_is_named_missing(tmp_path):

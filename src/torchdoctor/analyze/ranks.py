@@ -43,7 +43,7 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     Returns ``{"world_size", "ranks": [{"rank", "step_ms", "busy_ms", "phases", "steps",
     "syncs_per_step"}], "straggler": rank | None, "phase": name | None, "excess_ms",
-    "excess_pct", "verdict", "missing": [rank], "failed": [{"rank", "exit_code", "error"}],
+    "excess_pct", "verdict", "missing": [rank], "stopped": [{"rank", "exit_code", "error"}],
     "communication": ``analyze.collectives.compare_collectives`` or None, "notes": [str],
     "advice": [Advice dict + "ranks"]}``.
     ``excess`` is the straggler's busy time above the fastest rank's, as milliseconds per step
@@ -74,7 +74,7 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "world_size": world, "ranks": rows, "straggler": None, "phase": None,
         "excess_ms": 0.0, "excess_pct": 0.0,
         "missing": [r for r in range(world) if r not in present],
-        "failed": [_failure(s, i) for i, s in enumerate(sessions) if _failure(s, i)],
+        "stopped": [_failure(s, i) for i, s in enumerate(sessions) if _failure(s, i)],
         "communication": compare_collectives(sessions),
     }  # fmt: skip
     missing = world - len(rows)
@@ -165,10 +165,10 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|T
 
 
 def describe_missing(result: Mapping[str, Any]) -> list[str]:
-    """Sentences naming the ranks with no session and the ranks whose script failed.
+    """Sentences naming the ranks with no session and the ranks whose script did not finish.
 
     Example:
-        >>> describe_missing({"missing": [1], "failed": [], "world_size": 2})
+        >>> describe_missing({"missing": [1], "stopped": [], "world_size": 2})
         ['rank 1 is missing: no session reached rank 0 (it died, or neither the process \
 group store nor a shared --out folder brought its session)']
     """
@@ -176,7 +176,7 @@ group store nor a shared --out folder brought its session)']
     for rank in result.get("missing") or ():
         lines.append(f"rank {rank} is missing: no session reached rank 0 (it died, or neither "
                      "the process group store nor a shared --out folder brought its session)")  # fmt: skip
-    for failure in result.get("failed") or ():
-        lines.append(f"rank {failure['rank']} failed (exit code {failure['exit_code']}): "
+    for failure in result.get("stopped") or ():
+        lines.append(f"rank {failure['rank']} did not finish (exit code {failure['exit_code']}): "
                      f"{failure['error']}; its numbers cover the steps before it stopped")  # fmt: skip
     return lines

@@ -91,6 +91,10 @@ def compare_collectives(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     "matched_calls", "hosts", "clock_note"}``. ``wait`` is the time a rank arrived before the
     last rank at the same collective; ``late`` is how long the first rank waited for this one
     (as the last); both per step, overlapping intervals counted once.
+
+    Example:
+        >>> compare_collectives([{"environment": {"rank": 0}}]) is None  # nothing timed
+        True
     """
     timed = [(i, s) for i, s in enumerate(sessions) if s.get("collectives")]
     if not timed:

@@ -84,7 +84,13 @@ def payload_bytes(values: Any) -> int | None:
 
 
 class Call:
-    """One timed collective. Times are ns (``perf_counter_ns``) or CUDA events until resolved."""
+    """One timed collective. Times are ns (``perf_counter_ns``) or CUDA events until resolved.
+
+    Example:
+        >>> call = Call("all_reduce", ("train.py", 3, "step"), "default", False, 4, seq=0)
+        >>> call.kind, call.phase, call.end is None
+        ('all_reduce', 'other', True)
+    """
 
     __slots__ = ("kind", "site", "group", "is_async", "bytes", "step", "phase", "arrival_ns",
                  "start", "end", "exposed_ns", "seq", "ddp", "module")  # fmt: skip
@@ -121,7 +127,16 @@ def _user_site() -> tuple[str, int, str]:
 class CollectiveTimer:
     """Installs the timing wrappers (``start``) and removes them (``stop``); ``records`` holds
     the :class:`Call` s, ``store``/``rank``/``world_size`` the default process group's store
-    once the script initialized one (used to merge the ranks' sessions at the end)."""
+    once the script initialized one (used to merge the ranks' sessions at the end).
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> timer = CollectiveTimer().start()
+        >>> dist.all_reduce is dist.distributed_c10d.all_reduce  # both wrapped
+        True
+        >>> timer.stop(); getattr(dist.all_reduce, "__torchdoctor_original__", None) is None
+        True
+    """
 
     def __init__(self) -> None:
         self.records: list[Call] = []
@@ -228,14 +243,25 @@ class CollectiveTimer:
 
     # -- timing -----------------------------------------------------------------------------
     def next_seq(self, group: str) -> int:
-        """Order of this call among the group's collectives (the same on every rank)."""
+        """Order of this call among the group's collectives (the same on every rank).
+
+        Example:
+            >>> timer = CollectiveTimer()
+            >>> timer.next_seq("default"), timer.next_seq("default"), timer.next_seq("tp")
+            (0, 1, 0)
+        """
         with self._lock:
             seq = self._seq.get(group, 0)
             self._seq[group] = seq + 1
         return seq
 
     def keep(self, call: Call) -> bool:
-        """Add a call unless the cap is reached (then it is only counted)."""
+        """Add a call unless the cap is reached (then it is only counted).
+
+        Example:
+            >>> CollectiveTimer().keep(Call("barrier", ("t.py", 1, "f"), "default", False, None, 0))
+            True
+        """
         if len(self.records) >= MAX_CALLS:
             self.dropped += 1
             return False
@@ -244,13 +270,23 @@ class CollectiveTimer:
 
     @property
     def inside(self) -> bool:
-        """True inside a timed call on this thread: nested calls are part of the outer one."""
+        """True inside a timed call on this thread: nested calls are part of the outer one.
+
+        Example:
+            >>> timer = CollectiveTimer()
+            >>> timer.enter(); timer.inside
+            True
+            >>> timer.leave(); timer.inside
+            False
+        """
         return getattr(self._local, "depth", 0) > 0
 
     def enter(self) -> None:
+        """Mark this thread as inside a timed call (see :attr:`inside`)."""
         self._local.depth = getattr(self._local, "depth", 0) + 1
 
     def leave(self) -> None:
+        """Undo one :meth:`enter`."""
         self._local.depth -= 1
 
     def _wrap(self, name: str, original: Callable) -> Callable:

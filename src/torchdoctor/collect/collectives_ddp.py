@@ -62,7 +62,18 @@ def _own_hook(model: Any) -> str | None:
 
 
 def install_ddp_hooks(timer: Any) -> Callable[[], None]:
-    """Patch ``DistributedDataParallel.forward`` and ``register_comm_hook``; returns the undo."""
+    """Patch ``DistributedDataParallel.forward`` and ``register_comm_hook``; returns the undo.
+
+    Example:
+        >>> from torch.nn.parallel import DistributedDataParallel as DDP
+        >>> from torchdoctor.collect.collectives import CollectiveTimer
+        >>> forward = DDP.forward
+        >>> undo = install_ddp_hooks(CollectiveTimer())
+        >>> DDP.forward is forward
+        False
+        >>> undo(); DDP.forward is forward
+        True
+    """
     try:
         from torch.nn.parallel import DistributedDataParallel as DDP
     except ImportError:

@@ -82,7 +82,18 @@ def _site(site: tuple) -> dict[str, Any]:
 
 
 def summarize_collectives(timer: Any, session: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``collectives`` section for a session (call after the timer stopped)."""
+    """The ``collectives`` section for a session (call after the timer stopped).
+
+    Example:
+        >>> from torchdoctor.collect.collectives import Call, CollectiveTimer
+        >>> timer = CollectiveTimer()
+        >>> call = Call("all_reduce", ("t.py", 3, "f"), "default", False, 4, seq=0)
+        >>> call.start, call.end, call.exposed_ns = 0, 2_000_000, 2_000_000
+        >>> _ = timer.keep(call)
+        >>> section = summarize_collectives(timer, {"steps": [], "step_ms": {"mean": 8.0}})
+        >>> section["total_ms_per_step"], section["share_pct"], section["by_site"][0]["kind"]
+        (2.0, 25.0, 'all_reduce')
+    """
     calls, steps = _measured(timer, session)
     cuda = bool(getattr(timer, "cuda_timed", False))  # durations only: no common time line
     if not cuda:

@@ -53,7 +53,12 @@ def _key(prefix: str, rank: int) -> str:
 
 
 def publish_session(store: Any, rank: int, data: Mapping[str, Any], *, run_key: str) -> bool:
-    """Put one rank's session under its key; False (never an exception) when it fails."""
+    """Put one rank's session under its key; False (never an exception) when it fails.
+
+    Example:
+        >>> publish_session(None, 1, {}, run_key="r")  # no store to put it in
+        False
+    """
     try:
         payload = zlib.compress(json.dumps(data, default=str).encode(), 6)
         if len(payload) > MAX_BYTES:
@@ -68,7 +73,12 @@ def publish_session(store: Any, rank: int, data: Mapping[str, Any], *, run_key: 
 def fetch_sessions(
     store: Any, world: int, *, run_key: str, skip: Iterable[int] = ()
 ) -> dict[int, dict[str, Any]]:
-    """The sessions the other ranks have put so far (ranks in ``skip`` are not asked for)."""
+    """The sessions the other ranks have put so far (ranks in ``skip`` are not asked for).
+
+    Example:
+        >>> fetch_sessions(None, 2, run_key="r")  # an unreachable store: nothing, no error
+        {}
+    """
     found: dict[int, dict[str, Any]] = {}
     skipped = set(skip)
     for rank in range(world):

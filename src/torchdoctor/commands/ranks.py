@@ -13,12 +13,15 @@ Example (shell)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,17 +117,21 @@ def compare_rank_sessions(
     deadline = time.monotonic() + wait_s
     told = False
     received: dict[int, Any] = {}
-    while True:
-        if fetch is not None:
-            received.update(fetch())
-        found = {**received, **_rank_sessions(out_root, world, since, run_id)}
-        if len(found) >= world or time.monotonic() >= deadline:
-            break
-        if not told:
-            print(f"torchdoctor: waiting up to {wait_s:.0f} s for the sessions of ranks "
-                  f"{sorted(set(range(world)) - set(found))}", file=sys.stderr)  # fmt: skip
-            told = True
-        time.sleep(0.2)
+    with _sigterm_ends_wait() as stopped:
+        while True:
+            if fetch is not None:
+                received.update(fetch())
+            found = {**received, **_rank_sessions(out_root, world, since, run_id)}
+            if len(found) >= world or time.monotonic() >= deadline or stopped:
+                break
+            if not told:
+                print(f"torchdoctor: waiting up to {wait_s:.0f} s for the sessions of ranks "
+                      f"{sorted(set(range(world)) - set(found))}", file=sys.stderr)  # fmt: skip
+                told = True
+            time.sleep(0.2)
+    if stopped:
+        print("torchdoctor: SIGTERM while waiting for the other ranks: comparing the sessions "
+              "received so far", file=sys.stderr)  # fmt: skip
     if len(found) < world:
         print(f"torchdoctor: only {len(found)} of {world} ranks' sessions reached rank 0 (from "
               f"{out_root} or the process group's store); the others are named missing",
@@ -148,6 +155,24 @@ def compare_rank_sessions(
     return result
 
 
+@contextlib.contextmanager
+def _sigterm_ends_wait() -> Iterator[list[bool]]:
+    """While rank 0 waits: SIGTERM (torchrun stopping the workers because a rank failed) ends
+    the wait instead of the process, so the sessions received so far are still compared."""
+    stopped: list[bool] = []
+    previous = None
+    try:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+    except (ValueError, OSError):  # no signals here
+        previous = None
+    try:
+        yield stopped
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _keep_received(out_root: str, received: Mapping[int, Any], found: dict) -> None:
     """Write each session that only came through the store to ``out_root/rank<r>/``."""
     from torchdoctor.session import Session
@@ -169,7 +194,14 @@ def merge_ranks(
     session: Any, dist: tuple[int, int], out_root: str, started: float, store: Any, *, show: bool
 ) -> dict[str, Any] | None:
     """End of a torchrun rank: send the session to rank 0 through the store; rank 0 gathers
-    the ranks' sessions (store first, files as the fallback) and prints their comparison."""
+    the ranks' sessions (store first, files as the fallback) and prints their comparison.
+
+    Example:
+        >>> from torchdoctor.session import Session
+        >>> merge_ranks(Session.new(with_environment=False), (1, 2), "out", 0.0, None,
+        ...             show=False) is None  # rank 1 without a store: its files are all
+        True
+    """
     from torchdoctor.collect.rank_merge import fetch_sessions, publish_session, run_key
 
     rank, world = dist

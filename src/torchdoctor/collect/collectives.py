@@ -155,6 +155,7 @@ class CollectiveTimer:
         self._seq: dict[str, int] = {}
         self._pending: dict[int, tuple[Any, Call]] = {}  # id(work) -> (work, call)
         self._lock = threading.Lock()
+        self._wait_patched = False
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> CollectiveTimer:
@@ -185,6 +186,7 @@ class CollectiveTimer:
     def _remove(self) -> None:
         while self._undo:
             self._undo.pop()()
+        self._wait_patched = False
 
     def _install(self) -> None:
         import torch.distributed as dist
@@ -209,11 +211,6 @@ class CollectiveTimer:
                     module.init_process_group = wrapped_init
                     self._undo.append(functools.partial(setattr, module, "init_process_group",
                                                         init))  # fmt: skip
-        work = getattr(c10d, "Work", None)
-        if work is not None and hasattr(work, "wait"):
-            wait = work.wait
-            work.wait = self._wrap_wait(wait)
-            self._undo.append(functools.partial(setattr, work, "wait", wait))
         self._undo.append(install_ddp_hooks(self))
         self._capture_group()
 
@@ -290,7 +287,7 @@ class CollectiveTimer:
         self._local.depth -= 1
 
     def _wrap(self, name: str, original: Callable) -> Callable:
-        signature = inspect.signature(original)
+        names = list(inspect.signature(original).parameters)
         kind = COLLECTIVES[name]
         always_async = name in _ALWAYS_ASYNC
 
@@ -298,10 +295,8 @@ class CollectiveTimer:
         def collective(*args: Any, **kwargs: Any) -> Any:
             if not self.active or self.inside:
                 return original(*args, **kwargs)
-            try:
-                bound = signature.bind(*args, **kwargs).arguments
-            except TypeError:  # let torch report the bad call as it would
-                return original(*args, **kwargs)
+            bound = dict(zip(names, args))  # faster than Signature.bind; torch checks the call
+            bound.update(kwargs)
             group = _group_name(bound.get("group"))
             is_async = always_async or bool(bound.get("async_op", False))
             call = Call(kind, _user_site(), group, is_async, payload_bytes(bound.values()),
@@ -325,7 +320,22 @@ class CollectiveTimer:
         collective.__torchdoctor_original__ = original  # type: ignore[attr-defined]
         return collective
 
+    def _patch_wait(self) -> None:
+        """``Work.wait`` timed from the first async call on (a Python wrapper costs every
+        blocking collective, which waits inside torch, ~20 us: not paid without async calls)."""
+        from torch.distributed import distributed_c10d as c10d
+
+        work = getattr(c10d, "Work", None)
+        if self._wait_patched or work is None or not hasattr(work, "wait"):
+            return
+        self._wait_patched = True
+        wait = work.wait
+        work.wait = self._wrap_wait(wait)
+        self._undo.append(functools.partial(setattr, work, "wait", wait))
+
     def _track_async(self, work: Any, call: Call, cuda: bool) -> None:
+        if not self._wait_patched:
+            self._patch_wait()
         with self._lock:
             if len(self._pending) < 10_000:
                 self._pending[id(work)] = (work, call)

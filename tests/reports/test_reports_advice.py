@@ -30,7 +30,20 @@ def unattributed_session():
     return session
 
 
-CRAFTED = {"unattributed": unattributed_session}
+def communication_session():
+    """The slow session as one DDP rank all-reducing its gradients twice per optimizer step."""
+    session = slow_session()
+    bucket = {"kind": "all_reduce", "site": {"file": "DDP gradient bucket", "line": 0},
+              "ddp_bucket": True, "calls_per_step": 2.0, "ms_per_step": 30.0,
+              "exposed_ms_per_step": 20.0, "bytes_per_call": 4e6}  # fmt: skip
+    session["collectives"] = {
+        "total_ms_per_step": 30.0, "exposed_ms_per_step": 20.0, "by_site": [bucket],
+        "ddp": [{"timed": True, "buckets_bytes": [4e6], "gradient_as_bucket_view": False}],
+    }  # fmt: skip
+    return session
+
+
+CRAFTED = {"unattributed": unattributed_session, "communication": communication_session}
 
 
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.__name__)

@@ -97,8 +97,10 @@ def _write(root: Path, rank: int, session: dict, age_s: float = 0.0) -> None:
 def test_rank_files_of_an_earlier_run_are_not_compared(tmp_path, capsys):
     _write(tmp_path, 0, _session(0, 2, 1, 5, 20))
     _write(tmp_path, 1, _session(1, 2, 15, 5, 6), age_s=3600)  # left over from another run
-    assert compare_rank_sessions(str(tmp_path), 2, since=time.time() - 1, wait_s=0.3) is None
-    assert "only 1 of 2 ranks" in capsys.readouterr().err
+    alone = compare_rank_sessions(str(tmp_path), 2, since=time.time() - 1, wait_s=0.3)
+    assert alone["missing"] == [1] and alone["straggler"] is None
+    captured = capsys.readouterr()
+    assert "only 1 of 2 ranks" in captured.err and "rank 1 is missing" in captured.out
     result = compare_rank_sessions(str(tmp_path), 2, since=None, wait_s=0)  # `ranks` command
     assert result["straggler"] == 1
     assert (tmp_path / "ranks.md").exists() and json.loads((tmp_path / "ranks.json").read_text())
@@ -139,7 +141,11 @@ def test_ranks_command_prints_the_table_and_rejects_a_directory_without_ranks(tm
 )
 def test_torchrun_ddp_run_writes_one_session_per_rank_and_names_the_straggler(tmp_path):
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    import torchdoctor
+
+    source = str(Path(torchdoctor.__file__).parents[1])  # this checkout, not an installed copy
+    path = os.pathsep.join([source, *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "torchdoctor", "run", "--out", "prof", "ddp.py"],

@@ -23,12 +23,15 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torchdoctor.analyze.advice.communication import communication
+from torchdoctor.analyze.collectives import compare_collectives, describe_communication
 from torchdoctor.session_read import PHASES, median
 
-__all__ = ["compare_ranks", "STRAGGLER_THRESHOLD"]
+__all__ = ["compare_ranks", "describe_missing", "rank_advice", "STRAGGLER_THRESHOLD"]
 
 #: a rank is a straggler when its busy time exceeds the fastest rank's by this fraction of a step
 STRAGGLER_THRESHOLD = 0.10
@@ -39,8 +42,11 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     Returns ``{"world_size", "ranks": [{"rank", "step_ms", "busy_ms", "phases", "steps",
     "syncs_per_step"}], "straggler": rank | None, "phase": name | None, "excess_ms",
-    "excess_pct", "verdict"}``. ``excess`` is the straggler's busy time above the fastest
-    rank's, as milliseconds per step and as a percentage of the median step.
+    "excess_pct", "verdict", "missing": [rank], "stopped": [{"rank", "exit_code", "error"}],
+    "communication": ``analyze.collectives.compare_collectives`` or None, "notes": [str],
+    "advice": [Advice dict + "ranks"]}``.
+    ``excess`` is the straggler's busy time above the fastest rank's, as milliseconds per step
+    and as a percentage of the median step.
 
     Example:
         >>> session = lambda rank, step: {"environment": {"rank": rank, "world_size": 2},
@@ -69,8 +75,14 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"]))
     world = max(len(rows), *(int((s.get("environment") or {}).get("world_size") or 0)
                              for s in sessions))  # fmt: skip
-    result: dict[str, Any] = {"world_size": world, "ranks": rows, "straggler": None,
-                              "phase": None, "excess_ms": 0.0, "excess_pct": 0.0}  # fmt: skip
+    present = {r["rank"] for r in rows}
+    result: dict[str, Any] = {
+        "world_size": world, "ranks": rows, "straggler": None, "phase": None,
+        "excess_ms": 0.0, "excess_pct": 0.0,
+        "missing": [r for r in range(world) if r not in present],
+        "stopped": [_failure(s, i) for i, s in enumerate(sessions) if _failure(s, i)],
+        "communication": compare_collectives(sessions),
+    }  # fmt: skip
     missing = world - len(rows)
     measured = [r for r in rows if r["steps"] > 0 and r["step_ms"] > 0]
     idle = [r["rank"] for r in rows if r not in measured]
@@ -78,7 +90,7 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         result["verdict"] = "fewer than two ranks measured a step: nothing to compare"
         if idle:
             result["verdict"] += f" (ranks {idle} recorded no step)"
-        return result
+        return _with_notes(result, sessions)
     fastest = min(measured, key=lambda r: r["busy_ms"])
     slowest = max(measured, key=lambda r: r["busy_ms"])
     step = sorted(r["step_ms"] for r in measured)[len(measured) // 2]
@@ -102,4 +114,75 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         result["verdict"] += f" (ranks {idle} recorded no step and are left out)"
     if missing > 0:
         result["verdict"] += f" ({missing} of {world} ranks wrote no session)"
+    return _with_notes(result, sessions)
+
+
+def rank_advice(sessions: Sequence[Mapping[str, Any]], comm: Mapping[str, Any] | None) -> list:
+    """The ``communication`` rule on every rank's session, told the cross-rank waits; the
+    same advice for several ranks is listed once with their ranks.
+
+    Example:
+        >>> rank_advice([{"collectives": None}], None)
+        []
+    """
+    if not comm:
+        return []
+    waits = {r["rank"]: r for r in comm["ranks"]}
+    merged: dict[str, dict[str, Any]] = {}
+    for index, session in enumerate(sessions):
+        section = session.get("collectives")
+        rank = (session.get("environment") or {}).get("rank", index)
+        if not section or rank not in waits:
+            continue
+        cross = {"late_rank": comm.get("late_rank"), "late_phase": comm.get("late_phase"),
+                 "wait_ms_per_step": waits[rank].get("wait_ms_per_step")}  # fmt: skip
+        view = {**session, "collectives": {**section, "cross_rank": cross}}
+        for advice in communication(view):
+            entry = merged.setdefault(advice.title, {**advice.to_dict(), "ranks": []})
+            entry["ranks"].append(rank)
+    return list(merged.values())
+
+
+def _with_notes(result: dict[str, Any], sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    result["advice"] = rank_advice(sessions, result["communication"])
+    comm = result["communication"]
+    same = comm is not None and comm.get("late_rank") == result.get("straggler")
+    result["notes"] = describe_missing(result) + describe_communication(
+        comm, result.get("phase") if same else None
+    )
     return result
+
+
+def _failure(session: Mapping[str, Any], index: int) -> dict[str, Any] | None:
+    """``{"rank", "exit_code", "error"}`` for a rank whose script failed or was stopped."""
+    config = session.get("config") or {}
+    code = config.get("exit_code")
+    error = session.get("error")
+    if not error and not code:
+        return None
+    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    named = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    last = (named or lines or [f"exit code {code}"])[-1]
+    rank = (session.get("environment") or {}).get("rank", index)
+    return {"rank": rank, "exit_code": code, "error": last[:240]}
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Terminated)\b")
+
+
+def describe_missing(result: Mapping[str, Any]) -> list[str]:
+    """Sentences naming the ranks with no session and the ranks whose script did not finish.
+
+    Example:
+        >>> describe_missing({"missing": [1], "stopped": [], "world_size": 2})
+        ['rank 1 is missing: no session reached rank 0 (it died, or neither the process \
+group store nor a shared --out folder brought its session)']
+    """
+    lines = []
+    for rank in result.get("missing") or ():
+        lines.append(f"rank {rank} is missing: no session reached rank 0 (it died, or neither "
+                     "the process group store nor a shared --out folder brought its session)")  # fmt: skip
+    for failure in result.get("stopped") or ():
+        lines.append(f"rank {failure['rank']} did not finish (exit code {failure['exit_code']}): "
+                     f"{failure['error']}; its numbers cover the steps before it stopped")  # fmt: skip
+    return lines

@@ -13,11 +13,15 @@ Example (shell)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +105,15 @@ def compare_rank_sessions(
     run_id: str | None = None,
     wait_s: float | None = None,
     show: bool = True,
+    fetch: Callable[[], Mapping[int, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """Wait (up to ``wait_s``) for every rank's session, then print and write the comparison.
 
-    Returns the comparison (``analyze.ranks.compare_ranks``), or None with fewer than 2 ranks.
+    Sessions come from ``out_root/rank<r>/session.json`` and, with ``fetch``, from what it
+    returns (the sessions the ranks sent through the process group's store); a session that
+    only came through the store is also written to ``out_root/rank<r>/``. Returns the
+    comparison (``analyze.ranks.compare_ranks``: missing ranks are named), or None when no
+    rank's session is found.
 
     Example:
         >>> import tempfile
@@ -118,19 +127,29 @@ def compare_rank_sessions(
         wait_s = _wait_from_environment()
     deadline = time.monotonic() + wait_s
     told = False
-    while True:
-        found = _rank_sessions(out_root, world, since, run_id)
-        if len(found) >= world or time.monotonic() >= deadline:
-            break
-        if not told:
-            print(f"torchdoctor: waiting up to {wait_s:.0f} s for the sessions of ranks "
-                  f"{sorted(set(range(world)) - set(found))}", file=sys.stderr)  # fmt: skip
-            told = True
-        time.sleep(0.2)
-    if len(found) < 2:
-        print(f"torchdoctor: only {len(found)} of {world} ranks wrote a session to {out_root}; "
-              "no comparison of ranks", file=sys.stderr)  # fmt: skip
+    received: dict[int, Any] = {}
+    with _sigterm_ends_wait() as stopped:
+        while True:
+            if fetch is not None:
+                received.update(fetch())
+            found = {**received, **_rank_sessions(out_root, world, since, run_id)}
+            if len(found) >= world or time.monotonic() >= deadline or stopped:
+                break
+            if not told:
+                print(f"torchdoctor: waiting up to {wait_s:.0f} s for the sessions of ranks "
+                      f"{sorted(set(range(world)) - set(found))}", file=sys.stderr)  # fmt: skip
+                told = True
+            time.sleep(0.2)
+    if stopped:
+        print("torchdoctor: SIGTERM while waiting for the other ranks: comparing the sessions "
+              "received so far", file=sys.stderr)  # fmt: skip
+    if len(found) < world:
+        print(f"torchdoctor: only {len(found)} of {world} ranks' sessions reached rank 0 (from "
+              f"{out_root} or the process group's store); the others are named missing",
+              file=sys.stderr)  # fmt: skip
+    if not found:
         return None
+    _keep_received(out_root, received, found)
     sessions = [found[r] for r in sorted(found)]
     for session in sessions:
         session["environment"].setdefault("world_size", world)
@@ -145,6 +164,70 @@ def compare_rank_sessions(
     except OSError as exc:
         print(f"torchdoctor: could not write the rank comparison: {exc}", file=sys.stderr)
     return result
+
+
+@contextlib.contextmanager
+def _sigterm_ends_wait() -> Iterator[list[bool]]:
+    """While rank 0 waits: SIGTERM (torchrun stopping the workers because a rank failed) ends
+    the wait instead of the process, so the sessions received so far are still compared."""
+    stopped: list[bool] = []
+    previous = None
+    try:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+    except (ValueError, OSError):  # no signals here
+        previous = None
+    try:
+        yield stopped
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _keep_received(out_root: str, received: Mapping[int, Any], found: dict) -> None:
+    """Write each session that only came through the store to ``out_root/rank<r>/``."""
+    from torchdoctor.session import Session
+
+    for rank, data in received.items():
+        if isinstance(found.get(rank), Session):  # its file is here too (a shared folder)
+            continue
+        path = Path(out_root) / f"rank{rank}" / "session.json"
+        try:
+            found[rank] = Session.from_dict(data)
+            if not path.exists():
+                found[rank].save(path)
+        except (OSError, ValueError, TypeError) as exc:
+            print(f"torchdoctor: rank {rank}'s session could not be kept in {path}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+
+
+def merge_ranks(
+    session: Any, dist: tuple[int, int], out_root: str, started: float, store: Any, *, show: bool
+) -> dict[str, Any] | None:
+    """End of a torchrun rank: send the session to rank 0 through the store; rank 0 gathers
+    the ranks' sessions (store first, files as the fallback) and prints their comparison.
+
+    Example:
+        >>> from torchdoctor.session import Session
+        >>> merge_ranks(Session.new(with_environment=False), (1, 2), "out", 0.0, None,
+        ...             show=False) is None  # rank 1 without a store: its files are all
+        True
+    """
+    from torchdoctor.collect.rank_merge import fetch_sessions, publish_session, run_key
+
+    rank, world = dist
+    key = run_key()
+    if rank != 0:
+        if store is not None and not publish_session(store, rank, session.to_dict(), run_key=key):
+            print(f"torchdoctor [rank {rank}]: the process group's store did not answer; rank 0 "
+                  f"can only read this rank's session from {out_root}/rank{rank}/ (a shared "
+                  "folder)", file=sys.stderr)  # fmt: skip
+        return None
+    fetch = None
+    if store is not None:
+        fetch = lambda: fetch_sessions(store, world, run_key=key, skip=(0,))  # noqa: E731
+    return compare_rank_sessions(out_root, world, since=started, run_id=torchrun_run_id(),
+                                 show=show, fetch=fetch)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -192,6 +192,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     Raises :class:`~torchdoctor.collect.script.ScriptNotFoundError`, ``SyntaxError`` or
     ``ValueError`` (bad ``--step-fn``) before anything runs.
     """
+    from torchdoctor.collect.collectives import CollectiveTimer
     from torchdoctor.collect.profiler import Profiler
     from torchdoctor.collect.script import load_script, run_script
     from torchdoctor.collect.syncs import sync_audit
@@ -203,16 +204,19 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
         label=os.path.basename(args.script), memory=full, backward=full,
     )  # fmt: skip
     audit = sync_audit(thorough=args.thorough)
+    collectives = CollectiveTimer()
     profiler.start()
     outcome = None
     try:
         audit.__enter__()
         try:
+            collectives.start()
             # With --format json stdout carries the JSON alone (pipe it to jq): the script's
             # own output goes to stderr, at the file-descriptor level (worker processes too).
             with _stdout_to_stderr() if args.format == "json" else contextlib.nullcontext():
                 outcome = run_script(script, args.script_args, on_step_fn_end=profiler.step)
         finally:
+            collectives.stop()
             audit.stop()
     finally:
         failure = outcome.exception if outcome is not None else sys.exc_info()[1]
@@ -231,7 +235,18 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     config["exit_code"] = outcome.exit_code
     session["syncs"] = _sync_records(audit, session, args.warmup)
     session["sync_audit"] = audit.summary()
+    _attach_collectives(args, collectives, session)
     return outcome, session
+
+
+def _attach_collectives(args: argparse.Namespace, timer: Any, session: Any) -> None:
+    """The ``collectives`` section when the script used torch.distributed; the store it
+    rendezvoused through is kept on ``args.process_group_store`` for the merge of ranks."""
+    from torchdoctor.collect.collectives_summary import summarize_collectives
+
+    args.process_group_store = timer.store
+    if timer.records or timer.ddp or timer.store is not None:
+        session["collectives"] = summarize_collectives(timer, session)
 
 
 def _notices(session: Any) -> list[str]:
@@ -247,16 +262,13 @@ def _notices(session: Any) -> list[str]:
 def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     """Shared by `run` and `syncs`: run, write the session, print, return the script's code.
 
-    Under torchrun every rank writes ``OUT/rank<r>/``; rank 0 prints the report, then waits
-    for the other ranks' sessions and prints (and writes ``OUT/ranks.md``, ``OUT/ranks.json``)
+    Under torchrun every rank writes ``OUT/rank<r>/`` and sends its session to rank 0 through
+    the process group's store; rank 0 prints the report, then waits for the other ranks'
+    sessions (store or files) and prints (and writes ``OUT/ranks.md``, ``OUT/ranks.json``)
     their comparison with the straggler named.
     """
     from torchdoctor.collect.script import ScriptNotFoundError
-    from torchdoctor.commands.ranks import (
-        compare_rank_sessions,
-        distributed_rank,
-        torchrun_run_id,
-    )
+    from torchdoctor.commands.ranks import distributed_rank, merge_ranks, torchrun_run_id
 
     started = time.time()
     dist = distributed_rank()
@@ -310,9 +322,9 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     prefix = "torchdoctor" if dist is None else f"torchdoctor [rank {dist[0]}]"
     for line in notices:
         print(f"{prefix}: {line}", file=sys.stderr)
-    if dist is not None and dist[0] == 0:  # with --format json: written, not printed
-        compare_rank_sessions(out_root, dist[1], since=started, run_id=torchrun_run_id(),
-                              show=args.format == "text")  # fmt: skip
+    if dist is not None:
+        merge_ranks(session, dist, out_root, started, getattr(args, "process_group_store", None),
+                    show=args.format == "text")  # fmt: skip
     return status
 
 

@@ -20,6 +20,26 @@ _COLUMNS = ("rank", "step ms", "busy ms", "data ms", "forward ms", "backward ms"
             "steps", "syncs/step")  # fmt: skip
 
 
+_COMM_COLUMNS = ("comm ms", "comm %", "exposed ms", "waits ms")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _columns(result: Mapping[str, Any]) -> list[str]:
+    return list(_COLUMNS) + (list(_COMM_COLUMNS) if result.get("communication") else [])
+
+
+def _comm_cells(row: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
+    comm = result.get("communication")
+    if not comm:
+        return []
+    mine = next((r for r in comm["ranks"] if r["rank"] == row["rank"]), {})
+    return [_fmt(mine.get("comm_ms_per_step")), _fmt(mine.get("share_pct")),
+            _fmt(mine.get("exposed_ms_per_step")), _fmt(mine.get("wait_ms_per_step"))]  # fmt: skip
+
+
 def _cells(row: Mapping[str, Any], straggler: Any) -> list[str]:
     phases = row["phases"]
     mark = " *" if row["rank"] == straggler else ""
@@ -47,12 +67,20 @@ def render_ranks_text(result: Mapping[str, Any]) -> str:
         >>> render_ranks_text(result).splitlines()[-1].startswith("rank 1 is the straggler")
         True
     """
-    rows = [list(_COLUMNS)] + [_cells(r, result.get("straggler")) for r in result["ranks"]]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    columns = _columns(result)
+    rows = [columns] + [_cells(r, result.get("straggler")) + _comm_cells(r, result)
+                        for r in result["ranks"]]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
                        enumerate(zip(row, widths))).rstrip() for row in rows]  # fmt: skip
     lines.append("busy = step - backward (DDP ranks wait for each other inside backward)")
+    if result.get("communication"):
+        lines.append("comm = time in collectives per step (overlaps counted once); exposed = "
+                     "not overlapped with compute; waits = arriving before the last rank")  # fmt: skip
     lines.append(result["verdict"])
+    lines.extend(result.get("notes") or ())
+    for advice in result.get("advice") or ():
+        lines.append(f"advice (ranks {advice['ranks']}): {advice['title']}: {advice['fix']}")
     return "\n".join(lines) + "\n"
 
 
@@ -67,10 +95,26 @@ def render_ranks_markdown(result: Mapping[str, Any]) -> str:
         >>> render_ranks_markdown(result).splitlines()[0]
         '# torchdoctor: ranks of a distributed run'
     """
+    columns = _columns(result)
     lines = ["# torchdoctor: ranks of a distributed run", "",
-             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]  # fmt: skip
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]  # fmt: skip
     for row in result["ranks"]:
-        lines.append("| " + " | ".join(_cells(row, result.get("straggler"))) + " |")
+        cells = _cells(row, result.get("straggler")) + _comm_cells(row, result)
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "busy = step - backward (DDP ranks wait for each other inside backward).", "",
               f"**{result['verdict']}**", ""]  # fmt: skip
-    return "\n".join(lines)
+    lines += [f"- {note}" for note in result.get("notes") or ()]
+    for advice in result.get("advice") or ():
+        lines += ["", f"### Advice (ranks {advice['ranks']}): {advice['title']}", "",
+                  *[f"- {item}" for item in advice.get("evidence") or ()], "",
+                  f"Fix: {advice['fix']}"]  # fmt: skip
+    comm = result.get("communication")
+    if comm and comm.get("sites"):
+        lines += ["", "## Collectives (the rank that spends most in each)", "",
+                  "| collective | ms per step | calls per step | bytes per call | phase | "
+                  "median arrival skew ms |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for site in comm["sites"]:
+            lines.append(f"| {site['label']} | {_fmt(site['ms_per_step'])} | "
+                         f"{_fmt(site.get('calls_per_step'))} | {_fmt(site.get('bytes_per_call'))}"
+                         f" | {site.get('phase')} | {_fmt(site.get('median_skew_ms'))} |")  # fmt: skip
+    return "\n".join(lines) + "\n"

@@ -17,7 +17,18 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from torchdoctor.session_read import center
+# The session-reading helpers live in torchdoctor.session_read (their one definition); the
+# rules import them from here too, beside Advice and pct.
+from torchdoctor.session_read import (  # noqa: F401 (re-exported for the rules)
+    PHASES,
+    center,
+    fmt_ms,
+    median,
+    node_ms,
+    quantile,
+    step_ms,
+    walk,
+)
 
 CONFIDENCES = ("high", "medium", "low")
 
@@ -57,7 +68,7 @@ TYPICAL_BACKWARD_FORWARD_RATIO = 2.0
 TYPICAL_TRAIN_INFERENCE_RATIO = 3.0
 
 
-def amdahl_saving(step_ms: float, fraction: float, speedup: float) -> float:
+def amdahl_saving(step_time_ms: float, fraction: float, speedup: float) -> float:
     """Time saved per step when a part taking ``fraction`` of the step gets ``speedup`` faster.
 
     Example:
@@ -67,7 +78,7 @@ def amdahl_saving(step_ms: float, fraction: float, speedup: float) -> float:
     if speedup <= 0:
         raise ValueError(f"speedup must be positive, got {speedup}; pass e.g. 1.5 for 1.5x")
     fraction = min(max(fraction, 0.0), 1.0)
-    return step_ms * fraction * (1.0 - 1.0 / speedup)
+    return step_time_ms * fraction * (1.0 - 1.0 / speedup)
 
 
 @dataclass
@@ -103,7 +114,7 @@ class Advice:
         return asdict(self)
 
 
-def with_saving(advice: Advice, step_ms: float, fraction: float, speedup: Speedup) -> Advice:
+def with_saving(advice: Advice, step_time_ms: float, fraction: float, speedup: Speedup) -> Advice:
     """Fill an Advice's saving (Amdahl at the low end) and its range from a Speedup.
 
     Example:
@@ -111,10 +122,10 @@ def with_saving(advice: Advice, step_ms: float, fraction: float, speedup: Speedu
         >>> a.estimated_saving_ms, a.saving_range_ms
         (25.0, [25.0, 37.5])
     """
-    advice.estimated_saving_ms = amdahl_saving(step_ms, fraction, speedup.low)
+    advice.estimated_saving_ms = amdahl_saving(step_time_ms, fraction, speedup.low)
     advice.saving_range_ms = [
         advice.estimated_saving_ms,
-        amdahl_saving(step_ms, fraction, speedup.high),
+        amdahl_saving(step_time_ms, fraction, speedup.high),
     ]
     advice.heat = max(advice.heat, min(max(fraction, 0.0), 1.0))
     return advice

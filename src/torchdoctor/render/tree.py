@@ -144,7 +144,7 @@ def render_tree(
         if show_memory:
             row.append(format_bytes(node.get("activation_bytes")))
         calls = node.get("calls_per_step") or 0.0
-        row.append("" if node.get("kind") in ("self", "root") else f"{calls:g}")
+        row.append("" if node.get("kind") in ("self", "root") else f"{calls:.3g}")
         table.add_row(*row)
         if max_depth is not None and depth >= max_depth:
             return

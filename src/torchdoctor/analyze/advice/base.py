@@ -95,6 +95,15 @@ class Advice:
     saving_range_ms: list[float] | None = None
     heat: float = 0.0
     code: str | None = None
+    #: ``file:line`` of each source line the advice is about; entries naming the same line
+    #: merge into one (see :mod:`torchdoctor.analyze.advice.merge`)
+    locations: list[str] = field(default_factory=list)
+    #: the remedy it prescribes when several rules can find it (``"torch.compile"``,
+    #: ``"dataloader-workers"``): entries with the same cause merge into one
+    cause: str | None = None
+    #: a generic engine knob whose gain is a stated range, not measured on the user's code:
+    #: ranks after every measured finding
+    generic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, the ``Advice`` shape of docs/session-schema.md (plus extras)."""
@@ -231,6 +240,41 @@ def fmt_ms(value: float | None) -> str:
     if abs(value) >= 100:
         return f"{value:.0f} ms"
     return f"{value:.3g} ms"
+
+
+def fmt_count(value: float | None) -> str:
+    """A count or rate for people: 3 significant digits, no exponent, no trailing zeros.
+
+    Example:
+        >>> fmt_count(6.357142857), fmt_count(0.17857142857142858), fmt_count(1234.0), fmt_count(4)
+        ('6.36', '0.179', '1,234', '4')
+    """
+    if value is None:
+        return "?"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def location(file: Any, line: Any) -> str:
+    """The ``file:line`` of an advice's ``locations`` (the file as recorded).
+
+    Example:
+        >>> location("/src/train.py", 12)
+        '/src/train.py:12'
+    """
+    return f"{file or '?'}:{line if line is not None else '?'}"
+
+
+def split_location(text: str) -> tuple[str, int | None]:
+    """``(file, line)`` of a ``file:line`` string (line None when it is not a number).
+
+    Example:
+        >>> split_location("/src/train.py:12")
+        ('/src/train.py', 12)
+    """
+    file, _, line = str(text).rpartition(":")
+    return (file, int(line)) if line.isdigit() else (str(text), None)
 
 
 def pct(part: float, whole: float) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, pct, step_ms
 
 #: ignore recomputation that costs less than this share of the step
 MIN_FRACTION = 0.01
@@ -71,11 +71,11 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
         calls = record.get("calls_per_step")
         source = record.get("source") or {}
         evidence = [
-            f"{path} runs {calls:g} times per step; {repeats:g} of those calls get inputs "
+            f"{path} runs {fmt_count(calls)} times per step; {fmt_count(repeats)} of those calls get inputs "
             f"identical to an earlier call (same storage, version, shape, dtype) and unchanged "
             f"weights"
             if isinstance(calls, (int, float))
-            else f"{path}: {repeats:g} calls per step with identical inputs",
+            else f"{path}: {fmt_count(repeats)} calls per step with identical inputs",
             f"{fmt_ms(per_call)} per call, so {fmt_ms(saving)} per step recomputed "
             f"({pct(saving, step):.0f}% of the step)",
         ]

@@ -30,7 +30,9 @@ def _tree(session: Mapping[str, Any], width: int | None = None) -> list[Any]:
         return [Text("(no module tree recorded)", style="dim")]
     from torchdoctor.render.tree import render_tree
 
-    return [Text(part) if isinstance(part, str) else part for part in render_tree(session, width=width)]
+    return [
+        Text(part) if isinstance(part, str) else part for part in render_tree(session, width=width)
+    ]
 
 
 def _sync_table(session: Mapping[str, Any], width: int | None = None) -> Any:

@@ -175,9 +175,7 @@ def _fitting(cells: list[dict[str, str]], width: int | None) -> list[str]:
     def needed() -> int:  # heavy-head box: a rule and one pad each side per column
         total = 1
         for column in kept:
-            longest = max(
-                [len(column), *(len(line) for c in cells for line in c[column].splitlines())]
-            )
+            longest = _longest(cells, column)
             total += 3 + (min(longest, _SOURCE_MIN) if column == "source" else longest)
         return total
 
@@ -186,6 +184,19 @@ def _fitting(cells: list[dict[str, str]], width: int | None) -> list[str]:
             break
         kept.remove(column)
     return kept
+
+
+def _longest(cells: list[dict[str, str]], column: str) -> int:
+    return max([len(column), *(len(line) for c in cells for line in c[column].splitlines())])
+
+
+def _source_width(cells: list[dict[str, str]], columns: list[str], width: int | None) -> int | None:
+    """What is left for the source column once the others have their natural width."""
+    if width is None:
+        return None
+    others = sum(_longest(cells, c) for c in columns if c != "source")
+    left = width - others - (3 * len(columns) + 1)
+    return max(8, min(left, _longest(cells, "source")))
 
 
 def render_sync_table(
@@ -208,12 +219,13 @@ def render_sync_table(
     columns = _fitting(cells, width)
     table = Table(title="Host syncs (by source line)", title_justify="left", width=None)
     for column in columns:
-        table.add_column(
+        table.add_column(  # only the source column gives way (ellipsis) to fit ``width``
             column,
             justify="right" if column == "per step" else "left",
             overflow="ellipsis",
-            no_wrap=column != "source",
-            min_width=min(_SOURCE_MIN, width or 24) if column == "source" else None,
+            no_wrap=True,
+            width=_source_width(cells, columns, width) if column == "source" else None,
+            min_width=24 if column == "source" and width is None else None,
         )
     for cell in cells:
         table.add_row(*(Text(cell[c]) for c in columns))  # Text: session strings are not markup

@@ -99,13 +99,28 @@ def suspects(session: Mapping[str, Any]) -> list[str]:
         >>> suspects({"lint": []})
         []
     """
+    return [text for text, _ in suspect_lines(session)]
+
+
+def suspect_lines(session: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """:func:`suspects` with each finding's location (``file:line`` as recorded).
+
+    Example:
+        >>> suspect_lines({"lint": []})
+        []
+    """
     out = []
     step = step_ms(session)
     for finding in map(as_finding_dict, session.get("lint") or ()):
         _, why = _heat(finding, session, step)
         if why.startswith("outside every module"):
             where = f"{os.path.basename(str(finding.get('path')))}:{finding.get('line')}"
-            out.append(f"{where} {finding.get('code')} {finding.get('message')}")
+            out.append(
+                (
+                    f"{where} {finding.get('code')} {finding.get('message')}",
+                    location(finding.get("path"), finding.get("line")),
+                )
+            )
     return out
 
 

@@ -17,7 +17,9 @@ Two modes:
   much more (see ``torchdoctor bench syncs``).
 
 On a CPU run nothing really synchronizes: every event is a prediction ("would sync on CUDA"),
-assuming the tensors would live on the GPU; optimizer step counters (kept on the CPU by torch),
+made only when the tensor read would live on the GPU (device residency, docs/syncs-residency.md:
+host data such as ``torch.randint`` indices for a NumPy memmap is no sync); a sync inside an
+installed package also names the user's line that led there; optimizer step counters (kept on the CPU by torch),
 reads inside ``torch.utils.data`` (samplers, collate, the user's Dataset: host tensors in a GPU
 run too) and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA only
 calls on device tensors count, each sync's wall time is measured as its stall, and

@@ -361,7 +361,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             halve = amdahl_saving(step, fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")
         ops = ops_for(f"{node.get('name') or ''} {node.get('type') or ''}")
-        leaf_type = f" ({node.get('type')})" if not group and _is_leaf(node) else ""
+        named = str(node.get("type") or "") not in ("", label.rsplit(".", 1)[-1])
+        leaf_type = f" ({node.get('type')})" if not group and _is_leaf(node) and named else ""
         item = Advice(
             rule="dominant-module",
             title=f"{label}{leaf_type} dominates the step: {remedy.title}",

@@ -18,8 +18,8 @@ from torch import nn
 from torchdoctor.collect.syncs import SyncAudit
 
 
-def _audit() -> SyncAudit:
-    return SyncAudit(predict=True)  # a CPU run's prediction, even where CUDA exists
+def _audit(thorough: bool = False) -> SyncAudit:
+    return SyncAudit(thorough, predict=True)  # a CPU run's prediction, even where CUDA exists
 
 
 def _lines(audit: SyncAudit) -> list[tuple[str, int]]:
@@ -39,7 +39,8 @@ def memmap_file(tmp_path):
     return path
 
 
-def test_nanogpt_get_batch_is_host_data_and_the_loss_read_is_a_sync(memmap_file):
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_nanogpt_get_batch_is_host_data_and_the_loss_read_is_a_sync(memmap_file, thorough):
     block_size, batch_size, device = 16, 4, "cpu"
     model = nn.Sequential(nn.Embedding(65, 8), nn.Linear(8, 65))
 
@@ -60,7 +61,7 @@ def test_nanogpt_get_batch_is_host_data_and_the_loss_read_is_a_sync(memmap_file)
         loss.backward()
         return loss.item()  # the sync
 
-    with _audit() as audit:
+    with _audit(thorough) as audit:
         for _ in range(3):
             step()
     assert _lines(audit) == [("item", _line_of(step, "# the sync"))]

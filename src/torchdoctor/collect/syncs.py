@@ -60,7 +60,8 @@ from torchdoctor.collect.syncs_frames import (
     call_warning_at_user_line,
     in_data_pipeline,
     in_optimizer_step_counter,
-    package_of,
+    own_line,
+    source_text,
     sync_site,
     user_frame,
 )
@@ -355,7 +356,7 @@ class SyncAudit:
             out.append(
                 {
                     "kind": kind,
-                    "op": _source_text(file, line, kind),
+                    "op": source_text(file, line, kind),
                     "file": file,
                     "line": line,
                     "function": group["function"],
@@ -364,7 +365,7 @@ class SyncAudit:
                     "phase": group["phases"].most_common(1)[0][0],
                     "stall_ms": None if self.predict else group["stall"] / num_steps,
                     "would_sync_on_cuda": True,
-                    **(_own_line(file, own) if own else {}),
+                    **(own_line(file, own) if own else {}),
                 }
             )
         out.sort(key=lambda r: (-r["count"], r["file"], r["line"], r["kind"]))
@@ -401,38 +402,6 @@ class SyncAudit:
     def __repr__(self) -> str:
         mode = "thorough" if self.thorough else "fast"
         return f"<SyncAudit {mode} active={self.active} lines={len(self.records())}>"
-
-
-def _source_text(file: str, line: int, kind: str) -> str:
-    """The statement at ``file:line``: a line that opens a bracket (``if (``) is joined with
-    the next few lines until it closes; at most 80 characters."""
-    text = linecache.getline(file, line).strip() if line > 0 else ""
-    if not text:
-        return f"<{kind}>"
-    following = line
-    while _open_brackets(text) > 0 and following < line + 4:
-        following += 1
-        more = linecache.getline(file, following).split("#", 1)[0].strip()
-        if not more:
-            break
-        text += ("" if text.endswith(("(", "[", "{")) else " ") + more
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _open_brackets(text: str) -> int:
-    code = text.split("#", 1)[0]
-    return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
-
-
-def _own_line(file: str, own: tuple[str, int, str]) -> dict[str, Any]:
-    """The SyncRecord fields naming the user's line that called into a package's sync."""
-    return {
-        "library": package_of(file),
-        "user_file": own[0],
-        "user_line": own[1],
-        "user_function": own[2],
-        "user_op": _source_text(own[0], own[1], "call"),
-    }
 
 
 def _device_name(predict: bool) -> str:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import linecache
 import os
 import sys
 import sysconfig
@@ -262,3 +263,46 @@ class UserLineWarnings:
     def remove(self) -> None:
         if warnings.showwarning == self._show:
             warnings.showwarning = self._original
+
+
+def source_text(file: str, line: int, kind: str) -> str:
+    """The statement at ``file:line`` (``<kind>`` when the source is unknown): a line that
+    opens a bracket (``if (``) is joined with the next few lines until it closes; at most 80
+    characters.
+
+    Example:
+        >>> source_text("<nowhere>", 3, "item")
+        '<item>'
+    """
+    text = linecache.getline(file, line).strip() if line > 0 else ""
+    if not text:
+        return f"<{kind}>"
+    following = line
+    while _open_brackets(text) > 0 and following < line + 4:
+        following += 1
+        more = linecache.getline(file, following).split("#", 1)[0].strip()
+        if not more:
+            break
+        text += ("" if text.endswith(("(", "[", "{")) else " ") + more
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _open_brackets(text: str) -> int:
+    code = text.split("#", 1)[0]
+    return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
+
+
+def own_line(file: str, own: tuple[str, int, str]) -> dict[str, Any]:
+    """The SyncRecord fields naming the user's line that called into a package's sync.
+
+    Example:
+        >>> own_line("/v/site-packages/fakelib/x.py", ("<nowhere>", 4, "main"))["library"]
+        'fakelib'
+    """
+    return {
+        "library": package_of(file),
+        "user_file": own[0],
+        "user_line": own[1],
+        "user_function": own[2],
+        "user_op": source_text(own[0], own[1], "call"),
+    }

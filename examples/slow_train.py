@@ -1,7 +1,6 @@
 """A small training script with three classic slow-step patterns, for trying torchdoctor.
 
-    torchdoctor run examples/slow_train.py      # profile it unmodified
-    torchdoctor lint examples/slow_train.py     # find the patterns statically
+    torchdoctor run examples/slow_train.py      # profile it unmodified (`lint`: statically)
 
 1. labels remapped through Python containers every step (seed 002);
 2. a per-sample Mahalanobis distance with one `linalg.solve` per sample (seed 000);

@@ -130,17 +130,21 @@ def one_per_cause(advice: Sequence[Advice]) -> list[Advice]:
     groups: dict[int, list[Advice]] = {}  # id(kept entry) -> entries merged into it
     for original in advice:
         item = copy.deepcopy(original)
-        merged = False
+        merged = handed = False
         for target in kept:
             shared, rest = _shared(item, target)
             if not shared:
                 continue
             same_cause = any(key[0] == "cause" for key in shared)
             if same_cause or not [key for key in rest if key[0] == "line"]:
+                if handed:  # what is left of a bundle: only the evidence about its own lines
+                    tags = [f"{key[1]}:{key[2]}" for key in _keys(item) if key[0] == "line"]
+                    item.evidence = [e for e in item.evidence if any(t in e for t in tags)]
                 groups[id(target)].append(item)
                 merged = True
                 break
             _hand_over(item, target, [key for key in shared if key[0] == "line"])
+            handed = True
         if not merged:
             kept.append(item)
             groups[id(item)] = [item]

@@ -157,7 +157,7 @@ class Residency:
             >>> r = Residency()
             >>> x = r.after_call(torch.zeros, (3,), {}, torch.zeros(3))
             >>> y = r.after_call(torch.add, (x, 1), {}, x + 1)
-                >>> z = r.after_call(torch.zeros, (3,), {"device": x.device}, torch.zeros(3))
+            >>> z = r.after_call(torch.zeros, (3,), {"device": x.device}, torch.zeros(3))
             >>> r.is_host(y), r.is_host(z)
             (True, False)
         """
@@ -170,8 +170,3 @@ class Residency:
         if self._host and result is not None and self.all_host(args, kwargs):
             self.mark_host(result)
         return result
-
-    def unmark_buffer(self, module: Any, name: str, buffer: Any) -> None:
-        """A module's buffer is device data (a ``register_module_buffer_registration_hook``)."""
-        if buffer is not None:
-            self.mark_device(buffer)

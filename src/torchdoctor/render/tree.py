@@ -73,17 +73,15 @@ def format_bytes(value: int | float | None) -> str:
 
 
 def format_ms(value: float) -> str:
-    """Milliseconds with about three significant digits.
+    """Milliseconds with three significant digits (no exponent; whole above 100).
 
     Example:
-        >>> format_ms(134.04), format_ms(0.01234)
-        ('134.0', '0.012')
+        >>> format_ms(134.04), format_ms(25.0), format_ms(0.01234), format_ms(0.0)
+        ('134', '25', '0.0123', '0')
     """
-    if value >= 100:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
 
 
 def _mean(stat: dict[str, float] | None) -> float:

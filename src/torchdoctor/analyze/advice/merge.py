@@ -30,7 +30,8 @@ from torchdoctor.analyze.advice.base import CONFIDENCES, Advice, same_file, spli
 def _keys(advice: Advice) -> list[tuple]:
     """What an entry is about: its source lines (by file name and line) and its cause."""
     keys: list[tuple] = []
-    for text in advice.locations:
+    single = getattr(advice, "location", None)  # a rule may name one line only
+    for text in [*advice.locations, *([single] if isinstance(single, str) else [])]:
         file, line = split_location(text)
         if line is not None:
             keys.append(("line", os.path.basename(file), line, file))

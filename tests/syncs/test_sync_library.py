@@ -112,9 +112,23 @@ def test_known_library_syncs_are_matched_by_package_file_and_text():
     masks = _hf_record(
         file="/v/site-packages/transformers/masking_utils.py",
         op="if not is_tracing(packed_sequence_mask) and (packed_sequence_mask[:, -1] == 0...",
+        function="find_packed_sequence_indices",
     )
-    assert "attention_mask" in known_sync(masks).switch
-    assert len({k.switch for k in KNOWN_LIBRARY_SYNCS}) == len(KNOWN_LIBRARY_SYNCS)
+    assert known_sync(masks).switch is None  # inherent: said so, not a made-up switch
+    assert len({(k.file, k.text) for k in KNOWN_LIBRARY_SYNCS}) == len(KNOWN_LIBRARY_SYNCS)
+
+
+def test_a_known_sync_without_switch_says_so():
+    masks = _hf_record(
+        file="/v/site-packages/transformers/masking_utils.py",
+        line=292,
+        op="if (q_length == 1 or kv_length == q_length) and (padding_mask is None or fast...",
+        function="_ignore_causal_mask_sdpa",
+        per_step=2.0,
+    )
+    (item,) = advise({"step_ms": {"median": 100.0}, "syncs": [masks]})
+    assert item.title.endswith("(known, no switch)") and item.confidence == "low"
+    assert "no switch" in item.fix
 
 
 def test_library_sync_advice_names_the_switch_and_the_users_line_not_lazymetrics():

@@ -47,7 +47,8 @@ class LibrarySync:
     file: str
     text: str
     what: str
-    switch: str
+    #: what the user sets to avoid it; None: inherent, one small read (said so in the advice)
+    switch: str | None
     code: str
 
     def matches(self, record: Mapping[str, Any]) -> bool:
@@ -75,11 +76,20 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
     LibrarySync(
         ("transformers",),
         "masking_utils.py",
-        "packed_sequence_mask",
+        "find_packed_sequence_indices",
         "without an attention_mask in the batch, every forward tests position_ids for packed "
         "sequences in an `if` (find_packed_sequence_indices)",
-        "pass attention_mask with every batch (the tokenizer's, or a data collator's)",
-        'batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}',
+        None,
+        "",
+    ),
+    LibrarySync(
+        ("transformers",),
+        "masking_utils.py",
+        "_ignore_causal_mask_sdpa",
+        "with an attention_mask, every forward tests whether the mask is all ones, to let SDPA "
+        "use is_causal instead of a mask (_ignore_causal_mask_sdpa)",
+        None,
+        "",
     ),
     LibrarySync(
         ("lightning", "lightning_fabric", "pytorch_lightning"),
@@ -136,9 +146,15 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
         )
     if not cuda:
         evidence.append("predicted on a CPU run: each of these waits for the GPU queue on CUDA")
-    switches = [k.switch for k in known]
+    switches = [k.switch for k in known if k.switch]
     unknown = [r for r in records if known_sync(r) is None]
     fix = "; ".join(switches)
+    if any(k.switch is None for k in known):
+        fix += ("; " if fix else "") + (
+            "the model's own mask checks (one small read per forward) have no switch: "
+            "transformers reads the mask either way (without an attention_mask it tests the "
+            "position ids instead)"
+        )
     if unknown:
         fix += ("; " if fix else "") + (
             f"for the {len(unknown)} line(s) without a known switch: these are the package's "
@@ -147,17 +163,22 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
         )
     title = (
         f"{', '.join(packages)} syncs {fmt_count(per_step)} times per step inside its own code, "
-        f"from {user} {user_op}".rstrip()
-        + (f": {switches[0]}" if switches else ": find the package option behind it")
     )
+    title += f"from {user} {user_op}".rstrip()
+    if switches:
+        title += f": {switches[0]}"
+    elif unknown:
+        title += ": find the package option behind it"
+    else:
+        title += " (known, no switch)"
     item = Advice(
         rule="library-syncs",
         title=title,
-        confidence="medium" if known else "low",
+        confidence="medium" if switches else "low",
         evidence=evidence,
         fix=fix,
         references=switches + packages,
-        code="\n".join(k.code for k in known) or None,
+        code="\n".join(k.code for k in known if k.code) or None,
         heat=min(0.5, 0.05 * per_step),
         locations=[location(first.get("user_file"), first.get("user_line"))]
         + [location(r.get("file"), r.get("line")) for r in records],

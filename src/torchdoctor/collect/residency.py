@@ -161,6 +161,10 @@ class Residency:
             >>> r.is_host(y), r.is_host(z)
             (True, False)
         """
+        if args:  # fast path: the first input is device data, so is the result (most calls)
+            first = args[0]
+            if isinstance(first, _T) and self._host.get(id(first)) is None:
+                return result
         if func in FACTORIES:
             if not kwargs or kwargs.get("device") is None or line_names_cpu(sys._getframe(1)):
                 self.mark_host(result)

@@ -1,7 +1,6 @@
 """A small training script with three classic slow-step patterns, for trying torchdoctor.
 
-    torchdoctor run examples/slow_train.py      # profile it unmodified
-    torchdoctor lint examples/slow_train.py     # find the patterns statically
+    torchdoctor run examples/slow_train.py      # profile it unmodified (`lint`: statically)
 
 1. labels remapped through Python containers every step (seed 002);
 2. a per-sample Mahalanobis distance with one `linalg.solve` per sample (seed 000);
@@ -12,9 +11,10 @@ import torch
 from torch import nn
 
 torch.manual_seed(0)
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 num_samples, dim, classes = 2048, 32, 10
-features = torch.randn(num_samples, dim)
-raw_labels = torch.randint(0, classes, (num_samples,)) * 7 + 100  # sparse label ids
+features = torch.randn(num_samples, dim, device=device)
+raw_labels = torch.randint(0, classes, (num_samples,), device=device) * 7 + 100  # sparse ids
 
 
 class Encoder(nn.Module):
@@ -35,17 +35,17 @@ def mahalanobis_penalty(z: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     return total / z.shape[0]
 
 
-model = Encoder()
+model = Encoder().to(device)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 running = 0.0
 for _ in range(20):
     index = torch.randint(0, num_samples, (64,))
     x, y_raw = features[index], raw_labels[index]
     mapping = {value: i for i, value in enumerate(sorted(set(y_raw.tolist())))}
-    y = torch.tensor([mapping[v] for v in y_raw.tolist()])
+    y = torch.tensor([mapping[v] for v in y_raw.tolist()], device=device)
 
     z, logits = model(x)
-    cov = torch.cov(z.detach().T) + 0.1 * torch.eye(z.shape[1])
+    cov = torch.cov(z.detach().T) + 0.1 * torch.eye(z.shape[1], device=device)
     loss = nn.functional.cross_entropy(logits, y) + 0.01 * mahalanobis_penalty(z, cov)
     optimizer.zero_grad()
     loss.backward()

@@ -119,3 +119,17 @@ def fmt_ms(value: float | None) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f} ms"
     return f"{value:.3g} ms"
+
+
+def fmt_count(value: float | None) -> str:
+    """A count or rate for people: 3 significant digits, no exponent, no trailing zeros.
+
+    Example:
+        >>> fmt_count(6.357142857), fmt_count(0.17857142857142858), fmt_count(1234.0), fmt_count(4)
+        ('6.36', '0.179', '1,234', '4')
+    """
+    if value is None:
+        return "?"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"

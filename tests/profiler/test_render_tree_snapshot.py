@@ -55,15 +55,15 @@ def fixed_session():
 
 
 EXPECTED = """\
-policy: 185.0 ms per step (median 185.0, q1-q3 185.0-185.0; 1 steps, timing: perf_counter)
-phases (ms): data 5.00 3% | forward 69.00 37% | backward 84.00 45% | optimizer 20.00 11% | other 7.00 4%
-module / region                       total ms  % parent  % step                fwd ms  bwd ms  saved act.  calls
-policy                                   185.0    100.0%  100.0%  ████████████   49.00   84.00           -
-├─ decoder                               133.0     71.9%   71.9%  ████████▌      49.00   84.00     12.0 MB      1
-│  ├─ layers[0-11]  (12 x ~11.00 ms)     132.0     99.2%   71.4%  ████████▌      48.00   84.00     12.0 MB      1
-│  └─ (self)                              1.00      0.8%    0.5%  ·               1.00   0.000           -
-├─ [hungarian]                           20.00     10.8%   10.8%  █              20.00   0.000           -      1
-└─ (self)                                32.00     17.3%   17.3%  ██             32.00   0.000           -
+policy: 185 ms per step (median 185, q1-q3 185-185; 1 steps, timing: perf_counter)
+phases (ms): data 5 3% | forward 69 37% | backward 84 45% | optimizer 20 11% | other 7 4%
+module / region                    total ms  % parent  % step                fwd ms  bwd ms  saved act.  calls
+policy                                  185    100.0%  100.0%  ████████████      49      84           -
+├─ decoder                              133     71.9%   71.9%  ████████▌         49      84     12.0 MB      1
+│  ├─ layers[0-11]  (12 x ~11 ms)       132     99.2%   71.4%  ████████▌         48      84     12.0 MB      1
+│  └─ (self)                              1      0.8%    0.5%  ·                  1       0           -
+├─ [hungarian]                           20     10.8%   10.8%  █                 20       0           -      1
+└─ (self)                                32     17.3%   17.3%  ██                32       0           -
 notes: fixed example"""
 
 

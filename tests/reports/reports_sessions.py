@@ -310,3 +310,31 @@ def clean_session() -> dict[str, Any]:
 
 def copy_of(session: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(session)
+
+
+HF_TRAINER = "/venv/lib/python3.11/site-packages/transformers/trainer.py"
+
+
+def library_session():
+    """The slow session plus a sync inside an installed package (Hugging Face's Trainer)."""
+    session = slow_session()
+    session["syncs"].append(
+        {
+            "kind": "bool",
+            "op": "if (self.args.logging_nan_inf_filter and not is_torch_xla_available() and",
+            "file": HF_TRAINER,
+            "line": 1919,
+            "function": "_inner_training_loop",
+            "count": 20,
+            "per_step": 2.0,
+            "phase": "other",
+            "stall_ms": 0.3,
+            "would_sync_on_cuda": True,
+            "library": "transformers",
+            "user_file": TRAIN,
+            "user_line": 120,
+            "user_function": "main",
+            "user_op": "trainer.train()",
+        }
+    )
+    return session

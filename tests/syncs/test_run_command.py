@@ -141,7 +141,8 @@ def test_script_sees_main_argv_and_its_directory_first_on_sys_path(tmp_path, cap
 def test_whole_run_is_one_step_and_syncs_are_counted_once(tmp_path, capsys):
     script = tmp_path / "plain.py"
     script.write_text(
-        "import torch\nx = torch.arange(5.0)\nfor _ in range(3):\n    x.sum().item()\n"
+        "import torch\nx = torch.arange(5.0).to(torch.get_default_device())\n"
+        "for _ in range(3):\n    x.sum().item()\n"
     )
     code = main(["syncs", "--warmup", "2", "--format", "json", "--out", str(tmp_path / "o"),
                  str(script)])  # fmt: skip

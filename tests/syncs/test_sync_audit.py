@@ -58,7 +58,7 @@ def s_int(x):
 
 
 def s_index(x):
-    return [1, 2, 3][torch.tensor(1)]  # sync
+    return [1, 2, 3][torch.tensor(1, device=x.device)]  # sync
 
 
 def s_format(x):
@@ -108,11 +108,12 @@ def s_allclose(x):
 
 
 def s_bincount(x):
-    return torch.bincount(torch.tensor([0, 2, 2]))  # sync
+    return torch.bincount(torch.tensor([0, 2, 2], device=x.device))  # sync
 
 
 def s_one_hot(x):
-    return torch.nn.functional.one_hot(torch.tensor([0, 2]))  # sync
+    labels = torch.tensor([0, 2], device=x.device)
+    return torch.nn.functional.one_hot(labels)  # sync
 
 
 def s_contains(x):

@@ -17,7 +17,9 @@ Two modes:
   much more (see ``torchdoctor bench syncs``).
 
 On a CPU run nothing really synchronizes: every event is a prediction ("would sync on CUDA"),
-assuming the tensors would live on the GPU; optimizer step counters (kept on the CPU by torch),
+made only when the tensor read would live on the GPU (device residency, docs/syncs-residency.md:
+host data such as ``torch.randint`` indices for a NumPy memmap is no sync); a sync inside an
+installed package also names the user's line that led there; optimizer step counters (kept on the CPU by torch),
 reads inside ``torch.utils.data`` (samplers, collate, the user's Dataset: host tensors in a GPU
 run too) and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA only
 calls on device tensors count, each sync's wall time is measured as its stall, and
@@ -44,11 +46,13 @@ from collections import Counter
 from typing import Any
 
 import torch
+from torch.nn.modules.module import register_module_buffer_registration_hook
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
 )
 
+from torchdoctor.collect.residency import Residency
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
 from torchdoctor.collect.syncs_frames import (
@@ -56,6 +60,9 @@ from torchdoctor.collect.syncs_frames import (
     call_warning_at_user_line,
     in_data_pipeline,
     in_optimizer_step_counter,
+    own_line,
+    source_text,
+    sync_site,
     user_frame,
 )
 from torchdoctor.collect.syncs_modes import (
@@ -79,6 +86,8 @@ class SyncAudit:
         self.dispatch_calls = 0
         self._events: dict[tuple, list] = {}
         self._suppress = 0
+        #: host-data marks (CPU runs only): which tensors would not live on the accelerator
+        self.residency: Residency | None = Residency() if self.predict else None
         self._last_host_copy: tuple[Any, tuple] | None = None  # (weakref, user line)
         self._in_optimizer = 0
         self._popped_for_optimizer = False
@@ -100,6 +109,8 @@ class SyncAudit:
         ]
         if not self.thorough:
             self._hooks.append(ZeroGradBypass(self))
+        if self.residency is not None:
+            self._hooks.append(register_module_buffer_registration_hook(self._buffer_registered))
         self._hooks.append(UserLineWarnings())  # warnings raised under the mode: user's line
         try:
             if not self.predict:
@@ -155,6 +166,10 @@ class SyncAudit:
             )
 
     # -- optimizer and backward --------------------------------------------------------------
+    def _buffer_registered(self, module: Any, name: str, buffer: Any) -> None:
+        if self.residency is not None and buffer is not None:
+            self.residency.mark_device(buffer)  # a buffer lives where its module does
+
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._in_optimizer += 1
         builtin = type(optimizer).__module__.startswith("torch.optim")
@@ -206,31 +221,40 @@ class SyncAudit:
 
     # -- events -----------------------------------------------------------------------------
     def _sync_call(self, kind: str, func: Any, args: tuple, kwargs: dict, python_level: bool):
-        tensor = first_tensor(args, kwargs)
-        counts = True
+        caller = sys._getframe(1)
         where = None
-        if self.predict:
-            if kind == "item" and in_optimizer_step_counter(sys._getframe(1)):
+        residency = self.residency
+        moves_to = None  # "host" / "device": where a .cpu() / .to(...) result lives
+        if residency is not None:  # a CPU run: predict by device residency
+            if kind == "item" and in_optimizer_step_counter(caller):
                 counts = False
-            elif in_data_pipeline(sys._getframe(1)):
+            elif in_data_pipeline(caller):
                 counts = False  # the DataLoader's host tensors: no device sync on a GPU either
             elif python_level and func is not torch.Tensor.cpu and kind == "cpu":
-                where = user_frame(sys._getframe(1))
-                counts = self._names_host(where)  # .to(device) vs .to("cpu")
-            elif kind != "cpu" and tensor is not None and self._last_host_copy is not None:
-                ref, line = self._last_host_copy
-                if ref() is tensor:  # x.cpu().numpy(): the .cpu() on this line paid for it
-                    where = user_frame(sys._getframe(1))
-                    counts = where != line
+                where = user_frame(caller)  # .to(device) vs .to("cpu")
+                moves_to = "host" if self._names_host(where) else "device"
+                counts = moves_to == "host" and not residency.all_host(args, kwargs)
+            elif residency.all_host(args, kwargs):
+                counts = False  # host data: no device to wait for
+            else:
+                moves_to = "host" if kind == "cpu" else None
+                counts = True
+                copy = self._last_host_copy
+                if kind != "cpu" and copy is not None and copy[0]() is first_tensor(args, kwargs):
+                    where = user_frame(caller)  # x.cpu().numpy(): the .cpu() paid for it
+                    counts = where != copy[1]
         elif kind != "cpu" or python_level:
+            tensor = first_tensor(args, kwargs)
             counts = tensor is not None and tensor.device.type not in HOST_DEVICES
-        caller = sys._getframe(1)
+        else:
+            counts = True
         if not counts:
             self._suppress += 1
             try:
-                return call_warning_at_user_line(func, args, kwargs, caller)
+                result = call_warning_at_user_line(func, args, kwargs, caller)
             finally:
                 self._suppress -= 1
+            return self._placed(func, args, kwargs, result, moves_to)
         if where is None:
             where = user_frame(caller)
         self._suppress += 1
@@ -239,11 +263,23 @@ class SyncAudit:
             result = call_warning_at_user_line(func, args, kwargs, caller)
         finally:
             self._suppress -= 1
-        stall = 0.0 if self.predict else (time.perf_counter_ns() - start) / 1e6
-        self._add(where, kind, stall)
-        if kind == "cpu" and self.predict and isinstance(result, torch.Tensor):
-            self._last_host_copy = (weakref.ref(result), where)
-        return result
+        stall = 0.0 if residency is not None else (time.perf_counter_ns() - start) / 1e6
+        self._add(where, kind, stall, caller)
+        return self._placed(func, args, kwargs, result, moves_to)
+
+    def _placed(self, func: Any, args: tuple, kwargs: dict, result: Any, moves_to: str | None):
+        """The result of a sync call, its residency recorded (CPU runs)."""
+        residency = self.residency
+        if residency is None or result is None:
+            return result
+        if moves_to == "host":
+            if any(result is arg for arg in args):  # x.cpu() is x on a CPU run: x stays put
+                self._last_host_copy = (weakref.ref(result), user_frame(sys._getframe(2)))
+                return result
+            return residency.mark_host(result)
+        if moves_to == "device":
+            return residency.mark_device(result)
+        return residency.after_call(func, args, kwargs, result)
 
     @staticmethod
     def _names_host(where: tuple[str, int, str]) -> bool:
@@ -268,9 +304,11 @@ class SyncAudit:
             return phase, -2
         return phase, STATE.step_index
 
-    def _add(self, where: tuple[str, int, str], kind: str, stall_ms: float) -> None:
+    def _add(self, where: tuple[str, int, str], kind: str, stall_ms: float, caller=None) -> None:
         phase, step = self._phase_and_step()
-        key = (*where, kind, phase, step)
+        # inside an installed package: also the user's own line that led there
+        own = sync_site(caller)[1] if caller is not None and where[0] else None
+        key = (*where, kind, phase, step, own)
         entry = self._events.get(key)
         if entry is None:
             self._events[key] = [1, stall_ms]
@@ -302,23 +340,23 @@ class SyncAudit:
             num_steps = num_steps or 1
             chosen = list(events.items())
         groups: dict[tuple, dict[str, Any]] = {}
-        for (file, line, function, kind, phase, _step), (count, stall) in chosen:
+        for (file, line, function, kind, phase, _step, own), (count, stall) in chosen:
             group = groups.setdefault(
-                (file, line, kind),
+                (file, line, kind, own),
                 {"function": function, "count": 0, "stall": 0.0, "phases": Counter()},
             )
             group["count"] += count
             group["stall"] += stall
             group["phases"][phase] += count
-        covered = {(f, ln) for (f, ln, k) in groups if k != "cuda_sync_warning"}
+        covered = {(f, ln) for (f, ln, k, _) in groups if k != "cuda_sync_warning"}
         out = []
-        for (file, line, kind), group in groups.items():
+        for (file, line, kind, own), group in groups.items():
             if kind == "cuda_sync_warning" and (file, line) in covered:
                 continue  # the warning confirms a sync already recorded on that line
             out.append(
                 {
                     "kind": kind,
-                    "op": _source_text(file, line, kind),
+                    "op": source_text(file, line, kind),
                     "file": file,
                     "line": line,
                     "function": group["function"],
@@ -327,6 +365,7 @@ class SyncAudit:
                     "phase": group["phases"].most_common(1)[0][0],
                     "stall_ms": None if self.predict else group["stall"] / num_steps,
                     "would_sync_on_cuda": True,
+                    **(own_line(file, own) if own else {}),
                 }
             )
         out.sort(key=lambda r: (-r["count"], r["file"], r["line"], r["kind"]))
@@ -363,13 +402,6 @@ class SyncAudit:
     def __repr__(self) -> str:
         mode = "thorough" if self.thorough else "fast"
         return f"<SyncAudit {mode} active={self.active} lines={len(self.records())}>"
-
-
-def _source_text(file: str, line: int, kind: str) -> str:
-    text = linecache.getline(file, line).strip() if line > 0 else ""
-    if not text:
-        return f"<{kind}>"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _device_name(predict: bool) -> str:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import linecache
 import os
 import sys
 import sysconfig
@@ -85,6 +86,73 @@ def user_frame(frame: FrameType | None = None) -> tuple[str, int, str]:
             fallback = (code.co_filename, f.f_lineno, code.co_name)
         f = f.f_back
     return fallback or ("<unknown>", 0, "<unknown>")
+
+
+_third_party_cache: dict[CodeType, bool] = {}
+
+
+def _is_third_party(code: CodeType) -> bool:
+    """Code of an installed package (site-packages / dist-packages): not the user's own."""
+    cached = _third_party_cache.get(code)
+    if cached is None:
+        parts = code.co_filename.split(os.sep)
+        cached = _third_party_cache[code] = any(marker in parts for marker in _SITE)
+    return cached
+
+
+def package_of(path: str) -> str | None:
+    """The installed package a file belongs to (the folder under site-packages), or None.
+
+    Example:
+        >>> package_of("/venv/lib/python3.11/site-packages/transformers/trainer.py")
+        'transformers'
+        >>> package_of("/home/me/train.py") is None
+        True
+    """
+    parts = os.path.normpath(path).split(os.sep)
+    for marker in _SITE:
+        if marker in parts:
+            index = len(parts) - 1 - parts[::-1].index(marker)
+            if index + 1 < len(parts):
+                name = parts[index + 1]
+                return name[:-3] if name.endswith(".py") else name
+    return None
+
+
+def own_frame(frame: FrameType | None) -> tuple[str, int, str] | None:
+    """``(file, line, function)`` of the innermost frame in the user's own files: neither
+    library code (see :func:`user_frame`) nor an installed package (site-packages). None when
+    there is none (the whole stack is library code).
+
+    Example:
+        >>> import sys
+        >>> own_frame(sys._getframe())[2]
+        '<module>'
+    """
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if not _is_library(code) and not _is_third_party(code):
+            return code.co_filename, f.f_lineno, code.co_name
+        f = f.f_back
+    return None
+
+
+def sync_site(frame: FrameType | None) -> tuple[tuple[str, int, str], tuple[str, int, str] | None]:
+    """Where a sync happens (:func:`user_frame`) and, when that is inside an installed package,
+    the user's own line that led there (:func:`own_frame`; None otherwise).
+
+    Example:
+        >>> import sys
+        >>> where, own = sync_site(sys._getframe())
+        >>> where[2], own
+        ('<module>', None)
+    """
+    where = user_frame(frame)
+    if not any(marker in where[0].split(os.sep) for marker in _SITE):
+        return where, None
+    own = own_frame(frame)
+    return where, (own if own != where else None)
 
 
 def call_warning_at_user_line(func: Callable, args: tuple, kwargs: dict, frame: FrameType) -> Any:
@@ -195,3 +263,46 @@ class UserLineWarnings:
     def remove(self) -> None:
         if warnings.showwarning == self._show:
             warnings.showwarning = self._original
+
+
+def source_text(file: str, line: int, kind: str) -> str:
+    """The statement at ``file:line`` (``<kind>`` when the source is unknown): a line that
+    opens a bracket (``if (``) is joined with the next few lines until it closes; at most 80
+    characters.
+
+    Example:
+        >>> source_text("<nowhere>", 3, "item")
+        '<item>'
+    """
+    text = linecache.getline(file, line).strip() if line > 0 else ""
+    if not text:
+        return f"<{kind}>"
+    following = line
+    while _open_brackets(text) > 0 and following < line + 4:
+        following += 1
+        more = linecache.getline(file, following).split("#", 1)[0].strip()
+        if not more:
+            break
+        text += ("" if text.endswith(("(", "[", "{")) else " ") + more
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _open_brackets(text: str) -> int:
+    code = text.split("#", 1)[0]
+    return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
+
+
+def own_line(file: str, own: tuple[str, int, str]) -> dict[str, Any]:
+    """The SyncRecord fields naming the user's line that called into a package's sync.
+
+    Example:
+        >>> own_line("/v/site-packages/fakelib/x.py", ("<nowhere>", 4, "main"))["library"]
+        'fakelib'
+    """
+    return {
+        "library": package_of(file),
+        "user_file": own[0],
+        "user_line": own[1],
+        "user_function": own[2],
+        "user_op": source_text(own[0], own[1], "call"),
+    }

@@ -80,14 +80,18 @@ class FunctionMode(TorchFunctionMode):
             route = _PLAIN
         if route is None:
             route = _route(func)
+        residency = audit.residency  # None unless predicting (a CPU run)
         if route == _PLAIN:
-            return func(*args, **(kwargs or {}))
+            if residency is None:
+                return func(*args, **(kwargs or {}))
+            return residency.after_call(func, args, kwargs, func(*args, **(kwargs or {})))
         kwargs = kwargs or {}
         if route == _BACKWARD:
             return audit._run_backward(self, func, args, kwargs)
         kind = function_kind(func, args, kwargs)
         if kind is None:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            return result if residency is None else residency.after_call(func, args, kwargs, result)
         return audit._sync_call(kind, func, args, kwargs, python_level=True)
 
 

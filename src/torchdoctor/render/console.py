@@ -21,7 +21,7 @@ from torchdoctor.session_read import fmt_ms, step_ms
 TOP_ADVICE = 5
 
 
-def _tree(session: Mapping[str, Any]) -> list[Any]:
+def _tree(session: Mapping[str, Any], width: int | None = None) -> list[Any]:
     """The profiler's tree renderables: title, phases line, module tree table, notes."""
     from rich.text import Text
 
@@ -29,13 +29,22 @@ def _tree(session: Mapping[str, Any]) -> list[Any]:
         return [Text("(no module tree recorded)", style="dim")]
     from torchdoctor.render.tree import render_tree
 
-    return [Text(part) if isinstance(part, str) else part for part in render_tree(session)]
+    return [
+        Text(part) if isinstance(part, str) else part for part in render_tree(session, width=width)
+    ]
 
 
-def _sync_table(session: Mapping[str, Any]) -> Any:
+def _sync_table(session: Mapping[str, Any], width: int | None = None) -> Any:
     from torchdoctor.render.syncs import render_sync_table
 
-    return render_sync_table(session)
+    return render_sync_table(session, width=width)
+
+
+def _indented(text: str, style: str = "") -> Any:
+    from rich.padding import Padding
+    from rich.text import Text
+
+    return Padding(Text(text, style=style), (0, 0, 0, 3))
 
 
 def _advice(advice: list[dict[str, Any]], limit: int) -> Any:
@@ -50,13 +59,14 @@ def _advice(advice: list[dict[str, Any]], limit: int) -> Any:
         head = Text(f"{item.get('priority', '?')}. ", style="bold")
         head.append(str(item.get("title", "")), style="bold")
         parts.append(head)
+        # wrapped lines keep their indent (readable at 80 columns)
         parts.append(
-            Text(f"   gain: {gain_text(item)} · confidence {item.get('confidence')}", style="green")
+            _indented(f"gain: {gain_text(item)} · confidence {item.get('confidence')}", "green")
         )
         for line in (item.get("evidence") or [])[:3]:
-            parts.append(Text(f"   - {line}"))
+            parts.append(_indented(f"- {line}"))
         if item.get("fix"):
-            parts.append(Text(f"   fix: {item['fix']}", style="cyan"))
+            parts.append(_indented(f"fix: {item['fix']}", "cyan"))
     if len(advice) > limit:
         parts.append(
             Text(f"... {len(advice) - limit} more in the Markdown/HTML report", style="dim")
@@ -64,7 +74,9 @@ def _advice(advice: list[dict[str, Any]], limit: int) -> Any:
     return Panel(Group(*parts), title=f"Top advice ({min(limit, len(advice))} of {len(advice)})")
 
 
-def console_renderables(session: Mapping[str, Any], top: int = TOP_ADVICE) -> list[Any]:
+def console_renderables(
+    session: Mapping[str, Any], top: int = TOP_ADVICE, width: int | None = None
+) -> list[Any]:
     """The report as a list of rich renderables (print them with a rich Console).
 
     Example:
@@ -90,9 +102,9 @@ def console_renderables(session: Mapping[str, Any], top: int = TOP_ADVICE) -> li
         items.append(
             Text("collection was interrupted; numbers cover the steps seen", style="bold yellow")
         )
-    items += _tree(session)
+    items += _tree(session, width)
     if session.get("syncs"):
-        items.append(_sync_table(session))
+        items.append(_sync_table(session, width))
     items.append(_advice(advice, top))
     return items
 
@@ -118,6 +130,6 @@ def render_console(
         highlight=False,
         soft_wrap=False,
     )
-    for item in console_renderables(session, top):
+    for item in console_renderables(session, top, width):
         console.print(item)
     return buffer.getvalue()

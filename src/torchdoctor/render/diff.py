@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown_text import escape
-from torchdoctor.session_read import fmt_ms
+from torchdoctor.session_read import fmt_count, fmt_ms
 
 MAX_MODULES = 25
 
@@ -29,12 +29,14 @@ def _delta(row: Mapping[str, Any]) -> str:
     return text
 
 
+def _count(value: Any) -> str:
+    return fmt_count(value) if isinstance(value, int | float) else "?"
+
+
 def _sync_line(record: Mapping[str, Any]) -> str:
     where = f"{os.path.basename(str(record.get('file') or '?'))}:{record.get('line', '?')}"
     op = escape(str(record.get("op") or record.get("kind")))
-    return (
-        f"- `{where}` {op} [{escape(str(record.get('kind')))}], {record.get('per_step', '?')}/step"
-    )
+    return f"- `{where}` {op} [{escape(str(record.get('kind')))}], {_count(record.get('per_step'))}/step"
 
 
 def render_diff(diff: Mapping[str, Any], max_modules: int = MAX_MODULES) -> str:
@@ -58,7 +60,7 @@ def render_diff(diff: Mapping[str, Any], max_modules: int = MAX_MODULES) -> str:
     )
     per_step = diff.get("syncs_per_step") or {}
     lines.append(
-        f"**Host syncs per step:** {per_step.get('old', 0):g} -> {per_step.get('new', 0):g} "
+        f"**Host syncs per step:** {fmt_count(per_step.get('old', 0))} -> {fmt_count(per_step.get('new', 0))} "
         f"({len(diff.get('syncs_removed') or [])} line(s) removed, "
         f"{len(diff.get('syncs_added') or [])} added, {diff.get('syncs_kept', 0)} kept)"
     )

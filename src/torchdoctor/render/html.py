@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Any
 
 from torchdoctor.render.markdown import gain_text, session_advice
-from torchdoctor.session_read import PHASES, center, fmt_ms, step_ms
+from torchdoctor.session_read import PHASES, center, fmt_count, fmt_ms, step_ms
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -58,6 +58,10 @@ def _e(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
+def _count(value: Any) -> str:
+    return fmt_count(value) if isinstance(value, int | float) else "-"
+
+
 def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> str:
     step = step_ms(session)
     env = session.get("environment") or {}
@@ -66,7 +70,7 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> str:
     cards = [
         ("step time", fmt_ms(step) if step > 0 else "-"),
         ("steps profiled", len(session.get("steps") or [])),
-        ("host syncs / step", f"{per_step:g}"),
+        ("host syncs / step", fmt_count(per_step)),
         ("device", env.get("device") or "?"),
         ("advice", len(advice)),
     ]
@@ -143,7 +147,7 @@ def _syncs(session: Mapping[str, Any]) -> str:
             f'<td class="mono">{_e(r.get("op") or "")}</td>'
             f"<td>{_e(r.get('kind'))}</td>"
             f"<td>{_e(r.get('function') or '')}</td>"
-            f'<td class="num">{_e(r.get("per_step", "-"))}</td>'
+            f'<td class="num">{_e(_count(r.get("per_step")))}</td>'
             f"<td>{_e(r.get('phase') or '-')}</td>"
             f'<td class="num">{_e(stall_text)}</td>'
             "</tr>"

@@ -35,6 +35,13 @@ def _location(file: str, line: Any) -> str:
     return f"{short}:{line}"
 
 
+def _via(record: Mapping[str, Any]) -> str | None:
+    """``train.py:24`` for a sync inside an installed package: the user's line that led there."""
+    if not record.get("user_file"):
+        return None
+    return f"{os.path.basename(str(record['user_file']))}:{record.get('user_line', '?')}"
+
+
 def _number(value: float) -> str:
     return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
 
@@ -66,6 +73,7 @@ def group_by_line(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "count": 0,
                 "phase": record.get("phase") or "-",
                 "stall_ms": None,
+                "via": _via(record),
             }
         row["kinds"].append(str(record.get("kind")))
         row["per_step"] += float(record.get("per_step") or 0.0)
@@ -148,8 +156,63 @@ def format_sync_table(
     return "\n".join(lines) + "\n"
 
 
-def render_sync_table(session: Mapping[str, Any], max_lines: int = MAX_LINES) -> Any:
+#: the console table's columns, and those dropped first when it is wider than the console
+SYNC_COLUMNS = ("where", "source", "kind", "per step", "phase", "cost")
+SYNC_DROP_ORDER = ("phase", "kind")
+_SOURCE_MIN = 16  # the source column shrinks (ellipsis) down to this before columns go
+
+
+def _sync_cells(row: Mapping[str, Any]) -> dict[str, str]:
+    where = row["location"]
+    if row.get("via"):
+        where += f"\nfrom {row['via']}"
+    return {
+        "where": where,
+        "source": row["op"],
+        "kind": row["kinds"],
+        "per step": _number(row["per_step"]),
+        "phase": str(row["phase"]),
+        "cost": _status(row).strip("()"),
+    }
+
+
+def _fitting(cells: list[dict[str, str]], width: int | None) -> list[str]:
+    kept = list(SYNC_COLUMNS)
+
+    def needed() -> int:  # heavy-head box: a rule and one pad each side per column
+        total = 1
+        for column in kept:
+            longest = _longest(cells, column)
+            total += 3 + (min(longest, _SOURCE_MIN) if column == "source" else longest)
+        return total
+
+    for column in SYNC_DROP_ORDER:
+        if width is None or needed() <= width:
+            break
+        kept.remove(column)
+    return kept
+
+
+def _longest(cells: list[dict[str, str]], column: str) -> int:
+    return max([len(column), *(len(line) for c in cells for line in c[column].splitlines())])
+
+
+def _source_width(cells: list[dict[str, str]], columns: list[str], width: int | None) -> int | None:
+    """What is left for the source column once the others have their natural width."""
+    if width is None:
+        return None
+    others = sum(_longest(cells, c) for c in columns if c != "source")
+    left = width - others - (3 * len(columns) + 1)
+    return max(8, min(left, _longest(cells, "source")))
+
+
+def render_sync_table(
+    session: Mapping[str, Any], max_lines: int = MAX_LINES, width: int | None = None
+) -> Any:
     """A rich Table of ``session["syncs"]`` (for the console report).
+
+    With ``width`` the table fits it: the source column is shortened (ellipsis), then the
+    phase and kind columns are dropped; headers are never cut.
 
     Example:
         >>> render_sync_table({"syncs": []}).row_count
@@ -159,24 +222,20 @@ def render_sync_table(session: Mapping[str, Any], max_lines: int = MAX_LINES) ->
     from rich.text import Text
 
     rows = group_by_line(session.get("syncs") or [])
-    table = Table(title="Host syncs (by source line)", title_justify="left")
-    for column in ("where", "source", "kind", "per step", "phase", "cost"):
-        table.add_column(
+    cells = [_sync_cells(row) for row in rows[:max_lines]]
+    columns = _fitting(cells, width)
+    table = Table(title="Host syncs (by source line)", title_justify="left", width=None)
+    for column in columns:
+        table.add_column(  # only the source column gives way (ellipsis) to fit ``width``
             column,
             justify="right" if column == "per step" else "left",
-            overflow="fold" if column == "where" else "ellipsis",
-            min_width=24 if column == "source" else None,
+            overflow="ellipsis",
+            no_wrap=True,
+            width=_source_width(cells, columns, width) if column == "source" else None,
+            min_width=24 if column == "source" and width is None else None,
         )
-    for row in rows[:max_lines]:
-        cells = (
-            row["location"],
-            row["op"],
-            row["kinds"],
-            _number(row["per_step"]),
-            str(row["phase"]),
-            _status(row).strip("()"),
-        )
-        table.add_row(*(Text(cell) for cell in cells))  # Text: session strings are not markup
+    for cell in cells:
+        table.add_row(*(Text(cell[c]) for c in columns))  # Text: session strings are not markup
     notes = _footer(session.get("syncs") or [], session.get("sync_audit"))
     if len(rows) > max_lines:
         notes.insert(0, f"... {len(rows) - max_lines} more line(s) in the session JSON")

@@ -15,10 +15,44 @@ Example:
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import Any
 
 from torchdoctor.analyze.tree import group_repeated_siblings, with_percentages
 from torchdoctor.session_read import PHASES, center, walk
+
+#: the tree table's columns, in display order ("" is the bar)
+COLUMNS = ("module / region", "total ms", "% parent", "% step", "", "fwd ms", "bwd ms",
+           "saved act.", "calls")  # fmt: skip
+#: columns dropped first when the table is wider than the console
+DROP_ORDER = ("saved act.", "", "% parent", "calls", "fwd ms", "bwd ms", "% step")
+#: blank columns between two table columns (rich: one pad each side)
+_GAP = 2
+
+
+def fitting_columns(
+    rows: list[dict[str, Any]], columns: list[str], width: int | None, drop_order: Sequence[str]
+) -> list[str]:
+    """``columns`` minus the fewest of ``drop_order`` (in that order) so the table's natural
+    width (widest cell or header per column, plus gaps) is at most ``width``.
+
+    Example:
+        >>> rows = [{"a": "x" * 10, "b": "y" * 10, "c": "z" * 10}]
+        >>> fitting_columns(rows, ["a", "b", "c"], 25, ["c", "b"])
+        ['a', 'b']
+    """
+    kept = list(columns)
+
+    def natural() -> int:
+        widths = [max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in kept]
+        return sum(widths) + _GAP * (len(kept) - 1)
+
+    for column in drop_order:
+        if width is None or natural() <= width:
+            break
+        if column in kept:
+            kept.remove(column)
+    return kept
 
 
 def format_bytes(value: int | float | None) -> str:
@@ -39,17 +73,15 @@ def format_bytes(value: int | float | None) -> str:
 
 
 def format_ms(value: float) -> str:
-    """Milliseconds with about three significant digits.
+    """Milliseconds with three significant digits (no exponent; whole above 100).
 
     Example:
-        >>> format_ms(134.04), format_ms(0.01234)
-        ('134.0', '0.012')
+        >>> format_ms(134.04), format_ms(25.0), format_ms(0.01234), format_ms(0.0)
+        ('134', '25', '0.0123', '0')
     """
-    if value >= 100:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
 
 
 def _bar(pct: float, width: int = 12) -> str:
@@ -65,8 +97,12 @@ def render_tree(
     max_depth: int | None = None,
     min_pct: float = 0.0,
     memory: bool = True,
+    width: int | None = None,
 ) -> list[Any]:
     """Rich renderables (a title line, the phases line, the tree table, notes).
+
+    With ``width``, columns are dropped by :data:`DROP_ORDER` until the table fits (headers
+    are never cut); the module column is always kept.
 
     Example:
         >>> from torchdoctor.session import Session
@@ -112,34 +148,27 @@ def render_tree(
     show_memory = memory and any(
         n.get("activation_bytes") for n, _ in walk(tree) if n.get("kind") != "root"
     )
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    table.add_column("module / region", no_wrap=True, min_width=_label_width(tree, max_depth))
-    for column in ("total ms", "% parent", "% step"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("", no_wrap=True, min_width=12)
-    for column in ("fwd ms", "bwd ms", *(("saved act.",) if show_memory else ()), "calls"):
-        table.add_column(column, justify="right", no_wrap=True)
+    rows: list[dict[str, Any]] = []
 
     def add(node: dict[str, Any], prefix: str, last: bool, depth: int) -> None:
         if depth == 0:
             label = str(node.get("name") or "step")
         else:
             label = prefix + ("└─ " if last else "├─ ") + _label(node)
-        total = center(node.get("total_ms"))
-        row = [
-            Text(label),
-            format_ms(total),
-            f"{node['pct_of_parent']:.1f}%",
-            f"{node['pct_of_step']:.1f}%",
-            _bar(node["pct_of_step"]),
-            format_ms(center(node.get("forward_ms"))),
-            format_ms(center(node.get("backward_ms"))),
-        ]
-        if show_memory:
-            row.append(format_bytes(node.get("activation_bytes")))
         calls = node.get("calls_per_step") or 0.0
-        row.append("" if node.get("kind") in ("self", "root") else f"{calls:g}")
-        table.add_row(*row)
+        rows.append(
+            {
+                "module / region": label,
+                "total ms": format_ms(center(node.get("total_ms"))),
+                "% parent": f"{node['pct_of_parent']:.1f}%",
+                "% step": f"{node['pct_of_step']:.1f}%",
+                "": _bar(node["pct_of_step"]),
+                "fwd ms": format_ms(center(node.get("forward_ms"))),
+                "bwd ms": format_ms(center(node.get("backward_ms"))),
+                "saved act.": format_bytes(node.get("activation_bytes")),
+                "calls": "" if node.get("kind") in ("self", "root") else f"{calls:.3g}",
+            }
+        )
         if max_depth is not None and depth >= max_depth:
             return
         children = [
@@ -152,6 +181,19 @@ def render_tree(
             add(child, child_prefix, i == len(children) - 1, depth + 1)
 
     add(tree, "", True, 0)
+    columns = fitting_columns(
+        rows, [c for c in COLUMNS if c != "saved act." or show_memory], width, DROP_ORDER
+    )
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(
+            column,
+            justify="left" if column in ("module / region", "") else "right",
+            no_wrap=True,
+            min_width=_label_width(tree, max_depth) if column == "module / region" else None,
+        )
+    for row in rows:
+        table.add_row(*(Text(row[c]) for c in columns))
     out: list[Any] = [title, phase_line, table]
     notes = config.get("notes") or []
     if notes:
@@ -190,7 +232,7 @@ def render_tree_text(session: Any, *, width: int = 120, **options: Any) -> str:
     """
     from rich.console import Console
 
-    parts = render_tree(session, **options)
+    parts = render_tree(session, width=width, **options)
     if len(parts) == 1 and isinstance(parts[0], str):
         return parts[0]
     buffer = io.StringIO()

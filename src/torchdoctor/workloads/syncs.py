@@ -7,7 +7,8 @@ importable.
 
 Example:
     >>> import torch
-    >>> count_syncs(lambda: torch.ones(2).sum().item())
+    >>> weights = torch.nn.Parameter(torch.ones(2))  # device data in a GPU run
+    >>> count_syncs(lambda: weights.sum().item())
     1
 """
 

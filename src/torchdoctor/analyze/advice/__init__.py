@@ -6,7 +6,9 @@ and ranks the result in tiers: advice with a measured saving first (by saving we
 confidence); then advice backed by measured evidence whose saving cannot be estimated from this
 run (by ``heat``, the measured share of the step where its evidence lives); then generic engine
 knobs (torch.compile, channels_last, ...) whose gain is a stated range, not a measurement; then
-the rest (lint findings on cold code). Rules are documented in docs/advice-rules.md.
+the rest (lint findings on cold code). Entries about the same source line or remedy are merged
+into one (:func:`~torchdoctor.analyze.advice.merge.one_per_cause`). Rules are documented in
+docs/advice-rules.md.
 
 Example:
     >>> from torchdoctor.analyze.advice import advise
@@ -26,7 +28,9 @@ from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.knobs import engine_knobs
+from torchdoctor.analyze.advice.library_syncs import library_syncs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
+from torchdoctor.analyze.advice.merge import one_per_cause
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
@@ -43,11 +47,13 @@ __all__ = [
     "amdahl_saving",
 ]
 
-#: every rule, in the order they are run (ranking does not depend on it except for ties)
+#: every rule, in the order they are run (ranking does not depend on it except for ties);
+#: each takes a Session mapping (the lint rule reads ``session["lint"]``)
 RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     loop_invariant,
     dominant_module,
     host_syncs,
+    library_syncs,
     backward_heavy,
     train_inference_ratio,
     data_loading,
@@ -55,13 +61,10 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     cpu_work,
     unattributed,
     engine_knobs,
+    lint_findings,
 )
 
 _CONFIDENCE_WEIGHT = {"high": 1.0, "medium": 0.7, "low": 0.4}
-
-#: rules whose saving rests on a generic expected speedup (a knob not in use), not on anything
-#: this run measured about the user's code: they rank after every measured finding.
-GENERIC_RULES = frozenset({"engine-knobs"})
 
 
 def _rank_key(advice: Advice) -> tuple[int, float]:
@@ -71,7 +74,7 @@ def _rank_key(advice: Advice) -> tuple[int, float]:
     saving = advice.estimated_saving_ms or 0.0
     if advice.saving_range_ms:  # an upper bound (range from 0) ranks by its low end
         saving = min(saving, advice.saving_range_ms[0])
-    if advice.rule in GENERIC_RULES:
+    if advice.generic:
         return (1, saving * weight)
     if saving > 0:
         return (3, saving * weight)
@@ -97,10 +100,13 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
             f"advise expects a Session or its dict, got {type(session).__name__}; "
             "load one with torchdoctor.Session.load(path)"
         )
+    if lint is not None:
+        session = {**session, "lint": list(lint)}
     found: list[Advice] = []
     for rule in RULES:
         found.extend(rule(session))
-    found.extend(lint_findings(session, lint))
+    found.sort(key=_rank_key, reverse=True)
+    found = one_per_cause(found)  # the strongest entry of each cause keeps its place
     found.sort(key=_rank_key, reverse=True)
     step = step_ms(session)
     for priority, item in enumerate(found, start=1):

@@ -22,6 +22,7 @@ from typing import Any
 from torchdoctor.session_read import (  # noqa: F401 (re-exported for the rules)
     PHASES,
     center,
+    fmt_count,
     fmt_ms,
     median,
     node_ms,
@@ -108,6 +109,15 @@ class Advice:
     saving_range_ms: list[float] | None = None
     heat: float = 0.0
     code: str | None = None
+    #: ``file:line`` of each source line the advice is about; entries naming the same line
+    #: merge into one (see :mod:`torchdoctor.analyze.advice.merge`)
+    locations: list[str] = field(default_factory=list)
+    #: the remedy it prescribes when several rules can find it (``"torch.compile"``,
+    #: ``"dataloader-workers"``): entries with the same cause merge into one
+    cause: str | None = None
+    #: a generic engine knob whose gain is a stated range, not measured on the user's code:
+    #: ranks after every measured finding
+    generic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, the ``Advice`` shape of docs/session-schema.md (plus extras)."""
@@ -159,6 +169,27 @@ def same_file(a: str | None, b: str | None) -> bool:
         return True
     longer, shorter = (a_norm, b_norm) if len(a_norm) >= len(b_norm) else (b_norm, a_norm)
     return longer.endswith(os.sep + shorter.lstrip(os.sep)) and not os.path.isabs(shorter)
+
+
+def location(file: Any, line: Any) -> str:
+    """The ``file:line`` of an advice's ``locations`` (the file as recorded).
+
+    Example:
+        >>> location("/src/train.py", 12)
+        '/src/train.py:12'
+    """
+    return f"{file or '?'}:{line if line is not None else '?'}"
+
+
+def split_location(text: str) -> tuple[str, int | None]:
+    """``(file, line)`` of a ``file:line`` string (line None when it is not a number).
+
+    Example:
+        >>> split_location("/src/train.py:12")
+        ('/src/train.py', 12)
+    """
+    file, _, line = str(text).rpartition(":")
+    return (file, int(line)) if line.isdigit() else (str(text), None)
 
 
 def pct(part: float, whole: float) -> float:

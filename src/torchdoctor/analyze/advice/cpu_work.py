@@ -18,8 +18,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, is_cuda, pct, same_file, with_saving
-from torchdoctor.session_read import fmt_ms, node_ms, step_ms, walk
+from torchdoctor.analyze.advice.base import (
+    SPEEDUPS,
+    Advice,
+    fmt_ms,
+    is_cuda,
+    location,
+    node_ms,
+    pct,
+    same_file,
+    step_ms,
+    walk,
+    with_saving,
+)
 
 ROUND_TRIP_KINDS = {"cpu", "numpy", "tolist"}
 _CPU_NAMES = re.compile(r"scipy|numpy|linear_sum_assignment|\bcpu\b|_cpu", re.IGNORECASE)
@@ -62,12 +73,16 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
     cuda = is_cuda(session)
     places: dict[int, tuple[Mapping | None, list[str]]] = {}
     loose: list[str] = []
+    lines: dict[int, list[str]] = {}  # node id (0: loose) -> file:line of its round trips
     for record in session.get("syncs") or ():
         if record.get("kind") not in ROUND_TRIP_KINDS:
             continue
         where = f"{os.path.basename(str(record.get('file') or '?'))}:{record.get('line', '?')}"
         text = f"{where} {record.get('op') or record.get('kind')} (device-to-host round trip)"
         node = _enclosing(tree, record)
+        lines.setdefault(id(node) if node is not None else 0, []).append(
+            location(record.get("file"), record.get("line"))
+        )
         if node is None:
             loose.append(text)
         else:
@@ -84,6 +99,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
         part = node_ms(node)
         if step <= 0 or part < MIN_FRACTION * step:
             loose.extend(evidence)
+            lines.setdefault(0, []).extend(lines.pop(id(node), []))
             continue
         path = node.get("path") or node.get("name")
         item = Advice(
@@ -96,6 +112,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
             "instead of scipy linear_sum_assignment; torch ops instead of numpy) and keep "
             "tensors on the device end to end.",
             references=["torchdoctor.ops", "seed 000", "seed 002"],
+            locations=lines.get(id(node), []),
         )
         if cuda:
             with_saving(item, step, part / step, SPEEDUPS["on_device"])
@@ -115,6 +132,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
                 fix="Replace .cpu()/.numpy()/.tolist() processing with tensor ops on the device.",
                 references=["torchdoctor.ops", "seed 002"],
                 heat=0.05,
+                locations=lines.get(0, []),
             )
         )
     return advice

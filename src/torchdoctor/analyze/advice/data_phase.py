@@ -42,5 +42,6 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         code="loader = DataLoader(ds, batch_size=64)                         # before\n"
         "loader = DataLoader(ds, batch_size=64, num_workers=4, pin_memory=True,\n"
         "                    persistent_workers=True, prefetch_factor=2)  # after",
+        cause="dataloader-workers",
     )
     return [with_saving(advice, step, data / step, SPEEDUPS["dataloader_workers"])]

@@ -1,9 +1,11 @@
 """Rule ``dominant-module``: one module, region or stack of identical layers takes >= 30% of the step.
 
 A part that dominates only because it is recomputed on identical inputs (see the loop-invariant
-rule) is left to that rule. The remedy depends on what the dominant part is: attention (fused SDPA, bf16), a stack of
-repeated layers (torch.compile; fewer or smaller layers), linear algebra or matching (the
-batched torchdoctor.ops replacement), anything else (torch.compile).
+rule) is left to that rule. The remedy depends on what the dominant part is, read from one table (:data:`REMEDIES`):
+attention (fused SDPA, bf16), a stack of repeated layers (torch.compile; fewer or smaller
+layers), linear algebra or matching (the batched torchdoctor.ops replacement), a leaf matmul
+(Linear, GPT-2's Conv1D: bf16/TF32, shapes), a leaf embedding (sparse gradients), another leaf
+module (torch.compile), anything else (regions inside it, torch.compile).
 
 Example:
     >>> dominant_module({"step_ms": {"median": 0.0}, "tree": None})
@@ -13,11 +15,23 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, amdahl_saving, pct, with_saving
-from torchdoctor.session_read import center, fmt_ms, node_ms, step_ms, walk
+from torchdoctor.analyze.advice.base import (
+    SPEEDUPS,
+    Advice,
+    amdahl_saving,
+    center,
+    fmt_ms,
+    is_cuda,
+    node_ms,
+    pct,
+    step_ms,
+    walk,
+    with_saving,
+)
 
 THRESHOLD = 0.30
 MIN_REPEATS = 4
@@ -25,17 +39,13 @@ MIN_REPEATS = 4
 WRAPPER = 0.80
 
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
-_LINALG = re.compile(
-    r"chol|inverse|\binv\b|pinv|mahalanobis|whiten|covariance|\bcov|dpp|hungarian|assignment|"
-    r"matching|sinkhorn|cdist|distance|solve|svd|eig|logdet|linalg",
-    re.IGNORECASE,
-)
 
-
-#: name pattern -> the torchdoctor.ops calls that replace that kind of code
+#: name pattern -> the torchdoctor.ops calls that replace that kind of code. A module or region
+#: whose name or type matches one of these is "linear algebra or matching" (one table: the
+#: linalg test and the suggested ops cannot drift apart).
 OPS_FOR: tuple[tuple[re.Pattern[str], list[str]], ...] = (
     (
-        re.compile(r"chol|inverse|\binv\b|pinv|mahalanobis|whiten|solve", re.IGNORECASE),
+        re.compile(r"chol|inverse|\binv\b|pinv|mahalanobis|whiten|solve|linalg", re.IGNORECASE),
         [
             "torchdoctor.ops.cholesky_factor",
             "torchdoctor.ops.whiten",
@@ -59,6 +69,12 @@ OPS_FOR: tuple[tuple[re.Pattern[str], list[str]], ...] = (
         ["torchdoctor.ops.two_stage_negatives", "torchdoctor.ops.pairwise_mahalanobis"],
     ),
 )
+
+#: leaf module types that are one matmul (GPT-2's ``Conv1D`` is a linear layer with a weight)
+MATMUL_TYPES = frozenset(
+    {"Linear", "LazyLinear", "Bilinear", "Conv1D", "NonDynamicallyQuantizableLinear"}
+)
+EMBEDDING_TYPES = frozenset({"Embedding", "EmbeddingBag"})
 
 
 def ops_for(name: str) -> list[str]:
@@ -111,7 +127,14 @@ def _is_attention(node: Mapping[str, Any]) -> bool:
 
 
 def _is_linalg(node: Mapping[str, Any]) -> bool:
-    return bool(_LINALG.search(f"{node.get('type') or ''} {node.get('name') or ''}"))
+    return bool(ops_for(f"{node.get('name') or ''} {node.get('type') or ''}"))
+
+
+def _is_leaf(node: Mapping[str, Any]) -> bool:
+    """A module with no module or region inside it (its own ops only)."""
+    return node.get("kind") == "module" and not any(
+        child.get("kind") in ("module", "region", "group") for child in node.get("children") or ()
+    )
 
 
 def _candidates(tree: Mapping[str, Any], step: float) -> list[tuple[Mapping, str, list | None]]:
@@ -183,6 +206,123 @@ def _kept_after_caching(session: Mapping[str, Any], path: str) -> float:
 OVERHEAD_CAVEAT_PCT = 20.0
 
 
+@dataclass(frozen=True)
+class Remedy:
+    """One kind of dominant part and what to do about it (a row of :data:`REMEDIES`).
+
+    ``when(node, group, cuda)`` says whether it fits; ``title`` follows "<label> dominates the
+    step: "; ``speedup`` names a :data:`SPEEDUPS` entry (None: no saving can be estimated);
+    ``cause`` lets another rule's advice with the same remedy merge with this one.
+
+    Example:
+        >>> REMEDIES[0].name
+        'attention'
+    """
+
+    name: str
+    when: Callable[[Mapping[str, Any], list | None, bool], bool]
+    title: str
+    fix: str
+    references: tuple[str, ...]
+    speedup: str | None
+    confidence: str = "medium"
+    cause: str | None = None
+    code: str | None = None
+
+
+def _any_attention(node: Mapping[str, Any], group: list | None, cuda: bool) -> bool:
+    return any(_is_attention(c) for c in group) if group else _is_attention(node)
+
+
+#: the remedies, first match wins: attention, a layer stack, linear algebra / matching, a leaf
+#: matmul, a leaf embedding, any other leaf module, anything else.
+REMEDIES: tuple[Remedy, ...] = (
+    Remedy(
+        "attention",
+        _any_attention,
+        "use fused attention (SDPA) and bf16",
+        "Replace hand-written softmax(QK^T)V with torch.nn.functional.scaled_dot_product_attention "
+        "(nn.MultiheadAttention uses it when need_weights=False); run it under "
+        "torch.autocast(dtype=bfloat16).",
+        ("torch.nn.functional.scaled_dot_product_attention", "seed 001"),
+        "sdpa",
+        cause="sdpa",
+        code="out, _ = attn(q, k, v)                      # before\n"
+        "out, _ = attn(q, k, v, need_weights=False)  # after: fused SDPA kernel",
+    ),
+    Remedy(
+        "layer-stack",
+        lambda node, group, cuda: bool(group),
+        "compile the layer stack, or use fewer layers",
+        "torch.compile the repeated layer (or the whole model) so each layer's small ops fuse; "
+        "if quality allows, train a model with fewer or narrower layers.",
+        ("torch.compile", "seed 001"),
+        "compile_repeated",
+        cause="torch.compile",
+        code="model = torch.compile(model)",
+    ),
+    Remedy(
+        "linear-algebra",
+        lambda node, group, cuda: _is_linalg(node),
+        "use the batched torchdoctor.ops replacement",
+        "Replace per-sample linear algebra (explicit inverses, per-element loops, CPU "
+        "assignment) with one batched, sync-free call: {ops}.",
+        ("seed 000", "seed 003"),
+        "ops_replacement",
+    ),
+    Remedy(
+        "matmul",
+        lambda node, group, cuda: _is_leaf(node) and str(node.get("type")) in MATMUL_TYPES,
+        "it is one matmul: make the matmul cheaper",
+        "Its time is the matrix multiply (tokens x in_features x out_features): run it in "
+        "bf16 under torch.autocast (CUDA; TF32 for fp32), keep in/out features multiples of 64, "
+        "and shrink the largest dimension (a vocabulary-sized output: tie it to the embedding, "
+        "or compute the loss in chunks); fewer tokens per step also scale it down.",
+        ("torch.autocast", "torch.set_float32_matmul_precision"),
+        "bf16_autocast",
+        cause="bf16-autocast",
+        code='with torch.autocast(device_type="cuda", dtype=torch.bfloat16):\n'
+        "    logits = model(x)",
+    ),
+    Remedy(
+        "embedding",
+        lambda node, group, cuda: _is_leaf(node) and str(node.get("type")) in EMBEDDING_TYPES,
+        "an embedding lookup: shrink its table or its gradient",
+        "An embedding is cheap forward; its cost is the dense gradient of the whole table in "
+        "backward and the optimizer step over it: use nn.Embedding(sparse=True) with a sparse "
+        "optimizer (torch.optim.SparseAdam), or a smaller vocabulary / embedding dimension.",
+        ("torch.nn.Embedding", "torch.optim.SparseAdam"),
+        None,
+    ),
+    Remedy(
+        "leaf",
+        lambda node, group, cuda: _is_leaf(node),
+        "compile it to fuse its ops",
+        "A single module without sub-modules: torch.compile it (or the model) to fuse its "
+        "elementwise ops; check its input size and dtype.",
+        ("torch.compile",),
+        "compile",
+        confidence="low",
+        cause="torch.compile",
+    ),
+    Remedy(
+        "composite",
+        lambda node, group, cuda: True,
+        "profile inside it and compile it",
+        "Wrap its sub-steps in torchdoctor.region(...) to see where the time goes; "
+        "torch.compile it to fuse its small ops.",
+        ("torchdoctor.region", "torch.compile"),
+        "compile",
+        confidence="low",
+        cause="torch.compile",
+    ),
+)
+
+
+def _remedy_for(node: Mapping[str, Any], group: list | None, cuda: bool) -> Remedy:
+    return next(r for r in REMEDIES if r.when(node, group, cuda))
+
+
 def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each leaf-most module/region/layer stack taking >= 30% of the step.
 
@@ -190,8 +330,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         >>> tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [
         ...     {"kind": "module", "path": "head", "name": "head", "type": "Linear",
         ...      "total_ms": {"median": 8.0}, "children": []}]}
-        >>> dominant_module({"step_ms": {"median": 10.0}, "tree": tree})[0].rule
-        'dominant-module'
+        >>> [a.title for a in dominant_module({"step_ms": {"median": 10.0}, "tree": tree})]
+        ['head (Linear) dominates the step: it is one matmul: make the matmul cheaper']
     """
     step = step_ms(session)
     tree = session.get("tree")
@@ -200,6 +340,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     advice: list[Advice] = []
     estimate = (session.get("config") or {}).get("profiler_overhead") or {}
     overhead = estimate.get("overhead_pct") or 0.0
+    cuda = is_cuda(session)
     for node, label, group in _candidates(tree, step):
         part_ms = sum(node_ms(c) for c in group) if group else node_ms(node)
         if part_ms * _kept_after_caching(session, str(node.get("path") or "")) < THRESHOLD * step:
@@ -211,66 +352,35 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             evidence.append(
                 f"{len(group)} identical {group[0].get('type')} layers, ~{fmt_ms(per_layer)} each"
             )
-            is_attention = any(_is_attention(c) for c in group)
-        else:
-            is_attention = _is_attention(node)
         fwd = sum(_fwd(c) for c in group) if group else _fwd(node)
         bwd = part_ms - fwd
         if bwd > 0:
             evidence.append(f"forward {fmt_ms(fwd)}, backward {fmt_ms(bwd)}")
-        if is_attention:
-            item = Advice(
-                rule="dominant-module",
-                title=f"{label} dominates the step: use fused attention (SDPA) and bf16",
-                confidence="medium",
-                evidence=evidence,
-                fix="Replace hand-written softmax(QK^T)V with "
-                "torch.nn.functional.scaled_dot_product_attention (nn.MultiheadAttention "
-                "uses it when need_weights=False); run it under torch.autocast(dtype=bfloat16).",
-                references=["torch.nn.functional.scaled_dot_product_attention", "seed 001"],
-                code="out, _ = attn(q, k, v)                      # before\n"
-                "out, _ = attn(q, k, v, need_weights=False)  # after: fused SDPA kernel",
-            )
-            with_saving(item, step, fraction, SPEEDUPS["sdpa"])
-        elif group:
+        remedy = _remedy_for(node, group, cuda)
+        if remedy.name == "layer-stack":
             halve = amdahl_saving(step, fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")
-            item = Advice(
-                rule="dominant-module",
-                title=f"{label} dominates the step: compile the layer stack, or use fewer layers",
-                confidence="medium",
-                evidence=evidence,
-                fix="torch.compile the repeated layer (or the whole model) so each layer's "
-                "small ops fuse; if quality allows, train a model with fewer or narrower layers.",
-                references=["torch.compile", "seed 001"],
-                code="model = torch.compile(model)",
-            )
-            with_saving(item, step, fraction, SPEEDUPS["compile_repeated"])
-        elif _is_linalg(node):
-            ops = ops_for(f"{node.get('name') or ''} {node.get('type') or ''}")
-            item = Advice(
-                rule="dominant-module",
-                title=f"{label} dominates the step: use the batched torchdoctor.ops replacement",
-                confidence="medium",
-                evidence=evidence,
-                fix="Replace per-sample linear algebra (explicit inverses, per-element loops, "
-                "CPU assignment) with one batched, sync-free call: "
-                + (", ".join(ops) if ops else "see torchdoctor.ops")
-                + ".",
-                references=(ops or ["torchdoctor.ops"]) + ["seed 000", "seed 003"],
-            )
-            with_saving(item, step, fraction, SPEEDUPS["ops_replacement"])
+        ops = ops_for(f"{node.get('name') or ''} {node.get('type') or ''}")
+        named = str(node.get("type") or "") not in ("", label.rsplit(".", 1)[-1])
+        leaf_type = f" ({node.get('type')})" if not group and _is_leaf(node) and named else ""
+        item = Advice(
+            rule="dominant-module",
+            title=f"{label}{leaf_type} dominates the step: {remedy.title}",
+            confidence=remedy.confidence,
+            evidence=evidence,
+            fix=remedy.fix.format(ops=", ".join(ops) if ops else "see torchdoctor.ops"),
+            references=(ops if remedy.name == "linear-algebra" else []) + list(remedy.references),
+            code=remedy.code,
+            cause=remedy.cause,
+        )
+        speedup = remedy.speedup
+        if remedy.name == "matmul" and not cuda:
+            speedup = None  # bf16/TF32 tensor cores: no stated speedup for a CPU matmul
+            item.heat = fraction
+        if speedup is not None:
+            with_saving(item, step, fraction, SPEEDUPS[speedup])
         else:
-            item = Advice(
-                rule="dominant-module",
-                title=f"{label} dominates the step: profile inside it and compile it",
-                confidence="low",
-                evidence=evidence,
-                fix="Wrap its sub-steps in torchdoctor.region(...) to see where the time goes; "
-                "torch.compile it to fuse its small ops.",
-                references=["torchdoctor.region", "torch.compile"],
-            )
-            with_saving(item, step, fraction, SPEEDUPS["compile"])
+            item.heat = min(1.0, fraction)
         if overhead >= OVERHEAD_CAVEAT_PCT:
             item.evidence.append(
                 f"the profiler's own hooks are ~{overhead:.0f}% of the step here (many small "

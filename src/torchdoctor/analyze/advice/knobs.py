@@ -4,7 +4,8 @@ Which knobs are on is read from ``environment["knobs"]`` (or ``config["knobs"]``
 ``autocast``, ``tf32``, ``channels_last``, ``compile`` set to true / false / null (unknown).
 ``compile`` is also inferred from ``OptimizedModule`` nodes in the tree. A knob known to be on
 is never advised. Savings are Amdahl over the measured forward + backward share with the
-remedy's stated speedup range (autocast and TF32 on CUDA only; channels_last for conv nets).
+remedy's stated speedup range (autocast and TF32 on CUDA only; channels_last only when the tree
+has a Conv2d/Conv3d module).
 
 Example:
     >>> engine_knobs({"tree": None, "phases": {}})
@@ -13,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +23,12 @@ from torchdoctor.session_read import center, fmt_ms, step_ms, walk
 
 #: forward + backward must be at least this share of the step for a knob to be worth it
 MIN_FRACTION = 0.30
+#: module types that make a net a conv net for channels_last: 2-d and 3-d convolutions (not
+#: Conv1d, and not GPT-2's ``Conv1D``, which is a linear layer)
+_CONV_ND = re.compile(r"^(Lazy)?Conv(Transpose)?[23]d$")
+#: the cause of each knob's advice (another rule prescribing the same remedy merges with it)
+CAUSES = {"autocast": "bf16-autocast", "tf32": "tf32", "channels_last": "channels_last",
+          "compile": "torch.compile"}  # fmt: skip
 
 _KNOBS: dict[str, dict[str, Any]] = {
     "autocast": {
@@ -68,7 +76,7 @@ def _knob_state(session: Mapping[str, Any]) -> dict[str, Any]:
     types = {str(n.get("type") or "") for n, _ in walk(session.get("tree"))}
     if any("OptimizedModule" in t for t in types):
         state["compile"] = True
-    state["_conv"] = any(t.startswith("Conv") for t in types)
+    state["_conv"] = any(_CONV_ND.match(t) for t in types)
     tree = session.get("tree")
     state["_modules"] = not tree or any(  # (no tree: unknown, so assume a model)
         n.get("kind", "module") == "module" and n.get("path") for n, _ in walk(tree)
@@ -124,6 +132,8 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             fix=spec["fix"],
             references=[spec["ref"], "seed 000", "seed 001"],
             code=spec["code"],
+            cause=CAUSES[knob],
+            generic=True,
         )
         advice.append(with_saving(item, step, fraction, speedup))
         item.heat = min(item.heat, 0.2)  # a generic knob ranks below specific evidence

@@ -18,11 +18,22 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, pct, same_file, unattributed_ms
-from torchdoctor.session_read import node_ms, step_ms, walk
+from torchdoctor.analyze.advice.base import (
+    Advice,
+    fmt_count,
+    location,
+    node_ms,
+    pct,
+    same_file,
+    step_ms,
+    unattributed_ms,
+    walk,
+)
 
 HOT_FRACTION = 0.05
 MAX_HOT = 10
+#: lint codes whose remedy another rule also prescribes (they merge into one advice)
+CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers"}
 
 
 def as_finding_dict(finding: Any) -> dict[str, Any]:
@@ -47,7 +58,9 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
     path = finding.get("path")
     for record in session.get("syncs") or ():
         if record.get("line") == line and same_file(record.get("file"), path):
-            return 1.0, f"the line syncs {record.get('per_step', '?')}x per step in the profile"
+            per_step = record.get("per_step")
+            times = fmt_count(per_step) if isinstance(per_step, int | float) else "?"
+            return 1.0, f"the line syncs {times}x per step in the profile"
     best: tuple[float, str] = (0.0, "")
     if step <= 0 or not isinstance(line, int):
         return best
@@ -86,13 +99,28 @@ def suspects(session: Mapping[str, Any]) -> list[str]:
         >>> suspects({"lint": []})
         []
     """
+    return [text for text, _ in suspect_lines(session)]
+
+
+def suspect_lines(session: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """:func:`suspects` with each finding's location (``file:line`` as recorded).
+
+    Example:
+        >>> suspect_lines({"lint": []})
+        []
+    """
     out = []
     step = step_ms(session)
     for finding in map(as_finding_dict, session.get("lint") or ()):
         _, why = _heat(finding, session, step)
         if why.startswith("outside every module"):
             where = f"{os.path.basename(str(finding.get('path')))}:{finding.get('line')}"
-            out.append(f"{where} {finding.get('code')} {finding.get('message')}")
+            out.append(
+                (
+                    f"{where} {finding.get('code')} {finding.get('message')}",
+                    location(finding.get("path"), finding.get("line")),
+                )
+            )
     return out
 
 
@@ -155,6 +183,8 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 fix=f"use {replacement}" if replacement else str(finding.get("message") or ""),
                 references=[str(finding.get("code"))] + ([replacement] if replacement else []),
                 heat=heat,
+                locations=[location(finding.get("path"), finding.get("line"))],
+                cause=CAUSES.get(str(finding.get("code"))),
             )
         )
     advice.sort(key=lambda a: a.heat, reverse=True)
@@ -173,6 +203,8 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 fix=str(group[0].get("replacement") or "see `torchdoctor lint` for each line"),
                 references=[code],
                 heat=0.0,
+                locations=[location(f.get("path"), f.get("line")) for f in group],
+                cause=CAUSES.get(code),
             )
         )
     return advice

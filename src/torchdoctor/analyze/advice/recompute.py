@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, pct
-from torchdoctor.session_read import fmt_ms, step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, location, pct, step_ms
 
 #: ignore recomputation that costs less than this share of the step
 MIN_FRACTION = 0.01
@@ -72,15 +71,20 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
         calls = record.get("calls_per_step")
         source = record.get("source") or {}
         evidence = [
-            f"{path} runs {calls:g} times per step; {repeats:g} of those calls get inputs "
+            f"{path} runs {fmt_count(calls)} times per step; {fmt_count(repeats)} of those calls get inputs "
             f"identical to an earlier call (same storage, version, shape, dtype) and unchanged "
             f"weights"
             if isinstance(calls, (int, float))
-            else f"{path}: {repeats:g} calls per step with identical inputs",
+            else f"{path}: {fmt_count(repeats)} calls per step with identical inputs",
             f"{fmt_ms(per_call)} per call, so {fmt_ms(saving)} per step recomputed "
             f"({pct(saving, step):.0f}% of the step)",
         ]
         site = record.get("call_site") or {}
+        lines = [
+            location(place["file"], place.get("line"))
+            for place in (site, source)
+            if place.get("file") and place.get("line")
+        ]
         if site.get("file"):
             code = f": {site['code']}" if site.get("code") else ""
             evidence.append(f"called at {site['file']}:{site.get('line', '?')}{code}")
@@ -98,6 +102,7 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
                 "(e.g. before the denoising steps) and pass the cached output to every iteration.",
                 references=["seed 001"],
                 heat=min(1.0, saving / step) if step > 0 else 0.0,
+                locations=lines,
                 code="for t in timesteps:                      # before\n"
                 "    out = model(x, t, cond)              # re-encodes cond every step\n"
                 "memory = model.encode(cond)              # after: once\n"

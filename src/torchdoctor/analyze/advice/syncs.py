@@ -19,8 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, pct
-from torchdoctor.session_read import fmt_ms, step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, location, pct, step_ms
 
 SCALAR_KINDS = {"item", "cpu", "tolist", "numpy", "bool", "float", "int", "format", "repr"}
 SHAPE_KINDS = {
@@ -74,13 +73,13 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
     records = sorted(records, key=_per_step, reverse=True)
     per_step = sum(_per_step(r) for r in records)
     lines = len({(r.get("file"), r.get("line")) for r in records})
-    evidence = [f"{per_step:g} host syncs per step from {lines} source line(s)"]
+    evidence = [f"{fmt_count(per_step)} host syncs per step from {lines} source line(s)"]
     for r in records[:MAX_LINES]:
         stall = r.get("stall_ms")
         stall_text = f", stall {fmt_ms(stall)}/step" if isinstance(stall, (int, float)) else ""
         evidence.append(
             f"{_where(r)} {r.get('op') or r.get('kind')} [{r.get('kind')}] "
-            f"x{_per_step(r):g}/step in {r.get('phase') or '?'}{stall_text}"
+            f"x{fmt_count(_per_step(r))}/step in {r.get('phase') or '?'}{stall_text}"
         )
     if len(records) > MAX_LINES:
         evidence.append(f"... and {len(records) - MAX_LINES} more line(s)")
@@ -116,6 +115,7 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
             "y = torch.where(mask, x, 0)        # after: fixed shape, no host sync",
         )
     advice.code = _your_lines(records) + (advice.code or "")
+    advice.locations = list(dict.fromkeys(location(r.get("file"), r.get("line")) for r in records))
     if stall is not None and step > 0:
         advice.estimated_saving_ms = min(stall, step)
         advice.saving_range_ms = [advice.estimated_saving_ms, advice.estimated_saving_ms]
@@ -139,7 +139,8 @@ def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
         >>> host_syncs({"syncs": [rec], "step_ms": {"median": 5.0}})[0].rule
         'host-syncs'
     """
-    records = [r for r in session.get("syncs") or () if _per_step(r) > 0]
+    # syncs inside installed packages are the library-syncs rule's: the user does not own them
+    records = [r for r in session.get("syncs") or () if _per_step(r) > 0 and not r.get("library")]
     step = step_ms(session)
     cuda = str((session.get("environment") or {}).get("device") or "").startswith("cuda")
     # Scalars read at a log interval (a print every N steps) already follow the advice, and

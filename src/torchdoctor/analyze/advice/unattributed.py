@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, pct, unattributed_ms
-from torchdoctor.analyze.advice.lint_hot import suspects
-from torchdoctor.session_read import fmt_ms, step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms, unattributed_ms
+from torchdoctor.analyze.advice.lint_hot import suspect_lines
 
 THRESHOLD = 0.30
 
@@ -36,6 +35,7 @@ def unattributed(session: Mapping[str, Any]) -> list[Advice]:
     rest = unattributed_ms(session)
     if step <= 0 or rest < THRESHOLD * step:
         return []
+    suspected = suspect_lines(session)[:5]
     return [
         Advice(
             rule="unattributed",
@@ -47,12 +47,13 @@ def unattributed(session: Mapping[str, Any]) -> list[Advice]:
                 f"region (the root's (self) entry, {pct(rest, step):.0f}% of the step)",
                 "functional code (losses written with tensor ops, per-sample Python loops) lands "
                 "here",
-                *(f"suspect: {s}" for s in suspects(session)[:5]),
+                *(f"suspect: {text}" for text, _ in suspected),
             ],
             fix='Wrap the suspect blocks in `with torchdoctor.region("name"):` (a no-op when '
             "nothing profiles) and profile again: each gets its forward and backward time.",
             references=["torchdoctor.region"],
             heat=min(1.0, rest / step),
+            locations=[where for _, where in suspected],
             code="loss = ce + penalty(z, cov)                       # before\n"
             'with torchdoctor.region("penalty"):\n'
             "    p = penalty(z, cov)                             # after: measured\n"

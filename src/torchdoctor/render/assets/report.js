@@ -67,7 +67,7 @@
     parts.push("forward " + fmt(center(node.forward_ms)));
     parts.push("backward " + fmt(center(node.backward_ms)));
     if (stepMs > 0) { parts.push((100 * value(node) / stepMs).toFixed(1) + "% of the step (" + mode + ")"); }
-    if (node.calls_per_step) { parts.push(node.calls_per_step + " call(s)/step"); }
+    if (node.calls_per_step) { parts.push(Number(node.calls_per_step.toPrecision(3)) + " call(s)/step"); }
     if (node.source && node.source.file) { parts.push(node.source.file + ":" + node.source.line); }
     return parts.join("  ·  ");
   }

@@ -1,0 +1,204 @@
+"""Rule ``library-syncs``: host syncs inside an installed package, addressed where the user can act.
+
+A sync record inside a third-party package (``library`` set by the sync audit) keeps where it
+happens (``file:line`` in the package) and names the user's own line that led there
+(``user_file:user_line``, e.g. ``trainer.train()``). Telling the user to rewrite the package's
+line is useless; what they control is how they call it. :data:`KNOWN_LIBRARY_SYNCS` is a small
+table of syncs known in popular libraries with the switch that turns each off; unknown ones are
+reported with where they happen and the user's line. One Advice per user line (all the package
+syncs reached from ``trainer.train()`` are one entry), recorded at least every other step (a
+read at the log interval already follows the advice).
+
+Example:
+    >>> rec = {"kind": "bool", "op": "if (self.args.logging_nan_inf_filter and",
+    ...        "file": "/venv/lib/site-packages/transformers/trainer.py", "line": 1919,
+    ...        "per_step": 4.0, "library": "transformers", "user_file": "/me/train.py",
+    ...        "user_line": 24, "user_op": "trainer.train()"}
+    >>> [a.title for a in library_syncs({"syncs": [rec]})]  # doctest: +NORMALIZE_WHITESPACE
+    ['transformers syncs 4 times per step inside its own code, from train.py:24 trainer.train():
+      TrainingArguments(logging_nan_inf_filter=False)']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, fmt_count, is_cuda, location
+
+MIN_PER_STEP = 0.5  # below: a read every few steps, i.e. at a log interval
+
+
+@dataclass(frozen=True)
+class LibrarySync:
+    """A sync known inside a package, and the switch that avoids it.
+
+    It matches a record whose ``library`` is one of ``packages``, whose file ends with
+    ``file`` and whose statement or function contains ``text``.
+
+    Example:
+        >>> KNOWN_LIBRARY_SYNCS[0].switch
+        'TrainingArguments(logging_nan_inf_filter=False)'
+    """
+
+    packages: tuple[str, ...]
+    file: str
+    text: str
+    what: str
+    #: what the user sets to avoid it; None: inherent, one small read (said so in the advice)
+    switch: str | None
+    code: str
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        """Whether a SyncRecord is this known sync."""
+        file = str(record.get("file") or "").replace(os.sep, "/")
+        where = f"{record.get('op') or ''} {record.get('function') or ''}"
+        return (
+            record.get("library") in self.packages
+            and file.endswith("/" + self.file)
+            and self.text in where
+        )
+
+
+#: syncs found by running real Hugging Face and Lightning loops (docs/advice-rules.md)
+KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
+    LibrarySync(
+        ("transformers",),
+        "trainer.py",
+        "logging_nan_inf_filter",
+        "the Hugging Face Trainer tests every micro-batch's loss for NaN/Inf in an `if` "
+        "(torch.isnan(loss) or torch.isinf(loss)): one host read per micro-batch",
+        "TrainingArguments(logging_nan_inf_filter=False)",
+        "args = TrainingArguments(..., logging_nan_inf_filter=False)",
+    ),
+    LibrarySync(
+        ("transformers",),
+        "masking_utils.py",
+        "find_packed_sequence_indices",
+        "without an attention_mask in the batch, every forward tests position_ids for packed "
+        "sequences in an `if` (find_packed_sequence_indices)",
+        None,
+        "",
+    ),
+    LibrarySync(
+        ("transformers",),
+        "masking_utils.py",
+        "_ignore_causal_mask_sdpa",
+        "with an attention_mask, every forward tests whether the mask is all ones, to let SDPA "
+        "use is_causal instead of a mask (_ignore_causal_mask_sdpa)",
+        None,
+        "",
+    ),
+    LibrarySync(
+        ("lightning", "lightning_fabric", "pytorch_lightning"),
+        "utilities/apply_func.py",
+        "to_item",
+        "Lightning converts every metric logged with prog_bar=True to a Python number each "
+        "step (convert_tensors_to_scalars: .item()), even with the progress bar disabled",
+        "self.log(name, value, prog_bar=False) for per-step metrics (or on_step=False)",
+        'self.log("train_loss", loss, prog_bar=False)  # or on_step=False, on_epoch=True',
+    ),
+)
+
+
+def known_sync(record: Mapping[str, Any]) -> LibrarySync | None:
+    """The :data:`KNOWN_LIBRARY_SYNCS` entry of a record, or None.
+
+    Example:
+        >>> known_sync({"library": "lightning_fabric", "function": "to_item",
+        ...             "file": "/v/site-packages/lightning_fabric/utilities/apply_func.py"}).packages
+        ('lightning', 'lightning_fabric', 'pytorch_lightning')
+    """
+    return next((k for k in KNOWN_LIBRARY_SYNCS if k.matches(record)), None)
+
+
+def _per_step(record: Mapping[str, Any]) -> float:
+    value = record.get("per_step")
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def _short(file: Any, line: Any) -> str:
+    parts = str(file or "?").replace(os.sep, "/").split("/")
+    return f"{'/'.join(parts[-2:]) if len(parts) > 1 else parts[0]}:{line}"
+
+
+def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
+    first = records[0]
+    user = f"{os.path.basename(str(first.get('user_file')))}:{first.get('user_line')}"
+    user_op = str(first.get("user_op") or "").strip()
+    packages = sorted({str(r.get("library") or "?") for r in records})
+    per_step = sum(_per_step(r) for r in records)
+    known: list[LibrarySync] = []
+    evidence = [
+        f"{fmt_count(per_step)} host syncs per step inside {', '.join(packages)}, reached from "
+        f"your line {user} {user_op}".rstrip()
+    ]
+    for record in records:
+        entry = known_sync(record)
+        if entry is not None and entry not in known:
+            known.append(entry)
+        evidence.append(
+            f"{_short(record.get('file'), record.get('line'))} {record.get('op') or ''} "
+            f"[{record.get('kind')}] x{fmt_count(_per_step(record))}/step"
+            + (f": {entry.what}" if entry else ": no known switch")
+        )
+    if not cuda:
+        evidence.append("predicted on a CPU run: each of these waits for the GPU queue on CUDA")
+    switches = [k.switch for k in known if k.switch]
+    unknown = [r for r in records if known_sync(r) is None]
+    fix = "; ".join(switches)
+    if any(k.switch is None for k in known):
+        fix += ("; " if fix else "") + (
+            "the model's own mask checks (one small read per forward) have no switch: "
+            "transformers reads the mask either way (without an attention_mask it tests the "
+            "position ids instead)"
+        )
+    if unknown:
+        fix += ("; " if fix else "") + (
+            f"for the {len(unknown)} line(s) without a known switch: these are the package's "
+            "own reads (logging, metric conversion, safety checks); look for its option that "
+            "controls them rather than editing its code"
+        )
+    title = (
+        f"{', '.join(packages)} syncs {fmt_count(per_step)} times per step inside its own code, "
+    )
+    title += f"from {user} {user_op}".rstrip()
+    if switches:
+        title += f": {switches[0]}"
+    elif unknown:
+        title += ": find the package option behind it"
+    else:
+        title += " (known, no switch)"
+    item = Advice(
+        rule="library-syncs",
+        title=title,
+        confidence="medium" if switches else "low",
+        evidence=evidence,
+        fix=fix,
+        references=switches + packages,
+        code="\n".join(k.code for k in known if k.code) or None,
+        heat=min(0.5, 0.05 * per_step),
+        locations=[location(first.get("user_file"), first.get("user_line"))]
+        + [location(r.get("file"), r.get("line")) for r in records],
+    )
+    return item
+
+
+def library_syncs(session: Mapping[str, Any]) -> list[Advice]:
+    """Advice for syncs inside installed packages, one entry per user line that reaches them.
+
+    Example:
+        >>> library_syncs({"syncs": [{"kind": "item", "file": "t.py", "line": 3, "per_step": 1.0}]})
+        []
+    """
+    by_user_line: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
+    for record in session.get("syncs") or ():
+        if record.get("library") and _per_step(record) >= MIN_PER_STEP:
+            key = (str(record.get("user_file")), record.get("user_line"))
+            by_user_line.setdefault(key, []).append(record)
+    cuda = is_cuda(session)
+    return [
+        _advice(sorted(group, key=_per_step, reverse=True), cuda) for group in by_user_line.values()
+    ]

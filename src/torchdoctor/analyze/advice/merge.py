@@ -1,0 +1,152 @@
+"""One advice per cause: entries about the same source line or the same remedy become one.
+
+Rules look at one kind of evidence each (the tree, the sync audit, hot lines, lint findings), so
+two of them can find the same thing: a ``.item()`` line is a sync record *and* a TD201 finding;
+``torch.compile`` is the remedy of a dominant layer stack *and* an engine knob. Entries that
+share a location (``Advice.locations``, compared as the same file and line) or a ``cause`` are
+merged: the strongest entry (first in ranked order) keeps its title, fix and code; the merged
+entry gathers the evidence, references and locations of all of them and keeps the largest
+saving (with its confidence) and heat: the same cause is not saved twice. A weaker entry that
+bundles several lines (the host-syncs advice) and shares only some of them hands those lines
+over to the stronger entry and keeps the rest, so no line is named by two entries.
+
+Example:
+    >>> from torchdoctor.analyze.advice.base import Advice
+    >>> a = Advice("host-syncs", "Keep scalars on the device", locations=["t.py:3"], heat=0.5)
+    >>> b = Advice("lint", "TD201 .item() in a loop", locations=["/p/t.py:3"], evidence=["x"])
+    >>> [(m.title, m.evidence) for m in one_per_cause([a, b])]
+    [('Keep scalars on the device', ['x', 'also found by: lint'])]
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+
+from torchdoctor.analyze.advice.base import CONFIDENCES, Advice, same_file, split_location
+
+
+def _keys(advice: Advice) -> list[tuple]:
+    """What an entry is about: its source lines (by file name and line) and its cause."""
+    keys: list[tuple] = []
+    single = getattr(advice, "location", None)  # a rule may name one line only
+    for text in [*advice.locations, *([single] if isinstance(single, str) else [])]:
+        file, line = split_location(text)
+        if line is not None:
+            keys.append(("line", os.path.basename(file), line, file))
+    if advice.cause:
+        keys.append(("cause", advice.cause))
+    return keys
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    if a[0] != b[0]:
+        return False
+    if a[0] == "cause":
+        return a == b
+    return a[1:3] == b[1:3] and same_file(a[3], b[3])
+
+
+def _shared(item: Advice, target: Advice) -> tuple[list[tuple], list[tuple]]:
+    """``item``'s keys that ``target`` also has, and the rest."""
+    theirs = _keys(target)
+    shared, rest = [], []
+    for key in _keys(item):
+        (shared if any(_same(key, other) for other in theirs) else rest).append(key)
+    return shared, rest
+
+
+def _hand_over(item: Advice, target: Advice, lines: list[tuple]) -> None:
+    """Move ``lines`` (and the evidence and code lines naming them) from ``item`` to
+    ``target``: a bundle of lines (the host-syncs advice) gives up the lines that a stronger
+    advice explains, and keeps the others."""
+    tags = [f"{key[1]}:{key[2]}" for key in lines]
+    names = [text for text in item.evidence if any(tag in text for tag in tags)]
+    target.evidence.extend(e for e in names if e not in target.evidence)
+    item.evidence = [e for e in item.evidence if e not in names]
+    item.evidence.append(
+        f"{len(lines)} of these line(s) belong to the advice {target.title!r} (one advice per line)"
+    )
+    wanted = {(key[1], key[2]) for key in lines}
+    moved = [
+        loc
+        for loc in item.locations
+        if (os.path.basename(split_location(loc)[0]), split_location(loc)[1]) in wanted
+    ]
+    item.locations = [loc for loc in item.locations if loc not in moved]
+    target.locations.extend(loc for loc in moved if loc not in target.locations)
+    if item.code:
+        item.code = "\n".join(
+            line for line in item.code.splitlines() if not any(tag in line for tag in tags)
+        )
+
+
+def _merged(entries: list[Advice]) -> Advice:
+    first = entries[0]
+    for other in entries[1:]:  # (copies: the rules' own entries stay as they were)
+        first.evidence.extend(e for e in other.evidence if e not in first.evidence)
+        first.references.extend(r for r in other.references if r not in first.references)
+        first.locations.extend(loc for loc in other.locations if loc not in first.locations)
+        if (other.estimated_saving_ms or 0.0) > (first.estimated_saving_ms or 0.0):
+            # the confidence goes with the saving it qualifies
+            first.estimated_saving_ms = other.estimated_saving_ms
+            first.saving_range_ms = other.saving_range_ms
+            first.confidence = other.confidence
+        elif first.estimated_saving_ms is None and CONFIDENCES.index(
+            other.confidence
+        ) < CONFIDENCES.index(first.confidence):
+            first.confidence = other.confidence
+        first.heat = max(first.heat, other.heat)
+        first.generic = first.generic and other.generic
+    also = sorted({e.rule for e in entries[1:]} - {first.rule})
+    if also:
+        first.evidence.append("also found by: " + ", ".join(also))
+    return first
+
+
+def one_per_cause(advice: Sequence[Advice]) -> list[Advice]:
+    """Merge entries about the same line or cause; order is kept (strongest first).
+
+    ``advice`` should be ranked already. Each entry, strongest first, joins the first kept
+    entry it shares a cause or a line with: wholly when all its lines are that entry's (or the
+    cause is the same), else it hands over the shared lines and stays with the rest. The
+    entries passed in are not modified.
+
+    Example:
+        >>> from torchdoctor.analyze.advice.base import Advice
+        >>> items = [Advice("dominant-module", "compile the stack", cause="torch.compile"),
+        ...          Advice("engine-knobs", "torch.compile the model", cause="torch.compile"),
+        ...          Advice("lint", "TD302", locations=["a.py:4"])]
+        >>> [a.title for a in one_per_cause(items)]
+        ['compile the stack', 'TD302']
+    """
+    for item in advice:
+        if item.confidence not in CONFIDENCES:
+            raise ValueError(
+                f"advice {item.title!r} has confidence {item.confidence!r}; expected one of "
+                f"{CONFIDENCES}"
+            )
+    kept: list[Advice] = []
+    groups: dict[int, list[Advice]] = {}  # id(kept entry) -> entries merged into it
+    for original in advice:
+        item = copy.deepcopy(original)
+        merged = handed = False
+        for target in kept:
+            shared, rest = _shared(item, target)
+            if not shared:
+                continue
+            same_cause = any(key[0] == "cause" for key in shared)
+            if same_cause or not [key for key in rest if key[0] == "line"]:
+                if handed:  # what is left of a bundle: only the evidence about its own lines
+                    tags = [f"{key[1]}:{key[2]}" for key in _keys(item) if key[0] == "line"]
+                    item.evidence = [e for e in item.evidence if any(t in e for t in tags)]
+                groups[id(target)].append(item)
+                merged = True
+                break
+            _hand_over(item, target, [key for key in shared if key[0] == "line"])
+            handed = True
+        if not merged:
+            kept.append(item)
+            groups[id(item)] = [item]
+    return [_merged(groups[id(item)]) for item in kept]

@@ -1,0 +1,176 @@
+"""Device residency on a CPU run: which tensors would live on the accelerator in a GPU run.
+
+A CPU run predicts the syncs a GPU run would have; only a read of *device* data is one. A
+tensor is known **host data** when the audit saw it made on the host: a factory call without a
+``device`` argument (``torch.randint``, ``torch.tensor``, ``torch.zeros`` ...), a copy to the
+host (``.cpu()``, ``.to("cpu")`` on a line that names the CPU), or an op whose tensor inputs are
+all host data (``ix + 1``, ``torch.stack(host_list)``, the elements of ``for i in ix``). Every
+other tensor counts as device data: parameters, buffers (unmarked when registered), tensors
+moved with ``.to(device)`` / ``.cuda()`` (even when ``device`` is the CPU in this run), tensors
+made with ``device=...``, whatever is computed from any of them (so module outputs are device
+data through the parameters they use), and tensors whose making the audit did not see.
+
+The marks are a dictionary ``id(tensor) -> weakref`` (no attribute on the user's tensors, so
+nothing leaks into checkpoints); an entry goes when its tensor is freed. Propagation runs in the
+sync audit's TorchFunctionMode for every call it passes through, and costs one dictionary lookup
+per call whose first tensor is device data. See docs/syncs-residency.md for the rule and limits.
+
+Example:
+    >>> import torch
+    >>> residency = Residency()
+    >>> ix = residency.after_call(torch.randint, (10, (3,)), {}, torch.randint(10, (3,)))
+    >>> residency.all_host((ix,), {}), residency.all_host((torch.nn.Parameter(ix.float()),), {})
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import linecache
+import sys
+import weakref
+from types import FrameType
+from typing import Any
+
+import torch
+
+from torchdoctor.collect.syncs_frames import user_frame
+
+_T = torch.Tensor
+
+#: factory functions: no tensor input, so the result is host data unless ``device=`` is given.
+FACTORIES: frozenset = frozenset(
+    f
+    for f in (
+        torch.tensor,
+        torch.as_tensor,
+        getattr(torch, "asarray", None),
+        torch.zeros,
+        torch.ones,
+        torch.empty,
+        torch.full,
+        torch.rand,
+        torch.randn,
+        torch.randint,
+        torch.randperm,
+        torch.arange,
+        torch.linspace,
+        torch.logspace,
+        torch.eye,
+        torch.empty_strided,
+        torch.tril_indices,
+        torch.triu_indices,
+        torch.scalar_tensor,
+        torch.normal,
+    )
+    if f is not None
+)
+#: calls whose result is moved to a device (``.to`` reaches here only with a dtype/device)
+MOVES: frozenset = frozenset((_T.cuda, _T.to))
+
+
+def line_names_cpu(frame: FrameType | None) -> bool:
+    """Whether the user's source line at ``frame`` names the CPU (``.to("cpu")``,
+    ``device="cpu"``): on a CPU run ``x.to(device)`` and ``x.to("cpu")`` are the same call, and
+    only the text tells a copy to the host from a move to the accelerator.
+
+    Example:
+        >>> import sys
+        >>> line_names_cpu(sys._getframe())  # this very line names the CPU
+        True
+    """
+    file, line, _ = user_frame(frame)
+    code = linecache.getline(file, line).split("#", 1)[0]
+    return "cpu" in code.lower()
+
+
+class Residency:
+    """Marks of host data for one sync audit; see the module docstring.
+
+    Example:
+        >>> import torch
+        >>> r = Residency()
+        >>> t = r.mark_host(torch.zeros(2))
+        >>> r.is_host(t), r.is_host(torch.zeros(2))
+        (True, False)
+    """
+
+    __slots__ = ("_host", "__weakref__")
+
+    def __init__(self) -> None:
+        self._host: dict[int, weakref.ref] = {}
+
+    def __len__(self) -> int:
+        return len(self._host)
+
+    def is_host(self, tensor: Any) -> bool:
+        """Whether ``tensor`` is known host data."""
+        ref = self._host.get(id(tensor))
+        return ref is not None and ref() is tensor
+
+    def mark_host(self, value: Any) -> Any:
+        """Mark a tensor (or the tensors of a tuple/list) as host data; returns ``value``."""
+        if isinstance(value, _T):
+            key = id(value)
+            host = self._host
+            host[key] = weakref.ref(value, lambda _ref, key=key: host.pop(key, None))
+        elif isinstance(value, tuple | list):
+            for item in value:
+                if isinstance(item, _T):
+                    self.mark_host(item)
+        return value
+
+    def mark_device(self, value: Any) -> Any:
+        """Forget a host mark: ``value`` (a tensor, or a tuple/list of them) is device data."""
+        if isinstance(value, _T):
+            self._host.pop(id(value), None)
+        elif isinstance(value, tuple | list):
+            for item in value:
+                if isinstance(item, _T):
+                    self._host.pop(id(item), None)
+        return value
+
+    def all_host(self, args: tuple, kwargs: dict | None) -> bool:
+        """True when the call has tensor inputs and every one is host data (one level into
+        lists and tuples: ``torch.stack([a, b])``); False at the first device tensor."""
+        host = self._host
+        seen = False
+        for value in (*args, *kwargs.values()) if kwargs else args:
+            if isinstance(value, _T):
+                ref = host.get(id(value))
+                if ref is None or ref() is not value:
+                    return False
+                seen = True
+            elif isinstance(value, tuple | list) and value and isinstance(value[0], _T):
+                for item in value:
+                    if isinstance(item, _T):
+                        ref = host.get(id(item))
+                        if ref is None or ref() is not item:
+                            return False
+                        seen = True
+        return seen
+
+    def after_call(self, func: Any, args: tuple, kwargs: dict | None, result: Any) -> Any:
+        """Propagate marks from a call's inputs to its result; returns ``result``.
+
+        Example:
+            >>> import torch
+            >>> r = Residency()
+            >>> x = r.after_call(torch.zeros, (3,), {}, torch.zeros(3))
+            >>> y = r.after_call(torch.add, (x, 1), {}, x + 1)
+            >>> z = r.after_call(torch.zeros, (3,), {"device": x.device}, torch.zeros(3))
+            >>> r.is_host(y), r.is_host(z)
+            (True, False)
+        """
+        if args:  # fast path: the first input is device data, so is the result (most calls)
+            first = args[0]
+            if isinstance(first, _T) and self._host.get(id(first)) is None:
+                return result
+        if func in FACTORIES:
+            if not kwargs or kwargs.get("device") is None or line_names_cpu(sys._getframe(1)):
+                self.mark_host(result)
+            return result
+        if func in MOVES:
+            return self.mark_device(result)
+        if self._host and result is not None and self.all_host(args, kwargs):
+            self.mark_host(result)
+        return result

@@ -1,0 +1,170 @@
+"""One advice per cause; knobs by module type; advice that fits a dominant leaf; numbers."""
+
+from __future__ import annotations
+
+import re
+
+from reports_sessions import TRAIN, library_session, node, s, slow_session
+
+from torchdoctor.analyze.advice import RULES, advise
+from torchdoctor.analyze.advice.base import Advice
+from torchdoctor.analyze.advice.dominant import OPS_FOR, REMEDIES, dominant_module
+from torchdoctor.analyze.advice.knobs import engine_knobs
+from torchdoctor.analyze.advice.lint_hot import lint_findings
+from torchdoctor.analyze.advice.merge import one_per_cause
+from torchdoctor.render.html import render_html
+from torchdoctor.render.markdown import render_markdown
+from torchdoctor.reports import with_advice
+
+_PLACE = re.compile(r"([\w.-]+\.py):(\d+)")
+
+
+def _named_lines(item: Advice) -> set[tuple[str, str]]:
+    text = " ".join([item.title, *item.evidence])
+    named = set(_PLACE.findall(text))
+    named |= {
+        (loc.rsplit(":", 1)[0].split("/")[-1], loc.rsplit(":", 1)[1]) for loc in item.locations
+    }
+    return named
+
+
+def _lint(code: str, line: int, message: str = "m") -> dict:
+    return {"code": code, "severity": "warning", "message": message, "path": TRAIN, "line": line}
+
+
+def test_no_two_advice_entries_name_the_same_line():
+    session = library_session()
+    session["lint"] = [
+        *session["lint"],
+        _lint("TD302", 72, "remap via dict"),
+        _lint("TD302", 72, "remap via sorted(set())"),
+        _lint("TD201", 120, "item in loop"),
+    ]
+    found = advise(session)
+    seen: dict[tuple[str, str], str] = {}
+    for item in found:
+        for place in _named_lines(item):
+            assert place not in seen, f"{place} named by {seen[place]!r} and {item.title!r}"
+            seen[place] = item.title
+    assert ("train.py", "72") in seen and ("train.py", "88") in seen
+
+
+def test_two_findings_on_one_line_are_one_advice():
+    session = slow_session()
+    session["lint"] = [_lint("TD302", 44, "via dict"), _lint("TD302", 44, "via set")]
+    titles = [a.title for a in lint_findings(session)]
+    assert len(titles) == 1  # cold: one group per code
+    session["syncs"][0]["line"] = 44  # now a sync line: both findings are hot
+    merged = advise(session)
+    assert sum(1 for a in merged if ("train.py", "44") in _named_lines(a)) == 1
+
+
+def test_a_sync_line_and_its_lint_finding_are_one_advice():
+    session = slow_session()
+    session["lint"] = [_lint("TD201", 88, ".item() in a loop")]
+    found = advise(session)
+    (item,) = [a for a in found if ("train.py", "88") in _named_lines(a)]
+    assert "TD201" in item.references
+    assert any("loss.item()" in e for e in item.evidence)
+
+
+def test_merge_keeps_the_strongest_title_all_evidence_and_one_fix():
+    strong = Advice("dominant-module", "stack dominates", fix="compile it", evidence=["a"],
+                    estimated_saving_ms=10.0, cause="torch.compile")  # fmt: skip
+    weak = Advice("engine-knobs", "torch.compile the model", fix="compile", evidence=["b"],
+                  estimated_saving_ms=4.0, cause="torch.compile", generic=True)  # fmt: skip
+    (merged,) = one_per_cause([strong, weak])
+    assert (merged.title, merged.fix, merged.estimated_saving_ms) == (
+        "stack dominates",
+        "compile it",
+        10.0,
+    )
+    assert merged.evidence[:2] == ["a", "b"] and not merged.generic
+    assert strong.evidence == ["a"]  # the inputs are not modified
+
+
+def test_a_bundle_hands_over_the_lines_a_stronger_advice_explains():
+    strong = Advice("cpu-work", "move matching", evidence=["t.py:7 .cpu()"], locations=["t.py:7"])
+    bundle = Advice("host-syncs", "keep scalars", evidence=["2 syncs", "t.py:7 x", "t.py:9 y"],
+                    locations=["t.py:7", "t.py:9"], code="a  # t.py:7\nb  # t.py:9")  # fmt: skip
+    first, second = one_per_cause([strong, bundle])
+    assert first.locations == ["t.py:7"] and "t.py:7 x" in first.evidence
+    assert second.locations == ["t.py:9"] and second.code == "b  # t.py:9"
+    assert not any("t.py:7" in e for e in second.evidence)
+
+
+def _tree(*children):
+    return node("", 60.0, 40.0, kind="root", children=list(children))
+
+
+def _session(tree, device="cpu"):
+    return {
+        "step_ms": s(100.0),
+        "phases": {"forward": s(60.0), "backward": s(40.0)},
+        "environment": {"device": device},
+        "tree": tree,
+    }
+
+
+def test_channels_last_only_with_2d_or_3d_convolutions():
+    gpt2 = _tree(
+        node("h.0.attn.c_attn", 10.0, 10.0, type="Conv1D"),
+        node("h.0.mlp.c_fc", 10.0, 10.0, type="Conv1D"),
+        node("conv", 3.0, 2.0, type="Conv1d"),
+    )
+    assert not [a for a in engine_knobs(_session(gpt2, "cuda:0")) if "channels_last" in a.title]
+    convnet = _tree(node("stem", 20.0, 10.0, type="Conv2d"))
+    assert [a for a in engine_knobs(_session(convnet)) if "channels_last" in a.title]
+
+
+def test_a_dominant_leaf_linear_gets_matmul_remedies_not_profile_inside():
+    for kind in ("Linear", "Conv1D"):
+        tree = _tree(node("decoder", 30.0, 40.0, type=kind))
+        (item,) = dominant_module(_session(tree))
+        assert "profile inside" not in item.title and "matmul" in item.title
+        assert "bf16" in item.fix and "multiples of 64" in item.fix
+        assert item.estimated_saving_ms is None and item.heat > 0  # no stated CPU speedup
+        (on_gpu,) = dominant_module(_session(tree, "cuda:0 H200"))
+        assert on_gpu.estimated_saving_ms > 0
+
+
+def test_dominant_embedding_leaf_and_composite_get_their_own_remedies():
+    (emb,) = dominant_module(_session(_tree(node("wte", 10.0, 60.0, type="Embedding"))))
+    assert "sparse" in emb.fix
+    inner = node("body.a", 5.0, 5.0, type="ReLU")
+    body = node("body", 30.0, 40.0, type="Block", children=[inner])
+    (composite,) = dominant_module(_session(_tree(body)))
+    assert "profile inside" in composite.title
+
+
+def test_dominant_module_is_one_table():
+    assert [r.name for r in REMEDIES][-1] == "composite"  # the catch-all comes last
+    for pattern, _ops in OPS_FOR:  # every ops pattern makes a node "linear algebra"
+        name = pattern.pattern.split("|")[0].strip("\\b")
+        tree = _tree(node(name, 30.0, 40.0, kind="region"))
+        (item,) = dominant_module(_session(tree))
+        assert "torchdoctor.ops" in item.title, name
+
+
+def test_lint_is_a_rule_and_ranking_reads_no_rule_names():
+    assert lint_findings in RULES
+    import torchdoctor.analyze.advice as advice_package
+
+    assert not hasattr(advice_package, "GENERIC_RULES")
+    knob = next(a for a in advise(slow_session()) if a.rule == "engine-knobs")
+    assert knob.generic
+
+
+def test_numbers_have_three_significant_digits_in_every_renderer():
+    session = slow_session()
+    session["syncs"][0]["per_step"] = 6.357142857142857
+    session["syncs"][1]["per_step"] = 0.17857142857142858
+    session["tree"]["children"][0]["calls_per_step"] = 1.2857142857142858
+    data = with_advice(session)
+    # the HTML's visible text: its embedded session JSON (data for the page's script) is not
+    visible = re.sub(r"<script.*?</script>", "", render_html(data), flags=re.S)
+    texts = [render_markdown(data), visible]
+    texts.append(" ".join(" ".join([a["title"], *a["evidence"]]) for a in data["advice"]))
+    for text in texts:
+        assert "6.35714" not in text and "0.178571" not in text and "1.28571" not in text
+    assert "6.36" in texts[1] and "0.179" in texts[1]

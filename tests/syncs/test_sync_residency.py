@@ -1,0 +1,164 @@
+"""Device residency on a CPU run: only reads of device data are predicted syncs.
+
+Host data (NumPy memmap batches indexed with ``torch.randint`` indices, factories without a
+device, ``.cpu()`` copies) is not a device sync; parameters, buffers, module outputs, tensors
+moved with ``.to(device)`` and what is computed from them are.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from torchdoctor.collect.syncs import SyncAudit
+
+
+def _audit(thorough: bool = False) -> SyncAudit:
+    return SyncAudit(thorough, predict=True)  # a CPU run's prediction, even where CUDA exists
+
+
+def _lines(audit: SyncAudit) -> list[tuple[str, int]]:
+    return sorted((r["kind"], r["line"]) for r in audit.records())
+
+
+def _line_of(func, marker: str) -> int:
+    lines, start = inspect.getsourcelines(func)
+    (hit,) = [start + i for i, text in enumerate(lines) if marker in text]
+    return hit
+
+
+@pytest.fixture
+def memmap_file(tmp_path):
+    path = tmp_path / "train.bin"
+    np.random.default_rng(0).integers(0, 65, size=4096).astype(np.uint16).tofile(path)
+    return path
+
+
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_nanogpt_get_batch_is_host_data_and_the_loss_read_is_a_sync(memmap_file, thorough):
+    block_size, batch_size, device = 16, 4, "cpu"
+    model = nn.Sequential(nn.Embedding(65, 8), nn.Linear(8, 65))
+
+    def get_batch():  # karpathy/nanoGPT's train.py, as written
+        data = np.memmap(memmap_file, dtype=np.uint16, mode="r")
+        ix = torch.randint(len(data) - block_size, (batch_size,))
+        x = torch.stack([torch.from_numpy((data[i : i + block_size]).astype(np.int64)) for i in ix])
+        y = torch.stack(
+            [torch.from_numpy((data[i + 1 : i + 1 + block_size]).astype(np.int64)) for i in ix]
+        )
+        x, y = x.to(device), y.to(device)
+        return x, y
+
+    def step():
+        x, y = get_batch()
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits.view(-1, 65), y.view(-1))
+        loss.backward()
+        return loss.item()  # the sync
+
+    with _audit(thorough) as audit:
+        for _ in range(3):
+            step()
+    assert _lines(audit) == [("item", _line_of(step, "# the sync"))]
+    assert all("memmap" not in r["file"] for r in audit.records())
+
+
+def test_host_factories_and_what_is_computed_from_them_are_not_syncs():
+    weight = nn.Parameter(torch.ones(3))
+
+    def run():
+        ix = torch.randint(10, (4,))
+        total = [int(i) for i in ix]  # host: indices for Python
+        losses = torch.zeros(2)
+        losses[0] = (weight * 2).sum().item()  # device read
+        text = f"{losses.mean():.3f}"  # host tensor formatted
+        if losses[0] > 0:  # host tensor tested
+            pass
+        ix.tolist()
+        return total, text
+
+    with _audit() as audit:
+        run()
+    assert _lines(audit) == [("item", _line_of(run, "# device read"))]
+
+
+def test_moved_or_made_on_the_device_counts_even_when_the_device_is_the_cpu():
+    device = torch.device("cpu")
+
+    def run():
+        moved = torch.arange(4.0).to(device)
+        made = torch.ones(2, device=device)
+        moved.sum().item()  # moved
+        made.tolist()  # made
+        moved.cpu().numpy()  # copied: one sync, the copy
+        host = moved.to("cpu")
+        return host
+
+    with _audit() as audit:
+        run()
+    expected = [
+        ("item", _line_of(run, "# moved")),
+        ("tolist", _line_of(run, "# made")),
+        ("cpu", _line_of(run, "# copied")),
+        ("cpu", _line_of(run, 'host = moved.to("cpu")')),
+    ]
+    assert _lines(audit) == sorted(expected)
+
+
+def test_buffers_parameters_and_module_outputs_are_device_data():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("count", torch.zeros(()))  # a host factory, registered
+            self.linear = nn.Linear(3, 1)
+
+        def forward(self, x):
+            return self.linear(x)
+
+    def run():
+        net = Net()
+        out = net(torch.ones(2, 3))  # host input, parameters: the output is device data
+        out.sum().item()  # output
+        net.count.item()  # buffer
+        net.linear.bias.tolist()  # parameter
+
+    with _audit() as audit:
+        run()
+    assert _lines(audit) == sorted(
+        [
+            ("item", _line_of(run, "# output")),
+            ("item", _line_of(run, "# buffer")),
+            ("tolist", _line_of(run, "# parameter")),
+        ]
+    )
+
+
+def test_tensors_made_before_the_audit_still_count_as_device_data():
+    x = torch.arange(3.0)
+    with _audit() as audit:
+        x.sum().item()
+    assert [r["kind"] for r in audit.records()] == ["item"]
+
+
+def test_host_marks_go_with_their_tensors():
+    with _audit() as audit:
+        for _ in range(50):
+            ix = torch.randint(10, (8,))
+            for i in ix:
+                _ = i + 1
+        del ix, i, _
+        gc.collect()
+        assert len(audit.residency) < 5
+
+
+def test_a_gpu_run_decides_by_the_real_device():
+    audit = SyncAudit(predict=False)
+    assert audit.residency is None
+    with audit:
+        torch.zeros(3).sum().item()  # a CPU tensor in a GPU run: no sync
+    assert audit.records() == []

@@ -1,8 +1,8 @@
 """One self-contained HTML report: works offline, all CSS and JS inlined from ``render/assets``.
 
 Sections: summary cards, phase bar, an interactive icicle chart of the module tree (forward,
-backward, or both; click to zoom), the host-sync table with source lines, and the ranked
-advice. Every session string is escaped: static parts with ``html.escape``, the chart's data as
+backward, or both; click to zoom), the hot source lines, the host-sync table with source lines,
+and the ranked advice. Every session string is escaped: static parts with ``html.escape``, the chart's data as
 JSON with ``<``, ``>`` and ``&`` written as ``\\u`` escapes and drawn with ``textContent``. A
 Content-Security-Policy forbids any network access.
 
@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 
 from torchdoctor.analyze.advice.base import center, step_ms
+from torchdoctor.render.hot_lines import html_hot_lines
 from torchdoctor.render.markdown import PHASES, gain_text, session_advice
 from torchdoctor.render.markdown_text import fmt_ms
 
@@ -240,6 +241,10 @@ def render_html(session: Mapping[str, Any]) -> str:
 </div>
 <div class="chart" id="chart" role="img" aria-label="icicle chart of the module tree"></div>
 <div class="detail mono" id="chart-detail">Hover a box for details; click to zoom.</div>
+</section>
+<section id="hot-lines">
+<h2>Hot lines</h2>
+{html_hot_lines(session)}
 </section>
 <section id="syncs">
 <h2>Host syncs</h2>

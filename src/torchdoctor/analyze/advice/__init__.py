@@ -24,6 +24,7 @@ from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_sa
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.recompute import loop_invariant
@@ -50,6 +51,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     train_inference_ratio,
     data_loading,
     cpu_work,
+    hot_line_advice,
     unattributed,
     engine_knobs,
 )

@@ -76,6 +76,8 @@ class Advice:
     ``saving_range_ms`` is the range implied by the remedy's stated speedup range; ``heat``
     (0..1, the measured share of the step where the evidence lives) orders advice whose saving
     cannot be estimated. ``code`` is an optional before/after snippet for reports.
+    ``location`` (``{"file", "line"}``) names the one source line the advice is about, when it
+    is about one: advice on the same line can be merged by it.
 
     Example:
         >>> a = Advice("dominant-module", "Speed up decoder", estimated_saving_ms=12.0)
@@ -95,6 +97,7 @@ class Advice:
     saving_range_ms: list[float] | None = None
     heat: float = 0.0
     code: str | None = None
+    location: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, the ``Advice`` shape of docs/session-schema.md (plus extras)."""

@@ -1,7 +1,9 @@
 """Rule ``unattributed``: >= 30% of the step's forward and backward runs outside any module or
 region (functional losses, per-sample loops in the training script).
 
-The tree cannot say which code that is, so the advice is to name it: wrap the suspect blocks in
+When the profile measured source lines of that code (the ``hot_lines`` section), the rule
+gives way to the line advice (rule ``hot-line``), which names the lines. Otherwise the tree
+cannot say which code that is, so the advice is to name it: wrap the suspect blocks in
 ``torchdoctor.region(...)`` and profile again. Static findings on lines outside every module's
 and region's source are the first suspects (the lint rule ranks them by this share). No saving is
 estimated: nothing is known about that code yet.
@@ -17,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms, unattributed_ms
+from torchdoctor.analyze.advice.hot_lines_data import root_lines_measured
 from torchdoctor.analyze.advice.lint_hot import suspects
 
 THRESHOLD = 0.30
@@ -33,7 +36,7 @@ def unattributed(session: Mapping[str, Any]) -> list[Advice]:
     """
     step = step_ms(session)
     rest = unattributed_ms(session)
-    if step <= 0 or rest < THRESHOLD * step:
+    if step <= 0 or rest < THRESHOLD * step or root_lines_measured(session):
         return []
     return [
         Advice(

@@ -64,6 +64,7 @@ COUNTED_PHASES = frozenset({"forward", "other"})
 _PLAIN, _PASS = 0, 1
 _routes: dict[Any, int] = {}
 _LEAF_SEQ = 1 << 62
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 #: backward hooks cost about as much as the call's own bookkeeping: per (line, op), the nodes
 #: of the first SAMPLE_FIRST calls of a step and of every SAMPLE_EVERY-th after are hooked, and
 #: the op's backward time is scaled by calls / hooked calls
@@ -73,6 +74,10 @@ SAMPLE_EVERY = 4
 
 def _zero() -> int:
     return 0
+
+
+def _nothing() -> None:
+    return None
 
 
 def _route(func: Any) -> int:
@@ -108,6 +113,10 @@ def op_name(func: Any) -> str:
         cached = None
     if cached is not None:
         return cached
+    if isinstance(func, type) and issubclass(func, torch.autograd.Function):
+        text = f"{func.__name__}.apply"
+        _names[func] = text
+        return text
     name = getattr(func, "__name__", None) or type(func).__name__
     qualname = getattr(func, "__qualname__", name) or name
     module = getattr(func, "__module__", None) or ""
@@ -169,6 +178,7 @@ class LineCollector:
         self._host_now = time.perf_counter_ns if self._host else _zero
         self.active = False
         self._mode: _Mode | None = None
+        self._unwrap: Callable[[], None] = _nothing
         self._library_owner: dict[int, bool] = {}
         self.generation = 0
         self._reset()
@@ -181,25 +191,31 @@ class LineCollector:
         self.marks: list[tuple[int, int, int, Any]] = []  # (event, node id, 0 pre | 1 post, t)
         # the last call: (frame id, code, line, lasti, serial, segments, index, host time)
         self.last: tuple | None = None
-        self.executions: dict[int, tuple] = {}  # frame id -> (code, line, lasti) of its last call
+        # frame id -> (code, line, lasti, entry frame) of its last call
+        self.executions: dict[int, tuple] = {}
         self.hooked = 0
         self.created: dict[tuple, int] = {}  # (code, line, func) -> calls that made graph nodes
         self.sampled: dict[tuple, int] = {}  # ... of which had their nodes hooked
 
     # -- install --------------------------------------------------------------------------
     def start(self) -> None:
-        """Push the function mode (collection resumes in the running step)."""
+        """Push the function mode and wrap ``autograd.Function.apply`` (collection resumes in
+        the running step)."""
         if self._mode is None:
             self._mode = _Mode(self)
             torch._C._push_on_torch_function_stack(self._mode)
+            self._unwrap = _wrap_function_apply(self)
         self.active = True
 
     def stop(self) -> None:
-        """Remove the function mode (wherever it is on the mode stack)."""
+        """Remove the function mode (wherever it is on the mode stack) and the wrapper."""
         self.active = False
         mode, self._mode = self._mode, None
         if mode is not None:
-            _remove_function_mode(mode)
+            try:
+                _remove_function_mode(mode)
+            finally:
+                self._unwrap()
 
     # -- hot path -------------------------------------------------------------------------
     def _owned_by_library(self, node: int) -> bool:
@@ -214,7 +230,9 @@ class LineCollector:
             self._library_owner[node] = found
         return found
 
-    def timed(self, func: Any, args: tuple, kwargs: dict, frame: Any) -> Any:
+    def timed(self, func: Any, args: tuple, kwargs: dict, frame: Any, op: Any = None) -> Any:
+        """Run ``func`` timed and charged to the user line above ``frame`` (``op``: what to
+        name the call, default ``func``)."""
         rec = self.rec
         if not rec.recording:
             return func(*args, **kwargs)
@@ -223,22 +241,35 @@ class LineCollector:
         owner = frames[-1][0] if frames else 0
         if owner and self._owned_by_library(owner):
             return func(*args, **kwargs)
-        line_frame, via = locate(frame)
+        line_frame, via, entry = locate(frame)
         if line_frame is None:
             return func(*args, **kwargs)
         code = line_frame.f_code
         lineno = line_frame.f_lineno
         lasti = line_frame.f_lasti
+        key_code, key_line = code, lineno
+        if code.co_name in _COMPREHENSIONS:  # its line is the enclosing function's line
+            outer = line_frame.f_back
+            if outer is not None and kind_of(outer.f_code) == USER:
+                key_code, key_line = outer.f_code, outer.f_lineno
         serial = rec.serial
         segments = len(rec.phases.segments)
         index = len(self.events)
-        # A new execution of the line: the frame was on another line, or jumped back (a loop)
+        # A new execution of the line: the frame was on another line, or jumped back (a loop),
+        # or called a new function from the same instruction (a library call in a loop; the
+        # entry frame is held, so its id cannot be reused while compared)
         frame_id = id(line_frame)
         state = self.executions.get(frame_id)
-        new = state is None or state[0] is not code or state[1] != lineno or state[2] >= lasti
+        new = (
+            state is None
+            or state[0] is not code
+            or state[1] != lineno
+            or state[2] > lasti
+            or (state[2] == lasti and (entry is None or entry is not state[3]))
+        )
         if len(self.executions) > 4096:
             self.executions.clear()
-        self.executions[frame_id] = (code, lineno, lasti)
+        self.executions[frame_id] = (code, lineno, lasti, entry)
         # Python time on the line since its previous torch call, when no other torch call,
         # module or region ran in between (this collector's own work excluded on the host
         # clock; on CUDA, the device time between the two calls)
@@ -263,14 +294,14 @@ class LineCollector:
         if caller is not None and kind_of(caller.f_code) != USER:
             caller = None
         self.events.append(
-            (code, lineno, owner,
+            (key_code, key_line, owner,
              via.f_code if via is not None else None, via.f_lineno if via is not None else 0,
-             func, t0, t1, new, gap,
+             func if op is None else op, t0, t1, new, gap,
              (caller.f_code, caller.f_lineno) if caller is not None else None)
         )  # fmt: skip
         if seq1 > seq0:
             counts = self.created
-            site = (code, lineno, func)
+            site = (key_code, key_line, func if op is None else op)
             made = counts[site] = counts.get(site, 0) + 1
             if made <= SAMPLE_FIRST or made % SAMPLE_EVERY == 0:
                 self.sampled[site] = self.sampled.get(site, 0) + 1
@@ -361,6 +392,32 @@ class LineCollector:
                 op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
                 op[2] += spent
         return table
+
+
+def _wrap_function_apply(collector: LineCollector) -> Callable[[], None]:
+    """Custom autograd Functions (``MyFn.apply(x)``) are no torch function: wrap
+    ``torch.autograd.Function.apply`` so their forward is timed as one call of the line (the
+    ops inside run untimed) and their backward node is hooked. Returns the undo."""
+    function = torch.autograd.function.Function
+    original = function.__dict__["apply"]
+    call = original.__func__
+
+    def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        if not collector.active or STATE.phase not in COUNTED_PHASES:
+            return call(cls, *args, **kwargs)
+        collector.active = False  # the ops of its forward belong to this call
+        try:
+            return collector.timed(partial(call, cls), args, kwargs, sys._getframe(1), op=cls)
+        finally:
+            collector.active = True
+
+    function.apply = classmethod(apply)  # type: ignore[assignment]
+
+    def undo() -> None:
+        if function.__dict__.get("apply") is not original:
+            function.apply = original  # type: ignore[assignment]
+
+    return undo
 
 
 def _remove_function_mode(mode: Any) -> None:

@@ -71,19 +71,22 @@ def kind_of(code: CodeType) -> int:
     return kind
 
 
-def locate(frame: FrameType | None) -> tuple[FrameType | None, FrameType | None]:
-    """``(line frame, via frame)``: the first user frame from ``frame`` outwards and the
-    innermost library frame below it (None when the call came straight from user code). With
-    no user frame, the innermost library frame is the line; with neither, or when the call
-    comes from the profiler's own hooks, ``(None, None)``.
+def locate(
+    frame: FrameType | None,
+) -> tuple[FrameType | None, FrameType | None, FrameType | None]:
+    """``(line frame, via frame, entry frame)``: the first user frame from ``frame`` outwards,
+    the innermost library frame below it (None when the call came straight from user code),
+    and the frame the line called into (None when the torch call was made by the line itself).
+    With no user frame, the innermost library frame is the line; with neither, or when the
+    call comes from the profiler's own hooks, ``(None, None, None)``.
 
     Example:
         >>> import sys
-        >>> line, via = locate(sys._getframe())  # a doctest: torchdoctor's own code
-        >>> line.f_code.co_filename.startswith("<doctest"), via is None
-        (True, True)
+        >>> line, via, entry = locate(sys._getframe())  # a doctest: torchdoctor's own code
+        >>> line.f_code.co_filename.startswith("<doctest"), via is None, entry is None
+        (True, True, True)
     """
-    via = None
+    via = entry = None
     f = frame
     kinds = _kinds
     while f is not None:
@@ -92,10 +95,11 @@ def locate(frame: FrameType | None) -> tuple[FrameType | None, FrameType | None]
         if kind is None:
             kind = kind_of(code)
         if kind == USER:
-            return f, via
+            return f, via, entry
         if kind == PROFILER:
-            return None, None
+            return None, None, None
         if kind == LIBRARY and via is None:
             via = f
+        entry = f
         f = f.f_back
-    return via, None
+    return via, None, None

@@ -23,7 +23,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, same_file, step_ms, with_saving
-from torchdoctor.analyze.advice.hot_lines_cures import Cure, cure_for, is_per_element_loop
+from torchdoctor.analyze.advice.hot_lines_cures import (
+    LOOP_CALLS,
+    Cure,
+    cure_for,
+    is_per_element_loop,
+)
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
 
@@ -55,6 +60,8 @@ def _ops_text(row: Mapping[str, Any]) -> str:
 
 def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
     where = row["location"]
+    if row.get("called_from") and float(row.get("calls_per_step") or 0.0) >= LOOP_CALLS:
+        where += f" (called {row['calls_per_step']:.3g}x per step from {row['called_from']})"
     head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(row['total_ms'])})"
     top = row["top_ops"][0]["op"] if row["top_ops"] else None
     loop = is_per_element_loop(row)
@@ -66,7 +73,7 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
             f"{head}: a per-element Python loop ({row['calls_per_step']:.3g} executions per "
             f"step, {row['torch_calls_per_step']:.3g} small torch calls): batch it"
         )
-    return f"{head}: the heaviest source line outside the model's modules"
+    return f"{head}: the heaviest measured source line"
 
 
 def _evidence(
@@ -83,6 +90,8 @@ def _evidence(
         f"executed {row['calls_per_step']:.3g}x per step, {row['torch_calls_per_step']:.3g} "
         f"torch calls; heaviest: {_ops_text(row) or '-'}",
     ]
+    for finding in findings[:3]:
+        out.insert(1, f"lint {finding.get('code')} on this line: {finding.get('message')}")
     if row.get("called_from"):
         out.append(f"called from {row['called_from']}")
     if owners:
@@ -92,8 +101,6 @@ def _evidence(
             f"through {os.path.basename(str(via.get('file')))}:{via.get('line')} "
             f"({via.get('function')}), library code called from this line"
         )
-    for finding in findings[:3]:
-        out.append(f"lint {finding.get('code')} on this line: {finding.get('message')}")
     if cure is not None:
         out.append(
             f"saving: Amdahl over the line's measured time with the cure's benchmarked speedup "
@@ -134,8 +141,10 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
                 "repeats, or torch.compile its function; wrap it in torchdoctor.region to "
                 "follow it across runs."
             ),  # fmt: skip
-            references=[str(f.get("code")) for f in findings]
-            + list(cure.references if cure is not None else ()),
+            references=list(dict.fromkeys(
+                [str(f.get("code")) for f in findings]
+                + list(cure.references if cure is not None else ())
+            )),  # fmt: skip
             heat=min(1.0, share),
             code=cure.code if cure is not None else None,
             location={"file": row["file"], "line": row["line"]},

@@ -291,6 +291,8 @@ class LineCollector:
         t1 = now()
         seq1 = sequence_nr()
         caller = line_frame.f_back if new else None  # the line calling this function
+        if caller is not None and caller.f_code.co_name in _COMPREHENSIONS:
+            caller = caller.f_back  # the function the comprehension is in
         if caller is not None and kind_of(caller.f_code) != USER:
             caller = None
         self.events.append(

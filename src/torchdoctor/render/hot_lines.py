@@ -162,15 +162,15 @@ def markdown_hot_lines(session: Mapping[str, Any]) -> list[str]:
 
 
 def html_hot_lines(session: Mapping[str, Any]) -> str:
-    """The section as an HTML table (a short sentence when no line was measured).
+    """The section as an HTML table ('' when no line was measured).
 
     Example:
         >>> html_hot_lines({"hot_lines": None})
-        '<p class="meta" id="hot-lines-none">No source lines were measured.</p>'
+        ''
     """
     groups = grouped_lines(session)
     if not groups:
-        return '<p class="meta" id="hot-lines-none">No source lines were measured.</p>'
+        return ""
     rows = []
     numeric = {2, 3, 4, 5}
     for label, members in groups:

@@ -181,6 +181,14 @@ def _advice(advice: list[dict[str, Any]]) -> str:
     return '<ol class="advice" id="advice-list">' + "\n".join(items) + "</ol>"
 
 
+def _hot_lines(session: Mapping[str, Any]) -> str:
+    """The hot-lines section, absent when no source line was measured."""
+    body = html_hot_lines(session)
+    if not body:
+        return ""
+    return f'<section id="hot-lines">\n<h2>Hot lines</h2>\n{body}\n</section>\n'
+
+
 def render_html(session: Mapping[str, Any]) -> str:
     """The complete, self-contained HTML report as a string.
 
@@ -242,11 +250,7 @@ def render_html(session: Mapping[str, Any]) -> str:
 <div class="chart" id="chart" role="img" aria-label="icicle chart of the module tree"></div>
 <div class="detail mono" id="chart-detail">Hover a box for details; click to zoom.</div>
 </section>
-<section id="hot-lines">
-<h2>Hot lines</h2>
-{html_hot_lines(session)}
-</section>
-<section id="syncs">
+{_hot_lines(session)}<section id="syncs">
 <h2>Host syncs</h2>
 {_syncs(session)}
 </section>

@@ -50,7 +50,7 @@ def _mixed_step():
         with torchdoctor.region("penalty"):
             for k in range(8):
                 loss = loss + (out[:, k] - out[:, k + 1]).abs().mean() * 0.01
-        loss = loss + sum((p.pow(2).sum() for p in net.parameters())) * 1e-4
+        loss = loss + sum(p.pow(2).sum() for p in net.parameters()) * 1e-4
         loss.backward()
 
     return net, step

@@ -64,6 +64,8 @@ COUNTED_PHASES = frozenset({"forward", "other"})
 _PLAIN, _PASS = 0, 1
 _routes: dict[Any, int] = {}
 _LEAF_SEQ = 1 << 62
+EVENT_FIELDS = 12
+MARK_FIELDS = 4
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 #: backward hooks cost about as much as the call's own bookkeeping: per (line, op), the nodes
 #: of the first SAMPLE_FIRST calls of a step and of every SAMPLE_EVERY-th after are hooked, and
@@ -184,11 +186,13 @@ class LineCollector:
         self._reset()
 
     def _reset(self) -> None:
-        # (code, line, owner, via code, via line, func, t0, t1, new execution, gap: host ns or
-        # on CUDA the index of the previous call of the execution, -1 for none; the calling
-        # user line (code, line) at a new execution, else None)
-        self.events: list[tuple] = []
-        self.marks: list[tuple[int, int, int, Any]] = []  # (event, node id, 0 pre | 1 post, t)
+        # per call: code, line, owner, via code, via line, func, t0, t1, new execution, gap
+        # (host ns or on CUDA the index of the previous call of the execution, -1 for none),
+        # the calling user line's code and line at a new execution (else None, 0)
+        # flat lists (EVENT_FIELDS, MARK_FIELDS per record): no container object per call is
+        # kept, so collecting adds nothing for Python's cyclic GC to walk
+        self.events: list[Any] = []
+        self.marks: list[Any] = []  # (event, node id, 0 pre | 1 post, t) per mark
         # the last call: (frame id, code, line, lasti, serial, segments, index, host time)
         self.last: tuple | None = None
         # frame id -> (code, line, lasti, entry frame) of its last call
@@ -254,7 +258,7 @@ class LineCollector:
                 key_code, key_line = outer.f_code, outer.f_lineno
         serial = rec.serial
         segments = len(rec.phases.segments)
-        index = len(self.events)
+        index = len(self.events) // EVENT_FIELDS
         # A new execution of the line: the frame was on another line, or jumped back (a loop),
         # or called a new function from the same instruction (a library call in a loop; the
         # entry frame is held, so its id cannot be reused while compared)
@@ -295,11 +299,12 @@ class LineCollector:
             caller = caller.f_back  # the function the comprehension is in
         if caller is not None and kind_of(caller.f_code) != USER:
             caller = None
-        self.events.append(
+        self.events.extend(
             (key_code, key_line, owner,
              via.f_code if via is not None else None, via.f_lineno if via is not None else 0,
              func if op is None else op, t0, t1, new, gap,
-             (caller.f_code, caller.f_lineno) if caller is not None else None)
+             caller.f_code if caller is not None else None,
+             caller.f_lineno if caller is not None else 0)
         )  # fmt: skip
         if seq1 > seq0:
             counts = self.created
@@ -315,29 +320,36 @@ class LineCollector:
     # -- backward -------------------------------------------------------------------------
     def _mark(self, event: int, node: int, which: int, generation: int, *_: Any) -> None:
         if generation == self.generation:
-            self.marks.append((event, node, which, self.now()))
+            self.marks.extend((event, node, which, self.now()))
 
     def _hook_backward(self, out: Any, seq0: int, seq1: int, event: int) -> None:
         """Pre- and post-hooks on the autograd nodes the call created (numbered in [seq0,
-        seq1)), found from its outputs' ``grad_fn``."""
-        stack = [t.grad_fn for t in _tensors(out) if t.grad_fn is not None]
-        seen: set[Any] = set()
+        seq1)), found from its outputs' ``grad_fn`` (most calls make one node: no walk)."""
         generation = self.generation
-        while stack:
+        wanted = seq1 - seq0
+        stack = []
+        for tensor in _tensors(out):
+            fn = tensor.grad_fn
+            if fn is not None and fn not in stack:
+                stack.append(fn)
+        seen: set[Any] = set()
+        while stack and wanted > 0:
             fn = stack.pop()
             if fn in seen:
                 continue
             seen.add(fn)
             seq = fn._sequence_nr()
-            if not seq0 <= seq < seq1 or seq >= _LEAF_SEQ:
+            if not seq0 <= seq < seq1:
                 continue
+            wanted -= 1
             node = self.hooked = self.hooked + 1
             try:
                 fn.register_prehook(partial(self._mark, event, node, 0, generation))
                 fn.register_hook(partial(self._mark, event, node, 1, generation))
             except RuntimeError:  # a node refusing hooks: its backward stays unmeasured
                 continue
-            stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+            if wanted > 0:
+                stack.extend([nxt for nxt, _ in fn.next_functions if nxt is not None])
 
     # -- steps ----------------------------------------------------------------------------
     def end_step(self) -> dict[tuple, dict[str, Any]]:
@@ -348,12 +360,14 @@ class LineCollector:
         created, sampled = self.created, self.sampled
         self.generation += 1
         self._reset()
+        events = [events[i : i + EVENT_FIELDS] for i in range(0, len(events), EVENT_FIELDS)]
+        marks = [marks[i : i + MARK_FIELDS] for i in range(0, len(marks), MARK_FIELDS)]
         tokens = [t for e in events for t in (e[6], e[7])] + [m[3] for m in marks]
         ns = self.clock.resolve(tokens) if tokens else []
         table: dict[tuple, dict[str, Any]] = {}
         keys: list[tuple] = []
-        for i, (code, line, owner, via_code, via_line, func, *_, new, gap, caller) in enumerate(
-            events
+        for i, (code, line, owner, via_code, via_line, func, *_, new, gap, c_code, c_line) in (
+            enumerate(events)
         ):
             key = (code.co_filename, line, code.co_name, code.co_firstlineno, owner)
             keys.append(key)
@@ -369,8 +383,8 @@ class LineCollector:
             entry["forward_ns"] += spent
             entry["torch_calls"] += 1
             entry["calls"] += 1 if new else 0
-            if caller is not None:
-                where = (caller[0].co_filename, caller[1], caller[0].co_name)
+            if c_code is not None:
+                where = (c_code.co_filename, c_line, c_code.co_name)
                 entry["callers"][where] = entry["callers"].get(where, 0) + 1
             op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
             op[0] += max(0.0, end - start)

@@ -171,7 +171,8 @@ def write_session(
         if script:
             from torchdoctor.lint import attach_findings
 
-            attach_findings(session, _lint_script(script))  # the console report shows them too
+            # the script and the files of its measured hot lines (a loss in a module of its own)
+            attach_findings(session, _lint_script(script, _hot_line_files(session)))
         data = with_advice(session)
         session["advice"] = data["advice"]
         write_reports(data, directory, reports, stem="report")
@@ -182,10 +183,21 @@ def write_session(
     return path
 
 
-def _lint_script(script: str) -> list[Any]:
+def _lint_script(script: str, more: Sequence[str] = ()) -> list[Any]:
     from torchdoctor.lint import lint_paths
 
-    return [f for f in lint_paths([script]) if not f.code.startswith("TD0")]
+    paths = [script, *(p for p in more if not os.path.samefile(p, script))]
+    return [f for f in lint_paths(paths) if not f.code.startswith("TD0")]
+
+
+def _hot_line_files(session: Any, limit: int = 10) -> list[str]:
+    """Existing files of the heaviest measured source lines (``session["hot_lines"]``)."""
+    files: list[str] = []
+    for line in ((session.get("hot_lines") or {}).get("lines") or ())[:limit]:
+        file = str(line.get("file") or "")
+        if file.endswith(".py") and os.path.isfile(file) and file not in files:
+            files.append(file)
+    return files
 
 
 def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from html import escape as html_escape
 from typing import Any
 
-from torchdoctor.render.markdown_text import escape, fmt_ms
+from torchdoctor.render.markdown_text import escape
 
 MAX_ROWS = 15
 MIN_PCT = 0.1  # lines under this % of the step are left out of the reports (kept in JSON)

@@ -62,7 +62,7 @@ def test_a_line_in_a_loss_function_is_measured_and_named_first():
 
 
 # -- a line calling into a library -------------------------------------------------------------
-LIBRARY = '''
+LIBRARY = """
 import torch
 
 
@@ -71,7 +71,7 @@ def spread(x, rounds):
     for _ in range(rounds):
         out = torch.sin(out) + 0.5 * out  # inside the library
     return out
-'''
+"""
 
 
 @pytest.fixture()
@@ -138,7 +138,9 @@ def test_a_line_whose_backward_dominates():
     # the ops inside the Function's forward are part of its call, not lines of their own
     assert not lines_at(session, __file__, marked_line(SlowBackward.forward, "FWD_INSIDE"))
     assert session["advice"][0]["location"]["line"] == marked_line(step, "BWD")
-    assert torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
+    assert (
+        torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
+    )
 
 
 # -- loops -------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from torchdoctor.bench.compare import quantile
 from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._models import transformer_train_step
 
-USER_MODELS = '''
+USER_MODELS = """
 import torch
 from torch import nn
 
@@ -126,7 +126,7 @@ def slow_train_step(quick):
         opt.step()
 
     return model, step, f"slow_train step: {batch} solves per step (dim {dim})"
-'''
+"""
 
 
 def _user_models() -> Any:
@@ -185,18 +185,28 @@ def run(quick: bool = False) -> list[BenchTable]:
         rows = []
         for model, step, label in cases:
             result = _compare(model, step, rounds)
-            rows.append([
-                label, f"{result['off']:.3g}", f"{result['on']:.3g}", f"{result['overhead']:.3g}",
-                f"{result['q1']:.3g} to {result['q3']:.3g}",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    label,
+                    f"{result['off']:.3g}",
+                    f"{result['on']:.3g}",
+                    f"{result['overhead']:.3g}",
+                    f"{result['q1']:.3g} to {result['q3']:.3g}",
+                ]
+            )
     finally:
         torch.set_num_threads(threads)
         sys.modules.pop("hot_lines_user_models", None)
     return [
         BenchTable(
             title="Hot lines: profiled step without vs with the line collector",
-            columns=["step", "hot_lines=False ms", "hot_lines=True ms", "overhead %",
-                     "q1-q3 %"],  # fmt: skip
+            columns=[
+                "step",
+                "hot_lines=False ms",
+                "hot_lines=True ms",
+                "overhead %",
+                "q1-q3 %",
+            ],
             rows=rows,
             notes=[
                 f"{rounds} interleaved rounds (order alternated); overhead = median over rounds "

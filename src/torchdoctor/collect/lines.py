@@ -55,12 +55,15 @@ from torch.overrides import TorchFunctionMode
 
 from torchdoctor.collect.clocks import CpuClock
 from torchdoctor.collect.lines_frames import USER, kind_of, kind_of_file, locate
+from torchdoctor.collect.lines_install import (
+    COUNTED_PHASES,
+    op_name,
+    remove_function_mode,
+    wrap_function_apply,
+)
 from torchdoctor.collect.region_graph import sequence_nr
 from torchdoctor.collect.state import STATE
 
-#: phases whose torch calls are charged to lines (backward is measured through graph hooks;
-#: the optimizer and data phases have their own rows and advice)
-COUNTED_PHASES = frozenset({"forward", "other"})
 _PLAIN, _PASS = 0, 1
 _routes: dict[Any, int] = {}
 _LEAF_SEQ = 1 << 62
@@ -97,46 +100,6 @@ def _route(func: Any) -> int:
     except TypeError:
         pass
     return route
-
-
-_names: dict[Any, str] = {}
-
-
-def op_name(func: Any) -> str:
-    """A readable name for a torch callable: ``torch.linalg.solve``, ``Tensor.__matmul__``.
-
-    Example:
-        >>> op_name(torch.linalg.solve), op_name(torch.Tensor.__matmul__)
-        ('torch.linalg.solve', 'Tensor.__matmul__')
-    """
-    try:
-        cached = _names.get(func)
-    except TypeError:
-        cached = None
-    if cached is not None:
-        return cached
-    if isinstance(func, type) and issubclass(func, torch.autograd.Function):
-        text = f"{func.__name__}.apply"
-        _names[func] = text
-        return text
-    name = getattr(func, "__name__", None) or type(func).__name__
-    qualname = getattr(func, "__qualname__", name) or name
-    module = getattr(func, "__module__", None) or ""
-    if "Tensor" in qualname.split(".")[0]:
-        text = "Tensor." + qualname.split(".")[-1]
-    elif module.startswith("torch._C._linalg") or name.startswith("linalg_"):
-        text = "torch.linalg." + name.removeprefix("linalg_")
-    elif module.startswith("torch.nn.functional") or module == "torch._C._nn":
-        text = "F." + name
-    elif module.startswith("torch"):
-        text = "torch." + name
-    else:
-        text = f"{module}.{qualname}" if module else qualname
-    try:
-        _names[func] = text
-    except TypeError:
-        pass
-    return text
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -208,7 +171,7 @@ class LineCollector:
         if self._mode is None:
             self._mode = _Mode(self)
             torch._C._push_on_torch_function_stack(self._mode)
-            self._unwrap = _wrap_function_apply(self)
+            self._unwrap = wrap_function_apply(self)
         self.active = True
 
     def stop(self) -> None:
@@ -217,7 +180,7 @@ class LineCollector:
         mode, self._mode = self._mode, None
         if mode is not None:
             try:
-                _remove_function_mode(mode)
+                remove_function_mode(mode)
             finally:
                 self._unwrap()
 
@@ -300,12 +263,21 @@ class LineCollector:
         if caller is not None and kind_of(caller.f_code) != USER:
             caller = None
         self.events.extend(
-            (key_code, key_line, owner,
-             via.f_code if via is not None else None, via.f_lineno if via is not None else 0,
-             func if op is None else op, t0, t1, new, gap,
-             caller.f_code if caller is not None else None,
-             caller.f_lineno if caller is not None else 0)
-        )  # fmt: skip
+            (
+                key_code,
+                key_line,
+                owner,
+                via.f_code if via is not None else None,
+                via.f_lineno if via is not None else 0,
+                func if op is None else op,
+                t0,
+                t1,
+                new,
+                gap,
+                caller.f_code if caller is not None else None,
+                caller.f_lineno if caller is not None else 0,
+            )
+        )
         if seq1 > seq0:
             counts = self.created
             site = (key_code, key_line, func if op is None else op)
@@ -313,8 +285,7 @@ class LineCollector:
             if made <= SAMPLE_FIRST or made % SAMPLE_EVERY == 0:
                 self.sampled[site] = self.sampled.get(site, 0) + 1
                 self._hook_backward(out, seq0, seq1, index)
-        self.last = (id(line_frame), code, lineno, lasti, serial, segments, index,
-                     self._host_now())  # fmt: skip
+        self.last = (id(line_frame), code, lineno, lasti, serial, segments, index, self._host_now())
         return out
 
     # -- backward -------------------------------------------------------------------------
@@ -366,16 +337,32 @@ class LineCollector:
         ns = self.clock.resolve(tokens) if tokens else []
         table: dict[tuple, dict[str, Any]] = {}
         keys: list[tuple] = []
-        for i, (code, line, owner, via_code, via_line, func, *_, new, gap, c_code, c_line) in (
-            enumerate(events)
-        ):
+        for i, (
+            code,
+            line,
+            owner,
+            via_code,
+            via_line,
+            func,
+            *_,
+            new,
+            gap,
+            c_code,
+            c_line,
+        ) in enumerate(events):
             key = (code.co_filename, line, code.co_name, code.co_firstlineno, owner)
             keys.append(key)
             entry = table.get(key)
             if entry is None:
-                entry = table[key] = {"forward_ns": 0.0, "backward_ns": 0.0, "calls": 0,
-                                      "torch_calls": 0, "ops": {}, "via": {},
-                                      "callers": {}}  # fmt: skip
+                entry = table[key] = {
+                    "forward_ns": 0.0,
+                    "backward_ns": 0.0,
+                    "calls": 0,
+                    "torch_calls": 0,
+                    "ops": {},
+                    "via": {},
+                    "callers": {},
+                }
             start, end = ns[2 * i], ns[2 * i + 1]
             spent = max(0.0, end - start)
             if gap >= 0:
@@ -408,43 +395,3 @@ class LineCollector:
                 op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
                 op[2] += spent
         return table
-
-
-def _wrap_function_apply(collector: LineCollector) -> Callable[[], None]:
-    """Custom autograd Functions (``MyFn.apply(x)``) are no torch function: wrap
-    ``torch.autograd.Function.apply`` so their forward is timed as one call of the line (the
-    ops inside run untimed) and their backward node is hooked. Returns the undo."""
-    function = torch.autograd.function.Function
-    original = function.__dict__["apply"]
-    call = original.__func__
-
-    def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
-        if not collector.active or STATE.phase not in COUNTED_PHASES:
-            return call(cls, *args, **kwargs)
-        collector.active = False  # the ops of its forward belong to this call
-        try:
-            return collector.timed(partial(call, cls), args, kwargs, sys._getframe(1), op=cls)
-        finally:
-            collector.active = True
-
-    function.apply = classmethod(apply)  # type: ignore[assignment]
-
-    def undo() -> None:
-        if function.__dict__.get("apply") is not original:
-            function.apply = original  # type: ignore[assignment]
-
-    return undo
-
-
-def _remove_function_mode(mode: Any) -> None:
-    """Take ``mode`` off the torch-function mode stack, keeping the modes pushed after it."""
-    above = []
-    try:
-        while torch._C._len_torch_function_stack() > 0:
-            top = torch._C._pop_torch_function_stack()
-            if top is mode:
-                break
-            above.append(top)
-    finally:
-        for other in reversed(above):
-            torch._C._push_on_torch_function_stack(other)

@@ -105,9 +105,16 @@ def hot_lines_section(
         for key, entry in step["lines"].items():
             agg = series.get(key)
             if agg is None:
-                agg = series[key] = {"fwd": [0.0] * count, "bwd": [0.0] * count, "calls": 0,
-                                     "torch_calls": 0, "ops": {}, "via": {}, "raw": 0.0,
-                                     "callers": {}}  # fmt: skip
+                agg = series[key] = {
+                    "fwd": [0.0] * count,
+                    "bwd": [0.0] * count,
+                    "calls": 0,
+                    "torch_calls": 0,
+                    "ops": {},
+                    "via": {},
+                    "raw": 0.0,
+                    "callers": {},
+                }
             fwd, bwd, scale = fitted[key]
             agg["fwd"][index] = fwd
             agg["bwd"][index] = bwd
@@ -142,9 +149,13 @@ def hot_lines_section(
 
 
 def _line(
-    key: tuple, agg: Mapping[str, Any], count: int, wall: float, path: Sequence[str],
+    key: tuple,
+    agg: Mapping[str, Any],
+    count: int,
+    wall: float,
+    path: Sequence[str],
     kind: Sequence[str],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     file, line, function, first_line, owner = key
     total = [f + b for f, b in zip(agg["fwd"], agg["bwd"])]
     ops = sorted(agg["ops"].items(), key=lambda kv: -(kv[1][0] + kv[1][2]))
@@ -166,10 +177,14 @@ def _line(
         "calls_per_step": agg["calls"] / count,
         "torch_calls_per_step": agg["torch_calls"] / count,
         "top_ops": [
-            {"op": op, "forward_ms": f / count, "backward_ms": b / count,
-             "calls_per_step": calls / count}
+            {
+                "op": op,
+                "forward_ms": f / count,
+                "backward_ms": b / count,
+                "calls_per_step": calls / count,
+            }
             for op, (f, calls, b) in ops[:TOP_OPS]
-        ],  # fmt: skip
+        ],
         "via": [
             {"file": w[0], "line": w[1], "function": w[2], "ms": ms / count}
             for w, ms in via[:TOP_VIA]
@@ -177,8 +192,12 @@ def _line(
     }
     if agg["callers"]:  # the user line that calls this line's function most
         (c_file, c_line, c_function), _ = max(agg["callers"].items(), key=lambda kv: kv[1])
-        out["called_from"] = {"file": c_file, "line": c_line, "function": c_function,
-                              "location": f"{os.path.basename(c_file)}:{c_line}"}  # fmt: skip
+        out["called_from"] = {
+            "file": c_file,
+            "line": c_line,
+            "function": c_function,
+            "location": f"{os.path.basename(c_file)}:{c_line}",
+        }
     if agg["raw"] > 0 and sum(total) < 0.95 * agg["raw"]:  # fitted by more than 5% overall
         out["scaled"] = sum(total) / agg["raw"]
     return out
@@ -208,10 +227,14 @@ def point_tree_at_lines(tree: dict[str, Any] | None, section: Mapping[str, Any] 
             if mine:
                 target = next((k for k in kids if k.get("kind") == "self"), node)
                 target["hot_lines"] = [
-                    {"location": r["location"], "file": r["file"], "line": r["line"],
-                     "total_ms": (r.get("total_ms") or {}).get("mean", 0.0)}
+                    {
+                        "location": r["location"],
+                        "file": r["file"],
+                        "line": r["line"],
+                        "total_ms": (r.get("total_ms") or {}).get("mean", 0.0),
+                    }
                     for r in mine[:TREE_POINTERS]
-                ]  # fmt: skip
+                ]
         for kid in kids:
             visit(kid)
 

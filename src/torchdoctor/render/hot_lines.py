@@ -46,7 +46,9 @@ def _ops(line: Mapping[str, Any], limit: int = 2) -> str:
     parts = []
     for op in (line.get("top_ops") or ())[:limit]:
         ms = float(op.get("forward_ms") or 0.0) + float(op.get("backward_ms") or 0.0)
-        parts.append(f"{op.get('op')} x{_num(float(op.get('calls_per_step') or 0.0))} {_num(ms)} ms")
+        parts.append(
+            f"{op.get('op')} x{_num(float(op.get('calls_per_step') or 0.0))} {_num(ms)} ms"
+        )
     return ", ".join(parts)
 
 
@@ -67,9 +69,10 @@ def grouped_lines(
         []
     """
     lines = [
-        line for line in ((session.get("hot_lines") or {}).get("lines") or ())[:limit]
+        line
+        for line in ((session.get("hot_lines") or {}).get("lines") or ())[:limit]
         if float(line.get("pct_of_step") or 0.0) >= min_pct
-    ]  # fmt: skip
+    ]
     groups: dict[tuple[str, Any, Any], list[Mapping[str, Any]]] = {}
     for line in lines:
         key = (str(line.get("file")), line.get("function"), line.get("function_line"))
@@ -127,15 +130,17 @@ def rich_hot_lines(session: Mapping[str, Any]) -> list[Any]:
     for index in order:
         column = HEADER[index]
         if index in (2, 3, 4, 5):
-            table.add_column(column.replace("/step", ""), justify="right", no_wrap=True,
-                             min_width=6)  # fmt: skip
+            table.add_column(
+                column.replace("/step", ""), justify="right", no_wrap=True, min_width=6
+            )
         else:
             width = {0: None, 6: 24}.get(index, 30)
             table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
     for label, members in groups:
         function, _, where = label.rpartition(" (")
-        table.add_row(Text(function, style="bold"), "", "", "", "", "",
-                      Text("(" + where, style="dim"))  # fmt: skip
+        table.add_row(
+            Text(function, style="bold"), "", "", "", "", "", Text("(" + where, style="dim")
+        )
         for line in members:
             cells = row_cells(line)
             table.add_row(*(Text("  " + cells[0] if i == 0 else cells[i]) for i in order))
@@ -148,8 +153,12 @@ def markdown_hot_lines(session: Mapping[str, Any]) -> list[str]:
     groups = grouped_lines(session)
     if not groups:
         return []
-    out = ["### Hot lines", "", "| " + " | ".join(HEADER) + " |",
-           "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    out = [
+        "### Hot lines",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for label, members in groups:
         out.append(f"| **{escape(label)}** | | | | | | |")
         for line in members:
@@ -174,8 +183,10 @@ def html_hot_lines(session: Mapping[str, Any]) -> str:
     rows = []
     numeric = {2, 3, 4, 5}
     for label, members in groups:
-        rows.append(f'<tr class="group"><td colspan="{len(HEADER)}"><strong>'
-                    f"{html_escape(label)}</strong></td></tr>")  # fmt: skip
+        rows.append(
+            f'<tr class="group"><td colspan="{len(HEADER)}"><strong>'
+            f"{html_escape(label)}</strong></td></tr>"
+        )
         for line in members:
             cells = row_cells(line)
             tds = []
@@ -185,7 +196,7 @@ def html_hot_lines(session: Mapping[str, Any]) -> str:
                 tds.append(f"<td{klass}{title}>{html_escape(cell)}</td>")
             rows.append("<tr>" + "".join(tds) + "</tr>")
     head = "".join(
-        f'<th{" class=num" if i in numeric else ""}>{html_escape(h)}</th>'
+        f"<th{' class=num' if i in numeric else ''}>{html_escape(h)}</th>"
         for i, h in enumerate(HEADER)
     )
     notes = "".join(f'<p class="meta">{html_escape(n)}</p>' for n in _notes(session))

@@ -136,15 +136,19 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             title=_title(row, share, cure),
             confidence="high" if cure is not None and cure.name != "batch the loop" else "medium",
             evidence=_evidence(row, share, findings, cure),
-            fix=cure.fix if cure is not None else (
+            fix=cure.fix
+            if cure is not None
+            else (
                 "Look at this line first: move loop-invariant work out of it, batch what it "
                 "repeats, or torch.compile its function; wrap it in torchdoctor.region to "
                 "follow it across runs."
-            ),  # fmt: skip
-            references=list(dict.fromkeys(
-                [str(f.get("code")) for f in findings]
-                + list(cure.references if cure is not None else ())
-            )),  # fmt: skip
+            ),
+            references=list(
+                dict.fromkeys(
+                    [str(f.get("code")) for f in findings]
+                    + list(cure.references if cure is not None else ())
+                )
+            ),
             heat=min(1.0, share),
             code=cure.code if cure is not None else None,
             location={"file": row["file"], "line": row["line"]},
@@ -153,4 +157,3 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             with_saving(item, step, share, cure.speedup)
         advice.append(item)
     return advice
-

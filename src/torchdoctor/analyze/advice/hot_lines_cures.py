@@ -49,8 +49,12 @@ WHITENING = Cure(
     "Factor the loop-invariant matrix once (torchdoctor.ops.cholesky_factor) and whiten all "
     "vectors in one batched call (torchdoctor.ops.whiten, or pairwise_mahalanobis / "
     "mahalanobis_to_candidates for distances) instead of one solve per element.",
-    Speedup(3.22, 276.5, "BENCHMARKS.md: harness 'solve' loop vs batched 3.22x; ops 'per-pair "
-            "solve loop (seed 000)' vs whitened 277x"),  # fmt: skip
+    Speedup(
+        3.22,
+        276.5,
+        "BENCHMARKS.md: harness 'solve' loop vs batched 3.22x; ops 'per-pair "
+        "solve loop (seed 000)' vs whitened 277x",
+    ),
     ("TD102", "torchdoctor.ops.cholesky_factor", "torchdoctor.ops.whiten"),
     "for i in range(n):                                   # before: one solve per element\n"
     "    total += z[i] @ torch.linalg.solve(cov, z[i])\n"
@@ -63,8 +67,12 @@ INVERSE = Cure(
     "replace the explicit inverse by a Cholesky factor and whitening (torchdoctor.ops)",
     "Factor once with torchdoctor.ops.cholesky_factor and apply it with torchdoctor.ops.whiten "
     "(or torch.cholesky_solve) instead of forming the inverse.",
-    Speedup(1.68, 4.59, "BENCHMARKS.md: Mahalanobis, explicit inverse vs whitened 1.68x (pool "
-            "252) to 4.59x (pool 8192)"),  # fmt: skip
+    Speedup(
+        1.68,
+        4.59,
+        "BENCHMARKS.md: Mahalanobis, explicit inverse vs whitened 1.68x (pool "
+        "252) to 4.59x (pool 8192)",
+    ),
     ("TD101", "torchdoctor.ops.cholesky_factor", "torchdoctor.ops.whiten"),
 )
 SEGMENTS = Cure(
@@ -72,8 +80,11 @@ SEGMENTS = Cure(
     "group all values in one pass (torchdoctor.ops.group_by_segment)",
     "Sort once and split with torchdoctor.ops.group_by_segment (or pad_segments) instead of "
     "building a mask per value.",
-    Speedup(4.48, 6.67, "BENCHMARKS.md: select_tokens_per_segment vs seed 003's per-frame "
-            "loop 4.48x-6.67x"),  # fmt: skip
+    Speedup(
+        4.48,
+        6.67,
+        "BENCHMARKS.md: select_tokens_per_segment vs seed 003's per-frame loop 4.48x-6.67x",
+    ),
     ("TD301", "torchdoctor.ops.group_by_segment"),
 )
 REMAP = Cure(
@@ -89,8 +100,7 @@ ASSIGNMENT = Cure(
     "solve all assignments in one batched call (torchdoctor.ops.linear_assignment)",
     "Use torchdoctor.ops.linear_assignment on the batched cost tensor instead of scipy per "
     "problem on host copies.",
-    Speedup(4.98, 14.1, "BENCHMARKS.md: linear_assignment vs per-problem scipy loop "
-            "4.98x-14.1x"),  # fmt: skip
+    Speedup(4.98, 14.1, "BENCHMARKS.md: linear_assignment vs per-problem scipy loop 4.98x-14.1x"),
     ("TD303", "torchdoctor.ops.linear_assignment"),
 )
 PER_ELEMENT_LOOP = Cure(
@@ -98,8 +108,11 @@ PER_ELEMENT_LOOP = Cure(
     "a per-element Python loop: batch it",
     "Replace the Python loop by one batched tensor op over all elements (index with tensors, "
     "broadcast, torch.vmap), or compile the function with torch.compile.",
-    Speedup(3.22, 44.1, "BENCHMARKS.md harness: slow loop vs batched cure 3.22x (solve) to "
-            "44.1x (label remap)"),  # fmt: skip
+    Speedup(
+        3.22,
+        44.1,
+        "BENCHMARKS.md harness: slow loop vs batched cure 3.22x (solve) to 44.1x (label remap)",
+    ),
     ("torch.vmap", "torch.compile"),
 )
 

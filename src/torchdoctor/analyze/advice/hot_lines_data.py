@@ -43,14 +43,22 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
         row = merged.get(key)
         if row is None:
             row = merged[key] = {
-                "file": key[0], "line": key[1],
+                "file": key[0],
+                "line": key[1],
                 "location": line.get("location") or f"{os.path.basename(key[0])}:{key[1]}",
-                "function": line.get("function"), "code": line.get("code") or "",
-                "forward_ms": 0.0, "backward_ms": 0.0, "total_ms": 0.0,
-                "calls_per_step": 0.0, "torch_calls_per_step": 0.0, "ops": {}, "owners": [],
-                "via": list(line.get("via") or ()), "steps": section.get("steps"),
+                "function": line.get("function"),
+                "code": line.get("code") or "",
+                "forward_ms": 0.0,
+                "backward_ms": 0.0,
+                "total_ms": 0.0,
+                "calls_per_step": 0.0,
+                "torch_calls_per_step": 0.0,
+                "ops": {},
+                "owners": [],
+                "via": list(line.get("via") or ()),
+                "steps": section.get("steps"),
                 "called_from": _caller_text(line.get("called_from")),
-            }  # fmt: skip
+            }
         row["forward_ms"] += center(line.get("forward_ms"))
         row["backward_ms"] += center(line.get("backward_ms"))
         row["total_ms"] += center(line.get("total_ms"))
@@ -66,10 +74,12 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
     for row in merged.values():
         row["share"] = row["total_ms"] / step if step > 0 else 0.0
         row["top_ops"] = sorted(
-            ({"op": op, "forward_ms": f, "backward_ms": b, "calls_per_step": c}
-             for op, (f, b, c) in row.pop("ops").items()),
+            (
+                {"op": op, "forward_ms": f, "backward_ms": b, "calls_per_step": c}
+                for op, (f, b, c) in row.pop("ops").items()
+            ),
             key=lambda o: -(o["forward_ms"] + o["backward_ms"]),
-        )  # fmt: skip
+        )
         out.append(row)
     out.sort(key=lambda r: -r["total_ms"])
     return out

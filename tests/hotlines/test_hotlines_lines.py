@@ -137,7 +137,8 @@ def test_a_line_whose_backward_dominates():
     assert mean(line["backward_ms"]) > 5 * mean(line["forward_ms"])
     # the ops inside the Function's forward are part of its call, not lines of their own
     assert not lines_at(session, __file__, marked_line(SlowBackward.forward, "FWD_INSIDE"))
-    assert session["advice"][0]["location"]["line"] == marked_line(step, "BWD")
+    advised = [a["location"]["line"] for a in session["advice"] if a["rule"] == "hot-line"]
+    assert marked_line(step, "BWD") in advised
     assert (
         torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
     )

@@ -125,7 +125,8 @@ def test_unattributed_gives_way_to_measured_lines_and_returns_without_them():
 
     with_lines = profile(functional)
     rules = [a["rule"] for a in with_lines["advice"]]
-    assert "unattributed" not in rules and rules[0] == "hot-line"
+    why = {k: with_lines.get(k) for k in ("step_ms", "hot_lines", "phases", "config", "tree")}
+    assert rules and "unattributed" not in rules and rules[0] == "hot-line", json.dumps(why)
     without = profile(functional, hot_lines=False)
     without["advice"] = advice_dicts(without)
     assert "hot-line" not in [a["rule"] for a in without["advice"]]

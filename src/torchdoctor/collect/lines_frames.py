@@ -31,7 +31,7 @@ TRANSPARENT, LIBRARY, USER, PROFILER = 0, 1, 2, 3
 
 _PACKAGE = syncs_frames._PACKAGE
 _SITE = tuple(os.sep + name + os.sep for name in ("site-packages", "dist-packages"))
-_kinds: dict[CodeType, int] = {}
+_kinds: dict[int, tuple[CodeType, int]] = {}
 
 
 _COLLECT = _PACKAGE + "collect" + os.sep
@@ -64,10 +64,14 @@ def kind_of_file(name: str) -> int:
 
 
 def kind_of(code: CodeType) -> int:
-    """:func:`kind_of_file` of a code object, cached."""
-    kind = _kinds.get(code)
-    if kind is None:
-        kind = _kinds[code] = kind_of_file(code.co_filename)
+    """:func:`kind_of_file` of a code object, cached by the code object's identity (code
+    objects compare equal across files when their bytecode, names and line are the same)."""
+    key = id(code)
+    cached = _kinds.get(key)
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    kind = kind_of_file(code.co_filename)
+    _kinds[key] = (code, kind)
     return kind
 
 
@@ -91,9 +95,8 @@ def locate(
     kinds = _kinds
     while f is not None:
         code = f.f_code
-        kind = kinds.get(code)
-        if kind is None:
-            kind = kind_of(code)
+        cached = kinds.get(id(code))
+        kind = cached[1] if cached is not None and cached[0] is code else kind_of(code)
         if kind == USER:
             return f, via, entry
         if kind == PROFILER:

@@ -74,6 +74,7 @@ def build_session(profiler: Any, audit: Any) -> Session:
         "step_boundary": mode,
         "syncs": profiler.syncs,
         "memory": profiler.memory,
+        "hot_lines": profiler.hot_lines,
         "device": profiler.device,
         "notes": notes,
     }

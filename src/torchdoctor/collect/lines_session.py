@@ -35,6 +35,8 @@ MAX_LINES = 50
 TOP_OPS = 5
 TOP_VIA = 3
 TREE_POINTERS = 3
+#: timed calls per step from which the section notes the collector's own cost
+MANY_CALLS = 500
 
 
 def _self_times(step: Mapping[str, Any], node: int, kids: Sequence[int]) -> tuple[float, float]:
@@ -133,6 +135,13 @@ def hot_lines_section(
     lines = [_line(key, agg, count, wall, path, kind) for key, agg in series.items()]
     lines.sort(key=lambda r: -r["total_ms"]["mean"])
     notes = []
+    calls = sum(r["torch_calls_per_step"] for r in lines)
+    if calls >= MANY_CALLS:
+        notes.append(
+            f"{calls:.3g} torch calls per step were timed from user lines; each costs the "
+            "profiler a few microseconds, so lines made of many tiny calls look slower than "
+            "they are (their share of the step is still comparable between lines)"
+        )
     if len(lines) > max_lines:
         notes.append(f"{len(lines) - max_lines} lighter line(s) left out")
     if any(r.get("scaled") is not None for r in lines[:max_lines]):

@@ -113,14 +113,17 @@ def line_of(
     return None
 
 
-def root_lines_measured(session: Mapping[str, Any]) -> bool:
-    """Whether some line outside every module and region (owner: the step) was measured.
+def root_lines_ms(session: Mapping[str, Any]) -> float | None:
+    """Time per step of the measured lines outside every module and region (owner: the
+    step); None when no line was measured at all (lines were not collected).
 
     Example:
-        >>> root_lines_measured({"hot_lines": {"lines": [{"owner": "", "total_ms": {"mean": 1}}]}})
+        >>> root_lines_ms({"hot_lines": {"lines": [{"owner": "", "total_ms": {"mean": 1.5}}]}})
+        1.5
+        >>> root_lines_ms({"hot_lines": None}) is None
         True
     """
-    for line in (session.get("hot_lines") or {}).get("lines") or ():
-        if not line.get("owner") and center(line.get("total_ms")) > 0:
-            return True
-    return False
+    lines = (session.get("hot_lines") or {}).get("lines")
+    if not lines:
+        return None
+    return sum(center(line.get("total_ms")) for line in lines if not line.get("owner"))

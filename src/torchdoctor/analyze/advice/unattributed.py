@@ -1,8 +1,9 @@
 """Rule ``unattributed``: >= 30% of the step's forward and backward runs outside any module or
 region (functional losses, per-sample loops in the training script).
 
-When the profile measured source lines of that code (the ``hot_lines`` section), the rule
-gives way to the line advice (rule ``hot-line``), which names the lines. Otherwise the tree
+When the profile measured source lines of that code (the ``hot_lines`` section) explaining at
+least half of that time, the rule gives way to the line advice (rule ``hot-line``), which names
+the lines; what stays unexplained (pure-Python work no torch call shows) keeps this advice. Otherwise the tree
 cannot say which code that is, so the advice is to name it: wrap the suspect blocks in
 ``torchdoctor.region(...)`` and profile again. Static findings on lines outside every module's
 and region's source are the first suspects (the lint rule ranks them by this share). No saving is
@@ -19,10 +20,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms, unattributed_ms
-from torchdoctor.analyze.advice.hot_lines_data import root_lines_measured
+from torchdoctor.analyze.advice.hot_lines_data import root_lines_ms
 from torchdoctor.analyze.advice.lint_hot import suspects
 
 THRESHOLD = 0.30
+#: the rule gives way to the line advice when measured lines explain this much of the time
+EXPLAINED = 0.5
 
 
 def unattributed(session: Mapping[str, Any]) -> list[Advice]:
@@ -36,8 +39,11 @@ def unattributed(session: Mapping[str, Any]) -> list[Advice]:
     """
     step = step_ms(session)
     rest = unattributed_ms(session)
-    if step <= 0 or rest < THRESHOLD * step or root_lines_measured(session):
+    if step <= 0 or rest < THRESHOLD * step:
         return []
+    measured = root_lines_ms(session)
+    if measured is not None and measured >= EXPLAINED * rest:
+        return []  # the hot-line advice names the lines
     return [
         Advice(
             rule="unattributed",

@@ -88,7 +88,8 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _caller_text(caller: Any) -> str | None:
     if not isinstance(caller, Mapping) or not caller.get("location"):
         return None
-    function = f" ({caller.get('function')})" if caller.get("function") else ""
+    name = caller.get("function")
+    function = f" ({'module level' if name == '<module>' else name})" if name else ""
     return f"{caller['location']}{function}"
 
 

@@ -81,8 +81,9 @@ def locate(
     """``(line frame, via frame, entry frame)``: the first user frame from ``frame`` outwards,
     the innermost library frame below it (None when the call came straight from user code),
     and the frame the line called into (None when the torch call was made by the line itself).
-    With no user frame, the innermost library frame is the line; with neither, or when the
-    call comes from the profiler's own hooks, ``(None, None, None)``.
+    With no user frame (library code run by ``torchdoctor demo`` / ``profile``), the innermost
+    library frame is the line; with neither, or when the call comes from the profiler's own
+    hooks, ``(None, None, None)``.
 
     Example:
         >>> import sys
@@ -99,8 +100,8 @@ def locate(
         kind = cached[1] if cached is not None and cached[0] is code else kind_of(code)
         if kind == USER:
             return f, via, entry
-        if kind == PROFILER:
-            return None, None, None
+        if kind == PROFILER:  # the profiler's hooks made the call, or (below library code)
+            return (via, None, None) if via is not None else (None, None, None)  # drove it
         if kind == LIBRARY and via is None:
             via = f
         entry = f

@@ -53,8 +53,13 @@ def _ops(line: Mapping[str, Any], limit: int = 2) -> str:
 
 
 def _code(line: Mapping[str, Any]) -> str:
+    """The source text (shortened), and the library frame it went through, if any."""
     code = str(line.get("code") or "")
-    return code if len(code) <= MAX_CODE else code[: MAX_CODE - 1] + "…"
+    code = code if len(code) <= MAX_CODE else code[: MAX_CODE - 1] + "…"
+    via = (line.get("via") or [None])[0]
+    if isinstance(via, Mapping) and via.get("file"):
+        code += f"  (via {os.path.basename(str(via['file']))}:{via.get('line')})"
+    return code
 
 
 def grouped_lines(

@@ -2,7 +2,7 @@
 region (functional losses, per-sample loops in the training script).
 
 When the profile measured source lines of that code (the ``hot_lines`` section) explaining at
-least half of that time, the rule gives way to the line advice (rule ``hot-line``), which names
+least a fifth of that time, the rule gives way to the line advice (rule ``hot-line``), which names
 the lines; what stays unexplained (pure-Python work no torch call shows) keeps this advice. Otherwise the tree
 cannot say which code that is, so the advice is to name it: wrap the suspect blocks in
 ``torchdoctor.region(...)`` and profile again. Static findings on lines outside every module's
@@ -24,8 +24,9 @@ from torchdoctor.analyze.advice.hot_lines_data import root_lines_ms
 from torchdoctor.analyze.advice.lint_hot import suspects
 
 THRESHOLD = 0.30
-#: the rule gives way to the line advice when measured lines explain this much of the time
-EXPLAINED = 0.5
+#: the rule gives way to the line advice when measured lines explain this share of the time
+#: (not more: the profiler's own cost between torch calls is in that time, not in any line)
+EXPLAINED = 0.2
 
 
 def unattributed(session: Mapping[str, Any]) -> list[Advice]:

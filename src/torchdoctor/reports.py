@@ -122,7 +122,8 @@ def write_session(
         if script:
             from torchdoctor.lint import attach_findings
 
-            attach_findings(session, lint_script(script))  # the console report shows them too
+            # the script and the files of its measured hot lines (a loss in a module of its own)
+            attach_findings(session, lint_script(script, hot_line_files(session)))
         data = with_advice(session)
         session["advice"] = data["advice"]
         write_reports(data, directory, reports, stem="report")
@@ -133,17 +134,34 @@ def write_session(
     return path
 
 
-def lint_script(script: str) -> list[Any]:
-    """The script's own lint findings (TD0xx, files that fail to parse, left out).
+def lint_script(script: str, more: Sequence[str] = ()) -> list[Any]:
+    """The lint findings of the script and of ``more`` files (TD0xx, unparsable files, left out).
 
     Example:
         >>> import pathlib, tempfile
         >>> script = pathlib.Path(tempfile.mkdtemp()) / "train.py"
-        >>> code = ["import torch", "for x in range(3):", "    print(torch.ones(1).item())"]
+        >>> code = ["import torch", "cov = torch.eye(3)", "for x in torch.randn(5, 3):",
+        ...         "    y = torch.linalg.solve(cov, x)"]
         >>> _ = script.write_text(chr(10).join(code))
         >>> [f.code for f in lint_script(str(script))]
-        ['TD201']
+        ['TD102']
     """
     from torchdoctor.lint import lint_paths
 
-    return [f for f in lint_paths([script]) if not f.code.startswith("TD0")]
+    paths = [script, *(p for p in more if not os.path.samefile(p, script))]
+    return [f for f in lint_paths(paths) if not f.code.startswith("TD0")]
+
+
+def hot_line_files(session: Mapping[str, Any], limit: int = 10) -> list[str]:
+    """Existing files of the heaviest measured source lines (``session["hot_lines"]``).
+
+    Example:
+        >>> hot_line_files({"hot_lines": {"lines": [{"file": "/no/such.py"}]}})
+        []
+    """
+    files: list[str] = []
+    for line in ((session.get("hot_lines") or {}).get("lines") or ())[:limit]:
+        file = str(line.get("file") or "")
+        if file.endswith(".py") and os.path.isfile(file) and file not in files:
+            files.append(file)
+    return files

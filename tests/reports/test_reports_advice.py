@@ -43,10 +43,25 @@ def communication_session():
     return session
 
 
+def hot_line_session():
+    """The slow session with a measured hot line (a solve per element, in the root's (self))."""
+    session = unattributed_session()
+    session["hot_lines"] = {"steps": 3, "lines": [{
+        "file": "/x/train.py", "line": 34, "location": "train.py:34", "function": "penalty",
+        "function_line": 31, "code": "t = t + z[i] @ torch.linalg.solve(c, z[i])", "owner": "",
+        "owner_kind": "root", "forward_ms": {"median": 30.0, "mean": 30.0},
+        "backward_ms": {"median": 10.0, "mean": 10.0}, "total_ms": {"median": 40.0, "mean": 40.0},
+        "calls_per_step": 64.0, "torch_calls_per_step": 320.0,
+        "top_ops": [{"op": "torch.linalg.solve", "forward_ms": 20.0, "backward_ms": 5.0,
+                     "calls_per_step": 64.0}]}]}  # fmt: skip
+    return session
+
+
 CRAFTED = {
     "unattributed": unattributed_session,
     "communication": communication_session,
     "library_syncs": library_session,
+    "hot_line_advice": hot_line_session,
 }
 
 

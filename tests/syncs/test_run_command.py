@@ -53,7 +53,7 @@ def test_sys_exit_code_is_preserved_and_session_written(tmp_path):
     script = _script(tmp_path, steps=4, tail="sys.exit(3)\n")
     done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)
     assert done.returncode == 3, done.stderr
-    assert done.stdout.count("loss ") == 4  # the script's own output is kept
+    assert sum(ln.startswith("loss ") for ln in done.stdout.splitlines()) == 4  # the script's own output is kept
     assert "Host syncs" in done.stdout and "train.py:13" in done.stdout
     session = _session(tmp_path / "prof")
     assert session["config"]["exit_code"] == 3
@@ -84,7 +84,8 @@ def test_json_format_keeps_stdout_for_the_json_alone(tmp_path):
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert len(data["steps"]) == 3
-    assert done.stderr.count("loss ") == 4 and "loss " not in done.stdout
+    printed = [ln for ln in done.stderr.splitlines() if ln.startswith("loss ")]
+    assert len(printed) == 4 and not any(ln.startswith("loss ") for ln in done.stdout.splitlines())
 
 
 def test_script_sees_argv0_as_typed(tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 
 from torchdoctor.collect.aggregate import step_timeline
 from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
+from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
 from torchdoctor.session import Session
 from torchdoctor.session_read import PHASES, walk
 
@@ -73,6 +74,7 @@ def build_session(profiler: Any, audit: Any) -> Session:
         "step_boundary": mode,
         "syncs": profiler.syncs,
         "memory": profiler.memory,
+        "hot_lines": profiler.hot_lines,
         "device": profiler.device,
         "notes": notes,
     }
@@ -94,6 +96,10 @@ def build_session(profiler: Any, audit: Any) -> Session:
         session["tree"] = tree
         session["recomputation"] = recomputation(tree, steps, rec.path, rec.call_site)
         session["timeline"] = representative_timeline(profiler)
+        hot = hot_lines_section(steps, parent=rec.parent, path=rec.path, kind=rec.kind)
+        if hot is not None:  # time per user source line (collect/lines.py)
+            session["hot_lines"] = hot
+            point_tree_at_lines(session["tree"], hot)
         _note_profiler_overhead(session, profiler)
     if audit is not None:
         session["syncs"] = audit.records(first_step=profiler.warmup, num_steps=len(steps) or None)

@@ -37,6 +37,7 @@ def profile(
     memory: bool = True,
     backward: bool = True,
     history: bool | str | os.PathLike[str] = True,
+    hot_lines: bool = True,
 ) -> Session:
     """Run ``step_fn`` ``warmup + steps`` times under the profiler and return the Session.
 
@@ -70,7 +71,7 @@ def profile(
         inference_fn = model_inference_fn(model, batch)
     name = label or getattr(step_fn, "__name__", None) or "step_fn"
     prof = Profiler(model, syncs=syncs, warmup=warmup, label=name, memory=memory,
-                    backward=backward)  # fmt: skip
+                    backward=backward, hot_lines=hot_lines)  # fmt: skip
     prof._markers_from_profile = True
     with prof:
         for _ in range(warmup + steps):

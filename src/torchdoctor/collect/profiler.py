@@ -44,6 +44,7 @@ from torchdoctor.collect.aggregate import summarize_step
 from torchdoctor.collect.clocks import make_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.install import Installation
+from torchdoctor.collect.lines import LineCollector
 from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.recorder import Recorder
@@ -91,6 +92,7 @@ class Profiler:
         label: str | None = None,
         memory: bool = True,
         backward: bool = True,
+        hot_lines: bool = True,
     ) -> None:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(
@@ -115,6 +117,7 @@ class Profiler:
         self.label = label
         self.memory = memory
         self.backward = backward
+        self.hot_lines = hot_lines  # time per user source line (collect/lines.py)
         self.session: Session | None = None
         self._running = False
         self._notes: list[str] = []
@@ -164,6 +167,10 @@ class Profiler:
             STATE.step_index = 0
             STATE.module_stack.clear()
             hooks.add_undo(self._reset_state)
+            self._lines = LineCollector(rec) if self.hot_lines else None
+            if self._lines is not None:  # below the sync audit's mode: its cost is not a line's
+                self._lines.start()
+                hooks.add_undo(self._lines.stop)
             if self.syncs:
                 self._enter_sync_audit()
         except BaseException:
@@ -427,6 +434,7 @@ class Profiler:
         end_token = rec.now()
         peak = self._meter.end()
         (start, end), forward, marks, segments = rec.resolve_step(self._clock, end_token)
+        lines = self._lines.end_step() if self._lines is not None else None
         if not discard and self._counter >= self.warmup:
             summary = summarize_step(
                 parent=rec.parent, forward=forward, marks=marks, step=(start, end),
@@ -436,6 +444,7 @@ class Profiler:
             if rec.count_memory:
                 self._memory_summary = summary
             intervals = summary.pop("_intervals")
+            summary["lines"] = lines
             self._summaries.append(summary)
             if len(self._raw) < _KEEP_TIMELINES:
                 self._raw.append({"forward": forward, "intervals": intervals, "step": (start, end),

@@ -35,7 +35,7 @@ HELP = "profile an unmodified training script; write the session and print the r
 
 #: torchdoctor's options that take a value (needed to find where the script name starts)
 VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history")
-FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb")
+FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb", "--no-hot-lines")
 WHOLE_RUN_MESSAGE = (
     "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
     "call, module call or --step-fn call): one step = the whole run"
@@ -83,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=("text", "json"), default="text",
         help="what to print at exit (default: text); with json, stdout holds the JSON alone and "
         "the script's own output goes to stderr",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-hot-lines", action="store_true",
+        help="do not time user source lines (the Hot lines section and line advice); lowers "
+        "the profiler's cost on steps made of many tiny ops",
     )  # fmt: skip
     parser.add_argument(
         "--thorough", action="store_true",
@@ -202,6 +207,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
         None, syncs=False, warmup=args.warmup, max_steps=args.max_steps,
         step_boundary="manual" if args.step_fn else "auto",
         label=os.path.basename(args.script), memory=full, backward=full,
+        hot_lines=full and not getattr(args, "no_hot_lines", False),
     )  # fmt: skip
     audit = sync_audit(thorough=args.thorough)
     collectives = CollectiveTimer()

@@ -1,4 +1,4 @@
-"""Console report (rich): the module tree, the phases, the host syncs and the top advice.
+"""Console report (rich): the module tree, the phases, hot lines, host syncs and top advice.
 
 Composes the profiler's tree renderer (``render/tree.py``: title, phases line, module tree) and
 the sync-audit table (``render/syncs.py``); the advice panel is drawn here.
@@ -103,6 +103,9 @@ def console_renderables(
             Text("collection was interrupted; numbers cover the steps seen", style="bold yellow")
         )
     items += _tree(session, width)
+    from torchdoctor.render.hot_lines import rich_hot_lines
+
+    items += rich_hot_lines(session)
     if session.get("syncs"):
         items.append(_sync_table(session, width))
     items.append(_advice(advice, top))

@@ -1,8 +1,8 @@
 """One self-contained HTML report: works offline, all CSS and JS inlined from ``render/assets``.
 
 Sections: summary cards, phase bar, an interactive icicle chart of the module tree (forward,
-backward, or both; click to zoom), the host-sync table with source lines, and the ranked
-advice. Every session string is escaped: static parts with ``html.escape``, the chart's data as
+backward, or both; click to zoom), the hot source lines, the host-sync table with source lines,
+and the ranked advice. Every session string is escaped: static parts with ``html.escape``, the chart's data as
 JSON with ``<``, ``>`` and ``&`` written as ``\\u`` escapes and drawn with ``textContent``. A
 Content-Security-Policy forbids any network access.
 
@@ -22,6 +22,7 @@ from html import escape
 from importlib import resources
 from typing import Any
 
+from torchdoctor.render.hot_lines import html_hot_lines
 from torchdoctor.render.markdown import gain_text, session_advice
 from torchdoctor.session_read import PHASES, center, fmt_count, fmt_ms, step_ms
 
@@ -183,6 +184,14 @@ def _advice(advice: list[dict[str, Any]]) -> str:
     return '<ol class="advice" id="advice-list">' + "\n".join(items) + "</ol>"
 
 
+def _hot_lines(session: Mapping[str, Any]) -> str:
+    """The hot-lines section, absent when no source line was measured."""
+    body = html_hot_lines(session)
+    if not body:
+        return ""
+    return f'<section id="hot-lines">\n<h2>Hot lines</h2>\n{body}\n</section>\n'
+
+
 def render_html(session: Mapping[str, Any]) -> str:
     """The complete, self-contained HTML report as a string.
 
@@ -244,7 +253,7 @@ def render_html(session: Mapping[str, Any]) -> str:
 <div class="chart" id="chart" role="img" aria-label="icicle chart of the module tree"></div>
 <div class="detail mono" id="chart-detail">Hover a box for details; click to zoom.</div>
 </section>
-<section id="syncs">
+{_hot_lines(session)}<section id="syncs">
 <h2>Host syncs</h2>
 {_syncs(session)}
 </section>

@@ -125,6 +125,9 @@ def _breakdown(session: Mapping[str, Any]) -> list[str]:
             share = f"{100 * value / step:.0f}%" if step > 0 else "-"
             lines.append(f"| {escape(phase)} | {fmt_ms(value)} | {share} |")
         lines.append("")
+    from torchdoctor.render.hot_lines import markdown_hot_lines
+
+    lines += markdown_hot_lines(session)
     syncs = sorted(session.get("syncs") or [], key=lambda r: -float(r.get("per_step") or 0))
     if syncs:
         lines += [

@@ -209,6 +209,10 @@ def _label(node: dict[str, Any]) -> str:
         return f"{name}  ({node['group_count']} x ~{format_ms(node['per_item_ms'])} ms)"
     if node.get("kind") == "region":
         return f"[{name}]"
+    if node.get("hot_lines"):  # a (self) row (or childless owner) points to its hot lines
+        from torchdoctor.render.hot_lines import self_row_pointer
+
+        return f"{name}  {self_row_pointer(node)}"
     return name
 
 

@@ -27,6 +27,7 @@ from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.library_syncs import library_syncs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
@@ -59,6 +60,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     data_loading,
     communication,
     cpu_work,
+    hot_line_advice,
     unattributed,
     engine_knobs,
     lint_findings,

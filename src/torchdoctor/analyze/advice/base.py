@@ -90,6 +90,8 @@ class Advice:
     ``saving_range_ms`` is the range implied by the remedy's stated speedup range; ``heat``
     (0..1, the measured share of the step where the evidence lives) orders advice whose saving
     cannot be estimated. ``code`` is an optional before/after snippet for reports.
+    ``location`` (``{"file", "line"}``) names the one source line the advice is about, when it
+    is about one: advice on the same line can be merged by it.
 
     Example:
         >>> a = Advice("dominant-module", "Speed up decoder", estimated_saving_ms=12.0)

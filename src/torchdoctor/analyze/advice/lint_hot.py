@@ -1,8 +1,10 @@
 """Rule ``lint``: static findings, those on lines the profile shows hot ranked above cold ones.
 
-A finding is hot when its line is a recorded sync line, or lies inside the source span of a
+A finding is hot when its line is a recorded sync line, a measured line (the ``hot_lines``
+section: heat = the line's own share of the step), or lies inside the source span of a
 measured module/region taking >= 5% of the step; its ``heat`` is that part's share of the step
-(1.0 for a sync line). Hot findings get one Advice each; cold ones are grouped per code with
+(1.0 for a sync line). Findings on a line that has advice of its own (rule ``hot-line``) are
+left to that advice, as its evidence. Hot findings get one Advice each; cold ones are grouped per code with
 heat 0, so they rank last. Lint cannot measure a saving: it is left unknown. DataLoader findings
 that the run's own loaders contradict (``environment.data_loaders``: TD401 when every loader had
 workers, TD403 when none had or all persisted) are dropped.
@@ -21,6 +23,7 @@ from typing import Any
 from torchdoctor.analyze.advice.base import (
     Advice,
     fmt_count,
+    fmt_ms,
     location,
     node_ms,
     pct,
@@ -29,6 +32,7 @@ from torchdoctor.analyze.advice.base import (
     unattributed_ms,
     walk,
 )
+from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of
 
 HOT_FRACTION = 0.05
 MAX_HOT = 10
@@ -61,6 +65,12 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             per_step = record.get("per_step")
             times = fmt_count(per_step) if isinstance(per_step, int | float) else "?"
             return 1.0, f"the line syncs {times}x per step in the profile"
+    measured = line_of(session, path, line) if step > 0 else None
+    if measured is not None and measured["total_ms"] > 0:  # the line's own time (hot lines)
+        return min(1.0, measured["share"]), (
+            f"the line takes {fmt_ms(measured['total_ms'])} per step, "
+            f"{100 * measured['share']:.0f}% of the step (measured)"
+        )
     best: tuple[float, str] = (0.0, "")
     if step <= 0 or not isinstance(line, int):
         return best
@@ -125,7 +135,9 @@ def suspect_lines(session: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _place(why: str) -> str:
-    return "in unattributed code" if why.startswith("outside every module") else "on a hot line"
+    if why.startswith("outside every module"):
+        return "in unattributed code"
+    return "on a measured line" if why.endswith("(measured)") else "on a hot line"
 
 
 def _profiled_file(path: Any, session: Mapping[str, Any]) -> bool:
@@ -164,6 +176,13 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     """
     source = session.get("lint") or () if lint is None else lint
     findings = [f for f in map(as_finding_dict, source) if not _contradicted(f, session)]
+    # findings on a line with advice of its own (rule hot-line) are evidence there: one per line
+    covered = [(row["file"], row["line"]) for row in hot_lines(session)]
+    findings = [
+        f for f in findings
+        if not any(f.get("line") == line and same_file(file, str(f.get("path")))
+                   for file, line in covered)
+    ]  # fmt: skip
     step = step_ms(session)
     advice: list[Advice] = []
     cold: dict[str, list[Mapping[str, Any]]] = {}

@@ -1,7 +1,10 @@
 """Rule ``unattributed``: >= 30% of the step's forward and backward runs outside any module or
 region (functional losses, per-sample loops in the training script).
 
-The tree cannot say which code that is, so the advice is to name it: wrap the suspect blocks in
+When the profile measured source lines of that code (the ``hot_lines`` section) explaining at
+least a fifth of that time, the rule gives way to the line advice (rule ``hot-line``), which names
+the lines; what stays unexplained (pure-Python work no torch call shows) keeps this advice. Otherwise the tree
+cannot say which code that is, so the advice is to name it: wrap the suspect blocks in
 ``torchdoctor.region(...)`` and profile again. Static findings on lines outside every module's
 and region's source are the first suspects (the lint rule ranks them by this share). No saving is
 estimated: nothing is known about that code yet.
@@ -17,9 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms, unattributed_ms
+from torchdoctor.analyze.advice.hot_lines_data import root_lines_ms
 from torchdoctor.analyze.advice.lint_hot import suspect_lines
 
 THRESHOLD = 0.30
+#: the rule gives way to the line advice when measured lines explain this share of the time
+#: (not more: the profiler's own cost between torch calls is in that time, not in any line)
+EXPLAINED = 0.2
 
 
 def unattributed(session: Mapping[str, Any]) -> list[Advice]:
@@ -35,6 +42,9 @@ def unattributed(session: Mapping[str, Any]) -> list[Advice]:
     rest = unattributed_ms(session)
     if step <= 0 or rest < THRESHOLD * step:
         return []
+    measured = root_lines_ms(session)
+    if measured is not None and measured >= EXPLAINED * rest:
+        return []  # the hot-line advice names the lines
     suspected = suspect_lines(session)[:5]
     return [
         Advice(

@@ -1,0 +1,166 @@
+"""Rule ``hot-line``: the measured heaviest source lines, one advice per line, with the cure.
+
+Reads the Session's ``hot_lines`` section (``collect/lines.py``): per user source line, its
+forward and backward ms per step, executions per step and heaviest torch ops. Each line taking
+>= 5% of the step (at most 5 lines) gets one advice naming it as ``file.py:LINE`` with its
+measured share. The static findings on the line (``session["lint"]``: TD102 solve in a loop,
+TD301 mask per value, TD303 scipy assignment, ...) join it as evidence, and the cure they
+call for gives an Amdahl saving over the line's measured time with the replacement's
+benchmarked speedup (``hot_lines_cures.py``). Without a finding, the line's heaviest op (a
+solve run many times per step) or its shape (many executions of small ops: a per-element
+Python loop) chooses the cure; a hot line with no known cure is still named, ranked by its
+share. ``Advice.locations`` carries the line, so advice on the same line can be merged.
+
+Example:
+    >>> hot_line_advice({"hot_lines": None})
+    []
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import (
+    Advice,
+    fmt_ms,
+    location,
+    same_file,
+    step_ms,
+    with_saving,
+)
+from torchdoctor.analyze.advice.hot_lines_cures import (
+    LOOP_CALLS,
+    Cure,
+    cure_for,
+    is_per_element_loop,
+)
+from torchdoctor.analyze.advice.hot_lines_data import hot_lines
+from torchdoctor.analyze.advice.lint_hot import as_finding_dict
+
+
+def findings_on(session: Mapping[str, Any], row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The attached lint findings on a measured line.
+
+    Example:
+        >>> findings_on({"lint": [{"code": "TD102", "path": "t.py", "line": 3}]},
+        ...             {"file": "/x/t.py", "line": 3})[0]["code"]
+        'TD102'
+    """
+    out = []
+    for finding in map(as_finding_dict, session.get("lint") or ()):
+        if finding.get("line") == row["line"] and same_file(str(finding.get("path")), row["file"]):
+            out.append(finding)
+    return out
+
+
+def _ops_text(row: Mapping[str, Any]) -> str:
+    parts = []
+    for op in row["top_ops"][:3]:
+        parts.append(
+            f"{op['op']} {fmt_ms(op['forward_ms'])} fwd + {fmt_ms(op['backward_ms'])} bwd "
+            f"({op['calls_per_step']:.3g} calls)"
+        )
+    return ", ".join(parts)
+
+
+def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
+    where = row["location"]
+    if row.get("called_from") and float(row.get("calls_per_step") or 0.0) >= LOOP_CALLS:
+        where += f" (called {row['calls_per_step']:.3g}x per step from {row['called_from']})"
+    head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(row['total_ms'])})"
+    top = row["top_ops"][0]["op"] if row["top_ops"] else None
+    loop = is_per_element_loop(row)
+    if cure is not None and cure.name != "batch the loop":
+        shape = f"{top} {row['calls_per_step']:.3g}x per step" if loop and top else ""
+        return f"{head}{': ' + shape if shape else ''}: {cure.summary}"
+    if loop:
+        return (
+            f"{head}: a per-element Python loop ({row['calls_per_step']:.3g} executions per "
+            f"step, {row['torch_calls_per_step']:.3g} small torch calls): batch it"
+        )
+    return f"{head}: the heaviest measured source line"
+
+
+def _evidence(
+    row: Mapping[str, Any], share: float, findings: list[dict[str, Any]], cure: Cure | None
+) -> list[str]:
+    function = f" in {row['function']}()" if row.get("function") else ""
+    code = f" `{row['code']}`" if row.get("code") else ""
+    steps = f", {row['steps']} steps" if row.get("steps") else ""
+    owners = sorted({o for o in row["owners"] if o})
+    out = [
+        f"{row['location']}{function}{code}: {fmt_ms(row['forward_ms'])} forward + "
+        f"{fmt_ms(row['backward_ms'])} backward per step = {100 * share:.0f}% of the step "
+        f"(measured per line{steps})",
+        f"executed {row['calls_per_step']:.3g}x per step, {row['torch_calls_per_step']:.3g} "
+        f"torch calls; heaviest: {_ops_text(row) or '-'}",
+    ]
+    for finding in findings[:3]:
+        out.insert(1, f"lint {finding.get('code')} on this line: {finding.get('message')}")
+    if row.get("called_from"):
+        out.append(f"called from {row['called_from']}")
+    if owners:
+        out.append(f"inside {', '.join(owners)}: refines its (self) row")
+    for via in row.get("via")[:1] if row.get("via") else ():
+        out.append(
+            f"through {os.path.basename(str(via.get('file')))}:{via.get('line')} "
+            f"({via.get('function')}), library code called from this line"
+        )
+    if cure is not None:
+        out.append(
+            f"saving: Amdahl over the line's measured time with the cure's benchmarked speedup "
+            f"{cure.speedup.low:g}x-{cure.speedup.high:g}x ({cure.speedup.source})"
+        )
+    return out
+
+
+def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
+    """One advice per hot line (see the module docstring), each with ``locations`` set.
+
+    Example:
+        >>> row = {"file": "/a/loss.py", "line": 9, "location": "loss.py:9", "owner": "",
+        ...        "function": "loss", "code": "d = torch.linalg.solve(c, z[i])",
+        ...        "total_ms": {"mean": 6.0}, "forward_ms": {"mean": 4.0},
+        ...        "backward_ms": {"mean": 2.0}, "calls_per_step": 64,
+        ...        "torch_calls_per_step": 128, "top_ops": [{"op": "torch.linalg.solve",
+        ...        "forward_ms": 3.0, "backward_ms": 1.5, "calls_per_step": 64}]}
+        >>> advice = hot_line_advice({"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [row]}})
+        >>> advice[0].title.split(" takes")[0], round(advice[0].estimated_saving_ms, 2)
+        ('loss.py:9', 4.14)
+    """
+    step = step_ms(session)
+    if step <= 0:
+        return []
+    advice = []
+    for row in hot_lines(session):
+        share = row["share"]
+        findings = findings_on(session, row)
+        cure = cure_for(row, findings)
+        item = Advice(
+            rule="hot-line",
+            title=_title(row, share, cure),
+            confidence="high" if cure is not None and cure.name != "batch the loop" else "medium",
+            evidence=_evidence(row, share, findings, cure),
+            fix=cure.fix
+            if cure is not None
+            else (
+                "Look at this line first: move loop-invariant work out of it, batch what it "
+                "repeats, or torch.compile its function; wrap it in torchdoctor.region to "
+                "follow it across runs."
+            ),
+            references=list(
+                dict.fromkeys(
+                    [str(f.get("code")) for f in findings]
+                    + list(cure.references if cure is not None else ())
+                )
+            ),
+            heat=min(1.0, share),
+            code=cure.code if cure is not None else None,
+            locations=[location(row["file"], row["line"])],
+        )
+        if cure is not None:
+            with_saving(item, step, share, cure.speedup)
+        advice.append(item)
+    return advice

@@ -1,0 +1,163 @@
+"""What cures a hot line, and how much faster the cure measured in BENCHMARKS.md.
+
+A cure is chosen from the static findings on the line (their code), else from the heaviest
+torch op the line runs many times per step, else, for a line executed many times per step
+with small ops, the generic per-element loop cure (batch it). Speedups are the benchmarked
+ratios of the replacement against the slow pattern (low end: the conservative figure, used for
+the saving; high end: the best measured), with the table they come from.
+
+Example:
+    >>> cure_for({"top_ops": [{"op": "torch.linalg.solve", "calls_per_step": 64}],
+    ...           "calls_per_step": 64, "torch_calls_per_step": 320}, []).name
+    'whitening'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Speedup
+
+#: a line executed at least this many times per step is a loop
+LOOP_CALLS = 8
+#: ... and a per-element Python loop when its torch calls average under this many ms
+SMALL_OP_MS = 0.5
+
+
+@dataclass(frozen=True)
+class Cure:
+    """A remedy for a hot line: what it is, the fix, a before/after snippet, its speedup.
+
+    Example:
+        >>> WHITENING.speedup.low
+        3.22
+    """
+
+    name: str
+    summary: str
+    fix: str
+    speedup: Speedup
+    references: tuple[str, ...] = ()
+    code: str | None = None
+
+
+WHITENING = Cure(
+    "whitening",
+    "factor the matrix once and whiten (torchdoctor.ops)",
+    "Factor the loop-invariant matrix once (torchdoctor.ops.cholesky_factor) and whiten all "
+    "vectors in one batched call (torchdoctor.ops.whiten, or pairwise_mahalanobis / "
+    "mahalanobis_to_candidates for distances) instead of one solve per element.",
+    Speedup(
+        3.22,
+        276.5,
+        "BENCHMARKS.md: harness 'solve' loop vs batched 3.22x; ops 'per-pair "
+        "solve loop (seed 000)' vs whitened 277x",
+    ),
+    ("TD102", "torchdoctor.ops.cholesky_factor", "torchdoctor.ops.whiten"),
+    "for i in range(n):                                   # before: one solve per element\n"
+    "    total += z[i] @ torch.linalg.solve(cov, z[i])\n"
+    "from torchdoctor.ops import cholesky_factor, whiten  # after: one factorization\n"
+    "chol, _ = cholesky_factor(cov)\n"
+    "total = whiten(z, chol).pow(2).sum()",
+)
+INVERSE = Cure(
+    "whitening",
+    "replace the explicit inverse by a Cholesky factor and whitening (torchdoctor.ops)",
+    "Factor once with torchdoctor.ops.cholesky_factor and apply it with torchdoctor.ops.whiten "
+    "(or torch.cholesky_solve) instead of forming the inverse.",
+    Speedup(
+        1.68,
+        4.59,
+        "BENCHMARKS.md: Mahalanobis, explicit inverse vs whitened 1.68x (pool "
+        "252) to 4.59x (pool 8192)",
+    ),
+    ("TD101", "torchdoctor.ops.cholesky_factor", "torchdoctor.ops.whiten"),
+)
+SEGMENTS = Cure(
+    "group_by_segment",
+    "group all values in one pass (torchdoctor.ops.group_by_segment)",
+    "Sort once and split with torchdoctor.ops.group_by_segment (or pad_segments) instead of "
+    "building a mask per value.",
+    Speedup(
+        4.48,
+        6.67,
+        "BENCHMARKS.md: select_tokens_per_segment vs seed 003's per-frame loop 4.48x-6.67x",
+    ),
+    ("TD301", "torchdoctor.ops.group_by_segment"),
+)
+REMAP = Cure(
+    "remap_labels",
+    "remap labels on the device (torchdoctor.ops.remap_labels)",
+    "Use torchdoctor.ops.remap_labels (torch.unique(return_inverse=True)) instead of a Python "
+    "dict built from .tolist().",
+    Speedup(27.0, 44.1, "BENCHMARKS.md: harness 'label remap' 44.1x (spread 27.0-58.0)"),
+    ("TD302", "torchdoctor.ops.remap_labels"),
+)
+ASSIGNMENT = Cure(
+    "linear_assignment",
+    "solve all assignments in one batched call (torchdoctor.ops.linear_assignment)",
+    "Use torchdoctor.ops.linear_assignment on the batched cost tensor instead of scipy per "
+    "problem on host copies.",
+    Speedup(4.98, 14.1, "BENCHMARKS.md: linear_assignment vs per-problem scipy loop 4.98x-14.1x"),
+    ("TD303", "torchdoctor.ops.linear_assignment"),
+)
+PER_ELEMENT_LOOP = Cure(
+    "batch the loop",
+    "a per-element Python loop: batch it",
+    "Replace the Python loop by one batched tensor op over all elements (index with tensors, "
+    "broadcast, torch.vmap), or compile the function with torch.compile.",
+    Speedup(
+        3.22,
+        44.1,
+        "BENCHMARKS.md harness: slow loop vs batched cure 3.22x (solve) to 44.1x (label remap)",
+    ),
+    ("torch.vmap", "torch.compile"),
+)
+
+CURES_BY_CODE: dict[str, Cure] = {
+    "TD102": WHITENING,
+    "TD101": INVERSE,
+    "TD301": SEGMENTS,
+    "TD302": REMAP,
+    "TD303": ASSIGNMENT,
+}
+#: ops that, run many times per step on one line, call for a cure of their own
+CURES_BY_OP: dict[str, Cure] = {
+    "torch.linalg.solve": WHITENING,
+    "torch.linalg.solve_ex": WHITENING,
+    "torch.cholesky_solve": WHITENING,
+    "torch.linalg.cholesky": WHITENING,
+    "torch.linalg.inv": INVERSE,
+    "torch.inverse": INVERSE,
+}
+
+
+def is_per_element_loop(row: Mapping[str, Any]) -> bool:
+    """A line executed many times per step whose torch calls are small.
+
+    Example:
+        >>> is_per_element_loop({"calls_per_step": 64, "torch_calls_per_step": 320,
+        ...                      "forward_ms": 3.2})
+        True
+    """
+    calls = float(row.get("calls_per_step") or 0.0)
+    torch_calls = float(row.get("torch_calls_per_step") or 0.0)
+    per_call = float(row.get("forward_ms") or 0.0) / torch_calls if torch_calls else 0.0
+    return calls >= LOOP_CALLS and per_call < SMALL_OP_MS
+
+
+def cure_for(row: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> Cure | None:
+    """The cure of a measured line (see the module docstring), or None."""
+    for finding in findings:
+        cure = CURES_BY_CODE.get(str(finding.get("code")))
+        if cure is not None:
+            return cure
+    for op in (row.get("top_ops") or ())[:2]:
+        cure = CURES_BY_OP.get(str(op.get("op")))
+        if cure is not None and float(op.get("calls_per_step") or 0.0) >= 2:
+            return cure
+    if is_per_element_loop(row):
+        return PER_ELEMENT_LOOP
+    return None

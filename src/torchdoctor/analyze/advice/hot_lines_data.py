@@ -1,0 +1,130 @@
+"""Read-only helpers over the Session's ``hot_lines`` section, shared by the line rules.
+
+A source line may appear once per node that owns it (a helper called from the step and from a
+user module); :func:`measured_lines` merges those into one record per ``(file, line)``.
+
+Example:
+    >>> s = {"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [
+    ...     {"file": "/a/t.py", "line": 3, "owner": "", "total_ms": {"mean": 4.0},
+    ...      "forward_ms": {"mean": 3.0}, "backward_ms": {"mean": 1.0}, "calls_per_step": 8,
+    ...      "torch_calls_per_step": 16, "top_ops": []}]}}
+    >>> [(r["location"], r["share"]) for r in hot_lines(s)]
+    [('t.py:3', 0.4)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import center, same_file, step_ms
+
+#: a line is hot (gets advice of its own) from this share of the step
+HOT_SHARE = 0.05
+#: at most this many lines get advice of their own
+MAX_LINE_ADVICE = 5
+
+
+def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One record per measured ``(file, line)``, heaviest first: forward/backward/total ms per
+    step (means), ``share`` of the step, executions and torch calls per step, merged top ops,
+    owners, and the first record's function, code and library frames.
+
+    Example:
+        >>> measured_lines({"hot_lines": None})
+        []
+    """
+    section = session.get("hot_lines") or {}
+    step = step_ms(session)
+    merged: dict[tuple[str, Any], dict[str, Any]] = {}
+    for line in section.get("lines") or ():
+        key = (str(line.get("file")), line.get("line"))
+        row = merged.get(key)
+        if row is None:
+            row = merged[key] = {
+                "file": key[0],
+                "line": key[1],
+                "location": line.get("location") or f"{os.path.basename(key[0])}:{key[1]}",
+                "function": line.get("function"),
+                "code": line.get("code") or "",
+                "forward_ms": 0.0,
+                "backward_ms": 0.0,
+                "total_ms": 0.0,
+                "calls_per_step": 0.0,
+                "torch_calls_per_step": 0.0,
+                "ops": {},
+                "owners": [],
+                "via": list(line.get("via") or ()),
+                "steps": section.get("steps"),
+                "called_from": _caller_text(line.get("called_from")),
+            }
+        row["forward_ms"] += center(line.get("forward_ms"))
+        row["backward_ms"] += center(line.get("backward_ms"))
+        row["total_ms"] += center(line.get("total_ms"))
+        row["calls_per_step"] += float(line.get("calls_per_step") or 0.0)
+        row["torch_calls_per_step"] += float(line.get("torch_calls_per_step") or 0.0)
+        row["owners"].append(str(line.get("owner") or ""))
+        for op in line.get("top_ops") or ():
+            acc = row["ops"].setdefault(str(op.get("op")), [0.0, 0.0, 0.0])
+            acc[0] += float(op.get("forward_ms") or 0.0)
+            acc[1] += float(op.get("backward_ms") or 0.0)
+            acc[2] += float(op.get("calls_per_step") or 0.0)
+    out = []
+    for row in merged.values():
+        row["share"] = row["total_ms"] / step if step > 0 else 0.0
+        row["top_ops"] = sorted(
+            (
+                {"op": op, "forward_ms": f, "backward_ms": b, "calls_per_step": c}
+                for op, (f, b, c) in row.pop("ops").items()
+            ),
+            key=lambda o: -(o["forward_ms"] + o["backward_ms"]),
+        )
+        out.append(row)
+    out.sort(key=lambda r: -r["total_ms"])
+    return out
+
+
+def _caller_text(caller: Any) -> str | None:
+    if not isinstance(caller, Mapping) or not caller.get("location"):
+        return None
+    name = caller.get("function")
+    function = f" ({'module level' if name == '<module>' else name})" if name else ""
+    return f"{caller['location']}{function}"
+
+
+def hot_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The lines that get advice of their own: ``>= HOT_SHARE`` of the step, at most
+    ``MAX_LINE_ADVICE``, heaviest first."""
+    return [r for r in measured_lines(session) if r["share"] >= HOT_SHARE][:MAX_LINE_ADVICE]
+
+
+def line_of(
+    session: Mapping[str, Any], path: Any, line: Any, rows: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """The measured record of ``path:line`` (None when the line was not measured).
+
+    Example:
+        >>> line_of({"hot_lines": None}, "t.py", 3) is None
+        True
+    """
+    for row in measured_lines(session) if rows is None else rows:
+        if row["line"] == line and same_file(row["file"], str(path)):
+            return row
+    return None
+
+
+def root_lines_ms(session: Mapping[str, Any]) -> float | None:
+    """Time per step of the measured lines outside every module and region (owner: the
+    step); None when no line was measured at all (lines were not collected).
+
+    Example:
+        >>> root_lines_ms({"hot_lines": {"lines": [{"owner": "", "total_ms": {"mean": 1.5}}]}})
+        1.5
+        >>> root_lines_ms({"hot_lines": None}) is None
+        True
+    """
+    lines = (session.get("hot_lines") or {}).get("lines")
+    if not lines:
+        return None
+    return sum(center(line.get("total_ms")) for line in lines if not line.get("owner"))

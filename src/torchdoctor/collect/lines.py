@@ -1,0 +1,397 @@
+"""Hot lines: forward and backward time per user source line, for code no module names.
+
+Mechanism (chosen after measuring, see docs/profiler.md "Hot lines" and BENCHMARKS.md): a
+``torch.overrides.TorchFunctionMode`` sees every torch call made from Python (``torch.*``,
+``torch.nn.functional.*``, tensor methods and operators). A call is charged to the first user
+frame on the Python stack (``collect/lines_frames.py``: frames of torch, the standard library
+and torchdoctor's collection code are skipped; a call made inside a third-party package is
+charged to the user line that called into it, the package's frame kept as ``via`` detail).
+Only the outermost torch call is seen (the mode is off while its handler runs), so a call is
+timed once, with the profiler's clock (``perf_counter_ns`` on CPU, CUDA events resolved once
+per step on GPU). Forward time of a line = its torch calls plus the Python time between two
+calls of the same execution of the line (same frame, same line, increasing bytecode offset, no
+module or region call in between): a list comprehension on the line is the line's time.
+
+Backward: a call that creates autograd nodes (the sequence-number counter moved, as for
+regions) gets a pre-hook and a post-hook on each node it created; the node's backward time is
+post - pre, charged to the line. The hooks die with the graph.
+
+Ownership: the innermost module or region running when the call is made owns it. Calls owned
+by a module whose class is library code (``nn.Linear``) are that module's time in the tree and
+are not charged to any line; calls owned by the step (no module), a region or a user-defined
+module refine that node's ``(self)``.
+
+Limits: pure-Python work outside any torch call's line execution is not seen (a sampling
+profiler would see it; torch's own Python frames are skipped); C++-only calls (inside a
+``torch.compile``d graph, TorchScript) are charged to the line that called the compiled code;
+the mode costs a few microseconds per torch call, so on steps made of thousands of tiny ops
+it is the largest part of the profiler's overhead (measured in BENCHMARKS.md). Each step is
+collected between :meth:`LineCollector.start` and :meth:`LineCollector.stop`, so it can be
+switched on in detailed windows only.
+
+Example:
+    >>> import torch
+    >>> from torchdoctor.collect.clocks import CpuClock
+    >>> from torchdoctor.collect.recorder import Recorder
+    >>> lines = LineCollector(Recorder(CpuClock()))
+    >>> lines.start()
+    >>> x = torch.ones(3, requires_grad=True)
+    >>> y = (x * 2).sum()
+    >>> table = lines.end_step(); lines.stop()
+    >>> sorted((v["calls"], v["torch_calls"]) for v in table.values())
+    [(1, 1), (1, 2)]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from torchdoctor.collect.clocks import CpuClock
+from torchdoctor.collect.lines_frames import USER, kind_of, kind_of_file, locate
+from torchdoctor.collect.lines_install import (
+    COUNTED_PHASES,
+    op_name,
+    remove_function_mode,
+    wrap_function_apply,
+)
+from torchdoctor.collect.region_graph import sequence_nr
+from torchdoctor.collect.state import STATE
+
+_PLAIN, _PASS = 0, 1
+_routes: dict[Any, int] = {}
+_LEAF_SEQ = 1 << 62
+EVENT_FIELDS = 12
+MARK_FIELDS = 4
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
+#: backward hooks cost about as much as the call's own bookkeeping: per (line, op), the nodes
+#: of the first SAMPLE_FIRST calls of a step and of every SAMPLE_EVERY-th after are hooked, and
+#: the op's backward time is scaled by calls / hooked calls
+SAMPLE_FIRST = 16
+SAMPLE_EVERY = 4
+
+
+def _zero() -> int:
+    return 0
+
+
+def _nothing() -> None:
+    return None
+
+
+def _route(func: Any) -> int:
+    """Calls passed through untimed: backward passes and attribute getters/setters."""
+    route = _PLAIN
+    name = getattr(func, "__name__", "")
+    if name in ("__get__", "__set__") or func is torch.Tensor.backward:
+        route = _PASS
+    elif name.startswith("_record_function"):  # profiler annotations (Optimizer.step's)
+        route = _PASS
+    elif getattr(func, "__module__", None) == "torch.autograd" and name in ("backward", "grad"):
+        route = _PASS
+    try:
+        _routes[func] = route
+    except TypeError:
+        pass
+    return route
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [v for v in value if isinstance(v, torch.Tensor)]
+    return []
+
+
+class _Mode(TorchFunctionMode):
+    def __init__(self, collector: LineCollector) -> None:
+        super().__init__()
+        self.collector = collector
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        if kwargs is None:
+            kwargs = {}
+        try:
+            route = _routes.get(func)
+        except TypeError:
+            route = _PLAIN
+        if route is None:
+            route = _route(func)
+        collector = self.collector
+        if route or not collector.active or STATE.phase not in COUNTED_PHASES:
+            if route:
+                collector.last = None  # a backward pass ends the line's execution
+            return func(*args, **kwargs)
+        return collector.timed(func, args, kwargs, sys._getframe(1))
+
+
+class LineCollector:
+    """Per-step line timings; install with :meth:`start`, read a step with :meth:`end_step`."""
+
+    def __init__(self, recorder: Any, clock: Any = None) -> None:
+        self.rec = recorder
+        self.clock = clock if clock is not None else recorder.clock
+        self.now: Callable[[], Any] = self.clock.now
+        self._host = isinstance(self.clock, CpuClock)
+        self._host_now = time.perf_counter_ns if self._host else _zero
+        self.active = False
+        self._mode: _Mode | None = None
+        self._unwrap: Callable[[], None] = _nothing
+        self._library_owner: dict[int, bool] = {}
+        self.generation = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        # per call: code, line, owner, via code, via line, func, t0, t1, new execution, gap
+        # (host ns or on CUDA the index of the previous call of the execution, -1 for none),
+        # the calling user line's code and line at a new execution (else None, 0)
+        # flat lists (EVENT_FIELDS, MARK_FIELDS per record): no container object per call is
+        # kept, so collecting adds nothing for Python's cyclic GC to walk
+        self.events: list[Any] = []
+        self.marks: list[Any] = []  # (event, node id, 0 pre | 1 post, t) per mark
+        # the last call: (frame id, code, line, lasti, serial, segments, index, host time)
+        self.last: tuple | None = None
+        # frame id -> (code, line, lasti, entry frame) of its last call
+        self.executions: dict[int, tuple] = {}
+        self.hooked = 0
+        self.created: dict[tuple, int] = {}  # (code, line, func) -> calls that made graph nodes
+        self.sampled: dict[tuple, int] = {}  # ... of which had their nodes hooked
+
+    # -- install --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Push the function mode and wrap ``autograd.Function.apply`` (collection resumes in
+        the running step)."""
+        if self._mode is None:
+            self._mode = _Mode(self)
+            torch._C._push_on_torch_function_stack(self._mode)
+            self._unwrap = wrap_function_apply(self)
+        self.active = True
+
+    def stop(self) -> None:
+        """Remove the function mode (wherever it is on the mode stack) and the wrapper."""
+        self.active = False
+        mode, self._mode = self._mode, None
+        if mode is not None:
+            try:
+                remove_function_mode(mode)
+            finally:
+                self._unwrap()
+
+    # -- hot path -------------------------------------------------------------------------
+    def _owned_by_library(self, node: int) -> bool:
+        found = self._library_owner.get(node)
+        if found is None:
+            rec = self.rec
+            source = rec.source[node] if node < len(rec.source) else None
+            file = (source or {}).get("file") if rec.kind[node] == "module" else None
+            found = bool(file) and kind_of_file(str(file)) != USER
+            if rec.kind[node] == "module" and not file:
+                found = True  # a module whose class has no source file: not the user's code
+            self._library_owner[node] = found
+        return found
+
+    def timed(self, func: Any, args: tuple, kwargs: dict, frame: Any, op: Any = None) -> Any:
+        """Run ``func`` timed and charged to the user line above ``frame`` (``op``: what to
+        name the call, default ``func``)."""
+        rec = self.rec
+        if not rec.recording:
+            return func(*args, **kwargs)
+        entered = self._host_now()
+        frames = rec.frames
+        owner = frames[-1][0] if frames else 0
+        if owner and self._owned_by_library(owner):
+            return func(*args, **kwargs)
+        line_frame, via, entry = locate(frame)
+        if line_frame is None:
+            return func(*args, **kwargs)
+        code = line_frame.f_code
+        lineno = line_frame.f_lineno
+        lasti = line_frame.f_lasti
+        key_code, key_line = code, lineno
+        if code.co_name in _COMPREHENSIONS:  # its line is the enclosing function's line
+            outer = line_frame.f_back
+            if outer is not None and kind_of(outer.f_code) == USER:
+                key_code, key_line = outer.f_code, outer.f_lineno
+        serial = rec.serial
+        segments = len(rec.phases.segments)
+        index = len(self.events) // EVENT_FIELDS
+        # A new execution of the line: the frame was on another line, or jumped back (a loop),
+        # or called a new function from the same instruction (a library call in a loop; the
+        # entry frame is held, so its id cannot be reused while compared)
+        frame_id = id(line_frame)
+        state = self.executions.get(frame_id)
+        new = (
+            state is None
+            or state[0] is not code
+            or state[1] != lineno
+            or state[2] > lasti
+            or (state[2] == lasti and (entry is None or entry is not state[3]))
+        )
+        if len(self.executions) > 4096:
+            self.executions.clear()
+        self.executions[frame_id] = (code, lineno, lasti, entry)
+        # Python time on the line since its previous torch call, when no other torch call,
+        # module or region ran in between (this collector's own work excluded on the host
+        # clock; on CUDA, the device time between the two calls)
+        last = self.last
+        continued = (
+            not new
+            and last is not None
+            and last[0] == frame_id
+            and last[1] is code
+            and last[2] == lineno
+            and last[4] == serial
+            and last[5] == segments
+        )
+        gap = (entered - last[7] if self._host else last[6]) if continued else -1
+        seq0 = sequence_nr()
+        now = self.now
+        t0 = now()
+        out = func(*args, **kwargs)
+        t1 = now()
+        seq1 = sequence_nr()
+        caller = line_frame.f_back if new else None  # the line calling this function
+        if caller is not None and caller.f_code.co_name in _COMPREHENSIONS:
+            caller = caller.f_back  # the function the comprehension is in
+        if caller is not None and kind_of(caller.f_code) != USER:
+            caller = None
+        self.events.extend(
+            (
+                key_code,
+                key_line,
+                owner,
+                via.f_code if via is not None else None,
+                via.f_lineno if via is not None else 0,
+                func if op is None else op,
+                t0,
+                t1,
+                new,
+                gap,
+                caller.f_code if caller is not None else None,
+                caller.f_lineno if caller is not None else 0,
+            )
+        )
+        if seq1 > seq0:
+            counts = self.created
+            site = (key_code, key_line, func if op is None else op)
+            made = counts[site] = counts.get(site, 0) + 1
+            if made <= SAMPLE_FIRST or made % SAMPLE_EVERY == 0:
+                self.sampled[site] = self.sampled.get(site, 0) + 1
+                self._hook_backward(out, seq0, seq1, index)
+        self.last = (id(line_frame), code, lineno, lasti, serial, segments, index, self._host_now())
+        return out
+
+    # -- backward -------------------------------------------------------------------------
+    def _mark(self, event: int, node: int, which: int, generation: int, *_: Any) -> None:
+        if generation == self.generation:
+            self.marks.extend((event, node, which, self.now()))
+
+    def _hook_backward(self, out: Any, seq0: int, seq1: int, event: int) -> None:
+        """Pre- and post-hooks on the autograd nodes the call created (numbered in [seq0,
+        seq1)), found from its outputs' ``grad_fn`` (most calls make one node: no walk)."""
+        generation = self.generation
+        wanted = seq1 - seq0
+        stack = []
+        for tensor in _tensors(out):
+            fn = tensor.grad_fn
+            if fn is not None and fn not in stack:
+                stack.append(fn)
+        seen: set[Any] = set()
+        while stack and wanted > 0:
+            fn = stack.pop()
+            if fn in seen:
+                continue
+            seen.add(fn)
+            seq = fn._sequence_nr()
+            if not seq0 <= seq < seq1:
+                continue
+            wanted -= 1
+            node = self.hooked = self.hooked + 1
+            try:
+                fn.register_prehook(partial(self._mark, event, node, 0, generation))
+                fn.register_hook(partial(self._mark, event, node, 1, generation))
+            except RuntimeError:  # a node refusing hooks: its backward stays unmeasured
+                continue
+            if wanted > 0:
+                stack.extend([nxt for nxt, _ in fn.next_functions if nxt is not None])
+
+    # -- steps ----------------------------------------------------------------------------
+    def end_step(self) -> dict[tuple, dict[str, Any]]:
+        """This step's lines (and reset for the next): ``(file, line, function, first line,
+        owner node) -> {"forward_ns", "backward_ns", "calls", "torch_calls", "ops", "via",
+        "callers"}``."""
+        events, marks = self.events, self.marks
+        created, sampled = self.created, self.sampled
+        self.generation += 1
+        self._reset()
+        events = [events[i : i + EVENT_FIELDS] for i in range(0, len(events), EVENT_FIELDS)]
+        marks = [marks[i : i + MARK_FIELDS] for i in range(0, len(marks), MARK_FIELDS)]
+        tokens = [t for e in events for t in (e[6], e[7])] + [m[3] for m in marks]
+        ns = self.clock.resolve(tokens) if tokens else []
+        table: dict[tuple, dict[str, Any]] = {}
+        keys: list[tuple] = []
+        for i, (
+            code,
+            line,
+            owner,
+            via_code,
+            via_line,
+            func,
+            *_,
+            new,
+            gap,
+            c_code,
+            c_line,
+        ) in enumerate(events):
+            key = (code.co_filename, line, code.co_name, code.co_firstlineno, owner)
+            keys.append(key)
+            entry = table.get(key)
+            if entry is None:
+                entry = table[key] = {
+                    "forward_ns": 0.0,
+                    "backward_ns": 0.0,
+                    "calls": 0,
+                    "torch_calls": 0,
+                    "ops": {},
+                    "via": {},
+                    "callers": {},
+                }
+            start, end = ns[2 * i], ns[2 * i + 1]
+            spent = max(0.0, end - start)
+            if gap >= 0:
+                spent += float(gap) if self._host else max(0.0, start - ns[2 * gap + 1])
+            entry["forward_ns"] += spent
+            entry["torch_calls"] += 1
+            entry["calls"] += 1 if new else 0
+            if c_code is not None:
+                where = (c_code.co_filename, c_line, c_code.co_name)
+                entry["callers"][where] = entry["callers"].get(where, 0) + 1
+            op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
+            op[0] += max(0.0, end - start)
+            op[1] += 1
+            if via_code is not None:
+                where = (via_code.co_filename, via_line, via_code.co_name)
+                entry["via"][where] = entry["via"].get(where, 0.0) + spent
+        base = 2 * len(events)
+        open_: dict[int, float] = {}
+        for k, (event, node, which, _) in enumerate(marks):
+            t = ns[base + k]
+            if which == 0:
+                open_[node] = t
+            elif node in open_ and event < len(keys):
+                code, line, func = events[event][0], events[event][1], events[event][5]
+                site = (code, line, func)
+                scale = created.get(site, 1) / max(1, sampled.get(site, 1))
+                spent = max(0.0, t - open_.pop(node)) * scale
+                entry = table[keys[event]]
+                entry["backward_ns"] += spent
+                op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
+                op[2] += spent
+        return table

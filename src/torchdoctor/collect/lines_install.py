@@ -1,0 +1,106 @@
+"""Installing the hot-lines collector, and naming the calls it times.
+
+- :func:`wrap_function_apply`: custom autograd Functions are no torch function, so
+  ``torch.autograd.Function.apply`` is wrapped while the collector runs;
+- :func:`remove_function_mode`: take a TorchFunctionMode off the stack wherever it is (the
+  sync audit's mode may have been pushed after it);
+- :func:`op_name`: ``torch.linalg.solve``, ``Tensor.__matmul__``, ``MyFunction.apply``.
+
+Example:
+    >>> op_name(torch.linalg.solve)
+    'torch.linalg.solve'
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+
+from torchdoctor.collect.state import STATE
+
+#: phases whose torch calls are charged to lines (backward is measured through graph hooks;
+#: the optimizer and data phases have their own rows and advice)
+COUNTED_PHASES = frozenset({"forward", "other"})
+
+_names: dict[Any, str] = {}
+
+
+def op_name(func: Any) -> str:
+    """A readable name for a torch callable: ``torch.linalg.solve``, ``Tensor.__matmul__``.
+
+    Example:
+        >>> op_name(torch.linalg.solve), op_name(torch.Tensor.__matmul__)
+        ('torch.linalg.solve', 'Tensor.__matmul__')
+    """
+    try:
+        cached = _names.get(func)
+    except TypeError:
+        cached = None
+    if cached is not None:
+        return cached
+    if isinstance(func, type) and issubclass(func, torch.autograd.Function):
+        text = f"{func.__name__}.apply"
+        _names[func] = text
+        return text
+    name = getattr(func, "__name__", None) or type(func).__name__
+    qualname = getattr(func, "__qualname__", name) or name
+    module = getattr(func, "__module__", None) or ""
+    if "Tensor" in qualname.split(".")[0]:
+        text = "Tensor." + qualname.split(".")[-1]
+    elif module.startswith("torch._C._linalg") or name.startswith("linalg_"):
+        text = "torch.linalg." + name.removeprefix("linalg_")
+    elif module.startswith("torch.nn.functional") or module == "torch._C._nn":
+        text = "F." + name
+    elif module.startswith("torch"):
+        text = "torch." + name
+    else:
+        text = f"{module}.{qualname}" if module else qualname
+    try:
+        _names[func] = text
+    except TypeError:
+        pass
+    return text
+
+
+def wrap_function_apply(collector: Any) -> Callable[[], None]:
+    """Custom autograd Functions (``MyFn.apply(x)``) are no torch function: wrap
+    ``torch.autograd.Function.apply`` so their forward is timed as one call of the line (the
+    ops inside run untimed) and their backward node is hooked. Returns the undo."""
+    function = torch.autograd.function.Function
+    original = function.__dict__["apply"]
+    call = original.__func__
+
+    def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        if not collector.active or STATE.phase not in COUNTED_PHASES:
+            return call(cls, *args, **kwargs)
+        collector.active = False  # the ops of its forward belong to this call
+        try:
+            return collector.timed(partial(call, cls), args, kwargs, sys._getframe(1), op=cls)
+        finally:
+            collector.active = True
+
+    function.apply = classmethod(apply)  # type: ignore[assignment]
+
+    def undo() -> None:
+        if function.__dict__.get("apply") is not original:
+            function.apply = original  # type: ignore[assignment]
+
+    return undo
+
+
+def remove_function_mode(mode: Any) -> None:
+    """Take ``mode`` off the torch-function mode stack, keeping the modes pushed after it."""
+    above = []
+    try:
+        while torch._C._len_torch_function_stack() > 0:
+            top = torch._C._pop_torch_function_stack()
+            if top is mode:
+                break
+            above.append(top)
+    finally:
+        for other in reversed(above):
+            torch._C._push_on_torch_function_stack(other)

@@ -1,0 +1,250 @@
+"""The Session's ``hot_lines`` section from the per-step line tables of ``collect/lines.py``.
+
+Per user source line (and the tree node owning it: the step, a region or a user module):
+forward and backward ms per step (Stats with mean), executions and torch calls per step, the
+heaviest torch ops, the library frames it went through, and its source text. Lines of a node
+refine that node's ``(self)`` row (a node without children: the node itself); the tree's
+``(self)`` rows get a ``hot_lines`` list pointing at their heaviest lines.
+
+Invariant: per step, the lines owned by a node never add up past that node's self time
+(backward past its self backward, forward + backward past its self total). The two clocks
+agree by construction on the host (the same readings bound both); where the graph-hook
+attribution of the tree and the per-node measurement of the lines disagree, the lines are
+scaled down to fit, and the line says so (``scaled``: fitted / measured time, when under 0.95).
+
+Example:
+    >>> step = {"wall_ms": 10.0, "phases": {"forward": 6.0, "backward": 3.0}, "forward": {},
+    ...         "backward": {}, "lines": {("t.py", 3, "f", 1, 0): {"forward_ns": 4e6,
+    ...         "backward_ns": 2e6, "calls": 8, "torch_calls": 16, "ops": {}, "via": {}}}}
+    >>> section = hot_lines_section([step], parent=[-1], path=[""], kind=["root"])
+    >>> line = section["lines"][0]
+    >>> line["line"], line["total_ms"]["mean"], line["pct_of_step"], line["calls_per_step"]
+    (3, 6.0, 60.0, 8.0)
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torchdoctor.collect.assemble import stat_with_mean
+
+MAX_LINES = 50
+TOP_OPS = 5
+TOP_VIA = 3
+TREE_POINTERS = 3
+#: timed calls per step from which the section notes the collector's own cost
+MANY_CALLS = 500
+
+
+def _self_times(step: Mapping[str, Any], node: int, kids: Sequence[int]) -> tuple[float, float]:
+    """(self backward ms, self total ms) of a node in one step summary."""
+    fwd, bwd = step["forward"], step["backward"]
+    if node == 0:
+        own_b = step["phases"].get("backward", 0.0)
+        own_total = step["wall_ms"]
+    else:
+        own_b = bwd.get(node, 0.0)
+        own_total = fwd.get(node, 0.0) + own_b
+    kids_b = sum(bwd.get(k, 0.0) for k in kids)
+    kids_total = sum(fwd.get(k, 0.0) + bwd.get(k, 0.0) for k in kids)
+    return max(0.0, own_b - kids_b), max(0.0, own_total - kids_total)
+
+
+def _fitted(
+    step: Mapping[str, Any], children: Mapping[int, list[int]]
+) -> dict[tuple, tuple[float, float, float]]:
+    """Per line key: (forward ms, backward ms, scale) with each owner's lines fitted into
+    its self time (see the module docstring)."""
+    by_owner: dict[int, list[tuple]] = {}
+    for key in step["lines"]:
+        by_owner.setdefault(key[4], []).append(key)
+    out: dict[tuple, tuple[float, float, float]] = {}
+    for owner, keys in by_owner.items():
+        self_b, self_total = _self_times(step, owner, children.get(owner, []))
+        fwd = {k: step["lines"][k]["forward_ns"] / 1e6 for k in keys}
+        bwd = {k: step["lines"][k]["backward_ns"] / 1e6 for k in keys}
+        sum_b = sum(bwd.values())
+        scale_b = min(1.0, self_b / sum_b) if sum_b > 0 else 1.0
+        room = max(0.0, self_total - sum_b * scale_b)
+        sum_f = sum(fwd.values())
+        scale_f = min(1.0, room / sum_f) if sum_f > 0 else 1.0
+        for k in keys:
+            out[k] = (fwd[k] * scale_f, bwd[k] * scale_b, min(scale_f, scale_b))
+    return out
+
+
+def hot_lines_section(
+    steps: Sequence[Mapping[str, Any]],
+    *,
+    parent: Sequence[int],
+    path: Sequence[str],
+    kind: Sequence[str],
+    max_lines: int = MAX_LINES,
+) -> dict[str, Any] | None:
+    """The section from step summaries carrying ``lines`` (None when lines were not collected).
+
+    ``parent``/``path``/``kind`` are the profiler's node registry.
+    """
+    steps = [s for s in steps if s.get("lines") is not None]
+    if not steps:
+        return None
+    children: dict[int, list[int]] = {}
+    for step in steps:
+        for node in {*step["forward"], *step["backward"]}:
+            if node > 0:
+                up = max(parent[node], 0)
+                if node not in children.setdefault(up, []):
+                    children[up].append(node)
+    count = len(steps)
+    walls = [s["wall_ms"] for s in steps]
+    wall = sum(walls) / count if count else 0.0
+    series: dict[tuple, dict[str, Any]] = {}
+    for index, step in enumerate(steps):
+        fitted = _fitted(step, children)
+        for key, entry in step["lines"].items():
+            agg = series.get(key)
+            if agg is None:
+                agg = series[key] = {
+                    "fwd": [0.0] * count,
+                    "bwd": [0.0] * count,
+                    "calls": 0,
+                    "torch_calls": 0,
+                    "ops": {},
+                    "via": {},
+                    "raw": 0.0,
+                    "callers": {},
+                }
+            fwd, bwd, scale = fitted[key]
+            agg["fwd"][index] = fwd
+            agg["bwd"][index] = bwd
+            agg["raw"] += (entry["forward_ns"] + entry["backward_ns"]) / 1e6
+            agg["calls"] += entry["calls"]
+            agg["torch_calls"] += entry["torch_calls"]
+            for op, (f_ns, calls, b_ns) in entry["ops"].items():
+                acc = agg["ops"].setdefault(op, [0.0, 0, 0.0])
+                acc[0] += f_ns * scale / 1e6
+                acc[1] += calls
+                acc[2] += b_ns * scale / 1e6
+            for where, ns in entry["via"].items():
+                agg["via"][where] = agg["via"].get(where, 0.0) + ns / 1e6
+            for where, n in (entry.get("callers") or {}).items():
+                agg["callers"][where] = agg["callers"].get(where, 0) + n
+    lines = [_line(key, agg, count, wall, path, kind) for key, agg in series.items()]
+    lines.sort(key=lambda r: -r["total_ms"]["mean"])
+    notes = []
+    calls = sum(r["torch_calls_per_step"] for r in lines)
+    if calls >= MANY_CALLS:
+        notes.append(
+            f"{calls:.3g} torch calls per step were timed from user lines; each costs the "
+            "profiler a few microseconds, so lines made of many tiny calls look slower than "
+            "they are (their share of the step is still comparable between lines)"
+        )
+    if len(lines) > max_lines:
+        notes.append(f"{len(lines) - max_lines} lighter line(s) left out")
+    if any(r.get("scaled") is not None for r in lines[:max_lines]):
+        notes.append(
+            "some lines were scaled down to fit the (self) time of their node (the tree's "
+            "backward attribution and the lines' per-node measurement disagreed there)"
+        )
+    return {
+        "mechanism": "torch_function_mode",
+        "steps": count,
+        "lines": lines[:max_lines],
+        "notes": notes,
+    }
+
+
+def _line(
+    key: tuple,
+    agg: Mapping[str, Any],
+    count: int,
+    wall: float,
+    path: Sequence[str],
+    kind: Sequence[str],
+) -> dict[str, Any]:
+    file, line, function, first_line, owner = key
+    total = [f + b for f, b in zip(agg["fwd"], agg["bwd"])]
+    ops = sorted(agg["ops"].items(), key=lambda kv: -(kv[1][0] + kv[1][2]))
+    via = sorted(agg["via"].items(), key=lambda kv: -kv[1])
+    stats = stat_with_mean(total)
+    out: dict[str, Any] = {
+        "file": file,
+        "line": line,
+        "location": f"{os.path.basename(file)}:{line}",
+        "function": function,
+        "function_line": first_line,
+        "code": linecache.getline(file, line).strip() if line else "",
+        "owner": path[owner] if owner else "",
+        "owner_kind": kind[owner],
+        "forward_ms": stat_with_mean(agg["fwd"]),
+        "backward_ms": stat_with_mean(agg["bwd"]),
+        "total_ms": stats,
+        "pct_of_step": 100.0 * stats["mean"] / wall if wall > 0 else 0.0,
+        "calls_per_step": agg["calls"] / count,
+        "torch_calls_per_step": agg["torch_calls"] / count,
+        "top_ops": [
+            {
+                "op": op,
+                "forward_ms": f / count,
+                "backward_ms": b / count,
+                "calls_per_step": calls / count,
+            }
+            for op, (f, calls, b) in ops[:TOP_OPS]
+        ],
+        "via": [
+            {"file": w[0], "line": w[1], "function": w[2], "ms": ms / count}
+            for w, ms in via[:TOP_VIA]
+        ],
+    }
+    if agg["callers"]:  # the user line that calls this line's function most
+        (c_file, c_line, c_function), _ = max(agg["callers"].items(), key=lambda kv: kv[1])
+        out["called_from"] = {
+            "file": c_file,
+            "line": c_line,
+            "function": c_function,
+            "location": f"{os.path.basename(c_file)}:{c_line}",
+        }
+    if agg["raw"] > 0 and sum(total) < 0.95 * agg["raw"]:  # fitted by more than 5% overall
+        out["scaled"] = sum(total) / agg["raw"]
+    return out
+
+
+def point_tree_at_lines(tree: dict[str, Any] | None, section: Mapping[str, Any] | None) -> None:
+    """Give each ``(self)`` row (or a childless owner) a ``hot_lines`` list: its heaviest lines
+    as ``{"location", "file", "line", "total_ms"}``, in place.
+
+    Example:
+        >>> tree = {"path": "", "kind": "root", "children": [{"path": "(self)", "kind": "self"}]}
+        >>> point_tree_at_lines(tree, {"lines": [{"owner": "", "file": "/a/t.py", "line": 3,
+        ...     "location": "t.py:3", "total_ms": {"mean": 2.0}}]})
+        >>> tree["children"][0]["hot_lines"][0]["location"]
+        't.py:3'
+    """
+    if not tree or not section:
+        return
+    by_owner: dict[str, list[Mapping[str, Any]]] = {}
+    for line in section.get("lines") or ():
+        by_owner.setdefault(str(line.get("owner") or ""), []).append(line)
+
+    def visit(node: dict[str, Any]) -> None:
+        kids = node.get("children") or []
+        if node.get("kind") != "self":
+            mine = by_owner.get(str(node.get("path") or ""))
+            if mine:
+                target = next((k for k in kids if k.get("kind") == "self"), node)
+                target["hot_lines"] = [
+                    {
+                        "location": r["location"],
+                        "file": r["file"],
+                        "line": r["line"],
+                        "total_ms": (r.get("total_ms") or {}).get("mean", 0.0),
+                    }
+                    for r in mine[:TREE_POINTERS]
+                ]
+        for kid in kids:
+            visit(kid)
+
+    visit(tree)

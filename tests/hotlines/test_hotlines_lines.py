@@ -1,0 +1,228 @@
+"""Hot lines: a line in a loss function, a line calling into a library, a line whose backward
+dominates, loops, lines inside user modules, and what is never charged to a line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+import pytest
+import torch
+from hotlines_helpers import lines_at, marked_line, mean, profile
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- a line in a loss function ---------------------------------------------------------------
+W = torch.randn(8, 8, requires_grad=True)
+X = torch.randn(32, 8)
+
+
+def penalty(z, cov):
+    total = z.new_zeros(())
+    for i in range(z.shape[0]):
+        total = total + z[i] @ torch.linalg.solve(cov, z[i])  # HOT
+    return total / z.shape[0]
+
+
+def loss_step():
+    z = torch.tanh(X @ W)  # CHEAP
+    cov = torch.cov(z.detach().T) + torch.eye(8)
+    loss = penalty(z, cov) + z.mean()
+    loss.backward()
+
+
+def test_a_line_in_a_loss_function_is_measured_and_named_first():
+    session = profile(loss_step)
+    hot = marked_line(penalty, "HOT")
+    (line,) = lines_at(session, __file__, hot)
+    assert line["owner"] == "" and line["owner_kind"] == "root"
+    assert line["function"] == "penalty"
+    assert "torch.linalg.solve(cov, z[i])" in line["code"]
+    assert line["calls_per_step"] == pytest.approx(32)
+    assert line["torch_calls_per_step"] == pytest.approx(32 * 5)  # [i] twice, solve, @, +
+    solve = next(op for op in line["top_ops"] if op["op"] == "torch.linalg.solve")
+    assert solve["calls_per_step"] == pytest.approx(32)
+    assert mean(line["forward_ms"]) > 0 and mean(line["backward_ms"]) > 0
+    assert line["called_from"]["function"] == "loss_step"
+    first = session["advice"][0]
+    assert first["rule"] == "hot-line"
+    assert first["title"].startswith(f"{os.path.basename(__file__)}:{hot}")
+    assert first["locations"] == [f"{line['file']}:{hot}"]
+    assert "whiten" in first["fix"] and first["estimated_saving_ms"] > 0
+    # the per-element loop is named as such when it has no cure of its own
+    assert all(a["rule"] != "unattributed" for a in session["advice"])
+
+
+# -- a line calling into a library -------------------------------------------------------------
+LIBRARY = """
+import torch
+
+
+def spread(x, rounds):
+    out = x
+    for _ in range(rounds):
+        out = torch.sin(out) + 0.5 * out  # inside the library
+    return out
+"""
+
+
+@pytest.fixture()
+def library(tmp_path, monkeypatch):
+    """A third-party package (under a site-packages folder) that runs torch ops itself."""
+    root = tmp_path / "site-packages"
+    (root / "fakepkg").mkdir(parents=True)
+    (root / "fakepkg" / "__init__.py").write_text(textwrap.dedent(LIBRARY))
+    monkeypatch.syspath_prepend(str(root))
+    sys.modules.pop("fakepkg", None)
+    import fakepkg
+
+    yield fakepkg
+    sys.modules.pop("fakepkg", None)
+
+
+def test_a_line_calling_into_a_library_gets_the_library_time_with_the_frame_as_detail(library):
+    x = torch.randn(64, requires_grad=True)
+
+    def step():
+        y = library.spread(x, 50)  # LIB
+        y.sum().backward()
+
+    session = profile(step)
+    (line,) = lines_at(session, __file__, marked_line(step, "LIB"))
+    assert line["calls_per_step"] == pytest.approx(1)
+    assert line["torch_calls_per_step"] == pytest.approx(150)
+    assert line["via"] and line["via"][0]["file"] == library.__file__
+    assert line["via"][0]["function"] == "spread"
+    assert mean(line["backward_ms"]) > 0
+    files = {r["file"] for r in session["hot_lines"]["lines"]}
+    assert library.__file__ not in files  # never a line of its own
+
+
+# -- a line whose backward dominates -----------------------------------------------------------
+class SlowBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x  # FWD_INSIDE
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        out = torch.zeros_like(x)
+        for k in range(x.shape[0]):  # row by row: far slower than the forward
+            out[k] = 2 * x[k] * grad[k]
+        return out
+
+
+def test_a_line_whose_backward_dominates():
+    w = torch.randn(16, 16, requires_grad=True)
+    x = torch.randn(400, 16)
+
+    def step():
+        h = x @ w
+        y = SlowBackward.apply(h)  # BWD
+        y.mean().backward()
+
+    session = profile(step)
+    (line,) = lines_at(session, __file__, marked_line(step, "BWD"))
+    assert [op["op"] for op in line["top_ops"]] == ["SlowBackward.apply"]
+    assert mean(line["backward_ms"]) > 5 * mean(line["forward_ms"])
+    # the ops inside the Function's forward are part of its call, not lines of their own
+    assert not lines_at(session, __file__, marked_line(SlowBackward.forward, "FWD_INSIDE"))
+    advised = [int(a["locations"][0].rpartition(":")[2]) for a in session["advice"] if a["rule"] == "hot-line"]
+    assert marked_line(step, "BWD") in advised
+    assert (
+        torch.autograd.Function.__dict__["apply"].__func__.__module__ == "torch.autograd.function"
+    )
+
+
+# -- loops -------------------------------------------------------------------------------------
+def test_loops_count_executions_and_python_time_on_the_line():
+    values = torch.randint(0, 20, (2000,))
+
+    def step():
+        groups = []
+        for v in range(20):
+            groups.append(torch.where(values == v)[0].float().mean())  # LOOP
+        return torch.stack(groups).sum()
+
+    session = profile(step)
+    (line,) = lines_at(session, __file__, marked_line(step, "LOOP"))
+    assert line["calls_per_step"] == pytest.approx(20)
+    assert line["torch_calls_per_step"] == pytest.approx(20 * 4)  # ==, where, float, mean
+    ops = {op["op"]: op for op in line["top_ops"]}
+    assert ops["torch.where"]["calls_per_step"] == pytest.approx(20)
+    advice = next(a for a in session["advice"] if a.get("rule") == "hot-line")
+    assert "per-element Python loop" in advice["title"] or "group" in advice["title"]
+
+
+def test_one_execution_of_a_comprehension_line_is_one_call_per_element():
+    xs = [torch.randn(4) for _ in range(10)]
+
+    def step():
+        return torch.stack([x.exp().sum() for x in xs])  # COMP
+
+    session = profile(step)
+    (line,) = lines_at(session, __file__, marked_line(step, "COMP"))
+    assert line["calls_per_step"] >= 10  # the comprehension re-runs the call instruction
+    assert line["torch_calls_per_step"] == pytest.approx(21)
+
+
+# -- modules -----------------------------------------------------------------------------------
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        h = self.inner(x)
+        for _ in range(10):
+            h = h + torch.tanh(h) * 0.1  # IN_MODULE
+        return h
+
+
+def test_lines_inside_a_user_module_refine_its_self_and_library_modules_are_not_lines():
+    net = Net()
+    x = torch.randn(64, 16)
+
+    def step():
+        net(x).sum().backward()
+
+    session = profile(step, model=net)
+    (line,) = lines_at(session, __file__, marked_line(Net.forward, "IN_MODULE"))
+    assert line["owner"] == "Net" and line["owner_kind"] == "module"
+    assert line["calls_per_step"] == pytest.approx(10)
+    # the Linear's own op (F.linear, inside torch) is the Linear's time, charged to no line
+    inner_call = marked_line(Net.forward, "IN_MODULE") - 2
+    assert not lines_at(session, __file__, inner_call)
+    net_node = next(c for c in session["tree"]["children"] if c["path"] == "Net")
+    own = next(c for c in net_node["children"] if c["kind"] == "self")
+    assert own["hot_lines"][0]["line"] == line["line"]
+
+
+def test_profiler_calls_and_disabled_collection_leave_no_trace():
+    before = torch._C._len_torch_function_stack()
+    apply = torch.autograd.Function.__dict__["apply"]
+    x = torch.randn(8, requires_grad=True)
+    session = profile(lambda: (x * 2).sum().backward(), hot_lines=False)
+    assert session["hot_lines"] is None
+    with pytest.raises(ZeroDivisionError):
+        with torch.autograd.profiler.record_function("x"), torchdoctor_profiler():
+            (x * 3).sum()
+            raise ZeroDivisionError
+    assert torch._C._len_torch_function_stack() == before
+    assert torch.autograd.Function.__dict__["apply"] is apply
+
+
+def torchdoctor_profiler():
+    import torchdoctor
+
+    return torchdoctor.Profiler(syncs=False)

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from torchdoctor.collect.finish import BOUNDARY_NOTES
 from torchdoctor.collect.profiler import Profiler
 from torchdoctor.session import Session
 
@@ -34,12 +33,14 @@ def profile(
     batch: Any = None,
     memory: bool = True,
     backward: bool = True,
+    detail: str = "windows",
 ) -> Session:
     """Run ``step_fn`` ``warmup + steps`` times under the profiler and return the Session.
 
     With ``inference_fn`` (or ``compare_inference=True`` with ``model`` and ``batch``: the model
     is run in eval mode under ``torch.inference_mode``), the train/inference time ratio and the
-    backward/forward ratio are added as ``session["inference"]``.
+    backward/forward ratio are added as ``session["inference"]``. ``detail``: as for
+    :class:`~torchdoctor.collect.profiler.Profiler` (``"always"`` records every step in full).
 
     Example:
         >>> import torch
@@ -65,16 +66,13 @@ def profile(
         inference_fn = model_inference_fn(model, batch)
     name = label or getattr(step_fn, "__name__", None) or "step_fn"
     prof = Profiler(model, syncs=syncs, warmup=warmup, label=name, memory=memory,
-                    backward=backward)  # fmt: skip
-    prof._markers_from_profile = True
+                    backward=backward, step_boundary="step_fn", detail=detail)  # fmt: skip
     with prof:
         for _ in range(warmup + steps):
             step_fn()
-            prof._marker()
+            prof.step()
     session = prof.session
     assert session is not None
-    session["config"]["step_boundary"] = "step_fn"
-    session["config"]["notes"][0] = BOUNDARY_NOTES["step_fn"]
     if inference_fn is not None:
         from torchdoctor.collect.inference import compare_train_inference
 

@@ -19,6 +19,7 @@ from torchdoctor.bench.table import BenchTable
 SUITES: dict[str, list[str]] = {
     "syncs": ["torchdoctor.benchmarks.sync_overhead"],
     "profiler": ["torchdoctor.benchmarks.profiler_overhead"],
+    "overhead": ["torchdoctor.benchmarks.profiler_gpt", "torchdoctor.benchmarks.run_overhead"],
     "harness": ["torchdoctor.benchmarks.harness"],
     "train": ["torchdoctor.benchmarks.train_metrics"],
     "ops": [

@@ -144,6 +144,7 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
         audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
+        hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
     )  # fmt: skip
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")

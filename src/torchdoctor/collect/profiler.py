@@ -371,6 +371,7 @@ class Profiler(HookEvents):
                 )  # fmt: skip
                 if rec.count_memory:
                     state.memory_summary = summary
+                state.hook_ns += rec.hook_ns
                 intervals = summary.pop("_intervals")
                 if len(state.timelines) < _KEEP_TIMELINES:
                     state.timelines.append({"forward": forward, "intervals": intervals,

@@ -36,7 +36,7 @@ from torchdoctor.collect.state import STATE
 
 __all__ = ["estimate_profiler_overhead", "per_module_call_cost_us"]
 
-_cost_us: dict[tuple[bool, bool], float] = {}
+_cost_us: dict[tuple[bool, bool], dict[str, float]] = {}
 _ITERATIONS = 40
 _ROUNDS = 7
 _CALLS_PER_ITERATION = 4  # Sequential + Linear + Tanh + Linear
@@ -48,28 +48,14 @@ def _loop(model: torch.nn.Module, x: torch.Tensor, backward: bool, rec: Any = No
         y = model(x)
         if backward:
             y.sum().backward()
-    elapsed = time.thread_time_ns() - start
-    if rec is not None:  # its buffers are not part of the cost: reset outside the timing
-        rec.release_handles()
-        rec.new_step(rec.now())
-    return elapsed
+    return time.thread_time_ns() - start
 
 
-def per_module_call_cost_us(backward: bool, detailed: bool = True) -> float:
-    """Microseconds the profiler's module hooks add to one module call (with its backward, if
-    ``backward``) in a detailed or a light step.
-
-    Measured once per process for each case (see the module docstring).
-
-    Example:
-        >>> per_module_call_cost_us(backward=False, detailed=False) >= 0.0
-        True
-    """
-    cached = _cost_us.get((backward, detailed))
-    if cached is not None:
-        return cached
+def _calibrate(backward: bool, detailed: bool) -> tuple[float, float]:
+    """``(total, outside)`` microseconds per module call: all the hooks add, and the part of
+    it outside the hook functions' own measured time (calling them, autograd running them)."""
     if STATE.profiler is not None:  # never install a second set of global hooks
-        return 0.0
+        return 0.0, 0.0
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
     x = torch.randn(4, 8)
@@ -83,17 +69,39 @@ def per_module_call_cost_us(backward: bool, detailed: bool = True) -> float:
             plain.append(_loop(model, x, backward))
             hooks = Installation()
             hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+            rec.new_step(rec.now())
             try:
-                hooked.append(_loop(model, x, backward, rec))
+                hooked.append((_loop(model, x, backward), rec.hook_ns))
             finally:
                 hooks.remove()
+                rec.release_handles()
                 rec.phases.reset()
                 STATE.module_stack.clear()
                 STATE.phase = saved_phase
     calls = _ITERATIONS * _CALLS_PER_ITERATION
-    cost = max(0.0, (min(hooked) - min(plain)) / 1e3 / calls)
-    _cost_us[(backward, detailed)] = cost
-    return cost
+    fastest, inside = min(hooked)
+    total = max(0.0, (fastest - min(plain)) / 1e3 / calls)
+    return total, max(0.0, total - inside / 1e3 / calls)
+
+
+def per_module_call_cost_us(backward: bool, detailed: bool = True, part: str = "total") -> float:
+    """Microseconds the profiler's module hooks add to one module call (with its backward, if
+    ``backward``) in a detailed or a light step; ``part="outside"``: the share not measured
+    inside the hook functions (calling them; autograd calling the backward marks).
+
+    Calibrated once per process for each case (see the module docstring).
+
+    Example:
+        >>> per_module_call_cost_us(backward=False, detailed=False) >= 0.0
+        True
+    """
+    key = (backward, detailed)
+    if key not in _cost_us:
+        total, outside = _calibrate(backward, detailed)
+        if total == 0.0 and STATE.profiler is not None:
+            return 0.0  # not calibrated (a profiler is running): try again later
+        _cost_us[key] = {"total": total, "outside": outside}
+    return _cost_us[key][part]
 
 
 def estimate_profiler_overhead(
@@ -103,15 +111,19 @@ def estimate_profiler_overhead(
     backward: bool,
     steps: int = 1,
     detailed_steps: int | None = None,
+    hook_ms_per_step: float | None = None,
     audit_calls_per_step: float = 0.0,
     audit_cost_us: float = 0.0,
     bookkeeping_ms_per_step: float = 0.0,
 ) -> dict[str, Any]:
     """The profiler's estimated cost: per detailed step (``overhead_ms``, ``overhead_pct`` of
-    the step without it) and over the whole run (``run_overhead_pct``), with its basis.
+    the step without it) and over the whole run (``run_overhead_ms``, ``run_overhead_pct``),
+    with ``cost_us`` (per module call in a detailed step) and ``light_cost_us``.
 
     ``step_ms``: the median step time; ``steps`` of which ``detailed_steps`` detailed (default
-    all); ``audit_calls_per_step``: calls the sync audit intercepted per audited step.
+    all); ``hook_ms_per_step``: the time measured inside the hooks per detailed step (None:
+    the calibrated total cost per call is used instead); ``audit_calls_per_step``: calls the
+    sync audit intercepted per audited step, at ``audit_cost_us`` each.
 
     Example:
         >>> e = estimate_profiler_overhead(0, 10.0, backward=False, bookkeeping_ms_per_step=0.1)
@@ -119,30 +131,35 @@ def estimate_profiler_overhead(
         1.0
     """
     detailed_steps = steps if detailed_steps is None else detailed_steps
-    out: dict[str, Any] = {"overhead_ms": 0.0, "overhead_pct": 0.0, "run_overhead_pct": 0.0,
-                           "calls_per_step": calls_per_step, "cost_us": None,
-                           "light_cost_us": None,
+    out: dict[str, Any] = {"overhead_ms": 0.0, "overhead_pct": 0.0, "run_overhead_ms": 0.0,
+                           "run_overhead_pct": 0.0, "calls_per_step": calls_per_step,
+                           "cost_us": None, "light_cost_us": None,
                            "bookkeeping_ms_per_step": bookkeeping_ms_per_step}  # fmt: skip
     if step_ms <= 0:
         return out
-    detail_cost = per_module_call_cost_us(backward, True) if calls_per_step > 0 else 0.0
-    light_cost = (
-        per_module_call_cost_us(backward, False) if calls_per_step > 0 and steps > detailed_steps
-        else 0.0
-    )  # fmt: skip
-    detailed_ms = (calls_per_step * detail_cost + audit_calls_per_step * audit_cost_us) / 1e3
+    hooks_ms = 0.0
+    if calls_per_step > 0:
+        if hook_ms_per_step is None:
+            hooks_ms = calls_per_step * per_module_call_cost_us(backward, True) / 1e3
+        else:
+            outside = per_module_call_cost_us(backward, True, part="outside")
+            hooks_ms = hook_ms_per_step + calls_per_step * outside / 1e3
+    light_cost = 0.0
+    if calls_per_step > 0 and steps > detailed_steps:
+        light_cost = per_module_call_cost_us(backward, False)
+    detailed_ms = hooks_ms + audit_calls_per_step * audit_cost_us / 1e3
     detailed_ms = min(detailed_ms, 0.95 * step_ms)  # noise can not exceed the step
     light_ms = min(calls_per_step * light_cost / 1e3, 0.95 * step_ms)
-    base = step_ms - detailed_ms
-    total = detailed_steps * detailed_ms + (steps - detailed_steps) * light_ms
-    total += steps * bookkeeping_ms_per_step
-    plain = max(steps * step_ms - detailed_steps * detailed_ms - (steps - detailed_steps) * light_ms,
-                1e-9)  # fmt: skip
+    light_steps = steps - detailed_steps
+    in_steps = detailed_steps * detailed_ms + light_steps * light_ms
+    total = in_steps + steps * bookkeeping_ms_per_step
+    plain = max(steps * step_ms - in_steps, 1e-9)
     out.update(
         overhead_ms=detailed_ms,
-        overhead_pct=100.0 * detailed_ms / base if base > 0 else None,
+        run_overhead_ms=total,
+        overhead_pct=100.0 * detailed_ms / (step_ms - detailed_ms),
         run_overhead_pct=100.0 * total / plain,
-        cost_us=detail_cost if calls_per_step > 0 else None,
-        light_cost_us=light_cost if light_cost else None,
+        cost_us=1e3 * hooks_ms / calls_per_step if calls_per_step > 0 else None,
+        light_cost_us=light_cost or None,
     )
     return out

@@ -80,6 +80,7 @@ class ProfilerState:
     notes: list[str] = field(default_factory=list)
     loaders: dict[int, dict[str, Any]] = field(default_factory=dict)
     bookkeeping_ns: int = 0  # host time spent closing steps (measured, exact)
+    hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
     interrupted: bool = False
     error: str | None = None
 

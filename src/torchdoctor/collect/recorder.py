@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 from collections import defaultdict
 from functools import partial
 from typing import Any
@@ -60,6 +61,7 @@ from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 
 Tensor = torch.Tensor
+_host_ns = time.perf_counter_ns
 _mode_enabled = torch._C._is_torch_function_mode_enabled
 _NoTorchFunction = torch._C.DisableTorchFunction
 _START, _END, _PASS_END = MarkKind.START, MarkKind.END, MarkKind.PASS_END
@@ -106,6 +108,10 @@ class Recorder:
         self.serial = 0
         self.recording = True
         self.detailed = True  # False in a light step: module hooks record nothing but depth
+        # host ns spent inside the detailed hooks this step (the overhead estimate's measured
+        # part); on the CPU clock the event's own token doubles as one of the two readings
+        self.hook_ns = 0
+        self.host_clock = clock.now is time.perf_counter_ns
         self.parameters_of: dict[int, tuple[Tensor, ...]] = {}  # node -> its module's parameters
         self.fingerprints: dict[tuple[int, Any], tuple[Any, int]] = {}
         self.on_outermost: Any = None  # called with the module before an outermost call (auto)
@@ -151,10 +157,12 @@ class Recorder:
     # -- step buffers ---------------------------------------------------------------------
     def new_step(self, token: Any) -> None:
         self.step_start = token
+        self.hook_ns = 0
         self.first_serial = self.serial + 1  # marks of older calls (kept graphs) are dropped
         self.fwd: list[ForwardCall] = []
         self.bwd: list[BackwardMark] = []
         self.handles: list[Any] = []
+        self.hooked: dict[Any, list[tuple[int, int, MarkKind]]] = {}  # grad_fn -> its marks
         self.act: dict[int, int] = defaultdict(int)
         self.seen_storages: set[int] = set()
         # Input fingerprints are per step, except when each step is one call of the outermost
@@ -209,13 +217,14 @@ class Recorder:
         self.module_depth += 1
         if not self.detailed:
             return
+        began = _host_ns()
         if _mode_enabled():  # a sync audit's mode must not intercept the hook's own reads
             with _NoTorchFunction():
-                self._enter_call(module, args)
+                self._enter_call(module, args, began)
         else:
-            self._enter_call(module, args)
+            self._enter_call(module, args, began)
 
-    def _enter_call(self, module: Any, args: Any) -> None:
+    def _enter_call(self, module: Any, args: Any, began: int) -> None:
         frames = self.frames
         parent = frames[-1].node if frames else 0
         node = self.node_ids.get((parent, id(module)))
@@ -230,8 +239,10 @@ class Recorder:
                 self.call_site[node] = user_frame(sys._getframe(2))
             self._fingerprint(node, args)
             if self.backward and torch.is_grad_enabled():
-                self._hook(_tensors(args), partial(self._mark, node, serial, _END))
-        frames.append(Frame(node, id(module), serial, self.now()))
+                self._hook(_tensors(args), node, serial, _END)
+        token = self.now()
+        self.hook_ns += (token if self.host_clock else _host_ns()) - began
+        frames.append(Frame(node, id(module), serial, token))
 
     def post_hook(self, module: Any, args: Any, output: Any) -> None:
         frames = self.frames
@@ -244,6 +255,7 @@ class Recorder:
         end = self.now()
         node, _, serial, start = frames.pop()
         self.module_depth -= 1
+        began = end if self.host_clock else _host_ns()
         if STATE.module_stack:
             STATE.module_stack.pop()
         if self.phases.stack[-1][0] != "backward":
@@ -253,11 +265,14 @@ class Recorder:
         if self.backward and output is not None and torch.is_grad_enabled():
             if _mode_enabled():
                 with _NoTorchFunction():
-                    self._hook(_tensors(output), partial(self._mark, node, serial, _START))
+                    self._hook(_tensors(output), node, serial, _START)
             else:
-                self._hook(_tensors(output), partial(self._mark, node, serial, _START))
-        if not self.module_depth and not torch.is_grad_enabled():
-            self.phases.leave_forward_without_grad()
+                self._hook(_tensors(output), node, serial, _START)
+        if not self.module_depth:
+            self.hooked = {}  # the graph is the caller's again: hold no node of it
+            if not torch.is_grad_enabled():
+                self.phases.leave_forward_without_grad()
+        self.hook_ns += _host_ns() - began
 
     def _fingerprint(self, node: int, args: Any) -> None:
         try:
@@ -285,26 +300,44 @@ class Recorder:
         """A backward pass returned: ends the calls whose inputs needed no grad."""
         self.bwd.append(BackwardMark(0, 0, _PASS_END, self.now()))
 
-    def _hook(self, tensors: list[Tensor], mark: Any) -> None:
-        """Call ``mark`` when the gradient of any of ``tensors`` is complete.
+    def _hook(self, tensors: list[Tensor], node: int, serial: int, kind: MarkKind) -> None:
+        """Mark ``kind`` for call ``serial`` of ``node`` when the gradient of any of
+        ``tensors`` is complete.
 
         A pre-hook on the tensor's ``grad_fn`` (cheap, C++; it dies with the graph) fires when
-        the gradient is complete, just before the node that produced the tensor runs. Leaves
-        (no ``grad_fn``) get a tensor hook whose handle is removed at the end of the step.
+        the gradient is complete, just before the node that produced the tensor runs. One hook
+        per ``grad_fn`` serves every call that needs it (a module's output is its container's
+        output and the next module's input): the marks of all of them are appended when it
+        fires, with one clock read. Leaves (no ``grad_fn``) get a tensor hook whose handle is
+        removed at the end of the step.
         """
-        seen: list[Any] = []
+        hooked = self.hooked
+        entry = (node, serial, kind)
         for tensor in tensors:
             if not tensor.requires_grad:
                 continue
             grad_fn = tensor.grad_fn
             try:
                 if grad_fn is None:
+                    mark = partial(self._mark, node, serial, kind)
                     self.handles.append(tensor.register_hook(mark))
-                elif grad_fn not in seen:
-                    seen.append(grad_fn)
-                    grad_fn.register_prehook(mark)
+                    continue
+                entries = hooked.get(grad_fn)
+                if entries is None:
+                    entries = hooked[grad_fn] = [entry]
+                    grad_fn.register_prehook(partial(self._marks, entries))
+                elif entries[-1] != entry:
+                    entries.append(entry)
             except RuntimeError:  # e.g. a tensor subclass refusing hooks: leave it unmarked
                 continue
+
+    def _marks(self, entries: list[tuple[int, int, MarkKind]], *_: Any) -> None:
+        t = self.now()
+        began = t if self.host_clock else _host_ns()
+        append = self.bwd.append
+        for node, serial, kind in entries:
+            append(BackwardMark(node, serial, kind, t))
+        self.hook_ns += _host_ns() - began
 
     # -- regions --------------------------------------------------------------------------
     def enter_region(self, name: str, source: Any, in_backward: bool = False) -> tuple:

@@ -33,14 +33,15 @@ def profile(
     batch: Any = None,
     memory: bool = True,
     backward: bool = True,
-    detail: str = "windows",
+    detail: str = "always",
 ) -> Session:
     """Run ``step_fn`` ``warmup + steps`` times under the profiler and return the Session.
 
     With ``inference_fn`` (or ``compare_inference=True`` with ``model`` and ``batch``: the model
     is run in eval mode under ``torch.inference_mode``), the train/inference time ratio and the
     backward/forward ratio are added as ``session["inference"]``. ``detail``: as for
-    :class:`~torchdoctor.collect.profiler.Profiler` (``"always"`` records every step in full).
+    :class:`~torchdoctor.collect.profiler.Profiler`; ``"always"`` by default (the number of
+    steps is bounded by ``steps``: every one is recorded in full).
 
     Example:
         >>> import torch

@@ -51,17 +51,34 @@ def test_windows_detail_some_steps_and_the_tree_still_adds_up():
     # the step-time distribution comes from all steps, light ones included
     walls = [st["wall_ms"] for st in s["steps"]]
     assert s["step_ms"]["min"] == min(walls) and s["step_ms"]["max"] == max(walls)
-    # light steps still have whole phases
+    # every step's phases add up to it; light steps (no module hooks) fold forward into other
     for step in s["steps"]:
         assert sum(step["phases"].values()) == pytest.approx(step["wall_ms"], rel=1e-6)
-        assert step["phases"]["backward"] > 0 and step["phases"]["forward"] > 0
-    assert any("detailed step(s) of 12" in note for note in s["config"]["notes"])
+        assert step["phases"]["backward"] > 0
+        assert (step["phases"]["forward"] > 0) == step["detailed"]
+    # the phases come from the detailed steps
+    forward = sorted(st["phases"]["forward"] for st in s["steps"] if st["detailed"])
+    assert s["phases"]["forward"]["min"] == forward[0] > 0
+    assert any("6 detailed step(s) of 12" in note for note in s["config"]["notes"])
     # the same calls per step as when every step is detailed
     net2, opt2 = _net()
     with torchdoctor.Profiler(net2, syncs=False, detail="always") as always:
         _loop(always, net2, opt2, 4)
     assert always.session["config"]["detail"]["detailed_count"] == 4
     assert _calls(s) == _calls(always.session)
+
+
+def test_light_steps_run_without_module_hooks():
+    from torch.nn.modules import module
+
+    net, opt = _net()
+    before = len(module._global_forward_pre_hooks)
+    with torchdoctor.Profiler(net, syncs=False, window=1, period_steps=50) as prof:
+        _loop(prof, net, opt, 1)
+        assert len(module._global_forward_pre_hooks) == before  # step 1: light
+        _loop(prof, net, opt, 2)
+    assert len(module._global_forward_pre_hooks) == before
+    assert prof.session["config"]["detail"]["detailed_steps"] == [[0, 0]]
 
 
 def test_sync_audit_is_paused_outside_windows_and_counts_per_audited_step():
@@ -94,9 +111,13 @@ def test_overhead_estimate_names_its_parts():
     with torchdoctor.Profiler(net, syncs=False, window=2, period_steps=5) as prof:
         _loop(prof, net, opt, 8)
     estimate = prof.session["config"]["profiler_overhead"]
-    assert estimate["cost_us"] > 0 and estimate["light_cost_us"] is not None
+    assert estimate["cost_us"] > 0 and estimate["overhead_ms"] > 0
+    assert estimate["light_cost_us"] is None  # light steps run without module hooks
     assert estimate["run_overhead_ms"] > 0 and estimate["bookkeeping_ms_per_step"] > 0
-    assert estimate["overhead_ms"] >= estimate["light_cost_us"] * estimate["calls_per_step"] / 1e3
+    # the run's cost: the detailed steps' hooks plus the bookkeeping of all 8 steps
+    assert prof.session["config"]["detail"]["detailed_count"] == 4  # steps 0, 1, 5, 6
+    expected = 4 * estimate["overhead_ms"] + 8 * estimate["bookkeeping_ms_per_step"]
+    assert estimate["run_overhead_ms"] == pytest.approx(expected)
 
 
 def test_schedule_periods_in_steps_and_seconds():

@@ -71,8 +71,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     detail["audited_count"] = sum(1 for s in steps if s.get("audited", True))
     if detail.get("mode") == "windows" and not all(flags):
         notes.append(
-            f"the module tree comes from {sum(flags)} detailed step(s) of {len(steps)} "
-            "(windows; --detail always records every step); step time and phases from all"
+            f"the module tree and the phases come from {sum(flags)} detailed step(s) of "
+            f"{len(steps)} (windows; --detail always records every step); the step time from all"
         )
     session["config"] = {
         "steps": len(steps),
@@ -91,8 +91,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
          "peak_memory_bytes": s["peak_memory_bytes"], "detailed": s.get("detailed", True)}
         for k, s in enumerate(steps)
     ]  # fmt: skip
+    # light steps run without module hooks: their forward is not told from "other"
     session["phases"] = {
-        p: stat_with_mean([s["phases"].get(p, 0.0) for s in steps]) for p in PHASES
+        p: stat_with_mean([s["phases"].get(p, 0.0) for s in detailed or steps]) for p in PHASES
     }
     session["step_ms"] = stat_with_mean([s["wall_ms"] for s in steps])
     if detailed:
@@ -145,6 +146,7 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
+        light_hooks=state.boundary is StepBoundary.MODULE,
     )  # fmt: skip
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")

@@ -16,9 +16,10 @@ Step boundaries (``step_boundary``):
   deciding is dropped. ``config.step_boundary`` and ``config.notes`` say which was used.
 
 Detail (``detail``, ``window``, ``period_steps``, ``period_s``; ``collect/schedule.py``): by
-default the module tree, activation bytes, recomputation and the sync audit are recorded in
-bounded windows of steps, and the steps between them are light (step time and phases only);
-``detail="always"`` records every step in full. ``config.detail`` lists the detailed steps.
+default the module tree, phases, activation bytes, recomputation and the sync audit are
+recorded in bounded windows of steps, and the steps between them are light (step time only, no
+module hooks); ``detail="always"`` records every step in full. ``config.detail`` lists the
+detailed steps; each step says whether it was (``steps[k].detailed``).
 
 Hooks are installed at ``start()`` and removed on every exit path; only one profiler may be
 active at a time (a nested one raises ``RuntimeError``).
@@ -142,6 +143,7 @@ class Profiler(HookEvents):
         self._meter: Any = None
         self._hooks: Any = None
         self._saved: Any = None  # saved-tensor hooks switch (activation bytes)
+        self._module_hooks: Any = None  # module hooks switch (off in light steps)
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
@@ -181,7 +183,7 @@ class Profiler(HookEvents):
         self._meter = PeakMemory(self.device)
         hooks = self._hooks = Installation()
         try:
-            hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+            self._module_hooks = hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
             hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
             hooks.wrap_autograd(self._backward_enter, self._backward_leave)
             hooks.wrap_no_grad(self._no_grad_enter, self._no_grad_leave)
@@ -337,6 +339,12 @@ class Profiler(HookEvents):
         detailed = self._detailed = rec.detailed = self._schedule.detailed(
             profiled, time.monotonic()
         )
+        # Light steps run without module hooks (their mere presence costs every module call),
+        # unless steps are cut at module calls, or a call is open (a marker inside a forward).
+        if detailed or state.boundary in (None, _MODULE) or rec.module_depth:
+            self._module_hooks.on()
+        else:
+            self._module_hooks.off()
         audited = True
         for audit in self._paced:
             if detailed:

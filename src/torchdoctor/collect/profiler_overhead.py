@@ -2,11 +2,14 @@
 
 What the profiler adds to a run, and how each part is known:
 
-- module hooks in a detailed step: ``calls x detail cost per call``; in a light step:
-  ``calls x light cost per call``. Both per-call costs are calibrated once per process: a tiny
-  model (two ``Linear`` around a ``Tanh``) runs forward and backward with the profiler's own
-  hook functions installed on a scratch recorder, and without, alternating; the fastest round
-  of each side is compared, in the thread's CPU time (other processes only ever add time);
+- module hooks in a detailed step: the time measured inside the hook functions (two host
+  clock readings per call, one of them the event's own token on CPU) plus ``calls x`` the
+  calibrated cost of calling them (and of autograd calling the backward marks); light steps
+  run without module hooks, except when steps are cut at module calls: ``calls x`` the
+  calibrated light cost. The per-call costs are calibrated once per process: a tiny model (two
+  ``Linear`` around a ``Tanh``) runs forward and backward with the profiler's own hook
+  functions installed on a scratch recorder, and without, alternating; the fastest round of
+  each side is compared, in the thread's CPU time (other processes only ever add time);
 - the sync audit (detailed steps only: it is paused in light steps): its intercepted calls x
   its calibrated cost per call (``collect/syncs_overhead.py``);
 - closing each step (resolving clock tokens, summarizing): timed exactly on every step. It
@@ -115,6 +118,7 @@ def estimate_profiler_overhead(
     audit_calls_per_step: float = 0.0,
     audit_cost_us: float = 0.0,
     bookkeeping_ms_per_step: float = 0.0,
+    light_hooks: bool = False,
 ) -> dict[str, Any]:
     """The profiler's estimated cost: per detailed step (``overhead_ms``, ``overhead_pct`` of
     the step without it) and over the whole run (``run_overhead_ms``, ``run_overhead_pct``),
@@ -123,7 +127,8 @@ def estimate_profiler_overhead(
     ``step_ms``: the median step time; ``steps`` of which ``detailed_steps`` detailed (default
     all); ``hook_ms_per_step``: the time measured inside the hooks per detailed step (None:
     the calibrated total cost per call is used instead); ``audit_calls_per_step``: calls the
-    sync audit intercepted per audited step, at ``audit_cost_us`` each.
+    sync audit intercepted per audited step, at ``audit_cost_us`` each; ``light_hooks``: the
+    module hooks stay installed in light steps (steps cut at module calls).
 
     Example:
         >>> e = estimate_profiler_overhead(0, 10.0, backward=False, bookkeeping_ms_per_step=0.1)
@@ -145,7 +150,7 @@ def estimate_profiler_overhead(
             outside = per_module_call_cost_us(backward, True, part="outside")
             hooks_ms = hook_ms_per_step + calls_per_step * outside / 1e3
     light_cost = 0.0
-    if calls_per_step > 0 and steps > detailed_steps:
+    if calls_per_step > 0 and steps > detailed_steps and light_hooks:
         light_cost = per_module_call_cost_us(backward, False)
     detailed_ms = hooks_ms + audit_calls_per_step * audit_cost_us / 1e3
     detailed_ms = min(detailed_ms, 0.95 * step_ms)  # noise can not exceed the step

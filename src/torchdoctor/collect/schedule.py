@@ -4,8 +4,9 @@ Full detail (module tree forward and backward, activation bytes, recomputation, 
 audit) costs hooks on every module call. With ``detail="windows"`` (the default) it is
 recorded for ``window`` steps after warm-up, then for ``window`` steps every ``period_steps``
 steps or ``period_s`` seconds, whichever comes first; the steps in between are *light*: step
-time and phases only. ``detail="always"`` records every step in full (the behaviour before
-windows). Warm-up steps are detailed (they register the modules, so a window's first step
+time only, and run without module hooks (their mere presence costs every module call), so their
+phases do not tell forward from ``other``; the Session's phases come from the detailed steps.
+``detail="always"`` records every step in full (the behaviour before windows). Warm-up steps are detailed (they register the modules, so a window's first step
 does not pay for it).
 
 Example:

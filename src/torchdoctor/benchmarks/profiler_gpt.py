@@ -214,13 +214,15 @@ def per_call_table() -> BenchTable:
     )
     for detailed in (True, False):
         table.add_row(
-            "detailed" if detailed else "light (between windows)",
+            "detailed" if detailed else "light (only when steps are cut at module calls)",
             per_module_call_cost_us(False, detailed),
             per_module_call_cost_us(True, detailed),
         )
     table.notes.append(
         "a two-Linear model run with the profiler's hook functions on a scratch recorder and "
-        "without, alternating; fastest of 7 rounds of 40 iterations each, per module call"
+        "without, alternating; fastest of 7 rounds of 40 iterations each, per module call; "
+        "light steps run without module hooks unless steps are cut at module calls "
+        "(inference loops under `run`)"
     )
     return table
 

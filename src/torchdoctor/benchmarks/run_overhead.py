@@ -94,4 +94,4 @@ def run_table(iters: int, pairs: int) -> BenchTable:
 
 def run(quick: bool = False) -> list[BenchTable]:
     """The end-to-end table (quick: 6 iterations, one pair)."""
-    return [run_table(iters=6, pairs=1) if quick else run_table(iters=300, pairs=5)]
+    return [run_table(iters=6, pairs=1) if quick else run_table(iters=1000, pairs=3)]

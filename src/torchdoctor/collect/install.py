@@ -20,7 +20,7 @@ Example:
     >>> from torch.nn.modules import module
     >>> before = len(module._global_forward_hooks)
     >>> hooks = Installation()
-    >>> hooks.add_module_hooks(lambda m, a: None, lambda m, a, o: None)
+    >>> switch = hooks.add_module_hooks(lambda m, a: None, lambda m, a, o: None)
     >>> hooks.remove()
     >>> len(module._global_forward_hooks) == before
     True

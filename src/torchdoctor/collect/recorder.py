@@ -42,7 +42,6 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import sys
 import time
 from collections import defaultdict
@@ -55,8 +54,8 @@ from torch.nn.modules.conv import _ConvNd
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.naming import ModuleNames, source_of_class
 from torchdoctor.collect.phases import PhaseMachine
+from torchdoctor.collect.recorder_regions import RegionEvents
 from torchdoctor.collect.records import BackwardMark, ForwardCall, Frame, MarkKind
-from torchdoctor.collect.region_graph import region_boundaries, roots_of, sequence_nr
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 
@@ -82,7 +81,7 @@ def _tensors(value: Any) -> list[Tensor]:
     return out
 
 
-class Recorder:
+class Recorder(RegionEvents):
     """Raw events of the running step plus the node registry shared by all steps."""
 
     def __init__(self, clock: Any, *, backward: bool = True, memory: bool = True) -> None:
@@ -338,97 +337,6 @@ class Recorder:
         for node, serial, kind in entries:
             append(BackwardMark(node, serial, kind, t))
         self.hook_ns += _host_ns() - began
-
-    # -- regions --------------------------------------------------------------------------
-    def enter_region(self, name: str, source: Any, in_backward: bool = False) -> tuple:
-        frames = self.frames
-        parent = frames[-1].node if frames else 0
-        key = ("region", name)
-        node = self.node_ids.get((parent, key))
-        if node is None:
-            path = f"{self.path[parent]}.{name}" if parent else name
-            node = self.node_for(parent, key, path, "region", None, source, name=name)
-        serial = self.serial = self.serial + 1
-        # graph nodes made in the region are numbered from here (see region_graph.py)
-        enter = sequence_nr() if self.backward and not in_backward else -1
-        token = self.now()
-        frames.append(Frame(node, None, serial, token))
-        STATE.module_stack.append(self.path[node])
-        return node, serial, token, enter
-
-    def exit_region(self, handle: tuple, in_backward: bool) -> None:
-        node, serial, start, enter = handle
-        end = self.now()
-        frames = self.frames
-        if frames and frames[-1].is_region and frames[-1].serial == serial:
-            start = frames.pop().token  # moved past a backward pass run inside the region
-            if STATE.module_stack:
-                STATE.module_stack.pop()
-        if in_backward:
-            self.bwd.append(BackwardMark(node, serial, _START, start))
-            self.bwd.append(BackwardMark(node, serial, _END, end))
-            return
-        self.fwd.append(ForwardCall(node, start, end))
-        if enter >= 0 and serial >= self.first_serial:
-            exit_ = sequence_nr()
-            if exit_ > enter:
-                self.region_calls.append((enter, exit_, (node, serial)))
-
-    def split_open_regions(self, split: bool) -> None:
-        """A backward pass starts (``split``: not nested in another one): the regions now open
-        (a region around forward *and* backward) count its time as their backward, not forward,
-        so they still cover the backward time of the modules and regions inside them."""
-        opened: list[int] = []
-        if split and self.recording:
-            now = None
-            for index, frame in enumerate(self.frames):
-                if frame.is_region:
-                    if now is None:
-                        now = self.now()
-                    self.fwd.append(ForwardCall(frame.node, frame.token, now, piece=True))
-                    self.bwd.append(BackwardMark(frame.node, frame.serial, _START, now))
-                    opened.append(index)
-        self.backward_open.append(opened)
-
-    def resume_open_regions(self) -> None:
-        """The backward pass returned: the regions split at its start resume their forward."""
-        opened = self.backward_open.pop() if self.backward_open else []
-        if not opened:
-            return
-        now = self.now()
-        frames = self.frames
-        for index in opened:
-            if index < len(frames) and frames[index].is_region:
-                frame = frames[index]
-                self.bwd.append(BackwardMark(frame.node, frame.serial, _END, now))
-                frames[index] = frame._replace(token=now)
-
-    def hook_regions(self, roots: Any) -> None:
-        """At the start of a backward pass: hook the outputs and inputs of the regions whose
-        graph nodes it reaches (``region_graph.py``); regions it does not reach stay pending."""
-        calls = self.region_calls
-        if not calls:
-            return
-        # the walk allocates a wrapper and a tuple per node: without this, the collector's
-        # full passes over the whole process (10x the walk itself on the demo) fire inside it
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            found = region_boundaries(calls, roots_of(roots))
-        finally:
-            if collecting:
-                gc.enable()
-        if not found:
-            return
-        self.region_calls = [c for c in calls if c[2] not in found]
-        for (node, serial), (outputs, inputs) in found.items():
-            for nodes, kind in ((outputs, _START), (inputs, _END)):
-                mark = partial(self._mark, node, serial, kind)
-                for fn in nodes:
-                    try:
-                        fn.register_prehook(mark)
-                    except RuntimeError:  # a node refusing hooks: leave it unmarked
-                        continue
 
     # -- memory ---------------------------------------------------------------------------
     def pack(self, tensor: Tensor) -> Tensor:

@@ -151,10 +151,14 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")
     if isinstance(pct, float) and pct >= OVERHEAD_NOTE_PCT:
+        parts = []
+        if estimate["cost_us"] is not None:
+            parts.append(f"{calls:g} module calls per step x {estimate['cost_us']:.1f} us of hooks")
+        if audit_calls:
+            parts.append(f"{audit_calls:.0f} sync-audit calls x {audit_cost:.2f} us")
         session["config"]["notes"].append(
-            f"profiler overhead ~{pct:.0f}% of a detailed step (estimated: {calls:g} module "
-            f"calls per step x {estimate['cost_us']:.1f} us of hooks each"
-            + (f", + {audit_calls:.0f} sync-audit calls" if audit_calls else "")
+            f"profiler overhead ~{pct:.0f}% of a detailed step (estimated: "
+            + " + ".join(parts or ["hooks"])
             + "): small modules and their parents' (self) rows look slower than they are; "
             "not subtracted (the hooks run inside the modules' times); closing each step "
             f"({estimate['bookkeeping_ms_per_step']:.3g} ms) is outside the step times"

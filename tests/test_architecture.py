@@ -26,21 +26,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "torchdoctor"
 MAX_LINES = 450
 
-# Cycles being removed on other branches: both by the "profiler state" work of issue #15. The integrator
-# deletes each entry once that branch is merged; nothing may be added to this list. A cycle
-# passes while its modules are a subset of one entry (a cycle half removed still passes).
-KNOWN_CYCLES: list[set[str]] = [
-    {
-        "torchdoctor.collect.profiler",
-        "torchdoctor.collect.finish",
-        "torchdoctor.collect.profiler_overhead",
-    },
-    {"torchdoctor.collect.syncs", "torchdoctor.collect.syncs_overhead"},
-]
+# Import cycles tolerated (none: the profiler-state work of issue #15 removed the last ones).
+# Nothing may be added here; a cycle passes while its modules are a subset of one entry.
+KNOWN_CYCLES: list[set[str]] = []
 
-# Files allowed past MAX_LINES while their owners split them (collect/profiler.py: issue #15's
-# profiler-state work). The integrator deletes an entry once its file is split.
-LONG_FILES = {"src/torchdoctor/collect/profiler.py"}
+# Files allowed past MAX_LINES while being split (none).
+LONG_FILES: set[str] = set()
 
 # layer -> module prefixes it may not import (a prefix matches the module and its submodules)
 COMMAND_LAYER = ("torchdoctor.cli", "torchdoctor.commands", "torchdoctor.__main__")

@@ -11,11 +11,11 @@ from hotlines_helpers import mean, profile
 
 import torchdoctor
 from torchdoctor.analyze.advice import advice_dicts
-from torchdoctor.session_read import walk as iter_nodes
 from torchdoctor.render.console import render_console
 from torchdoctor.render.html import render_html
 from torchdoctor.render.markdown import render_markdown
 from torchdoctor.session import Session
+from torchdoctor.session_read import walk
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +67,7 @@ def test_a_nodes_hot_lines_never_add_up_past_the_self_they_refine():
     lines = session["hot_lines"]["lines"]
     owners = {line["owner"] for line in lines}
     assert {"", "Block", "penalty"} <= owners
-    nodes = {n["path"]: n for n, _ in iter_nodes(session["tree"]) if n["kind"] != "self"}
+    nodes = {n["path"]: n for n, _ in walk(session["tree"]) if n["kind"] != "self"}
     for owner in owners:
         own = _self_of(nodes[owner])
         mine = [line for line in lines if line["owner"] == owner]

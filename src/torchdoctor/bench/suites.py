@@ -20,6 +20,7 @@ SUITES: dict[str, list[str]] = {
     "syncs": ["torchdoctor.benchmarks.sync_overhead"],
     "profiler": ["torchdoctor.benchmarks.profiler_overhead"],
     "hotlines": ["torchdoctor.benchmarks.hot_lines_overhead"],
+    "overhead": ["torchdoctor.benchmarks.profiler_gpt", "torchdoctor.benchmarks.run_overhead"],
     "harness": ["torchdoctor.benchmarks.harness"],
     "train": ["torchdoctor.benchmarks.train_metrics"],
     "ops": [

@@ -5,8 +5,9 @@ Pure functions over plain numbers (nanoseconds in, milliseconds out); the profil
 summary (the raw events of a step are dropped, so memory stays bounded on long runs).
 
 Example:
+    >>> from torchdoctor.collect.records import ForwardCall
     >>> s = summarize_step(
-    ...     parent=[-1, 0], forward=[(1, 0.0, 2e6)], marks=[], step=(0.0, 4e6),
+    ...     parent=[-1, 0], forward=[ForwardCall(1, 0.0, 2e6)], marks=[], step=(0.0, 4e6),
     ...     segments=[(0.0, "forward"), (2e6, "other")],
     ... )
     >>> s["wall_ms"], s["forward"][1], s["phases"]["other"]
@@ -20,13 +21,14 @@ from typing import Any
 
 from torchdoctor.collect.backward import backward_intervals
 from torchdoctor.collect.phases import phase_durations
+from torchdoctor.collect.records import BackwardMark, ForwardCall
 
 
 def summarize_step(
     *,
     parent: Sequence[int],
-    forward: Sequence[tuple[int, float, float]],
-    marks: Sequence[tuple[int, int, int, float]],
+    forward: Sequence[ForwardCall],
+    marks: Sequence[BackwardMark],
     step: tuple[float, float],
     segments: Sequence[tuple[float, str]],
     activation: dict[int, int] | None = None,
@@ -37,9 +39,8 @@ def summarize_step(
     start, end = step
     fwd: dict[int, float] = {}
     calls: dict[int, int] = {}
-    for node, s, e in forward:
-        if node < 0:  # a piece of a region call cut by a backward pass run inside it
-            node = ~node
+    for node, s, e, piece in forward:
+        if piece:  # a piece of a region call cut by a backward pass run inside it
             calls.setdefault(node, 0)
         else:
             calls[node] = calls.get(node, 0) + 1
@@ -58,13 +59,40 @@ def summarize_step(
         "identical": dict(identical or {}),
         "peak_memory_bytes": peak_memory_bytes,
         "_intervals": finals,
+        "detailed": True,
+    }
+
+
+def light_step(
+    step: tuple[float, float],
+    segments: Sequence[tuple[float, str]],
+    peak_memory_bytes: int | None = None,
+) -> dict[str, Any]:
+    """The summary of a light step (outside detail windows): wall time and phases only.
+
+    Example:
+        >>> s = light_step((0.0, 2e6), [(0.0, "forward"), (1.5e6, "backward")])
+        >>> s["wall_ms"], s["phases"]["backward"], s["detailed"]
+        (2.0, 0.5, False)
+    """
+    start, end = step
+    return {
+        "wall_ms": max(0.0, end - start) / 1e6,
+        "phases": phase_durations(list(segments), end),
+        "forward": {},
+        "backward": {},
+        "calls": {},
+        "activation": None,
+        "identical": {},
+        "peak_memory_bytes": peak_memory_bytes,
+        "detailed": False,
     }
 
 
 def step_timeline(
     summary_intervals: dict[int, list[tuple[float, float]]],
     *,
-    forward: Sequence[tuple[int, float, float]],
+    forward: Sequence[ForwardCall],
     segments: Sequence[tuple[float, str]],
     step: tuple[float, float],
     path: Sequence[str],
@@ -74,7 +102,7 @@ def step_timeline(
     """Chrome-trace-like events of one step: phases, forward/region calls, backward spans.
 
     Example:
-        >>> step_timeline({}, forward=[(1, 1e3, 3e3)], segments=[(0.0, "forward")],
+        >>> step_timeline({}, forward=[ForwardCall(1, 1e3, 3e3)], segments=[(0.0, "forward")],
         ...               step=(0.0, 4e3), path=["", "net"], kind=["root", "module"],
         ...               depth=[0, 1])[1]["dur_us"]
         2.0
@@ -84,8 +112,7 @@ def step_timeline(
     for (t, phase), nxt in zip(segments, [*segments[1:], (end, "")]):
         if nxt[0] > t:
             events.append(_event(phase, "phase", t - start, nxt[0] - t, 0))
-    for node, s, e in forward:
-        node = ~node if node < 0 else node  # a piece of a region call (see summarize_step)
+    for node, s, e, _ in forward:  # a piece of a region call is drawn like a call
         cat = "region" if kind[node] == "region" else "forward"
         events.append(_event(path[node], cat, s - start, e - s, depth[node]))
     for node, spans in summary_intervals.items():

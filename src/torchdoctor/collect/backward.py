@@ -28,9 +28,8 @@ module reused twice in one caller gets the union of its calls' intervals; in-pla
 module's output move the hook to the in-place result's gradient, which is still correct order.
 
 Example:
-    >>> spans = backward_times(
-    ...     parent=[-1, 0, 1], marks=[(2, 7, 0, 10.0), (2, 7, 1, 30.0)], step=(0.0, 100.0)
-    ... )
+    >>> marks = [BackwardMark(2, 7, MarkKind.START, 10.0), BackwardMark(2, 7, MarkKind.END, 30.0)]
+    >>> spans = backward_times(parent=[-1, 0, 1], marks=marks, step=(0.0, 100.0))
     >>> spans[2], spans[1]
     (20.0, 20.0)
 """
@@ -39,6 +38,8 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+
+from torchdoctor.collect.records import BackwardMark, MarkKind
 
 Interval = tuple[float, float]
 
@@ -90,11 +91,11 @@ def _inside(node: int, ancestor: int, parent: Sequence[int]) -> bool:
 
 
 def call_intervals(
-    marks: Sequence[tuple[int, int, int, float]], parent: Sequence[int] | None = None
+    marks: Sequence[BackwardMark], parent: Sequence[int] | None = None
 ) -> dict[int, list[Interval]]:
-    """Per node, the [start, end] of each call from resolved ``(node, serial, which, ns)``.
+    """Per node, the [start, end] of each call from resolved marks (``t`` in ns).
 
-    ``which`` is 0 (start), 1 (end) or 2 (a backward pass returned; node 0). A call with a start
+    A mark's ``kind`` is START, END or PASS_END (a backward pass returned; node 0). A call with a start
     but no end (none of its inputs required grad) ends at the next backward start of a call made
     before it in forward (not an ancestor; the backward runs in reverse forward order, so that
     call's backward comes after this one's), the next end of an ancestor, or when the backward
@@ -104,11 +105,11 @@ def call_intervals(
     starts: dict[int, float] = {}
     ends: dict[int, float] = {}
     owner: dict[int, int] = {}
-    for node, serial, which, t in marks:
-        if which == 2:
+    for node, serial, kind, t in marks:
+        if kind == MarkKind.PASS_END:
             continue
         owner[serial] = node
-        if which == 0:
+        if kind == MarkKind.START:
             if serial not in starts or t < starts[serial]:
                 starts[serial] = t
         elif serial not in ends or t > ends[serial]:
@@ -125,10 +126,10 @@ def call_intervals(
                 if not ordered:  # sorted once, only when some call has no end mark
                     ordered = sorted((t, n, w, s) for n, s, w, t in marks)
                     times = [t for t, *_ in ordered]
-                for t, other, which, other_serial in ordered[bisect.bisect_right(times, start) :]:
-                    if which == 2 or (
+                for t, other, kind, other_serial in ordered[bisect.bisect_right(times, start) :]:
+                    if kind == MarkKind.PASS_END or (
                         _inside(node, other, parent)  # an ancestor's end
-                        if which == 1
+                        if kind == MarkKind.END
                         # the start of a call made earlier in forward, outside this subtree
                         else other_serial < serial and not _inside(node, other, parent)
                     ):
@@ -139,7 +140,7 @@ def call_intervals(
 
 
 def backward_intervals(
-    parent: Sequence[int], marks: Sequence[tuple[int, int, int, float]], step: Interval
+    parent: Sequence[int], marks: Sequence[BackwardMark], step: Interval
 ) -> dict[int, list[Interval]]:
     """Per node (root 0 included), its final disjoint backward intervals within the step."""
     own = call_intervals(marks, parent)
@@ -190,7 +191,7 @@ def backward_intervals(
 
 
 def backward_times(
-    parent: Sequence[int], marks: Sequence[tuple[int, int, int, float]], step: Interval
+    parent: Sequence[int], marks: Sequence[BackwardMark], step: Interval
 ) -> dict[int, float]:
     """Per node, inclusive backward time (same unit as the marks), children within parents."""
     finals = backward_intervals(parent, marks, step)

@@ -1,7 +1,9 @@
 """Build the Session of a stopped profiler: config, steps, phases, tree, timeline, syncs.
 
-Called once by ``Profiler`` when it stops; reads the profiler's per-step summaries and node
-registry, never measures.
+Called once by ``Profiler`` when it stops, with the profiler's
+:class:`~torchdoctor.collect.profiler_state.ProfilerState` (per-step summaries, node registry,
+notes); never measures. The tree, recomputation and timeline come from the detailed steps; the
+step time and phases from all steps (``collect/schedule.py``).
 
 Example:
     >>> import torch, torchdoctor
@@ -19,17 +21,12 @@ from typing import Any
 from torchdoctor.collect.aggregate import step_timeline
 from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
+from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead
+from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
+from torchdoctor.collect.schedule import index_ranges
+from torchdoctor.collect.syncs_overhead import per_call_cost_us
 from torchdoctor.session import Session
 from torchdoctor.session_read import PHASES, walk
-
-BOUNDARY_NOTES = {
-    "marker": "steps end at torchdoctor.step() / Profiler.step() calls",
-    "optimizer": "steps end at optimizer.step() calls",
-    "backward": "no optimizer step was seen: steps end at backward() calls",
-    "module": "no backward was seen: each call of the outermost module is one step",
-    "whole_run": "no step boundary was seen: the whole run is one step",
-    "step_fn": "each call of the step function is one step",
-}
 
 
 def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
@@ -51,61 +48,78 @@ def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_session(profiler: Any, audit: Any) -> Session:
-    """The Session of a stopped ``Profiler`` from its per-step summaries."""
-    rec = profiler._rec
-    steps = profiler._summaries
-    session = Session.new(profiler.label)
-    mode = profiler._mode or "whole_run"
-    notes = [BOUNDARY_NOTES.get(mode, mode), *profiler._notes]
-    if profiler.memory:
+def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = None) -> Session:
+    """The Session of a stopped profiler from its collected state and its own sync audit
+    (``audits``: every audit that ran under it, for the overhead estimate)."""
+    rec = state.recorder
+    steps = state.summaries
+    detailed = state.detailed_summaries()
+    session = Session.new(state.label)
+    boundary = state.boundary or StepBoundary.WHOLE_RUN
+    notes = [boundary.note, *state.notes]
+    if state.memory:
         notes.append("activation bytes are counted on the first profiled step")
     session["environment"]["knobs"] = knobs_in_use(rec.knobs)
-    loaders = list(profiler._loaders.values())
+    loaders = list(state.loaders.values())
     if loaders:  # distinct settings of the DataLoaders iterated during the run
         session["environment"]["data_loaders"] = [
             dict(t) for t in sorted({tuple(sorted(d.items())) for d in loaders})
         ]
+    flags = [s.get("detailed", True) for s in steps]
+    detail = dict(state.detail)
+    detail["detailed_steps"] = index_ranges([k for k, flag in enumerate(flags) if flag])
+    detail["detailed_count"] = sum(flags)
+    detail["audited_count"] = sum(1 for s in steps if s.get("audited", True))
+    if detail.get("mode") == "windows" and not all(flags):
+        notes.append(
+            f"the module tree and the phases come from {sum(flags)} detailed step(s) of "
+            f"{len(steps)} (windows; --detail always records every step); the step time from all"
+        )
     session["config"] = {
         "steps": len(steps),
-        "warmup": profiler.warmup,
-        "timing": profiler._clock.name,
-        "backward_attribution": "graph-hooks" if profiler.backward else "off",
-        "step_boundary": mode,
-        "syncs": profiler.syncs,
-        "memory": profiler.memory,
-        "hot_lines": profiler.hot_lines,
-        "device": profiler.device,
+        "warmup": state.warmup,
+        "timing": state.timing,
+        "backward_attribution": "graph-hooks" if state.backward else "off",
+        "step_boundary": boundary.value,
+        "syncs": state.syncs,
+        "memory": state.memory,
+        "hot_lines": state.hot_lines,
+        "device": state.device,
+        "detail": detail,
         "notes": notes,
     }
     session["steps"] = [
         {"index": k, "wall_ms": s["wall_ms"], "phases": s["phases"],
-         "peak_memory_bytes": s["peak_memory_bytes"]}
+         "peak_memory_bytes": s["peak_memory_bytes"], "detailed": s.get("detailed", True)}
         for k, s in enumerate(steps)
     ]  # fmt: skip
+    # light steps run without module hooks: their forward is not told from "other"
     session["phases"] = {
-        p: stat_with_mean([s["phases"].get(p, 0.0) for s in steps]) for p in PHASES
+        p: stat_with_mean([s["phases"].get(p, 0.0) for s in detailed or steps]) for p in PHASES
     }
     session["step_ms"] = stat_with_mean([s["wall_ms"] for s in steps])
-    if steps:
+    if detailed:
         tree = build_tree(
-            steps, parent=rec.parent, path=rec.path, name=rec.name, kind=rec.kind,
-            type_name=rec.type, source=rec.source, root_name=profiler.label or "step",
-            memory_step=profiler._memory_summary,
+            detailed, parent=rec.parent, path=rec.path, name=rec.name, kind=rec.kind,
+            type_name=rec.type, source=rec.source, root_name=state.label or "step",
+            memory_step=state.memory_summary,
         )  # fmt: skip
         session["tree"] = tree
-        session["recomputation"] = recomputation(tree, steps, rec.path, rec.call_site)
-        session["timeline"] = representative_timeline(profiler)
-        hot = hot_lines_section(steps, parent=rec.parent, path=rec.path, kind=rec.kind)
+        session["recomputation"] = recomputation(tree, detailed, rec.path, rec.call_site)
+        session["timeline"] = representative_timeline(state)
+        hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot
             point_tree_at_lines(session["tree"], hot)
-        _note_profiler_overhead(session, profiler)
+        _note_profiler_overhead(session, state, audits or ([audit] if audit else []))
     if audit is not None:
-        session["syncs"] = audit.records(first_step=profiler.warmup, num_steps=len(steps) or None)
+        session["syncs"] = audit.records(
+            first_step=state.warmup, num_steps=len(steps) or None,
+            audited_steps=detail["audited_count"] or None,
+        )  # fmt: skip
         session["sync_audit"] = audit.summary()
-    session["interrupted"] = profiler._interrupted
-    session["error"] = profiler._error
+    session["interrupted"] = state.interrupted
+    session["error"] = state.error
     return session
 
 
@@ -113,37 +127,57 @@ def build_session(profiler: Any, audit: Any) -> Session:
 OVERHEAD_NOTE_PCT = 5.0
 
 
-def _note_profiler_overhead(session: Session, profiler: Any) -> None:
-    """Estimate the hooks' cost (module calls per step x calibrated cost) into the config and,
-    when it is a sizable share of the step, say so in the notes."""
-    from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead
+def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list[Any]) -> None:
+    """Estimate the profiler's cost (``collect/profiler_overhead.py``) into the config and,
+    when it is a sizable share of a detailed step, say so in the notes."""
 
     calls = sum(
         float(node.get("calls_per_step") or 0)
         for node, _ in walk(session["tree"])
         if node.get("kind") == "module" and node.get("path")
     )
-    backward = profiler.backward and (session["phases"].get("backward") or {}).get("median", 0) > 0
+    backward = state.backward and (session["phases"].get("backward") or {}).get("median", 0) > 0
     step = (session.get("step_ms") or {}).get("median") or 0.0
-    estimate = estimate_profiler_overhead(calls, step, backward=bool(backward))
+    detail = session["config"]["detail"]
+    steps = max(1, len(state.summaries))
+    audit_calls = audit_cost = 0.0
+    for one in audits:  # the audits active while profiling (run's own included)
+        calls_per_step = one.function_calls / max(1, detail["audited_count"])
+        if calls_per_step:
+            audit_calls += calls_per_step
+            audit_cost = per_call_cost_us("function", type(one))
+    estimate = estimate_profiler_overhead(
+        calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
+        audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
+        bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
+        hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
+        light_hooks=state.boundary is StepBoundary.MODULE,
+    )  # fmt: skip
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")
     if isinstance(pct, float) and pct >= OVERHEAD_NOTE_PCT:
+        parts = []
+        if estimate["cost_us"] is not None:
+            parts.append(f"{calls:g} module calls per step x {estimate['cost_us']:.1f} us of hooks")
+        if audit_calls:
+            parts.append(f"{audit_calls:.0f} sync-audit calls x {audit_cost:.2f} us")
         session["config"]["notes"].append(
-            f"profiler overhead ~{pct:.0f}% of the step (estimated: {calls:g} module calls per "
-            f"step x {estimate['cost_us']:.1f} us of hooks each): small modules and their "
-            "parents' (self) rows look slower than they are"
+            f"profiler overhead ~{pct:.0f}% of a detailed step (estimated: "
+            + " + ".join(parts or ["hooks"])
+            + "): small modules and their parents' (self) rows look slower than they are; "
+            "not subtracted (the hooks run inside the modules' times); closing each step "
+            f"({estimate['bookkeeping_ms_per_step']:.3g} ms) is outside the step times"
         )
 
 
-def representative_timeline(profiler: Any) -> list[dict[str, Any]]:
-    """Timeline of the kept step whose wall time is closest to the median."""
-    if not profiler._raw:
+def representative_timeline(state: ProfilerState) -> list[dict[str, Any]]:
+    """Timeline of the kept detailed step whose wall time is closest to the median."""
+    if not state.timelines:
         return []
-    walls = sorted(r["wall"] for r in profiler._raw)
+    walls = sorted(r["wall"] for r in state.timelines)
     median = walls[len(walls) // 2]
-    raw = min(profiler._raw, key=lambda r: abs(r["wall"] - median))
-    rec = profiler._rec
+    raw = min(state.timelines, key=lambda r: abs(r["wall"] - median))
+    rec = state.recorder
     depth = [0] * len(rec.parent)
     for node in range(1, len(rec.parent)):
         depth[node] = depth[max(rec.parent[node], 0)] + 1

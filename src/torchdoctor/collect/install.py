@@ -3,7 +3,8 @@
 Installed while a profiler runs, removed on every exit path (each removal is attempted even if
 another fails):
 
-- global module forward pre-hook and forward hook (``always_call=True``);
+- global module forward pre-hook and forward hook (``always_call=True``), switched off in
+  the profiler's light steps (:class:`ModuleHooksSwitch`);
 - global optimizer step pre- and post-hooks (phase ``optimizer``, step boundaries);
 - wrappers around ``torch.autograd.backward`` and ``torch.autograd.grad`` (phase ``backward``;
   region boundaries are hooked as the pass starts);
@@ -19,7 +20,7 @@ Example:
     >>> from torch.nn.modules import module
     >>> before = len(module._global_forward_hooks)
     >>> hooks = Installation()
-    >>> hooks.add_module_hooks(lambda m, a: None, lambda m, a, o: None)
+    >>> switch = hooks.add_module_hooks(lambda m, a: None, lambda m, a, o: None)
     >>> hooks.remove()
     >>> len(module._global_forward_hooks) == before
     True
@@ -48,11 +49,13 @@ class Installation:
     def __init__(self) -> None:
         self._undo: list[Callable[[], None]] = []
 
-    def add_module_hooks(self, pre: Callable, post: Callable) -> None:
-        pre_handle = _module.register_module_forward_pre_hook(pre)
-        self._undo.append(pre_handle.remove)
-        post_handle = _module.register_module_forward_hook(post, always_call=True)
-        self._undo.append(post_handle.remove)
+    def add_module_hooks(self, pre: Callable, post: Callable) -> ModuleHooksSwitch:
+        """Global module forward pre-hook and forward hook, installed now; the switch removes
+        and re-installs them (the profiler's light steps run without them)."""
+        switch = ModuleHooksSwitch(pre, post)
+        switch.on()
+        self._undo.append(switch.off)
+        return switch
 
     def add_optimizer_hooks(self, pre: Callable, post: Callable) -> None:
         pre_handle = _optimizer.register_optimizer_step_pre_hook(pre)
@@ -164,6 +167,40 @@ def _opened_by_torch(frame: Any) -> bool:
     function = frame.f_locals.get("func")  # decorate_context's wrapped function
     code = getattr(inspect.unwrap(function), "__code__", None) if callable(function) else None
     return code is not None and code.co_filename.startswith(_TORCH_DIR)
+
+
+class ModuleHooksSwitch:
+    """The global module forward hooks, installed while on.
+
+    Example:
+        >>> from torch.nn.modules import module
+        >>> switch = ModuleHooksSwitch(lambda m, a: None, lambda m, a, o: None)
+        >>> switch.on(); switch.active
+        True
+        >>> switch.off(); switch.active
+        False
+    """
+
+    def __init__(self, pre: Callable, post: Callable) -> None:
+        self._pre = pre
+        self._post = post
+        self._handles: list[Any] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    def on(self) -> None:
+        if not self._handles:
+            self._handles = [
+                _module.register_module_forward_pre_hook(self._pre),
+                _module.register_module_forward_hook(self._post, always_call=True),
+            ]
+
+    def off(self) -> None:
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
 
 
 class SavedTensorsSwitch:

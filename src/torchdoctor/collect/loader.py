@@ -35,14 +35,12 @@ class TimedLoader:
         iterator = iter(self._iterable)
         profiler = self._profiler
         while True:
-            timed = STATE.profiler is profiler and profiler._rec.recording
-            if timed:
-                profiler._rec.phases.push("data")
+            timed = STATE.profiler is profiler and profiler.data_phase(entering=True)
             try:
                 item = next(iterator)
             except StopIteration:
                 return
             finally:
-                if timed and STATE.profiler is profiler:
-                    profiler._rec.phases.pop()
+                if timed:
+                    profiler.data_phase(entering=False)
             yield item

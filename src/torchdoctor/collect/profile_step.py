@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from torchdoctor.collect.finish import BOUNDARY_NOTES
 from torchdoctor.collect.profiler import Profiler
 from torchdoctor.session import Session
 
@@ -38,6 +37,7 @@ def profile(
     backward: bool = True,
     history: bool | str | os.PathLike[str] = True,
     hot_lines: bool = True,
+    detail: str = "always",
 ) -> Session:
     """Run ``step_fn`` ``warmup + steps`` times under the profiler and return the Session.
 
@@ -45,7 +45,9 @@ def profile(
     is run in eval mode under ``torch.inference_mode``), the train/inference time ratio and the
     backward/forward ratio are added as ``session["inference"]``. The run's summary is appended
     to the run history (``torchdoctor history``; ``history=PATH`` picks the file, ``False`` or
-    ``TORCHDOCTOR_HISTORY=off`` skips it).
+    ``TORCHDOCTOR_HISTORY=off`` skips it). ``detail``: as for
+    :class:`~torchdoctor.collect.profiler.Profiler`; ``"always"`` by default (the number of
+    steps is bounded by ``steps``: every one is recorded in full).
 
     Example:
         >>> import torch
@@ -71,16 +73,14 @@ def profile(
         inference_fn = model_inference_fn(model, batch)
     name = label or getattr(step_fn, "__name__", None) or "step_fn"
     prof = Profiler(model, syncs=syncs, warmup=warmup, label=name, memory=memory,
-                    backward=backward, hot_lines=hot_lines)  # fmt: skip
-    prof._markers_from_profile = True
+                    backward=backward, step_boundary="step_fn", detail=detail,
+                    hot_lines=hot_lines)  # fmt: skip
     with prof:
         for _ in range(warmup + steps):
             step_fn()
-            prof._marker()
+            prof.step()
     session = prof.session
     assert session is not None
-    session["config"]["step_boundary"] = "step_fn"
-    session["config"]["notes"][0] = BOUNDARY_NOTES["step_fn"]
     if inference_fn is not None:
         from torchdoctor.collect.inference import compare_train_inference
 

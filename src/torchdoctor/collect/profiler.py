@@ -15,6 +15,12 @@ Step boundaries (``step_boundary``):
   is only known after some activity (backward, module calls), the step that was running while
   deciding is dropped. ``config.step_boundary`` and ``config.notes`` say which was used.
 
+Detail (``detail``, ``window``, ``period_steps``, ``period_s``; ``collect/schedule.py``): by
+default the module tree, phases, activation bytes, recomputation and the sync audit are
+recorded in bounded windows of steps, and the steps between them are light (step time only, no
+module hooks); ``detail="always"`` records every step in full. ``config.detail`` lists the
+detailed steps; each step says whether it was (``steps[k].detailed``).
+
 Hooks are installed at ``start()`` and removed on every exit path; only one profiler may be
 active at a time (a nested one raises ``RuntimeError``).
 
@@ -34,26 +40,31 @@ Example:
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from torchdoctor.collect.aggregate import summarize_step
+from torchdoctor.collect.aggregate import light_step, summarize_step
 from torchdoctor.collect.clocks import make_clock
 from torchdoctor.collect.finish import build_session
+from torchdoctor.collect.hook_events import HookEvents
 from torchdoctor.collect.install import Installation
 from torchdoctor.collect.lines import LineCollector
 from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
+from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
+from torchdoctor.collect.schedule import DetailSchedule
 from torchdoctor.collect.state import STATE
 from torchdoctor.session import Session
 
-_BOUNDARIES = ("manual", "auto")
+_BOUNDARIES = ("manual", "auto", "step_fn")
 _KEEP_TIMELINES = 32
+_MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
 
 
 def _device_of(model: Any) -> str:
@@ -67,7 +78,7 @@ def _device_of(model: Any) -> str:
     return "cpu"
 
 
-class Profiler:
+class Profiler(HookEvents):
     """Profile a user loop; the Session is built when the profiler stops (``.session``).
 
     Example:
@@ -92,6 +103,10 @@ class Profiler:
         label: str | None = None,
         memory: bool = True,
         backward: bool = True,
+        detail: str = "windows",
+        window: int = 5,
+        period_steps: int = 100,
+        period_s: float = 60.0,
         hot_lines: bool = True,
     ) -> None:
         if model is not None and not isinstance(model, torch.nn.Module):
@@ -119,8 +134,31 @@ class Profiler:
         self.backward = backward
         self.hot_lines = hot_lines  # time per user source line (collect/lines.py)
         self.session: Session | None = None
+        self.device: str | None = None
+        self.state = ProfilerState(warmup=warmup, label=label, syncs=syncs, memory=memory,
+                                   backward=backward, hot_lines=hot_lines)  # fmt: skip
+        self._schedule = DetailSchedule(
+            detail, window=window, period_steps=period_steps, period_s=period_s
+        )
         self._running = False
-        self._notes: list[str] = []
+        self._clock: Any = None
+        self._rec: Any = None  # the Recorder, made at start() (its clock depends on the device)
+        self._meter: Any = None
+        self._hooks: Any = None
+        self._saved: Any = None  # saved-tensor hooks switch (activation bytes)
+        self._module_hooks: Any = None  # module hooks switch (off in light steps)
+        self._counter = 0  # completed steps (warm-up included, discarded cuts not)
+        self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
+        self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
+        self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
+        self._module_round = ModuleRound()  # several top-level modules in an inference loop
+        self._optimizer_round = OptimizerRound()  # several optimizers stepping in turn
+        self._audit: Any = None  # the sync audit started by this profiler (syncs=True)
+        self._audit_context: Any = None
+        self._paced: list[Any] = []  # audits paused between detail windows
+        self._detailed = True  # the running step records full detail
+        self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
+        self._audited = True  # the running step is audited for syncs
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Profiler:
@@ -133,29 +171,23 @@ class Profiler:
             )
         if self._running or self.session is not None:
             raise RuntimeError("this Profiler was already used; create a new one per run")
-        self.device = _device_of(self.model)
+        state = self.state
+        state.device = self.device = _device_of(self.model)
         self._clock = make_clock(self.device)
-        rec = self._rec = Recorder(self._clock, backward=self.backward, memory=self.memory)
+        state.timing = self._clock.name
+        state.detail = self._schedule.config()
+        state.boundary = _MARKER if self.step_boundary == "manual" else None
+        if self.step_boundary == "step_fn":
+            state.boundary = StepBoundary.STEP_FN
+        rec = self._rec = state.recorder = Recorder(
+            self._clock, backward=self.backward, memory=self.memory
+        )
         if self.model is not None:
             rec.names.register_root(self.model)
         self._meter = PeakMemory(self.device)
-        self._summaries: list[dict[str, Any]] = []
-        self._raw: list[dict[str, Any]] = []
-        self._memory_summary: dict[str, Any] | None = None
-        self._counter = 0  # completed steps (warm-up included, discarded cuts not)
-        self._mode = "marker" if self.step_boundary == "manual" else None
-        self._seen = {"backward": 0, "optimizer": 0}
-        self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
-        self._loaders: dict[int, dict[str, Any]] = {}  # DataLoader iterators seen: settings
-        self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
-        self._module_round = ModuleRound()  # several top-level modules in an inference loop
-        self._optimizer_round = OptimizerRound()  # several optimizers stepping in turn
-        self._audit = self._audit_context = None
-        self._error: str | None = None
-        self._interrupted = False
         hooks = self._hooks = Installation()
         try:
-            hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+            self._module_hooks = hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
             hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
             hooks.wrap_autograd(self._backward_enter, self._backward_leave)
             hooks.wrap_no_grad(self._no_grad_enter, self._no_grad_leave)
@@ -197,9 +229,10 @@ class Profiler:
                 return self.session
             raise RuntimeError("this Profiler was not started; call start() or use `with`")
         self._running = False
+        state = self.state
         if exc is not None:
-            self._interrupted = True
-            self._error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            state.interrupted = True
+            state.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
             self._rec.frames.clear()  # calls left open by an exception end here
             self._rec.module_depth = 0
@@ -207,12 +240,14 @@ class Profiler:
         except Exception:
             if exc is None:
                 raise
-            self._notes.append("the last step could not be summarized after the error")
+            state.notes.append("the last step could not be summarized after the error")
         finally:
+            for audit in self._paced:
+                audit.resume()
             audit = self._exit_sync_audit()
             self._rec.release_handles()
             self._hooks.remove()
-        self.session = build_session(self, audit)
+        self.session = build_session(state, audit, self._paced)
         return self.session
 
     def _reset_state(self) -> None:
@@ -228,6 +263,7 @@ class Profiler:
 
         self._audit_context = sync_audit()
         self._audit = self._audit_context.__enter__()
+        self.pace_audit(self._audit)
 
     def _exit_sync_audit(self) -> Any:
         context, self._audit_context = self._audit_context, None
@@ -235,174 +271,62 @@ class Profiler:
             context.__exit__(None, None, None)
         return self._audit
 
+    def pace_audit(self, audit: Any) -> None:
+        """Pause a running sync audit in light steps (outside detail windows), so it costs
+        nothing there; the profiler resumes it for detailed steps and when it stops."""
+        self._paced.append(audit)
+        if not self._detailed and audit.pause():
+            self._audited = False
+
     # -- user API -------------------------------------------------------------------------
     def step(self) -> None:
         """End the current step (and begin the next)."""
         if self._running and STATE.profiler is self:
-            self._user_marker()
-
-    def _user_marker(self) -> None:
-        """A step marker from user code (``prof.step()``, ``torchdoctor.step()``)."""
-        if not self._markers_from_profile:
             self._marker()
 
-    _markers_from_profile = False  # profile() marks steps itself; user markers are ignored
+    def user_marker(self) -> None:
+        """A step marker from user code (``torchdoctor.step()``); ignored when each call of a
+        step function is a step (``torchdoctor.profile``)."""
+        if self.state.boundary is not StepBoundary.STEP_FN:
+            self._marker()
 
     def wrap_loader(self, iterable: Iterable[Any]) -> Iterable[Any]:
         """Wrap a data iterable so the wait for each batch counts as the ``data`` phase."""
         return TimedLoader(self, iterable)
 
+    def data_phase(self, entering: bool) -> bool:
+        """Begin (``entering``) or end the ``data`` phase of a wrapped loader's ``next()``;
+        returns whether the phase was entered (the profiler is recording)."""
+        rec = self._rec
+        if entering:
+            if not rec.recording or STATE.profiler is not self:
+                return False
+            rec.phases.push("data")
+            return True
+        if STATE.profiler is self:
+            rec.phases.pop()
+        return False
+
     # -- events from hooks ----------------------------------------------------------------
     def _marker(self) -> None:
-        previous = self._mode
-        if previous != "marker":
-            self._switch("marker")
-        # the first marked step began at an optimizer/backward/module cut: partial, dropped
-        self._cut(discard=previous not in (None, "marker"))
-
-    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._seen["optimizer"] += 1
-        self._optimizer_depth += 1
-        self._rec.phases.push("optimizer")
-
-    def _no_grad_enter(self, grad_was_enabled: bool, opened_by_torch: bool = False) -> None:
-        """In a loop that calls backward() but no optimizer, a ``no_grad`` block opened between
-        passes (``p -= lr * p.grad``) is the hand-written optimizer step (not one opened by
-        torch itself, such as ``clip_grad_norm_`` before the first ``optimizer.step()``)."""
-        rec = self._rec
-        manual_update = (
-            grad_was_enabled
-            and not opened_by_torch
-            and self._seen["backward"] > 0
-            and not self._seen["optimizer"]
-            and self._mode in (None, "backward")
-            and rec.phases.phase == "other"
-        )
-        self._no_grad_blocks.append(manual_update)
-        if manual_update:
-            rec.phases.push("optimizer")
-            if not self._seen.get("manual_update"):
-                self._seen["manual_update"] = 1
-                self._notes.append(
-                    "no_grad blocks between backward() calls count as the optimizer phase "
-                    "(a hand-written update); grad-enabled code after them until backward() "
-                    "as forward"
-                )
-
-    def _data_enter(self, iterator: Any = None) -> bool:
-        """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase.
-        Each loader's settings are noted once (the advice checks static findings against them)."""
-        if iterator is not None and id(iterator) not in self._loaders:
-            self._loaders[id(iterator)] = {
-                "num_workers": int(getattr(iterator, "_num_workers", 0) or 0),
-                "persistent_workers": bool(getattr(iterator, "_persistent_workers", False)),
-                "pin_memory": bool(getattr(iterator, "_pin_memory", False)),
-            }
-        if not self._rec.recording:
-            return False
-        self._rec.phases.push("data")
-        return True
-
-    def _data_leave(self, pushed: bool) -> None:
-        if pushed and self._rec.phases.phase == "data":
-            self._rec.phases.pop()
-
-    def _no_grad_leave(self) -> None:
-        """After a manual update, what runs with grad enabled until the next backward() is the
-        forward pass (the loss of a loop without modules would otherwise be ``other``)."""
-        if not self._no_grad_blocks or not self._no_grad_blocks.pop():
-            return
-        phases = self._rec.phases
-        phases.pop()
-        if torch.is_grad_enabled() and phases.phase == "other":
-            phases.enter_forward()
-
-    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        """Steps end at optimizer steps; with several in turn, at the one closing the round
-        (``collect.rounds``), so a backward is measured in the step of its forward."""
-        self._rec.phases.pop()
-        self._optimizer_depth -= 1
-        if self._mode == "marker":
-            return
-        # The step open now began at a backward or module cut (gradient accumulation: the
-        # last micro-batch's backward): not a whole iteration, so it is dropped.
-        partial = self._mode not in (None, "optimizer")
-        if self._mode != "optimizer":
-            self._switch("optimizer")
-        action, note = self._optimizer_round.observe(optimizer)
-        if note:
-            self._notes.append(note)
-        if action == "cut":
-            self._cut(discard=partial)
-        elif action == "decided":  # half-iterations so far: the step open now is a whole one
-            self._summaries.clear()
-            self._raw.clear()
-
-    def _backward_enter(self, roots: Any = None) -> None:
-        rec = self._rec
-        if rec.region_calls and rec.recording:
-            rec.phases.push("other")  # the graph walk is profiler overhead, not forward
-            try:
-                rec.hook_regions(roots)
-            except Exception:  # never break the user's backward over region attribution
-                rec.region_calls = []
-                if "region backward attribution failed" not in self._notes:
-                    self._notes.append("region backward attribution failed")
-            finally:
-                rec.phases.pop()
-        rec.split_open_regions(rec.phases.phase != "backward")
-        rec.phases.push("backward")
-
-    def _backward_leave(self) -> None:
-        rec = self._rec
-        rec.bwd.append((0, 0, 2, rec.now()))  # ends calls whose inputs needed no grad
-        rec.resume_open_regions()
-        rec.phases.pop_backward()
-        mode = self._mode
-        if mode == "backward":
+        previous = self.state.boundary
+        if previous is StepBoundary.STEP_FN:
             self._cut()
-        elif mode is None and self._rec.phases.phase != "optimizer":
-            self._seen["backward"] += 1
-            if self._seen["backward"] >= 2:
-                self._switch("backward")
-                self._cut(discard=True)
+            return
+        if previous is not _MARKER:
+            self._switch(_MARKER)
+        # the first marked step began at an optimizer/backward/module cut: partial, dropped
+        self._cut(discard=previous not in (None, _MARKER))
 
-    def _outermost(self, module: Any = None) -> None:
-        """An outermost module call: in an inference loop each step starts at one (with several
-        top-level modules, at the one the loop opens with: ``collect.rounds``), so a module
-        re-run with the same inputs every iteration shows up as recomputation across steps."""
-        mode = self._mode
-        if mode == "module":
-            starts, revised = self._module_round.starts_step(module)
-            if revised:  # the loop turned out to repeat several modules: partial steps so far
-                self._notes.append(revised)
-                self._summaries.clear()
-                self._raw.clear()
-                self._cut(discard=True)
-            elif starts:
-                self._cut()
-        elif mode is None and not self._seen["backward"] and not self._optimizer_depth:
-            # (module calls inside optimizer.step(closure), e.g. LBFGS, are no inference loop)
-            needed = 2 if not torch.is_grad_enabled() else 4
-            decided, note = self._module_round.observe(module, needed)
-            if decided:
-                self._switch("module")
-                if note:
-                    self._notes.append(note)
-                self._cut(discard=True)
+    def _drop_steps(self) -> None:
+        """The steps kept so far were partial: forget them; the next step opens a window."""
+        self.state.drop_steps()
+        self._schedule.restart()
 
-    def _switch(self, mode: str) -> None:
-        if self._mode is not None and self._mode != mode and self._summaries:
-            self._notes.append(
-                f"step boundary changed from {self._mode} to {mode}; earlier steps dropped"
-            )
-            self._summaries.clear()
-            self._raw.clear()
-        self._mode = mode
-
-    def _enter_region(self, name: str, where: Any) -> Any:
+    def enter_region(self, name: str, where: Any) -> Any:
+        """Open region ``name`` (``where``: the frame or function); the handle for exit."""
         rec = self._rec
-        if not rec.recording:
+        if not rec.recording or not rec.detailed:
             return None
         code = getattr(where, "f_code", None) or getattr(where, "__code__", None)
         line = getattr(where, "f_lineno", None) or getattr(code, "co_firstlineno", None)
@@ -411,65 +335,100 @@ class Profiler:
         in_backward = rec.phases.phase == "backward"
         return rec.enter_region(name, source, in_backward), in_backward
 
-    def _exit_region(self, handle: Any) -> None:
+    def exit_region(self, handle: Any) -> None:
+        """Close the region opened with ``handle`` (from :meth:`enter_region`)."""
         if handle is not None and self._rec.recording:
             self._rec.exit_region(handle[0], handle[1])
 
     # -- steps ----------------------------------------------------------------------------
     def _begin_step(self) -> None:
-        rec = self._rec
-        profiled = self._counter >= self.warmup
-        rec.count_memory = self.memory and profiled and self._memory_summary is None
+        rec, state = self._rec, self.state
+        profiled = self._counter - self.warmup
+        detailed = self._detailed = rec.detailed = self._schedule.detailed(
+            profiled, time.monotonic()
+        )
+        # Light steps run without module hooks (their mere presence costs every module call),
+        # unless steps are cut at module calls, or a call is open (a marker inside a forward).
+        if detailed or state.boundary in (None, _MODULE) or rec.module_depth:
+            self._module_hooks.on()
+        else:
+            self._module_hooks.off()
+        lines = self._lines
+        if lines is not None and detailed:
+            lines.start()  # before the audits resume: below their modes (their cost is no line's)
+        audited = True
+        for audit in self._paced:
+            if detailed:
+                audit.resume()
+            elif audit.pause():
+                audited = False
+        self._audited = audited
+        if lines is not None and not detailed:
+            lines.stop()  # light steps: no line timing (after the audits paused: modes in order)
+        rec.count_memory = (
+            self.memory and profiled >= 0 and detailed and state.memory_summary is None
+        )
         if rec.count_memory:
             self._saved.on()  # only the counting step pays for saved-tensor hooks
         self._meter.begin()
-        rec.fingerprints_across_steps = self._mode == "module"
+        rec.fingerprints_across_steps = state.boundary is _MODULE
         rec.new_step(rec.now())
         STATE.step_index = self._counter
 
     def _cut(self, discard: bool = False) -> None:
-        rec = self._rec
+        rec, state = self._rec, self.state
         if not rec.recording:
             return
         end_token = rec.now()
+        began = time.perf_counter_ns()
         peak = self._meter.end()
         (start, end), forward, marks, segments = rec.resolve_step(self._clock, end_token)
         lines = self._lines.end_step() if self._lines is not None else None
         if not discard and self._counter >= self.warmup:
-            summary = summarize_step(
-                parent=rec.parent, forward=forward, marks=marks, step=(start, end),
-                segments=segments, activation=rec.act if rec.count_memory else None,
-                identical=rec.identical, peak_memory_bytes=peak,
-            )  # fmt: skip
-            if rec.count_memory:
-                self._memory_summary = summary
-            intervals = summary.pop("_intervals")
-            summary["lines"] = lines
-            self._summaries.append(summary)
-            if len(self._raw) < _KEEP_TIMELINES:
-                self._raw.append({"forward": forward, "intervals": intervals, "step": (start, end),
-                                  "segments": segments, "wall": end - start})  # fmt: skip
+            if self._detailed:
+                summary = summarize_step(
+                    parent=rec.parent, forward=forward, marks=marks, step=(start, end),
+                    segments=segments, activation=rec.act if rec.count_memory else None,
+                    identical=rec.identical, peak_memory_bytes=peak,
+                )  # fmt: skip
+                if rec.count_memory:
+                    state.memory_summary = summary
+                state.hook_ns += rec.hook_ns
+                intervals = summary.pop("_intervals")
+                summary["lines"] = lines
+                if len(state.timelines) < _KEEP_TIMELINES:
+                    state.timelines.append({"forward": forward, "intervals": intervals,
+                                            "step": (start, end), "segments": segments,
+                                            "wall": end - start})  # fmt: skip
+            else:
+                summary = light_step((start, end), segments, peak)
+            summary["audited"] = self._audited
+            state.summaries.append(summary)
         rec.release_handles()
         self._saved.off()
         if not discard:
             self._counter += 1
-        if self.max_steps is not None and len(self._summaries) >= self.max_steps:
+        if self.max_steps is not None and len(state.summaries) >= self.max_steps:
             rec.recording = False
-            self._notes.append(f"stopped collecting after max_steps={self.max_steps} steps")
+            state.notes.append(f"stopped collecting after max_steps={self.max_steps} steps")
+            state.bookkeeping_ns += time.perf_counter_ns() - began
             return
         self._begin_step()
+        state.bookkeeping_ns += time.perf_counter_ns() - began
 
     def _final_cut(self) -> None:
         """At stop: the partial step after the last boundary is dropped, unless it is all."""
-        if not self._rec.recording or self._summaries:
+        state = self.state
+        if not self._rec.recording or state.summaries:
             return
         if self._counter == 0:
-            self._mode = "whole_run"
+            state.boundary = StepBoundary.WHOLE_RUN
         else:
-            self._notes.append(
+            state.notes.append(
                 f"no complete step after warm-up ({self._counter} step(s) seen, warm-up "
                 f"{self.warmup}): only the partial step after the last boundary is shown; "
                 "lower the warm-up (--warmup) to measure whole steps"
             )
         self._counter = max(self._counter, self.warmup)
+        self._detailed = True  # the step is summarized in full whatever the schedule said
         self._cut()

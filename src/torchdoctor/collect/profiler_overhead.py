@@ -1,13 +1,24 @@
-"""Estimate the profiler's own cost in a run: module calls per step x calibrated cost per call.
+"""Estimate the profiler's own cost in a run, from calibrated per-call costs and exact timings.
 
-Every module call runs the profiler's forward hooks (and, with backward attribution, its graph
-hooks): a few microseconds each, negligible beside a large layer, a multiple of a tiny one. A
-model of many small modules therefore looks slower under the profiler than it is, and the
-parents' ``(self)`` rows absorb that cost. The cost of one call is measured once per process
-(a tiny ``Linear`` called with and without a fresh profiler, alternating, fastest round of
-each), with and without a backward pass; the estimate is ``calls x cost``, relative to the step
-time minus itself. Like the sync audit's estimate it is rough (it tells "negligible" from
-"dominant"); ``torchdoctor bench profiler`` measures the real overhead on whole steps.
+What the profiler adds to a run, and how each part is known:
+
+- module hooks in a detailed step: the time measured inside the hook functions (two host
+  clock readings per call, one of them the event's own token on CPU) plus ``calls x`` the
+  calibrated cost of calling them (and of autograd calling the backward marks); light steps
+  run without module hooks, except when steps are cut at module calls: ``calls x`` the
+  calibrated light cost. The per-call costs are calibrated once per process: a tiny model (two
+  ``Linear`` around a ``Tanh``) runs forward and backward with the profiler's own hook
+  functions installed on a scratch recorder, and without, alternating; the fastest round of
+  each side is compared, in the thread's CPU time (other processes only ever add time);
+- the sync audit (detailed steps only: it is paused in light steps): its intercepted calls x
+  its calibrated cost per call (``collect/syncs_overhead.py``);
+- closing each step (resolving clock tokens, summarizing): timed exactly on every step. It
+  runs between one step's end and the next one's start, so it is already outside every step
+  time (subtracted exactly); it still costs the run wall time.
+
+The hooks' cost cannot be subtracted from the figures exactly: it lands inside the modules'
+forward and backward times and their parents' ``(self)`` rows. The estimate says how large it is
+(``overhead_pct``: of a detailed step; ``run_overhead_pct``: of the whole run).
 
 Example:
     >>> estimate_profiler_overhead(0, 10.0, backward=False)["overhead_ms"]
@@ -21,64 +32,139 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.clocks import CpuClock
+from torchdoctor.collect.install import Installation
+from torchdoctor.collect.recorder import Recorder
+from torchdoctor.collect.state import STATE
+
 __all__ = ["estimate_profiler_overhead", "per_module_call_cost_us"]
 
-_cost_us: dict[bool, float] = {}
-_calibrating: list[bool] = []  # non-empty while a calibration profiler runs (no nesting)
-_CALLS = 200
-_ROUNDS = 5
+_cost_us: dict[tuple[bool, bool], dict[str, float]] = {}
+_ITERATIONS = 40
+_ROUNDS = 7
+_CALLS_PER_ITERATION = 4  # Sequential + Linear + Tanh + Linear
 
 
-def _loop(layer: torch.nn.Module, x: torch.Tensor, backward: bool) -> int:
-    start = time.perf_counter_ns()
-    for _ in range(_CALLS):
-        y = layer(x)
+def _loop(model: torch.nn.Module, x: torch.Tensor, backward: bool, rec: Any = None) -> int:
+    start = time.thread_time_ns()  # CPU time: other processes on the machine do not count
+    for _ in range(_ITERATIONS):
+        y = model(x)
         if backward:
             y.sum().backward()
-    return time.perf_counter_ns() - start
+    return time.thread_time_ns() - start
 
 
-def per_module_call_cost_us(backward: bool) -> float:
-    """Microseconds the profiler adds to one module call (with its backward, if ``backward``).
+def _calibrate(backward: bool, detailed: bool) -> tuple[float, float]:
+    """``(total, outside)`` microseconds per module call: all the hooks add, and the part of
+    it outside the hook functions' own measured time (calling them, autograd running them)."""
+    if STATE.profiler is not None:  # never install a second set of global hooks
+        return 0.0, 0.0
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
+    x = torch.randn(4, 8)
+    rec = Recorder(CpuClock(), backward=backward, memory=False)
+    rec.detailed = detailed
+    saved_phase = STATE.phase
+    plain, hooked = [], []
+    with torch.enable_grad():
+        _loop(model, x, backward)
+        for _ in range(_ROUNDS):
+            plain.append(_loop(model, x, backward))
+            hooks = Installation()
+            hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+            rec.new_step(rec.now())
+            try:
+                hooked.append((_loop(model, x, backward), rec.hook_ns))
+            finally:
+                hooks.remove()
+                rec.release_handles()
+                rec.phases.reset()
+                STATE.module_stack.clear()
+                STATE.phase = saved_phase
+    calls = _ITERATIONS * _CALLS_PER_ITERATION
+    fastest, inside = min(hooked)
+    total = max(0.0, (fastest - min(plain)) / 1e3 / calls)
+    return total, max(0.0, total - inside / 1e3 / calls)
 
-    Measured once per process for each case; other processes only ever add time, so the
-    fastest round of each side is compared.
+
+def per_module_call_cost_us(backward: bool, detailed: bool = True, part: str = "total") -> float:
+    """Microseconds the profiler's module hooks add to one module call (with its backward, if
+    ``backward``) in a detailed or a light step; ``part="outside"``: the share not measured
+    inside the hook functions (calling them; autograd calling the backward marks).
+
+    Calibrated once per process for each case (see the module docstring).
+
+    Example:
+        >>> per_module_call_cost_us(backward=False, detailed=False) >= 0.0
+        True
     """
-    cached = _cost_us.get(backward)
-    if cached is not None:
-        return cached
-    from torchdoctor.collect.profiler import Profiler
-
-    layer = torch.nn.Linear(4, 4)
-    x = torch.zeros(2, 4)
-    plain, profiled = [], []
-    _calibrating.append(True)
-    try:
-        with torch.enable_grad():
-            for _ in range(_ROUNDS):
-                plain.append(_loop(layer, x, backward))
-                with Profiler(syncs=False, memory=False, backward=backward):
-                    profiled.append(_loop(layer, x, backward))
-    finally:
-        _calibrating.pop()
-    cost = max(0.0, (min(profiled) - min(plain)) / 1e3 / _CALLS)
-    _cost_us[backward] = cost
-    return cost
+    key = (backward, detailed)
+    if key not in _cost_us:
+        total, outside = _calibrate(backward, detailed)
+        if total == 0.0 and STATE.profiler is not None:
+            return 0.0  # not calibrated (a profiler is running): try again later
+        _cost_us[key] = {"total": total, "outside": outside}
+    return _cost_us[key][part]
 
 
 def estimate_profiler_overhead(
-    calls_per_step: float, step_ms: float, *, backward: bool
+    calls_per_step: float,
+    step_ms: float,
+    *,
+    backward: bool,
+    steps: int = 1,
+    detailed_steps: int | None = None,
+    hook_ms_per_step: float | None = None,
+    audit_calls_per_step: float = 0.0,
+    audit_cost_us: float = 0.0,
+    bookkeeping_ms_per_step: float = 0.0,
+    light_hooks: bool = False,
 ) -> dict[str, Any]:
-    """``{"overhead_ms", "overhead_pct", "calls_per_step", "cost_us"}`` per profiled step."""
-    if calls_per_step <= 0 or step_ms <= 0 or _calibrating:
-        return {"overhead_ms": 0.0, "overhead_pct": 0.0, "calls_per_step": calls_per_step,
-                "cost_us": None}  # fmt: skip
-    cost = per_module_call_cost_us(backward)
-    overhead = min(calls_per_step * cost / 1e3, 0.95 * step_ms)  # noise can not exceed the step
-    base = step_ms - overhead
-    return {
-        "overhead_ms": overhead,
-        "overhead_pct": 100.0 * overhead / base if base > 0 else None,
-        "calls_per_step": calls_per_step,
-        "cost_us": cost,
-    }
+    """The profiler's estimated cost: per detailed step (``overhead_ms``, ``overhead_pct`` of
+    the step without it) and over the whole run (``run_overhead_ms``, ``run_overhead_pct``),
+    with ``cost_us`` (per module call in a detailed step) and ``light_cost_us``.
+
+    ``step_ms``: the median step time; ``steps`` of which ``detailed_steps`` detailed (default
+    all); ``hook_ms_per_step``: the time measured inside the hooks per detailed step (None:
+    the calibrated total cost per call is used instead); ``audit_calls_per_step``: calls the
+    sync audit intercepted per audited step, at ``audit_cost_us`` each; ``light_hooks``: the
+    module hooks stay installed in light steps (steps cut at module calls).
+
+    Example:
+        >>> e = estimate_profiler_overhead(0, 10.0, backward=False, bookkeeping_ms_per_step=0.1)
+        >>> e["run_overhead_pct"]
+        1.0
+    """
+    detailed_steps = steps if detailed_steps is None else detailed_steps
+    out: dict[str, Any] = {"overhead_ms": 0.0, "overhead_pct": 0.0, "run_overhead_ms": 0.0,
+                           "run_overhead_pct": 0.0, "calls_per_step": calls_per_step,
+                           "cost_us": None, "light_cost_us": None,
+                           "bookkeeping_ms_per_step": bookkeeping_ms_per_step}  # fmt: skip
+    if step_ms <= 0:
+        return out
+    hooks_ms = 0.0
+    if calls_per_step > 0:
+        if hook_ms_per_step is None:
+            hooks_ms = calls_per_step * per_module_call_cost_us(backward, True) / 1e3
+        else:
+            outside = per_module_call_cost_us(backward, True, part="outside")
+            hooks_ms = hook_ms_per_step + calls_per_step * outside / 1e3
+    light_cost = 0.0
+    if calls_per_step > 0 and steps > detailed_steps and light_hooks:
+        light_cost = per_module_call_cost_us(backward, False)
+    detailed_ms = hooks_ms + audit_calls_per_step * audit_cost_us / 1e3
+    detailed_ms = min(detailed_ms, 0.95 * step_ms)  # noise can not exceed the step
+    light_ms = min(calls_per_step * light_cost / 1e3, 0.95 * step_ms)
+    light_steps = steps - detailed_steps
+    in_steps = detailed_steps * detailed_ms + light_steps * light_ms
+    total = in_steps + steps * bookkeeping_ms_per_step
+    plain = max(steps * step_ms - in_steps, 1e-9)
+    out.update(
+        overhead_ms=detailed_ms,
+        run_overhead_ms=total,
+        overhead_pct=100.0 * detailed_ms / (step_ms - detailed_ms),
+        run_overhead_pct=100.0 * total / plain,
+        cost_us=1e3 * hooks_ms / calls_per_step if calls_per_step > 0 else None,
+        light_cost_us=light_cost or None,
+    )
+    return out

@@ -24,10 +24,17 @@ Memory: a ``saved_tensors_hooks`` pack hook (returns the tensor itself: no copy)
 storage bytes each module's forward saves for backward, each storage once per step; parameters
 and their views are not activations and are skipped.
 
+Cost per module call (``benchmarks/profiler_overhead.py`` measures it): no walk over modules
+or parameters (each node's parameters are listed once, at its first call; a call compares their
+``_version`` counters), one clock token per event, and the hooks' own tensor reads run with
+torch-function handling disabled, so an active sync audit's mode does not intercept them. In a
+*light* step (``detailed`` False, see ``collect/schedule.py``) the module hooks only track the
+outermost call (the ``forward`` phase and step boundaries) and record nothing else.
+
 Example:
     >>> from torchdoctor.collect.clocks import CpuClock
     >>> rec = Recorder(CpuClock())
-    >>> rec.node_for(0, "region:x", "x", "region", None, None)
+    >>> rec.node_for(0, ("region", "x"), "x", "region", None, None, name="x")
     1
     >>> rec.name[1]
     'x'
@@ -35,8 +42,8 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import sys
+import time
 from collections import defaultdict
 from functools import partial
 from typing import Any
@@ -47,11 +54,16 @@ from torch.nn.modules.conv import _ConvNd
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.naming import ModuleNames, source_of_class
 from torchdoctor.collect.phases import PhaseMachine
-from torchdoctor.collect.region_graph import region_boundaries, roots_of, sequence_nr
+from torchdoctor.collect.recorder_regions import RegionEvents
+from torchdoctor.collect.records import BackwardMark, ForwardCall, Frame, MarkKind
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 
 Tensor = torch.Tensor
+_host_ns = time.perf_counter_ns
+_mode_enabled = torch._C._is_torch_function_mode_enabled
+_NoTorchFunction = torch._C.DisableTorchFunction
+_START, _END, _PASS_END = MarkKind.START, MarkKind.END, MarkKind.PASS_END
 
 
 def _tensors(value: Any) -> list[Tensor]:
@@ -69,7 +81,7 @@ def _tensors(value: Any) -> list[Tensor]:
     return out
 
 
-class Recorder:
+class Recorder(RegionEvents):
     """Raw events of the running step plus the node registry shared by all steps."""
 
     def __init__(self, clock: Any, *, backward: bool = True, memory: bool = True) -> None:
@@ -83,17 +95,24 @@ class Recorder:
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
         # node registry: id -> parent, path, name, kind, type, source
-        self.node_ids: dict[tuple[int, Any], int] = {}
+        self.node_ids: dict[tuple[int, Any], int] = {}  # (parent, id(module) | ("region", name))
         self.parent: list[int] = [-1]
         self.path: list[str] = [""]
         self.name: list[str] = ["step"]
         self.kind: list[str] = ["root"]
         self.type: list[str | None] = [None]
         self.source: list[dict | None] = [None]
-        self.frames: list[tuple[int, int, int, Any]] = []  # (node, id(obj), serial, token)
-        self.module_depth = 0  # module frames on the stack (regions excluded)
+        self.frames: list[Frame] = []
+        self.module_depth = 0  # module calls open (regions excluded), light steps included
         self.serial = 0
         self.recording = True
+        self.detailed = True  # False in a light step: module hooks record nothing but depth
+        # host ns spent inside the detailed hooks this step (the overhead estimate's measured
+        # part); on the CPU clock the event's own token doubles as one of the two readings
+        self.hook_ns = 0
+        self.host_clock = clock.now is time.perf_counter_ns
+        self.parameters_of: dict[int, tuple[Tensor, ...]] = {}  # node -> its module's parameters
+        self.fingerprints: dict[tuple[int, Any], tuple[Any, int]] = {}
         self.on_outermost: Any = None  # called with the module before an outermost call (auto)
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
         self.count_memory = False
@@ -102,14 +121,23 @@ class Recorder:
 
     # -- registry -------------------------------------------------------------------------
     def node_for(
-        self, parent: int, key: Any, path: str, kind: str, type_name: str | None, source: Any
+        self,
+        parent: int,
+        key: Any,
+        path: str,
+        kind: str,
+        type_name: str | None,
+        source: Any,
+        *,
+        name: str | None = None,
     ) -> int:
-        """Register a node (``key`` identifies it under ``parent``) and return its id."""
+        """Register a node (``key`` identifies it under ``parent``) and return its id; its name
+        is ``name``, by default the last part of ``path``."""
         node = len(self.parent)
         self.node_ids[(parent, key)] = node
         self.parent.append(parent)
         self.path.append(path)
-        self.name.append(path.rsplit(".", 1)[-1] if kind == "module" else key[7:])
+        self.name.append(name if name is not None else path.rsplit(".", 1)[-1])
         self.kind.append(kind)
         self.type.append(type_name)
         self.source.append(source)
@@ -121,24 +149,26 @@ class Recorder:
             walk = self.parent[walk]
         path = self.names.path_of(module, self.path[walk] if walk else None)
         cls = type(module)
-        return self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
+        node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
+        self.parameters_of[node] = tuple(module.parameters())
+        return node
 
     # -- step buffers ---------------------------------------------------------------------
     def new_step(self, token: Any) -> None:
         self.step_start = token
+        self.hook_ns = 0
         self.first_serial = self.serial + 1  # marks of older calls (kept graphs) are dropped
-        self.fwd: list[tuple[int, Any, Any]] = []
-        self.bwd: list[tuple[int, int, int, Any]] = []  # (node, serial, 0 start | 1 end, token)
+        self.fwd: list[ForwardCall] = []
+        self.bwd: list[BackwardMark] = []
         self.handles: list[Any] = []
+        self.hooked: dict[Any, list[tuple[int, int, MarkKind]]] = {}  # grad_fn -> its marks
         self.act: dict[int, int] = defaultdict(int)
         self.seen_storages: set[int] = set()
         # Input fingerprints are per step, except when each step is one call of the outermost
         # module (an inference loop cut by `run`): a sampler re-encoding the same conditions at
         # every call is then seen across steps. Entries whose tensor died are dropped.
-        kept = getattr(self, "fingerprints", {}) if self.fingerprints_across_steps else {}
-        self.fingerprints: dict[tuple[int, Any], tuple[Any, tuple[int, ...]]] = {
-            key: value for key, value in kept.items() if value[0]() is not None
-        }
+        kept = self.fingerprints if self.fingerprints_across_steps else {}
+        self.fingerprints = {key: value for key, value in kept.items() if value[0]() is not None}
         self.identical: dict[int, int] = defaultdict(int)
         # regions of this step not yet hooked for backward: (seq enter, seq exit, (node, serial))
         self.region_calls: list[tuple[int, int, tuple[int, int]]] = []
@@ -146,23 +176,24 @@ class Recorder:
 
     def resolve_step(self, clock: Any, end_token: Any) -> tuple[Any, list, list, list]:
         """The step's clock tokens in nanoseconds, in one ``clock.resolve`` call: ``((start,
-        end), forward, marks, segments)`` with ``forward`` ``(node, start, end)`` per call,
-        ``marks`` ``(node, serial, which, t)`` per backward mark of this step's calls, and
-        ``segments`` ``(t, phase)`` per phase change."""
+        end), forward, marks, segments)`` with ``forward`` a :class:`ForwardCall` per call,
+        ``marks`` a :class:`BackwardMark` per backward mark of this step's calls, and
+        ``segments`` ``(t, phase)`` per phase change (a light step has no calls or marks)."""
         tokens = [self.step_start, end_token]
-        tokens += [t for _, s, e in self.fwd for t in (s, e)]
-        tokens += [m[3] for m in self.bwd]
+        tokens += [t for call in self.fwd for t in (call.start, call.end)]
+        tokens += [m.t for m in self.bwd]
         tokens += [t for t, _ in self.phases.segments]
         ns = clock.resolve(tokens)
         i = 2
         forward = []
-        for node, _, _ in self.fwd:
-            forward.append((node, ns[i], ns[i + 1]))
+        for call in self.fwd:
+            forward.append(ForwardCall(call.node, ns[i], ns[i + 1], call.piece))
             i += 2
         marks = []
-        for node, serial, which, _ in self.bwd:
-            if serial >= self.first_serial or which == 2:  # drop marks of earlier steps' calls
-                marks.append((node, serial, which, ns[i]))
+        first = self.first_serial
+        for node, serial, kind, _ in self.bwd:
+            if serial >= first or kind is _PASS_END:  # drop marks of earlier steps' calls
+                marks.append(BackwardMark(node, serial, kind, ns[i]))
             i += 1
         segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(self.phases.segments)]
         return (ns[0], ns[1]), forward, marks, segments
@@ -176,49 +207,73 @@ class Recorder:
     def pre_hook(self, module: Any, args: Any) -> None:
         if not self.recording:
             return
-        frames = self.frames
-        parent = frames[-1][0] if frames else 0
-        node = self.node_ids.get((parent, id(module)))
-        if node is None:
-            node = self._module_node(parent, module)
         if not self.module_depth:  # outermost module call (regions around it do not count)
             if self.on_outermost is not None:
-                self.on_outermost(module)
+                self.on_outermost(module)  # may end the step: read `detailed` after it
             if not self.knobs["autocast"]:
                 self.knobs["autocast"] = _autocast_on()
             self.phases.enter_forward()
+        self.module_depth += 1
+        if not self.detailed:
+            return
+        began = _host_ns()
+        if _mode_enabled():  # a sync audit's mode must not intercept the hook's own reads
+            with _NoTorchFunction():
+                self._enter_call(module, args, began)
+        else:
+            self._enter_call(module, args, began)
+
+    def _enter_call(self, module: Any, args: Any, began: int) -> None:
+        frames = self.frames
+        parent = frames[-1].node if frames else 0
+        node = self.node_ids.get((parent, id(module)))
+        if node is None:
+            node = self._module_node(parent, module)
         if self.knobs["channels_last"] is not True and isinstance(module, _ConvNd):
             self.knobs["channels_last"] = _channels_last_input(args)
-        self.module_depth += 1
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
         if args and self.phases.stack[-1][0] != "backward":  # not a checkpoint recompute
             if node not in self.call_site:  # where the module is called from: first call only
-                self.call_site[node] = user_frame(sys._getframe(1))
-            self._fingerprint(node, module, args)
+                self.call_site[node] = user_frame(sys._getframe(2))
+            self._fingerprint(node, args)
             if self.backward and torch.is_grad_enabled():
-                self._hook_inputs(node, serial, args)
-        frames.append((node, id(module), serial, self.now()))
+                self._hook(_tensors(args), node, serial, _END)
+        token = self.now()
+        self.hook_ns += (token if self.host_clock else _host_ns()) - began
+        frames.append(Frame(node, id(module), serial, token))
 
     def post_hook(self, module: Any, args: Any, output: Any) -> None:
         frames = self.frames
-        if not frames or frames[-1][1] != id(module):
+        if not frames or frames[-1].module_id != id(module):
+            if self.recording and self.module_depth:  # a call begun in a light step
+                self.module_depth -= 1
+                if not self.module_depth and not torch.is_grad_enabled():
+                    self.phases.leave_forward_without_grad()
             return
         end = self.now()
         node, _, serial, start = frames.pop()
         self.module_depth -= 1
+        began = end if self.host_clock else _host_ns()
         if STATE.module_stack:
             STATE.module_stack.pop()
         if self.phases.stack[-1][0] != "backward":
-            self.fwd.append((node, start, end))
+            self.fwd.append(ForwardCall(node, start, end))
         # else: a forward re-run inside backward (activation checkpointing): its time is part
         # of the backward already measured, so it is not counted again as forward
         if self.backward and output is not None and torch.is_grad_enabled():
-            self._hook_outputs(node, serial, output)
-        if not self.module_depth and not torch.is_grad_enabled():
-            self.phases.leave_forward_without_grad()
+            if _mode_enabled():
+                with _NoTorchFunction():
+                    self._hook(_tensors(output), node, serial, _START)
+            else:
+                self._hook(_tensors(output), node, serial, _START)
+        if not self.module_depth:
+            self.hooked = {}  # the graph is the caller's again: hold no node of it
+            if not torch.is_grad_enabled():
+                self.phases.leave_forward_without_grad()
+        self.hook_ns += _host_ns() - began
 
-    def _fingerprint(self, node: int, module: Any, args: Any) -> None:
+    def _fingerprint(self, node: int, args: Any) -> None:
         try:
             key = fingerprint(args)
         except Exception:  # exotic tensors (nested, sparse) have no stride or data pointer
@@ -227,8 +282,9 @@ class Recorder:
             return
         signature, anchor = key
         # Same inputs but updated parameters (an optimizer step, LBFGS re-evaluating its
-        # closure, a manual SGD update) is new work, not recomputation.
-        weights = tuple(p._version for p in module.parameters())
+        # closure, a manual SGD update) is new work, not recomputation. Versions only grow,
+        # so their sum changes whenever any parameter is written.
+        weights = sum([p._version for p in self.parameters_of.get(node, ())])
         seen = self.fingerprints.get((node, signature))
         if seen is not None and seen[0]() is not None and seen[1] == weights:
             self.identical[node] += 1
@@ -236,125 +292,51 @@ class Recorder:
             self.fingerprints[(node, signature)] = (anchor, weights)
 
     # -- backward attribution -------------------------------------------------------------
-    def _mark(self, node: int, serial: int, which: int, *_: Any) -> None:
-        self.bwd.append((node, serial, which, self.now()))
+    def _mark(self, node: int, serial: int, kind: MarkKind, *_: Any) -> None:
+        self.bwd.append(BackwardMark(node, serial, kind, self.now()))
 
-    def _hook_inputs(self, node: int, serial: int, args: Any) -> None:
-        self._hook(_tensors(args), partial(self._mark, node, serial, 1))
+    def end_backward_pass(self) -> None:
+        """A backward pass returned: ends the calls whose inputs needed no grad."""
+        self.bwd.append(BackwardMark(0, 0, _PASS_END, self.now()))
 
-    def _hook_outputs(self, node: int, serial: int, output: Any) -> None:
-        self._hook(_tensors(output), partial(self._mark, node, serial, 0))
-
-    def _hook(self, tensors: list[Tensor], mark: Any) -> None:
-        """Call ``mark`` when the gradient of any of ``tensors`` is complete.
+    def _hook(self, tensors: list[Tensor], node: int, serial: int, kind: MarkKind) -> None:
+        """Mark ``kind`` for call ``serial`` of ``node`` when the gradient of any of
+        ``tensors`` is complete.
 
         A pre-hook on the tensor's ``grad_fn`` (cheap, C++; it dies with the graph) fires when
-        the gradient is complete, just before the node that produced the tensor runs. Leaves
-        (no ``grad_fn``) get a tensor hook whose handle is removed at the end of the step.
+        the gradient is complete, just before the node that produced the tensor runs. One hook
+        per ``grad_fn`` serves every call that needs it (a module's output is its container's
+        output and the next module's input): the marks of all of them are appended when it
+        fires, with one clock read. Leaves (no ``grad_fn``) get a tensor hook whose handle is
+        removed at the end of the step.
         """
-        seen: list[Any] = []
+        hooked = self.hooked
+        entry = (node, serial, kind)
         for tensor in tensors:
             if not tensor.requires_grad:
                 continue
             grad_fn = tensor.grad_fn
             try:
                 if grad_fn is None:
+                    mark = partial(self._mark, node, serial, kind)
                     self.handles.append(tensor.register_hook(mark))
-                elif grad_fn not in seen:
-                    seen.append(grad_fn)
-                    grad_fn.register_prehook(mark)
+                    continue
+                entries = hooked.get(grad_fn)
+                if entries is None:
+                    entries = hooked[grad_fn] = [entry]
+                    grad_fn.register_prehook(partial(self._marks, entries))
+                elif entries[-1] != entry:
+                    entries.append(entry)
             except RuntimeError:  # e.g. a tensor subclass refusing hooks: leave it unmarked
                 continue
 
-    # -- regions --------------------------------------------------------------------------
-    def enter_region(self, name: str, source: Any, in_backward: bool = False) -> tuple:
-        frames = self.frames
-        parent = frames[-1][0] if frames else 0
-        node = self.node_ids.get((parent, "region:" + name))
-        if node is None:
-            path = f"{self.path[parent]}.{name}" if parent else name
-            node = self.node_for(parent, "region:" + name, path, "region", None, source)
-        serial = self.serial = self.serial + 1
-        # graph nodes made in the region are numbered from here (see region_graph.py)
-        enter = sequence_nr() if self.backward and not in_backward else -1
-        token = self.now()
-        frames.append((node, -serial, serial, token))
-        STATE.module_stack.append(self.path[node])
-        return node, serial, token, enter
-
-    def exit_region(self, handle: tuple, in_backward: bool) -> None:
-        node, serial, start, enter = handle
-        end = self.now()
-        frames = self.frames
-        if frames and frames[-1][1] == -serial:
-            start = frames.pop()[3]  # moved past a backward pass run inside the region
-            if STATE.module_stack:
-                STATE.module_stack.pop()
-        if in_backward:
-            self.bwd.append((node, serial, 0, start))
-            self.bwd.append((node, serial, 1, end))
-            return
-        self.fwd.append((node, start, end))
-        if enter >= 0 and serial >= self.first_serial:
-            exit_ = sequence_nr()
-            if exit_ > enter:
-                self.region_calls.append((enter, exit_, (node, serial)))
-
-    def split_open_regions(self, split: bool) -> None:
-        """A backward pass starts (``split``: not nested in another one): the regions now open
-        (a region around forward *and* backward) count its time as their backward, not forward,
-        so they still cover the backward time of the modules and regions inside them."""
-        opened: list[int] = []
-        if split and self.recording:
-            now = None
-            for index, (node, key, serial, token) in enumerate(self.frames):
-                if key < 0:
-                    if now is None:
-                        now = self.now()
-                    self.fwd.append((~node, token, now))  # a piece of the call, not a call
-                    self.bwd.append((node, serial, 0, now))
-                    opened.append(index)
-        self.backward_open.append(opened)
-
-    def resume_open_regions(self) -> None:
-        """The backward pass returned: the regions split at its start resume their forward."""
-        opened = self.backward_open.pop() if self.backward_open else []
-        if not opened:
-            return
-        now = self.now()
-        frames = self.frames
-        for index in opened:
-            if index < len(frames) and frames[index][1] < 0:
-                node, key, serial, _ = frames[index]
-                self.bwd.append((node, serial, 1, now))
-                frames[index] = (node, key, serial, now)
-
-    def hook_regions(self, roots: Any) -> None:
-        """At the start of a backward pass: hook the outputs and inputs of the regions whose
-        graph nodes it reaches (``region_graph.py``); regions it does not reach stay pending."""
-        calls = self.region_calls
-        if not calls:
-            return
-        # the walk allocates a wrapper and a tuple per node: without this, the collector's
-        # full passes over the whole process (10x the walk itself on the demo) fire inside it
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            found = region_boundaries(calls, roots_of(roots))
-        finally:
-            if collecting:
-                gc.enable()
-        if not found:
-            return
-        self.region_calls = [c for c in calls if c[2] not in found]
-        for (node, serial), (outputs, inputs) in found.items():
-            for nodes, which in ((outputs, 0), (inputs, 1)):
-                mark = partial(self._mark, node, serial, which)
-                for fn in nodes:
-                    try:
-                        fn.register_prehook(mark)
-                    except RuntimeError:  # a node refusing hooks: leave it unmarked
-                        continue
+    def _marks(self, entries: list[tuple[int, int, MarkKind]], *_: Any) -> None:
+        t = self.now()
+        began = t if self.host_clock else _host_ns()
+        append = self.bwd.append
+        for node, serial, kind in entries:
+            append(BackwardMark(node, serial, kind, t))
+        self.hook_ns += _host_ns() - began
 
     # -- memory ---------------------------------------------------------------------------
     def pack(self, tensor: Tensor) -> Tensor:
@@ -373,7 +355,7 @@ class Recorder:
                     pointer = storage.data_ptr()
                     if pointer not in self.seen_storages:
                         self.seen_storages.add(pointer)
-                        self.act[self.frames[-1][0]] += storage.nbytes()
+                        self.act[self.frames[-1].node] += storage.nbytes()
 
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:

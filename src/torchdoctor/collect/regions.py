@@ -57,14 +57,14 @@ class Region:
         profiler = STATE.profiler
         if profiler is None:
             return self
-        self._handles.append((profiler, profiler._enter_region(self.name, sys._getframe(1))))
+        self._handles.append((profiler, profiler.enter_region(self.name, sys._getframe(1))))
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self._handles:
             profiler, handle = self._handles.pop()
             if STATE.profiler is profiler:
-                profiler._exit_region(handle)
+                profiler.exit_region(handle)
 
     def __call__(self, function: F) -> F:
         name = self.name
@@ -74,12 +74,12 @@ class Region:
             profiler = STATE.profiler
             if profiler is None:
                 return function(*args, **kwargs)
-            handle = profiler._enter_region(name, function)
+            handle = profiler.enter_region(name, function)
             try:
                 return function(*args, **kwargs)
             finally:
                 if STATE.profiler is profiler:
-                    profiler._exit_region(handle)
+                    profiler.exit_region(handle)
 
         return wrapper  # type: ignore[return-value]
 
@@ -119,4 +119,4 @@ def step() -> None:
     """
     profiler = STATE.profiler
     if profiler is not None:
-        profiler._user_marker()
+        profiler.user_marker()

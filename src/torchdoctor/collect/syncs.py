@@ -42,7 +42,6 @@ import linecache
 import sys
 import time
 import weakref
-from collections import Counter
 from typing import Any
 
 import torch
@@ -60,8 +59,6 @@ from torchdoctor.collect.syncs_frames import (
     call_warning_at_user_line,
     in_data_pipeline,
     in_optimizer_step_counter,
-    own_line,
-    source_text,
     sync_site,
     user_frame,
 )
@@ -73,6 +70,8 @@ from torchdoctor.collect.syncs_modes import (
     first_tensor,
     mode_on_top,
 )
+from torchdoctor.collect.syncs_overhead import estimate_overhead
+from torchdoctor.collect.syncs_records import group_records
 
 
 class SyncAudit:
@@ -97,6 +96,7 @@ class SyncAudit:
         self._cuda = CudaSyncWarnings(self._on_cuda_warning)
         self._started_ns: int | None = None
         self._elapsed_ns = 0
+        self._paused = False
         self.active = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -135,9 +135,48 @@ class SyncAudit:
         """End the audit (what ``with`` does at exit); calling it twice is harmless."""
         if not self.active:
             return
+        self.resume()
         self.active = False
         self._elapsed_ns += time.perf_counter_ns() - (self._started_ns or 0)
         self._remove()
+
+    def pause(self) -> bool:
+        """Stop intercepting calls until :meth:`resume` (the profiler pauses the audit outside
+        its detail windows); True when paused. A thorough audit, or one with another torch
+        function mode above its own, is not paused (False).
+
+        Example:
+            >>> import torch
+            >>> with sync_audit() as audit:
+            ...     audit.pause()
+            ...     _ = torch.ones(1).item()  # not seen
+            ...     audit.resume()
+            True
+            >>> audit.records()
+            []
+        """
+        if not self.active or self._paused:
+            return self._paused
+        if self.thorough or self._function_mode is None:
+            return False
+        if self._popped_for_optimizer:  # off already; the optimizer's post hook leaves it off
+            self._popped_for_optimizer = False
+        elif mode_on_top(self._function_mode):
+            torch._C._pop_torch_function_stack()
+        else:
+            return False
+        self._paused = True
+        self._elapsed_ns += time.perf_counter_ns() - (self._started_ns or 0)
+        return True
+
+    def resume(self) -> None:
+        """Intercept calls again after :meth:`pause` (a no-op when not paused)."""
+        if not self._paused:
+            return
+        self._paused = False
+        self._started_ns = time.perf_counter_ns()
+        if self._function_mode is not None:
+            torch._C._push_on_torch_function_stack(self._function_mode)
 
     def _remove(self) -> None:
         errors = []
@@ -320,65 +359,26 @@ class SyncAudit:
         self._add(user_frame(sys._getframe(1)), "cuda_sync_warning", 0.0)
 
     # -- results ----------------------------------------------------------------------------
-    def records(self, first_step: int = 0, num_steps: int | None = None) -> list[dict[str, Any]]:
+    def records(
+        self, first_step: int = 0, num_steps: int | None = None, audited_steps: int | None = None
+    ) -> list[dict[str, Any]]:
         """SyncRecords (docs/session-schema.md) grouped by (file, line, kind), most frequent first.
 
         Under a profiler, only events of steps ``first_step .. first_step + num_steps - 1``
-        count and ``per_step = count / num_steps`` (``num_steps`` defaults to the steps seen
-        from ``first_step`` on). Without a profiler the whole audit is one step. ``stall_ms``
+        count and ``per_step = count / audited_steps`` (the steps of that range the audit was
+        not paused in; by default ``num_steps``, itself by default the steps seen from
+        ``first_step`` on). Without a profiler the whole audit is one step. ``stall_ms``
         is the measured wait per step (CUDA only; None on a CPU run).
         """
-        events = self._events
-        stepped = any(key[5] != -1 for key in events)
-        if stepped:
-            if num_steps is None:
-                last = max(key[5] for key in events)
-                num_steps = max(1, last - first_step + 1)
-            lo, hi = first_step, first_step + num_steps
-            chosen = [(k, v) for k, v in events.items() if lo <= k[5] < hi]
-        else:
-            num_steps = num_steps or 1
-            chosen = list(events.items())
-        groups: dict[tuple, dict[str, Any]] = {}
-        for (file, line, function, kind, phase, _step, own), (count, stall) in chosen:
-            group = groups.setdefault(
-                (file, line, kind, own),
-                {"function": function, "count": 0, "stall": 0.0, "phases": Counter()},
-            )
-            group["count"] += count
-            group["stall"] += stall
-            group["phases"][phase] += count
-        covered = {(f, ln) for (f, ln, k, _) in groups if k != "cuda_sync_warning"}
-        out = []
-        for (file, line, kind, own), group in groups.items():
-            if kind == "cuda_sync_warning" and (file, line) in covered:
-                continue  # the warning confirms a sync already recorded on that line
-            out.append(
-                {
-                    "kind": kind,
-                    "op": source_text(file, line, kind),
-                    "file": file,
-                    "line": line,
-                    "function": group["function"],
-                    "count": group["count"],
-                    "per_step": group["count"] / num_steps,
-                    "phase": group["phases"].most_common(1)[0][0],
-                    "stall_ms": None if self.predict else group["stall"] / num_steps,
-                    "would_sync_on_cuda": True,
-                    **(own_line(file, own) if own else {}),
-                }
-            )
-        out.sort(key=lambda r: (-r["count"], r["file"], r["line"], r["kind"]))
-        return out
+        return group_records(self._events, self.predict, first_step, num_steps, audited_steps)
 
     def summary(self) -> dict[str, Any]:
         """``session["sync_audit"]``: mode, device, and the audit's estimated own overhead."""
-        from torchdoctor.collect.syncs_overhead import estimate_overhead
-
-        elapsed = self._elapsed_ns + (
-            time.perf_counter_ns() - self._started_ns if self.active and self._started_ns else 0
+        running = self.active and self._started_ns and not self._paused
+        elapsed = self._elapsed_ns + (time.perf_counter_ns() - self._started_ns if running else 0)
+        overhead = estimate_overhead(
+            self.function_calls, self.dispatch_calls, elapsed / 1e6, SyncAudit
         )
-        overhead = estimate_overhead(self.function_calls, self.dispatch_calls, elapsed / 1e6)
         return {
             "mode": "thorough" if self.thorough else "fast",
             "device": _device_name(self.predict),

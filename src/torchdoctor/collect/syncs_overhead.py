@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,25 +38,29 @@ def _loop(x: torch.Tensor) -> int:
     return time.perf_counter_ns() - start
 
 
-def per_call_cost_us(level: str) -> float:
+def per_call_cost_us(level: str, make_audit: Callable[..., Any]) -> float:
     """Microseconds one intercepted call costs at ``level`` ('function' or 'dispatch').
 
-    Measured once per process: the same loop with and without a fresh audit, in alternation;
+    Measured once per process: the same loop with and without a fresh audit
+    (``make_audit(thorough=..., predict=True)``, the ``SyncAudit`` class), in alternation;
     the fastest round of each is kept (other processes only ever add time).
+
+    Example:
+        >>> from torchdoctor.collect.syncs import SyncAudit
+        >>> per_call_cost_us("function", SyncAudit) >= 0.0
+        True
     """
     if level not in ("function", "dispatch"):
         raise ValueError(f"level must be 'function' or 'dispatch', got {level!r}")
     cached = _cost_us.get(level)
     if cached is not None:
         return cached
-    from torchdoctor.collect.syncs import SyncAudit
-
-    function_cost = 0.0 if level == "function" else per_call_cost_us("function")
+    function_cost = 0.0 if level == "function" else per_call_cost_us("function", make_audit)
     x = torch.zeros(1)
     plain, audited, calls = [], [], (0, 0)
     for _ in range(_ROUNDS):
         plain.append(_loop(x))
-        audit = SyncAudit(thorough=level == "dispatch", predict=True)
+        audit = make_audit(thorough=level == "dispatch", predict=True)
         with audit:
             audited.append(_loop(x))
         calls = (audit.function_calls, audit.dispatch_calls)
@@ -69,13 +74,17 @@ def per_call_cost_us(level: str) -> float:
 
 
 def estimate_overhead(
-    function_calls: int, dispatch_calls: int, audited_ms: float
+    function_calls: int,
+    dispatch_calls: int,
+    audited_ms: float,
+    make_audit: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
-    """``{"overhead_ms", "overhead_pct", "method"}`` for an audit that handled these calls."""
-    if function_calls == 0 and dispatch_calls == 0:
+    """``{"overhead_ms", "overhead_pct", "method"}`` for an audit that handled these calls
+    (``make_audit``: the audit class to calibrate with, needed when any call was handled)."""
+    if function_calls == 0 and dispatch_calls == 0 or make_audit is None:
         return {"overhead_ms": 0.0, "overhead_pct": 0.0, "method": "no intercepted calls"}
-    function_cost = per_call_cost_us("function") if function_calls else 0.0
-    dispatch_cost = per_call_cost_us("dispatch") if dispatch_calls else 0.0
+    function_cost = per_call_cost_us("function", make_audit) if function_calls else 0.0
+    dispatch_cost = per_call_cost_us("dispatch", make_audit) if dispatch_calls else 0.0
     overhead_ms = (function_calls * function_cost + dispatch_calls * dispatch_cost) / 1e3
     # The audited time includes the overhead; an estimate above it (noise) is capped there.
     overhead_ms = min(overhead_ms, 0.95 * audited_ms)

@@ -34,7 +34,8 @@ HELP = "profile an unmodified training script; write the session and print the r
 #: reports written beside session.json by `run` (`syncs` writes the session only).
 
 #: torchdoctor's options that take a value (needed to find where the script name starts)
-VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history")
+VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history",
+                 "--detail", "--detail-window", "--detail-period", "--detail-period-s")  # fmt: skip
 FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb", "--no-hot-lines")
 WHOLE_RUN_MESSAGE = (
     "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
@@ -107,6 +108,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wandb", action="store_true",
         help="log summary metrics and session.json/report.html to W&B (WANDB_PROJECT, WANDB_MODE)",
     )  # fmt: skip
+    parser.add_argument(
+        "--detail", choices=("windows", "always"), default="windows",
+        help="when to record the module tree and the sync audit: in windows of steps (default; "
+        "step time and phases on every step) or on every step (costs more)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--detail-window", metavar="N", type=_positive, default=5,
+        help="steps per detail window (default: 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--detail-period", metavar="N", type=_positive, default=100,
+        help="a detail window opens every N steps (default: 100) ...",
+    )  # fmt: skip
+    parser.add_argument(
+        "--detail-period-s", metavar="SECONDS", type=float, default=60.0,
+        help="... or every SECONDS seconds, whichever comes first (default: 60)",
+    )  # fmt: skip
 
 
 def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str], bool]:
@@ -169,7 +187,8 @@ def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]
         return audit.records(first_step=0, num_steps=1)
     if steps == 0:
         return audit.records(first_step=0)
-    return audit.records(first_step=warmup, num_steps=steps)
+    audited = (session["config"].get("detail") or {}).get("audited_count") or None
+    return audit.records(first_step=warmup, num_steps=steps, audited_steps=audited)
 
 
 @contextlib.contextmanager
@@ -208,6 +227,9 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
         step_boundary="manual" if args.step_fn else "auto",
         label=os.path.basename(args.script), memory=full, backward=full,
         hot_lines=full and not getattr(args, "no_hot_lines", False),
+        detail=getattr(args, "detail", "windows"), window=getattr(args, "detail_window", 5),
+        period_steps=max(getattr(args, "detail_period", 100), getattr(args, "detail_window", 5)),
+        period_s=getattr(args, "detail_period_s", 60.0),
     )  # fmt: skip
     audit = sync_audit(thorough=args.thorough)
     collectives = CollectiveTimer()
@@ -215,6 +237,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     outcome = None
     try:
         audit.__enter__()
+        profiler.pace_audit(audit)  # paused outside the profiler's detail windows
         try:
             collectives.start()
             # With --format json stdout carries the JSON alone (pipe it to jq): the script's

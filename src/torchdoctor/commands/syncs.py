@@ -2,7 +2,8 @@
 
 Same options and behaviour as `torchdoctor run` (the session is still written to ``--out``),
 with the module tree and phases left out of the output and the profiler's backward and memory
-tracking off, so the run costs less::
+tracking off, so the run costs less; the audit covers every step (``--detail always`` is the
+default here: a sync in a step between detail windows would go unseen)::
 
     torchdoctor syncs train.py --epochs 1
     torchdoctor syncs --thorough --format json -- train.py --format csv
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         True
     """
     _run.add_arguments(parser)
+    parser.set_defaults(detail="always")
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:

@@ -1,0 +1,252 @@
+"""Profiler overhead on a nanoGPT-shaped GPT, long runs (suite "overhead").
+
+The op sizes of a real GPU step: each op takes microseconds, so per-module-call costs show.
+Tables:
+
+1. Long runs (150 steps by default) of the GPT training step (``benchmarks/_gpt.py``; small:
+   2 layers, width 64, batch 4; medium: 6 layers, width 256): plain vs the default
+   ``Profiler(syncs=False)`` vs ``Profiler()`` with its sync audit (what ``torchdoctor run``
+   does), both with detail windows (the default), and ``detail="always"`` for comparison.
+   Interleaved: each round runs the whole long run of every variant in turn (order rotated);
+   the overhead is the median over rounds of the per-round ratio variant / plain, from wall
+   time and from process CPU time. Beside it, the session's own estimate of its overhead
+   (``config.profiler_overhead.run_overhead_pct``) and its ratio to the measured one.
+2. One detailed step vs the same step under ``torch.profiler`` (CPU activities), interleaved
+   single steps: the profiler's full detail must cost less than torch.profiler.
+3. The per-module-call cost of the hooks (calibrated: detailed and light steps).
+
+Run: ``torchdoctor bench overhead`` (``--quick``: the tiny GPT, few steps and rounds).
+
+Example:
+    >>> tables = run(quick=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import torchdoctor
+from torchdoctor.bench.compare import quantile
+from torchdoctor.bench.table import BenchTable
+from torchdoctor.benchmarks._gpt import gpt_train_step
+from torchdoctor.collect.profiler_overhead import per_module_call_cost_us
+from torchdoctor.collect.syncs import SyncAudit
+from torchdoctor.collect.syncs_overhead import per_call_cost_us
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall ms, process CPU ms, result) of one call."""
+    wall, cpu = time.perf_counter_ns(), time.process_time_ns()
+    result = fn()
+    return (time.perf_counter_ns() - wall) / 1e6, (time.process_time_ns() - cpu) / 1e6, result
+
+
+def _long_run_variants(
+    model: torch.nn.Module, step: Callable[[], Any], steps: int
+) -> dict[str, Callable[[], Any]]:
+    """Each returns ``(loop wall ms, loop CPU ms, session or None)``; the caller times the
+    whole call too (starting and stopping the profiler included)."""
+
+    def loop(prof: Any = None) -> None:
+        for _ in range(steps):
+            step()
+            if prof is not None:
+                prof.step()
+
+    def plain() -> tuple[float, float, Any]:
+        wall, cpu, _ = _timed(loop)
+        return wall, cpu, None
+
+    def profiled(**options: Any) -> Callable[[], Any]:
+        def run() -> tuple[float, float, Any]:
+            with torchdoctor.Profiler(model, **options) as prof:
+                wall, cpu, _ = _timed(lambda: loop(prof))
+            return wall, cpu, prof.session
+
+        return run
+
+    return {
+        "plain": plain,
+        "Profiler(syncs=False) (windows)": profiled(syncs=False),
+        "Profiler() + sync audit (windows)": profiled(syncs=True),
+        "Profiler(syncs=False, detail='always')": profiled(syncs=False, detail="always"),
+    }
+
+
+def long_run_table(size: str, steps: int, rounds: int) -> BenchTable:
+    """Whole long runs, interleaved: overhead per variant and the session's own estimate."""
+    model, step, label = gpt_train_step(size)
+    variants = _long_run_variants(model, step, steps)
+    for _ in range(5):
+        step()  # warm-up
+    per_module_call_cost_us(True, True), per_module_call_cost_us(True, False)  # calibrated once
+    per_call_cost_us("function", SyncAudit)  # per process: not part of any run
+    times: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in variants}
+    estimates: dict[str, list[float]] = {name: [] for name in variants}
+    detailed: dict[str, int] = {}
+    names = list(variants)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            gc.collect()
+            total_wall, total_cpu, (wall, cpu, session) = _timed(variants[name])
+            times[name].append((total_wall, total_cpu, wall, cpu))
+            if session is not None:
+                overhead = session["config"].get("profiler_overhead") or {}
+                estimates[name].append(overhead.get("run_overhead_pct") or 0.0)
+                detailed[name] = session["config"]["detail"]["detailed_count"]
+    plain = times.pop("plain")
+    table = BenchTable(
+        f"Profiler overhead, long run of {steps} steps: {label}",
+        ["variant", "run ms", "x plain (wall)", "wall q1-q3", "x plain (CPU)",
+         "x plain (start+stop incl.)", "detailed steps", "estimate %", "measured % (CPU)",
+         "estimate / measured"],
+    )  # fmt: skip
+    table.add_row("plain", statistics.median(v[2] for v in plain), 1.0, "-", 1.0, 1.0, "-", "-",
+                  "-", "-")  # fmt: skip
+    for name, values in times.items():
+        walls = [v[2] / p[2] for v, p in zip(values, plain)]
+        cpus = [v[3] / p[3] for v, p in zip(values, plain)]
+        totals = [v[0] / p[0] for v, p in zip(values, plain)]
+        measured = 100.0 * (statistics.median(cpus) - 1.0)
+        estimate = statistics.median(estimates[name]) if estimates[name] else 0.0
+        table.add_row(
+            name,
+            statistics.median(v[2] for v in values),
+            statistics.median(walls),
+            f"{quantile(walls, 0.25):.3f} to {quantile(walls, 0.75):.3f}",
+            statistics.median(cpus),
+            statistics.median(totals),
+            detailed.get(name, "-"),
+            estimate,
+            measured,
+            estimate / measured if measured > 0.5 else "-",
+        )
+    table.notes.append(
+        f"{rounds} interleaved rounds (order rotated, gc.collect() before each run); x plain = "
+        "median over rounds of the per-round ratio of the step loop's time; 'start+stop incl.': "
+        "of the whole run, starting the profiler and building the session included (the "
+        "one-time calibrations of the hook and audit costs are done before the rounds)"
+    )
+    table.notes.append(
+        "estimate % = the session's config.profiler_overhead.run_overhead_pct (hook time "
+        "measured inside the hooks + calibrated per-call and audit costs + the measured step "
+        "bookkeeping, relative to the steps' wall time without it); measured % = x plain (CPU) "
+        "- 1, from process CPU time (other processes on a shared machine inflate it least); on "
+        "an idle machine wall and CPU agree, on a loaded one compare percentages, not ms"
+    )
+    return table
+
+
+def detailed_vs_torch_profiler(size: str, rounds: int) -> BenchTable:
+    """One step in full detail vs the same step under torch.profiler, interleaved."""
+    model, step, label = gpt_train_step(size)
+    for _ in range(5):
+        step()
+
+    def off() -> tuple[float, float]:
+        step()
+        wall, cpu, _ = _timed(step)
+        return wall, cpu
+
+    def detailed() -> tuple[float, float]:
+        with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
+            step()
+            prof.step()
+            wall, cpu, _ = _timed(lambda: (step(), prof.step()))
+        return wall, cpu
+
+    def detailed_audit() -> tuple[float, float]:
+        with torchdoctor.Profiler(model, syncs=True, detail="always") as prof:
+            step()
+            prof.step()
+            wall, cpu, _ = _timed(lambda: (step(), prof.step()))
+        return wall, cpu
+
+    def torch_profiler() -> tuple[float, float]:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+            step()
+            wall, cpu, _ = _timed(step)
+        return wall, cpu
+
+    variants = {"off": off, "torchdoctor detailed step": detailed,
+                "torchdoctor detailed step + sync audit": detailed_audit,
+                "torch.profiler (CPU)": torch_profiler}  # fmt: skip
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            gc.collect()
+            times[name].append(variants[name]())
+    base = times.pop("off")
+    table = BenchTable(
+        f"A detailed step vs torch.profiler: {label}",
+        ["variant", "step ms", "x off (wall)", "wall q1-q3", "x off (CPU)"],
+    )
+    table.add_row("off", statistics.median(w for w, _ in base), 1.0, "-", 1.0)
+    for name, values in times.items():
+        walls = [v[0] / b[0] for v, b in zip(values, base)]
+        cpus = [v[1] / b[1] for v, b in zip(values, base)]
+        table.add_row(
+            name,
+            statistics.median(w for w, _ in values),
+            statistics.median(walls),
+            f"{quantile(walls, 0.25):.3f} to {quantile(walls, 0.75):.3f}",
+            statistics.median(cpus),
+        )
+    table.notes.append(
+        f"{rounds} interleaved rounds; each variant runs one untimed step, then the timed one "
+        "(the profiled one includes its prof.step() bookkeeping); torch.profiler timed inside "
+        "its profile() context, without the trace export"
+    )
+    return table
+
+
+def per_call_table() -> BenchTable:
+    """The calibrated cost the hooks add to one module call."""
+    table = BenchTable(
+        "Profiler hooks: cost per module call (calibrated, thread CPU time)",
+        ["step kind", "forward only (us)", "forward + backward (us)"],
+    )
+    for detailed in (True, False):
+        table.add_row(
+            "detailed" if detailed else "light (only when steps are cut at module calls)",
+            per_module_call_cost_us(False, detailed),
+            per_module_call_cost_us(True, detailed),
+        )
+    table.notes.append(
+        "a two-Linear model run with the profiler's hook functions on a scratch recorder and "
+        "without, alternating; fastest of 7 rounds of 40 iterations each, per module call; "
+        "light steps run without module hooks unless steps are cut at module calls "
+        "(inference loops under `run`)"
+    )
+    return table
+
+
+def run(quick: bool = False) -> list[BenchTable]:
+    """The overhead tables on one intra-op thread (quick: the tiny GPT, short runs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if quick:
+            tables = [long_run_table("tiny", steps=12, rounds=2),
+                      detailed_vs_torch_profiler("tiny", rounds=3)]  # fmt: skip
+        else:
+            tables = [
+                long_run_table("small", steps=150, rounds=7),
+                long_run_table("medium", steps=150, rounds=5),
+                detailed_vs_torch_profiler("small", rounds=15),
+            ]
+        tables.append(per_call_table())
+    finally:
+        torch.set_num_threads(threads)
+    tables[0].notes.append(
+        "run with torch.set_num_threads(1), as the profiler suite (per-call hook costs are "
+        "single-threaded Python: more threads make the step faster and the share larger)"
+    )
+    return tables

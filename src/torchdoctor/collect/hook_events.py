@@ -1,0 +1,191 @@
+"""What the profiler does on the events its hooks see: phases and step boundaries.
+
+:class:`HookEvents` is the half of :class:`~torchdoctor.collect.profiler.Profiler` that reacts
+to optimizer steps, backward passes, ``no_grad`` blocks, DataLoader batches and outermost module
+calls: it moves the phase machine and, under ``step_boundary="auto"``, decides how steps are
+cut (``collect/profiler.py`` describes the rules). The Profiler supplies the recorder
+(``_rec``), the collected state (``state``), the step counters and ``_cut``/``_drop_steps``.
+
+Example:
+    >>> import torch, torchdoctor
+    >>> net = torch.nn.Linear(2, 1)
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    >>> with torchdoctor.Profiler(net, step_boundary="auto", syncs=False) as prof:
+    ...     for _ in range(3):
+    ...         net(torch.ones(1, 2)).sum().backward()
+    ...         opt.step()
+    >>> prof.session["config"]["step_boundary"]
+    'optimizer'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
+
+_MARKER, _OPTIMIZER, _BACKWARD, _MODULE = (
+    StepBoundary.MARKER, StepBoundary.OPTIMIZER, StepBoundary.BACKWARD, StepBoundary.MODULE
+)  # fmt: skip
+
+
+class HookEvents:
+    """Phase and step-boundary reactions to the profiler's hooks (see the module docstring)."""
+
+    state: ProfilerState
+    _rec: Any
+    _seen: dict[str, int]
+    _optimizer_depth: int
+    _no_grad_blocks: list[bool]
+    _module_round: Any
+    _optimizer_round: Any
+
+    def _cut(self, discard: bool = False) -> None:  # pragma: no cover - the Profiler's
+        raise NotImplementedError
+
+    def _drop_steps(self) -> None:  # pragma: no cover - the Profiler's
+        raise NotImplementedError
+
+    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._seen["optimizer"] += 1
+        self._optimizer_depth += 1
+        self._rec.phases.push("optimizer")
+
+    def _no_grad_enter(self, grad_was_enabled: bool, opened_by_torch: bool = False) -> None:
+        """In a loop that calls backward() but no optimizer, a ``no_grad`` block opened between
+        passes (``p -= lr * p.grad``) is the hand-written optimizer step (not one opened by
+        torch itself, such as ``clip_grad_norm_`` before the first ``optimizer.step()``)."""
+        rec = self._rec
+        manual_update = (
+            grad_was_enabled
+            and not opened_by_torch
+            and self._seen["backward"] > 0
+            and not self._seen["optimizer"]
+            and self.state.boundary in (None, _BACKWARD)
+            and rec.phases.phase == "other"
+        )
+        self._no_grad_blocks.append(manual_update)
+        if manual_update:
+            rec.phases.push("optimizer")
+            if not self._seen["manual_update"]:
+                self._seen["manual_update"] = 1
+                self.state.notes.append(
+                    "no_grad blocks between backward() calls count as the optimizer phase "
+                    "(a hand-written update); grad-enabled code after them until backward() "
+                    "as forward"
+                )
+
+    def _data_enter(self, iterator: Any = None) -> bool:
+        """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase.
+        Each loader's settings are noted once (the advice checks static findings against them)."""
+        loaders = self.state.loaders
+        if iterator is not None and id(iterator) not in loaders:
+            loaders[id(iterator)] = {
+                "num_workers": int(getattr(iterator, "_num_workers", 0) or 0),
+                "persistent_workers": bool(getattr(iterator, "_persistent_workers", False)),
+                "pin_memory": bool(getattr(iterator, "_pin_memory", False)),
+            }
+        if not self._rec.recording:
+            return False
+        self._rec.phases.push("data")
+        return True
+
+    def _data_leave(self, pushed: bool) -> None:
+        if pushed and self._rec.phases.phase == "data":
+            self._rec.phases.pop()
+
+    def _no_grad_leave(self) -> None:
+        """After a manual update, what runs with grad enabled until the next backward() is the
+        forward pass (the loss of a loop without modules would otherwise be ``other``)."""
+        if not self._no_grad_blocks or not self._no_grad_blocks.pop():
+            return
+        phases = self._rec.phases
+        phases.pop()
+        if torch.is_grad_enabled() and phases.phase == "other":
+            phases.enter_forward()
+
+    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """Steps end at optimizer steps; with several in turn, at the one closing the round
+        (``collect.rounds``), so a backward is measured in the step of its forward."""
+        self._rec.phases.pop()
+        self._optimizer_depth -= 1
+        mode = self.state.boundary
+        if mode is _MARKER or mode is StepBoundary.STEP_FN:
+            return
+        # The step open now began at a backward or module cut (gradient accumulation: the
+        # last micro-batch's backward): not a whole iteration, so it is dropped.
+        partial = mode not in (None, _OPTIMIZER)
+        if mode is not _OPTIMIZER:
+            self._switch(_OPTIMIZER)
+        action, note = self._optimizer_round.observe(optimizer)
+        if note:
+            self.state.notes.append(note)
+        if action == "cut":
+            self._cut(discard=partial)
+        elif action == "decided":  # half-iterations so far: the step open now is a whole one
+            self._drop_steps()
+
+    def _backward_enter(self, roots: Any = None) -> None:
+        rec = self._rec
+        if rec.region_calls and rec.recording:
+            rec.phases.push("other")  # the graph walk is profiler overhead, not forward
+            try:
+                rec.hook_regions(roots)
+            except Exception:  # never break the user's backward over region attribution
+                rec.region_calls = []
+                if "region backward attribution failed" not in self.state.notes:
+                    self.state.notes.append("region backward attribution failed")
+            finally:
+                rec.phases.pop()
+        rec.split_open_regions(rec.phases.phase != "backward")
+        rec.phases.push("backward")
+
+    def _backward_leave(self) -> None:
+        rec = self._rec
+        if rec.detailed:
+            rec.end_backward_pass()
+        rec.resume_open_regions()
+        rec.phases.pop_backward()
+        mode = self.state.boundary
+        if mode is _BACKWARD:
+            self._cut()
+        elif mode is None and rec.phases.phase != "optimizer":
+            self._seen["backward"] += 1
+            if self._seen["backward"] >= 2:
+                self._switch(_BACKWARD)
+                self._cut(discard=True)
+
+    def _outermost(self, module: Any = None) -> None:
+        """An outermost module call: in an inference loop each step starts at one (with several
+        top-level modules, at the one the loop opens with: ``collect.rounds``), so a module
+        re-run with the same inputs every iteration shows up as recomputation across steps."""
+        mode = self.state.boundary
+        if mode is _MODULE:
+            starts, revised = self._module_round.starts_step(module)
+            if revised:  # the loop turned out to repeat several modules: partial steps so far
+                self.state.notes.append(revised)
+                self._drop_steps()
+                self._cut(discard=True)
+            elif starts:
+                self._cut()
+        elif mode is None and not self._seen["backward"] and not self._optimizer_depth:
+            # (module calls inside optimizer.step(closure), e.g. LBFGS, are no inference loop)
+            needed = 2 if not torch.is_grad_enabled() else 4
+            decided, note = self._module_round.observe(module, needed)
+            if decided:
+                self._switch(_MODULE)
+                if note:
+                    self.state.notes.append(note)
+                self._cut(discard=True)
+
+    def _switch(self, mode: StepBoundary) -> None:
+        state = self.state
+        if state.boundary is not None and state.boundary is not mode and state.summaries:
+            state.notes.append(
+                f"step boundary changed from {state.boundary.value} to {mode.value}; earlier "
+                "steps dropped"
+            )
+            self._drop_steps()
+        state.boundary = mode

@@ -1,0 +1,91 @@
+"""When the profiler records full detail: every step, or bounded windows.
+
+Full detail (module tree forward and backward, activation bytes, recomputation, the sync
+audit) costs hooks on every module call. With ``detail="windows"`` (the default) it is
+recorded for ``window`` steps after warm-up, then for ``window`` steps every ``period_steps``
+steps or ``period_s`` seconds, whichever comes first; the steps in between are *light*: step
+time only, and run without module hooks (their mere presence costs every module call), so their
+phases do not tell forward from ``other``; the Session's phases come from the detailed steps.
+``detail="always"`` records every step in full (the behaviour before windows). Warm-up steps are detailed (they register the modules, so a window's first step
+does not pay for it).
+
+Example:
+    >>> schedule = DetailSchedule("windows", window=2, period_steps=5, period_s=1e9)
+    >>> [schedule.detailed(i, now_s=0.0) for i in range(-1, 8)]
+    [True, True, True, False, False, False, True, True, False]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DETAIL_MODES = ("windows", "always")
+
+
+class DetailSchedule:
+    """Decides, at the start of each step, whether it is detailed (see the module docstring)."""
+
+    def __init__(
+        self,
+        mode: str = "windows",
+        *,
+        window: int = 5,
+        period_steps: int = 100,
+        period_s: float = 60.0,
+    ) -> None:
+        if mode not in DETAIL_MODES:
+            raise ValueError(
+                f"detail must be one of {DETAIL_MODES}, got {mode!r}; 'windows' records the "
+                "module tree in bounded windows, 'always' on every step"
+            )
+        if window < 1 or period_steps < window or period_s <= 0:
+            raise ValueError(
+                f"need window >= 1, period_steps >= window and period_s > 0, got "
+                f"window={window}, period_steps={period_steps}, period_s={period_s}"
+            )
+        self.mode = mode
+        self.window = window
+        self.period_steps = period_steps
+        self.period_s = period_s
+        self._start: int | None = None  # profiled step index the current window began at
+        self._start_s = 0.0
+
+    def detailed(self, index: int, now_s: float) -> bool:
+        """Whether profiled step ``index`` (negative during warm-up) is detailed."""
+        if self.mode == "always" or index < 0:
+            return True
+        start = self._start
+        if start is None or index < start:
+            self._start, self._start_s = index, now_s
+            return True
+        if index - start < self.window:
+            return True
+        if index - start >= self.period_steps or now_s - self._start_s >= self.period_s:
+            self._start, self._start_s = index, now_s
+            return True
+        return False
+
+    def restart(self) -> None:
+        """The steps kept so far were dropped: the next step opens a window again."""
+        self._start = None
+
+    def config(self) -> dict[str, Any]:
+        """The schedule as Session config (``config.detail``)."""
+        return {"mode": self.mode, "window": self.window, "period_steps": self.period_steps,
+                "period_s": self.period_s}  # fmt: skip
+
+
+def index_ranges(indices: list[int]) -> list[list[int]]:
+    """Consecutive runs of sorted indices as ``[first, last]`` pairs.
+
+    Example:
+        >>> index_ranges([0, 1, 2, 7, 9, 10])
+        [[0, 2], [7, 7], [9, 10]]
+    """
+    out: list[list[int]] = []
+    for i in indices:
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out

@@ -1,0 +1,78 @@
+"""Group a sync audit's events into SyncRecords (docs/session-schema.md): one per line and kind.
+
+Example:
+    >>> events = {("t.py", 3, "step", "item", "other", 0, None): [2, 0.0]}
+    >>> [(r["kind"], r["per_step"]) for r in group_records(events, True, num_steps=2)]
+    [('item', 1.0)]
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.collect.syncs_frames import own_line, source_text
+
+
+def group_records(
+    events: Mapping[tuple, list],
+    predict: bool,
+    first_step: int = 0,
+    num_steps: int | None = None,
+    audited_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """SyncRecords grouped by (file, line, kind, user line), most frequent first.
+
+    ``events``: ``(file, line, function, kind, phase, step, user line) -> [count, stall ms]``
+    (``step`` -1 without a profiler). Only steps ``first_step .. first_step + num_steps - 1``
+    count and ``per_step = count / audited_steps`` (by default ``num_steps``, itself by default
+    the steps seen from ``first_step`` on); without a profiler the whole audit is one step.
+    ``predict``: a CPU run, where the stall is not measured (``stall_ms`` None).
+
+    Example:
+        >>> group_records({}, True)
+        []
+    """
+    stepped = any(key[5] != -1 for key in events)
+    if stepped:
+        if num_steps is None:
+            last = max(key[5] for key in events)
+            num_steps = max(1, last - first_step + 1)
+        lo, hi = first_step, first_step + num_steps
+        chosen = [(k, v) for k, v in events.items() if lo <= k[5] < hi]
+    else:
+        num_steps = num_steps or 1
+        chosen = list(events.items())
+    groups: dict[tuple, dict[str, Any]] = {}
+    for (file, line, function, kind, phase, _step, own), (count, stall) in chosen:
+        group = groups.setdefault(
+            (file, line, kind, own),
+            {"function": function, "count": 0, "stall": 0.0, "phases": Counter()},
+        )
+        group["count"] += count
+        group["stall"] += stall
+        group["phases"][phase] += count
+    per = audited_steps or num_steps
+    covered = {(f, ln) for (f, ln, k, _) in groups if k != "cuda_sync_warning"}
+    out = []
+    for (file, line, kind, own), group in groups.items():
+        if kind == "cuda_sync_warning" and (file, line) in covered:
+            continue  # the warning confirms a sync already recorded on that line
+        out.append(
+            {
+                "kind": kind,
+                "op": source_text(file, line, kind),
+                "file": file,
+                "line": line,
+                "function": group["function"],
+                "count": group["count"],
+                "per_step": group["count"] / per,
+                "phase": group["phases"].most_common(1)[0][0],
+                "stall_ms": None if predict else group["stall"] / per,
+                "would_sync_on_cuda": True,
+                **(own_line(file, own) if own else {}),
+            }
+        )
+    out.sort(key=lambda r: (-r["count"], r["file"], r["line"], r["kind"]))
+    return out

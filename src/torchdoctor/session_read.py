@@ -119,3 +119,36 @@ def fmt_ms(value: float | None) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f} ms"
     return f"{value:.3g} ms"
+
+
+def step_count(session: Mapping[str, Any]) -> int:
+    """Steps profiled: ``config.steps`` (a long run's session lists only a sample of them in
+    ``steps``, see ``collect/step_store.py``), else the length of ``steps``.
+
+    Example:
+        >>> step_count({"config": {"steps": 1000000}, "steps": [{}] * 3}), step_count({})
+        (1000000, 0)
+    """
+    config = session.get("config") or {}
+    steps = config.get("steps")
+    return int(steps) if isinstance(steps, int) else len(session.get("steps") or [])
+
+
+def incomplete_text(session: Mapping[str, Any]) -> str | None:
+    """A warning line when the session is a checkpoint of a run that had not ended (a run
+    killed by SIGKILL leaves its last one), else None.
+
+    Example:
+        >>> incomplete_text({"config": {"incomplete": True,
+        ...                             "checkpoint": {"steps": 4, "elapsed_s": 12.0}}})
+        'incomplete: a checkpoint written 12 s into a run that had not ended; it holds profiled steps 0-3 (4 steps)'
+    """
+    config = session.get("config") or {}
+    if not config.get("incomplete"):
+        return None
+    checkpoint = config.get("checkpoint") or {}
+    steps = int(checkpoint.get("steps") or 0)
+    held = f"profiled steps 0-{steps - 1} ({steps} steps)" if steps else "no profiled step"
+    elapsed = checkpoint.get("elapsed_s")
+    when = f" written {elapsed:.3g} s into" if isinstance(elapsed, (int, float)) else " of"
+    return f"incomplete: a checkpoint{when} a run that had not ended; it holds {held}"

@@ -53,7 +53,8 @@ def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
 def build_session(profiler: Any, audit: Any) -> Session:
     """The Session of a stopped ``Profiler`` from its per-step summaries."""
     rec = profiler._rec
-    steps = profiler._summaries
+    store = profiler._summaries  # a StepStore: the kept steps; every step's figures streamed
+    steps = store.kept()
     session = Session.new(profiler.label)
     mode = profiler._mode or "whole_run"
     notes = [BOUNDARY_NOTES.get(mode, mode), *profiler._notes]
@@ -77,7 +78,7 @@ def build_session(profiler: Any, audit: Any) -> Session:
         "notes": notes,
     }
     session["steps"] = [
-        {"index": k, "wall_ms": s["wall_ms"], "phases": s["phases"],
+        {"index": s.get("index", k), "wall_ms": s["wall_ms"], "phases": s["phases"],
          "peak_memory_bytes": s["peak_memory_bytes"]}
         for k, s in enumerate(steps)
     ]  # fmt: skip
@@ -96,8 +97,9 @@ def build_session(profiler: Any, audit: Any) -> Session:
         session["timeline"] = representative_timeline(profiler)
         _note_profiler_overhead(session, profiler)
     if audit is not None:
-        session["syncs"] = audit.records(first_step=profiler.warmup, num_steps=len(steps) or None)
+        session["syncs"] = audit.records(first_step=profiler.warmup, num_steps=store.count or None)
         session["sync_audit"] = audit.summary()
+    store.apply_to(session)  # step time and phases over every step, when some were dropped
     session["interrupted"] = profiler._interrupted
     session["error"] = profiler._error
     return session

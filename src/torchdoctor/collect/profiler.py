@@ -34,13 +34,15 @@ Example:
 
 from __future__ import annotations
 
+import os
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
 from torchdoctor.collect.aggregate import summarize_step
+from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.clocks import make_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.install import Installation
@@ -49,6 +51,7 @@ from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
 from torchdoctor.collect.state import STATE
+from torchdoctor.collect.step_store import StepStore
 from torchdoctor.session import Session
 
 _BOUNDARIES = ("manual", "auto")
@@ -91,6 +94,8 @@ class Profiler:
         label: str | None = None,
         memory: bool = True,
         backward: bool = True,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: float = DEFAULT_EVERY_S,
     ) -> None:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(
@@ -118,6 +123,11 @@ class Profiler:
         self.session: Session | None = None
         self._running = False
         self._notes: list[str] = []
+        # crash safety (collect/checkpoint.py): the session so far, written on a schedule
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self._checkpointer: Checkpointer | None = None
+        self._step_listeners: list[Callable[[Profiler], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Profiler:
@@ -136,7 +146,7 @@ class Profiler:
         if self.model is not None:
             rec.names.register_root(self.model)
         self._meter = PeakMemory(self.device)
-        self._summaries: list[dict[str, Any]] = []
+        self._summaries = StepStore()  # bounded: first steps, samples, streamed stats
         self._raw: list[dict[str, Any]] = []
         self._memory_summary: dict[str, Any] | None = None
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
@@ -170,6 +180,10 @@ class Profiler:
             hooks.remove()
             raise
         self._running = True
+        if self.checkpoint is not None and self.checkpoint_every > 0:
+            self._checkpointer = Checkpointer(self.checkpoint, self.checkpoint_every,
+                                              self.snapshot)  # fmt: skip
+            self.add_step_listener(lambda p: p._checkpointer.at_step(p._summaries.count))
         self._begin_step()
         return self
 
@@ -206,7 +220,19 @@ class Profiler:
             self._rec.release_handles()
             self._hooks.remove()
         self.session = build_session(self, audit)
+        if self._checkpointer is not None:  # the final session replaces the checkpoint
+            self._checkpointer.finish(self.session)
         return self.session
+
+    def snapshot(self) -> Session:
+        """The Session of the steps so far, built while the profiler runs (checkpoints, live
+        view) by the same function as at stop; call it at a step boundary."""
+        return build_session(self, self._audit)
+
+    def add_step_listener(self, listener: Callable[[Profiler], None]) -> None:
+        """Call ``listener(profiler)`` at every step boundary (after the step is summarized,
+        outside any step's time): checkpoints, the live view, compaction."""
+        self._step_listeners.append(listener)
 
     def _reset_state(self) -> None:
         if STATE.profiler is self:
@@ -444,7 +470,9 @@ class Profiler:
         self._saved.off()
         if not discard:
             self._counter += 1
-        if self.max_steps is not None and len(self._summaries) >= self.max_steps:
+        for listener in self._step_listeners:
+            listener(self)
+        if self.max_steps is not None and self._summaries.count >= self.max_steps:
             rec.recording = False
             self._notes.append(f"stopped collecting after max_steps={self.max_steps} steps")
             return

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.state import STATE
+
 __all__ = ["estimate_profiler_overhead", "per_module_call_cost_us"]
 
 _cost_us: dict[bool, float] = {}
@@ -70,7 +72,10 @@ def estimate_profiler_overhead(
     calls_per_step: float, step_ms: float, *, backward: bool
 ) -> dict[str, Any]:
     """``{"overhead_ms", "overhead_pct", "calls_per_step", "cost_us"}`` per profiled step."""
-    if calls_per_step <= 0 or step_ms <= 0 or _calibrating:
+    # A checkpoint built while a profiler runs (collect/checkpoint.py) cannot calibrate (it
+    # would nest profilers): without a cost measured earlier, the estimate waits for the end.
+    uncalibrated = backward not in _cost_us and STATE.profiler is not None
+    if calls_per_step <= 0 or step_ms <= 0 or _calibrating or uncalibrated:
         return {"overhead_ms": 0.0, "overhead_pct": 0.0, "calls_per_step": calls_per_step,
                 "cost_us": None}  # fmt: skip
     cost = per_module_call_cost_us(backward)

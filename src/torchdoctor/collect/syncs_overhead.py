@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.state import STATE
+
 _cost_us: dict[str, float] = {}
 _CALLS = 600
 _ROUNDS = 7
@@ -74,6 +76,13 @@ def estimate_overhead(
     """``{"overhead_ms", "overhead_pct", "method"}`` for an audit that handled these calls."""
     if function_calls == 0 and dispatch_calls == 0:
         return {"overhead_ms": 0.0, "overhead_pct": 0.0, "method": "no intercepted calls"}
+    needed = [
+        level for level, n in (("function", function_calls), ("dispatch", dispatch_calls)) if n
+    ]
+    if STATE.profiler is not None and any(level not in _cost_us for level in needed):
+        # a checkpoint while the run goes on: calibrating now would run inside the user's run
+        return {"overhead_ms": 0.0, "overhead_pct": None,
+                "method": "not estimated yet (calibrated when the run ends)"}  # fmt: skip
     function_cost = per_call_cost_us("function") if function_calls else 0.0
     dispatch_cost = per_call_cost_us("dispatch") if dispatch_calls else 0.0
     overhead_ms = (function_calls * function_cost + dispatch_calls * dispatch_cost) / 1e3

@@ -90,7 +90,7 @@ def test_profiler_checkpoints_during_the_run_and_the_final_session_replaces_it(t
     net = torch.nn.Linear(4, 4)
     seen = []
     with torchdoctor.Profiler(net, syncs=False, checkpoint=path, checkpoint_every=1e-9) as prof:
-        for step in range(4):
+        for _ in range(4):
             net(torch.ones(2, 4)).sum().backward()
             prof.step()
             seen.append(json.loads(path.read_text())["config"])

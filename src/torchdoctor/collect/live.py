@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from torchdoctor.collect.syncs_fold import events_since
-from torchdoctor.session_read import PHASES, quantile
+from torchdoctor.session_read import PHASES, fmt_ms, quantile
 
 #: the least time between two redraws (seconds)
 MIN_INTERVAL_S = 1.0
@@ -96,7 +96,7 @@ def live_figures(profiler: Any, audit: Any = None, started: float | None = None)
         "phases": phases,
         "modules": [
             {
-                "path": rec.path[n] or "step",
+                "path": _display_path(rec, n),
                 "self_ms": ms,
                 "pct": 100.0 * ms / step if step else 0.0,
             }
@@ -107,6 +107,16 @@ def live_figures(profiler: Any, audit: Any = None, started: float | None = None)
     }
 
 
+def _display_path(rec: Any, node: int) -> str:
+    """A node's names from the outermost module down (``Sequential.0``), regions in brackets."""
+    names = []
+    while node > 0:
+        name = rec.name[node]
+        names.append(f"[{name}]" if rec.kind[node] == "region" else name)
+        node = rec.parent[node]
+    return ".".join(reversed(names)) or "step"
+
+
 def summary_lines(figures: dict[str, Any]) -> list[str]:
     """The live summary as plain lines (3 significant digits)."""
     lines = [
@@ -115,14 +125,14 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
     ]
     if not figures["steps"]:
         return [*lines, "waiting for the first profiled step..."]
-    lines.append(f"step time  {figures['step_ms']:.3g} ms (median of recent steps), "
-                 f"last {figures['last_ms']:.3g} ms")  # fmt: skip
+    lines.append(f"step time  {fmt_ms(figures['step_ms'])} (median of recent steps), "
+                 f"last {fmt_ms(figures['last_ms'])}")  # fmt: skip
     shares = [f"{p} {100 * v:.0f}%" for p, v in figures["phases"].items() if v >= 0.005]
     lines.append("phases     " + (" · ".join(shares) or "-"))
     if figures["modules"]:
         lines.append("top modules (self time, recent detailed steps):")
         for module in figures["modules"]:
-            lines.append(f"  {module['path']:<40} {module['self_ms']:>8.3g} ms "
+            lines.append(f"  {module['path']:<40} {fmt_ms(module['self_ms']):>10} "
                          f"{module['pct']:>5.1f}%")  # fmt: skip
     syncs = figures.get("syncs_per_step")
     if syncs is not None:

@@ -163,6 +163,13 @@ class Checkpointer:
         self.written += 1
         return True
 
-    def finish(self, session: Any) -> None:
-        """The run ended: replace the checkpoint with the final session."""
-        write_atomic(self.path, session.to_json() + "\n")
+    def finish(self, session: Any) -> bool:
+        """The run ended: replace the checkpoint with the final session (False, and a warning
+        on stderr, when it cannot be written: the session is still returned to the caller)."""
+        try:
+            write_atomic(self.path, session.to_json() + "\n")
+        except Exception as exc:
+            print(f"torchdoctor: final session not written to {self.path} ({type(exc).__name__}:"
+                  f" {exc}); the file there is the last checkpoint", file=sys.stderr)  # fmt: skip
+            return False
+        return True

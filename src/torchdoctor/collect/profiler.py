@@ -15,6 +15,9 @@ Step boundaries (``step_boundary``):
   is only known after some activity (backward, module calls), the step that was running while
   deciding is dropped. ``config.step_boundary`` and ``config.notes`` say which was used.
 
+Long runs: per-step summaries take bounded memory (``collect/step_store.py``); ``checkpoint=PATH``
+writes the session so far there every ``checkpoint_every`` s (``collect/checkpoint.py``).
+
 Hooks are installed at ``start()`` and removed on every exit path; only one profiler may be
 active at a time (a nested one raises ``RuntimeError``).
 
@@ -470,7 +473,7 @@ class Profiler:
         self._saved.off()
         if not discard:
             self._counter += 1
-        for listener in self._step_listeners:
+        for listener in self._step_listeners:  # (each one catches its own errors)
             listener(self)
         if self.max_steps is not None and self._summaries.count >= self.max_steps:
             rec.recording = False

@@ -22,7 +22,7 @@ Example:
     >>> for k in range(100):
     ...     store.append({"wall_ms": 1.0 + k % 3, "phases": {"forward": 1.0}})
     >>> store.count, len(store), store.sampled
-    (100, 4, True)
+    (100, 3, True)
     >>> store.step_stat()["max"], round(store.step_stat()["mean"], 2)
     (3.0, 1.99)
 """

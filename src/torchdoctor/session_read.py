@@ -122,16 +122,17 @@ def fmt_ms(value: float | None) -> str:
 
 
 def step_count(session: Mapping[str, Any]) -> int:
-    """Steps profiled: ``config.steps`` (a long run's session lists only a sample of them in
-    ``steps``, see ``collect/step_store.py``), else the length of ``steps``.
+    """Steps profiled: the length of ``steps``, or when a long run's session lists only a
+    sample of them (``config.step_records``, see ``collect/step_store.py``) how many were seen.
 
     Example:
-        >>> step_count({"config": {"steps": 1000000}, "steps": [{}] * 3}), step_count({})
-        (1000000, 0)
+        >>> long_run = {"config": {"step_records": {"seen": 1000000}}, "steps": [{}] * 3}
+        >>> step_count(long_run), step_count({"steps": [{}] * 3}), step_count({})
+        (1000000, 3, 0)
     """
-    config = session.get("config") or {}
-    steps = config.get("steps")
-    return int(steps) if isinstance(steps, int) else len(session.get("steps") or [])
+    records = (session.get("config") or {}).get("step_records") or {}
+    seen = records.get("seen")
+    return int(seen) if isinstance(seen, int) else len(session.get("steps") or [])
 
 
 def incomplete_text(session: Mapping[str, Any]) -> str | None:

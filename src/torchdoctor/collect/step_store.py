@@ -9,7 +9,7 @@ per-node forward/backward/calls). A :class:`StepStore` keeps:
   and :data:`SAMPLE_LIGHT` light ones (step time and phases only);
 - the last :data:`RECENT_STEPS` summaries (the live view reads them);
 - for every step, streamed into running summaries: count, sum, min, max and a log-bucket
-  histogram (each bucket 2% wide: quantiles within 1% of the exact value) of the step time and
+  histogram (each bucket 1% wide: quantiles within 0.5% of the exact value) of the step time and
   of each phase, and the largest peak memory.
 
 So at most ``FIRST_STEPS + SAMPLE_DETAILED + SAMPLE_LIGHT + RECENT_STEPS`` summaries are held
@@ -47,8 +47,8 @@ SAMPLE_DETAILED = 250
 SAMPLE_LIGHT = 250
 #: the most recent summaries (for the live view)
 RECENT_STEPS = 50
-#: histogram bucket ratio: quantiles read from it are within 1% of the exact value
-_GAMMA = 1.02
+#: histogram bucket ratio: quantiles read from it are within 0.5% of the exact value
+_GAMMA = 1.01
 _LOG_GAMMA = math.log(_GAMMA)
 
 
@@ -56,7 +56,7 @@ class StreamStat:
     """Count, sum, min, max and quantiles (log-bucket histogram) of a stream of values >= 0.
 
     Memory is bounded by the number of buckets between the smallest and largest positive
-    value (about 116 per factor of 10), not by the number of values.
+    value (about 231 per factor of 10), not by the number of values.
 
     Example:
         >>> s = StreamStat()
@@ -90,7 +90,7 @@ class StreamStat:
         self.buckets[key] = self.buckets.get(key, 0) + 1
 
     def quantile(self, q: float) -> float:
-        """The ``q`` quantile (0..1) within 1% of the exact value, clamped to [min, max]."""
+        """The ``q`` quantile (0..1) within 0.5% of the exact value, clamped to [min, max]."""
         if not self.count:
             return 0.0
         rank = q * (self.count - 1)
@@ -234,7 +234,7 @@ class StepStore:
                 "sample_light": self.limits[False],
             },  # fmt: skip
             "streamed": "step time and phases: count, mean, min, max exact; quantiles from a "
-            "log histogram within 1%",
+            "log histogram within 0.5%",
         }
 
     def apply_to(self, session: Any) -> None:
@@ -247,7 +247,7 @@ class StepStore:
         session["step_ms"] = self.step_stat()
         session["phases"] = self.phase_stats()
         config.setdefault("notes", []).append(
-            f"{self.count} steps: step time and phases over all of them (quantiles within 1%); "
+            f"{self.count} steps: step time and phases over all of them (quantiles within 0.5%); "
             f"the steps list and the module tree come from {len(self)} kept steps (the first "
             f"{len(self.head)} and a uniform sample of the rest)"
         )

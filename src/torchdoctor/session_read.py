@@ -133,3 +133,37 @@ def fmt_count(value: float | None) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}"
+
+
+def step_count(session: Mapping[str, Any]) -> int:
+    """Steps profiled: the length of ``steps``, or when a long run's session lists only a
+    sample of them (``config.step_records``, see ``collect/step_store.py``) how many were seen.
+
+    Example:
+        >>> long_run = {"config": {"step_records": {"seen": 1000000}}, "steps": [{}] * 3}
+        >>> step_count(long_run), step_count({"steps": [{}] * 3}), step_count({})
+        (1000000, 3, 0)
+    """
+    records = (session.get("config") or {}).get("step_records") or {}
+    seen = records.get("seen")
+    return int(seen) if isinstance(seen, int) else len(session.get("steps") or [])
+
+
+def incomplete_text(session: Mapping[str, Any]) -> str | None:
+    """A warning line when the session is a checkpoint of a run that had not ended (a run
+    killed by SIGKILL leaves its last one), else None.
+
+    Example:
+        >>> incomplete_text({"config": {"incomplete": True,
+        ...                             "checkpoint": {"steps": 4, "elapsed_s": 12.0}}})
+        'incomplete: a checkpoint written 12 s into a run that had not ended; it holds profiled steps 0-3 (4 steps)'
+    """
+    config = session.get("config") or {}
+    if not config.get("incomplete"):
+        return None
+    checkpoint = config.get("checkpoint") or {}
+    steps = int(checkpoint.get("steps") or 0)
+    held = f"profiled steps 0-{steps - 1} ({steps} steps)" if steps else "no profiled step"
+    elapsed = checkpoint.get("elapsed_s")
+    when = f" written {elapsed:.3g} s into" if isinstance(elapsed, (int, float)) else " of"
+    return f"incomplete: a checkpoint{when} a run that had not ended; it holds {held}"

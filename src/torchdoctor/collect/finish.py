@@ -52,7 +52,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     """The Session of a stopped profiler from its collected state and its own sync audit
     (``audits``: every audit that ran under it, for the overhead estimate)."""
     rec = state.recorder
-    steps = state.summaries
+    store = state.summaries  # a StepStore: the kept steps; every step's figures streamed
+    steps = store.kept()
     detailed = state.detailed_summaries()
     session = Session.new(state.label)
     boundary = state.boundary or StepBoundary.WHOLE_RUN
@@ -67,13 +68,15 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         ]
     flags = [s.get("detailed", True) for s in steps]
     detail = dict(state.detail)
-    detail["detailed_steps"] = index_ranges([k for k, flag in enumerate(flags) if flag])
-    detail["detailed_count"] = sum(flags)
-    detail["audited_count"] = sum(1 for s in steps if s.get("audited", True))
+    detail["detailed_steps"] = index_ranges(
+        [s.get("index", k) for k, (s, flag) in enumerate(zip(steps, flags)) if flag]
+    )
+    detail["detailed_count"] = store.detailed_count
+    detail["audited_count"] = store.audited_count
     if detail.get("mode") == "windows" and not all(flags):
         notes.append(
-            f"the module tree and the phases come from {sum(flags)} detailed step(s) of "
-            f"{len(steps)} (windows; --detail always records every step); the step time from all"
+            f"the module tree and the phases come from {store.detailed_count} detailed step(s) "
+            f"of {store.count} (windows; --detail always records every step); the step time from all"
         )
     session["config"] = {
         "steps": len(steps),
@@ -89,7 +92,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         "notes": notes,
     }
     session["steps"] = [
-        {"index": k, "wall_ms": s["wall_ms"], "phases": s["phases"],
+        {"index": s.get("index", k), "wall_ms": s["wall_ms"], "phases": s["phases"],
          "peak_memory_bytes": s["peak_memory_bytes"], "detailed": s.get("detailed", True)}
         for k, s in enumerate(steps)
     ]  # fmt: skip
@@ -114,10 +117,11 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         _note_profiler_overhead(session, state, audits or ([audit] if audit else []))
     if audit is not None:
         session["syncs"] = audit.records(
-            first_step=state.warmup, num_steps=len(steps) or None,
+            first_step=state.warmup, num_steps=store.count or None,
             audited_steps=detail["audited_count"] or None,
         )  # fmt: skip
         session["sync_audit"] = audit.summary()
+    store.apply_to(session)  # step time and phases over every step, when some were dropped
     session["interrupted"] = state.interrupted
     session["error"] = state.error
     return session
@@ -139,7 +143,7 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
     backward = state.backward and (session["phases"].get("backward") or {}).get("median", 0) > 0
     step = (session.get("step_ms") or {}).get("median") or 0.0
     detail = session["config"]["detail"]
-    steps = max(1, len(state.summaries))
+    steps = max(1, state.summaries.count)
     audit_calls = audit_cost = 0.0
     for one in audits:  # the audits active while profiling (run's own included)
         calls_per_step = one.function_calls / max(1, detail["audited_count"])

@@ -137,16 +137,21 @@ class LineCollector:
 
     def __init__(self, recorder: Any, clock: Any = None) -> None:
         self.rec = recorder
-        self.clock = clock if clock is not None else recorder.clock
-        self.now: Callable[[], Any] = self.clock.now
-        self._host = isinstance(self.clock, CpuClock)
-        self._host_now = time.perf_counter_ns if self._host else _zero
+        self.use_clock(clock if clock is not None else recorder.clock)
         self.active = False
         self._mode: _Mode | None = None
         self._unwrap: Callable[[], None] = _nothing
         self._library_owner: dict[int, bool] = {}
         self.generation = 0
         self._reset()
+
+    def use_clock(self, clock: Any) -> None:
+        """Time with ``clock`` from now on (the profiler switches to CUDA events once a script
+        has initialized CUDA; ``collect/device_clock.py``)."""
+        self.clock = clock
+        self.now: Callable[[], Any] = clock.now
+        self._host = isinstance(clock, CpuClock)
+        self._host_now = time.perf_counter_ns if self._host else _zero
 
     def _reset(self) -> None:
         # per call: code, line, owner, via code, via line, func, t0, t1, new execution, gap

@@ -21,6 +21,9 @@ recorded in bounded windows of steps, and the steps between them are light (step
 module hooks); ``detail="always"`` records every step in full. ``config.detail`` lists the
 detailed steps; each step says whether it was (``steps[k].detailed``).
 
+Long runs: per-step summaries take bounded memory (``collect/step_store.py``); ``checkpoint=PATH``
+writes the session so far there every ``checkpoint_every`` s (``collect/checkpoint.py``).
+
 Hooks are installed at ``start()`` and removed on every exit path; only one profiler may be
 active at a time (a nested one raises ``RuntimeError``).
 
@@ -40,42 +43,33 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
 from torchdoctor.collect.aggregate import light_step, summarize_step
+from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.clocks import make_clock
+from torchdoctor.collect.device_clock import adopt_cuda_clock, device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.hook_events import HookEvents
 from torchdoctor.collect.install import Installation
 from torchdoctor.collect.lines import LineCollector
 from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
-from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
+from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary, check_options
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
 from torchdoctor.collect.schedule import DetailSchedule
 from torchdoctor.collect.state import STATE
 from torchdoctor.session import Session
 
-_BOUNDARIES = ("manual", "auto", "step_fn")
 _KEEP_TIMELINES = 32
 _MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
-
-
-def _device_of(model: Any) -> str:
-    if model is not None:
-        for tensor in model.parameters():
-            return str(tensor.device)
-        for tensor in model.buffers():
-            return str(tensor.device)
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return f"cuda:{torch.cuda.current_device()}"
-    return "cpu"
 
 
 class Profiler(HookEvents):
@@ -108,22 +102,10 @@ class Profiler(HookEvents):
         period_steps: int = 100,
         period_s: float = 60.0,
         hot_lines: bool = True,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: float = DEFAULT_EVERY_S,
     ) -> None:
-        if model is not None and not isinstance(model, torch.nn.Module):
-            raise TypeError(
-                f"model must be a torch.nn.Module or None, got {type(model).__name__}; "
-                "pass the model whose submodules should be named, or None for all modules"
-            )
-        if step_boundary not in _BOUNDARIES:
-            raise ValueError(
-                f"step_boundary must be one of {_BOUNDARIES}, got {step_boundary!r}; use "
-                "'manual' with prof.step() in your loop, or 'auto' to detect steps"
-            )
-        if warmup < 0 or (max_steps is not None and max_steps < 1):
-            raise ValueError(
-                f"warmup must be >= 0 and max_steps None or >= 1, got warmup={warmup}, "
-                f"max_steps={max_steps}"
-            )
+        check_options(model, step_boundary, warmup, max_steps)
         self.model = model
         self.syncs = syncs
         self.warmup = warmup
@@ -157,8 +139,14 @@ class Profiler(HookEvents):
         self._audit_context: Any = None
         self._paced: list[Any] = []  # audits paused between detail windows
         self._detailed = True  # the running step records full detail
+        self._watch_cuda = False  # switch to CUDA events once the script uses CUDA (run)
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
         self._audited = True  # the running step is audited for syncs
+        # crash safety (collect/checkpoint.py): the session so far, written on a schedule
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self._checkpointer: Checkpointer | None = None
+        self._step_listeners: list[Callable[[Profiler], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Profiler:
@@ -172,8 +160,9 @@ class Profiler(HookEvents):
         if self._running or self.session is not None:
             raise RuntimeError("this Profiler was already used; create a new one per run")
         state = self.state
-        state.device = self.device = _device_of(self.model)
+        state.device = self.device = device_of(self.model)
         self._clock = make_clock(self.device)
+        self._watch_cuda = may_adopt_cuda_clock(self.model, self._clock)
         state.timing = self._clock.name
         state.detail = self._schedule.config()
         state.boundary = _MARKER if self.step_boundary == "manual" else None
@@ -209,6 +198,10 @@ class Profiler(HookEvents):
             hooks.remove()
             raise
         self._running = True
+        if self.checkpoint is not None and self.checkpoint_every > 0:
+            self._checkpointer = Checkpointer(self.checkpoint, self.checkpoint_every,
+                                              self.snapshot)  # fmt: skip
+            self.add_step_listener(lambda p: p._checkpointer.at_step(p.state.summaries.count))
         self._begin_step()
         return self
 
@@ -248,7 +241,19 @@ class Profiler(HookEvents):
             self._rec.release_handles()
             self._hooks.remove()
         self.session = build_session(state, audit, self._paced)
+        if self._checkpointer is not None:  # the final session replaces the checkpoint
+            self._checkpointer.finish(self.session)
         return self.session
+
+    def snapshot(self) -> Session:
+        """The Session of the steps so far, built while the profiler runs (checkpoints, live
+        view) by the same function as at stop; call it at a step boundary."""
+        return build_session(self.state, self._audit, self._paced)
+
+    def add_step_listener(self, listener: Callable[[Profiler], None]) -> None:
+        """Call ``listener(profiler)`` at every step boundary (after the step is summarized,
+        outside any step's time): checkpoints, the live view, compaction."""
+        self._step_listeners.append(listener)
 
     def _reset_state(self) -> None:
         if STATE.profiler is self:
@@ -342,6 +347,8 @@ class Profiler(HookEvents):
 
     # -- steps ----------------------------------------------------------------------------
     def _begin_step(self) -> None:
+        if self._watch_cuda and adopt_cuda_clock(self):  # `run`: the script now uses CUDA
+            self._watch_cuda = False
         rec, state = self._rec, self.state
         profiled = self._counter - self.warmup
         detailed = self._detailed = rec.detailed = self._schedule.detailed(
@@ -408,7 +415,9 @@ class Profiler(HookEvents):
         self._saved.off()
         if not discard:
             self._counter += 1
-        if self.max_steps is not None and len(state.summaries) >= self.max_steps:
+        for listener in self._step_listeners:  # (each one catches its own errors)
+            listener(self)
+        if self.max_steps is not None and state.summaries.count >= self.max_steps:
             rec.recording = False
             state.notes.append(f"stopped collecting after max_steps={self.max_steps} steps")
             state.bookkeeping_ns += time.perf_counter_ns() - began

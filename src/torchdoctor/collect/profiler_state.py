@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from torchdoctor.collect.step_store import StepStore
+
 
 class StepBoundary(str, Enum):
     """How steps are cut: by markers, optimizer steps, backward calls, outermost module calls,
@@ -75,7 +77,7 @@ class ProfilerState:
     detail: dict[str, Any] = field(default_factory=dict)
     boundary: StepBoundary | None = None
     recorder: Any = None
-    summaries: list[dict[str, Any]] = field(default_factory=list)
+    summaries: StepStore = field(default_factory=StepStore)
     timelines: list[dict[str, Any]] = field(default_factory=list)
     memory_summary: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -96,3 +98,36 @@ class ProfilerState:
 
     def detailed_summaries(self) -> list[dict[str, Any]]:
         return [s for s in self.summaries if s.get("detailed", True)]
+
+
+#: the ``step_boundary`` values a Profiler accepts
+BOUNDARIES = ("manual", "auto", "step_fn")
+
+
+def check_options(model: Any, step_boundary: str, warmup: int, max_steps: int | None) -> None:
+    """Raise a clear error for a bad Profiler option (wrong model type, unknown boundary,
+    negative warm-up).
+
+    Example:
+        >>> check_options(None, "sometimes", 0, None)
+        Traceback (most recent call last):
+        ...
+        ValueError: step_boundary must be one of ('manual', 'auto', 'step_fn'), got 'sometimes'; use 'manual' with prof.step() in your loop, or 'auto' to detect steps
+    """
+    import torch
+
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module or None, got {type(model).__name__}; "
+            "pass the model whose submodules should be named, or None for all modules"
+        )
+    if step_boundary not in BOUNDARIES:
+        raise ValueError(
+            f"step_boundary must be one of {BOUNDARIES}, got {step_boundary!r}; use "
+            "'manual' with prof.step() in your loop, or 'auto' to detect steps"
+        )
+    if warmup < 0 or (max_steps is not None and max_steps < 1):
+        raise ValueError(
+            f"warmup must be >= 0 and max_steps None or >= 1, got warmup={warmup}, "
+            f"max_steps={max_steps}"
+        )

@@ -54,6 +54,7 @@ from torch.optim.optimizer import (
 from torchdoctor.collect.residency import Residency
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
+from torchdoctor.collect.syncs_fold import FOLD_AT, fold_running_steps
 from torchdoctor.collect.syncs_frames import (
     UserLineWarnings,
     call_warning_at_user_line,
@@ -84,6 +85,7 @@ class SyncAudit:
         self.function_calls = 0
         self.dispatch_calls = 0
         self._events: dict[tuple, list] = {}
+        self._fold_at = FOLD_AT  # keys before per-step events are folded (syncs_fold.py)
         self._suppress = 0
         #: host-data marks (CPU runs only): which tensors would not live on the accelerator
         self.residency: Residency | None = Residency() if self.predict else None
@@ -351,6 +353,8 @@ class SyncAudit:
         entry = self._events.get(key)
         if entry is None:
             self._events[key] = [1, stall_ms]
+            if len(self._events) > self._fold_at and step >= 0:  # bounded on long runs
+                fold_running_steps(self, STATE.profiler, step)
         else:
             entry[0] += 1
             entry[1] += stall_ms

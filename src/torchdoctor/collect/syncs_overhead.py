@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.state import STATE
+
 _cost_us: dict[str, float] = {}
 _CALLS = 600
 _ROUNDS = 7
@@ -55,6 +57,10 @@ def per_call_cost_us(level: str, make_audit: Callable[..., Any]) -> float:
     cached = _cost_us.get(level)
     if cached is not None:
         return cached
+    if STATE.profiler is not None:
+        # a checkpoint while the run goes on (inside the user's optimizer hooks): calibrating
+        # now would install an audit's hooks there; 0 until the run ends and it can calibrate
+        return 0.0
     function_cost = 0.0 if level == "function" else per_call_cost_us("function", make_audit)
     x = torch.zeros(1)
     plain, audited, calls = [], [], (0, 0)
@@ -83,6 +89,13 @@ def estimate_overhead(
     (``make_audit``: the audit class to calibrate with, needed when any call was handled)."""
     if function_calls == 0 and dispatch_calls == 0 or make_audit is None:
         return {"overhead_ms": 0.0, "overhead_pct": 0.0, "method": "no intercepted calls"}
+    needed = [
+        level for level, n in (("function", function_calls), ("dispatch", dispatch_calls)) if n
+    ]
+    if STATE.profiler is not None and any(level not in _cost_us for level in needed):
+        # a checkpoint while the run goes on: calibrating now would run inside the user's run
+        return {"overhead_ms": 0.0, "overhead_pct": None,
+                "method": "not estimated yet (calibrated when the run ends)"}  # fmt: skip
     function_cost = per_call_cost_us("function", make_audit) if function_calls else 0.0
     dispatch_cost = per_call_cost_us("dispatch", make_audit) if dispatch_calls else 0.0
     overhead_ms = (function_calls * function_cost + dispatch_calls * dispatch_cost) / 1e3

@@ -90,6 +90,8 @@ def _rank_sessions(out_root: str, world: int, since: float | None, run_id: str |
             session = Session.load(path)
         except (OSError, ValueError):
             continue
+        if (session.get("config") or {}).get("incomplete"):
+            continue  # a checkpoint of a rank still running (collect/checkpoint.py)
         theirs = (session.get("environment") or {}).get("run_id")
         if run_id is not None and theirs is not None and theirs != run_id:
             continue

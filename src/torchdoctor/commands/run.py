@@ -29,14 +29,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
+
 HELP = "profile an unmodified training script; write the session and print the report at exit"
 
 #: reports written beside session.json by `run` (`syncs` writes the session only).
 
 #: torchdoctor's options that take a value (needed to find where the script name starts)
 VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history",
-                 "--detail", "--detail-window", "--detail-period", "--detail-period-s")  # fmt: skip
-FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb", "--no-hot-lines")
+                 "--detail", "--detail-window", "--detail-period", "--detail-period-s",
+                 "--checkpoint-every")  # fmt: skip
+FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb", "--no-hot-lines", "--live")
 WHOLE_RUN_MESSAGE = (
     "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
     "call, module call or --step-fn call): one step = the whole run"
@@ -54,6 +57,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: off), got {text}")
     return value
 
 
@@ -125,6 +135,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detail-period-s", metavar="SECONDS", type=float, default=60.0,
         help="... or every SECONDS seconds, whichever comes first (default: 60)",
     )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint-every", metavar="SECONDS", type=_seconds, default=DEFAULT_CHECKPOINT_S,
+        help="write OUT/session.json (marked incomplete) at the first step boundary after every "
+        f"SECONDS, so a killed run leaves a report (default: {DEFAULT_CHECKPOINT_S:g}; 0: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--live", action="store_true",
+        help="show a one-screen summary on stderr while the script runs (a terminal only)",
+    )  # fmt: skip
 
 
 def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str], bool]:
@@ -182,7 +201,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
 
 # -- running ------------------------------------------------------------------------------------
 def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:
-    steps = len(session.get("steps") or [])
+    steps = session["config"].get("steps", len(session.get("steps") or []))
     if session["config"].get("step_boundary") == "whole_run":
         return audit.records(first_step=0, num_steps=1)
     if steps == 0:
@@ -220,6 +239,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     from torchdoctor.collect.profiler import Profiler
     from torchdoctor.collect.script import load_script, run_script
     from torchdoctor.collect.syncs import sync_audit
+    from torchdoctor.commands.run_watch import start_checkpoints, start_live
 
     script = load_script(args.script, args.step_fn)
     profiler = Profiler(
@@ -235,17 +255,22 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     collectives = CollectiveTimer()
     profiler.start()
     outcome = None
+    live = None
     try:
         audit.__enter__()
         profiler.pace_audit(audit)  # paused outside the profiler's detail windows
+        start_checkpoints(profiler, args, lambda session: _add_run_fields(session, args, audit))
         try:
             collectives.start()
             # With --format json stdout carries the JSON alone (pipe it to jq): the script's
             # own output goes to stderr, at the file-descriptor level (worker processes too).
             with _stdout_to_stderr() if args.format == "json" else contextlib.nullcontext():
+                live = start_live(profiler, args, audit)
                 outcome = run_script(script, args.script_args, on_step_fn_end=profiler.step)
         finally:
             collectives.stop()
+            if live is not None:
+                live.stop()
             audit.stop()
     finally:
         failure = outcome.exception if outcome is not None else sys.exc_info()[1]
@@ -256,16 +281,22 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
             session = profiler.stop()
     if outcome.traceback_text:
         session["error"] = outcome.traceback_text  # without torchdoctor's own frames
+    _add_run_fields(session, args, audit)
+    _attach_collectives(args, collectives, session)
+    session["config"]["exit_code"] = outcome.exit_code
+    return outcome, session
+
+
+def _add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
+    """What `run` adds to the profiler's session (the final one and each checkpoint): the
+    step function's boundary and the records of its own sync audit."""
     config = session["config"]
     config["syncs"] = True
     if args.step_fn:
         config["step_boundary"] = "step_fn" if session.get("steps") else "whole_run"
         config["notes"] = [f"each call of {args.step_fn} ends a step", *config.get("notes", [])]
-    config["exit_code"] = outcome.exit_code
     session["syncs"] = _sync_records(audit, session, args.warmup)
     session["sync_audit"] = audit.summary()
-    _attach_collectives(args, collectives, session)
-    return outcome, session
 
 
 def _attach_collectives(args: argparse.Namespace, timer: Any, session: Any) -> None:

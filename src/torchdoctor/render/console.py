@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown import gain_text, session_advice
-from torchdoctor.session_read import fmt_ms, step_ms
+from torchdoctor.session_read import fmt_ms, incomplete_text, step_count, step_ms
 
 TOP_ADVICE = 5
 
@@ -91,11 +91,14 @@ def console_renderables(
     step = step_ms(session)
     header = Text(
         f"step {fmt_ms(step) if step > 0 else '-'} · "
-        f"{len(session.get('steps') or [])} steps · {env.get('device') or '?'}"
+        f"{step_count(session)} steps · {env.get('device') or '?'}"
     )
     items: list[Any] = [
         Rule(Text(f"torchdoctor report: {session.get('label') or 'session'}")),
     ]
+    incomplete = incomplete_text(session)
+    if incomplete:  # a checkpoint (collect/checkpoint.py): say so before any number
+        items.append(Text(incomplete, style="bold yellow"))
     if not session.get("tree"):
         items.append(header)
     if session.get("interrupted") and not session.get("tree"):

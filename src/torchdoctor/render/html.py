@@ -24,7 +24,15 @@ from typing import Any
 
 from torchdoctor.render.hot_lines import html_hot_lines
 from torchdoctor.render.markdown import gain_text, session_advice
-from torchdoctor.session_read import PHASES, center, fmt_count, fmt_ms, step_ms
+from torchdoctor.session_read import (
+    PHASES,
+    center,
+    fmt_count,
+    fmt_ms,
+    incomplete_text,
+    step_count,
+    step_ms,
+)
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -70,7 +78,7 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> str:
     per_step = sum(float(r.get("per_step") or 0) for r in syncs)
     cards = [
         ("step time", fmt_ms(step) if step > 0 else "-"),
-        ("steps profiled", len(session.get("steps") or [])),
+        ("steps profiled", step_count(session)),
         ("host syncs / step", fmt_count(per_step)),
         ("device", env.get("device") or "?"),
         ("advice", len(advice)),
@@ -88,6 +96,8 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> str:
             f"<p>Top problem: <strong>{_e(top.get('title', ''))}</strong> "
             f'<span class="gain">{_e(gain_text(top))}</span></p>'
         )
+    if incomplete_text(session):
+        parts.append(f'<p class="warning">{_e(incomplete_text(session))}</p>')
     if session.get("interrupted"):
         parts.append(
             '<p class="warning">Collection was interrupted; numbers cover the steps seen.</p>'

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown_text import code_block, code_span, escape
-from torchdoctor.session_read import PHASES, center, fmt_ms, step_ms
+from torchdoctor.session_read import PHASES, center, fmt_ms, incomplete_text, step_count, step_ms
 
 TOP_PROBLEMS = 3
 MAX_SYNC_LINES = 15
@@ -69,7 +69,10 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
     step = step_ms(session)
     stat = session.get("step_ms") or {}
     lines = ["## Summary", ""]
-    steps = len(session.get("steps") or [])
+    incomplete = incomplete_text(session)
+    if incomplete:  # a checkpoint (collect/checkpoint.py): say so before any number
+        lines.append(f"- **Warning:** {escape(incomplete)}")
+    steps = step_count(session)
     spread = ""
     if stat.get("q1") is not None and stat.get("q3") is not None and step > 0:
         spread = (

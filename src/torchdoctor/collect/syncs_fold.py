@@ -1,0 +1,60 @@
+"""Keep the sync audit's memory bounded on long runs: fold per-step events together.
+
+The audit counts events per (file, line, function, kind, phase, step). Over a run of a million
+steps that is a million keys per sync line; but reports only need the counts over the profiled
+steps ``[first_step, first_step + steps)``. :func:`fold_steps` merges the events of the steps
+``first_step .. before - 1`` into step ``first_step``, so those counts are unchanged and the
+number of keys stays proportional to the distinct sync lines, not to the steps.
+
+Example:
+    >>> events = {("f.py", 3, "g", "item", "forward", s): [1, 0.0] for s in range(5)}
+    >>> folded = fold_steps(events, first_step=1, before=4)
+    >>> sorted((k[5], v[0]) for k, v in folded.items())
+    [(0, 1), (1, 3), (4, 1)]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: the audit folds when it holds more keys than this (then at twice what remains)
+FOLD_AT = 4096
+
+
+def fold_steps(events: dict[tuple, list], *, first_step: int, before: int) -> dict[tuple, list]:
+    """A copy of ``events`` with steps ``first_step .. before - 1`` merged into ``first_step``
+    (counts and stall times added); other steps (warm-up, the running one, -1, -2) unchanged."""
+    out: dict[tuple, list] = {}
+    for key, (count, stall) in events.items():
+        step = key[5]
+        if first_step <= step < before:
+            key = (*key[:5], first_step, *key[6:])
+        entry = out.get(key)
+        if entry is None:
+            out[key] = [count, stall]
+        else:
+            entry[0] += count
+            entry[1] += stall
+    return out
+
+
+def fold_running_steps(audit: Any, profiler: Any, step: int) -> None:
+    """Fold the audit's events of the profiled steps before ``step`` (the running one) when it
+    holds more than its threshold of keys; raise the threshold to twice what is left."""
+    first = int(getattr(profiler, "warmup", 0) or 0)
+    if step > first:
+        audit._events = fold_steps(audit._events, first_step=first, before=step)
+    audit._fold_at = max(FOLD_AT, 2 * len(audit._events))
+
+
+def events_since(audit: Any, first_step: int) -> int:
+    """How many sync events the audit counted in steps ``first_step`` and later (the live
+    view's syncs per step).
+
+    Example:
+        >>> class Audit:
+        ...     _events = {("f.py", 3, "g", "item", "forward", s): [2, 0.0] for s in range(3)}
+        >>> events_since(Audit(), 1)
+        4
+    """
+    return sum(v[0] for k, v in list(audit._events.items()) if k[5] >= first_step)

@@ -1,0 +1,59 @@
+"""What `run` does while the script runs: checkpoints of the session and the ``--live`` view.
+
+Both are step listeners of the profiler (called at step boundaries): crash-safe checkpoints of
+``OUT/session.json`` (``collect/checkpoint.py``) and the one-screen summary on stderr
+(``collect/live.py``).
+
+Example:
+    >>> import argparse
+    >>> start_live(None, argparse.Namespace(live=False), None) is None
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def start_checkpoints(
+    profiler: Any, args: argparse.Namespace, complete: Callable[[Any], None]
+) -> Any:
+    """Write ``OUT/session.json`` now (this run's, marked incomplete: a previous run's file
+    never passes for this one) and then at the first step boundary after every
+    ``--checkpoint-every`` seconds; ``complete(session)`` adds what `run` adds to the final
+    session (its sync records). Returns the Checkpointer, or None when off (0)."""
+    every = getattr(args, "checkpoint_every", 0.0) or 0.0
+    if every <= 0:
+        return None
+    from torchdoctor.collect.checkpoint import Checkpointer
+
+    def build() -> Any:
+        session = profiler.snapshot()
+        complete(session)
+        return session
+
+    writer = Checkpointer(Path(args.out) / "session.json", every, build)
+    writer.write(steps=0)
+    profiler.add_step_listener(lambda p: writer.at_step(p.state.summaries.count))
+    return writer
+
+
+def start_live(profiler: Any, args: argparse.Namespace, audit: Any) -> Any:
+    """``--live``: open the summary on stderr and refresh it at step boundaries; None when not
+    asked for, or (with a notice) when stderr is not a terminal."""
+    if not getattr(args, "live", False):
+        return None
+    from torchdoctor.collect.live import LiveView
+
+    view = LiveView(audit)
+    if not view.enabled:
+        print("torchdoctor: --live needs stderr on a terminal; the live view is off",
+              file=sys.stderr)  # fmt: skip
+        return None
+    view.start()
+    profiler.add_step_listener(view)
+    return view

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "diff": "torchdoctor.commands.diff",
     "bench": "torchdoctor.commands.bench",
     "ranks": "torchdoctor.commands.ranks",
+    "tune": "torchdoctor.commands.tune",
 }
 
 #: one-line help for each command, kept here so `--help` imports nothing heavy.
@@ -38,6 +39,7 @@ HELP: dict[str, str] = {
     "diff": "compare two saved sessions: step, phases, modules, syncs removed and added",
     "bench": "run registered benchmark suites and print (or write) their tables",
     "ranks": "compare the per-rank sessions of a torchrun run (torchdoctor run) and name the straggler",
+    "tune": "measure engine knobs (autocast, compile, channels_last, ...) on the script's own step",
 }
 
 

@@ -22,6 +22,8 @@ MAX_STEPS = 30
 MAX_ROUNDS = 3
 #: first guess of torch.compile's compiling time on a trial (seconds), until one is measured
 COMPILE_GUESS_S = {"cpu": 60.0, "cuda": 90.0}
+#: estimates are inflated by this factor: trials on a loaded machine run slower than the first
+SAFETY = 1.3
 
 
 @dataclass
@@ -71,7 +73,7 @@ def plan(
                                                          extra.get(knob, 0.0)))  # fmt: skip
                 if combination and len(chosen) > 1:
                     total += 2 * base + max(extra.get(k, 0.0) for k in chosen)
-                if total <= budget_s and (rounds == 1 or steps >= 2 * MIN_STEPS):
+                if total * SAFETY <= budget_s and (rounds == 1 or steps >= 2 * MIN_STEPS):
                     return Plan(rounds, steps, warmup, chosen, left_out, total)
         if not chosen:
             return Plan(0, MIN_STEPS, warmup, [], left_out, 0.0)

@@ -186,6 +186,9 @@ def tune_script(
         else:
             rows.append(knob_row(name, pairs[name], baseline_drift=baseline_drift,
                                  tolerance=tolerance))  # fmt: skip
+    for row in rows:
+        if row["status"] == "measured":
+            row["snippet"] = snippet(KNOB_BY_NAME[row["knob"]], observed)
     result["rows"] = rows
     chosen = combination(rows)
     if len(chosen) > 1 and not result["interrupted"] and clock.left > 0:
@@ -195,6 +198,7 @@ def tune_script(
             both = trial(chosen, the_plan.steps, window + sum(extra.get(k, 0.0) for k in chosen))
             combo = knob_row("+".join(chosen), [(base, both)], baseline_drift=baseline_drift,
                              tolerance=tolerance, title=" + ".join(chosen))  # fmt: skip
+            combo["snippet"] = "\n".join(snippet(KNOB_BY_NAME[k], observed) for k in chosen)
             result["combination"] = combo
             best = max((r for r in rows if r.get("accepted")),
                        key=lambda r: r["speedup"]["median"])  # fmt: skip

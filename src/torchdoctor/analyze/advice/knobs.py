@@ -4,7 +4,10 @@ Which knobs are on is read from ``environment["knobs"]`` (or ``config["knobs"]``
 ``autocast``, ``tf32``, ``channels_last``, ``compile`` set to true / false / null (unknown).
 ``compile`` is also inferred from ``OptimizedModule`` nodes in the tree. A knob known to be on
 is never advised. Savings are Amdahl over the measured forward + backward share with the
-remedy's stated speedup range (autocast and TF32 on CUDA only; channels_last for conv nets).
+remedy's stated speedup range (autocast and TF32 on CUDA only; channels_last for conv nets),
+and each says how to measure it instead: ``torchdoctor tune SCRIPT``. When the session holds a
+tune (``session["tune"]``, from ``torchdoctor tune`` or merged by ``torchdoctor report``), the
+knobs it measured get their measured saving instead (``knobs_measured.py``).
 
 Example:
     >>> engine_knobs({"tree": None, "phases": {}})
@@ -27,6 +30,7 @@ from torchdoctor.analyze.advice.base import (
     walk,
     with_saving,
 )
+from torchdoctor.analyze.advice.knobs_measured import measured, measured_knob_advice
 
 #: forward + backward must be at least this share of the step for a knob to be worth it
 MIN_FRACTION = 0.30
@@ -85,6 +89,12 @@ def _knob_state(session: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _script_name(session: Mapping[str, Any]) -> str:
+    """The script to name in ``torchdoctor tune SCRIPT`` (the run's label when it is one)."""
+    label = str(session.get("label") or "")
+    return label if label.endswith(".py") else "SCRIPT"
+
+
 def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each precision/engine knob not known to be in use.
 
@@ -94,11 +104,12 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         >>> [a.title for a in engine_knobs(s)]
         ['torch.compile the model']
     """
+    advice = measured_knob_advice(session)
     step = step_ms(session)
     phases = session.get("phases") or {}
     compute = center(phases.get("forward")) + center(phases.get("backward"))
     if step <= 0 or compute < MIN_FRACTION * step:
-        return []
+        return advice
     fraction = min(1.0, compute / step)
     state = _knob_state(session)
     cuda = is_cuda(session)
@@ -107,9 +118,9 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         wanted = ["autocast", "tf32", *wanted]
     if state["_conv"]:
         wanted.append("channels_last")
-    advice = []
+    script = _script_name(session)
     for knob in wanted:
-        if state.get(knob) is True:
+        if state.get(knob) is True or measured(session, knob):
             continue
         spec = dict(_KNOBS[knob])
         if knob == "compile" and not state["_modules"]:  # plain tensor code, no nn.Module
@@ -130,7 +141,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
                 f"{fmt_ms(compute)} ({pct(compute, step):.0f}% of the step)",
                 f"expected {speedup.low:g}-{speedup.high:g}x on that part ({speedup.source})",
             ],
-            fix=spec["fix"],
+            fix=f"{spec['fix']} Measure it: torchdoctor tune {script}",
             references=[spec["ref"], "seed 000", "seed 001"],
             code=spec["code"],
         )

@@ -132,3 +132,37 @@ def combination(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         groups.add(group)
         chosen.append(row["knob"])
     return chosen
+
+
+def knob_rows(
+    names: Sequence[str],
+    skipped: Mapping[str, str],
+    pairs: Mapping[str, Sequence[Pair]],
+    *,
+    baseline_drift: float | None,
+    tolerance: float,
+    left_out: Sequence[str] = (),
+    interrupted: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per knob: skipped (with the reason), not measured, or its measured verdict.
+
+    Example:
+        >>> [r["verdict"] for r in knob_rows(["tf32"], {"tf32": "needs CUDA"}, {},
+        ...                                  baseline_drift=None, tolerance=0.05)]
+        ['skipped']
+    """
+    rows = []
+    for name in names:
+        knob = KNOB_BY_NAME[name]
+        if name in skipped:
+            rows.append({"knob": name, "title": knob.title, "status": "skipped",
+                         "reason": skipped[name], "verdict": "skipped", "accepted": False})  # fmt: skip
+        elif not pairs.get(name):
+            why = ("no time left in the budget" if name in left_out or not interrupted
+                   else "interrupted")  # fmt: skip
+            rows.append({"knob": name, "title": knob.title, "status": "not measured",
+                         "reason": why, "verdict": "not measured", "accepted": False})  # fmt: skip
+        else:
+            rows.append(knob_row(name, pairs[name], baseline_drift=baseline_drift,
+                                 tolerance=tolerance))  # fmt: skip
+    return rows

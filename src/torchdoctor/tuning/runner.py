@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from torchdoctor.tuning.evaluate import combination, knob_row
+from torchdoctor.tuning.evaluate import combination, knob_row, knob_rows
 from torchdoctor.tuning.knobs import KNOB_BY_NAME, KNOBS, snippet
 from torchdoctor.tuning.plan import COMPILE_GUESS_S, plan
 from torchdoctor.tuning.stats import drift, measured_ms, trial_ms, warmup_s
@@ -171,21 +171,9 @@ def tune_script(
                    is not None]  # fmt: skip
     baseline_drift = max(base_drifts) if base_drifts else None
     result["baseline"]["drift"] = baseline_drift
-    rows = []
-    for name in names:
-        knob = KNOB_BY_NAME[name]
-        reason = dict(skipped).get(name)
-        if reason:
-            rows.append({"knob": name, "title": knob.title, "status": "skipped",
-                         "reason": reason, "verdict": "skipped", "accepted": False})  # fmt: skip
-        elif not pairs.get(name):
-            why = ("no time left in the budget" if name in the_plan.left_out or not
-                   result["interrupted"] else "interrupted")  # fmt: skip
-            rows.append({"knob": name, "title": knob.title, "status": "not measured",
-                         "reason": why, "verdict": "not measured", "accepted": False})  # fmt: skip
-        else:
-            rows.append(knob_row(name, pairs[name], baseline_drift=baseline_drift,
-                                 tolerance=tolerance))  # fmt: skip
+    rows = knob_rows(names, dict(skipped), pairs, baseline_drift=baseline_drift,
+                     tolerance=tolerance, left_out=the_plan.left_out,
+                     interrupted=result["interrupted"])  # fmt: skip
     for row in rows:
         if row["status"] == "measured":
             row["snippet"] = snippet(KNOB_BY_NAME[row["knob"]], observed)

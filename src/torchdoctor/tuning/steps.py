@@ -63,9 +63,19 @@ class StepWatch:
         self._measure_start: int | None = None
 
     # -- events -------------------------------------------------------------------------------
+    def step_end(self) -> None:
+        """A step ends here (``torchdoctor.tune``: each call of the step function); from the
+        first call on, the watch ignores optimizer, backward and module events."""
+        if self.mode != "manual":
+            self._switch("manual", None)
+        else:
+            self._mark()
+
     def optimizer_step(self, optimizer: Any) -> None:
         """After an optimizer's ``step()``."""
         self.optimizer_seen = True
+        if self.mode == "manual":
+            return
         if self.mode != "optimizer":
             self._switch("optimizer", optimizer)
         elif optimizer is self.anchor:
@@ -73,6 +83,7 @@ class StepWatch:
 
     def backward_done(self) -> None:
         """After a ``backward()`` pass."""
+        self.backwards += self.mode == "manual"
         if self.mode == "backward":
             self._mark()
         elif self.mode is None and not self.optimizer_seen:
@@ -82,6 +93,8 @@ class StepWatch:
 
     def root_call(self, module: Any) -> None:
         """Before a call of an outermost module."""
+        if self.mode == "manual":
+            return
         if self.mode == "module":
             if module is self.anchor:
                 self._mark()

@@ -202,7 +202,7 @@ class Trial:
         modules = list(module.modules())
         self.roots[id(module)] = {
             "type": type(module).__name__,
-            "params": sum(p.numel() for p in module.parameters()),
+            "params": _count_parameters(module),
             "conv": any(isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d) for m in modules),
             "device": self.device_type(module),
             "no_grad": not torch.is_grad_enabled() and not torch.is_inference_mode_enabled(),
@@ -331,6 +331,12 @@ class Trial:
         """Graph breaks seen, with their source line, reason and count."""
         return [{"file": f, "line": line, "reason": r, "count": n}
                 for (f, line, r), n in sorted(self.graph_breaks.items())]  # fmt: skip
+
+
+def _count_parameters(module: torch.nn.Module) -> int:
+    """Parameters of the module (a lazy one not yet materialized counts as 1)."""
+    lazy = torch.nn.parameter.UninitializedParameter
+    return sum(1 if isinstance(p, lazy) else p.numel() for p in module.parameters())
 
 
 def _seed(seed: int) -> None:

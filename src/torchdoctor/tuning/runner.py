@@ -85,7 +85,7 @@ def tune_script(
 ) -> dict[str, Any]:
     """Tune ``script`` (run with ``args``); the plain-data result (rows, chosen set, snippet)."""
     names = _selected(knobs)
-    clock = _clock = _Clock(budget_s)
+    clock = _Clock(budget_s)
     folder = str(workdir or tempfile.mkdtemp(prefix="torchdoctor-tune-"))
     say = progress or (lambda text, done: None)
     trials = 0
@@ -198,6 +198,6 @@ def tune_script(
     result["chosen"] = chosen
     result["snippet"] = "\n".join(snippet(KNOB_BY_NAME[k], observed) for k in chosen)
     result["trials"] = trials
-    result["spent_s"] = _clock.spent
+    result["spent_s"] = clock.spent
     say("done", 1.0)
     return result

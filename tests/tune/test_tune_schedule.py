@@ -17,14 +17,16 @@ STEP_MS = {(): 10.0, ("channels_last",): 8.0, ("foreach_optimizer",): 9.0,
            ("channels_last", "foreach_optimizer"): 7.0}  # fmt: skip
 
 
-def _fake(calls, interrupt_at=None):
+def _fake(calls, interrupt_at=None, elapsed=None, wall_s=1.2):
     def run_trial(script, args, knobs, **kwargs):
         calls.append(tuple(knobs))
+        if elapsed is not None:
+            elapsed[0] += wall_s
         if interrupt_at is not None and len(calls) == interrupt_at:
             raise KeyboardInterrupt
         ms = STEP_MS[tuple(knobs)]
         return {"knobs": list(knobs), "error": None, "warmup": 1, "step_ms": [50.0] + [ms] * 5,
-                "values": [2.0, 1.5, 1.2], "startup_s": 1.0, "wall_s": 1.2,
+                "values": [2.0, 1.5, 1.2], "startup_s": 1.0, "wall_s": wall_s,
                 "peak_memory_bytes": 1000, "observed": OBSERVED, "graph_breaks": []}  # fmt: skip
 
     return run_trial
@@ -62,10 +64,19 @@ def test_ctrl_c_keeps_the_trials_done_so_far(monkeypatch, tmp_path):
 
 
 def test_a_small_budget_leaves_knobs_out_and_says_so(monkeypatch, tmp_path):
-    calls = []
-    monkeypatch.setattr(runner, "run_trial", _fake(calls))
-    result = runner.tune_script("train.py", budget_s=8, workdir=tmp_path,
-                                knobs=["channels_last", "foreach_optimizer"])  # fmt: skip
-    verdicts = [r["verdict"] for r in result["rows"]]
-    assert "not measured" in verdicts
-    assert any(r.get("reason") == "no time left in the budget" for r in result["rows"])
+    calls, elapsed = [], [0.0]
+
+    class Clock(runner._Clock):  # each fake trial takes 3 s of this clock
+        @property
+        def spent(self):
+            return elapsed[0]
+
+    monkeypatch.setattr(runner, "_Clock", Clock)
+    monkeypatch.setattr(runner, "run_trial", _fake(calls, elapsed=elapsed, wall_s=3.0))
+    result = runner.tune_script(
+        "train.py", budget_s=15, workdir=tmp_path, knobs=["channels_last", "foreach_optimizer"]
+    )
+    rows = {r["knob"]: r for r in result["rows"]}
+    assert rows["channels_last"]["status"] == "measured"
+    assert rows["foreach_optimizer"]["reason"] == "no time left in the budget"
+    assert calls == [(), (), ("channels_last",)]

@@ -122,8 +122,11 @@ def tune(
     try:
         probe = _one_trial(step_fn, [], state, **run)
         observed = probe["observed"]
-        skipped = {n: reason for n in names
-                   if (reason := _NOT_IN_PROCESS.get(n) or KNOB_BY_NAME[n].applies(observed))}
+        skipped = {
+            n: reason
+            for n in names
+            if (reason := _NOT_IN_PROCESS.get(n) or KNOB_BY_NAME[n].applies(observed))
+        }
         candidates = [n for n in names if n not in skipped]
         pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {n: [] for n in candidates}
         baselines = []

@@ -157,9 +157,20 @@ def tune_script(
                 measured = trial([name], the_plan.steps, window + extra.get(name, 0.0))
                 done += 1
                 pairs[name].append((base, measured))
-                if measured.get("error") or (drift(measured.get("values") or [],
-                                                   base.get("values") or []) or 0) > tolerance:
+                if (
+                    measured.get("error")
+                    or (drift(measured.get("values") or [], base.get("values") or []) or 0)
+                    > tolerance
+                ):
                     stopped.add(name)  # failed or drifting: no more rounds for it
+        for name in the_plan.left_out:  # time left after the plan: one pair each, in order
+            cost = 2 * (_overhead_s(probe) + step_s * (the_plan.steps + warmup))
+            if clock.left < 1.2 * (cost + extra.get(name, 0.0)):
+                break
+            say(f"extra: {name}", 0.99)
+            base = trial([], the_plan.steps, window)
+            baselines.append(base)
+            pairs[name] = [(base, trial([name], the_plan.steps, window + extra.get(name, 0.0)))]
     except KeyboardInterrupt:
         result["interrupted"] = True
         result["notes"].append("interrupted (Ctrl-C): the table shows the trials done so far")

@@ -88,9 +88,11 @@ def drift(values: Sequence[float], reference: Sequence[float]) -> float | None:
     count = min(len(values), len(reference))
     if count == 0:
         return None
-    scale = max(abs(v) for v in reference[:count] if math.isfinite(v)) if any(
-        math.isfinite(v) for v in reference[:count]
-    ) else 1.0
+    scale = (
+        max(abs(v) for v in reference[:count] if math.isfinite(v))
+        if any(math.isfinite(v) for v in reference[:count])
+        else 1.0
+    )
     worst = 0.0
     for value, ref in zip(values[:count], reference[:count], strict=True):
         if not (math.isfinite(value) and math.isfinite(ref)):

@@ -157,6 +157,9 @@ def tune_script(
                 measured = trial([name], the_plan.steps, window + extra.get(name, 0.0))
                 done += 1
                 pairs[name].append((base, measured))
+                if name in extra and not measured.get("error"):  # compiling time, now measured
+                    cost = max(5.0, warmup_s(measured) - warmup_s(base))
+                    extra = {k: cost for k in extra}
                 if (
                     measured.get("error")
                     or (drift(measured.get("values") or [], base.get("values") or []) or 0)

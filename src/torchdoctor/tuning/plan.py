@@ -2,8 +2,8 @@
 
 From the first baseline trial: the cost of a trial outside its steps (start-up, set-up) and the
 time of one step. ``torch.compile`` knobs also pay compiling, guessed until one was measured.
-The plan keeps at least 2 rounds when it can (a spread needs two pairs), then as many measured
-steps as fit (at most ``MAX_STEPS``); knobs that do not fit even with one round of
+The plan keeps at least 2 rounds when it can (a spread needs two pairs; interleaving beats long
+trials on a noisy machine), then as many measured steps as fit (at most ``MAX_STEPS``); knobs that do not fit even with one round of
 ``MIN_STEPS`` steps are left out, last first.
 
 Example:
@@ -21,7 +21,7 @@ MIN_STEPS = 3
 MAX_STEPS = 30
 MAX_ROUNDS = 3
 #: first guess of torch.compile's compiling time on a trial (seconds), until one is measured
-COMPILE_GUESS_S = {"cpu": 60.0, "cuda": 90.0}
+COMPILE_GUESS_S = {"cpu": 30.0, "cuda": 60.0}
 #: estimates are inflated by this factor: trials on a loaded machine run slower than the first
 SAFETY = 1.3
 
@@ -73,7 +73,7 @@ def plan(
                                                          extra.get(knob, 0.0)))  # fmt: skip
                 if combination and len(chosen) > 1:
                     total += 2 * base + max(extra.get(k, 0.0) for k in chosen)
-                if total * SAFETY <= budget_s and (rounds == 1 or steps >= 2 * MIN_STEPS):
+                if total * SAFETY <= budget_s and (rounds == 1 or steps >= MIN_STEPS + 2):
                     return Plan(rounds, steps, warmup, chosen, left_out, total)
         if not chosen:
             return Plan(0, MIN_STEPS, warmup, [], left_out, 0.0)

@@ -23,6 +23,7 @@ Example (a script with no module: every knob is skipped with its reason):
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from typing import Any
 
 from torchdoctor.tuning.evaluate import combination, knob_row, knob_rows
 from torchdoctor.tuning.knobs import KNOB_BY_NAME, KNOBS, snippet
-from torchdoctor.tuning.plan import COMPILE_GUESS_S, plan
+from torchdoctor.tuning.plan import COMPILE_GUESS_S, MAX_ROUNDS, plan
 from torchdoctor.tuning.stats import drift, measured_ms, trial_ms, warmup_s
 from torchdoctor.tuning.trial import run_trial
 
@@ -142,20 +143,35 @@ def tune_script(
     stopped: set[str] = set()
     total = max(1, the_plan.rounds * len(the_plan.knobs) * 2)
     done = 0
+    walls: list[float] = []  # wall time of every trial of the rounds
+    _round = 0
     try:
-        for _round in range(the_plan.rounds):
+        while _round < the_plan.rounds or (
+            # time left after the planned rounds: another round, as measured (not guessed)
+            rounds is None
+            and _round < MAX_ROUNDS
+            and walls
+            and clock.left
+            > 1.3
+            * statistics.mean(walls)
+            * 2
+            * len([k for k in the_plan.knobs if k not in stopped])
+        ):
+            _round += 1
+            label = f"round {_round}/{max(_round, the_plan.rounds)}"
             for name in the_plan.knobs:
                 if name in stopped:
                     continue
                 if clock.left < 2 * (_overhead_s(probe) + step_s * (the_plan.steps + warmup)):
                     raise TimeoutError
-                say(f"round {_round + 1}/{the_plan.rounds}: baseline", done / total)
+                say(f"{label}: baseline", min(0.99, done / total))
                 base = trial([], the_plan.steps, window)
                 baselines.append(base)
                 done += 1
-                say(f"round {_round + 1}/{the_plan.rounds}: {name}", done / total)
+                say(f"{label}: {name}", min(0.99, done / total))
                 measured = trial([name], the_plan.steps, window + extra.get(name, 0.0))
                 done += 1
+                walls += [base.get("wall_s") or 0.0, measured.get("wall_s") or 0.0]
                 pairs[name].append((base, measured))
                 if name in extra and not measured.get("error"):  # compiling time, now measured
                     cost = max(5.0, warmup_s(measured) - warmup_s(base))
@@ -180,6 +196,7 @@ def tune_script(
     except TimeoutError:
         result["notes"].append(f"the budget ({budget_s:g} s) ran out: the table shows the "
                                "trials done so far; give more with --budget")  # fmt: skip
+    result["plan"]["rounds"] = _round
     base_drifts = [d for b in baselines[1:] if not b.get("error")
                    and (d := drift(b.get("values") or [], probe.get("values") or []))
                    is not None]  # fmt: skip

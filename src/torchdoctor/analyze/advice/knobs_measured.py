@@ -40,8 +40,9 @@ def tune_rows(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """
     tune = session.get("tune") or {}
     rows = [r for r in tune.get("rows") or () if r.get("status") == "measured"]
-    if tune.get("combination"):
-        rows.append(tune["combination"])
+    combination = tune.get("combination")
+    if combination and len(tune.get("chosen") or ()) > 1:  # only when it beat every knob alone
+        rows.append(combination)
     return rows
 
 

@@ -44,7 +44,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from torchdoctor.tuning.knobs import knob_names
+
     parser.allow_abbrev = False
     parser.add_argument("script", metavar="SCRIPT", nargs="?", help="the Python script to tune")
     parser.add_argument("script_args", metavar="ARGS", nargs="*", help="passed to the script")
@@ -52,11 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time for the whole tune; trials and steps are scaled to fit "
                         "(default: 300)")  # fmt: skip
     parser.add_argument("--knobs", metavar="A,B", default=None,
-                        help="only these knobs (default: all that apply)")  # fmt: skip
+                        help="only these knobs, comma-separated (default: all that apply): "
+                        + ", ".join(knob_names()))  # fmt: skip
     parser.add_argument("--tolerance", metavar="X", type=_positive_float, default=0.05,
                         help="largest relative change of the loss (or output) accepted, unless "
                         "the baseline's own drift x 3 is larger (default: 0.05)")  # fmt: skip
-    parser.add_argument("--warmup", metavar="N", type=int, default=2,
+    parser.add_argument("--warmup", metavar="N", type=_non_negative, default=2,
                         help="steps each trial runs before measuring (default: 2)")  # fmt: skip
     parser.add_argument("--steps", metavar="N", type=_positive, default=None,
                         help="measured steps per trial (default: what fits the budget)")  # fmt: skip

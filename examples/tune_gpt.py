@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 torch.manual_seed(0)
-vocab, dim, heads, layers, context, batch = 512, 128, 4, 2, 64, 16
+vocab, dim, heads, layers, context, batch = 256, 64, 4, 2, 32, 8
 
 
 class Block(nn.Module):

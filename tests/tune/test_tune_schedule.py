@@ -44,8 +44,8 @@ def test_trials_are_interleaved_and_the_ratio_is_the_median_of_pairs(monkeypatch
                                                 "pairs": 2}  # fmt: skip
     assert rows["channels_last"]["verdict"] == "faster" and rows["tf32"]["status"] == "skipped"
     assert result["baseline"]["drift"] == 0.0
-    # the best compatible set is measured as one more (baseline, combination) pair
-    assert calls[9:] == [(), ("channels_last", "foreach_optimizer")]
+    # the best compatible set is measured as (baseline, combination) pairs
+    assert calls[9:] == [(), ("channels_last", "foreach_optimizer")] * 2
     assert result["combination"]["speedup"]["median"] == pytest.approx(10 / 7)
     assert result["chosen"] == ["channels_last", "foreach_optimizer"]
     assert "channels_last" in result["snippet"] and "foreach=True" in result["snippet"]
@@ -80,3 +80,12 @@ def test_a_small_budget_leaves_knobs_out_and_says_so(monkeypatch, tmp_path):
     assert rows["channels_last"]["status"] == "measured"
     assert rows["foreach_optimizer"]["reason"] == "no time left in the budget"
     assert calls == [(), (), ("channels_last",)]
+
+
+def test_one_faster_pair_is_unconfirmed_not_accepted(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "run_trial", _fake([]))
+    result = runner.tune_script("train.py", budget_s=1000, rounds=1, workdir=tmp_path,
+                                knobs=["channels_last"])  # fmt: skip
+    (row,) = result["rows"]
+    assert row["speedup"]["median"] == 1.25 and row["verdict"] == "unconfirmed"
+    assert not row["accepted"] and "--budget" in row["reason"] and result["chosen"] == []

@@ -142,10 +142,11 @@ def tune(
         chosen = combination(rows)
         combo = None
         if len(chosen) > 1:
-            base = _one_trial(step_fn, [], state, **run)
-            combo = knob_row("+".join(chosen), [(base, _one_trial(step_fn, chosen, state, **run))],
+            combo_pairs = [(_one_trial(step_fn, [], state, **run),
+                            _one_trial(step_fn, chosen, state, **run)) for _ in range(2)]  # fmt: skip
+            combo = knob_row("+".join(chosen), combo_pairs,
                              baseline_drift=baseline_drift, tolerance=tolerance,
-                             title=" + ".join(chosen))  # fmt: skip
+                             title="combination: " + " + ".join(chosen))  # fmt: skip
             if not combo["accepted"]:
                 chosen = chosen[:1]
     finally:

@@ -3,12 +3,14 @@
 A knob is *rejected* when its drift from the baseline exceeds ``max(tolerance, 3 x baseline
 drift)`` (the baseline's own run-to-run drift, measured by running it twice under the same
 seed), *failed* when a trial broke, *faster* (accepted) when the median pair speedup is at
-least ``1 + MIN_GAIN`` and every pair was faster, else *no gain* or *slower*.
+least ``1 + MIN_GAIN`` and every pair, at least ``MIN_PAIRS`` of them, was faster (one pair that
+looks faster is *unconfirmed*: on a busy machine one pair can be off by far more than a knob
+gains), else *no gain* or *slower*.
 
 Example:
     >>> base = {"warmup": 0, "step_ms": [10.0], "values": [1.0], "startup_s": 1.0}
     >>> fast = {"warmup": 0, "step_ms": [5.0], "values": [1.0], "startup_s": 1.0}
-    >>> row = knob_row("compile", [(base, fast)], baseline_drift=0.0, tolerance=0.05)
+    >>> row = knob_row("compile", [(base, fast)] * 2, baseline_drift=0.0, tolerance=0.05)
     >>> row["verdict"], row["speedup"]["median"]
     ('faster', 2.0)
 """
@@ -29,6 +31,8 @@ from torchdoctor.tuning.stats import (
 
 #: a knob must save at least this share (median over pairs) to be accepted
 MIN_GAIN = 0.03
+#: pairs a knob must win, all of them, to be accepted
+MIN_PAIRS = 2
 
 Pair = tuple[Mapping[str, Any], Mapping[str, Any]]
 
@@ -100,7 +104,11 @@ def knob_row(
     elif speed is None:
         row.update(verdict="failed", status="failed", reason=error or "no step was measured")
     elif speed["median"] >= 1.0 + MIN_GAIN and speed["low"] > 1.0:
-        row.update(verdict="faster", accepted=True)
+        if speed["pairs"] >= MIN_PAIRS:
+            row.update(verdict="faster", accepted=True)
+        else:
+            row.update(verdict="unconfirmed", reason="faster in its only pair; give more "
+                       "--budget (or --rounds 2) to confirm")  # fmt: skip
     elif speed["median"] < 1.0 - MIN_GAIN:
         row["verdict"] = "slower"
     else:

@@ -213,10 +213,15 @@ def tune_script(
     if len(chosen) > 1 and not result["interrupted"] and clock.left > 0:
         say("combination: " + " + ".join(chosen), 0.99)
         try:
-            base = trial([], the_plan.steps, window)
-            both = trial(chosen, the_plan.steps, window + sum(extra.get(k, 0.0) for k in chosen))
-            combo = knob_row("+".join(chosen), [(base, both)], baseline_drift=baseline_drift,
-                             tolerance=tolerance, title=" + ".join(chosen))  # fmt: skip
+            combo_pairs = []
+            for _ in range(2):  # two pairs: a combination is accepted on MIN_PAIRS pairs too
+                base = trial([], the_plan.steps, window)
+                both = trial(
+                    chosen, the_plan.steps, window + sum(extra.get(k, 0.0) for k in chosen)
+                )
+                combo_pairs.append((base, both))
+            combo = knob_row("+".join(chosen), combo_pairs, baseline_drift=baseline_drift,
+                             tolerance=tolerance, title="combination: " + " + ".join(chosen))  # fmt: skip
             combo["snippet"] = "\n".join(snippet(KNOB_BY_NAME[k], observed) for k in chosen)
             result["combination"] = combo
             best = max((r for r in rows if r.get("accepted")),

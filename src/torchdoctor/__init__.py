@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "compare": "torchdoctor.bench",
     "sweep": "torchdoctor.bench",
     "profile": "torchdoctor.collect.profile_step",
+    "tune": "torchdoctor.tuning.api",
     "Profiler": "torchdoctor.collect.profiler",
     "region": "torchdoctor.collect.regions",
     "step": "torchdoctor.collect.regions",

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "bench": "torchdoctor.commands.bench",
     "ranks": "torchdoctor.commands.ranks",
     "history": "torchdoctor.commands.history",
+    "tune": "torchdoctor.commands.tune",
 }
 
 

@@ -76,6 +76,12 @@ def _sigterm_as_interrupt():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+class StopScript(BaseException):
+    """Raised by a hook of torchdoctor's (``torchdoctor tune`` after its measured steps) to end
+    the script at a step boundary; :func:`run_script` returns exit code 0 with ``stopped`` set.
+    A BaseException, so the script's own ``except Exception`` blocks let it through."""
+
+
 class ScriptNotFoundError(ValueError):
     """The script path does not name a readable file.
 
@@ -123,6 +129,7 @@ class ScriptOutcome:
     exception: BaseException | None = None
     interrupted: bool = False  # Ctrl-C (KeyboardInterrupt)
     traceback_text: str | None = None
+    stopped: bool = False  # ended by torchdoctor itself (StopScript), not by the script
 
 
 def _qualnames(tree: ast.AST) -> dict[str, ast.AST]:
@@ -299,6 +306,8 @@ def run_script(
             return ScriptOutcome(0)
         except SystemExit as exc:
             return ScriptOutcome(_exit_code(exc))
+        except StopScript:  # torchdoctor stopped it on purpose: a clean end
+            return ScriptOutcome(0, stopped=True)
         except Terminated as exc:  # SIGTERM: Python would die silently; say where it stopped
             where = traceback.extract_tb(exc.__traceback__)
             user = [f for f in where if f.filename == script.path]

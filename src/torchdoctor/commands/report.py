@@ -4,6 +4,9 @@ Example (shell)::
 
     torchdoctor report run.json --format html -o report.html
     torchdoctor report run.json              # console report on stdout
+
+A tune session of the same script (``torchdoctor tune``: ``tune.json`` beside the session, or
+``--tune PATH``) is merged in, so the knob advice carries the measured savings.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from torchdoctor.render.reports import RENDERERS, infer_format
 
@@ -36,6 +40,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="report format (default: from the -o suffix, else console)",
     )
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument(
+        "--tune",
+        metavar="TUNE.json",
+        help="a torchdoctor tune session of the same script to merge (default: tune.json "
+        "beside SESSION.json, when it measured the same script)",
+    )
+
+
+def merge_tune_session(session: Any, session_path: str, tune_path: str | None) -> Any:
+    """The session with a tune session of the same script merged in (unchanged without one).
+
+    Example:
+        >>> from torchdoctor.session import Session
+        >>> s = Session.new("train.py", with_environment=False)
+        >>> merge_tune_session(s, "/nonexistent/session.json", None) is s
+        True
+    """
+    from torchdoctor.session import Session
+    from torchdoctor.tuning.session import merge_tune, same_script
+
+    if (session.get("config") or {}).get("command") == "tune":
+        return session
+    path = Path(tune_path) if tune_path else Path(session_path).parent / "tune.json"
+    if not path.is_file():
+        if tune_path:
+            raise ValueError(f"--tune {tune_path}: no such file; give the tune.json written by "
+                             "`torchdoctor tune --out DIR`")  # fmt: skip
+        return session
+    tune = Session.load(path)
+    if not same_script(session, tune):
+        if tune_path:
+            raise ValueError(f"--tune {tune_path} measured {tune['config'].get('script')}, not "
+                             f"{session.get('label')}; give the tune of the same script")  # fmt: skip
+        return session
+    print(f"torchdoctor report: knob advice measured by {path}", file=sys.stderr)
+    return merge_tune(session, tune)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         session = Session.load(args.session)
+        session = merge_tune_session(session, args.session, getattr(args, "tune", None))
     except (OSError, ValueError, TypeError) as exc:
         print(f"torchdoctor report: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,10 @@ Which knobs are on is read from ``environment["knobs"]`` (or ``config["knobs"]``
 ``compile`` is also inferred from ``OptimizedModule`` nodes in the tree. A knob known to be on
 is never advised. Savings are Amdahl over the measured forward + backward share with the
 remedy's stated speedup range (autocast and TF32 on CUDA only; channels_last only when the tree
-has a Conv2d/Conv3d module).
+has a Conv2d/Conv3d module),
+and each says how to measure it instead: ``torchdoctor tune SCRIPT``. When the session holds a
+tune (``session["tune"]``, from ``torchdoctor tune`` or merged by ``torchdoctor report``), the
+knobs it measured get their measured saving instead (``knobs_measured.py``).
 
 Example:
     >>> engine_knobs({"tree": None, "phases": {}})
@@ -18,8 +21,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, is_cuda, pct, with_saving
-from torchdoctor.session_read import center, fmt_ms, step_ms, walk
+from torchdoctor.analyze.advice.base import (
+    SPEEDUPS,
+    Advice,
+    center,
+    fmt_ms,
+    is_cuda,
+    pct,
+    step_ms,
+    walk,
+    with_saving,
+)
+from torchdoctor.analyze.advice.knobs_measured import measured, measured_knob_advice
 
 #: forward + backward must be at least this share of the step for a knob to be worth it
 MIN_FRACTION = 0.30
@@ -84,6 +97,12 @@ def _knob_state(session: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _script_name(session: Mapping[str, Any]) -> str:
+    """The script to name in ``torchdoctor tune SCRIPT`` (the run's label when it is one)."""
+    label = str(session.get("label") or "")
+    return label if label.endswith(".py") else "SCRIPT"
+
+
 def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each precision/engine knob not known to be in use.
 
@@ -93,11 +112,12 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         >>> [a.title for a in engine_knobs(s)]
         ['torch.compile the model']
     """
+    advice = measured_knob_advice(session)
     step = step_ms(session)
     phases = session.get("phases") or {}
     compute = center(phases.get("forward")) + center(phases.get("backward"))
     if step <= 0 or compute < MIN_FRACTION * step:
-        return []
+        return advice
     fraction = min(1.0, compute / step)
     state = _knob_state(session)
     cuda = is_cuda(session)
@@ -106,9 +126,9 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         wanted = ["autocast", "tf32", *wanted]
     if state["_conv"]:
         wanted.append("channels_last")
-    advice = []
+    script = _script_name(session)
     for knob in wanted:
-        if state.get(knob) is True:
+        if state.get(knob) is True or measured(session, knob):
             continue
         spec = dict(_KNOBS[knob])
         if knob == "compile" and not state["_modules"]:  # plain tensor code, no nn.Module
@@ -129,7 +149,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
                 f"{fmt_ms(compute)} ({pct(compute, step):.0f}% of the step)",
                 f"expected {speedup.low:g}-{speedup.high:g}x on that part ({speedup.source})",
             ],
-            fix=spec["fix"],
+            fix=f"{spec['fix']} Measure it: torchdoctor tune {script}",
             references=[spec["ref"], "seed 000", "seed 001"],
             code=spec["code"],
             cause=CAUSES[knob],

@@ -1,0 +1,99 @@
+"""Knob advice measured by ``torchdoctor tune`` (``session["tune"]``), for rule engine-knobs.
+
+Each knob the tune accepted (faster, drift within its limit) becomes advice with the measured
+saving: ``step x (1 - 1 / speedup)``, the speedup being the median of (baseline, knob) pairs
+over the whole step, its range from the lowest and highest pair. It is ranked with the other
+measured advice (rule ``tuned-knob``), not as a generic knob. A knob the tune measured and did
+not accept gets no stated advice either: the measurement replaces the guess.
+
+Example:
+    >>> tune = {"rows": [{"knob": "compile", "title": "compile", "accepted": True,
+    ...          "speedup": {"median": 1.25, "low": 1.2, "high": 1.3, "pairs": 3},
+    ...          "drift": 0.001, "drift_limit": 0.05, "status": "measured"}]}
+    >>> (advice,) = measured_knob_advice({"step_ms": {"median": 100.0}, "tune": tune})
+    >>> advice.rule, round(advice.estimated_saving_ms, 3)
+    ('tuned-knob', 20.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, step_ms
+
+#: the stated knobs of rule engine-knobs -> the tune knobs that measure them
+MEASURED_BY = {
+    "autocast": ("bf16_autocast", "fp16_autocast"),
+    "tf32": ("tf32",),
+    "channels_last": ("channels_last",),
+    "compile": ("compile", "compile_reduce_overhead", "compile_max_autotune"),
+}
+
+
+def tune_rows(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The measured rows of the session's tune (empty when it has none).
+
+    Example:
+        >>> tune_rows({"tune": {"rows": [{"knob": "tf32", "status": "skipped"}]}})
+        []
+    """
+    tune = session.get("tune") or {}
+    rows = [r for r in tune.get("rows") or () if r.get("status") == "measured"]
+    combination = tune.get("combination")
+    if combination and len(tune.get("chosen") or ()) > 1:  # only when it beat every knob alone
+        rows.append(combination)
+    return rows
+
+
+def measured(session: Mapping[str, Any], stated_knob: str) -> bool:
+    """Whether the tune measured one of the knobs behind a stated knob advice.
+
+    Example:
+        >>> measured({"tune": {"rows": [{"knob": "compile", "status": "measured"}]}}, "compile")
+        True
+    """
+    names = {r.get("knob") for r in tune_rows(session)}
+    return any(name in names for name in MEASURED_BY.get(stated_knob, (stated_knob,)))
+
+
+def _saving(step: float, speedup: float) -> float:
+    return step * (1.0 - 1.0 / speedup) if speedup > 0 else 0.0
+
+
+def measured_knob_advice(session: Mapping[str, Any]) -> list[Advice]:
+    """Advice for each knob (and the combination) the tune accepted, with the measured saving."""
+    step = step_ms(session)
+    out = []
+    for row in tune_rows(session):
+        speed = row.get("speedup")
+        if not row.get("accepted") or not speed or step <= 0:
+            continue
+        evidence = [
+            f"measured by torchdoctor tune on this script: {speed['median']:.3g}x over the "
+            f"whole step ({speed['low']:.3g}-{speed['high']:.3g} over {speed['pairs']} "
+            "(baseline, knob) pair(s), interleaved)",
+        ]
+        if row.get("drift") is not None:
+            evidence.append(f"loss/output drift {row['drift']:.3g} (limit "
+                            f"{row.get('drift_limit', 0.0):.3g})")  # fmt: skip
+        if row.get("warmup_cost_s") is not None:
+            evidence.append(f"warm-up/compile cost {row['warmup_cost_s']:+.3g} s once")
+        for item in (row.get("graph_breaks") or [])[:3]:
+            evidence.append(f"graph break at {item.get('file')}:{item.get('line')}: "
+                            f"{item.get('reason')}")  # fmt: skip
+        saving = _saving(step, speed["median"])
+        advice = Advice(
+            rule="tuned-knob",
+            title=f"Turn on {row.get('title') or row['knob']} (measured {speed['median']:.3g}x)",
+            confidence="high" if speed["pairs"] >= 2 else "medium",
+            estimated_saving_ms=saving,
+            saving_range_ms=sorted([_saving(step, speed["low"]), _saving(step, speed["high"])]),
+            evidence=evidence,
+            fix=f"measured saving {fmt_ms(saving)} per step; enable it as in the snippet",
+            references=["torchdoctor tune"],
+            code=row.get("snippet") or None,
+            heat=min(1.0, max(0.0, 1.0 - 1.0 / speed["median"])),
+        )
+        out.append(advice)
+    return out

@@ -1,0 +1,96 @@
+"""Trials in their own process: a never-ending script is stopped after its steps, values and
+times come back, and (slow) a compile trial reports its graph break."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from torchdoctor.collect.script import StopScript, load_script, run_script
+from torchdoctor.tuning.trial import run_trial
+
+FOREVER_TRAIN = """
+import torch
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+opt = torch.optim.SGD(net.parameters(), lr=0.01)
+x, y = torch.randn(32, 8), torch.randn(32, 1)
+while True:  # never ends by itself
+    try:
+        opt.zero_grad()
+        loss = ((net(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+    except Exception:  # a script that swallows errors must still be stoppable
+        pass
+"""
+
+FOREVER_INFERENCE = """
+import torch
+net = torch.nn.Linear(8, 8).eval()
+x = torch.randn(4, 8)
+with torch.no_grad():
+    while True:
+        x = torch.tanh(net(x))
+"""
+
+
+def _script(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_a_never_ending_training_script_is_stopped_after_warmup_plus_n_steps(tmp_path):
+    script = _script(tmp_path, "forever.py", FOREVER_TRAIN)
+    result = run_trial(script, [], [], workdir=tmp_path, warmup=2, steps=4, timeout=120)
+    assert result["error"] is None and result["stopped"] is True and result["exit_code"] == 0
+    assert result["mode"] == "optimizer"
+    assert len(result["step_ms"]) == 6  # 2 warm-up + 4 measured
+    assert len(result["values"]) == 6 and all(v > 0 for v in result["values"])  # the losses
+    assert result["observed"]["optimizers"][0]["type"] == "SGD"
+
+
+def test_a_never_ending_inference_loop_is_stopped_and_its_outputs_recorded(tmp_path):
+    script = _script(tmp_path, "infer.py", FOREVER_INFERENCE)
+    result = run_trial(script, [], ["inference_mode"], workdir=tmp_path, warmup=1, steps=3,
+                       timeout=120)  # fmt: skip
+    assert result["error"] is None and result["stopped"] is True
+    assert result["mode"] == "module" and len(result["step_ms"]) == 4
+    assert result["observed"]["backward"] is False and len(result["values"]) == 4
+
+
+def test_stop_script_ends_run_script_cleanly(tmp_path):
+    path = _script(tmp_path, "s.py", "from torchdoctor.collect.script import StopScript\n"
+                   "try:\n    raise StopScript()\nexcept Exception:\n    pass\n")  # fmt: skip
+    outcome = run_script(load_script(path))
+    assert outcome.exit_code == 0 and outcome.stopped and outcome.exception is None
+    assert issubclass(StopScript, BaseException) and not issubclass(StopScript, Exception)
+
+
+@pytest.mark.slow
+def test_compile_trial_reports_the_item_graph_break_with_its_line(tmp_path):
+    script = _script(tmp_path, "item.py", """
+        import torch
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = torch.nn.Linear(4, 4)
+            def forward(self, x):
+                y = self.a(x)
+                if y.sum().item() > 1e9:
+                    y = y * 2
+                return y
+        net = Net()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        while True:
+            opt.zero_grad()
+            net(torch.ones(2, 4)).pow(2).mean().backward()
+            opt.step()
+    """)  # fmt: skip
+    result = run_trial(script, [], ["compile"], workdir=tmp_path, warmup=1, steps=2, timeout=600)
+    assert result["error"] is None and result["stopped"]
+    (found,) = [b for b in result["graph_breaks"] if b["file"] == script]
+    assert found["line"] == 9 and "item()" in found["reason"]

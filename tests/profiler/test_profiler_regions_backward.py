@@ -2,7 +2,8 @@
 attributed to the region (as for a module call), not left in the root's (self).
 
 Structure, not tight timings: a region's backward is > 0, the step's unattributed backward
-shrinks, and the region's share is within a generous factor of the same code as a module.
+shrinks, and the region's share of the backward is within a factor of 2 of the same code's as a
+module (shares within one session, not times across two).
 """
 
 import pytest
@@ -79,8 +80,11 @@ def test_region_loss_gets_backward_like_a_module(syncs):
     backward = _bwd(s_region["tree"])
     assert _bwd(region) > 0.4 * backward
     assert _unattributed_backward(s_region) < 0.5 * backward
-    # about what the same code gets as a module (generous: timings on a shared machine)
-    assert 0.2 < _bwd(region) / _bwd(module) < 5.0
+    # about the share of the step's backward the same code gets as a module: shares within one
+    # session, so a loaded machine slowing one run and not the other does not matter
+    region_share = _bwd(region) / backward
+    module_share = _bwd(module) / _bwd(s_module["tree"])
+    assert 0.5 < region_share / module_share < 2.0
 
 
 def test_region_without_backward_gets_none():

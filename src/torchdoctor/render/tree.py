@@ -119,8 +119,14 @@ def render_tree(
     step_ms = center(step)
     if group:
         tree = group_repeated_siblings(tree)
-    tree = with_percentages(tree, step_ms)
     config = session.get("config") or {}
+    detail = config.get("detail") or {}
+    steps_seen = config.get("steps", len(session.get("steps") or []))
+    # with detail windows the tree and phases come from the detailed steps: their shares are
+    # of those steps' own time (light steps, without hooks, are faster or slower under load)
+    detailed_ms = center(tree.get("total_ms"))
+    windowed = 0 < detail.get("detailed_count", steps_seen) < steps_seen and detailed_ms > 0
+    tree = with_percentages(tree, detailed_ms if windowed else step_ms)
     title = Text(
         f"{session.get('label') or 'step'}: {format_ms(step_ms)} ms per step "
         f"(median {format_ms(step.get('median', step_ms))}, "
@@ -128,11 +134,15 @@ def render_tree(
         f"{config.get('steps', len(session.get('steps') or []))} steps, "
         f"timing: {config.get('timing', '?')})"
     )
+    if windowed:
+        title.append(f"; tree and phases from {detail['detailed_count']} detailed steps, "
+                     f"{format_ms(detailed_ms)} ms each")  # fmt: skip
     phases = session.get("phases") or {}
     parts = []
+    share_of = detailed_ms if windowed else step_ms
     for name in PHASES:
         value = center(phases.get(name))
-        pct = 100.0 * value / step_ms if step_ms else 0.0
+        pct = 100.0 * value / share_of if share_of else 0.0
         parts.append(f"{name} {format_ms(value)} {pct:.0f}%")
     phase_line = Text("phases (ms): " + " | ".join(parts))
     inference = session.get("inference") or {}

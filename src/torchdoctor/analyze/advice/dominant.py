@@ -319,8 +319,27 @@ REMEDIES: tuple[Remedy, ...] = (
 )
 
 
-def _remedy_for(node: Mapping[str, Any], group: list | None, cuda: bool) -> Remedy:
-    return next(r for r in REMEDIES if r.when(node, group, cuda))
+def _remedy_for(
+    node: Mapping[str, Any], group: list | None, cuda: bool, fused: frozenset[str] = frozenset()
+) -> Remedy:
+    """The first remedy that fits; attention that already runs the fused kernel (a measured
+    line inside it calls scaled_dot_product_attention: ``fused``) is not told to use it."""
+    paths = [str(n.get("path") or "") for n in (group or [node])]
+    already = any(o == p or o.startswith(p + ".") for p in paths for o in fused)
+    return next(
+        r for r in REMEDIES if r.when(node, group, cuda) and not (already and r.name == "attention")
+    )
+
+
+def _fused_attention_owners(session: Mapping[str, Any]) -> frozenset[str]:
+    """Owners (module paths) of measured lines that call scaled_dot_product_attention."""
+    return frozenset(
+        str(line.get("owner") or "")
+        for line in (session.get("hot_lines") or {}).get("lines") or ()
+        if any(
+            "scaled_dot_product_attention" in str(op.get("op")) for op in line.get("top_ops") or ()
+        )
+    )
 
 
 def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
@@ -341,6 +360,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     estimate = (session.get("config") or {}).get("profiler_overhead") or {}
     overhead = estimate.get("overhead_pct") or 0.0
     cuda = is_cuda(session)
+    fused = _fused_attention_owners(session)
     for node, label, group in _candidates(tree, step):
         part_ms = sum(node_ms(c) for c in group) if group else node_ms(node)
         if part_ms * _kept_after_caching(session, str(node.get("path") or "")) < THRESHOLD * step:
@@ -356,7 +376,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         bwd = part_ms - fwd
         if bwd > 0:
             evidence.append(f"forward {fmt_ms(fwd)}, backward {fmt_ms(bwd)}")
-        remedy = _remedy_for(node, group, cuda)
+        remedy = _remedy_for(node, group, cuda, fused)
         if remedy.name == "layer-stack":
             halve = amdahl_saving(step, fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")

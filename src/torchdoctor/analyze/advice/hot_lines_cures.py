@@ -135,14 +135,23 @@ CURES_BY_OP: dict[str, Cure] = {
 
 
 def is_per_element_loop(row: Mapping[str, Any]) -> bool:
-    """A line executed many times per step whose torch calls are small.
+    """A line executed many times per step, and several times per run of its function (when
+    that is known: the calls of the module whose forward it is in, or of the line that called
+    its function), whose torch calls are small. A module's forward line run once per call of
+    20 layers is no loop.
 
     Example:
         >>> is_per_element_loop({"calls_per_step": 64, "torch_calls_per_step": 320,
         ...                      "forward_ms": 3.2})
         True
+        >>> is_per_element_loop({"calls_per_step": 20, "torch_calls_per_step": 20,
+        ...                      "forward_ms": 1.0, "invocations_per_step": 20})
+        False
     """
     calls = float(row.get("calls_per_step") or 0.0)
+    invocations = float(row.get("invocations_per_step") or 0.0)
+    if invocations > 0 and calls < 2 * invocations:
+        return False  # about once per run of its function: not a loop inside it
     torch_calls = float(row.get("torch_calls_per_step") or 0.0)
     per_call = float(row.get("forward_ms") or 0.0) / torch_calls if torch_calls else 0.0
     return calls >= LOOP_CALLS and per_call < SMALL_OP_MS

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import center, same_file, step_ms
+from torchdoctor.analyze.advice.base import center, same_file, step_ms, walk
 
 #: a line is hot (gets advice of its own) from this share of the step
 HOT_SHARE = 0.05
@@ -37,6 +37,11 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
     """
     section = session.get("hot_lines") or {}
     step = step_ms(session)
+    calls_of = {  # a module's or region's calls per step: how often its lines' frame runs
+        str(node.get("path")): float(node.get("calls_per_step") or 0.0)
+        for node, _ in walk(session.get("tree"))
+        if node.get("kind") in ("module", "region")
+    }
     merged: dict[tuple[str, Any], dict[str, Any]] = {}
     for line in section.get("lines") or ():
         key = (str(line.get("file")), line.get("line"))
@@ -58,20 +63,35 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "via": list(line.get("via") or ()),
                 "steps": section.get("steps"),
                 "called_from": _caller_text(line.get("called_from")),
+                "invocations_per_step": 0.0,
+                "_callers": [],
             }
         row["forward_ms"] += center(line.get("forward_ms"))
         row["backward_ms"] += center(line.get("backward_ms"))
         row["total_ms"] += center(line.get("total_ms"))
         row["calls_per_step"] += float(line.get("calls_per_step") or 0.0)
         row["torch_calls_per_step"] += float(line.get("torch_calls_per_step") or 0.0)
-        row["owners"].append(str(line.get("owner") or ""))
+        owner = str(line.get("owner") or "")
+        row["owners"].append(owner)
+        if owner in calls_of:  # the line runs in that module's forward (or that region)
+            row["invocations_per_step"] += calls_of[owner]
+        else:
+            caller = line.get("called_from")
+            if isinstance(caller, Mapping) and caller.get("location"):
+                row["_callers"].append(str(caller["location"]))
         for op in line.get("top_ops") or ():
             acc = row["ops"].setdefault(str(op.get("op")), [0.0, 0.0, 0.0])
             acc[0] += float(op.get("forward_ms") or 0.0)
             acc[1] += float(op.get("backward_ms") or 0.0)
             acc[2] += float(op.get("calls_per_step") or 0.0)
+    by_location = {}
+    for row in merged.values():
+        by_location.setdefault(row["location"], 0.0)
+        by_location[row["location"]] += row["calls_per_step"]
     out = []
     for row in merged.values():
+        # a function's line: it runs once per execution of the line that called the function
+        row["invocations_per_step"] += sum(by_location.get(c, 0.0) for c in row.pop("_callers"))
         row["share"] = row["total_ms"] / step if step > 0 else 0.0
         row["top_ops"] = sorted(
             (

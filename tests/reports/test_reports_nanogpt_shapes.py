@@ -1,0 +1,53 @@
+"""Advice on nanoGPT-shaped sessions: a module's forward line run once per call of many layers
+is no per-element loop, and attention that already calls SDPA is not told to use it."""
+
+from __future__ import annotations
+
+from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.analyze.advice.hot_lines_cures import is_per_element_loop
+from torchdoctor.analyze.advice.hot_lines_data import measured_lines
+
+
+def _stat(value: float) -> dict:
+    return {"median": value, "mean": value}
+
+
+def _node(path: str, type_name: str, ms: float, calls: float, children=()) -> dict:
+    return {"kind": "module", "path": path, "name": path.rsplit(".", 1)[-1], "type": type_name,
+            "total_ms": _stat(ms), "forward_ms": _stat(ms / 2), "backward_ms": _stat(ms / 2),
+            "calls_per_step": calls, "children": list(children)}  # fmt: skip
+
+
+def _line(owner: str, line: int, code: str, ms: float, calls: float, ops=()) -> dict:
+    return {"file": "/repo/model.py", "line": line, "location": f"model.py:{line}",
+            "function": "forward", "code": code, "owner": owner, "owner_kind": "module",
+            "forward_ms": _stat(ms / 2), "backward_ms": _stat(ms / 2), "total_ms": _stat(ms),
+            "calls_per_step": calls, "torch_calls_per_step": calls,
+            "top_ops": [{"op": op, "forward_ms": ms / 2, "backward_ms": ms / 2,
+                         "calls_per_step": calls} for op in ops]}  # fmt: skip
+
+
+def _session() -> dict:
+    norms = [_node(f"h.{i}.ln_1", "LayerNorm", 1.0, 4) for i in range(5)]
+    attn = _node("h.1.attn", "CausalSelfAttention", 14.0, 4)
+    tree = {"kind": "root", "path": "", "total_ms": _stat(20.0), "children": [*norms, attn]}
+    lines = [_line(f"h.{i}.ln_1", 27, "return F.layer_norm(x, ...)", 1.0, 4) for i in range(5)]
+    lines.append(_line("h.1.attn", 64, "y = F.scaled_dot_product_attention(q, k, v)", 5.0, 4,
+                       ops=("torch._C._nn.scaled_dot_product_attention",)))  # fmt: skip
+    return {"step_ms": _stat(20.0), "tree": tree, "hot_lines": {"steps": 5, "lines": lines}}
+
+
+def test_a_module_forward_line_run_once_per_call_is_no_loop():
+    rows = {r["line"]: r for r in measured_lines(_session())}
+    layer_norm = rows[27]
+    assert layer_norm["calls_per_step"] == 20 and layer_norm["invocations_per_step"] == 20
+    assert not is_per_element_loop(layer_norm)
+    # the same line run 20x per call of its module would be one
+    assert is_per_element_loop({**layer_norm, "invocations_per_step": 1.0})
+
+
+def test_attention_already_calling_sdpa_gets_no_sdpa_advice():
+    titles = [a.title for a in dominant_module(_session())]
+    assert titles and not any("SDPA" in t for t in titles), titles
+    without_lines = {**_session(), "hot_lines": None}
+    assert any("SDPA" in a.title for a in dominant_module(without_lines))

@@ -80,6 +80,27 @@ def step_ms(session: Mapping[str, Any]) -> float:
     return center(root.get("total_ms")) or center(root.get("forward_ms"))
 
 
+def tree_step_ms(session: Mapping[str, Any]) -> float:
+    """The time of the steps the module tree and the phases describe: with detail windows that
+    left light steps out (``config.detail``), the tree root's total (the detailed steps, whose
+    hooks make them slower than light ones); else :func:`step_ms`. Shares of tree and phase
+    figures are of this time.
+
+    Example:
+        >>> windowed = {"step_ms": {"median": 5.0}, "tree": {"total_ms": {"median": 8.0}},
+        ...             "config": {"steps": 100, "detail": {"detailed_count": 10}}}
+        >>> tree_step_ms(windowed), tree_step_ms({"step_ms": {"median": 5.0}})
+        (8.0, 5.0)
+    """
+    config = session.get("config") or {}
+    detailed = (config.get("detail") or {}).get("detailed_count")
+    steps = config.get("steps") or len(session.get("steps") or ())
+    root = center((session.get("tree") or {}).get("total_ms"))
+    if isinstance(detailed, int) and 0 < detailed < steps and root > 0:
+        return root
+    return step_ms(session)
+
+
 def node_ms(node: Mapping[str, Any]) -> float:
     """A node's inclusive time per step (forward + backward), see :func:`center`.
 

@@ -39,6 +39,8 @@ def _mean(stat: Any) -> float:
 
 
 def _num(value: float) -> str:
+    if abs(value) < 5e-4:  # float residue of subtractions: no exponent in a report
+        return "0"
     return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
 
 
@@ -136,8 +138,8 @@ def rich_hot_lines(session: Mapping[str, Any]) -> list[Any]:
         column = HEADER[index]
         if index in (2, 3, 4, 5):
             table.add_column(
-                column.replace("/step", ""), justify="right", no_wrap=True, min_width=6
-            )
+                column.replace("/step", ""), justify="right", no_wrap=True, min_width=7
+            )  # "0.00918": 3 significant digits are never cut
         else:
             width = {0: None, 6: 24}.get(index, 30)
             table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)

@@ -36,7 +36,7 @@ from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
-from torchdoctor.session_read import step_ms
+from torchdoctor.session_read import tree_step_ms
 
 __all__ = [
     "RULES",
@@ -110,7 +110,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     found.sort(key=_rank_key, reverse=True)
     found = one_per_cause(found)  # the strongest entry of each cause keeps its place
     found.sort(key=_rank_key, reverse=True)
-    step = step_ms(session)
+    step = tree_step_ms(session)
     for priority, item in enumerate(found, start=1):
         item.priority = priority
         if item.estimated_saving_ms is not None and step > 0:

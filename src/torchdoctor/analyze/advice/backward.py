@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import TYPICAL_BACKWARD_FORWARD_RATIO, Advice, pct
-from torchdoctor.session_read import center, fmt_ms, step_ms, walk
+from torchdoctor.session_read import center, fmt_ms, tree_step_ms, walk
 
 #: backward / forward at or above this is "far above"
 RATIO = 4.0
@@ -80,7 +80,7 @@ def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
         >>> backward_heavy({"tree": tree, "step_ms": {"median": 10.0}})[0].estimated_saving_ms
         6.0
     """
-    step = step_ms(session)
+    step = tree_step_ms(session)
     tree = session.get("tree")
     if not tree or step <= 0:
         return []

@@ -28,6 +28,7 @@ from torchdoctor.session_read import (  # noqa: F401 (re-exported for the rules)
     node_ms,
     quantile,
     step_ms,
+    tree_step_ms,
     walk,
 )
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, tree_step_ms
 
 THRESHOLD = 0.10
 #: bytes per call below which a collective is latency-bound (coalescing pays)
@@ -152,7 +152,7 @@ def communication(session: Mapping[str, Any]) -> list[Advice]:
         '8 small all_reduce calls per step at t.py:5: coalesce them'
     """
     section = session.get("collectives") or {}
-    step = step_ms(session)
+    step = tree_step_ms(session)
     exposed = float(section.get("exposed_ms_per_step") or 0.0)
     if step <= 0 or exposed < THRESHOLD * step:
         return []

@@ -27,7 +27,7 @@ from torchdoctor.analyze.advice.base import (
     node_ms,
     pct,
     same_file,
-    step_ms,
+    tree_step_ms,
     walk,
     with_saving,
 )
@@ -68,7 +68,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
         >>> cpu_work(s)[0].rule
         'cpu-work'
     """
-    step = step_ms(session)
+    step = tree_step_ms(session)
     tree = session.get("tree")
     cuda = is_cuda(session)
     places: dict[int, tuple[Mapping | None, list[str]]] = {}

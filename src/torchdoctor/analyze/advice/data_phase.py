@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, pct, with_saving
-from torchdoctor.session_read import center, fmt_ms, step_ms
+from torchdoctor.session_read import center, fmt_ms, tree_step_ms
 
 THRESHOLD = 0.10
 
@@ -27,7 +27,7 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         >>> data_loading(s)[0].estimated_saving_ms
         1.5
     """
-    step = step_ms(session)
+    step = tree_step_ms(session)
     data = center((session.get("phases") or {}).get("data"))
     if step <= 0 or data < THRESHOLD * step:
         return []

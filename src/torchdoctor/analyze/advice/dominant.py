@@ -28,7 +28,7 @@ from torchdoctor.analyze.advice.base import (
     is_cuda,
     node_ms,
     pct,
-    step_ms,
+    tree_step_ms,
     walk,
     with_saving,
 )
@@ -352,7 +352,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         >>> [a.title for a in dominant_module({"step_ms": {"median": 10.0}, "tree": tree})]
         ['head (Linear) dominates the step: it is one matmul: make the matmul cheaper']
     """
-    step = step_ms(session)
+    step = tree_step_ms(session)
     tree = session.get("tree")
     if not tree or step <= 0:
         return []

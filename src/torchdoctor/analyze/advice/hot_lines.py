@@ -27,7 +27,7 @@ from torchdoctor.analyze.advice.base import (
     fmt_ms,
     location,
     same_file,
-    step_ms,
+    tree_step_ms,
     with_saving,
 )
 from torchdoctor.analyze.advice.hot_lines_cures import (
@@ -130,7 +130,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
         >>> advice[0].title.split(" takes")[0], round(advice[0].estimated_saving_ms, 2)
         ('loss.py:9', 4.14)
     """
-    step = step_ms(session)
+    step = tree_step_ms(session)
     if step <= 0:
         return []
     advice = []

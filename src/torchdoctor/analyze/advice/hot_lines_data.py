@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import center, same_file, step_ms, walk
+from torchdoctor.analyze.advice.base import center, same_file, tree_step_ms, walk
 
 #: a line is hot (gets advice of its own) from this share of the step
 HOT_SHARE = 0.05
@@ -36,7 +36,7 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
         []
     """
     section = session.get("hot_lines") or {}
-    step = step_ms(session)
+    step = tree_step_ms(session)
     calls_of = {  # a module's or region's calls per step: how often its lines' frame runs
         str(node.get("path")): float(node.get("calls_per_step") or 0.0)
         for node, _ in walk(session.get("tree"))

@@ -28,7 +28,7 @@ from torchdoctor.analyze.advice.base import (
     fmt_ms,
     is_cuda,
     pct,
-    step_ms,
+    tree_step_ms,
     walk,
     with_saving,
 )
@@ -113,7 +113,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         ['torch.compile the model']
     """
     advice = measured_knob_advice(session)
-    step = step_ms(session)
+    step = tree_step_ms(session)
     phases = session.get("phases") or {}
     compute = center(phases.get("forward")) + center(phases.get("backward"))
     if step <= 0 or compute < MIN_FRACTION * step:

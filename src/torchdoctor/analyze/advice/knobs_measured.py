@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, tree_step_ms
 
 #: the stated knobs of rule engine-knobs -> the tune knobs that measure them
 MEASURED_BY = {
@@ -63,7 +63,7 @@ def _saving(step: float, speedup: float) -> float:
 
 def measured_knob_advice(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each knob (and the combination) the tune accepted, with the measured saving."""
-    step = step_ms(session)
+    step = tree_step_ms(session)
     out = []
     for row in tune_rows(session):
         speed = row.get("speedup")

@@ -28,7 +28,7 @@ from torchdoctor.analyze.advice.base import (
     node_ms,
     pct,
     same_file,
-    step_ms,
+    tree_step_ms,
     unattributed_ms,
     walk,
 )
@@ -120,7 +120,7 @@ def suspect_lines(session: Mapping[str, Any]) -> list[tuple[str, str]]:
         []
     """
     out = []
-    step = step_ms(session)
+    step = tree_step_ms(session)
     for finding in map(as_finding_dict, session.get("lint") or ()):
         _, why = _heat(finding, session, step)
         if why.startswith("outside every module"):
@@ -183,7 +183,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         if not any(f.get("line") == line and same_file(file, str(f.get("path")))
                    for file, line in covered)
     ]  # fmt: skip
-    step = step_ms(session)
+    step = tree_step_ms(session)
     advice: list[Advice] = []
     cold: dict[str, list[Mapping[str, Any]]] = {}
     for finding in findings:

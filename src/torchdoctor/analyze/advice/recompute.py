@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, location, pct, step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, location, pct, tree_step_ms
 
 #: ignore recomputation that costs less than this share of the step
 MIN_FRACTION = 0.01
@@ -54,7 +54,7 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
         >>> a.estimated_saving_ms
         18.0
     """
-    step = step_ms(session)
+    step = tree_step_ms(session)
     records = list(session.get("recomputation") or ())
     paths = {str(r.get("path")) for r in records if (r.get("identical_input_calls") or 0) >= 1}
     tree = _tree_ancestors(session.get("tree"))

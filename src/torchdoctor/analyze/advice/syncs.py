@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, location, pct, step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, location, pct, tree_step_ms
 
 SCALAR_KINDS = {"item", "cpu", "tolist", "numpy", "bool", "float", "int", "format", "repr"}
 SHAPE_KINDS = {
@@ -141,7 +141,7 @@ def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
     """
     # syncs inside installed packages are the library-syncs rule's: the user does not own them
     records = [r for r in session.get("syncs") or () if _per_step(r) > 0 and not r.get("library")]
-    step = step_ms(session)
+    step = tree_step_ms(session)
     cuda = str((session.get("environment") or {}).get("device") or "").startswith("cuda")
     # Scalars read at a log interval (a print every N steps) already follow the advice, and
     # reads inside optimizer.step() (LBFGS's line search) are the optimizer's own.

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, step_ms, unattributed_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, tree_step_ms, unattributed_ms
 from torchdoctor.analyze.advice.hot_lines_data import root_lines_ms
 from torchdoctor.analyze.advice.lint_hot import suspect_lines
 
@@ -38,7 +38,7 @@ def unattributed(session: Mapping[str, Any]) -> list[Advice]:
         >>> unattributed(s)[0].heat
         0.8
     """
-    step = step_ms(session)
+    step = tree_step_ms(session)
     rest = unattributed_ms(session)
     if step <= 0 or rest < THRESHOLD * step:
         return []

@@ -184,5 +184,6 @@ group store nor a shared --out folder brought its session)']
                      "the process group store nor a shared --out folder brought its session)")  # fmt: skip
     for failure in result.get("stopped") or ():
         lines.append(f"rank {failure['rank']} did not finish (exit code {failure['exit_code']}): "
-                     f"{failure['error']}; its numbers cover the steps before it stopped")  # fmt: skip
+                     f"{failure['error']}; the rest of its run is missing: its numbers cover the "
+                     "steps before it stopped")  # fmt: skip
     return lines

@@ -43,7 +43,7 @@ def suite_names() -> list[str]:
 
     Example:
         >>> suite_names()[:3]
-        ['syncs', 'profiler', 'harness']
+        ['syncs', 'profiler', 'hotlines']
     """
     return list(SUITES)
 

@@ -117,7 +117,13 @@ def _profiler_table(quick: bool) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """The GPU tables; one explanatory table when no CUDA device is present."""
+    """The GPU tables; one explanatory table when no CUDA device is present.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("gpu"))["gpu"] is run  # `torchdoctor bench gpu` (make gpu-check) runs it
+        True
+    """
     if not torch.cuda.is_available():
         table = BenchTable("GPU suite: no CUDA device", ["torch", "cuda build"])
         table.add_row(torch.__version__, str(torch.version.cuda))

@@ -175,7 +175,13 @@ def _compare(model: Any, step: Callable[[], Any], rounds: int) -> dict[str, Any]
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """One table: per model, the profiled step without and with hot lines, and the overhead."""
+    """One table: per model, the profiled step without and with hot lines, and the overhead.
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("hotlines"))["hot_lines_overhead"] is run  # `torchdoctor bench hotlines`
+        True
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -114,6 +114,11 @@ def run(quick: bool = False, jobs: int = 1, torchfix_python: str | None = None) 
 
     Example:
         >>> tables = run(quick=True)  # doctest: +SKIP
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("lint"))["lint_torch"] is run  # `torchdoctor bench lint` runs it
+        True
     """
     import importlib.util
     import os

@@ -80,7 +80,13 @@ def _long_run_variants(
 
 
 def long_run_table(size: str, steps: int, rounds: int) -> BenchTable:
-    """Whole long runs, interleaved: overhead per variant and the session's own estimate."""
+    """Whole long runs, interleaved: overhead per variant and the session's own estimate.
+
+    Example:
+        >>> table = long_run_table("tiny", steps=2, rounds=1)
+        >>> table.columns[:3], len(table.rows)
+        (['variant', 'run ms', 'x plain (wall)'], 4)
+    """
     model, step, label = gpt_train_step(size)
     variants = _long_run_variants(model, step, steps)
     for _ in range(5):
@@ -144,7 +150,13 @@ def long_run_table(size: str, steps: int, rounds: int) -> BenchTable:
 
 
 def detailed_vs_torch_profiler(size: str, rounds: int) -> BenchTable:
-    """One step in full detail vs the same step under torch.profiler, interleaved."""
+    """One step in full detail vs the same step under torch.profiler, interleaved.
+
+    Example:
+        >>> table = detailed_vs_torch_profiler("tiny", rounds=1)
+        >>> [row[0] for row in table.rows]
+        ['off', 'torchdoctor detailed step', 'torchdoctor detailed step + sync audit', 'torch.profiler (CPU)']
+    """
     model, step, label = gpt_train_step(size)
     for _ in range(5):
         step()
@@ -208,7 +220,13 @@ def detailed_vs_torch_profiler(size: str, rounds: int) -> BenchTable:
 
 
 def per_call_table() -> BenchTable:
-    """The calibrated cost the hooks add to one module call."""
+    """The calibrated cost the hooks add to one module call.
+
+    Example:
+        >>> table = per_call_table()
+        >>> table.columns, all(cost > 0 for row in table.rows for cost in row[1:])
+        (['step kind', 'forward only (us)', 'forward + backward (us)'], True)
+    """
     table = BenchTable(
         "Profiler hooks: cost per module call (calibrated, thread CPU time)",
         ["step kind", "forward only (us)", "forward + backward (us)"],
@@ -229,7 +247,13 @@ def per_call_table() -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """The overhead tables on one intra-op thread (quick: the tiny GPT, short runs)."""
+    """The overhead tables on one intra-op thread (quick: the tiny GPT, short runs).
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("overhead"))["profiler_gpt"] is run  # `torchdoctor bench overhead` runs it
+        True
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

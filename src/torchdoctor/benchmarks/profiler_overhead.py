@@ -119,7 +119,12 @@ def _variants(model: nn.Module) -> dict[str, Callable[[Callable[[], None]], tupl
 
 
 def overhead_table(quick: bool, stress: bool) -> BenchTable:
-    """Overhead of each variant vs the profiler off, interleaved rounds."""
+    """Overhead of each variant vs the profiler off, interleaved rounds.
+
+    Example:
+        >>> list(_variants(nn.Linear(2, 2)))[:4]  # the table's rows (a real call takes seconds)
+        ['off', 'forward only', '+ backward (graph hooks, chosen)', '+ backward (full backward hooks)']
+    """
     model, step, label = (_tiny_modules if stress else transformer_train_step)(quick)
     variants = _variants(model)
     rounds = 3 if quick else (12 if stress else 10)
@@ -169,7 +174,13 @@ def overhead_table(quick: bool, stress: bool) -> BenchTable:
 
 
 def accuracy_table(quick: bool) -> BenchTable:
-    """Attributed forward time per module vs the module timed alone on its captured inputs."""
+    """Attributed forward time per module vs the module timed alone on its captured inputs.
+
+    Example:
+        >>> table = accuracy_table(quick=True)
+        >>> table.columns, len(table.rows) > 0
+        (['module', 'type', 'profiler ms', 'alone ms', 'error %'], True)
+    """
     model, step, label = transformer_train_step(quick)
     session = torchdoctor.profile(step, model=model, steps=3 if quick else 8, warmup=2, syncs=False,
                                   history=False)  # a benchmark, not a run to remember

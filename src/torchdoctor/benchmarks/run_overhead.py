@@ -93,5 +93,11 @@ def run_table(iters: int, pairs: int) -> BenchTable:
 
 
 def run(quick: bool = False) -> list[BenchTable]:
-    """The end-to-end table (quick: 6 iterations, one pair)."""
+    """The end-to-end table (quick: 6 iterations, one pair).
+
+    Example:
+        >>> from torchdoctor.bench.suites import load_suite
+        >>> dict(load_suite("overhead"))["run_overhead"] is run  # `torchdoctor bench overhead` runs it
+        True
+    """
     return [run_table(iters=6, pairs=1) if quick else run_table(iters=1000, pairs=3)]

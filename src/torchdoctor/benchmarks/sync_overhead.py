@@ -113,7 +113,13 @@ def _cpu_overhead(plain: list[int], audited: list[int], repeats: int) -> tuple[f
 
 
 def overhead_table(workload: str, quick: bool) -> BenchTable:
-    """Overhead of the fast and thorough audits (and empty modes) on one workload."""
+    """Overhead of the fast and thorough audits (and empty modes) on one workload.
+
+    Example:
+        >>> table = overhead_table("small ops", quick=True)
+        >>> [row[0] for row in table.rows][:2]
+        ['fast audit (default)', 'thorough audit']
+    """
     step, label = (_transformer_step if workload == "transformer" else _small_ops)(quick)
     repeats = 3 if quick else (10 if workload == "transformer" else 30)
     table = BenchTable(

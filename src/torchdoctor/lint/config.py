@@ -21,7 +21,16 @@ KEYS = {"select", "ignore", "exclude", "per-file-ignores"}
 
 
 def find_pyproject(start: str | Path) -> Path | None:
-    """The nearest pyproject.toml at or above ``start`` (a file or a directory)."""
+    """The nearest pyproject.toml at or above ``start`` (a file or a directory).
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = (root / "pyproject.toml").write_text("[tool.torchdoctor.lint]\\n")
+        >>> (root / "pkg").mkdir()
+        >>> find_pyproject(root / "pkg" / "train.py") == root.resolve() / "pyproject.toml"
+        True
+    """
     here = Path(start).resolve()
     if here.is_file() or not here.exists():
         here = here.parent

@@ -134,7 +134,14 @@ def to_sarif(findings: Sequence[Finding], root: str | Path | None = None) -> dic
 
 
 def format_sarif(findings: Sequence[Finding], root: str | Path | None = None) -> str:
-    """:func:`to_sarif` as indented JSON text."""
+    """:func:`to_sarif` as indented JSON text.
+
+    Example:
+        >>> import json
+        >>> sarif = json.loads(format_sarif([Finding("TD202", "warning", "m", "t.py", 3, 5, 3, 9)]))
+        >>> sarif["version"], [r["ruleId"] for r in sarif["runs"][0]["results"]]
+        ('2.1.0', ['TD202'])
+    """
     return json.dumps(to_sarif(findings, root), indent=2)
 
 
@@ -168,7 +175,13 @@ def format_github(findings: Sequence[Finding]) -> str:
 
 def render(findings: Sequence[Finding], fmt: str, statistics: bool = False) -> str:
     """Format findings as ``text``, ``json``, ``sarif`` or ``github``; ValueError for another
-    format."""
+    format.
+
+    Example:
+        >>> print(render([Finding("TD202", "warning", "sync here", "t.py", 3, 5, 3, 9)], "text"))
+        t.py:3:5: TD202 sync here
+        Found 1 finding (0 fixable with --fix).
+    """
     if fmt == "text":
         return format_text(findings, statistics)
     if fmt == "json":

@@ -30,7 +30,16 @@ def noqa_codes(line: str) -> set[str] | None:
 
 
 def is_suppressed(finding: Finding, lines: Sequence[str]) -> bool:
-    """True when a noqa comment on the finding's first or last line covers its code."""
+    """True when a noqa comment on the finding's first or last line covers its code.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> (finding,) = lint_source("import torch\\ny = torch.linalg.inv(A) @ b\\n")
+        >>> is_suppressed(finding, ["import torch", "y = torch.linalg.inv(A) @ b  # noqa: TD1"])
+        True
+        >>> is_suppressed(finding, ["import torch", "y = torch.linalg.inv(A) @ b  # noqa: TD2"])
+        False
+    """
     for number in {finding.line, finding.end_line}:
         if not 1 <= number <= len(lines):
             continue

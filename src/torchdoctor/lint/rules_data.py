@@ -59,7 +59,13 @@ RULES = (
 
 class DataRules(RuleVisitor):
     """TD401 no workers; TD402 no pinned memory while batches go to CUDA; TD403 workers that are
-    not persistent."""
+    not persistent.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> [f.code for f in lint_source("from torch.utils.data import DataLoader\\nloader = DataLoader(ds, batch_size=32)\\n")]
+        ['TD401']
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)

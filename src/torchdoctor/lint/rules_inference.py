@@ -151,7 +151,13 @@ RULES = (
 
 
 class InferenceRules(RuleVisitor):
-    """TD601 invariant module call in a denoising loop; TD602 eval loop without no_grad."""
+    """TD601 invariant module call in a denoising loop; TD602 eval loop without no_grad.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> [f.code for f in lint_source("def evaluate(model, loader):\\n    model.eval()\\n    for x in loader:\\n        y = model(x)\\n")]
+        ['TD602']
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
@@ -360,6 +366,13 @@ def _loops_over_modules(loop: ast.AST) -> bool:
 
 
 def calls_in_function(node: ast.FunctionDef) -> list[ast.Call]:
+    """Every call in the body of ``node`` (decorators and defaults excluded).
+
+    Example:
+        >>> fn = ast.parse("@torch.no_grad()\\ndef f(x):\\n    return g(h(x))\\n").body[0]
+        >>> [ast.unparse(c.func) for c in calls_in_function(fn)]
+        ['g', 'h']
+    """
     return [n for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
 
 

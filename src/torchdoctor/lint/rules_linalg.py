@@ -101,7 +101,13 @@ RULES = (
 
 class LinalgRules(RuleVisitor):
     """TD101 explicit inverse then multiplied; TD102 factorization of an invariant matrix in a
-    loop."""
+    loop.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> [f.code for f in lint_source("import torch\\nfor b in bs:\\n    x = torch.linalg.solve(A, b)\\n")]
+        ['TD102']
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)

@@ -25,7 +25,12 @@ UNIQUE_HOST = frozenset({"numpy.unique"})
 
 
 def equality_sides(expr: ast.AST) -> tuple[ast.AST, ast.AST] | None:
-    """``(x, v)`` for ``x == v`` or ``x.eq(v)``; None otherwise."""
+    """``(x, v)`` for ``x == v`` or ``x.eq(v)``; None otherwise.
+
+    Example:
+        >>> [ast.unparse(side) for side in equality_sides(ast.parse("labels.eq(v)", mode="eval").body)]
+        ['labels', 'v']
+    """
     if isinstance(expr, ast.Compare) and len(expr.ops) == 1 and isinstance(expr.ops[0], ast.Eq):
         return expr.left, expr.comparators[0]
     if (
@@ -39,7 +44,13 @@ def equality_sides(expr: ast.AST) -> tuple[ast.AST, ast.AST] | None:
 
 
 def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, str, str] | None:
-    """For ``for I, V in enumerate(U): Y[L == V] = I`` return ``(I, V, U, Y, L)`` as text."""
+    """For ``for I, V in enumerate(U): Y[L == V] = I`` return ``(I, V, U, Y, L)`` as text.
+
+    Example:
+        >>> src = "for i, v in enumerate(uniq):\\n    y[labels == v] = i\\n"
+        >>> remap_loop_parts(ast.parse(src).body[0], src.splitlines())
+        ('i', 'v', 'uniq', 'y', 'labels')
+    """
     if not (
         isinstance(node, ast.For)
         and isinstance(node.target, ast.Tuple)
@@ -125,7 +136,14 @@ RULES = (
 
 class LoopRules(RuleVisitor):
     """TD301 mask per value in a loop; TD302 label remap through Python; TD303 scipy
-    linear_sum_assignment on tensor data."""
+    linear_sum_assignment on tensor data.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = "import torch\\nfor v in torch.unique(labels):\\n    out.append(x[labels == v])\\n"
+        >>> [f.code for f in lint_source(src)], "TD303" in LoopRules.CODES
+        (['TD301'], True)
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)

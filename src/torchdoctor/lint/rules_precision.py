@@ -38,7 +38,12 @@ _SCALER_PARAMS = ("init_scale", "growth_factor", "backoff_factor", "growth_inter
 
 
 def is_model_like(expr: ast.AST) -> bool:
-    """``model``, ``self.encoder``, ``Net()``, ``model.eval()``: an nn.Module, most likely."""
+    """``model``, ``self.encoder``, ``Net()``, ``model.eval()``: an nn.Module, most likely.
+
+    Example:
+        >>> [is_model_like(ast.parse(s, mode="eval").body) for s in ("self.encoder", "Net()", "x")]
+        [True, True, False]
+    """
     name = dotted(expr)
     if name is not None:
         return bool(MODEL_NAME.search(name.rsplit(".", 1)[-1]))
@@ -161,7 +166,13 @@ RULES = (
 
 
 class PrecisionRules(RuleVisitor):
-    """TD501 whole-model half; TD502-TD504 deprecated sdp_kernel / cuda.amp entry points."""
+    """TD501 whole-model half; TD502-TD504 deprecated sdp_kernel / cuda.amp entry points.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> [f.code for f in lint_source("model = Net().half()\\n")]
+        ['TD501']
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)

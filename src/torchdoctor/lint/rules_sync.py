@@ -84,7 +84,13 @@ RULES = (
 
 class SyncRules(ForwardAndCallSyncs, RuleVisitor):
     """TD201 host sync in a training step; TD202 cuda.synchronize in a training loop; TD203
-    tensor rebuilt from host data every iteration."""
+    tensor rebuilt from host data every iteration.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> [f.code for f in lint_source("for x in loader:\\n    model(x).sum().backward()\\n    total += loss.item()\\n")]
+        ['TD201']
+    """
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)

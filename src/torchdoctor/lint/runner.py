@@ -69,7 +69,12 @@ def _syntax_finding(path: str, exc: Exception) -> Finding:
 
 
 def families_for(text: str, codes: set[str]) -> list[type]:
-    """Rule families that are selected and whose trigger text occurs in the source."""
+    """Rule families that are selected and whose trigger text occurs in the source.
+
+    Example:
+        >>> [c.__name__ for c in families_for("y = torch.linalg.inv(A) @ b", set(RULES))]
+        ['LinalgRules']
+    """
     return [cls for cls in FAMILIES if codes & set(cls.CODES) and cls.applies(text)]
 
 
@@ -258,6 +263,14 @@ def lint_file(
 
     Any unexpected exception inside the linter becomes a TD000 finding naming it, so one
     odd file never stops a run.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "train.py"
+        >>> _ = path.write_text("import torch\\ns = torch.cuda.amp.GradScaler()\\n")
+        >>> findings, original, fixed = lint_file(str(path), set(RULES), fix=True)
+        >>> [f.code for f in findings], fixed
+        (['TD504'], b'import torch\\ns = torch.amp.GradScaler("cuda")\\n')
     """
     raw = Path(path).read_bytes()
     findings, fixes = lint_text(raw, path, codes, project)
@@ -349,7 +362,15 @@ def fix_paths(
     jobs: int = 1,
 ) -> list[tuple[str, list[Finding], bytes, bytes]]:
     """Lint and compute fixes; returns ``(path, findings, original, fixed)`` per file with a
-    fixable finding. Nothing is written (the CLI writes or diffs)."""
+    fixable finding. Nothing is written (the CLI writes or diffs).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "train.py").write_text("import torch\\ns = torch.cuda.amp.GradScaler()\\n")
+        >>> [(Path(p).name, [f.code for f in found], fixed) for p, found, _, fixed in fix_paths([folder])]
+        [('train.py', ['TD504'], b'import torch\\ns = torch.amp.GradScaler("cuda")\\n')]
+    """
     out = []
     for findings, path, (original, fixed) in _run(
         paths, select, ignore, exclude, per_file_ignores, jobs, True

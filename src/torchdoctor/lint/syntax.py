@@ -92,7 +92,14 @@ def link_parents(tree: ast.AST) -> list[ast.AST]:
 
 
 def dotted(expr: ast.AST) -> str | None:
-    """``a.b.c`` for a Name/Attribute chain, else None."""
+    """``a.b.c`` for a Name/Attribute chain, else None.
+
+    Example:
+        >>> dotted(ast.parse("torch.cuda.synchronize", mode="eval").body)
+        'torch.cuda.synchronize'
+        >>> dotted(ast.parse("f().x", mode="eval").body) is None
+        True
+    """
     parts = []
     while isinstance(expr, ast.Attribute):
         parts.append(expr.attr)
@@ -104,7 +111,14 @@ def dotted(expr: ast.AST) -> str | None:
 
 
 def method_name(call: ast.AST) -> str | None:
-    """``'item'`` for ``x.item()``; None when the callee is not an attribute."""
+    """``'item'`` for ``x.item()``; None when the callee is not an attribute.
+
+    Example:
+        >>> method_name(ast.parse("loss.item()", mode="eval").body)
+        'item'
+        >>> method_name(ast.parse("len(x)", mode="eval").body) is None
+        True
+    """
     func = getattr(call, "func", None)
     return func.attr if isinstance(func, ast.Attribute) else None
 
@@ -186,7 +200,12 @@ def body_of(node: ast.AST) -> list[ast.AST]:
 
 
 def dotted_names_in(node: ast.AST) -> Iterator[str]:
-    """Maximal dotted names read in ``node`` (``self.A`` rather than ``self``)."""
+    """Maximal dotted names read in ``node`` (``self.A`` rather than ``self``).
+
+    Example:
+        >>> list(dotted_names_in(ast.parse("self.A @ x[i]", mode="eval").body))
+        ['self.A', 'x', 'i']
+    """
     if isinstance(node, (ast.Name, ast.Attribute)):
         name = dotted(node)
         if name is not None:
@@ -199,7 +218,12 @@ def dotted_names_in(node: ast.AST) -> Iterator[str]:
 
 
 def target_names(target: ast.AST) -> set[str]:
-    """Dotted names bound or mutated by an assignment target."""
+    """Dotted names bound or mutated by an assignment target.
+
+    Example:
+        >>> sorted(target_names(ast.parse("a, self.b[i] = 1, 2").body[0].targets[0]))
+        ['a', 'self.b']
+    """
     if isinstance(target, (ast.Name, ast.Attribute)):
         name = dotted(target)
         return {name} if name else set()
@@ -216,7 +240,14 @@ def target_names(target: ast.AST) -> set[str]:
 
 
 def has_host_copy(expr: ast.AST) -> bool:
-    """True when ``expr`` calls ``.cpu()``/``.numpy()``/``.tolist()``/``.item()``/``.to('cpu')``."""
+    """True when ``expr`` calls ``.cpu()``/``.numpy()``/``.tolist()``/``.item()``/``.to('cpu')``.
+
+    Example:
+        >>> has_host_copy(ast.parse("loss.detach().cpu()", mode="eval").body)
+        True
+        >>> has_host_copy(ast.parse("loss.detach()", mode="eval").body)
+        False
+    """
     for call in calls_in(expr):
         name = method_name(call)
         if name in HOST_COPY_METHODS:

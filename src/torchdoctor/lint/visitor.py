@@ -73,7 +73,12 @@ class Fix:
 
 @dataclass
 class FileContext:
-    """What a visitor knows about the file it checks."""
+    """What a visitor knows about the file it checks.
+
+    Example:
+        >>> FileContext("t.py", "é = 1\\n", lines=["é = 1"]).char_column(1, 2)
+        1
+    """
 
     path: str
     source: str
@@ -95,7 +100,13 @@ class FileContext:
 
 
 class RuleVisitor:
-    """Base of a rule family: name resolution, loop analysis, and :meth:`report`."""
+    """Base of a rule family: name resolution, loop analysis, and :meth:`report`.
+
+    Example:
+        >>> visitor = RuleVisitor(FileContext("t.py", "x = é + 1\\n", lines=["x = é + 1"]))
+        >>> visitor.position(ast.parse("x = é + 1\\n").body[0].value)
+        (1, 5, 1, 10)
+    """
 
     #: the rules this family reports, documented beside their checks.
     RULES: tuple[Rule, ...] = ()

@@ -108,7 +108,19 @@ def tune(
     tolerance: float = 0.05,
     seed: int = 0,
 ) -> Session:
-    """Measure engine knobs on ``step_fn`` (see the module docstring); returns a Session."""
+    """Measure engine knobs on ``step_fn`` (see the module docstring); returns a Session.
+
+    Example:
+        >>> import torch
+        >>> net, x = torch.nn.Linear(8, 1), torch.randn(16, 8)
+        >>> def predict():
+        ...     with torch.no_grad():
+        ...         return net(x).sum()
+        >>> session = tune(predict, model=net, knobs=["inference_mode"], steps=3, warmup=1, rounds=1)
+        >>> row = session["tune"]["rows"][0]
+        >>> row["knob"], row["status"], row["trials"], row["drift"]
+        ('inference_mode', 'measured', 1, 0.0)
+    """
     if not callable(step_fn):
         raise TypeError(f"step_fn must be callable (one training or inference step), got "
                         f"{type(step_fn).__name__}")  # fmt: skip

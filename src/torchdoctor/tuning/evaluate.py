@@ -71,7 +71,15 @@ def knob_row(
     tolerance: float,
     title: str | None = None,
 ) -> dict[str, Any]:
-    """The table row of one knob (or combination) measured in ``pairs`` (baseline, knob)."""
+    """The table row of one knob (or combination) measured in ``pairs`` (baseline, knob).
+
+    Example:
+        >>> base = {"warmup": 0, "step_ms": [10.0], "values": [1.0]}
+        >>> drifted = {"warmup": 0, "step_ms": [5.0], "values": [1.5]}
+        >>> row = knob_row("bf16_autocast", [(base, drifted)], baseline_drift=0.0, tolerance=0.05)
+        >>> row["verdict"], row["drift"], row["reason"]
+        ('rejected', 0.5, 'drift 0.5 > limit 0.05 (tolerance 0.05, baseline drift 0)')
+    """
     knob = KNOB_BY_NAME.get(name)
     row: dict[str, Any] = {
         "knob": name, "title": title or (knob.title if knob else name), "status": "measured",

@@ -74,7 +74,20 @@ def first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
 
 
 class Trial:
-    """Hooks of one trial; ``install()`` before the script, ``remove()`` after (undoes all)."""
+    """Hooks of one trial; ``install()`` before the script, ``remove()`` after (undoes all).
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> trial = Trial({"knobs": [], "warmup": 1, "steps": 2})
+        >>> trial.install()
+        >>> for _ in range(3):
+        ...     net(torch.ones(1, 2)).sum().backward()
+        ...     opt.step()
+        >>> trial.remove()
+        >>> trial.watch.mode, trial.observed()["optimizers"][0]["type"]
+        ('optimizer', 'SGD')
+    """
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
         self.spec = spec
@@ -353,7 +366,17 @@ def _rss_bytes() -> int:
 
 
 def run_trial_here(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the script of ``spec`` in this process with its knobs; the trial's results."""
+    """Run the script of ``spec`` in this process with its knobs; the trial's results.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "train.py")
+        >>> _ = open(path, "w").write("import torch\\nnet = torch.nn.Linear(2, 1)\\n"
+        ...     "for _ in range(100):\\n    net(torch.ones(1, 2)).sum().backward()\\n")
+        >>> result = run_trial_here({"script": path, "knobs": [], "warmup": 1, "steps": 2})
+        >>> result["mode"], result["stopped"], result["error"], len(result["values"])
+        ('backward', True, None, 3)
+    """
     from torchdoctor.collect.script import load_script, run_script
 
     script = load_script(spec["script"])
@@ -385,7 +408,22 @@ def run_trial_here(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m torchdoctor.tuning.harness SPEC.json``: run one trial, write its JSON."""
+    """``python -m torchdoctor.tuning.harness SPEC.json``: run one trial, write its JSON.
+
+    Example:
+        >>> import tempfile
+        >>> from unittest import mock
+        >>> folder = tempfile.mkdtemp()
+        >>> script, spec = os.path.join(folder, "train.py"), os.path.join(folder, "spec.json")
+        >>> _ = open(script, "w").write("import torch\\nx = torch.ones(2, requires_grad=True)\\n"
+        ...     "while True:\\n    (x * 2).sum().backward()\\n")
+        >>> _ = open(spec, "w").write(json.dumps({"script": script, "warmup": 1, "steps": 2,
+        ...                                       "result": spec + ".out"}))
+        >>> with mock.patch("os._exit") as exit_:  # main ends the trial's process: not this one
+        ...     main([spec])
+        >>> exit_.call_args.args, json.load(open(spec + ".out"))["mode"]
+        ((0,), 'backward')
+    """
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0], encoding="utf-8") as handle:
         spec = json.load(handle)

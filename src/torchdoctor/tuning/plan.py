@@ -28,7 +28,13 @@ SAFETY = 1.3
 
 @dataclass
 class Plan:
-    """Rounds, measured steps per trial and the knobs that fit; ``left_out`` did not."""
+    """Rounds, measured steps per trial and the knobs that fit; ``left_out`` did not.
+
+    Example:
+        >>> p = Plan(rounds=2, steps=10, warmup=2, knobs=["tf32"], left_out=["compile"])
+        >>> p.knobs + p.left_out, p.estimate_s
+        (['tf32', 'compile'], 0.0)
+    """
 
     rounds: int
     steps: int
@@ -59,7 +65,14 @@ def plan(
     extra_s: Mapping[str, float] | None = None,
     combination: bool = True,
 ) -> Plan:
-    """The largest schedule that fits ``budget_s`` (see the module docstring)."""
+    """The largest schedule that fits ``budget_s`` (see the module docstring).
+
+    Example:
+        >>> p = plan(budget_s=60, overhead_s=5.0, step_s=0.1, knobs=["tf32", "compile"], warmup=2,
+        ...          extra_s={"compile": 60.0})
+        >>> p.knobs, p.left_out, p.rounds
+        (['tf32'], ['compile'], 3)
+    """
     extra = dict(extra_s or {})
     chosen = list(knobs)
     left_out: list[str] = []

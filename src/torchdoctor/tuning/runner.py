@@ -84,7 +84,14 @@ def tune_script(
     workdir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Tune ``script`` (run with ``args``); the plain-data result (rows, chosen set, snippet)."""
+    """Tune ``script`` (run with ``args``); the plain-data result (rows, chosen set, snippet).
+
+    Example:
+        >>> tune_script("train.py", knobs=["turbo"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown knob(s) turbo; the knobs are: bf16_autocast, fp16_autocast, compile, ...
+    """
     names = _selected(knobs)
     clock = _Clock(budget_s)
     folder = str(workdir or tempfile.mkdtemp(prefix="torchdoctor-tune-"))

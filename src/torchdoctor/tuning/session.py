@@ -21,7 +21,13 @@ from torchdoctor.session import Session, stat
 
 
 def tune_session(tune: Mapping[str, Any]) -> Session:
-    """A Session holding the tune result, with advice computed from it."""
+    """A Session holding the tune result, with advice computed from it.
+
+    Example:
+        >>> session = tune_session({"script": "/x/train.py", "baseline": {"steps_ms": [4.0, 6.0]}})
+        >>> session["label"], session["config"]["script"], session["step_ms"]["median"]
+        ('train.py', '/x/train.py', 5.0)
+    """
     from torchdoctor.analyze.advice import advice_dicts
 
     script = str(tune.get("script") or "")

@@ -71,7 +71,14 @@ def pair_speedups(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) 
 
 
 def speedup_summary(ratios: Sequence[float]) -> dict[str, Any] | None:
-    """Median speedup with its spread (lowest, highest pair); None without pairs."""
+    """Median speedup with its spread (lowest, highest pair); None without pairs.
+
+    Example:
+        >>> speedup_summary([1.5, 0.9, 1.2, 1.1])
+        {'median': 1.15, 'low': 0.9, 'high': 1.5, 'pairs': 4}
+        >>> speedup_summary([]) is None
+        True
+    """
     if not ratios:
         return None
     return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
@@ -84,6 +91,12 @@ def drift(values: Sequence[float], reference: Sequence[float]) -> float | None:
     Each difference is divided by the reference value (at least 1e-3 of the largest reference
     value, so a loss near zero does not blow it up). Non-finite values are an infinite drift;
     None when there is nothing to compare.
+
+    Example:
+        >>> drift([2.0, 3.0], [2.0, 4.0])
+        0.25
+        >>> drift([float("nan")], [1.0]), drift([], [1.0])
+        (inf, None)
     """
     count = min(len(values), len(reference))
     if count == 0:

@@ -36,7 +36,18 @@ MIN_STEPS = 3
 
 
 class StepWatch:
-    """Finds step boundaries, times steps, keeps per-step values and stops the script."""
+    """Finds step boundaries, times steps, keeps per-step values and stops the script.
+
+    Example:
+        >>> watch = StepWatch(warmup=0, steps=2)
+        >>> watch.step_end(); watch.step_end()
+        >>> watch.mode, len(watch.step_ms())
+        ('manual', 1)
+        >>> watch.step_end()
+        Traceback (most recent call last):
+        ...
+        torchdoctor.collect.script.StopScript: torchdoctor tune: 2 measured steps done
+    """
 
     def __init__(
         self,

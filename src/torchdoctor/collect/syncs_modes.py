@@ -94,6 +94,7 @@ class FunctionMode(TorchFunctionMode):
         >>> value, [r["kind"] for r in audit.records()]
         (2.0, ['item'])
     """
+
     def __init__(self, audit: SyncAudit) -> None:
         super().__init__()
         self.audit = audit
@@ -133,6 +134,7 @@ class DispatchMode(TorchDispatchMode):
         >>> nonzero.tolist(), [r["kind"] for r in audit.records()]
         ([[1]], ['nonzero'])
     """
+
     def __init__(self, audit: SyncAudit) -> None:
         super().__init__()
         self.audit = audit

@@ -83,7 +83,14 @@ def history_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
 
 
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """Open (creating if needed) the history database at ``path``."""
+    """Open (creating if needed) the history database at ``path``.
+
+    Example:
+        >>> import tempfile
+        >>> with connect(Path(tempfile.mkdtemp()) / "h.sqlite") as db:
+        ...     db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        0
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, timeout=10.0)
@@ -181,6 +188,12 @@ def record_run(
     """Append the session's summary to the history; its id, or None (off, or it failed).
 
     Never raises: a history that cannot be written is reported on stderr and skipped.
+
+    Example:
+        >>> import tempfile
+        >>> where = Path(tempfile.mkdtemp()) / "h.sqlite"
+        >>> [record_run({"step_ms": {"median": 2.0}}, script=None, path=where) for _ in "ab"]
+        [1, 2]
     """
     where = history_path(path)
     if where is None:
@@ -213,7 +226,15 @@ def _as_dict(row: sqlite3.Row) -> dict[str, Any]:
 def list_runs(
     path: str | os.PathLike[str] | None = None, script: str | None = None
 ) -> list[dict[str, Any]]:
-    """Every recorded run, oldest first (only ``script``'s when given: a path or a file name)."""
+    """Every recorded run, oldest first (only ``script``'s when given: a path or a file name).
+
+    Example:
+        >>> import tempfile
+        >>> where = Path(tempfile.mkdtemp()) / "h.sqlite"
+        >>> _ = record_run({"label": "a"}, script=None, kind="profile", path=where)
+        >>> [(r["id"], r["kind"], r["label"]) for r in list_runs(where)]
+        [(1, 'profile', 'a')]
+    """
     where = history_path(path)
     if where is None or not where.exists():
         return []
@@ -232,6 +253,13 @@ def load_session(run_id: int, path: str | os.PathLike[str] | None = None) -> dic
     """The session stored with history entry ``run_id`` (a plain dict).
 
     Raises ``KeyError`` naming the ids present when there is no such entry.
+
+    Example:
+        >>> import tempfile
+        >>> where = Path(tempfile.mkdtemp()) / "h.sqlite"
+        >>> run_id = record_run({"label": "mine", "timeline": [1]}, script=None, path=where)
+        >>> load_session(run_id, where)
+        {'label': 'mine'}
     """
     where = history_path(path)
     rows = []

@@ -35,7 +35,16 @@ def summarize_step(
     identical: dict[int, int] | None = None,
     peak_memory_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Per-node inclusive forward and backward ms, calls, and phase ms of one step."""
+    """Per-node inclusive forward and backward ms, calls, and phase ms of one step.
+
+    Example:
+        >>> from torchdoctor.collect.records import MarkKind
+        >>> marks = [BackwardMark(1, 1, MarkKind.START, 4e6), BackwardMark(1, 1, MarkKind.END, 5e6)]
+        >>> s = summarize_step(parent=[-1, 0], forward=[ForwardCall(1, 1e6, 3e6)], marks=marks,
+        ...                    step=(0.0, 6e6), segments=[(0.0, "forward"), (4e6, "backward")])
+        >>> s["wall_ms"], s["forward"], s["backward"], s["calls"], s["phases"]["backward"]
+        (6.0, {1: 2.0}, {1: 1.0}, {1: 1}, 2.0)
+    """
     start, end = step
     fwd: dict[int, float] = {}
     calls: dict[int, int] = {}

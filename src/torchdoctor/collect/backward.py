@@ -101,6 +101,13 @@ def call_intervals(
     call's backward comes after this one's), the next end of an ancestor, or when the backward
     pass returned. Identity modules (``Dropout(0)``, ``Identity``) share their input tensor's
     hooks and so are never taken for the next module.
+
+    Example:
+        >>> S, E, PASS_END = MarkKind.START, MarkKind.END, MarkKind.PASS_END
+        >>> marks = [BackwardMark(1, 1, S, 10.0), BackwardMark(1, 1, E, 25.0),
+        ...          BackwardMark(2, 2, S, 30.0), BackwardMark(0, 0, PASS_END, 50.0)]
+        >>> call_intervals(marks, parent=[-1, 0, 0])  # call 2 has no end mark: ends with the pass
+        {1: [(10.0, 25.0)], 2: [(30.0, 50.0)]}
     """
     starts: dict[int, float] = {}
     ends: dict[int, float] = {}
@@ -142,7 +149,15 @@ def call_intervals(
 def backward_intervals(
     parent: Sequence[int], marks: Sequence[BackwardMark], step: Interval
 ) -> dict[int, list[Interval]]:
-    """Per node (root 0 included), its final disjoint backward intervals within the step."""
+    """Per node (root 0 included), its final disjoint backward intervals within the step.
+
+    Example:
+        >>> S, E = MarkKind.START, MarkKind.END
+        >>> marks = [BackwardMark(1, 1, S, 0.0), BackwardMark(1, 1, E, 40.0),
+        ...          BackwardMark(2, 2, S, 20.0), BackwardMark(2, 2, E, 60.0)]
+        >>> backward_intervals([-1, 0, 0], marks, (0.0, 100.0))  # siblings: 1 is cut where 2 starts
+        {0: [(0.0, 100.0)], 1: [(0.0, 20.0)], 2: [(20.0, 60.0)]}
+    """
     own = call_intervals(marks, parent)
     if not own:
         return {}
@@ -193,6 +208,14 @@ def backward_intervals(
 def backward_times(
     parent: Sequence[int], marks: Sequence[BackwardMark], step: Interval
 ) -> dict[int, float]:
-    """Per node, inclusive backward time (same unit as the marks), children within parents."""
+    """Per node, inclusive backward time (same unit as the marks), children within parents.
+
+    Example:
+        >>> S, E = MarkKind.START, MarkKind.END
+        >>> marks = [BackwardMark(1, 1, S, 5.0), BackwardMark(1, 1, E, 40.0),
+        ...          BackwardMark(2, 2, S, 10.0), BackwardMark(2, 2, E, 30.0)]
+        >>> backward_times([-1, 0, 1], marks, (0.0, 100.0))  # node 2 inside node 1
+        {1: 35.0, 2: 20.0}
+    """
     finals = backward_intervals(parent, marks, step)
     return {node: sum(e - s for s, e in v) for node, v in finals.items() if node != 0}

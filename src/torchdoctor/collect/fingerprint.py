@@ -35,6 +35,15 @@ def fingerprint(args: tuple) -> tuple[tuple, Callable[[], Any]] | None:
     """``(signature, anchor)`` for positional args, or None when no argument is a tensor.
 
     ``anchor()`` returns the first tensor while it is alive, None after it was freed.
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(2, 3)
+        >>> signature, anchor = fingerprint((x, 4))
+        >>> signature[0][1:4], signature[1], anchor() is x
+        ((0, torch.Size([2, 3]), (3, 1)), 4, True)
+        >>> fingerprint((1, "a")) is None  # no tensor: nothing to track
+        True
     """
     parts: list[Any] = []
     anchor = None

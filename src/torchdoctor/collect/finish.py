@@ -50,7 +50,20 @@ def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
 
 def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = None) -> Session:
     """The Session of a stopped profiler from its collected state and its own sync audit
-    (``audits``: every audit that ran under it, for the overhead estimate)."""
+    (``audits``: every audit that ran under it, for the overhead estimate).
+
+    Example:
+        >>> import torch
+        >>> from torchdoctor.collect.profiler import Profiler
+        >>> net = torch.nn.Linear(2, 2)
+        >>> with Profiler(net, syncs=False) as prof:
+        ...     for _ in range(3):
+        ...         net(torch.ones(1, 2)).sum().backward()
+        ...         prof.step()
+        >>> session = build_session(prof.state, None)  # what the profiler did when it stopped
+        >>> len(session["steps"]), [c["path"] for c in session["tree"]["children"]]
+        (3, ['Linear', '(self)'])
+    """
     rec = state.recorder
     store = state.summaries  # a StepStore: the kept steps; every step's figures streamed
     steps = store.kept()
@@ -175,7 +188,20 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
 
 
 def representative_timeline(state: ProfilerState) -> list[dict[str, Any]]:
-    """Timeline of the kept detailed step whose wall time is closest to the median."""
+    """Timeline of the kept detailed step whose wall time is closest to the median.
+
+    Example:
+        >>> import torch
+        >>> from torchdoctor.collect.profiler import Profiler
+        >>> net = torch.nn.Linear(2, 2)
+        >>> with Profiler(net, syncs=False) as prof:
+        ...     for _ in range(3):
+        ...         net(torch.ones(1, 2)).sum().backward()
+        ...         prof.step()
+        >>> events = representative_timeline(prof.state)
+        >>> sorted({f"{e['cat']}:{e['name']}" for e in events})
+        ['backward:Linear', 'forward:Linear', 'phase:backward', 'phase:forward', 'phase:other']
+    """
     if not state.timelines:
         return []
     walls = sorted(r["wall"] for r in state.timelines)

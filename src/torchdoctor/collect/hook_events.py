@@ -32,7 +32,19 @@ _MARKER, _OPTIMIZER, _BACKWARD, _MODULE = (
 
 
 class HookEvents:
-    """Phase and step-boundary reactions to the profiler's hooks (see the module docstring)."""
+    """Phase and step-boundary reactions to the profiler's hooks (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.collect.profiler import Profiler
+        >>> issubclass(Profiler, HookEvents)
+        True
+        >>> net = torch.nn.Linear(2, 1)
+        >>> with Profiler(net, step_boundary="auto", syncs=False) as prof:
+        ...     for _ in range(3):
+        ...         net(torch.ones(1, 2)).sum().backward()
+        >>> prof.session["config"]["step_boundary"]
+        'backward'
+    """
 
     state: ProfilerState
     _rec: Any

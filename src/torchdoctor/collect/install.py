@@ -44,7 +44,18 @@ _ROOTS = {"backward": "tensors", "grad": "outputs"}  # keyword of the first argu
 
 
 class Installation:
-    """A stack of undo actions; :meth:`remove` runs them all, newest first."""
+    """A stack of undo actions; :meth:`remove` runs them all, newest first.
+
+    Example:
+        >>> events = []
+        >>> hooks = Installation()
+        >>> hooks.wrap_autograd(lambda roots: events.append("enter"), lambda: events.append("leave"))
+        >>> torch.ones(1, requires_grad=True).sum().backward()
+        >>> hooks.remove()
+        >>> torch.ones(1, requires_grad=True).sum().backward()  # unwrapped again
+        >>> events
+        ['enter', 'leave']
+    """
 
     def __init__(self) -> None:
         self._undo: list[Callable[[], None]] = []

@@ -133,7 +133,17 @@ class _Mode(TorchFunctionMode):
 
 
 class LineCollector:
-    """Per-step line timings; install with :meth:`start`, read a step with :meth:`end_step`."""
+    """Per-step line timings; install with :meth:`start`, read a step with :meth:`end_step`.
+
+    Example:
+        >>> from torchdoctor.collect.recorder import Recorder
+        >>> collector = LineCollector(Recorder(CpuClock()))
+        >>> collector.start()
+        >>> y = torch.ones(2).exp()
+        >>> table = collector.end_step(); collector.stop()
+        >>> [sorted(entry["ops"]) for entry in table.values()]
+        [['Tensor.exp', 'torch.ones']]
+    """
 
     def __init__(self, recorder: Any, clock: Any = None) -> None:
         self.rec = recorder

@@ -65,7 +65,15 @@ def kind_of_file(name: str) -> int:
 
 def kind_of(code: CodeType) -> int:
     """:func:`kind_of_file` of a code object, cached by the code object's identity (code
-    objects compare equal across files when their bytecode, names and line are the same)."""
+    objects compare equal across files when their bytecode, names and line are the same).
+
+    Example:
+        >>> import json
+        >>> kind_of(json.dumps.__code__) == TRANSPARENT  # the standard library
+        True
+        >>> kind_of(kind_of.__code__) == PROFILER  # torchdoctor's collection machinery
+        True
+    """
     key = id(code)
     cached = _kinds.get(key)
     if cached is not None and cached[0] is code:

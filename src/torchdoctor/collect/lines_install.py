@@ -69,7 +69,27 @@ def op_name(func: Any) -> str:
 def wrap_function_apply(collector: Any) -> Callable[[], None]:
     """Custom autograd Functions (``MyFn.apply(x)``) are no torch function: wrap
     ``torch.autograd.Function.apply`` so their forward is timed as one call of the line (the
-    ops inside run untimed) and their backward node is hooked. Returns the undo."""
+    ops inside run untimed) and their backward node is hooked. Returns the undo.
+
+    Example:
+        >>> class Collector:  # the LineCollector's interface: ``active`` and ``timed``
+        ...     active = True
+        ...     def timed(self, call, args, kwargs, frame, op):
+        ...         self.seen = op_name(op)
+        ...         return call(*args, **kwargs)
+        >>> class Double(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         return 2 * x
+        ...     @staticmethod
+        ...     def backward(ctx, grad):
+        ...         return 2 * grad
+        >>> collector = Collector()
+        >>> undo = wrap_function_apply(collector)
+        >>> Double.apply(torch.ones(2)), collector.seen
+        (tensor([2., 2.]), 'Double.apply')
+        >>> undo()
+    """
     function = torch.autograd.function.Function
     original = function.__dict__["apply"]
     call = original.__func__
@@ -93,7 +113,18 @@ def wrap_function_apply(collector: Any) -> Callable[[], None]:
 
 
 def remove_function_mode(mode: Any) -> None:
-    """Take ``mode`` off the torch-function mode stack, keeping the modes pushed after it."""
+    """Take ``mode`` off the torch-function mode stack, keeping the modes pushed after it.
+
+    Example:
+        >>> from torch.overrides import TorchFunctionMode
+        >>> below, above = TorchFunctionMode(), TorchFunctionMode()
+        >>> depth = torch._C._len_torch_function_stack()
+        >>> _, _ = below.__enter__(), above.__enter__()
+        >>> remove_function_mode(below)
+        >>> torch._C._len_torch_function_stack() - depth, torch._C._get_function_stack_at(depth) is above
+        (1, True)
+        >>> above.__exit__(None, None, None)
+    """
     above = []
     try:
         while torch._C._len_torch_function_stack() > 0:

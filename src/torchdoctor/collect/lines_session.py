@@ -87,6 +87,14 @@ def hot_lines_section(
     """The section from step summaries carrying ``lines`` (None when lines were not collected).
 
     ``parent``/``path``/``kind`` are the profiler's node registry.
+
+    Example:
+        >>> lines = {("t.py", n, "f", 1, 0): {"forward_ns": n * 1e6, "backward_ns": 0.0, "calls": 1,
+        ...          "torch_calls": 1, "ops": {}, "via": {}} for n in (1, 2, 3)}
+        >>> step = {"wall_ms": 10.0, "phases": {}, "forward": {}, "backward": {}, "lines": lines}
+        >>> section = hot_lines_section([step], parent=[-1], path=[""], kind=["root"], max_lines=2)
+        >>> [r["line"] for r in section["lines"]], section["notes"]
+        ([3, 2], ['1 lighter line(s) left out'])
     """
     steps = [s for s in steps if s.get("lines") is not None]
     if not steps:

@@ -118,7 +118,19 @@ def _display_path(rec: Any, node: int) -> str:
 
 
 def summary_lines(figures: dict[str, Any]) -> list[str]:
-    """The live summary as plain lines (3 significant digits)."""
+    """The live summary as plain lines (3 significant digits).
+
+    Example:
+        >>> figures = {"label": "demo", "steps": 4, "elapsed_s": 2.0, "step_ms": 12.5,
+        ...            "last_ms": 13.0, "phases": {"forward": 0.6, "backward": 0.4},
+        ...            "modules": [], "syncs_per_step": 2.0}
+        >>> for line in summary_lines(figures):
+        ...     print(line)
+        torchdoctor live · demo · 4 steps · 2.0 s
+        step time  12.5 ms (median of recent steps), last 13 ms
+        phases     forward 60% · backward 40%
+        syncs      2 per step
+    """
     lines = [
         f"torchdoctor live · {figures['label']} · {figures['steps']} steps · "
         f"{figures['elapsed_s']:.1f} s"

@@ -82,7 +82,17 @@ def _tensors(value: Any) -> list[Tensor]:
 
 
 class Recorder(RegionEvents):
-    """Raw events of the running step plus the node registry shared by all steps."""
+    """Raw events of the running step plus the node registry shared by all steps.
+
+    Example:
+        >>> from torchdoctor.collect.clocks import CpuClock
+        >>> rec, net, x = Recorder(CpuClock(), memory=False), torch.nn.Linear(2, 2), torch.ones(1, 2)
+        >>> rec.new_step(rec.now())
+        >>> rec.pre_hook(net, (x,))
+        >>> rec.post_hook(net, (x,), net(x))
+        >>> [(rec.path[call.node], rec.kind[call.node]) for call in rec.fwd]
+        [('Linear', 'module')]
+    """
 
     def __init__(self, clock: Any, *, backward: bool = True, memory: bool = True) -> None:
         self.clock = clock

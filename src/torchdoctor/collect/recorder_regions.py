@@ -30,7 +30,19 @@ _START, _END = MarkKind.START, MarkKind.END
 
 
 class RegionEvents:
-    """Region calls recorded on a :class:`~torchdoctor.collect.recorder.Recorder`."""
+    """Region calls recorded on a :class:`~torchdoctor.collect.recorder.Recorder`.
+
+    Example:
+        >>> from torchdoctor.collect.clocks import CpuClock
+        >>> from torchdoctor.collect.recorder import Recorder
+        >>> rec = Recorder(CpuClock())
+        >>> outer = rec.enter_region("loss", None)
+        >>> inner = rec.enter_region("reduce", None)
+        >>> rec.exit_region(inner, in_backward=False)
+        >>> rec.exit_region(outer, in_backward=False)
+        >>> sorted(rec.path[call.node] for call in rec.fwd)
+        ['loss', 'loss.reduce']
+    """
 
     frames: list[Frame]
     fwd: list[ForwardCall]

@@ -23,7 +23,15 @@ DETAIL_MODES = ("windows", "always")
 
 
 class DetailSchedule:
-    """Decides, at the start of each step, whether it is detailed (see the module docstring)."""
+    """Decides, at the start of each step, whether it is detailed (see the module docstring).
+
+    Example:
+        >>> schedule = DetailSchedule("windows", window=1, period_steps=3, period_s=1e9)
+        >>> [schedule.detailed(i, now_s=0.0) for i in range(5)]
+        [True, False, False, True, False]
+        >>> schedule.config()["mode"]
+        'windows'
+    """
 
     def __init__(
         self,

@@ -79,7 +79,21 @@ def _sigterm_as_interrupt():
 class StopScript(BaseException):
     """Raised by a hook of torchdoctor's (``torchdoctor tune`` after its measured steps) to end
     the script at a step boundary; :func:`run_script` returns exit code 0 with ``stopped`` set.
-    A BaseException, so the script's own ``except Exception`` blocks let it through."""
+    A BaseException, so the script's own ``except Exception`` blocks let it through.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "train.py"
+        >>> _ = path.write_text("def step():\\n    pass\\nwhile True:\\n    step()\\n")
+        >>> calls = []
+        >>> def stop_after_two():
+        ...     calls.append(1)
+        ...     if len(calls) == 2:
+        ...         raise StopScript
+        >>> outcome = run_script(load_script(str(path), "step"), on_step_fn_end=stop_after_two)
+        >>> outcome.exit_code, outcome.stopped, len(calls)
+        (0, True, 2)
+    """
 
 
 class ScriptNotFoundError(ValueError):

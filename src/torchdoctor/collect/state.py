@@ -21,10 +21,35 @@ STATE = _State()
 
 
 def current_phase() -> str:
-    """The phase of the running step: 'data', 'forward', 'backward', 'optimizer' or 'other'."""
+    """The phase of the running step: 'data', 'forward', 'backward', 'optimizer' or 'other'.
+
+    Example:
+        >>> from torchdoctor.collect.phases import PhaseMachine
+        >>> machine = PhaseMachine(now=lambda: 0)
+        >>> machine.enter_forward()
+        >>> current_phase()
+        'forward'
+        >>> machine.reset()
+        >>> current_phase()
+        'other'
+    """
     return STATE.phase
 
 
 def current_step() -> int:
-    """Index of the running step, or -1 when no profiler is running one."""
+    """Index of the running step, or -1 when no profiler is running one.
+
+    Example:
+        >>> import torch
+        >>> from torchdoctor.collect.profiler import Profiler
+        >>> current_step()  # no profiler running
+        -1
+        >>> with Profiler(torch.nn.Linear(2, 2), syncs=False) as prof:
+        ...     seen = []
+        ...     for _ in range(2):
+        ...         seen.append(current_step())
+        ...         prof.step()
+        >>> seen
+        [0, 1]
+    """
     return STATE.step_index

@@ -76,7 +76,15 @@ from torchdoctor.collect.syncs_records import group_records
 
 
 class SyncAudit:
-    """Collects sync events while active; see the module docstring. Use :func:`sync_audit`."""
+    """Collects sync events while active; see the module docstring. Use :func:`sync_audit`.
+
+    Example:
+        >>> x = torch.arange(3.0)
+        >>> with SyncAudit(thorough=True) as audit:
+        ...     n = int(x.nonzero().sum())
+        >>> audit.summary()["mode"], sorted(r["kind"] for r in audit.records())
+        ('thorough', ['int', 'nonzero'])
+    """
 
     def __init__(self, thorough: bool = False, *, predict: bool | None = None) -> None:
         self.thorough = bool(thorough)

@@ -24,7 +24,18 @@ _MESSAGE = "called a synchronizing CUDA operation"
 
 
 class CudaSyncWarnings:
-    """Install/remove the capture; ``on_warning()`` is called for each sync warning."""
+    """Install/remove the capture; ``on_warning()`` is called for each sync warning.
+
+    Example:
+        >>> seen = []
+        >>> capture = CudaSyncWarnings(lambda: seen.append(1))
+        >>> capture.install()  # sets the CUDA sync debug mode, only where CUDA is present
+        >>> capture.active == torch.cuda.is_available()
+        True
+        >>> capture.remove()
+        >>> capture.active
+        False
+    """
 
     def __init__(self, on_warning: Callable[[], None]) -> None:
         self.on_warning = on_warning

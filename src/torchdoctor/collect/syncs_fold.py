@@ -23,7 +23,13 @@ FOLD_AT = 4096
 
 def fold_steps(events: dict[tuple, list], *, first_step: int, before: int) -> dict[tuple, list]:
     """A copy of ``events`` with steps ``first_step .. before - 1`` merged into ``first_step``
-    (counts and stall times added); other steps (warm-up, the running one, -1, -2) unchanged."""
+    (counts and stall times added); other steps (warm-up, the running one, -1, -2) unchanged.
+
+    Example:
+        >>> events = {("f.py", 3, "g", "item", "forward", s): [1, 0.5] for s in range(4)}
+        >>> fold_steps(events, first_step=0, before=3)
+        {('f.py', 3, 'g', 'item', 'forward', 0): [3, 1.5], ('f.py', 3, 'g', 'item', 'forward', 3): [1, 0.5]}
+    """
     out: dict[tuple, list] = {}
     for key, (count, stall) in events.items():
         step = key[5]
@@ -40,7 +46,18 @@ def fold_steps(events: dict[tuple, list], *, first_step: int, before: int) -> di
 
 def fold_running_steps(audit: Any, profiler: Any, step: int) -> None:
     """Fold the audit's events of the profiled steps before ``step`` (the running one) when it
-    holds more than its threshold of keys; raise the threshold to twice what is left."""
+    holds more than its threshold of keys; raise the threshold to twice what is left.
+
+    Example:
+        >>> class Audit:
+        ...     _events = {("f.py", 3, "g", "item", "forward", s): [1, 0.0] for s in range(6)}
+        >>> class Profiler:
+        ...     warmup = 1
+        >>> audit = Audit()
+        >>> fold_running_steps(audit, Profiler(), step=5)
+        >>> sorted(k[5] for k in audit._events), audit._fold_at
+        ([0, 1, 5], 4096)
+    """
     first = int(getattr(profiler, "warmup", 0) or 0)
     if step > first:
         audit._events = fold_steps(audit._events, first_step=first, before=step)

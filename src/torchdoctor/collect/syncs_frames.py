@@ -64,7 +64,19 @@ def _is_library(code: CodeType) -> bool:
 
 
 def skip_paths(*prefixes: str) -> None:
-    """Treat more directories as library code (their frames are skipped like torch's)."""
+    """Treat more directories as library code (their frames are skipped like torch's).
+
+    Example:
+        >>> import tempfile
+        >>> vendored = tempfile.mkdtemp()
+        >>> code = compile("pass", os.path.join(vendored, "lib.py"), "exec")
+        >>> _is_library(code)
+        False
+        >>> skip_paths(vendored)
+        >>> _is_library(code)
+        True
+        >>> _extra_prefixes.remove(os.path.abspath(vendored)); _library_cache.clear()  # undo
+    """
     _extra_prefixes.extend(os.path.abspath(p) for p in prefixes)
     _library_cache.clear()
 
@@ -75,6 +87,11 @@ def user_frame(frame: FrameType | None = None) -> tuple[str, int, str]:
     Starts at ``frame`` (default: the caller's frame). When every frame is library code (a
     sync in an autograd engine thread on CUDA has no Python caller), returns the innermost
     frame that is not torchdoctor's own, or ``("<unknown>", 0, "<unknown>")``.
+
+    Example:
+        >>> file, line, function = user_frame(sys._getframe())
+        >>> file.startswith("<doctest"), function
+        (True, '<module>')
     """
     f = frame if frame is not None else sys._getframe(1)
     fallback = None
@@ -162,6 +179,17 @@ def call_warning_at_user_line(func: Callable, args: tuple, kwargs: dict, frame: 
     the innermost Python frame, which inside the audit is torchdoctor's wrapper; the user would
     see their own line without torchdoctor, so the warning is caught and issued again there
     (with that module's registry, so the usual once-per-line filtering still applies).
+
+    Example:
+        >>> def noisy(x):
+        ...     warnings.warn("careful")
+        ...     return x + 1
+        >>> with warnings.catch_warnings(record=True) as shown:
+        ...     warnings.simplefilter("always")
+        ...     call_warning_at_user_line(noisy, (2,), {}, sys._getframe())
+        3
+        >>> [(str(w.message), w.filename.startswith("<doctest")) for w in shown]
+        [('careful', True)]
     """
     caught: list = []
     try:
@@ -209,6 +237,10 @@ def in_optimizer_step_counter(frame: FrameType | None = None, depth: int = 8) ->
 
     Optimizers keep their step counters on the CPU even when the parameters are on a GPU, so
     ``step.item()`` there never waits for the device; a CPU run must not predict a sync for it.
+
+    Example:
+        >>> in_optimizer_step_counter(sys._getframe())  # a doctest, not torch.optim's _get_value
+        False
     """
     return any(
         code.co_name == "_get_value" and code.co_filename.startswith(_OPTIM)
@@ -226,6 +258,15 @@ def in_data_pipeline(frame: FrameType | None = None, depth: int = 16) -> bool:
     The DataLoader produces host tensors in a GPU run too (they reach the device after the
     loop body's ``.to(device)``), so what it reads back costs no device sync; a CPU run must
     not predict one there.
+
+    Example:
+        >>> class Probe(torch.utils.data.Dataset):
+        ...     def __len__(self):
+        ...         return 1
+        ...     def __getitem__(self, i):
+        ...         return in_data_pipeline()
+        >>> list(torch.utils.data.DataLoader(Probe(), batch_size=None)), in_data_pipeline()
+        ([True], False)
     """
     return any(
         code.co_filename.startswith(_DATA)

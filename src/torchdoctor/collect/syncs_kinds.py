@@ -147,7 +147,15 @@ WATCHED: frozenset = frozenset(_ALWAYS) | frozenset(_CONDITIONAL)
 
 
 def function_kind(func: Any, args: tuple, kwargs: dict) -> str | None:
-    """The sync kind of a Python-level torch call, or None when it does not synchronize."""
+    """The sync kind of a Python-level torch call, or None when it does not synchronize.
+
+    Example:
+        >>> x = torch.ones(3)
+        >>> function_kind(_T.item, (x,), {}), function_kind(_T.__getitem__, (x, x > 0), {})
+        ('item', 'bool_index')
+        >>> function_kind(_T.add, (x, x), {}) is None
+        True
+    """
     kind = _ALWAYS.get(func)
     if kind is not None:
         return kind
@@ -203,6 +211,14 @@ def aten_kind(func: Any, args: tuple, kwargs: dict) -> str | None:
 
     Device-to-host copies (``_to_copy``/``copy_`` from an accelerator into CPU memory) are
     reported as ``cpu``; they can only be recognized on a run with an accelerator.
+
+    Example:
+        >>> x = torch.ones(3)
+        >>> aten = torch.ops.aten
+        >>> aten_kind(aten.nonzero.default, (x,), {}), aten_kind(aten.index.Tensor, (x, [x > 0]), {})
+        ('nonzero', 'bool_index')
+        >>> aten_kind(aten.add.Tensor, (x, x), {}) is None
+        True
     """
     kind = _aten_cache.get(func)
     if kind is None:

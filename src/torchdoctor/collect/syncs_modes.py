@@ -52,6 +52,14 @@ def _route(func: Any) -> int:
 
 
 def first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The first tensor among the positional, then keyword, arguments (None if none).
+
+    Example:
+        >>> first_tensor((1, torch.zeros(2)), {"out": torch.ones(1)})
+        tensor([0., 0.])
+        >>> first_tensor((), {}) is None
+        True
+    """
     for value in args:
         if isinstance(value, torch.Tensor):
             return value
@@ -62,11 +70,31 @@ def first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 def mode_on_top(mode: Any) -> bool:
+    """Whether mode is the innermost active TorchFunctionMode.
+
+    Example:
+        >>> from torchdoctor.collect.syncs import SyncAudit
+        >>> with SyncAudit() as audit:
+        ...     on_top = mode_on_top(audit._function_mode)
+        >>> on_top, mode_on_top(audit._function_mode)
+        (True, False)
+    """
     depth = torch._C._len_torch_function_stack()
     return depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
 
 
 class FunctionMode(TorchFunctionMode):
+    """The fast audit's TorchFunctionMode: hands Python-level sync calls to the audit.
+
+    Example:
+        >>> from torchdoctor.collect.syncs import SyncAudit
+        >>> audit, x = SyncAudit(), torch.ones(2)
+        >>> with FunctionMode(audit):
+        ...     value = x.sum().item()
+        >>> value, [r["kind"] for r in audit.records()]
+        (2.0, ['item'])
+    """
+
     def __init__(self, audit: SyncAudit) -> None:
         super().__init__()
         self.audit = audit
@@ -96,6 +124,17 @@ class FunctionMode(TorchFunctionMode):
 
 
 class DispatchMode(TorchDispatchMode):
+    """The thorough audit's TorchDispatchMode: hands aten-level sync calls to the audit.
+
+    Example:
+        >>> from torchdoctor.collect.syncs import SyncAudit
+        >>> audit = SyncAudit(thorough=True)
+        >>> with DispatchMode(audit):
+        ...     nonzero = torch.tensor([0.0, 1.0]).nonzero()
+        >>> nonzero.tolist(), [r["kind"] for r in audit.records()]
+        ([[1]], ['nonzero'])
+    """
+
     def __init__(self, audit: SyncAudit) -> None:
         super().__init__()
         self.audit = audit
@@ -118,6 +157,15 @@ class ZeroGradBypass:
     It never synchronizes, but reads ``p.grad`` for every parameter, and each read through a
     TorchFunctionMode costs about as much as a small op (half the fast mode's overhead on a
     12-layer transformer step). ``remove()`` restores the original method.
+
+    Example:
+        >>> from torchdoctor.collect.syncs import SyncAudit
+        >>> bypass = ZeroGradBypass(SyncAudit())
+        >>> Optimizer.zero_grad is bypass.original
+        False
+        >>> bypass.remove()
+        >>> Optimizer.zero_grad is bypass.original
+        True
     """
 
     def __init__(self, audit: SyncAudit) -> None:

@@ -86,7 +86,16 @@ def estimate_overhead(
     make_audit: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """``{"overhead_ms", "overhead_pct", "method"}`` for an audit that handled these calls
-    (``make_audit``: the audit class to calibrate with, needed when any call was handled)."""
+    (``make_audit``: the audit class to calibrate with, needed when any call was handled).
+
+    Example:
+        >>> from torchdoctor.collect.syncs import SyncAudit
+        >>> cost = estimate_overhead(100, 0, 50.0, SyncAudit)
+        >>> cost["method"].startswith("estimated: 100 function-level calls x")
+        True
+        >>> estimate_overhead(0, 0, 10.0)["method"]
+        'no intercepted calls'
+    """
     if function_calls == 0 and dispatch_calls == 0 or make_audit is None:
         return {"overhead_ms": 0.0, "overhead_pct": 0.0, "method": "no intercepted calls"}
     needed = [

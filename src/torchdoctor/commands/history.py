@@ -19,6 +19,15 @@ HELP = "list recorded runs (`run`, `profile`, callbacks) and the step time over 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``history``'s options to ``parser``.
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["train.py", "--last", "3"])
+        >>> args.script, args.last, args.format
+        ('train.py', 3, 'text')
+    """
     parser.add_argument(
         "script", metavar="SCRIPT", nargs="?", default=None,
         help="only this script's runs (a path, or a file name)",
@@ -34,6 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """List the recorded runs as ``args`` asks; the exit status (2: history is off).
+
+    Example:
+        >>> import tempfile
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> where = str(Path(tempfile.mkdtemp()) / "h.sqlite")
+        >>> run(parser.parse_args(["--history", where, "--format", "json"]))
+        []
+        0
+    """
     from torchdoctor.history import history_path, list_runs
 
     where = history_path(args.history)

@@ -68,6 +68,10 @@ def _seconds(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `run`'s options to ``parser``; e.g. ``--warmup`` is 1 unless given:
+    >>> p = argparse.ArgumentParser(); add_arguments(p); p.parse_args([]).warmup
+    1
+    """
     parser.allow_abbrev = False  # `--max 3` must not become --max-steps: the script may own it
     parser.add_argument("script", metavar="SCRIPT", nargs="?", help="the Python script to run")
     parser.add_argument(
@@ -182,6 +186,11 @@ def _clashes(script_args: Sequence[str]) -> list[str]:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Our options before SCRIPT, the script's after it (``--`` separates them on a clash):
+    >>> p = argparse.ArgumentParser(); add_arguments(p)
+    >>> args = parse_args(p, ["--warmup", "2", "t.py", "--lr", "1"]); args.script_args
+    ['--lr', '1']
+    """
     ours, command, separated = split_command_line(argv)
     args = parser.parse_args(ours)
     if not command:
@@ -433,4 +442,9 @@ def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`torchdoctor run`: profile SCRIPT, write and print the report; the script's exit code.
+    >>> p = argparse.ArgumentParser(); add_arguments(p)
+    >>> run(parse_args(p, ["no/such/train.py"]))  # refused before anything runs
+    2
+    """
     return execute(args, command="run", only_syncs=False)

@@ -25,7 +25,20 @@ def start_checkpoints(
     """Write ``OUT/session.json`` now (this run's, marked incomplete: a previous run's file
     never passes for this one) and then at the first step boundary after every
     ``--checkpoint-every`` seconds; ``complete(session)`` adds what `run` adds to the final
-    session (its sync records). Returns the Checkpointer, or None when off (0)."""
+    session (its sync records). Returns the Checkpointer, or None when off (0).
+
+    Example:
+        >>> import json, tempfile, torch
+        >>> from torchdoctor.collect.profiler import Profiler
+        >>> args = argparse.Namespace(checkpoint_every=30.0, out=tempfile.mkdtemp())
+        >>> with Profiler(torch.nn.Linear(2, 2), syncs=False) as prof:
+        ...     writer = start_checkpoints(prof, args, lambda session: None)
+        ...     written = json.loads((Path(args.out) / "session.json").read_text())
+        >>> len(written["steps"])  # written at once, before the first step
+        0
+        >>> start_checkpoints(prof, argparse.Namespace(checkpoint_every=0), print) is None  # off
+        True
+    """
     every = getattr(args, "checkpoint_every", 0.0) or 0.0
     if every <= 0:
         return None
@@ -44,7 +57,16 @@ def start_checkpoints(
 
 def start_live(profiler: Any, args: argparse.Namespace, audit: Any) -> Any:
     """``--live``: open the summary on stderr and refresh it at step boundaries; None when not
-    asked for, or (with a notice) when stderr is not a terminal."""
+    asked for, or (with a notice) when stderr is not a terminal.
+
+    Example:
+        >>> import torch
+        >>> from torchdoctor.collect.profiler import Profiler
+        >>> with Profiler(torch.nn.Linear(2, 2), syncs=False) as prof:  # stderr is no terminal here
+        ...     view = start_live(prof, argparse.Namespace(live=True), None)
+        >>> view is None
+        True
+    """
     if not getattr(args, "live", False):
         return None
     from torchdoctor.collect.live import LiveView

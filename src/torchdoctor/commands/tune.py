@@ -52,6 +52,15 @@ def _non_negative(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add tune's options (they go before SCRIPT) to parser.
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["--budget", "60", "--knobs", "tf32"])
+        >>> args.budget, args.knobs, args.tolerance, args.warmup
+        (60.0, 'tf32', 0.05, 2)
+    """
     from torchdoctor.tuning.knobs import knob_names
 
     parser.allow_abbrev = False
@@ -81,7 +90,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
-    """torchdoctor's options, then the script and its arguments (``--`` separates if needed)."""
+    """torchdoctor's options, then the script and its arguments (``--`` separates if needed).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> args = parse_args(parser, ["--steps", "5", "train.py", "--steps", "100"])
+        >>> args.steps, args.script, args.script_args  # the script's own --steps is passed through
+        (5, 'train.py', ['--steps', '100'])
+    """
     ours: list[str] = []
     rest: list[str] = []
     i = 0
@@ -117,6 +134,14 @@ def _progress_bar(enabled: bool) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Tune args.script: print the table, write OUT/tune.json; the exit status.
+
+    Example (the smallest call: a script that does not exist is refused before any trial):
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> run(parse_args(parser, ["no/such/train.py"]))
+        2
+    """
     from torchdoctor.collect.script import ScriptNotFoundError, load_script
     from torchdoctor.render.tune import render_tune_text
     from torchdoctor.tuning.runner import tune_script

@@ -37,6 +37,14 @@ def publish(
 
     ``history``: True (the default database), a path, or False. ``trackers``: names from
     :data:`torchdoctor.integrations.trackers.TRACKERS`.
+
+    Example:
+        >>> import tempfile
+        >>> from torchdoctor.session import Session
+        >>> s = Session.new("demo", with_environment=False)
+        >>> done = publish(s, tempfile.mkdtemp(), kind="run", history=False)
+        >>> done["session"].name, [p.name for p in done["files"]]
+        ('session.json', ['session.json', 'report.html'])
     """
     from torchdoctor.reports import write_session
 

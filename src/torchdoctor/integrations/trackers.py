@@ -75,6 +75,17 @@ def log_mlflow(
 
     Logs into the active run if there is one, else opens (and closes) a run named
     ``run_name`` (default: the session's label) in ``experiment``.
+
+    Example (a local file store; MLflow wants it allowed explicitly):
+        >>> import mlflow, tempfile
+        >>> from pathlib import Path
+        >>> from unittest import mock
+        >>> store = (Path(tempfile.mkdtemp()) / "mlruns").as_uri()
+        >>> with mock.patch.dict(os.environ, MLFLOW_ALLOW_FILE_STORE="true",
+        ...                      MLFLOW_TRACKING_URI=store):
+        ...     run_id = log_mlflow({"label": "demo", "step_ms": {"median": 2.0}})
+        ...     mlflow.get_run(run_id).data.metrics["torchdoctor/step_ms"]
+        2.0
     """
     mlflow = _require("mlflow", "mlflow")
     if tracking_uri:
@@ -109,6 +120,15 @@ def log_wandb(
 
     Logs into ``wandb.run`` if there is one, else opens a run in ``project`` (default
     ``WANDB_PROJECT`` or ``torchdoctor``) and finishes it. Returns the run id.
+
+    Example (W&B's ``disabled`` mode: a run that writes nothing):
+        >>> import wandb
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true"):
+        ...     run_id = log_wandb({"label": "demo", "step_ms": {"median": 2.0}})
+        >>> isinstance(run_id, str), wandb.run is None  # the run it opened is finished
+        (True, True)
+        >>> wandb.teardown()  # forget the disabled mode: later runs set up afresh
     """
     wandb = _require("wandb", "wandb")
     active = wandb.run

@@ -156,7 +156,23 @@ def rich_hot_lines(session: Mapping[str, Any]) -> list[Any]:
 
 
 def markdown_hot_lines(session: Mapping[str, Any]) -> list[str]:
-    """The section as Markdown lines (empty when no line was measured)."""
+    """The section as Markdown lines (empty when no line was measured).
+
+    Example:
+        >>> line = {"file": "/a/t.py", "line": 3, "location": "t.py:3", "function": "loss",
+        ...         "function_line": 1, "code": "d = a @ b", "owner": "", "top_ops": [],
+        ...         "forward_ms": {"mean": 2.0}, "backward_ms": {"mean": 1.0},
+        ...         "total_ms": {"mean": 3.0}, "pct_of_step": 30.0, "calls_per_step": 4.0}
+        >>> print(*markdown_hot_lines({"hot_lines": {"lines": [line]}})[:6], sep="\\n")
+        ### Hot lines
+        <BLANKLINE>
+        | where | source | fwd ms | bwd ms | % step | calls/step | top ops |
+        |---|---|---:|---:|---:|---:|---|
+        | **loss() (t.py:1)** | | | | | | |
+        | t.py:3 | `d = a @ b` | 2 | 1 | 30.0% | 4 |  |
+        >>> markdown_hot_lines({"hot_lines": None})
+        []
+    """
     groups = grouped_lines(session)
     if not groups:
         return []

@@ -106,7 +106,19 @@ def _header(tune: Mapping[str, Any]) -> str:
 
 
 def render_tune_text(tune: Mapping[str, Any], width: int = 120) -> str:
-    """The tune table, breaks, chosen set and snippet as plain text."""
+    """The tune table, breaks, chosen set and snippet as plain text.
+
+    Example:
+        >>> tune = {"baseline": {"step_ms": 20.0, "drift": 0.001}, "chosen": ["channels_last"],
+        ...         "rows": [{"knob": "channels_last", "status": "measured", "verdict": "faster",
+        ...                   "speedup": {"median": 1.3, "low": 1.2, "high": 1.4, "pairs": 3}}],
+        ...         "snippet": "model = model.to(memory_format=torch.channels_last)"}
+        >>> lines = render_tune_text(tune, width=100).splitlines()
+        >>> print(lines[0], *lines[-2:], sep="\\n")
+        torchdoctor tune: baseline step 20 ms, run-to-run drift 0.001
+        chosen: channels_last; enable it with:
+        model = model.to(memory_format=torch.channels_last)
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -134,7 +146,16 @@ def render_tune_text(tune: Mapping[str, Any], width: int = 120) -> str:
 
 
 def render_tune_markdown(tune: Mapping[str, Any]) -> str:
-    """The tune table as Markdown (BENCHMARKS.md, reports)."""
+    """The tune table as Markdown (BENCHMARKS.md, reports).
+
+    Example:
+        >>> tune = {"baseline": {"step_ms": 20.0}, "chosen": ["channels_last"], "snippet": "",
+        ...         "rows": [{"knob": "channels_last", "status": "measured", "verdict": "faster",
+        ...                   "speedup": {"median": 1.3, "low": 1.2, "high": 1.4, "pairs": 3},
+        ...                   "drift": 0.0, "warmup_cost_s": 0.5}]}
+        >>> print(render_tune_markdown(tune).splitlines()[2])
+        | channels_last | 1.3x (1.2-1.4, 3 pairs) | +0.5 s | - | 0 | faster |
+    """
     lines = ["| knob | speedup (spread) | warm-up / compile | peak memory | drift | verdict |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for row in _rows(tune):

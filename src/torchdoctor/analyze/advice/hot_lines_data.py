@@ -115,7 +115,17 @@ def _caller_text(caller: Any) -> str | None:
 
 def hot_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The lines that get advice of their own: ``>= HOT_SHARE`` of the step, at most
-    ``MAX_LINE_ADVICE``, heaviest first."""
+    ``MAX_LINE_ADVICE``, heaviest first.
+
+    Example:
+        >>> def row(line, ms):
+        ...     return {"file": "/a/t.py", "line": line, "owner": "", "total_ms": {"mean": ms},
+        ...             "forward_ms": {"mean": ms}, "backward_ms": {"mean": 0.0}, "calls_per_step": 1,
+        ...             "torch_calls_per_step": 1, "top_ops": []}
+        >>> s = {"step_ms": {"mean": 100.0}, "hot_lines": {"lines": [row(3, 20.0), row(9, 1.0)]}}
+        >>> [(r["line"], r["share"]) for r in hot_lines(s)]  # line 9 is 1% of the step: not hot
+        [(3, 0.2)]
+    """
     return [r for r in measured_lines(session) if r["share"] >= HOT_SHARE][:MAX_LINE_ADVICE]
 
 

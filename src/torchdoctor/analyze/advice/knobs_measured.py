@@ -62,7 +62,19 @@ def _saving(step: float, speedup: float) -> float:
 
 
 def measured_knob_advice(session: Mapping[str, Any]) -> list[Advice]:
-    """Advice for each knob (and the combination) the tune accepted, with the measured saving."""
+    """Advice for each knob (and the combination) the tune accepted, with the measured saving.
+
+    Example:
+        >>> rows = [{"knob": "tf32", "title": "TF32 matmuls", "accepted": True, "status": "measured",
+        ...          "speedup": {"median": 2.0, "low": 1.5, "high": 2.5, "pairs": 1}},
+        ...         {"knob": "compile", "accepted": False, "status": "measured",
+        ...          "speedup": {"median": 0.9, "low": 0.8, "high": 1.0, "pairs": 3}}]
+        >>> (advice,) = measured_knob_advice({"step_ms": {"median": 40.0}, "tune": {"rows": rows}})
+        >>> advice.title, advice.confidence, advice.estimated_saving_ms
+        ('Turn on TF32 matmuls (measured 2x)', 'medium', 20.0)
+        >>> [round(ms, 3) for ms in advice.saving_range_ms]  # from the lowest and highest pair
+        [13.333, 24.0]
+    """
     step = tree_step_ms(session)
     out = []
     for row in tune_rows(session):

@@ -71,7 +71,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     )
     + ABOVE_PIPELINE,
     "torchdoctor.train": ("torchdoctor.render", "torchdoctor.analyze", *ABOVE_PIPELINE),
-    "torchdoctor.bench": ("torchdoctor.collect", "torchdoctor.render", *ABOVE_PIPELINE),
+    "torchdoctor.measure": ("torchdoctor.collect", "torchdoctor.render", *ABOVE_PIPELINE),
     "torchdoctor.benchmarks": ABOVE_PIPELINE,
     "torchdoctor.workloads": ("torchdoctor.render", "torchdoctor.analyze", *ABOVE_PIPELINE),
     "torchdoctor.testing": ABOVE_PIPELINE,

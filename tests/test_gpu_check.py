@@ -28,7 +28,7 @@ def test_gpu_check_dry_runs_on_cpu_with_a_clear_message(tmp_path):
 
 
 def test_gpu_suite_is_registered_and_explains_a_missing_gpu():
-    from torchdoctor.bench.suites import load_suite
+    from torchdoctor.measure.suites import load_suite
 
     [(name, run)] = load_suite("gpu")
     assert name == "gpu"

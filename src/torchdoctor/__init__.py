@@ -17,8 +17,8 @@ from torchdoctor._version import __version__
 
 #: public name -> module that defines it. Add a line here to export a new public name.
 _EXPORTS: dict[str, str] = {
-    "compare": "torchdoctor.bench",
-    "sweep": "torchdoctor.bench",
+    "compare": "torchdoctor.measure",
+    "sweep": "torchdoctor.measure",
     "profile": "torchdoctor.collect.profile_step",
     "tune": "torchdoctor.tuning.api",
     "Profiler": "torchdoctor.collect.profiler",

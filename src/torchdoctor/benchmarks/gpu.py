@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.bench import BenchTable, compare
 from torchdoctor.benchmarks import ops_assignment
 from torchdoctor.benchmarks.ops_tokens import KEEP, _inputs
+from torchdoctor.measure import BenchTable, compare
 from torchdoctor.ops.reference.tokens import select_tokens_reference
 from torchdoctor.ops.tokens import select_tokens_per_segment
 
@@ -120,7 +120,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """The GPU tables; one explanatory table when no CUDA device is present.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("gpu"))["gpu"] is run  # `torchdoctor bench gpu` (make gpu-check) runs it
         True
     """

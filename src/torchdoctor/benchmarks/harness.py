@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.bench import BenchTable, compare
+from torchdoctor.measure import BenchTable, compare
 
 
 def _solve_loop(cov: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 import torchdoctor
-from torchdoctor.bench.compare import quantile
-from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._models import transformer_train_step
+from torchdoctor.measure.compare import quantile
+from torchdoctor.measure.table import BenchTable
 
 USER_MODELS = """
 import torch
@@ -178,7 +178,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """One table: per model, the profiled step without and with hot lines, and the overhead.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("hotlines"))["hot_lines_overhead"] is run  # `torchdoctor bench hotlines`
         True
     """

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from torchdoctor.bench.table import BenchTable
+from torchdoctor.measure.table import BenchTable
 
 #: TorchFix's flake8 checker over the files named on stdin, alternating with the ast floor;
 #: prints {"floor": [...], "torchfix": [...], "findings": n} (CPU seconds per round).
@@ -116,7 +116,7 @@ def run(quick: bool = False, jobs: int = 1, torchfix_python: str | None = None) 
         >>> tables = run(quick=True)  # doctest: +SKIP
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("lint"))["lint_torch"] is run  # `torchdoctor bench lint` runs it
         True
     """

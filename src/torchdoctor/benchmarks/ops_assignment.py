@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.bench import BenchTable, compare
+from torchdoctor.measure import BenchTable, compare
 from torchdoctor.ops.assignment import linear_assignment
 from torchdoctor.ops.reference.assignment import linear_assignment_reference
 
@@ -80,7 +80,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """Tables for ``torchdoctor bench ops``; ``quick`` uses small batches.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("ops"))["ops_assignment"] is run  # `torchdoctor bench ops` runs it
         True
     """

@@ -3,7 +3,7 @@
 Seed sizes: B = 64 images, K = 4 parts (anchors) per image, d = 64, one covariance per image,
 (B-1)*K = 252 candidates per image; then pools of 1k and 8k candidates per image. float32.
 
-- speed: interleaved medians (``torchdoctor.bench.compare``) of
+- speed: interleaved medians (``torchdoctor.measure.compare``) of
   ``pairwise_mahalanobis(anchors, pool, cov=cov, check=False)`` (Cholesky with the sync-free
   jitter ladder, whiten anchors and pool once, Euclidean distances) against each baseline.
 - accuracy: covariances with condition number 1e6, float32 inputs; relative error against a
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.bench import BenchTable, compare, intra_op_threads
+from torchdoctor.measure import BenchTable, compare, intra_op_threads
 from torchdoctor.ops import pairwise_mahalanobis
 from torchdoctor.ops.reference.mahalanobis import (
     pairwise_mahalanobis_batched_solve,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torchdoctor.bench import BenchTable, compare, intra_op_threads
+from torchdoctor.measure import BenchTable, compare, intra_op_threads
 from torchdoctor.ops import (
     cholesky_factor,
     covariance,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.bench import BenchTable, compare
+from torchdoctor.measure import BenchTable, compare
 from torchdoctor.ops.sinkhorn import sinkhorn
 
 EPS = 0.1
@@ -29,7 +29,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """Tables for ``torchdoctor bench ops``; ``quick`` uses a small batch.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("ops"))["ops_sinkhorn"] is run  # `torchdoctor bench ops` runs it
         True
     """

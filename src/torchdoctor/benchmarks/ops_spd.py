@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.bench import BenchTable, compare, intra_op_threads
+from torchdoctor.measure import BenchTable, compare, intra_op_threads
 from torchdoctor.ops import SPD_METRICS, spd_distance
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from torchdoctor.bench import BenchTable, compare, intra_op_threads
+from torchdoctor.measure import BenchTable, compare, intra_op_threads
 from torchdoctor.ops.dpp import dpp_greedy, numba_available
 from torchdoctor.ops.reference.tokens import select_tokens_reference
 from torchdoctor.ops.tokens import select_tokens_per_segment
@@ -126,7 +126,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """Tables for ``torchdoctor bench ops``; ``quick`` uses 2/4 frames and d = 64.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("ops"))["ops_tokens"] is run  # `torchdoctor bench ops` runs it
         True
     """

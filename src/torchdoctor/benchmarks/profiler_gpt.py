@@ -32,12 +32,12 @@ from typing import Any
 import torch
 
 import torchdoctor
-from torchdoctor.bench.compare import quantile
-from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._gpt import gpt_train_step
 from torchdoctor.collect.profiler_overhead import per_module_call_cost_us
 from torchdoctor.collect.syncs import SyncAudit
 from torchdoctor.collect.syncs_overhead import per_call_cost_us
+from torchdoctor.measure.compare import quantile
+from torchdoctor.measure.table import BenchTable
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
@@ -250,7 +250,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """The overhead tables on one intra-op thread (quick: the tiny GPT, short runs).
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("overhead"))["profiler_gpt"] is run  # `torchdoctor bench overhead` runs it
         True
     """

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 import torchdoctor
-from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._models import transformer_train_step
+from torchdoctor.measure.table import BenchTable
 from torchdoctor.session_read import quantile, walk
 
 
@@ -320,7 +320,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """All profiler benchmark tables (quick: tiny sizes, few rounds), on one intra-op thread.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("profiler"))["profiler_overhead"] is run  # `torchdoctor bench profiler` runs it
         True
     """

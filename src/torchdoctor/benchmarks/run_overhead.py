@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from torchdoctor.bench.compare import quantile
-from torchdoctor.bench.table import BenchTable
+from torchdoctor.measure.compare import quantile
+from torchdoctor.measure.table import BenchTable
 
 SCRIPT = Path(__file__).with_name("nanogpt_train.py")
 
@@ -96,7 +96,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """The end-to-end table (quick: 6 iterations, one pair).
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("overhead"))["run_overhead"] is run  # `torchdoctor bench overhead` runs it
         True
     """

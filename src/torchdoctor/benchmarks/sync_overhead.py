@@ -7,7 +7,7 @@
 2. A loop of 300 small elementwise ops on a 16-element tensor: the worst case for a mode,
    whose cost is per call, not per FLOP.
 
-Each variant is compared with the plain step by :func:`torchdoctor.bench.compare`
+Each variant is compared with the plain step by :func:`torchdoctor.measure.compare`
 (interleaved, after warm-up); overhead = 1 / speedup - 1, with the quartiles of the per-pair
 ratios, from wall time and from process CPU time (steadier on a shared machine). The audit is entered and left around every timed call (that cost is included). The
 "in-run estimate" column is what ``audit.summary()["overhead_pct"]`` reports from its call
@@ -30,10 +30,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchdoctor.bench.compare import compare
-from torchdoctor.bench.table import BenchTable
 from torchdoctor.benchmarks._models import transformer_train_step
 from torchdoctor.collect.syncs import sync_audit
+from torchdoctor.measure.compare import compare
+from torchdoctor.measure.table import BenchTable
 from torchdoctor.session_read import quantile
 
 
@@ -170,7 +170,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """Both tables: the 12-layer transformer step and the small-op loop.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("syncs"))["sync_overhead"] is run  # `torchdoctor bench syncs` runs it
         True
     """

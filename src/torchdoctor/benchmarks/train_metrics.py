@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from torchdoctor.bench import BenchTable, compare, intra_op_threads
+from torchdoctor.measure import BenchTable, compare, intra_op_threads
 from torchdoctor.train.metrics import LazyMetrics
 from torchdoctor.train.reference import EagerMetrics
 
@@ -143,7 +143,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """Sync counts and the interleaved time ratio of the two loops, per available device.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("train"))["train_metrics"] is run  # `torchdoctor bench train` runs it
         True
     """

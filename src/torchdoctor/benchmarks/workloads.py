@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from torchdoctor.bench import compare, intra_op_threads
-from torchdoctor.bench.table import BenchTable
+from torchdoctor.measure import compare, intra_op_threads
+from torchdoctor.measure.table import BenchTable
 from torchdoctor.workloads import WORKLOADS, build
 from torchdoctor.workloads.syncs import count_syncs
 
@@ -177,7 +177,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     """All five workloads, slow vs fast; ``quick`` uses the tiny sizes.
 
     Example:
-        >>> from torchdoctor.bench.suites import load_suite
+        >>> from torchdoctor.measure.suites import load_suite
         >>> dict(load_suite("workloads"))["workloads"] is run  # `torchdoctor bench workloads`
         True
     """

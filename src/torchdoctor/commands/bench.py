@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         >>> args.suites, args.quick, args.threads
         (['ops'], True, 2)
     """
-    from torchdoctor.bench.suites import suite_names
+    from torchdoctor.measure.suites import suite_names
 
     names = ", ".join(suite_names())
     parser.add_argument(
@@ -73,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from torchdoctor.bench.suites import load_suite, suite_names
+    from torchdoctor.measure.suites import load_suite, suite_names
 
     console = Console()
     if args.list:
-        from torchdoctor.bench.suites import SUITES
+        from torchdoctor.measure.suites import SUITES
 
         for name, modules in SUITES.items():
             console.print(f"{name}: {', '.join(m.rsplit('.', 1)[-1] for m in modules)}")

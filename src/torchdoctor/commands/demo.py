@@ -108,7 +108,7 @@ def _findings(session, console) -> dict[str, Any]:
 
 
 def _compare(workload, repeats: int, console) -> list[dict[str, Any]]:
-    from torchdoctor.bench import compare
+    from torchdoctor.measure import compare
 
     console.print(f"[bold]3. timing slow vs fast[/] (interleaved, {repeats} pairs) ...")
     results = []

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from torchdoctor.bench.equivalence import Equivalence, compare_outputs
-from torchdoctor.bench.table import BenchTable
+from torchdoctor.measure.equivalence import Equivalence, compare_outputs
+from torchdoctor.measure.table import BenchTable
 from torchdoctor.session_read import quantile
 
 
@@ -147,7 +147,7 @@ def compare(
 
     Example:
         >>> import torch
-        >>> from torchdoctor.bench import compare
+        >>> from torchdoctor.measure import compare
         >>> x = torch.randn(64, 64)
         >>> result = compare(lambda a, b: a @ b, torch.matmul, x, x, names=("@", "matmul"))
         >>> result.equivalent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from torchdoctor.bench import compare, compare_outputs
+from torchdoctor.measure import compare, compare_outputs
 
 
 class FakeClock:

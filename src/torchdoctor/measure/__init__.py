@@ -2,17 +2,17 @@
 
 Example:
     >>> import torch
-    >>> from torchdoctor.bench import compare
+    >>> from torchdoctor.measure import compare
     >>> r = compare(torch.sort, torch.sort, torch.randn(100), repeats=3)
     >>> r.equivalent
     True
 """
 
-from torchdoctor.bench.compare import Comparison, compare
-from torchdoctor.bench.equivalence import Equivalence, compare_outputs
-from torchdoctor.bench.sweep import SweepResult, sweep
-from torchdoctor.bench.table import BenchTable
-from torchdoctor.bench.threads import intra_op_threads
+from torchdoctor.measure.compare import Comparison, compare
+from torchdoctor.measure.equivalence import Equivalence, compare_outputs
+from torchdoctor.measure.sweep import SweepResult, sweep
+from torchdoctor.measure.table import BenchTable
+from torchdoctor.measure.threads import intra_op_threads
 
 __all__ = [
     "BenchTable",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from torchdoctor.bench import BenchTable, sweep
-from torchdoctor.bench.sweep import loglog_slope
 from torchdoctor.cli import main
+from torchdoctor.measure import BenchTable, sweep
+from torchdoctor.measure.sweep import loglog_slope
 
 
 def test_loglog_slope_recovers_power_laws():

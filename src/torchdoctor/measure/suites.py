@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from torchdoctor.bench.table import BenchTable
+from torchdoctor.measure.table import BenchTable
 
 #: suite name -> benchmark modules, in the order they run.
 SUITES: dict[str, list[str]] = {

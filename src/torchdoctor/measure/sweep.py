@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from torchdoctor.bench.compare import _uses_cuda
-from torchdoctor.bench.table import BenchTable
+from torchdoctor.measure.compare import _uses_cuda
+from torchdoctor.measure.table import BenchTable
 
 
 def loglog_slope(sizes: Sequence[float], times: Sequence[float]) -> float | None:
@@ -89,7 +89,7 @@ def sweep(
 
     Example:
         >>> import torch
-        >>> from torchdoctor.bench import sweep
+        >>> from torchdoctor.measure import sweep
         >>> r = sweep({"sum": torch.sum}, [1000, 10000], lambda n: torch.ones(n), repeats=3)
         >>> len(r.medians_ms["sum"])
         2

@@ -5,7 +5,7 @@ whenever another process holds a core, which adds noise without adding speed.
 
 Example:
     >>> import torch
-    >>> from torchdoctor.bench import intra_op_threads
+    >>> from torchdoctor.measure import intra_op_threads
     >>> before = torch.get_num_threads()
     >>> with intra_op_threads(1):
     ...     torch.get_num_threads()

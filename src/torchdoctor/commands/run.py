@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
+from torchdoctor.commands.argtypes import non_negative as _non_negative
+from torchdoctor.commands.argtypes import positive as _positive
+from torchdoctor.commands.argtypes import seconds as _seconds
 
 HELP = "profile an unmodified training script; write the session and print the report at exit"
 
@@ -46,25 +49,7 @@ WHOLE_RUN_MESSAGE = (
 )
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: off), got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,31 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torchdoctor.commands.argtypes import non_negative as _non_negative
+from torchdoctor.commands.argtypes import positive as _positive
+from torchdoctor.commands.argtypes import positive_float as _positive_float
+
 HELP = "measure engine knobs (autocast, compile, channels_last, ...) on the script's own step"
 
 VALUE_OPTIONS = ("--budget", "--knobs", "--tolerance", "--warmup", "--steps", "--rounds",
                  "--seed", "--out", "--format")  # fmt: skip
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,70 @@
+"""Argument types shared by the commands: numbers that say what was expected when wrong.
+
+Example:
+    >>> positive("3"), non_negative("0"), positive_float("0.5"), seconds("0")
+    (3, 0, 0.5, 0.0)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def non_negative(text: str) -> int:
+    """An integer >= 0 (a warm-up).
+
+    Example:
+        >>> non_negative("-1")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected an integer >= 0, got -1
+    """
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def positive(text: str) -> int:
+    """An integer >= 1 (a number of steps).
+
+    Example:
+        >>> positive("0")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected an integer >= 1, got 0
+    """
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number > 0 (a budget, a tolerance).
+
+    Example:
+        >>> positive_float("0")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected a number > 0, got 0
+    """
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """Seconds >= 0, where 0 turns the thing off (a checkpoint period).
+
+    Example:
+        >>> seconds("-2")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected seconds >= 0 (0: off), got -2
+    """
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: off), got {text}")
+    return value

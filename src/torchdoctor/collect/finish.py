@@ -20,6 +20,7 @@ from typing import Any
 
 from torchdoctor.collect.aggregate import step_timeline
 from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
+from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
 from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
@@ -163,9 +164,13 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         if calls_per_step:
             audit_calls += calls_per_step
             audit_cost = per_call_cost_us("function", type(one))
+    line_calls = sum(float(line.get("torch_calls_per_step") or 0.0)
+                     for line in (session.get("hot_lines") or {}).get("lines") or ())  # fmt: skip
+    line_cost = line_call_cost_us() if line_calls else 0.0
     estimate = estimate_profiler_overhead(
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
         audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
+        line_calls_per_step=line_calls, line_cost_us=line_cost,
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
         light_hooks=state.boundary is StepBoundary.MODULE,
@@ -178,6 +183,8 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
             parts.append(f"{calls:g} module calls per step x {estimate['cost_us']:.1f} us of hooks")
         if audit_calls:
             parts.append(f"{audit_calls:.0f} sync-audit calls x {audit_cost:.2f} us")
+        if line_calls and line_cost:
+            parts.append(f"{line_calls:.0f} timed torch calls x {line_cost:.2f} us (hot lines)")
         session["config"]["notes"].append(
             f"profiler overhead ~{pct:.0f}% of a detailed step (estimated: "
             + " + ".join(parts or ["hooks"])

@@ -117,6 +117,8 @@ def estimate_profiler_overhead(
     hook_ms_per_step: float | None = None,
     audit_calls_per_step: float = 0.0,
     audit_cost_us: float = 0.0,
+    line_calls_per_step: float = 0.0,
+    line_cost_us: float = 0.0,
     bookkeeping_ms_per_step: float = 0.0,
     light_hooks: bool = False,
 ) -> dict[str, Any]:
@@ -127,7 +129,9 @@ def estimate_profiler_overhead(
     ``step_ms``: the median step time; ``steps`` of which ``detailed_steps`` detailed (default
     all); ``hook_ms_per_step``: the time measured inside the hooks per detailed step (None:
     the calibrated total cost per call is used instead); ``audit_calls_per_step``: calls the
-    sync audit intercepted per audited step, at ``audit_cost_us`` each; ``light_hooks``: the
+    sync audit intercepted per audited step, at ``audit_cost_us`` each; ``line_calls_per_step``:
+    torch calls the hot-lines collector timed per detailed step, at ``line_cost_us`` each;
+    ``light_hooks``: the
     module hooks stay installed in light steps (steps cut at module calls).
 
     Example:
@@ -153,6 +157,7 @@ def estimate_profiler_overhead(
     if calls_per_step > 0 and steps > detailed_steps and light_hooks:
         light_cost = per_module_call_cost_us(backward, False)
     detailed_ms = hooks_ms + audit_calls_per_step * audit_cost_us / 1e3
+    detailed_ms += line_calls_per_step * line_cost_us / 1e3  # the hot-lines collector
     detailed_ms = min(detailed_ms, 0.95 * step_ms)  # noise can not exceed the step
     light_ms = min(calls_per_step * light_cost / 1e3, 0.95 * step_ms)
     light_steps = steps - detailed_steps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -77,6 +79,13 @@ def test_ddp_buckets_are_timed_through_a_comm_hook_with_ddp_results_unchanged(gr
     timer = CollectiveTimer().start()
     try:
         model(x).sum().backward()
+        # a bucket's end is stamped by its future's callback, which may run just after
+        # backward returns: give it a moment (a busy machine delays that thread)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(
+            c.end is None for c in timer.records if c.ddp
+        ):
+            time.sleep(0.01)
     finally:
         timer.stop()
     buckets = [c for c in timer.records if c.ddp]

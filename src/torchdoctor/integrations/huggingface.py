@@ -34,9 +34,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from torchdoctor.collect.profiler import Profiler
+from torchdoctor.integrations.callback_options import CallbackOptions
 
 
-class TorchDoctorCallback(TrainerCallback):
+class TorchDoctorCallback(TrainerCallback, CallbackOptions):
     """Profile ``Trainer.train``: steps are optimizer steps; session and reports in ``out``.
 
     ``warmup``, ``max_steps``, ``syncs``, ``memory`` and ``backward`` are the
@@ -62,15 +63,11 @@ class TorchDoctorCallback(TrainerCallback):
         history: bool | str | os.PathLike[str] = True,
         trackers: Iterable[str] = (),
     ) -> None:
+        CallbackOptions.__init__(
+            self, warmup=warmup, max_steps=max_steps, syncs=syncs, memory=memory,
+            backward=backward, label=label, history=history, trackers=trackers,
+        )  # fmt: skip
         self.out = out
-        self.warmup = warmup
-        self.max_steps = max_steps
-        self.syncs = syncs
-        self.memory = memory
-        self.backward = backward
-        self.label = label
-        self.history = history
-        self.trackers = tuple(trackers)
         self.session: Any = None
         self.outputs: dict[str, Any] | None = None
         self._profiler: Profiler | None = None
@@ -87,11 +84,9 @@ class TorchDoctorCallback(TrainerCallback):
             self._finish(None)
         model = kwargs.get("model")
         self.session = self.outputs = None
-        label = self.label or type(model).__name__ if model is not None else "Trainer"
-        self._profiler = Profiler(
-            model, syncs=self.syncs, warmup=self.warmup, max_steps=self.max_steps,
-            step_boundary="manual", label=label, memory=self.memory, backward=self.backward,
-        )  # fmt: skip
+        self._profiler = self.new_profiler(
+            model, type(model).__name__ if model is not None else "Trainer"
+        )
         self._context = (args, state)
         self._evaluations = 0
         self._profiler.start()

@@ -37,9 +37,10 @@ except ImportError:  # pragma: no cover - the old package name
         ) from exc
 
 from torchdoctor.collect.profiler import Profiler
+from torchdoctor.integrations.callback_options import CallbackOptions
 
 
-class TorchDoctorCallback(Callback):
+class TorchDoctorCallback(Callback, CallbackOptions):
     """Profile a Lightning fit: steps are optimizer steps; session and reports in ``out``.
 
     ``warmup``, ``max_steps``, ``syncs``, ``memory`` and ``backward`` are the
@@ -67,15 +68,11 @@ class TorchDoctorCallback(Callback):
         log_metrics: bool = True,
     ) -> None:
         super().__init__()
+        CallbackOptions.__init__(
+            self, warmup=warmup, max_steps=max_steps, syncs=syncs, memory=memory,
+            backward=backward, label=label, history=history, trackers=trackers,
+        )  # fmt: skip
         self.out = out
-        self.warmup = warmup
-        self.max_steps = max_steps
-        self.syncs = syncs
-        self.memory = memory
-        self.backward = backward
-        self.label = label
-        self.history = history
-        self.trackers = tuple(trackers)
         self.log_metrics = log_metrics
         self.session: Any = None
         self.outputs: dict[str, Any] | None = None
@@ -88,11 +85,7 @@ class TorchDoctorCallback(Callback):
         if self._profiler is not None:  # a second fit with the same callback: a fresh run
             self._finish(trainer, None)
         self.session = self.outputs = None
-        label = self.label or type(pl_module).__name__
-        self._profiler = Profiler(
-            pl_module, syncs=self.syncs, warmup=self.warmup, max_steps=self.max_steps,
-            step_boundary="manual", label=label, memory=self.memory, backward=self.backward,
-        )  # fmt: skip
+        self._profiler = self.new_profiler(pl_module, type(pl_module).__name__)
         self._global_step = trainer.global_step
         self._validations = 0
         self._profiler.start()

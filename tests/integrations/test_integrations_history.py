@@ -125,3 +125,14 @@ def test_diff_accepts_history_ids(tmp_path, history_file, capsys):
     assert capsys.readouterr().out.startswith("# torchdoctor diff: first -> second")
     assert main(["diff", "1", "9"]) == 2
     assert "no run 9 in the history" in capsys.readouterr().err
+
+
+def test_history_last_must_be_positive(capsys):
+    import pytest
+
+    from torchdoctor.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["history", "--last", "0"])
+    assert stop.value.code == 2
+    assert "expected an integer >= 1, got 0" in capsys.readouterr().err

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from torchdoctor.commands.argtypes import positive
+
 HELP = "list recorded runs (`run`, `profile`, callbacks) and the step time over runs"
 
 
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--format", "-f", choices=("text", "json", "html"), default="text")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    parser.add_argument("--last", metavar="N", type=int, default=None, help="the last N runs only")
+    parser.add_argument("--last", metavar="N", type=positive, default=None, help="the last N runs only")
     parser.add_argument(
         "--history", metavar="PATH", default=None,
         help="history database (default: $TORCHDOCTOR_HISTORY, else "

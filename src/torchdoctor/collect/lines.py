@@ -57,6 +57,8 @@ from torchdoctor.collect.clocks import CpuClock
 from torchdoctor.collect.lines_frames import USER, kind_of, kind_of_file, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
+    PARKED_PHASES,
+    insert_function_mode,
     op_name,
     remove_function_mode,
     wrap_function_apply,
@@ -150,6 +152,7 @@ class LineCollector:
         self.use_clock(clock if clock is not None else recorder.clock)
         self.active = False
         self._mode: _Mode | None = None
+        self._parked: int | None = None  # the stack depth the parked mode is put back at
         self._unwrap: Callable[[], None] = _nothing
         self._library_owner: dict[int, bool] = {}
         self.generation = 0
@@ -187,17 +190,44 @@ class LineCollector:
             self._mode = _Mode(self)
             torch._C._push_on_torch_function_stack(self._mode)
             self._unwrap = wrap_function_apply(self)
+        else:
+            self.unpark()
         self.active = True
 
     def stop(self) -> None:
         """Remove the function mode (wherever it is on the mode stack) and the wrapper."""
         self.active = False
         mode, self._mode = self._mode, None
+        parked, self._parked = self._parked, None
         if mode is not None:
             try:
-                remove_function_mode(mode)
+                if parked is None:
+                    remove_function_mode(mode)
             finally:
                 self._unwrap()
+
+    def phase_changed(self, phase: str) -> None:
+        """Park the mode in the optimizer and data phases, put it back for the others (set as
+        the step's ``PhaseMachine.on_change``). Their torch calls are not charged to lines,
+        yet each one would pay the mode's dispatch (a few hundred per step for a
+        per-parameter optimizer, the largest part of the collector's cost on small steps)."""
+        if phase in PARKED_PHASES:
+            self.park()
+        elif phase in COUNTED_PHASES:
+            self.unpark()
+
+    def park(self) -> None:
+        """Take the mode off the stack (a no-op when it is not there: parked already, or
+        popped while its own handler runs, as for ``Tensor.backward``)."""
+        if self._mode is not None and self._parked is None:
+            self._parked = remove_function_mode(self._mode)
+
+    def unpark(self) -> None:
+        """Put a parked mode back where it was on the stack."""
+        if self._mode is not None and self._parked is not None:
+            depth, self._parked = self._parked, None
+            insert_function_mode(self._mode, depth)
+            self.last = None
 
     # -- hot path -------------------------------------------------------------------------
     def _owned_by_library(self, node: int) -> bool:

@@ -2,8 +2,9 @@
 
 - :func:`wrap_function_apply`: custom autograd Functions are no torch function, so
   ``torch.autograd.Function.apply`` is wrapped while the collector runs;
-- :func:`remove_function_mode`: take a TorchFunctionMode off the stack wherever it is (the
-  sync audit's mode may have been pushed after it);
+- :func:`remove_function_mode` / :func:`insert_function_mode`: take a TorchFunctionMode off
+  the stack wherever it is (the sync audit's mode may have been pushed after it), and put it
+  back at the same depth (the collector parks its mode in the optimizer and data phases);
 - :func:`op_name`: ``torch.linalg.solve``, ``Tensor.__matmul__``, ``MyFunction.apply``.
 
 Example:
@@ -25,6 +26,9 @@ from torchdoctor.collect.state import STATE
 #: phases whose torch calls are charged to lines (backward is measured through graph hooks;
 #: the optimizer and data phases have their own rows and advice)
 COUNTED_PHASES = frozenset({"forward", "other"})
+#: phases in which the collector takes its mode off the stack: their torch calls are many (a
+#: per-parameter optimizer, a collate function) and each would pay the mode's dispatch
+PARKED_PHASES = frozenset({"optimizer", "data"})
 
 _names: dict[Any, str] = {}
 
@@ -112,26 +116,56 @@ def wrap_function_apply(collector: Any) -> Callable[[], None]:
     return undo
 
 
-def remove_function_mode(mode: Any) -> None:
-    """Take ``mode`` off the torch-function mode stack, keeping the modes pushed after it.
+def remove_function_mode(mode: Any) -> int | None:
+    """Take ``mode`` off the torch-function mode stack, keeping the modes pushed after it;
+    returns the depth it was at (None when it was not on the stack: e.g. popped for the time
+    its own handler runs).
 
     Example:
         >>> from torch.overrides import TorchFunctionMode
         >>> below, above = TorchFunctionMode(), TorchFunctionMode()
         >>> depth = torch._C._len_torch_function_stack()
         >>> _, _ = below.__enter__(), above.__enter__()
-        >>> remove_function_mode(below)
+        >>> remove_function_mode(below) - depth
+        0
         >>> torch._C._len_torch_function_stack() - depth, torch._C._get_function_stack_at(depth) is above
         (1, True)
         >>> above.__exit__(None, None, None)
     """
     above = []
+    found = None
     try:
         while torch._C._len_torch_function_stack() > 0:
             top = torch._C._pop_torch_function_stack()
             if top is mode:
+                found = torch._C._len_torch_function_stack()
                 break
             above.append(top)
+    finally:
+        for other in reversed(above):
+            torch._C._push_on_torch_function_stack(other)
+    return found
+
+
+def insert_function_mode(mode: Any, depth: int) -> None:
+    """Put ``mode`` back on the torch-function mode stack at ``depth`` (or on top when the
+    stack is shallower), under the modes pushed since: the order of modes is kept.
+
+    Example:
+        >>> from torch.overrides import TorchFunctionMode
+        >>> below, above = TorchFunctionMode(), TorchFunctionMode()
+        >>> base = torch._C._len_torch_function_stack()
+        >>> _, _ = below.__enter__(), above.__enter__()
+        >>> insert_function_mode(below, remove_function_mode(below))
+        >>> torch._C._get_function_stack_at(base) is below, torch._C._get_function_stack_at(base + 1) is above
+        (True, True)
+        >>> above.__exit__(None, None, None); below.__exit__(None, None, None)
+    """
+    above = []
+    try:
+        while torch._C._len_torch_function_stack() > depth:
+            above.append(torch._C._pop_torch_function_stack())
+        torch._C._push_on_torch_function_stack(mode)
     finally:
         for other in reversed(above):
             torch._C._push_on_torch_function_stack(other)

@@ -16,7 +16,9 @@ the phase durations of a step add up to the step exactly. Rules:
 - ``next()`` on a ``torch.utils.data.DataLoader`` iterator, or on any iterable wrapped by
   ``Profiler.wrap_loader``, pushes ``data``.
 
-``collect.state.STATE.phase`` always holds the current phase (the sync audit reads it).
+``collect.state.STATE.phase`` always holds the current phase (the sync audit reads it), and
+``PhaseMachine.on_change`` (when set) is called with every new phase: the hot-lines collector
+parks its function mode in the optimizer and data phases (``collect/lines.py``).
 
 Example:
     >>> machine = PhaseMachine(now=iter(range(100)).__next__)
@@ -53,6 +55,7 @@ class PhaseMachine:
         self.now = now
         self.stack: list[list[Any]] = [["other", None]]  # [phase, phase it replaced or None]
         self.segments: list[tuple[Any, str]] = []
+        self.on_change: Callable[[str], None] | None = None  # called with each new phase
 
     @property
     def phase(self) -> str:
@@ -61,12 +64,16 @@ class PhaseMachine:
     def _mark(self, phase: str) -> None:
         self.segments.append((self.now(), phase))
         STATE.phase = phase
+        if self.on_change is not None:
+            self.on_change(phase)
 
     def begin_step(self, token: Any | None = None) -> None:
         """Start a new segment list for a step, keeping the current phase."""
         phase = self.phase
         self.segments = [(self.now() if token is None else token, phase)]
         STATE.phase = phase
+        if self.on_change is not None:
+            self.on_change(phase)
 
     def push(self, phase: str) -> None:
         self.stack.append([phase, None])
@@ -105,6 +112,8 @@ class PhaseMachine:
     def reset(self) -> None:
         self.stack = [["other", None]]
         STATE.phase = "other"
+        if self.on_change is not None:
+            self.on_change("other")
 
 
 def phase_durations(segments: list[tuple[float, str]], end_ns: float) -> dict[str, float]:

@@ -192,6 +192,7 @@ class Profiler(HookEvents):
             if self._lines is not None:  # below the sync audit's mode: its cost is not a line's
                 self._lines.start()
                 hooks.add_undo(self._lines.stop)
+                rec.phases.on_change = self._lines.phase_changed  # parked in optimizer/data
             if self.syncs:
                 self._enter_sync_audit()
         except BaseException:

@@ -1,0 +1,113 @@
+"""The hot-lines mode is parked (off the mode stack) in the optimizer and data phases, and put
+back at the same depth for the rest of the step: the optimizer's per-parameter torch calls do
+not pay its dispatch, lines in an LBFGS closure are still timed, and the sync audit still sees
+the optimizer's syncs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hotlines_helpers import lines_at, marked_line
+from torch.overrides import _get_current_function_mode_stack
+
+import torchdoctor
+from torchdoctor.collect.lines import _Mode as LineMode
+from torchdoctor.collect.syncs_modes import FunctionMode as AuditMode
+
+
+def _kinds() -> list[str]:
+    names = {LineMode: "lines", AuditMode: "audit"}
+    return [names.get(type(mode), type(mode).__name__) for mode in _get_current_function_mode_stack()]
+
+
+class SpySGD(torch.optim.SGD):
+    """SGD that records the mode stack while it runs and syncs once (a clipping ``.item()``)."""
+
+    seen: list[list[str]]
+
+    def step(self, closure=None):
+        self.seen.append(_kinds())
+        norm = sum(p.grad.norm() for g in self.param_groups for p in g["params"])
+        norm.item()  # SYNC
+        return super().step(closure)
+
+
+def test_the_mode_is_off_the_stack_in_the_optimizer_and_back_in_order_after():
+    model = torch.nn.Linear(4, 4)
+    opt = SpySGD(model.parameters(), lr=0.1)
+    opt.seen = []
+    x = torch.randn(8, 4)
+    during_forward = []
+    with torchdoctor.Profiler(model, syncs=True, detail="always") as prof:
+        for _ in range(3):
+            loss = model(x).square().mean()
+            during_forward.append(_kinds())
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            after = _kinds()
+            prof.step()
+    assert during_forward[-1] == ["lines", "audit"]  # the audit above: its cost is no line's
+    assert all("lines" not in kinds for kinds in opt.seen)
+    assert all(kinds == ["audit"] for kinds in opt.seen)
+    assert after == ["lines", "audit"]  # put back under the audit, not on top
+    assert _kinds() == []
+    where = marked_line(SpySGD.step, "SYNC")
+    (sync,) = [s for s in prof.session["syncs"] if s["line"] == where]
+    assert sync["phase"] == "optimizer" and sync["per_step"] == pytest.approx(1)
+
+
+def test_lines_in_an_lbfgs_closure_are_still_timed():
+    model = torch.nn.Linear(6, 6)
+    x, target = torch.randn(4, 6), torch.randn(4, 6)
+    opt = torch.optim.LBFGS(model.parameters(), max_iter=3)
+
+    def closure():  # its module call switches the phase to forward (collect/phases.py)
+        opt.zero_grad()
+        loss = (torch.tanh(model(x)) - target).square().sum()  # CLOSURE
+        loss.backward()
+        return loss
+
+    with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
+        for _ in range(3):
+            opt.step(closure)
+            prof.step()
+    (line,) = lines_at(prof.session, __file__, marked_line(closure, "CLOSURE"))
+    assert line["torch_calls_per_step"] >= 3  # tanh, -, square, sum per evaluation
+    assert _kinds() == []
+
+
+def test_an_optimizer_that_raises_does_not_leave_lines_parked():
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(5, 3)
+
+    class Flaky(torch.optim.SGD):
+        calls = 0
+
+        def step(self, closure=None):
+            Flaky.calls += 1
+            if Flaky.calls == 2:
+                raise FloatingPointError("planted")
+            return super().step(closure)
+
+    opt = Flaky(model.parameters(), lr=0.1)
+
+    in_forward = []
+
+    def step():
+        loss = torch.sigmoid(model(x)).sum()  # AFTER
+        in_forward.append(_kinds())
+        loss.backward()
+        opt.step()
+
+    with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
+        for i in range(4):
+            try:
+                step()
+            except FloatingPointError:
+                assert "lines" not in _kinds()  # parked when the optimizer raised
+            prof.step()
+    assert in_forward == [["lines"]] * 4  # back in the forward of the step after
+    assert _kinds() == []
+    (line,) = lines_at(prof.session, __file__, marked_line(step, "AFTER"))
+    assert line["calls_per_step"] == pytest.approx(1)

@@ -101,7 +101,7 @@ def test_an_optimizer_that_raises_does_not_leave_lines_parked():
         opt.step()
 
     with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
-        for i in range(4):
+        for _ in range(4):
             try:
                 step()
             except FloatingPointError:

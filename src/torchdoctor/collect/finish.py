@@ -22,7 +22,7 @@ from torchdoctor.collect.aggregate import step_timeline
 from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
-from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead
+from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.schedule import index_ranges
 from torchdoctor.collect.syncs_overhead import per_call_cost_us
@@ -164,13 +164,25 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         if calls_per_step:
             audit_calls += calls_per_step
             audit_cost = per_call_cost_us("function", type(one))
-    line_calls = sum(float(line.get("torch_calls_per_step") or 0.0)
-                     for line in (session.get("hot_lines") or {}).get("lines") or ())  # fmt: skip
-    line_cost = line_call_cost_us() if line_calls else 0.0
+    per_detailed = max(1, detail["detailed_count"])
+    line_calls = state.line_calls_timed / per_detailed
+    line_seen = max(0.0, state.line_calls_seen / per_detailed - line_calls)  # seen, not timed
+    line_own_ms = state.line_own_ns / 1e6 / per_detailed  # measured inside the collector
+    line_cost = line_call_cost_us("outside" if line_own_ms else "timed") if line_calls else 0.0
+    seen_cost = line_call_cost_us("seen") if line_seen else 0.0
+    light_count = max(0, steps - detail["detailed_count"])
+    gc_ms = max(0.0, state.gc_ns[1] / per_detailed - state.gc_ns[0] / max(1, light_count)) / 1e6
+    walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0))
+             for s in state.summaries]  # fmt: skip
+    measured = measured_detail_ms(walls, first_window=int(detail.get("window") or 0))
+    detailed_walls = sorted(ms for is_detailed, ms in walls if is_detailed)
     estimate = estimate_profiler_overhead(
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
         audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
-        line_calls_per_step=line_calls, line_cost_us=line_cost,
+        line_calls_per_step=line_calls, line_cost_us=line_cost, line_ms_per_step=line_own_ms,
+        line_seen_per_step=line_seen, line_seen_cost_us=seen_cost, gc_ms_per_step=gc_ms,
+        measured_detail_ms=measured,
+        detailed_step_ms=detailed_walls[len(detailed_walls) // 2] if detailed_walls else None,
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
         light_hooks=state.boundary is StepBoundary.MODULE,
@@ -184,11 +196,20 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         if audit_calls:
             parts.append(f"{audit_calls:.0f} sync-audit calls x {audit_cost:.2f} us")
         if line_calls and line_cost:
-            parts.append(f"{line_calls:.0f} timed torch calls x {line_cost:.2f} us (hot lines)")
+            parts.append(f"{line_calls:.0f} timed torch calls x {line_cost:.2f} us"
+                         + (f" + {line_own_ms:.3g} ms measured (hot lines)" if line_own_ms
+                            else " (hot lines)"))  # fmt: skip
+        if line_seen and seen_cost:
+            parts.append(f"{line_seen:.0f} other torch calls x {seen_cost:.2f} us (their dispatch)")
+        if gc_ms:
+            parts.append(f"{gc_ms:.3g} ms more garbage collection")
+        how = "estimated: " + " + ".join(parts or ["hooks"])
+        if estimate.get("source") == "measured":
+            how = (f"measured: detailed steps are {estimate['overhead_ms']:.3g} ms slower than "
+                   f"light ones, medians; the calibrated parts sum to "
+                   f"{estimate['calibrated_overhead_ms']:.3g} ms: " + " + ".join(parts or ["hooks"]))  # fmt: skip
         session["config"]["notes"].append(
-            f"profiler overhead ~{pct:.0f}% of a detailed step (estimated: "
-            + " + ".join(parts or ["hooks"])
-            + "): small modules and their parents' (self) rows look slower than they are; "
+            f"profiler overhead ~{pct:.0f}% of a detailed step ({how}): small modules and their parents' (self) rows look slower than they are; "
             "not subtracted (the hooks run inside the modules' times); closing each step "
             f"({estimate['bookkeeping_ms_per_step']:.3g} ms) is outside the step times"
         )

@@ -58,24 +58,27 @@ from torchdoctor.collect.lines_frames import USER, kind_of, kind_of_file, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
     PARKED_PHASES,
+    PLAIN,
+    ROUTES,
     insert_function_mode,
     op_name,
     remove_function_mode,
+    route_of,
     wrap_function_apply,
 )
 from torchdoctor.collect.region_graph import sequence_nr
 from torchdoctor.collect.state import STATE
 
-_PLAIN, _PASS = 0, 1
-_routes: dict[Any, int] = {}
 _LEAF_SEQ = 1 << 62
 EVENT_FIELDS = 12
 MARK_FIELDS = 4
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
-#: backward hooks cost about as much as the call's own bookkeeping: per (line, op), the nodes
-#: of the first SAMPLE_FIRST calls of a step and of every SAMPLE_EVERY-th after are hooked, and
-#: the op's backward time is scaled by calls / hooked calls
-SAMPLE_FIRST = 16
+#: a node's two backward hooks cost more than the call's own bookkeeping (about 3.4 us each,
+#: registered and fired): per (line, op), the nodes of the first SAMPLE_FIRST calls of a step
+#: and of every SAMPLE_EVERY-th after are hooked, and the op's backward time is scaled by calls /
+#: hooked calls (the calls of one line and op in a step are alike: the layers of a stack, the
+#: iterations of a loop)
+SAMPLE_FIRST = 1
 SAMPLE_EVERY = 4
 
 
@@ -85,23 +88,6 @@ def _zero() -> int:
 
 def _nothing() -> None:
     return None
-
-
-def _route(func: Any) -> int:
-    """Calls passed through untimed: backward passes and attribute getters/setters."""
-    route = _PLAIN
-    name = getattr(func, "__name__", "")
-    if name in ("__get__", "__set__") or func is torch.Tensor.backward:
-        route = _PASS
-    elif name.startswith("_record_function"):  # profiler annotations (Optimizer.step's)
-        route = _PASS
-    elif getattr(func, "__module__", None) == "torch.autograd" and name in ("backward", "grad"):
-        route = _PASS
-    try:
-        _routes[func] = route
-    except TypeError:
-        pass
-    return route
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -118,15 +104,16 @@ class _Mode(TorchFunctionMode):
         self.collector = collector
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        collector = self.collector
+        collector.seen += 1  # each call the mode sees costs its dispatch (the estimate)
         if kwargs is None:
             kwargs = {}
         try:
-            route = _routes.get(func)
+            route = ROUTES.get(func)
         except TypeError:
-            route = _PLAIN
+            route = PLAIN
         if route is None:
-            route = _route(func)
-        collector = self.collector
+            route = route_of(func)
         if route or not collector.active or STATE.phase not in COUNTED_PHASES:
             if route:
                 collector.last = None  # a backward pass ends the line's execution
@@ -156,6 +143,11 @@ class LineCollector:
         self._unwrap: Callable[[], None] = _nothing
         self._library_owner: dict[int, bool] = {}
         self.generation = 0
+        self.seen = 0  # torch calls the mode saw in this step (timed or not)
+        self.step_seen = 0  # ... in the last step read by end_step
+        self.step_timed = 0  # ... of which timed
+        self.own_ns = 0  # host ns spent in the timed calls' own bookkeeping (CPU clock only)
+        self.step_own_ns = 0  # ... in the last step read by end_step
         self._reset()
 
     def use_clock(self, clock: Any) -> None:
@@ -330,7 +322,10 @@ class LineCollector:
             if made <= SAMPLE_FIRST or made % SAMPLE_EVERY == 0:
                 self.sampled[site] = self.sampled.get(site, 0) + 1
                 self._hook_backward(out, seq0, seq1, index)
-        self.last = (id(line_frame), code, lineno, lasti, serial, segments, index, self._host_now())
+        left = self._host_now()
+        self.last = (id(line_frame), code, lineno, lasti, serial, segments, index, left)
+        if self._host:  # the collector's own time in this call (no extra clock reading)
+            self.own_ns += left - entered - (t1 - t0)
         return out
 
     # -- backward -------------------------------------------------------------------------
@@ -374,6 +369,9 @@ class LineCollector:
         "callers"}``."""
         events, marks = self.events, self.marks
         created, sampled = self.created, self.sampled
+        self.step_seen, self.seen = self.seen, 0
+        self.step_own_ns, self.own_ns = self.own_ns, 0
+        self.step_timed = len(events) // EVENT_FIELDS
         self.generation += 1
         self._reset()
         events = [events[i : i + EVENT_FIELDS] for i in range(0, len(events), EVENT_FIELDS)]

@@ -31,6 +31,31 @@ COUNTED_PHASES = frozenset({"forward", "other"})
 PARKED_PHASES = frozenset({"optimizer", "data"})
 
 _names: dict[Any, str] = {}
+PLAIN, PASS = 0, 1
+ROUTES: dict[Any, int] = {}  # torch callable -> PLAIN (timed) or PASS
+
+
+def route_of(func: Any) -> int:
+    """``PASS`` for the calls passed through untimed (backward passes, attribute getters and
+    setters, profiler annotations), else ``PLAIN``; cached in ``ROUTES``.
+
+    Example:
+        >>> route_of(torch.Tensor.backward) == PASS, route_of(torch.exp) == PLAIN
+        (True, True)
+    """
+    route = PLAIN
+    name = getattr(func, "__name__", "")
+    if name in ("__get__", "__set__") or func is torch.Tensor.backward:
+        route = PASS
+    elif name.startswith("_record_function"):  # profiler annotations (Optimizer.step's)
+        route = PASS
+    elif getattr(func, "__module__", None) == "torch.autograd" and name in ("backward", "grad"):
+        route = PASS
+    try:
+        ROUTES[func] = route
+    except TypeError:
+        pass
+    return route
 
 
 def op_name(func: Any) -> str:

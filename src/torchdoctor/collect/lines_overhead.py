@@ -1,4 +1,5 @@
-"""What the hot-lines collector costs per torch call it times (for the session's own estimate).
+"""What the hot-lines collector costs per torch call it times, and per call it only sees (for
+the session's own estimate).
 
 Calibrated once per process, like the sync audit's cost: a loop of small torch calls written
 as user code (compiled under a file name outside torch, the standard library and torchdoctor,
@@ -14,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -23,7 +25,8 @@ from torchdoctor.collect.state import STATE
 _ROUNDS = 5
 _ITERATIONS = 200
 _SOURCE = "def loop(x, n):\n    for _ in range(n):\n        x = x * 1.0 + 0.0\n    return x\n"
-_cost_us: list[float] = []
+# (with grad: the backward of the nodes the collector hooks is part of the cost)
+_cost_us: dict[str, float] = {}
 
 
 def _user_loop():
@@ -32,41 +35,66 @@ def _user_loop():
     return namespace["loop"]
 
 
-def line_call_cost_us() -> float:
-    """Microseconds the hot-lines collector adds to each torch call it times (0.0 while a
-    profiler runs and nothing was calibrated yet).
+def line_call_cost_us(part: str = "timed") -> float:
+    """Microseconds the hot-lines collector adds to each torch call it times (``"timed"``: all
+    of it, backward hooks included; ``"outside"``: the part its own clock does not see, the
+    mode's dispatch and autograd running the hooks) or only sees (``"seen"``: the dispatch and
+    early return of the calls of library modules and outside the counted phases); 0.0 while a
+    profiler runs and nothing was calibrated yet.
 
     Example:
-        >>> 0.0 <= line_call_cost_us() < 1e4
+        >>> 0.0 <= line_call_cost_us("outside") <= line_call_cost_us() < 1e4
         True
     """
+    if part not in _PARTS:
+        raise ValueError(f"part must be one of {_PARTS}, got {part!r}")
     if _cost_us:
-        return _cost_us[0]
+        return _cost_us[part]
     if STATE.profiler is not None:
         return 0.0
+    _calibrate()
+    return _cost_us[part]
+
+
+_PARTS = ("timed", "outside", "seen")
+
+
+def _run(loop: Any, x: torch.Tensor, collector: Any = None) -> int:
+    """Thread CPU ns of the loop and the backward of what it built (under ``collector``)."""
+    start = time.thread_time_ns()
+    y = loop(x, _ITERATIONS)
+    y.sum().backward()
+    took = time.thread_time_ns() - start
+    if collector is not None:
+        collector.end_step()
+    return took
+
+
+def _calibrate() -> None:
     from torchdoctor.collect.lines import LineCollector
     from torchdoctor.collect.recorder import Recorder
 
     loop = _user_loop()
-    x = torch.zeros(4)
-    plain, timed = [], []
-    loop(x, 10)
+    x = torch.zeros(4, requires_grad=True)
+    plain: list[int] = []
+    runs: dict[str, list[tuple[int, int]]] = {"timed": [], "seen": []}
+    _run(loop, x)
     for _ in range(_ROUNDS):
-        start = time.thread_time_ns()
-        loop(x, _ITERATIONS)
-        plain.append(time.thread_time_ns() - start)
-        rec = Recorder(CpuClock(), backward=False, memory=False)
-        rec.new_step(rec.now())
-        collector = LineCollector(rec)
-        collector.start()
-        try:
-            start = time.thread_time_ns()
-            loop(x, _ITERATIONS)
-            timed.append(time.thread_time_ns() - start)
-            collector.end_step()
-        finally:
-            collector.stop()
-            rec.release_handles()
+        plain.append(_run(loop, x))
+        for part, times in runs.items():
+            rec = Recorder(CpuClock(), backward=False, memory=False)
+            rec.new_step(rec.now())
+            collector = LineCollector(rec)
+            collector.start()
+            collector.active = part == "timed"  # inactive: every call is only dispatched
+            try:
+                took = _run(loop, x, collector)
+                times.append((took, collector.step_own_ns))
+            finally:
+                collector.stop()
+                rec.release_handles()
     calls = 2 * _ITERATIONS  # a multiply and an add per iteration
-    _cost_us.append(max(0.0, (min(timed) - min(plain)) / 1e3 / calls))
-    return _cost_us[0]
+    fastest, inside = min(runs["timed"])
+    _cost_us["timed"] = max(0.0, (fastest - min(plain)) / 1e3 / calls)
+    _cost_us["outside"] = max(0.0, _cost_us["timed"] - inside / 1e3 / calls)
+    _cost_us["seen"] = max(0.0, (min(runs["seen"])[0] - min(plain)) / 1e3 / calls)

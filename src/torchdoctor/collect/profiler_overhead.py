@@ -12,6 +12,12 @@ What the profiler adds to a run, and how each part is known:
   each side is compared, in the thread's CPU time (other processes only ever add time);
 - the sync audit (detailed steps only: it is paused in light steps): its intercepted calls x
   its calibrated cost per call (``collect/syncs_overhead.py``);
+- the hot-lines collector (detailed steps only): the time it measures in its own bookkeeping
+  of each timed call (on the CPU clock; from the clock readings it takes anyway), plus the timed
+  calls x the calibrated cost its clock does not see (the mode's dispatch, autograd running its
+  backward hooks; on CUDA the whole calibrated cost per timed call), plus the calls its mode only saw (library modules' calls, the backward
+  pass's entry, attribute reads) x the calibrated cost of the mode's dispatch
+  (``collect/lines_overhead.py``);
 - closing each step (resolving clock tokens, summarizing): timed exactly on every step. It
   runs between one step's end and the next one's start, so it is already outside every step
   time (subtracted exactly); it still costs the run wall time.
@@ -37,7 +43,7 @@ from torchdoctor.collect.install import Installation
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.state import STATE
 
-__all__ = ["estimate_profiler_overhead", "per_module_call_cost_us"]
+__all__ = ["estimate_profiler_overhead", "measured_detail_ms", "per_module_call_cost_us"]
 
 _cost_us: dict[tuple[bool, bool], dict[str, float]] = {}
 _ITERATIONS = 40
@@ -107,6 +113,34 @@ def per_module_call_cost_us(backward: bool, detailed: bool = True, part: str = "
     return _cost_us[key][part]
 
 
+#: detailed and light steps each needed to measure what detail costs (the medians' difference)
+MIN_SIDE = 5
+
+
+def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -> float | None:
+    """What a detailed step costs over a light one, from the run's own steps ``(detailed,
+    wall ms)`` in order: median detailed minus median light step time, leaving out the first
+    ``first_window`` detailed steps (right after warm-up caches and the allocator are still
+    settling) when enough others remain. None with fewer than MIN_SIDE of either kind
+    (``detail="always"``, short runs): the calibrated sum is used then.
+
+    Example:
+        >>> steps = [(True, 12.0)] * 5 + [(False, 10.0)] * 90 + [(True, 11.0)] * 5
+        >>> measured_detail_ms(steps, first_window=5)
+        1.0
+        >>> measured_detail_ms([(True, 12.0)] * 10) is None
+        True
+    """
+    detailed = [ms for is_detailed, ms in steps if is_detailed]
+    light = sorted(ms for is_detailed, ms in steps if not is_detailed)
+    if len(detailed[first_window:]) >= MIN_SIDE:
+        detailed = detailed[first_window:]
+    if len(detailed) < MIN_SIDE or len(light) < MIN_SIDE:
+        return None
+    detailed.sort()
+    return detailed[len(detailed) // 2] - light[len(light) // 2]
+
+
 def estimate_profiler_overhead(
     calls_per_step: float,
     step_ms: float,
@@ -119,6 +153,12 @@ def estimate_profiler_overhead(
     audit_cost_us: float = 0.0,
     line_calls_per_step: float = 0.0,
     line_cost_us: float = 0.0,
+    line_ms_per_step: float = 0.0,
+    line_seen_per_step: float = 0.0,
+    line_seen_cost_us: float = 0.0,
+    gc_ms_per_step: float = 0.0,
+    measured_detail_ms: float | None = None,
+    detailed_step_ms: float | None = None,
     bookkeeping_ms_per_step: float = 0.0,
     light_hooks: bool = False,
 ) -> dict[str, Any]:
@@ -131,7 +171,14 @@ def estimate_profiler_overhead(
     the calibrated total cost per call is used instead); ``audit_calls_per_step``: calls the
     sync audit intercepted per audited step, at ``audit_cost_us`` each; ``line_calls_per_step``:
     torch calls the hot-lines collector timed per detailed step, at ``line_cost_us`` each;
-    ``light_hooks``: the
+    ``line_ms_per_step``: the collector's own time measured inside it per detailed step
+    (``line_cost_us`` is then the part it does not see); ``line_seen_per_step``: the other calls its mode saw (dispatched, not timed), at
+    ``line_seen_cost_us`` each;
+    ``gc_ms_per_step``: the garbage collector's extra time in a detailed step (measured);
+    ``measured_detail_ms``: what a detailed step costs over a light one, measured by the run
+    (:func:`measured_detail_ms`; it then replaces the calibrated sum, which stays in
+    ``calibrated_overhead_ms``); ``detailed_step_ms``: the median detailed step, the base of
+    ``overhead_pct`` (default ``step_ms``); ``light_hooks``: the
     module hooks stay installed in light steps (steps cut at module calls).
 
     Example:
@@ -158,7 +205,14 @@ def estimate_profiler_overhead(
         light_cost = per_module_call_cost_us(backward, False)
     detailed_ms = hooks_ms + audit_calls_per_step * audit_cost_us / 1e3
     detailed_ms += line_calls_per_step * line_cost_us / 1e3  # the hot-lines collector
+    detailed_ms += line_ms_per_step + line_seen_per_step * line_seen_cost_us / 1e3
+    detailed_ms += gc_ms_per_step
     detailed_ms = min(detailed_ms, 0.95 * step_ms)  # noise can not exceed the step
+    out["calibrated_overhead_ms"] = detailed_ms
+    out["source"] = "calibrated"
+    if measured_detail_ms is not None and measured_detail_ms > 0:
+        detailed_ms = min(measured_detail_ms, 0.95 * step_ms)
+        out["source"] = "measured"
     light_ms = min(calls_per_step * light_cost / 1e3, 0.95 * step_ms)
     light_steps = steps - detailed_steps
     in_steps = detailed_steps * detailed_ms + light_steps * light_ms
@@ -167,7 +221,7 @@ def estimate_profiler_overhead(
     out.update(
         overhead_ms=detailed_ms,
         run_overhead_ms=total,
-        overhead_pct=100.0 * detailed_ms / (step_ms - detailed_ms),
+        overhead_pct=100.0 * detailed_ms / max(1e-9, (detailed_step_ms or step_ms) - detailed_ms),
         run_overhead_pct=100.0 * total / plain,
         cost_us=1e3 * hooks_ms / calls_per_step if calls_per_step > 0 else None,
         light_cost_us=light_cost or None,

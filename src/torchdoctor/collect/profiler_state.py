@@ -84,12 +84,23 @@ class ProfilerState:
     loaders: dict[int, dict[str, Any]] = field(default_factory=dict)
     bookkeeping_ns: int = 0  # host time spent closing steps (measured, exact)
     hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
+    line_calls_seen: int = 0  # torch calls the hot-lines mode saw in kept detailed steps
+    line_calls_timed: int = 0  # ... of which it timed
+    line_own_ns: int = 0  # host time the collector measured in its own work (CPU clock)
+    gc_ns: list[int] = field(default_factory=lambda: [0, 0])  # GC time in light, detailed steps
     interrupted: bool = False
     error: str | None = None
 
     @property
     def boundary_name(self) -> str:
         return (self.boundary or StepBoundary.WHOLE_RUN).value
+
+    def count_lines(self, collector: Any) -> None:
+        """Add a detailed step's hot-lines counts (read by the overhead estimate)."""
+        if collector is not None:
+            self.line_calls_seen += collector.step_seen
+            self.line_calls_timed += collector.step_timed
+            self.line_own_ns += collector.step_own_ns
 
     def drop_steps(self) -> None:
         """Forget the steps kept so far (they were partial: the boundary was revised)."""

@@ -1,0 +1,101 @@
+"""The session's estimate of the profiler's own cost: measured from its own detailed and light
+steps when it has enough of both, else the calibrated sum (hooks, audit, hot lines with the
+calls its mode only dispatched, the extra garbage collection)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.collect.gc_time import GcTimer
+from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
+
+
+def _train(prof, steps):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)  # per-parameter calls: parked for lines
+    x = torch.randn(8, 6)
+    for _ in range(steps):
+        opt.zero_grad()
+        out = net(x)
+        loss = (out - out.mean()).square().mean() + out.abs().mean()  # timed as a user line
+        loss.backward()
+        opt.step()
+        prof.step()
+
+
+def test_always_uses_the_calibrated_sum_with_the_line_collectors_parts():
+    with torchdoctor.Profiler(syncs=False, detail="always") as prof:
+        _train(prof, 6)
+    estimate = prof.session["config"]["profiler_overhead"]
+    assert estimate["source"] == "calibrated"
+    assert estimate["overhead_ms"] == pytest.approx(estimate["calibrated_overhead_ms"])
+    state = prof.state
+    assert state.line_calls_timed > 0  # the loss line's calls
+    assert state.line_calls_seen > state.line_calls_timed  # + the Linear's calls, zero_grad's
+    assert state.line_own_ns > 0  # measured inside the collector, from its own clock readings
+    # without hot lines the calibrated sum has nothing of them
+    with torchdoctor.Profiler(syncs=False, detail="always", hot_lines=False) as bare:
+        _train(bare, 6)
+    assert bare.state.line_calls_seen == bare.state.line_own_ns == 0
+
+
+def test_windows_measure_the_detail_cost_from_their_own_steps():
+    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15) as prof:
+        _train(prof, 40)  # detailed: 0-4, 15-19, 30-34; the first window is left out
+    estimate = prof.session["config"]["profiler_overhead"]
+    summaries = list(prof.state.summaries)
+    detailed = sorted(s["wall_ms"] for s in summaries[5:] if s["detailed"])
+    light = sorted(s["wall_ms"] for s in summaries if not s["detailed"])
+    assert len(detailed) == 10 and len(light) == 25
+    difference = detailed[5] - light[12]
+    if difference > 0:
+        assert estimate["source"] == "measured"
+        assert estimate["overhead_ms"] == pytest.approx(difference)
+    else:  # noise made detailed steps look cheaper: the calibrated sum stands
+        assert estimate["source"] == "calibrated"
+    assert estimate["calibrated_overhead_ms"] > 0
+
+
+def test_measured_detail_needs_enough_steps_of_each_kind():
+    assert measured_detail_ms([(True, 2.0)] * 4 + [(False, 1.0)] * 50) is None
+    assert measured_detail_ms([(True, 2.0)] * 5 + [(False, 1.0)] * 4) is None
+    steps = [(True, 9.0)] * 5 + [(True, 3.0)] * 5 + [(False, 1.0)] * 20
+    assert measured_detail_ms(steps, first_window=5) == 2.0  # the warm-up window left out
+    assert measured_detail_ms(steps[:7] + steps[10:], first_window=5) == 8.0  # too few others
+
+
+def test_a_measured_detail_cost_replaces_the_calibrated_sum_in_the_run_total():
+    common = dict(backward=False, steps=100, detailed_steps=10, hook_ms_per_step=0.5)
+    calibrated = estimate_profiler_overhead(10, 10.0, **common)
+    measured = estimate_profiler_overhead(10, 10.0, measured_detail_ms=2.0, **common)
+    assert calibrated["source"] == "calibrated" and measured["source"] == "measured"
+    assert measured["overhead_ms"] == 2.0
+    assert measured["calibrated_overhead_ms"] == calibrated["overhead_ms"]
+    assert measured["run_overhead_ms"] == pytest.approx(10 * 2.0)
+    # the share of a detailed step is of the detailed step, not of the median (light) step
+    share = estimate_profiler_overhead(10, 10.0, measured_detail_ms=2.0, detailed_step_ms=12.0,
+                                       **common)  # fmt: skip
+    assert share["overhead_pct"] == pytest.approx(100 * 2.0 / 10.0)
+    with_gc = estimate_profiler_overhead(10, 10.0, gc_ms_per_step=0.25, **common)
+    assert with_gc["overhead_ms"] == pytest.approx(calibrated["overhead_ms"] + 0.25)
+
+
+def test_gc_time_is_charged_to_the_kind_of_step_running():
+    timer = GcTimer()
+    remove = timer.install()
+    try:
+        gc.collect()
+        timer.detailed = True
+        gc.collect()
+    finally:
+        remove()
+    light, detailed = timer.ns
+    assert light > 0 and detailed > 0
+    gc.collect()
+    assert timer.ns == [light, detailed]  # removed: no more counting

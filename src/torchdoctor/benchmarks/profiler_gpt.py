@@ -79,15 +79,18 @@ def _long_run_variants(
     }
 
 
-def long_run_table(size: str, steps: int, rounds: int) -> BenchTable:
-    """Whole long runs, interleaved: overhead per variant and the session's own estimate.
+def long_run_table(size: str, steps: int, rounds: int, user_code: bool = True) -> BenchTable:
+    """Whole long runs, interleaved: overhead per variant and the session's own estimate
+    (``user_code``: the GPT loaded from a file outside torchdoctor's package, as a script's
+    model is: its torch calls are timed as hot lines; else library code, whose are not).
 
     Example:
         >>> table = long_run_table("tiny", steps=2, rounds=1)
         >>> table.columns[:3], len(table.rows)
         (['variant', 'run ms', 'x plain (wall)'], 4)
     """
-    model, step, label = gpt_train_step(size)
+    model, step, label = gpt_train_step(size, user_code=user_code)
+    label += "" if user_code else " (library code: its calls are no hot lines)"
     variants = _long_run_variants(model, step, steps)
     for _ in range(5):
         step()  # warm-up
@@ -149,15 +152,17 @@ def long_run_table(size: str, steps: int, rounds: int) -> BenchTable:
     return table
 
 
-def detailed_vs_torch_profiler(size: str, rounds: int) -> BenchTable:
-    """One step in full detail vs the same step under torch.profiler, interleaved.
+def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -> BenchTable:
+    """One step in full detail vs the same step under torch.profiler, interleaved
+    (``user_code``: as in :func:`long_run_table`).
 
     Example:
         >>> table = detailed_vs_torch_profiler("tiny", rounds=1)
         >>> [row[0] for row in table.rows]
         ['off', 'torchdoctor detailed step', 'torchdoctor detailed step + sync audit', 'torch.profiler (CPU)']
     """
-    model, step, label = gpt_train_step(size)
+    model, step, label = gpt_train_step(size, user_code=user_code)
+    label += "" if user_code else " (library code: its calls are no hot lines)"
     for _ in range(5):
         step()
 
@@ -263,8 +268,10 @@ def run(quick: bool = False) -> list[BenchTable]:
         else:
             tables = [
                 long_run_table("small", steps=150, rounds=7),
+                long_run_table("small", steps=150, rounds=7, user_code=False),
                 long_run_table("medium", steps=150, rounds=5),
                 detailed_vs_torch_profiler("small", rounds=15),
+                detailed_vs_torch_profiler("small", rounds=15, user_code=False),
             ]
         tables.append(per_call_table())
     finally:

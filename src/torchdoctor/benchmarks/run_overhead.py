@@ -4,7 +4,8 @@ The whole process is timed (interpreter start, imports, the training, and for ``
 session, lint of the script and the reports written at exit), in interleaved pairs (plain,
 run, plain, run, ... with the order alternating) and the overhead is the median of the
 per-pair ratios, from wall time and from the child processes' CPU time. The script is
-``benchmarks/nanogpt_train.py`` (synthetic data, one intra-op thread). Beside it, the
+``benchmarks/nanogpt_train.py`` (synthetic data, one intra-op thread), copied with its model
+into a temporary folder of its own, as a user's project. Beside it, the
 session's own estimate of its cost over the steps (``config.profiler_overhead.run_overhead_ms``
 plus the sync audit's ``overhead_ms``) and the measured extra time of the whole process.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,10 +50,15 @@ def _timed_process(command: list[str]) -> tuple[float, float]:
 
 def run_table(iters: int, pairs: int) -> BenchTable:
     """Interleaved pairs of plain and profiled runs of the script."""
-    script_args = [str(SCRIPT), "--iters", str(iters)]
-    plain_cmd = [sys.executable, *script_args]
     plain, profiled = [], []
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as project:
+        # the script and its model in a folder of their own, as a user's project (inside
+        # torchdoctor's package they would be library code, whose lines are not timed)
+        script = Path(project) / SCRIPT.name
+        shutil.copyfile(SCRIPT, script)
+        shutil.copyfile(SCRIPT.with_name("_gpt.py"), Path(project) / "_gpt.py")
+        script_args = [str(script), "--iters", str(iters)]
+        plain_cmd = [sys.executable, *script_args]
         run_cmd = [sys.executable, "-m", "torchdoctor", "run", "--out", out, *script_args]
         for k in range(pairs):
             order = [("plain", plain_cmd), ("run", run_cmd)]

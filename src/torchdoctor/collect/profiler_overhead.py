@@ -207,11 +207,12 @@ def estimate_profiler_overhead(
     detailed_ms += line_calls_per_step * line_cost_us / 1e3  # the hot-lines collector
     detailed_ms += line_ms_per_step + line_seen_per_step * line_seen_cost_us / 1e3
     detailed_ms += gc_ms_per_step
-    detailed_ms = min(detailed_ms, 0.95 * step_ms)  # noise can not exceed the step
+    cap = 0.95 * (detailed_step_ms or step_ms)  # noise can not exceed the (detailed) step
+    detailed_ms = min(detailed_ms, cap)
     out["calibrated_overhead_ms"] = detailed_ms
     out["source"] = "calibrated"
     if measured_detail_ms is not None and measured_detail_ms > 0:
-        detailed_ms = min(measured_detail_ms, 0.95 * step_ms)
+        detailed_ms = min(measured_detail_ms, cap)
         out["source"] = "measured"
     light_ms = min(calls_per_step * light_cost / 1e3, 0.95 * step_ms)
     light_steps = steps - detailed_steps

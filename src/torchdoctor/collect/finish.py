@@ -170,8 +170,6 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
     line_own_ms = state.line_own_ns / 1e6 / per_detailed  # measured inside the collector
     line_cost = line_call_cost_us("outside" if line_own_ms else "timed") if line_calls else 0.0
     seen_cost = line_call_cost_us("seen") if line_seen else 0.0
-    light_count = max(0, steps - detail["detailed_count"])
-    gc_ms = max(0.0, state.gc_ns[1] / per_detailed - state.gc_ns[0] / max(1, light_count)) / 1e6
     walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0))
              for s in state.summaries]  # fmt: skip
     measured = measured_detail_ms(walls, first_window=int(detail.get("window") or 0))
@@ -180,7 +178,7 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
         audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
         line_calls_per_step=line_calls, line_cost_us=line_cost, line_ms_per_step=line_own_ms,
-        line_seen_per_step=line_seen, line_seen_cost_us=seen_cost, gc_ms_per_step=gc_ms,
+        line_seen_per_step=line_seen, line_seen_cost_us=seen_cost,
         measured_detail_ms=measured,
         detailed_step_ms=detailed_walls[len(detailed_walls) // 2] if detailed_walls else None,
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
@@ -201,8 +199,6 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
                             else " (hot lines)"))  # fmt: skip
         if line_seen and seen_cost:
             parts.append(f"{line_seen:.0f} other torch calls x {seen_cost:.2f} us (their dispatch)")
-        if gc_ms:
-            parts.append(f"{gc_ms:.3g} ms more garbage collection")
         how = "estimated: " + " + ".join(parts or ["hooks"])
         if estimate.get("source") == "measured":
             how = (f"measured: detailed steps are {estimate['overhead_ms']:.3g} ms slower than "

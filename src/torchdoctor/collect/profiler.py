@@ -56,7 +56,6 @@ from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.clocks import make_clock
 from torchdoctor.collect.device_clock import adopt_cuda_clock, device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
-from torchdoctor.collect.gc_time import GcTimer
 from torchdoctor.collect.hook_events import HookEvents
 from torchdoctor.collect.install import Installation
 from torchdoctor.collect.lines import LineCollector
@@ -124,7 +123,6 @@ class Profiler(HookEvents):
             detail, window=window, period_steps=period_steps, period_s=period_s
         )
         self._running = False
-        self._gc = GcTimer(self.state.gc_ns)  # collection time (collect/gc_time.py)
         self._clock: Any = None
         self._rec: Any = None  # the Recorder, made at start() (its clock depends on the device)
         self._meter: Any = None
@@ -195,7 +193,6 @@ class Profiler(HookEvents):
                 self._lines.start()
                 hooks.add_undo(self._lines.stop)
                 rec.phases.on_change = self._lines.phase_changed  # parked in optimizer/data
-            hooks.add_undo(self._gc.install())  # detailed steps allocate more: their GC time
             if self.syncs:
                 self._enter_sync_audit()
         except BaseException:
@@ -358,7 +355,6 @@ class Profiler(HookEvents):
         detailed = self._detailed = rec.detailed = self._schedule.detailed(
             profiled, time.monotonic()
         )
-        self._gc.detailed = detailed
         # Light steps run without module hooks (their mere presence costs every module call),
         # unless steps are cut at module calls, or a call is open (a marker inside a forward).
         if detailed or state.boundary in (None, _MODULE) or rec.module_depth:

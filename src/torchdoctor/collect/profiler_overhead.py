@@ -120,21 +120,22 @@ MIN_SIDE = 5
 def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -> float | None:
     """What a detailed step costs over a light one, from the run's own steps ``(detailed,
     wall ms)`` in order: median detailed minus median light step time, leaving out the first
-    ``first_window`` detailed steps (right after warm-up caches and the allocator are still
-    settling) when enough others remain. None with fewer than MIN_SIDE of either kind
-    (``detail="always"``, short runs): the calibrated sum is used then.
+    ``first_window`` detailed steps (right after warm-up: lazy initialization, the allocator
+    settling, a first evaluation in the same step). None with fewer than MIN_SIDE detailed
+    steps after those or MIN_SIDE light ones (``detail="always"``, short runs): the
+    calibrated sum is used then.
 
     Example:
         >>> steps = [(True, 12.0)] * 5 + [(False, 10.0)] * 90 + [(True, 11.0)] * 5
         >>> measured_detail_ms(steps, first_window=5)
         1.0
-        >>> measured_detail_ms([(True, 12.0)] * 10) is None
+        >>> measured_detail_ms([(True, 12.0)] * 10) is None  # no light step
+        True
+        >>> measured_detail_ms(steps[:95], first_window=5) is None  # only the first window
         True
     """
-    detailed = [ms for is_detailed, ms in steps if is_detailed]
+    detailed = [ms for is_detailed, ms in steps if is_detailed][first_window:]
     light = sorted(ms for is_detailed, ms in steps if not is_detailed)
-    if len(detailed[first_window:]) >= MIN_SIDE:
-        detailed = detailed[first_window:]
     if len(detailed) < MIN_SIDE or len(light) < MIN_SIDE:
         return None
     detailed.sort()
@@ -156,7 +157,6 @@ def estimate_profiler_overhead(
     line_ms_per_step: float = 0.0,
     line_seen_per_step: float = 0.0,
     line_seen_cost_us: float = 0.0,
-    gc_ms_per_step: float = 0.0,
     measured_detail_ms: float | None = None,
     detailed_step_ms: float | None = None,
     bookkeeping_ms_per_step: float = 0.0,
@@ -174,7 +174,6 @@ def estimate_profiler_overhead(
     ``line_ms_per_step``: the collector's own time measured inside it per detailed step
     (``line_cost_us`` is then the part it does not see); ``line_seen_per_step``: the other calls its mode saw (dispatched, not timed), at
     ``line_seen_cost_us`` each;
-    ``gc_ms_per_step``: the garbage collector's extra time in a detailed step (measured);
     ``measured_detail_ms``: what a detailed step costs over a light one, measured by the run
     (:func:`measured_detail_ms`; it then replaces the calibrated sum, which stays in
     ``calibrated_overhead_ms``); ``detailed_step_ms``: the median detailed step, the base of
@@ -206,7 +205,6 @@ def estimate_profiler_overhead(
     detailed_ms = hooks_ms + audit_calls_per_step * audit_cost_us / 1e3
     detailed_ms += line_calls_per_step * line_cost_us / 1e3  # the hot-lines collector
     detailed_ms += line_ms_per_step + line_seen_per_step * line_seen_cost_us / 1e3
-    detailed_ms += gc_ms_per_step
     cap = 0.95 * (detailed_step_ms or step_ms)  # noise can not exceed the (detailed) step
     detailed_ms = min(detailed_ms, cap)
     out["calibrated_overhead_ms"] = detailed_ms

@@ -87,7 +87,6 @@ class ProfilerState:
     line_calls_seen: int = 0  # torch calls the hot-lines mode saw in kept detailed steps
     line_calls_timed: int = 0  # ... of which it timed
     line_own_ns: int = 0  # host time the collector measured in its own work (CPU clock)
-    gc_ns: list[int] = field(default_factory=lambda: [0, 0])  # GC time in light, detailed steps
     interrupted: bool = False
     error: str | None = None
 

@@ -207,6 +207,8 @@ class LineCollector:
             self.park()
         elif phase in COUNTED_PHASES:
             self.unpark()
+        else:  # backward: a line's execution ends there; release the frames held to compare
+            self.executions.clear()
 
     def park(self) -> None:
         """Take the mode off the stack (a no-op when it is not there: parked already, or

@@ -170,6 +170,9 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
     line_own_ms = state.line_own_ns / 1e6 / per_detailed  # measured inside the collector
     line_cost = line_call_cost_us("outside" if line_own_ms else "timed") if line_calls else 0.0
     seen_cost = line_call_cost_us("seen") if line_seen else 0.0
+    if line_seen:  # the Python-level share of all calls seen pays torch's Python dispatch too
+        python_share = state.line_calls_python / max(1, state.line_calls_seen)
+        seen_cost += python_share * line_call_cost_us("seen_python")
     walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0))
              for s in state.summaries]  # fmt: skip
     measured = measured_detail_ms(walls, first_window=int(detail.get("window") or 0))

@@ -58,7 +58,9 @@ from torchdoctor.collect.lines_frames import USER, kind_of, kind_of_file, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
     PARKED_PHASES,
+    PASS,
     PLAIN,
+    PYTHON_LEVEL,
     ROUTES,
     insert_function_mode,
     op_name,
@@ -114,8 +116,10 @@ class _Mode(TorchFunctionMode):
             route = PLAIN
         if route is None:
             route = route_of(func)
-        if route or not collector.active or STATE.phase not in COUNTED_PHASES:
-            if route:
+        if route & PYTHON_LEVEL:
+            collector.seen_python += 1  # ... more through torch's Python dispatch
+        if route & PASS or not collector.active or STATE.phase not in COUNTED_PHASES:
+            if route & PASS:
                 collector.last = None  # a backward pass ends the line's execution
             return func(*args, **kwargs)
         return collector.timed(func, args, kwargs, sys._getframe(1))
@@ -144,7 +148,9 @@ class LineCollector:
         self._library_owner: dict[int, bool] = {}
         self.generation = 0
         self.seen = 0  # torch calls the mode saw in this step (timed or not)
+        self.seen_python = 0  # ... of which Python functions (dispatched by torch's Python path)
         self.step_seen = 0  # ... in the last step read by end_step
+        self.step_seen_python = 0
         self.step_timed = 0  # ... of which timed
         self.own_ns = 0  # host ns spent in the timed calls' own bookkeeping (CPU clock only)
         self.step_own_ns = 0  # ... in the last step read by end_step
@@ -372,6 +378,7 @@ class LineCollector:
         events, marks = self.events, self.marks
         created, sampled = self.created, self.sampled
         self.step_seen, self.seen = self.seen, 0
+        self.step_seen_python, self.seen_python = self.seen_python, 0
         self.step_own_ns, self.own_ns = self.own_ns, 0
         self.step_timed = len(events) // EVENT_FIELDS
         self.generation += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import partial
+from types import FunctionType
 from typing import Any
 
 import torch
@@ -32,16 +33,22 @@ PARKED_PHASES = frozenset({"optimizer", "data"})
 
 _names: dict[Any, str] = {}
 PLAIN, PASS = 0, 1
-ROUTES: dict[Any, int] = {}  # torch callable -> PLAIN (timed) or PASS
+PYTHON_LEVEL = 2  # flag: a Python function (torch's Python ``handle_torch_function`` path)
+ROUTES: dict[Any, int] = {}  # torch callable -> PLAIN (timed) or PASS, | PYTHON_LEVEL
 
 
 def route_of(func: Any) -> int:
     """``PASS`` for the calls passed through untimed (backward passes, attribute getters and
-    setters, profiler annotations), else ``PLAIN``; cached in ``ROUTES``.
+    setters, profiler annotations), else ``PLAIN``; with the ``PYTHON_LEVEL`` flag for Python
+    functions (``torch.nn.functional.layer_norm``, ``Tensor.split``: their dispatch to a mode
+    takes torch's slower Python path, which the overhead estimate counts apart); cached in
+    ``ROUTES``.
 
     Example:
-        >>> route_of(torch.Tensor.backward) == PASS, route_of(torch.exp) == PLAIN
+        >>> route_of(torch.Tensor.backward) == PASS | PYTHON_LEVEL, route_of(torch.exp) == PLAIN
         (True, True)
+        >>> route_of(torch.nn.functional.layer_norm) == PLAIN | PYTHON_LEVEL
+        True
     """
     route = PLAIN
     name = getattr(func, "__name__", "")
@@ -51,6 +58,8 @@ def route_of(func: Any) -> int:
         route = PASS
     elif getattr(func, "__module__", None) == "torch.autograd" and name in ("backward", "grad"):
         route = PASS
+    if isinstance(func, FunctionType):
+        route |= PYTHON_LEVEL
     try:
         ROUTES[func] = route
     except TypeError:

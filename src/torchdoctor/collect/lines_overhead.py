@@ -24,15 +24,20 @@ from torchdoctor.collect.state import STATE
 
 _ROUNDS = 5
 _ITERATIONS = 200
-_SOURCE = "def loop(x, n):\n    for _ in range(n):\n        x = x * 1.0 + 0.0\n    return x\n"
+_SOURCE = (
+    "import torch\n"
+    "def loop(x, n):\n    for _ in range(n):\n        x = x * 1.0 + 0.0\n    return x\n"
+    "def python_level(x, n):\n    for _ in range(n):\n        x = torch.nn.functional.relu(x)\n"
+    "        x = torch.nn.functional.relu(x)\n    return x\n"
+)
 # (with grad: the backward of the nodes the collector hooks is part of the cost)
 _cost_us: dict[str, float] = {}
 
 
-def _user_loop():
+def _user_loop(name: str = "loop"):
     namespace: dict = {}
     exec(compile(_SOURCE, "/torchdoctor-calibration/user_loop.py", "exec"), namespace)
-    return namespace["loop"]
+    return namespace[name]
 
 
 def line_call_cost_us(part: str = "timed") -> float:
@@ -56,7 +61,7 @@ def line_call_cost_us(part: str = "timed") -> float:
     return _cost_us[part]
 
 
-_PARTS = ("timed", "outside", "seen")
+_PARTS = ("timed", "outside", "seen", "seen_python")
 
 
 def _run(loop: Any, x: torch.Tensor, collector: Any = None) -> int:
@@ -98,3 +103,30 @@ def _calibrate() -> None:
     _cost_us["timed"] = max(0.0, (fastest - min(plain)) / 1e3 / calls)
     _cost_us["outside"] = max(0.0, _cost_us["timed"] - inside / 1e3 / calls)
     _cost_us["seen"] = max(0.0, (min(runs["seen"])[0] - min(plain)) / 1e3 / calls)
+    _cost_us["seen_python"] = max(0.0, _python_level_dispatch_us() - _cost_us["seen"])
+
+
+def _python_level_dispatch_us() -> float:
+    """The dispatch of a Python-level torch function (``F.relu``) to an inactive collector."""
+    from torchdoctor.collect.lines import LineCollector
+    from torchdoctor.collect.recorder import Recorder
+
+    loop = _user_loop("python_level")
+    x = torch.zeros(4)
+    plain, seen = [], []
+    loop(x, 10)
+    for _ in range(_ROUNDS):
+        start = time.thread_time_ns()
+        loop(x, _ITERATIONS)
+        plain.append(time.thread_time_ns() - start)
+        rec = Recorder(CpuClock(), backward=False, memory=False)
+        collector = LineCollector(rec)
+        collector.start()
+        collector.active = False
+        try:
+            start = time.thread_time_ns()
+            loop(x, _ITERATIONS)
+            seen.append(time.thread_time_ns() - start)
+        finally:
+            collector.stop()
+    return max(0.0, (min(seen) - min(plain)) / 1e3 / (2 * _ITERATIONS))

@@ -86,6 +86,7 @@ class ProfilerState:
     hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
     line_calls_seen: int = 0  # torch calls the hot-lines mode saw in kept detailed steps
     line_calls_timed: int = 0  # ... of which it timed
+    line_calls_python: int = 0  # ... of which Python functions (torch's Python dispatch path)
     line_own_ns: int = 0  # host time the collector measured in its own work (CPU clock)
     interrupted: bool = False
     error: str | None = None
@@ -99,6 +100,7 @@ class ProfilerState:
         if collector is not None:
             self.line_calls_seen += collector.step_seen
             self.line_calls_timed += collector.step_timed
+            self.line_calls_python += collector.step_seen_python
             self.line_own_ns += collector.step_own_ns
 
     def drop_steps(self) -> None:

@@ -14,6 +14,7 @@ import torch
 
 import torchdoctor
 from torchdoctor.collect import step_store, syncs, syncs_fold
+from torchdoctor.collect.schedule import DetailSchedule
 from torchdoctor.collect.step_store import StepStore, StreamStat
 from torchdoctor.session import stat
 
@@ -153,4 +154,6 @@ def test_sync_audit_folds_per_step_events_and_keeps_the_counts(monkeypatch):
     assert len(audit._events) <= 2 * 32 + 8  # not one key per step
     records = [r for r in prof.session["syncs"] if r["kind"] != "cuda_sync_warning"]
     item = next(r for r in records if r["line"] and "item()" in r["op"])
-    assert item["count"] == steps - 2 and item["per_step"] == 1.0
+    audited = prof.session["config"]["detail"]["audited_count"]  # control steps: audit off
+    assert steps - 2 - audited == sum(DetailSchedule("always").audit_control(i) for i in range(298))
+    assert item["count"] == audited and item["per_step"] == 1.0

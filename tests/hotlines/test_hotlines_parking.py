@@ -111,3 +111,38 @@ def test_an_optimizer_that_raises_does_not_leave_lines_parked():
     assert _kinds() == []
     (line,) = lines_at(prof.session, __file__, marked_line(step, "AFTER"))
     assert line["calls_per_step"] == pytest.approx(1)
+
+
+def test_the_zero_grad_wrapper_is_installed_once_and_removed_at_stop():
+    model = torch.nn.Linear(3, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    original = torch.optim.Optimizer.__dict__["zero_grad"]
+    # windows of 1 step every 2: the collector stops and starts again five times
+    with torchdoctor.Profiler(model, syncs=True, window=1, period_steps=2) as prof:
+        for _ in range(10):
+            opt.zero_grad()
+            model(torch.randn(2, 3)).sum().backward()
+            opt.step()
+            prof.step()
+        wrapped, depth = torch.optim.Optimizer.__dict__["zero_grad"], 0
+        while wrapped is not original and depth < 10:  # the audit's bypass, then ours
+            cells = [c.cell_contents for c in wrapped.__closure__ or ()]
+            wrapped = next(c for c in cells if callable(c) and getattr(c, "__name__", "") == "zero_grad")
+            depth += 1
+        assert wrapped is original and depth == 2  # none piled up over the windows
+    assert torch.optim.Optimizer.__dict__["zero_grad"] is original  # restored at stop
+
+
+def test_zero_grad_line_calls_pass_no_grad_attribute_through_the_mode():
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(6)])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(2, 4)
+    with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
+        for _ in range(3):
+            opt.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+            prof.step()
+    # 12 parameters: their grad reads and writes in zero_grad would be 24+ calls per step
+    per_step = prof.state.line_calls_seen / prof.state.line_steps
+    assert per_step < 20, per_step

@@ -37,7 +37,7 @@ Example:
     >>> lines.start()
     >>> x = torch.ones(3, requires_grad=True)
     >>> y = (x * 2).sum()
-    >>> table = lines.end_step(); lines.stop()
+    >>> table = lines.end_step(); lines.close()
     >>> sorted((v["calls"], v["torch_calls"]) for v in table.values())
     [(1, 1), (1, 2)]
 """
@@ -57,17 +57,18 @@ from torchdoctor.collect.clocks import CpuClock
 from torchdoctor.collect.lines_frames import USER, kind_of, kind_of_file, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
-    PARKED_PHASES,
     PASS,
     PLAIN,
     PYTHON_LEVEL,
     ROUTES,
-    insert_function_mode,
     op_name,
     remove_function_mode,
     route_of,
+    tensors_in,
     wrap_function_apply,
+    wrap_zero_grad,
 )
+from torchdoctor.collect.lines_parking import ModeParking
 from torchdoctor.collect.region_graph import sequence_nr
 from torchdoctor.collect.state import STATE
 
@@ -90,14 +91,6 @@ def _zero() -> int:
 
 def _nothing() -> None:
     return None
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [v for v in value if isinstance(v, torch.Tensor)]
-    return []
 
 
 class _Mode(TorchFunctionMode):
@@ -125,7 +118,7 @@ class _Mode(TorchFunctionMode):
         return collector.timed(func, args, kwargs, sys._getframe(1))
 
 
-class LineCollector:
+class LineCollector(ModeParking):
     """Per-step line timings; install with :meth:`start`, read a step with :meth:`end_step`.
 
     Example:
@@ -133,7 +126,7 @@ class LineCollector:
         >>> collector = LineCollector(Recorder(CpuClock()))
         >>> collector.start()
         >>> y = torch.ones(2).exp()
-        >>> table = collector.end_step(); collector.stop()
+        >>> table = collector.end_step(); collector.close()
         >>> [sorted(entry["ops"]) for entry in table.values()]
         [['Tensor.exp', 'torch.ones']]
     """
@@ -145,6 +138,7 @@ class LineCollector:
         self._mode: _Mode | None = None
         self._parked: int | None = None  # the stack depth the parked mode is put back at
         self._unwrap: Callable[[], None] = _nothing
+        self._unwrap_zero_grad: Callable[[], None] | None = None
         self._library_owner: dict[int, bool] = {}
         self.generation = 0
         self.seen = 0  # torch calls the mode saw in this step (timed or not)
@@ -188,6 +182,8 @@ class LineCollector:
             self._mode = _Mode(self)
             torch._C._push_on_torch_function_stack(self._mode)
             self._unwrap = wrap_function_apply(self)
+        if self._unwrap_zero_grad is None:  # once: a wrapper installed over it stays valid
+            self._unwrap_zero_grad = wrap_zero_grad(self)
         else:
             self.unpark()
         self.active = True
@@ -204,30 +200,12 @@ class LineCollector:
             finally:
                 self._unwrap()
 
-    def phase_changed(self, phase: str) -> None:
-        """Park the mode in the optimizer and data phases, put it back for the others (set as
-        the step's ``PhaseMachine.on_change``). Their torch calls are not charged to lines,
-        yet each one would pay the mode's dispatch (a few hundred per step for a
-        per-parameter optimizer, the largest part of the collector's cost on small steps)."""
-        if phase in PARKED_PHASES:
-            self.park()
-        elif phase in COUNTED_PHASES:
-            self.unpark()
-        else:  # backward: a line's execution ends there; release the frames held to compare
-            self.executions.clear()
-
-    def park(self) -> None:
-        """Take the mode off the stack (a no-op when it is not there: parked already, or
-        popped while its own handler runs, as for ``Tensor.backward``)."""
-        if self._mode is not None and self._parked is None:
-            self._parked = remove_function_mode(self._mode)
-
-    def unpark(self) -> None:
-        """Put a parked mode back where it was on the stack."""
-        if self._mode is not None and self._parked is not None:
-            depth, self._parked = self._parked, None
-            insert_function_mode(self._mode, depth)
-            self.last = None
+    def close(self) -> None:
+        """:meth:`stop` for good: also restore ``Optimizer.zero_grad``."""
+        self.stop()
+        undo, self._unwrap_zero_grad = self._unwrap_zero_grad, None
+        if undo is not None:
+            undo()
 
     # -- hot path -------------------------------------------------------------------------
     def _owned_by_library(self, node: int) -> bool:
@@ -347,7 +325,7 @@ class LineCollector:
         generation = self.generation
         wanted = seq1 - seq0
         stack = []
-        for tensor in _tensors(out):
+        for tensor in tensors_in(out):
             fn = tensor.grad_fn
             if fn is not None and fn not in stack:
                 stack.append(fn)

@@ -150,6 +150,45 @@ def wrap_function_apply(collector: Any) -> Callable[[], None]:
     return undo
 
 
+def wrap_zero_grad(collector: Any) -> Callable[[], None]:
+    """Run ``Optimizer.zero_grad`` with the collector's mode parked: it reads and writes
+    ``p.grad`` of every parameter, each a torch call through the mode (two dispatches per
+    parameter, every step) that no line needs. Returns the undo (which leaves a wrapper
+    installed on top of this one in place).
+
+    Example:
+        >>> class Collector:  # the LineCollector's interface: ``active``, ``park``, ``unpark``
+        ...     active, log = True, []
+        ...     parked = lambda self: False
+        ...     park = lambda self: self.log.append("park")
+        ...     unpark = lambda self: self.log.append("unpark")
+        >>> collector = Collector()
+        >>> undo = wrap_zero_grad(collector)
+        >>> torch.optim.SGD([torch.ones(1, requires_grad=True)], lr=0.1).zero_grad()
+        >>> undo(); collector.log
+        ['park', 'unpark']
+    """
+    optimizer = torch.optim.Optimizer
+    original = optimizer.__dict__["zero_grad"]
+
+    def zero_grad(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not collector.active or collector.parked():
+            return original(self, *args, **kwargs)
+        collector.park()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            collector.unpark()
+
+    optimizer.zero_grad = zero_grad  # type: ignore[method-assign]
+
+    def undo() -> None:
+        if optimizer.__dict__.get("zero_grad") is zero_grad:
+            optimizer.zero_grad = original  # type: ignore[method-assign]
+
+    return undo
+
+
 def remove_function_mode(mode: Any) -> int | None:
     """Take ``mode`` off the torch-function mode stack, keeping the modes pushed after it;
     returns the depth it was at (None when it was not on the stack: e.g. popped for the time
@@ -203,3 +242,17 @@ def insert_function_mode(mode: Any, depth: int) -> None:
     finally:
         for other in reversed(above):
             torch._C._push_on_torch_function_stack(other)
+
+
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """The tensors of a call's result: itself, or those in a tuple or list.
+
+    Example:
+        >>> len(tensors_in((torch.ones(1), 2, torch.ones(2))))
+        2
+    """
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [v for v in value if isinstance(v, torch.Tensor)]
+    return []

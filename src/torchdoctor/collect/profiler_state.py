@@ -84,7 +84,8 @@ class ProfilerState:
     loaders: dict[int, dict[str, Any]] = field(default_factory=dict)
     bookkeeping_ns: int = 0  # host time spent closing steps (measured, exact)
     hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
-    line_calls_seen: int = 0  # torch calls the hot-lines mode saw in kept detailed steps
+    line_steps: int = 0  # kept detailed steps with hot lines (not control steps)
+    line_calls_seen: int = 0  # torch calls the hot-lines mode saw in them
     line_calls_timed: int = 0  # ... of which it timed
     line_calls_python: int = 0  # ... of which Python functions (torch's Python dispatch path)
     line_own_ns: int = 0  # host time the collector measured in its own work (CPU clock)
@@ -98,6 +99,7 @@ class ProfilerState:
     def count_lines(self, collector: Any) -> None:
         """Add a detailed step's hot-lines counts (read by the overhead estimate)."""
         if collector is not None:
+            self.line_steps += 1
             self.line_calls_seen += collector.step_seen
             self.line_calls_timed += collector.step_timed
             self.line_calls_python += collector.step_seen_python

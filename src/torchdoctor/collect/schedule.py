@@ -17,9 +17,13 @@ Example:
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 DETAIL_MODES = ("windows", "always")
+#: with ``detail="always"``, one detailed step in this many runs without hot lines and another
+#: without the sync audit (controls: the session measures what each costs)
+LINES_CONTROL_EVERY = 8
 
 
 class DetailSchedule:
@@ -55,6 +59,7 @@ class DetailSchedule:
         self.window = window
         self.period_steps = period_steps
         self.period_s = period_s
+        self._draw: tuple[int, list[int]] = (-1, [])  # control steps' places in a block
         self._start: int | None = None  # profiled step index the current window began at
         self._start_s = 0.0
 
@@ -72,6 +77,44 @@ class DetailSchedule:
             self._start, self._start_s = index, now_s
             return True
         return False
+
+    def lines_control(self, index: int) -> bool:
+        """Whether detailed step ``index`` runs without hot lines, as a control: with
+        ``detail="always"`` there is no light step to measure what detail costs against, so
+        one step in each block of LINES_CONTROL_EVERY (after warm-up) leaves the hot-lines
+        collector off, and the session measures its cost from the steps with and without it.
+        The step within the block is drawn (seeded, the same every run), so work done every
+        k-th step is not missed every time.
+
+        Example:
+            >>> always = DetailSchedule("always")
+            >>> [sum(always.lines_control(i) for i in range(b * 8, b * 8 + 8)) for b in range(4)]
+            [1, 1, 1, 1]
+            >>> always.lines_control(-1), DetailSchedule("windows").lines_control(7)
+            (False, False)
+        """
+        return self._control(index, 0)
+
+    def audit_control(self, index: int) -> bool:
+        """Whether detailed step ``index`` runs with the sync audit paused, as a control for
+        measuring the audit's cost (as :meth:`lines_control`, another step of each block).
+
+        Example:
+            >>> always = DetailSchedule("always")
+            >>> any(always.audit_control(i) and always.lines_control(i) for i in range(800))
+            False
+            >>> sum(always.audit_control(i) for i in range(800))
+            100
+        """
+        return self._control(index, 1)
+
+    def _control(self, index: int, which: int) -> bool:
+        if self.mode != "always" or index < 0:
+            return False
+        block, position = divmod(index, LINES_CONTROL_EVERY)
+        if self._draw[0] != block:  # once per block
+            self._draw = (block, random.Random(block).sample(range(LINES_CONTROL_EVERY), 2))
+        return position == self._draw[1][which]
 
     def restart(self) -> None:
         """The steps kept so far were dropped: the next step opens a window again."""

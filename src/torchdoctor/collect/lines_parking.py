@@ -1,0 +1,78 @@
+"""Where the hot-lines collector's function mode sits on the mode stack, step by step.
+
+The mode is *parked* (taken off the stack, its depth remembered) in the optimizer and data
+phases, whose torch calls are many (a per-parameter optimizer, a collate function) and charged
+to no line, yet each would pay the mode's dispatch; and for a whole control step
+(``detail="always"``, ``collect/schedule.py``). It is put back at the same depth, under any
+mode pushed since (the sync audit's), so the order of modes never changes.
+
+Example:
+    >>> import torch
+    >>> from torch.overrides import TorchFunctionMode
+    >>> parking = ModeParking()
+    >>> parking._mode, parking.active = TorchFunctionMode(), True
+    >>> torch._C._push_on_torch_function_stack(parking._mode)
+    >>> parking.phase_changed("optimizer"); parking.parked()
+    True
+    >>> parking.phase_changed("forward"); parking.parked()
+    False
+    >>> _ = torch._C._pop_torch_function_stack()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchdoctor.collect.lines_install import (
+    COUNTED_PHASES,
+    PARKED_PHASES,
+    insert_function_mode,
+    remove_function_mode,
+)
+
+
+class ModeParking:
+    """The parking state of a collector's mode (``_mode``, set by the collector)."""
+
+    _mode: Any = None
+    _parked: int | None = None  # the stack depth the parked mode is put back at
+    active = False
+    last: Any  # the collector's: its last call, and the frames it tracks (both reset here)
+    executions: dict[int, tuple]
+
+    def pause(self) -> None:
+        """Take the mode off the stack for a whole step (phase changes leave it off) while
+        keeping its place under modes pushed since; :meth:`start` puts it back."""
+        self.active = False
+        self.park()
+
+    def phase_changed(self, phase: str) -> None:
+        """Park the mode in the optimizer and data phases, put it back for the others (set as
+        the step's ``PhaseMachine.on_change``). Their torch calls are not charged to lines,
+        yet each one would pay the mode's dispatch (a few hundred per step for a
+        per-parameter optimizer, the largest part of the collector's cost on small steps)."""
+        if not self.active:  # stopped or paused for the step
+            return
+        if phase in PARKED_PHASES:
+            self.park()
+        elif phase in COUNTED_PHASES:
+            self.unpark()
+        else:  # backward: a line's execution ends there; release the frames held to compare
+            self.executions = {}
+
+    def parked(self) -> bool:
+        return self._parked is not None
+
+    def park(self) -> None:
+        """Take the mode off the stack (a no-op when it is not there: parked already, or
+        popped while its own handler runs, as for ``Tensor.backward``)."""
+        if self._mode is not None and self._parked is None:
+            self._parked = remove_function_mode(self._mode)
+
+    def unpark(self) -> None:
+        """Put a parked mode back where it was on the stack."""
+        if self._mode is not None and self._parked is not None:
+            depth, self._parked = self._parked, None
+            insert_function_mode(self._mode, depth)
+            self.last = None
+

@@ -155,5 +155,6 @@ def test_sync_audit_folds_per_step_events_and_keeps_the_counts(monkeypatch):
     records = [r for r in prof.session["syncs"] if r["kind"] != "cuda_sync_warning"]
     item = next(r for r in records if r["line"] and "item()" in r["op"])
     audited = prof.session["config"]["detail"]["audited_count"]  # control steps: audit off
-    assert steps - 2 - audited == sum(DetailSchedule("always").audit_control(i) for i in range(298))
+    schedule = DetailSchedule("always")  # light control steps: no audit
+    assert audited == sum(schedule.detailed(i, 0.0) for i in range(steps - 2))
     assert item["count"] == audited and item["per_step"] == 1.0

@@ -9,11 +9,7 @@ import torch
 from torch import nn
 
 import torchdoctor
-from torchdoctor.collect.profiler_overhead import (
-    estimate_profiler_overhead,
-    measured_control_ms,
-    measured_detail_ms,
-)
+from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
 from torchdoctor.collect.schedule import DetailSchedule
 
 
@@ -35,7 +31,7 @@ def test_always_uses_the_calibrated_sum_with_the_line_collectors_parts():
     with torchdoctor.Profiler(syncs=False, detail="always") as prof:
         _train(prof, 6)  # too few steps for control steps to measure anything
     estimate = prof.session["config"]["profiler_overhead"]
-    assert estimate["source"] == "calibrated" and estimate["lines_source"] == "calibrated"
+    assert estimate["source"] == "calibrated"
     assert estimate["overhead_ms"] == pytest.approx(estimate["calibrated_overhead_ms"])
     state = prof.state
     assert state.line_calls_timed > 0  # the loss line's calls
@@ -86,33 +82,35 @@ def test_a_measured_detail_cost_replaces_the_calibrated_sum_in_the_run_total():
     assert share["overhead_pct"] == pytest.approx(100 * 2.0 / 10.0)
 
 
-def test_always_runs_control_steps_and_measures_lines_and_audit_against_them():
+def test_always_runs_light_control_steps_and_measures_detail_against_them():
     with torchdoctor.Profiler(detail="always") as prof:  # with the sync audit
-        _train(prof, 48)
+        _train(prof, 64)
     summaries = list(prof.state.summaries)
-    assert all(s["detailed"] for s in summaries)  # the tree in every step still
-    without_lines = [i for i, s in enumerate(summaries) if s["lines"] is None]
-    unaudited = [i for i, s in enumerate(summaries) if not s["audited"]]
+    light = [i for i, s in enumerate(summaries) if not s["detailed"]]
     schedule = DetailSchedule("always")
-    assert without_lines == [i for i in range(48) if schedule.lines_control(i)]
-    assert unaudited == [i for i in range(48) if schedule.audit_control(i)]
-    assert len(without_lines) == len(unaudited) == 6 and not set(without_lines) & set(unaudited)
-    assert prof.state.line_steps == 48 - 6
+    assert light == [i for i in range(64) if not schedule.detailed(i, 0.0)]
+    assert len(light) == 6 and min(light) >= 16  # one per block of 8 from step 16
     session = prof.session
-    # hot lines average the steps that had them: a control step is no step without lines
+    assert session["config"]["detail"]["detailed_count"] == 64 - 6
+    assert session["config"]["detail"]["audited_count"] == 64 - 6
+    # hot lines and the tree average the detailed steps: a control step dilutes nothing
     (line,) = [r for r in session["hot_lines"]["lines"] if "square().mean()" in r["code"]]
     assert line["calls_per_step"] == pytest.approx(1)
-    assert session["config"]["detail"]["audited_count"] == 48 - 6
     estimate = session["config"]["profiler_overhead"]
-    for control, source in (("lines", "lines_source"), ("audit", "audit_source")):
-        measured = measured_control_ms(summaries, control)
-        assert measured is not None  # 6 control steps each
-        assert estimate[source] == ("measured" if measured > 0 else "calibrated")
+    measured = measured_detail_ms([(s["detailed"], s["wall_ms"]) for s in summaries], 5)
+    assert measured is not None
+    assert estimate["source"] == ("measured" if measured > 0 else "calibrated")
 
 
-def test_windows_run_no_control_steps():
+def test_short_always_profiles_are_detailed_throughout():
+    with torchdoctor.Profiler(detail="always") as prof:
+        _train(prof, 16)
+    assert all(s["detailed"] for s in prof.state.summaries)
+
+
+def test_windows_detailed_steps_all_carry_lines_and_the_audit():
     with torchdoctor.Profiler(window=5, period_steps=10) as prof:
         _train(prof, 30)
     summaries = list(prof.state.summaries)
-    assert all(s["lines"] is not None for s in summaries if s["detailed"])
-    assert all(s["audited"] for s in summaries if s["detailed"])
+    assert [s["detailed"] for s in summaries] == ([True] * 5 + [False] * 5) * 3
+    assert all(s["lines"] is not None and s["audited"] for s in summaries if s["detailed"])

@@ -126,7 +126,9 @@ def test_schedule_periods_in_steps_and_seconds():
     flags = [by_time.detailed(i, now_s=4.0 * i) for i in range(6)]
     assert flags == [True, False, False, True, False, False]  # a window every 12 s >= 10 s
     always = DetailSchedule("always")
-    assert all(always.detailed(i, 0.0) for i in range(300))
+    assert all(always.detailed(i, 0.0) for i in range(16))
+    light = [i for i in range(296) if not always.detailed(i, 0.0)]  # control steps
+    assert len(light) == (296 - 16) // 8 and all(i >= 16 for i in light)  # one per block
 
 
 @pytest.mark.parametrize(

@@ -22,11 +22,7 @@ from torchdoctor.collect.aggregate import step_timeline
 from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
-from torchdoctor.collect.profiler_overhead import (
-    estimate_profiler_overhead,
-    measured_control_ms,
-    measured_detail_ms,
-)
+from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.schedule import index_ranges
 from torchdoctor.collect.syncs_overhead import per_call_cost_us
@@ -180,18 +176,13 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
     summaries = list(state.summaries)
     walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
     measured = measured_detail_ms(walls, first_window=int(detail.get("window") or 0))
-    lines_ms = measured_control_ms(summaries, "lines")  # detail="always": its control steps
-    audit_ms = measured_control_ms(summaries, "audit")
     detailed_walls = sorted(ms for is_detailed, ms in walls if is_detailed)
     estimate = estimate_profiler_overhead(
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
         audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
         line_calls_per_step=line_calls, line_cost_us=line_cost, line_ms_per_step=line_own_ms,
         line_seen_per_step=line_seen, line_seen_cost_us=seen_cost,
-        measured_detail_ms=measured, measured_lines_ms=lines_ms,
-        lines_share=state.line_steps / max(1, detail["detailed_count"]),
-        measured_audit_ms=audit_ms,
-        audit_share=detail["audited_count"] / max(1, detail["detailed_count"]),
+        measured_detail_ms=measured,
         detailed_step_ms=detailed_walls[len(detailed_walls) // 2] if detailed_walls else None,
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
@@ -203,17 +194,13 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         parts = []
         if estimate["cost_us"] is not None:
             parts.append(f"{calls:g} module calls per step x {estimate['cost_us']:.1f} us of hooks")
-        if estimate.get("audit_source") == "measured":
-            parts.append(f"sync audit {audit_ms:.3g} ms (measured against control steps)")
-        elif audit_calls:
+        if audit_calls:
             parts.append(f"{audit_calls:.0f} sync-audit calls x {audit_cost:.2f} us")
-        if estimate.get("lines_source") == "measured":
-            parts.append(f"hot lines {lines_ms:.3g} ms (measured against control steps)")
-        elif line_calls and line_cost:
+        if line_calls and line_cost:
             parts.append(f"{line_calls:.0f} timed torch calls x {line_cost:.2f} us"
                          + (f" + {line_own_ms:.3g} ms measured (hot lines)" if line_own_ms
                             else " (hot lines)"))  # fmt: skip
-        if line_seen and seen_cost and estimate.get("lines_source") != "measured":
+        if line_seen and seen_cost:
             parts.append(f"{line_seen:.0f} other torch calls x {seen_cost:.2f} us (their dispatch)")
         how = "estimated: " + " + ".join(parts or ["hooks"])
         if estimate.get("source") == "measured":

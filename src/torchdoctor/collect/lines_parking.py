@@ -2,8 +2,8 @@
 
 The mode is *parked* (taken off the stack, its depth remembered) in the optimizer and data
 phases, whose torch calls are many (a per-parameter optimizer, a collate function) and charged
-to no line, yet each would pay the mode's dispatch; and for a whole control step
-(``detail="always"``, ``collect/schedule.py``). It is put back at the same depth, under any
+to no line, yet each would pay the mode's dispatch, and in ``Optimizer.zero_grad``
+(``collect/lines_install.py``). It is put back at the same depth, under any
 mode pushed since (the sync audit's), so the order of modes never changes.
 
 Example:
@@ -40,18 +40,12 @@ class ModeParking:
     last: Any  # the collector's: its last call, and the frames it tracks (both reset here)
     executions: dict[int, tuple]
 
-    def pause(self) -> None:
-        """Take the mode off the stack for a whole step (phase changes leave it off) while
-        keeping its place under modes pushed since; :meth:`start` puts it back."""
-        self.active = False
-        self.park()
-
     def phase_changed(self, phase: str) -> None:
         """Park the mode in the optimizer and data phases, put it back for the others (set as
         the step's ``PhaseMachine.on_change``). Their torch calls are not charged to lines,
         yet each one would pay the mode's dispatch (a few hundred per step for a
         per-parameter optimizer, the largest part of the collector's cost on small steps)."""
-        if not self.active:  # stopped or paused for the step
+        if not self.active:  # stopped (light steps)
             return
         if phase in PARKED_PHASES:
             self.park()

@@ -139,7 +139,6 @@ class Profiler(HookEvents):
         self._audit_context: Any = None
         self._paced: list[Any] = []  # audits paused between detail windows
         self._detailed = True  # the running step records full detail
-        self._with_lines = True  # ... and hot lines (not a control step)
         self._watch_cuda = False  # switch to CUDA events once the script uses CUDA (run)
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
         self._audited = True  # the running step is audited for syncs
@@ -363,21 +362,17 @@ class Profiler(HookEvents):
         else:
             self._module_hooks.off()
         lines = self._lines
-        with_lines = self._with_lines = detailed and not self._schedule.lines_control(profiled)
-        if lines is not None and with_lines:
+        if lines is not None and detailed:
             lines.start()  # before the audits resume: below their modes (their cost is no line's)
         audited = True
-        audit_on = detailed and not self._schedule.audit_control(profiled)
         for audit in self._paced:
-            if audit_on:
+            if detailed:
                 audit.resume()
             elif audit.pause():
                 audited = False
         self._audited = audited
         if lines is not None and not detailed:
             lines.stop()  # light steps: no line timing (after the audits paused: modes in order)
-        elif lines is not None and not with_lines:
-            lines.pause()  # a control step (detail="always"): off, its place on the stack kept
         rec.count_memory = (
             self.memory and profiled >= 0 and detailed and state.memory_summary is None
         )
@@ -407,9 +402,9 @@ class Profiler(HookEvents):
                 if rec.count_memory:
                     state.memory_summary = summary
                 state.hook_ns += rec.hook_ns
-                state.count_lines(self._lines if self._with_lines else None)
+                state.count_lines(self._lines)
                 intervals = summary.pop("_intervals")
-                summary["lines"] = lines if self._with_lines else None  # None: a control step
+                summary["lines"] = lines
                 if len(state.timelines) < _KEEP_TIMELINES:
                     state.timelines.append({"forward": forward, "intervals": intervals,
                                             "step": (start, end), "segments": segments,
@@ -446,5 +441,5 @@ class Profiler(HookEvents):
                 "lower the warm-up (--warmup) to measure whole steps"
             )
         self._counter = max(self._counter, self.warmup)
-        self._detailed = self._with_lines = True  # summarized in full whatever the schedule said
+        self._detailed = True  # the step is summarized in full whatever the schedule said
         self._cut()

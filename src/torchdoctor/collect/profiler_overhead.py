@@ -43,8 +43,7 @@ from torchdoctor.collect.install import Installation
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.state import STATE
 
-__all__ = ["estimate_profiler_overhead", "measured_detail_ms", "measured_control_ms",
-           "per_module_call_cost_us"]
+__all__ = ["estimate_profiler_overhead", "measured_detail_ms", "per_module_call_cost_us"]
 
 _cost_us: dict[tuple[bool, bool], dict[str, float]] = {}
 _ITERATIONS = 40
@@ -123,8 +122,8 @@ def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -
     wall ms)`` in order: median detailed minus median light step time, leaving out the first
     ``first_window`` detailed steps (right after warm-up: lazy initialization, the allocator
     settling, a first evaluation in the same step). None with fewer than MIN_SIDE detailed
-    steps after those or MIN_SIDE light ones (``detail="always"``, short runs): the
-    calibrated sum is used then.
+    steps after those or MIN_SIDE light ones (short runs; ``detail="always"`` has light
+    control steps from step 16, 5 of them by step 56): the calibrated sum is used then.
 
     Example:
         >>> steps = [(True, 12.0)] * 5 + [(False, 10.0)] * 90 + [(True, 11.0)] * 5
@@ -143,36 +142,6 @@ def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -
     return detailed[len(detailed) // 2] - light[len(light) // 2]
 
 
-def measured_control_ms(summaries: list[dict[str, Any]], control: str) -> float | None:
-    """What the hot-lines collector (``control="lines"``) or the sync audit (``"audit"``)
-    costs a step, from the run's detailed steps with everything on and its control steps
-    without that one collector (``detail="always"``, ``collect/schedule.py``): median wall
-    time with minus without; None with fewer than MIN_SIDE of either.
-
-    Example:
-        >>> full = [{"detailed": True, "wall_ms": 6.0, "lines": {}, "audited": True}] * 7
-        >>> bare = [{"detailed": True, "wall_ms": 5.0, "lines": None, "audited": True}] * 5
-        >>> measured_control_ms(full + bare, "lines"), measured_control_ms(full + bare[:4], "lines")
-        (1.0, None)
-        >>> measured_control_ms(full + bare, "audit") is None  # no step ran without the audit
-        True
-    """
-    with_all, without = [], []
-    for step in summaries:
-        if not step.get("detailed", True):
-            continue
-        lines, audited = step.get("lines") is not None, bool(step.get("audited", True))
-        if lines and audited:
-            with_all.append(step["wall_ms"])
-        elif (control == "lines" and audited) or (control == "audit" and lines):
-            without.append(step["wall_ms"])
-    if len(with_all) < MIN_SIDE or len(without) < MIN_SIDE:
-        return None
-    with_all.sort()
-    without.sort()
-    return with_all[len(with_all) // 2] - without[len(without) // 2]
-
-
 def estimate_profiler_overhead(
     calls_per_step: float,
     step_ms: float,
@@ -188,10 +157,6 @@ def estimate_profiler_overhead(
     line_ms_per_step: float = 0.0,
     line_seen_per_step: float = 0.0,
     line_seen_cost_us: float = 0.0,
-    lines_share: float = 1.0,
-    measured_lines_ms: float | None = None,
-    audit_share: float = 1.0,
-    measured_audit_ms: float | None = None,
     measured_detail_ms: float | None = None,
     detailed_step_ms: float | None = None,
     bookkeeping_ms_per_step: float = 0.0,
@@ -209,10 +174,6 @@ def estimate_profiler_overhead(
     ``line_ms_per_step``: the collector's own time measured inside it per step it ran in
     (``line_cost_us`` is then the part it does not see); ``line_seen_per_step``: the other
     calls its mode saw (dispatched, not timed), at ``line_seen_cost_us`` each;
-    ``lines_share``: the share of detailed steps the collector ran in (control steps run
-    without it); ``measured_lines_ms``: its cost per step measured against control steps
-    (:func:`measured_control_ms`), which then replaces the calibrated lines part;
-    ``audit_share``/``measured_audit_ms``: the same for the sync audit;
     ``measured_detail_ms``: what a detailed step costs over a light one, measured by the run
     (:func:`measured_detail_ms`; it then replaces the calibrated sum, which stays in
     ``calibrated_overhead_ms``); ``detailed_step_ms``: the median detailed step, the base of
@@ -241,17 +202,9 @@ def estimate_profiler_overhead(
     light_cost = 0.0
     if calls_per_step > 0 and steps > detailed_steps and light_hooks:
         light_cost = per_module_call_cost_us(backward, False)
-    audit_ms = audit_calls_per_step * audit_cost_us / 1e3
-    out["audit_source"] = "calibrated"
-    if measured_audit_ms is not None and measured_audit_ms > 0 and audit_ms > 0:
-        audit_ms, out["audit_source"] = measured_audit_ms * audit_share, "measured"
-    detailed_ms = hooks_ms + audit_ms
-    lines_ms = line_calls_per_step * line_cost_us / 1e3  # the hot-lines collector
-    lines_ms += line_ms_per_step + line_seen_per_step * line_seen_cost_us / 1e3
-    out["lines_source"] = "calibrated"
-    if measured_lines_ms is not None and measured_lines_ms > 0:
-        lines_ms, out["lines_source"] = measured_lines_ms, "measured"
-    detailed_ms += lines_ms * lines_share
+    detailed_ms = hooks_ms + audit_calls_per_step * audit_cost_us / 1e3
+    detailed_ms += line_calls_per_step * line_cost_us / 1e3  # the hot-lines collector
+    detailed_ms += line_ms_per_step + line_seen_per_step * line_seen_cost_us / 1e3
     cap = 0.95 * (detailed_step_ms or step_ms)  # noise can not exceed the (detailed) step
     detailed_ms = min(detailed_ms, cap)
     out["calibrated_overhead_ms"] = detailed_ms

@@ -6,8 +6,13 @@ recorded for ``window`` steps after warm-up, then for ``window`` steps every ``p
 steps or ``period_s`` seconds, whichever comes first; the steps in between are *light*: step
 time only, and run without module hooks (their mere presence costs every module call), so their
 phases do not tell forward from ``other``; the Session's phases come from the detailed steps.
-``detail="always"`` records every step in full (the behaviour before windows). Warm-up steps are detailed (they register the modules, so a window's first step
-does not pay for it).
+``detail="always"`` records every step in full, but for one *control* step in each block of
+CONTROL_EVERY from step CONTROL_FROM on (its place in the block drawn from a fixed seed, so
+work done every k-th step is not missed every time): with no light step, the session could not
+measure what detail costs, only add up calibrated parts, which undercount (they are calibrated
+warm, in tight loops). Short profiles (under CONTROL_FROM steps) are detailed throughout.
+Warm-up steps are detailed (they register the modules, so a window's first step does not pay
+for it).
 
 Example:
     >>> schedule = DetailSchedule("windows", window=2, period_steps=5, period_s=1e9)
@@ -21,9 +26,10 @@ import random
 from typing import Any
 
 DETAIL_MODES = ("windows", "always")
-#: with ``detail="always"``, one detailed step in this many runs without hot lines and another
-#: without the sync audit (controls: the session measures what each costs)
-LINES_CONTROL_EVERY = 8
+#: with ``detail="always"``, from step CONTROL_FROM one step in each block of CONTROL_EVERY is a
+#: light *control* step: the session measures what detail costs against them
+CONTROL_EVERY = 8
+CONTROL_FROM = 16
 
 
 class DetailSchedule:
@@ -59,14 +65,24 @@ class DetailSchedule:
         self.window = window
         self.period_steps = period_steps
         self.period_s = period_s
-        self._draw: tuple[int, list[int]] = (-1, [])  # control steps' places in a block
+        self._draw = (-1, 0)  # (block, the place of its control step)
         self._start: int | None = None  # profiled step index the current window began at
         self._start_s = 0.0
 
     def detailed(self, index: int, now_s: float) -> bool:
-        """Whether profiled step ``index`` (negative during warm-up) is detailed."""
-        if self.mode == "always" or index < 0:
+        """Whether profiled step ``index`` (negative during warm-up) is detailed.
+
+        Example:
+            >>> always = DetailSchedule("always")
+            >>> all(always.detailed(i, 0.0) for i in range(16))  # short profiles: every step
+            True
+            >>> [sum(not always.detailed(i, 0.0) for i in range(b, b + 8)) for b in (16, 24, 32)]
+            [1, 1, 1]
+        """
+        if index < 0:
             return True
+        if self.mode == "always":
+            return not self._control(index)
         start = self._start
         if start is None or index < start:
             self._start, self._start_s = index, now_s
@@ -78,43 +94,14 @@ class DetailSchedule:
             return True
         return False
 
-    def lines_control(self, index: int) -> bool:
-        """Whether detailed step ``index`` runs without hot lines, as a control: with
-        ``detail="always"`` there is no light step to measure what detail costs against, so
-        one step in each block of LINES_CONTROL_EVERY (after warm-up) leaves the hot-lines
-        collector off, and the session measures its cost from the steps with and without it.
-        The step within the block is drawn (seeded, the same every run), so work done every
-        k-th step is not missed every time.
-
-        Example:
-            >>> always = DetailSchedule("always")
-            >>> [sum(always.lines_control(i) for i in range(b * 8, b * 8 + 8)) for b in range(4)]
-            [1, 1, 1, 1]
-            >>> always.lines_control(-1), DetailSchedule("windows").lines_control(7)
-            (False, False)
-        """
-        return self._control(index, 0)
-
-    def audit_control(self, index: int) -> bool:
-        """Whether detailed step ``index`` runs with the sync audit paused, as a control for
-        measuring the audit's cost (as :meth:`lines_control`, another step of each block).
-
-        Example:
-            >>> always = DetailSchedule("always")
-            >>> any(always.audit_control(i) and always.lines_control(i) for i in range(800))
-            False
-            >>> sum(always.audit_control(i) for i in range(800))
-            100
-        """
-        return self._control(index, 1)
-
-    def _control(self, index: int, which: int) -> bool:
-        if self.mode != "always" or index < 0:
+    def _control(self, index: int) -> bool:
+        """A light control step of ``detail="always"`` (see :meth:`detailed`)."""
+        if index < CONTROL_FROM:
             return False
-        block, position = divmod(index, LINES_CONTROL_EVERY)
+        block, position = divmod(index, CONTROL_EVERY)
         if self._draw[0] != block:  # once per block
-            self._draw = (block, random.Random(block).sample(range(LINES_CONTROL_EVERY), 2))
-        return position == self._draw[1][which]
+            self._draw = (block, random.Random(block).randrange(CONTROL_EVERY))
+        return position == self._draw[1]
 
     def restart(self) -> None:
         """The steps kept so far were dropped: the next step opens a window again."""

@@ -92,7 +92,7 @@ def test_always_runs_light_control_steps_and_measures_detail_against_them():
     assert len(light) == 6 and min(light) >= 16  # one per block of 8 from step 16
     session = prof.session
     assert session["config"]["detail"]["detailed_count"] == 64 - 6
-    assert session["config"]["detail"]["audited_count"] == 64 - 6
+    assert session["config"]["detail"]["audited_count"] == 64  # the audit runs on in them
     # hot lines and the tree average the detailed steps: a control step dilutes nothing
     (line,) = [r for r in session["hot_lines"]["lines"] if "square().mean()" in r["code"]]
     assert line["calls_per_step"] == pytest.approx(1)
@@ -114,3 +114,18 @@ def test_windows_detailed_steps_all_carry_lines_and_the_audit():
     summaries = list(prof.state.summaries)
     assert [s["detailed"] for s in summaries] == ([True] * 5 + [False] * 5) * 3
     assert all(s["lines"] is not None and s["audited"] for s in summaries if s["detailed"])
+
+
+def test_always_finds_a_sync_that_happens_only_in_a_control_step():
+    schedule = DetailSchedule("always")
+    control = next(i for i in range(16, 64) if not schedule.detailed(i, 0.0))
+    x = torch.ones(3)
+    with torchdoctor.Profiler(detail="always") as prof:
+        for index in range(40):
+            y = x * 2
+            if index == control:
+                y.sum().item()  # ONCE
+            prof.step()
+    assert not list(prof.state.summaries)[control]["detailed"]
+    (sync,) = [s for s in prof.session["syncs"] if s["kind"] == "item"]
+    assert sync["count"] == 1

@@ -182,7 +182,7 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
         line_calls_per_step=line_calls, line_cost_us=line_cost, line_ms_per_step=line_own_ms,
         line_seen_per_step=line_seen, line_seen_cost_us=seen_cost,
-        measured_detail_ms=measured,
+        measured_detail_ms=measured, audit_in_light=detail.get("mode") == "always",
         detailed_step_ms=detailed_walls[len(detailed_walls) // 2] if detailed_walls else None,
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),

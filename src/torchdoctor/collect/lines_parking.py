@@ -40,12 +40,18 @@ class ModeParking:
     last: Any  # the collector's: its last call, and the frames it tracks (both reset here)
     executions: dict[int, tuple]
 
+    def pause(self) -> None:
+        """Off for a whole step (phase changes leave it parked), its place on the stack kept
+        under modes that stay (a sync audit that runs every step); ``start`` puts it back."""
+        self.active = False
+        self.park()
+
     def phase_changed(self, phase: str) -> None:
         """Park the mode in the optimizer and data phases, put it back for the others (set as
         the step's ``PhaseMachine.on_change``). Their torch calls are not charged to lines,
         yet each one would pay the mode's dispatch (a few hundred per step for a
         per-parameter optimizer, the largest part of the collector's cost on small steps)."""
-        if not self.active:  # stopped (light steps)
+        if not self.active:  # stopped or paused (light steps)
             return
         if phase in PARKED_PHASES:
             self.park()

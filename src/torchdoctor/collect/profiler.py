@@ -281,7 +281,7 @@ class Profiler(HookEvents):
         """Pause a running sync audit in light steps (outside detail windows), so it costs
         nothing there; the profiler resumes it for detailed steps and when it stops."""
         self._paced.append(audit)
-        if not self._detailed and audit.pause():
+        if not self._detailed and not self._schedule.audits_every_step and audit.pause():
             self._audited = False
 
     # -- user API -------------------------------------------------------------------------
@@ -365,14 +365,18 @@ class Profiler(HookEvents):
         if lines is not None and detailed:
             lines.start()  # before the audits resume: below their modes (their cost is no line's)
         audited = True
+        audit_all = self._schedule.audits_every_step  # detail="always": its control steps too
         for audit in self._paced:
-            if detailed:
+            if detailed or audit_all:
                 audit.resume()
             elif audit.pause():
                 audited = False
         self._audited = audited
-        if lines is not None and not detailed:
-            lines.stop()  # light steps: no line timing (after the audits paused: modes in order)
+        if lines is not None and not detailed:  # light steps: no line timing (after the audits
+            if audit_all:  # paused: modes in order; under an audit that runs on, in its place)
+                lines.pause()
+            else:
+                lines.stop()
         rec.count_memory = (
             self.memory and profiled >= 0 and detailed and state.memory_summary is None
         )

@@ -158,6 +158,7 @@ def estimate_profiler_overhead(
     line_seen_per_step: float = 0.0,
     line_seen_cost_us: float = 0.0,
     measured_detail_ms: float | None = None,
+    audit_in_light: bool = False,
     detailed_step_ms: float | None = None,
     bookkeeping_ms_per_step: float = 0.0,
     light_hooks: bool = False,
@@ -176,7 +177,10 @@ def estimate_profiler_overhead(
     calls its mode saw (dispatched, not timed), at ``line_seen_cost_us`` each;
     ``measured_detail_ms``: what a detailed step costs over a light one, measured by the run
     (:func:`measured_detail_ms`; it then replaces the calibrated sum, which stays in
-    ``calibrated_overhead_ms``); ``detailed_step_ms``: the median detailed step, the base of
+    ``calibrated_overhead_ms``); ``audit_in_light``: the sync audit runs in light steps too
+    (``detail="always"``, whose light steps are its control steps): the measured difference
+    then leaves it out, and its calibrated part is added to both kinds of step;
+    ``detailed_step_ms``: the median detailed step, the base of
     ``overhead_pct`` (default ``step_ms``); ``light_hooks``: the
     module hooks stay installed in light steps (steps cut at module calls).
 
@@ -202,7 +206,8 @@ def estimate_profiler_overhead(
     light_cost = 0.0
     if calls_per_step > 0 and steps > detailed_steps and light_hooks:
         light_cost = per_module_call_cost_us(backward, False)
-    detailed_ms = hooks_ms + audit_calls_per_step * audit_cost_us / 1e3
+    audit_ms = audit_calls_per_step * audit_cost_us / 1e3
+    detailed_ms = hooks_ms + audit_ms
     detailed_ms += line_calls_per_step * line_cost_us / 1e3  # the hot-lines collector
     detailed_ms += line_ms_per_step + line_seen_per_step * line_seen_cost_us / 1e3
     cap = 0.95 * (detailed_step_ms or step_ms)  # noise can not exceed the (detailed) step
@@ -210,9 +215,10 @@ def estimate_profiler_overhead(
     out["calibrated_overhead_ms"] = detailed_ms
     out["source"] = "calibrated"
     if measured_detail_ms is not None and measured_detail_ms > 0:
-        detailed_ms = min(measured_detail_ms, cap)
+        detailed_ms = min(measured_detail_ms + (audit_ms if audit_in_light else 0.0), cap)
         out["source"] = "measured"
-    light_ms = min(calls_per_step * light_cost / 1e3, 0.95 * step_ms)
+    light_ms = calls_per_step * light_cost / 1e3 + (audit_ms if audit_in_light else 0.0)
+    light_ms = min(light_ms, 0.95 * step_ms)
     light_steps = steps - detailed_steps
     in_steps = detailed_steps * detailed_ms + light_steps * light_ms
     total = in_steps + steps * bookkeeping_ms_per_step

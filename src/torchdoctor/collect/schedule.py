@@ -94,6 +94,18 @@ class DetailSchedule:
             return True
         return False
 
+    @property
+    def audits_every_step(self) -> bool:
+        """Whether the sync audit runs in light steps too: with ``detail="always"`` (its
+        control steps are light for the module tree only; finding every sync is the point of
+        ``torchdoctor syncs``, which uses it).
+
+        Example:
+            >>> DetailSchedule("always").audits_every_step, DetailSchedule().audits_every_step
+            (True, False)
+        """
+        return self.mode == "always"
+
     def _control(self, index: int) -> bool:
         """A light control step of ``detail="always"`` (see :meth:`detailed`)."""
         if index < CONTROL_FROM:

@@ -34,8 +34,11 @@ def summarize_step(
     activation: dict[int, int] | None = None,
     identical: dict[int, int] | None = None,
     peak_memory_bytes: int | None = None,
+    fingerprinted: bool = True,
 ) -> dict[str, Any]:
-    """Per-node inclusive forward and backward ms, calls, and phase ms of one step.
+    """Per-node inclusive forward and backward ms, calls, and phase ms of one step
+    (``fingerprinted``: module inputs were compared, so ``identical`` counts the calls whose
+    inputs repeated an earlier call's).
 
     Example:
         >>> from torchdoctor.collect.records import MarkKind
@@ -66,6 +69,7 @@ def summarize_step(
         "calls": calls,
         "activation": dict(activation) if activation is not None else None,
         "identical": dict(identical or {}),
+        "fingerprinted": fingerprinted,
         "peak_memory_bytes": peak_memory_bytes,
         "_intervals": finals,
         "detailed": True,

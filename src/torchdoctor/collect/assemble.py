@@ -178,6 +178,7 @@ def recomputation(
     """
     totals: dict[str, float] = {}
     sites: dict[str, dict[str, Any]] = {}
+    steps = [s for s in steps if s.get("fingerprinted", True)]  # inputs compared there
     for s in steps:
         for node, count in s["identical"].items():
             totals[paths[node]] = totals.get(paths[node], 0.0) + count

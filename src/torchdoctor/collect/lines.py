@@ -54,7 +54,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchdoctor.collect.clocks import CpuClock
-from torchdoctor.collect.lines_frames import USER, kind_of, kind_of_file, locate
+from torchdoctor.collect.lines_frames import USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
     PASS,
@@ -83,6 +83,11 @@ _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>
 #: iterations of a loop)
 SAMPLE_FIRST = 1
 SAMPLE_EVERY = 4
+#: ... and only in one collected step of BACKWARD_EVERY (and in the first step a line and op
+#: make graph nodes): in the others, the op's backward is its last measured backward per call
+#: x its calls (a window's steps run the same code; ``backward_measured`` says which steps
+#: measured it)
+BACKWARD_EVERY = 4
 
 
 def _zero() -> int:
@@ -139,8 +144,8 @@ class LineCollector(ModeParking):
         self._parked: int | None = None  # the stack depth the parked mode is put back at
         self._unwrap: Callable[[], None] = _nothing
         self._unwrap_zero_grad: Callable[[], None] | None = None
-        self._library_owner: dict[int, bool] = {}
         self.generation = 0
+        self.backward_per_call: dict[tuple, float] = {}  # (code, line, func) -> last measured ns
         self.seen = 0  # torch calls the mode saw in this step (timed or not)
         self.seen_python = 0  # ... of which Python functions (dispatched by torch's Python path)
         self.step_seen = 0  # ... in the last step read by end_step
@@ -173,6 +178,8 @@ class LineCollector(ModeParking):
         self.hooked = 0
         self.created: dict[tuple, int] = {}  # (code, line, func) -> calls that made graph nodes
         self.sampled: dict[tuple, int] = {}  # ... of which had their nodes hooked
+        # this step measures backward (else: per-call figures of earlier steps, see end_step)
+        self.hook_step = self.generation % BACKWARD_EVERY == 0
 
     # -- install --------------------------------------------------------------------------
     def start(self) -> None:
@@ -186,6 +193,7 @@ class LineCollector(ModeParking):
             self._unwrap_zero_grad = wrap_zero_grad(self)
         else:
             self.unpark()
+        self.in_library = False
         self.active = True
 
     def stop(self) -> None:
@@ -208,18 +216,6 @@ class LineCollector(ModeParking):
             undo()
 
     # -- hot path -------------------------------------------------------------------------
-    def _owned_by_library(self, node: int) -> bool:
-        found = self._library_owner.get(node)
-        if found is None:
-            rec = self.rec
-            source = rec.source[node] if node < len(rec.source) else None
-            file = (source or {}).get("file") if rec.kind[node] == "module" else None
-            found = bool(file) and kind_of_file(str(file)) != USER
-            if rec.kind[node] == "module" and not file:
-                found = True  # a module whose class has no source file: not the user's code
-            self._library_owner[node] = found
-        return found
-
     def timed(self, func: Any, args: tuple, kwargs: dict, frame: Any, op: Any = None) -> Any:
         """Run ``func`` timed and charged to the user line above ``frame`` (``op``: what to
         name the call, default ``func``)."""
@@ -229,7 +225,7 @@ class LineCollector(ModeParking):
         entered = self._host_now()
         frames = rec.frames
         owner = frames[-1][0] if frames else 0
-        if owner and self._owned_by_library(owner):
+        if owner and rec.library[owner]:
             return func(*args, **kwargs)
         line_frame, via, entry = locate(frame)
         if line_frame is None:
@@ -305,7 +301,9 @@ class LineCollector(ModeParking):
             counts = self.created
             site = (key_code, key_line, func if op is None else op)
             made = counts[site] = counts.get(site, 0) + 1
-            if made <= SAMPLE_FIRST or made % SAMPLE_EVERY == 0:
+            if (made <= SAMPLE_FIRST or made % SAMPLE_EVERY == 0) and (
+                self.hook_step or site not in self.backward_per_call
+            ):
                 self.sampled[site] = self.sampled.get(site, 0) + 1
                 self._hook_backward(out, seq0, seq1, index)
         left = self._host_now()
@@ -411,6 +409,7 @@ class LineCollector(ModeParking):
                 entry["via"][where] = entry["via"].get(where, 0.0) + spent
         base = 2 * len(events)
         open_: dict[int, float] = {}
+        measured: dict[tuple, float] = {}  # site -> backward ns measured (scaled) this step
         for k, (event, node, which, _) in enumerate(marks):
             t = ns[base + k]
             if which == 0:
@@ -420,8 +419,39 @@ class LineCollector(ModeParking):
                 site = (code, line, func)
                 scale = created.get(site, 1) / max(1, sampled.get(site, 1))
                 spent = max(0.0, t - open_.pop(node)) * scale
-                entry = table[keys[event]]
-                entry["backward_ns"] += spent
-                op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
-                op[2] += spent
+                measured[site] = measured.get(site, 0.0) + spent
+                self._add_backward(table[keys[event]], func, spent)
+        if created:
+            self._carry_backward(table, events, keys, created, sampled, measured)
         return table
+
+    @staticmethod
+    def _add_backward(entry: dict[str, Any], func: Any, spent: float) -> None:
+        entry["backward_ns"] += spent
+        op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
+        op[2] += spent
+
+    def _carry_backward(
+        self,
+        table: dict[tuple, dict[str, Any]],
+        events: list,
+        keys: list[tuple],
+        created: dict[tuple, int],
+        sampled: dict[tuple, int],
+        measured: dict[tuple, float],
+    ) -> None:
+        """Sites whose nodes were hooked this step keep their backward per call; the others
+        (steps that hook nothing, see BACKWARD_EVERY) get it x their calls this step."""
+        per_call = self.backward_per_call
+        where: dict[tuple, tuple] = {}  # site -> the table key of its last call this step
+        for event, key in zip(events, keys):
+            where[(event[0], event[1], event[5])] = key
+        for site, made in created.items():
+            if sampled.get(site):
+                per_call[site] = measured.get(site, 0.0) / made
+            elif site in per_call and site in where:
+                entry = table[where[site]]
+                entry["backward_estimated"] = True
+                self._add_backward(entry, site[2], per_call[site] * made)
+        if len(per_call) > 4096:  # a bound for code that makes new sites forever
+            per_call.clear()

@@ -2,8 +2,8 @@
 
 The mode is *parked* (taken off the stack, its depth remembered) in the optimizer and data
 phases, whose torch calls are many (a per-parameter optimizer, a collate function) and charged
-to no line, yet each would pay the mode's dispatch, and in ``Optimizer.zero_grad``
-(``collect/lines_install.py``). It is put back at the same depth, under any
+to no line, yet each would pay the mode's dispatch, inside library modules (their calls are the
+module's time in the tree) and in ``Optimizer.zero_grad`` (``collect/lines_install.py``). It is put back at the same depth, under any
 mode pushed since (the sync audit's), so the order of modes never changes.
 
 Example:
@@ -37,6 +37,8 @@ class ModeParking:
     _mode: Any = None
     _parked: int | None = None  # the stack depth the parked mode is put back at
     active = False
+    in_library = False  # the innermost call open is a library module's (see owner_changed)
+    phase_counted = True  # the phase's torch calls are charged to lines
     last: Any  # the collector's: its last call, and the frames it tracks (both reset here)
     executions: dict[int, tuple]
 
@@ -51,14 +53,31 @@ class ModeParking:
         the step's ``PhaseMachine.on_change``). Their torch calls are not charged to lines,
         yet each one would pay the mode's dispatch (a few hundred per step for a
         per-parameter optimizer, the largest part of the collector's cost on small steps)."""
+        self.phase_counted = phase not in PARKED_PHASES
         if not self.active:  # stopped or paused (light steps)
             return
         if phase in PARKED_PHASES:
             self.park()
         elif phase in COUNTED_PHASES:
-            self.unpark()
+            if not self.in_library:
+                self.unpark()
         else:  # backward: a line's execution ends there; release the frames held to compare
             self.executions = {}
+
+    def owner_changed(self, library: bool) -> None:
+        """The innermost module or region call changed (``library``: it is a library module's,
+        whose torch calls are the module's time, never a line's): park the mode for the time
+        it runs (an ``nn.Linear``'s ``F.linear``, a Hugging Face block's hundreds of calls),
+        put it back when user code owns the calls again."""
+        if library == self.in_library:
+            return
+        self.in_library = library
+        if not self.active:
+            return
+        if library:
+            self.park()
+        elif self.phase_counted:
+            self.unpark()
 
     def parked(self) -> bool:
         return self._parked is not None
@@ -75,4 +94,3 @@ class ModeParking:
             depth, self._parked = self._parked, None
             insert_function_mode(self._mode, depth)
             self.last = None
-

@@ -152,6 +152,13 @@ def hot_lines_section(
         )
     if len(lines) > max_lines:
         notes.append(f"{len(lines) - max_lines} lighter line(s) left out")
+    carried = sum(1 for s in steps if any(e.get("backward_estimated") for e in s["lines"].values()))
+    if carried:
+        notes.append(
+            f"backward per line measured by graph hooks in {count - carried} of {count} steps "
+            "(hooks cost more than the calls they time); in the others, each line and op's "
+            "last measured backward per call x its calls"
+        )
     if any(r.get("scaled") is not None for r in lines[:max_lines]):
         notes.append(
             "some lines were scaled down to fit the (self) time of their node (the tree's "
@@ -160,6 +167,7 @@ def hot_lines_section(
     return {
         "mechanism": "torch_function_mode",
         "steps": count,
+        "backward_carried_steps": carried,
         "lines": lines[:max_lines],
         "notes": notes,
     }

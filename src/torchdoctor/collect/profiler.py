@@ -69,6 +69,8 @@ from torchdoctor.collect.state import STATE
 from torchdoctor.session import Session
 
 _KEEP_TIMELINES = 32
+#: detailed steps per step that compares module inputs (recomputation; see _begin_step)
+FINGERPRINT_EVERY = 4
 _MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
 
 
@@ -139,6 +141,7 @@ class Profiler(HookEvents):
         self._audit_context: Any = None
         self._paced: list[Any] = []  # audits paused between detail windows
         self._detailed = True  # the running step records full detail
+        self._detailed_count = 0  # detailed steps begun
         self._watch_cuda = False  # switch to CUDA events once the script uses CUDA (run)
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
         self._audited = True  # the running step is audited for syncs
@@ -193,6 +196,7 @@ class Profiler(HookEvents):
                 self._lines.start()
                 hooks.add_undo(self._lines.close)
                 rec.phases.on_change = self._lines.phase_changed  # parked in optimizer/data
+                rec.on_owner = self._lines.owner_changed  # ... and inside library modules
             if self.syncs:
                 self._enter_sync_audit()
         except BaseException:
@@ -384,6 +388,15 @@ class Profiler(HookEvents):
             self._saved.on()  # only the counting step pays for saved-tensor hooks
         self._meter.begin()
         rec.fingerprints_across_steps = state.boundary is _MODULE
+        if detailed and profiled >= 0:  # (warm-up steps are not kept)
+            self._detailed_count += 1
+        # Module inputs are compared in one detailed step of FINGERPRINT_EVERY (the first of
+        # them, and at least once per window): a step's loop-invariant recomputation repeats in
+        # the next, and comparing costs each module call a few microseconds. Inference loops
+        # (a step per outermost call) compare every step: the repeat is across steps there.
+        rec.fingerprinting = rec.fingerprints_across_steps or (
+            (self._detailed_count - 1) % FINGERPRINT_EVERY == 0
+        )
         rec.new_step(rec.now())
         STATE.step_index = self._counter
 
@@ -402,6 +415,7 @@ class Profiler(HookEvents):
                     parent=rec.parent, forward=forward, marks=marks, step=(start, end),
                     segments=segments, activation=rec.act if rec.count_memory else None,
                     identical=rec.identical, peak_memory_bytes=peak,
+                    fingerprinted=rec.fingerprinting,
                 )  # fmt: skip
                 if rec.count_memory:
                     state.memory_summary = summary

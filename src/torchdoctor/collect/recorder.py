@@ -52,6 +52,7 @@ import torch
 from torch.nn.modules.conv import _ConvNd
 
 from torchdoctor.collect.fingerprint import fingerprint
+from torchdoctor.collect.lines_frames import USER, kind_of_file
 from torchdoctor.collect.naming import ModuleNames, source_of_class
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_regions import RegionEvents
@@ -64,6 +65,7 @@ _host_ns = time.perf_counter_ns
 _mode_enabled = torch._C._is_torch_function_mode_enabled
 _NoTorchFunction = torch._C.DisableTorchFunction
 _START, _END, _PASS_END = MarkKind.START, MarkKind.END, MarkKind.PASS_END
+_new = tuple.__new__  # a record without its generated Python __new__ (hot path)
 
 
 def _tensors(value: Any) -> list[Tensor]:
@@ -100,6 +102,7 @@ class Recorder(RegionEvents):
         self.backward = backward
         self.memory = memory
         self.fingerprints_across_steps = False  # set by the profiler (see new_step)
+        self.fingerprinting = True  # this step compares module inputs (set by the profiler)
         # engine knobs seen in use during the step (None: no evidence either way)
         self.knobs: dict[str, bool | None] = {"autocast": None, "channels_last": None}
         self.names = ModuleNames()
@@ -124,6 +127,13 @@ class Recorder(RegionEvents):
         self.parameters_of: dict[int, tuple[Tensor, ...]] = {}  # node -> its module's parameters
         self.fingerprints: dict[tuple[int, Any], tuple[Any, int]] = {}
         self.on_outermost: Any = None  # called with the module before an outermost call (auto)
+        # called with True when the innermost call becomes a library module's (its class has
+        # no source, or its source is in torch, a third-party package or torchdoctor), False
+        # when it becomes the user's again, in detailed steps (the hot-lines collector parks
+        # its mode inside library modules)
+        self.on_owner: Any = None
+        self.library: list[bool] = [False]  # per node: a library module
+        self.in_library = False
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
         self.count_memory = False
         self.backward_open: list[list[int]] = []  # per running backward pass: split frames
@@ -151,6 +161,8 @@ class Recorder(RegionEvents):
         self.kind.append(kind)
         self.type.append(type_name)
         self.source.append(source)
+        file = (source or {}).get("file") if kind == "module" else None
+        self.library.append(kind == "module" and (not file or kind_of_file(str(file)) != USER))
         return node
 
     def _module_node(self, parent: int, module: Any) -> int:
@@ -170,6 +182,8 @@ class Recorder(RegionEvents):
         self.first_serial = self.serial + 1  # marks of older calls (kept graphs) are dropped
         self.fwd: list[ForwardCall] = []
         self.bwd: list[BackwardMark] = []
+        # graph pre-hooks fired: (the marks of every call hooked on the node, token)
+        self.fired: list[tuple[list[tuple[int, int, MarkKind]], Any]] = []
         self.handles: list[Any] = []
         self.hooked: dict[Any, list[tuple[int, int, MarkKind]]] = {}  # grad_fn -> its marks
         self.act: dict[int, int] = defaultdict(int)
@@ -192,6 +206,7 @@ class Recorder(RegionEvents):
         tokens = [self.step_start, end_token]
         tokens += [t for call in self.fwd for t in (call.start, call.end)]
         tokens += [m.t for m in self.bwd]
+        tokens += [t for _, t in self.fired]
         tokens += [t for t, _ in self.phases.segments]
         ns = clock.resolve(tokens)
         i = 2
@@ -204,6 +219,10 @@ class Recorder(RegionEvents):
         for node, serial, kind, _ in self.bwd:
             if serial >= first or kind is _PASS_END:  # drop marks of earlier steps' calls
                 marks.append(BackwardMark(node, serial, kind, ns[i]))
+            i += 1
+        for entries, _ in self.fired:
+            t = ns[i]
+            marks.extend(BackwardMark(n, s, k, t) for n, s, k in entries if s >= first)
             i += 1
         segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(self.phases.segments)]
         return (ns[0], ns[1]), forward, marks, segments
@@ -246,12 +265,18 @@ class Recorder(RegionEvents):
         if args and self.phases.stack[-1][0] != "backward":  # not a checkpoint recompute
             if node not in self.call_site:  # where the module is called from: first call only
                 self.call_site[node] = user_frame(sys._getframe(2))
-            self._fingerprint(node, args)
+            if self.fingerprinting:
+                self._fingerprint(node, args)
             if self.backward and torch.is_grad_enabled():
                 self._hook(_tensors(args), node, serial, _END)
+        library = self.library[node]
+        if library is not self.in_library:
+            self.in_library = library
+            if self.on_owner is not None:
+                self.on_owner(library)
         token = self.now()
         self.hook_ns += (token if self.host_clock else _host_ns()) - began
-        frames.append(Frame(node, id(module), serial, token))
+        frames.append(_new(Frame, (node, id(module), serial, token)))
 
     def post_hook(self, module: Any, args: Any, output: Any) -> None:
         frames = self.frames
@@ -268,7 +293,7 @@ class Recorder(RegionEvents):
         if STATE.module_stack:
             STATE.module_stack.pop()
         if self.phases.stack[-1][0] != "backward":
-            self.fwd.append(ForwardCall(node, start, end))
+            self.fwd.append(_new(ForwardCall, (node, start, end, False)))
         # else: a forward re-run inside backward (activation checkpointing): its time is part
         # of the backward already measured, so it is not counted again as forward
         if self.backward and output is not None and torch.is_grad_enabled():
@@ -277,6 +302,11 @@ class Recorder(RegionEvents):
                     self._hook(_tensors(output), node, serial, _START)
             else:
                 self._hook(_tensors(output), node, serial, _START)
+        library = self.library[frames[-1][0]] if frames else False
+        if library is not self.in_library:
+            self.in_library = library
+            if self.on_owner is not None:
+                self.on_owner(library)
         if not self.module_depth:
             self.hooked = {}  # the graph is the caller's again: hold no node of it
             if not torch.is_grad_enabled():
@@ -341,12 +371,9 @@ class Recorder(RegionEvents):
                 continue
 
     def _marks(self, entries: list[tuple[int, int, MarkKind]], *_: Any) -> None:
-        t = self.now()
-        began = t if self.host_clock else _host_ns()
-        append = self.bwd.append
-        for node, serial, kind in entries:
-            append(BackwardMark(node, serial, kind, t))
-        self.hook_ns += _host_ns() - began
+        # one clock read and one append (the marks are made when the step is resolved); its
+        # cost is in the calibrated part of the estimate (outside the hooks' measured time)
+        self.fired.append((entries, self.now()))
 
     # -- memory ---------------------------------------------------------------------------
     def pack(self, tensor: Tensor) -> Tensor:

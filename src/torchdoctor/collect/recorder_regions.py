@@ -57,6 +57,9 @@ class RegionEvents:
     first_serial: int
     now: Any
     node_for: Any
+    on_owner: Any
+    library: list[bool]
+    in_library: bool
     _mark: Any
 
     # -- regions --------------------------------------------------------------------------
@@ -74,6 +77,10 @@ class RegionEvents:
         token = self.now()
         frames.append(Frame(node, None, serial, token))
         STATE.module_stack.append(self.path[node])
+        if self.in_library:  # (a region is the user's)
+            self.in_library = False
+            if self.on_owner is not None:
+                self.on_owner(False)
         return node, serial, token, enter
 
     def exit_region(self, handle: tuple, in_backward: bool) -> None:
@@ -84,6 +91,11 @@ class RegionEvents:
             start = frames.pop().token  # moved past a backward pass run inside the region
             if STATE.module_stack:
                 STATE.module_stack.pop()
+            library = self.library[frames[-1][0]] if frames else False
+            if library is not self.in_library:
+                self.in_library = library
+                if self.on_owner is not None:
+                    self.on_owner(library)
         if in_backward:
             self.bwd.append(BackwardMark(node, serial, _START, start))
             self.bwd.append(BackwardMark(node, serial, _END, end))

@@ -33,7 +33,9 @@ import torch
 
 import torchdoctor
 from torchdoctor.benchmarks._gpt import gpt_train_step
+from torchdoctor.collect.lines import BACKWARD_EVERY
 from torchdoctor.collect.profiler_overhead import per_module_call_cost_us
+from torchdoctor.collect.schedule import FINGERPRINT_EVERY
 from torchdoctor.collect.syncs import SyncAudit
 from torchdoctor.collect.syncs_overhead import per_call_cost_us
 from torchdoctor.measure.compare import quantile
@@ -153,6 +155,11 @@ def long_run_table(size: str, steps: int, rounds: int, user_code: bool = True) -
     return table
 
 
+#: detailed steps timed together: the profiler's sampling cycle (module inputs compared in
+#: one detailed step of FINGERPRINT_EVERY, the lines' backward hooked in one of BACKWARD_EVERY)
+CYCLE = max(FINGERPRINT_EVERY, BACKWARD_EVERY)
+
+
 def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -> BenchTable:
     """One step in full detail vs the same step under torch.profiler, interleaved
     (``user_code``: as in :func:`long_run_table`).
@@ -167,18 +174,33 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
     for _ in range(5):
         step()
 
+    def steps(prof: Any = None) -> None:
+        for _ in range(CYCLE):
+            step()
+            if prof is not None:
+                prof.step()
+
     def off() -> tuple[float, float]:
         step()
-        wall, cpu, _ = _timed(step)
-        return wall, cpu
+        wall, cpu, _ = _timed(steps)
+        return wall / CYCLE, cpu / CYCLE
 
-    def profiled(**options: Any) -> Callable[[], tuple[float, float]]:
+    def profiled(
+        collection_only: bool = False, **options: Any
+    ) -> Callable[[], tuple[float, float]]:
         def run() -> tuple[float, float]:
             with torchdoctor.Profiler(model, detail="always", **options) as prof:
                 step()
                 prof.step()
-                wall, cpu, _ = _timed(lambda: (step(), prof.step()))
-            return wall, cpu
+                if collection_only:  # each step's processing (prof.step()) outside the timer
+                    wall = cpu = 0.0
+                    for _ in range(CYCLE):
+                        w, c, _ = _timed(step)
+                        prof.step()
+                        wall, cpu = wall + w, cpu + c
+                else:
+                    wall, cpu, _ = _timed(lambda: steps(prof))
+            return wall / CYCLE, cpu / CYCLE
 
         return run
 
@@ -187,10 +209,23 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
             cpu_only = [torch.profiler.ProfilerActivity.CPU]
             with torch.profiler.profile(activities=cpu_only, **options):
                 step()
-                wall, cpu, _ = _timed(step)
-            return wall, cpu
+                wall, cpu, _ = _timed(steps)
+            return wall / CYCLE, cpu / CYCLE
 
         return run
+
+    def torch_profiler_read() -> tuple[float, float]:
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        stopped: list[bool] = []
+        profiler.start()
+        try:
+            wall, cpu, _ = _timed(
+                lambda: (steps(), profiler.stop(), stopped.append(True), profiler.key_averages())
+            )
+        finally:
+            if not stopped:
+                profiler.stop()
+        return wall / CYCLE, cpu / CYCLE
 
     bare = {"syncs": False, "hot_lines": False, "memory": False}
     variants = {
@@ -203,6 +238,8 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
         "torch.profiler (CPU, with_stack + with_modules)": torch_profiler(
             with_stack=True, with_modules=True
         ),
+        "torchdoctor detailed step, collection only": profiled(True, syncs=False),
+        "torch.profiler (CPU), results read (stop + key_averages)": torch_profiler_read,
     }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     names = list(variants)
@@ -227,9 +264,13 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
             statistics.median(cpus),
         )
     table.notes.append(
-        f"{rounds} interleaved rounds; each variant runs one untimed step, then the timed one "
-        "(the profiled one includes its prof.step() bookkeeping); torch.profiler timed inside "
-        "its profile() context, without the trace export; 'part': the detailed step with "
+        f"{rounds} interleaved rounds; each variant runs one untimed step, then {CYCLE} timed "
+        "ones (per step: a detailed step of 4 compares module inputs and one hooks the lines' "
+        "backward, so 4 in a row cost what detailed steps cost on average) "
+        "(the profiled one includes its prof.step() bookkeeping: the step's figures are "
+        "ready after it; 'collection only': prof.step() after the timer); torch.profiler timed "
+        "inside its profile() context, without the trace export ('results read': the step, "
+        "then stop() and key_averages(), which the figures need); 'part': the detailed step with "
         "collectors left out (the hot lines are the rest of the full row; activation bytes "
         "are counted in the first detailed step only, the untimed one here)"
     )

@@ -54,14 +54,13 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchdoctor.collect.clocks import CpuClock
-from torchdoctor.collect.lines_frames import USER, kind_of, locate
+from torchdoctor.collect.lines_frames import KINDS, USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
     PASS,
     PLAIN,
     PYTHON_LEVEL,
     ROUTES,
-    op_name,
     remove_function_mode,
     route_of,
     tensors_in,
@@ -69,12 +68,11 @@ from torchdoctor.collect.lines_install import (
     wrap_zero_grad,
 )
 from torchdoctor.collect.lines_parking import ModeParking
+from torchdoctor.collect.lines_table import EVENT_FIELDS, step_table
 from torchdoctor.collect.region_graph import sequence_nr
 from torchdoctor.collect.state import STATE
 
 _LEAF_SEQ = 1 << 62
-EVENT_FIELDS = 12
-MARK_FIELDS = 4
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 #: a node's two backward hooks cost more than the call's own bookkeeping (about 3.4 us each,
 #: registered and fired): per (line, op), the nodes of the first SAMPLE_FIRST calls of a step
@@ -227,10 +225,15 @@ class LineCollector(ModeParking):
         owner = frames[-1][0] if frames else 0
         if owner and rec.library[owner]:
             return func(*args, **kwargs)
-        line_frame, via, entry = locate(frame)
-        if line_frame is None:
-            return func(*args, **kwargs)
-        code = line_frame.f_code
+        code = frame.f_code
+        cached = KINDS.get(id(code))
+        if cached is not None and cached[0] is code and cached[1] == USER:
+            line_frame, via, entry = frame, None, None  # the common case: the line called torch
+        else:
+            line_frame, via, entry = locate(frame)
+            if line_frame is None:
+                return func(*args, **kwargs)
+            code = line_frame.f_code
         lineno = line_frame.f_lineno
         lasti = line_frame.f_lasti
         key_code, key_line = code, lineno
@@ -359,99 +362,12 @@ class LineCollector(ModeParking):
         self.step_timed = len(events) // EVENT_FIELDS
         self.generation += 1
         self._reset()
-        events = [events[i : i + EVENT_FIELDS] for i in range(0, len(events), EVENT_FIELDS)]
-        marks = [marks[i : i + MARK_FIELDS] for i in range(0, len(marks), MARK_FIELDS)]
-        tokens = [t for e in events for t in (e[6], e[7])] + [m[3] for m in marks]
-        ns = self.clock.resolve(tokens) if tokens else []
-        table: dict[tuple, dict[str, Any]] = {}
-        keys: list[tuple] = []
-        for i, (
-            code,
-            line,
-            owner,
-            via_code,
-            via_line,
-            func,
-            *_,
-            new,
-            gap,
-            c_code,
-            c_line,
-        ) in enumerate(events):
-            key = (code.co_filename, line, code.co_name, code.co_firstlineno, owner)
-            keys.append(key)
-            entry = table.get(key)
-            if entry is None:
-                entry = table[key] = {
-                    "forward_ns": 0.0,
-                    "backward_ns": 0.0,
-                    "calls": 0,
-                    "torch_calls": 0,
-                    "ops": {},
-                    "via": {},
-                    "callers": {},
-                }
-            start, end = ns[2 * i], ns[2 * i + 1]
-            spent = max(0.0, end - start)
-            if gap >= 0:
-                spent += float(gap) if self._host else max(0.0, start - ns[2 * gap + 1])
-            entry["forward_ns"] += spent
-            entry["torch_calls"] += 1
-            entry["calls"] += 1 if new else 0
-            if c_code is not None:
-                where = (c_code.co_filename, c_line, c_code.co_name)
-                entry["callers"][where] = entry["callers"].get(where, 0) + 1
-            op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
-            op[0] += max(0.0, end - start)
-            op[1] += 1
-            if via_code is not None:
-                where = (via_code.co_filename, via_line, via_code.co_name)
-                entry["via"][where] = entry["via"].get(where, 0.0) + spent
-        base = 2 * len(events)
-        open_: dict[int, float] = {}
-        measured: dict[tuple, float] = {}  # site -> backward ns measured (scaled) this step
-        for k, (event, node, which, _) in enumerate(marks):
-            t = ns[base + k]
-            if which == 0:
-                open_[node] = t
-            elif node in open_ and event < len(keys):
-                code, line, func = events[event][0], events[event][1], events[event][5]
-                site = (code, line, func)
-                scale = created.get(site, 1) / max(1, sampled.get(site, 1))
-                spent = max(0.0, t - open_.pop(node)) * scale
-                measured[site] = measured.get(site, 0.0) + spent
-                self._add_backward(table[keys[event]], func, spent)
-        if created:
-            self._carry_backward(table, events, keys, created, sampled, measured)
-        return table
-
-    @staticmethod
-    def _add_backward(entry: dict[str, Any], func: Any, spent: float) -> None:
-        entry["backward_ns"] += spent
-        op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
-        op[2] += spent
-
-    def _carry_backward(
-        self,
-        table: dict[tuple, dict[str, Any]],
-        events: list,
-        keys: list[tuple],
-        created: dict[tuple, int],
-        sampled: dict[tuple, int],
-        measured: dict[tuple, float],
-    ) -> None:
-        """Sites whose nodes were hooked this step keep their backward per call; the others
-        (steps that hook nothing, see BACKWARD_EVERY) get it x their calls this step."""
-        per_call = self.backward_per_call
-        where: dict[tuple, tuple] = {}  # site -> the table key of its last call this step
-        for event, key in zip(events, keys):
-            where[(event[0], event[1], event[5])] = key
-        for site, made in created.items():
-            if sampled.get(site):
-                per_call[site] = measured.get(site, 0.0) / made
-            elif site in per_call and site in where:
-                entry = table[where[site]]
-                entry["backward_estimated"] = True
-                self._add_backward(entry, site[2], per_call[site] * made)
-        if len(per_call) > 4096:  # a bound for code that makes new sites forever
-            per_call.clear()
+        return step_table(
+            events,
+            marks,
+            self.clock,
+            host=self._host,
+            created=created,
+            sampled=sampled,
+            backward_per_call=self.backward_per_call,
+        )

@@ -25,6 +25,23 @@ from typing import Any
 _SOURCE_CACHE: dict[type, dict[str, Any] | None] = {}
 
 
+def source_of_code(where: Any) -> dict[str, Any] | None:
+    """File, line and function of a frame (its current line) or a function (its first line);
+    None for anything else.
+
+    Example:
+        >>> def f():
+        ...     pass
+        >>> source_of_code(f)["function"], source_of_code(42)
+        ('f', None)
+    """
+    code = getattr(where, "f_code", None) or getattr(where, "__code__", None)
+    if code is None:
+        return None
+    line = getattr(where, "f_lineno", None) or code.co_firstlineno
+    return {"file": code.co_filename, "line": line, "end_line": line, "function": code.co_name}
+
+
 def source_of_class(cls: type) -> dict[str, Any] | None:
     """File and line range of ``cls.forward`` (cached per class); None when unavailable.
 

@@ -61,6 +61,7 @@ from torchdoctor.collect.install import Installation
 from torchdoctor.collect.lines import LineCollector
 from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
+from torchdoctor.collect.naming import source_of_code
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary, check_options
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
@@ -69,8 +70,6 @@ from torchdoctor.collect.state import STATE
 from torchdoctor.session import Session
 
 _KEEP_TIMELINES = 32
-#: detailed steps per step that compares module inputs (recomputation; see _begin_step)
-FINGERPRINT_EVERY = 4
 _MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
 
 
@@ -141,7 +140,6 @@ class Profiler(HookEvents):
         self._audit_context: Any = None
         self._paced: list[Any] = []  # audits paused between detail windows
         self._detailed = True  # the running step records full detail
-        self._detailed_count = 0  # detailed steps begun
         self._watch_cuda = False  # switch to CUDA events once the script uses CUDA (run)
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
         self._audited = True  # the running step is audited for syncs
@@ -338,12 +336,8 @@ class Profiler(HookEvents):
         rec = self._rec
         if not rec.recording or not rec.detailed:
             return None
-        code = getattr(where, "f_code", None) or getattr(where, "__code__", None)
-        line = getattr(where, "f_lineno", None) or getattr(code, "co_firstlineno", None)
-        source = {"file": code.co_filename, "line": line, "end_line": line,
-                  "function": code.co_name} if code is not None else None  # fmt: skip
         in_backward = rec.phases.phase == "backward"
-        return rec.enter_region(name, source, in_backward), in_backward
+        return rec.enter_region(name, source_of_code(where), in_backward), in_backward
 
     def exit_region(self, handle: Any) -> None:
         """Close the region opened with ``handle`` (from :meth:`enter_region`)."""
@@ -388,15 +382,8 @@ class Profiler(HookEvents):
             self._saved.on()  # only the counting step pays for saved-tensor hooks
         self._meter.begin()
         rec.fingerprints_across_steps = state.boundary is _MODULE
-        if detailed and profiled >= 0:  # (warm-up steps are not kept)
-            self._detailed_count += 1
-        # Module inputs are compared in one detailed step of FINGERPRINT_EVERY (the first of
-        # them, and at least once per window): a step's loop-invariant recomputation repeats in
-        # the next, and comparing costs each module call a few microseconds. Inference loops
-        # (a step per outermost call) compare every step: the repeat is across steps there.
-        rec.fingerprinting = rec.fingerprints_across_steps or (
-            (self._detailed_count - 1) % FINGERPRINT_EVERY == 0
-        )
+        inputs = self._schedule.compares_inputs(profiled, detailed)  # (recomputation)
+        rec.fingerprinting = rec.fingerprints_across_steps or inputs  # inference: every step
         rec.new_step(rec.now())
         STATE.step_index = self._counter
 

@@ -30,6 +30,8 @@ DETAIL_MODES = ("windows", "always")
 #: light *control* step: the session measures what detail costs against them
 CONTROL_EVERY = 8
 CONTROL_FROM = 16
+#: module inputs are compared (recomputation) in one detailed step of FINGERPRINT_EVERY
+FINGERPRINT_EVERY = 4
 
 
 class DetailSchedule:
@@ -68,6 +70,7 @@ class DetailSchedule:
         self._draw = (-1, 0)  # (block, the place of its control step)
         self._start: int | None = None  # profiled step index the current window began at
         self._start_s = 0.0
+        self._detailed_count = 0  # detailed profiled steps begun
 
     def detailed(self, index: int, now_s: float) -> bool:
         """Whether profiled step ``index`` (negative during warm-up) is detailed.
@@ -105,6 +108,23 @@ class DetailSchedule:
             (True, False)
         """
         return self.mode == "always"
+
+    def compares_inputs(self, index: int, detailed: bool) -> bool:
+        """Whether profiled step ``index``, detailed or not, compares module inputs: the first
+        detailed step and every FINGERPRINT_EVERY-th after (a window of 5 has one or two; not
+        in warm-up, whose steps are not kept). A step's loop-invariant recomputation repeats
+        in the next, and comparing costs every module call a few microseconds. (Inference
+        loops, where the repeat is across steps, compare in every step: the profiler's call.)
+
+        Example:
+            >>> schedule = DetailSchedule("always")
+            >>> [schedule.compares_inputs(i, True) for i in range(-1, 9)]
+            [False, True, False, False, False, True, False, False, False, True]
+        """
+        if not detailed or index < 0:
+            return False
+        self._detailed_count += 1
+        return (self._detailed_count - 1) % FINGERPRINT_EVERY == 0
 
     def _control(self, index: int) -> bool:
         """A light control step of ``detail="always"`` (see :meth:`detailed`)."""

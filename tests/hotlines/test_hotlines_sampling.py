@@ -1,0 +1,112 @@
+"""What a detailed step skips and how the figures stay whole: the lines' backward is hooked in
+one collected step of BACKWARD_EVERY (the others carry each line and op's last measured
+backward per call), the mode is parked while a library module runs (its calls are the module's
+time), and module inputs are compared in one detailed step of FINGERPRINT_EVERY."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hotlines_helpers import lines_at, marked_line
+from torch import nn
+from torch.overrides import _get_current_function_mode_stack
+
+import torchdoctor
+from torchdoctor.collect.lines import BACKWARD_EVERY
+from torchdoctor.collect.lines import _Mode as LineMode
+from torchdoctor.collect.schedule import FINGERPRINT_EVERY
+
+
+def _lines_on_stack() -> bool:
+    return any(type(mode) is LineMode for mode in _get_current_function_mode_stack())
+
+
+class Scaled(nn.Module):
+    """A user module: its torch calls are lines of this file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(8))
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(_lines_on_stack())
+        return torch.tanh(x * self.weight)  # USER
+
+
+def test_line_backward_is_hooked_in_one_step_of_four_and_carried_in_the_others():
+    model = Scaled()
+    x = torch.randn(4, 8)
+    hooked = []
+    with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
+        for _ in range(2 * BACKWARD_EVERY):
+            y = model(x)
+            loss = (y * y).sum()  # LOSS
+            hooked.append(prof._lines.hooked)
+            loss.backward()
+            prof.step()
+    assert [n > 0 for n in hooked] == [True, False, False, False] * 2
+    section = prof.session["hot_lines"]
+    assert section["backward_carried_steps"] == 2 * BACKWARD_EVERY - 2
+    assert any("measured by graph hooks in" in note for note in section["notes"])
+    here = marked_line(test_line_backward_is_hooked_in_one_step_of_four_and_carried_in_the_others, "LOSS")
+    (loss,) = lines_at(prof.session, __file__, here)
+    assert loss["backward_ms"]["min"] > 0  # every step has the line's backward, measured or carried
+
+
+def test_the_mode_is_parked_inside_a_library_module_and_back_in_a_user_module_within_it():
+    user = Scaled()
+    model = nn.Sequential(nn.Linear(8, 8), user)  # Sequential: library; Scaled: the user's
+    with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
+        for _ in range(3):
+            model(torch.randn(2, 8)).sum().backward()
+            prof.step()
+    assert user.seen == [True] * 3  # a user module inside a library container: timed lines
+    (line,) = lines_at(prof.session, __file__, marked_line(Scaled.forward, "USER"))
+    assert line["torch_calls_per_step"] == pytest.approx(2)  # mul and tanh
+    assert not _lines_on_stack()
+
+
+def test_library_modules_run_without_the_mode_and_their_calls_are_not_seen():
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8)) for _ in range(4)])
+    inside: list[bool] = []
+    hook = model[0][1].register_forward_pre_hook(lambda m, a: inside.append(_lines_on_stack()))
+    x = torch.randn(2, 8)
+    with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
+        for _ in range(3):
+            model(x).sum()  # OUTSIDE
+            prof.step()
+    hook.remove()
+    assert inside == [False] * 3
+    # 8 library calls per step (4 F.linear, 4 F.layer_norm) would each be dispatched to the mode
+    assert prof.state.line_calls_seen / prof.state.line_steps < 4
+
+
+class Sampler(nn.Module):
+    """Re-runs its encoder on unchanged inputs at every denoising step (seed 001)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(8, 8)
+        self.decoder = nn.Linear(8, 8)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = torch.zeros_like(obs)
+        for _ in range(4):
+            x = self.decoder(x + self.encoder(obs))
+        return x
+
+
+def test_inputs_are_compared_in_one_detailed_step_of_four_and_recomputation_counts_those():
+    model = Sampler()
+    obs = torch.randn(2, 8)
+    steps = 2 * FINGERPRINT_EVERY + 1
+    with torchdoctor.Profiler(model, syncs=False, detail="always", warmup=1) as prof:
+        for _ in range(steps + 1):
+            model(obs).sum().backward()
+            prof.step()
+    flags = [s["fingerprinted"] for s in prof.state.summaries]
+    assert flags == [True, False, False, False] * 2 + [True]
+    (record,) = [r for r in prof.session["recomputation"] if r["path"] == "encoder"]
+    assert record["calls_per_step"] == 4.0
+    assert record["identical_input_calls"] == 3.0  # per compared step, not diluted by the others

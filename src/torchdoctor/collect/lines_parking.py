@@ -23,12 +23,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
     PARKED_PHASES,
     insert_function_mode,
     remove_function_mode,
 )
+
+_stack_len = torch._C._len_torch_function_stack
+_stack_at = torch._C._get_function_stack_at
+_pop = torch._C._pop_torch_function_stack
+_push = torch._C._push_on_torch_function_stack
 
 
 class ModeParking:
@@ -86,11 +93,19 @@ class ModeParking:
         """Take the mode off the stack (a no-op when it is not there: parked already, or
         popped while its own handler runs, as for ``Tensor.backward``)."""
         if self._mode is not None and self._parked is None:
-            self._parked = remove_function_mode(self._mode)
+            depth = _stack_len() - 1
+            if depth >= 0 and _stack_at(depth) is self._mode:  # on top: the common case
+                _pop()
+                self._parked = depth
+            else:
+                self._parked = remove_function_mode(self._mode)
 
     def unpark(self) -> None:
         """Put a parked mode back where it was on the stack."""
         if self._mode is not None and self._parked is not None:
             depth, self._parked = self._parked, None
-            insert_function_mode(self._mode, depth)
+            if _stack_len() == depth:  # nothing pushed since: back on top
+                _push(self._mode)
+            else:
+                insert_function_mode(self._mode, depth)
             self.last = None

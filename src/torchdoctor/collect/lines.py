@@ -243,12 +243,14 @@ class LineCollector(ModeParking):
                 key_code, key_line = outer.f_code, outer.f_lineno
         serial = rec.serial
         segments = len(rec.phases.segments)
-        index = len(self.events) // EVENT_FIELDS
+        events = self.events
+        index = len(events) // EVENT_FIELDS
         # A new execution of the line: the frame was on another line, or jumped back (a loop),
         # or called a new function from the same instruction (a library call in a loop; the
         # entry frame is held, so its id cannot be reused while compared)
         frame_id = id(line_frame)
-        state = self.executions.get(frame_id)
+        executions = self.executions
+        state = executions.get(frame_id)
         new = (
             state is None
             or state[0] is not code
@@ -256,53 +258,43 @@ class LineCollector(ModeParking):
             or state[2] > lasti
             or (state[2] == lasti and (entry is None or entry is not state[3]))
         )
-        if len(self.executions) > 4096:
-            self.executions.clear()
-        self.executions[frame_id] = (code, lineno, lasti, entry)
+        if new and len(executions) > 4096:
+            executions.clear()
+        executions[frame_id] = (code, lineno, lasti, entry)
         # Python time on the line since its previous torch call, when no other torch call,
         # module or region ran in between (this collector's own work excluded on the host
-        # clock; on CUDA, the device time between the two calls)
+        # clock; on CUDA, the device time between the two calls). Not new: this frame's last
+        # call was on this line, so the last call overall being this frame's is enough.
         last = self.last
-        continued = (
-            not new
-            and last is not None
-            and last[0] == frame_id
-            and last[1] is code
-            and last[2] == lineno
-            and last[4] == serial
-            and last[5] == segments
-        )
-        gap = (entered - last[7] if self._host else last[6]) if continued else -1
+        if not new and last is not None and last[0] == frame_id and last[4] == serial and (
+            last[5] == segments
+        ):
+            gap = entered - last[7] if self._host else last[6]
+        else:
+            gap = -1
         seq0 = sequence_nr()
         now = self.now
         t0 = now()
         out = func(*args, **kwargs)
         t1 = now()
         seq1 = sequence_nr()
-        caller = line_frame.f_back if new else None  # the line calling this function
-        if caller is not None and caller.f_code.co_name in _COMPREHENSIONS:
-            caller = caller.f_back  # the function the comprehension is in
-        if caller is not None and kind_of(caller.f_code) != USER:
-            caller = None
-        self.events.extend(
-            (
-                key_code,
-                key_line,
-                owner,
-                via.f_code if via is not None else None,
-                via.f_lineno if via is not None else 0,
-                func if op is None else op,
-                t0,
-                t1,
-                new,
-                gap,
-                caller.f_code if caller is not None else None,
-                caller.f_lineno if caller is not None else 0,
-            )
-        )
+        c_code, c_line = None, 0  # the user line calling this function, at a new execution
+        if new:
+            caller = line_frame.f_back
+            if caller is not None and caller.f_code.co_name in _COMPREHENSIONS:
+                caller = caller.f_back  # the function the comprehension is in
+            if caller is not None and kind_of(caller.f_code) == USER:
+                c_code, c_line = caller.f_code, caller.f_lineno
+        name = func if op is None else op
+        if via is None:
+            events.extend((key_code, key_line, owner, None, 0, name, t0, t1, new, gap, c_code,
+                           c_line))  # fmt: skip
+        else:
+            events.extend((key_code, key_line, owner, via.f_code, via.f_lineno, name, t0, t1,
+                           new, gap, c_code, c_line))  # fmt: skip
         if seq1 > seq0:
             counts = self.created
-            site = (key_code, key_line, func if op is None else op)
+            site = (key_code, key_line, name)
             made = counts[site] = counts.get(site, 0) + 1
             if (made <= SAMPLE_FIRST or made % SAMPLE_EVERY == 0) and (
                 self.hook_step or site not in self.backward_per_call
@@ -310,7 +302,7 @@ class LineCollector(ModeParking):
                 self.sampled[site] = self.sampled.get(site, 0) + 1
                 self._hook_backward(out, seq0, seq1, index)
         left = self._host_now()
-        self.last = (id(line_frame), code, lineno, lasti, serial, segments, index, left)
+        self.last = (frame_id, code, lineno, lasti, serial, segments, index, left)
         if self._host:  # the collector's own time in this call (no extra clock reading)
             self.own_ns += left - entered - (t1 - t0)
         return out

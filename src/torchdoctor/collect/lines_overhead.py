@@ -43,7 +43,7 @@ def _user_loop(name: str = "loop"):
 
 def line_call_cost_us(part: str = "timed") -> float:
     """Microseconds the hot-lines collector adds to each torch call it times (``"timed"``: all
-    of it, backward hooks included; ``"outside"``: the part its own clock does not see, the
+    of it, backward hooks included, averaged over the steps that hook and those that carry; ``"outside"``: the part its own clock does not see, the
     mode's dispatch and autograd running the hooks) or only sees (``"seen"``: the dispatch and
     early return of the calls of library modules and outside the counted phases); 0.0 while a
     profiler runs and nothing was calibrated yet.
@@ -77,13 +77,15 @@ def _run(loop: Any, x: torch.Tensor, collector: Any = None) -> int:
 
 
 def _calibrate() -> None:
-    from torchdoctor.collect.lines import LineCollector
+    from torchdoctor.collect.lines import BACKWARD_EVERY, LineCollector
     from torchdoctor.collect.recorder import Recorder
 
     loop = _user_loop()
     x = torch.zeros(4, requires_grad=True)
     plain: list[int] = []
-    runs: dict[str, list[tuple[int, int]]] = {"timed": [], "seen": []}
+    # "timed": a step that hooks the lines' backward; "carried": one that does not (the
+    # collector hooks one collected step of BACKWARD_EVERY, see collect/lines.py)
+    runs: dict[str, list[tuple[int, int]]] = {"timed": [], "carried": [], "seen": []}
     _run(loop, x)
     for _ in range(_ROUNDS):
         plain.append(_run(loop, x))
@@ -92,15 +94,20 @@ def _calibrate() -> None:
             rec.new_step(rec.now())
             collector = LineCollector(rec)
             collector.start()
-            collector.active = part == "timed"  # inactive: every call is only dispatched
+            collector.active = part != "seen"  # inactive: every call is only dispatched
             try:
+                if part == "carried":  # a second step: backward per call known, no hooks
+                    _run(loop, x, collector)
                 took = _run(loop, x, collector)
                 times.append((took, collector.step_own_ns))
             finally:
                 collector.close()
                 rec.release_handles()
     calls = 2 * _ITERATIONS  # a multiply and an add per iteration
-    fastest, inside = min(runs["timed"])
+    every = BACKWARD_EVERY
+    hooked, carried = min(runs["timed"]), min(runs["carried"])
+    fastest = (hooked[0] + (every - 1) * carried[0]) / every  # a collected step on average
+    inside = (hooked[1] + (every - 1) * carried[1]) / every
     _cost_us["timed"] = max(0.0, (fastest - min(plain)) / 1e3 / calls)
     _cost_us["outside"] = max(0.0, _cost_us["timed"] - inside / 1e3 / calls)
     _cost_us["seen"] = max(0.0, (min(runs["seen"])[0] - min(plain)) / 1e3 / calls)

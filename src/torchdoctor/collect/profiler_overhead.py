@@ -41,6 +41,7 @@ import torch
 from torchdoctor.collect.clocks import CpuClock
 from torchdoctor.collect.install import Installation
 from torchdoctor.collect.recorder import Recorder
+from torchdoctor.collect.schedule import FINGERPRINT_EVERY
 from torchdoctor.collect.state import STATE
 
 __all__ = ["estimate_profiler_overhead", "measured_detail_ms", "per_module_call_cost_us"]
@@ -71,24 +72,31 @@ def _calibrate(backward: bool, detailed: bool) -> tuple[float, float]:
     rec = Recorder(CpuClock(), backward=backward, memory=False)
     rec.detailed = detailed
     saved_phase = STATE.phase
-    plain, hooked = [], []
+    plain: list[int] = []
+    # detailed steps that compare module inputs, and those that do (FINGERPRINT_EVERY - 1) not
+    hooked: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
     with torch.enable_grad():
         _loop(model, x, backward)
         for _ in range(_ROUNDS):
             plain.append(_loop(model, x, backward))
-            hooks = Installation()
-            hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
-            rec.new_step(rec.now())
-            try:
-                hooked.append((_loop(model, x, backward), rec.hook_ns))
-            finally:
-                hooks.remove()
-                rec.release_handles()
-                rec.phases.reset()
-                STATE.module_stack.clear()
-                STATE.phase = saved_phase
+            for fingerprinting, times in hooked.items():
+                rec.fingerprinting = fingerprinting
+                hooks = Installation()
+                hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+                rec.new_step(rec.now())
+                try:
+                    times.append((_loop(model, x, backward), rec.hook_ns))
+                finally:
+                    hooks.remove()
+                    rec.release_handles()
+                    rec.phases.reset()
+                    STATE.module_stack.clear()
+                    STATE.phase = saved_phase
     calls = _ITERATIONS * _CALLS_PER_ITERATION
-    fastest, inside = min(hooked)
+    every = FINGERPRINT_EVERY
+    (with_fp, inside_fp), (without, inside_no) = min(hooked[True]), min(hooked[False])
+    fastest = (with_fp + (every - 1) * without) / every  # a detailed step on average
+    inside = (inside_fp + (every - 1) * inside_no) / every
     total = max(0.0, (fastest - min(plain)) / 1e3 / calls)
     return total, max(0.0, total - inside / 1e3 / calls)
 

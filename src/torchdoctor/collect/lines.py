@@ -14,11 +14,15 @@ module or region call in between): a list comprehension on the line is the line'
 
 Backward: a call that creates autograd nodes (the sequence-number counter moved, as for
 regions) gets a pre-hook and a post-hook on each node it created; the node's backward time is
-post - pre, charged to the line. The hooks die with the graph.
+post - pre, charged to the line. The hooks die with the graph. They cost more than the call's
+own bookkeeping, so they are sampled: per (line, op) a few calls of a step, in one collected
+step of BACKWARD_EVERY (``collect/lines_table.py`` carries the measured backward per call to
+the others).
 
 Ownership: the innermost module or region running when the call is made owns it. Calls owned
 by a module whose class is library code (``nn.Linear``) are that module's time in the tree and
-are not charged to any line; calls owned by the step (no module), a region or a user-defined
+are not charged to any line (the mode is parked while such a module runs:
+``collect/lines_parking.py``); calls owned by the step (no module), a region or a user-defined
 module refine that node's ``(self)``.
 
 Limits: pure-Python work outside any torch call's line execution is not seen (a sampling

@@ -146,7 +146,7 @@ def long_run_table(size: str, steps: int, rounds: int, user_code: bool = True) -
     )
     table.notes.append(
         "estimate % = the session's config.profiler_overhead.run_overhead_pct (a detailed "
-        "step's cost measured as median detailed - median light step when the run has 5 of "
+        "step's cost measured as mean detailed - median light step when the run has 5 of "
         "each after its first window, else the calibrated sum; + the measured step "
         "bookkeeping, relative to the steps' wall time without it); measured % = x plain (CPU) "
         "- 1, from process CPU time (other processes on a shared machine inflate it least); on "

@@ -128,7 +128,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot
             point_tree_at_lines(session["tree"], hot)
-        _note_profiler_overhead(session, state, audits or ([audit] if audit else []))
+        _note_profiler_overhead(
+            session, state, audits or ([audit] if audit else []), rec.registration_ns
+        )
     if audit is not None:
         session["syncs"] = audit.records(
             first_step=state.warmup, num_steps=store.count or None,
@@ -145,7 +147,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
 OVERHEAD_NOTE_PCT = 5.0
 
 
-def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list[Any]) -> None:
+def _note_profiler_overhead(
+    session: Session, state: ProfilerState, audits: list[Any], registration_ns: int = 0
+) -> None:
     """Estimate the profiler's cost (``collect/profiler_overhead.py``) into the config and,
     when it is a sizable share of a detailed step, say so in the notes."""
 
@@ -175,7 +179,10 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         seen_cost += python_share * line_call_cost_us("seen_python")
     summaries = list(state.summaries)
     walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
-    measured = measured_detail_ms(walls, first_window=int(detail.get("window") or 0))
+    # the first detailed step is left out (the script's own lazy initialization, an
+    # evaluation at step 0); the rest of the first window counts: its steps sample what the
+    # later ones do (inputs compared, lines' backward hooked) and pay the first calls' costs
+    measured = measured_detail_ms(walls, first_window=1)
     detailed_walls = sorted(ms for is_detailed, ms in walls if is_detailed)
     estimate = estimate_profiler_overhead(
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
@@ -187,6 +194,7 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
         light_hooks=state.boundary is StepBoundary.MODULE,
+        registration_ms=registration_ns / 1e6,
     )  # fmt: skip
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")
@@ -205,7 +213,7 @@ def _note_profiler_overhead(session: Session, state: ProfilerState, audits: list
         how = "estimated: " + " + ".join(parts or ["hooks"])
         if estimate.get("source") == "measured":
             how = (f"measured: detailed steps are {estimate['overhead_ms']:.3g} ms slower than "
-                   f"light ones, medians; the calibrated parts sum to "
+                   f"light ones (mean detailed, median light); the calibrated parts sum to "
                    f"{estimate['calibrated_overhead_ms']:.3g} ms: " + " + ".join(parts or ["hooks"]))  # fmt: skip
         session["config"]["notes"].append(
             f"profiler overhead ~{pct:.0f}% of a detailed step ({how}): small modules and their parents' (self) rows look slower than they are; "

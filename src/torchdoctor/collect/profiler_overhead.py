@@ -121,13 +121,15 @@ def per_module_call_cost_us(backward: bool, detailed: bool = True, part: str = "
     return _cost_us[key][part]
 
 
-#: detailed and light steps each needed to measure what detail costs (the medians' difference)
+#: detailed and light steps each needed to measure what detail costs
 MIN_SIDE = 5
 
 
 def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -> float | None:
     """What a detailed step costs over a light one, from the run's own steps ``(detailed,
-    wall ms)`` in order: median detailed minus median light step time, leaving out the first
+    wall ms)`` in order: the mean detailed step (detailed steps differ on purpose: one of 4
+    compares module inputs, one hooks the lines' backward; a median would pick the cheap kind)
+    minus the median light step time (many, and alike), leaving out the first
     ``first_window`` detailed steps (right after warm-up: lazy initialization, the allocator
     settling, a first evaluation in the same step). None with fewer than MIN_SIDE detailed
     steps after those or MIN_SIDE light ones (short runs; ``detail="always"`` has light
@@ -147,7 +149,8 @@ def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -
     if len(detailed) < MIN_SIDE or len(light) < MIN_SIDE:
         return None
     detailed.sort()
-    return detailed[len(detailed) // 2] - light[len(light) // 2]
+    detailed = detailed[: len(detailed) - len(detailed) // 20]  # long runs: the top 5% (GC) out
+    return sum(detailed) / len(detailed) - light[len(light) // 2]
 
 
 def estimate_profiler_overhead(
@@ -170,6 +173,7 @@ def estimate_profiler_overhead(
     detailed_step_ms: float | None = None,
     bookkeeping_ms_per_step: float = 0.0,
     light_hooks: bool = False,
+    registration_ms: float = 0.0,
 ) -> dict[str, Any]:
     """The profiler's estimated cost: per detailed step (``overhead_ms``, ``overhead_pct`` of
     the step without it) and over the whole run (``run_overhead_ms``, ``run_overhead_pct``),
@@ -190,7 +194,9 @@ def estimate_profiler_overhead(
     then leaves it out, and its calibrated part is added to both kinds of step;
     ``detailed_step_ms``: the median detailed step, the base of
     ``overhead_pct`` (default ``step_ms``); ``light_hooks``: the
-    module hooks stay installed in light steps (steps cut at module calls).
+    module hooks stay installed in light steps (steps cut at module calls);
+    ``registration_ms``: measured once-only work inside steps (registering each module at its
+    first call: its name, class source and parameters), added to the run.
 
     Example:
         >>> e = estimate_profiler_overhead(0, 10.0, backward=False, bookkeeping_ms_per_step=0.1)
@@ -201,7 +207,8 @@ def estimate_profiler_overhead(
     out: dict[str, Any] = {"overhead_ms": 0.0, "overhead_pct": 0.0, "run_overhead_ms": 0.0,
                            "run_overhead_pct": 0.0, "calls_per_step": calls_per_step,
                            "cost_us": None, "light_cost_us": None,
-                           "bookkeeping_ms_per_step": bookkeeping_ms_per_step}  # fmt: skip
+                           "bookkeeping_ms_per_step": bookkeeping_ms_per_step,
+                           "registration_ms": registration_ms}  # fmt: skip
     if step_ms <= 0:
         return out
     hooks_ms = 0.0
@@ -229,6 +236,7 @@ def estimate_profiler_overhead(
     light_ms = min(light_ms, 0.95 * step_ms)
     light_steps = steps - detailed_steps
     in_steps = detailed_steps * detailed_ms + light_steps * light_ms
+    in_steps += registration_ms
     total = in_steps + steps * bookkeeping_ms_per_step
     plain = max(steps * step_ms - in_steps, 1e-9)
     out.update(

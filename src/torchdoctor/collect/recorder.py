@@ -135,6 +135,7 @@ class Recorder(RegionEvents):
         self.library: list[bool] = [False]  # per node: a library module
         self.in_library = False
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
+        self.registration_ns = 0  # host ns registering nodes at their first call (once only)
         self.count_memory = False
         self.backward_open: list[list[int]] = []  # per running backward pass: split frames
         self.new_step(self.now())
@@ -166,6 +167,13 @@ class Recorder(RegionEvents):
         return node
 
     def _module_node(self, parent: int, module: Any) -> int:
+        began = _host_ns()
+        try:
+            return self._register_module(parent, module)
+        finally:
+            self.registration_ns += _host_ns() - began
+
+    def _register_module(self, parent: int, module: Any) -> int:
         walk = parent
         while walk and self.kind[walk] == "region":  # name modules after the enclosing module
             walk = self.parent[walk]

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from torchdoctor.collect.records import BackwardMark, MarkKind
 
 Interval = tuple[float, float]
+_START, _END, _PASS_END = (int(k) for k in (MarkKind.START, MarkKind.END, MarkKind.PASS_END))
 
 
 def merge(intervals: list[Interval]) -> list[Interval]:
@@ -82,12 +83,18 @@ def intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
     return out
 
 
-def _inside(node: int, ancestor: int, parent: Sequence[int]) -> bool:
+def _chain(node: int, parent: Sequence[int]) -> set[int]:
+    """``node`` and its ancestors (root 0 excluded).
+
+    Example:
+        >>> sorted(_chain(3, [-1, 0, 1, 2]))
+        [1, 2, 3]
+    """
+    chain = set()
     while node > 0:
-        if node == ancestor:
-            return True
+        chain.add(node)
         node = parent[node]
-    return False
+    return chain
 
 
 def call_intervals(
@@ -113,10 +120,10 @@ def call_intervals(
     ends: dict[int, float] = {}
     owner: dict[int, int] = {}
     for node, serial, kind, t in marks:
-        if kind == MarkKind.PASS_END:
+        if kind == _PASS_END:
             continue
         owner[serial] = node
-        if kind == MarkKind.START:
+        if kind == _START:
             if serial not in starts or t < starts[serial]:
                 starts[serial] = t
         elif serial not in ends or t > ends[serial]:
@@ -133,12 +140,13 @@ def call_intervals(
                 if not ordered:  # sorted once, only when some call has no end mark
                     ordered = sorted((t, n, w, s) for n, s, w, t in marks)
                     times = [t for t, *_ in ordered]
+                chain = _chain(node, parent)  # the node and its ancestors
                 for t, other, kind, other_serial in ordered[bisect.bisect_right(times, start) :]:
-                    if kind == MarkKind.PASS_END or (
-                        _inside(node, other, parent)  # an ancestor's end
-                        if kind == MarkKind.END
+                    if kind == _PASS_END or (
+                        other in chain  # an ancestor's end
+                        if kind == _END
                         # the start of a call made earlier in forward, outside this subtree
-                        else other_serial < serial and not _inside(node, other, parent)
+                        else other_serial < serial and other not in chain
                     ):
                         end = t
                         break

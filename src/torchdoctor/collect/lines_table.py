@@ -54,25 +54,22 @@ def step_table(
     host ns; ``created``/``sampled``: per site (code, line, func), the calls that made graph
     nodes and those whose nodes were hooked; ``backward_per_call`` is updated in place).
     """
-    events = [events[i : i + EVENT_FIELDS] for i in range(0, len(events), EVENT_FIELDS)]
+    F = EVENT_FIELDS
+    count = len(events) // F
     marks = [marks[i : i + MARK_FIELDS] for i in range(0, len(marks), MARK_FIELDS)]
-    tokens = [t for e in events for t in (e[6], e[7])] + [m[3] for m in marks]
-    ns = clock.resolve(tokens) if tokens else []
+    if host:  # host ns already: no resolve (CpuClock.resolve is float() of each)
+        starts, ends = events[6::F], events[7::F]
+        mark_ns = [m[3] for m in marks]
+    else:
+        ns = clock.resolve(events[6::F] + events[7::F] + [m[3] for m in marks])
+        starts, ends, mark_ns = ns[:count], ns[count : 2 * count], ns[2 * count :]
     table: dict[tuple, dict[str, Any]] = {}
     keys: list[tuple] = []
-    for i, (
-        code,
-        line,
-        owner,
-        via_code,
-        via_line,
-        func,
-        *_,
-        new,
-        gap,
-        c_code,
-        c_line,
-    ) in enumerate(events):
+    names: dict[Any, str] = {}
+    for code, line, owner, via_code, via_line, func, start, end, new, gap, c_code, c_line in zip(
+        events[0::F], events[1::F], events[2::F], events[3::F], events[4::F], events[5::F],
+        starts, ends, events[8::F], events[9::F], events[10::F], events[11::F],
+    ):  # fmt: skip
         key = (code.co_filename, line, code.co_name, code.co_firstlineno, owner)
         keys.append(key)
         entry = table.get(key)
@@ -86,27 +83,33 @@ def step_table(
                 "via": {},
                 "callers": {},
             }
-        start, end = ns[2 * i], ns[2 * i + 1]
-        spent = max(0.0, end - start)
+        own = float(end - start) if end > start else 0.0
+        spent = own
         if gap >= 0:
-            spent += float(gap) if host else max(0.0, start - ns[2 * gap + 1])
+            spent += float(gap) if host else max(0.0, start - ends[gap])
         entry["forward_ns"] += spent
         entry["torch_calls"] += 1
-        entry["calls"] += 1 if new else 0
+        if new:
+            entry["calls"] += 1
         if c_code is not None:
             where = (c_code.co_filename, c_line, c_code.co_name)
-            entry["callers"][where] = entry["callers"].get(where, 0) + 1
-        op = entry["ops"].setdefault(op_name(func), [0.0, 0, 0.0])
-        op[0] += max(0.0, end - start)
+            callers = entry["callers"]
+            callers[where] = callers.get(where, 0) + 1
+        name = names.get(func)
+        if name is None:
+            name = names[func] = op_name(func)
+        op = entry["ops"].get(name)
+        if op is None:
+            op = entry["ops"][name] = [0.0, 0, 0.0]
+        op[0] += own
         op[1] += 1
         if via_code is not None:
             where = (via_code.co_filename, via_line, via_code.co_name)
             entry["via"][where] = entry["via"].get(where, 0.0) + spent
-    base = 2 * len(events)
+    events = [events[i : i + F] for i in range(0, len(events), F)]  # (backward: by index)
     open_: dict[int, float] = {}
     measured: dict[tuple, float] = {}  # site -> backward ns measured (scaled) this step
-    for k, (event, node, which, _) in enumerate(marks):
-        t = ns[base + k]
+    for (event, node, which, _), t in zip(marks, mark_ns):
         if which == 0:
             open_[node] = t
         elif node in open_ and event < len(keys):

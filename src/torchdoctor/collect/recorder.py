@@ -220,17 +220,17 @@ class Recorder(RegionEvents):
         i = 2
         forward = []
         for call in self.fwd:
-            forward.append(ForwardCall(call.node, ns[i], ns[i + 1], call.piece))
+            forward.append(_new(ForwardCall, (call[0], ns[i], ns[i + 1], call[3])))
             i += 2
         marks = []
         first = self.first_serial
         for node, serial, kind, _ in self.bwd:
             if serial >= first or kind is _PASS_END:  # drop marks of earlier steps' calls
-                marks.append(BackwardMark(node, serial, kind, ns[i]))
+                marks.append(_new(BackwardMark, (node, serial, kind, ns[i])))
             i += 1
         for entries, _ in self.fired:
             t = ns[i]
-            marks.extend(BackwardMark(n, s, k, t) for n, s, k in entries if s >= first)
+            marks.extend(_new(BackwardMark, (n, s, k, t)) for n, s, k in entries if s >= first)
             i += 1
         segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(self.phases.segments)]
         return (ns[0], ns[1]), forward, marks, segments

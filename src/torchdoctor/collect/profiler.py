@@ -395,7 +395,7 @@ class Profiler(HookEvents):
         began = time.perf_counter_ns()
         peak = self._meter.end()
         (start, end), forward, marks, segments = rec.resolve_step(self._clock, end_token)
-        lines = self._lines.end_step() if self._lines is not None else None
+        lines = self._lines.end_step() if self._lines is not None and self._detailed else None
         if not discard and self._counter >= self.warmup:
             if self._detailed:
                 summary = summarize_step(

@@ -119,8 +119,10 @@ def test_overhead_estimate_names_its_parts():
     # modules' registration at their first call (measured, once)
     assert prof.session["config"]["detail"]["detailed_count"] == 4  # steps 0, 1, 5, 6
     assert estimate["registration_ms"] > 0
+    # ... and the phase and step events of every step (optimizer, backward), measured
+    assert estimate["event_ms"] > 0
     expected = (4 * estimate["overhead_ms"] + 8 * estimate["bookkeeping_ms_per_step"]
-                + estimate["registration_ms"])  # fmt: skip
+                + estimate["registration_ms"] + estimate["event_ms"])  # fmt: skip
     assert estimate["run_overhead_ms"] == pytest.approx(expected)
 
 

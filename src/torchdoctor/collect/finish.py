@@ -179,10 +179,10 @@ def _note_profiler_overhead(
         seen_cost += python_share * line_call_cost_us("seen_python")
     summaries = list(state.summaries)
     walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
-    # the first detailed step is left out (the script's own lazy initialization, an
-    # evaluation at step 0); the rest of the first window counts: its steps sample what the
-    # later ones do (inputs compared, lines' backward hooked) and pay the first calls' costs
-    measured = measured_detail_ms(walls, first_window=1)
+    # every detailed step counts: the first window's pay the first calls' costs (registering
+    # modules, cold hooks) and sample what the later ones do; without a warm-up step the
+    # first detailed step is the script's first step (lazy initialization) and is left out
+    measured = measured_detail_ms(walls, first_window=0 if state.warmup else 1)
     detailed_walls = sorted(ms for is_detailed, ms in walls if is_detailed)
     estimate = estimate_profiler_overhead(
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
@@ -194,7 +194,7 @@ def _note_profiler_overhead(
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
         light_hooks=state.boundary is StepBoundary.MODULE,
-        registration_ms=registration_ns / 1e6,
+        registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
     )  # fmt: skip
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")

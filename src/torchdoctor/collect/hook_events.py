@@ -20,11 +20,34 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
+
+_host_ns = time.perf_counter_ns
+
+
+def _timed_event(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Time a phase/step event handler into ``state.event_ns`` (the profiler's own work in
+    every step, light ones included; the estimate adds it), less the closing of a step it ran
+    (``bookkeeping_ns``, counted apart)."""
+
+    @functools.wraps(method)
+    def timed(self: Any, *args: Any) -> Any:
+        state = self.state
+        began, closing = _host_ns(), state.bookkeeping_ns
+        try:
+            return method(self, *args)
+        finally:
+            state.event_ns += _host_ns() - began - (state.bookkeeping_ns - closing)
+
+    return timed
+
 
 _MARKER, _OPTIMIZER, _BACKWARD, _MODULE = (
     StepBoundary.MARKER, StepBoundary.OPTIMIZER, StepBoundary.BACKWARD, StepBoundary.MODULE
@@ -60,11 +83,13 @@ class HookEvents:
     def _drop_steps(self) -> None:  # pragma: no cover - the Profiler's
         raise NotImplementedError
 
+    @_timed_event
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._seen["optimizer"] += 1
         self._optimizer_depth += 1
         self._rec.phases.push("optimizer")
 
+    @_timed_event
     def _no_grad_enter(self, grad_was_enabled: bool, opened_by_torch: bool = False) -> None:
         """In a loop that calls backward() but no optimizer, a ``no_grad`` block opened between
         passes (``p -= lr * p.grad``) is the hand-written optimizer step (not one opened by
@@ -89,6 +114,7 @@ class HookEvents:
                     "as forward"
                 )
 
+    @_timed_event
     def _data_enter(self, iterator: Any = None) -> bool:
         """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase.
         Each loader's settings are noted once (the advice checks static findings against them)."""
@@ -104,10 +130,12 @@ class HookEvents:
         self._rec.phases.push("data")
         return True
 
+    @_timed_event
     def _data_leave(self, pushed: bool) -> None:
         if pushed and self._rec.phases.phase == "data":
             self._rec.phases.pop()
 
+    @_timed_event
     def _no_grad_leave(self) -> None:
         """After a manual update, what runs with grad enabled until the next backward() is the
         forward pass (the loss of a loop without modules would otherwise be ``other``)."""
@@ -118,6 +146,7 @@ class HookEvents:
         if torch.is_grad_enabled() and phases.phase == "other":
             phases.enter_forward()
 
+    @_timed_event
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """Steps end at optimizer steps; with several in turn, at the one closing the round
         (``collect.rounds``), so a backward is measured in the step of its forward."""
@@ -139,6 +168,7 @@ class HookEvents:
         elif action == "decided":  # half-iterations so far: the step open now is a whole one
             self._drop_steps()
 
+    @_timed_event
     def _backward_enter(self, roots: Any = None) -> None:
         rec = self._rec
         if rec.region_calls and rec.recording:
@@ -154,6 +184,7 @@ class HookEvents:
         rec.split_open_regions(rec.phases.phase != "backward")
         rec.phases.push("backward")
 
+    @_timed_event
     def _backward_leave(self) -> None:
         rec = self._rec
         if rec.detailed:

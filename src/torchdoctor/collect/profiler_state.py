@@ -83,6 +83,7 @@ class ProfilerState:
     notes: list[str] = field(default_factory=list)
     loaders: dict[int, dict[str, Any]] = field(default_factory=dict)
     bookkeeping_ns: int = 0  # host time spent closing steps (measured, exact)
+    event_ns: int = 0  # host time in the phase and step event handlers, every step (measured)
     hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
     line_steps: int = 0  # kept detailed steps with hot lines (not control steps)
     line_calls_seen: int = 0  # torch calls the hot-lines mode saw in them

@@ -58,7 +58,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchdoctor.collect.clocks import CpuClock
-from torchdoctor.collect.lines_frames import KINDS, USER, kind_of, locate
+from torchdoctor.collect.lines_frames import USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
     PASS,
@@ -87,8 +87,7 @@ SAMPLE_FIRST = 1
 SAMPLE_EVERY = 4
 #: ... and only in one collected step of BACKWARD_EVERY (and in the first step a line and op
 #: make graph nodes): in the others, the op's backward is its last measured backward per call
-#: x its calls (a window's steps run the same code; ``backward_measured`` says which steps
-#: measured it)
+#: x its calls (a window's steps run the same code; such a line says ``backward_estimated``)
 BACKWARD_EVERY = 4
 
 
@@ -229,15 +228,10 @@ class LineCollector(ModeParking):
         owner = frames[-1][0] if frames else 0
         if owner and rec.library[owner]:
             return func(*args, **kwargs)
-        code = frame.f_code
-        cached = KINDS.get(id(code))
-        if cached is not None and cached[0] is code and cached[1] == USER:
-            line_frame, via, entry = frame, None, None  # the common case: the line called torch
-        else:
-            line_frame, via, entry = locate(frame)
-            if line_frame is None:
-                return func(*args, **kwargs)
-            code = line_frame.f_code
+        line_frame, via, entry = locate(frame)
+        if line_frame is None:
+            return func(*args, **kwargs)
+        code = line_frame.f_code
         lineno = line_frame.f_lineno
         lasti = line_frame.f_lasti
         key_code, key_line = code, lineno
@@ -290,12 +284,9 @@ class LineCollector(ModeParking):
             if caller is not None and kind_of(caller.f_code) == USER:
                 c_code, c_line = caller.f_code, caller.f_lineno
         name = func if op is None else op
-        if via is None:
-            events.extend((key_code, key_line, owner, None, 0, name, t0, t1, new, gap, c_code,
-                           c_line))  # fmt: skip
-        else:
-            events.extend((key_code, key_line, owner, via.f_code, via.f_lineno, name, t0, t1,
-                           new, gap, c_code, c_line))  # fmt: skip
+        via_code, via_line = (via.f_code, via.f_lineno) if via is not None else (None, 0)
+        events.extend((key_code, key_line, owner, via_code, via_line, name, t0, t1, new, gap,
+                       c_code, c_line))  # fmt: skip
         if seq1 > seq0:
             counts = self.created
             site = (key_code, key_line, name)

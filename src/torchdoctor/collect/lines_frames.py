@@ -32,7 +32,6 @@ TRANSPARENT, LIBRARY, USER, PROFILER = 0, 1, 2, 3
 _PACKAGE = syncs_frames._PACKAGE
 _SITE = tuple(os.sep + name + os.sep for name in ("site-packages", "dist-packages"))
 _kinds: dict[int, tuple[CodeType, int]] = {}
-KINDS = _kinds  # id(code) -> (code, kind), read by the collectors' hot paths (see kind_of)
 
 
 _COLLECT = _PACKAGE + "collect" + os.sep

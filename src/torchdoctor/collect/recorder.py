@@ -277,11 +277,8 @@ class Recorder(RegionEvents):
                 self._fingerprint(node, args)
             if self.backward and torch.is_grad_enabled():
                 self._hook(_tensors(args), node, serial, _END)
-        library = self.library[node]
-        if library is not self.in_library:
-            self.in_library = library
-            if self.on_owner is not None:
-                self.on_owner(library)
+        if self.library[node] is not self.in_library:
+            self._owner_became(self.library[node])
         token = self.now()
         self.hook_ns += (token if self.host_clock else _host_ns()) - began
         frames.append(_new(Frame, (node, id(module), serial, token)))
@@ -312,9 +309,7 @@ class Recorder(RegionEvents):
                 self._hook(_tensors(output), node, serial, _START)
         library = self.library[frames[-1][0]] if frames else False
         if library is not self.in_library:
-            self.in_library = library
-            if self.on_owner is not None:
-                self.on_owner(library)
+            self._owner_became(library)
         if not self.module_depth:
             self.hooked = {}  # the graph is the caller's again: hold no node of it
             if not torch.is_grad_enabled():

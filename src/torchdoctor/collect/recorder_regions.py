@@ -62,6 +62,14 @@ class RegionEvents:
     in_library: bool
     _mark: Any
 
+    def _owner_became(self, library: bool) -> None:
+        """The innermost call became a library module's (``library``) or the user's again:
+        record it and tell ``on_owner`` (callers compare with ``in_library`` first, so a call
+        that keeps the owner's kind costs no method call)."""
+        self.in_library = library
+        if self.on_owner is not None:
+            self.on_owner(library)
+
     # -- regions --------------------------------------------------------------------------
     def enter_region(self, name: str, source: Any, in_backward: bool = False) -> tuple:
         frames = self.frames
@@ -78,9 +86,7 @@ class RegionEvents:
         frames.append(Frame(node, None, serial, token))
         STATE.module_stack.append(self.path[node])
         if self.in_library:  # (a region is the user's)
-            self.in_library = False
-            if self.on_owner is not None:
-                self.on_owner(False)
+            self._owner_became(False)
         return node, serial, token, enter
 
     def exit_region(self, handle: tuple, in_backward: bool) -> None:
@@ -93,9 +99,7 @@ class RegionEvents:
                 STATE.module_stack.pop()
             library = self.library[frames[-1][0]] if frames else False
             if library is not self.in_library:
-                self.in_library = library
-                if self.on_owner is not None:
-                    self.on_owner(library)
+                self._owner_became(library)
         if in_backward:
             self.bwd.append(BackwardMark(node, serial, _START, start))
             self.bwd.append(BackwardMark(node, serial, _END, end))

@@ -3,8 +3,11 @@
 A clock hands out cheap *tokens* on the hot path (``clock.now()``) and turns a whole step's
 tokens into nanoseconds at once (``clock.resolve(tokens)``). On CPU a token already is a
 ``time.perf_counter_ns()`` reading. On CUDA a token is an event recorded on the current stream;
-``resolve`` synchronizes once, on the last event, and reads every event's time relative to a
-reference event, so no hook ever synchronizes (the mistake behind trees that add up to 724%).
+``resolve`` waits once for the device (the tokens may come from several streams, and are not
+passed in the order they were recorded: a step's end comes before its phase changes) and reads
+every event's time relative to a reference event, so no hook ever synchronizes (the mistake
+behind trees that add up to 724%). Light steps are resolved in batches
+(``collect/light_steps.py``): outside detail windows the wait happens once per batch.
 The CUDA path is written device-agnostically but has not been run on a GPU in this project's CI.
 
 Example:
@@ -54,6 +57,7 @@ class CudaEventClock:
     def __init__(self) -> None:
         import torch
 
+        self._synchronize = torch.cuda.synchronize
         self._event = torch.cuda.Event
         self._reference = torch.cuda.Event(enable_timing=True)
         self._reference.record()
@@ -67,7 +71,7 @@ class CudaEventClock:
     def resolve(self, tokens: Sequence[Any]) -> list[float]:
         if not tokens:
             return []
-        tokens[-1].synchronize()  # the one host wait per step; events are in stream order
+        self._synchronize()  # the one host wait per resolve: every token is complete after it
         reference = self._reference
         base = float(self._reference_ns)
         return [base + reference.elapsed_time(t) * 1e6 for t in tokens]

@@ -225,7 +225,7 @@ class HookEvents:
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state
-        if state.boundary is not None and state.boundary is not mode and state.summaries:
+        if state.boundary is not None and state.boundary is not mode and self.steps_recorded:
             state.notes.append(
                 f"step boundary changed from {state.boundary.value} to {mode.value}; earlier "
                 "steps dropped"

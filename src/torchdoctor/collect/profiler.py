@@ -44,36 +44,35 @@ Example:
 from __future__ import annotations
 
 import os
-import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from torchdoctor.collect.aggregate import light_step, summarize_step
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.clocks import make_clock
-from torchdoctor.collect.device_clock import adopt_cuda_clock, device_of, may_adopt_cuda_clock
+from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.hook_events import HookEvents
 from torchdoctor.collect.install import Installation
+from torchdoctor.collect.light_steps import LightSteps
 from torchdoctor.collect.lines import LineCollector
 from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.naming import source_of_code
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary, check_options
+from torchdoctor.collect.profiler_steps import StepCycle
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
 from torchdoctor.collect.schedule import DetailSchedule
 from torchdoctor.collect.state import STATE
 from torchdoctor.session import Session
 
-_KEEP_TIMELINES = 32
 _MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
 
 
-class Profiler(HookEvents):
+class Profiler(StepCycle, HookEvents):
     """Profile a user loop; the Session is built when the profiler stops (``.session``).
 
     Example:
@@ -148,6 +147,7 @@ class Profiler(HookEvents):
         self.checkpoint_every = checkpoint_every
         self._checkpointer: Checkpointer | None = None
         self._step_listeners: list[Callable[[Profiler], None]] = []
+        self._light = LightSteps()  # light steps not yet summarized (collect/light_steps.py)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Profiler:
@@ -204,7 +204,7 @@ class Profiler(HookEvents):
         if self.checkpoint is not None and self.checkpoint_every > 0:
             self._checkpointer = Checkpointer(self.checkpoint, self.checkpoint_every,
                                               self.snapshot)  # fmt: skip
-            self.add_step_listener(lambda p: p._checkpointer.at_step(p.state.summaries.count))
+            self.add_step_listener(lambda p: p._checkpointer.at_step(p.steps_recorded))
         self._begin_step()
         return self
 
@@ -230,6 +230,7 @@ class Profiler(HookEvents):
             state.interrupted = True
             state.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
+            self._flush_light()
             self._rec.frames.clear()  # calls left open by an exception end here
             self._rec.module_depth = 0
             self._final_cut()
@@ -251,6 +252,7 @@ class Profiler(HookEvents):
     def snapshot(self) -> Session:
         """The Session of the steps so far, built while the profiler runs (checkpoints, live
         view) by the same function as at stop; call it at a step boundary."""
+        self._flush_light()
         return build_session(self.state, self._audit, self._paced)
 
     def add_step_listener(self, listener: Callable[[Profiler], None]) -> None:
@@ -329,6 +331,7 @@ class Profiler(HookEvents):
     def _drop_steps(self) -> None:
         """The steps kept so far were partial: forget them; the next step opens a window."""
         self.state.drop_steps()
+        self._light.clear()
         self._schedule.restart()
 
     def enter_region(self, name: str, where: Any) -> Any:
@@ -343,108 +346,3 @@ class Profiler(HookEvents):
         """Close the region opened with ``handle`` (from :meth:`enter_region`)."""
         if handle is not None and self._rec.recording:
             self._rec.exit_region(handle[0], handle[1])
-
-    # -- steps ----------------------------------------------------------------------------
-    def _begin_step(self) -> None:
-        if self._watch_cuda and adopt_cuda_clock(self):  # `run`: the script now uses CUDA
-            self._watch_cuda = False
-        rec, state = self._rec, self.state
-        profiled = self._counter - self.warmup
-        detailed = self._detailed = rec.detailed = self._schedule.detailed(
-            profiled, time.monotonic()
-        )
-        # Light steps run without module hooks (their mere presence costs every module call),
-        # unless steps are cut at module calls, or a call is open (a marker inside a forward).
-        if detailed or state.boundary in (None, _MODULE) or rec.module_depth:
-            self._module_hooks.on()
-        else:
-            self._module_hooks.off()
-        lines = self._lines
-        if lines is not None and detailed:
-            lines.start()  # before the audits resume: below their modes (their cost is no line's)
-        audited = True
-        audit_all = self._schedule.audits_every_step  # detail="always": its control steps too
-        for audit in self._paced:
-            if detailed or audit_all:
-                audit.resume()
-            elif audit.pause():
-                audited = False
-        self._audited = audited
-        if lines is not None and not detailed:  # light steps: no line timing (after the audits
-            if audit_all:  # paused: modes in order; under an audit that runs on, in its place)
-                lines.pause()
-            else:
-                lines.stop()
-        rec.count_memory = (
-            self.memory and profiled >= 0 and detailed and state.memory_summary is None
-        )
-        if rec.count_memory:
-            self._saved.on()  # only the counting step pays for saved-tensor hooks
-        self._meter.begin()
-        rec.fingerprints_across_steps = state.boundary is _MODULE
-        inputs = self._schedule.compares_inputs(profiled, detailed)  # (recomputation)
-        rec.fingerprinting = rec.fingerprints_across_steps or inputs  # inference: every step
-        rec.new_step(rec.now())
-        STATE.step_index = self._counter
-
-    def _cut(self, discard: bool = False) -> None:
-        rec, state = self._rec, self.state
-        if not rec.recording:
-            return
-        end_token = rec.now()
-        began = time.perf_counter_ns()
-        peak = self._meter.end()
-        (start, end), forward, marks, segments = rec.resolve_step(self._clock, end_token)
-        lines = self._lines.end_step() if self._lines is not None and self._detailed else None
-        if not discard and self._counter >= self.warmup:
-            if self._detailed:
-                summary = summarize_step(
-                    parent=rec.parent, forward=forward, marks=marks, step=(start, end),
-                    segments=segments, activation=rec.act if rec.count_memory else None,
-                    identical=rec.identical, peak_memory_bytes=peak,
-                    fingerprinted=rec.fingerprinting,
-                )  # fmt: skip
-                if rec.count_memory:
-                    state.memory_summary = summary
-                state.hook_ns += rec.hook_ns
-                state.count_lines(self._lines)
-                intervals = summary.pop("_intervals")
-                summary["lines"] = lines
-                if len(state.timelines) < _KEEP_TIMELINES:
-                    state.timelines.append({"forward": forward, "intervals": intervals,
-                                            "step": (start, end), "segments": segments,
-                                            "wall": end - start})  # fmt: skip
-            else:
-                summary = light_step((start, end), segments, peak)
-            summary["audited"] = self._audited
-            state.summaries.append(summary)
-        rec.release_handles()
-        self._saved.off()
-        if not discard:
-            self._counter += 1
-        for listener in self._step_listeners:  # (each one catches its own errors)
-            listener(self)
-        if self.max_steps is not None and state.summaries.count >= self.max_steps:
-            rec.recording = False
-            state.notes.append(f"stopped collecting after max_steps={self.max_steps} steps")
-            state.bookkeeping_ns += time.perf_counter_ns() - began
-            return
-        self._begin_step()
-        state.bookkeeping_ns += time.perf_counter_ns() - began
-
-    def _final_cut(self) -> None:
-        """At stop: the partial step after the last boundary is dropped, unless it is all."""
-        state = self.state
-        if not self._rec.recording or state.summaries:
-            return
-        if self._counter == 0:
-            state.boundary = StepBoundary.WHOLE_RUN
-        else:
-            state.notes.append(
-                f"no complete step after warm-up ({self._counter} step(s) seen, warm-up "
-                f"{self.warmup}): only the partial step after the last boundary is shown; "
-                "lower the warm-up (--warmup) to measure whole steps"
-            )
-        self._counter = max(self._counter, self.warmup)
-        self._detailed = True  # the step is summarized in full whatever the schedule said
-        self._cut()

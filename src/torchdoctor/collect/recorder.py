@@ -184,10 +184,18 @@ class Recorder(RegionEvents):
         return node
 
     # -- step buffers ---------------------------------------------------------------------
-    def new_step(self, token: Any) -> None:
+    def new_step(self, token: Any, light: bool = False) -> None:
+        """Begin a step at ``token``. A ``light`` step records nothing but its phases: when the
+        last step left nothing either, its buffers are reused as they are (empty)."""
         self.step_start = token
         self.hook_ns = 0
         self.first_serial = self.serial + 1  # marks of older calls (kept graphs) are dropped
+        if light and not (
+            self.fwd or self.bwd or self.fired or self.handles or self.hooked or self.act
+            or self.fingerprints or self.identical or self.region_calls or self.seen_storages
+        ):  # fmt: skip
+            self.phases.begin_step(token)
+            return
         self.fwd: list[ForwardCall] = []
         self.bwd: list[BackwardMark] = []
         # graph pre-hooks fired: (the marks of every call hooked on the node, token)

@@ -51,7 +51,7 @@ def start_checkpoints(
 
     writer = Checkpointer(Path(args.out) / "session.json", every, build)
     writer.write(steps=0)
-    profiler.add_step_listener(lambda p: writer.at_step(p.state.summaries.count))
+    profiler.add_step_listener(lambda p: writer.at_step(p.steps_recorded))
     return writer
 
 

@@ -1,0 +1,160 @@
+"""The profiler's step cycle: begin a step, cut it (summarize, store), the final cut.
+
+A mixin of :class:`~torchdoctor.collect.profiler.Profiler` (its state is the profiler's): the
+schedule decides at each boundary whether the next step is detailed (module hooks, hot lines,
+sync audit, fingerprints) or light; a detailed step is summarized when it ends, light steps wait
+as raw tokens and are summarized in batches (``collect/light_steps.py``).
+
+Example:
+    >>> import torch, torchdoctor
+    >>> net = torch.nn.Linear(2, 2)
+    >>> with torchdoctor.Profiler(net, syncs=False, window=1, period_steps=100) as prof:
+    ...     for _ in range(4):
+    ...         net(torch.ones(1, 2)).sum().backward()
+    ...         prof.step()
+    ...     waiting = prof.steps_recorded - prof.state.summaries.count
+    >>> waiting, [s["detailed"] for s in prof.session["steps"]]
+    (3, [True, False, False, False])
+"""
+
+from __future__ import annotations
+
+import time
+
+from torchdoctor.collect.aggregate import summarize_step
+from torchdoctor.collect.device_clock import adopt_cuda_clock
+from torchdoctor.collect.profiler_state import StepBoundary
+from torchdoctor.collect.state import STATE
+
+_KEEP_TIMELINES = 32
+_MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
+
+
+class StepCycle:
+    """Begin and cut steps (mixed into the Profiler, whose attributes it uses).
+
+    Example:
+        >>> from torchdoctor.collect.profiler import Profiler
+        >>> issubclass(Profiler, StepCycle)
+        True
+    """
+
+    @property
+    def steps_recorded(self) -> int:
+        """Steps profiled so far (after warm-up), light ones waiting to be summarized included."""
+        return self.state.summaries.count + len(self._light)
+
+    def _flush_light(self) -> None:
+        """Summarize the light steps waiting (``collect/light_steps.py``) into the step store."""
+        if len(self._light):
+            began = time.perf_counter_ns()
+            self._light.flush(self._clock, self.state.summaries)
+            self.state.bookkeeping_ns += time.perf_counter_ns() - began
+
+    def _begin_step(self) -> None:
+        if self._watch_cuda and adopt_cuda_clock(self):  # `run`: the script now uses CUDA
+            self._watch_cuda = False
+        rec, state = self._rec, self.state
+        profiled = self._counter - self.warmup
+        detailed = self._detailed = rec.detailed = self._schedule.detailed(
+            profiled, time.monotonic()
+        )
+        # Light steps run without module hooks (their mere presence costs every module call),
+        # unless steps are cut at module calls, or a call is open (a marker inside a forward).
+        if detailed or state.boundary in (None, _MODULE) or rec.module_depth:
+            self._module_hooks.on()
+        else:
+            self._module_hooks.off()
+        lines = self._lines
+        if lines is not None and detailed:
+            lines.start()  # before the audits resume: below their modes (their cost is no line's)
+        audited = True
+        audit_all = self._schedule.audits_every_step  # detail="always": its control steps too
+        for audit in self._paced:
+            if detailed or audit_all:
+                audit.resume()
+            elif audit.pause():
+                audited = False
+        self._audited = audited
+        if lines is not None and not detailed:  # light steps: no line timing (after the audits
+            if audit_all:  # paused: modes in order; under an audit that runs on, in its place)
+                lines.pause()
+            else:
+                lines.stop()
+        rec.count_memory = (
+            self.memory and profiled >= 0 and detailed and state.memory_summary is None
+        )
+        if rec.count_memory:
+            self._saved.on()  # only the counting step pays for saved-tensor hooks
+        self._meter.begin(light=not detailed)
+        rec.fingerprints_across_steps = state.boundary is _MODULE
+        inputs = self._schedule.compares_inputs(profiled, detailed)  # (recomputation)
+        rec.fingerprinting = rec.fingerprints_across_steps or inputs  # inference: every step
+        rec.new_step(rec.now(), light=not detailed)
+        STATE.step_index = self._counter
+
+    def _cut(self, discard: bool = False) -> None:
+        rec, state = self._rec, self.state
+        if not rec.recording:
+            return
+        end_token = rec.now()
+        began = time.perf_counter_ns()
+        peak = self._meter.end()
+        kept = not discard and self._counter >= self.warmup
+        if not self._detailed:  # light: its tokens wait, summarized in a batch
+            if kept and self._light.add(rec.step_start, end_token, rec.phases.segments, peak,
+                                        self._audited):  # fmt: skip
+                self._light.flush(self._clock, state.summaries)
+        else:
+            (start, end), forward, marks, segments = rec.resolve_step(self._clock, end_token)
+            lines = self._lines.end_step() if self._lines is not None else None
+            if kept:
+                self._light.flush(self._clock, state.summaries)  # the steps before it first
+                summary = summarize_step(
+                    parent=rec.parent, forward=forward, marks=marks, step=(start, end),
+                    segments=segments, activation=rec.act if rec.count_memory else None,
+                    identical=rec.identical, peak_memory_bytes=peak,
+                    fingerprinted=rec.fingerprinting,
+                )  # fmt: skip
+                if rec.count_memory:
+                    state.memory_summary = summary
+                state.hook_ns += rec.hook_ns
+                state.count_lines(self._lines)
+                intervals = summary.pop("_intervals")
+                summary["lines"] = lines
+                if len(state.timelines) < _KEEP_TIMELINES:
+                    state.timelines.append({"forward": forward, "intervals": intervals,
+                                            "step": (start, end), "segments": segments,
+                                            "wall": end - start})  # fmt: skip
+                summary["audited"] = self._audited
+                state.summaries.append(summary)
+        rec.release_handles()
+        self._saved.off()
+        if not discard:
+            self._counter += 1
+        for listener in self._step_listeners:  # (each one catches its own errors)
+            listener(self)
+        if self.max_steps is not None and self.steps_recorded >= self.max_steps:
+            rec.recording = False
+            state.notes.append(f"stopped collecting after max_steps={self.max_steps} steps")
+            state.bookkeeping_ns += time.perf_counter_ns() - began
+            return
+        self._begin_step()
+        state.bookkeeping_ns += time.perf_counter_ns() - began
+
+    def _final_cut(self) -> None:
+        """At stop: the partial step after the last boundary is dropped, unless it is all."""
+        state = self.state
+        if not self._rec.recording or state.summaries:
+            return
+        if self._counter == 0:
+            state.boundary = StepBoundary.WHOLE_RUN
+        else:
+            state.notes.append(
+                f"no complete step after warm-up ({self._counter} step(s) seen, warm-up "
+                f"{self.warmup}): only the partial step after the last boundary is shown; "
+                "lower the warm-up (--warmup) to measure whole steps"
+            )
+        self._counter = max(self._counter, self.warmup)
+        self._detailed = True  # the step is summarized in full whatever the schedule said
+        self._cut()

@@ -1,0 +1,121 @@
+"""Light steps wait as raw clock tokens and are summarized in batches (collect/light_steps.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.collect.clocks import CpuClock
+from torchdoctor.collect.light_steps import LightSteps
+from torchdoctor.collect.step_store import StepStore
+
+
+def _net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 1))
+    return net, torch.optim.SGD(net.parameters(), lr=0.01)
+
+
+def _step(net, opt, x):
+    opt.zero_grad()
+    net(x).pow(2).mean().backward()
+    opt.step()
+
+
+class _CountingClock(CpuClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.resolved: list[int] = []
+
+    def resolve(self, tokens):
+        self.resolved.append(len(tokens))
+        return super().resolve(tokens)
+
+
+def test_a_batch_is_due_at_its_size_or_its_age():
+    by_size = LightSteps(batch=3, max_age_s=1e9)
+    assert [by_size.add(k, k + 1, [(k, "other")], None, True) for k in range(3)] == [
+        False, False, True,
+    ]  # fmt: skip
+    by_age = LightSteps(batch=100, max_age_s=0.0)
+    assert by_age.add(0, 1, [(0, "other")], None, True) is False  # the first starts the clock
+    assert by_age.add(1, 2, [(1, "other")], None, True) is True
+    with pytest.raises(ValueError, match="at least 1"):
+        LightSteps(batch=0)
+
+
+def test_a_flush_resolves_the_whole_batch_at_once_and_keeps_each_step_apart():
+    clock, store, pending = _CountingClock(), StepStore(), LightSteps(batch=10)
+    pending.add(0, 4_000_000, [(0, "data"), (1_000_000, "backward")], None, True)
+    pending.add(4_000_000, 6_000_000, [(4_000_000, "optimizer")], 7, False)
+    pending.flush(clock, store)
+    assert clock.resolved == [7]  # one resolve: 2 steps x (start, end) + 3 phase changes
+    first, second = list(store)
+    assert (first["wall_ms"], first["phases"]["data"], first["phases"]["backward"]) == (4.0, 1.0, 3.0)
+    assert (second["wall_ms"], second["phases"]["optimizer"]) == (2.0, 2.0)
+    assert (second["peak_memory_bytes"], second["audited"], second["detailed"]) == (7, False, False)
+    assert [s["index"] for s in store] == [0, 1] and len(pending) == 0
+    pending.flush(clock, store)  # nothing waits: no resolve
+    assert clock.resolved == [7]
+
+
+def test_light_steps_wait_and_the_session_keeps_every_step_in_order():
+    net, opt = _net()
+    x = torch.randn(8, 6)
+    with torchdoctor.Profiler(net, syncs=False, window=2, period_steps=6) as prof:
+        waiting = []
+        for _ in range(14):
+            _step(net, opt, x)
+            prof.step()
+            waiting.append(prof.steps_recorded - prof.state.summaries.count)
+    assert max(waiting) > 0  # light steps were waiting between windows ...
+    assert waiting[6] == 0  # ... and were stored before the next detailed step (step 6)
+    steps = prof.session["steps"]
+    assert [s["index"] for s in steps] == list(range(14))
+    assert [s["detailed"] for s in steps] == [k % 6 < 2 for k in range(14)]
+    for s in steps:
+        assert sum(s["phases"].values()) == pytest.approx(s["wall_ms"], rel=1e-6)
+
+
+def test_a_snapshot_and_max_steps_count_the_waiting_steps():
+    net, opt = _net()
+    x = torch.randn(8, 6)
+    with torchdoctor.Profiler(net, syncs=False, window=1, period_steps=100) as prof:
+        for _ in range(5):
+            _step(net, opt, x)
+            prof.step()
+        assert prof.steps_recorded == 5 > prof.state.summaries.count
+        assert len(prof.snapshot()["steps"]) == 5  # a checkpoint holds the waiting steps
+    with torchdoctor.Profiler(net, syncs=False, window=1, period_steps=100, max_steps=4) as prof:
+        for _ in range(9):
+            _step(net, opt, x)
+            prof.step()
+    assert len(prof.session["steps"]) == 4
+
+
+def test_a_revised_boundary_drops_the_waiting_steps_too():
+    net, opt = _net()
+    x = torch.randn(8, 6)
+    with torchdoctor.Profiler(net, syncs=False, window=1, period_steps=100) as prof:
+        for _ in range(4):
+            _step(net, opt, x)
+            prof.step()
+        assert prof.steps_recorded == 4
+        prof._drop_steps()
+        assert prof.steps_recorded == 0
+        _step(net, opt, x)
+        prof.step()
+    assert [s["index"] for s in prof.session["steps"]] == [0]
+
+
+def test_cpu_light_steps_do_not_read_the_peak_memory():
+    net, opt = _net()
+    x = torch.randn(8, 6)
+    with torchdoctor.Profiler(net, syncs=False, window=2, period_steps=100) as prof:
+        for _ in range(4):
+            _step(net, opt, x)
+            prof.step()
+    peaks = [(s["detailed"], s["peak_memory_bytes"] is None) for s in prof.session["steps"]]
+    assert peaks == [(True, False), (True, False), (False, True), (False, True)]

@@ -119,3 +119,26 @@ def test_cpu_light_steps_do_not_read_the_peak_memory():
             prof.step()
     peaks = [(s["detailed"], s["peak_memory_bytes"] is None) for s in prof.session["steps"]]
     assert peaks == [(True, False), (True, False), (False, True), (False, True)]
+
+
+def test_waiting_steps_are_summarized_before_the_clock_changes(monkeypatch):
+    """`run` switches to CUDA events at a step boundary: steps timed with the host clock must be
+    resolved with it first."""
+    from torchdoctor.collect import profiler_steps
+
+    net, opt = _net()
+    x = torch.randn(8, 6)
+    waiting_at_switch = []
+
+    def adopt(profiler):
+        waiting_at_switch.append(len(profiler._light))
+        return False
+
+    monkeypatch.setattr(profiler_steps, "adopt_cuda_clock", adopt)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with torchdoctor.Profiler(net, syncs=False, window=1, period_steps=100) as prof:
+        prof._watch_cuda = True
+        for _ in range(4):
+            _step(net, opt, x)
+            prof.step()
+    assert waiting_at_switch and set(waiting_at_switch) == {0}

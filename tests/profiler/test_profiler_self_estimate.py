@@ -82,6 +82,31 @@ def test_a_measured_detail_cost_replaces_the_calibrated_sum_in_the_run_total():
     assert share["overhead_pct"] == pytest.approx(100 * 2.0 / 10.0)
 
 
+def test_the_first_steps_extra_is_added_only_when_the_measured_cost_leaves_it_out():
+    common = dict(backward=False, steps=100, detailed_steps=10, hook_ms_per_step=0.5,
+                  registration_ms=1.0, first_step_ms=3.0)  # fmt: skip
+    measured = estimate_profiler_overhead(10, 10.0, measured_detail_ms=2.0, **common)
+    assert measured["run_overhead_ms"] == pytest.approx(10 * 2.0 + 3.0)
+    assert measured["first_step_ms"] == 3.0
+    calibrated = estimate_profiler_overhead(10, 10.0, **common)  # registration instead
+    without = estimate_profiler_overhead(10, 10.0, **{**common, "registration_ms": 0.0})
+    assert calibrated["run_overhead_ms"] == pytest.approx(without["run_overhead_ms"] + 1.0)
+
+
+def test_without_warm_up_the_first_detailed_steps_profiler_work_is_measured_and_added():
+    """The first step is left out of the measured cost (the script's own first-step work), but
+    the profiler's first calls (registering modules, classifying code) are its cost."""
+    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15) as prof:
+        _train(prof, 40)
+    state, estimate = prof.state, prof.session["config"]["profiler_overhead"]
+    later = (state.hook_ns + state.line_own_ns - state.first_detail_ns) / 14
+    assert state.first_detail_ns > later  # registration and first sight happen there
+    assert estimate["first_step_ms"] == pytest.approx((state.first_detail_ns - later) / 1e6)
+    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15, warmup=1) as warm:
+        _train(warm, 41)  # with a warm-up step the first detailed step counts: nothing added
+    assert warm.session["config"]["profiler_overhead"]["first_step_ms"] == 0.0
+
+
 def test_always_runs_light_control_steps_and_measures_detail_against_them():
     with torchdoctor.Profiler(detail="always") as prof:  # with the sync audit
         _train(prof, 64)

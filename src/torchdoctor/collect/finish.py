@@ -183,6 +183,11 @@ def _note_profiler_overhead(
     # modules, cold hooks) and sample what the later ones do; without a warm-up step the
     # first detailed step is the script's first step (lazy initialization) and is left out
     measured = measured_detail_ms(walls, first_window=0 if state.warmup else 1)
+    first_extra_ms = 0.0  # ... its first calls' profiler work is not: measured, added back
+    detailed_count = detail["detailed_count"]
+    if not state.warmup and state.first_detail_ns is not None and detailed_count > 1:
+        rest = (state.hook_ns + state.line_own_ns - state.first_detail_ns) / (detailed_count - 1)
+        first_extra_ms = max(0.0, state.first_detail_ns - rest) / 1e6
     detailed_walls = sorted(ms for is_detailed, ms in walls if is_detailed)
     estimate = estimate_profiler_overhead(
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
@@ -195,6 +200,7 @@ def _note_profiler_overhead(
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
         light_hooks=state.boundary is StepBoundary.MODULE,
         registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
+        first_step_ms=first_extra_ms,
     )  # fmt: skip
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")

@@ -90,6 +90,9 @@ class ProfilerState:
     line_calls_timed: int = 0  # ... of which it timed
     line_calls_python: int = 0  # ... of which Python functions (torch's Python dispatch path)
     line_own_ns: int = 0  # host time the collector measured in its own work (CPU clock)
+    # hooks' + collector's measured host time in the first kept detailed step (its first calls
+    # register modules and classify code; the estimate adds what it has over the later steps)
+    first_detail_ns: int | None = None
     interrupted: bool = False
     error: str | None = None
 
@@ -110,6 +113,10 @@ class ProfilerState:
         """Forget the steps kept so far (they were partial: the boundary was revised)."""
         self.summaries.clear()
         self.timelines.clear()
+        self.hook_ns = self.line_own_ns = 0  # (their figures were of the dropped steps)
+        self.line_steps = self.line_calls_seen = self.line_calls_timed = 0
+        self.line_calls_python = 0
+        self.first_detail_ns = None
 
     def detailed_summaries(self) -> list[dict[str, Any]]:
         return [s for s in self.summaries if s.get("detailed", True)]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from torchdoctor.collect.aggregate import summarize_step
 from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
@@ -52,8 +54,10 @@ class StepCycle:
             self.state.bookkeeping_ns += time.perf_counter_ns() - began
 
     def _begin_step(self) -> None:
-        if self._watch_cuda and adopt_cuda_clock(self):  # `run`: the script now uses CUDA
-            self._watch_cuda = False
+        if self._watch_cuda and torch.cuda.is_initialized():  # `run`: the script uses CUDA now
+            self._flush_light()  # waiting steps hold the host clock's tokens: resolve them first
+            if adopt_cuda_clock(self):
+                self._watch_cuda = False
         rec, state = self._rec, self.state
         profiled = self._counter - self.warmup
         detailed = self._detailed = rec.detailed = self._schedule.detailed(
@@ -120,6 +124,10 @@ class StepCycle:
                     state.memory_summary = summary
                 state.hook_ns += rec.hook_ns
                 state.count_lines(self._lines)
+                if state.first_detail_ns is None:
+                    state.first_detail_ns = rec.hook_ns + (
+                        self._lines.step_own_ns if self._lines is not None else 0
+                    )
                 intervals = summary.pop("_intervals")
                 summary["lines"] = lines
                 if len(state.timelines) < _KEEP_TIMELINES:

@@ -65,6 +65,7 @@ def test_100k_steps_stay_within_memory_and_session_bounds(tmp_path):
     prof.start()
     net(torch.ones(1, 4)).sum().backward()  # a real step registers the modules' nodes
     prof.step()
+    prof.snapshot()  # (the step is summarized into the store, cleared below)
     store = prof.state.summaries
     store.clear()
     nodes = list(range(1, len(prof._rec.parent)))

@@ -63,6 +63,8 @@ def _long_run_variants(
             step()
             if prof is not None:
                 prof.step()
+        if prof is not None:  # the steps still waiting to be summarized (collect/step_queue.py)
+            prof._flush_steps()
 
     def plain() -> tuple[float, float, Any]:
         wall, cpu, _ = _timed(loop)
@@ -195,14 +197,15 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
             with torchdoctor.Profiler(model, detail="always", **options) as prof:
                 step()
                 prof.step()
+                prof._flush_steps()
                 if collection_only:  # each step's processing (prof.step()) outside the timer
                     wall = cpu = 0.0
                     for _ in range(CYCLE):
                         w, c, _ = _timed(step)
                         prof.step()
                         wall, cpu = wall + w, cpu + c
-                else:
-                    wall, cpu, _ = _timed(lambda: steps(prof))
+                else:  # with the summaries of the timed steps (they wait in a queue)
+                    wall, cpu, _ = _timed(lambda: (steps(prof), prof._flush_steps()))
             return wall / CYCLE, cpu / CYCLE
 
         return run
@@ -270,8 +273,10 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
         f"{rounds} interleaved rounds; each variant runs one untimed step, then {CYCLE} timed "
         "ones (per step: a detailed step of 4 compares module inputs and one hooks the lines' "
         "backward, so 4 in a row cost what detailed steps cost on average) "
-        "(the profiled one includes its prof.step() bookkeeping: the step's figures are "
-        "ready after it; 'collection only': prof.step() after the timer); torch.profiler timed "
+        "(the profiled one includes its prof.step() bookkeeping and the summaries of the "
+        "timed steps, which wait in a queue and are made in a batch: the steps' figures are "
+        "ready after it; 'collection only': prof.step() after the timer, the summaries at "
+        "stop); torch.profiler timed "
         "inside its profile() context, without the trace export ('results read': the step, "
         "then stop() and key_averages(), which the figures need); 'part': the detailed step with "
         "collectors left out (the hot lines are the rest of the full row; activation bytes "
@@ -316,10 +321,12 @@ def light_step_table(size: str, rounds: int, steps: int = LIGHT_STEPS) -> BenchT
                                   period_s=1e9) as prof:  # fmt: skip
             step()
             prof.step()  # the one detailed step
+            prof._flush_steps()
             state = prof.state
             books, events = state.bookkeeping_ns, state.event_ns
 
             wall, cpu = each(lambda: (step(), prof.step()))
+            prof._flush_steps()  # (its time is in the bookkeeping column)
             books, events = state.bookkeeping_ns - books, state.event_ns - events
         return wall, cpu, books / 1e3 / steps, events / 1e3 / steps
 

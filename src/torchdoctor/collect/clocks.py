@@ -1,4 +1,4 @@
-"""Clocks for the profiler: host nanoseconds on CPU, CUDA events resolved once per step on GPU.
+"""Clocks for the profiler: host nanoseconds on CPU, CUDA events resolved in batches on GPU.
 
 A clock hands out cheap *tokens* on the hot path (``clock.now()``) and turns a whole step's
 tokens into nanoseconds at once (``clock.resolve(tokens)``). On CPU a token already is a
@@ -6,8 +6,8 @@ tokens into nanoseconds at once (``clock.resolve(tokens)``). On CPU a token alre
 ``resolve`` waits once for the device (the tokens may come from several streams, and are not
 passed in the order they were recorded: a step's end comes before its phase changes) and reads
 every event's time relative to a reference event, so no hook ever synchronizes (the mistake
-behind trees that add up to 724%). Light steps are resolved in batches
-(``collect/light_steps.py``): outside detail windows the wait happens once per batch.
+behind trees that add up to 724%). Steps are resolved in batches (``collect/step_queue.py``):
+the wait happens once per batch, not at every step.
 The CUDA path is written device-agnostically but has not been run on a GPU in this project's CI.
 
 Example:
@@ -43,7 +43,7 @@ class CpuClock:
 
 
 class CudaEventClock:
-    """CUDA events recorded on the current stream, resolved once per step.
+    """CUDA events recorded on the current stream, resolved in one call per batch of steps.
 
     Example (needs a GPU):
         >>> import torch

@@ -7,8 +7,8 @@ frame on the Python stack (``collect/lines_frames.py``: frames of torch, the sta
 and torchdoctor's collection code are skipped; a call made inside a third-party package is
 charged to the user line that called into it, the package's frame kept as ``via`` detail).
 Only the outermost torch call is seen (the mode is off while its handler runs), so a call is
-timed once, with the profiler's clock (``perf_counter_ns`` on CPU, CUDA events resolved once
-per step on GPU). Forward time of a line = its torch calls plus the Python time between two
+timed once, with the profiler's clock (``perf_counter_ns`` on CPU, CUDA events resolved in
+batches of steps on GPU). Forward time of a line = its torch calls plus the Python time between two
 calls of the same execution of the line (same frame, same line, increasing bytecode offset, no
 module or region call in between): a list comprehension on the line is the line's time.
 
@@ -72,7 +72,7 @@ from torchdoctor.collect.lines_install import (
     wrap_zero_grad,
 )
 from torchdoctor.collect.lines_parking import ModeParking
-from torchdoctor.collect.lines_table import EVENT_FIELDS, step_table
+from torchdoctor.collect.lines_table import EVENT_FIELDS, MAX_SITES, step_table
 from torchdoctor.collect.region_graph import sequence_nr
 from torchdoctor.collect.state import STATE
 
@@ -147,6 +147,8 @@ class LineCollector(ModeParking):
         self._unwrap_zero_grad: Callable[[], None] | None = None
         self.generation = 0
         self.backward_per_call: dict[tuple, float] = {}  # (code, line, func) -> last measured ns
+        # ... the sites hooked so far (known when a step ends; its table is built later)
+        self.hooked_sites: set[tuple] = set()
         self.seen = 0  # torch calls the mode saw in this step (timed or not)
         self.seen_python = 0  # ... of which Python functions (dispatched by torch's Python path)
         self.step_seen = 0  # ... in the last step read by end_step
@@ -292,7 +294,7 @@ class LineCollector(ModeParking):
             site = (key_code, key_line, name)
             made = counts[site] = counts.get(site, 0) + 1
             if (made <= SAMPLE_FIRST or made % SAMPLE_EVERY == 0) and (
-                self.hook_step or site not in self.backward_per_call
+                self.hook_step or site not in self.hooked_sites
             ):
                 self.sampled[site] = self.sampled.get(site, 0) + 1
                 self._hook_backward(out, seq0, seq1, index)
@@ -341,6 +343,12 @@ class LineCollector(ModeParking):
         """This step's lines (and reset for the next): ``(file, line, function, first line,
         owner node) -> {"forward_ns", "backward_ns", "calls", "torch_calls", "ops", "via",
         "callers"}``."""
+        return self.take_step()()
+
+    def take_step(self) -> Callable[[], dict[tuple, dict[str, Any]]]:
+        """End the step (its counts are read at once: ``step_seen``, ``step_timed``, ...) and
+        return what builds its table (:meth:`end_step`), to be called later, in step order
+        (a line's backward per call carries from one table to the next)."""
         events, marks = self.events, self.marks
         created, sampled = self.created, self.sampled
         self.step_seen, self.seen = self.seen, 0
@@ -348,8 +356,12 @@ class LineCollector(ModeParking):
         self.step_own_ns, self.own_ns = self.own_ns, 0
         self.step_timed = len(events) // EVENT_FIELDS
         self.generation += 1
+        if len(self.hooked_sites) > MAX_SITES:  # (as the table's memory of them)
+            self.hooked_sites.clear()
+        self.hooked_sites.update(site for site, n in sampled.items() if n)
         self._reset()
-        return step_table(
+        return partial(
+            step_table,
             events,
             marks,
             self.clock,

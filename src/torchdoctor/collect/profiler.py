@@ -56,7 +56,6 @@ from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.hook_events import HookEvents
 from torchdoctor.collect.install import Installation
-from torchdoctor.collect.light_steps import LightSteps
 from torchdoctor.collect.lines import LineCollector
 from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
@@ -67,6 +66,7 @@ from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
 from torchdoctor.collect.schedule import DetailSchedule
 from torchdoctor.collect.state import STATE
+from torchdoctor.collect.step_queue import StepQueue
 from torchdoctor.session import Session
 
 _MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
@@ -147,7 +147,8 @@ class Profiler(StepCycle, HookEvents):
         self.checkpoint_every = checkpoint_every
         self._checkpointer: Checkpointer | None = None
         self._step_listeners: list[Callable[[Profiler], None]] = []
-        self._light = LightSteps()  # light steps not yet summarized (collect/light_steps.py)
+        self._queue = StepQueue()  # steps not yet summarized (collect/step_queue.py)
+        self._memory_counted = False  # a kept detailed step counted activation bytes
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Profiler:
@@ -230,10 +231,11 @@ class Profiler(StepCycle, HookEvents):
             state.interrupted = True
             state.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
-            self._flush_light()
+            self._flush_steps()
             self._rec.frames.clear()  # calls left open by an exception end here
             self._rec.module_depth = 0
             self._final_cut()
+            self._flush_steps()
         except Exception:
             if exc is None:
                 raise
@@ -252,7 +254,7 @@ class Profiler(StepCycle, HookEvents):
     def snapshot(self) -> Session:
         """The Session of the steps so far, built while the profiler runs (checkpoints, live
         view) by the same function as at stop; call it at a step boundary."""
-        self._flush_light()
+        self._flush_steps()
         return build_session(self.state, self._audit, self._paced)
 
     def add_step_listener(self, listener: Callable[[Profiler], None]) -> None:
@@ -331,7 +333,7 @@ class Profiler(StepCycle, HookEvents):
     def _drop_steps(self) -> None:
         """The steps kept so far were partial: forget them; the next step opens a window."""
         self.state.drop_steps()
-        self._light.clear()
+        self._queue.clear()
         self._schedule.restart()
 
     def enter_region(self, name: str, where: Any) -> Any:

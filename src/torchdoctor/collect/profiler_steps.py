@@ -2,8 +2,8 @@
 
 A mixin of :class:`~torchdoctor.collect.profiler.Profiler` (its state is the profiler's): the
 schedule decides at each boundary whether the next step is detailed (module hooks, hot lines,
-sync audit, fingerprints) or light; a detailed step is summarized when it ends, light steps wait
-as raw tokens and are summarized in batches (``collect/light_steps.py``).
+sync audit, fingerprints) or light; at its end a step's raw records are detached and wait,
+summarized in batches (``collect/step_queue.py``).
 
 Example:
     >>> import torch, torchdoctor
@@ -20,12 +20,16 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
 
 from torchdoctor.collect.aggregate import summarize_step
 from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
+from torchdoctor.collect.recorder import resolve_records
 from torchdoctor.collect.state import STATE
 
 _KEEP_TIMELINES = 32
@@ -44,18 +48,18 @@ class StepCycle:
     @property
     def steps_recorded(self) -> int:
         """Steps profiled so far (after warm-up), light ones waiting to be summarized included."""
-        return self.state.summaries.count + len(self._light)
+        return self.state.summaries.count + len(self._queue)
 
-    def _flush_light(self) -> None:
-        """Summarize the light steps waiting (``collect/light_steps.py``) into the step store."""
-        if len(self._light):
+    def _flush_steps(self) -> None:
+        """Summarize the steps waiting (``collect/step_queue.py``) into the step store."""
+        if len(self._queue):
             began = time.perf_counter_ns()
-            self._light.flush(self._clock, self.state.summaries)
+            self._queue.flush(self._clock, self.state.summaries)
             self.state.bookkeeping_ns += time.perf_counter_ns() - began
 
     def _begin_step(self) -> None:
         if self._watch_cuda and torch.cuda.is_initialized():  # `run`: the script uses CUDA now
-            self._flush_light()  # waiting steps hold the host clock's tokens: resolve them first
+            self._flush_steps()  # waiting steps hold the host clock's tokens: resolve them first
             if adopt_cuda_clock(self):
                 self._watch_cuda = False
         rec, state = self._rec, self.state
@@ -85,9 +89,7 @@ class StepCycle:
                 lines.pause()
             else:
                 lines.stop()
-        rec.count_memory = (
-            self.memory and profiled >= 0 and detailed and state.memory_summary is None
-        )
+        rec.count_memory = self.memory and profiled >= 0 and detailed and not self._memory_counted
         if rec.count_memory:
             self._saved.on()  # only the counting step pays for saved-tensor hooks
         self._meter.begin(light=not detailed)
@@ -105,37 +107,33 @@ class StepCycle:
         began = time.perf_counter_ns()
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
+        queue = self._queue
         if not self._detailed:  # light: its tokens wait, summarized in a batch
-            if kept and self._light.add(rec.step_start, end_token, rec.phases.segments, peak,
+            if kept and queue.add_light(rec.step_start, end_token, rec.phases.segments, peak,
                                         self._audited):  # fmt: skip
-                self._light.flush(self._clock, state.summaries)
+                queue.flush(self._clock, state.summaries)
         else:
-            (start, end), forward, marks, segments = rec.resolve_step(self._clock, end_token)
-            lines = self._lines.end_step() if self._lines is not None else None
+            raw = rec.take_step(end_token)
+            lines = self._lines.take_step() if self._lines is not None else None
             if kept:
-                self._light.flush(self._clock, state.summaries)  # the steps before it first
-                summary = summarize_step(
-                    parent=rec.parent, forward=forward, marks=marks, step=(start, end),
-                    segments=segments, activation=rec.act if rec.count_memory else None,
-                    identical=rec.identical, peak_memory_bytes=peak,
-                    fingerprinted=rec.fingerprinting,
-                )  # fmt: skip
                 if rec.count_memory:
-                    state.memory_summary = summary
+                    self._memory_counted = True
                 state.hook_ns += rec.hook_ns
                 state.count_lines(self._lines)
                 if state.first_detail_ns is None:
                     state.first_detail_ns = rec.hook_ns + (
                         self._lines.step_own_ns if self._lines is not None else 0
                     )
-                intervals = summary.pop("_intervals")
-                summary["lines"] = lines
-                if len(state.timelines) < _KEEP_TIMELINES:
-                    state.timelines.append({"forward": forward, "intervals": intervals,
-                                            "step": (start, end), "segments": segments,
-                                            "wall": end - start})  # fmt: skip
-                summary["audited"] = self._audited
-                state.summaries.append(summary)
+                summarize = partial(
+                    _summarize_detailed, state, self._clock, raw, lines, rec.parent,
+                    rec.act if rec.count_memory else None, rec.identical, peak,
+                    rec.fingerprinting, self._audited,
+                )  # fmt: skip
+                if queue.add_detailed(summarize):
+                    queue.flush(self._clock, state.summaries)
+            elif lines is not None:  # a warm-up step's line backward still carries to the next
+                self._flush_steps()  # (tables in step order)
+                lines()
         rec.release_handles()
         self._saved.off()
         if not discard:
@@ -166,3 +164,34 @@ class StepCycle:
         self._counter = max(self._counter, self.warmup)
         self._detailed = True  # the step is summarized in full whatever the schedule said
         self._cut()
+
+
+def _summarize_detailed(
+    state: Any,
+    clock: Any,
+    raw: tuple,
+    lines: Callable[[], dict] | None,
+    parent: list[int],
+    activation: dict[int, int] | None,
+    identical: dict[int, int],
+    peak: int | None,
+    fingerprinted: bool,
+    audited: bool,
+) -> dict[str, Any]:
+    """A detailed step's summary from its detached records (run when its batch is flushed,
+    in step order); keeps the activation-bytes step and the first timelines in ``state``."""
+    (start, end), forward, marks, segments = resolve_records(clock, raw)
+    summary = summarize_step(
+        parent=parent, forward=forward, marks=marks, step=(start, end), segments=segments,
+        activation=activation, identical=identical, peak_memory_bytes=peak,
+        fingerprinted=fingerprinted,
+    )  # fmt: skip
+    if activation is not None:
+        state.memory_summary = summary
+    intervals = summary.pop("_intervals")
+    summary["lines"] = lines() if lines is not None else None
+    if len(state.timelines) < _KEEP_TIMELINES:
+        state.timelines.append({"forward": forward, "intervals": intervals, "step": (start, end),
+                                "segments": segments, "wall": end - start})  # fmt: skip
+    summary["audited"] = audited
+    return summary

@@ -214,34 +214,19 @@ class Recorder(RegionEvents):
         self.region_calls: list[tuple[int, int, tuple[int, int]]] = []
         self.phases.begin_step(token)
 
+    def take_step(self, end_token: Any) -> tuple:
+        """Detach the step's raw records (resolved later by :func:`resolve_records`, so a
+        detailed step can wait to be summarized): ``(start token, end token, forward calls,
+        backward marks, fired graph hooks, phase segments, first serial)``. The recorder
+        goes on with empty buffers."""
+        raw = (self.step_start, end_token, self.fwd, self.bwd, self.fired, self.phases.segments,
+               self.first_serial)  # fmt: skip
+        self.fwd, self.bwd, self.fired = [], [], []
+        return raw
+
     def resolve_step(self, clock: Any, end_token: Any) -> tuple[Any, list, list, list]:
-        """The step's clock tokens in nanoseconds, in one ``clock.resolve`` call: ``((start,
-        end), forward, marks, segments)`` with ``forward`` a :class:`ForwardCall` per call,
-        ``marks`` a :class:`BackwardMark` per backward mark of this step's calls, and
-        ``segments`` ``(t, phase)`` per phase change (a light step has no calls or marks)."""
-        tokens = [self.step_start, end_token]
-        tokens += [t for call in self.fwd for t in (call.start, call.end)]
-        tokens += [m.t for m in self.bwd]
-        tokens += [t for _, t in self.fired]
-        tokens += [t for t, _ in self.phases.segments]
-        ns = clock.resolve(tokens)
-        i = 2
-        forward = []
-        for call in self.fwd:
-            forward.append(_new(ForwardCall, (call[0], ns[i], ns[i + 1], call[3])))
-            i += 2
-        marks = []
-        first = self.first_serial
-        for node, serial, kind, _ in self.bwd:
-            if serial >= first or kind is _PASS_END:  # drop marks of earlier steps' calls
-                marks.append(_new(BackwardMark, (node, serial, kind, ns[i])))
-            i += 1
-        for entries, _ in self.fired:
-            t = ns[i]
-            marks.extend(_new(BackwardMark, (n, s, k, t)) for n, s, k in entries if s >= first)
-            i += 1
-        segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(self.phases.segments)]
-        return (ns[0], ns[1]), forward, marks, segments
+        """:meth:`take_step` and :func:`resolve_records` at once."""
+        return resolve_records(clock, self.take_step(end_token))
 
     def release_handles(self) -> None:
         for handle in self.handles:
@@ -408,6 +393,44 @@ class Recorder(RegionEvents):
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:
         return tensor
+
+
+def resolve_records(clock: Any, raw: tuple) -> tuple[Any, list, list, list]:
+    """A step's raw records (:meth:`Recorder.take_step`) in nanoseconds, in one
+    ``clock.resolve`` call: ``((start, end), forward, marks, segments)`` with ``forward`` a
+    :class:`ForwardCall` per call, ``marks`` a :class:`BackwardMark` per backward mark of this
+    step's calls (marks of earlier steps' calls, from kept graphs, dropped), and ``segments``
+    ``(t, phase)`` per phase change.
+
+    Example:
+        >>> from torchdoctor.collect.clocks import CpuClock
+        >>> raw = (0, 90, [ForwardCall(1, 10, 40)], [], [], [(0, "forward")], 1)
+        >>> resolve_records(CpuClock(), raw)[:2]
+        ((0.0, 90.0), [ForwardCall(node=1, start=10.0, end=40.0, piece=False)])
+    """
+    start, end, fwd, bwd, fired, phase_segments, first = raw
+    tokens = [start, end]
+    tokens += [t for call in fwd for t in (call.start, call.end)]
+    tokens += [m.t for m in bwd]
+    tokens += [t for _, t in fired]
+    tokens += [t for t, _ in phase_segments]
+    ns = clock.resolve(tokens)
+    i = 2
+    forward = []
+    for call in fwd:
+        forward.append(_new(ForwardCall, (call[0], ns[i], ns[i + 1], call[3])))
+        i += 2
+    marks = []
+    for node, serial, kind, _ in bwd:
+        if serial >= first or kind is _PASS_END:  # drop marks of earlier steps' calls
+            marks.append(_new(BackwardMark, (node, serial, kind, ns[i])))
+        i += 1
+    for entries, _ in fired:
+        t = ns[i]
+        marks.extend(_new(BackwardMark, (n, s, k, t)) for n, s, k in entries if s >= first)
+        i += 1
+    segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(phase_segments)]
+    return (ns[0], ns[1]), forward, marks, segments
 
 
 def _autocast_on() -> bool:

@@ -1,4 +1,4 @@
-"""Light steps wait as raw clock tokens and are summarized in batches (collect/light_steps.py)."""
+"""Steps wait as raw clock tokens and records and are summarized in batches (collect/step_queue.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import torch
 from torch import nn
 
 import torchdoctor
+from torchdoctor.analyze.tree import check_invariants
 from torchdoctor.collect.clocks import CpuClock
-from torchdoctor.collect.light_steps import LightSteps
+from torchdoctor.collect.step_queue import StepQueue
 from torchdoctor.collect.step_store import StepStore
+from torchdoctor.session_read import walk
 
 
 def _net():
@@ -35,21 +37,21 @@ class _CountingClock(CpuClock):
 
 
 def test_a_batch_is_due_at_its_size_or_its_age():
-    by_size = LightSteps(batch=3, max_age_s=1e9)
-    assert [by_size.add(k, k + 1, [(k, "other")], None, True) for k in range(3)] == [
+    by_size = StepQueue(batch=3, max_age_s=1e9)
+    assert [by_size.add_light(k, k + 1, [(k, "other")], None, True) for k in range(3)] == [
         False, False, True,
     ]  # fmt: skip
-    by_age = LightSteps(batch=100, max_age_s=0.0)
-    assert by_age.add(0, 1, [(0, "other")], None, True) is False  # the first starts the clock
-    assert by_age.add(1, 2, [(1, "other")], None, True) is True
+    by_age = StepQueue(batch=100, max_age_s=0.0)
+    assert by_age.add_light(0, 1, [(0, "other")], None, True) is False  # the first starts the clock
+    assert by_age.add_light(1, 2, [(1, "other")], None, True) is True
     with pytest.raises(ValueError, match="at least 1"):
-        LightSteps(batch=0)
+        StepQueue(batch=0)
 
 
 def test_a_flush_resolves_the_whole_batch_at_once_and_keeps_each_step_apart():
-    clock, store, pending = _CountingClock(), StepStore(), LightSteps(batch=10)
-    pending.add(0, 4_000_000, [(0, "data"), (1_000_000, "backward")], None, True)
-    pending.add(4_000_000, 6_000_000, [(4_000_000, "optimizer")], 7, False)
+    clock, store, pending = _CountingClock(), StepStore(), StepQueue(batch=10)
+    pending.add_light(0, 4_000_000, [(0, "data"), (1_000_000, "backward")], None, True)
+    pending.add_light(4_000_000, 6_000_000, [(4_000_000, "optimizer")], 7, False)
     pending.flush(clock, store)
     assert clock.resolved == [7]  # one resolve: 2 steps x (start, end) + 3 phase changes
     first, second = list(store)
@@ -61,22 +63,44 @@ def test_a_flush_resolves_the_whole_batch_at_once_and_keeps_each_step_apart():
     assert clock.resolved == [7]
 
 
-def test_light_steps_wait_and_the_session_keeps_every_step_in_order():
+def test_steps_wait_in_batches_and_the_session_keeps_every_step_in_order():
     net, opt = _net()
     x = torch.randn(8, 6)
-    with torchdoctor.Profiler(net, syncs=False, window=2, period_steps=6) as prof:
+    prof = torchdoctor.Profiler(net, syncs=False, window=2, period_steps=6)
+    prof._queue = StepQueue(batch=5, max_age_s=1e9)
+    with prof:
         waiting = []
         for _ in range(14):
             _step(net, opt, x)
             prof.step()
             waiting.append(prof.steps_recorded - prof.state.summaries.count)
-    assert max(waiting) > 0  # light steps were waiting between windows ...
-    assert waiting[6] == 0  # ... and were stored before the next detailed step (step 6)
+    assert waiting == [1, 2, 3, 4, 0] * 2 + [1, 2, 3, 4]  # detailed and light steps alike
     steps = prof.session["steps"]
     assert [s["index"] for s in steps] == list(range(14))
     assert [s["detailed"] for s in steps] == [k % 6 < 2 for k in range(14)]
     for s in steps:
         assert sum(s["phases"].values()) == pytest.approx(s["wall_ms"], rel=1e-6)
+    assert check_invariants(prof.session["tree"], step_ms=prof.session["tree"]["total_ms"]["mean"]) == []
+
+
+def test_a_detailed_step_summarized_later_is_the_same_as_at_once():
+    """Waiting changes when a step is summarized, not what: the tree and the lines match a
+    profile whose every step is summarized at its boundary."""
+    def profile(batch):
+        net, opt = _net()
+        x = torch.randn(8, 6)
+        prof = torchdoctor.Profiler(net, syncs=False, detail="always")
+        prof._queue = StepQueue(batch=batch, max_age_s=1e9)
+        with prof:
+            for _ in range(6):
+                _step(net, opt, x)
+                prof.step()
+        s = prof.session
+        calls = {n["path"]: n["calls_per_step"] for n, _ in walk(s["tree"])}
+        lines = sorted((r["line"], r["calls_per_step"]) for r in s["hot_lines"]["lines"])
+        return calls, lines, len(s["steps"]), [st["detailed"] for st in s["steps"]]
+
+    assert profile(batch=1) == profile(batch=32)
 
 
 def test_a_snapshot_and_max_steps_count_the_waiting_steps():
@@ -131,7 +155,7 @@ def test_waiting_steps_are_summarized_before_the_clock_changes(monkeypatch):
     waiting_at_switch = []
 
     def adopt(profiler):
-        waiting_at_switch.append(len(profiler._light))
+        waiting_at_switch.append(len(profiler._queue))
         return False
 
     monkeypatch.setattr(profiler_steps, "adopt_cuda_clock", adopt)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -41,9 +43,13 @@ def test_a_batch_is_due_at_its_size_or_its_age():
     assert [by_size.add_light(k, k + 1, [(k, "other")], None, True) for k in range(3)] == [
         False, False, True,
     ]  # fmt: skip
-    by_age = StepQueue(batch=100, max_age_s=0.0)
-    assert by_age.add_light(0, 1, [(0, "other")], None, True) is False  # the first starts the clock
-    assert by_age.add_light(1, 2, [(1, "other")], None, True) is True
+    by_age = StepQueue(batch=100, max_age_s=0.05)
+    assert by_age.add_light(0, 1, [(0, "other")], None, True) is False  # fast: it waits
+    time.sleep(0.06)
+    assert by_age.add_light(1, 2, [(1, "other")], None, True) is True  # the oldest waited long
+    by_age.clear()
+    time.sleep(0.06)  # a step as long as the age limit is summarized at once
+    assert by_age.add_light(2, 3, [(2, "other")], None, True) is True
     with pytest.raises(ValueError, match="at least 1"):
         StepQueue(batch=0)
 

@@ -4,7 +4,8 @@ At a step boundary the profiler only detaches the step's raw records (clock toke
 recorder's call and mark lists, the hot-lines collector's events). Turning them into a
 summary (resolving the tokens, the module tree's intervals, the line table, the step store's
 streams) is done for a batch at once: when :data:`BATCH` steps wait, when the oldest has
-waited :data:`MAX_AGE_S` (the live view and checkpoints see figures at most that old), and
+waited :data:`MAX_AGE_S` (the live view and checkpoints see figures at most that old; a step
+that itself took that long is summarized at once), and
 whenever the profiler needs the figures (a snapshot, the end of the run, a change of clock).
 Steps are summarized in order, so the store keeps its order and a line's backward per call
 carries from one table to the next.
@@ -70,15 +71,20 @@ class StepQueue:
         self.max_age_s = max_age_s
         self._steps: list[Light | Callable[[], dict[str, Any]]] = []
         self._since = 0.0  # time.monotonic() when the oldest waiting step was added
+        self._last = time.monotonic()  # ... when the last step was added (or the queue made)
 
     def __len__(self) -> int:
         return len(self._steps)
 
     def _added(self) -> bool:
-        if len(self._steps) == 1:
-            self._since = time.monotonic()
-            return self.batch == 1
-        return len(self._steps) >= self.batch or time.monotonic() - self._since >= self.max_age_s
+        now = time.monotonic()
+        if len(self._steps) == 1:  # a step as long as the age limit does not wait at all
+            self._since = now
+            due = self.batch == 1 or now - self._last >= self.max_age_s
+        else:
+            due = len(self._steps) >= self.batch or now - self._since >= self.max_age_s
+        self._last = now
+        return due
 
     def add_light(
         self,

@@ -147,11 +147,11 @@ def _profiled_step(model: Any, step: Callable[[], Any], hot_lines: bool) -> floa
     with torchdoctor.Profiler(model, syncs=False, hot_lines=hot_lines) as prof:
         step()
         prof.step()
-        prof._flush_steps()
+        prof.flush_steps()
         start = time.perf_counter_ns()
         step()
         prof.step()
-        prof._flush_steps()  # (the step's summary, made in a batch: collect/step_queue.py)
+        prof.flush_steps()  # (the step's summary, made in a batch: collect/step_queue.py)
         elapsed = (time.perf_counter_ns() - start) / 1e6
     return elapsed
 

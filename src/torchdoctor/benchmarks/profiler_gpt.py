@@ -64,7 +64,7 @@ def _long_run_variants(
             if prof is not None:
                 prof.step()
         if prof is not None:  # the steps still waiting to be summarized (collect/step_queue.py)
-            prof._flush_steps()
+            prof.flush_steps()
 
     def plain() -> tuple[float, float, Any]:
         wall, cpu, _ = _timed(loop)
@@ -197,7 +197,7 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
             with torchdoctor.Profiler(model, detail="always", **options) as prof:
                 step()
                 prof.step()
-                prof._flush_steps()
+                prof.flush_steps()
                 if collection_only:  # each step's processing (prof.step()) outside the timer
                     wall = cpu = 0.0
                     for _ in range(CYCLE):
@@ -205,7 +205,7 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
                         prof.step()
                         wall, cpu = wall + w, cpu + c
                 else:  # with the summaries of the timed steps (they wait in a queue)
-                    wall, cpu, _ = _timed(lambda: (steps(prof), prof._flush_steps()))
+                    wall, cpu, _ = _timed(lambda: (steps(prof), prof.flush_steps()))
             return wall / CYCLE, cpu / CYCLE
 
         return run
@@ -321,12 +321,12 @@ def light_step_table(size: str, rounds: int, steps: int = LIGHT_STEPS) -> BenchT
                                   period_s=1e9) as prof:  # fmt: skip
             step()
             prof.step()  # the one detailed step
-            prof._flush_steps()
+            prof.flush_steps()
             state = prof.state
             books, events = state.bookkeeping_ns, state.event_ns
 
             wall, cpu = each(lambda: (step(), prof.step()))
-            prof._flush_steps()  # (its time is in the bookkeeping column)
+            prof.flush_steps()  # (its time is in the bookkeeping column)
             books, events = state.bookkeeping_ns - books, state.event_ns - events
         return wall, cpu, books / 1e3 / steps, events / 1e3 / steps
 

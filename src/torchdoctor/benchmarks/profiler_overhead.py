@@ -85,8 +85,8 @@ def _variants(model: nn.Module) -> dict[str, Callable[[Callable[[], None]], tupl
             with torchdoctor.Profiler(model, **options) as prof:
                 step()
                 prof.step()
-                prof._flush_steps()  # (only the timed step's summary inside the timer)
-                return _timed_both(lambda: (step(), prof.step(), prof._flush_steps()))
+                prof.flush_steps()  # (only the timed step's summary inside the timer)
+                return _timed_both(lambda: (step(), prof.step(), prof.flush_steps()))
 
         return run
 
@@ -95,8 +95,8 @@ def _variants(model: nn.Module) -> dict[str, Callable[[Callable[[], None]], tupl
             with _FullBackwardHooks():
                 step()
                 prof.step()
-                prof._flush_steps()  # (only the timed step's summary inside the timer)
-                return _timed_both(lambda: (step(), prof.step(), prof._flush_steps()))
+                prof.flush_steps()  # (only the timed step's summary inside the timer)
+                return _timed_both(lambda: (step(), prof.step(), prof.flush_steps()))
 
     def torch_profiler(step: Callable[[], None]) -> tuple[float, float]:
         activities = [torch.profiler.ProfilerActivity.CPU]

@@ -64,6 +64,7 @@ def live_figures(profiler: Any, audit: Any = None, started: float | None = None)
         >>> figures["steps"], [m["path"] for m in figures["modules"]]
         (3, ['Linear'])
     """
+    profiler.flush_steps()  # steps wait to be summarized in batches (collect/step_queue.py)
     store = profiler.state.summaries
     recent = list(store.recent)
     walls = [s["wall_ms"] for s in recent]

@@ -231,11 +231,11 @@ class Profiler(StepCycle, HookEvents):
             state.interrupted = True
             state.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
-            self._flush_steps()
+            self.flush_steps()
             self._rec.frames.clear()  # calls left open by an exception end here
             self._rec.module_depth = 0
             self._final_cut()
-            self._flush_steps()
+            self.flush_steps()
         except Exception:
             if exc is None:
                 raise
@@ -254,7 +254,7 @@ class Profiler(StepCycle, HookEvents):
     def snapshot(self) -> Session:
         """The Session of the steps so far, built while the profiler runs (checkpoints, live
         view) by the same function as at stop; call it at a step boundary."""
-        self._flush_steps()
+        self.flush_steps()
         return build_session(self.state, self._audit, self._paced)
 
     def add_step_listener(self, listener: Callable[[Profiler], None]) -> None:

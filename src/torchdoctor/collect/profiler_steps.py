@@ -13,8 +13,8 @@ Example:
     ...         net(torch.ones(1, 2)).sum().backward()
     ...         prof.step()
     ...     waiting = prof.steps_recorded - prof.state.summaries.count
-    >>> waiting, [s["detailed"] for s in prof.session["steps"]]
-    (3, [True, False, False, False])
+    >>> waiting, [s["detailed"] for s in prof.session["steps"]]  # all four wait, then are kept
+    (4, [True, False, False, False])
 """
 
 from __future__ import annotations
@@ -50,8 +50,24 @@ class StepCycle:
         """Steps profiled so far (after warm-up), light ones waiting to be summarized included."""
         return self.state.summaries.count + len(self._queue)
 
-    def _flush_steps(self) -> None:
-        """Summarize the steps waiting (``collect/step_queue.py``) into the step store."""
+    def flush_steps(self) -> None:
+        """Summarize the steps still waiting (``collect/step_queue.py``) into the step store
+        now, at a step boundary: what reads ``state.summaries`` while the profiler runs (the
+        live view, a benchmark timing the steps' processing) calls it first; snapshots and the
+        end of the run do it themselves.
+
+        Example:
+            >>> import torch, torchdoctor
+            >>> net = torch.nn.Linear(2, 2)
+            >>> with torchdoctor.Profiler(net, syncs=False) as prof:
+            ...     net(torch.ones(1, 2)).sum().backward()
+            ...     prof.step()
+            ...     before = prof.state.summaries.count
+            ...     prof.flush_steps()
+            ...     after = prof.state.summaries.count
+            >>> before, after
+            (0, 1)
+        """
         if len(self._queue):
             began = time.perf_counter_ns()
             self._queue.flush(self._clock, self.state.summaries)
@@ -59,7 +75,7 @@ class StepCycle:
 
     def _begin_step(self) -> None:
         if self._watch_cuda and torch.cuda.is_initialized():  # `run`: the script uses CUDA now
-            self._flush_steps()  # waiting steps hold the host clock's tokens: resolve them first
+            self.flush_steps()  # waiting steps hold the host clock's tokens: resolve them first
             if adopt_cuda_clock(self):
                 self._watch_cuda = False
         rec, state = self._rec, self.state
@@ -132,7 +148,7 @@ class StepCycle:
                 if queue.add_detailed(summarize):
                     queue.flush(self._clock, state.summaries)
             elif lines is not None:  # a warm-up step's line backward still carries to the next
-                self._flush_steps()  # (tables in step order)
+                self.flush_steps()  # (tables in step order)
                 lines()
         rec.release_handles()
         self._saved.off()

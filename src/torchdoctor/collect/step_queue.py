@@ -4,9 +4,9 @@ At a step boundary the profiler only detaches the step's raw records (clock toke
 recorder's call and mark lists, the hot-lines collector's events). Turning them into a
 summary (resolving the tokens, the module tree's intervals, the line table, the step store's
 streams) is done for a batch at once: when :data:`BATCH` steps wait, when the oldest has
-waited :data:`MAX_AGE_S` (the live view and checkpoints see figures at most that old; a step
-that itself took that long is summarized at once), and
-whenever the profiler needs the figures (a snapshot, the end of the run, a change of clock).
+waited :data:`MAX_AGE_S` (a step that itself took that long is summarized at once), and
+whenever figures are read (``Profiler.flush_steps()``: the live view, a snapshot, a
+checkpoint, the end of the run, a change of clock).
 Steps are summarized in order, so the store keeps its order and a line's backward per call
 carries from one table to the next.
 

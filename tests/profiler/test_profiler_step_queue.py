@@ -47,7 +47,7 @@ def test_a_batch_is_due_at_its_size_or_its_age():
     assert by_age.add_light(0, 1, [(0, "other")], None, True) is False  # fast: it waits
     time.sleep(0.06)
     assert by_age.add_light(1, 2, [(1, "other")], None, True) is True  # the oldest waited long
-    by_age.clear()
+    by_age.flush(CpuClock(), StepStore())
     time.sleep(0.06)  # a step as long as the age limit is summarized at once
     assert by_age.add_light(2, 3, [(2, "other")], None, True) is True
     with pytest.raises(ValueError, match="at least 1"):
@@ -172,3 +172,23 @@ def test_waiting_steps_are_summarized_before_the_clock_changes(monkeypatch):
             _step(net, opt, x)
             prof.step()
     assert waiting_at_switch and set(waiting_at_switch) == {0}
+
+
+def test_steps_dropped_while_waiting_still_carry_their_line_backward():
+    """A revised boundary drops the waiting steps; the sites they hooked for backward are not
+    hooked again, so their tables are still built: the next steps carry the measured backward."""
+    net = nn.Linear(6, 6)
+    x = torch.randn(8, 6, requires_grad=True)
+    prof = torchdoctor.Profiler(net, syncs=False, detail="always")
+    prof._queue = StepQueue(batch=100, max_age_s=1e9)
+    with prof:
+        for k in range(4):  # the first step hooks the line's backward, the next 3 carry it
+            loss = (net(x) * x).tanh().sum()  # LINE
+            loss.backward()
+            prof.step()
+            if k == 0:
+                prof._drop_steps()
+    hot = prof.session["hot_lines"]
+    assert hot["steps"] == 3 and hot["backward_carried_steps"] == 3
+    [line] = [r for r in hot["lines"] if "# LINE" in r["code"]]
+    assert line["backward_ms"]["min"] > 0

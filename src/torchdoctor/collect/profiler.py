@@ -331,9 +331,11 @@ class Profiler(StepCycle, HookEvents):
         self._cut(discard=previous not in (None, _MARKER))
 
     def _drop_steps(self) -> None:
-        """The steps kept so far were partial: forget them; the next step opens a window."""
+        """The steps kept so far were partial: forget them; the next step opens a window.
+        Waiting steps are summarized first: their line tables carry each line's backward per
+        call to the next steps (the sites they hooked are not hooked again)."""
+        self.flush_steps()
         self.state.drop_steps()
-        self._queue.clear()
         self._schedule.restart()
 
     def enter_region(self, name: str, where: Any) -> Any:

@@ -130,7 +130,3 @@ class StepQueue:
             summary["audited"] = audited
             store.append(summary)
             i += 2 + n
-
-    def clear(self) -> None:
-        """Forget the waiting steps (they were partial: the step boundary was revised)."""
-        self._steps = []

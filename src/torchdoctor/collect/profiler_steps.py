@@ -12,8 +12,8 @@ Example:
     ...     for _ in range(4):
     ...         net(torch.ones(1, 2)).sum().backward()
     ...         prof.step()
-    ...     waiting = prof.steps_recorded - prof.state.summaries.count
-    >>> waiting, [s["detailed"] for s in prof.session["steps"]]  # all four wait, then are kept
+    ...     recorded = prof.steps_recorded  # kept or waiting to be summarized
+    >>> recorded, [s["detailed"] for s in prof.session["steps"]]
     (4, [True, False, False, False])
 """
 
@@ -62,11 +62,10 @@ class StepCycle:
             >>> with torchdoctor.Profiler(net, syncs=False) as prof:
             ...     net(torch.ones(1, 2)).sum().backward()
             ...     prof.step()
-            ...     before = prof.state.summaries.count
             ...     prof.flush_steps()
-            ...     after = prof.state.summaries.count
-            >>> before, after
-            (0, 1)
+            ...     kept = prof.state.summaries.count
+            >>> kept, prof.steps_recorded
+            (1, 1)
         """
         if len(self._queue):
             began = time.perf_counter_ns()

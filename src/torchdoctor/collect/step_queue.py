@@ -71,7 +71,7 @@ class StepQueue:
         self.max_age_s = max_age_s
         self._steps: list[Light | Callable[[], dict[str, Any]]] = []
         self._since = 0.0  # time.monotonic() when the oldest waiting step was added
-        self._last = time.monotonic()  # ... when the last step was added (or the queue made)
+        self._last: float | None = None  # ... when the last step was added (None: none yet)
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -80,7 +80,9 @@ class StepQueue:
         now = time.monotonic()
         if len(self._steps) == 1:  # a step as long as the age limit does not wait at all
             self._since = now
-            due = self.batch == 1 or now - self._last >= self.max_age_s
+            due = self.batch == 1 or (
+                self._last is not None and now - self._last >= self.max_age_s
+            )
         else:
             due = len(self._steps) >= self.batch or now - self._since >= self.max_age_s
         self._last = now

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.compiled import compiling
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 
 _host_ns = time.perf_counter_ns
@@ -39,6 +40,8 @@ def _timed_event(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def timed(self: Any, *args: Any) -> Any:
+        if compiling():  # Dynamo tracing a compiled optimizer step (collect/compiled.py)
+            return None
         state = self.state
         began, closing = _host_ns(), state.bookkeeping_ns
         try:

@@ -33,6 +33,7 @@ import inspect
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,7 @@ class Installation:
         switch = ModuleHooksSwitch(pre, post)
         switch.on()
         self._undo.append(switch.off)
+        self._undo.append(_quiet_compile_hook_warning())
         return switch
 
     def add_optimizer_hooks(self, pre: Callable, post: Callable) -> None:
@@ -178,6 +180,35 @@ def _opened_by_torch(frame: Any) -> bool:
     function = frame.f_locals.get("func")  # decorate_context's wrapped function
     code = getattr(inspect.unwrap(function), "__code__", None) if callable(function) else None
     return code is not None and code.co_filename.startswith(_TORCH_DIR)
+
+
+#: torch warns at every call of a compiled module while any global module hook is installed
+#: (the hooks also fire for its ``OptimizedModule`` wrapper): here the hooks are the profiler's,
+#: which records the wrapper as the compiled region's node, so the warning is noise to the user
+_COMPILE_HOOK_WARNING = r"Using `torch\.compile\(module\)` when there are global hooks on modules"
+
+
+def _quiet_compile_hook_warning() -> Callable[[], None]:
+    """Ignore torch's warning about global hooks on compiled modules while the profiler's
+    hooks are installed; returns the undo (removes exactly that filter).
+
+    Example:
+        >>> import warnings
+        >>> undo = _quiet_compile_hook_warning()
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.warn("Using `torch.compile(module)` when there are global hooks on modules")
+        >>> undo(); seen
+        []
+    """
+    warnings.filterwarnings("ignore", message=_COMPILE_HOOK_WARNING, category=UserWarning)
+    entry = warnings.filters[0]
+
+    def undo() -> None:
+        if entry in warnings.filters:
+            warnings.filters.remove(entry)
+            warnings._filters_mutated()  # type: ignore[attr-defined]
+
+    return undo
 
 
 class ModuleHooksSwitch:

@@ -58,6 +58,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchdoctor.collect.clocks import CpuClock
+from torchdoctor.collect.compiled import compiling
 from torchdoctor.collect.lines_frames import USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
@@ -105,6 +106,8 @@ class _Mode(TorchFunctionMode):
         self.collector = collector
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        if compiling():  # Dynamo tracing (collect/compiled.py): the call as it is
+            return func(*args, **(kwargs or {}))
         collector = self.collector
         collector.seen += 1  # each call the mode sees costs its dispatch (the estimate)
         if kwargs is None:

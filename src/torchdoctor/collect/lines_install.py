@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.compiled import compiling
 from torchdoctor.collect.state import STATE
 
 #: phases whose torch calls are charged to lines (backward is measured through graph hooks;
@@ -133,7 +134,7 @@ def wrap_function_apply(collector: Any) -> Callable[[], None]:
     call = original.__func__
 
     def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
-        if not collector.active or STATE.phase not in COUNTED_PHASES:
+        if compiling() or not collector.active or STATE.phase not in COUNTED_PHASES:
             return call(cls, *args, **kwargs)
         collector.active = False  # the ops of its forward belong to this call
         try:
@@ -172,7 +173,7 @@ def wrap_zero_grad(collector: Any) -> Callable[[], None]:
     original = optimizer.__dict__["zero_grad"]
 
     def zero_grad(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not collector.active or collector.parked():
+        if compiling() or not collector.active or collector.parked():
             return original(self, *args, **kwargs)
         collector.park()
         try:

@@ -52,6 +52,7 @@ import torch
 
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.clocks import make_clock
+from torchdoctor.collect.compiled import compiled_frames
 from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.hook_events import HookEvents
@@ -149,6 +150,9 @@ class Profiler(StepCycle, HookEvents):
         self._step_listeners: list[Callable[[Profiler], None]] = []
         self._queue = StepQueue()  # steps not yet summarized (collect/step_queue.py)
         self._memory_counted = False  # a kept detailed step counted activation bytes
+        # compiled code runs under this profiler: hooks and modes stay (collect/compiled.py)
+        self._compiled = False
+        self._frames_at_start = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Profiler:
@@ -170,6 +174,7 @@ class Profiler(StepCycle, HookEvents):
         state.boundary = _MARKER if self.step_boundary == "manual" else None
         if self.step_boundary == "step_fn":
             state.boundary = StepBoundary.STEP_FN
+        self._frames_at_start = compiled_frames()
         rec = self._rec = state.recorder = Recorder(
             self._clock, backward=self.backward, memory=self.memory
         )

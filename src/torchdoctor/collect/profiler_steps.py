@@ -27,9 +27,10 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.aggregate import summarize_step
+from torchdoctor.collect.compiled import compiled_frames
 from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
-from torchdoctor.collect.recorder import resolve_records
+from torchdoctor.collect.records import resolve_records
 from torchdoctor.collect.state import STATE
 
 _KEEP_TIMELINES = 32
@@ -83,8 +84,12 @@ class StepCycle:
             profiled, time.monotonic()
         )
         # Light steps run without module hooks (their mere presence costs every module call),
-        # unless steps are cut at module calls, or a call is open (a marker inside a forward).
-        if detailed or state.boundary in (None, _MODULE) or rec.module_depth:
+        # unless steps are cut at module calls, or a call is open (a marker inside a forward),
+        # or compiled code runs: Dynamo guards on the hooks and modes (collect/compiled.py)
+        compiled = self._compiled = self._compiled or (
+            rec.compiled_module_seen or compiled_frames() != self._frames_at_start
+        )
+        if detailed or state.boundary in (None, _MODULE) or rec.module_depth or compiled:
             self._module_hooks.on()
         else:
             self._module_hooks.off()
@@ -100,7 +105,9 @@ class StepCycle:
                 audited = False
         self._audited = audited
         if lines is not None and not detailed:  # light steps: no line timing (after the audits
-            if audit_all:  # paused: modes in order; under an audit that runs on, in its place)
+            # paused: modes in order; under an audit that runs on, in its place; with compiled
+            # code, the same mode object, parked: Dynamo guards on the mode stack)
+            if audit_all or compiled:
                 lines.pause()
             else:
                 lines.stop()

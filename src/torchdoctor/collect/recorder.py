@@ -51,12 +51,13 @@ from typing import Any
 import torch
 from torch.nn.modules.conv import _ConvNd
 
+from torchdoctor.collect.compiled import compiling, is_compiled_module
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.lines_frames import USER, kind_of_file
 from torchdoctor.collect.naming import ModuleNames, source_of_class
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_regions import RegionEvents
-from torchdoctor.collect.records import BackwardMark, ForwardCall, Frame, MarkKind
+from torchdoctor.collect.records import BackwardMark, ForwardCall, Frame, MarkKind, resolve_records
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 
@@ -136,6 +137,7 @@ class Recorder(RegionEvents):
         self.in_library = False
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
         self.registration_ns = 0  # host ns registering nodes at their first call (once only)
+        self.compiled_module_seen = False  # a torch.compile'd module's wrapper was called
         self.count_memory = False
         self.backward_open: list[list[int]] = []  # per running backward pass: split frames
         self.new_step(self.now())
@@ -179,6 +181,8 @@ class Recorder(RegionEvents):
             walk = self.parent[walk]
         path = self.names.path_of(module, self.path[walk] if walk else None)
         cls = type(module)
+        if is_compiled_module(module):
+            self.compiled_module_seen = True  # (collect/compiled.py)
         node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
         self.parameters_of[node] = tuple(module.parameters())
         return node
@@ -235,7 +239,7 @@ class Recorder(RegionEvents):
 
     # -- module hooks (global) ------------------------------------------------------------
     def pre_hook(self, module: Any, args: Any) -> None:
-        if not self.recording:
+        if compiling() or not self.recording:  # (Dynamo tracing: collect/compiled.py)
             return
         if not self.module_depth:  # outermost module call (regions around it do not count)
             if self.on_outermost is not None:
@@ -277,6 +281,8 @@ class Recorder(RegionEvents):
         frames.append(_new(Frame, (node, id(module), serial, token)))
 
     def post_hook(self, module: Any, args: Any, output: Any) -> None:
+        if compiling():
+            return
         frames = self.frames
         if not frames or frames[-1].module_id != id(module):
             if self.recording and self.module_depth:  # a call begun in a light step
@@ -373,6 +379,8 @@ class Recorder(RegionEvents):
 
     # -- memory ---------------------------------------------------------------------------
     def pack(self, tensor: Tensor) -> Tensor:
+        if compiling():
+            return tensor
         try:
             self._count_saved(tensor)
         except Exception:  # never break the user's forward over a size we cannot read
@@ -393,44 +401,6 @@ class Recorder(RegionEvents):
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:
         return tensor
-
-
-def resolve_records(clock: Any, raw: tuple) -> tuple[Any, list, list, list]:
-    """A step's raw records (:meth:`Recorder.take_step`) in nanoseconds, in one
-    ``clock.resolve`` call: ``((start, end), forward, marks, segments)`` with ``forward`` a
-    :class:`ForwardCall` per call, ``marks`` a :class:`BackwardMark` per backward mark of this
-    step's calls (marks of earlier steps' calls, from kept graphs, dropped), and ``segments``
-    ``(t, phase)`` per phase change.
-
-    Example:
-        >>> from torchdoctor.collect.clocks import CpuClock
-        >>> raw = (0, 90, [ForwardCall(1, 10, 40)], [], [], [(0, "forward")], 1)
-        >>> resolve_records(CpuClock(), raw)[:2]
-        ((0.0, 90.0), [ForwardCall(node=1, start=10.0, end=40.0, piece=False)])
-    """
-    start, end, fwd, bwd, fired, phase_segments, first = raw
-    tokens = [start, end]
-    tokens += [t for call in fwd for t in (call.start, call.end)]
-    tokens += [m.t for m in bwd]
-    tokens += [t for _, t in fired]
-    tokens += [t for t, _ in phase_segments]
-    ns = clock.resolve(tokens)
-    i = 2
-    forward = []
-    for call in fwd:
-        forward.append(_new(ForwardCall, (call[0], ns[i], ns[i + 1], call[3])))
-        i += 2
-    marks = []
-    for node, serial, kind, _ in bwd:
-        if serial >= first or kind is _PASS_END:  # drop marks of earlier steps' calls
-            marks.append(_new(BackwardMark, (node, serial, kind, ns[i])))
-        i += 1
-    for entries, _ in fired:
-        t = ns[i]
-        marks.extend(_new(BackwardMark, (n, s, k, t)) for n, s, k in entries if s >= first)
-        i += 1
-    segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(phase_segments)]
-    return (ns[0], ns[1]), forward, marks, segments
 
 
 def _autocast_on() -> bool:

@@ -4,7 +4,8 @@
 - :class:`ForwardCall`: a finished forward (or region) call, or a *piece* of a region call
   that a backward pass run inside it cut in two (a piece adds time, not a call);
 - :class:`BackwardMark`: an autograd hook fired for a call (its backward started or ended),
-  or a backward pass returned (:attr:`MarkKind.PASS_END`, node 0).
+  or a backward pass returned (:attr:`MarkKind.PASS_END`, node 0);
+- :func:`resolve_records`: a step's raw records, detached by the recorder, in nanoseconds.
 
 Plain ``NamedTuple`` records: built on the hot path, unpacked like tuples by the pure
 processing in ``collect/backward.py`` and ``collect/aggregate.py``.
@@ -80,3 +81,45 @@ class BackwardMark(NamedTuple):
     serial: int
     kind: MarkKind
     t: Any
+
+
+_new = tuple.__new__  # a record without its generated Python __new__ (hot path)
+_PASS_END = MarkKind.PASS_END
+
+
+def resolve_records(clock: Any, raw: tuple) -> tuple[Any, list, list, list]:
+    """A step's raw records (:meth:`Recorder.take_step`) in nanoseconds, in one
+    ``clock.resolve`` call: ``((start, end), forward, marks, segments)`` with ``forward`` a
+    :class:`ForwardCall` per call, ``marks`` a :class:`BackwardMark` per backward mark of this
+    step's calls (marks of earlier steps' calls, from kept graphs, dropped), and ``segments``
+    ``(t, phase)`` per phase change.
+
+    Example:
+        >>> from torchdoctor.collect.clocks import CpuClock
+        >>> raw = (0, 90, [ForwardCall(1, 10, 40)], [], [], [(0, "forward")], 1)
+        >>> resolve_records(CpuClock(), raw)[:2]
+        ((0.0, 90.0), [ForwardCall(node=1, start=10.0, end=40.0, piece=False)])
+    """
+    start, end, fwd, bwd, fired, phase_segments, first = raw
+    tokens = [start, end]
+    tokens += [t for call in fwd for t in (call.start, call.end)]
+    tokens += [m.t for m in bwd]
+    tokens += [t for _, t in fired]
+    tokens += [t for t, _ in phase_segments]
+    ns = clock.resolve(tokens)
+    i = 2
+    forward = []
+    for call in fwd:
+        forward.append(_new(ForwardCall, (call[0], ns[i], ns[i + 1], call[3])))
+        i += 2
+    marks = []
+    for node, serial, kind, _ in bwd:
+        if serial >= first or kind is _PASS_END:  # drop marks of earlier steps' calls
+            marks.append(_new(BackwardMark, (node, serial, kind, ns[i])))
+        i += 1
+    for entries, _ in fired:
+        t = ns[i]
+        marks.extend(_new(BackwardMark, (n, s, k, t)) for n, s, k in entries if s >= first)
+        i += 1
+    segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(phase_segments)]
+    return (ns[0], ns[1]), forward, marks, segments

@@ -1,0 +1,61 @@
+"""The profiler under ``torch.compile``: its hooks and modes step aside while Dynamo traces.
+
+Dynamo traces a compiled function's Python, and with it every global module hook, torch
+function mode and wrapper the profiler installs. Traced, they would turn the profiler's own
+bookkeeping into graph code and guards (a guard on a dict keyed by code objects cannot even be
+built: Dynamo raises, and the user's script dies). So each entry point begins with
+:func:`compiling` (Dynamo answers True while it traces, False at run time and in eager code)
+and does nothing then: the compiled region runs as one call, timed by the eager hooks around it
+(its module is the ``OptimizedModule``; the hot lines charge its time to the line that called
+it).
+
+Dynamo also guards the compiled code on the global module hooks and the torch function mode
+stack. Toggling them between detail windows and light steps would recompile the user's code
+at every window, and after a few recompilations Dynamo falls back to eager. Once compiled code
+runs under a profiler (Dynamo compiled a frame since the profiler started, :func:`compiled_frames`,
+or its hooks saw a compiled module's ``OptimizedModule`` wrapper), the profiler leaves its hooks
+and the hot-lines mode in place across steps (light steps park the mode instead).
+
+Example:
+    >>> compiling()
+    False
+    >>> compiled_frames() >= 0
+    True
+"""
+
+from __future__ import annotations
+
+import sys
+
+from torch.compiler import is_compiling as compiling
+
+__all__ = ["compiling", "compiled_frames", "is_compiled_module"]
+
+
+def compiled_frames() -> int:
+    """Frames Dynamo has compiled in this process so far (0 when it was never imported: this
+    does not import it).
+
+    Example:
+        >>> compiled_frames() >= 0
+        True
+    """
+    utils = sys.modules.get("torch._dynamo.utils")
+    if utils is None:
+        return 0
+    try:
+        return int(utils.counters["frames"]["total"])
+    except Exception:  # a torch whose counters differ: nothing to compare
+        return 0
+
+
+def is_compiled_module(module: object) -> bool:
+    """Whether ``module`` is the wrapper ``torch.compile(module)`` returns.
+
+    Example:
+        >>> import torch
+        >>> is_compiled_module(torch.nn.Linear(1, 1))
+        False
+    """
+    cls = type(module)
+    return cls.__name__ == "OptimizedModule" and cls.__module__.startswith("torch._dynamo")

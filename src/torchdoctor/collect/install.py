@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -148,6 +149,7 @@ class Installation:
         """Saved-tensor hooks that are pushed only while switched on (see the class)."""
         switch = SavedTensorsSwitch(pack, unpack)
         self._undo.append(switch.off)
+        self._undo.append(_step_aside_for_disabled_hooks(switch))
         return switch
 
     def add_undo(self, undo: Callable[[], None]) -> None:
@@ -243,6 +245,48 @@ class ModuleHooksSwitch:
         handles, self._handles = self._handles, []
         for handle in handles:
             handle.remove()
+
+
+def _step_aside_for_disabled_hooks(switch: SavedTensorsSwitch) -> Callable[[], None]:
+    """``torch.func.grad``/``vjp``/``jacrev`` open ``disable_saved_tensors_hooks``, which raises
+    when any saved-tensor hooks are pushed: while the profiler's own are (the step counting
+    activation bytes), wrap it so they come off for the transform and go back after (the
+    transform's saved tensors are not counted). Returns the undo.
+
+    Example:
+        >>> switch = SavedTensorsSwitch(lambda t: t, lambda t: t)
+        >>> undo = _step_aside_for_disabled_hooks(switch)
+        >>> switch.on()
+        >>> with torch.autograd.graph.disable_saved_tensors_hooks("no hooks here"):
+        ...     inside = switch.active
+        >>> inside, switch.active
+        (False, True)
+        >>> switch.off(); undo()
+    """
+    graph = torch.autograd.graph
+    original = graph.disable_saved_tensors_hooks
+
+    @contextlib.contextmanager
+    def disable_saved_tensors_hooks(error_message: str) -> Any:
+        stepped = switch.active
+        if stepped:
+            switch.off()
+            stepped = not switch.active  # (not on top: left in place, as the error will say)
+        try:
+            with original(error_message):
+                yield
+        finally:
+            if stepped:
+                switch.on()
+
+    functools.update_wrapper(disable_saved_tensors_hooks, original)
+    graph.disable_saved_tensors_hooks = disable_saved_tensors_hooks
+
+    def undo() -> None:
+        if graph.disable_saved_tensors_hooks is disable_saved_tensors_hooks:
+            graph.disable_saved_tensors_hooks = original
+
+    return undo
 
 
 class SavedTensorsSwitch:

@@ -137,6 +137,15 @@ def test_dominant_embedding_leaf_and_composite_get_their_own_remedies():
     assert "profile inside" in composite.title
 
 
+def test_a_compiled_region_is_not_told_to_compile():
+    """The OptimizedModule that torch.compile(module) returns runs as one graph: no row below it,
+    and compiling it again is no advice."""
+    compiled = node("OptimizedModule", 30.0, 40.0, type="OptimizedModule")
+    (item,) = dominant_module(_session(_tree(compiled)))
+    assert "compiled already" in item.title and "without torch.compile" in item.fix
+    assert item.estimated_saving_ms is None
+
+
 def test_dominant_module_is_one_table():
     assert [r.name for r in REMEDIES][-1] == "composite"  # the catch-all comes last
     for pattern, _ops in OPS_FOR:  # every ops pattern makes a node "linear algebra"

@@ -215,7 +215,7 @@ class Remedy:
     ``cause`` lets another rule's advice with the same remedy merge with this one.
 
     Example:
-        >>> REMEDIES[0].name
+        >>> REMEDIES[1].name
         'attention'
     """
 
@@ -234,9 +234,23 @@ def _any_attention(node: Mapping[str, Any], group: list | None, cuda: bool) -> b
     return any(_is_attention(c) for c in group) if group else _is_attention(node)
 
 
-#: the remedies, first match wins: attention, a layer stack, linear algebra / matching, a leaf
-#: matmul, a leaf embedding, any other leaf module, anything else.
+#: the remedies, first match wins: a region compiled already, attention, a layer stack, linear
+#: algebra / matching, a leaf matmul, a leaf embedding, any other leaf module, anything else.
 REMEDIES: tuple[Remedy, ...] = (
+    Remedy(
+        "compiled",
+        lambda node, group, cuda: "OptimizedModule" in str(node.get("type") or ""),
+        "it is compiled already: look inside its graph",
+        "torch.compile runs it as one graph, so the tree cannot split it (its submodules have no "
+        "rows). To see where its time goes, profile one run without torch.compile (the tree then "
+        "shows its modules and lines) or its kernels with torch.profiler; to make the graph "
+        "itself faster, `torchdoctor tune` measures mode='max-autotune' and, on CUDA, CUDA "
+        "graphs (mode='reduce-overhead').",
+        ("torch.compile", "torch.profiler", "torchdoctor tune"),
+        None,
+        confidence="low",
+        cause="compiled-region",
+    ),
     Remedy(
         "attention",
         _any_attention,

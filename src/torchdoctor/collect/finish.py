@@ -74,6 +74,12 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     notes = [boundary.note, *state.notes]
     if state.memory:
         notes.append("activation bytes are counted on the first profiled step")
+    if rec is not None and rec.other_thread_calls:
+        notes.append(
+            "module calls made on other threads than the profiled loop's (an evaluator, a "
+            f"prefetcher; {rec.other_thread_calls} seen in detailed steps) are not in the tree: "
+            "their time overlaps the steps"
+        )
     session["environment"]["knobs"] = knobs_in_use(rec.knobs)
     loaders = list(state.loaders.values())
     if loaders:  # distinct settings of the DataLoaders iterated during the run

@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import defaultdict
 from functools import partial
@@ -63,6 +64,7 @@ from torchdoctor.collect.syncs_frames import user_frame
 
 Tensor = torch.Tensor
 _host_ns = time.perf_counter_ns
+_thread = threading.get_ident
 _mode_enabled = torch._C._is_torch_function_mode_enabled
 _NoTorchFunction = torch._C.DisableTorchFunction
 _START, _END, _PASS_END = MarkKind.START, MarkKind.END, MarkKind.PASS_END
@@ -138,6 +140,10 @@ class Recorder(RegionEvents):
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
         self.registration_ns = 0  # host ns registering nodes at their first call (once only)
         self.compiled_module_seen = False  # a torch.compile'd module's wrapper was called
+        # module calls are recorded on the thread that made the recorder (the training loop's);
+        # other threads' calls would interleave with its call stack: they are counted only
+        self.thread = _thread()
+        self.other_thread_calls = 0
         self.count_memory = False
         self.backward_open: list[list[int]] = []  # per running backward pass: split frames
         self.new_step(self.now())
@@ -241,6 +247,9 @@ class Recorder(RegionEvents):
     def pre_hook(self, module: Any, args: Any) -> None:
         if compiling() or not self.recording:  # (Dynamo tracing: collect/compiled.py)
             return
+        if _thread() != self.thread:  # another thread's model (an evaluator, a prefetcher)
+            self.other_thread_calls += 1
+            return
         if not self.module_depth:  # outermost module call (regions around it do not count)
             if self.on_outermost is not None:
                 self.on_outermost(module)  # may end the step: read `detailed` after it
@@ -281,7 +290,7 @@ class Recorder(RegionEvents):
         frames.append(_new(Frame, (node, id(module), serial, token)))
 
     def post_hook(self, module: Any, args: Any, output: Any) -> None:
-        if compiling():
+        if compiling() or _thread() != self.thread:
             return
         frames = self.frames
         if not frames or frames[-1].module_id != id(module):

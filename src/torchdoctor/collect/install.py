@@ -13,7 +13,11 @@ another fails):
 - a wrapper around ``DataLoader`` iterators' ``__next__`` on the profiling thread (phase
   ``data``: the wait for a batch of an unmodified script's loader);
 - a ``saved_tensors_hooks`` pair counting activation bytes, pushed only during the one step
-  that counts them (:class:`SavedTensorsSwitch`).
+  that counts them (:class:`SavedTensorsSwitch`), and a wrapper around
+  ``torch.autograd.graph.disable_saved_tensors_hooks`` that takes them off for ``torch.func``
+  transforms, which refuse them;
+- a warnings filter for torch's notice about global hooks on compiled modules (the hooks are
+  the profiler's).
 
 Example:
     >>> import torch
@@ -208,7 +212,9 @@ def _quiet_compile_hook_warning() -> Callable[[], None]:
     def undo() -> None:
         if entry in warnings.filters:
             warnings.filters.remove(entry)
-            warnings._filters_mutated()  # type: ignore[attr-defined]
+            mutated = getattr(warnings, "_filters_mutated", None)  # (CPython's registry reset)
+            if mutated is not None:
+                mutated()
 
     return undo
 

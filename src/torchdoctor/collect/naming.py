@@ -22,6 +22,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from torchdoctor.collect.compiled import is_compiled_module
+
 _SOURCE_CACHE: dict[type, dict[str, Any] | None] = {}
 
 
@@ -89,7 +91,22 @@ class ModuleNames:
         self.has_main = False
 
     def register_root(self, module: Any, *, main: bool = True) -> str:
-        """Name ``module`` and its submodules; the main root's children get unprefixed paths."""
+        """Name ``module`` and its submodules; the main root's children get unprefixed paths.
+        The wrapper ``torch.compile(model)`` returns is named ``OptimizedModule`` and ``model``
+        is registered as a root of its own, so its modules keep the names an eager run gives
+        them (not ``_orig_mod.…``).
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+            >>> names = ModuleNames()
+            >>> names.register_root(torch.compile(model)), names.path_of(model[0], caller=None)
+            ('OptimizedModule', '0')
+        """
+        inner = getattr(module, "_orig_mod", None) if is_compiled_module(module) else None
+        if inner is not None and id(inner) not in self._paths:
+            self.register_root(inner, main=main)
+            main = False
         name = type(module).__name__
         if name in self._root_names:
             index = 2

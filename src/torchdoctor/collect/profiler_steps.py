@@ -111,7 +111,12 @@ class StepCycle:
                 lines.pause()
             else:
                 lines.stop()
-        rec.count_memory = self.memory and profiled >= 0 and detailed and not self._memory_counted
+        # never inside a backward pass: a checkpoint's recomputation pushes its own saved-tensor
+        # hooks, which must stay on top
+        rec.count_memory = (
+            self.memory and profiled >= 0 and detailed and not self._memory_counted
+            and rec.phases.phase != "backward"
+        )  # fmt: skip
         if rec.count_memory:
             self._saved.on()  # only the counting step pays for saved-tensor hooks
         self._meter.begin(light=not detailed)

@@ -250,7 +250,9 @@ class Recorder(RegionEvents):
         if _thread() != self.thread:  # another thread's model (an evaluator, a prefetcher)
             self.other_thread_calls += 1
             return
-        if not self.module_depth:  # outermost module call (regions around it do not count)
+        # outermost module call (regions around it do not count); a forward re-run inside a
+        # backward pass (activation checkpointing) is none: no step begins there
+        if not self.module_depth and self.phases.stack[-1][0] != "backward":
             if self.on_outermost is not None:
                 self.on_outermost(module)  # may end the step: read `detailed` after it
             if not self.knobs["autocast"]:

@@ -28,6 +28,12 @@ def _step(net, opt, x):
     opt.step()
 
 
+def _steps(prof, net, opt, x, count):
+    for _ in range(count):
+        _step(net, opt, x)
+        prof.step()
+
+
 class _CountingClock(CpuClock):
     def __init__(self) -> None:
         super().__init__()
@@ -115,15 +121,11 @@ def test_a_snapshot_and_max_steps_count_the_waiting_steps():
     prof = torchdoctor.Profiler(net, syncs=False, window=1, period_steps=100)
     prof._queue = StepQueue(max_age_s=1e9)  # (a slow machine must not flush them early)
     with prof:
-        for _ in range(5):
-            _step(net, opt, x)
-            prof.step()
+        _steps(prof, net, opt, x, 5)
         assert prof.steps_recorded == 5 and prof.state.summaries.count == 0
         assert len(prof.snapshot()["steps"]) == 5  # a checkpoint holds the waiting steps
     with torchdoctor.Profiler(net, syncs=False, window=1, period_steps=100, max_steps=4) as prof:
-        for _ in range(9):
-            _step(net, opt, x)
-            prof.step()
+        _steps(prof, net, opt, x, 9)
     assert len(prof.session["steps"]) == 4
 
 
@@ -131,9 +133,7 @@ def test_a_revised_boundary_drops_the_waiting_steps_too():
     net, opt = _net()
     x = torch.randn(8, 6)
     with torchdoctor.Profiler(net, syncs=False, window=1, period_steps=100) as prof:
-        for _ in range(4):
-            _step(net, opt, x)
-            prof.step()
+        _steps(prof, net, opt, x, 4)
         assert prof.steps_recorded == 4
         prof._drop_steps()
         assert prof.steps_recorded == 0
@@ -146,9 +146,7 @@ def test_cpu_light_steps_do_not_read_the_peak_memory():
     net, opt = _net()
     x = torch.randn(8, 6)
     with torchdoctor.Profiler(net, syncs=False, window=2, period_steps=100) as prof:
-        for _ in range(4):
-            _step(net, opt, x)
-            prof.step()
+        _steps(prof, net, opt, x, 4)
     peaks = [(s["detailed"], s["peak_memory_bytes"] is None) for s in prof.session["steps"]]
     assert peaks == [(True, False), (True, False), (False, True), (False, True)]
 

@@ -134,11 +134,11 @@ class StepCycle:
         began = time.perf_counter_ns()
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
-        queue = self._queue
+        queue, due = self._queue, False
         if not self._detailed:  # light: its tokens wait, summarized in a batch
-            if kept and queue.add_light(rec.step_start, end_token, rec.phases.segments, peak,
-                                        self._audited):  # fmt: skip
-                queue.flush(self._clock, state.summaries)
+            if kept:
+                due = queue.add_light(rec.step_start, end_token, rec.phases.segments, peak,
+                                      self._audited)  # fmt: skip
         else:
             raw = rec.take_step(end_token)
             lines = self._lines.take_step() if self._lines is not None else None
@@ -156,11 +156,12 @@ class StepCycle:
                     rec.act if rec.count_memory else None, rec.identical, peak,
                     rec.fingerprinting, self._audited,
                 )  # fmt: skip
-                if queue.add_detailed(summarize):
-                    queue.flush(self._clock, state.summaries)
+                due = queue.add_detailed(summarize)
             elif lines is not None:  # a warm-up step's line backward still carries to the next
-                self.flush_steps()  # (tables in step order)
+                queue.flush(self._clock, state.summaries)  # (tables in step order)
                 lines()
+        if due:  # (its time is this boundary's bookkeeping, measured below)
+            queue.flush(self._clock, state.summaries)
         rec.release_handles()
         self._saved.off()
         if not discard:

@@ -58,7 +58,7 @@ from torchdoctor.collect.lines_frames import USER, kind_of_file
 from torchdoctor.collect.naming import ModuleNames, source_of_class
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_regions import RegionEvents
-from torchdoctor.collect.records import BackwardMark, ForwardCall, Frame, MarkKind, resolve_records
+from torchdoctor.collect.records import BackwardMark, ForwardCall, Frame, MarkKind
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 
@@ -233,10 +233,6 @@ class Recorder(RegionEvents):
                self.first_serial)  # fmt: skip
         self.fwd, self.bwd, self.fired = [], [], []
         return raw
-
-    def resolve_step(self, clock: Any, end_token: Any) -> tuple[Any, list, list, list]:
-        """:meth:`take_step` and :func:`resolve_records` at once."""
-        return resolve_records(clock, self.take_step(end_token))
 
     def release_handles(self) -> None:
         for handle in self.handles:

@@ -84,7 +84,8 @@ def stat(values: Sequence[float]) -> dict[str, float]:
 
 
 def environment() -> dict[str, Any]:
-    """Describe where the session runs: torch and Python versions, device, threads.
+    """Describe where the session runs: torch and Python versions, device, threads, the CPU
+    cores this process may use (``cpus``: what DataLoader workers can be spread over).
 
     Example:
         >>> "torch" in environment()
@@ -104,9 +105,23 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "device": device,
         "threads": torch.get_num_threads(),
+        "cpus": _usable_cpus(),
         "cuda": cuda_version,
         "argv": list(sys.argv),
     }
+
+
+def _usable_cpus() -> int | None:
+    """CPU cores this process may run on (its affinity mask where the OS has one).
+
+    Example:
+        >>> _usable_cpus() >= 1
+        True
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows: no affinity mask
+        return os.cpu_count()
 
 
 def _tool() -> str:

@@ -66,7 +66,30 @@ def test_unmodified_dataloader_wait_is_the_data_phase(net):
         assert sum(step["phases"].values()) == pytest.approx(step["wall_ms"], rel=1e-6)
     assert torch.utils.data.dataloader._BaseDataLoaderIter.__next__ is original  # removed
     loaders = prof.session["environment"]["data_loaders"]
-    assert loaders == [{"num_workers": 0, "persistent_workers": False, "pin_memory": False}]
+    assert loaders == [
+        {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 1}
+    ]
+
+
+def test_loader_iterations_are_counted_per_settings(net):
+    """A loader without persistent workers begins a new iterator (new workers) every epoch;
+    the session counts them, so the data-loading advice can tell restarts from slow workers."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    data = torch.utils.data.TensorDataset(torch.randn(6, 4))
+    fresh = torch.utils.data.DataLoader(data, batch_size=3)
+    kept = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1, persistent_workers=True)
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=0) as prof:
+        for _ in range(3):
+            for loader in (fresh, kept):
+                for (batch,) in loader:
+                    net(batch).sum().backward()
+                    opt.step()
+                    opt.zero_grad()
+    loaders = prof.session["environment"]["data_loaders"]
+    assert loaders == [
+        {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 3},
+        {"num_workers": 1, "persistent_workers": True, "pin_memory": False, "iterators": 1},
+    ]
 
 
 def test_auto_optimizer_steps(net):

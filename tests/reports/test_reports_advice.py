@@ -251,6 +251,34 @@ def test_data_loading_threshold_and_saving():
     assert data_loading(session) == []
 
 
+def _loaders(*settings, cpus=8):
+    session = slow_session()
+    session["environment"] = {"data_loaders": list(settings), "cpus": cpus}
+    (item,) = data_loading(session)
+    return item
+
+
+def test_data_loading_fix_follows_the_loaders_the_run_used():
+    # no DataLoader seen (a hand-written iterator): the generic remedy
+    assert "overlap it with DataLoader workers" in data_loading(slow_session())[0].title
+    # num_workers=0: load in workers, sized to the cores this process may use
+    item = _loaders({"num_workers": 0, "persistent_workers": False, "iterators": 1}, cpus=4)
+    assert "num_workers=0" in item.title and "num_workers=3" in item.fix
+    assert any("num_workers=0, persistent_workers=False" in line for line in item.evidence)
+    # workers without persistence, iterated over several epochs: they restart every epoch
+    item = _loaders({"num_workers": 4, "persistent_workers": False, "iterators": 3})
+    assert "restart at every epoch" in item.title and "persistent_workers=True" in item.fix
+    assert any("iterated 3x" in line for line in item.evidence)
+    # one epoch, or persistent workers: the workers do not keep up
+    item = _loaders({"num_workers": 4, "persistent_workers": False, "iterators": 1})
+    assert "4 workers do not keep up" in item.title and "above 4" in item.fix
+    item = _loaders({"num_workers": 8, "persistent_workers": True, "iterators": 1}, cpus=8)
+    assert "8 workers do not keep up" in item.title
+    assert "already use every core" in item.fix and "above" not in item.fix
+    # the same saving whatever the remedy
+    assert item.estimated_saving_ms == data_loading(slow_session())[0].estimated_saving_ms
+
+
 def test_cpu_work_attributes_round_trip_to_enclosing_region():
     found = cpu_work(slow_session())
     assert any("linear_sum_assignment" in a.title for a in found)

@@ -81,10 +81,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             "their time overlaps the steps"
         )
     session["environment"]["knobs"] = knobs_in_use(rec.knobs)
-    loaders = list(state.loaders.values())
-    if loaders:  # distinct settings of the DataLoaders iterated during the run
+    if state.loaders:  # distinct settings of the DataLoaders iterated during the run
         session["environment"]["data_loaders"] = [
-            dict(t) for t in sorted({tuple(sorted(d.items())) for d in loaders})
+            {**dict(key), "iterators": count} for key, count in sorted(state.loaders.items())
         ]
     flags = [s.get("detailed", True) for s in steps]
     detail = dict(state.detail)

@@ -121,13 +121,8 @@ class HookEvents:
     def _data_enter(self, iterator: Any = None) -> bool:
         """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase.
         Each loader's settings are noted once (the advice checks static findings against them)."""
-        loaders = self.state.loaders
-        if iterator is not None and id(iterator) not in loaders:
-            loaders[id(iterator)] = {
-                "num_workers": int(getattr(iterator, "_num_workers", 0) or 0),
-                "persistent_workers": bool(getattr(iterator, "_persistent_workers", False)),
-                "pin_memory": bool(getattr(iterator, "_pin_memory", False)),
-            }
+        if iterator is not None:
+            self.state.note_loader(iterator)
         if not self._rec.recording:
             return False
         self._rec.phases.push("data")

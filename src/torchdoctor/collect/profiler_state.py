@@ -13,11 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from torchdoctor.collect.step_store import StepStore
+
+_NO_REFERENCE = object()  # an iterator that takes no weak reference
 
 
 class StepBoundary(str, Enum):
@@ -81,7 +84,10 @@ class ProfilerState:
     timelines: list[dict[str, Any]] = field(default_factory=list)
     memory_summary: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
-    loaders: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # DataLoader settings -> iterators begun with them (a loader without persistent workers
+    # begins one per epoch, starting its workers anew)
+    loaders: dict[tuple[tuple[str, Any], ...], int] = field(default_factory=dict)
+    _iterators: dict[int, Any] = field(default_factory=dict)  # id -> weak reference
     bookkeeping_ns: int = 0  # host time spent closing steps (measured, exact)
     event_ns: int = 0  # host time in the phase and step event handlers, every step (measured)
     hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
@@ -99,6 +105,35 @@ class ProfilerState:
     @property
     def boundary_name(self) -> str:
         return (self.boundary or StepBoundary.WHOLE_RUN).value
+
+    def note_loader(self, iterator: Any) -> None:
+        """Count a DataLoader iterator the first time one of its batches is fetched (by its
+        settings: ``num_workers``, ``persistent_workers``, ``pin_memory``).
+
+        Example:
+            >>> class It: _num_workers, _persistent_workers = 2, False
+            >>> state, a, b = ProfilerState(), It(), It()
+            >>> state.note_loader(a); state.note_loader(a); state.note_loader(b)
+            >>> state.loaders
+            {(('num_workers', 2), ('persistent_workers', False), ('pin_memory', False)): 2}
+        """
+        known = self._iterators.get(id(iterator))
+        if known is not None and (known is _NO_REFERENCE or known() is iterator):
+            return
+        try:  # (a weak reference: an ended epoch's iterator and its workers are not kept)
+            self._iterators[id(iterator)] = weakref.ref(iterator)
+        except TypeError:  # (__slots__ without __weakref__: known by its id alone)
+            self._iterators[id(iterator)] = _NO_REFERENCE
+        if len(self._iterators) > 4096:  # dead ones out (a run of many short loops)
+            self._iterators = {
+                k: r for k, r in self._iterators.items() if r is _NO_REFERENCE or r() is not None
+            }
+        key = (
+            ("num_workers", int(getattr(iterator, "_num_workers", 0) or 0)),
+            ("persistent_workers", bool(getattr(iterator, "_persistent_workers", False))),
+            ("pin_memory", bool(getattr(iterator, "_pin_memory", False))),
+        )
+        self.loaders[key] = self.loaders.get(key, 0) + 1
 
     def count_lines(self, collector: Any) -> None:
         """Add a detailed step's hot-lines counts (read by the overhead estimate)."""

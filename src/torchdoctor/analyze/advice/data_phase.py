@@ -3,6 +3,17 @@
 Loading runs on the training process between steps unless DataLoader workers overlap it with
 compute. The saving assumes workers hide most of it (stated speedup of the data phase 2-10x).
 
+The remedy depends on the DataLoaders the run iterated (``environment.data_loaders``, each
+loader's settings as the profiler saw them):
+
+- a loader with ``num_workers=0`` (or no DataLoader seen: a hand-written batch iterator):
+  load in worker processes;
+- workers that are not persistent, with the loader iterated more than once (``iterators``):
+  each epoch starts them anew, and the first batches of every epoch wait for them (a data
+  phase whose slow steps are far above its median shows it);
+- persistent workers that still stall the step: they do not keep up, so more of them (up to
+  the cores this process may use, ``environment.cpus``) or cheaper per-sample work.
+
 Example:
     >>> data_loading({"phases": {}})
     []
@@ -10,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, pct, with_saving
@@ -20,28 +31,133 @@ THRESHOLD = 0.10
 
 
 def data_loading(session: Mapping[str, Any]) -> list[Advice]:
-    """Advice when the data phase is >= 10% of the step.
+    """Advice when the data phase is >= 10% of the step, fitted to the loaders' settings.
 
     Example:
         >>> s = {"phases": {"data": {"median": 3.0}}, "step_ms": {"median": 10.0}}
         >>> data_loading(s)[0].estimated_saving_ms
         1.5
+        >>> s["environment"] = {"data_loaders": [{"num_workers": 4, "persistent_workers": True}],
+        ...                     "cpus": 16}
+        >>> data_loading(s)[0].title
+        "Data loading stalls the step: the DataLoader's 4 workers do not keep up"
     """
     step = tree_step_ms(session)
-    data = center((session.get("phases") or {}).get("data"))
+    phase = (session.get("phases") or {}).get("data")
+    data = center(phase)
     if step <= 0 or data < THRESHOLD * step:
         return []
+    environment = session.get("environment") or {}
+    loaders: Sequence[Mapping[str, Any]] = environment.get("data_loaders") or ()
+    title, fix, code, settings = _remedy(loaders, environment.get("cpus"))
+    evidence = [f"data phase {fmt_ms(data)} per step ({pct(data, step):.0f}% of the step)"]
+    median = phase.get("median") if isinstance(phase, Mapping) else None
+    if median and (phase.get("max") or 0) >= 2 * median:
+        # spiky: a few steps wait long (workers starting, a cold cache), most do not
+        evidence[0] += f"; median {fmt_ms(median)}, slowest {fmt_ms(phase['max'])}"
+    if settings:
+        evidence.append(settings)
     advice = Advice(
         rule="data-loading",
-        title="Data loading stalls the step: overlap it with DataLoader workers",
+        title=title,
         confidence="medium",
-        evidence=[f"data phase {fmt_ms(data)} per step ({pct(data, step):.0f}% of the step)"],
-        fix="DataLoader(num_workers=2..8, pin_memory=True, persistent_workers=True, "
-        "prefetch_factor=2); move augmentation to the GPU; non_blocking=True copies.",
+        evidence=evidence,
+        fix=fix,
         references=["torch.utils.data.DataLoader", "seed 004"],
-        code="loader = DataLoader(ds, batch_size=64)                         # before\n"
-        "loader = DataLoader(ds, batch_size=64, num_workers=4, pin_memory=True,\n"
-        "                    persistent_workers=True, prefetch_factor=2)  # after",
+        code=code,
         cause="dataloader-workers",
     )
     return [with_saving(advice, step, data / step, SPEEDUPS["dataloader_workers"])]
+
+
+def _remedy(
+    loaders: Sequence[Mapping[str, Any]], cpus: int | None
+) -> tuple[str, str, str, str | None]:
+    """(title, fix, code, evidence line on the loaders seen) for these loaders' settings.
+
+    Example:
+        >>> _remedy([], None)[0]
+        'Data loading stalls the step: overlap it with DataLoader workers'
+        >>> _remedy([{"num_workers": 2, "persistent_workers": False, "iterators": 3}], 8)[0]
+        'Data loading stalls the step: DataLoader workers restart at every epoch'
+    """
+    if not loaders:
+        return (
+            "Data loading stalls the step: overlap it with DataLoader workers",
+            "Load batches with a DataLoader(num_workers=2..8, pin_memory=True, "
+            "persistent_workers=True, prefetch_factor=2); move augmentation to the GPU; "
+            "non_blocking=True copies.",
+            "loader = DataLoader(ds, batch_size=64)                         # before\n"
+            "loader = DataLoader(ds, batch_size=64, num_workers=4, pin_memory=True,\n"
+            "                    persistent_workers=True, prefetch_factor=2)  # after",
+            None,
+        )
+    described = "; ".join(_describe(d) for d in loaders)
+    settings = f"DataLoader{'s' if len(loaders) > 1 else ''} seen: {described}"
+    workers = [int(d.get("num_workers") or 0) for d in loaders]
+    cores = f" (this process may use {cpus} cores)" if cpus else ""
+    if min(workers) == 0:
+        suggested = max(2, min(8, (cpus or 4) - 1))
+        return (
+            "Data loading stalls the step: the DataLoader loads on the training process "
+            "(num_workers=0)",
+            f"DataLoader(num_workers={suggested}, persistent_workers=True, prefetch_factor=2)"
+            f"{cores}, pin_memory=True with non_blocking=True copies to a GPU; move "
+            "augmentation to the GPU.",
+            "loader = DataLoader(ds, batch_size=64)                         # before\n"
+            f"loader = DataLoader(ds, batch_size=64, num_workers={suggested}, pin_memory=True,\n"
+            "                    persistent_workers=True, prefetch_factor=2)  # after",
+            settings,
+        )
+    restarted = [
+        d for d in loaders if not d.get("persistent_workers") and int(d.get("iterators") or 1) > 1
+    ]
+    if restarted:
+        return (
+            "Data loading stalls the step: DataLoader workers restart at every epoch",
+            "persistent_workers=True keeps the workers (and their dataset copies) alive between "
+            "epochs, so an epoch's first batches do not wait for new processes; then raise "
+            f"prefetch_factor or num_workers if it still stalls{cores}.",
+            f"loader = DataLoader(ds, num_workers={max(workers)})                         "
+            "# before\n"
+            f"loader = DataLoader(ds, num_workers={max(workers)}, persistent_workers=True)  "
+            "# after",
+            settings,
+        )
+    room = cpus is None or max(workers) < cpus
+    more = (
+        f"raise num_workers above {max(workers)}{cores}, prefetch_factor"
+        if room
+        else f"the {max(workers)} workers already use every core{cores}: "
+    )
+    return (
+        f"Data loading stalls the step: the DataLoader's {max(workers)} workers do not keep up",
+        f"{more}{', ' if room else ''}make each sample cheaper (decode once and cache, batch "
+        "the per-sample work with a batch sampler, augment on the GPU)"
+        + (
+            "; persistent_workers=True if the loader runs more than one epoch."
+            if not all(d.get("persistent_workers") for d in loaders)
+            else "."
+        ),
+        f"loader = DataLoader(ds, num_workers={max(workers)}, persistent_workers=True)  # before\n"
+        f"loader = DataLoader(ds, num_workers={max(workers) * 2}, persistent_workers=True,\n"
+        "                    prefetch_factor=4)                              # after",
+        settings,
+    )
+
+
+def _describe(loader: Mapping[str, Any]) -> str:
+    """One loader's settings as the user writes them (and how often it was iterated).
+
+    Example:
+        >>> _describe({"num_workers": 2, "persistent_workers": False, "pin_memory": True,
+        ...            "iterators": 3})
+        'num_workers=2, persistent_workers=False, pin_memory=True (iterated 3x)'
+    """
+    text = ", ".join(
+        f"{key}={loader.get(key, default)}"
+        for key, default in (("num_workers", 0), ("persistent_workers", False),
+                             ("pin_memory", False))
+    )  # fmt: skip
+    count = int(loader.get("iterators") or 1)
+    return text + (f" (iterated {count}x)" if count > 1 else "")

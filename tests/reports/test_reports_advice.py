@@ -275,6 +275,15 @@ def test_data_loading_fix_follows_the_loaders_the_run_used():
     item = _loaders({"num_workers": 8, "persistent_workers": True, "iterators": 1}, cpus=8)
     assert "8 workers do not keep up" in item.title
     assert "already use every core" in item.fix and "above" not in item.fix
+    # a new DataLoader per epoch: each iterator starts new workers, a few steps wait long
+    session = slow_session()
+    session["environment"] = {"cpus": 8, "data_loaders": [
+        {"num_workers": 2, "persistent_workers": False, "iterators": 1},
+        {"num_workers": 2, "persistent_workers": True, "iterators": 1}]}  # fmt: skip
+    session["phases"]["data"] = {"median": 1.0, "max": 400.0, "mean": 40.0}
+    (spiky,) = data_loading(session)
+    assert "restart at every epoch" in spiky.title and "once" in spiky.fix
+    assert "median 1 ms, slowest 400 ms" in spiky.evidence[0]
     # the same saving whatever the remedy
     assert item.estimated_saving_ms == data_loading(slow_session())[0].estimated_saving_ms
 

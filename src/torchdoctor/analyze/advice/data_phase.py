@@ -8,9 +8,10 @@ loader's settings as the profiler saw them):
 
 - a loader with ``num_workers=0`` (or no DataLoader seen: a hand-written batch iterator):
   load in worker processes;
-- workers that are not persistent, with the loader iterated more than once (``iterators``):
-  each epoch starts them anew, and the first batches of every epoch wait for them (a data
-  phase whose slow steps are far above its median shows it);
+- workers that are not persistent, with the loader iterated more than once (``iterators``),
+  or a new DataLoader made per epoch (several iterators, and a data phase whose mean is
+  dominated by a few long waits): each epoch starts workers anew, and its first batches wait
+  for them;
 - persistent workers that still stall the step: they do not keep up, so more of them (up to
   the cores this process may use, ``environment.cpus``) or cheaper per-sample work.
 
@@ -49,12 +50,14 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         return []
     environment = session.get("environment") or {}
     loaders: Sequence[Mapping[str, Any]] = environment.get("data_loaders") or ()
-    title, fix, code, settings = _remedy(loaders, environment.get("cpus"))
     evidence = [f"data phase {fmt_ms(data)} per step ({pct(data, step):.0f}% of the step)"]
     median = phase.get("median") if isinstance(phase, Mapping) else None
+    spiky = False
     if median and (phase.get("max") or 0) >= 2 * median:
-        # spiky: a few steps wait long (workers starting, a cold cache), most do not
+        # a few steps wait long (workers starting, a cold cache), most do not
         evidence[0] += f"; median {fmt_ms(median)}, slowest {fmt_ms(phase['max'])}"
+        spiky = (phase.get("mean") or data) >= 2 * median
+    title, fix, code, settings = _remedy(loaders, environment.get("cpus"), spiky)
     if settings:
         evidence.append(settings)
     advice = Advice(
@@ -71,9 +74,10 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
 
 
 def _remedy(
-    loaders: Sequence[Mapping[str, Any]], cpus: int | None
+    loaders: Sequence[Mapping[str, Any]], cpus: int | None, spiky: bool = False
 ) -> tuple[str, str, str, str | None]:
-    """(title, fix, code, evidence line on the loaders seen) for these loaders' settings.
+    """(title, fix, code, evidence line on the loaders seen) for these loaders' settings
+    (``spiky``: the data phase's mean is at least twice its median, a few steps wait long).
 
     Example:
         >>> _remedy([], None)[0]
@@ -109,15 +113,19 @@ def _remedy(
             "                    persistent_workers=True, prefetch_factor=2)  # after",
             settings,
         )
+    iterators = sum(int(d.get("iterators") or 1) for d in loaders)
     restarted = [
         d for d in loaders if not d.get("persistent_workers") and int(d.get("iterators") or 1) > 1
     ]
-    if restarted:
+    # each new iterator of a non-persistent loader, and each new DataLoader, starts new worker
+    # processes: the first batches after it wait for them (the data phase's few long steps)
+    if restarted or (spiky and iterators > 1):
         return (
             "Data loading stalls the step: DataLoader workers restart at every epoch",
-            "persistent_workers=True keeps the workers (and their dataset copies) alive between "
-            "epochs, so an epoch's first batches do not wait for new processes; then raise "
-            f"prefetch_factor or num_workers if it still stalls{cores}.",
+            "Create the DataLoader once, with persistent_workers=True: its workers (and their "
+            "dataset copies) then live across epochs, so an epoch's first batches do not wait "
+            "for new processes; then raise prefetch_factor or num_workers if it still stalls"
+            f"{cores}.",
             f"loader = DataLoader(ds, num_workers={max(workers)})                         "
             "# before\n"
             f"loader = DataLoader(ds, num_workers={max(workers)}, persistent_workers=True)  "

@@ -92,6 +92,21 @@ def test_fitting_scales_lines_down_to_their_self():
     assert line["scaled"] == pytest.approx(0.8)
 
 
+def test_fitting_scales_an_ops_forward_and_backward_apart():
+    """A node whose self backward is 0 (its backward ran outside the backward phase: a
+    gradient penalty's autograd.grad) scales its lines' backward to 0, not their ops' forward."""
+    from torchdoctor.collect.lines_session import hot_lines_section
+
+    entry = {"forward_ns": 2e6, "backward_ns": 1e6, "calls": 1, "torch_calls": 1,
+             "ops": {"Tensor.norm": [2e6, 1, 1e6]}, "via": {}}  # fmt: skip
+    step = {"wall_ms": 10.0, "phases": {"forward": 10.0}, "forward": {}, "backward": {},
+            "lines": {("t.py", 3, "f", 1, 0): entry}}  # fmt: skip
+    (line,) = hot_lines_section([step], parent=[-1], path=[""], kind=["root"])["lines"]
+    assert mean(line["backward_ms"]) == 0.0 and mean(line["forward_ms"]) == pytest.approx(2.0)
+    (op,) = line["top_ops"]
+    assert op["forward_ms"] == pytest.approx(2.0) and op["backward_ms"] == 0.0
+
+
 def test_sessions_round_trip_and_old_sessions_without_hot_lines_load(tmp_path):
     _, step = _mixed_step()
     session = profile(step)

@@ -55,9 +55,9 @@ def _self_times(step: Mapping[str, Any], node: int, kids: Sequence[int]) -> tupl
 
 def _fitted(
     step: Mapping[str, Any], children: Mapping[int, list[int]]
-) -> dict[tuple, tuple[float, float, float]]:
-    """Per line key: (forward ms, backward ms, scale) with each owner's lines fitted into
-    its self time (see the module docstring)."""
+) -> dict[tuple, tuple[float, float, float, float]]:
+    """Per line key: (forward ms, backward ms, forward scale, backward scale) with each
+    owner's lines fitted into its self time (see the module docstring)."""
     by_owner: dict[int, list[tuple]] = {}
     for key in step["lines"]:
         by_owner.setdefault(key[4], []).append(key)
@@ -72,7 +72,7 @@ def _fitted(
         sum_f = sum(fwd.values())
         scale_f = min(1.0, room / sum_f) if sum_f > 0 else 1.0
         for k in keys:
-            out[k] = (fwd[k] * scale_f, bwd[k] * scale_b, min(scale_f, scale_b))
+            out[k] = (fwd[k] * scale_f, bwd[k] * scale_b, scale_f, scale_b)
     return out
 
 
@@ -125,7 +125,7 @@ def hot_lines_section(
                     "raw": 0.0,
                     "callers": {},
                 }
-            fwd, bwd, scale = fitted[key]
+            fwd, bwd, scale_f, scale_b = fitted[key]
             agg["fwd"][index] = fwd
             agg["bwd"][index] = bwd
             agg["raw"] += (entry["forward_ns"] + entry["backward_ns"]) / 1e6
@@ -133,9 +133,9 @@ def hot_lines_section(
             agg["torch_calls"] += entry["torch_calls"]
             for op, (f_ns, calls, b_ns) in entry["ops"].items():
                 acc = agg["ops"].setdefault(op, [0.0, 0, 0.0])
-                acc[0] += f_ns * scale / 1e6
+                acc[0] += f_ns * scale_f / 1e6
                 acc[1] += calls
-                acc[2] += b_ns * scale / 1e6
+                acc[2] += b_ns * scale_b / 1e6
             for where, ns in entry["via"].items():
                 agg["via"][where] = agg["via"].get(where, 0.0) + ns / 1e6
             for where, n in (entry.get("callers") or {}).items():

@@ -83,17 +83,29 @@ class Installation:
 
     def wrap_autograd(self, enter: Callable[[Any], None], leave: Callable[[], None]) -> None:
         """Call ``enter(roots)``/``leave()`` around every ``torch.autograd.backward`` and
-        ``grad`` (``roots``: the tensors the pass starts from, their first argument)."""
+        ``grad`` (``roots``: the tensors the pass starts from, their first argument).
+
+        One pass is one enter/leave: under a torch function mode (the sync audit, the hot
+        lines) ``torch.autograd.grad`` dispatches to the mode, which calls the public function
+        (this wrapper) again; that nested call goes straight through (it ended every step
+        twice: ``torch.func.grad`` under ``run``)."""
+        inside = threading.local()
         for name in ("backward", "grad"):
             original = getattr(torch.autograd, name)
 
             @functools.wraps(original)
             def wrapper(*args: Any, _target=original, _key=_ROOTS[name], **kwargs: Any) -> Any:
-                enter(args[0] if args else kwargs.get(_key))
-                try:
+                if getattr(inside, "active", False):
                     return _target(*args, **kwargs)
+                inside.active = True
+                try:
+                    enter(args[0] if args else kwargs.get(_key))
+                    try:
+                        return _target(*args, **kwargs)
+                    finally:
+                        leave()
                 finally:
-                    leave()
+                    inside.active = False
 
             setattr(torch.autograd, name, wrapper)
             self._undo.append(functools.partial(setattr, torch.autograd, name, original))
@@ -319,11 +331,17 @@ class SavedTensorsSwitch:
     def active(self) -> bool:
         return self._context is not None
 
-    def on(self) -> None:
+    def on(self) -> bool:
+        """Push the hooks; False when torch refuses them here (inside a ``torch.func``
+        transform, which disables saved-tensor hooks): nothing is counted then."""
         if self._context is None:
             context = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-            context.__enter__()
+            try:
+                context.__enter__()
+            except RuntimeError:  # "torch.func.{grad, vjp, ...} don't yet support ..."
+                return False
             self._context = context
+        return True
 
     def off(self) -> None:
         context = self._context

@@ -117,8 +117,9 @@ class StepCycle:
             self.memory and profiled >= 0 and detailed and not self._memory_counted
             and rec.phases.phase != "backward"
         )  # fmt: skip
-        if rec.count_memory:
-            self._saved.on()  # only the counting step pays for saved-tensor hooks
+        if rec.count_memory:  # only the counting step pays for saved-tensor hooks; inside a
+            # torch.func transform (its autograd.grad ends a step) torch refuses them
+            rec.count_memory = self._saved.on()
         self._meter.begin(light=not detailed)
         rec.fingerprints_across_steps = state.boundary is _MODULE
         inputs = self._schedule.compares_inputs(profiled, detailed)  # (recomputation)

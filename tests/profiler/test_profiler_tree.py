@@ -143,6 +143,44 @@ def test_module_whose_inputs_need_no_grad():
     assert nodes["proj"]["backward_ms"]["mean"] > 0
 
 
+class LearnedQueries(nn.Module):
+    """A submodule called on a parameter (a leaf: its backward ends at a tensor hook), as
+    DETR-style learned queries or a weight parametrization do."""
+
+    def __init__(self):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(6, 12))
+        self.norm = nn.LayerNorm(12)
+        self.proj = nn.Linear(12, 12)
+
+    def forward(self, x):
+        return self.proj(x) @ self.norm(self.queries).T
+
+
+def test_gradient_accumulation_with_a_module_on_a_parameter_adds_up():
+    """The leaf's tensor hook stays until the step ends: in later micro-steps' backward
+    passes it fired again, stretching the first call's backward over the whole step (the
+    model's backward was twice the step's backward passes, and 105% of the step in a run)."""
+    torch.manual_seed(0)
+    model = LearnedQueries()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        for _ in range(4):
+            model(torch.randn(5, 12)).pow(2).mean().div(4).backward()
+        opt.step()
+        opt.zero_grad()
+
+    s = torchdoctor.profile(step, model=model, steps=3, warmup=1, syncs=False)
+    _check(s)
+    nodes = _nodes(s)
+    assert nodes["norm"]["calls_per_step"] == 4.0
+    # the model's backward runs inside the step's backward passes (it was twice their time)
+    backward = s["phases"]["backward"]["mean"]
+    assert 0 < nodes["LearnedQueries"]["backward_ms"]["mean"] <= backward * 1.05
+    assert 0 < nodes["norm"]["backward_ms"]["mean"] <= backward
+
+
 def test_frozen_submodule():
     torch.manual_seed(0)
     model = nn.Sequential(

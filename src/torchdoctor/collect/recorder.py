@@ -12,7 +12,8 @@ Backward attribution (see ``collect/backward.py`` for the processing and the cho
 a pre-hook on the ``grad_fn`` of each output that requires grad marks the *start* of the
 module's backward (an output's gradient is complete), and one on the ``grad_fn`` of each input
 that requires grad marks its *end* (the input's gradient is complete); leaf inputs get a tensor
-hook instead, removed at the end of the step. Graph pre-hooks die with the graph; a kept graph
+hook instead, removed at the end of the step (only its first firing counts: with gradient
+accumulation later passes of the step fire it again). Graph pre-hooks die with the graph; a kept graph
 (``retain_graph``) may fire old hooks later, and marks of calls from earlier steps are dropped.
 A call none of whose inputs require grad (the first layer, a module fed with data) has no end
 mark; ``collect/backward.py`` ends it. Containers are extended to cover their children.
@@ -344,6 +345,15 @@ class Recorder(RegionEvents):
     def _mark(self, node: int, serial: int, kind: MarkKind, *_: Any) -> None:
         self.bwd.append(BackwardMark(node, serial, kind, self.now()))
 
+    def _mark_once(
+        self, fired: list[bool], node: int, serial: int, kind: MarkKind, *_: Any
+    ) -> None:
+        # a leaf's tensor hook stays until the step ends, so with gradient accumulation it
+        # fires again in the later micro-steps' passes: only the first is this call's
+        if not fired[0]:
+            fired[0] = True
+            self.bwd.append(BackwardMark(node, serial, kind, self.now()))
+
     def end_backward_pass(self) -> None:
         """A backward pass returned: ends the calls whose inputs needed no grad."""
         self.bwd.append(BackwardMark(0, 0, _PASS_END, self.now()))
@@ -366,8 +376,8 @@ class Recorder(RegionEvents):
                 continue
             grad_fn = tensor.grad_fn
             try:
-                if grad_fn is None:
-                    mark = partial(self._mark, node, serial, kind)
+                if grad_fn is None:  # (fires in every later pass of the step: first only)
+                    mark = partial(self._mark_once, [False], node, serial, kind)
                     self.handles.append(tensor.register_hook(mark))
                     continue
                 entries = hooked.get(grad_fn)

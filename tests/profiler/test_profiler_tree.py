@@ -215,3 +215,39 @@ def test_model_none_names_every_module_called():
     paths = [c["path"] for c in s["tree"]["children"]]
     assert paths[:2] == ["Sequential", "CrossEntropyLoss"]
     assert "0" in _nodes(s) and "1" in _nodes(s)
+
+
+class ShapeProbe(nn.Module):
+    """Runs a submodule in ``__init__`` to size the head (a common CNN idiom)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, 3, 6, 6)).numel()
+        self.head = nn.Linear(flat, 2)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def test_a_submodule_called_in_init_is_named_by_its_model():
+    """Built under the profiler (as `torchdoctor run` does), the probe made ``features`` the
+    first outermost call: it was named ``Sequential`` with children ``0``, ``1`` and kept those
+    names when the model ran. The model adopts it: ``features.0``."""
+    with torchdoctor.Profiler(syncs=False, warmup=1) as prof:
+        with torchdoctor.region("setup"):
+            model = ShapeProbe()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        for _ in range(3):
+            model(torch.randn(2, 3, 6, 6)).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    session = prof.session
+    _check(session)
+    paths = set(_nodes(session))
+    assert {"ShapeProbe", "features", "features.0", "features.1", "head"} <= paths
+    assert not {"Sequential", "0", "1"} & paths
+    names = {n["name"] for n, _ in walk(session["tree"])}
+    assert "features" in names and "Sequential" not in names

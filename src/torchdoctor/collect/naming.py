@@ -88,7 +88,12 @@ class ModuleNames:
         self._paths: dict[int, str] = {}
         self._keep: list[Any] = []  # keep registered modules alive so ids stay unique
         self._root_names: set[str] = set()
+        self._roots: dict[int, str] = {}  # id of each root -> its name
+        self._root_of: dict[int, int] = {}  # id of a module -> id of the root that named it
+        self._main: int | None = None  # id of the main root (its children are unprefixed)
         self.has_main = False
+        #: grows each time modules named earlier are renamed (a root adopted by a later one)
+        self.generation = 0
 
     def register_root(self, module: Any, *, main: bool = True) -> str:
         """Name ``module`` and its submodules; the main root's children get unprefixed paths.
@@ -96,17 +101,39 @@ class ModuleNames:
         is registered as a root of its own, so its modules keep the names an eager run gives
         them (not ``_orig_mod.…``).
 
+        A root that contains modules named earlier as (or under) a root of their own adopts
+        them: a model that runs a submodule in its ``__init__`` (a shape probe, a weight
+        parametrization) made that submodule the first outermost call, so ``Sequential`` /
+        ``0`` become ``features`` / ``features.0`` once the model itself is called; the main
+        root's role passes to the adopting root. :attr:`generation` tells callers to re-read
+        paths.
+
         Example:
             >>> import torch
             >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
             >>> names = ModuleNames()
             >>> names.register_root(torch.compile(model)), names.path_of(model[0], caller=None)
             ('OptimizedModule', '0')
+            >>> outer = torch.nn.ModuleDict({"features": torch.nn.Sequential(torch.nn.ReLU())})
+            >>> names = ModuleNames()
+            >>> names.register_root(outer["features"]), names.path_of(outer["features"][0], None)
+            ('Sequential', '0')
+            >>> names.register_root(outer), names.path_of(outer["features"][0], None)
+            ('ModuleDict', 'features.0')
         """
         inner = getattr(module, "_orig_mod", None) if is_compiled_module(module) else None
         if inner is not None and id(inner) not in self._paths:
             self.register_root(inner, main=main)
             main = False
+        subs = list(module.named_modules())
+        inside = {id(sub) for _, sub in subs}
+        adopted = {
+            root for root in self._roots if root in inside and root not in (id(module), id(inner))
+        }  # (a compiled wrapper leaves its model the root it is)
+        for root in adopted:
+            self._root_names.discard(self._roots.pop(root))
+        if self._main in adopted:  # the adopting root takes the main root's place
+            self.has_main, self._main, main = False, None, True
         name = type(module).__name__
         if name in self._root_names:
             index = 2
@@ -114,15 +141,41 @@ class ModuleNames:
                 index += 1
             name = f"{name}#{index}"
         self._root_names.add(name)
+        self._roots[id(module)] = name
         prefix = "" if main and not self.has_main else name + "."
         if main and not self.has_main:
-            self.has_main = True
+            self.has_main, self._main = True, id(module)
         self._keep.append(module)
-        for sub_name, sub in module.named_modules():
-            if id(sub) in self._paths:
-                continue
-            self._paths[id(sub)] = name if sub_name == "" else prefix + sub_name
+        renamed: dict[str, str] = {}
+        for sub_name, sub in subs:
+            key = id(sub)
+            old = self._paths.get(key)
+            if old is not None and self._root_of.get(key) not in adopted:
+                continue  # named by another root (a module shared between models)
+            path = name if sub_name == "" else prefix + sub_name
+            if old is not None and old != path:
+                renamed[old] = path
+            self._paths[key] = path
+            self._root_of[key] = id(module)
+        if renamed:  # modules made on the fly were named after their (renamed) caller
+            for key, path in list(self._paths.items()):
+                if key not in inside:
+                    head = path.rsplit(".", 1)[0]
+                    if head in renamed and "." in path:
+                        self._paths[key] = f"{renamed[head]}.{path.rsplit('.', 1)[1]}"
+            self.generation += 1
         return name
+
+    def known_path(self, module_id: int) -> str | None:
+        """The path of the module with this ``id`` (None: never named).
+
+        Example:
+            >>> import torch
+            >>> names, net = ModuleNames(), torch.nn.Sequential(torch.nn.ReLU())
+            >>> names.register_root(net), names.known_path(id(net[0])), names.known_path(0)
+            ('Sequential', '0', None)
+        """
+        return self._paths.get(module_id)
 
     def path_of(self, module: Any, caller: str | None) -> str:
         """The path of ``module``; unknown modules are registered (as roots when no caller)."""

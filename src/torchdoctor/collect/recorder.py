@@ -140,6 +140,7 @@ class Recorder(RegionEvents):
         self.in_library = False
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
         self.registration_ns = 0  # host ns registering nodes at their first call (once only)
+        self._names_generation = 0  # ModuleNames.generation the node paths were read at
         self.compiled_module_seen = False  # a torch.compile'd module's wrapper was called
         # module calls are recorded on the thread that made the recorder (the training loop's);
         # other threads' calls would interleave with its call stack: they are counted only
@@ -187,12 +188,34 @@ class Recorder(RegionEvents):
         while walk and self.kind[walk] == "region":  # name modules after the enclosing module
             walk = self.parent[walk]
         path = self.names.path_of(module, self.path[walk] if walk else None)
+        if self.names.generation != self._names_generation:  # earlier modules were renamed
+            self._refresh_paths()
+            path = self.names.path_of(module, self.path[walk] if walk else None)
         cls = type(module)
         if is_compiled_module(module):
             self.compiled_module_seen = True  # (collect/compiled.py)
         node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
         self.parameters_of[node] = tuple(module.parameters())
         return node
+
+    def _refresh_paths(self) -> None:
+        """Re-read every node's path after :class:`ModuleNames` renamed modules (a root
+        adopted by a later one); regions are named under their (renamed) parent."""
+        self._names_generation = self.names.generation
+        module_of = {
+            node: key for (_, key), node in self.node_ids.items() if not isinstance(key, tuple)
+        }
+        for node in range(1, len(self.path)):
+            if self.kind[node] == "module" and node in module_of:
+                path = self.names.known_path(module_of[node])
+                if path is not None:
+                    self.path[node] = path
+                    self.name[node] = path.rsplit(".", 1)[-1]
+            elif self.kind[node] == "region":
+                parent = self.parent[node]
+                self.path[node] = (
+                    f"{self.path[parent]}.{self.name[node]}" if parent else self.name[node]
+                )
 
     # -- step buffers ---------------------------------------------------------------------
     def new_step(self, token: Any, light: bool = False) -> None:

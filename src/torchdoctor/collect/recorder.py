@@ -26,8 +26,9 @@ storage bytes each module's forward saves for backward, each storage once per st
 and their views are not activations and are skipped.
 
 Cost per module call (``benchmarks/profiler_overhead.py`` measures it): no walk over modules
-or parameters (each node's parameters are listed once, at its first call; a call compares their
-``_version`` counters), one clock token per event, and the hooks' own tensor reads run with
+or parameters (each node's parameters and buffers are listed once, at its first call; a call
+compares their ``_version`` counters), one clock token per event, and the hooks' own tensor
+reads run with
 torch-function handling disabled, so an active sync audit's mode does not intercept them. In a
 *light* step (``detailed`` False, see ``collect/schedule.py``) the module hooks only track the
 outermost call (the ``forward`` phase and step boundaries) and record nothing else.
@@ -128,8 +129,10 @@ class Recorder(RegionEvents):
         # part); on the CPU clock the event's own token doubles as one of the two readings
         self.hook_ns = 0
         self.host_clock = clock.now is time.perf_counter_ns
-        self.parameters_of: dict[int, tuple[Tensor, ...]] = {}  # node -> its module's parameters
-        self.fingerprints: dict[tuple[int, Any], tuple[Any, int]] = {}
+        # node -> its module's parameters and buffers (their versions: see _fingerprint)
+        self.state_of: dict[int, tuple[Tensor, ...]] = {}
+        # (node, input signature) -> (weak anchor, state versions, made with grad enabled)
+        self.fingerprints: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
         self.on_outermost: Any = None  # called with the module before an outermost call (auto)
         # called with True when the innermost call becomes a library module's (its class has
         # no source, or its source is in torch, a third-party package or torchdoctor), False
@@ -195,7 +198,7 @@ class Recorder(RegionEvents):
         if is_compiled_module(module):
             self.compiled_module_seen = True  # (collect/compiled.py)
         node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
-        self.parameters_of[node] = tuple(module.parameters())
+        self.state_of[node] = (*module.parameters(), *module.buffers())
         return node
 
     def _refresh_paths(self) -> None:
@@ -355,14 +358,16 @@ class Recorder(RegionEvents):
             return
         signature, anchor = key
         # Same inputs but updated parameters (an optimizer step, LBFGS re-evaluating its
-        # closure, a manual SGD update) is new work, not recomputation. Versions only grow,
-        # so their sum changes whenever any parameter is written.
-        weights = sum([p._version for p in self.parameters_of.get(node, ())])
+        # closure, a manual SGD update) is new work, not recomputation; so is a call after
+        # the module wrote its own buffers (spectral norm's power iteration, BatchNorm's
+        # running statistics in training). Versions only grow, so their sum changes whenever
+        # any of them is written.
+        weights = sum([p._version for p in self.state_of.get(node, ())])
         seen = self.fingerprints.get((node, signature))
         if seen is not None and seen[0]() is not None and seen[1] == weights:
             self.identical[node] += 1
         else:
-            self.fingerprints[(node, signature)] = (anchor, weights)
+            self.fingerprints[(node, signature)] = (anchor, weights, torch.is_grad_enabled())
 
     # -- backward attribution -------------------------------------------------------------
     def _mark(self, node: int, serial: int, kind: MarkKind, *_: Any) -> None:
@@ -378,8 +383,13 @@ class Recorder(RegionEvents):
             self.bwd.append(BackwardMark(node, serial, kind, self.now()))
 
     def end_backward_pass(self) -> None:
-        """A backward pass returned: ends the calls whose inputs needed no grad."""
+        """A backward pass returned: ends the calls whose inputs needed no grad. Calls made
+        with grad enabled before it are no longer reusable (their graph was consumed: the
+        micro-steps of gradient accumulation each re-run a weight parametrization or a module
+        on learned queries, and must), so a later call with their inputs is no recomputation."""
         self.bwd.append(BackwardMark(0, 0, _PASS_END, self.now()))
+        if self.fingerprints:
+            self.fingerprints = {k: v for k, v in self.fingerprints.items() if not v[2]}
 
     def _hook(self, tensors: list[Tensor], node: int, serial: int, kind: MarkKind) -> None:
         """Mark ``kind`` for call ``serial`` of ``node`` when the gradient of any of

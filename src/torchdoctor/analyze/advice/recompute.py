@@ -90,6 +90,7 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
             evidence.append(f"called at {site['file']}:{site.get('line', '?')}{code}")
         if source.get("file"):
             evidence.append(f"defined at {source['file']}:{source.get('line', '?')}")
+        fix, code, references = _remedy(path, source)
         advice.append(
             Advice(
                 rule="loop-invariant",
@@ -98,16 +99,50 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
                 saving_range_ms=[saving, saving],
                 confidence="high",
                 evidence=evidence,
-                fix=f"Its inputs do not change inside the loop: call {path} once before the loop "
-                "(e.g. before the denoising steps) and pass the cached output to every iteration.",
-                references=["seed 001"],
+                fix=fix,
+                references=references,
                 heat=min(1.0, saving / step) if step > 0 else 0.0,
                 locations=lines,
-                code="for t in timesteps:                      # before\n"
-                "    out = model(x, t, cond)              # re-encodes cond every step\n"
-                "memory = model.encode(cond)              # after: once\n"
-                "for t in timesteps:\n"
-                "    out = model.decode(x, t, memory)",
+                code=code,
             )
         )
     return advice
+
+
+def _remedy(path: str, source: Mapping[str, Any]) -> tuple[str, str, list[str]]:
+    """(fix, code, references) for a recomputed module: a weight parametrization (weight
+    norm, orthogonal, a custom ``register_parametrization``) recomputes its weight at every
+    access, which ``parametrize.cached()`` shares across the accesses of one forward pass (an
+    RNN's recurrent kernel, a weight used by several calls); anything else is hoisted out of
+    the loop. (Calls separated by a backward pass are never counted: the graph is consumed.)
+
+    Example:
+        >>> _remedy("a.parametrizations.weight.0", {})[0].startswith("Run the forward pass")
+        True
+        >>> _remedy("encoder", {})[2]
+        ['seed 001']
+    """
+    file = str(source.get("file") or "").replace("\\", "/")
+    if ".parametrizations." in f".{path}." or file.endswith("torch/nn/utils/parametrize.py"):
+        return (
+            "Run the forward pass under `with torch.nn.utils.parametrize.cached():` - the "
+            "parametrized weight is then computed at its first access and reused by every "
+            "later access until the block ends (one forward pass; backward() may run inside "
+            "it, the optimizer step belongs after it).",
+            "out = model(x)                               # before: the weight is\n"
+            "                                             # re-parametrized at each use\n"
+            "with torch.nn.utils.parametrize.cached():    # after: once per forward\n"
+            "    out = model(x)\n"
+            "    loss(out).backward()",
+            ["torch.nn.utils.parametrize.cached", "seed 001"],
+        )
+    return (
+        f"Its inputs do not change inside the loop: call {path} once before the loop "
+        "(e.g. before the denoising steps) and pass the cached output to every iteration.",
+        "for t in timesteps:                      # before\n"
+        "    out = model(x, t, cond)              # re-encodes cond every step\n"
+        "memory = model.encode(cond)              # after: once\n"
+        "for t in timesteps:\n"
+        "    out = model.decode(x, t, memory)",
+        ["seed 001"],
+    )

@@ -80,6 +80,41 @@ def test_compare_ranks_names_the_rank_that_works_longer_before_the_all_reduce():
         compare_ranks([])
 
 
+def _stepped(rank: int, light_ms: float, detailed: list[dict]) -> dict:
+    """A rank whose session step time is the median of mostly light steps (fast: no module
+    hooks, no forward phase) and whose phases come from slower detailed steps."""
+    light = {"wall_ms": light_ms, "phases": {"backward": light_ms / 2, "other": light_ms / 2},
+             "detailed": False}  # fmt: skip
+    steps = [*detailed, *[light] * 20]
+    return {
+        "environment": {"rank": rank, "world_size": 2},
+        "step_ms": {"median": light_ms},
+        "phases": {
+            p: {"median": detailed[0]["phases"].get(p, 0.0)}
+            for p in ("data", "forward", "backward", "optimizer", "other")
+        },  # fmt: skip
+        "steps": steps,
+    }
+
+
+def test_busy_time_and_phases_come_from_the_detailed_steps_alone():
+    """On small steps the detailed ones are much slower than the median of all steps: busy
+    = step - backward mixed the two (both ranks came out 0 busy: 'no straggler')."""
+
+    def detailed(forward, other, backward):
+        return {"wall_ms": forward + other + backward, "detailed": True,
+                "phases": {"forward": forward, "other": other, "backward": backward}}  # fmt: skip
+
+    waits = _stepped(0, 2.0, [detailed(0.4, 0.5, 3.9)] * 5)  # waits in backward
+    slow = _stepped(1, 2.1, [detailed(0.45, 2.4, 2.0)] * 5)  # does more before it
+    result = compare_ranks([waits, slow])
+    assert result["straggler"] == 1 and result["phase"] == "other"
+    assert result["excess_ms"] == pytest.approx(2.85 - 0.9)
+    rows = {row["rank"]: row for row in result["ranks"]}
+    assert rows[1]["phases"]["forward"] == pytest.approx(0.45)  # not the light steps' 0
+    assert result["excess_pct"] == pytest.approx(100 * 1.95 / 4.85)  # of a detailed step
+
+
 def _write(root: Path, rank: int, session: dict, age_s: float = 0.0) -> None:
     from torchdoctor.session import Session
 

@@ -5,7 +5,8 @@ training the ranks wait for each other in the gradient all-reduce, so their step
 nearly equal: the slow rank shows up by *where* the time goes. The rank that does more work
 before the collectives (data, forward, optimizer) is the straggler, and the others spend the
 same amount extra inside backward (waiting in the all-reduce). So ranks are compared on their
-median "busy" time, ``step - backward``, and on each phase; the phase with the largest spread
+median "busy" time, ``step - backward`` (per step, from each step's own record), and on each
+phase; the phase with the largest spread
 says what the straggler does more of (``data``: its loader; ``forward``: its inputs or device).
 
 Example:
@@ -24,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,13 +63,14 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for index, session in enumerate(sessions):
         environment = session.get("environment") or {}
         rank = environment.get("rank", index)
-        phases = {p: median((session.get("phases") or {}).get(p)) for p in PHASES}
         step = median(session.get("step_ms"))
+        phases, busy, measured_step = _phases_and_busy(session, step)
         syncs = sum(float(r.get("per_step") or 0.0) for r in session.get("syncs") or ())
         rows.append({
             "rank": rank,
             "step_ms": step,
-            "busy_ms": max(0.0, step - phases["backward"]),
+            "busy_ms": busy,
+            "busy_of_step_ms": measured_step,  # the step time busy and phases are from
             "phases": phases,
             "steps": len(session.get("steps") or ()),
             "syncs_per_step": syncs,
@@ -93,7 +96,8 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return _with_notes(result, sessions)
     fastest = min(measured, key=lambda r: r["busy_ms"])
     slowest = max(measured, key=lambda r: r["busy_ms"])
-    step = sorted(r["step_ms"] for r in measured)[len(measured) // 2]
+    # the steps the busy times come from (detailed ones: slower than the median of all)
+    step = sorted(r["busy_of_step_ms"] for r in measured)[len(measured) // 2]
     excess = slowest["busy_ms"] - fastest["busy_ms"]
     spreads = {p: slowest["phases"][p] - fastest["phases"][p] for p in PHASES if p != "backward"}
     phase = max(spreads, key=lambda p: spreads[p])
@@ -115,6 +119,41 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if missing > 0:
         result["verdict"] += f" ({missing} of {world} ranks wrote no session)"
     return _with_notes(result, sessions)
+
+
+def _phases_and_busy(
+    session: Mapping[str, Any], step: float
+) -> tuple[dict[str, float], float, float]:
+    """Per-phase medians, the median busy time (``wall - backward``) and the median step time
+    of one rank, all from its detailed steps' own records: one population (the session's step time is the
+    median of all steps, light ones included, which are faster on small steps where the
+    profiler's hooks are a large share; ``step - backward`` mixed the two), and the one
+    whose phases include ``forward`` (a light step has no module hooks to see it begin).
+    Sessions without per-step records: the session's phases.
+
+    Example:
+        >>> steps = [{"wall_ms": 10.0, "phases": {"backward": 6.0, "forward": 4.0}},
+        ...          {"wall_ms": 12.0, "phases": {"backward": 6.0, "forward": 6.0}},
+        ...          {"wall_ms": 11.0, "phases": {"backward": 6.0, "forward": 5.0}},
+        ...          {"wall_ms": 8.0, "phases": {"backward": 6.0}, "detailed": False}]
+        >>> phases, busy, step = _phases_and_busy({"steps": steps}, 10.0)
+        >>> phases["forward"], busy, step
+        (5.0, 5.0, 11.0)
+    """
+    steps = [
+        s for s in session.get("steps") or ()
+        if isinstance(s.get("phases"), Mapping) and s.get("wall_ms") is not None
+        and s.get("detailed", True)
+    ]  # fmt: skip
+    if steps:
+        phases = {p: statistics.median(float(s["phases"].get(p) or 0.0) for s in steps)
+                  for p in PHASES}  # fmt: skip
+        busy = statistics.median(
+            max(0.0, float(s["wall_ms"]) - float(s["phases"].get("backward") or 0.0)) for s in steps
+        )
+        return phases, busy, statistics.median(float(s["wall_ms"]) for s in steps)
+    phases = {p: median((session.get("phases") or {}).get(p)) for p in PHASES}
+    return phases, max(0.0, step - phases["backward"]), step
 
 
 def rank_advice(sessions: Sequence[Mapping[str, Any]], comm: Mapping[str, Any] | None) -> list:

@@ -73,7 +73,10 @@ def render_ranks_text(result: Mapping[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
                        enumerate(zip(row, widths))).rstrip() for row in rows]  # fmt: skip
-    lines.append("busy = step - backward (DDP ranks wait for each other inside backward)")
+    lines.append(
+        "busy = step - backward (DDP ranks wait for each other inside backward); busy and "
+        "phases: medians of the detailed steps"
+    )
     if result.get("communication"):
         lines.append("comm = time in collectives per step (overlaps counted once); exposed = "
                      "not overlapped with compute; waits = arriving before the last rank")  # fmt: skip
@@ -101,7 +104,8 @@ def render_ranks_markdown(result: Mapping[str, Any]) -> str:
     for row in result["ranks"]:
         cells = _cells(row, result.get("straggler")) + _comm_cells(row, result)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "busy = step - backward (DDP ranks wait for each other inside backward).", "",
+    lines += ["", "busy = step - backward (DDP ranks wait for each other inside backward); busy and "
+              "phases: medians of the detailed steps.", "",
               f"**{result['verdict']}**", ""]  # fmt: skip
     lines += [f"- {note}" for note in result.get("notes") or ()]
     for advice in result.get("advice") or ():

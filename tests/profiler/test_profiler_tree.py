@@ -251,3 +251,40 @@ def test_a_submodule_called_in_init_is_named_by_its_model():
     assert not {"Sequential", "0", "1"} & paths
     names = {n["name"] for n, _ in walk(session["tree"])}
     assert "features" in names and "Sequential" not in names
+
+
+class LossInside(nn.Module):
+    """Makes its loss module inside forward, as Hugging Face's models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x, y):
+        return nn.CrossEntropyLoss()(self.head(x), y)
+
+
+def test_modules_made_per_call_are_one_node_per_class_and_not_kept():
+    """A loss made in forward, and one made per step in the loop: a row each (calls 1), not
+    a row per instance (CrossEntropyLoss#2, #3, ... at calls 0.03), and no instance kept."""
+    torch.manual_seed(0)
+    model = LossInside()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    with torchdoctor.Profiler(syncs=False, warmup=1, detail="always") as prof:
+        for _ in range(6):
+            (model(x, y) + nn.MSELoss()(model.head(x), torch.zeros(4, 3))).backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+        nodes_after_steps = len(prof._rec.path)
+        kept = len(prof._rec.names._keep)
+    session = prof.session
+    _check(session)
+    calls = {n["path"]: n["calls_per_step"] for n in _nodes(session).values()}
+    assert calls["LossInside.CrossEntropyLoss"] == 1.0 and calls["MSELoss"] == 1.0
+    assert not any("#" in path for path in calls)
+    # the step, LossInside, its head, its loss, head called from the loop, MSELoss: no node
+    # per step
+    assert nodes_after_steps == 6
+    assert kept == 1  # the model; no loss instance held

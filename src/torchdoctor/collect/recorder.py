@@ -131,6 +131,7 @@ class Recorder(RegionEvents):
         self.host_clock = clock.now is time.perf_counter_ns
         # node -> its module's parameters and buffers (their versions: see _fingerprint)
         self.state_of: dict[int, tuple[Tensor, ...]] = {}
+        self.made_in_forward: set[int] = set()  # nodes of modules made inside a forward
         # (node, input signature) -> (weak anchor, state versions, made with grad enabled)
         self.fingerprints: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
         self.on_outermost: Any = None  # called with the module before an outermost call (auto)
@@ -190,11 +191,25 @@ class Recorder(RegionEvents):
         walk = parent
         while walk and self.kind[walk] == "region":  # name modules after the enclosing module
             walk = self.parent[walk]
+        cls = type(module)
+        if self.names.known_path(id(module)) is None and (walk or _stateless(module)):
+            # made on the fly inside a forward (Hugging Face's `CrossEntropyLoss()` per call),
+            # or a stateless module made per step in the loop (`nn.CrossEntropyLoss()(out,
+            # y)`): one node per class under its caller, not one per instance (a node and a
+            # kept module per step, forever, each its own row in the tree)
+            key = ("made in forward", cls.__name__)
+            node = self.node_ids.get((parent, key))
+            if node is None:
+                path = f"{self.path[walk]}.{cls.__name__}" if walk else cls.__name__
+                node = self.node_for(parent, key, path, "module", cls.__name__,
+                                     source_of_class(cls))  # fmt: skip
+                self.state_of[node] = ()
+                self.made_in_forward.add(node)
+            return node
         path = self.names.path_of(module, self.path[walk] if walk else None)
         if self.names.generation != self._names_generation:  # earlier modules were renamed
             self._refresh_paths()
             path = self.names.path_of(module, self.path[walk] if walk else None)
-        cls = type(module)
         if is_compiled_module(module):
             self.compiled_module_seen = True  # (collect/compiled.py)
         node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
@@ -214,6 +229,11 @@ class Recorder(RegionEvents):
                 if path is not None:
                     self.path[node] = path
                     self.name[node] = path.rsplit(".", 1)[-1]
+            elif node in self.made_in_forward:
+                walk = self.parent[node]
+                while walk and self.kind[walk] == "region":
+                    walk = self.parent[walk]
+                self.path[node] = f"{self.path[walk]}.{self.name[node]}"
             elif self.kind[node] == "region":
                 parent = self.parent[node]
                 self.path[node] = (
@@ -304,8 +324,8 @@ class Recorder(RegionEvents):
         if args and self.phases.stack[-1][0] != "backward":  # not a checkpoint recompute
             if node not in self.call_site:  # where the module is called from: first call only
                 self.call_site[node] = user_frame(sys._getframe(2))
-            if self.fingerprinting:
-                self._fingerprint(node, args)
+            if self.fingerprinting and node not in self.made_in_forward:
+                self._fingerprint(node, args)  # (a new module per call is new work anyway)
             if self.backward and torch.is_grad_enabled():
                 self._hook(_tensors(args), node, serial, _END)
         if self.library[node] is not self.in_library:
@@ -451,6 +471,18 @@ class Recorder(RegionEvents):
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:
         return tensor
+
+
+def _stateless(module: Any) -> bool:
+    """No parameters, buffers or submodules (a loss, an activation): its instances are alike.
+
+    Example:
+        >>> _stateless(torch.nn.CrossEntropyLoss()), _stateless(torch.nn.Linear(1, 1))
+        (True, False)
+    """
+    return not module._modules and not any(
+        value is not None for value in (*module._parameters.values(), *module._buffers.values())
+    )  # (a loss registers its optional class weight as a None buffer)
 
 
 def _autocast_on() -> bool:

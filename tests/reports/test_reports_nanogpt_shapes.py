@@ -51,3 +51,36 @@ def test_attention_already_calling_sdpa_gets_no_sdpa_advice():
     assert titles and not any("SDPA" in t for t in titles), titles
     without_lines = {**_session(), "hot_lines": None}
     assert any("SDPA" in a.title for a in dominant_module(without_lines))
+
+
+def test_attention_in_library_code_seen_calling_sdpa_gets_no_sdpa_advice():
+    """A Hugging Face model's attention is library code (no hot lines inside it); the sync
+    audit saw scaled_dot_product_attention called, so SDPA is known to be in use."""
+    session = {**_session(), "hot_lines": None}
+    session["environment"] = {"knobs": {"fused_attention": True}}
+    titles = [a.title for a in dominant_module(session)]
+    assert titles and not any("SDPA" in t for t in titles), titles
+
+
+def test_the_audit_sees_a_fused_attention_call_and_the_session_records_it():
+    import torch
+    import torch.nn.functional as F
+
+    import torchdoctor
+
+    class Attention(torch.nn.Module):
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    model, q = Attention(), torch.randn(1, 2, 4, 8)
+    with torchdoctor.Profiler(model, warmup=0) as with_sdpa:
+        for _ in range(2):
+            model(q)
+            with_sdpa.step()
+    assert with_sdpa.session["environment"]["knobs"]["fused_attention"] is True
+    plain = torch.nn.Linear(8, 8)
+    with torchdoctor.Profiler(plain, warmup=0) as without:
+        for _ in range(2):
+            plain(q)
+            without.step()
+    assert without.session["environment"]["knobs"]["fused_attention"] is None

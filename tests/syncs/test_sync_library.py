@@ -131,6 +131,20 @@ def test_a_known_sync_without_switch_says_so():
     assert "no switch" in item.fix
 
 
+def test_an_encoders_all_ones_mask_test_is_known_with_its_switch():
+    # seen on BertForSequenceClassification under the Trainer (transformers 5)
+    mask = _hf_record(
+        file="/v/site-packages/transformers/masking_utils.py",
+        line=354,
+        op="and (padding_mask is None or padding_mask.all())",
+        function="_ignore_bidirectional_mask_sdpa",
+        kind="bool",
+        per_step=1.0,
+    )
+    (item,) = advise({"step_ms": {"median": 100.0}, "syncs": [mask]})
+    assert "no attention_mask" in item.fix and "no switch" not in item.title
+
+
 def test_library_sync_advice_names_the_switch_and_the_users_line_not_lazymetrics():
     session = {
         "step_ms": {"median": 100.0},

@@ -46,6 +46,8 @@ def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
         "channels_last": seen.get("channels_last"),
         "tf32": tf32 if torch.cuda.is_available() else None,
         "compile": None,  # seen from OptimizedModule nodes in the tree (advice/knobs.py)
+        # scaled_dot_product_attention called (seen by the sync audit; None: not seen)
+        "fused_attention": None,
     }
 
 
@@ -81,6 +83,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             "their time overlaps the steps"
         )
     session["environment"]["knobs"] = knobs_in_use(rec.knobs)
+    if any(getattr(one, "fused_attention", False) for one in [audit, *(audits or ())]):
+        session["environment"]["knobs"]["fused_attention"] = True
     if state.loaders:  # distinct settings of the DataLoaders iterated during the run
         session["environment"]["data_loaders"] = [
             {**dict(key), "iterators": count} for key, count in sorted(state.loaders.items())

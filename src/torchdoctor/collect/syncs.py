@@ -92,6 +92,8 @@ class SyncAudit:
         self.predict = (not torch.cuda.is_available()) if predict is None else bool(predict)
         self.function_calls = 0
         self.dispatch_calls = 0
+        #: a fused attention kernel (scaled_dot_product_attention) was called while auditing
+        self.fused_attention = False
         self._events: dict[tuple, list] = {}
         self._fold_at = FOLD_AT  # keys before per-step events are folded (syncs_fold.py)
         self._suppress = 0

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from torchdoctor.collect.syncs import SyncAudit
 
 HOST_DEVICES = ("cpu", "meta")
-_PLAIN, _WATCH, _BACKWARD = 0, 1, 2
+_PLAIN, _WATCH, _BACKWARD, _FUSED_ATTENTION = 0, 1, 2, 3
+#: calls that show a fused attention kernel in use (the advice then does not prescribe it)
+FUSED_ATTENTION = frozenset({torch.nn.functional.scaled_dot_product_attention})
 _routes: dict[Any, int] = {}
 
 
@@ -41,6 +43,8 @@ def _route(func: Any) -> int:
     if route is None:
         if func in WATCHED:
             route = _WATCH
+        elif func in FUSED_ATTENTION:
+            route = _FUSED_ATTENTION
         elif func is torch.Tensor.backward or (
             getattr(func, "__module__", None) == "torch.autograd"
             and getattr(func, "__name__", None) in ("backward", "grad")
@@ -119,6 +123,9 @@ class FunctionMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if route == _BACKWARD:
             return audit._run_backward(self, func, args, kwargs)
+        if route == _FUSED_ATTENTION:
+            audit.fused_attention = True
+            return func(*args, **kwargs)
         kind = function_kind(func, args, kwargs)
         if kind is None:
             result = func(*args, **kwargs)

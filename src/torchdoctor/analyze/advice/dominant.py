@@ -334,12 +334,18 @@ REMEDIES: tuple[Remedy, ...] = (
 
 
 def _remedy_for(
-    node: Mapping[str, Any], group: list | None, cuda: bool, fused: frozenset[str] = frozenset()
+    node: Mapping[str, Any],
+    group: list | None,
+    cuda: bool,
+    fused: frozenset[str] = frozenset(),
+    fused_anywhere: bool = False,
 ) -> Remedy:
     """The first remedy that fits; attention that already runs the fused kernel (a measured
-    line inside it calls scaled_dot_product_attention: ``fused``) is not told to use it."""
+    line inside it calls scaled_dot_product_attention: ``fused``; or library code called it
+    where the sync audit saw it, ``fused_anywhere``: a Hugging Face model's own SDPA
+    attention) is not told to use it."""
     paths = [str(n.get("path") or "") for n in (group or [node])]
-    already = any(o == p or o.startswith(p + ".") for p in paths for o in fused)
+    already = fused_anywhere or any(o == p or o.startswith(p + ".") for p in paths for o in fused)
     return next(
         r for r in REMEDIES if r.when(node, group, cuda) and not (already and r.name == "attention")
     )
@@ -375,6 +381,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     overhead = estimate.get("overhead_pct") or 0.0
     cuda = is_cuda(session)
     fused = _fused_attention_owners(session)
+    knobs = (session.get("environment") or {}).get("knobs") or {}
+    fused_anywhere = knobs.get("fused_attention") is True
     for node, label, group in _candidates(tree, step):
         part_ms = sum(node_ms(c) for c in group) if group else node_ms(node)
         if part_ms * _kept_after_caching(session, str(node.get("path") or "")) < THRESHOLD * step:
@@ -390,7 +398,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         bwd = part_ms - fwd
         if bwd > 0:
             evidence.append(f"forward {fmt_ms(fwd)}, backward {fmt_ms(bwd)}")
-        remedy = _remedy_for(node, group, cuda, fused)
+        remedy = _remedy_for(node, group, cuda, fused, fused_anywhere)
         if remedy.name == "layer-stack":
             halve = amdahl_saving(step, fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")

@@ -92,6 +92,18 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
         "",
     ),
     LibrarySync(
+        ("transformers",),
+        "masking_utils.py",
+        "_ignore_bidirectional_mask_sdpa",
+        "an encoder (BERT-like) given an attention_mask tests at every forward whether it is "
+        "all ones (padding_mask.all()), to drop the mask and let SDPA pick its fastest kernel "
+        "(_ignore_bidirectional_mask_sdpa)",
+        "no attention_mask in batches without padding (fixed-length or packed inputs): the "
+        "test is skipped",
+        'batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}  # before\n'
+        'batch = {"input_ids": ids}                                          # after',
+    ),
+    LibrarySync(
         ("lightning", "lightning_fabric", "pytorch_lightning"),
         "utilities/apply_func.py",
         "to_item",

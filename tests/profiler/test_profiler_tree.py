@@ -288,3 +288,33 @@ def test_modules_made_per_call_are_one_node_per_class_and_not_kept():
     # per step
     assert nodes_after_steps == 6
     assert kept == 1  # the model; no loss instance held
+
+
+class StepOwner(nn.Module):
+    """Calls its submodules from a method, never from forward (a LightningModule's
+    training_step, a GAN's two networks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(6, 8), nn.ReLU())
+        self.head = nn.Linear(8, 2)
+
+    def training_step(self, x):
+        return self.head(self.encoder(x)).pow(2).mean()
+
+
+def test_submodules_called_from_their_owners_method_are_named_by_it():
+    torch.manual_seed(0)
+    owner = StepOwner()
+    opt = torch.optim.SGD(owner.parameters(), lr=0.01)
+    with torchdoctor.Profiler(syncs=False, warmup=1) as prof:
+        for _ in range(3):
+            owner.training_step(torch.randn(4, 6)).backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    session = prof.session
+    _check(session)
+    paths = set(_nodes(session))
+    assert {"encoder", "encoder.0", "head"} <= paths  # not Sequential, 0, Linear
+    assert not {"Sequential", "Linear"} & paths

@@ -134,7 +134,9 @@ class Profiler(StepCycle, HookEvents):
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
-        self._module_round = ModuleRound()  # several top-level modules in an inference loop
+        self._module_round = ModuleRound(
+            lambda module: self._rec.names.known_path(id(module)) or type(module).__name__
+        )  # several top-level modules in an inference loop
         self._optimizer_round = OptimizerRound()  # several optimizers stepping in turn
         self._audit: Any = None  # the sync audit started by this profiler (syncs=True)
         self._audit_context: Any = None

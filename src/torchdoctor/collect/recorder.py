@@ -206,6 +206,10 @@ class Recorder(RegionEvents):
                 self.state_of[node] = ()
                 self.made_in_forward.add(node)
             return node
+        if not walk and self.names.known_path(id(module)) is None:
+            owner = _calling_owner(module, sys._getframe(1))
+            if owner is not None:  # name it as its owner does (a LightningModule's `encoder`)
+                self.names.register_root(owner)
         path = self.names.path_of(module, self.path[walk] if walk else None)
         if self.names.generation != self._names_generation:  # earlier modules were renamed
             self._refresh_paths()
@@ -471,6 +475,42 @@ class Recorder(RegionEvents):
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:
         return tensor
+
+
+def _calling_owner(module: Any, frame: Any, depth: int = 16) -> Any:
+    """The module whose method called ``module`` as an outermost call, when one did: the
+    ``self`` of the nearest calling frame that is an ``nn.Module`` containing it (Lightning
+    calls ``training_step``, never the LightningModule itself, so its ``encoder`` and ``head``
+    were first seen as roots named ``Sequential`` and ``Linear``). None: called from plain code.
+
+    Example:
+        >>> class Owner(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.head = torch.nn.Linear(1, 1)
+        ...     def step(self):
+        ...         return _calling_owner(self.head, sys._getframe())
+        >>> owner = Owner()
+        >>> owner.step() is owner, _calling_owner(owner.head, sys._getframe()) is None
+        (True, True)
+    """
+    while frame is not None and depth > 0:
+        code = frame.f_code
+        # (an owner still in its __init__ may add submodules after this call: it is named
+        # when it is called itself, adopting this module then)
+        candidate = (
+            frame.f_locals.get("self")
+            if "self" in code.co_varnames and code.co_name != "__init__"
+            else None
+        )
+        if (
+            candidate is not None and candidate is not module
+            and isinstance(candidate, torch.nn.Module)
+            and any(sub is module for sub in candidate.modules())
+        ):  # fmt: skip
+            return candidate
+        frame, depth = frame.f_back, depth - 1
+    return None
 
 
 def _stateless(module: Any) -> bool:

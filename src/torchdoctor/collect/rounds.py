@@ -75,7 +75,9 @@ class ModuleRound:
         [True, True, True, False, False, False, True]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name_of: Any = None) -> None:
+        #: how notes name a module (the profiler's module path; default: its class name)
+        self.name_of = name_of or (lambda module: type(module).__name__)
         self.counts: dict[int, int] = {}
         self.total = 0
         self.first: Any = None
@@ -128,5 +130,5 @@ class ModuleRound:
         run = f", the first of its {self.opening_run} calls in a row" if self.runs else ""
         return (
             f"several outermost modules: a step starts at each call of "
-            f"{type(module).__name__}{where}{run}"
+            f"{self.name_of(module)}{where}{run}"
         )

@@ -441,3 +441,20 @@ def test_unattributed_names_lint_suspects_outside_modules():
     # the same finding ranks as a suspect, not as cold lint
     (finding,) = lint_findings(session)
     assert finding.heat > 0 and "unattributed code" in finding.title
+
+
+def test_a_lightning_log_line_gets_the_log_less_often_cure_with_its_arithmetic_saving():
+    from torchdoctor.analyze.advice.hot_lines import hot_line_advice
+
+    site = "/env/lib/python3.11/site-packages/lightning/fabric/utilities/apply_func.py"
+    row = {"file": "/a/gan.py", "line": 21, "location": "gan.py:21", "owner": "",
+           "function": "training_step", "code": 'self.log_dict({"ld": ld}, prog_bar=True)',
+           "total_ms": {"mean": 2.0}, "forward_ms": {"mean": 2.0}, "backward_ms": {"mean": 0.0},
+           "calls_per_step": 1, "torch_calls_per_step": 40, "top_ops": [],
+           "via": [{"file": site, "line": 104, "function": "batch_to", "ms": 1.0}]}  # fmt: skip
+    (item,) = hot_line_advice({"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [row]}})
+    assert "self.log" in item.title and "on_epoch=True" in item.fix
+    assert item.estimated_saving_ms == pytest.approx(2.0 * (1 - 1 / 10))  # 1 step in 10
+    plain = {**row, "via": []}  # the same text without Lightning underneath: no such cure
+    (other,) = hot_line_advice({"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [plain]}})
+    assert "self.log" not in other.title

@@ -1,7 +1,8 @@
 """What cures a hot line, and how much faster the cure measured in BENCHMARKS.md.
 
-A cure is chosen from the static findings on the line (their code), else from the heaviest
-torch op the line runs many times per step, else, for a line executed many times per step
+A cure is chosen from the static findings on the line (their code), else from the library
+call the line makes (Lightning's ``self.log``), else from the heaviest torch op the line runs
+many times per step, else, for a line executed many times per step
 with small ops, the generic per-element loop cure (batch it). Speedups are the benchmarked
 ratios of the replacement against the slow pattern (low end: the conservative figure, used for
 the saving; high end: the best measured), with the table they come from.
@@ -116,6 +117,34 @@ PER_ELEMENT_LOOP = Cure(
     ("torch.vmap", "torch.compile"),
 )
 
+#: logging 1 step in LOG_EVERY removes (LOG_EVERY - 1) / LOG_EVERY of the line's time
+LOG_EVERY = 10
+LIGHTNING_LOG = Cure(
+    "log less often",
+    "Lightning's self.log machinery runs at every call: log per epoch, or every N steps",
+    "Each self.log/self.log_dict call runs Lightning's result collection (clones, device "
+    "moves, torchmetrics updates) and, with prog_bar=True, a host read per metric: log "
+    "per-step metrics with on_step=False, on_epoch=True (accumulated, logged once per "
+    "epoch), or only every N steps (Trainer(log_every_n_steps=N) does not skip the call "
+    "itself: guard it with `if batch_idx % N == 0`).",
+    Speedup(
+        float(LOG_EVERY),
+        float(LOG_EVERY),
+        f"arithmetic: logging 1 step in {LOG_EVERY} keeps 1/{LOG_EVERY} of the line's measured "
+        "time",
+    ),
+    ("lightning.pytorch.core.LightningModule.log",),
+    'self.log_dict({"ld": ld, "lg": lg}, prog_bar=True)          # before: every step\n'
+    "if batch_idx % 10 == 0:                                     # after\n"
+    '    self.log_dict({"ld": ld, "lg": lg}, prog_bar=True)',
+)
+#: lines whose cure follows from the call they make into a library: (text in the line's
+#: code, packages one of its library frames is in, the cure)
+CURES_BY_CALL: tuple[tuple[tuple[str, ...], tuple[str, ...], Cure], ...] = (
+    (("self.log(", "self.log_dict("), ("lightning", "pytorch_lightning", "torchmetrics"),
+     LIGHTNING_LOG),
+)  # fmt: skip
+
 CURES_BY_CODE: dict[str, Cure] = {
     "TD102": WHITENING,
     "TD101": INVERSE,
@@ -167,10 +196,20 @@ def cure_for(row: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> C
         'batch the loop'
         >>> cure_for({"calls_per_step": 1, "torch_calls_per_step": 1, "forward_ms": 9.0}, []) is None
         True
+        >>> cure_for({"code": "self.log('loss', loss)", "via": [{"file":
+        ...     "/env/site-packages/lightning/fabric/utilities/apply_func.py"}]}, []).name
+        'log less often'
     """
     for finding in findings:
         cure = CURES_BY_CODE.get(str(finding.get("code")))
         if cure is not None:
+            return cure
+    code = str(row.get("code") or "")
+    via = [str(v.get("file") or "").replace("\\", "/") for v in row.get("via") or ()]
+    for texts, packages, cure in CURES_BY_CALL:
+        if any(t in code for t in texts) and any(
+            f"/{package}/" in file for file in via for package in packages
+        ):
             return cure
     for op in (row.get("top_ops") or ())[:2]:
         cure = CURES_BY_OP.get(str(op.get("op")))

@@ -134,3 +134,40 @@ def test_bad_period_and_atomic_write_keep_the_old_file_on_failure(tmp_path):
         write_atomic(target, None)  # type: ignore[arg-type]
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temporary file left
+
+
+def test_os_exit_in_the_script_leaves_a_checkpoint_of_its_steps(tmp_path):
+    """os._exit skips every finally and atexit handler: the report was lost. Forked
+    DataLoader workers also end with os._exit: they must not write."""
+    tail = (
+        "import os\n"
+        "from torch.utils.data import DataLoader\n"
+        "list(DataLoader(list(range(8)), num_workers=2))  # forked workers exit with os._exit\n"
+        "os._exit(3)"
+    )
+    script = write_script(tmp_path, steps=6, sleep=0.0, tail=tail)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        command("run", "--warmup", "0", "--out", str(out), str(script)),
+        cwd=tmp_path, env=environment(), capture_output=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr.decode()
+    assert "os._exit(3)" in done.stderr.decode()
+    session = Session.load(out / "session.json")
+    assert session["config"]["incomplete"] is True  # a checkpoint, marked so
+    assert len(session["steps"]) == 6
+
+
+def test_a_script_that_changes_directory_writes_where_run_started(tmp_path):
+    script = write_script(tmp_path, steps=3, sleep=0.0)
+    (tmp_path / "elsewhere").mkdir()
+    script.write_text("import os\nos.chdir('elsewhere')\n" + script.read_text())
+    done = subprocess.run(
+        command("run", "--warmup", "0", "--no-history", str(script.name)),
+        cwd=tmp_path, env=environment(), capture_output=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    written = tmp_path / "torchdoctor-out"
+    assert {"session.json", "report.md", "report.html"} <= {p.name for p in written.iterdir()}
+    assert not (tmp_path / "elsewhere" / "torchdoctor-out").exists()
+    assert "session written to torchdoctor-out/session.json" in done.stderr.decode()

@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,6 @@ WHOLE_RUN_MESSAGE = (
     "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
     "call, module call or --step-fn call): one step = the whole run"
 )
-
-
-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -253,7 +250,10 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     try:
         audit.__enter__()
         profiler.pace_audit(audit)  # paused outside the profiler's detail windows
-        start_checkpoints(profiler, args, lambda session: _add_run_fields(session, args, audit))
+        writer = start_checkpoints(
+            profiler, args, lambda session: _add_run_fields(session, args, audit)
+        )
+        restore_exit = _checkpoint_at_hard_exit(profiler, writer)
         try:
             collectives.start()
             # With --format json stdout carries the JSON alone (pipe it to jq): the script's
@@ -262,6 +262,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
                 live = start_live(profiler, args, audit)
                 outcome = run_script(script, args.script_args, on_step_fn_end=profiler.step)
         finally:
+            restore_exit()
             collectives.stop()
             if live is not None:
                 live.stop()
@@ -279,6 +280,39 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     _attach_collectives(args, collectives, session)
     session["config"]["exit_code"] = outcome.exit_code
     return outcome, session
+
+
+def _checkpoint_at_hard_exit(profiler: Any, writer: Any) -> Callable[[], None]:
+    """While the script runs, ``os._exit`` (which skips every ``finally`` and atexit handler:
+    the report would be lost) first writes a checkpoint of what was measured. Only in this
+    process: forked DataLoader workers end with ``os._exit`` too. Returns the undo.
+
+    Example:
+        >>> undo = _checkpoint_at_hard_exit(None, None)  # checkpoints off: nothing to write
+        >>> undo()
+    """
+    if writer is None:
+        return lambda: None
+    real_exit, pid = os._exit, os.getpid()
+
+    def hard_exit(code: int) -> None:
+        if os.getpid() == pid:
+            try:
+                writer.write(steps=profiler.steps_recorded)
+                print(f"torchdoctor: the script called os._exit({code}), which skips the report: "
+                      f"what was measured until then is in {writer.path}; show it with "
+                      f"`torchdoctor report {writer.path}`", file=sys.stderr)  # fmt: skip
+            except BaseException:  # never keep the process from exiting
+                pass
+        real_exit(code)
+
+    os._exit = hard_exit
+
+    def restore() -> None:
+        if os._exit is hard_exit:
+            os._exit = real_exit
+
+    return restore
 
 
 def _add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
@@ -326,6 +360,11 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
 
     started = time.time()
     dist = distributed_rank()
+    # absolute now: a script that changes directory (os.chdir) must not move the output, nor
+    # hide itself from the lint run after it
+    start_dir = os.getcwd()
+    args.out = os.path.abspath(args.out)
+    script_path = os.path.abspath(args.script)
     out_root = args.out
     if dist is not None:
         args.out = os.path.join(out_root, f"rank{dist[0]}")
@@ -349,6 +388,10 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         print(f"torchdoctor {command}: error: {exc}", file=sys.stderr)
         return 2
     status = outcome.exit_code
+    try:  # back where `run` started (the history, relative paths in the notices)
+        os.chdir(start_dir)
+    except OSError:
+        pass
     if dist is not None:
         session["environment"].update(rank=dist[0], world_size=dist[1], run_id=torchrun_run_id())
         session["config"]["notes"] = [
@@ -360,7 +403,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
 
     try:
         path = write_session(
-            session, args.out, script=args.script, reports=() if only_syncs else REPORT_FORMATS
+            session, args.out, script=script_path, reports=() if only_syncs else REPORT_FORMATS
         )
     except OSError as exc:
         print(f"torchdoctor {command}: could not write the session to {args.out}: {exc}",
@@ -370,7 +413,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         print_report(session, args.format, only_syncs=only_syncs)
     notices = _notices(session)
     if path is not None:
-        notices.append(f"session written to {path}")
+        notices.append(f"session written to {_shown(path, start_dir)}")
         if not only_syncs and (dist is None or dist[0] == 0):
             notices += _record(session, path, args)
     prefix = "torchdoctor" if dist is None else f"torchdoctor [rank {dist[0]}]"
@@ -380,6 +423,19 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         merge_ranks(session, dist, out_root, started, getattr(args, "process_group_store", None),
                     show=args.format == "text")  # fmt: skip
     return status
+
+
+def _shown(path: Path, start_dir: str) -> str:
+    """``path`` as the user gave it: relative to the directory `run` started in when inside it.
+
+    Example:
+        >>> _shown(Path("/work/torchdoctor-out/session.json"), "/work")
+        'torchdoctor-out/session.json'
+        >>> _shown(Path("/tmp/out/session.json"), "/work")
+        '/tmp/out/session.json'
+    """
+    relative = os.path.relpath(path, start_dir)
+    return str(path) if relative.startswith("..") else relative
 
 
 def _record(session: Any, path: Path, args: argparse.Namespace) -> list[str]:

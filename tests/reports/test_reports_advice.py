@@ -251,43 +251,6 @@ def test_data_loading_threshold_and_saving():
     assert data_loading(session) == []
 
 
-def _loaders(*settings, cpus=8):
-    session = slow_session()
-    session["environment"] = {"data_loaders": list(settings), "cpus": cpus}
-    (item,) = data_loading(session)
-    return item
-
-
-def test_data_loading_fix_follows_the_loaders_the_run_used():
-    # no DataLoader seen (a hand-written iterator): the generic remedy
-    assert "overlap it with DataLoader workers" in data_loading(slow_session())[0].title
-    # num_workers=0: load in workers, sized to the cores this process may use
-    item = _loaders({"num_workers": 0, "persistent_workers": False, "iterators": 1}, cpus=4)
-    assert "num_workers=0" in item.title and "num_workers=3" in item.fix
-    assert any("num_workers=0, persistent_workers=False" in line for line in item.evidence)
-    # workers without persistence, iterated over several epochs: they restart every epoch
-    item = _loaders({"num_workers": 4, "persistent_workers": False, "iterators": 3})
-    assert "restart at every epoch" in item.title and "persistent_workers=True" in item.fix
-    assert any("iterated 3x" in line for line in item.evidence)
-    # one epoch, or persistent workers: the workers do not keep up
-    item = _loaders({"num_workers": 4, "persistent_workers": False, "iterators": 1})
-    assert "4 workers do not keep up" in item.title and "above 4" in item.fix
-    item = _loaders({"num_workers": 8, "persistent_workers": True, "iterators": 1}, cpus=8)
-    assert "8 workers do not keep up" in item.title
-    assert "already use every core" in item.fix and "above" not in item.fix
-    # a new DataLoader per epoch: each iterator starts new workers, a few steps wait long
-    session = slow_session()
-    session["environment"] = {"cpus": 8, "data_loaders": [
-        {"num_workers": 2, "persistent_workers": False, "iterators": 1},
-        {"num_workers": 2, "persistent_workers": True, "iterators": 1}]}  # fmt: skip
-    session["phases"]["data"] = {"median": 1.0, "max": 400.0, "mean": 40.0}
-    (spiky,) = data_loading(session)
-    assert "restart at every epoch" in spiky.title and "once" in spiky.fix
-    assert "median 1 ms, slowest 400 ms" in spiky.evidence[0]
-    # the same saving whatever the remedy
-    assert item.estimated_saving_ms == data_loading(slow_session())[0].estimated_saving_ms
-
-
 def test_cpu_work_attributes_round_trip_to_enclosing_region():
     found = cpu_work(slow_session())
     assert any("linear_sum_assignment" in a.title for a in found)
@@ -441,20 +404,3 @@ def test_unattributed_names_lint_suspects_outside_modules():
     # the same finding ranks as a suspect, not as cold lint
     (finding,) = lint_findings(session)
     assert finding.heat > 0 and "unattributed code" in finding.title
-
-
-def test_a_lightning_log_line_gets_the_log_less_often_cure_with_its_arithmetic_saving():
-    from torchdoctor.analyze.advice.hot_lines import hot_line_advice
-
-    site = "/env/lib/python3.11/site-packages/lightning/fabric/utilities/apply_func.py"
-    row = {"file": "/a/gan.py", "line": 21, "location": "gan.py:21", "owner": "",
-           "function": "training_step", "code": 'self.log_dict({"ld": ld}, prog_bar=True)',
-           "total_ms": {"mean": 2.0}, "forward_ms": {"mean": 2.0}, "backward_ms": {"mean": 0.0},
-           "calls_per_step": 1, "torch_calls_per_step": 40, "top_ops": [],
-           "via": [{"file": site, "line": 104, "function": "batch_to", "ms": 1.0}]}  # fmt: skip
-    (item,) = hot_line_advice({"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [row]}})
-    assert "self.log" in item.title and "on_epoch=True" in item.fix
-    assert item.estimated_saving_ms == pytest.approx(2.0 * (1 - 1 / 10))  # 1 step in 10
-    plain = {**row, "via": []}  # the same text without Lightning underneath: no such cure
-    (other,) = hot_line_advice({"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [plain]}})
-    assert "self.log" not in other.title

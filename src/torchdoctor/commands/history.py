@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--format", "-f", choices=("text", "json", "html"), default="text")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    parser.add_argument("--last", metavar="N", type=positive, default=None, help="the last N runs only")
+    parser.add_argument(
+        "--last", metavar="N", type=positive, default=None, help="the last N runs only"
+    )
     parser.add_argument(
         "--history", metavar="PATH", default=None,
         help="history database (default: $TORCHDOCTOR_HISTORY, else "

@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,6 @@ VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "-
                  "--detail", "--detail-window", "--detail-period", "--detail-period-s",
                  "--checkpoint-every")  # fmt: skip
 FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb", "--no-hot-lines", "--live")
-WHOLE_RUN_MESSAGE = (
-    "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
-    "call, module call or --step-fn call): one step = the whole run"
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -230,7 +226,11 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     from torchdoctor.collect.profiler import Profiler
     from torchdoctor.collect.script import load_script, run_script
     from torchdoctor.collect.syncs import sync_audit
-    from torchdoctor.commands.run_watch import start_checkpoints, start_live
+    from torchdoctor.commands.run_watch import (
+        checkpoint_at_hard_exit,
+        start_checkpoints,
+        start_live,
+    )
 
     script = load_script(args.script, args.step_fn)
     profiler = Profiler(
@@ -253,7 +253,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
         writer = start_checkpoints(
             profiler, args, lambda session: _add_run_fields(session, args, audit)
         )
-        restore_exit = _checkpoint_at_hard_exit(profiler, writer)
+        restore_exit = checkpoint_at_hard_exit(profiler, writer)
         try:
             collectives.start()
             # With --format json stdout carries the JSON alone (pipe it to jq): the script's
@@ -282,39 +282,6 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     return outcome, session
 
 
-def _checkpoint_at_hard_exit(profiler: Any, writer: Any) -> Callable[[], None]:
-    """While the script runs, ``os._exit`` (which skips every ``finally`` and atexit handler:
-    the report would be lost) first writes a checkpoint of what was measured. Only in this
-    process: forked DataLoader workers end with ``os._exit`` too. Returns the undo.
-
-    Example:
-        >>> undo = _checkpoint_at_hard_exit(None, None)  # checkpoints off: nothing to write
-        >>> undo()
-    """
-    if writer is None:
-        return lambda: None
-    real_exit, pid = os._exit, os.getpid()
-
-    def hard_exit(code: int) -> None:
-        if os.getpid() == pid:
-            try:
-                writer.write(steps=profiler.steps_recorded)
-                print(f"torchdoctor: the script called os._exit({code}), which skips the report: "
-                      f"what was measured until then is in {writer.path}; show it with "
-                      f"`torchdoctor report {writer.path}`", file=sys.stderr)  # fmt: skip
-            except BaseException:  # never keep the process from exiting
-                pass
-        real_exit(code)
-
-    os._exit = hard_exit
-
-    def restore() -> None:
-        if os._exit is hard_exit:
-            os._exit = real_exit
-
-    return restore
-
-
 def _add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
     """What `run` adds to the profiler's session (the final one and each checkpoint): the
     step function's boundary and the records of its own sync audit."""
@@ -337,16 +304,6 @@ def _attach_collectives(args: argparse.Namespace, timer: Any, session: Any) -> N
         session["collectives"] = summarize_collectives(timer, session)
 
 
-def _notices(session: Any) -> list[str]:
-    config = session.get("config") or {}
-    lines = []
-    if config.get("step_boundary") == "whole_run":
-        lines.append(WHOLE_RUN_MESSAGE)
-    if session.get("interrupted"):
-        lines.append("the script did not finish: the numbers cover the steps seen until it stopped")
-    return lines
-
-
 def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     """Shared by `run` and `syncs`: run, write the session, print, return the script's code.
 
@@ -357,6 +314,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     """
     from torchdoctor.collect.script import ScriptNotFoundError
     from torchdoctor.commands.ranks import distributed_rank, merge_ranks, torchrun_run_id
+    from torchdoctor.commands.run_report import record_run, run_notices, shown_path
 
     started = time.time()
     dist = distributed_rank()
@@ -411,11 +369,11 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         path, status = None, status or 1
     if dist is None or dist[0] == 0:
         print_report(session, args.format, only_syncs=only_syncs)
-    notices = _notices(session)
+    notices = run_notices(session)
     if path is not None:
-        notices.append(f"session written to {_shown(path, start_dir)}")
+        notices.append(f"session written to {shown_path(path, start_dir)}")
         if not only_syncs and (dist is None or dist[0] == 0):
-            notices += _record(session, path, args)
+            notices += record_run(session, path, args)
     prefix = "torchdoctor" if dist is None else f"torchdoctor [rank {dist[0]}]"
     for line in notices:
         print(f"{prefix}: {line}", file=sys.stderr)
@@ -423,32 +381,6 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         merge_ranks(session, dist, out_root, started, getattr(args, "process_group_store", None),
                     show=args.format == "text")  # fmt: skip
     return status
-
-
-def _shown(path: Path, start_dir: str) -> str:
-    """``path`` as the user gave it: relative to the directory `run` started in when inside it.
-
-    Example:
-        >>> _shown(Path("/work/torchdoctor-out/session.json"), "/work")
-        'torchdoctor-out/session.json'
-        >>> _shown(Path("/tmp/out/session.json"), "/work")
-        '/tmp/out/session.json'
-    """
-    relative = os.path.relpath(path, start_dir)
-    return str(path) if relative.startswith("..") else relative
-
-
-def _record(session: Any, path: Path, args: argparse.Namespace) -> list[str]:
-    """Append the run to the history and log it to the trackers asked for (--mlflow, --wandb)."""
-    from torchdoctor.integrations.record import record_and_track
-
-    trackers = [name for name in ("mlflow", "wandb") if getattr(args, name, False)]
-    files = [p for p in (path, path.parent / "report.html") if p.exists()]
-    history = False if args.no_history else (args.history or True)
-    done = record_and_track(session, files, kind="run", script=args.script,
-                            args=args.script_args, history=history, trackers=trackers)  # fmt: skip
-    lines = [f"run {done['history_id']} in the history"] if done["history_id"] else []
-    return lines + [f"logged to {name} (run {run_id})" for name, run_id in done["trackers"].items()]
 
 
 def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:

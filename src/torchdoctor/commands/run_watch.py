@@ -1,4 +1,5 @@
-"""What `run` does while the script runs: checkpoints of the session and the ``--live`` view.
+"""What `run` does while the script runs: checkpoints of the session (also at ``os._exit``)
+and the ``--live`` view.
 
 Both are step listeners of the profiler (called at step boundaries): crash-safe checkpoints of
 ``OUT/session.json`` (``collect/checkpoint.py``) and the one-screen summary on stderr
@@ -13,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,3 +81,36 @@ def start_live(profiler: Any, args: argparse.Namespace, audit: Any) -> Any:
     view.start()
     profiler.add_step_listener(view)
     return view
+
+
+def checkpoint_at_hard_exit(profiler: Any, writer: Any) -> Callable[[], None]:
+    """While the script runs, ``os._exit`` (which skips every ``finally`` and atexit handler:
+    the report would be lost) first writes a checkpoint of what was measured. Only in this
+    process: forked DataLoader workers end with ``os._exit`` too. Returns the undo.
+
+    Example:
+        >>> undo = checkpoint_at_hard_exit(None, None)  # checkpoints off: nothing to write
+        >>> undo()
+    """
+    if writer is None:
+        return lambda: None
+    real_exit, pid = os._exit, os.getpid()
+
+    def hard_exit(code: int) -> None:
+        if os.getpid() == pid:
+            try:
+                writer.write(steps=profiler.steps_recorded)
+                print(f"torchdoctor: the script called os._exit({code}), which skips the report: "
+                      f"what was measured until then is in {writer.path}; show it with "
+                      f"`torchdoctor report {writer.path}`", file=sys.stderr)  # fmt: skip
+            except BaseException:  # never keep the process from exiting
+                pass
+        real_exit(code)
+
+    os._exit = hard_exit
+
+    def restore() -> None:
+        if os._exit is hard_exit:
+            os._exit = real_exit
+
+    return restore

@@ -34,9 +34,6 @@ VALUE_OPTIONS = ("--budget", "--knobs", "--tolerance", "--warmup", "--steps", "-
                  "--seed", "--out", "--format")  # fmt: skip
 
 
-
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add tune's options (they go before SCRIPT) to parser.
 

@@ -1,0 +1,198 @@
+"""The recorder's node registry: modules and regions as nodes of the call-context tree.
+
+The half of :class:`~torchdoctor.collect.recorder.Recorder` that names what it records: a node
+is a module path or region name *under its caller* (a module reused from two places appears
+under each). Modules are named by :class:`~torchdoctor.collect.naming.ModuleNames`; when it
+renames modules (a root adopted by a later one) every node's path is re-read. A module made on
+the fly inside a forward (or a stateless one made per step in the loop) is one node per class
+under its caller, not one per instance; a module called as an outermost call from a method of
+the module that owns it (a LightningModule's ``training_step``) is named by that owner.
+
+Example:
+    >>> from torchdoctor.collect.clocks import CpuClock
+    >>> from torchdoctor.collect.recorder import Recorder
+    >>> rec = Recorder(CpuClock())
+    >>> rec.node_for(0, ("region", "x"), "x", "region", None, None, name="x")
+    1
+    >>> rec.name[1], rec.kind[1]
+    ('x', 'region')
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import torch
+
+from torchdoctor.collect.compiled import is_compiled_module
+from torchdoctor.collect.lines_frames import USER, kind_of_file
+from torchdoctor.collect.naming import ModuleNames, source_of_class
+
+_host_ns = time.perf_counter_ns
+
+
+class NodeRegistry:
+    """Node ids -> parent, path, name, kind, type, source (lists indexed by node id).
+
+    Example:
+        >>> from torchdoctor.collect.clocks import CpuClock
+        >>> from torchdoctor.collect.recorder import Recorder
+        >>> rec, net = Recorder(CpuClock()), torch.nn.Sequential(torch.nn.Linear(1, 1))
+        >>> node = rec._module_node(0, net)
+        >>> rec.path[node], rec.type[node], rec.library[node]
+        ('Sequential', 'Sequential', True)
+    """
+
+    names: ModuleNames
+    node_ids: dict[tuple[int, Any], int]
+    parent: list[int]
+    path: list[str]
+    name: list[str]
+    kind: list[str]
+    type: list[str | None]
+    source: list[dict | None]
+    library: list[bool]
+    state_of: dict[int, tuple[torch.Tensor, ...]]
+    made_in_forward: set[int]
+    registration_ns: int
+    compiled_module_seen: bool
+    _names_generation: int
+
+    def node_for(
+        self,
+        parent: int,
+        key: Any,
+        path: str,
+        kind: str,
+        type_name: str | None,
+        source: Any,
+        *,
+        name: str | None = None,
+    ) -> int:
+        """Register a node (``key`` identifies it under ``parent``) and return its id; its name
+        is ``name``, by default the last part of ``path``."""
+        node = len(self.parent)
+        self.node_ids[(parent, key)] = node
+        self.parent.append(parent)
+        self.path.append(path)
+        self.name.append(name if name is not None else path.rsplit(".", 1)[-1])
+        self.kind.append(kind)
+        self.type.append(type_name)
+        self.source.append(source)
+        file = (source or {}).get("file") if kind == "module" else None
+        self.library.append(kind == "module" and (not file or kind_of_file(str(file)) != USER))
+        return node
+
+    def _module_node(self, parent: int, module: Any) -> int:
+        began = _host_ns()
+        try:
+            return self._register_module(parent, module)
+        finally:
+            self.registration_ns += _host_ns() - began
+
+    def _register_module(self, parent: int, module: Any) -> int:
+        walk = parent
+        while walk and self.kind[walk] == "region":  # name modules after the enclosing module
+            walk = self.parent[walk]
+        cls = type(module)
+        if self.names.known_path(id(module)) is None and (walk or _stateless(module)):
+            # made on the fly inside a forward (Hugging Face's `CrossEntropyLoss()` per call),
+            # or a stateless module made per step in the loop (`nn.CrossEntropyLoss()(out,
+            # y)`): one node per class under its caller, not one per instance (a node and a
+            # kept module per step, forever, each its own row in the tree)
+            key = ("made in forward", cls.__name__)
+            node = self.node_ids.get((parent, key))
+            if node is None:
+                path = f"{self.path[walk]}.{cls.__name__}" if walk else cls.__name__
+                node = self.node_for(parent, key, path, "module", cls.__name__,
+                                     source_of_class(cls))  # fmt: skip
+                self.state_of[node] = ()
+                self.made_in_forward.add(node)
+            return node
+        if not walk and self.names.known_path(id(module)) is None:
+            owner = _calling_owner(module, sys._getframe(1))
+            if owner is not None:  # name it as its owner does (a LightningModule's `encoder`)
+                self.names.register_root(owner)
+        path = self.names.path_of(module, self.path[walk] if walk else None)
+        if self.names.generation != self._names_generation:  # earlier modules were renamed
+            self._refresh_paths()
+            path = self.names.path_of(module, self.path[walk] if walk else None)
+        if is_compiled_module(module):
+            self.compiled_module_seen = True  # (collect/compiled.py)
+        node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
+        self.state_of[node] = (*module.parameters(), *module.buffers())
+        return node
+
+    def _refresh_paths(self) -> None:
+        """Re-read every node's path after :class:`ModuleNames` renamed modules (a root
+        adopted by a later one); regions are named under their (renamed) parent."""
+        self._names_generation = self.names.generation
+        module_of = {
+            node: key for (_, key), node in self.node_ids.items() if not isinstance(key, tuple)
+        }
+        for node in range(1, len(self.path)):
+            if self.kind[node] == "module" and node in module_of:
+                path = self.names.known_path(module_of[node])
+                if path is not None:
+                    self.path[node] = path
+                    self.name[node] = path.rsplit(".", 1)[-1]
+            elif node in self.made_in_forward:
+                walk = self.parent[node]
+                while walk and self.kind[walk] == "region":
+                    walk = self.parent[walk]
+                self.path[node] = f"{self.path[walk]}.{self.name[node]}"
+            elif self.kind[node] == "region":
+                parent = self.parent[node]
+                self.path[node] = (
+                    f"{self.path[parent]}.{self.name[node]}" if parent else self.name[node]
+                )
+
+
+def _calling_owner(module: Any, frame: Any, depth: int = 16) -> Any:
+    """The module whose method called ``module`` as an outermost call, when one did: the
+    ``self`` of the nearest calling frame that is an ``nn.Module`` containing it (Lightning
+    calls ``training_step``, never the LightningModule itself, so its ``encoder`` and ``head``
+    were first seen as roots named ``Sequential`` and ``Linear``). None: called from plain code.
+
+    Example:
+        >>> class Owner(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.head = torch.nn.Linear(1, 1)
+        ...     def step(self):
+        ...         return _calling_owner(self.head, sys._getframe())
+        >>> owner = Owner()
+        >>> owner.step() is owner, _calling_owner(owner.head, sys._getframe()) is None
+        (True, True)
+    """
+    while frame is not None and depth > 0:
+        code = frame.f_code
+        # (an owner still in its __init__ may add submodules after this call: it is named
+        # when it is called itself, adopting this module then)
+        candidate = (
+            frame.f_locals.get("self")
+            if "self" in code.co_varnames and code.co_name != "__init__"
+            else None
+        )
+        if (
+            candidate is not None and candidate is not module
+            and isinstance(candidate, torch.nn.Module)
+            and any(sub is module for sub in candidate.modules())
+        ):  # fmt: skip
+            return candidate
+        frame, depth = frame.f_back, depth - 1
+    return None
+
+
+def _stateless(module: Any) -> bool:
+    """No parameters, buffers or submodules (a loss, an activation): its instances are alike.
+
+    Example:
+        >>> _stateless(torch.nn.CrossEntropyLoss()), _stateless(torch.nn.Linear(1, 1))
+        (True, False)
+    """
+    return not module._modules and not any(
+        value is not None for value in (*module._parameters.values(), *module._buffers.values())
+    )  # (a loss registers its optional class weight as a None buffer)

@@ -1,0 +1,89 @@
+"""Recomputation under training: weight parametrizations, gradient accumulation's
+micro-steps, and modules that write their own buffers."""
+
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.session_read import walk
+
+
+class Parametrized(nn.Module):
+    """A weight-normed layer and a spectral-normed one (it writes its own buffers at each
+    training-mode call), plus a module run on learned queries (a parameter: the same input
+    at every call)."""
+
+    def __init__(self, repeats=1):
+        super().__init__()
+        self.a = nn.utils.parametrizations.weight_norm(nn.Linear(6, 6))
+        self.b = nn.utils.parametrizations.spectral_norm(nn.Linear(6, 6))
+        self.queries = nn.Parameter(torch.randn(3, 6))
+        self.norm = nn.LayerNorm(6)
+        self.repeats = repeats
+
+    def forward(self, x):
+        for _ in range(self.repeats):  # an RNN-like reuse of one layer
+            x = torch.tanh(self.a(x))
+        return self.b(x) @ self.norm(self.queries).T
+
+
+def test_gradient_accumulation_micro_steps_are_not_recomputation():
+    """Each micro-step re-runs the weight parametrizations and the module on the learned
+    queries with the same inputs, and must: the previous backward consumed their graph."""
+    torch.manual_seed(0)
+    model = Parametrized()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        for _ in range(4):
+            model(torch.randn(5, 6)).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+
+    s = torchdoctor.profile(step, model=model, steps=2, warmup=1, syncs=False)
+    calls = {n["path"]: n["calls_per_step"] for n, _ in walk(s["tree"])}
+    assert calls["norm"] == 4.0 and calls["a.parametrizations.weight.0"] == 4.0
+    assert s["recomputation"] == []
+
+
+def test_a_parametrization_reused_within_one_forward_is_recomputation_with_its_remedy():
+    torch.manual_seed(0)
+    model = Parametrized(repeats=3)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        model(torch.randn(5, 6)).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+
+    s = torchdoctor.profile(step, model=model, steps=2, warmup=1, syncs=False)
+    records = {r["path"]: r for r in s["recomputation"]}
+    # weight norm: 3 uses of one weight, 2 of them repeats; spectral norm (one use) and the
+    # whole `b` writing its power-iteration buffers are never taken for repeats
+    assert records["a.parametrizations.weight.0"]["identical_input_calls"] == 2.0
+    assert not any(path.startswith("b") for path in records)
+    from torchdoctor.analyze.advice.recompute import loop_invariant
+
+    advice = [a for a in loop_invariant(s.to_dict()) if "parametrizations" in a.title]
+    assert advice and "parametrize.cached()" in advice[0].fix
+
+
+def test_a_module_that_writes_its_buffers_is_no_recomputation():
+    """Spectral norm's power iteration updates its u/v buffers in place at each training
+    call: the same weight gives a different result the next time."""
+    torch.manual_seed(0)
+    layer = nn.utils.parametrizations.spectral_norm(nn.Linear(6, 6))
+    x = torch.randn(4, 6)
+
+    def step():
+        for _ in range(3):
+            layer(x)
+
+    with torch.no_grad():
+        s = torchdoctor.profile(step, model=layer, steps=2, warmup=1, syncs=False)
+    assert s["recomputation"] == []
+    layer.eval()  # evaluation: no power iteration, the same weight each call
+    with torch.no_grad():
+        s = torchdoctor.profile(step, model=layer, steps=2, warmup=1, syncs=False)
+    assert "ParametrizedLinear" in {r["path"] for r in s["recomputation"]}

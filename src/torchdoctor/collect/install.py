@@ -275,6 +275,7 @@ def _step_aside_for_disabled_hooks(switch: SavedTensorsSwitch) -> Callable[[], N
         >>> switch = SavedTensorsSwitch(lambda t: t, lambda t: t)
         >>> undo = _step_aside_for_disabled_hooks(switch)
         >>> switch.on()
+        True
         >>> with torch.autograd.graph.disable_saved_tensors_hooks("no hooks here"):
         ...     inside = switch.active
         >>> inside, switch.active
@@ -316,8 +317,8 @@ class SavedTensorsSwitch:
 
     Example:
         >>> switch = SavedTensorsSwitch(lambda t: t, lambda t: t)
-        >>> switch.on(); switch.active
-        True
+        >>> switch.on(), switch.active
+        (True, True)
         >>> switch.off(); switch.active
         False
     """

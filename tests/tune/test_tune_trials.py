@@ -62,6 +62,26 @@ def test_a_never_ending_inference_loop_is_stopped_and_its_outputs_recorded(tmp_p
     assert result["observed"]["backward"] is False and len(result["values"]) == 4
 
 
+def test_a_script_already_under_bf16_autocast_gets_no_precision_trial(tmp_path):
+    from torchdoctor.tuning.knobs import KNOB_BY_NAME
+
+    text = FOREVER_TRAIN.replace(
+        "        loss = ((net(x) - y) ** 2).mean()",
+        "        with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "            loss = ((net(x) - y) ** 2).mean()",
+    )
+    script = _script(tmp_path, "amp.py", text)
+    result = run_trial(script, [], [], workdir=tmp_path, warmup=1, steps=2, timeout=120)
+    observed = result["observed"]
+    assert observed["autocast"] == "bfloat16"
+    reason = KNOB_BY_NAME["bf16_autocast"].applies(observed)
+    assert reason == "the script already runs the model under bfloat16 autocast"
+    plain = run_trial(_script(tmp_path, "plain.py", FOREVER_TRAIN), [], [], workdir=tmp_path,
+                      warmup=1, steps=2, timeout=120)  # fmt: skip
+    assert plain["observed"]["autocast"] is None
+    assert KNOB_BY_NAME["bf16_autocast"].applies(plain["observed"]) is None
+
+
 def test_stop_script_ends_run_script_cleanly(tmp_path):
     path = _script(tmp_path, "s.py", "from torchdoctor.collect.script import StopScript\n"
                    "try:\n    raise StopScript()\nexcept Exception:\n    pass\n")  # fmt: skip

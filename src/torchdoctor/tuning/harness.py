@@ -220,6 +220,8 @@ class Trial:
             "device": self.device_type(module),
             "no_grad": not torch.is_grad_enabled() and not torch.is_inference_mode_enabled(),
             "inference_mode": torch.is_inference_mode_enabled(),
+            # the script's own autocast around the call: its dtype (None: off)
+            "autocast": _autocast_dtype(self.device_type(module)),
         }
         self._adopt(module)
         for knob in self.knobs:
@@ -335,6 +337,7 @@ class Trial:
             "backward": self.backward_count > 0, "boundary": watch.mode, "roots": roots,
             "no_grad": any(r["no_grad"] for r in roots),
             "inference_mode": any(r["inference_mode"] for r in roots),
+            "autocast": next((r["autocast"] for r in roots if r.get("autocast")), None),
             "optimizers": list(self.optimizers.values()),
             "loaders": list(self.loaders.values()),
             "data_fraction": sum(data) / sum(measured) if sum(measured) > 0 else 0.0,
@@ -363,6 +366,24 @@ def _seed(seed: int) -> None:
 
 def _rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def _autocast_dtype(device_type: str) -> str | None:
+    """The dtype autocast runs in right now on ``device_type`` ("bfloat16"), None when off.
+
+    Example:
+        >>> _autocast_dtype("cpu") is None
+        True
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     _autocast_dtype("cpu")
+        'bfloat16'
+    """
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return str(torch.get_autocast_dtype(device_type)).replace("torch.", "")
+    except (RuntimeError, TypeError, AttributeError):  # an unknown device type
+        return None
 
 
 def run_trial_here(spec: Mapping[str, Any]) -> dict[str, Any]:

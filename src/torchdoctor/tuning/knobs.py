@@ -95,7 +95,18 @@ def _first(*checks: Callable[[Observed], str | None]) -> Callable[[Observed], st
 def _bf16(observed: Observed) -> str | None:
     if observed.get("device") == "cuda" and not observed.get("bf16_supported", True):
         return "this GPU has no bf16 support"
-    return None
+    return _autocast_off(observed)
+
+
+def _autocast_off(observed: Observed) -> str | None:
+    """A precision knob is no trial when the script already runs its model under autocast.
+
+    Example:
+        >>> _autocast_off({"autocast": "bfloat16"})
+        'the script already runs the model under bfloat16 autocast'
+    """
+    dtype = observed.get("autocast")
+    return f"the script already runs the model under {dtype} autocast" if dtype else None
 
 
 def _tf32_off(observed: Observed) -> str | None:
@@ -294,7 +305,8 @@ KNOBS: tuple[Knob, ...] = (
          "    loss = criterion(model(inputs), targets)\n"
          "scaler.scale(loss).backward()  # unscale_ before any gradient clipping\n"
          "scaler.step(optimizer)\nscaler.update()",
-         _first(_cuda, _model), group="precision", around_call=_autocast(torch.float16),
+         _first(_cuda, _model, _autocast_off), group="precision",
+         around_call=_autocast(torch.float16),
          on_optimizer=_start_scaler, on_loss=_scale_loss),
     Knob("compile", "torch.compile", "model.compile()  # in place; or model = torch.compile(model)",
          _model, group="compile", on_root=_compiler(None)),

@@ -57,7 +57,18 @@ def hot_line_session():
     return session
 
 
+def torch_sync_session():
+    """The slow session with a sync torch's own code makes (a distribution's validation)."""
+    session = slow_session()
+    session["syncs"] = [*session["syncs"], {
+        "kind": "bool", "op": "q = Normal(mu, std)", "file": "/x/train.py", "line": 40,
+        "function": "step", "count": 6, "per_step": 2.0, "phase": "forward", "stall_ms": 0.3,
+        "would_sync_on_cuda": True, "inside": "distributions/distribution.py:__init__"}]  # fmt: skip
+    return session
+
+
 CRAFTED = {
+    "torch_syncs": torch_sync_session,
     "unattributed": unattributed_session,
     "communication": communication_session,
     "library_syncs": library_session,

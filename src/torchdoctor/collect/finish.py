@@ -43,6 +43,7 @@ def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
     tf32 = torch.backends.cuda.matmul.allow_tf32 or precision != "highest"
     return {
         "autocast": seen.get("autocast"),
+        "autocast_dtype": seen.get("autocast_dtype"),  # "bfloat16" / "float16" when on
         "channels_last": seen.get("channels_last"),
         "tf32": tf32 if torch.cuda.is_available() else None,
         "compile": None,  # seen from OptimizedModule nodes in the tree (advice/knobs.py)

@@ -213,7 +213,10 @@ class Recorder(NodeRegistry, RegionEvents):
             if self.on_outermost is not None:
                 self.on_outermost(module)  # may end the step: read `detailed` after it
             if not self.knobs["autocast"]:
-                self.knobs["autocast"] = _autocast_on()
+                dtype = _autocast_dtype()
+                self.knobs["autocast"] = dtype is not None
+                if dtype is not None:
+                    self.knobs["autocast_dtype"] = dtype
             self.phases.enter_forward()
         self.module_depth += 1
         if not self.detailed:
@@ -387,9 +390,20 @@ class Recorder(NodeRegistry, RegionEvents):
         return tensor
 
 
-def _autocast_on() -> bool:
-    """Whether autocast is on for any device type at this moment."""
-    return any(torch.is_autocast_enabled(device) for device in ("cuda", "cpu"))
+def _autocast_dtype() -> str | None:
+    """The dtype autocast runs in right now ("bfloat16", "float16"; CUDA first), None when off.
+
+    Example:
+        >>> _autocast_dtype() is None
+        True
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     _autocast_dtype()
+        'bfloat16'
+    """
+    for device in ("cuda", "cpu"):
+        if torch.is_autocast_enabled(device):
+            return str(torch.get_autocast_dtype(device)).replace("torch.", "")
+    return None
 
 
 def _channels_last_input(args: Any) -> bool | None:

@@ -61,6 +61,7 @@ from torchdoctor.collect.syncs_frames import (
     in_data_pipeline,
     in_optimizer_step_counter,
     sync_site,
+    torch_site,
     user_frame,
 )
 from torchdoctor.collect.syncs_modes import (
@@ -359,7 +360,8 @@ class SyncAudit:
         phase, step = self._phase_and_step()
         # inside an installed package: also the user's own line that led there
         own = sync_site(caller)[1] if caller is not None and where[0] else None
-        key = (*where, kind, phase, step, own)
+        inside = torch_site(caller) if caller is not None else None  # torch's own code's sync
+        key = (*where, kind, phase, step, own, inside)
         entry = self._events.get(key)
         if entry is None:
             self._events[key] = [1, stall_ms]

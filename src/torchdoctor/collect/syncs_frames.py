@@ -155,6 +155,36 @@ def own_frame(frame: FrameType | None) -> tuple[str, int, str] | None:
     return None
 
 
+#: torch's dispatch plumbing: a sync is named by the torch function above these
+_PLUMBING = tuple(
+    os.path.join(*parts)
+    for parts in (("overrides.py",), ("_tensor.py",), ("_ops.py",), ("utils", "_contextlib.py"),
+                  ("utils", "_python_dispatch.py"), ("utils", "_device.py"))
+)  # fmt: skip
+
+
+def torch_site(frame: FrameType | None) -> str | None:
+    """The torch function a sync happens in when torch's own Python code made it (a
+    distribution validating its arguments, GradScaler reading found_inf): ``"path/under/
+    torch.py:function"``; None when the user's line made it directly.
+
+    Example:
+        >>> import sys
+        >>> torch_site(sys._getframe()) is None  # a doctest is user code
+        True
+    """
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if not _is_library(code):
+            return None
+        name = code.co_filename
+        if name.startswith(_TORCH) and not name.endswith(_PLUMBING):
+            return f"{name[len(_TORCH):].replace(os.sep, '/')}:{code.co_name}"
+        f = f.f_back
+    return None
+
+
 def sync_site(frame: FrameType | None) -> tuple[tuple[str, int, str], tuple[str, int, str] | None]:
     """Where a sync happens (:func:`user_frame`) and, when that is inside an installed package,
     the user's own line that led there (:func:`own_frame`; None otherwise).

@@ -24,7 +24,9 @@ def group_records(
 ) -> list[dict[str, Any]]:
     """SyncRecords grouped by (file, line, kind, user line), most frequent first.
 
-    ``events``: ``(file, line, function, kind, phase, step, user line) -> [count, stall ms]``
+    ``events``: ``(file, line, function, kind, phase, step, user line, torch function) ->
+    [count, stall ms]`` (the last two None when the sync was the user's own code's; older
+    keys without the torch function are read too)
     (``step`` -1 without a profiler). Only steps ``first_step .. first_step + num_steps - 1``
     count and ``per_step = count / audited_steps`` (by default ``num_steps``, itself by default
     the steps seen from ``first_step`` on); without a profiler the whole audit is one step.
@@ -45,18 +47,19 @@ def group_records(
         num_steps = num_steps or 1
         chosen = list(events.items())
     groups: dict[tuple, dict[str, Any]] = {}
-    for (file, line, function, kind, phase, _step, own), (count, stall) in chosen:
+    for (file, line, function, kind, phase, _step, own, *more), (count, stall) in chosen:
+        inside = more[0] if more else None  # the torch function that made it (torch_site)
         group = groups.setdefault(
-            (file, line, kind, own),
+            (file, line, kind, own, inside),
             {"function": function, "count": 0, "stall": 0.0, "phases": Counter()},
         )
         group["count"] += count
         group["stall"] += stall
         group["phases"][phase] += count
     per = audited_steps or num_steps
-    covered = {(f, ln) for (f, ln, k, _) in groups if k != "cuda_sync_warning"}
+    covered = {(f, ln) for (f, ln, k, *_) in groups if k != "cuda_sync_warning"}
     out = []
-    for (file, line, kind, own), group in groups.items():
+    for (file, line, kind, own, inside), group in groups.items():
         if kind == "cuda_sync_warning" and (file, line) in covered:
             continue  # the warning confirms a sync already recorded on that line
         out.append(
@@ -72,6 +75,7 @@ def group_records(
                 "stall_ms": None if predict else group["stall"] / per,
                 "would_sync_on_cuda": True,
                 **(own_line(file, own) if own else {}),
+                **({"inside": inside} if inside else {}),
             }
         )
     out.sort(key=lambda r: (-r["count"], r["file"], r["line"], r["kind"]))

@@ -34,6 +34,7 @@ from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.merge import one_per_cause
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
+from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
 from torchdoctor.session_read import tree_step_ms
@@ -54,6 +55,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     loop_invariant,
     dominant_module,
     host_syncs,
+    torch_syncs,
     library_syncs,
     backward_heavy,
     train_inference_ratio,

@@ -39,6 +39,13 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
 
+#: the fix of a hot line no rule knows a cure for; merged with an entry that names a specific
+#: remedy for the same line (a known torch sync, a lint finding), that entry's fix wins
+NO_CURE_FIX = (
+    "Look at this line first: move loop-invariant work out of it, batch what it repeats, or "
+    "torch.compile its function; wrap it in torchdoctor.region to follow it across runs."
+)
+
 
 def findings_on(session: Mapping[str, Any], row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The attached lint findings on a measured line.
@@ -143,13 +150,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             title=_title(row, share, cure),
             confidence="high" if cure is not None and cure.name != "batch the loop" else "medium",
             evidence=_evidence(row, share, findings, cure),
-            fix=cure.fix
-            if cure is not None
-            else (
-                "Look at this line first: move loop-invariant work out of it, batch what it "
-                "repeats, or torch.compile its function; wrap it in torchdoctor.region to "
-                "follow it across runs."
-            ),
+            fix=cure.fix if cure is not None else NO_CURE_FIX,
             references=list(
                 dict.fromkeys(
                     [str(f.get("code")) for f in findings]

@@ -4,7 +4,8 @@ Rules look at one kind of evidence each (the tree, the sync audit, hot lines, li
 two of them can find the same thing: a ``.item()`` line is a sync record *and* a TD201 finding;
 ``torch.compile`` is the remedy of a dominant layer stack *and* an engine knob. Entries that
 share a location (``Advice.locations``, compared as the same file and line) or a ``cause`` are
-merged: the strongest entry (first in ranked order) keeps its title, fix and code; the merged
+merged: the strongest entry (first in ranked order) keeps its title, fix and code (a hot line
+with no cure of its own takes them from the entry that names a remedy); the merged
 entry gathers the evidence, references and locations of all of them and keeps the largest
 saving (with its confidence) and heat: the same cause is not saved twice. A weaker entry that
 bundles several lines (the host-syncs advice) and shares only some of them hands those lines
@@ -25,6 +26,7 @@ import os
 from collections.abc import Sequence
 
 from torchdoctor.analyze.advice.base import CONFIDENCES, Advice, same_file, split_location
+from torchdoctor.analyze.advice.hot_lines import NO_CURE_FIX
 
 
 def _keys(advice: Advice) -> list[tuple]:
@@ -84,6 +86,11 @@ def _hand_over(item: Advice, target: Advice, lines: list[tuple]) -> None:
 
 def _merged(entries: list[Advice]) -> Advice:
     first = entries[0]
+    specific = next((e for e in entries[1:] if e.fix and e.fix != NO_CURE_FIX), None)
+    if first.fix == NO_CURE_FIX and specific is not None:
+        # a hot line without a cure of its own takes the remedy another rule names for it
+        # (a known torch sync, a library switch); its measured share stays in the evidence
+        first.title, first.fix, first.code = specific.title, specific.fix, specific.code
     for other in entries[1:]:  # (copies: the rules' own entries stay as they were)
         first.evidence.extend(e for e in other.evidence if e not in first.evidence)
         first.references.extend(r for r in other.references if r not in first.references)

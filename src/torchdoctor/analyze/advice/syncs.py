@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, location, pct, tree_step_ms
+from torchdoctor.analyze.advice.torch_syncs import known_torch_sync
 
 SCALAR_KINDS = {"item", "cpu", "tolist", "numpy", "bool", "float", "int", "format", "repr"}
 SHAPE_KINDS = {
@@ -140,7 +141,12 @@ def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
         'host-syncs'
     """
     # syncs inside installed packages are the library-syncs rule's: the user does not own them
-    records = [r for r in session.get("syncs") or () if _per_step(r) > 0 and not r.get("library")]
+    # ... and those inside torch's own code with a known switch are the torch-syncs rule's
+    records = [
+        r
+        for r in session.get("syncs") or ()
+        if _per_step(r) > 0 and not r.get("library") and known_torch_sync(r) is None
+    ]
     step = tree_step_ms(session)
     cuda = str((session.get("environment") or {}).get("device") or "").startswith("cuda")
     # Scalars read at a log interval (a print every N steps) already follow the advice, and

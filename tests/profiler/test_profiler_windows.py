@@ -167,3 +167,21 @@ def test_overhead_estimators_do_not_import_what_uses_them():
     assert "torchdoctor.collect.profiler" not in _imports(collect / "profiler_overhead.py")
     assert "torchdoctor.collect.profiler" not in _imports(collect / "finish.py")
     assert "torchdoctor.collect.syncs" not in _imports(collect / "syncs_overhead.py")
+
+
+def test_windows_do_not_land_on_round_step_counts_every_time():
+    """A loop that evaluates every 25 steps: windows opening exactly every 100 steps caught
+    an evaluation in every window (4 of 20 detailed steps, 4x its real share)."""
+    from torchdoctor.collect.schedule import DetailSchedule
+
+    schedule = DetailSchedule("windows", window=5, period_steps=100, period_s=1e9)
+    detailed = [i for i in range(400) if schedule.detailed(i, now_s=0.0)]
+    assert len(detailed) == 20 and detailed[:5] == [0, 1, 2, 3, 4]
+    starts = [i for i in detailed if i - 1 not in detailed]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(100 <= gap <= 150 for gap in gaps)  # one window per period, delayed <= half
+    evaluations = [i for i in detailed if i % 25 == 0]
+    assert len(evaluations) <= 2  # the real share is 1 in 25 steps: about 1 of 20
+    # the same schedule every run (seeded): sessions of one script stay comparable
+    again = DetailSchedule("windows", window=5, period_steps=100, period_s=1e9)
+    assert [i for i in range(400) if again.detailed(i, now_s=0.0)] == detailed

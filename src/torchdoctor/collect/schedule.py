@@ -2,8 +2,11 @@
 
 Full detail (module tree forward and backward, activation bytes, recomputation, the sync
 audit) costs hooks on every module call. With ``detail="windows"`` (the default) it is
-recorded for ``window`` steps after warm-up, then for ``window`` steps every ``period_steps``
-steps or ``period_s`` seconds, whichever comes first; the steps in between are *light*: step
+recorded for ``window`` steps after warm-up, then for ``window`` steps once per
+``period_steps`` steps or ``period_s`` seconds, whichever comes first: each later window opens
+after a delay drawn from a fixed seed (up to half the period's steps), so work a loop does at
+round step counts (an evaluation every 100 steps, a checkpoint every 500) is sampled as often
+as it happens, not caught by every window; the steps in between are *light*: step
 time only, and run without module hooks (their mere presence costs every module call), so their
 phases do not tell forward from ``other``; the Session's phases come from the detailed steps.
 ``detail="always"`` records every step in full, but for one *control* step in each block of
@@ -15,9 +18,9 @@ Warm-up steps are detailed (they register the modules, so a window's first step 
 for it).
 
 Example:
-    >>> schedule = DetailSchedule("windows", window=2, period_steps=5, period_s=1e9)
-    >>> [schedule.detailed(i, now_s=0.0) for i in range(-1, 8)]
-    [True, True, True, False, False, False, True, True, False]
+    >>> schedule = DetailSchedule("windows", window=2, period_steps=10, period_s=1e9)
+    >>> [i for i in range(-1, 60) if schedule.detailed(i, now_s=0.0)]  # warm-up, then windows
+    [-1, 0, 1, 11, 12, 21, 22, 31, 32, 42, 43, 54, 55]
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ class DetailSchedule:
     """Decides, at the start of each step, whether it is detailed (see the module docstring).
 
     Example:
-        >>> schedule = DetailSchedule("windows", window=1, period_steps=3, period_s=1e9)
+        >>> schedule = DetailSchedule("windows", window=1, period_steps=4, period_s=1e9)
         >>> [schedule.detailed(i, now_s=0.0) for i in range(5)]
-        [True, False, False, True, False]
+        [True, False, False, False, True]
         >>> schedule.config()["mode"]
         'windows'
     """
@@ -70,6 +73,8 @@ class DetailSchedule:
         self._draw = (-1, 0)  # (block, the place of its control step)
         self._start: int | None = None  # profiled step index the current window began at
         self._start_s = 0.0
+        self._next: int | None = None  # the step the next window opens at, once drawn
+        self._windows = 0  # windows opened after the first (seeds their delays)
         self._detailed_count = 0  # detailed profiled steps begun
 
     def detailed(self, index: int, now_s: float) -> bool:
@@ -92,8 +97,14 @@ class DetailSchedule:
             return True
         if index - start < self.window:
             return True
-        if index - start >= self.period_steps or now_s - self._start_s >= self.period_s:
-            self._start, self._start_s = index, now_s
+        if self._next is None and (
+            index - start >= self.period_steps or now_s - self._start_s >= self.period_s
+        ):  # the period is over: the next window opens after a drawn delay
+            self._windows += 1
+            room = (index - start) // 2  # at most half the period's steps later
+            self._next = index + random.Random(f"window {self._windows}").randrange(room + 1)
+        if self._next is not None and index >= self._next:
+            self._start, self._start_s, self._next = index, now_s, None
             return True
         return False
 
@@ -137,7 +148,7 @@ class DetailSchedule:
 
     def restart(self) -> None:
         """The steps kept so far were dropped: the next step opens a window again."""
-        self._start = None
+        self._start = self._next = None
 
     def config(self) -> dict[str, Any]:
         """The schedule as Session config (``config.detail``)."""

@@ -125,13 +125,18 @@ def per_module_call_cost_us(backward: bool, detailed: bool = True, part: str = "
 MIN_SIDE = 5
 
 
+#: detailed steps above this multiple of the median detailed step are the loop's own outliers
+OUTLIER = 3.0
+
+
 def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -> float | None:
     """What a detailed step costs over a light one, from the run's own steps ``(detailed,
     wall ms)`` in order: the mean detailed step (detailed steps differ on purpose: one of 4
     compares module inputs, one hooks the lines' backward; a median would pick the cheap kind)
     minus the median light step time (many, and alike), leaving out the first
     ``first_window`` detailed steps (right after warm-up: lazy initialization, the allocator
-    settling, a first evaluation in the same step). None with fewer than MIN_SIDE detailed
+    settling, a first evaluation in the same step) and those over OUTLIER x the median
+    detailed step (the loop's own periodic work in a window). None with fewer than MIN_SIDE detailed
     steps after those or MIN_SIDE light ones (short runs; ``detail="always"`` has light
     control steps from step 16, 5 of them by step 56): the calibrated sum is used then.
 
@@ -143,6 +148,9 @@ def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -
         True
         >>> measured_detail_ms(steps[:95], first_window=5) is None  # only the first window
         True
+        >>> with_eval = steps[:95] + [(True, 11.0)] * 4 + [(True, 60.0)]  # an evaluation step
+        >>> measured_detail_ms(with_eval, first_window=5)
+        1.0
     """
     detailed = [ms for is_detailed, ms in steps if is_detailed][first_window:]
     light = sorted(ms for is_detailed, ms in steps if not is_detailed)
@@ -150,6 +158,11 @@ def measured_detail_ms(steps: list[tuple[bool, float]], first_window: int = 0) -
         return None
     detailed.sort()
     detailed = detailed[: len(detailed) - len(detailed) // 20]  # long runs: the top 5% (GC) out
+    # a detailed step over OUTLIER x the median detailed one did the loop's own periodic work
+    # (an evaluation, a checkpoint), not the profiler's: out (they made a tiny model's "detail
+    # cost" 16x its step)
+    median = detailed[len(detailed) // 2]
+    detailed = [ms for ms in detailed if ms <= OUTLIER * median]
     return sum(detailed) / len(detailed) - light[len(light) // 2]
 
 

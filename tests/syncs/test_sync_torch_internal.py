@@ -13,11 +13,12 @@ from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 
 
 def _step(enc, pol, opt, scaler):
+    # (validate_args=True: the default follows __debug__ and a global other code may change)
     x = torch.randn(8, 6)
     mu, logstd = enc(x).chunk(2, dim=-1)
-    q = Normal(mu, logstd.exp())  # validates its arguments
+    q = Normal(mu, logstd.exp(), validate_args=True)  # validates its arguments
     z = q.rsample()
-    Categorical(logits=pol(x)).sample()  # validates its logits
+    Categorical(logits=pol(x), validate_args=True).sample()  # validates its logits
     loss = -q.log_prob(z).sum() + z.pow(2).mean()  # log_prob validates the sample
     opt.zero_grad()
     scaler.scale(loss).backward()

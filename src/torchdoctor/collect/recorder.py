@@ -55,6 +55,7 @@ import torch
 from torch.nn.modules.conv import _ConvNd
 
 from torchdoctor.collect.compiled import compiling
+from torchdoctor.collect.engine_state import autocast_dtype, channels_last_input
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
@@ -213,7 +214,7 @@ class Recorder(NodeRegistry, RegionEvents):
             if self.on_outermost is not None:
                 self.on_outermost(module)  # may end the step: read `detailed` after it
             if not self.knobs["autocast"]:
-                dtype = _autocast_dtype()
+                dtype = autocast_dtype()
                 self.knobs["autocast"] = dtype is not None
                 if dtype is not None:
                     self.knobs["autocast_dtype"] = dtype
@@ -235,7 +236,7 @@ class Recorder(NodeRegistry, RegionEvents):
         if node is None:
             node = self._module_node(parent, module)
         if self.knobs["channels_last"] is not True and isinstance(module, _ConvNd):
-            self.knobs["channels_last"] = _channels_last_input(args)
+            self.knobs["channels_last"] = channels_last_input(args)
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
         if args and self.phases.stack[-1][0] != "backward":  # not a checkpoint recompute
@@ -388,27 +389,3 @@ class Recorder(NodeRegistry, RegionEvents):
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:
         return tensor
-
-
-def _autocast_dtype() -> str | None:
-    """The dtype autocast runs in right now ("bfloat16", "float16"; CUDA first), None when off.
-
-    Example:
-        >>> _autocast_dtype() is None
-        True
-        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
-        ...     _autocast_dtype()
-        'bfloat16'
-    """
-    for device in ("cuda", "cpu"):
-        if torch.is_autocast_enabled(device):
-            return str(torch.get_autocast_dtype(device)).replace("torch.", "")
-    return None
-
-
-def _channels_last_input(args: Any) -> bool | None:
-    """Whether a convolution's 4-D input is stored channels_last (None: no 4-D tensor input)."""
-    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-    if x is None or x.dim() != 4:
-        return None
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

@@ -5,7 +5,6 @@ device: ``.item()``, ``.tolist()``, ``.cpu()``, ``.to('cpu')``, ``.numpy()``, ``
 ``float(t)``, ``int(t)``, ``f"{t}"``, ``print(t)``, boolean-mask indexing and assignment,
 ``nonzero``, one-argument ``torch.where``, ``unique``, ``masked_select``, ``repeat_interleave``
 with tensor repeats, ``equal``, ``allclose``, ``bincount``, ``one_hot`` without ``num_classes``.
-
 Two modes:
 
 - ``thorough=False`` (default, "fast"): a ``TorchFunctionMode`` that looks at Python-level torch
@@ -19,10 +18,11 @@ Two modes:
 On a CPU run nothing really synchronizes: every event is a prediction ("would sync on CUDA"),
 made only when the tensor read would live on the GPU (device residency, docs/syncs-residency.md:
 host data such as ``torch.randint`` indices for a NumPy memmap is no sync); a sync inside an
-installed package also names the user's line that led there; optimizer step counters (kept on the CPU by torch),
-reads inside ``torch.utils.data`` (samplers, collate, the user's Dataset: host tensors in a GPU
-run too) and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA only
-calls on device tensors count, each sync's wall time is measured as its stall, and
+installed package also names the user's line that led there, one made by torch's own Python
+code the torch function (``inside``); optimizer step counters (kept on the CPU by torch), reads
+inside ``torch.utils.data`` (samplers, collate, the user's Dataset: host tensors in a GPU run
+too) and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA
+only calls on device tensors count, each sync's wall time is measured as its stall, and
 ``torch.cuda.set_sync_debug_mode("warn")`` warnings are merged in by line (CUDA paths are
 untested here: no GPU in CI). Numerics are untouched: every call runs exactly as it would.
 
@@ -358,10 +358,9 @@ class SyncAudit:
 
     def _add(self, where: tuple[str, int, str], kind: str, stall_ms: float, caller=None) -> None:
         phase, step = self._phase_and_step()
-        # inside an installed package: also the user's own line that led there
+        # inside an installed package: the user's own line too; torch's code: its function
         own = sync_site(caller)[1] if caller is not None and where[0] else None
-        inside = torch_site(caller) if caller is not None else None  # torch's own code's sync
-        key = (*where, kind, phase, step, own, inside)
+        key = (*where, kind, phase, step, own, torch_site(caller) if caller is not None else None)
         entry = self._events.get(key)
         if entry is None:
             self._events[key] = [1, stall_ms]

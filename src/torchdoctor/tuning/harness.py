@@ -46,6 +46,7 @@ import torch
 from torch.nn.modules import module as _module
 from torch.optim import optimizer as _optimizer
 
+from torchdoctor.collect.engine_state import autocast_dtype
 from torchdoctor.collect.install import Installation
 from torchdoctor.tuning.knobs import KNOB_BY_NAME
 from torchdoctor.tuning.steps import StepWatch
@@ -221,7 +222,7 @@ class Trial:
             "no_grad": not torch.is_grad_enabled() and not torch.is_inference_mode_enabled(),
             "inference_mode": torch.is_inference_mode_enabled(),
             # the script's own autocast around the call: its dtype (None: off)
-            "autocast": _autocast_dtype(self.device_type(module)),
+            "autocast": autocast_dtype(self.device_type(module)),
         }
         self._adopt(module)
         for knob in self.knobs:
@@ -366,24 +367,6 @@ def _seed(seed: int) -> None:
 
 def _rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
-
-
-def _autocast_dtype(device_type: str) -> str | None:
-    """The dtype autocast runs in right now on ``device_type`` ("bfloat16"), None when off.
-
-    Example:
-        >>> _autocast_dtype("cpu") is None
-        True
-        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
-        ...     _autocast_dtype("cpu")
-        'bfloat16'
-    """
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return str(torch.get_autocast_dtype(device_type)).replace("torch.", "")
-    except (RuntimeError, TypeError, AttributeError):  # an unknown device type
-        return None
 
 
 def run_trial_here(spec: Mapping[str, Any]) -> dict[str, Any]:

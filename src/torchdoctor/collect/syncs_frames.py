@@ -180,7 +180,7 @@ def torch_site(frame: FrameType | None) -> str | None:
             return None
         name = code.co_filename
         if name.startswith(_TORCH) and not name.endswith(_PLUMBING):
-            return f"{name[len(_TORCH):].replace(os.sep, '/')}:{code.co_name}"
+            return f"{name[len(_TORCH) :].replace(os.sep, '/')}:{code.co_name}"
         f = f.f_back
     return None
 

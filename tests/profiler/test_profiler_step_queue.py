@@ -11,6 +11,7 @@ from torch import nn
 import torchdoctor
 from torchdoctor.analyze.tree import check_invariants
 from torchdoctor.collect.clocks import CpuClock
+from torchdoctor.collect.schedule import DetailSchedule
 from torchdoctor.collect.step_queue import StepQueue
 from torchdoctor.collect.step_store import StepStore
 from torchdoctor.session_read import walk
@@ -89,7 +90,8 @@ def test_steps_wait_in_batches_and_the_session_keeps_every_step_in_order():
     assert waiting == [1, 2, 3, 4, 0] * 2 + [1, 2, 3, 4]  # detailed and light steps alike
     steps = prof.session["steps"]
     assert [s["index"] for s in steps] == list(range(14))
-    assert [s["detailed"] for s in steps] == [k % 6 < 2 for k in range(14)]
+    schedule = DetailSchedule("windows", window=2, period_steps=6, period_s=1e9)
+    assert [s["detailed"] for s in steps] == [schedule.detailed(k, now_s=0.0) for k in range(14)]
     for s in steps:
         assert sum(s["phases"].values()) == pytest.approx(s["wall_ms"], rel=1e-6)
     assert check_invariants(prof.session["tree"], step_ms=prof.session["tree"]["total_ms"]["mean"]) == []

@@ -84,3 +84,25 @@ def test_the_audit_sees_a_fused_attention_call_and_the_session_records_it():
             plain(q)
             without.step()
     assert without.session["environment"]["knobs"]["fused_attention"] is None
+
+
+def test_multihead_attention_is_fused_only_without_weights():
+    """The audit's mode sees F.multi_head_attention_forward, not the SDPA inside it: fused
+    when it is called with need_weights=False (nn.TransformerEncoderLayer does)."""
+    import torch
+
+    import torchdoctor
+
+    def knob(module, *args, **kwargs):
+        with torchdoctor.Profiler(module, warmup=0) as prof:
+            for _ in range(2):
+                module(*args, **kwargs)
+                prof.step()
+        return prof.session["environment"]["knobs"]["fused_attention"]
+
+    x = torch.randn(2, 5, 16)
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    attention = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+    assert knob(layer, x) is True
+    assert knob(attention, x, x, x) is None  # need_weights=True: the weights are computed
+    assert knob(attention, x, x, x, need_weights=False) is True

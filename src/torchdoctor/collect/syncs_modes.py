@@ -30,8 +30,19 @@ if TYPE_CHECKING:
 
 HOST_DEVICES = ("cpu", "meta")
 _PLAIN, _WATCH, _BACKWARD, _FUSED_ATTENTION = 0, 1, 2, 3
-#: calls that show a fused attention kernel in use (the advice then does not prescribe it)
-FUSED_ATTENTION = frozenset({torch.nn.functional.scaled_dot_product_attention})
+#: calls that show a fused attention kernel in use (the advice then does not prescribe it):
+#: SDPA itself, nn.MultiheadAttention's functional form when it runs SDPA (need_weights=False:
+#: the mode sees that call, not the SDPA inside it), and the fused inference fast paths
+FUSED_ATTENTION = frozenset(
+    f
+    for f in (
+        torch.nn.functional.scaled_dot_product_attention,
+        torch.nn.functional.multi_head_attention_forward,
+        getattr(torch, "_transformer_encoder_layer_fwd", None),
+        getattr(torch, "_native_multi_head_attention", None),
+    )
+    if f is not None
+)
 _routes: dict[Any, int] = {}
 
 
@@ -124,7 +135,9 @@ class FunctionMode(TorchFunctionMode):
         if route == _BACKWARD:
             return audit._run_backward(self, func, args, kwargs)
         if route == _FUSED_ATTENTION:
-            audit.fused_attention = True
+            mha = torch.nn.functional.multi_head_attention_forward
+            if func is not mha or kwargs.get("need_weights") is False:
+                audit.fused_attention = True  # (with weights, MHA computes them unfused)
             return func(*args, **kwargs)
         kind = function_kind(func, args, kwargs)
         if kind is None:

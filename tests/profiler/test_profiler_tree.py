@@ -318,3 +318,26 @@ def test_submodules_called_from_their_owners_method_are_named_by_it():
     paths = set(_nodes(session))
     assert {"encoder", "encoder.0", "head"} <= paths  # not Sequential, 0, Linear
     assert not {"Sequential", "Linear"} & paths
+
+
+def test_two_roots_of_one_class_are_named_by_their_variables():
+    """A teacher and its student (DINO, distillation), G and D at top level: Sequential and
+    Sequential#2 told the user nothing."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(4, 8), nn.ReLU()).requires_grad_(False)
+    student = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+    opt = torch.optim.SGD(student.parameters(), lr=0.01)
+    with torchdoctor.Profiler(syncs=False, warmup=1) as prof:
+        for _ in range(3):
+            x = torch.randn(2, 4)
+            with torch.no_grad():
+                target = teacher(x)
+            (student(x) - target).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    session = prof.session
+    _check(session)
+    roots = [c["name"] for c in session["tree"]["children"] if c["kind"] == "module"]
+    assert roots == ["teacher", "student"]
+    assert {"student.0", "student.1"} <= set(_nodes(session))

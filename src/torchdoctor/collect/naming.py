@@ -91,11 +91,12 @@ class ModuleNames:
         self._roots: dict[int, str] = {}  # id of each root -> its name
         self._root_of: dict[int, int] = {}  # id of a module -> id of the root that named it
         self._main: int | None = None  # id of the main root (its children are unprefixed)
+        self._hints: dict[int, str] = {}  # id of a root -> the variable that holds it
         self.has_main = False
         #: grows each time modules named earlier are renamed (a root adopted by a later one)
         self.generation = 0
 
-    def register_root(self, module: Any, *, main: bool = True) -> str:
+    def register_root(self, module: Any, *, main: bool = True, hint: str | None = None) -> str:
         """Name ``module`` and its submodules; the main root's children get unprefixed paths.
         The wrapper ``torch.compile(model)`` returns is named ``OptimizedModule`` and ``model``
         is registered as a root of its own, so its modules keep the names an eager run gives
@@ -106,7 +107,8 @@ class ModuleNames:
         parametrization) made that submodule the first outermost call, so ``Sequential`` /
         ``0`` become ``features`` / ``features.0`` once the model itself is called; the main
         root's role passes to the adopting root. :attr:`generation` tells callers to re-read
-        paths.
+        paths. ``hint``: the name of a variable holding the module in the calling code; a root
+        whose class another root already has is named by it (and that root by its own).
 
         Example:
             >>> import torch
@@ -120,6 +122,11 @@ class ModuleNames:
             ('Sequential', '0')
             >>> names.register_root(outer), names.path_of(outer["features"][0], None)
             ('ModuleDict', 'features.0')
+            >>> names, teacher, student = ModuleNames(), torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+            >>> names.register_root(teacher, hint="teacher"), names.register_root(student, hint="student")
+            ('Linear', 'student')
+            >>> names.path_of(teacher, None)  # renamed when the second Linear came
+            'teacher'
         """
         inner = getattr(module, "_orig_mod", None) if is_compiled_module(module) else None
         if inner is not None and id(inner) not in self._paths:
@@ -135,6 +142,17 @@ class ModuleNames:
         if self._main in adopted:  # the adopting root takes the main root's place
             self.has_main, self._main, main = False, None, True
         name = type(module).__name__
+        if hint:
+            self._hints[id(module)] = hint
+        if name in self._root_names:
+            # two roots of one class (a teacher and its student, G and D): named by the
+            # variables that hold them in the script when it has them, else numbered
+            for other, other_name in list(self._roots.items()):
+                other_hint = self._hints.get(other)
+                if other_name == name and other_hint and other_hint not in self._root_names:
+                    self._rename_root(other, other_hint)
+            if hint and hint not in self._root_names:
+                name = hint
         if name in self._root_names:
             index = 2
             while f"{name}#{index}" in self._root_names:
@@ -165,6 +183,20 @@ class ModuleNames:
                         self._paths[key] = f"{renamed[head]}.{path.rsplit('.', 1)[1]}"
             self.generation += 1
         return name
+
+    def _rename_root(self, root: int, new: str) -> None:
+        """Give a root and the modules it named another root name (``root``: its id)."""
+        old = self._roots[root]
+        self._root_names.discard(old)
+        self._root_names.add(new)
+        self._roots[root] = new
+        for key, path in list(self._paths.items()):
+            if self._root_of.get(key) == root:
+                if path == old:
+                    self._paths[key] = new
+                elif path.startswith(old + "."):
+                    self._paths[key] = new + path[len(old) :]
+        self.generation += 1
 
     def known_path(self, module_id: int) -> str | None:
         """The path of the module with this ``id`` (None: never named).

@@ -115,6 +115,8 @@ class NodeRegistry:
             owner = _calling_owner(module, sys._getframe(1))
             if owner is not None:  # name it as its owner does (a LightningModule's `encoder`)
                 self.names.register_root(owner)
+            else:  # a root: the variable holding it tells two of one class apart
+                self.names.register_root(module, hint=_variable_of(module, sys._getframe(1)))
         path = self.names.path_of(module, self.path[walk] if walk else None)
         if self.names.generation != self._names_generation:  # earlier modules were renamed
             self._refresh_paths()
@@ -182,6 +184,26 @@ def _calling_owner(module: Any, frame: Any, depth: int = 16) -> Any:
             and any(sub is module for sub in candidate.modules())
         ):  # fmt: skip
             return candidate
+        frame, depth = frame.f_back, depth - 1
+    return None
+
+
+def _variable_of(module: Any, frame: Any, depth: int = 24) -> str | None:
+    """The name the first user frame above ``frame`` (or its module's globals) gives
+    ``module``: ``teacher``, ``student``, ``G``. None when it has none (a temporary).
+
+    Example:
+        >>> net = torch.nn.Linear(1, 1)
+        >>> _variable_of(net, sys._getframe()), _variable_of(torch.nn.ReLU(), sys._getframe())
+        ('net', None)
+    """
+    while frame is not None and depth > 0:
+        if kind_of_file(frame.f_code.co_filename) == USER:
+            for scope in (frame.f_locals, frame.f_globals):
+                for name, value in scope.items():
+                    if value is module and not name.startswith("_"):
+                        return name
+            return None
         frame, depth = frame.f_back, depth - 1
     return None
 

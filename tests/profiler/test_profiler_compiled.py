@@ -68,7 +68,8 @@ def test_a_compiled_model_trains_under_the_profiler_without_extra_recompiles(syn
 
 def test_run_profiles_an_unmodified_script_that_compiles_its_model(tmp_path):
     script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import torch
         model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
         opt = torch.optim.AdamW(model.parameters())
@@ -81,7 +82,8 @@ def test_run_profiles_an_unmodified_script_that_compiles_its_model(tmp_path):
             opt.zero_grad()
             if it % 5 == 0:
                 print("loss", loss.item())
-    """))
+    """)
+    )
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "torchdoctor", "run", "--out", str(out), "--no-history",
@@ -93,3 +95,35 @@ def test_run_profiles_an_unmodified_script_that_compiles_its_model(tmp_path):
     session = torchdoctor.Session.load(out / "session.json")
     assert session["config"]["step_boundary"] == "optimizer"
     assert "OptimizedModule" in [c["path"] for c in session["tree"]["children"]]
+
+
+def test_recompiles_inside_the_steps_are_measured_and_advised():
+    """A batch size that changes recompiles the graph in a later step: the session has the
+    compile time per step (Dynamo's own timers), the advice names it with its saving."""
+    from torchdoctor.analyze.advice.compile_time import recompiles
+
+    torch._dynamo.reset()
+    model = _model()
+    compiled = torch.compile(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with torchdoctor.Profiler(syncs=False, warmup=0) as prof:
+        for step in range(8):
+            rows = 4 if step < 3 else 7  # a new batch size at step 3
+            compiled(torch.randn(rows, 16)).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            prof.step()
+    info = prof.session["compile"]
+    indices = [s["index"] for s in info["steps"]]
+    assert indices[0] == 0 and 3 in indices and info["compile_ms"] > 0
+    (advice,) = recompiles(prof.session)
+    assert "recompiles" in advice.title and "dynamic=True" in advice.fix
+    assert advice.estimated_saving_ms > 0
+    # a model compiled once and fed one shape: no recompiles, no advice
+    torch._dynamo.reset()
+    steady = torch.compile(_model())
+    with torchdoctor.Profiler(syncs=False, warmup=1) as calm:
+        for _ in range(6):
+            steady(torch.randn(4, 16)).sum().backward()
+            calm.step()
+    assert recompiles(calm.session) == []

@@ -67,7 +67,17 @@ def torch_sync_session():
     return session
 
 
+def recompile_session():
+    """The slow session whose compiled model recompiled in two later steps."""
+    session = slow_session()
+    session["compile"] = {"compile_ms": 3000.0, "steps_with_compile": 3, "steps": [
+        {"index": 0, "compile_ms": 1000.0}, {"index": 4, "compile_ms": 1000.0},
+        {"index": 9, "compile_ms": 1000.0}]}  # fmt: skip
+    return session
+
+
 CRAFTED = {
+    "recompiles": recompile_session,
     "torch_syncs": torch_sync_session,
     "unattributed": unattributed_session,
     "communication": communication_session,

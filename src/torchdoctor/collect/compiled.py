@@ -29,7 +29,7 @@ import sys
 
 from torch.compiler import is_compiling as compiling
 
-__all__ = ["compiling", "compiled_frames", "is_compiled_module"]
+__all__ = ["compiling", "compile_seconds", "compiled_frames", "is_compiled_module"]
 
 
 def compiled_frames() -> int:
@@ -47,6 +47,30 @@ def compiled_frames() -> int:
         return int(utils.counters["frames"]["total"])
     except Exception:  # a torch whose counters differ: nothing to compare
         return 0
+
+
+#: Dynamo's timers of a compilation (its own metrics; names of torch 2.13): a frame traced and
+#: compiled (forward), and the backward graph compiled lazily at the first backward
+_COMPILE_TIMERS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
+
+
+def compile_seconds() -> float:
+    """Seconds torch.compile has spent compiling in this process so far, forward frames and
+    backward graphs (0 when Dynamo was never imported: this does not import it). Read at step
+    boundaries, its growth is the compilation inside a step.
+
+    Example:
+        >>> compile_seconds() >= 0.0
+        True
+    """
+    utils = sys.modules.get("torch._dynamo.utils")
+    if utils is None:
+        return 0.0
+    try:
+        metrics = utils.compilation_time_metrics
+        return float(sum(sum(metrics.get(name) or ()) for name in _COMPILE_TIMERS))
+    except Exception:  # a torch whose metrics differ: nothing measured
+        return 0.0
 
 
 def is_compiled_module(module: object) -> bool:

@@ -86,6 +86,12 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     session["environment"]["knobs"] = knobs_in_use(rec.knobs)
     if any(getattr(one, "fused_attention", False) for one in [audit, *(audits or ())]):
         session["environment"]["knobs"]["fused_attention"] = True
+    if state.compile_step_count:  # torch.compile compiling inside profiled steps
+        session["compile"] = {
+            "compile_ms": state.compile_ms,
+            "steps_with_compile": state.compile_step_count,
+            "steps": [{"index": i, "compile_ms": ms} for i, ms in state.compile_steps],
+        }
     if state.loaders:  # distinct settings of the DataLoaders iterated during the run
         session["environment"]["data_loaders"] = [
             {**dict(key), "iterators": count} for key, count in sorted(state.loaders.items())

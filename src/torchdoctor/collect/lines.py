@@ -269,8 +269,12 @@ class LineCollector(ModeParking):
         # clock; on CUDA, the device time between the two calls). Not new: this frame's last
         # call was on this line, so the last call overall being this frame's is enough.
         last = self.last
-        if not new and last is not None and last[0] == frame_id and last[4] == serial and (
-            last[5] == segments
+        if (
+            not new
+            and last is not None
+            and last[0] == frame_id
+            and last[4] == serial
+            and (last[5] == segments)
         ):
             gap = entered - last[7] if self._host else last[6]
         else:

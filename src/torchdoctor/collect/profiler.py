@@ -52,7 +52,7 @@ import torch
 
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.clocks import make_clock
-from torchdoctor.collect.compiled import compiled_frames
+from torchdoctor.collect.compiled import compile_seconds, compiled_frames
 from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.hook_events import HookEvents
@@ -177,6 +177,7 @@ class Profiler(StepCycle, HookEvents):
         if self.step_boundary == "step_fn":
             state.boundary = StepBoundary.STEP_FN
         self._frames_at_start = compiled_frames()
+        self._compile_s = compile_seconds()  # (its growth at a step boundary: compiling)
         rec = self._rec = state.recorder = Recorder(
             self._clock, backward=self.backward, memory=self.memory
         )

@@ -21,6 +21,8 @@ from typing import Any
 from torchdoctor.collect.step_store import StepStore
 
 _NO_REFERENCE = object()  # an iterator that takes no weak reference
+#: steps with compilation listed in the session (the totals count all)
+COMPILE_STEPS = 50
 
 
 class StepBoundary(str, Enum):
@@ -88,6 +90,11 @@ class ProfilerState:
     # begins one per epoch, starting its workers anew)
     loaders: dict[tuple[tuple[str, Any], ...], int] = field(default_factory=dict)
     _iterators: dict[int, Any] = field(default_factory=dict)  # id -> weak reference
+    # torch.compile compiling inside kept steps: (profiled step index, ms), the first
+    # COMPILE_STEPS kept, and the totals of all
+    compile_steps: list[tuple[int, float]] = field(default_factory=list)
+    compile_ms: float = 0.0
+    compile_step_count: int = 0
     bookkeeping_ns: int = 0  # host time spent closing steps (measured, exact)
     event_ns: int = 0  # host time in the phase and step event handlers, every step (measured)
     hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
@@ -134,6 +141,20 @@ class ProfilerState:
             ("pin_memory", bool(getattr(iterator, "_pin_memory", False))),
         )
         self.loaders[key] = self.loaders.get(key, 0) + 1
+
+    def note_compile(self, index: int, ms: float) -> None:
+        """Profiled step ``index`` spent ``ms`` in torch.compile (compiling or recompiling).
+
+        Example:
+            >>> state = ProfilerState()
+            >>> state.note_compile(0, 800.0); state.note_compile(3, 650.0)
+            >>> state.compile_steps, state.compile_ms
+            ([(0, 800.0), (3, 650.0)], 1450.0)
+        """
+        self.compile_ms += ms
+        self.compile_step_count += 1
+        if len(self.compile_steps) < COMPILE_STEPS:
+            self.compile_steps.append((index, ms))
 
     def count_lines(self, collector: Any) -> None:
         """Add a detailed step's hot-lines counts (read by the overhead estimate)."""

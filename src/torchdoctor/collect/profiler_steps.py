@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.aggregate import summarize_step
-from torchdoctor.collect.compiled import compiled_frames
+from torchdoctor.collect.compiled import compile_seconds, compiled_frames
 from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
 from torchdoctor.collect.records import resolve_records
@@ -165,6 +165,11 @@ class StepCycle:
             queue.flush(self._clock, state.summaries)
         rec.release_handles()
         self._saved.off()
+        compiled = compile_seconds()  # torch.compile compiling inside this step
+        if compiled > self._compile_s:
+            if kept:
+                state.note_compile(self._counter - self.warmup, 1e3 * (compiled - self._compile_s))
+            self._compile_s = compiled
         if not discard:
             self._counter += 1
         for listener in self._step_listeners:  # (each one catches its own errors)

@@ -80,9 +80,7 @@ class StepQueue:
         now = time.monotonic()
         if len(self._steps) == 1:  # a step as long as the age limit does not wait at all
             self._since = now
-            due = self.batch == 1 or (
-                self._last is not None and now - self._last >= self.max_age_s
-            )
+            due = self.batch == 1 or (self._last is not None and now - self._last >= self.max_age_s)
         else:
             due = len(self._steps) >= self.batch or now - self._since >= self.max_age_s
         self._last = now

@@ -24,6 +24,7 @@ from typing import Any
 from torchdoctor.analyze.advice.backward import backward_heavy
 from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_saving
 from torchdoctor.analyze.advice.communication import communication
+from torchdoctor.analyze.advice.compile_time import recompiles
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.dominant import dominant_module
@@ -60,6 +61,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     backward_heavy,
     train_inference_ratio,
     data_loading,
+    recompiles,
     communication,
     cpu_work,
     hot_line_advice,

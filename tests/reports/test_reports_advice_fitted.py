@@ -60,3 +60,22 @@ def test_a_lightning_log_line_gets_the_log_less_often_cure_with_its_arithmetic_s
     plain = {**row, "via": []}  # the same text without Lightning underneath: no such cure
     (other,) = hot_line_advice({"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [plain]}})
     assert "self.log" not in other.title
+
+
+def test_a_numbered_module_is_named_with_its_type():
+    """A model built as nn.Sequential has children "0", "1", "2": "2 dominates the step"
+    said nothing; its type does."""
+    from torchdoctor.analyze.advice.dominant import dominant_module
+
+    def node(path, type_name, ms, children=()):
+        return {"kind": "module", "path": path, "name": path.rsplit(".", 1)[-1],
+                "type": type_name, "total_ms": {"median": ms}, "forward_ms": {"median": ms},
+                "children": list(children)}  # fmt: skip
+
+    conv = node("2.0", "Conv2d", 2.0)
+    block = node("2", "Sequential", 6.0, [conv, node("2.1", "BatchNorm2d", 2.0),
+                                          node("2.2", "ReLU", 2.0)])  # fmt: skip
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0},
+            "children": [node("0", "Conv2d", 1.0), block]}  # fmt: skip
+    titles = [a.title for a in dominant_module({"step_ms": {"median": 10.0}, "tree": tree})]
+    assert titles and titles[0].startswith("2 (Sequential) dominates the step"), titles

@@ -404,7 +404,11 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")
         ops = ops_for(f"{node.get('name') or ''} {node.get('type') or ''}")
         named = str(node.get("type") or "") not in ("", label.rsplit(".", 1)[-1])
-        leaf_type = f" ({node.get('type')})" if not group and _is_leaf(node) and named else ""
+        # a leaf's type says what it is; so does a numbered child of the model ("2": which?)
+        numbered = label.split(".", 1)[0].isdigit()
+        leaf_type = (
+            f" ({node.get('type')})" if not group and named and (_is_leaf(node) or numbered) else ""
+        )
         item = Advice(
             rule="dominant-module",
             title=f"{label}{leaf_type} dominates the step: {remedy.title}",

@@ -26,6 +26,16 @@ def _train_step(model, *inputs, lr=0.01):
     return step
 
 
+def _steps(prof, model, loss, steps=3):
+    """``steps`` SGD steps of ``model`` on ``loss()``, each ended with ``prof.step()``."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        loss().backward()
+        opt.step()
+        opt.zero_grad()
+        prof.step()
+
+
 def _check(session):
     assert check_invariants(session["tree"], step_ms=session["step_ms"]["mean"]) == []
     for step in session["steps"]:
@@ -238,12 +248,7 @@ def test_a_submodule_called_in_init_is_named_by_its_model():
     with torchdoctor.Profiler(syncs=False, warmup=1) as prof:
         with torchdoctor.region("setup"):
             model = ShapeProbe()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        for _ in range(3):
-            model(torch.randn(2, 3, 6, 6)).pow(2).mean().backward()
-            opt.step()
-            opt.zero_grad()
-            prof.step()
+        _steps(prof, model, lambda: model(torch.randn(2, 3, 6, 6)).pow(2).mean())
     session = prof.session
     _check(session)
     paths = set(_nodes(session))
@@ -306,13 +311,8 @@ class StepOwner(nn.Module):
 def test_submodules_called_from_their_owners_method_are_named_by_it():
     torch.manual_seed(0)
     owner = StepOwner()
-    opt = torch.optim.SGD(owner.parameters(), lr=0.01)
     with torchdoctor.Profiler(syncs=False, warmup=1) as prof:
-        for _ in range(3):
-            owner.training_step(torch.randn(4, 6)).backward()
-            opt.step()
-            opt.zero_grad()
-            prof.step()
+        _steps(prof, owner, lambda: owner.training_step(torch.randn(4, 6)))
     session = prof.session
     _check(session)
     paths = set(_nodes(session))

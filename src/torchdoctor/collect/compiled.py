@@ -26,27 +26,33 @@ Example:
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from torch.compiler import is_compiling as compiling
 
 __all__ = ["compiling", "compile_seconds", "compiled_frames", "is_compiled_module"]
 
 
+def _from_dynamo(read: Any) -> float:
+    """``read(torch._dynamo.utils)``, or 0 when Dynamo was never imported (this does not
+    import it) or its counters differ in this torch (nothing to compare)."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    if utils is None:
+        return 0
+    try:
+        return read(utils)
+    except Exception:
+        return 0
+
+
 def compiled_frames() -> int:
-    """Frames Dynamo has compiled in this process so far (0 when it was never imported: this
-    does not import it).
+    """Frames Dynamo has compiled in this process so far (0 when it was never imported).
 
     Example:
         >>> compiled_frames() >= 0
         True
     """
-    utils = sys.modules.get("torch._dynamo.utils")
-    if utils is None:
-        return 0
-    try:
-        return int(utils.counters["frames"]["total"])
-    except Exception:  # a torch whose counters differ: nothing to compare
-        return 0
+    return int(_from_dynamo(lambda utils: utils.counters["frames"]["total"]))
 
 
 #: Dynamo's timers of a compilation (its own metrics; names of torch 2.13): a frame traced and
@@ -56,21 +62,20 @@ _COMPILE_TIMERS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
 
 def compile_seconds() -> float:
     """Seconds torch.compile has spent compiling in this process so far, forward frames and
-    backward graphs (0 when Dynamo was never imported: this does not import it). Read at step
-    boundaries, its growth is the compilation inside a step.
+    backward graphs (0 when Dynamo was never imported). Read at step boundaries, its growth is
+    the compilation inside a step.
 
     Example:
         >>> compile_seconds() >= 0.0
         True
     """
-    utils = sys.modules.get("torch._dynamo.utils")
-    if utils is None:
-        return 0.0
-    try:
-        metrics = utils.compilation_time_metrics
-        return float(sum(sum(metrics.get(name) or ()) for name in _COMPILE_TIMERS))
-    except Exception:  # a torch whose metrics differ: nothing measured
-        return 0.0
+    return float(
+        _from_dynamo(
+            lambda utils: sum(
+                sum(utils.compilation_time_metrics.get(name) or ()) for name in _COMPILE_TIMERS
+            )
+        )
+    )
 
 
 def is_compiled_module(module: object) -> bool:

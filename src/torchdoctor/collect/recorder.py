@@ -318,7 +318,7 @@ class Recorder(NodeRegistry, RegionEvents):
         # fires again in the later micro-steps' passes: only the first is this call's
         if not fired[0]:
             fired[0] = True
-            self.bwd.append(BackwardMark(node, serial, kind, self.now()))
+            self._mark(node, serial, kind)
 
     def end_backward_pass(self) -> None:
         """A backward pass returned: ends the calls whose inputs needed no grad. Calls made

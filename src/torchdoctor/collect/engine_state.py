@@ -1,4 +1,5 @@
-"""What the engine is set to while the user's code runs: the knobs read at run time.
+"""What the engine is set to while the user's code runs: the knobs read at run time, and the
+settings of the DataLoaders it iterates.
 
 The profiler records them in ``environment.knobs`` (the advice does not prescribe a knob in
 use), and ``torchdoctor tune`` skips a trial of a knob the script already turns on. One home
@@ -50,3 +51,18 @@ def channels_last_input(args: Any) -> bool | None:
     if x is None or x.dim() != 4:
         return None
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def loader_settings(iterator: Any) -> dict[str, Any]:
+    """A DataLoader iterator's ``num_workers``, ``persistent_workers`` and ``pin_memory``.
+
+    Example:
+        >>> loader = torch.utils.data.DataLoader([1, 2], num_workers=0)
+        >>> loader_settings(iter(loader))
+        {'num_workers': 0, 'persistent_workers': False, 'pin_memory': False}
+    """
+    return {
+        "num_workers": int(getattr(iterator, "_num_workers", 0) or 0),
+        "persistent_workers": bool(getattr(iterator, "_persistent_workers", False)),
+        "pin_memory": bool(getattr(iterator, "_pin_memory", False)),
+    }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from torchdoctor.collect.engine_state import loader_settings
 from torchdoctor.collect.step_store import StepStore
 
 _NO_REFERENCE = object()  # an iterator that takes no weak reference
@@ -135,11 +136,7 @@ class ProfilerState:
             self._iterators = {
                 k: r for k, r in self._iterators.items() if r is _NO_REFERENCE or r() is not None
             }
-        key = (
-            ("num_workers", int(getattr(iterator, "_num_workers", 0) or 0)),
-            ("persistent_workers", bool(getattr(iterator, "_persistent_workers", False))),
-            ("pin_memory", bool(getattr(iterator, "_pin_memory", False))),
-        )
+        key = tuple(loader_settings(iterator).items())
         self.loaders[key] = self.loaders.get(key, 0) + 1
 
     def note_compile(self, index: int, ms: float) -> None:

@@ -46,7 +46,7 @@ import torch
 from torch.nn.modules import module as _module
 from torch.optim import optimizer as _optimizer
 
-from torchdoctor.collect.engine_state import autocast_dtype
+from torchdoctor.collect.engine_state import autocast_dtype, loader_settings
 from torchdoctor.collect.install import Installation
 from torchdoctor.tuning.knobs import KNOB_BY_NAME
 from torchdoctor.tuning.steps import StepWatch
@@ -309,11 +309,7 @@ class Trial:
 
     def _data_enter(self, iterator: Any) -> int:
         if id(iterator) not in self.loaders:
-            self.loaders[id(iterator)] = {
-                "num_workers": int(getattr(iterator, "_num_workers", 0) or 0),
-                "persistent_workers": bool(getattr(iterator, "_persistent_workers", False)),
-                "pin_memory": bool(getattr(iterator, "_pin_memory", False)),
-            }
+            self.loaders[id(iterator)] = loader_settings(iterator)
         return time.perf_counter_ns()
 
     def _data_leave(self, started: int) -> None:

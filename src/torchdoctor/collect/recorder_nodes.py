@@ -92,10 +92,18 @@ class NodeRegistry:
         finally:
             self.registration_ns += _host_ns() - began
 
+    def _enclosing_module(self, node: int) -> int:
+        """``node`` or the nearest module above it (regions skipped; 0: the step)."""
+        while node and self.kind[node] == "region":
+            node = self.parent[node]
+        return node
+
+    def region_path(self, parent: int, name: str) -> str:
+        """The path of a region called ``name`` under node ``parent``."""
+        return f"{self.path[parent]}.{name}" if parent else name
+
     def _register_module(self, parent: int, module: Any) -> int:
-        walk = parent
-        while walk and self.kind[walk] == "region":  # name modules after the enclosing module
-            walk = self.parent[walk]
+        walk = self._enclosing_module(parent)  # modules are named after the enclosing module
         cls = type(module)
         if self.names.known_path(id(module)) is None and (walk or _stateless(module)):
             # made on the fly inside a forward (Hugging Face's `CrossEntropyLoss()` per call),
@@ -141,15 +149,10 @@ class NodeRegistry:
                     self.path[node] = path
                     self.name[node] = path.rsplit(".", 1)[-1]
             elif node in self.made_in_forward:
-                walk = self.parent[node]
-                while walk and self.kind[walk] == "region":
-                    walk = self.parent[walk]
+                walk = self._enclosing_module(self.parent[node])
                 self.path[node] = f"{self.path[walk]}.{self.name[node]}"
             elif self.kind[node] == "region":
-                parent = self.parent[node]
-                self.path[node] = (
-                    f"{self.path[parent]}.{self.name[node]}" if parent else self.name[node]
-                )
+                self.path[node] = self.region_path(self.parent[node], self.name[node])
 
 
 def _calling_owner(module: Any, frame: Any, depth: int = 16) -> Any:

@@ -57,6 +57,7 @@ class RegionEvents:
     first_serial: int
     now: Any
     node_for: Any
+    region_path: Any
     on_owner: Any
     library: list[bool]
     in_library: bool
@@ -77,7 +78,7 @@ class RegionEvents:
         key = ("region", name)
         node = self.node_ids.get((parent, key))
         if node is None:
-            path = f"{self.path[parent]}.{name}" if parent else name
+            path = self.region_path(parent, name)
             node = self.node_for(parent, key, path, "region", None, source, name=name)
         serial = self.serial = self.serial + 1
         # graph nodes made in the region are numbered from here (see region_graph.py)

@@ -36,6 +36,38 @@ def stat_with_mean(values: Sequence[float]) -> dict[str, float]:
     return out
 
 
+#: a detailed step over this multiple of the median detailed step is a stall or the loop's own
+#: periodic work (a garbage collection, a checkpoint written, an evaluation): left out of the
+#: tree, which shows where a typical step's time goes (the step-time distribution keeps it)
+TREE_OUTLIER = 10.0
+#: ... unless more than this share of the detailed steps are such: that is the loop's shape
+MAX_OUTLIER_SHARE = 0.15
+
+
+def typical_steps(
+    steps: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(kept, left out)``: the detailed steps without those over TREE_OUTLIER x the median
+    (with 5 steps or more, and when they are at most MAX_OUTLIER_SHARE of them).
+
+    Example:
+        >>> steps = [{"wall_ms": 0.6}] * 29 + [{"wall_ms": 42.6}]  # one 42 ms stall
+        >>> kept, out = typical_steps(steps)
+        >>> len(kept), [s["wall_ms"] for s in out]
+        (29, [42.6])
+        >>> len(typical_steps(steps[-4:])[0])  # too few to tell
+        4
+    """
+    if len(steps) < 5:
+        return list(steps), []
+    walls = sorted(s["wall_ms"] for s in steps)
+    limit = TREE_OUTLIER * walls[len(walls) // 2]
+    out = [s for s in steps if s["wall_ms"] > limit]
+    if not out or len(out) > MAX_OUTLIER_SHARE * len(steps):
+        return list(steps), []
+    return [s for s in steps if s["wall_ms"] <= limit], out
+
+
 def build_tree(
     steps: Sequence[dict[str, Any]],
     *,

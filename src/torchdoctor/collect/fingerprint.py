@@ -5,9 +5,11 @@ parameters kept their versions (no optimizer step or in-place update in between)
 same thing twice (seed 001: the encoder re-run by every denoising step on unchanged inputs).
 A tensor is identified by its data pointer (storage and offset), ``_version`` (bumped by
 in-place writes), shape, stride, dtype and device; other arguments by value when they are
-small immutables, else by type and identity. Memory can be reused after a tensor is freed, so
-a fingerprint also carries a weak reference to its first tensor: a later match counts only while
-that tensor is still alive. Keyword arguments are not seen by forward pre-hooks and are ignored.
+small immutables, else by type and identity; keyword arguments by name and the same (the
+profiler's global forward hook receives them: ``encoder(input_ids=ids)`` is compared, and
+``denoiser(cond, t=t)`` with a new ``t`` is new work). Memory can be reused after a tensor is
+freed, so a fingerprint also carries weak references to its tensors: a later match counts only
+while all of them are still alive.
 
 Example:
     >>> import torch
@@ -31,10 +33,14 @@ import torch
 _SCALARS = (int, float, bool, str, type(None))
 
 
-def fingerprint(args: tuple) -> tuple[tuple, Callable[[], Any]] | None:
-    """``(signature, anchor)`` for positional args, or None when no argument is a tensor.
+def fingerprint(
+    args: tuple, kwargs: dict[str, Any] | None = None
+) -> tuple[tuple, Callable[[], Any]] | None:
+    """``(signature, anchor)`` for positional and keyword args, or None when no argument is a
+    tensor.
 
-    ``anchor()`` returns the first tensor while it is alive, None after it was freed.
+    ``anchor()`` returns the first tensor while every tensor of the call is alive, None after
+    one was freed.
 
     Example:
         >>> import torch
@@ -44,23 +50,66 @@ def fingerprint(args: tuple) -> tuple[tuple, Callable[[], Any]] | None:
         ((0, torch.Size([2, 3]), (3, 1)), 4, True)
         >>> fingerprint((1, "a")) is None  # no tensor: nothing to track
         True
+        >>> fingerprint((), {"input_ids": x})[0] == fingerprint((), {"input_ids": x})[0]
+        True
+        >>> fingerprint((x,), {"t": 1})[0] == fingerprint((x,), {"t": 2})[0]  # a new timestep
+        False
     """
     parts: list[Any] = []
-    anchor = None
+    anchors: list[torch.Tensor] = []
     for arg in args:
-        if isinstance(arg, torch.Tensor):
-            if anchor is None:
-                anchor = arg
-            parts.append(
-                (arg.data_ptr(), arg._version, arg.shape, arg.stride(), arg.dtype, arg.device)
-            )
-        elif isinstance(arg, _SCALARS):
-            parts.append(arg)
-        else:
-            parts.append((type(arg), id(arg)))
-    if anchor is None:
+        parts.append(_describe(arg, anchors))
+    if kwargs:
+        for name, value in kwargs.items():
+            parts.append(("=", name))  # (a positional value is never such a tuple: see below)
+            parts.append(_describe(value, anchors))
+    if not anchors:
         return None
     try:
-        return tuple(parts), weakref.ref(anchor)
+        refs = tuple(weakref.ref(tensor) for tensor in anchors)
     except TypeError:  # pragma: no cover - tensors always support weak references
         return None
+    return tuple(parts), (refs[0] if len(refs) == 1 else _AllAlive(refs))
+
+
+def _describe(arg: Any, anchors: list[torch.Tensor]) -> Any:
+    """One argument's part of a signature (a tuple argument is ``(type, id)``); its tensor is
+    appended to ``anchors``."""
+    if isinstance(arg, torch.Tensor):
+        anchors.append(arg)
+        return (arg.data_ptr(), arg._version, arg.shape, arg.stride(), arg.dtype, arg.device)
+    if isinstance(arg, _SCALARS):
+        return arg
+    return (type(arg), id(arg))
+
+
+class _AllAlive:
+    """The anchor of several tensors: the first while all are alive, else None (a tensor
+    freed and another allocated at its address, as a new timestep tensor each iteration is,
+    is a new input).
+
+    Example:
+        >>> import torch, weakref
+        >>> a, b = torch.ones(1), torch.ones(1)
+        >>> anchor = _AllAlive((weakref.ref(a), weakref.ref(b)))
+        >>> anchor() is a
+        True
+        >>> del b
+        >>> anchor() is None
+        True
+    """
+
+    __slots__ = ("refs",)
+
+    def __init__(self, refs: tuple[weakref.ref, ...]) -> None:
+        self.refs = refs
+
+    def __call__(self) -> Any:
+        first = None
+        for ref in self.refs:
+            tensor = ref()
+            if tensor is None:
+                return None
+            if first is None:
+                first = tensor
+        return first

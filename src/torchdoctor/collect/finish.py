@@ -19,7 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 from torchdoctor.collect.aggregate import step_timeline
-from torchdoctor.collect.assemble import build_tree, recomputation, stat_with_mean
+from torchdoctor.collect.assemble import (
+    TREE_OUTLIER,
+    build_tree,
+    recomputation,
+    stat_with_mean,
+    typical_steps,
+)
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
 from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
@@ -71,7 +77,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     rec = state.recorder
     store = state.summaries  # a StepStore: the kept steps; every step's figures streamed
     steps = store.kept()
-    detailed = state.detailed_summaries()
+    detailed, stalls = typical_steps(state.detailed_summaries())
     session = Session.new(state.label)
     boundary = state.boundary or StepBoundary.WHOLE_RUN
     notes = [boundary.note, *state.notes]
@@ -107,6 +113,14 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         notes.append(
             f"the module tree and the phases come from {store.detailed_count} detailed step(s) "
             f"of {store.count} (windows; --detail always records every step); the step time from all"
+        )
+    if stalls:
+        walls = ", ".join(f"{s['wall_ms']:.3g}" for s in stalls[:5])
+        notes.append(
+            f"{len(stalls)} detailed step(s) over {TREE_OUTLIER:g}x the median detailed step "
+            f"({walls} ms) left out of the tree, the phases and the hot lines: a stall or the "
+            "loop's own periodic work (garbage collection, a checkpoint, an evaluation); the "
+            "step time keeps them"
         )
     session["config"] = {
         "steps": len(steps),

@@ -24,7 +24,7 @@ Example:
     >>> from torch.nn.modules import module
     >>> before = len(module._global_forward_hooks)
     >>> hooks = Installation()
-    >>> switch = hooks.add_module_hooks(lambda m, a: None, lambda m, a, o: None)
+    >>> switch = hooks.add_module_hooks(lambda m, a: None, lambda m, a, k, o=None: None)
     >>> hooks.remove()
     >>> len(module._global_forward_hooks) == before
     True
@@ -68,7 +68,9 @@ class Installation:
 
     def add_module_hooks(self, pre: Callable, post: Callable) -> ModuleHooksSwitch:
         """Global module forward pre-hook and forward hook, installed now; the switch removes
-        and re-installs them (the profiler's light steps run without them)."""
+        and re-installs them (the profiler's light steps run without them). ``post`` gets the
+        keyword arguments: ``post(module, args, kwargs, output)``, or ``post(module, args,
+        output)`` after a forward that raised (torch's call there)."""
         switch = ModuleHooksSwitch(pre, post)
         switch.on()
         self._undo.append(switch.off)
@@ -236,7 +238,7 @@ class ModuleHooksSwitch:
 
     Example:
         >>> from torch.nn.modules import module
-        >>> switch = ModuleHooksSwitch(lambda m, a: None, lambda m, a, o: None)
+        >>> switch = ModuleHooksSwitch(lambda m, a: None, lambda m, a, k, o=None: None)
         >>> switch.on(); switch.active
         True
         >>> switch.off(); switch.active
@@ -256,7 +258,9 @@ class ModuleHooksSwitch:
         if not self._handles:
             self._handles = [
                 _module.register_module_forward_pre_hook(self._pre),
-                _module.register_module_forward_hook(self._post, always_call=True),
+                _module.register_module_forward_hook(
+                    self._post, with_kwargs=True, always_call=True
+                ),
             ]
 
     def off(self) -> None:

@@ -72,6 +72,7 @@ _mode_enabled = torch._C._is_torch_function_mode_enabled
 _NoTorchFunction = torch._C.DisableTorchFunction
 _START, _END, _PASS_END = MarkKind.START, MarkKind.END, MarkKind.PASS_END
 _new = tuple.__new__  # a record without its generated Python __new__ (hot path)
+_NO_KWARGS: Any = object()  # post_hook's output, when torch calls it without keyword arguments
 
 
 def _tensors(value: Any) -> list[Tensor]:
@@ -239,12 +240,10 @@ class Recorder(NodeRegistry, RegionEvents):
             self.knobs["channels_last"] = channels_last_input(args)
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
-        if args and self.phases.stack[-1][0] != "backward":  # not a checkpoint recompute
-            if node not in self.call_site:  # where the module is called from: first call only
-                self.call_site[node] = user_frame(sys._getframe(2))
-            if self.fingerprinting and node not in self.made_in_forward:
-                self._fingerprint(node, args)  # (a new module per call is new work anyway)
-            if self.backward and torch.is_grad_enabled():
+        if node not in self.call_site:  # where the module is called from: first call only
+            self.call_site[node] = user_frame(sys._getframe(2))
+        if args and self.backward and self.phases.stack[-1][0] != "backward":
+            if torch.is_grad_enabled():  # (not a checkpoint's recompute, inside backward)
                 self._hook(_tensors(args), node, serial, _END)
         if self.library[node] is not self.in_library:
             self._owner_became(self.library[node])
@@ -252,7 +251,11 @@ class Recorder(NodeRegistry, RegionEvents):
         self.hook_ns += (token if self.host_clock else _host_ns()) - began
         frames.append(_new(Frame, (node, id(module), serial, token)))
 
-    def post_hook(self, module: Any, args: Any, output: Any) -> None:
+    def post_hook(self, module: Any, args: Any, kwargs: Any, output: Any = _NO_KWARGS) -> None:
+        """The global forward hook (registered ``with_kwargs``; torch leaves the keyword
+        arguments out when it runs the hook after a forward that raised)."""
+        if output is _NO_KWARGS:
+            output, kwargs = kwargs, None
         if compiling() or _thread() != self.thread:
             return
         frames = self.frames
@@ -270,6 +273,8 @@ class Recorder(NodeRegistry, RegionEvents):
             STATE.module_stack.pop()
         if self.phases.stack[-1][0] != "backward":
             self.fwd.append(_new(ForwardCall, (node, start, end, False)))
+            if (args or kwargs) and (self.fingerprinting or kwargs):
+                self._inputs_seen(node, serial, args, kwargs)
         # else: a forward re-run inside backward (activation checkpointing): its time is part
         # of the backward already measured, so it is not counted again as forward
         if self.backward and output is not None and torch.is_grad_enabled():
@@ -287,9 +292,25 @@ class Recorder(NodeRegistry, RegionEvents):
                 self.phases.leave_forward_without_grad()
         self.hook_ns += _host_ns() - began
 
-    def _fingerprint(self, node: int, args: Any) -> None:
+    def _inputs_seen(self, node: int, serial: int, args: Any, kwargs: Any) -> None:
+        """After the call (the keyword arguments are known then): its inputs compared with
+        earlier calls', and the end of its backward marked on its keyword tensors (the
+        positional ones were hooked before the call)."""
+        if _mode_enabled():  # a sync audit's mode must not intercept these reads
+            with _NoTorchFunction():
+                self._read_inputs(node, serial, args, kwargs)
+        else:
+            self._read_inputs(node, serial, args, kwargs)
+
+    def _read_inputs(self, node: int, serial: int, args: Any, kwargs: Any) -> None:
+        if self.fingerprinting and node not in self.made_in_forward:
+            self._fingerprint(node, args, kwargs)  # (a new module per call is new work anyway)
+        if kwargs and self.backward and torch.is_grad_enabled():
+            self._hook(_tensors(kwargs), node, serial, _END)
+
+    def _fingerprint(self, node: int, args: Any, kwargs: Any = None) -> None:
         try:
-            key = fingerprint(args)
+            key = fingerprint(args, kwargs)
         except Exception:  # exotic tensors (nested, sparse) have no stride or data pointer
             return
         if key is None:

@@ -1,0 +1,51 @@
+"""A stall in one detailed step (a garbage collection, a checkpoint written) does not make the
+tree: it shows where a typical step's time goes, and says what it left out."""
+
+import time
+
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.session_read import walk
+
+
+class Slow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 12:  # once: a stall inside the module
+            time.sleep(0.3)
+        return self.fc(x)
+
+
+def _run(stall_every=None):
+    net = Slow()
+    x = torch.randn(4, 8)
+    with torchdoctor.Profiler(net, detail="always", syncs=False, hot_lines=False) as prof:
+        for _ in range(20):
+            net(x).sum().backward()
+            prof.step()
+    return prof.session
+
+
+def test_one_stalled_detailed_step_is_left_out_of_the_tree_with_a_note():
+    session = _run()
+    nodes = {n["path"]: n for n, _ in walk(session["tree"])}
+    assert nodes["Slow"]["forward_ms"]["max"] < 100  # the 300 ms call is not in it
+    assert session["step_ms"]["max"] > 250  # ... the step time keeps it
+    notes = " ".join(session["config"]["notes"])
+    assert "detailed step(s) over 10x the median" in notes and "left out of the tree" in notes
+
+
+def test_a_slow_step_every_few_steps_is_the_loop_shape_and_stays():
+    """A quarter of the steps slow: a pattern of the loop, kept in the tree."""
+    from torchdoctor.collect.assemble import typical_steps
+
+    steps = [{"wall_ms": 50.0 if k % 4 == 0 else 1.0} for k in range(20)]
+    kept, out = typical_steps(steps)
+    assert len(kept) == 20 and out == []

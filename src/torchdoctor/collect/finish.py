@@ -55,6 +55,8 @@ def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
         "compile": None,  # seen from OptimizedModule nodes in the tree (advice/knobs.py)
         # scaled_dot_product_attention called (seen by the sync audit; None: not seen)
         "fused_attention": None,
+        # torch.autograd.set_detect_anomaly on at the outermost module calls (None: not seen)
+        "anomaly_detection": None,
     }
 
 
@@ -98,6 +100,10 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             "steps_with_compile": state.compile_step_count,
             "steps": [{"index": i, "compile_ms": ms} for i, ms in state.compile_steps],
         }
+    anomaly = rec.anomaly.summary() if rec is not None else None
+    if anomaly is not None:  # anomaly detection left on: its cost per step, measured here
+        session["anomaly_detection"] = anomaly
+        session["environment"]["knobs"]["anomaly_detection"] = True
     if state.loaders:  # distinct settings of the DataLoaders iterated during the run
         session["environment"]["data_loaders"] = [
             {**dict(key), "iterators": count} for key, count in sorted(state.loaders.items())

@@ -55,7 +55,7 @@ import torch
 from torch.nn.modules.conv import _ConvNd
 
 from torchdoctor.collect.compiled import compiling
-from torchdoctor.collect.engine_state import autocast_dtype, channels_last_input
+from torchdoctor.collect.engine_state import AnomalyProbe, autocast_dtype, channels_last_input
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
@@ -112,6 +112,7 @@ class Recorder(NodeRegistry, RegionEvents):
         self.fingerprinting = True  # this step compares module inputs (set by the profiler)
         # engine knobs seen in use during the step (None: no evidence either way)
         self.knobs: dict[str, bool | None] = {"autocast": None, "channels_last": None}
+        self.anomaly = AnomalyProbe()  # anomaly detection left on (engine_state.py)
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
         # node registry: id -> parent, path, name, kind, type, source
@@ -161,6 +162,7 @@ class Recorder(NodeRegistry, RegionEvents):
         """Begin a step at ``token``. A ``light`` step records nothing but its phases: when the
         last step left nothing either, its buffers are reused as they are (empty)."""
         self.step_start = token
+        self.anomaly.step_began()
         self.hook_ns = 0
         self.first_serial = self.serial + 1  # marks of older calls (kept graphs) are dropped
         if light and not (
@@ -195,6 +197,7 @@ class Recorder(NodeRegistry, RegionEvents):
         raw = (self.step_start, end_token, self.fwd, self.bwd, self.fired, self.phases.segments,
                self.first_serial)  # fmt: skip
         self.fwd, self.bwd, self.fired = [], [], []
+        self.anomaly.step_ended()
         return raw
 
     def release_handles(self) -> None:
@@ -219,6 +222,8 @@ class Recorder(NodeRegistry, RegionEvents):
                 self.knobs["autocast"] = dtype is not None
                 if dtype is not None:
                     self.knobs["autocast_dtype"] = dtype
+            if self.detailed:
+                self.anomaly.outermost()
             self.phases.enter_forward()
         self.module_depth += 1
         if not self.detailed:
@@ -236,6 +241,8 @@ class Recorder(NodeRegistry, RegionEvents):
         node = self.node_ids.get((parent, id(module)))
         if node is None:
             node = self._module_node(parent, module)
+        if self.anomaly.probing:  # (anomaly detection on: the depth its stack records walk)
+            self.anomaly.sample(sys._getframe(1))  # (at the depth of the forward)
         if self.knobs["channels_last"] is not True and isinstance(module, _ConvNd):
             self.knobs["channels_last"] = channels_last_input(args)
         serial = self.serial = self.serial + 1

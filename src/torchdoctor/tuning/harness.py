@@ -223,6 +223,7 @@ class Trial:
             "inference_mode": torch.is_inference_mode_enabled(),
             # the script's own autocast around the call: its dtype (None: off)
             "autocast": autocast_dtype(self.device_type(module)),
+            "anomaly": torch.is_anomaly_enabled(),  # autograd anomaly detection on
         }
         self._adopt(module)
         for knob in self.knobs:
@@ -335,6 +336,7 @@ class Trial:
             "no_grad": any(r["no_grad"] for r in roots),
             "inference_mode": any(r["inference_mode"] for r in roots),
             "autocast": next((r["autocast"] for r in roots if r.get("autocast")), None),
+            "anomaly": any(r.get("anomaly") for r in roots),
             "optimizers": list(self.optimizers.values()),
             "loaders": list(self.loaders.values()),
             "data_fraction": sum(data) / sum(measured) if sum(measured) > 0 else 0.0,

@@ -151,6 +151,21 @@ def _loader(observed: Observed) -> str | None:
     return None
 
 
+def _anomaly_on(observed: Observed) -> str | None:
+    return None if observed.get("anomaly") else "autograd anomaly detection is off"
+
+
+def _anomaly_off(trial: Any) -> None:
+    """Keep anomaly detection off whatever the script asks (``set_detect_anomaly`` and
+    ``detect_anomaly`` both switch it through ``torch.set_anomaly_enabled``)."""
+    original = torch.set_anomaly_enabled
+
+    def set_anomaly_enabled(enabled: bool, check_nan: bool = True) -> None:
+        original(False, check_nan)
+
+    torch.set_anomaly_enabled = set_anomaly_enabled
+
+
 def _inference(observed: Observed) -> str | None:
     if observed.get("backward"):
         return "backward() runs: inference_mode is for inference loops"
@@ -339,6 +354,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("inference_mode", "inference_mode instead of no_grad",
          "with torch.inference_mode():  # instead of torch.no_grad()\n    output = model(inputs)",
          _inference, on_start=_inference_mode),
+    Knob("anomaly_detection_off", "autograd anomaly detection off",
+         "torch.autograd.set_detect_anomaly(args.debug)  # on only while hunting a NaN",
+         _anomaly_on, on_start=_anomaly_off),
     Knob("perturb_weights", "test only: weights x1.5", "", _model, hidden=True,
          on_root=_perturb),
 )  # fmt: skip

@@ -27,6 +27,7 @@ from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.advice.compile_time import recompiles
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
+from torchdoctor.analyze.advice.debug_modes import anomaly_detection
 from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
@@ -62,6 +63,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     train_inference_ratio,
     data_loading,
     recompiles,
+    anomaly_detection,
     communication,
     cpu_work,
     hot_line_advice,

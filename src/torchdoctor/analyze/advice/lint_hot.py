@@ -40,6 +40,20 @@ MAX_HOT = 10
 CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers"}
 
 
+def _cause(finding: Mapping[str, Any]) -> str | None:
+    """The cause a finding shares with a runtime rule (merged into one advice).
+
+    Example:
+        >>> _cause({"code": "TD702", "message": "anomaly detection is switched on ..."})
+        'anomaly-detection'
+        >>> _cause({"code": "TD702", "message": "the autograd profiler is switched on ..."})
+    """
+    code = str(finding.get("code"))
+    if code == "TD702" and str(finding.get("message", "")).startswith("anomaly detection"):
+        return "anomaly-detection"
+    return CAUSES.get(code)
+
+
 def as_finding_dict(finding: Any) -> dict[str, Any]:
     """A Finding as the Session's plain dict (a ``torchdoctor.lint.Finding`` or a mapping).
 
@@ -203,7 +217,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 references=[str(finding.get("code"))] + ([replacement] if replacement else []),
                 heat=heat,
                 locations=[location(finding.get("path"), finding.get("line"))],
-                cause=CAUSES.get(str(finding.get("code"))),
+                cause=_cause(finding),
             )
         )
     advice.sort(key=lambda a: a.heat, reverse=True)
@@ -223,7 +237,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 references=[code],
                 heat=0.0,
                 locations=[location(f.get("path"), f.get("line")) for f in group],
-                cause=CAUSES.get(code),
+                cause=_cause(group[0]),
             )
         )
     return advice

@@ -76,7 +76,16 @@ def recompile_session():
     return session
 
 
+def anomaly_session():
+    """The slow session run with autograd anomaly detection left on."""
+    session = slow_session()
+    session["anomaly_detection"] = {"stack_depth": 30, "us_per_node": 60.0,
+                                    "nodes_per_step": 300.0, "ms_per_step": 18.0}  # fmt: skip
+    return session
+
+
 CRAFTED = {
+    "anomaly_detection": anomaly_session,
     "recompiles": recompile_session,
     "torch_syncs": torch_sync_session,
     "unattributed": unattributed_session,

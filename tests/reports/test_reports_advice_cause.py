@@ -117,6 +117,24 @@ def test_channels_last_only_with_2d_or_3d_convolutions():
     assert [a for a in engine_knobs(_session(convnet)) if "channels_last" in a.title]
 
 
+def test_channels_last_saving_is_over_the_convolutions_not_the_whole_step():
+    """A detector whose conv backbone is small and whose transformer is most of the step:
+    channels_last changes only the convolutions (and batch norms)."""
+    small = _tree(
+        node("backbone.0", 3.0, 2.0, type="Conv2d"),
+        node("decoder", 50.0, 40.0, type="TransformerDecoder"),
+    )
+    assert not [a for a in engine_knobs(_session(small)) if "channels_last" in a.title]
+    big = _tree(
+        node("stem", 20.0, 10.0, type="Conv2d"),
+        node("bn", 5.0, 5.0, type="BatchNorm2d"),
+        node("head", 35.0, 25.0, type="Linear"),
+    )
+    (item,) = [a for a in engine_knobs(_session(big)) if "channels_last" in a.title]
+    assert "the convolutions and batch norms are 40 ms (40% of the step)" in item.evidence[0]
+    assert item.saving_range_ms[1] < 0.4 * 100.0  # at most the conv part, never the step
+
+
 def test_a_dominant_leaf_linear_gets_matmul_remedies_not_profile_inside():
     for kind in ("Linear", "Conv1D"):
         tree = _tree(node("decoder", 30.0, 40.0, type=kind))

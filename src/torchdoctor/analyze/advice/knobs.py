@@ -5,7 +5,8 @@ Which knobs are on is read from ``environment["knobs"]`` (or ``config["knobs"]``
 ``compile`` is also inferred from ``OptimizedModule`` nodes in the tree. A knob known to be on
 is never advised. Savings are Amdahl over the measured forward + backward share with the
 remedy's stated speedup range (autocast and TF32 on CUDA only; channels_last only when the tree
-has a Conv2d/Conv3d module),
+has a Conv2d/Conv3d module, over the time of the convolutions and batch norms, at least 10% of
+the step),
 and each says how to measure it instead: ``torchdoctor tune SCRIPT``. When the session holds a
 tune (``session["tune"]``, from ``torchdoctor tune`` or merged by ``torchdoctor report``), the
 knobs it measured get their measured saving instead (``knobs_measured.py``).
@@ -39,6 +40,10 @@ MIN_FRACTION = 0.30
 #: module types that make a net a conv net for channels_last: 2-d and 3-d convolutions (not
 #: Conv1d, and not GPT-2's ``Conv1D``, which is a linear layer)
 _CONV_ND = re.compile(r"^(Lazy)?Conv(Transpose)?[23]d$")
+#: ... and the modules whose time channels_last changes: those and their batch norms
+_CHANNELS_LAST_PART = re.compile(r"^(Lazy)?(Conv(Transpose)?|BatchNorm|SyncBatchNorm)[23]?d?$")
+#: channels_last is advised when those take at least this share of the step
+MIN_CONV_FRACTION = 0.10
 #: the cause of each knob's advice (another rule prescribing the same remedy merges with it)
 CAUSES = {"autocast": "bf16-autocast", "tf32": "tf32", "channels_last": "channels_last",
           "compile": "torch.compile"}  # fmt: skip
@@ -97,6 +102,25 @@ def _knob_state(session: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _conv_ms(session: Mapping[str, Any]) -> float:
+    """Mean ms per step of the convolutions and batch norms in the tree (what channels_last
+    changes).
+
+    Example:
+        >>> tree = {"type": None, "children": [
+        ...     {"type": "Conv2d", "total_ms": {"mean": 3.0}, "children": []},
+        ...     {"type": "BatchNorm2d", "total_ms": {"mean": 1.0}, "children": []},
+        ...     {"type": "Linear", "total_ms": {"mean": 5.0}, "children": []}]}
+        >>> _conv_ms({"tree": tree})
+        4.0
+    """
+    return sum(
+        center(node.get("total_ms"))
+        for node, _ in walk(session.get("tree"))
+        if _CHANNELS_LAST_PART.match(str(node.get("type") or ""))
+    )
+
+
 def _script_name(session: Mapping[str, Any]) -> str:
     """The script to name in ``torchdoctor tune SCRIPT`` (the run's label when it is one)."""
     label = str(session.get("label") or "")
@@ -118,7 +142,6 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     compute = center(phases.get("forward")) + center(phases.get("backward"))
     if step <= 0 or compute < MIN_FRACTION * step:
         return advice
-    fraction = min(1.0, compute / step)
     state = _knob_state(session)
     cuda = is_cuda(session)
     wanted = ["compile"]
@@ -130,6 +153,12 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     for knob in wanted:
         if state.get(knob) is True or measured(session, knob):
             continue
+        part, what = compute, "forward + backward are"
+        if knob == "channels_last":  # it changes the convolutions (and batch norms) only
+            part = _conv_ms(session)
+            if part < MIN_CONV_FRACTION * step:
+                continue
+            what = "the convolutions and batch norms are"
         spec = dict(_KNOBS[knob])
         if knob == "compile" and not state["_modules"]:  # plain tensor code, no nn.Module
             spec.update(
@@ -145,8 +174,8 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             title=spec["title"],
             confidence="medium" if cuda and known_off else "low",
             evidence=[
-                f"{knob}: {'off' if known_off else 'not detected'}; forward + backward are "
-                f"{fmt_ms(compute)} ({pct(compute, step):.0f}% of the step)",
+                f"{knob}: {'off' if known_off else 'not detected'}; {what} "
+                f"{fmt_ms(part)} ({pct(part, step):.0f}% of the step)",
                 f"expected {speedup.low:g}-{speedup.high:g}x on that part ({speedup.source})",
             ],
             fix=f"{spec['fix']} Measure it: torchdoctor tune {script}",
@@ -155,6 +184,6 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             cause=CAUSES[knob],
             generic=True,
         )
-        advice.append(with_saving(item, step, fraction, speedup))
+        advice.append(with_saving(item, step, min(1.0, part / step), speedup))
         item.heat = min(item.heat, 0.2)  # a generic knob ranks below specific evidence
     return advice

@@ -120,6 +120,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             f"the module tree and the phases come from {store.detailed_count} detailed step(s) "
             f"of {store.count} (windows; --detail always records every step); the step time from all"
         )
+    children = state.children.note() if state.children is not None else None
+    if children:  # the work ran in other processes (a Hogwild trainer)
+        notes.append(children)
     if stalls:
         walls = ", ".join(f"{s['wall_ms']:.3g}" for s in stalls[:5])
         notes.append(

@@ -51,6 +51,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
+from torchdoctor.collect.children import ChildProcesses
 from torchdoctor.collect.clocks import make_clock
 from torchdoctor.collect.compiled import compile_seconds, compiled_frames
 from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
@@ -191,6 +192,8 @@ class Profiler(StepCycle, HookEvents):
             hooks.wrap_autograd(self._backward_enter, self._backward_leave)
             hooks.wrap_no_grad(self._no_grad_enter, self._no_grad_leave)
             hooks.wrap_data_loader(self._data_enter, self._data_leave)
+            state.children = ChildProcesses()
+            hooks.add_undo(state.children.install())
             self._saved = hooks.add_saved_tensors_hooks(rec.pack, rec.unpack)
             if self.step_boundary == "auto":
                 rec.on_outermost = self._outermost

@@ -91,6 +91,7 @@ class ProfilerState:
     # begins one per epoch, starting its workers anew)
     loaders: dict[tuple[tuple[str, Any], ...], int] = field(default_factory=dict)
     _iterators: dict[int, Any] = field(default_factory=dict)  # id -> weak reference
+    children: Any = None  # processes the script started (collect/children.py)
     # torch.compile compiling inside kept steps: (profiled step index, ms), the first
     # COMPILE_STEPS kept, and the totals of all
     compile_steps: list[tuple[int, float]] = field(default_factory=list)

@@ -35,6 +35,8 @@ SHAPE_KINDS = {
 }
 MAX_LINES = 5
 MIN_SCALAR_PER_STEP = 0.5  # below: a read every few steps, i.e. already at a log interval
+#: when the whole run is one step (no boundary seen), a read is a loop's only when repeated
+MIN_REPEATS_IN_ONE_STEP = 3
 
 
 def _inside_optimizer_step(record: Mapping[str, Any]) -> bool:
@@ -139,6 +141,8 @@ def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
         ...        "count": 10, "per_step": 1.0, "phase": "other", "stall_ms": None}
         >>> host_syncs({"syncs": [rec], "step_ms": {"median": 5.0}})[0].rule
         'host-syncs'
+        >>> host_syncs({"syncs": [rec], "config": {"steps": 1}})  # the run is one step: once
+        []
     """
     # syncs inside installed packages are the library-syncs rule's: the user does not own them
     # ... and those inside torch's own code with a known switch are the torch-syncs rule's
@@ -151,11 +155,12 @@ def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
     cuda = str((session.get("environment") or {}).get("device") or "").startswith("cuda")
     # Scalars read at a log interval (a print every N steps) already follow the advice, and
     # reads inside optimizer.step() (LBFGS's line search) are the optimizer's own.
+    one_step = int((session.get("config") or {}).get("steps") or 0) == 1
     scalar = [
         r
         for r in records
         if r.get("kind") not in SHAPE_KINDS
-        and _per_step(r) >= MIN_SCALAR_PER_STEP
+        and _per_step(r) >= (MIN_REPEATS_IN_ONE_STEP if one_step else MIN_SCALAR_PER_STEP)
         and not _inside_optimizer_step(r)
     ]
     shape = [r for r in records if r.get("kind") in SHAPE_KINDS]

@@ -1,0 +1,90 @@
+"""Processes the profiled code starts: their work is outside this process's profile.
+
+A Hogwild trainer (pytorch/examples ``mnist_hogwild``) or a hand-rolled ``mp.Process`` pool
+trains in child processes while the main process waits in ``join()``: the profile of the main
+process then shows a run of waiting. :class:`ChildProcesses` wraps
+``multiprocessing.process.BaseProcess.start`` while profiling and records what each started
+process runs (its target's name; ``torch.multiprocessing.spawn``'s wrapper is looked through
+to the user's function), so the report can say that the work happened elsewhere and what to
+profile instead. DataLoader workers are the loader's own business (its ``num_workers``) and are
+not counted.
+
+Example:
+    >>> watch = ChildProcesses()
+    >>> watch.started["train"] = 2  # what install() counts as processes start
+    >>> watch.note()[:46]
+    '2 process(es) started by the script (train x2)'
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing.process
+from collections.abc import Callable
+from typing import Any
+
+#: targets that are a library's own workers, not the user's work
+_OWN_WORKERS = ("torch.utils.data._utils.worker", "torch.utils.data.dataloader")
+
+
+def target_name(process: Any) -> str | None:
+    """The name of what ``process`` runs (None for a DataLoader worker or no target).
+
+    Example:
+        >>> import multiprocessing
+        >>> target_name(multiprocessing.Process(target=print))
+        'print'
+    """
+    target = getattr(process, "_target", None)
+    if target is None:
+        return None
+    module = str(getattr(target, "__module__", "") or "")
+    if module.startswith(_OWN_WORKERS):
+        return None
+    name = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "?"))
+    if module.startswith("torch.multiprocessing") and name == "_wrap":  # mp.spawn(fn, ...)
+        args = getattr(process, "_args", ()) or ()
+        if args and callable(args[0]):
+            return str(getattr(args[0], "__qualname__", None) or getattr(args[0], "__name__", "?"))
+    return name
+
+
+class ChildProcesses:
+    """Counts the processes started while installed, by target name."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, int] = {}
+
+    def install(self) -> Callable[[], None]:
+        """Wrap ``BaseProcess.start``; returns the undo."""
+        cls = multiprocessing.process.BaseProcess
+        original = cls.__dict__["start"]
+        started = self.started
+
+        @functools.wraps(original)
+        def start(process: Any) -> Any:
+            name = target_name(process)
+            if name is not None:
+                started[name] = started.get(name, 0) + 1
+            return original(process)
+
+        cls.start = start
+
+        def undo() -> None:
+            if cls.__dict__.get("start") is start:
+                cls.start = original
+
+        return undo
+
+    def note(self) -> str | None:
+        """What the report says of them (None when none were started)."""
+        if not self.started:
+            return None
+        count = sum(self.started.values())
+        what = ", ".join(f"{name} x{n}" for name, n in sorted(self.started.items())[:5])
+        return (
+            f"{count} process(es) started by the script ({what}) ran outside this profile: "
+            "their steps are not in it (this process only waited for them if it joined); "
+            "to see their work, profile the function they run in one process "
+            "(torchdoctor.profile, or call it directly under `torchdoctor run`)"
+        )

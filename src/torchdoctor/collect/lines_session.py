@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import linecache
 import os
 from collections.abc import Mapping, Sequence
@@ -193,6 +194,7 @@ def _line(
         "function": function,
         "function_line": first_line,
         "code": linecache.getline(file, line).strip() if line else "",
+        "loop_line": enclosing_loop(file, line),
         "owner": path[owner] if owner else "",
         "owner_kind": kind[owner],
         "forward_ms": stat_with_mean(agg["fwd"]),
@@ -264,3 +266,34 @@ def point_tree_at_lines(tree: dict[str, Any] | None, section: Mapping[str, Any] 
             visit(kid)
 
     visit(tree)
+
+
+_loops: dict[str, list[tuple[int, int]]] = {}
+
+
+def enclosing_loop(file: str, line: int) -> int | None:
+    """The first line of the innermost ``for``/``while`` statement whose lines hold ``line`` in
+    ``file`` (None outside any loop, or when the source cannot be read), so the advice can
+    treat the lines of one Python loop as one cause.
+
+    Example:
+        >>> import tempfile
+        >>> src = chr(10).join(["x = 0", "for i in range(3):", "    y = i", "    while y:",
+        ...                     "        y -= 1", ""])
+        >>> with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        ...     _ = f.write(src)
+        >>> [enclosing_loop(f.name, n) for n in (1, 3, 5)]
+        [None, 2, 4]
+    """
+    spans = _loops.get(file)
+    if spans is None:
+        spans = _loops[file] = []
+        try:
+            tree = ast.parse("".join(linecache.getlines(file)))
+        except (SyntaxError, ValueError):
+            tree = None
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
+                spans.append((node.lineno, node.end_lineno or node.lineno))
+    inner = [start for start, end in spans if start <= line <= end]
+    return max(inner) if inner else None

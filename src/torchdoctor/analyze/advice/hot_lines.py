@@ -35,6 +35,7 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
     Cure,
     cure_for,
     is_per_element_loop,
+    loop_cause,
 )
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
@@ -160,6 +161,8 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             heat=min(1.0, share),
             code=cure.code if cure is not None else None,
             locations=[location(row["file"], row["line"])],
+            # the lines of one per-element Python loop are one cause (batching the loop)
+            cause=loop_cause(row),
         )
         if cure is not None:
             with_saving(item, step, share, cure.speedup)

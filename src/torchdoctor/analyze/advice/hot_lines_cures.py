@@ -186,6 +186,20 @@ def is_per_element_loop(row: Mapping[str, Any]) -> bool:
     return calls >= LOOP_CALLS and per_call < SMALL_OP_MS
 
 
+def loop_cause(row: Mapping[str, Any] | None) -> str | None:
+    """The cause the advice on a measured line shares with the other lines of its per-element
+    Python loop (merged into one advice), or None.
+
+    Example:
+        >>> loop_cause({"file": "/a/t.py", "loop_line": 12, "calls_per_step": 64,
+        ...             "torch_calls_per_step": 64, "forward_ms": 0.6})
+        'loop /a/t.py:12'
+    """
+    if row and row.get("loop_line") and is_per_element_loop(row):
+        return f"loop {row['file']}:{row['loop_line']}"
+    return None
+
+
 def cure_for(row: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> Cure | None:
     """The cure of a measured line (see the module docstring), or None.
 

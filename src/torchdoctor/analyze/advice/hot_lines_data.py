@@ -53,6 +53,7 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "location": line.get("location") or f"{os.path.basename(key[0])}:{key[1]}",
                 "function": line.get("function"),
                 "code": line.get("code") or "",
+                "loop_line": line.get("loop_line"),  # the Python loop it is in (None: none)
                 "forward_ms": 0.0,
                 "backward_ms": 0.0,
                 "total_ms": 0.0,

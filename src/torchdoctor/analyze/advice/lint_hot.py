@@ -32,6 +32,7 @@ from torchdoctor.analyze.advice.base import (
     unattributed_ms,
     walk,
 )
+from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of
 
 HOT_FRACTION = 0.05
@@ -207,17 +208,21 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
             continue
         where = f"{os.path.basename(str(finding.get('path') or '?'))}:{finding.get('line', '?')}"
         replacement = finding.get("replacement")
+        cure = CURES_BY_CODE.get(str(finding.get("code")))  # the cure a hot line would get
         advice.append(
             Advice(
                 rule="lint",
                 title=f"{finding.get('code')} {_place(why)} ({where}): {finding.get('message')}",
                 confidence="medium",
                 evidence=[f"{where}: {why}"],
-                fix=f"use {replacement}" if replacement else str(finding.get("message") or ""),
+                fix=cure.fix if cure is not None
+                else f"use {replacement}" if replacement else str(finding.get("message") or ""),
                 references=[str(finding.get("code"))] + ([replacement] if replacement else []),
                 heat=heat,
                 locations=[location(finding.get("path"), finding.get("line"))],
-                cause=_cause(finding),
+                # (a finding on a line of a per-element loop joins the loop's advice)
+                cause=_cause(finding)
+                or loop_cause(line_of(session, finding.get("path"), finding.get("line"))),
             )
         )
     advice.sort(key=lambda a: a.heat, reverse=True)

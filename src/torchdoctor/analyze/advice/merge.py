@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from torchdoctor.analyze.advice.base import CONFIDENCES, Advice, same_file, split_location
 from torchdoctor.analyze.advice.hot_lines import NO_CURE_FIX
+from torchdoctor.analyze.advice.hot_lines_cures import PER_ELEMENT_LOOP
 
 
 def _keys(advice: Advice) -> list[tuple]:
@@ -91,6 +92,18 @@ def _merged(entries: list[Advice]) -> Advice:
         # a hot line without a cure of its own takes the remedy another rule names for it
         # (a known torch sync, a library switch); its measured share stays in the evidence
         first.title, first.fix, first.code = specific.title, specific.fix, specific.code
+    elif first.fix == PER_ELEMENT_LOOP.fix:  # lines of one loop: the specific cure first
+        cured = next((e for e in entries[1:] if e.fix not in (NO_CURE_FIX, first.fix)), None)
+        if cured is not None:
+            first.fix = f"{cured.fix} Then batch the rest of the loop: {first.fix}"
+            first.code = cured.code or first.code
+        if first.cause and first.cause.startswith("loop "):
+            file, line = split_location(first.cause[len("loop ") :])
+            body = {split_location(loc)[1] for e in entries for loc in e.locations}
+            lines = ", ".join(str(n) for n in sorted(n for n in body if n is not None))
+            first.evidence.insert(
+                0, f"one Python loop ({os.path.basename(file)}:{line}), lines {lines} of its body"
+            )
     for other in entries[1:]:  # (copies: the rules' own entries stay as they were)
         first.evidence.extend(e for e in other.evidence if e not in first.evidence)
         first.references.extend(r for r in other.references if r not in first.references)

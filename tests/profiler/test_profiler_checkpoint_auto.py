@@ -77,3 +77,29 @@ def test_hugging_face_gradient_checkpointing_under_an_auto_boundary():
     assert session["config"]["step_boundary"] == "optimizer"
     [top] = [c for c in session["tree"]["children"] if c["path"] == "GPT2LMHeadModel"]
     assert top["calls_per_step"] == 2.0
+
+
+def test_reentrant_checkpointing_gives_the_recompute_and_backward_to_the_block():
+    """use_reentrant=True runs the block's forward under no_grad (nothing to hook) and again,
+    with grad, inside the backward: that recompute and its backward are the block's backward,
+    not the step's own time."""
+    torch.manual_seed(0)
+    inp = nn.Linear(64, 64)
+    block = nn.Sequential(nn.Linear(64, 512), nn.GELU(), nn.Linear(512, 64))
+    head = nn.Linear(64, 1)
+    x = torch.randn(512, 64)
+    with torchdoctor.Profiler(detail="always", syncs=False, hot_lines=False) as prof:
+        for _ in range(6):
+            h = checkpoint(block, inp(x), use_reentrant=True)
+            head(h).sum().backward()
+            prof.step()
+    nodes = {n["path"]: n for n, _ in _walk(prof.session["tree"])}
+    block_backward = nodes["Sequential"]["backward_ms"]["mean"]
+    own = nodes["(self)"]["backward_ms"]["mean"]  # the step's backward no module claimed
+    assert block_backward > 3 * own, (block_backward, own)
+
+
+def _walk(tree):
+    from torchdoctor.session_read import walk
+
+    return walk(tree)

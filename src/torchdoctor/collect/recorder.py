@@ -168,6 +168,7 @@ class Recorder(NodeRegistry, RegionEvents):
         if light and not (
             self.fwd or self.bwd or self.fired or self.handles or self.hooked or self.act
             or self.fingerprints or self.identical or self.region_calls or self.seen_storages
+            or self.no_grad_nodes
         ):  # fmt: skip
             self.phases.begin_step(token)
             return
@@ -187,6 +188,9 @@ class Recorder(NodeRegistry, RegionEvents):
         self.identical: dict[int, int] = defaultdict(int)
         # regions of this step not yet hooked for backward: (seq enter, seq exit, (node, serial))
         self.region_calls: list[tuple[int, int, tuple[int, int]]] = []
+        # nodes called without grad in this step's forward (a reentrant checkpoint runs its
+        # function so, and again with grad inside the backward)
+        self.no_grad_nodes: set[int] = set()
         self.phases.begin_step(token)
 
     def take_step(self, end_token: Any) -> tuple:
@@ -249,9 +253,15 @@ class Recorder(NodeRegistry, RegionEvents):
         STATE.module_stack.append(self.path[node])
         if node not in self.call_site:  # where the module is called from: first call only
             self.call_site[node] = user_frame(sys._getframe(2))
-        if args and self.backward and self.phases.stack[-1][0] != "backward":
-            if torch.is_grad_enabled():  # (not a checkpoint's recompute, inside backward)
-                self._hook(_tensors(args), node, serial, _END)
+        if self.backward:
+            grad = torch.is_grad_enabled()
+            if self.phases.stack[-1][0] != "backward":
+                if grad and args:
+                    self._hook(_tensors(args), node, serial, _END)
+                elif not grad:
+                    self.no_grad_nodes.add(node)
+            elif grad and node in self.no_grad_nodes:  # a reentrant checkpoint's recompute:
+                self._mark(node, serial, _START)  # its forward hooked nothing; backward starts
         if self.library[node] is not self.in_library:
             self._owner_became(self.library[node])
         token = self.now()

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -188,3 +189,36 @@ def incomplete_text(session: Mapping[str, Any]) -> str | None:
     elapsed = checkpoint.get("elapsed_s")
     when = f" written {elapsed:.3g} s into" if isinstance(elapsed, (int, float)) else " of"
     return f"incomplete: a checkpoint{when} a run that had not ended; it holds {held}"
+
+
+def error_text(session: Mapping[str, Any]) -> str | None:
+    """One line naming the exception the profiled code raised and the user's line it came
+    from (the innermost frame outside installed packages and torch), else None.
+
+    Example:
+        >>> tb = chr(10).join(['Traceback (most recent call last):',
+        ...     '  File "/w/train.py", line 4, in <module>', '    loss = model(x)',
+        ...     '  File "/v/site-packages/torch/nn/modules/linear.py", line 134, in forward',
+        ...     'RuntimeError: mat1 and mat2 shapes cannot be multiplied'])
+        >>> error_text({"error": tb, "steps": []})
+        'the script raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (train.py:4), before a step was complete: the figures are of what ran before it'
+    """
+    error = session.get("error")
+    if not error:
+        return None
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else "an exception"
+    where = ""
+    for line in lines:
+        text = line.strip()
+        if text.startswith('File "') and ", line " in text:
+            file = text[len('File "') :].split('"', 1)[0]
+            parts = file.replace("\\", "/").split("/")
+            if "site-packages" in parts or "dist-packages" in parts or file.startswith("<"):
+                continue
+            number = text.split(", line ", 1)[1].split(",", 1)[0]
+            where = f" ({os.path.basename(file)}:{number})"
+    steps = len(session.get("steps") or ())
+    whole = (session.get("config") or {}).get("step_boundary") == "whole_run"
+    when = "before a step was complete" if whole or not steps else f"after {steps} profiled steps"
+    return f"the script raised {last}{where}, {when}: the figures are of what ran before it"

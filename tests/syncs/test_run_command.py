@@ -110,6 +110,24 @@ def test_exception_traceback_and_exit_code_are_preserved(tmp_path):
     assert session["config"]["exit_code"] == 1
 
 
+def test_an_error_inside_a_module_reads_as_without_torchdoctor_and_leads_the_report(tmp_path):
+    """The error comes from inside a hooked forward (the sync audit's mode passes the call on):
+    no frame of torchdoctor's collection code in the traceback, and the report says first that
+    the script raised and where."""
+    script = tmp_path / "bad_width.py"
+    script.write_text(
+        "import torch\nmodel = torch.nn.Linear(10, 2)\nx = torch.randn(4, 12)\n"
+        "loss = model(x).sum()\n"
+    )
+    done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)
+    assert done.returncode == 1
+    assert "mat1 and mat2 shapes cannot be multiplied" in done.stderr
+    assert "torchdoctor/collect" not in done.stderr and "__torch_function__" not in done.stderr
+    report = done.stdout.split("torchdoctor report:", 1)[1].splitlines()
+    assert report[1].startswith("the script raised RuntimeError: mat1 and mat2 shapes")
+    assert "(bad_width.py:4), before a step was complete" in " ".join(" ".join(report[1:3]).split())
+
+
 def test_ctrl_c_writes_the_session_and_exits_130(tmp_path, capsys):
     tail = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached')\n"
     script = _script(tmp_path, steps=3, tail=tail)

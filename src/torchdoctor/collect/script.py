@@ -262,9 +262,38 @@ def _user_traceback(exc: BaseException, path: str) -> types.TracebackType | None
     return tb or exc.__traceback__
 
 
+#: torchdoctor's collection code: its frames (a hook, the sync audit's mode passing the user's
+#: call on) are left out of the script's traceback, which then reads as it would without it
+_OWN_FRAMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+
+
+def _without_own_frames(te: traceback.TracebackException) -> None:
+    seen: set[int] = set()
+    while te is not None and id(te) not in seen:  # (chained exceptions too)
+        seen.add(id(te))
+        te.stack = traceback.StackSummary.from_list(
+            [f for f in te.stack if not f.filename.startswith(_OWN_FRAMES)]
+        )
+        for chained in (te.__cause__, te.__context__):
+            if chained is not None:
+                _without_own_frames(chained)
+        te = None
+
+
 def _format(exc: BaseException, path: str) -> str:
-    tb = _user_traceback(exc, path)
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    """The script's exception as Python prints it, from the script's first frame on, without
+    torchdoctor's own frames.
+
+    Example:
+        >>> try:
+        ...     int("x")
+        ... except ValueError as error:
+        ...     _format(error, "<doctest>").splitlines()[-1]
+        "ValueError: invalid literal for int() with base 10: 'x'"
+    """
+    te = traceback.TracebackException(type(exc), exc, _user_traceback(exc, path))
+    _without_own_frames(te)
+    return "".join(te.format())
 
 
 def _exit_code(exc: SystemExit) -> int:

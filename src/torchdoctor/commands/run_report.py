@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from torchdoctor.session_read import error_text
+
 WHOLE_RUN_MESSAGE = (
     "no step boundary was found (no torchdoctor.step() marker, optimizer step, backward() "
     "call, module call or --step-fn call): one step = the whole run"
@@ -29,7 +31,10 @@ def run_notices(session: Any) -> list[str]:
     lines = []
     if config.get("step_boundary") == "whole_run":
         lines.append(WHOLE_RUN_MESSAGE)
-    if session.get("interrupted"):
+    error = error_text(session)
+    if error:
+        lines.append(error)
+    elif session.get("interrupted"):
         lines.append("the script did not finish: the numbers cover the steps seen until it stopped")
     return lines
 

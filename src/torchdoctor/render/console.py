@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown import gain_text, session_advice
-from torchdoctor.session_read import fmt_ms, incomplete_text, step_count, step_ms
+from torchdoctor.session_read import error_text, fmt_ms, incomplete_text, step_count, step_ms
 
 TOP_ADVICE = 5
 
@@ -99,6 +99,9 @@ def console_renderables(
     incomplete = incomplete_text(session)
     if incomplete:  # a checkpoint (collect/checkpoint.py): say so before any number
         items.append(Text(incomplete, style="bold yellow"))
+    error = error_text(session)
+    if error:  # the script failed: the first thing to know, before any number
+        items.append(Text(error, style="bold red"))
     if not session.get("tree"):
         items.append(header)
     if session.get("interrupted") and not session.get("tree"):

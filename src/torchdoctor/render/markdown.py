@@ -19,7 +19,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown_text import code_block, code_span, escape
-from torchdoctor.session_read import PHASES, center, fmt_ms, incomplete_text, step_count, step_ms
+from torchdoctor.session_read import (
+    PHASES,
+    center,
+    error_text,
+    fmt_ms,
+    incomplete_text,
+    step_count,
+    step_ms,
+)
 
 TOP_PROBLEMS = 3
 MAX_SYNC_LINES = 15
@@ -110,8 +118,7 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
     if session.get("interrupted"):
         lines.append("- **Warning:** collection was interrupted; numbers cover the steps seen.")
     if session.get("error"):
-        last = str(session["error"]).strip().splitlines()[-1:]
-        lines.append(f"- **Error in the profiled code:** {escape(last[0] if last else '')}")
+        lines.append(f"- **Error in the profiled code:** {escape(error_text(session) or '')}")
     for note in config.get("notes") or ():
         lines.append(f"- Note: {escape(str(note))}")
     return lines + [""]

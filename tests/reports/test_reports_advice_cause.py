@@ -135,6 +135,18 @@ def test_channels_last_saving_is_over_the_convolutions_not_the_whole_step():
     assert item.saving_range_ms[1] < 0.4 * 100.0  # at most the conv part, never the step
 
 
+def test_a_dominant_composite_explained_by_its_parts_is_not_told_to_profile_inside():
+    """nanoGPT's GPT with 2 blocks: the tree shows inside it already."""
+    gpt = node("GPT", 40.0, 30.0, type="GPT", children=[
+        node("GPT.h.0", 15.0, 12.0, type="Block"), node("GPT.h.1", 15.0, 12.0, type="Block")])  # fmt: skip
+    (item,) = dominant_module(_session(_tree(gpt)))
+    assert item.title == "GPT dominates the step: its time is spread over its parts: compile it"
+    assert "(GPT.h.0 39%, GPT.h.1 39%)" in item.fix and "region" not in item.fix
+    opaque = node("GPT", 40.0, 30.0, type="GPT", children=[node("GPT.h.0", 5.0, 5.0)])
+    (item,) = dominant_module(_session(_tree(opaque)))
+    assert "torchdoctor.region" in item.fix  # mostly (self): look inside with regions
+
+
 def test_a_dominant_leaf_linear_gets_matmul_remedies_not_profile_inside():
     for kind in ("Linear", "Conv1D"):
         tree = _tree(node("decoder", 30.0, 40.0, type=kind))

@@ -32,6 +32,12 @@ from torchdoctor.analyze.advice.base import (
     walk,
     with_saving,
 )
+from torchdoctor.analyze.advice.ops_table import (  # noqa: F401 (OPS_FOR: re-exported)
+    EMBEDDING_TYPES,
+    MATMUL_TYPES,
+    OPS_FOR,
+    ops_for,
+)
 
 THRESHOLD = 0.30
 MIN_REPEATS = 4
@@ -39,57 +45,6 @@ MIN_REPEATS = 4
 WRAPPER = 0.80
 
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
-
-#: name pattern -> the torchdoctor.ops calls that replace that kind of code. A module or region
-#: whose name or type matches one of these is "linear algebra or matching" (one table: the
-#: linalg test and the suggested ops cannot drift apart).
-OPS_FOR: tuple[tuple[re.Pattern[str], list[str]], ...] = (
-    (
-        re.compile(r"chol|inverse|\binv\b|pinv|mahalanobis|whiten|solve|linalg", re.IGNORECASE),
-        [
-            "torchdoctor.ops.cholesky_factor",
-            "torchdoctor.ops.whiten",
-            "torchdoctor.ops.pairwise_mahalanobis",
-        ],
-    ),
-    (
-        re.compile(r"covariance|\bcov|logdet|spd|eig|svd", re.IGNORECASE),
-        ["torchdoctor.ops.covariance", "torchdoctor.ops.spd_distance"],
-    ),
-    (
-        re.compile(r"hungarian|assignment|matching|sinkhorn", re.IGNORECASE),
-        ["torchdoctor.ops.linear_assignment", "torchdoctor.ops.sinkhorn"],
-    ),
-    (
-        re.compile(r"dpp", re.IGNORECASE),
-        ["torchdoctor.ops.dpp_greedy", "torchdoctor.ops.select_tokens_per_segment"],
-    ),
-    (
-        re.compile(r"negative|mining|cdist|distance", re.IGNORECASE),
-        ["torchdoctor.ops.two_stage_negatives", "torchdoctor.ops.pairwise_mahalanobis"],
-    ),
-)
-
-#: leaf module types that are one matmul (GPT-2's ``Conv1D`` is a linear layer with a weight)
-MATMUL_TYPES = frozenset(
-    {"Linear", "LazyLinear", "Bilinear", "Conv1D", "NonDynamicallyQuantizableLinear"}
-)
-EMBEDDING_TYPES = frozenset({"Embedding", "EmbeddingBag"})
-
-
-def ops_for(name: str) -> list[str]:
-    """The torchdoctor.ops calls suggested for a module/region name (empty when none fits).
-
-    Example:
-        >>> ops_for("hungarian_matching")
-        ['torchdoctor.ops.linear_assignment', 'torchdoctor.ops.sinkhorn']
-    """
-    found: list[str] = []
-    for pattern, ops in OPS_FOR:
-        if pattern.search(name):
-            found.extend(op for op in ops if op not in found)
-    return found
-
 
 def _label(node: Mapping[str, Any]) -> str:
     return str(node.get("path") or node.get("name") or "?")
@@ -135,6 +90,44 @@ def _is_leaf(node: Mapping[str, Any]) -> bool:
     return node.get("kind") == "module" and not any(
         child.get("kind") in ("module", "region", "group") for child in node.get("children") or ()
     )
+
+
+#: a composite whose own (self) time is below this share of it is explained by its parts
+SPREAD_SELF = 0.3
+
+
+def _self_share(node: Mapping[str, Any]) -> float:
+    """The share of a composite's time that none of its parts explains ((self)); 1 for a leaf.
+
+    Example:
+        >>> node = {"total_ms": {"median": 10.0}, "children": [
+        ...     {"kind": "module", "total_ms": {"median": 8.0}},
+        ...     {"kind": "self", "total_ms": {"median": 2.0}}]}
+        >>> _self_share(node)
+        0.2
+    """
+    total = node_ms(node)
+    parts = [c for c in node.get("children") or () if c.get("kind") != "self"]
+    if total <= 0 or not parts:
+        return 1.0
+    return max(0.0, total - sum(node_ms(c) for c in parts)) / total
+
+
+def _parts_text(node: Mapping[str, Any]) -> str:
+    """Its three largest parts with their share of it.
+
+    Example:
+        >>> _parts_text({"total_ms": {"median": 10.0}, "children": [
+        ...     {"kind": "module", "path": "m.h.0", "total_ms": {"median": 6.0}},
+        ...     {"kind": "module", "path": "m.h.1", "total_ms": {"median": 3.0}}]})
+        'm.h.0 60%, m.h.1 30%'
+    """
+    total = node_ms(node) or 1.0
+    parts = sorted(
+        (c for c in node.get("children") or () if c.get("kind") != "self"), key=node_ms,
+        reverse=True,
+    )[:3]
+    return ", ".join(f"{_label(c)} {pct(node_ms(c), total):.0f}%" for c in parts)
 
 
 def _candidates(tree: Mapping[str, Any], step: float) -> list[tuple[Mapping, str, list | None]]:
@@ -320,6 +313,19 @@ REMEDIES: tuple[Remedy, ...] = (
         cause="torch.compile",
     ),
     Remedy(
+        "spread",
+        lambda node, group, cuda: _self_share(node) < SPREAD_SELF,
+        "its time is spread over its parts: compile it",
+        "The tree already shows inside it ({parts}) and none of them takes 30% of the step on "
+        "its own: torch.compile the model to fuse their small ops, then look at the largest "
+        "part's own row.",
+        ("torch.compile",),
+        "compile",
+        confidence="low",
+        cause="torch.compile",
+        code="model = torch.compile(model)",
+    ),
+    Remedy(
         "composite",
         lambda node, group, cuda: True,
         "profile inside it and compile it",
@@ -414,7 +420,9 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             title=f"{label}{leaf_type} dominates the step: {remedy.title}",
             confidence=remedy.confidence,
             evidence=evidence,
-            fix=remedy.fix.format(ops=", ".join(ops) if ops else "see torchdoctor.ops"),
+            fix=remedy.fix.format(
+                ops=", ".join(ops) if ops else "see torchdoctor.ops", parts=_parts_text(node)
+            ),
             references=(ops if remedy.name == "linear-algebra" else []) + list(remedy.references),
             code=remedy.code,
             cause=remedy.cause,

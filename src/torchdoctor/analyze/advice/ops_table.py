@@ -1,0 +1,61 @@
+"""The one table of ``torchdoctor.ops`` replacements by name, and the leaf module types the
+advice tells apart (one home: the dominant-module remedies and the tests read them here).
+
+Example:
+    >>> ops_for("pairwise_mahalanobis")[:1]
+    ['torchdoctor.ops.cholesky_factor']
+"""
+
+from __future__ import annotations
+
+import re
+
+#: name pattern -> the torchdoctor.ops calls that replace that kind of code. A module or region
+#: whose name or type matches one of these is "linear algebra or matching" (one table: the
+#: linalg test and the suggested ops cannot drift apart).
+OPS_FOR: tuple[tuple[re.Pattern[str], list[str]], ...] = (
+    (
+        re.compile(r"chol|inverse|\binv\b|pinv|mahalanobis|whiten|solve|linalg", re.IGNORECASE),
+        [
+            "torchdoctor.ops.cholesky_factor",
+            "torchdoctor.ops.whiten",
+            "torchdoctor.ops.pairwise_mahalanobis",
+        ],
+    ),
+    (
+        re.compile(r"covariance|\bcov|logdet|spd|eig|svd", re.IGNORECASE),
+        ["torchdoctor.ops.covariance", "torchdoctor.ops.spd_distance"],
+    ),
+    (
+        re.compile(r"hungarian|assignment|matching|sinkhorn", re.IGNORECASE),
+        ["torchdoctor.ops.linear_assignment", "torchdoctor.ops.sinkhorn"],
+    ),
+    (
+        re.compile(r"dpp", re.IGNORECASE),
+        ["torchdoctor.ops.dpp_greedy", "torchdoctor.ops.select_tokens_per_segment"],
+    ),
+    (
+        re.compile(r"negative|mining|cdist|distance", re.IGNORECASE),
+        ["torchdoctor.ops.two_stage_negatives", "torchdoctor.ops.pairwise_mahalanobis"],
+    ),
+)
+
+#: leaf module types that are one matmul (GPT-2's ``Conv1D`` is a linear layer with a weight)
+MATMUL_TYPES = frozenset(
+    {"Linear", "LazyLinear", "Bilinear", "Conv1D", "NonDynamicallyQuantizableLinear"}
+)
+EMBEDDING_TYPES = frozenset({"Embedding", "EmbeddingBag"})
+
+
+def ops_for(name: str) -> list[str]:
+    """The torchdoctor.ops calls suggested for a module/region name (empty when none fits).
+
+    Example:
+        >>> ops_for("hungarian_matching")
+        ['torchdoctor.ops.linear_assignment', 'torchdoctor.ops.sinkhorn']
+    """
+    found: list[str] = []
+    for pattern, ops in OPS_FOR:
+        if pattern.search(name):
+            found.extend(op for op in ops if op not in found)
+    return found

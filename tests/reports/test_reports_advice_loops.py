@@ -64,3 +64,13 @@ def test_a_line_run_once_per_step_in_the_training_loop_is_no_loop_cause():
     for row in session["hot_lines"]["lines"]:
         row["calls_per_step"], row["torch_calls_per_step"] = 1.0, 2.0
     assert len(_line_advice(copy.deepcopy(session))) == 2
+
+
+def test_a_deprecated_entry_point_is_never_a_suspect_of_the_step_time():
+    """TD504 (torch.cuda.amp.GradScaler) outside every module: hygiene, not a cost."""
+    session = _session()
+    session["lint"] = [{"code": "TD504", "path": "/x/pool.py", "line": 3, "severity": "warning",
+                        "message": "torch.cuda.amp.GradScaler is deprecated"}]  # fmt: skip
+    session["label"] = "pool.py"
+    (item,) = [a for a in advise(session) if "TD504" in a.title]
+    assert item.title.endswith("(1 finding(s), not hot)") and item.heat == 0.0

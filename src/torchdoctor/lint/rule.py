@@ -28,3 +28,6 @@ class Rule:
     replacement: str | None = None
     autofix: bool = False
     seed: str | None = None
+    #: the pattern costs time when it runs (False: hygiene only, a deprecated entry point):
+    #: the profile never ranks it as a suspect of the step's time
+    runtime_cost: bool = True

@@ -140,6 +140,7 @@ RULES = (
         "with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, "
         "SDPBackend.CUDNN_ATTENTION]):",
         autofix=True,
+        runtime_cost=False,
         seed="004",
     ),
     Rule(
@@ -151,6 +152,7 @@ RULES = (
         "with torch.cuda.amp.autocast(dtype=torch.bfloat16):",
         "with torch.amp.autocast('cuda', dtype=torch.bfloat16):",
         autofix=True,
+        runtime_cost=False,
     ),
     Rule(
         "TD504",
@@ -161,6 +163,7 @@ RULES = (
         "scaler = torch.cuda.amp.GradScaler()",
         "scaler = torch.amp.GradScaler('cuda')",
         autofix=True,
+        runtime_cost=False,
     ),
 )
 

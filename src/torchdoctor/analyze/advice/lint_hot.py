@@ -34,6 +34,7 @@ from torchdoctor.analyze.advice.base import (
 )
 from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of
+from torchdoctor.lint.registry import RULES
 
 HOT_FRACTION = 0.05
 MAX_HOT = 10
@@ -202,8 +203,9 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     advice: list[Advice] = []
     cold: dict[str, list[Mapping[str, Any]]] = {}
     for finding in findings:
+        rule = RULES.get(str(finding.get("code")))
         heat, why = _heat(finding, session, step)
-        if heat <= 0:
+        if heat <= 0 or (rule is not None and not rule.runtime_cost):  # (hygiene: no suspect)
             cold.setdefault(str(finding.get("code") or "?"), []).append(finding)
             continue
         where = f"{os.path.basename(str(finding.get('path') or '?'))}:{finding.get('line', '?')}"

@@ -77,7 +77,7 @@ def grouped_lines(
     """
     lines = [
         line
-        for line in ((session.get("hot_lines") or {}).get("lines") or ())[:limit]
+        for line in merged_by_line((session.get("hot_lines") or {}).get("lines") or ())[:limit]
         if float(line.get("pct_of_step") or 0.0) >= min_pct
     ]
     groups: dict[tuple[str, Any, Any], list[Mapping[str, Any]]] = {}
@@ -89,6 +89,45 @@ def grouped_lines(
         name = "module level" if function == "<module>" else f"{function}()"
         out.append((f"{name} ({os.path.basename(file)}:{first})", members))
     return out
+
+
+def merged_by_line(lines: Any) -> list[Mapping[str, Any]]:
+    """One row per source line: the session keeps a line once per module that ran it (the
+    attention line of every block, to refine each block's (self) row); a report shows it once,
+    its figures summed, heaviest first.
+
+    Example:
+        >>> row = {"file": "/m.py", "line": 64, "forward_ms": {"mean": 1.0},
+        ...        "backward_ms": {"mean": 0.5}, "total_ms": {"mean": 1.5}, "pct_of_step": 3.0,
+        ...        "calls_per_step": 1.0, "top_ops": [{"op": "F.sdpa", "forward_ms": 1.0,
+        ...        "backward_ms": 0.5, "calls_per_step": 1.0}], "owner": "h.0.attn"}
+        >>> (one,) = merged_by_line([row, {**row, "owner": "h.1.attn"}])
+        >>> one["pct_of_step"], one["calls_per_step"], one["top_ops"][0]["calls_per_step"]
+        (6.0, 2.0, 2.0)
+    """
+    merged: dict[tuple[str, Any], dict[str, Any]] = {}
+    for line in lines:
+        key = (str(line.get("file")), line.get("line"))
+        row = merged.get(key)
+        if row is None:
+            merged[key] = dict(line)
+            continue
+        for field in ("forward_ms", "backward_ms", "total_ms"):
+            row[field] = {"mean": _mean(row.get(field)) + _mean(line.get(field))}
+        for field in ("pct_of_step", "calls_per_step", "torch_calls_per_step"):
+            row[field] = float(row.get(field) or 0.0) + float(line.get(field) or 0.0)
+        ops = {str(op.get("op")): dict(op) for op in row.get("top_ops") or ()}
+        for op in line.get("top_ops") or ():
+            mine = ops.setdefault(str(op.get("op")), {"op": op.get("op"), "forward_ms": 0.0,
+                                  "backward_ms": 0.0, "calls_per_step": 0.0})  # fmt: skip
+            if mine is not op:
+                for field in ("forward_ms", "backward_ms", "calls_per_step"):
+                    mine[field] = float(mine.get(field) or 0.0) + float(op.get(field) or 0.0)
+        row["top_ops"] = sorted(
+            ops.values(), key=lambda op: -(float(op.get("forward_ms") or 0.0)
+                                           + float(op.get("backward_ms") or 0.0)),
+        )  # fmt: skip
+    return sorted(merged.values(), key=lambda row: -_mean(row.get("total_ms")))
 
 
 def row_cells(line: Mapping[str, Any]) -> list[str]:

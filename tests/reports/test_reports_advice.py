@@ -84,7 +84,17 @@ def anomaly_session():
     return session
 
 
+def decode_session():
+    """The slow session as an autoregressive loop feeding its whole sequence back."""
+    session = slow_session()
+    session["config"]["step_boundary"] = "module"
+    session["steps"] = [{"index": i, "wall_ms": 60.0 + 0.5 * i, "input_shape": [1, 8 + i],
+                         "detailed": False} for i in range(60)]  # fmt: skip
+    return session
+
+
 CRAFTED = {
+    "decode_without_cache": decode_session,
     "anomaly_detection": anomaly_session,
     "recompiles": recompile_session,
     "torch_syncs": torch_sync_session,

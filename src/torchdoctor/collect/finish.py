@@ -149,6 +149,10 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
          "peak_memory_bytes": s["peak_memory_bytes"], "detailed": s.get("detailed", True)}
         for k, s in enumerate(steps)
     ]  # fmt: skip
+    for entry in session["steps"]:  # steps cut at module calls: their input's shape
+        shape = state.input_shapes.get(entry["index"])
+        if shape is not None:
+            entry["input_shape"] = list(shape)
     # light steps run without module hooks: their forward is not told from "other"
     session["phases"] = {
         p: stat_with_mean([s["phases"].get(p, 0.0) for s in detailed or steps]) for p in PHASES

@@ -58,6 +58,10 @@ _NOTES = {
 }
 
 
+#: steps whose outermost input shape is kept (the first ones: enough to see it grow)
+INPUT_SHAPES = 2000
+
+
 @dataclass
 class ProfilerState:
     """Options and collected data of one profiler run (see the module docstring).
@@ -92,6 +96,8 @@ class ProfilerState:
     loaders: dict[tuple[tuple[str, Any], ...], int] = field(default_factory=dict)
     _iterators: dict[int, Any] = field(default_factory=dict)  # id -> weak reference
     children: Any = None  # processes the script started (collect/children.py)
+    # profiled step -> the shape of its outermost call's first input (steps cut at module calls)
+    input_shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
     # torch.compile compiling inside kept steps: (profiled step index, ms), the first
     # COMPILE_STEPS kept, and the totals of all
     compile_steps: list[tuple[int, float]] = field(default_factory=list)
@@ -139,6 +145,18 @@ class ProfilerState:
             }
         key = tuple(loader_settings(iterator).items())
         self.loaders[key] = self.loaders.get(key, 0) + 1
+
+    def note_input_shape(self, index: int, shape: tuple[int, ...] | None) -> None:
+        """Profiled step ``index`` began with a call of the outermost module on an input of
+        ``shape`` (the first INPUT_SHAPES steps are kept: session["steps"][i]["input_shape"]).
+
+        Example:
+            >>> state = ProfilerState()
+            >>> state.note_input_shape(0, (1, 12)); state.input_shapes
+            {0: (1, 12)}
+        """
+        if shape is not None and len(self.input_shapes) < INPUT_SHAPES:
+            self.input_shapes[index] = shape
 
     def note_compile(self, index: int, ms: float) -> None:
         """Profiled step ``index`` spent ``ms`` in torch.compile (compiling or recompiling).

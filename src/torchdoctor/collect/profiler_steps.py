@@ -135,6 +135,9 @@ class StepCycle:
         began = time.perf_counter_ns()
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
+        if kept and state.boundary is _MODULE:
+            state.note_input_shape(self._counter - self.warmup, rec.outer_shape)
+        rec.outer_shape = None
         queue, due = self._queue, False
         if not self._detailed:  # light: its tokens wait, summarized in a batch
             if kept:

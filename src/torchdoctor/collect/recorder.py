@@ -113,6 +113,9 @@ class Recorder(NodeRegistry, RegionEvents):
         # engine knobs seen in use during the step (None: no evidence either way)
         self.knobs: dict[str, bool | None] = {"autocast": None, "channels_last": None}
         self.anomaly = AnomalyProbe()  # anomaly detection left on (engine_state.py)
+        # the first input's shape at the step's first outermost call (steps cut at module
+        # calls: an autoregressive loop's input grows by a token per step); None: not seen
+        self.outer_shape: tuple[int, ...] | None = None
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
         # node registry: id -> parent, path, name, kind, type, source
@@ -221,6 +224,8 @@ class Recorder(NodeRegistry, RegionEvents):
         if not self.module_depth and self.phases.stack[-1][0] != "backward":
             if self.on_outermost is not None:
                 self.on_outermost(module)  # may end the step: read `detailed` after it
+                if self.outer_shape is None and args and isinstance(args[0], Tensor):
+                    self.outer_shape = tuple(args[0].shape)  # (an inference step's input)
             if not self.knobs["autocast"]:
                 dtype = autocast_dtype()
                 self.knobs["autocast"] = dtype is not None

@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.compile_time import recompiles
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.debug_modes import anomaly_detection
+from torchdoctor.analyze.advice.decode_cache import decode_without_cache
 from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
@@ -55,6 +56,7 @@ __all__ = [
 #: each takes a Session mapping (the lint rule reads ``session["lint"]``)
 RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     loop_invariant,
+    decode_without_cache,
     dominant_module,
     host_syncs,
     torch_syncs,

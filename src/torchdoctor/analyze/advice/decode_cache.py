@@ -1,0 +1,141 @@
+"""Rule ``decode-without-cache``: an autoregressive loop re-runs the model over every earlier
+token at each step.
+
+Steps cut at calls of the outermost module (an inference loop) record the shape of its first
+input (``session["steps"][i]["input_shape"]``). When one dimension grows by exactly one from a
+step to the next for most steps (a token appended: nanoGPT's ``generate`` feeds the whole
+sequence back, cropped to the block size), every step recomputes the keys and values of all
+earlier tokens. The run itself measures what that costs: the step time fitted against the
+input length (least squares over the light steps, or all when there are too few) gives a
+per-token slope; a key/value cache makes each step process one new token, so the saving per step
+is at most the slope x (mean length - 1), and at least half of it (attention still reads the
+cached keys of every earlier token).
+
+Example:
+    >>> steps = [{"index": i, "wall_ms": 1.0 + 0.1 * (8 + i), "input_shape": [1, 8 + i],
+    ...           "detailed": False} for i in range(40)]
+    >>> session = {"steps": steps, "config": {"step_boundary": "module"},
+    ...            "step_ms": {"mean": 4.75}}
+    >>> [(a.rule, round(a.estimated_saving_ms, 2)) for a in decode_without_cache(session)]
+    [('decode-without-cache', 1.33)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct
+from torchdoctor.session_read import step_ms
+
+#: steps needed to tell growth from noise
+MIN_STEPS = 12
+#: share of consecutive step pairs whose input grows by exactly one along one dimension
+MIN_GROWING = 0.6
+#: correlation of step time with the input length needed to trust the fitted slope
+MIN_CORRELATION = 0.5
+#: light steps needed to fit on them alone (detailed steps carry the profiler's hooks)
+MIN_LIGHT = 10
+
+
+def growing_dimension(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> int | None:
+    """The dimension along which the second input of a pair of consecutive steps is one longer
+    than the first (the others equal) for at least MIN_GROWING of the pairs, or None.
+
+    Example:
+        >>> shapes = [[1, 5], [1, 6], [1, 7], [1, 8]]
+        >>> growing_dimension(list(zip(shapes, shapes[1:])))
+        1
+        >>> growing_dimension([([4, 16], [4, 16])] * 3) is None
+        True
+    """
+    pairs = [(a, b) for a, b in pairs if len(a) == len(b) and a]
+    if not pairs:
+        return None
+    for dim in range(len(pairs[0][0])):
+        grew = sum(
+            1
+            for a, b in pairs
+            if b[dim] == a[dim] + 1
+            and all(x == y for k, (x, y) in enumerate(zip(a, b)) if k != dim)
+        )
+        if grew >= MIN_GROWING * len(pairs):
+            return dim
+    return None
+
+
+def _fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
+    """Least squares ``y = a + b x``: ``(a, b, correlation)``."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    syy = sum((y - my) ** 2 for _, y in points)
+    sxy = sum((x - mx) * (y - my) for x, y in points)
+    if sxx <= 0 or syy <= 0:
+        return my, 0.0, 0.0
+    b = sxy / sxx
+    return my - b * mx, b, sxy / (sxx * syy) ** 0.5
+
+
+def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
+    """Advice when an inference loop's input grows by a token per step (see the module
+    docstring)."""
+    if (session.get("config") or {}).get("step_boundary") != "module":
+        return []
+    steps = sorted(
+        (s for s in session.get("steps") or () if isinstance(s.get("input_shape"), list)),
+        key=lambda s: s.get("index", 0),
+    )
+    if len(steps) < MIN_STEPS:
+        return []
+    consecutive = [
+        (a["input_shape"], b["input_shape"])
+        for a, b in zip(steps, steps[1:])
+        if b.get("index", 0) == a.get("index", 0) + 1
+    ]
+    dim = growing_dimension(consecutive)
+    if dim is None:
+        return []
+    light = [s for s in steps if not s.get("detailed", True)]
+    sample = light if len(light) >= MIN_LIGHT else steps
+    points = [(float(s["input_shape"][dim]), float(s["wall_ms"])) for s in sample]
+    base, slope, correlation = _fit(points)
+    mean_length = sum(x for x, _ in points) / len(points)
+    step = step_ms(session)
+    saving = slope * (mean_length - 1.0)
+    if slope <= 0 or correlation < MIN_CORRELATION or step <= 0 or saving < 0.02 * step:
+        return []
+    saving = min(saving, 0.9 * step)
+    longest = max(int(x) for x, _ in points)
+    return [
+        Advice(
+            rule="decode-without-cache",
+            title="Cache keys and values across decoding steps: each step re-runs the model "
+            f"over every earlier token (up to {longest})",
+            estimated_saving_ms=0.5 * saving,
+            saving_range_ms=[0.5 * saving, saving],
+            confidence="medium",
+            evidence=[
+                f"the outermost module's input grows by one along dimension {dim} from a step "
+                f"to the next (length {int(min(x for x, _ in points))} to {longest}, mean "
+                f"{mean_length:.0f}): an autoregressive loop feeding the whole sequence back",
+                f"step time = {fmt_ms(base)} + {fmt_ms(slope)} per token of input (least "
+                f"squares over {len(points)} {'light ' if sample is light else ''}steps, "
+                f"correlation {correlation:.2f})",
+                f"with a cache each step processes one new token: at most {fmt_ms(saving)} per "
+                f"step ({pct(saving, step):.0f}%), at least half of it (attention still reads "
+                "the cached keys)",
+            ],
+            fix="Keep each layer's keys and values from earlier steps (a KV cache) and feed "
+            "only the new token: Hugging Face models do it with use_cache=True / "
+            "past_key_values (model.generate does by default); in a hand-written GPT, return "
+            "k and v from each attention layer, concatenate the new token's to them, and pass "
+            "the positions of the new token.",
+            references=["KV cache", "transformers: past_key_values"],
+            code="logits = model(idx)                       # before: the whole sequence\n"
+            "logits, cache = model(idx[:, -1:], cache)  # after: the new token and the cache",
+            heat=min(1.0, saving / step),
+            cause="kv-cache",
+        )
+    ]

@@ -1,0 +1,54 @@
+"""An autoregressive loop without a KV cache: the profiler records each step's input shape,
+and the advice measures what re-running the earlier tokens costs."""
+
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.decode_cache import decode_without_cache
+
+
+class TinyLM(nn.Module):
+    def __init__(self, d=128, vocab=100):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, batch_first=True, dropout=0.0)
+        self.body = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, idx):
+        mask = nn.Transformer.generate_square_subsequent_mask(idx.shape[1])
+        return self.head(self.body(self.emb(idx), mask=mask, is_causal=True))
+
+
+def _decode(tokens=120):
+    torch.manual_seed(0)
+    model = TinyLM().eval()
+    idx = torch.randint(0, 100, (2, 4))
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof,
+        torch.no_grad(),
+    ):
+        for _ in range(tokens):
+            idx = torch.cat([idx, model(idx)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return prof.session.to_dict()
+
+
+def test_an_autoregressive_loop_without_cache_is_advised_a_kv_cache():
+    session = _decode()
+    assert session["config"]["step_boundary"] == "module"
+    shapes = [s["input_shape"] for s in session["steps"][:5]]
+    assert [b[1] - a[1] for a, b in zip(shapes, shapes[1:])] == [1, 1, 1, 1]
+    (item,) = decode_without_cache(session)
+    assert "per token of input" in item.evidence[1]
+    low, high = item.saving_range_ms
+    assert 0 < low < high < session["step_ms"]["mean"]
+    assert any(a.rule == "decode-without-cache" for a in advise(session))
+
+
+def test_a_loop_whose_input_does_not_grow_is_not_advised():
+    session = _decode(tokens=30)
+    for step in session["steps"]:
+        step["input_shape"] = [2, 16]  # a fixed-length batch loop
+    assert decode_without_cache(session) == []

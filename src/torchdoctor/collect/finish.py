@@ -28,6 +28,7 @@ from torchdoctor.collect.assemble import (
 )
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
+from torchdoctor.collect.other_sampler import other_lines_section
 from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.schedule import index_ranges
@@ -167,6 +168,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         session["tree"] = tree
         session["recomputation"] = recomputation(tree, detailed, rec.path, rec.call_site)
         session["timeline"] = representative_timeline(state)
+        other = other_lines_section(detailed)  # the other phase's lines, sampled
+        if other is not None:
+            session["other_lines"] = other
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot

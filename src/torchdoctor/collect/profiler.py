@@ -62,6 +62,7 @@ from torchdoctor.collect.lines import LineCollector
 from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.naming import source_of_code
+from torchdoctor.collect.other_sampler import OtherPhaseSampler
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary, check_options
 from torchdoctor.collect.profiler_steps import StepCycle
 from torchdoctor.collect.recorder import Recorder
@@ -145,6 +146,7 @@ class Profiler(StepCycle, HookEvents):
         self._detailed = True  # the running step records full detail
         self._watch_cuda = False  # switch to CUDA events once the script uses CUDA (run)
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
+        self._other: Any = None  # ... and the other phase's sampler (collect/other_sampler.py)
         self._audited = True  # the running step is audited for syncs
         # crash safety (collect/checkpoint.py): the session so far, written on a schedule
         self.checkpoint = checkpoint
@@ -205,7 +207,10 @@ class Profiler(StepCycle, HookEvents):
             if self._lines is not None:  # below the sync audit's mode: its cost is not a line's
                 self._lines.start()
                 hooks.add_undo(self._lines.close)
-                rec.phases.on_change = self._lines.phase_changed  # parked in optimizer/data
+                self._other = OtherPhaseSampler()  # the lines of the other phase, sampled
+                if self._other.start():
+                    hooks.add_undo(self._other.close)
+                rec.phases.on_change = self._phase_changed  # parked in optimizer/data
                 rec.on_owner = self._lines.owner_changed  # ... and inside library modules
             if self.syncs:
                 self._enter_sync_audit()
@@ -312,6 +317,11 @@ class Profiler(StepCycle, HookEvents):
         step function is a step (``torchdoctor.profile``)."""
         if self.state.boundary is not StepBoundary.STEP_FN:
             self._marker()
+
+    def _phase_changed(self, phase: str) -> None:
+        self._lines.phase_changed(phase)
+        if self._other.enabled:
+            self._other.phase_changed(phase)
 
     def wrap_loader(self, iterable: Iterable[Any]) -> Iterable[Any]:
         """Wrap a data iterable so the wait for each batch counts as the ``data`` phase."""

@@ -125,6 +125,8 @@ class StepCycle:
         inputs = self._schedule.compares_inputs(profiled, detailed)  # (recomputation)
         rec.fingerprinting = rec.fingerprints_across_steps or inputs  # inference: every step
         rec.new_step(rec.now(), light=not detailed)
+        if self._other is not None and self._other.enabled:  # (its ticks: detailed steps)
+            self._other.step_began(detailed, rec.phases.phase)
         STATE.step_index = self._counter
 
     def _cut(self, discard: bool = False) -> None:
@@ -146,6 +148,7 @@ class StepCycle:
         else:
             raw = rec.take_step(end_token)
             lines = self._lines.take_step() if self._lines is not None else None
+            other = self._other.take_step() if self._other is not None else None
             if kept:
                 if rec.count_memory:
                     self._memory_counted = True
@@ -158,7 +161,7 @@ class StepCycle:
                 summarize = partial(
                     _summarize_detailed, state, self._clock, raw, lines, rec.parent,
                     rec.act if rec.count_memory else None, rec.identical, peak,
-                    rec.fingerprinting, self._audited,
+                    rec.fingerprinting, self._audited, other,
                 )  # fmt: skip
                 due = queue.add_detailed(summarize)
             elif lines is not None:  # a warm-up step's line backward still carries to the next
@@ -214,6 +217,7 @@ def _summarize_detailed(
     peak: int | None,
     fingerprinted: bool,
     audited: bool,
+    other: dict[tuple[str, int, str], int] | None = None,
 ) -> dict[str, Any]:
     """A detailed step's summary from its detached records (run when its batch is flushed,
     in step order); keeps the activation-bytes step and the first timelines in ``state``."""
@@ -231,4 +235,6 @@ def _summarize_detailed(
         state.timelines.append({"forward": forward, "intervals": intervals, "step": (start, end),
                                 "segments": segments, "wall": end - start})  # fmt: skip
     summary["audited"] = audited
+    if other:  # the other phase's sampled lines (collect/other_sampler.py), ns
+        summary["other_lines"] = other
     return summary

@@ -35,6 +35,7 @@ from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.library_syncs import library_syncs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.merge import one_per_cause
+from torchdoctor.analyze.advice.other_phase import between_steps
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
@@ -64,6 +65,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     backward_heavy,
     train_inference_ratio,
     data_loading,
+    between_steps,
     recompiles,
     anomaly_detection,
     communication,

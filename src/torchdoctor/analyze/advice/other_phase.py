@@ -1,0 +1,103 @@
+"""Rule ``between-steps``: the loop's own work outside forward, backward, the optimizer and
+data loading (the ``other`` phase) takes a sizable share of the step.
+
+Checkpoints written every step, an explicit ``gc.collect()``, metrics and logging make no torch
+call the hot lines could time; the profiler samples the user lines of that phase in detailed
+steps (``session["other_lines"]``, ``collect/other_sampler.py``). Each line taking at least
+MIN_SHARE of the step gets one advice with its measured time; the remedy depends on what the
+line calls (one table, :data:`REMEDIES`): doing it every N steps saves ``(1 - 1/N)`` of it.
+
+Example:
+    >>> session = {"step_ms": {"mean": 100.0}, "phases": {"other": {"mean": 80.0}},
+    ...            "other_lines": [{"file": "/w/train.py", "line": 9, "location": "train.py:9",
+    ...                             "code": "torch.save(state, path)", "ms_per_step": 70.0}]}
+    >>> [(a.rule, round(a.estimated_saving_ms)) for a in between_steps(session)]
+    [('between-steps', 63)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, center, fmt_ms, location, pct, tree_step_ms
+
+#: a sampled line taking at least this share of the step is advised (at most MAX_ADVICE)
+MIN_SHARE = 0.05
+MAX_ADVICE = 3
+#: the periodic remedies do the work once every EVERY steps
+EVERY = 10
+
+#: (texts in the line, what it is, the fix); first match; the last one matches any line
+REMEDIES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (
+        ("torch.save(", "save_pretrained(", "save_checkpoint(", ".save("),
+        "a checkpoint written every step",
+        f"Save every {EVERY} steps or more (`if step % {EVERY} == 0:`), or hand the state to a "
+        "background thread (copy it to CPU first); keep the last checkpoint on exit only.",
+    ),
+    (
+        ("gc.collect(",),
+        "an explicit garbage collection every step",
+        "Remove the gc.collect() from the loop: Python's collector runs by itself (call "
+        f"gc.collect() every {EVERY * 10} steps at most if memory really grows, or gc.freeze() "
+        "after the model is built).",
+    ),
+    (
+        ("print(", "log(", "logger.", "logging.", "wandb.", "mlflow.", "writer.add_"),
+        "logging every step",
+        f"Log every {EVERY} steps: keep the values as device tensors (torchdoctor.train."
+        "LazyMetrics) and format them only when you print.",
+    ),
+    (
+        ("",),
+        "work the loop does between steps",
+        f"Move it out of the loop if it does not change per step, or do it every {EVERY} "
+        "steps.",
+    ),
+)
+
+
+def _remedy(code: str) -> tuple[str, str]:
+    for texts, what, fix in REMEDIES:
+        if any(text in code for text in texts):
+            return what, fix
+    return REMEDIES[-1][1], REMEDIES[-1][2]
+
+
+def between_steps(session: Mapping[str, Any]) -> list[Advice]:
+    """One advice per sampled line of the ``other`` phase taking >= MIN_SHARE of the step."""
+    step = tree_step_ms(session)  # (the detailed steps', as the sampled lines and phases)
+    other = center((session.get("phases") or {}).get("other"))
+    if step <= 0 or other < MIN_SHARE * step:
+        return []
+    advice = []
+    for row in (session.get("other_lines") or ())[:MAX_ADVICE]:
+        ms = float(row.get("ms_per_step") or 0.0)
+        if ms < MIN_SHARE * step:
+            continue
+        code = str(row.get("code") or "")
+        what, fix = _remedy(code)
+        saving = ms * (1.0 - 1.0 / EVERY)
+        where = str(row.get("location") or "?")
+        advice.append(
+            Advice(
+                rule="between-steps",
+                title=f"{where} takes {pct(ms, step):.0f}% of the step ({fmt_ms(ms)}) between "
+                f"optimizer.step() and the next forward: {what}",
+                estimated_saving_ms=saving,
+                saving_range_ms=[saving, ms],
+                confidence="high",
+                evidence=[
+                    f"{where} `{code}`: {fmt_ms(ms)} per step, sampled in the other phase of "
+                    "the detailed steps (it makes no torch call a hot line could time)",
+                    f"the other phase (outside forward, backward, optimizer and data) is "
+                    f"{fmt_ms(other)} per step ({pct(other, step):.0f}%)",
+                    f"doing it every {EVERY} steps saves {fmt_ms(saving)} per step",
+                ],
+                fix=fix,
+                locations=[location(row.get("file"), row.get("line"))],
+                heat=min(1.0, ms / step),
+            )
+        )
+    return advice

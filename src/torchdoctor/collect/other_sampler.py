@@ -1,0 +1,152 @@
+"""Lines of the ``other`` phase: what the loop does between the optimizer step and the next
+forward (checkpoints written, ``gc.collect()``, logging, metrics), sampled.
+
+The hot lines (``collect/lines.py``) time torch calls and the Python between them on one line;
+work that makes no torch call (``torch.save``'s pickling and file write, a garbage collection,
+a metrics library) is invisible to them, and lands in the step's ``other`` phase. In detailed
+steps, while the phase is ``other``, a CPU-time interval timer (``ITIMER_PROF``, every
+``INTERVAL_S``) interrupts the training loop's thread; the handler charges the thread's CPU
+time since the previous tick to the first user frame on the stack (``collect/lines_frames.py``:
+a call into a library is charged to the user line that made it). A long C call (pickling a
+checkpoint) delays the tick until it returns, and the CPU time it took still goes to the line
+that made it. Waiting (a sleep, a blocking read) uses no CPU and is charged to no line, so the
+lines may explain less than the phase's wall time; they never blame a line for another's wait.
+
+Safe by construction: only on the main thread of a POSIX process whose SIGPROF handler is the
+default (a script or tool using SIGPROF itself keeps it), with ``SA_RESTART`` so a system call
+the tick interrupts is restarted, and the timer stopped outside the ``other`` phase and light
+steps. Forked children do not inherit interval timers.
+
+Example:
+    >>> sampler = OtherPhaseSampler()
+    >>> sampler.start()  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from torchdoctor.collect.lines_frames import PROFILER, USER, kind_of
+
+#: seconds of process CPU time between ticks (about 1% of the phase's time in the handler)
+INTERVAL_S = 0.002
+
+
+class OtherPhaseSampler:
+    """Samples the user lines of the ``other`` phase in detailed steps (see the module
+    docstring). ``take_step()`` returns ``{(file, line, function): ns}`` for the step."""
+
+    def __init__(self) -> None:
+        self.enabled = False  # installed (main thread, default SIGPROF handler)
+        self.detailed = False  # the current step is detailed
+        self.ticking = False
+        self.last = 0
+        self.lines: dict[tuple[str, int, str], int] = {}
+        self._previous: Any = None
+
+    def start(self) -> bool:
+        """Install the handler when it is safe (see the module docstring)."""
+        if self.enabled:
+            return True
+        if os.name != "posix" or not hasattr(signal, "SIGPROF"):
+            return False
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if signal.getsignal(signal.SIGPROF) not in (signal.SIG_DFL, None):
+            return False  # the script or another tool samples with SIGPROF itself
+        self._previous = signal.signal(signal.SIGPROF, self._tick)
+        signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: interrupted calls resume
+        self.enabled = True
+        return True
+
+    def close(self) -> None:
+        self._stop()
+        if self.enabled:
+            self.enabled = False
+            if signal.getsignal(signal.SIGPROF) == self._tick:
+                signal.signal(signal.SIGPROF, self._previous or signal.SIG_DFL)
+
+    def phase_changed(self, phase: str) -> None:
+        """Tick in the ``other`` phase of detailed steps only."""
+        if phase == "other" and self.detailed and self.enabled:
+            if not self.ticking and signal.getsignal(signal.SIGPROF) == self._tick:
+                self.last = time.thread_time_ns()
+                signal.setitimer(signal.ITIMER_PROF, INTERVAL_S, INTERVAL_S)
+                self.ticking = True
+        elif self.ticking:
+            self._stop()
+
+    def step_began(self, detailed: bool, phase: str) -> None:
+        self.detailed = detailed
+        self.phase_changed(phase)
+
+    def take_step(self) -> dict[tuple[str, int, str], int]:
+        """This step's lines (and a fresh table for the next), charging the time since the
+        last tick when still ticking."""
+        if self.ticking:
+            self._charge(None)
+        lines, self.lines = self.lines, {}
+        return lines
+
+    def _stop(self) -> None:
+        if self.ticking:
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            self.ticking = False
+            self._charge(None)
+
+    def _tick(self, signum: int, frame: Any) -> None:
+        if self.ticking:
+            self._charge(frame)
+
+    def _charge(self, frame: Any) -> None:
+        now = time.thread_time_ns()
+        spent, self.last = now - self.last, now
+        while frame is not None:
+            kind = kind_of(frame.f_code)
+            if kind == USER:
+                break
+            if kind == PROFILER:
+                return  # torchdoctor's own bookkeeping: the profiler's cost, no line's
+            frame = frame.f_back
+        if frame is None:
+            return  # no user frame: charged to no line
+        code = frame.f_code
+        key = (code.co_filename, frame.f_lineno, code.co_name)
+        self.lines[key] = self.lines.get(key, 0) + spent
+
+
+#: lines kept in session["other_lines"] (the heaviest)
+MAX_LINES = 20
+
+
+def other_lines_section(steps: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """``session["other_lines"]``: per user line sampled in the ``other`` phase of the
+    detailed steps, its mean ms per step (over those steps), heaviest first; None when nothing
+    was sampled.
+
+    Example:
+        >>> steps = [{"other_lines": {("/w/t.py", 9, "<module>"): 4_000_000}}, {}]
+        >>> other_lines_section(steps)[0]["ms_per_step"], other_lines_section(steps)[0]["location"]
+        (2.0, 't.py:9')
+    """
+    if not steps or not any(s.get("other_lines") for s in steps):
+        return None
+    totals: dict[tuple[str, int, str], int] = {}
+    for step in steps:
+        for key, ns in (step.get("other_lines") or {}).items():
+            totals[key] = totals.get(key, 0) + ns
+    rows = []
+    for (file, line, function), ns in sorted(totals.items(), key=lambda kv: -kv[1])[:MAX_LINES]:
+        rows.append({
+            "file": file, "line": line, "function": function,
+            "location": f"{os.path.basename(file)}:{line}",
+            "code": linecache.getline(file, line).strip(),
+            "ms_per_step": ns / len(steps) / 1e6,
+        })  # fmt: skip
+    return rows

@@ -338,3 +338,29 @@ def library_session():
         }
     )
     return session
+
+
+def anomaly_session():
+    """The slow session run with autograd anomaly detection left on."""
+    session = slow_session()
+    session["anomaly_detection"] = {"stack_depth": 30, "us_per_node": 60.0,
+                                    "nodes_per_step": 300.0, "ms_per_step": 18.0}  # fmt: skip
+    return session
+
+
+def decode_session():
+    """The slow session as an autoregressive loop feeding its whole sequence back."""
+    session = slow_session()
+    session["config"]["step_boundary"] = "module"
+    session["steps"] = [{"index": i, "wall_ms": 60.0 + 0.5 * i, "input_shape": [1, 8 + i],
+                         "detailed": False} for i in range(60)]  # fmt: skip
+    return session
+
+
+def between_steps_session():
+    """The slow session writing a checkpoint every step (sampled in the other phase)."""
+    session = slow_session()
+    session["phases"]["other"] = {"median": 40.0, "mean": 40.0}
+    session["other_lines"] = [{"file": "/x/train.py", "line": 90, "location": "train.py:90",
+                               "code": "torch.save(model.state_dict(), p)", "ms_per_step": 35.0}]  # fmt: skip
+    return session

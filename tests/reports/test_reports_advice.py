@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from reports_sessions import TRAIN, clean_session, copy_of, library_session, node, s, slow_session
+from reports_sessions import (
+    TRAIN,
+    anomaly_session,
+    between_steps_session,
+    clean_session,
+    copy_of,
+    decode_session,
+    library_session,
+    node,
+    s,
+    slow_session,
+)
 
 from torchdoctor.analyze.advice import RULES, Advice, advise, amdahl_saving
 from torchdoctor.analyze.advice.backward import backward_heavy
@@ -76,24 +87,8 @@ def recompile_session():
     return session
 
 
-def anomaly_session():
-    """The slow session run with autograd anomaly detection left on."""
-    session = slow_session()
-    session["anomaly_detection"] = {"stack_depth": 30, "us_per_node": 60.0,
-                                    "nodes_per_step": 300.0, "ms_per_step": 18.0}  # fmt: skip
-    return session
-
-
-def decode_session():
-    """The slow session as an autoregressive loop feeding its whole sequence back."""
-    session = slow_session()
-    session["config"]["step_boundary"] = "module"
-    session["steps"] = [{"index": i, "wall_ms": 60.0 + 0.5 * i, "input_shape": [1, 8 + i],
-                         "detailed": False} for i in range(60)]  # fmt: skip
-    return session
-
-
 CRAFTED = {
+    "between_steps": between_steps_session,
     "decode_without_cache": decode_session,
     "anomaly_detection": anomaly_session,
     "recompiles": recompile_session,

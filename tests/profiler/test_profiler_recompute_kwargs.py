@@ -1,6 +1,7 @@
 """Recomputation seen through keyword arguments: the profiler's forward hook receives them."""
 
 import torch
+from profiler_helpers import backward_steps
 from torch import nn
 
 import torchdoctor
@@ -75,13 +76,8 @@ def test_keyword_inputs_end_their_module_backward():
                 h = h @ self.mix
             return self.block(input=h)
 
-    net = Net()
-    x = torch.randn(512, 256)
-    with torchdoctor.Profiler(net, detail="always", syncs=False, hot_lines=False) as prof:
-        for _ in range(6):
-            net(x).sum().backward()
-            prof.step()
-    nodes = {n["path"]: n for n, _ in walk(prof.session["tree"])}
+    session = backward_steps(Net(), torch.randn(512, 256), steps=6)
+    nodes = {n["path"]: n for n, _ in walk(session["tree"])}
     block = nodes["block"]["backward_ms"]["mean"]
     mix = nodes["Net.(self)"]["backward_ms"]["mean"]  # the 12 matmuls' backward
     assert block < 0.25 * mix, (block, mix)

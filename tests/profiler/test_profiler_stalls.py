@@ -4,9 +4,9 @@ tree: it shows where a typical step's time goes, and says what it left out."""
 import time
 
 import torch
+from profiler_helpers import backward_steps
 from torch import nn
 
-import torchdoctor
 from torchdoctor.session_read import walk
 
 
@@ -23,14 +23,8 @@ class Slow(nn.Module):
         return self.fc(x)
 
 
-def _run(stall_every=None):
-    net = Slow()
-    x = torch.randn(4, 8)
-    with torchdoctor.Profiler(net, detail="always", syncs=False, hot_lines=False) as prof:
-        for _ in range(20):
-            net(x).sum().backward()
-            prof.step()
-    return prof.session
+def _run():
+    return backward_steps(Slow(), torch.randn(4, 8), steps=20)
 
 
 def test_one_stalled_detailed_step_is_left_out_of_the_tree_with_a_note():

@@ -15,7 +15,8 @@ lines may explain less than the phase's wall time; they never blame a line for a
 Safe by construction: only on the main thread of a POSIX process whose SIGPROF handler is the
 default (a script or tool using SIGPROF itself keeps it), with ``SA_RESTART`` so a system call
 the tick interrupts is restarted, and the timer stopped outside the ``other`` phase and light
-steps. Forked children do not inherit interval timers.
+steps, and not at all once torch.distributed is initialized (a tick must never interrupt a
+collective's wait). Forked children do not inherit interval timers.
 
 Example:
     >>> sampler = OtherPhaseSampler()
@@ -83,7 +84,8 @@ class OtherPhaseSampler:
             self._stop()
 
     def step_began(self, detailed: bool, phase: str) -> None:
-        self.detailed = detailed
+        # (not under torch.distributed: a tick must never interrupt a collective's wait)
+        self.detailed = detailed and not _distributed()
         self.phase_changed(phase)
 
     def take_step(self) -> dict[tuple[str, int, str], int]:
@@ -150,3 +152,9 @@ def other_lines_section(steps: list[dict[str, Any]]) -> list[dict[str, Any]] | N
             "ms_per_step": ns / len(steps) / 1e6,
         })  # fmt: skip
     return rows
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from torchdoctor.collect.lines_frames import PROFILER, USER, kind_of
+from torchdoctor.collect.lines_frames import LIBRARY, PROFILER, USER, kind_of
 
 #: seconds of process CPU time between ticks (about 1% of the phase's time in the handler)
 INTERVAL_S = 0.002
@@ -41,14 +41,15 @@ INTERVAL_S = 0.002
 
 class OtherPhaseSampler:
     """Samples the user lines of the ``other`` phase in detailed steps (see the module
-    docstring). ``take_step()`` returns ``{(file, line, function): ns}`` for the step."""
+    docstring). ``take_step()`` returns ``{(file, line, function, via): ns}`` for the step
+    (``via``: the innermost library frame the line called into, or None)."""
 
     def __init__(self) -> None:
         self.enabled = False  # installed (main thread, default SIGPROF handler)
         self.detailed = False  # the current step is detailed
         self.ticking = False
         self.last = 0
-        self.lines: dict[tuple[str, int, str], int] = {}
+        self.lines: dict[tuple[str, int, str, Any], int] = {}
         self._previous: Any = None
 
     def start(self) -> bool:
@@ -88,7 +89,7 @@ class OtherPhaseSampler:
         self.detailed = detailed and not _distributed()
         self.phase_changed(phase)
 
-    def take_step(self) -> dict[tuple[str, int, str], int]:
+    def take_step(self) -> dict[tuple[str, int, str, Any], int]:
         """This step's lines (and a fresh table for the next), charging the time since the
         last tick when still ticking."""
         if self.ticking:
@@ -109,17 +110,20 @@ class OtherPhaseSampler:
     def _charge(self, frame: Any) -> None:
         now = time.thread_time_ns()
         spent, self.last = now - self.last, now
+        via = None  # the innermost library frame below the user's line (a Trainer's method)
         while frame is not None:
             kind = kind_of(frame.f_code)
             if kind == USER:
                 break
             if kind == PROFILER:
                 return  # torchdoctor's own bookkeeping: the profiler's cost, no line's
+            if kind == LIBRARY and via is None:
+                via = (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
             frame = frame.f_back
         if frame is None:
             return  # no user frame: charged to no line
         code = frame.f_code
-        key = (code.co_filename, frame.f_lineno, code.co_name)
+        key = (code.co_filename, frame.f_lineno, code.co_name, via)
         self.lines[key] = self.lines.get(key, 0) + spent
 
 
@@ -133,23 +137,31 @@ def other_lines_section(steps: list[dict[str, Any]]) -> list[dict[str, Any]] | N
     was sampled.
 
     Example:
-        >>> steps = [{"other_lines": {("/w/t.py", 9, "<module>"): 4_000_000}}, {}]
+        >>> steps = [{"other_lines": {("/w/t.py", 9, "<module>", None): 4_000_000}}, {}]
         >>> other_lines_section(steps)[0]["ms_per_step"], other_lines_section(steps)[0]["location"]
         (2.0, 't.py:9')
     """
     if not steps or not any(s.get("other_lines") for s in steps):
         return None
     totals: dict[tuple[str, int, str], int] = {}
+    vias: dict[tuple[str, int, str], dict[tuple, int]] = {}
     for step in steps:
-        for key, ns in (step.get("other_lines") or {}).items():
+        for (file, line, function, via), ns in (step.get("other_lines") or {}).items():
+            key = (file, line, function)
             totals[key] = totals.get(key, 0) + ns
+            if via is not None:
+                mine = vias.setdefault(key, {})
+                mine[via] = mine.get(via, 0) + ns
     rows = []
     for (file, line, function), ns in sorted(totals.items(), key=lambda kv: -kv[1])[:MAX_LINES]:
+        through = sorted(vias.get((file, line, function), {}).items(), key=lambda kv: -kv[1])
         rows.append({
             "file": file, "line": line, "function": function,
             "location": f"{os.path.basename(file)}:{line}",
             "code": linecache.getline(file, line).strip(),
             "ms_per_step": ns / len(steps) / 1e6,
+            "via": [{"file": f, "line": n, "function": name, "ms_per_step": v / len(steps) / 1e6}
+                    for (f, n, name), v in through[:3]],
         })  # fmt: skip
     return rows
 

@@ -217,7 +217,7 @@ def _summarize_detailed(
     peak: int | None,
     fingerprinted: bool,
     audited: bool,
-    other: dict[tuple[str, int, str], int] | None = None,
+    other: dict[tuple, int] | None = None,
 ) -> dict[str, Any]:
     """A detailed step's summary from its detached records (run when its batch is flushed,
     in step order); keeps the activation-bytes step and the first timelines in ``state``."""

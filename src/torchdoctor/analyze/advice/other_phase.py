@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,8 +53,7 @@ REMEDIES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (
         ("",),
         "work the loop does between steps",
-        f"Move it out of the loop if it does not change per step, or do it every {EVERY} "
-        "steps.",
+        f"Move it out of the loop if it does not change per step, or do it every {EVERY} steps.",
     ),
 )
 
@@ -91,6 +91,11 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
                 evidence=[
                     f"{where} `{code}`: {fmt_ms(ms)} per step, sampled in the other phase of "
                     "the detailed steps (it makes no torch call a hot line could time)",
+                    *(
+                        f"through {os.path.basename(str(v.get('file')))}:{v.get('line')} "
+                        f"({v.get('function')}): {fmt_ms(float(v.get('ms_per_step') or 0))}"
+                        for v in (row.get("via") or ())[:2]
+                    ),
                     f"the other phase (outside forward, backward, optimizer and data) is "
                     f"{fmt_ms(other)} per step ({pct(other, step):.0f}%)",
                     f"doing it every {EVERY} steps saves {fmt_ms(saving)} per step",

@@ -110,8 +110,10 @@ def console_renderables(
         )
     items += _tree(session, width)
     from torchdoctor.render.hot_lines import rich_hot_lines
+    from torchdoctor.render.other_lines import rich_other_lines
 
     items += rich_hot_lines(session)
+    items += rich_other_lines(session)
     if session.get("syncs"):
         items.append(_sync_table(session, width))
     items.append(_advice(advice, top))

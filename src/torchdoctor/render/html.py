@@ -24,6 +24,7 @@ from typing import Any
 
 from torchdoctor.render.hot_lines import html_hot_lines
 from torchdoctor.render.markdown import gain_text, session_advice
+from torchdoctor.render.other_lines import html_other_lines
 from torchdoctor.session_read import (
     PHASES,
     center,
@@ -263,7 +264,7 @@ def render_html(session: Mapping[str, Any]) -> str:
 <div class="chart" id="chart" role="img" aria-label="icicle chart of the module tree"></div>
 <div class="detail mono" id="chart-detail">Hover a box for details; click to zoom.</div>
 </section>
-{_hot_lines(session)}<section id="syncs">
+{_hot_lines(session)}{html_other_lines(session)}<section id="syncs">
 <h2>Host syncs</h2>
 {_syncs(session)}
 </section>

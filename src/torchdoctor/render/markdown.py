@@ -136,8 +136,10 @@ def _breakdown(session: Mapping[str, Any]) -> list[str]:
             lines.append(f"| {escape(phase)} | {fmt_ms(value)} | {share} |")
         lines.append("")
     from torchdoctor.render.hot_lines import markdown_hot_lines
+    from torchdoctor.render.other_lines import markdown_other_lines
 
     lines += markdown_hot_lines(session)
+    lines += markdown_other_lines(session)
     syncs = sorted(session.get("syncs") or [], key=lambda r: -float(r.get("per_step") or 0))
     if syncs:
         lines += [

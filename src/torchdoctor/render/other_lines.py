@@ -1,0 +1,96 @@
+"""The "Between steps" section: the user lines sampled in the ``other`` phase (checkpoints,
+``gc.collect()``, logging; ``session["other_lines"]``), as rich, Markdown or HTML. Never
+measures.
+
+Example:
+    >>> session = {"step_ms": {"mean": 10.0}, "tree": {"total_ms": {"mean": 10.0}},
+    ...            "other_lines": [{"location": "t.py:9", "code": "gc.collect()",
+    ...                             "ms_per_step": 4.0, "via": []}]}
+    >>> other_rows(session)
+    [['t.py:9', '4', '40.0%', 'gc.collect()']]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from html import escape as html_escape
+from typing import Any
+
+from torchdoctor.render.markdown_text import escape
+from torchdoctor.session_read import center, fmt_ms
+
+#: lines under this share of the step are left out of the reports (kept in the JSON)
+MIN_PCT = 0.5
+MAX_ROWS = 8
+HEADER = ("where", "ms/step", "% step", "source")
+NOTE = (
+    "user lines of the work between optimizer.step() and the next forward that makes no torch "
+    "call (sampled on CPU time in the detailed steps; waits are charged to no line)"
+)
+
+
+def _step(session: Mapping[str, Any]) -> float:
+    tree = session.get("tree") or {}
+    return center(tree.get("total_ms")) or center(session.get("step_ms"))
+
+
+def other_rows(session: Mapping[str, Any]) -> list[list[str]]:
+    """The table's rows (plain text), heaviest first."""
+    step = _step(session)
+    rows = []
+    for row in (session.get("other_lines") or ())[:MAX_ROWS]:
+        ms = float(row.get("ms_per_step") or 0.0)
+        share = 100.0 * ms / step if step > 0 else 0.0
+        if share < MIN_PCT:
+            continue
+        code = str(row.get("code") or "")
+        via = (row.get("via") or [None])[0]
+        if isinstance(via, Mapping) and via.get("file"):
+            code += f"  (via {os.path.basename(str(via['file']))}:{via.get('line')})"
+        rows.append([str(row.get("location") or "?"), fmt_ms(ms).removesuffix(" ms"),
+                     f"{share:.1f}%", code])  # fmt: skip
+    return rows
+
+
+def rich_other_lines(session: Mapping[str, Any]) -> list[Any]:
+    """Rich renderables: a title, a table and its note (nothing without rows)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = other_rows(session)
+    if not rows:
+        return []
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for index, column in enumerate(HEADER):
+        table.add_column(column, justify="right" if index in (1, 2) else "left",
+                         no_wrap=index < 3)  # fmt: skip
+    for cells in rows:
+        table.add_row(*cells)
+    return [Text("Between steps", style="bold"), table, Text(NOTE, style="dim")]
+
+
+def markdown_other_lines(session: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the section ([] without rows)."""
+    rows = other_rows(session)
+    if not rows:
+        return []
+    out = ["## Between steps", "", "| " + " | ".join(HEADER) + " |", "|---|---:|---:|---|"]
+    out += ["| " + " | ".join(escape(cell) for cell in cells) + " |" for cells in rows]
+    return out + ["", NOTE, ""]
+
+
+def html_other_lines(session: Mapping[str, Any]) -> str:
+    """The section as HTML ('' without rows)."""
+    rows = other_rows(session)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html_escape(h)}</th>" for h in HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html_escape(cell)}</td>" for cell in cells) + "</tr>"
+        for cells in rows
+    )
+    return (
+        f'<section id="between-steps"><h2>Between steps</h2><table><thead><tr>{head}</tr>'
+        f'</thead><tbody>{body}</tbody></table><p class="meta">{html_escape(NOTE)}</p></section>'
+    )

@@ -1,4 +1,4 @@
-# TD601 / TD602 fixtures.
+# TD601 / TD602 / TD603 / TD604 fixtures.
 import torch
 
 
@@ -109,7 +109,7 @@ def train_epochs_ok(model, data, epochs, opt):
 def generate_tokens(model, prompt_ids, steps):
     ids = prompt_ids
     for _ in range(steps):  # expect: TD602
-        ids = torch.cat([ids, model(ids).argmax(-1, keepdim=True)], dim=-1)
+        ids = torch.cat([ids, model(ids).argmax(-1, keepdim=True)], dim=-1)  # expect: TD604
     return ids
 
 
@@ -161,3 +161,31 @@ def conditional_sample_where(model, scheduler, trajectory, condition_data, condi
         trajectory[:, 0] = condition_data[:, 0]  # near-miss: a slice, not a mask
         trajectory = scheduler.step(model(trajectory, t), t, trajectory).prev_sample
     return trajectory
+
+
+@torch.no_grad()
+def generate(self, idx, max_new_tokens, block_size):
+    for _ in range(max_new_tokens):  # nanoGPT's generate: the whole sequence, every step
+        idx_cond = idx if idx.size(1) <= block_size else idx[:, -block_size:]
+        logits, _ = self(idx_cond)  # expect: TD604
+        idx_next = torch.multinomial(torch.softmax(logits[:, -1, :], dim=-1), num_samples=1)
+        idx = torch.cat((idx, idx_next), dim=1)
+    return idx
+
+
+@torch.no_grad()
+def generate_cached(model, idx, steps):
+    cache = None
+    for _ in range(steps):
+        logits, cache = model(idx[:, -1:], cache)  # near-miss: the new token and a cache
+        idx = torch.cat((idx, logits[:, -1:].argmax(-1)), dim=1)
+    return idx
+
+
+@torch.no_grad()
+def collect_outputs(model, loader):
+    outs = torch.empty(0)
+    for x in loader:
+        outs = torch.cat([outs, model(x)])  # near-miss: grows, but the model never sees it
+    return outs
+

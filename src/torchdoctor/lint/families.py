@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torchdoctor.lint.rules_data import DataRules
+from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
 from torchdoctor.lint.rules_inference import InferenceRules
 from torchdoctor.lint.rules_linalg import LinalgRules
@@ -19,6 +20,7 @@ FAMILIES: tuple[type, ...] = (
     DataRules,
     PrecisionRules,
     InferenceRules,
+    DecodeRules,
     DeviceRules,
     ModelRules,
     TrainingRules,

@@ -44,7 +44,7 @@ _NOT_A_CALL_OF_A_MODULE = re.compile(
 )
 
 
-def _names_a_module(name: str) -> bool:
+def names_a_module(name: str) -> bool:
     """``model``, ``encoder``, ``policy_net``: a module object, called to run it."""
     return bool(MODEL_NAME.search(name)) and not _NOT_A_CALL_OF_A_MODULE.search(name)
 
@@ -343,13 +343,13 @@ class InferenceRules(RuleVisitor):
                 continue
             receiver, _, last = callee.rpartition(".")
             receiver_is_model = receiver in receivers or bool(
-                receiver and _names_a_module(receiver.rsplit(".", 1)[-1])
+                receiver and names_a_module(receiver.rsplit(".", 1)[-1])
             )
             if receiver_is_model:
                 if last in FORWARD_METHODS:
                     return True
                 continue
-            if callee in receivers or _names_a_module(last):
+            if callee in receivers or names_a_module(last):
                 return True
         return False
 

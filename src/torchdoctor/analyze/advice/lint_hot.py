@@ -39,7 +39,7 @@ from torchdoctor.lint.registry import RULES
 HOT_FRACTION = 0.05
 MAX_HOT = 10
 #: lint codes whose remedy another rule also prescribes (they merge into one advice)
-CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers"}
+CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers", "TD604": "kv-cache"}
 
 
 def _cause(finding: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,111 @@
+"""TD604: an autoregressive loop that feeds the whole growing sequence back to the model.
+
+nanoGPT's ``generate`` appends each new token with ``torch.cat`` and calls the model on the
+whole sequence again: every step recomputes the keys and values of every earlier token (the
+runtime rule ``decode-without-cache`` measures what that costs from the run's own steps).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.rules_inference import LIBRARY_PREFIXES, names_a_module
+from torchdoctor.lint.visitor import RuleVisitor, dotted, dotted_names_in
+
+RULES = (
+    Rule(
+        "TD604",
+        "decode-without-kv-cache",
+        "warning",
+        "autoregressive loop feeding the whole growing sequence back to the model at every step "
+        "(x = torch.cat((x, new), dim=1) and model(x) in one loop): each step recomputes every "
+        "earlier token",
+        "keep each layer's keys and values (a KV cache) and feed only the new token "
+        "(Hugging Face: use_cache=True / past_key_values)",
+        "for _ in range(n):\n    logits = model(idx)\n"
+        "    idx = torch.cat((idx, logits[:, -1:].argmax(-1)), dim=1)",
+        "for _ in range(n):\n    logits, cache = model(idx[:, -1:], cache)\n"
+        "    idx = torch.cat((idx, logits[:, -1:].argmax(-1)), dim=1)",
+    ),
+)
+
+#: torch.cat and its aliases
+_CAT = frozenset({"torch.cat", "torch.concat", "torch.concatenate"})
+#: a keyword that passes a cache: the call already reuses earlier keys and values
+_CACHE_KEYWORD = re.compile(r"past|cache|kv|state|memory", re.IGNORECASE)
+
+
+class DecodeRules(RuleVisitor):
+    """TD604 (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef gen(model, idx):\\n    for _ in range(9):\\n"
+        ...        "        y = model(idx)\\n        idx = torch.cat((idx, y[:, -1:]), dim=1)\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD604']
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((r"\.cat\(|\.concat",),)
+
+    # -- TD604 ---------------------------------------------------------------------------------
+    def _grown_names(self, loop: ast.For | ast.While) -> set[str]:
+        """Names the loop grows by concatenating to themselves (``x = torch.cat((x, y), 1)``),
+        and the names derived from them in the loop (``x_cond = x[:, -block:]``)."""
+        grown: set[str] = set()
+        assigns = [s for s in loop.body if isinstance(s, ast.Assign) and len(s.targets) == 1]
+        for stmt in assigns:
+            target, value = stmt.targets[0], stmt.value
+            if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)):
+                continue
+            if not self.callee(value) & _CAT or not value.args:
+                continue
+            parts = value.args[0]
+            if isinstance(parts, (ast.List, ast.Tuple)) and parts.elts:
+                first = parts.elts[0]
+                if isinstance(first, ast.Name) and first.id == target.id:
+                    grown.add(target.id)
+        derived = set(grown)
+        for _ in range(2):  # (a name derived from a derived one)
+            for stmt in assigns:
+                target = stmt.targets[0]
+                if isinstance(target, ast.Name) and target.id not in grown:
+                    if derived & set(dotted_names_in(stmt.value)):
+                        derived.add(target.id)
+        return derived if grown else set()
+
+    def _check_growing_sequence(self, loop: ast.For | ast.While) -> None:
+        fed = self._grown_names(loop)
+        if not fed:
+            return
+        for call in self.direct_calls(loop.body):
+            callee = dotted(call.func)
+            if callee is None or any(n.startswith(LIBRARY_PREFIXES) for n in self.callee(call)):
+                continue
+            last = callee.rsplit(".", 1)[-1]
+            if not (callee == "self" or names_a_module(last)):
+                continue
+            if any(k.arg and _CACHE_KEYWORD.search(k.arg) for k in call.keywords) or any(
+                isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) for a in call.args
+            ):
+                continue  # a cache is passed already
+            names = {n for a in call.args if isinstance(a, (ast.Name, ast.Subscript))
+                     for n in dotted_names_in(a)}  # fmt: skip
+            if names & fed:
+                self.report(
+                    call,
+                    "TD604",
+                    f"`{self.code_of(call)}` gets the whole sequence, which the loop grows "
+                    "with torch.cat at every step: each step recomputes every earlier token; "
+                    "keep a KV cache and feed only the new token",
+                )
+
+    def visit_While(self, node: ast.While) -> None:
+        self._check_growing_sequence(node)
+
+    def visit_For(self, node: ast.For) -> None:
+        self._check_growing_sequence(node)

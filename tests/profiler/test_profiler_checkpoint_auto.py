@@ -85,9 +85,9 @@ def test_reentrant_checkpointing_gives_the_recompute_and_backward_to_the_block()
     not the step's own time."""
     torch.manual_seed(0)
     inp = nn.Linear(64, 64)
-    block = nn.Sequential(nn.Linear(64, 512), nn.GELU(), nn.Linear(512, 64))
+    block = nn.Sequential(nn.Linear(64, 1024), nn.GELU(), nn.Linear(1024, 64))
     head = nn.Linear(64, 1)
-    x = torch.randn(512, 64)
+    x = torch.randn(2048, 64)
     with torchdoctor.Profiler(detail="always", syncs=False, hot_lines=False) as prof:
         for _ in range(6):
             h = checkpoint(block, inp(x), use_reentrant=True)

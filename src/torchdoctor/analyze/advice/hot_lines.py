@@ -88,7 +88,32 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
             f"{head}: a per-element Python loop ({row['calls_per_step']:.3g} executions per "
             f"step, {row['torch_calls_per_step']:.3g} small torch calls): batch it"
         )
+    if _fused_attention(row):
+        return f"{head}: one fused attention kernel, already the fast path"
     return f"{head}: the heaviest measured source line"
+
+
+#: the fix of a line whose time is one fused attention kernel (no rewrite of the line helps)
+FUSED_FIX = (
+    "The line is already the fused kernel (scaled_dot_product_attention): its time is the "
+    "kernel's. Make the kernel cheaper instead: bf16 under torch.autocast (CUDA), a shorter "
+    "sequence or fewer heads, or torch.compile to fuse the ops around it."
+)
+
+
+def _fused_attention(row: Mapping[str, Any]) -> bool:
+    """The line's time is mostly one scaled_dot_product_attention call per execution.
+
+    Example:
+        >>> _fused_attention({"total_ms": 1.0, "top_ops": [{"op": "F.scaled_dot_product_attention",
+        ...                   "forward_ms": 0.5, "backward_ms": 0.4}]})
+        True
+    """
+    top = (row.get("top_ops") or [None])[0]
+    if not top or "scaled_dot_product_attention" not in str(top.get("op")):
+        return False
+    spent = float(top.get("forward_ms") or 0.0) + float(top.get("backward_ms") or 0.0)
+    return spent >= 0.7 * float(row.get("total_ms") or 0.0)
 
 
 def _evidence(
@@ -151,7 +176,11 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             title=_title(row, share, cure),
             confidence="high" if cure is not None and cure.name != "batch the loop" else "medium",
             evidence=_evidence(row, share, findings, cure),
-            fix=cure.fix if cure is not None else NO_CURE_FIX,
+            fix=cure.fix
+            if cure is not None
+            else FUSED_FIX
+            if _fused_attention(row)
+            else NO_CURE_FIX,
             references=list(
                 dict.fromkeys(
                     [str(f.get("code")) for f in findings]

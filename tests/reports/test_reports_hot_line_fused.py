@@ -1,0 +1,28 @@
+"""A hot line that is one fused attention kernel is told so, not to "look at this line"."""
+
+from reports_sessions import slow_session
+
+from torchdoctor.analyze.advice.hot_lines import NO_CURE_FIX, hot_line_advice
+
+
+def _session(op):
+    session = slow_session()
+    session["hot_lines"] = {"steps": 5, "lines": [{
+        "file": "/x/model.py", "line": 64, "location": "model.py:64", "function": "forward",
+        "function_line": 52, "code": "y = F.scaled_dot_product_attention(q, k, v, is_causal=True)",
+        "owner": "h.0.attn", "owner_kind": "module", "forward_ms": {"mean": 12.0},
+        "backward_ms": {"mean": 10.0}, "total_ms": {"mean": 22.0}, "calls_per_step": 2.0,
+        "torch_calls_per_step": 2.0, "top_ops": [{"op": op, "forward_ms": 11.0,
+        "backward_ms": 10.0, "calls_per_step": 2.0}]}]}  # fmt: skip
+    return session
+
+
+def test_a_line_that_is_one_fused_attention_kernel_gets_the_kernels_remedies():
+    (item,) = hot_line_advice(_session("F.scaled_dot_product_attention"))
+    assert item.title.endswith("one fused attention kernel, already the fast path")
+    assert "already the fused kernel" in item.fix and "bf16" in item.fix
+
+
+def test_another_heaviest_op_keeps_the_generic_pointer():
+    (item,) = hot_line_advice(_session("Tensor.softmax"))
+    assert item.fix == NO_CURE_FIX

@@ -74,3 +74,15 @@ def test_a_deprecated_entry_point_is_never_a_suspect_of_the_step_time():
     session["label"] = "pool.py"
     (item,) = [a for a in advise(session) if "TD504" in a.title]
     assert item.title.endswith("(1 finding(s), not hot)") and item.heat == 0.0
+
+
+def test_a_generation_loop_finding_is_no_suspect_of_a_training_step():
+    """nanoGPT's model.py holds generate() (TD604) beside the forward the training run
+    profiles: outside every module, but a sampling loop does not run in a training step."""
+    session = _session()
+    session["config"]["step_boundary"] = "optimizer"
+    session["label"] = "pool.py"
+    session["lint"] = [{"code": "TD604", "path": "/x/pool.py", "line": 3, "severity": "warning",
+                        "message": "`self(idx_cond)` gets the whole sequence"}]  # fmt: skip
+    (item,) = [a for a in advise(session) if "TD604" in a.title]
+    assert item.title.endswith("(1 finding(s), not hot)")

@@ -73,6 +73,20 @@ def as_finding_dict(finding: Any) -> dict[str, Any]:
     )
 
 
+#: findings about sampling or generation loops: no suspect of a training step's time
+SAMPLING_LOOP_CODES = frozenset({"TD601", "TD603", "TD604"})
+
+
+def _training(session: Mapping[str, Any]) -> bool:
+    """Steps end at optimizer steps or backward passes (a training run).
+
+    Example:
+        >>> _training({"config": {"step_boundary": "optimizer"}})
+        True
+    """
+    return (session.get("config") or {}).get("step_boundary") in ("optimizer", "backward")
+
+
 def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -> tuple[float, str]:
     line = finding.get("line")
     path = finding.get("path")
@@ -104,7 +118,9 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
                 best = (fraction, f"inside {where}, {pct(node_ms(node), step):.0f}% of the step")
     # A sync finding (TD2xx) that ran would be in the sync audit's records: not there, not run.
     is_sync_rule = str(finding.get("code") or "").startswith("TD2")
-    if best[1] or inside_any or is_sync_rule or not _profiled_file(path, session):
+    # ... and a sampling/generation loop (TD601, TD603, TD604) is no suspect of a training step
+    sampling_loop = str(finding.get("code")) in SAMPLING_LOOP_CODES and _training(session)
+    if best[1] or inside_any or is_sync_rule or sampling_loop or not _profiled_file(path, session):
         return best
     # Outside every module and region of a file the profile ran: a suspect for the time no
     # module or region claims (ranked by that share, which it may or may not explain).
@@ -217,8 +233,11 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 title=f"{finding.get('code')} {_place(why)} ({where}): {finding.get('message')}",
                 confidence="medium",
                 evidence=[f"{where}: {why}"],
-                fix=cure.fix if cure is not None
-                else f"use {replacement}" if replacement else str(finding.get("message") or ""),
+                fix=cure.fix
+                if cure is not None
+                else f"use {replacement}"
+                if replacement
+                else str(finding.get("message") or ""),
                 references=[str(finding.get("code"))] + ([replacement] if replacement else []),
                 heat=heat,
                 locations=[location(finding.get("path"), finding.get("line"))],

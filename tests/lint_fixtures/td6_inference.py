@@ -189,3 +189,21 @@ def collect_outputs(model, loader):
         outs = torch.cat([outs, model(x)])  # near-miss: grows, but the model never sees it
     return outs
 
+
+@torch.no_grad()
+def greedy_hf(model, input_ids, steps):
+    for _ in range(steps):  # a Hugging Face model called by keyword, its cache ignored
+        logits = model(input_ids=input_ids).logits  # expect: TD604
+        input_ids = torch.cat([input_ids, logits[:, -1:].argmax(-1)], dim=-1)
+    return input_ids
+
+
+@torch.no_grad()
+def greedy_hf_cached(model, input_ids, steps):
+    past = None
+    for _ in range(steps):
+        out = model(input_ids=input_ids[:, -1:], past_key_values=past)  # near-miss: cache
+        past = out.past_key_values
+        input_ids = torch.cat([input_ids, out.logits[:, -1:].argmax(-1)], dim=-1)
+    return input_ids
+

@@ -22,16 +22,24 @@ class TinyLM(nn.Module):
         return self.head(self.body(self.emb(idx), mask=mask, is_causal=True))
 
 
-def _decode(tokens=120):
+class KeywordLM(TinyLM):
+    """Called as a Hugging Face model is: model(input_ids=ids)."""
+
+    def forward(self, input_ids=None):
+        return super().forward(input_ids)
+
+
+def _decode(tokens=120, model_class=TinyLM, keyword=False):
     torch.manual_seed(0)
-    model = TinyLM().eval()
+    model = model_class().eval()
     idx = torch.randint(0, 100, (2, 4))
     with (
         torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof,
         torch.no_grad(),
     ):
         for _ in range(tokens):
-            idx = torch.cat([idx, model(idx)[:, -1].argmax(-1, keepdim=True)], dim=1)
+            logits = model(input_ids=idx) if keyword else model(idx)
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return prof.session.to_dict()
 
 
@@ -52,3 +60,9 @@ def test_a_loop_whose_input_does_not_grow_is_not_advised():
     for step in session["steps"]:
         step["input_shape"] = [2, 16]  # a fixed-length batch loop
     assert decode_without_cache(session) == []
+
+
+def test_the_input_passed_by_keyword_is_seen_too():
+    session = _decode(tokens=20, model_class=KeywordLM, keyword=True)
+    lengths = [s["input_shape"][1] for s in session["steps"][:4]]
+    assert [b - a for a, b in zip(lengths, lengths[1:])] == [1, 1, 1]

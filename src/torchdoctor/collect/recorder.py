@@ -90,6 +90,14 @@ def _tensors(value: Any) -> list[Tensor]:
     return out
 
 
+def _first_shape(kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape of the first tensor among keyword arguments (None: no tensor)."""
+    for value in kwargs.values():
+        if isinstance(value, Tensor):
+            return tuple(value.shape)
+    return None
+
+
 class Recorder(NodeRegistry, RegionEvents):
     """Raw events of the running step plus the node registry shared by all steps.
 
@@ -280,6 +288,8 @@ class Recorder(NodeRegistry, RegionEvents):
             output, kwargs = kwargs, None
         if compiling() or _thread() != self.thread:
             return
+        if kwargs and self.module_depth == 1 and self.outer_shape is None:
+            self.outer_shape = _first_shape(kwargs)  # model(input_ids=ids): the step's input
         frames = self.frames
         if not frames or frames[-1].module_id != id(module):
             if self.recording and self.module_depth:  # a call begun in a light step

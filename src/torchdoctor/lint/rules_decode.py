@@ -93,7 +93,8 @@ class DecodeRules(RuleVisitor):
                 isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) for a in call.args
             ):
                 continue  # a cache is passed already
-            names = {n for a in call.args if isinstance(a, (ast.Name, ast.Subscript))
+            values = [*call.args, *(k.value for k in call.keywords)]  # model(input_ids=ids)
+            names = {n for a in values if isinstance(a, (ast.Name, ast.Subscript))
                      for n in dotted_names_in(a)}  # fmt: skip
             if names & fed:
                 self.report(

@@ -320,8 +320,7 @@ class Profiler(StepCycle, HookEvents):
 
     def _phase_changed(self, phase: str) -> None:
         self._lines.phase_changed(phase)
-        if self._other.enabled:
-            self._other.phase_changed(phase)
+        self._other.phase_changed(phase)  # (a no-op when it is not installed)
 
     def wrap_loader(self, iterable: Iterable[Any]) -> Iterable[Any]:
         """Wrap a data iterable so the wait for each batch counts as the ``data`` phase."""

@@ -303,18 +303,16 @@ class Recorder(NodeRegistry, RegionEvents):
         began = end if self.host_clock else _host_ns()
         if STATE.module_stack:
             STATE.module_stack.pop()
-        if self.phases.stack[-1][0] != "backward":
+        forward = self.phases.stack[-1][0] != "backward"
+        if forward:
             self.fwd.append(_new(ForwardCall, (node, start, end, False)))
-            if (args or kwargs) and (self.fingerprinting or kwargs):
-                self._inputs_seen(node, serial, args, kwargs)
         # else: a forward re-run inside backward (activation checkpointing): its time is part
         # of the backward already measured, so it is not counted again as forward
-        if self.backward and output is not None and torch.is_grad_enabled():
-            if _mode_enabled():
-                with _NoTorchFunction():
-                    self._hook(_tensors(output), node, serial, _START)
-            else:
-                self._hook(_tensors(output), node, serial, _START)
+        if _mode_enabled():  # a sync audit's mode must not intercept the hook's own reads
+            with _NoTorchFunction():
+                self._after_call(node, serial, args, kwargs, output, forward)
+        else:
+            self._after_call(node, serial, args, kwargs, output, forward)
         library = self.library[frames[-1][0]] if frames else False
         if library is not self.in_library:
             self._owner_became(library)
@@ -324,21 +322,20 @@ class Recorder(NodeRegistry, RegionEvents):
                 self.phases.leave_forward_without_grad()
         self.hook_ns += _host_ns() - began
 
-    def _inputs_seen(self, node: int, serial: int, args: Any, kwargs: Any) -> None:
-        """After the call (the keyword arguments are known then): its inputs compared with
-        earlier calls', and the end of its backward marked on its keyword tensors (the
-        positional ones were hooked before the call)."""
-        if _mode_enabled():  # a sync audit's mode must not intercept these reads
-            with _NoTorchFunction():
-                self._read_inputs(node, serial, args, kwargs)
-        else:
-            self._read_inputs(node, serial, args, kwargs)
-
-    def _read_inputs(self, node: int, serial: int, args: Any, kwargs: Any) -> None:
-        if self.fingerprinting and node not in self.made_in_forward:
-            self._fingerprint(node, args, kwargs)  # (a new module per call is new work anyway)
-        if kwargs and self.backward and torch.is_grad_enabled():
-            self._hook(_tensors(kwargs), node, serial, _END)
+    def _after_call(
+        self, node: int, serial: int, args: Any, kwargs: Any, output: Any, forward: bool
+    ) -> None:
+        """When the call returned (its keyword arguments are known then): its inputs compared
+        with earlier calls', the end of its backward marked on its keyword tensors (the
+        positional ones were hooked before the call) and the start on its outputs."""
+        grad = torch.is_grad_enabled()
+        if forward and (args or kwargs):
+            if self.fingerprinting and node not in self.made_in_forward:
+                self._fingerprint(node, args, kwargs)  # (a new module per call is new work)
+            if kwargs and self.backward and grad:
+                self._hook(_tensors(kwargs), node, serial, _END)
+        if self.backward and output is not None and grad:
+            self._hook(_tensors(output), node, serial, _START)
 
     def _fingerprint(self, node: int, args: Any, kwargs: Any = None) -> None:
         try:

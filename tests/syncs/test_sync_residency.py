@@ -162,3 +162,34 @@ def test_a_gpu_run_decides_by_the_real_device():
     with audit:
         torch.zeros(3).sum().item()  # a CPU tensor in a GPU run: no sync
     assert audit.records() == []
+
+
+def _score(prediction, target):
+    correct = (prediction == target).cpu()  # COPY
+    hits = [int(correct[i]) for i in range(len(correct))]  # READ host data
+    wrong = [i for i in range(len(correct)) if not correct[i]]  # READ again
+    total = prediction.sum().item()  # DEVICE the input is still device data
+    return hits, wrong, total
+
+
+def test_a_cpu_copy_is_host_data_while_its_source_stays_device_data():
+    """On a CPU run ``x.cpu()`` returns ``x`` itself: its reads after the copy were predicted
+    as syncs (minGPT's evaluation: 20k per pass). The copy is one sync; reading it is none;
+    the tensor it was copied from stays device data."""
+    net = nn.Linear(4, 1)
+    prediction = net(torch.randn(6, 4)).detach() > 0
+    target = torch.zeros(6, 1, dtype=torch.bool)
+    with _audit() as audit:
+        hits, wrong, total = _score(prediction, target)
+    assert len(hits) == 6 and len(wrong) == 6 - sum(hits)
+    assert total == float(prediction.sum())
+    assert _lines(audit) == sorted(
+        [("cpu", _line_of(_score, "# COPY")), ("item", _line_of(_score, "# DEVICE"))]
+    )
+
+
+def test_a_cpu_copy_of_a_tensor_that_requires_grad_is_the_tensor_itself():
+    weight = torch.randn(3, requires_grad=True)
+    with _audit():
+        same = weight.cpu()
+    assert same is weight and same.is_leaf

@@ -78,8 +78,19 @@ def line_names_cpu(frame: FrameType | None) -> bool:
         >>> line_names_cpu(sys._getframe())  # this very line names the CPU
         True
     """
-    file, line, _ = user_frame(frame)
-    code = linecache.getline(file, line).split("#", 1)[0]
+    return source_names_cpu(user_frame(frame))
+
+
+def source_names_cpu(where: tuple[str, int, str]) -> bool:
+    """Whether the source line ``(file, line, function)`` names the CPU (see above).
+
+    Example:
+        >>> source_names_cpu((__file__, 1, "?"))  # "Device residency on a CPU run: ..."
+        True
+        >>> source_names_cpu(("no/such/file.py", 1, "f"))  # no source to read
+        False
+    """
+    code = linecache.getline(where[0], where[1]).split("#", 1)[0]
     return "cpu" in code.lower()
 
 
@@ -174,3 +185,26 @@ class Residency:
         if self._host and result is not None and self.all_host(args, kwargs):
             self.mark_host(result)
         return result
+
+
+def host_alias(tensor: Any) -> Any:
+    """On a CPU run ``x.cpu()`` returns ``x`` itself, so the copy could not be marked host
+    without marking ``x``: a new tensor object on the same memory (``aten.alias``, no copy)
+    stands for the copy instead, as on a GPU run, where ``.cpu()`` makes a new tensor. None
+    (keep ``x``) for a tensor that requires grad (a leaf would stop being one), a subclass or
+    a non-strided layout.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(3)
+        >>> y = host_alias(x)
+        >>> y is x, y.data_ptr() == x.data_ptr(), host_alias(torch.ones(2, requires_grad=True))
+        (False, True, None)
+    """
+    if type(tensor) is not _T or tensor.requires_grad or tensor.layout != torch.strided:
+        return None
+    try:
+        with torch._C.DisableTorchFunction():
+            return torch.ops.aten.alias.default(tensor)
+    except Exception:  # an unusual tensor: keep it as it is
+        return None

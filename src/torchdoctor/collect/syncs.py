@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import linecache
 import sys
 import time
 import weakref
@@ -51,7 +50,7 @@ from torch.optim.optimizer import (
     register_optimizer_step_pre_hook,
 )
 
-from torchdoctor.collect.residency import Residency
+from torchdoctor.collect.residency import Residency, host_alias, source_names_cpu
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
 from torchdoctor.collect.syncs_fold import FOLD_AT, fold_running_steps
@@ -284,7 +283,7 @@ class SyncAudit:
                 counts = False  # the DataLoader's host tensors: no device sync on a GPU either
             elif python_level and func is not torch.Tensor.cpu and kind == "cpu":
                 where = user_frame(caller)  # .to(device) vs .to("cpu")
-                moves_to = "host" if self._names_host(where) else "device"
+                moves_to = "host" if source_names_cpu(where) else "device"
                 counts = moves_to == "host" and not residency.all_host(args, kwargs)
             elif residency.all_host(args, kwargs):
                 counts = False  # host data: no device to wait for
@@ -325,20 +324,16 @@ class SyncAudit:
         if residency is None or result is None:
             return result
         if moves_to == "host":
-            if any(result is arg for arg in args):  # x.cpu() is x on a CPU run: x stays put
+            if any(result is arg for arg in args):  # x.cpu() is x on a CPU run: a new object
+                alias = host_alias(result)  # on its memory stands for the copy, else x stays
+                if alias is not None:
+                    return residency.mark_host(alias)
                 self._last_host_copy = (weakref.ref(result), user_frame(sys._getframe(2)))
                 return result
             return residency.mark_host(result)
         if moves_to == "device":
             return residency.mark_device(result)
         return residency.after_call(func, args, kwargs, result)
-
-    @staticmethod
-    def _names_host(where: tuple[str, int, str]) -> bool:
-        """On a CPU run ``x.to(device)`` is a no-op that is no sync on CUDA either; only a
-        line that names the CPU (``.to("cpu")``) is predicted to copy to the host."""
-        code = linecache.getline(where[0], where[1]).split("#", 1)[0]
-        return "cpu" in code.lower()
 
     def _phase_and_step(self) -> tuple[str, int]:
         """Phase, and step index: -1 without a profiler, -2 once it stopped collecting."""

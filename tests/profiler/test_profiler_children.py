@@ -36,3 +36,62 @@ def test_dataloader_workers_and_spawn_wrappers_are_told_apart():
     wrapped = multiprocessing.Process(target=_wrap, args=(_train, 0, (), None))
     assert target_name(wrapped) == "_train"
     assert ChildProcesses().note() is None
+
+
+class _Probe(torch.utils.data.Dataset):
+    """Each item says what the worker process inherited from the profiled parent."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        from torchdoctor.collect.state import STATE
+
+        modes = torch._C._len_torch_function_stack()
+        return torch.tensor([modes, STATE.profiler is not None, torch.ones(2).sum().item()])
+
+
+def test_forked_dataloader_workers_run_without_the_profilers_modes_and_hooks():
+    """A fork inherits the parent's function modes (hot lines, sync audit) and hooks: minGPT's
+    4 workers ran every __getitem__ through them, slowing its steps 1.6x, for a profile nobody
+    reads. In the child the profiler steps aside; the parent's collection goes on."""
+    net = torch.nn.Linear(3, 1)
+    loader = torch.utils.data.DataLoader(
+        _Probe(), batch_size=2, num_workers=2, multiprocessing_context="fork"
+    )
+    rows, parent_modes = [], []
+    with torchdoctor.Profiler(net, hot_lines=True, window=50) as prof:
+        for _ in range(2):
+            for batch in loader:  # workers forked inside a detailed step: modes are pushed
+                rows += batch.tolist()
+                parent_modes.append(torch._C._len_torch_function_stack())
+                net(batch).sum().backward()
+                prof.step()
+    assert min(parent_modes) >= 1  # the parent's collection goes on ...
+    assert len(prof.session["steps"]) == 4 and prof.session["tree"]["children"]
+    assert len(rows) == 8 and all(modes == 0 and not profiled for modes, profiled, _ in rows)
+
+
+def test_a_forked_child_that_ends_its_profile_writes_nothing():
+    """os.fork() in a profiled script: the child's profile is empty, the parent's intact."""
+    import os
+
+    net = torch.nn.Linear(2, 2)
+    with torchdoctor.Profiler(net, syncs=False) as prof:
+        net(torch.ones(1, 2)).sum().backward()
+        prof.step()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: leaves the with block, reports, exits
+            try:
+                prof.stop()
+                os.write(write, f"{prof.forked} {len(prof.session['steps'])}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        said = os.read(read, 100).decode()
+        os.waitpid(pid, 0)
+        net(torch.ones(1, 2)).sum().backward()
+        prof.step()
+    assert said == "True 0"
+    assert not prof.forked and len(prof.session["steps"]) == 2

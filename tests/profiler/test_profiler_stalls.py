@@ -7,6 +7,7 @@ import torch
 from profiler_helpers import backward_steps
 from torch import nn
 
+import torchdoctor
 from torchdoctor.session_read import walk
 
 
@@ -43,3 +44,31 @@ def test_a_slow_step_every_few_steps_is_the_loop_shape_and_stays():
     steps = [{"wall_ms": 50.0 if k % 4 == 0 else 1.0} for k in range(20)]
     kept, out = typical_steps(steps)
     assert len(kept) == 20 and out == []
+
+
+def _evaluate(x, seconds):
+    began = time.perf_counter()
+    with torch.no_grad():
+        while time.perf_counter() - began < seconds:
+            x.sum() + 1  # EVALUATION
+
+
+def test_an_evaluation_inside_a_detailed_step_stops_its_line_timing():
+    """Past 10x the recent steps' time (and 50 ms), a detailed step's torch calls are no longer
+    timed per line (minGPT's evaluation in its step callback ran 4x slower under them); the
+    step is left out of the tree and the lines, its time kept."""
+    net = nn.Linear(8, 8)
+    x = torch.randn(4, 8)
+    with torchdoctor.Profiler(net, syncs=False, window=50) as prof:
+        for step in range(30):
+            if step == 8:
+                _evaluate(x, 0.3)
+            net(x).sum().backward()
+            prof.step()
+    steps = prof.session["steps"]
+    assert [s["index"] for s in steps if s.get("lines_cut")] == [8]
+    assert steps[8]["wall_ms"] > 250
+    lines = [entry["line"] for entry in prof.session["hot_lines"]["lines"]]
+    evaluation = _evaluate.__code__.co_firstlineno + 4
+    assert evaluation not in lines and lines  # left out; the other steps' lines are there
+    assert "left out of the tree" in " ".join(prof.session["config"]["notes"])

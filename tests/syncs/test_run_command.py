@@ -219,3 +219,25 @@ def test_max_steps_stops_collecting_but_not_the_script(tmp_path, capsys):
     assert len(session["steps"]) == 2
     [record] = session["syncs"]
     assert (record["count"], record["per_step"]) == (2, 1.0)  # later steps are not counted
+
+
+def test_a_script_that_forks_gets_one_report_from_the_parent(tmp_path):
+    """os.fork() in the script: the child runs the rest of the script too, but only the
+    parent reports and writes the session; the child exits with its own code."""
+    tail = """\
+    import os
+    pid = os.fork()
+    if pid == 0:
+        net(x).sum().item()  # a sync in the child: not the parent's
+        sys.exit(5)
+    _, status = os.waitpid(pid, 0)
+    print("child exited", os.waitstatus_to_exitcode(status))
+    """
+    script = _script(tmp_path, steps=4, tail=tail)
+    done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "child exited 5" in done.stdout
+    assert done.stdout.count("Host syncs") == 1 and done.stderr.count("session written") == 1
+    session = _session(tmp_path / "prof")
+    assert len(session["steps"]) == 3 and session["config"]["exit_code"] == 0
+    assert [r["line"] for r in session["syncs"]] == [13]

@@ -48,7 +48,9 @@ def typical_steps(
     steps: Sequence[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(kept, left out)``: the detailed steps without those over TREE_OUTLIER x the median
-    (with 5 steps or more, and when they are at most MAX_OUTLIER_SHARE of them).
+    or whose hot lines stopped at the detail budget (``lines_cut``, ``RecentSteps`` in
+    ``collect/profiler_steps.py``), with 5 steps or more, and when they are at most
+    MAX_OUTLIER_SHARE of them.
 
     Example:
         >>> steps = [{"wall_ms": 0.6}] * 29 + [{"wall_ms": 42.6}]  # one 42 ms stall
@@ -62,10 +64,10 @@ def typical_steps(
         return list(steps), []
     walls = sorted(s["wall_ms"] for s in steps)
     limit = TREE_OUTLIER * walls[len(walls) // 2]
-    out = [s for s in steps if s["wall_ms"] > limit]
+    out = [s for s in steps if s["wall_ms"] > limit or s.get("lines_cut")]
     if not out or len(out) > MAX_OUTLIER_SHARE * len(steps):
         return list(steps), []
-    return [s for s in steps if s["wall_ms"] <= limit], out
+    return [s for s in steps if not (s["wall_ms"] > limit or s.get("lines_cut"))], out
 
 
 def build_tree(

@@ -64,7 +64,7 @@ from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.naming import source_of_code
 from torchdoctor.collect.other_sampler import OtherPhaseSampler
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary, check_options
-from torchdoctor.collect.profiler_steps import StepCycle
+from torchdoctor.collect.profiler_steps import RecentSteps, StepCycle
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
 from torchdoctor.collect.schedule import DetailSchedule
@@ -154,10 +154,14 @@ class Profiler(StepCycle, HookEvents):
         self._checkpointer: Checkpointer | None = None
         self._step_listeners: list[Callable[[Profiler], None]] = []
         self._queue = StepQueue()  # steps not yet summarized (collect/step_queue.py)
+        self._recent = RecentSteps()  # the last steps' host time: the detail budget
         self._memory_counted = False  # a kept detailed step counted activation bytes
         # compiled code runs under this profiler: hooks and modes stay (collect/compiled.py)
         self._compiled = False
         self._frames_at_start = 0
+        #: this process is a fork of the profiled one (a DataLoader worker, a
+        #: ``multiprocessing`` child): collection is off in it and nothing is written
+        self.forked = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Profiler:
@@ -238,6 +242,10 @@ class Profiler(StepCycle, HookEvents):
 
     def _finish(self, exc: BaseException | None) -> Session:
         if not self._running:
+            if self.forked:  # a forked child's profile: empty, never written
+                if self.session is None:
+                    self.session = Session()
+                return self.session
             if self.session is not None:
                 return self.session
             raise RuntimeError("this Profiler was not started; call start() or use `with`")
@@ -266,6 +274,27 @@ class Profiler(StepCycle, HookEvents):
         if self._checkpointer is not None:  # the final session replaces the checkpoint
             self._checkpointer.finish(self.session)
         return self.session
+
+    def leave_forked_child(self) -> None:
+        """In a forked child (``os.register_at_fork``, below): remove every hook and mode and
+        write nothing. The fork inherits the parent's hooks and, inside a detail window, its
+        function modes: a DataLoader worker would time and audit every torch call of its
+        ``__getitem__`` for a profile nobody reads (minGPT's workers slowed its steps 1.6x),
+        and a child's checkpoint would overwrite the parent's session file."""
+        self.forked = True
+        self._running = False
+        self._checkpointer = None
+        self._step_listeners.clear()
+        for audit in [*self._paced, self._audit]:
+            if audit is not None:
+                try:
+                    audit.stop()
+                except Exception:  # a child must never fail for the profiler
+                    pass
+        try:
+            self._rec.release_handles()
+        finally:
+            self._hooks.remove()
 
     def snapshot(self) -> Session:
         """The Session of the steps so far, built while the profiler runs (checkpoints, live
@@ -370,3 +399,16 @@ class Profiler(StepCycle, HookEvents):
         """Close the region opened with ``handle`` (from :meth:`enter_region`)."""
         if handle is not None and self._rec.recording:
             self._rec.exit_region(handle[0], handle[1])
+
+
+def _after_fork_in_child() -> None:
+    profiler = STATE.profiler
+    if profiler is not None and profiler._running:
+        try:
+            profiler.leave_forked_child()
+        except Exception:  # never keep a child from running its work
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

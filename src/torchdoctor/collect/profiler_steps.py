@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -35,6 +36,45 @@ from torchdoctor.collect.state import STATE
 
 _KEEP_TIMELINES = 32
 _MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
+
+
+class RecentSteps:
+    """The host time of the last steps, for the detail budget: a detailed step's hot lines
+    stop once it runs BUDGET x the median recent step (at least MIN_BUDGET_NS). An evaluation
+    or a checkpoint inside a detailed step would otherwise run every torch call through the
+    line timing (minGPT's evaluation in its step callback: 4x slower); such a step is left
+    out of the tree and the lines anyway (``collect/assemble.py`` ``typical_steps``).
+
+    Example:
+        >>> recent = RecentSteps()
+        >>> recent.budget_ns() > 10**15  # nothing measured yet: no budget
+        True
+        >>> for end in (1_000_000, 2_000_000, 3_000_000):  # steps of 1 ms
+        ...     recent.add(end); recent.began_ns = end
+        >>> recent.budget_ns() / 1e6  # 10 x 1 ms, but at least 50 ms
+        50.0
+        >>> recent.add(13_000_000); recent.began_ns = 13_000_000  # one of 10 ms
+        >>> recent.add(23_000_000)  # and another: the median is 10 ms
+        >>> recent.budget_ns() / 1e6
+        100.0
+    """
+
+    BUDGET = 10.0
+    MIN_BUDGET_NS = 50_000_000
+
+    def __init__(self) -> None:
+        self.began_ns = 0
+        self._walls: deque[int] = deque(maxlen=33)
+
+    def add(self, ended_ns: int) -> None:
+        if self.began_ns:
+            self._walls.append(ended_ns - self.began_ns)
+
+    def budget_ns(self) -> int:
+        if not self._walls:
+            return 1 << 62
+        walls = sorted(self._walls)
+        return max(int(self.BUDGET * walls[len(walls) // 2]), self.MIN_BUDGET_NS)
 
 
 class StepCycle:
@@ -94,8 +134,10 @@ class StepCycle:
         else:
             self._module_hooks.off()
         lines = self._lines
+        began = time.perf_counter_ns()
         if lines is not None and detailed:
             lines.start()  # before the audits resume: below their modes (their cost is no line's)
+            lines.deadline_ns = began + self._recent.budget_ns()
         audited = True
         audit_all = self._schedule.audits_every_step  # detail="always": its control steps too
         for audit in self._paced:
@@ -128,6 +170,7 @@ class StepCycle:
         if self._other is not None and self._other.enabled:  # (its ticks: detailed steps)
             self._other.step_began(detailed, rec.phases.phase)
         STATE.step_index = self._counter
+        self._recent.began_ns = began
 
     def _cut(self, discard: bool = False) -> None:
         rec, state = self._rec, self.state
@@ -135,6 +178,7 @@ class StepCycle:
             return
         end_token = rec.now()
         began = time.perf_counter_ns()
+        self._recent.add(began)
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
         if kept and state.boundary is _MODULE:
@@ -148,6 +192,7 @@ class StepCycle:
         else:
             raw = rec.take_step(end_token)
             lines = self._lines.take_step() if self._lines is not None else None
+            cut = self._lines is not None and self._lines.step_cut
             other = self._other.take_step() if self._other is not None else None
             if kept:
                 if rec.count_memory:
@@ -161,7 +206,7 @@ class StepCycle:
                 summarize = partial(
                     _summarize_detailed, state, self._clock, raw, lines, rec.parent,
                     rec.act if rec.count_memory else None, rec.identical, peak,
-                    rec.fingerprinting, self._audited, other,
+                    rec.fingerprinting, self._audited, other, cut,
                 )  # fmt: skip
                 due = queue.add_detailed(summarize)
             elif lines is not None:  # a warm-up step's line backward still carries to the next
@@ -218,6 +263,7 @@ def _summarize_detailed(
     fingerprinted: bool,
     audited: bool,
     other: dict[tuple, int] | None = None,
+    cut: bool = False,
 ) -> dict[str, Any]:
     """A detailed step's summary from its detached records (run when its batch is flushed,
     in step order); keeps the activation-bytes step and the first timelines in ``state``."""
@@ -235,6 +281,8 @@ def _summarize_detailed(
         state.timelines.append({"forward": forward, "intervals": intervals, "step": (start, end),
                                 "segments": segments, "wall": end - start})  # fmt: skip
     summary["audited"] = audited
+    if cut:  # its hot lines stopped at RecentSteps' budget: an evaluation, a stall
+        summary["lines_cut"] = True
     if other:  # the other phase's sampled lines (collect/other_sampler.py), ns
         summary["other_lines"] = other
     return summary

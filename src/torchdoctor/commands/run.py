@@ -268,6 +268,10 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
                 live.stop()
             audit.stop()
     finally:
+        if profiler.forked:  # the script forked and this is the child (os.fork) ending: it
+            # exits as it would without torchdoctor, writing nothing over the parent's report
+            sys.stdout.flush()
+            raise SystemExit(outcome.exit_code if outcome is not None else 1)
         failure = outcome.exception if outcome is not None else sys.exc_info()[1]
         if failure is not None:
             profiler.__exit__(type(failure), failure, failure.__traceback__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from torchdoctor.lint.rules_activation import ActivationRules
 from torchdoctor.lint.rules_data import DataRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
@@ -23,5 +24,6 @@ FAMILIES: tuple[type, ...] = (
     DecodeRules,
     DeviceRules,
     ModelRules,
+    ActivationRules,
     TrainingRules,
 )

@@ -117,6 +117,31 @@ PER_ELEMENT_LOOP = Cure(
     ("torch.vmap", "torch.compile"),
 )
 
+_FUSED = "BENCHMARKS.md suite 'fused' (CPU, forward + backward, interleaved): "
+FUSED_ACTIVATION = Cure(
+    "fused activation",
+    "call torch's fused activation instead of composing it from elementwise ops",
+    "Replace the hand-written formula by its fused kernel: F.gelu(x, approximate='tanh') for "
+    "the tanh GELU (0.044715 x^3), F.gelu(x) for the erf GELU, F.silu(x) for x * sigmoid(x); "
+    "the same function up to float rounding, one kernel forward and backward instead of one "
+    "per operator, and no intermediates saved for the backward.",
+    Speedup(1.39, 3.47, _FUSED + "SiLU 1.39x (small) to erf GELU 3.47x (8x256x3072)"),
+    ("TD508", "torch.nn.functional.gelu", "torch.nn.functional.silu"),
+    "return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))"
+    "  # before\nreturn F.gelu(x, approximate='tanh')  # after",
+)
+FUSED_ATTENTION = Cure(
+    "scaled_dot_product_attention",
+    "compute attention with F.scaled_dot_product_attention",
+    "Replace softmax(q @ k^T * scale + mask) @ v by F.scaled_dot_product_attention(q, k, v, "
+    "attn_mask=..., is_causal=..., dropout_p=...): one fused kernel (flash or memory-efficient "
+    "on CUDA) that never materializes the T x T weights.",
+    Speedup(1.36, 2.04, _FUSED + "causal attention 1.36x (8x12x256x64) to 2.04x (4x4x64x16)"),
+    ("TD507", "torch.nn.functional.scaled_dot_product_attention"),
+    "att = F.softmax((q @ k.transpose(-2, -1)) * scale + mask, dim=-1); y = att @ v  # before\n"
+    "y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # after",
+)
+
 #: logging 1 step in LOG_EVERY removes (LOG_EVERY - 1) / LOG_EVERY of the line's time
 LOG_EVERY = 10
 LIGHTNING_LOG = Cure(
@@ -151,6 +176,8 @@ CURES_BY_CODE: dict[str, Cure] = {
     "TD301": SEGMENTS,
     "TD302": REMAP,
     "TD303": ASSIGNMENT,
+    "TD507": FUSED_ATTENTION,
+    "TD508": FUSED_ACTIVATION,
 }
 #: ops that, run many times per step on one line, call for a cure of their own
 CURES_BY_OP: dict[str, Cure] = {

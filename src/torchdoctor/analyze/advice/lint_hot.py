@@ -31,6 +31,7 @@ from torchdoctor.analyze.advice.base import (
     tree_step_ms,
     unattributed_ms,
     walk,
+    with_saving,
 )
 from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of
@@ -227,6 +228,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         where = f"{os.path.basename(str(finding.get('path') or '?'))}:{finding.get('line', '?')}"
         replacement = finding.get("replacement")
         cure = CURES_BY_CODE.get(str(finding.get("code")))  # the cure a hot line would get
+        measured = line_of(session, finding.get("path"), finding.get("line"))
         advice.append(
             Advice(
                 rule="lint",
@@ -242,10 +244,15 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 heat=heat,
                 locations=[location(finding.get("path"), finding.get("line"))],
                 # (a finding on a line of a per-element loop joins the loop's advice)
-                cause=_cause(finding)
-                or loop_cause(line_of(session, finding.get("path"), finding.get("line"))),
+                cause=_cause(finding) or loop_cause(measured),
             )
         )
+        if cure is not None and measured is not None and measured["total_ms"] > 0:
+            with_saving(advice[-1], step, measured["share"], cure.speedup)  # a measured line
+            advice[-1].evidence.append(
+                f"saving: Amdahl over the line's measured time with the cure's benchmarked "
+                f"speedup {cure.speedup.low:g}x-{cure.speedup.high:g}x ({cure.speedup.source})"
+            )
     advice.sort(key=lambda a: a.heat, reverse=True)
     advice = advice[:MAX_HOT]
     for code, group in sorted(cold.items()):

@@ -1,0 +1,87 @@
+"""Hand-written activations and attention against torch's fused kernels (lint TD507, TD508).
+
+Forward and backward of each pair on the same input, interleaved, outputs and input gradients
+compared: minGPT's tanh GELU (``NewGELU``) against ``F.gelu(x, approximate="tanh")``, the erf
+GELU against ``F.gelu(x)``, ``x * torch.sigmoid(x)`` against ``F.silu(x)``, and minGPT's causal
+attention (``softmax(masked(q @ k^T / sqrt(d))) @ v``) against
+``F.scaled_dot_product_attention(..., is_causal=True)``. The speedups are what the advice on a
+hot line with such a finding quotes (``analyze/advice/hot_lines_cures.py``): the smallest case
+is the low end, the largest the high end.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from torchdoctor.measure import BenchTable, compare
+
+
+def gelu_tanh_by_hand(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def gelu_tanh_fused(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+def gelu_erf_by_hand(x: torch.Tensor) -> torch.Tensor:
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def silu_by_hand(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    t = q.shape[-2]
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
+    mask = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    att = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+    return att @ v
+
+
+def attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+#: (case, by hand, fused, the input shapes (small, large), tolerance)
+CASES = (
+    ("tanh GELU (TD508)", gelu_tanh_by_hand, gelu_tanh_fused, ((4, 64, 192), (8, 256, 3072)), 1e-5),
+    ("erf GELU (TD508)", gelu_erf_by_hand, F.gelu, ((4, 64, 192), (8, 256, 3072)), 1e-5),
+    ("SiLU (TD508)", silu_by_hand, F.silu, ((4, 64, 192), (8, 256, 3072)), 1e-5),
+    ("causal attention (TD507)", attention_by_hand, attention_fused,
+     ((4, 4, 64, 16), (8, 12, 256, 64)), 1e-4),
+)  # fmt: skip
+
+
+def run(quick: bool = False) -> list[BenchTable]:
+    """Each hand-written form against its fused kernel, forward and backward.
+
+    Example:
+        >>> table = run(quick=True)[0]
+        >>> table.columns[:3], len(table.rows)
+        (['case', 'by hand ms', 'fused ms'], 4)
+    """
+    torch.manual_seed(0)
+    repeats = 3 if quick else 15
+    table = BenchTable(
+        "fused kernels: hand-written activations and attention vs torch's (forward + backward, "
+        "interleaved, median of per-pair ratios)",
+        ["case", "by hand ms", "fused ms", "speedup", "spread (min-max)", "IQR", "verdict"],
+    )
+    for name, by_hand, fused, shapes, tolerance in CASES:
+        for shape in shapes[:1] if quick else shapes:
+            count = 3 if "attention" in name else 1
+            inputs = [torch.randn(*shape, requires_grad=True) for _ in range(count)]
+            result = compare(by_hand, fused, *inputs, repeats=repeats, grads=True,
+                             rtol=tolerance, atol=tolerance, names=("by hand", "fused"))  # fmt: skip
+            table.add_row(f"{name} {tuple(shape)}", *result.row())
+    table.notes.append(
+        "speedup = hand-written time / fused time, per interleaved pair; each timed call is the "
+        "forward and the backward of the summed output; outputs and input gradients compared"
+    )
+    table.notes.append(f"{torch.get_num_threads()} intra-op thread(s), CPU")
+    return [table]

@@ -1,0 +1,151 @@
+"""TD508 hand-written activation functions that torch ships as one fused kernel.
+
+minGPT's ``NewGELU`` (``0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715
+* torch.pow(x, 3.0))))``), BERT-era ``x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))`` and
+``x * torch.sigmoid(x)`` run as 3 to 9 elementwise kernels, each reading and writing the whole
+activation, and autograd saves their intermediates for the backward; ``F.gelu(x,
+approximate="tanh")``, ``F.gelu(x)`` and ``F.silu(x)`` compute the same function in one kernel
+each way (up to float rounding). The tanh form is told by its constant 0.044715, the erf form
+by ``erf`` of ``x`` over the square root of 2 multiplied by ``x``, SiLU by ``x * sigmoid(x)``
+with the same ``x`` (``x * sigmoid(1.702 * x)``, CLIP's QuickGELU, is another function).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import RuleVisitor, method_name
+
+TANH = frozenset({"torch.tanh", "torch.nn.functional.tanh", "torch.Tensor.tanh"})
+ERF = frozenset({"torch.erf", "torch.special.erf", "torch.Tensor.erf"})
+SIGMOID = frozenset(
+    {"torch.sigmoid", "torch.nn.functional.sigmoid", "torch.special.expit", "torch.Tensor.sigmoid"}
+)
+_SQRT = frozenset({"math.sqrt", "numpy.sqrt", "torch.sqrt"})
+_GRADIENT = re.compile(r"backward|_back$|_bwd$|grad|deriv", re.IGNORECASE)
+
+RULES = (
+    Rule(
+        "TD508",
+        "hand-written-activation",
+        "info",
+        "hand-written GELU (tanh or erf form) or SiLU (x * sigmoid(x)): several elementwise "
+        "kernels and saved intermediates where torch has one fused kernel",
+        "torch.nn.functional.gelu(x, approximate='tanh') for the tanh form, "
+        "torch.nn.functional.gelu(x) for the erf form, torch.nn.functional.silu(x) for "
+        "x * sigmoid(x): the same function (up to rounding) in one kernel forward and backward",
+        "y = 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))",
+        "y = torch.nn.functional.gelu(x, approximate='tanh')",
+    ),
+)
+
+
+class ActivationRules(RuleVisitor):
+    """TD508 hand-written GELU / SiLU.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = "import torch\\ndef act(x):\\n    return x * torch.sigmoid(x)\\n"
+        >>> [(f.line, f.code) for f in lint_source(src)]
+        [(3, 'TD508')]
+    """
+
+    RULES = RULES
+    CODES = ("TD508",)
+    TRIGGERS = ((r"tanh|erf|sigmoid|expit",),)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if self._in_gradient_formula(node):
+            return
+        names = self.callee(node) or {f"torch.Tensor.{method_name(node)}"}
+        if names & TANH and _has_constant(node, 0.044715):
+            self.report(node, "TD508", _message("tanh GELU", node, self,
+                                                "F.gelu(x, approximate='tanh')"))  # fmt: skip
+        elif names & ERF and self._erf_gelu(node):
+            self.report(node, "TD508", _message("erf GELU", node, self, "F.gelu(x)"))
+
+    def visit_BinOp(self, node: ast.BinOp) -> None:
+        if not isinstance(node.op, ast.Mult) or self._in_gradient_formula(node):
+            return
+        for value, other in ((node.left, node.right), (node.right, node.left)):
+            if isinstance(other, ast.Call) and self._is_sigmoid(other):
+                argument = other.args[0] if other.args else getattr(other.func, "value", None)
+                if argument is not None and ast.dump(argument) == ast.dump(value):
+                    self.report(node, "TD508", _message("SiLU", node, self, "F.silu(x)"))
+                    return
+
+    def _in_gradient_formula(self, node: ast.AST) -> bool:
+        """Inside a hand-written derivative (an autograd.Function's ``backward``, Bloom's
+        ``bloom_gelu_back``): the formula is the gradient, not the activation."""
+        scope = self.enclosing_scope(node)
+        name = getattr(scope, "name", "")
+        return bool(_GRADIENT.search(name))
+
+    def _is_sigmoid(self, call: ast.Call) -> bool:
+        names = self.callee(call) or {f"torch.Tensor.{method_name(call)}"}
+        if not names & SIGMOID:
+            return False
+        return len(call.args) == 1 if "torch.Tensor.sigmoid" not in names else not call.args
+
+    def _erf_gelu(self, call: ast.Call) -> bool:
+        """``erf(x / sqrt(2))`` (or ``x * 0.7071...``) whose ``x`` also multiplies the result
+        in the same expression: ``0.5 * x * (1 + erf(x / sqrt(2)))``."""
+        argument = call.args[0] if call.args else getattr(call.func, "value", None)
+        if not isinstance(argument, ast.BinOp):
+            return False
+        if isinstance(argument.op, ast.Div):
+            scaled, by = argument.left, argument.right
+            root_two = self._is_sqrt_two(by) or _is_number(by, math.sqrt(2.0))
+        elif isinstance(argument.op, ast.Mult):
+            scaled, by = argument.left, argument.right
+            if _is_number(scaled, math.sqrt(0.5)):
+                scaled, by = by, scaled
+            root_two = _is_number(by, math.sqrt(0.5))
+        else:
+            return False
+        if not root_two:
+            return False
+        wanted = ast.dump(scaled)
+        node = self.parent(call)
+        while isinstance(node, ast.BinOp | ast.UnaryOp):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+                if wanted in (ast.dump(node.left), ast.dump(node.right)) or any(
+                    isinstance(side, ast.BinOp) and wanted in (ast.dump(side.left),
+                                                                ast.dump(side.right))
+                    for side in (node.left, node.right)
+                ):  # fmt: skip
+                    return True
+            node = self.parent(node)
+        return False
+
+    def _is_sqrt_two(self, expr: ast.AST) -> bool:
+        return (
+            isinstance(expr, ast.Call)
+            and bool(self.callee(expr) & _SQRT)
+            and len(expr.args) == 1
+            and _is_number(expr.args[0], 2.0)
+        )
+
+
+def _is_number(expr: ast.AST, value: float) -> bool:
+    return (
+        isinstance(expr, ast.Constant)
+        and isinstance(expr.value, int | float)
+        and not isinstance(expr.value, bool)
+        and abs(float(expr.value) - value) < 1e-3
+    )
+
+
+def _has_constant(node: ast.AST, value: float) -> bool:
+    return any(_is_number(inner, value) for inner in ast.walk(node))
+
+
+def _message(what: str, node: ast.AST, visitor: RuleVisitor, fused: str) -> str:
+    return (
+        f"hand-written {what} (`{visitor.code_of(node)}`): {fused} computes the same function "
+        "in one fused kernel forward and backward, without the elementwise passes over the "
+        "activation and the intermediates saved for backward"
+    )

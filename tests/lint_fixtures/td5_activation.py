@@ -1,0 +1,55 @@
+"""TD508 hand-written GELU / SiLU."""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class NewGELU(nn.Module):  # minGPT's
+    def forward(self, x):
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))  # expect: TD508
+
+
+def gelu_new(x):  # Hugging Face's old activations.py
+    return 0.5 * x * (1 + (np.sqrt(2 / np.pi) * (x + 0.044715 * x.pow(3))).tanh())  # expect: TD508
+
+
+def gelu_erf(x):
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))  # expect: TD508
+
+
+def gelu_erf_scaled(x):
+    return 0.5 * x * (1.0 + torch.special.erf(x * 0.7071067811865476))  # expect: TD508
+
+
+def swish(x):
+    return x * torch.sigmoid(x)  # expect: TD508
+
+
+def swish_method(h):
+    return h.sigmoid() * h  # expect: TD508
+
+
+def quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)  # near-miss: QuickGELU, another function
+
+
+def gated(a, b):
+    return a * torch.sigmoid(b)  # near-miss: a gate, not SiLU
+
+
+def normal_cdf(z):
+    return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))  # near-miss: Phi(z), no x factor
+
+
+def fused(x):
+    y = F.gelu(x, approximate="tanh")  # near-miss: the fused kernel
+    return torch.tanh(y) + F.silu(x)  # near-miss: a plain tanh
+
+
+def gelu_back(g, x):  # near-miss: a hand-written derivative (Bloom's bloom_gelu_back)
+    tanh_out = torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x))
+    return g * (0.5 * x * (1 - tanh_out * tanh_out) + 0.5 * (1 + tanh_out))

@@ -1,0 +1,52 @@
+"""A measured line holding a hand-written activation or attention (lint TD508 / TD507) gets the
+fused kernel as its fix and a saving from the benchmarked speedup (suite 'fused')."""
+
+from reports_sessions import slow_session
+
+from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.hot_lines_cures import FUSED_ACTIVATION, FUSED_ATTENTION
+
+
+def _session(line_ms):
+    session = slow_session()
+    rest = next(c for c in session["tree"]["children"] if c["kind"] == "self")
+    rest["forward_ms"] = {"median": 80.0, "mean": 80.0}  # (the lines' time is the root's own)
+    code = "return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))"
+    row = {
+        "file": "/x/model.py", "line": 27, "location": "model.py:27", "function": "forward",
+        "function_line": 26, "code": code, "owner": "", "owner_kind": "root",
+        "forward_ms": {"median": line_ms, "mean": line_ms},
+        "backward_ms": {"median": 0.0, "mean": 0.0},
+        "total_ms": {"median": line_ms, "mean": line_ms}, "calls_per_step": 3.0,
+        "torch_calls_per_step": 24.0,
+        "top_ops": [{"op": "Tensor.mul", "forward_ms": line_ms / 2, "backward_ms": 0.0,
+                     "calls_per_step": 12.0}],
+    }  # fmt: skip
+    session["hot_lines"] = {"steps": 5, "lines": [row]}
+    session["lint"] = [{"code": "TD508", "path": "/x/model.py", "line": 27, "severity": "info",
+                        "message": "hand-written tanh GELU"}]  # fmt: skip
+    return session
+
+
+def _advice_on(session, where):
+    return [a for a in advise(session) if any(where in loc for loc in a.locations)]
+
+
+def test_a_hot_line_with_a_hand_written_gelu_gets_the_fused_kernel_and_a_saving():
+    (item,) = _advice_on(_session(line_ms=20.0), "/x/model.py")
+    assert item.rule == "hot-line" and item.fix == FUSED_ACTIVATION.fix
+    low, high = FUSED_ACTIVATION.speedup.low, FUSED_ACTIVATION.speedup.high
+    assert abs(item.estimated_saving_ms - 20.0 * (1 - 1 / low)) < 1e-6
+    assert abs(item.saving_range_ms[1] - 20.0 * (1 - 1 / high)) < 1e-6
+    assert item.confidence == "high"
+
+
+def test_a_measured_but_cool_attention_line_gets_the_sdpa_fix_and_its_saving():
+    """Under the hot-line threshold, the lint finding on the measured line is the advice."""
+    session = _session(line_ms=0.5)
+    session["hot_lines"]["lines"][0]["code"] = "att = F.softmax(att, dim=-1)"
+    session["lint"][0].update(code="TD507", message="hand-written attention")
+    (item,) = _advice_on(session, "/x/model.py")
+    assert item.rule == "lint" and item.fix == FUSED_ATTENTION.fix
+    assert abs(item.estimated_saving_ms - 0.5 * (1 - 1 / FUSED_ATTENTION.speedup.low)) < 1e-6
+    assert any("benchmarked speedup" in line for line in item.evidence)

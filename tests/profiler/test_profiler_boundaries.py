@@ -67,8 +67,9 @@ def test_unmodified_dataloader_wait_is_the_data_phase(net):
     assert torch.utils.data.dataloader._BaseDataLoaderIter.__next__ is original  # removed
     loaders = prof.session["environment"]["data_loaders"]
     assert loaders == [
-        {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 1}
-    ]
+        {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 1,
+         "steps": 5}  # 4 steps with a batch, and the partial one whose next() ended the loop
+    ]  # fmt: skip
 
 
 def test_loader_iterations_are_counted_per_settings(net):
@@ -87,9 +88,11 @@ def test_loader_iterations_are_counted_per_settings(net):
                     opt.zero_grad()
     loaders = prof.session["environment"]["data_loaders"]
     assert loaders == [
-        {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 3},
-        {"num_workers": 1, "persistent_workers": True, "pin_memory": False, "iterators": 1},
-    ]
+        {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 3,
+         "steps": 9},  # 6 batches, and 3 ends of an epoch in a step of the other loader
+        {"num_workers": 1, "persistent_workers": True, "pin_memory": False, "iterators": 1,
+         "steps": 9},
+    ]  # fmt: skip
 
 
 def test_auto_optimizer_steps(net):
@@ -340,3 +343,36 @@ def test_warmup_longer_than_the_run_says_so(net):
             opt.step()
     notes = " ".join(prof.session["config"]["notes"])
     assert "3 step(s) seen, warm-up 10" in notes and "lower the warm-up" in notes
+
+
+class _SlowItems(torch.utils.data.Dataset):
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, index):
+        time.sleep(0.004)
+        return torch.randn(4)
+
+
+def test_the_data_advice_is_about_the_loader_that_feeds_the_steps(net):
+    """minGPT: the training loader has 4 workers; an evaluation in one step iterates another
+    loader without workers. The data-loading advice is about the training loader's workers,
+    not "num_workers=0"."""
+    from torchdoctor.reports import with_advice
+
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    train = torch.utils.data.DataLoader(_SlowItems(), batch_size=2, num_workers=1)
+    evaluation = torch.utils.data.DataLoader(torch.randn(64, 4), batch_size=8)
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:
+        for k, batch in enumerate(train):
+            if k == 5:
+                with torch.no_grad():
+                    for held_out in evaluation:
+                        net(held_out)
+            net(batch).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    loaders = {d["num_workers"]: d["steps"] for d in prof.session["environment"]["data_loaders"]}
+    assert loaders[0] == 1 and loaders[1] >= 30
+    [advice] = [a for a in with_advice(prof.session)["advice"] if a["rule"] == "data-loading"]
+    assert "1 workers do not keep up" in advice["title"], advice["title"]

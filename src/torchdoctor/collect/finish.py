@@ -107,7 +107,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         session["environment"]["knobs"]["anomaly_detection"] = True
     if state.loaders:  # distinct settings of the DataLoaders iterated during the run
         session["environment"]["data_loaders"] = [
-            {**dict(key), "iterators": count} for key, count in sorted(state.loaders.items())
+            {**dict(key), "iterators": count, "steps": state.loader_steps.get(key, (0, 0))[1]}
+            for key, count in sorted(state.loaders.items())
         ]
     flags = [s.get("detailed", True) for s in steps]
     detail = dict(state.detail)

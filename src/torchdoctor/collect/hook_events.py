@@ -29,6 +29,7 @@ import torch
 
 from torchdoctor.collect.compiled import compiling
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
+from torchdoctor.collect.state import STATE
 
 _host_ns = time.perf_counter_ns
 
@@ -122,7 +123,7 @@ class HookEvents:
         """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase.
         Each loader's settings are noted once (the advice checks static findings against them)."""
         if iterator is not None:
-            self.state.note_loader(iterator)
+            self.state.note_loader(iterator, STATE.step_index)
         if not self._rec.recording:
             return False
         self._rec.phases.push("data")

@@ -94,7 +94,10 @@ class ProfilerState:
     # DataLoader settings -> iterators begun with them (a loader without persistent workers
     # begins one per epoch, starting its workers anew)
     loaders: dict[tuple[tuple[str, Any], ...], int] = field(default_factory=dict)
-    _iterators: dict[int, Any] = field(default_factory=dict)  # id -> weak reference
+    _iterators: dict[int, Any] = field(default_factory=dict)  # id -> (weak reference, key)
+    # loader settings -> (the last step it fed, how many steps it fed): the training loader
+    # feeds every step, an evaluation's loader a few (the advice is about the first)
+    loader_steps: dict[tuple[tuple[str, Any], ...], tuple[int, int]] = field(default_factory=dict)
     children: Any = None  # processes the script started (collect/children.py)
     # profiled step -> the shape of its outermost call's first input (steps cut at module calls)
     input_shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
@@ -121,30 +124,38 @@ class ProfilerState:
     def boundary_name(self) -> str:
         return (self.boundary or StepBoundary.WHOLE_RUN).value
 
-    def note_loader(self, iterator: Any) -> None:
+    def note_loader(self, iterator: Any, step: int = -1) -> None:
         """Count a DataLoader iterator the first time one of its batches is fetched (by its
-        settings: ``num_workers``, ``persistent_workers``, ``pin_memory``).
+        settings: ``num_workers``, ``persistent_workers``, ``pin_memory``), and the steps
+        (``step``: the running one's index) its batches are fetched in.
 
         Example:
             >>> class It: _num_workers, _persistent_workers = 2, False
             >>> state, a, b = ProfilerState(), It(), It()
-            >>> state.note_loader(a); state.note_loader(a); state.note_loader(b)
+            >>> state.note_loader(a, 0); state.note_loader(a, 1); state.note_loader(b, 1)
             >>> state.loaders
             {(('num_workers', 2), ('persistent_workers', False), ('pin_memory', False)): 2}
+            >>> list(state.loader_steps.values())  # fed steps 0 and 1
+            [(1, 2)]
         """
         known = self._iterators.get(id(iterator))
-        if known is not None and (known is _NO_REFERENCE or known() is iterator):
-            return
-        try:  # (a weak reference: an ended epoch's iterator and its workers are not kept)
-            self._iterators[id(iterator)] = weakref.ref(iterator)
-        except TypeError:  # (__slots__ without __weakref__: known by its id alone)
-            self._iterators[id(iterator)] = _NO_REFERENCE
-        if len(self._iterators) > 4096:  # dead ones out (a run of many short loops)
-            self._iterators = {
-                k: r for k, r in self._iterators.items() if r is _NO_REFERENCE or r() is not None
-            }
-        key = tuple(loader_settings(iterator).items())
-        self.loaders[key] = self.loaders.get(key, 0) + 1
+        if known is not None and (known[0] is _NO_REFERENCE or known[0]() is iterator):
+            key = known[1]
+        else:
+            key = tuple(loader_settings(iterator).items())
+            try:  # (a weak reference: an ended epoch's iterator and its workers are not kept)
+                self._iterators[id(iterator)] = (weakref.ref(iterator), key)
+            except TypeError:  # (__slots__ without __weakref__: known by its id alone)
+                self._iterators[id(iterator)] = (_NO_REFERENCE, key)
+            if len(self._iterators) > 4096:  # dead ones out (a run of many short loops)
+                self._iterators = {
+                    k: (r, c) for k, (r, c) in self._iterators.items()
+                    if r is _NO_REFERENCE or r() is not None
+                }  # fmt: skip
+            self.loaders[key] = self.loaders.get(key, 0) + 1
+        last, count = self.loader_steps.get(key, (-1, 0))
+        if step >= 0 and step != last:
+            self.loader_steps[key] = (step, count + 1)
 
     def note_input_shape(self, index: int, shape: tuple[int, ...] | None) -> None:
         """Profiled step ``index`` began with a call of the outermost module on an input of

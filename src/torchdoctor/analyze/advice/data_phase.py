@@ -57,7 +57,7 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         # a few steps wait long (workers starting, a cold cache), most do not
         evidence[0] += f"; median {fmt_ms(median)}, slowest {fmt_ms(phase['max'])}"
         spiky = (phase.get("mean") or data) >= 2 * median
-    title, fix, code, settings = _remedy(loaders, environment.get("cpus"), spiky)
+    title, fix, code, settings = _remedy(feeding(loaders), environment.get("cpus"), spiky)
     if settings:
         evidence.append(settings)
     advice = Advice(
@@ -71,6 +71,22 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         cause="dataloader-workers",
     )
     return [with_saving(advice, step, data / step, SPEEDUPS["dataloader_workers"])]
+
+
+def feeding(loaders: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The loaders that feed the steps: those fetched from in at least half as many steps as
+    the busiest (an evaluation's loader, run in one step, is not the training loader; sessions
+    without per-loader step counts keep them all).
+
+    Example:
+        >>> train = {"num_workers": 4, "steps": 300}
+        >>> feeding([train, {"num_workers": 0, "steps": 2}]) == [train]
+        True
+    """
+    most = max((int(d.get("steps") or 0) for d in loaders), default=0)
+    if most <= 0:
+        return list(loaders)
+    return [d for d in loaders if int(d.get("steps") or 0) >= most / 2]
 
 
 def _remedy(

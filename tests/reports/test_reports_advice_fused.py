@@ -50,3 +50,22 @@ def test_a_measured_but_cool_attention_line_gets_the_sdpa_fix_and_its_saving():
     assert item.rule == "lint" and item.fix == FUSED_ATTENTION.fix
     assert abs(item.estimated_saving_ms - 0.5 * (1 - 1 / FUSED_ATTENTION.speedup.low)) < 1e-6
     assert any("benchmarked speedup" in line for line in item.evidence)
+
+
+def test_hand_written_attention_is_one_cause_with_the_dominant_stacks_sdpa_remedy():
+    """makemore: 'the block stack dominates: use SDPA' and 'TD507 on a measured line' were two
+    advice for one remedy; they merge, the line's evidence joining the stack's advice."""
+    from torchdoctor.analyze.advice.base import Advice
+    from torchdoctor.analyze.advice.dominant import REMEDIES
+    from torchdoctor.analyze.advice.lint_hot import lint_findings
+    from torchdoctor.analyze.advice.merge import one_per_cause
+
+    session = _session(line_ms=0.5)
+    session["lint"][0].update(code="TD507", message="hand-written attention")
+    (line,) = [a for a in lint_findings(session) if a.locations == ["/x/model.py:27"]]
+    attention = next(r for r in REMEDIES if r.name == "attention")
+    stack = Advice("dominant-module", f"h[0-3] dominates the step: {attention.title}",
+                   evidence=["h[0-3] is 67% of the step"], cause=attention.cause)  # fmt: skip
+    (merged,) = one_per_cause([stack, line])
+    assert merged.title == stack.title
+    assert any("model.py:27" in e for e in merged.evidence)

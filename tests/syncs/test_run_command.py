@@ -241,3 +241,20 @@ def test_a_script_that_forks_gets_one_report_from_the_parent(tmp_path):
     session = _session(tmp_path / "prof")
     assert len(session["steps"]) == 3 and session["config"]["exit_code"] == 0
     assert [r["line"] for r in session["syncs"]] == [13]
+
+
+def test_an_option_after_the_script_is_the_scripts_even_when_torchdoctor_has_it(tmp_path, capsys):
+    """makemore's `--max-steps` and many scripts' `--out`: passed on unchanged, as `python
+    train.py ...` would, with a notice; torchdoctor's own options go before the script."""
+    import argparse
+
+    from torchdoctor.commands.run import add_arguments, parse_args
+
+    parser = argparse.ArgumentParser(prog="torchdoctor run")
+    add_arguments(parser)
+    args = parse_args(parser, ["--warmup", "2", "train.py", "--max-steps", "600", "--out", "o"])
+    assert args.script_args == ["--max-steps", "600", "--out", "o"]
+    assert args.warmup == 2 and args.max_steps is None
+    assert "--max-steps comes after the script name: it is passed to train.py" in capsys.readouterr().err
+    args = parse_args(parser, ["--", "train.py", "--max-steps", "600"])
+    assert args.script_args == ["--max-steps", "600"] and capsys.readouterr().err == ""

@@ -164,7 +164,8 @@ def _clashes(script_args: Sequence[str]) -> list[str]:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
-    """Our options before SCRIPT, the script's after it (``--`` separates them on a clash):
+    """Our options before SCRIPT, the script's after it, even when they share a name (a notice
+    on stderr says so; ``--`` silences it):
     >>> p = argparse.ArgumentParser(); add_arguments(p)
     >>> args = parse_args(p, ["--warmup", "2", "t.py", "--lr", "1"]); args.script_args
     ['--lr', '1']
@@ -175,13 +176,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
         parser.error("missing SCRIPT: give the Python script to run, e.g. `train.py --epochs 1`")
     args.script, args.script_args = command[0], command[1:]
     clashes = [] if separated else _clashes(args.script_args)
-    if clashes:
+    if clashes:  # the script's own option (makemore's --max-steps): passed on, as python does
         prog = parser.prog
-        parser.error(
-            f"{clashes[0]} comes after the script name, where it is passed to "
-            f"{args.script}, but it is also an option of `{prog}`. Put {prog}'s options "
-            f"before the script and separate with `--` to pass the rest unchanged: "
-            f"`{prog} [OPTIONS] -- {args.script} {' '.join(args.script_args)}`"
+        print(
+            f"{prog}: {clashes[0]} comes after the script name: it is passed to {args.script} "
+            f"(the script's own option); {prog}'s options go before the script "
+            f"(`{prog} {clashes[0]} ... {args.script}`)",
+            file=sys.stderr,
         )
     return args
 

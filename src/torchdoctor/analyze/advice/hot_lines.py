@@ -191,7 +191,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             code=cure.code if cure is not None else None,
             locations=[location(row["file"], row["line"])],
             # the lines of one per-element Python loop are one cause (batching the loop)
-            cause=loop_cause(row),
+            cause=loop_cause(row) or (cure.cause if cure is not None else None),
         )
         if cure is not None:
             with_saving(item, step, share, cure.speedup)

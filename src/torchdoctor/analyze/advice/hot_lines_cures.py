@@ -42,6 +42,8 @@ class Cure:
     speedup: Speedup
     references: tuple[str, ...] = ()
     code: str | None = None
+    #: the cause another rule's advice with the same remedy shares (merged into one advice)
+    cause: str | None = None
 
 
 WHITENING = Cure(
@@ -140,6 +142,7 @@ FUSED_ATTENTION = Cure(
     ("TD507", "torch.nn.functional.scaled_dot_product_attention"),
     "att = F.softmax((q @ k.transpose(-2, -1)) * scale + mask, dim=-1); y = att @ v  # before\n"
     "y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # after",
+    cause="sdpa",  # as the dominant-module remedy for hand-written attention
 )
 
 #: logging 1 step in LOG_EVERY removes (LOG_EVERY - 1) / LOG_EVERY of the line's time

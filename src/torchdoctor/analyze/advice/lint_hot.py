@@ -40,7 +40,8 @@ from torchdoctor.lint.registry import RULES
 HOT_FRACTION = 0.05
 MAX_HOT = 10
 #: lint codes whose remedy another rule also prescribes (they merge into one advice)
-CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers", "TD604": "kv-cache"}
+CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers", "TD604": "kv-cache",
+          "TD507": "sdpa"}  # fmt: skip
 
 
 def _cause(finding: Mapping[str, Any]) -> str | None:
@@ -266,7 +267,9 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 title=f"{code}: {group[0].get('message')} ({len(group)} finding(s), not hot)",
                 confidence="low",
                 evidence=[f"{places}{more}: not on a line the profile shows hot"],
-                fix=str(group[0].get("replacement") or "see `torchdoctor lint` for each line"),
+                fix=CURES_BY_CODE[code].fix
+                if code in CURES_BY_CODE
+                else str(group[0].get("replacement") or "see `torchdoctor lint` for each line"),
                 references=[code],
                 heat=0.0,
                 locations=[location(f.get("path"), f.get("line")) for f in group],

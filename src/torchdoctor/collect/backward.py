@@ -19,7 +19,9 @@ Processing one step (all pure):
 3. top-down: children's intervals are intersected with their parent's and, sorted by start,
    each is cut where the next sibling interval starts. The autograd engine runs one node at a
    time, so the interval up to the next sibling's start is the best attribution available;
-   it also guarantees children never add up past their parent.
+   it also guarantees children never add up past their parent. A leaf called several times
+   (an RNN cell per time step) takes part call by call, not as the union of its calls: the
+   backward of sibling cells interleaves (lstm2 at t, lstm1 at t, lstm2 at t-1, ...).
 
 Limits: a module whose outputs do not require grad has no backward (correct: none runs); when
 several sibling modules read the same input (q/k/v projections), the input's gradient is ready
@@ -177,7 +179,10 @@ def backward_intervals(
         while up > 0 and up not in span:
             span[up] = []
             up = parent[up]
+    calls: dict[int, list[Interval]] = {}  # a leaf's calls, each its own piece (see below)
     for node in sorted(span, reverse=True):
+        if len(span[node]) > 1 and node in own and len(span[node]) == len(own[node]):
+            calls[node] = sorted(own[node])
         merged = span[node] = merge(span[node]) if len(span[node]) > 1 else span[node]
         up = parent[node]
         if up > 0:
@@ -194,6 +199,14 @@ def backward_intervals(
         pieces: list[tuple[float, float, int]] = []
         single = allowed[0] if len(allowed) == 1 else None
         for child in children[up]:
+            # A leaf called many times (an RNN cell per time step) is cut call by call: the
+            # backward of sibling calls interleaves (lstm2 at t, lstm1 at t, lstm2 at t-1 ...),
+            # and the union of one node's calls would cover the others' time
+            intervals = calls.get(child)
+            if intervals is not None:  # (they may overlap: each is clipped on its own)
+                for call in intervals:
+                    pieces.extend((start, end, child) for start, end in intersect([call], allowed))
+                continue
             intervals = span[child]
             if single is not None and len(intervals) == 1:  # the common case: clamp
                 start, end = max(intervals[0][0], single[0]), min(intervals[0][1], single[1])

@@ -393,7 +393,7 @@ def test_lint_accepts_finding_objects():
     finding_class = pytest.importorskip("torchdoctor.lint.finding").Finding
     finding = finding_class("TD201", "warning", ".item() in loop", TRAIN, 88, 5, 88, 20)
     (item,) = lint_findings(slow_session(), [finding])
-    assert item.heat == 1.0 and "TD201" in item.title
+    assert item.heat == pytest.approx(0.15) and "TD201" in item.title  # 3 syncs per step
 
 
 def test_referenced_ops_exist():

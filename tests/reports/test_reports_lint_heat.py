@@ -55,6 +55,6 @@ def test_hot_lint_finding_outranks_the_cold_one(tmp_path):
     assert sorted(f.line for f in findings) == [11, 18]  # train and evaluate
     advice = [a for a in advise(session, lint=findings) if a.rule == "lint"]
     hot, cold = advice
-    assert "train_script.py:11" in hot.title and hot.heat == 1.0
+    assert "train_script.py:11" in hot.title and hot.heat == 0.05  # 1 sync per step
     assert "not hot" in hot.title + cold.title and cold.heat == 0.0
     assert hot.priority < cold.priority

@@ -96,7 +96,10 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
         if record.get("line") == line and same_file(record.get("file"), path):
             per_step = record.get("per_step")
             times = fmt_count(per_step) if isinstance(per_step, int | float) else "?"
-            return 1.0, f"the line syncs {times}x per step in the profile"
+            count = float(per_step) if isinstance(per_step, int | float) else 1.0
+            # as the host-syncs rule weighs them (analyze/advice/syncs.py): one sync per step
+            # in a 30 s LBFGS step is no first suspect
+            return min(0.5, 0.05 * count), f"the line syncs {times}x per step in the profile"
     measured = line_of(session, path, line) if step > 0 else None
     if measured is not None and measured["total_ms"] > 0:  # the line's own time (hot lines)
         return min(1.0, measured["share"]), (

@@ -62,3 +62,27 @@ def test_a_script_that_samples_with_sigprof_itself_keeps_its_handler():
         assert "other_lines" not in session
     finally:
         signal.signal(signal.SIGPROF, previous)
+
+
+def test_a_run_without_steps_has_no_between_steps_lines(tmp_path):
+    """A script that fails while importing (before any step) is one whole-run step: its
+    imports are no "work between steps"."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "fails_early.py"
+    script.write_text(
+        "import time, json\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.3:\n"
+        "    json.dumps(list(range(1000)))\n"
+        "raise SystemExit('no data')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "torchdoctor", "run", "--out", "o", "--no-history", str(script)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    session = json.loads((tmp_path / "o" / "session.json").read_text())
+    assert session["config"]["step_boundary"] == "whole_run", done.stderr
+    assert "other_lines" not in session and "Between steps" not in done.stdout

@@ -172,7 +172,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         session["recomputation"] = recomputation(tree, detailed, rec.path, rec.call_site)
         session["timeline"] = representative_timeline(state)
         other = other_lines_section(detailed)  # the other phase's lines, sampled
-        if other is not None:
+        if other is not None and boundary is not StepBoundary.WHOLE_RUN:  # (no steps: no
+            # "between steps"; a script that failed before its first step sampled its imports)
             session["other_lines"] = other
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)

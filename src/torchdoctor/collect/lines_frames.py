@@ -2,8 +2,9 @@
 
 Frames are sorted into three kinds, cached per code object:
 
-- ``TRANSPARENT``: torch (and functorch), the Python standard library, frozen modules and
-  torchdoctor's collection machinery; skipped as if absent;
+- ``TRANSPARENT``: torch (and functorch), the Python standard library, frozen modules, code
+  generated with ``exec`` (``<string>``: dataclass and namedtuple methods) and torchdoctor's
+  collection machinery; skipped as if absent;
 - ``LIBRARY``: third-party packages (``site-packages`` / ``dist-packages``) and torchdoctor's
   own code a user calls (``torchdoctor.ops``, ``train``, ``workloads``, ...): the call is charged
   to the user line that called into them, and the innermost such frame is kept as *detail*
@@ -44,11 +45,14 @@ def kind_of_file(name: str) -> int:
     Example:
         >>> kind_of_file("/venv/lib/python3.11/site-packages/timm/layers.py") == LIBRARY
         True
+        >>> kind_of_file("<string>") == TRANSPARENT  # exec'd code: a dataclass's __init__
+        True
     """
     if name.startswith(_COLLECT) and not name.startswith(_HANDS_ON):
         return PROFILER
     if (
         name.startswith("<frozen")
+        or name == "<string>"  # code generated with exec: dataclass and namedtuple methods
         or name.startswith(syncs_frames._TORCH)
         or name.startswith(syncs_frames._OWN)
         or "functorch" in name.split(os.sep)[-3:-1]

@@ -24,6 +24,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import (
     Advice,
+    center,
     fmt_ms,
     location,
     same_file,
@@ -90,7 +91,43 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
         )
     if _fused_attention(row):
         return f"{head}: one fused attention kernel, already the fast path"
+    package = library_work(row)
+    if package:
+        return f"{head}: {package}'s own work per step, not code on this line"
     return f"{head}: the heaviest measured source line"
+
+
+def library_work(row: Mapping[str, Any]) -> str | None:
+    """The package whose code makes (nearly) all of a line's torch calls: the line is a call
+    into a framework's loop (``trainer.fit(...)``), and its time is the framework's own work
+    (loss scaling, logging, device moves). None otherwise.
+
+    Example:
+        >>> row = {"forward_ms": {"mean": 1.0}, "via": [{"ms": 0.9,
+        ...        "file": "/env/lib/python3.11/site-packages/lightning/pytorch/loops/x.py"}]}
+        >>> library_work(row)
+        'lightning'
+    """
+    via = row.get("via") or ()
+    forward = center(row.get("forward_ms"))
+    if not via or forward <= 0 or sum(float(v.get("ms") or 0.0) for v in via) < 0.6 * forward:
+        return None
+    path = str(via[0].get("file") or "").replace("\\", "/")
+    for marker in ("/site-packages/", "/dist-packages/"):
+        if marker in path:
+            return path.split(marker, 1)[1].split("/", 1)[0]
+    return None
+
+
+def _library_fix(row: Mapping[str, Any], package: str) -> str:
+    top = (row.get("via") or [{}])[0]
+    where = f"{os.path.basename(str(top.get('file')))}:{top.get('line')} ({top.get('function')})"
+    return (
+        f"Nothing to rewrite on this line: its torch calls are {package}'s, made per step "
+        f"inside it (the heaviest from {where}). Look for the {package} option that controls "
+        "that work (how often it logs, moves batches or scales the loss); if none does, it is "
+        "the framework's overhead, small beside the model when steps are larger."
+    )
 
 
 #: the fix of a line whose time is one fused attention kernel (no rewrite of the line helps)
@@ -180,6 +217,8 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             if cure is not None
             else FUSED_FIX
             if _fused_attention(row)
+            else _library_fix(row, library_work(row))
+            if library_work(row)
             else NO_CURE_FIX,
             references=list(
                 dict.fromkeys(

@@ -1,0 +1,43 @@
+"""A measured line that only calls into a framework's loop (``trainer.fit(...)``): its time is
+the framework's own work, and the advice says so instead of "move loop-invariant work out"."""
+
+from reports_sessions import slow_session
+
+from torchdoctor.analyze.advice import advise
+
+LIGHTNING = "/env/lib/python3.11/site-packages/lightning/pytorch/loops/optimization/automatic.py"
+
+
+def _session(via_ms):
+    session = slow_session()
+    rest = next(c for c in session["tree"]["children"] if c["kind"] == "self")
+    rest["forward_ms"] = {"median": 80.0, "mean": 80.0}
+    row = {
+        "file": "/x/train.py", "line": 27, "location": "train.py:27", "function": "<module>",
+        "function_line": 1, "code": "trainer.fit(Net(), loader)", "owner": "",
+        "owner_kind": "root", "forward_ms": {"median": 20.0, "mean": 20.0},
+        "backward_ms": {"median": 0.0, "mean": 0.0}, "total_ms": {"median": 20.0, "mean": 20.0},
+        "calls_per_step": 2.0, "torch_calls_per_step": 19.0,
+        "top_ops": [{"op": "Tensor.div", "forward_ms": 5.0, "backward_ms": 0.0,
+                     "calls_per_step": 2.0}],
+        "via": [{"file": LIGHTNING, "line": 146, "function": "__call__", "ms": via_ms}],
+    }  # fmt: skip
+    session["hot_lines"] = {"steps": 5, "lines": [row]}
+    return session
+
+
+def _line(session):
+    (item,) = [a for a in advise(session) if a.locations == ["/x/train.py:27"]]
+    return item
+
+
+def test_a_line_whose_torch_calls_are_a_frameworks_names_the_framework():
+    item = _line(_session(via_ms=18.0))
+    assert item.title.endswith("lightning's own work per step, not code on this line")
+    assert item.fix.startswith("Nothing to rewrite on this line") and "automatic.py:146" in item.fix
+
+
+def test_a_line_with_its_own_torch_calls_keeps_the_generic_advice():
+    item = _line(_session(via_ms=2.0))
+    assert item.title.endswith("the heaviest measured source line")
+    assert item.fix.startswith("Look at this line first")

@@ -193,3 +193,16 @@ def test_a_cpu_copy_of_a_tensor_that_requires_grad_is_the_tensor_itself():
     with _audit():
         same = weight.cpu()
     assert same is weight and same.is_leaf
+
+
+def _dcgan_step(data, device):
+    real_cpu = data[0].to(device)  # MOVE the batch to the device, whatever its name says
+    return real_cpu.mean().item()  # READ a device tensor
+
+
+def test_a_variable_named_cpu_does_not_make_a_move_a_copy_to_the_host():
+    """pytorch/examples DCGAN: `real_cpu = data[0].to(device)` was predicted as a copy to the
+    host ("cpu" in the line) and its reads as host data."""
+    with _audit() as audit:
+        _dcgan_step((torch.randn(4, 3),), torch.device("cpu"))
+    assert _lines(audit) == [("item", _line_of(_dcgan_step, "# READ"))]

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import linecache
+import re
 import sys
 import weakref
 from types import FrameType
@@ -75,8 +76,8 @@ def line_names_cpu(frame: FrameType | None) -> bool:
 
     Example:
         >>> import sys
-        >>> line_names_cpu(sys._getframe())  # this very line names the CPU
-        True
+        >>> line_names_cpu(sys._getframe()), "cpu"  # this very line names the CPU
+        (True, 'cpu')
     """
     return source_names_cpu(user_frame(frame))
 
@@ -90,8 +91,28 @@ def source_names_cpu(where: tuple[str, int, str]) -> bool:
         >>> source_names_cpu(("no/such/file.py", 1, "f"))  # no source to read
         False
     """
-    code = linecache.getline(where[0], where[1]).split("#", 1)[0]
-    return "cpu" in code.lower()
+    return names_cpu(linecache.getline(where[0], where[1]))
+
+
+#: an assignment's target, left out: ``real_cpu = data[0].to(device)`` (DCGAN) moves the
+#: batch to the device, whatever the variable is called
+_TARGET = re.compile(r"^\s*[\w.\[\], ]+?\s*(?<![=!<>])=(?!=)")
+#: the CPU named as a device: "cpu" / 'cpu:0', .cpu(), a name starting with cpu (cpu_device)
+_CPU = re.compile(r"""['"]cpu(:\d+)?['"]|\.cpu\(|(?<![\w.])cpu\w*""", re.IGNORECASE)
+
+
+def names_cpu(code: str) -> bool:
+    """Whether a line of code names the CPU as a device (outside its comment and the target
+    of its assignment).
+
+    Example:
+        >>> names_cpu('y = x.to("cpu")'), names_cpu("y = x.to(cpu_device)"), names_cpu("x.cpu()")
+        (True, True, True)
+        >>> names_cpu("real_cpu = data[0].to(device)"), names_cpu("x.to(device)  # cpu here")
+        (False, False)
+    """
+    code = code.split("#", 1)[0]
+    return bool(_CPU.search(_TARGET.sub("", code, count=1)))
 
 
 class Residency:

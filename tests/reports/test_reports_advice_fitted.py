@@ -79,3 +79,29 @@ def test_a_numbered_module_is_named_with_its_type():
             "children": [node("0", "Conv2d", 1.0), block]}  # fmt: skip
     titles = [a.title for a in dominant_module({"step_ms": {"median": 10.0}, "tree": tree})]
     assert titles and titles[0].startswith("2 (Sequential) dominates the step"), titles
+
+
+def test_scattered_layers_of_one_type_are_no_stack_and_two_models_are_told_apart():
+    """DCGAN: the Discriminator's Sequential holds Conv2d at 0, 2, 5, 8, 11 between its norms and
+    activations. They are not "5 identical Conv2d layers" to compile as a stack (use fewer
+    layers!), and "main dominates" must say whose main (the Generator has one too)."""
+    from torchdoctor.analyze.advice.dominant import dominant_module
+
+    def node(path, type_name, ms, children=()):
+        return {"kind": "module", "path": path, "name": path.rsplit(".", 1)[-1],
+                "type": type_name, "total_ms": {"median": ms}, "forward_ms": {"median": ms},
+                "children": list(children)}  # fmt: skip
+
+    kinds = ["Conv2d", "LeakyReLU", "Conv2d", "BatchNorm2d", "LeakyReLU", "Conv2d",
+             "BatchNorm2d", "LeakyReLU", "Conv2d", "BatchNorm2d", "LeakyReLU", "Conv2d"]  # fmt: skip
+    times = [10.0 if k == "Conv2d" else 1.0 for k in kinds]
+    layers = [node(f"main.{i}", k, t) for i, (k, t) in enumerate(zip(kinds, times))]
+    discriminator = node("Discriminator", "Discriminator", sum(times),
+                         [node("main", "Sequential", sum(times), layers)])  # fmt: skip
+    generator = node("Generator", "Generator", 12.0,
+                     [node("Generator.main", "Sequential", 12.0)])  # fmt: skip
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 100.0},
+            "children": [discriminator, generator]}  # fmt: skip
+    (item,) = dominant_module({"step_ms": {"median": 100.0}, "tree": tree})
+    assert item.title.startswith("Discriminator.main dominates the step"), item.title
+    assert "identical" not in " ".join(item.evidence) and "fewer" not in item.fix

@@ -32,6 +32,8 @@ from torchdoctor.analyze.advice.base import (
     walk,
     with_saving,
 )
+from torchdoctor.analyze.advice.dominant_stacks import label as label_of
+from torchdoctor.analyze.advice.dominant_stacks import merge_sibling_layers, repeated_group
 from torchdoctor.analyze.advice.ops_table import (  # noqa: F401 (OPS_FOR: re-exported)
     EMBEDDING_TYPES,
     MATMUL_TYPES,
@@ -40,30 +42,10 @@ from torchdoctor.analyze.advice.ops_table import (  # noqa: F401 (OPS_FOR: re-ex
 )
 
 THRESHOLD = 0.30
-MIN_REPEATS = 4
 #: a composite node covering this much of the step is the model itself, not a diagnosis
 WRAPPER = 0.80
 
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
-
-def _label(node: Mapping[str, Any]) -> str:
-    return str(node.get("path") or node.get("name") or "?")
-
-
-def _repeated_group(node: Mapping[str, Any]) -> tuple[list[Mapping], str] | None:
-    """The largest group of >= MIN_REPEATS same-type module children, and a label for it."""
-    groups: dict[str, list[Mapping]] = {}
-    for child in node.get("children") or ():
-        if child.get("kind") == "module" and child.get("type"):
-            groups.setdefault(str(child["type"]), []).append(child)
-    best = max(groups.values(), key=lambda g: sum(node_ms(c) for c in g), default=[])
-    if len(best) < MIN_REPEATS:
-        return None
-    first, last = _label(best[0]), _label(best[-1])
-    prefix = first.rsplit(".", 1)[0] if "." in first else ""
-    first_idx, last_idx = first.rsplit(".", 1)[-1], last.rsplit(".", 1)[-1]
-    name = f"{prefix}[{first_idx}-{last_idx}]" if prefix else f"{first}..{last}"
-    return best, name
 
 
 def _is_attention(node: Mapping[str, Any]) -> bool:
@@ -127,61 +109,42 @@ def _parts_text(node: Mapping[str, Any]) -> str:
         (c for c in node.get("children") or () if c.get("kind") != "self"), key=node_ms,
         reverse=True,
     )[:3]
-    return ", ".join(f"{_label(c)} {pct(node_ms(c), total):.0f}%" for c in parts)
+    return ", ".join(f"{label_of(c)} {pct(node_ms(c), total):.0f}%" for c in parts)
 
 
 def _candidates(tree: Mapping[str, Any], step: float) -> list[tuple[Mapping, str, list | None]]:
     """Leaf-most nodes (or repeated groups) at or above the threshold."""
     found: list[tuple[Mapping, str, list | None]] = []
+    tops = [c for c in tree.get("children") or () if c.get("kind") == "module"]
 
-    def visit(node: Mapping[str, Any]) -> bool:
+    def named(text: str, top: str | None) -> str:
+        # the first model's paths are relative to it ("main"); with several models (a GAN's
+        # Generator and Discriminator, each with a "main") the title says whose
+        if top and len(tops) > 1 and text != top and not text.startswith(top + "."):
+            return f"{top}.{text}"
+        return text
+
+    def visit(node: Mapping[str, Any], top: str | None) -> bool:
         """Returns True when this node or a descendant was recorded."""
         below = False
         for child in node.get("children") or ():
-            below = visit(child) or below
+            below = visit(child, top or (label_of(child) if node is tree else None)) or below
         if below:
             return True
         if node.get("kind") not in ("module", "region", "root"):
             return False
-        group = _repeated_group(node)
+        group = repeated_group(node)
         if group and sum(node_ms(c) for c in group[0]) >= THRESHOLD * step:
-            found.append((node, group[1], group[0]))
+            found.append((node, named(group[1], top), group[0]))
             return True
         wrapper = bool(node.get("children")) and node_ms(node) >= WRAPPER * step
         if node.get("kind") != "root" and not wrapper and node_ms(node) >= THRESHOLD * step:
-            found.append((node, _label(node), None))
+            found.append((node, named(label_of(node), top), None))
             return True
         return False
 
-    visit(tree)
-    return _merge_sibling_layers(found)
-
-
-def _merge_sibling_layers(found: list) -> list:
-    """Same-type sibling modules that each dominate (``layers.0``, ``layers.1``) are one layer
-    stack: one advice for the group, not one per layer."""
-    by_parent: dict[tuple[str, str], list] = {}
-    for entry in found:
-        node, _, group = entry
-        path = str(node.get("path") or "")
-        if group is None and node.get("kind") == "module" and node.get("type") and "." in path:
-            by_parent.setdefault((path.rsplit(".", 1)[0], str(node["type"])), []).append(entry)
-    merged: list = []
-    done: set[int] = set()
-    for entry in found:
-        node = entry[0]
-        path = str(node.get("path") or "")
-        key = (path.rsplit(".", 1)[0], str(node.get("type"))) if "." in path else None
-        siblings = by_parent.get(key) if key else None
-        if not siblings or len(siblings) < 2:
-            merged.append(entry)
-        elif id(siblings[0]) not in done:
-            done.add(id(siblings[0]))
-            nodes = [e[0] for e in siblings]
-            first, last = _label(nodes[0]), _label(nodes[-1])
-            prefix, a, b = key[0], first.rsplit(".", 1)[-1], last.rsplit(".", 1)[-1]
-            merged.append((nodes[0], f"{prefix}[{a}-{b}]", nodes))
-    return merged
+    visit(tree, None)
+    return merge_sibling_layers(found)
 
 
 def _kept_after_caching(session: Mapping[str, Any], path: str) -> float:

@@ -1,0 +1,91 @@
+"""Stacks of layers for the ``dominant-module`` rule: same-type children numbered one after
+the other (a transformer's blocks, a ResNet's stages) are one part of the step, advised once.
+
+Example:
+    >>> layer = lambda i: {"path": f"h.{i}", "kind": "module", "type": "Block",
+    ...                    "total_ms": {"mean": 2.0}}
+    >>> repeated_group({"children": [layer(i) for i in range(4)]})[1]
+    'h[0-3]'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import node_ms
+
+MIN_REPEATS = 4
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
+
+
+def label(node: Mapping[str, Any]) -> str:
+    return str(node.get("path") or node.get("name") or "?")
+
+
+def repeated_group(node: Mapping[str, Any]) -> tuple[list[Mapping], str] | None:
+    """The largest group of >= MIN_REPEATS same-type module children, and a label for it."""
+    groups: dict[str, list[Mapping]] = {}
+    for child in node.get("children") or ():
+        if child.get("kind") == "module" and child.get("type"):
+            groups.setdefault(str(child["type"]), []).append(child)
+    stacks = [g for g in groups.values() if numbered_run(g)]
+    best = max(stacks, key=lambda g: sum(node_ms(c) for c in g), default=[])
+    if len(best) < MIN_REPEATS:
+        return None
+    first, last = label(best[0]), label(best[-1])
+    prefix = first.rsplit(".", 1)[0] if "." in first else ""
+    first_idx, last_idx = first.rsplit(".", 1)[-1], last.rsplit(".", 1)[-1]
+    name = f"{prefix}[{first_idx}-{last_idx}]" if prefix else f"{first}..{last}"
+    return best, name
+
+
+def numbered_run(group: list[Mapping[str, Any]]) -> bool:
+    """Members numbered one after the other (``h.0`` .. ``h.3``, ``layer1`` .. ``layer4``): a
+    stack of layers. Same-type layers at scattered places of a Sequential (DCGAN's Conv2d at
+    0, 2, 5, 8, 11 between its norms and activations) are no stack.
+
+    Example:
+        >>> numbered_run([{"path": f"h.{i}"} for i in range(4)])
+        True
+        >>> numbered_run([{"path": f"main.{i}"} for i in (0, 2, 5, 8)])
+        False
+    """
+    numbers = []
+    stems = set()
+    for member in group:
+        match = _NUMBERED.match(label(member))
+        if match is None:
+            return False
+        stems.add(match.group(1))
+        numbers.append(int(match.group(2)))
+    numbers.sort()
+    return len(stems) == 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+def merge_sibling_layers(found: list) -> list:
+    """Same-type sibling modules that each dominate (``layers.0``, ``layers.1``) are one layer
+    stack: one advice for the group, not one per layer."""
+    by_parent: dict[tuple[str, str], list] = {}
+    for entry in found:
+        node, _, group = entry
+        path = str(node.get("path") or "")
+        if group is None and node.get("kind") == "module" and node.get("type") and "." in path:
+            by_parent.setdefault((path.rsplit(".", 1)[0], str(node["type"])), []).append(entry)
+    merged: list = []
+    done: set[int] = set()
+    for entry in found:
+        node = entry[0]
+        path = str(node.get("path") or "")
+        key = (path.rsplit(".", 1)[0], str(node.get("type"))) if "." in path else None
+        siblings = by_parent.get(key) if key else None
+        if not siblings or len(siblings) < 2:
+            merged.append(entry)
+        elif id(siblings[0]) not in done:
+            done.add(id(siblings[0]))
+            nodes = [e[0] for e in siblings]
+            first, last = label(nodes[0]), label(nodes[-1])
+            prefix, a, b = key[0], first.rsplit(".", 1)[-1], last.rsplit(".", 1)[-1]
+            merged.append((nodes[0], f"{prefix}[{a}-{b}]", nodes))
+    return merged

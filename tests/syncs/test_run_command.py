@@ -256,3 +256,18 @@ def test_an_option_after_the_script_is_the_scripts_even_when_torchdoctor_has_it(
     assert "--max-steps comes after the script name: it is passed to train.py" in capsys.readouterr().err
     args = parse_args(parser, ["--", "train.py", "--max-steps", "600"])
     assert args.script_args == ["--max-steps", "600"] and capsys.readouterr().err == ""
+
+
+def test_a_report_that_fails_to_print_keeps_the_scripts_exit_code(tmp_path, capsys, monkeypatch):
+    """A bug in a renderer must not turn the user's successful run into a traceback."""
+    from torchdoctor.commands import run as run_command
+
+    def broken(*args, **kwargs):
+        raise KeyError("group_count")
+
+    monkeypatch.setattr(run_command, "print_report", broken)
+    script = _script(tmp_path, steps=3)
+    assert main(["run", "--out", str(tmp_path / "o"), "--no-history", str(script)]) == 0
+    err = capsys.readouterr().err
+    assert "the report could not be printed (KeyError: 'group_count')" in err
+    assert (tmp_path / "o" / "session.json").exists()

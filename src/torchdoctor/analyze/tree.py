@@ -81,6 +81,11 @@ def merge_nodes(nodes: list[dict[str, Any]], *, path: str, name: str) -> dict[st
         merge_nodes(group, path=f"{path}.{child_name}", name=child_name)
         for child_name, group in by_name.items()
     ]
+    if first.get("kind") == "group":  # a group inside each member of an outer group
+        count = int(first.get("group_count") or 1)
+        merged["group_count"] = count
+        merged["group_paths"] = list(first.get("group_paths") or ())
+        merged["per_item_ms"] = center(merged.get("total_ms")) / (count * len(nodes))
     return merged
 
 

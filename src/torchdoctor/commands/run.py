@@ -373,7 +373,13 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
               file=sys.stderr)  # fmt: skip
         path, status = None, status or 1
     if dist is None or dist[0] == 0:
-        print_report(session, args.format, only_syncs=only_syncs)
+        try:
+            print_report(session, args.format, only_syncs=only_syncs)
+        except Exception as exc:  # the script's exit code and the session on disk stand
+            kept = f"; the session is in {path}" if path is not None else ""
+            print(f"torchdoctor {command}: the report could not be printed ({type(exc).__name__}: "
+                  f"{exc}){kept}: `torchdoctor report {path or 'OUT/session.json'}` tries again; "
+                  "please report this with the session file", file=sys.stderr)  # fmt: skip
     notices = run_notices(session)
     if path is not None:
         notices.append(f"session written to {shown_path(path, start_dir)}")

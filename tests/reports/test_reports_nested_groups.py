@@ -1,0 +1,39 @@
+"""Repeated layers inside repeated layers (stages of identical blocks, torchvision's ResNet in
+pytorch/examples' siamese_network): both levels fold into groups, and the report renders."""
+
+from torchdoctor.analyze.tree import group_repeated_siblings
+
+
+def _node(path, type_name, ms, children=()):
+    return {"path": path, "name": path.rsplit(".", 1)[-1], "kind": "module", "type": type_name,
+            "calls_per_step": 1.0, "total_ms": {"mean": ms, "median": ms},
+            "forward_ms": {"mean": ms, "median": ms}, "children": list(children)}  # fmt: skip
+
+
+def _tree():
+    stages = [
+        _node(f"stages.{i}", "Stage", 4.0,
+              [_node(f"stages.{i}.{j}", "Block", 2.0) for j in range(2)])
+        for i in range(3)
+    ]  # fmt: skip
+    return {"path": "", "name": "step", "kind": "root", "total_ms": {"mean": 12.0},
+            "children": stages}  # fmt: skip
+
+
+def test_a_group_inside_each_member_of_a_group_keeps_its_count():
+    (outer,) = group_repeated_siblings(_tree())["children"]
+    assert outer["kind"] == "group" and outer["group_count"] == 3
+    inner = outer["children"]  # each stage's own group of blocks (stages.0[0-1], ...)
+    assert [g["kind"] for g in inner] == ["group"] * 3
+    assert [(g["group_count"], g["per_item_ms"]) for g in inner] == [(2, 2.0)] * 3
+
+
+def test_the_console_tree_renders_nested_groups():
+    from torchdoctor.render.console import render_console
+    from torchdoctor.session import empty_session_dict
+
+    session = empty_session_dict()
+    session["tree"] = _tree()
+    session["step_ms"] = {"mean": 12.0, "median": 12.0}
+    text = render_console(session, width=120)
+    assert "stages[0-2]  (3 x ~4 ms)" in text and "(2 x ~2 ms)" in text

@@ -105,3 +105,16 @@ def test_scattered_layers_of_one_type_are_no_stack_and_two_models_are_told_apart
     (item,) = dominant_module({"step_ms": {"median": 100.0}, "tree": tree})
     assert item.title.startswith("Discriminator.main dominates the step"), item.title
     assert "identical" not in " ".join(item.evidence) and "fewer" not in item.fix
+
+
+def test_a_dominant_convolution_is_told_to_make_the_convolution_cheaper_not_to_compile_it():
+    """pytorch/examples mnist: conv2 dominates. torch.compile does not speed up the convolution
+    itself; channels_last (one advice with the channels_last knob) and bf16 do."""
+    from torchdoctor.analyze.advice.dominant import dominant_module
+
+    conv = {"kind": "module", "path": "conv2", "name": "conv2", "type": "Conv2d",
+            "total_ms": {"median": 40.0}, "forward_ms": {"median": 20.0}, "children": []}  # fmt: skip
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 100.0}, "children": [conv]}
+    (item,) = dominant_module({"step_ms": {"median": 100.0}, "tree": tree})
+    assert "make the convolution cheaper" in item.title and item.cause == "channels_last"
+    assert "channels_last" in item.fix and "torch.compile it" not in item.fix

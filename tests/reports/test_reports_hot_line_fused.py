@@ -23,6 +23,14 @@ def test_a_line_that_is_one_fused_attention_kernel_gets_the_kernels_remedies():
     assert "already the fused kernel" in item.fix and "bf16" in item.fix
 
 
-def test_another_heaviest_op_keeps_the_generic_pointer():
+def test_another_single_op_is_told_it_is_the_ops_own_time():
     (item,) = hot_line_advice(_session("Tensor.softmax"))
+    assert item.title.endswith("one Tensor.softmax per execution, the op's own time")
+    assert item.fix.startswith("The line is one Tensor.softmax call")
+
+
+def test_a_line_of_several_ops_keeps_the_generic_pointer():
+    session = _session("Tensor.softmax")
+    session["hot_lines"]["lines"][0]["torch_calls_per_step"] = 8.0
+    (item,) = hot_line_advice(session)
     assert item.fix == NO_CURE_FIX

@@ -35,6 +35,7 @@ from torchdoctor.analyze.advice.base import (
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
 from torchdoctor.analyze.advice.dominant_stacks import merge_sibling_layers, repeated_group
 from torchdoctor.analyze.advice.ops_table import (  # noqa: F401 (OPS_FOR: re-exported)
+    CONV_TYPES,
     EMBEDDING_TYPES,
     MATMUL_TYPES,
     OPS_FOR,
@@ -253,6 +254,21 @@ REMEDIES: tuple[Remedy, ...] = (
         cause="bf16-autocast",
         code='with torch.autocast(device_type="cuda", dtype=torch.bfloat16):\n'
         "    logits = model(x)",
+    ),
+    Remedy(
+        "convolution",
+        lambda node, group, cuda: _is_leaf(node) and str(node.get("type")) in CONV_TYPES,
+        "it is one convolution: make the convolution cheaper",
+        "Its time is the convolution kernel itself (torch.compile fuses the elementwise ops "
+        "around it, not the convolution): use channels_last memory format for the model and "
+        "its input (oneDNN / cuDNN's fastest layouts), bf16 under torch.autocast on a GPU, "
+        "torch.backends.cudnn.benchmark=True for fixed input shapes on CUDA, and fewer "
+        "channels or a smaller input if the model allows.",
+        ("torch.channels_last", "torch.autocast", "torch.backends.cudnn.benchmark"),
+        "channels_last",
+        cause="channels_last",  # one advice with the engine-knobs channels_last entry
+        code="model = model.to(memory_format=torch.channels_last)\n"
+        "x = x.to(memory_format=torch.channels_last)",
     ),
     Remedy(
         "embedding",

@@ -94,7 +94,28 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
     package = library_work(row)
     if package:
         return f"{head}: {package}'s own work per step, not code on this line"
+    op = single_op(row)
+    if op:
+        return f"{head}: one {op} per execution, the op's own time"
     return f"{head}: the heaviest measured source line"
+
+
+def single_op(row: Mapping[str, Any]) -> str | None:
+    """The one torch op a line is (``x = F.max_pool2d(x, 2)``: one call, nearly all of its
+    time), or None: nothing on such a line to hoist or batch.
+
+    Example:
+        >>> single_op({"total_ms": 4.8, "calls_per_step": 1, "torch_calls_per_step": 1,
+        ...            "top_ops": [{"op": "F.max_pool2d", "forward_ms": 3.5, "backward_ms": 1.3}]})
+        'F.max_pool2d'
+    """
+    top = (row.get("top_ops") or [None])[0]
+    calls = float(row.get("calls_per_step") or 0.0)
+    torch_calls = float(row.get("torch_calls_per_step") or 0.0)
+    if not top or calls <= 0 or torch_calls > 1.5 * calls:
+        return None
+    spent = float(top.get("forward_ms") or 0.0) + float(top.get("backward_ms") or 0.0)
+    return str(top.get("op")) if spent >= 0.8 * center(row.get("total_ms")) else None
 
 
 def library_work(row: Mapping[str, Any]) -> str | None:
@@ -128,6 +149,14 @@ def _library_fix(row: Mapping[str, Any], package: str) -> str:
         "that work (how often it logs, moves batches or scales the loss); if none does, it is "
         "the framework's overhead, small beside the model when steps are larger."
     )
+
+
+#: the fix of a line that is one torch op (nothing on it to hoist or batch)
+SINGLE_OP_FIX = (
+    "The line is one {op} call: its time is the op's own, on these shapes. Nothing on the line "
+    "to hoist or batch; make the op cheaper (channels_last or bf16 for a conv net's ops, "
+    "torch.compile to fuse it with the elementwise ops around it) or accept it."
+)
 
 
 #: the fix of a line whose time is one fused attention kernel (no rewrite of the line helps)
@@ -219,6 +248,8 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             if _fused_attention(row)
             else _library_fix(row, library_work(row))
             if library_work(row)
+            else SINGLE_OP_FIX.format(op=single_op(row))
+            if single_op(row)
             else NO_CURE_FIX,
             references=list(
                 dict.fromkeys(

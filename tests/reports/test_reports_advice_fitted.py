@@ -118,3 +118,29 @@ def test_a_dominant_convolution_is_told_to_make_the_convolution_cheaper_not_to_c
     (item,) = dominant_module({"step_ms": {"median": 100.0}, "tree": tree})
     assert "make the convolution cheaper" in item.title and item.cause == "channels_last"
     assert "channels_last" in item.fix and "torch.compile it" not in item.fix
+
+
+def test_resnet_stages_are_no_stack_of_identical_layers():
+    """torchvision's ResNet: layer1..layer4 are numbered Sequentials, but only layer2..4
+    downsample; "4 identical Sequential layers: use fewer layers" was wrong advice."""
+    from torchdoctor.analyze.advice.dominant import dominant_module
+
+    def node(path, type_name, ms, children=()):
+        return {"kind": "module", "path": path, "name": path.rsplit(".", 1)[-1],
+                "type": type_name, "total_ms": {"median": ms}, "forward_ms": {"median": ms},
+                "children": list(children)}  # fmt: skip
+
+    def stage(i, downsample):
+        first = [node(f"layer{i}.0.conv1", "Conv2d", 5.0)]
+        if downsample:
+            first.append(node(f"layer{i}.0.downsample", "Sequential", 1.0))
+        return node(f"layer{i}", "Sequential", 12.0,
+                    [node(f"layer{i}.0", "BasicBlock", 6.0, first),
+                     node(f"layer{i}.1", "BasicBlock", 6.0,
+                          [node(f"layer{i}.1.conv1", "Conv2d", 5.0)])])  # fmt: skip
+
+    stages = [stage(i, downsample=i > 1) for i in range(1, 5)]
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 100.0},
+            "children": [node("conv1", "Conv2d", 2.0), *stages]}  # fmt: skip
+    titles = [a.title for a in dominant_module({"step_ms": {"median": 100.0}, "tree": tree})]
+    assert not any("layer stack" in t or "identical" in t for t in titles), titles

@@ -25,11 +25,12 @@ def label(node: Mapping[str, Any]) -> str:
 
 
 def repeated_group(node: Mapping[str, Any]) -> tuple[list[Mapping], str] | None:
-    """The largest group of >= MIN_REPEATS same-type module children, and a label for it."""
-    groups: dict[str, list[Mapping]] = {}
+    """The largest group of >= MIN_REPEATS module children of one type and one structure
+    (:func:`signature`), numbered one after the other, and a label for it."""
+    groups: dict[Any, list[Mapping]] = {}
     for child in node.get("children") or ():
         if child.get("kind") == "module" and child.get("type"):
-            groups.setdefault(str(child["type"]), []).append(child)
+            groups.setdefault(signature(child), []).append(child)
     stacks = [g for g in groups.values() if numbered_run(g)]
     best = max(stacks, key=lambda g: sum(node_ms(c) for c in g), default=[])
     if len(best) < MIN_REPEATS:
@@ -39,6 +40,28 @@ def repeated_group(node: Mapping[str, Any]) -> tuple[list[Mapping], str] | None:
     first_idx, last_idx = first.rsplit(".", 1)[-1], last.rsplit(".", 1)[-1]
     name = f"{prefix}[{first_idx}-{last_idx}]" if prefix else f"{first}..{last}"
     return best, name
+
+
+def signature(node: Mapping[str, Any], depth: int = 0) -> Any:
+    """A module's type and, recursively, its module children's: identical layers (a
+    transformer's blocks) share it; a ResNet's stages do not (only the later ones downsample),
+    so they are no stack of identical layers to "compile, or use fewer of".
+
+    Example:
+        >>> block = lambda *kids: {"type": "Sequential", "kind": "module", "children": [
+        ...     {"type": t, "kind": "module", "children": []} for t in kids]}
+        >>> signature(block("Conv2d", "ReLU")) == signature(block("Conv2d", "ReLU"))
+        True
+        >>> signature(block("Conv2d")) == signature(block("Conv2d", "Sequential"))
+        False
+    """
+    children = node.get("children") or ()
+    inner = (
+        ()
+        if depth >= 6
+        else tuple(signature(c, depth + 1) for c in children if c.get("kind") == "module")
+    )
+    return (str(node.get("type")), inner)
 
 
 def numbered_run(group: list[Mapping[str, Any]]) -> bool:

@@ -202,6 +202,8 @@ def error_text(session: Mapping[str, Any]) -> str | None:
         ...     'RuntimeError: mat1 and mat2 shapes cannot be multiplied'])
         >>> error_text({"error": tb, "steps": []})
         'the script raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (train.py:4), before a step was complete: the figures are of what ran before it'
+        >>> error_text({"error": "terminated by signal 15 (SIGTERM) at /w/t.py:9", "steps": [{}]})
+        'the script was terminated by signal 15 (SIGTERM) at /w/t.py:9, after 1 profiled steps: the figures are of what ran before it'
     """
     error = session.get("error")
     if not error:
@@ -221,4 +223,5 @@ def error_text(session: Mapping[str, Any]) -> str | None:
     steps = len(session.get("steps") or ())
     whole = (session.get("config") or {}).get("step_boundary") == "whole_run"
     when = "before a step was complete" if whole or not steps else f"after {steps} profiled steps"
-    return f"the script raised {last}{where}, {when}: the figures are of what ran before it"
+    what = "was" if last.startswith(("terminated by signal", "interrupted")) else "raised"
+    return f"the script {what} {last}{where}, {when}: the figures are of what ran before it"

@@ -271,3 +271,22 @@ def test_a_report_that_fails_to_print_keeps_the_scripts_exit_code(tmp_path, caps
     err = capsys.readouterr().err
     assert "the report could not be printed (KeyError: 'group_count')" in err
     assert (tmp_path / "o" / "session.json").exists()
+
+
+def test_an_error_raised_while_sigterm_stops_the_script_is_still_a_sigterm(tmp_path):
+    """pytorch/examples imagenet under `timeout`: SIGTERM stopped the step, then the DataLoader
+    raised "worker killed by signal" while unwinding. The run was terminated, not failed."""
+    tail = """\
+    import os, signal, time
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except BaseException:
+        raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated.")
+    """
+    script = _script(tmp_path, steps=4, tail=tail)
+    done = _subprocess(["run", "--out", "prof", "--no-history", str(script)], tmp_path)
+    assert done.returncode == 143, done.stderr
+    assert "terminated by signal 15 (SIGTERM); while it stopped: RuntimeError" in done.stderr
+    session = _session(tmp_path / "prof")
+    assert session["interrupted"] is True and session["config"]["exit_code"] == 143

@@ -42,6 +42,29 @@ EXIT_CTRL_C = 130  # what a shell reports for a Python killed by SIGINT
 EXIT_SIGTERM = 143  # ... and by SIGTERM (128 + 15)
 
 
+def _stopped_by(exc: BaseException) -> BaseException | None:
+    """The SIGTERM (:class:`Terminated`) or Ctrl-C that ``exc`` was raised while handling
+    (Python's "During handling of the above exception"), or None.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise Terminated("terminated by signal 15 (SIGTERM)")
+        ...     except Terminated:
+        ...         raise RuntimeError("DataLoader worker (pid 7) is killed by signal")
+        ... except RuntimeError as error:
+        ...     str(_stopped_by(error))
+        'terminated by signal 15 (SIGTERM)'
+    """
+    seen = 0
+    cause = exc.__context__ or exc.__cause__
+    while cause is not None and seen < 20:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        cause, seen = cause.__context__ or cause.__cause__, seen + 1
+    return None
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, a job scheduler, ``kill``) while the script runs: raised in the
     main thread like Ctrl-C, so the run ends through the same path and its report is written.
@@ -365,6 +388,13 @@ def run_script(
         except BaseException as exc:  # the script's own error: report it as Python would
             text = _format(exc, script.path)
             sys.stderr.write(text)
+            stop = _stopped_by(exc)  # ... unless raised while a signal was stopping it
+            if stop is not None:  # (a DataLoader's "worker killed by signal" after SIGTERM)
+                code = EXIT_SIGTERM if isinstance(stop, Terminated) else EXIT_CTRL_C
+                first = str(stop) or "interrupted (Ctrl-C)"
+                said = f"{first}; while it stopped: {type(exc).__name__}: {exc}\n"
+                sys.stderr.write(f"torchdoctor: the script was {said}")
+                return ScriptOutcome(code, exc, True, said)
             return ScriptOutcome(1, exc, False, text)
     finally:
         for undo in reversed(restore):

@@ -206,3 +206,20 @@ def test_a_variable_named_cpu_does_not_make_a_move_a_copy_to_the_host():
     with _audit() as audit:
         _dcgan_step((torch.randn(4, 3),), torch.device("cpu"))
     assert _lines(audit) == [("item", _line_of(_dcgan_step, "# READ"))]
+
+
+def test_a_sync_record_counts_the_steps_it_happened_in():
+    """minGPT's evaluation ran 100 .cpu() calls in one step of 15: "x6.67/step" read as a
+    per-step habit; the record keeps the steps, the advice says "x100 in 1 step"."""
+    from torchdoctor.analyze.advice.syncs import host_syncs
+    from torchdoctor.collect.syncs_records import group_records
+
+    events = {("/w/t.py", 5, "evaluate", "cpu", "other", 3, None): [100, 0.0],
+              ("/w/t.py", 9, "train", "item", "other", 0, None): [1, 0.0],
+              ("/w/t.py", 9, "train", "item", "other", 1, None): [1, 0.0]}  # fmt: skip
+    records = {r["line"]: r for r in group_records(events, True, num_steps=15)}
+    assert (records[5]["count"], records[5]["steps"]) == (100, 1)
+    assert records[9]["steps"] == 2
+    session = {"step_ms": {"median": 10.0}, "syncs": list(records.values())}
+    evidence = " ".join(e for a in host_syncs(session) for e in a.evidence)
+    assert "x100 in 1 step (x6.67/step on average)" in evidence, evidence

@@ -51,8 +51,10 @@ def group_records(
         inside = more[0] if more else None  # the torch function that made it (torch_site)
         group = groups.setdefault(
             (file, line, kind, own, inside),
-            {"function": function, "count": 0, "stall": 0.0, "phases": Counter()},
+            {"function": function, "count": 0, "stall": 0.0, "phases": Counter(), "steps": set()},
         )
+        if _step >= 0:
+            group["steps"].add(_step)
         group["count"] += count
         group["stall"] += stall
         group["phases"][phase] += count
@@ -74,6 +76,8 @@ def group_records(
                 "phase": group["phases"].most_common(1)[0][0],
                 "stall_ms": None if predict else group["stall"] / per,
                 "would_sync_on_cuda": True,
+                # the audited steps it synced in (an evaluation: many syncs in one step)
+                **({"steps": len(group["steps"])} if stepped and group["steps"] else {}),
                 **(own_line(file, own) if own else {}),
                 **({"inside": inside} if inside else {}),
             }

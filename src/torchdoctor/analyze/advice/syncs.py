@@ -54,6 +54,30 @@ def _per_step(record: Mapping[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 
+def _how_often(record: Mapping[str, Any]) -> str:
+    """``x2/step``; for a line that syncs in few of the audited steps (an evaluation run in
+    one step of the window), how many times in those steps instead of a misleading average.
+
+    Example:
+        >>> _how_often({"per_step": 6.67, "count": 100, "steps": 1})
+        'x100 in 1 step (x6.67/step on average)'
+        >>> _how_often({"per_step": 1.0, "count": 15, "steps": 15})
+        'x1/step'
+    """
+    per_step = _per_step(record)
+    steps = record.get("steps")
+    count = record.get("count")
+    if isinstance(steps, int) and steps > 0 and isinstance(count, (int, float)):
+        in_each = count / steps
+        if in_each >= 2 * per_step:
+            plural = "s" if steps > 1 else ""
+            return (
+                f"x{fmt_count(in_each)} in {'each of ' if steps > 1 else ''}{steps} step{plural} "
+                f"(x{fmt_count(per_step)}/step on average)"
+            )
+    return f"x{fmt_count(per_step)}/step"
+
+
 def _stall_per_step(records: list[Mapping[str, Any]]) -> float | None:
     """Sum of measured stalls (``stall_ms`` is per step, per line); None when none measured."""
     measured = [r for r in records if isinstance(r.get("stall_ms"), (int, float))]
@@ -82,7 +106,7 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
         stall_text = f", stall {fmt_ms(stall)}/step" if isinstance(stall, (int, float)) else ""
         evidence.append(
             f"{_where(r)} {r.get('op') or r.get('kind')} [{r.get('kind')}] "
-            f"x{fmt_count(_per_step(r))}/step in {r.get('phase') or '?'}{stall_text}"
+            f"{_how_often(r)} in {r.get('phase') or '?'}{stall_text}"
         )
     if len(records) > MAX_LINES:
         evidence.append(f"... and {len(records) - MAX_LINES} more line(s)")

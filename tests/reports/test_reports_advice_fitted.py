@@ -144,3 +144,18 @@ def test_resnet_stages_are_no_stack_of_identical_layers():
             "children": [node("conv1", "Conv2d", 2.0), *stages]}  # fmt: skip
     titles = [a.title for a in dominant_module({"step_ms": {"median": 100.0}, "tree": tree})]
     assert not any("layer stack" in t or "identical" in t for t in titles), titles
+
+
+def test_an_rnn_cell_called_per_time_step_is_told_to_run_the_sequence_with_nn_lstm():
+    """time_sequence_prediction: LSTMCell called 22k times per step from a Python loop."""
+    from torchdoctor.analyze.advice.base import SPEEDUPS
+    from torchdoctor.analyze.advice.dominant import dominant_module
+
+    cell = {"kind": "module", "path": "lstm2", "name": "lstm2", "type": "LSTMCell",
+            "calls_per_step": 22000.0, "total_ms": {"median": 40.0},
+            "forward_ms": {"median": 20.0}, "children": []}  # fmt: skip
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 100.0}, "children": [cell]}
+    (item,) = dominant_module({"step_ms": {"median": 100.0}, "tree": tree})
+    assert "run the sequence with nn.LSTM" in item.title
+    low = SPEEDUPS["rnn_sequence"].low
+    assert abs(item.estimated_saving_ms - 40.0 * (1 - 1 / low)) < 1e-6

@@ -4,7 +4,8 @@ Forward and backward of each pair on the same input, interleaved, outputs and in
 compared: minGPT's tanh GELU (``NewGELU``) against ``F.gelu(x, approximate="tanh")``, the erf
 GELU against ``F.gelu(x)``, ``x * torch.sigmoid(x)`` against ``F.silu(x)``, and minGPT's causal
 attention (``softmax(masked(q @ k^T / sqrt(d))) @ v``) against
-``F.scaled_dot_product_attention(..., is_causal=True)``. The speedups are what the advice on a
+``F.scaled_dot_product_attention(..., is_causal=True)``, and a Python loop of ``LSTMCell`` over
+time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction). The speedups are what the advice on a
 hot line with such a finding quotes (``analyze/advice/hot_lines_cures.py``): the smallest case
 is the low end, the largest the high end.
 """
@@ -47,6 +48,34 @@ def attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
+def _cell_and_lstm(hidden: int) -> tuple[torch.nn.LSTMCell, torch.nn.LSTM]:
+    cell, lstm = torch.nn.LSTMCell(1, hidden), torch.nn.LSTM(1, hidden, batch_first=True)
+    with torch.no_grad():  # the same weights: the same function
+        for ours, theirs in (("weight_ih", "weight_ih_l0"), ("weight_hh", "weight_hh_l0"),
+                             ("bias_ih", "bias_ih_l0"), ("bias_hh", "bias_hh_l0")):  # fmt: skip
+            getattr(lstm, theirs).copy_(getattr(cell, ours))
+    return cell, lstm
+
+
+def rnn_pair(hidden: int):
+    """(a Python loop of LSTMCell over time, nn.LSTM over the sequence), same weights: the
+    dominant-module remedy for an RNN cell called once per time step (time_sequence_prediction)."""
+    cell, lstm = _cell_and_lstm(hidden)
+
+    def cell_loop(x: torch.Tensor) -> torch.Tensor:
+        h = c = x.new_zeros(x.shape[0], hidden)
+        outputs = []
+        for step in x.split(1, dim=1):
+            h, c = cell(step.squeeze(1), (h, c))
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+    def sequence(x: torch.Tensor) -> torch.Tensor:
+        return lstm(x)[0]
+
+    return cell_loop, sequence
+
+
 #: (case, by hand, fused, the input shapes (small, large), tolerance)
 CASES = (
     ("tanh GELU (TD508)", gelu_tanh_by_hand, gelu_tanh_fused, ((4, 64, 192), (8, 256, 3072)), 1e-5),
@@ -54,6 +83,7 @@ CASES = (
     ("SiLU (TD508)", silu_by_hand, F.silu, ((4, 64, 192), (8, 256, 3072)), 1e-5),
     ("causal attention (TD507)", attention_by_hand, attention_fused,
      ((4, 4, 64, 16), (8, 12, 256, 64)), 1e-4),
+    ("LSTMCell loop vs nn.LSTM (rnn-cell)", *rnn_pair(51), ((16, 100, 1), (97, 1000, 1)), 1e-4),
 )  # fmt: skip
 
 
@@ -63,7 +93,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     Example:
         >>> table = run(quick=True)[0]
         >>> table.columns[:3], len(table.rows)
-        (['case', 'by hand ms', 'fused ms'], 4)
+        (['case', 'by hand ms', 'fused ms'], 5)
     """
     torch.manual_seed(0)
     repeats = 3 if quick else 15

@@ -39,6 +39,7 @@ from torchdoctor.analyze.advice.ops_table import (  # noqa: F401 (OPS_FOR: re-ex
     EMBEDDING_TYPES,
     MATMUL_TYPES,
     OPS_FOR,
+    RNN_CELL_TYPES,
     ops_for,
 )
 
@@ -254,6 +255,23 @@ REMEDIES: tuple[Remedy, ...] = (
         cause="bf16-autocast",
         code='with torch.autocast(device_type="cuda", dtype=torch.bfloat16):\n'
         "    logits = model(x)",
+    ),
+    Remedy(
+        "rnn-cell",
+        lambda node, group, cuda: _is_leaf(node)
+        and str(node.get("type")) in RNN_CELL_TYPES
+        and float(node.get("calls_per_step") or 0.0) >= 8,
+        "one cell called per time step: run the sequence with nn.LSTM / nn.GRU",
+        "The cell runs once per time step from a Python loop, each call a few small kernels "
+        "and its own autograd nodes: feed the whole known sequence to nn.LSTM / nn.GRU / "
+        "nn.RNN instead (one call over time; cuDNN's fused kernel on a GPU), and keep the cell "
+        "only for steps that feed their own output back (autoregressive prediction). A cell "
+        "shared by two stacked layers maps to nn.LSTM(num_layers=2).",
+        ("torch.nn.LSTM", "torch.nn.GRU"),
+        "rnn_sequence",
+        code="for x in seq.split(1, dim=1):                    # before: one call per step\n"
+        "    h, c = cell(x.squeeze(1), (h, c))\n"
+        "out, (h, c) = lstm(seq.unsqueeze(-1), (h0, c0))  # after: nn.LSTM(batch_first=True)",
     ),
     Remedy(
         "convolution",

@@ -45,6 +45,7 @@ MATMUL_TYPES = frozenset(
     {"Linear", "LazyLinear", "Bilinear", "Conv1D", "NonDynamicallyQuantizableLinear"}
 )
 EMBEDDING_TYPES = frozenset({"Embedding", "EmbeddingBag"})
+RNN_CELL_TYPES = frozenset({"LSTMCell", "GRUCell", "RNNCell"})
 CONV_TYPES = frozenset(
     {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
      "LazyConv2d", "LazyConv3d"}

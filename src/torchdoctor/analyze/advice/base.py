@@ -131,6 +131,17 @@ class Advice:
         return asdict(self)
 
 
+def sync_heat(per_step: float) -> float:
+    """How hot host syncs are without a measured stall: 0.05 per sync per step, at most 0.5
+    (every rule weighing syncs uses this one scale, so their advice ranks consistently).
+
+    Example:
+        >>> sync_heat(1.0), sync_heat(40.0)
+        (0.05, 0.5)
+    """
+    return min(0.5, 0.05 * max(float(per_step), 0.0))
+
+
 def with_saving(advice: Advice, step_time_ms: float, fraction: float, speedup: Speedup) -> Advice:
     """Fill an Advice's saving (Amdahl at the low end) and its range from a Speedup.
 

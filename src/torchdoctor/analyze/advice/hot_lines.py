@@ -37,6 +37,7 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
     cure_for,
     is_per_element_loop,
     loop_cause,
+    saving_note,
 )
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
@@ -140,6 +141,20 @@ def library_work(row: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:
+    """The line's fix: its cure's, else what the line is (one fused kernel, a framework's
+    loop, one op), else the generic pointer."""
+    if cure is not None:
+        return cure.fix
+    if _fused_attention(row):
+        return FUSED_FIX
+    package = library_work(row)
+    if package:
+        return _library_fix(row, package)
+    op = single_op(row)
+    return SINGLE_OP_FIX.format(op=op) if op else NO_CURE_FIX
+
+
 def _library_fix(row: Mapping[str, Any], package: str) -> str:
     top = (row.get("via") or [{}])[0]
     where = f"{os.path.basename(str(top.get('file')))}:{top.get('line')} ({top.get('function')})"
@@ -208,10 +223,7 @@ def _evidence(
             f"({via.get('function')}), library code called from this line"
         )
     if cure is not None:
-        out.append(
-            f"saving: Amdahl over the line's measured time with the cure's benchmarked speedup "
-            f"{cure.speedup.low:g}x-{cure.speedup.high:g}x ({cure.speedup.source})"
-        )
+        out.append(saving_note(cure))
     return out
 
 
@@ -242,15 +254,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             title=_title(row, share, cure),
             confidence="high" if cure is not None and cure.name != "batch the loop" else "medium",
             evidence=_evidence(row, share, findings, cure),
-            fix=cure.fix
-            if cure is not None
-            else FUSED_FIX
-            if _fused_attention(row)
-            else _library_fix(row, library_work(row))
-            if library_work(row)
-            else SINGLE_OP_FIX.format(op=single_op(row))
-            if single_op(row)
-            else NO_CURE_FIX,
+            fix=_fix(row, cure),
             references=list(
                 dict.fromkeys(
                     [str(f.get("code")) for f in findings]

@@ -193,6 +193,20 @@ CURES_BY_OP: dict[str, Cure] = {
 }
 
 
+def saving_note(cure: Cure) -> str:
+    """The evidence line saying how a cure's saving on a measured line is estimated.
+
+    Example:
+        >>> saving_note(WHITENING)[:39]
+        "saving: Amdahl over the line's measured"
+    """
+    speed = cure.speedup
+    return (
+        f"saving: Amdahl over the line's measured time with the cure's benchmarked speedup "
+        f"{speed.low:g}x-{speed.high:g}x ({speed.source})"
+    )
+
+
 def is_per_element_loop(row: Mapping[str, Any]) -> bool:
     """A line executed many times per step, and several times per run of its function (when
     that is known: the calls of the module whose forward it is in, or of the line that called

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_count, is_cuda, location
+from torchdoctor.analyze.advice.base import Advice, fmt_count, is_cuda, location, sync_heat
 
 MIN_PER_STEP = 0.5  # below: a read every few steps, i.e. at a log interval
 
@@ -191,7 +191,7 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
         fix=fix,
         references=switches + packages,
         code="\n".join(k.code for k in known if k.code) or None,
-        heat=min(0.5, 0.05 * per_step),
+        heat=sync_heat(per_step),
         locations=[location(first.get("user_file"), first.get("user_line"))]
         + [location(r.get("file"), r.get("line")) for r in records],
     )

@@ -28,12 +28,13 @@ from torchdoctor.analyze.advice.base import (
     node_ms,
     pct,
     same_file,
+    sync_heat,
     tree_step_ms,
     unattributed_ms,
     walk,
     with_saving,
 )
-from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause
+from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause, saving_note
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of
 from torchdoctor.lint.registry import RULES
 
@@ -97,9 +98,9 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             per_step = record.get("per_step")
             times = fmt_count(per_step) if isinstance(per_step, int | float) else "?"
             count = float(per_step) if isinstance(per_step, int | float) else 1.0
-            # as the host-syncs rule weighs them (analyze/advice/syncs.py): one sync per step
-            # in a 30 s LBFGS step is no first suspect
-            return min(0.5, 0.05 * count), f"the line syncs {times}x per step in the profile"
+            # weighed as every sync rule weighs syncs: one sync per step in a 30 s LBFGS
+            # step is no first suspect
+            return sync_heat(count), f"the line syncs {times}x per step in the profile"
     measured = line_of(session, path, line) if step > 0 else None
     if measured is not None and measured["total_ms"] > 0:  # the line's own time (hot lines)
         return min(1.0, measured["share"]), (
@@ -253,10 +254,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         )
         if cure is not None and measured is not None and measured["total_ms"] > 0:
             with_saving(advice[-1], step, measured["share"], cure.speedup)  # a measured line
-            advice[-1].evidence.append(
-                f"saving: Amdahl over the line's measured time with the cure's benchmarked "
-                f"speedup {cure.speedup.low:g}x-{cure.speedup.high:g}x ({cure.speedup.source})"
-            )
+            advice[-1].evidence.append(saving_note(cure))
     advice.sort(key=lambda a: a.heat, reverse=True)
     advice = advice[:MAX_HOT]
     for code, group in sorted(cold.items()):

@@ -19,7 +19,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, location, pct, tree_step_ms
+from torchdoctor.analyze.advice.base import (
+    Advice,
+    fmt_count,
+    fmt_ms,
+    location,
+    pct,
+    sync_heat,
+    tree_step_ms,
+)
 from torchdoctor.analyze.advice.torch_syncs import known_torch_sync
 
 SCALAR_KINDS = {"item", "cpu", "tolist", "numpy", "bool", "float", "int", "format", "repr"}
@@ -153,7 +161,7 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
         )
     else:
         advice.confidence = "medium" if cuda else "low"
-        advice.heat = min(0.5, 0.05 * per_step)
+        advice.heat = sync_heat(per_step)
     return advice
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_count, location, tree_step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_count, location, sync_heat, tree_step_ms
 
 MIN_PER_STEP = 0.5  # below: a read every few steps (a log interval, an epoch end)
 
@@ -159,7 +159,7 @@ def torch_syncs(session: Mapping[str, Any]) -> list[Advice]:
             references=[f"torch/{known.file}"],
             code=known.code,
             locations=list(dict.fromkeys(location(r.get("file"), r.get("line")) for r in records)),
-            heat=min(0.5, 0.05 * per_step),
+            heat=sync_heat(per_step),
             cause=f"torch-sync:{known.file}",
         )
         step = tree_step_ms(session)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.aggregate import summarize_step
+from torchdoctor.collect.assemble import TREE_OUTLIER
 from torchdoctor.collect.compiled import compile_seconds, compiled_frames
 from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
@@ -59,7 +60,7 @@ class RecentSteps:
         100.0
     """
 
-    BUDGET = 10.0
+    BUDGET = TREE_OUTLIER  # past it, the step is one the tree leaves out anyway
     MIN_BUDGET_NS = 50_000_000
 
     def __init__(self) -> None:

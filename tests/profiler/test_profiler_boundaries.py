@@ -72,6 +72,41 @@ def test_unmodified_dataloader_wait_is_the_data_phase(net):
     ]  # fmt: skip
 
 
+class _Normalize(nn.Module):
+    """A transform that is an nn.Module, as torchvision's are."""
+
+    def forward(self, x):
+        return (x - 0.5) / 0.25
+
+
+class _TransformedItems(torch.utils.data.Dataset):
+    def __init__(self):
+        self.transform = _Normalize()
+
+    def __len__(self):
+        return 24
+
+    def __getitem__(self, index):
+        return self.transform(torch.rand(4))
+
+
+def test_modules_called_by_the_loader_are_data_loading_not_the_model(net):
+    """An evaluation loop whose Dataset applies an nn.Module transform per item (torchvision's
+    Normalize): each step starts at the model's call, not at the transform's, and the transform
+    is not in the tree; its time is the data phase's."""
+    loader = torch.utils.data.DataLoader(_TransformedItems(), batch_size=4)
+    with torch.no_grad(), torchdoctor.Profiler(syncs=False, step_boundary="auto", detail="always") as prof:
+        for batch in loader:
+            net(batch)
+    s = prof.session
+    assert s["config"]["step_boundary"] == "module"
+    assert len(s["steps"]) >= 3
+    types = {node["type"] for node, _ in walk(s["tree"]) if node["type"]}  # (self): None
+    assert types == {"Sequential", "Linear", "ReLU"}, types  # no _Normalize
+    assert all(step["phases"]["data"] > 0 for step in s["steps"])
+    assert all(step["phases"]["forward"] > 0 for step in s["steps"])
+
+
 def test_loader_iterations_are_counted_per_settings(net):
     """A loader without persistent workers begins a new iterator (new workers) every epoch;
     the session counts them, so the data-loading advice can tell restarts from slow workers."""

@@ -156,3 +156,35 @@ def test_always_finds_a_sync_that_happens_only_in_a_control_step():
     assert not list(prof.state.summaries)[control]["detailed"]
     (sync,) = [s for s in prof.session["syncs"] if s["kind"] == "item"]
     assert sync["count"] == 1
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_profiler_closed_under_no_grad_calibrates_with_autograd_on(mode, monkeypatch):
+    """``with torch.no_grad(), Profiler():`` closes the profiler under the user's grad mode;
+    the calibrations (never run before in this process: caches emptied) build graphs and run
+    their backward all the same, and the session is made."""
+    from torchdoctor.collect import lines_overhead, profiler_overhead
+
+    monkeypatch.setattr(profiler_overhead, "_cost_us", {})
+    monkeypatch.setattr(lines_overhead, "_cost_us", {})
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    with mode(), torchdoctor.Profiler(step_boundary="auto", detail="always") as prof:
+        for _ in range(6):
+            net(torch.randn(3, 4))
+    assert prof.session["config"]["step_boundary"] == "module"
+    assert prof.session["config"]["profiler_overhead"]["calibrated_overhead_ms"] > 0
+    assert lines_overhead._cost_us and profiler_overhead._cost_us  # calibrated here
+
+
+def test_a_failing_estimate_costs_a_note_not_the_session(monkeypatch):
+    from torchdoctor.collect import finish
+
+    def broken(*args):
+        raise RuntimeError("calibration broke")
+
+    monkeypatch.setattr(finish, "_note_profiler_overhead", broken)
+    with torchdoctor.Profiler(syncs=False, detail="always") as prof:
+        _train(prof, 3)
+    session = prof.session
+    assert len(session["steps"]) == 3 and session["tree"]["children"]
+    assert any("calibration broke" in note for note in session["config"]["notes"])

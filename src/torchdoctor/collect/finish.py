@@ -179,9 +179,15 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot
             point_tree_at_lines(session["tree"], hot)
-        _note_profiler_overhead(
-            session, state, audits or ([audit] if audit else []), rec.registration_ns
-        )
+        try:  # (it calibrates: new work at the end of the run, never worth the session)
+            _note_profiler_overhead(
+                session, state, audits or ([audit] if audit else []), rec.registration_ns
+            )
+        except Exception as error:
+            session["config"]["notes"].append(
+                f"the profiler's estimate of its own cost failed ({type(error).__name__}: "
+                f"{error}); the figures are as measured"
+            )
     if audit is not None:
         session["syncs"] = audit.records(
             first_step=state.warmup, num_steps=store.count or None,

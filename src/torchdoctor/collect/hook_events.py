@@ -53,6 +53,8 @@ def _timed_event(method: Callable[..., Any]) -> Callable[..., Any]:
     return timed
 
 
+_PHASE_PUSHED, _HOOKS_MUTED = 1, 2  # what _data_enter did, undone by _data_leave
+
 _MARKER, _OPTIMIZER, _BACKWARD, _MODULE = (
     StepBoundary.MARKER, StepBoundary.OPTIMIZER, StepBoundary.BACKWARD, StepBoundary.MODULE
 )  # fmt: skip
@@ -80,6 +82,7 @@ class HookEvents:
     _no_grad_blocks: list[bool]
     _module_round: Any
     _optimizer_round: Any
+    _module_hooks: Any  # the module hooks switch (collect/install.py)
 
     def _cut(self, discard: bool = False) -> None:  # pragma: no cover - the Profiler's
         raise NotImplementedError
@@ -119,19 +122,31 @@ class HookEvents:
                 )
 
     @_timed_event
-    def _data_enter(self, iterator: Any = None) -> bool:
+    def _data_enter(self, iterator: Any = None) -> int:
         """``next()`` on a DataLoader iterator: the wait for the batch is the ``data`` phase.
-        Each loader's settings are noted once (the advice checks static findings against them)."""
+        Each loader's settings are noted once (the advice checks static findings against them).
+
+        Modules the batch's loading calls on this process (torchvision's ``Normalize`` and
+        ``Compose`` are modules; a frozen encoder in a ``collate_fn``) are data
+        loading, not the model: the module hooks are off while the loader runs, so they neither
+        take the step's boundary nor appear in the tree; their time is the data phase's."""
         if iterator is not None:
             self.state.note_loader(iterator, STATE.step_index)
-        if not self._rec.recording:
-            return False
-        self._rec.phases.push("data")
-        return True
+        token = 0
+        hooks = self._module_hooks
+        if hooks is not None and hooks.active and not self._rec.module_depth:
+            hooks.off()
+            token |= _HOOKS_MUTED
+        if self._rec.recording:
+            self._rec.phases.push("data")
+            token |= _PHASE_PUSHED
+        return token
 
     @_timed_event
-    def _data_leave(self, pushed: bool) -> None:
-        if pushed and self._rec.phases.phase == "data":
+    def _data_leave(self, token: int) -> None:
+        if token & _HOOKS_MUTED:
+            self._module_hooks.on()
+        if token & _PHASE_PUSHED and self._rec.phases.phase == "data":
             self._rec.phases.pop()
 
     @_timed_event

@@ -141,7 +141,7 @@ class Installation:
 
         self._undo.append(undo)
 
-    def wrap_data_loader(self, enter: Callable[[Any], bool], leave: Callable[[bool], None]) -> None:
+    def wrap_data_loader(self, enter: Callable[[Any], Any], leave: Callable[[Any], None]) -> None:
         """Call ``token = enter(iterator)`` before and ``leave(token)`` after each ``next()`` on
         a ``torch.utils.data.DataLoader`` iterator, on the calling thread only."""
         from torch.utils.data import dataloader

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.clocks import CpuClock
+from torchdoctor.collect.profiler_overhead import autograd_on
 from torchdoctor.collect.state import STATE
 
 _ROUNDS = 5
@@ -76,6 +77,7 @@ def _run(loop: Any, x: torch.Tensor, collector: Any = None) -> int:
     return took
 
 
+@autograd_on()
 def _calibrate() -> None:
     from torchdoctor.collect.lines import BACKWARD_EVERY, LineCollector
     from torchdoctor.collect.recorder import Recorder

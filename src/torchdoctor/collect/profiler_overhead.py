@@ -33,7 +33,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -52,6 +54,21 @@ _ROUNDS = 7
 _CALLS_PER_ITERATION = 4  # Sequential + Linear + Tanh + Linear
 
 
+@contextlib.contextmanager
+def autograd_on() -> Iterator[None]:
+    """The calibrations build graphs and run their backward whatever the caller's grad mode: a
+    profiler closed inside ``torch.no_grad()`` or ``torch.inference_mode()`` calibrates at its
+    end, under that mode.
+
+    Example:
+        >>> with torch.inference_mode(), autograd_on():
+        ...     torch.ones(1, requires_grad=True).sum().requires_grad
+        True
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
 def _loop(model: torch.nn.Module, x: torch.Tensor, backward: bool, rec: Any = None) -> int:
     start = time.thread_time_ns()  # CPU time: other processes on the machine do not count
     for _ in range(_ITERATIONS):
@@ -61,6 +78,7 @@ def _loop(model: torch.nn.Module, x: torch.Tensor, backward: bool, rec: Any = No
     return time.thread_time_ns() - start
 
 
+@autograd_on()
 def _calibrate(backward: bool, detailed: bool) -> tuple[float, float]:
     """``(total, outside)`` microseconds per module call: all the hooks add, and the part of
     it outside the hook functions' own measured time (calling them, autograd running them)."""
@@ -75,23 +93,22 @@ def _calibrate(backward: bool, detailed: bool) -> tuple[float, float]:
     plain: list[int] = []
     # detailed steps that compare module inputs, and those that do (FINGERPRINT_EVERY - 1) not
     hooked: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
-    with torch.enable_grad():
-        _loop(model, x, backward)
-        for _ in range(_ROUNDS):
-            plain.append(_loop(model, x, backward))
-            for fingerprinting, times in hooked.items():
-                rec.fingerprinting = fingerprinting
-                hooks = Installation()
-                hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
-                rec.new_step(rec.now())
-                try:
-                    times.append((_loop(model, x, backward), rec.hook_ns))
-                finally:
-                    hooks.remove()
-                    rec.release_handles()
-                    rec.phases.reset()
-                    STATE.module_stack.clear()
-                    STATE.phase = saved_phase
+    _loop(model, x, backward)
+    for _ in range(_ROUNDS):
+        plain.append(_loop(model, x, backward))
+        for fingerprinting, times in hooked.items():
+            rec.fingerprinting = fingerprinting
+            hooks = Installation()
+            hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+            rec.new_step(rec.now())
+            try:
+                times.append((_loop(model, x, backward), rec.hook_ns))
+            finally:
+                hooks.remove()
+                rec.release_handles()
+                rec.phases.reset()
+                STATE.module_stack.clear()
+                STATE.phase = saved_phase
     calls = _ITERATIONS * _CALLS_PER_ITERATION
     every = FINGERPRINT_EVERY
     (with_fp, inside_fp), (without, inside_no) = min(hooked[True]), min(hooked[False])

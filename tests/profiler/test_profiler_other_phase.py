@@ -86,3 +86,59 @@ def test_a_run_without_steps_has_no_between_steps_lines(tmp_path):
     session = json.loads((tmp_path / "o" / "session.json").read_text())
     assert session["config"]["step_boundary"] == "whole_run", done.stderr
     assert "other_lines" not in session and "Between steps" not in done.stdout
+
+
+def _rollout(steps=8, matmuls=0):
+    """A policy loop: forward, pure-Python work (an environment's step) while the graph is open,
+    then backward; ``matmuls`` big torch calls made by a user line outside any module."""
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    opt = torch.optim.SGD(policy.parameters(), lr=0.01)
+    big = torch.randn(400, 400)
+    with torchdoctor.Profiler(policy, detail="always", syncs=False) as prof:
+        for _ in range(steps):
+            out = policy(torch.randn(32, 64))
+            _busy(0.02)  # the environment: Python, no torch call
+            for _ in range(matmuls):
+                big = (big @ big).tanh()  # torch's time: the hot lines', not Python's
+            out.pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    return prof.session.to_dict()
+
+
+def test_python_outside_torch_in_the_forward_phase_is_sampled_to_its_line_and_advised():
+    from torchdoctor.reports import render_report
+
+    session = _rollout(matmuls=6)
+    rows: dict[str, float] = {}  # ms per step by function (its lines together)
+    for row in session["python_lines"]:
+        rows[row["function"]] = rows.get(row["function"], 0.0) + row["ms_per_step"]
+    assert rows["_busy"] > 10.0  # of ~20 ms of CPU
+    # the matmul line's time is torch's (its ticks fall in the hot lines' handler): not Python
+    assert rows.get("_rollout", 0.0) < 0.25 * rows["_busy"], rows
+    assert "other_lines" not in session or all(
+        row["function"] != "_busy" for row in session["other_lines"]
+    )  # (forward phase: not "between steps")
+    advice = [a for a in advise(session) if a.rule == "python-outside-torch"]
+    assert advice and "Python work the step waits for" in advice[0].title
+    assert advice[0].saving_range_ms[1] == pytest.approx(session["python_lines"][0]["ms_per_step"])
+    assert "## Python outside torch" in render_report(session, "md")
+
+
+def test_python_inside_a_module_is_the_module_s_not_python_outside_torch():
+    class Env(nn.Module):  # Python inside a module's forward: the tree's time for it
+        def forward(self, x):
+            _busy(0.02)
+            return x
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), Env())
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with torchdoctor.Profiler(model, detail="always", syncs=False) as prof:
+        for _ in range(6):
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            prof.step()
+    assert "python_lines" not in prof.session.to_dict()

@@ -364,3 +364,20 @@ def between_steps_session():
     session["other_lines"] = [{"file": "/x/train.py", "line": 90, "location": "train.py:90",
                                "code": "torch.save(model.state_dict(), p)", "ms_per_step": 35.0}]  # fmt: skip
     return session
+
+
+def python_lines_session(code="obs, reward, done, trunc, info = env.step(action)", hot_ms=None):
+    """The slow session whose loop steps an environment in Python in the forward phase;
+    ``hot_ms``: the same line also measured by the hot lines."""
+    session = slow_session()
+    session["python_lines"] = [{
+        "file": "/w/rl.py", "line": 41, "function": "rollout", "location": "rl.py:41",
+        "code": code, "ms_per_step": 0.4 * session["step_ms"]["median"],
+        "via": [{"file": "/env/cartpole.py", "line": 172, "function": "step", "ms_per_step": 1.0}],
+    }]  # fmt: skip
+    if hot_ms is not None:
+        session["hot_lines"] = {"lines": [{
+            "file": "/w/rl.py", "line": 41, "owner": "", "total_ms": {"mean": hot_ms},
+            "forward_ms": {"mean": hot_ms}, "backward_ms": {"mean": 0.0}, "calls_per_step": 1,
+            "torch_calls_per_step": 3, "top_ops": []}]}  # fmt: skip
+    return session

@@ -1,11 +1,12 @@
 """The "Between steps" section in every report format: present with sampled lines, absent
 without them."""
 
-from reports_sessions import between_steps_session, slow_session
+from reports_sessions import between_steps_session, python_lines_session, slow_session
 
 from torchdoctor.render.console import render_console
 from torchdoctor.render.html import render_html
 from torchdoctor.render.markdown import render_markdown
+from torchdoctor.session_read import center
 
 
 def test_sampled_lines_show_in_every_format():
@@ -23,3 +24,27 @@ def test_no_sampled_lines_no_section():
     assert "Between steps" not in render_console(session, width=140)
     assert "## Between steps" not in render_markdown(session)
     assert "between-steps" not in render_html(session)
+
+
+def test_python_outside_torch_shows_in_every_format_and_is_advised_by_what_it_calls():
+    from torchdoctor.analyze.advice import advise
+
+    session = python_lines_session("obs, reward, done, trunc, info = env.step(action)")
+    assert "Python outside torch" in render_console(session, width=140)
+    assert "| rl.py:41 |" in render_markdown(session).split("## Python outside torch")[1]
+    assert '<section id="python-outside-torch">' in render_html(session)
+    [advice] = [a for a in advise(session) if a.rule == "python-outside-torch"]
+    assert advice.title.endswith("an environment stepped one at a time")
+    assert "AsyncVectorEnv" in advice.fix
+    assert any("cartpole.py:172" in e for e in advice.evidence)
+    tokens = python_lines_session("ids = tokenizer(texts, return_tensors='pt')")
+    [advice] = [a for a in advise(tokens) if a.rule == "python-outside-torch"]
+    assert "Tokenize in the Dataset" in advice.fix
+
+
+def test_a_line_the_hot_lines_explain_is_not_advised_twice():
+    from torchdoctor.analyze.advice import advise
+
+    step = center(slow_session()["step_ms"])  # (the line: 0.4 of it)
+    explained = python_lines_session("x = torch.stack(items)", hot_ms=0.3 * step)
+    assert not [a for a in advise(explained) if a.rule == "python-outside-torch"]

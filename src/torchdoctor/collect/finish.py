@@ -175,6 +175,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         if other is not None and boundary is not StepBoundary.WHOLE_RUN:  # (no steps: no
             # "between steps"; a script that failed before its first step sampled its imports)
             session["other_lines"] = other
+        python = other_lines_section(detailed, "python_lines")  # forward: outside torch
+        if python is not None and boundary is not StepBoundary.WHOLE_RUN:
+            session["python_lines"] = python
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot

@@ -35,7 +35,7 @@ _SITE = tuple(os.sep + name + os.sep for name in ("site-packages", "dist-package
 _kinds: dict[int, tuple[CodeType, int]] = {}
 
 
-_COLLECT = _PACKAGE + "collect" + os.sep
+_COLLECT = COLLECT = _PACKAGE + "collect" + os.sep  # (public: the samplers' test)
 _HANDS_ON = (_COLLECT + "syncs",)  # the sync audit's modes and wrappers call the user's op
 
 
@@ -85,6 +85,25 @@ def kind_of(code: CodeType) -> int:
     kind = kind_of_file(code.co_filename)
     _kinds[key] = (code, kind)
     return kind
+
+
+_torch_codes: dict[int, tuple[CodeType, bool]] = {}
+
+
+def in_torch(code: CodeType) -> bool:
+    """Whether a code object is torch's own Python (cached like :func:`kind_of`).
+
+    Example:
+        >>> import torch
+        >>> in_torch(torch.nn.Module.__call__.__code__), in_torch(in_torch.__code__)
+        (True, False)
+    """
+    cached = _torch_codes.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    inside = code.co_filename.startswith(syncs_frames._TORCH)
+    _torch_codes[id(code)] = (code, inside)
+    return inside
 
 
 def locate(

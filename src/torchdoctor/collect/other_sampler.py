@@ -18,6 +18,14 @@ the tick interrupts is restarted, and the timer stopped outside the ``other`` ph
 steps, and not at all once torch.distributed is initialized (a tick must never interrupt a
 collective's wait). Forked children do not inherit interval timers.
 
+The same ticks run in the ``forward`` phase of detailed steps, where they see what neither the
+module tree nor the hot lines time: Python outside any torch call and any module (an RL
+environment's ``env.step``, tokenizing in the loop, NumPy post-processing). There a tick is
+charged only when no frame on the stack is torch's or the profiler's: a tick that falls during
+a module's forward or a torch function written in Python (``torch.distributions``) has a torch
+frame; one that falls during a C torch call made from a user line is taken in the hot lines'
+handler once the call returns (a profiler frame). Those ticks go to ``python_lines``.
+
 Example:
     >>> sampler = OtherPhaseSampler()
     >>> sampler.start()  # doctest: +SKIP
@@ -33,23 +41,29 @@ import threading
 import time
 from typing import Any
 
-from torchdoctor.collect.lines_frames import LIBRARY, PROFILER, USER, kind_of
+from torchdoctor.collect.lines_frames import COLLECT, LIBRARY, PROFILER, USER, in_torch, kind_of
 
 #: seconds of process CPU time between ticks (about 1% of the phase's time in the handler)
 INTERVAL_S = 0.002
+#: the phases ticked: every line in ``other``; Python outside torch and modules in ``forward``
+SAMPLED_PHASES = ("other", "forward")
 
 
 class OtherPhaseSampler:
-    """Samples the user lines of the ``other`` phase in detailed steps (see the module
-    docstring). ``take_step()`` returns ``{(file, line, function, via): ns}`` for the step
-    (``via``: the innermost library frame the line called into, or None)."""
+    """Samples the user lines of the ``other`` phase, and the Python outside torch of the
+    ``forward`` phase, in detailed steps (see the module docstring). ``take_step()`` returns
+    ``({(file, line, function, via): ns}, {...})`` for the step: the ``other`` phase's lines and
+    the forward phase's Python lines (``via``: the innermost library frame the line called
+    into, or None)."""
 
     def __init__(self) -> None:
         self.enabled = False  # installed (main thread, default SIGPROF handler)
         self.detailed = False  # the current step is detailed
         self.ticking = False
+        self.phase = "other"
         self.last = 0
         self.lines: dict[tuple[str, int, str, Any], int] = {}
+        self.python: dict[tuple[str, int, str, Any], int] = {}
         self._previous: Any = None
 
     def start(self) -> bool:
@@ -75,8 +89,12 @@ class OtherPhaseSampler:
                 signal.signal(signal.SIGPROF, self._previous or signal.SIG_DFL)
 
     def phase_changed(self, phase: str) -> None:
-        """Tick in the ``other`` phase of detailed steps only."""
-        if phase == "other" and self.detailed and self.enabled:
+        """Tick in the SAMPLED_PHASES of detailed steps only; the time since the last tick is
+        the phase's that ends (charged to no line: a sample is the interval before a tick)."""
+        if self.ticking:
+            self._charge(None)
+        self.phase = phase
+        if phase in SAMPLED_PHASES and self.detailed and self.enabled:
             if not self.ticking and signal.getsignal(signal.SIGPROF) == self._tick:
                 self.last = time.thread_time_ns()
                 signal.setitimer(signal.ITIMER_PROF, INTERVAL_S, INTERVAL_S)
@@ -89,13 +107,14 @@ class OtherPhaseSampler:
         self.detailed = detailed and not _distributed()
         self.phase_changed(phase)
 
-    def take_step(self) -> dict[tuple[str, int, str, Any], int]:
-        """This step's lines (and a fresh table for the next), charging the time since the
-        last tick when still ticking."""
+    def take_step(self) -> tuple[dict[tuple[str, int, str, Any], int], dict[tuple, int]]:
+        """This step's two tables (fresh ones for the next): the ``other`` phase's lines and
+        the forward phase's Python lines."""
         if self.ticking:
             self._charge(None)
         lines, self.lines = self.lines, {}
-        return lines
+        python, self.python = self.python, {}
+        return lines, python
 
     def _stop(self) -> None:
         if self.ticking:
@@ -110,6 +129,10 @@ class OtherPhaseSampler:
     def _charge(self, frame: Any) -> None:
         now = time.thread_time_ns()
         spent, self.last = now - self.last, now
+        if self.phase != "other":
+            if frame is not None:
+                self._charge_python(frame, spent)
+            return
         via = None  # the innermost library frame below the user's line (a Trainer's method)
         while frame is not None:
             kind = kind_of(frame.f_code)
@@ -127,26 +150,52 @@ class OtherPhaseSampler:
         self.lines[key] = self.lines.get(key, 0) + spent
 
 
+    def _charge_python(self, frame: Any, spent: int) -> None:
+        """A forward-phase tick: charged to the first user frame when nothing on the stack is
+        torch's, nor the profiler's below that frame (see the module docstring)."""
+        line = via = None
+        while frame is not None:
+            code = frame.f_code
+            if in_torch(code):
+                return
+            kind = kind_of(code)
+            if line is None:
+                if code.co_filename.startswith(COLLECT):  # the profiler's or the sync audit's
+                    return  # handlers (outer frames of collect/ are `run`'s runner)
+                if kind == USER:
+                    line = frame
+                elif kind == LIBRARY and via is None:
+                    via = (code.co_filename, frame.f_lineno, code.co_name)
+            frame = frame.f_back
+        if line is not None:
+            code = line.f_code
+            key = (code.co_filename, line.f_lineno, code.co_name, via)
+            self.python[key] = self.python.get(key, 0) + spent
+
+
 #: lines kept in session["other_lines"] (the heaviest)
 MAX_LINES = 20
 
 
-def other_lines_section(steps: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+def other_lines_section(
+    steps: list[dict[str, Any]], field: str = "other_lines"
+) -> list[dict[str, Any]] | None:
     """``session["other_lines"]``: per user line sampled in the ``other`` phase of the
     detailed steps, its mean ms per step (over those steps), heaviest first; None when nothing
-    was sampled.
+    was sampled. With ``field="python_lines"``: ``session["python_lines"]``, the same for the
+    forward phase's Python outside torch.
 
     Example:
         >>> steps = [{"other_lines": {("/w/t.py", 9, "<module>", None): 4_000_000}}, {}]
         >>> other_lines_section(steps)[0]["ms_per_step"], other_lines_section(steps)[0]["location"]
         (2.0, 't.py:9')
     """
-    if not steps or not any(s.get("other_lines") for s in steps):
+    if not steps or not any(s.get(field) for s in steps):
         return None
     totals: dict[tuple[str, int, str], int] = {}
     vias: dict[tuple[str, int, str], dict[tuple, int]] = {}
     for step in steps:
-        for (file, line, function, via), ns in (step.get("other_lines") or {}).items():
+        for (file, line, function, via), ns in (step.get(field) or {}).items():
             key = (file, line, function)
             totals[key] = totals.get(key, 0) + ns
             if via is not None:

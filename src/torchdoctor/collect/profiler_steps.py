@@ -194,7 +194,7 @@ class StepCycle:
             raw = rec.take_step(end_token)
             lines = self._lines.take_step() if self._lines is not None else None
             cut = self._lines is not None and self._lines.step_cut
-            other = self._other.take_step() if self._other is not None else None
+            other = self._other.take_step() if self._other is not None else (None, None)
             if kept:
                 if rec.count_memory:
                     self._memory_counted = True
@@ -263,7 +263,7 @@ def _summarize_detailed(
     peak: int | None,
     fingerprinted: bool,
     audited: bool,
-    other: dict[tuple, int] | None = None,
+    other: tuple[dict[tuple, int] | None, dict[tuple, int] | None] = (None, None),
     cut: bool = False,
 ) -> dict[str, Any]:
     """A detailed step's summary from its detached records (run when its batch is flushed,
@@ -284,6 +284,8 @@ def _summarize_detailed(
     summary["audited"] = audited
     if cut:  # its hot lines stopped at RecentSteps' budget: an evaluation, a stall
         summary["lines_cut"] = True
-    if other:  # the other phase's sampled lines (collect/other_sampler.py), ns
-        summary["other_lines"] = other
+    if other[0]:  # the other phase's sampled lines (collect/other_sampler.py), ns
+        summary["other_lines"] = other[0]
+    if other[1]:  # ... and the forward phase's Python outside torch
+        summary["python_lines"] = other[1]
     return summary

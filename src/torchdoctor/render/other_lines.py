@@ -1,6 +1,7 @@
-"""The "Between steps" section: the user lines sampled in the ``other`` phase (checkpoints,
-``gc.collect()``, logging; ``session["other_lines"]``), as rich, Markdown or HTML. Never
-measures.
+"""The sampled line sections, as rich, Markdown or HTML: "Between steps", the user lines sampled
+in the ``other`` phase (checkpoints, ``gc.collect()``, logging; ``session["other_lines"]``), and
+"Python outside torch", those of the forward phase's Python outside torch calls and modules (an
+RL environment's step, tokenizing in the loop; ``session["python_lines"]``). Never measures.
 
 Example:
     >>> session = {"step_ms": {"mean": 10.0}, "tree": {"total_ms": {"mean": 10.0}},
@@ -28,6 +29,16 @@ NOTE = (
     "user lines of the work between optimizer.step() and the next forward that makes no torch "
     "call (sampled on CPU time in the detailed steps; waits are charged to no line)"
 )
+PYTHON_NOTE = (
+    "user lines running Python outside any torch call and any module in the forward phase "
+    "(sampled on CPU time in the detailed steps; an accelerator idles while they run unless "
+    "work was queued before them)"
+)
+#: (session field, title, HTML id, note) of each section, in report order
+SECTIONS = (
+    ("other_lines", "Between steps", "between-steps", NOTE),
+    ("python_lines", "Python outside torch", "python-outside-torch", PYTHON_NOTE),
+)
 
 
 def _step(session: Mapping[str, Any]) -> float:
@@ -35,11 +46,11 @@ def _step(session: Mapping[str, Any]) -> float:
     return center(tree.get("total_ms")) or center(session.get("step_ms"))
 
 
-def other_rows(session: Mapping[str, Any]) -> list[list[str]]:
-    """The table's rows (plain text), heaviest first."""
+def other_rows(session: Mapping[str, Any], field: str = "other_lines") -> list[list[str]]:
+    """The rows (plain text) of the section of ``field``, heaviest first."""
     step = _step(session)
     rows = []
-    for row in (session.get("other_lines") or ())[:MAX_ROWS]:
+    for row in (session.get(field) or ())[:MAX_ROWS]:
         ms = float(row.get("ms_per_step") or 0.0)
         share = 100.0 * ms / step if step > 0 else 0.0
         if share < MIN_PCT:
@@ -54,43 +65,53 @@ def other_rows(session: Mapping[str, Any]) -> list[list[str]]:
 
 
 def rich_other_lines(session: Mapping[str, Any]) -> list[Any]:
-    """Rich renderables: a title, a table and its note (nothing without rows)."""
+    """Rich renderables: per section with rows, a title, a table and its note."""
     from rich.table import Table
     from rich.text import Text
 
-    rows = other_rows(session)
-    if not rows:
-        return []
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for index, column in enumerate(HEADER):
-        table.add_column(column, justify="right" if index in (1, 2) else "left",
-                         no_wrap=index < 3)  # fmt: skip
-    for cells in rows:
-        table.add_row(*cells)
-    return [Text("Between steps", style="bold"), table, Text(NOTE, style="dim")]
+    items: list[Any] = []
+    for field, title, _, note in SECTIONS:
+        rows = other_rows(session, field)
+        if not rows:
+            continue
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for index, column in enumerate(HEADER):
+            table.add_column(column, justify="right" if index in (1, 2) else "left",
+                             no_wrap=index < 3)  # fmt: skip
+        for cells in rows:
+            table.add_row(*cells)
+        items += [Text(title, style="bold"), table, Text(note, style="dim")]
+    return items
 
 
 def markdown_other_lines(session: Mapping[str, Any]) -> list[str]:
-    """Markdown lines of the section ([] without rows)."""
-    rows = other_rows(session)
-    if not rows:
-        return []
-    out = ["## Between steps", "", "| " + " | ".join(HEADER) + " |", "|---|---:|---:|---|"]
-    out += ["| " + " | ".join(escape(cell) for cell in cells) + " |" for cells in rows]
-    return out + ["", NOTE, ""]
+    """Markdown lines of the sections with rows."""
+    out: list[str] = []
+    for field, title, _, note in SECTIONS:
+        rows = other_rows(session, field)
+        if not rows:
+            continue
+        out += [f"## {title}", "", "| " + " | ".join(HEADER) + " |", "|---|---:|---:|---|"]
+        out += ["| " + " | ".join(escape(cell) for cell in cells) + " |" for cells in rows]
+        out += ["", note, ""]
+    return out
 
 
 def html_other_lines(session: Mapping[str, Any]) -> str:
-    """The section as HTML ('' without rows)."""
-    rows = other_rows(session)
-    if not rows:
-        return ""
+    """The sections with rows as HTML ('' without any)."""
+    out = []
     head = "".join(f"<th>{html_escape(h)}</th>" for h in HEADER)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html_escape(cell)}</td>" for cell in cells) + "</tr>"
-        for cells in rows
-    )
-    return (
-        f'<section id="between-steps"><h2>Between steps</h2><table><thead><tr>{head}</tr>'
-        f'</thead><tbody>{body}</tbody></table><p class="meta">{html_escape(NOTE)}</p></section>'
-    )
+    for field, title, anchor, note in SECTIONS:
+        rows = other_rows(session, field)
+        if not rows:
+            continue
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html_escape(cell)}</td>" for cell in cells) + "</tr>"
+            for cells in rows
+        )
+        out.append(
+            f'<section id="{anchor}"><h2>{html_escape(title)}</h2><table><thead><tr>{head}</tr>'
+            f'</thead><tbody>{body}</tbody></table><p class="meta">{html_escape(note)}</p>'
+            "</section>"
+        )
+    return "".join(out)

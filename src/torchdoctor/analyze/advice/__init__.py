@@ -35,7 +35,7 @@ from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.library_syncs import library_syncs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.merge import one_per_cause
-from torchdoctor.analyze.advice.other_phase import between_steps
+from torchdoctor.analyze.advice.other_phase import between_steps, python_outside_torch
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
@@ -66,6 +66,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     train_inference_ratio,
     data_loading,
     between_steps,
+    python_outside_torch,
     recompiles,
     anomaly_detection,
     communication,

@@ -1,5 +1,7 @@
 """Rule ``between-steps``: the loop's own work outside forward, backward, the optimizer and
-data loading (the ``other`` phase) takes a sizable share of the step.
+data loading (the ``other`` phase) takes a sizable share of the step. Rule
+``python-outside-torch``: in the forward phase, Python outside any torch call and any module
+(``session["python_lines"]``: an RL environment's step, tokenizing in the loop) does.
 
 Checkpoints written every step, an explicit ``gc.collect()``, metrics and logging make no torch
 call the hot lines could time; the profiler samples the user lines of that phase in detailed
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, center, fmt_ms, location, pct, tree_step_ms
+from torchdoctor.analyze.advice.hot_lines_data import measured_lines
 
 #: a sampled line taking at least this share of the step is advised (at most MAX_ADVICE)
 MIN_SHARE = 0.05
@@ -99,6 +102,81 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
                     f"the other phase (outside forward, backward, optimizer and data) is "
                     f"{fmt_ms(other)} per step ({pct(other, step):.0f}%)",
                     f"doing it every {EVERY} steps saves {fmt_ms(saving)} per step",
+                ],
+                fix=fix,
+                locations=[location(row.get("file"), row.get("line"))],
+                heat=min(1.0, ms / step),
+            )
+        )
+    return advice
+
+
+#: (texts in the line, what it is, the fix) for Python outside torch; first match, the last any
+PYTHON_REMEDIES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (
+        ("env.step(", "envs.step(", "env.reset(", "envs.reset("),
+        "an environment stepped one at a time",
+        "Step many environments per policy call: gymnasium.vector.AsyncVectorEnv (the "
+        "environments' Python in worker processes) or SyncVectorEnv, so each forward serves a "
+        "batch of observations; or a simulator that runs on the device.",
+    ),
+    (
+        ("tokeniz", ".encode(", ".decode(", "batch_decode("),
+        "text processing in the loop",
+        "Tokenize in the Dataset (DataLoader workers) or once ahead of training; decode "
+        "generated text once at the end, not per token or per step.",
+    ),
+    (
+        ("",),
+        "Python work the step waits for",
+        "Vectorize it (one NumPy or torch op over the batch instead of per item), move it into "
+        "a DataLoader worker or a background thread, or cache its result when its inputs repeat.",
+    ),
+)
+
+
+def python_outside_torch(session: Mapping[str, Any]) -> list[Advice]:
+    """One advice per line of ``session["python_lines"]`` taking >= MIN_SHARE of the step
+    that the hot lines do not already explain (a line whose measured torch calls and Python
+    between them take at least half its sampled time is advised as a hot line).
+
+    Example:
+        >>> session = {"step_ms": {"mean": 100.0}, "python_lines": [{"file": "/w/rl.py",
+        ...     "line": 12, "location": "rl.py:12", "code": "obs, r, done, _, _ = env.step(a)",
+        ...     "ms_per_step": 40.0, "via": []}]}
+        >>> [(a.rule, a.title.split(": ")[-1]) for a in python_outside_torch(session)]
+        [('python-outside-torch', 'an environment stepped one at a time')]
+    """
+    step = tree_step_ms(session)
+    if step <= 0:
+        return []
+    timed = {(row["file"], row["line"]): row["total_ms"] for row in measured_lines(session)}
+    advice = []
+    for row in (session.get("python_lines") or ())[:MAX_ADVICE]:
+        ms = float(row.get("ms_per_step") or 0.0)
+        if ms < MIN_SHARE * step or timed.get((row.get("file"), row.get("line")), 0.0) >= ms / 2:
+            continue
+        code = str(row.get("code") or "")
+        what, fix = next((w, f) for texts, w, f in PYTHON_REMEDIES if any(t in code for t in texts))
+        where = str(row.get("location") or "?")
+        advice.append(
+            Advice(
+                rule="python-outside-torch",
+                title=f"{where} runs Python outside torch for {pct(ms, step):.0f}% of the step "
+                f"({fmt_ms(ms)}): {what}",
+                estimated_saving_ms=ms,
+                saving_range_ms=[ms / 2, ms],
+                confidence="medium",
+                evidence=[
+                    f"{where} `{code}`: {fmt_ms(ms)} of CPU per step outside any torch call "
+                    "and module, sampled in the forward phase of the detailed steps",
+                    *(
+                        f"through {os.path.basename(str(v.get('file')))}:{v.get('line')} "
+                        f"({v.get('function')}): {fmt_ms(float(v.get('ms_per_step') or 0))}"
+                        for v in (row.get("via") or ())[:2]
+                    ),
+                    "the saving is up to all of it (run elsewhere or batched, the step no "
+                    "longer waits for it); the low end assumes half remains",
                 ],
                 fix=fix,
                 locations=[location(row.get("file"), row.get("line"))],

@@ -146,3 +146,47 @@ def test_timer_without_a_process_group_records_nothing_and_bad_calls_raise_as_be
 def test_payload_bytes_takes_the_largest_tensor_argument():
     assert payload_bytes([torch.zeros(2, dtype=torch.float64), [torch.zeros(3)] * 2]) == 24
     assert payload_bytes([None, 0]) is None
+
+
+def test_the_wait_for_ddp_s_last_bucket_is_not_the_first_layer_s_backward(group):
+    """DDP waits for its last bucket's all-reduce at the end of backward; the first layer's
+    backward (its input needs no grad: no end mark of its own) ends at that bucket's launch,
+    not with the pass, so the wait is not blamed on it."""
+    import threading
+
+    import torchdoctor
+    from torchdoctor.session_read import walk
+
+    def slow_all_reduce(state, bucket):  # the script's hook: completes 30 ms later
+        future = torch.futures.Future()
+
+        def finish():
+            time.sleep(0.03)
+            future.set_result(bucket.buffer())
+
+        threading.Thread(target=finish).start()
+        return future
+
+    torch.manual_seed(0)
+    model = nn.parallel.DistributedDataParallel(
+        nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    timer = CollectiveTimer().start()
+    try:
+        with torchdoctor.Profiler(
+            step_boundary="auto", syncs=False, hot_lines=False, detail="always", warmup=1
+        ) as prof:
+            for step in range(5):
+                model(torch.randn(4, 8)).sum().backward()
+                if step == 0:  # after our hook attached at the first forward: ours calls it
+                    model.register_comm_hook(None, slow_all_reduce)
+                opt.step()
+                opt.zero_grad()
+    finally:
+        timer.stop()
+    nodes = {node["path"]: node for node, _ in walk(prof.session["tree"])}
+    first = nodes["module.0"]["backward_ms"]["median"]
+    total = prof.session["phases"]["backward"]["median"]
+    assert total > 25.0  # the wait is in the step's backward
+    assert first < 10.0, (first, total)  # ... but not in the first layer's

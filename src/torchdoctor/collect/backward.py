@@ -40,11 +40,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from typing import Any
 
 from torchdoctor.collect.records import BackwardMark, MarkKind
 
 Interval = tuple[float, float]
-_START, _END, _PASS_END = (int(k) for k in (MarkKind.START, MarkKind.END, MarkKind.PASS_END))
+_START, _END, _PASS_END, _COMPUTED = (
+    int(k) for k in (MarkKind.START, MarkKind.END, MarkKind.PASS_END, MarkKind.COMPUTED)
+)
 
 
 def merge(intervals: list[Interval]) -> list[Interval]:
@@ -108,8 +111,9 @@ def call_intervals(
     but no end (none of its inputs required grad) ends at the next backward start of a call made
     before it in forward (not an ancestor; the backward runs in reverse forward order, so that
     call's backward comes after this one's), the next end of an ancestor, or when the backward
-    pass returned. Identity modules (``Dropout(0)``, ``Identity``) share their input tensor's
-    hooks and so are never taken for the next module.
+    pass returned, or, under DDP, its last gradient bucket's launch before that (``COMPUTED``:
+    what follows is the wait for the all-reduce). Identity modules (``Dropout(0)``,
+    ``Identity``) share their input tensor's hooks and so are never taken for the next module.
 
     Example:
         >>> S, E, PASS_END = MarkKind.START, MarkKind.END, MarkKind.PASS_END
@@ -118,11 +122,12 @@ def call_intervals(
         >>> call_intervals(marks, parent=[-1, 0, 0])  # call 2 has no end mark: ends with the pass
         {1: [(10.0, 25.0)], 2: [(30.0, 50.0)]}
     """
+    marks = _last_launches(marks)
     starts: dict[int, float] = {}
     ends: dict[int, float] = {}
     owner: dict[int, int] = {}
     for node, serial, kind, t in marks:
-        if kind == _PASS_END:
+        if kind == _PASS_END or kind == _COMPUTED:
             continue
         owner[serial] = node
         if kind == _START:
@@ -144,7 +149,7 @@ def call_intervals(
                     times = [t for t, *_ in ordered]
                 chain = _chain(node, parent)  # the node and its ancestors
                 for t, other, kind, other_serial in ordered[bisect.bisect_right(times, start) :]:
-                    if kind == _PASS_END or (
+                    if kind == _PASS_END or kind == _COMPUTED or (
                         other in chain  # an ancestor's end
                         if kind == _END
                         # the start of a call made earlier in forward, outside this subtree
@@ -154,6 +159,29 @@ def call_intervals(
                         break
         out.setdefault(node, []).append((start, max(end, start)))
     return out
+
+
+def _last_launches(marks: Sequence[BackwardMark]) -> Sequence[BackwardMark]:
+    """The marks with, of the ``COMPUTED`` marks (DDP bucket launches), only each pass's last:
+    earlier buckets launch while the backward still computes.
+
+    Example:
+        >>> C, P = MarkKind.COMPUTED, MarkKind.PASS_END
+        >>> marks = [BackwardMark(0, 0, C, 5.0), BackwardMark(0, 0, C, 8.0),
+        ...          BackwardMark(0, 0, P, 9.0)]
+        >>> [m.t for m in _last_launches(marks)]
+        [8.0, 9.0]
+    """
+    if not any(m[2] == _COMPUTED for m in marks):
+        return marks
+    last: dict[int, Any] = {}  # pass (the PASS_ENDs before it) -> its last launch
+    ends = sorted(m[3] for m in marks if m[2] == _PASS_END)
+    for m in marks:
+        if m[2] == _COMPUTED:
+            index = bisect.bisect_left(ends, m[3])
+            last[index] = max(last.get(index, m[3]), m[3])
+    kept = set(last.values())
+    return [m for m in marks if m[2] != _COMPUTED or m[3] in kept]
 
 
 def backward_intervals(

@@ -23,6 +23,7 @@ from typing import Any
 
 from torchdoctor.collect.collective_call import Call
 from torchdoctor.collect.collective_call import stamp as _stamp
+from torchdoctor.collect.state import STATE
 
 __all__ = ["install_ddp_hooks", "ddp_settings"]
 
@@ -141,6 +142,9 @@ def _attach(timer: Any, model: Any, delegates: Any, register: Callable) -> None:
                     ddp=True)  # fmt: skip
         cuda = buffer.is_cuda
         call.start = _stamp(cuda)
+        profiler = STATE.profiler
+        if profiler is not None and profiler.state.recorder is not None:
+            profiler.state.recorder.gradients_launched()  # the backward's compute is done here
         timer.enter()  # the all_reduce inside is this bucket, not a call of its own
         try:
             future = entry["delegate"](bucket)

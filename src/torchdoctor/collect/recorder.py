@@ -379,6 +379,12 @@ class Recorder(NodeRegistry, RegionEvents):
         if self.fingerprints:
             self.fingerprints = {k: v for k, v in self.fingerprints.items() if not v[2]}
 
+    def gradients_launched(self) -> None:
+        """DDP launched a gradient bucket's all-reduce (``collect/collectives_ddp.py``): mark
+        it (``MarkKind.COMPUTED``) in detailed steps with backward attribution."""
+        if self.detailed and self.backward and self.recording:
+            self.bwd.append(BackwardMark(0, 0, MarkKind.COMPUTED, self.now()))
+
     def _hook(self, tensors: list[Tensor], node: int, serial: int, kind: MarkKind) -> None:
         """Mark ``kind`` for call ``serial`` of ``node`` when the gradient of any of
         ``tensors`` is complete.

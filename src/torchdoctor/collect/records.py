@@ -35,6 +35,10 @@ class MarkKind(IntEnum):
     START = 0  # an output's gradient of the call is complete
     END = 1  # an input's gradient of the call is complete
     PASS_END = 2  # a backward pass returned: ends calls whose inputs needed no grad
+    # DDP launched a gradient bucket's all-reduce: the backward compute is done up to here; the
+    # last of a pass ends calls whose inputs needed no grad before the pass's end (the wait for
+    # the last bucket is communication, not the first layer's backward)
+    COMPUTED = 3
 
 
 class Frame(NamedTuple):
@@ -84,7 +88,7 @@ class BackwardMark(NamedTuple):
 
 
 _new = tuple.__new__  # a record without its generated Python __new__ (hot path)
-_PASS_END = MarkKind.PASS_END
+_PASS_END, _COMPUTED = MarkKind.PASS_END, MarkKind.COMPUTED
 
 
 def resolve_records(clock: Any, raw: tuple) -> tuple[Any, list, list, list]:
@@ -114,7 +118,8 @@ def resolve_records(clock: Any, raw: tuple) -> tuple[Any, list, list, list]:
         i += 2
     marks = []
     for node, serial, kind, _ in bwd:
-        if serial >= first or kind is _PASS_END:  # drop marks of earlier steps' calls
+        if serial >= first or kind is _PASS_END or kind is _COMPUTED:  # drop marks of
+            # earlier steps' calls (a pass's marks belong to no call)
             marks.append(_new(BackwardMark, (node, serial, kind, ns[i])))
         i += 1
     for entries, _ in fired:

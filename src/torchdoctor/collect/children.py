@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing.process
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -50,10 +51,18 @@ def target_name(process: Any) -> str | None:
 
 
 class ChildProcesses:
-    """Counts the processes started while installed, by target name."""
+    """Counts the processes started while installed, by target name.
+
+    ``follow`` (set by `torchdoctor run`, ``commands/run_children.py``): called as
+    ``follow(process, name, index)`` before each such process starts, it may replace the
+    process's target by one that profiles it, and returns where that profile goes (or None);
+    ``followed`` lists ``{"name", "index", "out"}`` of those.
+    """
 
     def __init__(self) -> None:
         self.started: dict[str, int] = {}
+        self.follow: Callable[[Any, str, int], str | None] | None = None
+        self.followed: list[dict[str, Any]] = []
 
     def install(self) -> Callable[[], None]:
         """Wrap ``BaseProcess.start``; returns the undo."""
@@ -65,7 +74,12 @@ class ChildProcesses:
         def start(process: Any) -> Any:
             name = target_name(process)
             if name is not None:
-                started[name] = started.get(name, 0) + 1
+                index = started.get(name, 0)
+                started[name] = index + 1
+                if self.follow is not None:
+                    out = self.follow(process, name, index)
+                    if out is not None:
+                        self.followed.append({"name": name, "index": index, "out": out})
             return original(process)
 
         cls.start = start
@@ -82,6 +96,13 @@ class ChildProcesses:
             return None
         count = sum(self.started.values())
         what = ", ".join(f"{name} x{n}" for name, n in sorted(self.started.items())[:5])
+        if self.followed:
+            where = sorted({os.path.dirname(entry["out"]) for entry in self.followed})
+            return (
+                f"{count} process(es) started by the script ({what}) ran outside this profile; "
+                f"{len(self.followed)} of them were profiled on their own (session.json and "
+                f"reports per process in {', '.join(where)}: session['children'])"
+            )
         return (
             f"{count} process(es) started by the script ({what}) ran outside this profile: "
             "their steps are not in it (this process only waited for them if it joined); "

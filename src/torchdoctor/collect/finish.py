@@ -125,6 +125,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     children = state.children.note() if state.children is not None else None
     if children:  # the work ran in other processes (a Hogwild trainer)
         notes.append(children)
+        if state.children.followed:  # ... profiled on their own (`run`)
+            session["children"] = [dict(entry) for entry in state.children.followed]
     if stalls:
         walls = ", ".join(f"{s['wall_ms']:.3g}" for s in stalls[:5])
         notes.append(

@@ -224,9 +224,9 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     ``ValueError`` (bad ``--step-fn``) before anything runs.
     """
     from torchdoctor.collect.collectives import CollectiveTimer
-    from torchdoctor.collect.profiler import Profiler
     from torchdoctor.collect.script import load_script, run_script
     from torchdoctor.collect.syncs import sync_audit
+    from torchdoctor.commands.run_children import follow_children
     from torchdoctor.commands.run_watch import (
         checkpoint_at_hard_exit,
         start_checkpoints,
@@ -234,18 +234,12 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     )
 
     script = load_script(args.script, args.step_fn)
-    profiler = Profiler(
-        None, syncs=False, warmup=args.warmup, max_steps=args.max_steps,
-        step_boundary="manual" if args.step_fn else "auto",
-        label=os.path.basename(args.script), memory=full, backward=full,
-        hot_lines=full and not getattr(args, "no_hot_lines", False),
-        detail=getattr(args, "detail", "windows"), window=getattr(args, "detail_window", 5),
-        period_steps=max(getattr(args, "detail_period", 100), getattr(args, "detail_window", 5)),
-        period_s=getattr(args, "detail_period_s", 60.0),
-    )  # fmt: skip
+    profiler = make_profiler(args, full=full, label=os.path.basename(args.script))
     audit = sync_audit(thorough=args.thorough)
     collectives = CollectiveTimer()
     profiler.start()
+    if full:  # processes the script starts (a Hogwild trainer, mp.spawn) get profiles too
+        follow_children(profiler, args)
     outcome = None
     live = None
     try:
@@ -287,6 +281,20 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     return outcome, session
 
 
+def make_profiler(args: argparse.Namespace, *, full: bool, label: str) -> Any:
+    """The profiler `run` drives, from its options (the script's process and its children)."""
+    from torchdoctor.collect.profiler import Profiler
+
+    return Profiler(
+        None, syncs=False, warmup=args.warmup, max_steps=args.max_steps,
+        step_boundary="manual" if args.step_fn else "auto", label=label, memory=full,
+        backward=full, hot_lines=full and not getattr(args, "no_hot_lines", False),
+        detail=getattr(args, "detail", "windows"), window=getattr(args, "detail_window", 5),
+        period_steps=max(getattr(args, "detail_period", 100), getattr(args, "detail_window", 5)),
+        period_s=getattr(args, "detail_period_s", 60.0),
+    )  # fmt: skip
+
+
 def _add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
     """What `run` adds to the profiler's session (the final one and each checkpoint): the
     step function's boundary and the records of its own sync audit."""
@@ -319,6 +327,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     """
     from torchdoctor.collect.script import ScriptNotFoundError
     from torchdoctor.commands.ranks import distributed_rank, merge_ranks, torchrun_run_id
+    from torchdoctor.commands.run_children import children_notices
     from torchdoctor.commands.run_report import record_run, run_notices, shown_path
 
     started = time.time()
@@ -380,7 +389,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
             print(f"torchdoctor {command}: the report could not be printed ({type(exc).__name__}: "
                   f"{exc}){kept}: `torchdoctor report {path or 'OUT/session.json'}` tries again; "
                   "please report this with the session file", file=sys.stderr)  # fmt: skip
-    notices = run_notices(session)
+    notices = run_notices(session) + children_notices(session)
     if path is not None:
         notices.append(f"session written to {shown_path(path, start_dir)}")
         if not only_syncs and (dist is None or dist[0] == 0):

@@ -1,0 +1,166 @@
+"""Processes a script starts under `torchdoctor run`, profiled on their own.
+
+A Hogwild trainer (pytorch/examples ``mnist_hogwild``), ``torch.multiprocessing.spawn`` of a
+DDP training function, or a hand-made ``mp.Process`` pool trains in child processes while the
+script's own process waits in ``join()``. `run` follows them: before each such process starts
+(``collect/children.py`` sees ``Process.start``; DataLoader workers are the loader's own), its
+target is replaced by a :class:`ProfiledChild` holding the original target and `run`'s options.
+In the child (spawned, forked or forkserver'd: the wrapper pickles with the target) it runs the
+target under the same profiler and sync audit `run` uses, with checkpoints, and writes
+``OUT/children/<target>-<k>/`` (``session.json``, ``report.md``, ``report.html``): ``k`` counts
+the processes of that target in start order (``mp.spawn``'s process index). The parent's
+session lists them (``session["children"]``) and `run` prints one line per child.
+
+Never at the child's expense: if the profiler cannot start, the target runs as it would have;
+a profile that cannot be written costs a line on stderr; the target's result, exceptions and
+``sys.exit`` code are the child's as before.
+
+Example:
+    >>> child = ProfiledChild(print, "/tmp/out/children/print-0", "train.py", {})
+    >>> child.label
+    'train.py (print #0)'
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+#: `run`'s options a child's profiler takes (its step function is the script's, not the child's)
+CHILD_OPTIONS = ("warmup", "max_steps", "detail", "detail_window", "detail_period",
+                 "detail_period_s", "no_hot_lines", "thorough", "checkpoint_every")  # fmt: skip
+
+
+class ProfiledChild:
+    """A child process's target, run under `run`'s profiler (see the module docstring).
+
+    Picklable when the target is: it is what a spawned child unpickles and calls.
+    """
+
+    def __init__(self, target: Any, out: str, script: str, options: dict[str, Any]) -> None:
+        self.target = target
+        self.out = out
+        self.script = script
+        self.options = dict(options)
+        name = os.path.basename(out)
+        self.label = f"{os.path.basename(script)} ({name.rsplit('-', 1)[0]} #{name.rsplit('-', 1)[-1]})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            run = self._start()
+        except Exception as exc:  # never break the child for its profile
+            print(f"torchdoctor: {self.label} runs unprofiled ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)  # fmt: skip
+            return self.target(*args, **kwargs)
+        failure: BaseException | None = None
+        try:
+            return self.target(*args, **kwargs)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self._finish(run, failure)
+
+    def _start(self) -> tuple[Any, ...]:
+        from torchdoctor.collect.collectives import CollectiveTimer
+        from torchdoctor.collect.syncs import sync_audit
+        from torchdoctor.commands.run import _add_run_fields, make_profiler
+        from torchdoctor.commands.run_watch import start_checkpoints
+
+        args = argparse.Namespace(
+            out=self.out, script=self.script, step_fn=None, **{
+                "warmup": 1, "max_steps": None, "thorough": False, "checkpoint_every": 0.0,
+                **self.options})  # fmt: skip
+        stale = Path(self.out) / "session.json"
+        if stale.exists():  # a previous run's: never passes for this one
+            stale.unlink()
+        profiler = make_profiler(args, full=True, label=self.label)
+        audit = sync_audit(thorough=args.thorough)
+        collectives = CollectiveTimer()
+        profiler.start()
+        try:
+            audit.__enter__()
+            profiler.pace_audit(audit)
+            start_checkpoints(profiler, args, lambda session: _add_run_fields(session, args, audit))
+            collectives.start()
+        except BaseException:
+            profiler.stop()
+            raise
+        return args, profiler, audit, collectives
+
+    def _finish(self, run: tuple[Any, ...], failure: BaseException | None) -> None:
+        from torchdoctor.commands.run import _add_run_fields, _attach_collectives
+        from torchdoctor.reports import write_session
+
+        args, profiler, audit, collectives = run
+        try:
+            collectives.stop()
+            audit.stop()
+            clean_exit = isinstance(failure, SystemExit) and failure.code in (0, None)
+            if failure is not None and not clean_exit:
+                profiler.__exit__(type(failure), failure, failure.__traceback__)
+                session = profiler.session
+            else:
+                session = profiler.stop()
+            _add_run_fields(session, args, audit)
+            _attach_collectives(args, collectives, session)
+            write_session(session, self.out, script=self.script)
+        except Exception as exc:
+            print(f"torchdoctor: the profile of {self.label} was not written "
+                  f"({type(exc).__name__}: {exc})", file=sys.stderr)  # fmt: skip
+
+
+def follow_children(profiler: Any, args: argparse.Namespace) -> None:
+    """Have the processes the script starts profiled into ``args.out/children/`` (absolute)."""
+    watch = getattr(profiler.state, "children", None)
+    if watch is None:
+        return
+    options = {name: getattr(args, name) for name in CHILD_OPTIONS if hasattr(args, name)}
+    script = os.path.abspath(args.script)
+    root = os.path.join(os.path.abspath(args.out), "children")
+
+    def follow(process: Any, name: str, index: int) -> str | None:
+        target = getattr(process, "_target", None)
+        if target is None or isinstance(target, ProfiledChild):
+            return None
+        out = os.path.join(root, f"{_safe(name)}-{index}")
+        process._target = ProfiledChild(target, out, script, options)
+        return out
+
+    watch.follow = follow
+
+
+def children_notices(session: Any) -> list[str]:
+    """One line per followed child: its steps and step time, where its report is.
+
+    Example:
+        >>> children_notices({"children": [{"name": "train", "index": 0, "out": "/nowhere"}]})
+        ['child process train #0: no profile written (it ended before its first step, or was killed before its first checkpoint)']
+    """
+    import json
+
+    lines = []
+    for child in session.get("children") or ():
+        where = Path(str(child.get("out")))
+        who = f"child process {child.get('name')} #{child.get('index')}"
+        try:
+            data = json.loads((where / "session.json").read_text())
+        except (OSError, ValueError):
+            lines.append(f"{who}: no profile written (it ended before its first step, or was "
+                         "killed before its first checkpoint)")  # fmt: skip
+            continue
+        steps = len(data.get("steps") or ())
+        median = (data.get("step_ms") or {}).get("median")
+        timing = f", {median:.3g} ms per step (median)" if steps and median else ""
+        report = where / "report.md"
+        lines.append(f"{who}: {steps} step(s){timing}; "
+                     f"{report if report.exists() else where / 'session.json'}")  # fmt: skip
+    return lines
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", name).strip("_") or "process"

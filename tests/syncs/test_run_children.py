@@ -1,0 +1,104 @@
+"""`torchdoctor run` follows the processes a script starts (a Hogwild trainer, mp.spawn): each
+is profiled on its own into OUT/children/<target>-<k>/, and the parent's report says where."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+HOGWILD = """
+import sys
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+def train(rank, model, steps, fail):
+    torch.manual_seed(rank)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(16, 8)).pow(2).mean().backward()
+        opt.step()
+    if fail and rank == 1:
+        raise RuntimeError("worker 1 broke")
+
+if __name__ == "__main__":
+    mp.set_start_method("{method}", force=True)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+    model.share_memory()
+    workers = [mp.Process(target=train, args=(rank, model, 12, {fail}))
+               for rank in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print("exit codes", [w.exitcode for w in workers])
+"""
+
+SPAWN = """
+import torch
+import torch.multiprocessing as mp
+
+def work(index, steps):
+    net = torch.nn.Linear(4, 4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(steps):
+        net(torch.randn(2, 4)).sum().backward()
+        opt.step()
+
+if __name__ == "__main__":
+    mp.spawn(work, args=(10,), nprocs=2)
+"""
+
+
+def _run(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run(
+        [sys.executable, "-m", "torchdoctor", "run", "--out", "prof", str(script)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def _child(tmp_path: Path, name: str) -> dict:
+    return json.loads((tmp_path / "prof" / "children" / name / "session.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_each_hogwild_worker_gets_its_own_profile(tmp_path, method):
+    done = _run(tmp_path, HOGWILD.format(method=method, fail=False))
+    assert done.returncode == 0, done.stderr
+    assert "exit codes [0, 0]" in done.stdout
+    for index in (0, 1):
+        child = _child(tmp_path, f"train-{index}")
+        assert child["config"]["step_boundary"] == "optimizer"
+        assert len(child["steps"]) == 11  # 12 optimizer steps, 1 of warm-up
+        assert child["tree"]["children"] and "(train #" in child["label"]
+        assert (tmp_path / "prof" / "children" / f"train-{index}" / "report.md").exists()
+        assert f"child process train #{index}: 11 step(s)" in done.stderr
+    parent = json.loads((tmp_path / "prof" / "session.json").read_text())
+    assert [c["name"] for c in parent["children"]] == ["train", "train"]
+    assert any("were profiled on their own" in n for n in parent["config"]["notes"])
+
+
+def test_a_failing_worker_keeps_its_exit_code_and_its_profile_says_why(tmp_path):
+    done = _run(tmp_path, HOGWILD.format(method="spawn", fail=True))
+    assert "exit codes [0, 1]" in done.stdout, done.stderr
+    assert "worker 1 broke" in done.stderr  # the child's own traceback, as without torchdoctor
+    broken = _child(tmp_path, "train-1")
+    assert "worker 1 broke" in (broken.get("error") or "")
+    assert len(broken["steps"]) == 11
+
+
+def test_mp_spawn_children_are_named_by_the_function_they_run(tmp_path):
+    done = _run(tmp_path, SPAWN)
+    assert done.returncode == 0, done.stderr
+    for index in (0, 1):
+        assert len(_child(tmp_path, f"work-{index}")["steps"]) == 9

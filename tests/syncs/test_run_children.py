@@ -12,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+
+def torch_distributed_gloo() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_gloo_available()
+
 HOGWILD = """
 import sys
 import torch
@@ -57,13 +63,37 @@ if __name__ == "__main__":
 """
 
 
-def _run(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
+DDP = """
+import os
+import torch
+import torch.multiprocessing as mp
+from torch.distributed import init_process_group, destroy_process_group  # bound at import
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+def main(rank, world_size, steps):
+    init_process_group("gloo", rank=rank, world_size=world_size)
+    torch.manual_seed(rank)
+    model = DDP(torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(),
+                                    torch.nn.Linear(64, 1)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(8, 16)).pow(2).mean().backward()
+        opt.step()
+    destroy_process_group()
+
+if __name__ == "__main__":
+    mp.spawn(main, args=(2, 12), nprocs=2)
+"""
+
+
+def _run(tmp_path: Path, source: str, **env: str) -> subprocess.CompletedProcess:
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(source))
     return subprocess.run(
         [sys.executable, "-m", "torchdoctor", "run", "--out", "prof", str(script)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
     )  # fmt: skip
 
 
@@ -102,3 +132,21 @@ def test_mp_spawn_children_are_named_by_the_function_they_run(tmp_path):
     assert done.returncode == 0, done.stderr
     for index in (0, 1):
         assert len(_child(tmp_path, f"work-{index}")["steps"]) == 9
+
+
+@pytest.mark.skipif(not torch_distributed_gloo(), reason="needs torch.distributed gloo")
+def test_mp_spawned_ddp_ranks_are_compared_as_torchrun_ranks_are(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = _run(tmp_path, DDP, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    assert done.returncode == 0, done.stderr
+    for rank in (0, 1):
+        child = _child(tmp_path, f"main-{rank}")
+        assert child["environment"]["rank"] == rank and child["environment"]["world_size"] == 2
+        assert child["collectives"]["ddp"]  # its gradient buckets were timed
+    comparison = json.loads((tmp_path / "prof" / "ranks.json").read_text())
+    assert sorted(row["rank"] for row in comparison["ranks"]) == [0, 1]
+    assert "busy = step - backward" in done.stdout  # the ranks table, after the report

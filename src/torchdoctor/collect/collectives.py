@@ -214,6 +214,9 @@ class CollectiveTimer:
             >>> CollectiveTimer().keep(Call("barrier", ("t.py", 1, "f"), "default", False, None, 0))
             True
         """
+        if self.store is None:  # a group made by an init_process_group bound before ours
+            self._capture_group()  # was installed (`from torch.distributed import ...` in a
+            # spawned child, imported before its profile starts): known at its first collective
         if len(self.records) >= MAX_CALLS:
             self.dropped += 1
             return False

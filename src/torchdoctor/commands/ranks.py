@@ -122,8 +122,6 @@ def compare_rank_sessions(
         >>> compare_rank_sessions(tempfile.mkdtemp(), world=2, wait_s=0.0) is None  # no sessions
         True
     """
-    from torchdoctor.analyze.ranks import compare_ranks
-    from torchdoctor.render.ranks import render_ranks_markdown, render_ranks_text
 
     if wait_s is None:
         wait_s = _wait_from_environment()
@@ -155,6 +153,27 @@ def compare_rank_sessions(
     sessions = [found[r] for r in sorted(found)]
     for session in sessions:
         session["environment"].setdefault("world_size", world)
+    return show_rank_comparison(sessions, out_root, show=show)
+
+
+def show_rank_comparison(sessions: list[Any], out_root: str, *, show: bool) -> dict[str, Any]:
+    """Compare the ranks' sessions, print it (``show``; else the verdict on stderr) and write
+    ``out_root/ranks.md`` and ``ranks.json``; returns the comparison.
+
+    Example:
+        >>> import tempfile
+        >>> from torchdoctor.session import Session
+        >>> sessions = [Session.new(label="train") for _ in range(2)]
+        >>> for rank, s in enumerate(sessions): s["environment"].update(rank=rank, world_size=2)
+        >>> out = tempfile.mkdtemp()
+        >>> sorted(show_rank_comparison(sessions, out, show=False))[:2]  # (the verdict: stderr)
+        ['advice', 'communication']
+        >>> sorted(p.name for p in Path(out).iterdir())
+        ['ranks.json', 'ranks.md']
+    """
+    from torchdoctor.analyze.ranks import compare_ranks
+    from torchdoctor.render.ranks import render_ranks_markdown, render_ranks_text
+
     result = compare_ranks(sessions)
     if show:
         print(render_ranks_text(result), end="")

@@ -327,7 +327,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     """
     from torchdoctor.collect.script import ScriptNotFoundError
     from torchdoctor.commands.ranks import distributed_rank, merge_ranks, torchrun_run_id
-    from torchdoctor.commands.run_children import children_notices
+    from torchdoctor.commands.run_children import children_notices, compare_child_ranks
     from torchdoctor.commands.run_report import record_run, run_notices, shown_path
 
     started = time.time()
@@ -400,6 +400,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     if dist is not None:
         merge_ranks(session, dist, out_root, started, getattr(args, "process_group_store", None),
                     show=args.format == "text")  # fmt: skip
+    elif session.get("children"):  # mp.spawn'd ranks: compared as torchrun's are
+        compare_child_ranks(session, out_root, show=args.format == "text")
     return status
 
 

@@ -9,7 +9,10 @@ In the child (spawned, forked or forkserver'd: the wrapper pickles with the targ
 target under the same profiler and sync audit `run` uses, with checkpoints, and writes
 ``OUT/children/<target>-<k>/`` (``session.json``, ``report.md``, ``report.html``): ``k`` counts
 the processes of that target in start order (``mp.spawn``'s process index). The parent's
-session lists them (``session["children"]``) and `run` prints one line per child.
+session lists them (``session["children"]``) and `run` prints one line per child. Children
+that are the ranks of one process group (``mp.spawn`` of a DDP function) are compared as
+`torchrun`'s ranks are: the straggler, time in collectives, who waits for whom
+(``OUT/ranks.md``).
 
 Never at the child's expense: if the profiler cannot start, the target runs as it would have;
 a profile that cannot be written costs a line on stderr; the target's result, exceptions and
@@ -108,6 +111,10 @@ class ProfiledChild:
                 session = profiler.stop()
             _add_run_fields(session, args, audit)
             _attach_collectives(args, collectives, session)
+            group = session.get("collectives") or {}
+            if group.get("rank") is not None and (group.get("world_size") or 1) > 1:
+                # a rank of a process group (mp.spawn of a DDP function): the parent compares
+                session["environment"].update(rank=group["rank"], world_size=group["world_size"])
             write_session(session, self.out, script=self.script)
         except Exception as exc:
             print(f"torchdoctor: the profile of {self.label} was not written "
@@ -160,6 +167,40 @@ def children_notices(session: Any) -> list[str]:
         lines.append(f"{who}: {steps} step(s){timing}; "
                      f"{report if report.exists() else where / 'session.json'}")  # fmt: skip
     return lines
+
+
+def compare_child_ranks(session: Any, out: str, *, show: bool) -> dict[str, Any] | None:
+    """When the followed children were the ranks of one process group (``mp.spawn`` of a DDP
+    function), compare them as `torchrun` ranks are (the straggler, time in collectives, who
+    waits for whom): printed (``show``), written to ``out/ranks.md`` and ``ranks.json``.
+    None when fewer than two children carry a rank of the same world.
+
+    Example:
+        >>> compare_child_ranks({"children": []}, "/nowhere", show=False) is None
+        True
+    """
+    from torchdoctor.commands.ranks import show_rank_comparison
+    from torchdoctor.session import Session
+
+    by_world: dict[int, dict[int, Any]] = {}
+    for child in session.get("children") or ():
+        try:
+            loaded = Session.load(Path(str(child.get("out"))) / "session.json")
+        except (OSError, ValueError):
+            continue
+        environment = loaded.get("environment") or {}
+        rank, world = environment.get("rank"), environment.get("world_size")
+        if isinstance(rank, int) and isinstance(world, int) and world > 1:
+            by_world.setdefault(world, {})[rank] = loaded
+    if not by_world:
+        return None
+    world, ranks = max(by_world.items(), key=lambda item: len(item[1]))
+    if len(ranks) < 2:
+        return None
+    if len(ranks) < world:
+        print(f"torchdoctor: {len(ranks)} of {world} ranks' sessions were written by the "
+              "child processes; the others are named missing", file=sys.stderr)  # fmt: skip
+    return show_rank_comparison([ranks[r] for r in sorted(ranks)], out, show=show)
 
 
 def _safe(name: str) -> str:

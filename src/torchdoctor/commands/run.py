@@ -188,16 +188,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
 
 
 # -- running ------------------------------------------------------------------------------------
-def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:
-    steps = session["config"].get("steps", len(session.get("steps") or []))
-    if session["config"].get("step_boundary") == "whole_run":
-        return audit.records(first_step=0, num_steps=1)
-    if steps == 0:
-        return audit.records(first_step=0)
-    audited = (session["config"].get("detail") or {}).get("audited_count") or None
-    return audit.records(first_step=warmup, num_steps=steps, audited_steps=audited)
-
-
 @contextlib.contextmanager
 def _stdout_to_stderr():
     """Send everything written to stdout (fd 1, Python's and child processes') to stderr."""
@@ -227,6 +217,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     from torchdoctor.collect.script import load_script, run_script
     from torchdoctor.collect.syncs import sync_audit
     from torchdoctor.commands.run_children import follow_children
+    from torchdoctor.commands.run_session import add_run_fields, attach_collectives, make_profiler
     from torchdoctor.commands.run_watch import (
         checkpoint_at_hard_exit,
         start_checkpoints,
@@ -246,7 +237,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
         audit.__enter__()
         profiler.pace_audit(audit)  # paused outside the profiler's detail windows
         writer = start_checkpoints(
-            profiler, args, lambda session: _add_run_fields(session, args, audit)
+            profiler, args, lambda session: add_run_fields(session, args, audit)
         )
         restore_exit = checkpoint_at_hard_exit(profiler, writer)
         try:
@@ -275,46 +266,10 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
             session = profiler.stop()
     if outcome.traceback_text:
         session["error"] = outcome.traceback_text  # without torchdoctor's own frames
-    _add_run_fields(session, args, audit)
-    _attach_collectives(args, collectives, session)
+    add_run_fields(session, args, audit)
+    attach_collectives(args, collectives, session)
     session["config"]["exit_code"] = outcome.exit_code
     return outcome, session
-
-
-def make_profiler(args: argparse.Namespace, *, full: bool, label: str) -> Any:
-    """The profiler `run` drives, from its options (the script's process and its children)."""
-    from torchdoctor.collect.profiler import Profiler
-
-    return Profiler(
-        None, syncs=False, warmup=args.warmup, max_steps=args.max_steps,
-        step_boundary="manual" if args.step_fn else "auto", label=label, memory=full,
-        backward=full, hot_lines=full and not getattr(args, "no_hot_lines", False),
-        detail=getattr(args, "detail", "windows"), window=getattr(args, "detail_window", 5),
-        period_steps=max(getattr(args, "detail_period", 100), getattr(args, "detail_window", 5)),
-        period_s=getattr(args, "detail_period_s", 60.0),
-    )  # fmt: skip
-
-
-def _add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
-    """What `run` adds to the profiler's session (the final one and each checkpoint): the
-    step function's boundary and the records of its own sync audit."""
-    config = session["config"]
-    config["syncs"] = True
-    if args.step_fn:
-        config["step_boundary"] = "step_fn" if session.get("steps") else "whole_run"
-        config["notes"] = [f"each call of {args.step_fn} ends a step", *config.get("notes", [])]
-    session["syncs"] = _sync_records(audit, session, args.warmup)
-    session["sync_audit"] = audit.summary()
-
-
-def _attach_collectives(args: argparse.Namespace, timer: Any, session: Any) -> None:
-    """The ``collectives`` section when the script used torch.distributed; the store it
-    rendezvoused through is kept on ``args.process_group_store`` for the merge of ranks."""
-    from torchdoctor.collect.collectives_summary import summarize_collectives
-
-    args.process_group_store = timer.store
-    if timer.records or timer.ddp or timer.store is not None:
-        session["collectives"] = summarize_collectives(timer, session)
 
 
 def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:

@@ -50,7 +50,9 @@ class ProfiledChild:
         self.script = script
         self.options = dict(options)
         name = os.path.basename(out)
-        self.label = f"{os.path.basename(script)} ({name.rsplit('-', 1)[0]} #{name.rsplit('-', 1)[-1]})"
+        self.label = (
+            f"{os.path.basename(script)} ({name.rsplit('-', 1)[0]} #{name.rsplit('-', 1)[-1]})"
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -71,7 +73,7 @@ class ProfiledChild:
     def _start(self) -> tuple[Any, ...]:
         from torchdoctor.collect.collectives import CollectiveTimer
         from torchdoctor.collect.syncs import sync_audit
-        from torchdoctor.commands.run import _add_run_fields, make_profiler
+        from torchdoctor.commands.run_session import add_run_fields, make_profiler
         from torchdoctor.commands.run_watch import start_checkpoints
 
         args = argparse.Namespace(
@@ -88,7 +90,7 @@ class ProfiledChild:
         try:
             audit.__enter__()
             profiler.pace_audit(audit)
-            start_checkpoints(profiler, args, lambda session: _add_run_fields(session, args, audit))
+            start_checkpoints(profiler, args, lambda session: add_run_fields(session, args, audit))
             collectives.start()
         except BaseException:
             profiler.stop()
@@ -96,7 +98,7 @@ class ProfiledChild:
         return args, profiler, audit, collectives
 
     def _finish(self, run: tuple[Any, ...], failure: BaseException | None) -> None:
-        from torchdoctor.commands.run import _add_run_fields, _attach_collectives
+        from torchdoctor.commands.run_session import add_run_fields, attach_collectives
         from torchdoctor.reports import write_session
 
         args, profiler, audit, collectives = run
@@ -109,8 +111,8 @@ class ProfiledChild:
                 session = profiler.session
             else:
                 session = profiler.stop()
-            _add_run_fields(session, args, audit)
-            _attach_collectives(args, collectives, session)
+            add_run_fields(session, args, audit)
+            attach_collectives(args, collectives, session)
             group = session.get("collectives") or {}
             if group.get("rank") is not None and (group.get("world_size") or 1) > 1:
                 # a rank of a process group (mp.spawn of a DDP function): the parent compares

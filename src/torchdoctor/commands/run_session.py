@@ -1,0 +1,63 @@
+"""The session `torchdoctor run` makes: its profiler, and what it adds to the profiler's session.
+
+Shared by the script's own process (``commands/run.py``) and the processes it starts
+(``commands/run_children.py``): the profiler built from `run`'s options, the sync records of
+its own audit, and the collectives section.
+
+Example:
+    >>> import argparse
+    >>> args = argparse.Namespace(warmup=1, max_steps=None, step_fn=None)
+    >>> make_profiler(args, full=False, label="train.py").step_boundary
+    'auto'
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def make_profiler(args: argparse.Namespace, *, full: bool, label: str) -> Any:
+    """The profiler `run` drives, from its options (the script's process and its children)."""
+    from torchdoctor.collect.profiler import Profiler
+
+    return Profiler(
+        None, syncs=False, warmup=args.warmup, max_steps=args.max_steps,
+        step_boundary="manual" if args.step_fn else "auto", label=label, memory=full,
+        backward=full, hot_lines=full and not getattr(args, "no_hot_lines", False),
+        detail=getattr(args, "detail", "windows"), window=getattr(args, "detail_window", 5),
+        period_steps=max(getattr(args, "detail_period", 100), getattr(args, "detail_window", 5)),
+        period_s=getattr(args, "detail_period_s", 60.0),
+    )  # fmt: skip
+
+
+def add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
+    """What `run` adds to the profiler's session (the final one and each checkpoint): the
+    step function's boundary and the records of its own sync audit."""
+    config = session["config"]
+    config["syncs"] = True
+    if args.step_fn:
+        config["step_boundary"] = "step_fn" if session.get("steps") else "whole_run"
+        config["notes"] = [f"each call of {args.step_fn} ends a step", *config.get("notes", [])]
+    session["syncs"] = _sync_records(audit, session, args.warmup)
+    session["sync_audit"] = audit.summary()
+
+
+def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:
+    steps = session["config"].get("steps", len(session.get("steps") or []))
+    if session["config"].get("step_boundary") == "whole_run":
+        return audit.records(first_step=0, num_steps=1)
+    if steps == 0:
+        return audit.records(first_step=0)
+    audited = (session["config"].get("detail") or {}).get("audited_count") or None
+    return audit.records(first_step=warmup, num_steps=steps, audited_steps=audited)
+
+
+def attach_collectives(args: argparse.Namespace, timer: Any, session: Any) -> None:
+    """The ``collectives`` section when the script used torch.distributed; the store it
+    rendezvoused through is kept on ``args.process_group_store`` for the merge of ranks."""
+    from torchdoctor.collect.collectives_summary import summarize_collectives
+
+    args.process_group_store = timer.store
+    if timer.records or timer.ddp or timer.store is not None:
+        session["collectives"] = summarize_collectives(timer, session)

@@ -42,6 +42,12 @@ class ProfiledChild:
     """A child process's target, run under `run`'s profiler (see the module docstring).
 
     Picklable when the target is: it is what a spawned child unpickles and calls.
+
+    Example:
+        >>> import pickle, tempfile
+        >>> child = ProfiledChild(sorted, tempfile.mkdtemp() + "/sorted-0", "train.py", {})
+        >>> pickle.loads(pickle.dumps(child))([3, 1, 2])  # profiled, then the target's result
+        [1, 2, 3]
     """
 
     def __init__(self, target: Any, out: str, script: str, options: dict[str, Any]) -> None:
@@ -124,7 +130,19 @@ class ProfiledChild:
 
 
 def follow_children(profiler: Any, args: argparse.Namespace) -> None:
-    """Have the processes the script starts profiled into ``args.out/children/`` (absolute)."""
+    """Have the processes the script starts profiled into ``args.out/children/`` (absolute).
+
+    Example:
+        >>> import multiprocessing, torch
+        >>> from torchdoctor.collect.profiler import Profiler
+        >>> with Profiler(torch.nn.Linear(2, 2), syncs=False) as prof:
+        ...     follow_children(prof, argparse.Namespace(out="/tmp/o", script="t.py"))
+        ...     worker = multiprocessing.Process(target=print)
+        ...     prof.state.children.follow(worker, "print", 0)
+        '/tmp/o/children/print-0'
+        >>> type(worker._target).__name__
+        'ProfiledChild'
+    """
     watch = getattr(profiler.state, "children", None)
     if watch is None:
         return

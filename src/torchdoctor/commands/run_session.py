@@ -18,7 +18,14 @@ from typing import Any
 
 
 def make_profiler(args: argparse.Namespace, *, full: bool, label: str) -> Any:
-    """The profiler `run` drives, from its options (the script's process and its children)."""
+    """The profiler `run` drives, from its options (the script's process and its children).
+
+    Example:
+        >>> args = argparse.Namespace(warmup=2, max_steps=None, step_fn=None, detail="always")
+        >>> profiler = make_profiler(args, full=True, label="train.py")
+        >>> profiler.warmup, profiler.hot_lines
+        (2, True)
+    """
     from torchdoctor.collect.profiler import Profiler
 
     return Profiler(
@@ -33,7 +40,17 @@ def make_profiler(args: argparse.Namespace, *, full: bool, label: str) -> Any:
 
 def add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
     """What `run` adds to the profiler's session (the final one and each checkpoint): the
-    step function's boundary and the records of its own sync audit."""
+    step function's boundary and the records of its own sync audit.
+
+    Example:
+        >>> from torchdoctor.collect.syncs import sync_audit
+        >>> from torchdoctor.session import Session
+        >>> session, audit = Session.new(label="t"), sync_audit()
+        >>> session["config"] = {"steps": 0}
+        >>> add_run_fields(session, argparse.Namespace(step_fn=None, warmup=0), audit)
+        >>> session["config"]["syncs"], session["syncs"]
+        (True, [])
+    """
     config = session["config"]
     config["syncs"] = True
     if args.step_fn:
@@ -55,7 +72,15 @@ def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]
 
 def attach_collectives(args: argparse.Namespace, timer: Any, session: Any) -> None:
     """The ``collectives`` section when the script used torch.distributed; the store it
-    rendezvoused through is kept on ``args.process_group_store`` for the merge of ranks."""
+    rendezvoused through is kept on ``args.process_group_store`` for the merge of ranks.
+
+    Example:
+        >>> from torchdoctor.collect.collectives import CollectiveTimer
+        >>> session, args = {}, argparse.Namespace()
+        >>> attach_collectives(args, CollectiveTimer(), session)  # no torch.distributed used
+        >>> session, args.process_group_store
+        ({}, None)
+    """
     from torchdoctor.collect.collectives_summary import summarize_collectives
 
     args.process_group_store = timer.store

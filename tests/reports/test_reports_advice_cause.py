@@ -147,6 +147,15 @@ def test_a_dominant_composite_explained_by_its_parts_is_not_told_to_profile_insi
     assert "torchdoctor.region" in item.fix  # mostly (self): look inside with regions
 
 
+def test_two_identical_layers_of_which_one_crosses_the_threshold_are_one_stack():
+    """word_language_model's generate.py: layers.0 at 33% of the step, layers.1 at 29%: the
+    stack is the cause (as when both cross), not its first layer."""
+    layers = [node(f"encoder.layers.{i}", 33.0 - 4 * i, 25.0, type="EncoderLayer") for i in (0, 1)]
+    encoder = node("encoder", 64.0, 2.0, type="Encoder", children=layers)
+    (item,) = dominant_module(_session(_tree(encoder)))
+    assert item.title.startswith("encoder.layers[0-1] dominates the step: compile the layer stack")
+
+
 def test_a_dominant_leaf_linear_gets_matmul_remedies_not_profile_inside():
     for kind in ("Linear", "Conv1D"):
         tree = _tree(node("decoder", 30.0, 40.0, type=kind))

@@ -32,8 +32,8 @@ from torchdoctor.analyze.advice.base import (
     walk,
     with_saving,
 )
+from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
-from torchdoctor.analyze.advice.dominant_stacks import merge_sibling_layers, repeated_group
 from torchdoctor.analyze.advice.ops_table import (  # noqa: F401 (OPS_FOR: re-exported)
     CONV_TYPES,
     EMBEDDING_TYPES,
@@ -112,41 +112,6 @@ def _parts_text(node: Mapping[str, Any]) -> str:
         reverse=True,
     )[:3]
     return ", ".join(f"{label_of(c)} {pct(node_ms(c), total):.0f}%" for c in parts)
-
-
-def _candidates(tree: Mapping[str, Any], step: float) -> list[tuple[Mapping, str, list | None]]:
-    """Leaf-most nodes (or repeated groups) at or above the threshold."""
-    found: list[tuple[Mapping, str, list | None]] = []
-    tops = [c for c in tree.get("children") or () if c.get("kind") == "module"]
-
-    def named(text: str, top: str | None) -> str:
-        # the first model's paths are relative to it ("main"); with several models (a GAN's
-        # Generator and Discriminator, each with a "main") the title says whose
-        if top and len(tops) > 1 and text != top and not text.startswith(top + "."):
-            return f"{top}.{text}"
-        return text
-
-    def visit(node: Mapping[str, Any], top: str | None) -> bool:
-        """Returns True when this node or a descendant was recorded."""
-        below = False
-        for child in node.get("children") or ():
-            below = visit(child, top or (label_of(child) if node is tree else None)) or below
-        if below:
-            return True
-        if node.get("kind") not in ("module", "region", "root"):
-            return False
-        group = repeated_group(node)
-        if group and sum(node_ms(c) for c in group[0]) >= THRESHOLD * step:
-            found.append((node, named(group[1], top), group[0]))
-            return True
-        wrapper = bool(node.get("children")) and node_ms(node) >= WRAPPER * step
-        if node.get("kind") != "root" and not wrapper and node_ms(node) >= THRESHOLD * step:
-            found.append((node, named(label_of(node), top), None))
-            return True
-        return False
-
-    visit(tree, None)
-    return merge_sibling_layers(found)
 
 
 def _kept_after_caching(session: Mapping[str, Any], path: str) -> float:
@@ -386,7 +351,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     fused = _fused_attention_owners(session)
     knobs = (session.get("environment") or {}).get("knobs") or {}
     fused_anywhere = knobs.get("fused_attention") is True
-    for node, label, group in _candidates(tree, step):
+    for node, label, group in candidates(tree, step, THRESHOLD, WRAPPER):
         part_ms = sum(node_ms(c) for c in group) if group else node_ms(node)
         if part_ms * _kept_after_caching(session, str(node.get("path") or "")) < THRESHOLD * step:
             continue  # it dominates only because it is recomputed: loop-invariant advice covers it

@@ -24,8 +24,10 @@ def label(node: Mapping[str, Any]) -> str:
     return str(node.get("path") or node.get("name") or "?")
 
 
-def repeated_group(node: Mapping[str, Any]) -> tuple[list[Mapping], str] | None:
-    """The largest group of >= MIN_REPEATS module children of one type and one structure
+def repeated_group(
+    node: Mapping[str, Any], minimum: int = MIN_REPEATS
+) -> tuple[list[Mapping], str] | None:
+    """The largest group of >= ``minimum`` module children of one type and one structure
     (:func:`signature`), numbered one after the other, and a label for it."""
     groups: dict[Any, list[Mapping]] = {}
     for child in node.get("children") or ():
@@ -33,7 +35,7 @@ def repeated_group(node: Mapping[str, Any]) -> tuple[list[Mapping], str] | None:
             groups.setdefault(signature(child), []).append(child)
     stacks = [g for g in groups.values() if numbered_run(g)]
     best = max(stacks, key=lambda g: sum(node_ms(c) for c in g), default=[])
-    if len(best) < MIN_REPEATS:
+    if len(best) < minimum:
         return None
     first, last = label(best[0]), label(best[-1])
     prefix = first.rsplit(".", 1)[0] if "." in first else ""
@@ -85,6 +87,60 @@ def numbered_run(group: list[Mapping[str, Any]]) -> bool:
         numbers.append(int(match.group(2)))
     numbers.sort()
     return len(stems) == 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+def candidates(
+    tree: Mapping[str, Any], step: float, threshold: float, wrapper_share: float
+) -> list[tuple[Mapping, str, list | None]]:
+    """Leaf-most nodes (or stacks of identical layers) taking >= ``threshold`` of the step, as
+    ``(node, label, layers or None)``; a node with children taking >= ``wrapper_share`` is the
+    model wrapped, looked into rather than advised.
+
+    Example:
+        >>> layer = lambda i, ms: {"path": f"h.{i}", "name": f"h.{i}", "kind": "module",
+        ...                        "type": "Block", "total_ms": {"mean": ms}, "children": []}
+        >>> model = {"path": "gpt", "kind": "module", "type": "GPT", "total_ms": {"mean": 10.0},
+        ...          "children": [layer(0, 3.3), layer(1, 2.9)]}
+        >>> tree = {"kind": "root", "path": "", "total_ms": {"mean": 10.0}, "children": [model]}
+        >>> [(label, len(layers)) for _, label, layers in candidates(tree, 10.0, 0.3, 0.8)]
+        [('h[0-1]', 2)]
+    """
+    found: list[tuple[Mapping, str, list | None]] = []
+    tops = [c for c in tree.get("children") or () if c.get("kind") == "module"]
+
+    def named(text: str, top: str | None) -> str:
+        # the first model's paths are relative to it ("main"); with several models (a GAN's
+        # Generator and Discriminator, each with a "main") the title says whose
+        if top and len(tops) > 1 and text != top and not text.startswith(top + "."):
+            return f"{top}.{text}"
+        return text
+
+    def visit(node: Mapping[str, Any], top: str | None) -> bool:
+        """Returns True when this node or a descendant was recorded."""
+        below, first = False, len(found)
+        for child in node.get("children") or ():
+            below = visit(child, top or (label(child) if node is tree else None)) or below
+        if node.get("kind") not in ("module", "region", "root"):
+            return below
+        # a stack of >= MIN_REPEATS identical layers; or, below, only some of >= 2 identical
+        # layers themselves (layers.0 at 33%, layers.1 at 29%): the stack is the cause
+        group = repeated_group(node, 2 if below else MIN_REPEATS)
+        if group and sum(node_ms(c) for c in group[0]) >= threshold * step:
+            members = {id(c) for c in group[0]}
+            if not below or all(id(entry[0]) in members for entry in found[first:]):
+                del found[first:]
+                found.append((node, named(group[1], top), group[0]))
+                return True
+        if below:
+            return True
+        wrapper = bool(node.get("children")) and node_ms(node) >= wrapper_share * step
+        if node.get("kind") != "root" and not wrapper and node_ms(node) >= threshold * step:
+            found.append((node, named(label(node), top), None))
+            return True
+        return False
+
+    visit(tree, None)
+    return merge_sibling_layers(found)
 
 
 def merge_sibling_layers(found: list) -> list:

@@ -150,8 +150,9 @@ def test_a_dominant_composite_explained_by_its_parts_is_not_told_to_profile_insi
 def test_two_identical_layers_of_which_one_crosses_the_threshold_are_one_stack():
     """word_language_model's generate.py: layers.0 at 33% of the step, layers.1 at 29%: the
     stack is the cause (as when both cross), not its first layer."""
-    layers = [node(f"encoder.layers.{i}", 33.0 - 4 * i, 25.0, type="EncoderLayer") for i in (0, 1)]
-    encoder = node("encoder", 64.0, 2.0, type="Encoder", children=layers)
+    layers = [node("encoder.layers.0", 20.0, 13.0, type="EncoderLayer"),
+              node("encoder.layers.1", 18.0, 11.0, type="EncoderLayer")]  # fmt: skip
+    encoder = node("encoder", 40.0, 25.0, type="Encoder", children=layers)
     (item,) = dominant_module(_session(_tree(encoder)))
     assert item.title.startswith("encoder.layers[0-1] dominates the step: compile the layer stack")
 

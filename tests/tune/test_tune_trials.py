@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from torchdoctor.collect.script import StopScript, load_script, run_script
 from torchdoctor.tuning.trial import run_trial
@@ -114,3 +115,41 @@ def test_compile_trial_reports_the_item_graph_break_with_its_line(tmp_path):
     assert result["error"] is None and result["stopped"]
     (found,) = [b for b in result["graph_breaks"] if b["file"] == script]
     assert found["line"] == 9 and "item()" in found["reason"]
+
+
+class _Saved(torch.nn.Module):
+    """A model class the script defines and saves whole (torch.save(model), an EMA copy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_an_adopted_model_saves_loads_and_copies_as_the_script_s_own_class():
+    """The trial gives outermost modules a subclass (its __call__ marks steps and applies the
+    knobs); word_language_model's torch.save(model) then failed ("Can't pickle <class
+    'model.TransformerModel'>: it's not the same object"), failing every knob's trial."""
+    import copy
+    import io
+
+    from torchdoctor.tuning.harness import Trial
+
+    trial = Trial({"knobs": [], "warmup": 1, "steps": 2})
+    trial.install()
+    try:
+        model = _Saved()
+        model(torch.ones(1, 2))
+        assert type(model) is not _Saved and model.__class__ is _Saved  # adopted
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        buffer.seek(0)
+        with torch.serialization.safe_globals([_Saved, torch.nn.Linear]):
+            loaded = torch.load(buffer)  # weights_only, the class allowed: as the script does
+        twin = copy.deepcopy(model)
+    finally:
+        trial.remove()
+    assert type(loaded) is _Saved and type(twin) is _Saved and type(model) is _Saved
+    assert torch.equal(loaded.fc.weight, model.fc.weight)

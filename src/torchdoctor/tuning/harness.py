@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import json
 import logging
 import os
@@ -72,6 +73,10 @@ def first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
             if found is not None:
                 return found
     return None
+
+
+#: ``object.__class__``'s descriptor: assigning it still swaps an adopted module's class back
+_OBJECT_CLASS = object.__dict__["__class__"]
 
 
 class Trial:
@@ -239,7 +244,16 @@ class Trial:
         def __call__(inner: Any, *args: Any, **kwargs: Any) -> Any:
             return trial.call_root(inner, cls.__call__, args, kwargs)
 
+        def __reduce_ex__(inner: Any, protocol: Any) -> Any:
+            # the script saves or copies its model (torch.save(model), copy.deepcopy for an
+            # EMA): as the class it defined, which pickle finds by name, not the one made here;
+            # pickle checks the object's __class__ against it (below), and a weights_only load
+            # allowing that class reads the file
+            return copyreg.__newobj__, (cls,), inner.__getstate__()
+
         namespace = {"__call__": __call__, "_td_base_call": cls.__call__,
+                     "__reduce_ex__": __reduce_ex__,
+                     "__class__": property(lambda inner: cls, _OBJECT_CLASS.__set__),
                      "__module__": cls.__module__, "__qualname__": cls.__qualname__}  # fmt: skip
         try:
             module.__class__ = type(cls.__name__, (cls,), namespace)

@@ -22,10 +22,10 @@ from typing import Any
 
 from torchdoctor.tuning.knobs import KNOB_BY_NAME
 from torchdoctor.tuning.stats import (
-    drift,
     median_or_none,
     pair_speedups,
     speedup_summary,
+    trial_drift,
     warmup_s,
 )
 
@@ -94,8 +94,7 @@ def knob_row(
     if error and not ok:
         row.update(status="failed", verdict="failed", reason=error)
         return row
-    drifts = [d for b, k in ok if (d := drift(k.get("values") or [], b.get("values") or []))
-              is not None]  # fmt: skip
+    drifts = [d for b, k in ok if (d := trial_drift(k, b)) is not None]
     row["drift"] = max(drifts) if drifts else None
     row["warmup_cost_s"] = median_or_none([warmup_s(k) - warmup_s(b) for b, k in ok])
     peaks = [k.get("peak_memory_bytes") for _, k in ok if k.get("peak_memory_bytes") is not None]

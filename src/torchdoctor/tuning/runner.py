@@ -32,7 +32,7 @@ from typing import Any
 from torchdoctor.tuning.evaluate import combination, knob_row, knob_rows
 from torchdoctor.tuning.knobs import KNOB_BY_NAME, KNOBS, snippet
 from torchdoctor.tuning.plan import COMPILE_GUESS_S, MAX_ROUNDS, plan
-from torchdoctor.tuning.stats import drift, measured_ms, trial_ms, warmup_s
+from torchdoctor.tuning.stats import measured_ms, trial_drift, trial_ms, warmup_s
 from torchdoctor.tuning.trial import run_trial
 
 Progress = Callable[[str, float], None]
@@ -185,8 +185,7 @@ def tune_script(
                     extra = {k: cost for k in extra}
                 if (
                     measured.get("error")
-                    or (drift(measured.get("values") or [], base.get("values") or []) or 0)
-                    > tolerance
+                    or (trial_drift(measured, base) or 0) > tolerance
                 ):
                     stopped.add(name)  # failed or drifting: no more rounds for it
         for name in the_plan.left_out:  # time left after the plan: one pair each, in order
@@ -205,8 +204,7 @@ def tune_script(
                                "trials done so far; give more with --budget")  # fmt: skip
     result["plan"]["rounds"] = _round
     base_drifts = [d for b in baselines[1:] if not b.get("error")
-                   and (d := drift(b.get("values") or [], probe.get("values") or []))
-                   is not None]  # fmt: skip
+                   and (d := trial_drift(b, probe)) is not None]  # fmt: skip
     baseline_drift = max(base_drifts) if base_drifts else None
     result["baseline"]["drift"] = baseline_drift
     rows = knob_rows(names, dict(skipped), pairs, baseline_drift=baseline_drift,

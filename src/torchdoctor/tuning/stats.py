@@ -3,7 +3,8 @@
 A trial's step time is the median of its measured steps (warm-up excluded). A knob's speedup is
 the median over (baseline, knob) pairs run back to back of ``baseline / knob``; the spread is
 the lowest and highest pair. Drift is the largest relative difference between the values two
-trials recorded step by step under the same seed (the losses, or the outermost outputs).
+trials recorded step by step under the same seed (the outermost outputs; a training run's
+losses over its first steps and, on average, its second half).
 
 Example:
     >>> speedup_summary([1.2, 1.1, 1.3])
@@ -85,8 +86,19 @@ def speedup_summary(ratios: Sequence[float]) -> dict[str, Any] | None:
             "pairs": len(ratios)}  # fmt: skip
 
 
-def drift(values: Sequence[float], reference: Sequence[float]) -> float | None:
-    """Largest relative difference, value by value, over the steps both recorded.
+#: a training run's losses compared one by one over its first few steps (before the optimizer's
+#: updates amplify a knob's rounding: the losses of a chaotic run, SGD at lr 20, part ways
+#: whatever the knob), then by the mean of the second half, where only a higher loss counts (a
+#: knob that degrades training)
+EARLY_STEPS = 3
+
+
+def drift(
+    values: Sequence[float], reference: Sequence[float], *, training: bool = False
+) -> float | None:
+    """Largest relative difference, value by value, over the steps both recorded; for a
+    training run's losses (``training``), over its first EARLY_STEPS steps, and how much higher
+    the mean loss of the second half is.
 
     Each difference is divided by the reference value (at least 1e-3 of the largest reference
     value, so a loss near zero does not blow it up). Non-finite values are an infinite drift;
@@ -97,24 +109,47 @@ def drift(values: Sequence[float], reference: Sequence[float]) -> float | None:
         0.25
         >>> drift([float("nan")], [1.0]), drift([], [1.0])
         (inf, None)
+        >>> chaotic = [9.96, 8.84, 7.94, 19.7, 14.1, 9.06, 13.1]  # word_language_model, lr 20
+        >>> bf16 = [9.95, 8.84, 7.94, 19.7, 15.8, 10.7, 5.69]
+        >>> round(drift(bf16, chaotic), 3), round(drift(bf16, chaotic, training=True), 3)
+        (0.566, 0.001)
+        >>> round(drift([9.96, 8.84, 7.94, 21.0, 18.0, 14.0, 16.0], chaotic, training=True), 3)
+        0.233
     """
     count = min(len(values), len(reference))
     if count == 0:
         return None
-    scale = (
-        max(abs(v) for v in reference[:count] if math.isfinite(v))
-        if any(math.isfinite(v) for v in reference[:count])
-        else 1.0
-    )
+    values, reference = list(values[:count]), list(reference[:count])
+    finite = [abs(v) for v in reference if math.isfinite(v)]
+    scale = max(finite) if finite else 1.0
+    floor = max(1e-3 * scale, 1e-12)
     worst = 0.0
-    for value, ref in zip(values[:count], reference[:count], strict=True):
+    for index, (value, ref) in enumerate(zip(values, reference, strict=True)):
         if not (math.isfinite(value) and math.isfinite(ref)):
             if math.isfinite(value) != math.isfinite(ref) or value != ref:
                 return math.inf
             continue
-        denominator = max(abs(ref), 1e-3 * scale, 1e-12)
-        worst = max(worst, abs(value - ref) / denominator)
+        if not training or index < EARLY_STEPS:
+            worst = max(worst, abs(value - ref) / max(abs(ref), floor))
+    if training and count > EARLY_STEPS:
+        half = [(v, r) for v, r in zip(values[count // 2 :], reference[count // 2 :], strict=True)
+                if math.isfinite(v) and math.isfinite(r)]  # fmt: skip
+        if half:
+            mine, theirs = (statistics.fmean(column) for column in zip(*half, strict=True))
+            worst = max(worst, (mine - theirs) / max(abs(theirs), floor))  # a higher loss
     return worst
+
+
+def trial_drift(result: Mapping[str, Any], reference: Mapping[str, Any]) -> float | None:
+    """:func:`drift` of two trials' recorded values, as training losses when the reference's
+    steps were training steps (ended at optimizer steps or backward calls).
+
+    Example:
+        >>> trial_drift({"values": [1.0, 2.0]}, {"values": [1.0, 2.5], "mode": "module"})
+        0.2
+    """
+    training = reference.get("mode") in ("optimizer", "backward")
+    return drift(result.get("values") or [], reference.get("values") or [], training=training)
 
 
 def median_or_none(values: Sequence[float]) -> float | None:

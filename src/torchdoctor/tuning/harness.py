@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copyreg
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from torch.optim import optimizer as _optimizer
 
 from torchdoctor.collect.engine_state import autocast_dtype, loader_settings
 from torchdoctor.collect.install import Installation
+from torchdoctor.tuning.adopt import adopt
 from torchdoctor.tuning.knobs import KNOB_BY_NAME
 from torchdoctor.tuning.steps import StepWatch
 
@@ -73,10 +73,6 @@ def first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
             if found is not None:
                 return found
     return None
-
-
-#: ``object.__class__``'s descriptor: assigning it still swaps an adopted module's class back
-_OBJECT_CLASS = object.__dict__["__class__"]
 
 
 class Trial:
@@ -237,29 +233,11 @@ class Trial:
         self.watch.root_call(module)
 
     def _adopt(self, module: torch.nn.Module) -> None:
-        """Give the module a subclass whose ``__call__`` runs :meth:`call_root`."""
+        """Give the module a subclass whose ``__call__`` runs :meth:`call_root`
+        (``tuning/adopt.py``); without it (an unusual class) the knobs' call hooks are off."""
         cls = type(module)
-        trial = self
-
-        def __call__(inner: Any, *args: Any, **kwargs: Any) -> Any:
-            return trial.call_root(inner, cls.__call__, args, kwargs)
-
-        def __reduce_ex__(inner: Any, protocol: Any) -> Any:
-            # the script saves or copies its model (torch.save(model), copy.deepcopy for an
-            # EMA): as the class it defined, which pickle finds by name, not the one made here;
-            # pickle checks the object's __class__ against it (below), and a weights_only load
-            # allowing that class reads the file
-            return copyreg.__newobj__, (cls,), inner.__getstate__()
-
-        namespace = {"__call__": __call__, "_td_base_call": cls.__call__,
-                     "__reduce_ex__": __reduce_ex__,
-                     "__class__": property(lambda inner: cls, _OBJECT_CLASS.__set__),
-                     "__module__": cls.__module__, "__qualname__": cls.__qualname__}  # fmt: skip
-        try:
-            module.__class__ = type(cls.__name__, (cls,), namespace)
-        except TypeError:  # an unusual metaclass or __slots__: the knobs' call hooks are off
-            return
-        self._root_modules.append((module, cls))
+        if adopt(module, self.call_root):
+            self._root_modules.append((module, cls))
 
     def call_root(self, module: Any, call: Any, args: tuple, kwargs: dict) -> Any:
         """An outermost call of an adopted module: step marks, the knobs, the output value."""

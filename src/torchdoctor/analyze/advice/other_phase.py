@@ -61,11 +61,21 @@ REMEDIES: tuple[tuple[tuple[str, ...], str, str], ...] = (
 )
 
 
-def _remedy(code: str) -> tuple[str, str]:
-    for texts, what, fix in REMEDIES:
+def _remedy(code: str, table: tuple = REMEDIES) -> tuple[str, str]:
+    """What the line is and its fix: the first row of ``table`` with a text in the line."""
+    for texts, what, fix in table:
         if any(text in code for text in texts):
             return what, fix
-    return REMEDIES[-1][1], REMEDIES[-1][2]
+    return table[-1][1], table[-1][2]
+
+
+def _through(row: Mapping[str, Any]) -> list[str]:
+    """Evidence lines for the library frames a sampled line called into (at most 2)."""
+    return [
+        f"through {os.path.basename(str(v.get('file')))}:{v.get('line')} "
+        f"({v.get('function')}): {fmt_ms(float(v.get('ms_per_step') or 0))}"
+        for v in (row.get("via") or ())[:2]
+    ]
 
 
 def between_steps(session: Mapping[str, Any]) -> list[Advice]:
@@ -94,11 +104,7 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
                 evidence=[
                     f"{where} `{code}`: {fmt_ms(ms)} per step, sampled in the other phase of "
                     "the detailed steps (it makes no torch call a hot line could time)",
-                    *(
-                        f"through {os.path.basename(str(v.get('file')))}:{v.get('line')} "
-                        f"({v.get('function')}): {fmt_ms(float(v.get('ms_per_step') or 0))}"
-                        for v in (row.get("via") or ())[:2]
-                    ),
+                    *_through(row),
                     f"the other phase (outside forward, backward, optimizer and data) is "
                     f"{fmt_ms(other)} per step ({pct(other, step):.0f}%)",
                     f"doing it every {EVERY} steps saves {fmt_ms(saving)} per step",
@@ -157,7 +163,7 @@ def python_outside_torch(session: Mapping[str, Any]) -> list[Advice]:
         if ms < MIN_SHARE * step or timed.get((row.get("file"), row.get("line")), 0.0) >= ms / 2:
             continue
         code = str(row.get("code") or "")
-        what, fix = next((w, f) for texts, w, f in PYTHON_REMEDIES if any(t in code for t in texts))
+        what, fix = _remedy(code, PYTHON_REMEDIES)
         where = str(row.get("location") or "?")
         advice.append(
             Advice(
@@ -170,11 +176,7 @@ def python_outside_torch(session: Mapping[str, Any]) -> list[Advice]:
                 evidence=[
                     f"{where} `{code}`: {fmt_ms(ms)} of CPU per step outside any torch call "
                     "and module, sampled in the forward phase of the detailed steps",
-                    *(
-                        f"through {os.path.basename(str(v.get('file')))}:{v.get('line')} "
-                        f"({v.get('function')}): {fmt_ms(float(v.get('ms_per_step') or 0))}"
-                        for v in (row.get("via") or ())[:2]
-                    ),
+                    *_through(row),
                     "the saving is up to all of it (run elsewhere or batched, the step no "
                     "longer waits for it); the low end assumes half remains",
                 ],

@@ -411,3 +411,17 @@ def test_the_data_advice_is_about_the_loader_that_feeds_the_steps(net):
     assert loaders[0] == 1 and loaders[1] >= 30
     [advice] = [a for a in with_advice(prof.session)["advice"] if a["rule"] == "data-loading"]
     assert "1 workers do not keep up" in advice["title"], advice["title"]
+
+
+def test_each_optimizer_s_settings_are_noted_at_its_first_step(net):
+    """What the optimizer-step rule reads: its class, fused support, what it was given."""
+    opt = torch.optim.AdamW(net.parameters(), lr=0.01, foreach=True)
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:
+        for batch in _batches(3):
+            net(batch).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    [noted] = prof.session["environment"]["optimizers"]
+    assert noted["type"] == "AdamW" and noted["fused_supported"] is True
+    assert noted["fused"] is None and noted["foreach"] is True
+    assert noted["numel"] == sum(p.numel() for p in net.parameters()) and noted["device"] == "cpu"

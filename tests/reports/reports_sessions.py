@@ -381,3 +381,14 @@ def python_lines_session(code="obs, reward, done, trunc, info = env.step(action)
             "forward_ms": {"mean": hot_ms}, "backward_ms": {"mean": 0.0}, "calls_per_step": 1,
             "torch_calls_per_step": 3, "top_ops": []}]}  # fmt: skip
     return session
+
+
+def optimizer_session(fused=None, device="cpu"):
+    """The slow session, on ``device``, whose unfused AdamW step takes 30% of it."""
+    session = slow_session()
+    session["environment"]["device"] = device
+    session["phases"]["optimizer"] = {"median": 30.0, "mean": 30.0}
+    session["environment"]["optimizers"] = [{
+        "type": "AdamW", "fused_supported": True, "foreach_supported": True, "fused": fused,
+        "foreach": None, "device": "cpu", "params": 50, "numel": 124_000_000}]  # fmt: skip
+    return session

@@ -12,6 +12,7 @@ from reports_sessions import (
     decode_session,
     library_session,
     node,
+    optimizer_session,
     python_lines_session,
     s,
     slow_session,
@@ -91,6 +92,7 @@ def recompile_session():
 CRAFTED = {
     "between_steps": between_steps_session,
     "python_outside_torch": python_lines_session,
+    "optimizer_step": optimizer_session,
     "decode_without_cache": decode_session,
     "anomaly_detection": anomaly_session,
     "recompiles": recompile_session,

@@ -1,6 +1,7 @@
 """The "Between steps" section in every report format: present with sampled lines, absent
 without them."""
 
+import pytest
 from reports_sessions import between_steps_session, python_lines_session, slow_session
 
 from torchdoctor.render.console import render_console
@@ -48,3 +49,25 @@ def test_a_line_the_hot_lines_explain_is_not_advised_twice():
     step = center(slow_session()["step_ms"])  # (the line: 0.4 of it)
     explained = python_lines_session("x = torch.stack(items)", hot_ms=0.3 * step)
     assert not [a for a in advise(explained) if a.rule == "python-outside-torch"]
+
+
+def test_an_unfused_optimizer_taking_a_share_of_the_step_is_told_fused_with_a_measured_saving():
+    from reports_sessions import optimizer_session
+
+    from torchdoctor.analyze.advice import SPEEDUPS, advise
+
+    session = optimizer_session()
+    [advice] = [a for a in advise(session) if a.rule == "optimizer-step"]
+    assert "fused=True" in advice.title and "AdamW" in advice.title
+    phase = 30.0
+    low, high = advice.saving_range_ms
+    speedup = SPEEDUPS["fused_optimizer"]
+    assert low == pytest.approx(phase * (1 - 1 / speedup.low))
+    assert high == pytest.approx(phase * (1 - 1 / speedup.high))
+    assert not [a for a in advise(optimizer_session(fused=True)) if a.rule == "optimizer-step"]
+    [on_gpu] = [a for a in advise(optimizer_session(device="cuda:0 H200"))
+                if a.rule == "optimizer-step"]  # fmt: skip
+    assert on_gpu.estimated_saving_ms is None and "torchdoctor tune" in " ".join(on_gpu.evidence)
+    tuned = optimizer_session()
+    tuned["tune"] = {"rows": [{"knob": "fused_optimizer", "status": "measured"}]}
+    assert not [a for a in advise(tuned) if a.rule == "optimizer-step"]  # the tune measured it

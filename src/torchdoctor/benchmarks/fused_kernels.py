@@ -5,7 +5,8 @@ compared: minGPT's tanh GELU (``NewGELU``) against ``F.gelu(x, approximate="tanh
 GELU against ``F.gelu(x)``, ``x * torch.sigmoid(x)`` against ``F.silu(x)``, and minGPT's causal
 attention (``softmax(masked(q @ k^T / sqrt(d))) @ v``) against
 ``F.scaled_dot_product_attention(..., is_causal=True)``, and a Python loop of ``LSTMCell`` over
-time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction). The speedups are what the advice on a
+time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction); and an
+AdamW step with ``foreach=True`` against ``fused=True``. The speedups are what the advice on a
 hot line with such a finding quotes (``analyze/advice/hot_lines_cures.py``): the smallest case
 is the low end, the largest the high end.
 """
@@ -76,6 +77,34 @@ def rnn_pair(hidden: int):
     return cell_loop, sequence
 
 
+def optimizer_pair(shapes: list[tuple[int, ...]]):
+    """(AdamW with foreach=True, AdamW with fused=True), each on its own copy of the same
+    parameters and gradients: one optimizer step per call, the first parameter returned (the
+    optimizer-step rule's remedy; nanoGPT's configure_optimizers asks for fused on CUDA only)."""
+
+    def make(**setting: bool):
+        torch.manual_seed(0)
+        params = [torch.randn(*shape, requires_grad=True) for shape in shapes]
+        for param in params:
+            param.grad = torch.randn_like(param)
+        optimizer = torch.optim.AdamW(params, lr=1e-3, **setting)
+
+        def step(_: torch.Tensor) -> torch.Tensor:
+            optimizer.step()
+            return params[0]
+
+        return step
+
+    return make(foreach=True), make(fused=True)
+
+
+#: (case, parameter shapes): a small model, and GPT-2 small's (12 blocks, 50304 x 768 embedding)
+OPTIMIZER_CASES = (
+    ("AdamW, 40 x (256, 256)", [(256, 256)] * 40),
+    ("AdamW, GPT-2 small shapes", [(768, 768)] * 48 + [(50304, 768)]),
+)
+
+
 #: (case, by hand, fused, the input shapes (small, large), tolerance)
 CASES = (
     ("tanh GELU (TD508)", gelu_tanh_by_hand, gelu_tanh_fused, ((4, 64, 192), (8, 256, 3072)), 1e-5),
@@ -114,4 +143,18 @@ def run(quick: bool = False) -> list[BenchTable]:
         "forward and the backward of the summed output; outputs and input gradients compared"
     )
     table.notes.append(f"{torch.get_num_threads()} intra-op thread(s), CPU")
-    return [table]
+    optimizers = BenchTable(
+        "fused optimizer: AdamW foreach=True vs fused=True, one step (interleaved, median of "
+        "per-pair ratios)",
+        ["case", "foreach ms", "fused ms", "speedup", "spread (min-max)", "IQR", "verdict"],
+    )
+    for name, shapes in OPTIMIZER_CASES[:1] if quick else OPTIMIZER_CASES:
+        foreach, fused = optimizer_pair(shapes)
+        result = compare(foreach, fused, torch.zeros(1), repeats=repeats, rtol=1e-4, atol=1e-6,
+                         names=("foreach", "fused"))  # fmt: skip
+        optimizers.add_row(name, *result.row())
+    optimizers.notes.append(
+        "each side steps its own copy of the same parameters and gradients; the first parameter "
+        f"compared after each step; {torch.get_num_threads()} intra-op thread(s), CPU"
+    )
+    return [table, optimizers]

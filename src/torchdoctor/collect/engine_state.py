@@ -68,6 +68,36 @@ def loader_settings(iterator: Any) -> dict[str, Any]:
     }
 
 
+def optimizer_settings(optimizer: Any) -> dict[str, Any]:
+    """What an optimizer runs as: its class, whether its class has a fused (one kernel for all
+    parameters) and a foreach implementation for its parameters' device, the ``fused`` and
+    ``foreach`` it was given (None: the default), its device and parameter count.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> settings = optimizer_settings(torch.optim.AdamW(net.parameters()))
+        >>> settings["type"], settings["fused_supported"], settings["fused"], settings["numel"]
+        ('AdamW', True, None, 6)
+    """
+    from torch.optim import optimizer as _optimizer
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    device = params[0].device.type if params else "cpu"
+    supported = _optimizer._get_fused_kernels_supported_devices()
+    group = optimizer.param_groups[0] if optimizer.param_groups else {}
+    return {
+        "type": type(optimizer).__name__,
+        "fused_supported": "fused" in optimizer.defaults and device in supported
+        and all(p.is_floating_point() for p in params),
+        "foreach_supported": "foreach" in optimizer.defaults,
+        "fused": group.get("fused"),
+        "foreach": group.get("foreach"),
+        "device": device,
+        "params": len(params),
+        "numel": sum(p.numel() for p in params),
+    }  # fmt: skip
+
+
 def stack_depth(frame: Any) -> int:
     """Python frames from ``frame`` outwards (what anomaly detection walks at every autograd
     node it records).

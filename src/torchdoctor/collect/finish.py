@@ -110,6 +110,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             {**dict(key), "iterators": count, "steps": state.loader_steps.get(key, (0, 0))[1]}
             for key, count in sorted(state.loaders.items())
         ]
+    if state.optimizers:  # what each optimizer ran as (the optimizer-step rule reads it)
+        session["environment"]["optimizers"] = list(state.optimizers.values())
     flags = [s.get("detailed", True) for s in steps]
     detail = dict(state.detail)
     detail["detailed_steps"] = index_ranges(

@@ -93,6 +93,7 @@ class HookEvents:
     @_timed_event
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._seen["optimizer"] += 1
+        self.state.note_optimizer(optimizer)
         self._optimizer_depth += 1
         self._rec.phases.push("optimizer")
 

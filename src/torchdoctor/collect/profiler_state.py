@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from torchdoctor.collect.engine_state import loader_settings
+from torchdoctor.collect.engine_state import loader_settings, optimizer_settings
 from torchdoctor.collect.step_store import StepStore
 
 _NO_REFERENCE = object()  # an iterator that takes no weak reference
@@ -94,6 +94,8 @@ class ProfilerState:
     # DataLoader settings -> iterators begun with them (a loader without persistent workers
     # begins one per epoch, starting its workers anew)
     loaders: dict[tuple[tuple[str, Any], ...], int] = field(default_factory=dict)
+    # optimizers stepped during the run, by id: their settings (engine_state.optimizer_settings)
+    optimizers: dict[int, dict[str, Any]] = field(default_factory=dict)
     _iterators: dict[int, Any] = field(default_factory=dict)  # id -> (weak reference, key)
     # loader settings -> (the last step it fed, how many steps it fed): the training loader
     # feeds every step, an evaluation's loader a few (the advice is about the first)
@@ -123,6 +125,22 @@ class ProfilerState:
     @property
     def boundary_name(self) -> str:
         return (self.boundary or StepBoundary.WHOLE_RUN).value
+
+    def note_optimizer(self, optimizer: Any) -> None:
+        """Note an optimizer's settings the first time it steps.
+
+        Example:
+            >>> import torch
+            >>> state, opt = ProfilerState(), torch.optim.SGD(torch.nn.Linear(1, 1).parameters())
+            >>> state.note_optimizer(opt); state.note_optimizer(opt)
+            >>> [o["type"] for o in state.optimizers.values()]
+            ['SGD']
+        """
+        if id(optimizer) not in self.optimizers and len(self.optimizers) < 16:
+            try:
+                self.optimizers[id(optimizer)] = optimizer_settings(optimizer)
+            except Exception:  # an optimizer of unusual shape: nothing to say about it
+                self.optimizers[id(optimizer)] = {"type": type(optimizer).__name__}
 
     def note_loader(self, iterator: Any, step: int = -1) -> None:
         """Count a DataLoader iterator the first time one of its batches is fetched (by its

@@ -44,9 +44,8 @@ from typing import Any
 
 import torch
 from torch.nn.modules import module as _module
-from torch.optim import optimizer as _optimizer
 
-from torchdoctor.collect.engine_state import autocast_dtype, loader_settings
+from torchdoctor.collect.engine_state import autocast_dtype, loader_settings, optimizer_settings
 from torchdoctor.collect.install import Installation
 from torchdoctor.tuning.adopt import adopt
 from torchdoctor.tuning.knobs import KNOB_BY_NAME
@@ -267,18 +266,7 @@ class Trial:
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if id(optimizer) in self.optimizers:
             return
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        device = params[0].device.type if params else "cpu"
-        supported = _optimizer._get_fused_kernels_supported_devices()
-        group = optimizer.param_groups[0] if optimizer.param_groups else {}
-        self.optimizers[id(optimizer)] = {
-            "type": type(optimizer).__name__,
-            "fused_supported": "fused" in optimizer.defaults and device in supported
-            and all(p.is_floating_point() for p in params),
-            "foreach_supported": "foreach" in optimizer.defaults,
-            "fused": group.get("fused"),
-            "foreach": group.get("foreach"),
-        }  # fmt: skip
+        self.optimizers[id(optimizer)] = optimizer_settings(optimizer)
         for knob in self.knobs:
             if knob.on_optimizer is not None:
                 knob.on_optimizer(self, optimizer)

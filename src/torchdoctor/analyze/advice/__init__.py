@@ -35,6 +35,7 @@ from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.library_syncs import library_syncs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.merge import one_per_cause
+from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.other_phase import between_steps, python_outside_torch
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
@@ -67,6 +68,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     data_loading,
     between_steps,
     python_outside_torch,
+    optimizer_step,
     recompiles,
     anomaly_detection,
     communication,

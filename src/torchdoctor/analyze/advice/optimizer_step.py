@@ -1,0 +1,83 @@
+"""Rule ``optimizer-step``: ``optimizer.step()`` takes a sizable share of the step while the
+optimizer runs without its fused implementation.
+
+Each optimizer's settings are noted at its first step (``environment["optimizers"]``:
+``collect/engine_state.optimizer_settings``): its class, whether the class has a fused kernel
+for its parameters' device (Adam, AdamW, SGD, Adagrad on CPU and CUDA), and the ``fused`` it
+was given. When the optimizer phase is at least MIN_SHARE of the step and such an optimizer
+runs unfused (nanoGPT's ``configure_optimizers`` asks for fused on CUDA only), the advice is
+``fused=True``. The saving is Amdahl over the optimizer phase with the speedup measured in the
+``fused`` benchmark suite on CPU (AdamW foreach vs fused); on CUDA that figure is not stated,
+``torchdoctor tune`` measures it (knob ``fused_optimizer``), and a tune that did replaces this.
+
+Example:
+    >>> session = {"step_ms": {"mean": 100.0}, "phases": {"optimizer": {"mean": 30.0}},
+    ...            "environment": {"device": "cpu", "optimizers": [{"type": "AdamW",
+    ...                "fused_supported": True, "fused": None, "device": "cpu",
+    ...                "numel": 124_000_000}]}}
+    >>> [(a.rule, round(a.estimated_saving_ms, 1)) for a in optimizer_step(session)]
+    [('optimizer-step', 19.2)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import (
+    SPEEDUPS,
+    Advice,
+    center,
+    fmt_ms,
+    is_cuda,
+    pct,
+    tree_step_ms,
+    with_saving,
+)
+from torchdoctor.analyze.advice.knobs_measured import tune_rows
+
+#: the optimizer phase must take at least this share of the step
+MIN_SHARE = 0.10
+
+
+def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
+    """One advice when unfused optimizers with a fused implementation take >= MIN_SHARE."""
+    step = tree_step_ms(session)
+    phase = center((session.get("phases") or {}).get("optimizer"))
+    if step <= 0 or phase < MIN_SHARE * step:
+        return []
+    if any(row.get("knob") == "fused_optimizer" for row in tune_rows(session)):
+        return []  # measured by torchdoctor tune: its own advice says how much
+    environment = session.get("environment") or {}
+    unfused = [o for o in environment.get("optimizers") or ()
+               if o.get("fused_supported") and not o.get("fused")]  # fmt: skip
+    if not unfused:
+        return []
+    names = ", ".join(sorted({str(o.get("type")) for o in unfused}))
+    numel = sum(int(o.get("numel") or 0) for o in unfused)
+    cuda = is_cuda(session)
+    speedup = SPEEDUPS["fused_optimizer"]
+    advice = Advice(
+        rule="optimizer-step",
+        title=f"optimizer.step() takes {pct(phase, step):.0f}% of the step: run {names} with "
+        "fused=True",
+        confidence="medium" if not cuda else "low",
+        evidence=[
+            f"the optimizer phase is {fmt_ms(phase)} per step ({pct(phase, step):.0f}%)",
+            f"{names} over {numel:,} parameters runs unfused (foreach or a loop over the "
+            "parameters); its class has a fused kernel for this device: one kernel for all",
+            f"measured: {speedup.source}"
+            + ("; on CUDA the gain differs: `torchdoctor tune SCRIPT` measures it" if cuda else ""),
+        ],
+        fix=f"optimizer = torch.optim.{names.split(', ')[0]}(params, ..., fused=True) (for "
+        "nanoGPT's configure_optimizers: pass fused=True on the CPU too). Measure it on your "
+        "step: torchdoctor tune SCRIPT.",
+        code=f"optimizer = torch.optim.{names.split(', ')[0]}(model.parameters(), lr=lr, "
+        "fused=True)",
+        references=["torch.optim.AdamW"],
+        cause="fused_optimizer",
+        heat=min(1.0, phase / step),
+    )
+    if not cuda:
+        with_saving(advice, step, phase / step, speedup)
+    return [advice]

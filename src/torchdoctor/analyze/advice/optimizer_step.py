@@ -16,7 +16,7 @@ Example:
     ...                "fused_supported": True, "fused": None, "device": "cpu",
     ...                "numel": 124_000_000}]}}
     >>> [(a.rule, round(a.estimated_saving_ms, 1)) for a in optimizer_step(session)]
-    [('optimizer-step', 19.2)]
+    [('optimizer-step', 19.5)]
 """
 
 from __future__ import annotations

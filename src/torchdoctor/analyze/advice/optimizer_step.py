@@ -69,9 +69,10 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
             f"measured: {speedup.source}"
             + ("; on CUDA the gain differs: `torchdoctor tune SCRIPT` measures it" if cuda else ""),
         ],
-        fix=f"optimizer = torch.optim.{names.split(', ')[0]}(params, ..., fused=True) (for "
-        "nanoGPT's configure_optimizers: pass fused=True on the CPU too). Measure it on your "
-        "step: torchdoctor tune SCRIPT.",
+        fix=f"optimizer = torch.optim.{names.split(', ')[0]}(params, ..., fused=True) (nanoGPT's "
+        "configure_optimizers: pass fused=True on the CPU too; the Hugging Face Trainer: "
+        'TrainingArguments(optim="adamw_torch_fused"); Lightning: build it so in '
+        "configure_optimizers). Measure it on your step: torchdoctor tune SCRIPT.",
         code=f"optimizer = torch.optim.{names.split(', ')[0]}(model.parameters(), lr=lr, "
         "fused=True)",
         references=["torch.optim.AdamW"],

@@ -103,3 +103,31 @@ def _walk(tree):
     from torchdoctor.session_read import walk
 
     return walk(tree)
+
+
+def test_the_recomputation_is_measured_on_the_checkpointed_layers_inside_their_model():
+    """Net's layers are checkpointed inside Net.forward: their forward re-run in backward
+    (outside Net's frame) is the same tree node's, counted as `recomputed_ms` (part of its
+    backward, not of its forward), and the activation-checkpointing advice states its cost."""
+    from torchdoctor.analyze.advice import advise
+
+    torch.manual_seed(0)
+    net = Net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    with torchdoctor.Profiler(detail="always", syncs=False, hot_lines=False) as prof:
+        for _ in range(6):
+            net(torch.randn(256, 16)).backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    nodes = {n["path"]: n for n, _ in _walk(prof.session["tree"])}
+    layers = [nodes[f"layers.{i}"] for i in range(6)]
+    tops = [c["path"] for c in prof.session["tree"]["children"]]
+    assert tops == ["Net", "(self)"] and not any("#" in p for p in nodes)  # no stray nodes
+    for layer in layers:
+        recomputed = layer["recomputed_ms"]["mean"]
+        assert 0 < recomputed <= layer["backward_ms"]["mean"]
+        assert recomputed < 3 * layer["forward_ms"]["mean"]  # one re-run, not counted as forward
+    [advice] = [a for a in advise(prof.session) if a.rule == "activation-checkpointing"]
+    total = sum(layer["recomputed_ms"]["mean"] for layer in layers)
+    assert advice.saving_range_ms == pytest.approx([total / 2, total])

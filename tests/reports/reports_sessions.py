@@ -392,3 +392,14 @@ def optimizer_session(fused=None, device="cpu"):
         "type": "AdamW", "fused_supported": True, "foreach_supported": True, "fused": fused,
         "foreach": None, "device": "cpu", "params": 50, "numel": 124_000_000}]  # fmt: skip
     return session
+
+
+def checkpointing_session():
+    """The slow session whose decoder layers are checkpointed: 4 ms of forward re-run each."""
+    from torchdoctor.session_read import walk
+
+    session = copy_of(slow_session())
+    for node, _ in walk(session["tree"]):
+        if str(node.get("path")).startswith("model.decoder.layers.") and node["path"][-1].isdigit():
+            node["recomputed_ms"] = s(4.0)
+    return session

@@ -21,7 +21,7 @@ from typing import Any
 
 from torchdoctor.collect.backward import backward_intervals
 from torchdoctor.collect.phases import phase_durations
-from torchdoctor.collect.records import BackwardMark, ForwardCall
+from torchdoctor.collect.records import RECOMPUTED, BackwardMark, ForwardCall
 
 
 def summarize_step(
@@ -51,7 +51,11 @@ def summarize_step(
     start, end = step
     fwd: dict[int, float] = {}
     calls: dict[int, int] = {}
+    recomputed: dict[int, float] = {}
     for node, s, e, piece in forward:
+        if piece == RECOMPUTED:  # re-run inside backward (activation checkpointing)
+            recomputed[node] = recomputed.get(node, 0.0) + max(0.0, e - s) / 1e6
+            continue
         if piece:  # a piece of a region call cut by a backward pass run inside it
             calls.setdefault(node, 0)
         else:
@@ -67,6 +71,7 @@ def summarize_step(
         "forward": fwd,
         "backward": bwd,
         "calls": calls,
+        "recomputed": recomputed,
         "activation": dict(activation) if activation is not None else None,
         "identical": dict(identical or {}),
         "fingerprinted": fingerprinted,
@@ -125,7 +130,9 @@ def step_timeline(
     for (t, phase), nxt in zip(segments, [*segments[1:], (end, "")]):
         if nxt[0] > t:
             events.append(_event(phase, "phase", t - start, nxt[0] - t, 0))
-    for node, s, e, _ in forward:  # a piece of a region call is drawn like a call
+    for node, s, e, piece in forward:  # a piece of a region call is drawn like a call
+        if piece == RECOMPUTED:  # (inside the backward span drawn for the module)
+            continue
         cat = "region" if kind[node] == "region" else "forward"
         events.append(_event(path[node], cat, s - start, e - s, depth[node]))
     for node, spans in summary_intervals.items():

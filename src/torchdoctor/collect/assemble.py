@@ -158,6 +158,9 @@ def build_tree(
             "source": source[node],
             "children": [make(k) for k in kids],
         }
+        recomputed = [(s.get("recomputed") or {}).get(node, 0.0) for s in steps]
+        if node and any(recomputed):  # forward re-run in backward (activation checkpointing):
+            out["recomputed_ms"] = stat_with_mean(recomputed)  # part of its backward_ms
         if kids:
             kid_totals = [total(k) for k in kids]
             rest = [max(0.0, t - sum(col)) for t, col in zip(tot, zip(*kid_totals))]

@@ -61,7 +61,7 @@ from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_nodes import NodeRegistry
 from torchdoctor.collect.recorder_regions import RegionEvents
-from torchdoctor.collect.records import BackwardMark, ForwardCall, Frame, MarkKind
+from torchdoctor.collect.records import RECOMPUTED, BackwardMark, ForwardCall, Frame, MarkKind
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 
@@ -128,6 +128,7 @@ class Recorder(NodeRegistry, RegionEvents):
         self.phases = PhaseMachine(self.now)
         # node registry: id -> parent, path, name, kind, type, source
         self.node_ids: dict[tuple[int, Any], int] = {}  # (parent, id(module) | ("region", name))
+        self.module_nodes: dict[int, int] = {}  # id(module) -> the node of its first call
         self.parent: list[int] = [-1]
         self.path: list[str] = [""]
         self.name: list[str] = ["step"]
@@ -304,10 +305,9 @@ class Recorder(NodeRegistry, RegionEvents):
         if STATE.module_stack:
             STATE.module_stack.pop()
         forward = self.phases.stack[-1][0] != "backward"
-        if forward:
-            self.fwd.append(_new(ForwardCall, (node, start, end, False)))
-        # else: a forward re-run inside backward (activation checkpointing): its time is part
-        # of the backward already measured, so it is not counted again as forward
+        # a forward re-run inside backward (activation checkpointing): its time is part of the
+        # backward already measured, counted apart as the recomputation's, not as forward
+        self.fwd.append(_new(ForwardCall, (node, start, end, False if forward else RECOMPUTED)))
         if _mode_enabled():  # a sync audit's mode must not intercept the hook's own reads
             with _NoTorchFunction():
                 self._after_call(node, serial, args, kwargs, output, forward)

@@ -47,6 +47,8 @@ class NodeRegistry:
 
     names: ModuleNames
     node_ids: dict[tuple[int, Any], int]
+    module_nodes: dict[int, int]
+    phases: Any
     parent: list[int]
     path: list[str]
     name: list[str]
@@ -88,7 +90,15 @@ class NodeRegistry:
     def _module_node(self, parent: int, module: Any) -> int:
         began = _host_ns()
         try:
-            return self._register_module(parent, module)
+            if not parent and self.phases.stack[-1][0] == "backward":
+                # a checkpointed module's forward re-run in backward, outside its caller's
+                # frame: the node of its call in forward (its recomputation is that node's)
+                known = self.module_nodes.get(id(module))
+                if known is not None:
+                    return known
+            node = self._register_module(parent, module)
+            self.module_nodes.setdefault(id(module), node)
+            return node
         finally:
             self.registration_ns += _host_ns() - began
 

@@ -70,7 +70,12 @@ class ForwardCall(NamedTuple):
     node: int
     start: Any
     end: Any
-    piece: bool = False
+    piece: bool = False  # RECOMPUTED: a forward re-run inside backward (activation checkpointing)
+
+
+#: ``ForwardCall.piece`` of a forward re-run inside a backward pass (activation checkpointing):
+#: its time is part of the backward, counted apart as the recomputation's cost
+RECOMPUTED = 2
 
 
 class BackwardMark(NamedTuple):

@@ -23,6 +23,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.backward import backward_heavy
 from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_saving
+from torchdoctor.analyze.advice.checkpointing import activation_checkpointing
 from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.advice.compile_time import recompiles
 from torchdoctor.analyze.advice.cpu_work import cpu_work
@@ -64,6 +65,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     torch_syncs,
     library_syncs,
     backward_heavy,
+    activation_checkpointing,
     train_inference_ratio,
     data_loading,
     between_steps,

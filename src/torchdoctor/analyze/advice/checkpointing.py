@@ -1,0 +1,81 @@
+"""Rule ``activation-checkpointing``: forward passes re-run inside backward (activation
+checkpointing, ``torch.utils.checkpoint``, Hugging Face's ``gradient_checkpointing``) take a
+sizable share of the step.
+
+The profiler times each module forward that runs during a backward pass apart
+(``recomputed_ms`` on the tree's nodes, part of their ``backward_ms``): that is the price paid
+for the activation memory checkpointing saves. When the outermost recomputed parts take at
+least MIN_SHARE of the step, the advice states that price, measured: checkpointing half the
+layers saves about half of it, none all of it, if the memory allows.
+
+Example:
+    >>> block = {"kind": "module", "path": "h.0", "type": "Block", "forward_ms": {"mean": 4.0},
+    ...          "backward_ms": {"mean": 12.0}, "recomputed_ms": {"mean": 4.0}, "children": []}
+    >>> tree = {"kind": "root", "path": "", "children": [block]}
+    >>> [(a.rule, a.saving_range_ms) for a in activation_checkpointing(
+    ...     {"step_ms": {"mean": 20.0}, "tree": tree})]
+    [('activation-checkpointing', [2.0, 4.0])]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, center, fmt_ms, is_cuda, pct, tree_step_ms
+
+#: the recomputation must take at least this share of the step
+MIN_SHARE = 0.05
+
+
+def _outermost(node: Mapping[str, Any], found: list[Mapping[str, Any]]) -> None:
+    for child in node.get("children") or ():
+        if center(child.get("recomputed_ms")) > 0:
+            found.append(child)
+        else:
+            _outermost(child, found)
+
+
+def activation_checkpointing(session: Mapping[str, Any]) -> list[Advice]:
+    """One advice when the forward re-run in backward takes >= MIN_SHARE of the step."""
+    step = tree_step_ms(session)
+    tree = session.get("tree")
+    if not tree or step <= 0:
+        return []
+    parts: list[Mapping[str, Any]] = []
+    _outermost(tree, parts)
+    total = sum(center(p.get("recomputed_ms")) for p in parts)
+    if total < MIN_SHARE * step:
+        return []
+    names = ", ".join(str(p.get("path")) for p in parts[:4]) + (
+        f" and {len(parts) - 4} more" if len(parts) > 4 else ""
+    )
+    peaks = [s.get("peak_memory_bytes") for s in session.get("steps") or ()]
+    peak = max((p for p in peaks if p), default=None) if is_cuda(session) else None
+    evidence = [
+        f"{len(parts)} checkpointed part(s) ({names}) re-run {fmt_ms(total)} of forward "
+        f"inside backward per step ({pct(total, step):.0f}% of the step), measured",
+        "checkpointing half of them saves about half of it, none of them all of it, at the "
+        "cost of keeping their activations",
+    ]
+    if peak:
+        evidence.append(f"peak device memory in the steps: {peak / 2**30:.3g} GiB")
+    return [
+        Advice(
+            rule="activation-checkpointing",
+            title=f"Activation checkpointing re-runs {pct(total, step):.0f}% of the step "
+            f"({fmt_ms(total)}) as forward inside backward: checkpoint less if memory allows",
+            estimated_saving_ms=total / 2,
+            saving_range_ms=[total / 2, total],
+            confidence="medium",
+            evidence=evidence,
+            fix="Checkpoint every other layer or only the largest blocks (torch.utils.checkpoint "
+            "on fewer blocks; Hugging Face: model.gradient_checkpointing_disable() or "
+            "TrainingArguments(gradient_checkpointing=False) when it fits), or keep the "
+            "matmul outputs and recompute only cheap ops (selective checkpointing: "
+            "torch.utils.checkpoint.create_selective_checkpoint_contexts).",
+            references=["torch.utils.checkpoint.checkpoint"],
+            cause="activation-checkpointing",
+            heat=min(1.0, total / step),
+        )
+    ]

@@ -150,3 +150,33 @@ def test_mp_spawned_ddp_ranks_are_compared_as_torchrun_ranks_are(tmp_path):
     comparison = json.loads((tmp_path / "prof" / "ranks.json").read_text())
     assert sorted(row["rank"] for row in comparison["ranks"]) == [0, 1]
     assert "busy = step - backward" in done.stdout  # the ranks table, after the report
+
+
+POOL = """
+import multiprocessing
+import torch
+
+def square(x):
+    return float(torch.tensor(x) ** 2)
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        print("sum", sum(pool.map(square, range(8))))
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(4):
+        net(torch.ones(1, 2)).sum().backward()
+        opt.step()
+"""
+
+
+def test_process_pool_workers_are_counted_not_followed(tmp_path):
+    """A multiprocessing.Pool's workers are long-lived loops the pool terminates: profiling
+    them would cost every task and leave empty sessions behind."""
+    done = _run(tmp_path, POOL)
+    assert done.returncode == 0, done.stderr
+    assert "sum 140.0" in done.stdout
+    assert not (tmp_path / "prof" / "children").exists()
+    parent = json.loads((tmp_path / "prof" / "session.json").read_text())
+    assert "children" not in parent
+    assert any("worker x2" in note for note in parent["config"]["notes"])

@@ -3,7 +3,8 @@
 A Hogwild trainer (pytorch/examples ``mnist_hogwild``), ``torch.multiprocessing.spawn`` of a
 DDP training function, or a hand-made ``mp.Process`` pool trains in child processes while the
 script's own process waits in ``join()``. `run` follows them: before each such process starts
-(``collect/children.py`` sees ``Process.start``; DataLoader workers are the loader's own), its
+(``collect/children.py`` sees ``Process.start``; DataLoader workers are the loader's own, and
+the worker loops of process pools are counted, not followed), its
 target is replaced by a :class:`ProfiledChild` holding the original target and `run`'s options.
 In the child (spawned, forked or forkserver'd: the wrapper pickles with the target) it runs the
 target under the same profiler and sync audit `run` uses, with checkpoints, and writes
@@ -36,6 +37,11 @@ from typing import Any
 #: `run`'s options a child's profiler takes (its step function is the script's, not the child's)
 CHILD_OPTIONS = ("warmup", "max_steps", "detail", "detail_window", "detail_period",
                  "detail_period_s", "no_hot_lines", "thorough", "checkpoint_every")  # fmt: skip
+
+
+#: the worker loops of process pools (multiprocessing.Pool, ProcessPoolExecutor, a Manager's
+#: server): long-lived servers the pool terminates, no training of their own; not followed
+POOL_WORKERS = ("multiprocessing.", "concurrent.futures.")
 
 
 class ProfiledChild:
@@ -154,6 +160,8 @@ def follow_children(profiler: Any, args: argparse.Namespace) -> None:
         target = getattr(process, "_target", None)
         if target is None or isinstance(target, ProfiledChild):
             return None
+        if str(getattr(target, "__module__", "")).startswith(POOL_WORKERS):
+            return None  # a pool's worker loop (terminated, not returned from): counted only
         out = os.path.join(root, f"{_safe(name)}-{index}")
         process._target = ProfiledChild(target, out, script, options)
         return out

@@ -22,7 +22,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, center, fmt_ms, is_cuda, pct, tree_step_ms
+from torchdoctor.analyze.advice.base import (
+    Advice,
+    center,
+    fmt_ms,
+    is_cuda,
+    pct,
+    tree_step_ms,
+    walk,
+)
 
 #: the recomputation must take at least this share of the step
 MIN_SHARE = 0.05
@@ -47,9 +55,15 @@ def activation_checkpointing(session: Mapping[str, Any]) -> list[Advice]:
     total = sum(center(p.get("recomputed_ms")) for p in parts)
     if total < MIN_SHARE * step:
         return []
-    names = ", ".join(str(p.get("path")) for p in parts[:4]) + (
-        f" and {len(parts) - 4} more" if len(parts) > 4 else ""
-    )
+    paths = [str(p.get("path")) for p in parts]
+    # Hugging Face's GradientCheckpointingLayer re-runs a layer's parts, not the layer: name
+    # the layers they belong to
+    called = {str(node.get("path")) for node, _ in walk(tree)}  # (a ModuleList is never called)
+    owners = sorted({path.rsplit(".", 1)[0] for path in paths if "." in path} & called)
+    shown = owners if owners and len(owners) < len(paths) else paths
+    names = ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+    if shown is owners:
+        names = f"parts of {names}"
     peaks = [s.get("peak_memory_bytes") for s in session.get("steps") or ()]
     peak = max((p for p in peaks if p), default=None) if is_cuda(session) else None
     evidence = [

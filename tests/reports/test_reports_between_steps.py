@@ -71,3 +71,21 @@ def test_an_unfused_optimizer_taking_a_share_of_the_step_is_told_fused_with_a_me
     tuned = optimizer_session()
     tuned["tune"] = {"rows": [{"knob": "fused_optimizer", "status": "measured"}]}
     assert not [a for a in advise(tuned) if a.rule == "optimizer-step"]  # the tune measured it
+
+
+def test_checkpointing_names_the_layers_whose_parts_are_re_run():
+    """Hugging Face's GradientCheckpointingLayer re-runs a layer's parts, not the layer."""
+    from torchdoctor.analyze.advice.checkpointing import activation_checkpointing
+
+    def part(path):
+        return {"kind": "module", "path": path, "forward_ms": {"mean": 2.0},
+                "backward_ms": {"mean": 5.0}, "recomputed_ms": {"mean": 2.0}, "children": []}  # fmt: skip
+
+    layers = [{"kind": "module", "path": f"model.layers.{i}", "forward_ms": {"mean": 4.0},
+               "backward_ms": {"mean": 10.0},
+               "children": [part(f"model.layers.{i}.attn"), part(f"model.layers.{i}.mlp")]}
+              for i in range(2)]  # fmt: skip
+    tree = {"kind": "root", "path": "", "children": layers}
+    [advice] = activation_checkpointing({"step_ms": {"mean": 40.0}, "tree": tree})
+    assert "4 checkpointed part(s) (parts of model.layers.0, model.layers.1)" in advice.evidence[0]
+    assert advice.saving_range_ms == [4.0, 8.0]

@@ -221,11 +221,28 @@ def _label(node: dict[str, Any]) -> str:
         return f"{name}  ({node['group_count']} x ~{format_ms(node['per_item_ms'])} ms)"
     if node.get("kind") == "region":
         return f"[{name}]"
+    phase = _main_phase(node)  # the step's own (self) row: mostly data loading, say so
     if node.get("hot_lines"):  # a (self) row (or childless owner) points to its hot lines
         from torchdoctor.render.hot_lines import self_row_pointer
 
-        return f"{name}  {self_row_pointer(node)}"
-    return name
+        return f"{name}  {phase}{self_row_pointer(node)}"
+    return f"{name}  {phase.rstrip()}" if phase else name
+
+
+def _main_phase(node: dict[str, Any]) -> str:
+    """``"data 11 ms "`` when one of the data, optimizer or other phases is at least half of a
+    row's time (the step's own ``(self)`` row holds them), else ''.
+
+    Example:
+        >>> _main_phase({"total_ms": {"mean": 12.0}, "phases_ms": {"data": 11.0}})
+        'data 11 ms '
+    """
+    phases = node.get("phases_ms") or {}
+    if not phases:
+        return ""
+    phase, ms = max(phases.items(), key=lambda item: item[1])
+    total = float((node.get("total_ms") or {}).get("mean") or 0.0)
+    return f"{phase} {format_ms(ms)} ms " if total > 0 and ms >= 0.5 * total else ""
 
 
 def _label_width(tree: dict[str, Any], max_depth: int | None) -> int:

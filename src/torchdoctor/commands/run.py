@@ -282,7 +282,11 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     """
     from torchdoctor.collect.script import ScriptNotFoundError
     from torchdoctor.commands.ranks import distributed_rank, merge_ranks, torchrun_run_id
-    from torchdoctor.commands.run_children import children_notices, compare_child_ranks
+    from torchdoctor.commands.run_children import (
+        child_sessions,
+        children_notices,
+        compare_child_ranks,
+    )
     from torchdoctor.commands.run_report import record_run, run_notices, shown_path
 
     started = time.time()
@@ -344,7 +348,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
             print(f"torchdoctor {command}: the report could not be printed ({type(exc).__name__}: "
                   f"{exc}){kept}: `torchdoctor report {path or 'OUT/session.json'}` tries again; "
                   "please report this with the session file", file=sys.stderr)  # fmt: skip
-    notices = run_notices(session) + children_notices(session)
+    children = child_sessions(session)  # (processes the script started, profiled on their own)
+    notices = run_notices(session) + children_notices(children)
     if path is not None:
         notices.append(f"session written to {shown_path(path, start_dir)}")
         if not only_syncs and (dist is None or dist[0] == 0):
@@ -355,8 +360,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     if dist is not None:
         merge_ranks(session, dist, out_root, started, getattr(args, "process_group_store", None),
                     show=args.format == "text")  # fmt: skip
-    elif session.get("children"):  # mp.spawn'd ranks: compared as torchrun's are
-        compare_child_ranks(session, out_root, show=args.format == "text")
+    elif children:  # mp.spawn'd ranks: compared as torchrun's are
+        compare_child_ranks(children, out_root, show=args.format == "text")
     return status
 
 

@@ -31,6 +31,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,22 +170,38 @@ def follow_children(profiler: Any, args: argparse.Namespace) -> None:
     watch.follow = follow
 
 
-def children_notices(session: Any) -> list[str]:
-    """One line per followed child: its steps and step time, where its report is.
+def child_sessions(session: Any) -> list[tuple[Mapping[str, Any], Any]]:
+    """Each followed child with its session as written (None when there is none to read).
 
     Example:
-        >>> children_notices({"children": [{"name": "train", "index": 0, "out": "/nowhere"}]})
+        >>> child_sessions({"children": [{"name": "train", "index": 0, "out": "/nowhere"}]})
+        [({'name': 'train', 'index': 0, 'out': '/nowhere'}, None)]
+    """
+    from torchdoctor.session import Session
+
+    found = []
+    for child in session.get("children") or ():
+        try:
+            loaded = Session.load(Path(str(child.get("out"))) / "session.json")
+        except (OSError, ValueError):
+            loaded = None
+        found.append((child, loaded))
+    return found
+
+
+def children_notices(children: list[tuple[Mapping[str, Any], Any]]) -> list[str]:
+    """One line per followed child (:func:`child_sessions`): its steps and step time, where
+    its report is.
+
+    Example:
+        >>> children_notices([({"name": "train", "index": 0, "out": "/nowhere"}, None)])
         ['child process train #0: no profile written (it ended before its first step, or was killed before its first checkpoint)']
     """
-    import json
-
     lines = []
-    for child in session.get("children") or ():
+    for child, data in children:
         where = Path(str(child.get("out")))
         who = f"child process {child.get('name')} #{child.get('index')}"
-        try:
-            data = json.loads((where / "session.json").read_text())
-        except (OSError, ValueError):
+        if data is None:
             lines.append(f"{who}: no profile written (it ended before its first step, or was "
                          "killed before its first checkpoint)")  # fmt: skip
             continue
@@ -197,24 +214,23 @@ def children_notices(session: Any) -> list[str]:
     return lines
 
 
-def compare_child_ranks(session: Any, out: str, *, show: bool) -> dict[str, Any] | None:
+def compare_child_ranks(
+    children: list[tuple[Mapping[str, Any], Any]], out: str, *, show: bool
+) -> dict[str, Any] | None:
     """When the followed children were the ranks of one process group (``mp.spawn`` of a DDP
     function), compare them as `torchrun` ranks are (the straggler, time in collectives, who
     waits for whom): printed (``show``), written to ``out/ranks.md`` and ``ranks.json``.
     None when fewer than two children carry a rank of the same world.
 
     Example:
-        >>> compare_child_ranks({"children": []}, "/nowhere", show=False) is None
+        >>> compare_child_ranks([], "/nowhere", show=False) is None
         True
     """
     from torchdoctor.commands.ranks import show_rank_comparison
-    from torchdoctor.session import Session
 
     by_world: dict[int, dict[int, Any]] = {}
-    for child in session.get("children") or ():
-        try:
-            loaded = Session.load(Path(str(child.get("out"))) / "session.json")
-        except (OSError, ValueError):
+    for _, loaded in children:
+        if loaded is None:
             continue
         environment = loaded.get("environment") or {}
         rank, world = environment.get("rank"), environment.get("world_size")

@@ -53,7 +53,8 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
                if o.get("fused_supported") and not o.get("fused")]  # fmt: skip
     if not unfused:
         return []
-    names = ", ".join(sorted({str(o.get("type")) for o in unfused}))
+    types = sorted({str(o.get("type")) for o in unfused})
+    names = ", ".join(types)
     numel = sum(int(o.get("numel") or 0) for o in unfused)
     cuda = is_cuda(session)
     speedup = SPEEDUPS["fused_optimizer"]
@@ -69,11 +70,11 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
             f"measured: {speedup.source}"
             + ("; on CUDA the gain differs: `torchdoctor tune SCRIPT` measures it" if cuda else ""),
         ],
-        fix=f"optimizer = torch.optim.{names.split(', ')[0]}(params, ..., fused=True) (nanoGPT's "
+        fix=f"optimizer = torch.optim.{types[0]}(params, ..., fused=True) (nanoGPT's "
         "configure_optimizers: pass fused=True on the CPU too; the Hugging Face Trainer: "
         'TrainingArguments(optim="adamw_torch_fused"); Lightning: build it so in '
         "configure_optimizers). Measure it on your step: torchdoctor tune SCRIPT.",
-        code=f"optimizer = torch.optim.{names.split(', ')[0]}(model.parameters(), lr=lr, "
+        code=f"optimizer = torch.optim.{types[0]}(model.parameters(), lr=lr, "
         "fused=True)",
         references=["torch.optim.AdamW"],
         cause="fused_optimizer",

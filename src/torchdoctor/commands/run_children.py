@@ -62,10 +62,8 @@ class ProfiledChild:
         self.out = out
         self.script = script
         self.options = dict(options)
-        name = os.path.basename(out)
-        self.label = (
-            f"{os.path.basename(script)} ({name.rsplit('-', 1)[0]} #{name.rsplit('-', 1)[-1]})"
-        )
+        target, _, index = os.path.basename(out).rpartition("-")  # (OUT/children/<target>-<k>)
+        self.label = f"{os.path.basename(script)} ({target} #{index})"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:

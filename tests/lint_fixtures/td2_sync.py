@@ -135,6 +135,8 @@ def train_with_config(model, loader, opt, cfg, kl_weight):
         (beta * w * loss).backward()
         opt.step()
         print(float(loss))  # expect: TD201
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # expect: TD201
+        torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)  # returns None: no sync
 
 
 def train_with_formatting(model, loader, opt):

@@ -83,6 +83,21 @@ def sample_plain_range(model, cond, steps=50):
 
 
 @torch.no_grad()
+def sample2(model, obs, steps=100):
+    x = torch.randn(4, 8)
+    for i in reversed(range(steps)):  # a range walked backwards: i is the timestep
+        emb = model.obs_encoder(obs)  # expect: TD601
+        x = model.denoise(x, i, emb)
+    for k in range(steps - 1, -1, -1):
+        emb = model.obs_encoder(obs)  # expect: TD601
+        x = model.denoise(x, k, emb)
+    for i in range(steps):  # counting up with a plain index: not known to be a timestep
+        emb = model.obs_encoder(obs)
+        x = model.refine(x, i, emb)
+    return x
+
+
+@torch.no_grad()
 def generate_images(unet, text_encoder, prompt, steps=30):
     x = torch.randn(1, 4, 8, 8)
     for t in range(steps):

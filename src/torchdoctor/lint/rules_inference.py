@@ -91,6 +91,21 @@ def _range_call(it: ast.AST) -> ast.Call | None:
     return None
 
 
+def _counts_down(it: ast.AST) -> bool:
+    """A range walked backwards: ``reversed(range(n))`` (through enumerate/tqdm) or
+    ``range(n - 1, -1, -1)``, as a reverse-diffusion loop walks its timesteps."""
+    steps = _range_call(it)
+    if steps is None:
+        return False
+    if len(steps.args) == 3 and ast.unparse(steps.args[2]).replace(" ", "").startswith("-"):
+        return True
+    while isinstance(it, ast.Call) and it is not steps and (it.args or it.keywords):
+        if (dotted(it.func) or "").rsplit(".", 1)[-1] == "reversed":
+            return True
+        it = it.args[0] if it.args else it.keywords[0].value
+    return False
+
+
 def _is_denoising_iter(it: ast.AST) -> bool:
     """``scheduler.timesteps``, ``range(num_inference_steps)``, also wrapped in
     enumerate/tqdm/reversed/list."""
@@ -103,7 +118,7 @@ def _is_denoising_iter(it: ast.AST) -> bool:
 #: functions whose loops are sampling loops: sample(), generate(), denoise(), ddim_sample() ...
 SAMPLING_FUNCTION = re.compile(
     r"(^|_)(sample|sampling|sampler|generate|generation|denoise|denoising|diffuse|diffusion|"
-    r"reverse|rollout|infer|inference|predict|plan)(_|$)",
+    r"reverse|rollout|infer|inference|predict|plan)(_|\d|$)",
     re.IGNORECASE,
 )
 #: loop variables that name a diffusion timestep
@@ -118,7 +133,8 @@ RULES = (
         "warning",
         "module call with loop-invariant arguments inside a denoising loop (over "
         "scheduler.timesteps or range(num_inference_steps), or over range(...) in a sample/"
-        "generate/denoise function with a timestep variable t passed to the denoiser)",
+        "generate/denoise function with a timestep variable t, or the variable of a range walked "
+        "backwards, passed to the denoiser)",
         "encode the conditioning once before the loop and reuse it in every step",
         "for t in scheduler.timesteps:\n    cond = self.encoder(tokens)\n    x = step(x, t, cond)",
         "cond = self.encoder(tokens)\nfor t in scheduler.timesteps:\n    x = step(x, t, cond)",
@@ -178,7 +194,13 @@ class InferenceRules(RuleVisitor):
             return True
         if _range_call(node.iter) is None:
             return False
-        timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n)}
+        # any loop variable of a range walked backwards (`for i in reversed(range(n))`),
+        # else one named like a timestep
+        timesteps = {
+            n
+            for n in target_names(node.target)
+            if TIMESTEP_TARGET.match(n) or _counts_down(node.iter)
+        }
         if not timesteps:
             return False
         # the timestep must reach a call (the denoiser), as in x = model(x, t): a loop that

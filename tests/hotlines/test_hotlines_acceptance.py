@@ -101,3 +101,45 @@ def test_part_contrastive_without_regions_names_the_mahalanobis_line_and_prescri
     assert "pac_slow" in first["title"]  # the loop calling it
     assert "whiten" in first["fix"] and "torchdoctor.ops" in first["fix"]
     assert first["estimated_saving_ms"] > 0
+
+
+PER_IMAGE_CHOLESKY = '''
+import torch
+torch.manual_seed(0)
+model = torch.nn.Linear(32, 32)
+opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+def whitened_norm(feats):
+    total = 0.0
+    for b in range(feats.shape[0]):
+        cov = feats[b].T @ feats[b] / feats.shape[1] + 0.1 * torch.eye(feats.shape[2])
+        L = torch.linalg.cholesky(cov)
+        z = torch.linalg.solve_triangular(L, feats[b].T, upper=False)
+        total = total + z.pow(2).mean()
+    return total / feats.shape[0]
+
+for step in range(12):
+    loss = whitened_norm(model(torch.randn(32, 16, 32)))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+'''
+
+
+def test_a_cholesky_per_image_gets_the_batched_call_as_its_cure(tmp_path, monkeypatch):
+    from torchdoctor.cli import main
+
+    script = tmp_path / "per_image.py"
+    script.write_text(PER_IMAGE_CHOLESKY)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--out", str(tmp_path / "out"), str(script)]) == 0
+    session = torchdoctor.Session.load(tmp_path / "out" / "session.json")
+    line = 1 + PER_IMAGE_CHOLESKY.splitlines().index("        L = torch.linalg.cholesky(cov)")
+    advice = [a for a in session["advice"] if a["rule"] == "hot-line"]
+    # the line's advice, alone or merged with the other lines of its loop (one cause)
+    ours = next(
+        a for a in advice if any(loc.endswith(f"per_image.py:{line}") for loc in a["locations"])
+    )
+    assert any(e.startswith("lint TD103") for e in ours["evidence"])
+    assert "(B, n, n)" in ours["fix"]
+    assert ours["estimated_saving_ms"] > 0

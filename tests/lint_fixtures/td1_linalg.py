@@ -29,7 +29,7 @@ def negative(A, B, S, batch, rhs):
     result = torch.linalg.inv(S)  # returned, never multiplied
     scaled = Ainv * 2.0  # elementwise, not a product with the inverse as a matrix
     for i in range(len(batch)):
-        L = torch.linalg.cholesky(batch[i])  # matrix changes every iteration
+        L = torch.linalg.cholesky(batch[i])  # expect: TD103 (not TD102: the matrix changes every iteration)
         x = torch.linalg.solve(L, rhs[i])  # L is reassigned in the loop
     for M in batch:
         torch.linalg.eigh(M)  # loop variable
@@ -63,3 +63,42 @@ def gp_posterior_per_query(K, noise, queries, n):
         L = torch.linalg.cholesky(K + noise * torch.eye(n))  # expect: TD102
         means.append(torch.cholesky_solve(q, L))
     return means
+
+
+def cholesky_per_image(covs, rhs):
+    out = []
+    for b in range(covs.shape[0]):
+        L = torch.linalg.cholesky(covs[b])  # expect: TD103
+        out.append(torch.cholesky_solve(rhs[b], L))  # the same loop: reported once
+    return torch.stack(out)
+
+
+def whiten_each(feats, eps):
+    out = []
+    for b in range(feats.shape[0]):
+        cov = feats[b].T @ feats[b] + eps * torch.eye(feats.shape[2])
+        L = torch.linalg.cholesky(cov)  # expect: TD103
+        out.append(torch.linalg.solve_triangular(L, feats[b].T, upper=False))
+    return out
+
+
+def logdets(covs):
+    return torch.stack([torch.logdet(c) for c in covs])  # expect: TD103
+
+
+def per_item_near_misses(F, Q, H, R, P, zs, A, model, loader, opt, weights):
+    for t in range(len(zs)):  # a Kalman filter: each matrix depends on the last iteration
+        P = F @ P @ F.T + Q
+        S = H @ P @ H.T + R
+        torch.linalg.cholesky(S)
+    states = [A]
+    for t in range(10):  # a recurrence over a list the loop grows
+        states.append(torch.linalg.matrix_exp(states[t]))
+    for x, y in loader:  # a training loop: the matrices change with the parameters
+        L = torch.linalg.cholesky(x.T @ x)
+        model(L).sum().backward()
+        opt.step()
+    for w in weights:  # layers' weights have different shapes: nothing to stack
+        torch.linalg.svdvals(w)
+    for i in range(len(weights)):
+        torch.linalg.svdvals(weights[i])

@@ -1,11 +1,25 @@
-"""TD1xx: linear algebra (seed 000): explicit inverses and factorizations inside loops."""
+"""TD1xx: linear algebra (seed 000): explicit inverses and factorizations inside loops.
+
+TD102 is a factorization of the *same* matrix in every iteration; TD103 one of a *different*
+matrix per iteration, each an item of a batch (``covs[b]``, ``for cov in covs``): torch.linalg
+takes batches (``(..., n, n)``), so one call replaces the loop.
+"""
 
 from __future__ import annotations
 
 import ast
+import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.visitor import RuleVisitor, method_name, positional
+from torchdoctor.lint.visitor import (
+    COMPREHENSIONS,
+    FOR,
+    RuleVisitor,
+    dotted,
+    dotted_names_in,
+    method_name,
+    positional,
+)
 
 INVERSES = frozenset(
     {
@@ -59,6 +73,40 @@ FACTORIZATIONS: dict[str, tuple[int, tuple[str, ...], bool]] = {
     "torch.linalg.inv": (0, ("A",), False),
     "torch.inverse": (0, ("input",), False),
 }
+#: more per-matrix functions that take a batch (..., n, n): TD103 only
+BATCHED_LINALG: dict[str, tuple[int, tuple[str, ...], bool]] = {
+    **FACTORIZATIONS,
+    "torch.linalg.det": (0, ("A",), False),
+    "torch.det": (0, ("input",), False),
+    "torch.linalg.slogdet": (0, ("A",), False),
+    "torch.logdet": (0, ("input",), False),
+    "torch.linalg.svd": (0, ("A",), False),
+    "torch.linalg.svdvals": (0, ("A",), False),
+    "torch.linalg.qr": (0, ("A",), False),
+    "torch.linalg.eig": (0, ("A",), False),
+    "torch.linalg.eigvals": (0, ("A",), False),
+    "torch.linalg.pinv": (0, ("A",), False),
+    "torch.pinverse": (0, ("input",), False),
+    "torch.linalg.matrix_exp": (0, ("A",), False),
+    "torch.matrix_exp": (0, ("input",), False),
+    "torch.linalg.matrix_norm": (0, ("A",), False),
+}
+
+
+#: methods that add items to a container: a loop that indexes what it grows is a recurrence
+_GROWS = frozenset({"append", "extend", "insert", "add", "update", "__setitem__"})
+#: names of a batch of equally sized matrices a loop may walk
+_MATRIX_BATCH = re.compile(
+    r"cov|sigma|mat|kernel|gram|precision|hess|fisher|jac|rot|affine|homog|spd", re.IGNORECASE
+)
+#: names of per-layer tensors, of different shapes: no batch to stack
+_NOT_A_BATCH = re.compile(r"param|weight|layer|module|block|grad", re.IGNORECASE)
+
+
+def _index_names(index: ast.AST) -> set[str]:
+    """Names an index is made of directly: ``b`` in ``x[b]``, ``x[b, :, :]``, ``x[:, b]``."""
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return {p.id for p in parts if isinstance(p, ast.Name)}
 
 
 def _matrix_arg(call: ast.Call, position: int, keywords: tuple[str, ...]):
@@ -96,12 +144,25 @@ RULES = (
         "torchdoctor.ops.cholesky_factor",
         seed="000",
     ),
+    Rule(
+        "TD103",
+        "per-item-linalg-in-loop",
+        "warning",
+        "a factorization, solve, inverse or determinant of one matrix of a batch per loop "
+        "iteration (for b in range(B): cholesky(covs[b])): torch.linalg takes batches",
+        "stack the matrices (..., n, n) and make one batched call: one kernel instead of one "
+        "per item, and no Python loop",
+        "for b in range(covs.shape[0]):\n    Ls.append(torch.linalg.cholesky(covs[b]))",
+        "Ls = torch.linalg.cholesky(covs)  # covs: (B, n, n)",
+        "torchdoctor.ops.cholesky_factor",
+        seed="000",
+    ),
 )
 
 
 class LinalgRules(RuleVisitor):
     """TD101 explicit inverse then multiplied; TD102 factorization of an invariant matrix in a
-    loop.
+    loop; TD103 one matrix of a batch factored per iteration.
 
     Example:
         >>> from torchdoctor.lint import lint_source
@@ -114,7 +175,8 @@ class LinalgRules(RuleVisitor):
     TRIGGERS = (
         (
             r"\b(inv|inv_ex|inverse|pinv|pinverse|solve\w*|\w*_solve|cholesky\w*|lu_factor\w*|lu|"
-            r"eigh|eigvalsh|lstsq)\b",
+            r"eigh|eigvalsh|eig|eigvals|lstsq|det|slogdet|logdet|svd|svdvals|qr|matrix_exp|"
+            r"matrix_norm)\b",
         ),
     )
 
@@ -152,7 +214,121 @@ class LinalgRules(RuleVisitor):
                     "every iteration: compute it once before the loop"
                 )
             self.report(node, "TD102", msg)
-            break
+            return
+        for name in names & BATCHED_LINALG.keys():
+            position, keywords, _ = BATCHED_LINALG[name]
+            matrix = _matrix_arg(node, position, keywords)
+            found = None if matrix is None else self._batch_item(matrix, node)
+            if found is not None and self._first_in_loop(node, found[1]):
+                item = found[0]
+                short = name.rsplit(".", 1)[-1]
+                self.report(
+                    node,
+                    "TD103",
+                    f"`{short}` of one matrix per iteration ({item}): torch.linalg functions "
+                    "take a batch (..., n, n): stack the matrices and make one batched call "
+                    "before the loop (one kernel instead of one per item, no Python loop)",
+                )
+            return
+
+    # -- TD103 helpers ------------------------------------------------------------------------
+    def _batch_item(self, matrix: ast.AST, call: ast.Call) -> tuple[str, ast.AST] | None:
+        """How ``matrix`` is one item of a batch the innermost loop walks (``covs[b]``, the
+        loop variable of ``for cov in covs``), and that loop; or None. A loop that trains, or that updates
+        what it indexes (a recurrence: a Kalman filter's ``P``), is not one to batch."""
+        loops = self.enclosing_loops(call)
+        if not loops:
+            return None
+        loop = loops[0]
+        if isinstance(loop, FOR) and self.is_training_body(loop):
+            return None
+        targets = self.loop_targets(loop)
+        assigned = self.assigned_in(loop)
+        exprs = [matrix]
+        if isinstance(matrix, ast.Name) and matrix.id not in targets:
+            # cov = feats[b].T @ feats[b] in the loop, then cholesky(cov)
+            body = loop.body if isinstance(loop, FOR) else []
+            exprs = [
+                stmt.value
+                for stmt in ast.walk(ast.Module(body=body, type_ignores=[]))
+                if isinstance(stmt, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == matrix.id for t in stmt.targets)
+            ]
+            if len(exprs) != 1:
+                return None
+            assigned = assigned - {matrix.id}
+        for expr in exprs:
+            indexed = [
+                sub
+                for sub in ast.walk(expr)
+                if isinstance(sub, ast.Subscript)
+                and _index_names(sub.slice) & targets
+                and isinstance(sub.ctx, ast.Load)
+            ]
+            others = set(dotted_names_in(expr)) - targets
+            if any(n in assigned or n.split(".")[0] in assigned for n in others) or (
+                others & self._grown_in(loop)
+            ):
+                return None  # depends on what the loop updates: a recurrence
+            indexed = [
+                sub for sub in indexed if not _NOT_A_BATCH.search(dotted(sub.value) or "")
+            ]
+            if indexed:
+                made = f"`{matrix.id}`, made from " if expr is not matrix else ""  # type: ignore[attr-defined]
+                return f"{made}`{self.code_of(indexed[0])}`", loop
+            if isinstance(expr, ast.Name) and expr.id in targets and self._walks_items(loop):
+                return f"`{expr.id}`, each item the loop takes", loop
+        return None
+
+    @staticmethod
+    def _grown_in(loop: ast.AST) -> set[str]:
+        """Names the loop appends to or writes items of (``states.append(...)``,
+        ``P[t + 1] = ...``)."""
+        out: set[str] = set()
+        for node in ast.walk(loop):
+            if isinstance(node, ast.Call) and method_name(node) in _GROWS:
+                out.add(dotted(node.func.value) or "")
+            elif isinstance(node, (ast.Assign, ast.AugAssign)):
+                for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    if isinstance(t, ast.Subscript):
+                        out.add(dotted(t.value) or "")
+        return out - {""}
+
+    def _first_in_loop(self, call: ast.Call, loop: ast.AST) -> bool:
+        """``call`` is the loop's first (in source order) per-item call: one finding a loop."""
+        for other in sorted(
+            (c for c in ast.walk(loop) if isinstance(c, ast.Call)),
+            key=lambda c: (c.lineno, c.col_offset),
+        ):
+            if other is call:
+                return True
+            for name in self.callee(other) & BATCHED_LINALG.keys():
+                position, keywords, _ = BATCHED_LINALG[name]
+                matrix = _matrix_arg(other, position, keywords)
+                found = None if matrix is None else self._batch_item(matrix, other)
+                if found is not None and found[1] is loop:
+                    return False
+        return True
+
+    def _walks_items(self, loop: ast.AST) -> bool:
+        """The loop takes the items of a collection (``for cov in covs``), not numbers."""
+        its = [loop.iter] if isinstance(loop, FOR) else []
+        if isinstance(loop, COMPREHENSIONS):
+            its = [g.iter for g in loop.generators]
+        for it in its:
+            while isinstance(it, ast.Call) and method_name(it) is None and it.args:
+                name = getattr(it.func, "id", "")
+                if name == "range":
+                    return False
+                if name not in {"enumerate", "zip", "tqdm", "list", "reversed"}:
+                    return False
+                it = it.args[0]
+            if isinstance(it, (ast.Name, ast.Attribute)):
+                # a stack of matrices (covs, sigmas, kernels), not a list of layers' weights of
+                # different shapes
+                name = (dotted(it) or "").rsplit(".", 1)[-1]
+                return bool(_MATRIX_BATCH.search(name)) and not _NOT_A_BATCH.search(name)
+        return False
 
     # -- TD101 helpers ------------------------------------------------------------------------
     def _multiplied_use(self, call: ast.Call) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.loop_shapes import equality_sides, remap_loop_parts
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     COMPREHENSIONS,
@@ -14,7 +15,6 @@ from torchdoctor.lint.visitor import (
     has_host_copy,
     method_name,
     positional,
-    segment,
     target_names,
 )
 
@@ -22,72 +22,9 @@ LSA = frozenset(
     {"scipy.optimize.linear_sum_assignment", "scipy.optimize._lsap.linear_sum_assignment"}
 )
 UNIQUE_HOST = frozenset({"numpy.unique"})
-
-
-def equality_sides(expr: ast.AST) -> tuple[ast.AST, ast.AST] | None:
-    """``(x, v)`` for ``x == v`` or ``x.eq(v)``; None otherwise.
-
-    Example:
-        >>> [ast.unparse(side) for side in equality_sides(ast.parse("labels.eq(v)", mode="eval").body)]
-        ['labels', 'v']
-    """
-    if isinstance(expr, ast.Compare) and len(expr.ops) == 1 and isinstance(expr.ops[0], ast.Eq):
-        return expr.left, expr.comparators[0]
-    if (
-        isinstance(expr, ast.Call)
-        and method_name(expr) == "eq"
-        and len(expr.args) == 1
-        and not expr.keywords
-    ):
-        return expr.func.value, expr.args[0]
-    return None
-
-
-def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, str, str] | None:
-    """For ``for I, V in enumerate(U): Y[L == V] = I`` return ``(I, V, U, Y, L)`` as text.
-
-    Example:
-        >>> src = "for i, v in enumerate(uniq):\\n    y[labels == v] = i\\n"
-        >>> remap_loop_parts(ast.parse(src).body[0], src.splitlines())
-        ('i', 'v', 'uniq', 'y', 'labels')
-    """
-    if not (
-        isinstance(node, ast.For)
-        and isinstance(node.target, ast.Tuple)
-        and len(node.target.elts) == 2
-    ):
-        return None
-    index, value = node.target.elts
-    it = node.iter
-    if not (isinstance(index, ast.Name) and isinstance(value, ast.Name)):
-        return None
-    if not (
-        isinstance(it, ast.Call)
-        and isinstance(it.func, ast.Name)
-        and it.func.id == "enumerate"
-        and len(it.args) == 1
-        and not it.keywords
-        and not isinstance(it.args[0], ast.Starred)
-    ):
-        return None
-    if len(node.body) != 1 or node.orelse:
-        return None
-    stmt = node.body[0]
-    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
-        return None
-    target = stmt.targets[0]
-    if not (isinstance(stmt.value, ast.Name) and stmt.value.id == index.id):
-        return None
-    if not isinstance(target, ast.Subscript) or isinstance(target.slice, (ast.Slice, ast.Tuple)):
-        return None
-    sides = equality_sides(target.slice)
-    if sides is None or not (isinstance(sides[1], ast.Name) and sides[1].id == value.id):
-        return None
-
-    def text(n: ast.AST) -> str:
-        return (segment(lines, n) or ast.unparse(n)).strip()
-
-    return (index.id, value.id, text(it.args[0]), text(target.value), text(sides[0]))
+#: counting a mask: ``(x == v).sum()``, ``torch.count_nonzero(x == v)``
+_COUNTS = frozenset({"sum", "count_nonzero"})
+_COUNT_CALLS = frozenset({"torch.sum", "torch.count_nonzero"})
 
 
 _IMPORTS_TORCH = r"(?m)^\s*(?:import|from)\s+torch\b"
@@ -151,7 +88,8 @@ class LoopRules(RuleVisitor):
     TRIGGERS = (
         (
             _IMPORTS_TORCH,
-            r"where\(|nonzero|argwhere|masked_select|\.eq\(|\[[^\]\n]*==|linear_sum_assignment",
+            r"where\(|nonzero|argwhere|masked_select|\.eq\(|\[[^\]\n]*==|linear_sum_assignment|"
+            r"==[^=\n]*\)\.(sum|count_nonzero)\(",
         ),
         (_IMPORTS_TORCH, "enumerate", r"tolist|cpu\(|numpy\("),
     )
@@ -229,6 +167,18 @@ class LoopRules(RuleVisitor):
             self._check_mask(node, args[1], f"`{self.code_of(node)}`")
         elif method_name(node) in {"nonzero", "argwhere"} and not names & {"torch.nonzero"}:
             self._check_mask(node, node.func.value, f"`{self.code_of(node)}`")
+        elif (method_name(node) in _COUNTS and not node.args and not names & _COUNT_CALLS) or (
+            names & _COUNT_CALLS and len(args) == 1 and n_args == 1
+        ):
+            mask = args[0] if names & _COUNT_CALLS else node.func.value  # type: ignore[attr-defined]
+            if self._mask_loop(node, mask) is not None:
+                self.report(
+                    node,
+                    "TD301",
+                    f"counting `{self.code_of(mask)}` inside a loop over values: one full pass "
+                    "per value; torch.bincount(x, minlength=n) counts every value in one pass "
+                    "(torch.unique(x, return_counts=True) for values that are not 0..n-1)",
+                )
         if names & LSA and any(
             self._from_tensor(a, node) for a in [*node.args, *(k.value for k in node.keywords)]
         ):

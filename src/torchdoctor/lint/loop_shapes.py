@@ -1,0 +1,73 @@
+"""Loop shapes the TD3xx rules recognise: a comparison with a value, the label-remap idiom."""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.visitor import method_name, segment
+
+
+def equality_sides(expr: ast.AST) -> tuple[ast.AST, ast.AST] | None:
+    """``(x, v)`` for ``x == v`` or ``x.eq(v)``; None otherwise.
+
+    Example:
+        >>> [ast.unparse(side) for side in equality_sides(ast.parse("labels.eq(v)", mode="eval").body)]
+        ['labels', 'v']
+    """
+    if isinstance(expr, ast.Compare) and len(expr.ops) == 1 and isinstance(expr.ops[0], ast.Eq):
+        return expr.left, expr.comparators[0]
+    if (
+        isinstance(expr, ast.Call)
+        and method_name(expr) == "eq"
+        and len(expr.args) == 1
+        and not expr.keywords
+    ):
+        return expr.func.value, expr.args[0]
+    return None
+
+
+def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, str, str] | None:
+    """For ``for I, V in enumerate(U): Y[L == V] = I`` return ``(I, V, U, Y, L)`` as text.
+
+    Example:
+        >>> src = "for i, v in enumerate(uniq):\\n    y[labels == v] = i\\n"
+        >>> remap_loop_parts(ast.parse(src).body[0], src.splitlines())
+        ('i', 'v', 'uniq', 'y', 'labels')
+    """
+    if not (
+        isinstance(node, ast.For)
+        and isinstance(node.target, ast.Tuple)
+        and len(node.target.elts) == 2
+    ):
+        return None
+    index, value = node.target.elts
+    it = node.iter
+    if not (isinstance(index, ast.Name) and isinstance(value, ast.Name)):
+        return None
+    if not (
+        isinstance(it, ast.Call)
+        and isinstance(it.func, ast.Name)
+        and it.func.id == "enumerate"
+        and len(it.args) == 1
+        and not it.keywords
+        and not isinstance(it.args[0], ast.Starred)
+    ):
+        return None
+    if len(node.body) != 1 or node.orelse:
+        return None
+    stmt = node.body[0]
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+        return None
+    target = stmt.targets[0]
+    if not (isinstance(stmt.value, ast.Name) and stmt.value.id == index.id):
+        return None
+    if not isinstance(target, ast.Subscript) or isinstance(target.slice, (ast.Slice, ast.Tuple)):
+        return None
+    sides = equality_sides(target.slice)
+    if sides is None or not (isinstance(sides[1], ast.Name) and sides[1].id == value.id):
+        return None
+
+    def text(n: ast.AST) -> str:
+        return (segment(lines, n) or ast.unparse(n)).strip()
+
+    return (index.id, value.id, text(it.args[0]), text(target.value), text(sides[0]))

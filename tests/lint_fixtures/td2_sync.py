@@ -1,4 +1,5 @@
 # TD201 / TD202 / TD203 fixtures.
+import numpy as np
 import torch
 import torch as T
 
@@ -136,6 +137,8 @@ def train_with_config(model, loader, opt, cfg, kl_weight):
         opt.step()
         print(float(loss))  # expect: TD201
         norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # expect: TD201
+        curve = np.asarray(loss.detach())  # expect: TD201
+        ok = np.asarray(cfg.loss_weight)  # a setting, not a tensor
         torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)  # returns None: no sync
 
 

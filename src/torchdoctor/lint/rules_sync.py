@@ -202,6 +202,11 @@ class SyncRules(ForwardAndCallSyncs, RuleVisitor):
             inner = method_name(arg) if isinstance(arg, ast.Call) else None
             if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg):
                 self._report_sync(node, f"`{self.code_of(node)}`")
+        elif names & _NUMPY_CONVERSIONS and node.args:
+            arg = node.args[0]
+            inner = method_name(arg) if isinstance(arg, ast.Call) else None
+            if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg):
+                self._report_sync(node, f"`{self.code_of(node)}` (a .cpu().numpy() copy)")
         elif (
             name == "format"
             and isinstance(node.func.value, ast.Constant)
@@ -350,6 +355,8 @@ class SyncRules(ForwardAndCallSyncs, RuleVisitor):
             )
 
 
+#: NumPy reading a tensor: np.array(t) is t.cpu().numpy()
+_NUMPY_CONVERSIONS = frozenset({"numpy.array", "numpy.asarray", "numpy.float32", "numpy.float64"})
 _EXITS = frozenset({"sys.exit", "builtins.exit", "builtins.quit", "os._exit", "os.abort"})
 
 

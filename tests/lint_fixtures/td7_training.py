@@ -86,3 +86,36 @@ def evaluate(model, val_loader):
         torch.cuda.empty_cache()  # expect: TD705
     for name in ["a", "b"]:
         torch.cuda.empty_cache()  # near-miss: not a loop over batches
+
+
+def train_keeping_history(model, loader, opt, scaler, accelerator):
+    total_loss, running = 0.0, 0.0
+    history, curve = [], []
+    for x, y in loader:
+        loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        total_loss += loss  # expect: TD708
+        running = running + loss * x.shape[0]  # expect: TD708
+        history.append(loss)  # expect: TD708
+        curve.append(loss.detach())
+        total_loss += loss.item()  # expect: TD201
+        with torch.no_grad():
+            running += loss
+        print(f"{loss}")  # expect: TD201
+    for x, y in loader:
+        out = model(x)
+        accelerator.backward(out.sum())
+        curve.append(out.sum())  # expect: TD708
+    return total_loss, running, history, curve
+
+
+def train_accumulating_on_purpose(model, loader, opt, k):
+    losses = []
+    for i, (x, y) in enumerate(loader):
+        loss = model(x, y)
+        losses.append(loss)  # differentiated together below
+        if len(losses) == k:
+            torch.stack(losses).mean().backward()
+            opt.step()
+            losses = []

@@ -6,6 +6,7 @@ from torchdoctor.lint.rules_activation import ActivationRules
 from torchdoctor.lint.rules_data import DataRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
+from torchdoctor.lint.rules_history import HistoryRules
 from torchdoctor.lint.rules_inference import InferenceRules
 from torchdoctor.lint.rules_linalg import LinalgRules
 from torchdoctor.lint.rules_loops import LoopRules
@@ -26,4 +27,5 @@ FAMILIES: tuple[type, ...] = (
     ModelRules,
     ActivationRules,
     TrainingRules,
+    HistoryRules,
 )

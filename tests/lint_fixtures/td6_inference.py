@@ -222,3 +222,15 @@ def greedy_hf_cached(model, input_ids, steps):
         input_ids = torch.cat([input_ids, out.logits[:, -1:].argmax(-1)], dim=-1)
     return input_ids
 
+
+
+class UNet1D(torch.nn.Module):
+    def forward(self, x, cond):
+        h = []
+        for down in self.downs:
+            x = down(x, cond)
+            h.append(x)
+        for up in self.ups:
+            x = torch.cat((x, h.pop()), dim=1)  # a skip connection, not a growing sequence
+            x = up(x, cond)
+        return x

@@ -12,7 +12,7 @@ import re
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_inference import LIBRARY_PREFIXES, names_a_module
-from torchdoctor.lint.visitor import RuleVisitor, dotted, dotted_names_in
+from torchdoctor.lint.visitor import RuleVisitor, dotted, dotted_names_in, method_name
 
 RULES = (
     Rule(
@@ -33,6 +33,8 @@ RULES = (
 
 #: torch.cat and its aliases
 _CAT = frozenset({"torch.cat", "torch.concat", "torch.concatenate"})
+#: taking a stored tensor out of a container: `h.pop()` (a skip connection), not a new token
+_CONTAINER_TAKES = frozenset({"pop", "popleft", "get", "__getitem__"})
 #: a keyword that passes a cache: the call already reuses earlier keys and values
 _CACHE_KEYWORD = re.compile(r"past|cache|kv|state|memory", re.IGNORECASE)
 
@@ -65,9 +67,22 @@ class DecodeRules(RuleVisitor):
             if not self.callee(value) & _CAT or not value.args:
                 continue
             parts = value.args[0]
-            if isinstance(parts, (ast.List, ast.Tuple)) and parts.elts:
+            if isinstance(parts, (ast.List, ast.Tuple)) and len(parts.elts) > 1:
                 first = parts.elts[0]
-                if isinstance(first, ast.Name) and first.id == target.id:
+                # what is appended is computed in the loop (the next token from the logits),
+                # not taken from elsewhere (a U-Net's skip connection, `h.pop()`)
+                added = {n for e in parts.elts[1:] for n in dotted_names_in(e)}
+                made_here = self.assigned_in(loop) - {target.id}
+                computed = any(
+                    isinstance(c, ast.Call) and method_name(c) not in _CONTAINER_TAKES
+                    for e in parts.elts[1:]
+                    for c in ast.walk(e)
+                )
+                if (
+                    isinstance(first, ast.Name)
+                    and first.id == target.id
+                    and (added & made_here or computed)
+                ):
                     grown.add(target.id)
         derived = set(grown)
         for _ in range(2):  # (a name derived from a derived one)

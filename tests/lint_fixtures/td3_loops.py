@@ -80,3 +80,39 @@ def per_class_counts(labels, num_classes):
     for img in labels:
         blanks = (img == 0).sum()  # one mask per sample against a constant
     return counts, hist, blanks
+
+
+def strip_prompts(generated, config, vision_start_token_id):
+    out = []
+    for i, input_ids in enumerate(generated):  # each sample against a special token's id
+        starts = torch.argwhere(input_ids == vision_start_token_id)
+        pads = (input_ids == config.pad_token_id).sum()
+        out.append((starts, pads))
+    return out
+
+
+def boxes_per_level(heat, feat, k, intermediate, head):
+    parts = []
+    for b in range(heat.shape[0]):  # expect: TD304
+        idx = torch.topk(heat[b].flatten(), k).indices
+        parts.append(feat[b].flatten(1)[:, idx])
+    coords = []
+    for lvl in range(intermediate.shape[0]):  # expect: TD304
+        tmp = head(intermediate[lvl])
+        tmp[..., :2] += 1.0
+        coords.append(tmp.sigmoid())
+    norms = torch.stack([torch.linalg.vector_norm(feat[i]) for i in range(feat.size(0))])  # expect: TD304
+    return torch.stack(parts), torch.stack(coords), norms
+
+
+def per_item_near_misses(cell, x, h, data, ix, block):
+    outs = []
+    for t in range(x.shape[0]):  # a recurrence: h carries from one item to the next
+        h = cell(x[t], h)
+        outs.append(h)
+    host = []
+    for i in range(x.shape[0]):  # host work per item
+        host.append(torch.tensor(x[i].sum().item()))
+    same = torch.stack([x[i] for i in range(x.shape[0])])  # indexing only, no op per item
+    batch = torch.stack([torch.from_numpy(data[i : i + block]) for i in ix])  # NumPy rows
+    return torch.stack(outs), torch.stack(host), same, batch

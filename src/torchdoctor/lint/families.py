@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torchdoctor.lint.rules_activation import ActivationRules
+from torchdoctor.lint.rules_batch_loop import BatchLoopRules
 from torchdoctor.lint.rules_data import DataRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
@@ -19,6 +20,7 @@ FAMILIES: tuple[type, ...] = (
     LinalgRules,
     SyncRules,
     LoopRules,
+    BatchLoopRules,
     DataRules,
     PrecisionRules,
     InferenceRules,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 
 from torchdoctor.lint.loop_shapes import equality_sides, remap_loop_parts
 from torchdoctor.lint.rule import Rule
@@ -22,6 +23,8 @@ LSA = frozenset(
     {"scipy.optimize.linear_sum_assignment", "scipy.optimize._lsap.linear_sum_assignment"}
 )
 UNIQUE_HOST = frozenset({"numpy.unique"})
+#: a scalar id a sequence is compared with (a special token, a padding value)
+_TOKEN_ID = re.compile(r"(^|_)(id|idx|index|token|token_id|pad|eos|bos|sep|cls)$", re.IGNORECASE)
 #: counting a mask: ``(x == v).sum()``, ``torch.count_nonzero(x == v)``
 _COUNTS = frozenset({"sum", "count_nonzero"})
 _COUNT_CALLS = frozenset({"torch.sum", "torch.count_nonzero"})
@@ -133,7 +136,11 @@ class LoopRules(RuleVisitor):
             return True
         name = dotted(invariant)
         last = (name or "").rsplit(".", 1)[-1]
-        return bool(last) and last.isupper()
+        # a special token's id (`input_ids == vision_start_token_id`, `config.pad_token_id`)
+        # compared with each sample: one mask per sample, not one per value
+        return bool(last) and (
+            last.isupper() or bool(_TOKEN_ID.search(last)) or "config." in (name or "")
+        )
 
     def _check_mask(self, node: ast.AST, mask: ast.AST, what: str) -> None:
         if self._mask_loop(node, mask) is not None:

@@ -1,0 +1,243 @@
+"""TD304: a loop over the items of a batch that runs the same tensor ops on each and stacks the
+results (seed 000's part sampling per image; per-sample model calls).
+
+``for b in range(x.shape[0]): out.append(f(x[b]))`` then ``torch.stack(out)``: the results
+have one shape, so the items could have gone through ``f`` together: torch ops broadcast over a
+leading batch dimension, modules take batches, and ``torch.vmap(f)(x)`` batches a per-item
+function. The loop costs one launch per op per item plus the Python around them.
+
+Recognised: ``for i in range(x.shape[0] | x.size(0) | len(x))`` (``len`` only for a tensor made
+in the function) with ``x[i]`` in the body, appending to a list that ``torch.stack`` /
+``torch.cat`` reads after the loop; and ``torch.stack([f(x[i]) for i in range(...)])``. Not
+reported: recurrences (a state carried from one item to the next: ``h = cell(x[t], h)``),
+bodies that read tensors on the host (``.item()``, ``.cpu()``: the per-item work is host work),
+bodies without a tensor op (pure indexing), bodies that factor one matrix per item (TD103, the
+more precise finding).
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.rules_linalg import BATCHED_LINALG
+from torchdoctor.lint.syntax import MODEL_NAME
+from torchdoctor.lint.visitor import (
+    HOST_COPY_METHODS,
+    RuleVisitor,
+    dotted,
+    method_name,
+    target_names,
+)
+
+RULES = (
+    Rule(
+        "TD304",
+        "per-item-loop-then-stack",
+        "warning",
+        "a loop over a batch's items (for i in range(x.shape[0])) running the same tensor ops on "
+        "x[i] and stacking the results",
+        "run the ops on the whole batch: torch ops broadcast over a leading batch dimension, "
+        "modules take batches, torch.vmap(f)(x) batches a per-item function",
+        "out = []\nfor b in range(heat.shape[0]):\n"
+        "    out.append(torch.topk(heat[b].flatten(), k).indices)\nidx = torch.stack(out)",
+        "idx = torch.topk(heat.flatten(1), k, dim=1).indices",
+        "torch.vmap",
+        seed="000",
+    ),
+)
+
+_STACKS = frozenset({"torch.stack", "torch.cat", "torch.concat", "torch.concatenate"})
+_SIZE_METHODS = frozenset({"size"})
+
+
+class BatchLoopRules(RuleVisitor):
+    """TD304 (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef parts(heat, k):\\n    out = []\\n"
+        ...        "    for b in range(heat.shape[0]):\\n"
+        ...        "        out.append(torch.topk(heat[b].flatten(), k).indices)\\n"
+        ...        "    return torch.stack(out)\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD304']
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((r"torch\.(stack|cat|concat)", r"range\("),)
+
+    def _batch_of(self, it: ast.AST, scope: ast.AST) -> str | None:
+        """``x`` for ``range(x.shape[0])``, ``range(x.size(0))``, ``range(len(x))`` (``x`` a
+        tensor made in the function)."""
+        if not (
+            isinstance(it, ast.Call)
+            and dotted(it.func) == "range"
+            and len(it.args) == 1
+            and not it.keywords
+        ):
+            return None
+        n = it.args[0]
+        if (  # x.shape[0]
+            isinstance(n, ast.Subscript)
+            and isinstance(n.value, ast.Attribute)
+            and n.value.attr == "shape"
+            and isinstance(n.slice, ast.Constant)
+            and n.slice.value == 0
+        ):
+            return dotted(n.value.value)
+        if (  # x.size(0)
+            isinstance(n, ast.Call)
+            and method_name(n) in _SIZE_METHODS
+            and len(n.args) == 1
+            and isinstance(n.args[0], ast.Constant)
+            and n.args[0].value == 0
+        ):
+            return dotted(n.func.value)  # type: ignore[attr-defined]
+        if isinstance(n, ast.Call) and dotted(n.func) == "len" and len(n.args) == 1:
+            name = dotted(n.args[0])
+            if name and "." not in name and self._made_by_torch(name, scope):
+                return name
+        return None
+
+    def _made_by_torch(self, name: str, scope: ast.AST) -> bool:
+        values = self.assigned_values(scope, name)
+        return bool(values) and all(
+            isinstance(v, ast.Call) and any(q.startswith("torch.") for q in self.callee(v))
+            for v in values
+        )
+
+    def _per_item(self, body: list[ast.AST], index: str, batch: str) -> bool:
+        """The body indexes ``batch[index]``, runs a tensor op or a module on it, reads
+        nothing on the host and carries no state from one item to the next."""
+        nodes = [n for stmt in body for n in ast.walk(stmt)]
+        if not any(
+            isinstance(n, ast.Subscript)
+            and dotted(n.value) == batch
+            and _first_index(n.slice) == index
+            for n in nodes
+        ):
+            return False
+        calls = [n for n in nodes if isinstance(n, ast.Call)]
+        if any(method_name(c) in HOST_COPY_METHODS for c in calls):
+            return False
+        if any(self.callee(c) & BATCHED_LINALG.keys() for c in calls):
+            return False  # TD103 names the per-item factorization, the more precise cause
+        if any(
+            q.startswith(("numpy.", "scipy.", "builtins.float", "builtins.int"))
+            for c in calls
+            for q in self.callee(c)
+        ):
+            return False
+        tensor_work = any(
+            any(q.startswith("torch.") for q in self.callee(c))
+            or (method_name(c) not in (None, "append", "extend"))
+            or bool(MODEL_NAME.search((dotted(c.func) or "").rsplit(".", 1)[-1]))
+            for c in calls
+        )
+        return tensor_work and not _carries_state(body)
+
+    # -- for loops ------------------------------------------------------------------------------
+    def visit_For(self, node: ast.For) -> None:
+        if not isinstance(node.target, ast.Name) or node.orelse:
+            return
+        scope = self.enclosing_scope(node)
+        batch = self._batch_of(node.iter, scope)
+        if batch is None or self.is_training_body(node):
+            return
+        appended = {
+            dotted(c.func.value)  # type: ignore[attr-defined]
+            for stmt in node.body
+            for c in ast.walk(stmt)
+            if isinstance(c, ast.Call) and method_name(c) == "append" and len(c.args) == 1
+        } - {None}
+        stacked = appended & self._stacked_after(node)
+        if not stacked or not self._per_item(node.body, node.target.id, batch):
+            return
+        self._report(node, batch, sorted(stacked)[0])
+
+    def _stacked_after(self, loop: ast.For) -> set[str]:
+        """Lists that torch.stack / torch.cat reads in a statement after ``loop`` (same
+        block)."""
+        block = self.parent(loop)
+        statements = next(
+            (
+                getattr(block, f)
+                for f in ("body", "orelse", "finalbody")
+                if any(s is loop for s in getattr(block, f, []) or [])
+            ),
+            [],
+        )
+        after = statements[next(i for i, s in enumerate(statements) if s is loop) + 1 :]
+        out: set[str] = set()
+        for stmt in after:
+            for c in ast.walk(stmt):
+                if isinstance(c, ast.Call) and self.callee(c) & _STACKS and c.args:
+                    name = dotted(c.args[0])
+                    if name:
+                        out.add(name)
+        return out
+
+    # -- torch.stack([f(x[i]) for i in range(...)]) ------------------------------------------
+    def visit_Call(self, node: ast.Call) -> None:
+        if not (self.callee(node) & _STACKS and node.args):
+            return
+        comp = node.args[0]
+        if not isinstance(comp, (ast.ListComp, ast.GeneratorExp)) or len(comp.generators) != 1:
+            return
+        gen = comp.generators[0]
+        if not isinstance(gen.target, ast.Name) or gen.ifs:
+            return
+        batch = self._batch_of(gen.iter, self.enclosing_scope(node))
+        if batch is None:
+            return
+        if self._per_item([comp.elt], gen.target.id, batch):
+            self._report(node, batch, None)
+
+    def _report(self, node: ast.AST, batch: str, stacked: str | None) -> None:
+        what = f"stacks `{stacked}`" if stacked else "stacks the results"
+        self.report(
+            node,
+            "TD304",
+            f"a loop over the items of `{batch}` runs the same tensor ops on each and {what}: "
+            f"run them on the whole batch at once (torch ops broadcast over the leading "
+            f"dimension, modules take batches; torch.vmap(f)({batch}) for a per-item function): "
+            "one launch per op instead of one per op and item",
+        )
+
+
+def _first_index(index: ast.AST) -> str | None:
+    """``i`` in ``x[i]``, ``x[i, :]``, ``x[i:i + 1]``."""
+    if isinstance(index, ast.Tuple) and index.elts:
+        index = index.elts[0]
+    if isinstance(index, ast.Slice):
+        index = index.lower  # type: ignore[assignment]
+    return dotted(index) if index is not None else None
+
+
+def _carries_state(body: list[ast.AST]) -> bool:
+    """A name the body reads before (or in the statement where) it assigns it: a state
+    carried from one iteration to the next (``h = cell(x[t], h)``, ``total += ...``)."""
+    assigned_at: dict[str, int] = {}
+    for i, stmt in enumerate(body):
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.AugAssign):
+                # `tmp[..., :2] += r` on a value made earlier in the iteration carries nothing
+                base = n.target
+                while isinstance(base, (ast.Subscript, ast.Attribute)):
+                    base = base.value
+                name = base.id if isinstance(base, ast.Name) else None
+                if name is None or assigned_at.get(name, i) >= i:
+                    return True
+            if isinstance(n, ast.Assign):
+                for t in n.targets:
+                    for name in target_names(t):
+                        assigned_at.setdefault(name, i)
+    for i, stmt in enumerate(body):
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                first = assigned_at.get(n.id)
+                if first is not None and i <= first:
+                    return True
+    return False

@@ -162,3 +162,15 @@ def train_rebuilding_ids(model, loader, opt):
         ids = torch.tensor(b.tolist()).long().cuda()  # expect: TD201,TD203
         model(x, ids).backward()
         opt.step()
+
+
+def train_with_tensorboard(model, loader, opt, writer):
+    for step, (x, y) in enumerate(loader):
+        out = model(x)
+        loss = out.loss
+        loss.backward()
+        opt.step()
+        writer.add_scalar("loss", loss.item(), step)  # expect: TD201
+        acc = (out.logits.argmax(-1) == y).float().mean()
+        writer.add_scalar("acc", acc, step)  # expect: TD201
+        writer.add_scalar("lr", opt.param_groups[0]["lr"], step)  # a Python float

@@ -234,3 +234,11 @@ class UNet1D(torch.nn.Module):
             x = torch.cat((x, h.pop()), dim=1)  # a skip connection, not a growing sequence
             x = up(x, cond)
         return x
+
+
+def ddpm(model, cond, T=100):
+    x = torch.randn(1, 3, 8, 8)
+    for t in range(T - 1, -1, -1):  # the timesteps walked backwards, whatever the function
+        c = model.cond_proj(cond)  # expect: TD601
+        x = model(x, torch.full((1,), t), c)
+    return x

@@ -214,6 +214,8 @@ class InferenceRules(RuleVisitor):
         }
         if not timesteps & passed:
             return False
+        if _counts_down(node.iter):
+            return True  # t walks the timesteps backwards into a call: a reverse-diffusion loop
         scope = self.enclosing_scope(node)
         return isinstance(scope, FUNCTIONS) and bool(SAMPLING_FUNCTION.search(scope.name))
 

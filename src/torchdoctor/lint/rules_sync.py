@@ -216,6 +216,13 @@ class SyncRules(ForwardAndCallSyncs, RuleVisitor):
             )
         ):
             self._report_sync(node, f"formatting a tensor with `{self.code_of(node)}`")
+        elif name in _LOGGER_READS and any(self.looks_like_tensor(a) for a in node.args[1:]):
+            self._report_sync(
+                node,
+                f"`{self.code_of(node)}` (the logger reads the tensor with .item())",
+                "log every N steps, or pass a number read at log time (keep the running value "
+                "as a device tensor, e.g. torchdoctor.train.LazyMetrics)",
+            )
         elif "builtins.print" in names:
             if any(self.looks_like_tensor(a) for a in node.args):
                 self._report_sync(node, "printing a tensor")
@@ -355,6 +362,8 @@ class SyncRules(ForwardAndCallSyncs, RuleVisitor):
             )
 
 
+#: logger methods that read a tensor value on the host: TensorBoard's SummaryWriter
+_LOGGER_READS = frozenset({"add_scalar", "add_scalars", "add_histogram"})
 #: NumPy reading a tensor: np.array(t) is t.cpu().numpy()
 _NUMPY_CONVERSIONS = frozenset({"numpy.array", "numpy.asarray", "numpy.float32", "numpy.float64"})
 _EXITS = frozenset({"sys.exit", "builtins.exit", "builtins.quit", "os._exit", "os.abort"})

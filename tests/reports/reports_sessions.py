@@ -366,6 +366,21 @@ def between_steps_session():
     return session
 
 
+def library_loop_session():
+    """The slow session whose script hands its loop to a library (``trainer.train()``): the
+    work between steps is the library loop's own lines."""
+    session = slow_session()
+    session["phases"]["other"] = {"median": 40.0, "mean": 40.0}
+    lib = "/v/site-packages/transformers/trainer.py"
+    session["other_lines"] = [{
+        "file": "/x/train.py", "line": 20, "location": "train.py:20", "code": "trainer.train()",
+        "ms_per_step": 30.0, "encloses_loop": True,
+        "inside": [{"file": lib, "line": 1958, "location": "trainer.py:1958",
+                    "function": "_run_epoch", "code": "self._maybe_log_save_evaluate(",
+                    "ms_per_step": 20.0, "package": "transformers", "via": None}]}]  # fmt: skip
+    return session
+
+
 def python_lines_session(code="obs, reward, done, trunc, info = env.step(action)", hot_ms=None):
     """The slow session whose loop steps an environment in Python in the forward phase;
     ``hot_ms``: the same line also measured by the hot lines."""

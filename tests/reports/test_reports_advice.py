@@ -11,6 +11,7 @@ from reports_sessions import (
     clean_session,
     copy_of,
     decode_session,
+    library_loop_session,
     library_session,
     node,
     optimizer_session,
@@ -102,6 +103,7 @@ CRAFTED = {
     "unattributed": unattributed_session,
     "communication": communication_session,
     "library_syncs": library_session,
+    "library_loop": library_loop_session,
     "hot_line_advice": hot_line_session,
 }
 

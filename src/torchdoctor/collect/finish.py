@@ -176,7 +176,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         _mark_root_phases(tree, session["phases"])
         session["recomputation"] = recomputation(tree, detailed, rec.path, rec.call_site)
         session["timeline"] = representative_timeline(state)
-        other = other_lines_section(detailed)  # the other phase's lines, sampled
+        other = other_lines_section(detailed, "other_lines", state.forward_functions)
         if other is not None and boundary is not StepBoundary.WHOLE_RUN:  # (no steps: no
             # "between steps"; a script that failed before its first step sampled its imports)
             session["other_lines"] = other
@@ -342,3 +342,4 @@ def representative_timeline(state: ProfilerState) -> list[dict[str, Any]]:
         raw["intervals"], forward=raw["forward"], segments=raw["segments"], step=raw["step"],
         path=rec.path, kind=rec.kind, depth=depth,
     )  # fmt: skip
+

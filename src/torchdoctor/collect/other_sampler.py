@@ -37,16 +37,22 @@ from __future__ import annotations
 import linecache
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
 
 from torchdoctor.collect.lines_frames import COLLECT, LIBRARY, PROFILER, USER, in_torch, kind_of
+from torchdoctor.collect.other_chains import loop_depth, loop_lines
 
 #: seconds of process CPU time between ticks (about 1% of the phase's time in the handler)
 INTERVAL_S = 0.002
 #: the phases ticked: every line in ``other``; Python outside torch and modules in ``forward``
 SAMPLED_PHASES = ("other", "forward")
+#: library frames kept per tick of the ``other`` phase (a library's training loop is deep)
+MAX_CHAIN = 24
+#: library functions remembered as the forward's entry path
+MAX_FORWARD_FUNCTIONS = 256
 
 
 class OtherPhaseSampler:
@@ -56,7 +62,9 @@ class OtherPhaseSampler:
     the forward phase's Python lines (``via``: the innermost library frame the line called
     into, or None)."""
 
-    def __init__(self) -> None:
+    def __init__(self, forward_functions: set[tuple[str, str]] | None = None) -> None:
+        # (file, function) of the library frames the forward is entered through (filled here)
+        self.forward_functions = forward_functions if forward_functions is not None else set()
         self.enabled = False  # installed (main thread, default SIGPROF handler)
         self.detailed = False  # the current step is detailed
         self.ticking = False
@@ -93,6 +101,8 @@ class OtherPhaseSampler:
         the phase's that ends (charged to no line: a sample is the interval before a tick)."""
         if self.ticking:
             self._charge(None)
+        if phase == "forward" and self.phase == "other" and self.detailed and self.enabled:
+            self._note_forward_entry()
         self.phase = phase
         if phase in SAMPLED_PHASES and self.detailed and self.enabled:
             if not self.ticking and signal.getsignal(signal.SIGPROF) == self._tick:
@@ -101,6 +111,21 @@ class OtherPhaseSampler:
                 self.ticking = True
         elif self.ticking:
             self._stop()
+
+    def _note_forward_entry(self) -> None:
+        """The library functions the forward is entered through (a Trainer's loop, its
+        training_step): the deepest of them on an ``other`` tick's stack is the loop's own
+        function, whose lines that tick's time goes to (collect/other_chains.py)."""
+        frame = sys._getframe(1)
+        functions = self.forward_functions
+        while frame is not None and len(functions) < MAX_FORWARD_FUNCTIONS:
+            code = frame.f_code
+            kind = kind_of(code)
+            if kind == USER:
+                break
+            if kind == LIBRARY:
+                functions.add((code.co_filename, code.co_name))
+            frame = frame.f_back
 
     def step_began(self, detailed: bool, phase: str) -> None:
         # (not under torch.distributed: a tick must never interrupt a collective's wait)
@@ -133,20 +158,23 @@ class OtherPhaseSampler:
             if frame is not None:
                 self._charge_python(frame, spent)
             return
-        via = None  # the innermost library frame below the user's line (a Trainer's method)
+        chain = []  # the library frames below the user's line, innermost first (a Trainer's)
         while frame is not None:
             kind = kind_of(frame.f_code)
             if kind == USER:
                 break
             if kind == PROFILER:
                 return  # torchdoctor's own bookkeeping: the profiler's cost, no line's
-            if kind == LIBRARY and via is None:
-                via = (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+            if kind == LIBRARY:
+                chain.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
             frame = frame.f_back
         if frame is None:
             return  # no user frame: charged to no line
         code = frame.f_code
-        key = (code.co_filename, frame.f_lineno, code.co_name, via)
+        # outermost first, at most MAX_CHAIN frames (the innermost kept: where the time goes)
+        if len(chain) > MAX_CHAIN:
+            chain = [chain[0], *chain[-(MAX_CHAIN - 1) :]]
+        key = (code.co_filename, frame.f_lineno, code.co_name, tuple(reversed(chain)) or None)
         self.lines[key] = self.lines.get(key, 0) + spent
 
 
@@ -178,7 +206,9 @@ MAX_LINES = 20
 
 
 def other_lines_section(
-    steps: list[dict[str, Any]], field: str = "other_lines"
+    steps: list[dict[str, Any]],
+    field: str = "other_lines",
+    forward_functions: set[tuple[str, str]] | frozenset = frozenset(),
 ) -> list[dict[str, Any]] | None:
     """``session["other_lines"]``: per user line sampled in the ``other`` phase of the
     detailed steps, its mean ms per step (over those steps), heaviest first; None when nothing
@@ -194,10 +224,15 @@ def other_lines_section(
         return None
     totals: dict[tuple[str, int, str], int] = {}
     vias: dict[tuple[str, int, str], dict[tuple, int]] = {}
+    chains: dict[tuple[str, int, str], dict[tuple, int]] = {}
     for step in steps:
         for (file, line, function, via), ns in (step.get(field) or {}).items():
             key = (file, line, function)
             totals[key] = totals.get(key, 0) + ns
+            if via is not None and isinstance(via[0], tuple):  # a chain, outermost first
+                mine = chains.setdefault(key, {})
+                mine[via] = mine.get(via, 0) + ns
+                via = via[-1]
             if via is not None:
                 mine = vias.setdefault(key, {})
                 mine[via] = mine.get(via, 0) + ns
@@ -212,6 +247,16 @@ def other_lines_section(
             "via": [{"file": f, "line": n, "function": name, "ms_per_step": v / len(steps) / 1e6}
                     for (f, n, name), v in through[:3]],
         })  # fmt: skip
+        mine = chains.get((file, line, function), {})
+        inside = loop_lines(mine, forward_functions)
+        if inside:  # the library's lines below this one (its loop's own work)
+            for row in inside:
+                row["ms_per_step"] = row.pop("share") * ns / len(steps) / 1e6
+            rows[-1]["inside"] = inside
+            if loop_depth(mine, forward_functions) is not None:
+                # the forward is entered through the same library frames: this line runs a
+                # library's training loop (`trainer.train()`), the work is the loop's
+                rows[-1]["encloses_loop"] = True
     return rows
 
 

@@ -211,7 +211,7 @@ class Profiler(StepCycle, HookEvents):
             if self._lines is not None:  # below the sync audit's mode: its cost is not a line's
                 self._lines.start()
                 hooks.add_undo(self._lines.close)
-                self._other = OtherPhaseSampler()  # the lines of the other phase, sampled
+                self._other = OtherPhaseSampler(state.forward_functions)  # (other phase)
                 if self._other.start():
                     hooks.add_undo(self._other.close)
                 rec.phases.on_change = self._phase_changed  # parked in optimizer/data

@@ -101,6 +101,9 @@ class ProfilerState:
     # feeds every step, an evaluation's loader a few (the advice is about the first)
     loader_steps: dict[tuple[tuple[str, Any], ...], tuple[int, int]] = field(default_factory=dict)
     children: Any = None  # processes the script started (collect/children.py)
+    # (file, function) of the library frames the model is called through (a Trainer's loop):
+    # the other phase's sampled lines are split at the deepest of them (collect/other_chains.py)
+    forward_functions: set[tuple[str, str]] = field(default_factory=set)
     # profiled step -> the shape of its outermost call's first input (steps cut at module calls)
     input_shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
     # torch.compile compiling inside kept steps: (profiled step index, ms), the first

@@ -87,8 +87,8 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
     advice = []
     for row in (session.get("other_lines") or ())[:MAX_ADVICE]:
         ms = float(row.get("ms_per_step") or 0.0)
-        if ms < MIN_SHARE * step:
-            continue
+        if ms < MIN_SHARE * step or row.get("encloses_loop"):
+            continue  # (a line running a library's loop: rule library-loop names its lines)
         code = str(row.get("code") or "")
         what, fix = _remedy(code)
         saving = ms * (1.0 - 1.0 / EVERY)

@@ -151,6 +151,8 @@ class LoadedScript:
     wrap_in_script: bool = False
     #: the path as the user typed it: the script's ``sys.argv[0]``, as ``python PATH`` gives
     given: str | None = None
+    #: run as ``python -m NAME`` (:func:`load_module`): the module's spec, else None
+    spec: Any = None
 
 
 @dataclass
@@ -229,6 +231,79 @@ def load_script(path: str, step_fn: str | None = None) -> LoadedScript:
     target.decorator_list.append(hook)  # last = applied first: wraps the plain function
     code = compile(tree, absolute, "exec", dont_inherit=True)
     return LoadedScript(absolute, code, step_fn, wrap_in_script=True, given=path)
+
+
+def load_module(name: str, step_fn: str | None = None) -> LoadedScript:
+    """Find a module as ``python -m NAME`` does (a package runs its ``__main__``), from the
+    current directory first; then as :func:`load_script` on its source file.
+
+    Raises :class:`ScriptNotFoundError` naming what was looked for.
+
+    Example:
+        >>> loaded = load_module("json.tool")
+        >>> loaded.spec.name, loaded.path.endswith("tool.py")
+        ('json.tool', True)
+    """
+    if not name or name.startswith(".") or not all(p.isidentifier() for p in name.split(".")):
+        raise ScriptNotFoundError(
+            f"-m {name!r}: expected a dotted module name, as in `torchdoctor run -m pkg.train`"
+        )
+    saved = sys.path[:]
+    sys.path.insert(0, os.getcwd())  # as `python -m` does: the current directory first
+    try:
+        spec = _find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            spec = _find_spec(f"{name}.__main__")
+            if spec is None:
+                raise ScriptNotFoundError(
+                    f"-m {name}: {name} is a package without a __main__ module; name the "
+                    f"module to run inside it (`-m {name}.train`)"
+                )
+    finally:
+        sys.path[:] = saved
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        raise ScriptNotFoundError(
+            f"-m {name}: no module named {name!r} from {os.getcwd()} or sys.path (a compiled or "
+            "built-in module cannot be profiled); expected an importable Python module"
+        )
+    loaded = load_script(spec.origin, step_fn)
+    loaded.spec, loaded.given = spec, spec.origin
+    return loaded
+
+
+#: how a module target is written where a script path is expected (``tune -m pkg.train``)
+MODULE_PREFIX = "-m "
+
+
+def load_target(target: str, step_fn: str | None = None) -> LoadedScript:
+    """:func:`load_module` for ``"-m NAME"``, else :func:`load_script` for a path.
+
+    Example:
+        >>> load_target("-m json.tool").spec.name
+        'json.tool'
+    """
+    if target.startswith(MODULE_PREFIX):
+        return load_module(target[len(MODULE_PREFIX) :].strip(), step_fn)
+    return load_script(target, step_fn)
+
+
+def absolute_target(target: str) -> str:
+    """A target with its path made absolute (a module name stays as it is).
+
+    Example:
+        >>> absolute_target("-m pkg.train"), os.path.isabs(absolute_target("train.py"))
+        ('-m pkg.train', True)
+    """
+    return target if target.startswith(MODULE_PREFIX) else os.path.abspath(target)
+
+
+def _find_spec(name: str) -> Any:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError) as error:  # a parent package that fails to import
+        raise ScriptNotFoundError(f"-m {name}: {type(error).__name__}: {error}") from error
 
 
 def _step_wrapper(on_call_end: Callable[[], None]) -> Callable[[Callable], Callable]:
@@ -349,14 +424,17 @@ def run_script(
         (3, True)
     """
     main = types.ModuleType("__main__")
+    spec = script.spec
     main.__dict__.update(
-        {"__file__": script.path, "__builtins__": builtins, "__spec__": None,
-         "__loader__": None, "__cached__": None}
+        {"__file__": script.path, "__builtins__": builtins, "__spec__": spec,
+         "__loader__": getattr(spec, "loader", None), "__cached__": None,
+         "__package__": getattr(spec, "parent", None)}
     )  # fmt: skip
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     saved_main = sys.modules.get("__main__")
     sys.argv = [script.given or script.path, *argv]
-    sys.path[0:1] = [os.path.dirname(script.path)]
+    # `python -m` puts the current directory first, `python PATH` the script's
+    sys.path[0:1] = [os.getcwd() if spec is not None else os.path.dirname(script.path)]
     sys.modules["__main__"] = main
     restore: list[Callable[[], None]] = []
     try:

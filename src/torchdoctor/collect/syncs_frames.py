@@ -240,15 +240,15 @@ def _reissue(caught: list, frame: FrameType | None) -> None:
             warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
             continue
         module_globals = user.f_globals
-        warnings.warn_explicit(
-            record.message,
-            record.category,
-            user.f_code.co_filename,
-            user.f_lineno,
-            module=module_globals.get("__name__"),
-            registry=module_globals.setdefault("__warningregistry__", {}),
-            module_globals=module_globals,
-        )
+        where = (record.message, record.category, user.f_code.co_filename, user.f_lineno)
+        registry = module_globals.setdefault("__warningregistry__", {})
+        try:
+            warnings.warn_explicit(
+                *where, module=module_globals.get("__name__"), registry=registry,
+                module_globals=module_globals,
+            )  # fmt: skip
+        except ImportError:  # a module run as __main__ (`run -m`): its loader knows another name
+            warnings.warn_explicit(*where, registry=registry)
 
 
 _OPTIM = _TORCH + "optim" + os.sep

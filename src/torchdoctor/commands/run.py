@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.allow_abbrev = False  # `--max 3` must not become --max-steps: the script may own it
     parser.add_argument("script", metavar="SCRIPT", nargs="?", help="the Python script to run")
     parser.add_argument(
+        "-m", dest="module", metavar="MODULE",
+        help="run a module as `python -m MODULE ARGS` would, instead of SCRIPT",
+    )  # fmt: skip  (split_command_line takes it: what follows is the module's)
+    parser.add_argument(
         "script_args", metavar="ARGS", nargs="*", help="arguments passed to the script unchanged"
     )
     parser.add_argument(
@@ -143,6 +147,12 @@ def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str], bool]
         token = argv[i]
         if token == "--":
             return ours, list(argv[i + 1 :]), True
+        if token.startswith("-m") and not token.startswith("--"):  # -m MODULE, as python's
+            name = token[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
+            rest = list(argv[i + (1 if token[2:] else 2) :])
+            if rest[:1] == ["--"]:
+                return ours, ["-m", name, *rest[1:]], True
+            return ours, ["-m", name, *rest], False
         if token.startswith("-") and token != "-":
             ours.append(token)
             if token in VALUE_OPTIONS and i + 1 < len(argv):
@@ -174,6 +184,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
     args = parser.parse_args(ours)
     if not command:
         parser.error("missing SCRIPT: give the Python script to run, e.g. `train.py --epochs 1`")
+    args.module = None
+    if command[0] == "-m":
+        if not command[1]:
+            parser.error("-m needs a module name, as in `-m pkg.train --epochs 1`")
+        args.module, command = command[1], command[1:]
     args.script, args.script_args = command[0], command[1:]
     clashes = [] if separated else _clashes(args.script_args)
     if clashes:  # the script's own option (makemore's --max-steps): passed on, as python does
@@ -214,7 +229,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     ``ValueError`` (bad ``--step-fn``) before anything runs.
     """
     from torchdoctor.collect.collectives import CollectiveTimer
-    from torchdoctor.collect.script import load_script, run_script
+    from torchdoctor.collect.script import load_module, load_script, run_script
     from torchdoctor.collect.syncs import sync_audit
     from torchdoctor.commands.run_children import follow_children
     from torchdoctor.commands.run_session import add_run_fields, attach_collectives, make_profiler
@@ -224,8 +239,14 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
         start_live,
     )
 
-    script = load_script(args.script, args.step_fn)
-    profiler = make_profiler(args, full=full, label=os.path.basename(args.script))
+    if getattr(args, "module", None):
+        script = load_module(args.module, args.step_fn)
+        label = args.module
+    else:
+        script = load_script(args.script, args.step_fn)
+        label = os.path.basename(args.script)
+    args.script_path = script.path
+    profiler = make_profiler(args, full=full, label=label)
     audit = sync_audit(thorough=args.thorough)
     collectives = CollectiveTimer()
     profiler.start()
@@ -319,6 +340,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         print(f"torchdoctor {command}: error: {exc}", file=sys.stderr)
         return 2
     status = outcome.exit_code
+    script_path = getattr(args, "script_path", None) or script_path  # (-m: the module's file)
     try:  # back where `run` started (the history, relative paths in the notices)
         os.chdir(start_dir)
     except OSError:

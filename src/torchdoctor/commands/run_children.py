@@ -152,7 +152,7 @@ def follow_children(profiler: Any, args: argparse.Namespace) -> None:
     if watch is None:
         return
     options = {name: getattr(args, name) for name in CHILD_OPTIONS if hasattr(args, name)}
-    script = os.path.abspath(args.script)
+    script = getattr(args, "script_path", None) or os.path.abspath(args.script)
     root = os.path.join(os.path.abspath(args.out), "children")
 
     def follow(process: Any, name: str, index: int) -> str | None:

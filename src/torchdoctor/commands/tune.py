@@ -82,6 +82,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
         >>> args.steps, args.script, args.script_args  # the script's own --steps is passed through
         (5, 'train.py', ['--steps', '100'])
     """
+    from torchdoctor.collect.script import MODULE_PREFIX
+
     ours: list[str] = []
     rest: list[str] = []
     i = 0
@@ -89,6 +91,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
         token = argv[i]
         if token == "--":
             rest = list(argv[i + 1 :])
+            break
+        if token.startswith("-m") and not token.startswith("--"):  # -m MODULE, as python's
+            name = token[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
+            if not name:
+                parser.error("-m needs a module name, as in `-m pkg.train --epochs 1`")
+            rest = [MODULE_PREFIX + name, *argv[i + (1 if token[2:] else 2) :]]
             break
         if token.startswith("-") and token != "-":
             ours.append(token)
@@ -125,13 +133,13 @@ def run(args: argparse.Namespace) -> int:
         >>> run(parse_args(parser, ["no/such/train.py"]))
         2
     """
-    from torchdoctor.collect.script import ScriptNotFoundError, load_script
+    from torchdoctor.collect.script import ScriptNotFoundError, load_target
     from torchdoctor.render.tune import render_tune_text
     from torchdoctor.tuning.runner import tune_script
     from torchdoctor.tuning.session import tune_session
 
     try:
-        load_script(args.script)  # a missing file or a syntax error: said before any trial
+        load_target(args.script)  # a missing file or a syntax error: said before any trial
     except (ScriptNotFoundError, SyntaxError) as exc:
         print(f"torchdoctor tune: error: {exc}", file=sys.stderr)
         return 2

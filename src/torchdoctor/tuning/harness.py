@@ -359,9 +359,9 @@ def run_trial_here(spec: Mapping[str, Any]) -> dict[str, Any]:
         >>> result["mode"], result["stopped"], result["error"], len(result["values"])
         ('backward', True, None, 3)
     """
-    from torchdoctor.collect.script import load_script, run_script
+    from torchdoctor.collect.script import load_target, run_script
 
-    script = load_script(spec["script"])
+    script = load_target(spec["script"])
     _seed(int(spec.get("seed", 0)))
     rss_before = _rss_bytes()
     trial = Trial(spec)

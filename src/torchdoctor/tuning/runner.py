@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from torchdoctor.collect.script import absolute_target
 from torchdoctor.tuning.evaluate import combination, knob_row, knob_rows
 from torchdoctor.tuning.knobs import KNOB_BY_NAME, KNOBS, snippet
 from torchdoctor.tuning.plan import COMPILE_GUESS_S, MAX_ROUNDS, plan
@@ -106,7 +107,7 @@ def tune_script(
                          steps=n_steps, max_seconds=window, seed=seed, timeout=timeout)  # fmt: skip
 
     result: dict[str, Any] = {
-        "script": os.path.abspath(script), "args": list(args), "tolerance": tolerance,
+        "script": absolute_target(script), "args": list(args), "tolerance": tolerance,
         "rows": [], "combination": None, "chosen": [], "snippet": "", "interrupted": False,
         "baseline": None, "plan": None, "notes": [],
     }  # fmt: skip

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torchdoctor
+from torchdoctor.collect.script import absolute_target
 
 _PACKAGE_ROOT = str(Path(torchdoctor.__file__).resolve().parent.parent)
 _counter = [0]
@@ -66,7 +67,7 @@ def run_trial(
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"trial{os.getpid()}-{_counter[0]}"
-    spec = {"script": os.path.abspath(script), "args": list(args), "knobs": list(knobs),
+    spec = {"script": absolute_target(script), "args": list(args), "knobs": list(knobs),
             "warmup": warmup, "steps": steps, "max_seconds": max_seconds, "seed": seed,
             "result": str(stem) + ".json"}  # fmt: skip
     Path(str(stem) + ".spec.json").write_text(json.dumps(spec), encoding="utf-8")

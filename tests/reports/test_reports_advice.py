@@ -447,3 +447,4 @@ def test_unattributed_names_lint_suspects_outside_modules():
     # the same finding ranks as a suspect, not as cold lint
     (finding,) = lint_findings(session)
     assert finding.heat > 0 and "unattributed code" in finding.title
+

@@ -41,3 +41,17 @@ def test_a_line_with_its_own_torch_calls_keeps_the_generic_advice():
     item = _line(_session(via_ms=2.0))
     assert item.title.endswith("the heaviest measured source line")
     assert item.fix.startswith("Look at this line first")
+
+
+def test_a_periodic_round_trip_is_not_advised_as_the_steps():
+    from reports_sessions import clean_session
+
+    from torchdoctor.analyze.advice.cpu_work import cpu_work
+
+    session = clean_session()
+    lib = "/v/site-packages/torchvision/utils.py"
+    session["syncs"] = [{"kind": "cpu", "op": "ndarr = grid.mul(255)...", "file": lib,
+                         "line": 279, "count": 2, "per_step": 1 / 3, "steps": 1}]  # fmt: skip
+    assert cpu_work(session) == []  # an image saved in 1 of 6 audited steps
+    session["syncs"][0].update(count=6, per_step=1.0, steps=6)
+    assert [a.rule for a in cpu_work(session)] == ["cpu-work"]

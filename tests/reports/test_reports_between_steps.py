@@ -89,3 +89,14 @@ def test_checkpointing_names_the_layers_whose_parts_are_re_run():
     [advice] = activation_checkpointing({"step_ms": {"mean": 40.0}, "tree": tree})
     assert "4 checkpointed part(s) (parts of model.layers.0, model.layers.1)" in advice.evidence[0]
     assert advice.saving_range_ms == [4.0, 8.0]
+
+
+def test_a_library_loops_lines_show_under_the_users_line():
+    from reports_sessions import library_loop_session
+
+    session = library_loop_session()
+    console = render_console(session, width=160)
+    assert "train.py:20" in console and "trainer.py:1958" in console
+    assert "self._maybe_log_save_evaluate(" in console
+    markdown = render_markdown(session)
+    assert "|   trainer.py:1958 | 20 |" in markdown

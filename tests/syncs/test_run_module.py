@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from torchdoctor.cli import main
-from torchdoctor.collect.script import ScriptNotFoundError, load_module, load_target
+from torchdoctor.collect.script import ScriptNotFoundError
+from torchdoctor.collect.script_module import load_module, load_target
 from torchdoctor.commands.run import parse_args
 from torchdoctor.commands.tune import parse_args as tune_parse_args
 

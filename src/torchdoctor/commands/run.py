@@ -229,7 +229,8 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     ``ValueError`` (bad ``--step-fn``) before anything runs.
     """
     from torchdoctor.collect.collectives import CollectiveTimer
-    from torchdoctor.collect.script import load_module, load_script, run_script
+    from torchdoctor.collect.script import load_script, run_script
+    from torchdoctor.collect.script_module import load_module
     from torchdoctor.collect.syncs import sync_audit
     from torchdoctor.commands.run_children import follow_children
     from torchdoctor.commands.run_session import add_run_fields, attach_collectives, make_profiler

@@ -82,7 +82,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
         >>> args.steps, args.script, args.script_args  # the script's own --steps is passed through
         (5, 'train.py', ['--steps', '100'])
     """
-    from torchdoctor.collect.script import MODULE_PREFIX
+    from torchdoctor.collect.script_module import MODULE_PREFIX
 
     ours: list[str] = []
     rest: list[str] = []
@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         >>> run(parse_args(parser, ["no/such/train.py"]))
         2
     """
-    from torchdoctor.collect.script import ScriptNotFoundError, load_target
+    from torchdoctor.collect.script import ScriptNotFoundError
+    from torchdoctor.collect.script_module import load_target
     from torchdoctor.render.tune import render_tune_text
     from torchdoctor.tuning.runner import tune_script
     from torchdoctor.tuning.session import tune_session

@@ -27,7 +27,8 @@ MAX_ROWS = 8
 HEADER = ("where", "ms/step", "% step", "source")
 NOTE = (
     "user lines of the work between optimizer.step() and the next forward that makes no torch "
-    "call (sampled on CPU time in the detailed steps; waits are charged to no line)"
+    "call (sampled on CPU time in the detailed steps; waits are charged to no line); indented: "
+    "the lines of a library's loop the user line runs (trainer.train())"
 )
 PYTHON_NOTE = (
     "user lines running Python outside any torch call and any module in the forward phase "
@@ -61,6 +62,17 @@ def other_rows(session: Mapping[str, Any], field: str = "other_lines") -> list[l
             code += f"  (via {os.path.basename(str(via['file']))}:{via.get('line')})"
         rows.append([str(row.get("location") or "?"), fmt_ms(ms).removesuffix(" ms"),
                      f"{share:.1f}%", code])  # fmt: skip
+        for line in row.get("inside") or ():  # a library's loop below the line: its own lines
+            ms = float(line.get("ms_per_step") or 0.0)
+            share = 100.0 * ms / step if step > 0 else 0.0
+            if share < MIN_PCT:
+                continue
+            code = str(line.get("code") or "")
+            via = line.get("via")
+            if isinstance(via, Mapping) and via.get("location"):
+                code += f"  (via {via['location']})"
+            rows.append([f"  {line.get('location')}", fmt_ms(ms).removesuffix(" ms"),
+                         f"{share:.1f}%", code])  # fmt: skip
     return rows
 
 

@@ -359,7 +359,8 @@ def run_trial_here(spec: Mapping[str, Any]) -> dict[str, Any]:
         >>> result["mode"], result["stopped"], result["error"], len(result["values"])
         ('backward', True, None, 3)
     """
-    from torchdoctor.collect.script import load_target, run_script
+    from torchdoctor.collect.script import run_script
+    from torchdoctor.collect.script_module import load_target
 
     script = load_target(spec["script"])
     _seed(int(spec.get("seed", 0)))

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from torchdoctor.collect.script import absolute_target
+from torchdoctor.collect.script_module import absolute_target
 from torchdoctor.tuning.evaluate import combination, knob_row, knob_rows
 from torchdoctor.tuning.knobs import KNOB_BY_NAME, KNOBS, snippet
 from torchdoctor.tuning.plan import COMPILE_GUESS_S, MAX_ROUNDS, plan

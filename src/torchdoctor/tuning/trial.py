@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torchdoctor
-from torchdoctor.collect.script import absolute_target
+from torchdoctor.collect.script_module import absolute_target
 
 _PACKAGE_ROOT = str(Path(torchdoctor.__file__).resolve().parent.parent)
 _counter = [0]

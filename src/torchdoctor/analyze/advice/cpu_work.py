@@ -57,6 +57,22 @@ def _enclosing(tree: Mapping[str, Any] | None, record: Mapping[str, Any]) -> Map
     return best
 
 
+def _periodic(record: Mapping[str, Any]) -> bool:
+    """The line synced in fewer than half of the audited steps (the audit saw 3 or more):
+    periodic work (a sample image saved every N steps), not the step's own.
+
+    Example:
+        >>> _periodic({"count": 2, "per_step": 1 / 3, "steps": 1}), _periodic({"count": 6,
+        ...     "per_step": 1.0, "steps": 6})
+        (True, False)
+    """
+    count, per_step, steps = record.get("count"), record.get("per_step"), record.get("steps")
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (count, per_step, steps)):
+        return False
+    audited = round(float(count) / float(per_step))  # type: ignore[arg-type]
+    return audited >= 3 and 2 * float(steps) < audited  # type: ignore[arg-type]
+
+
 def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each module/region doing host-side work inside the step.
 
@@ -80,6 +96,8 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
         where = f"{os.path.basename(str(record.get('file') or '?'))}:{record.get('line', '?')}"
         text = f"{where} {record.get('op') or record.get('kind')} (device-to-host round trip)"
         node = _enclosing(tree, record)
+        if node is None and _periodic(record):
+            continue  # (an image saved every 100 steps: not a round trip of the step)
         lines.setdefault(id(node) if node is not None else 0, []).append(
             location(record.get("file"), record.get("line"))
         )

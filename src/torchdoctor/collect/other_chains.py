@@ -81,12 +81,12 @@ def loop_lines(
         file, line, function = frame
         rows.append({
             "file": file, "line": line, "function": function, "package": package_of(file),
-            "location": f"{os.path.basename(file)}:{line}",
+            "location": _where(file, line),
             "code": linecache.getline(file, line).strip(),
             "share": round(ns / total, 4),
             "via": None if via is None else {
                 "file": via[0], "line": via[1], "function": via[2],
-                "location": f"{os.path.basename(via[0])}:{via[1]}",
+                "location": _where(via[0], via[1]),
             },
         })  # fmt: skip
     return rows
@@ -140,3 +140,9 @@ def _last_in_package(chains: Mapping[tuple[Frame, ...], int]) -> int:
             break
         depth = i
     return depth
+
+
+def _where(file: str, line: int | None) -> str:
+    """``trainer.py:1939``; the file alone when the frame had no line (``f_lineno`` is None
+    while some instructions run)."""
+    return f"{os.path.basename(file)}:{line}" if line else os.path.basename(file)

@@ -104,6 +104,7 @@ def test_select_and_ignore() -> None:
     assert {f.code for f in lint_source(text, select=["TD40"], ignore=["TD402"])} == {
         "TD401",
         "TD403",
+        "TD404",
     }
     with pytest.raises(ValueError, match="unknown rule code 'TD9'"):
         lint_source(text, select=["TD9"])

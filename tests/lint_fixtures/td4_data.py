@@ -1,4 +1,5 @@
-# TD401 / TD402 / TD403 fixtures. This file moves batches with .cuda(), so TD402 applies.
+# TD401 / TD402 / TD403 / TD404 fixtures. This file moves batches with .cuda(), so TD402 applies.
+import torch
 import torch.utils.data as tud
 from torch.utils.data import DataLoader
 from torch.utils.data import DataLoader as DL
@@ -15,3 +16,13 @@ def loaders(ds, cfg, kwargs):
     for x in a:
         x = x.cuda()
     return a, b, c, d, ok1, ok2, ok3
+
+
+def pinned(ds, device, model):
+    loader = DataLoader(ds, num_workers=2, pin_memory=True, persistent_workers=True)
+    for i, (x, y) in enumerate(loader):
+        x, y = x.to(device), y.cuda()  # expect: TD404,TD404
+        model(x.to(device, non_blocking=True), y.to(torch.float16))  # async copy; a dtype cast
+    for batch in loader:
+        ids = batch["input_ids"].to(device)  # expect: TD404
+    return ids

@@ -6,7 +6,13 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.visitor import RuleVisitor, dotted, has_star
+from torchdoctor.lint.visitor import (
+    RuleVisitor,
+    dotted,
+    has_star,
+    segment,
+    target_names,
+)
 
 DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
 
@@ -54,12 +60,28 @@ RULES = (
         "DataLoader(ds, num_workers=4, persistent_workers=True)",
         seed="004",
     ),
+    Rule(
+        "TD404",
+        "pinned-batch-copied-blocking",
+        "info",
+        "a DataLoader pins its batches (pin_memory=True) but the loop copies them to the device "
+        "without non_blocking=True: the copy waits instead of overlapping",
+        "x.to(device, non_blocking=True) (x.cuda(non_blocking=True)); the pinned buffer is what "
+        "makes the asynchronous copy possible",
+        "loader = DataLoader(ds, pin_memory=True)\nfor x, y in loader:\n    x = x.to(device)",
+        "loader = DataLoader(ds, pin_memory=True)\nfor x, y in loader:\n"
+        "    x = x.to(device, non_blocking=True)",
+        seed="004",
+        autofix=True,
+    ),
 )
+#: wrappers a loop puts around a loader: for i, (x, y) in enumerate(tqdm(loader))
+_LOOP_WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "track"})
 
 
 class DataRules(RuleVisitor):
     """TD401 no workers; TD402 no pinned memory while batches go to CUDA; TD403 workers that are
-    not persistent.
+    not persistent; TD404 pinned batches copied without non_blocking.
 
     Example:
         >>> from torchdoctor.lint import lint_source
@@ -96,6 +118,8 @@ class DataRules(RuleVisitor):
                 f"{'this file' if self.context.uses_cuda else 'the project'} moves data to "
                 "CUDA: pin it and copy with .to(device, non_blocking=True)",
             )
+        if pin is not None and _literal(pin) is True:
+            self._check_blocking_copies(node)
         if workers is None or _literal(workers) == 0 or self._iterated_once(node):
             return
         persistent = kwargs.get("persistent_workers")
@@ -112,6 +136,37 @@ class DataRules(RuleVisitor):
                 f"DataLoader with workers but without persistent_workers: they are respawned "
                 f"every epoch; pass {hint}",
             )
+
+    # -- TD404 --------------------------------------------------------------------------------
+    def _check_blocking_copies(self, call: ast.Call) -> None:
+        """Loops over the pinned loader ``call`` is assigned to, in the same scope: their
+        ``.to(device)`` / ``.cuda()`` of the batch without ``non_blocking=True``."""
+        parent = self.parent(call)
+        if not (isinstance(parent, ast.Assign) and len(parent.targets) == 1):
+            return
+        loader = dotted(parent.targets[0])
+        if loader is None:
+            return
+        for loop in ast.walk(self.enclosing_scope(call)):
+            if not isinstance(loop, ast.For) or _loader_of(loop.iter) != loader:
+                continue
+            batch = target_names(loop.target)
+            for move in self.direct_calls(loop.body):
+                if not _blocking_copy(move):
+                    continue
+                base = move.func.value  # type: ignore[attr-defined]
+                while isinstance(base, (ast.Subscript, ast.Attribute)):
+                    base = base.value  # (batch["input_ids"].to(device) too)
+                if not (isinstance(base, ast.Name) and base.id in batch):
+                    continue
+                self.report(
+                    move,
+                    "TD404",
+                    f"`{loader}` pins its batches (pin_memory=True) but `{self.code_of(move)}` "
+                    "copies them synchronously: pass non_blocking=True so the copy overlaps "
+                    "the step",
+                    fix=_with_non_blocking(move, self.context.lines),
+                )
 
     def _iterated_once(self, call: ast.Call) -> bool:
         """A test loader (``test_loader = DataLoader(test_set, ...)``) is iterated once: its
@@ -133,3 +188,44 @@ class DataRules(RuleVisitor):
                 if self.enclosing_loops(use):
                     return False
         return True
+
+
+def _loader_of(it: ast.AST) -> str | None:
+    """The loader a loop iterates (through enumerate / tqdm / zip's first argument)."""
+    while isinstance(it, ast.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] in _LOOP_WRAPPERS:
+        if not it.args:
+            return None
+        it = it.args[0]
+    return dotted(it)
+
+
+def _blocking_copy(call: ast.Call) -> bool:
+    """``x.to(device)`` / ``x.cuda()`` without ``non_blocking=True`` (``.to(torch.float16)``,
+    a dtype alone, is no copy to a device)."""
+    if not isinstance(call.func, ast.Attribute) or call.func.attr not in ("to", "cuda"):
+        return False
+    if any(kw.arg == "non_blocking" for kw in call.keywords) or has_star(call):
+        return False
+    if call.func.attr == "cuda":
+        return True
+    if not call.args and not any(kw.arg == "device" for kw in call.keywords):
+        return False
+    first = dotted(call.args[0]) if call.args else "device"
+    return first is not None and not first.startswith("torch.") and "dtype" not in first
+
+
+def _with_non_blocking(call: ast.Call, lines: list[str]):
+    """The rewrite adding ``non_blocking=True`` to the call (None when its text is unsafe to
+    edit: a comment or a line break inside)."""
+    source = segment(lines, call) or ""
+    if not source.endswith(")") or "#" in source or "\n" in source:
+        return None
+    head = source[:-1].rstrip()
+    text = f"{head}{'' if head.endswith(('(', ',')) else ', '}non_blocking=True)"
+
+    def rewrite(node, tools):
+        import libcst as cst
+
+        return cst.parse_expression(text)
+
+    return rewrite

@@ -150,11 +150,20 @@ def test_a_dominant_composite_explained_by_its_parts_is_not_told_to_profile_insi
 def test_two_identical_layers_of_which_one_crosses_the_threshold_are_one_stack():
     """word_language_model's generate.py: layers.0 at 33% of the step, layers.1 at 29%: the
     stack is the cause (as when both cross), not its first layer."""
-    layers = [node("encoder.layers.0", 20.0, 13.0, type="EncoderLayer"),
-              node("encoder.layers.1", 18.0, 11.0, type="EncoderLayer")]  # fmt: skip
+    layers = [node(f"encoder.layers.{i}", fwd, bwd, type="EncoderLayer", children=[
+                  node(f"encoder.layers.{i}.linear1", fwd / 2, bwd / 2, type="Linear")])
+              for i, (fwd, bwd) in enumerate([(20.0, 13.0), (18.0, 11.0)])]  # fmt: skip
     encoder = node("encoder", 40.0, 25.0, type="Encoder", children=layers)
     (item,) = dominant_module(_session(_tree(encoder)))
     assert item.title.startswith("encoder.layers[0-1] dominates the step: compile the layer stack")
+
+
+def test_two_leaf_layers_of_one_type_are_no_stack_of_identical_layers():
+    """pytorch/examples mnist: conv1 (1 -> 32 channels) and conv2 (32 -> 64, 35% of the step):
+    conv2 is one convolution, not the first of a "stack to compile or shorten"."""
+    convs = [node("conv1", 4.0, 4.0, type="Conv2d"), node("conv2", 15.0, 20.0, type="Conv2d")]
+    (item,) = dominant_module(_session(_tree(node("Net", 12.0, 16.0, type="Net", children=convs))))
+    assert "layer stack" not in item.title and "convolution" in item.title
 
 
 def test_a_dominant_leaf_linear_gets_matmul_remedies_not_profile_inside():

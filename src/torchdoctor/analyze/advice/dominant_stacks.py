@@ -33,10 +33,16 @@ def repeated_group(
     for child in node.get("children") or ():
         if child.get("kind") == "module" and child.get("type"):
             groups.setdefault(signature(child), []).append(child)
-    stacks = [g for g in groups.values() if numbered_run(g)]
+    stacks = [g for g in groups.values() if numbered_run(g) and same_size(g)]
     best = max(stacks, key=lambda g: sum(node_ms(c) for c in g), default=[])
     if len(best) < minimum:
         return None
+    if len(best) < MIN_REPEATS and not all(c.get("children") for c in best):
+        # two or three leaf layers of one type (MNIST's conv1 and conv2: 1 -> 32 and
+        # 32 -> 64 channels) are no stack of identical layers unless they save the same
+        sizes = [c.get("activation_bytes") for c in best]
+        if not all(isinstance(v, (int, float)) and v > 0 for v in sizes) or not same_size(best):
+            return None
     first, last = label(best[0]), label(best[-1])
     prefix = first.rsplit(".", 1)[0] if "." in first else ""
     first_idx, last_idx = first.rsplit(".", 1)[-1], last.rsplit(".", 1)[-1]
@@ -64,6 +70,23 @@ def signature(node: Mapping[str, Any], depth: int = 0) -> Any:
         else tuple(signature(c, depth + 1) for c in children if c.get("kind") == "module")
     )
     return (str(node.get("type")), inner)
+
+
+def same_size(group: list[Mapping[str, Any]]) -> bool:
+    """The members save activations of one size for backward (within 25%), where that was
+    counted: a transformer's blocks do; MNIST's conv1 (1 -> 32 channels) and conv2 (32 -> 64)
+    are layers of one type, not identical layers.
+
+    Example:
+        >>> same_size([{"activation_bytes": 100}, {"activation_bytes": 110}])
+        True
+        >>> same_size([{"activation_bytes": 100}, {"activation_bytes": 300}])
+        False
+    """
+    sizes = [m.get("activation_bytes") for m in group]
+    if not all(isinstance(v, (int, float)) and v > 0 for v in sizes):
+        return True  # not counted (or nothing saved): the structure decides
+    return max(sizes) <= 1.25 * min(sizes)  # type: ignore[type-var, operator]
 
 
 def numbered_run(group: list[Mapping[str, Any]]) -> bool:
@@ -97,8 +120,9 @@ def candidates(
     model wrapped, looked into rather than advised.
 
     Example:
+        >>> attn = {"path": "attn", "kind": "module", "type": "Attention", "children": []}
         >>> layer = lambda i, ms: {"path": f"h.{i}", "name": f"h.{i}", "kind": "module",
-        ...                        "type": "Block", "total_ms": {"mean": ms}, "children": []}
+        ...                        "type": "Block", "total_ms": {"mean": ms}, "children": [attn]}
         >>> model = {"path": "gpt", "kind": "module", "type": "GPT", "total_ms": {"mean": 10.0},
         ...          "children": [layer(0, 3.3), layer(1, 2.9)]}
         >>> tree = {"kind": "root", "path": "", "total_ms": {"mean": 10.0}, "children": [model]}

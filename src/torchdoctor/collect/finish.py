@@ -288,6 +288,10 @@ def _note_profiler_overhead(
         registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
         first_step_ms=first_extra_ms,
     )  # fmt: skip
+    if line_calls:  # the per-call costs a hot line's timed calls pay (analyze/.../hot_lines_data)
+        estimate["per_timed_call_us"] = (
+            line_cost + line_seen / line_calls * seen_cost + audit_calls / line_calls * audit_cost
+        )
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")
     if isinstance(pct, float) and pct >= OVERHEAD_NOTE_PCT:

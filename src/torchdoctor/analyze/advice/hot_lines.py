@@ -79,7 +79,8 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
     where = row["location"]
     if row.get("called_from") and float(row.get("calls_per_step") or 0.0) >= LOOP_CALLS:
         where += f" (called {row['calls_per_step']:.3g}x per step from {row['called_from']})"
-    head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(row['total_ms'])})"
+    own = row["total_ms"] - float(row.get("profiler_ms") or 0.0)  # (the profiler's left out)
+    head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(own)})"
     top = row["top_ops"][0]["op"] if row["top_ops"] else None
     loop = is_per_element_loop(row)
     if cure is not None and cure.name != "batch the loop":
@@ -213,6 +214,14 @@ def _evidence(
     ]
     for finding in findings[:3]:
         out.insert(1, f"lint {finding.get('code')} on this line: {finding.get('message')}")
+    profiler = float(row.get("profiler_ms") or 0.0)
+    if profiler >= 0.1 * float(row.get("total_ms") or 0.0) and profiler > 0:
+        out.append(
+            f"~{fmt_ms(profiler)} of the measured time is the profiler's own cost on the "
+            f"line's {row['torch_calls_per_step']:.3g} torch calls (calibrated per call: hot "
+            "lines and the sync audit), left out of its share; an unprofiled step spends less "
+            "here"
+        )
     if row.get("called_from"):
         out.append(f"called from {row['called_from']}")
     if owners:

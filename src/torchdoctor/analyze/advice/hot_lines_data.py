@@ -28,8 +28,10 @@ MAX_LINE_ADVICE = 5
 
 def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One record per measured ``(file, line)``, heaviest first: forward/backward/total ms per
-    step (means), ``share`` of the step, executions and torch calls per step, merged top ops,
-    owners, and the first record's function, code and library frames.
+    step (means), ``profiler_ms`` (the profiler's estimated own cost in them: its calls x its
+    calibrated cost per timed call), ``share`` of the step without it, executions and torch
+    calls per step, merged top ops, owners, and the first record's function, code and library
+    frames.
 
     Example:
         >>> measured_lines({"hot_lines": None})
@@ -85,6 +87,7 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
             acc[0] += float(op.get("forward_ms") or 0.0)
             acc[1] += float(op.get("backward_ms") or 0.0)
             acc[2] += float(op.get("calls_per_step") or 0.0)
+    per_call_us = _per_timed_call_us(session)
     by_location = {}
     for row in merged.values():
         by_location.setdefault(row["location"], 0.0)
@@ -93,7 +96,13 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
     for row in merged.values():
         # a function's line: it runs once per execution of the line that called the function
         row["invocations_per_step"] += sum(by_location.get(c, 0.0) for c in row.pop("_callers"))
-        row["share"] = row["total_ms"] / step if step > 0 else 0.0
+        # the profiler's own cost per timed torch call (hot lines, the sync audit, the calls
+        # they see around it), estimated from its calibration: a line of many small calls
+        # (clip_grad_norm_ over 60 parameters) looks slower than it is; its share leaves it out
+        row["profiler_ms"] = min(
+            0.75 * row["total_ms"], row["torch_calls_per_step"] * per_call_us / 1000.0
+        )
+        row["share"] = (row["total_ms"] - row["profiler_ms"]) / step if step > 0 else 0.0
         row["top_ops"] = sorted(
             (
                 {"op": op, "forward_ms": f, "backward_ms": b, "calls_per_step": c}
@@ -102,8 +111,20 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
             key=lambda o: -(o["forward_ms"] + o["backward_ms"]),
         )
         out.append(row)
-    out.sort(key=lambda r: -r["total_ms"])
+    out.sort(key=lambda r: -(r["total_ms"] - r["profiler_ms"]))
     return out
+
+
+def _per_timed_call_us(session: Mapping[str, Any]) -> float:
+    """``config.profiler_overhead.per_timed_call_us`` (0 when the run did not record it).
+
+    Example:
+        >>> _per_timed_call_us({"config": {"profiler_overhead": {"per_timed_call_us": 7.5}}})
+        7.5
+    """
+    overhead = (session.get("config") or {}).get("profiler_overhead") or {}
+    value = overhead.get("per_timed_call_us")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 0.0
 
 
 def _caller_text(caller: Any) -> str | None:

@@ -63,6 +63,10 @@ class ChildProcesses:
         self.started: dict[str, int] = {}
         self.follow: Callable[[Any, str, int], str | None] | None = None
         self.followed: list[dict[str, Any]] = []
+        #: set by `run` too: called as ``relaunch(argv, env)`` for each ``subprocess.Popen`` of
+        #: a command list; returns ``(argv to run instead, name, index, out)`` when the command
+        #: starts the script itself again (Lightning's DDP launcher), else None
+        self.relaunch: Callable[[list, Any], tuple[list, str, int, str] | None] | None = None
 
     def install(self) -> Callable[[], None]:
         """Wrap ``BaseProcess.start``; returns the undo."""
@@ -83,10 +87,39 @@ class ChildProcesses:
             return original(process)
 
         cls.start = start
+        undo_popen = self._install_popen()
 
         def undo() -> None:
+            undo_popen()
             if cls.__dict__.get("start") is start:
                 cls.start = original
+
+        return undo
+
+    def _install_popen(self) -> Callable[[], None]:
+        """Wrap ``subprocess.Popen.__init__`` for :attr:`relaunch`; returns the undo."""
+        import subprocess
+
+        original = subprocess.Popen.__init__
+
+        @functools.wraps(original)
+        def init(popen: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+            if self.relaunch is not None and isinstance(args, (list, tuple)) and args:
+                try:
+                    found = self.relaunch(list(args), kwargs.get("env"))
+                except Exception:  # never break the script's own process launch
+                    found = None
+                if found is not None:
+                    args, name, index, out = found
+                    self.started[name] = self.started.get(name, 0) + 1
+                    self.followed.append({"name": name, "index": index, "out": out})
+            original(popen, args, *rest, **kwargs)
+
+        subprocess.Popen.__init__ = init  # type: ignore[method-assign]
+
+        def undo() -> None:
+            if subprocess.Popen.__init__ is init:
+                subprocess.Popen.__init__ = original  # type: ignore[method-assign]
 
         return undo
 

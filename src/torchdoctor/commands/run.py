@@ -42,7 +42,8 @@ HELP = "profile an unmodified training script; write the session and print the r
 VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history",
                  "--detail", "--detail-window", "--detail-period", "--detail-period-s",
                  "--checkpoint-every")  # fmt: skip
-FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb", "--no-hot-lines", "--live")
+FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb", "--no-hot-lines", "--live",
+                "--quiet")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--live", action="store_true",
         help="show a one-screen summary on stderr while the script runs (a terminal only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quiet", action="store_true",
+        help="print no report and no notices at exit (the files in --out are written; errors "
+        "are still said)",
     )  # fmt: skip
 
 
@@ -363,7 +369,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         print(f"torchdoctor {command}: could not write the session to {args.out}: {exc}",
               file=sys.stderr)  # fmt: skip
         path, status = None, status or 1
-    if dist is None or dist[0] == 0:
+    if (dist is None or dist[0] == 0) and not getattr(args, "quiet", False):
         try:
             print_report(session, args.format, only_syncs=only_syncs)
         except Exception as exc:  # the script's exit code and the session on disk stand
@@ -378,13 +384,13 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         if not only_syncs and (dist is None or dist[0] == 0):
             notices += record_run(session, path, args)
     prefix = "torchdoctor" if dist is None else f"torchdoctor [rank {dist[0]}]"
-    for line in notices:
+    for line in notices if not getattr(args, "quiet", False) else ():
         print(f"{prefix}: {line}", file=sys.stderr)
     if dist is not None:
         merge_ranks(session, dist, out_root, started, getattr(args, "process_group_store", None),
                     show=args.format == "text")  # fmt: skip
     elif children:  # mp.spawn'd ranks: compared as torchrun's are
-        compare_child_ranks(children, out_root, show=args.format == "text")
+        compare_child_ranks(children, out_root, show=args.format == "text", parent=session)
     return status
 
 

@@ -166,6 +166,59 @@ def follow_children(profiler: Any, args: argparse.Namespace) -> None:
         return out
 
     watch.follow = follow
+    watch.relaunch = relaunch_command(script, getattr(args, "module", None), root, options)
+
+
+def relaunch_command(
+    script: str, module: str | None, root: str, options: Mapping[str, Any]
+) -> Any:
+    """The ``relaunch`` of :class:`~torchdoctor.collect.children.ChildProcesses`: a command
+    that runs the script itself again (``[python, script, ...]``, ``[python, -m, module,
+    ...]``: Lightning's DDP launcher starts ranks 1..n so) runs under ``torchdoctor run``
+    instead, into ``root/<script>-<k>`` (``k``: the ``LOCAL_RANK`` it is given, else a count).
+
+    Example:
+        >>> relaunch = relaunch_command("/w/train.py", None, "/o/children", {"warmup": 2})
+        >>> argv, name, index, out = relaunch(["python", "/w/train.py", "--lr", "1"],
+        ...                                   {"LOCAL_RANK": "1"})
+        >>> argv[1:7], argv[-4:], out
+        (['-m', 'torchdoctor', 'run', '--no-history', '--quiet', '--out'], ['--', '/w/train.py', '--lr', '1'], '/o/children/train-1')
+        >>> relaunch(["python", "/w/other.py"], None) is None
+        True
+    """
+    counts: dict[str, int] = {}
+    name = _safe(module or os.path.splitext(os.path.basename(script))[0])
+
+    def relaunch(argv: list, env: Any) -> tuple[list, str, int, str] | None:
+        if len(argv) < 2 or os.path.basename(str(argv[0])).split(".")[0] not in _PYTHONS:
+            return None
+        rest = [str(a) for a in argv[1:]]
+        if module is not None and rest[:2] == ["-m", module]:
+            target, tail = ["-m", module], rest[2:]
+        elif os.path.abspath(rest[0]) == script:
+            target, tail = [script], rest[1:]
+        else:
+            return None
+        environ = os.environ if env is None else env
+        rank = str(environ.get("LOCAL_RANK", ""))
+        index = int(rank) if rank.isdigit() else counts.get(name, 0)
+        counts[name] = index + 1
+        out = os.path.join(root, f"{name}-{index}")
+        command = [str(argv[0]), "-m", "torchdoctor", "run", "--no-history", "--quiet",
+                   "--out", out]  # fmt: skip  (the parent says where its report is)
+        for option, value in options.items():
+            flag = "--" + option.replace("_", "-")
+            if value is True:
+                command.append(flag)
+            elif value not in (None, False):
+                command += [flag, str(value)]
+        return [*command, "--", *target, *tail], name, index, out
+
+    return relaunch
+
+
+#: executables that are a Python interpreter (``python``, ``python3``, ``python3.11``)
+_PYTHONS = ("python", "python3")
 
 
 def child_sessions(session: Any) -> list[tuple[Mapping[str, Any], Any]]:
@@ -213,12 +266,14 @@ def children_notices(children: list[tuple[Mapping[str, Any], Any]]) -> list[str]
 
 
 def compare_child_ranks(
-    children: list[tuple[Mapping[str, Any], Any]], out: str, *, show: bool
+    children: list[tuple[Mapping[str, Any], Any]], out: str, *, show: bool, parent: Any = None
 ) -> dict[str, Any] | None:
     """When the followed children were the ranks of one process group (``mp.spawn`` of a DDP
-    function), compare them as `torchrun` ranks are (the straggler, time in collectives, who
-    waits for whom): printed (``show``), written to ``out/ranks.md`` and ``ranks.json``.
-    None when fewer than two children carry a rank of the same world.
+    function; or, with the ``parent``'s own session as rank 0, the ranks Lightning's DDP
+    launcher started again from the script), compare them as `torchrun` ranks are (the
+    straggler, time in collectives, who waits for whom): printed (``show``), written to
+    ``out/ranks.md`` and ``ranks.json``. None when fewer than two sessions carry a rank of the
+    same world.
 
     Example:
         >>> compare_child_ranks([], "/nowhere", show=False) is None
@@ -227,13 +282,18 @@ def compare_child_ranks(
     from torchdoctor.commands.ranks import show_rank_comparison
 
     by_world: dict[int, dict[int, Any]] = {}
-    for _, loaded in children:
+    sessions = [loaded for _, loaded in children] + ([parent] if parent is not None else [])
+    for loaded in sessions:
         if loaded is None:
             continue
         environment = loaded.get("environment") or {}
-        rank, world = environment.get("rank"), environment.get("world_size")
+        group = loaded.get("collectives") or {}  # (a process group the script made itself)
+        rank = environment.get("rank", group.get("rank"))
+        world = environment.get("world_size", group.get("world_size"))
         if isinstance(rank, int) and isinstance(world, int) and world > 1:
-            by_world.setdefault(world, {})[rank] = loaded
+            if rank not in by_world.setdefault(world, {}):
+                environment.update(rank=rank, world_size=world)  # (as the comparison reads)
+                by_world[world][rank] = loaded
     if not by_world:
         return None
     world, ranks = max(by_world.items(), key=lambda item: len(item[1]))

@@ -119,3 +119,16 @@ def train_accumulating_on_purpose(model, loader, opt, k):
             torch.stack(losses).mean().backward()
             opt.step()
             losses = []
+
+
+class LitModel:
+    def training_step(self, batch, batch_idx):
+        loss = self.model(batch)
+        self.log("train_loss", loss, sync_dist=True)  # expect: TD709
+        self.log_dict({"a": loss}, prog_bar=True, sync_dist=True)  # expect: TD709
+        self.log("epoch_loss", loss, on_step=False, on_epoch=True, sync_dist=True)  # per epoch
+        self.log("rank_loss", loss)  # each rank's own value: no collective
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.model(batch), sync_dist=True)  # validation: per epoch

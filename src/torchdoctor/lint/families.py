@@ -7,6 +7,7 @@ from torchdoctor.lint.rules_batch_loop import BatchLoopRules
 from torchdoctor.lint.rules_data import DataRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
+from torchdoctor.lint.rules_framework import FrameworkRules
 from torchdoctor.lint.rules_history import HistoryRules
 from torchdoctor.lint.rules_inference import InferenceRules
 from torchdoctor.lint.rules_linalg import LinalgRules
@@ -30,4 +31,5 @@ FAMILIES: tuple[type, ...] = (
     ActivationRules,
     TrainingRules,
     HistoryRules,
+    FrameworkRules,
 )

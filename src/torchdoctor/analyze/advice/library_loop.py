@@ -43,6 +43,14 @@ LIBRARY_REMEDIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ),
     (
         "transformers",
+        ("_clip_grad_norm",),
+        "The Trainer clips gradients every step (TrainingArguments.max_grad_norm, 1.0 by "
+        "default): the norm over all parameters runs between backward and optimizer.step(); "
+        "max_grad_norm=0 skips it where the training is stable without clipping (that changes "
+        "the training, not only its speed: compare the loss curves).",
+    ),
+    (
+        "transformers",
         ("_maybe_log_save_evaluate",),
         "Raise TrainingArguments(logging_steps=..., eval_steps=..., save_steps=...): between "
         "steps the Trainer gathers, logs, evaluates or saves when these intervals come due.",

@@ -112,3 +112,14 @@ def test_a_library_helper_called_from_the_users_own_loop_stays_the_users_line(fa
     assert not row.get("encloses_loop")
     rules = {a.rule for a in advise(prof.session.to_dict())}
     assert "between-steps" in rules and "library-loop" not in rules
+
+
+def test_a_frame_without_a_line_number_is_named_by_its_file():
+    """f_lineno is None while some instructions run (Python 3.11): such a tick must not break
+    the session (it once raised in linecache.getline)."""
+    from torchdoctor.collect.other_sampler import other_lines_section
+
+    train = ("/s/site-packages/lib/t.py", 0, "train")
+    step = {"other_lines": {("/w/run.py", 0, "<module>", (train, ("/s/io.py", 0, "f"))): 10**6}}
+    (row,) = other_lines_section([step], "other_lines", {("/s/site-packages/lib/t.py", "train")})
+    assert row["code"] == "" and row["inside"][0]["location"] == "t.py"

@@ -176,11 +176,17 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         _mark_root_phases(tree, session["phases"])
         session["recomputation"] = recomputation(tree, detailed, rec.path, rec.call_site)
         session["timeline"] = representative_timeline(state)
-        other = other_lines_section(detailed, "other_lines", state.forward_functions)
+        try:  # (sampled extras: never worth the session)
+            other = other_lines_section(detailed, "other_lines", state.forward_functions)
+            python = other_lines_section(detailed, "python_lines")  # forward: outside torch
+        except Exception as error:
+            other = python = None
+            session["config"]["notes"].append(
+                f"the sampled lines were left out ({type(error).__name__}: {error})"
+            )
         if other is not None and boundary is not StepBoundary.WHOLE_RUN:  # (no steps: no
             # "between steps"; a script that failed before its first step sampled its imports)
             session["other_lines"] = other
-        python = other_lines_section(detailed, "python_lines")  # forward: outside torch
         if python is not None and boundary is not StepBoundary.WHOLE_RUN:
             session["python_lines"] = python
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)

@@ -82,7 +82,7 @@ def loop_lines(
         rows.append({
             "file": file, "line": line, "function": function, "package": package_of(file),
             "location": _where(file, line),
-            "code": linecache.getline(file, line).strip(),
+            "code": linecache.getline(file, line).strip() if line else "",
             "share": round(ns / total, 4),
             "via": None if via is None else {
                 "file": via[0], "line": via[1], "function": via[2],

@@ -166,7 +166,7 @@ class OtherPhaseSampler:
             if kind == PROFILER:
                 return  # torchdoctor's own bookkeeping: the profiler's cost, no line's
             if kind == LIBRARY:
-                chain.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+                chain.append((frame.f_code.co_filename, frame.f_lineno or 0, frame.f_code.co_name))
             frame = frame.f_back
         if frame is None:
             return  # no user frame: charged to no line
@@ -174,7 +174,7 @@ class OtherPhaseSampler:
         # outermost first, at most MAX_CHAIN frames (the innermost kept: where the time goes)
         if len(chain) > MAX_CHAIN:
             chain = [chain[0], *chain[-(MAX_CHAIN - 1) :]]
-        key = (code.co_filename, frame.f_lineno, code.co_name, tuple(reversed(chain)) or None)
+        key = (code.co_filename, frame.f_lineno or 0, code.co_name, tuple(reversed(chain)) or None)
         self.lines[key] = self.lines.get(key, 0) + spent
 
 
@@ -193,11 +193,11 @@ class OtherPhaseSampler:
                 if kind == USER:
                     line = frame
                 elif kind == LIBRARY and via is None:
-                    via = (code.co_filename, frame.f_lineno, code.co_name)
+                    via = (code.co_filename, frame.f_lineno or 0, code.co_name)
             frame = frame.f_back
         if line is not None:
             code = line.f_code
-            key = (code.co_filename, line.f_lineno, code.co_name, via)
+            key = (code.co_filename, line.f_lineno or 0, code.co_name, via)
             self.python[key] = self.python.get(key, 0) + spent
 
 
@@ -242,7 +242,7 @@ def other_lines_section(
         rows.append({
             "file": file, "line": line, "function": function,
             "location": f"{os.path.basename(file)}:{line}",
-            "code": linecache.getline(file, line).strip(),
+            "code": linecache.getline(file, line).strip() if line else "",
             "ms_per_step": ns / len(steps) / 1e6,
             "via": [{"file": f, "line": n, "function": name, "ms_per_step": v / len(steps) / 1e6}
                     for (f, n, name), v in through[:3]],

@@ -91,7 +91,7 @@ def source_names_cpu(where: tuple[str, int, str]) -> bool:
         >>> source_names_cpu(("no/such/file.py", 1, "f"))  # no source to read
         False
     """
-    return names_cpu(linecache.getline(where[0], where[1]))
+    return names_cpu(linecache.getline(where[0], where[1] or 0))
 
 
 #: an assignment's target, left out: ``real_cpu = data[0].to(device)`` (DCGAN) moves the

@@ -98,9 +98,9 @@ def user_frame(frame: FrameType | None = None) -> tuple[str, int, str]:
     while f is not None:
         code = f.f_code
         if not _is_library(code):
-            return code.co_filename, f.f_lineno, code.co_name
+            return code.co_filename, f.f_lineno or 0, code.co_name
         if fallback is None and not code.co_filename.startswith(_OWN):
-            fallback = (code.co_filename, f.f_lineno, code.co_name)
+            fallback = (code.co_filename, f.f_lineno or 0, code.co_name)
         f = f.f_back
     return fallback or ("<unknown>", 0, "<unknown>")
 
@@ -150,7 +150,7 @@ def own_frame(frame: FrameType | None) -> tuple[str, int, str] | None:
     while f is not None:
         code = f.f_code
         if not _is_library(code) and not _is_third_party(code):
-            return code.co_filename, f.f_lineno, code.co_name
+            return code.co_filename, f.f_lineno or 0, code.co_name
         f = f.f_back
     return None
 
@@ -240,7 +240,7 @@ def _reissue(caught: list, frame: FrameType | None) -> None:
             warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
             continue
         module_globals = user.f_globals
-        where = (record.message, record.category, user.f_code.co_filename, user.f_lineno)
+        where = (record.message, record.category, user.f_code.co_filename, user.f_lineno or 0)
         registry = module_globals.setdefault("__warningregistry__", {})
         try:
             warnings.warn_explicit(
@@ -345,7 +345,7 @@ def source_text(file: str, line: int, kind: str) -> str:
         >>> source_text("<nowhere>", 3, "item")
         '<item>'
     """
-    text = linecache.getline(file, line).strip() if line > 0 else ""
+    text = linecache.getline(file, line).strip() if line and line > 0 else ""
     if not text:
         return f"<{kind}>"
     following = line

@@ -216,11 +216,11 @@ def _evidence(
         out.insert(1, f"lint {finding.get('code')} on this line: {finding.get('message')}")
     profiler = float(row.get("profiler_ms") or 0.0)
     if profiler >= 0.1 * float(row.get("total_ms") or 0.0) and profiler > 0:
-        out.append(
-            f"~{fmt_ms(profiler)} of the measured time is the profiler's own cost on the "
-            f"line's {row['torch_calls_per_step']:.3g} torch calls (calibrated per call: hot "
-            "lines and the sync audit), left out of its share; an unprofiled step spends less "
-            "here"
+        out.insert(  # (second: it explains the share the title gives)
+            1,
+            f"~{fmt_ms(profiler)} of that is the profiler's own cost on the line's "
+            f"{row['torch_calls_per_step']:.3g} torch calls (calibrated per call: hot lines and "
+            "the sync audit), left out of its share; an unprofiled step spends less here",
         )
     if row.get("called_from"):
         out.append(f"called from {row['called_from']}")

@@ -3,10 +3,13 @@
 A script whose training loop is a library's (``trainer.train()``, ``trainer.fit(model)``)
 has one user line for the whole run, so the ``other`` phase's ticks all land on it; what the
 user needs is the library's lines in that loop. Each tick keeps the chain of library frames
-below the user line (``collect/other_sampler.py``). Frames that hold (nearly) every tick of the
-line enclose the loop (``Trainer.train``, ``_inner_training_loop``); the frames one level
-below the deepest of them are the loop's own lines, each with its inclusive time and the
-innermost frame most of it went to.
+below the user line (``collect/other_sampler.py``), and the profiler notes the library
+functions the forward is entered through: the deepest of those on a tick's chain is the loop's
+own function (``_run_epoch``: it calls the model and does the work between steps), and its
+frames are the loop's lines, each with its inclusive time and the innermost frame most of it
+went to. Without that note, frames that hold (nearly) every tick of the line enclose the loop
+(``Trainer.train``, ``_inner_training_loop``) and the lines are one level below the deepest of
+them.
 
 Example:
     >>> loop = ("/p/trainer.py", 10, "train")

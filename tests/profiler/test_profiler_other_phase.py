@@ -141,4 +141,8 @@ def test_python_inside_a_module_is_the_module_s_not_python_outside_torch():
             model(torch.randn(4, 8)).sum().backward()
             opt.step()
             prof.step()
-    assert "python_lines" not in prof.session.to_dict()
+    # none of Env's 20 ms per step is charged to a line: a stray tick that the interpreter
+    # handles just after the forward returns (one interval, 2 ms of CPU, in a loaded process)
+    # is all a line may get
+    lines = prof.session.to_dict().get("python_lines") or []
+    assert sum(row["ms_per_step"] for row in lines) < 2.0, lines

@@ -10,8 +10,10 @@ from torchdoctor.lint.visitor import (
     RuleVisitor,
     dotted,
     has_star,
+    replace_call_with,
     segment,
     target_names,
+    with_keyword,
 )
 
 DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
@@ -220,12 +222,4 @@ def _with_non_blocking(call: ast.Call, lines: list[str]):
     source = segment(lines, call) or ""
     if not source.endswith(")") or "#" in source or "\n" in source:
         return None
-    head = source[:-1].rstrip()
-    text = f"{head}{'' if head.endswith(('(', ',')) else ', '}non_blocking=True)"
-
-    def rewrite(node, tools):
-        import libcst as cst
-
-        return cst.parse_expression(text)
-
-    return rewrite
+    return replace_call_with(with_keyword(source, "non_blocking=True"))

@@ -7,7 +7,15 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, segment
+from torchdoctor.lint.visitor import (
+    FOR,
+    FUNCTIONS,
+    RuleVisitor,
+    dotted,
+    replace_call_with,
+    segment,
+    with_keyword,
+)
 
 _LOOPS = (*FOR, ast.While)
 FACTORIES = frozenset(
@@ -143,9 +151,7 @@ class DeviceRules(RuleVisitor):
         other_args = move.args[1:] if move.func.attr == "to" and move.args else []
         fix = None
         if sure and source.endswith(")") and "#" not in source and not extra and not other_args:
-            head = source[:-1].rstrip()
-            sep = "" if head.endswith(("(", ",")) else ", "
-            fix = _replace_with(f"{head}{sep}device={device})")
+            fix = replace_call_with(with_keyword(source, f"device={device}"))
         self.report(
             move,
             "TD204",
@@ -182,14 +188,3 @@ class DeviceRules(RuleVisitor):
             f"`{self.code_of(node)}` computes in float64 inside a CUDA training step; most GPUs "
             "run fp64 at 1/32-1/64 of fp32 speed: keep float32 (or autocast to bfloat16)",
         )
-
-
-def _replace_with(text: str):
-    """A LibCST rewrite replacing the reported call with ``text``."""
-
-    def rewrite(node, tools):
-        import libcst as cst
-
-        return cst.parse_expression(text)
-
-    return rewrite

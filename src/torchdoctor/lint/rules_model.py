@@ -7,7 +7,16 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.visitor import FUNCTIONS, RuleVisitor, constant, dotted, method_name, segment
+from torchdoctor.lint.visitor import (
+    FUNCTIONS,
+    RuleVisitor,
+    constant,
+    dotted,
+    method_name,
+    replace_call_with,
+    segment,
+    with_keyword,
+)
 
 _CONV = re.compile(r"^torch\.nn\.(modules\.conv\.)?(Conv[123]d|LazyConv[123]d)$")
 _BATCH_NORM = re.compile(r"^torch\.nn\.(modules\.batchnorm\.)?(BatchNorm[123]d|SyncBatchNorm)$")
@@ -124,11 +133,9 @@ class ModelRules(RuleVisitor):
                 start = bias.value.col_offset - conv.col_offset
                 end = bias.value.end_col_offset - conv.col_offset
                 if bias.value.lineno == conv.lineno == bias.value.end_lineno and source.isascii():
-                    fix = _replace_with(source[:start] + "False" + source[end:])
+                    fix = replace_call_with(source[:start] + "False" + source[end:])
             else:
-                head = source[:-1].rstrip()
-                sep = " " if head.endswith(",") else ("" if head.endswith("(") else ", ")
-                fix = _replace_with(f"{head}{sep}bias=False)")
+                fix = replace_call_with(with_keyword(source, "bias=False"))
         self.report(
             conv,
             "TD506",
@@ -232,14 +239,3 @@ def _transposed(expr: ast.AST) -> bool:
     if isinstance(expr, ast.Attribute) and expr.attr in {"mT", "T", "mH", "H"}:
         return True
     return isinstance(expr, ast.Call) and method_name(expr) in {"transpose", "permute", "t"}
-
-
-def _replace_with(text: str):
-    """A LibCST rewrite replacing the reported call with ``text``."""
-
-    def rewrite(node, tools):
-        import libcst as cst
-
-        return cst.parse_expression(text)
-
-    return rewrite

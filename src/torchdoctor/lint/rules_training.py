@@ -19,6 +19,7 @@ from torchdoctor.lint.visitor import (
     dotted,
     dotted_names_in,
     method_name,
+    replace_call_with,
     segment,
 )
 
@@ -302,7 +303,7 @@ class TrainingRules(RuleVisitor):
             "TD703",
             "zero_grad(set_to_none=False) writes zeros into every gradient each step: "
             "zero_grad() frees them instead (less memory traffic; the next backward allocates)",
-            fix=_drop_arguments(f"{func}()") if safe else None,
+            fix=replace_call_with(f"{func}()") if safe else None,  # (its arguments dropped)
         )
 
     # -- TD704 -------------------------------------------------------------------------------
@@ -378,17 +379,6 @@ class TrainingRules(RuleVisitor):
         return any(
             isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)
         ) or any(_ACCUMULATION.search(n) for n in dotted_names_in(test))
-
-
-def _drop_arguments(text: str):
-    """A LibCST rewrite replacing the call with ``text`` (its arguments dropped)."""
-
-    def rewrite(node, tools):
-        import libcst as cst
-
-        return cst.parse_expression(text)
-
-    return rewrite
 
 
 def _is_step(call: ast.Call) -> bool:

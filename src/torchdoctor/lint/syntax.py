@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
+from typing import Any
 
 FOR = (ast.For, ast.AsyncFor)
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -294,3 +295,35 @@ def segment(lines: list[str], node: ast.AST) -> str | None:
     head = lines[first].encode("utf-8")[start:].decode("utf-8", errors="replace")
     tail = lines[last].encode("utf-8")[:end].decode("utf-8", errors="replace")
     return "\n".join([head, *lines[first + 1 : last], tail])
+
+
+def replace_call_with(text: str) -> Any:
+    """A fix's rewrite (``Fix.rewrite``, kind ``"call"``) replacing the reported call with
+    ``text`` (LibCST is imported when a fix is applied, not when rules detect).
+
+    Example:
+        >>> import libcst as cst
+        >>> cst.Module([]).code_for_node(replace_call_with("f(x, k=1)")(None, None))
+        'f(x, k=1)'
+    """
+
+    def rewrite(node: Any, tools: Any) -> Any:
+        import libcst as cst
+
+        return cst.parse_expression(text)
+
+    return rewrite
+
+
+def with_keyword(source: str, keyword: str) -> str:
+    """The source of one call with ``keyword`` (``name=value``) added as its last argument.
+
+    Example:
+        >>> with_keyword("x.to(device)", "non_blocking=True"), with_keyword("f()", "k=1")
+        ('x.to(device, non_blocking=True)', 'f(k=1)')
+        >>> with_keyword("f(a,)", "k=1")
+        'f(a, k=1)'
+    """
+    head = source[:-1].rstrip()
+    sep = " " if head.endswith(",") else ("" if head.endswith("(") else ", ")
+    return f"{head}{sep}{keyword})"

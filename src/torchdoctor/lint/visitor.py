@@ -44,8 +44,10 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     method_name,
     parent,
     positional,
+    replace_call_with,
     segment,
     target_names,
+    with_keyword,
 )
 
 

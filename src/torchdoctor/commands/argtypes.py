@@ -68,3 +68,21 @@ def seconds(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: off), got {text}")
     return value
+
+
+def module_target(argv: list[str] | tuple[str, ...], i: int) -> tuple[str, list[str]] | None:
+    """``(module, what follows it)`` when ``argv[i]`` is python's ``-m MODULE`` (or
+    ``-mMODULE``); None otherwise. The module is "" when none follows.
+
+    Example:
+        >>> module_target(["-m", "pkg.train", "--lr", "1"], 0), module_target(["-mpkg"], 0)
+        (('pkg.train', ['--lr', '1']), ('pkg', []))
+        >>> module_target(["--max-steps", "3"], 0) is None
+        True
+    """
+    token = argv[i]
+    if not token.startswith("-m") or token.startswith("--"):
+        return None
+    if token[2:]:
+        return token[2:], list(argv[i + 1 :])
+    return (argv[i + 1] if i + 1 < len(argv) else ""), list(argv[i + 2 :])

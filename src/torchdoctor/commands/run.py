@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
+from torchdoctor.commands.argtypes import module_target
 from torchdoctor.commands.argtypes import non_negative as _non_negative
 from torchdoctor.commands.argtypes import positive as _positive
 from torchdoctor.commands.argtypes import seconds as _seconds
@@ -153,9 +154,9 @@ def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str], bool]
         token = argv[i]
         if token == "--":
             return ours, list(argv[i + 1 :]), True
-        if token.startswith("-m") and not token.startswith("--"):  # -m MODULE, as python's
-            name = token[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
-            rest = list(argv[i + (1 if token[2:] else 2) :])
+        module = module_target(list(argv), i)
+        if module is not None:  # -m MODULE, as python's
+            name, rest = module
             if rest[:1] == ["--"]:
                 return ours, ["-m", name, *rest[1:]], True
             return ours, ["-m", name, *rest], False

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torchdoctor.commands.argtypes import module_target
 from torchdoctor.commands.argtypes import non_negative as _non_negative
 from torchdoctor.commands.argtypes import positive as _positive
 from torchdoctor.commands.argtypes import positive_float as _positive_float
@@ -92,11 +93,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
         if token == "--":
             rest = list(argv[i + 1 :])
             break
-        if token.startswith("-m") and not token.startswith("--"):  # -m MODULE, as python's
-            name = token[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
-            if not name:
+        module = module_target(list(argv), i)
+        if module is not None:  # -m MODULE, as python's
+            if not module[0]:
                 parser.error("-m needs a module name, as in `-m pkg.train --epochs 1`")
-            rest = [MODULE_PREFIX + name, *argv[i + (1 if token[2:] else 2) :]]
+            rest = [MODULE_PREFIX + module[0], *module[1]]
             break
         if token.startswith("-") and token != "-":
             ours.append(token)

@@ -27,6 +27,7 @@ from torchdoctor.lint.visitor import (
     RuleVisitor,
     dotted,
     method_name,
+    statement_list,
     target_names,
 )
 
@@ -160,15 +161,7 @@ class BatchLoopRules(RuleVisitor):
     def _stacked_after(self, loop: ast.For) -> set[str]:
         """Lists that torch.stack / torch.cat reads in a statement after ``loop`` (same
         block)."""
-        block = self.parent(loop)
-        statements = next(
-            (
-                getattr(block, f)
-                for f in ("body", "orelse", "finalbody")
-                if any(s is loop for s in getattr(block, f, []) or [])
-            ),
-            [],
-        )
+        statements = statement_list(self.parent(loop), loop) or [loop]
         after = statements[next(i for i, s in enumerate(statements) if s is loop) + 1 :]
         out: set[str] = set()
         for stmt in after:

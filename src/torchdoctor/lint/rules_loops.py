@@ -16,6 +16,7 @@ from torchdoctor.lint.visitor import (
     has_host_copy,
     method_name,
     positional,
+    statement_list,
     target_names,
 )
 
@@ -304,7 +305,7 @@ class LoopRules(RuleVisitor):
         """The statements replacing ``u = torch.unique(y); r = torch.zeros_like(y); <loop>``
         (``u, r = torch.unique(y, return_inverse=True)`` and a dtype cast unless ``r`` was
         int64), or None when the code around ``loop`` is not exactly that idiom."""
-        body = _statement_list(self.parent(loop), loop)
+        body = statement_list(self.parent(loop), loop)
         parts = remap_loop_parts(loop, self.context.lines)
         if body is None or parts is None:
             return None
@@ -359,15 +360,6 @@ class LoopRules(RuleVisitor):
                 return None
         head = f"{uniq}, {out} = {new_unique}\n"
         return head, None if int64 else f"{out} = {out}.to({labels}.dtype)\n"
-
-
-def _statement_list(block: ast.AST | None, stmt: ast.AST) -> list[ast.stmt] | None:
-    """The statement list of ``block`` that holds ``stmt`` (a body, orelse or finalbody)."""
-    for name in ("body", "orelse", "finalbody"):
-        statements = getattr(block, name, None)
-        if isinstance(statements, list) and any(s is stmt for s in statements):
-            return statements
-    return None
 
 
 def _single_assign(stmt: ast.AST) -> tuple[str, ast.AST] | None:

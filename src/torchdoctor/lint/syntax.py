@@ -327,3 +327,18 @@ def with_keyword(source: str, keyword: str) -> str:
     head = source[:-1].rstrip()
     sep = " " if head.endswith(",") else ("" if head.endswith("(") else ", ")
     return f"{head}{sep}{keyword})"
+
+
+def statement_list(block: ast.AST | None, stmt: ast.AST) -> list[ast.stmt] | None:
+    """The statement list of ``block`` that holds ``stmt`` (a body, orelse or finalbody).
+
+    Example:
+        >>> tree = ast.parse("for x in y:\n    pass\nz = 1\n")
+        >>> len(statement_list(tree, tree.body[0]))
+        2
+    """
+    for name in ("body", "orelse", "finalbody"):
+        statements = getattr(block, name, None)
+        if isinstance(statements, list) and any(s is stmt for s in statements):
+            return statements
+    return None

@@ -46,6 +46,7 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     positional,
     replace_call_with,
     segment,
+    statement_list,
     target_names,
     with_keyword,
 )

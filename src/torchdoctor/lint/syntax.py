@@ -333,7 +333,7 @@ def statement_list(block: ast.AST | None, stmt: ast.AST) -> list[ast.stmt] | Non
     """The statement list of ``block`` that holds ``stmt`` (a body, orelse or finalbody).
 
     Example:
-        >>> tree = ast.parse("for x in y:\n    pass\nz = 1\n")
+        >>> tree = ast.parse("for x in y:\\n    pass\\nz = 1\\n")
         >>> len(statement_list(tree, tree.body[0]))
         2
     """

@@ -59,8 +59,9 @@ class OtherPhaseSampler:
     """Samples the user lines of the ``other`` phase, and the Python outside torch of the
     ``forward`` phase, in detailed steps (see the module docstring). ``take_step()`` returns
     ``({(file, line, function, via): ns}, {...})`` for the step: the ``other`` phase's lines and
-    the forward phase's Python lines (``via``: the innermost library frame the line called
-    into, or None)."""
+    the forward phase's Python lines (``via``: the library frames below the line, outermost
+    first, as ``(file, line, function)``: every one of them in the ``other`` phase, the
+    innermost alone in the forward phase; None when the line made no library call)."""
 
     def __init__(self, forward_functions: set[tuple[str, str]] | None = None) -> None:
         # (file, function) of the library frames the forward is entered through (filled here)
@@ -197,7 +198,7 @@ class OtherPhaseSampler:
             frame = frame.f_back
         if line is not None:
             code = line.f_code
-            key = (code.co_filename, line.f_lineno or 0, code.co_name, via)
+            key = (code.co_filename, line.f_lineno or 0, code.co_name, via and (via,))
             self.python[key] = self.python.get(key, 0) + spent
 
 
@@ -229,13 +230,11 @@ def other_lines_section(
         for (file, line, function, via), ns in (step.get(field) or {}).items():
             key = (file, line, function)
             totals[key] = totals.get(key, 0) + ns
-            if via is not None and isinstance(via[0], tuple):  # a chain, outermost first
+            if via is not None:  # library frames below the line, outermost first
                 mine = chains.setdefault(key, {})
                 mine[via] = mine.get(via, 0) + ns
-                via = via[-1]
-            if via is not None:
-                mine = vias.setdefault(key, {})
-                mine[via] = mine.get(via, 0) + ns
+                innermost = vias.setdefault(key, {})
+                innermost[via[-1]] = innermost.get(via[-1], 0) + ns
     rows = []
     for (file, line, function), ns in sorted(totals.items(), key=lambda kv: -kv[1])[:MAX_LINES]:
         through = sorted(vias.get((file, line, function), {}).items(), key=lambda kv: -kv[1])
@@ -248,7 +247,8 @@ def other_lines_section(
                     for (f, n, name), v in through[:3]],
         })  # fmt: skip
         mine = chains.get((file, line, function), {})
-        inside = loop_lines(mine, forward_functions)
+        # (the forward phase's ticks keep only their innermost library frame: no loop to find)
+        inside = loop_lines(mine, forward_functions) if field == "other_lines" else []
         if inside:  # the library's lines below this one (its loop's own work)
             for row in inside:
                 row["ms_per_step"] = row.pop("share") * ns / len(steps) / 1e6

@@ -79,8 +79,7 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
     where = row["location"]
     if row.get("called_from") and float(row.get("calls_per_step") or 0.0) >= LOOP_CALLS:
         where += f" (called {row['calls_per_step']:.3g}x per step from {row['called_from']})"
-    own = row["total_ms"] - float(row.get("profiler_ms") or 0.0)  # (the profiler's left out)
-    head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(own)})"
+    head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(row['own_ms'])})"
     top = row["top_ops"][0]["op"] if row["top_ops"] else None
     loop = is_per_element_loop(row)
     if cure is not None and cure.name != "batch the loop":

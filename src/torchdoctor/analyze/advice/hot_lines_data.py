@@ -29,9 +29,9 @@ MAX_LINE_ADVICE = 5
 def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One record per measured ``(file, line)``, heaviest first: forward/backward/total ms per
     step (means), ``profiler_ms`` (the profiler's estimated own cost in them: its calls x its
-    calibrated cost per timed call), ``share`` of the step without it, executions and torch
-    calls per step, merged top ops, owners, and the first record's function, code and library
-    frames.
+    calibrated cost per timed call), ``own_ms`` (the rest) and its ``share`` of the step,
+    executions and torch calls per step, merged top ops, owners, and the first record's
+    function, code and library frames.
 
     Example:
         >>> measured_lines({"hot_lines": None})
@@ -102,7 +102,8 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["profiler_ms"] = min(
             0.75 * row["total_ms"], row["torch_calls_per_step"] * per_call_us / 1000.0
         )
-        row["share"] = (row["total_ms"] - row["profiler_ms"]) / step if step > 0 else 0.0
+        row["own_ms"] = row["total_ms"] - row["profiler_ms"]
+        row["share"] = row["own_ms"] / step if step > 0 else 0.0
         row["top_ops"] = sorted(
             (
                 {"op": op, "forward_ms": f, "backward_ms": b, "calls_per_step": c}
@@ -111,7 +112,7 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
             key=lambda o: -(o["forward_ms"] + o["backward_ms"]),
         )
         out.append(row)
-    out.sort(key=lambda r: -(r["total_ms"] - r["profiler_ms"]))
+    out.sort(key=lambda r: -r["own_ms"])
     return out
 
 

@@ -82,6 +82,24 @@ def test_a_measured_detail_cost_replaces_the_calibrated_sum_in_the_run_total():
     assert share["overhead_pct"] == pytest.approx(100 * 2.0 / 10.0)
 
 
+def test_a_measured_cost_within_the_light_steps_noise_and_far_over_the_parts_is_not_used():
+    common = dict(backward=False, steps=100, detailed_steps=10, hook_ms_per_step=0.5)
+    calibrated = estimate_profiler_overhead(10, 10.0, **common)["overhead_ms"]
+    noisy = estimate_profiler_overhead(10, 10.0, measured_detail_ms=20 * calibrated,
+                                       light_spread_ms=40 * calibrated, **common)  # fmt: skip
+    assert noisy["source"] == "calibrated" and noisy["overhead_ms"] == calibrated
+    assert noisy["measured_discarded_ms"] == 20 * calibrated
+    # a large difference the light steps can not explain stands (the profiler may cost more
+    # than its parts: recompiles, cold caches) ...
+    clear = estimate_profiler_overhead(10, 10.0, measured_detail_ms=20 * calibrated,
+                                       light_spread_ms=calibrated, **common)  # fmt: skip
+    assert clear["source"] == "measured" and "measured_discarded_ms" not in clear
+    # ... and so does one near the parts, however noisy the light steps
+    near = estimate_profiler_overhead(10, 10.0, measured_detail_ms=2 * calibrated,
+                                      light_spread_ms=40 * calibrated, **common)  # fmt: skip
+    assert near["source"] == "measured"
+
+
 def test_the_first_steps_extra_is_added_only_when_the_measured_cost_leaves_it_out():
     common = dict(backward=False, steps=100, detailed_steps=10, hook_ms_per_step=0.5,
                   registration_ms=1.0, first_step_ms=3.0)  # fmt: skip

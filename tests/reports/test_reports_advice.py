@@ -24,7 +24,6 @@ from torchdoctor.analyze.advice import RULES, Advice, advise, amdahl_saving
 from torchdoctor.analyze.advice.backward import backward_heavy
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
-from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.recompute import loop_invariant
@@ -154,56 +153,6 @@ def test_loop_invariant_ignores_single_calls():
     session = slow_session()
     session["recomputation"][0]["identical_input_calls"] = 0
     assert loop_invariant(session) == []
-
-
-def test_dominant_finds_the_repeated_layer_stack_not_the_wrapper():
-    (item,) = dominant_module(slow_session())
-    assert "model.decoder.layers[0-5]" in item.title
-    assert item.estimated_saving_ms == pytest.approx(amdahl_saving(200.0, 120 / 200, 1.2))
-
-
-def test_dominant_module_carries_a_caveat_when_the_profiler_is_a_large_share():
-    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [
-        {"kind": "module", "path": "head", "name": "head", "type": "Linear",
-         "total_ms": {"median": 8.0}, "children": []}]}  # fmt: skip
-    session = {"step_ms": {"median": 10.0}, "tree": tree}
-    (plain,) = dominant_module(session)
-    session["config"] = {"profiler_overhead": {"overhead_pct": 45.0}}
-    (caveat,) = dominant_module(session)
-    assert caveat.confidence == "low" and "~45% of the step" in caveat.evidence[-1]
-    assert not any("profiler" in line for line in plain.evidence)
-
-
-def test_two_dominant_sibling_layers_are_one_stack_advice():
-    def layer(i):
-        return {"kind": "module", "path": f"encoder.layers.{i}", "name": str(i),
-                "type": "TransformerEncoderLayer", "total_ms": {"median": 4.0}, "children": []}  # fmt: skip
-
-    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [
-        {"kind": "module", "path": "encoder", "name": "encoder", "type": "Encoder",
-         "total_ms": {"median": 8.5}, "children": [
-             {"kind": "module", "path": "encoder.layers", "name": "layers", "type": "ModuleList",
-              "total_ms": {"median": 8.0}, "children": [layer(0), layer(1)]}]}]}  # fmt: skip
-    found = dominant_module({"step_ms": {"median": 10.0}, "tree": tree})
-    assert len(found) == 1 and "encoder.layers[0-1]" in found[0].title
-    assert any("2 identical TransformerEncoderLayer layers" in e for e in found[0].evidence)
-
-
-def test_dominant_attention_module_gets_sdpa_remedy():
-    attn = node("model.attn", 6.0, 0.0, type="MultiheadAttention")
-    other = node("model.mlp", 2.0, 0.0, type="Linear")
-    root = node(
-        "", 8.0, 0.0, kind="root", children=[node("model", 8.0, 0.0, children=[attn, other])]
-    )
-    found = dominant_module({"step_ms": s(10.0), "tree": root})
-    assert [a.title for a in found if "SDPA" in a.title]
-
-
-def test_dominant_linalg_region_points_to_ops():
-    region = node("whiten_covariance", 5.0, kind="region")
-    root = node("", 6.0, kind="root", children=[region, node("head", 1.0, type="Linear")])
-    (item,) = dominant_module({"step_ms": s(10.0), "tree": root})
-    assert "torchdoctor.ops.whiten" in item.references  # whiten_covariance -> ops.whiten
 
 
 def test_host_syncs_uses_measured_stall_and_lists_lines():
@@ -419,23 +368,6 @@ def test_host_syncs_code_change_quotes_the_recorded_lines():
     assert "LazyMetrics" in scalar.code
 
 
-def test_dominant_leaves_a_recomputed_module_to_the_loop_invariant_rule():
-    encoder = node("encoder", 6.0, type="ConditionEncoder")
-    decoder = node("decoder", 3.0, type="Decoder")
-    root = node("", 10.0, kind="root", children=[encoder, decoder])
-    session = {"step_ms": s(10.0), "tree": root}
-    assert [a.title.split()[0] for a in dominant_module(session)] == ["encoder", "decoder"]
-    session["recomputation"] = [
-        {
-            "path": "encoder",
-            "calls_per_step": 10,
-            "identical_input_calls": 9,
-            "time_per_call_ms": 0.6,
-        }
-    ]
-    assert [a.title.split()[0] for a in dominant_module(session)] == ["decoder"]
-
-
 def test_unattributed_names_lint_suspects_outside_modules():
     session = unattributed_session()
     session["lint"] = [
@@ -447,4 +379,3 @@ def test_unattributed_names_lint_suspects_outside_modules():
     # the same finding ranks as a suspect, not as cold lint
     (finding,) = lint_findings(session)
     assert finding.heat > 0 and "unattributed code" in finding.title
-

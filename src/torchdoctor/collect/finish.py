@@ -281,6 +281,11 @@ def _note_profiler_overhead(
         rest = (state.hook_ns + state.line_own_ns - state.first_detail_ns) / (detailed_count - 1)
         first_extra_ms = max(0.0, state.first_detail_ns - rest) / 1e6
     detailed_walls = sorted(ms for is_detailed, ms in walls if is_detailed)
+    light_walls = sorted(ms for is_detailed, ms in walls if not is_detailed)
+    spread = (
+        light_walls[3 * len(light_walls) // 4] - light_walls[len(light_walls) // 4]
+        if light_walls else None
+    )
     estimate = estimate_profiler_overhead(
         calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
         audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
@@ -292,7 +297,7 @@ def _note_profiler_overhead(
         hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
         light_hooks=state.boundary is StepBoundary.MODULE,
         registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
-        first_step_ms=first_extra_ms,
+        first_step_ms=first_extra_ms, light_spread_ms=spread,
     )  # fmt: skip
     if line_calls:  # the per-call costs a hot line's timed calls pay (analyze/.../hot_lines_data)
         estimate["per_timed_call_us"] = (
@@ -313,6 +318,10 @@ def _note_profiler_overhead(
         if line_seen and seen_cost:
             parts.append(f"{line_seen:.0f} other torch calls x {seen_cost:.2f} us (their dispatch)")
         how = "estimated: " + " + ".join(parts or ["hooks"])
+        if "measured_discarded_ms" in estimate:
+            how += (f"; detailed steps were {estimate['measured_discarded_ms']:.3g} ms slower than "
+                    f"light ones, but the light steps themselves spread over "
+                    f"{estimate['light_spread_ms']:.3g} ms (q1-q3): the run's noise, not used")  # fmt: skip
         if estimate.get("source") == "measured":
             how = (f"measured: detailed steps are {estimate['overhead_ms']:.3g} ms slower than "
                    f"light ones (mean detailed, median light); the calibrated parts sum to "

@@ -1,0 +1,81 @@
+"""The dominant-module rule: the stack, attention and linear-algebra remedies, the caveat when
+the profiler's hooks are a large share of the step, and recomputed modules left to their rule."""
+
+from __future__ import annotations
+
+import pytest
+from reports_sessions import node, s, slow_session
+
+from torchdoctor.analyze.advice import amdahl_saving
+from torchdoctor.analyze.advice.dominant import dominant_module
+
+
+def test_dominant_finds_the_repeated_layer_stack_not_the_wrapper():
+    (item,) = dominant_module(slow_session())
+    assert "model.decoder.layers[0-5]" in item.title
+    assert item.estimated_saving_ms == pytest.approx(amdahl_saving(200.0, 120 / 200, 1.2))
+
+
+def test_dominant_module_carries_a_caveat_when_the_profiler_is_a_large_share():
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [
+        {"kind": "module", "path": "head", "name": "head", "type": "Linear",
+         "total_ms": {"median": 8.0}, "children": []}]}  # fmt: skip
+    session = {"step_ms": {"median": 10.0}, "tree": tree}
+    (plain,) = dominant_module(session)
+    # the hooks' share counts (30 calls x 100 us of a 10 ms step), not the audit's or lines'
+    few = {"overhead_pct": 135.0, "calls_per_step": 6, "cost_us": 94.0}  # a 6-layer VAE
+    session["config"] = {"profiler_overhead": few}
+    (few_calls,) = dominant_module(session)
+    few.update(calls_per_step=30, cost_us=100.0)
+    (caveat,) = dominant_module(session)
+    assert caveat.confidence == "low" and "~43% of the step" in caveat.evidence[-1]
+    assert not any("profiler" in line for line in plain.evidence + few_calls.evidence)
+
+
+def test_two_dominant_sibling_layers_are_one_stack_advice():
+    def layer(i):
+        return {"kind": "module", "path": f"encoder.layers.{i}", "name": str(i),
+                "type": "TransformerEncoderLayer", "total_ms": {"median": 4.0}, "children": []}  # fmt: skip
+
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [
+        {"kind": "module", "path": "encoder", "name": "encoder", "type": "Encoder",
+         "total_ms": {"median": 8.5}, "children": [
+             {"kind": "module", "path": "encoder.layers", "name": "layers", "type": "ModuleList",
+              "total_ms": {"median": 8.0}, "children": [layer(0), layer(1)]}]}]}  # fmt: skip
+    found = dominant_module({"step_ms": {"median": 10.0}, "tree": tree})
+    assert len(found) == 1 and "encoder.layers[0-1]" in found[0].title
+    assert any("2 identical TransformerEncoderLayer layers" in e for e in found[0].evidence)
+
+
+def test_dominant_attention_module_gets_sdpa_remedy():
+    attn = node("model.attn", 6.0, 0.0, type="MultiheadAttention")
+    other = node("model.mlp", 2.0, 0.0, type="Linear")
+    root = node(
+        "", 8.0, 0.0, kind="root", children=[node("model", 8.0, 0.0, children=[attn, other])]
+    )
+    found = dominant_module({"step_ms": s(10.0), "tree": root})
+    assert [a.title for a in found if "SDPA" in a.title]
+
+
+def test_dominant_linalg_region_points_to_ops():
+    region = node("whiten_covariance", 5.0, kind="region")
+    root = node("", 6.0, kind="root", children=[region, node("head", 1.0, type="Linear")])
+    (item,) = dominant_module({"step_ms": s(10.0), "tree": root})
+    assert "torchdoctor.ops.whiten" in item.references  # whiten_covariance -> ops.whiten
+
+
+def test_dominant_leaves_a_recomputed_module_to_the_loop_invariant_rule():
+    encoder = node("encoder", 6.0, type="ConditionEncoder")
+    decoder = node("decoder", 3.0, type="Decoder")
+    root = node("", 10.0, kind="root", children=[encoder, decoder])
+    session = {"step_ms": s(10.0), "tree": root}
+    assert [a.title.split()[0] for a in dominant_module(session)] == ["encoder", "decoder"]
+    session["recomputation"] = [
+        {
+            "path": "encoder",
+            "calls_per_step": 10,
+            "identical_input_calls": 9,
+            "time_per_call_ms": 0.6,
+        }
+    ]
+    assert [a.title.split()[0] for a in dominant_module(session)] == ["decoder"]

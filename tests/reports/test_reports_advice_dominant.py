@@ -79,3 +79,11 @@ def test_dominant_leaves_a_recomputed_module_to_the_loop_invariant_rule():
         }
     ]
     assert [a.title.split()[0] for a in dominant_module(session)] == ["decoder"]
+
+
+def test_a_dominant_lstm_is_one_native_kernel_not_a_compile_target():
+    lstm = node("rnn", 6.0, 0.0, type="LSTM")
+    root = node("", 8.0, kind="root", children=[node("net", 8.0, children=[lstm])])
+    (item,) = dominant_module({"step_ms": s(10.0), "tree": root})
+    assert "fused recurrent kernel" in item.title and "compile" not in item.title
+    assert "pack_padded_sequence" in item.fix and item.estimated_saving_ms is None

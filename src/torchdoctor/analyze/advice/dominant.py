@@ -40,6 +40,7 @@ from torchdoctor.analyze.advice.ops_table import (  # noqa: F401 (OPS_FOR: re-ex
     MATMUL_TYPES,
     OPS_FOR,
     RNN_CELL_TYPES,
+    RNN_TYPES,
     ops_for,
 )
 
@@ -158,7 +159,8 @@ def _any_attention(node: Mapping[str, Any], group: list | None, cuda: bool) -> b
 
 
 #: the remedies, first match wins: a region compiled already, attention, a layer stack, linear
-#: algebra / matching, a leaf matmul, a leaf embedding, any other leaf module, anything else.
+#: algebra / matching, a leaf matmul, an RNN cell or a whole recurrent layer, a convolution, a
+#: leaf embedding, any other leaf module, anything else.
 REMEDIES: tuple[Remedy, ...] = (
     Remedy(
         "compiled",
@@ -237,6 +239,19 @@ REMEDIES: tuple[Remedy, ...] = (
         code="for x in seq.split(1, dim=1):                    # before: one call per step\n"
         "    h, c = cell(x.squeeze(1), (h, c))\n"
         "out, (h, c) = lstm(seq.unsqueeze(-1), (h0, c0))  # after: nn.LSTM(batch_first=True)",
+    ),
+    Remedy(
+        "recurrent",
+        lambda node, group, cuda: _is_leaf(node) and str(node.get("type")) in RNN_TYPES,
+        "one fused recurrent kernel: fewer time steps, no padding",
+        "nn.LSTM / nn.GRU / nn.RNN already run the whole sequence as one native kernel (cuDNN "
+        "on a GPU, oneDNN on a CPU); torch.compile does not fuse it further. Its time is "
+        "layers x time steps, run one after another, x the hidden size: pack padded batches "
+        "(nn.utils.rnn.pack_padded_sequence) so padding is not computed, bucket or truncate "
+        "long sequences, batch more sequences per step, and on a GPU run it under "
+        "torch.autocast (cuDNN's half-precision kernels).",
+        ("torch.nn.utils.rnn.pack_padded_sequence", "torch.autocast"),
+        None,
     ),
     Remedy(
         "convolution",

@@ -46,6 +46,7 @@ MATMUL_TYPES = frozenset(
 )
 EMBEDDING_TYPES = frozenset({"Embedding", "EmbeddingBag"})
 RNN_CELL_TYPES = frozenset({"LSTMCell", "GRUCell", "RNNCell"})
+RNN_TYPES = frozenset({"LSTM", "GRU", "RNN"})  # the whole sequence in one native kernel
 CONV_TYPES = frozenset(
     {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
      "LazyConv2d", "LazyConv3d"}

@@ -1,4 +1,5 @@
-"""A hot line that is one fused attention kernel is told so, not to "look at this line"."""
+"""A hot line that is one fused attention kernel or its matrix multiply is told so, not to
+"look at this line"."""
 
 from reports_sessions import slow_session
 
@@ -34,3 +35,15 @@ def test_a_line_of_several_ops_keeps_the_generic_pointer():
     session["hot_lines"]["lines"][0]["torch_calls_per_step"] = 8.0
     (item,) = hot_line_advice(session)
     assert item.fix == NO_CURE_FIX
+
+
+def test_a_line_whose_time_is_its_matmul_is_told_to_make_the_multiply_cheaper():
+    session = _session("torch.mm")
+    session["hot_lines"]["lines"][0]["torch_calls_per_step"] = 6.0  # + an add and an unsqueeze
+    (item,) = hot_line_advice(session)
+    assert item.title.endswith("its time is the matrix multiply (torch.mm)")
+    assert "not make it faster" in item.fix and "autocast" in item.fix
+    assert item.cause == "bf16-autocast"  # one advice with the autocast knob's, when measured
+    session["hot_lines"]["lines"][0]["top_ops"][0].update(forward_ms=4.0, backward_ms=3.0)
+    (other,) = hot_line_advice(session)  # 7 of 22 ms: the rest of the line matters
+    assert other.fix == NO_CURE_FIX

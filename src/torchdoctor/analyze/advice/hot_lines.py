@@ -92,6 +92,8 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
         )
     if _fused_attention(row):
         return f"{head}: one fused attention kernel, already the fast path"
+    if matmul_bound(row):
+        return f"{head}: its time is the matrix multiply ({matmul_bound(row)})"
     package = library_work(row)
     if package:
         return f"{head}: {package}'s own work per step, not code on this line"
@@ -148,6 +150,8 @@ def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:
         return cure.fix
     if _fused_attention(row):
         return FUSED_FIX
+    if matmul_bound(row):
+        return MATMUL_FIX.format(op=matmul_bound(row))
     package = library_work(row)
     if package:
         return _library_fix(row, package)
@@ -191,10 +195,44 @@ def _fused_attention(row: Mapping[str, Any]) -> bool:
         True
     """
     top = (row.get("top_ops") or [None])[0]
-    if not top or "scaled_dot_product_attention" not in str(top.get("op")):
-        return False
+    return bool(top) and "scaled_dot_product_attention" in str(top.get("op")) and _mostly(row)
+
+
+#: torch's matrix multiplies as the hot-lines collector names them
+MATMUL_OPS = frozenset(
+    f"{prefix}.{name}"
+    for prefix in ("torch", "Tensor")
+    for name in ("mm", "matmul", "bmm", "addmm", "baddbmm", "einsum", "__matmul__", "__rmatmul__")
+) | {"F.linear", "F.bilinear"}
+
+#: the fix of a line whose time is its matrix multiply (nothing in Python to rewrite)
+MATMUL_FIX = (
+    "The line's time is the matrix multiply itself ({op}), not Python: rewriting the line will "
+    "not make it faster. Make the multiply cheaper: on a GPU run it in bf16 under "
+    "torch.autocast (or TF32 for float32: torch.set_float32_matmul_precision('high')), keep "
+    "its dimensions multiples of 64, and shrink the largest one if the model allows; "
+    "`torchdoctor tune SCRIPT` measures autocast on your own step."
+)
+
+
+def matmul_bound(row: Mapping[str, Any]) -> str | None:
+    """The matrix multiply (``torch.mm``, ``@``, ``F.linear`` ...) a line spends >= 70% of its
+    time in, or None.
+
+    Example:
+        >>> matmul_bound({"total_ms": 60.0, "top_ops": [{"op": "torch.mm", "forward_ms": 34.0,
+        ...               "backward_ms": 22.0}, {"op": "Tensor.add", "forward_ms": 3.0}]})
+        'torch.mm'
+    """
+    top = (row.get("top_ops") or [None])[0]
+    return str(top["op"]) if top and str(top.get("op")) in MATMUL_OPS and _mostly(row) else None
+
+
+def _mostly(row: Mapping[str, Any]) -> bool:
+    """The line's heaviest op takes >= 70% of the line's time."""
+    top = row["top_ops"][0]
     spent = float(top.get("forward_ms") or 0.0) + float(top.get("backward_ms") or 0.0)
-    return spent >= 0.7 * float(row.get("total_ms") or 0.0)
+    return spent >= 0.7 * center(row.get("total_ms"))
 
 
 def _evidence(
@@ -273,7 +311,8 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             code=cure.code if cure is not None else None,
             locations=[location(row["file"], row["line"])],
             # the lines of one per-element Python loop are one cause (batching the loop)
-            cause=loop_cause(row) or (cure.cause if cure is not None else None),
+            cause=loop_cause(row)
+            or (cure.cause if cure is not None else "bf16-autocast" if matmul_bound(row) else None),
         )
         if cure is not None:
             with_saving(item, step, share, cure.speedup)

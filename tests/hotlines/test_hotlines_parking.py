@@ -146,3 +146,29 @@ def test_zero_grad_line_calls_pass_no_grad_attribute_through_the_mode():
     # 12 parameters: their grad reads and writes in zero_grad would be 24+ calls per step
     per_step = prof.state.line_calls_seen / prof.state.line_steps
     assert per_step < 20, per_step
+
+
+@pytest.mark.parametrize("syncs", [True, False])
+def test_steps_cut_inside_backward_leave_no_mode_behind_in_light_steps(syncs):
+    """A loop with no optimizer ends its steps inside ``loss.backward()``, where torch has
+    popped the modes for their handlers and pushes them back after: the collector's mode,
+    stopped there at the end of each window, must not stay (it used to: one more each window,
+    every light step paying all of them)."""
+    net = torch.nn.Linear(4, 1)
+    x = torch.randn(16, 4)
+    light, counted = [], []
+    with torchdoctor.Profiler(net, step_boundary="auto", window=2, period_steps=6, syncs=syncs,
+                              memory=False) as prof:  # fmt: skip
+        for _ in range(40):
+            loss = (net(x) - 1.0).square().mean()
+            loss.backward()
+            with torch.no_grad():
+                for p in net.parameters():
+                    p -= 0.01 * p.grad
+                    p.grad = None
+            if not prof._detailed:
+                light.append(_kinds().count("lines"))
+            if prof._lines.step_seen:
+                counted.append(prof._lines.step_seen)
+    assert light and max(light) == 0  # the mode is gone once a light step's update runs
+    assert len(set(counted)) <= 2  # calls seen per detailed step do not grow window by window

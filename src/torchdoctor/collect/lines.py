@@ -63,10 +63,10 @@ from torchdoctor.collect.lines_frames import USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
     PASS,
+    PENDING,
     PLAIN,
     PYTHON_LEVEL,
     ROUTES,
-    remove_function_mode,
     route_of,
     tensors_in,
     wrap_function_apply,
@@ -231,16 +231,20 @@ class LineCollector(ModeParking):
         self.active = False
         mode, self._mode = self._mode, None
         parked, self._parked = self._parked, None
+        self._park_pending = False
         if mode is not None:
             try:
                 if parked is None:
-                    remove_function_mode(mode)
+                    self.retire(mode)
             finally:
                 self._unwrap()
 
     def close(self) -> None:
         """:meth:`stop` for good: also restore ``Optimizer.zero_grad``."""
         self.stop()
+        if self.settle in PENDING:  # (a stray left inert if this runs inside its handler)
+            self.settle()
+            PENDING.remove(self.settle)
         undo, self._unwrap_zero_grad = self._unwrap_zero_grad, None
         if undo is not None:
             undo()

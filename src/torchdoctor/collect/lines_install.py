@@ -190,6 +190,25 @@ def wrap_zero_grad(collector: Any) -> Callable[[], None]:
     return undo
 
 
+#: mode-stack work that could not be done inside a mode's own handler (torch pops a mode for the
+#: time its handler runs and pushes it back after, so a step cut inside ``Tensor.backward`` can
+#: not take the mode off): each entry returns True once done; :func:`run_pending` runs them at
+#: the next point outside the handlers (a phase change; the sync audit, after a backward pass)
+PENDING: list[Callable[[], bool]] = []
+
+
+def run_pending() -> None:
+    """Run the :data:`PENDING` work; keep what is not done yet.
+
+    Example:
+        >>> done = []
+        >>> PENDING.append(lambda: done.append(1) or True)
+        >>> run_pending(); done, PENDING
+        ([1], [])
+    """
+    PENDING[:] = [work for work in list(PENDING) if not work()]
+
+
 def remove_function_mode(mode: Any) -> int | None:
     """Take ``mode`` off the torch-function mode stack, keeping the modes pushed after it;
     returns the depth it was at (None when it was not on the stack: e.g. popped for the time

@@ -28,9 +28,26 @@ import torch
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
     PARKED_PHASES,
+    PENDING,
     insert_function_mode,
     remove_function_mode,
+    run_pending,
 )
+
+#: strays kept listed while not back on the stack (one per window at most; a bound for safety)
+MAX_STRAYS = 8
+
+
+class _Inert:
+    """What a retired mode reports to: counts nothing, times nothing (its handler passes each
+    call through as for a stopped collector)."""
+
+    active = False
+    seen = seen_python = 0
+    last: Any = None
+
+
+INERT = _Inert()
 
 _stack_len = torch._C._len_torch_function_stack
 _stack_at = torch._C._get_function_stack_at
@@ -43,6 +60,11 @@ class ModeParking:
 
     _mode: Any = None
     _parked: int | None = None  # the stack depth the parked mode is put back at
+    #: modes stopped inside their own handler (a step cut at ``Tensor.backward``): torch pops
+    #: a mode for the time its handler runs and pushes it back after, so they are taken off at
+    #: the next phase change (:meth:`settle`); left there, one more stayed each window
+    _strays: tuple = ()
+    _park_pending = False  # park() ran inside the mode's handler: park at the next change
     active = False
     in_library = False  # the innermost call open is a library module's (see owner_changed)
     phase_counted = True  # the phase's torch calls are charged to lines
@@ -61,6 +83,8 @@ class ModeParking:
         yet each one would pay the mode's dispatch (a few hundred per step for a
         per-parameter optimizer, the largest part of the collector's cost on small steps)."""
         self.phase_counted = phase not in PARKED_PHASES
+        if PENDING:
+            run_pending()
         if not self.active:  # stopped or paused (light steps)
             return
         if phase in PARKED_PHASES:
@@ -90,8 +114,8 @@ class ModeParking:
         return self._parked is not None
 
     def park(self) -> None:
-        """Take the mode off the stack (a no-op when it is not there: parked already, or
-        popped while its own handler runs, as for ``Tensor.backward``)."""
+        """Take the mode off the stack (a no-op when parked already; when it is popped while
+        its own handler runs, as for ``Tensor.backward``, at the next phase change)."""
         if self._mode is not None and self._parked is None:
             depth = _stack_len() - 1
             if depth >= 0 and _stack_at(depth) is self._mode:  # on top: the common case
@@ -99,9 +123,46 @@ class ModeParking:
                 self._parked = depth
             else:
                 self._parked = remove_function_mode(self._mode)
+                if self._parked is None:
+                    self._park_pending = True
+                    self._pend()
+
+    def retire(self, mode: Any) -> None:
+        """Take a stopped ``mode`` off the stack for good; inside its own handler, where it is
+        not on the stack, it is made inert and taken off at the next phase change."""
+        if remove_function_mode(mode) is None:
+            mode.collector = INERT
+            self._strays = (*self._strays, mode)[-MAX_STRAYS:]
+            self._pend()
+
+    def _pend(self) -> None:
+        if self.settle not in PENDING:
+            PENDING.append(self.settle)
+
+    def settle(self) -> bool:
+        """Finish what the mode's own handler kept from being done (see ``_strays``): strays
+        back on the stack are taken off, a pending park is made; True when nothing is left.
+
+        Example:
+            >>> from torch.overrides import TorchFunctionMode
+            >>> parking, stray = ModeParking(), TorchFunctionMode()
+            >>> parking._strays = (stray,)
+            >>> torch._C._push_on_torch_function_stack(stray)  # torch put it back
+            >>> parking.settle(), parking._strays, torch._C._len_torch_function_stack()
+            (True, (), 0)
+        """
+        if self._strays:  # (one not back yet stays listed until it is)
+            self._strays = tuple(m for m in self._strays if remove_function_mode(m) is None)
+        if self._park_pending and self._parked is None and self._mode is not None:
+            self._parked = remove_function_mode(self._mode)
+            self._park_pending = self._parked is None
+        else:
+            self._park_pending = False
+        return not self._strays and not self._park_pending
 
     def unpark(self) -> None:
         """Put a parked mode back where it was on the stack."""
+        self._park_pending = False
         if self._mode is not None and self._parked is not None:
             depth, self._parked = self._parked, None
             if _stack_len() == depth:  # nothing pushed since: back on top

@@ -50,6 +50,7 @@ from torch.optim.optimizer import (
     register_optimizer_step_pre_hook,
 )
 
+from torchdoctor.collect.lines_install import PENDING, run_pending
 from torchdoctor.collect.residency import Residency, host_alias, source_names_cpu
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
@@ -269,6 +270,8 @@ class SyncAudit:
             return target(*args, **kwargs)
         finally:
             autograd._engine_run_backward = engine
+            if PENDING:  # what the backward's own handlers kept from being done: now
+                run_pending()
 
     # -- events -----------------------------------------------------------------------------
     def _sync_call(self, kind: str, func: Any, args: tuple, kwargs: dict, python_level: bool):

@@ -92,6 +92,10 @@ def test_the_loop_lines_are_found_below_the_frames_that_enclose_every_tick():
     assert (row["line"], row["via"]["function"]) == (3, "helper")
     # the ticks share no frame: nothing to split
     assert loop_lines({(train,): 5, (log,): 5}) == []
+    # the heaviest chain ends in the enclosing frame itself (a time_sequence_prediction run
+    # raised IndexError here): the loop's lines come from the chains that go below it
+    rows = loop_lines({(train,): 60, (train, log): 25, (train, save): 15})
+    assert [(r["line"], r["share"]) for r in rows] == [(3, 0.25), (4, 0.15)]
 
 
 def test_a_library_helper_called_from_the_users_own_loop_stays_the_users_line(fake_trainer):

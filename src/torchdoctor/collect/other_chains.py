@@ -68,7 +68,12 @@ def loop_lines(
         depth = _enclosed_depth(chains, total)
     if depth is None:
         return []
-    heaviest = max(chains.items(), key=lambda kv: kv[1])[0]
+    # the heaviest chain that reaches that depth (the heaviest of all may end above it: the
+    # ticks spent in the enclosing frame's own line)
+    deep = [(ns, chain) for chain, ns in chains.items() if len(chain) > depth]
+    if not deep:
+        return []
+    heaviest = max(deep, key=lambda item: item[0])[1]
     loop = heaviest[depth][0], heaviest[depth][2]
     at: dict[Frame, int] = {}
     for chain, ns in chains.items():

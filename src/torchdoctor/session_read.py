@@ -191,6 +191,29 @@ def incomplete_text(session: Mapping[str, Any]) -> str | None:
     return f"incomplete: a checkpoint{when} a run that had not ended; it holds {held}"
 
 
+#: the longest exception line quoted (a message can be a page: the traceback has it all)
+MAX_ERROR_CHARS = 240
+
+
+def _exception_line(lines: list[str]) -> str:
+    """The exception's own line (``UnpicklingError: Weights only load failed. ...``): the first
+    line not indented after the last traceback frame, not the message's last line (torch.load's
+    ends in "Check the documentation ..."); the only line of a one-line error.
+
+    Example:
+        >>> _exception_line(['Traceback (most recent call last):', '  File "t.py", line 2, in f',
+        ...                  '    load()', 'ValueError: bad file', 'see the docs'])
+        'ValueError: bad file'
+    """
+    if not lines:
+        return "an exception"
+    frames = [i for i, line in enumerate(lines) if line.strip().startswith('File "')]
+    after = lines[frames[-1] + 1 :] if frames else lines
+    text = next((line for line in after if not line[:1].isspace()), after[-1] if after else lines[-1])
+    text = text.strip()
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
 def error_text(session: Mapping[str, Any]) -> str | None:
     """One line naming the exception the profiled code raised and the user's line it came
     from (the innermost frame outside installed packages and torch), else None.
@@ -209,7 +232,7 @@ def error_text(session: Mapping[str, Any]) -> str | None:
     if not error:
         return None
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    last = lines[-1].strip() if lines else "an exception"
+    last = _exception_line(lines)
     where = ""
     for line in lines:
         text = line.strip()

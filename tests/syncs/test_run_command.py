@@ -128,6 +128,16 @@ def test_an_error_inside_a_module_reads_as_without_torchdoctor_and_leads_the_rep
     assert "(bad_width.py:4), before a step was complete" in " ".join(" ".join(report[1:3]).split())
 
 
+def test_a_message_of_several_lines_is_named_by_its_first(tmp_path):
+    """torch.load's UnpicklingError ends in "Check the documentation ...": the report names
+    the exception and its first line, not the message's last line."""
+    script = tmp_path / "loads.py"
+    script.write_text("import torch\nraise ValueError('Weights only load failed.\\n(1) try\\nCheck the docs')\n")
+    done = _subprocess(["run", "--out", "prof", str(script)], tmp_path)
+    assert done.returncode == 1
+    assert "the script raised ValueError: Weights only load failed. (loads.py:2)" in done.stderr
+
+
 def test_ctrl_c_writes_the_session_and_exits_130(tmp_path, capsys):
     tail = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached')\n"
     script = _script(tmp_path, steps=3, tail=tail)

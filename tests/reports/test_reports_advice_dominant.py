@@ -87,3 +87,19 @@ def test_a_dominant_lstm_is_one_native_kernel_not_a_compile_target():
     (item,) = dominant_module({"step_ms": s(10.0), "tree": root})
     assert "fused recurrent kernel" in item.title and "compile" not in item.title
     assert "pack_padded_sequence" in item.fix and item.estimated_saving_ms is None
+
+
+def test_a_hand_written_leaf_whose_lines_are_matmuls_gets_the_matmul_remedy():
+    """pytorch/examples' GraphConv: ``torch.mm(x, self.kernel)`` is its time, not fusable ops."""
+    conv = node("gc2", 6.0, 0.0, type="GraphConv")
+    root = node("", 8.0, kind="root", children=[node("gcn", 8.0, children=[conv])])
+    session = {"step_ms": s(10.0), "tree": root}
+    (plain,) = dominant_module(session)
+    assert plain.title.endswith("compile it to fuse its ops")  # nothing measured inside it
+    line = {"file": "/x/main.py", "line": 58, "owner": "gc2", "total_ms": {"mean": 5.0},
+            "top_ops": [{"op": "torch.mm", "forward_ms": 3.5, "backward_ms": 1.2}]}  # fmt: skip
+    session["hot_lines"] = {"lines": [line]}
+    (item,) = dominant_module(session)
+    assert item.title.endswith("it is one matmul: make the matmul cheaper")
+    line["top_ops"][0]["op"] = "Tensor.softmax"  # the same time in another op: still compile
+    assert dominant_module(session)[0].title.endswith("compile it to fuse its ops")

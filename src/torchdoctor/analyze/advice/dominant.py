@@ -32,6 +32,7 @@ from torchdoctor.analyze.advice.base import (
     walk,
     with_saving,
 )
+from torchdoctor.analyze.advice.dominant_lines import NO_FACTS, LineFacts, line_facts
 from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
 from torchdoctor.analyze.advice.ops_table import (  # noqa: F401 (OPS_FOR: re-exported)
@@ -320,29 +321,23 @@ def _remedy_for(
     node: Mapping[str, Any],
     group: list | None,
     cuda: bool,
-    fused: frozenset[str] = frozenset(),
+    facts: LineFacts = NO_FACTS,
     fused_anywhere: bool = False,
 ) -> Remedy:
     """The first remedy that fits; attention that already runs the fused kernel (a measured
-    line inside it calls scaled_dot_product_attention: ``fused``; or library code called it
-    where the sync audit saw it, ``fused_anywhere``: a Hugging Face model's own SDPA
-    attention) is not told to use it."""
+    line inside it calls scaled_dot_product_attention: ``facts.fused``; or library code called
+    it where the sync audit saw it, ``fused_anywhere``: a Hugging Face model's own SDPA
+    attention) is not told to use it; a leaf whose measured lines are its matrix multiplies is
+    a matmul, whatever its class."""
     paths = [str(n.get("path") or "") for n in (group or [node])]
+    fused = facts.fused
     already = fused_anywhere or any(o == p or o.startswith(p + ".") for p in paths for o in fused)
-    return next(
+    remedy = next(
         r for r in REMEDIES if r.when(node, group, cuda) and not (already and r.name == "attention")
     )
-
-
-def _fused_attention_owners(session: Mapping[str, Any]) -> frozenset[str]:
-    """Owners (module paths) of measured lines that call scaled_dot_product_attention."""
-    return frozenset(
-        str(line.get("owner") or "")
-        for line in (session.get("hot_lines") or {}).get("lines") or ()
-        if any(
-            "scaled_dot_product_attention" in str(op.get("op")) for op in line.get("top_ops") or ()
-        )
-    )
+    if remedy.name == "leaf" and facts.is_matmul(node, node_ms(node)):
+        return next(r for r in REMEDIES if r.name == "matmul")
+    return remedy
 
 
 def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
@@ -363,7 +358,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     estimate = (session.get("config") or {}).get("profiler_overhead") or {}
     overhead = _hooks_pct(estimate, step)
     cuda = is_cuda(session)
-    fused = _fused_attention_owners(session)
+    facts = line_facts(session)
     knobs = (session.get("environment") or {}).get("knobs") or {}
     fused_anywhere = knobs.get("fused_attention") is True
     for node, label, group in candidates(tree, step, THRESHOLD, WRAPPER):
@@ -381,7 +376,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         bwd = part_ms - fwd
         if bwd > 0:
             evidence.append(f"forward {fmt_ms(fwd)}, backward {fmt_ms(bwd)}")
-        remedy = _remedy_for(node, group, cuda, fused, fused_anywhere)
+        remedy = _remedy_for(node, group, cuda, facts, fused_anywhere)
         if remedy.name == "layer-stack":
             halve = amdahl_saving(step, fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")
@@ -428,8 +423,8 @@ def _hooks_pct(estimate: Mapping[str, Any], step: float) -> float:
     calls do).
 
     Example:
-        >>> _hooks_pct({"calls_per_step": 30, "cost_us": 100.0}, step=12.0)
-        33.33333333333333
+        >>> round(_hooks_pct({"calls_per_step": 30, "cost_us": 100.0}, step=12.0), 1)
+        33.3
         >>> _hooks_pct({"overhead_pct": 50.0}, step=12.0)  # per-call cost unknown: the total
         50.0
     """

@@ -1,0 +1,61 @@
+"""What the measured source lines inside a dominant part say about its remedy: a part whose
+lines call the fused attention kernel already has it; a leaf module whose time is its lines'
+matrix multiplies (a hand-written ``GraphConv``: ``torch.mm(x, self.kernel)``) is a matmul,
+whatever its class is called.
+
+Example:
+    >>> line = {"owner": "gc2", "total_ms": {"mean": 20.0},
+    ...         "top_ops": [{"op": "torch.mm", "forward_ms": 12.0, "backward_ms": 6.0}]}
+    >>> facts = line_facts({"hot_lines": {"lines": [line]}})
+    >>> facts.matmul_ms, sorted(facts.fused)
+    ({'gc2': 20.0}, [])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchdoctor.analyze.advice.base import center
+from torchdoctor.analyze.advice.hot_lines import matmul_bound
+
+#: a leaf module whose matmul-bound lines hold at least this share of its time is a matmul
+MATMUL_SHARE = 0.6
+
+
+@dataclass(frozen=True)
+class LineFacts:
+    """``fused``: owners (module paths) of lines calling scaled_dot_product_attention;
+    ``matmul_ms``: per owner, the time of its lines whose time is a matrix multiply."""
+
+    fused: frozenset[str] = frozenset()
+    matmul_ms: Mapping[str, float] = field(default_factory=dict)
+
+    def is_matmul(self, node: Mapping[str, Any], node_ms: float) -> bool:
+        """The node's measured lines are mostly matrix multiplies.
+
+        Example:
+            >>> LineFacts(matmul_ms={"gc2": 20.0}).is_matmul({"path": "gc2"}, 26.0)
+            True
+        """
+        spent = self.matmul_ms.get(str(node.get("path") or ""), 0.0)
+        return node_ms > 0 and spent >= MATMUL_SHARE * node_ms
+
+
+#: a session without measured lines
+NO_FACTS = LineFacts()
+
+
+def line_facts(session: Mapping[str, Any]) -> LineFacts:
+    """The :class:`LineFacts` of a session's measured lines (see the module docstring)."""
+    fused: set[str] = set()
+    matmul: dict[str, float] = {}
+    for line in (session.get("hot_lines") or {}).get("lines") or ():
+        owner = str(line.get("owner") or "")
+        ops = line.get("top_ops") or ()
+        if any("scaled_dot_product_attention" in str(op.get("op")) for op in ops):
+            fused.add(owner)
+        if ops and matmul_bound(line):
+            matmul[owner] = matmul.get(owner, 0.0) + center(line.get("total_ms"))
+    return LineFacts(frozenset(fused), matmul)

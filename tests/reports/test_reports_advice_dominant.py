@@ -103,3 +103,17 @@ def test_a_hand_written_leaf_whose_lines_are_matmuls_gets_the_matmul_remedy():
     assert item.title.endswith("it is one matmul: make the matmul cheaper")
     line["top_ops"][0]["op"] = "Tensor.softmax"  # the same time in another op: still compile
     assert dominant_module(session)[0].title.endswith("compile it to fuse its ops")
+
+
+def test_two_stacked_lstm_cells_looped_over_time_get_the_sequence_remedy_not_compile():
+    """pytorch/examples time_sequence_prediction: LSTMCell(1, 51) and LSTMCell(51, 51), each
+    called once per time step; their saved activations are alike, so they form a "stack"."""
+    def cell(name):
+        return {**node(name, 19.0, 0.0, type="LSTMCell"), "calls_per_step": 2.2e4,
+                "activation_bytes": 1.8e9}  # fmt: skip
+
+    root = node("", 48.0, kind="root", children=[
+        node("seq", 46.0, children=[cell("lstm1"), cell("lstm2")])])  # fmt: skip
+    (item,) = dominant_module({"step_ms": s(48.0), "tree": root})
+    assert "run the sequence with nn.LSTM" in item.title and "lstm1..lstm2" in item.title
+    assert "num_layers=2" in item.fix

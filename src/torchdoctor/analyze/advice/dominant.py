@@ -159,9 +159,10 @@ def _any_attention(node: Mapping[str, Any], group: list | None, cuda: bool) -> b
     return any(_is_attention(c) for c in group) if group else _is_attention(node)
 
 
-#: the remedies, first match wins: a region compiled already, attention, a layer stack, linear
-#: algebra / matching, a leaf matmul, an RNN cell or a whole recurrent layer, a convolution, a
-#: leaf embedding, any other leaf module, anything else.
+#: the remedies, first match wins: a region compiled already, attention, RNN cells called per
+#: time step or whole recurrent layers (alone or stacked), a layer stack, linear algebra /
+#: matching, a leaf matmul, a convolution, a leaf embedding, any other leaf module, anything
+#: else.
 REMEDIES: tuple[Remedy, ...] = (
     Remedy(
         "compiled",
@@ -189,6 +190,41 @@ REMEDIES: tuple[Remedy, ...] = (
         cause="sdpa",
         code="out, _ = attn(q, k, v)                      # before\n"
         "out, _ = attn(q, k, v, need_weights=False)  # after: fused SDPA kernel",
+    ),
+    Remedy(
+        "rnn-cell",
+        lambda node, group, cuda: all(
+            _is_leaf(m)
+            and str(m.get("type")) in RNN_CELL_TYPES
+            and float(m.get("calls_per_step") or 0.0) >= 8
+            for m in group or [node]
+        ),
+        "one cell called per time step: run the sequence with nn.LSTM / nn.GRU",
+        "The cell runs once per time step from a Python loop, each call a few small kernels "
+        "and its own autograd nodes: feed the whole known sequence to nn.LSTM / nn.GRU / "
+        "nn.RNN instead (one call over time; cuDNN's fused kernel on a GPU), and keep the cell "
+        "only for steps that feed their own output back (autoregressive prediction). A cell "
+        "shared by two stacked layers maps to nn.LSTM(num_layers=2).",
+        ("torch.nn.LSTM", "torch.nn.GRU"),
+        "rnn_sequence",
+        code="for x in seq.split(1, dim=1):                    # before: one call per step\n"
+        "    h, c = cell(x.squeeze(1), (h, c))\n"
+        "out, (h, c) = lstm(seq.unsqueeze(-1), (h0, c0))  # after: nn.LSTM(batch_first=True)",
+    ),
+    Remedy(
+        "recurrent",
+        lambda node, group, cuda: all(
+            _is_leaf(m) and str(m.get("type")) in RNN_TYPES for m in group or [node]
+        ),
+        "one fused recurrent kernel: fewer time steps, no padding",
+        "nn.LSTM / nn.GRU / nn.RNN already run the whole sequence as one native kernel (cuDNN "
+        "on a GPU, oneDNN on a CPU); torch.compile does not fuse it further. Its time is "
+        "layers x time steps, run one after another, x the hidden size: pack padded batches "
+        "(nn.utils.rnn.pack_padded_sequence) so padding is not computed, bucket or truncate "
+        "long sequences, batch more sequences per step, and on a GPU run it under "
+        "torch.autocast (cuDNN's half-precision kernels).",
+        ("torch.nn.utils.rnn.pack_padded_sequence", "torch.autocast"),
+        None,
     ),
     Remedy(
         "layer-stack",
@@ -223,36 +259,6 @@ REMEDIES: tuple[Remedy, ...] = (
         cause="bf16-autocast",
         code='with torch.autocast(device_type="cuda", dtype=torch.bfloat16):\n'
         "    logits = model(x)",
-    ),
-    Remedy(
-        "rnn-cell",
-        lambda node, group, cuda: _is_leaf(node)
-        and str(node.get("type")) in RNN_CELL_TYPES
-        and float(node.get("calls_per_step") or 0.0) >= 8,
-        "one cell called per time step: run the sequence with nn.LSTM / nn.GRU",
-        "The cell runs once per time step from a Python loop, each call a few small kernels "
-        "and its own autograd nodes: feed the whole known sequence to nn.LSTM / nn.GRU / "
-        "nn.RNN instead (one call over time; cuDNN's fused kernel on a GPU), and keep the cell "
-        "only for steps that feed their own output back (autoregressive prediction). A cell "
-        "shared by two stacked layers maps to nn.LSTM(num_layers=2).",
-        ("torch.nn.LSTM", "torch.nn.GRU"),
-        "rnn_sequence",
-        code="for x in seq.split(1, dim=1):                    # before: one call per step\n"
-        "    h, c = cell(x.squeeze(1), (h, c))\n"
-        "out, (h, c) = lstm(seq.unsqueeze(-1), (h0, c0))  # after: nn.LSTM(batch_first=True)",
-    ),
-    Remedy(
-        "recurrent",
-        lambda node, group, cuda: _is_leaf(node) and str(node.get("type")) in RNN_TYPES,
-        "one fused recurrent kernel: fewer time steps, no padding",
-        "nn.LSTM / nn.GRU / nn.RNN already run the whole sequence as one native kernel (cuDNN "
-        "on a GPU, oneDNN on a CPU); torch.compile does not fuse it further. Its time is "
-        "layers x time steps, run one after another, x the hidden size: pack padded batches "
-        "(nn.utils.rnn.pack_padded_sequence) so padding is not computed, bucket or truncate "
-        "long sequences, batch more sequences per step, and on a GPU run it under "
-        "torch.autocast (cuDNN's half-precision kernels).",
-        ("torch.nn.utils.rnn.pack_padded_sequence", "torch.autocast"),
-        None,
     ),
     Remedy(
         "convolution",

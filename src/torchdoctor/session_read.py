@@ -248,3 +248,21 @@ def error_text(session: Mapping[str, Any]) -> str | None:
     when = "before a step was complete" if whole or not steps else f"after {steps} profiled steps"
     what = "was" if last.startswith(("terminated by signal", "interrupted")) else "raised"
     return f"the script {what} {last}{where}, {when}: the figures are of what ran before it"
+
+
+def installed_package(path: str | None) -> str | None:
+    """The installed package a recorded file belongs to (the folder under site-packages or
+    dist-packages), or None for the user's own files.
+
+    Example:
+        >>> installed_package("/venv/lib/python3.11/site-packages/transformers/models/gpt2.py")
+        'transformers'
+        >>> installed_package("/home/me/train.py") is None
+        True
+    """
+    text = str(path or "").replace("\\", "/")
+    for marker in ("/site-packages/", "/dist-packages/"):
+        if marker in text:
+            name = text.rsplit(marker, 1)[1].split("/", 1)[0]
+            return name[:-3] if name.endswith(".py") else name or None
+    return None

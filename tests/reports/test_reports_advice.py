@@ -336,6 +336,9 @@ def test_backward_heavy_skips_stock_layers():
     assert backward_heavy({"tree": root, "step_ms": s(60.0)}) == []
     layer["type"] = "PartAwareLoss"
     assert backward_heavy({"tree": root, "step_ms": s(60.0)})
+    # a block of an installed package (transformers' GPT2Block): no user code in it either
+    layer.update(type="GPT2Block", source={"file": "/v/site-packages/transformers/gpt2.py"})
+    assert backward_heavy({"tree": root, "step_ms": s(60.0)}) == []
 
 
 def test_backward_heavy_judges_a_composite_by_its_own_code():

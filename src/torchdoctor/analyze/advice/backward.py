@@ -4,8 +4,9 @@ A layer's backward normally costs about twice its forward. Much more means autog
 differentiating something expensive it need not: explicit inverses, per-element Python loops,
 selection or matching code that should be detached. The saving assumes the remedy brings the
 component back to the typical ratio: ``backward - 2 x forward``. Stock ``torch.nn`` layers
-(Linear, Sequential, ...) are skipped, and subtracted from their parent: the remedy is about user
-code, and there is none to change in them.
+(Linear, Sequential, ...) and modules of installed packages (a Hugging Face GPT2Block) are
+skipped, and subtracted from their parent: the remedy is about user code, and there is none to
+change in them.
 
 Example:
     >>> backward_heavy({"tree": None})
@@ -18,12 +19,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import TYPICAL_BACKWARD_FORWARD_RATIO, Advice, pct
-from torchdoctor.session_read import center, fmt_ms, tree_step_ms, walk
+from torchdoctor.session_read import center, fmt_ms, installed_package, tree_step_ms, walk
 
 #: backward / forward at or above this is "far above"
 RATIO = 4.0
 #: the component's backward must be at least this share of the step to matter
 MIN_FRACTION = 0.10
+
+
+def is_library_module(node: Mapping[str, Any]) -> bool:
+    """A module whose class is defined in an installed package (transformers' GPT2Block, a
+    timm block): its user has no code in it to detach, like a stock layer.
+
+    Example:
+        >>> is_library_module({"kind": "module", "source": {"file": "/v/site-packages/x/m.py"}})
+        True
+    """
+    source = node.get("source") or {}
+    return node.get("kind") == "module" and installed_package(source.get("file")) is not None
 
 
 def is_builtin_layer(type_name: str | None) -> bool:
@@ -54,7 +67,9 @@ def own_times(node: Mapping[str, Any]) -> tuple[float, float]:
     forward = center(node.get("forward_ms"))
     backward = center(node.get("backward_ms"))
     for child in node.get("children") or ():
-        if child.get("kind") == "module" and is_builtin_layer(child.get("type")):
+        if child.get("kind") == "module" and (
+            is_builtin_layer(child.get("type")) or is_library_module(child)
+        ):
             forward -= center(child.get("forward_ms"))
             backward -= center(child.get("backward_ms"))
     return max(forward, 0.0), max(backward, 0.0)
@@ -63,8 +78,11 @@ def own_times(node: Mapping[str, Any]) -> tuple[float, float]:
 def _flagged(node: Mapping[str, Any], step: float) -> bool:
     if node.get("kind") not in ("module", "region"):
         return False
-    if node.get("kind") == "module" and is_builtin_layer(node.get("type")):
-        # stock layers have nothing to detach; an extreme ratio there is attribution noise
+    if node.get("kind") == "module" and (
+        is_builtin_layer(node.get("type")) or is_library_module(node)
+    ):
+        # stock and installed libraries' layers have nothing of the user's to detach (an
+        # extreme ratio there is their kernels' own backward, or attribution noise)
         return False
     forward, backward = own_times(node)
     return forward > 0 and backward >= RATIO * forward and backward >= MIN_FRACTION * step
@@ -103,7 +121,8 @@ def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
                 confidence="medium",
                 evidence=[
                     f"{path}: forward {fmt_ms(forward)}, backward {fmt_ms(backward)} "
-                    f"({pct(backward, step):.0f}% of the step), stock torch.nn children excluded",
+                    f"({pct(backward, step):.0f}% of the step), stock torch.nn and library children "
+                    "excluded",
                     f"a layer's backward is typically ~{TYPICAL_BACKWARD_FORWARD_RATIO:g}x its "
                     "forward; the saving assumes that ratio is reached",
                 ],

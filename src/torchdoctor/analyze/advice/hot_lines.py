@@ -41,6 +41,7 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
 )
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
+from torchdoctor.session_read import installed_package
 
 #: the fix of a hot line no rule knows a cure for; merged with an entry that names a specific
 #: remedy for the same line (a known torch sync, a lint finding), that entry's fix wins
@@ -136,11 +137,7 @@ def library_work(row: Mapping[str, Any]) -> str | None:
     forward = center(row.get("forward_ms"))
     if not via or forward <= 0 or sum(float(v.get("ms") or 0.0) for v in via) < 0.6 * forward:
         return None
-    path = str(via[0].get("file") or "").replace("\\", "/")
-    for marker in ("/site-packages/", "/dist-packages/"):
-        if marker in path:
-            return path.split(marker, 1)[1].split("/", 1)[0]
-    return None
+    return installed_package(str(via[0].get("file") or ""))
 
 
 def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:

@@ -13,6 +13,7 @@ from torchdoctor.lint.rules_inference import InferenceRules
 from torchdoctor.lint.rules_linalg import LinalgRules
 from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_model import ModelRules
+from torchdoctor.lint.rules_param_update import ParamUpdateRules
 from torchdoctor.lint.rules_precision import PrecisionRules
 from torchdoctor.lint.rules_sync import SyncRules
 from torchdoctor.lint.rules_training import TrainingRules
@@ -22,6 +23,7 @@ FAMILIES: tuple[type, ...] = (
     SyncRules,
     LoopRules,
     BatchLoopRules,
+    ParamUpdateRules,
     DataRules,
     PrecisionRules,
     InferenceRules,

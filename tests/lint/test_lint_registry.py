@@ -39,6 +39,7 @@ def test_resolve_codes_prefixes() -> None:
         "TD303",
         "TD304",
         "TD305",
+        "TD306",
     }
     assert "TD000" not in resolve_codes(ignore=["TD000"])
     assert resolve_codes(select=["all"]) == set(RULES)

@@ -116,9 +116,9 @@ def norms(model):
         print(p.grad.norm())
 
 
-def update_ema(target_params, source_params, rate):
-    for targ, src in zip(target_params, source_params):  # expect: TD305
-        targ.detach().mul_(rate).add_(src, alpha=1 - rate)
+def follow(slow_params, live_params, keep):
+    for mine, theirs in zip(slow_params, live_params):  # expect: TD305
+        mine.detach().mul_(keep).add_(theirs, alpha=1 - keep)
 
 
 def zero_out(module):

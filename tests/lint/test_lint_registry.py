@@ -32,7 +32,15 @@ def test_replacement_names_exist(code: str) -> None:
 
 
 def test_resolve_codes_prefixes() -> None:
-    assert resolve_codes(select=["TD3"]) == {"TD000", "TD301", "TD302", "TD303", "TD304"}
+    assert resolve_codes(select=["TD3"]) == {
+        "TD000",
+        "TD301",
+        "TD302",
+        "TD303",
+        "TD304",
+        "TD305",
+        "TD306",
+    }
     assert "TD000" not in resolve_codes(ignore=["TD000"])
     assert resolve_codes(select=["all"]) == set(RULES)
 

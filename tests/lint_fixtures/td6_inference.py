@@ -201,7 +201,7 @@ def generate_cached(model, idx, steps):
 def collect_outputs(model, loader):
     outs = torch.empty(0)
     for x in loader:
-        outs = torch.cat([outs, model(x)])  # near-miss: grows, but the model never sees it
+        outs = torch.cat([outs, model(x)])  # expect: TD306 (TD604 near-miss: unseen by model)
     return outs
 
 

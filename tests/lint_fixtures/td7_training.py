@@ -132,3 +132,24 @@ class LitModel:
 
     def validation_step(self, batch, batch_idx):
         self.log("val_loss", self.model(batch), sync_dist=True)  # validation: per epoch
+
+
+def train_collecting_garbage(model, loader, val_loader, opt, epochs):
+    import gc
+    import gc as garbage
+    from gc import collect
+
+    for step, (x, y) in enumerate(loader):
+        model(x, y).backward()
+        opt.step()
+        gc.collect()  # expect: TD710
+        garbage.collect()  # expect: TD710
+        if step % 100 == 0:
+            gc.collect()  # near-miss: every 100 steps
+    for x in val_loader:
+        model(x)
+        collect()  # expect: TD710
+    for epoch in range(epochs):
+        train_one_epoch(model, loader, opt)
+        gc.collect()  # near-miss: once per epoch
+    gc.collect()  # near-miss: after the loops

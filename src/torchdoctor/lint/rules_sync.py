@@ -7,6 +7,8 @@ import ast
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
+from torchdoctor.lint.rules_sync_solver import RULES as SOLVER_RULES
+from torchdoctor.lint.rules_sync_solver import ConvergenceSyncs
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -82,9 +84,10 @@ RULES = (
 )
 
 
-class SyncRules(ForwardAndCallSyncs, RuleVisitor):
+class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
     """TD201 host sync in a training step; TD202 cuda.synchronize in a training loop; TD203
-    tensor rebuilt from host data every iteration.
+    tensor rebuilt from host data every iteration; TD205 sync in forward; TD206 a solver's
+    convergence test read on the host every iteration.
 
     Example:
         >>> from torchdoctor.lint import lint_source
@@ -92,10 +95,11 @@ class SyncRules(ForwardAndCallSyncs, RuleVisitor):
         ['TD201']
     """
 
-    RULES = RULES
+    RULES = (*RULES, *SOLVER_RULES)
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (r"\.backward\(|\.step\(",),
+        (r"(?i)tol|eps|thr|allclose|isclose|\de-\d", r"\bwhile\b|\bbreak\b"),
         (r"def forward\(", r"item\(|cpu\(|numpy\(|tolist\(|float\(|int\(|if |assert |print"),
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
     )
@@ -312,6 +316,10 @@ class SyncRules(ForwardAndCallSyncs, RuleVisitor):
 
     def visit_While(self, node: ast.While) -> None:
         self._check_truth_test(node.test)
+        self._check_convergence(node)
+
+    def visit_For(self, node: ast.For) -> None:
+        self._check_convergence(node)
 
     def visit_Assert(self, node: ast.Assert) -> None:
         self._check_truth_test(node.test)

@@ -2,7 +2,8 @@
 
 DataParallel instead of DistributedDataParallel, debugging aids left on, gradients zeroed
 instead of freed, optimizers built inside the loop, the CUDA cache emptied every step, DDP
-gradient accumulation that all-reduces on every micro-batch, and a barrier every step.
+gradient accumulation that all-reduces on every micro-batch, a barrier every step, and a full
+garbage collection every step.
 """
 
 from __future__ import annotations
@@ -50,6 +51,31 @@ DEBUG_MODES = {
 _OPTIMIZER = re.compile(r"^torch\.optim\.((?!lr_scheduler|swa_utils)\w+\.)?[A-Z]\w*$")
 BARRIER = frozenset({"torch.distributed.barrier"})
 EMPTY_CACHE = frozenset({"torch.cuda.empty_cache"})
+GC_COLLECT = frozenset({"gc.collect"})
+#: calls that must not run every step of a training (or evaluation) loop: code -> message
+_NOT_EVERY_STEP = (
+    (
+        EMPTY_CACHE,
+        "TD705",
+        "torch.cuda.empty_cache() every step synchronizes and hands cached blocks back to the "
+        "driver, only for the allocator to cudaMalloc them again: remove it (fragmentation: "
+        "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)",
+    ),
+    (
+        BARRIER,
+        "TD707",
+        "torch.distributed.barrier() every step makes all ranks wait for the slowest and "
+        "stalls the CPU: remove it (the gradient all-reduce already synchronizes); keep "
+        "barriers around checkpointing and evaluation",
+    ),
+    (
+        GC_COLLECT,
+        "TD710",
+        "gc.collect() every step walks every Python object (milliseconds, up to hundreds with "
+        "a large heap) while the GPU waits for work: remove it (tensors are freed by reference "
+        "counting), or collect every N steps (`if step % 1000 == 0:`)",
+    ),
+)
 _LOADER = re.compile(r"loader|batches")
 _ACCUMULATION = re.compile(r"accum", re.IGNORECASE)
 
@@ -135,12 +161,25 @@ RULES = (
         "    torch.distributed.barrier()",
         "for b in loader:\n    model(b).sum().backward()\n    opt.step()",
     ),
+    Rule(
+        "TD710",
+        "gc-collect-in-loop",
+        "warning",
+        "gc.collect() every training step: a full collection walks every Python object "
+        "(milliseconds to hundreds of milliseconds with a large heap) while the GPU idles",
+        "remove it (tensors are freed by reference counting as soon as they are unreachable), "
+        "or collect every N steps (`if step % 1000 == 0: gc.collect()`)",
+        "import gc\nfor b in loader:\n    model(b).sum().backward()\n    opt.step()\n"
+        "    gc.collect()",
+        "for b in loader:\n    model(b).sum().backward()\n    opt.step()",
+    ),
 )
 
 
 class TrainingRules(RuleVisitor):
-    """TD701-TD707: DataParallel, debug modes, zero_grad(set_to_none=False), optimizer in a
-    loop, empty_cache every step, DDP accumulation without no_sync, barrier every step.
+    """TD701-TD707, TD710: DataParallel, debug modes, zero_grad(set_to_none=False), optimizer
+    in a loop, empty_cache every step, DDP accumulation without no_sync, barrier every step,
+    gc.collect() every step.
 
     Example:
         >>> "TD701" in TrainingRules.CODES
@@ -150,7 +189,7 @@ class TrainingRules(RuleVisitor):
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
-        (r"DataParallel|zero_grad|optim|empty_cache|barrier|\.backward\(",),
+        (r"DataParallel|zero_grad|optim|empty_cache|barrier|\.backward\(|collect\(",),
         (r"anomaly|profiler|emit_nvtx|emit_itt", r"backward\(|\.step\("),
     )
 
@@ -170,22 +209,9 @@ class TrainingRules(RuleVisitor):
             self._check_zero_grad(node)
         if any(_OPTIMIZER.match(n) for n in names) and not names & DATA_PARALLEL:
             self._check_optimizer(node, next(iter(names)))
-        if names & EMPTY_CACHE and self._every_training_step(node, over_data=True):
-            self.report(
-                node,
-                "TD705",
-                "torch.cuda.empty_cache() every step synchronizes and hands cached "
-                "blocks back to the driver, only for the allocator to cudaMalloc them again: "
-                "remove it (fragmentation: PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)",
-            )
-        if names & BARRIER and self._every_training_step(node, over_data=True):
-            self.report(
-                node,
-                "TD707",
-                "torch.distributed.barrier() every step makes all ranks wait for the "
-                "slowest and stalls the CPU: remove it (the gradient all-reduce already "
-                "synchronizes); keep barriers around checkpointing and evaluation",
-            )
+        for calls, code, message in _NOT_EVERY_STEP:
+            if names & calls and self._every_training_step(node, over_data=True):
+                self.report(node, code, message)
         if method_name(node) == "backward":
             self._check_accumulation(node)
         if names and not any(n.startswith(("torch.", "builtins.")) for n in names):

@@ -1,0 +1,161 @@
+"""TD306: a tensor grown inside a loop by concatenating onto itself.
+
+``out = torch.cat([out, y])`` (also ``torch.cat((out, y))``, ``out = y if out is None else
+torch.cat([out, y])``, ``torch.vstack`` / ``hstack``) copies everything gathered so far at
+every iteration: n iterations copy O(n^2) elements and allocate a new, larger buffer each time.
+Appending the pieces to a list and calling ``torch.cat`` once after the loop copies each
+element once.
+
+Reported only when the loop reads the grown tensor nowhere else (its shape, ``len`` and an
+``is None`` test excepted) and assigns it only by the concatenation (the first piece under
+``if out is None:`` excepted), and not in a loop over a configuration list (``for c in
+self.config.types``: a handful of iterations). A loop that feeds the growing tensor back
+(``model(x)``, an autoregressive decoder) needs the whole tensor every iteration: TD604 reports
+the decoder.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted_names_in, method_name
+
+RULES = (
+    Rule(
+        "TD306",
+        "cat-grown-in-loop",
+        "warning",
+        "a tensor grown in a loop by concatenating onto itself (out = torch.cat([out, y])): "
+        "each iteration copies everything gathered so far, quadratic in the iterations",
+        "append the pieces to a list and torch.cat it once after the loop",
+        "out = torch.empty(0, 10)\nfor x in loader:\n    out = torch.cat([out, model(x)])",
+        "parts = []\nfor x in loader:\n    parts.append(model(x))\nout = torch.cat(parts)",
+    ),
+)
+
+#: concatenations that return a new tensor holding all their inputs
+_CONCATS = frozenset(
+    {"torch.cat", "torch.concat", "torch.concatenate", "torch.vstack", "torch.hstack",
+     "torch.dstack", "torch.row_stack", "torch.column_stack"}
+)  # fmt: skip
+_LOOPS = (*FOR, ast.While)
+#: reads of the grown tensor that do not use its data: out.shape[0], out.size(0), len(out)
+_METADATA = frozenset({"shape", "size", "numel", "ndim", "dim", "dtype", "device"})
+#: an iterable read from the settings (``self.config.conditioning_types``): a few items
+_SETTINGS = re.compile(r"(^|[._])(config|cfg|conf|settings)([._]|$)")
+
+
+class CatGrowthRules(RuleVisitor):
+    """TD306 (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef collect(model, loader):\\n    out = torch.empty(0)\\n"
+        ...        "    for x in loader:\\n        out = torch.cat([out, model(x)])\\n"
+        ...        "    return out\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD306']
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((r"\.(cat|concat|concatenate|vstack|hstack|dstack|row_stack|column_stack)\(",),)
+
+    def _assigned_name(self, call: ast.Call) -> tuple[str, ast.Assign] | None:
+        """``(out, statement)`` for ``out = torch.cat(...)`` or ``out = y if out is None else
+        torch.cat(...)``."""
+        node, parent = call, self.parent(call)
+        if isinstance(parent, ast.IfExp) and node is not parent.test:
+            node, parent = parent, self.parent(parent)
+        if (
+            isinstance(parent, ast.Assign)
+            and parent.value is node
+            and len(parent.targets) == 1
+            and isinstance(parent.targets[0], ast.Name)
+        ):
+            return parent.targets[0].id, parent
+        return None
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if not (self.callee(node) & _CONCATS and node.args):
+            return
+        pieces = node.args[0]
+        if not isinstance(pieces, (ast.List, ast.Tuple)) or len(pieces.elts) < 2:
+            return
+        found = self._assigned_name(node)
+        if found is None:
+            return
+        name, assign = found
+        if not any(isinstance(e, ast.Name) and e.id == name for e in pieces.elts):
+            return
+        loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
+        if not loops or not self._only_grown(loops[0], name, assign, pieces):
+            return
+        if isinstance(loops[0], FOR) and any(
+            _SETTINGS.search(n) for n in dotted_names_in(loops[0].iter)
+        ):
+            return  # a loop over a configuration list: a handful of iterations
+        self.report(
+            node,
+            "TD306",
+            f"`{name}` grows by `{self.code_of(node.func)}` at every iteration: each call copies "
+            "everything gathered so far (quadratic in the iterations, a new larger buffer "
+            f"each time); append the pieces to a list and `torch.cat` it once after the loop",
+        )
+
+    def _only_grown(self, loop: ast.AST, name: str, assign: ast.Assign, pieces: ast.AST) -> bool:
+        """The loop reads ``name`` only to concatenate onto it (or for its shape / an ``is
+        None`` test) and assigns it only by the concatenation (or under ``if name is None``)."""
+        own = {id(e) for e in pieces.elts}  # type: ignore[attr-defined]
+        for node in _walk(loop):
+            if not (isinstance(node, ast.Name) and node.id == name):
+                continue
+            if isinstance(node.ctx, ast.Store):
+                if node is not assign.targets[0] and not self._under_none_test(node, name, loop):
+                    return False
+            elif id(node) not in own and not self._metadata_read(node, name):
+                return False
+        return True
+
+    def _metadata_read(self, node: ast.Name, name: str) -> bool:
+        parent = self.parent(node)
+        if isinstance(parent, ast.Attribute) and parent.attr in _METADATA:
+            return True
+        if isinstance(parent, ast.Call) and node in parent.args and method_name(parent) is None:
+            return "builtins.len" in self.callee(parent)
+        return _is_none_test(parent, name)
+
+    def _under_none_test(self, node: ast.AST, name: str, loop: ast.AST) -> bool:
+        """``if out is None: out = y`` (the first piece)."""
+        parent = self.parent(node)
+        while parent is not None and parent is not loop:
+            if isinstance(parent, (ast.If, ast.IfExp)) and _is_none_test(parent.test, name):
+                return True
+            parent = self.parent(parent)
+        return False
+
+
+def _is_none_test(test: ast.AST | None, name: str) -> bool:
+    """``name is None`` / ``name is not None``."""
+    return (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], (ast.Is, ast.IsNot))
+        and isinstance(test.left, ast.Name)
+        and test.left.id == name
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value is None
+    )
+
+
+def _walk(loop: ast.AST):
+    """Nodes of the loop (its header included), not entering nested functions or classes."""
+    stack = list(ast.iter_child_nodes(loop))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (*FUNCTIONS, ast.ClassDef, ast.Lambda)):
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))

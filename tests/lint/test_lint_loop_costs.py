@@ -1,0 +1,80 @@
+"""TD206, TD305, TD306, TD710: what each reports, and where it stays out of other rules' way."""
+
+from __future__ import annotations
+
+from torchdoctor.lint import lint_source
+
+
+def found(src: str, select: list[str] | None = None) -> list[tuple[int, str]]:
+    return [(f.line, f.code) for f in lint_source(src, select=select)]
+
+
+def test_td305_names_the_cure_and_the_measured_ratio() -> None:
+    ema = (
+        "import torch\ndef ema(e, m, d):\n"
+        "    for pe, p in zip(e.parameters(), m.parameters()):\n"
+        "        pe.mul_(d).add_(p, alpha=1 - d)\n"
+    )
+    (finding,) = lint_source(ema)
+    assert finding.code == "TD305" and finding.line == 3
+    assert "_foreach_lerp_" in finding.message and "AveragedModel" in finding.message
+    assert "CPU" in finding.message and "torch 2.13" in finding.message
+    sgd = "import torch\ndef sgd(m, lr):\n    for p in m.parameters():\n        p.data -= lr * p.grad\n"
+    (finding,) = lint_source(sgd)
+    assert "_foreach_add_" in finding.message
+
+
+def test_td305_leaves_reads_and_initialisation_alone() -> None:
+    src = (
+        "import torch\ndef n(m):\n    for p in m.parameters():\n        p.requires_grad_(False)\n"
+        "def init_weights(m):\n    for p in m.parameters():\n        p.data.mul_(0.1)\n"
+    )
+    assert found(src) == []
+
+
+def test_td306_and_td604_never_share_a_loop() -> None:
+    decode = (
+        "import torch\ndef gen(model, idx):\n    for _ in range(9):\n"
+        "        y = model(idx)\n        idx = torch.cat((idx, y[:, -1:]), dim=1)\n"
+    )
+    assert found(decode) == [(4, "TD604")]
+    gather = (
+        "import torch\ndef gather(model, loader):\n    out = torch.empty(0)\n"
+        "    for x in loader:\n        out = torch.cat([out, model(x)])\n    return out\n"
+    )
+    assert found(gather) == [(5, "TD306")]
+
+
+def test_td710_resolves_aliases_and_skips_periodic_collections() -> None:
+    src = (
+        "from gc import collect as sweep\n"
+        "def train(model, loader, opt):\n"
+        "    for i, x in enumerate(loader):\n"
+        "        model(x).sum().backward()\n        opt.step()\n        sweep()\n"
+        "        if i % 100 == 0:\n            sweep()\n"
+    )
+    assert found(src) == [(6, "TD710")]
+
+
+def test_td206_reports_the_read_once_and_defers_to_td201_in_a_training_loop() -> None:
+    solver = (
+        "import torch\ndef solve(S, x, tol):\n    u = torch.ones_like(x)\n    err = 1.0\n"
+        "    while err > tol:\n        v = u / (S @ u)\n"
+        "        err = (v - u).abs().max().item()\n        u = v\n    return u\n"
+    )
+    assert found(solver) == [(7, "TD206")]
+    training = (
+        "import torch\ndef fit(model, x, opt, tol):\n    for it in range(1000):\n"
+        "        loss = model(x).sum()\n        loss.backward()\n        opt.step()\n"
+        "        if loss.item() < tol:\n            break\n"
+    )
+    assert found(training) == [(7, "TD201")]
+    assert found(training, select=["TD206"]) == []
+
+
+def test_td206_skips_a_periodic_test() -> None:
+    src = (
+        "import torch\ndef solve(S, u, tol):\n    for it in range(1000):\n        v = u / (S @ u)\n"
+        "        if it % 10 == 0 and (v - u).abs().max() < tol:\n            break\n        u = v\n"
+    )
+    assert found(src) == []

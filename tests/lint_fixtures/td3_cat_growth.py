@@ -1,0 +1,100 @@
+# TD306 fixtures: a tensor grown in a loop by concatenating onto itself.
+import torch
+from torch import cat
+
+
+def collect(model, loader):
+    out = None
+    for x in loader:
+        y = model(x)
+        out = y if out is None else torch.cat([out, y], 0)  # expect: TD306
+    return out
+
+
+def collect_tuple(model, loader):
+    out = torch.empty(0, 10)
+    for x in loader:
+        out = torch.cat((out, model(x)))  # expect: TD306
+    return out
+
+
+def collect_branch(model, loader):
+    feats = None
+    for x in loader:
+        if feats is None:
+            feats = model(x)
+        else:
+            feats = cat([feats, model(x)], dim=0)  # expect: TD306
+    return feats
+
+
+def stack_rows(rows, n):
+    acc = torch.zeros(0, 3)
+    while acc.shape[0] < n:
+        acc = torch.vstack([acc, rows()])  # expect: TD306
+    return acc
+
+
+def prepend(steps, make):
+    hist = torch.empty(0)
+    for _ in range(steps):
+        hist = torch.cat([make(), hist])  # expect: TD306
+    return hist
+
+
+# ---- near misses: these lines stay silent ----------------------------------------------------
+def with_list(model, loader):
+    parts = []
+    for x in loader:
+        parts.append(model(x))
+    return torch.cat(parts)  # once, after the loop
+
+
+def decode(model, idx, steps):
+    for _ in range(steps):
+        logits = model(idx)  # expect: TD604
+        idx = torch.cat([idx, logits[:, -1:].argmax(-1)], dim=1)  # read by the model: TD604's
+    return idx
+
+
+def running_window(x, steps, f):
+    buf = torch.zeros(0)
+    for _ in range(steps):
+        buf = torch.cat([buf, f(x)])[-10:]  # the sliced result is kept, not the growth alone
+        x = buf.mean()
+    return buf
+
+
+def read_each_time(loader, score):
+    seen = torch.empty(0)
+    for x in loader:
+        s = score(x, seen)
+        seen = torch.cat([seen, s])  # the loop reads what it grew
+    return seen
+
+
+def reset_every_batch(model, loader, layers):
+    for x in loader:
+        feats = model(x)
+        for layer in layers:
+            feats = layer(feats)
+        both = torch.cat([feats, x], 1)  # not onto itself
+    return both
+
+
+def concat_once(a, b):
+    out = torch.cat([a, b])  # not in a loop
+    return out
+
+
+def new_each_iteration(loader, f):
+    for x in loader:
+        out = f(x)
+        out = torch.cat([out, out.flip(0)])  # made this iteration: no growth across iterations
+    return out
+
+
+def conditioning(self, emb, make):
+    for kind in self.config.conditioning_types:
+        emb = torch.cat([emb, make(kind)], dim=1)  # a loop over a few configured kinds
+    return emb

@@ -1,0 +1,154 @@
+# TD305 fixtures: per-parameter in-place updates in a Python loop.
+import torch
+import torch.nn as nn
+
+
+def ema_update(ema, model, decay):
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), model.parameters()):  # expect: TD305
+            pe.mul_(decay).add_(p, alpha=1 - decay)
+
+
+def ema_lerp(ema, model, decay):
+    for pe, p in zip(ema.parameters(), model.parameters()):  # expect: TD305
+        pe.data.lerp_(p.data, 1 - decay)
+
+
+def sgd(model, lr):
+    for p in model.parameters():  # expect: TD305
+        if p.grad is None:
+            continue
+        p.data.add_(p.grad, alpha=-lr)
+
+
+def sgd_augmented(model, lr):
+    for name, p in model.named_parameters():  # expect: TD305
+        p.data -= lr * p.grad
+
+
+def grouped(optimizer):
+    for group in optimizer.param_groups:
+        for p in group["params"]:  # expect: TD305
+            d_p = p.grad
+            p.data.add_(d_p, alpha=-group["lr"])
+
+
+def manual_zero_grad(model):
+    params = list(model.parameters())
+    for p in params:  # expect: TD305
+        if p.grad is not None:
+            p.grad.zero_()
+
+
+def soft_update(target, online, tau):
+    for tp, p in zip(target.parameters(), online.parameters()):  # expect: TD305
+        tp.data.copy_(tau * p.data + (1 - tau) * tp.data)
+
+
+def swa_average(swa_model, model, n):
+    for ps, p in zip(swa_model.state_dict().values(), model.state_dict().values()):  # expect: TD305
+        ps.mul_(n / (n + 1)).add_(p / (n + 1))
+
+
+# ---- near misses: these lines stay silent ----------------------------------------------------
+def foreach_ema(ema, model, decay):
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+
+
+def count(model):
+    total = 0
+    for p in model.parameters():  # reads only
+        total += p.numel()
+    return total
+
+
+def freeze(model):
+    for p in model.parameters():  # not arithmetic
+        p.requires_grad_(False)
+    for p in model.parameters():  # an attribute, not a tensor op
+        p.requires_grad = False
+
+
+def load_weights(model, source):
+    for p, q in zip(model.parameters(), source.parameters()):  # a plain copy: once
+        p.data.copy_(q.data)
+
+
+class Net(nn.Module):
+    def _init_weights(self):
+        for p in self.parameters():  # initialisation runs once
+            p.data.mul_(0.1)
+
+    def reset_parameters(self):
+        for p in self.parameters():  # initialisation runs once
+            p.data.zero_()
+
+    def rescale(self):
+        for p in self.parameters():  # an nn.init call: initialisation
+            nn.init.normal_(p)
+            p.data.mul_(0.02)
+
+
+def decay_by_name(model, lr, wd):
+    for name, p in model.named_parameters():  # a per-parameter decision on the name
+        if "bias" in name:
+            p.data.add_(p.grad, alpha=-lr)
+        else:
+            p.data.add_(p.grad + wd * p.data, alpha=-lr)
+
+
+def averaged(model, accelerator):
+    for p in model.parameters():  # a collective per parameter, not arithmetic to batch
+        torch.distributed.all_reduce(p.grad)
+        p.grad.div_(accelerator.num_processes)
+
+
+def fallback(ema_params, params, decay):
+    if hasattr(torch, "_foreach_lerp_"):
+        torch._foreach_lerp_(ema_params, params, 1 - decay)
+    else:
+        for pe, p in zip(ema_params, params):  # the fallback of a foreach branch
+            pe.lerp_(p, 1 - decay)
+
+
+def norms(model):
+    for p in model.parameters():  # reads only: printing
+        print(p.grad.norm())
+
+
+def follow(slow_params, live_params, keep):
+    for mine, theirs in zip(slow_params, live_params):  # expect: TD305
+        mine.detach().mul_(keep).add_(theirs, alpha=1 - keep)
+
+
+def zero_out(module):
+    for p in module.parameters():  # zeroes the weights: a builder, not a step
+        p.detach().zero_()
+
+
+def scaled(module, scale):
+    for p in module.parameters():  # returns the module it changed: a builder
+        p.detach().mul_(scale)
+    return module
+
+
+def test_ema_follows(model):
+    for p in model.parameters():  # a test perturbs the weights once
+        p.add_(0.25)
+
+
+def tune(config_params):
+    for p in config_params:  # not tensors: no in-place arithmetic
+        print(p)
+
+
+class Momentum:
+    def momentum_update_key_encoder(self):
+        for q, k in zip(self.query.parameters(), self.key.parameters()):  # expect: TD305
+            k.data = k.data * self.m + q.data * (1.0 - self.m)
+
+
+def perturb(module):
+    with torch.no_grad():
+        for parameter in module.parameters():  # scaled by a literal: a one-off perturbation
+            parameter.mul_(1.5)

@@ -21,6 +21,12 @@ _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
 def label(node: Mapping[str, Any]) -> str:
+    """A node's label: its path, else its name.
+
+    Example:
+        >>> label({"path": "transformer.h.0", "name": "0"}), label({"name": "loss"})
+        ('transformer.h.0', 'loss')
+    """
     return str(node.get("path") or node.get("name") or "?")
 
 

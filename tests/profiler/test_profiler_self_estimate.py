@@ -45,13 +45,12 @@ def test_always_uses_the_calibrated_sum_with_the_line_collectors_parts():
 
 def test_windows_measure_the_detail_cost_from_their_own_steps():
     with torchdoctor.Profiler(syncs=False, window=5, period_steps=15) as prof:
-        _train(prof, 40)  # detailed: 0-4, 15-19, 30-34; the first window is left out (it
-        # sits in the script's own warm-up)
+        _train(prof, 40)  # detailed: 0-4, 15-19, 30-34; the first detailed step is left out
     estimate = prof.session["config"]["profiler_overhead"]
     summaries = list(prof.state.summaries)
-    detailed = sorted(s["wall_ms"] for s in summaries[5:] if s["detailed"])
+    detailed = sorted(s["wall_ms"] for s in summaries[1:] if s["detailed"])
     light = sorted(s["wall_ms"] for s in summaries if not s["detailed"])
-    assert len(detailed) == 10 and len(light) == 25
+    assert len(detailed) == 14 and len(light) == 25
     difference = sum(detailed) / len(detailed) - light[12]  # mean detailed - median light
     if difference > 0:
         assert estimate["source"] == "measured"
@@ -113,20 +112,17 @@ def test_the_first_steps_extra_is_added_only_when_the_measured_cost_leaves_it_ou
 
 
 def test_without_warm_up_the_first_detailed_steps_profiler_work_is_measured_and_added():
-    """The first window is left out of the measured cost (the script's own warm-up), but the
-    profiler's first calls (registering modules, classifying code) are its cost: added back."""
+    """The first step is left out of the measured cost (the script's own first-step work), but
+    the profiler's first calls (registering modules, classifying code) are its cost."""
     with torchdoctor.Profiler(syncs=False, window=5, period_steps=15) as prof:
         _train(prof, 40)
     state, estimate = prof.state, prof.session["config"]["profiler_overhead"]
     later = (state.hook_ns + state.line_own_ns - state.first_detail_ns) / 14
     assert state.first_detail_ns > later  # registration and first sight happen there
-    first_sight = (state.first_detail_ns - later) / 1e6
-    registered = estimate["registration_ms"]
-    assert estimate["first_step_ms"] == pytest.approx(registered + first_sight)
+    assert estimate["first_step_ms"] == pytest.approx((state.first_detail_ns - later) / 1e6)
     with torchdoctor.Profiler(syncs=False, window=5, period_steps=15, warmup=1) as warm:
-        _train(warm, 41)  # registered in the warm-up step: only that is added
-    warm_estimate = warm.session["config"]["profiler_overhead"]
-    assert warm_estimate["first_step_ms"] == pytest.approx(warm_estimate["registration_ms"])
+        _train(warm, 41)  # with a warm-up step the first detailed step counts: nothing added
+    assert warm.session["config"]["profiler_overhead"]["first_step_ms"] == 0.0
 
 
 def test_always_runs_light_control_steps_and_measures_detail_against_them():

@@ -271,18 +271,15 @@ def _note_profiler_overhead(
         seen_cost += python_share * line_call_cost_us("seen_python")
     summaries = list(state.summaries)
     walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
-    # the first window is left out: its steps sit at the run's start, where the script's own
-    # warm-up (lazy initialization, the allocator and caches settling) outlasts a warm-up step
-    # (pytorch/examples' GCN measured 4.2-5.9 ms against 1.3 ms calibrated, while its
-    # interleaved control steps under detail="always" agreed with the calibrated sum); its
-    # first calls' profiler work (registering modules, cold hooks) is measured, added back
-    first_window = int(detail.get("window") or 1) if detail.get("mode") == "windows" else 1
-    measured = measured_detail_ms(walls, first_window=first_window)
-    first_extra_ms = registration_ns / 1e6
+    # every detailed step counts: the first window's pay the first calls' costs (registering
+    # modules, cold hooks) and sample what the later ones do; without a warm-up step the
+    # first detailed step is the script's first step (lazy initialization) and is left out
+    measured = measured_detail_ms(walls, first_window=0 if state.warmup else 1)
+    first_extra_ms = 0.0  # ... its first calls' profiler work is not: measured, added back
     detailed_count = detail["detailed_count"]
     if not state.warmup and state.first_detail_ns is not None and detailed_count > 1:
         rest = (state.hook_ns + state.line_own_ns - state.first_detail_ns) / (detailed_count - 1)
-        first_extra_ms += max(0.0, state.first_detail_ns - rest) / 1e6
+        first_extra_ms = max(0.0, state.first_detail_ns - rest) / 1e6
     detailed_walls = sorted(ms for is_detailed, ms in walls if is_detailed)
     light_walls = sorted(ms for is_detailed, ms in walls if not is_detailed)
     spread = (

@@ -131,6 +131,22 @@ def test_a_known_sync_without_switch_says_so():
     assert "no switch" in item.fix
 
 
+def test_generates_per_token_stop_test_is_known_and_inherent():
+    # seen on GPT2LMHeadModel.generate (transformers 5: StopCheck.__call__)
+    stop = _hf_record(
+        file="/v/site-packages/transformers/generation/utils.py",
+        line=396,
+        op="return bool(unfinished_sequences.max() == 0)",
+        function="__call__",
+        kind="bool",
+        per_step=1.0,
+    )
+    known = known_sync(stop)
+    assert known is not None and known.switch is None and "per generated token" in known.what
+    (item,) = advise({"step_ms": {"median": 100.0}, "syncs": [stop]})
+    assert item.title.endswith("(known, no switch)")
+
+
 def test_an_encoders_all_ones_mask_test_is_known_with_its_switch():
     # seen on BertForSequenceClassification under the Trainer (transformers 5)
     mask = _hf_record(

@@ -26,9 +26,10 @@ MIN_PCT = 0.5
 MAX_ROWS = 8
 HEADER = ("where", "ms/step", "% step", "source")
 NOTE = (
-    "user lines of the work between optimizer.step() and the next forward that makes no torch "
-    "call (sampled on CPU time in the detailed steps; waits are charged to no line); indented: "
-    "the lines of a library's loop the user line runs (trainer.train())"
+    "user lines of the work between one step's end (optimizer.step(), or the step's last "
+    "call) and the next forward that makes no torch call (sampled on CPU time in the detailed "
+    "steps; waits are charged to no line); indented: the lines of a library's loop the user "
+    "line runs (trainer.train())"
 )
 PYTHON_NOTE = (
     "user lines running Python outside any torch call and any module in the forward phase "

@@ -104,6 +104,16 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
         'batch = {"input_ids": ids}                                          # after',
     ),
     LibrarySync(
+        ("transformers",),
+        "generation/utils.py",
+        "unfinished_sequences",
+        "generate() tests after every new token whether all sequences have finished "
+        "(unfinished_sequences.max() == 0) to stop early at EOS: one host read per generated "
+        "token, the price of stopping early; more sequences per generate() call share it",
+        None,
+        "",
+    ),
+    LibrarySync(
         ("lightning", "lightning_fabric", "pytorch_lightning"),
         "utilities/apply_func.py",
         "to_item",

@@ -78,6 +78,20 @@ def _through(row: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _between(session: Mapping[str, Any]) -> str:
+    """Where the other phase lies: after a training loop's optimizer step, else (an inference
+    loop) between one step's end and the next.
+
+    Example:
+        >>> _between({"phases": {"optimizer": {"median": 1.5}}})
+        'between optimizer.step() and the next forward'
+        >>> _between({"phases": {"optimizer": {"median": 0.0}}})
+        'between steps'
+    """
+    optimizer = center((session.get("phases") or {}).get("optimizer"))
+    return "between optimizer.step() and the next forward" if optimizer > 0 else "between steps"
+
+
 def between_steps(session: Mapping[str, Any]) -> list[Advice]:
     """One advice per sampled line of the ``other`` phase taking >= MIN_SHARE of the step."""
     step = tree_step_ms(session)  # (the detailed steps', as the sampled lines and phases)
@@ -96,8 +110,8 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
         advice.append(
             Advice(
                 rule="between-steps",
-                title=f"{where} takes {pct(ms, step):.0f}% of the step ({fmt_ms(ms)}) between "
-                f"optimizer.step() and the next forward: {what}",
+                title=f"{where} takes {pct(ms, step):.0f}% of the step ({fmt_ms(ms)}) "
+                f"{_between(session)}: {what}",
                 estimated_saving_ms=saving,
                 saving_range_ms=[saving, ms],
                 confidence="high",

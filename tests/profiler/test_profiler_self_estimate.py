@@ -206,3 +206,28 @@ def test_a_failing_estimate_costs_a_note_not_the_session(monkeypatch):
     session = prof.session
     assert len(session["steps"]) == 3 and session["tree"]["children"]
     assert any("calibration broke" in note for note in session["config"]["notes"])
+
+
+def test_a_hot_lines_per_call_cost_holds_its_own_calls_not_the_whole_audit():
+    """A model of many library layers and a one-call loss line: the audit sees every layer's
+    F.linear, the lines time only the user's own calls; each timed call is charged one audit
+    call (and at most SEEN_PER_TIMED_CALL untimed reads), not all of them."""
+    from torchdoctor.collect.finish import SEEN_PER_TIMED_CALL
+    from torchdoctor.collect.lines_overhead import line_call_cost_us
+    from torchdoctor.collect.syncs_overhead import per_call_cost_us
+
+    net = nn.Sequential(*[nn.Linear(8, 8) for _ in range(24)])
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = torch.randn(4, 8)
+    with torchdoctor.Profiler(net, detail="always") as prof:
+        for _ in range(6):
+            loss = net(x).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            prof.step()
+    charged = prof.session["config"]["profiler_overhead"]["per_timed_call_us"]
+    seen = line_call_cost_us("seen") + line_call_cost_us("seen_python")
+    audit = max(per_call_cost_us("function", type(a)) for a in prof._paced) if prof._paced else 0.0
+    bound = max(line_call_cost_us("timed"), line_call_cost_us("outside"))
+    assert charged <= bound + SEEN_PER_TIMED_CALL * seen + audit + 1e-9

@@ -105,6 +105,33 @@ def boxes_per_level(heat, feat, k, intermediate, head):
     return torch.stack(parts), torch.stack(coords), norms
 
 
+def per_item_writes(a, b, x, rows):
+    out = torch.zeros_like(a)
+    for i in range(a.shape[0]):  # expect: TD304
+        out[i] = a[i] * b[i] + 1
+    for i in range(x.size(0)):  # expect: TD304
+        x[i] = x[i] / x[i].norm()
+    scores = torch.empty(rows.shape[0])
+    for r in range(rows.shape[0]):  # expect: TD304
+        scores[r] = torch.dot(rows[r], a[0])
+    return out, x, scores
+
+
+def per_item_write_near_misses(a, boxes, lengths, images, width):
+    mask = torch.zeros(a.shape[0], 10)
+    for i in range(mask.shape[0]):  # a constant per row: no op on the item
+        mask[i, : lengths[i]] = 1
+    points = np.array(boxes)
+    for i in range(points.shape[0]):  # a NumPy array, Python scalars
+        points[i, 0] = max(0, min(round(points[i, 0] * 2), width))
+    for i in range(len(images)):  # a list of images, not a tensor
+        images[i] = images[i] * 2
+    running = torch.zeros(a.shape[1])
+    for i in range(a.shape[0]):  # the write is not per item: a running state
+        running = running + a[i]
+    return mask, points, images, running
+
+
 def per_item_near_misses(cell, x, h, data, ix, block):
     outs = []
     for t in range(x.shape[0]):  # a recurrence: h carries from one item to the next

@@ -127,7 +127,8 @@ def test_the_recomputation_is_measured_on_the_checkpointed_layers_inside_their_m
     for layer in layers:
         recomputed = layer["recomputed_ms"]["mean"]
         assert 0 < recomputed <= layer["backward_ms"]["mean"]
-        assert recomputed < 3 * layer["forward_ms"]["mean"]  # one re-run, not counted as forward
+        # one re-run, not counted as forward (medians: one slow step must not fail it)
+        assert layer["recomputed_ms"]["median"] < 3 * layer["forward_ms"]["median"]
     [advice] = [a for a in advise(prof.session) if a.rule == "activation-checkpointing"]
     total = sum(layer["recomputed_ms"]["mean"] for layer in layers)
     assert advice.saving_range_ms == pytest.approx([total / 2, total])

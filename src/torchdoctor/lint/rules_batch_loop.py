@@ -1,5 +1,6 @@
 """TD304: a loop over the items of a batch that runs the same tensor ops on each and stacks the
-results (seed 000's part sampling per image; per-sample model calls).
+results, or writes each into ``out[i]`` (seed 000's part sampling per image; per-sample model
+calls; a row-by-row normalization).
 
 ``for b in range(x.shape[0]): out.append(f(x[b]))`` then ``torch.stack(out)``: the results
 have one shape, so the items could have gone through ``f`` together: torch ops broadcast over a
@@ -8,7 +9,9 @@ function. The loop costs one launch per op per item plus the Python around them.
 
 Recognised: ``for i in range(x.shape[0] | x.size(0) | len(x))`` (``len`` only for a tensor made
 in the function) with ``x[i]`` in the body, appending to a list that ``torch.stack`` /
-``torch.cat`` reads after the loop; and ``torch.stack([f(x[i]) for i in range(...)])``. Not
+``torch.cat`` reads after the loop, or writing each result into a tensor made before the loop
+(``out[i] = a[i] * b[i]``, ``x[i] = x[i] / x[i].norm()``); and
+``torch.stack([f(x[i]) for i in range(...)])``. Not
 reported: recurrences (a state carried from one item to the next: ``h = cell(x[t], h)``),
 bodies that read tensors on the host (``.item()``, ``.cpu()``: the per-item work is host work),
 bodies without a tensor op (pure indexing), bodies that factor one matrix per item (TD103, the
@@ -37,7 +40,7 @@ RULES = (
         "per-item-loop-then-stack",
         "warning",
         "a loop over a batch's items (for i in range(x.shape[0])) running the same tensor ops on "
-        "x[i] and stacking the results",
+        "x[i] and stacking the results, or writing each into out[i]",
         "run the ops on the whole batch: torch ops broadcast over a leading batch dimension, "
         "modules take batches, torch.vmap(f)(x) batches a per-item function",
         "out = []\nfor b in range(heat.shape[0]):\n"
@@ -109,9 +112,12 @@ class BatchLoopRules(RuleVisitor):
             for v in values
         )
 
-    def _per_item(self, body: list[ast.AST], index: str, batch: str) -> bool:
-        """The body indexes ``batch[index]``, runs a tensor op or a module on it, reads
-        nothing on the host and carries no state from one item to the next."""
+    def _per_item(
+        self, body: list[ast.AST], index: str, batch: str, arithmetic: bool = False
+    ) -> bool:
+        """The body indexes ``batch[index]``, runs a tensor op or a module on it (with
+        ``arithmetic``, tensor arithmetic on the item counts: ``a[i] * b[i]``), reads nothing on
+        the host and carries no state from one item to the next."""
         nodes = [n for stmt in body for n in ast.walk(stmt)]
         if not any(
             isinstance(n, ast.Subscript)
@@ -126,7 +132,7 @@ class BatchLoopRules(RuleVisitor):
         if any(self.callee(c) & BATCHED_LINALG.keys() for c in calls):
             return False  # TD103 names the per-item factorization, the more precise cause
         if any(
-            q.startswith(("numpy.", "scipy.", "builtins.float", "builtins.int"))
+            q.startswith(("numpy.", "scipy.", "builtins.float", "builtins.int", "builtins.round"))
             for c in calls
             for q in self.callee(c)
         ):
@@ -137,6 +143,15 @@ class BatchLoopRules(RuleVisitor):
             or bool(MODEL_NAME.search((dotted(c.func) or "").rsplit(".", 1)[-1]))
             for c in calls
         )
+        if arithmetic and not tensor_work:
+            tensor_work = any(
+                isinstance(n, ast.BinOp)
+                and any(
+                    isinstance(side, ast.Subscript) and dotted(side.value) == batch
+                    for side in (n.left, n.right)
+                )
+                for n in nodes
+            )
         return tensor_work and not _carries_state(body)
 
     # -- for loops ------------------------------------------------------------------------------
@@ -154,9 +169,47 @@ class BatchLoopRules(RuleVisitor):
             if isinstance(c, ast.Call) and method_name(c) == "append" and len(c.args) == 1
         } - {None}
         stacked = appended & self._stacked_after(node)
-        if not stacked or not self._per_item(node.body, node.target.id, batch):
+        if stacked and self._per_item(node.body, node.target.id, batch):
+            self._report(node, batch, sorted(stacked)[0])
             return
-        self._report(node, batch, sorted(stacked)[0])
+        written = self._written_per_item(node, scope, batch)
+        if written is not None:
+            name, body = written
+            if self._per_item(body, node.target.id, batch, arithmetic=True):
+                self._report(node, batch, None, written=name)
+
+    def _written_per_item(
+        self, loop: ast.For, scope: ast.AST, batch: str
+    ) -> tuple[str, list] | None:
+        """``(out, body)`` when every statement of the loop body is ``out[i] = value`` (or
+        ``out[i, ...] = value``) into one tensor made by torch before the loop, or into the
+        batch itself: the body with those writes as plain expressions (writing an item is no
+        state carried)."""
+        index = loop.target.id  # type: ignore[attr-defined]
+        names, body = set(), []
+        for stmt in loop.body:
+            if not (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Subscript)
+                and _first_index(stmt.targets[0].slice) == index
+            ):
+                return None
+            names.add(dotted(stmt.targets[0].value))
+            body.append(ast.Expr(stmt.value))
+        if len(names) != 1 or None in names:
+            return None
+        (name,) = names
+        values = [v for v in self.assigned_values(scope, name) if v.lineno < loop.lineno]
+        by_torch = all(
+            isinstance(v, ast.Call) and any(q.startswith("torch.") for q in self.callee(v))
+            for v in values
+        )
+        if name == batch:  # written back into the batch: sized by shape, never made otherwise
+            made = _sized_by_shape(loop.iter) and by_torch  # (a NumPy array is not)
+        else:  # a tensor made by torch before the loop (torch.zeros, torch.empty_like, ...)
+            made = "." not in name and bool(values) and by_torch
+        return (name, body) if made else None
 
     def _stacked_after(self, loop: ast.For) -> set[str]:
         """Lists that torch.stack / torch.cat reads in a statement after ``loop`` (same
@@ -188,8 +241,12 @@ class BatchLoopRules(RuleVisitor):
         if self._per_item([comp.elt], gen.target.id, batch):
             self._report(node, batch, None)
 
-    def _report(self, node: ast.AST, batch: str, stacked: str | None) -> None:
+    def _report(
+        self, node: ast.AST, batch: str, stacked: str | None, written: str | None = None
+    ) -> None:
         what = f"stacks `{stacked}`" if stacked else "stacks the results"
+        if written:
+            what = f"writes each result into `{written}[i]`"
         self.report(
             node,
             "TD304",
@@ -198,6 +255,13 @@ class BatchLoopRules(RuleVisitor):
             f"dimension, modules take batches; torch.vmap(f)({batch}) for a per-item function): "
             "one launch per op instead of one per op and item",
         )
+
+
+def _sized_by_shape(it: ast.AST) -> bool:
+    """``range(x.shape[0])`` or ``range(x.size(0))``: ``x`` is a tensor (``len(x)`` could be
+    of a list)."""
+    n = it.args[0] if isinstance(it, ast.Call) and it.args else None
+    return isinstance(n, ast.Subscript) or (isinstance(n, ast.Call) and method_name(n) == "size")
 
 
 def _first_index(index: ast.AST) -> str | None:

@@ -64,6 +64,27 @@ def growing_dimension(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> i
     return None
 
 
+def _robust_fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
+    """:func:`_fit`, refitted once without the points far off the first line (over 4 scaled
+    median absolute deviations of the residuals: a step that waited on the machine, a
+    collection), so a few slow steps do not hide the growth.
+
+    Example:
+        >>> points = [(float(x), 1.0 + 0.1 * x) for x in range(20)] + [(5.0, 40.0)]
+        >>> [round(v, 3) for v in _robust_fit(points)]
+        [1.0, 0.1, 1.0]
+    """
+    base, slope, _ = _fit(points)
+    residuals = [y - base - slope * x for x, y in points]
+    ordered = sorted(abs(r - sorted(residuals)[len(residuals) // 2]) for r in residuals)
+    spread = 1.4826 * ordered[len(ordered) // 2]
+    if spread <= 0:
+        return _fit(points)
+    center_residual = sorted(residuals)[len(residuals) // 2]
+    kept = [p for p, r in zip(points, residuals) if abs(r - center_residual) <= 4 * spread]
+    return _fit(kept) if len(kept) >= MIN_STEPS else _fit(points)
+
+
 def _fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
     """Least squares ``y = a + b x``: ``(a, b, correlation)``."""
     n = len(points)
@@ -100,7 +121,7 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
     light = [s for s in steps if not s.get("detailed", True)]
     sample = light if len(light) >= MIN_LIGHT else steps
     points = [(float(s["input_shape"][dim]), float(s["wall_ms"])) for s in sample]
-    base, slope, correlation = _fit(points)
+    base, slope, correlation = _robust_fit(points)
     mean_length = sum(x for x, _ in points) / len(points)
     step = step_ms(session)
     saving = slope * (mean_length - 1.0)

@@ -236,3 +236,11 @@ def test_a_hot_lines_per_call_cost_holds_its_own_calls_not_the_whole_audit():
     audit = max(per_call_cost_us("function", type(a)) for a in prof._paced) if prof._paced else 0.0
     bound = max(line_call_cost_us("timed"), line_call_cost_us("outside"))
     assert charged <= bound + SEEN_PER_TIMED_CALL * seen + audit + 1e-9
+
+
+def test_a_run_of_one_detail_window_uses_the_calibrated_sum():
+    """Its detailed steps all sit in the script's own warm-up: no later window balances them."""
+    with torchdoctor.Profiler(syncs=False, window=5, period_steps=100) as prof:
+        _train(prof, 40)  # detailed: 0-4 only; 35 light steps
+    assert prof.session["config"]["detail"]["detailed_steps"] == [[0, 4]]
+    assert prof.session["config"]["profiler_overhead"]["source"] == "calibrated"

@@ -275,6 +275,12 @@ def _note_profiler_overhead(
     # modules, cold hooks) and sample what the later ones do; without a warm-up step the
     # first detailed step is the script's first step (lazy initialization) and is left out
     measured = measured_detail_ms(walls, first_window=0 if state.warmup else 1)
+    if detail.get("mode") == "windows" and len(detail.get("detailed_steps") or ()) < 2:
+        # one window only (a run under ~100 steps): its steps sit in the script's own warm-up,
+        # which no later window balances (pytorch/examples' GCN, 59 steps: 4.2 ms measured
+        # against 1.3 ms calibrated, while detail="always"'s interleaved control steps agreed
+        # with the calibrated sum); the calibrated sum stands
+        measured = None
     first_extra_ms = 0.0  # ... its first calls' profiler work is not: measured, added back
     detailed_count = detail["detailed_count"]
     if not state.warmup and state.first_detail_ns is not None and detailed_count > 1:

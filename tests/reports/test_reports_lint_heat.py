@@ -58,3 +58,24 @@ def test_hot_lint_finding_outranks_the_cold_one(tmp_path):
     assert "train_script.py:11" in hot.title and hot.heat == 0.05  # 1 sync per step
     assert "not hot" in hot.title + cold.title and cold.heat == 0.0
     assert hot.priority < cold.priority
+
+
+def test_a_finding_on_a_loops_for_is_measured_by_the_loops_body_lines():
+    """TD305 is reported on the `for` of a per-parameter loop; the profile measures the lines
+    inside it: the advice adds them up and applies the foreach cure's benchmarked speedup."""
+    from torchdoctor.analyze.advice.lint_hot import lint_findings
+
+    body = {"file": "/w/train.py", "line": 60, "loop_line": 59, "location": "train.py:60",
+            "function": "<module>", "code": "p.data.add_(p.grad, alpha=-lr)", "owner": "",
+            "forward_ms": {"mean": 1.5}, "backward_ms": {"mean": 0.0},
+            "total_ms": {"mean": 1.5}, "calls_per_step": 40.0, "torch_calls_per_step": 40.0,
+            "top_ops": [{"op": "Tensor.add_", "forward_ms": 1.5, "calls_per_step": 40.0}]}  # fmt: skip
+    finding = {"code": "TD305", "severity": "warning", "message": "a loop over parameters",
+               "path": "/w/train.py", "line": 59, "replacement": None}  # fmt: skip
+    session = {"step_ms": {"mean": 10.0}, "hot_lines": {"steps": 5, "lines": [body]},
+               "lint": [finding]}  # fmt: skip
+    (item,) = [a for a in lint_findings(session) if "TD305" in a.title]
+    assert any("the loop's body (line 60)" in e for e in item.evidence)
+    assert "on a measured loop (train.py:59)" in item.title
+    assert item.estimated_saving_ms is not None and item.estimated_saving_ms > 0
+    assert item.cause == "loop /w/train.py:59"

@@ -136,6 +136,27 @@ PER_ELEMENT_LOOP = Cure(
     ("torch.vmap", "torch.compile"),
 )
 
+FOREACH = Cure(
+    "foreach",
+    "update all parameters in a few multi-tensor kernels (torch._foreach_*)",
+    "Replace the Python loop over parameters with the multi-tensor ops: "
+    "torch._foreach_add_(params, grads, alpha=-lr) for a hand-written SGD step, "
+    "torch._foreach_lerp_(ema_params, params, 1 - decay) for an EMA (or "
+    "torch.optim.swa_utils.AveragedModel with get_ema_multi_avg_fn), torch.optim with "
+    "foreach=True / fused=True for the rest.",
+    Speedup(
+        1.08,
+        5.47,
+        "BENCHMARKS.md suite 'fused': per-parameter loop vs torch._foreach on 100 parameters "
+        "(CPU), 1.08x (SGD, 512x512 weights) to 5.47x (EMA, 64x64 weights)",
+    ),
+    ("TD305", "torch._foreach_add_", "torch._foreach_lerp_"),
+    "for p in model.parameters():                                   # before\n"
+    "    p.data.add_(p.grad, alpha=-lr)\n"
+    "params = [p for p in model.parameters() if p.grad is not None]  # after\n"
+    "torch._foreach_add_(params, [p.grad for p in params], alpha=-lr)",
+)
+
 _FUSED = "BENCHMARKS.md suite 'fused' (CPU, forward + backward, interleaved): "
 FUSED_ACTIVATION = Cure(
     "fused activation",
@@ -198,6 +219,7 @@ CURES_BY_CODE: dict[str, Cure] = {
     "TD302": REMAP,
     "TD303": ASSIGNMENT,
     "TD304": PER_ELEMENT_LOOP,
+    "TD305": FOREACH,
     "TD507": FUSED_ATTENTION,
     "TD508": FUSED_ACTIVATION,
 }

@@ -167,6 +167,35 @@ def line_of(
     return None
 
 
+def loop_of(
+    session: Mapping[str, Any], path: Any, line: Any, rows: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """The measured lines of the Python loop that starts at ``path:line``, added up: a finding
+    reported on a loop's ``for`` (TD304, TD305) is about its body's lines. ``{"file",
+    "loop_line", "total_ms", "own_ms", "share", "lines"}``, or None when none was measured.
+
+    Example:
+        >>> row = {"file": "/a/t.py", "line": 60, "loop_line": 59, "total_ms": {"mean": 2.0}}
+        >>> loop_of({"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [row]}}, "t.py", 59)["share"]
+        0.2
+    """
+    body = [
+        r
+        for r in (measured_lines(session) if rows is None else rows)
+        if r.get("loop_line") == line and same_file(r["file"], str(path))
+    ]
+    if not body:
+        return None
+    return {
+        "file": body[0]["file"],
+        "loop_line": line,
+        "total_ms": sum(r["total_ms"] for r in body),
+        "own_ms": sum(r["own_ms"] for r in body),
+        "share": sum(r["share"] for r in body),
+        "lines": [r["line"] for r in body],
+    }
+
+
 def root_lines_ms(session: Mapping[str, Any]) -> float | None:
     """Time per step of the measured lines outside every module and region (owner: the
     step); None when no line was measured at all (lines were not collected).

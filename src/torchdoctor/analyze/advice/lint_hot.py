@@ -1,7 +1,8 @@
 """Rule ``lint``: static findings, those on lines the profile shows hot ranked above cold ones.
 
 A finding is hot when its line is a recorded sync line, a measured line (the ``hot_lines``
-section: heat = the line's own share of the step), or lies inside the source span of a
+section: heat = the line's own share of the step), the ``for`` of a loop whose body lines were
+measured (TD304, TD305 are reported there: heat = the body's share), or lies inside the source span of a
 measured module/region taking >= 5% of the step; its ``heat`` is that part's share of the step
 (1.0 for a sync line). Findings on a line that has advice of its own (rule ``hot-line``) are
 left to that advice, as its evidence. Hot findings get one Advice each; cold ones are grouped per code with
@@ -35,7 +36,7 @@ from torchdoctor.analyze.advice.base import (
     with_saving,
 )
 from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause, saving_note
-from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of
+from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of, loop_of
 from torchdoctor.lint.registry import RULES
 
 HOT_FRACTION = 0.05
@@ -107,6 +108,13 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             f"the line takes {fmt_ms(measured['total_ms'])} per step, "
             f"{100 * measured['share']:.0f}% of the step (measured)"
         )
+    loop = loop_of(session, path, line) if step > 0 else None
+    if loop is not None and loop["total_ms"] > 0:  # a finding on a loop's `for`: its body
+        return min(1.0, loop["share"]), (
+            f"the loop's body (line {', '.join(str(n) for n in loop['lines'])}) takes "
+            f"{fmt_ms(loop['own_ms'])} per step, {100 * loop['share']:.0f}% of the step "
+            "(measured)"
+        )
     best: tuple[float, str] = (0.0, "")
     if step <= 0 or not isinstance(line, int):
         return best
@@ -175,6 +183,8 @@ def suspect_lines(session: Mapping[str, Any]) -> list[tuple[str, str]]:
 def _place(why: str) -> str:
     if why.startswith("outside every module"):
         return "in unattributed code"
+    if why.startswith("the loop's body"):
+        return "on a measured loop"
     return "on a measured line" if why.endswith("(measured)") else "on a hot line"
 
 
@@ -234,6 +244,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         replacement = finding.get("replacement")
         cure = CURES_BY_CODE.get(str(finding.get("code")))  # the cure a hot line would get
         measured = line_of(session, finding.get("path"), finding.get("line"))
+        loop = None if measured is not None else loop_of(session, finding["path"], finding["line"])
         advice.append(
             Advice(
                 rule="lint",
@@ -249,9 +260,13 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 heat=heat,
                 locations=[location(finding.get("path"), finding.get("line"))],
                 # (a finding on a line of a per-element loop joins the loop's advice)
-                cause=_cause(finding) or loop_cause(measured),
+                cause=_cause(finding)
+                or loop_cause(measured)
+                or (f"loop {loop['file']}:{loop['loop_line']}" if loop else None),
             )
         )
+        if loop is not None:  # a finding on a loop's `for`: its body's measured lines (the
+            measured = loop  # evidence says so: _heat)
         if cure is not None and measured is not None and measured["total_ms"] > 0:
             with_saving(advice[-1], step, measured["share"], cure.speedup)  # a measured line
             advice[-1].evidence.append(saving_note(cure))

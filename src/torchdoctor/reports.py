@@ -146,10 +146,18 @@ def lint_script(script: str, more: Sequence[str] = ()) -> list[Any]:
         >>> [f.code for f in lint_script(str(script))]
         ['TD102']
     """
+    from torchdoctor.collect.notebook import is_notebook, notebook_source
     from torchdoctor.lint import lint_paths
 
     paths = [script, *(p for p in more if not os.path.samefile(p, script))]
-    return [f for f in lint_paths(paths) if not f.code.startswith("TD0")]
+    found = []
+    if is_notebook(script):  # a notebook: its code cells, as `run` ran them
+        from torchdoctor.lint import lint_source
+
+        found = lint_source(notebook_source(script), path=script)
+        paths = paths[1:]
+    found += lint_paths(paths) if paths else []
+    return [f for f in found if not f.code.startswith("TD0")]
 
 
 def hot_line_files(session: Mapping[str, Any], limit: int = 10) -> list[str]:

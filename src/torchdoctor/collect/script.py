@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from torchdoctor.collect.notebook import is_notebook, notebook_globals, notebook_source
+
 _HOOK_NAME = "__torchdoctor_step_fn__"
 EXIT_CTRL_C = 130  # what a shell reports for a Python killed by SIGINT
 EXIT_SIGTERM = 143  # ... and by SIGTERM (128 + 15)
@@ -211,8 +213,11 @@ def load_script(path: str, step_fn: str | None = None) -> LoadedScript:
             "`torchdoctor run train.py --epochs 1`"
         )
     absolute = os.path.abspath(path)
-    with tokenize.open(absolute) as handle:  # honours the script's encoding declaration
-        source = handle.read()
+    if is_notebook(absolute):  # its code cells, in order (collect/notebook.py)
+        source = notebook_source(absolute)
+    else:
+        with tokenize.open(absolute) as handle:  # honours the script's encoding declaration
+            source = handle.read()
     if step_fn is None or ":" in step_fn:
         code = compile(source, absolute, "exec", dont_inherit=True)
         return LoadedScript(absolute, code, step_fn, given=path)
@@ -371,6 +376,8 @@ def run_script(
                 main.__dict__[_HOOK_NAME] = decorate
             else:
                 restore.append(_wrap_module_function(script.step_fn, decorate))
+        if is_notebook(script.path):  # IPython's names a notebook uses without importing
+            main.__dict__.update(notebook_globals())
         try:
             with _sigterm_as_interrupt():
                 exec(script.code, main.__dict__)

@@ -309,6 +309,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     sessions (store or files) and prints (and writes ``OUT/ranks.md``, ``OUT/ranks.json``)
     their comparison with the straggler named.
     """
+    from torchdoctor.collect.notebook import NOTEBOOK_NOTE, is_notebook
     from torchdoctor.collect.script import ScriptNotFoundError
     from torchdoctor.commands.ranks import distributed_rank, merge_ranks, torchrun_run_id
     from torchdoctor.commands.run_children import (
@@ -349,6 +350,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         return 2
     status = outcome.exit_code
     script_path = getattr(args, "script_path", None) or script_path  # (-m: the module's file)
+    if is_notebook(script_path):
+        session["config"].setdefault("notes", []).append(NOTEBOOK_NOTE)
     try:  # back where `run` started (the history, relative paths in the notices)
         os.chdir(start_dir)
     except OSError:

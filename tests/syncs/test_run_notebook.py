@@ -45,6 +45,18 @@ def test_the_cells_become_one_script_with_ipython_syntax_as_comments(tmp_path):
     compile(source, "train.ipynb", "exec")  # plain Python now
 
 
+def test_continuation_lines_that_start_with_percent_or_bang_stay_python(tmp_path):
+    path = tmp_path / "fmt.ipynb"
+    cell = ["msg = ('%d steps'\n", "       % 3)\n", "ok = (1\n", "      != 2)\n", "%env A=1"]
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": cell}], "nbformat": 4}))
+    lines = notebook_source(str(path)).splitlines()
+    assert "       % 3)" in lines and "      != 2)" in lines  # inside brackets: Python
+    assert "# %env A=1  (IPython syntax, not run)" in lines
+    scope: dict = {}
+    exec(compile("\n".join(lines), "fmt.ipynb", "exec"), scope)
+    assert scope["msg"] == "3 steps" and scope["ok"] is True
+
+
 def test_run_profiles_a_notebook_and_names_its_lines(tmp_path):
     notebook = _notebook(tmp_path / "train.ipynb")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -88,14 +88,68 @@ def notebook_source(path: str) -> str:
             lines = [f"# {line}" for line in lines]
             lines[0] += "  (IPython cell magic, not run)"
         else:
-            lines = [
-                f"# {line.strip()}  (IPython syntax, not run)" if _IPYTHON_LINE.match(line) else line
-                for line in lines
-            ]
+            lines = _comment_ipython_lines(lines)
         parts.append("\n".join([f"# %% [cell {number}]", *lines]) + "\n")
     source = "\n".join(parts)
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)
     return source
+
+
+def _comment_ipython_lines(lines: list[str]) -> list[str]:
+    """The cell's lines with those of IPython syntax commented out; only a line that starts a
+    statement can be one (a continuation line ``    % loss)`` or ``    != b):`` is Python).
+
+    Example:
+        >>> for line in _comment_ipython_lines(["%time f()", "s = ('%d'", "     % 3)", "x = !ls"]):
+        ...     print(line)
+        # %time f()  (IPython syntax, not run)
+        s = ('%d'
+             % 3)
+        # x = !ls  (IPython syntax, not run)
+    """
+    out, depth, continued = [], 0, False
+    for line in lines:
+        starts = depth == 0 and not continued
+        if starts and _IPYTHON_LINE.match(line):
+            out.append(f"# {line.strip()}  (IPython syntax, not run)")
+        else:
+            out.append(line)
+        depth, continued = _after(line, depth)
+    return out
+
+
+_TRIPLE = ("'''", '"""')
+
+
+def _after(line: str, depth: int) -> tuple[int, bool]:
+    """Bracket depth after ``line`` (outside strings and comments) and whether it ends in a
+    backslash continuation: a rough scan (a triple-quoted string over lines is not followed).
+
+    Example:
+        >>> _after("x = f(a, '(' # )", 0), _after("y = 1 + \\\\", 0)
+        ((1, False), (0, True))
+    """
+    quote = None
+    index = 0
+    while index < len(line):
+        char = line[index]
+        if quote is not None:
+            if char == "\\":
+                index += 1
+            elif line.startswith(quote, index):
+                index += len(quote) - 1
+                quote = None
+        elif char == "#":
+            break
+        elif char in "'\"":
+            quote = line[index : index + 3] if line[index : index + 3] in _TRIPLE else char
+            index += len(quote) - 1
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+        index += 1
+    return depth, line.rstrip().endswith("\\")
 
 
 def notebook_globals() -> dict[str, object]:

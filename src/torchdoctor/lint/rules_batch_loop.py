@@ -105,9 +105,17 @@ class BatchLoopRules(RuleVisitor):
                 return name
         return None
 
-    def _made_by_torch(self, name: str, scope: ast.AST) -> bool:
-        values = self.assigned_values(scope, name)
-        return bool(values) and all(
+    def _made_by_torch(
+        self, name: str, scope: ast.AST, before: int | None = None, unassigned: bool = False
+    ) -> bool:
+        """Every value assigned to ``name`` in ``scope`` (before line ``before``) is a torch
+        call; ``unassigned``: a name never assigned (a parameter) passes too."""
+        values = [
+            v
+            for v in self.assigned_values(scope, name)
+            if before is None or v.lineno < before
+        ]
+        return (unassigned or bool(values)) and all(
             isinstance(v, ast.Call) and any(q.startswith("torch.") for q in self.callee(v))
             for v in values
         )
@@ -200,15 +208,12 @@ class BatchLoopRules(RuleVisitor):
         if len(names) != 1 or None in names:
             return None
         (name,) = names
-        values = [v for v in self.assigned_values(scope, name) if v.lineno < loop.lineno]
-        by_torch = all(
-            isinstance(v, ast.Call) and any(q.startswith("torch.") for q in self.callee(v))
-            for v in values
-        )
         if name == batch:  # written back into the batch: sized by shape, never made otherwise
-            made = _sized_by_shape(loop.iter) and by_torch  # (a NumPy array is not)
+            made = _sized_by_shape(loop.iter) and self._made_by_torch(  # (NumPy's is not)
+                name, scope, before=loop.lineno, unassigned=True
+            )
         else:  # a tensor made by torch before the loop (torch.zeros, torch.empty_like, ...)
-            made = "." not in name and bool(values) and by_torch
+            made = "." not in name and self._made_by_torch(name, scope, before=loop.lineno)
         return (name, body) if made else None
 
     def _stacked_after(self, loop: ast.For) -> set[str]:

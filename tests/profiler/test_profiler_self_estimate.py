@@ -87,6 +87,24 @@ def test_a_measured_detail_cost_replaces_the_calibrated_sum_in_the_run_total():
     assert share["overhead_pct"] == pytest.approx(100 * 2.0 / 10.0)
 
 
+def test_the_run_share_is_of_the_steps_whole_time_not_steps_times_the_median():
+    # a diffusers sampler on a busy machine: 117 steps, median 37 ms, but detailed steps of
+    # 1250 ms and stalls in light ones (mean 295 ms); steps x median (4.3 s) was less than the
+    # profiler's 3.1 s in steps, and the share came out as 7e14 %
+    common = dict(backward=False, steps=117, detailed_steps=5, measured_detail_ms=612.0,
+                  detailed_step_ms=1250.0)  # fmt: skip
+    whole = estimate_profiler_overhead(132, 37.0, mean_step_ms=295.0, **common)
+    total = whole["run_overhead_ms"]
+    assert whole["run_overhead_pct"] == pytest.approx(100 * total / (117 * 295.0 - total))
+    assert 0 < whole["run_overhead_pct"] < 100
+    # a mean under the median (a few very fast steps) does not shrink the base
+    low = estimate_profiler_overhead(132, 37.0, mean_step_ms=30.0, **common)
+    assert (
+        low["run_overhead_pct"]
+        == estimate_profiler_overhead(132, 37.0, **common)["run_overhead_pct"]
+    )
+
+
 def test_a_measured_cost_within_the_light_steps_noise_and_far_over_the_parts_is_not_used():
     common = dict(backward=False, steps=100, detailed_steps=10, hook_ms_per_step=0.5)
     calibrated = estimate_profiler_overhead(10, 10.0, **common)["overhead_ms"]

@@ -156,6 +156,42 @@ def test_host_marks_go_with_their_tensors():
         assert len(audit.residency) < 5
 
 
+def test_from_numpy_is_host_data_and_a_move_that_names_no_device_keeps_it():
+    device = "cpu"  # a variable, as in a GPU script: .to(device) is a move to the accelerator
+
+    def sample():  # a diffusers scheduler's timesteps (set_timesteps(n) passes device=None)
+        timesteps = torch.from_numpy(np.arange(0, 1000, 100)[::-1].copy()).to(None)
+        betas = torch.from_numpy(np.linspace(1e-4, 0.02, 1000)).to(torch.float32)
+        for t in timesteps:
+            if t > 0:  # host data: no sync
+                _ = betas[t].item()  # host data again
+        moved = torch.from_numpy(np.ones(3)).to(device)
+        return moved.sum().item()  # DEVICE moved to the accelerator
+
+    with _audit() as audit:
+        sample()
+    assert _lines(audit) == [("item", _line_of(sample, "DEVICE"))]
+    assert torch.from_numpy.__module__ != __name__  # (the wrapper is gone with the audit)
+
+
+def test_views_of_host_data_made_while_the_audit_was_paused_stay_host_data():
+    device = "cpu"
+    timesteps = None
+    with _audit() as audit:
+        timesteps = torch.from_numpy(np.arange(5))  # seen: the wrapper outlives a pause
+        audit.pause()  # between the profiler's detail windows
+        steps = list(timesteps)  # the elements (views of it) made unseen
+        batch = torch.from_numpy(np.ones((2, 3)))
+        row = batch[0]
+        audit.resume()
+        waits = [bool(t > 2) for t in steps]  # host data: no sync
+        moved = row.to(device)  # the same object on a CPU run, moved all the same
+        total = moved.sum().item()  # DEVICE
+        unmoved = batch[1].sum().item()  # host data
+    assert waits == [False, False, False, True, True] and total == unmoved == 3.0
+    assert [r["kind"] for r in audit.records()] == ["item"]
+
+
 def test_a_gpu_run_decides_by_the_real_device():
     audit = SyncAudit(predict=False)
     assert audit.residency is None

@@ -304,6 +304,7 @@ def _note_profiler_overhead(
         light_hooks=state.boundary is StepBoundary.MODULE,
         registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
         first_step_ms=first_extra_ms, light_spread_ms=spread,
+        mean_step_ms=(session.get("step_ms") or {}).get("mean"),
     )  # fmt: skip
     if line_calls:  # the per-call costs a hot line's timed calls pay (analyze/.../hot_lines_data)
         # each timed call is seen once by the audit, and brings the line's untimed reads with

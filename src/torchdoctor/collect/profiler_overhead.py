@@ -212,6 +212,7 @@ def estimate_profiler_overhead(
     first_step_ms: float = 0.0,
     event_ms: float = 0.0,
     light_spread_ms: float | None = None,
+    mean_step_ms: float | None = None,
 ) -> dict[str, Any]:
     """The profiler's estimated cost: per detailed step (``overhead_ms``, ``overhead_pct`` of
     the step without it) and over the whole run (``run_overhead_ms``, ``run_overhead_pct``),
@@ -244,7 +245,9 @@ def estimate_profiler_overhead(
     over a later detailed step (registering modules, classifying code at first sight), added
     to the run when the measured cost stands; ``light_spread_ms``: the light steps'
     interquartile range (a measured cost within it and over NOISY_RATIO x the calibrated sum
-    is discarded as noise: ``measured_discarded_ms`` keeps it).
+    is discarded as noise: ``measured_discarded_ms`` keeps it); ``mean_step_ms``: the mean
+    step, so ``steps`` x it is the steps' whole wall time, the base of ``run_overhead_pct``
+    (default ``step_ms``: a median under the detailed steps' time when they are slow).
 
     Example:
         >>> e = estimate_profiler_overhead(0, 10.0, backward=False, bookkeeping_ms_per_step=0.1)
@@ -301,7 +304,7 @@ def estimate_profiler_overhead(
         in_steps += first_step_ms
     in_steps += event_ms
     total = in_steps + steps * bookkeeping_ms_per_step
-    plain = max(steps * step_ms - in_steps, 1e-9)
+    plain = max(steps * max(mean_step_ms or 0.0, step_ms) - in_steps, 1e-9)
     out.update(
         overhead_ms=detailed_ms,
         run_overhead_ms=total,

@@ -2,9 +2,11 @@
 
 A CPU run predicts the syncs a GPU run would have; only a read of *device* data is one. A
 tensor is known **host data** when the audit saw it made on the host: a factory call without a
-``device`` argument (``torch.randint``, ``torch.tensor``, ``torch.zeros`` ...), a copy to the
-host (``.cpu()``, ``.to("cpu")`` on a line that names the CPU), or an op whose tensor inputs are
-all host data (``ix + 1``, ``torch.stack(host_list)``, the elements of ``for i in ix``). Every
+``device`` argument (``torch.randint``, ``torch.tensor``, ``torch.zeros`` ...),
+``torch.from_numpy``, a copy to the host (``.cpu()``, ``.to("cpu")`` on a line that names the
+CPU), an op whose tensor inputs are all host data (``ix + 1``, ``torch.stack(host_list)``, the
+elements of ``for i in ix``, a ``.to(torch.float32)`` that names no device), or a view of host
+data (not itself moved with ``.to(device)``). Every
 other tensor counts as device data: parameters, buffers (unmarked when registered), tensors
 moved with ``.to(device)`` / ``.cuda()`` (even when ``device`` is the CPU in this run), tensors
 made with ``device=...``, whatever is computed from any of them (so module outputs are device
@@ -29,10 +31,12 @@ import linecache
 import re
 import sys
 import weakref
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import torch
+from torch.nn.modules.module import register_module_buffer_registration_hook
 
 from torchdoctor.collect.syncs_frames import user_frame
 
@@ -65,8 +69,28 @@ FACTORIES: frozenset = frozenset(
     )
     if f is not None
 )
-#: calls whose result is moved to a device (``.to`` reaches here only with a dtype/device)
+#: calls whose result is moved to a device (``.to`` only when it names one: see _to_target)
 MOVES: frozenset = frozenset((_T.cuda, _T.to))
+
+
+def _to_target(args: tuple, kwargs: dict | None) -> Any:
+    """What ``Tensor.to(...)`` moves to: a device (str, torch.device, index), a tensor (its
+    device), or None when it names none (``.to(torch.float16)``, ``.to(None)``: the result
+    stays where its input is).
+
+    Example:
+        >>> x = torch.ones(1)
+        >>> _to_target((x, "cuda"), {}), _to_target((x, torch.half), {}), _to_target((x, None), {})
+        ('cuda', None, None)
+    """
+    if kwargs and kwargs.get("device") is not None:
+        return kwargs["device"]
+    for value in args[1:]:
+        if isinstance(value, str | torch.device | _T) or (
+            type(value) is int  # .to(0): a device index
+        ):
+            return value
+    return None
 
 
 def line_names_cpu(frame: FrameType | None) -> bool:
@@ -126,18 +150,38 @@ class Residency:
         (True, False)
     """
 
-    __slots__ = ("_host", "__weakref__")
+    __slots__ = ("_host", "_moved", "__weakref__")
 
     def __init__(self) -> None:
         self._host: dict[int, weakref.ref] = {}
+        #: views of host data moved to the device by a call that returned them unchanged
+        #: (``batch[0].to(device)`` on a CPU run): their base's mark does not hold for them
+        self._moved: dict[int, weakref.ref] = {}
 
     def __len__(self) -> int:
         return len(self._host)
 
     def is_host(self, tensor: Any) -> bool:
-        """Whether ``tensor`` is known host data."""
+        """Whether ``tensor`` is known host data: marked, or a view of marked data (the
+        elements of a host tensor iterated while the audit was paused between windows).
+
+        Example:
+            >>> r = Residency()
+            >>> steps = r.mark_host(torch.arange(4))
+            >>> r.is_host(steps[1]), r.is_host(r.mark_device(steps[2])), r.is_host(steps + 1)
+            (True, False, False)
+        """
         ref = self._host.get(id(tensor))
-        return ref is not None and ref() is tensor
+        if ref is not None:
+            return ref() is tensor
+        base = tensor._base
+        if base is None:
+            return False
+        ref = self._host.get(id(base))
+        if ref is None or ref() is not base:
+            return False
+        moved = self._moved.get(id(tensor))
+        return moved is None or moved() is not tensor
 
     def mark_host(self, value: Any) -> Any:
         """Mark a tensor (or the tensors of a tuple/list) as host data; returns ``value``."""
@@ -154,29 +198,31 @@ class Residency:
     def mark_device(self, value: Any) -> Any:
         """Forget a host mark: ``value`` (a tensor, or a tuple/list of them) is device data."""
         if isinstance(value, _T):
-            self._host.pop(id(value), None)
+            key = id(value)
+            self._host.pop(key, None)
+            if value._base is not None:
+                moved = self._moved
+                moved[key] = weakref.ref(value, lambda _ref, key=key: moved.pop(key, None))
         elif isinstance(value, tuple | list):
             for item in value:
                 if isinstance(item, _T):
-                    self._host.pop(id(item), None)
+                    self.mark_device(item)
         return value
 
     def all_host(self, args: tuple, kwargs: dict | None) -> bool:
         """True when the call has tensor inputs and every one is host data (one level into
         lists and tuples: ``torch.stack([a, b])``); False at the first device tensor."""
-        host = self._host
+        is_host = self.is_host
         seen = False
         for value in (*args, *kwargs.values()) if kwargs else args:
             if isinstance(value, _T):
-                ref = host.get(id(value))
-                if ref is None or ref() is not value:
+                if not is_host(value):
                     return False
                 seen = True
             elif isinstance(value, tuple | list) and value and isinstance(value[0], _T):
                 for item in value:
                     if isinstance(item, _T):
-                        ref = host.get(id(item))
-                        if ref is None or ref() is not item:
+                        if not is_host(item):
                             return False
                         seen = True
         return seen
@@ -195,17 +241,75 @@ class Residency:
         """
         if args:  # fast path: the first input is device data, so is the result (most calls)
             first = args[0]
-            if isinstance(first, _T) and self._host.get(id(first)) is None:
+            if (
+                isinstance(first, _T)
+                and self._host.get(id(first)) is None
+                and (first._base is None or not self.is_host(first))
+            ):
                 return result
         if func in FACTORIES:
             if not kwargs or kwargs.get("device") is None or line_names_cpu(sys._getframe(1)):
                 self.mark_host(result)
             return result
         if func in MOVES:
+            target = _T.cuda if func is _T.cuda else _to_target(args, kwargs)
+            if target is None:  # a dtype-only .to(...), or .to(None): stays where it was
+                return self._propagate(args, kwargs, result)
+            if isinstance(target, _T):  # .to(other): lives where other does
+                return self.mark_host(result) if self.is_host(target) else self.mark_device(result)
             return self.mark_device(result)
+        return self._propagate(args, kwargs, result)
+
+    def _propagate(self, args: tuple, kwargs: dict | None, result: Any) -> Any:
         if self._host and result is not None and self.all_host(args, kwargs):
             self.mark_host(result)
         return result
+
+    def install(self) -> list[Any]:
+        """What keeps the marks right beyond the audit's mode, as handles with ``remove()``:
+        a buffer registered on a module is device data (it lives where its module does), and
+        ``torch.from_numpy`` (not dispatched to torch-function modes) makes host data.
+
+        Example:
+            >>> import numpy as np, torch
+            >>> r = Residency()
+            >>> before = torch.from_numpy
+            >>> handles = r.install()
+            >>> t = torch.from_numpy(np.zeros(2))
+            >>> for handle in handles: handle.remove()
+            >>> r.is_host(t), torch.from_numpy is before
+            (True, True)
+        """
+
+        def buffer_registered(module: Any, name: str, buffer: Any) -> None:
+            if buffer is not None:
+                self.mark_device(buffer)
+
+        return [register_module_buffer_registration_hook(buffer_registered),
+                _Replaced(torch, "from_numpy", _marking(torch.from_numpy, self.mark_host))]  # fmt: skip
+
+
+def _marking(make: Callable[..., Any], mark: Callable[[Any], Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return mark(make(*args, **kwargs))
+
+    wrapper.__name__ = wrapper.__qualname__ = getattr(make, "__name__", "wrapper")
+    wrapper.__doc__ = make.__doc__
+    return wrapper
+
+
+class _Replaced:
+    """``owner.name`` replaced by ``value`` until :meth:`remove` (which leaves a later
+    replacement by someone else in place)."""
+
+    def __init__(self, owner: Any, name: str, value: Any) -> None:
+        self.owner, self.name, self.value = owner, name, value
+        self.original = getattr(owner, name)
+        setattr(owner, name, value)
+
+    def remove(self) -> None:
+        if getattr(self.owner, self.name) is self.value:
+            setattr(self.owner, self.name, self.original)
 
 
 def host_alias(tensor: Any) -> Any:

@@ -44,7 +44,6 @@ import weakref
 from typing import Any
 
 import torch
-from torch.nn.modules.module import register_module_buffer_registration_hook
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
@@ -123,7 +122,7 @@ class SyncAudit:
         if not self.thorough:
             self._hooks.append(ZeroGradBypass(self))
         if self.residency is not None:
-            self._hooks.append(register_module_buffer_registration_hook(self._buffer_registered))
+            self._hooks.extend(self.residency.install())
         self._hooks.append(UserLineWarnings())  # warnings raised under the mode: user's line
         try:
             if not self.predict:
@@ -218,10 +217,6 @@ class SyncAudit:
             )
 
     # -- optimizer and backward --------------------------------------------------------------
-    def _buffer_registered(self, module: Any, name: str, buffer: Any) -> None:
-        if self.residency is not None and buffer is not None:
-            self.residency.mark_device(buffer)  # a buffer lives where its module does
-
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._in_optimizer += 1
         builtin = type(optimizer).__module__.startswith("torch.optim")

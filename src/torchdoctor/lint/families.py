@@ -16,6 +16,7 @@ from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_model import ModelRules
 from torchdoctor.lint.rules_param_update import ParamUpdateRules
 from torchdoctor.lint.rules_precision import PrecisionRules
+from torchdoctor.lint.rules_softmax import SoftmaxRules
 from torchdoctor.lint.rules_sync import SyncRules
 from torchdoctor.lint.rules_training import TrainingRules
 
@@ -33,6 +34,7 @@ FAMILIES: tuple[type, ...] = (
     DeviceRules,
     ModelRules,
     ActivationRules,
+    SoftmaxRules,
     TrainingRules,
     HistoryRules,
     FrameworkRules,

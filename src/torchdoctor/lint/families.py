@@ -5,6 +5,7 @@ from __future__ import annotations
 from torchdoctor.lint.rules_activation import ActivationRules
 from torchdoctor.lint.rules_batch_loop import BatchLoopRules
 from torchdoctor.lint.rules_cat_growth import CatGrowthRules
+from torchdoctor.lint.rules_checkpoint import CheckpointRules
 from torchdoctor.lint.rules_data import DataRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
@@ -37,5 +38,6 @@ FAMILIES: tuple[type, ...] = (
     SoftmaxRules,
     TrainingRules,
     HistoryRules,
+    CheckpointRules,
     FrameworkRules,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torchdoctor.lint.rules_activation import ActivationRules
 from torchdoctor.lint.rules_batch_loop import BatchLoopRules
 from torchdoctor.lint.rules_cat_growth import CatGrowthRules
+from torchdoctor.lint.rules_checkpoint import CheckpointRules
 from torchdoctor.lint.rules_data import DataRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
@@ -16,6 +17,7 @@ from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_model import ModelRules
 from torchdoctor.lint.rules_param_update import ParamUpdateRules
 from torchdoctor.lint.rules_precision import PrecisionRules
+from torchdoctor.lint.rules_softmax import SoftmaxRules
 from torchdoctor.lint.rules_sync import SyncRules
 from torchdoctor.lint.rules_training import TrainingRules
 
@@ -33,7 +35,9 @@ FAMILIES: tuple[type, ...] = (
     DeviceRules,
     ModelRules,
     ActivationRules,
+    SoftmaxRules,
     TrainingRules,
     HistoryRules,
+    CheckpointRules,
     FrameworkRules,
 )

@@ -1,4 +1,6 @@
 # TD207: operations whose output size depends on tensor values, run every step.
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -25,6 +27,8 @@ def train(model, loader, opt, device, n_samples):
         counts = keep.sum(1)
         flat = out.repeat_interleave(counts, dim=0)  # expect: TD207
         ids = torch.repeat_interleave(counts)  # expect: TD207
+        big = out[out > math.log(2)]  # expect: TD207
+        lead = keep[0].nonzero()  # expect: TD207
         noise = torch.randn_like(out)
         noise[keep] = torch.randn_like(out)  # expect: TD207
         err[keep] += 1  # expect: TD207
@@ -49,7 +53,7 @@ def train(model, loader, opt, device, n_samples):
         (loss + masked + first.sum() + chosen.sum() + both.sum()).backward()
         opt.step()
     final = out[out > 0]  # after the loop: once
-    return finite, rest, picked, rows, cols, where, sel, classes, runs, flat, ids, noise, final
+    return finite, rest, picked, rows, cols, where, sel, classes, runs, flat, ids, big, lead, final
 
 
 def evaluate(model, loader):
@@ -137,6 +141,9 @@ def train_step(model, batch, opt, vocab_size, special_id):
     opt.step()
     frozen = torch.arange(vocab_size) != special_id  # a mask built on the CPU
     model.grad[frozen] = model.grad[frozen].fill_(0)
+    others = torch.ones(vocab_size, dtype=torch.bool)  # on the CPU too (no device=)
+    others[special_id] = False
+    model.weight.data[others] = model.saved[others]
     table = batch["table"]
     kinds = table["kind"].unique()  # a table column (pandas)
     return kinds

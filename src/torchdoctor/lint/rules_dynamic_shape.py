@@ -32,6 +32,7 @@ from torchdoctor.lint.visitor import (
     FUNCTIONS,
     RuleVisitor,
     calls_in,
+    constant,
     dotted,
     has_host_copy,
     keyword,
@@ -81,7 +82,7 @@ _COMPARISONS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _MASK_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor)
 #: reads that give a Python number: comparing them gives a Python bool, not a mask
 _PYTHON_NUMBERS = frozenset({"shape", "size", "ndim", "dim", "numel", "item", "__len__"})
-_HOST_MODULES = ("numpy.", "pandas.", "scipy.", "sklearn.", "math.")
+_HOST_MODULES = ("numpy.", "pandas.", "scipy.", "sklearn.")
 #: name -> form, for torch.<name>(...) and x.<name>(...)
 _INDEX_CALLS = {
     "nonzero": "nonzero",
@@ -134,9 +135,7 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
         ``nonzero``, ``masked_select``, ``unique``, ``repeat_interleave``; None for none."""
         if isinstance(node, ast.Subscript):
             return self._subscript_form(node)
-        if isinstance(node, ast.Call):
-            return self._call_form(node)
-        return None
+        return self._call_form(node) if isinstance(node, ast.Call) else None
 
     def _subscript_form(self, node: ast.Subscript) -> str | None:
         if isinstance(node.value, (ast.List, ast.Tuple, ast.Dict, ast.Constant, ast.JoinedStr)):
@@ -176,10 +175,10 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
                 return None  # nx.unique(a), backend.nonzero(x): not the tensor method
         if name not in _INDEX_CALLS or receiver is None:
             return None
-        if isinstance(receiver, ast.Subscript) and isinstance(receiver.slice, ast.Constant):
-            return None  # df["label"].unique(): a table column (pandas)
-        if isinstance(receiver, (ast.Constant, ast.List, ast.Tuple)):
-            return None
+        if isinstance(receiver, (ast.Constant, ast.List, ast.Tuple)) or (
+            isinstance(receiver, ast.Subscript) and isinstance(constant(receiver.slice), str)
+        ):
+            return None  # a literal; df["label"].unique(): a table column (pandas)
         if self._on_host(receiver, self.enclosing_scope(node)):
             return None
         mask = node.args[-1] if name == "masked_select" and node.args else receiver
@@ -360,13 +359,7 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
         return False
 
     # -- reporting ------------------------------------------------------------------------------
-    def visit_Subscript(self, node: ast.Subscript) -> None:
-        self._check(node)
-
-    def visit_Call(self, node: ast.Call) -> None:
-        self._check(node)
-
-    def _check(self, node: ast.AST) -> None:
+    def visit_Call(self, node: ast.Call | ast.Subscript) -> None:
         form = self._form(node)
         if form is None or self._first_in_statement(node) is not node:
             return
@@ -376,6 +369,8 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
         where = self._where(node)
         if where is not None:
             self.report(node, "TD207", self._message(node, form, where))
+
+    visit_Subscript = visit_Call
 
     def _first_in_statement(self, node: ast.AST) -> ast.AST:
         """The first data-dependent form of ``node``'s statement (one finding a statement:
@@ -427,7 +422,7 @@ _MESSAGES = {
     "nonzero": "`{code}` returns the indices of the true elements {where}: their number depends "
     "on the data, so {why}; compute with the mask itself (`torch.where(mask, a, b)`, "
     "`x * mask`, `masked_fill`), or take a fixed number of indices with `topk`",
-    "unique": "`{code}` {where} has a data-dependent size ({why}) and no fixed-size form: "
+    "unique": "`{code}` {where} has a data-dependent size: {why}; it has no fixed-size form: "
     "compute it outside the step (once per dataset, or on the CPU in the data pipeline / "
     "collate_fn), or count over n known classes with `torch.zeros(n, device=x.device)"
     ".index_add_(0, x, torch.ones_like(x, dtype=torch.float))`",

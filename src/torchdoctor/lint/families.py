@@ -9,6 +9,7 @@ from torchdoctor.lint.rules_checkpoint import CheckpointRules
 from torchdoctor.lint.rules_data import DataRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
+from torchdoctor.lint.rules_dynamic_shape import DynamicShapeRules
 from torchdoctor.lint.rules_framework import FrameworkRules
 from torchdoctor.lint.rules_history import HistoryRules
 from torchdoctor.lint.rules_inference import InferenceRules
@@ -24,6 +25,7 @@ from torchdoctor.lint.rules_training import TrainingRules
 FAMILIES: tuple[type, ...] = (
     LinalgRules,
     SyncRules,
+    DynamicShapeRules,
     LoopRules,
     BatchLoopRules,
     ParamUpdateRules,

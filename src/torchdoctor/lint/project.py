@@ -195,3 +195,32 @@ class Project:
                             break
         self._no_grad[key] = found  # type: ignore[assignment]
         return found
+
+    def module_runs_without_grad(self, class_name: str) -> bool:
+        """Every name the project binds an instance of ``class_name`` to (``self.decoder =
+        MeshDecoder()``) is called only under ``torch.no_grad()``: an inference-only module.
+        False when no instance is found."""
+        key = ("instances", class_name)
+        if key in self._no_grad:
+            return bool(self._no_grad[key])
+        self._no_grad[key] = False  # recursion guard
+        pattern = re.compile(rf"\b{re.escape(class_name)}\s*\(")
+        bound: set[str] = set()
+        for path in self.paths:
+            tree = self.tree(path) if pattern.search(self.text(path)) else None
+            for node in ast.walk(tree) if tree is not None else ():
+                if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+                    continue
+                func = node.value.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called == class_name:
+                    for target in node.targets:
+                        name = target.attr if isinstance(target, ast.Attribute) else None
+                        bound.add(name or getattr(target, "id", ""))
+        verdict = (
+            bool(bound)
+            and "" not in bound
+            and all(self.callers_run_without_grad(name) is True for name in bound)
+        )
+        self._no_grad[key] = verdict
+        return verdict

@@ -24,27 +24,13 @@ class ForwardAndCallSyncs:
     def _report_in_forward(self, node: ast.AST, what: str) -> None:
         """TD205: a host read inside ``Module.forward`` (a criterion's too) runs on every
         call, stalls the CPU and breaks the torch.compile graph."""
-        scope = self.enclosing_scope(node)
-        if not (
-            isinstance(scope, FUNCTIONS)
-            and scope.name == "forward"
-            and isinstance(self.parent(scope), ast.ClassDef)
-        ):
+        owner = self.forward_owner(node)
+        if owner is None:
             return
-        if self.under_log_gate(node, scope) or self.skip_sync(node, scope):
-            return
-        if any(
-            (dotted(d.func if isinstance(d, ast.Call) else d) or "").endswith(
-                ("no_grad", "inference_mode")
-            )
-            for d in scope.decorator_list
+        if what in {"`.cpu()`", "`.numpy()`"} and self._exports_to_host_library(
+            self.enclosing_scope(node)
         ):
-            return  # an inference-only module (post-processing turns outputs into Python)
-        if what in {"`.cpu()`", "`.numpy()`"} and self._exports_to_host_library(scope):
             return  # deliberate: the data feeds NumPy/SciPy (reported by TD303 where it fits)
-        owner = self.parent(scope).name
-        if _POSTPROCESSING.search(owner):
-            return  # turns outputs into Python values by design (evaluation)
         self.report(
             node,
             "TD205",
@@ -52,6 +38,31 @@ class ForwardAndCallSyncs:
             "the torch.compile graph: keep the value a tensor (`torch.clamp(n, min=1)` rather "
             "than `max(n.item(), 1)`), or move the read out of forward",
         )
+
+    def forward_owner(self, node: ast.AST) -> str | None:
+        """The class whose ``forward`` runs ``node`` on every call; None outside forward, in
+        an inference-only forward (``@torch.no_grad()``), a post-processing / evaluation /
+        metric class, or a logged or run-ending branch."""
+        scope = self.enclosing_scope(node)
+        if not (
+            isinstance(scope, FUNCTIONS)
+            and scope.name == "forward"
+            and isinstance(self.parent(scope), ast.ClassDef)
+        ):
+            return None
+        if self.under_log_gate(node, scope) or self.skip_sync(node, scope):
+            return None
+        if any(
+            (dotted(d.func if isinstance(d, ast.Call) else d) or "").endswith(
+                ("no_grad", "inference_mode")
+            )
+            for d in scope.decorator_list
+        ):
+            return None  # an inference-only module (post-processing turns outputs into Python)
+        owner = self.parent(scope).name
+        if _POSTPROCESSING.search(owner):
+            return None  # turns outputs into Python values by design (evaluation)
+        return owner
 
     def _exports_to_host_library(self, scope: ast.AST) -> bool:
         for call in ast.walk(scope):

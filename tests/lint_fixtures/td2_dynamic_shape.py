@@ -1,0 +1,160 @@
+# TD207: operations whose output size depends on tensor values, run every step.
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def train(model, loader, opt, device, n_samples):
+    for step, (x, y, meta) in enumerate(loader):
+        x, y = x.cuda(non_blocking=True), y.cuda(non_blocking=True)
+        out = model(x)
+        err = (out - y) ** 2
+        loss = err[y != -100].mean()  # expect: TD207
+        keep = y >= 0
+        loss = loss + F.cross_entropy(out[keep], y[keep])  # expect: TD207
+        finite = out[torch.isfinite(out) & keep]  # expect: TD207
+        rest = out[~keep]  # expect: TD207
+        picked = out[:, out.sum(0).gt(0)]  # expect: TD207
+        rows = torch.nonzero(keep)  # expect: TD207
+        cols = keep.nonzero(as_tuple=True)  # expect: TD207
+        where = torch.where(keep)  # expect: TD207
+        sel = torch.masked_select(out, keep)  # expect: TD207
+        classes = y.unique()  # expect: TD207
+        runs = torch.unique_consecutive(y)  # expect: TD207
+        counts = keep.sum(1)
+        flat = out.repeat_interleave(counts, dim=0)  # expect: TD207
+        ids = torch.repeat_interleave(counts)  # expect: TD207
+        big = out[out > math.log(2)]  # expect: TD207
+        lead = keep[0].nonzero()  # expect: TD207
+        noise = torch.randn_like(out)
+        noise[keep] = torch.randn_like(out)  # expect: TD207
+        err[keep] += 1  # expect: TD207
+        # near-misses: fixed-size forms, unknown indices, Python numbers
+        masked = (err * keep).sum() / keep.sum().clamp(min=1)
+        out[keep] = 0  # a Python number: runs as masked_fill_, no sync
+        out[~keep] = -float("inf")
+        out[keep] = model.fill_value  # unknown value: may be a number
+        first = out[0] + out[:, 1:].sum() + out[step] + out[x.argmax()]
+        chosen = out[torch.randperm(out.shape[0], device=device)]
+        rev = out[~step]  # ~ on a Python int: a reverse index
+        both = torch.where(keep, out, torch.zeros_like(out))
+        flat = out.repeat_interleave(counts, dim=0, output_size=n_samples)
+        twice = out.repeat_interleave(2, dim=0)
+        many = out.repeat_interleave(n_samples, dim=0)  # unknown repeats: an int, most likely
+        filled = out.masked_fill(~keep, 0.0)
+        if step % 100 == 0:
+            logged = out[keep].mean()  # logged every 100 steps
+        tags = np.asarray(meta)
+        hits = tags[tags > 0]  # NumPy data
+        seen = np.unique(tags)
+        (loss + masked + first.sum() + chosen.sum() + both.sum()).backward()
+        opt.step()
+    final = out[out > 0]  # after the loop: once
+    return finite, rest, picked, rows, cols, where, sel, classes, runs, flat, ids, big, lead, final
+
+
+def evaluate(model, loader):
+    accs = []
+    with torch.no_grad():
+        for x, y in loader:
+            pred = model(x)
+            valid = y != -100
+            accs.append((pred.argmax(-1)[valid] == y[valid]).float().mean())  # no backward
+    return accs
+
+
+class MaskedLoss(nn.Module):
+    def __init__(self, ignore_index=-100):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.lut = None
+
+    def forward(self, logits, target, mask):
+        valid = target != self.ignore_index
+        loss = F.cross_entropy(logits[valid], target[valid])  # expect: TD207
+        kept = logits[mask]  # mask: an argument of unknown type
+        if not self.training:
+            loss = loss + logits[valid].sum()  # evaluation only
+        with torch.no_grad():
+            hits = logits[valid].argmax(-1)  # bookkeeping outside autograd
+        sizes = torch.tensor([t.shape[-1] for t in logits])  # built from Python ints: CPU
+        crops = torch.unique_consecutive(sizes, return_counts=True)
+        return loss, kept, hits, crops
+
+
+class RoutedExperts(nn.Module):
+    def __init__(self, experts):
+        super().__init__()
+        self.experts = nn.ModuleList(experts)
+
+    def forward(self, x, route):
+        y = torch.zeros_like(x)
+        for i, expert in enumerate(self.experts):
+            y[route == i] = expert(x[route == i])  # expect: TD301 (a mask per value: TD301 only)
+        y[route < 0] = x[route < 0]  # expect: TD207
+        return y
+
+
+class PostProcess(nn.Module):
+    def forward(self, scores, boxes):
+        keep = scores > 0.5
+        return scores[keep], boxes[keep]  # post-processing: evaluation only
+
+
+class Detector(nn.Module):
+    @torch.no_grad()
+    def forward(self, scores):
+        return scores[scores > 0.5]  # inference-only module
+
+
+class SurfaceExtractor(nn.Module):
+    def forward(self, field):
+        inside = field < 0
+        return torch.unique(field[inside])  # only ever run under no_grad (below)
+
+
+class Renderer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.extractor = SurfaceExtractor()
+
+    @torch.no_grad()
+    def render(self, field):
+        return self.extractor(field)
+
+
+class Lit(nn.Module):
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        return F.cross_entropy(logits[y != -1], y[y != -1])  # expect: TD207
+
+
+def train_step(model, batch, opt, vocab_size, special_id):
+    out = model(batch)
+    labels = batch["labels"]
+    loss = out[labels.ne(0)].mean()  # expect: TD207
+    loss.backward()
+    opt.step()
+    frozen = torch.arange(vocab_size) != special_id  # a mask built on the CPU
+    model.grad[frozen] = model.grad[frozen].fill_(0)
+    others = torch.ones(vocab_size, dtype=torch.bool)  # on the CPU too (no device=)
+    others[special_id] = False
+    model.weight.data[others] = model.saved[others]
+    table = batch["table"]
+    kinds = table["kind"].unique()  # a table column (pandas)
+    return kinds
+
+
+def backend_step(nx, model, a, opt):
+    loss = model(a).sum()
+    loss.backward()
+    opt.step()
+    return nx.unique(a)  # a backend namespace's unique, not the tensor method
+
+
+x = torch.randn(8)
+positive = x[x > 0]  # module level: runs once

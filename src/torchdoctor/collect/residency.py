@@ -241,12 +241,12 @@ class Residency:
         """
         if args:  # fast path: the first input is device data, so is the result (most calls)
             first = args[0]
-            if (
-                isinstance(first, _T)
-                and self._host.get(id(first)) is None
-                and (first._base is None or not self.is_host(first))
-            ):
-                return result
+            if isinstance(first, _T):
+                host = self._host
+                if host.get(id(first)) is None:  # (nor a view of host data: is_host's rule)
+                    base = first._base
+                    if base is None or host.get(id(base)) is None:
+                        return result
         if func in FACTORIES:
             if not kwargs or kwargs.get("device") is None or line_names_cpu(sys._getframe(1)):
                 self.mark_host(result)

@@ -207,6 +207,20 @@ def test_compile_advice_names_the_step_when_there_is_no_module():
     assert engine_knobs(session)[0].title == "torch.compile the model"
 
 
+def test_compile_evidence_of_an_inference_loop_names_no_backward():
+    session = {
+        "step_ms": {"median": 10.0},
+        "phases": {"forward": {"median": 9.0}},  # a sampler: each step one forward
+        "environment": {"device": "cpu"},
+        "tree": {"path": "", "kind": "module", "children": [
+            {"path": "unet", "kind": "module", "children": []}]},
+    }  # fmt: skip
+    (advice,) = engine_knobs(session)
+    assert "the forward passes are 9 ms" in advice.evidence[0], advice.evidence
+    session["phases"]["backward"] = {"median": 0.5}
+    assert "forward + backward are 9.5 ms" in engine_knobs(session)[0].evidence[0]
+
+
 def test_dataloader_findings_the_run_contradicts_are_dropped():
     def finding(code):
         return {"code": code, "severity": "info", "message": code, "path": "t.py", "line": 3,

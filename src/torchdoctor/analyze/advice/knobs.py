@@ -153,7 +153,8 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     for knob in wanted:
         if state.get(knob) is True or measured(session, knob):
             continue
-        part, what = compute, "forward + backward are"
+        part, what = compute, ("forward + backward are" if center(phases.get("backward"))
+                               else "the forward passes are")  # fmt: skip
         if knob == "channels_last":  # it changes the convolutions (and batch norms) only
             part = _conv_ms(session)
             if part < MIN_CONV_FRACTION * step:

@@ -235,6 +235,11 @@ def test_dataloader_findings_the_run_contradicts_are_dropped():
     assert codes(workers) == {"TD403"}  # workers were used: TD401 does not apply
     persisted = {"environment": {"data_loaders": [{"num_workers": 2, "persistent_workers": True}]}}
     assert codes(persisted) == set()
+    # an in-memory dataset: loading measured at 0.4% of the step, workers can hide no more
+    fast = {**no_workers, "step_ms": {"median": 84.0}, "phases": {"data": {"median": 0.39}}}
+    assert codes(fast) == set()
+    slow = {**no_workers, "step_ms": {"median": 84.0}, "phases": {"data": {"median": 12.0}}}
+    assert codes(slow) == {"TD401"}
 
 
 def test_backward_heavy_saving_assumes_typical_ratio():

@@ -8,7 +8,8 @@ measured module/region taking >= 5% of the step; its ``heat`` is that part's sha
 left to that advice, as its evidence. Hot findings get one Advice each; cold ones are grouped per code with
 heat 0, so they rank last. Lint cannot measure a saving: it is left unknown. DataLoader findings
 that the run's own loaders contradict (``environment.data_loaders``: TD401 when every loader had
-workers, TD403 when none had or all persisted) are dropped.
+workers, TD403 when none had or all persisted; TD401 also when loading measured under
+DATA_FLOOR of the step: workers would hide at most that) are dropped.
 
 Example:
     >>> lint_findings({"lint": []})
@@ -23,6 +24,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import (
     Advice,
+    center,
     fmt_count,
     fmt_ms,
     location,
@@ -40,6 +42,9 @@ from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of, loop_o
 from torchdoctor.lint.registry import RULES
 
 HOT_FRACTION = 0.05
+#: TD401 (no DataLoader workers) is dropped when the data phase measured under this share of
+#: the step: loading in workers would hide at most the data phase (an in-memory dataset)
+DATA_FLOOR = 0.02
 MAX_HOT = 10
 #: lint codes whose remedy another rule also prescribes (they merge into one advice)
 CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers", "TD604": "kv-cache",
@@ -200,10 +205,15 @@ def _profiled_file(path: Any, session: Mapping[str, Any]) -> bool:
 def _contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
     """A DataLoader finding that the run's own loaders show does not apply (the code may set
     ``num_workers`` from a variable the linter cannot read)."""
+    code = finding.get("code")
+    if code == "TD401":  # loading measured as a sliver of the step: nothing for workers to hide
+        data = (session.get("phases") or {}).get("data")
+        step = center(session.get("step_ms"))
+        if data and step > 0 and center(data) < DATA_FLOOR * step:
+            return True
     loaders = (session.get("environment") or {}).get("data_loaders")
     if not loaders:
         return False
-    code = finding.get("code")
     if code == "TD401":  # no workers: every loader of the run had some
         return all(d.get("num_workers", 0) > 0 for d in loaders)
     if code == "TD403":  # workers respawned: no loader had workers, or all persisted

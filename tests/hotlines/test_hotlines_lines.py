@@ -3,6 +3,7 @@ dominates, loops, lines inside user modules, and what is never charged to a line
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import textwrap
@@ -259,3 +260,31 @@ def test_finished_frames_and_their_tensors_are_not_kept_alive():
     called = work.__code__.co_firstlineno + 3
     [entry] = [v for (file, line, *_), v in table.items() if line == called]
     assert entry["calls"] == 500  # each call of work() is still a new execution of the line
+
+
+# -- torch's own Python code that walks every parameter ---------------------------------------
+DEEP = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(12)])
+
+
+def clipped_step():
+    DEEP(X).square().mean().backward()
+    torch.nn.utils.clip_grad_norm_(DEEP.parameters(), 1.0)  # CLIP
+    DEEP.zero_grad()
+
+
+@pytest.mark.parametrize("syncs", [False, True], ids=["lines", "lines+audit"])
+def test_clip_grad_norm_is_one_timed_call_of_its_line_with_nothing_dispatched_inside(syncs):
+    from torchdoctor.collect.lines_install import GRADIENT_UTILITIES
+    from torchdoctor.collect.syncs import sync_audit
+
+    before = [getattr(module, name) for module, name in GRADIENT_UTILITIES]
+    with sync_audit() if syncs else contextlib.nullcontext() as audit:
+        session = profile(clipped_step, steps=3)
+    (line,) = lines_at(session, __file__, marked_line(clipped_step, "CLIP"))
+    # timed call by call, its 24 parameters' .grad / .device / .dtype reads each went through
+    # the mode (and the audit's): 11x its own time on nanoGPT
+    assert line["torch_calls_per_step"] == 1
+    assert [op["op"] for op in line["top_ops"]] == ["torch.nn.utils.clip_grad_norm_"]
+    if syncs:  # no sync inside (no error_if_nonfinite)
+        assert audit.records() == []
+    assert [getattr(module, name) for module, name in GRADIENT_UTILITIES] == before

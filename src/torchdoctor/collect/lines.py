@@ -70,6 +70,7 @@ from torchdoctor.collect.lines_install import (
     route_of,
     tensors_in,
     wrap_function_apply,
+    wrap_gradient_utilities,
     wrap_zero_grad,
 )
 from torchdoctor.collect.lines_parking import ModeParking
@@ -220,7 +221,8 @@ class LineCollector(ModeParking):
             torch._C._push_on_torch_function_stack(self._mode)
             self._unwrap = wrap_function_apply(self)
         if self._unwrap_zero_grad is None:  # once: a wrapper installed over it stays valid
-            self._unwrap_zero_grad = wrap_zero_grad(self)
+            undo_zero_grad, undo_utilities = wrap_zero_grad(self), wrap_gradient_utilities(self)
+            self._unwrap_zero_grad = lambda: (undo_zero_grad(), undo_utilities())
         else:
             self.unpark()
         self.in_library = False
@@ -240,7 +242,8 @@ class LineCollector(ModeParking):
                 self._unwrap()
 
     def close(self) -> None:
-        """:meth:`stop` for good: also restore ``Optimizer.zero_grad``."""
+        """:meth:`stop` for good: also restore ``Optimizer.zero_grad`` and
+        ``clip_grad_norm_``'s kin (``lines_install.GRADIENT_UTILITIES``)."""
         self.stop()
         if self.settle in PENDING:  # (a stray left inert if this runs inside its handler)
             self.settle()

@@ -2,6 +2,8 @@
 
 - :func:`wrap_function_apply`: custom autograd Functions are no torch function, so
   ``torch.autograd.Function.apply`` is wrapped while the collector runs;
+- :func:`wrap_zero_grad`, :func:`wrap_gradient_utilities`: torch's own Python code that walks
+  every parameter (``Optimizer.zero_grad``, ``clip_grad_norm_``) runs with the mode parked;
 - :func:`remove_function_mode` / :func:`insert_function_mode`: take a TorchFunctionMode off
   the stack wherever it is (the sync audit's mode may have been pushed after it), and put it
   back at the same depth (the collector parks its mode in the optimizer and data phases);
@@ -90,6 +92,8 @@ def op_name(func: Any) -> str:
     module = getattr(func, "__module__", None) or ""
     if "Tensor" in qualname.split(".")[0]:
         text = "Tensor." + qualname.split(".")[-1]
+    elif module.startswith("torch.nn.utils"):  # clip_grad_norm_: as users call it
+        text = "torch.nn.utils." + name
     elif module.startswith("torch._C._linalg") or name.startswith("linalg_"):
         text = "torch.linalg." + name.removeprefix("linalg_")
     elif module.startswith("torch.nn.functional") or module == "torch._C._nn":
@@ -188,6 +192,79 @@ def wrap_zero_grad(collector: Any) -> Callable[[], None]:
             optimizer.zero_grad = original  # type: ignore[method-assign]
 
     return undo
+
+
+#: torch.nn.utils functions a training step calls once that read every parameter's ``.grad``
+#: (each read a dispatch through the mode): (module, attribute) pairs, wrapped where users
+#: reach them (``torch.nn.utils.clip_grad_norm_``) and where they are defined
+GRADIENT_UTILITIES = tuple(
+    (module, name)
+    for module in (torch.nn.utils, torch.nn.utils.clip_grad)
+    for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm")
+    if hasattr(module, name)
+)
+
+
+def wrap_gradient_utilities(collector: Any) -> Callable[[], None]:
+    """Time each :data:`GRADIENT_UTILITIES` call as one call of the user's line, with the
+    collector's mode parked inside: ``clip_grad_norm_`` reads ``p.grad``, ``.device`` and
+    ``.dtype`` of every parameter, each a dispatch through the mode, and timed call by call it
+    showed 11x its own time on nanoGPT (1.64 ms for 0.146 ms; 39 timed calls and ~100 reads).
+    Returns the undo (which leaves a wrapper installed on top of one of these in place).
+    ``from torch.nn.utils import clip_grad_norm_`` run before the collector first starts keeps
+    the unwrapped function: its calls are timed one by one, as before.
+
+    Example:
+        >>> class Collector:  # the LineCollector's interface
+        ...     active, log = True, []
+        ...     parked = lambda self: False
+        ...     park = lambda self: self.log.append("park")
+        ...     unpark = lambda self: self.log.append("unpark")
+        ...     def timed(self, call, args, kwargs, frame, op):
+        ...         self.log.append(op_name(op))
+        ...         return call(*args, **kwargs)
+        >>> collector = Collector()
+        >>> undo = wrap_gradient_utilities(collector)
+        >>> w = torch.ones(2, requires_grad=True); w.sum().backward()
+        >>> float(torch.nn.utils.clip_grad_norm_([w], 1.0)) > 0
+        True
+        >>> undo(); collector.log
+        ['torch.nn.utils.clip_grad_norm_', 'park', 'unpark']
+    """
+    undos = []
+    for module, name in GRADIENT_UTILITIES:
+        original = getattr(module, name)
+        wrapper = _parked_and_timed(collector, original)
+        setattr(module, name, wrapper)
+        undos.append((module, name, original, wrapper))
+
+    def undo() -> None:
+        for module, name, original, wrapper in undos:
+            if getattr(module, name, None) is wrapper:
+                setattr(module, name, original)
+
+    return undo
+
+
+def _parked_and_timed(collector: Any, original: Callable[..., Any]) -> Callable[..., Any]:
+    def parked(*args: Any, **kwargs: Any) -> Any:
+        collector.park()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            collector.unpark()
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if compiling() or not collector.active or collector.parked():
+            return original(*args, **kwargs)
+        if STATE.phase not in COUNTED_PHASES:
+            return parked(*args, **kwargs)
+        return collector.timed(parked, args, kwargs, sys._getframe(1), op=original)
+
+    wrapper.__name__ = wrapper.__qualname__ = original.__name__
+    wrapper.__doc__ = original.__doc__
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+    return wrapper
 
 
 #: mode-stack work that could not be done inside a mode's own handler (torch pops a mode for the

@@ -8,7 +8,8 @@ with tensor repeats, ``equal``, ``allclose``, ``bincount``, ``one_hot`` without 
 Two modes:
 
 - ``thorough=False`` (default, "fast"): a ``TorchFunctionMode`` that looks at Python-level torch
-  calls only; it is popped while a built-in ``torch.optim`` optimizer steps (they do not sync).
+  calls only; it is popped while a built-in ``torch.optim`` optimizer steps (they do not sync),
+  and in ``zero_grad`` and ``clip_grad_norm_`` (unless ``error_if_nonfinite=True``).
   It sees syncs in user code, in backward code written in Python (custom autograd Functions)
   and in torch's Python code called from user code (``clip_grad_norm_(error_if_nonfinite=True)``).
 - ``thorough=True``: adds a ``TorchDispatchMode`` classifying every aten operator by its tags,
@@ -67,6 +68,7 @@ from torchdoctor.collect.syncs_modes import (
     HOST_DEVICES,
     DispatchMode,
     FunctionMode,
+    GradientUtilityBypass,
     ZeroGradBypass,
     first_tensor,
     mode_on_top,
@@ -120,7 +122,7 @@ class SyncAudit:
             register_optimizer_step_post_hook(self._optimizer_post),
         ]
         if not self.thorough:
-            self._hooks.append(ZeroGradBypass(self))
+            self._hooks += [ZeroGradBypass(self), GradientUtilityBypass(self)]
         if self.residency is not None:
             self._hooks.extend(self.residency.install())
         self._hooks.append(UserLineWarnings())  # warnings raised under the mode: user's line

@@ -23,6 +23,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchdoctor.collect.compiled import compiling
+from torchdoctor.collect.lines_install import (
+    GRADIENT_UTILITIES,
+    insert_function_mode,
+    remove_function_mode,
+)
 from torchdoctor.collect.syncs_kinds import WATCHED, aten_kind, function_kind
 
 if TYPE_CHECKING:
@@ -209,3 +214,63 @@ class ZeroGradBypass:
 
     def remove(self) -> None:
         Optimizer.zero_grad = self.original  # type: ignore[method-assign]
+
+
+#: where a GRADIENT_UTILITIES function takes ``error_if_nonfinite`` positionally (the one
+#: argument that makes it read the norm on the host)
+_NONFINITE_AT = {"clip_grad_norm_": 3, "get_total_norm": 2}
+
+
+class GradientUtilityBypass:
+    """While the fast audit runs, ``clip_grad_norm_`` and its kin (``lines_install.
+    GRADIENT_UTILITIES``) run without the function mode, unless asked to check the norm on the
+    host (``error_if_nonfinite=True``: a sync the audit must see).
+
+    Like ``zero_grad`` they read ``p.grad``, ``.device`` and ``.dtype`` of every parameter,
+    each a dispatch through the mode: on nanoGPT's 15 parameters the audit made
+    ``clip_grad_norm_`` take 1.55 ms instead of 0.59 ms. ``remove()`` restores the functions.
+
+    Example:
+        >>> from torchdoctor.collect.syncs import SyncAudit
+        >>> before = torch.nn.utils.clip_grad_norm_
+        >>> bypass = GradientUtilityBypass(SyncAudit())
+        >>> torch.nn.utils.clip_grad_norm_ is before
+        False
+        >>> bypass.remove()
+        >>> torch.nn.utils.clip_grad_norm_ is before
+        True
+    """
+
+    def __init__(self, audit: SyncAudit) -> None:
+        self.replaced: list[tuple[Any, str, Any, Any]] = []
+        for module, name in GRADIENT_UTILITIES:
+            original = getattr(module, name)
+            wrapper = _without_audit(audit, original, _NONFINITE_AT.get(name))
+            setattr(module, name, wrapper)
+            self.replaced.append((module, name, original, wrapper))
+
+    def remove(self) -> None:
+        for module, name, original, wrapper in self.replaced:
+            if getattr(module, name, None) is wrapper:
+                setattr(module, name, original)
+
+
+def _without_audit(audit: SyncAudit, original: Any, nonfinite_at: int | None) -> Any:
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        mode = audit._function_mode
+        checks = kwargs.get("error_if_nonfinite") or (
+            nonfinite_at is not None and len(args) > nonfinite_at and args[nonfinite_at]
+        )
+        if checks or mode is None:
+            return original(*args, **kwargs)
+        # (the hot-lines mode may be above it; it parks itself inside: the order is kept)
+        depth = remove_function_mode(mode)
+        if depth is None:  # not on the stack (paused between windows)
+            return original(*args, **kwargs)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            insert_function_mode(mode, depth)
+
+    return wrapper

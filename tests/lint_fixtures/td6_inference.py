@@ -164,6 +164,8 @@ def evaluate_no_grad_inside(model, loader):
 def conditional_sample(model, scheduler, trajectory, condition_data, condition_mask):
     for t in scheduler.timesteps:
         trajectory[condition_mask] = condition_data[condition_mask]  # expect: TD603
+        trajectory[condition_mask & (trajectory < 0)] = 0.0  # near-miss: one value, masked_fill_
+        trajectory[~condition_mask] = -float("inf")  # near-miss: one value, masked_fill_
         trajectory = scheduler.step(model(trajectory, t), t, trajectory).prev_sample
     trajectory[condition_mask] = condition_data[condition_mask]  # near-miss: once, after
     return trajectory

@@ -89,7 +89,29 @@ def _bool_index(args: tuple, kwargs: dict) -> str | None:
 
 
 def _bool_setitem(args: tuple, kwargs: dict) -> str | None:
-    return "bool_setitem" if len(args) > 1 and _has_mask(args[1]) else None
+    if len(args) < 2 or not _has_mask(args[1]):
+        return None
+    value = args[2] if len(args) > 2 else kwargs.get("value")
+    one_value = isinstance(value, bool | int | float) or (
+        isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type == "cpu"
+    )
+    if one_value and _one_mask(args[1]):
+        return None  # x[mask] = 0 runs as masked_fill_: no nonzero, no sync
+    return "bool_setitem"
+
+
+def _one_mask(index: Any) -> bool:
+    """The index is one boolean mask and no other tensor: ``index_put_`` then dispatches to
+    ``masked_fill_`` for a single host value (ATen's canDispatchToMaskedFill).
+
+    Example:
+        >>> m = torch.ones(3, dtype=torch.bool)
+        >>> _one_mask(m), _one_mask((m, slice(None))), _one_mask((m, torch.tensor([0])))
+        (True, True, False)
+    """
+    items = index if isinstance(index, tuple | list) else (index,)
+    tensors = [i for i in items if isinstance(i, torch.Tensor)]
+    return len(tensors) == 1 and tensors[0].dtype in _MASK_DTYPES
 
 
 def _where_one_arg(args: tuple, kwargs: dict) -> str | None:
@@ -230,7 +252,19 @@ def aten_kind(func: Any, args: tuple, kwargs: dict) -> str | None:
         return "bool_index" if _has_mask(tuple(indices)) else None
     if kind == "index_put?":
         indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-        return "bool_setitem" if _has_mask(tuple(indices)) else None
+        if not _has_mask(tuple(indices)):
+            return None
+        value = args[2] if len(args) > 2 else kwargs.get("values")
+        accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
+        if (
+            not accumulate
+            and isinstance(value, torch.Tensor)
+            and value.numel() == 1
+            and value.device.type == "cpu"
+            and _one_mask(tuple(i for i in indices if i is not None))
+        ):
+            return None  # dispatched to masked_fill_ with the value read on the host: no sync
+        return "bool_setitem"
     if kind == "copy?":
         return _device_to_host_copy(func, args, kwargs)
     return kind

@@ -397,38 +397,43 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
     def _message(self, node: ast.AST, form: str, where: str) -> str:
         code = self.code_of(node)
         code = code if len(code) <= 60 else code[:57] + "..."
-        return _MESSAGES[form].format(code=code, where=where, why=_WHY)
+        text = _MESSAGES[form].format(code=code, where=where, why=_WHY)
+        return f"{text}; {REMEDIES[form]}"
 
 
 _WHY = (
     "the host waits for the GPU to count the elements (a sync) and torch.compile breaks the "
     "graph there"
 )
-_READ = (
-    "`{code}` selects by a boolean mask {where}: its size depends on the data, so {why}; keep "
-    "the shape fixed and weight by the mask instead: a masked mean is `(loss * mask).sum() / "
-    "mask.sum().clamp(min=1)` (a loss: `reduction='none'` times the mask, or `ignore_index=`), "
-    "`torch.where(mask, x, 0)` zeroes the rest"
-)
-#: form -> message: what to do instead, concretely
+#: form -> what to do instead (also the runtime advice's fix per sync kind: advice/syncs.py)
+REMEDIES = {
+    "read": "keep the shape fixed and weight by the mask instead: a masked mean is "
+    "`(loss * mask).sum() / mask.sum().clamp(min=1)` (a loss: `reduction='none'` times the "
+    "mask, or `ignore_index=`), `torch.where(mask, x, 0)` zeroes the rest",
+    "assign": "write `x = torch.where(mask, v, x)` with `v` at x's shape, or "
+    "`x.masked_fill_(mask, value)` for one value",
+    "update": "write `x = torch.where(mask, x + v, x)` (or `x += v * mask`)",
+    "nonzero": "compute with the mask itself (`torch.where(mask, a, b)`, `x * mask`, "
+    "`masked_fill`), or take a fixed number of indices with `topk`",
+    "unique": "it has no fixed-size form: compute it outside the step (once per dataset, or on "
+    "the CPU in the data pipeline / collate_fn), or count over n known classes with "
+    "`torch.zeros(n, device=x.device).index_add_(0, x, torch.ones_like(x, dtype=torch.float))`",
+    "repeat_interleave": "pass `output_size=` with the total, known on the CPU side of the batch",
+}
+REMEDIES["masked_select"] = REMEDIES["read"]  # (the same remedy as a mask read)
+_READ = "`{code}` selects by a boolean mask {where}: its size depends on the data, so {why}"
+#: form -> message (the remedy follows it)
 _MESSAGES = {
     "read": _READ,
     "masked_select": _READ,
     "assign": "`{code} = ...` assigns a tensor through a boolean mask {where}: index_put runs "
-    "nonzero on the mask, so {why}; write `x = torch.where(mask, v, x)` with `v` at x's shape, "
-    "or `x.masked_fill_(mask, value)` for one value",
-    "update": "`{code}` updates through a boolean mask {where}: reading it runs nonzero, so "
-    "{why}; write `x = torch.where(mask, x + v, x)` (or `x += v * mask`)",
+    "nonzero on the mask, so {why}",
+    "update": "`{code}` updates through a boolean mask {where}: reading it runs nonzero, so {why}",
     "nonzero": "`{code}` returns the indices of the true elements {where}: their number depends "
-    "on the data, so {why}; compute with the mask itself (`torch.where(mask, a, b)`, "
-    "`x * mask`, `masked_fill`), or take a fixed number of indices with `topk`",
-    "unique": "`{code}` {where} has a data-dependent size: {why}; it has no fixed-size form: "
-    "compute it outside the step (once per dataset, or on the CPU in the data pipeline / "
-    "collate_fn), or count over n known classes with `torch.zeros(n, device=x.device)"
-    ".index_add_(0, x, torch.ones_like(x, dtype=torch.float))`",
+    "on the data, so {why}",
+    "unique": "`{code}` {where} has a data-dependent size: {why}",
     "repeat_interleave": "`{code}` repeats by a tensor of counts {where}: without "
-    "`output_size=` {why} (it reads repeats.sum() to size the result); pass `output_size=` "
-    "with the total, known on the CPU side of the batch",
+    "`output_size=` {why} (it reads repeats.sum() to size the result)",
 }
 
 

@@ -59,6 +59,25 @@ ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
 _WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
 
 
+def _number_literal(expr: ast.AST) -> bool:
+    """``0``, ``-1.0``, ``float("-inf")``, ``math.inf``: one value on the host, which
+    ``index_put_`` hands to ``masked_fill_`` (ATen's canDispatchToMaskedFill).
+
+    Example:
+        >>> [_number_literal(ast.parse(c).body[0].value) for c in ("-1e9", "float('-inf')", "y")]
+        [True, True, False]
+    """
+    if isinstance(expr, ast.UnaryOp):
+        expr = expr.operand
+    if isinstance(expr, ast.Constant):
+        return isinstance(expr.value, int | float) and not isinstance(expr.value, complex)
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        return expr.func.id in {"float", "int"} and all(
+            isinstance(a, ast.Constant) for a in expr.args
+        )
+    return isinstance(expr, ast.Attribute) and expr.attr in {"inf", "nan", "pi", "e"}
+
+
 def _unwrap_iter(it: ast.AST) -> ast.AST:
     """The iterable inside enumerate(...)/tqdm(...)/reversed(...)/list(...)/iter(...), a
     progress bar (diffusers' ``self.progress_bar(timesteps)``, rich's ``track``) or a slice
@@ -256,6 +275,8 @@ class InferenceRules(RuleVisitor):
                     continue
                 index = target.slice
                 name = (dotted(index) or "").rsplit(".", 1)[-1]
+                if _number_literal(stmt.value):
+                    continue  # x[mask] = 0 runs as masked_fill_: no nonzero, no sync
                 if "mask" in name.lower() or isinstance(index, ast.Compare):
                     self.report(
                         target,

@@ -29,6 +29,7 @@ from torchdoctor.analyze.advice.base import (
     tree_step_ms,
 )
 from torchdoctor.analyze.advice.torch_syncs import known_torch_sync
+from torchdoctor.lint.rules_dynamic_shape import REMEDIES
 
 SCALAR_KINDS = {"item", "cpu", "tolist", "numpy", "bool", "float", "int", "format", "repr"}
 SHAPE_KINDS = {
@@ -42,6 +43,15 @@ SHAPE_KINDS = {
     "allclose",
 }
 MAX_LINES = 5
+#: sync kind -> the TD207 remedy form for it (the fix names each kind the run recorded)
+REMEDY_OF_KIND = {
+    "bool_index": "read",
+    "masked_select": "masked_select",
+    "bool_setitem": "assign",
+    "nonzero": "nonzero",
+    "unique": "unique",
+    "repeat_interleave": "repeat_interleave",
+}
 MIN_SCALAR_PER_STEP = 0.5  # below: a read every few steps, i.e. already at a log interval
 #: when the whole run is one step (no boundary seen), a read is a loop's only when repeated
 MIN_REPEATS_IN_ONE_STEP = 3
@@ -104,6 +114,25 @@ def _your_lines(records: list[Mapping[str, Any]]) -> str:
     return "# your lines that sync:\n" + "\n".join(lines) + "\n# the pattern to use instead:\n"
 
 
+def _shape_fix(records: list[Mapping[str, Any]]) -> str:
+    """The remedy of each data-dependent-shape kind recorded (heaviest first), as TD207 says
+    it; the batched sync-free ops for loops of them.
+
+    Example:
+        >>> _shape_fix([{"kind": "repeat_interleave"}])
+        'repeat_interleave: pass `output_size=` with the total, known on the CPU side of the batch.'
+    """
+    kinds = list(dict.fromkeys(str(r.get("kind")) for r in records))
+    parts = [f"{kind}: {REMEDIES[REMEDY_OF_KIND[kind]]}" for kind in kinds if kind in REMEDY_OF_KIND]
+    if not parts:
+        parts = ["compute with the mask or indices at a fixed shape (`torch.where(mask, a, b)` "
+                 "instead of `a[mask]`)"]  # fmt: skip
+    if any(_per_step(r) >= 2 for r in records):  # the same line many times a step: a loop
+        parts.append("a Python loop of such ops over labels or segments: the batched sync-free "
+                     "ops in torchdoctor.ops (group_by_segment, remap_labels)")  # fmt: skip
+    return "; ".join(parts) + "."
+
+
 def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda: bool) -> Advice:
     records = sorted(records, key=_per_step, reverse=True)
     per_step = sum(_per_step(r) for r in records)
@@ -142,9 +171,7 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
             rule="host-syncs",
             title="Replace data-dependent-shape ops in the hot loop with sync-free ops",
             evidence=evidence,
-            fix="Precompute indices once (outside the loop) or use fixed-shape alternatives: "
-            "torch.where(mask, a, b) instead of a[mask], torch.unique(return_inverse=True) "
-            "instead of a loop over labels, the batched sync-free ops in torchdoctor.ops.",
+            fix=_shape_fix(records),
             references=["torchdoctor.ops", "seed 002", "seed 003"],
             code="y = x[mask]                        # before: output shape depends on data\n"
             "y = torch.where(mask, x, 0)        # after: fixed shape, no host sync",

@@ -288,3 +288,22 @@ def test_clip_grad_norm_is_one_timed_call_of_its_line_with_nothing_dispatched_in
     if syncs:  # no sync inside (no error_if_nonfinite)
         assert audit.records() == []
     assert [getattr(module, name) for module, name in GRADIENT_UTILITIES] == before
+
+
+SCALER = torch.amp.GradScaler("cpu")
+OPT = torch.optim.SGD(DEEP.parameters(), lr=0.01)
+
+
+def scaled_step():
+    SCALER.scale(DEEP(X).square().mean()).backward()
+    SCALER.unscale_(OPT)  # UNSCALE
+    SCALER.step(OPT)
+    SCALER.update()
+    OPT.zero_grad()
+
+
+def test_grad_scaler_unscale_is_one_timed_call_of_its_line():
+    session = profile(scaled_step, steps=3)
+    (line,) = lines_at(session, __file__, marked_line(scaled_step, "UNSCALE"))
+    assert line["torch_calls_per_step"] == 1  # (its per-gradient reads are not dispatched)
+    assert [op["op"] for op in line["top_ops"]] == ["GradScaler.unscale_"]

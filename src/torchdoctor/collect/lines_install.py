@@ -94,6 +94,8 @@ def op_name(func: Any) -> str:
         text = "Tensor." + qualname.split(".")[-1]
     elif module.startswith("torch.nn.utils"):  # clip_grad_norm_: as users call it
         text = "torch.nn.utils." + name
+    elif module.startswith("torch.amp") and "." in qualname:  # GradScaler.unscale_
+        text = qualname
     elif module.startswith("torch._C._linalg") or name.startswith("linalg_"):
         text = "torch.linalg." + name.removeprefix("linalg_")
     elif module.startswith("torch.nn.functional") or module == "torch._C._nn":
@@ -194,15 +196,15 @@ def wrap_zero_grad(collector: Any) -> Callable[[], None]:
     return undo
 
 
-#: torch.nn.utils functions a training step calls once that read every parameter's ``.grad``
-#: (each read a dispatch through the mode): (module, attribute) pairs, wrapped where users
-#: reach them (``torch.nn.utils.clip_grad_norm_``) and where they are defined
+#: torch functions a training step calls once that read every parameter's ``.grad`` (each read
+#: a dispatch through the mode): (module or class, attribute) pairs, wrapped where users reach
+#: them (``torch.nn.utils.clip_grad_norm_``) and where they are defined
 GRADIENT_UTILITIES = tuple(
     (module, name)
     for module in (torch.nn.utils, torch.nn.utils.clip_grad)
     for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm")
     if hasattr(module, name)
-)
+) + ((torch.amp.GradScaler, "unscale_"),)  # (each optimizer's grads: torch.cuda.amp's too)
 
 
 def wrap_gradient_utilities(collector: Any) -> Callable[[], None]:

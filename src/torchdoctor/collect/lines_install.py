@@ -233,19 +233,37 @@ def wrap_gradient_utilities(collector: Any) -> Callable[[], None]:
         >>> undo(); collector.log
         ['torch.nn.utils.clip_grad_norm_', 'park', 'unpark']
     """
-    undos = []
-    for module, name in GRADIENT_UTILITIES:
-        original = getattr(module, name)
-        wrapper = _parked_and_timed(collector, original)
-        setattr(module, name, wrapper)
-        undos.append((module, name, original, wrapper))
+    replaced = [
+        Replaced(module, name, _parked_and_timed(collector, getattr(module, name)))
+        for module, name in GRADIENT_UTILITIES
+    ]
 
     def undo() -> None:
-        for module, name, original, wrapper in undos:
-            if getattr(module, name, None) is wrapper:
-                setattr(module, name, original)
+        for one in replaced:
+            one.remove()
 
     return undo
+
+
+class Replaced:
+    """``owner.name`` replaced by ``value`` until :meth:`remove`, which leaves a later
+    replacement by someone else in place.
+
+    Example:
+        >>> import math
+        >>> r = Replaced(math, "tau", 1.0)
+        >>> math.tau, r.remove(), round(math.tau, 2)
+        (1.0, None, 6.28)
+    """
+
+    def __init__(self, owner: Any, name: str, value: Any) -> None:
+        self.owner, self.name, self.value = owner, name, value
+        self.original = getattr(owner, name)
+        setattr(owner, name, value)
+
+    def remove(self) -> None:
+        if getattr(self.owner, self.name, None) is self.value:
+            setattr(self.owner, self.name, self.original)
 
 
 def _parked_and_timed(collector: Any, original: Callable[..., Any]) -> Callable[..., Any]:

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch.nn.modules.module import register_module_buffer_registration_hook
 
+from torchdoctor.collect.lines_install import Replaced
 from torchdoctor.collect.syncs_frames import user_frame
 
 _T = torch.Tensor
@@ -286,7 +287,7 @@ class Residency:
                 self.mark_device(buffer)
 
         return [register_module_buffer_registration_hook(buffer_registered),
-                _Replaced(torch, "from_numpy", _marking(torch.from_numpy, self.mark_host))]  # fmt: skip
+                Replaced(torch, "from_numpy", _marking(torch.from_numpy, self.mark_host))]  # fmt: skip
 
 
 def _marking(make: Callable[..., Any], mark: Callable[[Any], Any]) -> Callable[..., Any]:
@@ -296,20 +297,6 @@ def _marking(make: Callable[..., Any], mark: Callable[[Any], Any]) -> Callable[.
     wrapper.__name__ = wrapper.__qualname__ = getattr(make, "__name__", "wrapper")
     wrapper.__doc__ = make.__doc__
     return wrapper
-
-
-class _Replaced:
-    """``owner.name`` replaced by ``value`` until :meth:`remove` (which leaves a later
-    replacement by someone else in place)."""
-
-    def __init__(self, owner: Any, name: str, value: Any) -> None:
-        self.owner, self.name, self.value = owner, name, value
-        self.original = getattr(owner, name)
-        setattr(owner, name, value)
-
-    def remove(self) -> None:
-        if getattr(self.owner, self.name) is self.value:
-            setattr(self.owner, self.name, self.original)
 
 
 def host_alias(tensor: Any) -> Any:

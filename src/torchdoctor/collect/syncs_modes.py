@@ -25,6 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchdoctor.collect.compiled import compiling
 from torchdoctor.collect.lines_install import (
     GRADIENT_UTILITIES,
+    Replaced,
     insert_function_mode,
     remove_function_mode,
 )
@@ -242,17 +243,14 @@ class GradientUtilityBypass:
     """
 
     def __init__(self, audit: SyncAudit) -> None:
-        self.replaced: list[tuple[Any, str, Any, Any]] = []
-        for module, name in GRADIENT_UTILITIES:
-            original = getattr(module, name)
-            wrapper = _without_audit(audit, original, _NONFINITE_AT.get(name))
-            setattr(module, name, wrapper)
-            self.replaced.append((module, name, original, wrapper))
+        self.replaced = [
+            Replaced(module, name, _without_audit(audit, getattr(module, name), _NONFINITE_AT.get(name)))
+            for module, name in GRADIENT_UTILITIES
+        ]
 
     def remove(self) -> None:
-        for module, name, original, wrapper in self.replaced:
-            if getattr(module, name, None) is wrapper:
-                setattr(module, name, original)
+        for replaced in self.replaced:
+            replaced.remove()
 
 
 def _without_audit(audit: SyncAudit, original: Any, nonfinite_at: int | None) -> Any:

@@ -146,6 +146,28 @@ def sync_heat(per_step: float) -> float:
     return min(0.5, 0.05 * max(float(per_step), 0.0))
 
 
+#: at most what one host sync costs a CUDA step when its stall was not measured: after the
+#: sync returns the device idles until the host queues work again (the Python between the sync
+#: and the next kernel launch, usually tens of microseconds); 1 ms is a generous bound
+SYNC_COST_BOUND_MS = 1.0
+#: syncs whose bounded cost is under this share of the step get no advice of their own (they
+#: stay in the sync table): 20 reads in a 37 s LBFGS step are nobody's bottleneck
+NEGLIGIBLE_SYNC_SHARE = 0.01
+
+
+def negligible_syncs(per_step: float, step: float) -> bool:
+    """True when ``per_step`` unmeasured syncs cost under 1% of a ``step`` ms step even at
+    :data:`SYNC_COST_BOUND_MS` each (every rule weighing syncs drops such advice the same way).
+
+    Example:
+        >>> negligible_syncs(20, 37_000.0), negligible_syncs(1, 15.0), negligible_syncs(1, 0.0)
+        (True, False, False)
+    """
+    return step > 0 and max(float(per_step), 0.0) * SYNC_COST_BOUND_MS < (
+        NEGLIGIBLE_SYNC_SHARE * step
+    )
+
+
 def with_saving(advice: Advice, step_time_ms: float, fraction: float, speedup: Speedup) -> Advice:
     """Fill an Advice's saving (Amdahl at the low end) and its range from a Speedup.
 

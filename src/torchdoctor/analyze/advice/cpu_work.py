@@ -24,6 +24,7 @@ from torchdoctor.analyze.advice.base import (
     fmt_ms,
     is_cuda,
     location,
+    negligible_syncs,
     node_ms,
     pct,
     same_file,
@@ -90,6 +91,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
     places: dict[int, tuple[Mapping | None, list[str]]] = {}
     loose: list[str] = []
     lines: dict[int, list[str]] = {}  # node id (0: loose) -> file:line of its round trips
+    loose_syncs, measured = 0.0, False  # the loose round trips per step; a stall measured
     for record in session.get("syncs") or ():
         if record.get("kind") not in ROUND_TRIP_KINDS:
             continue
@@ -103,6 +105,9 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
         )
         if node is None:
             loose.append(text)
+            per_step = record.get("per_step")
+            loose_syncs += float(per_step) if isinstance(per_step, int | float) else 1.0
+            measured |= isinstance(record.get("stall_ms"), int | float)
         else:
             places.setdefault(id(node), (node, []))[1].append(text)
     for node, _ in walk(tree):
@@ -140,7 +145,8 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
             )
             item.heat = min(1.0, part / step)
         advice.append(item)
-    if loose:
+    only_syncs = len(loose) == sum(text.endswith("round trip)") for text in loose)
+    if loose and not (only_syncs and not measured and negligible_syncs(loose_syncs, step)):
         advice.append(
             Advice(
                 rule="cpu-work",

@@ -26,7 +26,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_count, is_cuda, location, sync_heat
+from torchdoctor.analyze.advice.base import (
+    Advice,
+    fmt_count,
+    is_cuda,
+    location,
+    negligible_syncs,
+    sync_heat,
+    tree_step_ms,
+)
 
 MIN_PER_STEP = 0.5  # below: a read every few steps, i.e. at a log interval
 
@@ -220,7 +228,11 @@ def library_syncs(session: Mapping[str, Any]) -> list[Advice]:
         if record.get("library") and _per_step(record) >= MIN_PER_STEP:
             key = (str(record.get("user_file")), record.get("user_line"))
             by_user_line.setdefault(key, []).append(record)
-    cuda = is_cuda(session)
+    cuda, step = is_cuda(session), tree_step_ms(session)
     return [
-        _advice(sorted(group, key=_per_step, reverse=True), cuda) for group in by_user_line.values()
+        _advice(sorted(group, key=_per_step, reverse=True), cuda)
+        for group in by_user_line.values()
+        # (too few for the step's length, unless a stall was measured: base.negligible_syncs)
+        if any(isinstance(r.get("stall_ms"), int | float) for r in group)
+        or not negligible_syncs(sum(map(_per_step, group)), step)
     ]

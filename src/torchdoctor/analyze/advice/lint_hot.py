@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.base import (
     fmt_count,
     fmt_ms,
     location,
+    negligible_syncs,
     node_ms,
     pct,
     same_file,
@@ -104,6 +105,10 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             per_step = record.get("per_step")
             times = fmt_count(per_step) if isinstance(per_step, int | float) else "?"
             count = float(per_step) if isinstance(per_step, int | float) else 1.0
+            if not isinstance(record.get("stall_ms"), int | float) and negligible_syncs(
+                count, step
+            ):  # too few for this step's length even at 1 ms each: no suspect
+                return 0.0, f"the line syncs {times}x per step, negligible in this step"
             # weighed as every sync rule weighs syncs: one sync per step in a 30 s LBFGS
             # step is no first suspect
             return sync_heat(count), f"the line syncs {times}x per step in the profile"

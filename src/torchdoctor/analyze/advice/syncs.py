@@ -6,7 +6,8 @@ own reads, e.g. LBFGS's, the user cannot defer) -> keep metrics on device
 (``torchdoctor.train.LazyMetrics``);
 data-dependent shapes (``nonzero``, ``unique``, boolean-mask indexing ...) -> the sync-free ops.
 The saving is the measured stall (CUDA runs); on CPU runs the syncs are predicted, the stall is
-not measured, and the saving is left unknown.
+not measured, and the saving is left unknown. Unmeasured syncs too few for their step (at most
+1 ms each, under 1% of it: ``base.negligible_syncs``) get no advice; the sync table keeps them.
 
 Example:
     >>> host_syncs({"syncs": []})
@@ -24,6 +25,7 @@ from torchdoctor.analyze.advice.base import (
     fmt_count,
     fmt_ms,
     location,
+    negligible_syncs,
     pct,
     sync_heat,
     tree_step_ms,
@@ -224,8 +226,15 @@ def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
     ]
     shape = [r for r in records if r.get("kind") in SHAPE_KINDS]
     advice = []
-    if scalar:
+    if scalar and not _negligible(scalar, step):
         advice.append(_advice(scalar, step, scalar=True, cuda=cuda))
-    if shape:
+    if shape and not _negligible(shape, step):
         advice.append(_advice(shape, step, scalar=False, cuda=cuda))
     return advice
+
+
+def _negligible(records: list[Mapping[str, Any]], step: float) -> bool:
+    """No stall measured and too few syncs to matter in a step this long (base.negligible_syncs)."""
+    return _stall_per_step(records) is None and negligible_syncs(
+        sum(_per_step(r) for r in records), step
+    )

@@ -22,7 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_count, location, sync_heat, tree_step_ms
+from torchdoctor.analyze.advice.base import (
+    Advice,
+    fmt_count,
+    location,
+    negligible_syncs,
+    sync_heat,
+    tree_step_ms,
+)
 
 MIN_PER_STEP = 0.5  # below: a read every few steps (a log interval, an epoch end)
 
@@ -146,6 +153,9 @@ def torch_syncs(session: Mapping[str, Any]) -> list[Advice]:
             for line, r in zip(lines, records)
         ]
         stall = [r["stall_ms"] for r in records if isinstance(r.get("stall_ms"), (int, float))]
+        step = tree_step_ms(session)
+        if not stall and negligible_syncs(per_step, step):
+            continue
         if not stall:
             evidence.append("predicted on this run: each waits for the GPU queue on CUDA")
         item = Advice(
@@ -162,7 +172,6 @@ def torch_syncs(session: Mapping[str, Any]) -> list[Advice]:
             heat=sync_heat(per_step),
             cause=f"torch-sync:{known.file}",
         )
-        step = tree_step_ms(session)
         if stall and step > 0:
             item.estimated_saving_ms = min(sum(stall), step)
             item.saving_range_ms = [item.estimated_saving_ms, item.estimated_saving_ms]

@@ -56,6 +56,7 @@ from torchdoctor.collect.clocks import make_clock
 from torchdoctor.collect.compiled import compile_seconds, compiled_frames
 from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
+from torchdoctor.collect.garbage import FrozenObjects
 from torchdoctor.collect.hook_events import HookEvents
 from torchdoctor.collect.install import Installation
 from torchdoctor.collect.lines import LineCollector
@@ -193,9 +194,13 @@ class Profiler(StepCycle, HookEvents):
         self._meter = PeakMemory(self.device)
         hooks = self._hooks = Installation()
         try:
+            frozen = FrozenObjects()  # (collect/garbage.py: why)
+            frozen.start()
+            hooks.add_undo(frozen.release)
             self._module_hooks = hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
             hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
-            hooks.wrap_autograd(self._backward_enter, self._backward_leave)
+            enter = self._backward_enter  # (the first pass: the script's objects exist)
+            hooks.wrap_autograd(lambda *a: (frozen.again(), enter(*a)), self._backward_leave)
             hooks.wrap_no_grad(self._no_grad_enter, self._no_grad_leave)
             hooks.wrap_data_loader(self._data_enter, self._data_leave)
             state.children = ChildProcesses()
@@ -222,6 +227,7 @@ class Profiler(StepCycle, HookEvents):
             hooks.remove()
             raise
         self._running = True
+        self.add_step_listener(lambda _: frozen.again())  # (no backward: the first step)
         if self.checkpoint is not None and self.checkpoint_every > 0:
             self._checkpointer = Checkpointer(self.checkpoint, self.checkpoint_every,
                                               self.snapshot)  # fmt: skip

@@ -61,7 +61,7 @@ from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_nodes import NodeRegistry
 from torchdoctor.collect.recorder_regions import RegionEvents
-from torchdoctor.collect.records import RECOMPUTED, BackwardMark, ForwardCall, Frame, MarkKind
+from torchdoctor.collect.records import RECOMPUTED, BackwardMark, Frame, MarkKind, fired_entries
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 
@@ -70,7 +70,9 @@ _host_ns = time.perf_counter_ns
 _thread = threading.get_ident
 _mode_enabled = torch._C._is_torch_function_mode_enabled
 _NoTorchFunction = torch._C.DisableTorchFunction
-_START, _END, _PASS_END = MarkKind.START, MarkKind.END, MarkKind.PASS_END
+_PASS_END = MarkKind.PASS_END
+# (plain ints in the hooks' entries: a tuple of numbers is untracked by the collector)
+_START, _END = int(MarkKind.START), int(MarkKind.END)
 _new = tuple.__new__  # a record without its generated Python __new__ (hot path)
 _NO_KWARGS: Any = object()  # post_hook's output, when torch calls it without keyword arguments
 
@@ -107,13 +109,14 @@ class Recorder(NodeRegistry, RegionEvents):
         >>> rec.new_step(rec.now())
         >>> rec.pre_hook(net, (x,))
         >>> rec.post_hook(net, (x,), net(x))
-        >>> [(rec.path[call.node], rec.kind[call.node]) for call in rec.fwd]
+        >>> [(rec.path[call[0]], rec.kind[call[0]]) for call in rec.fwd]
         [('Linear', 'module')]
     """
 
     def __init__(self, clock: Any, *, backward: bool = True, memory: bool = True) -> None:
         self.clock = clock
         self.now = clock.now
+        self._entries = fired_entries(self)
         self.backward = backward
         self.memory = memory
         self.fingerprints_across_steps = False  # set by the profiler (see new_step)
@@ -184,7 +187,7 @@ class Recorder(NodeRegistry, RegionEvents):
         ):  # fmt: skip
             self.phases.begin_step(token)
             return
-        self.fwd: list[ForwardCall] = []
+        self.fwd: list[tuple] = []  # (node, start, end, piece): ForwardCall's fields
         self.bwd: list[BackwardMark] = []
         # graph pre-hooks fired: (the marks of every call hooked on the node, token)
         self.fired: list[tuple[list[tuple[int, int, MarkKind]], Any]] = []
@@ -307,7 +310,8 @@ class Recorder(NodeRegistry, RegionEvents):
         forward = self.phases.stack[-1][0] != "backward"
         # a forward re-run inside backward (activation checkpointing): its time is part of the
         # backward already measured, counted apart as the recomputation's, not as forward
-        self.fwd.append(_new(ForwardCall, (node, start, end, False if forward else RECOMPUTED)))
+        # (an exact tuple of numbers: untracked by the collector, collect/garbage.py)
+        self.fwd.append((node, start, end, False if forward else RECOMPUTED))
         if _mode_enabled():  # a sync audit's mode must not intercept the hook's own reads
             with _NoTorchFunction():
                 self._after_call(node, serial, args, kwargs, output, forward)
@@ -408,18 +412,14 @@ class Recorder(NodeRegistry, RegionEvents):
                     self.handles.append(tensor.register_hook(mark))
                     continue
                 entries = hooked.get(grad_fn)
-                if entries is None:
-                    entries = hooked[grad_fn] = [entry]
-                    grad_fn.register_prehook(partial(self._marks, entries))
+                if entries is None:  # (the list is the hook: one object, no partial)
+                    entries = hooked[grad_fn] = self._entries((entry,))
+                    grad_fn.register_prehook(entries)
                 elif entries[-1] != entry:
                     entries.append(entry)
             except RuntimeError:  # e.g. a tensor subclass refusing hooks: leave it unmarked
                 continue
 
-    def _marks(self, entries: list[tuple[int, int, MarkKind]], *_: Any) -> None:
-        # one clock read and one append (the marks are made when the step is resolved); its
-        # cost is in the calibrated part of the estimate (outside the hooks' measured time)
-        self.fired.append((entries, self.now()))
 
     # -- memory ---------------------------------------------------------------------------
     def pack(self, tensor: Tensor) -> Tensor:

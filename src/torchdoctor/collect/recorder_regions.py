@@ -12,7 +12,7 @@ Example:
     >>> rec = Recorder(CpuClock())
     >>> handle = rec.enter_region("loss", None)
     >>> rec.exit_region(handle, in_backward=False)
-    >>> rec.path[rec.fwd[0].node], rec.kind[rec.fwd[0].node]
+    >>> rec.path[rec.fwd[0][0]], rec.kind[rec.fwd[0][0]]
     ('loss', 'region')
 """
 
@@ -40,7 +40,7 @@ class RegionEvents:
         >>> inner = rec.enter_region("reduce", None)
         >>> rec.exit_region(inner, in_backward=False)
         >>> rec.exit_region(outer, in_backward=False)
-        >>> sorted(rec.path[call.node] for call in rec.fwd)
+        >>> sorted(rec.path[call[0]] for call in rec.fwd)
         ['loss', 'loss.reduce']
     """
 

@@ -111,7 +111,7 @@ def resolve_records(clock: Any, raw: tuple) -> tuple[Any, list, list, list]:
     """
     start, end, fwd, bwd, fired, phase_segments, first = raw
     tokens = [start, end]
-    tokens += [t for call in fwd for t in (call.start, call.end)]
+    tokens += [t for call in fwd for t in (call[1], call[2])]
     tokens += [m.t for m in bwd]
     tokens += [t for _, t in fired]
     tokens += [t for t, _ in phase_segments]
@@ -133,3 +133,22 @@ def resolve_records(clock: Any, raw: tuple) -> tuple[Any, list, list, list]:
         i += 1
     segments = [(ns[i + k], phase) for k, (_, phase) in enumerate(phase_segments)]
     return (ns[0], ns[1]), forward, marks, segments
+
+
+def fired_entries(rec: Any) -> type[list]:
+    """The class of a graph pre-hook's entries for ``rec``: a list of ``(node, serial, kind)``
+    that is its own hook (called when the ``grad_fn`` runs: one clock read and one append of
+    ``(entries, token)`` to ``rec.fired``; the marks are made when the step is resolved; its cost
+    is in the calibrated part of the estimate, outside the hooks' measured time).
+
+    Example:
+        >>> class Rec: fired, now = [], staticmethod(lambda: 7)
+        >>> entries = fired_entries(Rec)([(1, 2, 0)]); entries(None)
+        >>> Rec.fired == [([(1, 2, 0)], 7)]
+        True
+    """
+
+    def __call__(entries: list, *_: Any) -> None:
+        rec.fired.append((entries, rec.now()))
+
+    return type("FiredEntries", (list,), {"__slots__": (), "__call__": __call__})

@@ -18,7 +18,7 @@ from torchdoctor.measure.table import BenchTable
 #: suite name -> benchmark modules, in the order they run.
 SUITES: dict[str, list[str]] = {
     "syncs": ["torchdoctor.benchmarks.sync_overhead"],
-    "profiler": ["torchdoctor.benchmarks.profiler_overhead"],
+    "profiler": ["torchdoctor.benchmarks.profiler_overhead", "torchdoctor.benchmarks.profiler_gc"],
     "hotlines": ["torchdoctor.benchmarks.hot_lines_overhead"],
     "overhead": ["torchdoctor.benchmarks.profiler_gpt", "torchdoctor.benchmarks.run_overhead"],
     "harness": ["torchdoctor.benchmarks.harness"],

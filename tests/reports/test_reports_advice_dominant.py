@@ -117,3 +117,32 @@ def test_two_stacked_lstm_cells_looped_over_time_get_the_sequence_remedy_not_com
     (item,) = dominant_module({"step_ms": s(48.0), "tree": root})
     assert "run the sequence with nn.LSTM" in item.title and "lstm1..lstm2" in item.title
     assert "num_layers=2" in item.fix
+
+
+def _composite(leaf_type: str, other_type: str) -> dict:
+    """A DCGAN-like discriminator: three leaf layers of ``leaf_type`` (67% of it) and small
+    activations and norms between them, none of them 30% of the step on its own."""
+    leaves = [node(f"D.main.{i}", 5.0, 5.0, type=leaf_type) for i in (0, 2, 4)]
+    between = [node(f"D.main.{i}", 5.0, 0.0, type=other_type) for i in (1, 3)]
+    main = node("D.main", 30.0, 15.0, type="Sequential", children=leaves + between)
+    return node("", 30.0, 15.0, kind="root", children=[node("D", 30.0, 15.0, children=[main])])
+
+
+def test_a_composite_made_of_convolutions_is_told_to_make_them_cheaper_not_to_compile():
+    # (found on pytorch/examples' dcgan: "spread over its parts: compile it" for a net whose
+    # time is three Conv2d kernels, which torch.compile does not fuse)
+    (item,) = dominant_module({"step_ms": s(70.0), "tree": _composite("Conv2d", "BatchNorm2d")})
+    assert "convolutions" in item.title and item.cause == "channels_last"
+    assert "channels_last" in item.fix and "torch.compile does not fuse" in item.fix
+
+
+def test_a_composite_made_of_linear_layers_is_told_to_make_the_matmuls_cheaper():
+    found = dominant_module({"step_ms": s(70.0), "tree": _composite("Linear", "GELU")})
+    (item,) = found
+    assert "matrix multiplies" in item.title and item.cause == "bf16-autocast"
+    assert item.estimated_saving_ms is None  # bf16 tensor cores: no stated saving on a CPU run
+
+
+def test_a_composite_of_small_mixed_parts_is_still_told_to_compile():
+    (item,) = dominant_module({"step_ms": s(70.0), "tree": _composite("LayerNorm", "GELU")})
+    assert "spread over its parts: compile it" in item.title

@@ -29,7 +29,7 @@ class KeywordLM(TinyLM):
         return super().forward(input_ids)
 
 
-def _decode(tokens=120, model_class=TinyLM, keyword=False):
+def _decode(tokens=120, model_class=TinyLM, keyword=False, block=None):
     torch.manual_seed(0)
     model = model_class().eval()
     idx = torch.randint(0, 100, (2, 4))
@@ -38,7 +38,9 @@ def _decode(tokens=120, model_class=TinyLM, keyword=False):
         torch.no_grad(),
     ):
         for _ in range(tokens):
-            logits = model(input_ids=idx) if keyword else model(idx)
+            # (nanoGPT's generate: the sequence cropped to the block size once it reaches it)
+            idx_cond = idx if block is None or idx.shape[1] <= block else idx[:, -block:]
+            logits = model(input_ids=idx_cond) if keyword else model(idx_cond)
             idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return prof.session.to_dict()
 
@@ -66,3 +68,16 @@ def test_the_input_passed_by_keyword_is_seen_too():
     session = _decode(tokens=20, model_class=KeywordLM, keyword=True)
     lengths = [s["input_shape"][1] for s in session["steps"][:4]]
     assert [b - a for a, b in zip(lengths, lengths[1:])] == [1, 1, 1]
+
+
+def test_a_loop_cropped_to_a_block_size_is_advised_a_cache_with_the_window_caveat():
+    # nanoGPT's sample.py with more new tokens than its block: the input grows to the block
+    # size, then every step feeds back the last `block` tokens (70% of nanoGPT's steps there)
+    session = _decode(tokens=150, block=48)
+    lengths = [s["input_shape"][1] for s in session["steps"]]
+    assert max(lengths) == 48 and lengths.count(48) > len(lengths) / 2
+    (item,) = decode_without_cache(session)
+    assert "(up to 48)" in item.title
+    assert any("feed back the last 48 tokens" in e and "RoPE" in e for e in item.evidence)
+    low, high = item.saving_range_ms
+    assert 0 < low < high < session["step_ms"]["mean"]  # low: the growing steps only

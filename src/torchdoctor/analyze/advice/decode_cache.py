@@ -4,7 +4,8 @@ token at each step.
 Steps cut at calls of the outermost module (an inference loop) record the shape of its first
 input (``session["steps"][i]["input_shape"]``). When one dimension grows by exactly one from a
 step to the next for most steps (a token appended: nanoGPT's ``generate`` feeds the whole
-sequence back, cropped to the block size), every step recomputes the keys and values of all
+sequence back), or grows so up to a cap and stays there (the sequence cropped to the block size
+once it reaches it: :func:`sliding_window`), every step recomputes the keys and values of all
 earlier tokens. The run itself measures what that costs: the step time fitted against the
 input length (least squares over the light steps, or all when there are too few) gives a
 per-token slope; a key/value cache makes each step process one new token, so the saving per step
@@ -34,6 +35,9 @@ MIN_STEPS = 12
 MIN_GROWING = 0.6
 #: correlation of step time with the input length needed to trust the fitted slope
 MIN_CORRELATION = 0.5
+#: ... or a slope this many standard errors from zero (many steps at one length, a window's
+#: cap, keep the correlation low however sure the slope is)
+MIN_T = 5.0
 #: light steps needed to fit on them alone (detailed steps carry the profiler's hooks)
 MIN_LIGHT = 10
 
@@ -64,6 +68,40 @@ def growing_dimension(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> i
     return None
 
 
+#: a sliding window (the input cropped to a block size once it reaches it: nanoGPT's generate
+#: with more new tokens than its block): at least this share of the pairs must grow by one ...
+MIN_WINDOW_GROWTH = 0.15
+
+
+def sliding_window(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> tuple[int, int] | None:
+    """``(dimension, cap)`` when the input grows by one along a dimension up to a cap and then
+    stays at it (MIN_WINDOW_GROWTH of the pairs grow, and growing plus steady-at-the-cap pairs
+    make MIN_GROWING of them): a loop feeding back the last ``cap`` tokens; or None.
+
+    Example:
+        >>> shapes = [[1, n] for n in range(1, 9)] + [[1, 8]] * 12  # grows to 8, then crops
+        >>> sliding_window(list(zip(shapes, shapes[1:])))
+        (1, 8)
+        >>> sliding_window([([4, 16], [4, 16])] * 20) is None  # a fixed-shape loop
+        True
+    """
+    pairs = [(a, b) for a, b in pairs if len(a) == len(b) and a]
+    for dim in range(len(pairs[0][0]) if pairs else 0):
+        rest_equal = [
+            all(x == y for k, (x, y) in enumerate(zip(a, b)) if k != dim) for a, b in pairs
+        ]
+        grew = [b[dim] for (a, b), same in zip(pairs, rest_equal) if same and b[dim] == a[dim] + 1]
+        if len(grew) < max(3, MIN_WINDOW_GROWTH * len(pairs)):
+            continue
+        cap = max(grew)
+        steady = sum(
+            1 for (a, b), same in zip(pairs, rest_equal) if same and a[dim] == b[dim] == cap
+        )
+        if len(grew) + steady >= MIN_GROWING * len(pairs):
+            return dim, cap
+    return None
+
+
 def _robust_fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
     """:func:`_fit`, refitted once without the points far off the first line (over 4 scaled
     median absolute deviations of the residuals: a step that waited on the machine, a
@@ -83,6 +121,20 @@ def _robust_fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, fl
     center_residual = sorted(residuals)[len(residuals) // 2]
     kept = [p for p, r in zip(points, residuals) if abs(r - center_residual) <= 4 * spread]
     return _fit(kept) if len(kept) >= MIN_STEPS else _fit(points)
+
+
+def _t_statistic(correlation: float, n: int) -> float:
+    """The fitted slope over its standard error, from the correlation of ``n`` points.
+
+    Example:
+        >>> round(_t_statistic(0.35, 567), 1), _t_statistic(1.0, 10)
+        (8.9, inf)
+    """
+    if n <= 2 or correlation <= 0:
+        return 0.0
+    if correlation >= 1.0:
+        return float("inf")
+    return correlation * ((n - 2) / (1.0 - correlation**2)) ** 0.5
 
 
 def _fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
@@ -115,9 +167,12 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
         for a, b in zip(steps, steps[1:])
         if b.get("index", 0) == a.get("index", 0) + 1
     ]
-    dim = growing_dimension(consecutive)
+    dim, cap = growing_dimension(consecutive), None
     if dim is None:
-        return []
+        window = sliding_window(consecutive)
+        if window is None:
+            return []
+        dim, cap = window
     light = [s for s in steps if not s.get("detailed", True)]
     sample = light if len(light) >= MIN_LIGHT else steps
     points = [(float(s["input_shape"][dim]), float(s["wall_ms"])) for s in sample]
@@ -125,17 +180,31 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
     mean_length = sum(x for x, _ in points) / len(points)
     step = step_ms(session)
     saving = slope * (mean_length - 1.0)
-    if slope <= 0 or correlation < MIN_CORRELATION or step <= 0 or saving < 0.02 * step:
+    sure = correlation >= MIN_CORRELATION or _t_statistic(correlation, len(points)) >= MIN_T
+    if slope <= 0 or not sure or step <= 0 or saving < 0.02 * step:
         return []
     saving = min(saving, 0.9 * step)
     longest = max(int(x) for x, _ in points)
+    low = 0.5 * saving
+    window_note = []
+    if cap is not None:  # the steps at the cap need a sliding-window cache (positions shift)
+        at_cap = sum(1 for x, _ in points if int(x) == cap) / len(points)
+        growing = [x for x, _ in points if int(x) < cap]
+        low = 0.5 * min(saving, slope * sum(x - 1.0 for x in growing) / len(points))
+        window_note = [
+            f"{100 * at_cap:.0f}% of the steps feed back the last {cap} tokens (the input "
+            f"cropped to {cap}): there a plain cache is exact only with relative positions "
+            "(RoPE, ALiBi: a rolling cache) or if generation stops or restarts at the block "
+            "size; with absolute position embeddings (nanoGPT's wpe) every token's position "
+            "shifts when the window slides, so the low end counts the growing steps only"
+        ]
     return [
         Advice(
             rule="decode-without-cache",
             title="Cache keys and values across decoding steps: each step re-runs the model "
             f"over every earlier token (up to {longest})",
-            estimated_saving_ms=0.5 * saving,
-            saving_range_ms=[0.5 * saving, saving],
+            estimated_saving_ms=low,
+            saving_range_ms=[low, saving],
             confidence="medium",
             evidence=[
                 f"the outermost module's input grows by one along dimension {dim} from a step "
@@ -143,10 +212,13 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
                 f"{mean_length:.0f}): an autoregressive loop feeding the whole sequence back",
                 f"step time = {fmt_ms(base)} + {fmt_ms(slope)} per token of input (least "
                 f"squares over {len(points)} {'light ' if sample is light else ''}steps, "
-                f"correlation {correlation:.2f})",
+                f"correlation {correlation:.2f}, the slope "
+                f"{_t_statistic(correlation, len(points)):.0f} standard errors from zero)",
                 f"with a cache each step processes one new token: at most {fmt_ms(saving)} per "
-                f"step ({pct(saving, step):.0f}%), at least half of it (attention still reads "
+                f"step ({pct(saving, step):.0f}%), at least half of it"
+                f"{' on the growing steps' if cap is not None else ''} (attention still reads "
                 "the cached keys)",
+                *window_note,
             ],
             fix="Keep each layer's keys and values from earlier steps (a KV cache) and feed "
             "only the new token: Hugging Face models do it with use_cache=True / "

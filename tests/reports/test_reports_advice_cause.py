@@ -226,3 +226,19 @@ def test_numbers_have_three_significant_digits_in_every_renderer():
     for text in texts:
         assert "6.35714" not in text and "0.178571" not in text and "1.28571" not in text
     assert "6.36" in texts[1] and "0.179" in texts[1]
+
+
+def test_a_cold_lint_finding_joining_measured_advice_is_not_called_cold_there():
+    # nanoGPT's sample.py: TD604 on `self(idx_cond)` (a module call: no hot line of its own)
+    # joins the measured decode-without-cache advice; "not on a line the profile shows hot"
+    # would contradict the measurement it now sits under
+    measured = Advice("decode-without-cache", "Cache keys and values", heat=0.2,
+                      evidence=["step time = 0.7 ms + 0.004 ms per token"], cause="kv-cache")  # fmt: skip
+    cold = lint_findings({"lint": [{"code": "TD604", "message": "no KV cache", "path": "m.py",
+                                    "line": 316, "replacement": None}]})  # fmt: skip
+    assert cold[0].heat == 0 and "not on a line the profile shows hot" in cold[0].evidence[0]
+    (item,) = one_per_cause([measured, *cold])
+    assert not any("not on a line the profile shows hot" in e for e in item.evidence)
+    assert "m.py:316: the linter found the same cause (TD604)" in item.evidence
+    (alone,) = one_per_cause(cold)  # on its own it stays cold
+    assert "not on a line the profile shows hot" in alone.evidence[0]

@@ -47,6 +47,8 @@ HOT_FRACTION = 0.05
 #: the step: loading in workers would hide at most the data phase (an in-memory dataset)
 DATA_FLOOR = 0.02
 MAX_HOT = 10
+#: the evidence of a cold finding (merge.py rewords it when the finding joins measured advice)
+COLD_NOTE = "not on a line the profile shows hot"
 #: lint codes whose remedy another rule also prescribes (they merge into one advice)
 CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers", "TD604": "kv-cache",
           "TD507": "sdpa"}  # fmt: skip
@@ -297,7 +299,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 rule="lint",
                 title=f"{code}: {group[0].get('message')} ({len(group)} finding(s), not hot)",
                 confidence="low",
-                evidence=[f"{places}{more}: not on a line the profile shows hot"],
+                evidence=[f"{places}{more}: {COLD_NOTE}"],
                 fix=CURES_BY_CODE[code].fix
                 if code in CURES_BY_CODE
                 else str(group[0].get("replacement") or "see `torchdoctor lint` for each line"),

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from torchdoctor.analyze.advice.base import CONFIDENCES, Advice, same_file, split_location
 from torchdoctor.analyze.advice.hot_lines import NO_CURE_FIX
 from torchdoctor.analyze.advice.hot_lines_cures import PER_ELEMENT_LOOP
+from torchdoctor.analyze.advice.lint_hot import COLD_NOTE
 
 
 def _keys(advice: Advice) -> list[tuple]:
@@ -105,7 +106,15 @@ def _merged(entries: list[Advice]) -> Advice:
                 0, f"one Python loop ({os.path.basename(file)}:{line}), lines {lines} of its body"
             )
     for other in entries[1:]:  # (copies: the rules' own entries stay as they were)
-        first.evidence.extend(e for e in other.evidence if e not in first.evidence)
+        # (a cold lint finding joining measured advice: the measurement is the other rule's)
+        cold = other.rule == "lint" and other.heat <= 0 and first.heat > 0
+        evidence = [
+            e.replace(COLD_NOTE, f"the linter found the same cause ({', '.join(other.references)})")
+            if cold
+            else e
+            for e in other.evidence
+        ]
+        first.evidence.extend(e for e in evidence if e not in first.evidence)
         first.references.extend(r for r in other.references if r not in first.references)
         first.locations.extend(loc for loc in other.locations if loc not in first.locations)
         if (other.estimated_saving_ms or 0.0) > (first.estimated_saving_ms or 0.0):

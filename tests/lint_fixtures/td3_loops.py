@@ -28,6 +28,25 @@ def segments_ok(x, seg, rows):
     return idx, y
 
 
+def moe_dispatch(hidden, selected_experts, num_experts, experts, weights):
+    # Mixtral's eager MoE: one nonzero (host sync) per expert
+    out = torch.zeros_like(hidden)
+    expert_mask = torch.nn.functional.one_hot(selected_experts, num_experts).permute(2, 1, 0)
+    for expert_idx in range(num_experts):
+        idx, top_x = torch.where(expert_mask[expert_idx])  # expect: TD301
+        out.index_add_(0, top_x, experts[expert_idx](hidden[top_x]) * weights[top_x, idx, None])
+    return out
+
+
+def rows_per_sample(mask, boxes, masks_list):
+    kept = []
+    for i in range(mask.shape[0]):
+        kept.append(boxes[i][mask[i].nonzero()])  # expect: TD301
+    for i in range(len(masks_list)):
+        kept.append(masks_list[i].nonzero())  # a Python list of tensors: nothing to batch
+    return kept
+
+
 def remap_before(labels):
     y_cpu = labels.detach().to("cpu").numpy().astype(int)
     unique_labels = sorted(set(y_cpu.tolist()))  # expect: TD302

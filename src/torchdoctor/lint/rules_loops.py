@@ -40,7 +40,8 @@ RULES = (
         "TD301",
         "mask-per-value-in-loop",
         "warning",
-        "torch.where(x == v) / (x == v).nonzero() / x[x == v] inside a loop over values",
+        "torch.where(x == v) / (x == v).nonzero() / x[x == v] inside a loop over values, or "
+        "torch.where(M[i]) of one row per iteration (Mixtral's loop over experts)",
         "group once: argsort + counts (torch.unique_consecutive / split) and iterate the groups",
         "for s in range(n_seg):\n    idx = torch.where(seg == s)[0]",
         "groups = torchdoctor.ops.group_by_segment(seg, n_seg)",
@@ -143,7 +144,7 @@ class LoopRules(RuleVisitor):
             last.isupper() or bool(_TOKEN_ID.search(last)) or "config." in (name or "")
         )
 
-    def _check_mask(self, node: ast.AST, mask: ast.AST, what: str) -> None:
+    def _check_mask(self, node: ast.AST, mask: ast.AST, what: str, row: bool = False) -> None:
         if self._mask_loop(node, mask) is not None:
             self.report(
                 node,
@@ -151,6 +152,40 @@ class LoopRules(RuleVisitor):
                 f"{what} inside a loop over values: one full pass and one host sync per value; "
                 "group once (argsort + counts, then split) with torchdoctor.ops.group_by_segment",
             )
+        elif row and self._row_loop(node, mask) is not None:
+            self.report(
+                node,
+                "TD301",
+                f"{what} takes the nonzero positions of one row of `{self.code_of(mask.value)}` "  # type: ignore[attr-defined]
+                "per iteration (a MoE loop over experts, a loop over samples): one host sync "
+                "per row; take them once for the whole tensor (torch.nonzero, sorted by row) "
+                "and split by each row's count, or sort by the row index with "
+                "torchdoctor.ops.group_by_segment",
+            )
+
+    def _row_loop(self, node: ast.AST, mask: ast.AST) -> ast.AST | None:
+        """The loop over ``i`` when ``mask`` is ``M[i]`` of a loop-invariant tensor ``M``: a
+        tensor made by a call in this function (``F.one_hot(...).permute(...)``: Mixtral's
+        ``expert_mask``), or one whose rows the loop counts (``range(M.shape[0])``)."""
+        if not isinstance(mask, ast.Subscript) or isinstance(mask.slice, (ast.Slice, ast.Tuple)):
+            return None
+        base = dotted(mask.value)
+        if base is None:
+            return None
+        scope = self.enclosing_scope(node)
+        made = self.assigned_values(scope, base) if "." not in base else []
+        for loop in self.enclosing_loops(node):
+            if not isinstance(loop, ast.For) or not self.is_invariant(mask.value, loop):
+                continue
+            if not set(dotted_names_in(mask.slice)) & self.loop_targets(loop):
+                continue
+            header = self.code_of(loop.iter)
+            counts_rows = header.startswith("range(") and (
+                f"{base}.shape[0]" in header or f"{base}.size(0)" in header
+            )
+            if counts_rows or (made and all(isinstance(v, ast.Call) for v in made)):
+                return loop
+        return None
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if isinstance(node.slice, (ast.Slice, ast.Tuple)):
@@ -168,13 +203,13 @@ class LoopRules(RuleVisitor):
         args = positional(node)
         n_args = len(node.args) + len(node.keywords)
         if "torch.where" in names and n_args == 1 and args:
-            self._check_mask(node, args[0], f"`{self.code_of(node)}`")
+            self._check_mask(node, args[0], f"`{self.code_of(node)}`", row=True)
         elif names & {"torch.nonzero", "torch.argwhere"} and args:
-            self._check_mask(node, args[0], f"`{self.code_of(node)}`")
+            self._check_mask(node, args[0], f"`{self.code_of(node)}`", row=True)
         elif "torch.masked_select" in names and len(args) == 2:
             self._check_mask(node, args[1], f"`{self.code_of(node)}`")
         elif method_name(node) in {"nonzero", "argwhere"} and not names & {"torch.nonzero"}:
-            self._check_mask(node, node.func.value, f"`{self.code_of(node)}`")
+            self._check_mask(node, node.func.value, f"`{self.code_of(node)}`", row=True)
         elif (method_name(node) in _COUNTS and not node.args and not names & _COUNT_CALLS) or (
             names & _COUNT_CALLS and len(args) == 1 and n_args == 1
         ):

@@ -146,7 +146,8 @@ def train_step(model, batch, opt, vocab_size, special_id):
     model.weight.data[others] = model.saved[others]
     table = batch["table"]
     kinds = table["kind"].unique()  # a table column (pandas)
-    return kinds
+    present = batch["labels"].unique()  # expect: TD207
+    return kinds, present
 
 
 def backend_step(nx, model, a, opt):

@@ -15,19 +15,27 @@ name the same function assigns only such values. ``x[idx]`` with an unknown ``id
 reported. ``x[mask] = <Python number>`` is left alone: PyTorch runs it as ``masked_fill_``,
 with no sync. NumPy / pandas values (a ``.cpu()`` / ``.numpy()`` copy, ``np.*`` results),
 branches that run only in evaluation (``if not self.training``) and ``no_grad`` blocks in
-``forward`` are skipped. One finding per statement.
+``forward`` are skipped (``x["key"]`` too, unless ``x`` is a batch of tensors: ``batch``,
+``inputs``...). One finding per statement.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 
 from torchdoctor.lint.project import _under_no_grad
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_sync import SyncRules
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
-from torchdoctor.lint.tensors import NOT_TENSORS, TENSOR_FACTORIES, TORCH_TENSOR_FUNCTION
+from torchdoctor.lint.tensors import (
+    NOT_TENSORS,
+    TENSOR_DICTS,
+    TENSOR_FACTORIES,
+    TORCH_TENSOR_FUNCTION,
+    python_number,
+)
 from torchdoctor.lint.visitor import (
     FUNCTIONS,
     RuleVisitor,
@@ -80,9 +88,8 @@ _KEEPS_MASK = frozenset(
 )  # fmt: skip
 _COMPARISONS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _MASK_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor)
-#: reads that give a Python number: comparing them gives a Python bool, not a mask
-_PYTHON_NUMBERS = frozenset({"shape", "size", "ndim", "dim", "numel", "item", "__len__"})
 _HOST_MODULES = ("numpy.", "pandas.", "scipy.", "sklearn.")
+_PANDAS = re.compile(r"^\s*(?:import|from)\s+pandas\b", re.MULTILINE)
 #: name -> form, for torch.<name>(...) and x.<name>(...)
 _INDEX_CALLS = {
     "nonzero": "nonzero",
@@ -175,10 +182,11 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
                 return None  # nx.unique(a), backend.nonzero(x): not the tensor method
         if name not in _INDEX_CALLS or receiver is None:
             return None
-        if isinstance(receiver, (ast.Constant, ast.List, ast.Tuple)) or (
-            isinstance(receiver, ast.Subscript) and isinstance(constant(receiver.slice), str)
-        ):
-            return None  # a literal; df["label"].unique(): a table column (pandas)
+        keyed = isinstance(receiver, ast.Subscript) and isinstance(constant(receiver.slice), str)
+        if isinstance(receiver, (ast.Constant, ast.List, ast.Tuple)) or keyed and (
+            _PANDAS.search(self.context.source) or dotted(receiver.value) not in TENSOR_DICTS  # type: ignore[attr-defined]
+        ):  # a literal; df["label"].unique(): a table column (pandas); batch["labels"]: a tensor
+            return None
         if self._on_host(receiver, self.enclosing_scope(node)):
             return None
         mask = node.args[-1] if name == "masked_select" and node.args else receiver
@@ -267,7 +275,7 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
             for o in operands
         ):
             return False
-        return any(not isinstance(o, ast.Constant) and not _python_number(o) for o in operands)
+        return any(not isinstance(o, ast.Constant) and not python_number(o) for o in operands)
 
     # -- NumPy, pandas and Python numbers ------------------------------------------------------
     def _on_host(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> bool:
@@ -436,15 +444,3 @@ _MESSAGES = {
     "`output_size=` {why} (it reads repeats.sum() to size the result)",
 }
 
-
-def _python_number(expr: ast.AST) -> bool:
-    """``x.shape[0]``, ``x.size(1)``, ``x.ndim``, ``len(x)``, ``x.item()``: a Python number."""
-    if isinstance(expr, ast.Subscript):
-        expr = expr.value
-    if isinstance(expr, ast.Attribute):
-        return expr.attr in _PYTHON_NUMBERS
-    if isinstance(expr, ast.Call):
-        if isinstance(expr.func, ast.Name) and expr.func.id in {"len", "int", "float", "round"}:
-            return True
-        return method_name(expr) in _PYTHON_NUMBERS
-    return False

@@ -5,7 +5,10 @@ Types are unknowable without running the code; these tables keep the guesses con
 
 from __future__ import annotations
 
+import ast
 import re
+
+from torchdoctor.lint.syntax import method_name
 
 #: Names that hold a tensor in practically every training loop.
 TENSOR_NAME = re.compile(
@@ -90,3 +93,28 @@ TENSOR_FACTORIES = frozenset(
 #: step methods a training framework calls every step (PyTorch Lightning, Lightning Fabric
 #: recipes, many trainers): the loop, backward and optimizer step live in the framework
 FRAMEWORK_STEPS = frozenset({"training_step"})
+
+#: names of dicts of tensors (a training batch), whose ``["key"]`` is a tensor, not a column
+TENSOR_DICTS = frozenset({"batch", "inputs", "sample", "features", "model_inputs", "outputs"})
+#: reads that give a Python number: comparing them gives a Python bool, not a mask
+PYTHON_NUMBERS = frozenset({"shape", "size", "ndim", "dim", "numel", "item", "__len__"})
+
+
+def python_number(expr: ast.AST) -> bool:
+    """``x.shape[0]``, ``x.size(1)``, ``x.ndim``, ``len(x)``, ``x.item()``: a Python number.
+
+    Example:
+        >>> python_number(ast.parse("x.shape[0]", mode="eval").body)
+        True
+        >>> python_number(ast.parse("x.sum()", mode="eval").body)
+        False
+    """
+    if isinstance(expr, ast.Subscript):
+        expr = expr.value
+    if isinstance(expr, ast.Attribute):
+        return expr.attr in PYTHON_NUMBERS
+    if isinstance(expr, ast.Call):
+        if isinstance(expr.func, ast.Name) and expr.func.id in {"len", "int", "float", "round"}:
+            return True
+        return method_name(expr) in PYTHON_NUMBERS
+    return False

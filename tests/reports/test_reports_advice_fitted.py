@@ -160,3 +160,29 @@ def test_an_rnn_cell_called_per_time_step_is_told_to_run_the_sequence_with_nn_ls
     assert "run the sequence with nn.LSTM" in item.title
     low = SPEEDUPS["rnn_sequence"].low
     assert abs(item.estimated_saving_ms - 40.0 * (1 - 1 / low)) < 1e-6
+
+
+def _tuned(accepted: bool, median: float) -> dict:
+    return {"rows": [{"knob": "dataloader_workers", "title": "DataLoader workers",
+                      "status": "measured", "accepted": accepted, "drift": 0.0,
+                      "speedup": {"median": median, "low": median - 0.1, "high": median + 0.05,
+                                  "pairs": 3}}]}  # fmt: skip
+
+
+def test_a_tune_that_measured_workers_replaces_the_stated_data_loading_saving():
+    # pytorch/examples' vae on 2 cores: tune measured num_workers=2 at 0.944x, while the
+    # advice still promised 2.83 ms from workers
+    session = slow_session()
+    (stated,) = data_loading(session)
+    assert stated.estimated_saving_ms and "workers" in stated.fix.lower()
+    session["tune"] = _tuned(False, 0.944)
+    (item,) = data_loading(session)
+    assert "workers measured no faster here" in item.title
+    assert item.estimated_saving_ms is None and item.code is None
+    assert any("0.944x" in e and "not accepted" in e for e in item.evidence)
+    assert "make the loading itself cheaper" in item.fix
+    session["tune"] = _tuned(True, 1.3)  # accepted: the tuned-knob advice says how much
+    assert data_loading(session) == []
+    from torchdoctor.analyze.advice import advise
+
+    assert any(a.rule == "tuned-knob" and "DataLoader workers" in a.title for a in advise(session))

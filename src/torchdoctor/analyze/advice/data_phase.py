@@ -15,6 +15,10 @@ loader's settings as the profiler saw them):
 - persistent workers that still stall the step: they do not keep up, so more of them (up to
   the cores this process may use, ``environment.cpus``) or cheaper per-sample work.
 
+A ``torchdoctor tune`` of the script that measured workers (knob ``dataloader_workers``)
+replaces the stated saving: accepted, its own advice says how much (this one is dropped); not
+faster, this one says so and prescribes cheaper loading instead.
+
 Example:
     >>> data_loading({"phases": {}})
     []
@@ -26,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, pct, with_saving
+from torchdoctor.analyze.advice.knobs_measured import tune_rows
 from torchdoctor.session_read import center, fmt_ms, tree_step_ms
 
 THRESHOLD = 0.10
@@ -70,7 +75,51 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         code=code,
         cause="dataloader-workers",
     )
+    tuned = next((r for r in tune_rows(session) if r.get("knob") == "dataloader_workers"), None)
+    if tuned is not None and tuned.get("accepted"):
+        return []  # measured by torchdoctor tune: its own advice says how much
+    if tuned is not None:  # measured, and workers did not help here: the guess is replaced
+        return [_workers_measured_no_faster(advice, tuned, data, step)]
     return [with_saving(advice, step, data / step, SPEEDUPS["dataloader_workers"])]
+
+
+def _workers_measured_no_faster(
+    advice: Advice, row: Mapping[str, Any], data: float, step: float
+) -> Advice:
+    """The data-loading advice once ``torchdoctor tune`` measured workers on this script and
+    they did not make the step faster (they compete with it for the cores, or each batch is
+    too cheap to hand over): the loading itself must get cheaper.
+
+    Example:
+        >>> row = {"speedup": {"median": 0.94, "low": 0.81, "high": 0.98, "pairs": 3}}
+        >>> a = _workers_measured_no_faster(Advice("data-loading", "t"), row, 5.0, 15.0)
+        >>> a.title, a.estimated_saving_ms, round(a.heat, 3)
+        ('Data loading takes 33% of the step, and workers measured no faster here', None, 0.167)
+    """
+    speed = row.get("speedup") or {}
+    advice.title = (
+        f"Data loading takes {pct(data, step):.0f}% of the step, and workers measured no "
+        "faster here"
+    )
+    advice.evidence.append(
+        f"measured by torchdoctor tune on this script: DataLoader workers "
+        f"{float(speed.get('median') or 0.0):.3g}x over the whole step "
+        f"({float(speed.get('low') or 0.0):.3g}-{float(speed.get('high') or 0.0):.3g} over "
+        f"{speed.get('pairs', '?')} (baseline, knob) pair(s)): not accepted"
+    )
+    advice.fix = (
+        "Workers did not pay off on this machine (they compete with the step for its cores, or "
+        "each batch is too cheap to hand over): make the loading itself cheaper: decode and "
+        "transform once (cache the tensors, or pre-process the dataset to a tensor file), "
+        "batch the per-sample work in collate_fn, move augmentation to the device; on a "
+        "machine with more cores, measure workers again (torchdoctor tune --knobs "
+        "dataloader_workers)."
+    )
+    advice.code = None
+    advice.estimated_saving_ms, advice.saving_range_ms = None, None
+    # (ranked by half its share: the time is measured, what removes it is not)
+    advice.confidence, advice.heat = "low", 0.5 * data / step
+    return advice
 
 
 def feeding(loaders: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

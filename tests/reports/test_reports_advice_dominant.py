@@ -146,3 +146,31 @@ def test_a_composite_made_of_linear_layers_is_told_to_make_the_matmuls_cheaper()
 def test_a_composite_of_small_mixed_parts_is_still_told_to_compile():
     (item,) = dominant_module({"step_ms": s(70.0), "tree": _composite("LayerNorm", "GELU")})
     assert "spread over its parts: compile it" in item.title
+
+
+def _compile_measured(accepted: bool, median: float) -> dict:
+    return {"rows": [{"knob": "compile", "title": "torch.compile", "status": "measured",
+                      "accepted": accepted, "drift": 0.0, "verdict": "faster" if accepted else
+                      "slower", "speedup": {"median": median, "low": median - 0.05,
+                                            "high": median + 0.05, "pairs": 3}}]}  # fmt: skip
+
+
+def test_a_tune_that_measured_compile_replaces_the_stacks_stated_compile_saving():
+    # the HF Trainer's GPT-2: "compile the layer stack" promised 16 ms; a tune measured compile
+    from torchdoctor.analyze.advice import advise
+
+    session = slow_session()
+    (stated,) = dominant_module(session)
+    assert stated.cause == "torch.compile" and stated.estimated_saving_ms
+    session["tune"] = _compile_measured(False, 0.97)
+    (item,) = [a for a in advise(session) if a.rule == "dominant-module"]
+    assert item.estimated_saving_ms is None and item.confidence == "low"
+    assert any("measured torch.compile" in e and "0.97x" in e for e in item.evidence)
+    session["tune"] = _compile_measured(True, 1.25)
+    merged = [a for a in advise(session) if a.cause == "torch.compile"]
+    assert len(merged) == 1  # one entry: the measurement and the stack it is about
+    (item,) = merged
+    assert item.estimated_saving_ms == pytest.approx(200.0 * (1 - 1 / 1.25))  # measured, not stated
+    also = " ".join(e for e in item.evidence if e.startswith("also found by"))
+    assert {item.rule, *also.removeprefix("also found by: ").split(", ")} >= {
+        "tuned-knob", "dominant-module"}

@@ -33,6 +33,7 @@ from torchdoctor.analyze.advice.decode_cache import decode_without_cache
 from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
+from torchdoctor.analyze.advice.knobs_measured import with_tune
 from torchdoctor.analyze.advice.library_loop import library_loop
 from torchdoctor.analyze.advice.library_syncs import library_syncs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
@@ -124,6 +125,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     found: list[Advice] = []
     for rule in RULES:
         found.extend(rule(session))
+    found = with_tune(session, found)  # a measured remedy replaces a stated saving
     found.sort(key=_rank_key, reverse=True)
     found = one_per_cause(found)  # the strongest entry of each cause keeps its place
     found.sort(key=_rank_key, reverse=True)

@@ -31,6 +31,52 @@ MEASURED_BY = {
 }
 
 
+#: an advice's cause -> the tune knobs that measure its remedy (the data-loading and optimizer
+#: rules read their knob themselves)
+KNOBS_OF_CAUSE = {
+    "torch.compile": ("compile", "compile_reduce_overhead", "compile_max_autotune"),
+    "channels_last": ("channels_last",),
+    "bf16-autocast": ("bf16_autocast", "fp16_autocast"),
+}
+CAUSE_OF_KNOB = {knob: cause for cause, knobs in KNOBS_OF_CAUSE.items() for knob in knobs}
+
+
+def with_tune(session: Mapping[str, Any], found: list[Advice]) -> list[Advice]:
+    """Other rules' advice whose remedy the tune measured: a stated saving gives way to the
+    measurement. Accepted: the stated saving is dropped (the tuned-knob entry, same cause,
+    merges with it and brings the measured one). Not faster: no saving, the measurement in the
+    evidence, low confidence, half the rank (what else the advice says may still hold).
+
+    Example:
+        >>> rows = [{"knob": "compile", "title": "torch.compile", "status": "measured",
+        ...          "accepted": False, "speedup": {"median": 0.97, "low": 0.9, "high": 1.0,
+        ...          "pairs": 3}}]
+        >>> a = Advice("dominant-module", "compile the stack", estimated_saving_ms=16.0,
+        ...            heat=0.6, cause="torch.compile")
+        >>> (b,) = with_tune({"tune": {"rows": rows}}, [a])
+        >>> b.estimated_saving_ms, b.heat, b.evidence[-1][:45]
+        (None, 0.3, 'torchdoctor tune measured torch.compile on th')
+    """
+    rows = tune_rows(session)
+    for item in found:
+        knobs = KNOBS_OF_CAUSE.get(item.cause or "")
+        measured_rows = [r for r in rows if r.get("knob") in (knobs or ())]
+        if item.rule == "tuned-knob" or not measured_rows:
+            continue
+        item.estimated_saving_ms, item.saving_range_ms = None, None
+        if any(r.get("accepted") for r in measured_rows):
+            continue
+        for row in measured_rows:
+            speed = row.get("speedup") or {}
+            item.evidence.append(
+                f"torchdoctor tune measured {row.get('title') or row.get('knob')} on this "
+                f"script: {float(speed.get('median') or 0.0):.3g}x over the whole step "
+                f"({row.get('verdict') or 'not accepted'}): no saving to expect from it here"
+            )
+        item.confidence, item.heat = "low", 0.5 * item.heat
+    return found
+
+
 def tune_rows(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The measured rows of the session's tune (empty when it has none).
 
@@ -106,6 +152,7 @@ def measured_knob_advice(session: Mapping[str, Any]) -> list[Advice]:
             references=["torchdoctor tune"],
             code=row.get("snippet") or None,
             heat=min(1.0, max(0.0, 1.0 - 1.0 / speed["median"])),
+            cause=CAUSE_OF_KNOB.get(str(row.get("knob"))),  # (merges with the rule it measured)
         )
         out.append(advice)
     return out

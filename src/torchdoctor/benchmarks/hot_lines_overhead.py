@@ -34,12 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import torchdoctor
 from torchdoctor.benchmarks._models import transformer_train_step
 from torchdoctor.measure.compare import quantile
 from torchdoctor.measure.table import BenchTable
+from torchdoctor.measure.threads import intra_op_threads
 
 USER_MODELS = """
 import torch
@@ -184,27 +183,25 @@ def run(quick: bool = False) -> list[BenchTable]:
         >>> dict(load_suite("hotlines"))["hot_lines_overhead"] is run  # `torchdoctor bench hotlines`
         True
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        user = _user_models()
-        rounds = 3 if quick else 10
-        cases = [user.gpt_step(quick), user.slow_train_step(quick), transformer_train_step(quick)]
-        rows = []
-        for model, step, label in cases:
-            result = _compare(model, step, rounds)
-            rows.append(
-                [
-                    label,
-                    f"{result['off']:.3g}",
-                    f"{result['on']:.3g}",
-                    f"{result['overhead']:.3g}",
-                    f"{result['q1']:.3g} to {result['q3']:.3g}",
-                ]
-            )
-    finally:
-        torch.set_num_threads(threads)
-        sys.modules.pop("hot_lines_user_models", None)
+    with intra_op_threads(1):
+        try:
+            user = _user_models()
+            rounds = 3 if quick else 10
+            cases = [user.gpt_step(quick), user.slow_train_step(quick), transformer_train_step(quick)]
+            rows = []
+            for model, step, label in cases:
+                result = _compare(model, step, rounds)
+                rows.append(
+                    [
+                        label,
+                        f"{result['off']:.3g}",
+                        f"{result['on']:.3g}",
+                        f"{result['overhead']:.3g}",
+                        f"{result['q1']:.3g} to {result['q3']:.3g}",
+                    ]
+                )
+        finally:
+            sys.modules.pop("hot_lines_user_models", None)
     return [
         BenchTable(
             title="Hot lines: profiled step without vs with the line collector",

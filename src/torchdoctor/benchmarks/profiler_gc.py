@@ -29,6 +29,7 @@ from torch import nn
 
 import torchdoctor
 from torchdoctor.measure.table import BenchTable
+from torchdoctor.measure.threads import intra_op_threads
 
 
 class _Cells(nn.Module):
@@ -141,9 +142,5 @@ def run(quick: bool = False) -> list[BenchTable]:
         >>> dict(load_suite("profiler"))["profiler_gc"] is run  # `torchdoctor bench profiler`
         True
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         return [gc_table(steps=100, rounds=1) if quick else gc_table()]
-    finally:
-        torch.set_num_threads(threads)

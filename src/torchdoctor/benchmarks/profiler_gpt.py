@@ -43,6 +43,7 @@ from torchdoctor.collect.syncs import SyncAudit
 from torchdoctor.collect.syncs_overhead import per_call_cost_us
 from torchdoctor.measure.compare import quantile
 from torchdoctor.measure.table import BenchTable
+from torchdoctor.measure.threads import intra_op_threads
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
@@ -399,9 +400,7 @@ def run(quick: bool = False) -> list[BenchTable]:
         >>> dict(load_suite("overhead"))["profiler_gpt"] is run  # `torchdoctor bench overhead` runs it
         True
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         if quick:
             tables = [long_run_table("tiny", steps=12, rounds=2),
                       detailed_vs_torch_profiler("tiny", rounds=3),
@@ -416,8 +415,6 @@ def run(quick: bool = False) -> list[BenchTable]:
                 light_step_table("small", rounds=15),
             ]
         tables.append(per_call_table())
-    finally:
-        torch.set_num_threads(threads)
     tables[0].notes.append(
         "run with torch.set_num_threads(1), as the profiler suite (per-call hook costs are "
         "single-threaded Python: more threads make the step faster and the share larger)"

@@ -34,6 +34,7 @@ from torch import nn
 import torchdoctor
 from torchdoctor.benchmarks._models import transformer_train_step
 from torchdoctor.measure.table import BenchTable
+from torchdoctor.measure.threads import intra_op_threads
 from torchdoctor.session_read import quantile, walk
 
 
@@ -327,17 +328,13 @@ def run(quick: bool = False) -> list[BenchTable]:
         True
     """
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         tables = [
             overhead_table(quick, stress=False),
             overhead_table(quick, stress=True),
             accuracy_table(quick),
             no_op_table(quick),
         ]
-    finally:
-        torch.set_num_threads(threads)
     tables[0].notes.append(
         "run with torch.set_num_threads(1): on a shared 2-core machine two intra-op threads "
         "oversubscribe the cores and a step took ~100x longer; with more threads a step is "

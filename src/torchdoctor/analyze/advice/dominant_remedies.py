@@ -150,6 +150,19 @@ def any_attention(node: Mapping[str, Any], group: list | None, cuda: bool) -> bo
     return any(is_attention(c) for c in group) if group else is_attention(node)
 
 
+#: what makes convolutions cheaper (a leaf convolution, a composite made of them)
+_CONV_CURE = (
+    "use channels_last memory format for the model and its input (oneDNN / cuDNN's fastest "
+    "layouts), bf16 under torch.autocast on a GPU, torch.backends.cudnn.benchmark=True for "
+    "fixed input shapes on CUDA, and fewer channels or a smaller input if the model allows."
+)
+_CONV_REST = (("torch.channels_last", "torch.autocast", "torch.backends.cudnn.benchmark"),
+              "channels_last")  # fmt: skip
+_CONV_CODE = (
+    "model = model.to(memory_format=torch.channels_last)\n"
+    "x = x.to(memory_format=torch.channels_last)"
+)
+
 #: the remedies, first match wins: a region compiled already, attention, RNN cells called per
 #: time step or whole recurrent layers (alone or stacked), a layer stack, linear algebra /
 #: matching, a leaf matmul, a convolution, a leaf embedding, any other leaf module, anything
@@ -256,15 +269,10 @@ REMEDIES: tuple[Remedy, ...] = (
         lambda node, group, cuda: is_leaf(node) and str(node.get("type")) in CONV_TYPES,
         "it is one convolution: make the convolution cheaper",
         "Its time is the convolution kernel itself (torch.compile fuses the elementwise ops "
-        "around it, not the convolution): use channels_last memory format for the model and "
-        "its input (oneDNN / cuDNN's fastest layouts), bf16 under torch.autocast on a GPU, "
-        "torch.backends.cudnn.benchmark=True for fixed input shapes on CUDA, and fewer "
-        "channels or a smaller input if the model allows.",
-        ("torch.channels_last", "torch.autocast", "torch.backends.cudnn.benchmark"),
-        "channels_last",
+        "around it, not the convolution): " + _CONV_CURE,
+        *_CONV_REST,
         cause="channels_last",  # one advice with the engine-knobs channels_last entry
-        code="model = model.to(memory_format=torch.channels_last)\n"
-        "x = x.to(memory_format=torch.channels_last)",
+        code=_CONV_CODE,
     ),
     Remedy(
         "embedding",
@@ -292,15 +300,11 @@ REMEDIES: tuple[Remedy, ...] = (
         lambda node, group, cuda: leaf_share(node, CONV_TYPES) >= HEAVY_LEAVES,
         "its time is in its convolutions: make them cheaper",
         "The tree shows inside it ({parts}): most of its time is its convolution kernels, "
-        "which torch.compile does not fuse (it fuses the elementwise ops around them): use "
-        "channels_last memory format for the model and its input (oneDNN / cuDNN's fastest "
-        "layouts), bf16 under torch.autocast on a GPU, torch.backends.cudnn.benchmark=True for "
-        "fixed input shapes on CUDA, and fewer channels or smaller inputs if the model allows.",
-        ("torch.channels_last", "torch.autocast", "torch.backends.cudnn.benchmark"),
-        "channels_last",
-        cause="channels_last",  # one advice with the engine-knobs channels_last entry
-        code="model = model.to(memory_format=torch.channels_last)\n"
-        "x = x.to(memory_format=torch.channels_last)",
+        "which torch.compile does not fuse (it fuses the elementwise ops around them): "
+        + _CONV_CURE,
+        *_CONV_REST,
+        cause="channels_last",
+        code=_CONV_CODE,
     ),
     Remedy(
         "matmuls",

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.compiled import compiling
+from torchdoctor.collect.lines_install import insert_function_mode, remove_function_mode
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.state import STATE
 
@@ -53,7 +54,7 @@ def _timed_event(method: Callable[..., Any]) -> Callable[..., Any]:
     return timed
 
 
-_PHASE_PUSHED, _HOOKS_MUTED = 1, 2  # what _data_enter did, undone by _data_leave
+_PHASE_PUSHED, _HOOKS_MUTED, _AUDIT_PARKED = 1, 2, 4  # what _data_enter did, _data_leave undoes
 
 _MARKER, _OPTIMIZER, _BACKWARD, _MODULE = (
     StepBoundary.MARKER, StepBoundary.OPTIMIZER, StepBoundary.BACKWARD, StepBoundary.MODULE
@@ -141,10 +142,31 @@ class HookEvents:
         if self._rec.recording:
             self._rec.phases.push("data")
             token |= _PHASE_PUSHED
+        if self._park_audits():
+            token |= _AUDIT_PARKED
         return token
+
+    def _park_audits(self) -> bool:
+        """Take the sync audits' function modes off the stack while a loader yields a batch on
+        this process: its loading runs on host data and makes no device sync, and each of its
+        many small torch calls (a dataset's ``__getitem__``, the collate) paid the audit's
+        dispatch: pytorch/examples' mnist_rnn measured 3.8 ms of data phase in detailed steps
+        for 1.1 ms in light ones. Put back at the same depth by :meth:`_data_leave`."""
+        parked = []
+        for audit in (getattr(self, "_audit", None), *getattr(self, "_paced", ())):
+            mode = getattr(audit, "_function_mode", None)
+            depth = remove_function_mode(mode) if mode is not None else None
+            if depth is not None:
+                parked.append((mode, depth))
+        if parked:
+            self._parked_audits.append(parked)
+        return bool(parked)
 
     @_timed_event
     def _data_leave(self, token: int) -> None:
+        if token & _AUDIT_PARKED:
+            for mode, depth in reversed(self._parked_audits.pop()):
+                insert_function_mode(mode, depth)
         if token & _HOOKS_MUTED:
             self._module_hooks.on()
         if token & _PHASE_PUSHED and self._rec.phases.phase == "data":

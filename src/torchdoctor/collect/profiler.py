@@ -137,6 +137,7 @@ class Profiler(StepCycle, HookEvents):
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
+        self._parked_audits: list[list[tuple[Any, int]]] = []  # per open data phase (hook_events)
         self._module_round = ModuleRound(
             lambda module: self._rec.names.known_path(id(module)) or type(module).__name__
         )  # several top-level modules in an inference loop

@@ -1,6 +1,6 @@
-"""The cyclic garbage collector while a profiler runs: the objects alive when it starts, and
-again when its first backward pass begins (or its first step ends), are set aside (``gc.freeze()``), so collections walk only what the
-run makes from then on.
+"""The cyclic garbage collector while a profiler runs: the objects alive when it starts, and again
+when its first backward pass begins (or its first step ends), are set aside (``gc.freeze()``),
+so collections walk only what the run makes from then on.
 
 Why (measured, BENCHMARKS.md "Garbage collection under the profiler"): a detailed step keeps a
 few small objects per module call until the step closes (the graph hooks' entries, torch's hook
@@ -8,21 +8,21 @@ dictionaries, the ``grad_fn`` objects they are registered on). On steps of thous
 calls (an ``LSTMCell`` run per time step) they add up to tens of thousands of survivors, which
 set off full collections, each walking every object of the process (about 280,000 once torch and
 matplotlib are imported: 130 to 220 ms each), one or two per detailed step where the plain run
-had none. Frozen, the objects of the imports, the model and its data are not walked again.
-The second freeze is for ``torchdoctor run``, which starts the profiler before the script
-imports its libraries and builds its model: the first backward pass (or, in an inference loop,
-the first step's end) is the first moment those surely exist; a collection of the young generations runs just before it, so the garbage made since
-the last full collection is not frozen.
+had none. Frozen, the objects of the imports, the model and its data are not walked again. The
+second freeze is for ``torchdoctor run``, which starts the profiler before the script imports
+its libraries and builds its model: the first backward pass (or, in an inference loop, the first
+step's end) is the first moment those surely exist; a collection of the young generations runs
+just before it, so the garbage made since the last full collection is not frozen.
 
-What does not change: an object freed by its reference count (nearly every tensor and record)
-is freed at once, frozen or not, and everything made after the first step is collected as
-before. Limits: an object alive at a freeze that becomes unreachable through a reference cycle
-while the profiler runs (or was already, in the oldest generation at the second freeze) is
-collected after it stops (``gc.unfreeze()`` returns the frozen
-objects to the oldest generation). Nothing is done when the collector is disabled or the program
-froze objects itself (``gc.get_freeze_count() > 0`` at the start), and a forked child (a
-DataLoader worker) keeps its inherited objects frozen: unfreezing them would write to every
-shared page, the copying ``gc.freeze()`` exists to avoid.
+What does not change: an object freed by its reference count (nearly every tensor and record) is
+freed at once, frozen or not, and everything made after the first step is collected as before.
+Limits: an object alive at a freeze that becomes unreachable through a reference cycle while the
+profiler runs (or was already, in the oldest generation at the second freeze) is collected after
+it stops (``gc.unfreeze()`` returns the frozen objects to the oldest generation). Nothing is
+done when the collector is disabled or the program froze objects itself (``gc.get_freeze_count()
+> 0`` at the start), and a forked child (a DataLoader worker) keeps its inherited objects
+frozen: unfreezing them would write to every shared page, the copying ``gc.freeze()`` exists to
+avoid.
 
 Example:
     >>> import gc

@@ -420,7 +420,6 @@ class Recorder(NodeRegistry, RegionEvents):
             except RuntimeError:  # e.g. a tensor subclass refusing hooks: leave it unmarked
                 continue
 
-
     # -- memory ---------------------------------------------------------------------------
     def pack(self, tensor: Tensor) -> Tensor:
         if compiling():

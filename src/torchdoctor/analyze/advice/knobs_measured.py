@@ -34,9 +34,9 @@ MEASURED_BY = {
 #: an advice's cause -> the tune knobs that measure its remedy (the data-loading and optimizer
 #: rules read their knob themselves)
 KNOBS_OF_CAUSE = {
-    "torch.compile": ("compile", "compile_reduce_overhead", "compile_max_autotune"),
-    "channels_last": ("channels_last",),
-    "bf16-autocast": ("bf16_autocast", "fp16_autocast"),
+    "torch.compile": MEASURED_BY["compile"],
+    "channels_last": MEASURED_BY["channels_last"],
+    "bf16-autocast": MEASURED_BY["autocast"],
 }
 CAUSE_OF_KNOB = {knob: cause for cause, knobs in KNOBS_OF_CAUSE.items() for knob in knobs}
 

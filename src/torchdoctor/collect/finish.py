@@ -118,6 +118,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         [s.get("index", k) for k, (s, flag) in enumerate(zip(steps, flags)) if flag]
     )
     detail["detailed_count"] = store.detailed_count
+    detail.update(_outliers(steps, state.detailed_summaries()))  # (steps of periodic work)
     detail["audited_count"] = store.audited_count
     if detail.get("mode") == "windows" and not all(flags):
         notes.append(
@@ -205,13 +206,61 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     if audit is not None:
         session["syncs"] = audit.records(
             first_step=state.warmup, num_steps=store.count or None,
-            audited_steps=detail["audited_count"] or None,
+            audited_steps=detail["audited_count"] or None, **sync_outliers(session, state.warmup),
         )  # fmt: skip
         session["sync_audit"] = audit.summary()
     store.apply_to(session)  # step time and phases over every step, when some were dropped
     session["interrupted"] = state.interrupted
     session["error"] = state.error
     return session
+
+
+def _outliers(
+    steps: list[dict[str, Any]], detailed: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The detailed steps the tree left out for their length (over TREE_OUTLIER x the median
+    detailed step: an evaluation, a checkpoint) and how often such steps come over the whole
+    run, light steps included (``detailed``: every detailed step, ``steps``: every kept step).
+
+    Example:
+        >>> steps = [{"index": 0, "wall_ms": 2800.0}] + [{"index": k, "wall_ms": 15.0}
+        ...                                              for k in range(1, 299)]
+        >>> _outliers(steps, steps[:15])
+        {'outlier_steps': [0], 'outlier_rate': 0.0033444816053511705}
+    """
+    _, stalls = typical_steps(detailed)
+    if not stalls or not steps:
+        return {}
+    walls = sorted(s["wall_ms"] for s in detailed)
+    limit = TREE_OUTLIER * walls[len(walls) // 2]
+    long = [s for s in stalls if s["wall_ms"] > limit]  # (not those cut at the detail budget)
+    if not long:
+        return {}
+    every = sum(1 for s in steps if s["wall_ms"] > limit)
+    return {
+        "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
+        "outlier_rate": max(every, len(long)) / len(steps),
+    }
+
+
+def sync_outliers(session: Session, warmup: int) -> dict[str, Any]:
+    """The sync audit's ``outlier_steps`` and ``outlier_rate`` (``group_records``: a sync in a
+    step of periodic work counts at the rate such steps come, not per audited step) from the
+    session's ``config.detail`` (audit steps count the warm-up ones too).
+
+    Example:
+        >>> sync_outliers({"config": {"detail": {"outlier_steps": [0], "outlier_rate": 0.01}}}, 1)
+        {'outlier_steps': {1}, 'outlier_rate': 0.01}
+        >>> sync_outliers({"config": {}}, 1)
+        {}
+    """
+    detail = (session.get("config") or {}).get("detail") or {}
+    if not detail.get("outlier_steps"):
+        return {}
+    return {
+        "outlier_steps": {int(k) + warmup for k in detail["outlier_steps"]},
+        "outlier_rate": float(detail["outlier_rate"]),
+    }
 
 
 def _mark_root_phases(tree: dict[str, Any], phases: dict[str, Any]) -> None:
@@ -233,6 +282,22 @@ def _mark_root_phases(tree: dict[str, Any], phases: dict[str, Any]) -> None:
     shares = {p: ms for p, ms in shares.items() if ms > 0}
     if shares:
         row["phases_ms"] = shares
+
+
+def _hook_ms_per_step(state: ProfilerState, calls_per_step: float, detailed: int) -> float:
+    """The module hooks' measured host time in a typical detailed step: their time per call
+    times the tree's calls per step. (Their mean per step would let one outlier step decide:
+    minGPT's adder evaluates 10,000 samples with generate() in its first step, thousands of
+    module calls in a step of 42, and the hooks read 299 us per call instead of ~16.)
+
+    Example:
+        >>> state = ProfilerState(hook_ns=4_000_000 + 84_000_000, hook_calls=42 + 2_000)
+        >>> round(_hook_ms_per_step(state, calls_per_step=42, detailed=2), 2)
+        1.81
+    """
+    if state.hook_calls:
+        return state.hook_ns / 1e6 / state.hook_calls * calls_per_step
+    return state.hook_ns / 1e6 / max(1, detailed)
 
 
 #: the profiler's estimated share of the step above which the report says so
@@ -300,7 +365,7 @@ def _note_profiler_overhead(
         measured_detail_ms=measured, audit_in_light=detail.get("mode") == "always",
         detailed_step_ms=detailed_walls[len(detailed_walls) // 2] if detailed_walls else None,
         bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
-        hook_ms_per_step=state.hook_ns / 1e6 / max(1, detail["detailed_count"]),
+        hook_ms_per_step=_hook_ms_per_step(state, calls, detail["detailed_count"]),
         light_hooks=state.boundary is StepBoundary.MODULE,
         registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
         first_step_ms=first_extra_ms, light_spread_ms=spread,

@@ -114,6 +114,7 @@ class ProfilerState:
     bookkeeping_ns: int = 0  # host time spent closing steps (measured, exact)
     event_ns: int = 0  # host time in the phase and step event handlers, every step (measured)
     hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
+    hook_calls: int = 0  # ... and the module calls those hooks recorded (a per-call cost)
     line_steps: int = 0  # kept detailed steps with hot lines (not control steps)
     line_calls_seen: int = 0  # torch calls the hot-lines mode saw in them
     line_calls_timed: int = 0  # ... of which it timed
@@ -217,7 +218,7 @@ class ProfilerState:
         """Forget the steps kept so far (they were partial: the boundary was revised)."""
         self.summaries.clear()
         self.timelines.clear()
-        self.hook_ns = self.line_own_ns = 0  # (their figures were of the dropped steps)
+        self.hook_ns = self.hook_calls = self.line_own_ns = 0  # (figures of the dropped steps)
         self.line_steps = self.line_calls_seen = self.line_calls_timed = 0
         self.line_calls_python = 0
         self.first_detail_ns = None

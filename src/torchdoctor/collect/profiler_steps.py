@@ -199,6 +199,7 @@ class StepCycle:
                 if rec.count_memory:
                     self._memory_counted = True
                 state.hook_ns += rec.hook_ns
+                state.hook_calls += len(raw[2])  # (the step's forward module calls)
                 state.count_lines(self._lines)
                 if state.first_detail_ns is None:
                     state.first_detail_ns = rec.hook_ns + (

@@ -370,7 +370,8 @@ class SyncAudit:
 
     # -- results ----------------------------------------------------------------------------
     def records(
-        self, first_step: int = 0, num_steps: int | None = None, audited_steps: int | None = None
+        self, first_step: int = 0, num_steps: int | None = None, audited_steps: int | None = None,
+        **outliers: Any,
     ) -> list[dict[str, Any]]:
         """SyncRecords (docs/session-schema.md) grouped by (file, line, kind), most frequent first.
 
@@ -378,9 +379,12 @@ class SyncAudit:
         count and ``per_step = count / audited_steps`` (the steps of that range the audit was
         not paused in; by default ``num_steps``, itself by default the steps seen from
         ``first_step`` on). Without a profiler the whole audit is one step. ``stall_ms``
-        is the measured wait per step (CUDA only; None on a CPU run).
+        is the measured wait per step (CUDA only; None on a CPU run). ``outlier_steps`` and
+        ``outlier_rate``: see :func:`~torchdoctor.collect.syncs_records.group_records`.
         """
-        return group_records(self._events, self.predict, first_step, num_steps, audited_steps)
+        return group_records(
+            self._events, self.predict, first_step, num_steps, audited_steps, **outliers
+        )
 
     def summary(self) -> dict[str, Any]:
         """``session["sync_audit"]``: mode, device, and the audit's estimated own overhead."""

@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from torchdoctor.collect.syncs_frames import own_line, source_text
@@ -21,6 +21,8 @@ def group_records(
     first_step: int = 0,
     num_steps: int | None = None,
     audited_steps: int | None = None,
+    outlier_steps: Collection[int] = (),
+    outlier_rate: float = 0.0,
 ) -> list[dict[str, Any]]:
     """SyncRecords grouped by (file, line, kind, user line), most frequent first.
 
@@ -31,10 +33,20 @@ def group_records(
     count and ``per_step = count / audited_steps`` (by default ``num_steps``, itself by default
     the steps seen from ``first_step`` on); without a profiler the whole audit is one step.
     ``predict``: a CPU run, where the stall is not measured (``stall_ms`` None).
+    ``outlier_steps``: audited steps over 10x the median, left out of the tree (periodic work:
+    an evaluation, a checkpoint), which come ``outlier_rate`` times per step over the whole run:
+    a sync in them counts per such step times that rate, not per audited step (minGPT's adder
+    evaluates in its first step, 100 ``.cpu()`` reads there, none in the other 298 steps: 0.33 per
+    step, not 6.7 per audited step); the record says ``in_outlier_steps`` (how many).
 
     Example:
         >>> group_records({}, True)
         []
+        >>> events = {("t.py", 3, "ev", "cpu", "other", 1, None): [100, 0.0],
+        ...           ("t.py", 9, "step", "item", "other", 2, None): [1, 0.0]}
+        >>> [(r["line"], round(r["per_step"], 2), r.get("in_outlier_steps")) for r in
+        ...  group_records(events, True, 1, 300, 15, outlier_steps={1}, outlier_rate=1 / 300)]
+        [(3, 0.33, 1), (9, 0.07, None)]
     """
     stepped = any(key[5] != -1 for key in events)
     if stepped:
@@ -51,14 +63,21 @@ def group_records(
         inside = more[0] if more else None  # the torch function that made it (torch_site)
         group = groups.setdefault(
             (file, line, kind, own, inside),
-            {"function": function, "count": 0, "stall": 0.0, "phases": Counter(), "steps": set()},
+            {"function": function, "count": 0, "stall": 0.0, "phases": Counter(), "steps": set(),
+             "rare": 0.0, "rare_stall": 0.0},
         )
         if _step >= 0:
             group["steps"].add(_step)
-        group["count"] += count
-        group["stall"] += stall
+        if _step in outlier_steps:  # (counted apart: see the docstring)
+            group["rare"] += count
+            group["rare_stall"] += stall
+        else:
+            group["count"] += count
+            group["stall"] += stall
         group["phases"][phase] += count
     per = audited_steps or num_steps
+    rare_per = max(1, len(outlier_steps)) / max(outlier_rate, 1e-12) if outlier_steps else 1.0
+    per = max(1, per - len(outlier_steps))  # the typical audited steps
     covered = {(f, ln) for (f, ln, k, *_) in groups if k != "cuda_sync_warning"}
     out = []
     for (file, line, kind, own, inside), group in groups.items():
@@ -71,13 +90,15 @@ def group_records(
                 "file": file,
                 "line": line,
                 "function": group["function"],
-                "count": group["count"],
-                "per_step": group["count"] / per,
+                "count": group["count"] + int(group["rare"]),
+                "per_step": group["count"] / per + group["rare"] / rare_per,
                 "phase": group["phases"].most_common(1)[0][0],
-                "stall_ms": None if predict else group["stall"] / per,
+                "stall_ms": None if predict else group["stall"] / per + group["rare_stall"] / rare_per,
                 "would_sync_on_cuda": True,
                 # the audited steps it synced in (an evaluation: many syncs in one step)
                 **({"steps": len(group["steps"])} if stepped and group["steps"] else {}),
+                **({"in_outlier_steps": len(group["steps"] & set(outlier_steps))}
+                   if group["rare"] else {}),  # fmt: skip
                 **(own_line(file, own) if own else {}),
                 **({"inside": inside} if inside else {}),
             }

@@ -61,13 +61,17 @@ def add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
 
 
 def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:
+    from torchdoctor.collect.finish import sync_outliers
+
     steps = session["config"].get("steps", len(session.get("steps") or []))
     if session["config"].get("step_boundary") == "whole_run":
         return audit.records(first_step=0, num_steps=1)
     if steps == 0:
         return audit.records(first_step=0)
     audited = (session["config"].get("detail") or {}).get("audited_count") or None
-    return audit.records(first_step=warmup, num_steps=steps, audited_steps=audited)
+    return audit.records(
+        first_step=warmup, num_steps=steps, audited_steps=audited, **sync_outliers(session, warmup)
+    )
 
 
 def attach_collectives(args: argparse.Namespace, timer: Any, session: Any) -> None:

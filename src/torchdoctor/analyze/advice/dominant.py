@@ -181,6 +181,9 @@ def _hooks_pct(estimate: Mapping[str, Any], step: float) -> float:
     Example:
         >>> round(_hooks_pct({"calls_per_step": 30, "cost_us": 100.0}, step=12.0), 1)
         33.3
+        >>> round(_hooks_pct({"calls_per_step": 30, "cost_us": 100.0, "source": "measured",
+        ...                   "overhead_ms": 1.0}, step=12.0), 1)  # measured: at most the whole
+        9.1
         >>> _hooks_pct({"overhead_pct": 50.0}, step=12.0)  # per-call cost unknown: the total
         50.0
     """
@@ -188,6 +191,8 @@ def _hooks_pct(estimate: Mapping[str, Any], step: float) -> float:
     if cost_us is None or not calls:
         return float(estimate.get("overhead_pct") or 0.0)
     hooks_ms = float(calls) * float(cost_us) / 1e3
+    if estimate.get("source") == "measured":  # the hooks are part of the measured whole
+        hooks_ms = min(hooks_ms, float(estimate.get("overhead_ms") or hooks_ms))
     return 100.0 * hooks_ms / max(1e-9, step - hooks_ms)
 
 

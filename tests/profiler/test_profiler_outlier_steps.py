@@ -1,0 +1,61 @@
+"""A step of periodic work (an evaluation in the step callback, as minGPT's adder runs at its
+first iteration) that falls in a detail window is left out of the tree; it must not set the
+per-step figures either: its syncs count at the rate such steps come over the run, and its
+thousands of module calls do not make the hooks' cost per call."""
+
+import torch
+from torch import nn
+
+from torchdoctor.analyze.advice import advise
+from torchdoctor.collect.profiler import Profiler
+from torchdoctor.collect.profiler_overhead import per_module_call_cost_us
+
+STEPS = 250
+
+
+def _run():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = torch.randn(4, 8)
+    with Profiler(net, warmup=1, hot_lines=False) as prof:
+        for i in range(STEPS):
+            net(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            if i == 1:  # the evaluation: many module calls and a read per batch, once
+                with torch.no_grad():
+                    for _ in range(300):
+                        net(x).sum().item()  # EVALUATION
+            prof.step()
+    return prof
+
+
+def test_syncs_of_an_outlier_step_count_at_the_run_rate():
+    prof = _run()
+    session = prof.session
+    detail = session["config"]["detail"]
+    assert detail["outlier_steps"] == [0]  # the first kept step, detailed, 10x the others
+    assert detail["outlier_rate"] == 1 / (STEPS - 1)
+    (record,) = [r for r in session["syncs"] if "EVALUATION" in str(r.get("op"))]
+    assert record["count"] == 300 and record["steps"] == 1 and record["in_outlier_steps"] == 1
+    assert abs(record["per_step"] - 300 / (STEPS - 1)) < 1e-9  # not 300 / 15 audited steps
+    notes = " ".join(
+        e for a in advise(session.to_dict()) for e in a.evidence if "EVALUATION" in e
+    )
+    if notes:  # (advice on it, if any, says where the syncs come from)
+        assert "over 10x the median (periodic work" in notes
+
+
+def test_the_hooks_cost_per_call_counts_every_call_of_the_detailed_steps():
+    prof = _run()
+    state = prof.state
+    detailed = prof.session["config"]["detail"]["detailed_count"]
+    # 3 module calls per forward (Sequential's 3 children + itself = 4 hooks' records)
+    assert state.hook_calls == 4 * (detailed + 300)
+    estimate = prof.session["config"]["profiler_overhead"]
+    assert estimate["calls_per_step"] == 4
+    inside_us = state.hook_ns / state.hook_calls / 1e3  # measured inside the hooks, per call
+    outside_us = per_module_call_cost_us(backward=True, detailed=True, part="outside")
+    # (the evaluation's 1,200 calls' hook time divided by 15 steps of 4 calls read ~21x this)
+    assert abs(estimate["cost_us"] - (inside_us + outside_us)) < 1e-6 * estimate["cost_us"]

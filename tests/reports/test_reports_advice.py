@@ -242,6 +242,32 @@ def test_dataloader_findings_the_run_contradicts_are_dropped():
     assert codes(slow) == {"TD401"}
 
 
+def test_dataloader_findings_about_rarely_used_loaders_are_cold():
+    """minGPT's adder: its evaluation's loader (no workers) fed 1 step of 300, the training
+    loader (4 workers) all of them; TD401 on the evaluation's loader is no suspect of the step.
+    TD402 (no pinned memory) on a CPU run: there is no host-to-GPU copy to speed up."""
+    finding = {"code": "TD401", "severity": "info", "message": "no workers",
+               "path": "/home/me/proj/train.py", "line": 55, "replacement": None}  # fmt: skip
+    session = slow_session()  # (line 55: inside its region pac_loss, 10% of the step: hot)
+    session["lint"] = [finding]
+    session["config"]["steps"] = 300
+    loaders = [{"num_workers": 0, "steps": 1}, {"num_workers": 4, "steps": 300}]
+    session["environment"]["data_loaders"] = loaders
+    session["phases"]["data"] = {"median": 30.0, "mean": 30.0}
+    (item,) = [a for a in lint_findings(session) if "TD401" in a.references]
+    assert item.heat == 0.0 and "not hot" in item.title
+    loaders[0]["steps"] = 300  # ... the same loader feeding every step is a suspect again
+    (item,) = [a for a in lint_findings(session) if "TD401" in a.references]
+    assert item.heat > 0
+    finding["code"] = "TD402"
+    session["config"]["device"] = "cpu"
+    (item,) = [a for a in lint_findings(session) if "TD402" in a.references]
+    assert item.heat == 0.0
+    session["config"]["device"] = "cuda:0"
+    (item,) = [a for a in lint_findings(session) if "TD402" in a.references]
+    assert item.heat > 0
+
+
 def test_backward_heavy_saving_assumes_typical_ratio():
     (item,) = backward_heavy(slow_session())
     assert "pac_loss" in item.title

@@ -69,3 +69,23 @@ def test_hand_written_attention_is_one_cause_with_the_dominant_stacks_sdpa_remed
     (merged,) = one_per_cause([stack, line])
     assert merged.title == stack.title
     assert any("model.py:27" in e for e in merged.evidence)
+
+
+def test_attention_spread_over_lines_is_measured_over_all_of_them():
+    """minGPT: q @ k^T, masked_fill, softmax and @ v on four lines; the finding (on the softmax)
+    spans them (``pattern_lines``), and its time and saving are the four lines' sum, not the
+    softmax line's quarter of it."""
+    session = _session(line_ms=0.5)
+    first = session["hot_lines"]["lines"][0]
+    rows = []
+    for line, ms in ((62, 0.4), (63, 0.3), (64, 0.5), (66, 0.3), (70, 2.0)):
+        row = {**first, "line": line, "location": f"model.py:{line}", "code": "att = ..."}
+        row.update(forward_ms={"median": ms, "mean": ms}, total_ms={"median": ms, "mean": ms})
+        rows.append(row)
+    session["hot_lines"]["lines"] = rows
+    session["lint"][0].update(code="TD507", line=64, message="hand-written attention",
+                              pattern_lines=[62, 66])  # fmt: skip
+    (item,) = [a for a in _advice_on(session, "/x/model.py") if a.rule == "lint"]
+    assert any("its lines (62, 63, 64, 66) take 1.5 ms" in e for e in item.evidence)
+    expected = 1.5 * (1 - 1 / FUSED_ATTENTION.speedup.low)  # line 70 is not the attention's
+    assert abs(item.estimated_saving_ms - expected) < 1e-6

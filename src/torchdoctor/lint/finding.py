@@ -32,15 +32,28 @@ class Finding:
     end_column: int
     replacement: str | None = None
     fixable: bool = False
+    #: (first, last) source lines of a pattern spread over several statements, when the
+    #: finding is reported on one of them: TD507's scores line to its product with the values
+    #: (a profile adds up the measured lines in between: the pattern's time)
+    pattern_lines: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the Session ``Finding`` dict (JSON-serializable).
+        """Return the Session ``Finding`` dict (JSON-serializable; ``pattern_lines`` only when
+        the pattern spans lines).
 
         Example:
             >>> Finding("TD000", "error", "syntax", "a.py", 1, 1, 1, 2).to_dict()["line"]
             1
+            >>> Finding("TD507", "info", "m", "a.py", 5, 1, 5, 9, pattern_lines=(4, 7)).to_dict()[
+            ...     "pattern_lines"]
+            [4, 7]
         """
-        return asdict(self)
+        out = asdict(self)
+        if self.pattern_lines is None:
+            del out["pattern_lines"]
+        else:
+            out["pattern_lines"] = list(self.pattern_lines)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Finding:
@@ -65,6 +78,8 @@ class Finding:
         values = {k: v for k, v in data.items() if k in names}
         values.setdefault("end_line", values["line"])
         values.setdefault("end_column", values["column"])
+        if values.get("pattern_lines") is not None:
+            values["pattern_lines"] = tuple(values["pattern_lines"])
         return cls(**values)
 
     def location(self) -> str:

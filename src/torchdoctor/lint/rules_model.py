@@ -145,40 +145,47 @@ class ModelRules(RuleVisitor):
         )
 
     # -- TD507 -------------------------------------------------------------------------------
-    def _is_scores(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> bool:
-        """``expr`` contains ``q @ k.transpose(-2, -1)`` (or matmul/einsum of a transposed
-        operand), directly or through a name assigned such a value in ``scope``."""
+    def _scores_line(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> int | None:
+        """The line of ``q @ k.transpose(-2, -1)`` (or a matmul/einsum of a transposed
+        operand) in ``expr``, directly or through a name assigned such a value in ``scope``;
+        None when there is none."""
         for node in ast.walk(expr):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
                 if _transposed(node.right):
-                    return True
+                    return node.lineno
             elif isinstance(node, ast.Call) and self.callee(node) & MATMUL_CALLS:
                 if "torch.einsum" in self.callee(node) or any(map(_transposed, node.args[1:2])):
-                    return True
+                    return node.lineno
             elif isinstance(node, ast.Name) and depth < 3:
                 for value in self.assigned_values(scope, node.id):
-                    if value is not expr and self._is_scores(value, scope, depth + 1):
-                        return True
-        return False
+                    if value is not expr:
+                        line = self._scores_line(value, scope, depth + 1)
+                        if line is not None:
+                            return line
+        return None
 
     def _check_attention(self, call: ast.Call) -> None:
         scope = self.enclosing_scope(call)
         source = call.args[0] if call.args else getattr(call.func, "value", None)
-        if source is None or not self._is_scores(source, scope):
+        first = None if source is None else self._scores_line(source, scope)
+        if first is None:
             return
         if any(
             isinstance(n, ast.Attribute | ast.Name) and SDPA in (dotted(n) or "")
             for n in ast.walk(scope)
         ):
             return  # the function already offers the fused kernel (a fallback path)
-        if not self._times_values(call, scope):
+        last = self._values_line(call, scope)
+        if last is None:
             return
+        lines = (min(first, call.lineno), max(last, call.end_lineno or call.lineno))
         self.report(
             call,
             "TD507",
             f"hand-written attention (`{self.code_of(call)}` of q @ k^T, then @ v): "
             "F.scaled_dot_product_attention(q, k, v, attn_mask=..., is_causal=...) computes "
             "it with a fused flash / memory-efficient kernel",
+            pattern_lines=lines if lines[0] < lines[1] else None,
         )
 
     def _weights_used_otherwise(self, name: str, scope: ast.AST, after: int) -> bool:
@@ -195,28 +202,31 @@ class ModelRules(RuleVisitor):
                     return True
         return False
 
-    def _times_values(self, call: ast.Call, scope: ast.AST) -> bool:
-        """The softmax result is multiplied by the values, directly or through names."""
+    def _values_line(self, call: ast.Call, scope: ast.AST) -> int | None:
+        """The line where the softmax result is multiplied by the values, directly or through
+        names (the first such product after the softmax); None when it is not."""
         node, parent = call, self.parent(call)
         while isinstance(parent, ast.Call) and node in parent.args:  # dropout(softmax(...))
             node, parent = parent, self.parent(parent)
         if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.MatMult):
-            return True
+            return parent.lineno
         if isinstance(parent, ast.Call) and self.callee(parent) & MATMUL_CALLS:
-            return True
+            return parent.lineno
         if not (isinstance(parent, ast.Assign) and isinstance(parent.targets[0], ast.Name)):
-            return False
+            return None
         name = parent.targets[0].id
         if self._weights_used_otherwise(name, scope, parent.end_lineno or parent.lineno):
-            return False
+            return None
+        products = []
         for other in ast.walk(scope):
             if isinstance(other, ast.BinOp) and isinstance(other.op, ast.MatMult):
                 if isinstance(other.left, ast.Name) and other.left.id == name:
-                    return True
+                    products.append(other.lineno)
             if isinstance(other, ast.Call) and self.callee(other) & MATMUL_CALLS:
                 if any(isinstance(a, ast.Name) and a.id == name for a in other.args):
-                    return True
-        return False
+                    products.append(other.lineno)
+        after = [line for line in products if line >= call.lineno]
+        return min(after or products) if products else None
 
 
 def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:

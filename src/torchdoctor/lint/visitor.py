@@ -168,8 +168,10 @@ class RuleVisitor:
         *,
         fix: Callable | None = None,
         fix_kind: str = "call",
+        pattern_lines: tuple[int, int] | None = None,
     ) -> None:
-        """Record a finding at ``node``; ``fix`` (see :class:`Fix`) makes it fixable."""
+        """Record a finding at ``node``; ``fix`` (see :class:`Fix`) makes it fixable;
+        ``pattern_lines``: the lines the pattern spans (:class:`Finding`)."""
         rule = self.rule(code)
         text = message or f"{rule.summary}; {rule.fix}"
         if rule.replacement and rule.replacement not in text:
@@ -187,6 +189,7 @@ class RuleVisitor:
                 end_column=end_column,
                 replacement=rule.replacement,
                 fixable=fix is not None,
+                pattern_lines=pattern_lines,
             )
         )
         if fix is not None:

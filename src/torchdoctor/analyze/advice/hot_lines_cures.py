@@ -234,16 +234,19 @@ CURES_BY_OP: dict[str, Cure] = {
 }
 
 
-def saving_note(cure: Cure) -> str:
-    """The evidence line saying how a cure's saving on a measured line is estimated.
+def saving_note(cure: Cure, lines: int = 1) -> str:
+    """The evidence line saying how a cure's saving on ``lines`` measured lines is estimated.
 
     Example:
         >>> saving_note(WHITENING)[:39]
         "saving: Amdahl over the line's measured"
+        >>> saving_note(WHITENING, lines=4).startswith("saving: Amdahl over the lines' measured")
+        True
     """
     speed = cure.speedup
+    whose = "the line's" if lines <= 1 else "the lines'"
     return (
-        f"saving: Amdahl over the line's measured time with the cure's benchmarked speedup "
+        f"saving: Amdahl over {whose} measured time with the cure's benchmarked speedup "
         f"{speed.low:g}x-{speed.high:g}x ({speed.source})"
     )
 

@@ -184,11 +184,39 @@ def loop_of(
         for r in (measured_lines(session) if rows is None else rows)
         if r.get("loop_line") == line and same_file(r["file"], str(path))
     ]
+    return _added_up(body, loop_line=line)
+
+
+def lines_between(
+    session: Mapping[str, Any], path: Any, first: int, last: int,
+    rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The measured lines ``first`` to ``last`` of ``path``, added up (the shape of
+    :func:`loop_of`): a lint pattern spread over several statements (a finding's
+    ``pattern_lines``: hand-written attention from its scores to its product with the values).
+
+    Example:
+        >>> rows = [{"file": "/a/m.py", "line": n, "total_ms": {"mean": 1.0}} for n in (62, 64, 70)]
+        >>> span = lines_between({"step_ms": {"mean": 10.0}, "hot_lines": {"lines": rows}},
+        ...                      "m.py", 62, 66)
+        >>> span["lines"], span["share"]
+        ([62, 64], 0.2)
+    """
+    body = [
+        r
+        for r in (measured_lines(session) if rows is None else rows)
+        if isinstance(r["line"], int) and first <= r["line"] <= last
+        and same_file(r["file"], str(path))
+    ]  # fmt: skip
+    return _added_up(sorted(body, key=lambda r: r["line"]), loop_line=None)
+
+
+def _added_up(body: list[dict[str, Any]], loop_line: int | None) -> dict[str, Any] | None:
     if not body:
         return None
     return {
         "file": body[0]["file"],
-        "loop_line": line,
+        "loop_line": loop_line,
         "total_ms": sum(r["total_ms"] for r in body),
         "own_ms": sum(r["own_ms"] for r in body),
         "share": sum(r["share"] for r in body),

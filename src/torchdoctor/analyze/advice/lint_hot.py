@@ -9,7 +9,8 @@ left to that advice, as its evidence. Hot findings get one Advice each; cold one
 heat 0, so they rank last. Lint cannot measure a saving: it is left unknown. DataLoader findings
 that the run's own loaders contradict (``environment.data_loaders``: TD401 when every loader had
 workers, TD403 when none had or all persisted; TD401 also when loading measured under
-DATA_FLOOR of the step: workers would hide at most that) are dropped.
+DATA_FLOOR of the step: workers would hide at most that) are dropped; those whose loaders fed at most
+RARE_LOADER of the steps (an evaluation's loader) are cold.
 
 Example:
     >>> lint_findings({"lint": []})
@@ -39,7 +40,7 @@ from torchdoctor.analyze.advice.base import (
     with_saving,
 )
 from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause, saving_note
-from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of, loop_of
+from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of, lines_between, loop_of
 from torchdoctor.lint.registry import RULES
 
 HOT_FRACTION = 0.05
@@ -114,6 +115,13 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             # weighed as every sync rule weighs syncs: one sync per step in a 30 s LBFGS
             # step is no first suspect
             return sync_heat(count), f"the line syncs {times}x per step in the profile"
+    span = _pattern(finding, session) if step > 0 else None
+    if span is not None and span["total_ms"] > 0:  # a pattern over several lines: all of them
+        return min(1.0, span["share"]), (
+            f"its lines ({', '.join(str(n) for n in span['lines'])}) take "
+            f"{fmt_ms(span['total_ms'])} per step, {100 * span['share']:.0f}% of the step "
+            "(measured)"
+        )
     measured = line_of(session, path, line) if step > 0 else None
     if measured is not None and measured["total_ms"] > 0:  # the line's own time (hot lines)
         return min(1.0, measured["share"]), (
@@ -157,6 +165,15 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             "unattributed (a suspect, not a measurement)"
         )
     return best
+
+
+def _pattern(finding: Mapping[str, Any], session: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The measured lines of a finding whose pattern spans several (``pattern_lines``: TD507's
+    scores to its product with the values), added up; None for a one-line finding."""
+    span = finding.get("pattern_lines")
+    if not (isinstance(span, list | tuple) and len(span) == 2):
+        return None
+    return lines_between(session, finding.get("path"), int(span[0]), int(span[1]))
 
 
 def suspects(session: Mapping[str, Any]) -> list[str]:
@@ -228,6 +245,40 @@ def _contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> boo
     return False
 
 
+#: DataLoader findings whose loaders (by the finding's complaint) fed at most this share of the
+#: steps are cold: an evaluation's loader, iterated once per N steps, is not the step's cost
+RARE_LOADER = 0.05
+_LOADER_COMPLAINT = {
+    "TD401": lambda d: not d.get("num_workers"),
+    "TD402": lambda d: not d.get("pin_memory"),
+    "TD403": lambda d: bool(d.get("num_workers")) and not d.get("persistent_workers"),
+}
+
+
+def _rare_loader(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
+    """Every loader of the run the finding could be about fed few of its steps (minGPT's adder:
+    its evaluation's ``DataLoader(..., num_workers=0)`` fed 1 step of 300, the training loader,
+    with workers, all of them), or it is TD402 (no pinned memory) on a CPU run: the finding is
+    no suspect of the step's time.
+
+    Example:
+        >>> loaders = [{"num_workers": 0, "steps": 1}, {"num_workers": 4, "steps": 300}]
+        >>> session = {"config": {"steps": 300}, "environment": {"data_loaders": loaders}}
+        >>> _rare_loader({"code": "TD401"}, session), _rare_loader({"code": "TD201"}, session)
+        (True, False)
+    """
+    code = str(finding.get("code"))
+    if code == "TD402" and str((session.get("config") or {}).get("device")) == "cpu":
+        return True  # pinned memory speeds host-to-GPU copies: a CPU run makes none
+    complaint = _LOADER_COMPLAINT.get(code)
+    loaders = (session.get("environment") or {}).get("data_loaders")
+    steps = (session.get("config") or {}).get("steps")
+    if complaint is None or not loaders or not isinstance(steps, int) or steps <= 0:
+        return False
+    suspects = [d for d in loaders if complaint(d)]
+    return bool(suspects) and all(d.get("steps", 0) <= RARE_LOADER * steps for d in suspects)
+
+
 def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> list[Advice]:
     """Advice from lint findings (``lint`` or ``session["lint"]``), hot ones first.
 
@@ -254,13 +305,17 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     for finding in findings:
         rule = RULES.get(str(finding.get("code")))
         heat, why = _heat(finding, session, step)
+        if _rare_loader(finding, session):
+            heat = 0.0
         if heat <= 0 or (rule is not None and not rule.runtime_cost):  # (hygiene: no suspect)
             cold.setdefault(str(finding.get("code") or "?"), []).append(finding)
             continue
         where = f"{os.path.basename(str(finding.get('path') or '?'))}:{finding.get('line', '?')}"
         replacement = finding.get("replacement")
         cure = CURES_BY_CODE.get(str(finding.get("code")))  # the cure a hot line would get
-        measured = line_of(session, finding.get("path"), finding.get("line"))
+        measured = _pattern(finding, session) if step > 0 else None
+        if measured is None or measured["total_ms"] <= 0:
+            measured = line_of(session, finding.get("path"), finding.get("line"))
         loop = None if measured is not None else loop_of(session, finding["path"], finding["line"])
         advice.append(
             Advice(
@@ -286,7 +341,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
             measured = loop  # evidence says so: _heat)
         if cure is not None and measured is not None and measured["total_ms"] > 0:
             with_saving(advice[-1], step, measured["share"], cure.speedup)  # a measured line
-            advice[-1].evidence.append(saving_note(cure))
+            advice[-1].evidence.append(saving_note(cure, len(measured.get("lines") or ())))
     advice.sort(key=lambda a: a.heat, reverse=True)
     advice = advice[:MAX_HOT]
     for code, group in sorted(cold.items()):

@@ -44,7 +44,7 @@ def test_syncs_of_an_outlier_step_count_at_the_run_rate():
         e for a in advise(session.to_dict()) for e in a.evidence if "EVALUATION" in e
     )
     if notes:  # (advice on it, if any, says where the syncs come from)
-        assert "over 10x the median (periodic work" in notes
+        assert "outlier step (periodic work" in notes
 
 
 def test_the_hooks_cost_per_call_counts_every_call_of_the_detailed_steps():

@@ -174,3 +174,27 @@ def test_a_tune_that_measured_compile_replaces_the_stacks_stated_compile_saving(
     also = " ".join(e for e in item.evidence if e.startswith("also found by"))
     assert {item.rule, *also.removeprefix("also found by: ").split(", ")} >= {
         "tuned-knob", "dominant-module"}
+
+
+def test_the_sdpa_saving_of_a_block_stack_is_over_its_attention_core_only():
+    """minGPT's chargpt: 'use fused attention (SDPA)' for a stack of 6 blocks took the SDPA
+    speedup over the whole stack (98% of the step: 428-927 ms); the fused kernel replaces the
+    attention core, not the MLPs, norms and projections (650 of 1,854 ms: 150-325 ms)."""
+    from torchdoctor.analyze.advice.base import SPEEDUPS
+
+    def block(i):
+        attn = node(f"h.{i}.attn", 6.0, 4.0, type="CausalSelfAttention", children=[
+            node(f"h.{i}.attn.c_attn", 1.5, 1.5, type="Linear"),
+            node(f"h.{i}.attn.attn_dropout", 2.0, 0.0, type="Dropout")])  # fmt: skip
+        return node(f"h.{i}", 12.0, 8.0, type="Block",
+                    children=[attn, node(f"h.{i}.mlp", 6.0, 4.0, type="MLP")])  # fmt: skip
+
+    root = node("", 40.0, 0.0, kind="root", children=[block(0), block(1)])
+    root["total_ms"] = s(42.0)
+    session = {"step_ms": s(42.0), "tree": root}
+    (item,) = dominant_module(session)
+    assert "SDPA" in item.title
+    core = 2 * (10.0 - 3.0)  # each attention less its projection
+    speedup = SPEEDUPS["sdpa"]
+    assert item.estimated_saving_ms == pytest.approx(amdahl_saving(42.0, core / 42.0, speedup.low))
+    assert any("is 14 ms, 33% of the step" in e for e in item.evidence)

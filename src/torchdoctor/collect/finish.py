@@ -80,7 +80,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     rec = state.recorder
     store = state.summaries  # a StepStore: the kept steps; every step's figures streamed
     steps = store.kept()
-    detailed, stalls = typical_steps(state.detailed_summaries())
+    every_wall = [s["wall_ms"] for s in steps]  # (every kept step's: how often long ones come)
+    detailed, stalls = typical_steps(state.detailed_summaries(), every_wall)
     session = Session.new(state.label)
     boundary = state.boundary or StepBoundary.WHOLE_RUN
     notes = [boundary.note, *state.notes]
@@ -228,7 +229,7 @@ def _outliers(
         >>> _outliers(steps, steps[:15])
         {'outlier_steps': [0], 'outlier_rate': 0.0033444816053511705}
     """
-    _, stalls = typical_steps(detailed)
+    _, stalls = typical_steps(detailed, [s["wall_ms"] for s in steps])
     if not stalls or not steps:
         return {}
     walls = sorted(s["wall_ms"] for s in detailed)

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.assemble import TREE_OUTLIER
 from torchdoctor.collect.clocks import CpuClock
 from torchdoctor.collect.install import Installation
 from torchdoctor.collect.recorder import Recorder
@@ -143,7 +144,8 @@ MIN_SIDE = 5
 
 
 #: detailed steps above this multiple of the median detailed step are the loop's own outliers
-OUTLIER = 3.0
+#: (as the tree has them)
+OUTLIER = TREE_OUTLIER
 #: a measured detail cost over NOISY_RATIO x the calibrated parts' sum that is also within the
 #: light steps' own spread (q1-q3) is the run's noise (a busy machine, warm-up steps, epochs of
 #: other work), not the profiler's: the calibrated sum stands then (a VAE on a shared machine

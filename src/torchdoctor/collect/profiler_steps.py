@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.aggregate import summarize_step
-from torchdoctor.collect.assemble import TREE_OUTLIER
 from torchdoctor.collect.compiled import compile_seconds, compiled_frames
 from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
@@ -60,7 +59,9 @@ class RecentSteps:
         100.0
     """
 
-    BUDGET = TREE_OUTLIER  # past it, the step is one the tree leaves out anyway
+    # past it, the step is one the tree leaves out anyway (over TREE_OUTLIER x the median
+    # detailed step; the recent steps are mostly light ones, which the hot lines do not slow)
+    BUDGET = 10.0
     MIN_BUDGET_NS = 50_000_000
 
     def __init__(self) -> None:

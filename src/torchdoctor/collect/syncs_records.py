@@ -33,7 +33,7 @@ def group_records(
     count and ``per_step = count / audited_steps`` (by default ``num_steps``, itself by default
     the steps seen from ``first_step`` on); without a profiler the whole audit is one step.
     ``predict``: a CPU run, where the stall is not measured (``stall_ms`` None).
-    ``outlier_steps``: audited steps over 10x the median, left out of the tree (periodic work:
+    ``outlier_steps``: audited steps over TREE_OUTLIER x the median, left out of the tree (periodic work:
     an evaluation, a checkpoint), which come ``outlier_rate`` times per step over the whole run:
     a sync in them counts per such step times that rate, not per audited step (minGPT's adder
     evaluates in its first step, 100 ``.cpu()`` reads there, none in the other 298 steps: 0.33 per

@@ -137,8 +137,11 @@ def render_tree(
         f"timing: {config.get('timing', '?')})"
     )
     if windowed:
-        title.append(f"; tree and phases from {detail['detailed_count']} detailed steps, "
-                     f"{format_ms(detailed_ms)} ms each")  # fmt: skip
+        left = len(detail.get("outlier_steps") or ())  # (periodic work: see the notes)
+        used = f"{detail['detailed_count'] - left} detailed steps" + (
+            f" ({left} outlier{'s' if left > 1 else ''} left out)" if left else ""
+        )
+        title.append(f"; tree and phases from {used}, {format_ms(detailed_ms)} ms each")
     phases = session.get("phases") or {}
     parts = []
     share_of = detailed_ms if windowed else step_ms

@@ -32,7 +32,12 @@ from torchdoctor.analyze.advice.base import (
     with_saving,
 )
 from torchdoctor.analyze.advice.dominant_lines import NO_FACTS, LineFacts, line_facts
-from torchdoctor.analyze.advice.dominant_remedies import REMEDIES, Remedy, is_leaf
+from torchdoctor.analyze.advice.dominant_remedies import (
+    REMEDIES,
+    Remedy,
+    attention_core_ms,
+    is_leaf,
+)
 from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
 from torchdoctor.analyze.advice.ops_table import OPS_FOR, ops_for  # noqa: F401 (re-exported)
@@ -159,6 +164,14 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         if remedy.name in ("matmul", "matmuls") and not cuda:
             speedup = None  # bf16/TF32 tensor cores: no stated speedup for a CPU matmul
             item.heat = fraction
+        if remedy.name == "attention":  # the kernel speeds the attention core, not the rest
+            core = attention_core_ms(node, group)
+            if core > 0:
+                fraction = min(fraction, core / step)
+                item.evidence.append(
+                    f"the attention it replaces (the attention parts less their projections) "
+                    f"is {fmt_ms(core)}, {pct(core, step):.0f}% of the step"
+                )
         if speedup is not None:
             with_saving(item, step, fraction, SPEEDUPS[speedup])
         else:

@@ -84,7 +84,7 @@ def _how_often(record: Mapping[str, Any]) -> str:
         >>> _how_often({"per_step": 1.0, "count": 15, "steps": 15})
         'x1/step'
         >>> _how_often({"per_step": 0.33, "count": 100, "steps": 1, "in_outlier_steps": 1})
-        'x100 in 1 step over 10x the median (periodic work: x0.33/step over the run)'
+        'x100 in 1 outlier step (periodic work: x0.33/step over the run)'
     """
     per_step = _per_step(record)
     steps = record.get("steps")
@@ -93,8 +93,8 @@ def _how_often(record: Mapping[str, Any]) -> str:
     if isinstance(rare, int) and rare > 0 and rare == steps and isinstance(count, int | float):
         plural = "s" if rare > 1 else ""
         return (
-            f"x{fmt_count(count / rare)} in {'each of ' if rare > 1 else ''}{rare} step{plural} "
-            f"over 10x the median (periodic work: x{fmt_count(per_step)}/step over the run)"
+            f"x{fmt_count(count / rare)} in {'each of ' if rare > 1 else ''}{rare} outlier "
+            f"step{plural} (periodic work: x{fmt_count(per_step)}/step over the run)"
         )
     if isinstance(steps, int) and steps > 0 and isinstance(count, (int, float)):
         in_each = count / steps

@@ -13,7 +13,9 @@ loader's settings as the profiler saw them):
   dominated by a few long waits): each epoch starts workers anew, and its first batches wait
   for them;
 - persistent workers that still stall the step: they do not keep up, so more of them (up to
-  the cores this process may use, ``environment.cpus``) or cheaper per-sample work.
+  the cores this process may use, ``environment.cpus``) or cheaper per-sample work; workers
+  on every core already get no stated saving (more workers cannot hide more), and more
+  workers than cores are told to leave the training process one.
 
 A ``torchdoctor tune`` of the script that measured workers (knob ``dataloader_workers``)
 replaces the stated saving: accepted, its own advice says how much (this one is dropped); not
@@ -80,6 +82,20 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         return []  # measured by torchdoctor tune: its own advice says how much
     if tuned is not None:  # measured, and workers did not help here: the guess is replaced
         return [_workers_measured_no_faster(advice, tuned, data, step)]
+    fed, cpus = feeding(loaders), environment.get("cpus")
+    if (
+        title.endswith("do not keep up")
+        and cpus
+        and min(int(d.get("num_workers") or 0) for d in fed) >= cpus
+    ):
+        # workers already on every core: the stated saving is of workers hiding the loading,
+        # which they do already; what the cheaper loading saves is not measured
+        advice.evidence.append(
+            "the workers already take every core: no stated saving (what cheaper samples save "
+            "is not measured here)"
+        )
+        advice.confidence, advice.heat = "low", 0.5 * data / step
+        return [advice]
     return [with_saving(advice, step, data / step, SPEEDUPS["dataloader_workers"])]
 
 
@@ -197,23 +213,27 @@ def _remedy(
             "# after",
             settings,
         )
-    room = cpus is None or max(workers) < cpus
-    more = (
-        f"raise num_workers above {max(workers)}{cores}, prefetch_factor"
-        if room
-        else f"the {max(workers)} workers already use every core{cores}: "
-    )
+    most = max(workers)
+    room = cpus is None or most < cpus
+    if room:
+        more, after = f"raise num_workers above {most}{cores}, prefetch_factor, ", most * 2
+    elif most > cpus:  # (minGPT's Trainer: 4 workers on a 2-core machine)
+        after = max(1, cpus - 1)
+        more = (f"the {most} workers are more than the {cpus} cores this process may use: they "
+                f"take them from the training process (num_workers={after} leaves it one); ")  # fmt: skip
+    else:
+        more, after = f"the {most} workers already use every core{cores}: ", most
     return (
-        f"Data loading stalls the step: the DataLoader's {max(workers)} workers do not keep up",
-        f"{more}{', ' if room else ''}make each sample cheaper (decode once and cache, batch "
-        "the per-sample work with a batch sampler, augment on the GPU)"
+        f"Data loading stalls the step: the DataLoader's {most} workers do not keep up",
+        f"{more}make each sample cheaper (decode once and cache, batch the per-sample work "
+        "with a batch sampler, augment on the GPU)"
         + (
             "; persistent_workers=True if the loader runs more than one epoch."
             if not all(d.get("persistent_workers") for d in loaders)
             else "."
         ),
-        f"loader = DataLoader(ds, num_workers={max(workers)}, persistent_workers=True)  # before\n"
-        f"loader = DataLoader(ds, num_workers={max(workers) * 2}, persistent_workers=True,\n"
+        f"loader = DataLoader(ds, num_workers={most}, persistent_workers=True)  # before\n"
+        f"loader = DataLoader(ds, num_workers={after}, persistent_workers=True,\n"
         "                    prefetch_factor=4)                              # after",
         settings,
     )

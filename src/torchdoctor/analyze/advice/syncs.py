@@ -3,7 +3,8 @@
 Two families, one Advice each: scalar extraction (``.item()``, ``float(t)``, ``.tolist()``,
 ``.cpu()``, ``if t:`` ...) at least every other step, outside ``optimizer.step()`` (whose
 own reads, e.g. LBFGS's, the user cannot defer) -> keep metrics on device
-(``torchdoctor.train.LazyMetrics``);
+(``torchdoctor.train.LazyMetrics``), or, when they come LOOP_READS or more times a step (a
+Python loop reading per item: actions for an environment), batch the loop;
 data-dependent shapes (``nonzero``, ``unique``, boolean-mask indexing ...) -> the sync-free ops.
 The saving is the measured stall (CUDA runs); on CPU runs the syncs are predicted, the stall is
 not measured, and the saving is left unknown. Unmeasured syncs too few for their step (at most
@@ -55,6 +56,9 @@ REMEDY_OF_KIND = {
     "repeat_interleave": "repeat_interleave",
 }
 MIN_SCALAR_PER_STEP = 0.5  # below: a read every few steps, i.e. already at a log interval
+#: scalar reads per step (all lines) from which they are a Python loop's, not a step's metrics
+#: (pytorch/examples reinforce: action.item() for the environment, 210 per step)
+LOOP_READS = 8
 #: when the whole run is one step (no boundary seen), a read is a loop's only when repeated
 MIN_REPEATS_IN_ONE_STEP = 3
 
@@ -166,7 +170,25 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
             if not cuda
             else "stall not measured for these lines"
         )
-    if scalar:
+    if scalar and per_step >= LOOP_READS:  # one line read many times a step: a Python loop
+        advice = Advice(
+            rule="host-syncs",
+            title=f"{fmt_count(per_step)} host reads per step from a Python loop: each waits "
+            "for the device",
+            evidence=evidence,
+            fix="Each read (.item(), int(t), a tensor in an `if`) holds the host until the "
+            "device has the value: in a per-item loop, one round trip per item. If the host "
+            "needs the values (an action for an environment, a branch), batch the loop: many "
+            "items per forward (gymnasium.vector environments, a batch of samples); if they "
+            "are metrics, accumulate them on the device (torchdoctor.train.LazyMetrics) and "
+            "read once per log interval; a model this small, run item by item from the host, "
+            "may be faster on the CPU.",
+            references=["torchdoctor.train.LazyMetrics", "seed 002"],
+            code="for obs in observations:                 # before: a read per item\n"
+            "    action = policy(obs).argmax().item()\n"
+            "actions = policy(torch.stack(observations)).argmax(-1).tolist()  # after: one",
+        )
+    elif scalar:
         advice = Advice(
             rule="host-syncs",
             title="Keep per-step scalars on the device: defer .item()/.cpu() to display time",

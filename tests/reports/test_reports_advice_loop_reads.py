@@ -1,0 +1,31 @@
+"""Scalar reads many times a step come from a Python loop (pytorch/examples reinforce: the
+policy's action read with .item() for the environment at every environment step, 210 a step):
+they get the loop's remedy (batch it, or accumulate on the device), not 'defer to display'."""
+
+from torchdoctor.analyze.advice.syncs import LOOP_READS, host_syncs
+
+
+def _record(per_step, line=60, phase="forward"):
+    return {"kind": "item", "op": "return action.item()", "file": "/a/reinforce.py",
+            "line": line, "count": int(per_step * 30), "per_step": per_step, "phase": phase,
+            "stall_ms": None, "steps": 30}  # fmt: skip
+
+
+def _advice(*records):
+    (item,) = host_syncs({"syncs": list(records), "step_ms": {"median": 100.0}})
+    return item
+
+
+def test_reads_per_item_of_a_loop_get_the_batching_remedy():
+    item = _advice(_record(210.0))
+    assert item.title == "210 host reads per step from a Python loop: each waits for the device"
+    assert "batch the loop" in item.fix and "gymnasium.vector" in item.fix
+    assert "return action.item()    # reinforce.py:60" in item.code
+
+
+def test_a_read_or_two_per_step_stays_a_per_step_scalar():
+    item = _advice(_record(1.0, line=88, phase="other"), _record(1.0, line=90, phase="other"))
+    assert item.title.startswith("Keep per-step scalars on the device")
+    # ... and the loop remedy starts where the reads of all lines add up to LOOP_READS
+    many = [_record(LOOP_READS / 4, line=n) for n in range(4)]
+    assert "Python loop" in _advice(*many).title

@@ -427,3 +427,22 @@ def test_unattributed_names_lint_suspects_outside_modules():
     # the same finding ranks as a suspect, not as cold lint
     (finding,) = lint_findings(session)
     assert finding.heat > 0 and "unattributed code" in finding.title
+
+
+def test_a_dataloader_finding_is_judged_by_the_loader_its_function_fetches_from():
+    """minGPT: Trainer.run builds its loader with num_workers=config.num_workers (4: the linter
+    cannot read it) and iterates it; eval_split builds one with num_workers=0. TD401 on the
+    Trainer's line is contradicted by its own loader, not kept alive by the evaluation's."""
+
+    def finding(path, line):
+        return {"code": "TD401", "severity": "info", "message": "no workers", "path": path,
+                "line": line, "replacement": None}  # fmt: skip
+
+    train = {"num_workers": 4, "persistent_workers": False, "iterators": 1, "steps": 300,
+             "site": {"file": "/m/mingpt/trainer.py", "function_line": 60, "line": 79}}
+    evaluate = {"num_workers": 0, "persistent_workers": False, "iterators": 2, "steps": 1,
+                "site": {"file": "/m/adder.py", "function_line": 148, "line": 153}}  # fmt: skip
+    session = {"environment": {"data_loaders": [train, evaluate]}, "config": {"steps": 300}}
+    found = [finding("/m/mingpt/trainer.py", 68), finding("/m/adder.py", 151)]
+    (item,) = lint_findings(session, found)  # the evaluation's finding only, and cold
+    assert item.locations == ["/m/adder.py:151"] and item.heat == 0.0

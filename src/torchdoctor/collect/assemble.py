@@ -82,6 +82,54 @@ def typical_steps(
     return [s for s in steps if not (s["wall_ms"] > limit or s.get("lines_cut"))], out
 
 
+def outliers(
+    steps: list[dict[str, Any]], detailed: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The detailed steps the tree left out for their length (over TREE_OUTLIER x the median
+    detailed step: an evaluation, a checkpoint) and how often such steps come over the whole
+    run, light steps included (``detailed``: every detailed step, ``steps``: every kept step).
+
+    Example:
+        >>> steps = [{"index": 0, "wall_ms": 2800.0}] + [{"index": k, "wall_ms": 15.0}
+        ...                                              for k in range(1, 299)]
+        >>> outliers(steps, steps[:15])
+        {'outlier_steps': [0], 'outlier_rate': 0.0033444816053511705}
+    """
+    _, stalls = typical_steps(detailed, [s["wall_ms"] for s in steps])
+    if not stalls or not steps:
+        return {}
+    walls = sorted(s["wall_ms"] for s in detailed)
+    limit = TREE_OUTLIER * walls[len(walls) // 2]
+    long = [s for s in stalls if s["wall_ms"] > limit]  # (not those cut at the detail budget)
+    if not long:
+        return {}
+    every = sum(1 for s in steps if s["wall_ms"] > limit)
+    return {
+        "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
+        "outlier_rate": max(every, len(long)) / len(steps),
+    }
+
+
+def sync_outliers(session: Mapping[str, Any], warmup: int) -> dict[str, Any]:
+    """The sync audit's ``outlier_steps`` and ``outlier_rate`` (``group_records``: a sync in a
+    step of periodic work counts at the rate such steps come, not per audited step) from the
+    session's ``config.detail`` (audit steps count the warm-up ones too).
+
+    Example:
+        >>> sync_outliers({"config": {"detail": {"outlier_steps": [0], "outlier_rate": 0.01}}}, 1)
+        {'outlier_steps': {1}, 'outlier_rate': 0.01}
+        >>> sync_outliers({"config": {}}, 1)
+        {}
+    """
+    detail = (session.get("config") or {}).get("detail") or {}
+    if not detail.get("outlier_steps"):
+        return {}
+    return {
+        "outlier_steps": {int(k) + warmup for k in detail["outlier_steps"]},
+        "outlier_rate": float(detail["outlier_rate"]),
+    }
+
+
 def build_tree(
     steps: Sequence[dict[str, Any]],
     *,

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.syncs_frames import user_code_frame
+
 
 def autocast_dtype(device_type: str | None = None) -> str | None:
     """The dtype autocast runs in right now ("bfloat16", "float16") on ``device_type`` (default:
@@ -66,6 +68,27 @@ def loader_settings(iterator: Any) -> dict[str, Any]:
         "persistent_workers": bool(getattr(iterator, "_persistent_workers", False)),
         "pin_memory": bool(getattr(iterator, "_pin_memory", False)),
     }
+
+
+def loader_site(frame: Any) -> tuple[tuple[str, Any], ...]:
+    """``(("site", (file, function's first line, line)),)`` of the user's code that fetches
+    a batch, from ``frame`` outward (empty without one): a lint finding on a ``DataLoader(...)``
+    call in the same function is about this loader (minGPT's ``Trainer.run`` builds and iterates
+    its training loader, with workers; ``eval_split`` its evaluation's, without).
+
+    Example:
+        >>> import sys
+        >>> (name, (file, first, line)), = loader_site(sys._getframe())
+        >>> name, file.startswith("<doctest"), first <= line
+        ('site', True, True)
+        >>> loader_site(None)
+        ()
+    """
+    user = user_code_frame(frame)
+    if user is None:
+        return ()
+    code = user.f_code
+    return (("site", (code.co_filename, code.co_firstlineno, user.f_lineno or 0)),)
 
 
 def optimizer_settings(optimizer: Any) -> dict[str, Any]:

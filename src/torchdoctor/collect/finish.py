@@ -22,8 +22,10 @@ from torchdoctor.collect.aggregate import step_timeline
 from torchdoctor.collect.assemble import (
     TREE_OUTLIER,
     build_tree,
+    outliers,
     recomputation,
     stat_with_mean,
+    sync_outliers,
     typical_steps,
 )
 from torchdoctor.collect.lines_overhead import line_call_cost_us
@@ -108,9 +110,10 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         session["environment"]["knobs"]["anomaly_detection"] = True
     if state.loaders:  # distinct settings of the DataLoaders iterated during the run
         session["environment"]["data_loaders"] = [
-            {**dict(key), "iterators": count, "steps": state.loader_steps.get(key, (0, 0))[1]}
+            {**_loader_entry(key), "iterators": count,
+             "steps": state.loader_steps.get(key, (0, 0))[1]}
             for key, count in sorted(state.loaders.items())
-        ]
+        ]  # fmt: skip
     if state.optimizers:  # what each optimizer ran as (the optimizer-step rule reads it)
         session["environment"]["optimizers"] = list(state.optimizers.values())
     flags = [s.get("detailed", True) for s in steps]
@@ -119,7 +122,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         [s.get("index", k) for k, (s, flag) in enumerate(zip(steps, flags)) if flag]
     )
     detail["detailed_count"] = store.detailed_count
-    detail.update(_outliers(steps, state.detailed_summaries()))  # (steps of periodic work)
+    detail.update(outliers(steps, state.detailed_summaries()))  # (steps of periodic work)
     detail["audited_count"] = store.audited_count
     if detail.get("mode") == "windows" and not all(flags):
         notes.append(
@@ -216,52 +219,19 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     return session
 
 
-def _outliers(
-    steps: list[dict[str, Any]], detailed: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The detailed steps the tree left out for their length (over TREE_OUTLIER x the median
-    detailed step: an evaluation, a checkpoint) and how often such steps come over the whole
-    run, light steps included (``detailed``: every detailed step, ``steps``: every kept step).
+def _loader_entry(key: tuple) -> dict[str, Any]:
+    """A loader's settings as the session has them: its ``site`` (``engine_state.loader_site``)
+    as ``{"file", "function_line", "line"}``.
 
     Example:
-        >>> steps = [{"index": 0, "wall_ms": 2800.0}] + [{"index": k, "wall_ms": 15.0}
-        ...                                              for k in range(1, 299)]
-        >>> _outliers(steps, steps[:15])
-        {'outlier_steps': [0], 'outlier_rate': 0.0033444816053511705}
+        >>> _loader_entry((("num_workers", 0), ("site", ("/a/t.py", 10, 14))))
+        {'num_workers': 0, 'site': {'file': '/a/t.py', 'function_line': 10, 'line': 14}}
     """
-    _, stalls = typical_steps(detailed, [s["wall_ms"] for s in steps])
-    if not stalls or not steps:
-        return {}
-    walls = sorted(s["wall_ms"] for s in detailed)
-    limit = TREE_OUTLIER * walls[len(walls) // 2]
-    long = [s for s in stalls if s["wall_ms"] > limit]  # (not those cut at the detail budget)
-    if not long:
-        return {}
-    every = sum(1 for s in steps if s["wall_ms"] > limit)
-    return {
-        "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
-        "outlier_rate": max(every, len(long)) / len(steps),
-    }
-
-
-def sync_outliers(session: Session, warmup: int) -> dict[str, Any]:
-    """The sync audit's ``outlier_steps`` and ``outlier_rate`` (``group_records``: a sync in a
-    step of periodic work counts at the rate such steps come, not per audited step) from the
-    session's ``config.detail`` (audit steps count the warm-up ones too).
-
-    Example:
-        >>> sync_outliers({"config": {"detail": {"outlier_steps": [0], "outlier_rate": 0.01}}}, 1)
-        {'outlier_steps': {1}, 'outlier_rate': 0.01}
-        >>> sync_outliers({"config": {}}, 1)
-        {}
-    """
-    detail = (session.get("config") or {}).get("detail") or {}
-    if not detail.get("outlier_steps"):
-        return {}
-    return {
-        "outlier_steps": {int(k) + warmup for k in detail["outlier_steps"]},
-        "outlier_rate": float(detail["outlier_rate"]),
-    }
+    entry = dict(key)
+    if "site" in entry:
+        file, first, line = entry["site"]
+        entry["site"] = {"file": file, "function_line": first, "line": line}
+    return entry
 
 
 def _mark_root_phases(tree: dict[str, Any], phases: dict[str, Any]) -> None:

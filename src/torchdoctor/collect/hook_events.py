@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -132,8 +133,8 @@ class HookEvents:
         ``Compose`` are modules; a frozen encoder in a ``collate_fn``) are data
         loading, not the model: the module hooks are off while the loader runs, so they neither
         take the step's boundary nor appear in the tree; their time is the data phase's."""
-        if iterator is not None:
-            self.state.note_loader(iterator, STATE.step_index)
+        if iterator is not None:  # (the frame: the user's code fetching, for a new iterator)
+            self.state.note_loader(iterator, STATE.step_index, sys._getframe(1))
         token = 0
         hooks = self._module_hooks
         if hooks is not None and hooks.active and not self._rec.module_depth:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from torchdoctor.collect.engine_state import loader_settings, optimizer_settings
+from torchdoctor.collect.engine_state import loader_settings, loader_site, optimizer_settings
 from torchdoctor.collect.step_store import StepStore
 
 _NO_REFERENCE = object()  # an iterator that takes no weak reference
@@ -146,10 +146,11 @@ class ProfilerState:
             except Exception:  # an optimizer of unusual shape: nothing to say about it
                 self.optimizers[id(optimizer)] = {"type": type(optimizer).__name__}
 
-    def note_loader(self, iterator: Any, step: int = -1) -> None:
+    def note_loader(self, iterator: Any, step: int = -1, frame: Any = None) -> None:
         """Count a DataLoader iterator the first time one of its batches is fetched (by its
-        settings: ``num_workers``, ``persistent_workers``, ``pin_memory``), and the steps
-        (``step``: the running one's index) its batches are fetched in.
+        settings: ``num_workers``, ``persistent_workers``, ``pin_memory``, and the user's
+        code that fetches, from ``frame`` outward: ``loader_site``), and the steps (``step``:
+        the running one's index) its batches are fetched in.
 
         Example:
             >>> class It: _num_workers, _persistent_workers = 2, False
@@ -164,7 +165,7 @@ class ProfilerState:
         if known is not None and (known[0] is _NO_REFERENCE or known[0]() is iterator):
             key = known[1]
         else:
-            key = tuple(loader_settings(iterator).items())
+            key = tuple(loader_settings(iterator).items()) + loader_site(frame)
             try:  # (a weak reference: an ended epoch's iterator and its workers are not kept)
                 self._iterators[id(iterator)] = (weakref.ref(iterator), key)
             except TypeError:  # (__slots__ without __weakref__: known by its id alone)

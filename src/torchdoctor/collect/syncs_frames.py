@@ -81,6 +81,18 @@ def skip_paths(*prefixes: str) -> None:
     _library_cache.clear()
 
 
+def user_code_frame(frame: FrameType | None) -> FrameType | None:
+    """The innermost frame from ``frame`` outward that is not library code (None if none).
+
+    Example:
+        >>> user_code_frame(sys._getframe()).f_code.co_name
+        '<module>'
+    """
+    while frame is not None and _is_library(frame.f_code):
+        frame = frame.f_back
+    return frame
+
+
 def user_frame(frame: FrameType | None = None) -> tuple[str, int, str]:
     """``(file, line, function)`` of the innermost frame that is not library code.
 

@@ -235,7 +235,7 @@ def _contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> boo
         step = center(session.get("step_ms"))
         if data and step > 0 and center(data) < DATA_FLOOR * step:
             return True
-    loaders = (session.get("environment") or {}).get("data_loaders")
+    loaders = loaders_of(finding, (session.get("environment") or {}).get("data_loaders") or ())
     if not loaders:
         return False
     if code == "TD401":  # no workers: every loader of the run had some
@@ -255,6 +255,33 @@ _LOADER_COMPLAINT = {
 }
 
 
+def loaders_of(
+    finding: Mapping[str, Any], loaders: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The run's loaders a DataLoader finding is about: those fetched from in the function
+    that holds the finding's line (a loader's ``site``: its function's first line to the line
+    that fetched), else all of them (a loader built in one function and iterated in another).
+
+    Example:
+        >>> train = {"num_workers": 4, "site": {"file": "/m/trainer.py", "function_line": 60,
+        ...                                     "line": 79}}
+        >>> evaluate = {"num_workers": 0, "site": {"file": "/m/adder.py", "function_line": 148,
+        ...                                        "line": 153}}
+        >>> loaders_of({"path": "trainer.py", "line": 68}, [train, evaluate]) == [train]
+        True
+        >>> len(loaders_of({"path": "data.py", "line": 5}, [train, evaluate]))
+        2
+    """
+    line = finding.get("line")
+    mine = [
+        d for d in loaders
+        if isinstance(line, int) and isinstance(d.get("site"), Mapping)
+        and same_file(str(d["site"].get("file")), str(finding.get("path")))
+        and int(d["site"].get("function_line") or 0) <= line <= int(d["site"].get("line") or 0)
+    ]  # fmt: skip
+    return mine or list(loaders)
+
+
 def _rare_loader(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
     """Every loader of the run the finding could be about fed few of its steps (minGPT's adder:
     its evaluation's ``DataLoader(..., num_workers=0)`` fed 1 step of 300, the training loader,
@@ -271,7 +298,7 @@ def _rare_loader(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool
     if code == "TD402" and str((session.get("config") or {}).get("device")) == "cpu":
         return True  # pinned memory speeds host-to-GPU copies: a CPU run makes none
     complaint = _LOADER_COMPLAINT.get(code)
-    loaders = (session.get("environment") or {}).get("data_loaders")
+    loaders = loaders_of(finding, (session.get("environment") or {}).get("data_loaders") or ())
     steps = (session.get("config") or {}).get("steps")
     if complaint is None or not loaders or not isinstance(steps, int) or steps <= 0:
         return False

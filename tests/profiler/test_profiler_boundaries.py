@@ -49,6 +49,12 @@ class _SlowDataset(torch.utils.data.Dataset):
         return torch.randn(4)
 
 
+def _without_sites(loaders):
+    """The loaders' settings and counts (each fetched here, in this file: its ``site``)."""
+    assert all(d["site"]["file"] == __file__ for d in loaders)
+    return [{k: v for k, v in d.items() if k != "site"} for d in loaders]
+
+
 def test_unmodified_dataloader_wait_is_the_data_phase(net):
     """No wrap_loader: next() on any DataLoader iterator is timed as the data phase."""
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -65,7 +71,7 @@ def test_unmodified_dataloader_wait_is_the_data_phase(net):
         assert step["phases"]["data"] >= 3.0
         assert sum(step["phases"].values()) == pytest.approx(step["wall_ms"], rel=1e-6)
     assert torch.utils.data.dataloader._BaseDataLoaderIter.__next__ is original  # removed
-    loaders = prof.session["environment"]["data_loaders"]
+    loaders = _without_sites(prof.session["environment"]["data_loaders"])
     assert loaders == [
         {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 1,
          "steps": 5}  # 4 steps with a batch, and the partial one whose next() ended the loop
@@ -121,7 +127,7 @@ def test_loader_iterations_are_counted_per_settings(net):
                     net(batch).sum().backward()
                     opt.step()
                     opt.zero_grad()
-    loaders = prof.session["environment"]["data_loaders"]
+    loaders = _without_sites(prof.session["environment"]["data_loaders"])
     assert loaders == [
         {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 3,
          "steps": 9},  # 6 batches, and 3 ends of an epoch in a step of the other loader

@@ -47,6 +47,21 @@ TREE_OUTLIER = 3.0
 MAX_OUTLIER_SHARE = 0.15
 
 
+#: ... and at least this much longer than it (a step of 20 us that took 70 us is noise, not
+#: an evaluation)
+OUTLIER_MIN_EXCESS_MS = 1.0
+
+
+def outlier_limit(median_ms: float) -> float:
+    """The wall time past which a detailed step is an outlier, given the median one.
+
+    Example:
+        >>> outlier_limit(1700.0), outlier_limit(0.02)
+        (5100.0, 1.02)
+    """
+    return max(TREE_OUTLIER * median_ms, median_ms + OUTLIER_MIN_EXCESS_MS)
+
+
 def typical_steps(
     steps: Sequence[dict[str, Any]], every: Sequence[float] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -71,7 +86,7 @@ def typical_steps(
     if len(steps) < 5:
         return list(steps), []
     walls = sorted(s["wall_ms"] for s in steps)
-    limit = TREE_OUTLIER * walls[len(walls) // 2]
+    limit = outlier_limit(walls[len(walls) // 2])
     out = [s for s in steps if s["wall_ms"] > limit or s.get("lines_cut")]
     if every:
         share = sum(1 for ms in every if ms > limit) / len(every)
@@ -99,7 +114,7 @@ def outliers(
     if not stalls or not steps:
         return {}
     walls = sorted(s["wall_ms"] for s in detailed)
-    limit = TREE_OUTLIER * walls[len(walls) // 2]
+    limit = outlier_limit(walls[len(walls) // 2])
     long = [s for s in stalls if s["wall_ms"] > limit]  # (not those cut at the detail budget)
     if not long:
         return {}

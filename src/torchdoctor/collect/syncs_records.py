@@ -47,6 +47,10 @@ def group_records(
         >>> [(r["line"], round(r["per_step"], 2), r.get("in_outlier_steps")) for r in
         ...  group_records(events, True, 1, 300, 15, outlier_steps={1}, outlier_rate=1 / 300)]
         [(3, 0.33, 1), (9, 0.07, None)]
+        >>> every = {("t.py", 9, "step", "item", "other", k, None): [1, 0.0] for k in range(1, 16)}
+        >>> [r["per_step"] for r in group_records(every, True, 1, 300, 15, outlier_steps={1},
+        ...                                       outlier_rate=1 / 300)]  # every step: once a step
+        [1.0]
     """
     stepped = any(key[5] != -1 for key in events)
     if stepped:
@@ -76,8 +80,11 @@ def group_records(
             group["stall"] += stall
         group["phases"][phase] += count
     per = audited_steps or num_steps
-    rare_per = max(1, len(outlier_steps)) / max(outlier_rate, 1e-12) if outlier_steps else 1.0
-    per = max(1, per - len(outlier_steps))  # the typical audited steps
+    # a typical step's syncs count for the typical share of the run's steps, an outlier step's
+    # for the outliers' share (a line syncing in every step, outliers too: exactly its rate)
+    rate = min(1.0, outlier_rate) if outlier_steps else 0.0
+    typical = max(1, per - len(outlier_steps)) / (1.0 - rate) if rate < 1.0 else float("inf")
+    rare_per = max(1, len(outlier_steps)) / rate if rate > 0.0 else 1.0
     covered = {(f, ln) for (f, ln, k, *_) in groups if k != "cuda_sync_warning"}
     out = []
     for (file, line, kind, own, inside), group in groups.items():
@@ -91,9 +98,11 @@ def group_records(
                 "line": line,
                 "function": group["function"],
                 "count": group["count"] + int(group["rare"]),
-                "per_step": group["count"] / per + group["rare"] / rare_per,
+                "per_step": group["count"] / typical + group["rare"] / rare_per,
                 "phase": group["phases"].most_common(1)[0][0],
-                "stall_ms": None if predict else group["stall"] / per + group["rare_stall"] / rare_per,
+                "stall_ms": None
+                if predict
+                else group["stall"] / typical + group["rare_stall"] / rare_per,
                 "would_sync_on_cuda": True,
                 # the audited steps it synced in (an evaluation: many syncs in one step)
                 **({"steps": len(group["steps"])} if stepped and group["steps"] else {}),

@@ -89,3 +89,27 @@ def test_a_module_that_writes_its_buffers_is_no_recomputation():
     with torch.no_grad():
         s = torchdoctor.profile(step, model=layer, steps=2, warmup=1, syncs=False)
     assert "ParametrizedLinear" in {r["path"] for r in s["recomputation"]}
+
+
+def test_a_training_call_after_evaluation_calls_is_new_work():
+    """pytorch/examples GAT: each step trains on the whole graph, steps the optimizer, then
+    evaluates twice on the same inputs (train and validation masks). The second evaluation
+    repeats the first (one call to save); the next step's training call, after them with the
+    same weights and inputs, is not: it runs in train mode (dropout) and builds a graph."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    x = torch.randn(16, 8)
+    with torchdoctor.Profiler(net, syncs=False, hot_lines=False, warmup=1, detail="always") as prof:
+        for _ in range(8):
+            net.train()
+            opt.zero_grad()
+            net(x).sum().backward()
+            opt.step()
+            prof.step()  # (steps end at the optimizer step: the evaluations come first in one)
+            net.eval()
+            with torch.no_grad():
+                net(x)  # the training mask's accuracy
+                net(x)  # the validation mask's: the same output
+    (record,) = [r for r in prof.session["recomputation"] if r["path"] == "Sequential"]
+    assert record["calls_per_step"] == 3.0 and record["identical_input_calls"] == 1.0

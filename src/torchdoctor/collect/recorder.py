@@ -314,9 +314,9 @@ class Recorder(NodeRegistry, RegionEvents):
         self.fwd.append((node, start, end, False if forward else RECOMPUTED))
         if _mode_enabled():  # a sync audit's mode must not intercept the hook's own reads
             with _NoTorchFunction():
-                self._after_call(node, serial, args, kwargs, output, forward)
+                self._after_call(node, serial, args, kwargs, output, forward, module.training)
         else:
-            self._after_call(node, serial, args, kwargs, output, forward)
+            self._after_call(node, serial, args, kwargs, output, forward, module.training)
         library = self.library[frames[-1][0]] if frames else False
         if library is not self.in_library:
             self._owner_became(library)
@@ -327,7 +327,8 @@ class Recorder(NodeRegistry, RegionEvents):
         self.hook_ns += _host_ns() - began
 
     def _after_call(
-        self, node: int, serial: int, args: Any, kwargs: Any, output: Any, forward: bool
+        self, node: int, serial: int, args: Any, kwargs: Any, output: Any, forward: bool,
+        training: bool = True,
     ) -> None:
         """When the call returned (its keyword arguments are known then): its inputs compared
         with earlier calls', the end of its backward marked on its keyword tensors (the
@@ -335,13 +336,13 @@ class Recorder(NodeRegistry, RegionEvents):
         grad = torch.is_grad_enabled()
         if forward and (args or kwargs):
             if self.fingerprinting and node not in self.made_in_forward:
-                self._fingerprint(node, args, kwargs)  # (a new module per call is new work)
+                self._fingerprint(node, args, kwargs, training)  # (a new module: new work)
             if kwargs and self.backward and grad:
                 self._hook(_tensors(kwargs), node, serial, _END)
         if self.backward and output is not None and grad:
             self._hook(_tensors(output), node, serial, _START)
 
-    def _fingerprint(self, node: int, args: Any, kwargs: Any = None) -> None:
+    def _fingerprint(self, node: int, args: Any, kwargs: Any = None, training: bool = True) -> None:
         try:
             key = fingerprint(args, kwargs)
         except Exception:  # exotic tensors (nested, sparse) have no stride or data pointer
@@ -351,15 +352,17 @@ class Recorder(NodeRegistry, RegionEvents):
         signature, anchor = key
         # Same inputs but updated parameters (an optimizer step, LBFGS re-evaluating its
         # closure, a manual SGD update) is new work, not recomputation; so is a call after
-        # the module wrote its own buffers (spectral norm's power iteration, BatchNorm's
-        # running statistics in training). Versions only grow, so their sum changes whenever
-        # any of them is written.
+        # the module wrote its own buffers (BatchNorm's running statistics in training), one
+        # in the other train/eval mode (dropout), and one that builds a graph after one that
+        # did not (GAT's evaluation, then the next step's training call: no output to reuse).
+        # Versions only grow, so their sum changes whenever any of them is written.
+        grad, signature = torch.is_grad_enabled(), (signature, training)
         weights = sum([p._version for p in self.state_of.get(node, ())])
         seen = self.fingerprints.get((node, signature))
-        if seen is not None and seen[0]() is not None and seen[1] == weights:
+        if seen is not None and seen[0]() is not None and seen[1] == weights and seen[2] >= grad:
             self.identical[node] += 1
         else:
-            self.fingerprints[(node, signature)] = (anchor, weights, torch.is_grad_enabled())
+            self.fingerprints[(node, signature)] = (anchor, weights, grad)
 
     # -- backward attribution -------------------------------------------------------------
     def _mark(self, node: int, serial: int, kind: MarkKind, *_: Any) -> None:

@@ -113,3 +113,11 @@ def test_a_training_call_after_evaluation_calls_is_new_work():
                 net(x)  # the validation mask's: the same output
     (record,) = [r for r in prof.session["recomputation"] if r["path"] == "Sequential"]
     assert record["calls_per_step"] == 3.0 and record["identical_input_calls"] == 1.0
+    # the call to drop is the repeat (the second evaluation), not the first call's line
+    assert record["repeat_site"]["code"] == "net(x)  # the validation mask's: the same output"
+    assert record["call_site"]["code"] == "net(x).sum().backward()"
+    from torchdoctor.analyze.advice.recompute import loop_invariant
+
+    (advice,) = [a for a in loop_invariant(prof.session.to_dict()) if "Sequential" in a.title]
+    line = record["repeat_site"]["line"]
+    assert f"test_profiler_recompute.py:{line}" in advice.fix and "reuse" in advice.fix

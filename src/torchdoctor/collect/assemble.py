@@ -273,11 +273,14 @@ def recomputation(
     steps: Sequence[dict[str, Any]],
     paths: Sequence[str],
     call_sites: Mapping[int, tuple[str, int, str]] | None = None,
+    repeat_sites: Mapping[int, tuple[str, int, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Modules called more than once per step with inputs identical to an earlier call.
 
     ``call_sites`` (node -> (file, line, function) of the code that calls the module) gives
-    each record a ``call_site``: the line to hoist out of the loop.
+    each record a ``call_site``: the line to hoist out of the loop; ``repeat_sites`` (the same,
+    of the first call that repeated an earlier one) a ``repeat_site`` when that is another line
+    (an evaluation that runs the model again on the same inputs: the call to drop).
 
     Example:
         >>> steps = [{"wall_ms": 4.0, "forward": {1: 3.0}, "backward": {}, "calls": {1: 3},
@@ -290,16 +293,18 @@ def recomputation(
     """
     totals: dict[str, float] = {}
     sites: dict[str, dict[str, Any]] = {}
+    repeats: dict[str, dict[str, Any]] = {}
     steps = [s for s in steps if s.get("fingerprinted", True)]  # inputs compared there
     for s in steps:
         for node, count in s["identical"].items():
             totals[paths[node]] = totals.get(paths[node], 0.0) + count
-            site = (call_sites or {}).get(node)
-            if site is not None and paths[node] not in sites:
-                file, line, function = site
-                code = linecache.getline(file, line).strip() if line else ""
-                sites[paths[node]] = {"file": file, "line": line, "function": function,
-                                      "code": code}  # fmt: skip
+            for known, found in ((sites, call_sites), (repeats, repeat_sites)):
+                site = (found or {}).get(node)
+                if site is not None and paths[node] not in known:
+                    file, line, function = site
+                    code = linecache.getline(file, line).strip() if line else ""
+                    known[paths[node]] = {"file": file, "line": line, "function": function,
+                                          "code": code}  # fmt: skip
     if not totals or not steps:
         return []
     by_path: dict[str, list[dict[str, Any]]] = {}
@@ -325,5 +330,8 @@ def recomputation(
                 "call_site": sites.get(p),
             }
         )
+        repeat = repeats.get(p)
+        if repeat is not None and repeat != sites.get(p):
+            out[-1]["repeat_site"] = repeat
     out.sort(key=lambda r: -r["identical_input_calls"] * r["time_per_call_ms"])
     return out

@@ -179,7 +179,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         )  # fmt: skip
         session["tree"] = tree
         _mark_root_phases(tree, session["phases"])
-        session["recomputation"] = recomputation(tree, detailed, rec.path, rec.call_site)
+        session["recomputation"] = recomputation(
+            tree, detailed, rec.path, rec.call_site, rec.repeat_site
+        )
         session["timeline"] = representative_timeline(state)
         try:  # (sampled extras: never worth the session)
             other = other_lines_section(detailed, "other_lines", state.forward_functions)

@@ -153,19 +153,18 @@ class Recorder(NodeRegistry, RegionEvents):
         # (node, input signature) -> (weak anchor, state versions, made with grad enabled)
         self.fingerprints: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
         self.on_outermost: Any = None  # called with the module before an outermost call (auto)
-        # called with True when the innermost call becomes a library module's (its class has
-        # no source, or its source is in torch, a third-party package or torchdoctor), False
-        # when it becomes the user's again, in detailed steps (the hot-lines collector parks
-        # its mode inside library modules)
+        # called with True when the innermost call becomes a library module's (no source, or
+        # in torch, a third-party package or torchdoctor), False when it becomes the user's
+        # again, in detailed steps (the hot-lines collector parks its mode in library modules)
         self.on_owner: Any = None
         self.library: list[bool] = [False]  # per node: a library module
         self.in_library = False
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
+        self.repeat_site: dict[int, tuple[str, int, str]] = {}  # ... of its first repeated call
         self.registration_ns = 0  # host ns registering nodes at their first call (once only)
         self._names_generation = 0  # ModuleNames.generation the node paths were read at
         self.compiled_module_seen = False  # a torch.compile'd module's wrapper was called
-        # module calls are recorded on the thread that made the recorder (the training loop's);
-        # other threads' calls would interleave with its call stack: they are counted only
+        # calls are recorded on the thread that made it (the loop's); others only counted
         self.thread = _thread()
         self.other_thread_calls = 0
         self.count_memory = False
@@ -361,6 +360,8 @@ class Recorder(NodeRegistry, RegionEvents):
         seen = self.fingerprints.get((node, signature))
         if seen is not None and seen[0]() is not None and seen[1] == weights and seen[2] >= grad:
             self.identical[node] += 1
+            if node not in self.repeat_site:  # (the call to drop: its caller's line)
+                self.repeat_site[node] = user_frame(sys._getframe())
         else:
             self.fingerprints[(node, signature)] = (anchor, weights, grad)
 

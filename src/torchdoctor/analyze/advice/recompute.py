@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,9 +89,14 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
         if site.get("file"):
             code = f": {site['code']}" if site.get("code") else ""
             evidence.append(f"called at {site['file']}:{site.get('line', '?')}{code}")
+        repeat = record.get("repeat_site") or {}
+        if repeat.get("file"):
+            code = f": {repeat['code']}" if repeat.get("code") else ""
+            evidence.append(f"repeated at {repeat['file']}:{repeat.get('line', '?')}{code}")
+            lines.insert(0, location(repeat["file"], repeat.get("line")))
         if source.get("file"):
             evidence.append(f"defined at {source['file']}:{source.get('line', '?')}")
-        fix, code, references = _remedy(path, source)
+        fix, code, references = _remedy(path, source, repeat)
         advice.append(
             Advice(
                 rule="loop-invariant",
@@ -109,14 +115,22 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
     return advice
 
 
-def _remedy(path: str, source: Mapping[str, Any]) -> tuple[str, str, list[str]]:
+def _remedy(
+    path: str, source: Mapping[str, Any], repeat: Mapping[str, Any] | None = None
+) -> tuple[str, str, list[str]]:
     """(fix, code, references) for a recomputed module: a weight parametrization (weight
     norm, orthogonal, a custom ``register_parametrization``) recomputes its weight at every
     access, which ``parametrize.cached()`` shares across the accesses of one forward pass (an
     RNN's recurrent kernel, a weight used by several calls); anything else is hoisted out of
-    the loop. (Calls separated by a backward pass are never counted: the graph is consumed.)
+    the loop; a repeat made from another line than the first call (``repeat``: an evaluation
+    that runs the model again on the same inputs, as pytorch/examples' GAT does for its train and
+    validation masks) is told to reuse the first call's output there. (Calls separated by a
+    backward pass are never counted: the graph is consumed.)
 
     Example:
+        >>> _remedy("GAT", {}, {"file": "/a/main.py", "line": 280, "function": "test"})[0][:42]
+        'The call at main.py:280 (in test()) gets t'
+
         >>> _remedy("a.parametrizations.weight.0", {})[0].startswith("Run the forward pass")
         True
         >>> _remedy("encoder", {})[2]
@@ -135,6 +149,18 @@ def _remedy(path: str, source: Mapping[str, Any]) -> tuple[str, str, list[str]]:
             "    out = model(x)\n"
             "    loss(out).backward()",
             ["torch.nn.utils.parametrize.cached", "seed 001"],
+        )
+    if repeat and repeat.get("file"):
+        where = f"{os.path.basename(str(repeat['file']))}:{repeat.get('line', '?')}"
+        return (
+            f"The call at {where} (in {repeat.get('function', '?')}()) gets the inputs and "
+            f"weights an earlier call of {path} already had: compute the output once and reuse "
+            "it there (one forward for every mask or metric read from it).",
+            "acc_train = accuracy(model(x)[train_mask])   # before: the model runs twice\n"
+            "acc_val = accuracy(model(x)[val_mask])\n"
+            "out = model(x)                               # after: once\n"
+            "acc_train, acc_val = accuracy(out[train_mask]), accuracy(out[val_mask])",
+            ["seed 001"],
         )
     return (
         f"Its inputs do not change inside the loop: call {path} once before the loop "

@@ -49,11 +49,12 @@ from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
 )
+from torch.overrides import _get_current_function_mode_stack
 
 from torchdoctor.collect.lines_install import PENDING, run_pending
 from torchdoctor.collect.residency import Residency, host_alias, source_names_cpu
 from torchdoctor.collect.state import STATE
-from torchdoctor.collect.syncs_cuda import CudaSyncWarnings
+from torchdoctor.collect.syncs_cuda import CudaSyncWarnings, _device_name
 from torchdoctor.collect.syncs_fold import FOLD_AT, fold_running_steps
 from torchdoctor.collect.syncs_frames import (
     UserLineWarnings,
@@ -104,6 +105,7 @@ class SyncAudit:
         self._last_host_copy: tuple[Any, tuple] | None = None  # (weakref, user line)
         self._in_optimizer = 0
         self._popped_for_optimizer = False
+        self._deferred = False  # paused, but its mode still on the stack (see pause)
         self._function_mode: FunctionMode | None = None
         self._dispatch_mode: DispatchMode | None = None
         self._hooks: list[Any] = []
@@ -170,6 +172,8 @@ class SyncAudit:
             []
         """
         if not self.active or self._paused:
+            if self._deferred and mode_on_top(self._function_mode):  # (now it can come off)
+                self._deferred = torch._C._pop_torch_function_stack() is None
             return self._paused
         if self.thorough or self._function_mode is None:
             return False
@@ -177,6 +181,8 @@ class SyncAudit:
             self._popped_for_optimizer = False
         elif mode_on_top(self._function_mode):
             torch._C._pop_torch_function_stack()
+        elif self._function_mode not in _get_current_function_mode_stack():  # torch holds it
+            self._deferred = True  # (in its handler: a step cut in backward()): see FunctionMode
         else:
             return False
         self._paused = True
@@ -189,7 +195,9 @@ class SyncAudit:
             return
         self._paused = False
         self._started_ns = time.perf_counter_ns()
-        if self._function_mode is not None:
+        if self._deferred:  # never came off the stack: it intercepts again as it is
+            self._deferred = False
+        elif self._function_mode is not None:
             torch._C._push_on_torch_function_stack(self._function_mode)
 
     def _remove(self) -> None:
@@ -416,13 +424,6 @@ class SyncAudit:
     def __repr__(self) -> str:
         mode = "thorough" if self.thorough else "fast"
         return f"<SyncAudit {mode} active={self.active} lines={len(self.records())}>"
-
-
-def _device_name(predict: bool) -> str:
-    if predict or not torch.cuda.is_available():
-        return "cpu"
-    index = torch.cuda.current_device()
-    return f"cuda:{index} {torch.cuda.get_device_name(index)}"
 
 
 def sync_audit(thorough: bool = False) -> SyncAudit:

@@ -71,3 +71,11 @@ class CudaSyncWarnings:
         warnings.showwarning = self._previous_show
         warnings.filters[:] = self._filters
         getattr(warnings, "_filters_mutated", lambda: None)()  # re-read the restored filters
+
+
+def _device_name(predict: bool) -> str:
+    """The audited device as the session names it (``cpu`` for a predicted run)."""
+    if predict or not torch.cuda.is_available():
+        return "cpu"
+    index = torch.cuda.current_device()
+    return f"cuda:{index} {torch.cuda.get_device_name(index)}"

@@ -122,9 +122,9 @@ class FunctionMode(TorchFunctionMode):
         self.audit = audit
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
-        if compiling():  # Dynamo tracing (collect/compiled.py): the call as it is
-            return func(*args, **(kwargs or {}))
         audit = self.audit
+        if compiling() or audit._paused:  # Dynamo tracing (collect/compiled.py), or paused
+            return func(*args, **(kwargs or {}))  # while torch held the mode: as it is
         audit.function_calls += 1
         try:
             route = _routes.get(func)

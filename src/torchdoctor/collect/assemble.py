@@ -62,6 +62,11 @@ def outlier_limit(median_ms: float) -> float:
     return max(TREE_OUTLIER * median_ms, median_ms + OUTLIER_MIN_EXCESS_MS)
 
 
+def _limit_of(steps: Sequence[dict[str, Any]]) -> float:
+    walls = sorted(s["wall_ms"] for s in steps)
+    return outlier_limit(walls[len(walls) // 2])
+
+
 def typical_steps(
     steps: Sequence[dict[str, Any]], every: Sequence[float] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -85,13 +90,10 @@ def typical_steps(
     """
     if len(steps) < 5:
         return list(steps), []
-    walls = sorted(s["wall_ms"] for s in steps)
-    limit = outlier_limit(walls[len(walls) // 2])
+    limit = _limit_of(steps)
     out = [s for s in steps if s["wall_ms"] > limit or s.get("lines_cut")]
-    if every:
-        share = sum(1 for ms in every if ms > limit) / len(every)
-    else:
-        share = sum(1 for s in steps if s["wall_ms"] > limit) / len(steps)
+    every = every or [s["wall_ms"] for s in steps]
+    share = sum(1 for ms in every if ms > limit) / len(every)
     if not out or share > MAX_OUTLIER_SHARE:
         return list(steps), []
     return [s for s in steps if not (s["wall_ms"] > limit or s.get("lines_cut"))], out
@@ -113,8 +115,7 @@ def outliers(
     _, stalls = typical_steps(detailed, [s["wall_ms"] for s in steps])
     if not stalls or not steps:
         return {}
-    walls = sorted(s["wall_ms"] for s in detailed)
-    limit = outlier_limit(walls[len(walls) // 2])
+    limit = _limit_of(detailed)
     long = [s for s in stalls if s["wall_ms"] > limit]  # (not those cut at the detail budget)
     if not long:
         return {}

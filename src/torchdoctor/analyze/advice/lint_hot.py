@@ -229,6 +229,16 @@ def _profiled_file(path: Any, session: Mapping[str, Any]) -> bool:
     return any(same_file(f, path) for f in files if f) or (bool(label) and same_file(label, path))
 
 
+#: DataLoader findings whose loaders (by the finding's complaint) fed at most this share of the
+#: steps are cold: an evaluation's loader, iterated once per N steps, is not the step's cost
+RARE_LOADER = 0.05
+_LOADER_COMPLAINT = {
+    "TD401": lambda d: not d.get("num_workers"),
+    "TD402": lambda d: not d.get("pin_memory"),
+    "TD403": lambda d: bool(d.get("num_workers")) and not d.get("persistent_workers"),
+}
+
+
 def _contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
     """A DataLoader finding that the run's own loaders show does not apply (the code may set
     ``num_workers`` from a variable the linter cannot read)."""
@@ -238,24 +248,11 @@ def _contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> boo
         step = center(session.get("step_ms"))
         if data and step > 0 and center(data) < DATA_FLOOR * step:
             return True
-    loaders = loaders_of(finding, (session.get("environment") or {}).get("data_loaders") or ())
-    if not loaders:
+    if code not in ("TD401", "TD403"):  # (TD402: pin_memory reads False on a CPU run)
         return False
-    if code == "TD401":  # no workers: every loader of the run had some
-        return all(d.get("num_workers", 0) > 0 for d in loaders)
-    if code == "TD403":  # workers respawned: no loader had workers, or all persisted
-        return all(d.get("num_workers", 0) == 0 or d.get("persistent_workers") for d in loaders)
-    return False
-
-
-#: DataLoader findings whose loaders (by the finding's complaint) fed at most this share of the
-#: steps are cold: an evaluation's loader, iterated once per N steps, is not the step's cost
-RARE_LOADER = 0.05
-_LOADER_COMPLAINT = {
-    "TD401": lambda d: not d.get("num_workers"),
-    "TD402": lambda d: not d.get("pin_memory"),
-    "TD403": lambda d: bool(d.get("num_workers")) and not d.get("persistent_workers"),
-}
+    # no workers / workers respawned: none of the run's loaders it is about was so
+    loaders = loaders_of(finding, (session.get("environment") or {}).get("data_loaders") or ())
+    return bool(loaders) and not any(map(_LOADER_COMPLAINT[code], loaders))
 
 
 def loaders_of(

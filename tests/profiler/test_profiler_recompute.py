@@ -121,3 +121,34 @@ def test_a_training_call_after_evaluation_calls_is_new_work():
     (advice,) = [a for a in loop_invariant(prof.session.to_dict()) if "Sequential" in a.title]
     line = record["repeat_site"]["line"]
     assert f"test_profiler_recompute.py:{line}" in advice.fix and "reuse" in advice.fix
+    assert advice.evidence[2].startswith("repeated at") and "first called at" in advice.evidence[3]
+
+
+class SparseGraphConv(nn.Module):
+    """pytorch/examples GCN's layer: sparse features and a sparse adjacency matrix."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(12, 4))
+
+    def forward(self, features, adjacency):
+        return torch.spmm(adjacency, torch.mm(features, self.kernel))
+
+
+def test_sparse_inputs_are_compared_by_identity_and_version():
+    """GCN evaluates the train and validation masks with two model calls on the same sparse
+    tensors (no data pointer: they were skipped); a rebuilt sparse tensor is new work."""
+    torch.manual_seed(0)
+    net = SparseGraphConv()
+    features = (torch.rand(10, 12) > 0.7).float().to_sparse()
+    adjacency = (torch.eye(10) + torch.rand(10, 10).round()).to_sparse()
+    with torchdoctor.Profiler(net, syncs=False, hot_lines=False, warmup=1, detail="always") as prof:
+        for _ in range(6):
+            net(features, adjacency).sum().backward()
+            prof.step()
+            with torch.no_grad():
+                net(features, adjacency)  # the training mask's metrics
+                net(features, adjacency)  # the validation mask's: the same output
+                net(features.coalesce() * 1.0, adjacency)  # a new sparse tensor: new work
+    (record,) = prof.session["recomputation"]
+    assert record["calls_per_step"] == 4.0 and record["identical_input_calls"] == 1.0

@@ -4,7 +4,9 @@ Two calls of the same module within one step whose inputs have equal fingerprint
 parameters kept their versions (no optimizer step or in-place update in between), computed the
 same thing twice (seed 001: the encoder re-run by every denoising step on unchanged inputs).
 A tensor is identified by its data pointer (storage and offset), ``_version`` (bumped by
-in-place writes), shape, stride, dtype and device; other arguments by value when they are
+in-place writes), shape, stride, dtype and device (a sparse or nested tensor, which has no
+data pointer, by its identity, version, shape and layout: GCN's sparse features and adjacency
+matrix); other arguments by value when they are
 small immutables, else by type and identity; keyword arguments by name and the same (the
 profiler's global forward hook receives them: ``encoder(input_ids=ids)`` is compared, and
 ``denoiser(cond, t=t)`` with a new ``t`` is new work). Memory can be reused after a tensor is
@@ -31,6 +33,7 @@ from typing import Any
 import torch
 
 _SCALARS = (int, float, bool, str, type(None))
+_STRIDED = torch.strided
 
 
 def fingerprint(
@@ -53,6 +56,11 @@ def fingerprint(
         >>> fingerprint((), {"input_ids": x})[0] == fingerprint((), {"input_ids": x})[0]
         True
         >>> fingerprint((x,), {"t": 1})[0] == fingerprint((x,), {"t": 2})[0]  # a new timestep
+        False
+        >>> adjacency = torch.eye(3).to_sparse()  # sparse: compared by identity and version
+        >>> fingerprint((adjacency,))[0] == fingerprint((adjacency,))[0]
+        True
+        >>> fingerprint((adjacency,))[0] == fingerprint((adjacency.clone(),))[0]
         False
     """
     parts: list[Any] = []
@@ -77,6 +85,8 @@ def _describe(arg: Any, anchors: list[torch.Tensor]) -> Any:
     appended to ``anchors``."""
     if isinstance(arg, torch.Tensor):
         anchors.append(arg)
+        if arg.layout is not _STRIDED:  # sparse, nested: no data pointer; the tensor itself
+            return (id(arg), arg._version, arg.shape, arg.layout, arg.dtype, arg.device)
         return (arg.data_ptr(), arg._version, arg.shape, arg.stride(), arg.dtype, arg.device)
     if isinstance(arg, _SCALARS):
         return arg

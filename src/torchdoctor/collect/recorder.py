@@ -344,7 +344,7 @@ class Recorder(NodeRegistry, RegionEvents):
     def _fingerprint(self, node: int, args: Any, kwargs: Any = None, training: bool = True) -> None:
         try:
             key = fingerprint(args, kwargs)
-        except Exception:  # exotic tensors (nested, sparse) have no stride or data pointer
+        except Exception:  # a tensor subclass whose data pointer or version raises
             return
         if key is None:
             return

@@ -86,14 +86,15 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
             for place in (site, source)
             if place.get("file") and place.get("line")
         ]
-        if site.get("file"):
-            code = f": {site['code']}" if site.get("code") else ""
-            evidence.append(f"called at {site['file']}:{site.get('line', '?')}{code}")
         repeat = record.get("repeat_site") or {}
-        if repeat.get("file"):
+        if repeat.get("file"):  # (first: the line to change; reports show the first bullets)
             code = f": {repeat['code']}" if repeat.get("code") else ""
             evidence.append(f"repeated at {repeat['file']}:{repeat.get('line', '?')}{code}")
             lines.insert(0, location(repeat["file"], repeat.get("line")))
+        if site.get("file"):
+            code = f": {site['code']}" if site.get("code") else ""
+            first = "first called" if repeat.get("file") else "called"
+            evidence.append(f"{first} at {site['file']}:{site.get('line', '?')}{code}")
         if source.get("file"):
             evidence.append(f"defined at {source['file']}:{source.get('line', '?')}")
         fix, code, references = _remedy(path, source, repeat)

@@ -103,6 +103,10 @@ def test_a_hand_written_leaf_whose_lines_are_matmuls_gets_the_matmul_remedy():
     assert item.title.endswith("it is one matmul: make the matmul cheaper")
     line["top_ops"][0]["op"] = "Tensor.softmax"  # the same time in another op: still compile
     assert dominant_module(session)[0].title.endswith("compile it to fuse its ops")
+    line["top_ops"][0]["op"] = "torch.mm[sparse_coo]"  # GCN's sparse features: the layout
+    (sparse,) = dominant_module(session)
+    assert sparse.title.endswith("change the sparse layout") and sparse.cause == "sparse-layout"
+    assert "to_sparse_csr()" in sparse.fix and sparse.estimated_saving_ms is None
 
 
 def test_two_stacked_lstm_cells_looped_over_time_get_the_sequence_remedy_not_compile():

@@ -62,12 +62,14 @@ from torchdoctor.collect.compiled import compiling
 from torchdoctor.collect.lines_frames import USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
+    MATMUL,
     PASS,
     PENDING,
     PLAIN,
     PYTHON_LEVEL,
     ROUTES,
     route_of,
+    sparse_call,
     tensors_in,
     wrap_function_apply,
     wrap_gradient_utilities,
@@ -144,6 +146,8 @@ class _Mode(TorchFunctionMode):
             if route & PASS:
                 collector.last = None  # a backward pass ends the line's execution
             return func(*args, **kwargs)
+        if route & MATMUL:  # (a sparse operand: its own op name and cure)
+            return collector.timed(func, args, kwargs, sys._getframe(1), sparse_call(func, args))
         return collector.timed(func, args, kwargs, sys._getframe(1))
 
 

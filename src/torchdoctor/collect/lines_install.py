@@ -37,6 +37,10 @@ PARKED_PHASES = frozenset({"optimizer", "data"})
 _names: dict[Any, str] = {}
 PLAIN, PASS = 0, 1
 PYTHON_LEVEL = 2  # flag: a Python function (torch's Python ``handle_torch_function`` path)
+MATMUL = 4  # flag: a matrix multiply, whose operands' layout (sparse or dense) is named
+_MATMULS = frozenset(
+    {"mm", "spmm", "smm", "matmul", "__matmul__", "__rmatmul__", "addmm", "bmm", "baddbmm"}
+)
 ROUTES: dict[Any, int] = {}  # torch callable -> PLAIN (timed) or PASS, | PYTHON_LEVEL
 
 
@@ -63,11 +67,48 @@ def route_of(func: Any) -> int:
         route = PASS
     if isinstance(func, FunctionType):
         route |= PYTHON_LEVEL
+    if name in _MATMULS:
+        route |= MATMUL
     try:
         ROUTES[func] = route
     except TypeError:
         pass
     return route
+
+
+class SparseCall:
+    """A matrix multiply called with a sparse operand, named apart from the dense one
+    (``torch.mm[sparse_coo]``): its cure is the layout, not precision or shape. One object per
+    function and layout (the hot-lines table keys its ops by it).
+
+    Example:
+        >>> a = torch.eye(3).to_sparse()
+        >>> op_name(sparse_call(torch.mm, (a, torch.ones(3, 2))))
+        'torch.mm[sparse_coo]'
+        >>> sparse_call(torch.mm, (torch.ones(2, 3), torch.ones(3, 2))) is torch.mm  # dense
+        True
+    """
+
+    __slots__ = ("func", "layout")
+
+    def __init__(self, func: Any, layout: Any) -> None:
+        self.func, self.layout = func, layout
+
+
+_sparse_calls: dict[tuple[Any, Any], SparseCall] = {}
+
+
+def sparse_call(func: Any, args: tuple) -> Any:
+    """``func`` itself, or its :class:`SparseCall` when one of its first two tensor
+    arguments is sparse."""
+    for arg in args[:3]:
+        if isinstance(arg, torch.Tensor) and arg.layout is not torch.strided:
+            key = (func, arg.layout)
+            call = _sparse_calls.get(key)
+            if call is None:
+                call = _sparse_calls[key] = SparseCall(func, arg.layout)
+            return call
+    return func
 
 
 def op_name(func: Any) -> str:
@@ -83,6 +124,10 @@ def op_name(func: Any) -> str:
         cached = None
     if cached is not None:
         return cached
+    if isinstance(func, SparseCall):
+        text = f"{op_name(func.func)}[{str(func.layout).removeprefix('torch.')}]"
+        _names[func] = text
+        return text
     if isinstance(func, type) and issubclass(func, torch.autograd.Function):
         text = f"{func.__name__}.apply"
         _names[func] = text

@@ -22,7 +22,11 @@ SUITES: dict[str, list[str]] = {
     "hotlines": ["torchdoctor.benchmarks.hot_lines_overhead"],
     "overhead": ["torchdoctor.benchmarks.profiler_gpt", "torchdoctor.benchmarks.run_overhead"],
     "harness": ["torchdoctor.benchmarks.harness"],
-    "fused": ["torchdoctor.benchmarks.fused_kernels", "torchdoctor.benchmarks.foreach_updates"],
+    "fused": [
+        "torchdoctor.benchmarks.fused_kernels",
+        "torchdoctor.benchmarks.foreach_updates",
+        "torchdoctor.benchmarks.sparse_layouts",
+    ],
     "train": ["torchdoctor.benchmarks.train_metrics"],
     "ops": [
         "torchdoctor.benchmarks.ops_mahalanobis",

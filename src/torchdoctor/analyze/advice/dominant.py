@@ -96,6 +96,8 @@ def _remedy_for(
     remedy = next(
         r for r in REMEDIES if r.when(node, group, cuda) and not (already and r.name == "attention")
     )
+    if remedy.name in ("leaf", "matmul") and facts.is_sparse_matmul(node, node_ms(node)):
+        return next(r for r in REMEDIES if r.name == "sparse-matmul")
     if remedy.name == "leaf" and facts.is_matmul(node, node_ms(node)):
         return next(r for r in REMEDIES if r.name == "matmul")
     return remedy

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchdoctor.analyze.advice.base import center
-from torchdoctor.analyze.advice.hot_lines import matmul_bound
+from torchdoctor.analyze.advice.hot_lines import matmul_bound, sparse_matmul
 
 #: a leaf module whose matmul-bound lines hold at least this share of its time is a matmul
 MATMUL_SHARE = 0.6
@@ -27,7 +27,8 @@ MATMUL_SHARE = 0.6
 @dataclass(frozen=True)
 class LineFacts:
     """``fused``: owners (module paths) of lines calling scaled_dot_product_attention;
-    ``matmul_ms``: per owner, the time of its lines whose time is a matrix multiply.
+    ``matmul_ms``: per owner, the time of its lines whose time is a matrix multiply;
+    ``sparse_ms``: the same, of multiplies with a sparse operand (GCN's features and adjacency).
 
     Example:
         >>> LineFacts(fused=frozenset({"h.0.attn"})).matmul_ms
@@ -36,6 +37,17 @@ class LineFacts:
 
     fused: frozenset[str] = frozenset()
     matmul_ms: Mapping[str, float] = field(default_factory=dict)
+    sparse_ms: Mapping[str, float] = field(default_factory=dict)
+
+    def is_sparse_matmul(self, node: Mapping[str, Any], node_ms: float) -> bool:
+        """The node's measured lines are mostly matrix multiplies with a sparse operand.
+
+        Example:
+            >>> LineFacts(sparse_ms={"gc1": 5.0}).is_sparse_matmul({"path": "gc1"}, 7.4)
+            True
+        """
+        spent = self.sparse_ms.get(str(node.get("path") or ""), 0.0)
+        return node_ms > 0 and spent >= MATMUL_SHARE * node_ms
 
     def is_matmul(self, node: Mapping[str, Any], node_ms: float) -> bool:
         """The node's measured lines are mostly matrix multiplies.
@@ -63,6 +75,7 @@ def line_facts(session: Mapping[str, Any]) -> LineFacts:
     """
     fused: set[str] = set()
     matmul: dict[str, float] = {}
+    sparse: dict[str, float] = {}
     for line in (session.get("hot_lines") or {}).get("lines") or ():
         owner = str(line.get("owner") or "")
         ops = line.get("top_ops") or ()
@@ -70,4 +83,6 @@ def line_facts(session: Mapping[str, Any]) -> LineFacts:
             fused.add(owner)
         if ops and matmul_bound(line):
             matmul[owner] = matmul.get(owner, 0.0) + center(line.get("total_ms"))
-    return LineFacts(frozenset(fused), matmul)
+        if ops and sparse_matmul(line):
+            sparse[owner] = sparse.get(owner, 0.0) + center(line.get("total_ms"))
+    return LineFacts(frozenset(fused), matmul, sparse)

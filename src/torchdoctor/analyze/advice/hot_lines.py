@@ -93,6 +93,8 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
         )
     if _fused_attention(row):
         return f"{head}: one fused attention kernel, already the fast path"
+    if sparse_matmul(row):
+        return f"{head}: its time is a sparse matrix multiply ({sparse_matmul(row)})"
     if matmul_bound(row):
         return f"{head}: its time is the matrix multiply ({matmul_bound(row)})"
     package = library_work(row)
@@ -147,6 +149,8 @@ def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:
         return cure.fix
     if _fused_attention(row):
         return FUSED_FIX
+    if sparse_matmul(row):
+        return sparse_fix(str(sparse_matmul(row)))
     if matmul_bound(row):
         return MATMUL_FIX.format(op=matmul_bound(row))
     package = library_work(row)
@@ -212,6 +216,56 @@ MATMUL_FIX = (
 )
 
 
+#: the fix of a line whose time is a matrix multiply with a sparse COO operand (figures:
+#: ``torchdoctor.benchmarks.sparse_layouts``, BENCHMARKS.md)
+SPARSE_COO_FIX = (
+    "The line's time is a matrix multiply with a sparse COO operand ({op}). Convert that "
+    "operand to CSR once, where it is built, not per step (`adj = adj.to_sparse_csr()`): "
+    "CSR's sparse x dense kernel skips COO's per-call coalescing (measured on a CPU at "
+    "Cora's sizes, torchdoctor.benchmarks.sparse_layouts: 10-17x faster forward). Its "
+    "backward with respect to the dense operand transposes the CSR matrix, which takes part "
+    "or all of the gain back (2.3x for the features x weight product, 1.0x for the adjacency "
+    "x node features): time both layouts on your tensors with torch.utils.benchmark. Above "
+    "a few percent density a dense tensor is often fastest."
+)
+#: ... with an operand already in a compressed layout (CSR, CSC, BSR)
+SPARSE_FIX = (
+    "The line's time is a matrix multiply with a sparse operand ({op}), already in a "
+    "compressed layout. Above a few percent density a dense tensor is often faster (time both "
+    "with torch.utils.benchmark); otherwise its cost is the nonzeros: fewer edges or "
+    "features per row, or several right-hand sides multiplied in one product."
+)
+
+
+def sparse_matmul(row: Mapping[str, Any]) -> str | None:
+    """The matrix multiply with a sparse operand (the collector names it
+    ``torch.mm[sparse_coo]``) a line spends >= 70% of its time in, or None.
+
+    Example:
+        >>> sparse_matmul({"total_ms": 6.0, "top_ops": [{"op": "torch.mm[sparse_coo]",
+        ...                "forward_ms": 5.0, "backward_ms": 0.6}]})
+        'torch.mm[sparse_coo]'
+    """
+    top = (row.get("top_ops") or [None])[0]
+    if not top or not _mostly(row):
+        return None
+    op = str(top.get("op"))
+    base, _, layout = op.partition("[")
+    return op if layout.startswith("sparse") and base in MATMUL_OPS else None
+
+
+def sparse_fix(op: str) -> str:
+    """The fix for a sparse matrix multiply named ``op`` (its layout: COO or compressed).
+
+    Example:
+        >>> "to_sparse_csr()" in sparse_fix("torch.mm[sparse_coo]")
+        True
+        >>> "to_sparse_csr()" in sparse_fix("torch.mm[sparse_csr]")
+        False
+    """
+    return (SPARSE_COO_FIX if op.endswith("[sparse_coo]") else SPARSE_FIX).format(op=op)
+
+
 def matmul_bound(row: Mapping[str, Any]) -> str | None:
     """The matrix multiply (``torch.mm``, ``@``, ``F.linear`` ...) a line spends >= 70% of its
     time in, or None.
@@ -223,6 +277,13 @@ def matmul_bound(row: Mapping[str, Any]) -> str | None:
     """
     top = (row.get("top_ops") or [None])[0]
     return str(top["op"]) if top and str(top.get("op")) in MATMUL_OPS and _mostly(row) else None
+
+
+def _matmul_cause(row: Mapping[str, Any]) -> str | None:
+    """The cause a matrix-multiply line shares with the dominant-module advice."""
+    if sparse_matmul(row):
+        return "sparse-layout"
+    return "bf16-autocast" if matmul_bound(row) else None
 
 
 def _mostly(row: Mapping[str, Any]) -> bool:
@@ -309,7 +370,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             locations=[location(row["file"], row["line"])],
             # the lines of one per-element Python loop are one cause (batching the loop)
             cause=loop_cause(row)
-            or (cure.cause if cure is not None else "bf16-autocast" if matmul_bound(row) else None),
+            or (cure.cause if cure is not None else _matmul_cause(row)),
         )
         if cure is not None:
             with_saving(item, step, share, cure.speedup)

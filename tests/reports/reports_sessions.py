@@ -418,3 +418,12 @@ def checkpointing_session():
         if str(node.get("path")).startswith("model.decoder.layers.") and node["path"][-1].isdigit():
             node["recomputed_ms"] = s(4.0)
     return session
+
+
+def oversubscribed_session() -> dict[str, Any]:
+    """A CPU step of two Hogwild workers that ran at once, each with the 4 cores' threads."""
+    session = slow_session()
+    session["environment"].update(device="cpu", threads=4, cpus=4)
+    session["children"] = [{"name": "train", "index": i, "threads": 4, "started_at": 0.0,
+                            "ended_at": 9.0} for i in (0, 1)]  # fmt: skip
+    return session

@@ -15,6 +15,7 @@ from reports_sessions import (
     library_session,
     node,
     optimizer_session,
+    oversubscribed_session,
     python_lines_session,
     s,
     slow_session,
@@ -104,6 +105,7 @@ CRAFTED = {
     "library_syncs": library_session,
     "library_loop": library_loop_session,
     "hot_line_advice": hot_line_session,
+    "cpu_oversubscription": oversubscribed_session,
 }
 
 

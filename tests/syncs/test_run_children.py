@@ -103,7 +103,8 @@ def _child(tmp_path: Path, name: str) -> dict:
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_each_hogwild_worker_gets_its_own_profile(tmp_path, method):
-    done = _run(tmp_path, HOGWILD.format(method=method, fail=False))
+    cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    done = _run(tmp_path, HOGWILD.format(method=method, fail=False), OMP_NUM_THREADS=cores)
     assert done.returncode == 0, done.stderr
     assert "exit codes [0, 0]" in done.stdout
     for index in (0, 1):
@@ -116,6 +117,15 @@ def test_each_hogwild_worker_gets_its_own_profile(tmp_path, method):
     parent = json.loads((tmp_path / "prof" / "session.json").read_text())
     assert [c["name"] for c in parent["children"]] == ["train", "train"]
     assert any("were profiled on their own" in n for n in parent["config"]["notes"])
+    # both ran at once with as many threads as the cores (OMP_NUM_THREADS below): twice too many
+    cores = parent["environment"]["cpus"]
+    assert all(c["threads"] == cores and c["started_at"] < c["ended_at"] for c in parent["children"])
+    (advice,) = [a for a in parent["advice"] if a["rule"] == "cpu-oversubscription"]
+    assert advice["title"] == (
+        f"2 train processes ran {cores} intra-op threads each on {cores} cores: "
+        f"give each {max(1, cores // 2)}"
+    )
+    assert f"torch.set_num_threads({max(1, cores // 2)})" in advice["fix"]
 
 
 def test_a_failing_worker_keeps_its_exit_code_and_its_profile_says_why(tmp_path):

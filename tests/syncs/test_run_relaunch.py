@@ -58,8 +58,10 @@ def test_a_script_started_again_by_itself_is_profiled_quietly_into_children(tmp_
     child = json.loads((tmp_path / "prof" / "children" / "train-1" / "session.json").read_text())
     assert len(child["steps"]) >= 8
     parent = json.loads((tmp_path / "prof" / "session.json").read_text())
-    assert parent["children"] == [{"name": "train", "index": 1,
-                                   "out": str(tmp_path / "prof" / "children" / "train-1")}]  # fmt: skip
+    (entry,) = parent["children"]
+    assert (entry["name"], entry["index"]) == ("train", 1)
+    assert entry["out"] == str(tmp_path / "prof" / "children" / "train-1")
+    assert entry["started_at"] <= entry["ended_at"] and entry["threads"] >= 1
     assert "child process train #1: " in done.stderr
     assert not (tmp_path / "prof" / "children" / "python-0").exists()  # `python -c` is not it
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import multiprocessing.process
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +84,9 @@ class ChildProcesses:
                 if self.follow is not None:
                     out = self.follow(process, name, index)
                     if out is not None:
-                        self.followed.append({"name": name, "index": index, "out": out})
+                        self.followed.append(
+                            {"name": name, "index": index, "out": out, "started_at": time.time()}
+                        )
             return original(process)
 
         cls.start = start
@@ -112,7 +115,9 @@ class ChildProcesses:
                 if found is not None:
                     args, name, index, out = found
                     self.started[name] = self.started.get(name, 0) + 1
-                    self.followed.append({"name": name, "index": index, "out": out})
+                    self.followed.append(
+                        {"name": name, "index": index, "out": out, "started_at": time.time()}
+                    )
             original(popen, args, *rest, **kwargs)
 
         subprocess.Popen.__init__ = init  # type: ignore[method-assign]

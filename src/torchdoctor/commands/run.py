@@ -313,6 +313,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     from torchdoctor.collect.script import ScriptNotFoundError
     from torchdoctor.commands.ranks import distributed_rank, merge_ranks, torchrun_run_id
     from torchdoctor.commands.run_children import (
+        annotate_children,
         child_sessions,
         children_notices,
         compare_child_ranks,
@@ -365,6 +366,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         ]
     from torchdoctor.reports import REPORT_FORMATS, write_session
 
+    children = child_sessions(session)  # (processes the script started, profiled on their own)
+    annotate_children(children)  # (their threads and time span: the parent's advice reads them)
     try:
         path = write_session(
             session, args.out, script=script_path, reports=() if only_syncs else REPORT_FORMATS
@@ -381,7 +384,6 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
             print(f"torchdoctor {command}: the report could not be printed ({type(exc).__name__}: "
                   f"{exc}){kept}: `torchdoctor report {path or 'OUT/session.json'}` tries again; "
                   "please report this with the session file", file=sys.stderr)  # fmt: skip
-    children = child_sessions(session)  # (processes the script started, profiled on their own)
     notices = run_notices(session) + children_notices(children)
     if path is not None:
         notices.append(f"session written to {shown_path(path, start_dir)}")

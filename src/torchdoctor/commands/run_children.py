@@ -240,6 +240,30 @@ def child_sessions(session: Any) -> list[tuple[Mapping[str, Any], Any]]:
     return found
 
 
+def annotate_children(children: list[tuple[Mapping[str, Any], Any]]) -> None:
+    """Add to each followed child's entry (``session["children"]``, in place) what the parent's
+    advice reads of it: its intra-op ``threads`` and ``ended_at`` (when its session was
+    written), beside the ``started_at`` recorded at its start (``collect/children.py``): the
+    processes that ran at the same time, and their threads on the machine's cores
+    (``analyze/advice/cpu_threads.py``).
+
+    Example:
+        >>> entry = {"name": "train", "index": 0, "out": "/nowhere", "started_at": 1.0}
+        >>> annotate_children([(entry, {"environment": {"threads": 2}})]); entry["threads"]
+        2
+    """
+    for child, data in children:
+        if data is None or not isinstance(child, dict):
+            continue
+        threads = (data.get("environment") or {}).get("threads")
+        if isinstance(threads, int):
+            child["threads"] = threads
+        try:
+            child["ended_at"] = (Path(str(child.get("out"))) / "session.json").stat().st_mtime
+        except OSError:
+            pass
+
+
 def children_notices(children: list[tuple[Mapping[str, Any], Any]]) -> list[str]:
     """One line per followed child (:func:`child_sessions`): its steps and step time, where
     its report is.

@@ -26,6 +26,7 @@ from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_sa
 from torchdoctor.analyze.advice.checkpointing import activation_checkpointing
 from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.advice.compile_time import recompiles
+from torchdoctor.analyze.advice.cpu_threads import cpu_oversubscription
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.debug_modes import anomaly_detection
@@ -78,6 +79,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     anomaly_detection,
     communication,
     cpu_work,
+    cpu_oversubscription,
     hot_line_advice,
     unattributed,
     engine_knobs,

@@ -17,6 +17,7 @@ from torchdoctor.lint.rules_linalg import LinalgRules
 from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_model import ModelRules
 from torchdoctor.lint.rules_param_update import ParamUpdateRules
+from torchdoctor.lint.rules_periodic import PeriodicReadRules
 from torchdoctor.lint.rules_precision import PrecisionRules
 from torchdoctor.lint.rules_softmax import SoftmaxRules
 from torchdoctor.lint.rules_sync import SyncRules
@@ -41,5 +42,6 @@ FAMILIES: tuple[type, ...] = (
     TrainingRules,
     HistoryRules,
     CheckpointRules,
+    PeriodicReadRules,
     FrameworkRules,
 )

@@ -1,0 +1,167 @@
+"""TD712: work done on every training step whose result is read only every N steps.
+
+pytorch/examples' GCN evaluates its model twice after each training step (the train and the
+validation mask: two forward passes, more than half of the step) and prints the result only
+``if epoch % print_every == 0``: 19 of 20 evaluations are thrown away. The same shape, smaller:
+an accuracy computed every step and logged every 100. Reported: an assignment at the top level
+of a training step (a loop or function body that calls ``.backward()`` or an optimizer's
+``.step()``) whose value calls something (a model, a user function, a tensor op) and whose
+every target is read only inside a periodic ``if`` (a test with ``%``, or a name assigned such
+a test: ``should_log = step % n == 0``) of the same function.
+
+Not reported: a value read anywhere outside such an ``if`` (returned, accumulated, passed on,
+used by the next statement); an assignment to an attribute or an item (it may be read
+elsewhere); a value that only reads a tensor to the host (``loss.item()``: TD201's, the sync);
+calls of the standard library's cheap helpers (``time.time()``, ``len``, ``str`` ...).
+
+Example:
+    >>> from torchdoctor.lint import lint_source
+    >>> src = ("def train_iter(epoch, model, opt, x, y, every):\\n"
+    ...        "    model(x).sum().backward()\\n    opt.step()\\n"
+    ...        "    acc = evaluate(model, x, y)\\n"
+    ...        "    if epoch % every == 0:\\n        print(acc)\\n")
+    >>> [(f.line, f.code) for f in lint_source(src)]
+    [(4, 'TD712')]
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, dotted_names_in
+
+RULES = (
+    Rule(
+        "TD712",
+        "result-read-every-n-steps",
+        "warning",
+        "work done on every training step (an evaluation, a metric) whose result is read only "
+        "inside an `if step % N == 0` block: N - 1 of every N results are thrown away",
+        "compute it inside the `if` that reads it",
+        "for step, (x, y) in enumerate(loader):\n    loss = model(x, y)\n    loss.backward()\n"
+        "    opt.step()\n    acc = evaluate(model, val_x, val_y)\n"
+        "    if step % 100 == 0:\n        print(step, acc)",
+        "for step, (x, y) in enumerate(loader):\n    loss = model(x, y)\n    loss.backward()\n"
+        "    opt.step()\n    if step % 100 == 0:\n"
+        "        acc = evaluate(model, val_x, val_y)\n        print(step, acc)",
+    ),
+)
+
+#: calls that cost nothing worth moving (the standard library's clocks and conversions)
+_CHEAP_ROOTS = frozenset({
+    "time", "datetime", "math", "os", "random", "logging", "len", "range", "int", "float",
+    "str", "bool", "round", "abs", "min", "max", "print", "format", "getattr", "isinstance",
+    "enumerate", "zip", "list", "tuple", "dict", "set", "next", "iter", "sorted", "divmod",
+})  # fmt: skip
+#: host reads: a value that only copies a tensor to the host is TD201's (the sync)
+_HOST_READS = frozenset({"item", "cpu", "tolist", "numpy", "detach", "float", "mean", "sum"})
+
+
+class PeriodicReadRules(RuleVisitor):
+    """TD712 (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("for i, (x, y) in enumerate(loader):\\n    model(x).sum().backward()\\n"
+        ...        "    opt.step()\\n    acc = accuracy(model(x), y)\\n"
+        ...        "    history.append(acc)\\n")  # read every step: nothing to move
+        >>> [f.code for f in lint_source(src)]
+        []
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((r"%", r"backward\(|\.step\("),)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        names = _target_names(node.targets)
+        if not names or not self._does_work(node.value):
+            return
+        body = self.parent(node)
+        if not isinstance(body, (*FOR, ast.While, *FUNCTIONS)) or not any(
+            s is node for s in body.body  # type: ignore[attr-defined]
+        ):
+            return  # (under an if, a with, a try: not every step's for sure)
+        if not self.is_training_body(body):
+            return
+        scope = body if isinstance(body, FUNCTIONS) else self.enclosing_scope(node)
+        gate = self._read_only_under_gate(names, node, scope)
+        if gate is None:
+            return
+        read = ", ".join(f"`{n}`" for n in names)
+        self.report(
+            node,
+            "TD712",
+            f"`{self.code_of(node.value)}` runs on every step, but {read} "
+            f"{'is' if len(names) == 1 else 'are'} read only under "
+            f"`if {self.code_of(gate.test)}`: compute it inside that `if`, so the other steps "
+            "skip it",
+        )
+
+    def _does_work(self, value: ast.AST) -> bool:
+        """``value`` calls something beyond the cheap helpers and host reads."""
+        for call in (n for n in ast.walk(value) if isinstance(n, ast.Call)):
+            func = call.func
+            if isinstance(func, ast.Attribute) and func.attr in _HOST_READS:
+                continue
+            name = dotted(func) or ""
+            if name.split(".", 1)[0] in _CHEAP_ROOTS:
+                continue
+            return True
+        return False
+
+    def _read_only_under_gate(
+        self, names: list[str], node: ast.Assign, scope: ast.AST
+    ) -> ast.If | None:
+        """The first periodic ``if`` reading the names, when every read of them in ``scope``
+        is inside one; else None."""
+        first: ast.If | None = None
+        for load in ast.walk(scope):
+            if not (isinstance(load, ast.Name) and load.id in names):
+                continue
+            if isinstance(load.ctx, ast.Store) or isinstance(load.ctx, ast.Del):
+                continue
+            gate = self._periodic_gate(load, scope)
+            if gate is None or load.lineno < node.lineno:
+                return None
+            first = first or gate
+        return first
+
+    def _periodic_gate(self, node: ast.AST, scope: ast.AST) -> ast.If | None:
+        p = self.parent(node)
+        child = node
+        while p is not None and p is not scope:
+            if isinstance(p, ast.If) and any(s is child for s in p.body):
+                if self._periodic(p.test, p):  # (its else runs in the other steps)
+                    return p
+            child, p = p, self.parent(p)
+        return None
+
+    def _periodic(self, test: ast.AST, where: ast.AST) -> bool:
+        """``step % N == 0`` (or a name assigned such a test in the same function)."""
+        if _has_mod(test):
+            return True
+        scope = self.enclosing_scope(where)
+        return any(
+            _has_mod(value)
+            for name in dotted_names_in(test)
+            if "." not in name
+            for value in self.assigned_values(scope, name)
+        )
+
+
+def _has_mod(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(node))
+
+
+def _target_names(targets: list[ast.expr]) -> list[str]:
+    """The names an assignment binds, or [] when it also writes an attribute or an item."""
+    names: list[str] = []
+    for target in targets:
+        items = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+        for item in items:
+            if not isinstance(item, ast.Name):
+                return []
+            names.append(item.id)
+    return names

@@ -1,0 +1,81 @@
+"""TD712 work done on every training step whose result is read only every N steps."""
+
+import time
+
+import torch
+
+
+def evaluate(model, x, y):
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    return torch.nn.functional.cross_entropy(out, y).item(), (out.argmax(1) == y).float().mean()
+
+
+def train_iter(epoch, model, opt, x, y, masks, print_every):  # pytorch/examples GCN's shape
+    opt.zero_grad()
+    model(x).sum().backward()
+    opt.step()
+    loss_train, acc_train = evaluate(model, x[masks[0]], y[masks[0]])  # expect: TD712
+    loss_val, acc_val = evaluate(model, x[masks[1]], y[masks[1]])  # expect: TD712
+    if epoch % print_every == 0:
+        print(epoch, loss_train, acc_train, loss_val, acc_val)
+
+
+def loop_logging_every_n(model, opt, loader, val_x, val_y, log_every):
+    for step, (x, y) in enumerate(loader):
+        model(x).sum().backward()
+        opt.step()
+        accuracy = evaluate(model, val_x, val_y)  # expect: TD712
+        should_log = step % log_every == 0
+        if should_log:
+            print(step, accuracy)
+
+
+def read_every_step(model, opt, loader, val_x, val_y, history):
+    for step, (x, y) in enumerate(loader):
+        model(x).sum().backward()
+        opt.step()
+        accuracy = evaluate(model, val_x, val_y)  # kept every step: nothing to move
+        history.append(accuracy)
+        if step % 10 == 0:
+            print(accuracy)
+
+
+def read_in_the_else(model, opt, loader):
+    for step, (x, y) in enumerate(loader):
+        out = model(x)  # both branches read it (a GAN's alternating steps)
+        if step % 2 == 0:
+            out.sum().backward()
+            opt.step()
+        else:
+            out.detach().mean().backward()
+
+
+def cheap_or_host_values(model, opt, loader, log_every):
+    t0 = time.time()
+    for step, (x, y) in enumerate(loader):
+        loss = model(x).sum()
+        loss.backward()
+        opt.step()
+        now = time.time()  # a clock: nothing worth moving
+        value = loss.detach()  # a host-side read is TD201's business, not this rule's
+        if step % log_every == 0:
+            print(value, now - t0)
+
+
+def under_a_condition_already(model, opt, loader, val_x, val_y, log_every, validate):
+    for step, (x, y) in enumerate(loader):
+        model(x).sum().backward()
+        opt.step()
+        if validate:
+            accuracy = evaluate(model, val_x, val_y)  # not every step: under an if
+            if step % log_every == 0:
+                print(accuracy)
+
+
+def not_a_training_loop(model, loader, every):
+    for step, x in enumerate(loader):
+        out = model(x)
+        if step % every == 0:
+            print(out)

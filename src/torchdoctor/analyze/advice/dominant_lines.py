@@ -46,8 +46,7 @@ class LineFacts:
             >>> LineFacts(sparse_ms={"gc1": 5.0}).is_sparse_matmul({"path": "gc1"}, 7.4)
             True
         """
-        spent = self.sparse_ms.get(str(node.get("path") or ""), 0.0)
-        return node_ms > 0 and spent >= MATMUL_SHARE * node_ms
+        return _mostly(self.sparse_ms, node, node_ms)
 
     def is_matmul(self, node: Mapping[str, Any], node_ms: float) -> bool:
         """The node's measured lines are mostly matrix multiplies.
@@ -56,8 +55,13 @@ class LineFacts:
             >>> LineFacts(matmul_ms={"gc2": 20.0}).is_matmul({"path": "gc2"}, 26.0)
             True
         """
-        spent = self.matmul_ms.get(str(node.get("path") or ""), 0.0)
-        return node_ms > 0 and spent >= MATMUL_SHARE * node_ms
+        return _mostly(self.matmul_ms, node, node_ms)
+
+
+def _mostly(spent_by_owner: Mapping[str, float], node: Mapping[str, Any], node_ms: float) -> bool:
+    """The lines counted in ``spent_by_owner`` hold MATMUL_SHARE of the node's time."""
+    spent = spent_by_owner.get(str(node.get("path") or ""), 0.0)
+    return node_ms > 0 and spent >= MATMUL_SHARE * node_ms
 
 
 #: a session without measured lines

@@ -69,7 +69,7 @@ def cpu_oversubscription(session: Mapping[str, Any]) -> list[Advice]:
     """
     environment = session.get("environment") or {}
     cpus = environment.get("cpus")
-    if not isinstance(cpus, int) or cpus < 1 or environment.get("device") == "cuda":
+    if not isinstance(cpus, int) or cpus < 1 or str(environment.get("device")).startswith("cuda"):
         return []
     total, running = peak_threads(session.get("children") or ())
     if len(running) >= 2 and total > cpus:

@@ -315,7 +315,8 @@ def test_auto_inference_loop_uses_module_calls(net):
                 net(batch)
     s = prof.session
     assert s["config"]["step_boundary"] == "module"
-    assert len(s["steps"]) == 3  # 5 calls: first dropped while deciding, last one is partial
+    assert len(s["steps"]) == 4  # 5 calls: the first dropped while deciding; the last is whole
+    assert any(n.startswith("the last step ends when profiling stops") for n in s["config"]["notes"])
     assert s["tree"]["children"][0]["backward_ms"]["max"] == 0.0
 
 

@@ -80,6 +80,7 @@ class HookEvents:
     state: ProfilerState
     _rec: Any
     _seen: dict[str, int]
+    _outer_calls: list[int]
     _optimizer_depth: int
     _no_grad_blocks: list[bool]
     _module_round: Any
@@ -260,6 +261,7 @@ class HookEvents:
                 if note:
                     self.state.notes.append(note)
                 self._cut(discard=True)
+        self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state

@@ -135,6 +135,7 @@ class Profiler(StepCycle, HookEvents):
         self._module_hooks: Any = None  # module hooks switch (off in light steps)
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
+        self._outer_calls = [0, 0]  # outermost module calls: in the open step, the last whole
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._parked_audits: list[list[tuple[Any, int]]] = []  # per open data phase (hook_events)

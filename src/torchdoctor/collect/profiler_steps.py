@@ -181,6 +181,8 @@ class StepCycle:
         end_token = rec.now()
         began = time.perf_counter_ns()
         self._recent.add(began)
+        calls = self._outer_calls  # (this step's outermost calls become the last step's)
+        calls[0], calls[1] = 0, (calls[1] if discard else calls[0])
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
         if kept and state.boundary is _MODULE:
@@ -237,9 +239,22 @@ class StepCycle:
         state.bookkeeping_ns += time.perf_counter_ns() - began
 
     def _final_cut(self) -> None:
-        """At stop: the partial step after the last boundary is dropped, unless it is all."""
+        """At stop: the partial step after the last boundary is dropped, unless it is all; in an
+        inference loop whose steps start at an outermost call, the last iteration is no partial
+        step when it made as many outermost calls as the step before it (a sampling script's
+        last image: its encoder, its denoiser calls, its decoder) and is kept."""
         state = self.state
-        if not self._rec.recording or state.summaries:
+        if not self._rec.recording:
+            return
+        if state.summaries:
+            open_calls, last_calls = self._outer_calls
+            if state.boundary is _MODULE and 0 < last_calls <= open_calls:
+                state.notes.append(
+                    "the last step ends when profiling stops (no later call opened another): "
+                    "its outermost calls were as many as a whole step's, so it was kept (any "
+                    "work after the loop is in it)"
+                )
+                self._cut()
             return
         if self._counter == 0:
             state.boundary = StepBoundary.WHOLE_RUN

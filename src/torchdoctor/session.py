@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import sys
@@ -111,17 +112,35 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _usable_cpus() -> int | None:
-    """CPU cores this process may run on (its affinity mask where the OS has one).
+def _usable_cpus(cgroup: str = "/sys/fs/cgroup") -> int | None:
+    """CPU cores this process may run on: its affinity mask where the OS has one, capped by
+    the container's CPU quota (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``: a container
+    given 2 CPUs on a 64-core host, where torch still starts a thread per physical core).
 
     Example:
         >>> _usable_cpus() >= 1
         True
     """
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows: no affinity mask
-        return os.cpu_count()
+        cores = os.cpu_count() or 0
+    quota = None
+    for path, pair in ((f"{cgroup}/cpu.max", None),
+                       (f"{cgroup}/cpu/cpu.cfs_quota_us", f"{cgroup}/cpu/cpu.cfs_period_us")):
+        try:
+            with open(path) as f:
+                fields = f.read().split()
+            if pair is not None:
+                with open(pair) as f:
+                    fields += f.read().split()
+            if len(fields) >= 2 and fields[0] not in ("max", "-1") and float(fields[1]) > 0:
+                quota = max(1, math.ceil(float(fields[0]) / float(fields[1])))
+                break
+        except (OSError, ValueError):
+            continue
+    found = [n for n in (cores, quota) if n]
+    return min(found) if found else None
 
 
 def _tool() -> str:

@@ -34,3 +34,20 @@ def test_one_process_above_its_usable_cores_is_told_to_set_its_threads():
     (item,) = [a for a in advise(session) if a.rule == "cpu-oversubscription"]
     assert item.code == "torch.set_num_threads(2)" and item.confidence == "high"
     assert "affinity" in item.evidence[0]
+
+
+def test_usable_cores_are_capped_by_the_containers_cpu_quota(tmp_path):
+    """A container given 1.5 CPUs (cgroup v2 cpu.max) may use 2 cores, whatever the host has;
+    cgroup v1's quota and period say the same; no quota ("max", -1): the affinity mask."""
+    from torchdoctor.session import _usable_cpus
+
+    affinity = _usable_cpus(str(tmp_path / "none"))
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert _usable_cpus(str(tmp_path)) == min(2, affinity)
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert _usable_cpus(str(tmp_path / "v1")) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _usable_cpus(str(tmp_path)) == affinity

@@ -84,7 +84,7 @@ def cpu_oversubscription(session: Mapping[str, Any]) -> list[Advice]:
                 confidence="high",
                 evidence=[
                     f"torch.get_num_threads() = {threads}; this process may run on {cpus} cores "
-                    "(its CPU affinity)",
+                    "(its CPU affinity, capped by its container's CPU quota)",
                     "threads beyond the cores take turns on them, and OpenMP threads that "
                     "wait spin: each parallel op waits for its slowest thread",
                 ],

@@ -100,3 +100,26 @@ def test_a_library_loops_lines_show_under_the_users_line():
     assert "self._maybe_log_save_evaluate(" in console
     markdown = render_markdown(session)
     assert "|   trainer.py:1958 | 20 |" in markdown
+
+
+def test_a_generation_loop_is_not_called_a_training_loop():
+    """Hugging Face ``model.generate`` in an inference script (steps cut at model calls): its
+    own per-token Python is the generation loop's, between model calls, and the fix names the
+    static cache, not gradient accumulation."""
+    from reports_sessions import library_loop_session
+
+    from torchdoctor.analyze.advice.library_loop import library_loop
+
+    session = library_loop_session()
+    session["config"]["step_boundary"] = "module"
+    row = session["other_lines"][0]
+    row["code"] = "out = model.generate(prompts, max_new_tokens=40)"
+    row["inside"][0].update(file="/v/site-packages/transformers/utils/deprecation.py", line=173,
+                            location="deprecation.py:173", function="wrapped_func",
+                            code="return func(*args, **kwargs)")  # fmt: skip
+    (item,) = library_loop(session)
+    assert item.title.startswith("the transformers generation loop spends")
+    assert "between one model call and the next" in item.evidence[0]
+    assert "cache_implementation='static'" in item.fix and "accumulation" not in item.fix
+    session["config"]["step_boundary"] = "optimizer"
+    assert library_loop(session)[0].title.startswith("the transformers training loop")

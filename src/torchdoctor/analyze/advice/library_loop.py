@@ -1,5 +1,6 @@
-"""Rule ``library-loop``: a library's training loop (``trainer.train()``, ``trainer.fit()``)
-spends a sizable share of the step between steps in its own Python.
+"""Rule ``library-loop``: a library's training loop (``trainer.train()``, ``trainer.fit()``),
+or its generation loop (``model.generate(...)``, steps cut at model calls), spends a sizable
+share of the step between steps in its own Python.
 
 When the user's script hands the loop to a library, the ``other`` phase's ticks all land on the
 one user line that started it (``session["other_lines"]`` rows marked ``encloses_loop``), and
@@ -76,7 +77,37 @@ GENERIC_FIX = (
 )
 
 
-def _remedy(package: str | None, inside: list[Mapping[str, Any]], ms: float) -> str:
+#: the generic fix of an inference loop (steps cut at model calls: ``model.generate``)
+INFERENCE_FIX = (
+    "This is the library's own work per model call, outside the model (the lines above): it "
+    "does not grow with the batch, so more sequences per call make it a smaller share of "
+    "each one; look for the library's options for the lines named above, and keep the "
+    "library current."
+)
+#: ... and what Hugging Face generate offers against its per-token Python
+GENERATE_FIX = (
+    " For model.generate: a static KV cache compiled with the model "
+    "(generation_config.cache_implementation='static', then torch.compile the forward) "
+    "replaces the per-token cache bookkeeping with one compiled graph."
+)
+
+
+def _loop_words(session: Mapping[str, Any], code: str) -> tuple[str, str]:
+    """(what the loop is, what it runs between): a training loop between optimizer steps,
+    or, when steps are model calls, a generation or inference loop between calls.
+
+    Example:
+        >>> _loop_words({"config": {"step_boundary": "module"}}, "out = model.generate(x)")
+        ('generation loop', 'one model call and the next')
+    """
+    if (session.get("config") or {}).get("step_boundary") != "module":
+        return "training loop", "optimizer.step() and the next forward"
+    kind = "generation loop" if "generate(" in code else "inference loop"
+    return kind, "one model call and the next"
+
+
+def _remedy(package: str | None, inside: list[Mapping[str, Any]], ms: float,
+            generic: str = GENERIC_FIX) -> str:  # fmt: skip
     """The fix: the table's option for each loop line it knows (named with the line and its
     time), then the generic note unless those lines are most of the time."""
     fixes, covered = [], 0.0
@@ -90,7 +121,7 @@ def _remedy(package: str | None, inside: list[Mapping[str, Any]], ms: float) -> 
                 covered += line_ms
                 break
     if covered < 0.5 * ms:
-        fixes.append(GENERIC_FIX)
+        fixes.append(generic)
     return " ".join(fixes)
 
 
@@ -118,9 +149,10 @@ def library_loop(session: Mapping[str, Any]) -> list[Advice]:
             continue
         package = inside[0].get("package") or "library"
         where = str(row.get("location") or "?")
+        loop, between = _loop_words(session, str(row.get("code") or ""))
         evidence = [
-            f"{where} `{row.get('code', '')}` runs the {package} training loop: its work between "
-            f"optimizer.step() and the next forward is {fmt_ms(ms)} per step of CPU, sampled in "
+            f"{where} `{row.get('code', '')}` runs the {package} {loop}: its work between "
+            f"{between} is {fmt_ms(ms)} per step of CPU, sampled in "
             "the detailed steps (other phase "
             f"{fmt_ms(other)}, {pct(other, step):.0f}% of the step)",
         ]
@@ -131,11 +163,14 @@ def library_loop(session: Mapping[str, Any]) -> list[Advice]:
                 f"{line['location']} ({line.get('function')}) `{line.get('code', '')}`: "
                 f"{fmt_ms(float(line.get('ms_per_step') or 0.0))} per step{through}"
             )
-        fix = _remedy(package, inside, ms)
+        generic = GENERIC_FIX if loop == "training loop" else INFERENCE_FIX
+        if loop == "generation loop" and package == "transformers":
+            generic += GENERATE_FIX
+        fix = _remedy(package, inside, ms, generic)
         advice.append(
             Advice(
                 rule="library-loop",
-                title=f"the {package} training loop spends {pct(ms, step):.0f}% of the step "
+                title=f"the {package} {loop} spends {pct(ms, step):.0f}% of the step "
                 f"({fmt_ms(ms)}) between steps in its own Python: "
                 + ", ".join(f"{line['location']}" for line in inside[:2]),
                 estimated_saving_ms=None,

@@ -88,7 +88,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     boundary = state.boundary or StepBoundary.WHOLE_RUN
     notes = [boundary.note, *state.notes]
     if state.memory:
-        notes.append("activation bytes are counted on the first profiled step")
+        notes.append("activation bytes are counted on the first profiled step (with gradient "
+                     "accumulation, on its first micro-batch)")
     if rec is not None and rec.other_thread_calls:
         notes.append(
             "module calls made on other threads than the profiled loop's (an evaluator, a "

@@ -81,6 +81,7 @@ class HookEvents:
     _rec: Any
     _seen: dict[str, int]
     _outer_calls: list[int]
+    _saved: Any
     _optimizer_depth: int
     _no_grad_blocks: list[bool]
     _module_round: Any
@@ -228,6 +229,8 @@ class HookEvents:
         rec = self._rec
         if rec.detailed:
             rec.end_backward_pass()
+            if rec.count_memory:  # saved activations: one pass's (gradient accumulation's
+                self._saved.off()  # next micro-batch reuses the freed memory: half counted)
         rec.resume_open_regions()
         rec.phases.pop_backward()
         mode = self.state.boundary

@@ -79,3 +79,50 @@ def test_a_finding_on_a_loops_for_is_measured_by_the_loops_body_lines():
     assert "on a measured loop (train.py:59)" in item.title
     assert item.estimated_saving_ms is not None and item.estimated_saving_ms > 0
     assert item.cause == "loop /w/train.py:59"
+
+
+GCN_LIKE = textwrap.dedent(
+    """
+    import torch
+
+
+    def test(model, x):
+        with torch.no_grad():
+            return model(x).square().mean()
+
+
+    def train_iter(epoch, model, opt, x, every, log):
+        model(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        metric = test(model, x)
+        if epoch % every == 0:
+            log.append(metric)
+    """
+)
+
+
+def test_a_call_into_user_code_that_runs_the_model_is_measured_by_its_model_calls(tmp_path):
+    """pytorch/examples GCN: TD712 on `metric = test(model, x)`, whose model call runs inside
+    test(): the hot lines time none of it on that line; the model calls made under it do."""
+    lint = pytest.importorskip("torchdoctor.lint")
+    from torchdoctor import advise, profile
+
+    path = tmp_path / "gcn_like.py"
+    path.write_text(GCN_LIKE)
+    spec = importlib.util.spec_from_file_location("gcn_like", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 512), torch.nn.ReLU(),
+                                torch.nn.Linear(512, 128))  # fmt: skip
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, log = torch.randn(256, 128), []
+    session = profile(lambda: script.train_iter(1, model, opt, x, 20, log), model=model,
+                      steps=4, warmup=1, syncs=False)  # fmt: skip
+    findings = lint.lint_paths([str(path)], select=["TD712"])
+    assert [f.line for f in findings] == [14]
+    (item,) = [a for a in advise(session, lint=findings) if a.rule == "lint"]
+    assert "model calls made under the line (Sequential)" in item.evidence[0]
+    assert "(measured)" in item.evidence[0] and item.heat > 0.1
+    assert item.estimated_saving_ms is not None and item.estimated_saving_ms > 0

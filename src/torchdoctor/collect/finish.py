@@ -28,6 +28,7 @@ from torchdoctor.collect.assemble import (
     sync_outliers,
     typical_steps,
 )
+from torchdoctor.collect.call_lines import call_lines_section
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
 from torchdoctor.collect.other_sampler import other_lines_section
@@ -197,6 +198,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             session["other_lines"] = other
         if python is not None and boundary is not StepBoundary.WHOLE_RUN:
             session["python_lines"] = python
+        calls = call_lines_section(detailed)  # the user lines each model call ran under
+        if calls is not None:
+            session["call_lines"] = calls
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot

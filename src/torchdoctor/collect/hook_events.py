@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.call_lines import user_chain
 from torchdoctor.collect.compiled import compiling
 from torchdoctor.collect.lines_install import insert_function_mode, remove_function_mode
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
@@ -82,6 +83,8 @@ class HookEvents:
     _seen: dict[str, int]
     _outer_calls: list[int]
     _saved: Any
+    _chains: list[tuple]
+    step_boundary: str
     _optimizer_depth: int
     _no_grad_blocks: list[bool]
     _module_round: Any
@@ -246,7 +249,7 @@ class HookEvents:
         """An outermost module call: in an inference loop each step starts at one (with several
         top-level modules, at the one the loop opens with: ``collect.rounds``), so a module
         re-run with the same inputs every iteration shows up as recomputation across steps."""
-        mode = self.state.boundary
+        mode = self.state.boundary if self.step_boundary == "auto" else _MARKER
         if mode is _MODULE:
             starts, revised = self._module_round.starts_step(module)
             if revised:  # the loop turned out to repeat several modules: partial steps so far
@@ -265,6 +268,8 @@ class HookEvents:
                     self.state.notes.append(note)
                 self._cut(discard=True)
         self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
+        if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)
+            self._chains.append(user_chain(sys._getframe(2)))
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state

@@ -136,6 +136,7 @@ class Profiler(StepCycle, HookEvents):
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
         self._outer_calls = [0, 0]  # outermost module calls: in the open step, the last whole
+        self._chains: list[tuple] = []  # the user lines of the open step's outermost calls
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._parked_audits: list[list[tuple[Any, int]]] = []  # per open data phase (hook_events)
@@ -208,8 +209,7 @@ class Profiler(StepCycle, HookEvents):
             state.children = ChildProcesses()
             hooks.add_undo(state.children.install())
             self._saved = hooks.add_saved_tensors_hooks(rec.pack, rec.unpack)
-            if self.step_boundary == "auto":
-                rec.on_outermost = self._outermost
+            rec.on_outermost = self._outermost  # (boundaries: under "auto" only)
             STATE.profiler = self
             STATE.step_index = 0
             STATE.module_stack.clear()

@@ -235,8 +235,8 @@ class Recorder(NodeRegistry, RegionEvents):
         if not self.module_depth and self.phases.stack[-1][0] != "backward":
             if self.on_outermost is not None:
                 self.on_outermost(module)  # may end the step: read `detailed` after it
-                if self.outer_shape is None and args and isinstance(args[0], Tensor):
-                    self.outer_shape = tuple(args[0].shape)  # (an inference step's input)
+                if self.outer_shape is None and args and isinstance(args[0], Tensor):  # (input)
+                    self.outer_shape = None if args[0].is_nested else tuple(args[0].shape)
             if not self.knobs["autocast"]:
                 dtype = autocast_dtype()
                 self.knobs["autocast"] = dtype is not None

@@ -238,3 +238,21 @@ def root_lines_ms(session: Mapping[str, Any]) -> float | None:
     if not lines:
         return None
     return sum(center(line.get("total_ms")) for line in lines if not line.get("owner"))
+
+
+def call_line_of(session: Mapping[str, Any], path: Any, line: Any) -> dict[str, Any] | None:
+    """The model calls made under ``path:line`` (``session["call_lines"]``: their forward time,
+    inclusive: GCN's ``loss_train, acc_train = test(model, ...)``, whose model call runs inside
+    ``test()``), with ``share`` of the step; None when no model call ran under the line.
+
+    Example:
+        >>> row = {"file": "/a/main.py", "line": 181, "ms_per_step": 3.0, "modules": ["GCN"]}
+        >>> call_line_of({"step_ms": {"mean": 12.0}, "call_lines": [row]}, "main.py", 181)["share"]
+        0.25
+    """
+    step = tree_step_ms(session)
+    for row in session.get("call_lines") or ():
+        if row.get("line") == line and same_file(row.get("file"), str(path)):
+            ms = float(row.get("ms_per_step") or 0.0)
+            return {**row, "share": ms / step if step > 0 else 0.0}
+    return None

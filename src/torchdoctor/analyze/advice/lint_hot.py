@@ -1,7 +1,8 @@
 """Rule ``lint``: static findings, those on lines the profile shows hot ranked above cold ones.
 
 A finding is hot when its line is a recorded sync line, a measured line (the ``hot_lines``
-section: heat = the line's own share of the step), the ``for`` of a loop whose body lines were
+section: heat = the line's own share of the step), a line under which model calls ran (the
+``call_lines`` section: a call into user code that runs a model, GCN's ``test(model, ...)``), the ``for`` of a loop whose body lines were
 measured (TD304, TD305 are reported there: heat = the body's share), or lies inside the source span of a
 measured module/region taking >= 5% of the step; its ``heat`` is that part's share of the step
 (1.0 for a sync line). Findings on a line that has advice of its own (rule ``hot-line``) are
@@ -40,7 +41,13 @@ from torchdoctor.analyze.advice.base import (
     with_saving,
 )
 from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause, saving_note
-from torchdoctor.analyze.advice.hot_lines_data import hot_lines, line_of, lines_between, loop_of
+from torchdoctor.analyze.advice.hot_lines_data import (
+    call_line_of,
+    hot_lines,
+    line_of,
+    lines_between,
+    loop_of,
+)
 from torchdoctor.lint.registry import RULES
 
 HOT_FRACTION = 0.05
@@ -130,6 +137,14 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
         return min(1.0, measured["share"]), (
             f"the line takes {fmt_ms(measured['total_ms'])} per step, "
             f"{100 * measured['share']:.0f}% of the step (measured)"
+        )
+    called = call_line_of(session, path, line) if step > 0 else None
+    if called is not None and called["share"] >= NEGLIGIBLE_SHARE:  # a call into user code
+        # that runs a model (GCN's test(...)): the model calls made under the line
+        return min(1.0, called["share"]), (
+            f"the model calls made under the line ({', '.join(called['modules'][:3])}) take "
+            f"{fmt_ms(called['ms_per_step'])} per step, {100 * called['share']:.0f}% of the "
+            "step (measured)"
         )
     loop = loop_of(session, path, line) if step > 0 else None
     if loop is not None and loop["total_ms"] > 0:  # a finding on a loop's `for`: its body
@@ -347,6 +362,10 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         measured = _pattern(finding, session) if step > 0 else None
         if measured is None or measured["total_ms"] <= 0:
             measured = line_of(session, finding.get("path"), finding.get("line"))
+        if measured is None and step > 0:  # the model calls made under the line
+            called = call_line_of(session, finding.get("path"), finding.get("line"))
+            if called is not None:
+                measured = {"total_ms": called["ms_per_step"], "share": called["share"]}
         loop = None if measured is not None else loop_of(session, finding["path"], finding["line"])
         advice.append(
             Advice(

@@ -1,0 +1,138 @@
+"""The user lines under which the model runs: each outermost module call's user frames, with
+the call's time charged to every line of them (``session["call_lines"]``).
+
+The hot lines charge a torch call to the innermost user line that makes it, and a module call
+to the module tree; neither says what a line that calls a user function costs when that
+function runs a model. pytorch/examples' GCN evaluates after each training step with
+``loss_train, acc_train = test(model, ...)``: the forward pass runs on line 192 inside
+``test()``, and line 181, the call to drop, had no time. In detailed steps the profiler keeps
+the user frames of each outermost module call (innermost first, at most :data:`MAX_FRAMES`)
+and, once the step is resolved, charges the call's forward time to each of those lines: a
+line's figure is the time of the model calls made under it, inclusive, as a flame graph's
+frame would be (its own torch calls are in the hot lines). The lint advice reads it for a
+finding on a line the hot lines do not time (lint TD712 on GCN's evaluation calls).
+
+Example:
+    >>> steps = [{"call_lines": {("/w/main.py", 181, "train_iter", "GCN"): 3_000_000}}, {}]
+    >>> row = call_lines_section(steps)[0]
+    >>> row["location"], row["ms_per_step"], row["modules"]
+    ('main.py:181', 1.5, ['GCN'])
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import Any
+
+from torchdoctor.collect.syncs_frames import _is_library
+
+#: user frames kept per outermost call (innermost first)
+MAX_FRAMES = 8
+#: rows kept in session["call_lines"] (the heaviest)
+MAX_ROWS = 30
+
+Line = tuple[str, int, str]  # (file, line, function)
+
+
+def user_chain(frame: FrameType | None, limit: int = MAX_FRAMES) -> tuple[Line, ...]:
+    """The user frames on the stack from ``frame`` outwards (library and torchdoctor frames
+    left out), innermost first, each line once.
+
+    Example:
+        >>> import sys
+        >>> def caller():
+        ...     return user_chain(sys._getframe())
+        >>> [function for _, _, function in caller()][:2]
+        ['caller', '<module>']
+    """
+    chain: list[Line] = []
+    while frame is not None and len(chain) < limit:
+        code = frame.f_code
+        if not _is_library(code) and not _entry_script(code.co_filename):
+            line = (code.co_filename, frame.f_lineno or 0, code.co_name)
+            if line not in chain:
+                chain.append(line)
+        frame = frame.f_back
+    return tuple(chain)
+
+
+def _entry_script(file: str) -> bool:
+    """torchdoctor's own console script (``.venv/bin/torchdoctor``): below every run."""
+    return os.path.basename(file) == "torchdoctor" and os.sep + "bin" + os.sep in file
+
+
+def step_call_lines(
+    forward: Sequence[Any],
+    chains: Sequence[tuple[Line, ...]],
+    parent: Sequence[int],
+    kinds: Sequence[str],
+    names: Sequence[str],
+) -> dict[tuple[str, int, str, str], float]:
+    """``{(file, line, function, module): ns}`` of one step: each outermost module call's
+    forward time charged to each user line of its chain. The outermost calls are the forward
+    records of modules with no module above them (regions may be), in the order they ended,
+    which is the order they began: they do not nest. When their count differs from the
+    chains' (a call begun before the step), nothing is charged.
+
+    Example:
+        >>> from torchdoctor.collect.records import ForwardCall
+        >>> forward = [ForwardCall(2, 0.0, 5.0), ForwardCall(1, 0.0, 9.0)]
+        >>> chain = (("/w/t.py", 9, "evaluate"), ("/w/t.py", 20, "<module>"))
+        >>> step_call_lines(forward, [chain], [-1, 0, 1], ["root", "module", "module"],
+        ...                 ["", "net", "net.fc"])[("/w/t.py", 20, "<module>", "net")]
+        9.0
+    """
+    outermost = []
+    for call in forward:
+        node = call[0]
+        if call[3] or kinds[node] != "module":  # (a region's piece, a RECOMPUTED forward)
+            continue
+        above = parent[node]
+        while above > 0 and kinds[above] != "module":
+            above = parent[above]
+        if above <= 0:
+            outermost.append(call)
+    if not outermost or len(outermost) != len(chains):
+        return {}
+    out: dict[tuple[str, int, str, str], float] = {}
+    for call, chain in zip(outermost, chains):
+        spent = float(call[2]) - float(call[1])
+        for file, line, function in chain:
+            key = (file, line, function, names[call[0]])
+            out[key] = out.get(key, 0.0) + spent
+    return out
+
+
+def call_lines_section(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """``session["call_lines"]``: per user line, the mean forward time per step of the
+    outermost module calls made under it (over the detailed ``steps``), with the modules
+    called; heaviest first. None when no step has any.
+
+    Example:
+        >>> call_lines_section([{}]) is None
+        True
+    """
+    if not steps or not any(s.get("call_lines") for s in steps):
+        return None
+    totals: dict[Line, float] = {}
+    modules: dict[Line, dict[str, float]] = {}
+    for step in steps:
+        for (file, line, function, module), ns in (step.get("call_lines") or {}).items():
+            key = (file, line, function)
+            totals[key] = totals.get(key, 0.0) + ns
+            mine = modules.setdefault(key, {})
+            mine[module] = mine.get(module, 0.0) + ns
+    rows = []
+    for (file, line, function), ns in sorted(totals.items(), key=lambda kv: -kv[1])[:MAX_ROWS]:
+        called = sorted(modules[(file, line, function)].items(), key=lambda kv: -kv[1])
+        rows.append({
+            "file": file, "line": line, "function": function,
+            "location": f"{os.path.basename(file)}:{line}",
+            "code": linecache.getline(file, line).strip() if line else "",
+            "ms_per_step": ns / len(steps) / 1e6,
+            "modules": [name for name, _ in called],
+        })  # fmt: skip
+    return rows

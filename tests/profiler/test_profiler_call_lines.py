@@ -1,0 +1,41 @@
+"""session["call_lines"]: each outermost model call's forward time charged to the user lines it
+ran under (GCN's ``loss_train, acc_train = test(model, ...)``: the model runs inside test())."""
+
+import os
+
+import torch
+from torch import nn
+
+import torchdoctor
+from tests.hotlines.hotlines_helpers import marked_line
+
+
+def evaluate(model, x):
+    with torch.no_grad():
+        return model(x).sum()  # inner
+
+
+def test_model_calls_are_charged_to_the_user_lines_they_run_under():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(512, 64)
+
+    def step():
+        model(x).square().mean().backward()  # train
+        opt.step()
+        opt.zero_grad()
+        return evaluate(model, x)  # evaluation
+
+    s = torchdoctor.profile(step, model=model, steps=4, warmup=1, syncs=False)
+    here = os.path.basename(__file__)
+    rows = {(os.path.basename(r["file"]), r["line"]): r for r in s["call_lines"]}
+    train = rows[(here, marked_line(step, "train"))]
+    evaluation = rows[(here, marked_line(step, "evaluation"))]
+    inner = rows[(here, marked_line(evaluate, "inner"))]
+    assert train["modules"] == evaluation["modules"] == ["Sequential"]
+    assert evaluation["function"] == "step" and inner["function"] == "evaluate"
+    assert evaluation["ms_per_step"] == inner["ms_per_step"] > 0  # one call, under both lines
+    forward = s["tree"]["children"][0]["forward_ms"]["mean"]  # both calls' forward
+    assert abs(train["ms_per_step"] + evaluation["ms_per_step"] - forward) < 0.05 * forward
+    assert not any("/bin/" in r["file"] for r in s["call_lines"])  # no entry script rows

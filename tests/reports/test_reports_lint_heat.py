@@ -126,3 +126,17 @@ def test_a_call_into_user_code_that_runs_the_model_is_measured_by_its_model_call
     assert "model calls made under the line (Sequential)" in item.evidence[0]
     assert "(measured)" in item.evidence[0] and item.heat > 0.1
     assert item.estimated_saving_ms is not None and item.estimated_saving_ms > 0
+
+
+def test_only_findings_about_the_call_itself_are_measured_by_the_model_calls_under_it():
+    """`trainer.fit(model, DataLoader(ds))`: the whole training runs under the line, which says
+    nothing of its DataLoader finding (TD401); TD712 on the same line is the call's cost."""
+    from torchdoctor.analyze.advice.lint_hot import lint_findings
+
+    row = {"file": "/w/train.py", "line": 24, "function": "<module>", "location": "train.py:24",
+           "ms_per_step": 8.0, "modules": ["net"]}  # fmt: skip
+    session = {"step_ms": {"mean": 10.0}, "call_lines": [row], "lint": [
+        {"code": code, "severity": "warning", "message": "m", "path": "/w/train.py", "line": 24}
+        for code in ("TD401", "TD712")]}  # fmt: skip
+    measured = [a for a in lint_findings(session) if "(measured)" in " ".join(a.evidence)]
+    assert [a.title.split()[0] for a in measured] == ["TD712"]

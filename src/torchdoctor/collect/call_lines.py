@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
-from torchdoctor.collect.syncs_frames import _is_library
+from torchdoctor.collect.syncs_frames import _is_library, _is_third_party
 
 #: user frames kept per outermost call (innermost first)
 MAX_FRAMES = 8
@@ -38,8 +38,8 @@ Line = tuple[str, int, str]  # (file, line, function)
 
 
 def user_chain(frame: FrameType | None, limit: int = MAX_FRAMES) -> tuple[Line, ...]:
-    """The user frames on the stack from ``frame`` outwards (library and torchdoctor frames
-    left out), innermost first, each line once.
+    """The user frames on the stack from ``frame`` outwards (torch's, installed packages' and
+    torchdoctor's left out: Lightning's loop is no user line), innermost first, each line once.
 
     Example:
         >>> import sys
@@ -51,7 +51,7 @@ def user_chain(frame: FrameType | None, limit: int = MAX_FRAMES) -> tuple[Line, 
     chain: list[Line] = []
     while frame is not None and len(chain) < limit:
         code = frame.f_code
-        if not _is_library(code) and not _entry_script(code.co_filename):
+        if not (_is_library(code) or _is_third_party(code) or _entry_script(code.co_filename)):
             line = (code.co_filename, frame.f_lineno or 0, code.co_name)
             if line not in chain:
                 chain.append(line)

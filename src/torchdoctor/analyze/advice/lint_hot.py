@@ -110,6 +110,17 @@ def _training(session: Mapping[str, Any]) -> bool:
     return (session.get("config") or {}).get("step_boundary") in ("optimizer", "backward")
 
 
+#: findings whose cost is the call on their line, model calls included (TD712: an evaluation
+#: whose result is read every N steps; TD601: an encoder re-run by every denoising step): the
+#: model calls made under the line measure them (``session["call_lines"]``). Not others: a
+#: DataLoader built inside `trainer.fit(...)` is not what the whole training costs.
+CALL_COST_CODES = frozenset({"TD712", "TD601"})
+
+
+def _call_cost(finding: Mapping[str, Any]) -> bool:
+    return str(finding.get("code")) in CALL_COST_CODES
+
+
 def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -> tuple[float, str]:
     line = finding.get("line")
     path = finding.get("path")
@@ -138,7 +149,7 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             f"the line takes {fmt_ms(measured['total_ms'])} per step, "
             f"{100 * measured['share']:.0f}% of the step (measured)"
         )
-    called = call_line_of(session, path, line) if step > 0 else None
+    called = call_line_of(session, path, line) if step > 0 and _call_cost(finding) else None
     if called is not None and called["share"] >= NEGLIGIBLE_SHARE:  # a call into user code
         # that runs a model (GCN's test(...)): the model calls made under the line
         return min(1.0, called["share"]), (
@@ -362,7 +373,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         measured = _pattern(finding, session) if step > 0 else None
         if measured is None or measured["total_ms"] <= 0:
             measured = line_of(session, finding.get("path"), finding.get("line"))
-        if measured is None and step > 0:  # the model calls made under the line
+        if measured is None and step > 0 and _call_cost(finding):  # the model calls under it
             called = call_line_of(session, finding.get("path"), finding.get("line"))
             if called is not None:
                 measured = {"total_ms": called["ms_per_step"], "share": called["share"]}

@@ -32,16 +32,22 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _load(folder, name: str, text: str):
+    """(path, module) of ``text`` written to ``folder/name.py`` and imported: user code."""
+    path = folder / f"{name}.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return path, module
+
+
 def test_hot_lint_finding_outranks_the_cold_one(tmp_path):
     pytest.importorskip("torchdoctor.collect.profiler")
     lint = pytest.importorskip("torchdoctor.lint")
     from torchdoctor import advise, profile
 
-    path = tmp_path / "train_script.py"
-    path.write_text(SCRIPT)
-    spec = importlib.util.spec_from_file_location("train_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    path, script = _load(tmp_path, "train_script", SCRIPT)
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -108,11 +114,7 @@ def test_a_call_into_user_code_that_runs_the_model_is_measured_by_its_model_call
     lint = pytest.importorskip("torchdoctor.lint")
     from torchdoctor import advise, profile
 
-    path = tmp_path / "gcn_like.py"
-    path.write_text(GCN_LIKE)
-    spec = importlib.util.spec_from_file_location("gcn_like", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    path, script = _load(tmp_path, "gcn_like", GCN_LIKE)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(128, 512), torch.nn.ReLU(),
                                 torch.nn.Linear(512, 128))  # fmt: skip

@@ -64,6 +64,17 @@ def cheap_or_host_values(model, opt, loader, log_every):
             print(value, now - t0)
 
 
+def bookkeeping_values(model, opt, scheduler, loader, timer, log_every):
+    for step, (x, y) in enumerate(loader):
+        model(x).sum().backward()
+        opt.step()
+        scheduler.step()
+        lr = scheduler.get_last_lr()[0]  # a scheduler's value: nothing worth moving
+        elapsed = timer.elapsed()  # a timer's
+        if step % log_every == 0:
+            print(lr, elapsed)
+
+
 def under_a_condition_already(model, opt, loader, val_x, val_y, log_every, validate):
     for step, (x, y) in enumerate(loader):
         model(x).sum().backward()

@@ -12,7 +12,8 @@ a test: ``should_log = step % n == 0``) of the same function.
 Not reported: a value read anywhere outside such an ``if`` (returned, accumulated, passed on,
 used by the next statement); an assignment to an attribute or an item (it may be read
 elsewhere); a value that only reads a tensor to the host (``loss.item()``: TD201's, the sync);
-calls of the standard library's cheap helpers (``time.time()``, ``len``, ``str`` ...).
+calls of the standard library's cheap helpers (``time.time()``, ``len``, ``str`` ...) and
+bookkeeping reads (``scheduler.get_last_lr()``, a logger's, a timer's, a progress bar's).
 
 Example:
     >>> from torchdoctor.lint import lint_source
@@ -27,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import re
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, dotted_names_in
@@ -56,6 +58,12 @@ _CHEAP_ROOTS = frozenset({
 })  # fmt: skip
 #: host reads: a value that only copies a tensor to the host is TD201's (the sync)
 _HOST_READS = frozenset({"item", "cpu", "tolist", "numpy", "detach", "float", "mean", "sum"})
+#: receivers whose methods read bookkeeping, not compute (a scheduler's learning rate, a
+#: logger, a timer, a progress bar): nothing worth moving under the `if`
+_BOOKKEEPING = re.compile(
+    r"sched|optim|log|meter|timer|clock|writer|tracker|progress|pbar|tqdm|args|config|cfg",
+    re.IGNORECASE,
+)
 
 
 class PeriodicReadRules(RuleVisitor):
@@ -107,6 +115,11 @@ class PeriodicReadRules(RuleVisitor):
                 continue
             name = dotted(func) or ""
             if name.split(".", 1)[0] in _CHEAP_ROOTS:
+                continue
+            receiver = name.rsplit(".", 1)[0] if "." in name else ""
+            if isinstance(func, ast.Attribute) and (
+                func.attr.startswith("get_") or _BOOKKEEPING.search(receiver)
+            ):  # (scheduler.get_last_lr(), logger.elapsed(): bookkeeping)
                 continue
             return True
         return False

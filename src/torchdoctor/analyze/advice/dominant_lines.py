@@ -46,7 +46,7 @@ class LineFacts:
             >>> LineFacts(sparse_ms={"gc1": 5.0}).is_sparse_matmul({"path": "gc1"}, 7.4)
             True
         """
-        return _mostly(self.sparse_ms, node, node_ms)
+        return _holds_share(self.sparse_ms, node, node_ms)
 
     def is_matmul(self, node: Mapping[str, Any], node_ms: float) -> bool:
         """The node's measured lines are mostly matrix multiplies.
@@ -55,10 +55,10 @@ class LineFacts:
             >>> LineFacts(matmul_ms={"gc2": 20.0}).is_matmul({"path": "gc2"}, 26.0)
             True
         """
-        return _mostly(self.matmul_ms, node, node_ms)
+        return _holds_share(self.matmul_ms, node, node_ms)
 
 
-def _mostly(spent_by_owner: Mapping[str, float], node: Mapping[str, Any], node_ms: float) -> bool:
+def _holds_share(spent_by_owner: Mapping[str, float], node: Mapping[str, Any], node_ms: float) -> bool:
     """The lines counted in ``spent_by_owner`` hold MATMUL_SHARE of the node's time."""
     spent = spent_by_owner.get(str(node.get("path") or ""), 0.0)
     return node_ms > 0 and spent >= MATMUL_SHARE * node_ms

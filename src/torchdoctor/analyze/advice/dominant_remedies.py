@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchdoctor.analyze.advice.base import node_ms, walk
+from torchdoctor.analyze.advice.hot_lines_cures import SPARSE_LAYOUT_CURE
 from torchdoctor.analyze.advice.ops_table import (
     CONV_TYPES,
     EMBEDDING_TYPES,
@@ -298,13 +299,7 @@ REMEDIES: tuple[Remedy, ...] = (
         lambda node, group, cuda: False,
         "its time is sparse matrix multiplies: change the sparse layout",
         "Its time is matrix multiplies with a sparse operand (a graph's adjacency, bag-of-words "
-        "features). A COO tensor (to_sparse(), sparse_coo_tensor) is coalesced again at each "
-        "product: convert it once to CSR where it is built (`adj = adj.to_sparse_csr()`): "
-        "10-17x faster forward at Cora's sizes on a CPU (torchdoctor.benchmarks."
-        "sparse_layouts); its backward with respect to the dense operand transposes it, which "
-        "takes part or all of the gain back (2.3x and 1.0x there), so time both layouts on "
-        "your tensors with torch.utils.benchmark. Above a few percent density a dense tensor "
-        "is often fastest.",
+        "features). " + SPARSE_LAYOUT_CURE,
         ("torch.Tensor.to_sparse_csr", "torch.utils.benchmark"),
         None,
         confidence="medium",

@@ -33,6 +33,7 @@ from torchdoctor.analyze.advice.base import (
 )
 from torchdoctor.analyze.advice.hot_lines_cures import (
     LOOP_CALLS,
+    SPARSE_LAYOUT_CURE,
     Cure,
     cure_for,
     is_per_element_loop,
@@ -219,14 +220,8 @@ MATMUL_FIX = (
 #: the fix of a line whose time is a matrix multiply with a sparse COO operand (figures:
 #: ``torchdoctor.benchmarks.sparse_layouts``, BENCHMARKS.md)
 SPARSE_COO_FIX = (
-    "The line's time is a matrix multiply with a sparse COO operand ({op}). Convert that "
-    "operand to CSR once, where it is built, not per step (`adj = adj.to_sparse_csr()`): "
-    "CSR's sparse x dense kernel skips COO's per-call coalescing (measured on a CPU at "
-    "Cora's sizes, torchdoctor.benchmarks.sparse_layouts: 10-17x faster forward). Its "
-    "backward with respect to the dense operand transposes the CSR matrix, which takes part "
-    "or all of the gain back (2.3x for the features x weight product, 1.0x for the adjacency "
-    "x node features): time both layouts on your tensors with torch.utils.benchmark. Above "
-    "a few percent density a dense tensor is often fastest."
+    "The line's time is a matrix multiply with a sparse COO operand ({op}). "
+    + SPARSE_LAYOUT_CURE
 )
 #: ... with an operand already in a compressed layout (CSR, CSC, BSR)
 SPARSE_FIX = (

@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NEEDED = ("torch", "numpy", "scipy", "rich", "libcst", "pytest")
 OPTIONAL = ("hypothesis", "numba", "transformers", "lightning")
-TEST_LIMIT_S = 330
-BENCH_LIMIT_S = 120
+TEST_LIMIT_S = 270
+BENCH_LIMIT_S = 240
 
 
 def _env() -> dict[str, str]:

@@ -197,11 +197,12 @@ def user_code_module() -> ModuleType:
 
 
 def gpt_train_step(
-    size: str = "small", user_code: bool = False
+    size: str = "small", user_code: bool = False, device: str = "cpu"
 ) -> tuple[GPT, Callable[[], torch.Tensor], str]:
     """``(model, step, label)``: one AdamW training step of the GPT on a fixed synthetic batch;
     ``user_code``: the model and the step written in a user's file (:func:`user_code_module`),
-    as in a real script, where the hot-lines collector times their torch calls.
+    as in a real script, where the hot-lines collector times their torch calls; ``device``:
+    where the model, the batch and the optimizer state live (``"cuda"`` on a GPU machine).
 
     Example:
         >>> model, step, label = gpt_train_step("tiny")
@@ -211,15 +212,15 @@ def gpt_train_step(
         'GPT 1 layers, width 32, batch 2, block 16 (user code)'
     """
     if user_code:
-        model, step, label = user_code_module().gpt_train_step(size)
+        model, step, label = user_code_module().gpt_train_step(size, device=device)
         return model, step, label + " (user code)"
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     config, batch = SIZES[size]
     torch.manual_seed(0)
-    model = GPT(config)
+    model = GPT(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    idx = torch.randint(0, config.vocab_size, (batch, config.block_size))
+    idx = torch.randint(0, config.vocab_size, (batch, config.block_size), device=device)
     targets = torch.roll(idx, -1, dims=1)
 
     def step() -> torch.Tensor:
@@ -231,6 +232,6 @@ def gpt_train_step(
 
     label = (
         f"GPT {config.n_layer} layers, width {config.n_embd}, batch {batch}, "
-        f"block {config.block_size}"
+        f"block {config.block_size}" + ("" if device == "cpu" else f", on {device}")
     )
     return model, step, label

@@ -46,15 +46,19 @@ from torchdoctor.measure.table import BenchTable
 from torchdoctor.measure.threads import intra_op_threads
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(wall ms, process CPU ms, result) of one call."""
+def _timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, float, Any]:
+    """(wall ms, process CPU ms, result) of one call; on a CUDA ``device`` the device's queue
+    is drained before and after, so the wall time holds the kernels the call launched."""
+    wait = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    wait()
     wall, cpu = time.perf_counter_ns(), time.process_time_ns()
     result = fn()
+    wait()
     return (time.perf_counter_ns() - wall) / 1e6, (time.process_time_ns() - cpu) / 1e6, result
 
 
 def _long_run_variants(
-    model: torch.nn.Module, step: Callable[[], Any], steps: int
+    model: torch.nn.Module, step: Callable[[], Any], steps: int, device: str = "cpu"
 ) -> dict[str, Callable[[], Any]]:
     """Each returns ``(loop wall ms, loop CPU ms, session or None)``; the caller times the
     whole call too (starting and stopping the profiler included)."""
@@ -68,13 +72,13 @@ def _long_run_variants(
             prof.flush_steps()
 
     def plain() -> tuple[float, float, Any]:
-        wall, cpu, _ = _timed(loop)
+        wall, cpu, _ = _timed(loop, device)
         return wall, cpu, None
 
     def profiled(**options: Any) -> Callable[[], Any]:
         def run() -> tuple[float, float, Any]:
             with torchdoctor.Profiler(model, **options) as prof:
-                wall, cpu, _ = _timed(lambda: loop(prof))
+                wall, cpu, _ = _timed(lambda: loop(prof), device)
             return wall, cpu, prof.session
 
         return run
@@ -87,19 +91,22 @@ def _long_run_variants(
     }
 
 
-def long_run_table(size: str, steps: int, rounds: int, user_code: bool = True) -> BenchTable:
+def long_run_table(
+    size: str, steps: int, rounds: int, user_code: bool = True, device: str = "cpu"
+) -> BenchTable:
     """Whole long runs, interleaved: overhead per variant and the session's own estimate
     (``user_code``: the GPT loaded from a file outside torchdoctor's package, as a script's
-    model is: its torch calls are timed as hot lines; else library code, whose are not).
+    model is: its torch calls are timed as hot lines; else library code, whose are not;
+    ``device``: ``"cuda"`` times the GPT on the GPU, each loop ending with a synchronize).
 
     Example:
         >>> table = long_run_table("tiny", steps=2, rounds=1)
         >>> table.columns[:3], len(table.rows)
         (['variant', 'run ms', 'x plain (wall)'], 4)
     """
-    model, step, label = gpt_train_step(size, user_code=user_code)
+    model, step, label = gpt_train_step(size, user_code=user_code, device=device)
     label += "" if user_code else " (library code: its calls are no hot lines)"
-    variants = _long_run_variants(model, step, steps)
+    variants = _long_run_variants(model, step, steps, device)
     for _ in range(5):
         step()  # warm-up
     per_module_call_cost_us(True, True), per_module_call_cost_us(True, False)  # calibrated once
@@ -111,7 +118,7 @@ def long_run_table(size: str, steps: int, rounds: int, user_code: bool = True) -
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             gc.collect()
-            total_wall, total_cpu, (wall, cpu, session) = _timed(variants[name])
+            total_wall, total_cpu, (wall, cpu, session) = _timed(variants[name], device)
             times[name].append((total_wall, total_cpu, wall, cpu))
             if session is not None:
                 overhead = session["config"].get("profiler_overhead") or {}
@@ -166,19 +173,26 @@ def long_run_table(size: str, steps: int, rounds: int, user_code: bool = True) -
 CYCLE = max(FINGERPRINT_EVERY, BACKWARD_EVERY)
 
 
-def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -> BenchTable:
+def detailed_vs_torch_profiler(
+    size: str, rounds: int, user_code: bool = True, device: str = "cpu"
+) -> BenchTable:
     """One step in full detail vs the same step under torch.profiler, interleaved
-    (``user_code``: as in :func:`long_run_table`).
+    (``user_code``, ``device``: as in :func:`long_run_table`; on CUDA torch.profiler records
+    the CPU and CUDA activities, as a user profiling a GPU step would).
 
     Example:
         >>> table = detailed_vs_torch_profiler("tiny", rounds=1)
         >>> [row[0] for row in table.rows][:4]
         ['off', 'torchdoctor detailed step', 'torchdoctor detailed step + sync audit', 'torch.profiler (CPU)']
     """
-    model, step, label = gpt_train_step(size, user_code=user_code)
+    model, step, label = gpt_train_step(size, user_code=user_code, device=device)
     label += "" if user_code else " (library code: its calls are no hot lines)"
     for _ in range(5):
         step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    kind = "CPU + CUDA" if len(activities) == 2 else "CPU"
 
     def steps(prof: Any = None) -> None:
         for _ in range(CYCLE):
@@ -188,7 +202,7 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
 
     def off() -> tuple[float, float]:
         step()
-        wall, cpu, _ = _timed(steps)
+        wall, cpu, _ = _timed(steps, device)
         return wall / CYCLE, cpu / CYCLE
 
     def profiled(
@@ -202,32 +216,32 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
                 if collection_only:  # each step's processing (prof.step()) outside the timer
                     wall = cpu = 0.0
                     for _ in range(CYCLE):
-                        w, c, _ = _timed(step)
+                        w, c, _ = _timed(step, device)
                         prof.step()
                         wall, cpu = wall + w, cpu + c
                 else:  # with the summaries of the timed steps (they wait in a queue)
-                    wall, cpu, _ = _timed(lambda: (steps(prof), prof.flush_steps()))
+                    wall, cpu, _ = _timed(lambda: (steps(prof), prof.flush_steps()), device)
             return wall / CYCLE, cpu / CYCLE
 
         return run
 
     def torch_profiler(**options: Any) -> Callable[[], tuple[float, float]]:
         def run() -> tuple[float, float]:
-            cpu_only = [torch.profiler.ProfilerActivity.CPU]
-            with torch.profiler.profile(activities=cpu_only, **options):
+            with torch.profiler.profile(activities=activities, **options):
                 step()
-                wall, cpu, _ = _timed(steps)
+                wall, cpu, _ = _timed(steps, device)
             return wall / CYCLE, cpu / CYCLE
 
         return run
 
     def torch_profiler_read() -> tuple[float, float]:
-        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        profiler = torch.profiler.profile(activities=activities)
         stopped: list[bool] = []
         profiler.start()
         try:
             wall, cpu, _ = _timed(
-                lambda: (steps(), profiler.stop(), stopped.append(True), profiler.key_averages())
+                lambda: (steps(), profiler.stop(), stopped.append(True), profiler.key_averages()),
+                device,
             )
         finally:
             if not stopped:
@@ -239,14 +253,14 @@ def detailed_vs_torch_profiler(size: str, rounds: int, user_code: bool = True) -
         "off": off,
         "torchdoctor detailed step": profiled(syncs=False),
         "torchdoctor detailed step + sync audit": profiled(syncs=True),
-        "torch.profiler (CPU)": torch_profiler(),
+        f"torch.profiler ({kind})": torch_profiler(),
         "part: module tree, forward only": profiled(**bare, backward=False),
         "part: module tree, forward + backward": profiled(**bare),
-        "torch.profiler (CPU, with_stack + with_modules)": torch_profiler(
+        f"torch.profiler ({kind}, with_stack + with_modules)": torch_profiler(
             with_stack=True, with_modules=True
         ),
         "torchdoctor detailed step, collection only": profiled(True, syncs=False),
-        "torch.profiler (CPU), results read (stop + key_averages)": torch_profiler_read,
+        f"torch.profiler ({kind}), results read (stop + key_averages)": torch_profiler_read,
     }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     names = list(variants)

@@ -39,7 +39,7 @@ SUITES: dict[str, list[str]] = {
     "workloads": ["torchdoctor.benchmarks.workloads"],
     "lint": ["torchdoctor.benchmarks.lint_torch"],
     # CUDA only (make gpu-check); a CPU machine gets one table saying there is no GPU
-    "gpu": ["torchdoctor.benchmarks.gpu"],
+    "gpu": ["torchdoctor.benchmarks.gpu", "torchdoctor.benchmarks.gpu_overhead"],
 }
 
 

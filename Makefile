@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.torchdoctor-installed
 
-.PHONY: demo test lint bench gpu-check clean
+.PHONY: demo test lint bench gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ bench: $(STAMP)
 GPU_PYTHON ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)
 gpu-check:
 	$(GPU_PYTHON) tools/gpu_check.py --out gpu-check-results
+
+# Here, before borrowing the GPU machine: wheels of what its Python lacks (libcst), built for
+# its interpreter (GPU_PY) and x86-64 Linux, not for this one; carry .gpu-wheels/ along.
+GPU_PY ?= 3.12
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --implementation cp \
+	  --python-version $(GPU_PY) --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-wheels libcst
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info torchdoctor-out

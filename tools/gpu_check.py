@@ -5,7 +5,7 @@ Runs with the machine's own Python and its CUDA build of torch: it never creates
 never downloads anything. torchdoctor is imported from this checkout (``PYTHONPATH=src``). A
 pure-Python dependency the machine lacks (libcst, say) is installed from a local folder of
 wheels when one is there (``GPU_WHEELS``, default ``.gpu-wheels/``; fill it beforehand with
-``pip download --only-binary=:all: --no-deps -d .gpu-wheels libcst``).
+``make gpu-wheels GPU_PY=3.12``: wheels for the GPU machine's Python, not this one's).
 
 Steps, each with a time limit so the whole check stays under 8 minutes:
   1. the ``cuda``-marked tests  -> OUT/cuda-tests.xml (JUnit) and OUT/cuda-tests.log

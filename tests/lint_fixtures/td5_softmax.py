@@ -1,4 +1,4 @@
-"""TD509 the log of a softmax; a softmax fed to cross-entropy."""
+"""TD509 the log of a softmax; a softmax fed to cross-entropy (and TD510 where it meets it)."""
 
 import numpy as np
 import scipy.special
@@ -63,7 +63,7 @@ class Head(nn.Module):
         loss = self.criterion(self.softmax(x), y)  # expect: TD509
         logp = torch.log(self.softmax(x))  # expect: TD509
         ok = self.criterion(x, y)  # near-miss: logits
-        binary = self.bce(self.act(x), y)  # near-miss: sigmoid with BCE is left alone
+        binary = self.bce(self.act(x), y)  # expect: TD510
         return loss, logp, ok, binary
 
 

@@ -5,7 +5,9 @@ compared: minGPT's tanh GELU (``NewGELU``) against ``F.gelu(x, approximate="tanh
 GELU against ``F.gelu(x)``, ``x * torch.sigmoid(x)`` against ``F.silu(x)``, and minGPT's causal
 attention (``softmax(masked(q @ k^T / sqrt(d))) @ v``) against
 ``F.scaled_dot_product_attention(..., is_causal=True)``, and a Python loop of ``LSTMCell`` over
-time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction); and an
+time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction),
+``F.binary_cross_entropy(torch.sigmoid(x), y)`` against ``F.binary_cross_entropy_with_logits(x,
+y)`` (TD510; pytorch/examples VAE's loss); and an
 AdamW step with ``foreach=True`` against ``fused=True``. The speedups are what the advice on a
 hot line with such a finding quotes (``analyze/advice/hot_lines_cures.py``): the smallest case
 is the low end, the largest the high end.
@@ -47,6 +49,25 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
 
 def attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+_targets: dict[tuple[int, ...], torch.Tensor] = {}
+
+
+def _target(x: torch.Tensor) -> torch.Tensor:
+    """A fixed target in [0, 1] of ``x``'s shape (the same for both sides of a pair)."""
+    key = tuple(x.shape)
+    if key not in _targets:
+        _targets[key] = torch.rand(key, generator=torch.Generator().manual_seed(0))
+    return _targets[key]
+
+
+def bce_of_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy(torch.sigmoid(x), _target(x))
+
+
+def bce_with_logits(x: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(x, _target(x))
 
 
 def _cell_and_lstm(hidden: int) -> tuple[torch.nn.LSTMCell, torch.nn.LSTM]:
@@ -113,6 +134,8 @@ CASES = (
     ("causal attention (TD507)", attention_by_hand, attention_fused,
      ((4, 4, 64, 16), (8, 12, 256, 64)), 1e-4),
     ("LSTMCell loop vs nn.LSTM (rnn-cell)", *rnn_pair(51), ((16, 100, 1), (97, 1000, 1)), 1e-4),
+    ("sigmoid + BCE vs BCE with logits (TD510)", bce_of_sigmoid, bce_with_logits,
+     ((128, 784), (64, 3, 64, 64)), 1e-5),
 )  # fmt: skip
 
 
@@ -122,7 +145,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     Example:
         >>> table = run(quick=True)[0]
         >>> table.columns[:3], len(table.rows)
-        (['case', 'by hand ms', 'fused ms'], 5)
+        (['case', 'by hand ms', 'fused ms'], 6)
     """
     torch.manual_seed(0)
     repeats = 3 if quick else 15

@@ -66,8 +66,10 @@ from torchdoctor.collect.lines_install import (
     PASS,
     PENDING,
     PLAIN,
+    PROBABILITIES,
     PYTHON_LEVEL,
     ROUTES,
+    probabilities_call,
     route_of,
     sparse_call,
     tensors_in,
@@ -148,6 +150,9 @@ class _Mode(TorchFunctionMode):
             return func(*args, **kwargs)
         if route & MATMUL:  # (a sparse operand: its own op name and cure)
             return collector.timed(func, args, kwargs, sys._getframe(1), sparse_call(func, args))
+        if route & PROBABILITIES:  # (a sigmoid's output: its own op name and cure)
+            op = probabilities_call(func, args or tuple(kwargs.values()))
+            return collector.timed(func, args, kwargs, sys._getframe(1), op)
         return collector.timed(func, args, kwargs, sys._getframe(1))
 
 

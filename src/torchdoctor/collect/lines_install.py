@@ -41,6 +41,8 @@ MATMUL = 4  # flag: a matrix multiply, whose operands' layout (sparse or dense) 
 _MATMULS = frozenset(
     {"mm", "spmm", "smm", "matmul", "__matmul__", "__rmatmul__", "addmm", "bmm", "baddbmm"}
 )
+PROBABILITIES = 8  # flag: a loss taking probabilities, named apart when they are a sigmoid's
+_PROBABILITY_LOSSES = frozenset({"binary_cross_entropy"})
 ROUTES: dict[Any, int] = {}  # torch callable -> PLAIN (timed) or PASS, | PYTHON_LEVEL
 
 
@@ -69,6 +71,8 @@ def route_of(func: Any) -> int:
         route |= PYTHON_LEVEL
     if name in _MATMULS:
         route |= MATMUL
+    elif name in _PROBABILITY_LOSSES:
+        route |= PROBABILITIES
     try:
         ROUTES[func] = route
     except TypeError:
@@ -76,10 +80,12 @@ def route_of(func: Any) -> int:
     return route
 
 
-class SparseCall:
-    """A matrix multiply called with a sparse operand, named apart from the dense one
-    (``torch.mm[sparse_coo]``): its cure is the layout, not precision or shape. One object per
-    function and layout (the hot-lines table keys its ops by it).
+class VariantCall:
+    """A torch callable called on inputs whose kind changes its cure, named apart
+    (``torch.mm[sparse_coo]``: a sparse operand, whose cure is the layout, not precision or
+    shape; ``F.binary_cross_entropy[sigmoid]``: probabilities made by a sigmoid, whose cure is
+    the logits loss). One object per function and variant (the hot-lines table keys its ops by
+    it).
 
     Example:
         >>> a = torch.eye(3).to_sparse()
@@ -89,25 +95,48 @@ class SparseCall:
         True
     """
 
-    __slots__ = ("func", "layout")
+    __slots__ = ("func", "variant")
 
-    def __init__(self, func: Any, layout: Any) -> None:
-        self.func, self.layout = func, layout
+    def __init__(self, func: Any, variant: str) -> None:
+        self.func, self.variant = func, variant
 
 
-_sparse_calls: dict[tuple[Any, Any], SparseCall] = {}
+_variant_calls: dict[tuple[Any, str], VariantCall] = {}
+
+
+def variant_call(func: Any, variant: str) -> VariantCall:
+    """The one :class:`VariantCall` of ``func`` and ``variant``."""
+    key = (func, variant)
+    call = _variant_calls.get(key)
+    if call is None:
+        call = _variant_calls[key] = VariantCall(func, variant)
+    return call
 
 
 def sparse_call(func: Any, args: tuple) -> Any:
-    """``func`` itself, or its :class:`SparseCall` when one of its first two tensor
-    arguments is sparse."""
+    """``func`` itself, or its :class:`VariantCall` named by the layout when one of its first
+    three arguments is a sparse tensor."""
     for arg in args[:3]:
         if isinstance(arg, torch.Tensor) and arg.layout is not torch.strided:
-            key = (func, arg.layout)
-            call = _sparse_calls.get(key)
-            if call is None:
-                call = _sparse_calls[key] = SparseCall(func, arg.layout)
-            return call
+            return variant_call(func, str(arg.layout).removeprefix("torch."))
+    return func
+
+
+def probabilities_call(func: Any, args: tuple) -> Any:
+    """``func`` itself, or its :class:`VariantCall` ``[sigmoid]`` when its input was made by a
+    sigmoid (its autograd node is ``SigmoidBackward0``; under ``no_grad`` nothing tells).
+
+    Example:
+        >>> x = torch.zeros(3, requires_grad=True)
+        >>> bce = torch.nn.functional.binary_cross_entropy
+        >>> op_name(probabilities_call(bce, (torch.sigmoid(x), torch.ones(3))))
+        'F.binary_cross_entropy[sigmoid]'
+        >>> probabilities_call(bce, (torch.rand(3), torch.ones(3))) is bce
+        True
+    """
+    node = getattr(args[0], "grad_fn", None) if args else None
+    if node is not None and type(node).__name__ == "SigmoidBackward0":
+        return variant_call(func, "sigmoid")
     return func
 
 
@@ -124,8 +153,8 @@ def op_name(func: Any) -> str:
         cached = None
     if cached is not None:
         return cached
-    if isinstance(func, SparseCall):
-        text = f"{op_name(func.func)}[{str(func.layout).removeprefix('torch.')}]"
+    if isinstance(func, VariantCall):
+        text = f"{op_name(func.func)}[{func.variant}]"
         _names[func] = text
         return text
     if isinstance(func, type) and issubclass(func, torch.autograd.Function):

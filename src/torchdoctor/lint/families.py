@@ -19,6 +19,7 @@ from torchdoctor.lint.rules_model import ModelRules
 from torchdoctor.lint.rules_param_update import ParamUpdateRules
 from torchdoctor.lint.rules_periodic import PeriodicReadRules
 from torchdoctor.lint.rules_precision import PrecisionRules
+from torchdoctor.lint.rules_sigmoid_bce import SigmoidBceRules
 from torchdoctor.lint.rules_softmax import SoftmaxRules
 from torchdoctor.lint.rules_sync import SyncRules
 from torchdoctor.lint.rules_training import TrainingRules
@@ -39,6 +40,7 @@ FAMILIES: tuple[type, ...] = (
     ModelRules,
     ActivationRules,
     SoftmaxRules,
+    SigmoidBceRules,
     TrainingRules,
     HistoryRules,
     CheckpointRules,

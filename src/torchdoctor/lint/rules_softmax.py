@@ -14,7 +14,7 @@ log_softmax to probabilities: the softmax is applied twice, a wasted kernel and 
 loss, bounded and with gradients that shrink as the model grows confident. Pass the logits.
 
 Not reported: a softmax used without a log (sampling, attention weights, probabilities),
-``log_softmax``, the log of anything else, ``sigmoid`` with binary cross-entropy, soft targets
+``log_softmax``, the log of anything else (``sigmoid`` with binary cross-entropy is TD510), soft targets
 (``F.cross_entropy(x, F.softmax(t, 1))``: the second argument), a name also assigned something
 other than a softmax or modified in place (``p[mask] = 0``, ``p = p * w``), and a log of a
 softmax mixed with other terms (``torch.log(p * w)``, ``torch.log(1 - p)``). Where a softmax
@@ -81,6 +81,11 @@ class SoftmaxRules(RuleVisitor):
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = ((r"softmax|Softmax", r"log_?\(|cross_entropy|CrossEntropyLoss"),)
+    #: what makes the probabilities: functions, module classes, the tensor method (a subclass
+    #: looks for another maker: rules_sigmoid_bce.py)
+    SOURCES, SOURCE_MODULES, SOURCE_METHOD = _SOFTMAX, _SOFTMAX_MODULE, "softmax"
+    #: ``x.softmax()`` needs its dim to be torch's (``x.sigmoid()`` takes none)
+    METHOD_NEEDS_ARGUMENTS = True
 
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
@@ -180,21 +185,25 @@ class SoftmaxRules(RuleVisitor):
         return None
 
     def _is_softmax(self, call: ast.Call) -> bool:
+        """``call`` makes the probabilities (:attr:`SOURCES` and the rest): a function, a module
+        built inline, a module bound to a name or ``self`` attribute, or the tensor method."""
         names = self.callee(call)
         if names:
-            return bool(names & _SOFTMAX)
+            return bool(names & self.SOURCES)
         func = call.func
         if isinstance(func, ast.Call):  # nn.Softmax(dim=1)(x)
-            return bool(self.callee(func) & _SOFTMAX_MODULE)
-        if method_name(call) != "softmax":
-            return False
-        receiver = func.value  # type: ignore[attr-defined]
-        if isinstance(receiver, ast.Name) and receiver.id == "self":
-            values = self._values_of(func, call)  # self.softmax = nn.Softmax(dim=-1)
+            return bool(self.callee(func) & self.SOURCE_MODULES)
+        receiver = func.value if isinstance(func, ast.Attribute) else None
+        if isinstance(func, ast.Name) or (
+            isinstance(receiver, ast.Name) and receiver.id == "self"
+        ):  # act = nn.Sigmoid(); self.softmax = nn.Softmax(dim=-1)
+            values = self._values_of(func, call)
             return bool(values) and all(
-                isinstance(v, ast.Call) and self.callee(v) & _SOFTMAX_MODULE for v in values
+                isinstance(v, ast.Call) and self.callee(v) & self.SOURCE_MODULES for v in values
             )
-        return bool(call.args or call.keywords)  # logits.softmax(-1)
+        if method_name(call) != self.SOURCE_METHOD:
+            return False
+        return bool(call.args or call.keywords) or not self.METHOD_NEEDS_ARGUMENTS
 
     def _softmax_input(self, call: ast.Call) -> str:
         """The arguments ``log_softmax`` would take: ``'x, -1'``."""

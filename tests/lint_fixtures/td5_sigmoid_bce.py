@@ -1,0 +1,70 @@
+"""TD510 a sigmoid's output fed to binary cross-entropy."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.functional import binary_cross_entropy
+
+
+def direct(x, y):
+    a = F.binary_cross_entropy(torch.sigmoid(x), y)  # expect: TD510
+    b = F.binary_cross_entropy(x.sigmoid(), y, reduction="sum")  # expect: TD510
+    c = nn.BCELoss()(torch.sigmoid(x), y)  # expect: TD510
+    d = binary_cross_entropy(F.sigmoid(x).squeeze(1), y)  # expect: TD510
+    e = F.binary_cross_entropy(torch.sigmoid(x).clamp(1e-4, 1 - 1e-4), y)  # expect: TD510
+    f = nn.functional.binary_cross_entropy(input=torch.special.expit(x), target=y)  # expect: TD510
+    return a, b, c, d, e, f
+
+
+criterion = nn.BCELoss()
+
+
+def module_level_criterion(out, label):
+    p = torch.sigmoid(out)
+    return criterion(p, label)  # expect: TD510
+
+
+def named_module(x, y):
+    act = nn.Sigmoid()
+    return F.binary_cross_entropy(act(x), y)  # expect: TD510
+
+
+class Discriminator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = nn.Sigmoid()
+        self.bce = nn.BCELoss(reduction="sum")
+
+    def forward(self, x, y):
+        return self.bce(self.act(x), y)  # expect: TD510
+
+
+def not_reported(x, y, probs, mask):
+    ok1 = F.binary_cross_entropy_with_logits(x, y)  # near-miss: the fused loss
+    ok2 = F.binary_cross_entropy(probs, y)  # near-miss: probabilities made elsewhere
+    ok3 = F.binary_cross_entropy(x, torch.sigmoid(y))  # near-miss: a sigmoid target
+    p = torch.sigmoid(x)
+    p = p * mask  # the name no longer holds the sigmoid
+    ok4 = F.binary_cross_entropy(p, y)  # near-miss: reassigned
+    q = torch.sigmoid(x)
+    q[mask] = 0.5
+    ok5 = F.binary_cross_entropy(q, y)  # near-miss: modified in place
+    ok6 = F.mse_loss(torch.sigmoid(x), y)  # near-miss: another loss
+    ok7 = F.binary_cross_entropy(torch.softmax(x, -1), y)  # near-miss: not a sigmoid
+    return ok1, ok2, ok3, ok4, ok5, ok6, ok7
+
+
+def before_assignment(p, x, y):
+    early = F.binary_cross_entropy(p, y)  # near-miss: p is a parameter here
+    p = torch.sigmoid(x)
+    return early, p
+
+
+class Scorer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = nn.ReLU()
+        self.loss = nn.BCELoss()
+
+    def forward(self, x, y):
+        return self.loss(self.act(x), y)  # near-miss: self.act is no sigmoid

@@ -44,7 +44,7 @@ def test_bce_of_a_sigmoid_made_elsewhere_is_told_to_take_the_logits():
     assert row["top_ops"][0]["op"] == "F.binary_cross_entropy[sigmoid]"
     advice = [a for a in session["advice"] if "binary_cross_entropy_with_logits" in a["fix"]]
     assert advice and advice[0]["estimated_saving_ms"] > 0
-    assert "3.64x-3.94x" in " ".join(advice[0]["evidence"])  # the benchmarked speedup
+    assert "2.8x-3.34x" in " ".join(advice[0]["evidence"])  # the benchmarked speedup
 
 
 def test_bce_of_other_probabilities_keeps_its_plain_name():

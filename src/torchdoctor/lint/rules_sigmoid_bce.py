@@ -7,8 +7,8 @@ bound to ``nn.Sigmoid()``; the loss also as ``nn.BCELoss()(...)`` or a ``criteri
 method such as ``.squeeze()``, clamped, or through a local name assigned only that sigmoid) runs
 the sigmoid and the loss as separate kernels, forward and backward, and keeps the sigmoid's
 output for the backward, where ``F.binary_cross_entropy_with_logits(x, y)`` (``nn.BCEWithLogits
-Loss``) is one fused kernel computed from the logits with the log-sum-exp trick: measured 3.6x
-to 3.9x faster forward + backward on a CPU (``torchdoctor bench fused``). It is also the stable
+Loss``) is one fused kernel computed from the logits with the log-sum-exp trick: measured 2.8x
+to 3.3x faster forward + backward on a CPU (``torchdoctor bench fused``). It is also the stable
 form (``binary_cross_entropy`` clamps its log at -100 where the sigmoid saturates, so a confident
 wrong prediction stops contributing gradient) and the one allowed under CUDA autocast, where
 ``F.binary_cross_entropy`` raises "unsafe to autocast".
@@ -36,7 +36,7 @@ RULES = (
         "and backward, the sigmoid kept for backward, a log clamped at -100 where it saturates, "
         "and an error under CUDA autocast",
         "pass the logits to F.binary_cross_entropy_with_logits / nn.BCEWithLogitsLoss: one "
-        "fused, numerically stable kernel (3.6-3.9x faster forward + backward on a CPU), "
+        "fused, numerically stable kernel (2.8-3.3x faster forward + backward on a CPU), "
         "allowed under autocast",
         "loss = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), target)",
         "loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)",
@@ -88,7 +88,7 @@ class SigmoidBceRules(SoftmaxRules):
             "TD510",
             f"`{self.code_of(node)}`{what} passes a sigmoid's output to binary cross-entropy: "
             "two kernels forward and backward and the sigmoid kept for the backward, where "
-            f"`{fused}` on the logits (`{logits}`) is one fused kernel (3.6-3.9x faster "
+            f"`{fused}` on the logits (`{logits}`) is one fused kernel (2.8-3.3x faster "
             "forward + backward on a CPU), stable where the sigmoid saturates (the log is "
             "clamped at -100 there), and allowed under CUDA autocast, where "
             "binary_cross_entropy raises",

@@ -7,7 +7,9 @@ attention (``softmax(masked(q @ k^T / sqrt(d))) @ v``) against
 ``F.scaled_dot_product_attention(..., is_causal=True)``, and a Python loop of ``LSTMCell`` over
 time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction),
 ``F.binary_cross_entropy(torch.sigmoid(x), y)`` against ``F.binary_cross_entropy_with_logits(x,
-y)`` (TD510; pytorch/examples VAE's loss); and an
+y)`` (TD510; pytorch/examples VAE's loss), a 3x3 convolution with padding 1 on 1x1 feature maps
+against the 1x1 convolution of its centre weights, the same function (torchvision's ResNet on
+28x28 images: its last stage; the dominant-module remedy ``padded-convolutions``); and an
 AdamW step with ``foreach=True`` against ``fused=True``. The speedups are what the advice on a
 hot line with such a finding quotes (``analyze/advice/hot_lines_cures.py``): the smallest case
 is the low end, the largest the high end.
@@ -68,6 +70,28 @@ def bce_of_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 def bce_with_logits(x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(x, _target(x))
+
+
+_conv_weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _conv_weight(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed 3x3 weight of ``channels`` in and out, and its centre tap: each a leaf that
+    requires grad, as a layer's weight does (its gradient is most of the backward's work)."""
+    if channels not in _conv_weights:
+        weight = torch.randn(channels, channels, 3, 3, generator=torch.Generator().manual_seed(0))
+        weight = weight / (3 * channels**0.5)
+        centre = weight[:, :, 1:2, 1:2].contiguous()
+        _conv_weights[channels] = (weight.requires_grad_(), centre.requires_grad_())
+    return _conv_weights[channels]
+
+
+def conv3x3_on_padding(x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, _conv_weight(x.shape[1])[0], padding=1)
+
+
+def conv_centre_tap(x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, _conv_weight(x.shape[1])[1])
 
 
 def _cell_and_lstm(hidden: int) -> tuple[torch.nn.LSTMCell, torch.nn.LSTM]:
@@ -136,6 +160,8 @@ CASES = (
     ("LSTMCell loop vs nn.LSTM (rnn-cell)", *rnn_pair(51), ((16, 100, 1), (97, 1000, 1)), 1e-4),
     ("sigmoid + BCE vs BCE with logits (TD510)", bce_of_sigmoid, bce_with_logits,
      ((128, 784), (64, 3, 64, 64)), 1e-5),
+    ("3x3 conv on 1x1 maps vs its centre tap (padded-convolutions)", conv3x3_on_padding,
+     conv_centre_tap, ((16, 256, 1, 1), (64, 512, 1, 1)), 1e-4),
 )  # fmt: skip
 
 
@@ -145,7 +171,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     Example:
         >>> table = run(quick=True)[0]
         >>> table.columns[:3], len(table.rows)
-        (['case', 'by hand ms', 'fused ms'], 6)
+        (['case', 'by hand ms', 'fused ms'], 7)
     """
     torch.manual_seed(0)
     repeats = 3 if quick else 15

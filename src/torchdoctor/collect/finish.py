@@ -29,6 +29,7 @@ from torchdoctor.collect.assemble import (
     typical_steps,
 )
 from torchdoctor.collect.call_lines import call_lines_section
+from torchdoctor.collect.conv_geometry import attach_conv_geometry
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
 from torchdoctor.collect.other_sampler import other_lines_section
@@ -180,6 +181,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             memory_step=state.memory_summary,
         )  # fmt: skip
         session["tree"] = tree
+        attach_conv_geometry(tree, {rec.path[n]: g for n, g in rec.conv_geometry.items() if g})
         _mark_root_phases(tree, session["phases"])
         session["recomputation"] = recomputation(
             tree, detailed, rec.path, rec.call_site, rec.repeat_site

@@ -55,7 +55,8 @@ import torch
 from torch.nn.modules.conv import _ConvNd
 
 from torchdoctor.collect.compiled import compiling
-from torchdoctor.collect.engine_state import AnomalyProbe, autocast_dtype, channels_last_input
+from torchdoctor.collect.conv_geometry import note_conv_call
+from torchdoctor.collect.engine_state import AnomalyProbe, autocast_dtype
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
@@ -127,9 +128,9 @@ class Recorder(NodeRegistry, RegionEvents):
         # the first input's shape at the step's first outermost call (steps cut at module
         # calls: an autoregressive loop's input grows by a token per step); None: not seen
         self.outer_shape: tuple[int, ...] | None = None
+        self.conv_geometry: dict[int, dict | None] = {}  # node -> its padding (conv_geometry)
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
-        # node registry: id -> parent, path, name, kind, type, source
         self.node_ids: dict[tuple[int, Any], int] = {}  # (parent, id(module) | ("region", name))
         self.module_nodes: dict[int, int] = {}  # id(module) -> the node of its first call
         self.parent: list[int] = [-1]
@@ -153,9 +154,8 @@ class Recorder(NodeRegistry, RegionEvents):
         # (node, input signature) -> (weak anchor, state versions, made with grad enabled)
         self.fingerprints: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
         self.on_outermost: Any = None  # called with the module before an outermost call (auto)
-        # called with True when the innermost call becomes a library module's (no source, or
-        # in torch, a third-party package or torchdoctor), False when it becomes the user's
-        # again, in detailed steps (the hot-lines collector parks its mode in library modules)
+        # called with True when the innermost call becomes a library module's (no source, in
+        # torch, a package, torchdoctor), False when the user's again, in detailed steps
         self.on_owner: Any = None
         self.library: list[bool] = [False]  # per node: a library module
         self.in_library = False
@@ -263,8 +263,8 @@ class Recorder(NodeRegistry, RegionEvents):
             node = self._module_node(parent, module)
         if self.anomaly.probing:  # (anomaly detection on: the depth its stack records walk)
             self.anomaly.sample(sys._getframe(1))  # (at the depth of the forward)
-        if self.knobs["channels_last"] is not True and isinstance(module, _ConvNd):
-            self.knobs["channels_last"] = channels_last_input(args)
+        if isinstance(module, _ConvNd):  # (the channels_last knob; its padding, once)
+            note_conv_call(self, node, module, args)
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
         if node not in self.call_site:  # where the module is called from: first call only

@@ -170,6 +170,41 @@ def leaf_share(node: Mapping[str, Any], types: frozenset[str] | set[str]) -> flo
     return min(1.0, inside / total)
 
 
+#: a convolution with at least this share of its (output, tap) pairs on the zero padding
+#: computes mostly zeros (a 3x3 kernel on a 2x2 map: 56%; on a 1x1 map: 89%)
+PADDED = 0.5
+
+
+def padded_convolutions(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The convolutions in ``node`` (or ``node`` itself) whose input maps are so small that at
+    least :data:`PADDED` of their multiply-adds read zero padding (``node["conv"]``: the
+    geometry the recorder read at their first call, ``collect/conv_geometry.py``).
+
+    Example:
+        >>> conv = {"kind": "module", "path": "l4.conv", "children": [],
+        ...         "conv": {"padding_share": 0.8889, "centre_tap": True}}
+        >>> [n["path"] for n in padded_convolutions({"kind": "module", "children": [conv]})]
+        ['l4.conv']
+    """
+    return [
+        n for n, _ in walk(node)
+        if float((n.get("conv") or {}).get("padding_share") or 0.0) >= PADDED
+    ]  # fmt: skip
+
+
+def padded_share(node: Mapping[str, Any]) -> float:
+    """The share of ``node``'s time in :func:`padded_convolutions`.
+
+    Example:
+        >>> conv = {"kind": "module", "children": [], "total_ms": {"median": 6.0},
+        ...         "conv": {"padding_share": 0.56}}
+        >>> padded_share({"kind": "module", "total_ms": {"median": 8.0}, "children": [conv]})
+        0.75
+    """
+    total = node_ms(node)
+    return min(1.0, sum(node_ms(n) for n in padded_convolutions(node)) / total) if total else 0.0
+
+
 def any_attention(node: Mapping[str, Any], group: list | None, cuda: bool) -> bool:
     """Any layer of the group (or the node) is attention.
 
@@ -194,7 +229,8 @@ _CONV_CODE = (
 )
 
 #: the remedies, first match wins: a region compiled already, attention, RNN cells called per
-#: time step or whole recurrent layers (alone or stacked), a layer stack, linear algebra /
+#: time step or whole recurrent layers (alone or stacked), convolutions on maps about their
+#: kernel's size (mostly padding), a layer stack, linear algebra /
 #: matching, a leaf matmul, a convolution, a leaf embedding, any other leaf module, anything
 #: else.
 REMEDIES: tuple[Remedy, ...] = (
@@ -259,6 +295,31 @@ REMEDIES: tuple[Remedy, ...] = (
         "torch.autocast (cuDNN's half-precision kernels).",
         ("torch.nn.utils.rnn.pack_padded_sequence", "torch.autocast"),
         None,
+    ),
+    Remedy(  # (its saving: the convolutions that are their centre tap, dominant.py)
+        "padded-convolutions",
+        lambda node, group, cuda: all(padded_share(m) >= 0.5 for m in group or [node]),
+        "its convolutions run on maps smaller than their kernels: most of their work is padding",
+        "Most of its time is convolutions whose input feature maps are about the size of their "
+        "kernels or smaller, so most of their multiply-adds, forward and backward, read the "
+        "zero padding: an ImageNet-shaped network on small images (torchvision's ResNet on "
+        "28x28 or 32x32 inputs brings its last stage to 1x1 maps). On a 1x1 map a kxk "
+        "convolution is the 1x1 convolution of its centre weights, the same function: replace "
+        "those layers by it. To give the last stages larger maps instead (more compute, "
+        "usually better accuracy on small images), use a small-image stem (conv1 = 3x3 stride "
+        "1 and no max-pool) or drop the last stage.",
+        ("torch.nn.Conv2d",),
+        "centre_tap",
+        cause="padded-convolutions",
+        code="def centre_tap(conv):  # a kxk convolution on 1x1 maps, as the 1x1 one it is\n"
+        "    k = conv.kernel_size[0] // 2\n"
+        "    one = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride,\n"
+        "                          groups=conv.groups, bias=conv.bias is not None)\n"
+        "    one.weight.data.copy_(conv.weight.data[:, :, k:k + 1, k:k + 1])\n"
+        "    if conv.bias is not None:\n"
+        "        one.bias.data.copy_(conv.bias.data)\n"
+        "    return one\n"
+        "model.layer4[1].conv1 = centre_tap(model.layer4[1].conv1)",
     ),
     Remedy(
         "layer-stack",
@@ -359,8 +420,7 @@ REMEDIES: tuple[Remedy, ...] = (
         ("torch.autocast", "torch.set_float32_matmul_precision"),
         "bf16_autocast",
         cause="bf16-autocast",
-        code='with torch.autocast(device_type="cuda", dtype=torch.bfloat16):\n'
-        "    out = model(x)",
+        code='with torch.autocast(device_type="cuda", dtype=torch.bfloat16):\n    out = model(x)',
     ),
     Remedy(
         "spread",
@@ -387,5 +447,3 @@ REMEDIES: tuple[Remedy, ...] = (
         cause="torch.compile",
     ),
 )
-
-

@@ -1,0 +1,118 @@
+"""A convolution on feature maps about its kernel's size computes mostly zero padding: the
+recorder reads each convolution's geometry at its first call, the tree carries it, and a part
+made of such convolutions is told so, with a saving on those that are their centre tap
+(pytorch/examples siamese_network: torchvision's ResNet-18 on 28x28 MNIST, its last stage on
+1x1 maps)."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from tests.hotlines.hotlines_helpers import profile
+from torchdoctor.collect.conv_geometry import _taps_inside, conv_geometry
+
+
+def test_taps_inside_match_a_brute_force_count():
+    for size, k, st, p, d in itertools.product(range(1, 7), range(1, 5), (1, 2, 3), range(4), (1, 2)):
+        out = (size + 2 * p - d * (k - 1) - 1) // st + 1
+        if out <= 0:
+            continue
+        brute = sum(1 for o in range(out) for j in range(k) if 0 <= o * st - p + j * d < size)
+        assert _taps_inside(size, k, st, p, d) == (out, brute)
+
+
+@pytest.mark.parametrize(
+    ("conv", "shape", "share", "centre"),
+    [
+        (nn.Conv2d(4, 4, 3, padding=1), (2, 4, 1, 1), 0.8889, True),
+        (nn.Conv2d(4, 4, 3, stride=2, padding=1), (2, 4, 2, 2), 0.5556, False),
+        (nn.Conv2d(4, 4, 3, padding="same"), (2, 4, 1, 1), 0.8889, True),
+        (nn.Conv1d(4, 4, 5, padding=2), (2, 4, 1), 0.8, True),
+        (nn.Conv3d(2, 2, 3, padding=1), (1, 2, 1, 1, 1), 0.963, True),
+        (nn.Conv2d(4, 4, 3, padding=1), (4, 1, 1), 0.8889, True),  # unbatched
+        (nn.Conv2d(4, 4, 3, padding=2, dilation=2), (2, 4, 1, 1), 0.8889, True),
+    ],
+)
+def test_geometry_of_small_maps(conv, shape, share, centre):
+    geometry = conv_geometry(conv, (torch.zeros(shape),))
+    assert geometry["padding_share"] == pytest.approx(share, abs=1e-3)
+    assert geometry["centre_tap"] is centre
+    if centre:  # the claim the advice makes: the 1x1 convolution of its centre weights
+        x = torch.randn(shape)
+        k = tuple(s // 2 for s in conv.kernel_size)
+        centre_weight = conv.weight[(slice(None), slice(None)) + tuple(slice(c, c + 1) for c in k)]
+        ones = {1: nn.functional.conv1d, 2: nn.functional.conv2d, 3: nn.functional.conv3d}
+        same = ones[len(k)](x, centre_weight, conv.bias, stride=conv.stride)
+        torch.testing.assert_close(conv(x), same, rtol=1e-5, atol=1e-6)
+
+
+def test_no_geometry_without_zero_padding_or_a_tensor():
+    assert conv_geometry(nn.Conv2d(4, 4, 3), (torch.zeros(1, 4, 8, 8),)) is None  # no padding
+    assert conv_geometry(nn.Conv2d(4, 4, 3, padding=1), (torch.zeros(1, 4, 64, 64),)) == {
+        "input": [64, 64], "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+        "dilation": [1, 1], "padding_share": 0.0207, "centre_tap": False,
+    }  # fmt: skip
+    reflect = nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
+    assert conv_geometry(reflect, (torch.zeros(1, 4, 1, 1),)) is None  # reads data, not zeros
+    assert conv_geometry(nn.Conv2d(4, 4, 3, padding=1), ()) is None
+
+
+class LastStage(nn.Module):
+    """A ResNet's last stage on 1x1 maps: its 3x3 convolutions are their centre taps."""
+
+    def __init__(self, channels=256):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
+def _nodes(tree):
+    nodes, stack = {}, [tree]
+    while stack:
+        node = stack.pop()
+        nodes[node["path"]] = node
+        stack.extend(node["children"])
+    return nodes
+
+
+def test_convolutions_on_1x1_maps_are_told_to_be_their_centre_tap_with_a_saving():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 256, 1), LastStage())
+    x = torch.randn(32, 8, 1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+    session = profile(step, steps=3, model=model)
+    nodes = _nodes(session["tree"])
+    assert nodes["1.conv1"]["conv"] == {
+        "input": [1, 1], "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+        "dilation": [1, 1], "padding_share": 0.8889, "centre_tap": True,
+    }  # fmt: skip
+    assert "conv" not in nodes["0"]  # a 1x1 convolution reads no padding
+    padded = [a for a in session["advice"] if a.get("cause") == "padded-convolutions"]
+    assert padded and "maps smaller than their kernels" in padded[0]["title"]
+    assert padded[0]["estimated_saving_ms"] > 0
+    centre_ms = sum(nodes[p]["total_ms"]["median"] for p in ("1.conv1", "1.conv2"))
+    assert sum(a["estimated_saving_ms"] for a in padded) < centre_ms
+    assert "same function" in " ".join(padded[0]["evidence"])
+    assert not any(a.get("cause") == "channels_last" and "dominates" in a["title"]
+                   for a in session["advice"])  # fmt: skip
+
+
+def test_a_2x2_map_gets_the_diagnosis_but_no_saving():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(256, 256, 3, stride=2, padding=1, bias=False)
+    x = torch.randn(32, 256, 2, 2)
+    session = profile(lambda: conv(x).square().mean().backward(), steps=3, model=conv)
+    padded = [a for a in session["advice"] if a.get("cause") == "padded-convolutions"]
+    assert padded and padded[0]["estimated_saving_ms"] is None  # no same-function swap there
+    assert "56% of its multiply-adds on padding" in " ".join(padded[0]["evidence"])

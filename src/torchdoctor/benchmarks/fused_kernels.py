@@ -26,18 +26,45 @@ from torchdoctor.measure import BenchTable, compare
 
 
 def gelu_tanh_by_hand(x: torch.Tensor) -> torch.Tensor:
+    """minGPT's ``NewGELU``, written out (TD508's slow form).
+
+    Example:
+        >>> x = torch.linspace(-3, 3, 7)
+        >>> torch.allclose(gelu_tanh_by_hand(x), gelu_tanh_fused(x), atol=1e-6)
+        True
+    """
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
 def gelu_tanh_fused(x: torch.Tensor) -> torch.Tensor:
+    """torch's fused tanh GELU (TD508's cure).
+
+    Example:
+        >>> gelu_tanh_fused(torch.zeros(2)).tolist()
+        [0.0, 0.0]
+    """
     return F.gelu(x, approximate="tanh")
 
 
 def gelu_erf_by_hand(x: torch.Tensor) -> torch.Tensor:
+    """The erf GELU written out (TD508's slow form).
+
+    Example:
+        >>> x = torch.linspace(-3, 3, 7)
+        >>> torch.allclose(gelu_erf_by_hand(x), F.gelu(x), atol=1e-6)
+        True
+    """
     return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
 def silu_by_hand(x: torch.Tensor) -> torch.Tensor:
+    """``x * sigmoid(x)`` (TD508's slow form of ``F.silu``).
+
+    Example:
+        >>> x = torch.linspace(-3, 3, 7)
+        >>> torch.allclose(silu_by_hand(x), F.silu(x))
+        True
+    """
     return x * torch.sigmoid(x)
 
 
@@ -65,10 +92,23 @@ def _target(x: torch.Tensor) -> torch.Tensor:
 
 
 def bce_of_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of a sigmoid's output (TD510's slow form).
+
+    Example:
+        >>> x = torch.randn(4, 8)
+        >>> torch.allclose(bce_of_sigmoid(x), bce_with_logits(x), atol=1e-6)
+        True
+    """
     return F.binary_cross_entropy(torch.sigmoid(x), _target(x))
 
 
 def bce_with_logits(x: torch.Tensor) -> torch.Tensor:
+    """The fused form of :func:`bce_of_sigmoid` (TD510's cure).
+
+    Example:
+        >>> round(bce_with_logits(torch.zeros(3, 3)).item(), 4)  # log 2 for any target
+        0.6931
+    """
     return F.binary_cross_entropy_with_logits(x, _target(x))
 
 
@@ -87,10 +127,23 @@ def _conv_weight(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def conv3x3_on_padding(x: torch.Tensor) -> torch.Tensor:
+    """A 3x3 convolution with padding 1 (on 1x1 maps: mostly padding).
+
+    Example:
+        >>> x = torch.randn(2, 8, 1, 1)
+        >>> torch.allclose(conv3x3_on_padding(x), conv_centre_tap(x), atol=1e-6)
+        True
+    """
     return F.conv2d(x, _conv_weight(x.shape[1])[0], padding=1)
 
 
 def conv_centre_tap(x: torch.Tensor) -> torch.Tensor:
+    """The 1x1 convolution of :func:`conv3x3_on_padding`'s centre weights.
+
+    Example:
+        >>> conv_centre_tap(torch.zeros(2, 8, 1, 1)).shape
+        torch.Size([2, 8, 1, 1])
+    """
     return F.conv2d(x, _conv_weight(x.shape[1])[1])
 
 

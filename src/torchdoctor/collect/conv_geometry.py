@@ -88,7 +88,17 @@ def conv_geometry(module: Any, args: Any) -> dict[str, Any] | None:
 
 def note_conv_call(recorder: Any, node: int, module: Any, args: Any) -> None:
     """What a convolution's call tells: whether its input is channels_last (the engine knob),
-    and, at its node's first call, its geometry (``recorder.conv_geometry``)."""
+    and, at its node's first call, its geometry (``recorder.conv_geometry``).
+
+    Example:
+        >>> import torch
+        >>> from torchdoctor.collect.clocks import CpuClock
+        >>> from torchdoctor.collect.recorder import Recorder
+        >>> rec = Recorder(CpuClock(), memory=False)
+        >>> note_conv_call(rec, 1, torch.nn.Conv2d(2, 2, 3, padding=1), (torch.zeros(1, 2, 1, 1),))
+        >>> rec.knobs["channels_last"], rec.conv_geometry[1]["centre_tap"]
+        (False, True)
+    """
     if recorder.knobs["channels_last"] is not True:
         recorder.knobs["channels_last"] = channels_last_input(args)
     if node not in recorder.conv_geometry:

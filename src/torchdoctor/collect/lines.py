@@ -69,9 +69,7 @@ from torchdoctor.collect.lines_install import (
     PROBABILITIES,
     PYTHON_LEVEL,
     ROUTES,
-    probabilities_call,
     route_of,
-    sparse_call,
     tensors_in,
     wrap_function_apply,
     wrap_gradient_utilities,
@@ -79,6 +77,7 @@ from torchdoctor.collect.lines_install import (
 )
 from torchdoctor.collect.lines_parking import ModeParking
 from torchdoctor.collect.lines_table import EVENT_FIELDS, MAX_SITES, step_table
+from torchdoctor.collect.lines_variants import probabilities_call, sparse_call
 from torchdoctor.collect.region_graph import sequence_nr
 from torchdoctor.collect.state import STATE
 

@@ -102,6 +102,8 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
     if package:
         return f"{head}: {package}'s own work per step, not code on this line"
     op = single_op(row)
+    if op and op.startswith("torch._foreach_"):
+        return f"{head}: one multi-tensor {op} per execution, already batched"
     if op:
         return f"{head}: one {op} per execution, the op's own time"
     return f"{head}: the heaviest measured source line"
@@ -158,6 +160,8 @@ def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:
     if package:
         return _library_fix(row, package)
     op = single_op(row)
+    if op and op.startswith("torch._foreach_"):
+        return FOREACH_OP_FIX.format(op=op)
     return SINGLE_OP_FIX.format(op=op) if op else NO_CURE_FIX
 
 
@@ -177,6 +181,17 @@ SINGLE_OP_FIX = (
     "The line is one {op} call: its time is the op's own, on these shapes. Nothing on the line "
     "to hoist or batch; make the op cheaper (channels_last or bf16 for a conv net's ops, "
     "torch.compile to fuse it with the elementwise ops around it) or accept it."
+)
+
+
+#: the fix of a line that is one multi-tensor op (an EMA's torch._foreach_lerp_ over every
+#: parameter: timm's ModelEmaV3): already the batched form, its time is one pass over memory
+FOREACH_OP_FIX = (
+    "The line is one multi-tensor {op} call over a list of tensors (every parameter, for an "
+    "EMA or a hand-written update): already the batched form, its time is reading and writing "
+    "those tensors once. Do it less often: an EMA updated every N steps with the decay raised "
+    "to the N-th power (lerp weight 1 - decay**N) tracks nearly the same average at 1/N of "
+    "the cost; or keep fewer tensors in it (the trainable ones; buffers copied, not averaged)."
 )
 
 

@@ -1,4 +1,4 @@
-"""TD508 hand-written GELU / SiLU."""
+"""TD508 hand-written GELU / SiLU / softplus / log-sigmoid."""
 
 import math
 
@@ -53,3 +53,20 @@ def fused(x):
 def gelu_back(g, x):  # near-miss: a hand-written derivative (Bloom's bloom_gelu_back)
     tanh_out = torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x))
     return g * (0.5 * x * (1 - tanh_out * tanh_out) + 0.5 * (1 + tanh_out))
+
+
+def forward_forward_loss(g_pos, g_neg, threshold):  # pytorch/examples mnist_forward_forward
+    return torch.log1p(torch.exp(torch.cat([-g_pos + threshold, g_neg - threshold]))).mean()  # expect: TD508
+
+
+def softplus_forms(x, p):
+    a = torch.log(1 + torch.exp(x))  # expect: TD508
+    b = x.exp().log1p()  # expect: TD508
+    c = torch.log(torch.sigmoid(x))  # expect: TD508
+    ok1 = F.softplus(x)  # near-miss: the fused kernel
+    ok2 = torch.log1p(x)  # near-miss: no exp inside
+    ok3 = torch.log(2 + torch.exp(x))  # near-miss: not 1 + exp
+    ok4 = torch.log(torch.exp(x).sum(-1))  # near-miss: a logsumexp by hand (another pattern)
+    ok5 = torch.log1p(-torch.exp(x))  # near-miss: log(1 - e^x), another function
+    ok6 = torch.log(p)  # near-miss: a plain log
+    return a, b, c, ok1, ok2, ok3, ok4, ok5, ok6

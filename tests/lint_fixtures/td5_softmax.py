@@ -71,7 +71,7 @@ def not_reported(x, y, w, mask, q, k, v):
     good = F.log_softmax(x, dim=-1)  # near-miss: the fused kernel
     good2 = x.log_softmax(-1)  # near-miss
     plain = torch.log(x)  # near-miss: not a softmax
-    positive = torch.log(torch.sigmoid(x))  # near-miss: sigmoid (logsigmoid is another rule)
+    positive = torch.log(torch.sigmoid(x))  # expect: TD508
     attn = torch.softmax(q, dim=-1)  # near-miss: attention weights (q: the scores)
     out = attn @ v  # near-miss: the weights are used, never logged
     mixed = torch.log(F.softmax(x, -1) * w)  # near-miss: weighted, not a log_softmax

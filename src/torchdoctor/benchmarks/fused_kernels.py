@@ -2,7 +2,8 @@
 
 Forward and backward of each pair on the same input, interleaved, outputs and input gradients
 compared: minGPT's tanh GELU (``NewGELU``) against ``F.gelu(x, approximate="tanh")``, the erf
-GELU against ``F.gelu(x)``, ``x * torch.sigmoid(x)`` against ``F.silu(x)``, and minGPT's causal
+GELU against ``F.gelu(x)``, ``x * torch.sigmoid(x)`` against ``F.silu(x)``, ``log1p(exp(x))`` against
+``F.softplus(x)``, and minGPT's causal
 attention (``softmax(masked(q @ k^T / sqrt(d))) @ v``) against
 ``F.scaled_dot_product_attention(..., is_causal=True)``, and a Python loop of ``LSTMCell`` over
 time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction),
@@ -66,6 +67,17 @@ def silu_by_hand(x: torch.Tensor) -> torch.Tensor:
         True
     """
     return x * torch.sigmoid(x)
+
+
+def softplus_by_hand(x: torch.Tensor) -> torch.Tensor:
+    """``log1p(exp(x))`` (TD508's softplus; pytorch/examples mnist_forward_forward's loss).
+
+    Example:
+        >>> x = torch.linspace(-3, 3, 7)
+        >>> torch.allclose(softplus_by_hand(x), F.softplus(x))
+        True
+    """
+    return torch.log1p(torch.exp(x))
 
 
 def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -208,6 +220,7 @@ CASES = (
     ("tanh GELU (TD508)", gelu_tanh_by_hand, gelu_tanh_fused, ((4, 64, 192), (8, 256, 3072)), 1e-5),
     ("erf GELU (TD508)", gelu_erf_by_hand, F.gelu, ((4, 64, 192), (8, 256, 3072)), 1e-5),
     ("SiLU (TD508)", silu_by_hand, F.silu, ((4, 64, 192), (8, 256, 3072)), 1e-5),
+    ("softplus (TD508)", softplus_by_hand, F.softplus, ((4, 64, 192), (8, 256, 3072)), 1e-5),
     ("causal attention (TD507)", attention_by_hand, attention_fused,
      ((4, 4, 64, 16), (8, 12, 256, 64)), 1e-4),
     ("LSTMCell loop vs nn.LSTM (rnn-cell)", *rnn_pair(51), ((16, 100, 1), (97, 1000, 1)), 1e-4),
@@ -224,7 +237,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     Example:
         >>> table = run(quick=True)[0]
         >>> table.columns[:3], len(table.rows)
-        (['case', 'by hand ms', 'fused ms'], 7)
+        (['case', 'by hand ms', 'fused ms'], 8)
     """
     torch.manual_seed(0)
     repeats = 3 if quick else 15

@@ -8,6 +8,13 @@ approximate="tanh")``, ``F.gelu(x)`` and ``F.silu(x)`` compute the same function
 each way (up to float rounding). The tanh form is told by its constant 0.044715, the erf form
 by ``erf`` of ``x`` over the square root of 2 multiplied by ``x``, SiLU by ``x * sigmoid(x)``
 with the same ``x`` (``x * sigmoid(1.702 * x)``, CLIP's QuickGELU, is another function).
+
+Softplus written as ``torch.log1p(torch.exp(x))`` or ``torch.log(1 + torch.exp(x))`` (the
+forward-forward example's loss) is two kernels and not even the same function in floating
+point: ``exp`` overflows to inf above x = 88 in float32 (11 in float16), where
+``F.softplus(x)`` is one kernel that switches to ``x`` for large inputs. ``torch.log(
+torch.sigmoid(x))`` underflows to -inf below x = -88 (NaN gradients) where ``F.logsigmoid(x)``
+is one stable kernel.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ SIGMOID = frozenset(
     {"torch.sigmoid", "torch.nn.functional.sigmoid", "torch.special.expit", "torch.Tensor.sigmoid"}
 )
 _SQRT = frozenset({"math.sqrt", "numpy.sqrt", "torch.sqrt"})
+EXP = frozenset({"torch.exp", "torch.Tensor.exp", "torch.special.exp"})
+LOG1P = frozenset({"torch.log1p", "torch.Tensor.log1p", "torch.special.log1p"})
+LOG = frozenset({"torch.log", "torch.Tensor.log"})
 _GRADIENT = re.compile(r"backward|_back$|_bwd$|grad|deriv", re.IGNORECASE)
 
 RULES = (
@@ -32,11 +42,13 @@ RULES = (
         "TD508",
         "hand-written-activation",
         "info",
-        "hand-written GELU (tanh or erf form) or SiLU (x * sigmoid(x)): several elementwise "
-        "kernels and saved intermediates where torch has one fused kernel",
+        "hand-written GELU (tanh or erf form), SiLU (x * sigmoid(x)), softplus (log1p(exp(x))) "
+        "or log-sigmoid (log(sigmoid(x))): several elementwise kernels and saved intermediates "
+        "where torch has one fused kernel (for softplus and log-sigmoid, a stable one)",
         "torch.nn.functional.gelu(x, approximate='tanh') for the tanh form, "
         "torch.nn.functional.gelu(x) for the erf form, torch.nn.functional.silu(x) for "
-        "x * sigmoid(x): the same function (up to rounding) in one kernel forward and backward",
+        "x * sigmoid(x), F.softplus(x), F.logsigmoid(x): the same function (up to rounding, and "
+        "without the overflow) in one kernel forward and backward",
         "y = 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))",
         "y = torch.nn.functional.gelu(x, approximate='tanh')",
     ),
@@ -55,7 +67,7 @@ class ActivationRules(RuleVisitor):
 
     RULES = RULES
     CODES = ("TD508",)
-    TRIGGERS = ((r"tanh|erf|sigmoid|expit",),)
+    TRIGGERS = ((r"tanh|erf|sigmoid|expit|exp",),)
 
     def visit_Call(self, node: ast.Call) -> None:
         if self._in_gradient_formula(node):
@@ -66,6 +78,44 @@ class ActivationRules(RuleVisitor):
                                                 "F.gelu(x, approximate='tanh')"))  # fmt: skip
         elif names & ERF and self._erf_gelu(node):
             self.report(node, "TD508", _message("erf GELU", node, self, "F.gelu(x)"))
+        elif names & (LOG1P | LOG) and self._log_of(node, names):
+            self._log_of(node, names, report=True)
+
+    def _log_of(self, node: ast.Call, names: set[str], report: bool = False) -> bool:
+        """``log1p(exp(x))`` / ``log(1 + exp(x))``: softplus; ``log(sigmoid(x))``: log-sigmoid."""
+        argument = self._only_argument(node)
+        if argument is None:
+            return False
+        if names & LOG and isinstance(argument, ast.BinOp) and isinstance(argument.op, ast.Add):
+            pairs = ((argument.left, argument.right), (argument.right, argument.left))
+            inner = next((v for v, one in pairs if _is_number(one, 1.0)), None)
+            what = "softplus" if inner is not None and self._is_call_of(inner, EXP) else None
+        elif names & LOG1P:
+            what = "softplus" if self._is_call_of(argument, EXP) else None
+        else:
+            what = "log-sigmoid" if isinstance(argument, ast.Call) and self._is_sigmoid(
+                argument) else None  # fmt: skip
+        if what and report:
+            fused = "F.softplus(x)" if what == "softplus" else "F.logsigmoid(x)"
+            edge = "exp overflows to inf above 88 (float32)" if what == "softplus" else (
+                "the sigmoid underflows to 0 below -88 (float32): -inf, NaN gradients")  # fmt: skip
+            self.report(node, "TD508", _message(what, node, self, fused) + f"; and it is "
+                        f"stable where the hand-written form is not ({edge})")  # fmt: skip
+        return what is not None
+
+    def _only_argument(self, call: ast.Call) -> ast.AST | None:
+        """The tensor a one-tensor call works on: ``torch.log(x)``'s ``x``, ``x.log()``'s."""
+        if len(call.args) == 1 and not call.keywords and self.callee(call):
+            return call.args[0]
+        if not call.args and isinstance(call.func, ast.Attribute) and not self.callee(call):
+            return call.func.value
+        return None
+
+    def _is_call_of(self, expr: ast.AST, functions: frozenset[str]) -> bool:
+        if not isinstance(expr, ast.Call):
+            return False
+        names = self.callee(expr) or {f"torch.Tensor.{method_name(expr)}"}
+        return bool(names & functions) and self._only_argument(expr) is not None
 
     def visit_BinOp(self, node: ast.BinOp) -> None:
         if not isinstance(node.op, ast.Mult) or self._in_gradient_formula(node):

@@ -70,3 +70,7 @@ def softplus_forms(x, p):
     ok5 = torch.log1p(-torch.exp(x))  # near-miss: log(1 - e^x), another function
     ok6 = torch.log(p)  # near-miss: a plain log
     return a, b, c, ok1, ok2, ok3, ok4, ok5, ok6
+
+
+def approx_standard_normal_cdf(x):  # lucidrains' learned_gaussian_diffusion: Phi(x), not GELU
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x**3))))  # near-miss: no x * ...

@@ -73,7 +73,7 @@ class ActivationRules(RuleVisitor):
         if self._in_gradient_formula(node):
             return
         names = self.callee(node) or {f"torch.Tensor.{method_name(node)}"}
-        if names & TANH and _has_constant(node, 0.044715):
+        if names & TANH and _has_constant(node, 0.044715) and self._tanh_gelu(node):
             self.report(node, "TD508", _message("tanh GELU", node, self,
                                                 "F.gelu(x, approximate='tanh')"))  # fmt: skip
         elif names & ERF and self._erf_gelu(node):
@@ -156,9 +156,23 @@ class ActivationRules(RuleVisitor):
             root_two = _is_number(by, math.sqrt(0.5))
         else:
             return False
-        if not root_two:
-            return False
-        wanted = ast.dump(scaled)
+        return root_two and self._multiplied_by(call, ast.dump(scaled))
+
+    def _tanh_gelu(self, call: ast.Call) -> bool:
+        """``tanh(c * (x + 0.044715 * x**3))`` whose ``x`` also multiplies the result in the same
+        expression: ``0.5 * x * (1 + tanh(...))`` (without it, ``0.5 * (1 + tanh(...))`` is the
+        normal CDF's approximation, which no fused kernel computes)."""
+        argument = call.args[0] if call.args else getattr(call.func, "value", None)
+        for inner in ast.walk(argument) if argument is not None else ():
+            if isinstance(inner, ast.BinOp) and isinstance(inner.op, ast.Add):
+                for value, other in ((inner.left, inner.right), (inner.right, inner.left)):
+                    if _has_constant(other, 0.044715) and not _has_constant(value, 0.044715):
+                        if self._multiplied_by(call, ast.dump(value)):
+                            return True
+        return False
+
+    def _multiplied_by(self, call: ast.AST, wanted: str) -> bool:
+        """``wanted`` (an ``ast.dump``) multiplies ``call``'s result in the expression around it."""
         node = self.parent(call)
         while isinstance(node, ast.BinOp | ast.UnaryOp):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):

@@ -74,3 +74,11 @@ def softplus_forms(x, p):
 
 def approx_standard_normal_cdf(x):  # lucidrains' learned_gaussian_diffusion: Phi(x), not GELU
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x**3))))  # near-miss: no x * ...
+
+
+def swish_methods(x, y, inplace=False):  # timm's swish()
+    a = x.mul_(x.sigmoid()) if inplace else x.mul(x.sigmoid())  # expect: TD508
+    b = torch.mul(x, torch.sigmoid(x))  # expect: TD508
+    ok1 = x.mul(y.sigmoid())  # near-miss: another tensor's sigmoid (a gate)
+    ok2 = x.mul(2.0)  # near-miss: a scale
+    return a, b, ok1, ok2

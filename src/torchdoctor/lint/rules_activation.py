@@ -35,6 +35,8 @@ _SQRT = frozenset({"math.sqrt", "numpy.sqrt", "torch.sqrt"})
 EXP = frozenset({"torch.exp", "torch.Tensor.exp", "torch.special.exp"})
 LOG1P = frozenset({"torch.log1p", "torch.Tensor.log1p", "torch.special.log1p"})
 LOG = frozenset({"torch.log", "torch.Tensor.log"})
+MUL = frozenset({"torch.mul", "torch.multiply", "torch.Tensor.mul", "torch.Tensor.mul_",
+                 "torch.Tensor.multiply"})  # fmt: skip
 _GRADIENT = re.compile(r"backward|_back$|_bwd$|grad|deriv", re.IGNORECASE)
 
 RULES = (
@@ -80,6 +82,25 @@ class ActivationRules(RuleVisitor):
             self.report(node, "TD508", _message("erf GELU", node, self, "F.gelu(x)"))
         elif names & (LOG1P | LOG) and self._log_of(node, names):
             self._log_of(node, names, report=True)
+        elif names & MUL and self._mul_operands(node):  # x.mul(x.sigmoid()), torch.mul(x, ...)
+            self._silu(node, *self._mul_operands(node))  # type: ignore[misc]
+
+    def _mul_operands(self, node: ast.Call) -> tuple[ast.AST, ast.AST] | None:
+        if len(node.args) == 2 and self.callee(node) & {"torch.mul", "torch.multiply"}:
+            return node.args[0], node.args[1]
+        if len(node.args) == 1 and isinstance(node.func, ast.Attribute) and not self.callee(node):
+            return node.func.value, node.args[0]
+        return None
+
+    def _silu(self, node: ast.AST, left: ast.AST, right: ast.AST) -> bool:
+        """``x * sigmoid(x)`` with the same ``x`` on both sides: report it."""
+        for value, other in ((left, right), (right, left)):
+            if isinstance(other, ast.Call) and self._is_sigmoid(other):
+                argument = other.args[0] if other.args else getattr(other.func, "value", None)
+                if argument is not None and ast.dump(argument) == ast.dump(value):
+                    self.report(node, "TD508", _message("SiLU", node, self, "F.silu(x)"))
+                    return True
+        return False
 
     def _log_of(self, node: ast.Call, names: set[str], report: bool = False) -> bool:
         """``log1p(exp(x))`` / ``log(1 + exp(x))``: softplus; ``log(sigmoid(x))``: log-sigmoid."""
@@ -118,14 +139,8 @@ class ActivationRules(RuleVisitor):
         return bool(names & functions) and self._only_argument(expr) is not None
 
     def visit_BinOp(self, node: ast.BinOp) -> None:
-        if not isinstance(node.op, ast.Mult) or self._in_gradient_formula(node):
-            return
-        for value, other in ((node.left, node.right), (node.right, node.left)):
-            if isinstance(other, ast.Call) and self._is_sigmoid(other):
-                argument = other.args[0] if other.args else getattr(other.func, "value", None)
-                if argument is not None and ast.dump(argument) == ast.dump(value):
-                    self.report(node, "TD508", _message("SiLU", node, self, "F.silu(x)"))
-                    return
+        if isinstance(node.op, ast.Mult) and not self._in_gradient_formula(node):
+            self._silu(node, node.left, node.right)
 
     def _in_gradient_formula(self, node: ast.AST) -> bool:
         """Inside a hand-written derivative (an autograd.Function's ``backward``, Bloom's

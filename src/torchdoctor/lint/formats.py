@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,15 +19,27 @@ FORMATS = ("text", "json", "sarif", "github")
 _GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 
 
+def _one_line(message: str) -> str:
+    """``message`` with each line break (and the indentation around it) made one space, none
+    after an opening or before a closing bracket."""
+    text = re.sub(r"\s*\n\s*", "\n", message)
+    text = re.sub(r"([(\[{])\n|\n([)\]}])", lambda m: m.group(1) or m.group(2), text)
+    return text.replace("\n", " ")
+
+
 def format_text(findings: Sequence[Finding], statistics: bool = False) -> str:
-    """flake8-style lines ``path:line:col: CODE message``, then a summary line.
+    """flake8-style lines ``path:line:col: CODE message``, then a summary line; one line per
+    finding (code quoted from several source lines is joined with spaces, so grep and editors'
+    problem matchers read each finding whole).
 
     Example:
         >>> print(format_text([Finding("TD202", "warning", "m", "a.py", 1, 1, 1, 2)]))
         a.py:1:1: TD202 m
         Found 1 finding (0 fixable with --fix).
+        >>> format_text([Finding("TD508", "info", "`f(\\n    x\\n)` m", "a.py", 1, 1, 3, 2)])[:22]
+        'a.py:1:1: TD508 `f(x)`'
     """
-    lines = [f"{f.location()}: {f.code} {f.message}" for f in findings]
+    lines = [f"{f.location()}: {f.code} {_one_line(f.message)}" for f in findings]
     if statistics and findings:
         counts = Counter(f.code for f in findings)
         lines.append("")

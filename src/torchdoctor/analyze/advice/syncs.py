@@ -23,6 +23,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import (
     Advice,
+    center,
     fmt_count,
     fmt_ms,
     location,
@@ -148,7 +149,14 @@ def _shape_fix(records: list[Mapping[str, Any]]) -> str:
     return "; ".join(parts) + "."
 
 
-def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda: bool) -> Advice:
+#: the reads that bring a whole tensor to the host (an inference loop's outputs)
+COPY_KINDS = frozenset({"cpu", "numpy", "tolist"})
+
+
+def _advice(
+    records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda: bool,
+    inference: bool = False,
+) -> Advice:  # fmt: skip
     records = sorted(records, key=_per_step, reverse=True)
     per_step = sum(_per_step(r) for r in records)
     lines = len({(r.get("file"), r.get("line")) for r in records})
@@ -187,6 +195,22 @@ def _advice(records: list[Mapping[str, Any]], step: float, *, scalar: bool, cuda
             code="for obs in observations:                 # before: a read per item\n"
             "    action = policy(obs).argmax().item()\n"
             "actions = policy(torch.stack(observations)).argmax(-1).tolist()  # after: one",
+        )
+    elif scalar and inference and all(r.get("kind") in COPY_KINDS for r in records):
+        advice = Advice(
+            rule="host-syncs",
+            title="Copy the outputs to the host once, not every batch",
+            evidence=evidence,
+            fix="In an inference loop each batch's .cpu() / .numpy() / .tolist() waits for that "
+            "batch to finish, and on a GPU the device then idles while the host stores it and "
+            "fetches the next batch. Keep the outputs on the device and copy once after the "
+            "loop (torch.cat(outputs).cpu()), in chunks if device memory is short; or copy "
+            "without waiting (out.to('cpu', non_blocking=True) into pinned memory) and read it "
+            "a batch later.",
+            references=["torch.Tensor.to", "torch.cat"],
+            code="all_outputs.append(output.cpu().numpy())           # before: a wait per batch\n"
+            "all_outputs.append(output)                         # after: kept on the device\n"
+            "all_outputs = torch.cat(all_outputs).cpu().numpy()  # one copy after the loop",
         )
     elif scalar:
         advice = Advice(
@@ -257,8 +281,11 @@ def host_syncs(session: Mapping[str, Any]) -> list[Advice]:
     ]
     shape = [r for r in records if r.get("kind") in SHAPE_KINDS]
     advice = []
+    # no backward anywhere: an inference loop, whose host copies are its results, not metrics
+    phases = session.get("phases") or {}
+    inference = center(phases.get("backward")) <= 0 and center(phases.get("forward")) > 0
     if scalar and not _negligible(scalar, step):
-        advice.append(_advice(scalar, step, scalar=True, cuda=cuda))
+        advice.append(_advice(scalar, step, scalar=True, cuda=cuda, inference=inference))
     if shape and not _negligible(shape, step):
         advice.append(_advice(shape, step, scalar=False, cuda=cuda))
     return advice

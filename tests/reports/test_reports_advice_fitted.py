@@ -192,3 +192,17 @@ def test_a_tune_that_measured_workers_replaces_the_stated_data_loading_saving():
     from torchdoctor.analyze.advice import advise
 
     assert any(a.rule == "tuned-knob" and "DataLoader workers" in a.title for a in advise(session))
+
+
+def test_workers_on_a_cpu_whose_cores_all_compute_get_no_stated_saving():
+    # the same vae before any tune: torch computes on both cores, so workers have none idle
+    session = slow_session()
+    session["environment"].update(device="cpu", threads=2, cpus=2)
+    session["environment"]["data_loaders"] = [{"num_workers": 0}]
+    (item,) = data_loading(session)
+    assert item.estimated_saving_ms is None and item.confidence == "low"
+    assert any("2 intra-op threads on 2 cores" in e and "tune --knobs dataloader_workers" in e
+               for e in item.evidence)  # fmt: skip
+    session["environment"].update(threads=1, cpus=8)  # idle cores: the stated range stands
+    (spare,) = data_loading(session)
+    assert spare.estimated_saving_ms

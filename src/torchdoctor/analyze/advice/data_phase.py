@@ -96,7 +96,36 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         )
         advice.confidence, advice.heat = "low", 0.5 * data / step
         return [advice]
+    busy = _cores_busy_computing(environment)
+    if busy and not any(int(d.get("num_workers") or 0) for d in fed):
+        # the model computes on the CPU with every core: workers would load on those same
+        # cores, so the loading overlaps the compute only as far as cores are left idle
+        advice.evidence.append(
+            f"the model computes on the CPU with {busy} intra-op threads on {cpus} cores: "
+            "workers would load on the cores the compute already uses, so no saving is stated "
+            "(pytorch/examples VAE on 2 cores: workers measured 0.98x); measure it on this "
+            "script: torchdoctor tune --knobs dataloader_workers"
+        )
+        advice.confidence, advice.heat = "low", 0.5 * data / step
+        return [advice]
     return [with_saving(advice, step, data / step, SPEEDUPS["dataloader_workers"])]
+
+
+def _cores_busy_computing(environment: Mapping[str, Any]) -> int | None:
+    """The intra-op threads of a model computing on the CPU when they take every core this
+    process may use (then DataLoader workers have no idle core to load on), else None.
+
+    Example:
+        >>> _cores_busy_computing({"device": "cpu", "threads": 2, "cpus": 2})
+        2
+        >>> _cores_busy_computing({"device": "cuda:0", "threads": 2, "cpus": 2}) is None
+        True
+    """
+    device = str(environment.get("device") or "")
+    threads, cpus = environment.get("threads"), environment.get("cpus")
+    if not device.startswith("cpu") or not threads or not cpus or int(threads) < int(cpus):
+        return None
+    return int(threads)
 
 
 def _workers_measured_no_faster(

@@ -28,6 +28,9 @@ def test_another_single_op_is_told_it_is_the_ops_own_time():
     (item,) = hot_line_advice(_session("Tensor.softmax"))
     assert item.title.endswith("one Tensor.softmax per execution, the op's own time")
     assert item.fix.startswith("The line is one Tensor.softmax call")
+    assert "channels_last" not in item.fix and "loss computed in chunks" in item.fix
+    (pool,) = hot_line_advice(_session("F.max_pool2d"))  # a conv net's op: its layout matters
+    assert "channels_last" in pool.fix and "chunks" not in pool.fix
 
 
 def test_a_multi_tensor_op_is_told_it_is_batched_already_and_to_run_less_often():

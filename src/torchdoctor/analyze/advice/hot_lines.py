@@ -162,7 +162,13 @@ def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:
     op = single_op(row)
     if op and op.startswith("torch._foreach_"):
         return FOREACH_OP_FIX.format(op=op)
-    return SINGLE_OP_FIX.format(op=op) if op else NO_CURE_FIX
+    if not op:
+        return NO_CURE_FIX
+    conv_net = any(part in op.lower() for part in _CONV_NET_OPS)
+    how = _CONV_NET_HOW if conv_net else _OP_HOW
+    if "softmax" in op.lower():
+        how += "; over a vocabulary: fewer classes, or the loss computed in chunks"
+    return SINGLE_OP_FIX.format(op=op, how=how)
 
 
 def _library_fix(row: Mapping[str, Any], package: str) -> str:
@@ -179,8 +185,17 @@ def _library_fix(row: Mapping[str, Any], package: str) -> str:
 #: the fix of a line that is one torch op (nothing on it to hoist or batch)
 SINGLE_OP_FIX = (
     "The line is one {op} call: its time is the op's own, on these shapes. Nothing on the line "
-    "to hoist or batch; make the op cheaper (channels_last or bf16 for a conv net's ops, "
-    "torch.compile to fuse it with the elementwise ops around it) or accept it."
+    "to hoist or batch; make the op cheaper ({how}) or accept it."
+)
+#: ops of a conv net, whose memory layout (channels_last) changes their kernels
+_CONV_NET_OPS = ("conv", "pool", "batch_norm", "interpolate", "upsample", "pad")
+_CONV_NET_HOW = (
+    "channels_last memory format or bf16 for a conv net's ops, torch.compile to fuse it with "
+    "the elementwise ops around it"
+)
+_OP_HOW = (
+    "bf16 under torch.autocast on a GPU, a smaller input, torch.compile to fuse it with the "
+    "elementwise ops around it"
 )
 
 

@@ -108,3 +108,21 @@ def test_select_and_ignore() -> None:
     }
     with pytest.raises(ValueError, match="unknown rule code 'TD9'"):
         lint_source(text, select=["TD9"])
+
+
+def test_a_bce_loss_without_a_sigmoid_ended_model_or_with_a_direct_finding_is_not_repeated():
+    gan = (
+        "import torch\nimport torch.nn as nn\n"
+        "class D(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.model = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())\n"
+        "    def forward(self, x):\n"
+        "        return self.model(x)\n"
+    )
+    built = "loss_fn = nn.BCELoss()\n"
+    assert [(f.line, f.code) for f in lint_source(gan + built)] == [(9, "TD510")]
+    plain = gan.replace("nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())", "nn.Linear(4, 1)")
+    assert lint_source(plain + built) == []  # no model ends in a sigmoid: nothing to say
+    direct = built + "def f(x, y):\n    return loss_fn(torch.sigmoid(x), y)\n"
+    assert [(f.line, f.code) for f in lint_source(gan + direct)] == [(11, "TD510")]  # the call

@@ -13,6 +13,11 @@ form (``binary_cross_entropy`` clamps its log at -100 where the sigmoid saturate
 wrong prediction stops contributing gradient) and the one allowed under CUDA autocast, where
 ``F.binary_cross_entropy`` raises "unsafe to autocast".
 
+A file that builds an ``nn.BCELoss`` and defines a model ending in a sigmoid (an
+``nn.Sigmoid()`` last in an ``nn.Sequential``, or a ``forward`` returning a sigmoid: a GAN
+discriminator, pytorch/examples dcgan and siamese_network, PyTorch-GAN) gets the finding where
+the loss is built, unless a loss call in it takes a sigmoid directly (that call is reported).
+
 Not reported: binary cross-entropy of anything else (probabilities made elsewhere, a parameter
 of the function: the runtime profile names those, ``F.binary_cross_entropy[sigmoid]``), a
 sigmoid in the second argument (the target), ``binary_cross_entropy_with_logits``, and a name
@@ -22,6 +27,8 @@ also assigned something other than the sigmoid or modified in place.
 from __future__ import annotations
 
 import ast
+import re
+from typing import Any
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_softmax import SoftmaxRules
@@ -50,6 +57,9 @@ _SIGMOID = frozenset(
 _SIGMOID_MODULE = frozenset({"torch.nn.Sigmoid", "torch.nn.modules.activation.Sigmoid"})
 _BCE = frozenset({"torch.nn.functional.binary_cross_entropy"})
 _BCE_MODULE = frozenset({"torch.nn.BCELoss", "torch.nn.modules.loss.BCELoss"})
+#: classes whose sigmoid output is an image (a generator's, a decoder's), cited last
+_GENERATOR = re.compile(r"gen|decod", re.IGNORECASE)
+_SEQUENTIAL = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
 
 
 class SigmoidBceRules(SoftmaxRules):
@@ -72,10 +82,10 @@ class SigmoidBceRules(SoftmaxRules):
     METHOD_NEEDS_ARGUMENTS = False
 
     def visit_Call(self, node: ast.Call) -> None:
-        argument = node.args[0] if node.args else keyword(node, "input")
-        if argument is None or not self._is_loss(node, _BCE, _BCE_MODULE):
+        if self.callee(node) & _BCE_MODULE:  # nn.BCELoss(...) built: a model ending in one?
+            self._check_construction(node)
             return
-        found = self._softmax_value(_unclamped(argument), node, eps_allowed=True)
+        found = self._sigmoid_input(node)
         if found is None:
             return
         sigmoid, _, via = found
@@ -94,6 +104,67 @@ class SigmoidBceRules(SoftmaxRules):
             "binary_cross_entropy raises",
         )
 
+    def _sigmoid_input(self, node: ast.Call) -> tuple[ast.Call, Any, ast.Name | None] | None:
+        """``(sigmoid call, eps, name it went through)`` when ``node`` is a binary cross-entropy
+        of a sigmoid's output in the same function, else None."""
+        argument = node.args[0] if node.args else keyword(node, "input")
+        if argument is None or not self._is_loss(node, _BCE, _BCE_MODULE):
+            return None
+        return self._softmax_value(_unclamped(argument), node, eps_allowed=True)
+
+    def _check_construction(self, node: ast.Call) -> None:
+        """``nn.BCELoss()`` in a file whose model ends in a sigmoid (the last module of an
+        ``nn.Sequential``, or what a ``forward`` returns) and where no loss call is seen taking
+        a sigmoid directly (that call is reported instead): a GAN discriminator's usual form."""
+        tree = self.context.tree
+        key = ("sigmoid-ended model", id(tree))
+        if key not in self.context.cache:
+            calls = [c for c in ast.walk(tree) if isinstance(c, ast.Call)] if tree else []
+            direct = any(self._sigmoid_input(c) is not None for c in calls)
+            self.context.cache[key] = None if direct else self._sigmoid_output(tree, calls)
+        where = self.context.cache[key]
+        if where is None:
+            return
+        self.report(
+            node,
+            "TD510",
+            f"`{self.code_of(node)}` and a model whose output is a sigmoid ({where}): if this "
+            "loss takes that output (a GAN discriminator's usual form), drop the final sigmoid "
+            "and use `nn.BCEWithLogitsLoss` on the logits: one fused kernel instead of two "
+            "forward and backward (2.8-3.3x faster on a CPU), stable where the sigmoid "
+            "saturates (BCELoss clamps its log at -100), and allowed under CUDA autocast, "
+            "where BCELoss raises",
+        )
+
+    def _sigmoid_output(self, tree: ast.AST | None, calls: list[ast.Call]) -> str | None:
+        """Where a model of the file ends in a sigmoid, as the message says it, or None; a
+        discriminator's or classifier's first (a generator's or decoder's sigmoid makes images,
+        which a reconstruction loss may take too: cited when there is no other)."""
+        found: list[tuple[str, ast.AST]] = []
+        for call in calls:
+            if self.callee(call) & _SEQUENTIAL and call.args:
+                last = call.args[-1]
+                if isinstance(last, ast.Call) and self.callee(last) & _SIGMOID_MODULE:
+                    found.append((f"`nn.Sigmoid()` ends the `nn.Sequential` at line "
+                                  f"{call.lineno}", call))  # fmt: skip
+        for function in ast.walk(tree) if tree is not None else ():
+            if isinstance(function, ast.FunctionDef) and function.name == "forward":
+                for ret in ast.walk(function):
+                    if isinstance(ret, ast.Return) and ret.value is not None:
+                        value = _last_value(function, ret)
+                        if isinstance(value, ast.Call) and self._is_softmax(value):
+                            found.append((f"`forward` returns `{self.code_of(value)}`, line "
+                                          f"{value.lineno}", value))  # fmt: skip
+        makers = [text for text, node in found if _GENERATOR.search(self._class_of(node))]
+        others = [text for text, _ in found if text not in makers]
+        return (others or makers or [None])[0]
+
+    def _class_of(self, node: ast.AST) -> str:
+        """The name of the class ``node`` is defined in ('' outside classes)."""
+        while node is not None and not isinstance(node, ast.ClassDef):
+            node = self.parent(node)
+        return node.name if isinstance(node, ast.ClassDef) else ""
+
     def _logits_of(self, call: ast.Call) -> str | None:
         """What the sigmoid was applied to: ``x`` of ``torch.sigmoid(x)``, ``x.sigmoid()``,
         ``nn.Sigmoid()(x)``, ``self.act(x)``."""
@@ -102,6 +173,22 @@ class SigmoidBceRules(SoftmaxRules):
         if method_name(call) == "sigmoid":
             return self.code_of(call.func.value)  # type: ignore[attr-defined]
         return None
+
+
+def _last_value(function: ast.FunctionDef, ret: ast.Return) -> ast.AST | None:
+    """What ``return x`` returns: the value of the last plain assignment to ``x`` before it
+    in ``function`` (``out = self.sigmoid(out); return out``), or the returned expression."""
+    value = ret.value
+    if not isinstance(value, ast.Name):
+        return value
+    last = None
+    for stmt in ast.walk(function):
+        if isinstance(stmt, ast.Assign) and stmt.lineno < ret.lineno and any(
+            isinstance(t, ast.Name) and t.id == value.id for t in stmt.targets
+        ):
+            if last is None or stmt.lineno > last.lineno:
+                last = stmt
+    return last.value if last is not None else None
 
 
 def _unclamped(expr: ast.AST) -> ast.AST:

@@ -57,6 +57,11 @@ def test_no_geometry_without_zero_padding_or_a_tensor():
     reflect = nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
     assert conv_geometry(reflect, (torch.zeros(1, 4, 1, 1),)) is None  # reads data, not zeros
     assert conv_geometry(nn.Conv2d(4, 4, 3, padding=1), ()) is None
+    # DCGAN's generator: a transposed convolution's padding crops its output, reads no zeros
+    transposed = nn.ConvTranspose2d(8, 4, 4, stride=1, padding=0)
+    assert conv_geometry(transposed, (torch.zeros(2, 8, 1, 1),)) is None
+    assert conv_geometry(nn.ConvTranspose2d(8, 4, 4, 2, 1), (torch.zeros(2, 8, 4, 4),)) is None
+    assert conv_geometry(nn.Conv2d(4, 4, 5), (torch.zeros(1, 4, 2, 2),)) is None  # no output
 
 
 class LastStage(nn.Module):

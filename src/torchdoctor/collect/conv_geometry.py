@@ -59,8 +59,8 @@ def conv_geometry(module: Any, args: Any) -> dict[str, Any] | None:
     n = len(kernel)
     if x is None or not n or x.is_nested or x.dim() not in (n + 1, n + 2):
         return None
-    if getattr(module, "padding_mode", "zeros") != "zeros":
-        return None
+    if getattr(module, "padding_mode", "zeros") != "zeros" or getattr(module, "transposed", False):
+        return None  # (a transposed convolution's padding crops its output: no zeros read)
     size = tuple(int(s) for s in x.shape[-n:])
     stride, dilation = tuple(module.stride), tuple(module.dilation)
     padding = module.padding
@@ -71,8 +71,9 @@ def conv_geometry(module: Any, args: Any) -> dict[str, Any] | None:
     useful, single = 1.0, True
     for s, k, st, p, d in zip(size, kernel, stride, tuple(padding), dilation):
         out, inside = _taps_inside(s, k, st, p, d)
-        if out <= 0 or not p:
-            useful *= 1.0 if out > 0 else 0.0
+        if out <= 0:
+            return None  # (torch would refuse this call)
+        if not p:
             single = single and s == 1 and k == 1
             continue
         useful *= inside / (out * k)

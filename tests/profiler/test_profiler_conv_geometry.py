@@ -103,6 +103,10 @@ def test_convolutions_on_1x1_maps_are_told_to_be_their_centre_tap_with_a_saving(
         "dilation": [1, 1], "padding_share": 0.8889, "centre_tap": True,
     }  # fmt: skip
     assert "conv" not in nodes["0"]  # a 1x1 convolution reads no padding
+    # every module node carries its parameter count, counted once (a stack's identity)
+    assert nodes["0"]["params"] == 8 * 256 + 256
+    assert nodes["1"]["params"] == nodes["1.conv1"]["params"] + nodes["1.conv2"]["params"]
+    assert "params" not in session["tree"]  # (the step is no module)
     padded = [a for a in session["advice"] if a.get("cause") == "padded-convolutions"]
     assert padded and "maps smaller than their kernels" in padded[0]["title"]
     assert padded[0]["estimated_saving_ms"] > 0

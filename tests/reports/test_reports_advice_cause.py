@@ -133,6 +133,9 @@ def test_channels_last_saving_is_over_the_convolutions_not_the_whole_step():
     (item,) = [a for a in engine_knobs(_session(big)) if "channels_last" in a.title]
     assert "the convolutions and batch norms are 40 ms (40% of the step)" in item.evidence[0]
     assert item.saving_range_ms[1] < 0.4 * 100.0  # at most the conv part, never the step
+    no_norms = _tree(node("stem", 20.0, 10.0, type="Conv2d"), node("head", 35.0, 25.0))
+    (item,) = [a for a in engine_knobs(_session(no_norms)) if "channels_last" in a.title]
+    assert "the convolutions are 30 ms" in item.evidence[0]  # (no batch norm to name)
 
 
 def test_a_dominant_composite_explained_by_its_parts_is_not_told_to_profile_inside():

@@ -47,6 +47,29 @@ def test_two_dominant_sibling_layers_are_one_stack_advice():
     assert any("2 identical TransformerEncoderLayer layers" in e for e in found[0].evidence)
 
 
+def test_numbered_layers_of_one_type_and_different_sizes_are_no_stack():
+    """pytorch/examples super_resolution: conv1 .. conv4 are Conv2d of four shapes (1 -> 64
+    5x5, 64 -> 64, 64 -> 32, 32 -> 9), saving nothing of their own (the ReLU between them
+    does): no "4 identical Conv2d layers" to compile; the largest one is the diagnosis."""
+
+    def conv(i, ms, params):
+        return {"kind": "module", "path": f"conv{i}", "name": f"conv{i}", "type": "Conv2d",
+                "total_ms": {"median": ms}, "activation_bytes": 0, "params": params,
+                "children": []}  # fmt: skip
+
+    convs = [conv(1, 10.0, 1664), conv(2, 43.0, 36928), conv(3, 25.0, 18464), conv(4, 9.0, 2601)]
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 100.0}, "children": [
+        {"kind": "module", "path": "Net", "name": "Net", "type": "Net",
+         "total_ms": {"median": 99.0}, "children": convs}]}  # fmt: skip
+    session = {"step_ms": {"median": 100.0}, "tree": tree}
+    (item,) = dominant_module(session)
+    assert item.title.startswith("conv2 (Conv2d) dominates the step: it is one convolution")
+    for c in convs:  # the same four with one parameter count: a stack of identical layers
+        c["params"] = 36928
+    (stack,) = dominant_module(session)
+    assert "conv1..conv4" in stack.title and "compile the layer stack" in stack.title
+
+
 def test_dominant_attention_module_gets_sdpa_remedy():
     attn = node("model.attn", 6.0, 0.0, type="MultiheadAttention")
     other = node("model.mlp", 2.0, 0.0, type="Linear")

@@ -248,6 +248,41 @@ def build_tree(
     return make(0)
 
 
+def parameter_count(state: Sequence[Any]) -> int:
+    """Elements of the parameters among a module's state (its parameters and buffers).
+
+    Example:
+        >>> import torch
+        >>> conv = torch.nn.Conv2d(1, 4, 3)
+        >>> parameter_count((*conv.parameters(), *conv.buffers()))
+        40
+    """
+    from torch.nn import Parameter  # (torch is imported by then: the state holds its tensors)
+
+    return sum(int(t.numel()) for t in state if isinstance(t, Parameter))
+
+
+def attach_module_facts(
+    tree: Mapping[str, Any], by_path: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Put what was read once per module (``params``, its parameter count; ``conv``, a
+    convolution's geometry) on its module nodes, by path (a module reused from two callers has
+    a node under each).
+
+    Example:
+        >>> tree = {"path": "", "children": [{"path": "conv", "kind": "module", "children": []}]}
+        >>> attach_module_facts(tree, {"conv": {"params": 40, "conv": {"padding_share": 0.9}}})
+        >>> tree["children"][0]["params"], tree["children"][0]["conv"]
+        (40, {'padding_share': 0.9})
+    """
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if node.get("kind") == "module":
+            node.update(by_path.get(str(node.get("path") or "")) or {})  # type: ignore[attr-defined]
+        stack.extend(node.get("children") or ())
+
+
 def _self_node(
     parent_path: str, rest: list[float], fwd: list[float], bwd: list[float] | None
 ) -> dict[str, Any]:

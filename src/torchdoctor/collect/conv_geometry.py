@@ -7,7 +7,8 @@ slower than the 1x1 convolution of its centre weights, which computes the same f
 torchvision's ResNet on 28x28 or 32x32 inputs brings its last stage to 1x1 maps and the one before
 to 2x2 (56% on padding). The recorder reads each convolution's geometry once, at its first call
 (:func:`note_conv_call`), and the session's tree carries it on the convolution's node
-(``"conv"``: :func:`attach_conv_geometry`) for the dominant-module advice.
+(``"conv"``, put there by :func:`torchdoctor.collect.assemble.attach_module_facts`) for the
+dominant-module advice.
 
 Example:
     >>> import torch
@@ -18,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -107,23 +107,3 @@ def note_conv_call(recorder: Any, node: int, module: Any, args: Any) -> None:
             recorder.conv_geometry[node] = conv_geometry(module, args)
         except (TypeError, ValueError, AttributeError):  # (a convolution subclass of its own)
             recorder.conv_geometry[node] = None
-
-
-def attach_conv_geometry(tree: Mapping[str, Any], by_path: Mapping[str, Any]) -> None:
-    """Put each convolution's geometry on its tree node (``node["conv"]``), by module path.
-
-    Example:
-        >>> tree = {"path": "", "children": [{"path": "conv", "kind": "module", "children": []}]}
-        >>> attach_conv_geometry(tree, {"conv": {"padding_share": 0.9}})
-        >>> tree["children"][0]["conv"]
-        {'padding_share': 0.9}
-    """
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        geometry = (
-            by_path.get(str(node.get("path") or "")) if node.get("kind") == "module" else None
-        )
-        if geometry:
-            node["conv"] = geometry  # type: ignore[index]
-        stack.extend(node.get("children") or ())

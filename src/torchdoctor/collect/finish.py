@@ -21,15 +21,16 @@ from typing import Any
 from torchdoctor.collect.aggregate import step_timeline
 from torchdoctor.collect.assemble import (
     TREE_OUTLIER,
+    attach_module_facts,
     build_tree,
     outliers,
+    parameter_count,
     recomputation,
     stat_with_mean,
     sync_outliers,
     typical_steps,
 )
 from torchdoctor.collect.call_lines import call_lines_section
-from torchdoctor.collect.conv_geometry import attach_conv_geometry
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
 from torchdoctor.collect.other_sampler import other_lines_section
@@ -181,7 +182,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             memory_step=state.memory_summary,
         )  # fmt: skip
         session["tree"] = tree
-        attach_conv_geometry(tree, {rec.path[n]: g for n, g in rec.conv_geometry.items() if g})
+        attach_module_facts(tree, _module_facts(rec))
         _mark_root_phases(tree, session["phases"])
         session["recomputation"] = recomputation(
             tree, detailed, rec.path, rec.call_site, rec.repeat_site
@@ -226,6 +227,19 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     session["interrupted"] = state.interrupted
     session["error"] = state.error
     return session
+
+
+def _module_facts(rec: Any) -> dict[str, dict[str, Any]]:
+    """Per module path, what was read at its first call: parameter count and conv geometry
+    (modules made on the fly in a forward, one node per class, have neither)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for node, state in rec.state_of.items():
+        if node not in rec.made_in_forward:
+            facts.setdefault(rec.path[node], {})["params"] = parameter_count(state)
+    for node, geometry in rec.conv_geometry.items():
+        if geometry:
+            facts.setdefault(rec.path[node], {})["conv"] = geometry
+    return facts
 
 
 def _loader_entry(key: tuple) -> dict[str, Any]:
@@ -423,4 +437,3 @@ def representative_timeline(state: ProfilerState) -> list[dict[str, Any]]:
         raw["intervals"], forward=raw["forward"], segments=raw["segments"], step=raw["step"],
         path=rec.path, kind=rec.kind, depth=depth,
     )  # fmt: skip
-

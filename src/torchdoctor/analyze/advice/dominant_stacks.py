@@ -39,7 +39,7 @@ def repeated_group(
     for child in node.get("children") or ():
         if child.get("kind") == "module" and child.get("type"):
             groups.setdefault(signature(child), []).append(child)
-    stacks = [g for g in groups.values() if numbered_run(g) and same_size(g)]
+    stacks = [g for g in groups.values() if numbered_run(g) and same_size(g) and same_params(g)]
     best = max(stacks, key=lambda g: sum(node_ms(c) for c in g), default=[])
     if len(best) < minimum:
         return None
@@ -93,6 +93,22 @@ def same_size(group: list[Mapping[str, Any]]) -> bool:
     if not all(isinstance(v, (int, float)) and v > 0 for v in sizes):
         return True  # not counted (or nothing saved): the structure decides
     return max(sizes) <= 1.25 * min(sizes)  # type: ignore[type-var, operator]
+
+
+def same_params(group: list[Mapping[str, Any]]) -> bool:
+    """The members hold as many parameters each, where that was counted (``params``): a
+    transformer's blocks do; a super-resolution net's conv1 .. conv4 (1 -> 64 channels 5x5,
+    64 -> 64, 64 -> 32, 32 -> 9) are convolutions of one type and four shapes, no stack of
+    identical layers to compile or thin out.
+
+    Example:
+        >>> same_params([{"params": 36928}, {"params": 36928}, {}])
+        True
+        >>> same_params([{"params": 36928}, {"params": 18464}])
+        False
+    """
+    counts = {m.get("params") for m in group if isinstance(m.get("params"), int)}
+    return len(counts) <= 1
 
 
 def numbered_run(group: list[Mapping[str, Any]]) -> bool:
@@ -174,20 +190,22 @@ def candidates(
 
 
 def merge_sibling_layers(found: list) -> list:
-    """Same-type sibling modules that each dominate (``layers.0``, ``layers.1``) are one layer
-    stack: one advice for the group, not one per layer."""
-    by_parent: dict[tuple[str, str], list] = {}
+    """Same-type sibling modules of as many parameters that each dominate (``layers.0``,
+    ``layers.1``) are one layer stack: one advice for the group, not one per layer."""
+    by_parent: dict[tuple[str, str, Any], list] = {}
     for entry in found:
         node, _, group = entry
         path = str(node.get("path") or "")
         if group is None and node.get("kind") == "module" and node.get("type") and "." in path:
-            by_parent.setdefault((path.rsplit(".", 1)[0], str(node["type"])), []).append(entry)
+            key = (path.rsplit(".", 1)[0], str(node["type"]), node.get("params"))
+            by_parent.setdefault(key, []).append(entry)
     merged: list = []
     done: set[int] = set()
     for entry in found:
         node = entry[0]
         path = str(node.get("path") or "")
-        key = (path.rsplit(".", 1)[0], str(node.get("type"))) if "." in path else None
+        parent = path.rsplit(".", 1)[0]
+        key = (parent, str(node.get("type")), node.get("params")) if "." in path else None
         siblings = by_parent.get(key) if key else None
         if not siblings or len(siblings) < 2:
             merged.append(entry)

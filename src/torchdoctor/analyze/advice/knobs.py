@@ -159,7 +159,8 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             part = _conv_ms(session)
             if part < MIN_CONV_FRACTION * step:
                 continue
-            what = "the convolutions and batch norms are"
+            norms = any("BatchNorm" in str(n.get("type")) for n, _ in walk(session.get("tree")))
+            what = "the convolutions and batch norms are" if norms else "the convolutions are"
         spec = dict(_KNOBS[knob])
         if knob == "compile" and not state["_modules"]:  # plain tensor code, no nn.Module
             spec.update(

@@ -37,3 +37,19 @@ def test_the_console_tree_renders_nested_groups():
     session["step_ms"] = {"mean": 12.0, "median": 12.0}
     text = render_console(session, width=120)
     assert "stages[0-2]  (3 x ~4 ms)" in text and "(2 x ~2 ms)" in text
+
+
+def test_attributes_numbered_by_hand_fold_only_with_one_parameter_count():
+    """pytorch/examples fast_neural_style's TransformerNet has res1 .. res5 (ResidualBlock,
+    one shape) between conv1 .. conv3 (three shapes): the blocks fold, the convolutions not."""
+
+    def member(path, type_name, params):
+        return {**_node(path, type_name, 2.0), "params": params}
+
+    convs = [member("conv1", "ConvLayer", 7808), member("conv2", "ConvLayer", 18496),
+             member("conv3", "ConvLayer", 73856)]  # fmt: skip
+    blocks = [member(f"res{i}", "ResidualBlock", 295680) for i in range(1, 6)]
+    unknown = [_node(f"head{i}", "Linear", 1.0) for i in range(1, 3)]  # (no count: no fold)
+    tree = {"path": "", "kind": "root", "children": convs + blocks + unknown}
+    paths = [c["path"] for c in group_repeated_siblings(tree)["children"]]
+    assert paths == ["conv1", "conv2", "conv3", "res[1-5]", "head1", "head2"]

@@ -92,6 +92,8 @@ def merge_nodes(nodes: list[dict[str, Any]], *, path: str, name: str) -> dict[st
 def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[str, Any]:
     """Fold runs of consecutively numbered siblings of one type into ``group`` nodes.
 
+    Siblings numbered as list items (``layers.0``, ``layers.1``) fold when of one type;
+    attributes numbered by hand (``res1`` .. ``res5``) also need one parameter count (``params``).
     A group node has ``kind`` "group", ``path`` like ``decoder.layers[0-11]``, ``group_count``,
     ``group_paths`` (the members) and ``per_item_ms`` (mean total per member).
 
@@ -102,6 +104,11 @@ def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[st
         >>> group = group_repeated_siblings(tree)["children"][0]
         >>> group["path"], group["group_count"], group["per_item_ms"]
         ('layers[0-2]', 3, 2.0)
+        >>> res = lambda i, params: {"path": f"res{i}", "name": f"res{i}", "kind": "module",
+        ...     "type": "ResidualBlock", "params": params, "total_ms": {"mean": 2.0}, "children": []}
+        >>> tree = {"path": "", "children": [res(1, 10), res(2, 10), res(3, 10), res(4, 99)]}
+        >>> [c["path"] for c in group_repeated_siblings(tree)["children"]]
+        ['res[1-3]', 'res4']
     """
     out = {k: v for k, v in node.items() if k != "children"}
     children = [group_repeated_siblings(c, min_count) for c in node.get("children") or []]
@@ -138,7 +145,10 @@ def _run_from(children: list[dict[str, Any]], start: int) -> list[int]:
     if first.get("kind") != "module" or match is None:
         return [start]
     prefix, number = match.group("prefix"), int(match.group("index"))
-    if prefix and not prefix.endswith("."):
+    # `layers.0`, `layers.1`: list items; `res1` .. `res5` (attributes numbered by hand) only
+    # when each holds as many parameters (`conv1` .. `conv4` of four shapes stay apart)
+    by_attribute = bool(prefix) and not prefix.endswith(".")
+    if by_attribute and not isinstance(first.get("params"), int):
         return [start]
     run = [start]
     for i in range(start + 1, len(children)):
@@ -150,6 +160,7 @@ def _run_from(children: list[dict[str, Any]], start: int) -> list[int]:
             or m.group("prefix") != prefix
             or int(m.group("index")) != number + len(run)
             or other.get("type") != first.get("type")
+            or (by_attribute and other.get("params") != first.get("params"))
         ):
             break
         run.append(i)

@@ -245,3 +245,23 @@ def test_a_cold_lint_finding_joining_measured_advice_is_not_called_cold_there():
     assert "m.py:316: the linter found the same cause (TD604)" in item.evidence
     (alone,) = one_per_cause(cold)  # on its own it stays cold
     assert "not on a line the profile shows hot" in alone.evidence[0]
+
+
+def test_a_convolution_with_a_slow_backward_is_named_without_a_stated_saving():
+    """fast_neural_style's deconv3 (32 -> 3 channels, 9x9): backward 8x its forward on a CPU
+    in NCHW. The advice names it; a map smaller than its kernel (padding) is not this case."""
+    slow = node("net.deconv3", 10.0, 80.0, type="Conv2d")
+    padded = {**node("net.layer4", 10.0, 90.0, type="Conv2d"), "conv": {"padding_share": 0.89}}
+    normal = node("net.conv1", 10.0, 20.0, type="Conv2d")
+    session = _session(_tree(slow, padded, normal))
+    (item,) = [a for a in engine_knobs(session) if "channels_last" in a.title]
+    named = [e for e in item.evidence if "slow path" in e]
+    assert named == [
+        "net.deconv3: backward 80 ms, 8.0x its forward (about 2x is usual): its backward kernel "
+        "takes a slow path, which the memory format can change (measure it)"
+    ]
+    usual = node("net.deconv3", 30.0, 60.0, type="Conv2d")  # the same time, backward 2x
+    (plain,) = [a for a in engine_knobs(_session(_tree(usual, padded, normal)))
+                if "channels_last" in a.title]  # fmt: skip
+    assert not [e for e in plain.evidence if "slow path" in e]
+    assert plain.estimated_saving_ms == item.estimated_saving_ms  # (no saving of its own)

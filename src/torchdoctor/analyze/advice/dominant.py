@@ -41,6 +41,7 @@ from torchdoctor.analyze.advice.dominant_remedies import (
 )
 from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
+from torchdoctor.analyze.advice.knobs import slow_backward_note
 from torchdoctor.analyze.advice.ops_table import OPS_FOR, ops_for  # noqa: F401 (re-exported)
 
 THRESHOLD = 0.30
@@ -184,6 +185,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             with_saving(item, step, fraction, SPEEDUPS[speedup])
         else:
             item.heat = min(1.0, fraction)
+        if remedy.name in ("convolution", "convolutions"):  # (a layout's slow backward path)
+            slow_backward_note(item, {"children": list(group or [node])}, step)
         if overhead >= OVERHEAD_CAVEAT_PCT:
             item.evidence.append(
                 f"the profiler's own hooks are ~{overhead:.0f}% of the step here (many small "

@@ -42,6 +42,7 @@ MIN_FRACTION = 0.30
 _CONV_ND = re.compile(r"^(Lazy)?Conv(Transpose)?[23]d$")
 #: ... and the modules whose time channels_last changes: those and their batch norms
 _CHANNELS_LAST_PART = re.compile(r"^(Lazy)?(Conv(Transpose)?|BatchNorm|SyncBatchNorm)[23]?d?$")
+_CONVOLUTION = re.compile(r"^(Lazy)?Conv(Transpose)?[23]d$")
 #: channels_last is advised when those take at least this share of the step
 MIN_CONV_FRACTION = 0.10
 #: the cause of each knob's advice (another rule prescribing the same remedy merges with it)
@@ -187,5 +188,48 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             generic=True,
         )
         advice.append(with_saving(item, step, min(1.0, part / step), speedup))
+        if knob == "channels_last":
+            slow_backward_note(item, session.get("tree"), step)
         item.heat = min(item.heat, 0.2)  # a generic knob ranks below specific evidence
     return advice
+
+
+#: a convolution's backward (input and weight gradients) costs about twice its forward; this
+#: many times its forward is a slow kernel path of its memory format
+SLOW_BACKWARD = 4.0
+
+
+def slow_backward_note(item: Advice, tree: Mapping[str, Any] | None, step: float) -> None:
+    """Name, in ``item``'s evidence, the convolutions under ``tree`` whose backward is >=
+    :data:`SLOW_BACKWARD` x their forward and >= 5% of the step, not explained by padding (a
+    map smaller than its kernel: the padded-convolutions remedy's). No saving is stated for
+    them: which kernels are slow depends on the shape and the library.
+
+    pytorch/examples fast_neural_style's last layer (32 -> 3 channels, 9x9, 64x64 maps) spends
+    79 ms in backward for a 10 ms forward on a CPU (its NCHW input gradient is oneDNN's slow
+    path); in channels_last its backward took 11 ms, and `torchdoctor tune --knobs
+    channels_last` measured the whole step 1.16x. A 3 -> 64 7x7 stem whose input needs a
+    gradient is 4.4x in either layout: measuring is how to tell.
+
+    Example:
+        >>> conv = {"path": "net.deconv3", "type": "Conv2d", "kind": "module", "children": [],
+        ...         "forward_ms": {"mean": 10.0}, "backward_ms": {"mean": 79.0}}
+        >>> item = Advice("engine-knobs", "channels_last", evidence=["its share"])
+        >>> slow_backward_note(item, {"children": [conv]}, 470.0)
+        >>> item.evidence[1]
+        'net.deconv3: backward 79 ms, 7.9x its forward (about 2x is usual): its backward kernel takes a slow path, which the memory format can change (measure it)'
+    """
+    lines = []
+    for node, _ in walk(tree):
+        if node.get("children") or not _CONVOLUTION.match(str(node.get("type") or "")):
+            continue
+        if float((node.get("conv") or {}).get("padding_share") or 0.0) >= 0.5:
+            continue  # (its time is padding: see padded-convolutions)
+        forward, backward = center(node.get("forward_ms")), center(node.get("backward_ms"))
+        if forward > 0 and backward >= SLOW_BACKWARD * forward and backward >= 0.05 * step:
+            lines.append(
+                f"{node.get('path')}: backward {fmt_ms(backward)}, {backward / forward:.1f}x its "
+                "forward (about 2x is usual): its backward kernel takes a slow path, which the "
+                "memory format can change (measure it)"
+            )
+    item.evidence[1:1] = lines[:3]

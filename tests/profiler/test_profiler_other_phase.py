@@ -88,6 +88,46 @@ def test_a_run_without_steps_has_no_between_steps_lines(tmp_path):
     assert "other_lines" not in session and "Between steps" not in done.stdout
 
 
+def test_a_one_shot_script_shows_its_lines_outside_the_model_without_per_step_advice(tmp_path):
+    """pytorch/examples super_resolve.py: import, load, one model call, save the output. The
+    whole run is one step; its lines outside the model are shown as such, and neither "do it every N steps" nor torch.compile (one call cannot pay for compiling) is
+    advised."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "one_shot.py"
+    script.write_text(
+        "import time, json, torch\n"
+        "def load():\n"
+        "    t = time.process_time()\n"
+        "    while time.process_time() - t < 0.4:\n"
+        "        json.dumps(list(range(1000)))\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU())\n"
+        "def save(out):\n"
+        "    t = time.process_time()\n"
+        "    while time.process_time() - t < 0.4:\n"
+        "        json.dumps(out)\n"
+        "model = load()\n"
+        "with torch.no_grad():\n"
+        "    out = model(torch.randn(4096, 256))\n"
+        "save(out[0, :8].tolist())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "torchdoctor", "run", "--out", "o", "--no-history", str(script)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    session = json.loads((tmp_path / "o" / "session.json").read_text())
+    assert session["config"]["step_boundary"] == "whole_run", done.stderr
+    # (the no_grad block's end ends the forward phase: loading and saving are both outside)
+    outside = {row["location"]: row["ms_per_step"] for row in session["other_lines"]}
+    assert outside["one_shot.py:5"] > 200 and outside["one_shot.py:10"] > 200
+    assert "Outside the model\n" in done.stdout and "Between steps" not in done.stdout
+    rules = {a["rule"] for a in session["advice"]}
+    assert not rules & {"between-steps", "python-outside-torch"}
+    assert not [a for a in session["advice"] if a.get("cause") == "torch.compile"]
+
+
 def _rollout(steps=8, matmuls=0):
     """A policy loop: forward, pure-Python work (an environment's step) while the graph is open,
     then backward; ``matmuls`` big torch calls made by a user line outside any module."""

@@ -196,10 +196,15 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             session["config"]["notes"].append(
                 f"the sampled lines were left out ({type(error).__name__}: {error})"
             )
-        if other is not None and boundary is not StepBoundary.WHOLE_RUN:  # (no steps: no
-            # "between steps"; a script that failed before its first step sampled its imports)
+        # no step boundary: the run's lines before and after its model's first call (imports
+        # and loading, saving the output; the reports title them so), if a model was called
+        # (a script failing before any model call sampled its imports only)
+        kept = boundary is not StepBoundary.WHOLE_RUN or any(
+            c.get("kind") == "module" for c in tree.get("children") or ()
+        )
+        if other is not None and kept:
             session["other_lines"] = other
-        if python is not None and boundary is not StepBoundary.WHOLE_RUN:
+        if python is not None and kept:
             session["python_lines"] = python
         calls = call_lines_section(detailed)  # the user lines each model call ran under
         if calls is not None:

@@ -41,6 +41,31 @@ SECTIONS = (
     ("other_lines", "Between steps", "between-steps", NOTE),
     ("python_lines", "Python outside torch", "python-outside-torch", PYTHON_NOTE),
 )
+#: the same fields when no step boundary was seen and the whole run is one step (a one-shot
+#: inference script: imports and loading before the model's call, saving the output after)
+WHOLE_RUN_SECTIONS = (
+    ("other_lines", "Outside the model", "between-steps",
+     "user lines of the run that make no torch call, outside the model's forward phase "
+     "(imports, loading, saving the output; sampled on CPU time); the whole run is one step: "
+     "no step boundary was seen"),
+    ("python_lines", "Python outside torch, in the forward phase", "python-outside-torch",
+     "user lines running Python outside any torch call and any module from the model's first "
+     "call to the end of its forward phase (a no_grad block's end, else the run's; sampled on "
+     "CPU time)"),
+)  # fmt: skip
+
+
+def sections(session: Mapping[str, Any]) -> tuple[tuple[str, str, str, str], ...]:
+    """The sections to render: titled by what the phases mean in this session.
+
+    Example:
+        >>> sections({"config": {"step_boundary": "whole_run"}})[0][1]
+        'Outside the model'
+        >>> sections({})[0][1]
+        'Between steps'
+    """
+    whole = (session.get("config") or {}).get("step_boundary") == "whole_run"
+    return WHOLE_RUN_SECTIONS if whole else SECTIONS
 
 
 def _step(session: Mapping[str, Any]) -> float:
@@ -83,7 +108,7 @@ def rich_other_lines(session: Mapping[str, Any]) -> list[Any]:
     from rich.text import Text
 
     items: list[Any] = []
-    for field, title, _, note in SECTIONS:
+    for field, title, _, note in sections(session):
         rows = other_rows(session, field)
         if not rows:
             continue
@@ -100,7 +125,7 @@ def rich_other_lines(session: Mapping[str, Any]) -> list[Any]:
 def markdown_other_lines(session: Mapping[str, Any]) -> list[str]:
     """Markdown lines of the sections with rows."""
     out: list[str] = []
-    for field, title, _, note in SECTIONS:
+    for field, title, _, note in sections(session):
         rows = other_rows(session, field)
         if not rows:
             continue
@@ -114,7 +139,7 @@ def html_other_lines(session: Mapping[str, Any]) -> str:
     """The sections with rows as HTML ('' without any)."""
     out = []
     head = "".join(f"<th>{html_escape(h)}</th>" for h in HEADER)
-    for field, title, anchor, note in SECTIONS:
+    for field, title, anchor, note in sections(session):
         rows = other_rows(session, field)
         if not rows:
             continue

@@ -204,6 +204,18 @@ def is_cuda(session: Mapping[str, Any]) -> bool:
     return device.startswith("cuda")
 
 
+def one_step_run(session: Mapping[str, Any]) -> bool:
+    """No step boundary was seen: the whole run is one step (a one-shot inference script).
+    Its lines outside the model (imports, loading, saving the output) run once, so the
+    per-step remedies (every N steps, out of the loop) do not apply; the reports show them.
+
+    Example:
+        >>> one_step_run({"config": {"step_boundary": "whole_run"}}), one_step_run({})
+        (True, False)
+    """
+    return (session.get("config") or {}).get("step_boundary") == "whole_run"
+
+
 def same_file(a: str | None, b: str | None) -> bool:
     """Whether two paths name the same source file (one may be relative to the other).
 

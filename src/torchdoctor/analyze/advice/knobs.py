@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.base import (
     center,
     fmt_ms,
     is_cuda,
+    one_step_run,
     pct,
     tree_step_ms,
     walk,
@@ -145,7 +146,14 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         return advice
     state = _knob_state(session)
     cuda = is_cuda(session)
-    wanted = ["compile"]
+    # a one-shot run (no step boundary) calling its model once or twice: compiling costs
+    # seconds to tens of seconds, more than such calls can give back
+    once = one_step_run(session) and max(
+        (float(c.get("calls_per_step") or 0.0)
+         for c in (session.get("tree") or {}).get("children") or () if c.get("kind") == "module"),
+        default=0.0,
+    ) <= 2  # fmt: skip
+    wanted = [] if once else ["compile"]
     if cuda:
         wanted = ["autocast", "tf32", *wanted]
     if state["_conv"]:

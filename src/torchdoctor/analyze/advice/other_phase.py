@@ -23,7 +23,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, center, fmt_ms, location, pct, tree_step_ms
+from torchdoctor.analyze.advice.base import (
+    Advice,
+    center,
+    fmt_ms,
+    location,
+    one_step_run,
+    pct,
+    tree_step_ms,
+)
 from torchdoctor.analyze.advice.hot_lines_data import measured_lines
 
 #: a sampled line taking at least this share of the step is advised (at most MAX_ADVICE)
@@ -96,7 +104,7 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
     """One advice per sampled line of the ``other`` phase taking >= MIN_SHARE of the step."""
     step = tree_step_ms(session)  # (the detailed steps', as the sampled lines and phases)
     other = center((session.get("phases") or {}).get("other"))
-    if step <= 0 or other < MIN_SHARE * step:
+    if step <= 0 or other < MIN_SHARE * step or one_step_run(session):
         return []
     advice = []
     for row in (session.get("other_lines") or ())[:MAX_ADVICE]:
@@ -168,7 +176,7 @@ def python_outside_torch(session: Mapping[str, Any]) -> list[Advice]:
         [('python-outside-torch', 'an environment stepped one at a time')]
     """
     step = tree_step_ms(session)
-    if step <= 0:
+    if step <= 0 or one_step_run(session):
         return []
     timed = {(row["file"], row["line"]): row["total_ms"] for row in measured_lines(session)}
     advice = []

@@ -427,3 +427,19 @@ def oversubscribed_session() -> dict[str, Any]:
     session["children"] = [{"name": "train", "index": i, "threads": 4, "started_at": 0.0,
                             "ended_at": 9.0} for i in (0, 1)]  # fmt: skip
     return session
+
+
+def periodic_session():
+    """An evaluation every 20 steps (steps 19 and 39 of 60): 300 ms more, between steps."""
+    steps = [{"index": i, "wall_ms": 400.0 if i % 20 == 19 else 100.0, "detailed": False,
+              "phases": {"other": 310.0 if i % 20 == 19 else 10.0}} for i in range(60)]  # fmt: skip
+    return {**clean_session(), "steps": steps}
+
+
+def recompile_session():
+    """The slow session whose compiled model recompiled in two later steps."""
+    session = slow_session()
+    session["compile"] = {"compile_ms": 3000.0, "steps_with_compile": 3, "steps": [
+        {"index": 0, "compile_ms": 1000.0}, {"index": 4, "compile_ms": 1000.0},
+        {"index": 9, "compile_ms": 1000.0}]}  # fmt: skip
+    return session

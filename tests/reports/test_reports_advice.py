@@ -16,7 +16,9 @@ from reports_sessions import (
     node,
     optimizer_session,
     oversubscribed_session,
+    periodic_session,
     python_lines_session,
+    recompile_session,
     s,
     slow_session,
 )
@@ -82,16 +84,8 @@ def torch_sync_session():
     return session
 
 
-def recompile_session():
-    """The slow session whose compiled model recompiled in two later steps."""
-    session = slow_session()
-    session["compile"] = {"compile_ms": 3000.0, "steps_with_compile": 3, "steps": [
-        {"index": 0, "compile_ms": 1000.0}, {"index": 4, "compile_ms": 1000.0},
-        {"index": 9, "compile_ms": 1000.0}]}  # fmt: skip
-    return session
-
-
 CRAFTED = {
+    "periodic_steps": periodic_session,
     "between_steps": between_steps_session,
     "python_outside_torch": python_lines_session,
     "optimizer_step": optimizer_session,

@@ -41,6 +41,7 @@ from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.merge import one_per_cause
 from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.other_phase import between_steps, python_outside_torch
+from torchdoctor.analyze.advice.periodic_steps import periodic_steps
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
@@ -72,6 +73,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     train_inference_ratio,
     data_loading,
     between_steps,
+    periodic_steps,
     library_loop,
     python_outside_torch,
     optimizer_step,

@@ -1,0 +1,69 @@
+"""Rule periodic-steps: rare long steps (an evaluation every N steps) found among every step's
+recorded wall time and phases, light steps included."""
+
+from __future__ import annotations
+
+import pytest
+
+from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.periodic_steps import periodic_steps
+
+
+def _steps(n=60, every=20, long_ms=300.0, phase="other", detailed=(), base=100.0):
+    out = []
+    for i in range(n):
+        extra = long_ms if every and i % every == every - 1 else 0.0
+        phases = {"data": 1.0, "forward": 0.0, "backward": 40.0, "optimizer": 2.0, "other": 57.0}
+        phases[phase] += extra
+        out.append({"index": i, "wall_ms": base + extra, "phases": phases,
+                    "detailed": i in detailed})  # fmt: skip
+    return out
+
+
+def test_an_evaluation_every_20_steps_is_found_with_its_measured_cost():
+    """The Hugging Face Trainer with eval_steps=20 (BERT, CPU): steps 19 and 39 took 351 and
+    384 ms against an 88 ms median, all of it between steps."""
+    (item,) = periodic_steps({"steps": _steps()})
+    assert item.title == (
+        "Every 20 steps a step takes 4.0x the median: periodic work between steps is 13% of the run"
+    )
+    assert item.evidence[0].startswith("steps 19, 39, 59 (of 60 light steps)")
+    extra = 3 * 300.0
+    assert item.saving_range_ms == pytest.approx((extra / 60 / 2, extra / 60))
+    assert "+300 ms per long step" in item.evidence[1] and "an evaluation" in item.evidence[1]
+    assert item.cause == "periodic-work"
+
+
+def test_detailed_steps_are_left_out_and_irregular_long_steps_still_count():
+    # detailed steps are slower (hooks): 3 of them at 2.5x are no periodic work
+    steps = _steps(every=0)
+    for s in steps[:3]:
+        s.update(wall_ms=250.0, detailed=True)
+    assert periodic_steps({"steps": steps}) == []
+    # three long steps at irregular places: counted, without a period
+    for i in (7, 30, 40):
+        steps[i]["wall_ms"] += 400.0
+        steps[i]["phases"]["other"] += 400.0
+    (item,) = periodic_steps({"steps": steps})
+    assert item.title.startswith("3 of 57 steps take 5.0x the median")
+
+
+@pytest.mark.parametrize(
+    "steps, why",
+    [
+        (_steps(every=3), "a third of the steps: the step itself, not periodic work"),
+        (_steps(long_ms=50.0), "under 2x the median"),
+        (_steps(n=60, every=20, long_ms=300.0, phase="data"), "the data-loading rule's"),
+        (_steps(n=8, every=3), "too few steps to tell"),
+        (_steps(n=400, every=200, long_ms=150.0), "under 3% of the run"),
+    ],
+)
+def test_no_advice_when_the_long_steps_are_not_rare_periodic_work(steps, why):
+    assert periodic_steps({"steps": steps}) == [], why
+
+
+def test_a_one_shot_run_has_no_periodic_steps_and_the_rule_is_registered():
+    session = {"steps": _steps(), "config": {"step_boundary": "whole_run"}}
+    assert periodic_steps(session) == []
+    session["config"] = {}
+    assert [a.rule for a in advise(session)] == ["periodic-steps"]

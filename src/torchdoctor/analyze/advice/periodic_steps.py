@@ -89,6 +89,24 @@ def _phase_extra(
     return out
 
 
+def _sampled(session: Mapping[str, Any]) -> str:
+    """Whether detailed steps were long too (left out of the tree, their lines sampled).
+
+    Example:
+        >>> _sampled({"config": {"detail": {"outlier_steps": [40]}}})
+        "detailed step 40 was one (left out of the tree): its lines are in the sampled sections ('Between steps')"
+    """
+    left = ((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or []
+    if not left:
+        return ("no detailed step was one, so their lines were not sampled: `torchdoctor run "
+                "--detail always` samples every step (it costs more)")  # fmt: skip
+    which = ", ".join(str(i) for i in left[:4])
+    return (f"detailed step{'s' if len(left) > 1 else ''} {which} "
+            f"{'were' if len(left) > 1 else 'was'} one (left out of the tree): "
+            f"{'their' if len(left) > 1 else 'its'} lines are in the sampled sections "
+            "('Between steps')")  # fmt: skip
+
+
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when rare long steps (>= 2x the median) hold >= 3% of the run's time."""
     recorded = [s for s in session.get("steps") or () if s.get("wall_ms") is not None]
@@ -131,8 +149,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             f"their extra time, {fmt_ms(extra)} over the run ({share:.0f}% of it, "
             f"{fmt_ms(per_step)} per step on average), is {_PHASE_WORK[phase]}: "
             f"+{fmt_ms(phases[phase] / len(long))} per long step",
-            "no detailed step fell on them, so their lines were not sampled: `torchdoctor run "
-            "--detail always` samples every step (it costs more)",
+            _sampled(session),
         ],
         fix="If it is an evaluation, a checkpoint or sample generation every N steps: run it "
         "less often, make it cheaper (a smaller evaluation set, a larger evaluation batch, "

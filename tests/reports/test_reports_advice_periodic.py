@@ -27,7 +27,7 @@ def test_an_evaluation_every_20_steps_is_found_with_its_measured_cost():
     assert item.title == (
         "Every 20 steps a step takes 4.0x the median: periodic work between steps is 13% of the run"
     )
-    assert item.evidence[0].startswith("steps 19, 39, 59 (of 60 light steps)")
+    assert item.evidence[0].startswith("steps 19, 39, 59 (of 60)")
     extra = 3 * 300.0
     assert item.saving_range_ms == pytest.approx((extra / 60 / 2, extra / 60))
     assert "+300 ms per long step" in item.evidence[1] and "an evaluation" in item.evidence[1]
@@ -45,7 +45,7 @@ def test_detailed_steps_are_left_out_and_irregular_long_steps_still_count():
         steps[i]["wall_ms"] += 400.0
         steps[i]["phases"]["other"] += 400.0
     (item,) = periodic_steps({"steps": steps})
-    assert item.title.startswith("3 of 57 steps take 5.0x the median")
+    assert item.title.startswith("3 of 60 steps take 5.0x the median: work between steps")
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,22 @@ def test_a_one_shot_run_has_no_periodic_steps_and_the_rule_is_registered():
     assert periodic_steps(session) == []
     session["config"] = {}
     assert [a.rule for a in advise(session)] == ["periodic-steps"]
+
+
+def test_a_long_detailed_step_counts_and_two_far_longer_steps_are_enough():
+    """Lightning with val_check_interval=50 and 64 batches per epoch validates at steps 49 and
+    113: no common period; step 113 fell in a detail window (left out of the tree)."""
+    steps = _steps(n=149, every=0, base=48.0)
+    for i, extra in ((49, 311.0), (113, 376.0)):
+        steps[i]["wall_ms"] += extra
+        steps[i]["phases"]["other"] += extra
+    steps[113].update(detailed=True)
+    steps[113]["phases"].update(forward=25.0, other=steps[113]["phases"]["other"] - 25.0)
+    session = {"steps": steps, "config": {"detail": {"outlier_steps": [113]}}}
+    (item,) = periodic_steps(session)
+    assert item.title.startswith("2 of 149 steps take 8.2x the median: work between steps")
+    assert "+344 ms per long step" in item.evidence[1]  # (its forward counted as light's)
+    assert "detailed step 113 was one" in item.evidence[2]
+    for i in (49, 113):  # two steps only 3x the median, at no common period: nothing said
+        steps[i]["wall_ms"] = 150.0
+    assert periodic_steps(session) == []

@@ -31,6 +31,8 @@ LONG_MS = 5.0
 MAX_SHARE_OF_STEPS = 0.15
 #: ... and worth a word when their extra time is at least this share of the run
 MIN_SHARE_OF_RUN = 0.03
+#: two long steps at no common period are reported only when this many times the median
+RARE_LONG = 4.0
 #: light steps needed to tell a long step from the rest
 MIN_STEPS = 10
 
@@ -54,6 +56,19 @@ def _long_steps(steps: list[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]]
         if float(s["wall_ms"]) > LONG * median and float(s["wall_ms"]) - median > LONG_MS
     ]  # fmt: skip
     return long, median
+
+
+def _as_light(step: Mapping[str, Any]) -> dict[str, Any]:
+    """A detailed step's record with its forward counted in ``other``, as a light step's is.
+
+    Example:
+        >>> _as_light({"index": 3, "phases": {"forward": 2.0, "other": 5.0}})["phases"]
+        {'forward': 0.0, 'other': 7.0}
+    """
+    phases = dict(step.get("phases") or {})
+    phases["other"] = float(phases.get("other") or 0.0) + float(phases.get("forward") or 0.0)
+    phases["forward"] = 0.0
+    return {**step, "phases": phases}
 
 
 def _period(indices: list[int]) -> int | None:
@@ -90,21 +105,21 @@ def _phase_extra(
 
 
 def _sampled(session: Mapping[str, Any]) -> str:
-    """Whether detailed steps were long too (left out of the tree, their lines sampled).
+    """What the detailed steps saw of the long ones (a detailed long step is left out of the
+    tree and of the sampled lines, which describe the typical step).
 
     Example:
         >>> _sampled({"config": {"detail": {"outlier_steps": [40]}}})
-        "detailed step 40 was one (left out of the tree): its lines are in the sampled sections ('Between steps')"
+        'detailed step 40 was one: the tree and the sampled lines leave it out (they describe the typical step)'
     """
     left = ((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or []
     if not left:
-        return ("no detailed step was one, so their lines were not sampled: `torchdoctor run "
-                "--detail always` samples every step (it costs more)")  # fmt: skip
+        return ("no detailed step was one: `torchdoctor run --detail always` records every "
+                "step in full (it costs more)")  # fmt: skip
     which = ", ".join(str(i) for i in left[:4])
     return (f"detailed step{'s' if len(left) > 1 else ''} {which} "
-            f"{'were' if len(left) > 1 else 'was'} one (left out of the tree): "
-            f"{'their' if len(left) > 1 else 'its'} lines are in the sampled sections "
-            "('Between steps')")  # fmt: skip
+            f"{'were' if len(left) > 1 else 'was'} one: the tree and the sampled lines leave "
+            f"{'them' if len(left) > 1 else 'it'} out (they describe the typical step)")  # fmt: skip
 
 
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
@@ -114,28 +129,33 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     if len(steps) < MIN_STEPS or one_step_run(session):
         return []
     long, median = _long_steps(steps)
-    if len(long) < 2 or len(long) > MAX_SHARE_OF_STEPS * len(steps):
+    # detailed steps left out of the tree for their length are long steps too (in light
+    # steps' terms: their forward counted with the work between steps)
+    left = set(((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or ())
+    long += [_as_light(s) for s in recorded if s.get("detailed") and s.get("index") in left]
+    long.sort(key=lambda s: int(s.get("index", 0)))
+    if len(long) < 2 or len(long) > MAX_SHARE_OF_STEPS * len(recorded):
         return []
     indices = [int(s.get("index", 0)) for s in long]
     period = _period(indices)
-    if period is None and len(long) < 3:
-        return []
+    ratio = statistics.median(float(s["wall_ms"]) for s in long) / median
+    if period is None and (len(long) < 3 and ratio < RARE_LONG):
+        return []  # (two steps at no common period: worth a word only when far longer)
     extra = sum(float(s["wall_ms"]) - median for s in long)
-    total = sum(float(s["wall_ms"]) for s in steps)
+    total = sum(float(s["wall_ms"]) for s in recorded)
     if extra < MIN_SHARE_OF_RUN * total:
         return []
     phases = _phase_extra(long, steps)
     phase = max(phases, key=lambda p: phases[p])
     if phase == "data":
         return []  # (workers restarted at every epoch: the data-loading rule's)
-    ratio = statistics.median(float(s["wall_ms"]) for s in long) / median
     where = "between steps" if phase == "other" else f"in the {phase} phase"
     share = 100.0 * extra / total
     title = (
-        f"Every {period} steps a step takes {ratio:.1f}x the median"
+        f"Every {period} steps a step takes {ratio:.1f}x the median: periodic work"
         if period
-        else f"{len(long)} of {len(steps)} steps take {ratio:.1f}x the median"
-    ) + f": periodic work {where} is {share:.0f}% of the run"
+        else f"{len(long)} of {len(recorded)} steps take {ratio:.1f}x the median: work"
+    ) + f" {where} is {share:.0f}% of the run"
     shown = ", ".join(str(i) for i in indices[:6]) + (", ..." if len(indices) > 6 else "")
     walls = [float(s["wall_ms"]) for s in long]
     per_step = extra / len(steps)
@@ -144,7 +164,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         title=title,
         confidence="medium",
         evidence=[
-            f"steps {shown} (of {len(steps)} light steps): {fmt_ms(min(walls))} to "
+            f"steps {shown} (of {len(recorded)}): {fmt_ms(min(walls))} to "
             f"{fmt_ms(max(walls))} against a median step of {fmt_ms(median)}",
             f"their extra time, {fmt_ms(extra)} over the run ({share:.0f}% of it, "
             f"{fmt_ms(per_step)} per step on average), is {_PHASE_WORK[phase]}: "

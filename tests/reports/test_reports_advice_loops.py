@@ -86,3 +86,15 @@ def test_a_generation_loop_finding_is_no_suspect_of_a_training_step():
                         "message": "`self(idx_cond)` gets the whole sequence"}]  # fmt: skip
     (item,) = [a for a in advise(session) if "TD604" in a.title]
     assert item.title.endswith("(1 finding(s), not hot)")
+
+
+def test_a_layer_definition_is_no_suspect_of_the_step_time():
+    """TD506 on a LightningModule's `nn.Conv2d(3, 32, 3, padding=1)` before a BatchNorm2d, in
+    its __init__: built once before the steps, never "in unattributed code"."""
+    session = _session()
+    session["label"] = "pool.py"
+    session["lint"] = [{"code": "TD506", "path": "/x/pool.py", "line": 3, "severity": "info",
+                        "message": "`torch.nn.Conv2d` has a bias and feeds BatchNorm"}]  # fmt: skip
+    (item,) = [a for a in advise(session) if "TD506" in a.title]
+    assert item.title.endswith("(1 finding(s), not hot)") and item.heat == 0.0
+    assert "unattributed" not in item.title

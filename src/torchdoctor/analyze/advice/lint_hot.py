@@ -98,6 +98,11 @@ def as_finding_dict(finding: Any) -> dict[str, Any]:
 
 #: findings about sampling or generation loops: no suspect of a training step's time
 SAMPLING_LOOP_CODES = frozenset({"TD601", "TD603", "TD604"})
+#: findings on code that builds the model (a layer's definition in ``__init__``, a whole-model
+#: cast, a DataParallel wrap): it runs once before the steps, so it is no suspect of the time
+#: the steps spend outside every module (a LightningModule's Conv2d(bias=True) before a
+#: BatchNorm2d was called "in unattributed code")
+BUILD_TIME_CODES = frozenset({"TD501", "TD506", "TD701"})
 
 
 def _training(session: Mapping[str, Any]) -> bool:
@@ -183,7 +188,9 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
     is_sync_rule = str(finding.get("code") or "").startswith("TD2")
     # ... and a sampling/generation loop (TD601, TD603, TD604) is no suspect of a training step
     sampling_loop = str(finding.get("code")) in SAMPLING_LOOP_CODES and _training(session)
-    if best[1] or inside_any or is_sync_rule or sampling_loop or not _profiled_file(path, session):
+    built = str(finding.get("code")) in BUILD_TIME_CODES
+    if (best[1] or inside_any or is_sync_rule or sampling_loop or built
+            or not _profiled_file(path, session)):  # fmt: skip
         return best
     # Outside every module and region of a file the profile ran: a suspect for the time no
     # module or region claims (ranked by that share, which it may or may not explain).

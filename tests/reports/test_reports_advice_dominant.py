@@ -28,8 +28,24 @@ def test_dominant_module_carries_a_caveat_when_the_profiler_is_a_large_share():
     (few_calls,) = dominant_module(session)
     few.update(calls_per_step=30, cost_us=100.0)
     (caveat,) = dominant_module(session)
-    assert caveat.confidence == "low" and "~43% of the step" in caveat.evidence[-1]
+    assert caveat.confidence == "low" and "~43% of the step" in caveat.evidence[1]
     assert not any("profiler" in line for line in plain.evidence + few_calls.evidence)
+
+
+def test_a_large_measured_detail_cost_is_a_caveat_even_when_the_hooks_are_cheap():
+    """A Hugging Face generate() step: 55 module calls (hooks ~16% of it) but 371 torch calls
+    under the audit and the lines' timers: detailed 11 ms against 4.8 ms light (+152%)."""
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 11.0}, "children": [
+        {"kind": "module", "path": "head", "name": "head", "type": "Linear",
+         "total_ms": {"median": 8.0}, "children": []}]}  # fmt: skip
+    estimate = {"overhead_pct": 152.0, "source": "measured", "overhead_ms": 6.2,
+                "calls_per_step": 55, "cost_us": 32.4}  # fmt: skip
+    session = {"step_ms": {"median": 11.0}, "tree": tree, "config": {"profiler_overhead": estimate}}
+    (item,) = dominant_module(session)
+    assert item.confidence == "low" and "costs 152% more than a light one" in item.evidence[1]
+    estimate["overhead_pct"] = 30.0  # (a moderate cost: no caveat)
+    (item,) = dominant_module(session)
+    assert not any("light one" in e for e in item.evidence)
 
 
 def test_two_dominant_sibling_layers_are_one_stack_advice():

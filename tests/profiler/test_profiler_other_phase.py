@@ -122,6 +122,9 @@ def test_a_one_shot_script_shows_its_lines_outside_the_model_without_per_step_ad
     # (the no_grad block's end ends the forward phase: loading and saving are both outside)
     outside = {row["location"]: row["ms_per_step"] for row in session["other_lines"]}
     assert outside["one_shot.py:5"] > 200 and outside["one_shot.py:10"] > 200
+    # the step's own (self) row points at them, not at a line of a few torch calls
+    (own,) = [c for c in session["tree"]["children"] if c["kind"] == "self"]
+    assert {p["location"] for p in own["hot_lines"][:2]} == {"one_shot.py:5", "one_shot.py:10"}
     assert "Outside the model\n" in done.stdout and "Between steps" not in done.stdout
     rules = {a["rule"] for a in session["advice"]}
     assert not rules & {"between-steps", "python-outside-torch"}

@@ -212,7 +212,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot
-            point_tree_at_lines(session["tree"], hot)
+            point_tree_at_lines(session["tree"], hot, session.get("other_lines") or ())
         try:  # (it calibrates: new work at the end of the run, never worth the session)
             _note_profiler_overhead(
                 session, state, audits or ([audit] if audit else []), rec.registration_ns

@@ -230,22 +230,38 @@ def _line(
     return out
 
 
-def point_tree_at_lines(tree: dict[str, Any] | None, section: Mapping[str, Any] | None) -> None:
+def point_tree_at_lines(
+    tree: dict[str, Any] | None,
+    section: Mapping[str, Any] | None,
+    sampled: Sequence[Mapping[str, Any]] = (),
+) -> None:
     """Give each ``(self)`` row (or a childless owner) a ``hot_lines`` list: its heaviest lines
-    as ``{"location", "file", "line", "total_ms"}``, in place.
+    as ``{"location", "file", "line", "total_ms"}``, in place. ``sampled``: the user lines
+    sampled outside every torch call (``other_lines``: between steps; in a one-shot run, its
+    imports and loading), which the step's own ``(self)`` row holds too.
 
     Example:
         >>> tree = {"path": "", "kind": "root", "children": [{"path": "(self)", "kind": "self"}]}
         >>> point_tree_at_lines(tree, {"lines": [{"owner": "", "file": "/a/t.py", "line": 3,
-        ...     "location": "t.py:3", "total_ms": {"mean": 2.0}}]})
-        >>> tree["children"][0]["hot_lines"][0]["location"]
-        't.py:3'
+        ...     "location": "t.py:3", "total_ms": {"mean": 2.0}}]},
+        ...     [{"file": "/a/t.py", "line": 1, "location": "t.py:1", "ms_per_step": 900.0}])
+        >>> [row["location"] for row in tree["children"][0]["hot_lines"]]
+        ['t.py:1', 't.py:3']
     """
-    if not tree or not section:
+    if not tree or not (section or sampled):
         return
     by_owner: dict[str, list[Mapping[str, Any]]] = {}
-    for line in section.get("lines") or ():
+    for line in (section or {}).get("lines") or ():
         by_owner.setdefault(str(line.get("owner") or ""), []).append(line)
+    if sampled:  # (the step's own rows: heaviest first, measured and sampled together)
+        rows = by_owner.get("", []) + [
+            {**row, "owner": "", "total_ms": {"mean": float(row.get("ms_per_step") or 0.0)}}
+            for row in sampled
+            if row.get("location") and row.get("line") is not None
+        ]
+        rows.sort(key=lambda r: -float((r.get("total_ms") or {}).get("mean", 0.0)))
+        seen: set[str] = set()
+        by_owner[""] = [r for r in rows if not (r["location"] in seen or seen.add(r["location"]))]
 
     def visit(node: dict[str, Any]) -> None:
         kids = node.get("children") or []

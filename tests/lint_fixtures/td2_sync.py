@@ -51,7 +51,7 @@ def epoch_loop(model, loader, opt, epochs):
             running += loss.detach()
         print(f"epoch {epoch}: {running.item():.3f}")  # once per epoch (outer loop)
     for x in loader:
-        ids = torch.tensor([1, 2, 3], device="cuda")  # literal list, not tensor data
+        ids = torch.tensor([1, 2, 3], device="cuda")  # literal, not tensor data (no TD203)  # expect: TD511
     return ids
 
 

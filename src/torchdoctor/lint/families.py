@@ -6,6 +6,7 @@ from torchdoctor.lint.rules_activation import ActivationRules
 from torchdoctor.lint.rules_batch_loop import BatchLoopRules
 from torchdoctor.lint.rules_cat_growth import CatGrowthRules
 from torchdoctor.lint.rules_checkpoint import CheckpointRules
+from torchdoctor.lint.rules_constants import ConstantRules
 from torchdoctor.lint.rules_data import DataRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
@@ -37,6 +38,7 @@ FAMILIES: tuple[type, ...] = (
     InferenceRules,
     DecodeRules,
     DeviceRules,
+    ConstantRules,
     ModelRules,
     ActivationRules,
     SoftmaxRules,

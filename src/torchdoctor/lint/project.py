@@ -43,6 +43,56 @@ def _under_no_grad(node: ast.AST) -> bool | ast.AST:
     return False
 
 
+def _calls_in_body(loop: ast.AST):
+    """The calls in ``loop``'s body, not entering nested function or class definitions."""
+    stack = list(getattr(loop, "body", ()))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.Call):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+#: text a file with a step loop holds (a cheap test before parsing it for the loop index)
+_STEP_MARKERS = re.compile(
+    r"\.backward\(|\.step\(|^[ \t]*for\b[^\n]*(loader|batches|timesteps)", re.M | re.I
+)
+
+
+def _parse(text: str) -> ast.Module | None:
+    try:
+        return ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+#: a loop over these runs once per step: a data loader's batches, a sampler's time steps
+STEP_ITERABLES = re.compile(r"loader|batches|timesteps", re.IGNORECASE)
+
+
+def step_loop(loop: ast.AST) -> bool:
+    """A loop that runs a step per iteration: it calls ``.backward()`` or ``.step()`` in its
+    body, or iterates a data loader or a sampler's time steps (not a loop over test cases,
+    devices or a configuration list).
+
+    Example:
+        >>> step_loop(ast.parse("for x, y in train_loader:\\n    pass").body[0])
+        True
+        >>> step_loop(ast.parse("for k in range(n_gpu):\\n    x = f(k)").body[0])
+        False
+    """
+    if isinstance(loop, (ast.For, ast.AsyncFor)):
+        names = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(loop.iter)
+                 if isinstance(n, (ast.Name, ast.Attribute))]  # fmt: skip
+        if any(STEP_ITERABLES.search(name) for name in names):
+            return True
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        and n.func.attr in ("backward", "step")
+        for statement in getattr(loop, "body", ()) for n in ast.walk(statement)
+    )  # fmt: skip
+
+
 class Project:
     """The files linted together (paths; contents read on demand).
 
@@ -57,6 +107,7 @@ class Project:
         self._trees: dict[str, ast.Module | None] = {}
         self._uses_cuda: bool | None = None
         self._no_grad: dict[tuple[str, int], bool | None] = {}
+        self._loop_calls: dict[str, tuple[str, int]] | None = None  # called_in_loop's index
 
     def __getstate__(self) -> dict:  # worker processes rebuild the caches
         return {"paths": self.paths}
@@ -136,6 +187,33 @@ class Project:
         result = verdict if found else None
         self._no_grad[key] = result
         return result
+
+    def called_in_loop(self, name: str) -> tuple[str, int] | None:
+        """``(file name, line)`` of the first call ``name(...)`` / ``x.name(...)`` in the
+        project made inside the body of a step loop (:func:`step_loop`) of its own function (a
+        helper run every step: fast_neural_style's ``utils.normalize_batch`` in the training
+        loop); None. The project's step loops are indexed once, on the first question.
+
+        Example:
+            >>> project = Project([])
+            >>> project.add("train.py", "for b in loader:\\n    x = utils.norm(b)\\n")
+            >>> project.called_in_loop("norm"), project.called_in_loop("other")
+            (('train.py', 2), None)
+        """
+        if self._loop_calls is None:
+            self._loop_calls = {}
+            for path in self.paths:
+                if not _STEP_MARKERS.search(self.text(path)):
+                    continue
+                tree = self._trees.get(path) or _parse(self.text(path))  # (no parent links)
+                for loop in ast.walk(tree) if tree is not None else ():
+                    if isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
+                        for call in _calls_in_body(loop):
+                            func = call.func
+                            called = func.attr if isinstance(func, ast.Attribute) else getattr(
+                                func, "id", "")  # fmt: skip
+                            self._loop_calls.setdefault(called, (Path(path).name, call.lineno))
+        return self._loop_calls.get(name)
 
     def method_sync(self, class_name: str, method: str) -> tuple[str, int, str] | None:
         """``(path, line, call)`` of a host read (``.item()``, ``.cpu()``, ``.tolist()``,

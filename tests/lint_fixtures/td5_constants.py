@@ -1,0 +1,53 @@
+"""TD511 a constant tensor built from a Python literal on every call or step."""
+
+import torch
+import torch.nn as nn
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(-1, 1, 1)  # module level: built once
+
+
+class Normalize(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(-1, 1, 1))
+
+    def forward(self, x):
+        mean = torch.tensor([0.485, 0.456, 0.406], device=x.device)  # expect: TD511
+        scale = x.new_tensor([[1.0, -2.0], [3.0, 4.0]])  # expect: TD511
+        one = torch.tensor(1.0, device=x.device)  # a scalar: not reported
+        idx = torch.tensor([x.shape[0], 2])  # built from values: data, not a constant
+        return (x - mean.view(-1, 1, 1)) / self.std * scale.sum() * one + idx.sum()
+
+
+class Perceptual(nn.Module):
+    def preprocess(self, x):
+        mean = torch.as_tensor((0.5, 0.5, 0.5), device=x.device)  # expect: TD511
+        return x - mean.view(1, 3, 1, 1)
+
+    def forward(self, x):
+        return self.preprocess(x)
+
+
+def normalize_batch(batch):
+    mean = batch.new_tensor([0.485, 0.456, 0.406]).view(-1, 1, 1)  # expect: TD511
+    return batch / 255.0 - mean
+
+
+def train(model, loader, opt):
+    for x, y in loader:
+        weights = torch.tensor([1.0, 2.0, 0.5]).cuda()  # expect: TD511
+        loss = torch.nn.functional.cross_entropy(model(normalize_batch(x)), y, weight=weights)
+        loss.backward()
+        opt.step()
+
+
+def check_devices():
+    for k in range(torch.cuda.device_count()):  # a loop over devices: runs once
+        x = torch.tensor([1, 2.0]).to(f"cuda:{k}")
+        print(x)
+
+
+def test_cases():
+    for dtype in (torch.float32, torch.float64):  # test cases, not steps
+        boxes = torch.tensor([[0, 0, 2, 2], [1, 1, 3, 3]], dtype=dtype)
+        assert boxes.shape == (2, 4)

@@ -86,7 +86,8 @@ def stat(values: Sequence[float]) -> dict[str, float]:
 
 def environment() -> dict[str, Any]:
     """Describe where the session runs: torch and Python versions, device, threads, the CPU
-    cores this process may use (``cpus``: what DataLoader workers can be spread over).
+    cores this process may use (``cpus``: what DataLoader workers can be spread over), whether
+    the device computes bfloat16 in hardware (``bf16_native``).
 
     Example:
         >>> "torch" in environment()
@@ -100,6 +101,12 @@ def environment() -> dict[str, Any]:
         index = torch.cuda.current_device()
         device = f"cuda:{index} {torch.cuda.get_device_name(index)}"
         cuda_version = torch.version.cuda
+    try:  # bf16 in hardware (CUDA 8.0+; AVX512-BF16, AMX): else autocast to bf16 is emulated
+        bf16: bool | None = bool(torch.cuda.is_bf16_supported(including_emulation=False) if
+                                 device != "cpu" else torch.cpu._is_avx512_bf16_supported()
+                                 or torch.cpu._is_amx_tile_supported())  # fmt: skip
+    except (AttributeError, RuntimeError, TypeError):
+        bf16 = None
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -108,6 +115,7 @@ def environment() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpus": _usable_cpus(),
         "cuda": cuda_version,
+        "bf16_native": bf16,  # the device computes bfloat16 in hardware (None: unknown)
         "argv": list(sys.argv),
     }
 

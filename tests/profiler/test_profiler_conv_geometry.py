@@ -125,3 +125,24 @@ def test_a_2x2_map_gets_the_diagnosis_but_no_saving():
     padded = [a for a in session["advice"] if a.get("cause") == "padded-convolutions"]
     assert padded and padded[0]["estimated_saving_ms"] is None  # no same-function swap there
     assert "56% of its multiply-adds on padding" in " ".join(padded[0]["evidence"])
+
+
+def test_autocast_entered_inside_the_models_forward_is_seen():
+    """accelerate (the Hugging Face Trainer's bf16=True) wraps the model's forward in autocast:
+    the outermost module's pre-hook runs before it is on; its children's run inside it."""
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(8, 8)
+
+        def forward(self, x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.inner(x).float()
+
+    model = Wrapped()
+    x = torch.randn(4, 8)
+    session = profile(lambda: model(x).sum().backward(), steps=2, model=model)
+    knobs = session["environment"]["knobs"]
+    assert knobs["autocast"] is True and knobs["autocast_dtype"] == "bfloat16"
+    assert session["environment"]["bf16_native"] in (True, False, None)

@@ -85,6 +85,8 @@ def torch_sync_session():
 
 
 CRAFTED = {
+    "emulated_bf16": lambda: {**slow_session(), "environment": {"device": "cpu", "bf16_native": False,
+                              "knobs": {"autocast": True, "autocast_dtype": "bfloat16"}}},  # fmt: skip
     "periodic_steps": periodic_session,
     "between_steps": between_steps_session,
     "python_outside_torch": python_lines_session,

@@ -159,6 +159,33 @@ def conv_centre_tap(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, _conv_weight(x.shape[1])[1])
 
 
+_W1 = torch.randn(128, 512, generator=torch.Generator().manual_seed(0)) / 128**0.5
+_W2 = torch.randn(512, 128, generator=torch.Generator().manual_seed(1)) / 512**0.5
+
+
+def mlp_cpu_bf16(x: torch.Tensor) -> torch.Tensor:
+    """A two-layer MLP under CPU autocast to bfloat16 (HF ``bf16=True``, Lightning's
+    ``precision="bf16-mixed"`` on a CPU): emulated on a CPU without bf16 instructions.
+
+    Example:
+        >>> x = torch.randn(4, 128)
+        >>> torch.allclose(mlp_cpu_bf16(x), mlp_fp32(x), atol=0.05)
+        True
+    """
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return (F.gelu(x @ _W1) @ _W2).float()
+
+
+def mlp_fp32(x: torch.Tensor) -> torch.Tensor:
+    """The same MLP in float32.
+
+    Example:
+        >>> mlp_fp32(torch.zeros(2, 128)).shape
+        torch.Size([2, 128])
+    """
+    return F.gelu(x @ _W1) @ _W2
+
+
 def _cell_and_lstm(hidden: int) -> tuple[torch.nn.LSTMCell, torch.nn.LSTM]:
     cell, lstm = torch.nn.LSTMCell(1, hidden), torch.nn.LSTM(1, hidden, batch_first=True)
     with torch.no_grad():  # the same weights: the same function
@@ -228,6 +255,8 @@ CASES = (
      ((128, 784), (64, 3, 64, 64)), 1e-5),
     ("3x3 conv on 1x1 maps vs its centre tap (padded-convolutions)", conv3x3_on_padding,
      conv_centre_tap, ((16, 256, 1, 1), (64, 512, 1, 1)), 1e-4),
+    ("MLP under CPU autocast bf16 vs float32 (emulated-bf16)", mlp_cpu_bf16, mlp_fp32,
+     ((256, 128), (4096, 128)), 0.1),
 )  # fmt: skip
 
 
@@ -237,7 +266,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     Example:
         >>> table = run(quick=True)[0]
         >>> table.columns[:3], len(table.rows)
-        (['case', 'by hand ms', 'fused ms'], 8)
+        (['case', 'by hand ms', 'fused ms'], 9)
     """
     torch.manual_seed(0)
     repeats = 3 if quick else 15

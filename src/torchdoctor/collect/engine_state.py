@@ -41,6 +41,23 @@ def autocast_dtype(device_type: str | None = None) -> str | None:
     return None
 
 
+def note_autocast(knobs: dict[str, Any]) -> None:
+    """Record in ``knobs`` whether autocast is on now (``knobs["autocast"]``) and in which
+    dtype (``knobs["autocast_dtype"]``).
+
+    Example:
+        >>> knobs = {"autocast": None}
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     note_autocast(knobs)
+        >>> knobs
+        {'autocast': True, 'autocast_dtype': 'bfloat16'}
+    """
+    dtype = autocast_dtype()
+    knobs["autocast"] = dtype is not None
+    if dtype is not None:
+        knobs["autocast_dtype"] = dtype
+
+
 def channels_last_input(args: Any) -> bool | None:
     """Whether a convolution's 4-D input is stored channels_last (None: no 4-D tensor input).
 

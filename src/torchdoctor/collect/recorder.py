@@ -56,7 +56,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from torchdoctor.collect.compiled import compiling
 from torchdoctor.collect.conv_geometry import note_conv_call
-from torchdoctor.collect.engine_state import AnomalyProbe, autocast_dtype
+from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
 from torchdoctor.collect.fingerprint import fingerprint
 from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
@@ -237,15 +237,12 @@ class Recorder(NodeRegistry, RegionEvents):
                 self.on_outermost(module)  # may end the step: read `detailed` after it
                 if self.outer_shape is None and args and isinstance(args[0], Tensor):  # (input)
                     self.outer_shape = None if args[0].is_nested else tuple(args[0].shape)
-            if not self.knobs["autocast"]:
-                dtype = autocast_dtype()
-                self.knobs["autocast"] = dtype is not None
-                if dtype is not None:
-                    self.knobs["autocast_dtype"] = dtype
             if self.detailed:
                 self.anomaly.outermost()
             self.phases.enter_forward()
         self.module_depth += 1
+        if self.module_depth <= 2 and not self.knobs["autocast"]:  # (also its direct children:
+            note_autocast(self.knobs)  # accelerate enters autocast inside the model's forward)
         if not self.detailed:
             return
         began = _host_ns()

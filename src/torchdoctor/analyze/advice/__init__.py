@@ -32,6 +32,7 @@ from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.debug_modes import anomaly_detection
 from torchdoctor.analyze.advice.decode_cache import decode_without_cache
 from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.analyze.advice.emulated_bf16 import emulated_bf16
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.knobs_measured import with_tune
@@ -85,6 +86,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     hot_line_advice,
     unattributed,
     engine_knobs,
+    emulated_bf16,
     lint_findings,
 )
 

@@ -87,7 +87,7 @@ def stat(values: Sequence[float]) -> dict[str, float]:
 def environment() -> dict[str, Any]:
     """Describe where the session runs: torch and Python versions, device, threads, the CPU
     cores this process may use (``cpus``: what DataLoader workers can be spread over), whether
-    the device computes bfloat16 in hardware (``bf16_native``).
+    the device computes bfloat16 / float16 in hardware (``bf16_native``, ``fp16_native``).
 
     Example:
         >>> "torch" in environment()
@@ -95,18 +95,18 @@ def environment() -> dict[str, Any]:
     """
     import torch
 
-    device = "cpu"
-    cuda_version = None
+    device, cuda_version, cpu = "cpu", None, torch.cpu
     if torch.cuda.is_available():
         index = torch.cuda.current_device()
         device = f"cuda:{index} {torch.cuda.get_device_name(index)}"
         cuda_version = torch.version.cuda
-    try:  # bf16 in hardware (CUDA 8.0+; AVX512-BF16, AMX): else autocast to bf16 is emulated
-        bf16: bool | None = bool(torch.cuda.is_bf16_supported(including_emulation=False) if
-                                 device != "cpu" else torch.cpu._is_avx512_bf16_supported()
-                                 or torch.cpu._is_amx_tile_supported())  # fmt: skip
+    try:  # bf16 / fp16 in hardware (CUDA 8.0+; AVX512-BF16, AMX): else autocast is emulated
+        gpu = device != "cpu"
+        bf16: bool | None = bool(torch.cuda.is_bf16_supported(including_emulation=False) if gpu
+                                 else cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+        fp16: bool | None = gpu or bool(cpu._is_amx_fp16_supported())
     except (AttributeError, RuntimeError, TypeError):
-        bf16 = None
+        bf16 = fp16 = None
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -116,6 +116,7 @@ def environment() -> dict[str, Any]:
         "cpus": _usable_cpus(),
         "cuda": cuda_version,
         "bf16_native": bf16,  # the device computes bfloat16 in hardware (None: unknown)
+        "fp16_native": fp16,  # ... float16 (every CUDA GPU; a CPU with AMX-FP16)
         "argv": list(sys.argv),
     }
 

@@ -46,3 +46,13 @@ def test_a_gpu_without_bf16_units_is_named_without_a_cpu_measured_saving():
     assert "a GPU without bfloat16 units" in item.title
     assert item.estimated_saving_ms is None and item.heat > 0.9
     assert not any("measured" in line for line in item.evidence)
+
+
+def test_float16_autocast_on_a_cpu_without_amx_fp16_is_named_too():
+    session = _session(dtype="float16")
+    session["environment"]["fp16_native"] = False
+    (item,) = emulated_bf16(session)
+    assert item.title.startswith("Autocast to float16 on a CPU without float16 instructions")
+    assert "no AMX-FP16" in item.evidence[1] and "fp16=False" in item.fix
+    session["environment"]["fp16_native"] = True
+    assert emulated_bf16(session) == []

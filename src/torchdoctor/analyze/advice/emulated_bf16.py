@@ -1,10 +1,11 @@
-"""Rule ``emulated-bf16``: autocast to bfloat16 on a device without bfloat16 in hardware.
+"""Rule ``emulated-bf16``: autocast to bfloat16 (or float16) on a device without it in hardware.
 
 On a CPU without AVX512-BF16 or AMX (an AVX2 server, most laptops), ``torch.autocast("cpu",
 dtype=torch.bfloat16)`` (the Hugging Face Trainer's ``bf16=True``, Lightning's
 ``precision="bf16-mixed"``, on a CPU) runs every matmul and convolution in an emulated path:
 the step gets many times slower, not faster. On a GPU before compute capability 8.0 (V100, T4)
-bfloat16 is emulated too. The session records both facts (``environment.knobs.autocast_dtype``,
+bfloat16 is emulated too; float16 on a CPU without AMX-FP16 as well (the suite's MLP pair:
+19.8x on this AVX2 CPU). The session records both facts (``environment.knobs.autocast_dtype``,
 seen at the first module calls; ``environment.bf16_native``, asked of torch); the saving is
 stated from the measured pair (``SPEEDUPS["emulated_bf16"]``, suite ``fused``).
 
@@ -31,12 +32,17 @@ from torchdoctor.analyze.advice.base import (
     with_saving,
 )
 
+#: autocast dtype -> the environment field saying the device computes it in hardware
+_NATIVE = {"bfloat16": "bf16_native", "float16": "fp16_native"}
+
 
 def emulated_bf16(session: Mapping[str, Any]) -> list[Advice]:
-    """One advice when the step autocasts to bfloat16 on a device that emulates it."""
+    """One advice when the step autocasts to bfloat16 (or float16) on a device that emulates
+    it (float16: a CPU without AMX-FP16; every CUDA GPU has it)."""
     environment = session.get("environment") or {}
     knobs = environment.get("knobs") or (session.get("config") or {}).get("knobs") or {}
-    if knobs.get("autocast_dtype") != "bfloat16" or environment.get("bf16_native") is not False:
+    dtype = knobs.get("autocast_dtype")
+    if dtype not in _NATIVE or environment.get(_NATIVE[dtype]) is not False:
         return []
     step = tree_step_ms(session)
     phases = session.get("phases") or {}
@@ -44,25 +50,26 @@ def emulated_bf16(session: Mapping[str, Any]) -> list[Advice]:
     if step <= 0 or compute <= 0:
         return []
     cpu = not str(environment.get("device") or "cpu").startswith("cuda")
-    where = "a CPU without bfloat16 instructions" if cpu else "a GPU without bfloat16 units"
+    where = f"a CPU without {dtype} instructions" if cpu else f"a GPU without {dtype} units"
     speedup = SPEEDUPS["emulated_bf16"]
     item = Advice(
         rule="emulated-bf16",
-        title=f"Autocast to bfloat16 on {where}: its matmuls are emulated, run in float32",
+        title=f"Autocast to {dtype} on {where}: its matmuls are emulated, run in float32",
         confidence="high" if cpu else "medium",
         evidence=[
-            f"autocast: bfloat16; forward + backward are {fmt_ms(compute)} "
+            f"autocast: {dtype}; forward + backward are {fmt_ms(compute)} "
             f"({pct(compute, step):.0f}% of the step)",
-            "this CPU has neither AVX512-BF16 nor AMX (torch.cpu)"
+            ("this CPU has neither AVX512-BF16 nor AMX (torch.cpu)" if dtype == "bfloat16"
+             else "this CPU has no AMX-FP16 (torch.cpu)")
             if cpu
             else "torch.cuda.is_bf16_supported(including_emulation=False) is False "
             "(compute capability below 8.0)",
             f"measured: float32 {speedup.low:g}-{speedup.high:g}x faster on that part "
             f"({speedup.source})",
         ],
-        fix="Turn the bfloat16 autocast off on this device: TrainingArguments(bf16=False) / "
-        "Trainer(precision=\"32-true\") / drop the torch.autocast(dtype=torch.bfloat16) block "
-        "(keep it for a device with bfloat16 in hardware: a CPU with AVX512-BF16 or AMX, a GPU "
+        fix=f"Turn the {dtype} autocast off on this device: TrainingArguments(bf16=False, "
+        "fp16=False) / Trainer(precision=\"32-true\") / drop the torch.autocast(...) block "
+        "(keep bfloat16 for a device with it in hardware: a CPU with AVX512-BF16 or AMX, a GPU "
         "of compute capability 8.0+; on an older GPU, float16 with a GradScaler).",
         references=["torch.autocast", "torch.cpu"],
         code='with torch.autocast("cpu", dtype=torch.bfloat16):  # before: emulated here\n'

@@ -63,9 +63,10 @@ def test_a_program_that_froze_objects_itself_is_left_alone():
         ours = FrozenObjects()
         ours.start()
         ours.again()
-        assert gc.get_freeze_count() == frozen  # not frozen again
+        # (a frozen object that dies leaves the permanent generation: the count may only drop)
+        assert gc.get_freeze_count() <= frozen  # not frozen again
         ours.release()
-        assert gc.get_freeze_count() == frozen  # nor unfrozen
+        assert 0.9 * frozen <= gc.get_freeze_count() <= frozen  # nor unfrozen (that gives 0)
     finally:
         gc.unfreeze()
     gc.disable()

@@ -64,40 +64,41 @@ def test_a_script_that_samples_with_sigprof_itself_keeps_its_handler():
         signal.signal(signal.SIGPROF, previous)
 
 
-def test_a_run_without_steps_has_no_between_steps_lines(tmp_path):
-    """A script that fails while importing (before any step) is one whole-run step: its
-    imports are no "work between steps"."""
+def _run_script(tmp_path, name, text):
+    """``torchdoctor run`` of a script with no step boundary: its output and its session."""
     import json
     import subprocess
     import sys
 
-    script = tmp_path / "fails_early.py"
-    script.write_text(
-        "import time, json\n"
-        "t = time.process_time()\n"
-        "while time.process_time() - t < 0.3:\n"
-        "    json.dumps(list(range(1000)))\n"
-        "raise SystemExit('no data')\n"
-    )
+    script = tmp_path / name
+    script.write_text(text)
     done = subprocess.run(
         [sys.executable, "-m", "torchdoctor", "run", "--out", "o", "--no-history", str(script)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     session = json.loads((tmp_path / "o" / "session.json").read_text())
     assert session["config"]["step_boundary"] == "whole_run", done.stderr
+    return done, session
+
+
+def test_a_run_without_steps_has_no_between_steps_lines(tmp_path):
+    """A script that fails while importing (before any step) is one whole-run step: its
+    imports are no "work between steps"."""
+    done, session = _run_script(tmp_path, "fails_early.py", (
+        "import time, json\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.3:\n"
+        "    json.dumps(list(range(1000)))\n"
+        "raise SystemExit('no data')\n"
+    ))  # fmt: skip
     assert "other_lines" not in session and "Between steps" not in done.stdout
 
 
 def test_a_one_shot_script_shows_its_lines_outside_the_model_without_per_step_advice(tmp_path):
     """pytorch/examples super_resolve.py: import, load, one model call, save the output. The
-    whole run is one step; its lines outside the model are shown as such, and neither "do it every N steps" nor torch.compile (one call cannot pay for compiling) is
-    advised."""
-    import json
-    import subprocess
-    import sys
-
-    script = tmp_path / "one_shot.py"
-    script.write_text(
+    whole run is one step; its lines outside the model are shown as such, and neither "do it
+    every N steps" nor torch.compile (one call cannot pay for compiling) is advised."""
+    done, session = _run_script(tmp_path, "one_shot.py", (
         "import time, json, torch\n"
         "def load():\n"
         "    t = time.process_time()\n"
@@ -112,13 +113,7 @@ def test_a_one_shot_script_shows_its_lines_outside_the_model_without_per_step_ad
         "with torch.no_grad():\n"
         "    out = model(torch.randn(4096, 256))\n"
         "save(out[0, :8].tolist())\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "torchdoctor", "run", "--out", "o", "--no-history", str(script)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    session = json.loads((tmp_path / "o" / "session.json").read_text())
-    assert session["config"]["step_boundary"] == "whole_run", done.stderr
+    ))  # fmt: skip
     # (the no_grad block's end ends the forward phase: loading and saving are both outside)
     outside = {row["location"]: row["ms_per_step"] for row in session["other_lines"]}
     assert outside["one_shot.py:5"] > 200 and outside["one_shot.py:10"] > 200

@@ -39,3 +39,34 @@ def test_model_calls_are_charged_to_the_user_lines_they_run_under():
     forward = s["tree"]["children"][0]["forward_ms"]["mean"]  # both calls' forward
     assert abs(train["ms_per_step"] + evaluation["ms_per_step"] - forward) < 0.05 * forward
     assert not any("/bin/" in r["file"] for r in s["call_lines"])  # no entry script rows
+
+
+def test_the_model_calls_of_long_steps_are_kept_apart():
+    """An evaluation every 10 steps makes those steps long: the tree leaves them out, and
+    session["long_step_calls"] names the line their extra model calls ran under."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(256, 64)
+
+    def validate():
+        for _ in range(40):
+            evaluate(model, x)  # validation
+
+    with torchdoctor.Profiler(model, detail="always", syncs=False) as prof:
+        for i in range(30):
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+            if i % 10 == 9:
+                validate()
+            prof.step()
+    s = prof.session
+    assert s["config"]["detail"].get("outlier_steps"), "the validation steps were not long"
+    here = os.path.basename(__file__)
+    rows = {r["location"]: r for r in s["long_step_calls"]}
+    row = rows[f"{here}:{marked_line(validate, 'validation')}"]
+    assert row["function"] == "validate" and row["extra_ms"] > 0.5 * row["ms_per_step"] > 0
+    assert f"{here}:{marked_line(validate, 'validation')}" not in {
+        r["location"] for r in s.get("call_lines") or ()
+    }  # (typical steps never validate)

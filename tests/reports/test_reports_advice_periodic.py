@@ -86,3 +86,27 @@ def test_a_long_detailed_step_counts_and_two_far_longer_steps_are_enough():
     for i in (49, 113):  # two steps only 3x the median, at no common period: nothing said
         steps[i]["wall_ms"] = 150.0
     assert periodic_steps(session) == []
+
+
+def test_the_evaluations_line_is_named_when_a_detailed_step_was_long():
+    """Lightning's validation at step 113 fell in a detail window: its model calls, made under
+    validation_step's line, are the long step's extra time (the script's trainer.fit line
+    holds them too, and is not the one named)."""
+    steps = _steps(n=149, every=0, base=48.0)
+    for i in (49, 113):
+        steps[i]["wall_ms"] += 330.0
+        steps[i]["phases"]["other"] += 330.0
+    steps[113]["detailed"] = True
+    calls = [
+        {"location": "train_pl.py:41", "function": "<module>", "code": "trainer.fit(...)",
+         "extra_ms": 272.2},
+        {"location": "train_pl.py:30", "function": "validation_step",
+         "code": 'self.log("val_loss", F.cross_entropy(self(x), y))', "extra_ms": 274.6},
+    ]  # fmt: skip
+    session = {"steps": steps, "config": {"detail": {"outlier_steps": [113]}},
+               "long_step_calls": calls}  # fmt: skip
+    (item,) = periodic_steps(session)
+    assert item.evidence[2] == (
+        "in detailed step 113, the model calls under train_pl.py:30 `self.log(\"val_loss\", "
+        "F.cross_entropy(self(x), y))` took 275 ms more than in a typical step"
+    )

@@ -136,3 +136,23 @@ def call_lines_section(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
             "modules": [name for name, _ in called],
         })  # fmt: skip
     return rows
+
+
+def long_step_calls(
+    long: Sequence[Mapping[str, Any]], typical: Sequence[Mapping[str, Any]] | None
+) -> list[dict[str, Any]] | None:
+    """``session["long_step_calls"]``: the rows of :func:`call_lines_section` over the detailed
+    steps left out of the tree for their length (``long``: an evaluation every N steps) whose
+    model calls took >= 1 ms more per long step than in a typical step (``typical``: the
+    session's ``call_lines``), with that ``extra_ms``; None without any.
+
+    Example:
+        >>> long_step_calls([{}], None) is None
+        True
+    """
+    base = {row["location"]: row["ms_per_step"] for row in typical or ()}
+    rows = [
+        {**row, "extra_ms": row["ms_per_step"] - base.get(row["location"], 0.0)}
+        for row in call_lines_section(long) or ()
+    ]
+    return [row for row in rows if row["extra_ms"] >= 1.0] or None

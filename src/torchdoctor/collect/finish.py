@@ -30,7 +30,7 @@ from torchdoctor.collect.assemble import (
     sync_outliers,
     typical_steps,
 )
-from torchdoctor.collect.call_lines import call_lines_section
+from torchdoctor.collect.call_lines import call_lines_section, long_step_calls
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
 from torchdoctor.collect.other_sampler import other_lines_section
@@ -209,6 +209,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         calls = call_lines_section(detailed)  # the user lines each model call ran under
         if calls is not None:
             session["call_lines"] = calls
+        if stalls and (longer := long_step_calls(stalls, calls)):  # (an evaluation's calls)
+            session["long_step_calls"] = longer
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot

@@ -116,6 +116,15 @@ def _sampled(session: Mapping[str, Any]) -> str:
     if not left:
         return ("no detailed step was one: `torchdoctor run --detail always` records every "
                 "step in full (it costs more)")  # fmt: skip
+    calls = session.get("long_step_calls") or []
+    if calls:  # the user lines model calls ran under, innermost first: the evaluation's own
+        most = max(float(r["extra_ms"]) for r in calls)
+        row = max((r for r in calls if float(r["extra_ms"]) >= 0.99 * most),
+                  key=lambda r: r.get("function") != "<module>")  # (not the script's own call)
+        return (f"in detailed step{'s' if len(left) > 1 else ''} "
+                f"{', '.join(str(i) for i in left[:4])}, the model calls under "
+                f"{row['location']} `{str(row.get('code') or '')[:60]}` took "
+                f"{fmt_ms(float(row['extra_ms']))} more than in a typical step")  # fmt: skip
     which = ", ".join(str(i) for i in left[:4])
     return (f"detailed step{'s' if len(left) > 1 else ''} {which} "
             f"{'were' if len(left) > 1 else 'was'} one: the tree and the sampled lines leave "

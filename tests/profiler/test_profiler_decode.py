@@ -32,7 +32,7 @@ class KeywordLM(TinyLM):
 def _decode(tokens=120, model_class=TinyLM, keyword=False, block=None):
     torch.manual_seed(0)
     model = model_class().eval()
-    idx = torch.randint(0, 100, (2, 4))
+    idx = torch.randint(0, 100, (8, 4))  # (8 sequences: the slope stands out of the noise)
     with (
         torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof,
         torch.no_grad(),

@@ -1,6 +1,8 @@
 """Repeated layers inside repeated layers (stages of identical blocks, torchvision's ResNet in
 pytorch/examples' siamese_network): both levels fold into groups, and the report renders."""
 
+import re
+
 from torchdoctor.analyze.tree import group_repeated_siblings
 
 
@@ -53,3 +55,21 @@ def test_attributes_numbered_by_hand_fold_only_with_one_parameter_count():
     tree = {"path": "", "kind": "root", "children": convs + blocks + unknown}
     paths = [c["path"] for c in group_repeated_siblings(tree)["children"]]
     assert paths == ["conv1", "conv2", "conv3", "res[1-5]", "head1", "head2"]
+
+
+def test_items_of_lists_never_called_are_named_by_their_path_below_the_parent_row():
+    """diffusers' UNet2DModel runs down_blocks.0 and up_blocks.0 (ModuleLists, never called
+    themselves): both rows read `0` under the UNet until they were named by their path."""
+    from torchdoctor.render.console import render_console
+    from torchdoctor.session import empty_session_dict
+
+    down = _node("down_blocks.0", "DownBlock2D", 5.0, [_node("down_blocks.0.resnets.0", "Res", 4.0)])
+    up = _node("up_blocks.0", "UpBlock2D", 5.0, [_node("up_blocks.0.attentions.0", "Attn", 4.0)])
+    unet = {**_node("UNet2DModel", "UNet2DModel", 12.0, [down, up]), "name": "UNet2DModel"}
+    session = empty_session_dict()
+    session["tree"] = {"path": "", "name": "step", "kind": "root", "total_ms": {"mean": 12.0},
+                       "children": [unet]}  # fmt: skip
+    session["step_ms"] = {"mean": 12.0, "median": 12.0}
+    rows = re.findall(r"[├└]─ (\S+)", render_console(session, width=120))
+    assert {"down_blocks.0", "up_blocks.0", "resnets.0", "attentions.0"} <= set(rows)
+    assert "0" not in rows

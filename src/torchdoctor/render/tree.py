@@ -165,11 +165,11 @@ def render_tree(
     )
     rows: list[dict[str, Any]] = []
 
-    def add(node: dict[str, Any], prefix: str, last: bool, depth: int) -> None:
+    def add(node: dict[str, Any], prefix: str, last: bool, depth: int, parent_path: str = "") -> None:
         if depth == 0:
             label = str(node.get("name") or "step")
         else:
-            label = prefix + ("└─ " if last else "├─ ") + _label(node)
+            label = prefix + ("└─ " if last else "├─ ") + _label(node, parent_path)
         calls = node.get("calls_per_step") or 0.0
         rows.append(
             {
@@ -193,7 +193,7 @@ def render_tree(
         ]
         child_prefix = prefix + ("   " if last else "│  ") if depth else ""
         for i, child in enumerate(children):
-            add(child, child_prefix, i == len(children) - 1, depth + 1)
+            add(child, child_prefix, i == len(children) - 1, depth + 1, str(node.get("path") or ""))
 
     add(tree, "", True, 0)
     columns = fitting_columns(
@@ -218,8 +218,30 @@ def render_tree(
     return out
 
 
-def _label(node: dict[str, Any]) -> str:
+def display_name(node: dict[str, Any], parent_path: str = "") -> str:
+    """A tree row's name: the module's attribute name, or, for an item of a list never called
+    itself (``down_blocks.0`` under a UNet whose ``down_blocks`` and ``up_blocks`` both hold a
+    ``0``), its path below the parent row.
+
+    Example:
+        >>> display_name({"kind": "module", "name": "0", "path": "down_blocks.0"}, "UNet")
+        'down_blocks.0'
+        >>> display_name({"kind": "module", "name": "0", "path": "up.1.resnets.0"}, "up.1")
+        'resnets.0'
+        >>> display_name({"kind": "module", "name": "wte", "path": "transformer.wte"}, "GPT")
+        'wte'
+    """
     name = str(node.get("name"))
+    path = str(node.get("path") or "")
+    if node.get("kind") != "module" or not name.isdigit() or not path.endswith("." + name):
+        return name
+    if parent_path and path.startswith(parent_path + "."):
+        return path[len(parent_path) + 1 :]
+    return path
+
+
+def _label(node: dict[str, Any], parent_path: str = "") -> str:
+    name = display_name(node, parent_path)
     if node.get("kind") == "group":
         return f"{name}  ({node['group_count']} x ~{format_ms(node['per_item_ms'])} ms)"
     if node.get("kind") == "region":
@@ -249,13 +271,15 @@ def _main_phase(node: dict[str, Any]) -> str:
 
 
 def _label_width(tree: dict[str, Any], max_depth: int | None) -> int:
-    def visit(node: dict[str, Any], depth: int) -> int:
-        width = 3 * depth + len(_label(node)) + (2 if node.get("kind") == "region" else 0)
+    def visit(node: dict[str, Any], depth: int, parent_path: str) -> int:
+        width = 3 * depth + len(_label(node, parent_path))
+        width += 2 if node.get("kind") == "region" else 0
         if max_depth is not None and depth >= max_depth:
             return width
-        return max([width, *(visit(c, depth + 1) for c in node.get("children") or [])])
+        path = str(node.get("path") or "")
+        return max([width, *(visit(c, depth + 1, path) for c in node.get("children") or [])])
 
-    return visit(tree, 0)
+    return visit(tree, 0, "")
 
 
 def render_tree_text(session: Any, *, width: int = 120, **options: Any) -> str:

@@ -27,19 +27,25 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
-from torchdoctor.collect.syncs_frames import _is_library, _is_third_party
+from torchdoctor.collect.syncs_frames import _is_library, _is_third_party, package_of
 
 #: user frames kept per outermost call (innermost first)
 MAX_FRAMES = 8
 #: rows kept in session["call_lines"] (the heaviest)
 MAX_ROWS = 30
+#: installed packages' frames kept per outermost call, below its innermost user frame
+MAX_PACKAGE_FRAMES = 24
 
 Line = tuple[str, int, str]  # (file, line, function)
 
 
 def user_chain(frame: FrameType | None, limit: int = MAX_FRAMES) -> tuple[Line, ...]:
     """The user frames on the stack from ``frame`` outwards (torch's, installed packages' and
-    torchdoctor's left out: Lightning's loop is no user line), innermost first, each line once.
+    torchdoctor's left out: Lightning's loop is no user line), innermost first, each line once;
+    then the installed packages' frames (not torch's), at most MAX_PACKAGE_FRAMES, innermost
+    first: Hugging Face's Trainer evaluates inside ``trainer.train()``, the user's only line;
+    its ``_maybe_log_save_evaluate`` says what runs. (:func:`call_lines_section` keeps the
+    two apart.)
 
     Example:
         >>> import sys
@@ -49,14 +55,19 @@ def user_chain(frame: FrameType | None, limit: int = MAX_FRAMES) -> tuple[Line, 
         ['caller', '<module>']
     """
     chain: list[Line] = []
+    packages: list[Line] = []
     while frame is not None and len(chain) < limit:
         code = frame.f_code
         if not (_is_library(code) or _is_third_party(code) or _entry_script(code.co_filename)):
             line = (code.co_filename, frame.f_lineno or 0, code.co_name)
             if line not in chain:
                 chain.append(line)
+        elif len(packages) < MAX_PACKAGE_FRAMES and _is_third_party(code) and not _is_library(code):
+            line = (code.co_filename, frame.f_lineno or 0, code.co_name)
+            if line not in packages:  # (a hook caller nested in itself: its line once)
+                packages.append(line)
         frame = frame.f_back
-    return tuple(chain)
+    return (*chain, *packages)
 
 
 def _entry_script(file: str) -> bool:
@@ -106,10 +117,13 @@ def step_call_lines(
     return out
 
 
-def call_lines_section(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+def call_lines_section(
+    steps: Sequence[Mapping[str, Any]], packages: bool = False
+) -> list[dict[str, Any]] | None:
     """``session["call_lines"]``: per user line, the mean forward time per step of the
     outermost module calls made under it (over the detailed ``steps``), with the modules
-    called; heaviest first. None when no step has any.
+    called; heaviest first. None when no step has any. ``packages``: the installed packages'
+    lines instead (see :func:`user_chain`).
 
     Example:
         >>> call_lines_section([{}]) is None
@@ -121,10 +135,13 @@ def call_lines_section(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     modules: dict[Line, dict[str, float]] = {}
     for step in steps:
         for (file, line, function, module), ns in (step.get("call_lines") or {}).items():
+            if (package_of(file) is not None) != packages:
+                continue
             key = (file, line, function)
             totals[key] = totals.get(key, 0.0) + ns
             mine = modules.setdefault(key, {})
             mine[module] = mine.get(module, 0.0) + ns
+    order = {key: i for i, key in enumerate(totals)}  # (first seen: a chain's order)
     rows = []
     for (file, line, function), ns in sorted(totals.items(), key=lambda kv: -kv[1])[:MAX_ROWS]:
         called = sorted(modules[(file, line, function)].items(), key=lambda kv: -kv[1])
@@ -134,25 +151,38 @@ def call_lines_section(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
             "code": linecache.getline(file, line).strip() if line else "",
             "ms_per_step": ns / len(steps) / 1e6,
             "modules": [name for name, _ in called],
+            # (a package's frames: their place in the first chain, innermost first)
+            **({"package": package_of(file), "order": order[(file, line, function)]}
+               if packages else {}),
         })  # fmt: skip
-    return rows
+    return rows or None
 
 
 def long_step_calls(
-    long: Sequence[Mapping[str, Any]], typical: Sequence[Mapping[str, Any]] | None
+    long: Sequence[Mapping[str, Any]], typical: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]] | None:
     """``session["long_step_calls"]``: the rows of :func:`call_lines_section` over the detailed
     steps left out of the tree for their length (``long``: an evaluation every N steps) whose
     model calls took >= 1 ms more per long step than in a typical step (``typical``: the
-    session's ``call_lines``), with that ``extra_ms``; None without any.
+    detailed steps kept), with that ``extra_ms`` and the typical step's ``typical_ms``: the user
+    lines, then the installed packages' (rows with a ``package``: a library's evaluation loop
+    under the user's ``trainer.train()``); None without any.
 
     Example:
-        >>> long_step_calls([{}], None) is None
-        True
+        >>> user, loop = ("/w/t.py", 9, "<module>", "net"), "/s/site-packages/lib/loop.py"
+        >>> fit, evaluate = (loop, 7, "fit", "net"), (loop, 3, "evaluate", "net")
+        >>> rows = long_step_calls([{"call_lines": {user: 9e6, fit: 9e6, evaluate: 5e6}}],
+        ...                        [{"call_lines": {user: 4e6, fit: 4e6}}])
+        >>> [(r["function"], r["extra_ms"], r["typical_ms"], r.get("package")) for r in rows]
+        [('<module>', 5.0, 4.0, None), ('fit', 5.0, 4.0, 'lib'), ('evaluate', 5.0, 0.0, 'lib')]
     """
-    base = {row["location"]: row["ms_per_step"] for row in typical or ()}
-    rows = [
-        {**row, "extra_ms": row["ms_per_step"] - base.get(row["location"], 0.0)}
-        for row in call_lines_section(long) or ()
-    ]
-    return [row for row in rows if row["extra_ms"] >= 1.0] or None
+    out = []
+    for packages in (False, True):
+        base = {row["location"]: row["ms_per_step"]
+                for row in call_lines_section(typical, packages) or ()}  # fmt: skip
+        out += [
+            {**row, "extra_ms": row["ms_per_step"] - base.get(row["location"], 0.0),
+             "typical_ms": base.get(row["location"], 0.0)}
+            for row in call_lines_section(long, packages) or ()
+        ]  # fmt: skip
+    return [row for row in out if row["extra_ms"] >= 1.0] or None

@@ -209,7 +209,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         calls = call_lines_section(detailed)  # the user lines each model call ran under
         if calls is not None:
             session["call_lines"] = calls
-        if stalls and (longer := long_step_calls(stalls, calls)):  # (an evaluation's calls)
+        if stalls and (longer := long_step_calls(stalls, detailed)):  # (an evaluation's calls)
             session["long_step_calls"] = longer
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)

@@ -124,7 +124,7 @@ class StepCycle:
         rec, state = self._rec, self.state
         profiled = self._counter - self.warmup
         detailed = self._detailed = rec.detailed = self._schedule.detailed(
-            profiled, time.monotonic()
+            profiled, time.monotonic(), self.steps_recorded
         )
         # Light steps run without module hooks (their mere presence costs every module call),
         # unless steps are cut at module calls, or a call is open (a marker inside a forward),
@@ -182,14 +182,17 @@ class StepCycle:
             return
         end_token = rec.now()
         began = time.perf_counter_ns()
-        self._recent.add(began)
         calls = self._outer_calls  # (this step's outermost calls become the last step's)
         calls[0], calls[1] = 0, (calls[1] if discard else calls[0])
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
+        if kept and self._recent.began_ns:  # (light steps' times aim a detail at long ones)
+            self._schedule.observe(self._counter - self.warmup,
+                                   began - self._recent.began_ns, self._detailed)  # fmt: skip
         if kept and state.boundary is _MODULE:
             state.note_input_shape(self._counter - self.warmup, rec.outer_shape)
         rec.outer_shape = None
+        self._recent.add(began)
         queue, due = self._queue, False
         if not self._detailed:  # light: its tokens wait, summarized in a batch
             if kept:

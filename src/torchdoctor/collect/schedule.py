@@ -17,6 +17,14 @@ warm, in tight loops). Short profiles (under CONTROL_FROM steps) are detailed th
 Warm-up steps are detailed (they register the modules, so a window's first step does not pay
 for it).
 
+Periodic long steps (an evaluation every 20 steps) rarely fall in a window of 5 every 100
+steps, so their lines would go unnamed. The schedule watches the light steps' times
+(:meth:`DetailSchedule.observe`): once two light steps at least LONG_STEP x the median light
+step came a gap of P steps apart, the step P after the last one is *aimed at*: detailed on
+its own (a window of one), at most MAX_AIMED times in a run and no more once one was long.
+A long detailed step is left out of the tree, but the user lines its model calls ran under
+are kept (``session["long_step_calls"]``): the periodic-steps advice names the evaluation.
+
 Example:
     >>> schedule = DetailSchedule("windows", window=2, period_steps=10, period_s=1e9)
     >>> [i for i in range(-1, 60) if schedule.detailed(i, now_s=0.0)]  # warm-up, then windows
@@ -26,6 +34,8 @@ Example:
 from __future__ import annotations
 
 import random
+import statistics
+from collections import deque
 from typing import Any
 
 DETAIL_MODES = ("windows", "always")
@@ -35,6 +45,13 @@ CONTROL_EVERY = 8
 CONTROL_FROM = 16
 #: module inputs are compared (recomputation) in one detailed step of FINGERPRINT_EVERY
 FINGERPRINT_EVERY = 4
+#: a light step this many times the median light step, and LONG_EXCESS_NS past it, is long
+#: (the periodic-steps rule's 2x and 5 ms: a hiccup of a step of 0.5 ms is no evaluation)
+LONG_STEP, LONG_EXCESS_NS = 2.0, 5_000_000
+#: light steps seen before a step can be called long; the median is of the last LIGHT_KEPT
+LONG_AFTER, LIGHT_KEPT = 8, 64
+#: steps detailed on their own at a predicted long step, at most, in one run
+MAX_AIMED = 3
 
 
 class DetailSchedule:
@@ -76,9 +93,16 @@ class DetailSchedule:
         self._next: int | None = None  # the step the next window opens at, once drawn
         self._windows = 0  # windows opened after the first (seeds their delays)
         self._detailed_count = 0  # detailed profiled steps begun
+        self._light: deque[float] = deque(maxlen=LIGHT_KEPT)  # recent light steps' times
+        self._long: list[int] = []  # light long steps' indices, the last three
+        self._aim: int | None = None  # the step predicted to be long, detailed on its own
+        self.aimed: list[int] = []  # steps detailed for that (config.detail.aimed_steps)
+        self._caught = False  # an aimed step was long: aim no more
 
-    def detailed(self, index: int, now_s: float) -> bool:
-        """Whether profiled step ``index`` (negative during warm-up) is detailed.
+    def detailed(self, index: int, now_s: float, kept_as: int | None = None) -> bool:
+        """Whether profiled step ``index`` (negative during warm-up) is detailed; ``kept_as``:
+        the index its record will have (``aimed_steps`` lists those; partial steps dropped
+        when the step boundary changed make the two differ).
 
         Example:
             >>> always = DetailSchedule("always")
@@ -91,6 +115,9 @@ class DetailSchedule:
             return True
         if self.mode == "always":
             return not self._control(index)
+        if index == self._aim:
+            self.aimed.append(index if kept_as is None else kept_as)
+            return True
         start = self._start
         if start is None or index < start:
             self._start, self._start_s = index, now_s
@@ -107,6 +134,43 @@ class DetailSchedule:
             self._start, self._start_s, self._next = index, now_s, None
             return True
         return False
+
+    def observe(self, index: int, wall: float, detailed: bool) -> None:
+        """Profiled step ``index`` took ``wall`` ns: aim a detailed step at the next long step
+        once light long steps came at a regular gap (see the module docstring).
+
+        Example:
+            >>> schedule = DetailSchedule("windows", window=1, period_steps=100)
+            >>> detailed = []
+            >>> for i in range(80):
+            ...     detailed.append(schedule.detailed(i, 0.0))
+            ...     schedule.observe(i, 40e6 if i % 20 == 19 else 10e6, detailed[-1])
+            >>> [i for i, d in enumerate(detailed) if d], schedule.aimed  # window, then aimed
+            ([0, 59], [59])
+        """
+        if self.mode != "windows" or index < 0 or self._caught:
+            return
+        if detailed:
+            if index == self._aim:  # (hooks slow a detailed step: half again as long)
+                self._aim = None
+                median = self._median()
+                self._caught = median is not None and wall > 1.5 * LONG_STEP * median
+            return
+        median = self._median()
+        self._light.append(wall)
+        if median is None or wall <= LONG_STEP * median or wall - median < LONG_EXCESS_NS:
+            return
+        self._long = [*self._long[-2:], index]
+        if len(self._long) < 2 or self._aim is not None or len(self.aimed) >= MAX_AIMED:
+            return
+        gap = self._long[-1] - self._long[-2]
+        if gap >= 2 and (len(self._long) < 3 or self._long[-2] - self._long[-3] == gap):
+            self._aim = index + gap
+
+    def _median(self) -> float | None:
+        if len(self._light) < LONG_AFTER:
+            return None
+        return statistics.median(self._light)
 
     @property
     def audits_every_step(self) -> bool:
@@ -148,12 +212,14 @@ class DetailSchedule:
 
     def restart(self) -> None:
         """The steps kept so far were dropped: the next step opens a window again."""
-        self._start = self._next = None
+        self._start = self._next = self._aim = None
+        self._light.clear()  # (steps cut at another boundary: not the same steps)
+        self._long = []
 
     def config(self) -> dict[str, Any]:
         """The schedule as Session config (``config.detail``)."""
         return {"mode": self.mode, "window": self.window, "period_steps": self.period_steps,
-                "period_s": self.period_s}  # fmt: skip
+                "period_s": self.period_s, "aimed_steps": self.aimed}  # fmt: skip
 
 
 def index_ranges(indices: list[int]) -> list[list[int]]:

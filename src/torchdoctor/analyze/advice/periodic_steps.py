@@ -104,6 +104,13 @@ def _phase_extra(
     return out
 
 
+def _detailed_long(session: Mapping[str, Any]) -> list[int]:
+    """The detailed steps left out of the tree for their length (the first two, warm-up
+    residue, not counted: as for light steps)."""
+    left = ((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or []
+    return [int(i) for i in left if int(i) >= 2]
+
+
 def _sampled(session: Mapping[str, Any]) -> str:
     """What the detailed steps saw of the long ones (a detailed long step is left out of the
     tree and of the sampled lines, which describe the typical step).
@@ -112,23 +119,88 @@ def _sampled(session: Mapping[str, Any]) -> str:
         >>> _sampled({"config": {"detail": {"outlier_steps": [40]}}})
         'detailed step 40 was one: the tree and the sampled lines leave it out (they describe the typical step)'
     """
-    left = ((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or []
+    left = _detailed_long(session)
     if not left:
         return ("no detailed step was one: `torchdoctor run --detail always` records every "
                 "step in full (it costs more)")  # fmt: skip
     calls = session.get("long_step_calls") or []
-    if calls:  # the user lines model calls ran under, innermost first: the evaluation's own
-        most = max(float(r["extra_ms"]) for r in calls)
-        row = max((r for r in calls if float(r["extra_ms"]) >= 0.99 * most),
-                  key=lambda r: r.get("function") != "<module>")  # (not the script's own call)
+    user = [r for r in calls if not r.get("package")]
+    if user:  # the user lines model calls ran under, innermost first: the evaluation's own
+        most = max(float(r["extra_ms"]) for r in user)
+        row = max((r for r in user if float(r["extra_ms"]) >= 0.9 * most),  # (not the
+                  key=lambda r: (r.get("function") != "<module>", float(r["extra_ms"])))  # script)
+        # (a line a typical step runs too calls the library loop that evaluates: name it)
+        inside = _package_path(calls, most) if float(row.get("typical_ms") or 0.0) else None
         return (f"in detailed step{'s' if len(left) > 1 else ''} "
                 f"{', '.join(str(i) for i in left[:4])}, the model calls under "
-                f"{row['location']} `{str(row.get('code') or '')[:60]}` took "
-                f"{fmt_ms(float(row['extra_ms']))} more than in a typical step")  # fmt: skip
+                f"{row['location']} `{str(row.get('code') or '')[:60]}`"
+                + (f", in {inside}," if inside else "")
+                + f" took {fmt_ms(float(row['extra_ms']))} more than in a typical step")  # fmt: skip
     which = ", ".join(str(i) for i in left[:4])
     return (f"detailed step{'s' if len(left) > 1 else ''} {which} "
             f"{'were' if len(left) > 1 else 'was'} one: the tree and the sampled lines leave "
             f"{'them' if len(left) > 1 else 'it'} out (they describe the typical step)")  # fmt: skip
+
+
+#: the knobs of a library's own loop that set how often and how much it evaluates
+_LOOP_KNOBS = {
+    "transformers": " (Trainer: TrainingArguments(eval_steps=...) larger, "
+    "per_device_eval_batch_size larger, or a smaller eval_dataset)",
+    "lightning": " (Lightning: Trainer(val_check_interval=..., limit_val_batches=...), "
+    "check_val_every_n_epoch)",
+}
+_LOOP_KNOBS["pytorch_lightning"] = _LOOP_KNOBS["lightning"]
+
+
+def _loop_package(session: Mapping[str, Any]) -> str | None:
+    """The installed package whose own loop made the long steps' extra model calls.
+
+    Example:
+        >>> row = {"package": "lightning", "function": "_run", "extra_ms": 9.0,
+        ...        "ms_per_step": 9.0, "typical_ms": 0.0, "location": "loop.py:3"}
+        >>> _loop_package({"long_step_calls": [row]}), _loop_package({})
+        ('lightning', None)
+    """
+    calls = session.get("long_step_calls") or []
+    most = max((float(r["extra_ms"]) for r in calls), default=0.0)
+    new = _new_frames(calls, most)
+    return str(new[0]["package"]) if new else None
+
+
+def _package_path(calls: list[Mapping[str, Any]], most: float) -> str | None:
+    """The installed package's functions the long steps' model calls ran under and a typical
+    step's never did (Hugging Face's Trainer evaluating inside the user's ``trainer.train()``),
+    outermost first; None without any.
+
+    Example:
+        >>> row = lambda fn, order, typical: {"package": "transformers", "function": fn,
+        ...     "location": f"trainer.py:{order}", "order": order, "extra_ms": 400.0,
+        ...     "ms_per_step": 400.0 + typical, "typical_ms": typical}
+        >>> _package_path([row("train", 9, 88.0), row("_maybe_log_save_evaluate", 8, 0.0),
+        ...                row("evaluate", 7, 0.0), row("train", 10, 0.0)], 400.0)
+        "transformers' _maybe_log_save_evaluate → evaluate (trainer.py:8)"
+    """
+    new = _new_frames(calls, most)
+    if not new:
+        return None
+    names = " → ".join(str(r["function"]) for r in new[:4]) + (" → ..." if len(new) > 4 else "")
+    package = str(new[0]["package"])
+    return f"{package}{chr(39) if package.endswith('s') else chr(39) + 's'} {names} ({new[0]['location']})"
+
+
+def _new_frames(calls: list[Mapping[str, Any]], most: float) -> list[Mapping[str, Any]]:
+    """The package rows of ``long_step_calls`` holding half the extra time or more and none of
+    a typical step's, outermost first."""
+    # (a function a typical step runs too, at another line, is the loop both go through)
+    typical = {(r.get("file"), r["function"]) for r in calls
+               if r.get("package") and float(r.get("typical_ms") or 0.0) > 0.0}  # fmt: skip
+    new = [
+        r for r in calls
+        if r.get("package") and float(r["extra_ms"]) >= 0.5 * most
+        and float(r.get("typical_ms") or 0.0) < 0.1 * float(r["ms_per_step"])
+        and (r.get("file"), r["function"]) not in typical
+    ]  # fmt: skip
+    return sorted(new, key=lambda r: -int(r.get("order") or 0))  # (first seen: innermost)
 
 
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
@@ -140,7 +212,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     long, median = _long_steps(steps)
     # detailed steps left out of the tree for their length are long steps too (in light
     # steps' terms: their forward counted with the work between steps)
-    left = set(((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or ())
+    left = set(_detailed_long(session))
     long += [_as_light(s) for s in recorded if s.get("detailed") and s.get("index") in left]
     long.sort(key=lambda s: int(s.get("index", 0)))
     if len(long) < 2 or len(long) > MAX_SHARE_OF_STEPS * len(recorded):
@@ -182,8 +254,10 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         ],
         fix="If it is an evaluation, a checkpoint or sample generation every N steps: run it "
         "less often, make it cheaper (a smaller evaluation set, a larger evaluation batch, "
-        "torch.inference_mode()), or move it to another process. If it is meant to run this "
-        "often, it is the price of that; the tree and the median step leave such steps out.",
+        "torch.inference_mode()), or move it to another process"
+        + _LOOP_KNOBS.get(_loop_package(session), "")
+        + ". If it is meant to run this often, it is the price of that; the tree and the "
+        "median step leave such steps out.",
         references=["torch.inference_mode"],
         cause="periodic-work",
     )

@@ -1,0 +1,116 @@
+"""Detail aimed at periodic long steps: an evaluation every 20 steps rarely falls in a window of
+5 every 100 steps; once light steps show it at a regular gap, the next one is detailed on its
+own, and the lines (user's and installed packages') its model calls ran under are named."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.analyze.advice.periodic_steps import periodic_steps
+from torchdoctor.collect.schedule import MAX_AIMED, DetailSchedule
+
+
+def _feed(schedule: DetailSchedule, steps: int, long_every: int, long_ms: float = 40.0,
+          slow_detail: float = 1.0) -> list[int]:  # fmt: skip
+    detailed = []
+    for i in range(steps):
+        is_detailed = schedule.detailed(i, 0.0)
+        wall = 1e6 * (long_ms if i % long_every == long_every - 1 else 10.0)
+        schedule.observe(i, wall * (slow_detail if is_detailed else 1.0), is_detailed)
+        if is_detailed:
+            detailed.append(i)
+    return detailed
+
+
+def test_the_step_after_two_long_light_steps_a_gap_apart_is_detailed():
+    schedule = DetailSchedule("windows", window=2, period_steps=1000)
+    assert _feed(schedule, 100, 20) == [0, 1, 59]
+    assert schedule.config()["aimed_steps"] == [59]
+
+
+def test_aiming_stops_once_an_aimed_step_was_long_and_after_max_aimed_misses():
+    caught = DetailSchedule("windows", window=1, period_steps=1000)
+    _feed(caught, 300, 20, slow_detail=1.3)
+    assert caught.aimed == [59]  # (long: no more aims)
+    # the long steps stop being long when detailed (the aimed one is not long): aims run out
+    missed = DetailSchedule("windows", window=1, period_steps=1000)
+    for i in range(400):
+        detailed = missed.detailed(i, 0.0)
+        missed.observe(i, 10e6 if detailed or i % 20 != 19 else 40e6, detailed)
+    assert len(missed.aimed) == MAX_AIMED
+
+
+def test_irregular_long_steps_aim_once_and_always_mode_never_aims():
+    hiccups = DetailSchedule("windows", window=1, period_steps=1000)
+    for i in range(100):  # (steps of 0.5 ms, every 20th 1.5 ms: no evaluation, no aim)
+        detailed = hiccups.detailed(i, 0.0)
+        hiccups.observe(i, 1.5e6 if i % 20 == 19 else 0.5e6, detailed)
+    assert hiccups.aimed == []
+    schedule = DetailSchedule("windows", window=1, period_steps=1000)
+    for i in range(200):
+        detailed = schedule.detailed(i, 0.0)
+        schedule.observe(i, 40e6 if i in (30, 47, 101, 190) else 10e6, detailed)
+    assert schedule.aimed == [64]  # (a guess from the first two; the gaps then disagree)
+    always = DetailSchedule("always")
+    assert _feed(always, 60, 20) == [i for i in range(60) if not always._control(i)]
+    assert always.aimed == []
+
+
+def test_dropped_steps_forget_the_long_ones_seen():
+    schedule = DetailSchedule("windows", window=1, period_steps=1000)
+    _feed(schedule, 45, 20)  # long at 19, 39: aimed at 59
+    schedule.restart()  # (the step boundary changed: steps are cut elsewhere now)
+    assert [i for i in range(45, 80) if schedule.detailed(i, 0.0)] == [45]
+
+
+@pytest.fixture
+def evaluating_library(tmp_path, monkeypatch):
+    """An installed package (site-packages) whose loop evaluates every 20 steps, as Hugging
+    Face's Trainer does inside the user's one line `trainer.train()`."""
+    package = tmp_path / "site-packages" / "looplib"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(textwrap.dedent("""
+        import torch
+
+        def _evaluate_every(model, batches):
+            with torch.no_grad():
+                for x in batches:
+                    model(x)
+
+        def _training_step(model, opt, x):
+            model(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+
+        def fit(model, opt, x, steps, every, batches):
+            for i in range(steps):
+                if i % every == every - 1:
+                    _evaluate_every(model, batches)
+                _training_step(model, opt, x)
+    """))
+    monkeypatch.syspath_prepend(str(package.parent))
+    yield __import__("looplib")
+    sys.modules.pop("looplib", None)
+
+
+def test_a_librarys_evaluation_is_named_in_the_advice(evaluating_library):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, batches = torch.randn(16, 64), [torch.randn(512, 64) for _ in range(80)]
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto") as prof:
+        evaluating_library.fit(net, opt, x, 100, 20, batches)
+    session = prof.session
+    detail = session["config"]["detail"]
+    assert detail["aimed_steps"] == [59] and 59 in detail["outlier_steps"]
+    packages = [r for r in session["long_step_calls"] if r.get("package") == "looplib"]
+    assert "_evaluate_every" in {r["function"] for r in packages}
+    (advice,) = periodic_steps(session)
+    assert "looplib's _evaluate_every" in advice.evidence[-1], advice.evidence
+    assert "_training_step" not in advice.evidence[-1]

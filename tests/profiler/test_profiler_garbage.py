@@ -79,7 +79,9 @@ def test_a_program_that_froze_objects_itself_is_left_alone():
 
 
 def _tracked_by_forward(model: torch.nn.Module, x: torch.Tensor) -> int:
-    gc.collect()
+    for _ in range(5):  # (earlier tests' garbage freed in stages: finalizers, weak callbacks)
+        if not gc.collect():
+            break
     before = len(gc.get_objects())
     out = model(x)
     gc.collect()

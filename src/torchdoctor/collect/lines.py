@@ -234,11 +234,13 @@ class LineCollector(ModeParking):
         else:
             self.unpark()
         self.in_library = False
+        self.seen = self.seen_python = 0  # (a shadow step's calls, passed through: no cost)
+        self.shadow = False
         self.active = True
 
     def stop(self) -> None:
         """Remove the function mode (wherever it is on the mode stack) and the wrapper."""
-        self.active = False
+        self.active = self.shadow = False
         mode, self._mode = self._mode, None
         parked, self._parked = self._parked, None
         self._park_pending = False

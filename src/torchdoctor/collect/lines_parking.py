@@ -66,16 +66,39 @@ class ModeParking:
     _strays: tuple = ()
     _park_pending = False  # park() ran inside the mode's handler: park at the next change
     active = False
+    shadow = False  # paused in a light step, parked and put back as if active (see pause)
     in_library = False  # the innermost call open is a library module's (see owner_changed)
     phase_counted = True  # the phase's torch calls are charged to lines
     last: Any  # the collector's: its last call, and the frames it tracks (both reset here)
     executions: dict[int, tuple]
 
-    def pause(self) -> None:
+    def pause(self, shadow: bool = False) -> None:
         """Off for a whole step (phase changes leave it parked), its place on the stack kept
-        under modes that stay (a sync audit that runs every step); ``start`` puts it back."""
+        under modes that stay (a sync audit that runs every step); ``start`` puts it back.
+        ``shadow`` (compiled code runs: Dynamo guards on the mode stack, so a stack that differs
+        from a detailed step's recompiles the user's compiled functions): the mode is parked and
+        put back at the same phase changes and library calls as in a detailed step, passing
+        every call through.
+
+        Example:
+            >>> import torch
+            >>> from torch.overrides import TorchFunctionMode
+            >>> parking = ModeParking()
+            >>> parking._mode, parking.active = TorchFunctionMode(), True
+            >>> torch._C._push_on_torch_function_stack(parking._mode)
+            >>> parking.pause(shadow=True); parking.parked(), parking.active
+            (False, False)
+            >>> parking.phase_changed("optimizer"); parking.parked()
+            True
+            >>> parking.phase_changed("forward"); parking.pause(); parking.parked()
+            True
+        """
         self.active = False
-        self.park()
+        self.shadow = shadow
+        if shadow and self.phase_counted and not self.in_library:
+            self.unpark()
+        else:
+            self.park()
 
     def phase_changed(self, phase: str) -> None:
         """Park the mode in the optimizer and data phases, put it back for the others (set as
@@ -85,7 +108,7 @@ class ModeParking:
         self.phase_counted = phase not in PARKED_PHASES
         if PENDING:
             run_pending()
-        if not self.active:  # stopped or paused (light steps)
+        if not (self.active or self.shadow):  # stopped or paused (light steps)
             return
         if phase in PARKED_PHASES:
             self.park()
@@ -103,7 +126,7 @@ class ModeParking:
         if library == self.in_library:
             return
         self.in_library = library
-        if not self.active:
+        if not (self.active or self.shadow):
             return
         if library:
             self.park()

@@ -223,6 +223,9 @@ class ProfilerState:
         self.line_steps = self.line_calls_seen = self.line_calls_timed = 0
         self.line_calls_python = 0
         self.first_detail_ns = None
+        if self.compile_steps:  # (compiling in them happened: once, before the steps kept now)
+            self.compile_steps = [(0, sum(ms for _, ms in self.compile_steps))]
+            self.compile_step_count = 1
 
     def detailed_summaries(self) -> list[dict[str, Any]]:
         return [s for s in self.summaries if s.get("detailed", True)]

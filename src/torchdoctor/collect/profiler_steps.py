@@ -138,6 +138,7 @@ class StepCycle:
             self._module_hooks.off()
         lines = self._lines
         began = time.perf_counter_ns()
+        rec.owner_shadow = False
         if lines is not None and detailed:
             lines.start()  # before the audits resume: below their modes (their cost is no line's)
             lines.deadline_ns = began + self._recent.budget_ns()
@@ -146,14 +147,15 @@ class StepCycle:
         for audit in self._paced:
             if detailed or audit_all:
                 audit.resume()
-            elif audit.pause():
+            elif audit.pause(in_place=compiled):  # (compiled code: the mode stack stays)
                 audited = False
         self._audited = audited
         if lines is not None and not detailed:  # light steps: no line timing (after the audits
             # paused: modes in order; under an audit that runs on, in its place; with compiled
             # code, the same mode object, parked: Dynamo guards on the mode stack)
             if audit_all or compiled:
-                lines.pause()
+                lines.pause(shadow=compiled)
+                rec.owner_shadow = compiled
             else:
                 lines.stop()
         # never inside a backward pass: a checkpoint's recomputation pushes its own saved-tensor
@@ -229,8 +231,8 @@ class StepCycle:
         self._saved.off()
         compiled = compile_seconds()  # torch.compile compiling inside this step
         if compiled > self._compile_s:
-            if kept:
-                state.note_compile(self._counter - self.warmup, 1e3 * (compiled - self._compile_s))
+            if kept:  # (the step's record, queued above: its index)
+                state.note_compile(self.steps_recorded - 1, 1e3 * (compiled - self._compile_s))
             self._compile_s = compiled
         if not discard:
             self._counter += 1

@@ -13,8 +13,8 @@ a pre-hook on the ``grad_fn`` of each output that requires grad marks the *start
 module's backward (an output's gradient is complete), and one on the ``grad_fn`` of each input
 that requires grad marks its *end* (the input's gradient is complete); leaf inputs get a tensor
 hook instead, removed at the end of the step (only its first firing counts: with gradient
-accumulation later passes of the step fire it again). Graph pre-hooks die with the graph; a kept graph
-(``retain_graph``) may fire old hooks later, and marks of calls from earlier steps are dropped.
+accumulation later passes of the step fire it again). Graph pre-hooks die with the graph; a
+kept graph (``retain_graph``) may fire old hooks later: marks of earlier steps' calls are dropped.
 A call none of whose inputs require grad (the first layer, a module fed with data) has no end
 mark; ``collect/backward.py`` ends it. Containers are extended to cover their children.
 Regions record the autograd sequence numbers at enter and exit; when a backward pass starts,
@@ -28,10 +28,10 @@ and their views are not activations and are skipped.
 Cost per module call (``benchmarks/profiler_overhead.py`` measures it): no walk over modules
 or parameters (each node's parameters and buffers are listed once, at its first call; a call
 compares their ``_version`` counters), one clock token per event, and the hooks' own tensor
-reads run with
-torch-function handling disabled, so an active sync audit's mode does not intercept them. In a
-*light* step (``detailed`` False, see ``collect/schedule.py``) the module hooks only track the
-outermost call (the ``forward`` phase and step boundaries) and record nothing else.
+reads run with torch-function handling disabled, so an active sync audit's mode does not
+intercept them. In a *light* step (``detailed`` False, see ``collect/schedule.py``) the module
+hooks only track the outermost call (the ``forward`` phase, step boundaries, its owner under
+compiled code) and record nothing else.
 
 Example:
     >>> from torchdoctor.collect.clocks import CpuClock
@@ -115,11 +115,8 @@ class Recorder(NodeRegistry, RegionEvents):
     """
 
     def __init__(self, clock: Any, *, backward: bool = True, memory: bool = True) -> None:
-        self.clock = clock
-        self.now = clock.now
-        self._entries = fired_entries(self)
-        self.backward = backward
-        self.memory = memory
+        self.clock, self.now, self._entries = clock, clock.now, fired_entries(self)
+        self.backward, self.memory = backward, memory
         self.fingerprints_across_steps = False  # set by the profiler (see new_step)
         self.fingerprinting = True  # this step compares module inputs (set by the profiler)
         # engine knobs seen in use during the step (None: no evidence either way)
@@ -157,6 +154,7 @@ class Recorder(NodeRegistry, RegionEvents):
         # called with True when the innermost call becomes a library module's (no source, in
         # torch, a package, torchdoctor), False when the user's again, in detailed steps
         self.on_owner: Any = None
+        self.owner_shadow = False  # ... and in light steps under compiled code (shadow_owner)
         self.library: list[bool] = [False]  # per node: a library module
         self.in_library = False
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
@@ -244,6 +242,8 @@ class Recorder(NodeRegistry, RegionEvents):
         if self.module_depth <= 2 and not self.knobs["autocast"]:  # (also its direct children:
             note_autocast(self.knobs)  # accelerate enters autocast inside the model's forward)
         if not self.detailed:
+            if self.owner_shadow and self.module_depth == 1:  # (compiled code: see the mixin)
+                self.shadow_owner(module)
             return
         began = _host_ns()
         if _mode_enabled():  # a sync audit's mode must not intercept the hook's own reads
@@ -294,6 +294,8 @@ class Recorder(NodeRegistry, RegionEvents):
         if not frames or frames[-1].module_id != id(module):
             if self.recording and self.module_depth:  # a call begun in a light step
                 self.module_depth -= 1
+                if not self.module_depth and self.in_library:  # (owner_shadow's)
+                    self._owner_became(False)
                 if not self.module_depth and not torch.is_grad_enabled():
                     self.phases.leave_forward_without_grad()
             return

@@ -22,9 +22,14 @@ import gc
 from functools import partial
 from typing import Any
 
+from torchdoctor.collect.lines_frames import USER, kind_of_file
+from torchdoctor.collect.naming import source_of_class
 from torchdoctor.collect.records import BackwardMark, ForwardCall, Frame, MarkKind
 from torchdoctor.collect.region_graph import region_boundaries, roots_of, sequence_nr
 from torchdoctor.collect.state import STATE
+
+#: module class -> whether it is a library's (shadow_owner)
+_LIBRARY_CLASS: dict[type, bool] = {}
 
 _START, _END = MarkKind.START, MarkKind.END
 
@@ -62,6 +67,26 @@ class RegionEvents:
     library: list[bool]
     in_library: bool
     _mark: Any
+
+    def shadow_owner(self, module: Any) -> None:
+        """In a light step under compiled code (``owner_shadow``): an outermost call's owner
+        still parks the hot-lines mode as a detailed step's would (``ModeParking.pause``,
+        shadow), so compiled code always sees one torch function mode stack.
+
+        Example:
+            >>> import torch
+            >>> class Rec(RegionEvents):
+            ...     in_library, on_owner = False, None
+            >>> rec = Rec(); rec.shadow_owner(torch.nn.Linear(1, 1)); rec.in_library
+            True
+        """
+        cls = type(module)
+        library = _LIBRARY_CLASS.get(cls)
+        if library is None:
+            file = (source_of_class(cls) or {}).get("file")
+            library = _LIBRARY_CLASS[cls] = not file or kind_of_file(str(file)) != USER
+        if library is not self.in_library:
+            self._owner_became(library)
 
     def _owner_became(self, library: bool) -> None:
         """The innermost call became a library module's (``library``) or the user's again:

@@ -24,8 +24,8 @@ code the torch function (``inside``); optimizer step counters (kept on the CPU b
 inside ``torch.utils.data`` (samplers, collate, the user's Dataset: host tensors in a GPU run
 too) and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA
 only calls on device tensors count, each sync's wall time is measured as its stall, and
-``torch.cuda.set_sync_debug_mode("warn")`` warnings are merged in by line (CUDA paths are
-untested here: no GPU in CI). Numerics are untouched: every call runs exactly as it would.
+``torch.cuda.set_sync_debug_mode("warn")`` warnings are merged in by line. Numerics are
+untouched: every call runs exactly as it would.
 
 Example:
     >>> import torch, torchdoctor
@@ -93,8 +93,7 @@ class SyncAudit:
         self.thorough = bool(thorough)
         #: True when events are predictions (no accelerator): every tensor counts as on-device.
         self.predict = (not torch.cuda.is_available()) if predict is None else bool(predict)
-        self.function_calls = 0
-        self.dispatch_calls = 0
+        self.function_calls = self.dispatch_calls = 0
         #: a fused attention kernel (scaled_dot_product_attention) was called while auditing
         self.fused_attention = False
         self._events: dict[tuple, list] = {}
@@ -103,8 +102,7 @@ class SyncAudit:
         #: host-data marks (CPU runs only): which tensors would not live on the accelerator
         self.residency: Residency | None = Residency() if self.predict else None
         self._last_host_copy: tuple[Any, tuple] | None = None  # (weakref, user line)
-        self._in_optimizer = 0
-        self._popped_for_optimizer = False
+        self._in_optimizer, self._popped_for_optimizer = 0, False
         self._deferred = False  # paused, but its mode still on the stack (see pause)
         self._function_mode: FunctionMode | None = None
         self._dispatch_mode: DispatchMode | None = None
@@ -112,8 +110,7 @@ class SyncAudit:
         self._cuda = CudaSyncWarnings(self._on_cuda_warning)
         self._started_ns: int | None = None
         self._elapsed_ns = 0
-        self._paused = False
-        self.active = False
+        self._paused = self.active = False
 
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> SyncAudit:
@@ -156,10 +153,11 @@ class SyncAudit:
         self._elapsed_ns += time.perf_counter_ns() - (self._started_ns or 0)
         self._remove()
 
-    def pause(self) -> bool:
+    def pause(self, in_place: bool = False) -> bool:
         """Stop intercepting calls until :meth:`resume` (the profiler pauses the audit outside
         its detail windows); True when paused. A thorough audit, or one with another torch
-        function mode above its own, is not paused (False).
+        function mode above its own, is not paused (False). ``in_place``: its mode stays on the
+        stack, passing calls through (compiled code: Dynamo guards on it; collect/compiled.py).
 
         Example:
             >>> import torch
@@ -172,16 +170,19 @@ class SyncAudit:
             []
         """
         if not self.active or self._paused:
-            if self._deferred and mode_on_top(self._function_mode):  # (now it can come off)
-                self._deferred = torch._C._pop_torch_function_stack() is None
+            if self._deferred and not in_place and mode_on_top(self._function_mode):
+                self._deferred = torch._C._pop_torch_function_stack() is None  # (now it can)
             return self._paused
         if self.thorough or self._function_mode is None:
             return False
-        if self._popped_for_optimizer:  # off already; the optimizer's post hook leaves it off
+        stack = _get_current_function_mode_stack()
+        if in_place and (self._popped_for_optimizer or self._function_mode in stack):
+            self._deferred = True  # (resume leaves it; the optimizer's post hook puts it back)
+        elif self._popped_for_optimizer:  # off already; the optimizer's post hook leaves it off
             self._popped_for_optimizer = False
         elif mode_on_top(self._function_mode):
             torch._C._pop_torch_function_stack()
-        elif self._function_mode not in _get_current_function_mode_stack():  # torch holds it
+        elif self._function_mode not in stack:  # torch holds it
             self._deferred = True  # (in its handler: a step cut in backward()): see FunctionMode
         else:
             return False
@@ -193,8 +194,7 @@ class SyncAudit:
         """Intercept calls again after :meth:`pause` (a no-op when not paused)."""
         if not self._paused:
             return
-        self._paused = False
-        self._started_ns = time.perf_counter_ns()
+        self._paused, self._started_ns = False, time.perf_counter_ns()
         if self._deferred:  # never came off the stack: it intercepts again as it is
             self._deferred = False
         elif self._function_mode is not None:

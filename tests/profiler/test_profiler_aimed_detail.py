@@ -114,3 +114,4 @@ def test_a_librarys_evaluation_is_named_in_the_advice(evaluating_library):
     (advice,) = periodic_steps(session)
     assert "looplib's _evaluate_every" in advice.evidence[-1], advice.evidence
     assert "_training_step" not in advice.evidence[-1]
+    assert "fit →" not in advice.evidence[-1]  # (the loop both kinds of steps run under)

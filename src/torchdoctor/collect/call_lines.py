@@ -173,16 +173,20 @@ def long_step_calls(
         >>> fit, evaluate = (loop, 7, "fit", "net"), (loop, 3, "evaluate", "net")
         >>> rows = long_step_calls([{"call_lines": {user: 9e6, fit: 9e6, evaluate: 5e6}}],
         ...                        [{"call_lines": {user: 4e6, fit: 4e6}}])
-        >>> [(r["function"], r["extra_ms"], r["typical_ms"], r.get("package")) for r in rows]
-        [('<module>', 5.0, 4.0, None), ('fit', 5.0, 4.0, 'lib'), ('evaluate', 5.0, 0.0, 'lib')]
+        >>> [(r["function"], r["extra_ms"], r["typical_ms"], r.get("new_function")) for r in rows]
+        [('<module>', 5.0, 4.0, None), ('fit', 5.0, 4.0, False), ('evaluate', 5.0, 0.0, True)]
     """
     out = []
     for packages in (False, True):
-        base = {row["location"]: row["ms_per_step"]
-                for row in call_lines_section(typical, packages) or ()}  # fmt: skip
+        rows = call_lines_section(typical, packages) or ()
+        base = {row["location"]: row["ms_per_step"] for row in rows}
+        functions = {(row["file"], row["function"]) for row in rows}
         out += [
             {**row, "extra_ms": row["ms_per_step"] - base.get(row["location"], 0.0),
-             "typical_ms": base.get(row["location"], 0.0)}
+             "typical_ms": base.get(row["location"], 0.0),
+             # (a package's function no typical call ran under, at any of its lines)
+             **({"new_function": (row["file"], row["function"]) not in functions}
+                if packages else {})}
             for row in call_lines_section(long, packages) or ()
         ]  # fmt: skip
     return [row for row in out if row["extra_ms"] >= 1.0] or None

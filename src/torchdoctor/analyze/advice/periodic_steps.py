@@ -198,7 +198,7 @@ def _new_frames(calls: list[Mapping[str, Any]], most: float) -> list[Mapping[str
         r for r in calls
         if r.get("package") and float(r["extra_ms"]) >= 0.5 * most
         and float(r.get("typical_ms") or 0.0) < 0.1 * float(r["ms_per_step"])
-        and (r.get("file"), r["function"]) not in typical
+        and (r.get("file"), r["function"]) not in typical and r.get("new_function", True)
     ]  # fmt: skip
     return sorted(new, key=lambda r: -int(r.get("order") or 0))  # (first seen: innermost)
 

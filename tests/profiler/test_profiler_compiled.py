@@ -199,3 +199,35 @@ def test_a_compiled_function_sees_one_mode_stack_in_detailed_and_light_steps():
         train(24, prof)
     assert plain == 1 and _graphs() - before == plain
     assert prof.session.get("hot_lines") is not None  # (the detailed steps timed lines)
+
+
+def test_a_data_loader_does_not_recompile_a_compiled_model_at_every_step():
+    """The module hooks were taken off while a DataLoader yields and registered again after:
+    new keys in torch's global hooks dict, on which Dynamo guards. Hugging Face's Trainer with
+    torch_compile=True recompiled its model at every step (8 times, then eager)."""
+    import torch._dynamo
+
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 16))
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+
+    def train(epochs):
+        compiled = torch.compile(model, backend="eager")
+        for _ in range(epochs):
+            for (x,) in loader:
+                compiled(x).pow(2).mean().backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+    torch._dynamo.reset()
+    before = _graphs()
+    train(1)
+    plain = _graphs() - before
+    torch._dynamo.reset()
+    before = _graphs()
+    with torchdoctor.Profiler(step_boundary="auto", window=2, period_steps=5) as prof:
+        train(3)
+    assert plain == 1 and _graphs() - before == plain
+    assert prof.session["config"]["step_boundary"] == "optimizer"
+    assert prof.session["phases"]["data"]["mean"] > 0

@@ -18,7 +18,10 @@ in place across steps, light steps keep the sync audit's mode on the stack (pass
 through: ``SyncAudit.pause(in_place=True)``), and the hot-lines mode is parked and put back in
 light steps at the same phase changes and library calls as in detailed ones (passing calls
 through: ``ModeParking.pause(shadow=True)``; the outermost call's owner is tracked for it,
-``RegionEvents.shadow_owner``): compiled code sees one mode stack in every step. (Before,
+``RegionEvents.shadow_owner``): compiled code sees one mode stack in every step. Dynamo also
+guards on the keys of torch's global hooks dict, so while a data loader yields, the module
+hooks are muted in place (``Recorder.muted``) instead of taken off and registered again (new
+keys: Hugging Face's Trainer with ``torch_compile=True`` recompiled its model at every step). (Before,
 nanoGPT with ``compile=True`` recompiled its model at the first light step and at each later
 switch, and the report blamed its input shapes: "recompiles in 2 later steps, 56% of the run".)
 

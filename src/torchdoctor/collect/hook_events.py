@@ -90,6 +90,7 @@ class HookEvents:
     _module_round: Any
     _optimizer_round: Any
     _module_hooks: Any  # the module hooks switch (collect/install.py)
+    _compiled: bool  # compiled code runs (collect/compiled.py)
 
     def _cut(self, discard: bool = False) -> None:  # pragma: no cover - the Profiler's
         raise NotImplementedError
@@ -143,7 +144,10 @@ class HookEvents:
         token = 0
         hooks = self._module_hooks
         if hooks is not None and hooks.active and not self._rec.module_depth:
-            hooks.off()
+            if self._compiled:  # Dynamo guards on the global hooks' keys: muted in place
+                self._rec.muted = True  # (off and on again, each step recompiled the model)
+            else:
+                hooks.off()
             token |= _HOOKS_MUTED
         if self._rec.recording:
             self._rec.phases.push("data")
@@ -174,7 +178,10 @@ class HookEvents:
             for mode, depth in reversed(self._parked_audits.pop()):
                 insert_function_mode(mode, depth)
         if token & _HOOKS_MUTED:
-            self._module_hooks.on()
+            if self._rec.muted:
+                self._rec.muted = False
+            else:
+                self._module_hooks.on()
         if token & _PHASE_PUSHED and self._rec.phases.phase == "data":
             self._rec.phases.pop()
 

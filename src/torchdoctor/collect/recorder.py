@@ -155,6 +155,7 @@ class Recorder(NodeRegistry, RegionEvents):
         # torch, a package, torchdoctor), False when the user's again, in detailed steps
         self.on_owner: Any = None
         self.owner_shadow = False  # ... and in light steps under compiled code (shadow_owner)
+        self.muted = False  # a data loader runs, under compiled code (hooks kept registered)
         self.library: list[bool] = [False]  # per node: a library module
         self.in_library = False
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
@@ -223,7 +224,7 @@ class Recorder(NodeRegistry, RegionEvents):
 
     # -- module hooks (global) ------------------------------------------------------------
     def pre_hook(self, module: Any, args: Any) -> None:
-        if compiling() or not self.recording:  # (Dynamo tracing: collect/compiled.py)
+        if compiling() or not self.recording or self.muted:  # (Dynamo: collect/compiled.py)
             return
         if _thread() != self.thread:  # another thread's model (an evaluator, a prefetcher)
             self.other_thread_calls += 1

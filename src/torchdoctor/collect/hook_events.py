@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.call_lines import user_chain
-from torchdoctor.collect.compiled import compiling
+from torchdoctor.collect.compiled import compiled_frames, compiling
 from torchdoctor.collect.lines_install import insert_function_mode, remove_function_mode
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.state import STATE
@@ -91,6 +91,7 @@ class HookEvents:
     _optimizer_round: Any
     _module_hooks: Any  # the module hooks switch (collect/install.py)
     _compiled: bool  # compiled code runs (collect/compiled.py)
+    _frames_at_start: int  # frames Dynamo had compiled when the profiler started
 
     def _cut(self, discard: bool = False) -> None:  # pragma: no cover - the Profiler's
         raise NotImplementedError
@@ -144,6 +145,10 @@ class HookEvents:
         token = 0
         hooks = self._module_hooks
         if hooks is not None and hooks.active and not self._rec.module_depth:
+            self._compiled = self._compiled or (  # (compiled since the step began: a loop of
+                self._rec.compiled_module_seen  # validation batches inside one step)
+                or compiled_frames() != self._frames_at_start
+            )
             if self._compiled:  # Dynamo guards on the global hooks' keys: muted in place
                 self._rec.muted = True  # (off and on again, each step recompiled the model)
             else:

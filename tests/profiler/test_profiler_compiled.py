@@ -231,3 +231,37 @@ def test_a_data_loader_does_not_recompile_a_compiled_model_at_every_step():
     assert plain == 1 and _graphs() - before == plain
     assert prof.session["config"]["step_boundary"] == "optimizer"
     assert prof.session["phases"]["data"]["mean"] > 0
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _model()
+
+    def forward(self, x):
+        return self.inner(x).tanh()
+
+
+def test_a_module_compiled_in_place_keeps_its_row_and_compiles_as_often_as_plain():
+    """``module.compile()`` compiles ``_call_impl``: Dynamo compiled the profiler's hooks and
+    modes as frames of their own, as no-ops (the tree lost the model) guarded on their
+    arguments (recompiled call after call); they are kept out of Dynamo now."""
+    import torch._dynamo
+
+    def train(steps, prof=None):
+        torch.manual_seed(0)
+        block = _Block()
+        block.compile(backend="eager")
+        opt = torch.optim.SGD(block.parameters(), lr=0.01)
+        _train(block, opt, torch.randn(8, 16), steps, prof)
+
+    torch._dynamo.reset()
+    before = _graphs()
+    train(3)
+    plain = _graphs() - before
+    torch._dynamo.reset()
+    before = _graphs()
+    with torchdoctor.Profiler(window=2, period_steps=5) as prof:
+        train(20, prof)
+    assert plain >= 1 and _graphs() - before == plain
+    assert [c["path"] for c in prof.session["tree"]["children"]][0] == "_Block"

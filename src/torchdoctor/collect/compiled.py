@@ -9,6 +9,14 @@ and does nothing then: the compiled region runs as one call, timed by the eager 
 (its module is the ``OptimizedModule``; the hot lines charge its time to the line that called
 it).
 
+Called as frames of their own, though, Dynamo would compile them: ``module.compile()``
+compiles ``_call_impl``, whose hooks it then compiled as no-ops guarded on their arguments (the
+model left the tree; recompiled call after call), and a ``torch.compile``'d model's wrapper
+calls its module through them. So the entry points are marked for Dynamo to skip, with all they
+call (:func:`keep_out_of_dynamo`, at start and after every ``torch.compile``): they run as
+plain Python, and the wrapper's own call of its module makes no node
+(``Recorder.compiled_inner``: its time is the ``OptimizedModule``'s).
+
 Dynamo also guards the compiled code on the global module hooks and the torch function mode
 stack. Toggling them between detail windows and light steps would recompile the user's code
 at every window, and after a few recompilations Dynamo falls back to eager. Once compiled code
@@ -34,12 +42,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
 from torch.compiler import is_compiling as compiling
 
-__all__ = ["compiling", "compile_seconds", "compiled_frames", "is_compiled_module"]
+__all__ = ["compiling", "compile_seconds", "compiled_frames", "is_compiled_module",
+           "keep_out_of_dynamo", "watch_compile"]
 
 
 def _from_dynamo(read: Any) -> float:
@@ -97,3 +107,72 @@ def is_compiled_module(module: object) -> bool:
     """
     cls = type(module)
     return cls.__name__ == "OptimizedModule" and cls.__module__.startswith("torch._dynamo")
+
+
+def _entry_points() -> list[Any]:
+    """The profiler's functions that the user's compiled code calls: the global module hooks
+    and the torch function modes' handlers (imported here, late: they import this module)."""
+    from torchdoctor.collect.lines import _Mode
+    from torchdoctor.collect.recorder import Recorder
+    from torchdoctor.collect.syncs_modes import FunctionMode
+
+    return [Recorder.pre_hook, Recorder.post_hook, FunctionMode.__torch_function__,
+            _Mode.__torch_function__]  # fmt: skip
+
+
+def keep_out_of_dynamo() -> bool:
+    """Tell Dynamo to run the profiler's entry points as they are: never compile one as a frame
+    of its own, nor anything it calls (True when done; False when Dynamo is not imported or
+    this torch has no per-code strategy). Inside a traced function they are still traced (and
+    do nothing: :func:`compiling`); but ``module.compile()`` compiles ``_call_impl``, whose
+    hooks and modes Dynamo then compiled as frames of their own, as no-ops: the tree lost the
+    model, and their guards (the number of arguments, an output's shape, grad mode) recompiled
+    them call after call (9 recompiles of a 3-layer MLP where the plain run had none).
+
+    Example:
+        >>> keep_out_of_dynamo() in (True, False)
+        True
+    """
+    if "torch._dynamo" not in sys.modules:
+        return False
+    try:
+        from torch._C._dynamo import eval_frame
+
+        action, strategy = eval_frame._FrameAction, eval_frame._FrameExecStrategy
+        set_strategy = eval_frame.set_code_exec_strategy
+    except (ImportError, AttributeError):  # (another torch: its frames as before)
+        return False
+    for function in _entry_points():
+        set_strategy(function.__code__, strategy(action.SKIP, action.SKIP))
+    return True
+
+
+def watch_compile() -> Any:
+    """Keep the entry points out of Dynamo now if it is imported, and at every
+    ``torch.compile`` call while the profiler runs (``module.compile()`` calls it too, and
+    ``torch._dynamo.reset()`` forgets what Dynamo was told); returns the undo.
+
+    Example:
+        >>> import torch
+        >>> undo = watch_compile(); patched = torch.compile.__wrapped__; undo()
+        >>> patched is torch.compile
+        True
+    """
+    import torch
+
+    keep_out_of_dynamo()
+    original = torch.compile
+
+    @functools.wraps(original)
+    def compile(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)  # (imports Dynamo the first time)
+        keep_out_of_dynamo()
+        return result
+
+    torch.compile = compile
+
+    def undo() -> None:
+        if torch.compile is compile:
+            torch.compile = original
+
+    return undo

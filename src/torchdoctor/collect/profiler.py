@@ -53,7 +53,7 @@ import torch
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.children import ChildProcesses
 from torchdoctor.collect.clocks import make_clock
-from torchdoctor.collect.compiled import compile_seconds, compiled_frames
+from torchdoctor.collect.compiled import compile_seconds, compiled_frames, watch_compile
 from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.garbage import FrozenObjects
@@ -201,6 +201,7 @@ class Profiler(StepCycle, HookEvents):
             frozen.start()
             hooks.add_undo(frozen.release)
             self._module_hooks = hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+            hooks.add_undo(watch_compile())  # (its hooks and modes: never Dynamo's frames)
             hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
             enter = self._backward_enter  # (the first pass: the script's objects exist)
             hooks.wrap_autograd(lambda *a: (frozen.again(), enter(*a)), self._backward_leave)

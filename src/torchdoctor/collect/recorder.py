@@ -116,7 +116,7 @@ class Recorder(NodeRegistry, RegionEvents):
 
     def __init__(self, clock: Any, *, backward: bool = True, memory: bool = True) -> None:
         self.clock, self.now, self._entries = clock, clock.now, fired_entries(self)
-        self.backward, self.memory = backward, memory
+        self.backward, self.memory, self.muted = backward, memory, False  # (muted: a loader runs, compiled code)
         self.fingerprints_across_steps = False  # set by the profiler (see new_step)
         self.fingerprinting = True  # this step compares module inputs (set by the profiler)
         # engine knobs seen in use during the step (None: no evidence either way)
@@ -155,7 +155,6 @@ class Recorder(NodeRegistry, RegionEvents):
         # torch, a package, torchdoctor), False when the user's again, in detailed steps
         self.on_owner: Any = None
         self.owner_shadow = False  # ... and in light steps under compiled code (shadow_owner)
-        self.muted = False  # a data loader runs, under compiled code (hooks kept registered)
         self.library: list[bool] = [False]  # per node: a library module
         self.in_library = False
         self.call_site: dict[int, tuple[str, int, str]] = {}  # node -> (file, line, function)
@@ -163,6 +162,7 @@ class Recorder(NodeRegistry, RegionEvents):
         self.registration_ns = 0  # host ns registering nodes at their first call (once only)
         self._names_generation = 0  # ModuleNames.generation the node paths were read at
         self.compiled_module_seen = False  # a torch.compile'd module's wrapper was called
+        self.compiled_inner: set[int] = set()  # ids of the modules such wrappers call: no node
         # calls are recorded on the thread that made it (the loop's); others only counted
         self.thread = _thread()
         self.other_thread_calls = 0
@@ -224,8 +224,8 @@ class Recorder(NodeRegistry, RegionEvents):
 
     # -- module hooks (global) ------------------------------------------------------------
     def pre_hook(self, module: Any, args: Any) -> None:
-        if compiling() or not self.recording or self.muted:  # (Dynamo: collect/compiled.py)
-            return
+        if compiling() or not self.recording or self.muted or id(module) in self.compiled_inner:
+            return  # (Dynamo tracing, a compiled wrapper's own module: collect/compiled.py)
         if _thread() != self.thread:  # another thread's model (an evaluator, a prefetcher)
             self.other_thread_calls += 1
             return
@@ -287,7 +287,7 @@ class Recorder(NodeRegistry, RegionEvents):
         arguments out when it runs the hook after a forward that raised)."""
         if output is _NO_KWARGS:
             output, kwargs = kwargs, None
-        if compiling() or _thread() != self.thread:
+        if compiling() or _thread() != self.thread or id(module) in self.compiled_inner:
             return
         if kwargs and self.module_depth == 1 and self.outer_shape is None:
             self.outer_shape = _first_shape(kwargs)  # model(input_ids=ids): the step's input

@@ -60,6 +60,7 @@ class NodeRegistry:
     made_in_forward: set[int]
     registration_ns: int
     compiled_module_seen: bool
+    compiled_inner: set[int]
     _names_generation: int
 
     def node_for(
@@ -141,6 +142,7 @@ class NodeRegistry:
             path = self.names.path_of(module, self.path[walk] if walk else None)
         if is_compiled_module(module):
             self.compiled_module_seen = True  # (collect/compiled.py)
+            self.compiled_inner.add(id(getattr(module, "_orig_mod", None)))  # (its own call)
         node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
         self.state_of[node] = (*module.parameters(), *module.buffers())
         return node

@@ -109,15 +109,9 @@ def is_compiled_module(module: object) -> bool:
     return cls.__name__ == "OptimizedModule" and cls.__module__.startswith("torch._dynamo")
 
 
-def _entry_points() -> list[Any]:
-    """The profiler's functions that the user's compiled code calls: the global module hooks
-    and the torch function modes' handlers (imported here, late: they import this module)."""
-    from torchdoctor.collect.lines import _Mode
-    from torchdoctor.collect.recorder import Recorder
-    from torchdoctor.collect.syncs_modes import FunctionMode
-
-    return [Recorder.pre_hook, Recorder.post_hook, FunctionMode.__torch_function__,
-            _Mode.__torch_function__]  # fmt: skip
+#: the profiler's functions that the user's compiled code calls (the global module hooks, the
+#: torch function modes' handlers): each module appends its own
+DYNAMO_SKIPS: list[Any] = []
 
 
 def keep_out_of_dynamo() -> bool:
@@ -142,7 +136,7 @@ def keep_out_of_dynamo() -> bool:
         set_strategy = eval_frame.set_code_exec_strategy
     except (ImportError, AttributeError):  # (another torch: its frames as before)
         return False
-    for function in _entry_points():
+    for function in DYNAMO_SKIPS:
         set_strategy(function.__code__, strategy(action.SKIP, action.SKIP))
     return True
 

@@ -58,7 +58,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchdoctor.collect.clocks import CpuClock
-from torchdoctor.collect.compiled import compiling
+from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
 from torchdoctor.collect.lines_frames import USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
@@ -153,6 +153,9 @@ class _Mode(TorchFunctionMode):
             op = probabilities_call(func, args or tuple(kwargs.values()))
             return collector.timed(func, args, kwargs, sys._getframe(1), op)
         return collector.timed(func, args, kwargs, sys._getframe(1))
+
+
+DYNAMO_SKIPS.append(_Mode.__torch_function__)  # (collect/compiled.py)
 
 
 class LineCollector(ModeParking):

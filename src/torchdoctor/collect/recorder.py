@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch.nn.modules.conv import _ConvNd
 
-from torchdoctor.collect.compiled import compiling
+from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
 from torchdoctor.collect.conv_geometry import note_conv_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
 from torchdoctor.collect.fingerprint import fingerprint
@@ -62,7 +62,15 @@ from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_nodes import NodeRegistry
 from torchdoctor.collect.recorder_regions import RegionEvents
-from torchdoctor.collect.records import RECOMPUTED, BackwardMark, Frame, MarkKind, fired_entries
+from torchdoctor.collect.records import (
+    RECOMPUTED,
+    BackwardMark,
+    Frame,
+    MarkKind,
+    fired_entries,
+    first_kwarg_shape,
+    tensors_in,
+)  # fmt: skip
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 
@@ -76,29 +84,6 @@ _PASS_END = MarkKind.PASS_END
 _START, _END = int(MarkKind.START), int(MarkKind.END)
 _new = tuple.__new__  # a record without its generated Python __new__ (hot path)
 _NO_KWARGS: Any = object()  # post_hook's output, when torch calls it without keyword arguments
-
-
-def _tensors(value: Any) -> list[Tensor]:
-    """Tensors in a forward's inputs or outputs (two levels of tuples, lists and dicts)."""
-    if isinstance(value, Tensor):
-        return [value]
-    out: list[Tensor] = []
-    items = value.values() if isinstance(value, dict) else value
-    if isinstance(value, (tuple, list, dict)):
-        for item in items:
-            if isinstance(item, Tensor):
-                out.append(item)
-            elif isinstance(item, (tuple, list)):
-                out.extend(x for x in item if isinstance(x, Tensor))
-    return out
-
-
-def _first_shape(kwargs: dict[str, Any]) -> tuple[int, ...] | None:
-    """The shape of the first tensor among keyword arguments (None: no tensor)."""
-    for value in kwargs.values():
-        if isinstance(value, Tensor):
-            return tuple(value.shape)
-    return None
 
 
 class Recorder(NodeRegistry, RegionEvents):
@@ -271,7 +256,7 @@ class Recorder(NodeRegistry, RegionEvents):
             grad = torch.is_grad_enabled()
             if self.phases.stack[-1][0] != "backward":
                 if grad and args:
-                    self._hook(_tensors(args), node, serial, _END)
+                    self._hook(tensors_in(args), node, serial, _END)
                 elif not grad:
                     self.no_grad_nodes.add(node)
             elif grad and node in self.no_grad_nodes:  # a reentrant checkpoint's recompute:
@@ -290,7 +275,7 @@ class Recorder(NodeRegistry, RegionEvents):
         if compiling() or _thread() != self.thread or id(module) in self.compiled_inner:
             return
         if kwargs and self.module_depth == 1 and self.outer_shape is None:
-            self.outer_shape = _first_shape(kwargs)  # model(input_ids=ids): the step's input
+            self.outer_shape = first_kwarg_shape(kwargs)  # model(input_ids=ids): the step's input
         frames = self.frames
         if not frames or frames[-1].module_id != id(module):
             if self.recording and self.module_depth:  # a call begun in a light step
@@ -337,9 +322,9 @@ class Recorder(NodeRegistry, RegionEvents):
             if self.fingerprinting and node not in self.made_in_forward:
                 self._fingerprint(node, args, kwargs, training)  # (a new module: new work)
             if kwargs and self.backward and grad:
-                self._hook(_tensors(kwargs), node, serial, _END)
+                self._hook(tensors_in(kwargs), node, serial, _END)
         if self.backward and output is not None and grad:
-            self._hook(_tensors(output), node, serial, _START)
+            self._hook(tensors_in(output), node, serial, _START)
 
     def _fingerprint(self, node: int, args: Any, kwargs: Any = None, training: bool = True) -> None:
         try:
@@ -448,3 +433,6 @@ class Recorder(NodeRegistry, RegionEvents):
     @staticmethod
     def unpack(tensor: Tensor) -> Tensor:
         return tensor
+
+
+DYNAMO_SKIPS.extend((Recorder.pre_hook, Recorder.post_hook))  # (collect/compiled.py)

@@ -23,6 +23,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, NamedTuple
 
+import torch
+
 
 class MarkKind(IntEnum):
     """What a backward mark says: a call's backward started, ended, or a pass returned.
@@ -152,3 +154,37 @@ def fired_entries(rec: Any) -> type[list]:
         rec.fired.append((entries, rec.now()))
 
     return type("FiredEntries", (list,), {"__slots__": (), "__call__": __call__})
+
+
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """Tensors in a forward's inputs or outputs (two levels of tuples, lists and dicts).
+
+    Example:
+        >>> t = torch.ones(1)
+        >>> len(tensors_in((t, [t, 3], {"a": t}))), tensors_in(3)
+        (2, [])
+    """
+    if isinstance(value, torch.Tensor):
+        return [value]
+    out: list[torch.Tensor] = []
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(value, (tuple, list, dict)):
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                out.append(item)
+            elif isinstance(item, (tuple, list)):
+                out.extend(x for x in item if isinstance(x, torch.Tensor))
+    return out
+
+
+def first_kwarg_shape(kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape of the first tensor among keyword arguments (None: no tensor).
+
+    Example:
+        >>> first_kwarg_shape({"mask": None, "input_ids": torch.ones(2, 3)})
+        (2, 3)
+    """
+    for value in kwargs.values():
+        if isinstance(value, torch.Tensor):
+            return tuple(value.shape)
+    return None

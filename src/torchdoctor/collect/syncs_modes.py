@@ -22,7 +22,7 @@ from torch.optim.optimizer import Optimizer
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchdoctor.collect.compiled import compiling
+from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
 from torchdoctor.collect.lines_install import (
     GRADIENT_UTILITIES,
     Replaced,
@@ -150,6 +150,9 @@ class FunctionMode(TorchFunctionMode):
             result = func(*args, **kwargs)
             return result if residency is None else residency.after_call(func, args, kwargs, result)
         return audit._sync_call(kind, func, args, kwargs, python_level=True)
+
+
+DYNAMO_SKIPS.append(FunctionMode.__torch_function__)  # (collect/compiled.py)
 
 
 class DispatchMode(TorchDispatchMode):

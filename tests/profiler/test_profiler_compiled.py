@@ -29,6 +29,22 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def _graphs_plain_then_profiled(plain, profiled, **options):
+    """Dynamo's new graphs for ``plain()``, then for ``profiled(prof)`` under a Profiler made
+    with ``options`` (Dynamo reset before each); returns (plain, profiled, the profiler)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    before = _graphs()
+    plain()
+    plain_graphs = _graphs() - before
+    torch._dynamo.reset()
+    before = _graphs()
+    with torchdoctor.Profiler(**options) as prof:
+        profiled(prof)
+    return plain_graphs, _graphs() - before, prof
+
+
 def _train(compiled, opt, x, steps, prof=None):
     for _ in range(steps):
         loss = compiled(x).pow(2).mean()
@@ -149,20 +165,15 @@ def test_steps_found_on_their_own_compile_no_more_graphs_than_the_plain_loop():
     compiled model saw the audit's mode in detailed steps and none in light ones: nanoGPT with
     compile=True got "torch.compile recompiles in 2 later steps: 56% of the run" from
     torchdoctor's own modes, at indices of steps dropped since."""
-    import torch._dynamo
-
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(8, 16)
-    torch._dynamo.reset()
-    before = _graphs()
-    _nanogpt_like(torch.compile(model, backend="eager"), opt, x, 30)
-    plain = _graphs() - before
-    torch._dynamo.reset()
-    before = _graphs()
-    with torchdoctor.Profiler(step_boundary="auto", window=2, period_steps=6) as prof:
-        _nanogpt_like(torch.compile(model, backend="eager"), opt, x, 30)
-    assert plain == 2 and _graphs() - before == plain  # (with grad and under no_grad)
+    plain, profiled, prof = _graphs_plain_then_profiled(
+        lambda: _nanogpt_like(torch.compile(model, backend="eager"), opt, x, 30),
+        lambda prof: _nanogpt_like(torch.compile(model, backend="eager"), opt, x, 30),
+        step_boundary="auto", window=2, period_steps=6,
+    )  # fmt: skip
+    assert plain == 2 and profiled == plain  # (with grad and under no_grad)
     compile_info = prof.session["compile"]  # (the evaluation's graph, in the step of it 5)
     assert compile_info["steps_with_compile"] == 1
     assert 0 < compile_info["steps"][0]["index"] < 5, compile_info
@@ -171,8 +182,6 @@ def test_steps_found_on_their_own_compile_no_more_graphs_than_the_plain_loop():
 def test_a_compiled_function_sees_one_mode_stack_in_detailed_and_light_steps():
     """torch.compile of a loss function (called from user code, where the hot-lines mode is on
     the stack in detailed steps): light steps keep the mode there, passing calls through."""
-    import torch._dynamo
-
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(8, 16)
@@ -189,15 +198,10 @@ def test_a_compiled_function_sees_one_mode_stack_in_detailed_and_light_steps():
             if prof is not None:
                 prof.step()
 
-    torch._dynamo.reset()
-    before = _graphs()
-    train(3)
-    plain = _graphs() - before
-    torch._dynamo.reset()
-    before = _graphs()
-    with torchdoctor.Profiler(window=2, period_steps=5) as prof:
-        train(24, prof)
-    assert plain == 1 and _graphs() - before == plain
+    plain, profiled, prof = _graphs_plain_then_profiled(
+        lambda: train(3), lambda prof: train(24, prof), window=2, period_steps=5
+    )
+    assert plain == 1 and profiled == plain
     assert prof.session.get("hot_lines") is not None  # (the detailed steps timed lines)
 
 
@@ -205,8 +209,6 @@ def test_a_data_loader_does_not_recompile_a_compiled_model_at_every_step():
     """The module hooks were taken off while a DataLoader yields and registered again after:
     new keys in torch's global hooks dict, on which Dynamo guards. Hugging Face's Trainer with
     torch_compile=True recompiled its model at every step (8 times, then eager)."""
-    import torch._dynamo
-
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     data = torch.utils.data.TensorDataset(torch.randn(64, 16))
@@ -220,15 +222,10 @@ def test_a_data_loader_does_not_recompile_a_compiled_model_at_every_step():
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-    torch._dynamo.reset()
-    before = _graphs()
-    train(1)
-    plain = _graphs() - before
-    torch._dynamo.reset()
-    before = _graphs()
-    with torchdoctor.Profiler(step_boundary="auto", window=2, period_steps=5) as prof:
-        train(3)
-    assert plain == 1 and _graphs() - before == plain
+    plain, profiled, prof = _graphs_plain_then_profiled(
+        lambda: train(1), lambda prof: train(3), step_boundary="auto", window=2, period_steps=5
+    )
+    assert plain == 1 and profiled == plain
     assert prof.session["config"]["step_boundary"] == "optimizer"
     assert prof.session["phases"]["data"]["mean"] > 0
 
@@ -246,7 +243,6 @@ def test_a_module_compiled_in_place_keeps_its_row_and_compiles_as_often_as_plain
     """``module.compile()`` compiles ``_call_impl``: Dynamo compiled the profiler's hooks and
     modes as frames of their own, as no-ops (the tree lost the model) guarded on their
     arguments (recompiled call after call); they are kept out of Dynamo now."""
-    import torch._dynamo
 
     def train(steps, prof=None):
         torch.manual_seed(0)
@@ -255,13 +251,8 @@ def test_a_module_compiled_in_place_keeps_its_row_and_compiles_as_often_as_plain
         opt = torch.optim.SGD(block.parameters(), lr=0.01)
         _train(block, opt, torch.randn(8, 16), steps, prof)
 
-    torch._dynamo.reset()
-    before = _graphs()
-    train(3)
-    plain = _graphs() - before
-    torch._dynamo.reset()
-    before = _graphs()
-    with torchdoctor.Profiler(window=2, period_steps=5) as prof:
-        train(20, prof)
-    assert plain >= 1 and _graphs() - before == plain
+    plain, profiled, prof = _graphs_plain_then_profiled(
+        lambda: train(3), lambda prof: train(20, prof), window=2, period_steps=5
+    )
+    assert plain >= 1 and profiled == plain
     assert [c["path"] for c in prof.session["tree"]["children"]][0] == "_Block"

@@ -48,8 +48,9 @@ FINGERPRINT_EVERY = 4
 #: a light step this many times the median light step, and LONG_EXCESS_NS past it, is long
 #: (the periodic-steps rule's 2x and 5 ms: a hiccup of a step of 0.5 ms is no evaluation)
 LONG_STEP, LONG_EXCESS_NS = 2.0, 5_000_000
-#: light steps seen before a step can be called long; the median is of the last LIGHT_KEPT
-LONG_AFTER, LIGHT_KEPT = 8, 64
+#: light steps seen before a step can be called long; the median is of the last LIGHT_KEPT,
+#: sorted anew every MEDIAN_EVERY
+LONG_AFTER, LIGHT_KEPT, MEDIAN_EVERY = 8, 64, 16
 #: steps detailed on their own at a predicted long step, at most, in one run
 MAX_AIMED = 3
 
@@ -94,6 +95,7 @@ class DetailSchedule:
         self._windows = 0  # windows opened after the first (seeds their delays)
         self._detailed_count = 0  # detailed profiled steps begun
         self._light: deque[float] = deque(maxlen=LIGHT_KEPT)  # recent light steps' times
+        self._seen, self._median_at, self._median_cached = 0, None, 0.0  # (see _median)
         self._long: list[int] = []  # light long steps' indices, the last three
         self._aim: int | None = None  # the step predicted to be long, detailed on its own
         self.aimed: list[int] = []  # steps detailed for that (config.detail.aimed_steps)
@@ -158,6 +160,7 @@ class DetailSchedule:
             return
         median = self._median()
         self._light.append(wall)
+        self._seen += 1
         if median is None or wall <= LONG_STEP * median or wall - median < LONG_EXCESS_NS:
             return
         self._long = [*self._long[-2:], index]
@@ -168,9 +171,14 @@ class DetailSchedule:
             self._aim = index + gap
 
     def _median(self) -> float | None:
-        if len(self._light) < LONG_AFTER:
+        """The median light step, sorted anew every MEDIAN_EVERY light steps (a light step's
+        bookkeeping is microseconds)."""
+        seen = len(self._light)
+        if seen < LONG_AFTER:
             return None
-        return statistics.median(self._light)
+        if self._median_at is None or self._seen - self._median_at >= MEDIAN_EVERY:
+            self._median_at, self._median_cached = self._seen, statistics.median(self._light)
+        return self._median_cached
 
     @property
     def audits_every_step(self) -> bool:
@@ -214,6 +222,7 @@ class DetailSchedule:
         """The steps kept so far were dropped: the next step opens a window again."""
         self._start = self._next = self._aim = None
         self._light.clear()  # (steps cut at another boundary: not the same steps)
+        self._median_at = None
         self._long = []
 
     def config(self) -> dict[str, Any]:

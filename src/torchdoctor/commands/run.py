@@ -109,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detail", choices=("windows", "always"), default="windows",
         help="when to record the module tree and the sync audit: in windows of steps (default; "
-        "step time and phases on every step) or on every step (costs more)",
+        "step time and phases on every step, and one step aimed at long steps that come at a "
+        "regular gap: an evaluation every N steps) or on every step (costs more)",
     )  # fmt: skip
     parser.add_argument(
         "--detail-window", metavar="N", type=_positive, default=5,

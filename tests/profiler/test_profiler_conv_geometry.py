@@ -110,7 +110,9 @@ def test_convolutions_on_1x1_maps_are_told_to_be_their_centre_tap_with_a_saving(
     padded = [a for a in session["advice"] if a.get("cause") == "padded-convolutions"]
     assert padded and "maps smaller than their kernels" in padded[0]["title"]
     assert padded[0]["estimated_saving_ms"] > 0
-    centre_ms = sum(nodes[p]["total_ms"]["median"] for p in ("1.conv1", "1.conv2"))
+    # (the advice reads the mean, as the tree adds up: with 3 steps one slow step lifts it
+    # past the median, which a fresh clone's CI saw: 10.3 ms of saving against 9.99)
+    centre_ms = sum(nodes[p]["total_ms"]["mean"] for p in ("1.conv1", "1.conv2"))
     assert sum(a["estimated_saving_ms"] for a in padded) < centre_ms
     assert "same function" in " ".join(padded[0]["evidence"])
     assert not any(a.get("cause") == "channels_last" and "dominates" in a["title"]

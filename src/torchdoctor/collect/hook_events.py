@@ -93,6 +93,14 @@ class HookEvents:
     _compiled: bool  # compiled code runs (collect/compiled.py)
     _frames_at_start: int  # frames Dynamo had compiled when the profiler started
 
+    def _compiled_now(self) -> bool:
+        """Whether compiled code has run under the profiler (sticky): a compiled module's
+        wrapper was called, or Dynamo compiled a frame since the profiler started."""
+        self._compiled = self._compiled or (
+            self._rec.compiled_module_seen or compiled_frames() != self._frames_at_start
+        )
+        return self._compiled
+
     def _cut(self, discard: bool = False) -> None:  # pragma: no cover - the Profiler's
         raise NotImplementedError
 
@@ -145,11 +153,8 @@ class HookEvents:
         token = 0
         hooks = self._module_hooks
         if hooks is not None and hooks.active and not self._rec.module_depth:
-            self._compiled = self._compiled or (  # (compiled since the step began: a loop of
-                self._rec.compiled_module_seen  # validation batches inside one step)
-                or compiled_frames() != self._frames_at_start
-            )
-            if self._compiled:  # Dynamo guards on the global hooks' keys: muted in place
+            # (compiled since the step began: Lightning validates batch after batch in one)
+            if self._compiled_now():  # Dynamo guards on the global hooks' keys: muted in place
                 self._rec.muted = True  # (off and on again, each step recompiled the model)
             else:
                 hooks.off()

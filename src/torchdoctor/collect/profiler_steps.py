@@ -29,7 +29,7 @@ import torch
 
 from torchdoctor.collect.aggregate import summarize_step
 from torchdoctor.collect.call_lines import step_call_lines
-from torchdoctor.collect.compiled import compile_seconds, compiled_frames
+from torchdoctor.collect.compiled import compile_seconds
 from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
 from torchdoctor.collect.records import resolve_records
@@ -129,9 +129,7 @@ class StepCycle:
         # Light steps run without module hooks (their mere presence costs every module call),
         # unless steps are cut at module calls, or a call is open (a marker inside a forward),
         # or compiled code runs: Dynamo guards on the hooks and modes (collect/compiled.py)
-        compiled = self._compiled = self._compiled or (
-            rec.compiled_module_seen or compiled_frames() != self._frames_at_start
-        )
+        compiled = self._compiled_now()
         if detailed or state.boundary in (None, _MODULE) or rec.module_depth or compiled:
             self._module_hooks.on()
         else:

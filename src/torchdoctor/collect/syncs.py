@@ -24,8 +24,8 @@ code the torch function (``inside``); optimizer step counters (kept on the CPU b
 inside ``torch.utils.data`` (samplers, collate, the user's Dataset: host tensors in a GPU run
 too) and tensors already copied to the host by a recorded ``.cpu()`` are not counted. On CUDA
 only calls on device tensors count, each sync's wall time is measured as its stall, and
-``torch.cuda.set_sync_debug_mode("warn")`` warnings are merged in by line. Numerics are
-untouched: every call runs exactly as it would.
+``torch.cuda.set_sync_debug_mode("warn")`` warnings are merged in by line (CUDA paths are
+untested in CI: no GPU). Numerics are untouched: every call runs exactly as it would.
 
 Example:
     >>> import torch, torchdoctor

@@ -239,15 +239,16 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
 
 
 def _module_facts(rec: Any) -> dict[str, dict[str, Any]]:
-    """Per module path, what was read at its first call: parameter count and conv geometry
-    (modules made on the fly in a forward, one node per class, have neither)."""
+    """Per module path, what was read at its first call: parameter count, conv geometry, an
+    attention call (modules made on the fly in a forward, one node per class, have none)."""
     facts: dict[str, dict[str, Any]] = {}
     for node, state in rec.state_of.items():
         if node not in rec.made_in_forward:
             facts.setdefault(rec.path[node], {})["params"] = parameter_count(state)
-    for node, geometry in rec.conv_geometry.items():
-        if geometry:
-            facts.setdefault(rec.path[node], {})["conv"] = geometry
+    for key, table in (("conv", rec.conv_geometry), ("attention", rec.attention_calls)):
+        for node, fact in table.items():
+            if fact:
+                facts.setdefault(rec.path[node], {})[key] = fact
     return facts
 
 

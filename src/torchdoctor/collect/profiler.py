@@ -44,12 +44,14 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
+from torchdoctor.collect.attention_probe import probe_attention, probe_budget
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.children import ChildProcesses
 from torchdoctor.collect.clocks import make_clock
@@ -183,6 +185,7 @@ class Profiler(StepCycle, HookEvents):
         self._clock = make_clock(self.device)
         self._watch_cuda = may_adopt_cuda_clock(self.model, self._clock)
         state.timing = self._clock.name
+        self._started_s = time.perf_counter()
         state.detail = self._schedule.config()
         state.boundary = _MARKER if self.step_boundary == "manual" else None
         if self.step_boundary == "step_fn":
@@ -279,10 +282,25 @@ class Profiler(StepCycle, HookEvents):
             audit = self._exit_sync_audit()
             self._rec.release_handles()
             self._hooks.remove()
+        self._probe_attention()
         self.session = build_session(state, audit, self._paced)
         if self._checkpointer is not None:  # the final session replaces the checkpoint
             self._checkpointer.finish(self.session)
         return self.session
+
+    def _probe_attention(self) -> None:
+        """Time the unfused attention calls both ways (collect/attention_probe.py), after the
+        hooks are gone; a run that failed or was interrupted is reported as it is."""
+        calls = self._rec.attention_calls
+        if not calls or self.state.interrupted:
+            return
+        try:
+            probe_attention(calls, probe_budget(time.perf_counter() - self._started_s))
+        except (Exception, KeyboardInterrupt) as error:  # (never worth the session)
+            self.state.notes.append(
+                f"the attention probe stopped ({type(error).__name__}: {error}); the advice "
+                "states no measured saving for it"
+            )
 
     def leave_forked_child(self) -> None:
         """In a forked child (``os.register_at_fork``, below): remove every hook and mode and

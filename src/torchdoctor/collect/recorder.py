@@ -52,8 +52,10 @@ from functools import partial
 from typing import Any
 
 import torch
+from torch.nn import MultiheadAttention
 from torch.nn.modules.conv import _ConvNd
 
+from torchdoctor.collect.attention_probe import note_attention_call
 from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
 from torchdoctor.collect.conv_geometry import note_conv_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
@@ -111,6 +113,9 @@ class Recorder(NodeRegistry, RegionEvents):
         # calls: an autoregressive loop's input grows by a token per step); None: not seen
         self.outer_shape: tuple[int, ...] | None = None
         self.conv_geometry: dict[int, dict | None] = {}  # node -> its padding (conv_geometry)
+        # node -> an attention module's first call (attention_probe.py); node -> its module
+        self.attention_calls: dict[int, dict | None] = {}
+        self.attention_pending: dict[int, Any] = {}
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
         self.node_ids: dict[tuple[int, Any], int] = {}  # (parent, id(module) | ("region", name))
@@ -161,6 +166,7 @@ class Recorder(NodeRegistry, RegionEvents):
         last step left nothing either, its buffers are reused as they are (empty)."""
         self.step_start = token
         self.anomaly.step_began()
+        self.attention_pending.clear()  # (a call that raised: never read)
         self.hook_ns = 0
         self.first_serial = self.serial + 1  # marks of older calls (kept graphs) are dropped
         if light and not (
@@ -248,6 +254,8 @@ class Recorder(NodeRegistry, RegionEvents):
             self.anomaly.sample(sys._getframe(1))  # (at the depth of the forward)
         if isinstance(module, _ConvNd):  # (the channels_last knob; its padding, once)
             note_conv_call(self, node, module, args)
+        elif isinstance(module, MultiheadAttention) and node not in self.attention_calls:
+            self.attention_pending[node] = module  # (read when it returns: its kwargs)
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
         if node not in self.call_site:  # where the module is called from: first call only
@@ -318,6 +326,8 @@ class Recorder(NodeRegistry, RegionEvents):
         with earlier calls', the end of its backward marked on its keyword tensors (the
         positional ones were hooked before the call) and the start on its outputs."""
         grad = torch.is_grad_enabled()
+        if self.attention_pending and node in self.attention_pending:
+            note_attention_call(self, node, args, kwargs)
         if forward and (args or kwargs):
             if self.fingerprinting and node not in self.made_in_forward:
                 self._fingerprint(node, args, kwargs, training)  # (a new module: new work)

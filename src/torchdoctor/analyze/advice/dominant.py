@@ -19,6 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from torchdoctor.analyze.advice.attention_measured import (
+    FIX_WITHOUT_BF16,
+    MEASURED_CODE,
+    MEASURED_FIX,
+    TITLE_WITHOUT_BF16,
+    measured_attention,
+)
 from torchdoctor.analyze.advice.base import (
     SPEEDUPS,
     Advice,
@@ -135,6 +142,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     facts = line_facts(session)
     knobs = (session.get("environment") or {}).get("knobs") or {}
     fused_anywhere = knobs.get("fused_attention") is True
+    bf16 = (session.get("environment") or {}).get("bf16_native")
+    bf16_native = bf16 is True or (bf16 is None and cuda)  # (unknown: a CUDA device has it)
     for node, label, group in candidates(tree, step, THRESHOLD, WRAPPER):
         part_ms = sum(node_ms(c) for c in group) if group else node_ms(node)
         if part_ms * _kept_after_caching(session, str(node.get("path") or "")) < THRESHOLD * step:
@@ -150,7 +159,9 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         bwd = part_ms - fwd
         if bwd > 0:
             evidence.append(f"forward {fmt_ms(fwd)}, backward {fmt_ms(bwd)}")
-        remedy = _remedy_for(node, group, cuda, facts, fused_anywhere)
+        measured = measured_attention(node, group)  # (need_weights=False timed on its shapes)
+        slower = measured is not None and not measured.faster
+        remedy = _remedy_for(node, group, cuda, facts, fused_anywhere or slower)
         if remedy.name == "layer-stack":
             halve = amdahl_saving(step, fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")
@@ -161,23 +172,45 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         leaf_type = (
             f" ({node.get('type')})" if not group and named and (is_leaf(node) or numbered) else ""
         )
+        title, fix, code = remedy.title, remedy.fix, remedy.code
+        if remedy.name == "attention" and measured is not None:
+            title = (f"pass need_weights=False to its nn.MultiheadAttention calls (fused SDPA, "
+                     f"measured {measured.speedup:.2f}x on its shapes)")  # fmt: skip
+            fix, code = MEASURED_FIX, MEASURED_CODE
+        elif remedy.name == "attention" and not bf16_native:
+            title, fix = TITLE_WITHOUT_BF16, FIX_WITHOUT_BF16
         item = Advice(
             rule="dominant-module",
-            title=f"{label}{leaf_type} dominates the step: {remedy.title}",
+            title=f"{label}{leaf_type} dominates the step: {title}",
             confidence=remedy.confidence,
             evidence=evidence,
-            fix=remedy.fix.format(
+            fix=fix.format(
                 ops=", ".join(ops) if ops else "see torchdoctor.ops", parts=_parts_text(node)
             ),
             references=(ops if remedy.name == "linear-algebra" else []) + list(remedy.references),
-            code=remedy.code,
+            code=code,
             cause=remedy.cause,
         )
+        if measured is not None:
+            item.evidence += measured.evidence
+            if slower:
+                item.evidence.append(
+                    f"so its attention is not told to run fused: {fmt_ms(measured.step_ms)} of "
+                    f"nn.MultiheadAttention calls would take {fmt_ms(measured.step_ms - measured.saving_ms)}"
+                    + ("; on a CPU in training with dropout, SDPA runs its unfused math path"
+                       if not cuda and measured.dropout_in_training else "")
+                )  # fmt: skip
         speedup = remedy.speedup
         if remedy.name in ("matmul", "matmuls") and not cuda:
             speedup = None  # bf16/TF32 tensor cores: no stated speedup for a CPU matmul
             item.heat = fraction
-        if remedy.name == "attention":  # the kernel speeds the attention core, not the rest
+        if remedy.name == "attention" and measured is not None:  # (measured: exact)
+            item.estimated_saving_ms = max(0.0, measured.saving_ms)
+            item.saving_range_ms = [item.estimated_saving_ms, item.estimated_saving_ms]
+            item.heat = min(1.0, measured.saving_ms / step)
+            speedup = None
+            fraction = measured.saving_ms / step
+        elif remedy.name == "attention":  # the kernel speeds the attention core, not the rest
             core = attention_core_ms(node, group)
             if core > 0:
                 fraction = min(fraction, core / step)
@@ -190,7 +223,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             fraction, speedup = (exact, speedup) if exact > 0 else (fraction, None)
         if speedup is not None:
             with_saving(item, step, fraction, SPEEDUPS[speedup])
-        else:
+        elif item.estimated_saving_ms is None:
             item.heat = min(1.0, fraction)
         if remedy.name in ("convolution", "convolutions"):  # (a layout's slow backward path)
             slow_backward_note(item, {"children": list(group or [node])}, step)

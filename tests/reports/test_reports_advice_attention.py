@@ -1,0 +1,63 @@
+"""The dominant-module advice's attention remedy: a measured saving when the profiler timed the
+attention call with ``need_weights=False`` on its shapes; no fused-attention advice when that
+measured no faster (DETR on a CPU, in training with dropout); bf16 named only where the device
+computes it natively."""
+
+from __future__ import annotations
+
+import pytest
+from reports_sessions import node
+
+from torchdoctor.analyze.advice.dominant import dominant_module
+
+
+def _session(measured=None, bf16_native=None, device="cpu"):
+    attn = node("encoder.self_attn", 50.0, 30.0, type="MultiheadAttention")
+    if measured is not None:
+        attn["attention"] = {
+            "query": [625, 2, 256], "key": [625, 2, 256], "batch_first": False,
+            "key_padding_mask": {"shape": [2, 625], "dtype": "bool"}, "attn_mask": None,
+            "dropout": 0.1, "training": True, "measured": measured,
+        }  # fmt: skip
+    layer = node("encoder", 60.0, 40.0, type="EncoderLayer",
+                 children=[attn, node("encoder.linear1", 5.0, 5.0, type="Linear")])  # fmt: skip
+    root = node("", 60.0, 40.0, kind="root", children=[layer])
+    return {
+        "step_ms": {"median": 100.0}, "tree": root,
+        "environment": {"device": device, "bf16_native": bf16_native},
+    }  # fmt: skip
+
+
+def test_a_measured_faster_fused_call_gives_the_measured_saving():
+    session = _session({"as_called_ms": 20.0, "fused_ms": 10.0, "reps": 5})
+    (item,) = dominant_module(session)
+    assert "pass need_weights=False" in item.title and "measured 2.00x" in item.title
+    # the attention module's 80 ms in the step, half of it saved: exact, no stated range
+    assert item.estimated_saving_ms == pytest.approx(40.0)
+    assert item.saving_range_ms == [pytest.approx(40.0), pytest.approx(40.0)]
+    assert any("need_weights=False measured 20 ms -> 10 ms a call" in e for e in item.evidence)
+    assert "dropout 0.1 in training" in " ".join(item.evidence)
+    assert "need_weights=False" in item.code
+
+
+def test_a_fused_call_measured_slower_is_not_advised():
+    session = _session({"as_called_ms": 20.0, "fused_ms": 33.0, "reps": 5})
+    (item,) = dominant_module(session)
+    assert "attention" not in item.title and "need_weights" not in item.title
+    text = " ".join(item.evidence)
+    assert "0.61x" in text and "not told to run fused" in text
+    assert "SDPA runs its unfused math path" in text
+
+
+def test_unmeasured_attention_keeps_the_stated_remedy_and_names_bf16_only_where_native():
+    (emulated,) = dominant_module(_session(bf16_native=False))
+    assert emulated.title.endswith("use fused attention (SDPA)")
+    assert "bfloat16" not in emulated.fix and emulated.estimated_saving_ms > 0
+    (native,) = dominant_module(_session(bf16_native=True))
+    assert native.title.endswith("use fused attention (SDPA) and bf16")
+    assert "bfloat16" in native.fix
+    (gpu,) = dominant_module(_session(device="cuda:0 NVIDIA H200"))  # (unknown on CUDA: has it)
+    assert "and bf16" in gpu.title
+    unmeasured = _session({"not_measured": "the probe's time budget was spent"}, False)
+    (item,) = dominant_module(unmeasured)
+    assert item.title.endswith("use fused attention (SDPA)")

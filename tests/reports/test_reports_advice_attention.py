@@ -31,7 +31,8 @@ def _session(measured=None, bf16_native=None, device="cpu"):
 def test_a_measured_faster_fused_call_gives_the_measured_saving():
     session = _session({"as_called_ms": 20.0, "fused_ms": 10.0, "reps": 5})
     (item,) = dominant_module(session)
-    assert "pass need_weights=False" in item.title and "measured 2.00x" in item.title
+    assert "pass need_weights=False to its nn.MultiheadAttention calls" in item.title
+    assert "measured 2.00x on their shapes" in item.title
     # the attention module's 80 ms in the step, half of it saved: exact, no stated range
     assert item.estimated_saving_ms == pytest.approx(40.0)
     assert item.saving_range_ms == [pytest.approx(40.0), pytest.approx(40.0)]
@@ -61,3 +62,23 @@ def test_unmeasured_attention_keeps_the_stated_remedy_and_names_bf16_only_where_
     unmeasured = _session({"not_measured": "the probe's time budget was spent"}, False)
     (item,) = dominant_module(unmeasured)
     assert item.title.endswith("use fused attention (SDPA)")
+
+
+def test_only_the_calls_measured_faster_are_told_and_counted():
+    """DETR without dropout: the encoder's self-attention 1.25x faster fused, the decoder's
+    cross-attention no faster: the advice names the first, saves on it alone."""
+    def attention(path, slow, fast):
+        part = node(path, 15.0, 10.0, type="MultiheadAttention")
+        part["attention"] = {"query": [625, 2, 256], "key": [625, 2, 256], "batch_first": False,
+                             "measured": {"as_called_ms": slow, "fused_ms": fast, "reps": 5}}
+        return part
+
+    layer = node("layer", 35.0, 25.0, type="DecoderLayer", children=[
+        attention("layer.self_attn", 20.0, 16.0), attention("layer.cross_attn", 10.0, 11.0),
+        node("layer.linear1", 5.0, 5.0, type="Linear")])  # fmt: skip
+    root = node("", 60.0, 40.0, kind="root", children=[layer])
+    (item,) = dominant_module({"step_ms": {"median": 100.0}, "tree": root})
+    assert "the nn.MultiheadAttention calls of layer.self_attn (fused SDPA" in item.title
+    assert "measured 1.25x on their shapes" in item.title
+    assert item.estimated_saving_ms == pytest.approx(25.0 * 0.2)  # (not less the cross's loss)
+    assert any("layer.cross_attn" in e and "not faster, leave it" in e for e in item.evidence)

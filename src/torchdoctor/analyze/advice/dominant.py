@@ -174,8 +174,10 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         )
         title, fix, code = remedy.title, remedy.fix, remedy.code
         if remedy.name == "attention" and measured is not None:
-            title = (f"pass need_weights=False to its nn.MultiheadAttention calls (fused SDPA, "
-                     f"measured {measured.speedup:.2f}x on its shapes)")  # fmt: skip
+            calls = ("its nn.MultiheadAttention calls" if measured.every_call
+                     else f"the nn.MultiheadAttention calls of {measured.targets}")  # fmt: skip
+            title = (f"pass need_weights=False to {calls} (fused SDPA, measured "
+                     f"{measured.speedup:.2f}x on their shapes)")  # fmt: skip
             fix, code = MEASURED_FIX, MEASURED_CODE
         elif remedy.name == "attention" and not bf16_native:
             title, fix = TITLE_WITHOUT_BF16, FIX_WITHOUT_BF16
@@ -196,7 +198,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             if slower:
                 item.evidence.append(
                     f"so its attention is not told to run fused: {fmt_ms(measured.step_ms)} of "
-                    f"nn.MultiheadAttention calls would take {fmt_ms(measured.step_ms - measured.saving_ms)}"
+                    f"nn.MultiheadAttention calls would take {fmt_ms(measured.fused_ms)}"
                     + ("; on a CPU in training with dropout, SDPA runs its unfused math path"
                        if not cuda and measured.dropout_in_training else "")
                 )  # fmt: skip

@@ -27,7 +27,7 @@ OPS_FOR: tuple[tuple[re.Pattern[str], list[str]], ...] = (
         ["torchdoctor.ops.covariance", "torchdoctor.ops.spd_distance"],
     ),
     (
-        re.compile(r"hungarian|assignment|matching|sinkhorn", re.IGNORECASE),
+        re.compile(r"hungarian|assignment|matching|matcher|sinkhorn", re.IGNORECASE),
         ["torchdoctor.ops.linear_assignment", "torchdoctor.ops.sinkhorn"],
     ),
     (

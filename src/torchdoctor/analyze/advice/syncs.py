@@ -32,6 +32,7 @@ from torchdoctor.analyze.advice.base import (
     sync_heat,
     tree_step_ms,
 )
+from torchdoctor.analyze.advice.sync_families import CODE, by_family, counts_text, family_fixes
 from torchdoctor.analyze.advice.torch_syncs import known_torch_sync
 from torchdoctor.lint.rules_dynamic_shape import REMEDIES
 
@@ -178,7 +179,21 @@ def _advice(
             if not cuda
             else "stall not measured for these lines"
         )
-    if scalar and per_step >= LOOP_READS:  # one line read many times a step: a Python loop
+    families = by_family(records, _per_step) if scalar else {}
+    if scalar and not set(families) <= {"loop", "metric"} or len(families) > 1 and (
+        per_step >= LOOP_READS
+    ):  # reads of different kinds (DETR: metrics, asserts, a copy for scipy): a fix for each
+        first = next(iter(families))
+        advice = Advice(
+            rule="host-syncs",
+            title=f"{fmt_count(per_step)} host reads per step "
+            f"({counts_text(families, _per_step)}): each waits for the device",
+            evidence=evidence,
+            fix=" ".join(family_fixes(families, _where)),
+            references=["torchdoctor.train.LazyMetrics", "seed 002"],
+            code=CODE[first],
+        )
+    elif scalar and per_step >= LOOP_READS:  # one line read many times a step: a Python loop
         advice = Advice(
             rule="host-syncs",
             title=f"{fmt_count(per_step)} host reads per step from a Python loop: each waits "

@@ -1,0 +1,64 @@
+"""The host-syncs advice tells each kind of read its own fix: DETR's step on a GPU reads 44
+metrics in its MetricLogger, checks 24 asserts on box tensors and copies the matching cost to the
+host for scipy: one title counting them, one sentence per family naming its lines."""
+
+from __future__ import annotations
+
+from torchdoctor.analyze.advice.sync_families import family
+from torchdoctor.analyze.advice.syncs import host_syncs
+
+
+def _rec(op, kind, file, line, function, per_step):
+    return {"kind": kind, "op": op, "file": file, "line": line, "function": function,
+            "count": 5 * per_step, "per_step": per_step, "phase": "forward", "stall_ms": None,
+            "steps": 5}  # fmt: skip
+
+
+DETR = [
+    _rec("v = v.item()", "item", "/detr/util/misc.py", 167, "update", 44.0),
+    _rec("assert (boxes1[:, 2:] >= boxes1[:, :2]).all()", "bool", "/detr/util/box_ops.py", 51,
+         "generalized_box_iou", 12.0),  # fmt: skip
+    _rec("C = C.view(bs, num_queries, -1).cpu()", "cpu", "/detr/models/matcher.py", 78,
+         "forward", 6.0),  # fmt: skip
+    _rec("loss_value = losses_reduced_scaled.item()", "item", "/detr/engine.py", 45,
+         "train_one_epoch", 1.0),  # fmt: skip
+]
+
+
+def test_reads_of_different_kinds_get_a_fix_each():
+    (item,) = host_syncs({"syncs": DETR, "step_ms": {"median": 50.0}})
+    assert item.title == (
+        "63 host reads per step (44 metric reads, 12 asserts, 6 host copies, 1 other): each "
+        "waits for the device"
+    )
+    assert "Metrics read every step (misc.py:167)" in item.fix
+    assert "Asserts on tensor values (box_ops.py:51)" in item.fix and "python -O" in item.fix
+    assert "(matcher.py:78)" in item.fix and "torchdoctor.ops.linear_assignment" in item.fix
+    assert "Other reads (engine.py:45)" in item.fix
+    assert "gymnasium" not in item.fix  # (the per-item loop's remedy is not theirs)
+    assert "LazyMetrics" in item.code  # (the largest family's example)
+
+
+def test_a_few_asserts_are_not_told_to_become_lazy_metrics():
+    asserts = [DETR[1]]
+    (item,) = host_syncs({"syncs": asserts, "step_ms": {"median": 50.0}})
+    assert "asserts" in item.title and not item.title.startswith("Keep per-step scalars")
+    assert "_assert_async" in item.code
+
+
+def test_metrics_and_per_item_reads_alone_keep_their_own_advice():
+    metric = [dict(DETR[3])]
+    (item,) = host_syncs({"syncs": metric, "step_ms": {"median": 50.0}})
+    assert item.title.startswith("Keep per-step scalars on the device")
+    actions = [_rec("action = probs.multinomial(1).item()", "item", "/rl/reinforce.py", 40,
+                    "select_action", 210.0)]  # fmt: skip
+    (loop,) = host_syncs({"syncs": actions, "step_ms": {"median": 50.0}})
+    assert loop.title == "210 host reads per step from a Python loop: each waits for the device"
+
+
+def test_families_read_from_the_line():
+    assert family({"op": "losses.update(loss.item(), n)", "kind": "item", "function": "train"}) == "metric"
+    assert family({"op": "writer.add_scalar('l', l.item())", "kind": "item"}) == "metric"
+    assert family({"op": "x = t.cpu()", "kind": "cpu", "file": "/a/model.py"}) == "loop"
+    assert family({"op": "cost = cost.cpu().numpy()", "kind": "cpu", "file": "/a/b.py",
+                   "function": "hungarian_match"}) == "host-op"  # fmt: skip

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -193,6 +194,7 @@ def incomplete_text(session: Mapping[str, Any]) -> str | None:
 
 #: the longest exception line quoted (a message can be a page: the traceback has it all)
 MAX_ERROR_CHARS = 240
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _exception_line(lines: list[str]) -> str:
@@ -204,13 +206,15 @@ def _exception_line(lines: list[str]) -> str:
         >>> _exception_line(['Traceback (most recent call last):', '  File "t.py", line 2, in f',
         ...                  '    load()', 'ValueError: bad file', 'see the docs'])
         'ValueError: bad file'
+        >>> _exception_line(["UnpicklingError: failed, \x1b[1mdo those steps\x1b[0m. Check"])
+        'UnpicklingError: failed, do those steps. Check'
     """
     if not lines:
         return "an exception"
     frames = [i for i, line in enumerate(lines) if line.strip().startswith('File "')]
     after = lines[frames[-1] + 1 :] if frames else lines
     text = next((line for line in after if not line[:1].isspace()), after[-1] if after else lines[-1])
-    text = text.strip()
+    text = _ANSI.sub("", text).strip()  # (torch.load's message sets bold with escape codes)
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 

@@ -102,3 +102,14 @@ def test_no_probe_after_an_interrupted_run():
     prof.state.interrupted = True
     node = _attention_node(prof.stop().to_dict())
     assert "measured" not in node["attention"]
+
+
+def test_a_call_under_autocast_is_probed_under_it():
+    mha = nn.MultiheadAttention(32, 2)
+    x = torch.randn(16, 2, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        call = attention_call(mha, (x, x, x), {})
+    assert call["autocast"] == "bfloat16" and call["dtype"] == "float32"
+    probe_attention({1: call}, budget_s=5.0)
+    assert call["measured"]["fused_ms"] > 0
+    assert attention_call(mha, (x, x, x), {})["autocast"] is None

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -180,10 +181,11 @@ def _runner(call: dict[str, Any]) -> tuple[Any, Any]:
     kind = device.type
 
     def one(need_weights: bool) -> None:
-        with torch.set_grad_enabled(call["grad"]), torch.autocast(
-            kind, dtype=getattr(torch, call["autocast"] or "float32"),
-            enabled=call["autocast"] is not None,
-        ):
+        autocast = (
+            torch.autocast(kind, dtype=getattr(torch, call["autocast"]))
+            if call["autocast"] else contextlib.nullcontext()
+        )  # fmt: skip
+        with torch.set_grad_enabled(call["grad"]), autocast:
             out = mha(q, k, v, need_weights=need_weights, is_causal=call["is_causal"],
                       average_attn_weights=call["average_attn_weights"], **masks)[0]  # fmt: skip
         if call["grad"] and out.requires_grad:

@@ -172,3 +172,32 @@ def test_barrier_inside_a_project_helper_called_every_step(tmp_path: Path) -> No
     )
     found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path])]
     assert found == [("train.py", 7, "TD707")]
+
+
+def test_a_helper_in_another_file_is_one_a_forward_calls_only_as_its_imports_say(tmp_path):
+    """DETR: util/box_ops.py's generalized_box_iou asserts on box tensors; models/matcher.py's
+    forward calls it by name, imported from util.box_ops. A function of the same name in a file
+    the forward does not import from is not it (whole-package lints matched `interpolate`,
+    `to`, `run` everywhere before calls were resolved through imports)."""
+    (tmp_path / "util").mkdir()
+    (tmp_path / "models").mkdir()
+    helper = (
+        "def generalized_box_iou(boxes1, boxes2):\n"
+        "    assert (boxes1[:, 2:] >= boxes1[:, :2]).all()\n"
+        "    return boxes1 @ boxes2.T\n"
+    )
+    (tmp_path / "util" / "box_ops.py").write_text(helper)
+    (tmp_path / "other.py").write_text(helper)  # same name, never imported by a forward
+    (tmp_path / "models" / "matcher.py").write_text(
+        "import torch.nn as nn\n"
+        "from util.box_ops import generalized_box_iou\n"
+        "from util import box_ops\n"
+        "class HungarianMatcher(nn.Module):\n"
+        "    def forward(self, a, b):\n"
+        "        return generalized_box_iou(a, b) + box_ops.generalized_box_iou(b, a)\n"
+    )
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD205"])]
+    assert found == [("box_ops.py", 2, "TD205")]
+    (message,) = [f.message for f in lint_paths([tmp_path], select=["TD205"])]
+    assert "called by `HungarianMatcher.forward`, matcher.py:6" in message
+    assert "torch._assert_async" in message  # (an assert's own remedy)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from torchdoctor.lint.forward_calls import ForwardCall, forward_calls
 from torchdoctor.lint.syntax import link_parents
 
 USES_CUDA = re.compile(r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True")
@@ -108,6 +109,7 @@ class Project:
         self._uses_cuda: bool | None = None
         self._no_grad: dict[tuple[str, int], bool | None] = {}
         self._loop_calls: dict[str, tuple[str, int]] | None = None  # called_in_loop's index
+        self._forward_calls: dict[str, list[ForwardCall]] | None = None  # called_in_forward
 
     def __getstate__(self) -> dict:  # worker processes rebuild the caches
         return {"paths": self.paths}
@@ -214,6 +216,33 @@ class Project:
                                 func, "id", "")  # fmt: skip
                             self._loop_calls.setdefault(called, (Path(path).name, call.lineno))
         return self._loop_calls.get(name)
+
+    def called_in_forward(self, name: str, path: str) -> tuple[str, int, str] | None:
+        """``(file name, line, "Cls.forward")`` of the first call, in a module's ``forward`` in
+        the project, of the function ``name`` defined in ``path`` (as the caller's imports
+        resolve it: ``lint/forward_calls.py``): a helper run on every call (DETR's
+        ``generalized_box_iou`` in ``HungarianMatcher.forward``, a ``@torch.no_grad()``
+        forward run every training step); None. Indexed once, on the first question.
+
+        Example:
+            >>> project = Project([])
+            >>> project.add("m.py", "class M:\\n    def forward(self, x):\\n        return iou(x)\\n"
+            ...             "def iou(x):\\n    return x\\n")
+            >>> project.called_in_forward("iou", "m.py"), project.called_in_forward("iou", "n.py")
+            (('m.py', 3, 'M.forward'), None)
+        """
+        if self._forward_calls is None:
+            self._forward_calls = {}
+            for file in self.paths:
+                text = self.text(file)
+                tree = None if "def forward" not in text else (
+                    self._trees.get(file) or _parse(text))  # fmt: skip
+                for call in forward_calls(file, tree) if tree is not None else ():
+                    self._forward_calls.setdefault(call.name, []).append(call)
+        for call in self._forward_calls.get(name, ()):
+            if call.defined_in(path):
+                return Path(call.file).name, call.line, call.owner
+        return None
 
     def method_sync(self, class_name: str, method: str) -> tuple[str, int, str] | None:
         """``(path, line, call)`` of a host read (``.item()``, ``.cpu()``, ``.tolist()``,

@@ -73,7 +73,9 @@ RULES = (
         "sync-in-forward",
         "warning",
         "host read (.item()/.cpu()/.tolist()/truth value of a tensor) inside a module's "
-        "forward: a sync on every call and a torch.compile graph break",
+        "forward, or in a module-level function a forward calls (found through the caller's "
+        "imports: DETR's generalized_box_iou asserts on box tensors in its matcher): a sync on "
+        "every call and a torch.compile graph break",
         "keep the value a tensor (torch.clamp(n, min=1) instead of max(n.item(), 1)), or move "
         "the read out of forward",
         "class Criterion(torch.nn.Module):\n    def forward(self, x, n):\n"
@@ -82,6 +84,22 @@ RULES = (
         "        return x.sum() / torch.clamp(n, min=1)",
     ),
 )
+
+
+def _sliced_in_dims(expr: ast.AST) -> bool:
+    """``boxes[:, 2:]`` / ``x[..., 0]``: slicing in several dimensions, a tensor's (or an
+    array's) syntax; a list would raise.
+
+    Example:
+        >>> [_sliced_in_dims(ast.parse(c, mode="eval").body) for c in ("b[:, 2:]", "b[2:]", "b[0]")]
+        [True, False, False]
+    """
+    if not isinstance(expr, ast.Subscript) or not isinstance(expr.slice, ast.Tuple):
+        return False
+    return any(
+        isinstance(e, ast.Slice) or (isinstance(e, ast.Constant) and e.value is Ellipsis)
+        for e in expr.slice.elts
+    )
 
 
 class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
@@ -102,6 +120,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
         (r"(?i)tol|eps|thr|allclose|isclose|\de-\d", r"\bwhile\b|\bbreak\b"),
         (r"def forward\(", r"item\(|cpu\(|numpy\(|tolist\(|float\(|int\(|if |assert |print"),
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
+        (r"\bassert\b[^\n]*\.(?:all|any)\(\)",),  # (a helper some forward calls: DETR's box_ops)
     )
 
     def looks_like_tensor(self, expr: ast.AST) -> bool:
@@ -111,6 +130,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
                 TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)
             ):
                 return True
+            if any(n.startswith(("builtins.", "math.", "numpy.")) for n in self.callee(expr)):
+                return False  # (`builtins.min(a, b)`: Python's, not a reduction)
             name = method_name(expr)
             return name in REDUCTIONS
         name = dotted(expr)
@@ -281,7 +302,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
             )
         if isinstance(receiver, ast.Compare):  # `(loss > 10).any()`: a bool tensor
             operands = [receiver.left, *receiver.comparators]
-            return any(self.looks_like_tensor(o) for o in operands)
+            return any(self.looks_like_tensor(o) or _sliced_in_dims(o) for o in operands)
         if isinstance(receiver, ast.Name) and receiver.id in self._forward_inputs(expr):
             return True  # `if mask.any():` on forward's tensor argument
         last = (dotted(receiver) or "").rsplit(".", 1)[-1]

@@ -25,19 +25,46 @@ class ForwardAndCallSyncs:
         """TD205: a host read inside ``Module.forward`` (a criterion's too) runs on every
         call, stalls the CPU and breaks the torch.compile graph."""
         owner = self.forward_owner(node)
-        if owner is None:
+        where = f"`{owner}.forward`" if owner is not None else self._helper_of_a_forward(node)
+        if where is None:
             return
         if what in {"`.cpu()`", "`.numpy()`"} and self._exports_to_host_library(
             self.enclosing_scope(node)
         ):
             return  # deliberate: the data feeds NumPy/SciPy (reported by TD303 where it fits)
+        fix = (
+            "check it once where the data is made, or on a sample of calls (`python -O` "
+            "strips asserts), or on the device without waiting: torch._assert_async(cond)"
+            if isinstance(self.parent(node), ast.Assert)
+            else "keep the value a tensor (`torch.clamp(n, min=1)` rather than "
+            "`max(n.item(), 1)`), or move the read out of forward"
+        )
         self.report(
             node,
             "TD205",
-            f"{what} in `{owner}.forward` synchronizes with the GPU on every call and breaks "
-            "the torch.compile graph: keep the value a tensor (`torch.clamp(n, min=1)` rather "
-            "than `max(n.item(), 1)`), or move the read out of forward",
+            f"{what} in {where} synchronizes with the GPU on every call and breaks "
+            f"the torch.compile graph: {fix}",
         )
+
+    def _helper_of_a_forward(self, node: ast.AST) -> str | None:
+        """A module-level function some module's ``forward`` in the project calls, which runs
+        ``node`` on every call (DETR's ``generalized_box_iou``, whose asserts read box tensors,
+        in ``HungarianMatcher.forward``): "`fn` (called by `Cls.forward`, file:line)"."""
+        scope = self.enclosing_scope(node)
+        project = self.context.project
+        if (
+            project is None
+            or not isinstance(scope, FUNCTIONS)
+            or not isinstance(self.parent(scope), ast.Module)
+            or _POSTPROCESSING.search(scope.name)  # (turns outputs into Python by design)
+            or self.under_log_gate(node, scope)
+            or self.skip_sync(node, scope)
+        ):
+            return None
+        hit = project.called_in_forward(scope.name, self.context.path)
+        if hit is None or _POSTPROCESSING.search(hit[2]):
+            return None
+        return f"`{scope.name}` (called by `{hit[2]}`, {hit[0]}:{hit[1]})"
 
     def forward_owner(self, node: ast.AST) -> str | None:
         """The class whose ``forward`` runs ``node`` on every call; None outside forward, in

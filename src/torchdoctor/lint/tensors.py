@@ -48,7 +48,7 @@ TRUTH_METHODS = frozenset(
 )  # fmt: skip
 #: torch functions that (almost always) return tensors: torch.*, torch.linalg.*, F.*, ...
 TORCH_TENSOR_FUNCTION = re.compile(
-    r"^torch\.((linalg\.|nn\.functional\.|special\.|fft\.)?[a-z_0-9]+"
+    r"^torch\.(?!is_|are_)((linalg\.|nn\.functional\.|special\.|fft\.)?[a-z_0-9]+"
     r"|nn\.utils\.(clip_grad_norm_|get_total_norm|parameters_to_vector))$"
 )
 NOT_TENSORS = frozenset(

@@ -1,0 +1,106 @@
+"""The functions each module ``forward`` of a file calls, resolved to the file that defines them.
+
+A helper run on every forward call reads tensors on the host on every call too (DETR's
+``generalized_box_iou``, whose asserts read box tensors, called from
+``HungarianMatcher.forward``). A name alone matches too much across a project (``interpolate``,
+``to``, ``run`` are everywhere), so a call counts only where the caller's own imports say which
+module it comes from: ``f(...)`` defined at the caller's module level, or imported with ``from
+pkg.mod import f``; ``mod.f(...)`` with ``mod`` imported as a module (``from pkg import mod``,
+``import pkg.mod as mod``). :class:`torchdoctor.lint.project.Project` indexes these once.
+
+Example:
+    >>> src = "from util.box_ops import iou\\nclass M:\\n    def forward(self, a):\\n        return iou(a)\\n"
+    >>> [(c.name, c.module, c.owner) for c in forward_calls("m.py", ast.parse(src))]
+    [('iou', 'util.box_ops', 'M.forward')]
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ForwardCall:
+    """One call of a module-level function in a ``forward``: its name, the module the caller's
+    imports resolve it to (dotted; the caller's own path for its own functions), where.
+
+    Example:
+        >>> ForwardCall("iou", "util.box_ops", "m.py", 4, "M.forward").defined_in("/p/util/box_ops.py")
+        True
+    """
+
+    name: str
+    module: str
+    file: str
+    line: int
+    owner: str
+
+    def defined_in(self, path: str) -> bool:
+        """Whether the function it calls can be the one defined in ``path``."""
+        if self.module == self.file:  # (the caller's own module-level function)
+            return Path(path).resolve() == Path(self.file).resolve()
+        parts = Path(path).with_suffix("").parts
+        if parts and parts[-1] == "__init__":
+            parts = parts[:-1]
+        tail = self.module.lstrip(".").split(".")
+        return bool(tail) and tuple(parts[-len(tail):]) == tuple(tail)
+
+
+def _imports(tree: ast.Module) -> dict[str, str]:
+    """Local name -> the dotted module or ``module.attr`` it names (relative imports keep
+    their package path without the dots: the file's location is matched by its tail).
+
+    Example:
+        >>> sorted(_imports(ast.parse("import a.b as c\\nfrom .d import e\\nimport f.g")).items())
+        [('c', 'a.b'), ('e', 'd.e'), ('f', 'f')]
+    """
+    names: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                local = alias.asname or alias.name.split(".", 1)[0]
+                names[local] = alias.name if alias.asname else local
+        elif isinstance(node, ast.ImportFrom):
+            package = (node.module or "").strip(".")
+            for alias in node.names:
+                names[alias.asname or alias.name] = f"{package}.{alias.name}".strip(".")
+    return names
+
+
+def forward_calls(path: str, tree: ast.Module) -> list[ForwardCall]:
+    """Every call in a module's ``forward`` in ``tree`` that its imports resolve to a function
+    of a module (``self.f(...)``, methods of objects and unresolved names are left out)."""
+    imports = _imports(tree)
+    local = {
+        n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    found = []
+    for cls in ast.walk(tree):
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        for forward in cls.body:
+            if not (isinstance(forward, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and forward.name == "forward"):
+                continue  # fmt: skip
+            for call in ast.walk(forward):
+                if not isinstance(call, ast.Call):
+                    continue
+                func, module = call.func, None
+                if isinstance(func, ast.Name):
+                    name = func.id
+                    if name in local:
+                        module = path
+                    elif "." in imports.get(name, ""):
+                        module = imports[name].rsplit(".", 1)[0]
+                elif isinstance(func, ast.Attribute):
+                    name = func.attr
+                    base = ast.unparse(func.value)
+                    head, _, rest = base.partition(".")
+                    if head in imports:  # (an object's method resolves to nothing)
+                        module = f"{imports[head]}.{rest}".strip(".")
+                if module:
+                    found.append(ForwardCall(name, module, path, call.lineno,
+                                             f"{cls.name}.forward"))  # fmt: skip
+    return found

@@ -153,3 +153,44 @@ def test_an_adopted_model_saves_loads_and_copies_as_the_script_s_own_class():
         trial.remove()
     assert type(loaded) is _Saved and type(twin) is _Saved and type(model) is _Saved
     assert torch.equal(loaded.fc.weight, model.fc.weight)
+
+
+TRANSFORMS_IN_THE_LOADER = """
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+class Scale(torch.nn.Module):  # a transform that is a module (torchvision's are)
+    def forward(self, x):
+        return x * 0.5
+
+class Images(Dataset):
+    def __init__(self):
+        self.scale = Scale()
+    def __len__(self):
+        return 64
+    def __getitem__(self, i):
+        return self.scale(torch.full((8,), float(i))), torch.tensor([float(i)])
+
+net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+opt = torch.optim.SGD(net.parameters(), lr=1e-4)
+loader = DataLoader(Images(), batch_size=8, num_workers=WORKERS)
+while True:
+    for x, y in loader:
+        opt.zero_grad()
+        ((net(x) - y) ** 2).mean().backward()
+        opt.step()
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_loaders_module_transforms_are_not_the_step(tmp_path, workers):
+    """pytorch-GAN's wgan_gp: torchvision's Resize and Normalize are modules called in the
+    loader's fetch, before any backward: the trial took Resize for the model and measured
+    0.22 ms "steps"; with workers (forked during warm-up, with the hooks), each worker was
+    stopped at its transforms' "steps" and the loader failed."""
+    text = TRANSFORMS_IN_THE_LOADER.replace("WORKERS", str(workers))
+    script = _script(tmp_path, f"loader{workers}.py", text)
+    result = run_trial(script, [], [], workdir=tmp_path, warmup=2, steps=3, timeout=120)
+    assert result["error"] is None and result["stopped"] is True
+    assert result["mode"] == "optimizer"
+    assert [r["type"] for r in result["observed"]["roots"]] == ["Sequential"]

@@ -74,6 +74,22 @@ def first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
     return None
 
 
+_LIVE: list[Trial] = []  # the trials installed in this process (one at a time)
+
+
+def _after_fork_in_child() -> None:
+    """A DataLoader worker forked in warm-up inherits the module hooks: its transforms (modules)
+    would be roots and the watch stop it at their "steps". The child runs no step."""
+    for trial in _LIVE:
+        with contextlib.suppress(Exception):  # (never keep a child from its work)
+            trial._remove_module_hooks()
+            trial.fetching += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Trial:
     """Hooks of one trial; ``install()`` before the script, ``remove()`` after (undoes all).
 
@@ -105,6 +121,7 @@ class Trial:
         self.graph_breaks: dict[tuple[str, int, str], int] = {}
         self.depth = 0
         self.root_depth = 0
+        self.fetching = 0  # inside a DataLoader's next(): modules called are its transforms
         self.backward_count = 0
         self._hooks = Installation()
         self._module_handles: list[Any] = []
@@ -124,6 +141,7 @@ class Trial:
             _module.register_module_forward_pre_hook(self._pre),
             _module.register_module_forward_hook(self._post, always_call=True),
         ]
+        _LIVE.append(self)
         hooks = self._hooks
         hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
         hooks.wrap_data_loader(self._data_enter, self._data_leave)
@@ -141,6 +159,8 @@ class Trial:
     def remove(self) -> None:
         from torch.utils.data import DataLoader
 
+        if self in _LIVE:
+            _LIVE.remove(self)
         self._remove_module_hooks()
         self._hooks.remove()
         for module, cls in self._root_modules:
@@ -202,8 +222,8 @@ class Trial:
     def _pre(self, module: torch.nn.Module, args: Any) -> None:
         if torch.compiler.is_compiling():
             return
-        if self.depth == 0 and self.root_depth == 0 and not hasattr(module, "_td_base_call"):
-            self._first_root_call(module)
+        if not (self.depth or self.root_depth or self.fetching or hasattr(module, "_td_base_call")):
+            self._first_root_call(module)  # (not a loader's transforms, run in its fetch)
         self.depth += 1
 
     def _post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -291,9 +311,11 @@ class Trial:
     def _data_enter(self, iterator: Any) -> int:
         if id(iterator) not in self.loaders:
             self.loaders[id(iterator)] = loader_settings(iterator)
+        self.fetching += 1
         return time.perf_counter_ns()
 
     def _data_leave(self, started: int) -> None:
+        self.fetching -= 1
         self.watch.data_total += time.perf_counter_ns() - started
 
     # -- results ------------------------------------------------------------------------------

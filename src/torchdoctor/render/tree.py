@@ -230,10 +230,14 @@ def display_name(node: dict[str, Any], parent_path: str = "") -> str:
         'resnets.0'
         >>> display_name({"kind": "module", "name": "wte", "path": "transformer.wte"}, "GPT")
         'wte'
+        >>> display_name({"kind": "group", "name": "0[0-1]", "path": "m.downs.0[0-1]"}, "m")
+        'downs.0[0-1]'
     """
     name = str(node.get("name"))
     path = str(node.get("path") or "")
-    if node.get("kind") != "module" or not name.isdigit() or not path.endswith("." + name):
+    item = name.isdigit() if node.get("kind") == "module" else (
+        node.get("kind") == "group" and name[:1].isdigit())  # (a group of items: 0[0-1])
+    if not item or not path.endswith("." + name):
         return name
     if parent_path and path.startswith(parent_path + "."):
         return path[len(parent_path) + 1 :]

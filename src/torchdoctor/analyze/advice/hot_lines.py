@@ -44,6 +44,8 @@ from torchdoctor.analyze.advice.hot_lines_data import hot_lines
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
 from torchdoctor.session_read import installed_package
 
+#: module paths named in a line's "inside ..." evidence; the rest are counted
+MAX_OWNERS = 3
 #: the fix of a hot line no rule knows a cure for; merged with an entry that names a specific
 #: remedy for the same line (a known torch sync, a lint finding), that entry's fix wins
 NO_CURE_FIX = (
@@ -344,8 +346,11 @@ def _evidence(
         )
     if row.get("called_from"):
         out.append(f"called from {row['called_from']}")
-    if owners:
-        out.append(f"inside {', '.join(owners)}: refines its (self) row")
+    if owners:  # (a norm's line inside 27 blocks: the first few, and how many)
+        shown = ", ".join(owners[:MAX_OWNERS]) + (
+            f" and {len(owners) - MAX_OWNERS} more" if len(owners) > MAX_OWNERS else "")
+        out.append(f"inside {shown}: refines {'its' if len(owners) == 1 else 'their'} (self) row"
+                   f"{'' if len(owners) == 1 else 's'}")  # fmt: skip
     for via in row.get("via")[:1] if row.get("via") else ():
         out.append(
             f"through {os.path.basename(str(via.get('file')))}:{via.get('line')} "

@@ -52,3 +52,31 @@ def test_no_audit_mode_runs_in_the_loading_and_the_audit_comes_back_for_the_step
     (read,) = [r for r in session["syncs"] if r["kind"] == "item"]
     assert read["count"] >= len(detailed) - 1
     assert torch._C._len_torch_function_stack() == 0  # nothing left on the stack after stop
+
+
+class _SlowToStart(DataLoader):
+    """A loader whose iter() takes 60 ms: its workers starting, as every epoch does when they
+    do not persist (lucidrains' diffusion Trainer draws batches through `cycle(dl)`)."""
+
+    def _get_iterator(self):  # (what DataLoader.__iter__ calls: where workers start)
+        import time
+
+        time.sleep(0.06)
+        return super()._get_iterator()
+
+
+def test_starting_a_loaders_iteration_is_the_data_phase():
+    model = torch.nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = _SlowToStart([(torch.randn(8), torch.tensor(1))] * 8, batch_size=4)
+    with torchdoctor.Profiler(model, syncs=False, detail="always", warmup=1) as prof:
+        for _ in range(8):  # two steps an epoch: every other step starts an iteration
+            for x, y in loader:
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+                prof.step()
+    steps = prof.session.to_dict()["steps"]
+    starts = [s for s in steps if s["phases"]["data"] >= 60.0]
+    assert len(starts) >= 3, [round(s["phases"]["data"], 1) for s in steps]
+    assert all(s["phases"]["other"] < 30.0 for s in starts)  # (before: the 60 ms were other)

@@ -143,25 +143,28 @@ class Installation:
 
     def wrap_data_loader(self, enter: Callable[[Any], Any], leave: Callable[[Any], None]) -> None:
         """Call ``token = enter(iterator)`` before and ``leave(token)`` after each ``next()`` on
-        a ``torch.utils.data.DataLoader`` iterator, on the calling thread only."""
+        a ``torch.utils.data.DataLoader`` iterator, and ``enter(None)`` / ``leave(token)``
+        around ``iter()`` of a DataLoader (its workers start there, every epoch unless they
+        persist: 60 ms an epoch in lucidrains' diffusion Trainer's ``cycle(dl)``, which counted
+        as ``other``), on the calling thread only."""
         from torch.utils.data import dataloader
 
-        cls = dataloader._BaseDataLoaderIter
-        original = cls.__dict__["__next__"]
         thread = threading.get_ident()
+        for cls, name, arg in ((dataloader._BaseDataLoaderIter, "__next__", True),
+                               (dataloader.DataLoader, "__iter__", False)):  # fmt: skip
+            original = cls.__dict__[name]
 
-        @functools.wraps(original)
-        def __next__(iterator: Any) -> Any:
-            if threading.get_ident() != thread:
-                return original(iterator)
-            token = enter(iterator)
-            try:
-                return original(iterator)
-            finally:
-                leave(token)
+            def wrapper(obj: Any, _original: Any = original, _arg: bool = arg) -> Any:
+                if threading.get_ident() != thread:
+                    return _original(obj)
+                token = enter(obj if _arg else None)
+                try:
+                    return _original(obj)
+                finally:
+                    leave(token)
 
-        cls.__next__ = __next__
-        self._undo.append(functools.partial(setattr, cls, "__next__", original))
+            setattr(cls, name, functools.wraps(original)(wrapper))
+            self._undo.append(functools.partial(setattr, cls, name, original))
 
     def add_saved_tensors_hooks(self, pack: Callable, unpack: Callable) -> SavedTensorsSwitch:
         """Saved-tensor hooks that are pushed only while switched on (see the class)."""

@@ -309,7 +309,7 @@ class Trial:
         return result
 
     def _data_enter(self, iterator: Any) -> int:
-        if id(iterator) not in self.loaders:
+        if iterator is not None and id(iterator) not in self.loaders:  # (None: iter() of one)
             self.loaders[id(iterator)] = loader_settings(iterator)
         self.fetching += 1
         return time.perf_counter_ns()

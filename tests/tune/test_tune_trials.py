@@ -194,3 +194,29 @@ def test_a_loaders_module_transforms_are_not_the_step(tmp_path, workers):
     assert result["error"] is None and result["stopped"] is True
     assert result["mode"] == "optimizer"
     assert [r["type"] for r in result["observed"]["roots"]] == ["Sequential"]
+
+
+@pytest.mark.slow
+def test_a_compile_trial_of_a_script_that_never_imports_torch_itself(tmp_path):
+    """lucidrains' diffusion Trainer: the script imports only the library. Dynamo, tracing the
+    trial's module hooks (defined in the harness, run as `python -m`: globals named
+    `__main__`), looked `torch` up on `__main__`, the script: InternalTorchDynamoError."""
+    (tmp_path / "library.py").write_text(textwrap.dedent("""
+        import torch
+        class Net(torch.nn.Module):  # (its forward reads `torch` too: a duplicate source)
+            def __init__(self):
+                super().__init__()
+                self.a = torch.nn.Linear(4, 1)
+            def forward(self, x):
+                return torch.relu(self.a(x))
+        def train():
+            net = Net()
+            opt = torch.optim.SGD(net.parameters(), lr=0.01)
+            while True:
+                opt.zero_grad()
+                net(torch.ones(2, 4)).pow(2).mean().backward()
+                opt.step()
+    """))  # fmt: skip
+    script = _script(tmp_path, "train.py", "import library\nlibrary.train()\n")
+    result = run_trial(script, [], ["compile"], workdir=tmp_path, warmup=1, steps=2, timeout=600)
+    assert result["error"] is None and result["stopped"], result["error"]

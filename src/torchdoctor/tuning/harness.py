@@ -78,8 +78,7 @@ _LIVE: list[Trial] = []  # the trials installed in this process (one at a time)
 
 
 def _after_fork_in_child() -> None:
-    """A DataLoader worker forked in warm-up inherits the module hooks: its transforms (modules)
-    would be roots and the watch stop it at their "steps". The child runs no step."""
+    """A loader's worker forked in warm-up inherits the hooks: it runs no step (see _pre)."""
     for trial in _LIVE:
         with contextlib.suppress(Exception):  # (never keep a child from its work)
             trial._remove_module_hooks()
@@ -446,4 +445,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    from torchdoctor.tuning.harness import main as _main  # (under its own name: Dynamo, tracing
+
+    _main()  # this file's hooks, looked `torch` up on `__main__`, which the trial's script is)

@@ -91,6 +91,17 @@ def test_stop_script_ends_run_script_cleanly(tmp_path):
     assert issubclass(StopScript, BaseException) and not issubclass(StopScript, Exception)
 
 
+#: the training loop of a script's `Net` that never ends by itself (indented as in the tests)
+NET_FOREVER = """
+        net = Net()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        while True:
+            opt.zero_grad()
+            net(torch.ones(2, 4)).pow(2).mean().backward()
+            opt.step()
+"""
+
+
 @pytest.mark.slow
 def test_compile_trial_reports_the_item_graph_break_with_its_line(tmp_path):
     script = _script(tmp_path, "item.py", """
@@ -104,13 +115,7 @@ def test_compile_trial_reports_the_item_graph_break_with_its_line(tmp_path):
                 if y.sum().item() > 1e9:
                     y = y * 2
                 return y
-        net = Net()
-        opt = torch.optim.SGD(net.parameters(), lr=0.01)
-        while True:
-            opt.zero_grad()
-            net(torch.ones(2, 4)).pow(2).mean().backward()
-            opt.step()
-    """)  # fmt: skip
+    """ + NET_FOREVER)  # fmt: skip
     result = run_trial(script, [], ["compile"], workdir=tmp_path, warmup=1, steps=2, timeout=600)
     assert result["error"] is None and result["stopped"]
     (found,) = [b for b in result["graph_breaks"] if b["file"] == script]
@@ -210,13 +215,7 @@ def test_a_compile_trial_of_a_script_that_never_imports_torch_itself(tmp_path):
             def forward(self, x):
                 return torch.relu(self.a(x))
         def train():
-            net = Net()
-            opt = torch.optim.SGD(net.parameters(), lr=0.01)
-            while True:
-                opt.zero_grad()
-                net(torch.ones(2, 4)).pow(2).mean().backward()
-                opt.step()
-    """))  # fmt: skip
+    """) + textwrap.indent(textwrap.dedent(NET_FOREVER), "    "))  # fmt: skip
     script = _script(tmp_path, "train.py", "import library\nlibrary.train()\n")
     result = run_trial(script, [], ["compile"], workdir=tmp_path, warmup=1, steps=2, timeout=600)
     assert result["error"] is None and result["stopped"], result["error"]

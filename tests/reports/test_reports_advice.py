@@ -102,6 +102,8 @@ CRAFTED = {
     "library_loop": library_loop_session,
     "hot_line_advice": hot_line_session,
     "cpu_oversubscription": oversubscribed_session,
+    "one_sample_per_call": lambda: {**slow_session(),
+                                    "steps": [{"input_shape": [1, 9], "phases": {}}] * 24},
 }
 
 

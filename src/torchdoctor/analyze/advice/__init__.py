@@ -40,6 +40,7 @@ from torchdoctor.analyze.advice.library_loop import library_loop
 from torchdoctor.analyze.advice.library_syncs import library_syncs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.merge import one_per_cause
+from torchdoctor.analyze.advice.one_sample import one_sample_per_call
 from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.other_phase import between_steps, python_outside_torch
 from torchdoctor.analyze.advice.periodic_steps import periodic_steps
@@ -65,6 +66,7 @@ __all__ = [
 RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     loop_invariant,
     decode_without_cache,
+    one_sample_per_call,
     dominant_module,
     host_syncs,
     torch_syncs,

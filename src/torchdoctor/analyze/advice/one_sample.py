@@ -1,0 +1,119 @@
+"""Rule ``one-sample-per-call``: an inference loop that runs the model on one sample per call.
+
+A loop that calls the model once per item (``clf(text)`` per text, ``model(x.unsqueeze(0))``
+per image) pays the per-call costs (Python, the framework's dispatch, on a GPU a launch per
+kernel and a device mostly idle) once per sample. Seen in the steps' inputs: no backward, and
+the first input of the outermost call has a leading dimension of 1 in nearly every step. The
+saving depends on the batch the user can form, so none is stated; the evidence gives a measured
+reference (a Hugging Face text-classification pipeline, 4-layer BERT on a CPU: 300 texts one at
+a time 1.78-2.03 s, ``clf(texts, batch_size=32)`` 0.94-0.95 s, the same labels).
+
+Example:
+    >>> steps = [{"input_shape": [1, 30 + i], "phases": {"backward": 0.0}} for i in range(40)]
+    >>> [a.rule for a in one_sample_per_call({"steps": steps, "step_ms": {"median": 8.0}})]
+    ['one-sample-per-call']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, fmt_ms
+from torchdoctor.session_read import installed_package
+
+#: the fewest steps, and the share of them with a leading dimension of 1, that make it a loop
+MIN_STEPS, MIN_SHARE = 20, 0.9
+
+_PIPELINE_FIX = (
+    "A Hugging Face pipeline batches for you: pass the list and a batch size, `clf(texts, "
+    "batch_size=32)` (or a Dataset / generator for large inputs); it pads each batch and "
+    "returns one result per input, in order. On a GPU this matters most: one text per call "
+    "leaves the device idle between small kernels."
+)
+_GENERIC_FIX = (
+    "Stack the inputs into batches (a DataLoader with a batch_size, or torch.stack / a "
+    "padding collate for variable lengths) and call the model once per batch; keep the results "
+    "on the device and split them after the call. On a GPU this matters most: one sample per "
+    "call leaves the device idle between small kernels."
+)
+
+
+def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
+    """Advice when an inference loop's model input has a leading dimension of 1 in nearly
+    every step.
+
+    Example:
+        >>> steps = [{"input_shape": [8, 30], "phases": {"backward": 0.0}}] * 40
+        >>> one_sample_per_call({"steps": steps})
+        []
+    """
+    steps = list(session.get("steps") or ())
+    shapes = [s.get("input_shape") for s in steps if s.get("input_shape")]
+    if len(shapes) < MIN_STEPS or any(
+        float((s.get("phases") or {}).get("backward") or 0.0) > 0 for s in steps
+    ):
+        return []
+    ones = sum(1 for shape in shapes if shape and shape[0] == 1)
+    if ones < MIN_SHARE * len(shapes):
+        return []
+    lengths = sorted({tuple(shape[1:]) for shape in shapes if shape and shape[0] == 1})
+    shape_text = (
+        f"[1, {', '.join(map(str, lengths[0]))}]" if len(lengths) == 1
+        else f"[1, ...] ({len(lengths)} different shapes)"
+    )  # fmt: skip
+    evidence = [f"the model's input is {shape_text} in {ones} of {len(shapes)} steps: one "
+                "sample per call, no backward"]  # fmt: skip
+    step = (session.get("step_ms") or {}).get("median")
+    if isinstance(step, (int, float)) and step > 0:
+        evidence.append(f"{fmt_ms(step)} per call, {1000.0 / step:.0f} samples per second")
+    line = _call_line(session)
+    pipeline = _through_a_pipeline(session)
+    if line is not None:
+        evidence.append(f"the calls come from {line.get('location')} `{line.get('code')}`")
+    evidence.append(
+        "measured elsewhere: a Hugging Face text-classification pipeline (4-layer BERT, CPU), "
+        "300 texts one at a time 1.78-2.03 s, batch_size=32 0.94-0.95 s"
+    )
+    advice = Advice(
+        rule="one-sample-per-call",
+        title="The model runs one sample per call: batch the inputs",
+        confidence="medium",
+        evidence=evidence,
+        fix=_PIPELINE_FIX if pipeline else _GENERIC_FIX,
+        references=["torch.utils.data.DataLoader"],
+        code=(
+            'labels = [clf(t)[0]["label"] for t in texts]                     # before\n'
+            'labels = [r["label"] for r in clf(texts, batch_size=32)]         # after'
+            if pipeline else
+            "outputs = [model(x.unsqueeze(0)) for x in samples]   # before: one per call\n"
+            "outputs = torch.cat([model(b) for b in torch.stack(samples).split(32)])  # after"
+        ),  # fmt: skip
+    )
+    if line is not None and line.get("file") and line.get("line"):
+        advice.locations = [f"{line['file']}:{line['line']}"]
+    advice.heat = 0.5
+    return [advice]
+
+
+def _call_line(session: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The user line the model's calls ran under the most (``call_lines``)."""
+    rows = list(session.get("call_lines") or ())
+    return max(rows, key=lambda r: float(r.get("ms_per_step") or 0.0)) if rows else None
+
+
+def _through_a_pipeline(session: Mapping[str, Any]) -> bool:
+    """The work between calls ran in a Hugging Face pipeline's code (its pre- and
+    post-processing: ``other_lines``' library rows under ``transformers/pipelines/``).
+
+    Example:
+        >>> row = {"inside": [{"file": "/v/site-packages/transformers/pipelines/base.py"}]}
+        >>> _through_a_pipeline({"other_lines": [row]}), _through_a_pipeline({})
+        (True, False)
+    """
+    for row in session.get("other_lines") or ():
+        for frame in [*(row.get("inside") or ()), *(row.get("via") or ())]:
+            path = str(frame.get("file") or "").replace("\\", "/")
+            if installed_package(path) == "transformers" and "/pipelines/" in path:
+                return True
+    return False

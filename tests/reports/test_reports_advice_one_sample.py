@@ -46,3 +46,10 @@ def test_batches_training_and_short_runs_are_left_alone():
     for step in mixed[:8]:
         step["input_shape"] = [16, 20]  # 20% of the steps batched: not a per-sample loop
     assert one_sample_per_call({"steps": mixed}) == []
+
+
+def test_token_by_token_generation_of_one_sequence_is_no_per_sample_loop():
+    cached = [{"input_shape": [1, 1], "phases": {}} for _ in range(40)]
+    growing = [{"input_shape": [1, 12 + i], "phases": {}} for i in range(40)]
+    assert one_sample_per_call({"steps": cached}) == []
+    assert one_sample_per_call({"steps": growing}) == []  # (decode-without-cache's case)

@@ -55,7 +55,7 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
     ):
         return []
     ones = sum(1 for shape in shapes if shape and shape[0] == 1)
-    if ones < MIN_SHARE * len(shapes):
+    if ones < MIN_SHARE * len(shapes) or _decoding(shapes):
         return []
     lengths = sorted({tuple(shape[1:]) for shape in shapes if shape and shape[0] == 1})
     shape_text = (
@@ -94,6 +94,24 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
         advice.locations = [f"{line['file']}:{line['line']}"]
     advice.heat = 0.5
     return [advice]
+
+
+def _decoding(shapes: list[list[int]]) -> bool:
+    """Token-by-token generation of one sequence, not one sample per call: the input is one new
+    token (``[1, 1]``, a KV cache) or one token longer than the step before (no cache:
+    ``decode-without-cache``'s) in at least half the steps.
+
+    Example:
+        >>> _decoding([[1, 1]] * 30), _decoding([[1, 10 + i] for i in range(30)])
+        (True, True)
+        >>> _decoding([[1, 10 + i % 7] for i in range(30)])
+        False
+    """
+    steps = sum(
+        1 for before, now in zip(shapes, shapes[1:])
+        if list(now[1:]) == [1] or (len(now) == len(before) == 2 and now[1] == before[1] + 1)
+    )  # fmt: skip
+    return steps >= 0.5 * max(1, len(shapes) - 1)
 
 
 def _call_line(session: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -341,3 +341,52 @@ def test_two_roots_of_one_class_are_named_by_their_variables():
     roots = [c["name"] for c in session["tree"]["children"] if c["kind"] == "module"]
     assert roots == ["teacher", "student"]
     assert {"student.0", "student.1"} <= set(_nodes(session))
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+
+
+def test_items_of_a_model_called_one_by_one_are_that_models_items():
+    """`for block in model: x = block(x)` with `model` a Sequential never called itself: the
+    blocks were roots named `block`, `Block`, `Block#2`, `Block#3` (the loop variable, then the
+    class), no stack; they are the script's `model`'s items, one stack of four."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[_Block() for _ in range(4)])
+    with torchdoctor.Profiler(syncs=False, warmup=1) as prof:
+        for _ in range(3):
+            x = torch.randn(2, 8)
+            for block in model:
+                x = block(x)
+            x.sum().backward()
+            prof.step()
+    session = prof.session
+    _check(session)
+    assert {"model.0", "model.1", "model.2", "model.3", "model.0.fc"} <= set(_nodes(session))
+    assert not any(p.startswith(("block", "Block")) for p in _nodes(session))
+    assert block is model[3]  # (the loop variable held the last one: no name from it)
+
+
+def test_a_model_held_by_a_wrapper_keeps_its_own_name():
+    """ema_pytorch's `EMA(model)` holds the trained model as an attribute: the model is no item
+    of it and keeps its own name (not `ema.online_model`)."""
+
+    class EMA(nn.Module):
+        def __init__(self, online):
+            super().__init__()
+            self.online_model, self.ema_model = online, nn.Linear(8, 8)
+
+    model = nn.Linear(8, 8)
+    ema = EMA(model)
+    with torchdoctor.Profiler(syncs=False, warmup=1) as prof:
+        for _ in range(3):
+            model(torch.randn(2, 8)).sum().backward()
+            prof.step()
+    assert ema.online_model is model
+    roots = [c["name"] for c in prof.session["tree"]["children"] if c["kind"] == "module"]
+    assert roots == ["Linear"]

@@ -96,7 +96,9 @@ class ModuleNames:
         #: grows each time modules named earlier are renamed (a root adopted by a later one)
         self.generation = 0
 
-    def register_root(self, module: Any, *, main: bool = True, hint: str | None = None) -> str:
+    def register_root(
+        self, module: Any, *, main: bool = True, hint: str | None = None, name: str | None = None
+    ) -> str:
         """Name ``module`` and its submodules; the main root's children get unprefixed paths.
         The wrapper ``torch.compile(model)`` returns is named ``OptimizedModule`` and ``model``
         is registered as a root of its own, so its modules keep the names an eager run gives
@@ -109,6 +111,8 @@ class ModuleNames:
         root's role passes to the adopting root. :attr:`generation` tells callers to re-read
         paths. ``hint``: the name of a variable holding the module in the calling code; a root
         whose class another root already has is named by it (and that root by its own).
+        ``name``: the root's name, whatever its class (a model never called itself, whose items
+        the script calls one by one, by its variable: ``model.0``, ``model.1``).
 
         Example:
             >>> import torch
@@ -141,7 +145,7 @@ class ModuleNames:
             self._root_names.discard(self._roots.pop(root))
         if self._main in adopted:  # the adopting root takes the main root's place
             self.has_main, self._main, main = False, None, True
-        name = type(module).__name__
+        name = name or type(module).__name__
         if hint:
             self._hints[id(module)] = hint
         if name in self._root_names:

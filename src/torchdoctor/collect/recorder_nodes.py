@@ -131,11 +131,16 @@ class NodeRegistry:
                 self.made_in_forward.add(node)
             return node
         if not walk and self.names.known_path(id(module)) is None:
-            owner = _calling_owner(module, sys._getframe(1))
+            frame = sys._getframe(1)
+            owner = _calling_owner(module, frame)
+            container = None if owner is not None else _container_of(module, frame)
             if owner is not None:  # name it as its owner does (a LightningModule's `encoder`)
                 self.names.register_root(owner)
+            elif container is not None:  # an item of a model the script holds, called alone
+                held = _variable_of(container, frame)  # (`model.0`: its items by its name)
+                self.names.register_root(container, main=held is None, name=held)
             else:  # a root: the variable holding it tells two of one class apart
-                self.names.register_root(module, hint=_variable_of(module, sys._getframe(1)))
+                self.names.register_root(module, hint=_variable_of(module, frame))
         path = self.names.path_of(module, self.path[walk] if walk else None)
         if self.names.generation != self._names_generation:  # earlier modules were renamed
             self._refresh_paths()
@@ -221,6 +226,45 @@ def _variable_of(module: Any, frame: Any, depth: int = 24) -> str | None:
             return None
         frame, depth = frame.f_back, depth - 1
     return None
+
+
+def _container_of(module: Any, frame: Any, depth: int = 24) -> Any:
+    """The largest module a variable of the first user frame above ``frame`` (or its module's
+    globals) holds that contains ``module`` as a list's item (``_holds_as_item``): blocks called one by one
+    from a loop over the model (``for block in model: x = block(x)``) are its items, named
+    ``0``, ``1``... as one stack (were ``block``, ``Block``, ``Block#2``...). None: no such.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1))
+        >>> _container_of(model[1], sys._getframe()) is model, _container_of(model, sys._getframe())
+        (True, None)
+    """
+    while frame is not None and depth > 0:
+        if kind_of_file(frame.f_code.co_filename) == USER:
+            if frame.f_code.co_name == "__init__":  # (a model still being built: it names its
+                return None  # submodules when it is called itself; _calling_owner's rule)
+            best, size = None, 0
+            for scope in (frame.f_locals, frame.f_globals):
+                for name, value in list(scope.items()):
+                    if (
+                        isinstance(value, torch.nn.Module) and value is not module
+                        and not name.startswith("_") and name != "self"
+                    ):  # fmt: skip
+                        subs = list(value.modules())
+                        if len(subs) > size and any(_holds_as_item(sub, module) for sub in subs):
+                            best, size = value, len(subs)
+            return best
+        frame, depth = frame.f_back, depth - 1
+    return None
+
+
+_LISTS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+
+
+def _holds_as_item(container: Any, module: Any) -> bool:
+    """``module`` is an item of ``container``, a Sequential, ModuleList or ModuleDict (not an
+    attribute of a wrapper: an EMA that holds the trained model is not the model's name)."""
+    return isinstance(container, _LISTS) and any(c is module for c in container.children())
 
 
 def _stateless(module: Any) -> bool:

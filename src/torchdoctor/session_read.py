@@ -270,3 +270,29 @@ def installed_package(path: str | None) -> str | None:
             name = text.rsplit(marker, 1)[1].split("/", 1)[0]
             return name[:-3] if name.endswith(".py") else name or None
     return None
+
+
+def attention_dims(call: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(batch, queries, keys) of a recorded ``nn.MultiheadAttention`` call (a tree node's
+    ``attention``: its query and key shapes, ``batch_first``; unbatched calls are batch 1).
+
+    Example:
+        >>> attention_dims({"query": [10, 2, 8], "key": [20, 2, 8], "batch_first": False})
+        (2, 10, 20)
+        >>> attention_dims({"query": [10, 8], "key": [20, 8]})
+        (1, 10, 20)
+    """
+    q, k = call["query"], call["key"]
+    if len(q) != 3:  # unbatched: (L, E), (S, E)
+        return 1, q[0], k[0]
+    return (q[0], q[1], k[1]) if call.get("batch_first") else (q[1], q[0], k[0])
+
+
+def dropout_in_training(call: Mapping[str, Any]) -> bool:
+    """A recorded attention call ran its dropout (training, p > 0).
+
+    Example:
+        >>> dropout_in_training({"training": True, "dropout": 0.1}), dropout_in_training({})
+        (True, False)
+    """
+    return bool(call.get("training")) and float(call.get("dropout") or 0.0) > 0

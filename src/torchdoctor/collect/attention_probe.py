@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from torchdoctor.session_read import attention_dims
+
 #: ``nn.MultiheadAttention.forward``'s parameters, in order (positional arguments bind to them)
 _PARAMS = (
     "query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
@@ -75,7 +77,6 @@ def attention_call(module: Any, args: Any, kwargs: Any) -> dict[str, Any] | None
         return None
     device = q.device.type
     autocast = torch.is_autocast_enabled(device)
-    params = [p for p in module.parameters(recurse=True)]
     return {
         "embed_dim": int(module.embed_dim), "num_heads": int(module.num_heads),
         "kdim": int(module.kdim), "vdim": int(module.vdim),
@@ -91,7 +92,7 @@ def attention_call(module: Any, args: Any, kwargs: Any) -> dict[str, Any] | None
         "average_attn_weights": bool(bound.get("average_attn_weights", True)),
         "inputs_grad": [bool(t.requires_grad) for t in (q, k, v)],
         "grad": torch.is_grad_enabled()
-        and (any(t.requires_grad for t in (q, k, v)) or any(p.requires_grad for p in params)),
+        and (any(t.requires_grad for t in (q, k, v)) or any(p.requires_grad for p in module.parameters())),
         "dtype": str(q.dtype).removeprefix("torch."), "device": str(q.device),
         "autocast": str(torch.get_autocast_dtype(device)).removeprefix("torch.")
         if autocast else None,
@@ -145,11 +146,7 @@ def _work(call: dict[str, Any]) -> float:
         >>> _work({"query": [10, 2, 8], "key": [20, 2, 8], "batch_first": False, "embed_dim": 8})
         3200.0
     """
-    q, k = call["query"], call["key"]
-    if len(q) != 3:  # unbatched: (L, E), (S, E)
-        return float(q[0]) * k[0] * call["embed_dim"]
-    first = call["batch_first"]
-    batch, length, keys = (q[0], q[1], k[1]) if first else (q[1], q[0], k[0])
+    batch, length, keys = attention_dims(call)
     return float(batch) * length * keys * call["embed_dim"]
 
 

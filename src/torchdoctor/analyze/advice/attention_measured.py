@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchdoctor.session_read import fmt_ms, node_ms, walk
+from torchdoctor.session_read import attention_dims, dropout_in_training, fmt_ms, node_ms, walk
 
 #: below this measured speedup the fused path is not worth a code change
 MIN_SPEEDUP = 1.05
@@ -94,15 +94,10 @@ def _shape_text(call: Mapping[str, Any]) -> str:
         ...              "dropout": 0.0, "training": False})
         '100 queries x 625 keys, batch 2, width 256, an attn_mask'
     """
-    q, k = call["query"], call["key"]
-    if len(q) == 3:
-        first = call.get("batch_first")
-        batch, length, keys = (q[0], q[1], k[1]) if first else (q[1], q[0], k[0])
-    else:
-        batch, length, keys = 1, q[0], k[0]
-    parts = [f"{length} queries x {keys} keys, batch {batch}, width {q[-1]}"]
+    batch, length, keys = attention_dims(call)
+    parts = [f"{length} queries x {keys} keys, batch {batch}, width {call['query'][-1]}"]
     parts += [m for m in ("a key_padding_mask", "an attn_mask") if call.get(m.split()[1])]
-    if call.get("training") and float(call.get("dropout") or 0.0) > 0:
+    if dropout_in_training(call):
         parts.append(f"dropout {call['dropout']:g} in training")
     return ", ".join(parts)
 
@@ -137,8 +132,7 @@ def measured_attention(
             node_ms(p) for p, _ in kv[1])):  # fmt: skip
         ms = sum(node_ms(p) for p, _ in parts)
         call = parts[0][1]
-        if call.get("training") and float(call.get("dropout") or 0.0) > 0:
-            result.dropout_in_training = True
+        result.dropout_in_training |= dropout_in_training(call)
         result.step_ms += ms
         result.fused_ms += ms * fast / slow
         more = f" and {len(parts) - 1} more like it" if len(parts) > 1 else ""

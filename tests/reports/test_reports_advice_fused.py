@@ -4,7 +4,11 @@ fused kernel as its fix and a saving from the benchmarked speedup (suite 'fused'
 from reports_sessions import slow_session
 
 from torchdoctor.analyze.advice import advise
-from torchdoctor.analyze.advice.hot_lines_cures import FUSED_ACTIVATION, FUSED_ATTENTION
+from torchdoctor.analyze.advice.hot_lines_cures import (
+    ACTIVATION_SPEEDUPS,
+    FUSED_ACTIVATION,
+    FUSED_ATTENTION,
+)
 
 
 def _session(line_ms):
@@ -35,10 +39,24 @@ def _advice_on(session, where):
 def test_a_hot_line_with_a_hand_written_gelu_gets_the_fused_kernel_and_a_saving():
     (item,) = _advice_on(_session(line_ms=20.0), "/x/model.py")
     assert item.rule == "hot-line" and item.fix == FUSED_ACTIVATION.fix
-    low, high = FUSED_ACTIVATION.speedup.low, FUSED_ACTIVATION.speedup.high
+    # the tanh GELU's own pair, not the span of every activation (softplus 1.11x at the low end)
+    low, high = ACTIVATION_SPEEDUPS["tanh GELU"].low, ACTIVATION_SPEEDUPS["tanh GELU"].high
+    assert low > FUSED_ACTIVATION.speedup.low
     assert abs(item.estimated_saving_ms - 20.0 * (1 - 1 / low)) < 1e-6
     assert abs(item.saving_range_ms[1] - 20.0 * (1 - 1 / high)) < 1e-6
     assert item.confidence == "high"
+    assert any("tanh GELU 1.72x" in line for line in item.evidence)
+
+
+def test_each_activation_gets_its_own_pair_and_an_unmeasured_one_the_span():
+    silu = _session(line_ms=20.0)
+    silu["lint"][0]["message"] = "hand-written SiLU (`x * torch.sigmoid(x)`): F.silu(x) ..."
+    (item,) = _advice_on(silu, "/x/model.py")
+    assert abs(item.estimated_saving_ms - 20.0 * (1 - 1 / ACTIVATION_SPEEDUPS["SiLU"].low)) < 1e-6
+    log_sigmoid = _session(line_ms=20.0)
+    log_sigmoid["lint"][0]["message"] = "hand-written log-sigmoid (`torch.log(torch.sigmoid(x))`)"
+    (item,) = _advice_on(log_sigmoid, "/x/model.py")
+    assert abs(item.estimated_saving_ms - 20.0 * (1 - 1 / FUSED_ACTIVATION.speedup.low)) < 1e-6
 
 
 def test_a_measured_but_cool_attention_line_gets_the_sdpa_fix_and_its_saving():

@@ -40,7 +40,12 @@ from torchdoctor.analyze.advice.base import (
     walk,
     with_saving,
 )
-from torchdoctor.analyze.advice.hot_lines_cures import CURES_BY_CODE, loop_cause, saving_note
+from torchdoctor.analyze.advice.hot_lines_cures import (
+    CURES_BY_CODE,
+    finding_cure,
+    loop_cause,
+    saving_note,
+)
 from torchdoctor.analyze.advice.hot_lines_data import (
     call_line_of,
     hot_lines,
@@ -376,7 +381,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
             continue
         where = f"{os.path.basename(str(finding.get('path') or '?'))}:{finding.get('line', '?')}"
         replacement = finding.get("replacement")
-        cure = CURES_BY_CODE.get(str(finding.get("code")))  # the cure a hot line would get
+        cure = finding_cure(finding)  # the cure a hot line would get
         measured = _pattern(finding, session) if step > 0 else None
         if measured is None or measured["total_ms"] <= 0:
             measured = line_of(session, finding.get("path"), finding.get("line"))

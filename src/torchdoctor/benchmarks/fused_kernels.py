@@ -6,7 +6,8 @@ GELU against ``F.gelu(x)``, ``x * torch.sigmoid(x)`` against ``F.silu(x)``, ``lo
 ``F.softplus(x)``, and minGPT's causal
 attention (``softmax(masked(q @ k^T / sqrt(d))) @ v``) against
 ``F.scaled_dot_product_attention(..., is_causal=True)``, and a Python loop of ``LSTMCell`` over
-time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction),
+time against ``nn.LSTM`` over the sequence (pytorch/examples time_sequence_prediction), a
+hand-written GRU cell's loop against ``nn.GRU`` (karpathy/makemore's ``GRUCell``),
 ``F.binary_cross_entropy(torch.sigmoid(x), y)`` against ``F.binary_cross_entropy_with_logits(x,
 y)`` (TD510; pytorch/examples VAE's loss), a 3x3 convolution with padding 1 on 1x1 feature maps
 against the 1x1 convolution of its centre weights, the same function (torchvision's ResNet on
@@ -214,6 +215,31 @@ def rnn_pair(hidden: int):
     return cell_loop, sequence
 
 
+def gru_pair(hidden: int):
+    """(a hand-written GRU cell, two Linear maps and its gates, called over time in a Python
+    loop; nn.GRU over the sequence), nn.GRU's equations and weights: the same function. The
+    dominant-module remedy for a recurrent cell of the user's own called once per time step
+    (karpathy/makemore's ``GRUCell``)."""
+    gru = torch.nn.GRU(hidden, hidden, batch_first=True)
+    w_ih, w_hh, b_ih, b_hh = gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
+
+    def cell_loop(x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.shape[0], hidden)
+        outputs = []
+        for t in range(x.shape[1]):
+            i_r, i_z, i_n = F.linear(x[:, t], w_ih, b_ih).chunk(3, dim=1)
+            h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)
+            r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+            h = (1 - z) * torch.tanh(i_n + r * h_n) + z * h
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+    def sequence(x: torch.Tensor) -> torch.Tensor:
+        return gru(x)[0]
+
+    return cell_loop, sequence
+
+
 def optimizer_pair(shapes: list[tuple[int, ...]]):
     """(AdamW with foreach=True, AdamW with fused=True), each on its own copy of the same
     parameters and gradients: one optimizer step per call, the first parameter returned (the
@@ -251,6 +277,8 @@ CASES = (
     ("causal attention (TD507)", attention_by_hand, attention_fused,
      ((4, 4, 64, 16), (8, 12, 256, 64)), 1e-4),
     ("LSTMCell loop vs nn.LSTM (rnn-cell)", *rnn_pair(51), ((16, 100, 1), (97, 1000, 1)), 1e-4),
+    ("hand-written GRU cell loop vs nn.GRU (cell-by-hand)", *gru_pair(64),
+     ((32, 16, 64), (64, 100, 64)), 1e-4),
     ("sigmoid + BCE vs BCE with logits (TD510)", bce_of_sigmoid, bce_with_logits,
      ((128, 784), (64, 3, 64, 64)), 1e-5),
     ("3x3 conv on 1x1 maps vs its centre tap (padded-convolutions)", conv3x3_on_padding,
@@ -266,7 +294,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     Example:
         >>> table = run(quick=True)[0]
         >>> table.columns[:3], len(table.rows)
-        (['case', 'by hand ms', 'fused ms'], 9)
+        (['case', 'by hand ms', 'fused ms'], 10)
     """
     torch.manual_seed(0)
     repeats = 3 if quick else 15

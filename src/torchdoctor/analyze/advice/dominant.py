@@ -7,7 +7,8 @@ layers), linear algebra or matching (the batched torchdoctor.ops replacement), a
 (Linear, GPT-2's Conv1D: bf16/TF32, shapes), a leaf embedding (sparse gradients), another leaf
 module (torch.compile), a composite whose time is in its convolutions or matmuls (make those
 cheaper: compile fuses neither), anything else (torch.compile; regions inside it). The table and
-its predicates live in :mod:`torchdoctor.analyze.advice.dominant_remedies`.
+its predicates in :mod:`torchdoctor.analyze.advice.dominant_kinds`, the table in
+:mod:`torchdoctor.analyze.advice.dominant_remedies`.
 
 Example:
     >>> dominant_module({"step_ms": {"median": 0.0}, "tree": None})
@@ -38,14 +39,13 @@ from torchdoctor.analyze.advice.base import (
     tree_step_ms,
     with_saving,
 )
-from torchdoctor.analyze.advice.dominant_lines import NO_FACTS, LineFacts, line_facts
-from torchdoctor.analyze.advice.dominant_remedies import (
-    REMEDIES,
-    Remedy,
+from torchdoctor.analyze.advice.dominant_kinds import (
     attention_core_ms,
     is_leaf,
     padded_convolutions,
 )
+from torchdoctor.analyze.advice.dominant_lines import NO_FACTS, LineFacts, line_facts
+from torchdoctor.analyze.advice.dominant_remedies import REMEDIES, Remedy
 from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
 from torchdoctor.analyze.advice.knobs import slow_backward_note

@@ -10,12 +10,21 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torchdoctor.analyze.advice.base import node_ms, walk
+from torchdoctor.analyze.advice.dominant_kinds import (
+    HEAVY_LEAVES,
+    SPREAD_SELF,
+    any_attention,
+    is_cell_by_hand,
+    is_leaf,
+    is_linalg,
+    leaf_share,
+    padded_share,
+    self_share,
+)
 from torchdoctor.analyze.advice.hot_lines_cures import SPARSE_LAYOUT_CURE
 from torchdoctor.analyze.advice.ops_table import (
     CONV_TYPES,
@@ -23,103 +32,7 @@ from torchdoctor.analyze.advice.ops_table import (
     MATMUL_TYPES,
     RNN_CELL_TYPES,
     RNN_TYPES,
-    ops_for,
 )
-
-_ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
-
-
-def is_attention(node: Mapping[str, Any]) -> bool:
-    """Attention by its name or type, or a composite mostly made of attention parts.
-
-    Example:
-        >>> is_attention({"type": "CausalSelfAttention", "name": "attn"})
-        True
-    """
-    text = f"{node.get('type') or ''} {node.get('name') or ''}"
-    if _ATTENTION.search(text):
-        return True
-    total = node_ms(node)
-    attention = sum(
-        node_ms(n)
-        for n, _ in walk(node)
-        if n is not node
-        and _ATTENTION.search(f"{n.get('type') or ''} {n.get('name') or ''}")
-        and not any(_ATTENTION.search(str(p)) for p in str(n.get("path", "")).split(".")[:-1])
-    )
-    return total > 0 and attention >= 0.5 * total
-
-
-def attention_core_ms(node: Mapping[str, Any], group: list | None = None) -> float:
-    """The time the fused attention kernel replaces in ``node`` (or each layer of ``group``):
-    its outermost attention parts, less their projections (Linear and alike: SDPA leaves them
-    as they are). The SDPA speedup applies to this, not to the whole layer or stack (minGPT's
-    chargpt: 650 of the stack's 1,854 ms; the MLPs, the norms and the projections are the rest).
-
-    Example:
-        >>> def n(name, ms, type="", children=()):
-        ...     return {"name": name, "path": name, "type": type,
-        ...             "total_ms": {"median": ms}, "children": list(children)}
-        >>> attn = n("h.0.attn", 10.0, "CausalSelfAttention",
-        ...          [n("h.0.attn.c_attn", 3.0, "Linear"), n("h.0.attn.drop", 2.0, "Dropout")])
-        >>> attention_core_ms(n("h.0", 30.0, "Block", [attn, n("h.0.mlp", 20.0, "MLP")]))
-        7.0
-    """
-    total = 0.0
-    for layer in group or [node]:
-        for part, _ in walk(layer):
-            text = f"{part.get('type') or ''} {part.get('name') or ''}"
-            path = str(part.get("path") or "").split(".")[:-1]
-            if not _ATTENTION.search(text) or any(_ATTENTION.search(p) for p in path):
-                continue  # (an attention part's own children are counted through it)
-            projections = sum(
-                node_ms(c) for c in part.get("children") or () if c.get("type") in MATMUL_TYPES
-            )
-            total += max(0.0, node_ms(part) - projections)
-    return total
-
-
-def is_linalg(node: Mapping[str, Any]) -> bool:
-    """Named after linear algebra or matching that torchdoctor.ops batches.
-
-    Example:
-        >>> is_linalg({"name": "hungarian_match", "type": ""}), is_linalg({"name": "mlp"})
-        (True, False)
-    """
-    return bool(ops_for(f"{node.get('name') or ''} {node.get('type') or ''}"))
-
-
-def is_leaf(node: Mapping[str, Any]) -> bool:
-    """A module with no module or region inside it (its own ops only).
-
-    Example:
-        >>> is_leaf({"kind": "module", "children": [{"kind": "self"}]})
-        True
-    """
-    return node.get("kind") == "module" and not any(
-        child.get("kind") in ("module", "region", "group") for child in node.get("children") or ()
-    )
-
-
-#: a composite whose own (self) time is below this share of it is explained by its parts
-SPREAD_SELF = 0.3
-
-
-def self_share(node: Mapping[str, Any]) -> float:
-    """The share of a composite's time that none of its parts explains ((self)); 1 for a leaf.
-
-    Example:
-        >>> node = {"total_ms": {"median": 10.0}, "children": [
-        ...     {"kind": "module", "total_ms": {"median": 8.0}},
-        ...     {"kind": "self", "total_ms": {"median": 2.0}}]}
-        >>> self_share(node)
-        0.2
-    """
-    total = node_ms(node)
-    parts = [c for c in node.get("children") or () if c.get("kind") != "self"]
-    if total <= 0 or not parts:
-        return 1.0
-    return max(0.0, total - sum(node_ms(c) for c in parts)) / total
 
 
 @dataclass(frozen=True)
@@ -146,75 +59,6 @@ class Remedy:
     code: str | None = None
 
 
-#: a composite with at least this share of its time in leaf convolutions (or matmuls) is told
-#: to make those cheaper, not to compile: torch.compile fuses the ops around them, not them
-HEAVY_LEAVES = 0.6
-
-
-def leaf_share(node: Mapping[str, Any], types: frozenset[str] | set[str]) -> float:
-    """The share of a composite's time in its leaf modules of ``types`` (0 for a leaf).
-
-    Example:
-        >>> conv = {"kind": "module", "type": "Conv2d", "total_ms": {"median": 7.0}, "children": []}
-        >>> act = {"kind": "module", "type": "ReLU", "total_ms": {"median": 3.0}, "children": []}
-        >>> leaf_share({"kind": "module", "total_ms": {"median": 10.0}, "children": [conv, act]},
-        ...            {"Conv2d"})
-        0.7
-    """
-    total = node_ms(node)
-    if total <= 0 or is_leaf(node):
-        return 0.0
-    inside = sum(
-        node_ms(n) for n, _ in walk(node) if n is not node and is_leaf(n) and n.get("type") in types
-    )
-    return min(1.0, inside / total)
-
-
-#: a convolution with at least this share of its (output, tap) pairs on the zero padding
-#: computes mostly zeros (a 3x3 kernel on a 2x2 map: 56%; on a 1x1 map: 89%)
-PADDED = 0.5
-
-
-def padded_convolutions(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The convolutions in ``node`` (or ``node`` itself) whose input maps are so small that at
-    least :data:`PADDED` of their multiply-adds read zero padding (``node["conv"]``: the
-    geometry the recorder read at their first call, ``collect/conv_geometry.py``).
-
-    Example:
-        >>> conv = {"kind": "module", "path": "l4.conv", "children": [],
-        ...         "conv": {"padding_share": 0.8889, "centre_tap": True}}
-        >>> [n["path"] for n in padded_convolutions({"kind": "module", "children": [conv]})]
-        ['l4.conv']
-    """
-    return [
-        n for n, _ in walk(node)
-        if float((n.get("conv") or {}).get("padding_share") or 0.0) >= PADDED
-    ]  # fmt: skip
-
-
-def padded_share(node: Mapping[str, Any]) -> float:
-    """The share of ``node``'s time in :func:`padded_convolutions`.
-
-    Example:
-        >>> conv = {"kind": "module", "children": [], "total_ms": {"median": 6.0},
-        ...         "conv": {"padding_share": 0.56}}
-        >>> padded_share({"kind": "module", "total_ms": {"median": 8.0}, "children": [conv]})
-        0.75
-    """
-    total = node_ms(node)
-    return min(1.0, sum(node_ms(n) for n in padded_convolutions(node)) / total) if total else 0.0
-
-
-def any_attention(node: Mapping[str, Any], group: list | None, cuda: bool) -> bool:
-    """Any layer of the group (or the node) is attention.
-
-    Example:
-        >>> any_attention({"name": "mlp"}, [{"name": "attn"}], cuda=False)
-        True
-    """
-    return any(is_attention(c) for c in group) if group else is_attention(node)
-
-
 #: what makes convolutions cheaper (a leaf convolution, a composite made of them)
 _CONV_CURE = (
     "use channels_last memory format for the model and its input (oneDNN / cuDNN's fastest "
@@ -229,7 +73,7 @@ _CONV_CODE = (
 )
 
 #: the remedies, first match wins: a region compiled already, attention, RNN cells called per
-#: time step or whole recurrent layers (alone or stacked), convolutions on maps about their
+#: time step (torch's or the user's own) or whole recurrent layers (alone or stacked), convolutions on maps about their
 #: kernel's size (mostly padding), a layer stack, linear algebra /
 #: matching, a leaf matmul, a convolution, a leaf embedding, any other leaf module, anything
 #: else.
@@ -280,6 +124,25 @@ REMEDIES: tuple[Remedy, ...] = (
         code="for x in seq.split(1, dim=1):                    # before: one call per step\n"
         "    h, c = cell(x.squeeze(1), (h, c))\n"
         "out, (h, c) = lstm(seq.unsqueeze(-1), (h0, c0))  # after: nn.LSTM(batch_first=True)",
+    ),
+    Remedy(
+        "cell-by-hand",
+        lambda node, group, cuda: all(is_cell_by_hand(m) for m in group or [node]),
+        "a recurrent cell of your own called once per time step: run the sequence with nn.GRU "
+        "/ nn.LSTM if it is one, else compile the cell",
+        "The cell runs once per time step from a Python loop, each call a few small matmuls "
+        "and gate ops with their own autograd nodes (inside it: {parts}). If it computes a GRU "
+        "or an LSTM, nn.GRU / nn.LSTM run the whole known sequence in one call (oneDNN on a "
+        "CPU, cuDNN's fused kernel on a GPU); their equations can differ from yours in detail "
+        "(nn.GRU applies the reset gate after the hidden state's matmul): retrain and compare. "
+        "Otherwise torch.compile the cell so its gates fuse. Keep a loop over time only where "
+        "a step feeds its own output back (sampling).",
+        ("torch.nn.GRU", "torch.nn.LSTM", "torch.compile"),
+        "cell_by_hand",
+        code="for t in range(T):                          # before: one cell call per step\n"
+        "    h = self.cell(x[:, t], h)\n"
+        "out, h = self.gru(x, h0)                   # after: nn.GRU(n_in, n_hidden, "
+        "batch_first=True)",
     ),
     Remedy(
         "recurrent",

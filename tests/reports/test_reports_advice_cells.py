@@ -3,6 +3,8 @@ their elementwise ops) called once per time step from a Python loop is told to r
 sequence with nn.GRU / nn.LSTM, with the saving of the measured pair (suite 'fused'), not to
 wrap regions inside it (its hot lines already show inside)."""
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,3 +85,30 @@ def test_a_conv_lstm_cell_or_a_cell_called_once_is_not_told_to_use_nn_gru():
     assert "nn.GRU" not in advice_for(once).title
     looped = _node("cell", "GRUCell", 60.0, 16.0, [_node("cell.gate", "Linear", 20.0, 48.0)])
     assert "a recurrent cell of your own" in advice_for(looped).title
+
+
+class Mixer(nn.Module):
+    """A part whose time is its own lines, no sub-module's: the hot lines show inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(64, 64)
+
+    def forward(self, x):
+        h = self.proj(x)
+        for _ in range(20):
+            h = h + torch.tanh(h).cumsum(dim=-1) * 1e-3  # HEAVY
+        return h
+
+
+def test_a_composite_whose_lines_were_measured_is_told_its_heaviest_line_not_to_add_regions():
+    model = nn.Sequential(nn.Linear(64, 2048), nn.ReLU(), nn.Linear(2048, 64), Mixer())
+    x = torch.randn(64, 64)
+    session = torchdoctor.profile(lambda: model(x).sum().backward(), steps=3, warmup=1, syncs=False)
+    (item,) = [a for a in dominant_module(session) if "3" in a.title.split(" dominates")[0]]
+    lines, first = inspect.getsourcelines(Mixer.forward)
+    heavy = first + next(i for i, text in enumerate(lines) if "# HEAVY" in text)
+    where = f"test_reports_advice_cells.py:{heavy}"
+    assert f"start at its heaviest line, {where}" in item.title
+    assert "torchdoctor.region" not in item.fix and where in item.fix
+    assert any(e.startswith(f"its heaviest measured lines: {where}") for e in item.evidence)

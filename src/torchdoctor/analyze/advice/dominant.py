@@ -193,6 +193,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             code=code,
             cause=remedy.cause,
         )
+        _name_lines_inside(item, remedy, facts.heaviest_in(
+            [str(n.get("path") or "") for n in group or [node]]))  # fmt: skip
         if measured is not None:
             item.evidence += measured.evidence
             if slower:
@@ -247,6 +249,34 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             item.confidence = "low"
         advice.append(item)
     return advice
+
+
+#: the remedies that read the part as a whole: its measured lines say where inside it to look
+_LOOK_INSIDE = ("composite", "spread", "leaf", "cell-by-hand")
+
+
+def _name_lines_inside(item: Advice, remedy: Remedy, lines: list[tuple[str, float]]) -> None:
+    """Name the heaviest measured lines inside the part; a composite no other remedy fits is
+    told to start at them, not to wrap regions to find them (the hot lines already did).
+
+    Example:
+        >>> item = Advice("dominant-module", "cell dominates the step: x", fix="Wrap ...")
+        >>> _name_lines_inside(item, REMEDIES[-1], [("m.py:300", 1.4), ("m.py:291", 0.7)])
+        >>> item.title, item.evidence
+        ('cell dominates the step: start at its heaviest line, m.py:300, and compile it', ['its heaviest measured lines: m.py:300 (1.4 ms), m.py:291 (0.7 ms)'])
+    """
+    if not lines or remedy.name not in _LOOK_INSIDE:
+        return
+    named = ", ".join(f"{where} ({fmt_ms(ms)})" for where, ms in lines)
+    item.evidence.append(f"its heaviest measured lines: {named}")
+    if remedy.name == "composite":
+        item.title = f"{item.title.split(': ', 1)[0]}: start at its heaviest line, {lines[0][0]}, and compile it"
+        item.fix = (
+            f"The hot lines show where its time goes ({named}; see the report's hot lines "
+            "for their ops): batch or move out of a loop what they repeat, and torch.compile it "
+            "to fuse its small ops."
+        )
+        item.references = ["torch.compile"]
 
 
 def _padded_evidence(

@@ -38,6 +38,25 @@ class LineFacts:
     fused: frozenset[str] = frozenset()
     matmul_ms: Mapping[str, float] = field(default_factory=dict)
     sparse_ms: Mapping[str, float] = field(default_factory=dict)
+    #: per owner, its measured lines as (location, ms per step)
+    lines: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+
+    def heaviest_in(self, paths: list[str], count: int = 3) -> list[tuple[str, float]]:
+        """The heaviest measured lines run inside any of ``paths`` (module paths: the lines of
+        a module's forward and of the modules inside it), one entry per location.
+
+        Example:
+            >>> facts = LineFacts(lines={"cell": (("m.py:300", 1.4),), "cell.gate": (("m.py:9", 2.0),),
+            ...                          "head": (("m.py:40", 9.0),)})
+            >>> facts.heaviest_in(["cell"])
+            [('m.py:9', 2.0), ('m.py:300', 1.4)]
+        """
+        spent: dict[str, float] = {}
+        for owner, rows in self.lines.items():
+            if any(owner == p or owner.startswith(p + ".") for p in paths):
+                for where, ms in rows:
+                    spent[where] = spent.get(where, 0.0) + ms
+        return sorted(spent.items(), key=lambda item: -item[1])[:count]
 
     def is_sparse_matmul(self, node: Mapping[str, Any], node_ms: float) -> bool:
         """The node's measured lines are mostly matrix multiplies with a sparse operand.
@@ -80,8 +99,11 @@ def line_facts(session: Mapping[str, Any]) -> LineFacts:
     fused: set[str] = set()
     matmul: dict[str, float] = {}
     sparse: dict[str, float] = {}
+    lines: dict[str, list[tuple[str, float]]] = {}
     for line in (session.get("hot_lines") or {}).get("lines") or ():
         owner = str(line.get("owner") or "")
+        where = line.get("location") or f"{str(line.get('file')).rsplit('/', 1)[-1]}:{line.get('line')}"
+        lines.setdefault(owner, []).append((str(where), center(line.get("total_ms"))))
         ops = line.get("top_ops") or ()
         if any("scaled_dot_product_attention" in str(op.get("op")) for op in ops):
             fused.add(owner)
@@ -89,4 +111,6 @@ def line_facts(session: Mapping[str, Any]) -> LineFacts:
             matmul[owner] = matmul.get(owner, 0.0) + center(line.get("total_ms"))
         if ops and sparse_matmul(line):
             sparse[owner] = sparse.get(owner, 0.0) + center(line.get("total_ms"))
-    return LineFacts(frozenset(fused), matmul, sparse)
+    return LineFacts(
+        frozenset(fused), matmul, sparse, {k: tuple(v) for k, v in lines.items()}
+    )

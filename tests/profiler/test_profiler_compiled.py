@@ -256,3 +256,43 @@ def test_a_module_compiled_in_place_keeps_its_row_and_compiles_as_often_as_plain
     )
     assert plain >= 1 and profiled == plain
     assert [c["path"] for c in prof.session["tree"]["children"]][0] == "_Block"
+
+
+def test_torchscript_compiles_no_grad_blocks_under_run(tmp_path):
+    """karpathy/llm.c's train_gpt2.py imports torch.distributed.optim, whose functional
+    optimizers are torch.jit.script'ed at import with `with torch.no_grad():` inside; TorchScript
+    compiles no_grad's __enter__/__exit__ from their source, and the profiler's wrappers (with
+    *exc) made the import raise NotSupportedError before the script ran a step."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent("""
+        import torch
+        from torch.distributed.optim import ZeroRedundancyOptimizer  # noqa: F401
+
+        @torch.jit.script
+        def scaled(x):
+            with torch.no_grad():
+                y = x * 2
+            return y
+
+        model = torch.nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randn(8, 4, requires_grad=True)
+        assert not scaled(x).requires_grad
+        for it in range(6):
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+            with torch.no_grad():
+                model.weight.mul_(0.99)
+    """)
+    )
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "torchdoctor", "run", "--out", str(out), "--no-history",
+         str(script)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    session = torchdoctor.Session.load(out / "session.json")
+    assert session["config"]["step_boundary"] == "optimizer" and not session.get("error")

@@ -120,6 +120,9 @@ class Installation:
         original_enter, original_exit = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
         thread = threading.get_ident()
 
+        # (functools.wraps: torch.jit.script compiles no_grad's methods from their source, found
+        # through __wrapped__: torch.distributed.optim's functional optimizers at import)
+        @functools.wraps(original_enter)
         def __enter__(context: Any) -> Any:
             was_enabled = torch.is_grad_enabled()
             result = original_enter(context)
@@ -127,6 +130,7 @@ class Installation:
                 enter(was_enabled, _opened_by_torch(sys._getframe(1)))
             return result
 
+        @functools.wraps(original_exit)
         def __exit__(context: Any, *exc: Any) -> Any:
             try:
                 return original_exit(context, *exc)

@@ -69,6 +69,45 @@ def test_the_model_calls_of_long_steps_are_kept_apart():
     rows = {r["location"]: r for r in s["long_step_calls"]}
     row = rows[f"{here}:{marked_line(validate, 'validation')}"]
     assert row["function"] == "validate" and row["extra_ms"] > 0.5 * row["ms_per_step"] > 0
+    assert row["calls_per_step"] == 40 and row["one_sample_share"] == 0.0  # (batches of 256)
     assert f"{here}:{marked_line(validate, 'validation')}" not in {
         r["location"] for r in s.get("call_lines") or ()
     }  # (typical steps never validate)
+
+
+def test_a_rollout_of_one_sample_calls_every_n_steps_is_counted_and_advised():
+    """stable-baselines3's PPO: every n_steps environment steps, collect_rollouts calls the
+    policy once per observation (batch 1), between optimizer steps on minibatches of 64."""
+    from torchdoctor.analyze.advice import advice_dicts
+
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 2))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    batch = torch.randn(64, 4)
+
+    def collect_rollout():
+        obs = torch.randn(4)
+        for _ in range(120):
+            with torch.no_grad():
+                logits = policy(obs.unsqueeze(0))  # rollout
+            obs = obs * 0.9 + logits.sum() * 0.01
+
+    with torchdoctor.Profiler(policy, syncs=False) as prof:  # (detail aimed at the long steps)
+        for i in range(100):
+            if i % 20 == 10:
+                collect_rollout()
+            policy(batch).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    s = prof.session
+    assert s["config"]["detail"].get("outlier_steps"), "the rollout steps were not long"
+    here = os.path.basename(__file__)
+    rows = {r["location"]: r for r in s["long_step_calls"]}
+    row = rows[f"{here}:{marked_line(collect_rollout, 'rollout')}"]
+    assert row["calls_per_step"] == 120 and row["one_sample_share"] == 1.0
+    assert row["typical_calls"] == 0.0
+    s["advice"] = advice_dicts(s)
+    (periodic,) = [a for a in s["advice"] if a["rule"] == "periodic-steps"]
+    assert periodic["title"].endswith(": 120 model calls on one sample each")
+    assert "n_envs" in periodic["fix"]

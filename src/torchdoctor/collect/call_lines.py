@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
+import torch
+
 from torchdoctor.collect.syncs_frames import _is_library, _is_third_party, package_of
 
 #: user frames kept per outermost call (innermost first)
@@ -117,6 +119,44 @@ def step_call_lines(
     return out
 
 
+def leading_dim(args: Any) -> int | None:
+    """The leading dimension of a call's first positional tensor (its batch, for a model),
+    None without one.
+
+    Example:
+        >>> import torch
+        >>> leading_dim((torch.zeros(1, 4),)), leading_dim((3,)), leading_dim(())
+        (1, None, None)
+    """
+    first = args[0] if isinstance(args, tuple) and args else None
+    if not isinstance(first, torch.Tensor):
+        return None
+    with torch._C.DisableTorchFunction():  # (not seen by the hot lines' or the audit's mode)
+        return int(first.shape[0]) if first.dim() > 0 and not first.is_nested else None
+
+
+def step_call_counts(
+    chains: Sequence[tuple[Line, ...]], leads: Sequence[int | None]
+) -> dict[Line, list[int]]:
+    """``{(file, line, function): [calls, one-sample calls]}`` of one step: how many outermost
+    module calls each user line made (inclusive, as :func:`step_call_lines`), and how many of
+    them had a first input of leading dimension 1 (an environment step, a sampled token: a
+    rollout calls the policy once per observation).
+
+    Example:
+        >>> chain = (("/w/ppo.py", 202, "collect_rollouts"), ("/w/t.py", 7, "<module>"))
+        >>> step_call_counts([chain, chain, chain[1:]], [1, 1, 64])[("/w/t.py", 7, "<module>")]
+        [3, 2]
+    """
+    out: dict[Line, list[int]] = {}
+    for chain, lead in zip(chains, leads):
+        for line in chain:
+            counts = out.setdefault(line, [0, 0])
+            counts[0] += 1
+            counts[1] += lead == 1
+    return out
+
+
 def call_lines_section(
     steps: Sequence[Mapping[str, Any]], packages: bool = False
 ) -> list[dict[str, Any]] | None:
@@ -133,7 +173,12 @@ def call_lines_section(
         return None
     totals: dict[Line, float] = {}
     modules: dict[Line, dict[str, float]] = {}
+    counts: dict[Line, list[int]] = {}
     for step in steps:
+        for key, (calls, ones) in (step.get("call_counts") or {}).items():
+            mine_counts = counts.setdefault(key, [0, 0])
+            mine_counts[0] += calls
+            mine_counts[1] += ones
         for (file, line, function, module), ns in (step.get("call_lines") or {}).items():
             if (package_of(file) is not None) != packages:
                 continue
@@ -151,11 +196,24 @@ def call_lines_section(
             "code": linecache.getline(file, line).strip() if line else "",
             "ms_per_step": ns / len(steps) / 1e6,
             "modules": [name for name, _ in called],
+            **_counted(counts.get((file, line, function)), len(steps)),
             # (a package's frames: their place in the first chain, innermost first)
             **({"package": package_of(file), "order": order[(file, line, function)]}
                if packages else {}),
         })  # fmt: skip
     return rows or None
+
+
+def _counted(counts: list[int] | None, steps: int) -> dict[str, float]:
+    """A row's model calls per step and the share of them on one sample (when counted).
+
+    Example:
+        >>> _counted([1024, 1020], 2)
+        {'calls_per_step': 512.0, 'one_sample_share': 0.99609375}
+    """
+    if not counts or not counts[0]:
+        return {}
+    return {"calls_per_step": counts[0] / steps, "one_sample_share": counts[1] / counts[0]}
 
 
 def long_step_calls(
@@ -180,10 +238,12 @@ def long_step_calls(
     for packages in (False, True):
         rows = call_lines_section(typical, packages) or ()
         base = {row["location"]: row["ms_per_step"] for row in rows}
+        base_calls = {row["location"]: row.get("calls_per_step", 0.0) for row in rows}
         functions = {(row["file"], row["function"]) for row in rows}
         out += [
             {**row, "extra_ms": row["ms_per_step"] - base.get(row["location"], 0.0),
              "typical_ms": base.get(row["location"], 0.0),
+             "typical_calls": base_calls.get(row["location"], 0.0),
              # (a package's function no typical call ran under, at any of its lines)
              **({"new_function": (row["file"], row["function"]) not in functions}
                 if packages else {})}

@@ -211,7 +211,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         calls = call_lines_section(detailed)  # the user lines each model call ran under
         if calls is not None:
             session["call_lines"] = calls
-        if stalls and (longer := long_step_calls(stalls, detailed)):  # (an evaluation's calls)
+        later = [s for s in stalls if int(s.get("index", 2)) >= 2]  # (not warm-up residue)
+        if later and (longer := long_step_calls(later, detailed)):  # (an evaluation's calls)
             session["long_step_calls"] = longer
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from torchdoctor.collect.call_lines import user_chain
+from torchdoctor.collect.call_lines import leading_dim, user_chain
 from torchdoctor.collect.compiled import compiled_frames, compiling
 from torchdoctor.collect.lines_install import insert_function_mode, remove_function_mode
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
@@ -84,6 +84,7 @@ class HookEvents:
     _outer_calls: list[int]
     _saved: Any
     _chains: list[tuple]
+    _leads: list[int | None]
     step_boundary: str
     _optimizer_depth: int
     _no_grad_blocks: list[bool]
@@ -262,7 +263,7 @@ class HookEvents:
                 self._switch(_BACKWARD)
                 self._cut(discard=True)
 
-    def _outermost(self, module: Any = None) -> None:
+    def _outermost(self, module: Any = None, args: Any = ()) -> None:
         """An outermost module call: in an inference loop each step starts at one (with several
         top-level modules, at the one the loop opens with: ``collect.rounds``), so a module
         re-run with the same inputs every iteration shows up as recomputation across steps."""
@@ -287,6 +288,7 @@ class HookEvents:
         self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
         if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)
             self._chains.append(user_chain(sys._getframe(2)))
+            self._leads.append(leading_dim(args))  # (one sample per call: a rollout)
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state

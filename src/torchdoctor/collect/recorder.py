@@ -140,7 +140,7 @@ class Recorder(NodeRegistry, RegionEvents):
         self.made_in_forward: set[int] = set()  # nodes of modules made inside a forward
         # (node, input signature) -> (weak anchor, state versions, made with grad enabled)
         self.fingerprints: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
-        self.on_outermost: Any = None  # called with the module before an outermost call (auto)
+        self.on_outermost: Any = None  # called with the module and args before an outermost call
         # called with True when the innermost call becomes a library module's (no source, in
         # torch, a package, torchdoctor), False when the user's again, in detailed steps
         self.on_owner: Any = None
@@ -224,7 +224,7 @@ class Recorder(NodeRegistry, RegionEvents):
         # backward pass (activation checkpointing) is none: no step begins there
         if not self.module_depth and self.phases.stack[-1][0] != "backward":
             if self.on_outermost is not None:
-                self.on_outermost(module)  # may end the step: read `detailed` after it
+                self.on_outermost(module, args)  # may end the step: read `detailed` after it
                 if self.outer_shape is None and args and isinstance(args[0], Tensor):  # (input)
                     self.outer_shape = None if args[0].is_nested else tuple(args[0].shape)
             if self.detailed:

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, one_step_run
+from torchdoctor.analyze.advice.one_sample import MIN_SHARE
+from torchdoctor.analyze.advice.one_sample import MIN_STEPS as MANY_CALLS
 
 #: a step this many times the median (and LONG_MS past it) is a long step
 LONG = 2.0
@@ -203,6 +205,36 @@ def _new_frames(calls: list[Mapping[str, Any]], most: float) -> list[Mapping[str
     return sorted(new, key=lambda r: -int(r.get("order") or 0))  # (first seen: innermost)
 
 
+def one_sample_loop(session: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The row of ``long_step_calls`` under which the long steps called the model many more
+    times than a typical step (>= MANY_CALLS), nearly all on one sample (a first input of
+    leading dimension 1): a rollout stepping one environment per policy call, a sampler
+    drawing one sequence per call. The innermost such line (the fewest calls), else None.
+
+    Example:
+        >>> row = lambda loc, calls: {"location": loc, "calls_per_step": calls,
+        ...     "typical_calls": 4.0, "one_sample_share": 0.99, "extra_ms": 700.0}
+        >>> one_sample_loop({"long_step_calls": [row("t.py:7", 519.0),
+        ...                                      row("on_policy_algorithm.py:202", 512.0)]})["location"]
+        'on_policy_algorithm.py:202'
+    """
+    rows = [
+        r for r in session.get("long_step_calls") or ()
+        if float(r.get("calls_per_step") or 0.0) - float(r.get("typical_calls") or 0.0)
+        >= MANY_CALLS and float(r.get("one_sample_share") or 0.0) >= MIN_SHARE
+    ]  # fmt: skip
+    return min(rows, key=lambda r: float(r["calls_per_step"])) if rows else None
+
+
+_ONE_SAMPLE_FIX = (
+    "The periodic work calls the model once per sample (a rollout stepping one environment, a "
+    "sampler drawing one sequence at a time), and each call pays Python and dispatch overhead "
+    "(on a GPU, a launch per kernel) whatever its batch: batch those calls. Step several "
+    "environments per policy call (gymnasium.vector; stable-baselines3: make_vec_env(env_id, "
+    "n_envs=8)), draw several samples per call. "
+)
+
+
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when rare long steps (>= 2x the median) hold >= 3% of the run's time."""
     recorded = [s for s in session.get("steps") or () if s.get("wall_ms") is not None]
@@ -237,6 +269,9 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         if period
         else f"{len(long)} of {len(recorded)} steps take {ratio:.1f}x the median: work"
     ) + f" {where} is {share:.0f}% of the run"
+    loop = one_sample_loop(session)
+    if loop is not None:
+        title += f": {float(loop['calls_per_step']):.0f} model calls on one sample each"
     shown = ", ".join(str(i) for i in indices[:6]) + (", ..." if len(indices) > 6 else "")
     walls = [float(s["wall_ms"]) for s in long]
     per_step = extra / len(steps)
@@ -252,7 +287,8 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             f"+{fmt_ms(phases[phase] / len(long))} per long step",
             _sampled(session),
         ],
-        fix="If it is an evaluation, a checkpoint or sample generation every N steps: run it "
+        fix=(_ONE_SAMPLE_FIX if loop is not None else "")
+        + "If it is an evaluation, a checkpoint or sample generation every N steps: run it "
         "less often, make it cheaper (a smaller evaluation set, a larger evaluation batch, "
         "torch.inference_mode()), or move it to another process"
         + _LOOP_KNOBS.get(_loop_package(session), "")
@@ -261,6 +297,13 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         references=["torch.inference_mode"],
         cause="periodic-work",
     )
+    if loop is not None:
+        item.evidence.insert(2, (
+            f"a long step calls the model {float(loop['calls_per_step']):.0f} times under "
+            f"{loop['location']} `{str(loop.get('code') or '')[:60]}`, "
+            f"{100 * float(loop['one_sample_share']):.0f}% of them on one sample (a first input "
+            f"of leading dimension 1), against {float(loop.get('typical_calls') or 0):.0f} in a "
+            "typical step"))  # fmt: skip
     # measured: their extra time per step; half of it saved by doing the work half as often
     item.estimated_saving_ms = per_step / 2
     item.saving_range_ms = (per_step / 2, per_step)

@@ -54,6 +54,34 @@ def test_eval_loop_whose_callers_all_disable_grad_is_silent(tmp_path: Path) -> N
     assert [f.code for f in lint_paths([tmp_path])] == ["TD602"]  # one caller keeps grad on
 
 
+def test_an_eval_loop_calling_predict_follows_the_projects_predict(tmp_path: Path) -> None:
+    """stable-baselines3's evaluate_policy calls model.predict in its loop; every predict in
+    the package turns autograd off (BasePolicy.predict) or hands on to one that does
+    (BaseAlgorithm.predict): no TD602. A predict of the project's own that keeps autograd on
+    is still one."""
+    evaluation = """
+        def evaluate_policy(model, env, n):
+            obs = env.reset()
+            for _ in range(n):
+                action, _ = model.predict(obs)
+                obs, reward, done, info = env.step(action)
+    """
+    policies = """
+        import torch as th
+        class BasePolicy:
+            def predict(self, obs):
+                with th.no_grad():
+                    return self._predict(obs)
+        class BaseAlgorithm:
+            def predict(self, obs):
+                return self.policy.predict(obs)
+    """
+    _write(tmp_path, {"evaluation.py": evaluation, "policies.py": policies})
+    assert [f.code for f in lint_paths([tmp_path])] == []
+    _write(tmp_path, {"mine.py": "class Net:\n    def predict(self, x):\n        return self.f(x)\n"})
+    assert [f.code for f in lint_paths([tmp_path])] == ["TD602"]
+
+
 def test_metric_logger_update_in_another_file_is_a_sync_one_call_deep(tmp_path: Path) -> None:
     logger = """
         import torch

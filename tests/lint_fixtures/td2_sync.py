@@ -174,3 +174,16 @@ def train_with_tensorboard(model, loader, opt, writer):
         acc = (out.logits.argmax(-1) == y).float().mean()
         writer.add_scalar("acc", acc, step)  # expect: TD201
         writer.add_scalar("lr", opt.param_groups[0]["lr"], step)  # a Python float
+
+
+def train_sac_entropy(actor, loader, opt, ent_opt):
+    for batch in loader:
+        ent_loss = None
+        if ent_opt is not None:
+            ent_loss = -(actor.log_alpha * batch).mean()
+        if ent_loss is not None and ent_opt is not None:  # identity tests: Python bools
+            ent_loss.backward()
+            ent_opt.step()
+        loss = actor(batch).mean()
+        loss.backward()
+        opt.step()

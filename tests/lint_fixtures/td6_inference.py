@@ -244,3 +244,10 @@ def ddpm(model, cond, T=100):
         c = model.cond_proj(cond)  # expect: TD601
         x = model(x, torch.full((1,), t), c)
     return x
+
+
+def evaluate_policy(model, env, episodes):
+    obs = env.reset()
+    for _ in range(episodes):  # a library's predict (stable-baselines3): autograd off inside
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, done, info = env.step(action)

@@ -44,6 +44,30 @@ def _under_no_grad(node: ast.AST) -> bool | ast.AST:
     return False
 
 
+def _disables_grad(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """``function`` turns autograd off around its work, hands the call on to another object's
+    method of its own name, or is a stub (see :meth:`Project.method_disables_grad`)."""
+    body = [s for s in function.body
+            if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]  # fmt: skip
+    if all(isinstance(s, (ast.Pass, ast.Raise)) for s in body):
+        return True  # (a stub: `...`, a docstring, NotImplementedError)
+    for deco in function.decorator_list:
+        func = deco.func if isinstance(deco, ast.Call) else deco
+        if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in NO_GRAD_NAMES:
+            return True
+    for node in ast.walk(function):
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                expr = item.context_expr
+                func = expr.func if isinstance(expr, ast.Call) else expr
+                if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in NO_GRAD_NAMES:
+                    return True
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == function.name):
+            return True  # (delegates: checked as that method's own definition)
+    return False
+
+
 def _calls_in_body(loop: ast.AST):
     """The calls in ``loop``'s body, not entering nested function or class definitions."""
     stack = list(getattr(loop, "body", ()))
@@ -302,6 +326,37 @@ class Project:
                             break
         self._no_grad[key] = found  # type: ignore[assignment]
         return found
+
+    def method_disables_grad(self, name: str) -> bool | None:
+        """Every ``def name(...)`` in the project turns autograd off around its work (a
+        ``with torch.no_grad()`` / ``inference_mode`` in its body, or such a decorator), hands
+        the call on to another object's ``.name(...)`` (stable-baselines3's
+        ``BaseAlgorithm.predict`` -> ``self.policy.predict``), or is a stub (a Protocol's
+        ``...``): True; False when one does not; None when the project defines none.
+
+        Example:
+            >>> project = Project()
+            >>> project.add("p.py", "class P:\\n    def predict(self, x):\\n"
+            ...             "        with th.no_grad():\\n            return self.net(x)\\n"
+            ...             "class A:\\n    def predict(self, x):\\n"
+            ...             "        return self.policy.predict(x)\\n")
+            >>> project.method_disables_grad("predict"), project.method_disables_grad("sample")
+            (True, None)
+        """
+        key = ("disables", name)
+        if key in self._no_grad:
+            return self._no_grad[key]  # type: ignore[return-value]
+        pattern = re.compile(rf"\bdef {re.escape(name)}\s*\(")
+        found, verdict = False, True
+        for path in self.paths:
+            tree = self.tree(path) if pattern.search(self.text(path)) else None
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                    found = True
+                    verdict = verdict and _disables_grad(node)
+        result = verdict if found else None
+        self._no_grad[key] = result
+        return result
 
     def module_runs_without_grad(self, class_name: str) -> bool:
         """Every name the project binds an instance of ``class_name`` to (``self.decoder =

@@ -52,6 +52,8 @@ def names_a_module(name: str) -> bool:
 FORWARD_METHODS = frozenset(
     {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference"}
 )
+#: model methods that libraries run without autograd (used when the project defines none)
+_LIBRARY_NO_GRAD_METHODS = frozenset({"predict", "generate"})
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
 
@@ -328,6 +330,17 @@ class InferenceRules(RuleVisitor):
                     "the function with @torch.inference_mode()",
                 )
 
+    def _method_disables_grad(self, method: str) -> bool:
+        """``model.predict(x)`` runs without autograd: every definition of the method in the
+        project turns it off (stable-baselines3's ``policy.predict``), or, defined nowhere in
+        it, the method is a library's API that does (``predict``: stable-baselines3, the
+        Hugging Face and Lightning trainers; ``generate``: transformers' @torch.no_grad())."""
+        if method == "forward":
+            return False
+        project = self.context.project
+        verdict = project.method_disables_grad(method) if project is not None else None
+        return verdict is True or (verdict is None and method in _LIBRARY_NO_GRAD_METHODS)
+
     def _callers_disable_grad(self, node: ast.FunctionDef) -> bool:
         """Every caller in the project runs ``node`` under no_grad (one or two calls up:
         ``conditional_sample`` <- ``predict_action`` <- ``with torch.no_grad():``)."""
@@ -391,7 +404,7 @@ class InferenceRules(RuleVisitor):
                 receiver and names_a_module(receiver.rsplit(".", 1)[-1])
             )
             if receiver_is_model:
-                if last in FORWARD_METHODS:
+                if last in FORWARD_METHODS and not self._method_disables_grad(last):
                     return True
                 continue
             if callee in receivers or names_a_module(last):

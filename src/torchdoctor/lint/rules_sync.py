@@ -281,6 +281,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
         if isinstance(expr, ast.BoolOp):
             return any(self._is_tensor_truth_test(v) for v in expr.values)
         if isinstance(expr, ast.Compare):  # `if loss < best:` with loss.backward() nearby
+            if all(isinstance(op, (ast.Is, ast.IsNot)) for op in expr.ops):
+                return False  # `if loss is not None:` is identity, a Python bool (SAC's)
             return self._compares_a_backward_tensor(expr) or any(
                 self._reduces_a_forward_input(o) for o in [expr.left, *expr.comparators]
             )

@@ -49,7 +49,7 @@ from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
-from torchdoctor.session_read import tree_step_ms
+from torchdoctor.session_read import saving_step_ms
 
 __all__ = [
     "RULES",
@@ -115,7 +115,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     """Run every rule on a session and return its advice ranked, priorities 1..n.
 
     ``lint`` overrides ``session["lint"]`` (``torchdoctor.lint`` Findings or their dicts).
-    ``estimated_saving_pct`` is filled from the session's step time (mean when recorded, else median).
+    ``estimated_saving_pct`` is of the step without the profiler (``saving_step_ms``).
 
     Example:
         >>> rec = {"path": "encoder", "calls_per_step": 10, "identical_input_calls": 9,
@@ -137,7 +137,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     found.sort(key=_rank_key, reverse=True)
     found = one_per_cause(found)  # the strongest entry of each cause keeps its place
     found.sort(key=_rank_key, reverse=True)
-    step = tree_step_ms(session)
+    step = saving_step_ms(session)  # (savings are of the step without the profiler)
     for priority, item in enumerate(found, start=1):
         item.priority = priority
         if item.estimated_saving_ms is not None and step > 0:

@@ -27,6 +27,7 @@ from torchdoctor.session_read import (  # noqa: F401 (re-exported for the rules)
     median,
     node_ms,
     quantile,
+    saving_step_ms,
     step_ms,
     tree_step_ms,
     walk,

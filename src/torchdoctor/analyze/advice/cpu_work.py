@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.base import (
     node_ms,
     pct,
     same_file,
+    saving_step_ms,
     tree_step_ms,
     walk,
     with_saving,
@@ -138,7 +139,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
             locations=lines.get(id(node), []),
         )
         if cuda:
-            with_saving(item, step, part / step, SPEEDUPS["on_device"])
+            with_saving(item, saving_step_ms(session), part / step, SPEEDUPS["on_device"])
         else:
             item.evidence.append(
                 "CPU run: nothing moves here; on CUDA this is host work between device syncs"

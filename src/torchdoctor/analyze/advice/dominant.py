@@ -36,6 +36,7 @@ from torchdoctor.analyze.advice.base import (
     is_cuda,
     node_ms,
     pct,
+    saving_step_ms,
     tree_step_ms,
     with_saving,
 )
@@ -163,7 +164,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         slower = measured is not None and not measured.faster
         remedy = _remedy_for(node, group, cuda, facts, fused_anywhere or slower)
         if remedy.name == "layer-stack":
-            halve = amdahl_saving(step, fraction, SPEEDUPS["halve_layers"].low)
+            halve = amdahl_saving(saving_step_ms(session), fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")
         ops = ops_for(f"{node.get('name') or ''} {node.get('type') or ''}")
         named = str(node.get("type") or "") not in ("", label.rsplit(".", 1)[-1])
@@ -226,7 +227,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             exact = _padded_evidence(item, node, group, step)
             fraction, speedup = (exact, speedup) if exact > 0 else (fraction, None)
         if speedup is not None:
-            with_saving(item, step, fraction, SPEEDUPS[speedup])
+            with_saving(item, saving_step_ms(session), fraction, SPEEDUPS[speedup])
         elif item.estimated_saving_ms is None:
             item.heat = min(1.0, fraction)
         if remedy.name in ("convolution", "convolutions"):  # (a layout's slow backward path)

@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.base import (
     center,
     fmt_ms,
     pct,
+    saving_step_ms,
     tree_step_ms,
     with_saving,
 )
@@ -81,4 +82,4 @@ def emulated_bf16(session: Mapping[str, Any]) -> list[Advice]:
         item.evidence.pop()
         item.heat = min(1.0, compute / step)
         return [item]
-    return [with_saving(item, step, min(1.0, compute / step), speedup)]
+    return [with_saving(item, saving_step_ms(session), min(1.0, compute / step), speedup)]

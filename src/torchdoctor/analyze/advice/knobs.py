@@ -30,6 +30,7 @@ from torchdoctor.analyze.advice.base import (
     is_cuda,
     one_step_run,
     pct,
+    saving_step_ms,
     tree_step_ms,
     walk,
     with_saving,
@@ -195,7 +196,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             cause=CAUSES[knob],
             generic=True,
         )
-        advice.append(with_saving(item, step, min(1.0, part / step), speedup))
+        advice.append(with_saving(item, saving_step_ms(session), min(1.0, part / step), speedup))
         if knob == "channels_last":
             slow_backward_note(item, session.get("tree"), step)
         item.heat = min(item.heat, 0.2)  # a generic knob ranks below specific evidence

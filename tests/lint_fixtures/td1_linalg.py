@@ -102,3 +102,13 @@ def per_item_near_misses(F, Q, H, R, P, zs, A, model, loader, opt, weights):
         torch.linalg.svdvals(w)
     for i in range(len(weights)):
         torch.linalg.svdvals(weights[i])
+
+
+def solve_each_while(covs, xs):
+    out = []
+    i = 0
+    while i < len(covs):  # a counter loop: i is its per-iteration index
+        chol = torch.linalg.cholesky(covs[i])  # expect: TD103
+        out.append(torch.cholesky_solve(xs[i], chol))
+        i += 1
+    return out

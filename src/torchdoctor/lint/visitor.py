@@ -291,7 +291,9 @@ class RuleVisitor:
 
     @staticmethod
     def loop_targets(loop: ast.AST) -> set[str]:
-        """Names bound by the loop header (``for i, v in ...``)."""
+        """Names bound by the loop header (``for i, v in ...``); of a ``while`` loop, its
+        counters: names its test reads that its body steps by a constant (``while i < n:
+        ... i += 1``)."""
         if isinstance(loop, FOR):
             return target_names(loop.target)
         if isinstance(loop, COMPREHENSIONS):
@@ -299,6 +301,15 @@ class RuleVisitor:
             for comp in loop.generators:
                 out |= target_names(comp.target)
             return out
+        if isinstance(loop, ast.While):
+            tested = {n.id for n in ast.walk(loop.test) if isinstance(n, ast.Name)}
+            return {
+                node.target.id
+                for node in ast.walk(ast.Module(body=loop.body, type_ignores=[]))
+                if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
+                and isinstance(node.op, (ast.Add, ast.Sub)) and isinstance(node.value, ast.Constant)
+                and node.target.id in tested
+            }  # fmt: skip
         return set()
 
     def assigned_in(self, loop: ast.AST) -> set[str]:

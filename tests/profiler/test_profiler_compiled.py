@@ -262,7 +262,9 @@ def test_torchscript_compiles_no_grad_blocks_under_run(tmp_path):
     """karpathy/llm.c's train_gpt2.py imports torch.distributed.optim, whose functional
     optimizers are torch.jit.script'ed at import with `with torch.no_grad():` inside; TorchScript
     compiles no_grad's __enter__/__exit__ from their source, and the profiler's wrappers (with
-    *exc) made the import raise NotSupportedError before the script ran a step."""
+    *exc) made the import raise NotSupportedError before the script ran a step. A scripted
+    gradient penalty calling torch.autograd.grad, wrapped by the profiler, must still compile
+    to aten::grad."""
     script = tmp_path / "train.py"
     script.write_text(
         textwrap.dedent("""
@@ -275,10 +277,17 @@ def test_torchscript_compiles_no_grad_blocks_under_run(tmp_path):
                 y = x * 2
             return y
 
+        @torch.jit.script
+        def penalty(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            g = torch.autograd.grad([y.sum()], [x], create_graph=True)[0]
+            assert g is not None
+            return (g.norm() - 1) ** 2
+
         model = torch.nn.Linear(4, 1)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         x = torch.randn(8, 4, requires_grad=True)
         assert not scaled(x).requires_grad
+        assert penalty(x, x * x).requires_grad
         for it in range(6):
             model(x).square().mean().backward()
             opt.step()

@@ -111,6 +111,7 @@ class Installation:
 
             setattr(torch.autograd, name, wrapper)
             self._undo.append(functools.partial(setattr, torch.autograd, name, original))
+            self._undo.append(_as_torchscript_builtin(wrapper, original))
 
     def wrap_no_grad(self, enter: Callable[[bool, bool], None], leave: Callable[[], None]) -> None:
         """Call ``enter(grad_was_enabled, opened_by_torch)`` after entering and ``leave()``
@@ -194,6 +195,38 @@ class Installation:
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _DECORATOR_FILE = os.path.join(_TORCH_DIR, "utils", "_contextlib.py")
+
+
+def _as_torchscript_builtin(wrapper: Callable, original: Callable) -> Callable[[], None]:
+    """Make TorchScript compile calls of ``wrapper`` as the aten op it compiles ``original``
+    to (``torch.autograd.grad`` -> ``aten::grad``: its builtin table is keyed by the function
+    object; a gradient penalty scripted while the profiler runs failed to compile our wrapper's
+    Python). Returns the undo; nothing when this torch has no such table.
+
+    Example:
+        >>> undo = _as_torchscript_builtin(lambda *a: None, print)  # (print: no aten op)
+        >>> undo()
+    """
+    try:
+        from torch.jit import _builtins
+
+        op = next((name for fn, name in _builtins._builtin_ops if fn is original), None)
+    except (ImportError, AttributeError, TypeError):
+        return lambda: None
+    if op is None:
+        return lambda: None
+    entry = (wrapper, op)
+    _builtins._builtin_ops.append(entry)  # (the table is built from it on first use)
+    if _builtins._builtin_table is not None:
+        _builtins._builtin_table[id(wrapper)] = op
+
+    def undo() -> None:
+        with contextlib.suppress(ValueError):
+            _builtins._builtin_ops.remove(entry)
+        if _builtins._builtin_table is not None:
+            _builtins._builtin_table.pop(id(wrapper), None)
+
+    return undo
 
 
 def _opened_by_torch(frame: Any) -> bool:

@@ -46,6 +46,20 @@ def test_aiming_stops_once_an_aimed_step_was_long_and_after_max_aimed_misses():
     assert len(missed.aimed) == MAX_AIMED
 
 
+def test_a_missed_aim_on_steps_the_hooks_slow_threefold_is_no_catch():
+    """stable-baselines3's PPO: a rollout every 32 optimizer steps, one stall at step 15, and
+    detailed steps 3.5x light ones (hooks on tiny steps). The aim at 47 (31 + the stall's gap)
+    was a typical detailed step, but against 1.5 x 2 x the light median it read as long, so
+    aiming stopped and no rollout was ever detailed. Against the windows' detailed steps it is
+    no catch: the aims go on and the rollout at 127 is detailed."""
+    schedule = DetailSchedule("windows", window=5, period_steps=1000)
+    for i in range(200):
+        detailed = schedule.detailed(i, 0.0)
+        wall = 1e6 * (300.0 if i % 32 == 31 else 20.0 if i == 15 else 4.0)
+        schedule.observe(i, wall * (3.5 if detailed else 1.0), detailed)
+    assert schedule.aimed[0] == 47 and 127 in schedule.aimed
+
+
 def test_irregular_long_steps_aim_once_and_always_mode_never_aims():
     hiccups = DetailSchedule("windows", window=1, period_steps=1000)
     for i in range(100):  # (steps of 0.5 ms, every 20th 1.5 ms: no evaluation, no aim)

@@ -100,6 +100,7 @@ class DetailSchedule:
         self._aim: int | None = None  # the step predicted to be long, detailed on its own
         self.aimed: list[int] = []  # steps detailed for that (config.detail.aimed_steps)
         self._caught = False  # an aimed step was long: aim no more
+        self._detailed_walls: deque[float] = deque(maxlen=LIGHT_KEPT)  # windows' steps
 
     def detailed(self, index: int, now_s: float, kept_as: int | None = None) -> bool:
         """Whether profiled step ``index`` (negative during warm-up) is detailed; ``kept_as``:
@@ -153,8 +154,16 @@ class DetailSchedule:
         if self.mode != "windows" or index < 0 or self._caught:
             return
         if detailed:
-            if index == self._aim:  # (hooks slow a detailed step: half again as long)
-                self._aim = None
+            if index != self._aim:
+                self._detailed_walls.append(wall)
+                return
+            # long against the windows' detailed steps: on small steps the hooks alone make a
+            # detailed step 2-3x a light one (stable-baselines3's PPO), which read as caught
+            self._aim = None
+            if len(self._detailed_walls) >= 3:
+                typical = statistics.median(self._detailed_walls)
+                self._caught = wall > LONG_STEP * typical and wall - typical > LONG_EXCESS_NS
+            else:
                 median = self._median()
                 self._caught = median is not None and wall > 1.5 * LONG_STEP * median
             return
@@ -224,6 +233,7 @@ class DetailSchedule:
         self._light.clear()  # (steps cut at another boundary: not the same steps)
         self._median_at = None
         self._long = []
+        self._detailed_walls.clear()
 
     def config(self) -> dict[str, Any]:
         """The schedule as Session config (``config.detail``)."""

@@ -92,6 +92,17 @@ def _period(indices: list[int]) -> int | None:
     return period
 
 
+def _first_of_runs(indices: list[int]) -> list[int]:
+    """The first index of each run of consecutive ones: work spilling into the next step (an
+    evaluation straddling two, the step after a detailed one paying for it) is one event.
+
+    Example:
+        >>> _first_of_runs([31, 63, 95, 96, 127])
+        [31, 63, 95, 127]
+    """
+    return [i for k, i in enumerate(indices) if k == 0 or i - indices[k - 1] > 1]
+
+
 def _phase_extra(
     long: list[Mapping[str, Any]], steps: list[Mapping[str, Any]]
 ) -> dict[str, float]:
@@ -250,7 +261,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     if len(long) < 2 or len(long) > MAX_SHARE_OF_STEPS * len(recorded):
         return []
     indices = [int(s.get("index", 0)) for s in long]
-    period = _period(indices)
+    period = _period(_first_of_runs(indices))
     ratio = statistics.median(float(s["wall_ms"]) for s in long) / median
     if period is None and (len(long) < 3 and ratio < RARE_LONG):
         return []  # (two steps at no common period: worth a word only when far longer)

@@ -41,6 +41,22 @@ def test_model_calls_are_charged_to_the_user_lines_they_run_under():
     assert not any("/bin/" in r["file"] for r in s["call_lines"])  # no entry script rows
 
 
+def _train_with_periodic_work(model, opt, x, work, steps, due, **options):
+    """A profiled training loop that runs ``work()`` at every step ``i % 20 == due``; the
+    session, whose detailed long steps were kept apart."""
+    with torchdoctor.Profiler(model, syncs=False, **options) as prof:
+        for i in range(steps):
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+            if i % 20 == due:
+                work()
+            prof.step()
+    session = prof.session
+    assert session["config"]["detail"].get("outlier_steps"), "the periodic steps were not long"
+    return session
+
+
 def test_the_model_calls_of_long_steps_are_kept_apart():
     """An evaluation every 20 steps makes those steps long: the tree leaves them out, and
     session["long_step_calls"] names the line their extra model calls ran under. (Rare enough
@@ -55,16 +71,7 @@ def test_the_model_calls_of_long_steps_are_kept_apart():
         for _ in range(40):
             evaluate(model, x)  # validation
 
-    with torchdoctor.Profiler(model, detail="always", syncs=False) as prof:
-        for i in range(60):
-            model(x).square().mean().backward()
-            opt.step()
-            opt.zero_grad()
-            if i % 20 == 19:
-                validate()
-            prof.step()
-    s = prof.session
-    assert s["config"]["detail"].get("outlier_steps"), "the validation steps were not long"
+    s = _train_with_periodic_work(model, opt, x, validate, steps=60, due=19, detail="always")
     here = os.path.basename(__file__)
     rows = {r["location"]: r for r in s["long_step_calls"]}
     row = rows[f"{here}:{marked_line(validate, 'validation')}"]
@@ -92,16 +99,8 @@ def test_a_rollout_of_one_sample_calls_every_n_steps_is_counted_and_advised():
                 logits = policy(obs.unsqueeze(0))  # rollout
             obs = obs * 0.9 + logits.sum() * 0.01
 
-    with torchdoctor.Profiler(policy, syncs=False) as prof:  # (detail aimed at the long steps)
-        for i in range(100):
-            if i % 20 == 10:
-                collect_rollout()
-            policy(batch).square().mean().backward()
-            opt.step()
-            opt.zero_grad()
-            prof.step()
-    s = prof.session
-    assert s["config"]["detail"].get("outlier_steps"), "the rollout steps were not long"
+    # (windows: the schedule aims a detailed step at the long ones)
+    s = _train_with_periodic_work(policy, opt, batch, collect_rollout, steps=100, due=10)
     here = os.path.basename(__file__)
     rows = {r["location"]: r for r in s["long_step_calls"]}
     row = rows[f"{here}:{marked_line(collect_rollout, 'rollout')}"]

@@ -83,6 +83,18 @@ def test_a_compiled_model_trains_under_the_profiler_without_extra_recompiles(syn
     assert not [w for w in seen if "global hooks on modules" in str(w.message)]
 
 
+def _run_script(script, tmp_path):
+    """``torchdoctor run`` of ``script`` in a fresh process: (the finished process, --out)."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "torchdoctor", "run", "--out", str(out), "--no-history",
+         str(script)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, out
+
+
 def test_run_profiles_an_unmodified_script_that_compiles_its_model(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(
@@ -101,13 +113,7 @@ def test_run_profiles_an_unmodified_script_that_compiles_its_model(tmp_path):
                 print("loss", loss.item())
     """)
     )
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "torchdoctor", "run", "--out", str(out), "--no-history",
-         str(script)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    done, out = _run_script(script, tmp_path)
     assert "global hooks on modules" not in done.stderr
     session = torchdoctor.Session.load(out / "session.json")
     assert session["config"]["step_boundary"] == "optimizer"
@@ -296,12 +302,6 @@ def test_torchscript_compiles_no_grad_blocks_under_run(tmp_path):
                 model.weight.mul_(0.99)
     """)
     )
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "torchdoctor", "run", "--out", str(out), "--no-history",
-         str(script)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    done, out = _run_script(script, tmp_path)
     session = torchdoctor.Session.load(out / "session.json")
     assert session["config"]["step_boundary"] == "optimizer" and not session.get("error")

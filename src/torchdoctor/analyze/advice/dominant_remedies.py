@@ -128,16 +128,17 @@ REMEDIES: tuple[Remedy, ...] = (
     Remedy(
         "cell-by-hand",
         lambda node, group, cuda: all(is_cell_by_hand(m) for m in group or [node]),
-        "a recurrent cell of your own called once per time step: run the sequence with nn.GRU "
-        "/ nn.LSTM if it is one, else compile the cell",
+        "a recurrent cell of your own called once per time step: run the sequence with "
+        "nn.RNN / nn.GRU / nn.LSTM if it is one, else compile the cell",
         "The cell runs once per time step from a Python loop, each call a few small matmuls "
-        "and gate ops with their own autograd nodes (inside it: {parts}). If it computes a GRU "
-        "or an LSTM, nn.GRU / nn.LSTM run the whole known sequence in one call (oneDNN on a "
+        "and gate ops with their own autograd nodes (inside it: {parts}). If it computes an "
+        "Elman RNN (tanh of one linear map of the input and the state), a GRU or an LSTM, "
+        "nn.RNN / nn.GRU / nn.LSTM run the whole known sequence in one call (oneDNN on a "
         "CPU, cuDNN's fused kernel on a GPU); their equations can differ from yours in detail "
         "(nn.GRU applies the reset gate after the hidden state's matmul): retrain and compare. "
         "Otherwise torch.compile the cell so its gates fuse. Keep a loop over time only where "
         "a step feeds its own output back (sampling).",
-        ("torch.nn.GRU", "torch.nn.LSTM", "torch.compile"),
+        ("torch.nn.RNN", "torch.nn.GRU", "torch.nn.LSTM", "torch.compile"),
         "cell_by_hand",
         code="for t in range(T):                          # before: one cell call per step\n"
         "    h = self.cell(x[:, t], h)\n"

@@ -63,6 +63,35 @@ def test_a_never_ending_inference_loop_is_stopped_and_its_outputs_recorded(tmp_p
     assert result["observed"]["backward"] is False and len(result["values"]) == 4
 
 
+ROLLOUT_THEN_TRAIN = """
+import torch
+torch.manual_seed(0)
+policy = torch.nn.Linear(4, 2)
+opt = torch.optim.Adam(policy.parameters())
+while True:  # stable-baselines3's PPO: a rollout of one-observation calls, then updates
+    with torch.no_grad():
+        for _ in range(200):
+            policy(torch.randn(1, 4))
+    for _ in range(8):
+        policy(torch.randn(64, 4)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+"""
+
+
+def test_a_rollout_before_training_is_waited_past_and_later_trials_start_at_the_optimizer(
+    tmp_path,
+):
+    script = _script(tmp_path, "ppo.py", ROLLOUT_THEN_TRAIN)
+    probe = run_trial(script, [], [], workdir=tmp_path, warmup=2, steps=4, timeout=120,
+                      grace_s=30.0)  # fmt: skip
+    assert probe["error"] is None and probe["mode"] == "optimizer"
+    assert probe["observed"]["optimizers"][0]["type"] == "Adam"
+    later = run_trial(script, [], [], workdir=tmp_path, warmup=2, steps=4, timeout=120,
+                      boundary="optimizer")  # fmt: skip
+    assert later["error"] is None and later["mode"] == "optimizer"
+
+
 def test_a_script_already_under_bf16_autocast_gets_no_precision_trial(tmp_path):
     from torchdoctor.tuning.knobs import KNOB_BY_NAME
 

@@ -110,8 +110,8 @@ class Trial:
         self.knobs = [KNOB_BY_NAME[name] for name in spec.get("knobs", [])]
         self.state: dict[str, Any] = {}
         self.watch = StepWatch(
-            int(spec.get("warmup", 2)), int(spec.get("steps", 10)),
-            spec.get("max_seconds"), on_measure=self._measuring,
+            int(spec.get("warmup", 2)), int(spec.get("steps", 10)), spec.get("max_seconds"),
+            on_measure=self._measuring, expect=spec.get("boundary"), grace_s=spec.get("grace_s"),
         )  # fmt: skip
         self.roots: dict[int, dict[str, Any]] = {}
         self._root_modules: list[tuple[torch.nn.Module, type]] = []

@@ -99,12 +99,16 @@ def tune_script(
     say = progress or (lambda text, done: None)
     trials = 0
 
-    def trial(knob_names: Sequence[str], n_steps: int, window: float | None) -> dict[str, Any]:
+    boundary: list[str | None] = [None]  # the probe's, for the trials after it
+
+    def trial(knob_names: Sequence[str], n_steps: int, window: float | None,
+              grace_s: float | None = None) -> dict[str, Any]:  # fmt: skip
         nonlocal trials
         trials += 1
         timeout = max(60.0, clock.left + 30.0)
         return run_trial(script, args, knob_names, workdir=folder, warmup=warmup,
-                         steps=n_steps, max_seconds=window, seed=seed, timeout=timeout)  # fmt: skip
+                         steps=n_steps, max_seconds=window, seed=seed, timeout=timeout,
+                         boundary=boundary[0], grace_s=grace_s)  # fmt: skip
 
     result: dict[str, Any] = {
         "script": absolute_target(script), "args": list(args), "tolerance": tolerance,
@@ -113,10 +117,13 @@ def tune_script(
     }  # fmt: skip
     say("baseline (observing the script)", 0.0)
     try:
-        probe = trial([], steps or PROBE_STEPS, max(5.0, 0.1 * budget_s))
+        probe = trial([], steps or PROBE_STEPS, max(5.0, 0.1 * budget_s),
+                      grace_s=min(10.0, max(2.0, 0.05 * budget_s)))  # (a rollout first)
     except KeyboardInterrupt:
         result["interrupted"] = True
         return result
+    if probe.get("mode") in ("optimizer", "backward"):
+        boundary[0] = probe["mode"]  # (model calls before the first one: no inference loop)
     observed = probe.get("observed") or {}
     result["observed"] = observed
     base_ms = trial_ms(probe)

@@ -55,11 +55,20 @@ class StepWatch:
         steps: int = 10,
         max_seconds: float | None = None,
         on_measure: Callable[[], None] | None = None,
+        expect: str | None = None,
+        grace_s: float | None = None,
     ) -> None:
         self.warmup = warmup
         self.steps = steps
         self.max_seconds = max_seconds
         self.on_measure = on_measure
+        # the boundary an earlier trial settled on ("optimizer", "backward"): model calls before
+        # it (a reinforcement-learning rollout) are no inference loop to measure
+        self.expect = expect
+        # steps counted at model calls with no backward or optimizer seen yet go on this long
+        # past the last measured one: a rollout before training ends in an optimizer step
+        self.grace_s = grace_s
+        self._grace_until: int | None = None
         self.mode: str | None = None
         self.anchor: Any = None
         self.marks: list[tuple[int, Any]] = []  # (perf_counter_ns, CUDA event or None)
@@ -109,7 +118,7 @@ class StepWatch:
         if self.mode == "module":
             if module is self.anchor:
                 self._mark()
-        elif self.mode is None and not self.backwards and not self.optimizer_seen:
+        elif self.mode is None and not (self.backwards or self.optimizer_seen or self.expect):
             if self.anchor is None:
                 self.anchor = module
             elif module is self.anchor:
@@ -154,8 +163,27 @@ class StepWatch:
             and (now - self._measure_start) / 1e9 > self.max_seconds
         )
         if measured >= self.steps or out_of_time or self.stop_requested:
+            if self._in_grace(now):
+                return
             self.stop_requested = True
             raise StopScript(f"torchdoctor tune: {measured} measured steps done")
+
+    def _in_grace(self, now: int) -> bool:
+        """Model-call steps with no backward or optimizer yet go on for ``grace_s``: in
+        stable-baselines3's PPO, 512 policy calls come before the first optimizer step,
+        which switches the boundary (and the measurement starts over).
+
+        Example:
+            >>> watch = StepWatch(warmup=0, steps=1, grace_s=60.0)
+            >>> watch.mode = "module"
+            >>> watch._in_grace(0), watch._in_grace(61 * 10**9)
+            (True, False)
+        """
+        if self.mode != "module" or not self.grace_s or self.stop_requested:
+            return False
+        if self._grace_until is None:
+            self._grace_until = now + int(self.grace_s * 1e9)
+        return now < self._grace_until
 
     # -- results ------------------------------------------------------------------------------
     def step_ms(self) -> list[float]:

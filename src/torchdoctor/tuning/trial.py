@@ -58,10 +58,14 @@ def run_trial(
     max_seconds: float | None = None,
     seed: int = 0,
     timeout: float = 600.0,
+    boundary: str | None = None,
+    grace_s: float | None = None,
 ) -> dict[str, Any]:
     """Run ``script`` with ``knobs`` on in a child process; its result dict (``error`` on failure).
 
-    ``wall_s`` is added: the trial's whole time, start-up included.
+    ``wall_s`` is added: the trial's whole time, start-up included. ``boundary``: the step
+    boundary an earlier trial settled on (model calls before it are not steps); ``grace_s``:
+    how long steps counted at model calls go on, waiting for a first optimizer step.
     """
     _counter[0] += 1
     folder = Path(workdir)
@@ -69,7 +73,7 @@ def run_trial(
     stem = folder / f"trial{os.getpid()}-{_counter[0]}"
     spec = {"script": absolute_target(script), "args": list(args), "knobs": list(knobs),
             "warmup": warmup, "steps": steps, "max_seconds": max_seconds, "seed": seed,
-            "result": str(stem) + ".json"}  # fmt: skip
+            "result": str(stem) + ".json", "boundary": boundary, "grace_s": grace_s}  # fmt: skip
     Path(str(stem) + ".spec.json").write_text(json.dumps(spec), encoding="utf-8")
     log = Path(str(stem) + ".log")
     env = dict(os.environ)

@@ -187,3 +187,16 @@ def train_sac_entropy(actor, loader, opt, ent_opt):
         loss = actor(batch).mean()
         loss.backward()
         opt.step()
+
+
+def train_with_accuracy(model, loader, opt):
+    best_loss = None
+    for x, y in loader:
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        loss.backward()
+        opt.step()
+        acc = (out.argmax(1) == y).sum().item() / len(y)  # expect: TD201
+        print(f"acc {acc:.3f}")  # a Python float: .item() / len()
+        best_loss = min(best_loss, loss) if best_loss is not None else loss
+        print(f"best {best_loss:.3f}")  # expect: TD201

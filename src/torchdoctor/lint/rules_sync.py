@@ -146,14 +146,22 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
         """``loss_value = loss.item()`` (every assignment in the function is a host read or a
         float()/int() cast): the name holds a Python number, reading it syncs nothing."""
         values = self.assigned_values(self.enclosing_scope(name), name.id)
-        return bool(values) and all(
-            isinstance(v, ast.Call)
-            and (
-                method_name(v) in HOST_COPY_METHODS
-                or bool(self.callee(v) & SCALAR_CASTS.keys())
-                or any(n.startswith(("math.", "numpy.")) for n in self.callee(v))
-            )
-            for v in values
+        return bool(values) and all(self._python_number(v) for v in values)
+
+    def _python_number(self, value: ast.AST) -> bool:
+        """A host read, a float()/int() cast, math/numpy/builtins (``len(y)``), a number, or
+        arithmetic of only those: ``acc = (pred == y).sum().item() / len(y)``."""
+        if isinstance(value, ast.Constant):
+            return isinstance(value.value, int | float) and not isinstance(value.value, bool)
+        if isinstance(value, ast.BinOp):
+            return self._python_number(value.left) and self._python_number(value.right)
+        if isinstance(value, ast.UnaryOp):
+            return self._python_number(value.operand)
+        return isinstance(value, ast.Call) and (
+            method_name(value) in HOST_COPY_METHODS
+            or bool(self.callee(value) & SCALAR_CASTS.keys())
+            or any(n.startswith(("math.", "numpy.")) for n in self.callee(value))
+            or "builtins.len" in self.callee(value)  # (min/max/abs/round of a tensor: one)
         )
 
     def _moves_a_module(self, call: ast.Call) -> bool:

@@ -162,3 +162,10 @@ def per_item_near_misses(cell, x, h, data, ix, block):
     same = torch.stack([x[i] for i in range(x.shape[0])])  # indexing only, no op per item
     batch = torch.stack([torch.from_numpy(data[i : i + block]) for i in ix])  # NumPy rows
     return torch.stack(outs), torch.stack(host), same, batch
+
+
+def remap_with_a_given_mapping(labels, class_to_index):
+    ids = torch.tensor([class_to_index[int(v)] for v in labels])  # expect: TD302
+    names = torch.tensor([class_to_index[v] for v in labels.tolist()])  # expect: TD302
+    scaled = torch.tensor([w[i] * 2 for i, w in enumerate(labels)])  # no lookup of a label
+    return ids, names, scaled

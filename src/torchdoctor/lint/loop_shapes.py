@@ -71,3 +71,34 @@ def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, st
         return (segment(lines, n) or ast.unparse(n)).strip()
 
     return (index.id, value.id, text(it.args[0]), text(target.value), text(sides[0]))
+
+
+#: building a tensor from a Python list
+TENSOR_FROM_LIST = frozenset({"torch.tensor", "torch.as_tensor", "torch.LongTensor"})
+
+
+def per_label_lookup(comp: ast.ListComp) -> ast.Subscript | None:
+    """``[mapping[int(v)] for v in labels]`` / ``[m[v.item()] ...]`` / ``[m[v] for v in
+    labels.tolist()]``: the element looks each label up in a Python container; the lookup.
+
+    Example:
+        >>> comp = ast.parse("[m[int(v)] for v in y]").body[0].value
+        >>> ast.unparse(per_label_lookup(comp))
+        'm[int(v)]'
+        >>> per_label_lookup(ast.parse("[w[i] * 2 for i in range(3)]").body[0].value) is None
+        True
+    """
+    if len(comp.generators) != 1 or not isinstance(comp.elt, ast.Subscript):
+        return None
+    gen = comp.generators[0]
+    if not isinstance(gen.target, ast.Name):
+        return None
+    name, key = gen.target.id, comp.elt.slice
+    read = isinstance(key, ast.Call) and (
+        (isinstance(key.func, ast.Name) and key.func.id in {"int", "float"} and len(key.args) == 1
+         and isinstance(key.args[0], ast.Name) and key.args[0].id == name)
+        or (method_name(key) == "item" and isinstance(key.func.value, ast.Name)  # type: ignore[attr-defined]
+            and key.func.value.id == name)  # type: ignore[attr-defined]
+    )  # fmt: skip
+    copied = isinstance(key, ast.Name) and key.id == name and method_name(gen.iter) == "tolist"
+    return comp.elt if read or copied else None

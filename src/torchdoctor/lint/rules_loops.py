@@ -5,7 +5,12 @@ from __future__ import annotations
 import ast
 import re
 
-from torchdoctor.lint.loop_shapes import equality_sides, remap_loop_parts
+from torchdoctor.lint.loop_shapes import (
+    TENSOR_FROM_LIST,
+    equality_sides,
+    per_label_lookup,
+    remap_loop_parts,
+)
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     COMPREHENSIONS,
@@ -97,6 +102,7 @@ class LoopRules(RuleVisitor):
             r"==[^=\n]*\)\.(sum|count_nonzero)\(",
         ),
         (_IMPORTS_TORCH, "enumerate", r"tolist|cpu\(|numpy\("),
+        (_IMPORTS_TORCH, r"(?:tensor|LongTensor)\(\s*\[\w[\w.]*\["),  # [m[int(v)] for v ...]
     )
 
     # -- TD301 ---------------------------------------------------------------------------------
@@ -234,6 +240,16 @@ class LoopRules(RuleVisitor):
             )
         if "builtins.set" in names or names & UNIQUE_HOST:
             self._check_python_unique(node)
+        if names & TENSOR_FROM_LIST and args and isinstance(args[0], ast.ListComp):
+            lookup = per_label_lookup(args[0])
+            built = () if lookup is None else self.assigned_values(
+                self.enclosing_scope(node), dotted(lookup.value) or "")  # fmt: skip
+            if lookup is not None and not any(isinstance(v, ast.DictComp) for v in built):
+                self.report(node, "TD302", self._remap_message(
+                    f"a Python lookup per label (`{self.code_of(lookup)}`: a host read per "
+                    "element, or a .tolist() copy, and a Python loop); with a mapping that is "
+                    "not 0..n-1, build a lookup tensor once (`lut[keys] = values`) and index it "
+                    "with the labels on the device"))  # fmt: skip
         if "builtins.enumerate" in names and args and has_host_copy(args[0]):
             comp = self.parent(node)
             if isinstance(comp, ast.comprehension) and isinstance(self.parent(comp), ast.DictComp):

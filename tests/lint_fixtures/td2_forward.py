@@ -68,3 +68,15 @@ class Gate(nn.Module):
         if scale > 1.0 and x.dim() == 3:  # near-miss: Python numbers
             x = x * scale
         return x
+
+
+class ClampedGate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        scores = self.fc(x)
+        if scores.max() > 10:  # expect: TD205 (a submodule's output, reduced and tested)
+            scores = scores / 10
+        return scores

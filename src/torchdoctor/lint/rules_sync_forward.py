@@ -153,10 +153,51 @@ class ForwardAndCallSyncs:
         return {a.arg for a in [*scope.args.posonlyargs, *scope.args.args]} - {"self"}
 
     def _reduces_a_forward_input(self, expr: ast.AST) -> bool:
-        """``x.sum()`` / ``x.max()`` / ``x.abs().mean()`` of a forward argument."""
+        """``x.sum()`` / ``x.max()`` / ``x.abs().mean()`` of a forward argument, or of a name
+        the forward assigns only from its submodules' outputs (``scores = self.fc(x)``)."""
         if not isinstance(expr, ast.Call) or method_name(expr) not in REDUCTIONS | TRUTH_METHODS:
             return False
         root = expr.func.value
         while isinstance(root, ast.Call) and isinstance(root.func, ast.Attribute):
             root = root.func.value
-        return isinstance(root, ast.Name) and root.id in self._forward_inputs(expr)
+        if not isinstance(root, ast.Name):
+            return False
+        if root.id in self._forward_inputs(expr):
+            return True
+        scope = self.enclosing_scope(expr)
+        if not (isinstance(scope, FUNCTIONS) and scope.name == "forward"):
+            return False
+        values = self.assigned_values(scope, root.id)
+        made = [v for v in values if not _updates(v, root.id)]  # (scores = scores / 10)
+        return bool(made) and all(_submodule_output(v) for v in made)
+
+
+def _submodule_output(value: ast.AST) -> bool:
+    """``self.fc(x)``: a call of a submodule the forward's class holds (its output a tensor;
+    methods are named verbs, not attributes with layers' names, so ``self.encode(x)`` counts
+    too: a module's own helper returning a tensor).
+
+    Example:
+        >>> _submodule_output(ast.parse("self.fc(x)").body[0].value)
+        True
+        >>> _submodule_output(ast.parse("x.fc(y)").body[0].value)
+        False
+    """
+    return (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and isinstance(value.func.value, ast.Name)
+        and value.func.value.id == "self"
+    )
+
+
+def _updates(value: ast.AST, name: str) -> bool:
+    """``name / 10``, ``name * mask``: arithmetic on the name itself keeps what it is.
+
+    Example:
+        >>> _updates(ast.parse("scores / 10").body[0].value, "scores")
+        True
+    """
+    return isinstance(value, ast.BinOp) and any(
+        isinstance(side, ast.Name) and side.id == name for side in (value.left, value.right)
+    )

@@ -135,21 +135,20 @@ def leading_dim(args: Any) -> int | None:
         return int(first.shape[0]) if first.dim() > 0 and not first.is_nested else None
 
 
-def step_call_counts(
-    chains: Sequence[tuple[Line, ...]], leads: Sequence[int | None]
-) -> dict[Line, list[int]]:
-    """``{(file, line, function): [calls, one-sample calls]}`` of one step: how many outermost
+def step_call_counts(calls: Sequence[tuple[tuple[Line, ...], int | None]]) -> dict[Line, list[int]]:
+    """``{(file, line, function): [calls, one-sample calls]}`` of one step's outermost calls,
+    each ``(its user lines, its first input's leading dimension)``: how many outermost
     module calls each user line made (inclusive, as :func:`step_call_lines`), and how many of
     them had a first input of leading dimension 1 (an environment step, a sampled token: a
     rollout calls the policy once per observation).
 
     Example:
         >>> chain = (("/w/ppo.py", 202, "collect_rollouts"), ("/w/t.py", 7, "<module>"))
-        >>> step_call_counts([chain, chain, chain[1:]], [1, 1, 64])[("/w/t.py", 7, "<module>")]
+        >>> step_call_counts([(chain, 1), (chain, 1), (chain[1:], 64)])[("/w/t.py", 7, "<module>")]
         [3, 2]
     """
     out: dict[Line, list[int]] = {}
-    for chain, lead in zip(chains, leads):
+    for chain, lead in calls:
         for line in chain:
             counts = out.setdefault(line, [0, 0])
             counts[0] += 1

@@ -83,8 +83,7 @@ class HookEvents:
     _seen: dict[str, int]
     _outer_calls: list[int]
     _saved: Any
-    _chains: list[tuple]
-    _leads: list[int | None]
+    _chains: list[tuple[tuple, int | None]]
     step_boundary: str
     _optimizer_depth: int
     _no_grad_blocks: list[bool]
@@ -287,8 +286,8 @@ class HookEvents:
                 self._cut(discard=True)
         self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
         if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)
-            self._chains.append(user_chain(sys._getframe(2)))
-            self._leads.append(leading_dim(args))  # (one sample per call: a rollout)
+            # (and its input's leading dimension: one sample per call is a rollout's shape)
+            self._chains.append((user_chain(sys._getframe(2)), leading_dim(args)))
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state

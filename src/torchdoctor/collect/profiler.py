@@ -138,8 +138,8 @@ class Profiler(StepCycle, HookEvents):
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
         self._outer_calls = [0, 0]  # outermost module calls: in the open step, the last whole
-        self._chains: list[tuple] = []  # the user lines of the open step's outermost calls
-        self._leads: list[int | None] = []  # ... and their first input's leading dimension
+        # per outermost call of the open step: its user lines and its input's leading dimension
+        self._chains: list[tuple[tuple, int | None]] = []
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._parked_audits: list[list[tuple[Any, int]]] = []  # per open data phase (hook_events)

@@ -170,7 +170,7 @@ class StepCycle:
         inputs = self._schedule.compares_inputs(profiled, detailed)  # (recomputation)
         rec.fingerprinting = rec.fingerprints_across_steps or inputs  # inference: every step
         rec.new_step(rec.now(), light=not detailed)
-        self._chains, self._leads = [], []  # (each outermost call's user lines and batch)
+        self._chains = []  # (each outermost call's user lines and batch, in detailed steps)
         if self._other is not None and self._other.enabled:  # (its ticks: detailed steps)
             self._other.step_began(detailed, rec.phases.phase)
         STATE.step_index = self._counter
@@ -217,7 +217,7 @@ class StepCycle:
                     _summarize_detailed, state, self._clock, raw, lines, rec.parent,
                     rec.act if rec.count_memory else None, rec.identical, peak,
                     rec.fingerprinting, self._audited, other, cut,
-                    (self._chains, rec.kind, rec.path, self._leads),
+                    (self._chains, rec.kind, rec.path),
                 )  # fmt: skip
                 due = queue.add_detailed(summarize)
             elif lines is not None:  # a warm-up step's line backward still carries to the next
@@ -288,7 +288,7 @@ def _summarize_detailed(
     audited: bool,
     other: tuple[dict[tuple, int] | None, dict[tuple, int] | None] = (None, None),
     cut: bool = False,
-    calls: tuple[list, list[str], list[str], list[int | None]] | None = None,
+    calls: tuple[list, list[str], list[str]] | None = None,
 ) -> dict[str, Any]:
     """A detailed step's summary from its detached records (run when its batch is flushed,
     in step order); keeps the activation-bytes step and the first timelines in ``state``."""
@@ -313,6 +313,7 @@ def _summarize_detailed(
     if other[1]:  # ... and the forward phase's Python outside torch
         summary["python_lines"] = other[1]
     if calls is not None and calls[0]:  # the user lines each outermost call ran under
-        summary["call_lines"] = step_call_lines(forward, calls[0], parent, calls[1], calls[2])
-        summary["call_counts"] = step_call_counts(calls[0], calls[3])
+        chains = [chain for chain, _ in calls[0]]
+        summary["call_lines"] = step_call_lines(forward, chains, parent, calls[1], calls[2])
+        summary["call_counts"] = step_call_counts(calls[0])
     return summary

@@ -141,14 +141,21 @@ class ForwardAndCallSyncs:
             "device tensors and convert them at log time (torchdoctor.train.LazyMetrics)",
         )
 
-    def _forward_inputs(self, node: ast.AST) -> set[str]:
-        """Arguments of the ``forward`` method ``node`` sits in (tensors, most likely)."""
+    def _forward_of(self, node: ast.AST) -> ast.AST | None:
+        """The ``forward`` method of a class that ``node`` sits in, or None."""
         scope = self.enclosing_scope(node)
-        if not (
+        if (
             isinstance(scope, FUNCTIONS)
             and scope.name == "forward"
             and isinstance(self.parent(scope), ast.ClassDef)
         ):
+            return scope
+        return None
+
+    def _forward_inputs(self, node: ast.AST) -> set[str]:
+        """Arguments of the ``forward`` method ``node`` sits in (tensors, most likely)."""
+        scope = self._forward_of(node)
+        if scope is None:
             return set()
         return {a.arg for a in [*scope.args.posonlyargs, *scope.args.args]} - {"self"}
 
@@ -164,8 +171,8 @@ class ForwardAndCallSyncs:
             return False
         if root.id in self._forward_inputs(expr):
             return True
-        scope = self.enclosing_scope(expr)
-        if not (isinstance(scope, FUNCTIONS) and scope.name == "forward"):
+        scope = self._forward_of(expr)
+        if scope is None:
             return False
         values = self.assigned_values(scope, root.id)
         made = [v for v in values if not _updates(v, root.id)]  # (scores = scores / 10)

@@ -99,7 +99,7 @@ def tune_script(
     say = progress or (lambda text, done: None)
     trials = 0
 
-    boundary: list[str | None] = [None]  # the probe's, for the trials after it
+    boundary: str | None = None  # the probe's, for the trials after it
 
     def trial(knob_names: Sequence[str], n_steps: int, window: float | None,
               grace_s: float | None = None) -> dict[str, Any]:  # fmt: skip
@@ -108,7 +108,7 @@ def tune_script(
         timeout = max(60.0, clock.left + 30.0)
         return run_trial(script, args, knob_names, workdir=folder, warmup=warmup,
                          steps=n_steps, max_seconds=window, seed=seed, timeout=timeout,
-                         boundary=boundary[0], grace_s=grace_s)  # fmt: skip
+                         boundary=boundary, grace_s=grace_s)  # fmt: skip
 
     result: dict[str, Any] = {
         "script": absolute_target(script), "args": list(args), "tolerance": tolerance,
@@ -123,7 +123,7 @@ def tune_script(
         result["interrupted"] = True
         return result
     if probe.get("mode") in ("optimizer", "backward"):
-        boundary[0] = probe["mode"]  # (model calls before the first one: no inference loop)
+        boundary = probe["mode"]  # (model calls before the first one: no inference loop)
     observed = probe.get("observed") or {}
     result["observed"] = observed
     base_ms = trial_ms(probe)

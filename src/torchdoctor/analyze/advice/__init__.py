@@ -49,7 +49,7 @@ from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
-from torchdoctor.session_read import saving_step_ms
+from torchdoctor.session_read import center, saving_step_ms
 
 __all__ = [
     "RULES",
@@ -140,8 +140,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     found.sort(key=_rank_key, reverse=True)
     # of the step without the profiler, or of the run's mean step when periodic work makes it
     # longer (a rollout every 32 steps: 11 ms per step on average over a 4 ms median)
-    mean = (session.get("step_ms") or {}).get("mean") if isinstance(session.get("step_ms"), Mapping) else None
-    step = max(saving_step_ms(session), float(mean) if isinstance(mean, (int, float)) else 0.0)
+    step = max(saving_step_ms(session), center(session.get("step_ms")))
     for priority, item in enumerate(found, start=1):
         item.priority = priority
         if item.estimated_saving_ms is not None and step > 0:

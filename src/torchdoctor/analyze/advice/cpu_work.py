@@ -87,6 +87,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
         'cpu-work'
     """
     step = tree_step_ms(session)
+    unprofiled = saving_step_ms(session)  # (savings are of the step without the profiler)
     tree = session.get("tree")
     cuda = is_cuda(session)
     places: dict[int, tuple[Mapping | None, list[str]]] = {}
@@ -139,7 +140,7 @@ def cpu_work(session: Mapping[str, Any]) -> list[Advice]:
             locations=lines.get(id(node), []),
         )
         if cuda:
-            with_saving(item, saving_step_ms(session), part / step, SPEEDUPS["on_device"])
+            with_saving(item, unprofiled, part / step, SPEEDUPS["on_device"])
         else:
             item.evidence.append(
                 "CPU run: nothing moves here; on CUDA this is host work between device syncs"

@@ -130,6 +130,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         ['head (Linear) dominates the step: it is one matmul: make the matmul cheaper']
     """
     step = tree_step_ms(session)
+    unprofiled = saving_step_ms(session)  # (savings are of the step without the profiler)
     tree = session.get("tree")
     if not tree or step <= 0:
         return []
@@ -164,7 +165,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         slower = measured is not None and not measured.faster
         remedy = _remedy_for(node, group, cuda, facts, fused_anywhere or slower)
         if remedy.name == "layer-stack":
-            halve = amdahl_saving(saving_step_ms(session), fraction, SPEEDUPS["halve_layers"].low)
+            halve = amdahl_saving(unprofiled, fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")
         ops = ops_for(f"{node.get('name') or ''} {node.get('type') or ''}")
         named = str(node.get("type") or "") not in ("", label.rsplit(".", 1)[-1])
@@ -174,6 +175,14 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             f" ({node.get('type')})" if not group and named and (is_leaf(node) or numbered) else ""
         )
         title, fix, code = remedy.title, remedy.fix, remedy.code
+        references = (ops if remedy.name == "linear-algebra" else []) + list(remedy.references)
+        inside = facts.heaviest_in([str(n.get("path") or "") for n in group or [node]])
+        if inside and remedy.name in _LOOK_INSIDE:  # (the hot lines already looked inside it)
+            evidence.append("its heaviest measured lines: " + _lines_text(inside))
+            if remedy.name == "composite":
+                title = f"start at its heaviest line, {inside[0][0]}, and compile it"
+                lines = _lines_text(inside).replace("{", "{{").replace("}", "}}")  # (formatted)
+                fix, references = _COMPOSITE_LINES_FIX.format(lines=lines), ["torch.compile"]
         if remedy.name == "attention" and measured is not None:
             calls = ("its nn.MultiheadAttention calls" if measured.every_call
                      else f"the nn.MultiheadAttention calls of {measured.targets}")  # fmt: skip
@@ -190,12 +199,10 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             fix=fix.format(
                 ops=", ".join(ops) if ops else "see torchdoctor.ops", parts=_parts_text(node)
             ),
-            references=(ops if remedy.name == "linear-algebra" else []) + list(remedy.references),
+            references=references,
             code=code,
             cause=remedy.cause,
         )
-        _name_lines_inside(item, remedy, facts.heaviest_in(
-            [str(n.get("path") or "") for n in group or [node]]))  # fmt: skip
         if measured is not None:
             item.evidence += measured.evidence
             if slower:
@@ -227,7 +234,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             exact = _padded_evidence(item, node, group, step)
             fraction, speedup = (exact, speedup) if exact > 0 else (fraction, None)
         if speedup is not None:
-            with_saving(item, saving_step_ms(session), fraction, SPEEDUPS[speedup])
+            with_saving(item, unprofiled, fraction, SPEEDUPS[speedup])
         elif item.estimated_saving_ms is None:
             item.heat = min(1.0, fraction)
         if remedy.name in ("convolution", "convolutions"):  # (a layout's slow backward path)
@@ -254,30 +261,22 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
 
 #: the remedies that read the part as a whole: its measured lines say where inside it to look
 _LOOK_INSIDE = ("composite", "spread", "leaf", "cell-by-hand")
+#: a composite no other remedy fits, whose lines were measured: start at them, no regions
+_COMPOSITE_LINES_FIX = (
+    "The hot lines show where its time goes ({lines}; see the report's hot lines for their "
+    "ops): batch or move out of a loop what they repeat, and torch.compile it to fuse its "
+    "small ops."
+)
 
 
-def _name_lines_inside(item: Advice, remedy: Remedy, lines: list[tuple[str, float]]) -> None:
-    """Name the heaviest measured lines inside the part; a composite no other remedy fits is
-    told to start at them, not to wrap regions to find them (the hot lines already did).
+def _lines_text(lines: list[tuple[str, float]]) -> str:
+    """``m.py:300 (1.4 ms), m.py:291 (0.7 ms)``.
 
     Example:
-        >>> item = Advice("dominant-module", "cell dominates the step: x", fix="Wrap ...")
-        >>> _name_lines_inside(item, REMEDIES[-1], [("m.py:300", 1.4), ("m.py:291", 0.7)])
-        >>> item.title, item.evidence
-        ('cell dominates the step: start at its heaviest line, m.py:300, and compile it', ['its heaviest measured lines: m.py:300 (1.4 ms), m.py:291 (0.7 ms)'])
+        >>> _lines_text([("m.py:300", 1.4), ("m.py:291", 0.7)])
+        'm.py:300 (1.4 ms), m.py:291 (0.7 ms)'
     """
-    if not lines or remedy.name not in _LOOK_INSIDE:
-        return
-    named = ", ".join(f"{where} ({fmt_ms(ms)})" for where, ms in lines)
-    item.evidence.append(f"its heaviest measured lines: {named}")
-    if remedy.name == "composite":
-        item.title = f"{item.title.split(': ', 1)[0]}: start at its heaviest line, {lines[0][0]}, and compile it"
-        item.fix = (
-            f"The hot lines show where its time goes ({named}; see the report's hot lines "
-            "for their ops): batch or move out of a loop what they repeat, and torch.compile it "
-            "to fuse its small ops."
-        )
-        item.references = ["torch.compile"]
+    return ", ".join(f"{where} ({fmt_ms(ms)})" for where, ms in lines)
 
 
 def _padded_evidence(

@@ -141,6 +141,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     """
     advice = measured_knob_advice(session)
     step = tree_step_ms(session)
+    unprofiled = saving_step_ms(session)  # (savings are of the step without the profiler)
     phases = session.get("phases") or {}
     compute = center(phases.get("forward")) + center(phases.get("backward"))
     if step <= 0 or compute < MIN_FRACTION * step:
@@ -196,7 +197,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             cause=CAUSES[knob],
             generic=True,
         )
-        advice.append(with_saving(item, saving_step_ms(session), min(1.0, part / step), speedup))
+        advice.append(with_saving(item, unprofiled, min(1.0, part / step), speedup))
         if knob == "channels_last":
             slow_backward_note(item, session.get("tree"), step)
         item.heat = min(item.heat, 0.2)  # a generic knob ranks below specific evidence

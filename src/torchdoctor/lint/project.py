@@ -21,24 +21,29 @@ USES_CUDA = re.compile(r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True"
 NO_GRAD_NAMES = frozenset({"no_grad", "inference_mode"})
 
 
+def _opens_no_grad(expr: ast.AST) -> bool:
+    """``torch.no_grad()`` / ``inference_mode`` (called or not), as a ``with`` item or a
+    decorator.
+
+    Example:
+        >>> _opens_no_grad(ast.parse("th.no_grad()").body[0].value)
+        True
+    """
+    func = expr.func if isinstance(expr, ast.Call) else expr
+    return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in NO_GRAD_NAMES
+
+
 def _under_no_grad(node: ast.AST) -> bool | ast.AST:
     """True when ``node`` runs under ``with torch.no_grad()`` / ``inference_mode`` or in a
     function decorated with them; else the innermost enclosing function (or False)."""
     parent = getattr(node, "td_parent", None)
     while parent is not None:
         if isinstance(parent, (ast.With, ast.AsyncWith)):
-            for item in parent.items:
-                expr = item.context_expr
-                func = expr.func if isinstance(expr, ast.Call) else expr
-                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name in NO_GRAD_NAMES:
-                    return True
+            if any(_opens_no_grad(item.context_expr) for item in parent.items):
+                return True
         if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for deco in parent.decorator_list:
-                func = deco.func if isinstance(deco, ast.Call) else deco
-                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name in NO_GRAD_NAMES:
-                    return True
+            if any(_opens_no_grad(deco) for deco in parent.decorator_list):
+                return True
             return parent
         parent = getattr(parent, "td_parent", None)
     return False
@@ -51,17 +56,13 @@ def _disables_grad(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
             if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]  # fmt: skip
     if all(isinstance(s, (ast.Pass, ast.Raise)) for s in body):
         return True  # (a stub: `...`, a docstring, NotImplementedError)
-    for deco in function.decorator_list:
-        func = deco.func if isinstance(deco, ast.Call) else deco
-        if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in NO_GRAD_NAMES:
-            return True
+    if any(_opens_no_grad(deco) for deco in function.decorator_list):
+        return True
     for node in ast.walk(function):
-        if isinstance(node, (ast.With, ast.AsyncWith)):
-            for item in node.items:
-                expr = item.context_expr
-                func = expr.func if isinstance(expr, ast.Call) else expr
-                if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in NO_GRAD_NAMES:
-                    return True
+        if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+            _opens_no_grad(item.context_expr) for item in node.items
+        ):
+            return True
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr == function.name):
             return True  # (delegates: checked as that method's own definition)

@@ -3,6 +3,7 @@ ran under (GCN's ``loss_train, acc_train = test(model, ...)``: the model runs in
 
 import os
 
+import pytest
 import torch
 from torch import nn
 
@@ -82,9 +83,11 @@ def test_the_model_calls_of_long_steps_are_kept_apart():
     }  # (typical steps never validate)
 
 
-def test_a_rollout_of_one_sample_calls_every_n_steps_is_counted_and_advised():
+@pytest.mark.parametrize("envs, each", [(1, "one sample"), (4, "4 samples")])
+def test_a_rollout_of_small_batch_calls_every_n_steps_is_counted_and_advised(envs, each):
     """stable-baselines3's PPO: every n_steps environment steps, collect_rollouts calls the
-    policy once per observation (batch 1), between optimizer steps on minibatches of 64."""
+    policy once per observation (batch 1), between optimizer steps on minibatches of 64;
+    cleanrl's ppo.py: once per step of its 4 vector environments (batch 4)."""
     from torchdoctor.analyze.advice import advice_dicts
 
     torch.manual_seed(0)
@@ -93,10 +96,10 @@ def test_a_rollout_of_one_sample_calls_every_n_steps_is_counted_and_advised():
     batch = torch.randn(64, 4)
 
     def collect_rollout():
-        obs = torch.randn(4)
+        obs = torch.randn(envs, 4)
         for _ in range(120):
             with torch.no_grad():
-                logits = policy(obs.unsqueeze(0))  # rollout
+                logits = policy(obs)  # rollout
             obs = obs * 0.9 + logits.sum() * 0.01
 
     # (windows: the schedule aims a detailed step at the long ones)
@@ -104,9 +107,31 @@ def test_a_rollout_of_one_sample_calls_every_n_steps_is_counted_and_advised():
     here = os.path.basename(__file__)
     rows = {r["location"]: r for r in s["long_step_calls"]}
     row = rows[f"{here}:{marked_line(collect_rollout, 'rollout')}"]
-    assert row["calls_per_step"] == 120 and row["one_sample_share"] == 1.0
+    assert row["calls_per_step"] == 120 and row["samples_per_call"] == envs
+    assert row["one_sample_share"] == (1.0 if envs == 1 else 0.0)
     assert row["typical_calls"] == 0.0
     s["advice"] = advice_dicts(s)
     (periodic,) = [a for a in s["advice"] if a["rule"] == "periodic-steps"]
-    assert periodic["title"].endswith(": 120 model calls on one sample each")
-    assert "n_envs" in periodic["fix"]
+    assert periodic["title"].endswith(f": 120 model calls on {each} each")
+    assert "n_envs" in periodic["fix"] and "a quarter of the calls" in periodic["fix"]
+    assert any("(Sequential)" in e and "120 times" in e for e in periodic["evidence"])
+
+
+def test_a_periodic_evaluation_on_large_batches_is_not_told_to_batch_its_calls():
+    """An evaluation of 40 batches of 4096 every 20 steps: many calls, but batched already."""
+    from torchdoctor.analyze.advice import advice_dicts
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    held_out = torch.randn(4096, 4)
+
+    def evaluate_all():
+        with torch.no_grad():
+            for _ in range(40):
+                model(held_out)
+
+    s = _train_with_periodic_work(model, opt, torch.randn(64, 4), evaluate_all, 100, 10)
+    s["advice"] = advice_dicts(s)
+    (periodic,) = [a for a in s["advice"] if a["rule"] == "periodic-steps"]
+    assert "model calls on" not in periodic["title"] and "n_envs" not in periodic["fix"]

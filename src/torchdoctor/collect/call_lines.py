@@ -136,23 +136,28 @@ def leading_dim(args: Any) -> int | None:
 
 
 def step_call_counts(calls: Sequence[tuple[tuple[Line, ...], int | None]]) -> dict[Line, list[int]]:
-    """``{(file, line, function): [calls, one-sample calls]}`` of one step's outermost calls,
-    each ``(its user lines, its first input's leading dimension)``: how many outermost
-    module calls each user line made (inclusive, as :func:`step_call_lines`), and how many of
-    them had a first input of leading dimension 1 (an environment step, a sampled token: a
-    rollout calls the policy once per observation).
+    """``{(file, line, function): [calls, one-sample calls, samples, sized calls]}`` of one
+    step's outermost calls, each ``(its user lines, its first input's leading dimension)``:
+    how many outermost module calls each user line made (inclusive, as
+    :func:`step_call_lines`), how many of them had a first input of leading dimension 1 (an
+    environment step, a sampled token: a rollout calls the policy once per observation), and
+    the sum of the leading dimensions over the calls that had one (a rollout of 4
+    environments calls the policy on 4 observations at a time).
 
     Example:
         >>> chain = (("/w/ppo.py", 202, "collect_rollouts"), ("/w/t.py", 7, "<module>"))
         >>> step_call_counts([(chain, 1), (chain, 1), (chain[1:], 64)])[("/w/t.py", 7, "<module>")]
-        [3, 2]
+        [3, 2, 66, 3]
     """
     out: dict[Line, list[int]] = {}
     for chain, lead in calls:
         for line in chain:
-            counts = out.setdefault(line, [0, 0])
+            counts = out.setdefault(line, [0, 0, 0, 0])
             counts[0] += 1
             counts[1] += lead == 1
+            if lead is not None:
+                counts[2] += lead
+                counts[3] += 1
     return out
 
 
@@ -174,10 +179,10 @@ def call_lines_section(
     modules: dict[Line, dict[str, float]] = {}
     counts: dict[Line, list[int]] = {}
     for step in steps:
-        for key, (calls, ones) in (step.get("call_counts") or {}).items():
-            mine_counts = counts.setdefault(key, [0, 0])
-            mine_counts[0] += calls
-            mine_counts[1] += ones
+        for key, counted in (step.get("call_counts") or {}).items():
+            mine_counts = counts.setdefault(key, [0, 0, 0, 0])
+            for i, n in enumerate(counted):
+                mine_counts[i] += n
         for (file, line, function, module), ns in (step.get("call_lines") or {}).items():
             if (package_of(file) is not None) != packages:
                 continue
@@ -204,15 +209,20 @@ def call_lines_section(
 
 
 def _counted(counts: list[int] | None, steps: int) -> dict[str, float]:
-    """A row's model calls per step and the share of them on one sample (when counted).
+    """A row's model calls per step, the share of them on one sample and the mean samples
+    per call (the first input's leading dimension, over the calls that had one), when
+    counted.
 
     Example:
-        >>> _counted([1024, 1020], 2)
-        {'calls_per_step': 512.0, 'one_sample_share': 0.99609375}
+        >>> _counted([1024, 0, 4096, 1024], 2)
+        {'calls_per_step': 512.0, 'one_sample_share': 0.0, 'samples_per_call': 4.0}
     """
     if not counts or not counts[0]:
         return {}
-    return {"calls_per_step": counts[0] / steps, "one_sample_share": counts[1] / counts[0]}
+    out = {"calls_per_step": counts[0] / steps, "one_sample_share": counts[1] / counts[0]}
+    if len(counts) > 3 and counts[3]:
+        out["samples_per_call"] = counts[2] / counts[3]
+    return out
 
 
 def long_step_calls(

@@ -26,6 +26,9 @@ from torchdoctor.analyze.advice.base import Advice, fmt_ms, one_step_run
 from torchdoctor.analyze.advice.one_sample import MIN_SHARE
 from torchdoctor.analyze.advice.one_sample import MIN_STEPS as MANY_CALLS
 
+#: most samples per call, on average, of a periodic loop of model calls told to batch them
+SMALL_BATCH = 8
+
 #: a step this many times the median (and LONG_MS past it) is a long step
 LONG = 2.0
 LONG_MS = 5.0
@@ -216,33 +219,59 @@ def _new_frames(calls: list[Mapping[str, Any]], most: float) -> list[Mapping[str
     return sorted(new, key=lambda r: -int(r.get("order") or 0))  # (first seen: innermost)
 
 
-def one_sample_loop(session: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def small_batch_loop(session: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The row of ``long_step_calls`` under which the long steps called the model many more
-    times than a typical step (>= MANY_CALLS), nearly all on one sample (a first input of
-    leading dimension 1): a rollout stepping one environment per policy call, a sampler
-    drawing one sequence per call. The innermost such line (the fewest calls), else None.
+    times than a typical step (>= MANY_CALLS), on a few samples each: nearly all on one (a
+    first input of leading dimension 1) or <= SMALL_BATCH on average (a rollout stepping one
+    environment, or a few, per policy call; a sampler drawing one sequence per call). The
+    innermost such line (the fewest calls) of those a typical step never runs, else None.
 
     Example:
-        >>> row = lambda loc, calls: {"location": loc, "calls_per_step": calls,
-        ...     "typical_calls": 4.0, "one_sample_share": 0.99, "extra_ms": 700.0}
-        >>> one_sample_loop({"long_step_calls": [row("t.py:7", 519.0),
-        ...                                      row("on_policy_algorithm.py:202", 512.0)]})["location"]
-        'on_policy_algorithm.py:202'
+        >>> row = lambda loc, calls, each: {"location": loc, "calls_per_step": calls,
+        ...     "typical_calls": 4.0, "one_sample_share": 0.0, "samples_per_call": each}
+        >>> small_batch_loop({"long_step_calls": [row("t.py:7", 519.0, 4.0),
+        ...                                       row("ppo.py:199", 128.0, 4.0)]})["location"]
+        'ppo.py:199'
+        >>> policy = {**row("ppo.py:126", 129.0, 5.0), "typical_calls": 1.0}
+        >>> rollout = {**row("ppo.py:199", 256.0, 4.0), "typical_calls": 0.0}
+        >>> small_batch_loop({"long_step_calls": [policy, rollout]})["location"]
+        'ppo.py:199'
+        >>> small_batch_loop({"long_step_calls": [row("eval.py:9", 40.0, 256.0)]}) is None
+        True
     """
     rows = [
         r for r in session.get("long_step_calls") or ()
         if float(r.get("calls_per_step") or 0.0) - float(r.get("typical_calls") or 0.0)
-        >= MANY_CALLS and float(r.get("one_sample_share") or 0.0) >= MIN_SHARE
+        >= MANY_CALLS and (float(r.get("one_sample_share") or 0.0) >= MIN_SHARE
+                           or float(r.get("samples_per_call") or 1e9) <= SMALL_BATCH)
     ]  # fmt: skip
-    return min(rows, key=lambda r: float(r["calls_per_step"])) if rows else None
+    # (a line only long steps run, the rollout's, before one a typical step runs too: the
+    # policy's own forward, whose calls mix the rollout's with the update's batches)
+    return min(rows, key=lambda r: (float(r.get("typical_calls") or 0.0) > 0,
+                                    float(r["calls_per_step"]))) if rows else None  # fmt: skip
 
 
-_ONE_SAMPLE_FIX = (
-    "The periodic work calls the model once per sample (a rollout stepping one environment, a "
-    "sampler drawing one sequence at a time), and each call pays Python and dispatch overhead "
-    "(on a GPU, a launch per kernel) whatever its batch: batch those calls. Step several "
-    "environments per policy call (gymnasium.vector; stable-baselines3: make_vec_env(env_id, "
-    "n_envs=8)), draw several samples per call. "
+def _samples(loop: Mapping[str, Any]) -> str:
+    """'one sample' or 'N samples' per call of a :func:`small_batch_loop` row.
+
+    Example:
+        >>> _samples({"one_sample_share": 0.0, "samples_per_call": 4.0})
+        '4 samples'
+    """
+    if float(loop.get("one_sample_share") or 0.0) >= MIN_SHARE:
+        return "one sample"
+    each = float(loop.get("samples_per_call") or 0.0)
+    return f"{each:.0f} samples" if abs(each - round(each)) < 0.05 else f"{each:.1f} samples"
+
+
+_SMALL_BATCH_FIX = (
+    "The periodic work calls the model on a few samples at a time (a rollout stepping one "
+    "environment or a few, a sampler drawing one sequence at a time), and each call pays "
+    "Python and dispatch overhead (on a GPU, a launch per kernel) whatever its batch: batch "
+    "those calls. Step more environments per policy call and keep the samples per rollout "
+    "(4x the environments, a quarter of the steps per environment: a quarter of the calls; "
+    "gymnasium.vector; stable-baselines3: make_vec_env(env_id, n_envs=8)), draw several "
+    "samples per call. "
 )
 
 
@@ -280,9 +309,9 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         if period
         else f"{len(long)} of {len(recorded)} steps take {ratio:.1f}x the median: work"
     ) + f" {where} is {share:.0f}% of the run"
-    loop = one_sample_loop(session)
+    loop = small_batch_loop(session)
     if loop is not None:
-        title += f": {float(loop['calls_per_step']):.0f} model calls on one sample each"
+        title += f": {float(loop['calls_per_step']):.0f} model calls on {_samples(loop)} each"
     shown = ", ".join(str(i) for i in indices[:6]) + (", ..." if len(indices) > 6 else "")
     walls = [float(s["wall_ms"]) for s in long]
     per_step = extra / len(steps)
@@ -298,7 +327,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             f"+{fmt_ms(phases[phase] / len(long))} per long step",
             _sampled(session),
         ],
-        fix=(_ONE_SAMPLE_FIX if loop is not None else "")
+        fix=(_SMALL_BATCH_FIX if loop is not None else "")
         + "If it is an evaluation, a checkpoint or sample generation every N steps: run it "
         "less often, make it cheaper (a smaller evaluation set, a larger evaluation batch, "
         "torch.inference_mode()), or move it to another process"
@@ -309,12 +338,19 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         cause="periodic-work",
     )
     if loop is not None:
+        calls = float(loop["calls_per_step"])
+        each = (
+            f"{100 * float(loop['one_sample_share']):.0f}% of them on one sample (a first "
+            "input of leading dimension 1)"
+            if _samples(loop) == "one sample"
+            else f"on {_samples(loop)} each (a first input's leading dimension, on average)"
+        )
         item.evidence.insert(2, (
-            f"a long step calls the model {float(loop['calls_per_step']):.0f} times under "
-            f"{loop['location']} `{str(loop.get('code') or '')[:60]}`, "
-            f"{100 * float(loop['one_sample_share']):.0f}% of them on one sample (a first input "
-            f"of leading dimension 1), against {float(loop.get('typical_calls') or 0):.0f} in a "
-            "typical step"))  # fmt: skip
+            f"a long step calls the model {calls:.0f} times under {loop['location']} "
+            + (f"({', '.join(loop['modules'][:3])}) " if loop.get("modules") else "")
+            + 
+            f"`{str(loop.get('code') or '')[:60]}`, {each}, against "
+            f"{float(loop.get('typical_calls') or 0):.0f} in a typical step"))  # fmt: skip
     # measured: their extra time per step; half of it saved by doing the work half as often
     item.estimated_saving_ms = per_step / 2
     item.saving_range_ms = (per_step / 2, per_step)

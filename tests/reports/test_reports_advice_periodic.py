@@ -120,3 +120,22 @@ def test_work_spilling_into_the_next_step_keeps_the_period():
     steps[96]["phases"]["other"] += 400.0
     (item,) = periodic_steps({"steps": steps})
     assert item.title.startswith("Every 32 steps a step takes")
+
+
+def test_long_steps_of_an_inference_loop_on_a_longer_input_are_the_models_own_work():
+    """A decoder's prompt steps (12 tokens against one a step): no saving from running the
+    'periodic work' less often; one long step left unexplained keeps the general advice."""
+    steps = _steps(phase="forward")
+    for s in steps:
+        s["input_shape"] = [1, 12] if s["index"] % 20 == 19 else [1, 1]
+    (item,) = periodic_steps({"steps": steps})
+    assert item.title == (
+        "Every 20 steps a step takes 4.0x the median: longer inputs ([1, 12] against [1, 1]), "
+        "13% of the run"
+    )
+    assert item.estimated_saving_ms is None and "prefill several prompts" in item.fix
+    assert any("a prompt's first pass" in e for e in item.evidence)
+    steps[59]["input_shape"] = [1, 1]  # (this one's time is something else)
+    (item,) = periodic_steps({"steps": steps})
+    assert item.title.endswith(": longer inputs ([1, 12] against [1, 1])")
+    assert item.estimated_saving_ms is not None and "an evaluation" in item.fix

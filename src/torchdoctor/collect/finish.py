@@ -161,17 +161,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         "detail": detail,
         "notes": notes,
     }
-    session["steps"] = [
-        {"index": s.get("index", k), "wall_ms": s["wall_ms"], "phases": s["phases"],
-         "peak_memory_bytes": s["peak_memory_bytes"], "detailed": s.get("detailed", True)}
-        for k, s in enumerate(steps)
-    ]  # fmt: skip
-    for entry, s in zip(session["steps"], steps):
-        shape = state.input_shapes.get(entry["index"])  # steps cut at module calls: the input's
-        if shape is not None:
-            entry["input_shape"] = list(shape)
-        if s.get("lines_cut"):  # its hot lines stopped at the detail budget
-            entry["lines_cut"] = True
+    if state.common_step_modules():  # (what most steps called, when others called more)
+        session["config"]["outer_modules"] = state.common_step_modules()
+    session["steps"] = state.step_entries(steps)
     # light steps run without module hooks: their forward is not told from "other"
     session["phases"] = {
         p: stat_with_mean([s["phases"].get(p, 0.0) for s in detailed or steps]) for p in PHASES

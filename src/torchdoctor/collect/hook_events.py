@@ -81,6 +81,7 @@ class HookEvents:
     state: ProfilerState
     _rec: Any
     _seen: dict[str, int]
+    _step_outer: set[Any]
     _outer_calls: list[int]
     _saved: Any
     _chains: list[tuple[tuple, int | None]]
@@ -285,6 +286,8 @@ class HookEvents:
                     self.state.notes.append(note)
                 self._cut(discard=True)
         self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
+        if mode is _MODULE and module is not None:  # (an encoder run before a decoder's steps)
+            self._step_outer.add(module)
         if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)
             # (and its input's leading dimension: one sample per call is a rollout's shape)
             self._chains.append((user_chain(sys._getframe(2)), leading_dim(args)))

@@ -138,6 +138,7 @@ class Profiler(StepCycle, HookEvents):
         self._counter = 0  # completed steps (warm-up included, discarded cuts not)
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
         self._outer_calls = [0, 0]  # outermost module calls: in the open step, the last whole
+        self._step_outer: set[Any] = set()  # the open step's outermost modules (module steps)
         # per outermost call of the open step: its user lines and its input's leading dimension
         self._chains: list[tuple[tuple, int | None]] = []
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -106,6 +107,10 @@ class ProfilerState:
     forward_functions: set[tuple[str, str]] = field(default_factory=set)
     # profiled step -> the shape of its outermost call's first input (steps cut at module calls)
     input_shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # ... and the outermost modules it called (their names, sorted; one tuple per set): an
+    # encoder run once before a decoder's steps (Whisper's AudioEncoder per 30 s segment)
+    step_modules: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    _module_sets: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
     # torch.compile compiling inside kept steps: (profiled step index, ms), the first
     # COMPILE_STEPS kept, and the totals of all
     compile_steps: list[tuple[int, float]] = field(default_factory=list)
@@ -191,6 +196,63 @@ class ProfilerState:
         """
         if shape is not None and len(self.input_shapes) < INPUT_SHAPES:
             self.input_shapes[index] = shape
+
+    def note_step_modules(self, index: int, names: set[str]) -> None:
+        """Profiled step ``index`` (cut at module calls) called the outermost modules
+        ``names`` (the first INPUT_SHAPES steps are kept: :meth:`step_entries`).
+
+        Example:
+            >>> state = ProfilerState()
+            >>> state.note_step_modules(0, {"TextDecoder", "AudioEncoder"}); state.step_modules
+            {0: ('AudioEncoder', 'TextDecoder')}
+        """
+        if names and len(self.step_modules) < INPUT_SHAPES:
+            key = tuple(sorted(names))
+            self.step_modules[index] = self._module_sets.setdefault(key, key)
+
+    def common_step_modules(self) -> list[str] | None:
+        """The outermost modules most steps called, when some steps called others (None:
+        steps not cut at module calls, or all alike).
+
+        Example:
+            >>> state = ProfilerState()
+            >>> for i, names in enumerate(({"Dec"}, {"Dec", "Enc"}, {"Dec"})):
+            ...     state.note_step_modules(i, names)
+            >>> state.common_step_modules()
+            ['Dec']
+        """
+        if len(self._module_sets) < 2:
+            return None
+        return list(Counter(self.step_modules.values()).most_common(1)[0][0])
+
+    def step_entries(self, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``session["steps"]`` of the kept per-step summaries: index, wall time, phases, peak
+        memory, whether detailed; with steps cut at module calls, the outermost input's shape
+        and, where a step called other outermost modules than most, those
+        (``outer_modules``); ``lines_cut`` where its hot lines stopped at the detail budget.
+
+        Example:
+            >>> state = ProfilerState()
+            >>> state.note_input_shape(0, (1, 3))
+            >>> state.step_entries([{"wall_ms": 2.0, "phases": {}, "peak_memory_bytes": 0}])
+            [{'index': 0, 'wall_ms': 2.0, 'phases': {}, 'peak_memory_bytes': 0, 'detailed': True, 'input_shape': [1, 3]}]
+        """
+        common = self.common_step_modules()
+        entries = []
+        for k, s in enumerate(steps):
+            entry = {"index": s.get("index", k), "wall_ms": s["wall_ms"], "phases": s["phases"],
+                     "peak_memory_bytes": s["peak_memory_bytes"],
+                     "detailed": s.get("detailed", True)}  # fmt: skip
+            shape = self.input_shapes.get(entry["index"])
+            if shape is not None:
+                entry["input_shape"] = list(shape)
+            modules = self.step_modules.get(entry["index"])
+            if common is not None and modules is not None and list(modules) != common:
+                entry["outer_modules"] = list(modules)
+            if s.get("lines_cut"):
+                entry["lines_cut"] = True
+            entries.append(entry)
+        return entries
 
     def note_compile(self, index: int, ms: float) -> None:
         """Profiled step ``index`` spent ``ms`` in torch.compile (compiling or recompiling).

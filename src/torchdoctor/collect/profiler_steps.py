@@ -191,7 +191,11 @@ class StepCycle:
                                    began - self._recent.began_ns, self._detailed)  # fmt: skip
         if kept and state.boundary is _MODULE:
             state.note_input_shape(self._counter - self.warmup, rec.outer_shape)
+            name_of = self._module_round.name_of
+            state.note_step_modules(self._counter - self.warmup,
+                                    {name_of(m) for m in self._step_outer})  # fmt: skip
         rec.outer_shape = None
+        self._step_outer = set()
         self._recent.add(began)
         queue, due = self._queue, False
         if not self._detailed:  # light: its tokens wait, summarized in a batch

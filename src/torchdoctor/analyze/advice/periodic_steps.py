@@ -25,6 +25,7 @@ from typing import Any
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, one_step_run
 from torchdoctor.analyze.advice.one_sample import MIN_SHARE
 from torchdoctor.analyze.advice.one_sample import MIN_STEPS as MANY_CALLS
+from torchdoctor.analyze.advice.step_inputs import MODEL_WORK_FIX, model_work
 
 #: most samples per call, on average, of a periodic loop of model calls told to batch them
 SMALL_BATCH = 8
@@ -304,14 +305,20 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         return []  # (workers restarted at every epoch: the data-loading rule's)
     where = "between steps" if phase == "other" else f"in the {phase} phase"
     share = 100.0 * extra / total
-    title = (
-        f"Every {period} steps a step takes {ratio:.1f}x the median: periodic work"
+    head = (
+        f"Every {period} steps a step takes {ratio:.1f}x the median"
         if period
-        else f"{len(long)} of {len(recorded)} steps take {ratio:.1f}x the median: work"
-    ) + f" {where} is {share:.0f}% of the run"
+        else f"{len(long)} of {len(recorded)} steps take {ratio:.1f}x the median"
+    )
+    title = f"{head}: {'periodic ' if period else ''}work {where} is {share:.0f}% of the run"
     loop = small_batch_loop(session)
     if loop is not None:
         title += f": {float(loop['calls_per_step']):.0f} model calls on {_samples(loop)} each"
+    work = model_work(session, long) if loop is None else None  # (inference: more model)
+    if work is not None and work.explains_all:
+        title = f"{head}: {work.title}, {share:.0f}% of the run"
+    elif work is not None:
+        title += f": {work.title}"
     shown = ", ".join(str(i) for i in indices[:6]) + (", ..." if len(indices) > 6 else "")
     walls = [float(s["wall_ms"]) for s in long]
     per_step = extra / len(steps)
@@ -348,9 +355,14 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         item.evidence.insert(2, (
             f"a long step calls the model {calls:.0f} times under {loop['location']} "
             + (f"({', '.join(loop['modules'][:3])}) " if loop.get("modules") else "")
-            + 
-            f"`{str(loop.get('code') or '')[:60]}`, {each}, against "
+            + f"`{str(loop.get('code') or '')[:60]}`, {each}, against "
             f"{float(loop.get('typical_calls') or 0):.0f} in a typical step"))  # fmt: skip
+    if work is not None:
+        item.evidence[2:2] = work.evidence
+        if work.explains_all:  # (the model's own work: no saving from running it less often)
+            item.fix = MODEL_WORK_FIX
+            item.heat = min(1.0, extra / total)
+            return [item]
     # measured: their extra time per step; half of it saved by doing the work half as often
     item.estimated_saving_ms = per_step / 2
     item.saving_range_ms = (per_step / 2, per_step)

@@ -1,0 +1,81 @@
+"""An encoder-decoder inference loop (Whisper's transcribe: the AudioEncoder once per segment,
+then the TextDecoder on the segment's prompt and once per token): the steps, cut at the
+decoder's calls, record the outermost modules each called, and the long steps are told as the
+model's own work, not as an evaluation between steps."""
+
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.analyze.advice import advice_dicts
+from torchdoctor.analyze.advice.step_inputs import MODEL_WORK_FIX
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256))
+
+    def forward(self, audio):
+        return self.body(audio)
+
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 256)
+        self.head = nn.Linear(256, 50)
+
+    def forward(self, tokens, memory):
+        return self.head(self.emb(tokens) + memory[:, :1].mean())
+
+
+def _transcribe(segments=4, tokens=60):
+    torch.manual_seed(0)
+    encoder, decoder = Encoder().eval(), Decoder().eval()
+    audio = torch.randn(1, 3000, 256)
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof,
+        torch.no_grad(),
+    ):
+        for _ in range(segments):
+            memory = encoder(audio)
+            prompt = torch.zeros(1, 12, dtype=torch.long)
+            next_token = decoder(prompt, memory)[:, -1:].argmax(-1)
+            for _ in range(tokens):
+                next_token = decoder(next_token, memory)[:, -1:].argmax(-1)
+    return prof.session.to_dict()
+
+
+def test_steps_that_run_the_encoder_or_a_prompt_are_told_as_the_models_own_work():
+    session = _transcribe()
+    assert session["config"]["step_boundary"] == "module"
+    assert session["config"]["outer_modules"] == ["Decoder"]
+    with_encoder = [s["index"] for s in session["steps"] if s.get("outer_modules")]
+    assert with_encoder and all(
+        session["steps"][i]["outer_modules"] == ["Decoder", "Encoder"] for i in with_encoder
+    )
+    prompts = [s["index"] for s in session["steps"] if s.get("input_shape") == [1, 12]]
+    assert len(prompts) >= 3 and not set(prompts) & set(with_encoder)
+    (periodic,) = [a for a in advice_dicts(session) if a["rule"] == "periodic-steps"]
+    assert "Encoder's calls" in periodic["title"], periodic["title"]
+    assert periodic["fix"] == MODEL_WORK_FIX
+    assert periodic["estimated_saving_ms"] is None  # (not a loop's overhead to run less often)
+    assert any("call Encoder, which a typical step does not" in e for e in periodic["evidence"])
+
+
+def test_a_single_module_loop_records_no_outer_modules():
+    torch.manual_seed(0)
+    decoder = Decoder().eval()
+    memory = torch.randn(1, 4, 256)
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof,
+        torch.no_grad(),
+    ):
+        token = torch.zeros(1, 1, dtype=torch.long)
+        for _ in range(30):
+            token = decoder(token, memory)[:, -1:].argmax(-1)
+    session = prof.session.to_dict()
+    assert session["config"]["step_boundary"] == "module"
+    assert "outer_modules" not in session["config"]
+    assert not any("outer_modules" in s for s in session["steps"])

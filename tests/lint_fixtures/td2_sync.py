@@ -200,3 +200,17 @@ def train_with_accuracy(model, loader, opt):
         print(f"acc {acc:.3f}")  # a Python float: .item() / len()
         best_loss = min(best_loss, loss) if best_loss is not None else loss
         print(f"best {best_loss:.3f}")  # expect: TD201
+
+
+def dqn(envs, q_network, optimizer, obs, steps):
+    """cleanrl's DQN/SAC/TD3: the policy's action goes to the environment on the host."""
+    for _ in range(steps):
+        q_values = q_network(torch.Tensor(obs))
+        actions = torch.argmax(q_values, dim=1).cpu().numpy()  # the environment needs it
+        obs, rewards, done, truncated, infos = envs.step(actions)
+        obs, *_ = envs.step(q_values.argmax(1).cpu().numpy())  # the same, inline
+        loss = q_values.sum()
+        loss.backward()
+        optimizer.step()
+        q_max = q_values.max().cpu().numpy()  # expect: TD201
+        print(q_max)

@@ -101,13 +101,14 @@ def per_class_counts(labels, num_classes):
     return counts, hist, blanks
 
 
-def strip_prompts(generated, config, vision_start_token_id):
+def strip_prompts(generated, config, vision_start_token_id, tokenizer):
     out = []
     for i, input_ids in enumerate(generated):  # each sample against a special token's id
         starts = torch.argwhere(input_ids == vision_start_token_id)
         pads = (input_ids == config.pad_token_id).sum()
         out.append((starts, pads))
-    return out
+    # (Whisper's decoding: each sequence cut at its end-of-text token)
+    return out, [[t[: (t == tokenizer.eot).nonzero()[0, 0]] for t in s] for s in generated]
 
 
 def boxes_per_level(heat, feat, k, intermediate, head):

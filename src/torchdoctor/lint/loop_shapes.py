@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import re
 
+from torchdoctor.lint.syntax import dotted, parent
 from torchdoctor.lint.visitor import method_name, segment
 
 
@@ -102,3 +104,46 @@ def per_label_lookup(comp: ast.ListComp) -> ast.Subscript | None:
     )  # fmt: skip
     copied = isinstance(key, ast.Name) and key.id == name and method_name(gen.iter) == "tolist"
     return comp.elt if read or copied else None
+
+
+#: an object stepped with actions: ``env.step(a)``, ``envs.step(a)``, ``vec_env.step(a)``
+_ENVIRONMENT = re.compile(r"(^|[._])(env|envs|environment|vec_env|venv)$", re.IGNORECASE)
+
+
+def feeds_an_environment(node: ast.AST, loop: ast.AST) -> bool:
+    """Whether the host copy ``node`` is an action handed to an environment in ``loop``: an
+    argument of ``env.step(...)``, or assigned to a name such a call takes (``actions =
+    q.argmax(1).cpu().numpy()`` then ``envs.step(actions)``). The environment needs the
+    values on the host: a sync no metric buffer removes. Parents linked (``link_parents``).
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> src = "for t in r:\\n    a = q(o).argmax(1).cpu().numpy()\\n    o = envs.step(a)\\n"
+        >>> loop = ast.parse(src).body[0]
+        >>> _ = link_parents(loop)
+        >>> feeds_an_environment(loop.body[0].value, loop)
+        True
+    """
+    child, above = node, parent(node)
+    while above is not None and not isinstance(above, ast.stmt):
+        if _steps_an_environment(above) and child in above.args:
+            return True
+        child, above = above, parent(above)
+    if not isinstance(above, ast.Assign):
+        return False
+    names = {t.id for t in above.targets if isinstance(t, ast.Name)}
+    return bool(names) and any(
+        _steps_an_environment(call)
+        and any(isinstance(a, ast.Name) and a.id in names for a in call.args)
+        for call in ast.walk(loop)
+    )
+
+
+def _steps_an_environment(node: ast.AST) -> bool:
+    """``X.step(...)`` where X's name says it is an environment."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "step"
+        and bool(_ENVIRONMENT.search(dotted(node.func.value) or ""))
+    )

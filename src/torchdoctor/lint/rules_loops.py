@@ -30,7 +30,9 @@ LSA = frozenset(
 )
 UNIQUE_HOST = frozenset({"numpy.unique"})
 #: a scalar id a sequence is compared with (a special token, a padding value)
-_TOKEN_ID = re.compile(r"(^|_)(id|idx|index|token|token_id|pad|eos|bos|sep|cls)$", re.IGNORECASE)
+_TOKEN_ID = re.compile(
+    r"(^|_)(id|idx|index|token|token_id|pad|eos|eot|eod|sot|bos|sep|cls|unk|blank)$", re.IGNORECASE
+)
 #: counting a mask: ``(x == v).sum()``, ``torch.count_nonzero(x == v)``
 _COUNTS = frozenset({"sum", "count_nonzero"})
 _COUNT_CALLS = frozenset({"torch.sum", "torch.count_nonzero"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.loop_shapes import feeds_an_environment
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
@@ -198,6 +199,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
             return
         if self.skip_sync(node, context):
             return
+        if isinstance(context, _LOOP_STATEMENTS) and feeds_an_environment(node, context):
+            return  # (an action for env.step: the environment needs it on the host)
         where = "training loop" if isinstance(context, _LOOP_STATEMENTS) else "training step"
         fix = fix or (
             "keep metrics as device tensors (e.g. torchdoctor.train.LazyMetrics) and convert "

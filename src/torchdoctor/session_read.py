@@ -293,6 +293,26 @@ def installed_package(path: str | None) -> str | None:
     return None
 
 
+def compiled_output(path: str | None) -> bool:
+    """Python that torch.compile wrote (Inductor's output code, in its cache directory:
+    ``/tmp/torchinductor_<user>/`` or ``$TORCHINDUCTOR_CACHE_DIR``): its lines are the
+    compiled graph's kernels, not the user's; the user line calling the compiled function
+    gets their time.
+
+    Example:
+        >>> compiled_output("/tmp/torchinductor_me/cb/cbnttj42shwl6flsk.py")
+        True
+        >>> compiled_output("/home/me/torchinductor_notes.py")
+        False
+    """
+    path = str(path or "")
+    folders = path.replace("\\", "/").split("/")[:-1]
+    if any(part.startswith("torchinductor_") for part in folders):
+        return True
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    return bool(cache) and path.startswith(os.path.abspath(cache) + os.sep)
+
+
 def attention_dims(call: Mapping[str, Any]) -> tuple[int, int, int]:
     """(batch, queries, keys) of a recorded ``nn.MultiheadAttention`` call (a tree node's
     ``attention``: its query and key shapes, ``batch_first``; unbatched calls are batch 1).

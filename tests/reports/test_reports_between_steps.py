@@ -123,3 +123,21 @@ def test_a_generation_loop_is_not_called_a_training_loop():
     assert "cache_implementation='static'" in item.fix and "accumulation" not in item.fix
     session["config"]["step_boundary"] = "optimizer"
     assert library_loop(session)[0].title.startswith("the transformers training loop")
+
+
+def test_a_compiled_function_sampled_between_steps_is_its_kernels_not_work_to_do_less_often():
+    """gpt-fast under --compile: the compiled decode_one_token runs outside any module call,
+    its kernels sampled in the other phase through Inductor's output code."""
+    from torchdoctor.analyze.advice.compiled_lines import COMPILED_FIX
+    from torchdoctor.analyze.advice.other_phase import between_steps
+
+    session = between_steps_session()
+    generated = "/tmp/torchinductor_me/bn/cbnttj42shwl6flsk.py"
+    session["other_lines"][0].update(
+        code="def decode_one_token(model, x, input_pos, **sampling_kwargs):",
+        via=[{"file": generated, "line": 1621, "function": "call", "ms_per_step": 30.0}],
+    )
+    (advice,) = between_steps(session)
+    assert advice.title.endswith("code torch.compile generated, outside any module call")
+    assert advice.fix == COMPILED_FIX and advice.estimated_saving_ms is None
+    assert not any("every 10 steps" in e for e in advice.evidence)

@@ -5,9 +5,10 @@ Frames are sorted into three kinds, cached per code object:
 - ``TRANSPARENT``: torch (and functorch), the Python standard library, frozen modules, code
   generated with ``exec`` (``<string>``: dataclass and namedtuple methods) and torchdoctor's
   collection machinery; skipped as if absent;
-- ``LIBRARY``: third-party packages (``site-packages`` / ``dist-packages``) and torchdoctor's
-  own code a user calls (``torchdoctor.ops``, ``train``, ``workloads``, ...): the call is charged
-  to the user line that called into them, and the innermost such frame is kept as *detail*
+- ``LIBRARY``: third-party packages (``site-packages`` / ``dist-packages``), the Python
+  torch.compile writes (Inductor's output code) and torchdoctor's own code a user calls
+  (``torchdoctor.ops``, ``train``, ``workloads``, ...): the call is charged to the user line
+  that called into them, and the innermost such frame is kept as *detail*
   ("via"); when no user frame is above it (a library calling torch by itself), the innermost
   library frame is the line;
 - ``USER``: everything else (the script, the user's package);
@@ -27,6 +28,7 @@ import os
 from types import CodeType, FrameType
 
 from torchdoctor.collect import syncs_frames
+from torchdoctor.session_read import compiled_output
 
 TRANSPARENT, LIBRARY, USER, PROFILER = 0, 1, 2, 3
 
@@ -59,6 +61,8 @@ def kind_of_file(name: str) -> int:
     ):
         return TRANSPARENT
     if name.startswith(_PACKAGE) or any(marker in name for marker in _SITE):
+        return LIBRARY
+    if compiled_output(name):  # (Inductor's output code: the compiled graph's, "via" it)
         return LIBRARY
     if any(name.startswith(prefix) for prefix in syncs_frames._extra_prefixes):
         return LIBRARY

@@ -4,8 +4,9 @@ A sync inside torch's code (``clip_grad_norm_(error_if_nonfinite=True)`` testing
 ``if``) is attributed to the user line that called into torch. Library frames are: torch (and
 functorch), torchdoctor's collection machinery (``collect/``, ``commands/``, ``bench/``, the CLI;
 not ``workloads/``, ``ops/`` or ``train/``, which are code a user runs), and the Python standard
-library (``logging`` formatting a tensor is the caller's sync). Classification is cached per code
-object, so a lookup costs a few dictionary reads per frame.
+library (``logging`` formatting a tensor is the caller's sync), and the Python torch.compile
+generates (Inductor's output code). Classification is cached per code object, so a lookup costs
+a few dictionary reads per frame.
 
 Example:
     >>> from torchdoctor.collect.syncs_frames import user_frame
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 import torchdoctor
+from torchdoctor.session_read import compiled_output
 
 
 def _dir(path: str) -> str:
@@ -58,6 +60,8 @@ def _is_library(code: CodeType) -> bool:
     else:
         result = any(name.startswith(prefix) for prefix in _extra_prefixes)
     if not result and "functorch" in name.split(os.sep)[-3:-1]:
+        result = True
+    if not result and compiled_output(name):
         result = True
     _library_cache[code] = result
     return result

@@ -31,6 +31,7 @@ from torchdoctor.analyze.advice.base import (
     tree_step_ms,
     with_saving,
 )
+from torchdoctor.analyze.advice.compiled_lines import COMPILED_FIX, compiled_code
 from torchdoctor.analyze.advice.hot_lines_cures import (
     LOOP_CALLS,
     SPARSE_LAYOUT_CURE,
@@ -86,6 +87,9 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
     head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(row['own_ms'])})"
     top = row["top_ops"][0]["op"] if row["top_ops"] else None
     loop = is_per_element_loop(row)
+    if compiled_code(row) and cure is None:
+        return (f"{head}: code torch.compile generated ({row['calls_per_step']:.3g} runs per "
+                "step), its time the compiled kernels'")  # fmt: skip
     if cure is not None and cure.name != "batch the loop":
         shape = f"{top} {row['calls_per_step']:.3g}x per step" if loop and top else ""
         return f"{head}{': ' + shape if shape else ''}: {cure.summary}"
@@ -152,6 +156,8 @@ def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:
     loop, one op), else the generic pointer."""
     if cure is not None:
         return cure.fix
+    if compiled_code(row):
+        return COMPILED_FIX
     if _fused_attention(row):
         return FUSED_FIX
     if sparse_matmul(row):

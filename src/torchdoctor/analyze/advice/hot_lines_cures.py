@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Speedup, center
+from torchdoctor.analyze.advice.compiled_lines import compiled_code
 
 #: a line executed at least this many times per step is a loop
 LOOP_CALLS = 8
@@ -421,6 +422,7 @@ def cure_for(row: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> C
         spent = float(op.get("forward_ms") or 0.0) + float(op.get("backward_ms") or 0.0)
         if variant in CURES_BY_VARIANT and spent >= 0.5 * center(row.get("total_ms")):
             return CURES_BY_VARIANT[variant]
-    if is_per_element_loop(row):
+    if is_per_element_loop(row) and not compiled_code(row):
         return PER_ELEMENT_LOOP
     return None
+

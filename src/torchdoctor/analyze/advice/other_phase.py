@@ -32,6 +32,7 @@ from torchdoctor.analyze.advice.base import (
     pct,
     tree_step_ms,
 )
+from torchdoctor.analyze.advice.compiled_lines import COMPILED_FIX, compiled_code
 from torchdoctor.analyze.advice.hot_lines_data import measured_lines
 
 #: a sampled line taking at least this share of the step is advised (at most MAX_ADVICE)
@@ -113,7 +114,10 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
             continue  # (a line running a library's loop: rule library-loop names its lines)
         code = str(row.get("code") or "")
         what, fix = _remedy(code)
-        saving = ms * (1.0 - 1.0 / EVERY)
+        compiled = compiled_code(row, ms)  # (its kernels: not work to do less often)
+        if compiled:
+            what, fix = "code torch.compile generated, outside any module call", COMPILED_FIX
+        saving = None if compiled else ms * (1.0 - 1.0 / EVERY)
         where = str(row.get("location") or "?")
         advice.append(
             Advice(
@@ -121,7 +125,7 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
                 title=f"{where} takes {pct(ms, step):.0f}% of the step ({fmt_ms(ms)}) "
                 f"{_between(session)}: {what}",
                 estimated_saving_ms=saving,
-                saving_range_ms=[saving, ms],
+                saving_range_ms=None if saving is None else [saving, ms],
                 confidence="high",
                 evidence=[
                     f"{where} `{code}`: {fmt_ms(ms)} per step, sampled in the other phase of "
@@ -129,8 +133,9 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
                     *_through(row),
                     f"the other phase (outside forward, backward, optimizer and data) is "
                     f"{fmt_ms(other)} per step ({pct(other, step):.0f}%)",
-                    f"doing it every {EVERY} steps saves {fmt_ms(saving)} per step",
-                ],
+                    *([] if saving is None else
+                      [f"doing it every {EVERY} steps saves {fmt_ms(saving)} per step"]),
+                ],  # fmt: skip
                 fix=fix,
                 locations=[location(row.get("file"), row.get("line"))],
                 heat=min(1.0, ms / step),

@@ -139,3 +139,19 @@ def test_long_steps_of_an_inference_loop_on_a_longer_input_are_the_models_own_wo
     (item,) = periodic_steps({"steps": steps})
     assert item.title.endswith(": longer inputs ([1, 12] against [1, 1])")
     assert item.estimated_saving_ms is not None and "an evaluation" in item.fix
+
+
+def test_the_step_after_an_encoders_call_is_the_models_own_work_too():
+    """T5's generate(): the step that calls the encoder, then the decoder's first step on its
+    output (cross-attention keys and values over the new input), both long, every 40 steps."""
+    steps = _steps(n=120, every=0, phase="forward")
+    for first in (39, 79, 119):
+        for index in (first - 1, first):
+            steps[index]["wall_ms"] += 300.0
+            steps[index]["phases"]["forward"] += 300.0
+        steps[first - 1]["outer_modules"] = ["T5ForConditionalGeneration", "encoder"]
+    session = {"steps": steps, "config": {"outer_modules": ["T5ForConditionalGeneration"]}}
+    (item,) = periodic_steps(session)
+    assert item.title.startswith("Every 40 steps a step takes 4.0x the median: encoder's calls")
+    assert any("come right after one of those" in e for e in item.evidence)
+    assert item.estimated_saving_ms is None and "not work between steps" in item.fix

@@ -68,7 +68,7 @@ def model_work(
     typical = _typical_shape(session.get("steps") or ())
     modules: dict[str, list[int]] = {}
     shapes: dict[tuple[int, ...], list[int]] = {}
-    explained = 0
+    explained, after = set(), []  # (after: the long steps right after an explained one)
     for step in long:
         index = int(step.get("index", 0))
         extra = sorted(set(step.get("outer_modules") or ()) - common) if common else []
@@ -77,7 +77,10 @@ def model_work(
         shape = tuple(step.get("input_shape") or ())
         if typical is not None and shape and shape != typical:
             shapes.setdefault(shape, []).append(index)
-        explained += bool(extra) or (typical is not None and bool(shape) and shape != typical)
+        if extra or (typical is not None and shape and shape != typical):
+            explained.add(index)
+        elif index - 1 in explained and modules:
+            after.append(index)  # (T5's first decoder step on a new encoder output)
     if not modules and not shapes:
         return None
     parts, evidence = [], []
@@ -104,7 +107,14 @@ def model_work(
             + (": a prompt's first pass over all its tokens, before one token a step"
                if larger else "")  # fmt: skip
         )
-    return ModelWork(" and ".join(parts), evidence, explains_all=explained == len(long))
+    if after:
+        evidence.append(
+            f"{len(after)} of the {len(long)} long steps ({_indices(after)}) come right after "
+            "one of those: the first step on its output (a decoder's first step computes the "
+            "cross-attention keys and values of a new encoder output)"
+        )
+    whole = len(explained) + len(after) == len(long)
+    return ModelWork(" and ".join(parts), evidence, explains_all=whole)
 
 
 def _indices(at: Sequence[int]) -> str:

@@ -195,7 +195,7 @@ class StepCycle:
             state.note_step_modules(self._counter - self.warmup,
                                     {name_of(m) for m in self._step_outer})  # fmt: skip
         rec.outer_shape = None
-        self._step_outer = set()
+        self._step_outer.clear()  # (the same set: no new object per step)
         self._recent.add(began)
         queue, due = self._queue, False
         if not self._detailed:  # light: its tokens wait, summarized in a batch

@@ -39,9 +39,12 @@ def test_the_objects_alive_at_the_start_are_frozen_while_it_runs_only():
         assert gc.get_freeze_count() >= at_start + len(made_in_the_step)  # frozen again
         prof.step()
         at_second = gc.get_freeze_count()
+        made_later = [[i] for i in range(1000)]  # (alive at the second backward)
         model(torch.ones(2, 3)).sum().backward()
         prof.step()
-        assert gc.get_freeze_count() == at_second  # once only
+        # once only: what the second step made is not frozen (a frozen object that its
+        # reference count frees meanwhile, as any, lowers the count: no equality)
+        assert gc.get_freeze_count() < at_second + len(made_later)
     assert gc.get_freeze_count() == 0
 
 

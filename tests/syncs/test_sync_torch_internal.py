@@ -44,7 +44,13 @@ def test_the_audit_names_the_torch_function_and_the_rule_its_switch():
     assert any(str(where).startswith("amp/grad_scaler.py") for _, where in inside)
     assert any(str(where).startswith("nn/utils/clip_grad.py") for _, where in inside)
     assert ("item", None) in inside  # loss.item() is the user's own
-    fixes = {a.title.split(":")[0]: a.fix for a in torch_syncs(session)}
+    found = {a.title.split(":")[0]: a for a in torch_syncs(session)}
+    fixes = {title: a.fix for title, a in found.items()}
+    # the checks' own cost, measured apart (suite 'fused'), on the lines' measured time
+    checks = found["torch.distributions checks its arguments and samples on the host"]
+    assert checks.estimated_saving_ms > 0
+    assert checks.saving_range_ms[1] > checks.saving_range_ms[0]
+    assert any(e.startswith("measured: those lines take") for e in checks.evidence)
     assert (
         "set_default_validate_args(False)"
         in fixes["torch.distributions checks its arguments and samples on the host"]

@@ -23,13 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchdoctor.analyze.advice.base import (
+    SPEEDUPS,
     Advice,
+    Speedup,
+    amdahl_saving,
     fmt_count,
+    fmt_ms,
     location,
     negligible_syncs,
     sync_heat,
     tree_step_ms,
 )
+from torchdoctor.analyze.advice.hot_lines_data import line_of, measured_lines
 
 MIN_PER_STEP = 0.5  # below: a read every few steps (a log interval, an epoch end)
 
@@ -51,6 +56,9 @@ class TorchSync:
     code: str
     #: the fix when the run is known to train in bf16 (GradScaler: none needed)
     bf16_fix: str | None = None
+    #: SPEEDUPS key of the switch measured on the user lines reaching the sync (their CPU
+    #: time, which the checks cost on any device), when suite 'fused' has its pair
+    speedup: str | None = None
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         """Whether a SyncRecord's torch function is this one."""
@@ -71,6 +79,7 @@ KNOWN_TORCH_SYNCS: tuple[TorchSync, ...] = (
         "validate_args=False per distribution).",
         "torch.distributions.Distribution.set_default_validate_args(False)  # once, at start\n"
         "q = Normal(mu, std)                 # no host check per construction / log_prob",
+        speedup="distribution_validation",
     ),
     TorchSync(
         "amp/grad_scaler.py",
@@ -175,5 +184,37 @@ def torch_syncs(session: Mapping[str, Any]) -> list[Advice]:
         if stall and step > 0:
             item.estimated_saving_ms = min(sum(stall), step)
             item.saving_range_ms = [item.estimated_saving_ms, item.estimated_saving_ms]
+        elif known.speedup is not None:
+            _measured_switch(session, item, records, SPEEDUPS[known.speedup])
         advice.append(item)
     return advice
+
+
+def _measured_switch(
+    session: Mapping[str, Any], item: Advice, records: list[Mapping[str, Any]], speed: Speedup
+) -> None:
+    """The saving of a switch measured apart (``speed``) on the user lines reaching the sync,
+    from their measured time per step (hot lines, the profiler's own cost left out): the
+    checks' host time, which a CPU run pays too (a GPU run adds the waits).
+
+    Example:
+        >>> item = Advice(rule="torch-syncs", title="t")
+        >>> line = {"file": "/w/ppo.py", "line": 9, "owner": "", "total_ms": {"mean": 2.0},
+        ...         "forward_ms": {"mean": 1.5}, "backward_ms": {"mean": 0.5},
+        ...         "calls_per_step": 1, "torch_calls_per_step": 4, "top_ops": []}
+        >>> session = {"step_ms": {"mean": 10.0}, "hot_lines": {"lines": [line]}}
+        >>> _measured_switch(session, item, [{"file": "/w/ppo.py", "line": 9}], Speedup(1.25, 1.5, "s"))
+        >>> [round(ms, 2) for ms in item.saving_range_ms]
+        [0.4, 0.67]
+    """
+    rows = measured_lines(session)
+    found = [line_of(session, r.get("file"), r.get("line"), rows) for r in records]
+    spent = sum(float(row["own_ms"]) for row in {id(r): r for r in found if r}.values())
+    if spent <= 0:
+        return
+    item.estimated_saving_ms = amdahl_saving(spent, 1.0, speed.low)
+    item.saving_range_ms = [item.estimated_saving_ms, amdahl_saving(spent, 1.0, speed.high)]
+    item.evidence.append(
+        f"measured: those lines take {fmt_ms(spent)} per step (forward and backward); with "
+        f"the switch {speed.low:g}x-{speed.high:g}x faster ({speed.source})"
+    )

@@ -89,3 +89,41 @@ def test_one_faster_pair_is_unconfirmed_not_accepted(monkeypatch, tmp_path):
     (row,) = result["rows"]
     assert row["speedup"]["median"] == 1.25 and row["verdict"] == "unconfirmed"
     assert not row["accepted"] and "--budget" in row["reason"] and result["chosen"] == []
+
+
+def _budget_run(monkeypatch, tmp_path, budget, knobs):
+    """A tune of ``knobs`` whose fake trials take 3 s each of a fake clock."""
+    calls, elapsed = [], [0.0]
+
+    class Clock(runner._Clock):
+        @property
+        def spent(self):
+            return elapsed[0]
+
+    monkeypatch.setattr(runner, "_Clock", Clock)
+    monkeypatch.setitem(STEP_MS, ("bf16_autocast",), 20.0)  # (a CPU without bf16 units)
+    monkeypatch.setattr(runner, "run_trial", _fake(calls, elapsed=elapsed, wall_s=3.0))
+    result = runner.tune_script("train.py", budget_s=budget, workdir=tmp_path, knobs=knobs)
+    return calls, {r["knob"]: r for r in result["rows"]}
+
+
+def test_a_knob_far_slower_in_its_pair_gives_its_rounds_to_the_knobs_left_out(
+    monkeypatch, tmp_path
+):
+    """cleanrl's PPO under --budget 100: bf16 autocast ran 3 rounds at 0.55x while the
+    optimizer knobs got one pair each, all unconfirmed."""
+    calls, rows = _budget_run(monkeypatch, tmp_path, 29,
+                              ["bf16_autocast", "channels_last", "foreach_optimizer"])  # fmt: skip
+    assert calls.count(("bf16_autocast",)) == 1 and rows["bf16_autocast"]["verdict"] == "slower"
+    assert calls[3:] == [(), ("channels_last",), (), ("foreach_optimizer",),
+                         (), ("channels_last",)]  # fmt: skip
+    assert rows["channels_last"]["verdict"] == "faster"  # (its second pair confirmed it)
+    assert rows["foreach_optimizer"]["status"] == "measured"
+
+
+def test_a_knob_left_out_is_measured_before_a_third_pair_of_any(monkeypatch, tmp_path):
+    calls, rows = _budget_run(monkeypatch, tmp_path, 33,
+                              ["bf16_autocast", "channels_last", "foreach_optimizer"])  # fmt: skip
+    assert calls.count(("channels_last",)) == 2 and ("foreach_optimizer",) in calls
+    assert rows["channels_last"]["verdict"] == "faster"
+    assert rows["foreach_optimizer"]["status"] == "measured"

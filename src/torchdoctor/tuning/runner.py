@@ -3,9 +3,11 @@
 1. A baseline trial (no knob) measures the step and observes the script: which knobs apply.
 2. The plan (``tuning/plan.py``) fits rounds and steps into what is left of the budget.
 3. Each round runs baseline, knob A, baseline, knob B, ...; the first of those baselines is the
-   baseline's second run, so its run-to-run drift is known. A knob that failed or drifted is
-   not run again.
-4. The best compatible set of accepted knobs runs as one more (baseline, combination) pair.
+   baseline's second run, so its run-to-run drift is known. A knob that failed, drifted or ran
+   far slower than the baseline (``DECISIVELY_SLOWER``) is not run again.
+4. The knobs the plan left out get a pair each as time allows (before a third round of any
+   planned knob), then a second pair for those that looked faster in theirs.
+5. The best compatible set of accepted knobs runs as one more (baseline, combination) pair.
 
 Ctrl-C (KeyboardInterrupt) stops the tune and keeps the trials done so far; so does running
 out of budget. The result is a plain dict (``tuning/session.py`` makes a Session of it).
@@ -30,10 +32,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from torchdoctor.collect.script_module import absolute_target
-from torchdoctor.tuning.evaluate import combination, knob_row, knob_rows
+from torchdoctor.tuning.evaluate import MIN_GAIN, MIN_PAIRS, combination, knob_row, knob_rows
 from torchdoctor.tuning.knobs import KNOB_BY_NAME, KNOBS, snippet
 from torchdoctor.tuning.plan import COMPILE_GUESS_S, MAX_ROUNDS, plan
-from torchdoctor.tuning.stats import measured_ms, trial_drift, trial_ms, warmup_s
+from torchdoctor.tuning.stats import (
+    measured_ms,
+    pair_speedups,
+    trial_drift,
+    trial_ms,
+    warmup_s,
+)
 from torchdoctor.tuning.trial import run_trial
 
 Progress = Callable[[str, float], None]
@@ -65,6 +73,35 @@ def _selected(knobs: Sequence[str] | None) -> list[str]:
         known = ", ".join(k.name for k in KNOBS if not k.hidden)
         raise ValueError(f"unknown knob(s) {', '.join(unknown)}; the knobs are: {known}")
     return list(knobs)
+
+
+#: a knob this much slower than the baseline in a pair gets no more rounds (its time goes to
+#: the knobs the plan left out): bf16 autocast on a CPU without bf16 units, 0.55x
+DECISIVELY_SLOWER = 0.8
+
+
+def _decisively_slower(knob_pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> bool:
+    """Whether every pair measured the knob below DECISIVELY_SLOWER x the baseline's speed.
+
+    Example:
+        >>> base, slow = {"warmup": 0, "step_ms": [10.0]}, {"warmup": 0, "step_ms": [18.0]}
+        >>> _decisively_slower([(base, slow)]), _decisively_slower([(base, base)])
+        (True, False)
+    """
+    ratios = pair_speedups(knob_pairs)
+    return bool(ratios) and max(ratios) < DECISIVELY_SLOWER
+
+
+def _looked_faster(knob_pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> bool:
+    """Whether a knob's only pair so far measured it faster (worth a confirming pair).
+
+    Example:
+        >>> base, fast = {"warmup": 0, "step_ms": [10.0]}, {"warmup": 0, "step_ms": [8.0]}
+        >>> _looked_faster([(base, fast)]), _looked_faster([(base, fast)] * 2)
+        (True, False)
+    """
+    ratios = pair_speedups(knob_pairs)
+    return len(ratios) == 1 and ratios[0] >= 1.0 + MIN_GAIN
 
 
 def _overhead_s(result: dict[str, Any]) -> float:
@@ -160,6 +197,21 @@ def tune_script(
     done = 0
     walls: list[float] = []  # wall time of every trial of the rounds
     _round = 0
+
+    def extras(confirming: bool) -> None:
+        """The knobs the plan left out, as time allows: a first pair each, in order (those
+        without one), or a second for those that looked faster in theirs."""
+        for name in the_plan.left_out:
+            if (not _looked_faster(pairs[name])) if confirming else pairs[name]:
+                continue
+            cost = 2 * (_overhead_s(probe) + step_s * (the_plan.steps + warmup))
+            if clock.left < 1.2 * (cost + extra.get(name, 0.0)):
+                return
+            say(f"extra: {name}{' (a second pair)' if confirming else ''}", 0.99)
+            base = trial([], the_plan.steps, window)
+            baselines.append(base)
+            pairs[name].append((base, trial([name], the_plan.steps, window + extra.get(name, 0.0))))
+
     try:
         while _round < the_plan.rounds or (
             # time left after the planned rounds: another round, as measured (not guessed)
@@ -172,6 +224,8 @@ def tune_script(
             * 2
             * len([k for k in the_plan.knobs if k not in stopped])
         ):
+            if _round == MIN_PAIRS:  # (a knob left out measured before a third pair of any)
+                extras(confirming=False)
             _round += 1
             label = f"round {_round}/{max(_round, the_plan.rounds)}"
             for name in the_plan.knobs:
@@ -194,16 +248,13 @@ def tune_script(
                 if (
                     measured.get("error")
                     or (trial_drift(measured, base) or 0) > tolerance
+                    or _decisively_slower([(base, measured)])
                 ):
-                    stopped.add(name)  # failed or drifting: no more rounds for it
-        for name in the_plan.left_out:  # time left after the plan: one pair each, in order
-            cost = 2 * (_overhead_s(probe) + step_s * (the_plan.steps + warmup))
-            if clock.left < 1.2 * (cost + extra.get(name, 0.0)):
-                break
-            say(f"extra: {name}", 0.99)
-            base = trial([], the_plan.steps, window)
-            baselines.append(base)
-            pairs[name] = [(base, trial([name], the_plan.steps, window + extra.get(name, 0.0)))]
+                    stopped.add(name)  # failed, drifting or far slower: no more rounds
+        # time left after the plan: a first pair for each knob left out, then a second for
+        # those that looked faster in theirs (one pair confirms nothing)
+        extras(confirming=False)
+        extras(confirming=True)
     except KeyboardInterrupt:
         result["interrupted"] = True
         result["notes"].append("interrupted (Ctrl-C): the table shows the trials done so far")

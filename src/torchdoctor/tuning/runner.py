@@ -226,6 +226,8 @@ def tune_script(
         ):
             if _round == MIN_PAIRS:  # (a knob left out measured before a third pair of any)
                 extras(confirming=False)
+            if all(name in stopped for name in the_plan.knobs):
+                break  # (every planned knob failed, drifted or ran far slower)
             _round += 1
             label = f"round {_round}/{max(_round, the_plan.rounds)}"
             for name in the_plan.knobs:

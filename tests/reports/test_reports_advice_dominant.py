@@ -191,6 +191,18 @@ def test_a_composite_of_small_mixed_parts_is_still_told_to_compile():
     assert "spread over its parts: compile it" in item.title
 
 
+def test_a_sequential_whose_own_row_is_its_parts_hooks_is_not_sent_to_regions():
+    """cleanrl's DQN: a Q-network's nn.Sequential of Linear and ReLU, its (self) row 40% of it
+    (the loop over its parts and their hooks' cost on 0.1 ms layers): 'profile inside it: wrap
+    its sub-steps in torchdoctor.region' named nothing it could wrap."""
+    parts = [node(f"q.network.{i}", 0.4, 0.05, type="Linear" if i % 2 == 0 else "ReLU")
+             for i in range(5)]  # fmt: skip
+    network = node("q.network", 3.0, 0.3, type="Sequential", children=parts)
+    root = node("", 3.0, 0.3, kind="root", children=[node("q", 3.0, 0.3, children=[network])])
+    (item,) = dominant_module({"step_ms": s(9.0), "tree": root})
+    assert "spread over its parts: compile it" in item.title and "region" not in item.fix
+
+
 def _compile_measured(accepted: bool, median: float) -> dict:
     return {"rows": [{"knob": "compile", "title": "torch.compile", "status": "measured",
                       "accepted": accepted, "drift": 0.0, "verdict": "faster" if accepted else

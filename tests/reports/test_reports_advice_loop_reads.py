@@ -29,3 +29,14 @@ def test_a_read_or_two_per_step_stays_a_per_step_scalar():
     # ... and the loop remedy starts where the reads of all lines add up to LOOP_READS
     many = [_record(LOOP_READS / 4, line=n) for n in range(4)]
     assert "Python loop" in _advice(*many).title
+
+
+def test_actions_for_an_environment_get_the_loop_remedy_however_few_a_step():
+    """cleanrl's DQN: `actions = torch.argmax(q_values, dim=1).cpu().numpy()`, 7.3 reads per
+    optimizer step (one per environment step, epsilon-greedy skipping some): an action the
+    environment needs, not a metric to keep on the device."""
+    action = {**_record(7.28, line=170), "kind": "cpu",
+              "op": "actions = torch.argmax(q_values, dim=1).cpu().numpy()"}  # fmt: skip
+    item = _advice(action)
+    assert "Python loop" in item.title and "gymnasium.vector" in item.fix
+    assert "LazyMetrics" not in item.title

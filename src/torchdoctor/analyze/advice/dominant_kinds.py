@@ -18,6 +18,9 @@ from torchdoctor.analyze.advice.base import node_ms, walk
 from torchdoctor.analyze.advice.ops_table import CONV_TYPES, MATMUL_TYPES, ops_for
 
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
+#: module types whose forward only calls their children in turn (their (self) row is that
+#: loop and the children's hook calls, never code of their own)
+CONTAINERS = frozenset({"Sequential"})
 
 
 def is_attention(node: Mapping[str, Any]) -> bool:

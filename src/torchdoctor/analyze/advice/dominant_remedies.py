@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchdoctor.analyze.advice.dominant_kinds import (
+    CONTAINERS,
     HEAVY_LEAVES,
     SPREAD_SELF,
     any_attention,
@@ -288,7 +289,9 @@ REMEDIES: tuple[Remedy, ...] = (
     ),
     Remedy(
         "spread",
-        lambda node, group, cuda: self_share(node) < SPREAD_SELF,
+        # (an nn.Sequential's own time is its loop over its parts and their hooks' cost:
+        # nothing inside it to name with regions)
+        lambda node, group, cuda: self_share(node) < SPREAD_SELF or node.get("type") in CONTAINERS,
         "its time is spread over its parts: compile it",
         "The tree already shows inside it ({parts}) and none of them takes 30% of the step on "
         "its own: torch.compile the model to fuse their small ops, then look at the largest "

@@ -43,6 +43,26 @@ _COPIES = frozenset({"cpu", "numpy", "tolist"})
 _NOUN = {"loop": "other", "metric": "metric reads", "assert": "asserts", "host-op": "host copies"}
 
 
+#: a read whose value is an action for an environment: passed to ``env.step(...)``, or
+#: assigned to ``action(s)`` (cleanrl's ``actions = q_values.argmax(1).cpu().numpy()``)
+_ACTION_TEXT = re.compile(r"\b\w*env\w*\.step\(|^(\w+_)?actions?\s*(,[^=]*)?=[^=]", re.IGNORECASE)
+
+
+def is_action(record: Mapping[str, Any]) -> bool:
+    """Whether a recorded read hands an action to an environment (the host needs the value:
+    no metric buffer removes it; batching the loop's items does).
+
+    Example:
+        >>> is_action({"op": "actions = torch.argmax(q_values, dim=1).cpu().numpy()"})
+        True
+        >>> is_action({"op": "obs, r, done, *_ = envs.step(action.cpu().numpy())"})
+        True
+        >>> is_action({"op": "losses.append(loss.item())"})
+        False
+    """
+    return bool(_ACTION_TEXT.search(str(record.get("op") or "").strip()))
+
+
 def family(record: Mapping[str, Any]) -> str:
     """The family of one recorded read (see the module's docstring).
 

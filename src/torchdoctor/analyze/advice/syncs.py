@@ -32,7 +32,13 @@ from torchdoctor.analyze.advice.base import (
     sync_heat,
     tree_step_ms,
 )
-from torchdoctor.analyze.advice.sync_families import CODE, by_family, counts_text, family_fixes
+from torchdoctor.analyze.advice.sync_families import (
+    CODE,
+    by_family,
+    counts_text,
+    family_fixes,
+    is_action,
+)
 from torchdoctor.analyze.advice.torch_syncs import known_torch_sync
 from torchdoctor.lint.rules_dynamic_shape import REMEDIES
 
@@ -193,7 +199,8 @@ def _advice(
             references=["torchdoctor.train.LazyMetrics", "seed 002"],
             code=CODE[first],
         )
-    elif scalar and per_step >= LOOP_READS:  # one line read many times a step: a Python loop
+    elif scalar and (per_step >= LOOP_READS or all(map(is_action, records))):
+        # one line read many times a step, or actions handed to an environment: a Python loop
         advice = Advice(
             rule="host-syncs",
             title=f"{fmt_count(per_step)} host reads per step from a Python loop: each waits "

@@ -92,6 +92,34 @@ def _bar(pct: float, width: int = 12) -> str:
     return "█" * full + ("▌" if filled - full >= 0.5 else "") or "·"
 
 
+#: a detailed step costing this much more than a light one gets a caveat under the headline
+HEAVY_OVERHEAD_PCT = 50.0
+
+
+def heavy_overhead_text(session: Any) -> str | None:
+    """The caveat on a tree whose detailed steps the profiler made much slower (many small
+    module and torch calls: its measured cost >= HEAVY_OVERHEAD_PCT of a detailed step), else
+    None.
+
+    Example:
+        >>> heavy_overhead_text({"config": {"profiler_overhead": {"overhead_pct": 254.0,
+        ...                                                       "source": "measured"}}})[:50]
+        'the profiler makes a detailed step here ~254% slow'
+        >>> heavy_overhead_text({"config": {}}) is None
+        True
+    """
+    cost = ((session.get("config") or {}).get("profiler_overhead") or {})
+    pct = cost.get("overhead_pct")
+    if not isinstance(pct, (int, float)) or pct < HEAVY_OVERHEAD_PCT:
+        return None
+    how = "measured against the light steps" if cost.get("source") == "measured" else "estimated"
+    return (
+        f"the profiler makes a detailed step here ~{pct:.0f}% slower ({how}: its hooks and "
+        "timers on many small calls): the tree's ms are inflated, most in small modules and "
+        "(self) rows; the step times above are mostly light steps', without them"
+    )
+
+
 def render_tree(
     session: Any,
     *,
@@ -142,6 +170,9 @@ def render_tree(
             f" ({left} outlier{'s' if left > 1 else ''} left out)" if left else ""
         )
         title.append(f"; tree and phases from {used}, {format_ms(detailed_ms)} ms each")
+    caveat = heavy_overhead_text(session) if windowed else None
+    if caveat:
+        title.append(f"\n{caveat}", style="yellow")
     phases = session.get("phases") or {}
     parts = []
     share_of = detailed_ms if windowed else step_ms

@@ -1,0 +1,32 @@
+"""A tree whose detailed steps the profiler made much slower (cleanrl's DQN: 0.1 ms layers, a
+detailed step 188% slower than a light one) says so under the headline, in the console and in
+the Markdown summary; a modest cost only in the notes."""
+
+from reports_sessions import slow_session
+
+from torchdoctor.render.console import render_console
+from torchdoctor.render.markdown import render_markdown
+
+
+def _windowed(overhead_pct):
+    session = slow_session()
+    config = session.setdefault("config", {})
+    config["steps"] = 400
+    config["detail"] = {"mode": "windows", "detailed_count": 20}
+    config["profiler_overhead"] = {"overhead_pct": overhead_pct, "source": "measured"}
+    return session
+
+
+def test_a_heavy_profiler_cost_is_said_under_the_headline():
+    session = _windowed(188.0)
+    console = " ".join(render_console(session, width=200).split())
+    assert "the profiler makes a detailed step here ~188% slower (measured" in console
+    assert "**Caveat:** the profiler makes a detailed step here ~188% slower" in (
+        render_markdown(session)
+    )
+
+
+def test_a_modest_profiler_cost_is_left_to_the_notes():
+    session = _windowed(12.0)
+    assert "makes a detailed step here" not in render_console(session, width=200)
+    assert "**Caveat:**" not in render_markdown(session)

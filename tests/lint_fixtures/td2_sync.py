@@ -214,3 +214,24 @@ def dqn(envs, q_network, optimizer, obs, steps):
         optimizer.step()
         q_max = q_values.max().cpu().numpy()  # expect: TD201
         print(q_max)
+
+
+def log_step(loss, acc, logger):
+    logger.info("loss %.4f acc %.3f", loss.item(), acc.item())
+
+
+def seconds_since(start, clock):
+    return clock.now().item() - start
+
+
+def train_with_a_logging_helper(model, loader, opt, logger, clock):
+    for step, (x, y) in enumerate(loader):
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        loss.backward()
+        opt.step()
+        acc = (out.argmax(1) == y).float().mean()
+        log_step(loss, acc, logger)  # expect: TD201
+        if step % 100 == 0:
+            log_step(loss, acc, logger)  # at the log interval: fine
+        seconds_since(0.0, clock)  # reads no tensor it is given

@@ -170,3 +170,8 @@ def remap_with_a_given_mapping(labels, class_to_index):
     names = torch.tensor([class_to_index[v] for v in labels.tolist()])  # expect: TD302
     scaled = torch.tensor([w[i] * 2 for i, w in enumerate(labels)])  # no lookup of a label
     return ids, names, scaled
+
+
+def remap_on_the_host(y):
+    _, inverse = np.unique(y.cpu().numpy(), return_inverse=True)  # expect: TD302
+    return torch.from_numpy(inverse).to(y.device)

@@ -147,3 +147,32 @@ def _steps_an_environment(node: ast.AST) -> bool:
         and node.func.attr == "step"
         and bool(_ENVIRONMENT.search(dotted(node.func.value) or ""))
     )
+
+
+#: a scalar id a sequence is compared with (a special token, a padding value)
+_TOKEN_ID = re.compile(
+    r"(^|_)(id|idx|index|token|token_id|pad|eos|eot|eod|sot|bos|sep|cls|unk|blank)$", re.IGNORECASE
+)
+
+
+def compared_per_sample(invariant: ast.AST, varying: ast.AST, loop: ast.AST) -> bool:
+    """Whether ``varying == invariant`` in a loop compares each sample with a constant (a
+    literal, an UPPER_CASE name, a special token's id: ``ids == IMAGE_TOKEN_INDEX``,
+    ``t == tokenizer.eot``, ``config.pad_token_id``): one mask per sample, not one per value.
+
+    Example:
+        >>> eot = ast.parse("tokenizer.eot", mode="eval").body
+        >>> compared_per_sample(eot, None, None)
+        True
+        >>> compared_per_sample(ast.parse("v", mode="eval").body, None, None)
+        False
+    """
+    if isinstance(invariant, ast.UnaryOp):
+        invariant = invariant.operand
+    if isinstance(invariant, ast.Constant):
+        return True
+    name = dotted(invariant)
+    last = (name or "").rsplit(".", 1)[-1]
+    return bool(last) and (
+        last.isupper() or bool(_TOKEN_ID.search(last)) or "config." in (name or "")
+    )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ast
-import re
 
 from torchdoctor.lint.loop_shapes import (
     TENSOR_FROM_LIST,
+    compared_per_sample,
     equality_sides,
     per_label_lookup,
     remap_loop_parts,
@@ -19,6 +19,7 @@ from torchdoctor.lint.visitor import (
     dotted,
     dotted_names_in,
     has_host_copy,
+    keyword,
     method_name,
     positional,
     statement_list,
@@ -29,10 +30,6 @@ LSA = frozenset(
     {"scipy.optimize.linear_sum_assignment", "scipy.optimize._lsap.linear_sum_assignment"}
 )
 UNIQUE_HOST = frozenset({"numpy.unique"})
-#: a scalar id a sequence is compared with (a special token, a padding value)
-_TOKEN_ID = re.compile(
-    r"(^|_)(id|idx|index|token|token_id|pad|eos|eot|eod|sot|bos|sep|cls|unk|blank)$", re.IGNORECASE
-)
 #: counting a mask: ``(x == v).sum()``, ``torch.count_nonzero(x == v)``
 _COUNTS = frozenset({"sum", "count_nonzero"})
 _COUNT_CALLS = frozenset({"torch.sum", "torch.count_nonzero"})
@@ -136,21 +133,7 @@ class LoopRules(RuleVisitor):
                     return loop
         return None
 
-    @staticmethod
-    def skip_mask(invariant: ast.AST, varying: ast.AST, loop: ast.AST) -> bool:
-        """``ids == IMAGE_TOKEN_INDEX`` in a loop over samples compares each sample with a
-        constant (a literal or an UPPER_CASE name): one mask per sample, not one per value."""
-        if isinstance(invariant, ast.UnaryOp):
-            invariant = invariant.operand
-        if isinstance(invariant, ast.Constant):
-            return True
-        name = dotted(invariant)
-        last = (name or "").rsplit(".", 1)[-1]
-        # a special token's id (`input_ids == vision_start_token_id`, `config.pad_token_id`)
-        # compared with each sample: one mask per sample, not one per value
-        return bool(last) and (
-            last.isupper() or bool(_TOKEN_ID.search(last)) or "config." in (name or "")
-        )
+    skip_mask = staticmethod(compared_per_sample)
 
     def _check_mask(self, node: ast.AST, mask: ast.AST, what: str, row: bool = False) -> None:
         if self._mask_loop(node, mask) is not None:
@@ -297,6 +280,12 @@ class LoopRules(RuleVisitor):
         )
 
     def _check_python_unique(self, call: ast.Call) -> None:
+        inverse = keyword(call, "return_inverse")
+        if (call.args and isinstance(inverse, ast.Constant) and inverse.value is True
+                and self.has_host_copy_resolved(call.args[0], self.enclosing_scope(call))):
+            what = "np.unique(..., return_inverse=True) of a host copy (a sync, and a sort on the CPU)"
+            self.report(call, "TD302", self._remap_message(what))  # fmt: skip
+            return
         if len(call.args) + len(call.keywords) != 1 or not call.args:
             return
         if not self.has_host_copy_resolved(call.args[0], self.enclosing_scope(call)):

@@ -270,6 +270,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
             self._check_rebuilt_tensor(node)
         if name not in HOST_COPY_METHODS and name is not None and not names:
             self._check_call_one_deep(node)
+        elif isinstance(node.func, ast.Name):
+            self._check_function_one_deep(node)
 
     def _conditional(self, node: ast.AST, loop: ast.AST) -> bool:
         """``node`` runs only under an ``if`` inside ``loop`` (``if args.profile:``,

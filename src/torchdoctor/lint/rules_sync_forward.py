@@ -11,6 +11,26 @@ from torchdoctor.lint.visitor import FOR, FUNCTIONS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
 _POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
+_HOST_READS = frozenset({"item", "cpu", "tolist", "numpy"})
+
+
+def _module_functions(context: object) -> dict[str, ast.FunctionDef]:
+    """The functions defined at the top of the file being linted, by name (cached).
+
+    Example:
+        >>> from torchdoctor.lint.visitor import FileContext
+        >>> tree = ast.parse("def log(loss):\n    print(loss.item())\n")
+        >>> list(_module_functions(FileContext("t.py", "", tree=tree)))
+        ['log']
+    """
+    cache = context.cache  # type: ignore[attr-defined]
+    if "module_functions" not in cache:
+        tree = context.tree  # type: ignore[attr-defined]
+        cache["module_functions"] = {
+            node.name: node for node in (tree.body if tree is not None else ())
+            if isinstance(node, ast.FunctionDef)
+        }  # fmt: skip
+    return cache["module_functions"]
 
 
 class ForwardAndCallSyncs:
@@ -99,6 +119,33 @@ class ForwardAndCallSyncs:
                 ):
                     return True
         return False
+
+    def _check_function_one_deep(self, node: ast.Call) -> None:
+        """``log_metrics(loss, acc, logger)`` in a training loop, where the file's function
+        ``log_metrics`` reads a parameter on the host (``loss.item()``): the sync is one call
+        deep, every step."""
+        function = _module_functions(self.context).get(node.func.id)  # type: ignore[attr-defined]
+        if function is None or any(isinstance(a, ast.Starred) for a in node.args):
+            return
+        params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+        passed = dict(zip(params, node.args))
+        passed.update((k.arg, k.value) for k in node.keywords if k.arg in params)
+        tensors = {name for name, arg in passed.items() if self.looks_like_tensor(arg)}
+        read = next((c for c in ast.walk(function) if isinstance(c, ast.Call)
+                     and method_name(c) in _HOST_READS and not c.args
+                     and isinstance(c.func, ast.Attribute)
+                     and (dotted(c.func.value) or "").split(".")[0] in tensors), None)  # fmt: skip
+        context = self._training_context(node) if read is not None else None
+        if context is None or self.under_log_gate(node, context) or self.skip_sync(node, context):
+            return
+        where = "training loop" if isinstance(context, _LOOP_STATEMENTS) else "training step"
+        self.report(
+            node,
+            "TD201",
+            f"`{node.func.id}(...)` reads tensors on the host (`{ast.unparse(read)}` in "  # type: ignore[attr-defined]
+            f"{function.name}, line {read.lineno}) every step of this {where}: pass detached "
+            "device tensors and convert them at log time (torchdoctor.train.LazyMetrics)",
+        )
 
     def _check_call_one_deep(self, node: ast.Call) -> None:
         """``metric_logger.update(**loss_dict)`` in a training loop, where the project's

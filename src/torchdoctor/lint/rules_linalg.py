@@ -31,6 +31,7 @@ INVERSES = frozenset(
     }
 )
 INVERSE_METHODS = frozenset({"inverse", "pinverse"})
+HOST_INVERSES = frozenset({"numpy.linalg.inv", "numpy.linalg.pinv"})
 MATMULS = frozenset(
     {
         "torch.matmul",
@@ -182,7 +183,10 @@ class LinalgRules(RuleVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
-        is_inverse = bool(names & INVERSES) or (
+        on_host = bool(names & HOST_INVERSES) and bool(node.args) and (
+            self.has_host_copy_resolved(node.args[0], self.enclosing_scope(node))
+        )  # (NumPy inverting tensor data copied to the host)
+        is_inverse = on_host or bool(names & INVERSES) or (
             method_name(node) in INVERSE_METHODS and not node.args and not node.keywords
         )
         if is_inverse:
@@ -191,9 +195,13 @@ class LinalgRules(RuleVisitor):
                 self.report(
                     node,
                     "TD101",
-                    f"explicit inverse `{self.code_of(node)}` is multiplied ({use}): solve "
-                    "instead (torch.linalg.solve, or cholesky + cholesky_solve/solve_triangular; "
-                    "whitening and Mahalanobis: torchdoctor.ops.whiten / pairwise_mahalanobis)",
+                    f"explicit inverse `{self.code_of(node)}`"
+                    + (" of tensor data copied to the host" if on_host else "")
+                    + f" is multiplied ({use}): solve "
+                    + ("on the device " if on_host else "")
+                    + "instead (torch.linalg.solve, or cholesky + cholesky_solve/"
+                    "solve_triangular; whitening and Mahalanobis: torchdoctor.ops.whiten / "
+                    "pairwise_mahalanobis)",
                 )
         for name in names & FACTORIZATIONS.keys():
             position, keywords, is_solve = FACTORIZATIONS[name]

@@ -8,9 +8,11 @@ leading batch dimension, modules take batches, and ``torch.vmap(f)(x)`` batches 
 function. The loop costs one launch per op per item plus the Python around them.
 
 Recognised: ``for i in range(x.shape[0] | x.size(0) | len(x))`` (``len`` only for a tensor made
-in the function) with ``x[i]`` in the body, appending to a list that ``torch.stack`` /
+in the function, or a parameter the body slices one item at a time, ``model(x[i:i + 1])``)
+with ``x[i]`` in the body, appending to a list that ``torch.stack`` /
 ``torch.cat`` reads after the loop, or writing each result into a tensor made before the loop
-(``out[i] = a[i] * b[i]``, ``x[i] = x[i] / x[i].norm()``); and
+(``out[i] = a[i] * b[i]``, ``x[i] = x[i] / x[i].norm()``, a pairwise table filled in a
+nested loop ``d[b, k] = torch.dist(x[b], c[k])``); and
 ``torch.stack([f(x[i]) for i in range(...)])``. Not
 reported: recurrences (a state carried from one item to the next: ``h = cell(x[t], h)``),
 bodies that read tensors on the host (``.item()``, ``.cpu()``: the per-item work is host work),
@@ -167,7 +169,7 @@ class BatchLoopRules(RuleVisitor):
         if not isinstance(node.target, ast.Name) or node.orelse:
             return
         scope = self.enclosing_scope(node)
-        batch = self._batch_of(node.iter, scope)
+        batch = self._batch_of(node.iter, scope) or _sliced_parameter(node, self)
         if batch is None or self.is_training_body(node):
             return
         appended = {
@@ -190,7 +192,8 @@ class BatchLoopRules(RuleVisitor):
         self, loop: ast.For, scope: ast.AST, batch: str
     ) -> tuple[str, list] | None:
         """``(out, body)`` when every statement of the loop body is ``out[i] = value`` (or
-        ``out[i, ...] = value``) into one tensor made by torch before the loop, or into the
+        ``out[i, ...] = value``, ``out[b, i] = value`` inside a loop over ``b``: a pairwise
+        table filled item by item) into one tensor made by torch before the loop, or into the
         batch itself: the body with those writes as plain expressions (writing an item is no
         state carried)."""
         index = loop.target.id  # type: ignore[attr-defined]
@@ -200,7 +203,7 @@ class BatchLoopRules(RuleVisitor):
                 isinstance(stmt, ast.Assign)
                 and len(stmt.targets) == 1
                 and isinstance(stmt.targets[0], ast.Subscript)
-                and _first_index(stmt.targets[0].slice) == index
+                and index in _indices(stmt.targets[0].slice)  # (out[b, k]: pairwise loops)
             ):
                 return None
             names.add(dotted(stmt.targets[0].value))
@@ -251,7 +254,8 @@ class BatchLoopRules(RuleVisitor):
     ) -> None:
         what = f"stacks `{stacked}`" if stacked else "stacks the results"
         if written:
-            what = f"writes each result into `{written}[i]`"
+            index = getattr(getattr(node, "target", None), "id", "i")
+            what = f"writes each result into `{written}` at `{index}`"
         self.report(
             node,
             "TD304",
@@ -267,6 +271,51 @@ def _sized_by_shape(it: ast.AST) -> bool:
     of a list)."""
     n = it.args[0] if isinstance(it, ast.Call) and it.args else None
     return isinstance(n, ast.Subscript) or (isinstance(n, ast.Call) and method_name(n) == "size")
+
+
+def _sliced_parameter(loop: ast.For, rules: BatchLoopRules) -> str | None:
+    """``x`` for ``for i in range(len(x))`` over a parameter ``x`` that the body slices one item
+    at a time keeping the batch dimension, ``x[i:i + 1]`` (a per-sample model call: only a
+    tensor or an array is sliced so); None otherwise.
+
+    Example:
+        >>> src = "def f(m, x):\\n    for i in range(len(x)):\\n        m(x[i:i + 1])\\n"
+        >>> function = ast.parse(src).body[0]
+        >>> class Rules:
+        ...     assigned_values = staticmethod(lambda scope, name: [])
+        ...     enclosing_scope = staticmethod(lambda node: function)
+        >>> _sliced_parameter(function.body[0], Rules())
+        'x'
+    """
+    it, index = loop.iter, loop.target
+    if not (isinstance(it, ast.Call) and dotted(it.func) == "range" and len(it.args) == 1
+            and isinstance(it.args[0], ast.Call) and dotted(it.args[0].func) == "len"
+            and len(it.args[0].args) == 1 and isinstance(index, ast.Name)):  # fmt: skip
+        return None
+    name = dotted(it.args[0].args[0])
+    if not name or "." in name or rules.assigned_values(rules.enclosing_scope(loop), name):
+        return None  # (a parameter, never assigned in the function)
+    for node in (n for stmt in loop.body for n in ast.walk(stmt)):
+        if (isinstance(node, ast.Subscript) and dotted(node.value) == name
+                and isinstance(node.slice, ast.Slice) and dotted(node.slice.lower) == index.id
+                and isinstance(node.slice.upper, ast.BinOp)
+                and isinstance(node.slice.upper.op, ast.Add)
+                and dotted(node.slice.upper.left) == index.id
+                and isinstance(node.slice.upper.right, ast.Constant)
+                and node.slice.upper.right.value == 1):  # fmt: skip
+            return name
+    return None
+
+
+def _indices(index: ast.AST) -> list[str | None]:
+    """The names indexing each dimension: ``[i, k]`` for ``x[i, k]``, ``[i]`` for ``x[i]``.
+
+    Example:
+        >>> _indices(ast.parse("x[b, k]", mode="eval").body.slice)
+        ['b', 'k']
+    """
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return [_first_index(part) for part in parts]
 
 
 def _first_index(index: ast.AST) -> str | None:

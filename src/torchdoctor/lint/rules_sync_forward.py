@@ -19,7 +19,7 @@ def _module_functions(context: object) -> dict[str, ast.FunctionDef]:
 
     Example:
         >>> from torchdoctor.lint.visitor import FileContext
-        >>> tree = ast.parse("def log(loss):\n    print(loss.item())\n")
+        >>> tree = ast.parse("def log(loss):\\n    print(loss.item())\\n")
         >>> list(_module_functions(FileContext("t.py", "", tree=tree)))
         ['log']
     """

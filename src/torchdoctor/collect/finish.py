@@ -161,8 +161,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         "detail": detail,
         "notes": notes,
     }
-    if state.common_step_modules():  # (what most steps called, when others called more)
-        session["config"]["outer_modules"] = state.common_step_modules()
+    outer = state.common_step_modules()  # (what most steps called, when others called more)
+    if outer:
+        session["config"]["outer_modules"] = outer
     session["steps"] = state.step_entries(steps)
     # light steps run without module hooks: their forward is not told from "other"
     session["phases"] = {

@@ -23,6 +23,7 @@ from torchdoctor.lint.rules_precision import PrecisionRules
 from torchdoctor.lint.rules_sigmoid_bce import SigmoidBceRules
 from torchdoctor.lint.rules_softmax import SoftmaxRules
 from torchdoctor.lint.rules_sync import SyncRules
+from torchdoctor.lint.rules_topk import TopKRules
 from torchdoctor.lint.rules_training import TrainingRules
 
 FAMILIES: tuple[type, ...] = (
@@ -43,6 +44,7 @@ FAMILIES: tuple[type, ...] = (
     ActivationRules,
     SoftmaxRules,
     SigmoidBceRules,
+    TopKRules,
     TrainingRules,
     HistoryRules,
     CheckpointRules,

@@ -1,0 +1,113 @@
+"""TD512: a full sort whose results are only ever read up to ``k``: ``torch.topk`` selects them.
+
+``values, idx = torch.sort(scores, descending=True)`` then ``idx[:k]`` (also ``x.sort()``,
+``torch.argsort`` / ``x.argsort()``, and the slice on the last dimension, ``idx[:, :k]``,
+``idx[..., :k]``) sorts every element to keep ``k`` of them; ``torch.topk(scores, k)`` selects
+the ``k`` largest (``largest=False``: the smallest) without ordering the rest, and returns them
+sorted. Measured on a CPU (torch 2.13, one thread, ``torchdoctor bench fused``: forward and
+backward of the values, k = 16): 4.6x on 64 x 1,000 scores, 32x on 8 x 50,257 logits.
+
+Not reported: a sorted result read any other way (a cumulative sum for top-p sampling, the
+whole order, an index that is not a leading slice), a slice that starts past 0, a name
+assigned again in the function, and a sort asked to be stable (``stable=True``: ties kept in
+their input order, which topk does not promise).
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import RuleVisitor, keyword, method_name
+
+RULES = (
+    Rule(
+        "TD512",
+        "sort-for-top-k",
+        "warning",
+        "a full sort (torch.sort, argsort) whose results are only read up to k (`idx[:k]`)",
+        "torch.topk(x, k) (largest=False for the smallest) selects the k without sorting the "
+        "rest: 4.6-32x faster forward + backward on a CPU",
+        "values, idx = torch.sort(scores, descending=True)\nbest = idx[:k]",
+        "values, idx = torch.topk(scores, k)\nbest = idx",
+    ),
+)
+
+_SORTS = frozenset({"torch.sort", "torch.argsort"})
+_SORT_METHODS = frozenset({"sort", "argsort"})
+
+
+class TopKRules(RuleVisitor):
+    """TD512 (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef best(scores, k):\\n"
+        ...        "    values, idx = torch.sort(scores, descending=True)\\n"
+        ...        "    return values[:k], idx[:k]\\n")
+        >>> [(f.line, f.code) for f in lint_source(src)]
+        [(3, 'TD512')]
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((r"(?m)^\s*(?:import|from)\s+torch\b", r"sort\("),)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        method = method_name(node) in _SORT_METHODS and isinstance(node.func, ast.Attribute)
+        if not (self.callee(node) & _SORTS or (method and not self.callee(node))):
+            return
+        stable = keyword(node, "stable")
+        if isinstance(stable, ast.Constant) and stable.value is True:
+            return  # (ties kept in input order on purpose: topk does not promise it)
+        statement = self.parent(node)
+        if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
+            return
+        target = statement.targets[0]
+        names = [e.id for e in (target.elts if isinstance(target, ast.Tuple) else [target])
+                 if isinstance(e, ast.Name)]  # fmt: skip
+        if not names or isinstance(target, ast.Tuple) and len(names) != len(target.elts):
+            return
+        scope = self.enclosing_scope(node)
+        found = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id in names]
+        if sum(isinstance(n.ctx, ast.Store) for n in found) != len(names):
+            return  # (a name assigned again, or deleted: another value)
+        uses = [n for n in found if isinstance(n.ctx, ast.Load)]
+        if not uses or not all(_leading_slice(self.parent(n)) for n in uses):
+            return
+        descending = keyword(node, "descending")
+        largest = isinstance(descending, ast.Constant) and descending.value is True
+        self.report(
+            node,
+            "TD512",
+            f"`{self.code_of(node)}` sorts every element, and only the first k are read "
+            f"(`{self.code_of(self.parent(uses[0]))}`): torch.topk(..., k"
+            + ("" if largest else ", largest=False")
+            + ") selects them without sorting the rest, and returns them in order "
+            "(4.6-32x faster forward + backward on a CPU)",
+        )
+
+
+def _leading_slice(node: ast.AST | None) -> bool:
+    """``x[:k]``, ``x[0:k]``, ``x[:, :k]``, ``x[..., :k]``: the first k along the last index
+    given, every other index whole.
+
+    Example:
+        >>> _leading_slice(ast.parse("x[..., :k]", mode="eval").body)
+        True
+        >>> _leading_slice(ast.parse("x[1:k]", mode="eval").body)
+        False
+    """
+    if not isinstance(node, ast.Subscript) or not isinstance(node.ctx, ast.Load):
+        return False
+    parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+    *whole, last = parts
+    if not isinstance(last, ast.Slice) or last.upper is None or last.step is not None:
+        return False
+    if last.lower is not None and not (isinstance(last.lower, ast.Constant) and last.lower.value == 0):
+        return False
+    return all(
+        (isinstance(p, ast.Constant) and p.value is Ellipsis)
+        or (isinstance(p, ast.Slice) and p.lower is None and p.upper is None and p.step is None)
+        for p in whole
+    )

@@ -1,0 +1,40 @@
+# TD512 fixtures: a full sort read only up to k.
+import torch
+
+
+def best_parts(scores, k):
+    values, idx = torch.sort(scores, descending=True)  # expect: TD512
+    return values[:k], idx[:k]
+
+
+def nearest(dist, k):
+    order = dist.argsort(dim=-1)  # expect: TD512
+    return order[..., :k]
+
+
+def lowest_rows(x, k):
+    idx = torch.argsort(x, dim=1)  # expect: TD512
+    return idx[:, 0:k]
+
+
+def top_p(logits, p):
+    # nucleus sampling needs the whole order (a cumulative sum): no finding
+    sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    keep = cumulative <= p
+    return sorted_idx[keep]
+
+
+def median_of(x):
+    values, _ = torch.sort(x)
+    return values[x.shape[0] // 2]  # an element, not a leading slice: no finding
+
+
+def ranks(x):
+    order = x.argsort()
+    return order  # the whole order: no finding
+
+
+def keep_tokens(dissimilarity, keep):
+    order = torch.argsort(dissimilarity, descending=True, stable=True)  # ties in order: no finding
+    return order[:keep]

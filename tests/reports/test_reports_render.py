@@ -181,3 +181,18 @@ def test_report_command_bad_file_is_a_usage_error(tmp_path, capsys):
     bad.write_text("{}")
     assert main(["report", str(bad)]) == 2
     assert "schema_version" in capsys.readouterr().err
+
+
+def test_report_reanalyze_replaces_the_advice_a_session_was_saved_with(tmp_path, capsys):
+    """A session keeps the advice of the version that wrote it; --reanalyze applies this
+    version's rules to the measurements it holds."""
+    data = with_advice(slow_session())
+    data["advice"] = [{**data["advice"][0], "title": "advice of an older torchdoctor"}]
+    source = tmp_path / "s.json"
+    Session.from_dict(data).save(source)
+    assert main(["report", str(source), "-f", "md"]) == 0
+    assert "advice of an older torchdoctor" in capsys.readouterr().out
+    assert main(["report", str(source), "-f", "md", "--reanalyze"]) == 0
+    text = capsys.readouterr().out
+    assert "advice of an older torchdoctor" not in text
+    assert "Compute model.encoder once and reuse it" in text

@@ -4,6 +4,7 @@ Example (shell)::
 
     torchdoctor report run.json --format html -o report.html
     torchdoctor report run.json              # console report on stdout
+    torchdoctor report run.json --reanalyze  # the advice of this version's rules
 
 A tune session of the same script (``torchdoctor tune``: ``tune.json`` beside the session, or
 ``--tune PATH``) is merged in, so the knob advice carries the measured savings.
@@ -40,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="report format (default: from the -o suffix, else console)",
     )
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument(
+        "--reanalyze",
+        action="store_true",
+        help="compute the advice again with this torchdoctor's rules (a session keeps the "
+        "advice of the version that wrote it)",
+    )
     parser.add_argument(
         "--tune",
         metavar="TUNE.json",
@@ -78,6 +85,25 @@ def merge_tune_session(session: Any, session_path: str, tune_path: str | None) -
     return merge_tune(session, tune)
 
 
+def reanalyzed(session: Any) -> Any:
+    """The session with its advice computed again by this torchdoctor's rules (from the
+    measurements and lint findings it holds).
+
+    Example:
+        >>> from torchdoctor.session import Session
+        >>> s = Session.new("train.py", with_environment=False)
+        >>> s["advice"] = [{"rule": "old", "title": "stale"}]
+        >>> [a["rule"] for a in reanalyzed(s)["advice"]]
+        []
+    """
+    from torchdoctor.analyze.advice import advice_dicts
+    from torchdoctor.session import Session
+
+    data = dict(session.to_dict() if hasattr(session, "to_dict") else session)
+    data["advice"] = advice_dicts(data)
+    return Session.from_dict(data)
+
+
 def run(args: argparse.Namespace) -> int:
     """Render the saved session; 0, or 2 when it cannot be read.
 
@@ -95,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as exc:
         print(f"torchdoctor report: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "reanalyze", False):
+        session = reanalyzed(session)
     fmt = args.format or infer_format(args.output)
     text = render_report(session, fmt)
     if args.output:

@@ -101,10 +101,9 @@ class BatchLoopRules(RuleVisitor):
             and n.args[0].value == 0
         ):
             return dotted(n.func.value)  # type: ignore[attr-defined]
-        if isinstance(n, ast.Call) and dotted(n.func) == "len" and len(n.args) == 1:
-            name = dotted(n.args[0])
-            if name and "." not in name and self._made_by_torch(name, scope):
-                return name
+        name = _len_of(it)
+        if name and self._made_by_torch(name, scope):
+            return name
         return None
 
     def _made_by_torch(
@@ -273,6 +272,22 @@ def _sized_by_shape(it: ast.AST) -> bool:
     return isinstance(n, ast.Subscript) or (isinstance(n, ast.Call) and method_name(n) == "size")
 
 
+def _len_of(it: ast.AST) -> str | None:
+    """``x`` for ``range(len(x))`` (a plain name), else None.
+
+    Example:
+        >>> _len_of(ast.parse("range(len(batch))", mode="eval").body)
+        'batch'
+    """
+    if not (isinstance(it, ast.Call) and dotted(it.func) == "range" and len(it.args) == 1):
+        return None
+    n = it.args[0]
+    if not (isinstance(n, ast.Call) and dotted(n.func) == "len" and len(n.args) == 1):
+        return None
+    name = dotted(n.args[0])
+    return name if name and "." not in name else None
+
+
 def _sliced_parameter(loop: ast.For, rules: BatchLoopRules) -> str | None:
     """``x`` for ``for i in range(len(x))`` over a parameter ``x`` that the body slices one item
     at a time keeping the batch dimension, ``x[i:i + 1]`` (a per-sample model call: only a
@@ -287,13 +302,10 @@ def _sliced_parameter(loop: ast.For, rules: BatchLoopRules) -> str | None:
         >>> _sliced_parameter(function.body[0], Rules())
         'x'
     """
-    it, index = loop.iter, loop.target
-    if not (isinstance(it, ast.Call) and dotted(it.func) == "range" and len(it.args) == 1
-            and isinstance(it.args[0], ast.Call) and dotted(it.args[0].func) == "len"
-            and len(it.args[0].args) == 1 and isinstance(index, ast.Name)):  # fmt: skip
+    index, name = loop.target, _len_of(loop.iter)
+    if not isinstance(index, ast.Name) or not name:
         return None
-    name = dotted(it.args[0].args[0])
-    if not name or "." in name or rules.assigned_values(rules.enclosing_scope(loop), name):
+    if rules.assigned_values(rules.enclosing_scope(loop), name):
         return None  # (a parameter, never assigned in the function)
     for node in (n for stmt in loop.body for n in ast.walk(stmt)):
         if (isinstance(node, ast.Subscript) and dotted(node.value) == name

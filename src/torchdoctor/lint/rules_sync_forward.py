@@ -7,11 +7,10 @@ import ast
 import re
 
 from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
-from torchdoctor.lint.visitor import FOR, FUNCTIONS, dotted, method_name
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
 _POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
-_HOST_READS = frozenset({"item", "cpu", "tolist", "numpy"})
 
 
 def _module_functions(context: object) -> dict[str, ast.FunctionDef]:
@@ -132,7 +131,7 @@ class ForwardAndCallSyncs:
         passed.update((k.arg, k.value) for k in node.keywords if k.arg in params)
         tensors = {name for name, arg in passed.items() if self.looks_like_tensor(arg)}
         read = next((c for c in ast.walk(function) if isinstance(c, ast.Call)
-                     and method_name(c) in _HOST_READS and not c.args
+                     and method_name(c) in HOST_COPY_METHODS and not c.args
                      and isinstance(c.func, ast.Attribute)
                      and (dotted(c.func.value) or "").split(".")[0] in tensors), None)  # fmt: skip
         context = self._training_context(node) if read is not None else None

@@ -1,4 +1,5 @@
 # TD101 / TD102 fixtures. "# expect: CODE" marks every line that must fire; others must not.
+import numpy as np
 import torch
 import torch as T
 from torch.linalg import cholesky, inv, solve
@@ -121,3 +122,22 @@ def mahalanobis_on_the_host(x, y, cov):
     d = (x - y).detach().cpu().numpy()
     table = np.linalg.inv(np.eye(3) * 2.0)  # NumPy's own data: not a tensor's
     return (d @ prec * d).sum(-1), table @ np.ones(3)
+
+
+def class_scores(feats, means, covs):
+    scores = []
+    for k in range(means.shape[0]):
+        prec = covs[k].inverse()  # expect: TD101, TD103
+        d = feats - means[k]
+        scores.append(((d @ prec) * d).sum(-1))
+    return torch.stack(scores, 1)
+
+
+def host_mahalanobis(feats, cov):
+    icov = np.linalg.pinv(cov.detach().cpu().numpy())  # expect: TD101
+    f = feats.cpu().numpy()
+    return np.einsum("nd,de,ne->n", f, icov, f)
+
+
+def host_inverse_kept(cov):
+    return np.linalg.inv(cov.cpu().numpy())  # near-miss: returned, never multiplied here

@@ -27,3 +27,14 @@ class Block(nn.Module):
     def forward(self, x):
         pos = torch.arange(x.shape[1]).to(x.device)  # expect: TD204
         return x + pos
+
+
+def train_step(model, x, opt, device):
+    noise = torch.randn(x.shape).to(device)  # expect: TD204
+    loss = model(x + noise).sum()
+    loss.backward()
+    opt.step()
+
+
+def make_reference(device):
+    return torch.randn(8).to(device)  # near-miss: no loop, no training step

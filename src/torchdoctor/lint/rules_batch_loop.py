@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.rules_linalg import BATCHED_LINALG
+from torchdoctor.lint.rules_linalg import BATCHED_LINALG, BATCHED_LINALG_METHODS
 from torchdoctor.lint.syntax import MODEL_NAME
 from torchdoctor.lint.visitor import (
     HOST_COPY_METHODS,
@@ -72,7 +72,10 @@ class BatchLoopRules(RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"torch\.(stack|cat|concat)", r"range\("),)
+    TRIGGERS = (
+        (r"torch\.(stack|cat|concat)", r"range\("),
+        (r"range\(", r"\]\s*=[^=]"),  # (out[i] = ...: items written one by one)
+    )
 
     def _batch_of(self, it: ast.AST, scope: ast.AST) -> str | None:
         """``x`` for ``range(x.shape[0])``, ``range(x.size(0))``, ``range(len(x))`` (``x`` a
@@ -138,7 +141,10 @@ class BatchLoopRules(RuleVisitor):
         calls = [n for n in nodes if isinstance(n, ast.Call)]
         if any(method_name(c) in HOST_COPY_METHODS for c in calls):
             return False
-        if any(self.callee(c) & BATCHED_LINALG.keys() for c in calls):
+        if any(
+            self.callee(c) & BATCHED_LINALG.keys() or method_name(c) in BATCHED_LINALG_METHODS
+            for c in calls
+        ):
             return False  # TD103 names the per-item factorization, the more precise cause
         if any(
             q.startswith(("numpy.", "scipy.", "builtins.float", "builtins.int", "builtins.round"))
@@ -169,7 +175,18 @@ class BatchLoopRules(RuleVisitor):
             return
         scope = self.enclosing_scope(node)
         batch = self._batch_of(node.iter, scope) or _sliced_parameter(node, self)
-        if batch is None or self.is_training_body(node):
+        if batch is None and not self.is_training_body(node):
+            # range(len(a)) over a parameter: a list as often as a tensor, so only when its
+            # items go into a table made by torch (D[i, j] = (a[i] - b[j]).norm())
+            name = _len_of(node.iter)
+            if name and self._made_by_torch(name, scope, unassigned=True):
+                written = self._written_per_item(node, scope, name)
+                if written is not None and self._per_item(
+                    written[1], node.target.id, name, arithmetic=True
+                ):
+                    self._report(node, name, None, written=written[0])
+            return
+        if self.is_training_body(node):
             return
         appended = {
             dotted(c.func.value)  # type: ignore[attr-defined]

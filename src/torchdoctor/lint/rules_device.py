@@ -143,9 +143,14 @@ class DeviceRules(RuleVisitor):
         loops = [lp for lp in self.enclosing_loops(move) if isinstance(lp, _LOOPS)]
         scope = self.enclosing_scope(move)
         in_forward = isinstance(scope, FUNCTIONS) and scope.name == "forward"
-        if not loops and not in_forward:
+        in_step = self.is_step_function(scope)
+        if not loops and not in_forward and not in_step:
             return
-        where = "every iteration of this loop" if loops else "on every forward call"
+        where = (
+            "every iteration of this loop"
+            if loops
+            else ("on every forward call" if in_forward else "on every training step")
+        )
         source = segment(self.context.lines, factory) or ""
         extra = [kw for kw in move.keywords if kw.arg != "device"]
         other_args = move.args[1:] if move.func.attr == "to" and move.args else []

@@ -46,6 +46,11 @@ MATMULS = frozenset(
         "torch.addmm",
         "torch.tensordot",
         "torch.nn.functional.linear",  # F.linear(x, A_inv) = x @ A_inv.T
+        "numpy.dot",  # (a host inverse: np.linalg.inv(cov.cpu().numpy()))
+        "numpy.matmul",
+        "numpy.einsum",
+        "numpy.tensordot",
+        "numpy.linalg.multi_dot",
     }
 )
 MATMUL_METHODS = frozenset({"matmul", "mm", "bmm", "mv", "__matmul__", "__rmatmul__"})
@@ -92,6 +97,11 @@ BATCHED_LINALG: dict[str, tuple[int, tuple[str, ...], bool]] = {
     "torch.matrix_exp": (0, ("input",), False),
     "torch.linalg.matrix_norm": (0, ("A",), False),
 }
+
+#: the same functions as tensor methods (``covs[b].inverse()``, ``sigma.cholesky()``)
+BATCHED_LINALG_METHODS = frozenset(
+    {"inverse", "pinverse", "cholesky", "det", "logdet", "slogdet", "matrix_exp"}
+)
 
 
 #: methods that add items to a container: a loop that indexes what it grows is a recurrence
@@ -223,13 +233,12 @@ class LinalgRules(RuleVisitor):
                 )
             self.report(node, "TD102", msg)
             return
-        for name in names & BATCHED_LINALG.keys():
-            position, keywords, _ = BATCHED_LINALG[name]
-            matrix = _matrix_arg(node, position, keywords)
+        linalg = self.linalg_matrix(node)
+        if linalg is not None:
+            short, matrix = linalg
             found = None if matrix is None else self._batch_item(matrix, node)
             if found is not None and self._first_in_loop(node, found[1]):
                 item = found[0]
-                short = name.rsplit(".", 1)[-1]
                 self.report(
                     node,
                     "TD103",
@@ -237,9 +246,24 @@ class LinalgRules(RuleVisitor):
                     "take a batch (..., n, n): stack the matrices and make one batched call "
                     "before the loop (one kernel instead of one per item, no Python loop)",
                 )
-            return
 
     # -- TD103 helpers ------------------------------------------------------------------------
+    def linalg_matrix(self, call: ast.Call) -> tuple[str, ast.AST | None] | None:
+        """``(short name, matrix)`` of a linear-algebra call that takes a batch of matrices:
+        ``torch.linalg.cholesky(covs[b])`` or the method form ``covs[b].inverse()``; None for
+        any other call."""
+        for name in self.callee(call) & BATCHED_LINALG.keys():
+            position, keywords, _ = BATCHED_LINALG[name]
+            return name.rsplit(".", 1)[-1], _matrix_arg(call, position, keywords)
+        if (
+            method_name(call) in BATCHED_LINALG_METHODS
+            and not call.args
+            and not call.keywords
+            and not self.callee(call)
+        ):
+            return method_name(call), call.func.value  # type: ignore[attr-defined]
+        return None
+
     def _batch_item(self, matrix: ast.AST, call: ast.Call) -> tuple[str, ast.AST] | None:
         """How ``matrix`` is one item of a batch the innermost loop walks (``covs[b]``, the
         loop variable of ``for cov in covs``), and that loop; or None. A loop that trains, or that updates
@@ -310,12 +334,11 @@ class LinalgRules(RuleVisitor):
         ):
             if other is call:
                 return True
-            for name in self.callee(other) & BATCHED_LINALG.keys():
-                position, keywords, _ = BATCHED_LINALG[name]
-                matrix = _matrix_arg(other, position, keywords)
-                found = None if matrix is None else self._batch_item(matrix, other)
-                if found is not None and found[1] is loop:
-                    return False
+            linalg = self.linalg_matrix(other)
+            matrix = None if linalg is None else linalg[1]
+            found = None if matrix is None else self._batch_item(matrix, other)
+            if found is not None and found[1] is loop:
+                return False
         return True
 
     def _walks_items(self, loop: ast.AST) -> bool:

@@ -263,8 +263,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
             if any(self.looks_like_tensor(a) for a in node.args):
                 self._report_sync(node, "printing a tensor")
         if names & {"torch.cuda.synchronize"}:
-            loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOP_STATEMENTS)]
-            if loops and self.is_training_body(loops[0]) and not self._conditional(node, loops[0]):
+            context = self._synchronize_context(node)
+            if context is not None and not self._conditional(node, context):
                 self.report(node, "TD202")
         if names & TENSOR_FACTORIES:
             self._check_rebuilt_tensor(node)
@@ -272,6 +272,15 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
             self._check_call_one_deep(node)
         elif isinstance(node.func, ast.Name):
             self._check_function_one_deep(node)
+
+    def _synchronize_context(self, node: ast.AST) -> ast.AST | None:
+        """The training loop around ``node``, or the step function it sits in (one calling
+        backward and an optimizer step: ``def train_step(...)`` called by the loop)."""
+        loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOP_STATEMENTS)]
+        if loops:
+            return loops[0] if self.is_training_body(loops[0]) else None
+        scope = self.enclosing_scope(node)
+        return scope if self.is_step_function(scope) else None
 
     def _conditional(self, node: ast.AST, loop: ast.AST) -> bool:
         """``node`` runs only under an ``if`` inside ``loop`` (``if args.profile:``,

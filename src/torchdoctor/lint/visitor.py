@@ -52,6 +52,10 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
 )
 
 
+#: names of functions that run one training step
+_STEP_FUNCTION = re.compile(r"(?i)step|train|update|iteration|batch|fit|optimi[sz]e")
+
+
 @dataclass
 class Fix:
     """A rewrite a rule records when it detects (applied by :mod:`torchdoctor.lint.fixes`).
@@ -384,6 +388,17 @@ class RuleVisitor:
         (both, with ``full``)."""
         kinds = self.training_calls(node)
         return len(kinds) == 2 if full else bool(kinds)
+
+    def is_step_function(self, scope: ast.AST) -> bool:
+        """``scope`` runs a whole training step (backward and an optimizer step) each time it
+        is called, and is called every step: named like a step (``train_step``, ``update``)
+        or called in a step loop of the project (not a one-step demo)."""
+        if not (isinstance(scope, FUNCTIONS) and self.is_training_body(scope, full=True)):
+            return False
+        if _STEP_FUNCTION.search(scope.name):
+            return True
+        project = self.context.project
+        return project is not None and project.called_in_loop(scope.name) is not None  # type: ignore[attr-defined]
 
     def under_log_gate(self, node: ast.AST, stop: ast.AST) -> bool:
         """True when an ``if step % N == 0`` / ``if verbose`` style test guards ``node``."""

@@ -51,7 +51,6 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     with_keyword,
 )
 
-
 #: names of functions that run one training step
 _STEP_FUNCTION = re.compile(r"(?i)step|train|update|iteration|batch|fit|optimi[sz]e")
 

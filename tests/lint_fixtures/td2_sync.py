@@ -248,3 +248,39 @@ def train_with_a_logging_helper(model, loader, opt, logger, clock):
         if step % 100 == 0:
             log_step(loss, acc, logger)  # at the log interval: fine
         seconds_since(0.0, clock)  # reads no tensor it is given
+
+
+class LoopTrainer:
+    def __init__(self, model, opt, loader):
+        self.model, self.opt, self.loader = model, opt, loader
+        self.history = []
+        self.step = 0
+
+    def train_epoch(self):
+        for x, y in self.loader:
+            loss = self.model(x, y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self._record(loss)  # expect: TD201
+            self._record_now_and_then(loss)  # the read sits under a log interval
+
+    def _record(self, loss):
+        self.history.append(loss.detach().cpu().item())
+
+    def _record_now_and_then(self, loss):
+        self.step += 1
+        if self.step % 100 == 0:
+            self.history.append(loss.item())
+
+
+def train_with_a_coverage_line(model, loader, opt, np):
+    for step, (x, y) in enumerate(loader):
+        loss = model(x, y)
+        loss.backward()
+        opt.step()
+        coverage = (y.unsqueeze(0) == y.unsqueeze(1)).any(1).float().mean()
+        host_mean = np.asarray(y.shape).mean()
+        label = str(step).upper()
+        print(f"cov {coverage:.2f}")  # expect: TD201
+        print(f"shape mean {host_mean:.2f} {label}")  # NumPy's and a string's: no tensor

@@ -10,6 +10,7 @@ from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
 from torchdoctor.lint.rules_sync_solver import RULES as SOLVER_RULES
 from torchdoctor.lint.rules_sync_solver import ConvergenceSyncs
+from torchdoctor.lint.tensor_values import TensorValues
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -26,7 +27,6 @@ from torchdoctor.lint.tensors import (  # noqa: E402
     MODULE_METHODS,
     NOT_TENSOR_SUFFIX,
     NOT_TENSORS,
-    REDUCTIONS,
     SCALAR_CASTS,
     TENSOR_FACTORIES,
     TENSOR_NAME,
@@ -103,7 +103,7 @@ def _sliced_in_dims(expr: ast.AST) -> bool:
     )
 
 
-class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
+class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor):
     """TD201 host sync in a training step; TD202 cuda.synchronize in a training loop; TD203
     tensor rebuilt from host data every iteration; TD205 sync in forward; TD206 a solver's
     convergence test read on the host every iteration.
@@ -123,47 +123,6 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, RuleVisitor):
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
         (r"\bassert\b[^\n]*\.(?:all|any)\(\)",),  # (a helper some forward calls: DETR's box_ops)
     )
-
-    def looks_like_tensor(self, expr: ast.AST) -> bool:
-        """Heuristic: the expression is a tensor (statically unknowable; kept conservative)."""
-        if isinstance(expr, ast.Call):
-            if any(
-                TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)
-            ):
-                return True
-            if any(n.startswith(("builtins.", "math.", "numpy.")) for n in self.callee(expr)):
-                return False  # (`builtins.min(a, b)`: Python's, not a reduction)
-            name = method_name(expr)
-            return name in REDUCTIONS
-        name = dotted(expr)
-        if name is None and isinstance(expr, ast.Subscript):
-            return False
-        last = (name or "").rsplit(".", 1)[-1]
-        if not (TENSOR_NAME.search(last) and not NOT_TENSOR_SUFFIX.search(last)):
-            return False
-        return not (isinstance(expr, ast.Name) and self._holds_a_python_number(expr))
-
-    def _holds_a_python_number(self, name: ast.Name) -> bool:
-        """``loss_value = loss.item()`` (every assignment in the function is a host read or a
-        float()/int() cast): the name holds a Python number, reading it syncs nothing."""
-        values = self.assigned_values(self.enclosing_scope(name), name.id)
-        return bool(values) and all(self._python_number(v) for v in values)
-
-    def _python_number(self, value: ast.AST) -> bool:
-        """A host read, a float()/int() cast, math/numpy/builtins (``len(y)``), a number, or
-        arithmetic of only those: ``acc = (pred == y).sum().item() / len(y)``."""
-        if isinstance(value, ast.Constant):
-            return isinstance(value.value, int | float) and not isinstance(value.value, bool)
-        if isinstance(value, ast.BinOp):
-            return self._python_number(value.left) and self._python_number(value.right)
-        if isinstance(value, ast.UnaryOp):
-            return self._python_number(value.operand)
-        return isinstance(value, ast.Call) and (
-            method_name(value) in HOST_COPY_METHODS
-            or bool(self.callee(value) & SCALAR_CASTS.keys())
-            or any(n.startswith(("math.", "numpy.")) for n in self.callee(value))
-            or "builtins.len" in self.callee(value)  # (min/max/abs/round of a tensor: one)
-        )
 
     def _moves_a_module(self, call: ast.Call) -> bool:
         """``model.cpu()`` / ``m.cpu().parameters()``: a module is moved, no tensor is read."""

@@ -32,6 +32,19 @@ def _module_functions(context: object) -> dict[str, ast.FunctionDef]:
     return cache["module_functions"]
 
 
+def _root_name(expr: ast.AST) -> str | None:
+    """The name a chain of attributes, calls and subscripts starts from: ``loss`` for
+    ``loss.detach().cpu()``, ``out`` for ``out["loss"].float()``.
+
+    Example:
+        >>> _root_name(ast.parse("loss.detach().cpu()", mode="eval").body)
+        'loss'
+    """
+    while isinstance(expr, (ast.Attribute, ast.Call, ast.Subscript)):
+        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
 class ForwardAndCallSyncs:
     """Checks SyncRules runs for syncs in ``forward`` and one call away.
 
@@ -123,17 +136,20 @@ class ForwardAndCallSyncs:
         """``log_metrics(loss, acc, logger)`` in a training loop, where the file's function
         ``log_metrics`` reads a parameter on the host (``loss.item()``): the sync is one call
         deep, every step."""
-        function = _module_functions(self.context).get(node.func.id)  # type: ignore[attr-defined]
+        function = self._same_file_callee(node)
         if function is None or any(isinstance(a, ast.Starred) for a in node.args):
             return
         params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+        if not isinstance(node.func, ast.Name):
+            params = params[1:]  # (self)
         passed = dict(zip(params, node.args))
         passed.update((k.arg, k.value) for k in node.keywords if k.arg in params)
         tensors = {name for name, arg in passed.items() if self.looks_like_tensor(arg)}
         read = next((c for c in ast.walk(function) if isinstance(c, ast.Call)
                      and method_name(c) in HOST_COPY_METHODS and not c.args
                      and isinstance(c.func, ast.Attribute)
-                     and (dotted(c.func.value) or "").split(".")[0] in tensors), None)  # fmt: skip
+                     and _root_name(c.func.value) in tensors
+                     and not self.under_log_gate(c, function)), None)  # fmt: skip
         context = self._training_context(node) if read is not None else None
         if context is None or self.under_log_gate(node, context) or self.skip_sync(node, context):
             return
@@ -141,19 +157,41 @@ class ForwardAndCallSyncs:
         self.report(
             node,
             "TD201",
-            f"`{node.func.id}(...)` reads tensors on the host (`{ast.unparse(read)}` in "  # type: ignore[attr-defined]
+            f"`{self.code_of(node.func)}(...)` reads tensors on the host (`{ast.unparse(read)}` in "
             f"{function.name}, line {read.lineno}) every step of this {where}: pass detached "
             "device tensors and convert them at log time (torchdoctor.train.LazyMetrics)",
+        )
+
+    def _same_file_callee(self, node: ast.Call) -> ast.FunctionDef | None:
+        """The definition ``node`` calls in this file: a top-level function (``log(loss)``),
+        or a method of the class the call sits in (``self._log(loss)``)."""
+        if isinstance(node.func, ast.Name):
+            return _module_functions(self.context).get(node.func.id)
+        if not (isinstance(node.func, ast.Attribute) and dotted(node.func.value) == "self"):
+            return None
+        owner = self.parent(self.enclosing_scope(node))
+        if not isinstance(owner, ast.ClassDef):
+            return None
+        return next(
+            (
+                f
+                for f in owner.body
+                if isinstance(f, ast.FunctionDef) and f.name == node.func.attr
+            ),
+            None,
         )
 
     def _check_call_one_deep(self, node: ast.Call) -> None:
         """``metric_logger.update(**loss_dict)`` in a training loop, where the project's
         ``MetricLogger.update`` calls ``.item()``: the sync is one call deep."""
         project = self.context.project
-        if project is None or not isinstance(node.func, ast.Attribute):
+        if not isinstance(node.func, ast.Attribute):
             return
         receiver = node.func.value
-        if not isinstance(receiver, ast.Name):
+        if isinstance(receiver, ast.Name) and receiver.id == "self":
+            self._check_function_one_deep(node)  # (a method of this class)
+            return
+        if project is None or not isinstance(receiver, ast.Name):
             return
         args = [*node.args, *(k.value for k in node.keywords)]
         if not args or self._training_context(node) is None:

@@ -1,0 +1,105 @@
+"""What a linted expression holds: a tensor or a Python number (statically unknowable, so
+decided from the calls that made it and the names it has, kept conservative)."""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.tensors import (
+    NOT_TENSOR_SUFFIX,
+    NOT_TENSORS,
+    REDUCTIONS,
+    SCALAR_CASTS,
+    TENSOR_NAME,
+    TORCH_TENSOR_FUNCTION,
+)
+from torchdoctor.lint.visitor import HOST_COPY_METHODS, dotted, method_name
+
+#: tensor methods NumPy arrays and Python objects do not have
+TORCH_ONLY_METHODS = frozenset(
+    {"float", "half", "bfloat16", "unsqueeze", "detach", "cuda", "softmax", "log_softmax",
+     "masked_fill", "type_as", "norm", "clamp", "eq", "ne", "gt", "lt", "ge", "le"}
+)  # fmt: skip
+
+
+class TensorValues:
+    """Mixin for a :class:`~torchdoctor.lint.visitor.RuleVisitor`: is an expression a tensor?
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("for x, y in loader:\\n    model(x).sum().backward()\\n    opt.step()\\n"
+        ...        "    cov = (y == 1).float().mean()\\n    print(f'{cov:.2f}')\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD201']
+    """
+
+    def looks_like_tensor(self, expr: ast.AST) -> bool:
+        """Heuristic: the expression is a tensor (statically unknowable; kept conservative)."""
+        if isinstance(expr, ast.Call):
+            if any(
+                TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)
+            ):
+                return True
+            if any(n.startswith(("builtins.", "math.", "numpy.")) for n in self.callee(expr)):
+                return False  # (`builtins.min(a, b)`: Python's, not a reduction)
+            name = method_name(expr)
+            return name in REDUCTIONS
+        name = dotted(expr)
+        if name is None and isinstance(expr, ast.Subscript):
+            return False
+        last = (name or "").rsplit(".", 1)[-1]
+        if not (TENSOR_NAME.search(last) and not NOT_TENSOR_SUFFIX.search(last)):
+            return isinstance(expr, ast.Name) and self._holds_a_tensor(expr)
+        return not (isinstance(expr, ast.Name) and self._holds_a_python_number(expr))
+
+    def _holds_a_tensor(self, name: ast.Name) -> bool:
+        """``cov = (a == b).any(1).float().mean()``: every value assigned to the name in the
+        function is a chain of calls that only torch has (a ``torch.*`` function, or a method
+        NumPy arrays lack: ``.float()``, ``.unsqueeze()``) ending in no host read."""
+        values = self.assigned_values(self.enclosing_scope(name), name.id)
+        return bool(values) and all(
+            isinstance(v, ast.Call)
+            and method_name(v) not in HOST_COPY_METHODS
+            and not self._python_number(v)
+            and self._torch_only_chain(v)
+            for v in values
+        )
+
+    def _holds_a_python_number(self, name: ast.Name) -> bool:
+        """``loss_value = loss.item()`` (every assignment in the function is a host read or a
+        float()/int() cast): the name holds a Python number, reading it syncs nothing."""
+        values = self.assigned_values(self.enclosing_scope(name), name.id)
+        return bool(values) and all(self._python_number(v) for v in values)
+
+    def _python_number(self, value: ast.AST) -> bool:
+        """A host read, a float()/int() cast, math/numpy/builtins (``len(y)``), a number, or
+        arithmetic of only those: ``acc = (pred == y).sum().item() / len(y)``."""
+        if isinstance(value, ast.Constant):
+            return isinstance(value.value, int | float) and not isinstance(value.value, bool)
+        if isinstance(value, ast.BinOp):
+            return self._python_number(value.left) and self._python_number(value.right)
+        if isinstance(value, ast.UnaryOp):
+            return self._python_number(value.operand)
+        return isinstance(value, ast.Call) and (
+            method_name(value) in HOST_COPY_METHODS
+            or bool(self.callee(value) & SCALAR_CASTS.keys())
+            or any(n.startswith(("math.", "numpy.")) for n in self.callee(value))
+            or "builtins.len" in self.callee(value)  # (min/max/abs/round of a tensor: one)
+        )
+
+    def _torch_only_chain(self, call: ast.Call) -> bool:
+        """The chain of calls that ends in ``call`` (``(a == b).any(1).float().mean()``, read
+        from the outside in through each method's receiver) has a ``torch.*`` function or a
+        method only tensors have."""
+        expr: ast.AST = call
+        while isinstance(expr, ast.Call):
+            if method_name(expr) in TORCH_ONLY_METHODS or any(
+                TORCH_TENSOR_FUNCTION.match(n) for n in self.callee(expr)  # type: ignore[attr-defined]
+            ):
+                return True
+            if not isinstance(expr.func, ast.Attribute):
+                return False
+            expr = expr.func.value
+            while isinstance(expr, ast.Subscript):
+                expr = expr.value
+        return False

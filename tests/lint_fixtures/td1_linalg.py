@@ -141,3 +141,21 @@ def host_mahalanobis(feats, cov):
 
 def host_inverse_kept(cov):
     return np.linalg.inv(cov.cpu().numpy())  # near-miss: returned, never multiplied here
+
+
+def part_covariance_factors(feats, eps):
+    B, K, d = feats.shape
+    eye = torch.eye(d)
+    factors = []
+    for i in range(B):
+        x = feats[i] - feats[i].mean(0)
+        cov = x.T @ x / (K - 1) + eps * eye
+        factors.append(torch.linalg.cholesky(cov))  # expect: TD103
+    return torch.stack(factors)
+
+
+def running_filter(P, F, steps):
+    for _ in range(steps):
+        S = F @ P @ F.T
+        P = torch.linalg.inv(S)  # expect: TD101 (no TD103: P carries from one step to the next)
+    return P

@@ -197,3 +197,20 @@ def chunks_of_a_list(model, texts):
     for i in range(len(texts)):  # a slice of many items, not of one: no finding
         outs.append(model(texts[i:i + 8]))
     return torch.cat(outs)
+
+
+def peaks_per_image(heat, k):
+    B = heat.size(0)
+    peaks = []
+    for b in range(B):  # expect: TD304
+        peaks.append(torch.topk(heat[b].flatten(), k).indices)
+    return torch.stack(peaks)
+
+
+def distances_to_mean(z, mu, prec):
+    n, d = z.shape
+    ds = []
+    for i in range(n):  # expect: TD304
+        diff = z[i] - mu
+        ds.append(diff @ prec @ diff)
+    return torch.stack(ds)

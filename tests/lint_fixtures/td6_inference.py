@@ -251,3 +251,20 @@ def evaluate_policy(model, env, episodes):
     for _ in range(episodes):  # a library's predict (stable-baselines3): autograd off inside
         action, _ = model.predict(obs, deterministic=True)
         obs, reward, done, info = env.step(action)
+
+
+class CountdownPlanner:
+    def conditional_sample(self, tokens, ego, steps):
+        traj = torch.randn(ego.shape[0], 8, 2)
+        t = steps - 1
+        while t >= 0:  # expect: TD602
+            memory = self.encoder(tokens, ego)  # expect: TD601
+            traj = self.decoder(traj, memory, t)
+            t -= 1
+        return traj
+
+    def retry(self, x, tries):
+        while tries > 0:  # near-miss: a retry counter, no timestep
+            out = self.encoder(x)
+            tries -= 1
+        return out

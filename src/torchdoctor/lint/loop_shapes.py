@@ -1,11 +1,13 @@
-"""Loop shapes the TD3xx rules recognise: a comparison with a value, the label-remap idiom."""
+"""Loop shapes the TD1xx/TD3xx rules recognise: a comparison with a value, the label-remap
+idiom, the values a loop body derives from one item of a batch."""
 
 from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 
-from torchdoctor.lint.syntax import dotted, parent
+from torchdoctor.lint.syntax import FOR, dotted, dotted_names_in, parent
 from torchdoctor.lint.visitor import method_name, segment
 
 
@@ -176,3 +178,59 @@ def compared_per_sample(invariant: ast.AST, varying: ast.AST, loop: ast.AST) -> 
     return bool(last) and (
         last.isupper() or bool(_TOKEN_ID.search(last)) or "config." in (name or "")
     )
+
+
+#: names of per-layer tensors, of different shapes: no batch to stack
+NOT_A_BATCH = re.compile(r"param|weight|layer|module|block|grad", re.IGNORECASE)
+
+
+def per_item_names(loop: ast.AST, targets: set[str]) -> dict[str, ast.Subscript]:
+    """Names the loop body assigns once from one item of a batch (``x = feats[i] -
+    feats[i].mean(0)``, or from such a name: ``xc = x * w``), each with the item it comes
+    from; a name read in its own value (``h = h + x[i]``) carries state and is left out.
+
+    Example:
+        >>> loop = ast.parse("for i in range(n):\\n    x = f[i] - m\\n    c = x.T @ x\\n").body[0]
+        >>> {k: ast.unparse(v) for k, v in per_item_names(loop, {"i"}).items()}
+        {'x': 'f[i]', 'c': 'f[i]'}
+    """
+    body = loop.body if isinstance(loop, FOR) else []
+    assigns = [
+        stmt
+        for stmt in ast.walk(ast.Module(body=body, type_ignores=[]))
+        if isinstance(stmt, ast.Assign)
+        and len(stmt.targets) == 1
+        and isinstance(stmt.targets[0], ast.Name)
+    ]
+    counts = Counter(stmt.targets[0].id for stmt in assigns)  # type: ignore[attr-defined]
+    found: dict[str, ast.Subscript] = {}
+    for stmt in sorted(assigns, key=lambda a: a.lineno):
+        name = stmt.targets[0].id  # type: ignore[attr-defined]
+        names = set(dotted_names_in(stmt.value))
+        if counts[name] != 1 or name in names:
+            continue
+        item = next(
+            (
+                sub
+                for sub in ast.walk(stmt.value)
+                if isinstance(sub, ast.Subscript)
+                and index_names(sub.slice) & targets
+                and not NOT_A_BATCH.search(dotted(sub.value) or "")
+            ),
+            None,
+        )
+        item = item or next((found[n] for n in sorted(names) if n in found), None)
+        if item is not None:
+            found[name] = item
+    return found
+
+
+def index_names(index: ast.AST) -> set[str]:
+    """Names an index is made of directly: ``b`` in ``x[b]``, ``x[b, :, :]``, ``x[:, b]``.
+
+    Example:
+        >>> sorted(index_names(ast.parse("x[b, :, k]", mode="eval").body.slice))
+        ['b', 'k']
+    """
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return {p.id for p in parts if isinstance(p, ast.Name)}

@@ -88,6 +88,10 @@ class BatchLoopRules(RuleVisitor):
         ):
             return None
         n = it.args[0]
+        if isinstance(n, ast.Name):  # B = x.shape[0] / B, K, d = x.shape; range(B)
+            n = self._size_named(n, scope) or n
+            if isinstance(n, ast.Attribute):
+                return dotted(n.value)
         if (  # x.shape[0]
             isinstance(n, ast.Subscript)
             and isinstance(n.value, ast.Attribute)
@@ -108,6 +112,27 @@ class BatchLoopRules(RuleVisitor):
         if name and self._made_by_torch(name, scope):
             return name
         return None
+
+    def _size_named(self, name: ast.Name, scope: ast.AST) -> ast.AST | None:
+        """What the one assignment to ``name`` in ``scope`` reads the size from: ``x.shape[0]``
+        / ``x.size(0)`` / ``len(x)`` for ``B = ...``, ``x.shape`` for ``B, K, d = x.shape``."""
+        values = self.assigned_values(scope, name.id)
+        unpacked = [
+            node.value
+            for node in ast.walk(scope)
+            if isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Tuple)
+            and node.targets[0].elts
+            and isinstance(node.targets[0].elts[0], ast.Name)
+            and node.targets[0].elts[0].id == name.id
+        ]
+        if len(values) + len(unpacked) != 1:
+            return None
+        if unpacked:
+            value = unpacked[0]
+            return value if isinstance(value, ast.Attribute) and value.attr == "shape" else None
+        return values[0]
 
     def _made_by_torch(
         self, name: str, scope: ast.AST, before: int | None = None, unassigned: bool = False
@@ -195,7 +220,7 @@ class BatchLoopRules(RuleVisitor):
             if isinstance(c, ast.Call) and method_name(c) == "append" and len(c.args) == 1
         } - {None}
         stacked = appended & self._stacked_after(node)
-        if stacked and self._per_item(node.body, node.target.id, batch):
+        if stacked and self._per_item(node.body, node.target.id, batch, arithmetic=True):
             self._report(node, batch, sorted(stacked)[0])
             return
         written = self._written_per_item(node, scope, batch)

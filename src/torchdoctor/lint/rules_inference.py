@@ -5,6 +5,14 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.denoising_loops import (
+    SAMPLING_FUNCTION,
+    TIMESTEP_TARGET,
+    counts_down,
+    is_denoising_iter,
+    number_literal,
+    range_call,
+)
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     FOR,
@@ -22,7 +30,6 @@ EVAL_FUNCTION = re.compile(
     r"validate|validation|generate|generation|denoise|denoising)(_|$)",
     re.IGNORECASE,
 )
-STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
 NO_GRAD = frozenset(
     {
         "torch.no_grad",
@@ -56,94 +63,6 @@ FORWARD_METHODS = frozenset(
 _LIBRARY_NO_GRAD_METHODS = frozenset({"predict", "generate"})
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
-
-
-_WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
-
-
-def _number_literal(expr: ast.AST) -> bool:
-    """``0``, ``-1.0``, ``float("-inf")``, ``math.inf``: one value on the host, which
-    ``index_put_`` hands to ``masked_fill_`` (ATen's canDispatchToMaskedFill).
-
-    Example:
-        >>> [_number_literal(ast.parse(c).body[0].value) for c in ("-1e9", "float('-inf')", "y")]
-        [True, True, False]
-    """
-    if isinstance(expr, ast.UnaryOp):
-        expr = expr.operand
-    if isinstance(expr, ast.Constant):
-        return isinstance(expr.value, int | float) and not isinstance(expr.value, complex)
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
-        return expr.func.id in {"float", "int"} and all(
-            isinstance(a, ast.Constant) for a in expr.args
-        )
-    return isinstance(expr, ast.Attribute) and expr.attr in {"inf", "nan", "pi", "e"}
-
-
-def _unwrap_iter(it: ast.AST) -> ast.AST:
-    """The iterable inside enumerate(...)/tqdm(...)/reversed(...)/list(...)/iter(...), a
-    progress bar (diffusers' ``self.progress_bar(timesteps)``, rich's ``track``) or a slice
-    (``scheduler.timesteps[t_start:]``, img2img)."""
-    while True:
-        if (
-            isinstance(it, ast.Call)
-            and isinstance(it.func, (ast.Name, ast.Attribute))
-            and (dotted(it.func) or "").rsplit(".", 1)[-1] in _WRAPPERS
-            and (it.args or it.keywords)
-        ):
-            it = it.args[0] if it.args else it.keywords[0].value
-        elif isinstance(it, ast.Subscript) and (
-            isinstance(it.slice, ast.Slice)
-            or (
-                isinstance(it.slice, ast.Tuple)
-                and all(isinstance(e, ast.Slice) for e in it.slice.elts)
-            )
-        ):
-            it = it.value
-        else:
-            return it
-
-
-def _range_call(it: ast.AST) -> ast.Call | None:
-    """The ``range(...)`` call a loop iterates over (through the wrappers), if any."""
-    it = _unwrap_iter(it)
-    if isinstance(it, ast.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] == "range":
-        return it
-    return None
-
-
-def _counts_down(it: ast.AST) -> bool:
-    """A range walked backwards: ``reversed(range(n))`` (through enumerate/tqdm) or
-    ``range(n - 1, -1, -1)``, as a reverse-diffusion loop walks its timesteps."""
-    steps = _range_call(it)
-    if steps is None:
-        return False
-    if len(steps.args) == 3 and ast.unparse(steps.args[2]).replace(" ", "").startswith("-"):
-        return True
-    while isinstance(it, ast.Call) and it is not steps and (it.args or it.keywords):
-        if (dotted(it.func) or "").rsplit(".", 1)[-1] == "reversed":
-            return True
-        it = it.args[0] if it.args else it.keywords[0].value
-    return False
-
-
-def _is_denoising_iter(it: ast.AST) -> bool:
-    """``scheduler.timesteps``, ``range(num_inference_steps)``, also wrapped in
-    enumerate/tqdm/reversed/list."""
-    steps = _range_call(it)
-    if steps is not None:
-        return any(STEP_COUNT.search(ast.unparse(a)) for a in steps.args)
-    return (dotted(_unwrap_iter(it)) or "").rsplit(".", 1)[-1] == "timesteps"
-
-
-#: functions whose loops are sampling loops: sample(), generate(), denoise(), ddim_sample() ...
-SAMPLING_FUNCTION = re.compile(
-    r"(^|_)(sample|sampling|sampler|generate|generation|denoise|denoising|diffuse|diffusion|"
-    r"reverse|rollout|infer|inference|predict|plan)(_|\d|$)",
-    re.IGNORECASE,
-)
-#: loop variables that name a diffusion timestep
-TIMESTEP_TARGET = re.compile(r"^(t|ts|tt|t_idx|timestep|time_step|tau|sigma)$", re.IGNORECASE)
 
 
 #: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
@@ -211,16 +130,16 @@ class InferenceRules(RuleVisitor):
     def _is_sampling_loop(self, node: ast.For) -> bool:
         """A denoising iterator, or a loop over range(...) with a timestep-like variable in a
         sampling function (``def sample(...): for t in reversed(range(steps)):``)."""
-        if _is_denoising_iter(node.iter):
+        if is_denoising_iter(node.iter):
             return True
-        if _range_call(node.iter) is None:
+        if range_call(node.iter) is None:
             return False
         # any loop variable of a range walked backwards (`for i in reversed(range(n))`),
         # else one named like a timestep
         timesteps = {
             n
             for n in target_names(node.target)
-            if TIMESTEP_TARGET.match(n) or _counts_down(node.iter)
+            if TIMESTEP_TARGET.match(n) or counts_down(node.iter)
         }
         if not timesteps:
             return False
@@ -235,13 +154,39 @@ class InferenceRules(RuleVisitor):
         }
         if not timesteps & passed:
             return False
-        if _counts_down(node.iter):
+        if counts_down(node.iter):
             return True  # t walks the timesteps backwards into a call: a reverse-diffusion loop
         scope = self.enclosing_scope(node)
         return isinstance(scope, FUNCTIONS) and bool(SAMPLING_FUNCTION.search(scope.name))
 
     def visit_For(self, node: ast.For) -> None:
-        if not self._is_sampling_loop(node) or self.is_training_body(node):
+        if self._is_sampling_loop(node):
+            self._check_denoising_loop(node)
+
+    def visit_While(self, node: ast.While) -> None:
+        """``while t >= 0: x = denoiser(x, t, ...); t -= 1``: a timestep counted down by
+        hand into a call."""
+        counter = {
+            n for n in dotted_names_in(node.test) if "." not in n and TIMESTEP_TARGET.match(n)
+        }
+        lowered = {
+            stmt.target.id
+            for stmt in node.body
+            if isinstance(stmt, ast.AugAssign)
+            and isinstance(stmt.op, ast.Sub)
+            and isinstance(stmt.target, ast.Name)
+        }
+        passed = {
+            name
+            for call in self.direct_calls(node.body)
+            for arg in [*call.args, *(k.value for k in call.keywords)]
+            for name in dotted_names_in(arg)
+        }
+        if counter & lowered & passed:
+            self._check_denoising_loop(node)
+
+    def _check_denoising_loop(self, node: ast.For | ast.While) -> None:
+        if self.is_training_body(node):
             return
         self._check_mask_assignments(node)
         for call in self.direct_calls(node.body):
@@ -267,7 +212,7 @@ class InferenceRules(RuleVisitor):
                     "compute it once before the loop and reuse the result",
                 )
 
-    def _check_mask_assignments(self, loop: ast.For) -> None:
+    def _check_mask_assignments(self, loop: ast.For | ast.While) -> None:
         """TD603: ``x[mask] = ...`` with a boolean mask, every step."""
         for stmt in loop.body:
             if not isinstance(stmt, ast.Assign):
@@ -277,7 +222,7 @@ class InferenceRules(RuleVisitor):
                     continue
                 index = target.slice
                 name = (dotted(index) or "").rsplit(".", 1)[-1]
-                if _number_literal(stmt.value):
+                if number_literal(stmt.value):
                     continue  # x[mask] = 0 runs as masked_fill_: no nonzero, no sync
                 if "mask" in name.lower() or isinstance(index, ast.Compare):
                     self.report(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.loop_shapes import NOT_A_BATCH, index_names, per_item_names
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     COMPREHENSIONS,
@@ -110,14 +111,6 @@ _GROWS = frozenset({"append", "extend", "insert", "add", "update", "__setitem__"
 _MATRIX_BATCH = re.compile(
     r"cov|sigma|mat|kernel|gram|precision|hess|fisher|jac|rot|affine|homog|spd", re.IGNORECASE
 )
-#: names of per-layer tensors, of different shapes: no batch to stack
-_NOT_A_BATCH = re.compile(r"param|weight|layer|module|block|grad", re.IGNORECASE)
-
-
-def _index_names(index: ast.AST) -> set[str]:
-    """Names an index is made of directly: ``b`` in ``x[b]``, ``x[b, :, :]``, ``x[:, b]``."""
-    parts = index.elts if isinstance(index, ast.Tuple) else [index]
-    return {p.id for p in parts if isinstance(p, ast.Name)}
 
 
 def _matrix_arg(call: ast.Call, position: int, keywords: tuple[str, ...]):
@@ -276,6 +269,7 @@ class LinalgRules(RuleVisitor):
             return None
         targets = self.loop_targets(loop)
         assigned = self.assigned_in(loop)
+        derived = per_item_names(loop, targets)
         exprs = [matrix]
         if isinstance(matrix, ast.Name) and matrix.id not in targets:
             # cov = feats[b].T @ feats[b] in the loop, then cholesky(cov)
@@ -294,17 +288,18 @@ class LinalgRules(RuleVisitor):
                 sub
                 for sub in ast.walk(expr)
                 if isinstance(sub, ast.Subscript)
-                and _index_names(sub.slice) & targets
+                and index_names(sub.slice) & targets
                 and isinstance(sub.ctx, ast.Load)
             ]
             others = set(dotted_names_in(expr)) - targets
-            if any(n in assigned or n.split(".")[0] in assigned for n in others) or (
+            carried = assigned - derived.keys()
+            if any(n in carried or n.split(".")[0] in carried for n in others) or (
                 others & self._grown_in(loop)
             ):
                 return None  # depends on what the loop updates: a recurrence
             indexed = [
-                sub for sub in indexed if not _NOT_A_BATCH.search(dotted(sub.value) or "")
-            ]
+                sub for sub in indexed if not NOT_A_BATCH.search(dotted(sub.value) or "")
+            ] or [derived[n] for n in sorted(others & derived.keys())]
             if indexed:
                 made = f"`{matrix.id}`, made from " if expr is not matrix else ""  # type: ignore[attr-defined]
                 return f"{made}`{self.code_of(indexed[0])}`", loop
@@ -358,7 +353,7 @@ class LinalgRules(RuleVisitor):
                 # a stack of matrices (covs, sigmas, kernels), not a list of layers' weights of
                 # different shapes
                 name = (dotted(it) or "").rsplit(".", 1)[-1]
-                return bool(_MATRIX_BATCH.search(name)) and not _NOT_A_BATCH.search(name)
+                return bool(_MATRIX_BATCH.search(name)) and not NOT_A_BATCH.search(name)
         return False
 
     # -- TD101 helpers ------------------------------------------------------------------------

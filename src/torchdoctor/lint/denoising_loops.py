@@ -1,0 +1,118 @@
+"""The shapes of a denoising (reverse-diffusion) loop, read from source: what it iterates
+over, which way it counts, what its timestep variable is called (TD601, TD603)."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from torchdoctor.lint.visitor import dotted
+
+STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
+_WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
+
+
+def number_literal(expr: ast.AST) -> bool:
+    """``0``, ``-1.0``, ``float("-inf")``, ``math.inf``: one value on the host, which
+    ``index_put_`` hands to ``masked_fill_`` (ATen's canDispatchToMaskedFill).
+
+    Example:
+        >>> [number_literal(ast.parse(c).body[0].value) for c in ("-1e9", "float('-inf')", "y")]
+        [True, True, False]
+    """
+    if isinstance(expr, ast.UnaryOp):
+        expr = expr.operand
+    if isinstance(expr, ast.Constant):
+        return isinstance(expr.value, int | float) and not isinstance(expr.value, complex)
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        return expr.func.id in {"float", "int"} and all(
+            isinstance(a, ast.Constant) for a in expr.args
+        )
+    return isinstance(expr, ast.Attribute) and expr.attr in {"inf", "nan", "pi", "e"}
+
+
+def unwrap_iter(it: ast.AST) -> ast.AST:
+    """The iterable inside enumerate(...)/tqdm(...)/reversed(...)/list(...)/iter(...), a
+    progress bar (diffusers' ``self.progress_bar(timesteps)``, rich's ``track``) or a slice
+    (``scheduler.timesteps[t_start:]``, img2img).
+
+    Example:
+        >>> ast.unparse(unwrap_iter(ast.parse("enumerate(tqdm(sched.timesteps[2:]))").body[0].value))
+        'sched.timesteps'
+    """
+    while True:
+        if (
+            isinstance(it, ast.Call)
+            and isinstance(it.func, (ast.Name, ast.Attribute))
+            and (dotted(it.func) or "").rsplit(".", 1)[-1] in _WRAPPERS
+            and (it.args or it.keywords)
+        ):
+            it = it.args[0] if it.args else it.keywords[0].value
+        elif isinstance(it, ast.Subscript) and (
+            isinstance(it.slice, ast.Slice)
+            or (
+                isinstance(it.slice, ast.Tuple)
+                and all(isinstance(e, ast.Slice) for e in it.slice.elts)
+            )
+        ):
+            it = it.value
+        else:
+            return it
+
+
+def range_call(it: ast.AST) -> ast.Call | None:
+    """The ``range(...)`` call a loop iterates over (through the wrappers), if any.
+
+    Example:
+        >>> ast.unparse(range_call(ast.parse("reversed(range(n))").body[0].value))
+        'range(n)'
+    """
+    it = unwrap_iter(it)
+    if isinstance(it, ast.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] == "range":
+        return it
+    return None
+
+
+def counts_down(it: ast.AST) -> bool:
+    """A range walked backwards: ``reversed(range(n))`` (through enumerate/tqdm) or
+    ``range(n - 1, -1, -1)``, as a reverse-diffusion loop walks its timesteps.
+
+    Example:
+        >>> [counts_down(ast.parse(c).body[0].value) for c in ("range(n - 1, -1, -1)", "range(n)")]
+        [True, False]
+    """
+    steps = range_call(it)
+    if steps is None:
+        return False
+    if len(steps.args) == 3 and ast.unparse(steps.args[2]).replace(" ", "").startswith("-"):
+        return True
+    while isinstance(it, ast.Call) and it is not steps and (it.args or it.keywords):
+        if (dotted(it.func) or "").rsplit(".", 1)[-1] == "reversed":
+            return True
+        it = it.args[0] if it.args else it.keywords[0].value
+    return False
+
+
+def is_denoising_iter(it: ast.AST) -> bool:
+    """``scheduler.timesteps``, ``range(num_inference_steps)``, also wrapped in
+    enumerate/tqdm/reversed/list.
+
+    Example:
+        >>> [is_denoising_iter(ast.parse(c).body[0].value)
+        ...  for c in ("tqdm(scheduler.timesteps)", "range(num_inference_steps)", "range(n)")]
+        [True, True, False]
+    """
+    steps = range_call(it)
+    if steps is not None:
+        return any(STEP_COUNT.search(ast.unparse(a)) for a in steps.args)
+    return (dotted(unwrap_iter(it)) or "").rsplit(".", 1)[-1] == "timesteps"
+
+
+#: functions whose loops are sampling loops: sample(), generate(), denoise(), ddim_sample() ...
+SAMPLING_FUNCTION = re.compile(
+    r"(^|_)(sample|sampling|sampler|generate|generation|denoise|denoising|diffuse|diffusion|"
+    r"reverse|rollout|infer|inference|predict|plan)(_|\d|$)",
+    re.IGNORECASE,
+)
+#: loop variables that name a diffusion timestep
+TIMESTEP_TARGET = re.compile(r"^(t|ts|tt|t_idx|timestep|time_step|tau|sigma)$", re.IGNORECASE)

@@ -377,6 +377,9 @@ class TrainingRules(RuleVisitor):
             return
         if not any(
             self.callee(c) & DDP for c in ast.walk(self.context.tree) if isinstance(c, ast.Call)
+        ) and not any(  # (the model wrapped elsewhere: `ddp_model(x)`, `self.ddp(x)`)
+            _DDP_NAME.search((dotted(c.func) or "").rsplit(".", 1)[-1])
+            for c in self.direct_calls(loop.body)
         ):
             return
         steps = [
@@ -405,6 +408,10 @@ class TrainingRules(RuleVisitor):
         return any(
             isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)
         ) or any(_ACCUMULATION.search(n) for n in dotted_names_in(test))
+
+
+#: names of a model wrapped in DistributedDataParallel
+_DDP_NAME = re.compile(r"(?i)(^|_)ddp(_|$)")
 
 
 def _is_step(call: ast.Call) -> bool:

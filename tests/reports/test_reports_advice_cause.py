@@ -138,6 +138,17 @@ def test_channels_last_saving_is_over_the_convolutions_not_the_whole_step():
     assert "the convolutions are 30 ms" in item.evidence[0]  # (no batch norm to name)
 
 
+def test_a_conv_block_of_the_model_is_counted_once_as_its_conv_and_norm():
+    """YOLO's own ``Conv`` module (conv + batch norm + activation) matched the conv pattern
+    too: its time and its children's were both counted (1,630 ms, 111% of a 1,470 ms step)."""
+    block = node("model.0", 30.0, 30.0, type="Conv", children=[
+        node("model.0.conv", 15.0, 15.0, type="Conv2d"),
+        node("model.0.bn", 5.0, 5.0, type="BatchNorm2d"),
+        node("model.0.act", 5.0, 5.0, type="SiLU")])  # fmt: skip
+    (item,) = [a for a in engine_knobs(_session(_tree(block))) if "channels_last" in a.title]
+    assert "the convolutions and batch norms are 40 ms (40% of the step)" in item.evidence[0]
+
+
 def test_a_dominant_composite_explained_by_its_parts_is_not_told_to_profile_inside():
     """nanoGPT's GPT with 2 blocks: the tree shows inside it already."""
     gpt = node("GPT", 40.0, 30.0, type="GPT", children=[

@@ -107,21 +107,33 @@ def _knob_state(session: Mapping[str, Any]) -> dict[str, Any]:
 
 def _conv_ms(session: Mapping[str, Any]) -> float:
     """Mean ms per step of the convolutions and batch norms in the tree (what channels_last
-    changes).
+    changes). A node is counted when none of its descendants is one: a model's own ``Conv``
+    block (YOLO's conv + batch norm + activation) counts as its Conv2d and BatchNorm2d, not
+    twice.
 
     Example:
         >>> tree = {"type": None, "children": [
         ...     {"type": "Conv2d", "total_ms": {"mean": 3.0}, "children": []},
         ...     {"type": "BatchNorm2d", "total_ms": {"mean": 1.0}, "children": []},
-        ...     {"type": "Linear", "total_ms": {"mean": 5.0}, "children": []}]}
+        ...     {"type": "Linear", "total_ms": {"mean": 5.0}, "children": []},
+        ...     {"type": "Conv", "total_ms": {"mean": 2.5}, "children": [
+        ...         {"type": "Conv2d", "total_ms": {"mean": 2.0}, "children": []}]}]}
         >>> _conv_ms({"tree": tree})
-        4.0
+        6.0
     """
-    return sum(
-        center(node.get("total_ms"))
-        for node, _ in walk(session.get("tree"))
-        if _CHANNELS_LAST_PART.match(str(node.get("type") or ""))
-    )
+
+    def innermost(node: Mapping[str, Any]) -> tuple[float, bool]:
+        """(ms of the innermost matches under ``node``, whether there was any)."""
+        ms, found = 0.0, False
+        for child in node.get("children") or ():
+            child_ms, child_found = innermost(child)
+            ms, found = ms + child_ms, found or child_found
+        if not found and _CHANNELS_LAST_PART.match(str(node.get("type") or "")):
+            return center(node.get("total_ms")), True
+        return ms, found
+
+    tree = session.get("tree")
+    return innermost(tree)[0] if tree else 0.0
 
 
 def _script_name(session: Mapping[str, Any]) -> str:

@@ -214,3 +214,14 @@ def distances_to_mean(z, mu, prec):
         diff = z[i] - mu
         ds.append(diff @ prec @ diff)
     return torch.stack(ds)
+
+
+def batch_shapes(shapes, batch_size, n_batches):
+    s = np.array(shapes)
+    ar = s[:, 0] / s[:, 1]
+    ar = ar[ar.argsort()]
+    bi = np.floor(np.arange(len(ar)) / batch_size).astype(int)
+    out = []
+    for i in range(n_batches):
+        out.append(ar[bi == i].max())  # NumPy arrays on the host: no finding
+    return out

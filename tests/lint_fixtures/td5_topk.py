@@ -38,3 +38,12 @@ def ranks(x):
 def keep_tokens(dissimilarity, keep):
     order = torch.argsort(dissimilarity, descending=True, stable=True)  # ties in order: no finding
     return order[:keep]
+
+
+def top5(probs, preds, boxes, max_nms):
+    best = (-probs).argsort(0)[:5]  # expect: TD512
+    n5 = preds.argsort(1, descending=True)[:, :5]  # expect: TD512
+    keep = boxes[:, 4].argsort(descending=True)[:max_nms]  # expect: TD512
+    first = torch.sort(boxes[:, 4], descending=True)[0][:max_nms]  # expect: TD512
+    across = preds.argsort(0)[:, :5]  # the slice cuts another dimension: no finding
+    return best, n5, keep, first, across

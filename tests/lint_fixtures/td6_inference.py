@@ -268,3 +268,18 @@ class CountdownPlanner:
             out = self.encoder(x)
             tries -= 1
         return out
+
+
+def smart_inference_mode():
+    def decorate(fn):
+        return torch.inference_mode()(fn)
+
+    return decorate
+
+
+class Validator:
+    @smart_inference_mode()
+    def __call__(self, model, loader):
+        model.eval()
+        for batch in loader:  # the project's own decorator turns autograd off: no finding
+            model(batch)

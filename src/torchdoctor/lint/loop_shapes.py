@@ -234,3 +234,38 @@ def index_names(index: ast.AST) -> set[str]:
     """
     parts = index.elts if isinstance(index, ast.Tuple) else [index]
     return {p.id for p in parts if isinstance(p, ast.Name)}
+
+
+def made_by_numpy(expr: ast.AST, rules: object, scope: ast.AST, depth: int = 4) -> bool:
+    """``expr`` is a NumPy array made in ``scope``: a ``numpy.*`` call, a method, item or
+    arithmetic of one, or a name every assignment of which is one (``bi =
+    np.floor(np.arange(n) / bs).astype(int)``, then ``bi == i``). ``rules`` is the
+    :class:`~torchdoctor.lint.visitor.RuleVisitor` asking (it resolves names).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import numpy as np\\nimport torch\\ndef f(s, n):\\n    a = np.array(s)\\n"
+        ...        "    bi = np.arange(len(a)) // 4\\n    for i in range(n):\\n        print(a[bi == i])\\n")
+        >>> lint_source(src)
+        []
+    """
+    if depth <= 0:
+        return False
+    again = lambda e: made_by_numpy(e, rules, scope, depth - 1)  # noqa: E731
+    if isinstance(expr, ast.Call):
+        if any(n.startswith("numpy.") for n in rules.callee(expr)):  # type: ignore[attr-defined]
+            return True
+        return isinstance(expr.func, ast.Attribute) and again(expr.func.value)
+    if isinstance(expr, (ast.Subscript, ast.Attribute)):
+        return again(expr.value)
+    if isinstance(expr, ast.BinOp):
+        return again(expr.left) or again(expr.right)
+    if isinstance(expr, ast.UnaryOp):
+        return again(expr.operand)
+    if isinstance(expr, ast.Compare):
+        return again(expr.left) or any(again(c) for c in expr.comparators)
+    if isinstance(expr, ast.Name):
+        values = rules.assigned_values(scope, expr.id)  # type: ignore[attr-defined]
+        fresh = [v for v in values if expr.id not in dotted_names_in(v)]  # (ar = ar[order])
+        return bool(fresh) and all(again(v) for v in fresh)
+    return False

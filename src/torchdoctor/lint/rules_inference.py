@@ -40,6 +40,8 @@ NO_GRAD = frozenset(
         "torch.autograd.grad_mode.inference_mode",
     }
 )
+#: a decorator of the project's own that turns autograd off, by its name
+_GRAD_OFF_DECORATOR = re.compile(r"(?i)inference_mode|no_grad")
 #: callee names that act on modules rather than run one (reset_modules, get_model, ...)
 _NOT_A_CALL_OF_A_MODULE = re.compile(
     r"^_*(reset|get|set|init|build|make|create|load|save|copy|prepare|convert|fuse|swap|"
@@ -250,8 +252,10 @@ class InferenceRules(RuleVisitor):
             return
         for deco in node.decorator_list:
             target = deco.func if isinstance(deco, ast.Call) else deco
-            if self.qualified_names(target) & NO_GRAD:
-                return
+            if self.qualified_names(target) & NO_GRAD or _GRAD_OFF_DECORATOR.search(
+                (dotted(target) or "").rsplit(".", 1)[-1]
+            ):
+                return  # (a project's own wrapper: ultralytics' @smart_inference_mode())
         for call in calls_in_function(node):
             names = self.callee(call)
             if names & {"torch.set_grad_enabled", "torch.autograd.grad"} or method_name(call) in {

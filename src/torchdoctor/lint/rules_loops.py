@@ -8,6 +8,7 @@ from torchdoctor.lint.loop_shapes import (
     TENSOR_FROM_LIST,
     compared_per_sample,
     equality_sides,
+    made_by_numpy,
     per_label_lookup,
     remap_loop_parts,
 )
@@ -136,6 +137,11 @@ class LoopRules(RuleVisitor):
     skip_mask = staticmethod(compared_per_sample)
 
     def _check_mask(self, node: ast.AST, mask: ast.AST, what: str, row: bool = False) -> None:
+        scope = self.enclosing_scope(node)
+        if made_by_numpy(mask, self, scope) or (
+            isinstance(node, ast.Subscript) and made_by_numpy(node.value, self, scope)
+        ):
+            return  # (NumPy arrays on the host: no device, no sync)
         if self._mask_loop(node, mask) is not None:
             self.report(
                 node,

@@ -35,8 +35,11 @@ RULES = (
 _CAT = frozenset({"torch.cat", "torch.concat", "torch.concatenate"})
 #: taking a stored tensor out of a container: `h.pop()` (a skip connection), not a new token
 _CONTAINER_TAKES = frozenset({"pop", "popleft", "get", "__getitem__"})
-#: a keyword that passes a cache: the call already reuses earlier keys and values
-_CACHE_KEYWORD = re.compile(r"past|cache|kv|state|memory", re.IGNORECASE)
+#: a keyword that passes a cache: the call already reuses earlier keys and values (an
+#: encoder's output, nn.Transformer's ``memory``, is no cache of the decoder's own keys)
+_CACHE_KEYWORD = re.compile(r"past|cache|kv|state|^mems?$", re.IGNORECASE)
+#: a module's methods that run its decoder on the sequence they are given
+_DECODE_METHODS = frozenset({"forward", "decode", "decoder"})
 
 
 class DecodeRules(RuleVisitor):
@@ -102,7 +105,12 @@ class DecodeRules(RuleVisitor):
             if callee is None or any(n.startswith(LIBRARY_PREFIXES) for n in self.callee(call)):
                 continue
             last = callee.rsplit(".", 1)[-1]
-            if not (callee == "self" or names_a_module(last)):
+            receiver = callee.rsplit(".", 1)[0] if "." in callee else ""
+            if not (
+                callee == "self"
+                or names_a_module(last)
+                or (last in _DECODE_METHODS and (receiver == "self" or names_a_module(receiver)))
+            ):
                 continue
             if any(k.arg and _CACHE_KEYWORD.search(k.arg) for k in call.keywords) or any(
                 isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) for a in call.args

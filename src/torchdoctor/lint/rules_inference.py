@@ -121,7 +121,8 @@ class InferenceRules(RuleVisitor):
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (
-            r"(?i)timesteps|inference_steps|sampling_steps|denois|diffusion_steps|"
+            r"(?i)timesteps|inference_steps|sampling_steps|denois|diffusion_steps|ddim|ddpm|"
+            r"reversed\(|linspace\(|,\s*-1\s*,\s*-1\s*\)|"  # (a count-down loop)
             r"\.eval\(\)|def (\w*_)?(eval|evaluate|evaluation|infer|inference|sample|sampling|"
             r"sampler|generate|generation|denoise|denoising|diffuse|diffusion|reverse|rollout|"
             r"plan|predict|prediction|validate|validation)(_\w*)?\s*\(",
@@ -134,15 +135,13 @@ class InferenceRules(RuleVisitor):
         sampling function (``def sample(...): for t in reversed(range(steps)):``)."""
         if is_denoising_iter(node.iter):
             return True
-        if range_call(node.iter) is None:
+        steps = self._torch_steps(node.iter)  # torch.linspace(999, 0, n).long()
+        if range_call(node.iter) is None and steps is None:
             return False
+        down = counts_down(node.iter) or (steps is not None and _descending(steps, node.iter))
         # any loop variable of a range walked backwards (`for i in reversed(range(n))`),
         # else one named like a timestep
-        timesteps = {
-            n
-            for n in target_names(node.target)
-            if TIMESTEP_TARGET.match(n) or counts_down(node.iter)
-        }
+        timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n) or down}
         if not timesteps:
             return False
         # the timestep must reach a call (the denoiser), as in x = model(x, t): a loop that
@@ -156,10 +155,21 @@ class InferenceRules(RuleVisitor):
         }
         if not timesteps & passed:
             return False
-        if counts_down(node.iter):
+        if down:
             return True  # t walks the timesteps backwards into a call: a reverse-diffusion loop
         scope = self.enclosing_scope(node)
         return isinstance(scope, FUNCTIONS) and bool(SAMPLING_FUNCTION.search(scope.name))
+
+    def _torch_steps(self, it: ast.AST) -> ast.Call | None:
+        """The ``torch.linspace`` / ``torch.arange`` call a loop walks (through methods:
+        ``.long()``, ``.flip(0)``, ``.tolist()``), or None."""
+        while isinstance(it, ast.Call):
+            if self.callee(it) & {"torch.linspace", "torch.arange"}:
+                return it
+            if not isinstance(it.func, ast.Attribute) or self.callee(it):
+                return None
+            it = it.func.value
+        return None
 
     def visit_For(self, node: ast.For) -> None:
         if self._is_sampling_loop(node):
@@ -385,3 +395,18 @@ def calls_in_function(node: ast.FunctionDef) -> list[ast.Call]:
 
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]
 InferenceRules.visit_AsyncFor = InferenceRules.visit_For  # type: ignore[attr-defined]
+
+
+def _descending(steps: ast.Call, it: ast.AST) -> bool:
+    """``torch.linspace(999, 0, n)`` (a start above its end), or any torch range flipped on
+    the way to the loop (``torch.arange(n).flip(0)``).
+
+    Example:
+        >>> it = ast.parse("torch.linspace(999, 0, 50).long()", mode="eval").body
+        >>> _descending(it.func.value, it)
+        True
+    """
+    if "flip" in ast.unparse(it):
+        return True
+    ends = [a.value for a in steps.args[:2] if isinstance(a, ast.Constant)]
+    return len(ends) == 2 and all(isinstance(e, int | float) for e in ends) and ends[0] > ends[1]

@@ -31,6 +31,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, dotted_names_in
 
 RULES = (
@@ -121,6 +122,9 @@ class PeriodicReadRules(RuleVisitor):
                 func.attr.startswith("get_") or _BOOKKEEPING.search(receiver)
             ):  # (scheduler.get_last_lr(), logger.elapsed(): bookkeeping)
                 continue
+            callee = same_file_callee(call)
+            if callee is not None and self.is_training_body(callee):
+                continue  # (the step itself: `loss = self._run_batch(x, y)` trains)
             return True
         return False
 

@@ -117,7 +117,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
     RULES = (*RULES, *SOLVER_RULES)
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
-        (r"\.backward\(|\.step\(",),
+        (r"\.backward\(|\.step\(|def training_step\(",),
         (r"(?i)tol|eps|thr|allclose|isclose|\de-\d", r"\bwhile\b|\bbreak\b"),
         (r"def forward\(", r"item\(|cpu\(|numpy\(|tolist\(|float\(|int\(|if |assert |print"),
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
@@ -288,6 +288,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
             return any(self.looks_like_tensor(o) or _sliced_in_dims(o) for o in operands)
         if isinstance(receiver, ast.Name) and receiver.id in self._forward_inputs(expr):
             return True  # `if mask.any():` on forward's tensor argument
+        if isinstance(receiver, ast.Name):  # (also `norm = clip_grad_norm_(...)`: a tensor)
+            return self.looks_like_tensor(receiver)
         last = (dotted(receiver) or "").rsplit(".", 1)[-1]
         return bool(TENSOR_NAME.search(last)) and not NOT_TENSOR_SUFFIX.search(last)
 

@@ -6,30 +6,12 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
 _POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
-
-
-def _module_functions(context: object) -> dict[str, ast.FunctionDef]:
-    """The functions defined at the top of the file being linted, by name (cached).
-
-    Example:
-        >>> from torchdoctor.lint.visitor import FileContext
-        >>> tree = ast.parse("def log(loss):\\n    print(loss.item())\\n")
-        >>> list(_module_functions(FileContext("t.py", "", tree=tree)))
-        ['log']
-    """
-    cache = context.cache  # type: ignore[attr-defined]
-    if "module_functions" not in cache:
-        tree = context.tree  # type: ignore[attr-defined]
-        cache["module_functions"] = {
-            node.name: node for node in (tree.body if tree is not None else ())
-            if isinstance(node, ast.FunctionDef)
-        }  # fmt: skip
-    return cache["module_functions"]
 
 
 def _root_name(expr: ast.AST) -> str | None:
@@ -136,7 +118,7 @@ class ForwardAndCallSyncs:
         """``log_metrics(loss, acc, logger)`` in a training loop, where the file's function
         ``log_metrics`` reads a parameter on the host (``loss.item()``): the sync is one call
         deep, every step."""
-        function = self._same_file_callee(node)
+        function = same_file_callee(node)
         if function is None or any(isinstance(a, ast.Starred) for a in node.args):
             return
         params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
@@ -160,25 +142,6 @@ class ForwardAndCallSyncs:
             f"`{self.code_of(node.func)}(...)` reads tensors on the host (`{ast.unparse(read)}` in "
             f"{function.name}, line {read.lineno}) every step of this {where}: pass detached "
             "device tensors and convert them at log time (torchdoctor.train.LazyMetrics)",
-        )
-
-    def _same_file_callee(self, node: ast.Call) -> ast.FunctionDef | None:
-        """The definition ``node`` calls in this file: a top-level function (``log(loss)``),
-        or a method of the class the call sits in (``self._log(loss)``)."""
-        if isinstance(node.func, ast.Name):
-            return _module_functions(self.context).get(node.func.id)
-        if not (isinstance(node.func, ast.Attribute) and dotted(node.func.value) == "self"):
-            return None
-        owner = self.parent(self.enclosing_scope(node))
-        if not isinstance(owner, ast.ClassDef):
-            return None
-        return next(
-            (
-                f
-                for f in owner.body
-                if isinstance(f, ast.FunctionDef) and f.name == node.func.attr
-            ),
-            None,
         )
 
     def _check_call_one_deep(self, node: ast.Call) -> None:

@@ -12,6 +12,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.tensors import FRAMEWORK_STEP_HOOKS
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -263,8 +264,15 @@ class TrainingRules(RuleVisitor):
 
     def _every_training_step(self, node: ast.AST, over_data: bool = False) -> bool:
         loop = self._training_loop(node, over_data)
-        if loop is None:
-            return False
+        if loop is None:  # a method the framework calls every step (on_train_batch_end)
+            scope = self.enclosing_scope(node)
+            if self.enclosing_loops(node) or not (
+                isinstance(scope, FUNCTIONS)
+                and scope.name in FRAMEWORK_STEP_HOOKS
+                and isinstance(self.parent(scope), ast.ClassDef)
+            ):
+                return False
+            loop = scope
         parent = self.parent(node)
         while parent is not None and parent is not loop:
             if isinstance(parent, (ast.If, ast.IfExp, ast.Try)):

@@ -73,6 +73,33 @@ def parent(node: ast.AST) -> ast.AST | None:
     return getattr(node, "td_parent", None)
 
 
+def same_file_callee(call: ast.Call) -> ast.FunctionDef | None:
+    """The definition ``call`` runs, when this file has it: a top-level function
+    (``log(loss)``), or a method of the class the call sits in (``self._log(loss)``). Needs
+    the parent links of :func:`link_parents`.
+
+    Example:
+        >>> tree = ast.parse("class T:\\n    def fit(self):\\n        self.step(1)\\n    def step(self, b):\\n        pass\\n")
+        >>> _ = link_parents(tree)
+        >>> call = tree.body[0].body[0].body[0].value
+        >>> same_file_callee(call).name
+        'step'
+    """
+    node: ast.AST | None = call
+    while node is not None and not isinstance(node, ast.Module):
+        node = parent(node)
+        if isinstance(node, FUNCTIONS) and isinstance(call.func, ast.Attribute):
+            owner = parent(node)
+            if not (isinstance(owner, ast.ClassDef) and dotted(call.func.value) == "self"):
+                return None
+            return next((f for f in owner.body if isinstance(f, ast.FunctionDef)
+                         and f.name == call.func.attr), None)  # fmt: skip
+    if not isinstance(node, ast.Module) or not isinstance(call.func, ast.Name):
+        return None
+    return next((f for f in node.body if isinstance(f, ast.FunctionDef)
+                 and f.name == call.func.id), None)  # fmt: skip
+
+
 def link_parents(tree: ast.AST) -> list[ast.AST]:
     """Set ``td_parent`` on every node; return all nodes (the module first).
 

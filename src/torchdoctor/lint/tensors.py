@@ -93,6 +93,13 @@ TENSOR_FACTORIES = frozenset(
 #: step methods a training framework calls every step (PyTorch Lightning, Lightning Fabric
 #: recipes, many trainers): the loop, backward and optimizer step live in the framework
 FRAMEWORK_STEPS = frozenset({"training_step"})
+#: methods a framework calls once per training step (Lightning's hooks, a Hugging Face
+#: TrainerCallback's): their body runs every step, as a training loop's does
+FRAMEWORK_STEP_HOOKS = FRAMEWORK_STEPS | frozenset(
+    {"on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+     "on_before_optimizer_step", "on_before_zero_grad", "on_step_begin", "on_step_end",
+     "on_substep_end", "on_optimizer_step", "on_pre_optimizer_step"}
+)  # fmt: skip
 
 #: names of dicts of tensors (a training batch), whose ``["key"]`` is a tensor, not a column
 TENSOR_DICTS = frozenset({"batch", "inputs", "sample", "features", "model_inputs", "outputs"})

@@ -45,6 +45,7 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     parent,
     positional,
     replace_call_with,
+    same_file_callee,
     segment,
     statement_list,
     target_names,
@@ -377,9 +378,18 @@ class RuleVisitor:
         cache = self.context.cache
         if key not in cache:
             body = node.body if isinstance(node, (*FOR, ast.While, *FUNCTIONS)) else node
-            cache[key] = frozenset(
-                kind for kind in map(_training_kind, self.direct_calls(body)) if kind
-            )
+            calls = list(self.direct_calls(body))
+            kinds = {kind for kind in map(_training_kind, calls) if kind}
+            if isinstance(node, (*FOR, ast.While)) and len(kinds) < 2:
+                # a loop calling a step function of this file (`self.train_step(batch)`) that
+                # runs backward and the optimizer step: a training loop one call away
+                for callee in filter(None, map(same_file_callee, calls)):
+                    if {k for k in map(_training_kind, self.direct_calls(callee.body)) if k} == {
+                        "backward",
+                        "step",
+                    }:
+                        kinds |= {"backward", "step"}
+            cache[key] = frozenset(kinds)
         return cache[key]
 
     def is_training_body(self, node: ast.AST, full: bool = False) -> bool:

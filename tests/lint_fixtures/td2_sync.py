@@ -284,3 +284,14 @@ def train_with_a_coverage_line(model, loader, opt, np):
         label = str(step).upper()
         print(f"cov {coverage:.2f}")  # expect: TD201
         print(f"shape mean {host_mean:.2f} {label}")  # NumPy's and a string's: no tensor
+
+
+def train_counting_correct(model, loader, opt):
+    total_correct = 0
+    for x, y in loader:
+        loss = model(x, y)
+        loss.backward()
+        opt.step()
+        correct = (model(x).argmax(-1) == y).sum()
+        total_correct += int(correct)  # expect: TD201
+    return total_correct

@@ -13,7 +13,7 @@ from torchdoctor.lint.tensors import (
     TENSOR_NAME,
     TORCH_TENSOR_FUNCTION,
 )
-from torchdoctor.lint.visitor import HOST_COPY_METHODS, dotted, method_name
+from torchdoctor.lint.visitor import HOST_COPY_METHODS, MODEL_NAME, dotted, method_name
 
 #: tensor methods NumPy arrays and Python objects do not have
 TORCH_ONLY_METHODS = frozenset(
@@ -89,17 +89,21 @@ class TensorValues:
 
     def _torch_only_chain(self, call: ast.Call) -> bool:
         """The chain of calls that ends in ``call`` (``(a == b).any(1).float().mean()``, read
-        from the outside in through each method's receiver) has a ``torch.*`` function or a
-        method only tensors have."""
+        from the outside in through each method's receiver and the left side of a comparison
+        or arithmetic) has a ``torch.*`` function, a method only tensors have, or a call of a
+        model (``(model(x).argmax(-1) == y).sum()``)."""
         expr: ast.AST = call
-        while isinstance(expr, ast.Call):
+        while True:
+            while isinstance(expr, (ast.Subscript, ast.Compare, ast.BinOp)):
+                expr = expr.left if not isinstance(expr, ast.Subscript) else expr.value
+            if not isinstance(expr, ast.Call):
+                return False
             if method_name(expr) in TORCH_ONLY_METHODS or any(
                 TORCH_TENSOR_FUNCTION.match(n) for n in self.callee(expr)  # type: ignore[attr-defined]
             ):
                 return True
+            if isinstance(expr.func, ast.Name) and MODEL_NAME.search(expr.func.id):
+                return True  # (a module's output: `(model(x).argmax(-1) == y).sum()`)
             if not isinstance(expr.func, ast.Attribute):
                 return False
             expr = expr.func.value
-            while isinstance(expr, ast.Subscript):
-                expr = expr.value
-        return False

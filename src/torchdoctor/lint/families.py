@@ -8,6 +8,7 @@ from torchdoctor.lint.rules_cat_growth import CatGrowthRules
 from torchdoctor.lint.rules_checkpoint import CheckpointRules
 from torchdoctor.lint.rules_constants import ConstantRules
 from torchdoctor.lint.rules_data import DataRules
+from torchdoctor.lint.rules_dataset import DatasetRules
 from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
 from torchdoctor.lint.rules_dynamic_shape import DynamicShapeRules
@@ -35,6 +36,7 @@ FAMILIES: tuple[type, ...] = (
     ParamUpdateRules,
     CatGrowthRules,
     DataRules,
+    DatasetRules,
     PrecisionRules,
     InferenceRules,
     DecodeRules,

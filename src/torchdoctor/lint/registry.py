@@ -38,7 +38,7 @@ def resolve_codes(
 
     Example:
         >>> sorted(resolve_codes(select=["TD4"], ignore=["TD403"]))
-        ['TD000', 'TD401', 'TD402', 'TD404']
+        ['TD000', 'TD401', 'TD402', 'TD404', 'TD405']
     """
 
     def expand(items: Iterable[str], what: str) -> set[str]:

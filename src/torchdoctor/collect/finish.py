@@ -342,8 +342,11 @@ def _note_profiler_overhead(
         # one window only (a run under ~100 steps): its steps sit in the script's own warm-up,
         # which no later window balances (pytorch/examples' GCN, 59 steps: 4.2 ms measured
         # against 1.3 ms calibrated, while detail="always"'s interleaved control steps agreed
-        # with the calibrated sum); the calibrated sum stands
-        measured = None
+        # with the calibrated sum); the calibrated sum stands, unless it is larger: that
+        # window's steps can only be slowed by the warm-up (an upper bound)
+        window_bound, measured = measured, None
+    else:
+        window_bound = None
     first_extra_ms = 0.0  # ... its first calls' profiler work is not: measured, added back
     detailed_count = detail["detailed_count"]
     if not state.warmup and state.first_detail_ns is not None and detailed_count > 1:
@@ -367,7 +370,7 @@ def _note_profiler_overhead(
         light_hooks=state.boundary is StepBoundary.MODULE,
         registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
         first_step_ms=first_extra_ms, light_spread_ms=spread,
-        mean_step_ms=(session.get("step_ms") or {}).get("mean"),
+        mean_step_ms=(session.get("step_ms") or {}).get("mean"), window_bound_ms=window_bound,
     )  # fmt: skip
     if line_calls:  # the per-call costs a hot line's timed calls pay (analyze/.../hot_lines_data)
         # each timed call is seen once by the audit, and brings the line's untimed reads with
@@ -398,9 +401,12 @@ def _note_profiler_overhead(
             how += (f"; detailed steps were {estimate['measured_discarded_ms']:.3g} ms slower than "
                     f"light ones, but the light steps themselves spread over "
                     f"{estimate['light_spread_ms']:.3g} ms (q1-q3): the run's noise, not used")  # fmt: skip
-        if estimate.get("source") == "measured":
+        if estimate.get("source") in ("measured", "window bound"):
             how = (f"measured: detailed steps are {estimate['overhead_ms']:.3g} ms slower than "
-                   f"light ones (mean detailed, median light); the calibrated parts sum to "
+                   f"light ones (mean detailed, median light"
+                   + ("; the one detail window, in the script's warm-up: at most this"
+                      if estimate["source"] == "window bound" else "")
+                   + f"); the calibrated parts sum to "
                    f"{estimate['calibrated_overhead_ms']:.3g} ms: " + " + ".join(parts or ["hooks"]))  # fmt: skip
         session["config"]["notes"].append(
             f"profiler overhead ~{pct:.0f}% of a detailed step ({how}): small modules and their parents' (self) rows look slower than they are; "

@@ -112,7 +112,8 @@ def heavy_overhead_text(session: Any) -> str | None:
     pct = cost.get("overhead_pct")
     if not isinstance(pct, (int, float)) or pct < HEAVY_OVERHEAD_PCT:
         return None
-    how = "measured against the light steps" if cost.get("source") == "measured" else "estimated"
+    measured = cost.get("source") in ("measured", "window bound")
+    how = "measured against the light steps" if measured else "estimated"
     return (
         f"the profiler makes a detailed step here ~{pct:.0f}% slower ({how}: its hooks and "
         "timers on many small calls): the tree's ms are inflated, most in small modules and "

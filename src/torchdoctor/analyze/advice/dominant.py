@@ -138,7 +138,9 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     estimate = (session.get("config") or {}).get("profiler_overhead") or {}
     overhead = _hooks_pct(estimate, step)
     measured_pct = (
-        float(estimate.get("overhead_pct") or 0.0) if estimate.get("source") == "measured" else 0.0
+        float(estimate.get("overhead_pct") or 0.0)
+        if estimate.get("source") in ("measured", "window bound")
+        else 0.0
     )
     cuda = is_cuda(session)
     facts = line_facts(session)
@@ -326,7 +328,7 @@ def _hooks_pct(estimate: Mapping[str, Any], step: float) -> float:
     if cost_us is None or not calls:
         return float(estimate.get("overhead_pct") or 0.0)
     hooks_ms = float(calls) * float(cost_us) / 1e3
-    if estimate.get("source") == "measured":  # the hooks are part of the measured whole
+    if estimate.get("source") in ("measured", "window bound"):  # (part of the measured whole)
         hooks_ms = min(hooks_ms, float(estimate.get("overhead_ms") or hooks_ms))
     return 100.0 * hooks_ms / max(1e-9, step - hooks_ms)
 

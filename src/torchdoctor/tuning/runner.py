@@ -143,9 +143,15 @@ def tune_script(
         nonlocal trials
         trials += 1
         timeout = max(60.0, clock.left + 30.0)
-        return run_trial(script, args, knob_names, workdir=folder, warmup=warmup,
-                         steps=n_steps, max_seconds=window, seed=seed, timeout=timeout,
-                         boundary=boundary, grace_s=grace_s)  # fmt: skip
+        result = run_trial(script, args, knob_names, workdir=folder, warmup=warmup,
+                           steps=n_steps, max_seconds=window, seed=seed, timeout=timeout,
+                           boundary=boundary, grace_s=grace_s)  # fmt: skip
+        if str(result.get("error") or "").startswith("timed out") and any(
+            "compile" in k for k in knob_names
+        ):
+            result["error"] += (" (compiling the model took longer than the budget left: "
+                                "a larger --budget, or --knobs compile alone, gives it time)")  # fmt: skip
+        return result
 
     result: dict[str, Any] = {
         "script": absolute_target(script), "args": list(args), "tolerance": tolerance,

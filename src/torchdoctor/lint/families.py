@@ -18,6 +18,7 @@ from torchdoctor.lint.rules_inference import InferenceRules
 from torchdoctor.lint.rules_linalg import LinalgRules
 from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_model import ModelRules
+from torchdoctor.lint.rules_module_per_call import ModulePerCallRules
 from torchdoctor.lint.rules_param_update import ParamUpdateRules
 from torchdoctor.lint.rules_periodic import PeriodicReadRules
 from torchdoctor.lint.rules_precision import PrecisionRules
@@ -43,6 +44,7 @@ FAMILIES: tuple[type, ...] = (
     DeviceRules,
     ConstantRules,
     ModelRules,
+    ModulePerCallRules,
     ActivationRules,
     SoftmaxRules,
     SigmoidBceRules,

@@ -1,0 +1,38 @@
+"""TD513: a module with parameters built in forward or in every training step."""
+import torch
+import torch.nn as nn
+
+
+class Projected(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+        self.norm = nn.LayerNorm(dim)  # in __init__: no finding
+        self.expand = True
+
+    def forward(self, x):
+        if x.shape[-1] != self.dim:
+            proj = nn.Linear(x.shape[-1], self.dim, device=x.device)  # expect: TD513
+            x = proj(x)
+        scale = nn.Parameter(torch.ones(self.dim))  # expect: TD513
+        act = nn.ReLU()  # no parameters: no finding
+        if self.expand:
+            bigger = nn.Embedding(10, self.dim)  # stored on the object: a one-time build
+            self.table = bigger
+            self.expand = False
+        return act(self.norm(x) * scale)
+
+
+def train(model, loader, opt):
+    for x, y in loader:
+        head = nn.Linear(16, 4)  # expect: TD513
+        loss = nn.functional.cross_entropy(head(model(x)), y)
+        loss.backward()
+        opt.step()
+
+
+def check_devices(model, opt):
+    for device in ["cpu", "meta"]:  # a loop over configurations: no finding
+        layer = nn.Linear(4, 4)
+        model(layer.weight).sum().backward()
+        opt.step()

@@ -16,6 +16,7 @@ from torchdoctor.lint.rules_framework import FrameworkRules
 from torchdoctor.lint.rules_history import HistoryRules
 from torchdoctor.lint.rules_inference import InferenceRules
 from torchdoctor.lint.rules_linalg import LinalgRules
+from torchdoctor.lint.rules_load_in_loop import LoadInLoopRules
 from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_model import ModelRules
 from torchdoctor.lint.rules_module_per_call import ModulePerCallRules
@@ -41,6 +42,7 @@ FAMILIES: tuple[type, ...] = (
     PrecisionRules,
     InferenceRules,
     DecodeRules,
+    LoadInLoopRules,
     DeviceRules,
     ConstantRules,
     ModelRules,

@@ -1,0 +1,109 @@
+"""TD605: a model, tokenizer or pipeline loaded inside a loop with the same arguments.
+
+``model = AutoModel.from_pretrained(name)`` or ``clf = pipeline("sentiment-analysis")`` in the
+body of a loop over inputs reads the weights from disk, builds the model and initialises it at
+every iteration (seconds each, for work that takes milliseconds); so does ``torch.load(path)``
+of one checkpoint, ``torch.hub.load``, ``torch.jit.load``, ``timm.create_model``. Load once
+before the loop and reuse the object.
+
+Not reported: loads whose arguments change with the loop (``torch.load(p)`` for each
+checkpoint path ``p``) and loops that train.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.visitor import FOR, RuleVisitor, method_name
+
+RULES = (
+    Rule(
+        "TD605",
+        "model-loaded-in-loop",
+        "warning",
+        "a model, tokenizer or pipeline loaded inside a loop with the same arguments every "
+        "iteration (from_pretrained, pipeline(...), torch.load, torch.hub.load, "
+        "timm.create_model): weights read from disk and the model built at every iteration",
+        "load it once before the loop and reuse it",
+        "for text in texts:\n    model = AutoModel.from_pretrained(name)\n    out = model(**tok(text))",
+        "model = AutoModel.from_pretrained(name)\nfor text in texts:\n    out = model(**tok(text))",
+    ),
+)
+
+#: functions that load or build a whole model (qualified names)
+_LOADERS = frozenset(
+    {
+        "torch.load",
+        "torch.hub.load",
+        "torch.jit.load",
+        "timm.create_model",
+        "transformers.pipeline",
+        "transformers.pipelines.pipeline",
+        "sentence_transformers.SentenceTransformer",
+        "whisper.load_model",
+    }
+)
+#: methods that load a model, tokenizer or processor by name (Hugging Face, diffusers, PEFT)
+_LOAD_METHODS = frozenset({"from_pretrained", "from_single_file"})
+_LOAD_TRIGGER = re.compile(
+    r"from_pretrained|from_single_file|pipeline\(|torch\.load|hub\.load|jit\.load|"
+    r"create_model|load_model|SentenceTransformer"
+)
+
+
+class LoadInLoopRules(RuleVisitor):
+    """TD605 (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("from transformers import AutoModel\\ndef embed(texts, name):\\n"
+        ...        "    for t in texts:\\n        m = AutoModel.from_pretrained(name)\\n"
+        ...        "        yield m(t)\\n")
+        >>> [(f.line, f.code) for f in lint_source(src)]
+        [(4, 'TD605')]
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((_LOAD_TRIGGER.pattern,),)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        names = self.callee(node)
+        if not (names & _LOADERS or method_name(node) in _LOAD_METHODS):
+            return
+        loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, (*FOR, ast.While))]
+        if not loops or any(self.is_training_body(lp) for lp in loops):
+            return
+        loop = loops[0]
+        values = [*node.args, *(k.value for k in node.keywords)]
+        if isinstance(node.func, ast.Attribute) and not names & _LOADERS:
+            values.append(node.func.value)  # (the class: AutoModel)
+        if any(isinstance(v, ast.Starred) for v in values) or any(
+            k.arg is None for k in node.keywords
+        ):
+            return
+        if not all(isinstance(v, ast.Constant) or self.is_invariant(v, loop) for v in values):
+            return
+        what = _what_is_loaded(self.code_of(node.func))
+        self.report(
+            node,
+            "TD605",
+            f"`{self.code_of(node)}` loads the same {what} in every iteration of the loop at "
+            f"line {loop.lineno} (reading it from disk and building it each time): load it "
+            "once before the loop and reuse it",
+        )
+
+
+def _what_is_loaded(callee: str) -> str:
+    """``tokenizer`` for ``AutoTokenizer.from_pretrained``, ``pipeline``, ``config``, ...
+
+    Example:
+        >>> _what_is_loaded("AutoTokenizer.from_pretrained"), _what_is_loaded("torch.load")
+        ('tokenizer', 'model')
+    """
+    for word in ("tokenizer", "processor", "config", "pipeline", "scheduler"):
+        if word in callee.lower():
+            return word
+    return "model"

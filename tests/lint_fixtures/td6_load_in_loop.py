@@ -1,0 +1,32 @@
+"""TD605: a model, tokenizer or pipeline loaded in every iteration of a loop."""
+import torch
+from transformers import AutoModel, AutoTokenizer, pipeline
+
+
+def embed_all(texts, name):
+    out = []
+    for text in texts:
+        tokenizer = AutoTokenizer.from_pretrained(name)  # expect: TD605
+        model = AutoModel.from_pretrained(name)  # expect: TD605
+        with torch.no_grad():
+            out.append(model(**tokenizer(text, return_tensors="pt")).last_hidden_state)
+    return out
+
+
+def classify(texts):
+    labels = []
+    while texts:
+        clf = pipeline("sentiment-analysis")  # expect: TD605
+        labels.append(clf(texts.pop())[0]["label"])
+    return labels
+
+
+def compare_checkpoints(paths, net, x):
+    for path in paths:
+        net.load_state_dict(torch.load(path))  # a different checkpoint each time: no finding
+        yield net(x)
+
+
+def compare_models(names, x):
+    for name in names:
+        yield AutoModel.from_pretrained(name)(x)  # a different model each time: no finding

@@ -12,7 +12,7 @@ from torchdoctor.lint.visitor import method_name, segment
 
 
 def equality_sides(expr: ast.AST) -> tuple[ast.AST, ast.AST] | None:
-    """``(x, v)`` for ``x == v`` or ``x.eq(v)``; None otherwise.
+    """``(x, v)`` for ``x == v``, ``x.eq(v)`` or ``torch.eq(x, v)``; None otherwise.
 
     Example:
         >>> [ast.unparse(side) for side in equality_sides(ast.parse("labels.eq(v)", mode="eval").body)]
@@ -27,6 +27,14 @@ def equality_sides(expr: ast.AST) -> tuple[ast.AST, ast.AST] | None:
         and not expr.keywords
     ):
         return expr.func.value, expr.args[0]
+    if (  # torch.eq(x, v)
+        isinstance(expr, ast.Call)
+        and method_name(expr) == "eq"
+        and dotted(expr.func.value) == "torch"  # type: ignore[attr-defined]
+        and len(expr.args) == 2
+        and not expr.keywords
+    ):
+        return expr.args[0], expr.args[1]
     return None
 
 

@@ -232,3 +232,12 @@ def select_per_segment(x, ids, n):
     for s in range(n):
         out.append(torch.masked_select(x, torch.eq(ids, s)))  # expect: TD301
     return out
+
+
+def valid_tokens_per_sample(query, mask):
+    batch_size = query.shape[0]
+    outs = []
+    for idx in range(batch_size):  # items of different sizes (nonzero): no finding
+        keep = torch.nonzero(mask[idx]).flatten()
+        outs.append(query[idx, keep].sum(0))
+    return torch.stack(outs)

@@ -30,3 +30,10 @@ def compare_checkpoints(paths, net, x):
 def compare_models(names, x):
     for name in names:
         yield AutoModel.from_pretrained(name)(x)  # a different model each time: no finding
+
+
+def load_adapters(pipe, weights, encoder_name):
+    for weight in weights:
+        if pipe.image_encoder is None:
+            pipe.image_encoder = AutoModel.from_pretrained(encoder_name)  # lazy, once: no finding
+        pipe.load(weight)

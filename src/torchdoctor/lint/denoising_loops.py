@@ -6,7 +6,8 @@ from __future__ import annotations
 import ast
 import re
 
-from torchdoctor.lint.visitor import dotted
+from torchdoctor.lint.syntax import same_file_callee, target_names
+from torchdoctor.lint.visitor import MODEL_NAME, dotted
 
 STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
 _WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
@@ -116,3 +117,56 @@ SAMPLING_FUNCTION = re.compile(
 )
 #: loop variables that name a diffusion timestep
 TIMESTEP_TARGET = re.compile(r"^(t|ts|tt|t_idx|timestep|time_step|tau|sigma)$", re.IGNORECASE)
+
+
+def invariant_inner_calls(
+    rules: object, call: ast.Call, loop: ast.AST, encoder_call: re.Pattern[str]
+) -> list[ast.Call]:
+    """The module calls inside a function of this file that ``call`` (made in a denoising
+    ``loop``) runs, whose arguments are only parameters the loop passes unchanged: the
+    encoder a step helper re-runs (``def denoise_step(self, x, t, obs): cond =
+    self.encoder(obs)``, called as ``self.denoise_step(x, t, obs)``). ``rules`` is the
+    :class:`~torchdoctor.lint.visitor.RuleVisitor` asking; ``encoder_call`` names calls that
+    encode (``encod|embed|cond|proj``).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("class P:\\n    def step(self, x, t, obs):\\n        c = self.encoder(obs)\\n"
+        ...        "        return self.unet(x, t, c)\\n    def sample(self, x, obs):\\n"
+        ...        "        for t in self.scheduler.timesteps:\\n            x = self.step(x, t, obs)\\n")
+        >>> [(f.line, f.code) for f in lint_source(src)]
+        [(3, 'TD601')]
+    """
+    function = same_file_callee(call)
+    if function is None or any(isinstance(a, ast.Starred) for a in call.args):
+        return []
+    params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+    if not isinstance(call.func, ast.Name):
+        params = params[1:]  # (self)
+    passed = dict(zip(params, call.args))
+    passed.update((k.arg, k.value) for k in call.keywords if k.arg in params)
+    fixed = {
+        name
+        for name, arg in passed.items()
+        if isinstance(arg, ast.Constant) or rules.is_invariant(arg, loop)  # type: ignore[attr-defined]
+    }
+    fixed -= {
+        n
+        for node in ast.walk(function)
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        for n in target_names(t)
+    }
+    found = []
+    for inner in rules.direct_calls(function.body):  # type: ignore[attr-defined]
+        last = (dotted(inner.func) or "").rsplit(".", 1)[-1]
+        if not last or not (MODEL_NAME.search(last) or encoder_call.search(last)):
+            continue
+        values = [*inner.args, *(k.value for k in inner.keywords)]
+        names = [v for v in values if isinstance(v, ast.Name)]
+        if names and all(
+            isinstance(v, ast.Constant) or (isinstance(v, ast.Name) and v.id in fixed)
+            for v in values
+        ):
+            found.append(inner)
+    return found

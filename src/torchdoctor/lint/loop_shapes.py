@@ -7,7 +7,7 @@ import ast
 import re
 from collections import Counter
 
-from torchdoctor.lint.syntax import FOR, dotted, dotted_names_in, parent
+from torchdoctor.lint.syntax import FOR, dotted, dotted_names_in, parent, target_names
 from torchdoctor.lint.visitor import method_name, segment
 
 
@@ -277,3 +277,47 @@ def made_by_numpy(expr: ast.AST, rules: object, scope: ast.AST, depth: int = 4) 
         fresh = [v for v in values if expr.id not in dotted_names_in(v)]  # (ar = ar[order])
         return bool(fresh) and all(again(v) for v in fresh)
     return False
+
+
+#: calls whose output size depends on the data: items that go through them differ in size
+_DATA_SIZED = frozenset({"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive"})
+
+
+def ragged_items(body: list[ast.AST], nodes: list[ast.AST], rules: object) -> bool:
+    """The items come out of different sizes, so they do not stack into one batch: a call
+    whose size depends on the data (``torch.nonzero(mask[i])``: diffusers' per-sample valid
+    prompt tokens), or a slice bounded by a value the body takes per item (``x[i, :cbp]``
+    with ``cbp = ctx_begin_pos[i]``: BLIP-Diffusion's context positions).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef f(x, pos):\\n    out = []\\n    for i in range(x.shape[0]):\\n"
+        ...        "        p = pos[i]\\n        out.append(x[i, :p].sum(0))\\n    return torch.stack(out)\\n")
+        >>> lint_source(src)
+        []
+    """
+    for n in nodes:
+        if isinstance(n, ast.Call) and (
+            method_name(n) in _DATA_SIZED
+            or any(q.rsplit(".", 1)[-1] in _DATA_SIZED for q in rules.callee(n))  # type: ignore[attr-defined]
+        ):
+            return True
+    assigned = {name for stmt in body for t in _targets(stmt) for name in target_names(t)}
+    return any(
+        isinstance(n, ast.Slice)
+        and any(
+            isinstance(b, ast.AST) and set(dotted_names_in(b)) & assigned
+            for b in (n.lower, n.upper)
+        )
+        for n in nodes
+    )
+
+
+def _targets(stmt: ast.AST) -> list[ast.AST]:
+    """The assignment targets in ``stmt`` and below."""
+    return [
+        t
+        for n in ast.walk(stmt)
+        if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+    ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.loop_shapes import ragged_items
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_linalg import BATCHED_LINALG, BATCHED_LINALG_METHODS
 from torchdoctor.lint.syntax import MODEL_NAME
@@ -192,7 +193,7 @@ class BatchLoopRules(RuleVisitor):
                 )
                 for n in nodes
             )
-        return tensor_work and not _carries_state(body)
+        return tensor_work and not _carries_state(body) and not ragged_items(body, nodes, self)
 
     # -- for loops ------------------------------------------------------------------------------
     def visit_For(self, node: ast.For) -> None:

@@ -9,6 +9,7 @@ from torchdoctor.lint.denoising_loops import (
     SAMPLING_FUNCTION,
     TIMESTEP_TARGET,
     counts_down,
+    invariant_inner_calls,
     is_denoising_iter,
     number_literal,
     range_call,
@@ -212,9 +213,9 @@ class InferenceRules(RuleVisitor):
                 callee.startswith("self.") or MODEL_NAME.search(last) or ENCODER_CALL.search(last)
             )
             args = [*call.args, *(k.value for k in call.keywords)]
-            if not model_like or not args:
+            if not args:
                 continue
-            if all(
+            if model_like and all(
                 not isinstance(a, ast.Starred) and self.is_invariant(a, node) for a in args
             ) and all(k.arg is not None for k in call.keywords):
                 self.report(
@@ -222,6 +223,19 @@ class InferenceRules(RuleVisitor):
                     "TD601",
                     f"`{self.code_of(call)}` gets the same arguments in every denoising step: "
                     "compute it once before the loop and reuse the result",
+                )
+                continue
+            seen = self.context.cache.setdefault(("TD601 one call deep",), set())
+            for inner in invariant_inner_calls(self, call, node, ENCODER_CALL):
+                if id(inner) in seen:
+                    continue  # (a helper two loops call: one finding)
+                seen.add(id(inner))
+                self.report(
+                    inner,
+                    "TD601",
+                    f"`{self.code_of(inner)}` gets the same arguments in every denoising step "
+                    f"(through `{self.code_of(call.func)}(...)` at line {call.lineno}): compute "
+                    "it once before the loop and pass the result in",
                 )
 
     def _check_mask_assignments(self, loop: ast.For | ast.While) -> None:

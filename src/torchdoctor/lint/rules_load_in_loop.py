@@ -7,7 +7,8 @@ of one checkpoint, ``torch.hub.load``, ``torch.jit.load``, ``timm.create_model``
 before the loop and reuse the object.
 
 Not reported: loads whose arguments change with the loop (``torch.load(p)`` for each
-checkpoint path ``p``) and loops that train.
+checkpoint path ``p``), loads under a condition in the loop (a lazy load: diffusers' IP-Adapter
+loads its image encoder ``if ... image_encoder is None``) and loops that train.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class LoadInLoopRules(RuleVisitor):
         if not loops or any(self.is_training_body(lp) for lp in loops):
             return
         loop = loops[0]
+        parent = self.parent(node)
+        while parent is not None and parent is not loop:
+            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)):
+                return  # (a lazy load: `if self.image_encoder is None:`, once)
+            parent = self.parent(parent)
         values = [*node.args, *(k.value for k in node.keywords)]
         if isinstance(node.func, ast.Attribute) and not names & _LOADERS:
             values.append(node.func.value)  # (the class: AutoModel)

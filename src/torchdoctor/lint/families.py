@@ -25,6 +25,7 @@ from torchdoctor.lint.rules_periodic import PeriodicReadRules
 from torchdoctor.lint.rules_precision import PrecisionRules
 from torchdoctor.lint.rules_sigmoid_bce import SigmoidBceRules
 from torchdoctor.lint.rules_softmax import SoftmaxRules
+from torchdoctor.lint.rules_step_habits import StepHabitRules
 from torchdoctor.lint.rules_sync import SyncRules
 from torchdoctor.lint.rules_topk import TopKRules
 from torchdoctor.lint.rules_training import TrainingRules
@@ -52,6 +53,7 @@ FAMILIES: tuple[type, ...] = (
     SigmoidBceRules,
     TopKRules,
     TrainingRules,
+    StepHabitRules,
     HistoryRules,
     CheckpointRules,
     PeriodicReadRules,

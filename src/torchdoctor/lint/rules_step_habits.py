@@ -1,0 +1,126 @@
+"""TD713 a model moved to its device at every training step; TD714 ``retain_graph=True`` on
+the only backward of a step.
+
+``model.to(device)`` (or ``model.cuda()``) in the body of a training loop walks every
+parameter and buffer at every step, each a ``Tensor.to`` call, for a model that is already
+there after the first: move it once before the loop (and build the optimizer after).
+
+``loss.backward(retain_graph=True)`` keeps the step's autograd graph, and every activation it
+saved, alive until ``loss`` is bound again in the next iteration: the next forward runs with
+the previous step's activations still in memory (about twice the activation memory at peak),
+and backward cannot free them as it goes. It is needed only when a second backward goes
+through the same graph; with one backward per step, drop it.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.rules_precision import is_model_like
+from torchdoctor.lint.visitor import FOR, RuleVisitor, keyword, method_name
+
+RULES = (
+    Rule(
+        "TD713",
+        "model-moved-every-step",
+        "info",
+        "model.to(device) / model.cuda() inside the training loop: every parameter and buffer "
+        "is walked again at every step",
+        "move the model once before the loop (and build the optimizer after it)",
+        "for x, y in loader:\n    model.to(device)\n    loss = model(x.to(device)).sum()\n"
+        "    loss.backward()\n    opt.step()",
+        "model.to(device)\nfor x, y in loader:\n    loss = model(x.to(device)).sum()\n"
+        "    loss.backward()\n    opt.step()",
+    ),
+    Rule(
+        "TD714",
+        "retain-graph-every-step",
+        "warning",
+        "loss.backward(retain_graph=True) as the only backward of a training step: the step's "
+        "graph and saved activations stay alive into the next step",
+        "drop retain_graph=True (it is needed only for a second backward through the same graph)",
+        "for x in loader:\n    loss = model(x).sum()\n    loss.backward(retain_graph=True)\n"
+        "    opt.step()",
+        "for x in loader:\n    loss = model(x).sum()\n    loss.backward()\n    opt.step()",
+    ),
+)
+
+
+class StepHabitRules(RuleVisitor):
+    """TD713, TD714 (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("for x in loader:\\n    model.to(dev)\\n    loss = model(x).sum()\\n"
+        ...        "    loss.backward(retain_graph=True)\\n    opt.step()\\n")
+        >>> [(f.line, f.code) for f in lint_source(src)]
+        [(2, 'TD713'), (4, 'TD714')]
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((r"\.backward\(", r"retain_graph|\.to\(|\.cuda\("),)
+
+    def _training_loop(self, node: ast.AST) -> ast.AST | None:
+        """The innermost loop around ``node``, if it trains."""
+        loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, (*FOR, ast.While))]
+        return loops[0] if loops and self.is_training_body(loops[0]) else None
+
+    def visit_Call(self, node: ast.Call) -> None:
+        name = method_name(node)
+        if name in {"to", "cuda"} and isinstance(node.func, ast.Attribute):
+            receiver = node.func.value
+            statement = self.parent(node)
+            if (
+                is_model_like(receiver)
+                and isinstance(statement, (ast.Expr, ast.Assign))  # (not `model(x.to(...))`)
+                and self._training_loop(node) is not None
+                and not isinstance(receiver, ast.Call)
+            ):
+                self.report(
+                    node,
+                    "TD713",
+                    f"`{self.code_of(node)}` moves the model at every step of this training "
+                    "loop: each call walks every parameter and buffer again, for a model "
+                    "already there; move it once before the loop",
+                )
+        elif name == "backward":
+            retain = keyword(node, "retain_graph")
+            if not (isinstance(retain, ast.Constant) and retain.value is True):
+                return
+            loop = self._training_loop(node)
+            made = self.assigned_in(loop) - set(self.loop_targets(loop)) if loop else set()
+            if loop is None or _root(node.func.value) not in made:  # type: ignore[attr-defined]
+                return  # (a loss made before the loop: each iteration goes through it again)
+            backwards = [c for c in self.direct_calls(loop.body) if method_name(c) == "backward"]
+            if len(backwards) == 1 and not self._differentiates_again(loop):
+                self.report(
+                    node,
+                    "TD714",
+                    f"`{self.code_of(node)}` is the step's only backward: retain_graph=True "
+                    "keeps its graph and saved activations alive until the next step's loss "
+                    "replaces it (about twice the activation memory at peak, and nothing freed "
+                    "during backward); drop it",
+                )
+
+    def _differentiates_again(self, loop: ast.AST) -> bool:
+        """The loop also differentiates with torch.autograd.grad (a second pass through the
+        graph: gradient penalties, meta-learning)."""
+        return any(
+            self.callee(c) & {"torch.autograd.grad", "torch.autograd.backward"}
+            for c in ast.walk(loop)
+            if isinstance(c, ast.Call)
+        )
+
+
+def _root(expr: ast.AST) -> str | None:
+    """The name a chain starts from (``loss`` in ``loss.mean()``).
+
+    Example:
+        >>> _root(ast.parse("out.sum()", mode="eval").body)
+        'out'
+    """
+    while isinstance(expr, (ast.Attribute, ast.Call, ast.Subscript)):
+        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+    return expr.id if isinstance(expr, ast.Name) else None

@@ -1,0 +1,36 @@
+"""TD713 the model moved every step; TD714 retain_graph=True on a step's only backward."""
+import torch
+
+
+def train(model, loader, opt, device):
+    for x, y in loader:
+        model.to(device)  # expect: TD713
+        loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+        opt.zero_grad()
+        loss.backward(retain_graph=True)  # expect: TD714
+        opt.step()
+
+
+def train_gan(generator, discriminator, loader, opt_g, opt_d):
+    for real in loader:
+        fake = generator(torch.randn(real.shape[0], 16))
+        d_loss = discriminator(fake).mean() - discriminator(real).mean()
+        d_loss.backward(retain_graph=True)  # a second backward goes through fake: no finding
+        opt_d.step()
+        g_loss = -discriminator(fake).mean()
+        g_loss.backward()
+        opt_g.step()
+
+
+def per_output_grads(outs, inputs):
+    for out in outs:  # one graph, a backward per output: no finding
+        out.sum().backward(retain_graph=True)
+        inputs.grad = None
+
+
+def train_moved_once(model, loader, opt, device):
+    model.to(device)  # before the loop: no finding
+    for x in loader:
+        loss = model(x.to(device)).sum()  # the data, not the model: no finding
+        loss.backward()
+        opt.step()

@@ -18,6 +18,7 @@ import ast
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
+from torchdoctor.lint.syntax import root_name
 from torchdoctor.lint.visitor import FOR, RuleVisitor, keyword, method_name
 
 RULES = (
@@ -91,7 +92,7 @@ class StepHabitRules(RuleVisitor):
                 return
             loop = self._training_loop(node)
             made = self.assigned_in(loop) - set(self.loop_targets(loop)) if loop else set()
-            if loop is None or _root(node.func.value) not in made:  # type: ignore[attr-defined]
+            if loop is None or root_name(node.func.value) not in made:  # type: ignore[attr-defined]
                 return  # (a loss made before the loop: each iteration goes through it again)
             backwards = [c for c in self.direct_calls(loop.body) if method_name(c) == "backward"]
             if len(backwards) == 1 and not self._differentiates_again(loop):
@@ -112,15 +113,3 @@ class StepHabitRules(RuleVisitor):
             for c in ast.walk(loop)
             if isinstance(c, ast.Call)
         )
-
-
-def _root(expr: ast.AST) -> str | None:
-    """The name a chain starts from (``loss`` in ``loss.mean()``).
-
-    Example:
-        >>> _root(ast.parse("out.sum()", mode="eval").body)
-        'out'
-    """
-    while isinstance(expr, (ast.Attribute, ast.Call, ast.Subscript)):
-        expr = expr.func if isinstance(expr, ast.Call) else expr.value
-    return expr.id if isinstance(expr, ast.Name) else None

@@ -6,25 +6,12 @@ from __future__ import annotations
 import ast
 import re
 
-from torchdoctor.lint.syntax import same_file_callee
+from torchdoctor.lint.syntax import root_name, same_file_callee
 from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
 _POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
-
-
-def _root_name(expr: ast.AST) -> str | None:
-    """The name a chain of attributes, calls and subscripts starts from: ``loss`` for
-    ``loss.detach().cpu()``, ``out`` for ``out["loss"].float()``.
-
-    Example:
-        >>> _root_name(ast.parse("loss.detach().cpu()", mode="eval").body)
-        'loss'
-    """
-    while isinstance(expr, (ast.Attribute, ast.Call, ast.Subscript)):
-        expr = expr.func if isinstance(expr, ast.Call) else expr.value
-    return expr.id if isinstance(expr, ast.Name) else None
 
 
 class ForwardAndCallSyncs:
@@ -130,7 +117,7 @@ class ForwardAndCallSyncs:
         read = next((c for c in ast.walk(function) if isinstance(c, ast.Call)
                      and method_name(c) in HOST_COPY_METHODS and not c.args
                      and isinstance(c.func, ast.Attribute)
-                     and _root_name(c.func.value) in tensors
+                     and root_name(c.func.value) in tensors
                      and not self.under_log_gate(c, function)), None)  # fmt: skip
         context = self._training_context(node) if read is not None else None
         if context is None or self.under_log_gate(node, context) or self.skip_sync(node, context):

@@ -100,6 +100,19 @@ def same_file_callee(call: ast.Call) -> ast.FunctionDef | None:
                  and f.name == call.func.id), None)  # fmt: skip
 
 
+def root_name(expr: ast.AST) -> str | None:
+    """The name a chain of attributes, calls and subscripts starts from: ``loss`` for
+    ``loss.detach().cpu()``, ``out`` for ``out["loss"].float()``.
+
+    Example:
+        >>> root_name(ast.parse("loss.detach().cpu()", mode="eval").body)
+        'loss'
+    """
+    while isinstance(expr, (ast.Attribute, ast.Call, ast.Subscript)):
+        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
 def link_parents(tree: ast.AST) -> list[ast.AST]:
     """Set ``td_parent`` on every node; return all nodes (the module first).
 

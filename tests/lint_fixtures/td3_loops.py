@@ -1,4 +1,5 @@
 # TD301 / TD302 / TD303 fixtures.
+import lap
 import numpy as np
 import scipy.optimize
 import torch
@@ -241,3 +242,18 @@ def valid_tokens_per_sample(query, mask):
         keep = torch.nonzero(mask[idx]).flatten()
         outs.append(query[idx, keep].sum(0))
     return torch.stack(outs)
+
+
+def match_with_lap(cost):
+    out = []
+    for b in range(cost.shape[0]):
+        _, x, _ = lap.lapjv(cost[b].detach().cpu().numpy())  # expect: TD303
+        out.append(x)
+    return out
+
+
+def per_image_covariances(feats):
+    covs = []
+    for b in range(feats.shape[0]):  # expect: TD304
+        covs.append(torch.cov(feats[b].T))
+    return torch.stack(covs)

@@ -298,13 +298,23 @@ class BatchLoopRules(RuleVisitor):
         if written:
             index = getattr(getattr(node, "target", None), "id", "i")
             what = f"writes each result into `{written}` at `{index}`"
+        covariance = any(
+            isinstance(c, ast.Call) and self.callee(c) & {"torch.cov", "torch.corrcoef"}
+            for c in ast.walk(node)
+        )  # (torch.cov takes one matrix: the batched one is torchdoctor's)
         self.report(
             node,
             "TD304",
             f"a loop over the items of `{batch}` runs the same tensor ops on each and {what}: "
-            f"run them on the whole batch at once (torch ops broadcast over the leading "
-            f"dimension, modules take batches; torch.vmap(f)({batch}) for a per-item function): "
-            "one launch per op instead of one per op and item",
+            + (
+                f"torch.cov takes one matrix; torchdoctor.ops.covariance({batch}) computes "
+                "every item's covariance (observations on dim -2) in one batched call"
+                if covariance
+                else f"run them on the whole batch at once (torch ops broadcast over the "
+                f"leading dimension, modules take batches; torch.vmap(f)({batch}) for a "
+                "per-item function)"
+            )
+            + ": one launch per op instead of one per op and item",
         )
 
 

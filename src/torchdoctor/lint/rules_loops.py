@@ -28,8 +28,9 @@ from torchdoctor.lint.visitor import (
 )
 
 LSA = frozenset(
-    {"scipy.optimize.linear_sum_assignment", "scipy.optimize._lsap.linear_sum_assignment"}
-)
+    {"scipy.optimize.linear_sum_assignment", "scipy.optimize._lsap.linear_sum_assignment",
+     "lap.lapjv", "lap.lapmod", "lapjv.lapjv", "lapsolver.solve_dense"}  # (the other solvers)
+)  # fmt: skip
 UNIQUE_HOST = frozenset({"numpy.unique"})
 #: counting a mask: ``(x == v).sum()``, ``torch.count_nonzero(x == v)``
 _COUNTS = frozenset({"sum", "count_nonzero"})
@@ -222,12 +223,13 @@ class LoopRules(RuleVisitor):
         if names & LSA and any(
             self._from_tensor(a, node) for a in [*node.args, *(k.value for k in node.keywords)]
         ):
+            solver = min(names & LSA)
+            solver = "scipy linear_sum_assignment" if solver.startswith("scipy") else solver
             self.report(
                 node,
                 "TD303",
-                "scipy linear_sum_assignment on tensor data copied to the host (a sync and a "
-                "serial CPU solve per call): use batched on-device assignment "
-                "torchdoctor.ops.linear_assignment",
+                f"{solver} on tensor data copied to the host (a sync and a serial CPU solve per "
+                "call): use batched on-device assignment torchdoctor.ops.linear_assignment",
             )
         if "builtins.set" in names or names & UNIQUE_HOST:
             self._check_python_unique(node)

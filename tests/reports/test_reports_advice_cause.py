@@ -10,7 +10,7 @@ from torchdoctor.analyze.advice import RULES, advise
 from torchdoctor.analyze.advice.base import Advice
 from torchdoctor.analyze.advice.dominant import OPS_FOR, REMEDIES, dominant_module
 from torchdoctor.analyze.advice.knobs import engine_knobs
-from torchdoctor.analyze.advice.lint_hot import lint_findings
+from torchdoctor.analyze.advice.lint_hot import NEGLIGIBLE_NOTE, lint_findings
 from torchdoctor.analyze.advice.merge import one_per_cause
 from torchdoctor.render.html import render_html
 from torchdoctor.render.markdown import render_markdown
@@ -276,3 +276,16 @@ def test_a_convolution_with_a_slow_backward_is_named_without_a_stated_saving():
                 if "channels_last" in a.title]  # fmt: skip
     assert not [e for e in plain.evidence if "slow path" in e]
     assert plain.estimated_saving_ms == item.estimated_saving_ms  # (no saving of its own)
+
+
+def test_a_lint_finding_on_a_negligible_hot_line_joining_a_between_steps_line():
+    """`model.load_state_dict(torch.load("ckpt.pt"))` in an inference loop: 45% of the step
+    between steps (sampled), while its few torch calls measured under 1% as a hot line; the
+    TD605 finding's "measured, under 1% of the step" contradicted the advice it joined."""
+    measured = Advice("between-steps", "infer.py:14 takes 45% of the step", heat=0.45,
+                      locations=["infer.py:14"], evidence=["4.02 ms per step"])  # fmt: skip
+    lint = Advice("lint", "TD605: loads the same model", heat=0.0, locations=["infer.py:14"],
+                  evidence=[f"infer.py:14: {NEGLIGIBLE_NOTE}"], references=["TD605"])  # fmt: skip
+    (item,) = one_per_cause([measured, lint])
+    assert not any(NEGLIGIBLE_NOTE in e for e in item.evidence)
+    assert "infer.py:14: the linter found the same cause (TD605)" in item.evidence

@@ -65,6 +65,8 @@ MAX_HOT = 10
 NEGLIGIBLE_SHARE = 0.01
 #: the evidence of a cold finding (merge.py rewords it when the finding joins measured advice)
 COLD_NOTE = "not on a line the profile shows hot"
+#: ... or on a line whose torch calls the hot lines measured as negligible
+NEGLIGIBLE_NOTE = f"measured, under {NEGLIGIBLE_SHARE:.0%} of the step"
 #: lint codes whose remedy another rule also prescribes (they merge into one advice)
 CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers", "TD604": "kv-cache",
           "TD507": "sdpa"}  # fmt: skip
@@ -421,8 +423,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         evidence = []
         for note, part in (
             (COLD_NOTE, [f for f in group if id(f) not in negligible]),
-            (f"measured, under {NEGLIGIBLE_SHARE:.0%} of the step",
-             [f for f in group if id(f) in negligible]),
+            (NEGLIGIBLE_NOTE, [f for f in group if id(f) in negligible]),
         ):  # fmt: skip
             places = ", ".join(
                 f"{os.path.basename(str(f.get('path') or '?'))}:{f.get('line', '?')}"

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from torchdoctor.analyze.advice.base import CONFIDENCES, Advice, same_file, split_location
 from torchdoctor.analyze.advice.hot_lines import NO_CURE_FIX
 from torchdoctor.analyze.advice.hot_lines_cures import PER_ELEMENT_LOOP
-from torchdoctor.analyze.advice.lint_hot import COLD_NOTE
+from torchdoctor.analyze.advice.lint_hot import COLD_NOTE, NEGLIGIBLE_NOTE
 
 
 def _keys(advice: Advice) -> list[tuple]:
@@ -108,10 +108,11 @@ def _merged(entries: list[Advice]) -> Advice:
     for other in entries[1:]:  # (copies: the rules' own entries stay as they were)
         # (a cold lint finding joining measured advice: the measurement is the other rule's)
         cold = other.rule == "lint" and other.heat <= 0 and first.heat > 0
+        # (its "under 1%" is of the line's torch calls; the other rule measured the line's
+        # whole time: a torch.load between steps)
+        found = f"the linter found the same cause ({', '.join(other.references)})"
         evidence = [
-            e.replace(COLD_NOTE, f"the linter found the same cause ({', '.join(other.references)})")
-            if cold
-            else e
+            e.replace(COLD_NOTE, found).replace(NEGLIGIBLE_NOTE, found) if cold else e
             for e in other.evidence
         ]
         first.evidence.extend(e for e in evidence if e not in first.evidence)

@@ -422,6 +422,11 @@ def cure_for(row: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> C
         spent = float(op.get("forward_ms") or 0.0) + float(op.get("backward_ms") or 0.0)
         if variant in CURES_BY_VARIANT and spent >= 0.5 * center(row.get("total_ms")):
             return CURES_BY_VARIANT[variant]
+    from torchdoctor.analyze.advice.init_cure import build_once_cure  # (it builds on Cure)
+
+    built = build_once_cure(row)
+    if built is not None:
+        return built
     if is_per_element_loop(row) and not compiled_code(row):
         return PER_ELEMENT_LOOP
     return None

@@ -18,37 +18,17 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Speedup, center
 from torchdoctor.analyze.advice.compiled_lines import compiled_code
+from torchdoctor.analyze.advice.cure import Cure
+from torchdoctor.analyze.advice.init_cure import build_once_cure
 
 #: a line executed at least this many times per step is a loop
 LOOP_CALLS = 8
 #: ... and a per-element Python loop when its torch calls average under this many ms
 SMALL_OP_MS = 0.5
-
-
-@dataclass(frozen=True)
-class Cure:
-    """A remedy for a hot line: what it is, the fix, a before/after snippet, its speedup.
-
-    Example:
-        >>> WHITENING.speedup.low
-        3.22
-    """
-
-    name: str
-    summary: str
-    fix: str
-    speedup: Speedup
-    references: tuple[str, ...] = ()
-    code: str | None = None
-    #: the cause another rule's advice with the same remedy shares (merged into one advice)
-    cause: str | None = None
-    #: where its speedup comes from, as the saving note says it
-    basis: str = "benchmarked"
 
 
 WHITENING = Cure(
@@ -422,8 +402,6 @@ def cure_for(row: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> C
         spent = float(op.get("forward_ms") or 0.0) + float(op.get("backward_ms") or 0.0)
         if variant in CURES_BY_VARIANT and spent >= 0.5 * center(row.get("total_ms")):
             return CURES_BY_VARIANT[variant]
-    from torchdoctor.analyze.advice.init_cure import build_once_cure  # (it builds on Cure)
-
     built = build_once_cure(row)
     if built is not None:
         return built

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Speedup, center
-from torchdoctor.analyze.advice.hot_lines_cures import Cure
+from torchdoctor.analyze.advice.cure import Cure
 
 #: top ops that initialise weights (torch.nn.init's functions and the tensor methods they call)
 _INITIALISERS = re.compile(

@@ -1,0 +1,28 @@
+"""A cure of a hot line: the remedy, its fix, a snippet and the speedup it measured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torchdoctor.analyze.advice.base import Speedup
+
+
+@dataclass(frozen=True)
+class Cure:
+    """A remedy for a hot line: what it is, the fix, a before/after snippet, its speedup.
+
+    Example:
+        >>> Cure("batch it", "one call", "Batch the loop.", Speedup(3.0, 40.0, "a table")).speedup.low
+        3.0
+    """
+
+    name: str
+    summary: str
+    fix: str
+    speedup: Speedup
+    references: tuple[str, ...] = ()
+    code: str | None = None
+    #: the cause another rule's advice with the same remedy shares (merged into one advice)
+    cause: str | None = None
+    #: where its speedup comes from, as the saving note says it
+    basis: str = "benchmarked"

@@ -16,8 +16,8 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.rules_device import DTYPES
-from torchdoctor.lint.visitor import FUNCTIONS, RuleVisitor, dotted, keyword, method_name
+from torchdoctor.lint.rules_device import DeviceMoves
+from torchdoctor.lint.visitor import FUNCTIONS, RuleVisitor, method_name
 
 RULES = (
     Rule(
@@ -37,7 +37,7 @@ RULES = (
 )
 
 
-class DatasetRules(RuleVisitor):
+class DatasetRules(DeviceMoves, RuleVisitor):
     """TD405 (see the module docstring).
 
     Example:
@@ -77,19 +77,17 @@ class DatasetRules(RuleVisitor):
         )
 
     def _device(self, move: ast.Call) -> str | None:
-        """How the call names its device (``the device``, ``"cuda"``), or None when it is a
-        dtype conversion or the CPU."""
-        if move.func.attr == "cuda":  # type: ignore[attr-defined]
+        """How the call names its device (``the GPU``, ``"cuda"``, `` `self.device` ``), or
+        None when it is a dtype conversion or the CPU."""
+        found = self.device_of_move(move)
+        if found is None:
+            return None
+        text, sure = found
+        if text.strip("'\"").lower().startswith("cpu"):
+            return None
+        if move.func.attr == "cuda" and not move.args:  # type: ignore[attr-defined]
             return "the GPU"
-        target = keyword(move, "device") or (move.args[0] if move.args else None)
-        if target is None or isinstance(target, ast.Starred):
-            return None
-        if self.qualified_names(target) & DTYPES:
-            return None
-        if isinstance(target, ast.Constant):
-            text = str(target.value).lower()
-            return f'"{target.value}"' if text.startswith(("cuda", "mps", "xpu")) else None
-        name = (dotted(target) or "").rsplit(".", 1)[-1].lower()
-        if "dev" in name or "cuda" in name or "gpu" in name or "rank" in name:
-            return f"`{self.code_of(target)}`"
-        return None
+        if isinstance(move.args[0] if move.args else None, ast.Constant):
+            return text
+        name = text.lower()
+        return f"`{text}`" if sure or "cuda" in name or "gpu" in name or "rank" in name else None

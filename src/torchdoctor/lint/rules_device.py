@@ -74,30 +74,17 @@ RULES = (
 )
 
 
-class DeviceRules(RuleVisitor):
-    """TD204 host-created tensors moved every step; TD505 float64 in a CUDA training step.
+class DeviceMoves:
+    """Mixin for a :class:`~torchdoctor.lint.visitor.RuleVisitor`: what device a
+    ``.cuda()`` / ``.to(...)`` call moves to (TD204, TD405).
 
     Example:
-        >>> "TD204" in DeviceRules.CODES
-        True
+        >>> from torchdoctor.lint import lint_source
+        >>> [f.code for f in lint_source("import torch\\nfor b in loader:\\n    n = torch.randn(3).cuda()\\n")]
+        ['TD204']
     """
 
-    RULES = RULES
-    CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = (
-        (r"\.cuda\(|\.to\(",),
-        (r"double|float64", r"backward|\.step\("),
-    )
-
-    def visit_Call(self, node: ast.Call) -> None:
-        names = self.callee(node)
-        if names & FACTORIES and not any(kw.arg in {"device", "generator"} for kw in node.keywords):
-            self._check_moved(node)
-        if self._is_float64(node, names):
-            self._check_float64(node)
-
-    # -- TD204 -------------------------------------------------------------------------------
-    def _device_of_move(self, move: ast.Call) -> tuple[str, bool] | None:
+    def device_of_move(self, move: ast.Call) -> tuple[str, bool] | None:
         """``(device text, sure it is a device)`` of ``.cuda()`` / ``.to(device)``; None for a
         dtype conversion. ``.to(x)`` may name a tensor (its device and dtype): reported, not
         fixed."""
@@ -126,6 +113,30 @@ class DeviceRules(RuleVisitor):
     def callee_is_device(self, expr: ast.AST) -> bool:
         return isinstance(expr, ast.Call) and bool(self.callee(expr) & {"torch.device"})
 
+
+class DeviceRules(DeviceMoves, RuleVisitor):
+    """TD204 host-created tensors moved every step; TD505 float64 in a CUDA training step.
+
+    Example:
+        >>> "TD204" in DeviceRules.CODES
+        True
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = (
+        (r"\.cuda\(|\.to\(",),
+        (r"double|float64", r"backward|\.step\("),
+    )
+
+    def visit_Call(self, node: ast.Call) -> None:
+        names = self.callee(node)
+        if names & FACTORIES and not any(kw.arg in {"device", "generator"} for kw in node.keywords):
+            self._check_moved(node)
+        if self._is_float64(node, names):
+            self._check_float64(node)
+
+    # -- TD204 -------------------------------------------------------------------------------
     def _check_moved(self, factory: ast.Call) -> None:
         attribute = self.parent(factory)
         move = self.parent(attribute)
@@ -136,7 +147,7 @@ class DeviceRules(RuleVisitor):
             and move.func is attribute
         ):
             return
-        found = self._device_of_move(move)
+        found = self.device_of_move(move)
         if found is None:
             return
         device, sure = found

@@ -253,3 +253,32 @@ def test_the_sdpa_saving_of_a_block_stack_is_over_its_attention_core_only():
     speedup = SPEEDUPS["sdpa"]
     assert item.estimated_saving_ms == pytest.approx(amdahl_saving(42.0, core / 42.0, speedup.low))
     assert any("is 14 ms, 33% of the step" in e for e in item.evidence)
+
+
+def test_a_stack_named_like_attention_counts_only_its_attention_modules():
+    """x-transformers' ``attn_layers`` (type Decoder) is the whole layer stack: its SDPA part
+    was 300 ms (all of it, feed-forwards included) because the stack's own name matched and its
+    descendants were skipped. Its attention is the Attention modules less their projections."""
+    from torchdoctor.analyze.advice.base import SPEEDUPS
+
+    def layer(i, kind):
+        if kind == "ff":
+            return node(f"attn_layers.layers.{i}.1", 8.0, 6.0, type="FeedForward")
+        return node(f"attn_layers.layers.{i}.1", 12.0, 8.0, type="Attention", children=[
+            node(f"attn_layers.layers.{i}.1.to_q", 2.0, 2.0, type="Linear"),
+            node(f"attn_layers.layers.{i}.1.attend", 7.0, 5.0, type="Attend", children=[
+                node(f"attn_layers.layers.{i}.1.attend.attn_dropout", 0.1, 0.0, type="Dropout")
+            ])])  # fmt: skip
+
+    stack = node("attn_layers", 40.0, 28.0, type="Decoder",
+                 children=[layer(0, "attn"), layer(1, "ff"), layer(2, "attn"), layer(3, "ff")])
+    root = node("", 40.0, 28.0, kind="root", children=[stack])
+    root["total_ms"] = s(100.0)  # (the encoder's stack would be the rest)
+    (item,) = dominant_module({"step_ms": s(100.0), "tree": root})
+    assert "SDPA" in item.title
+    core = 2 * (20.0 - 4.0)  # each Attention less its to_q; the FeedForwards are not attention
+    assert any(f"is {core:.0f} ms" in e for e in item.evidence), item.evidence
+    speedup = SPEEDUPS["sdpa"]
+    assert item.estimated_saving_ms == pytest.approx(
+        amdahl_saving(100.0, core / 100.0, speedup.low)
+    )

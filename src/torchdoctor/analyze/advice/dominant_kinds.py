@@ -23,6 +23,45 @@ _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
 CONTAINERS = frozenset({"Sequential"})
 
 
+def _names_attention(node: Mapping[str, Any]) -> bool:
+    return bool(_ATTENTION.search(f"{node.get('type') or ''} {node.get('name') or ''}"))
+
+
+def _is_stack(node: Mapping[str, Any]) -> bool:
+    """An attention-named node holding attention modules (x-transformers' ``attn_layers``, a
+    Hugging Face ``BertAttention`` around its ``BertSelfAttention``): their parent, not one."""
+    return any(
+        n is not node and _ATTENTION.search(str(n.get("type") or "")) for n, _ in walk(node)
+    )
+
+
+def attention_parts(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The outermost attention modules in ``node`` (itself included), by name or type. A part
+    named like attention that holds attention modules (a layer stack called ``attn_layers``) is
+    looked through, so a stack's feed-forward layers are never counted as attention; an
+    attention module's own attention-named children (``attn_dropout``) are counted through it.
+
+    Example:
+        >>> def n(name, type="", children=()):
+        ...     return {"name": name, "path": name, "type": type, "children": list(children)}
+        >>> stack = n("attn_layers", "Decoder", [n("layers.0", "Attention",
+        ...           [n("attn_dropout", "Dropout")]), n("layers.1", "FeedForward")])
+        >>> [p["name"] for p in attention_parts(stack)]
+        ['layers.0']
+    """
+    found: list[Mapping[str, Any]] = []
+
+    def visit(part: Mapping[str, Any]) -> None:
+        if _names_attention(part) and not _is_stack(part):
+            found.append(part)
+            return
+        for child in part.get("children") or ():
+            visit(child)
+
+    visit(node)
+    return found
+
+
 def is_attention(node: Mapping[str, Any]) -> bool:
     """Attention by its name or type, or a composite mostly made of attention parts.
 
@@ -30,17 +69,10 @@ def is_attention(node: Mapping[str, Any]) -> bool:
         >>> is_attention({"type": "CausalSelfAttention", "name": "attn"})
         True
     """
-    text = f"{node.get('type') or ''} {node.get('name') or ''}"
-    if _ATTENTION.search(text):
+    if _names_attention(node):
         return True
     total = node_ms(node)
-    attention = sum(
-        node_ms(n)
-        for n, _ in walk(node)
-        if n is not node
-        and _ATTENTION.search(f"{n.get('type') or ''} {n.get('name') or ''}")
-        and not any(_ATTENTION.search(str(p)) for p in str(n.get("path", "")).split(".")[:-1])
-    )
+    attention = sum(node_ms(n) for n in attention_parts(node))
     return total > 0 and attention >= 0.5 * total
 
 
@@ -61,11 +93,7 @@ def attention_core_ms(node: Mapping[str, Any], group: list | None = None) -> flo
     """
     total = 0.0
     for layer in group or [node]:
-        for part, _ in walk(layer):
-            text = f"{part.get('type') or ''} {part.get('name') or ''}"
-            path = str(part.get("path") or "").split(".")[:-1]
-            if not _ATTENTION.search(text) or any(_ATTENTION.search(p) for p in path):
-                continue  # (an attention part's own children are counted through it)
+        for part in attention_parts(layer):
             projections = sum(
                 node_ms(c) for c in part.get("children") or () if c.get("type") in MATMUL_TYPES
             )

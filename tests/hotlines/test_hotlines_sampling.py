@@ -110,3 +110,35 @@ def test_inputs_are_compared_in_one_detailed_step_of_four_and_recomputation_coun
     (record,) = [r for r in prof.session["recomputation"] if r["path"] == "encoder"]
     assert record["calls_per_step"] == 4.0
     assert record["identical_input_calls"] == 3.0  # per compared step, not diluted by the others
+
+
+class Recurrent(nn.Module):
+    """A loop in a layer's forward; the model holds two such layers (two owners of one line)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((64,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros_like(x[:, 0])
+        for t in range(x.shape[1]):
+            h = h * self.weight + x[:, t]  # SCAN
+        return h.unsqueeze(1).expand_as(x)
+
+
+def test_a_lines_carried_backward_is_shared_by_its_owners():
+    """mamba.py's scan line in two layers: in the steps that hook nothing, the carried
+    backward went to the owner of the line's last call (layer 1: 139 ms, layer 0: 0)."""
+    model = nn.Sequential(Recurrent(), Recurrent())
+    x = torch.randn(8, 16, 64, requires_grad=True)
+    with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
+        for _ in range(2 * BACKWARD_EVERY):
+            model(x).sum().backward()
+            prof.step()
+    here = marked_line(Recurrent.forward, "SCAN")
+    rows = {r["owner"]: r for r in lines_at(prof.session, __file__, here)}
+    assert set(rows) == {"0", "1"}
+    for row in rows.values():  # every step carries a backward for each owner
+        assert row["backward_ms"]["min"] > 0, row["owner"]
+    first, second = (rows[o]["backward_ms"]["median"] for o in ("0", "1"))
+    assert 0.25 < first / second < 4.0  # the same loop: comparable, not all on one owner

@@ -150,15 +150,21 @@ def _carry_backward(
         >>> entry["backward_ns"], entry["backward_estimated"]
         (200.0, True)
     """
-    where: dict[tuple, tuple] = {}  # site -> the table key of its last call this step
+    where: dict[tuple, dict[tuple, int]] = {}  # site -> {table key: its calls this step}
     for event, key in zip(events, keys):
-        where[(event[0], event[1], event[5])] = key
+        counts = where.setdefault((event[0], event[1], event[5]), {})
+        counts[key] = counts.get(key, 0) + 1
     for site, made in created.items():
         if sampled.get(site):
             per_call[site] = measured.get(site, 0.0) / made
         elif site in per_call and site in where:
-            entry = table[where[site]]
-            entry["backward_estimated"] = True
-            _add_backward(entry, site[2], per_call[site] * made)
+            # one line run under several owners (a loop in each of a model's layers): each
+            # owner's entry gets its share of the site's calls, not the last owner all of them
+            counts = where[site]
+            calls = sum(counts.values())
+            for key, n in counts.items():
+                entry = table[key]
+                entry["backward_estimated"] = True
+                _add_backward(entry, site[2], per_call[site] * made * n / calls)
     if len(per_call) > MAX_SITES:  # a bound for code that makes new sites forever
         per_call.clear()

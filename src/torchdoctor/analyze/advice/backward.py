@@ -18,13 +18,61 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import TYPICAL_BACKWARD_FORWARD_RATIO, Advice, pct
+from torchdoctor.analyze.advice.base import (
+    TYPICAL_BACKWARD_FORWARD_RATIO,
+    Advice,
+    location,
+    pct,
+)
 from torchdoctor.session_read import center, fmt_ms, installed_package, tree_step_ms, walk
 
 #: backward / forward at or above this is "far above"
 RATIO = 4.0
 #: the component's backward must be at least this share of the step to matter
 MIN_FRACTION = 0.10
+#: how the saving is assumed (an entry merged under a line's cure drops it)
+RATIO_NOTE = (
+    f"a layer's backward is typically ~{TYPICAL_BACKWARD_FORWARD_RATIO:g}x its forward; the "
+    "saving assumes that ratio is reached"
+)
+#: the measured lines named as a component's backward's cause hold this share of the lines'
+#: backward inside it, and LINES_FLOOR of the component's own
+LINES_SHARE = 0.5
+LINES_FLOOR = 0.25
+
+
+def backward_lines(session: Mapping[str, Any], path: str, backward: float) -> list[tuple[str, float]]:
+    """The measured source lines inside the component at ``path`` (hot-line records owned by it
+    or its parts) whose backward, heaviest first, makes up :data:`LINES_SHARE` of the lines'
+    backward there and :data:`LINES_FLOOR` of the component's ``backward`` (at most three
+    lines), as ``(file:line, backward ms)``; [] when they do not.
+
+    Example:
+        >>> rows = [{"file": "/m/mamba.py", "line": 318, "owner": "layers.0.mixer",
+        ...          "backward_ms": {"median": 126.0}}]
+        >>> backward_lines({"hot_lines": {"lines": rows}}, "layers.0", 194.0)
+        [('/m/mamba.py:318', 126.0)]
+    """
+    per_line: dict[str, float] = {}
+    for row in (session.get("hot_lines") or {}).get("lines") or ():
+        owner = str(row.get("owner") or "")
+        if path and owner != path and not owner.startswith(path + "."):
+            continue
+        where = location(str(row.get("file")), int(row.get("line") or 0))
+        per_line[where] = per_line.get(where, 0.0) + center(row.get("backward_ms"))
+    measured = sum(per_line.values())
+    named: list[tuple[str, float]] = []
+    for where, ms in sorted(per_line.items(), key=lambda kv: -kv[1])[:3]:
+        if ms <= 0:
+            break
+        named.append((where, ms))
+        held = sum(m for _, m in named)
+        # (the lines' backward leaves out what autograd does between graph nodes, such as
+        # summing the gradients a tensor gets from many uses: a share of the lines' own
+        # backward, and a fair part of the component's)
+        if held >= LINES_SHARE * measured and held >= LINES_FLOOR * backward:
+            return named
+    return []
 
 
 def is_library_module(node: Mapping[str, Any]) -> bool:
@@ -111,6 +159,7 @@ def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
         forward, backward = own_times(node)
         saving = backward - TYPICAL_BACKWARD_FORWARD_RATIO * forward
         path = node.get("path") or node.get("name") or "?"
+        lines = backward_lines(session, str(node.get("path") or ""), backward)
         advice.append(
             Advice(
                 rule="backward-heavy",
@@ -123,8 +172,7 @@ def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
                     f"{path}: forward {fmt_ms(forward)}, backward {fmt_ms(backward)} "
                     f"({pct(backward, step):.0f}% of the step), stock torch.nn and library children "
                     "excluded",
-                    f"a layer's backward is typically ~{TYPICAL_BACKWARD_FORWARD_RATIO:g}x its "
-                    "forward; the saving assumes that ratio is reached",
+                    RATIO_NOTE,
                 ],
                 fix="Detach selection/matching/index computations (torch.no_grad or .detach()); "
                 "replace explicit inverses with Cholesky solves or whitening "
@@ -132,6 +180,11 @@ def backward_heavy(session: Mapping[str, Any]) -> list[Advice]:
                 "checkpointing does not help here (it adds forward work).",
                 references=["torchdoctor.ops", "seed 000"],
                 heat=min(1.0, backward / step),
+                # (advice on those lines merges with this: one cause)
+                locations=[where for where, _ in lines],
             )
         )
+        if lines:
+            advice[-1].evidence.insert(1, "most of its backward is on the line(s) " + ", ".join(
+                f"{where.rsplit('/', 1)[-1]} ({fmt_ms(ms)})" for where, ms in lines))
     return advice

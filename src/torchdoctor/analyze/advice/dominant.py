@@ -179,10 +179,12 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         title, fix, code = remedy.title, remedy.fix, remedy.code
         references = (ops if remedy.name == "linear-algebra" else []) + list(remedy.references)
         inside = facts.heaviest_in([str(n.get("path") or "") for n in group or [node]])
+        named: list[str] = []
         if inside and remedy.name in _LOOK_INSIDE:  # (the hot lines already looked inside it)
             evidence.append("its heaviest measured lines: " + _lines_text(inside))
             if remedy.name == "composite":
                 title = f"start at its heaviest line, {inside[0][0]}, and compile it"
+                named = [inside[0][0]]  # (a cure of that line's own is this advice's)
                 lines = _lines_text(inside).replace("{", "{{").replace("}", "}}")  # (formatted)
                 fix, references = _COMPOSITE_LINES_FIX.format(lines=lines), ["torch.compile"]
         if remedy.name == "attention" and measured is not None:
@@ -204,6 +206,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             references=references,
             code=code,
             cause=remedy.cause,
+            locations=named,
         )
         if measured is not None:
             item.evidence += measured.evidence

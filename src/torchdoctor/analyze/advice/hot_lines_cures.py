@@ -24,6 +24,7 @@ from torchdoctor.analyze.advice.base import Speedup, center
 from torchdoctor.analyze.advice.compiled_lines import compiled_code
 from torchdoctor.analyze.advice.cure import Cure
 from torchdoctor.analyze.advice.init_cure import build_once_cure
+from torchdoctor.analyze.advice.slice_cure import unbind_cure
 
 #: a line executed at least this many times per step is a loop
 LOOP_CALLS = 8
@@ -304,7 +305,7 @@ def saving_note(cure: Cure, lines: int = 1) -> str:
     whose = "the line's" if lines <= 1 else "the lines'"
     return (
         f"saving: Amdahl over {whose} measured time with the cure's {cure.basis} speedup "
-        f"{speed.low:g}x-{speed.high:g}x ({speed.source})"
+        f"{speed.low:.3g}x-{speed.high:.3g}x ({speed.source})"
     )
 
 
@@ -402,7 +403,7 @@ def cure_for(row: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> C
         spent = float(op.get("forward_ms") or 0.0) + float(op.get("backward_ms") or 0.0)
         if variant in CURES_BY_VARIANT and spent >= 0.5 * center(row.get("total_ms")):
             return CURES_BY_VARIANT[variant]
-    built = build_once_cure(row)
+    built = build_once_cure(row) or unbind_cure(row)
     if built is not None:
         return built
     if is_per_element_loop(row) and not compiled_code(row):

@@ -25,10 +25,18 @@ import copy
 import os
 from collections.abc import Sequence
 
-from torchdoctor.analyze.advice.base import CONFIDENCES, Advice, same_file, split_location
+from torchdoctor.analyze.advice.backward import RATIO_NOTE
+from torchdoctor.analyze.advice.base import (
+    CONFIDENCES,
+    TYPICAL_BACKWARD_FORWARD_RATIO,
+    Advice,
+    same_file,
+    split_location,
+)
 from torchdoctor.analyze.advice.hot_lines import NO_CURE_FIX
 from torchdoctor.analyze.advice.hot_lines_cures import PER_ELEMENT_LOOP
 from torchdoctor.analyze.advice.lint_hot import COLD_NOTE, NEGLIGIBLE_NOTE
+from torchdoctor.session_read import fmt_ms
 
 
 def _keys(advice: Advice) -> list[tuple]:
@@ -86,7 +94,31 @@ def _hand_over(item: Advice, target: Advice, lines: list[tuple]) -> None:
         )
 
 
+def _direction(advice: Advice) -> bool:
+    """An entry whose fix is a general direction and whose saving an assumption about a line
+    it names: a layer's backward brought back to twice its forward, a composite "start at its
+    heaviest line and compile it"; a specific cure of that line replaces both."""
+    return advice.rule == "backward-heavy" or (
+        advice.rule == "dominant-module" and advice.cause == "torch.compile" and bool(advice.locations)
+    )
+
+
+def _specific_first(entries: list[Advice]) -> list[Advice]:
+    """``entries`` with a hot line's specific cure first when the strongest entry only gives a
+    direction (:func:`_direction`): Mamba's scan layer "backward 9x its forward: stop
+    differentiating" and its line's "unbind the tensor once" are one cause, told by the cure."""
+    if not _direction(entries[0]):
+        return entries
+    cured = next(
+        (e for e in entries[1:] if e.rule == "hot-line"
+         and e.fix not in (NO_CURE_FIX, PER_ELEMENT_LOOP.fix)),
+        None,
+    )  # fmt: skip
+    return entries if cured is None else [cured, *(e for e in entries if e is not cured)]
+
+
 def _merged(entries: list[Advice]) -> Advice:
+    entries = _specific_first(entries)
     first = entries[0]
     specific = next((e for e in entries[1:] if e.fix and e.fix != NO_CURE_FIX), None)
     if first.fix == NO_CURE_FIX and specific is not None:
@@ -105,6 +137,7 @@ def _merged(entries: list[Advice]) -> Advice:
             first.evidence.insert(
                 0, f"one Python loop ({os.path.basename(file)}:{line}), lines {lines} of its body"
             )
+    upper = 0.0  # the backward-heavy layers' assumed savings, when a line's cure leads
     for other in entries[1:]:  # (copies: the rules' own entries stay as they were)
         # (a cold lint finding joining measured advice: the measurement is the other rule's)
         cold = other.rule == "lint" and other.heat <= 0 and first.heat > 0
@@ -115,10 +148,14 @@ def _merged(entries: list[Advice]) -> Advice:
             e.replace(COLD_NOTE, found).replace(NEGLIGIBLE_NOTE, found) if cold else e
             for e in other.evidence
         ]
+        assumed = _direction(other) and first.estimated_saving_ms is not None
+        if assumed and other.rule == "backward-heavy":
+            upper += other.estimated_saving_ms or 0.0
+            evidence = [e for e in evidence if e != RATIO_NOTE]
         first.evidence.extend(e for e in evidence if e not in first.evidence)
         first.references.extend(r for r in other.references if r not in first.references)
         first.locations.extend(loc for loc in other.locations if loc not in first.locations)
-        if (other.estimated_saving_ms or 0.0) > (first.estimated_saving_ms or 0.0):
+        if not assumed and (other.estimated_saving_ms or 0.0) > (first.estimated_saving_ms or 0.0):
             # the confidence goes with the saving it qualifies
             first.estimated_saving_ms = other.estimated_saving_ms
             first.saving_range_ms = other.saving_range_ms
@@ -129,6 +166,16 @@ def _merged(entries: list[Advice]) -> Advice:
             first.confidence = other.confidence
         first.heat = max(first.heat, other.heat)
         first.generic = first.generic and other.generic
+    low, high = first.saving_range_ms or [first.estimated_saving_ms or 0.0] * 2
+    if upper > high:  # (the line's measured time leaves out work autograd does between its
+        # graph nodes, such as summing the gradients of a tensor used many times)
+        first.saving_range_ms = [low, upper]
+        first.evidence.append(
+            f"up to {fmt_ms(upper)} if the layers' backward falls to ~"
+            f"{TYPICAL_BACKWARD_FORWARD_RATIO:g}x their forward: the line's measured backward "
+            "leaves out what autograd does between graph nodes (summing the gradients of a "
+            "tensor used many times)"
+        )
     also = sorted({e.rule for e in entries[1:]} - {first.rule})
     if also:
         first.evidence.append("also found by: " + ", ".join(also))

@@ -40,6 +40,7 @@ def test_resolve_codes_prefixes() -> None:
         "TD304",
         "TD305",
         "TD306",
+        "TD307",
     }
     assert "TD000" not in resolve_codes(ignore=["TD000"])
     assert resolve_codes(select=["all"]) == set(RULES)

@@ -24,6 +24,7 @@ from torchdoctor.lint.rules_param_update import ParamUpdateRules
 from torchdoctor.lint.rules_periodic import PeriodicReadRules
 from torchdoctor.lint.rules_precision import PrecisionRules
 from torchdoctor.lint.rules_sigmoid_bce import SigmoidBceRules
+from torchdoctor.lint.rules_slice_loop import SliceLoopRules
 from torchdoctor.lint.rules_softmax import SoftmaxRules
 from torchdoctor.lint.rules_step_habits import StepHabitRules
 from torchdoctor.lint.rules_sync import SyncRules
@@ -38,6 +39,7 @@ FAMILIES: tuple[type, ...] = (
     BatchLoopRules,
     ParamUpdateRules,
     CatGrowthRules,
+    SliceLoopRules,
     DataRules,
     DatasetRules,
     PrecisionRules,

@@ -1,0 +1,327 @@
+"""TD307: a tensor autograd tracks, sliced at the loop variable in every iteration.
+
+``for t in range(L): h = deltaA[:, t] * h + BX[:, t]`` (a hand-written scan, an RNN run over
+time steps, a loss summed per time step) records one select per iteration. The backward of
+each writes a zero gradient the size of the whole tensor and copies the slice's gradient into
+it, and autograd sums those full-size gradients: L passes over the tensor where one would do.
+``deltaA.unbind(1)`` before the loop records one node whose backward is one stack (mamba.py's
+sequential scan: 16.6 s -> 4.5 s for 40 training steps on a CPU, the same loss).
+
+Reported for ``x[:, t]`` / ``x[..., t, :]`` (the loop variable, or ``t - 1``, at one position,
+full slices elsewhere) and ``x.select(d, t)`` inside ``for t in range(...)``, when ``x`` is
+computed with autograd on: made in the function by arithmetic or calls (a model's output, an
+op of a ``forward``'s argument), or an argument of a ``forward``. Left alone: data (a loader's
+batch, a tensor moved or cast only), NumPy arrays, tensors the loop itself writes
+(``out[:, t] = ...``), code under ``torch.no_grad()`` (or whose every caller is), ``x[t]`` of
+anything not made by torch calls (a list of feature maps), and short literal ranges.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from torchdoctor.lint.loop_shapes import made_by_numpy
+from torchdoctor.lint.project import _under_no_grad
+from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import MODEL_NAME
+from torchdoctor.lint.tensor_values import TensorValues
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, method_name
+
+RULES = (
+    Rule(
+        "TD307",
+        "slice-per-iteration",
+        "warning",
+        "a tensor autograd tracks sliced at the loop variable in every iteration (x[:, t] for "
+        "t in range(L)): each slice's backward writes a zero gradient the size of all of x, "
+        "and autograd sums L of them",
+        "take the slices once before the loop: for x_t in x.unbind(1) (one stack in backward)",
+        "import torch.nn as nn\nclass Scan(nn.Module):\n    def forward(self, a, b):\n"
+        "        h, hs = 0, []\n        for t in range(a.shape[1]):\n"
+        "            h = a[:, t] * h + b[:, t]\n            hs.append(h)\n"
+        "        return torch.stack(hs, 1)",
+        "import torch.nn as nn\nclass Scan(nn.Module):\n    def forward(self, a, b):\n"
+        "        h, hs = 0, []\n        for a_t, b_t in zip(a.unbind(1), b.unbind(1)):\n"
+        "            h = a_t * h + b_t\n            hs.append(h)\n"
+        "        return torch.stack(hs, 1)",
+    ),
+)
+
+#: literal ranges up to this many iterations are left alone (a few slices cost little)
+_FEW = 8
+#: calls that make a tensor without a graph (constants, buffers, data)
+_CONSTRUCTORS = frozenset(
+    {"zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
+     "arange", "linspace", "tensor", "as_tensor", "from_numpy", "randn", "rand", "randint",
+     "randn_like", "rand_like", "load", "eye", "next", "iter", "enumerate", "zip", "list",
+     "tuple", "dict", "range", "len", "open", "read_image", "detach", "numpy", "tolist",
+     "item", "cpu", "any", "all", "isnan", "isinf", "isfinite",
+     # integer results: indices and masks carry no gradient
+     "one_hot", "argmax", "argmin", "argsort", "nonzero", "bincount", "randperm", "multinomial",
+     "searchsorted", "bucketize", "eq", "ne", "gt", "lt", "ge", "le", "isin"}
+)  # fmt: skip
+#: methods whose arguments are shapes, dims or dtypes: as tracked as their receiver alone
+_SHAPING = frozenset(
+    {"view", "reshape", "expand", "repeat", "permute", "transpose", "to", "type", "flatten",
+     "unflatten", "squeeze", "unsqueeze", "narrow", "split", "chunk", "unfold", "contiguous",
+     "float", "half", "double", "bfloat16", "long", "int", "cuda", "movedim", "flip", "roll"}
+)  # fmt: skip
+#: argument names of indices, masks, labels and raw inputs (data, not activations)
+_DATA_ARGUMENT = re.compile(
+    r"(^|_)(ids?|idx|indices|index|mask|masks|labels?|targets?|positions?|pos|timesteps?|"
+    r"lengths?|lens|tokens?|bbox|boxes|codes|pixels|audio|waveforms?|input_features|"
+    r"(past|pixel|input|future)_values)$"
+)
+#: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
+_FEW_THINGS = re.compile(
+    r"(?<![a-z])(axes|axis|heads?|images?|layers?|levels?|scales?|experts?|groups?|dims?|views?|"
+    r"cameras?|crops?|stages?|blocks?|branch(es)?|class(es)?|tasks?|modalit(y|ies)|"
+    r"objectives?|codebooks?|mask_tokens?|quantizers?)(?![a-z])",
+    re.IGNORECASE,
+)
+
+
+class SliceLoopRules(TensorValues, RuleVisitor):
+    """TD307 (see the module docstring).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\nclass RNN(torch.nn.Module):\\n    def forward(self, x):\\n"
+        ...        "        h = self.h0\\n        for t in range(x.size(1)):\\n"
+        ...        "            h = self.cell(x[:, t], h)\\n        return h\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD307']
+    """
+
+    RULES = RULES
+    CODES = tuple(rule.code for rule in RULES)
+    TRIGGERS = ((r"\bfor\b", r"\brange\("),)
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        if not isinstance(node.ctx, ast.Load) or not isinstance(node.value, ast.Name):
+            return
+        found = self._sliced_at(node.slice)
+        if found is None:
+            return
+        index, tuple_form = found
+        self._check(node, node.value, index, tuple_form)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if (
+            method_name(node) == "select"
+            and isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and len(node.args) == 2
+        ):
+            self._check(node, func.value, node.args[1], True)
+
+    # -- the pattern -----------------------------------------------------------------------
+    @staticmethod
+    def _sliced_at(index: ast.AST) -> tuple[ast.AST, bool] | None:
+        """``(the varying index, tuple form)`` of ``x[:, t]`` / ``x[..., t]`` / ``x[t]``."""
+        if not isinstance(index, ast.Tuple):
+            return (index, False) if _loop_index(index) else None
+        varying = [e for e in index.elts if not _full(e)]
+        if len(varying) == 1 and _loop_index(varying[0]):
+            return varying[0], True
+        return None
+
+    def _check(self, node: ast.AST, tensor: ast.Name, index: ast.AST, tuple_form: bool) -> None:
+        loop = self._range_loop(node, index)
+        if loop is None or tensor.id in self.assigned_in(loop) or _written(loop, tensor.id):
+            return
+        scope = self.enclosing_scope(node)
+        if _under_no_grad(node) is True or self._callers_without_grad(scope):
+            return
+        if _in_autograd_function(scope) or self._looked_up(node):
+            return  # (autograd is off in a Function's forward; an embedding takes indices)
+        if not tuple_form and tensor.id not in {
+            n.id for a in _range_call(loop.iter).args for n in ast.walk(a)  # type: ignore[union-attr]
+            if isinstance(n, ast.Name)
+        }:
+            return  # x[t] over another count: a list's items as likely as a tensor's rows
+        if made_by_numpy(tensor, self, scope):
+            return
+        if tuple_form:
+            if not self._tracked(tensor.id, scope, depth=3):
+                return
+        elif not (self._holds_a_tensor(tensor) and self._tracked(tensor.id, scope, depth=3)):
+            return  # (x[t] of a list of feature maps: no tensor's slice)
+        dim = _dim_text(node)
+        self.report(
+            node,
+            "TD307",
+            f"`{self.code_of(node)}` slices `{tensor.id}` at the loop variable in every "
+            f"iteration: each slice's backward writes a zero gradient the size of all of "
+            f"`{tensor.id}` and autograd sums one per iteration (a pass over the whole tensor "
+            f"each); take the slices once before the loop, `for {tensor.id}_t in "
+            f"{tensor.id}.unbind({dim})` (its backward is one stack)",
+        )
+
+    def _range_loop(self, node: ast.AST, index: ast.AST) -> ast.AST | None:
+        """The ``for t in range(...)`` loop whose variable ``index`` reads, unless its range is
+        a short literal; None otherwise."""
+        names = {n.id for n in ast.walk(index) if isinstance(n, ast.Name)}
+        for loop in self.enclosing_loops(node):
+            if not isinstance(loop, FOR) or not isinstance(loop.target, ast.Name):
+                continue
+            if loop.target.id not in names:
+                continue
+            counted = _range_call(loop.iter)
+            if counted is None:
+                return None
+            bounds = [a.value for a in counted.args if isinstance(a, ast.Constant)]
+            if len(bounds) == len(counted.args) and all(isinstance(b, int) for b in bounds):
+                if len(range(*bounds)) <= _FEW:
+                    return None
+            if any(_reads_len(a) for a in counted.args):
+                return None  # range(len(x)): a Python sequence's items, most likely
+            if self._few_things(counted, self.enclosing_scope(node)):
+                return None
+            return loop
+        return None
+
+    def _looked_up(self, node: ast.AST) -> bool:
+        """The slice goes straight into an embedding (``self.x_pos_emb(bbox[..., i])``): the
+        tensor holds indices, which carry no gradient."""
+        call = self.parent(node)
+        return (
+            isinstance(call, ast.Call)
+            and node in call.args
+            and "emb" in (dotted(call.func) or ast.unparse(call.func)).lower()
+        )
+
+    def _few_things(self, counted: ast.Call, scope: ast.AST) -> bool:
+        """``range(n_axes)``, ``range(num_images)`` (or a name assigned from such words): a
+        loop over a handful of axes, images or heads, not over time steps."""
+        texts = [ast.unparse(a) for a in counted.args]
+        for arg in counted.args:
+            if isinstance(arg, ast.Name):
+                texts += [ast.unparse(v) for v in self.assigned_values(scope, arg.id)]
+        return any(_FEW_THINGS.search(t) for t in texts)
+
+    def _callers_without_grad(self, scope: ast.AST) -> bool:
+        project = getattr(self.context, "project", None)
+        if project is None or not isinstance(scope, FUNCTIONS) or scope.name == "forward":
+            return False
+        return project.callers_run_without_grad(scope.name) is True
+
+    def _tracked(self, name: str, scope: ast.AST, depth: int) -> bool:
+        """``name`` holds a tensor autograd likely tracks: an argument of a method of a class
+        (a layer's activations; not one named like indices or a mask), or made in ``scope``
+        from such a value, a module's call or a parameter (not by constructors, index-valued
+        ops, NumPy, or only moving and casting data)."""
+        if depth <= 0:
+            return False
+        if isinstance(scope, FUNCTIONS) and isinstance(self.parent(scope), ast.ClassDef):
+            if name in {a.arg for a in scope.args.args[1:]} and not _DATA_ARGUMENT.search(name):
+                return True
+        values = self.assigned_values(scope, name)
+        fresh = [v for v in values if name not in {n.id for n in ast.walk(v)
+                                                   if isinstance(n, ast.Name)}]  # fmt: skip
+        return any(self._computed(v, scope, depth - 1) for v in fresh or values)
+
+    def _computed(self, value: ast.AST, scope: ast.AST, depth: int) -> bool:
+        """``value`` carries autograd history (see :meth:`_tracked`)."""
+        again = lambda e: self._computed(e, scope, depth)  # noqa: E731
+        if isinstance(value, ast.Name):
+            return self._tracked(value.id, scope, depth)
+        if isinstance(value, ast.Attribute):  # a parameter (self.weight), not a setting
+            return (dotted(value) or "").count(".") == 1 and dotted(value).startswith("self.")  # type: ignore[union-attr]
+        if isinstance(value, ast.BinOp):
+            return again(value.left) or again(value.right)
+        if isinstance(value, ast.UnaryOp):
+            return again(value.operand)
+        if isinstance(value, ast.Subscript):
+            return again(value.value)
+        if not isinstance(value, ast.Call):
+            return False
+        called = dotted(value.func) or ""
+        last = called.rsplit(".", 1)[-1]
+        if last in _CONSTRUCTORS or any(n.startswith("numpy.") for n in self.callee(value)):
+            return False
+        arguments = [*value.args, *(k.value for k in value.keywords)]
+        if called.startswith("self.") or MODEL_NAME.search(called.split(".", 1)[0]):
+            return True  # a module's call (self.cell(x), model(x)) or one of its methods
+        functions = any(n.startswith("torch.") for n in self.callee(value))
+        if isinstance(value.func, ast.Attribute) and not functions:
+            receiver = value.func.value  # a method: as tracked as its receiver (or arguments)
+            if method_name(value) in _SHAPING:
+                return again(receiver)
+            return again(receiver) or any(again(a) for a in arguments)
+        return any(again(a) for a in arguments)
+
+
+def _in_autograd_function(scope: ast.AST) -> bool:
+    """A method of a ``torch.autograd.Function`` subclass (its forward runs without autograd;
+    its backward's slices are of gradients)."""
+    owner = getattr(scope, "td_parent", None)
+    return isinstance(owner, ast.ClassDef) and any(
+        (dotted(base) or "").endswith("Function") for base in owner.bases
+    )
+
+
+def _full(expr: ast.AST) -> bool:
+    """``:`` or ``...`` in a subscript."""
+    if isinstance(expr, ast.Slice):
+        return expr.lower is None and expr.upper is None and expr.step is None
+    return isinstance(expr, ast.Constant) and expr.value is Ellipsis
+
+
+def _loop_index(expr: ast.AST) -> bool:
+    """A name, or a name plus or minus a constant (``t``, ``t - 1``)."""
+    if isinstance(expr, ast.Name):
+        return True
+    return (
+        isinstance(expr, ast.BinOp)
+        and isinstance(expr.op, (ast.Add, ast.Sub))
+        and isinstance(expr.left, ast.Name)
+        and isinstance(expr.right, ast.Constant)
+    )
+
+
+def _range_call(expr: ast.AST) -> ast.Call | None:
+    """``range(...)`` or ``reversed(range(...))``."""
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        if expr.func.id == "range":
+            return expr
+        if expr.func.id == "reversed" and len(expr.args) == 1:
+            return _range_call(expr.args[0])
+    return None
+
+
+def _reads_len(expr: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len"
+        for n in ast.walk(expr)
+    )
+
+
+def _written(loop: ast.AST, name: str) -> bool:
+    """The loop writes into ``name`` by index (``out[:, t] = y``): a buffer it fills."""
+    for node in ast.walk(loop):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == name
+        ):
+            return True
+    return False
+
+
+def _dim_text(node: ast.AST) -> str:
+    """The dimension the slice takes (for the unbind in the message)."""
+    if isinstance(node, ast.Call):
+        return ast.unparse(node.args[0])
+    index = node.slice  # type: ignore[attr-defined]
+    if not isinstance(index, ast.Tuple):
+        return "0"
+    for position, element in enumerate(index.elts):
+        if not _full(element):
+            if any(_full(e) and isinstance(e, ast.Constant) for e in index.elts[:position]):
+                return str(position - len(index.elts))  # (after an Ellipsis: from the end)
+            return str(position)
+    return "0"

@@ -1,0 +1,158 @@
+# TD307 fixtures: a tensor autograd tracks, sliced at the loop variable in every iteration.
+import numpy as np
+import torch
+from torch import nn
+
+
+class SequentialScan(nn.Module):  # mamba.py's selective_scan_seq
+    def selective_scan_seq(self, x, delta, A, B):
+        deltaA = torch.exp(delta.unsqueeze(-1) * A)
+        BX = delta.unsqueeze(-1) * B.unsqueeze(2) * x.unsqueeze(-1)
+        h = torch.zeros(x.size(0), A.size(0), A.size(1))
+        hs = []
+        for t in range(0, x.shape[1]):
+            h = deltaA[:, t] * h + BX[:, t]  # expect: TD307, TD307
+            hs.append(h)
+        return torch.stack(hs, dim=1)
+
+
+class CharRNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(100, 32)
+        self.cell = nn.GRUCell(32, 64)
+
+    def forward(self, tokens):
+        emb = self.embed(tokens)
+        h = torch.zeros(tokens.size(0), 64)
+        for t in range(tokens.size(1)):
+            h = self.cell(emb[:, t, :], h)  # expect: TD307
+        return h
+
+
+class Seq2Seq(nn.Module):
+    def forward(self, x, steps):
+        out = []
+        for t in reversed(range(steps)):
+            out.append(x.select(1, t) * 2)  # expect: TD307
+        return out
+
+
+def per_step_loss(model, x, y, criterion):
+    logits = model(x)
+    loss = 0.0
+    for t in range(y.size(1)):
+        loss = loss + criterion(logits[:, t], y[:, t])  # expect: TD307
+    return loss
+
+
+def time_major(model, x):  # a model's output, time first
+    states = model(x).transpose(0, 1)
+    total = 0
+    for t in range(1, states.size(0)):
+        total = total + (states[t] - states[t - 1]).pow(2).sum()  # expect: TD307, TD307
+    return total
+
+
+# ---- near misses: these lines stay silent ----------------------------------------------------
+class Unbound(nn.Module):
+    def forward(self, a, b):
+        h, hs = 0, []
+        for a_t, b_t in zip(a.unbind(1), b.unbind(1)):
+            h = a_t * h + b_t
+            hs.append(h)
+        return torch.stack(hs, 1)
+
+
+def data_slices(model, loader):
+    for x, y in loader:
+        x = x.to("cpu").float()
+        for t in range(x.size(1)):
+            model(x[:, t])  # data: nothing tracked
+
+
+@torch.no_grad()
+def sample(model, z, steps):
+    out = model(z)
+    for t in range(steps):
+        z = out[:, t] + z  # no autograd
+    return z
+
+
+def fill(x, steps):
+    out = torch.empty(x.size(0), steps)
+    for t in range(steps):
+        out[:, t] = x.sum(1) * t
+        x = out[:, t].unsqueeze(1) + x  # a buffer the loop writes
+    return out
+
+
+def levels(backbone, convs, image):
+    feats = backbone(image)
+    return [convs[i](feats[i]) for i in range(len(feats))]
+
+
+def few(model, x):
+    y = model(x)
+    return [y[:, t] for t in range(3)]  # a literal handful
+
+
+def numpy_table(values, n):
+    table = np.cumsum(values, axis=0) * 2
+    return [table[:, t] for t in range(n)]
+
+
+class Heads(nn.Module):
+    def forward(self, q, k, heads):
+        for i in range(heads):
+            k[:, i] = q[:, i] * 2  # a handful of heads, not time steps
+        return k
+
+
+def from_arguments(x, w, n):
+    states = torch.tanh(x @ w)  # a function's arguments: data or not, unknown
+    total = 0
+    for t in range(1, n):
+        total = total + (states[t] - states[t - 1]).pow(2).sum()
+    return total
+
+
+class Rope(nn.Module):  # diffusers' FluxPosEmbed: position ids, one slice per axis
+    def forward(self, ids):
+        n_axes = ids.shape[-1]
+        pos = ids.float()
+        return [self.embed(pos[:, i]) for i in range(n_axes)]
+
+
+def ap_per_class(tp, conf, n_l, eps=1e-16):  # NumPy metrics
+    tpc = tp.cumsum(0)
+    recall = tpc / (n_l + eps)
+    return [recall[:, j].mean() for j in range(tp.shape[1])]
+
+
+class Masks:
+    def boxes(self):
+        x_any = torch.any(self.tensor, dim=1)
+        for idx in range(self.tensor.shape[0]):
+            yield x_any[idx, :].float().mean()  # booleans: no gradient
+
+
+class CrossMapLRN(torch.autograd.Function):  # autograd is off in a Function's forward
+    @staticmethod
+    def forward(ctx, x, size):
+        square = x * x
+        out = torch.empty_like(x)
+        for c in range(1, x.size(1)):
+            out.select(1, c).copy_(square.select(1, c - 1))
+        return out
+
+
+class XPathEmbeddings(nn.Module):  # markuplm: integer tags looked up per depth
+    def forward(self, xpath_tags_seq):
+        tags = xpath_tags_seq.long() + 1
+        return [self.tag_embeddings[i](tags[:, :, i]) for i in range(self.max_depth)]
+
+
+def decode_strings(decoder, pred_logits, batch_size, eos):
+    preds_str = decoder(pred_logits.argmax(-1))
+    return [preds_str[index].find(eos) for index in range(batch_size)]

@@ -289,3 +289,44 @@ def test_a_lint_finding_on_a_negligible_hot_line_joining_a_between_steps_line():
     (item,) = one_per_cause([measured, lint])
     assert not any(NEGLIGIBLE_NOTE in e for e in item.evidence)
     assert "infer.py:14: the linter found the same cause (TD605)" in item.evidence
+
+
+def test_a_lines_cure_leads_the_layers_backward_heavy_entries_it_explains():
+    """mamba.py's scan: 'Backward of layers.0.mixer is 9x its forward' (an assumed saving) and
+    the line's 'unbind the tensor once' (a measured one) are one advice, told by the cure; the
+    layers' assumed savings are the range's top."""
+    from torchdoctor.analyze.advice.backward import RATIO_NOTE
+    from torchdoctor.analyze.advice.merge import one_per_cause
+
+    line = "/m/mamba.py:318"
+    heavy = [Advice("backward-heavy", f"Backward of layers.{i}.mixer is 9x its forward",
+                    evidence=[f"layers.{i}.mixer: forward", RATIO_NOTE], fix="Detach ...",
+                    estimated_saving_ms=ms, saving_range_ms=[ms, ms], locations=[line])
+             for i, ms in ((0, 267.0), (1, 146.0))]  # fmt: skip
+    cure = Advice("hot-line", "mamba.py:318 ...: unbind the tensor once before the loop",
+                  fix="Take the slices once before the loop", estimated_saving_ms=170.0,
+                  saving_range_ms=[170.0, 170.0], confidence="high", locations=[line])
+    composite = Advice("dominant-module", "layers.0.mixer dominates the step: start at its "
+                       "heaviest line, mamba.py:318, and compile it", fix="compile it",
+                       estimated_saving_ms=61.0, cause="torch.compile", locations=["mamba.py:318"])
+    knob = Advice("engine-knobs", "torch.compile the model", cause="torch.compile",
+                  estimated_saving_ms=60.0)
+    (item, other) = one_per_cause([heavy[0], cure, heavy[1], composite, knob])
+    assert item.title.endswith("unbind the tensor once before the loop")
+    assert item.fix.startswith("Take the slices") and item.confidence == "high"
+    assert item.estimated_saving_ms == 170.0 and item.saving_range_ms == [170.0, 413.0]
+    assert RATIO_NOTE not in item.evidence
+    assert other.title == "torch.compile the model"  # the knob stays its own advice
+
+
+def test_a_composite_merged_into_a_loop_is_no_cure_of_the_loop():
+    from torchdoctor.analyze.advice.hot_lines_cures import PER_ELEMENT_LOOP
+    from torchdoctor.analyze.advice.merge import one_per_cause
+
+    loop = Advice("hot-line", "t.py:9 takes 40% of the step: a per-element Python loop",
+                  fix=PER_ELEMENT_LOOP.fix, estimated_saving_ms=30.0, locations=["/p/t.py:9"])
+    composite = Advice("dominant-module", "cell dominates the step: start at its heaviest "
+                       "line, t.py:9, and compile it", fix="The hot lines show where ...",
+                       estimated_saving_ms=5.0, cause="torch.compile", locations=["t.py:9"])
+    (item,) = one_per_cause([loop, composite])
+    assert item.fix == PER_ELEMENT_LOOP.fix and item.estimated_saving_ms == 30.0

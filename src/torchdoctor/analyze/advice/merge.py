@@ -126,7 +126,11 @@ def _merged(entries: list[Advice]) -> Advice:
         # (a known torch sync, a library switch); its measured share stays in the evidence
         first.title, first.fix, first.code = specific.title, specific.fix, specific.code
     elif first.fix == PER_ELEMENT_LOOP.fix:  # lines of one loop: the specific cure first
-        cured = next((e for e in entries[1:] if e.fix not in (NO_CURE_FIX, first.fix)), None)
+        cured = next(
+            (e for e in entries[1:]
+             if e.fix not in (NO_CURE_FIX, first.fix) and not _direction(e)),
+            None,
+        )  # fmt: skip
         if cured is not None:
             first.fix = f"{cured.fix} Then batch the rest of the loop: {first.fix}"
             first.code = cured.code or first.code

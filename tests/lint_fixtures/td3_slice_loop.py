@@ -156,3 +156,12 @@ class XPathEmbeddings(nn.Module):  # markuplm: integer tags looked up per depth
 def decode_strings(decoder, pred_logits, batch_size, eos):
     preds_str = decoder(pred_logits.argmax(-1))
     return [preds_str[index].find(eos) for index in range(batch_size)]
+
+
+class TimeMajorRNN(nn.Module):
+    def forward(self, x):
+        T, B, _ = x.shape
+        h = x.new_zeros(B, 16)
+        for t in range(T):
+            h = self.cell(x[t], h)  # expect: TD307
+        return h

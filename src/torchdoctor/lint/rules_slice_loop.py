@@ -137,18 +137,14 @@ class SliceLoopRules(TensorValues, RuleVisitor):
             return
         if _in_autograd_function(scope) or self._looked_up(node):
             return  # (autograd is off in a Function's forward; an embedding takes indices)
-        if not tuple_form and tensor.id not in {
-            n.id for a in _range_call(loop.iter).args for n in ast.walk(a)  # type: ignore[union-attr]
-            if isinstance(n, ast.Name)
-        }:
-            return  # x[t] over another count: a list's items as likely as a tensor's rows
+        if not tuple_form and tensor.id not in self._counted_names(loop, scope):
+            return  # x[t] over another count (or len(x)): a list's items as likely
         if made_by_numpy(tensor, self, scope):
             return
-        if tuple_form:
-            if not self._tracked(tensor.id, scope, depth=3):
-                return
-        elif not (self._holds_a_tensor(tensor) and self._tracked(tensor.id, scope, depth=3)):
-            return  # (x[t] of a list of feature maps: no tensor's slice)
+        if not self._tracked(tensor.id, scope, depth=3):
+            return
+        if not tuple_form and not (_in_module(scope) or self._holds_a_tensor(tensor)):
+            return  # x[t] outside a module: a batch's items (post-processing), most likely
         dim = _dim_text(node)
         self.report(
             node,
@@ -182,6 +178,20 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                 return None
             return loop
         return None
+
+    def _counted_names(self, loop: ast.For, scope: ast.AST) -> set[str]:
+        """The tensors whose size the loop's range counts: ``range(x.size(0))``, or ``range(T)``
+        with ``T = x.size(0)`` / ``T, B, _ = x.shape`` (a list has no shape)."""
+        counted = _range_call(loop.iter)
+        names = {n.id for a in counted.args for n in ast.walk(a) if isinstance(n, ast.Name)}  # type: ignore[union-attr]
+        sized = _sized_names(counted)
+        for statement in ast.walk(scope):
+            if isinstance(statement, ast.Assign) and any(
+                isinstance(n, ast.Name) and n.id in names
+                for t in statement.targets for n in ast.walk(t)
+            ):  # fmt: skip
+                sized |= _sized_names(statement.value)
+        return sized
 
     def _looked_up(self, node: ast.AST) -> bool:
         """The slice goes straight into an embedding (``self.x_pos_emb(bbox[..., i])``): the
@@ -252,6 +262,26 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                 return again(receiver)
             return again(receiver) or any(again(a) for a in arguments)
         return any(again(a) for a in arguments)
+
+
+def _sized_names(expr: ast.AST) -> set[str]:
+    """Names whose ``.shape`` / ``.size(...)`` ``expr`` reads."""
+    out: set[str] = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Attribute) and node.attr in ("shape", "size"):
+            if isinstance(node.value, ast.Name):
+                out.add(node.value.id)
+    return out
+
+
+def _in_module(scope: ast.AST) -> bool:
+    """A ``forward``, or a method of a class deriving from ``...Module``."""
+    if isinstance(scope, FUNCTIONS) and scope.name == "forward":
+        return True
+    owner = getattr(scope, "td_parent", None)
+    return isinstance(owner, ast.ClassDef) and any(
+        (dotted(base) or "").endswith("Module") for base in owner.bases
+    )
 
 
 def _in_autograd_function(scope: ast.AST) -> bool:

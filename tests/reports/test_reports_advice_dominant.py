@@ -282,3 +282,29 @@ def test_a_stack_named_like_attention_counts_only_its_attention_modules():
     assert item.estimated_saving_ms == pytest.approx(
         amdahl_saving(100.0, core / 100.0, speedup.low)
     )
+
+
+def test_a_multiply_line_inside_hand_written_attention_joins_the_sdpa_advice():
+    """x-transformers: `sim = einsum('b h i d, b h j d -> b h i j', q, k)` in its Attend module
+    was a second entry, 'its time is the matrix multiply: bf16 ...', beside 'use fused attention
+    (SDPA)' for the stack it is in: the multiply is the attention SDPA replaces."""
+    from torchdoctor.analyze.advice import advise
+
+    attn = node("layers.0.attn", 30.0, 20.0, type="Attention", children=[
+        node("layers.0.attn.to_q", 5.0, 5.0, type="Linear"),
+        node("layers.0.attn.attend", 14.0, 10.0, type="Attend")])  # fmt: skip
+    stack = node("layers.0", 36.0, 24.0, type="Block",
+                 children=[attn, node("layers.0.ff", 6.0, 4.0, type="FeedForward")])
+    root = node("", 36.0, 24.0, kind="root", children=[stack])
+    root["total_ms"] = s(100.0)
+    row = {"file": "/x/attend.py", "line": 535, "location": "attend.py:535",
+           "owner": "layers.0.attn.attend", "function": "forward",
+           "code": "sim = einsum('b h i d, b h j d -> b h i j', q, k)",
+           "total_ms": s(20.0), "forward_ms": s(14.0), "backward_ms": s(6.0),
+           "calls_per_step": 1, "torch_calls_per_step": 1,
+           "top_ops": [{"op": "torch.einsum", "forward_ms": 14.0, "backward_ms": 5.5,
+                        "calls_per_step": 1}]}  # fmt: skip
+    session = {"step_ms": s(100.0), "tree": root, "hot_lines": {"lines": [row]}}
+    titles = [a.title for a in advise(session)]
+    about = [t for t in titles if "SDPA" in t or "attend.py:535" in t]
+    assert len(about) == 1 and "SDPA" in about[0], titles

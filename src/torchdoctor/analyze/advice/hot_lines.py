@@ -32,6 +32,7 @@ from torchdoctor.analyze.advice.base import (
     with_saving,
 )
 from torchdoctor.analyze.advice.compiled_lines import COMPILED_FIX, compiled_code
+from torchdoctor.analyze.advice.dominant_kinds import attention_parts
 from torchdoctor.analyze.advice.hot_lines_cures import (
     LOOP_CALLS,
     SPARSE_LAYOUT_CURE,
@@ -312,11 +313,25 @@ def matmul_bound(row: Mapping[str, Any]) -> str | None:
     return str(top["op"]) if top and str(top.get("op")) in MATMUL_OPS and _mostly(row) else None
 
 
-def _matmul_cause(row: Mapping[str, Any]) -> str | None:
-    """The cause a matrix-multiply line shares with the dominant-module advice."""
+def _matmul_cause(row: Mapping[str, Any], attention: frozenset[str] = frozenset()) -> str | None:
+    """The cause a matrix-multiply line shares with the dominant-module advice: inside an
+    attention module (``attention``: their paths), the fused kernel's (x-transformers'
+    ``einsum`` of q and k is the attention SDPA replaces, not a multiply to make cheaper).
+
+    Example:
+        >>> row = {"total_ms": 9.0, "owners": ["h.0.attn"], "top_ops": [
+        ...     {"op": "torch.einsum", "forward_ms": 8.0}]}
+        >>> _matmul_cause(row), _matmul_cause(row, frozenset({"h.0.attn"}))
+        ('bf16-autocast', 'sdpa')
+    """
     if sparse_matmul(row):
         return "sparse-layout"
-    return "bf16-autocast" if matmul_bound(row) else None
+    if not matmul_bound(row):
+        return None
+    owners = [str(o) for o in row.get("owners") or [row.get("owner") or ""]]
+    if any(o == a or o.startswith(a + ".") for o in owners for a in attention):
+        return "sdpa"
+    return "bf16-autocast"
 
 
 def _mostly(row: Mapping[str, Any]) -> bool:
@@ -385,6 +400,10 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
     if step <= 0:
         return []
     advice = []
+    tree = session.get("tree")
+    attention = frozenset(
+        str(p.get("path") or "") for p in (attention_parts(tree) if tree else ())
+    )
     for row in hot_lines(session):
         share = row["share"]
         findings = findings_on(session, row)
@@ -406,7 +425,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             locations=[location(row["file"], row["line"])],
             # the lines of one per-element Python loop are one cause (batching the loop)
             cause=loop_cause(row)
-            or (cure.cause if cure is not None else _matmul_cause(row)),
+            or (cure.cause if cure is not None else _matmul_cause(row, attention)),
         )
         if cure is not None:
             with_saving(item, step, share, cure.speedup)  # (own time: profiler cost left out)

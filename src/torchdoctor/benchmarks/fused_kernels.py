@@ -294,6 +294,25 @@ def optimizer_pair(shapes: list[tuple[int, ...]]):
     return make(foreach=True), make(fused=True)
 
 
+def slice_scan(x: torch.Tensor) -> torch.Tensor:
+    """A linear scan over time that slices its input per step (mamba.py's sequential scan):
+    each ``x[:, t]``'s backward writes a zero gradient the size of all of x (TD307)."""
+    h, states = torch.zeros_like(x[:, 0]), []
+    for t in range(x.shape[1]):
+        h = 0.9 * h + x[:, t]
+        states.append(h)
+    return torch.stack(states, dim=1)
+
+
+def unbind_scan(x: torch.Tensor) -> torch.Tensor:
+    """The same scan over ``x.unbind(1)``: the slices taken once, one stack in backward."""
+    h, states = torch.zeros_like(x[:, 0]), []
+    for x_t in x.unbind(1):
+        h = 0.9 * h + x_t
+        states.append(h)
+    return torch.stack(states, dim=1)
+
+
 #: (case, parameter shapes): a small model, and GPT-2 small's (12 blocks, 50304 x 768 embedding)
 OPTIMIZER_CASES = (
     ("AdamW, 40 x (256, 256)", [(256, 256)] * 40),
@@ -323,6 +342,8 @@ CASES = (
     ("Normal with argument checks vs without (torch-syncs)", *distribution_pair("normal"),
      ((4, 2), (256, 6)), 1e-6),
     ("sort then the first 16 vs topk (TD512)", *topk_pair(16), ((64, 1000), (8, 50257)), 1e-6),
+    ("scan slicing x[:, t] per step vs over x.unbind(1) (TD307)", slice_scan, unbind_scan,
+     ((4, 32, 64), (8, 128, 2048)), 1e-5),
 )  # fmt: skip
 
 
@@ -332,7 +353,7 @@ def run(quick: bool = False) -> list[BenchTable]:
     Example:
         >>> table = run(quick=True)[0]
         >>> table.columns[:3], len(table.rows)
-        (['case', 'by hand ms', 'fused ms'], 13)
+        (['case', 'by hand ms', 'fused ms'], 14)
     """
     torch.manual_seed(0)
     repeats = 3 if quick else 15

@@ -313,6 +313,42 @@ def unbind_scan(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(states, dim=1)
 
 
+def elementwise_chain(delta: torch.Tensor, A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """mamba.py's selective-scan prologue: a broadcast multiply, an exponential and two more
+    multiplies over (B, L, ED, N), one pass over memory each in eager mode."""
+    deltaA = torch.exp(delta.unsqueeze(-1) * A)
+    BX = delta.unsqueeze(-1) * x.unsqueeze(-1) * x.unsqueeze(-1)
+    return deltaA * BX
+
+
+#: (B, L, ED, N) of the chain: small, and mamba.py's d_model=64 layer at 128 tokens
+CHAIN_SHAPES = ((4, 32, 32, 8), (8, 128, 128, 16))
+
+
+def chain_table(repeats: int) -> BenchTable:
+    """The elementwise chain eager vs torch.compile (forward + backward; compiled once per
+    shape before timing). Not in quick runs: compiling takes seconds and a C++ compiler."""
+    table = BenchTable(
+        "elementwise chain: eager vs torch.compile (forward + backward, interleaved, median of "
+        "per-pair ratios)",
+        ["case", "eager ms", "compiled ms", "speedup", "spread (min-max)", "IQR", "verdict"],
+    )
+    for b, length, width, state in CHAIN_SHAPES:
+        compiled = torch.compile(elementwise_chain, dynamic=False)
+        delta = torch.rand(b, length, width, requires_grad=True)
+        A = torch.randn(width, state, requires_grad=True)
+        x = torch.randn(b, length, width, requires_grad=True)
+        compiled(delta, A, x).sum().backward()  # (the compile, untimed)
+        result = compare(elementwise_chain, compiled, delta, A, x, repeats=repeats, grads=True,
+                         rtol=1e-4, atol=1e-4, names=("eager", "compiled"))  # fmt: skip
+        table.add_row(f"exp(d * A) * d * x * x {(b, length, width, state)}", *result.row())
+    table.notes.append(
+        "the chain in hot lines of elementwise ops (analyze/advice/chain_cure.py); "
+        f"{torch.get_num_threads()} intra-op thread(s), CPU, torch {torch.__version__}"
+    )
+    return table
+
+
 #: (case, parameter shapes): a small model, and GPT-2 small's (12 blocks, 50304 x 768 embedding)
 OPTIMIZER_CASES = (
     ("AdamW, 40 x (256, 256)", [(256, 256)] * 40),
@@ -388,4 +424,4 @@ def run(quick: bool = False) -> list[BenchTable]:
         "each side steps its own copy of the same parameters and gradients; the first parameter "
         f"compared after each step; {torch.get_num_threads()} intra-op thread(s), CPU"
     )
-    return [table, optimizers]
+    return [table, optimizers] if quick else [table, optimizers, chain_table(repeats)]

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Speedup, center
+from torchdoctor.analyze.advice.chain_cure import fuse_cure
 from torchdoctor.analyze.advice.compiled_lines import compiled_code
 from torchdoctor.analyze.advice.cure import Cure
 from torchdoctor.analyze.advice.init_cure import build_once_cure
@@ -406,7 +407,7 @@ def cure_for(row: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> C
     built = build_once_cure(row) or unbind_cure(row)
     if built is not None:
         return built
-    if is_per_element_loop(row) and not compiled_code(row):
-        return PER_ELEMENT_LOOP
-    return None
+    if compiled_code(row):
+        return None
+    return PER_ELEMENT_LOOP if is_per_element_loop(row) else fuse_cure(row)
 

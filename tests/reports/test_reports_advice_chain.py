@@ -71,3 +71,9 @@ def test_a_script_top_level_line_or_a_matmul_gets_no_fusion():
     matmul = _row([{"op": "Tensor.matmul", "forward_ms": 9.0, "backward_ms": 6.0,
                     "calls_per_step": 1.0}, *CHAIN[:1]], line=291)  # fmt: skip
     assert FUSE_CHAIN.summary not in " ".join(a.title for a in advise(_session(matmul)))
+
+
+def test_a_device_copy_is_no_chain():
+    copy = _row([{"op": "Tensor.to", "forward_ms": 9.0, "backward_ms": 0.0, "calls_per_step": 2.0}],
+                function="get_batch", line=131)  # fmt: skip
+    assert FUSE_CHAIN.summary not in " ".join(a.title for a in advise(_session(copy)))

@@ -28,12 +28,13 @@ from typing import Any
 from torchdoctor.analyze.advice.base import Speedup, center
 from torchdoctor.analyze.advice.cure import Cure
 
-#: elementwise ops by the hot lines' names (``Tensor.mul`` for ``a * b``): one pass each
+#: elementwise ops by the hot lines' names (``Tensor.mul`` for ``a * b``): one pass each (not
+#: ``.to()``: a device copy is no arithmetic to fuse; nor a cast alone)
 ELEMENTWISE = re.compile(
     r"^(Tensor|torch|F)\.(mul|add|sub|div|true_divide|neg|abs|pow|square|exp|exp2|expm1|log|"
     r"log1p|log2|sqrt|rsqrt|reciprocal|tanh|sigmoid|sign|clamp|clip|where|masked_fill|sin|cos|"
     r"erf|maximum|minimum|lerp|addcmul|addcdiv|silu|gelu|relu|softplus|leaky_relu|elu|"
-    r"hardswish|mish|float|half|bfloat16|to)_?$"
+    r"hardswish|mish)_?$"
 )
 #: ops that only view their input (no pass over memory)
 VIEWS = re.compile(

@@ -165,3 +165,14 @@ class TimeMajorRNN(nn.Module):
         for t in range(T):
             h = self.cell(x[t], h)  # expect: TD307
         return h
+
+
+class AttnDecoderRNN(nn.Module):  # the PyTorch seq2seq tutorial: teacher forcing slices targets
+    def forward(self, encoder_outputs, encoder_hidden, target_tensor=None):
+        decoder_input, decoder_hidden, outputs = self.start, encoder_hidden, []
+        for i in range(self.max_length):
+            out, decoder_hidden = self.forward_step(decoder_input, decoder_hidden)
+            outputs.append(out)
+            if target_tensor is not None:
+                decoder_input = target_tensor[:, i].unsqueeze(1)  # token ids: no gradient
+        return outputs

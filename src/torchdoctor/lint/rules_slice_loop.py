@@ -71,7 +71,7 @@ _SHAPING = frozenset(
 _DATA_ARGUMENT = re.compile(
     r"(^|_)(ids?|idx|indices|index|mask|masks|labels?|targets?|positions?|pos|timesteps?|"
     r"lengths?|lens|tokens?|bbox|boxes|codes|pixels|audio|waveforms?|input_features|"
-    r"(past|pixel|input|future)_values)$"
+    r"(past|pixel|input|future)_values)(_|$)"
 )
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
 _FEW_THINGS = re.compile(

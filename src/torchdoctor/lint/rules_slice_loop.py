@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.denoising_loops import range_call
 from torchdoctor.lint.loop_shapes import made_by_numpy
 from torchdoctor.lint.project import _under_no_grad
 from torchdoctor.lint.rule import Rule
@@ -165,7 +166,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                 continue
             if loop.target.id not in names:
                 continue
-            counted = _range_call(loop.iter)
+            counted = range_call(loop.iter)
             if counted is None:
                 return None
             bounds = [a.value for a in counted.args if isinstance(a, ast.Constant)]
@@ -182,7 +183,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
     def _counted_names(self, loop: ast.For, scope: ast.AST) -> set[str]:
         """The tensors whose size the loop's range counts: ``range(x.size(0))``, or ``range(T)``
         with ``T = x.size(0)`` / ``T, B, _ = x.shape`` (a list has no shape)."""
-        counted = _range_call(loop.iter)
+        counted = range_call(loop.iter)
         names = {n.id for a in counted.args for n in ast.walk(a) if isinstance(n, ast.Name)}  # type: ignore[union-attr]
         sized = _sized_names(counted)
         for statement in ast.walk(scope):
@@ -310,16 +311,6 @@ def _loop_index(expr: ast.AST) -> bool:
         and isinstance(expr.left, ast.Name)
         and isinstance(expr.right, ast.Constant)
     )
-
-
-def _range_call(expr: ast.AST) -> ast.Call | None:
-    """``range(...)`` or ``reversed(range(...))``."""
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
-        if expr.func.id == "range":
-            return expr
-        if expr.func.id == "reversed" and len(expr.args) == 1:
-            return _range_call(expr.args[0])
-    return None
 
 
 def _reads_len(expr: ast.AST) -> bool:

@@ -229,3 +229,30 @@ def test_a_helper_in_another_file_is_one_a_forward_calls_only_as_its_imports_say
     (message,) = [f.message for f in lint_paths([tmp_path], select=["TD205"])]
     assert "called by `HungarianMatcher.forward`, matcher.py:6" in message
     assert "torch._assert_async" in message  # (an assert's own remedy)
+
+
+def test_a_helper_of_a_forward_is_not_grad_free_because_forward_is_called_so_once(tmp_path):
+    """recurrent_gemma's `_rnn_scan` (called from `forward`) lost its TD307 when mamba.py's
+    lm.py was linted with it: its `generate` calls `self.forward(...)` under no_grad, and the
+    walk up the callers took that for every call of a forward (they go through __call__)."""
+    layer = """
+        import torch
+        class Scan(torch.nn.Module):
+            def forward(self, gate, x):
+                return self._scan(torch.sigmoid(gate), x * 2)
+            def _scan(self, gate, x):
+                h, out = 0, []
+                for t in range(x.shape[1]):
+                    h = gate[:, t] * h + x[:, t]
+                    out.append(h)
+                return torch.stack(out, 1)
+    """
+    lm = """
+        import torch
+        class LM(torch.nn.Module):
+            def generate(self, x):
+                with torch.no_grad():
+                    return self.forward(x)
+    """
+    _write(tmp_path, {"layer.py": layer, "lm.py": lm})
+    assert [f.code for f in lint_paths([tmp_path])] == ["TD307", "TD307"]

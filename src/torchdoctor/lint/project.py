@@ -203,7 +203,9 @@ class Project:
                 where = _under_no_grad(node)
                 if where is True:
                     continue
-                if where is False or depth <= 1:
+                if where is False or depth <= 1 or where.name == "forward":
+                    # (a module's forward runs through __call__: its explicit .forward(...)
+                    # calls, a generate loop's under no_grad, say nothing of its training)
                     verdict = False
                     break
                 if self.callers_run_without_grad(where.name, depth - 1) is not True:

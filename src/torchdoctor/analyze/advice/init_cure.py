@@ -15,13 +15,12 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Speedup, center
-from torchdoctor.analyze.advice.cure import Cure
+from torchdoctor.analyze.advice.cure import Cure, removing_share
 
 #: top ops that initialise weights (torch.nn.init's functions and the tensor methods they call)
 _INITIALISERS = re.compile(
@@ -64,8 +63,9 @@ def build_once_cure(row: Mapping[str, Any]) -> Cure | None:
     if total <= 0 or spent < MIN_SHARE * total:
         return None
     share = min(0.95, spent / total)
-    return dataclasses.replace(BUILD_ONCE, speedup=Speedup(
-        1.0 / (1.0 - share), 1.0 / (1.0 - share),
+    return removing_share(
+        BUILD_ONCE,
+        share,
         f"the line's weight initialisers, measured: {share:.0%} of its time (built once, they "
         "run once)",
-    ))  # fmt: skip
+    )

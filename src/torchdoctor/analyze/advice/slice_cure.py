@@ -20,12 +20,11 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Speedup, center
-from torchdoctor.analyze.advice.cure import Cure
+from torchdoctor.analyze.advice.cure import Cure, removing_share
 
 #: ops that take one slice of a tensor (the hot lines' names)
 SLICING_OPS = frozenset(
@@ -75,9 +74,9 @@ def unbind_cure(row: Mapping[str, Any]) -> Cure | None:
     if total <= 0 or iterations < MIN_ITERATIONS or spent < MIN_SHARE * total:
         return None
     saved = spent * (1.0 - 1.0 / iterations)
-    share = min(0.95, saved / total)
-    return dataclasses.replace(UNBIND_ONCE, speedup=Speedup(
-        1.0 / (1.0 - share), 1.0 / (1.0 - share),
+    return removing_share(
+        UNBIND_ONCE,
+        saved / total,
         f"the slices' backward, measured: {spent / total:.0%} of the line's time, of which one "
         f"pass in {iterations:.0f} stays",
-    ))  # fmt: skip
+    )

@@ -2,6 +2,7 @@
 ran under (GCN's ``loss_train, acc_train = test(model, ...)``: the model runs inside test())."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -104,6 +105,7 @@ def test_a_rollout_of_small_batch_calls_every_n_steps_is_counted_and_advised(env
             with torch.no_grad():
                 logits = policy(obs)  # rollout
             obs = obs * 0.9 + logits.sum() * 0.01
+            time.sleep(1e-4)  # (the environment's step: long steps stay long on a fast host)
 
     # (windows: the schedule aims a detailed step at the long ones)
     s = _train_with_periodic_work(policy, opt, batch, collect_rollout, steps=100, due=10)
@@ -118,6 +120,38 @@ def test_a_rollout_of_small_batch_calls_every_n_steps_is_counted_and_advised(env
     assert periodic["title"].endswith(f": 120 model calls on {each} each")
     assert "n_envs" in periodic["fix"] and "a quarter of the calls" in periodic["fix"]
     assert any("(Sequential)" in e and "120 times" in e for e in periodic["evidence"])
+    assert row["eval_share"] == 0.0 and "evaluation" not in periodic["title"]
+
+
+def test_a_periodic_evaluation_in_small_batches_is_told_as_an_evaluation():
+    """nanoGPT's estimate_loss(): model.eval(), then eval_iters calls on batch_size samples
+    each, model.train(). Batching its calls is the cure, but it is no rollout: no word of
+    environments."""
+    from torchdoctor.analyze.advice import advice_dicts
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def estimate_loss():
+        model.eval()
+        with torch.no_grad():
+            for _ in range(120):
+                model(torch.randn(4, 4))  # evaluation
+                time.sleep(1e-4)  # (reading a batch: long steps stay long on a fast host)
+        model.train()
+
+    s = _train_with_periodic_work(model, opt, torch.randn(64, 4), estimate_loss, 100, 10)
+    here = os.path.basename(__file__)
+    rows = {r["location"]: r for r in s["long_step_calls"]}
+    assert rows[f"{here}:{marked_line(estimate_loss, 'evaluation')}"]["eval_share"] == 1.0
+    s["advice"] = advice_dicts(s)
+    (periodic,) = [a for a in s["advice"] if a["rule"] == "periodic-steps"]
+    assert periodic["title"].endswith("model calls on 4 samples each (an evaluation: the model "
+                                      "in eval mode)"), periodic["title"]
+    assert "n_envs" not in periodic["fix"] and "environments" not in periodic["fix"]
+    assert "fewer, larger batches" in periodic["fix"]
+    assert any("100% of them with the model in eval mode" in e for e in periodic["evidence"])
 
 
 def test_a_periodic_evaluation_on_large_batches_is_not_told_to_batch_its_calls():

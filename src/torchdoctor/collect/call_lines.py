@@ -135,29 +135,35 @@ def leading_dim(args: Any) -> int | None:
         return int(first.shape[0]) if first.dim() > 0 and not first.is_nested else None
 
 
-def step_call_counts(calls: Sequence[tuple[tuple[Line, ...], int | None]]) -> dict[Line, list[int]]:
-    """``{(file, line, function): [calls, one-sample calls, samples, sized calls]}`` of one
-    step's outermost calls, each ``(its user lines, its first input's leading dimension)``:
-    how many outermost module calls each user line made (inclusive, as
-    :func:`step_call_lines`), how many of them had a first input of leading dimension 1 (an
-    environment step, a sampled token: a rollout calls the policy once per observation), and
-    the sum of the leading dimensions over the calls that had one (a rollout of 4
-    environments calls the policy on 4 observations at a time).
+def step_call_counts(
+    calls: Sequence[tuple[tuple[Line, ...], int | None, bool]],
+) -> dict[Line, list[int]]:
+    """``{(file, line, function): [calls, one-sample calls, samples, sized calls, eval calls]}``
+    of one step's outermost calls, each ``(its user lines, its first input's leading dimension,
+    whether the module was in eval mode)``: how many outermost module calls each user line
+    made (inclusive, as :func:`step_call_lines`), how many of them had a first input of
+    leading dimension 1 (an environment step, a sampled token: a rollout calls the policy once
+    per observation), the sum of the leading dimensions over the calls that had one (a rollout
+    of 4 environments calls the policy on 4 observations at a time), and how many ran with the
+    model in eval mode (``model.eval()``: an evaluation's calls; a rollout's policy stays in
+    training mode).
 
     Example:
         >>> chain = (("/w/ppo.py", 202, "collect_rollouts"), ("/w/t.py", 7, "<module>"))
-        >>> step_call_counts([(chain, 1), (chain, 1), (chain[1:], 64)])[("/w/t.py", 7, "<module>")]
-        [3, 2, 66, 3]
+        >>> calls = [(chain, 1, False), (chain, 1, False), (chain[1:], 64, True)]
+        >>> step_call_counts(calls)[("/w/t.py", 7, "<module>")]
+        [3, 2, 66, 3, 1]
     """
     out: dict[Line, list[int]] = {}
-    for chain, lead in calls:
+    for chain, lead, evaluating in calls:
         for line in chain:
-            counts = out.setdefault(line, [0, 0, 0, 0])
+            counts = out.setdefault(line, [0, 0, 0, 0, 0])
             counts[0] += 1
             counts[1] += lead == 1
             if lead is not None:
                 counts[2] += lead
                 counts[3] += 1
+            counts[4] += evaluating
     return out
 
 
@@ -180,7 +186,7 @@ def call_lines_section(
     counts: dict[Line, list[int]] = {}
     for step in steps:
         for key, counted in (step.get("call_counts") or {}).items():
-            mine_counts = counts.setdefault(key, [0, 0, 0, 0])
+            mine_counts = counts.setdefault(key, [0, 0, 0, 0, 0])
             for i, n in enumerate(counted):
                 mine_counts[i] += n
         for (file, line, function, module), ns in (step.get("call_lines") or {}).items():
@@ -209,19 +215,21 @@ def call_lines_section(
 
 
 def _counted(counts: list[int] | None, steps: int) -> dict[str, float]:
-    """A row's model calls per step, the share of them on one sample and the mean samples
-    per call (the first input's leading dimension, over the calls that had one), when
-    counted.
+    """A row's model calls per step, the share of them on one sample, the mean samples per
+    call (the first input's leading dimension, over the calls that had one) and the share of
+    them with the model in eval mode, when counted.
 
     Example:
-        >>> _counted([1024, 0, 4096, 1024], 2)
-        {'calls_per_step': 512.0, 'one_sample_share': 0.0, 'samples_per_call': 4.0}
+        >>> _counted([1024, 0, 4096, 1024, 256], 2)
+        {'calls_per_step': 512.0, 'one_sample_share': 0.0, 'samples_per_call': 4.0, 'eval_share': 0.25}
     """
     if not counts or not counts[0]:
         return {}
     out = {"calls_per_step": counts[0] / steps, "one_sample_share": counts[1] / counts[0]}
     if len(counts) > 3 and counts[3]:
         out["samples_per_call"] = counts[2] / counts[3]
+    if len(counts) > 4:
+        out["eval_share"] = counts[4] / counts[0]
     return out
 
 

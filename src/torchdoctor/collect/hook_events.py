@@ -84,7 +84,7 @@ class HookEvents:
     _step_outer: set[Any]
     _outer_calls: list[int]
     _saved: Any
-    _chains: list[tuple[tuple, int | None]]
+    _chains: list[tuple[tuple, int | None, bool]]
     step_boundary: str
     _optimizer_depth: int
     _no_grad_blocks: list[bool]
@@ -289,8 +289,10 @@ class HookEvents:
         if mode is _MODULE and module is not None:  # (an encoder run before a decoder's steps)
             self._step_outer.add(module)
         if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)
-            # (and its input's leading dimension: one sample per call is a rollout's shape)
-            self._chains.append((user_chain(sys._getframe(2)), leading_dim(args)))
+            # (and its input's leading dimension: one sample per call is a rollout's shape;
+            # and whether the model was in eval mode: an evaluation's calls, not a rollout's)
+            evaluating = module is not None and not getattr(module, "training", True)
+            self._chains.append((user_chain(sys._getframe(2)), leading_dim(args), evaluating))
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state

@@ -140,7 +140,7 @@ class Profiler(StepCycle, HookEvents):
         self._outer_calls = [0, 0]  # outermost module calls: in the open step, the last whole
         self._step_outer: set[Any] = set()  # the open step's outermost modules (module steps)
         # per outermost call of the open step: its user lines and its input's leading dimension
-        self._chains: list[tuple[tuple, int | None]] = []
+        self._chains: list[tuple[tuple, int | None, bool]] = []
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._parked_audits: list[list[tuple[Any, int]]] = []  # per open data phase (hook_events)

@@ -317,7 +317,7 @@ def _summarize_detailed(
     if other[1]:  # ... and the forward phase's Python outside torch
         summary["python_lines"] = other[1]
     if calls is not None and calls[0]:  # the user lines each outermost call ran under
-        chains = [chain for chain, _ in calls[0]]
+        chains = [call[0] for call in calls[0]]
         summary["call_lines"] = step_call_lines(forward, chains, parent, calls[1], calls[2])
         summary["call_counts"] = step_call_counts(calls[0])
     return summary

@@ -274,6 +274,25 @@ _SMALL_BATCH_FIX = (
     "gymnasium.vector; stable-baselines3: make_vec_env(env_id, n_envs=8)), draw several "
     "samples per call. "
 )
+_EVALUATION_FIX = (
+    "The periodic work is an evaluation (the model in eval mode) that calls the model on a "
+    "few samples at a time, and each call pays Python and dispatch overhead (on a GPU, a "
+    "launch per kernel) whatever its batch: evaluate the same samples in fewer, larger "
+    "batches, or on fewer of them. "
+)
+#: share of a loop's calls with the model in eval mode that makes it an evaluation
+EVALUATION_SHARE = 0.5
+
+
+def is_evaluation(loop: Mapping[str, Any]) -> bool:
+    """Whether a :func:`small_batch_loop` row's calls ran with the model in eval mode (an
+    evaluation; a rollout's policy stays in training mode).
+
+    Example:
+        >>> is_evaluation({"eval_share": 1.0}), is_evaluation({"eval_share": 0.0}), is_evaluation({})
+        (True, False, False)
+    """
+    return float(loop.get("eval_share") or 0.0) >= EVALUATION_SHARE
 
 
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
@@ -314,6 +333,8 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     loop = small_batch_loop(session)
     if loop is not None:
         title += f": {float(loop['calls_per_step']):.0f} model calls on {_samples(loop)} each"
+        if is_evaluation(loop):
+            title += " (an evaluation: the model in eval mode)"
     work = model_work(session, long) if loop is None else None  # (inference: more model)
     if work is not None and work.explains_all:
         title = f"{head}: {work.title}, {share:.0f}% of the run"
@@ -334,7 +355,8 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             f"+{fmt_ms(phases[phase] / len(long))} per long step",
             _sampled(session),
         ],
-        fix=(_SMALL_BATCH_FIX if loop is not None else "")
+        fix=(_EVALUATION_FIX if loop is not None and is_evaluation(loop)
+             else _SMALL_BATCH_FIX if loop is not None else "")
         + "If it is an evaluation, a checkpoint or sample generation every N steps: run it "
         "less often, make it cheaper (a smaller evaluation set, a larger evaluation batch, "
         "torch.inference_mode()), or move it to another process"
@@ -356,7 +378,9 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             f"a long step calls the model {calls:.0f} times under {loop['location']} "
             + (f"({', '.join(loop['modules'][:3])}) " if loop.get("modules") else "")
             + f"`{str(loop.get('code') or '')[:60]}`, {each}, against "
-            f"{float(loop.get('typical_calls') or 0):.0f} in a typical step"))  # fmt: skip
+            f"{float(loop.get('typical_calls') or 0):.0f} in a typical step"
+            + (f", {100 * float(loop['eval_share']):.0f}% of them with the model in eval mode"
+               if is_evaluation(loop) else "")))  # fmt: skip
     if work is not None:
         item.evidence[2:2] = work.evidence
         if work.explains_all:  # (the model's own work: no saving from running it less often)

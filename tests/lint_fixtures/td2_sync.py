@@ -295,3 +295,13 @@ def train_counting_correct(model, loader, opt):
         correct = (model(x).argmax(-1) == y).sum()
         total_correct += int(correct)  # expect: TD201
     return total_correct
+
+
+def train_with_numpy_metric(model, loader, optimizer):
+    for x, y in loader:
+        loss = model(x).sum()
+        loss.backward()
+        optimizer.step()
+        feats = model(x).detach().cpu().numpy()  # expect: TD201
+        spread = np.abs(feats - feats.mean(0))
+        print(spread.mean())  # NumPy's mean: the host copy above was the sync

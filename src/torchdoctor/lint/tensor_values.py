@@ -21,6 +21,9 @@ TORCH_ONLY_METHODS = frozenset(
      "masked_fill", "type_as", "norm", "clamp", "eq", "ne", "gt", "lt", "ge", "le"}
 )  # fmt: skip
 
+#: libraries whose results are host data (NumPy arrays, Python objects), never tensors
+_HOST_LIBRARIES = ("numpy.", "scipy.", "sklearn.", "pandas.")
+
 
 class TensorValues:
     """Mixin for a :class:`~torchdoctor.lint.visitor.RuleVisitor`: is an expression a tensor?
@@ -43,7 +46,7 @@ class TensorValues:
             if any(n.startswith(("builtins.", "math.", "numpy.")) for n in self.callee(expr)):
                 return False  # (`builtins.min(a, b)`: Python's, not a reduction)
             name = method_name(expr)
-            return name in REDUCTIONS
+            return name in REDUCTIONS and not self._on_host_data(expr)
         name = dotted(expr)
         if name is None and isinstance(expr, ast.Subscript):
             return False
@@ -64,6 +67,21 @@ class TensorValues:
             and self._torch_only_chain(v)
             for v in values
         )
+
+    def _on_host_data(self, call: ast.Call) -> bool:
+        """A reduction of a name that holds host data: every value assigned to it in the
+        function is a NumPy/SciPy/scikit-learn result or a host copy (``d = cdist(a, b)``, then
+        ``d.mean()``: NumPy's, no sync)."""
+        receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+        if not isinstance(receiver, ast.Name):
+            return False
+        values = self.assigned_values(self.enclosing_scope(receiver), receiver.id)
+        return bool(values) and all(
+            isinstance(v, ast.Call)
+            and (method_name(v) in HOST_COPY_METHODS - {"cpu"}
+                 or any(n.startswith(_HOST_LIBRARIES) for n in self.callee(v)))
+            for v in values
+        )  # fmt: skip
 
     def _holds_a_python_number(self, name: ast.Name) -> bool:
         """``loss_value = loss.item()`` (every assignment in the function is a host read or a

@@ -1,6 +1,6 @@
 """TD304: a loop over the items of a batch that runs the same tensor ops on each and stacks the
-results, or writes each into ``out[i]`` (seed 000's part sampling per image; per-sample model
-calls; a row-by-row normalization).
+results, writes each into ``out[i]`` or sums them (seed 000's part sampling per image;
+per-sample model calls and losses; a row-by-row normalization).
 
 ``for b in range(x.shape[0]): out.append(f(x[b]))`` then ``torch.stack(out)``: the results
 have one shape, so the items could have gone through ``f`` together: torch ops broadcast over a
@@ -12,7 +12,8 @@ in the function, or a parameter the body slices one item at a time, ``model(x[i:
 with ``x[i]`` in the body, appending to a list that ``torch.stack`` /
 ``torch.cat`` reads after the loop, or writing each result into a tensor made before the loop
 (``out[i] = a[i] * b[i]``, ``x[i] = x[i] / x[i].norm()``, a pairwise table filled in a
-nested loop ``d[b, k] = torch.dist(x[b], c[k])``); and
+nested loop ``d[b, k] = torch.dist(x[b], c[k])``); summing each result, the loop's one
+statement (``loss = loss + F.cross_entropy(model(x[i:i + 1]), y[i:i + 1])``); and
 ``torch.stack([f(x[i]) for i in range(...)])``. Not
 reported: recurrences (a state carried from one item to the next: ``h = cell(x[t], h)``),
 bodies that read tensors on the host (``.item()``, ``.cpu()``: the per-item work is host work),
@@ -76,6 +77,7 @@ class BatchLoopRules(RuleVisitor):
     TRIGGERS = (
         (r"torch\.(stack|cat|concat)", r"range\("),
         (r"range\(", r"\]\s*=[^=]"),  # (out[i] = ...: items written one by one)
+        (r"range\(", r"\+=|\b(\w+)\s*=\s*\1\s*\+"),  # (loss = loss + ...: items summed)
     )
 
     def _batch_of(self, it: ast.AST, scope: ast.AST) -> str | None:
@@ -229,6 +231,10 @@ class BatchLoopRules(RuleVisitor):
             name, body = written
             if self._per_item(body, node.target.id, batch, arithmetic=True):
                 self._report(node, batch, None, written=name)
+                return
+        summed = _summed_per_item(node)
+        if summed is not None and self._per_item([ast.Expr(summed[1])], node.target.id, batch):
+            self._report(node, batch, None, summed=summed[0])
 
     def _written_per_item(
         self, loop: ast.For, scope: ast.AST, batch: str
@@ -292,12 +298,15 @@ class BatchLoopRules(RuleVisitor):
             self._report(node, batch, None)
 
     def _report(
-        self, node: ast.AST, batch: str, stacked: str | None, written: str | None = None
+        self, node: ast.AST, batch: str, stacked: str | None, written: str | None = None,
+        summed: str | None = None,
     ) -> None:
         what = f"stacks `{stacked}`" if stacked else "stacks the results"
         if written:
             index = getattr(getattr(node, "target", None), "id", "i")
             what = f"writes each result into `{written}` at `{index}`"
+        if summed:  # (a loss summed over per-sample calls: reduction="sum" on the batch)
+            what = f"sums the results into `{summed}`"
         covariance = any(
             isinstance(c, ast.Call) and self.callee(c) & {"torch.cov", "torch.corrcoef"}
             for c in ast.walk(node)
@@ -314,8 +323,39 @@ class BatchLoopRules(RuleVisitor):
                 f"leading dimension, modules take batches; torch.vmap(f)({batch}) for a "
                 "per-item function)"
             )
+            + ("; a loss summed over items is the batch's loss with reduction=\"sum\""
+               if summed else "")
             + ": one launch per op instead of one per op and item",
         )
+
+
+def _summed_per_item(loop: ast.For) -> tuple[str, ast.AST] | None:
+    """``(acc, value)`` when the loop's body is the one statement ``acc = acc + value`` or
+    ``acc += value`` (value not reading ``acc``): each item's result summed, a reduction the
+    batched ops do in one call (a per-sample loss: ``reduction="sum"``), no state carried.
+
+    Example:
+        >>> loop = ast.parse("for i in range(n):\\n    loss = loss + f(x[i])\\n").body[0]
+        >>> acc, value = _summed_per_item(loop)
+        >>> acc, ast.unparse(value)
+        ('loss', 'f(x[i])')
+    """
+    if len(loop.body) != 1:
+        return None
+    stmt = loop.body[0]
+    if (isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add)
+            and isinstance(stmt.target, ast.Name)):  # fmt: skip
+        acc, value = stmt.target.id, stmt.value
+    elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+          and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.BinOp)
+          and isinstance(stmt.value.op, ast.Add)
+          and dotted(stmt.value.left) == stmt.targets[0].id):  # fmt: skip
+        acc, value = stmt.targets[0].id, stmt.value.right
+    else:
+        return None
+    if any(isinstance(n, ast.Name) and n.id == acc for n in ast.walk(value)):
+        return None
+    return acc, value
 
 
 def _sized_by_shape(it: ast.AST) -> bool:

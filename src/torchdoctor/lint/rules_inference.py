@@ -31,6 +31,24 @@ EVAL_FUNCTION = re.compile(
     r"validate|validation|generate|generation|denoise|denoising)(_|$)",
     re.IGNORECASE,
 )
+#: ... unless its name says it computes something trained (``per_sample_loss``,
+#: ``train_sampler``, ``sample_grads``: "sample" there is a noun, the work is training's)
+_TRAINING_NAME = re.compile(
+    r"(^|_)(loss|losses|train|training|grad|grads|gradient|gradients|backward)(_|$)|per_sample",
+    re.IGNORECASE,
+)
+
+
+def eval_named(name: str) -> bool:
+    """A function named like an evaluation or a sampler, not like training work.
+
+    Example:
+        >>> eval_named("evaluate"), eval_named("sample_images"), eval_named("per_sample_loss")
+        (True, True, False)
+    """
+    return bool(EVAL_FUNCTION.search(name)) and not _TRAINING_NAME.search(name)
+
+
 NO_GRAD = frozenset(
     {
         "torch.no_grad",
@@ -262,7 +280,7 @@ class InferenceRules(RuleVisitor):
 
     # -- TD602 ---------------------------------------------------------------------------------
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        if not EVAL_FUNCTION.search(node.name):
+        if not eval_named(node.name):
             lines = self.context.lines[node.lineno - 1 : node.end_lineno]
             if not any(".eval()" in line for line in lines):
                 return  # neither an evaluation function nor one calling .eval()
@@ -272,7 +290,7 @@ class InferenceRules(RuleVisitor):
             for c in body_calls
             if method_name(c) == "eval" and not c.args and not c.keywords
         } - {None}
-        if not (EVAL_FUNCTION.search(node.name) or eval_receivers):
+        if not (eval_named(node.name) or eval_receivers):
             return
         for deco in node.decorator_list:
             target = deco.func if isinstance(deco, ast.Call) else deco

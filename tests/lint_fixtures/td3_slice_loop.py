@@ -176,3 +176,14 @@ class AttnDecoderRNN(nn.Module):  # the PyTorch seq2seq tutorial: teacher forcin
             if target_tensor is not None:
                 decoder_input = target_tensor[:, i].unsqueeze(1)  # token ids: no gradient
         return outputs
+
+
+class PartMatcher(nn.Module):  # seed 000: each image's matching cost goes to scipy, detached
+    def forward(self, fa, fb):
+        perms = []
+        for b in range(fa.size(0)):
+            sim = fa[b] @ fb[b].t()  # no backward through the slices: only sim.detach() is read
+            perms.append(torch.as_tensor(solve(-sim.detach().cpu().numpy())))
+            cost = (fa[:, b] - fb[:, b]).detach()  # detached where it is made
+            perms.append(cost)
+        return perms

@@ -140,7 +140,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
             return  # (autograd is off in a Function's forward; an embedding takes indices)
         if not tuple_form and tensor.id not in self._counted_names(loop, scope):
             return  # x[t] over another count (or len(x)): a list's items as likely
-        if made_by_numpy(tensor, self, scope):
+        if made_by_numpy(tensor, self, scope) or self._only_detached(node, loop):
             return
         if not self._tracked(tensor.id, scope, depth=3):
             return
@@ -155,6 +155,26 @@ class SliceLoopRules(TensorValues, RuleVisitor):
             f"`{tensor.id}` and autograd sums one per iteration (a pass over the whole tensor "
             f"each); take the slices once before the loop, `for {tensor.id}_t in "
             f"{tensor.id}.unbind({dim})` (its backward is one stack)",
+        )
+
+    def _only_detached(self, node: ast.AST, loop: ast.AST) -> bool:
+        """What the slice makes is only used detached: ``(x[b] @ y[b].T).detach()``, or
+        ``sim = x[b] @ y[b].T`` with every later read of ``sim`` in the loop a ``sim.detach()``
+        (a matching cost handed to scipy): no backward runs through the slice."""
+        child, parent = node, self.parent(node)
+        while parent is not None and not isinstance(parent, ast.stmt):
+            if isinstance(parent, ast.Attribute) and parent.attr == "detach":
+                return True
+            child, parent = parent, self.parent(parent)
+        if not (isinstance(parent, ast.Assign) and len(parent.targets) == 1
+                and isinstance(parent.targets[0], ast.Name) and child is parent.value):
+            return False  # fmt: skip
+        name = parent.targets[0].id
+        reads = [n for n in ast.walk(loop) if isinstance(n, ast.Name) and n.id == name
+                 and isinstance(n.ctx, ast.Load)]  # fmt: skip
+        return bool(reads) and all(
+            isinstance(self.parent(n), ast.Attribute) and self.parent(n).attr == "detach"
+            for n in reads
         )
 
     def _range_loop(self, node: ast.AST, index: ast.AST) -> ast.AST | None:

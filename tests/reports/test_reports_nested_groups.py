@@ -73,3 +73,27 @@ def test_items_of_lists_never_called_are_named_by_their_path_below_the_parent_ro
     rows = re.findall(r"[├└]─ (\S+)", render_console(session, width=120))
     assert {"down_blocks.0", "up_blocks.0", "resnets.0", "attentions.0"} <= set(rows)
     assert "0" not in rows
+
+
+def test_a_groups_children_that_are_list_items_keep_the_lists_name():
+    """T5's blocks hold their sublayers in a ModuleList `layer` that is never called: under the
+    group block[0-1] the rows read layer.0 and layer.1 (were 0 and 1), one row per sublayer."""
+    from torchdoctor.render.console import render_console
+    from torchdoctor.session import empty_session_dict
+
+    blocks = [
+        _node(f"encoder.block.{i}", "T5Block", 4.0,
+              [_node(f"encoder.block.{i}.layer.{j}", f"Sub{j}", 2.0) for j in range(2)])
+        for i in range(2)
+    ]  # fmt: skip
+    tree = {"path": "", "name": "step", "kind": "root", "total_ms": {"mean": 8.0},
+            "children": blocks}  # fmt: skip
+    (group,) = group_repeated_siblings(tree)["children"]
+    assert [c["path"] for c in group["children"]] == [
+        "encoder.block[0-1].layer.0", "encoder.block[0-1].layer.1"]
+    assert [c["type"] for c in group["children"]] == ["Sub0", "Sub1"]
+    session = empty_session_dict()
+    session["tree"] = tree
+    session["step_ms"] = {"mean": 8.0, "median": 8.0}
+    text = render_console(session, width=120)
+    assert "├─ layer.0 " in text and "└─ layer.1 " in text, text

@@ -73,13 +73,15 @@ def merge_nodes(nodes: list[dict[str, Any]], *, path: str, name: str) -> dict[st
     merged["activation_bytes"] = (
         None if all(s is None for s in sizes) else sum(s or 0 for s in sizes)
     )
+    # children keyed by their path below their member: an item of a list the tree leaves out
+    # (T5Block's `layer.0`, its ModuleList never called) keeps the list's name
     by_name: dict[str, list[dict[str, Any]]] = {}
     for n in nodes:
         for child in n.get("children") or []:
-            by_name.setdefault(child["name"], []).append(child)
+            by_name.setdefault(_below(child, n), []).append(child)
     merged["children"] = [
-        merge_nodes(group, path=f"{path}.{child_name}", name=child_name)
-        for child_name, group in by_name.items()
+        merge_nodes(group, path=f"{path}.{below}", name=group[0]["name"])
+        for below, group in by_name.items()
     ]
     if first.get("kind") == "group":  # a group inside each member of an outer group
         count = int(first.get("group_count") or 1)
@@ -87,6 +89,22 @@ def merge_nodes(nodes: list[dict[str, Any]], *, path: str, name: str) -> dict[st
         merged["group_paths"] = list(first.get("group_paths") or ())
         merged["per_item_ms"] = center(merged.get("total_ms")) / (count * len(nodes))
     return merged
+
+
+def _below(child: dict[str, Any], parent: dict[str, Any]) -> str:
+    """``child``'s path below ``parent``'s (``layer.0`` for ``block.3.layer.0`` under
+    ``block.3``), else its name.
+
+    Example:
+        >>> _below({"name": "0", "path": "block.3.layer.0"}, {"path": "block.3"})
+        'layer.0'
+        >>> _below({"name": "(self)", "path": "x"}, {"path": "block.3"})
+        '(self)'
+    """
+    path, above = str(child.get("path") or ""), str(parent.get("path") or "")
+    if above and path.startswith(above + "."):
+        return path[len(above) + 1 :]
+    return str(child["name"])
 
 
 def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[str, Any]:

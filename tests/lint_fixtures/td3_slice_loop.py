@@ -187,3 +187,15 @@ class PartMatcher(nn.Module):  # seed 000: each image's matching cost goes to sc
             cost = (fa[:, b] - fb[:, b]).detach()  # detached where it is made
             perms.append(cost)
         return perms
+
+
+class Seq2Seq(nn.Module):  # bentrevett/pytorch-seq2seq: teacher forcing over the target ids
+    def forward(self, src, trg, teacher_forcing_ratio):
+        outputs = torch.zeros(trg.shape[0], trg.shape[1], self.vocab)
+        hidden, cell = self.encoder(src)
+        inp = trg[0, :]
+        for t in range(1, trg.shape[0]):
+            output, hidden, cell = self.decoder(inp, hidden, cell)
+            outputs[t] = output
+            inp = trg[t] if teacher_forcing_ratio > 0.5 else output.argmax(1)  # token ids
+        return outputs

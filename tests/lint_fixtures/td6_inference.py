@@ -301,3 +301,42 @@ def ddim_loop(unet, text_encoder, x, prompt_ids, steps):
         emb = text_encoder(prompt_ids)  # expect: TD601
         x = x - 0.02 * unet(x, t, emb)
     return x
+
+
+@torch.no_grad()
+def greedy_decode(model, src, src_mask, max_len, bos):  # the encoder re-run per token
+    ys = torch.full((src.size(0), 1), bos, dtype=torch.long)
+    for _ in range(max_len - 1):
+        memory = model.encode(src, src_mask)  # expect: TD601
+        out = model.decode(ys, memory)  # expect: TD604
+        ys = torch.cat([ys, out[:, -1:].argmax(-1)], dim=1)
+    return ys
+
+
+@torch.no_grad()
+def caption(model, image, bos, eos, max_len=20):
+    tokens = [bos]
+    for _ in range(max_len):
+        feats = model.vision_encoder(image)  # expect: TD601
+        logits = model.text_decoder(torch.tensor([tokens]), feats)
+        tokens.append(int(logits[0, -1].argmax()))
+    return tokens
+
+
+@torch.no_grad()
+def caption_many(model, images, bos):
+    captions = []
+    for image in images:  # near-miss: a new image each iteration, collected (no decoding)
+        feats = model.vision_encoder(image)
+        captions.append(model.text_decoder(torch.tensor([[bos]]), feats))
+    return captions
+
+
+@torch.no_grad()
+def decode_with_cache(model, prompt, steps, embed_scale):
+    cache, tokens = None, [prompt]
+    for _ in range(steps):  # near-miss: the projection reads the growing tokens
+        h = model.project(tokens[-1], embed_scale)
+        logits, cache = model(h, cache)
+        tokens.append(logits.argmax(-1))
+    return tokens

@@ -109,6 +109,30 @@ def is_denoising_iter(it: ast.AST) -> bool:
     return (dotted(unwrap_iter(it)) or "").rsplit(".", 1)[-1] == "timesteps"
 
 
+#: functions named like an evaluation or a sampler (TD602) ...
+EVAL_FUNCTION = re.compile(
+    r"(^|_)(eval|evaluate|evaluation|infer|inference|sample|sampling|predict|prediction|"
+    r"validate|validation|generate|generation|denoise|denoising)(_|$)",
+    re.IGNORECASE,
+)
+#: ... unless its name says it computes something trained (``per_sample_loss``,
+#: ``train_sampler``, ``sample_grads``: "sample" there is a noun, the work is training's)
+_TRAINING_NAME = re.compile(
+    r"(^|_)(loss|losses|train|training|grad|grads|gradient|gradients|backward)(_|$)|per_sample",
+    re.IGNORECASE,
+)
+
+
+def eval_named(name: str) -> bool:
+    """A function named like an evaluation or a sampler, not like training work.
+
+    Example:
+        >>> eval_named("evaluate"), eval_named("sample_images"), eval_named("per_sample_loss")
+        (True, True, False)
+    """
+    return bool(EVAL_FUNCTION.search(name)) and not _TRAINING_NAME.search(name)
+
+
 #: functions whose loops are sampling loops: sample(), generate(), denoise(), ddim_sample() ...
 SAMPLING_FUNCTION = re.compile(
     r"(^|_)(sample|sampling|sampler|generate|generation|denoise|denoising|diffuse|diffusion|"
@@ -170,3 +194,49 @@ def invariant_inner_calls(
         ):
             found.append(inner)
     return found
+
+
+def grows_a_sequence(loop: ast.AST) -> str | None:
+    """The name an autoregressive decoding ``loop`` grows by one token per iteration, fed back
+    to the model: ``ys = torch.cat([ys, next_word], dim=1)`` or ``tokens.append(...)``
+    directly in its body, the name also passed to a call in the body (the decoder's input);
+    else None.
+
+    Example:
+        >>> src = ("for i in range(n):\\n    out = model.decode(ys, memory)\\n"
+        ...        "    ys = torch.cat([ys, out.argmax(-1)], dim=1)\\n")
+        >>> grows_a_sequence(ast.parse(src).body[0])
+        'ys'
+        >>> grows_a_sequence(ast.parse("for x in xs:\\n    outs.append(f(x))\\n").body[0])
+    """
+    grown: set[str] = set()
+    for stmt in getattr(loop, "body", ()):
+        value = stmt.value if isinstance(stmt, (ast.Assign, ast.Expr)) else None
+        if not isinstance(value, ast.Call):
+            continue
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
+            stmt.targets[0], ast.Name
+        ):  # ys = torch.cat([ys, ...]) / torch.cat((ys, ...), dim=1)
+            name = stmt.targets[0].id
+            first = value.args[0] if value.args else None
+            if (dotted(value.func) or "").rsplit(".", 1)[-1] in {"cat", "concat", "hstack"} and (
+                isinstance(first, (ast.List, ast.Tuple)) and first.elts
+                and dotted(first.elts[0]) == name
+            ):  # fmt: skip
+                grown.add(name)
+        elif isinstance(value.func, ast.Attribute) and value.func.attr == "append":
+            name = dotted(value.func.value)
+            if name and "." not in name:
+                grown.add(name)
+    fed = {
+        n
+        for stmt in getattr(loop, "body", ())
+        for call in ast.walk(stmt)
+        if isinstance(call, ast.Call) and (dotted(call.func) or "").rsplit(".", 1)[-1]
+        not in {"cat", "concat", "hstack", "append"}
+        for arg in [*call.args, *(k.value for k in call.keywords)]
+        for n in ast.walk(arg)
+        if isinstance(n, ast.Name)
+    }  # fmt: skip
+    found = sorted(n for n in grown if n in {f.id for f in fed})
+    return found[0] if found else None

@@ -9,6 +9,8 @@ from torchdoctor.lint.denoising_loops import (
     SAMPLING_FUNCTION,
     TIMESTEP_TARGET,
     counts_down,
+    eval_named,
+    grows_a_sequence,
     invariant_inner_calls,
     is_denoising_iter,
     number_literal,
@@ -25,29 +27,6 @@ from torchdoctor.lint.visitor import (
     method_name,
     target_names,
 )
-
-EVAL_FUNCTION = re.compile(
-    r"(^|_)(eval|evaluate|evaluation|infer|inference|sample|sampling|predict|prediction|"
-    r"validate|validation|generate|generation|denoise|denoising)(_|$)",
-    re.IGNORECASE,
-)
-#: ... unless its name says it computes something trained (``per_sample_loss``,
-#: ``train_sampler``, ``sample_grads``: "sample" there is a noun, the work is training's)
-_TRAINING_NAME = re.compile(
-    r"(^|_)(loss|losses|train|training|grad|grads|gradient|gradients|backward)(_|$)|per_sample",
-    re.IGNORECASE,
-)
-
-
-def eval_named(name: str) -> bool:
-    """A function named like an evaluation or a sampler, not like training work.
-
-    Example:
-        >>> eval_named("evaluate"), eval_named("sample_images"), eval_named("per_sample_loss")
-        (True, True, False)
-    """
-    return bool(EVAL_FUNCTION.search(name)) and not _TRAINING_NAME.search(name)
-
 
 NO_GRAD = frozenset(
     {
@@ -95,7 +74,8 @@ RULES = (
         "module call with loop-invariant arguments inside a denoising loop (over "
         "scheduler.timesteps or range(num_inference_steps), or over range(...) in a sample/"
         "generate/denoise function with a timestep variable t, or the variable of a range walked "
-        "backwards, passed to the denoiser)",
+        "backwards, passed to the denoiser), or an encoder's call with loop-invariant arguments "
+        "in an autoregressive decoding loop (one growing its tokens with torch.cat or append)",
         "encode the conditioning once before the loop and reuse it in every step",
         "for t in scheduler.timesteps:\n    cond = self.encoder(tokens)\n    x = step(x, t, cond)",
         "cond = self.encoder(tokens)\nfor t in scheduler.timesteps:\n    x = step(x, t, cond)",
@@ -144,7 +124,7 @@ class InferenceRules(RuleVisitor):
             r"reversed\(|linspace\(|,\s*-1\s*,\s*-1\s*\)|"  # (a count-down loop)
             r"\.eval\(\)|def (\w*_)?(eval|evaluate|evaluation|infer|inference|sample|sampling|"
             r"sampler|generate|generation|denoise|denoising|diffuse|diffusion|reverse|rollout|"
-            r"plan|predict|prediction|validate|validation)(_\w*)?\s*\(",
+            r"plan|predict|prediction|validate|validation)(_\w*)?\s*\(|encod|embed|cond|proj",
         ),
     )
 
@@ -193,6 +173,8 @@ class InferenceRules(RuleVisitor):
     def visit_For(self, node: ast.For) -> None:
         if self._is_sampling_loop(node):
             self._check_denoising_loop(node)
+        elif grows_a_sequence(node):  # (an autoregressive decoder's loop: its encoder alone)
+            self._check_denoising_loop(node, "decoding step")
 
     def visit_While(self, node: ast.While) -> None:
         """``while t >= 0: x = denoiser(x, t, ...); t -= 1``: a timestep counted down by
@@ -216,10 +198,13 @@ class InferenceRules(RuleVisitor):
         if counter & lowered & passed:
             self._check_denoising_loop(node)
 
-    def _check_denoising_loop(self, node: ast.For | ast.While) -> None:
+    def _check_denoising_loop(self, node: ast.For | ast.While, step: str = "") -> None:
+        """TD601/TD603 in a denoising loop; with ``step`` ("decoding step"), only TD601 on
+        the calls named like an encoder (a decoder's loop calls other things unchanged)."""
         if self.is_training_body(node):
             return
-        self._check_mask_assignments(node)
+        if not step:
+            self._check_mask_assignments(node)
         for call in self.direct_calls(node.body):
             callee = dotted(call.func)
             if callee is None or "scheduler" in callee.lower():
@@ -227,7 +212,7 @@ class InferenceRules(RuleVisitor):
             if any(n.startswith(LIBRARY_PREFIXES) for n in self.callee(call)):
                 continue
             last = callee.rsplit(".", 1)[-1]
-            model_like = (
+            model_like = ENCODER_CALL.search(last) if step else (
                 callee.startswith("self.") or MODEL_NAME.search(last) or ENCODER_CALL.search(last)
             )
             args = [*call.args, *(k.value for k in call.keywords)]
@@ -239,12 +224,13 @@ class InferenceRules(RuleVisitor):
                 self.report(
                     call,
                     "TD601",
-                    f"`{self.code_of(call)}` gets the same arguments in every denoising step: "
+                    f"`{self.code_of(call)}` gets the same arguments in every "
+                    f"{step or 'denoising step'}: "
                     "compute it once before the loop and reuse the result",
                 )
                 continue
             seen = self.context.cache.setdefault(("TD601 one call deep",), set())
-            for inner in invariant_inner_calls(self, call, node, ENCODER_CALL):
+            for inner in () if step else invariant_inner_calls(self, call, node, ENCODER_CALL):
                 if id(inner) in seen:
                     continue  # (a helper two loops call: one finding)
                 seen.add(id(inner))

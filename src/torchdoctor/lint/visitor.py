@@ -53,6 +53,12 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
 )
 
 #: names of functions that run one training step
+#: methods that mutate a Python container in place (``tokens.append(t)``: not invariant;
+#: not ``add`` or ``sort``, which a tensor has and returns a new one from)
+_CONTAINER_MUTATORS = frozenset(
+    {"append", "extend", "insert", "pop", "popleft", "appendleft", "update", "remove",
+     "discard", "clear", "setdefault", "popitem", "reverse"}
+)  # fmt: skip
 _STEP_FUNCTION = re.compile(r"(?i)step|train|update|iteration|batch|fit|optimi[sz]e")
 
 
@@ -336,7 +342,7 @@ class RuleVisitor:
                     out |= target_names(node.optional_vars)
             elif isinstance(node, ast.Call):
                 name = method_name(node)
-                if name and _INPLACE.match(name):
+                if name and (_INPLACE.match(name) or name in _CONTAINER_MUTATORS):
                     base = dotted(node.func.value)
                     if base:
                         out.add(base)

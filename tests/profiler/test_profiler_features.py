@@ -402,6 +402,28 @@ def test_guided_sampler_calling_the_denoiser_twice_steps_at_the_loop_opener():
     assert [r["path"] for r in s["recomputation"]] == ["Linear"]
 
 
+def test_a_decoding_loop_calling_its_embedding_twice_steps_once_per_token():
+    """A greedy seq2seq decoder embeds its source (for the encoder) and its tokens (for the
+    decoder) at every iteration: the loop opens with the embedding, called twice per iteration
+    with other modules between. A step is one iteration (every 2nd call of it): one encoder and
+    one decoder call per step, and the source's embedding is recomputation."""
+    torch.manual_seed(0)
+    embed, encoder = nn.Embedding(16, 8), nn.Linear(8, 8)
+    decoder = nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+    src, ys = torch.randint(0, 16, (3, 5)), torch.zeros(3, 1, dtype=torch.long)
+    with torch.no_grad(), torchdoctor.Profiler(step_boundary="auto", syncs=False) as prof:
+        for _ in range(16):
+            memory = encoder(embed(src)).mean(1, keepdim=True)
+            out = decoder(embed(ys)[:, -1:] + memory)
+            ys = torch.cat([ys, out.argmax(-1)], dim=1)
+    s = prof.session
+    assert any("Embedding is called 2 times per iteration" in n for n in s["config"]["notes"])
+    calls = {n["path"]: n["calls_per_step"] for n, _ in walk(s["tree"]) if n["path"]}
+    assert calls["Embedding"] == 2 and calls["Linear"] == 1 and calls["Sequential"] == 1, calls
+    assert len(s["steps"]) >= 10
+    assert "Embedding" in [r["path"] for r in s["recomputation"]]
+
+
 def test_profiler_overhead_is_estimated_and_noted_when_sizable():
     """Hundreds of tiny modules: the hooks are a large share of the step, and the report says
     so; one large matmul: negligible, no note."""

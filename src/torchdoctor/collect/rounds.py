@@ -87,6 +87,13 @@ class ModuleRound:
         self.chosen: Any = None  # the module whose calls start steps (None: every call)
         self.tentative = False  # "every call" decided on one module: revised by a round
         self.others = False  # another module ran since the tentative decision
+        # a chosen module called more than once per iteration (a seq2seq model's embedding,
+        # before its encoder and before its decoder): the other modules between its calls
+        # alternate; a step starts at every ``period``-th call of it, from the first
+        self.period = 1
+        self.chosen_calls = 0  # calls of ``chosen`` so far (the first one opened the loop)
+        self._between: list[int] = []  # the other modules since its last call (their ids)
+        self._segments: list[tuple[int, ...]] = []  # ... of its last calls, the latest last
 
     def observe(self, module: Any, needed: int) -> tuple[bool, str | None]:
         """``(decided, note)`` for an outermost call made while deciding."""
@@ -106,6 +113,7 @@ class ModuleRound:
             return False, None
         if opener or count >= 2 * needed:
             self.chosen = module
+            self.chosen_calls = count
             return True, self._note(module, opener)
         return True, None
 
@@ -118,12 +126,30 @@ class ModuleRound:
                 self.others = True
             elif self.others:  # the first module is back after others: a round
                 self.tentative = False
-                self.chosen = module
+                self.chosen, self.chosen_calls = module, 1  # (this call opens an iteration)
                 self.runs = self.opening_run > 1
                 return True, self._note(module, True) + "; earlier steps dropped"
         if self.chosen is None:
             return True, None
-        return module is self.chosen and not (self.runs and previous is module), None
+        if module is not self.chosen:
+            if len(self._between) < _MAX_BETWEEN:
+                self._between.append(id(module))
+            return False, None
+        if self.runs:
+            return previous is not module, None
+        index, self.chosen_calls = self.chosen_calls, self.chosen_calls + 1
+        self._segments = [*self._segments[-(2 * _MAX_PERIOD - 1):], tuple(self._between)]
+        self._between = []
+        if self.period == 1:
+            period = _alternation(self._segments)
+            if period > 1 and index % period == 0:  # (at a call that opens an iteration)
+                self.period = period
+                return True, (
+                    f"{self.name_of(module)} is called {period} times per iteration, with "
+                    "other modules between: a step starts at every "
+                    f"{_ordinal(period)} call of it, from the first; earlier steps dropped"
+                )
+        return index % self.period == 0, None
 
     def _note(self, module: Any, opener: bool) -> str:
         where = " (the first one the loop calls)" if opener else ""
@@ -132,3 +158,34 @@ class ModuleRound:
             f"several outermost modules: a step starts at each call of "
             f"{self.name_of(module)}{where}{run}"
         )
+
+
+#: the longest alternation of segments looked for (calls of the chosen module per iteration)
+_MAX_PERIOD = 4
+#: other modules remembered between two calls of the chosen one
+_MAX_BETWEEN = 64
+
+
+def _alternation(segments: list[tuple[int, ...]]) -> int:
+    """The period (2 to _MAX_PERIOD) at which the last segments repeat without all being alike
+    (``A, B, A, B``: a module called twice per iteration), else 1.
+
+    Example:
+        >>> _alternation([(1,), (2, 3), (1,), (2, 3)]), _alternation([(1,), (1,), (1,), (1,)])
+        (2, 1)
+    """
+    for period in range(2, _MAX_PERIOD + 1):
+        last = segments[-2 * period :]
+        if len(last) == 2 * period and last[:period] == last[period:] and len(set(last)) > 1:
+            return period
+    return 1
+
+
+def _ordinal(n: int) -> str:
+    """``2nd``, ``3rd``, ``4th``.
+
+    Example:
+        >>> _ordinal(2), _ordinal(3), _ordinal(4)
+        ('2nd', '3rd', '4th')
+    """
+    return {2: "2nd", 3: "3rd"}.get(n, f"{n}th")

@@ -142,3 +142,55 @@ def test_only_findings_about_the_call_itself_are_measured_by_the_model_calls_und
         for code in ("TD401", "TD712")]}  # fmt: skip
     measured = [a for a in lint_findings(session) if "(measured)" in " ".join(a.evidence)]
     assert [a.title.split()[0] for a in measured] == ["TD712"]
+
+
+DECODER_LIKE = textwrap.dedent(
+    """
+    import torch
+
+
+    def greedy_decode(model, src, max_len):
+        ys = src[:, :1]
+        for _ in range(max_len):
+            memory = model.encode(src)
+            logits = model.decode(ys, memory)
+            ys = torch.cat([ys, logits.argmax(-1, keepdim=True)], dim=1)
+        return ys
+    """
+)
+
+
+class _Seq2Seq(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(),
+                                           torch.nn.Linear(512, 64))  # fmt: skip
+        self.head = torch.nn.Linear(64, 16)
+
+    def encode(self, src):
+        return self.encoder(src.float())
+
+    def decode(self, ys, memory):
+        return self.head(memory + ys[:, -1:].float())
+
+
+def test_an_encoder_re_run_at_every_decoding_step_gets_a_measured_saving(tmp_path):
+    """A greedy decoder re-encoding its source at every token (lint TD601 in a decoding loop):
+    the model calls under the line are measured, and the saving is a share of them (2x-20x
+    less often), not 'not measurable'."""
+    lint = pytest.importorskip("torchdoctor.lint")
+    from torchdoctor import advise, profile
+
+    path, script = _load(tmp_path, "decoder_like", DECODER_LIKE)
+    torch.manual_seed(0)
+    model, src = _Seq2Seq().eval(), torch.randint(0, 9, (256, 64))
+    with torch.no_grad():
+        session = profile(lambda: script.greedy_decode(model, src, 4), model=model, steps=4,
+                          warmup=1, syncs=False)  # fmt: skip
+    findings = lint.lint_paths([str(path)], select=["TD601"])
+    assert [f.line for f in findings] == [8]
+    (item,) = [a for a in advise(session, lint=findings) if a.rule == "lint"]
+    assert "(measured)" in item.evidence[0] and "encoder" in item.evidence[0]
+    low, high = item.saving_range_ms
+    assert item.estimated_saving_ms == low and 0 < low < high
+    assert "once before the loop" in item.fix

@@ -256,6 +256,28 @@ PERIODIC_RESULT = Cure(
     basis="expected",
 )
 
+INVARIANT_CALL = Cure(
+    "compute it once before the loop",
+    "run the call once per loop, not once per step",
+    "Compute it once before the loop and pass the result to every step: its arguments do not "
+    "change inside the loop (seed 001's diffusion policy re-ran its encoder at every "
+    "denoising step; a greedy decoder that re-encodes its source at every token).",
+    Speedup(
+        2.0,
+        20.0,
+        "a call repeated on the same inputs at every step of an n-step loop runs once: n times "
+        "less often (n >= 2; 95% of its time at most)",
+    ),
+    ("TD601",),
+    "for t in scheduler.timesteps:          # before: the encoder at every step\n"
+    "    cond = model.encoder(obs)\n"
+    "    x = model.denoise(x, t, cond)\n"
+    "cond = model.encoder(obs)              # after: once\n"
+    "for t in scheduler.timesteps:\n"
+    "    x = model.denoise(x, t, cond)",
+    basis="expected",
+)
+
 #: the cure of matrix multiplies with a sparse COO operand, one text for the hot-line and the
 #: dominant-module advice (figures: ``torchdoctor.benchmarks.sparse_layouts``, BENCHMARKS.md)
 SPARSE_LAYOUT_CURE = (
@@ -281,6 +303,7 @@ CURES_BY_CODE: dict[str, Cure] = {
     "TD508": FUSED_ACTIVATION,
     "TD510": LOGITS_BCE,
     "TD712": PERIODIC_RESULT,
+    "TD601": INVARIANT_CALL,
 }
 #: ops that, run many times per step on one line, call for a cure of their own
 CURES_BY_OP: dict[str, Cure] = {

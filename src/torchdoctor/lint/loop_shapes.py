@@ -321,3 +321,59 @@ def _targets(stmt: ast.AST) -> list[ast.AST]:
         if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
         for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
     ]
+
+
+def summed_per_item(loop: ast.For) -> tuple[str, ast.AST] | None:
+    """``(acc, value)`` when the loop's body is the one statement ``acc = acc + value`` or
+    ``acc += value`` (value not reading ``acc``): each item's result summed, a reduction the
+    batched ops do in one call (a per-sample loss: ``reduction="sum"``), no state carried.
+
+    Example:
+        >>> loop = ast.parse("for i in range(n):\\n    loss = loss + f(x[i])\\n").body[0]
+        >>> acc, value = summed_per_item(loop)
+        >>> acc, ast.unparse(value)
+        ('loss', 'f(x[i])')
+    """
+    if len(loop.body) != 1:
+        return None
+    stmt = loop.body[0]
+    if (isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add)
+            and isinstance(stmt.target, ast.Name)):  # fmt: skip
+        acc, value = stmt.target.id, stmt.value
+    elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+          and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.BinOp)
+          and isinstance(stmt.value.op, ast.Add)
+          and dotted(stmt.value.left) == stmt.targets[0].id):  # fmt: skip
+        acc, value = stmt.targets[0].id, stmt.value.right
+    else:
+        return None
+    if any(isinstance(n, ast.Name) and n.id == acc for n in ast.walk(value)):
+        return None
+    return acc, value
+
+
+def carries_state(body: list[ast.AST]) -> bool:
+    """A name the body reads before (or in the statement where) it assigns it: a state
+    carried from one iteration to the next (``h = cell(x[t], h)``, ``total += ...``)."""
+    assigned_at: dict[str, int] = {}
+    for i, stmt in enumerate(body):
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.AugAssign):
+                # `tmp[..., :2] += r` on a value made earlier in the iteration carries nothing
+                base = n.target
+                while isinstance(base, (ast.Subscript, ast.Attribute)):
+                    base = base.value
+                name = base.id if isinstance(base, ast.Name) else None
+                if name is None or assigned_at.get(name, i) >= i:
+                    return True
+            if isinstance(n, ast.Assign):
+                for t in n.targets:
+                    for name in target_names(t):
+                        assigned_at.setdefault(name, i)
+    for i, stmt in enumerate(body):
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                first = assigned_at.get(n.id)
+                if first is not None and i <= first:
+                    return True
+    return False

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.loop_shapes import ragged_items
+from torchdoctor.lint.loop_shapes import carries_state, ragged_items, summed_per_item
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_linalg import BATCHED_LINALG, BATCHED_LINALG_METHODS
 from torchdoctor.lint.syntax import MODEL_NAME
@@ -35,7 +35,6 @@ from torchdoctor.lint.visitor import (
     dotted,
     method_name,
     statement_list,
-    target_names,
 )
 
 RULES = (
@@ -195,7 +194,7 @@ class BatchLoopRules(RuleVisitor):
                 )
                 for n in nodes
             )
-        return tensor_work and not _carries_state(body) and not ragged_items(body, nodes, self)
+        return tensor_work and not carries_state(body) and not ragged_items(body, nodes, self)
 
     # -- for loops ------------------------------------------------------------------------------
     def visit_For(self, node: ast.For) -> None:
@@ -232,7 +231,7 @@ class BatchLoopRules(RuleVisitor):
             if self._per_item(body, node.target.id, batch, arithmetic=True):
                 self._report(node, batch, None, written=name)
                 return
-        summed = _summed_per_item(node)
+        summed = summed_per_item(node)
         if summed is not None and self._per_item([ast.Expr(summed[1])], node.target.id, batch):
             self._report(node, batch, None, summed=summed[0])
 
@@ -329,35 +328,6 @@ class BatchLoopRules(RuleVisitor):
         )
 
 
-def _summed_per_item(loop: ast.For) -> tuple[str, ast.AST] | None:
-    """``(acc, value)`` when the loop's body is the one statement ``acc = acc + value`` or
-    ``acc += value`` (value not reading ``acc``): each item's result summed, a reduction the
-    batched ops do in one call (a per-sample loss: ``reduction="sum"``), no state carried.
-
-    Example:
-        >>> loop = ast.parse("for i in range(n):\\n    loss = loss + f(x[i])\\n").body[0]
-        >>> acc, value = _summed_per_item(loop)
-        >>> acc, ast.unparse(value)
-        ('loss', 'f(x[i])')
-    """
-    if len(loop.body) != 1:
-        return None
-    stmt = loop.body[0]
-    if (isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add)
-            and isinstance(stmt.target, ast.Name)):  # fmt: skip
-        acc, value = stmt.target.id, stmt.value
-    elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-          and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.BinOp)
-          and isinstance(stmt.value.op, ast.Add)
-          and dotted(stmt.value.left) == stmt.targets[0].id):  # fmt: skip
-        acc, value = stmt.targets[0].id, stmt.value.right
-    else:
-        return None
-    if any(isinstance(n, ast.Name) and n.id == acc for n in ast.walk(value)):
-        return None
-    return acc, value
-
-
 def _sized_by_shape(it: ast.AST) -> bool:
     """``range(x.shape[0])`` or ``range(x.size(0))``: ``x`` is a tensor (``len(x)`` could be
     of a list)."""
@@ -430,30 +400,3 @@ def _first_index(index: ast.AST) -> str | None:
     if isinstance(index, ast.Slice):
         index = index.lower  # type: ignore[assignment]
     return dotted(index) if index is not None else None
-
-
-def _carries_state(body: list[ast.AST]) -> bool:
-    """A name the body reads before (or in the statement where) it assigns it: a state
-    carried from one iteration to the next (``h = cell(x[t], h)``, ``total += ...``)."""
-    assigned_at: dict[str, int] = {}
-    for i, stmt in enumerate(body):
-        for n in ast.walk(stmt):
-            if isinstance(n, ast.AugAssign):
-                # `tmp[..., :2] += r` on a value made earlier in the iteration carries nothing
-                base = n.target
-                while isinstance(base, (ast.Subscript, ast.Attribute)):
-                    base = base.value
-                name = base.id if isinstance(base, ast.Name) else None
-                if name is None or assigned_at.get(name, i) >= i:
-                    return True
-            if isinstance(n, ast.Assign):
-                for t in n.targets:
-                    for name in target_names(t):
-                        assigned_at.setdefault(name, i)
-    for i, stmt in enumerate(body):
-        for n in ast.walk(stmt):
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
-                first = assigned_at.get(n.id)
-                if first is not None and i <= first:
-                    return True
-    return False

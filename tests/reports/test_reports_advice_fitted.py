@@ -85,6 +85,12 @@ def test_a_numbered_module_is_named_with_its_type():
             "children": [node("0", "Conv2d", 1.0), block]}  # fmt: skip
     titles = [a.title for a in dominant_module({"step_ms": {"median": 10.0}, "tree": tree})]
     assert titles and titles[0].startswith("2 (Sequential) dominates the step"), titles
+    # under the model's own row (a script's nn.Sequential, profiled without model=): whose "0"
+    model = node("Sequential", "Sequential", 10.0, [node("0", "Conv2d", 6.0),
+                                                    node("1", "ReLU", 4.0)])  # fmt: skip
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [model]}
+    titles = [a.title for a in dominant_module({"step_ms": {"median": 10.0}, "tree": tree})]
+    assert titles and titles[0].startswith("Sequential.0 (Conv2d) dominates the step"), titles
 
 
 def test_scattered_layers_of_one_type_are_no_stack_and_two_models_are_told_apart():

@@ -156,8 +156,11 @@ def candidates(
 
     def named(text: str, top: str | None) -> str:
         # the first model's paths are relative to it ("main"); with several models (a GAN's
-        # Generator and Discriminator, each with a "main") the title says whose
-        if top and len(tops) > 1 and text != top and not text.startswith(top + "."):
+        # Generator and Discriminator, each with a "main") the title says whose, and so it does
+        # for a numbered child of an nn.Sequential model ("Sequential.0", not "0")
+        if top and (len(tops) > 1 or text.split(".", 1)[0].isdigit()) and text != top and (
+            not text.startswith(top + ".")
+        ):
             return f"{top}.{text}"
         return text
 

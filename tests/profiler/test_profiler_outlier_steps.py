@@ -36,10 +36,11 @@ def test_syncs_of_an_outlier_step_count_at_the_run_rate():
     session = prof.session
     detail = session["config"]["detail"]
     assert detail["outlier_steps"] == [0]  # the first kept step, detailed, 10x the others
-    # 1 of the run's steps, or a few when a light step of 0.4 ms stalls past 3x the median
-    # (a collection of the full test suite's heap)
+    # 1 of the run's steps, or a few when a light step of 0.2-0.4 ms stalls past 3x the median
+    # (a collection of the full test suite's heap; on a fast host, steps are short enough for
+    # an ordinary stall to count); far below the 1 in 15 audited steps that the bug gave
     rate = detail["outlier_rate"]
-    assert 1 / (STEPS - 1) <= rate <= 3 / (STEPS - 1)
+    assert 1 / (STEPS - 1) <= rate <= 8 / (STEPS - 1)
     (record,) = [r for r in session["syncs"] if "EVALUATION" in str(r.get("op"))]
     assert record["count"] == 300 and record["steps"] == 1 and record["in_outlier_steps"] == 1
     assert abs(record["per_step"] - 300 * rate) < 1e-9  # not 300 / 15 audited steps

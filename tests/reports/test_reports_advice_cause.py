@@ -330,3 +330,23 @@ def test_a_composite_merged_into_a_loop_is_no_cure_of_the_loop():
                        estimated_saving_ms=5.0, cause="torch.compile", locations=["t.py:9"])
     (item,) = one_per_cause([loop, composite])
     assert item.fix == PER_ELEMENT_LOOP.fix and item.estimated_saving_ms == 30.0
+
+
+def test_a_recomputed_module_and_the_lint_finding_on_the_loop_line_calling_it_are_one_advice():
+    """A greedy decoder re-running `model.encode(src)` at every token: the profiler sees the
+    encoder recomputed (loop-invariant), the linter TD601 on the loop's line that calls it
+    (its model calls measured under the line). One advice, the line to move shown third."""
+    record = {"path": "encoder", "calls_per_step": 1.0, "identical_input_calls": 1.0,
+              "time_per_call_ms": 6.0, "call_site": {"file": "/w/model.py", "line": 13}}
+    row = {"file": "/w/decode.py", "line": 24, "function": "greedy_decode",
+           "location": "decode.py:24", "ms_per_step": 6.2, "modules": ["encoder", "embed"]}
+    finding = {"code": "TD601", "severity": "warning", "path": "/w/decode.py", "line": 24,
+               "message": "`model.encode(src)` gets the same arguments in every decoding step"}
+    session = {"step_ms": {"mean": 10.0}, "tree": {"path": "", "children": []},
+               "recomputation": [record], "call_lines": [row], "lint": [finding]}  # fmt: skip
+    merged = [a for a in advise(session) if "encoder" in a.title or "TD601" in a.title]
+    assert len(merged) == 1, [a.title for a in merged]
+    (item,) = merged
+    assert item.rule == "loop-invariant" and item.estimated_saving_ms == 6.0
+    assert item.evidence[2].startswith("TD601") and "decode.py:24" in item.evidence[2]
+    assert str(item.locations[0]).endswith("decode.py:24")

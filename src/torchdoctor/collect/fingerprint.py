@@ -37,13 +37,16 @@ _STRIDED = torch.strided
 
 
 def fingerprint(
-    args: tuple, kwargs: dict[str, Any] | None = None
+    args: tuple, kwargs: dict[str, Any] | None = None, derived: dict[int, tuple] | None = None
 ) -> tuple[tuple, Callable[[], Any]] | None:
     """``(signature, anchor)`` for positional and keyword args, or None when no argument is a
     tensor.
 
     ``anchor()`` returns the first tensor while every tensor of the call is alive, None after
-    one was freed.
+    one was freed. ``derived`` maps ``id(tensor)`` to ``(weak reference, description, anchor
+    tensors)`` for outputs of earlier calls (:func:`note_outputs`): such a tensor is described
+    by the call that made it and anchored on that call's inputs, so ``encoder(embed(src))``
+    re-run on the same ``src`` has the same signature although ``embed`` made a new tensor.
 
     Example:
         >>> import torch
@@ -66,11 +69,11 @@ def fingerprint(
     parts: list[Any] = []
     anchors: list[torch.Tensor] = []
     for arg in args:
-        parts.append(_describe(arg, anchors))
+        parts.append(_describe(arg, anchors, derived))
     if kwargs:
         for name, value in kwargs.items():
             parts.append(("=", name))  # (a positional value is never such a tuple: see below)
-            parts.append(_describe(value, anchors))
+            parts.append(_describe(value, anchors, derived))
     if not anchors:
         return None
     try:
@@ -80,10 +83,52 @@ def fingerprint(
     return tuple(parts), (refs[0] if len(refs) == 1 else _AllAlive(refs))
 
 
-def _describe(arg: Any, anchors: list[torch.Tensor]) -> Any:
+def note_outputs(
+    derived: dict[int, tuple], node: int, signature: tuple, anchor: Any, output: Any
+) -> None:
+    """Record the tensor outputs of a call of ``node`` on inputs of ``signature`` (anchored by
+    ``anchor``, the inputs' :func:`fingerprint` anchor) in ``derived``: a later call given one
+    of them is compared by the call that made it (see :func:`fingerprint`).
+
+    Example:
+        >>> import torch
+        >>> src, derived = torch.ones(2), {}
+        >>> signature, anchor = fingerprint((src,))
+        >>> out = src * 2  # (a module's output)
+        >>> note_outputs(derived, 7, signature, anchor, out)
+        >>> again = src * 2  # (the same call re-run: a new tensor)
+        >>> note_outputs(derived, 7, signature, anchor, again)
+        >>> fingerprint((out,), derived=derived)[0] == fingerprint((again,), derived=derived)[0]
+        True
+    """
+    tensors = [output] if isinstance(output, torch.Tensor) else (
+        [t for t in output if isinstance(t, torch.Tensor)]
+        if isinstance(output, (tuple, list)) else []
+    )  # fmt: skip
+    for index, tensor in enumerate(tensors[:_OUTPUTS]):
+        try:
+            version = tensor._version
+            derived[id(tensor)] = (weakref.ref(tensor), ("out", node, signature, index), anchor,
+                                   version)  # fmt: skip
+        except Exception:  # (a tensor subclass without a version: described by its address)
+            continue
+
+
+#: outputs of one call recorded for :func:`note_outputs` (a tuple's first few)
+_OUTPUTS = 4
+
+
+def _describe(arg: Any, anchors: list[torch.Tensor], derived: dict[int, tuple] | None = None) -> Any:
     """One argument's part of a signature (a tuple argument is ``(type, id)``); its tensor is
-    appended to ``anchors``."""
+    appended to ``anchors`` (for an output of an earlier call in ``derived``: that call's
+    input, and the call describes it)."""
     if isinstance(arg, torch.Tensor):
+        made = derived.get(id(arg)) if derived else None
+        if made is not None and made[0]() is arg and arg._version == made[3]:
+            source = made[2]()  # (the making call's inputs, alive: no address reused)
+            if source is not None:
+                anchors.append(source)
+                return made[1]
         anchors.append(arg)
         if arg.layout is not _STRIDED:  # sparse, nested: no data pointer; the tensor itself
             return (id(arg), arg._version, arg.shape, arg.layout, arg.dtype, arg.device)

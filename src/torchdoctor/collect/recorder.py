@@ -59,7 +59,7 @@ from torchdoctor.collect.attention_probe import note_attention_call
 from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
 from torchdoctor.collect.conv_geometry import note_conv_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
-from torchdoctor.collect.fingerprint import fingerprint
+from torchdoctor.collect.fingerprint import fingerprint, note_outputs
 from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_nodes import NodeRegistry
@@ -140,6 +140,7 @@ class Recorder(NodeRegistry, RegionEvents):
         self.made_in_forward: set[int] = set()  # nodes of modules made inside a forward
         # (node, input signature) -> (weak anchor, state versions, made with grad enabled)
         self.fingerprints: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
+        self.derived: dict[int, tuple] = {}  # id(output) -> (weak, description, anchor, version)
         self.on_outermost: Any = None  # called with the module and args before an outermost call
         # called with True when the innermost call becomes a library module's (no source, in
         # torch, a package, torchdoctor), False when the user's again, in detailed steps
@@ -189,6 +190,8 @@ class Recorder(NodeRegistry, RegionEvents):
         # every call is then seen across steps. Entries whose tensor died are dropped.
         kept = self.fingerprints if self.fingerprints_across_steps else {}
         self.fingerprints = {key: value for key, value in kept.items() if value[0]() is not None}
+        made = self.derived if self.fingerprints_across_steps else {}  # (outputs: kept alike)
+        self.derived = {key: value for key, value in made.items() if value[0]() is not None}
         self.identical: dict[int, int] = defaultdict(int)
         # regions of this step not yet hooked for backward: (seq enter, seq exit, (node, serial))
         self.region_calls: list[tuple[int, int, tuple[int, int]]] = []
@@ -330,28 +333,30 @@ class Recorder(NodeRegistry, RegionEvents):
             note_attention_call(self, node, args, kwargs)
         if forward and (args or kwargs):
             if self.fingerprinting and node not in self.made_in_forward:
-                self._fingerprint(node, args, kwargs, training)  # (a new module: new work)
+                self._fingerprint(node, args, kwargs, training, output)  # (a new module: new)
             if kwargs and self.backward and grad:
                 self._hook(tensors_in(kwargs), node, serial, _END)
         if self.backward and output is not None and grad:
             self._hook(tensors_in(output), node, serial, _START)
 
-    def _fingerprint(self, node: int, args: Any, kwargs: Any = None, training: bool = True) -> None:
+    def _fingerprint(
+        self, node: int, args: Any, kwargs: Any = None, training: bool = True, output: Any = None
+    ) -> None:
         try:
-            key = fingerprint(args, kwargs)
+            key = fingerprint(args, kwargs, self.derived)
         except Exception:  # a tensor subclass whose data pointer or version raises
             return
         if key is None:
             return
-        signature, anchor = key
-        # Same inputs but updated parameters (an optimizer step, LBFGS re-evaluating its
-        # closure, a manual SGD update) is new work, not recomputation; so is a call after
-        # the module wrote its own buffers (BatchNorm's running statistics in training), one
-        # in the other train/eval mode (dropout), and one that builds a graph after one that
-        # did not (GAT's evaluation, then the next step's training call: no output to reuse).
-        # Versions only grow, so their sum changes whenever any of them is written.
-        grad, signature = torch.is_grad_enabled(), (signature, training)
+        # Same inputs but updated parameters (an optimizer step, LBFGS, a manual SGD update), a
+        # module that wrote its own buffers (BatchNorm in training), the other train/eval mode
+        # (dropout) or a graph built after a call that built none (GAT's evaluation, then the
+        # next training call): new work. Versions only grow: their sum changes on any write.
+        grad, (signature, anchor) = torch.is_grad_enabled(), key
+        signature = (signature, training)
         weights = sum([p._version for p in self.state_of.get(node, ())])
+        if output is not None and not grad:  # (its outputs, described by this call)
+            note_outputs(self.derived, node, (signature, weights), anchor, output)
         seen = self.fingerprints.get((node, signature))
         if seen is not None and seen[0]() is not None and seen[1] == weights and seen[2] >= grad:
             self.identical[node] += 1

@@ -358,7 +358,9 @@ def is_per_element_loop(row: Mapping[str, Any]) -> bool:
 
 def loop_cause(row: Mapping[str, Any] | None) -> str | None:
     """The cause the advice on a measured line shares with the other lines of its per-element
-    Python loop (merged into one advice), or None.
+    Python loop (merged into one advice), or the one its row names (the model calls under the
+    line recomputed on identical inputs: ``invariant PATH``, the loop-invariant advice's), or
+    None.
 
     Example:
         >>> loop_cause({"file": "/a/t.py", "loop_line": 12, "calls_per_step": 64,
@@ -367,7 +369,7 @@ def loop_cause(row: Mapping[str, Any] | None) -> str | None:
     """
     if row and row.get("loop_line") and is_per_element_loop(row):
         return f"loop {row['file']}:{row['loop_line']}"
-    return None
+    return row.get("cause") if row else None
 
 
 def finding_cure(finding: Mapping[str, Any]) -> Cure | None:

@@ -251,8 +251,13 @@ def call_line_of(session: Mapping[str, Any], path: Any, line: Any) -> dict[str, 
         0.25
     """
     step = tree_step_ms(session)
+    recomputed = [str(r.get("path")) for r in session.get("recomputation") or ()
+                  if float(r.get("identical_input_calls") or 0.0) >= 1]  # fmt: skip
     for row in session.get("call_lines") or ():
         if row.get("line") == line and same_file(row.get("file"), str(path)):
             ms = float(row.get("ms_per_step") or 0.0)
-            return {**row, "share": ms / step if step > 0 else 0.0}
+            # (a module it calls recomputed on identical inputs: that advice's cause)
+            again = [m for m in row.get("modules") or () if m in recomputed]
+            cause = {"cause": f"invariant {again[0]}"} if again else {}
+            return {**row, "share": ms / step if step > 0 else 0.0, **cause}
     return None

@@ -389,8 +389,8 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
             measured = line_of(session, finding.get("path"), finding.get("line"))
         if measured is None and step > 0 and _call_cost(finding):  # the model calls under it
             called = call_line_of(session, finding.get("path"), finding.get("line"))
-            if called is not None:
-                measured = {"total_ms": called["ms_per_step"], "share": called["share"]}
+            if called is not None:  # (its cause: a model call under it recomputed, if any)
+                measured = {**called, "total_ms": called["ms_per_step"]}
         loop = None if measured is not None else loop_of(session, finding["path"], finding["line"])
         advice.append(
             Advice(

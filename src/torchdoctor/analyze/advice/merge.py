@@ -156,6 +156,9 @@ def _merged(entries: list[Advice]) -> Advice:
         if assumed and other.rule == "backward-heavy":
             upper += other.estimated_saving_ms or 0.0
             evidence = [e for e in evidence if e != RATIO_NOTE]
+        if first.rule == "loop-invariant" and other.rule == "lint":  # (TD601: the loop's line
+            first.evidence.insert(2, other.title)  # that calls it, the one to move: shown)
+            first.locations[:0] = [loc for loc in other.locations if loc not in first.locations]
         first.evidence.extend(e for e in evidence if e not in first.evidence)
         first.references.extend(r for r in other.references if r not in first.references)
         first.locations.extend(loc for loc in other.locations if loc not in first.locations)

@@ -339,22 +339,18 @@ class Recorder(NodeRegistry, RegionEvents):
         if self.backward and output is not None and grad:
             self._hook(tensors_in(output), node, serial, _START)
 
-    def _fingerprint(
-        self, node: int, args: Any, kwargs: Any = None, training: bool = True, output: Any = None
-    ) -> None:
+    def _fingerprint(self, node: int, args: Any, kwargs: Any, training: bool, output: Any) -> None:
         try:
             key = fingerprint(args, kwargs, self.derived)
         except Exception:  # a tensor subclass whose data pointer or version raises
-            return
+            key = None
         if key is None:
             return
         # Same inputs but updated parameters (an optimizer step, LBFGS, a manual SGD update), a
         # module that wrote its own buffers (BatchNorm in training), the other train/eval mode
-        # (dropout) or a graph built after a call that built none (GAT's evaluation, then the
-        # next training call): new work. Versions only grow: their sum changes on any write.
-        grad, (signature, anchor) = torch.is_grad_enabled(), key
-        signature = (signature, training)
-        weights = sum([p._version for p in self.state_of.get(node, ())])
+        # (dropout) or a graph built after a call that built none (GAT's evaluation): new work.
+        grad, signature, anchor = torch.is_grad_enabled(), (key[0], training), key[1]
+        weights = sum([p._version for p in self.state_of.get(node, ())])  # (they only grow)
         if output is not None and not grad:  # (its outputs, described by this call)
             note_outputs(self.derived, node, (signature, weights), anchor, output)
         seen = self.fingerprints.get((node, signature))

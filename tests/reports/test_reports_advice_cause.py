@@ -350,3 +350,18 @@ def test_a_recomputed_module_and_the_lint_finding_on_the_loop_line_calling_it_ar
     assert item.rule == "loop-invariant" and item.estimated_saving_ms == 6.0
     assert item.evidence[2].startswith("TD601") and "decode.py:24" in item.evidence[2]
     assert str(item.locations[0]).endswith("decode.py:24")
+
+
+def test_modules_recomputed_from_one_line_are_one_advice():
+    """`cond = self.obs_encoder(self.obs_proj(obs))` at every denoising step: both modules are
+    recomputed, and hoisting the one line caches both: one advice, not two."""
+    site = {"file": "/w/policy.py", "line": 14, "code": "cond = self.obs_encoder(...)"}
+    records = [{"path": path, "calls_per_step": 1.0, "identical_input_calls": 1.0,
+                "time_per_call_ms": ms, "call_site": site,
+                "source": {"file": f"/torch/nn/{path}.py", "line": 100}}  # (each its own)
+               for path, ms in (("obs_encoder", 3.0), ("obs_proj", 0.2))]  # fmt: skip
+    session = {"step_ms": {"mean": 4.0}, "tree": {"path": "", "children": []},
+               "recomputation": records}  # fmt: skip
+    invariant = [a for a in advise(session) if a.rule == "loop-invariant"]
+    assert [a.title.split(" once")[0] for a in invariant] == ["Compute obs_encoder"]
+    assert any("obs_proj" in e for e in invariant[0].evidence)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import center, same_file, tree_step_ms, walk
-from torchdoctor.analyze.advice.recompute import MIN_REPEATS
+from torchdoctor.analyze.advice.recompute import MIN_REPEATS, invariant_cause
 
 #: a line is hot (gets advice of its own) from this share of the step
 HOT_SHARE = 0.05
@@ -252,13 +252,13 @@ def call_line_of(session: Mapping[str, Any], path: Any, line: Any) -> dict[str, 
         0.25
     """
     step = tree_step_ms(session)
-    recomputed = [str(r.get("path")) for r in session.get("recomputation") or ()
-                  if float(r.get("identical_input_calls") or 0.0) >= MIN_REPEATS]  # fmt: skip
+    recomputed = {str(r.get("path")): r for r in session.get("recomputation") or ()
+                  if float(r.get("identical_input_calls") or 0.0) >= MIN_REPEATS}  # fmt: skip
     for row in session.get("call_lines") or ():
         if row.get("line") == line and same_file(row.get("file"), str(path)):
             ms = float(row.get("ms_per_step") or 0.0)
             # (a module it calls recomputed on identical inputs: that advice's cause)
-            again = [m for m in row.get("modules") or () if m in recomputed]
-            cause = {"cause": f"invariant {again[0]}"} if again else {}
+            again = [recomputed[m] for m in row.get("modules") or () if m in recomputed]
+            cause = {"cause": invariant_cause(again[0])} if again else {}
             return {**row, "share": ms / step if step > 0 else 0.0, **cause}
     return None

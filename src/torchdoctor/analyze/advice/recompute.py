@@ -34,6 +34,23 @@ MIN_FRACTION = 0.01
 MIN_REPEATS = 0.5
 
 
+def invariant_cause(record: Mapping[str, Any]) -> str:
+    """The cause of a recomputed module's advice: the line that calls it, so modules recomputed
+    from one line are one advice (``self.obs_encoder(self.obs_proj(obs))``: hoisting the line
+    caches both), else its path.
+
+    Example:
+        >>> invariant_cause({"path": "enc", "call_site": {"file": "/w/m.py", "line": 14}})
+        'invariant /w/m.py:14'
+        >>> invariant_cause({"path": "enc"})
+        'invariant enc'
+    """
+    site = record.get("call_site") or {}
+    if site.get("file") and site.get("line"):
+        return f"invariant {site['file']}:{site['line']}"
+    return f"invariant {record.get('path')}"
+
+
 def _tree_ancestors(tree: Mapping[str, Any] | None) -> dict[str, set[str]]:
     """Each node path's ancestor paths in the session tree (the main model's submodules have
     unprefixed paths, so the tree, not the dotted path, says what contains what)."""
@@ -125,7 +142,7 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
                 heat=min(1.0, saving / step) if step > 0 else 0.0,
                 locations=lines,
                 code=code,
-                cause=f"invariant {path}",  # (lint TD601 on the line that calls it joins it)
+                cause=invariant_cause(record),  # (lint TD601 on the line that calls it joins)
             )
         )
     return advice

@@ -3,6 +3,7 @@ import lap
 import numpy as np
 import scipy.optimize
 import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment as lsa
 
 
@@ -257,3 +258,42 @@ def per_image_covariances(feats):
     for b in range(feats.shape[0]):  # expect: TD304
         covs.append(torch.cov(feats[b].T))
     return torch.stack(covs)
+
+
+def normalize_each_row(x):  # the loop walks a tensor's rows
+    feats = F.normalize(torch.tanh(x), dim=-1)
+    out = []
+    for row in feats:  # expect: TD304
+        out.append(row / row.norm())
+    return torch.stack(out)
+
+
+def energy_of_each_state(x, w):
+    states = torch.tanh(x @ w)
+    total = 0.0
+    for state in states:  # expect: TD304
+        total = total + (state * state).sum()
+    return total
+
+
+def run_in_chunks(model, x):
+    pieces = torch.split(x, 64)
+    out = []
+    for piece in pieces:  # near-miss: chunks bound the memory, by design
+        out.append(model(piece))
+    return torch.cat(out)
+
+
+def stack_checkpoint(path):
+    records = torch.load(path)
+    out = []
+    for record in records:  # near-miss: whatever the file holds, not a tensor's items
+        out.append(record.float())
+    return torch.stack(out)
+
+
+def walk_names(names):
+    out = []
+    for name in names:  # near-miss: a parameter, a list as often as a tensor
+        out.append(torch.tensor(len(name)))
+    return torch.stack(out)

@@ -55,6 +55,14 @@ RULES = (
 )
 
 _STACKS = frozenset({"torch.stack", "torch.cat", "torch.concat", "torch.concatenate"})
+#: torch calls that return a sequence (of tensors, or anything: a checkpoint): walking it is
+#: walking chunks or records, not a tensor's items
+_SEQUENCE_MAKERS = frozenset(
+    {"torch.load", "torch.hub.load", "torch.jit.load", "torch.split", "torch.chunk",
+     "torch.unbind", "torch.tensor_split", "torch.meshgrid", "torch.nonzero", "torch.where",
+     "torch.unique_consecutive", "torch.broadcast_tensors", "torch.atleast_1d", "torch.hsplit",
+     "torch.vsplit", "torch.dsplit"}
+)  # fmt: skip
 _SIZE_METHODS = frozenset({"size"})
 
 
@@ -77,6 +85,7 @@ class BatchLoopRules(RuleVisitor):
         (r"torch\.(stack|cat|concat)", r"range\("),
         (r"range\(", r"\]\s*=[^=]"),  # (out[i] = ...: items written one by one)
         (r"range\(", r"\+=|\b(\w+)\s*=\s*\1\s*\+"),  # (loss = loss + ...: items summed)
+        (r"\bfor \w+ in \w+:", r"torch\.(stack|cat|concat)|\+=|\b(\w+)\s*=\s*\2\s*\+"),
     )
 
     def _batch_of(self, it: ast.AST, scope: ast.AST) -> str | None:
@@ -152,18 +161,22 @@ class BatchLoopRules(RuleVisitor):
         )
 
     def _per_item(
-        self, body: list[ast.AST], index: str, batch: str, arithmetic: bool = False
+        self, body: list[ast.AST], index: str, batch: str, arithmetic: bool = False,
+        item: bool = False,
     ) -> bool:
-        """The body indexes ``batch[index]``, runs a tensor op or a module on it (with
+        """The body indexes ``batch[index]`` (with ``item``, reads ``index``: the loop walks the
+        tensor's items, ``for row in x``), runs a tensor op or a module on it (with
         ``arithmetic``, tensor arithmetic on the item counts: ``a[i] * b[i]``), reads nothing on
         the host and carries no state from one item to the next."""
         nodes = [n for stmt in body for n in ast.walk(stmt)]
-        if not any(
-            isinstance(n, ast.Subscript)
-            and dotted(n.value) == batch
-            and _first_index(n.slice) == index
-            for n in nodes
-        ):
+
+        def is_item(n: ast.AST) -> bool:
+            if item:
+                return isinstance(n, ast.Name) and n.id == index
+            return (isinstance(n, ast.Subscript) and dotted(n.value) == batch
+                    and _first_index(n.slice) == index)  # fmt: skip
+
+        if not any(is_item(n) for n in nodes):
             return False
         calls = [n for n in nodes if isinstance(n, ast.Call)]
         if any(method_name(c) in HOST_COPY_METHODS for c in calls):
@@ -188,10 +201,7 @@ class BatchLoopRules(RuleVisitor):
         if arithmetic and not tensor_work:
             tensor_work = any(
                 isinstance(n, ast.BinOp)
-                and any(
-                    isinstance(side, ast.Subscript) and dotted(side.value) == batch
-                    for side in (n.left, n.right)
-                )
+                and any(is_item(side) for side in (n.left, n.right))
                 for n in nodes
             )
         return tensor_work and not carries_state(body) and not ragged_items(body, nodes, self)
@@ -202,6 +212,8 @@ class BatchLoopRules(RuleVisitor):
             return
         scope = self.enclosing_scope(node)
         batch = self._batch_of(node.iter, scope) or _sliced_parameter(node, self)
+        item = batch is None and self._tensor_walked(node, scope)  # (for row in x)
+        batch = node.iter.id if item else batch  # type: ignore[attr-defined]
         if batch is None and not self.is_training_body(node):
             # range(len(a)) over a parameter: a list as often as a tensor, so only when its
             # items go into a table made by torch (D[i, j] = (a[i] - b[j]).norm())
@@ -222,8 +234,14 @@ class BatchLoopRules(RuleVisitor):
             if isinstance(c, ast.Call) and method_name(c) == "append" and len(c.args) == 1
         } - {None}
         stacked = appended & self._stacked_after(node)
-        if stacked and self._per_item(node.body, node.target.id, batch, arithmetic=True):
+        if stacked and self._per_item(node.body, node.target.id, batch, True, item):
             self._report(node, batch, sorted(stacked)[0])
+            return
+        if item:  # (no index to write items at; their sum is the one other shape)
+            summed = summed_per_item(node)
+            if summed is not None and self._per_item([ast.Expr(summed[1])], node.target.id,
+                                                     batch, item=True):  # fmt: skip
+                self._report(node, batch, None, summed=summed[0])
             return
         written = self._written_per_item(node, scope, batch)
         if written is not None:
@@ -234,6 +252,18 @@ class BatchLoopRules(RuleVisitor):
         summed = summed_per_item(node)
         if summed is not None and self._per_item([ast.Expr(summed[1])], node.target.id, batch):
             self._report(node, batch, None, summed=summed[0])
+
+    def _tensor_walked(self, loop: ast.For, scope: ast.AST) -> bool:
+        """``for row in x`` over a name every assignment of which before the loop is a torch
+        call returning one tensor (not ``torch.load``, ``torch.split`` and other calls that
+        return a sequence of them)."""
+        name = loop.iter.id if isinstance(loop.iter, ast.Name) else None
+        if name is None or not self._made_by_torch(name, scope, before=loop.lineno):
+            return False
+        return not any(
+            self.callee(v) & _SEQUENCE_MAKERS
+            for v in self.assigned_values(scope, name) if isinstance(v, ast.Call)
+        )  # fmt: skip
 
     def _written_per_item(
         self, loop: ast.For, scope: ast.AST, batch: str

@@ -85,9 +85,10 @@ def _calibrate(backward: bool, detailed: bool) -> tuple[float, float]:
     it outside the hook functions' own measured time (calling them, autograd running them)."""
     if STATE.profiler is not None:  # never install a second set of global hooks
         return 0.0, 0.0
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
-    x = torch.randn(4, 8)
+    with torch.random.fork_rng(devices=[]):  # (the user's random state is left as it was)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
+        x = torch.randn(4, 8)
     rec = Recorder(CpuClock(), backward=backward, memory=False)
     rec.detailed = detailed
     saved_phase = STATE.phase

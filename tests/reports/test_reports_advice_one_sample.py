@@ -53,3 +53,20 @@ def test_token_by_token_generation_of_one_sequence_is_no_per_sample_loop():
     growing = [{"input_shape": [1, 12 + i], "phases": {}} for i in range(40)]
     assert one_sample_per_call({"steps": cached}) == []
     assert one_sample_per_call({"steps": growing}) == []  # (decode-without-cache's case)
+
+
+def test_a_one_dimensional_input_is_one_sample_unbatched():
+    """A policy evaluated per observation, `policy(torch.as_tensor(obs))` with a CartPole
+    observation of 4 features: the input is [4], one sample with no batch dimension."""
+    steps = [{"index": i, "input_shape": [4], "wall_ms": 1.0, "phases": {}} for i in range(40)]
+    (item,) = one_sample_per_call({"steps": steps, "step_ms": {"median": 1.0}})
+    assert "[4] (one sample, unbatched) in 40 of 40 steps" in item.evidence[0]
+
+
+def test_the_calls_of_a_line_count_a_one_dimensional_input_as_one_sample():
+    import torch
+
+    from torchdoctor.collect.call_lines import leading_dim
+
+    assert leading_dim((torch.zeros(4),)) == 1 and leading_dim((torch.zeros(8, 4),)) == 8
+    assert leading_dim((torch.tensor(3.0),)) is None

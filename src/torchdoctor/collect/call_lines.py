@@ -120,19 +120,22 @@ def step_call_lines(
 
 
 def leading_dim(args: Any) -> int | None:
-    """The leading dimension of a call's first positional tensor (its batch, for a model),
-    None without one.
+    """The leading dimension of a call's first positional tensor (its batch, for a model; 1
+    for a 1-D tensor, one sample unbatched: a policy given one observation's features), None
+    without one.
 
     Example:
         >>> import torch
-        >>> leading_dim((torch.zeros(1, 4),)), leading_dim((3,)), leading_dim(())
-        (1, None, None)
+        >>> leading_dim((torch.zeros(1, 4),)), leading_dim((torch.zeros(4),)), leading_dim((3,))
+        (1, 1, None)
     """
     first = args[0] if isinstance(args, tuple) and args else None
     if not isinstance(first, torch.Tensor):
         return None
     with torch._C.DisableTorchFunction():  # (not seen by the hot lines' or the audit's mode)
-        return int(first.shape[0]) if first.dim() > 0 and not first.is_nested else None
+        if first.dim() == 0 or first.is_nested:
+            return None
+        return 1 if first.dim() == 1 else int(first.shape[0])
 
 
 def step_call_counts(

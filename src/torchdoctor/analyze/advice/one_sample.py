@@ -54,14 +54,16 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
         float((s.get("phases") or {}).get("backward") or 0.0) > 0 for s in steps
     ):
         return []
-    ones = sum(1 for shape in shapes if shape and shape[0] == 1)
+    # (a 1-D input is one sample unbatched: a policy given one observation's 4 features)
+    single = [shape for shape in shapes if shape and (shape[0] == 1 or len(shape) == 1)]
+    ones = len(single)
     if ones < MIN_SHARE * len(shapes) or _decoding(shapes):
         return []
-    lengths = sorted({tuple(shape[1:]) for shape in shapes if shape and shape[0] == 1})
-    shape_text = (
-        f"[1, {', '.join(map(str, lengths[0]))}]" if len(lengths) == 1
-        else f"[1, ...] ({len(lengths)} different shapes)"
-    )  # fmt: skip
+    texts = sorted({
+        f"[{shape[0]}] (one sample, unbatched)" if len(shape) == 1
+        else f"[1, {', '.join(map(str, shape[1:]))}]" for shape in single
+    })  # fmt: skip
+    shape_text = texts[0] if len(texts) == 1 else f"[1, ...] ({len(texts)} different shapes)"
     evidence = [f"the model's input is {shape_text} in {ones} of {len(shapes)} steps: one "
                 "sample per call, no backward"]  # fmt: skip
     step = (session.get("step_ms") or {}).get("median")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import Any
 
 from torchdoctor.lint.syntax import same_file_callee, target_names
-from torchdoctor.lint.visitor import MODEL_NAME, dotted
+from torchdoctor.lint.visitor import MODEL_NAME, dotted, dotted_names_in, method_name
 
 STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
 _WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
@@ -196,47 +197,83 @@ def invariant_inner_calls(
     return found
 
 
-def grows_a_sequence(loop: ast.AST) -> str | None:
-    """The name an autoregressive decoding ``loop`` grows by one token per iteration, fed back
-    to the model: ``ys = torch.cat([ys, next_word], dim=1)`` or ``tokens.append(...)``
-    directly in its body, the name also passed to a call in the body (the decoder's input);
-    else None.
+#: torch.cat and its aliases
+_CAT = frozenset({"torch.cat", "torch.concat", "torch.concatenate"})
+#: taking a stored tensor out of a container: `h.pop()` (a skip connection), not a new token
+_CONTAINER_TAKES = frozenset({"pop", "popleft", "get", "__getitem__"})
+
+
+def grown_names(rules: Any, loop: ast.For | ast.While) -> set[str]:
+    """Names ``loop`` grows by concatenating to themselves (``x = torch.cat((x, y), 1)``, what
+    is appended computed in the loop), and the names derived from them in the loop (``x_cond =
+    x[:, -block:]``). ``rules`` is the :class:`~torchdoctor.lint.visitor.RuleVisitor` asking.
 
     Example:
-        >>> src = ("for i in range(n):\\n    out = model.decode(ys, memory)\\n"
-        ...        "    ys = torch.cat([ys, out.argmax(-1)], dim=1)\\n")
-        >>> grows_a_sequence(ast.parse(src).body[0])
-        'ys'
-        >>> grows_a_sequence(ast.parse("for x in xs:\\n    outs.append(f(x))\\n").body[0])
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef gen(model, idx):\\n    for _ in range(9):\\n"
+        ...        "        y = model(idx)\\n        idx = torch.cat((idx, y[:, -1:]), dim=1)\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD604']
     """
     grown: set[str] = set()
-    for stmt in getattr(loop, "body", ()):
-        value = stmt.value if isinstance(stmt, (ast.Assign, ast.Expr)) else None
-        if not isinstance(value, ast.Call):
+    assigns = [s for s in loop.body if isinstance(s, ast.Assign) and len(s.targets) == 1]
+    for stmt in assigns:
+        target, value = stmt.targets[0], stmt.value
+        if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)):
             continue
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
-            stmt.targets[0], ast.Name
-        ):  # ys = torch.cat([ys, ...]) / torch.cat((ys, ...), dim=1)
-            name = stmt.targets[0].id
-            first = value.args[0] if value.args else None
-            if (dotted(value.func) or "").rsplit(".", 1)[-1] in {"cat", "concat", "hstack"} and (
-                isinstance(first, (ast.List, ast.Tuple)) and first.elts
-                and dotted(first.elts[0]) == name
-            ):  # fmt: skip
-                grown.add(name)
-        elif isinstance(value.func, ast.Attribute) and value.func.attr == "append":
-            name = dotted(value.func.value)
-            if name and "." not in name:
-                grown.add(name)
+        if not rules.callee(value) & _CAT or not value.args:
+            continue
+        parts = value.args[0]
+        if isinstance(parts, (ast.List, ast.Tuple)) and len(parts.elts) > 1:
+            first = parts.elts[0]
+            # what is appended is computed in the loop (the next token from the logits),
+            # not taken from elsewhere (a U-Net's skip connection, `h.pop()`)
+            added = {n for e in parts.elts[1:] for n in dotted_names_in(e)}
+            made_here = rules.assigned_in(loop) - {target.id}
+            computed = any(
+                isinstance(c, ast.Call) and method_name(c) not in _CONTAINER_TAKES
+                for e in parts.elts[1:]
+                for c in ast.walk(e)
+            )
+            if isinstance(first, ast.Name) and first.id == target.id and (
+                added & made_here or computed
+            ):
+                grown.add(target.id)
+    derived = set(grown)
+    for _ in range(2):  # (a name derived from a derived one)
+        for stmt in assigns:
+            target = stmt.targets[0]
+            if isinstance(target, ast.Name) and target.id not in grown:
+                if derived & set(dotted_names_in(stmt.value)):
+                    derived.add(target.id)
+    return derived if grown else set()
+
+
+def grows_a_sequence(rules: Any, loop: ast.For | ast.While) -> str | None:
+    """The name an autoregressive decoding ``loop`` grows by one token per iteration and feeds
+    back to a call in its body: grown with ``torch.cat`` (:func:`grown_names`) or
+    ``tokens.append(...)`` directly in its body; else None.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef caption(model, image, tokens):\\n    for _ in range(9):\\n"
+        ...        "        f = model.vision_encoder(image)\\n"
+        ...        "        tokens.append(model.decoder(tokens, f).argmax())\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD601']
+    """
+    grown = grown_names(rules, loop) | {
+        dotted(stmt.value.func.value) for stmt in loop.body
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+        and method_name(stmt.value) == "append" and isinstance(stmt.value.func.value, ast.Name)
+    }  # fmt: skip
     fed = {
-        n
-        for stmt in getattr(loop, "body", ())
-        for call in ast.walk(stmt)
-        if isinstance(call, ast.Call) and (dotted(call.func) or "").rsplit(".", 1)[-1]
-        not in {"cat", "concat", "hstack", "append"}
+        n.id
+        for call in rules.direct_calls(loop.body)
+        if method_name(call) != "append" and not rules.callee(call) & _CAT
         for arg in [*call.args, *(k.value for k in call.keywords)]
         for n in ast.walk(arg)
         if isinstance(n, ast.Name)
     }  # fmt: skip
-    found = sorted(n for n in grown if n in {f.id for f in fed})
+    found = sorted(grown & fed)
     return found[0] if found else None

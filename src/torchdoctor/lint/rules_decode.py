@@ -10,9 +10,10 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.denoising_loops import grown_names
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_inference import LIBRARY_PREFIXES, names_a_module
-from torchdoctor.lint.visitor import RuleVisitor, dotted, dotted_names_in, method_name
+from torchdoctor.lint.visitor import RuleVisitor, dotted, dotted_names_in
 
 RULES = (
     Rule(
@@ -31,10 +32,6 @@ RULES = (
     ),
 )
 
-#: torch.cat and its aliases
-_CAT = frozenset({"torch.cat", "torch.concat", "torch.concatenate"})
-#: taking a stored tensor out of a container: `h.pop()` (a skip connection), not a new token
-_CONTAINER_TAKES = frozenset({"pop", "popleft", "get", "__getitem__"})
 #: a keyword that passes a cache: the call already reuses earlier keys and values (an
 #: encoder's output, nn.Transformer's ``memory``, is no cache of the decoder's own keys)
 _CACHE_KEYWORD = re.compile(r"past|cache|kv|state|^mems?$", re.IGNORECASE)
@@ -58,46 +55,8 @@ class DecodeRules(RuleVisitor):
     TRIGGERS = ((r"\.cat\(|\.concat",),)
 
     # -- TD604 ---------------------------------------------------------------------------------
-    def _grown_names(self, loop: ast.For | ast.While) -> set[str]:
-        """Names the loop grows by concatenating to themselves (``x = torch.cat((x, y), 1)``),
-        and the names derived from them in the loop (``x_cond = x[:, -block:]``)."""
-        grown: set[str] = set()
-        assigns = [s for s in loop.body if isinstance(s, ast.Assign) and len(s.targets) == 1]
-        for stmt in assigns:
-            target, value = stmt.targets[0], stmt.value
-            if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)):
-                continue
-            if not self.callee(value) & _CAT or not value.args:
-                continue
-            parts = value.args[0]
-            if isinstance(parts, (ast.List, ast.Tuple)) and len(parts.elts) > 1:
-                first = parts.elts[0]
-                # what is appended is computed in the loop (the next token from the logits),
-                # not taken from elsewhere (a U-Net's skip connection, `h.pop()`)
-                added = {n for e in parts.elts[1:] for n in dotted_names_in(e)}
-                made_here = self.assigned_in(loop) - {target.id}
-                computed = any(
-                    isinstance(c, ast.Call) and method_name(c) not in _CONTAINER_TAKES
-                    for e in parts.elts[1:]
-                    for c in ast.walk(e)
-                )
-                if (
-                    isinstance(first, ast.Name)
-                    and first.id == target.id
-                    and (added & made_here or computed)
-                ):
-                    grown.add(target.id)
-        derived = set(grown)
-        for _ in range(2):  # (a name derived from a derived one)
-            for stmt in assigns:
-                target = stmt.targets[0]
-                if isinstance(target, ast.Name) and target.id not in grown:
-                    if derived & set(dotted_names_in(stmt.value)):
-                        derived.add(target.id)
-        return derived if grown else set()
-
     def _check_growing_sequence(self, loop: ast.For | ast.While) -> None:
-        fed = self._grown_names(loop)
+        fed = grown_names(self, loop)
         if not fed:
             return
         for call in self.direct_calls(loop.body):

@@ -173,7 +173,7 @@ class InferenceRules(RuleVisitor):
     def visit_For(self, node: ast.For) -> None:
         if self._is_sampling_loop(node):
             self._check_denoising_loop(node)
-        elif grows_a_sequence(node):  # (an autoregressive decoder's loop: its encoder alone)
+        elif grows_a_sequence(self, node):  # (an autoregressive decoder's loop: its encoder alone)
             self._check_denoising_loop(node, "decoding step")
 
     def visit_While(self, node: ast.While) -> None:

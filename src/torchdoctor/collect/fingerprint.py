@@ -43,8 +43,9 @@ def fingerprint(
     tensor.
 
     ``anchor()`` returns the first tensor while every tensor of the call is alive, None after
-    one was freed. ``derived`` maps ``id(tensor)`` to ``(weak reference, description, anchor
-    tensors)`` for outputs of earlier calls (:func:`note_outputs`): such a tensor is described
+    one was freed. ``derived`` maps ``id(tensor)`` to ``(weak reference, description, the
+    making call's anchor, version)`` for outputs of earlier calls (:func:`note_outputs`): such
+    a tensor (unchanged since) is described
     by the call that made it and anchored on that call's inputs, so ``encoder(embed(src))``
     re-run on the same ``src`` has the same signature although ``embed`` made a new tensor.
 

@@ -131,16 +131,18 @@ class ModuleRound:
                 return True, self._note(module, True) + "; earlier steps dropped"
         if self.chosen is None:
             return True, None
+        # (the loop's shape shows in its first calls: then no more bookkeeping per call)
+        looking = self.period == 1 and self.chosen_calls < _LOOK_CALLS
         if module is not self.chosen:
-            if len(self._between) < _MAX_BETWEEN:
+            if looking and len(self._between) < _MAX_BETWEEN:
                 self._between.append(id(module))
             return False, None
         if self.runs:
             return previous is not module, None
         index, self.chosen_calls = self.chosen_calls, self.chosen_calls + 1
-        self._segments = [*self._segments[-(2 * _MAX_PERIOD - 1):], tuple(self._between)]
-        self._between = []
-        if self.period == 1:
+        if looking:
+            self._segments = [*self._segments[-(2 * _MAX_PERIOD - 1):], tuple(self._between)]
+            self._between = []
             period = _alternation(self._segments)
             if period > 1 and index % period == 0:  # (at a call that opens an iteration)
                 self.period = period
@@ -164,6 +166,8 @@ class ModuleRound:
 _MAX_PERIOD = 4
 #: other modules remembered between two calls of the chosen one
 _MAX_BETWEEN = 64
+#: calls of the chosen module within which an alternation is looked for
+_LOOK_CALLS = 32
 
 
 def _alternation(segments: list[tuple[int, ...]]) -> int:

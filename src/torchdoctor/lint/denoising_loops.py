@@ -210,10 +210,11 @@ def grown_names(rules: Any, loop: ast.For | ast.While) -> set[str]:
 
     Example:
         >>> from torchdoctor.lint import lint_source
-        >>> src = ("import torch\\ndef gen(model, idx):\\n    for _ in range(9):\\n"
-        ...        "        y = model(idx)\\n        idx = torch.cat((idx, y[:, -1:]), dim=1)\\n")
-        >>> [f.code for f in lint_source(src)]
-        ['TD604']
+        >>> src = ("import torch\\ndef extend(net, ids):\\n    while True:\\n"
+        ...        "        ctx = ids[:, -8:]\\n        nxt = net(ctx).argmax(-1)\\n"
+        ...        "        ids = torch.cat([ids, nxt], 1)\\n")
+        >>> [(f.code, f.line) for f in lint_source(src)]  # (ctx is derived from ids)
+        [('TD604', 5)]
     """
     grown: set[str] = set()
     assigns = [s for s in loop.body if isinstance(s, ast.Assign) and len(s.targets) == 1]

@@ -26,8 +26,11 @@ def expectations(text: str) -> set[tuple[int, str]]:
 @pytest.mark.parametrize("fixture", RULE_FIXTURES, ids=lambda p: p.name)
 def test_fixture_findings_match_expectations(fixture: Path) -> None:
     text = fixture.read_text()
-    got = {(f.line, f.code) for f in lint_source(text, str(fixture))}
+    found = lint_source(text, str(fixture))
+    got = {(f.line, f.code) for f in found}
     expected = expectations(text)
+    said = [(f.line, f.code, f.message) for f in found]
+    assert sorted({s for s in said if said.count(s) > 1}) == [], "a line says the same twice"
     assert sorted(got - expected) == [], "unexpected findings"
     assert sorted(expected - got) == [], "missing findings"
 

@@ -17,7 +17,7 @@ def train(model, loader, optimizer, criterion, device, log_every=10):
         s = f"loss={loss:.3f}"  # expect: TD201
         ids = y.tolist()  # expect: TD201
         T.cuda.synchronize()  # expect: TD202
-        labels = torch.tensor(y.tolist(), device=device)  # expect: TD201,TD203
+        labels = torch.tensor(y.tolist(), device=device)  # expect: TD203 (its .tolist() is a part of the pattern, not a TD201 metric read)
         if step % log_every == 0:
             print(f"step {step} loss {loss.item():.3f}")  # gated: logged every N steps
         n = int(step)  # not a tensor
@@ -172,7 +172,7 @@ def train_with_formatting(model, loader, opt):
 
 def train_rebuilding_ids(model, loader, opt):
     for x, b in loader:
-        ids = torch.tensor(b.tolist()).long().cuda()  # expect: TD201,TD203
+        ids = torch.tensor(b.tolist()).long().cuda()  # expect: TD203
         model(x, ids).backward()
         opt.step()
 

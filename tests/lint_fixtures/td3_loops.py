@@ -297,3 +297,17 @@ def walk_names(names):
     for name in names:  # near-miss: a parameter, a list as often as a tensor
         out.append(torch.tensor(len(name)))
     return torch.stack(out)
+
+
+def train_matching_and_remapping(model, loader, opt):
+    # the .tolist() / .cpu().numpy() are parts of the remap and the assignment (TD302,
+    # TD303), not metric reads: no TD201 beside them (its fix would be LazyMetrics)
+    for x, y, targets in loader:
+        classes = sorted(set(y.tolist()))  # expect: TD302
+        index = {c: i for i, c in enumerate(classes)}
+        cost = torch.cdist(model(x), targets)
+        rows, cols = lsa(cost.detach().cpu().numpy())  # expect: TD303
+        loss = F.cross_entropy(cost[rows], torch.as_tensor(cols)) + len(index)
+        print(loss.item())  # expect: TD201
+        loss.backward()
+        opt.step()

@@ -38,6 +38,20 @@ class Seq2Seq(nn.Module):
         return out
 
 
+class PerImageMahalanobis(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(128, 32)
+
+    def forward(self, feats):
+        z = self.proj(feats)
+        out = []
+        for b in range(z.shape[0]):  # expect: TD304
+            zb = z[b] - z[b].mean(0)  # expect: TD307 (once: the same slice twice, one message)
+            out.append((zb * zb).sum())
+        return torch.stack(out)
+
+
 def per_step_loss(model, x, y, criterion):
     logits = model(x)
     loss = 0.0

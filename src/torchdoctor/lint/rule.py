@@ -31,3 +31,7 @@ class Rule:
     #: the pattern costs time when it runs (False: hygiene only, a deprecated entry point):
     #: the profile never ranks it as a suspect of the step's time
     runtime_cost: bool = True
+    #: codes whose findings inside this rule's finding (its source span) are parts of its
+    #: pattern and are dropped: the `.tolist()` of a label remap is TD302's, not a metric
+    #: read (TD201, whose fix, "keep metrics as device tensors", would be the wrong one)
+    explains: tuple[str, ...] = ()

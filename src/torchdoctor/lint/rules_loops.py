@@ -67,6 +67,7 @@ RULES = (
         "torchdoctor.ops.remap_labels",
         autofix=True,
         seed="002",
+        explains=("TD201", "TD205"),
     ),
     Rule(
         "TD303",
@@ -78,6 +79,7 @@ RULES = (
         "cols = torchdoctor.ops.linear_assignment(-sim)",
         "torchdoctor.ops.linear_assignment",
         seed="000",
+        explains=("TD201", "TD205"),
     ),
 )
 
@@ -333,7 +335,24 @@ class LoopRules(RuleVisitor):
                     for n in ast.walk(scope)
                 )
         if used_for_mapping:
-            self.report(outer, "TD302", self._remap_message(f"`{self.code_of(outer)}`"))
+            self.report(outer, "TD302", self._remap_message(f"`{self.code_of(outer)}`"),
+                        pattern_lines=self._remap_span(outer))  # fmt: skip
+
+    def _remap_span(self, start: ast.AST) -> tuple[int, int] | None:
+        """The lines from a remap's host unique (``start``) to the tensor its dict builds
+        (``torch.tensor([m[v] for v in y.tolist()])`` later in the function, left to this
+        finding): the pattern a profile measures, and where its `.tolist()` is its own."""
+        first = getattr(start, "lineno", 0)
+        last = first
+        for node in ast.walk(self.enclosing_scope(start)):
+            if (isinstance(node, ast.Call) and self.callee(node) & TENSOR_FROM_LIST and node.args
+                    and isinstance(node.args[0], ast.ListComp) and node.lineno > first):
+                lookup = per_label_lookup(node.args[0])
+                built = () if lookup is None else self.assigned_values(
+                    self.enclosing_scope(node), dotted(lookup.value) or "")
+                if any(isinstance(v, ast.DictComp) for v in built):
+                    last = max(last, node.end_lineno or node.lineno)
+        return (first, last) if last > first else None
 
     # -- TD302: for i, v in enumerate(u): y[x == v] = i ------------------------------------------
     def visit_For(self, node: ast.For) -> None:

@@ -68,6 +68,7 @@ RULES = (
         "for b in loader:\n    ids = torch.tensor(b.tolist(), device=dev)",
         "for b in loader:\n    ids = b.to(dev, non_blocking=True)",
         seed="002",
+        explains=("TD201",),
     ),
     Rule(
         "TD205",

@@ -158,16 +158,37 @@ def _run_families(tree, text, path, codes, families, project):
                 handler(node)
     found = [f for v in visitors for f in v.findings]
     fixes = [fx for v in visitors for fx in v.fixes]
-    seen: set[tuple[str, int, int]] = set()
+    seen: set[tuple] = set()
     out = []
     for finding in found:
-        key = (finding.code, finding.line, finding.column)
-        if finding.code in codes and key not in seen and not is_suppressed(finding, context.lines):
-            seen.add(key)
-            out.append(finding)
+        # (one finding per place, and one per message on a line, but for fixes, each its own:
+        # `z[b] - z[b].mean(0)` slices `z` twice and says the same thing twice)
+        keys = ((finding.code, finding.line, finding.column),
+                (finding.code, finding.line, finding.message, finding.fixable and finding.column))  # fmt: skip
+        if finding.code in codes and seen.isdisjoint(keys):
+            if not is_suppressed(finding, context.lines):
+                seen.update(keys)
+                out.append(finding)
+    out = [f for f in out if not _explained(f, out)]
     kept = {(f.line, f.column, f.code) for f in out if f.fixable}
     fixes = [fx for fx in fixes if (fx.line, fx.column, fx.code) in kept]
     return sorted(out, key=Finding.sort_key), fixes
+
+
+def _explained(finding: Finding, findings: Sequence[Finding]) -> bool:
+    """Whether ``finding`` lies inside another finding whose rule counts it as a part of its
+    pattern (:attr:`Rule.explains`), or on the last line of that finding's pattern (a label
+    remap's lookup, ``pattern_lines``): the `.numpy()` feeding scipy's assignment is TD303's."""
+    start, end = (finding.line, finding.column), (finding.end_line, finding.end_column)
+    for other in findings:
+        rule = RULES.get(other.code)
+        if other is finding or rule is None or finding.code not in rule.explains:
+            continue
+        if (other.line, other.column) <= start and end <= (other.end_line, other.end_column):
+            return True
+        if other.pattern_lines and finding.line == other.pattern_lines[1]:
+            return True
+    return False
 
 
 def lint_source_with_fixes(

@@ -7,11 +7,10 @@ measured (TD304, TD305 are reported there: heat = the body's share), or lies ins
 measured module/region taking >= 5% of the step; its ``heat`` is that part's share of the step
 (1.0 for a sync line). Findings on a line that has advice of its own (rule ``hot-line``) are
 left to that advice, as its evidence. Hot findings get one Advice each; cold ones are grouped per code with
-heat 0, so they rank last. Lint cannot measure a saving: it is left unknown. DataLoader findings
-that the run's own loaders contradict (``environment.data_loaders``: TD401 when every loader had
-workers, TD403 when none had or all persisted; TD401 also when loading measured under
-DATA_FLOOR of the step: workers would hide at most that) are dropped; those whose loaders fed at most
-RARE_LOADER of the steps (an evaluation's loader) are cold.
+heat 0, so they rank last. A finding whose pattern spans lines (``pattern_lines``) is measured
+over them and names them, so their own hot-line advice joins it. DataLoader findings that the
+run's own loaders contradict are dropped, those about a rarely used loader are cold
+(:mod:`torchdoctor.analyze.advice.lint_loaders`).
 
 Example:
     >>> lint_findings({"lint": []})
@@ -26,7 +25,6 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import (
     Advice,
-    center,
     fmt_count,
     fmt_ms,
     location,
@@ -53,12 +51,10 @@ from torchdoctor.analyze.advice.hot_lines_data import (
     lines_between,
     loop_of,
 )
+from torchdoctor.analyze.advice.lint_loaders import contradicted, rare_loader
 from torchdoctor.lint.registry import RULES
 
 HOT_FRACTION = 0.05
-#: TD401 (no DataLoader workers) is dropped when the data phase measured under this share of
-#: the step: loading in workers would hide at most the data phase (an in-memory dataset)
-DATA_FLOOR = 0.02
 MAX_HOT = 10
 #: a finding on measured lines taking less than this share of the step is cold (a per-parameter
 #: update loop at 0.2% of a Transformer's step ranked second, for a 0.004 ms saving)
@@ -219,6 +215,14 @@ def _pattern(finding: Mapping[str, Any], session: Mapping[str, Any]) -> dict[str
     return lines_between(session, finding.get("path"), int(span[0]), int(span[1]))
 
 
+def _lines(finding: Mapping[str, Any], measured: Mapping[str, Any] | None) -> list[Any]:
+    """The finding's line, then the other measured lines of its pattern (``pattern_lines``)."""
+    line = finding.get("line")
+    if not finding.get("pattern_lines") or not measured:
+        return [line]
+    return [line, *(n for n in measured.get("lines") or () if n != line)]
+
+
 def suspects(session: Mapping[str, Any]) -> list[str]:
     """``file:line CODE message`` of the attached findings outside every module and region of a
     profiled file: where the step's unattributed time may go.
@@ -269,83 +273,6 @@ def _profiled_file(path: Any, session: Mapping[str, Any]) -> bool:
     return any(same_file(f, path) for f in files if f) or (bool(label) and same_file(label, path))
 
 
-#: DataLoader findings whose loaders (by the finding's complaint) fed at most this share of the
-#: steps are cold: an evaluation's loader, iterated once per N steps, is not the step's cost
-RARE_LOADER = 0.05
-_LOADER_COMPLAINT = {
-    "TD401": lambda d: not d.get("num_workers"),
-    "TD402": lambda d: not d.get("pin_memory"),
-    "TD403": lambda d: bool(d.get("num_workers")) and not d.get("persistent_workers"),
-}
-
-
-def _contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
-    """A DataLoader finding that the run's own loaders show does not apply (the code may set
-    ``num_workers`` from a variable the linter cannot read)."""
-    code = finding.get("code")
-    if code == "TD401":  # loading measured as a sliver of the step: nothing for workers to hide
-        data = (session.get("phases") or {}).get("data")
-        step = center(session.get("step_ms"))
-        if data and step > 0 and center(data) < DATA_FLOOR * step:
-            return True
-    if code not in ("TD401", "TD403"):  # (TD402: pin_memory reads False on a CPU run)
-        return False
-    # no workers / workers respawned: none of the run's loaders it is about was so
-    loaders = loaders_of(finding, (session.get("environment") or {}).get("data_loaders") or ())
-    return bool(loaders) and not any(map(_LOADER_COMPLAINT[code], loaders))
-
-
-def loaders_of(
-    finding: Mapping[str, Any], loaders: Sequence[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
-    """The run's loaders a DataLoader finding is about: those fetched from in the function
-    that holds the finding's line (a loader's ``site``: its function's first line to the line
-    that fetched), else all of them (a loader built in one function and iterated in another).
-
-    Example:
-        >>> train = {"num_workers": 4, "site": {"file": "/m/trainer.py", "function_line": 60,
-        ...                                     "line": 79}}
-        >>> evaluate = {"num_workers": 0, "site": {"file": "/m/adder.py", "function_line": 148,
-        ...                                        "line": 153}}
-        >>> loaders_of({"path": "trainer.py", "line": 68}, [train, evaluate]) == [train]
-        True
-        >>> len(loaders_of({"path": "data.py", "line": 5}, [train, evaluate]))
-        2
-    """
-    line = finding.get("line")
-    mine = [
-        d for d in loaders
-        if isinstance(line, int) and isinstance(d.get("site"), Mapping)
-        and same_file(str(d["site"].get("file")), str(finding.get("path")))
-        and int(d["site"].get("function_line") or 0) <= line <= int(d["site"].get("line") or 0)
-    ]  # fmt: skip
-    return mine or list(loaders)
-
-
-def _rare_loader(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
-    """Every loader of the run the finding could be about fed few of its steps (minGPT's adder:
-    its evaluation's ``DataLoader(..., num_workers=0)`` fed 1 step of 300, the training loader,
-    with workers, all of them), or it is TD402 (no pinned memory) on a CPU run: the finding is
-    no suspect of the step's time.
-
-    Example:
-        >>> loaders = [{"num_workers": 0, "steps": 1}, {"num_workers": 4, "steps": 300}]
-        >>> session = {"config": {"steps": 300}, "environment": {"data_loaders": loaders}}
-        >>> _rare_loader({"code": "TD401"}, session), _rare_loader({"code": "TD201"}, session)
-        (True, False)
-    """
-    code = str(finding.get("code"))
-    if code == "TD402" and str((session.get("config") or {}).get("device")) == "cpu":
-        return True  # pinned memory speeds host-to-GPU copies: a CPU run makes none
-    complaint = _LOADER_COMPLAINT.get(code)
-    loaders = loaders_of(finding, (session.get("environment") or {}).get("data_loaders") or ())
-    steps = (session.get("config") or {}).get("steps")
-    if complaint is None or not loaders or not isinstance(steps, int) or steps <= 0:
-        return False
-    suspects = [d for d in loaders if complaint(d)]
-    return bool(suspects) and all(d.get("steps", 0) <= RARE_LOADER * steps for d in suspects)
-
-
 def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> list[Advice]:
     """Advice from lint findings (``lint`` or ``session["lint"]``), hot ones first.
 
@@ -358,7 +285,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         0.0
     """
     source = session.get("lint") or () if lint is None else lint
-    findings = [f for f in map(as_finding_dict, source) if not _contradicted(f, session)]
+    findings = [f for f in map(as_finding_dict, source) if not contradicted(f, session)]
     # findings on a line with advice of its own (rule hot-line) are evidence there: one per line
     covered = [(row["file"], row["line"]) for row in hot_lines(session)]
     findings = [
@@ -373,7 +300,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     for finding in findings:
         rule = RULES.get(str(finding.get("code")))
         heat, why = _heat(finding, session, step)
-        if _rare_loader(finding, session):
+        if rare_loader(finding, session):
             heat = 0.0
         elif why.endswith("(measured)") and heat < NEGLIGIBLE_SHARE:
             heat = 0.0  # measured, and a sliver of the step: no suspect of its time
@@ -405,7 +332,8 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 else str(finding.get("message") or ""),
                 references=[str(finding.get("code"))] + ([replacement] if replacement else []),
                 heat=heat,
-                locations=[location(finding.get("path"), finding.get("line"))],
+                # (and the measured lines of its pattern: their own hot-line advice joins it)
+                locations=[location(finding.get("path"), n) for n in _lines(finding, measured)],
                 # (a finding on a line of a per-element loop joins the loop's advice)
                 cause=_cause(finding)
                 or loop_cause(measured)

@@ -194,3 +194,42 @@ def test_an_encoder_re_run_at_every_decoding_step_gets_a_measured_saving(tmp_pat
     low, high = item.saving_range_ms
     assert item.estimated_saving_ms == low and 0 < low < high
     assert "once before the loop" in item.fix
+
+
+REMAP_LIKE = textwrap.dedent(
+    """
+    import torch
+
+
+    def train_step(model, opt, x, raw):
+        classes = sorted(set(raw.tolist()))
+        index = {c: i for i, c in enumerate(classes)}
+        y = torch.tensor([index[c] for c in raw.tolist()])
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    """
+)
+
+
+def test_a_label_remap_spread_over_lines_is_one_advice_over_them(tmp_path):
+    """Seed 002's remap: the host unique (line 6, TD302) and the per-label lookup its dict
+    feeds (line 8): one finding spanning both, no TD201 "keep metrics on the device" on the
+    lookup's .tolist(); the advice measures both lines and the lookup's hot line joins it."""
+    lint = pytest.importorskip("torchdoctor.lint")
+    from torchdoctor import advise, profile
+
+    path, script = _load(tmp_path, "remap_like", REMAP_LIKE)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 20)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, raw = torch.randn(2048, 8), torch.randint(100, 120, (2048,))
+    session = profile(lambda: script.train_step(model, opt, x, raw), model=model, steps=4,
+                      warmup=1, syncs=False)  # fmt: skip
+    findings = lint.lint_paths([str(path)], select=["TD201", "TD302"])
+    assert [(f.line, f.code, f.pattern_lines) for f in findings] == [(6, "TD302", (6, 8))]
+    advice = advise(session, lint=findings)
+    (item,) = [a for a in advice if any(loc.endswith("remap_like.py:8") for loc in a.locations)]
+    assert item.title.startswith("TD302") and "its lines (6, 8)" in item.evidence[0]
+    assert item.estimated_saving_ms is not None and item.estimated_saving_ms > 0

@@ -303,7 +303,7 @@ class LinalgRules(RuleVisitor):
             if indexed:
                 made = f"`{matrix.id}`, made from " if expr is not matrix else ""  # type: ignore[attr-defined]
                 return f"{made}`{self.code_of(indexed[0])}`", loop
-            if isinstance(expr, ast.Name) and expr.id in targets and self._walks_items(loop):
+            if isinstance(expr, ast.Name) and expr.id in targets and self._walks_items(loop, expr.id):
                 return f"`{expr.id}`, each item the loop takes", loop
         return None
 
@@ -336,19 +336,14 @@ class LinalgRules(RuleVisitor):
                 return False
         return True
 
-    def _walks_items(self, loop: ast.AST) -> bool:
-        """The loop takes the items of a collection (``for cov in covs``), not numbers."""
-        its = [loop.iter] if isinstance(loop, FOR) else []
+    def _walks_items(self, loop: ast.AST, name: str) -> bool:
+        """The loop takes ``name`` from the items of a collection (``for cov in covs``,
+        ``for k, (mu, cov) in enumerate(zip(means, covs))``), not numbers."""
+        pairs = [(loop.target, loop.iter)] if isinstance(loop, FOR) else []
         if isinstance(loop, COMPREHENSIONS):
-            its = [g.iter for g in loop.generators]
-        for it in its:
-            while isinstance(it, ast.Call) and method_name(it) is None and it.args:
-                name = getattr(it.func, "id", "")
-                if name == "range":
-                    return False
-                if name not in {"enumerate", "zip", "tqdm", "list", "reversed"}:
-                    return False
-                it = it.args[0]
+            pairs = [(g.target, g.iter) for g in loop.generators]
+        for target, it in pairs:
+            it = _source_of(name, target, it)
             if isinstance(it, (ast.Name, ast.Attribute)):
                 # a stack of matrices (covs, sigmas, kernels), not a list of layers' weights of
                 # different shapes
@@ -407,3 +402,32 @@ class LinalgRules(RuleVisitor):
                 return True
             return method_name(parent) in MATMUL_METHODS
         return False
+
+
+def _source_of(name: str, target: ast.AST, it: ast.AST) -> ast.AST | None:
+    """The collection whose items a loop binds to ``name``: ``covs`` for ``cov`` in
+    ``for k, (mu, cov) in enumerate(zip(means, covs))``; None when ``name`` is a number
+    (``range``) or the iterable is not a plain collection.
+
+    Example:
+        >>> loop = ast.parse("for k, (mu, cov) in enumerate(zip(means, covs)): pass").body[0]
+        >>> ast.unparse(_source_of("cov", loop.target, loop.iter))
+        'covs'
+    """
+    while isinstance(it, ast.Call) and method_name(it) is None and it.args:
+        func = getattr(it.func, "id", "")
+        if func in {"tqdm", "list", "reversed", "sorted"}:
+            it = it.args[0]
+        elif func == "enumerate" and isinstance(target, ast.Tuple) and len(target.elts) == 2:
+            target, it = target.elts[1], it.args[0]
+        elif func == "zip" and isinstance(target, ast.Tuple) and len(target.elts) == len(it.args):
+            hits = [(t, a) for t, a in zip(target.elts, it.args)
+                    if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(t))]
+            if not hits:
+                return None
+            target, it = hits[0]
+        else:
+            return None
+    if isinstance(target, ast.Name) and target.id != name:
+        return None
+    return it

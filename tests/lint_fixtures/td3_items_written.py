@@ -28,3 +28,30 @@ def pad_each(seqs, width):
     for i in range(len(seqs)):  # near-miss: a list of sequences of their own lengths
         out[i, : len(seqs[i])] = seqs[i]
     return out
+
+
+def part_peaks(feature_map, k):
+    B, C, H, W = feature_map.shape
+    energy = feature_map.pow(2).sum(1)  # (the items of feature_map, reduced over channels)
+    peaks = []
+    for b in range(B):  # expect: TD304 (energy keeps feature_map's items)
+        peaks.append(torch.topk(energy[b].flatten(), k).indices)
+    return torch.stack(peaks)
+
+
+def column_peaks(feature_map, k):
+    B = feature_map.shape[0]
+    per_column = feature_map.sum(0)  # near-miss: a sum over the batch, not one row per item
+    peaks = []
+    for b in range(B):
+        peaks.append(torch.topk(per_column[b].flatten(), k).indices)
+    return torch.stack(peaks)
+
+
+def window_peaks(feature_map, k):
+    B = feature_map.shape[0]
+    windows = feature_map.flatten(0, 1)  # near-miss: the leading dim merged with the next
+    peaks = []
+    for b in range(B):
+        peaks.append(torch.topk(windows[b], k).indices)
+    return torch.stack(peaks)

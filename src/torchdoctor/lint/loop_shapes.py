@@ -377,3 +377,4 @@ def carries_state(body: list[ast.AST]) -> bool:
                 if first is not None and i <= first:
                     return True
     return False
+

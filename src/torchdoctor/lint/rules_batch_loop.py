@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.batch_items import derived_batch, first_index, indexes_at
 from torchdoctor.lint.loop_shapes import carries_state, ragged_items, summed_per_item
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_linalg import BATCHED_LINALG, BATCHED_LINALG_METHODS
@@ -174,7 +175,7 @@ class BatchLoopRules(RuleVisitor):
             if item:
                 return isinstance(n, ast.Name) and n.id == index
             return (isinstance(n, ast.Subscript) and dotted(n.value) == batch
-                    and _first_index(n.slice) == index)  # fmt: skip
+                    and first_index(n.slice) == index)  # fmt: skip
 
         if not any(is_item(n) for n in nodes):
             return False
@@ -234,6 +235,8 @@ class BatchLoopRules(RuleVisitor):
             if isinstance(c, ast.Call) and method_name(c) == "append" and len(c.args) == 1
         } - {None}
         stacked = appended & self._stacked_after(node)
+        if not item and not indexes_at(node, batch):  # (a tensor made from the batch that
+            batch = derived_batch(self, node, scope, batch) or batch  # keeps its items)
         if stacked and self._per_item(node.body, node.target.id, batch, True, item):
             self._report(node, batch, sorted(stacked)[0])
             return
@@ -420,13 +423,4 @@ def _indices(index: ast.AST) -> list[str | None]:
         ['b', 'k']
     """
     parts = index.elts if isinstance(index, ast.Tuple) else [index]
-    return [_first_index(part) for part in parts]
-
-
-def _first_index(index: ast.AST) -> str | None:
-    """``i`` in ``x[i]``, ``x[i, :]``, ``x[i:i + 1]``."""
-    if isinstance(index, ast.Tuple) and index.elts:
-        index = index.elts[0]
-    if isinstance(index, ast.Slice):
-        index = index.lower  # type: ignore[assignment]
-    return dotted(index) if index is not None else None
+    return [first_index(part) for part in parts]

@@ -1,0 +1,109 @@
+"""Tensors whose items a loop over a batch walks: the batch itself, or a tensor made from it
+that keeps its leading dimension (``energy = feature_map.pow(2).sum(1)``, then
+``for b in range(B): topk(energy[b].flatten(), k)``): TD304's per-item loops."""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.syntax import dotted
+from torchdoctor.lint.visitor import method_name
+
+#: calls that can move or merge a tensor's leading dimension (a batch derived through them may
+#: no longer be indexed by item)
+_RESHAPES = frozenset({"view", "reshape", "flatten", "permute", "transpose", "t", "movedim",
+                       "swapaxes", "unflatten", "squeeze", "unsqueeze", "expand", "repeat",
+                       "T", "mT", "flip", "roll", "cat", "stack", "split", "chunk"})  # fmt: skip
+
+
+def keeps_leading_dim(expr: ast.AST, batch: str) -> bool:
+    """``expr`` is ``batch`` through ops that keep its leading (batch) dimension: method chains
+    and ``torch.``/``F.`` calls on it, arithmetic, reductions over other dims
+    (``feature_map.pow(2).sum(1)``); not a reduction over dim 0 or a reshape.
+
+    Example:
+        >>> keeps_leading_dim(ast.parse("x.pow(2).sum(1)").body[0].value, "x")
+        True
+        >>> keeps_leading_dim(ast.parse("x.sum(0)").body[0].value, "x")
+        False
+    """
+    roots = 0
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Name) and node.id == batch:
+            roots += 1
+        if isinstance(node, ast.Attribute) and node.attr in _RESHAPES:
+            return False
+        if isinstance(node, ast.Subscript | ast.Lambda | ast.comprehension):
+            return False
+        if isinstance(node, ast.Call):
+            name = (dotted(node.func) or "").rsplit(".", 1)[-1]
+            if name in _RESHAPES:
+                return False
+            dims = [k.value for k in node.keywords if k.arg in ("dim", "axis")]
+            if method_name(node) and node.args:
+                dims.append(node.args[0])
+            elif len(node.args) > 1:
+                dims.append(node.args[1])
+            if any(isinstance(d, ast.Constant) and d.value == 0 for d in dims):
+                return False
+            if any(isinstance(d, ast.Tuple | ast.List) for d in dims):
+                return False
+            if method_name(node) and not node.args and not node.keywords and name in {
+                    "sum", "mean", "max", "min", "prod", "norm", "std", "var", "amax", "amin",
+                    "any", "all", "argmax", "argmin", "item"}:  # fmt: skip
+                return False  # (over every dim: a scalar)
+    return roots == 1
+
+
+def indexes_at(loop: ast.For, batch: str) -> bool:
+    """The loop's body indexes ``batch`` at the loop variable (``x[b]``, ``x[b, :2]``).
+
+    Example:
+        >>> indexes_at(ast.parse("for b in range(3):\\n    f(x[b])").body[0], "x")
+        True
+    """
+    index = loop.target.id  # type: ignore[attr-defined]
+    return any(isinstance(n, ast.Subscript) and dotted(n.value) == batch
+               and first_index(n.slice) == index
+               for stmt in loop.body for n in ast.walk(stmt))  # fmt: skip
+
+
+def derived_batch(rules, loop: ast.For, scope: ast.AST, batch: str) -> str | None:
+    """A name the body indexes at the loop variable, assigned once in ``scope`` before the loop
+    from ``batch`` through ops that keep its items (:func:`keeps_leading_dim`); ``rules``: the
+    visitor (its ``assigned_values``).
+
+    Example:
+        >>> class Rules:  # (the visitor's: the values assigned to a name in a scope)
+        ...     def assigned_values(self, scope, name):
+        ...         return [n.value for n in ast.walk(scope) if isinstance(n, ast.Assign)
+        ...                 and n.targets[0].id == name]
+        >>> fn = ast.parse("def f(m):\\n    e = m.sum(1)\\n    for b in range(4):\\n"
+        ...                "        g(e[b])\\n").body[0]
+        >>> derived_batch(Rules(), fn.body[1], fn, "m")
+        'e'
+    """
+    index = loop.target.id  # type: ignore[attr-defined]
+    for node in (n for stmt in loop.body for n in ast.walk(stmt)):
+        name = dotted(node.value) if isinstance(node, ast.Subscript) else None
+        if not name or "." in name or first_index(node.slice) != index:
+            continue
+        values = rules.assigned_values(scope, name)
+        if (len(values) == 1 and values[0].lineno < loop.lineno
+                and keeps_leading_dim(values[0], batch)):
+            return name
+    return None
+
+
+def first_index(index: ast.AST) -> str | None:
+    """``i`` in ``x[i]``, ``x[i, :]``, ``x[i:i + 1]``.
+
+    Example:
+        >>> first_index(ast.parse("x[i:i + 1]").body[0].value.slice)
+        'i'
+    """
+    if isinstance(index, ast.Tuple) and index.elts:
+        index = index.elts[0]
+    if isinstance(index, ast.Slice):
+        index = index.lower  # type: ignore[assignment]
+    return dotted(index) if index is not None else None

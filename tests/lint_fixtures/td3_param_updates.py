@@ -152,3 +152,15 @@ def perturb(module):
     with torch.no_grad():
         for parameter in module.parameters():  # scaled by a literal: a one-off perturbation
             parameter.mul_(1.5)
+
+
+def fine_tune(model, support_x, support_y, inner_steps, inner_lr):
+    for _ in range(inner_steps):
+        loss = torch.nn.functional.cross_entropy(model(support_x), support_y)
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for name, p in model.named_parameters():  # expect: TD305 (returns the model, but steps it)
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-inner_lr)
+    return model

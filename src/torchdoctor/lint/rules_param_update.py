@@ -23,7 +23,8 @@ torch.no_grad():`` are allowed.
 
 Not reported: loops that only read (counting, norms, ``requires_grad_``); initialisation (an
 ``init`` / ``reset_parameters`` function, ``nn.init`` calls, ``normal_`` / ``uniform_``,
-weights zeroed or scaled by a literal, a function that returns the module it changed, a
+weights zeroed or scaled by a literal, a function that returns the module it changed (but for
+gradient steps or a loop in a loop: MAML's inner steps), a
 ``test_`` function); a plain ``copy_`` (loading weights once); bodies with other control flow
 (``if "bias" in name:``) or other calls (a collective per parameter); the fallback of a
 ``foreach`` branch.
@@ -201,8 +202,21 @@ class ParamUpdateRules(RuleVisitor):
         node = self.parent(loop)
         while node is not None:
             if isinstance(node, FUNCTIONS):
-                return bool(_ONCE.search(node.name)) or self._returns_module(node, loop)
+                return bool(_ONCE.search(node.name)) or (
+                    self._returns_module(node, loop) and not self._steps(loop, node))
             if isinstance(node, ast.If) and "foreach" in self.code_of(node.test):
+                return True
+            node = self.parent(node)
+        return False
+
+    def _steps(self, loop: ast.For, function: ast.AST) -> bool:
+        """The loop applies gradients (reads ``.grad``) or runs inside another loop of the
+        function: MAML's inner steps on a model it then returns, not a builder."""
+        if any(isinstance(n, ast.Attribute) and n.attr == "grad" for n in ast.walk(loop)):
+            return True
+        node = self.parent(loop)
+        while node is not None and node is not function:
+            if isinstance(node, (ast.For, ast.While)):
                 return True
             node = self.parent(node)
         return False

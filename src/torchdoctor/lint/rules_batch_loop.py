@@ -65,6 +65,9 @@ _SEQUENCE_MAKERS = frozenset(
      "torch.vsplit", "torch.dsplit"}
 )  # fmt: skip
 _SIZE_METHODS = frozenset({"size"})
+#: torch namespaces whose calls return no tensor to walk (loaders, optimizers, devices, hubs)
+_NOT_TENSOR_OPS = ("torch.utils.", "torch.optim.", "torch.cuda.", "torch.distributed.",
+                   "torch.hub.", "torch.jit.", "torch.compile", "torch.backends.")  # fmt: skip
 
 
 class BatchLoopRules(RuleVisitor):
@@ -264,7 +267,7 @@ class BatchLoopRules(RuleVisitor):
         if name is None or not self._made_by_torch(name, scope, before=loop.lineno):
             return False
         return not any(
-            self.callee(v) & _SEQUENCE_MAKERS
+            self.callee(v) & _SEQUENCE_MAKERS or not any(map(_tensor_op, self.callee(v)))
             for v in self.assigned_values(scope, name) if isinstance(v, ast.Call)
         )  # fmt: skip
 
@@ -359,6 +362,19 @@ class BatchLoopRules(RuleVisitor):
                if summed else "")
             + ": one launch per op instead of one per op and item",
         )
+
+
+def _tensor_op(qualified: str) -> bool:
+    """A torch function that returns a tensor (``torch.randn``, ``torch.nn.functional.pad``),
+    not a class (``torch.utils.data.DataLoader``, ``torch.nn.Linear``) or a utility namespace.
+
+    Example:
+        >>> _tensor_op("torch.randn"), _tensor_op("torch.utils.data.DataLoader")
+        (True, False)
+    """
+    last = qualified.rsplit(".", 1)[-1]
+    return (qualified.startswith("torch.") and not last[:1].isupper()
+            and not qualified.startswith(_NOT_TENSOR_OPS))  # fmt: skip
 
 
 def _sized_by_shape(it: ast.AST) -> bool:

@@ -265,33 +265,42 @@ class InferenceRules(RuleVisitor):
                     )
 
     # -- TD602 ---------------------------------------------------------------------------------
+    def visit_Module(self, node: ast.Module) -> None:
+        """A script's top level (``if __name__ == "__main__":``), as a function's body."""
+        body = [s for s in node.body if not isinstance(s, (*FUNCTIONS, ast.ClassDef))]
+        if body:
+            self._check_eval(node, body, False, [])
+
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        if not eval_named(node.name):
-            lines = self.context.lines[node.lineno - 1 : node.end_lineno]
+        self._check_eval(node, node.body, eval_named(node.name), node.decorator_list)
+
+    def _check_eval(self, node: ast.AST, body: list, named: bool, decorators: list) -> None:
+        if not named:
+            lines = self.context.lines[body[0].lineno - 1 : body[-1].end_lineno]
             if not any(".eval()" in line for line in lines):
                 return  # neither an evaluation function nor one calling .eval()
-        body_calls = calls_in_function(node)  # model.eval() may sit inside an epoch loop
-        eval_receivers = {
+        body_calls = [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
+        eval_receivers = {  # (model.eval() may sit inside an epoch loop)
             dotted(c.func.value)
             for c in body_calls
             if method_name(c) == "eval" and not c.args and not c.keywords
         } - {None}
-        if not (eval_named(node.name) or eval_receivers):
+        if not (named or eval_receivers):
             return
-        for deco in node.decorator_list:
+        for deco in decorators:
             target = deco.func if isinstance(deco, ast.Call) else deco
             if self.qualified_names(target) & NO_GRAD or _GRAD_OFF_DECORATOR.search(
                 (dotted(target) or "").rsplit(".", 1)[-1]
             ):
                 return  # (a project's own wrapper: ultralytics' @smart_inference_mode())
-        for call in calls_in_function(node):
+        for call in body_calls:
             names = self.callee(call)
             if names & {"torch.set_grad_enabled", "torch.autograd.grad"} or method_name(call) in {
                 "requires_grad_",
             }:
                 return
         callers_checked = False
-        for loop in self._eval_loops(node.body):
+        for loop in self._eval_loops(body):
             if _loops_over_modules(loop):
                 continue
             if self._calls_model(loop, eval_receivers):
@@ -303,8 +312,9 @@ class InferenceRules(RuleVisitor):
                     loop,
                     "TD602",
                     "evaluation/inference loop runs with autograd on (it records a graph and "
-                    "keeps activations): wrap it in `with torch.inference_mode():` or decorate "
-                    "the function with @torch.inference_mode()",
+                    "keeps activations): wrap it in `with torch.inference_mode():`"
+                    + ("" if isinstance(node, ast.Module)
+                       else " or decorate the function with @torch.inference_mode()"),
                 )
 
     def _method_disables_grad(self, method: str) -> bool:
@@ -318,11 +328,11 @@ class InferenceRules(RuleVisitor):
         verdict = project.method_disables_grad(method) if project is not None else None
         return verdict is True or (verdict is None and method in _LIBRARY_NO_GRAD_METHODS)
 
-    def _callers_disable_grad(self, node: ast.FunctionDef) -> bool:
+    def _callers_disable_grad(self, node: ast.AST) -> bool:
         """Every caller in the project runs ``node`` under no_grad (one or two calls up:
         ``conditional_sample`` <- ``predict_action`` <- ``with torch.no_grad():``)."""
         project = self.context.project
-        if project is None or node.name.startswith("__"):
+        if project is None or not isinstance(node, FUNCTIONS) or node.name.startswith("__"):
             return False
         return project.callers_run_without_grad(node.name) is True
 
@@ -398,17 +408,6 @@ def _loops_over_modules(loop: ast.AST) -> bool:
     if isinstance(it, ast.Call) and method_name(it) in {"items", "values", "keys"}:
         return True
     return any(MODEL_NAME.search(n) for n in target_names(loop.target))
-
-
-def calls_in_function(node: ast.FunctionDef) -> list[ast.Call]:
-    """Every call in the body of ``node`` (decorators and defaults excluded).
-
-    Example:
-        >>> fn = ast.parse("@torch.no_grad()\\ndef f(x):\\n    return g(h(x))\\n").body[0]
-        >>> [ast.unparse(c.func) for c in calls_in_function(fn)]
-        ['g', 'h']
-    """
-    return [n for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
 
 
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]

@@ -80,3 +80,19 @@ class ClampedGate(nn.Module):
         if scores.max() > 10:  # expect: TD205 (a submodule's output, reduced and tested)
             scores = scores / 10
         return scores
+
+
+class KeypointHead(nn.Module):
+    def __init__(self, c, n_kp, thr=0.1):
+        super().__init__()
+        self.conv = nn.Conv2d(c, n_kp, 1)
+        self.thr = thr
+
+    def forward(self, feats):
+        heat = self.conv(feats).sigmoid()
+        if (heat > self.thr).any():  # expect: TD205 (heat: a sigmoid of a conv, then masked)
+            heat = heat * (heat > self.thr)
+        scale = self.thr * 2
+        if scale > 1:  # near-miss: a Python number
+            scale = scale * 0.5
+        return heat * scale

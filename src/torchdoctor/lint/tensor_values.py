@@ -18,7 +18,8 @@ from torchdoctor.lint.visitor import HOST_COPY_METHODS, MODEL_NAME, dotted, meth
 #: tensor methods NumPy arrays and Python objects do not have
 TORCH_ONLY_METHODS = frozenset(
     {"float", "half", "bfloat16", "unsqueeze", "detach", "cuda", "softmax", "log_softmax",
-     "masked_fill", "type_as", "norm", "clamp", "eq", "ne", "gt", "lt", "ge", "le"}
+     "masked_fill", "type_as", "norm", "clamp", "eq", "ne", "gt", "lt", "ge", "le", "sigmoid",
+     "relu", "tanh", "contiguous", "permute"}
 )  # fmt: skip
 
 #: libraries whose results are host data (NumPy arrays, Python objects), never tensors
@@ -59,7 +60,11 @@ class TensorValues:
         """``cov = (a == b).any(1).float().mean()``: every value assigned to the name in the
         function is a chain of calls that only torch has (a ``torch.*`` function, or a method
         NumPy arrays lack: ``.float()``, ``.unsqueeze()``) ending in no host read."""
-        values = self.assigned_values(self.enclosing_scope(name), name.id)
+        values = [  # (`heat = heat * (heat > t)`: arithmetic on itself keeps what it was)
+            v for v in self.assigned_values(self.enclosing_scope(name), name.id)
+            if not (isinstance(v, ast.BinOp) and any(
+                isinstance(side, ast.Name) and side.id == name.id for side in (v.left, v.right)))
+        ]  # fmt: skip
         return bool(values) and all(
             isinstance(v, ast.Call)
             and method_name(v) not in HOST_COPY_METHODS

@@ -1,7 +1,7 @@
 # TD401 / TD402 / TD403 / TD404 fixtures. This file moves batches with .cuda(), so TD402 applies.
 import torch
 import torch.utils.data as tud
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data import DataLoader as DL
 
 
@@ -26,3 +26,10 @@ def pinned(ds, device, model):
     for batch in loader:
         ids = batch["input_ids"].to(device)  # expect: TD404
     return ids
+
+
+def fit_on_the_device(model, X, y, device):
+    ds = TensorDataset(X.to(device), y.to(device))
+    on_device = DataLoader(ds, batch_size=256, shuffle=True)  # near-miss: CUDA tensors, in memory
+    on_host = DataLoader(TensorDataset(X, y), batch_size=256)  # expect: TD402 (no TD401: one gather per batch)
+    return on_device, on_host

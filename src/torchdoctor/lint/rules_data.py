@@ -10,6 +10,7 @@ from torchdoctor.lint.visitor import (
     RuleVisitor,
     dotted,
     has_star,
+    method_name,
     replace_call_with,
     segment,
     target_names,
@@ -102,7 +103,8 @@ class DataRules(RuleVisitor):
             return  # **kwargs: the options are not visible statically
         kwargs = {kw.arg: kw.value for kw in node.keywords}
         workers = kwargs.get("num_workers")
-        if workers is None or _literal(workers) == 0:
+        in_memory = self._tensor_dataset(node)  # None, "host" or "device"
+        if (workers is None or _literal(workers) == 0) and in_memory is None:
             self.report(
                 node,
                 "TD401",
@@ -112,7 +114,7 @@ class DataRules(RuleVisitor):
         pin = kwargs.get("pin_memory")
         project = self.context.project
         uses_cuda = self.context.uses_cuda or bool(project is not None and project.uses_cuda)
-        if uses_cuda and (pin is None or _literal(pin) is False):
+        if uses_cuda and (pin is None or _literal(pin) is False) and in_memory != "device":
             self.report(
                 node,
                 "TD402",
@@ -138,6 +140,27 @@ class DataRules(RuleVisitor):
                 f"DataLoader with workers but without persistent_workers: they are respawned "
                 f"every epoch; pass {hint}",
             )
+
+    def _tensor_dataset(self, loader: ast.Call) -> str | None:
+        """``"device"`` / ``"host"`` when the loader's dataset is a ``TensorDataset`` of tensors
+        already moved to the device (``TensorDataset(X.to(device), y.to(device))``: workers
+        cannot touch CUDA tensors and pinning them fails) or of host tensors (batches are one
+        gather each: workers would only add pickling), else None."""
+        dataset = loader.args[0] if loader.args else next(
+            (k.value for k in loader.keywords if k.arg == "dataset"), None)  # fmt: skip
+        scope = self.enclosing_scope(loader)
+        values = [dataset] if isinstance(dataset, ast.Call) else (
+            self.assigned_values(scope, dataset.id) if isinstance(dataset, ast.Name) else [])
+        if not values or not all(isinstance(v, ast.Call) and any(
+                n.endswith(".TensorDataset") for n in self.callee(v)) for v in values):
+            return None
+        parts = [a for v in values for a in v.args]
+        parts += [w for a in parts if isinstance(a, ast.Name)
+                  for w in self.assigned_values(scope, a.id)]  # fmt: skip
+        moved = any(isinstance(c, ast.Call) and (method_name(c) == "cuda" or (
+            method_name(c) == "to" and "device" in self.code_of(c))) for a in parts
+            for c in ast.walk(a))  # fmt: skip
+        return "device" if moved else "host"
 
     # -- TD404 --------------------------------------------------------------------------------
     def _check_blocking_copies(self, call: ast.Call) -> None:

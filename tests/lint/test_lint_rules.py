@@ -129,3 +129,21 @@ def test_a_bce_loss_without_a_sigmoid_ended_model_or_with_a_direct_finding_is_no
     assert lint_source(plain + built) == []  # no model ends in a sigmoid: nothing to say
     direct = built + "def f(x, y):\n    return loss_fn(torch.sigmoid(x), y)\n"
     assert [(f.line, f.code) for f in lint_source(gan + direct)] == [(11, "TD510")]  # the call
+
+
+def test_an_encoder_fed_by_an_invariant_module_call_is_one_finding_on_the_encoder() -> None:
+    """Seed 001's planner: `self.encoder(vl, self.ego_mlp(ego))` in every denoising step is
+    one loop-invariant call, the expensive outer one (not only the cheap MLP inside it)."""
+    src = (
+        "import torch\n"
+        "class Planner(torch.nn.Module):\n"
+        "    @torch.no_grad()\n"
+        "    def sample(self, vl, ego, x, scheduler):\n"
+        "        for t in scheduler.timesteps:\n"
+        "            memory = self.encoder(vl, self.ego_mlp(ego))\n"
+        "            x = scheduler.step(self.decoder(x, t, memory), t, x).prev_sample\n"
+        "        return x\n"
+    )
+    (finding,) = lint_source(src)
+    assert finding.code == "TD601" and (finding.line, finding.column) == (6, 22)
+    assert "`self.encoder(vl, self.ego_mlp(ego))` gets the same arguments" in finding.message

@@ -340,3 +340,14 @@ def decode_with_cache(model, prompt, steps, embed_scale):
         logits, cache = model(h, cache)
         tokens.append(logits.argmax(-1))
     return tokens
+
+
+class Planner(torch.nn.Module):
+    @torch.no_grad()
+    def conditional_sample(self, vl_tokens, ego_status, steps):
+        traj = torch.randn(ego_status.shape[0], 8, 2)
+        for t in reversed(range(steps)):
+            memory = self.encoder(vl_tokens, self.ego_mlp(ego_status))  # expect: TD601 (once: the outer call, the inner one with it)
+            eps = self.head(self.decoder(traj, t, memory))  # near-miss: traj changes every step
+            traj = traj - eps / steps
+        return traj

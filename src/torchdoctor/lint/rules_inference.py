@@ -205,7 +205,10 @@ class InferenceRules(RuleVisitor):
             return
         if not step:
             self._check_mask_assignments(node)
+        covered: set[int] = set()  # (calls inside a reported one: `enc(x, mlp(s))` is one)
         for call in self.direct_calls(node.body):
+            if id(call) in covered:
+                continue
             callee = dotted(call.func)
             if callee is None or "scheduler" in callee.lower():
                 continue
@@ -219,8 +222,9 @@ class InferenceRules(RuleVisitor):
             if not args:
                 continue
             if model_like and all(
-                not isinstance(a, ast.Starred) and self.is_invariant(a, node) for a in args
+                not isinstance(a, ast.Starred) and self._invariant_arg(a, node) for a in args
             ) and all(k.arg is not None for k in call.keywords):
+                covered.update(id(c) for c in ast.walk(call) if isinstance(c, ast.Call))
                 self.report(
                     call,
                     "TD601",
@@ -241,6 +245,20 @@ class InferenceRules(RuleVisitor):
                     f"(through `{self.code_of(call.func)}(...)` at line {call.lineno}): compute "
                     "it once before the loop and pass the result in",
                 )
+
+    def _invariant_arg(self, arg: ast.AST, loop: ast.AST) -> bool:
+        """Loop-invariant, or a module call on loop-invariant arguments (the ego MLP's output
+        handed to the encoder: ``self.encoder(vl, self.ego_mlp(ego))``)."""
+        if self.is_invariant(arg, loop):
+            return True
+        callee = dotted(arg.func) if isinstance(arg, ast.Call) else None
+        last = (callee or "").rsplit(".", 1)[-1]
+        return (callee is not None and bool(arg.args) and not arg.keywords  # type: ignore[attr-defined]
+                and (callee.startswith("self.") or bool(MODEL_NAME.search(last)
+                                                        or ENCODER_CALL.search(last)))
+                and all(
+                    not isinstance(a, ast.Starred) and self._invariant_arg(a, loop)
+                    for a in arg.args))  # fmt: skip
 
     def _check_mask_assignments(self, loop: ast.For | ast.While) -> None:
         """TD603: ``x[mask] = ...`` with a boolean mask, every step."""

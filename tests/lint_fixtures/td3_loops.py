@@ -311,3 +311,13 @@ def train_matching_and_remapping(model, loader, opt):
         print(loss.item())  # expect: TD201
         loss.backward()
         opt.step()
+
+
+class SparseMoE(torch.nn.Module):
+    def forward(self, x, selected, weights):
+        out = torch.zeros_like(x)
+        expert_mask = F.one_hot(selected, num_classes=self.num_experts).permute(2, 1, 0)
+        for e in range(self.num_experts):
+            slot, tok = torch.where(expert_mask[e])  # expect: TD301 (its data-dependent shape, TD207, is a part of it)
+            out.index_add_(0, tok, self.experts[e](x[tok]) * weights[tok, slot, None])
+        return out

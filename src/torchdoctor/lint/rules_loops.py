@@ -53,6 +53,7 @@ RULES = (
         "groups = torchdoctor.ops.group_by_segment(seg, n_seg)",
         "torchdoctor.ops.group_by_segment",
         seed="003",
+        explains=("TD207",),  # (the data-dependent shape of each value's mask: its cost)
     ),
     Rule(
         "TD302",

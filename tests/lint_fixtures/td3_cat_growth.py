@@ -98,3 +98,14 @@ def conditioning(self, emb, make):
     for kind in self.config.conditioning_types:
         emb = torch.cat([emb, make(kind)], dim=1)  # a loop over a few configured kinds
     return emb
+
+
+@torch.no_grad()
+def greedy_generate(model, input_ids, max_new_tokens):
+    past_key_values, cur = None, input_ids
+    for _ in range(max_new_tokens):
+        out = model(input_ids=cur, past_key_values=past_key_values, use_cache=True)
+        past_key_values = out.past_key_values
+        cur = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+        input_ids = torch.cat([input_ids, cur], dim=-1)  # near-miss: the ids of a cached decoder
+    return input_ids

@@ -11,7 +11,8 @@ Reported only when the loop reads the grown tensor nowhere else (its shape, ``le
 ``if out is None:`` excepted), and not in a loop over a configuration list (``for c in
 self.config.types``: a handful of iterations). A loop that feeds the growing tensor back
 (``model(x)``, an autoregressive decoder) needs the whole tensor every iteration: TD604 reports
-the decoder.
+the decoder; one that decodes with a KV cache (a call given ``past_key_values=`` / ``cache=``)
+keeps the generated ids so, one column a step beside a model call: not reported either.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class CatGrowthRules(RuleVisitor):
             _SETTINGS.search(n) for n in dotted_names_in(loops[0].iter)
         ):
             return  # a loop over a configuration list: a handful of iterations
+        if _decodes_with_a_cache(loops[0]):
+            return  # a generation loop's token ids: one column a step, next to a model call
         self.report(
             node,
             "TD306",
@@ -135,6 +138,23 @@ class CatGrowthRules(RuleVisitor):
                 return True
             parent = self.parent(parent)
         return False
+
+
+#: keywords that hand a decoder its key/value cache (a generation loop's model call)
+_CACHE_KEYWORD = re.compile(r"^(past_key_values?|past|(kv_)?cache|layer_past|use_cache)$")
+
+
+def _decodes_with_a_cache(loop: ast.AST) -> bool:
+    """The loop calls something with a KV-cache keyword: it generates a token per step.
+
+    Example:
+        >>> loop = ast.parse("for _ in range(9):\\n    out = model(ids, past_key_values=pkv)")
+        >>> _decodes_with_a_cache(loop.body[0])
+        True
+    """
+    return any(isinstance(n, ast.Call) and any(k.arg and _CACHE_KEYWORD.match(k.arg)
+                                               for k in n.keywords)
+               for n in _walk(loop))  # fmt: skip
 
 
 def _is_none_test(test: ast.AST | None, name: str) -> bool:

@@ -219,6 +219,8 @@ class RuleVisitor:
         text = segment(self.context.lines, node)
         if text is None:
             return ast.unparse(node)
+        if "\n" in text and "#" in text:  # (a comment inside a call spread over lines would
+            return ast.unparse(node)  # end up inside a message quoting it on one line)
         if "\n" in text:  # continuation lines lose the enclosing block's indentation
             stmt = node
             while stmt is not None and not isinstance(stmt, ast.stmt):

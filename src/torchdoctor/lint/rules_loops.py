@@ -12,6 +12,7 @@ from torchdoctor.lint.loop_shapes import (
     per_label_lookup,
     remap_loop_parts,
 )
+from torchdoctor.lint.remap_fix import plan_remap_fix, remap_rewrite
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     COMPREHENSIONS,
@@ -23,7 +24,6 @@ from torchdoctor.lint.visitor import (
     keyword,
     method_name,
     positional,
-    statement_list,
     target_names,
 )
 
@@ -360,107 +360,13 @@ class LoopRules(RuleVisitor):
         parts = remap_loop_parts(node, self.context.lines)
         if parts is None:
             return
-        plan = self._plan_remap_fix(node)
+        plan = plan_remap_fix(self, node)
         self.report(
             node,
             "TD302",
             self._remap_message(
                 f"a loop over labels (`{parts[3]}[... == {parts[1]}] = {parts[0]}`)"
             ),
-            fix=None if plan is None else _remap_rewrite(*plan),
+            fix=None if plan is None else remap_rewrite(*plan),
             fix_kind="block",
         )
-
-    def _plan_remap_fix(self, loop: ast.For) -> tuple[str, str | None] | None:
-        """The statements replacing ``u = torch.unique(y); r = torch.zeros_like(y); <loop>``
-        (``u, r = torch.unique(y, return_inverse=True)`` and a dtype cast unless ``r`` was
-        int64), or None when the code around ``loop`` is not exactly that idiom."""
-        body = statement_list(self.parent(loop), loop)
-        parts = remap_loop_parts(loop, self.context.lines)
-        if body is None or parts is None:
-            return None
-        index = next(i for i, stmt in enumerate(body) if stmt is loop)
-        if index < 2:
-            return None
-        idx, val, uniq, out, labels = parts
-        first, second = _single_assign(body[index - 2]), _single_assign(body[index - 1])
-        if first is None or second is None or first[0] != uniq or second[0] != out:
-            return None
-        if not _is_dotted(labels) or labels in {uniq, out} or uniq == out:
-            return None
-        unique, zeros = first[1], second[1]
-        if not isinstance(zeros, ast.Call) or "torch.zeros_like" not in self.callee(zeros):
-            return None
-        int64 = False  # zeros_like(labels, dtype=torch.long): the inverse indices need no cast
-        if len(zeros.args) == 1 and len(zeros.keywords) == 1:
-            extra = zeros.keywords[0]
-            if extra.arg != "dtype":
-                return None
-            if not self.qualified_names(extra.value) & {"torch.long", "torch.int64"}:
-                return None
-            int64 = True
-        elif zeros.keywords or len(zeros.args) != 1:
-            return None
-        if isinstance(zeros.args[0], ast.Starred) or self.code_of(zeros.args[0]) != labels:
-            return None
-        if not isinstance(unique, ast.Call):
-            return None
-        n_args = len(unique.args) + len(unique.keywords)
-        if (
-            isinstance(unique.func, ast.Attribute)
-            and unique.func.attr == "unique"
-            and self.code_of(unique.func.value) == labels
-            and n_args == 0
-        ):
-            new_unique = f"{labels}.unique(return_inverse=True)"
-        elif (
-            "torch.unique" in self.callee(unique)
-            and n_args == 1
-            and unique.args
-            and self.code_of(unique.args[0]) == labels
-        ):
-            new_unique = f"{self.code_of(unique.func)}({labels}, return_inverse=True)"
-        else:
-            return None
-        lines = self.context.lines
-        if any("#" in lines[i] for i in range(body[index - 2].end_lineno, loop.end_lineno)):
-            return None  # a comment would be lost
-        for later in body[index + 1 :]:  # the loop variables must not be read after the loop
-            if any(isinstance(n, ast.Name) and n.id in {idx, val} for n in ast.walk(later)):
-                return None
-        head = f"{uniq}, {out} = {new_unique}\n"
-        return head, None if int64 else f"{out} = {out}.to({labels}.dtype)\n"
-
-
-def _single_assign(stmt: ast.AST) -> tuple[str, ast.AST] | None:
-    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
-        return None
-    name = dotted(stmt.targets[0])
-    return None if name is None else (name, stmt.value)
-
-
-def _is_dotted(text: str) -> bool:
-    try:
-        expr = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        return False
-    return dotted(expr) is not None
-
-
-def _remap_rewrite(head: str, cast: str | None):
-    """The LibCST rewrite of the TD302 idiom planned by ``_plan_remap_fix``."""
-
-    def rewrite(statements, index, tools):
-        import libcst as cst
-
-        if index < 2:
-            return None
-        first, second, loop = statements[index - 2 : index + 1]
-        new = cst.parse_statement(head)
-        leading = [*first.leading_lines, *second.leading_lines, *loop.leading_lines]
-        out = [new.with_changes(leading_lines=leading)]
-        if cast is not None:
-            out.append(cst.parse_statement(cast))
-        return index - 2, out
-
-    return rewrite

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from torchdoctor.session_read import fmt_count
+
 __all__ = ["render_ranks_text", "render_ranks_markdown"]
 
 _COLUMNS = ("rank", "step ms", "busy ms", "data ms", "forward ms", "backward ms", "optimizer ms",
@@ -52,7 +54,7 @@ def _cells(row: Mapping[str, Any], straggler: Any) -> list[str]:
         f"{phases['backward']:.3g}",
         f"{phases['optimizer']:.3g}",
         str(row["steps"]),
-        f"{row['syncs_per_step']:.3g}",
+        f"{fmt_count(row['syncs_per_step'])}",
     ]
 
 

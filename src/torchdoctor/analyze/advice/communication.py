@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct, tree_step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms, pct, tree_step_ms
 
 THRESHOLD = 0.10
 #: bytes per call below which a collective is latency-bound (coalescing pays)
@@ -128,9 +128,9 @@ def _coalesce(rows: list, step: float, evidence: list[str]) -> Advice | None:
     where = f"{site.get('file')}:{site.get('line')}"
     return Advice(
         rule="communication", confidence="medium",
-        title=f"{row['calls_per_step']:.3g} small {row['kind']} calls per step at {where}: "
+        title=f"{fmt_count(row['calls_per_step'])} small {row['kind']} calls per step at {where}: "
         "coalesce them",
-        evidence=[*evidence, f"{where}: {row['calls_per_step']:.3g} calls per step of "
+        evidence=[*evidence, f"{where}: {fmt_count(row['calls_per_step'])} calls per step of "
                   f"{float(row.get('bytes_per_call') or 0):.3g} bytes, "
                   f"{fmt_ms(row['exposed_ms_per_step'])} blocking"],
         fix="Stack the values into one tensor and make one call (torch.stack, then one "

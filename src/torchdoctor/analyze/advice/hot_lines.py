@@ -25,6 +25,7 @@ from typing import Any
 from torchdoctor.analyze.advice.base import (
     Advice,
     center,
+    fmt_count,
     fmt_ms,
     location,
     same_file,
@@ -76,7 +77,7 @@ def _ops_text(row: Mapping[str, Any]) -> str:
     for op in row["top_ops"][:3]:
         parts.append(
             f"{op['op']} {fmt_ms(op['forward_ms'])} fwd + {fmt_ms(op['backward_ms'])} bwd "
-            f"({op['calls_per_step']:.3g} calls)"
+            f"({fmt_count(op['calls_per_step'])} calls)"
         )
     return ", ".join(parts)
 
@@ -84,20 +85,20 @@ def _ops_text(row: Mapping[str, Any]) -> str:
 def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
     where = row["location"]
     if row.get("called_from") and float(row.get("calls_per_step") or 0.0) >= LOOP_CALLS:
-        where += f" (called {row['calls_per_step']:.3g}x per step from {row['called_from']})"
+        where += f" (called {fmt_count(row['calls_per_step'])}x per step from {row['called_from']})"
     head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(row['own_ms'])})"
     top = row["top_ops"][0]["op"] if row["top_ops"] else None
     loop = is_per_element_loop(row)
     if compiled_code(row) and cure is None:
-        return (f"{head}: code torch.compile generated ({row['calls_per_step']:.3g} runs per "
+        return (f"{head}: code torch.compile generated ({fmt_count(row['calls_per_step'])} runs per "
                 "step), its time the compiled kernels'")  # fmt: skip
     if cure is not None and cure.name != "batch the loop":
-        shape = f"{top} {row['calls_per_step']:.3g}x per step" if loop and top else ""
+        shape = f"{top} {fmt_count(row['calls_per_step'])}x per step" if loop and top else ""
         return f"{head}{': ' + shape if shape else ''}: {cure.summary}"
     if loop:
         return (
-            f"{head}: a per-element Python loop ({row['calls_per_step']:.3g} executions per "
-            f"step, {row['torch_calls_per_step']:.3g} small torch calls): batch it"
+            f"{head}: a per-element Python loop ({fmt_count(row['calls_per_step'])} executions per "
+            f"step, {fmt_count(row['torch_calls_per_step'])} small torch calls): batch it"
         )
     if _fused_attention(row):
         return f"{head}: one fused attention kernel, already the fast path"
@@ -352,7 +353,7 @@ def _evidence(
         f"{row['location']}{function}{code}: {fmt_ms(row['forward_ms'])} forward + "
         f"{fmt_ms(row['backward_ms'])} backward per step = {100 * share:.0f}% of the step "
         f"(measured per line{steps})",
-        f"executed {row['calls_per_step']:.3g}x per step, {row['torch_calls_per_step']:.3g} "
+        f"executed {fmt_count(row['calls_per_step'])}x per step, {fmt_count(row['torch_calls_per_step'])} "
         f"torch calls; heaviest: {_ops_text(row) or '-'}",
     ]
     for finding in findings[:3]:
@@ -362,7 +363,7 @@ def _evidence(
         out.insert(  # (second: it explains the share the title gives)
             1,
             f"~{fmt_ms(profiler)} of that is the profiler's own cost on the line's "
-            f"{row['torch_calls_per_step']:.3g} torch calls (calibrated per call: hot lines and "
+            f"{fmt_count(row['torch_calls_per_step'])} torch calls (calibrated per call: hot lines and "
             "the sync audit), left out of its share; an unprofiled step spends less here",
         )
     if row.get("called_from"):

@@ -96,7 +96,17 @@ def _is_dotted(text: str) -> bool:
 
 def remap_rewrite(head: str, cast: str | None):
     """The LibCST rewrite of the TD302 idiom planned by :func:`plan_remap_fix` (applied by
-    ``torchdoctor lint --fix``, as in :func:`plan_remap_fix`'s example)."""
+    ``torchdoctor lint --fix``, as in :func:`plan_remap_fix`'s example).
+
+    Example:
+        >>> import libcst as cst
+        >>> body = cst.parse_module("u = torch.unique(y)\\nr = torch.zeros_like(y)\\n"
+        ...                         "for i, v in enumerate(u):\\n    r[y == v] = i\\n").body
+        >>> start, new = remap_rewrite("u, r = torch.unique(y, return_inverse=True)\\n", None)(
+        ...     body, 2, None)
+        >>> start, [cst.Module(body=[s]).code.strip() for s in new]
+        (0, ['u, r = torch.unique(y, return_inverse=True)'])
+    """
 
     def rewrite(statements, index, tools):
         import libcst as cst

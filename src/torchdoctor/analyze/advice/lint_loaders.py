@@ -33,7 +33,13 @@ _LOADER_COMPLAINT = {
 
 def contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
     """A DataLoader finding that the run's own loaders show does not apply (the code may set
-    ``num_workers`` from a variable the linter cannot read)."""
+    ``num_workers`` from a variable the linter cannot read).
+
+    Example:
+        >>> loaders = [{"num_workers": 4, "persistent_workers": True}]
+        >>> contradicted({"code": "TD401"}, {"environment": {"data_loaders": loaders}})
+        True
+    """
     code = finding.get("code")
     if code == "TD401":  # loading measured as a sliver of the step: nothing for workers to hide
         data = (session.get("phases") or {}).get("data")

@@ -228,3 +228,47 @@ def test_many_random_problems_match_reference(backend):
             chosen = got.indices[got.indices >= 0].tolist()
             assert chosen == expected, (trial, n, rank, k)
             assert math.isclose(float(got.log_det), log_det, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _without(kernel, item):
+    keep = [i for i in range(kernel.shape[0]) if i != item]
+    return kernel[keep][:, keep]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_items_are_never_selected_and_leave_the_others_alone(backend):
+    """A NaN item (NaN quality, or a NaN row of an item masked out) is skipped as if absent."""
+    kernel = torch.eye(3, dtype=torch.float64)
+    quality = torch.tensor([math.nan, 1.0, 2.0], dtype=torch.float64)
+    assert dpp_greedy(kernel, quality=quality, k=3, backend=backend).indices.tolist() == [2, 1, -1]
+    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0], [math.nan, math.nan]], dtype=torch.float64)
+    masked = torch.tensor([True, True, False])
+    got = dpp_greedy(features=rows, k=2, mask=masked, backend=backend)
+    assert got.indices.tolist() == [0, 1]
+    generator = torch.Generator().manual_seed(8)
+    for trial in range(60):
+        n = int(torch.randint(2, 15, (1,), generator=generator))
+        features = torch.randn(n, n + 2, generator=generator, dtype=torch.float64)
+        quality = torch.rand(n, generator=generator, dtype=torch.float64) + 0.1
+        bad = int(torch.randint(0, n, (1,), generator=generator))
+        k = int(torch.randint(1, n + 1, (1,), generator=generator))
+        clean = dpp_kernel(features, quality)
+        expected, log_det = dpp_greedy_reference(_without(clean, bad), k, eps=1e-9)
+        expected = [i + (i >= bad) for i in expected]  # back to positions with the bad item
+        mask = torch.arange(n) != bad
+        nan_quality = quality.clone()
+        nan_quality[bad] = math.nan
+        nan_features = features.clone()
+        nan_features[bad] = math.nan
+        nan_kernel = clean.clone()
+        nan_kernel[bad] = nan_kernel[:, bad] = math.nan
+        for got in (
+            dpp_greedy(features=features, quality=nan_quality, k=k, eps=1e-9, backend=backend),
+            dpp_greedy(clean, quality=nan_quality / quality, k=k, eps=1e-9, backend=backend),
+            dpp_greedy(
+                features=nan_features, quality=quality, k=k, mask=mask, eps=1e-9, backend=backend
+            ),
+            dpp_greedy(nan_kernel, k=k, mask=mask, eps=1e-9, backend=backend),
+        ):
+            assert got.indices[got.indices >= 0].tolist() == expected, (trial, n, bad, k)
+            assert math.isclose(float(got.log_det), log_det, rel_tol=1e-9, abs_tol=1e-9)

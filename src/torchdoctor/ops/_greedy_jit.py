@@ -51,7 +51,7 @@ def _problem(source, b, is_kernel, q, has_q, gains, stop, eps, items, bests, row
     n = gains.shape[0]
     step = 0
     while step < stop:
-        item = np.argmax(gains)  # first maximum; a NaN gain is taken first and stops below
+        item = np.argmax(gains)  # first maximum (no NaN: a NaN update is kept at -inf below)
         best = gains[item]
         items[step, b] = item
         bests[step, b] = best
@@ -73,12 +73,16 @@ def _problem(source, b, is_kernel, q, has_q, gains, stop, eps, items, bests, row
                 value = row[i] * weight
                 rows[step - 1, i] = value
                 gains[i] -= value * value * (q[b, i] * q[b, i])
+                if np.isnan(gains[i]):  # a NaN item (NaN quality or row): never taken
+                    gains[i] = -np.inf
         else:
             root = np.sqrt(best)  # divided, as the plain algorithm writes it
             for i in range(n):
                 value = row[i] / root
                 rows[step - 1, i] = value
                 gains[i] -= value * value
+                if np.isnan(gains[i]):
+                    gains[i] = -np.inf
         gains[item] = -np.inf
     return step
 

@@ -121,6 +121,9 @@ def _greedy_torch(source, is_kernel, q, gains, steps):
         e = row.mul_(bests[step].rsqrt().unsqueeze(1))  # row is a fresh tensor on every path
         rows_e[:, :, step] = e
         gains.addcmul_(e, e, value=-1)
+        # A NaN item (NaN quality, a NaN row masked out) gets a NaN update (-inf - NaN): keep
+        # it at -inf, or max would pick it and stop the problem. Its NaN stays in its own column.
+        gains.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         flat_gains.index_fill_(0, flat, -math.inf)
     return items, bests
 
@@ -255,6 +258,7 @@ def greedy_arrays(
             if q2 is not None:
                 row *= q2
             gains -= row
+            np.fmax(gains, -np.inf, out=gains)  # NaN (a NaN item's update) -> -inf: never taken
             flat_gains[flat] = -np.inf
     return items, bests
 
@@ -331,6 +335,8 @@ def dpp_greedy(
             larger than the number of selectable items is clamped (the problem stops when its
             items run out); ``k = 0`` selects nothing.
         mask: ``(..., N)`` bool, False for items that may not be selected (e.g. padding).
+            An item that is masked out, or whose quality or diagonal is NaN, is never selected
+            and has no effect on the others, even when its row holds NaN (``check=False``).
         eps: a problem stops when the best remaining gain ``d_i^2`` is ``<= eps``: this is how a
             rank-deficient or non-PSD kernel ends (no error is raised). The default suits
             float64; in float32 an exhausted kernel leaves rounding residue of about

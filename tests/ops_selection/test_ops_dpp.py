@@ -272,3 +272,14 @@ def test_nan_items_are_never_selected_and_leave_the_others_alone(backend):
         ):
             assert got.indices[got.indices >= 0].tolist() == expected, (trial, n, bad, k)
             assert math.isclose(float(got.log_det), log_det, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch_gives_empty_selections_on_every_backend(backend):
+    for source in ({"kernel": torch.zeros(0, 3, 3)}, {"features": torch.zeros(0, 3, 2)}):
+        got = dpp_greedy(**source, k=2, backend=backend)
+        assert got.indices.shape == (0, 2) and got.indices.dtype == torch.long
+        assert got.log_det.shape == (0,)
+        k = torch.zeros(0, dtype=torch.long)
+        weighted = dpp_greedy(**source, quality=torch.ones(0, 3), k=k, max_k=1, backend=backend)
+        assert weighted.indices.shape == (0, 1)

@@ -229,7 +229,7 @@ def greedy_arrays(
     # e_t = q * f_t, and f_new = q_j (K_j - sum_t f_t[j] f_t) / sqrt(d_j), d -= q^2 f_new^2:
     # the weights touch two (B,) vectors and one (B, N) product per step, never a kernel row.
     rows_f = np.empty((max(steps - 1, 0), batch, n), dtype=array.dtype)
-    flat_f = rows_f.reshape(-1, batch * n)
+    flat_f = rows_f.reshape(rows_f.shape[0], batch * n)  # not -1: B * N may be 0
     base = np.arange(batch) * n
     items = np.empty((steps, batch), dtype=np.int64)
     bests = np.empty((steps, batch), dtype=array.dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -283,3 +284,22 @@ def test_empty_batch_gives_empty_selections_on_every_backend(backend):
         k = torch.zeros(0, dtype=torch.long)
         weighted = dpp_greedy(**source, quality=torch.ones(0, 3), k=k, max_k=1, backend=backend)
         assert weighted.indices.shape == (0, 1)
+
+
+@pytest.mark.parametrize("name", ["quality", "mask"])
+def test_quality_and_mask_batch_dims_must_fit_the_kernel(name):
+    def extra(*shape):
+        return torch.ones(*shape, dtype=torch.bool if name == "mask" else torch.float32)
+
+    kernels = torch.eye(3).expand(2, 3, 3)
+    cases = [(kernels, (3, 3)), (torch.eye(3), (2, 3)), (kernels, (2, 2, 3))]
+    for kernel, shape in cases:
+        expected = tuple(kernel.shape[:-1])
+        message = re.escape(f"{name} of shape {shape}") + ".*" + re.escape(f"expected {expected}")
+        with pytest.raises(ValueError, match=message):
+            dpp_greedy(kernel, k=1, **{name: extra(*shape)})
+    features = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=rf"{name} of shape \(4, 3\)"):
+        dpp_greedy(features=features, k=1, **{name: extra(4, 3)})
+    for shape in [(3,), (1, 3), (2, 3)]:  # missing or size-1 leading dims broadcast
+        assert dpp_greedy(kernels, k=2, **{name: extra(*shape)}).indices.tolist() == [[0, 1]] * 2

@@ -86,6 +86,21 @@ def _resolve_k(k, batch_shape, n: int, max_k: int | None, device) -> tuple[torch
     return k_batch.reshape(-1), min(max_k, n)
 
 
+def _require_fits_batch(extra, extra_name, batch_shape, name, source) -> None:
+    """Raise ValueError unless ``extra`` ``(..., N)`` expands to ``batch_shape + (N,)``."""
+    own = tuple(extra.shape[:-1])
+    fits = len(own) <= len(batch_shape) and all(
+        size in (1, want) for size, want in zip(own[::-1], batch_shape[::-1])
+    )
+    if not fits:
+        expected = (*batch_shape, extra.shape[-1])
+        raise ValueError(
+            f"dpp_greedy: {extra_name} of shape {tuple(extra.shape)} does not fit the batch "
+            f"shape {batch_shape} of {name} (shape {tuple(source.shape)}); expected {expected} "
+            "(leading dims may be missing or of size 1)"
+        )
+
+
 def _greedy_torch(source, is_kernel, q, gains, steps):
     """Chen's greedy steps as tensor ops, every problem at once: ``(items, best gains)``, each
     ``(steps, B)``. Rows are gathered through flat indices (one ``index_select`` each)."""
@@ -387,6 +402,7 @@ def dpp_greedy(
             require_same_device(**{name: source, extra_name: extra})
             require_rank(extra, extra_name, 1, layout="(..., N)")
             require_size(extra, extra_name, -1, n, f"the number of items N of {name}")
+            _require_fits_batch(extra, extra_name, batch_shape, name, source)
     if mask is not None and mask.dtype != torch.bool:
         raise TypeError(
             f"dpp_greedy: mask must be a bool tensor, got {mask.dtype}; use mask.bool()"

@@ -303,3 +303,14 @@ def test_quality_and_mask_batch_dims_must_fit_the_kernel(name):
         dpp_greedy(features=features, k=1, **{name: extra(4, 3)})
     for shape in [(3,), (1, 3), (2, 3)]:  # missing or size-1 leading dims broadcast
         assert dpp_greedy(kernels, k=2, **{name: extra(*shape)}).indices.tolist() == [[0, 1]] * 2
+
+
+def test_a_negative_k_in_a_tensor_raises_like_a_negative_int():
+    kernels = torch.eye(3).expand(2, 3, 3)
+    with pytest.raises(ValueError, match="non-negative"):
+        dpp_greedy(kernels[0], k=-1)
+    with pytest.raises(ValueError, match=r"non-negative.*-1"):
+        dpp_greedy(kernels, k=torch.tensor([-1, 2]))  # k.max() is read anyway: no extra sync
+    with pytest.raises(ValueError, match=r"non-negative.*-3"):
+        dpp_greedy(kernels, k=torch.tensor([-3, 2]), max_k=2, check=True)
+    assert dpp_greedy(kernels, k=torch.tensor([0, 2])).indices.tolist() == [[-1, -1], [0, 1]]

@@ -62,7 +62,7 @@ class DppSelection(NamedTuple):
     log_det: torch.Tensor
 
 
-def _resolve_k(k, batch_shape, n: int, max_k: int | None, device) -> tuple[torch.Tensor, int]:
+def _resolve_k(k, batch_shape, n, max_k, device, check) -> tuple[torch.Tensor, int]:
     if isinstance(k, torch.Tensor):
         if k.dtype.is_floating_point or k.dtype == torch.bool:
             raise TypeError(f"dpp_greedy: k must be an int or an integer tensor, got {k.dtype}")
@@ -73,8 +73,15 @@ def _resolve_k(k, batch_shape, n: int, max_k: int | None, device) -> tuple[torch
                 f"dpp_greedy: k of shape {tuple(k.shape)} does not broadcast to the batch shape "
                 f"{tuple(batch_shape)}; give one k per problem"
             ) from None
-        if max_k is None:
-            max_k = int(k.max()) if k.numel() else 0  # the one host read of a k tensor
+        if (max_k is None or check) and k.numel():
+            low, high = torch.stack([k.min(), k.max()]).tolist()  # the one host read of k
+            if low < 0:
+                raise ValueError(
+                    f"dpp_greedy: k must be non-negative, got a k tensor holding {low}"
+                )
+            max_k = high if max_k is None else max_k
+        elif max_k is None:
+            max_k = 0
     else:
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"dpp_greedy: k must be a non-negative int, got {k!r}")
@@ -357,8 +364,10 @@ def dpp_greedy(
             float64; in float32 an exhausted kernel leaves rounding residue of about
             ``1e-7 * max(diag)``, so pass e.g. ``eps=1e-6 * max(diag)`` there.
         max_k: the output width when ``k`` is a tensor; if ``None`` it is ``k.max()`` (one host
-            read). An int ``k`` costs no sync.
-        check: validate that the inputs are finite (one host sync).
+            read, which also rejects negative values like a negative int ``k``). An int ``k``
+            costs no sync.
+        check: validate that the inputs are finite (one host sync; one more for the values of
+            a ``k`` tensor given with ``max_k``).
         backend: how the ``k`` sequential greedy steps are run. ``"torch"``: about ten tensor
             ops per step on any device, no host sync (the accelerator path). ``"numba"``: the
             steps compiled (numba, an optional dependency: ``pip install "torchdoctor[fast]"``)
@@ -414,7 +423,7 @@ def dpp_greedy(
     if check:
         require_finite(**{name: source, "quality": quality})
     device, dtype = source.device, source.dtype
-    k_flat, steps = _resolve_k(k, batch_shape, n, max_k, device)
+    k_flat, steps = _resolve_k(k, batch_shape, n, max_k, device, check)
     batch = math.prod(batch_shape)
     source = source.detach().reshape(batch, n, width)  # a discrete choice: no autograd
     if quality is not None:

@@ -81,7 +81,7 @@ def test_two_stage_matches_naive_loop_on_cosine_top_m(problem, top_m, mode):
     mined = two_stage_negatives(anchors, positives, pool, al, pl, chol, top_m=top_m, mode=mode)
     for b in range(problem["batch"]):
         candidates = cosine_candidates(anchors[b], pool[b], al[b], pl[b], top_m)
-        if candidates is None:  # a cosine tie at the cut: topk may keep either one
+        if candidates is None:  # a near tie at the cut: rounding decides which is kept
             continue
         idx, dist = mine_negatives_loop(
             anchors[b], positives[b], pool[b], al[b], pl[b], cov[b], 1.0, mode, candidates
@@ -92,16 +92,17 @@ def test_two_stage_matches_naive_loop_on_cosine_top_m(problem, top_m, mode):
 
 
 def cosine_candidates(anchors, pool, anchor_labels, pool_labels, top_m):
-    """Per anchor, the top_m most cosine-similar negatives; None when the cut is a tie."""
+    """Per anchor, the top_m most cosine-similar negatives, exact ties to the smaller index;
+    None when the cut is a near tie (equal up to rounding, not exactly)."""
     sim = F.normalize(anchors, dim=-1) @ F.normalize(pool, dim=-1).T
     out = []
     for i in range(anchors.shape[0]):
         allowed = [j for j in range(pool.shape[0]) if pool_labels[j] != anchor_labels[i]]
-        ranked = sorted(allowed, key=lambda j: -float(sim[i, j]))
-        if len(ranked) > top_m and math.isclose(
-            float(sim[i, ranked[top_m - 1]]), float(sim[i, ranked[top_m]]), rel_tol=1e-9
-        ):
-            return None
+        ranked = sorted(allowed, key=lambda j: -float(sim[i, j]))  # stable: ties by index
+        if len(ranked) > top_m:
+            last, next_ = float(sim[i, ranked[top_m - 1]]), float(sim[i, ranked[top_m]])
+            if last != next_ and math.isclose(last, next_, rel_tol=1e-9):
+                return None
         out.append(ranked[:top_m])
     return out
 
@@ -303,3 +304,58 @@ def test_every_field_has_the_broadcast_batch_shape(miner, kwargs, batched):
     for b in range(3):
         for got, want in zip(mined, mine(b)):
             assert torch.equal(got[b].nan_to_num(-1), want.nan_to_num(-1))
+
+
+@pytest.mark.parametrize("mode", ["semihard", "hard"])
+def test_prefilter_ties_go_to_the_smallest_pool_index_as_in_exhaustive(mode):
+    """Duplicate pool rows tie in cosine and in distance: both miners take the smallest index."""
+    pool = torch.tensor([[1.5, 0.0]] * 6)
+    args = (torch.tensor([[0.1, 0.0]]), torch.tensor([[1.0, 0.0]]), pool, torch.tensor([0]))
+    args += (torch.ones(6, dtype=torch.long), torch.eye(2))
+    for top_m in range(1, 6):
+        assert two_stage_negatives(*args, top_m=top_m, mode=mode).indices.tolist() == [0]
+    assert exhaustive_negatives(*args, mode=mode).indices.tolist() == [0]
+    gen = torch.Generator().manual_seed(12)
+    for _ in range(20):
+        anchors, positives, _, al, _, cov = make_problem(
+            int(torch.randint(0, 999, (1,), generator=gen)), p=9
+        )
+        row = torch.randn(2, 1, 3, generator=gen, dtype=torch.float64)
+        pool = row.expand(2, 9, 3).contiguous()  # one row per image, nine copies
+        pl = torch.randint(0, 3, (2, 9), generator=gen)
+        chol, _ = cholesky_factor(cov)
+        exact = exhaustive_negatives(anchors, positives, pool, al, pl, chol, mode=mode)
+        for top_m in range(1, 9):
+            two = two_stage_negatives(anchors, positives, pool, al, pl, chol, top_m, mode=mode)
+            assert torch.equal(two.indices, exact.indices), top_m
+            assert torch.equal(two.found, exact.found)
+            torch.testing.assert_close(two.distances, exact.distances, equal_nan=True)
+
+
+def test_one_dimensional_cosine_ties_keep_the_smallest_indices():
+    """In d = 1 every cosine is +-1 (sign(a) * sign(x), exactly): ties everywhere."""
+    gen = torch.Generator().manual_seed(13)
+    for trial in range(40):
+        n, p = (
+            int(torch.randint(1, 5, (1,), generator=gen)),
+            int(torch.randint(2, 12, (1,), generator=gen)),
+        )
+        anchors = torch.randn(n, 1, generator=gen, dtype=torch.float64)
+        positives = anchors + torch.randn(n, 1, generator=gen, dtype=torch.float64)
+        pool = torch.randn(p, 1, generator=gen, dtype=torch.float64)
+        al, pl = torch.randint(0, 3, (n,), generator=gen), torch.randint(0, 3, (p,), generator=gen)
+        cov = torch.rand(1, 1, generator=gen, dtype=torch.float64) + 0.5
+        top_m = int(torch.randint(1, p, (1,), generator=gen))
+        candidates = []
+        for i in range(n):
+            allowed = [j for j in range(p) if pl[j] != al[i]]
+            sign = [float(torch.sign(anchors[i, 0] * pool[j, 0])) for j in allowed]
+            ranked = sorted(range(len(allowed)), key=lambda r: -sign[r])  # stable: by index
+            candidates.append([allowed[r] for r in ranked[:top_m]])
+        idx, dist = mine_negatives_loop(
+            anchors, positives, pool, al, pl, cov, 1.0, "semihard", candidates
+        )
+        mined = two_stage_negatives(anchors, positives, pool, al, pl, cov.sqrt(), top_m)
+        assert mined.indices.tolist() == idx, (trial, top_m)
+        expected = torch.tensor(dist, dtype=torch.float64)
+        torch.testing.assert_close(mined.distances, expected, equal_nan=True)

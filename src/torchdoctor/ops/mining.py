@@ -199,6 +199,27 @@ def _narrow(mined: MinedNegatives, dtype: torch.dtype) -> MinedNegatives:
     )
 
 
+def _top_m(key: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``key.topk(m)`` with ties at the cut going to the smallest indices, sync-free.
+
+    ``topk`` keeps an arbitrary subset of the entries equal to its smallest kept value (the
+    cut). Those slots (the last ones: values come sorted) are refilled with the first tied
+    entries in index order, found with a running count of ties and one ``searchsorted``.
+
+    Example:
+        >>> _top_m(torch.tensor([[1.0, 2.0, 1.0, 1.0, 1.0]]), 3)[1].tolist()
+        [[1, 0, 2]]
+    """
+    values, index = key.topk(m, dim=-1)
+    cut = values[..., -1:]
+    tied = values == cut  # (..., m): the slots holding the cut value
+    first_tied_slot = m - tied.sum(-1, keepdim=True, dtype=torch.int32)
+    wanted = torch.arange(1, m + 1, dtype=torch.int32, device=key.device) - first_tied_slot
+    ties_so_far = (key == cut).cumsum(-1, dtype=torch.int32)  # int32: far faster than int64
+    nth_tie = torch.searchsorted(ties_so_far, wanted.clamp(min=1))  # index of the wanted-th tie
+    return values, torch.where(tied, nth_tie, index)
+
+
 def _negative_mask(anchor_labels, pool_labels):
     return anchor_labels.unsqueeze(-1) != pool_labels.unsqueeze(-2)
 
@@ -266,8 +287,9 @@ def two_stage_negatives(
             ``check=False`` a NaN pool row is skipped, and also never takes a prefilter slot).
         chol: ``(..., d, d)`` lower Cholesky factor of each batch element's covariance
             (``cholesky_factor``); all leading dims broadcast.
-        top_m: candidates kept per anchor after the cosine prefilter; ``>= p`` means no
-            prefilter and the result equals ``exhaustive_negatives`` exactly.
+        top_m: candidates kept per anchor after the cosine prefilter (equal cosines at the
+            cut keep the smaller pool indices); ``>= p`` means no prefilter and the result
+            equals ``exhaustive_negatives`` exactly.
         margin: semi-hard window ``d_ap < d_an < d_ap + margin``, in Mahalanobis units.
         mode: ``"semihard"`` (hardest when none qualifies) or ``"hard"``.
         check: NaN/Inf check of the inputs (one host sync); ``False`` on a hot path, which
@@ -303,9 +325,8 @@ def two_stage_negatives(
         similarity, valid_all = torch.broadcast_tensors(similarity, valid_all)
         valid_all = valid_all & ~similarity.isnan()  # a NaN row or anchor never takes a slot
         neg_inf = torch.tensor(float("-inf"), dtype=similarity.dtype, device=similarity.device)
-        ranked = torch.where(valid_all, similarity, neg_inf).topk(top_m, dim=-1)
-    index = ranked.indices  # (..., n, M)
-    valid = ranked.values > neg_inf
+        values, index = _top_m(torch.where(valid_all, similarity, neg_inf), top_m)  # (..., n, M)
+    valid = values > neg_inf
     source = pool.unsqueeze(-3)
     source = source.reshape((1,) * (index.ndim - source.ndim + 1) + tuple(source.shape))
     candidates = torch.take_along_dim(source, index.unsqueeze(-1), dim=-2)  # (..., n, M, d)

@@ -155,3 +155,24 @@ def test_the_step_after_an_encoders_call_is_the_models_own_work_too():
     assert item.title.startswith("Every 40 steps a step takes 4.0x the median: encoder's calls")
     assert any("come right after one of those" in e for e in item.evidence)
     assert item.estimated_saving_ms is None and "not work between steps" in item.fix
+
+
+def test_an_evaluation_loop_without_no_grad_is_the_periodic_works_cause():
+    """validate() every 20 steps, its loop (TD602, lines 9-11) without no_grad: the long
+    steps' model calls ran under its line 10. One advice, the lint finding's line and cure
+    shown first; it was a second advice "TD602 in unattributed code" ranked third."""
+    steps = _steps(n=149, every=20, base=48.0)
+    steps[59]["detailed"] = True
+    calls = [{"file": "/w/train.py", "line": 10, "location": "train.py:10",
+              "function": "validate", "code": "logits = model(x)", "extra_ms": 290.0}]
+    finding = {"code": "TD602", "severity": "warning", "path": "/w/train.py", "line": 9,
+               "end_line": 11, "message": "evaluation loop runs with autograd on: wrap it in "
+               "`with torch.inference_mode():`"}  # fmt: skip
+    session = {"steps": steps, "config": {"detail": {"outlier_steps": [59]}},
+               "long_step_calls": calls, "lint": [finding]}  # fmt: skip
+    items = [a for a in advise(session) if "TD602" in a.references]
+    (item,) = items
+    assert item.rule == "periodic-steps" and item.title.startswith("Every 20 steps")
+    assert item.evidence[2].startswith("train.py:9: TD602 evaluation loop runs with autograd")
+    assert "took 290 ms more in each long step" in item.evidence[2]
+    assert item.fix.startswith("At /w/train.py:9: evaluation loop runs with autograd on")

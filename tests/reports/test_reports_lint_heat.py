@@ -213,7 +213,7 @@ REMAP_LIKE = textwrap.dedent(
 )
 
 
-def test_a_label_remap_spread_over_lines_is_one_advice_over_them(tmp_path):
+def test_a_label_remap_spread_over_lines_is_one_advice_over_them(tmp_path, one_thread):
     """Seed 002's remap: the host unique (line 6, TD302) and the per-label lookup its dict
     feeds (line 8): one finding spanning both, no TD201 "keep metrics on the device" on the
     lookup's .tolist(); the advice measures both lines and the lookup's hot line joins it."""

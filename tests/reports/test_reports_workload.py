@@ -12,7 +12,6 @@ before failing: a shared machine's noise, not the rule, is the usual cause of a 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from torchdoctor.analyze.advice import advise
 from torchdoctor.session_read import saving_step_ms
@@ -20,14 +19,6 @@ from torchdoctor.session_read import saving_step_ms
 TIMESTEPS = 10
 TOLERANCE = 0.25
 ATTEMPTS = 3
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # less sensitive to other processes on a small shared machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def estimate_and_measure(workload) -> tuple[float, float, list]:

@@ -215,6 +215,48 @@ def _pattern(finding: Mapping[str, Any], session: Mapping[str, Any]) -> dict[str
     return lines_between(session, finding.get("path"), int(span[0]), int(span[1]))
 
 
+def _around_periodic_calls(
+    finding: Mapping[str, Any], session: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """The user line (``long_step_calls``) whose model calls made the periodic long steps
+    long, inside the finding's lines (TD602's evaluation loop around ``logits = model(x)``),
+    with the most extra time; None when there is none."""
+    line, last = finding.get("line"), finding.get("end_line") or finding.get("line")
+    rows = [
+        r for r in session.get("long_step_calls") or ()
+        if not r.get("package") and float(r.get("extra_ms") or 0.0) > 0
+        and isinstance(line, int) and isinstance(r.get("line"), int)
+        and line <= r["line"] <= int(last) and same_file(str(r.get("file")), str(finding.get("path")))
+    ]  # fmt: skip
+    return max(rows, key=lambda r: float(r["extra_ms"]), default=None)
+
+
+def _periodic_finding(finding: Mapping[str, Any], row: Mapping[str, Any], heat: float) -> Advice:
+    """A finding about the work of the periodic long steps: it joins that advice (cause
+    ``periodic-work``), naming the loop and what its model calls cost there.
+
+    Example:
+        >>> f = {"code": "TD602", "message": "eval loop with autograd on", "path": "t.py",
+        ...      "line": 9}
+        >>> _periodic_finding(f, {"location": "t.py:10", "extra_ms": 29.6}, 0.0).evidence[0]
+        't.py:9: TD602 eval loop with autograd on (the model calls under t.py:10 took 29.6 ms more in each long step)'
+    """
+    where = f"{os.path.basename(str(finding.get('path') or '?'))}:{finding.get('line', '?')}"
+    return Advice(
+        rule="lint",
+        title=f"{finding.get('code')} in the periodic work ({where}): {finding.get('message')}",
+        confidence="medium",
+        evidence=[f"{where}: {finding.get('code')} {finding.get('message')} (the model calls "
+                  f"under {row.get('location')} took {fmt_ms(float(row['extra_ms']))} more in "
+                  "each long step)"],  # fmt: skip
+        fix=str(finding.get("message") or ""),
+        references=[str(finding.get("code"))],
+        heat=heat,
+        locations=[location(finding.get("path"), finding.get("line"))],
+        cause="periodic-work",
+    )
+
+
 def _lines(finding: Mapping[str, Any], measured: Mapping[str, Any] | None) -> list[Any]:
     """The finding's line, then the other measured lines of its pattern (``pattern_lines``)."""
     line = finding.get("line")
@@ -300,6 +342,10 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     for finding in findings:
         rule = RULES.get(str(finding.get("code")))
         heat, why = _heat(finding, session, step)
+        periodic = _around_periodic_calls(finding, session)
+        if periodic is not None:  # (the every-N-steps evaluation's loop: that advice's cause)
+            advice.append(_periodic_finding(finding, periodic, heat))
+            continue
         if rare_loader(finding, session):
             heat = 0.0
         elif why.endswith("(measured)") and heat < NEGLIGIBLE_SHARE:

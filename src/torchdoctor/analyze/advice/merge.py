@@ -159,6 +159,11 @@ def _merged(entries: list[Advice]) -> Advice:
         if first.rule == "loop-invariant" and other.rule == "lint":  # (TD601: the loop's line
             first.evidence.insert(2, other.title)  # that calls it, the one to move: shown)
             first.locations[:0] = [loc for loc in other.locations if loc not in first.locations]
+        elif first.rule == "periodic-steps" and other.rule == "lint" and other.evidence:
+            # (TD602 on the evaluation loop the long steps ran: its line and cure come first)
+            first.evidence.insert(2, other.evidence[0])
+            first.fix = f"At {', '.join(other.locations)}: {other.fix}. {first.fix}"
+            first.locations[:0] = [loc for loc in other.locations if loc not in first.locations]
         first.evidence.extend(e for e in evidence if e not in first.evidence)
         first.references.extend(r for r in other.references if r not in first.references)
         first.locations.extend(loc for loc in other.locations if loc not in first.locations)

@@ -111,7 +111,8 @@ def pad_segments(
         segment_ids: integer ``(..., n)``; negative ids are left out.
         fill: value of padding slots.
         num_segments: ``S``; default ``max(id) + 1`` over all rows.
-        max_len: padded length; default the largest segment. Tokens of a segment beyond
+        max_len: padded length; default the largest segment (of ids ``< num_segments``: the
+            tokens of larger ids are dropped and do not count). Tokens of a segment beyond
             ``max_len`` are dropped. When either size is missing both are read with one host
             sync; with both given there is none.
 
@@ -157,6 +158,8 @@ def pad_segments(
         else:
             real = sorted_keys != torch.iinfo(torch.long).max
             top_id = torch.where(real, sorted_keys, torch.full_like(sorted_keys, -1)).max()
+            if num_segments is not None:  # ids >= num_segments are no segment: not counted
+                real = sorted_keys < num_segments
             top_rank = torch.where(real, rank, torch.full_like(rank, -1)).max()
             sizes = (torch.stack([top_id, top_rank]) + 1).tolist()  # the one sync
         num_segments = sizes[0] if num_segments is None else num_segments

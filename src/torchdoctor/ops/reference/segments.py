@@ -52,8 +52,9 @@ def pad_segments_reference(
     per_row = [segment_indices_reference(ids) for ids in ids_rows]
     if num_segments is None:
         num_segments = max((max(r) + 1 for r in per_row if r), default=0)
-    if max_len is None:
-        max_len = max((len(ix) for r in per_row for ix in r.values()), default=0)
+    if max_len is None:  # the largest kept segment: ids >= num_segments are dropped
+        kept = (ix for r in per_row for seg, ix in r.items() if seg < num_segments)
+        max_len = max((len(ix) for ix in kept), default=0)
     padded = torch.full(
         (len(per_row), num_segments, max_len, *features),
         fill,

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -121,3 +124,39 @@ def test_given_num_segments_pads_to_the_longest_kept_segment(rows, num_segments)
         (padded, mask), pad_segments_reference(values, ids, num_segments=num_segments)
     ):
         assert torch.equal(result, reference)
+
+
+def test_a_fill_the_dtype_cannot_hold_is_an_error():
+    ids = torch.tensor([0, 1, 0])
+    bad = [
+        (torch.uint8, -1),
+        (torch.int8, 200),
+        (torch.int64, 0.5),
+        (torch.int32, math.inf),
+        (torch.int64, math.nan),
+        (torch.bool, 2),
+        (torch.float16, 1e5),  # rounds to inf
+    ]
+    for dtype, fill in bad:
+        with pytest.raises(ValueError, match=rf"fill={re.escape(repr(fill))} .*{dtype}"):
+            pad_segments(torch.ones(3, dtype=dtype), ids, fill=fill)
+    good = [
+        (torch.uint8, 255),
+        (torch.int64, -1),
+        (torch.int64, 2.0),
+        (torch.int8, True),
+        (torch.bool, 0),
+        (torch.bool, True),
+        (torch.float16, -math.inf),
+        (torch.bfloat16, math.nan),
+        (torch.float32, 1e30),
+    ]
+    for dtype, fill in good:
+        padded, _ = pad_segments(torch.ones(3, dtype=dtype), torch.tensor([0, 0, 1]), fill=fill)
+        slot = float(padded[1, 1])
+        if math.isnan(fill):
+            assert math.isnan(slot)
+        elif dtype.is_floating_point:  # rounded to a nearby value of the dtype
+            assert math.isclose(slot, fill, rel_tol=1e-2)
+        else:  # held exactly
+            assert slot == fill

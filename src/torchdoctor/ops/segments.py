@@ -47,6 +47,31 @@ def _check_count(value: int | None, name: str) -> None:
         raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
 
 
+def _check_fill(fill: object, dtype: torch.dtype) -> None:
+    """Raise ValueError for a number that ``dtype`` cannot hold (``-1`` on uint8 would be 255,
+    ``0.5`` on int64 0, ``1e5`` on float16 inf); other objects are left to torch."""
+    if not isinstance(fill, (bool, int, float)) or dtype.is_complex:
+        return
+    if dtype == torch.bool:
+        held, kind = fill in (0, 1), "0/1 or True/False"
+    elif dtype.is_floating_point:  # plain Python arithmetic: no tensor read, no sync
+        top = torch.finfo(dtype).max
+        try:
+            held = not math.isfinite(fill) or abs(float(fill)) <= top
+        except OverflowError:  # an int beyond float64
+            held = False
+        kind = f"NaN, +-inf or magnitudes up to {top:.6g}"
+    else:
+        info = torch.iinfo(dtype)
+        whole = isinstance(fill, int) or (math.isfinite(fill) and fill == int(fill))
+        held, kind = whole and info.min <= fill <= info.max, f"integers {info.min}..{info.max}"
+    if not held:
+        raise ValueError(
+            f"pad_segments: fill={fill!r} cannot be held by values' dtype {dtype} ({kind}); "
+            "pick a fill the dtype holds, or cast values first (e.g. values.long())"
+        )
+
+
 def _sort_keys(segment_ids: torch.Tensor) -> torch.Tensor:
     """Ids as sort keys, with negative (ignored) ids moved after every real segment."""
     big = torch.iinfo(torch.long).max
@@ -109,7 +134,8 @@ def pad_segments(
         values: ``(..., n, *features)``: one entry per token; its leading ``(..., n)`` dims
             equal ``segment_ids.shape``.
         segment_ids: integer ``(..., n)``; negative ids are left out.
-        fill: value of padding slots.
+        fill: value of padding slots; one that ``values``' dtype cannot hold (``-1`` for
+            uint8, ``0.5`` for an integer dtype, ``1e5`` for float16) is a ValueError.
         num_segments: ``S``; default ``max(id) + 1`` over all rows.
         max_len: padded length; default the largest segment (of ids ``< num_segments``: the
             tokens of larger ids are dropped and do not count). Tokens of a segment beyond
@@ -132,6 +158,7 @@ def pad_segments(
     _check_count(num_segments, "num_segments")
     _check_count(max_len, "max_len")
     require_same_device(values=values, segment_ids=segment_ids)
+    _check_fill(fill, values.dtype)
     lead = segment_ids.shape
     if values.ndim < len(lead) or values.shape[: len(lead)] != lead:
         raise ValueError(

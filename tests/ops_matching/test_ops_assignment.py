@@ -261,3 +261,25 @@ def test_greedy_total_dtype_follows_linear_assignment():
 def test_subset_dp_limit_names_the_users_problem_size():
     with pytest.raises(ValueError, match=r"larger side of the problem \(13\)"):
         linear_assignment(torch.rand(13, 3), method="dp")
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_auto_without_check_gives_infeasible_problems_minus_one_and_inf_on_cpu(maximize):
+    """The documented check=False contract holds for "auto" on CPU (scipy underneath) too."""
+    inf = math.inf
+    cost = torch.tensor([[[inf, 1.0], [inf, 2.0]], [[1.0, 2.0], [3.0, 0.5]]])
+    tall = torch.tensor([[[1.0, inf], [2.0, inf], [0.5, inf]]])  # 3 rows, column 1 forbidden
+    sign = -1.0 if maximize else 1.0
+    for costs, columns, totals in (
+        (cost, [[-1, -1], [0, 1]], [inf, 1.5]),  # problem 0: both rows need column 1
+        (tall, [[-1, -1, -1]], [inf]),
+    ):
+        auto = linear_assignment(sign * costs, maximize, check=False)
+        assert auto.columns.tolist() == columns
+        assert auto.total.tolist() == [sign * total for total in totals]
+        on_device = linear_assignment(sign * costs, maximize, check=False, method="torch")
+        assert torch.equal(auto.columns, on_device.columns)
+        assert torch.equal(auto.total, on_device.total)
+        for method in ("auto", "scipy"):  # check=True, and method="scipy" always, still raise
+            with pytest.raises(ValueError, match="problem 0 is infeasible"):
+                linear_assignment(sign * costs, maximize, method=method, check=method == "auto")

@@ -118,24 +118,28 @@ def _host_costs(work: torch.Tensor, batch_shape, maximize: bool) -> np.ndarray:
 
 
 def _solve_scipy(
-    work: torch.Tensor, batch_shape, maximize: bool
+    work: torch.Tensor, batch_shape, maximize: bool, strict: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """scipy per problem; an infeasible problem raises, or with ``strict=False`` is flagged."""
     from scipy.optimize import linear_sum_assignment
 
     matrices = _host_costs(work, batch_shape, maximize)
     batch, rows, _ = matrices.shape
     columns = np.full((batch, rows), -1, dtype=np.int64)
+    infeasible = np.zeros(batch, dtype=bool)
     for problem in range(batch):
         try:
             row_ind, col_ind = linear_sum_assignment(matrices[problem])
-        except ValueError as error:
+        except ValueError as error:  # NaN and -inf were rejected above: infeasible
+            if not strict:
+                infeasible[problem] = True
+                continue
             raise ValueError(
                 f"linear_assignment: {_problem_name(problem, batch_shape)} is infeasible "
                 f"(scipy: {error}); every row needs a finite-cost column"
             ) from None
         columns[problem, row_ind] = col_ind
-    infeasible = torch.zeros(batch, dtype=torch.bool, device=work.device)
-    return torch.from_numpy(columns).to(work.device), infeasible
+    return torch.from_numpy(columns).to(work.device), torch.from_numpy(infeasible).to(work.device)
 
 
 def linear_assignment(
@@ -165,7 +169,9 @@ def linear_assignment(
     With ``check=True`` NaN, wrong-sign infinities and infeasible problems raise ``ValueError``
     naming the problem; on an accelerator this costs one host sync for the whole batch. With
     ``check=False`` there is none (except with ``method="scipy"``, which always checks):
-    infeasible problems get columns ``-1`` and total ``inf`` (``-inf`` when maximizing).
+    infeasible problems get columns ``-1`` and total ``inf`` (``-inf`` when maximizing), with
+    ``"auto"`` on CPU too (NaN and wrong-sign infinities still raise there: scipy reads the
+    costs from host memory, at no sync cost).
     Finite costs so large that a sum of them overflows float64 (``|cost| * min(R, C)`` near
     ``1.8e308``) read as forbidden pairs in the vectorized solvers; use ``method="scipy"``.
 
@@ -192,6 +198,7 @@ def linear_assignment(
         work = work.transpose(1, 2)
     batch, small, large = work.shape
 
+    strict = check or method == "scipy"  # "auto" keeps the check=False contract on CPU too
     if method == "auto":
         if cost.device.type == "cpu":
             method = "scipy"
@@ -204,7 +211,7 @@ def linear_assignment(
                 method = "torch"
 
     if method == "scipy":
-        small_cols, infeasible = _solve_scipy(work, batch_shape, maximize)
+        small_cols, infeasible = _solve_scipy(work, batch_shape, maximize, strict)
     elif batch * small == 0:
         small_cols = torch.full((batch, small), -1, dtype=torch.long, device=work.device)
         infeasible = torch.zeros(batch, dtype=torch.bool, device=work.device)

@@ -274,3 +274,35 @@ def test_nan_quality_tokens_are_never_chosen_but_the_quota_holds(method):
     assert not nan_in_zero & set(kept.tolist())  # 17 tokens: enough usable ones
     for seg, count in {0: 17, 1: 9, 3: 30, 4: 1}.items():
         assert (ids[kept] == seg).sum() == tokens_to_keep(torch.tensor(count), 0.3, None)
+
+
+@pytest.mark.parametrize(("method", "backend"), METHOD_BACKENDS)
+@pytest.mark.parametrize("layout", ["gathered", "back_to_back"])
+def test_huge_sparse_ids_cost_as_much_as_compact_ones(method, backend, layout, monkeypatch):
+    """Ids need not be contiguous: the padded batch has one row per segment present, however
+    large the ids (frame timestamps); the selection is that of the ids renumbered 0..S-1."""
+    import torchdoctor.ops.tokens as tokens
+
+    features, small, quality = _sequence(15)  # 63 tokens, ids 0, 1, 3, 4 and -1
+    if layout == "back_to_back":  # 4 frames of 14 tokens one after the other: no gather
+        frames = torch.arange(4).repeat_interleave(14)
+        small = torch.cat([torch.full((3,), -1), frames, torch.full((4,), -1)])
+    stamps = torch.tensor([10**6, 3 * 10**6 + 7, 2**40, 2**62 - 1, 2**62])  # sorted like 0..4
+    huge = torch.where(small >= 0, stamps[small.clamp(min=0)], -1)
+    padded_rows = []
+    original = tokens.pad_segments
+
+    def spy(*args, **kwargs):
+        padded, mask = original(*args, **kwargs)
+        padded_rows.append(padded.shape[0])
+        return padded, mask
+
+    monkeypatch.setattr(tokens, "pad_segments", spy)
+    for keep in ({"keep_ratio": 0.3}, {"keep_per_segment": 4}):
+        got = select_tokens_per_segment(
+            features, huge, quality=quality, method=method, backend=backend, **keep
+        )
+        expected = select_tokens_reference(features, small, quality=quality, method=method, **keep)
+        assert torch.equal(got, expected), keep
+    segments = len(set(small[small >= 0].tolist()))
+    assert all(rows == segments for rows in padded_rows), padded_rows

@@ -76,21 +76,24 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
         )
 
 
-def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[int, int, int, int]:
-    """(number of segments, longest segment, tokens kept in all, start) in one host read.
+def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[torch.Tensor, int, int, int, int]:
+    """(compact ids, number of segments, longest segment, tokens kept in all, start); the four
+    sizes in one host read.
 
-    ``start`` is the position of the first image token when segments ``0..S-1`` are stored one
-    after the other, all of the same length (seed 003's layout: the padded batch is then a view
-    of the features, no gather); otherwise -1.
+    The compact ids number the segments ``0..S-1`` in id order (``-1`` for text), so that the
+    padded batch is sized by the number of segments present, not by the largest id (ids may be
+    frame timestamps). ``start`` is the position of the first image token when the segments
+    are stored one after the other in id order, all of the same length (seed 003's layout: the
+    padded batch is then a view of the features, no gather); otherwise -1.
     """
     n = segment_ids.shape[0]
     if n == 0:
-        return 0, 0, 0, -1
+        return segment_ids.long(), 0, 0, 0, -1
     keys = torch.where(segment_ids < 0, _NO_SEGMENT, segment_ids.long())
     sorted_keys, order = torch.sort(keys, stable=True)
     starts = torch.ones(n, dtype=torch.bool, device=keys.device)
     starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    run = torch.cumsum(starts.long(), 0) - 1
+    run = torch.cumsum(starts.long(), 0) - 1  # segments are runs 0..S-1, text the last run
     run_counts = torch.zeros(n, dtype=torch.long, device=keys.device)
     run_counts.scatter_add_(0, run, torch.ones_like(run))
     real_run = torch.zeros(n, dtype=torch.bool, device=keys.device)
@@ -98,14 +101,15 @@ def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[int, int, int, in
     kept = torch.where(real_run, tokens_to_keep(run_counts, keep_ratio, keep_per_segment), 0)
     text = (segment_ids < 0).sum()
     image = sorted_keys != _NO_SEGMENT
-    top_id = torch.where(image, sorted_keys, -1).max()
+    compact = torch.empty_like(run).scatter_(0, order, torch.where(image, run, -1))
+    segments = real_run.sum()
     longest = torch.where(real_run, run_counts, 0).max()
     step = torch.arange(n, device=keys.device)
     in_order = (~image | (order - step == order[0])).all()
-    full = ((top_id + 1) * longest == n - text) & (n > text)
+    full = (segments * longest == n - text) & (n > text)
     start = torch.where(in_order & full, order[0], -1)
-    sizes = torch.stack([top_id + 1, longest, text + kept.sum(), start]).tolist()  # one sync
-    return sizes[0], sizes[1], sizes[2], sizes[3]
+    sizes = torch.stack([segments, longest, text + kept.sum(), start]).tolist()  # one sync
+    return compact, sizes[0], sizes[1], sizes[2], sizes[3]
 
 
 def _greedy_cosine(unit, quality, mask, wanted, steps):
@@ -146,7 +150,8 @@ def select_tokens_per_segment(
     Args:
         features: ``(n, d)`` token features of one sequence.
         segment_ids: ``(n,)`` integer: the segment (frame) of each token; ``-1`` (any negative
-            id) marks tokens that are always kept (e.g. text). Ids need not be contiguous.
+            id) marks tokens that are always kept (e.g. text). Ids need not be contiguous:
+            memory scales with the number of segments present, not with the largest id.
         keep_ratio / keep_per_segment: exactly one. A segment of ``c`` tokens keeps
             ``ceil(keep_ratio * c)`` or ``min(keep_per_segment, c)`` (more than ``c`` is clamped).
         quality: ``(n,)`` relevance of each token (CDPruner's conditional kernel); optional
@@ -201,7 +206,7 @@ def select_tokens_per_segment(
         )
     n = features.shape[0]
     device = features.device
-    segments, length, total, start = _sizes(segment_ids, keep_ratio, keep_per_segment)
+    compact, segments, length, total, start = _sizes(segment_ids, keep_ratio, keep_per_segment)
     always = segment_ids < 0
     positions = torch.arange(n, device=device)
     if start >= 0:  # frames stored back to back: views, no gather
@@ -215,7 +220,7 @@ def select_tokens_per_segment(
         mask = torch.ones(segments, length, dtype=torch.bool, device=device)
     else:
         slots, mask = pad_segments(
-            positions, segment_ids, fill=0, num_segments=segments, max_len=length
+            positions, compact, fill=0, num_segments=segments, max_len=length
         )
 
         def take(values: torch.Tensor) -> torch.Tensor:

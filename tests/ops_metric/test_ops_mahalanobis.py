@@ -260,3 +260,15 @@ def test_half_precision_is_preserved_and_close_to_float32(dtype):
     anchor = x[:, 0].to(dtype)
     per_anchor = mahalanobis_to_candidates(anchor, y.to(dtype), chol.float().to(dtype))
     assert per_anchor.dtype == dtype
+
+
+def test_batch_mismatch_names_the_argument_given_before_any_factorization():
+    x, y = torch.randn(3, 5, 2), torch.randn(3, 4, 2)
+    with pytest.raises(ValueError, match=r"x and y \(3,\) and cov \(4,\) do not broadcast") as info:
+        pairwise_mahalanobis(x, y, cov=torch.eye(2).repeat(4, 1, 1))
+    assert "chol" not in str(info.value)  # the caller passed cov
+    with pytest.raises(ValueError, match=r"and cov \(4,\) do not broadcast"):  # not "not SPD"
+        pairwise_mahalanobis(x, y, cov=-torch.eye(2).repeat(4, 1, 1))
+    with pytest.raises(ValueError, match=r"x and y \(3,\) and chol \(4,\) do not broadcast"):
+        pairwise_mahalanobis(x, y, chol=torch.eye(2).repeat(4, 1, 1))
+    assert pairwise_mahalanobis(x, y[:1], cov=torch.eye(2).repeat(3, 1, 1)).shape == (3, 5, 4)

@@ -273,7 +273,10 @@ def pairwise_mahalanobis(
     if cov is not None:
         require_square(cov, "cov")
         require_size(cov, "cov", -1, x.shape[-1], "the feature size d of x")
-    require_broadcastable("x", x.shape[:-2], "y", y.shape[:-2])
+    points = require_broadcastable("x", x.shape[:-2], "y", y.shape[:-2])
+    for name, matrices in (("cov", cov), ("chol", chol)):  # the one given, before factoring
+        if matrices is not None:
+            require_broadcastable("x and y", points, name, matrices.shape[:-2])
     dtype = x.dtype
     x, y, cov, chol = _wide(x), _wide(y), _wide(cov), _wide(chol)
     factor = _resolve_chol(cov, chol, check, {"x": x, "y": y})

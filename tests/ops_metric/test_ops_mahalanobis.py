@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -272,3 +274,12 @@ def test_batch_mismatch_names_the_argument_given_before_any_factorization():
     with pytest.raises(ValueError, match=r"x and y \(3,\) and chol \(4,\) do not broadcast"):
         pairwise_mahalanobis(x, y, chol=torch.eye(2).repeat(4, 1, 1))
     assert pairwise_mahalanobis(x, y[:1], cov=torch.eye(2).repeat(3, 1, 1)).shape == (3, 5, 4)
+
+
+def test_jitter_is_scaled_by_the_mean_absolute_diagonal():
+    """The documented step: jitter * mean(|diag|) * 10**k, positive even for a negative entry."""
+    cov = torch.diag(torch.tensor([-0.5, 3.0], dtype=torch.float64))
+    _, added = cholesky_factor(cov, jitter=1.0, max_tries=1, check=False)
+    assert added.item() == 1.0 * (0.5 + 3.0) / 2  # mean(diag) would add 1.25
+    _, added = cholesky_factor(cov, jitter=0.1, max_tries=2, check=False)
+    assert math.isclose(added.item(), 0.1 * 10 * 1.75)  # k = 0 (0.175) fails, k = 1 factors

@@ -48,12 +48,15 @@ def cholesky_factor(
     """Batched lower Cholesky factor with jitter added only to the matrices that need it.
 
     Each matrix is first factored as is (``torch.linalg.cholesky_ex``, no error raised). A
-    matrix that fails gets ``jitter * mean(diag) * 10**k`` added to its diagonal for
-    ``k = 0 .. max_tries-1`` until it factors; the others are untouched.
+    matrix that fails gets ``jitter * mean(|diag|) * 10**k`` added to its diagonal for
+    ``k = 0 .. max_tries-1`` until it factors; the others are untouched. The absolute values
+    keep the step positive and sized like the matrix even when rounding (or a matrix that is
+    no covariance) leaves negative diagonal entries; for a covariance they change nothing.
 
     Args:
         cov: ``(..., d, d)`` symmetric matrices (only the lower triangle is read).
-        jitter: relative size of the first jitter step (scaled by each matrix's mean diagonal).
+        jitter: relative size of the first jitter step (scaled by each matrix's mean absolute
+            diagonal).
         max_tries: number of jitter steps; the largest is the jitter budget.
         check: ``True`` (default) checks for NaN/Inf and raises ValueError for a matrix that
             is not SPD even with the largest jitter; the error names the batch index and the

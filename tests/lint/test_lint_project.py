@@ -256,3 +256,39 @@ def test_a_helper_of_a_forward_is_not_grad_free_because_forward_is_called_so_onc
     """
     _write(tmp_path, {"layer.py": layer, "lm.py": lm})
     assert [f.code for f in lint_paths([tmp_path])] == ["TD307", "TD307"]
+
+
+def test_a_method_call_is_no_call_of_a_function_of_the_same_name(tmp_path: Path) -> None:
+    """`model.train()` in a training loop of one file is not a call of the function `train`
+    another file defines (whose constant tensor, built once before its loop, is fine); a call
+    through an imported module (`helpers.scale(x)`) in a step loop is."""
+    _write(
+        tmp_path,
+        {
+            "loop.py": """
+                import torch
+                def train(model, loader, optimizer):
+                    weights = torch.tensor([1.0, 2.5, 4.0])
+                    for x, y in loader:
+                        loss = torch.nn.functional.cross_entropy(model(x), y, weight=weights)
+                        loss.backward()
+                        optimizer.step()
+            """,
+            "fit.py": """
+                import helpers
+                def fit(model, loader, optimizer, epochs):
+                    for epoch in range(epochs):
+                        model.train()
+                        for x in loader:
+                            model(helpers.scale(x)).sum().backward()
+                            optimizer.step()
+            """,
+            "helpers.py": """
+                import torch
+                def scale(x):
+                    return x * torch.tensor([0.5, 2.0])
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD511"])]
+    assert found == [("helpers.py", 4, "TD511")]

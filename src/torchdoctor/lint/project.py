@@ -218,16 +218,16 @@ class Project:
         return result
 
     def called_in_loop(self, name: str) -> tuple[str, int] | None:
-        """``(file name, line)`` of the first call ``name(...)`` / ``x.name(...)`` in the
-        project made inside the body of a step loop (:func:`step_loop`) of its own function (a
+        """``(file name, line)`` of the first call ``name(...)`` / ``utils.name(...)`` (an
+        imported module's) / ``self.name(...)`` in the project made inside the body of a step loop (:func:`step_loop`) of its own function (a
         helper run every step: fast_neural_style's ``utils.normalize_batch`` in the training
         loop); None. The project's step loops are indexed once, on the first question.
 
         Example:
             >>> project = Project([])
-            >>> project.add("train.py", "for b in loader:\\n    x = utils.norm(b)\\n")
+            >>> project.add("train.py", "import utils\\nfor b in loader:\\n    x = utils.norm(b)\\n")
             >>> project.called_in_loop("norm"), project.called_in_loop("other")
-            (('train.py', 2), None)
+            (('train.py', 3), None)
         """
         if self._loop_calls is None:
             self._loop_calls = {}
@@ -235,10 +235,15 @@ class Project:
                 if not _STEP_MARKERS.search(self.text(path)):
                     continue
                 tree = self._trees.get(path) or _parse(self.text(path))  # (no parent links)
+                modules = _imported_names(tree) | {"self"}
                 for loop in ast.walk(tree) if tree is not None else ():
                     if isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
                         for call in _calls_in_body(loop):
                             func = call.func
+                            if isinstance(func, ast.Attribute) and not (
+                                isinstance(func.value, ast.Name) and func.value.id in modules
+                            ):
+                                continue  # (`model.train()` is no call of a function `train`)
                             called = func.attr if isinstance(func, ast.Attribute) else getattr(
                                 func, "id", "")  # fmt: skip
                             self._loop_calls.setdefault(called, (Path(path).name, call.lineno))
@@ -389,3 +394,19 @@ class Project:
         )
         self._no_grad[key] = verdict
         return verdict
+
+
+def _imported_names(tree: ast.AST | None) -> set[str]:
+    """The names a file's imports bind (``import utils``, ``import a.b as c``, ``from pkg
+    import utils``): receivers of a call of a function defined in another file.
+
+    Example:
+        >>> sorted(_imported_names(ast.parse("import a.b as c\\nimport os.path\\nfrom p import q")))
+        ['c', 'os', 'q']
+    """
+    names: set[str] = set()
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.add(alias.asname or alias.name.split(".")[0])
+    return names

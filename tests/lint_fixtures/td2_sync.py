@@ -305,3 +305,12 @@ def train_with_numpy_metric(model, loader, optimizer):
         feats = model(x).detach().cpu().numpy()  # expect: TD201
         spread = np.abs(feats - feats.mean(0))
         print(spread.mean())  # NumPy's mean: the host copy above was the sync
+
+
+def train_on_sampled_rows(model, X_dev, Y_dev, optimizer, steps, rng):
+    for step in range(steps):
+        idx = np.sort(rng.choice(len(X_dev), size=64, replace=False)).tolist()  # near-miss: NumPy's
+        loss = torch.nn.functional.mse_loss(model(X_dev[idx]), Y_dev[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()

@@ -191,7 +191,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
             and not node.keywords
             and not (names & {"torch.cpu"})
         ):
-            if not self._moves_a_module(node):
+            if not self._moves_a_module(node) and not self.host_data_read(node):
                 self._report_sync(node, f"`.{name}()`")
         elif names & SCALAR_CASTS.keys() and len(node.args) == 1 and not node.keywords:
             arg = node.args[0]

@@ -73,6 +73,16 @@ class TensorValues:
             for v in values
         )
 
+    def host_data_read(self, call: ast.Call) -> bool:
+        """``np.sort(idx).tolist()``: a method of a NumPy/SciPy/pandas result (or of a name
+        holding only such results, :meth:`_on_host_data`): no tensor, no sync."""
+        receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+        if isinstance(receiver, ast.Call) and any(
+            n.startswith(_HOST_LIBRARIES) for n in self.callee(receiver)
+        ):
+            return True
+        return self._on_host_data(call)
+
     def _on_host_data(self, call: ast.Call) -> bool:
         """A reduction of a name that holds host data: every value assigned to it in the
         function is a NumPy/SciPy/scikit-learn result or a host copy (``d = cdist(a, b)``, then

@@ -96,3 +96,12 @@ class KeypointHead(nn.Module):
         if scale > 1:  # near-miss: a Python number
             scale = scale * 0.5
         return heat * scale
+
+
+class DepthDecoder(nn.Module):  # transformers' MoshiDepthDecoder
+    def forward(self, input_ids, codebook_idx):
+        embeds = []
+        for position_idx in codebook_idx:
+            position_idx = position_idx.item()  # expect: TD205 (the loop's tensor, read back)
+            embeds.append(self.embed(input_ids[:, [position_idx]]))
+        return torch.cat(embeds, 1)

@@ -81,6 +81,12 @@ class TensorValues:
             n.startswith(_HOST_LIBRARIES) for n in self.callee(receiver)
         ):
             return True
+        if isinstance(receiver, ast.Name) and any(  # (`v = v.item()` over a loop's tensors
+            isinstance(n, ast.Name) and n.id == receiver.id  # says nothing of what v was)
+            for v in self.assigned_values(self.enclosing_scope(receiver), receiver.id)
+            for n in ast.walk(v)
+        ):
+            return False
         return self._on_host_data(call)
 
     def _on_host_data(self, call: ast.Call) -> bool:

@@ -90,3 +90,14 @@ def not_a_training_loop(model, loader, every):
         out = model(x)
         if step % every == 0:
             print(out)
+
+
+def train_clipped(model, loader, optimizer, max_norm, log_every, writer):
+    for step, (x, y) in enumerate(loader):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)  # near-miss: it clips
+        optimizer.step()
+        if step % log_every == 0:
+            writer.add_scalar("grad_norm", grad_norm, step)

@@ -13,7 +13,9 @@ Not reported: a value read anywhere outside such an ``if`` (returned, accumulate
 used by the next statement); an assignment to an attribute or an item (it may be read
 elsewhere); a value that only reads a tensor to the host (``loss.item()``: TD201's, the sync);
 calls of the standard library's cheap helpers (``time.time()``, ``len``, ``str`` ...) and
-bookkeeping reads (``scheduler.get_last_lr()``, a logger's, a timer's, a progress bar's).
+bookkeeping reads (``scheduler.get_last_lr()``, a logger's, a timer's, a progress bar's); a
+call that changes state in place, its result only a by-product (``grad_norm =
+clip_grad_norm_(...)``: the clipping must run every step; ``total = opt.step(closure)``).
 
 Example:
     >>> from torchdoctor.lint import lint_source
@@ -85,7 +87,7 @@ class PeriodicReadRules(RuleVisitor):
 
     def visit_Assign(self, node: ast.Assign) -> None:
         names = _target_names(node.targets)
-        if not names or not self._does_work(node.value):
+        if not names or not self._does_work(node.value) or _changes_state(node.value):
             return
         body = self.parent(node)
         if not isinstance(body, (*FOR, ast.While, *FUNCTIONS)) or not any(
@@ -182,3 +184,20 @@ def _target_names(targets: list[ast.expr]) -> list[str]:
                 return []
             names.append(item.id)
     return names
+
+
+def _changes_state(value: ast.AST) -> bool:
+    """``value`` is a call that works in place (torch's trailing-underscore convention:
+    ``clip_grad_norm_``, ``add_``) or steps an optimizer or a scheduler: its result is a
+    by-product of what it must do every step.
+
+    Example:
+        >>> _changes_state(ast.parse("torch.nn.utils.clip_grad_norm_(ps, 1.0)").body[0].value)
+        True
+        >>> _changes_state(ast.parse("evaluate(model, x)").body[0].value)
+        False
+    """
+    if not isinstance(value, ast.Call):
+        return False
+    name = (dotted(value.func) or "").rsplit(".", 1)[-1]
+    return (name.endswith("_") and not name.startswith("_")) or name == "step"

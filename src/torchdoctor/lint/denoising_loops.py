@@ -7,7 +7,7 @@ import ast
 import re
 from typing import Any
 
-from torchdoctor.lint.syntax import same_file_callee, target_names
+from torchdoctor.lint.syntax import FOR, same_file_callee, target_names
 from torchdoctor.lint.visitor import MODEL_NAME, dotted, dotted_names_in, method_name
 
 STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
@@ -278,3 +278,19 @@ def grows_a_sequence(rules: Any, loop: ast.For | ast.While) -> str | None:
     }  # fmt: skip
     found = sorted(grown & fed)
     return found[0] if found else None
+
+
+def loops_over_modules(loop: ast.AST) -> bool:
+    """``for key, net in self.nets.items():`` runs each sub-module once per call: the loop is
+    part of a forward pass, not an evaluation loop over data (TD602).
+
+    Example:
+        >>> loops_over_modules(ast.parse("for k, net in self.nets.items():\\n    net(x)").body[0])
+        True
+    """
+    if not isinstance(loop, FOR):
+        return False
+    it = loop.iter
+    if isinstance(it, ast.Call) and method_name(it) in {"items", "values", "keys"}:
+        return True
+    return any(MODEL_NAME.search(n) for n in target_names(loop.target))

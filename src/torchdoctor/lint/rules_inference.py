@@ -13,6 +13,7 @@ from torchdoctor.lint.denoising_loops import (
     grows_a_sequence,
     invariant_inner_calls,
     is_denoising_iter,
+    loops_over_modules,
     number_literal,
     range_call,
 )
@@ -65,7 +66,11 @@ LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
 
 
+#: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
+_LIGHTNING_NO_GRAD = frozenset({"validation_step", "test_step", "predict_step"})
+_LIGHTNING = re.compile(r"(?m)^\s*(import|from)\s+(lightning|pytorch_lightning)\b")
 #: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
+
 RULES = (
     Rule(
         "TD601",
@@ -290,6 +295,8 @@ class InferenceRules(RuleVisitor):
             self._check_eval(node, body, False, [])
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        if node.name in _LIGHTNING_NO_GRAD and _LIGHTNING.search(self.context.source):
+            return  # (Lightning's Trainer runs these hooks under inference_mode)
         self._check_eval(node, node.body, eval_named(node.name), node.decorator_list)
 
     def _check_eval(self, node: ast.AST, body: list, named: bool, decorators: list) -> None:
@@ -319,7 +326,7 @@ class InferenceRules(RuleVisitor):
                 return
         callers_checked = False
         for loop in self._eval_loops(body):
-            if _loops_over_modules(loop):
+            if loops_over_modules(loop):
                 continue
             if self._calls_model(loop, eval_receivers):
                 if not callers_checked:
@@ -415,17 +422,6 @@ class InferenceRules(RuleVisitor):
             if callee in receivers or names_a_module(last):
                 return True
         return False
-
-
-def _loops_over_modules(loop: ast.AST) -> bool:
-    """``for key, net in self.nets.items():`` runs each sub-module once per call: the loop is
-    part of a forward pass, not an evaluation loop over data."""
-    if not isinstance(loop, FOR):
-        return False
-    it = loop.iter
-    if isinstance(it, ast.Call) and method_name(it) in {"items", "values", "keys"}:
-        return True
-    return any(MODEL_NAME.search(n) for n in target_names(loop.target))
 
 
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]

@@ -57,6 +57,9 @@ _NOT_TORCH = ("numpy.", "scipy.", "math.", "builtins.abs", "builtins.max", "buil
 _SYNC_CODES = frozenset({"TD201", "TD205"})
 
 
+#: closeness tests: a stop test of their own, not an inner solver
+_CLOSENESS = frozenset({"torch.allclose", "torch.isclose"})
+
 class ConvergenceSyncs:
     """TD206, checked by SyncRules on ``while`` and ``for ... in range(...)`` loops.
 
@@ -116,12 +119,12 @@ class ConvergenceSyncs:
             self.callee(iterable) & {"builtins.range", "itertools.count"}
         )
 
-    @staticmethod
-    def _runs_inner_solver(loop: ast.AST) -> bool:
+    def _runs_inner_solver(self, loop: ast.AST) -> bool:
         """A call in the loop gets a tolerance or an iteration limit (``solve(..., tol=1e-5,
-        max_iter=n)``): each iteration runs an inner solver with its own stop test."""
+        max_iter=n)``): each iteration runs an inner solver with its own stop test (not the
+        stop test's own ``torch.allclose(new, old, atol=1e-4)``)."""
         for call in (n for stmt in loop.body for n in ast.walk(stmt)):  # type: ignore[attr-defined]
-            if not isinstance(call, ast.Call):
+            if not isinstance(call, ast.Call) or self.callee(call) & _CLOSENESS:
                 continue
             names = [k.arg or "" for k in call.keywords]
             names += [(dotted(a) or "").rsplit(".", 1)[-1] for a in call.args]
@@ -159,10 +162,7 @@ class ConvergenceSyncs:
         """A comparison with a tolerance (a name like ``tol`` / ``eps``, a small float) or a
         closeness test (``torch.allclose``)."""
         for node in ast.walk(test):
-            if isinstance(node, ast.Call) and self.callee(node) & {
-                "torch.allclose",
-                "torch.isclose",
-            }:
+            if isinstance(node, ast.Call) and self.callee(node) & _CLOSENESS:
                 return True
             if not isinstance(node, ast.Compare):
                 continue

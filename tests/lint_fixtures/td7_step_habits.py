@@ -34,3 +34,14 @@ def train_moved_once(model, loader, opt, device):
         loss = model(x.to(device)).sum()  # the data, not the model: no finding
         loss.backward()
         opt.step()
+
+
+def train_with_accelerate(model, loader, optimizer, accelerator, scaler):
+    for x in loader:
+        loss = model(x).sum()
+        accelerator.backward(loss, retain_graph=True)  # expect: TD714 (accelerate's backward)
+        optimizer.step()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # expect: TD705 (the guard holds on every GPU step)
+        if x.shape[0] % 2:
+            torch.cuda.empty_cache()  # near-miss: under a condition on the step

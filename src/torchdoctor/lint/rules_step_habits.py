@@ -92,7 +92,12 @@ class StepHabitRules(RuleVisitor):
                 return
             loop = self._training_loop(node)
             made = self.assigned_in(loop) - set(self.loop_targets(loop)) if loop else set()
-            if loop is None or root_name(node.func.value) not in made:  # type: ignore[attr-defined]
+            loss = node.func.value  # type: ignore[attr-defined]
+            if node.args:  # accelerator.backward(loss, retain_graph=True)
+                loss = node.args[0]
+            elif isinstance(loss, ast.Call) and loss.args:  # scaler.scale(loss).backward(...)
+                loss = loss.args[0]
+            if loop is None or root_name(loss) not in made:
                 return  # (a loss made before the loop: each iteration goes through it again)
             backwards = [c for c in self.direct_calls(loop.body) if method_name(c) == "backward"]
             if len(backwards) == 1 and not self._differentiates_again(loop):

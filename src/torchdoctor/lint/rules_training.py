@@ -275,7 +275,7 @@ class TrainingRules(RuleVisitor):
             loop = scope
         parent = self.parent(node)
         while parent is not None and parent is not loop:
-            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)):
+            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)) and not _always_on_a_gpu(parent):
                 return False
             parent = self.parent(parent)
         return True
@@ -428,3 +428,15 @@ def _is_step(call: ast.Call) -> bool:
         return False
     receiver = (dotted(call.func.value) or "").rsplit(".", 1)[-1].lower()
     return "optim" in receiver or receiver in {"opt", "scaler"}
+
+
+def _always_on_a_gpu(branch: ast.AST) -> bool:
+    """``if torch.cuda.is_available():``: true on every step of a GPU run, no condition on
+    the step.
+
+    Example:
+        >>> _always_on_a_gpu(ast.parse("if torch.cuda.is_available():\\n    pass").body[0])
+        True
+    """
+    return isinstance(branch, ast.If) and dotted(getattr(branch.test, "func", None)) in {
+        "torch.cuda.is_available", "cuda.is_available"}  # fmt: skip

@@ -164,3 +164,17 @@ def fine_tune(model, support_x, support_y, inner_steps, inner_lr):
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-inner_lr)
     return model
+
+
+class ModelEMA:  # YOLOv5's utils/torch_utils.py
+    @torch.no_grad()
+    def update(self, model, d):
+        msd = model.state_dict()
+        for k, v in self.ema.state_dict().items():  # expect: TD305 (integer buffers filtered)
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+
+    def load(self, model):
+        msd = model.state_dict()
+        for k, v in self.ema.state_dict().items():  # near-miss: loads the weights once
+            v.copy_(msd[k])

@@ -156,15 +156,18 @@ class ParamUpdateRules(RuleVisitor):
 
     @staticmethod
     def _is_filter(test: ast.AST, derived: set[str]) -> bool:
-        """``p.grad is None``, ``not p.requires_grad``: a test that only skips parameters."""
+        """``p.grad is None``, ``not p.requires_grad``, ``v.dtype.is_floating_point``: a test
+        that only skips parameters."""
         if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
             test = test.operand
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             if isinstance(test.ops[0], (ast.Is, ast.IsNot)):
                 return _root(test.left) in derived
-        return (
+        if isinstance(test, ast.Call) and not test.args:  # v.is_floating_point()
+            test = test.func
+        return (  # (``v.dtype.is_floating_point``: YOLOv5's EMA skips integer buffers)
             isinstance(test, ast.Attribute)
-            and test.attr == "requires_grad"
+            and test.attr in {"requires_grad", "is_floating_point"}
             and _root(test.value) in derived
         )
 
@@ -181,7 +184,9 @@ class ParamUpdateRules(RuleVisitor):
             elif any(n.startswith("torch.") for n in names):
                 if any(n.startswith("torch.distributed.") for n in names):
                     return False
-            elif name is None or _root(call.func.value) not in derived:
+            elif name is None or not (
+                _root(call.func.value) in derived or _keyed_by(call.func.value, derived)
+            ):  # (``msd[k].detach()``: the source entry of the key the loop walks)
                 if not names & {"builtins.float", "builtins.min", "builtins.max"}:
                     return False
         if isinstance(stmt, ast.AugAssign) and _root(stmt.target) in derived:
@@ -300,3 +305,15 @@ def _by_a_constant(update: ast.AST) -> bool:
         return False
     return all(isinstance(n, (ast.Constant, ast.UnaryOp, ast.unaryop)) for v in values
                for n in ast.walk(v))  # fmt: skip
+
+
+def _keyed_by(expr: ast.AST, derived: set[str]) -> bool:
+    """``msd[k]`` with ``k`` a loop variable: the entry of another state dict the loop pairs
+    with its own (YOLOv5's EMA: ``for k, v in ema.state_dict().items(): ... msd[k]``).
+
+    Example:
+        >>> _keyed_by(ast.parse("msd[k]").body[0].value, {"k", "v"})
+        True
+    """
+    return (isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Name)
+            and expr.slice.id in derived)  # fmt: skip

@@ -65,6 +65,8 @@ _SEQUENCE_MAKERS = frozenset(
      "torch.vsplit", "torch.dsplit"}
 )  # fmt: skip
 _SIZE_METHODS = frozenset({"size"})
+#: tensor methods that make a new tensor (``feats.new_empty(...)``), as torch's factories do
+_NEW_TENSOR_METHODS = frozenset({"new_empty", "new_zeros", "new_ones", "new_full"})
 #: torch namespaces whose calls return no tensor to walk (loaders, optimizers, devices, hubs)
 _NOT_TENSOR_OPS = ("torch.utils.", "torch.optim.", "torch.cuda.", "torch.distributed.",
                    "torch.hub.", "torch.jit.", "torch.compile", "torch.backends.")  # fmt: skip
@@ -160,7 +162,8 @@ class BatchLoopRules(RuleVisitor):
             if before is None or v.lineno < before
         ]
         return (unassigned or bool(values)) and all(
-            isinstance(v, ast.Call) and any(q.startswith("torch.") for q in self.callee(v))
+            isinstance(v, ast.Call) and (any(q.startswith("torch.") for q in self.callee(v))
+                                         or method_name(v) in _NEW_TENSOR_METHODS)
             for v in values
         )
 

@@ -47,3 +47,12 @@ def top5(probs, preds, boxes, max_nms):
     first = torch.sort(boxes[:, 4], descending=True)[0][:max_nms]  # expect: TD512
     across = preds.argsort(0)[:, :5]  # the slice cuts another dimension: no finding
     return best, n5, keep, first, across
+
+
+def knn_graph(x, k):
+    dist = torch.cdist(x, x)
+    return torch.argsort(dist, dim=-1)[:, :, 1 : k + 1]  # expect: TD512 (the k nearest but itself)
+
+
+def tail_of_the_order(x, k):
+    return torch.argsort(x, dim=-1)[..., k:]  # near-miss: every element but the first k

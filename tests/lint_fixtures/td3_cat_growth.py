@@ -109,3 +109,15 @@ def greedy_generate(model, input_ids, max_new_tokens):
         cur = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
         input_ids = torch.cat([input_ids, cur], dim=-1)  # near-miss: the ids of a cached decoder
     return input_ids
+
+
+class EarlyFusionStem(torch.nn.Module):
+    MODALITIES = ("rgb", "depth", "normal")
+
+    def forward(self, batch):
+        x = batch["rgb"]
+        for name in self.MODALITIES[1:]:
+            x = torch.cat([x, batch[name]], dim=1)  # near-miss: two constants' worth of iterations
+        for name in ("depth", "normal"):
+            x = torch.cat([x, batch[name]], dim=1)  # near-miss: a literal of two
+        return self.conv(x)

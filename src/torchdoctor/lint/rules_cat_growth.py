@@ -21,7 +21,14 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted_names_in, method_name
+from torchdoctor.lint.visitor import (
+    FOR,
+    FUNCTIONS,
+    RuleVisitor,
+    dotted,
+    dotted_names_in,
+    method_name,
+)
 
 RULES = (
     Rule(
@@ -94,10 +101,11 @@ class CatGrowthRules(RuleVisitor):
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
         if not loops or not self._only_grown(loops[0], name, assign, pieces):
             return
-        if isinstance(loops[0], FOR) and any(
-            _SETTINGS.search(n) for n in dotted_names_in(loops[0].iter)
+        if isinstance(loops[0], FOR) and (
+            any(_SETTINGS.search(n) for n in dotted_names_in(loops[0].iter))
+            or _a_few_constants(loops[0].iter)
         ):
-            return  # a loop over a configuration list: a handful of iterations
+            return  # a loop over a configuration list or constants: a handful of iterations
         if _decodes_with_a_cache(loops[0]):
             return  # a generation loop's token ids: one column a step, next to a model call
         self.report(
@@ -155,6 +163,24 @@ def _decodes_with_a_cache(loop: ast.AST) -> bool:
     return any(isinstance(n, ast.Call) and any(k.arg and _CACHE_KEYWORD.match(k.arg)
                                                for k in n.keywords)
                for n in _walk(loop))  # fmt: skip
+
+
+def _a_few_constants(it: ast.AST) -> bool:
+    """A literal of at most 8 items (``("rgb", "depth")``) or a constant named in capitals
+    (``self.MODALITIES[1:]``): a handful of iterations.
+
+    Example:
+        >>> _a_few_constants(ast.parse("self.MODALITIES[1:]", mode="eval").body)
+        True
+        >>> _a_few_constants(ast.parse("loader", mode="eval").body)
+        False
+    """
+    while isinstance(it, ast.Subscript):
+        it = it.value
+    if isinstance(it, (ast.Tuple, ast.List, ast.Set)):
+        return len(it.elts) <= 8
+    name = (dotted(it) or "").rsplit(".", 1)[-1]
+    return len(name) > 1 and name.isupper()
 
 
 def _is_none_test(test: ast.AST | None, name: str) -> bool:

@@ -170,3 +170,11 @@ def mixture_nll(samples, means, covs, d):
     for k, (sigma, weight) in enumerate(zip(layer_weights, covs)):
         out.append(torch.linalg.slogdet(sigma)[1])  # near-miss: an item of a list of weights
     return torch.stack(out, dim=1)
+
+
+def factors_of_unbound(covs):
+    first = torch.stack([torch.linalg.cholesky(c) for c in covs.unbind(0)])  # expect: TD103
+    rest = []
+    for c in torch.unbind(covs):
+        rest.append(torch.linalg.cholesky(c))  # expect: TD103
+    return first, rest

@@ -430,4 +430,8 @@ def _source_of(name: str, target: ast.AST, it: ast.AST) -> ast.AST | None:
             return None
     if isinstance(target, ast.Name) and target.id != name:
         return None
+    if isinstance(it, ast.Call) and dotted(it.func) == "torch.unbind" and it.args:
+        it = it.args[0]
+    elif isinstance(it, ast.Call) and method_name(it) == "unbind":  # for c in covs.unbind(0)
+        it = it.func.value  # type: ignore[attr-defined]
     return it

@@ -175,4 +175,4 @@ def test_an_evaluation_loop_without_no_grad_is_the_periodic_works_cause():
     assert item.rule == "periodic-steps" and item.title.startswith("Every 20 steps")
     assert item.evidence[2].startswith("train.py:9: TD602 evaluation loop runs with autograd")
     assert "took 290 ms more in each long step" in item.evidence[2]
-    assert item.fix.startswith("At /w/train.py:9: evaluation loop runs with autograd on")
+    assert item.fix.startswith("At train.py:9: evaluation loop runs with autograd on")

@@ -162,7 +162,9 @@ def _merged(entries: list[Advice]) -> Advice:
         elif first.rule == "periodic-steps" and other.rule == "lint" and other.evidence:
             # (TD602 on the evaluation loop the long steps ran: its line and cure come first)
             first.evidence.insert(2, other.evidence[0])
-            first.fix = f"At {', '.join(other.locations)}: {other.fix}. {first.fix}"
+            at = ", ".join(f"{os.path.basename(split_location(loc)[0])}:{split_location(loc)[1]}"
+                           for loc in other.locations)  # fmt: skip
+            first.fix = f"At {at}: {other.fix}. {first.fix}"
             first.locations[:0] = [loc for loc in other.locations if loc not in first.locations]
         first.evidence.extend(e for e in evidence if e not in first.evidence)
         first.references.extend(r for r in other.references if r not in first.references)

@@ -351,3 +351,10 @@ class Planner(torch.nn.Module):
             eps = self.head(self.decoder(traj, t, memory))  # near-miss: traj changes every step
             traj = traj - eps / steps
         return traj
+
+
+def evaluate_comprehension(model, loader, device):
+    model.eval()
+    preds = [model(b["input_ids"].to(device)).logits.argmax(-1) for b in loader]  # expect: TD602 (a loop as a comprehension)
+    heads = [head(preds[0]) for head in model.heads]  # near-miss: a loop over the model's heads
+    return torch.cat(preds), heads

@@ -288,9 +288,11 @@ def loops_over_modules(loop: ast.AST) -> bool:
         >>> loops_over_modules(ast.parse("for k, net in self.nets.items():\\n    net(x)").body[0])
         True
     """
-    if not isinstance(loop, FOR):
+    if isinstance(loop, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+        loop = loop.generators[0]  # ([net(x) for net in self.nets])
+    elif not isinstance(loop, FOR):
         return False
-    it = loop.iter
+    it = loop.iter  # type: ignore[attr-defined]
     if isinstance(it, ast.Call) and method_name(it) in {"items", "values", "keys"}:
         return True
-    return any(MODEL_NAME.search(n) for n in target_names(loop.target))
+    return any(MODEL_NAME.search(n) for n in target_names(loop.target))  # type: ignore[attr-defined]

@@ -66,6 +66,7 @@ LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
 
 
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 #: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
 _LIGHTNING_NO_GRAD = frozenset({"validation_step", "test_step", "predict_step"})
 _LIGHTNING = re.compile(r"(?m)^\s*(import|from)\s+(lightning|pytorch_lightning)\b")
@@ -373,8 +374,8 @@ class InferenceRules(RuleVisitor):
                 for item in node.items
             ):
                 continue
-            if isinstance(node, (*FOR, ast.While)):
-                yield node
+            if isinstance(node, (*FOR, ast.While, *_COMPREHENSIONS)):  # (preds = [model(b)
+                yield node  # for b in loader]: a loop as well)
                 continue
             stack.extend(ast.iter_child_nodes(node))
 

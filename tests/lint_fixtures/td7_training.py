@@ -153,3 +153,18 @@ def train_collecting_garbage(model, loader, val_loader, opt, epochs):
         train_one_epoch(model, loader, opt)
         gc.collect()  # near-miss: once per epoch
     gc.collect()  # near-miss: after the loops
+
+
+def train_multitask(model, loader, optimizer):
+    running = {"ce": 0.0, "reg": 0.0}
+    for x, y, box in loader:
+        out = model(x)
+        ce_loss = torch.nn.functional.cross_entropy(out["cls"], y)
+        reg_loss = torch.nn.functional.l1_loss(out["box"], box)
+        loss = ce_loss + 0.5 * reg_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        running["ce"] += ce_loss  # expect: TD708 (a part of the loss keeps the graph too)
+        running["reg"] += reg_loss.detach()  # near-miss: detached
+    return running

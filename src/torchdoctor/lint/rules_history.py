@@ -128,6 +128,7 @@ class HistoryRules(RuleVisitor):
                     losses |= _names(operand)
         if not losses:
             return
+        losses |= _components(node, losses)
         differentiated = self._differentiated(node)
         for sub in _walk_body(node.body):
             if isinstance(sub, (*_LOOPS,)) and sub is not node:
@@ -156,6 +157,8 @@ class HistoryRules(RuleVisitor):
         target = value = None
         if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
             target, value = dotted(node.target), node.value
+            if isinstance(node.target, ast.Subscript) and dotted(node.target.value):
+                target = ast.unparse(node.target)  # (running["ce"] += ce_loss)
         elif (
             isinstance(node, ast.Assign)
             and len(node.targets) == 1
@@ -210,3 +213,22 @@ class HistoryRules(RuleVisitor):
 
     def visit_While(self, node: ast.While) -> None:
         self._loop(node)
+
+
+def _components(loop: ast.AST, losses: set[str]) -> set[str]:
+    """Names the loop assigns and adds up into a loss (``loss = ce_loss + reg_loss``): each
+    holds its part of the graph as well.
+
+    Example:
+        >>> loop = ast.parse("for b in data:\\n    ce = f(b)\\n    loss = ce + 0.1 * reg\\n").body[0]
+        >>> sorted(_components(loop, {"loss"}))
+        ['ce']
+    """
+    assigned = {t.id for n in _walk_body(loop.body) if isinstance(n, ast.Assign)  # type: ignore[attr-defined]
+                for t in n.targets if isinstance(t, ast.Name)}  # fmt: skip
+    out: set[str] = set()
+    for n in _walk_body(loop.body):  # type: ignore[attr-defined]
+        if (isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                and n.targets[0].id in losses and isinstance(n.value, ast.BinOp)):
+            out |= {m.id for m in ast.walk(n.value) if isinstance(m, ast.Name)} & assigned
+    return out - losses

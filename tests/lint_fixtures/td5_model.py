@@ -57,3 +57,8 @@ def vgg_layers(cfg):
         layers += [nn.Conv2d(3, v, 3), nn.BatchNorm2d(v), nn.ReLU()]  # expect: TD506
         layers += [nn.Conv2d(3, v, 3), nn.ReLU()]  # near-miss: no norm
     return nn.Sequential(*layers)
+
+
+def attend_bmm(q, k, v):
+    d = q.size(-1)
+    return torch.bmm(F.softmax(torch.bmm(q, k.transpose(1, 2)) / math.sqrt(d), dim=2), v)  # expect: TD507 (one line)

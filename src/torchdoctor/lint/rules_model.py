@@ -206,8 +206,9 @@ class ModelRules(RuleVisitor):
         """The line where the softmax result is multiplied by the values, directly or through
         names (the first such product after the softmax); None when it is not."""
         node, parent = call, self.parent(call)
-        while isinstance(parent, ast.Call) and node in parent.args:  # dropout(softmax(...))
-            node, parent = parent, self.parent(parent)
+        while (isinstance(parent, ast.Call) and node in parent.args  # dropout(softmax(...))
+               and not self.callee(parent) & MATMUL_CALLS):  # (bmm(softmax(...), v): the
+            node, parent = parent, self.parent(parent)  # product itself) # fmt: skip
         if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.MatMult):
             return parent.lineno
         if isinstance(parent, ast.Call) and self.callee(parent) & MATMUL_CALLS:

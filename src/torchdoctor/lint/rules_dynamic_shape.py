@@ -127,10 +127,11 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"torch", r"def forward\(|\.backward\(|training_step"),)
+    TRIGGERS = ((r"torch", r"def forward\(|\.backward\(|training_step|def compute_loss\("),)
 
     # where a statement runs every step: TD201's and TD205's decisions
     _training_context = SyncRules._training_context
+    _trainer_loss = SyncRules._trainer_loss
     skip_sync = SyncRules.skip_sync
     # a mask per value in a loop over values (``x[labels == c]`` for each c) is TD301's
     _mask_loop = LoopRules._mask_loop

@@ -118,7 +118,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
     RULES = (*RULES, *SOLVER_RULES)
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
-        (r"\.backward\(|\.step\(|def training_step\(",),
+        (r"\.backward\(|\.step\(|def training_step\(|def compute_loss\(",),
         (r"(?i)tol|eps|thr|allclose|isclose|\de-\d", r"\bwhile\b|\bbreak\b"),
         (r"def forward\(", r"item\(|cpu\(|numpy\(|tolist\(|float\(|int\(|if |assert |print"),
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
@@ -146,9 +146,17 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
         # is a Lightning-style ``training_step`` method (the framework runs backward and step).
         if isinstance(scope, FUNCTIONS) and (
             self.is_training_body(scope, full=True) or scope.name in FRAMEWORK_STEPS
+            or self._trainer_loss(scope)
         ):
             return scope
         return None
+
+    def _trainer_loss(self, function: ast.AST) -> bool:
+        """``compute_loss`` of a Hugging Face ``Trainer`` subclass: the Trainer calls it at
+        every training step (and runs backward and step around it)."""
+        owner = self.parent(function)
+        return (function.name == "compute_loss" and isinstance(owner, ast.ClassDef)  # type: ignore[attr-defined]
+                and any((dotted(b) or "").endswith("Trainer") for b in owner.bases))  # fmt: skip
 
     def _report_sync(self, node: ast.AST, what: str, fix: str | None = None) -> None:
         context = self._training_context(node)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torchdoctor.lint.forward_calls import ForwardCall, forward_calls
+from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.syntax import link_parents
 
 USES_CUDA = re.compile(r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True")
@@ -235,7 +236,7 @@ class Project:
                 if not _STEP_MARKERS.search(self.text(path)):
                     continue
                 tree = self._trees.get(path) or _parse(self.text(path))  # (no parent links)
-                modules = _imported_names(tree) | {"self"}
+                modules = set(ImportTable(tree).imports if tree is not None else ()) | {"self"}
                 for loop in ast.walk(tree) if tree is not None else ():
                     if isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
                         for call in _calls_in_body(loop):
@@ -394,19 +395,3 @@ class Project:
         )
         self._no_grad[key] = verdict
         return verdict
-
-
-def _imported_names(tree: ast.AST | None) -> set[str]:
-    """The names a file's imports bind (``import utils``, ``import a.b as c``, ``from pkg
-    import utils``): receivers of a call of a function defined in another file.
-
-    Example:
-        >>> sorted(_imported_names(ast.parse("import a.b as c\\nimport os.path\\nfrom p import q")))
-        ['c', 'os', 'q']
-    """
-    names: set[str] = set()
-    for node in ast.walk(tree) if tree is not None else ():
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                names.add(alias.asname or alias.name.split(".")[0])
-    return names

@@ -163,8 +163,9 @@ def _run_families(tree, text, path, codes, families, project):
     for finding in found:
         # (one finding per place, and one per message on a line, but for fixes, each its own:
         # `z[b] - z[b].mean(0)` slices `z` twice and says the same thing twice)
+        fix_column = finding.column if finding.fixable else None
         keys = ((finding.code, finding.line, finding.column),
-                (finding.code, finding.line, finding.message, finding.fixable and finding.column))  # fmt: skip
+                (finding.code, finding.line, finding.message, fix_column))  # fmt: skip
         if finding.code in codes and seen.isdisjoint(keys):
             if not is_suppressed(finding, context.lines):
                 seen.update(keys)

@@ -160,3 +160,14 @@ def test_a_fill_the_dtype_cannot_hold_is_an_error():
             assert math.isclose(slot, fill, rel_tol=1e-2)
         else:  # held exactly
             assert slot == fill
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_default_num_segments_is_max_id_plus_one_for_every_integer_dtype(dtype):
+    """uint8 ids once gave 256 segments (the dtype's range) instead of max(id) + 1."""
+    ids = torch.tensor([3, 1, 0, 2], dtype=dtype)
+    order, counts, offsets = group_by_segment(ids)
+    assert counts.tolist() == [1, 1, 1, 1]
+    assert order.tolist() == [2, 1, 3, 0] and offsets.tolist() == [0, 1, 2, 3]
+    padded, mask = pad_segments(torch.arange(4.0), ids)
+    assert padded.shape == (4, 1) and bool(mask.all())

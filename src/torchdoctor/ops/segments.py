@@ -107,7 +107,8 @@ def group_by_segment(
         if segment_ids.numel() == 0:
             num_segments = 0
         else:
-            num_segments = int(segment_ids.max().clamp(min=-1).item()) + 1  # the one sync
+            # In int64: clamp(min=-1) on uint8 ids would wrap -1 to 255 (256 segments).
+            num_segments = int(segment_ids.max().long().clamp(min=-1).item()) + 1  # the one sync
     keys = _sort_keys(segment_ids)
     order = torch.sort(keys, dim=-1, stable=True).indices
     # Ignored and out-of-range ids go to an extra bin that is dropped afterwards.

@@ -40,7 +40,9 @@ def covariance(
         check: NaN/Inf check of ``x`` (one host sync); off by default, as this is a hot-path op.
 
     Returns:
-        ``(..., d, d)`` symmetric matrices in ``x``'s dtype; differentiable.
+        ``(..., d, d)`` symmetric matrices in ``x``'s dtype; differentiable. Half precision
+        (float16/bfloat16) is computed in float32 and rounded once at the end, so a covariance
+        that fits float16 does not overflow in its intermediate sums.
 
     Example:
         >>> x = torch.randn(8, 4, 64)   # 8 images, K = 4 parts, d = 64
@@ -59,6 +61,8 @@ def covariance(
         )
     if check:
         require_finite(x=x)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return covariance(x.float(), shrinkage, unbiased).to(x.dtype)
     centered = x - x.mean(dim=-2, keepdim=True)
     cov = centered.mT @ centered / (n - 1 if unbiased else n)
     cov = (cov + cov.mT) / 2  # exactly symmetric

@@ -283,3 +283,21 @@ def test_auto_without_check_gives_infeasible_problems_minus_one_and_inf_on_cpu(m
         for method in ("auto", "scipy"):  # check=True, and method="scipy" always, still raise
             with pytest.raises(ValueError, match="problem 0 is infeasible"):
                 linear_assignment(sign * costs, maximize, method=method, check=method == "auto")
+
+
+def test_greedy_ranks_64_bit_integer_costs_exactly():
+    """int64 costs above 2**53 once tied after the cast to float64."""
+    big = 2**60
+    assert greedy_assignment(torch.tensor([[big + 1, big]])).columns.tolist() == [1]
+    assert greedy_assignment(torch.tensor([[big + 1, big]]), maximize=True).columns.tolist() == [0]
+    extremes = torch.tensor([[2**63 - 1, -(2**63)], [2**63 - 2, 2**63 - 1]])
+    assert greedy_assignment(extremes).columns.tolist() == [1, 0]
+    assert greedy_assignment(extremes, maximize=True).columns.tolist() == [0, 1]
+    generator = torch.Generator().manual_seed(11)
+    small = torch.randint(-3, 3, (6, 4, 5), generator=generator)  # many ties
+    for maximize in (False, True):
+        result = greedy_assignment(small * 2**40 + big, maximize=maximize)
+        expected = greedy_assignment(small.double(), maximize=maximize)
+        assert torch.equal(result.columns, expected.columns)
+    unsigned = torch.tensor([[2**63 + 1, 2**63]], dtype=torch.uint64)
+    assert greedy_assignment(unsigned).columns.tolist() == [1]

@@ -252,6 +252,22 @@ def assignment_cost(cost: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     return torch.where(columns >= 0, picked, 0).sum(dim=-1)
 
 
+def _dense_ranks(work: torch.Tensor) -> torch.Tensor:
+    """Each problem's costs ``(B, R, C)`` replaced by their dense rank, as float64: the same
+    order and ties as the integers themselves, exact in float64 (ranks are below ``R * C``).
+
+    Example:
+        >>> _dense_ranks(torch.tensor([[[2**60 + 1, 2**60], [7, 2**60]]])).tolist()
+        [[[2.0, 1.0], [0.0, 1.0]]]
+    """
+    flat = work.flatten(1)
+    values, order = flat.sort(dim=1)
+    new_value = torch.ones_like(values, dtype=torch.long)
+    new_value[:, 1:] = values[:, 1:] != values[:, :-1]
+    ranks = torch.empty_like(order).scatter_(1, order, new_value.cumsum(dim=1) - 1)
+    return ranks.view(work.shape).to(torch.float64)
+
+
 def greedy_assignment(cost: torch.Tensor, maximize: bool = False) -> Assignment:
     """Greedy assignment, batched: repeatedly take the cheapest remaining pair of each problem.
 
@@ -260,7 +276,8 @@ def greedy_assignment(cost: torch.Tensor, maximize: bool = False) -> Assignment:
     are never taken: a row whose remaining pairs are all forbidden gets ``-1``. Ties go to the
     lowest flat index ``r * C + c``. NaN entries are never taken either. The opposite infinity
     (``-inf`` when minimizing) is the best pair there is: taken first, making the total
-    ``-inf``. ``total`` has the cost's dtype (float64 for integer costs).
+    ``-inf``. ``total`` has the cost's dtype (float64 for integer costs). Integer costs are
+    ranked exactly, also 64-bit ones beyond float64's ``2**53`` (one sort per problem).
 
     Example:
         >>> import torch
@@ -271,7 +288,9 @@ def greedy_assignment(cost: torch.Tensor, maximize: bool = False) -> Assignment:
     _check_cost(cost, "greedy_assignment")
     *batch_shape, rows, cols = cost.shape
     work = cost.detach().reshape(math.prod(batch_shape), rows, cols)
-    if not work.is_floating_point():
+    if work.dtype in (torch.int64, torch.uint64):  # float64 would tie costs above 2**53
+        work = _dense_ranks(work)
+    elif not work.is_floating_point():  # exact in float64
         work = work.to(torch.float64)
     work = -work if maximize else work.clone()
     work = torch.where(torch.isnan(work), math.inf, work)

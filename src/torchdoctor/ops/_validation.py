@@ -205,10 +205,16 @@ def require_finite(**tensors: torch.Tensor | None) -> None:
             )
 
 
-def raise_not_spd(name: str, matrices: torch.Tensor, failed: torch.Tensor, hint: str) -> None:
+def raise_not_spd(
+    name: str, matrices: torch.Tensor, failed: torch.Tensor, hint: str, remedy: str = ""
+) -> None:
     """Raise ValueError for the first matrix flagged in ``failed`` (an error path: syncs freely).
 
-    The message names the batch index and the smallest eigenvalue of that matrix.
+    ``failed`` flags matrices whose Cholesky factorization failed. The message names the batch
+    index and the smallest eigenvalue of that matrix (computed in float64), then ``hint``.
+    When that eigenvalue is positive the matrix is SPD but too ill-conditioned to factor in
+    its own dtype: the message says so, with its condition number, and suggests float64,
+    jitter and ``remedy`` (a further way out the caller offers) instead of ``hint``.
 
     Example:
         >>> m = torch.stack([torch.eye(2), -torch.eye(2)])
@@ -217,12 +223,31 @@ def raise_not_spd(name: str, matrices: torch.Tensor, failed: torch.Tensor, hint:
         ... except ValueError as e:
         ...     print(str(e)[:58])
         cov is not symmetric positive definite at batch index (1,)
+        >>> tiny = torch.diag(torch.tensor([1.0, 1e-30]))  # SPD, but cond 1e30
+        >>> try:
+        ...     raise_not_spd("cov", tiny, torch.tensor(True), "regularize it")
+        ... except ValueError as e:
+        ...     print(str(e)[:70])
+        the Cholesky factorization of cov (the single matrix) failed in torch.
     """
     index = tuple(int(i) for i in failed.nonzero()[0].tolist()) if failed.ndim else ()
     matrix = matrices[index]
     symmetric = (matrix + matrix.mT) / 2
-    smallest = torch.linalg.eigvalsh(symmetric.double())[0].item()
+    eigenvalues = torch.linalg.eigvalsh(symmetric.double())
+    smallest, largest = eigenvalues[0].item(), eigenvalues[-1].item()
     where = f"at batch index {index}" if index else "(the single matrix)"
+    if smallest > 0:  # SPD as far as float64 tells: the factorization lost it to rounding
+        wider = (
+            f"compute in float64 (e.g. {name}.double()), " if matrix.dtype != torch.float64 else ""
+        )
+        extra = f", {remedy}" if remedy else ""
+        raise ValueError(
+            f"the Cholesky factorization of {name} {where} failed in {matrix.dtype}, although "
+            f"its smallest eigenvalue (computed in float64) is positive, {smallest:.3e}: the "
+            f"matrix is ill-conditioned (condition number ~{largest / smallest:.1e}) for "
+            f"{matrix.dtype}; {wider}add jitter to its diagonal or regularize it (e.g. "
+            f"covariance(x, shrinkage=0.1)){extra}"
+        )
     raise ValueError(
         f"{name} is not symmetric positive definite {where}: smallest eigenvalue "
         f"{smallest:.3e}; {hint}"

@@ -60,7 +60,8 @@ def cholesky_factor(
         max_tries: number of jitter steps; the largest is the jitter budget.
         check: ``True`` (default) checks for NaN/Inf and raises ValueError for a matrix that
             is not SPD even with the largest jitter; the error names the batch index and the
-            smallest eigenvalue. This costs one host sync for the whole batch (two on the rare
+            smallest eigenvalue (when that is positive, it says the matrix is too
+            ill-conditioned to factor in its dtype, with its condition number). This costs one host sync for the whole batch (two on the rare
             jitter path), and the jitter levels are only factored when a matrix needs them.
             ``False`` is the hot path: no host sync at all; since it cannot know whether any
             matrix failed, it always factors all ``max_tries`` jitter levels in one extra
@@ -174,6 +175,7 @@ def _raise_not_spd(cov: torch.Tensor, failed: torch.Tensor, jitter: float, tries
         failed,
         f"still not factorable without {tried}; regularize it (e.g. covariance(x, "
         "shrinkage=0.1)) or raise jitter/max_tries",
+        f"or raise jitter/max_tries (it was factored without {tried})",
     )
 
 

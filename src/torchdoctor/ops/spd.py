@@ -182,7 +182,7 @@ def _logdet(a: torch.Tensor) -> torch.Tensor:
     return torch.where(info == 0, logdet, torch.nan)
 
 
-def _check_spd(a: torch.Tensor, b: torch.Tensor) -> None:
+def _check_spd(a: torch.Tensor, b: torch.Tensor, metric: str) -> None:
     """NaN/Inf and SPD check of both inputs with one host sync (error path syncs more)."""
     info_a = torch.linalg.cholesky_ex(a).info != 0
     info_b = torch.linalg.cholesky_ex(b).info != 0
@@ -192,10 +192,16 @@ def _check_spd(a: torch.Tensor, b: torch.Tensor) -> None:
     if flags[0]:
         require_finite(a=a, b=b)
     hint = "this metric needs SPD matrices; regularize them (e.g. covariance(x, shrinkage=0.1))"
+    remedy = (  # log_euclidean floors eigenvalues within rounding of zero: no Cholesky needed
+        f"or pass check=False to accept it (log_euclidean floors eigenvalues within rounding "
+        f"of zero; its smallest eigenvalues are then only as accurate as {a.dtype} allows)"
+        if metric == "log_euclidean"
+        else ""
+    )
     if flags[1]:
-        raise_not_spd("a", a, info_a, hint)
+        raise_not_spd("a", a, info_a, hint, remedy)
     if flags[2]:
-        raise_not_spd("b", b, info_b, hint)
+        raise_not_spd("b", b, info_b, hint, remedy)
 
 
 def spd_distance(
@@ -209,7 +215,10 @@ def spd_distance(
             ``"affine_invariant"``; definitions as pyRiemann's distance_euclid,
             distance_logeuclid, distance_logdet and distance_riemann.
         check: NaN/Inf check, plus an SPD check for the non-``fro`` metrics, with one host
-            sync; the error names the batch index and smallest eigenvalue. ``False`` on a hot
+            sync; the error names the batch index and smallest eigenvalue. The SPD check is a
+            Cholesky factorization in the compute dtype, so a matrix that is SPD but too
+            ill-conditioned for float32 is rejected too; its error says so and suggests float64
+            or jitter (``log_euclidean`` with ``check=False`` accepts it). ``False`` on a hot
             path: no host sync, and a non-SPD (or NaN) input gives NaN, never a silent 0.
 
     Returns:
@@ -238,7 +247,7 @@ def spd_distance(
         if metric == "fro":
             require_finite(a=a, b=b)
         else:
-            _check_spd(a, b)
+            _check_spd(a, b, metric)
     if metric == "fro":
         squared = (a - b).pow(2).sum((-2, -1))
     elif metric == "log_euclidean":

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from torchdoctor.ops import cholesky_factor, spd_distance
+
+
+def _ill_conditioned_float32() -> torch.Tensor:
+    """A float32 matrix that is SPD exactly (float64 eigenvalues all > 0) yet fails a float32
+    Cholesky factorization: eigenvalues 1 .. 1e-9 (the tester's repro, seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))
+    eigenvalues = torch.tensor([1, 1e-3, 1e-6, 1e-9], dtype=torch.float64)
+    b = (q @ torch.diag(eigenvalues) @ q.T).float()
+    b = (b + b.T) / 2
+    assert torch.linalg.eigvalsh(b.double()).min() > 0
+    assert torch.linalg.cholesky_ex(b).info > 0
+    return b
+
+
+def test_an_spd_but_ill_conditioned_matrix_is_not_called_non_spd():
+    """The check once said "not symmetric positive definite: smallest eigenvalue 2.858e-09"."""
+    b = _ill_conditioned_float32()
+    eye = torch.eye(4)
+    honest = r"Cholesky factorization of {} \(the single matrix\) failed in torch\.float32"
+    cond = r"ill-conditioned \(condition number ~\d\.\de\+08\)"
+    for metric in ("log_euclidean", "stein", "affine_invariant"):
+        with pytest.raises(ValueError, match=honest.format("a")) as error:
+            spd_distance(b, eye, metric=metric)
+        message = str(error.value)
+        assert "not symmetric positive definite" not in message
+        assert "positive, 2.858e-09" in message and "a.double()" in message
+        assert ("check=False" in message) == (metric == "log_euclidean")
+        assert "jitter" in message
+        with pytest.raises(ValueError, match=cond):
+            spd_distance(eye, b, metric=metric)  # named b when it is the second argument
+    assert math.isfinite(spd_distance(b, eye, metric="log_euclidean", check=False).item())
+    assert math.isfinite(spd_distance(b.double(), eye.double(), metric="stein").item())
+    with pytest.raises(ValueError, match=honest.format("cov")) as error:
+        cholesky_factor(b, max_tries=0)
+    assert "max_tries" in str(error.value) and "cov.double()" in str(error.value)
+    chol, added = cholesky_factor(b)  # the default jitter ladder factors it
+    assert added.item() > 0 and torch.isfinite(chol).all()
+
+
+def test_a_matrix_that_is_not_spd_is_still_rejected_as_such():
+    bad = torch.diag(torch.tensor([1.0, -1e-9, 2.0]))
+    with pytest.raises(ValueError, match=r"a is not symmetric positive definite .*-1\.000e-09"):
+        spd_distance(bad, torch.eye(3), metric="log_euclidean")
+    with pytest.raises(ValueError, match=r"cov is not symmetric positive definite"):
+        cholesky_factor(bad, max_tries=0)

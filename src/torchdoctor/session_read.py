@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 #: The phases of a step, in the order reports show them (``session["phases"]`` keys).
@@ -234,7 +235,9 @@ def _exception_line(lines: list[str]) -> str:
         return "an exception"
     frames = [i for i, line in enumerate(lines) if line.strip().startswith('File "')]
     after = lines[frames[-1] + 1 :] if frames else lines
-    text = next((line for line in after if not line[:1].isspace()), after[-1] if after else lines[-1])
+    text = next(
+        (line for line in after if not line[:1].isspace()), after[-1] if after else lines[-1]
+    )
     text = _ANSI.sub("", text).strip()  # (torch.load's message sets bold with escape codes)
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
@@ -337,3 +340,71 @@ def dropout_in_training(call: Mapping[str, Any]) -> bool:
         (True, False)
     """
     return bool(call.get("training")) and float(call.get("dropout") or 0.0) > 0
+
+
+#: share of the steps' wall time the profiled thread waited for a core that makes the run's
+#: figures inflated by the machine (the ``cpu-contention`` advice and the headline's caveat)
+CONTENTION_SHARE = 0.10
+#: steps with the thread's figures needed to say so
+CONTENTION_STEPS = 5
+
+
+@dataclass
+class HostSplit:
+    """Where some steps' wall time went (``steps[i].cpu_ms``, ``cpu_wait_ms``: the profiled
+    thread on a core, ready with no core free; the rest blocked).
+
+    Example:
+        >>> HostSplit(10.0, 6.0, 3.0).blocked_ms
+        1.0
+    """
+
+    wall_ms: float
+    cpu_ms: float
+    wait_ms: float
+
+    @property
+    def blocked_ms(self) -> float:
+        return max(0.0, self.wall_ms - self.cpu_ms - self.wait_ms)
+
+
+def host_steps(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The steps that carry the thread's run-queue wait (Linux; steps cut in its thread).
+
+    Example:
+        >>> len(host_steps([{"wall_ms": 1.0, "cpu_ms": 1.0, "cpu_wait_ms": 0.0}, {"wall_ms": 1.0}]))
+        1
+    """
+    return [s for s in steps if s.get("cpu_wait_ms") is not None and s.get("cpu_ms") is not None]
+
+
+def host_split(steps: Sequence[Mapping[str, Any]]) -> HostSplit:
+    """The summed :class:`HostSplit` of ``steps`` (those without the figures left out).
+
+    Example:
+        >>> host_split([{"wall_ms": 4.0, "cpu_ms": 3.0, "cpu_wait_ms": 0.5}] * 2)
+        HostSplit(wall_ms=8.0, cpu_ms=6.0, wait_ms=1.0)
+    """
+    rows = host_steps(steps)
+    return HostSplit(
+        sum(float(s["wall_ms"]) for s in rows),
+        sum(float(s["cpu_ms"]) for s in rows),
+        sum(float(s["cpu_wait_ms"]) for s in rows),
+    )
+
+
+def contention_share(session: Mapping[str, Any]) -> float | None:
+    """The share of the steps' wall time the profiled thread waited for a CPU core, when it is
+    at least :data:`CONTENTION_SHARE` over at least :data:`CONTENTION_STEPS` steps; else None.
+
+    Example:
+        >>> steps = [{"wall_ms": 10.0, "cpu_ms": 6.0, "cpu_wait_ms": 4.0}] * 5
+        >>> contention_share({"steps": steps}), contention_share({"steps": steps[:4]})
+        (0.4, None)
+    """
+    steps = host_steps(session.get("steps") or ())
+    total = host_split(steps)
+    if len(steps) < CONTENTION_STEPS or total.wall_ms <= 0.0:
+        return None
+    share = total.wait_ms / total.wall_ms
+    return share if share >= CONTENTION_SHARE else None

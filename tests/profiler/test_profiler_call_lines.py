@@ -43,6 +43,14 @@ def test_model_calls_are_charged_to_the_user_lines_they_run_under():
     assert not any("/bin/" in r["file"] for r in s["call_lines"])  # no entry script rows
 
 
+def _spin(seconds):
+    """CPU work of ``seconds`` (an environment's step, a batch read from the page cache): a
+    sleep would be time blocked, which the long steps' advice tells apart from work."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def _train_with_periodic_work(model, opt, x, work, steps, due, **options):
     """A profiled training loop that runs ``work()`` at every step ``i % 20 == due``; the
     session, whose detailed long steps were kept apart."""
@@ -105,7 +113,7 @@ def test_a_rollout_of_small_batch_calls_every_n_steps_is_counted_and_advised(env
             with torch.no_grad():
                 logits = policy(obs)  # rollout
             obs = obs * 0.9 + logits.sum() * 0.01
-            time.sleep(1e-4)  # (the environment's step: long steps stay long on a fast host)
+            _spin(2e-4)  # (the environment's step: long steps stay long on a fast host)
 
     # (windows: the schedule aims a detailed step at the long ones)
     s = _train_with_periodic_work(policy, opt, batch, collect_rollout, steps=100, due=10)
@@ -138,7 +146,7 @@ def test_a_periodic_evaluation_in_small_batches_is_told_as_an_evaluation():
         with torch.no_grad():
             for _ in range(120):
                 model(torch.randn(4, 4))  # evaluation
-                time.sleep(1e-4)  # (reading a batch: long steps stay long on a fast host)
+                _spin(2e-4)  # (reading a batch: long steps stay long on a fast host)
         model.train()
 
     s = _train_with_periodic_work(model, opt, torch.randn(64, 4), estimate_loss, 100, 10)

@@ -102,6 +102,8 @@ CRAFTED = {
     "library_loop": library_loop_session,
     "hot_line_advice": hot_line_session,
     "cpu_oversubscription": oversubscribed_session,
+    "cpu_contention": lambda: {**slow_session(), "steps": [{"index": i, "wall_ms": 30.0,  # (a
+        "cpu_ms": 20.0, "cpu_wait_ms": 10.0, "phases": {}} for i in range(9)]},  # busy machine)
     "one_sample_per_call": lambda: {**slow_session(),
                                     "steps": [{"input_shape": [1, 9], "phases": {}}] * 24},
 }

@@ -60,6 +60,7 @@ from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.garbage import FrozenObjects
 from torchdoctor.collect.hook_events import HookEvents
+from torchdoctor.collect.host_time import ThreadTimes
 from torchdoctor.collect.install import Installation
 from torchdoctor.collect.lines import LineCollector
 from torchdoctor.collect.loader import TimedLoader
@@ -163,6 +164,8 @@ class Profiler(StepCycle, HookEvents):
         self._step_listeners: list[Callable[[Profiler], None]] = []
         self._queue = StepQueue()  # steps not yet summarized (collect/step_queue.py)
         self._recent = RecentSteps()  # the last steps' host time: the detail budget
+        self._host: ThreadTimes | None = None  # the thread's time on/waiting for a core
+        self._host_began: Any = None  # ... its reading when the step began
         self._memory_counted = False  # a kept detailed step counted activation bytes
         # compiled code runs under this profiler: hooks and modes stay (collect/compiled.py)
         self._compiled = False
@@ -235,6 +238,8 @@ class Profiler(StepCycle, HookEvents):
             hooks.remove()
             raise
         self._running = True
+        self._host = ThreadTimes()  # (collect/host_time.py: read at each step boundary)
+        hooks.add_undo(self._host.close)
         self.add_step_listener(lambda _: frozen.again())  # (no backward: the first step)
         if self.checkpoint is not None and self.checkpoint_every > 0:
             self._checkpointer = Checkpointer(self.checkpoint, self.checkpoint_every,

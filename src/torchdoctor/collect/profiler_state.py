@@ -20,6 +20,7 @@ from enum import Enum
 from typing import Any
 
 from torchdoctor.collect.engine_state import loader_settings, loader_site, optimizer_settings
+from torchdoctor.collect.host_time import HOST_KEYS
 from torchdoctor.collect.step_store import StepStore
 
 _NO_REFERENCE = object()  # an iterator that takes no weak reference
@@ -227,7 +228,8 @@ class ProfilerState:
 
     def step_entries(self, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``session["steps"]`` of the kept per-step summaries: index, wall time, phases, peak
-        memory, whether detailed; with steps cut at module calls, the outermost input's shape
+        memory, whether detailed, the profiled thread's ms on a core and waiting for one
+        (``cpu_ms``, ``cpu_wait_ms``: ``collect/host_time.py``); with steps cut at module calls, the outermost input's shape
         and, where a step called other outermost modules than most, those
         (``outer_modules``); ``lines_cut`` where its hot lines stopped at the detail budget.
 
@@ -251,6 +253,9 @@ class ProfilerState:
                 entry["outer_modules"] = list(modules)
             if s.get("lines_cut"):
                 entry["lines_cut"] = True
+            for key in HOST_KEYS:  # (collect/host_time.py: where the thread's time went)
+                if key in s:
+                    entry[key] = round(float(s[key]), 4)
             entries.append(entry)
         return entries
 

@@ -175,12 +175,14 @@ class StepCycle:
             self._other.step_began(detailed, rec.phases.phase)
         STATE.step_index = self._counter
         self._recent.began_ns = began
+        self._host_began = self._host.read() if self._host is not None else None
 
     def _cut(self, discard: bool = False) -> None:
         rec, state = self._rec, self.state
         if not rec.recording:
             return
         end_token = rec.now()
+        host = self._host.since(self._host_began) if self._host is not None else {}
         began = time.perf_counter_ns()
         calls = self._outer_calls  # (this step's outermost calls become the last step's)
         calls[0], calls[1] = 0, (calls[1] if discard else calls[0])
@@ -201,7 +203,7 @@ class StepCycle:
         if not self._detailed:  # light: its tokens wait, summarized in a batch
             if kept:
                 due = queue.add_light(rec.step_start, end_token, rec.phases.segments, peak,
-                                      self._audited)  # fmt: skip
+                                      self._audited, host)  # fmt: skip
         else:
             raw = rec.take_step(end_token)
             lines = self._lines.take_step() if self._lines is not None else None
@@ -223,7 +225,7 @@ class StepCycle:
                     rec.fingerprinting, self._audited, other, cut,
                     (self._chains, rec.kind, rec.path),
                 )  # fmt: skip
-                due = queue.add_detailed(summarize)
+                due = queue.add_detailed(summarize, host)
             elif lines is not None:  # a warm-up step's line backward still carries to the next
                 queue.flush(self._clock, state.summaries)  # (tables in step order)
                 lines()

@@ -51,12 +51,15 @@ BATCH = 32
 #: ... and none waits longer than this (seconds): what the live view and checkpoints lag by
 MAX_AGE_S = 0.5
 
-Light = tuple[Any, Any, Sequence[tuple[Any, str]], "int | None", bool]
+Light = tuple[Any, Any, Sequence[tuple[Any, str]], "int | None", bool, "dict[str, float] | None"]
+Detailed = tuple[Callable[[], dict[str, Any]], "dict[str, float] | None"]
 
 
 class StepQueue:
     """Steps waiting to be summarized, in order: a light one as ``(start, end, segments, peak,
-    audited)`` tokens, a detailed one as the function that summarizes it.
+    audited, host)`` tokens, a detailed one as the function that summarizes it and its
+    ``host`` (``collect/host_time.py``: the thread's ``cpu_ms``/``cpu_wait_ms``, added to
+    the summary).
 
     Example:
         >>> queue = StepQueue(batch=2)
@@ -69,7 +72,7 @@ class StepQueue:
             raise ValueError(f"batch must be at least 1 step, got {batch}")
         self.batch = batch
         self.max_age_s = max_age_s
-        self._steps: list[Light | Callable[[], dict[str, Any]]] = []
+        self._steps: list[Light | Detailed] = []
         self._since = 0.0  # time.monotonic() when the oldest waiting step was added
         self._last: float | None = None  # ... when the last step was added (None: none yet)
 
@@ -93,15 +96,18 @@ class StepQueue:
         segments: Sequence[tuple[Any, str]],
         peak_memory_bytes: int | None,
         audited: bool,
+        host: dict[str, float] | None = None,
     ) -> bool:
         """Keep one light step's tokens; True when the batch is due (:meth:`flush` it)."""
-        self._steps.append((start, end, segments, peak_memory_bytes, audited))
+        self._steps.append((start, end, segments, peak_memory_bytes, audited, host))
         return self._added()
 
-    def add_detailed(self, summarize: Callable[[], dict[str, Any]]) -> bool:
+    def add_detailed(
+        self, summarize: Callable[[], dict[str, Any]], host: dict[str, float] | None = None
+    ) -> bool:
         """Keep a detailed step as the function returning its summary (it resolves its own
         tokens with the clock it was timed with); True when the batch is due."""
-        self._steps.append(summarize)
+        self._steps.append((summarize, host))
         return self._added()
 
     def flush(self, clock: Any, store: Any) -> None:
@@ -112,21 +118,27 @@ class StepQueue:
             return
         tokens: list[Any] = []
         for step in steps:
-            if not callable(step):
-                start, end, segments, _, _ = step
+            if len(step) == 6:  # (a light step's tokens)
+                start, end, segments, *_ = step
                 tokens.append(start)
                 tokens.append(end)
                 tokens.extend(t for t, _ in segments)
         ns = clock.resolve(tokens) if tokens else []
         i = 0
         for step in steps:
-            if callable(step):
-                store.append(step())
+            if len(step) == 2:
+                summarize, host = step
+                summary = summarize()
+                if host:
+                    summary.update(host)
+                store.append(summary)
                 continue
-            _, _, segments, peak, audited = step
+            _, _, segments, peak, audited, host = step
             n = len(segments)
             resolved = [(ns[i + 2 + k], phase) for k, (_, phase) in enumerate(segments)]
             summary = light_step((ns[i], ns[i + 1]), resolved, peak)
             summary["audited"] = audited
+            if host:
+                summary.update(host)
             store.append(summary)
             i += 2 + n

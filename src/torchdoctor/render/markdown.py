@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown_text import code_block, code_span, escape
-from torchdoctor.render.tree import heavy_overhead_text
+from torchdoctor.render.tree import contention_text, heavy_overhead_text
 from torchdoctor.session_read import (
     PHASES,
     center,
@@ -100,9 +100,9 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
     ]
     if parts:
         lines.append("- **Phases:** " + ", ".join(parts))
-    caveat = heavy_overhead_text(session)
-    if caveat:
-        lines.append(f"- **Caveat:** {escape(caveat)}")
+    for caveat in (heavy_overhead_text(session), contention_text(session)):
+        if caveat:
+            lines.append(f"- **Caveat:** {escape(caveat)}")
     lines.append(
         f"- **Where:** {escape(str(env.get('device') or '?'))}, torch "
         f"{escape(str(env.get('torch') or '?'))}, timing "

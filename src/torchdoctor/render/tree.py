@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from torchdoctor.analyze.tree import group_repeated_siblings, with_percentages
-from torchdoctor.session_read import PHASES, center, walk
+from torchdoctor.session_read import PHASES, center, contention_share, walk
 
 #: the tree table's columns, in display order ("" is the bar)
 COLUMNS = ("module / region", "total ms", "% parent", "% step", "", "fwd ms", "bwd ms",
@@ -121,6 +121,26 @@ def heavy_overhead_text(session: Any) -> str | None:
     )
 
 
+def contention_text(session: Any) -> str | None:
+    """The caveat under a report's headline when the profiled thread waited for a CPU core
+    for a sizeable share of the steps' time (``session_read.contention_share``), else None.
+
+    Example:
+        >>> steps = [{"wall_ms": 10.0, "cpu_ms": 5.0, "cpu_wait_ms": 5.0}] * 5
+        >>> contention_text({"steps": steps})[:60]
+        "the profiled thread waited for a CPU core 50% of the steps' "
+        >>> contention_text({"steps": steps[:1]}) is None
+        True
+    """
+    share = contention_share(session)
+    if share is None:
+        return None
+    return (
+        f"the profiled thread waited for a CPU core {100 * share:.0f}% of the steps' time "
+        "(other processes held the cores): every time here includes that wait"
+    )
+
+
 def render_tree(
     session: Any,
     *,
@@ -171,9 +191,10 @@ def render_tree(
             f" ({left} outlier{'s' if left > 1 else ''} left out)" if left else ""
         )
         title.append(f"; tree and phases from {used}, {format_ms(detailed_ms)} ms each")
-    caveat = heavy_overhead_text(session) if windowed else None
-    if caveat:
-        title.append(f"\n{caveat}", style="yellow")
+    caveats = [heavy_overhead_text(session) if windowed else None, contention_text(session)]
+    for caveat in caveats:
+        if caveat:
+            title.append(f"\n{caveat}", style="yellow")
     phases = session.get("phases") or {}
     parts = []
     share_of = detailed_ms if windowed else step_ms

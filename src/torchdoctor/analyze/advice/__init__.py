@@ -26,6 +26,7 @@ from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_sa
 from torchdoctor.analyze.advice.checkpointing import activation_checkpointing
 from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.advice.compile_time import recompiles
+from torchdoctor.analyze.advice.cpu_contention import cpu_contention
 from torchdoctor.analyze.advice.cpu_threads import cpu_oversubscription
 from torchdoctor.analyze.advice.cpu_work import cpu_work
 from torchdoctor.analyze.advice.data_phase import data_loading
@@ -85,6 +86,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     communication,
     cpu_work,
     cpu_oversubscription,
+    cpu_contention,
     hot_line_advice,
     unattributed,
     engine_knobs,

@@ -23,6 +23,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, one_step_run
+from torchdoctor.analyze.advice.cpu_contention import (
+    extra_split,
+    off_core,
+    off_core_advice,
+    split_evidence,
+)
 from torchdoctor.analyze.advice.one_sample import MIN_SHARE
 from torchdoctor.analyze.advice.one_sample import MIN_STEPS as MANY_CALLS
 from torchdoctor.analyze.advice.step_inputs import MODEL_WORK_FIX, model_work
@@ -330,6 +336,12 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         else f"{len(long)} of {len(recorded)} steps take {ratio:.1f}x the median"
     )
     title = f"{head}: {'periodic ' if period else ''}work {where} is {share:.0f}% of the run"
+    host = extra_split(long, steps)  # (on a core, waiting for one, blocked: host_time.py)
+    off = off_core(host)
+    if host is not None and (off == "waiting" or (off == "blocked" and not _calls_explain(
+            session, host.wall_ms / len(long)))):  # fmt: skip
+        return [off_core_advice(off, host, head, share, long, len(recorded), median,
+                                extra / len(steps))]  # fmt: skip
     loop = small_batch_loop(session)
     if loop is not None:
         title += f": {float(loop['calls_per_step']):.0f} model calls on {_samples(loop)} each"
@@ -366,6 +378,8 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         references=["torch.inference_mode"],
         cause="periodic-work",
     )
+    if host is not None and host.cpu_ms < 0.7 * host.wall_ms:  # (a sizeable part off a core)
+        item.evidence.insert(2, split_evidence(host))
     if loop is not None:
         calls = float(loop["calls_per_step"])
         each = (
@@ -392,3 +406,17 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     item.saving_range_ms = (per_step / 2, per_step)
     item.heat = min(1.0, extra / total)
     return [item]
+
+
+def _calls_explain(session: Mapping[str, Any], extra_ms: float) -> bool:
+    """Whether model calls a detailed long step made under one user line took half or more of
+    a long step's extra time (``long_step_calls``): the periodic work is the model's, whatever
+    else the thread waited on.
+
+    Example:
+        >>> rows = [{"location": "t.py:9", "extra_ms": 30.0}]
+        >>> _calls_explain({"long_step_calls": rows}, 50.0), _calls_explain({}, 50.0)
+        (True, False)
+    """
+    rows = [r for r in session.get("long_step_calls") or () if not r.get("package")]
+    return any(float(r.get("extra_ms") or 0.0) >= 0.5 * extra_ms for r in rows)

@@ -158,3 +158,23 @@ def test_plan_to_assignment_recovers_a_clear_optimum():
         plan_to_assignment(torch.ones(3))
     with pytest.raises(ValueError, match=r"plan_to_assignment\(method='exact'\): .* NaN plan"):
         plan_to_assignment(torch.tensor([[math.nan, 1.0], [0.0, 1.0]]), method="exact")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(dtype):
+    """-cost/eps once overflowed float16 (plan mass 4.1 instead of 1) and bfloat16 sums broke
+    the marginals (mass 5.0)."""
+    generator = torch.Generator().manual_seed(0)
+    cost = (torch.rand(4, 4, generator=generator) * 1000).to(dtype)
+    a = torch.tensor([0.125, 0.25, 0.25, 0.375])  # exact in half precision too
+    for weights in (None, a, a.to(dtype)):
+        got = sinkhorn(cost, weights, eps=0.01, tol=1e-4)
+        wide = sinkhorn(cost.float(), weights, eps=0.01, tol=1e-4)
+        assert got.plan.dtype == got.f.dtype == got.g.dtype == dtype
+        for half, full in zip(got, wide):
+            assert torch.equal(half, full.to(dtype))
+        assert torch.isfinite(got.plan).all()
+        assert math.isclose(got.plan.float().sum().item(), 1.0, rel_tol=1e-2)
+    leaf = cost.clone().requires_grad_()
+    sinkhorn(leaf, eps=1.0, iters=5).plan.sum().backward()
+    assert leaf.grad.dtype == dtype and torch.isfinite(leaf.grad).all()

@@ -138,6 +138,10 @@ def sinkhorn(
     non-negative with equal positive totals; an error names the first bad problem. Problems
     with no rows or no columns give an empty plan and zero potentials.
 
+    The result has the cost's dtype. Half precision (float16/bfloat16) is computed in float32
+    and rounded once at the end: ``-cost / eps`` overflows float16 already at ``cost / eps >
+    65504``, and half-precision sums would break the marginals.
+
     Example:
         >>> import torch
         >>> result = sinkhorn(torch.zeros(2, 3), eps=1.0, iters=5)
@@ -155,6 +159,9 @@ def sinkhorn(
             raise ValueError(f"sinkhorn: {name} must be an int >= {least}, got {value!r}")
     if tol is not None and not tol >= 0:
         raise ValueError(f"sinkhorn: tol must be None or >= 0, got {tol}")
+    if cost.dtype in (torch.float16, torch.bfloat16):
+        wide = sinkhorn(cost.float(), a, b, eps, iters, tol, check_every=check_every, check=check)
+        return SinkhornResult(*(t.to(cost.dtype) for t in wide))
     shape = cost.shape
     batch_shape = tuple(shape[:-2])
     weights_a = _marginal(a, (*batch_shape, shape[-2]), "a", cost)

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "require_same_dtype",
     "require_broadcastable",
     "require_finite",
+    "require_count",
     "describe",
     "raise_not_spd",
 ]
@@ -177,6 +180,42 @@ def require_broadcastable(name_a: str, shape_a: tuple, name_b: str, shape_b: tup
             f"the batch dimensions of {name_a} {tuple(shape_a)} and {name_b} {tuple(shape_b)} "
             f"do not broadcast; give them equal leading dimensions or size-1 ones"
         ) from None
+
+
+def require_count(value: object, name: str, least: int = 0, what: str | None = None) -> int:
+    """``value`` as a Python int, or ValueError unless it is an integer ``>= least``.
+
+    Any integer-like is accepted through ``operator.index`` (``int``, NumPy integers such as
+    ``np.int64(2)``); ``bool``, floats (even ``2.0``) and tensors are rejected (read a tensor
+    with ``int(t)`` yourself: it is a host sync). ``what`` replaces the default description
+    (``"a non-negative int"``, ``"a positive int"`` or ``"an int >= least"``).
+
+    Example:
+        >>> import numpy as np
+        >>> require_count(np.int64(2), "k")
+        2
+        >>> try:
+        ...     require_count(True, "k")
+        ... except ValueError as e:
+        ...     print(e)
+        k must be a non-negative int, got True; pass a Python or NumPy integer
+    """
+    if what is None:
+        what = {0: "a non-negative int", 1: "a positive int"}.get(least, f"an int >= {least}")
+    number = None
+    if not isinstance(value, (bool, torch.Tensor)):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            pass
+    if number is None:
+        hint = "; pass a Python or NumPy integer"
+        if isinstance(value, torch.Tensor):
+            hint += f" (e.g. int({name.split()[-1]}): reading a tensor is a host sync)"
+        raise ValueError(f"{name} must be {what}, got {value!r}{hint}")
+    if number < least:
+        raise ValueError(f"{name} must be {what}, got {number}")
+    return int(number)
 
 
 def require_finite(**tensors: torch.Tensor | None) -> None:

@@ -34,6 +34,7 @@ import torch
 
 from torchdoctor.ops._host import cpu_array, numpy_ready
 from torchdoctor.ops._validation import (
+    require_count,
     require_finite,
     require_float,
     require_rank,
@@ -63,6 +64,8 @@ class DppSelection(NamedTuple):
 
 
 def _resolve_k(k, batch_shape, n, max_k, device, check) -> tuple[torch.Tensor, int]:
+    if max_k is not None:
+        max_k = require_count(max_k, "dpp_greedy: max_k", what="a non-negative int or None")
     if isinstance(k, torch.Tensor):
         if k.dtype.is_floating_point or k.dtype == torch.bool:
             raise TypeError(f"dpp_greedy: k must be an int or an integer tensor, got {k.dtype}")
@@ -83,8 +86,7 @@ def _resolve_k(k, batch_shape, n, max_k, device, check) -> tuple[torch.Tensor, i
         elif max_k is None:
             max_k = 0
     else:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"dpp_greedy: k must be a non-negative int, got {k!r}")
+        k = require_count(k, "dpp_greedy: k")
         k_batch = torch.full(batch_shape, k, dtype=torch.long, device=device)
         max_k = k if max_k is None else max_k
     if max_k < 0:

@@ -23,6 +23,7 @@ import torch
 from torchdoctor.ops._validation import (
     raise_not_spd,
     require_broadcastable,
+    require_count,
     require_finite,
     require_float,
     require_rank,
@@ -94,8 +95,7 @@ def _factor(
     """cholesky_factor; with ``check`` the finite checks of ``also_finite`` share its sync."""
     require_float(cov, "cov")
     require_square(cov, "cov")
-    if not isinstance(max_tries, int) or max_tries < 0:
-        raise ValueError(f"max_tries must be a non-negative int, got {max_tries!r}")
+    max_tries = require_count(max_tries, "max_tries")
     if not jitter >= 0:
         raise ValueError(f"jitter must be >= 0, got {jitter!r}")
     # With autograd, the jitter ladder only decides how much to add; one clean factorization

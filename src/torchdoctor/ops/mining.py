@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from torchdoctor.ops._validation import (
     describe,
+    require_count,
     require_finite,
     require_float,
     require_integer,
@@ -308,8 +309,7 @@ def two_stage_negatives(
         >>> mined.indices.tolist(), round(mined.distances.item(), 3)
         ([1], 1.5)
     """
-    if not isinstance(top_m, int) or isinstance(top_m, bool) or top_m < 1:
-        raise ValueError(f"top_m must be a positive int, got {top_m!r}")
+    top_m = require_count(top_m, "top_m", least=1)
     _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin, mode, check)
     p = pool.shape[-2]
     if top_m >= p:

@@ -27,6 +27,7 @@ import math
 import torch
 
 from torchdoctor.ops._validation import (
+    require_count,
     require_integer,
     require_rank,
     require_same_device,
@@ -42,9 +43,11 @@ def _check_ids(segment_ids: torch.Tensor) -> None:
     require_rank(segment_ids, "segment_ids", 1, layout="(..., n)")
 
 
-def _check_count(value: int | None, name: str) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+def _check_count(value: int | None, name: str) -> int | None:
+    """``value`` as a Python int (NumPy integers accepted), or ``None``."""
+    if value is None:
+        return None
+    return require_count(value, name, what="a non-negative int or None")
 
 
 def _check_fill(fill: object, dtype: torch.dtype) -> None:
@@ -102,7 +105,7 @@ def group_by_segment(
         [[2, 0, 1], [0, 2, 1]]
     """
     _check_ids(segment_ids)
-    _check_count(num_segments, "num_segments")
+    num_segments = _check_count(num_segments, "num_segments")
     if num_segments is None:
         if segment_ids.numel() == 0:
             num_segments = 0
@@ -156,8 +159,8 @@ def pad_segments(
     """
     require_tensor(values, "values")
     _check_ids(segment_ids)
-    _check_count(num_segments, "num_segments")
-    _check_count(max_len, "max_len")
+    num_segments = _check_count(num_segments, "num_segments")
+    max_len = _check_count(max_len, "max_len")
     require_same_device(values=values, segment_ids=segment_ids)
     _check_fill(fill, values.dtype)
     lead = segment_ids.shape

@@ -21,7 +21,12 @@ from typing import NamedTuple
 
 import torch
 
-from torchdoctor.ops._validation import require_float, require_rank, require_same_device
+from torchdoctor.ops._validation import (
+    require_count,
+    require_float,
+    require_rank,
+    require_same_device,
+)
 from torchdoctor.ops.assignment import (
     Assignment,
     _check_cost,
@@ -154,9 +159,8 @@ def sinkhorn(
         raise ValueError(
             f"sinkhorn: eps must be finite and > 0, got {eps}; try 0.01 to 0.1 of the cost scale"
         )
-    for name, value, least in (("iters", iters, 0), ("check_every", check_every, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"sinkhorn: {name} must be an int >= {least}, got {value!r}")
+    iters = require_count(iters, "sinkhorn: iters", what="an int >= 0")
+    check_every = require_count(check_every, "sinkhorn: check_every", least=1, what="an int >= 1")
     if tol is not None and not tol >= 0:
         raise ValueError(f"sinkhorn: tol must be None or >= 0, got {tol}")
     if cost.dtype in (torch.float16, torch.bfloat16):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from torchdoctor.ops._tokens_host import select_dpp_host, tokens_to_keep
 from torchdoctor.ops._validation import (
+    require_count,
     require_float,
     require_integer,
     require_same_device,
@@ -40,6 +41,7 @@ _NO_SEGMENT = torch.iinfo(torch.long).max
 
 
 def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method):
+    """Raise for a bad argument; return ``keep_per_segment`` as a Python int (or ``None``)."""
     require_float(features, "features")
     if features.ndim != 2:
         raise ValueError(
@@ -62,18 +64,15 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
         raise ValueError("give exactly one of keep_ratio (0..1) or keep_per_segment (an int >= 0)")
     if keep_ratio is not None and not 0 <= keep_ratio <= 1:
         raise ValueError(f"keep_ratio must be in [0, 1], got {keep_ratio}")
-    if keep_per_segment is not None and (
-        isinstance(keep_per_segment, bool)
-        or not isinstance(keep_per_segment, int)
-        or keep_per_segment < 0
-    ):
-        raise ValueError(f"keep_per_segment must be an int >= 0, got {keep_per_segment!r}")
+    if keep_per_segment is not None:
+        keep_per_segment = require_count(keep_per_segment, "keep_per_segment", what="an int >= 0")
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if method == "topk" and quality is None:
         raise ValueError(
             "method='topk' ranks tokens by quality: pass quality= (one score per token)"
         )
+    return keep_per_segment
 
 
 def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[torch.Tensor, int, int, int, int]:
@@ -189,7 +188,9 @@ def select_tokens_per_segment(
         >>> select_tokens_per_segment(features, ids, 0.5, quality=quality, method="topk").tolist()
         [2, 3, 6, 7]
     """
-    _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method)
+    keep_per_segment = _check_arguments(
+        features, segment_ids, keep_ratio, keep_per_segment, quality, method
+    )
     features = features.detach()  # the result is a set of positions: no autograd
     quality = None if quality is None else quality.detach()
     if backend not in _BACKENDS:

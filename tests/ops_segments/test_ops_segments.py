@@ -171,3 +171,32 @@ def test_default_num_segments_is_max_id_plus_one_for_every_integer_dtype(dtype):
     assert order.tolist() == [2, 1, 3, 0] and offsets.tolist() == [0, 1, 2, 3]
     padded, mask = pad_segments(torch.arange(4.0), ids)
     assert padded.shape == (4, 1) and bool(mask.all())
+
+
+def test_sparse_ids_without_num_segments_raise_a_clear_error():
+    """Ids such as [0, 10**12] once made the allocator try terabytes (a raw RuntimeError)."""
+    ids = torch.tensor([0, 10**12])
+    message = r"the largest segment id is 1000000000000.*pass num_segments.*return_inverse=True"
+    with pytest.raises(ValueError, match=rf"group_by_segment: {message}"):
+        group_by_segment(ids)
+    with pytest.raises(ValueError, match=rf"pad_segments: {message}"):
+        pad_segments(torch.ones(2), ids)
+    with pytest.raises(ValueError, match="pad_segments: the largest segment id"):
+        pad_segments(torch.ones(2), ids, max_len=1)
+    # The bound is max(16 * number of ids, 2**20) segments; the sizes read stay one sync.
+    at_bound = torch.tensor([0, 2**20 - 1])
+    with count_host_syncs() as syncs:
+        assert group_by_segment(at_bound)[1].shape == (2**20,)
+    assert syncs.count == 1
+    with pytest.raises(ValueError, match=r"2\*\*20\) = 1048576 for 2 ids"):
+        group_by_segment(torch.tensor([0, 2**20]))
+    many = torch.arange(2**17).repeat(1, 1)
+    many[0, -1] = 16 * 2**17 - 1  # 16 segments per id: still allowed
+    assert group_by_segment(many)[1].shape == (1, 16 * 2**17)
+    with pytest.raises(ValueError, match="2097152 for 131072 ids"):
+        group_by_segment(torch.cat([many[0, :-1], torch.tensor([16 * 2**17])]))
+    # An explicit num_segments, or compacted ids, sizes the result by the segments present.
+    assert group_by_segment(ids, num_segments=1)[1].tolist() == [1]
+    compact = torch.unique(ids, return_inverse=True)[1]
+    padded, _ = pad_segments(torch.tensor([1.0, 2.0]), compact)
+    assert padded.tolist() == [[1.0], [2.0]]

@@ -50,6 +50,21 @@ def _check_count(value: int | None, name: str) -> int | None:
     return require_count(value, name, what="a non-negative int or None")
 
 
+def _check_implied_segments(num_segments: int, segment_ids: torch.Tensor, op: str) -> None:
+    """Raise ValueError when ``max(id) + 1`` segments (the default ``num_segments``) is absurd
+    for the input: more than ``max(16 * segment_ids.numel(), 2**20)``. Sparse ids such as
+    timestamps would otherwise allocate terabytes. Plain Python on the size already read."""
+    bound = max(16 * segment_ids.numel(), 2**20)
+    if num_segments > bound:
+        raise ValueError(
+            f"{op}: the largest segment id is {num_segments - 1}, so the default num_segments "
+            f"= max(id) + 1 = {num_segments} is more than max(16 * number of ids, 2**20) = "
+            f"{bound} for {segment_ids.numel()} ids; pass num_segments explicitly, or compact "
+            "the ids to 0..S-1 first (e.g. torch.unique(ids, return_inverse=True) or "
+            "remap_labels on the non-negative ids, keeping ignored ids negative)"
+        )
+
+
 def _check_fill(fill: object, dtype: torch.dtype) -> None:
     """Raise ValueError for a number that ``dtype`` cannot hold (``-1`` on uint8 would be 255,
     ``0.5`` on int64 0, ``1e5`` on float16 inf); other objects are left to torch."""
@@ -90,7 +105,9 @@ def group_by_segment(
     Args:
         segment_ids: integer tensor ``(..., n)``; negative ids are ignored.
         num_segments: number of segments ``S``. When ``None`` it is ``max(id) + 1`` over all
-            rows, which costs one host sync; pass it on a hot path for zero syncs.
+            rows, which costs one host sync; pass it on a hot path for zero syncs. That default
+            raises ValueError when it exceeds ``max(16 * segment_ids.numel(), 2**20)`` (sparse
+            ids such as timestamps): pass ``num_segments`` or compact the ids first.
 
     Returns:
         ``order`` ``(..., n)`` long: positions sorted by segment (stable), ignored ones last,
@@ -112,6 +129,7 @@ def group_by_segment(
         else:
             # In int64: clamp(min=-1) on uint8 ids would wrap -1 to 255 (256 segments).
             num_segments = int(segment_ids.max().long().clamp(min=-1).item()) + 1  # the one sync
+            _check_implied_segments(num_segments, segment_ids, "group_by_segment")
     keys = _sort_keys(segment_ids)
     order = torch.sort(keys, dim=-1, stable=True).indices
     # Ignored and out-of-range ids go to an extra bin that is dropped afterwards.
@@ -140,7 +158,8 @@ def pad_segments(
         segment_ids: integer ``(..., n)``; negative ids are left out.
         fill: value of padding slots; one that ``values``' dtype cannot hold (``-1`` for
             uint8, ``0.5`` for an integer dtype, ``1e5`` for float16) is a ValueError.
-        num_segments: ``S``; default ``max(id) + 1`` over all rows.
+        num_segments: ``S``; default ``max(id) + 1`` over all rows, a ValueError when that
+            exceeds ``max(16 * segment_ids.numel(), 2**20)`` (as in :func:`group_by_segment`).
         max_len: padded length; default the largest segment (of ids ``< num_segments``: the
             tokens of larger ids are dropped and do not count). Tokens of a segment beyond
             ``max_len`` are dropped. When either size is missing both are read with one host
@@ -193,7 +212,9 @@ def pad_segments(
                 real = sorted_keys < num_segments
             top_rank = torch.where(real, rank, torch.full_like(rank, -1)).max()
             sizes = (torch.stack([top_id, top_rank]) + 1).tolist()  # the one sync
-        num_segments = sizes[0] if num_segments is None else num_segments
+        if num_segments is None:
+            _check_implied_segments(sizes[0], segment_ids, "pad_segments")
+            num_segments = sizes[0]
         max_len = sizes[1] if max_len is None else max_len
 
     rows = math.prod(lead[:-1])

@@ -261,7 +261,12 @@ def pairwise_mahalanobis(
 
     Returns:
         ``(..., n, m)`` distances in ``x``'s dtype; differentiable, with a finite (zero)
-        gradient where two points coincide.
+        gradient where two points coincide. Second derivatives (double backward, e.g. a
+        gradient penalty through ``create_graph=True``) are not supported: the distances come
+        from ``torch.cdist``, whose backward has no derivative (torch raises "the derivative
+        for '_cdist_backward' is not implemented"). For them use
+        ``mahalanobis_to_candidates(x, y.unsqueeze(-3), chol.unsqueeze(-3))``: the same
+        distances through ``(..., n, m, d)`` differences, twice differentiable.
 
     Example:
         >>> x = torch.randn(8, 4, 16, dtype=torch.float64)   # 8 images, 4 parts, d = 16

@@ -239,7 +239,8 @@ def exhaustive_negatives(
     """Exact mining: Mahalanobis distance from every anchor to every pool entry.
 
     Same arguments and result as ``two_stage_negatives`` without ``top_m``; the pool is
-    whitened once per covariance (``pairwise_mahalanobis``), not once per anchor.
+    whitened once per covariance (``pairwise_mahalanobis``), not once per anchor, so the
+    distances have no second derivatives (see ``pairwise_mahalanobis``).
 
     Example:
         >>> chol = torch.eye(2)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from torchdoctor.ops import covariance
+from torchdoctor.ops import CovarianceEMA, covariance
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -19,3 +19,24 @@ def test_covariance_half_precision_is_computed_in_float32(dtype):
     leaf = x.to(dtype).requires_grad_()
     covariance(leaf).sum().backward()
     assert leaf.grad.dtype == dtype and torch.isfinite(leaf.grad).all()
+
+
+def test_covariance_ema_loads_a_state_of_another_shape_like_a_fresh_one():
+    """Loading once failed with a raw "size mismatch for average" once the EMA held a shape."""
+    saved = CovarianceEMA(decay=0.9)
+    saved.update(torch.eye(3))
+    saved.update(3 * torch.eye(3))
+    state = saved.state_dict()
+    fresh = CovarianceEMA(decay=0.9)
+    fresh.load_state_dict(state)
+    used = CovarianceEMA(decay=0.9).double()
+    used.update(torch.eye(2, dtype=torch.float64))
+    used.load_state_dict(state)
+    assert used.value().shape == (3, 3) and used.value().dtype == torch.float64
+    torch.testing.assert_close(used.value(), fresh.value().double())
+    assert int(used.num_updates) == 2
+    used.update(torch.eye(3, dtype=torch.float64))  # carries on with the loaded shape
+    fresh.update(torch.eye(3))
+    torch.testing.assert_close(used.value(), fresh.value().double())
+    with pytest.raises(ValueError, match="call reset"):
+        used.update(torch.eye(2, dtype=torch.float64))

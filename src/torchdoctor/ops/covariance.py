@@ -89,6 +89,8 @@ class CovarianceEMA(nn.Module):
     float32. State lives in buffers: ``.to(device)`` moves it and ``state_dict()`` saves it (a
     version-1 state dict, which held the uncorrected average, is corrected when loaded; one
     stripped of its metadata is taken as current); no step ever reads it back to the host.
+    ``load_state_dict`` replaces the whole state, so a saved average of another shape loads
+    as into a fresh EMA (into this EMA's dtype and device once it holds an average).
     Updates are detached: the average carries no autograd graph across steps.
 
     Example:
@@ -177,10 +179,13 @@ class CovarianceEMA(nn.Module):
     def _load_from_state_dict(  # noqa: ANN001
         self, state_dict, prefix, local_metadata, *args, **kwargs
     ):
-        # The average is created lazily; make room for a saved one before loading it.
+        # The average is created lazily; make room for a saved one before loading it. A state
+        # of another shape replaces the average, as after reset(): the state is the whole EMA.
         saved = state_dict.get(prefix + "average")
         if saved is not None and self.average is None:
             self.average = torch.empty_like(saved)
+        elif saved is not None and self.average.shape != saved.shape:
+            self.average = self.average.new_empty(saved.shape)  # keeps this EMA's dtype, device
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
         version = local_metadata.get("version")  # None: no metadata (e.g. safetensors): current
         if saved is not None and self.bias_correction and version is not None and version < 2:

@@ -178,3 +178,15 @@ def factors_of_unbound(covs):
     for c in torch.unbind(covs):
         rest.append(torch.linalg.cholesky(c))  # expect: TD103
     return first, rest
+
+
+def implicit_heat_equation(u0, laplacian, dt, n_steps):
+    A = torch.eye(u0.shape[0]) - dt * laplacian
+    L = torch.linalg.cholesky(A)
+    u = u0.unsqueeze(-1)
+    for _ in range(n_steps):
+        u = torch.cholesky_solve(u, L)  # near-miss: factored once; each state from the last
+    v = u0.unsqueeze(-1)
+    for _ in range(n_steps):
+        v = torch.linalg.solve(A, v)  # expect: TD102 (factors A again for each state)
+    return u, v

@@ -11,7 +11,8 @@ Recognised: ``for i in range(x.shape[0] | x.size(0) | len(x))`` (``len`` only fo
 in the function, or a parameter the body slices one item at a time, ``model(x[i:i + 1])``)
 with ``x[i]`` in the body, appending to a list that ``torch.stack`` /
 ``torch.cat`` reads after the loop, or writing each result into a tensor made before the loop
-(``out[i] = a[i] * b[i]``, ``x[i] = x[i] / x[i].norm()``, a pairwise table filled in a
+(``out[i] = a[i] * b[i]``, ``x[i] = x[i] / x[i].norm()``, after temporaries of the item
+``d2 = ...; out[i] = torch.exp(-d2)``, a pairwise table filled in a
 nested loop ``d[b, k] = torch.dist(x[b], c[k])``); summing each result, the loop's one
 statement (``loss = loss + F.cross_entropy(model(x[i:i + 1]), y[i:i + 1])``); and
 ``torch.stack([f(x[i]) for i in range(...)])``. Not
@@ -26,9 +27,9 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.batch_items import derived_batch, first_index, indexes_at
+from torchdoctor.lint.linalg_calls import BATCHED_LINALG, BATCHED_LINALG_METHODS
 from torchdoctor.lint.loop_shapes import carries_state, ragged_items, summed_per_item
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.rules_linalg import BATCHED_LINALG, BATCHED_LINALG_METHODS
 from torchdoctor.lint.syntax import MODEL_NAME
 from torchdoctor.lint.visitor import (
     HOST_COPY_METHODS,
@@ -277,14 +278,17 @@ class BatchLoopRules(RuleVisitor):
     def _written_per_item(
         self, loop: ast.For, scope: ast.AST, batch: str
     ) -> tuple[str, list] | None:
-        """``(out, body)`` when every statement of the loop body is ``out[i] = value`` (or
-        ``out[i, ...] = value``, ``out[b, i] = value`` inside a loop over ``b``: a pairwise
-        table filled item by item) into one tensor made by torch before the loop, or into the
-        batch itself: the body with those writes as plain expressions (writing an item is no
-        state carried)."""
+        """``(out, body)`` when the loop body is temporaries then ``out[i] = value`` (``out[b,
+        i]`` in a loop over ``b``: a pairwise table) into one tensor made by torch before the
+        loop, or the batch itself: the body as plain expressions (writing an item carries no
+        state)."""
         index = loop.target.id  # type: ignore[attr-defined]
-        names, body = set(), []
+        names, body, steps = set(), [], []  # (steps: temporaries kept as assignments)
         for stmt in loop.body:
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name) and stmt is not loop.body[-1]):
+                body.append(ast.Expr(stmt.value)), steps.append(stmt)  # (d2 = ...)
+                continue  # fmt: skip
             if not (
                 isinstance(stmt, ast.Assign)
                 and len(stmt.targets) == 1
@@ -294,8 +298,9 @@ class BatchLoopRules(RuleVisitor):
                 return None
             names.add(dotted(stmt.targets[0].value))
             body.append(ast.Expr(stmt.value))
-        if len(names) != 1 or None in names:
-            return None
+            steps.append(body[-1])
+        if len(names) != 1 or None in names or carries_state(steps):
+            return None  # (a temporary carried to the next item: a recurrence)
         (name,) = names
         if name == batch:  # written back into the batch: sized by shape, never made otherwise
             made = _sized_by_shape(loop.iter) and self._made_by_torch(  # (NumPy's is not)

@@ -10,6 +10,20 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.linalg_calls import (
+    BATCHED_LINALG,
+    BATCHED_LINALG_METHODS,
+    FACTORED,
+    FACTORIZATIONS,
+    HOST_INVERSES,
+    INVERSE_METHODS,
+    INVERSES,
+    MATMUL_METHODS,
+    MATMULS,
+    RHS,
+    SHAPE_METHODS,
+    carried_rhs,
+)
 from torchdoctor.lint.loop_shapes import NOT_A_BATCH, index_names, per_item_names
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
@@ -21,89 +35,6 @@ from torchdoctor.lint.visitor import (
     method_name,
     positional,
 )
-
-INVERSES = frozenset(
-    {
-        "torch.inverse",
-        "torch.linalg.inv",
-        "torch.linalg.pinv",
-        "torch.pinverse",
-        "torch.linalg.inv_ex",
-    }
-)
-INVERSE_METHODS = frozenset({"inverse", "pinverse"})
-HOST_INVERSES = frozenset({"numpy.linalg.inv", "numpy.linalg.pinv"})
-MATMULS = frozenset(
-    {
-        "torch.matmul",
-        "torch.mm",
-        "torch.bmm",
-        "torch.mv",
-        "torch.einsum",
-        "torch.linalg.multi_dot",
-        "torch.chain_matmul",
-        "torch.linalg.matmul",
-        "torch.baddbmm",
-        "torch.addmm",
-        "torch.tensordot",
-        "torch.nn.functional.linear",  # F.linear(x, A_inv) = x @ A_inv.T
-        "numpy.dot",  # (a host inverse: np.linalg.inv(cov.cpu().numpy()))
-        "numpy.matmul",
-        "numpy.einsum",
-        "numpy.tensordot",
-        "numpy.linalg.multi_dot",
-    }
-)
-MATMUL_METHODS = frozenset({"matmul", "mm", "bmm", "mv", "__matmul__", "__rmatmul__"})
-#: methods that keep a matrix a matrix on its way into a product: inv(A).unsqueeze(0) @ x
-_SHAPE_METHODS = frozenset(
-    {"to", "float", "double", "half", "unsqueeze", "expand", "expand_as", "transpose",
-     "permute", "contiguous", "reshape", "view", "t"}
-)  # fmt: skip
-#: factorization/solve -> (position of the matrix argument, its keyword names, is a solve).
-FACTORIZATIONS: dict[str, tuple[int, tuple[str, ...], bool]] = {
-    "torch.linalg.solve": (0, ("A",), True),
-    "torch.linalg.solve_ex": (0, ("A",), True),
-    "torch.linalg.solve_triangular": (0, ("A",), True),
-    "torch.triangular_solve": (1, ("A",), True),
-    "torch.cholesky_solve": (1, ("input2", "L"), True),
-    "torch.linalg.lu_solve": (0, ("LU",), True),
-    "torch.linalg.lstsq": (0, ("A",), True),
-    "torch.linalg.cholesky": (0, ("A", "input"), False),
-    "torch.linalg.cholesky_ex": (0, ("A", "input"), False),
-    "torch.cholesky": (0, ("input",), False),
-    "torch.linalg.lu_factor": (0, ("A",), False),
-    "torch.linalg.lu_factor_ex": (0, ("A",), False),
-    "torch.linalg.lu": (0, ("A",), False),
-    "torch.linalg.eigh": (0, ("A",), False),
-    "torch.linalg.eigvalsh": (0, ("A",), False),
-    "torch.linalg.inv": (0, ("A",), False),
-    "torch.inverse": (0, ("input",), False),
-}
-#: more per-matrix functions that take a batch (..., n, n): TD103 only
-BATCHED_LINALG: dict[str, tuple[int, tuple[str, ...], bool]] = {
-    **FACTORIZATIONS,
-    "torch.linalg.det": (0, ("A",), False),
-    "torch.det": (0, ("input",), False),
-    "torch.linalg.slogdet": (0, ("A",), False),
-    "torch.logdet": (0, ("input",), False),
-    "torch.linalg.svd": (0, ("A",), False),
-    "torch.linalg.svdvals": (0, ("A",), False),
-    "torch.linalg.qr": (0, ("A",), False),
-    "torch.linalg.eig": (0, ("A",), False),
-    "torch.linalg.eigvals": (0, ("A",), False),
-    "torch.linalg.pinv": (0, ("A",), False),
-    "torch.pinverse": (0, ("input",), False),
-    "torch.linalg.matrix_exp": (0, ("A",), False),
-    "torch.matrix_exp": (0, ("input",), False),
-    "torch.linalg.matrix_norm": (0, ("A",), False),
-}
-
-#: the same functions as tensor methods (``covs[b].inverse()``, ``sigma.cholesky()``)
-BATCHED_LINALG_METHODS = frozenset(
-    {"inverse", "pinverse", "cholesky", "det", "logdet", "slogdet", "matrix_exp"}
-)
-
 
 #: methods that add items to a container: a loop that indexes what it grows is a recurrence
 _GROWS = frozenset({"append", "extend", "insert", "add", "update", "__setitem__"})
@@ -213,7 +144,18 @@ class LinalgRules(RuleVisitor):
             if matrix is None or not loops or not self.is_invariant(matrix, loops[0]):
                 continue
             short = name.rsplit(".", 1)[-1]
-            if is_solve:
+            carried = is_solve and carried_rhs(node, RHS.get(name, 1), loops[0])
+            if carried and name in FACTORED:
+                return  # (the factor made once, the next state solved from the last: as it should)
+            if carried:
+                msg = (
+                    f"`{short}` with loop-invariant matrix `{self.code_of(matrix)}` factors it "
+                    "again every iteration (each right-hand side comes from the last solve): "
+                    "factor it once before the loop (torch.linalg.cholesky for an SPD matrix, "
+                    "else torch.linalg.lu_factor) and solve with torch.cholesky_solve / "
+                    "torch.linalg.lu_solve inside it"
+                )
+            elif is_solve:
                 msg = (
                     f"`{short}` with loop-invariant matrix `{self.code_of(matrix)}` inside a "
                     "loop: factor it once before the loop and solve all right-hand sides in one "
@@ -384,7 +326,7 @@ class LinalgRules(RuleVisitor):
                 if (
                     isinstance(grand, ast.Call)
                     and grand.func is parent
-                    and (parent.attr in _SHAPE_METHODS)
+                    and (parent.attr in SHAPE_METHODS)
                 ):
                     node, parent = grand, self.parent(grand)
                     continue

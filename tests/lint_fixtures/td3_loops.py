@@ -321,3 +321,21 @@ class SparseMoE(torch.nn.Module):
             slot, tok = torch.where(expert_mask[e])  # expect: TD301 (its data-dependent shape, TD207, is a part of it)
             out.index_add_(0, tok, self.experts[e](x[tok]) * weights[tok, slot, None])
         return out
+
+
+ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3}
+
+
+def to_train_ids(label_map):
+    out = torch.full_like(label_map, 255)
+    for raw_id, train_id in ID_TO_TRAINID.items():  # expect: TD302 (a fixed mapping, entry by entry)
+        out[label_map == raw_id] = train_id
+    for raw_id, train_id in ID_TO_TRAINID.items():
+        out[label_map == raw_id] = train_id + 1  # expect: TD301 (a value computed: no plain remap)
+    return out
+
+
+def compact_cluster_labels(pseudo_labels):
+    valid = sorted(v for v in set(pseudo_labels.tolist()) if v != -1)
+    lut = dict(zip(valid, range(len(valid))))
+    return torch.tensor([lut.get(v, -1) for v in pseudo_labels.tolist()])  # expect: TD302

@@ -89,23 +89,64 @@ def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, st
 TENSOR_FROM_LIST = frozenset({"torch.tensor", "torch.as_tensor", "torch.LongTensor"})
 
 
-def per_label_lookup(comp: ast.ListComp) -> ast.Subscript | None:
+def mapping_remap_loop(node: ast.AST) -> tuple[ast.Subscript, ast.AST] | None:
+    """For ``for K, V in D.items(): Y[L == K] = V`` (a fixed label mapping, Cityscapes' raw
+    ids to train ids) return ``(Y[L == K], D)``: one full pass and one masked write per entry
+    of the mapping.
+
+    Example:
+        >>> src = "for raw, tid in ID_TO_TRAINID.items():\\n    out[label_map == raw] = tid\\n"
+        >>> target, mapping = mapping_remap_loop(ast.parse(src).body[0])
+        >>> ast.unparse(target), ast.unparse(mapping)
+        ('out[label_map == raw]', 'ID_TO_TRAINID')
+    """
+    if not (isinstance(node, ast.For) and isinstance(node.target, ast.Tuple)
+            and len(node.target.elts) == 2 and len(node.body) == 1 and not node.orelse):
+        return None  # fmt: skip
+    key, value = node.target.elts
+    it, stmt = node.iter, node.body[0]
+    if not (isinstance(key, ast.Name) and isinstance(value, ast.Name)
+            and isinstance(it, ast.Call) and method_name(it) == "items" and not it.args):
+        return None  # fmt: skip
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.value, ast.Name) and stmt.value.id == value.id):
+        return None  # fmt: skip
+    target = stmt.targets[0]
+    if not isinstance(target, ast.Subscript) or isinstance(target.slice, (ast.Slice, ast.Tuple)):
+        return None
+    sides = equality_sides(target.slice)
+    if sides is None or not (isinstance(sides[1], ast.Name) and sides[1].id == key.id):
+        return None
+    return target, it.func.value  # type: ignore[attr-defined]
+
+
+def per_label_lookup(comp: ast.ListComp) -> ast.AST | None:
     """``[mapping[int(v)] for v in labels]`` / ``[m[v.item()] ...]`` / ``[m[v] for v in
-    labels.tolist()]``: the element looks each label up in a Python container; the lookup.
+    labels.tolist()]`` / ``[m.get(v, -1) for v in labels.tolist()]``: the element looks each
+    label up in a Python container; the lookup (its container: :func:`lookup_container`).
 
     Example:
         >>> comp = ast.parse("[m[int(v)] for v in y]").body[0].value
         >>> ast.unparse(per_label_lookup(comp))
         'm[int(v)]'
+        >>> ast.unparse(per_label_lookup(ast.parse("[m.get(v, -1) for v in y.tolist()]").body[0].value))
+        'm.get(v, -1)'
         >>> per_label_lookup(ast.parse("[w[i] * 2 for i in range(3)]").body[0].value) is None
         True
     """
-    if len(comp.generators) != 1 or not isinstance(comp.elt, ast.Subscript):
+    if len(comp.generators) != 1:
         return None
     gen = comp.generators[0]
     if not isinstance(gen.target, ast.Name):
         return None
-    name, key = gen.target.id, comp.elt.slice
+    name, elt = gen.target.id, comp.elt
+    if isinstance(elt, ast.Subscript):
+        key = elt.slice
+    elif (isinstance(elt, ast.Call) and method_name(elt) == "get" and 1 <= len(elt.args) <= 2
+          and not elt.keywords):
+        key = elt.args[0]
+    else:
+        return None
     read = isinstance(key, ast.Call) and (
         (isinstance(key.func, ast.Name) and key.func.id in {"int", "float"} and len(key.args) == 1
          and isinstance(key.args[0], ast.Name) and key.args[0].id == name)
@@ -113,7 +154,19 @@ def per_label_lookup(comp: ast.ListComp) -> ast.Subscript | None:
             and key.func.value.id == name)  # type: ignore[attr-defined]
     )  # fmt: skip
     copied = isinstance(key, ast.Name) and key.id == name and method_name(gen.iter) == "tolist"
-    return comp.elt if read or copied else None
+    return elt if read or copied else None
+
+
+def lookup_container(lookup: ast.AST) -> ast.AST:
+    """The container a :func:`per_label_lookup` reads: ``m`` of ``m[v]`` or ``m.get(v, d)``.
+
+    Example:
+        >>> ast.unparse(lookup_container(ast.parse("lut.get(v, 0)", mode="eval").body))
+        'lut'
+    """
+    if isinstance(lookup, ast.Subscript):
+        return lookup.value
+    return lookup.func.value  # type: ignore[attr-defined]
 
 
 #: an object stepped with actions: ``env.step(a)``, ``envs.step(a)``, ``vec_env.step(a)``

@@ -8,7 +8,9 @@ from torchdoctor.lint.loop_shapes import (
     TENSOR_FROM_LIST,
     compared_per_sample,
     equality_sides,
+    lookup_container,
     made_by_numpy,
+    mapping_remap_loop,
     per_label_lookup,
     remap_loop_parts,
 )
@@ -106,7 +108,7 @@ class LoopRules(RuleVisitor):
             r"==[^=\n]*\)\.(sum|count_nonzero)\(",
         ),
         (_IMPORTS_TORCH, "enumerate", r"tolist|cpu\(|numpy\("),
-        (_IMPORTS_TORCH, r"(?:tensor|LongTensor)\(\s*\[\w[\w.]*\["),  # [m[int(v)] for v ...]
+        (_IMPORTS_TORCH, r"(?:tensor|LongTensor)\(\s*\[\w[\w.]*(?:\[|\.get\()"),  # [m[int(v)] ...]
     )
 
     # -- TD301 ---------------------------------------------------------------------------------
@@ -196,6 +198,8 @@ class LoopRules(RuleVisitor):
             loop = self.parent(parent)
             if remap_loop_parts(loop, self.context.lines) is not None:
                 return  # reported as TD302
+            if mapping_remap_loop(loop) is not None:
+                return  # ... as well
         self._check_mask(node, node.slice, f"boolean-mask indexing `{self.code_of(node)}`")
 
     # -- calls ---------------------------------------------------------------------------------
@@ -239,7 +243,7 @@ class LoopRules(RuleVisitor):
         if names & TENSOR_FROM_LIST and args and isinstance(args[0], ast.ListComp):
             lookup = per_label_lookup(args[0])
             built = () if lookup is None else self.assigned_values(
-                self.enclosing_scope(node), dotted(lookup.value) or "")  # fmt: skip
+                self.enclosing_scope(node), dotted(lookup_container(lookup)) or "")  # fmt: skip
             if lookup is not None and not any(isinstance(v, ast.DictComp) for v in built):
                 self.report(node, "TD302", self._remap_message(
                     f"a Python lookup per label (`{self.code_of(lookup)}`: a host read per "
@@ -350,7 +354,7 @@ class LoopRules(RuleVisitor):
                     and isinstance(node.args[0], ast.ListComp) and node.lineno > first):
                 lookup = per_label_lookup(node.args[0])
                 built = () if lookup is None else self.assigned_values(
-                    self.enclosing_scope(node), dotted(lookup.value) or "")
+                    self.enclosing_scope(node), dotted(lookup_container(lookup)) or "")
                 if any(isinstance(v, ast.DictComp) for v in built):
                     last = max(last, node.end_lineno or node.lineno)
         return (first, last) if last > first else None
@@ -358,6 +362,15 @@ class LoopRules(RuleVisitor):
     # -- TD302: for i, v in enumerate(u): y[x == v] = i ------------------------------------------
     def visit_For(self, node: ast.For) -> None:
         parts = remap_loop_parts(node, self.context.lines)
+        mapped = mapping_remap_loop(node) if parts is None else None
+        if mapped is not None:
+            target, mapping = mapped
+            self.report(node, "TD302", (
+                f"label remapping through a loop over the entries of `{self.code_of(mapping)}` "
+                f"(`{self.code_of(target)} = ...`): one full pass and one masked write per "
+                "entry; build a lookup tensor once (`lut = torch.full((max_id + 1,), fill); "
+                "lut[keys] = values`, keys and values from the mapping) and index it with the "
+                "labels: one gather on the device"))  # fmt: skip
         if parts is None:
             return
         plan = plan_remap_fix(self, node)

@@ -230,7 +230,7 @@ def dqn(envs, q_network, optimizer, obs, steps):
 
 
 def log_step(loss, acc, logger):
-    logger.info("loss %.4f acc %.3f", loss.item(), acc.item())
+    logger.info("loss %.4f acc %.3f", loss.item(), acc.item())  # expect: TD201 (called every step)
 
 
 def seconds_since(start, clock):
@@ -244,7 +244,7 @@ def train_with_a_logging_helper(model, loader, opt, logger, clock):
         loss.backward()
         opt.step()
         acc = (out.argmax(1) == y).float().mean()
-        log_step(loss, acc, logger)  # expect: TD201
+        log_step(loss, acc, logger)  # its read is told in log_step, line 233
         if step % 100 == 0:
             log_step(loss, acc, logger)  # at the log interval: fine
         seconds_since(0.0, clock)  # reads no tensor it is given
@@ -262,11 +262,11 @@ class LoopTrainer:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            self._record(loss)  # expect: TD201
+            self._record(loss)  # its read is told in _record
             self._record_now_and_then(loss)  # the read sits under a log interval
 
     def _record(self, loss):
-        self.history.append(loss.detach().cpu().item())
+        self.history.append(loss.detach().cpu().item())  # expect: TD201
 
     def _record_now_and_then(self, loss):
         self.step += 1
@@ -314,3 +314,19 @@ def train_on_sampled_rows(model, X_dev, Y_dev, optimizer, steps, rng):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+def accuracy(output, target, topk=(1,)):
+    _, pred = output.topk(max(topk), 1, True, True)
+    correct = pred.t().eq(target.reshape(1, -1))
+    return [correct[:k].reshape(-1).float().sum(0).item() for k in topk]  # expect: TD201
+
+
+class Classifier:
+    def train_step(self, images, target):
+        output = self.model(images)
+        loss = self.criterion(output, target)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.history.append(accuracy(output, target, topk=(1, 5)))  # read in accuracy, line 289

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.syntax import root_name, same_file_callee
 from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
@@ -113,7 +114,8 @@ class ForwardAndCallSyncs:
             params = params[1:]  # (self)
         passed = dict(zip(params, node.args))
         passed.update((k.arg, k.value) for k in node.keywords if k.arg in params)
-        tensors = {name for name, arg in passed.items() if self.looks_like_tensor(arg)}
+        tensors = _derived({name for name, arg in passed.items() if self.looks_like_tensor(arg)
+                            or self._model_output(arg, node)}, function)  # fmt: skip
         read = next((c for c in ast.walk(function) if isinstance(c, ast.Call)
                      and method_name(c) in HOST_COPY_METHODS and not c.args
                      and isinstance(c.func, ast.Attribute)
@@ -122,14 +124,29 @@ class ForwardAndCallSyncs:
         context = self._training_context(node) if read is not None else None
         if context is None or self.under_log_gate(node, context) or self.skip_sync(node, context):
             return
+        reported = self.__dict__.setdefault("_reads_one_deep", set())
+        if read in reported:
+            return  # (a helper called every step from several places: told once)
+        reported.add(read)
         where = "training loop" if isinstance(context, _LOOP_STATEMENTS) else "training step"
+        # at the read: the line the sync audit names at run time, where the two join
         self.report(
-            node,
+            read,
             "TD201",
-            f"`{self.code_of(node.func)}(...)` reads tensors on the host (`{ast.unparse(read)}` in "
-            f"{function.name}, line {read.lineno}) every step of this {where}: pass detached "
-            "device tensors and convert them at log time (torchdoctor.train.LazyMetrics)",
+            f"`{self.code_of(read)}` in `{function.name}` forces a host-device sync every step: "
+            f"this {where} calls it at line {node.lineno} (`{self.code_of(node.func)}(...)`): "
+            "pass detached device tensors and convert them at log time "
+            "(torchdoctor.train.LazyMetrics)",
         )
+
+    def _model_output(self, arg: ast.AST, call: ast.AST) -> bool:
+        """``output`` assigned only from a model's call where ``call`` sits (``output =
+        self.model(images)``): a tensor the step computed."""
+        if not isinstance(arg, ast.Name):
+            return False
+        values = self.assigned_values(self.enclosing_scope(call), arg.id)
+        return bool(values) and all(isinstance(v, ast.Call) and is_model_like(v.func)
+                                    for v in values)  # fmt: skip
 
     def _check_call_one_deep(self, node: ast.Call) -> None:
         """``metric_logger.update(**loss_dict)`` in a training loop, where the project's
@@ -211,6 +228,28 @@ class ForwardAndCallSyncs:
         values = self.assigned_values(scope, root.id)
         made = [v for v in values if not _updates(v, root.id)]  # (scores = scores / 10)
         return bool(made) and all(_submodule_output(v) for v in made)
+
+
+def _derived(tensors: set[str], function: ast.AST) -> set[str]:
+    """``tensors`` and the names ``function`` assigns from them, transitively (``_, pred =
+    output.topk(5, 1)``; ``correct = pred.eq(target)``), except values read to the host.
+
+    Example:
+        >>> src = "def acc(out, y):\\n    _, p = out.topk(5, 1)\\n    c = p.eq(y)\\n    v = c.sum().item()\\n"
+        >>> sorted(_derived({"out", "y"}, ast.parse(src).body[0]))
+        ['_', 'c', 'out', 'p', 'y']
+    """
+    derived = set(tensors)
+    assigns = sorted((n for n in ast.walk(function) if isinstance(n, ast.Assign)),
+                     key=lambda n: (n.lineno, n.col_offset))  # fmt: skip
+    for assign in assigns:
+        reads = {n.id for n in ast.walk(assign.value) if isinstance(n, ast.Name)}
+        host = any(isinstance(c, ast.Call) and method_name(c) in HOST_COPY_METHODS
+                   for c in ast.walk(assign.value))  # fmt: skip
+        if reads & derived and not host:
+            derived |= {n.id for t in assign.targets for n in ast.walk(t)
+                        if isinstance(n, ast.Name)}  # fmt: skip
+    return derived
 
 
 def _submodule_output(value: ast.AST) -> bool:

@@ -25,7 +25,10 @@ def pinned(ds, device, model):
         model(x.to(device, non_blocking=True), y.to(torch.float16))  # async copy; a dtype cast
     for batch in loader:
         ids = batch["input_ids"].to(device)  # expect: TD404
-    return ids
+    for batch in loader:
+        moved = {k: v.to(device) for k, v in batch.items()}  # expect: TD404 (Hugging Face's copy)
+        kept = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return ids, moved, kept
 
 
 def fit_on_the_device(model, X, y, device):

@@ -1,6 +1,7 @@
 """TD506 conv bias before BatchNorm; TD507 hand-written attention."""
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -62,3 +63,20 @@ def vgg_layers(cfg):
 def attend_bmm(q, k, v):
     d = q.size(-1)
     return torch.bmm(F.softmax(torch.bmm(q, k.transpose(1, 2)) / math.sqrt(d), dim=2), v)  # expect: TD507 (one line)
+
+
+def vgg_layers(cfg, batch_norm=True):
+    layers, in_channels = [], 3
+    for v in cfg:
+        conv2d = nn.Conv2d(in_channels, v, kernel_size=3, padding=1)  # expect: TD506 (no fix: shared)
+        if batch_norm:
+            layers += [conv2d, nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+        else:
+            layers += [conv2d, nn.ReLU(inplace=True)]
+        in_channels = v
+    stem = nn.Sequential(OrderedDict([
+        ("conv", nn.Conv1d(80, 64, kernel_size=5, padding=2)),  # expect: TD506
+        ("bn", nn.BatchNorm1d(64)),
+    ]))
+    plain = nn.Sequential(OrderedDict([("conv", nn.Conv1d(80, 64, 5)), ("act", nn.ReLU())]))
+    return nn.Sequential(*layers), stem, plain

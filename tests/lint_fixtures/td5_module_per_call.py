@@ -36,3 +36,13 @@ def check_devices(model, opt):
         layer = nn.Linear(4, 4)
         model(layer.weight).sum().backward()
         opt.step()
+
+
+class Regressor(nn.Module):  # (a LightningModule's training_step runs every step)
+    def training_step(self, batch, batch_idx):
+        feats = self.backbone(batch[0])
+        feats = nn.LayerNorm(feats.shape[-1])(feats)  # expect: TD513
+        return self.head(feats).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(nn.Linear(2, 2).parameters())  # built once: no finding

@@ -30,3 +30,9 @@ def infer(model, net, x, weights):
 
 class MyEncoder(torch.nn.Module):
     pass
+
+
+def load_for_inference(AutoModelForSeq2SeqLM, AutoTokenizer, name):
+    model = AutoModelForSeq2SeqLM.from_pretrained(name).half().cuda().eval()  # expect: TD501
+    tokenizer = AutoTokenizer.from_pretrained(name)  # near-miss: a tokenizer has no weights
+    return model, tokenizer

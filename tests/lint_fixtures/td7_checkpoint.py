@@ -57,7 +57,7 @@ def helper_saves(model, loader, opt, utils, save_on_master, accelerator):
         save_on_master(model.state_dict(), "ckpt.pt")  # expect: TD711
         utils.save_checkpoint(model, "ckpt.pt")  # near-miss: a project helper that may gate
         if accelerator.sync_gradients:
-            accelerator.save_state("out")  # near-miss: under an if (once per optimizer step)
+            accelerator.save_state("out")  # expect: TD711 (sync_gradients: every optimizer step)
 
 
 def gradient_accumulation(model, batches, opt, accum_steps, max_iters):
@@ -176,3 +176,15 @@ class LitGated:
 
     def validation_step(self, batch, batch_idx):
         torch.save(self.state_dict(), "val.pt")  # near-miss: not a training step
+
+
+def train_with_accelerate(accelerator, model, optimizer, loader, output_dir):
+    for step, batch in enumerate(loader):
+        with accelerator.accumulate(model):
+            accelerator.backward(model(**batch).loss)
+            optimizer.step()
+            optimizer.zero_grad()
+        if accelerator.sync_gradients:  # (true at every optimizer step)
+            accelerator.save_state(output_dir)  # expect: TD711
+        if accelerator.sync_gradients and step % 500 == 0:
+            accelerator.save_state(output_dir)  # every 500 steps: no finding

@@ -5,6 +5,7 @@ import torch
 def train(model, loader, opt, device):
     for x, y in loader:
         model.to(device)  # expect: TD713
+        model.train().cuda()  # expect: TD713 (train() returns the model)
         loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
         opt.zero_grad()
         loss.backward(retain_graph=True)  # expect: TD714

@@ -75,6 +75,28 @@ def range_call(it: ast.AST) -> ast.Call | None:
     return None
 
 
+def makes_a_mask(expr: ast.AST) -> bool:
+    """``m.bool()``, ``m.to(torch.bool)``, ``x > 0``, ``~known``, ``a & b``, ``torch.isin(...)``:
+    a boolean tensor (a mask, whatever its name).
+
+    Example:
+        >>> [makes_a_mask(ast.parse(c).body[0].value) for c in ("mask.bool()", "x > 0.5", "x * 2")]
+        [True, True, False]
+    """
+    if isinstance(expr, ast.Compare) or (isinstance(expr, ast.UnaryOp)
+                                         and isinstance(expr.op, ast.Invert)):
+        return True  # fmt: skip
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.BitAnd, ast.BitOr)):
+        return makes_a_mask(expr.left) or makes_a_mask(expr.right)
+    if isinstance(expr, ast.Call):
+        name = method_name(expr)
+        if name in {"bool", "isin", "logical_and", "logical_or", "logical_not", "isnan",
+                    "isfinite", "isinf", "gt", "lt", "ge", "le", "eq", "ne"}:
+            return True  # fmt: skip
+        return name == "to" and any((dotted(a) or "").endswith("bool") for a in expr.args)
+    return False
+
+
 def counts_down(it: ast.AST) -> bool:
     """A range walked backwards: ``reversed(range(n))`` (through enumerate/tqdm) or
     ``range(n - 1, -1, -1)``, as a reverse-diffusion loop walks its timesteps.

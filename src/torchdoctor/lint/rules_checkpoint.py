@@ -245,7 +245,10 @@ class CheckpointRules(RuleVisitor):
     def _rank_test(self, test: ast.AST) -> bool:
         """``rank == 0``, ``args.local_rank in [-1, 0]``, ``accelerator.is_main_process``,
         ``is_main_process()``, ``dist.get_rank() == 0``, and ``and`` / ``or`` / ``not`` of
-        those: a test of which process runs, not of when."""
+        those: a test of which process runs, not of when; and Accelerate's
+        ``accelerator.sync_gradients``, true at every optimizer step."""
+        if (dotted(test) or "").endswith("sync_gradients"):
+            return True
         if isinstance(test, ast.BoolOp):
             return all(self._rank_test(v) for v in test.values)
         if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):

@@ -182,7 +182,8 @@ class DataRules(RuleVisitor):
                 base = move.func.value  # type: ignore[attr-defined]
                 while isinstance(base, (ast.Subscript, ast.Attribute)):
                     base = base.value  # (batch["input_ids"].to(device) too)
-                if not (isinstance(base, ast.Name) and base.id in batch):
+                if not (isinstance(base, ast.Name) and (base.id in batch or self._drawn_from(
+                        move, base.id, batch))):  # fmt: skip
                     continue
                 self.report(
                     move,
@@ -192,6 +193,20 @@ class DataRules(RuleVisitor):
                     "the step",
                     fix=_with_non_blocking(move, self.context.lines),
                 )
+
+    def _drawn_from(self, node: ast.AST, name: str, batch: set[str]) -> bool:
+        """``name`` is bound by a comprehension around ``node`` over the batch's entries:
+        ``{k: v.to(device) for k, v in batch.items()}`` (Hugging Face's usual copy)."""
+        parent = self.parent(node)
+        while parent is not None and not isinstance(parent, ast.For):
+            for gen in getattr(parent, "generators", ()):
+                it = gen.iter
+                while isinstance(it, (ast.Call, ast.Attribute, ast.Subscript)):
+                    it = it.func if isinstance(it, ast.Call) else it.value
+                if name in target_names(gen.target) and isinstance(it, ast.Name) and it.id in batch:
+                    return True
+            parent = self.parent(parent)
+        return False
 
     def _iterated_once(self, call: ast.Call) -> bool:
         """A test loader (``test_loader = DataLoader(test_set, ...)``) is iterated once: its

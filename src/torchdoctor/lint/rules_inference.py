@@ -14,6 +14,7 @@ from torchdoctor.lint.denoising_loops import (
     invariant_inner_calls,
     is_denoising_iter,
     loops_over_modules,
+    makes_a_mask,
     number_literal,
     range_call,
 )
@@ -278,7 +279,10 @@ class InferenceRules(RuleVisitor):
                 name = (dotted(index) or "").rsplit(".", 1)[-1]
                 if number_literal(stmt.value):
                     continue  # x[mask] = 0 runs as masked_fill_: no nonzero, no sync
-                if "mask" in name.lower() or isinstance(index, ast.Compare):
+                made = self.assigned_values(self.enclosing_scope(loop), name) if (
+                    isinstance(index, ast.Name)) else []  # fmt: skip
+                if ("mask" in name.lower() or isinstance(index, ast.Compare)
+                        or (made and all(makes_a_mask(v) for v in made))):  # (known = m.bool())
                     self.report(
                         target,
                         "TD603",

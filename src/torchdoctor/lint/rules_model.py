@@ -68,20 +68,49 @@ class ModelRules(RuleVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
         if names & SEQUENTIAL:
-            layers = node.args
-            for conv, norm in zip(layers, layers[1:]):
-                if self._is_conv(conv) and self._is_batch_norm(norm):
-                    self._report_conv(conv)
+            self._check_layers(node.args, node)
         if names & SOFTMAX or (method_name(node) == "softmax" and not names):
             self._check_attention(node)
 
     def visit_List(self, node: ast.List) -> None:
-        """``layers = [nn.Conv2d(...), nn.BatchNorm2d(...), nn.ReLU()]`` (then Sequential)."""
-        for conv, norm in zip(node.elts, node.elts[1:]):
-            if self._is_conv(conv) and self._is_batch_norm(norm):
-                self._report_conv(conv)
+        """``layers = [nn.Conv2d(...), nn.BatchNorm2d(...), nn.ReLU()]`` (then Sequential);
+        ``OrderedDict([("conv", nn.Conv1d(...)), ("bn", nn.BatchNorm1d(...))])``."""
+        self._check_layers(node.elts, node)
 
     visit_Tuple = visit_List
+
+    def _check_layers(self, layers: list[ast.expr], node: ast.AST) -> None:
+        found = [self._layer(layer, node) for layer in layers]
+        for k, (conv, norm) in enumerate(zip(found, found[1:])):
+            if self._is_conv(conv) and self._is_batch_norm(norm):
+                named = layers[k].id if isinstance(layers[k], ast.Name) else None
+                shared = named is not None and self._also_without_norm(named, node)
+                self._report_conv(conv, shared)  # type: ignore[arg-type]
+
+    def _also_without_norm(self, name: str, node: ast.AST) -> bool:
+        """``name`` also sits in a layer list where no BatchNorm follows it (VGG's ``layers +=
+        [conv2d, nn.ReLU(inplace=True)]`` when ``batch_norm`` is off)."""
+        for other in ast.walk(self.enclosing_scope(node)):
+            elts = other.elts if isinstance(other, (ast.List, ast.Tuple)) else (
+                other.args if isinstance(other, ast.Call) and self.callee(other) & SEQUENTIAL
+                else [])  # fmt: skip
+            for k, elt in enumerate(elts):
+                if isinstance(elt, ast.Name) and elt.id == name and not (
+                        k + 1 < len(elts) and self._is_batch_norm(elts[k + 1])):  # fmt: skip
+                    return True
+        return False
+
+    def _layer(self, expr: ast.AST, node: ast.AST) -> ast.AST | None:
+        """The module call a layer list holds: itself, the module of a ``("name", module)``
+        pair, or the one call assigned to a name (VGG's ``conv2d = nn.Conv2d(...)``, then
+        ``layers += [conv2d, nn.BatchNorm2d(v), ...]``)."""
+        if isinstance(expr, ast.Tuple) and len(expr.elts) == 2 and isinstance(
+                constant(expr.elts[0]), str):  # fmt: skip
+            expr = expr.elts[1]
+        if isinstance(expr, ast.Name):
+            values = self.assigned_values(self.enclosing_scope(node), expr.id)
+            return values[0] if len(values) == 1 else None
+        return expr
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         """``self.conv = nn.Conv2d(...)``, ``self.bn = nn.BatchNorm2d(...)`` and ``forward``
@@ -116,7 +145,7 @@ class ModelRules(RuleVisitor):
     def _is_batch_norm(self, expr: ast.AST) -> bool:
         return isinstance(expr, ast.Call) and any(_BATCH_NORM.match(n) for n in self.callee(expr))
 
-    def _report_conv(self, conv: ast.Call) -> None:
+    def _report_conv(self, conv: ast.Call, shared: bool = False) -> None:
         bias = next((kw for kw in conv.keywords if kw.arg == "bias"), None)
         if bias is not None and constant(bias.value) is not True:
             return  # bias=False, or decided by a variable
@@ -128,7 +157,7 @@ class ModelRules(RuleVisitor):
             return
         source = segment(self.context.lines, conv) or ""
         fix = None
-        if "#" not in source and source.endswith(")"):
+        if "#" not in source and source.endswith(")") and not shared:
             if bias is not None:
                 start = bias.value.col_offset - conv.col_offset
                 end = bias.value.end_col_offset - conv.col_offset
@@ -140,7 +169,9 @@ class ModelRules(RuleVisitor):
             conv,
             "TD506",
             f"`{self.code_of(conv.func)}` has a bias and feeds BatchNorm directly: the norm "
-            "subtracts the batch mean, so the bias is wasted work and memory; pass bias=False",
+            "subtracts the batch mean, so the bias is wasted work and memory; pass bias=False"
+            + (" where BatchNorm follows it (here it also feeds layers without one: make its "
+               "bias depend on the same switch)" if shared else ""),
             fix=fix,
         )
 

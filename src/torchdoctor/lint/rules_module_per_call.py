@@ -17,6 +17,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.tensors import FRAMEWORK_STEPS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor
 
 RULES = (
@@ -59,7 +60,7 @@ class ModulePerCallRules(RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"def forward\(|\.backward\(", r"nn\.|Parameter\("),)
+    TRIGGERS = ((r"def (forward|training_step)\(|\.backward\(", r"nn\.|Parameter\("),)
 
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
@@ -110,10 +111,9 @@ class ModulePerCallRules(RuleVisitor):
             return f"at every step of the training loop at line {training.lineno}"
         scope = self.enclosing_scope(node)
         owner = self.parent(scope) if isinstance(scope, FUNCTIONS) else None
-        if isinstance(scope, FUNCTIONS) and scope.name == "forward" and isinstance(
-            owner, ast.ClassDef
-        ):
-            return f"on every call of `{owner.name}.forward`"
+        if (isinstance(scope, FUNCTIONS) and isinstance(owner, ast.ClassDef)
+                and (scope.name == "forward" or scope.name in FRAMEWORK_STEPS)):  # fmt: skip
+            return f"on every call of `{owner.name}.{scope.name}`"  # (Lightning's step too)
         return None
 
 

@@ -8,6 +8,7 @@ updates the imports (applied by :mod:`torchdoctor.lint.fixes`).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Sequence
 
 from torchdoctor.lint.rule import Rule
@@ -43,6 +44,9 @@ def is_model_like(expr: ast.AST) -> bool:
     Example:
         >>> [is_model_like(ast.parse(s, mode="eval").body) for s in ("self.encoder", "Net()", "x")]
         [True, True, False]
+        >>> [is_model_like(ast.parse(f"{c}.from_pretrained(p)", mode="eval").body)
+        ...  for c in ("AutoModelForSeq2SeqLM", "AutoTokenizer")]
+        [True, False]
     """
     name = dotted(expr)
     if name is not None:
@@ -52,7 +56,13 @@ def is_model_like(expr: ast.AST) -> bool:
             return True  # Net(...)
         if method_name(expr) in {"eval", "cuda", "to", "float", "requires_grad_"}:
             return is_model_like(expr.func.value)
+        if method_name(expr) == "from_pretrained":  # (Hugging Face: a model, unless a tokenizer's)
+            return not _NOT_A_MODEL.search(dotted(expr.func.value) or "")  # type: ignore[attr-defined]
     return False
+
+
+#: classes whose ``from_pretrained`` loads no model
+_NOT_A_MODEL = re.compile(r"Tokenizer|Processor|Config|FeatureExtractor|Scheduler")
 
 
 def sdpa_text(call: ast.Call) -> str | None:

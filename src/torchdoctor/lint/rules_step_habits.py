@@ -48,6 +48,11 @@ RULES = (
 )
 
 
+#: nn.Module methods that return the module itself: ``model.train().cuda()`` moves it
+_RETURN_MODULE = frozenset({"train", "eval", "float", "half", "double", "bfloat16",
+                            "requires_grad_", "zero_grad"})  # fmt: skip
+
+
 class StepHabitRules(RuleVisitor):
     """TD713, TD714 (see the module docstring).
 
@@ -63,6 +68,8 @@ class StepHabitRules(RuleVisitor):
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = ((r"\.backward\(", r"retain_graph|\.to\(|\.cuda\("),)
 
+
+
     def _training_loop(self, node: ast.AST) -> ast.AST | None:
         """The innermost loop around ``node``, if it trains."""
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, (*FOR, ast.While))]
@@ -72,6 +79,8 @@ class StepHabitRules(RuleVisitor):
         name = method_name(node)
         if name in {"to", "cuda"} and isinstance(node.func, ast.Attribute):
             receiver = node.func.value
+            while isinstance(receiver, ast.Call) and method_name(receiver) in _RETURN_MODULE:
+                receiver = receiver.func.value  # type: ignore[attr-defined]  # model.train().cuda()
             statement = self.parent(node)
             if (
                 is_model_like(receiver)

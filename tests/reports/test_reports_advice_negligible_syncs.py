@@ -65,6 +65,10 @@ def test_a_lint_finding_on_a_negligible_sync_line_is_not_hot():
     long_step = _session(37_000.0, _read(1.0, line=74))
     (item,) = lint_findings({**long_step, "lint": [finding]})
     assert item.heat == 0.0 and "not hot" in item.title
+    # (it says why: the profile saw the syncs, too few for a 37 s step; not "never hot")
+    assert item.evidence == [
+        "train.py:74: the profile recorded its syncs, too few to matter in a step this long"
+    ]
     short_step = _session(15.0, _read(1.0, line=74))
     (item,) = lint_findings({**short_step, "lint": [finding]})
     assert item.heat > 0 and "on a hot line" in item.title

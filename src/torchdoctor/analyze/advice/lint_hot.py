@@ -63,6 +63,10 @@ NEGLIGIBLE_SHARE = 0.01
 COLD_NOTE = "not on a line the profile shows hot"
 #: ... or on a line whose torch calls the hot lines measured as negligible
 NEGLIGIBLE_NOTE = f"measured, under {NEGLIGIBLE_SHARE:.0%} of the step"
+#: what _heat says of a recorded sync line whose syncs are too few for the step's length
+NEGLIGIBLE_SYNCS = "negligible in this step"
+#: ... and the cold group's evidence for it
+FEW_SYNCS_NOTE = "the profile recorded its syncs, too few to matter in a step this long"
 #: lint codes whose remedy another rule also prescribes (they merge into one advice)
 CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers", "TD604": "kv-cache",
           "TD507": "sdpa"}  # fmt: skip
@@ -140,7 +144,7 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             if not isinstance(record.get("stall_ms"), int | float) and negligible_syncs(
                 count, step
             ):  # too few for this step's length even at 1 ms each: no suspect
-                return 0.0, f"the line syncs {times}x per step, negligible in this step"
+                return 0.0, f"the line syncs {times}x per step, {NEGLIGIBLE_SYNCS}"
             # weighed as every sync rule weighs syncs: one sync per step in a 30 s LBFGS
             # step is no first suspect
             return sync_heat(count), f"the line syncs {times}x per step in the profile"
@@ -339,6 +343,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     advice: list[Advice] = []
     cold: dict[str, list[Mapping[str, Any]]] = {}
     negligible: set[int] = set()  # (measured under NEGLIGIBLE_SHARE: said so in the evidence)
+    few_syncs: set[int] = set()  # (a recorded sync line, negligible for this step: said so)
     for finding in findings:
         rule = RULES.get(str(finding.get("code")))
         heat, why = _heat(finding, session, step)
@@ -346,6 +351,8 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         if periodic is not None:  # (the every-N-steps evaluation's loop: that advice's cause)
             advice.append(_periodic_finding(finding, periodic, heat))
             continue
+        if why.endswith(NEGLIGIBLE_SYNCS):
+            few_syncs.add(id(finding))
         if rare_loader(finding, session):
             heat = 0.0
         elif why.endswith("(measured)") and heat < NEGLIGIBLE_SHARE:
@@ -396,8 +403,9 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     for code, group in sorted(cold.items()):
         evidence = []
         for note, part in (
-            (COLD_NOTE, [f for f in group if id(f) not in negligible]),
+            (COLD_NOTE, [f for f in group if id(f) not in negligible | few_syncs]),
             (NEGLIGIBLE_NOTE, [f for f in group if id(f) in negligible]),
+            (FEW_SYNCS_NOTE, [f for f in group if id(f) in few_syncs]),
         ):  # fmt: skip
             places = ", ".join(
                 f"{os.path.basename(str(f.get('path') or '?'))}:{f.get('line', '?')}"

@@ -35,7 +35,7 @@ from torchdoctor.analyze.advice.base import (
 )
 from torchdoctor.analyze.advice.hot_lines import NO_CURE_FIX
 from torchdoctor.analyze.advice.hot_lines_cures import PER_ELEMENT_LOOP
-from torchdoctor.analyze.advice.lint_hot import COLD_NOTE, NEGLIGIBLE_NOTE
+from torchdoctor.analyze.advice.lint_hot import COLD_NOTE, FEW_SYNCS_NOTE, NEGLIGIBLE_NOTE
 from torchdoctor.session_read import fmt_ms
 
 
@@ -149,7 +149,8 @@ def _merged(entries: list[Advice]) -> Advice:
         # whole time: a torch.load between steps)
         found = f"the linter found the same cause ({', '.join(other.references)})"
         evidence = [
-            e.replace(COLD_NOTE, found).replace(NEGLIGIBLE_NOTE, found) if cold else e
+            e.replace(COLD_NOTE, found).replace(NEGLIGIBLE_NOTE, found).replace(
+                FEW_SYNCS_NOTE, found) if cold else e
             for e in other.evidence
         ]
         assumed = _direction(other) and first.estimated_saving_ms is not None

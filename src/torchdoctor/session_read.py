@@ -255,6 +255,9 @@ def error_text(session: Mapping[str, Any]) -> str | None:
         'the script raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (train.py:4), before a step was complete: the figures are of what ran before it'
         >>> error_text({"error": "terminated by signal 15 (SIGTERM) at /w/t.py:9", "steps": [{}]})
         'the script was terminated by signal 15 (SIGTERM) at /w/t.py:9, after 1 profiled steps: the figures are of what ran before it'
+        >>> sampled = {"config": {"step_records": {"seen": 2011}}, "steps": [{}] * 810}
+        >>> error_text({**sampled, "error": "KeyError: 'final_observation'"})[-64:]
+        'after 2011 profiled steps: the figures are of what ran before it'
     """
     error = session.get("error")
     if not error:
@@ -271,7 +274,7 @@ def error_text(session: Mapping[str, Any]) -> str | None:
                 continue
             number = text.split(", line ", 1)[1].split(",", 1)[0]
             where = f" ({os.path.basename(file)}:{number})"
-    steps = len(session.get("steps") or ())
+    steps = step_count(session)  # (a long run lists a sample of its steps)
     whole = (session.get("config") or {}).get("step_boundary") == "whole_run"
     when = "before a step was complete" if whole or not steps else f"after {steps} profiled steps"
     what = "was" if last.startswith(("terminated by signal", "interrupted")) else "raised"

@@ -72,14 +72,17 @@ def _marginal(weights: torch.Tensor | None, shape, name: str, like: torch.Tensor
         ) from None
 
 
-def _check_values(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, batch_shape) -> None:
+def _check_values(
+    cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, batch_shape, tolerance: float = 1e-5
+) -> None:
     """One host read for the batch: bad costs (NaN, -inf, a row or column with every pair
-    forbidden) or bad marginals (negative or NaN weights, no mass, unequal totals)."""
+    forbidden) or bad marginals (negative or NaN weights, no mass, totals apart by more than
+    ``tolerance``, relative)."""
     flat = cost.detach().reshape(-1, *cost.shape[-2:])
     a = a.detach().reshape(flat.shape[0], -1)
     b = b.detach().reshape(flat.shape[0], -1)
     forbidden = torch.isposinf(flat)
-    totals = a.sum(-1), b.sum(-1)
+    totals = a.double().sum(-1), b.double().sum(-1)
     bad_weights = [(w < 0).any(-1) | torch.isnan(w).any(-1) | ~(w.sum(-1) > 0) for w in (a, b)]
     scale = torch.maximum(totals[0].abs(), totals[1].abs())
     flags = torch.stack(
@@ -89,7 +92,7 @@ def _check_values(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, batch_sh
             forbidden.all(2).any(1) | forbidden.all(1).any(1),
             bad_weights[0],
             bad_weights[1],
-            (totals[0] - totals[1]).abs() > 1e-5 * scale,
+            (totals[0] - totals[1]).abs() > tolerance * scale,
         ]
     )
     if not bool(flags.any()):
@@ -140,7 +143,8 @@ def sinkhorn(
     (POT's ``stopThr``), and the loop stops once every problem is: one host read per check for
     the whole batch. ``check=True`` (one host read) validates the inputs first: finite costs
     (``+inf`` only for forbidden pairs, an allowed pair in every row and column), marginals
-    non-negative with equal positive totals; an error names the first bad problem. Problems
+    non-negative with equal positive totals (within 1e-5, relative, or the weights' dtype's
+    eps: 1/3 rounded to float16); an error names the first bad problem. Problems
     with no rows or no columns give an empty plan and zero potentials.
 
     The result has the cost's dtype. Half precision (float16/bfloat16) is computed in float32
@@ -174,8 +178,10 @@ def sinkhorn(
         return SinkhornResult(
             torch.zeros_like(cost), torch.zeros_like(weights_a), torch.zeros_like(weights_b)
         )
-    if check:
-        _check_values(cost, weights_a, weights_b, batch_shape)
+    if check:  # (weights rounded to their dtype, 1/3 in float16, miss equal totals by its eps)
+        tolerance = max([1e-5] + [torch.finfo(w.dtype).eps for w in (a, b)
+                                  if isinstance(w, torch.Tensor) and w.is_floating_point()])
+        _check_values(cost, weights_a, weights_b, batch_shape, tolerance)
     log_a, log_b = torch.log(weights_a), torch.log(weights_b)
     scaled = -cost / eps
     log_u = torch.zeros_like(log_a)

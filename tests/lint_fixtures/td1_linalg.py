@@ -190,3 +190,10 @@ def implicit_heat_equation(u0, laplacian, dt, n_steps):
     for _ in range(n_steps):
         v = torch.linalg.solve(A, v)  # expect: TD102 (factors A again for each state)
     return u, v
+
+
+def logdets_legacy(w):
+    out = []
+    for b in range(w.shape[0]):
+        out.append(torch.slogdet(w[b])[1])  # expect: TD103 (the legacy spelling)
+    return torch.stack(out)

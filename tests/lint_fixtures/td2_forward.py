@@ -105,3 +105,10 @@ class DepthDecoder(nn.Module):  # transformers' MoshiDepthDecoder
             position_idx = position_idx.item()  # expect: TD205 (the loop's tensor, read back)
             embeds.append(self.embed(input_ids[:, [position_idx]]))
         return torch.cat(embeds, 1)
+
+
+class CheckedConv(torch.nn.Module):
+    def forward(self, x, edge_index):
+        if (edge_index >= x.size(0)).any():  # expect: TD205 (a forward input compared)
+            raise IndexError("edge_index refers to a node that does not exist")
+        return x

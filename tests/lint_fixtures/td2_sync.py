@@ -330,3 +330,29 @@ class Classifier:
         loss.backward()
         self.optimizer.step()
         self.history.append(accuracy(output, target, topk=(1, 5)))  # read in accuracy, line 289
+
+
+class Detectron2LikeTrainer:
+    def run_step(self):
+        loss_dict = self.model(next(self._data_loader_iter))
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        self.grad_scaler.scale(losses).backward()
+        self._write_metrics(loss_dict)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        torch.cuda.synchronize()  # expect: TD202 (a step function: backward and the scaler's step)
+
+    def _write_metrics(self, loss_dict):
+        metrics = {k: v.detach().cpu().item() for k, v in loss_dict.items()}  # expect: TD201
+        self.storage.put_scalars(**metrics)
+
+
+def train_after_warmup(model, loader, opt, learning_starts):
+    for global_step, (x, y) in enumerate(loader):
+        model(x, y).backward()
+        opt.step()
+        if global_step > learning_starts:  # (true on every step once warm-up is over)
+            torch.cuda.synchronize()  # expect: TD202
+        if global_step % 1000 == 0:
+            torch.cuda.synchronize()  # every 1000 steps: no finding

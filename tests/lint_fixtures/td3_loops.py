@@ -339,3 +339,11 @@ def compact_cluster_labels(pseudo_labels):
     valid = sorted(v for v in set(pseudo_labels.tolist()) if v != -1)
     lut = dict(zip(valid, range(len(valid))))
     return torch.tensor([lut.get(v, -1) for v in pseudo_labels.tolist()])  # expect: TD302
+
+
+def discriminative_pull(embedding, instance_ids, num_instances):
+    means = []
+    for inst in range(1, num_instances + 1):
+        means.append(embedding[:, instance_ids == inst].mean(1))  # expect: TD301
+        first = embedding[:, 0:1]  # near-miss: a plain slice
+    return torch.stack(means), first

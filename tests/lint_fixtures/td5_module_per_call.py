@@ -46,3 +46,10 @@ class Regressor(nn.Module):  # (a LightningModule's training_step runs every ste
 
     def configure_optimizers(self):
         return torch.optim.AdamW(nn.Linear(2, 2).parameters())  # built once: no finding
+
+
+def train_step(model, batch, optimizer):
+    scale = nn.Parameter(torch.ones(4))  # expect: TD513 (a training step function)
+    loss = (model(batch[0]) * scale).sum()
+    loss.backward()
+    optimizer.step()

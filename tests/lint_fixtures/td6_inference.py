@@ -358,3 +358,13 @@ def evaluate_comprehension(model, loader, device):
     preds = [model(b["input_ids"].to(device)).logits.argmax(-1) for b in loader]  # expect: TD602 (a loop as a comprehension)
     heads = [head(preds[0]) for head in model.heads]  # near-miss: a loop over the model's heads
     return torch.cat(preds), heads
+
+
+@torch.no_grad()
+def repaint(unet, scheduler, image, keep_mask, known):
+    keep = keep_mask.bool().expand_as(image)  # (a mask, whatever its name)
+    latents = torch.randn_like(image)
+    for t in scheduler.timesteps:
+        latents[keep] = known[keep]  # expect: TD603
+        latents = scheduler.step(unet(latents, t).sample, t, latents).prev_sample
+    return latents

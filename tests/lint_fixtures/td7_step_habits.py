@@ -46,3 +46,11 @@ def train_with_accelerate(model, loader, optimizer, accelerator, scaler):
             torch.cuda.empty_cache()  # expect: TD705 (the guard holds on every GPU step)
         if x.shape[0] % 2:
             torch.cuda.empty_cache()  # near-miss: under a condition on the step
+
+
+class Trainer:
+    def run_step(self):
+        self.model.cuda()  # expect: TD713 (run_step: backward and an optimizer step)
+        loss = self.model(next(self.batches))
+        loss.backward()
+        self.optimizer.step()

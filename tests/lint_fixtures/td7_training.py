@@ -168,3 +168,22 @@ def train_multitask(model, loader, optimizer):
         running["ce"] += ce_loss  # expect: TD708 (a part of the loss keeps the graph too)
         running["reg"] += reg_loss.detach()  # near-miss: detached
     return running
+
+
+class StepTrainer:
+    def run_step(self):
+        loss = self.model(next(self.batches))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        torch.cuda.empty_cache()  # expect: TD705 (run_step: a step function)
+
+
+def train_after_learning_starts(model, loader, opt, learning_starts):
+    import gc
+
+    for global_step, (x, y) in enumerate(loader):
+        model(x, y).backward()
+        opt.step()
+        if global_step > learning_starts:
+            gc.collect()  # expect: TD710 (true on every step past the warm-up)

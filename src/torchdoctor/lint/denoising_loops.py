@@ -75,19 +75,27 @@ def range_call(it: ast.AST) -> ast.Call | None:
     return None
 
 
+#: methods that change a tensor's shape or place, not its values (a mask stays a mask)
+_KEEPS_VALUES = frozenset({"expand", "expand_as", "view", "reshape", "unsqueeze", "squeeze",
+                           "flatten", "contiguous", "clone", "detach", "repeat", "permute"})  # fmt: skip
+
+
 def makes_a_mask(expr: ast.AST) -> bool:
     """``m.bool()``, ``m.to(torch.bool)``, ``x > 0``, ``~known``, ``a & b``, ``torch.isin(...)``:
     a boolean tensor (a mask, whatever its name).
 
     Example:
-        >>> [makes_a_mask(ast.parse(c).body[0].value) for c in ("mask.bool()", "x > 0.5", "x * 2")]
-        [True, True, False]
+        >>> [makes_a_mask(ast.parse(c).body[0].value)
+        ...  for c in ("mask.bool()", "x > 0.5", "m.bool().expand_as(x)", "x * 2")]
+        [True, True, True, False]
     """
     if isinstance(expr, ast.Compare) or (isinstance(expr, ast.UnaryOp)
                                          and isinstance(expr.op, ast.Invert)):
         return True  # fmt: skip
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.BitAnd, ast.BitOr)):
         return makes_a_mask(expr.left) or makes_a_mask(expr.right)
+    while isinstance(expr, ast.Call) and method_name(expr) in _KEEPS_VALUES:  # (.expand_as(x))
+        expr = expr.func.value  # type: ignore[attr-defined]
     if isinstance(expr, ast.Call):
         name = method_name(expr)
         if name in {"bool", "isin", "logical_and", "logical_or", "logical_not", "isnan",

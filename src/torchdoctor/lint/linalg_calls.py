@@ -105,6 +105,7 @@ BATCHED_LINALG: dict[str, tuple[int, tuple[str, ...], bool]] = {
     "torch.linalg.det": (0, ("A",), False),
     "torch.det": (0, ("input",), False),
     "torch.linalg.slogdet": (0, ("A",), False),
+    "torch.slogdet": (0, ("input",), False),
     "torch.logdet": (0, ("input",), False),
     "torch.linalg.svd": (0, ("A",), False),
     "torch.linalg.svdvals": (0, ("A",), False),

@@ -29,8 +29,10 @@ RULES = (
         "constant-tensor-per-call",
         "info",
         "a constant tensor built from a Python literal (torch.tensor([0.485, 0.456, 0.406])) "
-        "in a forward, a loop, or a function called from a loop: an allocation and, on a GPU, "
-        "a blocking host-to-device copy on every call for a value that never changes",
+        "in a forward, a step loop (over a loader's batches, a sampler's time steps, or one "
+        "calling backward or step), or a function a forward or such a loop calls: an allocation "
+        "and, on a GPU, a blocking host-to-device copy on every call for a value that never "
+        "changes",
         "build it once: self.register_buffer('mean', torch.tensor([...])) in __init__ (it "
         "follows .to(device)), or a constant moved to the device before the loop",
         "class Norm(nn.Module):\n    def forward(self, x):\n"

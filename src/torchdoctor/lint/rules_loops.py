@@ -191,7 +191,12 @@ class LoopRules(RuleVisitor):
         return None
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
-        if isinstance(node.slice, (ast.Slice, ast.Tuple)):
+        if isinstance(node.slice, ast.Tuple):  # emb[:, ids == v]: a mask along another dim
+            rest = [e for e in node.slice.elts if not _whole_dim(e)]
+            if len(rest) == 1 and equality_sides(rest[0]) is not None:
+                self._check_mask(node, rest[0], f"boolean-mask indexing `{self.code_of(node)}`")
+            return
+        if isinstance(node.slice, ast.Slice):
             return
         parent = self.parent(node)
         if isinstance(parent, ast.Assign) and any(t is node for t in parent.targets):
@@ -383,3 +388,15 @@ class LoopRules(RuleVisitor):
             fix=None if plan is None else remap_rewrite(*plan),
             fix_kind="block",
         )
+
+
+def _whole_dim(index: ast.AST) -> bool:
+    """``:`` or ``...`` in a subscript: a whole dimension.
+
+    Example:
+        >>> [_whole_dim(e) for e in ast.parse("x[:, ..., 1:2]", mode="eval").body.slice.elts]
+        [True, True, False]
+    """
+    if isinstance(index, ast.Constant) and index.value is Ellipsis:
+        return True
+    return isinstance(index, ast.Slice) and index.lower is index.upper is index.step is None

@@ -114,6 +114,8 @@ class ModulePerCallRules(RuleVisitor):
         if (isinstance(scope, FUNCTIONS) and isinstance(owner, ast.ClassDef)
                 and (scope.name == "forward" or scope.name in FRAMEWORK_STEPS)):  # fmt: skip
             return f"on every call of `{owner.name}.{scope.name}`"  # (Lightning's step too)
+        if not loops and self.is_step_function(scope):  # (a train_step: backward and step)
+            return f"on every call of the training step `{scope.name}`"  # type: ignore[attr-defined]
         return None
 
 

@@ -71,9 +71,14 @@ class StepHabitRules(RuleVisitor):
 
 
     def _training_loop(self, node: ast.AST) -> ast.AST | None:
-        """The innermost loop around ``node``, if it trains."""
+        """The innermost loop around ``node``, if it trains; outside loops, the step function
+        ``node`` sits in (detectron2's ``run_step``: backward and an optimizer step, called
+        every step)."""
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, (*FOR, ast.While))]
-        return loops[0] if loops and self.is_training_body(loops[0]) else None
+        if not loops:
+            scope = self.enclosing_scope(node)
+            return scope if self.is_step_function(scope) else None
+        return loops[0] if self.is_training_body(loops[0]) else None
 
     def visit_Call(self, node: ast.Call) -> None:
         name = method_name(node)

@@ -10,6 +10,7 @@ from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
 from torchdoctor.lint.rules_sync_solver import RULES as SOLVER_RULES
 from torchdoctor.lint.rules_sync_solver import ConvergenceSyncs
+from torchdoctor.lint.syntax import after_warmup, root_name
 from torchdoctor.lint.tensor_values import TensorValues
 from torchdoctor.lint.visitor import (
     FOR,
@@ -255,8 +256,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
         ``if step % 100 == 0:``): not every step."""
         parent = self.parent(node)
         while parent is not None and parent is not loop:
-            if isinstance(parent, (ast.If, ast.IfExp)):
-                return True
+            if isinstance(parent, (ast.If, ast.IfExp)) and not after_warmup(parent.test):
+                return True  # (`if step > warmup:` holds on every step after the warm-up)
             parent = self.parent(parent)
         return False
 
@@ -294,7 +295,10 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
             )
         if isinstance(receiver, ast.Compare):  # `(loss > 10).any()`: a bool tensor
             operands = [receiver.left, *receiver.comparators]
-            return any(self.looks_like_tensor(o) or _sliced_in_dims(o) for o in operands)
+            inputs = self._forward_inputs(expr)  # (`(edge_index >= n).any()` in forward)
+            return any(self.looks_like_tensor(o) or _sliced_in_dims(o)
+                       or (isinstance(o, ast.Name | ast.Subscript) and root_name(o) in inputs)
+                       for o in operands)  # fmt: skip
         if isinstance(receiver, ast.Name) and receiver.id in self._forward_inputs(expr):
             return True  # `if mask.any():` on forward's tensor argument
         if isinstance(receiver, ast.Name):  # (also `norm = clip_grad_norm_(...)`: a tensor)

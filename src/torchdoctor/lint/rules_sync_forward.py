@@ -211,13 +211,21 @@ class ForwardAndCallSyncs:
         return {a.arg for a in [*scope.args.posonlyargs, *scope.args.args]} - {"self"}
 
     def _reduces_a_forward_input(self, expr: ast.AST) -> bool:
-        """``x.sum()`` / ``x.max()`` / ``x.abs().mean()`` of a forward argument, or of a name
+        """``x.sum()`` / ``x.max()`` / ``x.abs().mean()`` / ``(x[0] >= n).any()`` of a forward
+        argument, or of a name
         the forward assigns only from its submodules' outputs (``scores = self.fc(x)``)."""
         if not isinstance(expr, ast.Call) or method_name(expr) not in REDUCTIONS | TRUTH_METHODS:
             return False
         root = expr.func.value
-        while isinstance(root, ast.Call) and isinstance(root.func, ast.Attribute):
-            root = root.func.value
+        while True:  # (edge_index[0] >= n).any(): the tensor compared, indexed or called on
+            if isinstance(root, ast.Call) and isinstance(root.func, ast.Attribute):
+                root = root.func.value
+            elif isinstance(root, ast.Compare) and len(root.ops) == 1:
+                root = root.left
+            elif isinstance(root, ast.Subscript):
+                root = root.value
+            else:
+                break
         if not isinstance(root, ast.Name):
             return False
         if root.id in self._forward_inputs(expr):
@@ -232,7 +240,8 @@ class ForwardAndCallSyncs:
 
 def _derived(tensors: set[str], function: ast.AST) -> set[str]:
     """``tensors`` and the names ``function`` assigns from them, transitively (``_, pred =
-    output.topk(5, 1)``; ``correct = pred.eq(target)``), except values read to the host.
+    output.topk(5, 1)``; ``correct = pred.eq(target)``; ``for k, v in loss_dict.items()``),
+    except values read to the host.
 
     Example:
         >>> src = "def acc(out, y):\\n    _, p = out.topk(5, 1)\\n    c = p.eq(y)\\n    v = c.sum().item()\\n"
@@ -240,15 +249,16 @@ def _derived(tensors: set[str], function: ast.AST) -> set[str]:
         ['_', 'c', 'out', 'p', 'y']
     """
     derived = set(tensors)
-    assigns = sorted((n for n in ast.walk(function) if isinstance(n, ast.Assign)),
-                     key=lambda n: (n.lineno, n.col_offset))  # fmt: skip
-    for assign in assigns:
-        reads = {n.id for n in ast.walk(assign.value) if isinstance(n, ast.Name)}
+    binds = [(n.value, n.targets) for n in ast.walk(function) if isinstance(n, ast.Assign)]
+    binds += [(n.iter, [n.target]) for n in ast.walk(function)  # (for k, v in d.items())
+              if isinstance(n, (ast.comprehension, ast.For))]  # fmt: skip
+    binds.sort(key=lambda b: (getattr(b[0], "lineno", 0), getattr(b[0], "col_offset", 0)))
+    for value, targets in binds:
+        reads = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}
         host = any(isinstance(c, ast.Call) and method_name(c) in HOST_COPY_METHODS
-                   for c in ast.walk(assign.value))  # fmt: skip
+                   for c in ast.walk(value))  # fmt: skip
         if reads & derived and not host:
-            derived |= {n.id for t in assign.targets for n in ast.walk(t)
-                        if isinstance(n, ast.Name)}  # fmt: skip
+            derived |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
     return derived
 
 

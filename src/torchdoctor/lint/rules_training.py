@@ -12,6 +12,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import after_warmup
 from torchdoctor.lint.tensors import FRAMEWORK_STEP_HOOKS
 from torchdoctor.lint.visitor import (
     FOR,
@@ -264,19 +265,20 @@ class TrainingRules(RuleVisitor):
 
     def _every_training_step(self, node: ast.AST, over_data: bool = False) -> bool:
         loop = self._training_loop(node, over_data)
-        if loop is None:  # a method the framework calls every step (on_train_batch_end)
-            scope = self.enclosing_scope(node)
+        if loop is None:  # a method the framework calls every step (on_train_batch_end), or
+            scope = self.enclosing_scope(node)  # a step function (detectron2's run_step)
             if self.enclosing_loops(node) or not (
-                isinstance(scope, FUNCTIONS)
-                and scope.name in FRAMEWORK_STEP_HOOKS
-                and isinstance(self.parent(scope), ast.ClassDef)
-            ):
+                (isinstance(scope, FUNCTIONS) and scope.name in FRAMEWORK_STEP_HOOKS
+                 and isinstance(self.parent(scope), ast.ClassDef))
+                or self.is_step_function(scope)
+            ):  # fmt: skip
                 return False
             loop = scope
         parent = self.parent(node)
         while parent is not None and parent is not loop:
-            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)) and not _always_on_a_gpu(parent):
-                return False
+            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)) and not (
+                    _always_on_a_gpu(parent) or after_warmup(getattr(parent, "test", None))):
+                return False  # fmt: skip
             parent = self.parent(parent)
         return True
 

@@ -309,8 +309,8 @@ def _training_kind(call: ast.Call) -> str | None:
     if name == "step":
         receiver = dotted(call.func.value) or ""
         last = receiver.rsplit(".", 1)[-1].lower()
-        if "optim" in last or last in {"opt", "scaler"} or last.endswith("_opt"):
-            return "step"
+        if "optim" in last or last in {"opt", "scaler"} or last.endswith(("_opt", "scaler")):
+            return "step"  # (self.grad_scaler.step(self.optimizer): detectron2's AMP)
     return None
 
 
@@ -382,3 +382,26 @@ def statement_list(block: ast.AST | None, stmt: ast.AST) -> list[ast.stmt] | Non
         if isinstance(statements, list) and any(s is stmt for s in statements):
             return statements
     return None
+
+
+#: a counter of steps or epochs, compared against a warm-up threshold
+_COUNTER = re.compile(r"(?i)(^|_)(step|steps|iter|iters|iteration|it|epoch|t|update|updates)$")
+
+
+def after_warmup(test: ast.AST) -> bool:
+    """``global_step > learning_starts``, ``step >= warmup``, ``epoch > 0``: true on every step
+    once a warm-up is over, so no sign of work done only now and then (``step % N == 0`` is).
+
+    Example:
+        >>> [after_warmup(ast.parse(t, mode="eval").body)
+        ...  for t in ("global_step > learning_starts", "step % 10 == 0", "loss > best")]
+        [True, False, False]
+    """
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], (ast.Gt, ast.GtE))):
+        return False  # fmt: skip
+    counter = dotted(test.left)
+    if counter is None or not _COUNTER.search(counter.rsplit(".", 1)[-1]):
+        return False
+    return not any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+                   for n in ast.walk(test.comparators[0]))  # fmt: skip

@@ -91,3 +91,14 @@ def test_markdown_report_carries_the_contention_caveat():
                "environment": {}}  # fmt: skip
     text = render_markdown(session)
     assert "- **Caveat:** the profiled thread waited for a CPU core 60%" in text
+
+
+def test_a_wait_credited_late_is_capped_at_the_steps_time_off_a_core():
+    """Linux 6.18 credited 4.8 ms of run-queue wait to a 1.5 ms step its thread spent on a core
+    (EEVDF's delayed dequeue: a wait counted past the step it happened in): a step never waited
+    longer than it was off a core."""
+    steps = _steps(wait=0.0)
+    for s in steps:
+        s["cpu_wait_ms"] = 4.8  # (each 10 ms step on a core all along)
+    assert cpu_contention({"steps": steps}) == []
+    assert contention_text({"steps": steps}) is None

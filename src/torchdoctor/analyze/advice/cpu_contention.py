@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms
-from torchdoctor.session_read import HostSplit, contention_share, host_split, host_steps
+from torchdoctor.session_read import HostSplit, contention_share, host_split, host_steps, wait_ms
 
 #: a long step's extra time is the machine's (or outside the CPU) past this share of it
 OFF_CORE_SHARE = 0.6
@@ -46,11 +46,12 @@ def extra_split(
     if not long or len(typical) < 5:
         return None
 
-    def over(key: str) -> float:
-        base = statistics.median(float(s[key]) for s in typical)
-        return sum(max(0.0, float(s[key]) - base) for s in long)
+    def over(value: Any) -> float:
+        base = statistics.median(value(s) for s in typical)
+        return sum(max(0.0, value(s) - base) for s in long)
 
-    return HostSplit(over("wall_ms"), over("cpu_ms"), over("cpu_wait_ms"))
+    return HostSplit(over(lambda s: float(s["wall_ms"])), over(lambda s: float(s["cpu_ms"])),
+                     over(wait_ms))  # fmt: skip
 
 
 def off_core(extra: HostSplit | None) -> str | None:
@@ -105,7 +106,7 @@ def cpu_contention(session: Mapping[str, Any]) -> list[Advice]:
         return []
     steps = host_steps(session.get("steps") or ())
     total = host_split(steps)
-    waited = [s for s in steps if float(s["cpu_wait_ms"]) > 0.25 * float(s["wall_ms"])]
+    waited = [s for s in steps if wait_ms(s) > 0.25 * float(s["wall_ms"])]
     evidence = [
         f"in {len(steps):,} steps ({fmt_ms(total.wall_ms)}), the profiled thread was ready to "
         f"run with no core free for {fmt_ms(total.wait_ms)} (the kernel's run-queue wait), "

@@ -101,3 +101,15 @@ def train_clipped(model, loader, optimizer, max_norm, log_every, writer):
         optimizer.step()
         if step % log_every == 0:
             writer.add_scalar("grad_norm", grad_norm, step)
+
+
+def train_logging_accuracy(model, loader, optimizer, logger, log_every=100):
+    for step, (images, labels) in enumerate(loader):
+        logits = model(images)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        loss.backward()
+        optimizer.step()
+        acc = (logits.argmax(-1) == labels).float().mean()  # expect: TD712 (`logits` is no logger)
+        lr = logger.current_lr()  # near-miss: a logger's bookkeeping
+        if step % log_every == 0:
+            print(step, acc.item(), lr)

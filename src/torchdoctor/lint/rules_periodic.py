@@ -64,7 +64,8 @@ _HOST_READS = frozenset({"item", "cpu", "tolist", "numpy", "detach", "float", "m
 #: receivers whose methods read bookkeeping, not compute (a scheduler's learning rate, a
 #: logger, a timer, a progress bar): nothing worth moving under the `if`
 _BOOKKEEPING = re.compile(
-    r"sched|optim|log|meter|timer|clock|writer|tracker|progress|pbar|tqdm|args|config|cfg",
+    r"sched|optim|(?:^|[._])log(?:ger|gers|ging|s)?(?:$|[._])|meter|timer|clock|writer|"
+    r"tracker|progress|pbar|tqdm|args|config|cfg",  # (a logger; not `logits`)
     re.IGNORECASE,
 )
 

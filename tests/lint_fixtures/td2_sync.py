@@ -356,3 +356,15 @@ def train_after_warmup(model, loader, opt, learning_starts):
             torch.cuda.synchronize()  # expect: TD202
         if global_step % 1000 == 0:
             torch.cuda.synchronize()  # every 1000 steps: no finding
+
+
+def train_with_a_shape_test(model, loader, opt):
+    total = 0.0
+    for x, y in loader:
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        opt.step()
+        if logits.shape[0] > 1:  # (a shape test: no logging switch, whatever the name)
+            total += loss.item()  # expect: TD201
+    return total

@@ -58,7 +58,12 @@ MODEL_NAME = re.compile(
     r"classifier)s?$",
     re.IGNORECASE,
 )
-_LOG_GATE = re.compile(r"log|interval|every|print|verbose|display|report", re.IGNORECASE)
+#: a test's names that decide whether to log (``should_log``, ``args.log_interval``,
+#: ``print_every``, ``verbose``); ``log`` as a word of the name: ``logits`` is no switch
+_LOG_GATE = re.compile(
+    r"(?:^|[._])(?:log|logs|logging)(?:$|[._\d])|interval|every|print|verbose|display|report",
+    re.IGNORECASE,
+)
 
 
 def parent(node: ast.AST) -> ast.AST | None:

@@ -7,6 +7,7 @@ import pty
 import re
 import select
 import subprocess
+import sys
 import time
 
 import pytest
@@ -103,3 +104,21 @@ def test_live_view_redraws_at_most_once_per_interval():
         live.live_figures = original
     assert drawn == [0.0, 1.0, 2.2]
     assert summary_lines({"steps": 0, "elapsed_s": 1.0, "label": "x"})[1].startswith("waiting")
+
+
+def test_live_figures_carry_the_share_of_time_the_loop_waited_for_a_core():
+    import torch
+
+    import torchdoctor
+    from torchdoctor.collect.live import live_figures
+
+    net = torch.nn.Linear(4, 4)
+    with torchdoctor.Profiler(net, syncs=False) as prof:
+        for _ in range(3):
+            net(torch.ones(1, 4)).sum().backward()
+            prof.step()
+        figures = live_figures(prof)
+    waited = figures["cpu_wait_share"]
+    assert waited is None or 0.0 <= waited <= 1.0  # (None where the kernel gives no wait)
+    if sys.platform == "linux":
+        assert waited is not None

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from torchdoctor.collect.syncs_fold import events_since
-from torchdoctor.session_read import PHASES, fmt_ms, quantile
+from torchdoctor.session_read import CONTENTION_SHARE, PHASES, fmt_ms, host_split, quantile
 
 #: the least time between two redraws (seconds)
 MIN_INTERVAL_S = 1.0
@@ -85,6 +85,8 @@ def live_figures(profiler: Any, audit: Any = None, started: float | None = None)
             self_ms[node] = self_ms.get(node, 0.0) + max(0.0, value) / len(detailed)
     top = sorted(self_ms.items(), key=lambda item: -item[1])[:TOP_MODULES]
     step = quantile(walls, 0.5) if walls else 0.0
+    timed = host_split(recent)  # (the thread's wait for a core: collect/host_time.py)
+    waited = timed.wait_ms / timed.wall_ms if timed.wall_ms > 0 else None
     syncs = None
     if audit is not None and store.count:
         first = int(getattr(profiler, "warmup", 0) or 0)
@@ -104,6 +106,7 @@ def live_figures(profiler: Any, audit: Any = None, started: float | None = None)
             for n, ms in top
         ],  # fmt: skip
         "syncs_per_step": syncs,
+        "cpu_wait_share": waited,
         "elapsed_s": time.monotonic() - started if started is not None else 0.0,
     }
 
@@ -124,13 +127,14 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
     Example:
         >>> figures = {"label": "demo", "steps": 4, "elapsed_s": 2.0, "step_ms": 12.5,
         ...            "last_ms": 13.0, "phases": {"forward": 0.6, "backward": 0.4},
-        ...            "modules": [], "syncs_per_step": 2.0}
+        ...            "modules": [], "syncs_per_step": 2.0, "cpu_wait_share": 0.3}
         >>> for line in summary_lines(figures):
         ...     print(line)
         torchdoctor live · demo · 4 steps · 2.0 s
         step time  12.5 ms (median of recent steps), last 13 ms
         phases     forward 60% · backward 40%
         syncs      2 per step
+        machine    busy: the loop waited for a CPU core 30% of the recent steps' time (other processes hold the cores)
     """
     lines = [
         f"torchdoctor live · {figures['label']} · {figures['steps']} steps · "
@@ -150,6 +154,10 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
     syncs = figures.get("syncs_per_step")
     if syncs is not None:
         lines.append(f"syncs      {syncs:.3g} per step")
+    waited = figures.get("cpu_wait_share")
+    if waited is not None and waited >= CONTENTION_SHARE:
+        lines.append(f"machine    busy: the loop waited for a CPU core {100 * waited:.0f}% of "
+                     "the recent steps' time (other processes hold the cores)")  # fmt: skip
     return lines
 
 

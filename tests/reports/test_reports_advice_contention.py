@@ -102,3 +102,19 @@ def test_a_wait_credited_late_is_capped_at_the_steps_time_off_a_core():
         s["cpu_wait_ms"] = 4.8  # (each 10 ms step on a core all along)
     assert cpu_contention({"steps": steps}) == []
     assert contention_text({"steps": steps}) is None
+
+
+def test_long_steps_half_on_a_core_during_a_burst_of_contention_are_the_machines():
+    """nanoGPT's train.py while another job ran (35 of 790 steps 8.1x the median): of their
+    extra 10.6 s, 5.3 s on a core (OpenMP threads spinning for workers that lost their core)
+    and 5.3 s waiting, where a typical step waited nothing."""
+    (item,) = periodic_steps({"steps": _steps(every=20, long=(50.0, 50.0))})
+    assert "the machine was busy" in item.title and item.cause == "cpu-contention"
+
+
+def test_periodic_work_on_a_machine_busy_all_along_stays_periodic_work():
+    """Every step waits half its time (a shared machine); an evaluation every 20 steps waits
+    as much as the rest: it is the loop's work, slowed like everything else."""
+    (item,) = periodic_steps({"steps": _steps(wait=5.0, every=20, long=(50.0, 50.0))})
+    assert item.title.startswith("Every 20 steps a step takes 11.0x the median: periodic work")
+    assert any("ready to run with no core free" in e for e in item.evidence)

@@ -54,21 +54,41 @@ def extra_split(
                      over(wait_ms))  # fmt: skip
 
 
-def off_core(extra: HostSplit | None) -> str | None:
-    """``"waiting"`` when most of the long steps' extra time was spent waiting for a core,
-    ``"blocked"`` when outside the CPU altogether, else None (their own work).
+def typical_wait_rate(typical: Sequence[Mapping[str, Any]]) -> float:
+    """The typical step's share of its time waiting for a core (medians; 0 without figures).
+
+    Example:
+        >>> typical_wait_rate([{"wall_ms": 10.0, "cpu_ms": 8.0, "cpu_wait_ms": 2.0}] * 5)
+        0.2
+    """
+    rows = host_steps(typical)
+    if not rows:
+        return 0.0
+    wall = statistics.median(float(s["wall_ms"]) for s in rows)
+    return statistics.median(wait_ms(s) for s in rows) / wall if wall > 0 else 0.0
+
+
+def off_core(extra: HostSplit | None, typical_rate: float = 0.0) -> str | None:
+    """``"waiting"`` when the long steps' extra time went to waiting for a core far more than a
+    typical step's does (>= 25% of it, and twice the typical step's share: the machine got
+    busy then; the thread's time spinning for OpenMP threads that lost their core counts as on
+    a core, so the on-core part is no proof of work), ``"blocked"`` when most of it was spent
+    off a core and not waiting (I/O, a sleep), else None (their own work).
 
     Example:
         >>> off_core(HostSplit(40.0, 3.0, 30.0)), off_core(HostSplit(40.0, 2.0, 1.0)), off_core(HostSplit(40.0, 35.0, 0.0))
         ('waiting', 'blocked', None)
+        >>> off_core(HostSplit(40.0, 20.0, 20.0)), off_core(HostSplit(40.0, 20.0, 20.0), typical_rate=0.5)
+        ('waiting', None)
     """
     if extra is None or extra.wall_ms <= 0.0:
         return None
-    if extra.cpu_ms >= (1.0 - OFF_CORE_SHARE) * extra.wall_ms:
-        return None
-    # (waiting threads of torch's own pool block their caller too: any sizeable wait is the
-    # machine's doing)
-    return "waiting" if extra.wait_ms >= 0.25 * extra.wall_ms else "blocked"
+    rate = extra.wait_ms / extra.wall_ms
+    if rate >= 0.25 and rate >= 2.0 * typical_rate:
+        return "waiting"
+    if extra.cpu_ms < (1.0 - OFF_CORE_SHARE) * extra.wall_ms and extra.blocked_ms >= 0.5 * extra.wall_ms:
+        return "blocked"
+    return None
 
 
 def split_evidence(extra: HostSplit) -> str:

@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.cpu_contention import (
     off_core,
     off_core_advice,
     split_evidence,
+    typical_wait_rate,
 )
 from torchdoctor.analyze.advice.one_sample import MIN_SHARE
 from torchdoctor.analyze.advice.one_sample import MIN_STEPS as MANY_CALLS
@@ -337,7 +338,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     )
     title = f"{head}: {'periodic ' if period else ''}work {where} is {share:.0f}% of the run"
     host = extra_split(long, steps)  # (on a core, waiting for one, blocked: host_time.py)
-    off = off_core(host)
+    off = off_core(host, typical_wait_rate(steps))
     if host is not None and (off == "waiting" or (off == "blocked" and not _calls_explain(
             session, host.wall_ms / len(long)))):  # fmt: skip
         return [off_core_advice(off, host, head, share, long, len(recorded), median,

@@ -226,7 +226,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             audited_steps=detail["audited_count"] or None, **sync_outliers(session, state.warmup),
         )  # fmt: skip
         session["sync_audit"] = audit.summary()
-    store.apply_to(session)  # step time and phases over every step, when some were dropped
+    store.apply_to(session, typical=detailed if stalls else None)  # (over every step)
     session["interrupted"] = state.interrupted
     session["error"] = state.error
     return session

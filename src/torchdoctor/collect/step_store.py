@@ -244,17 +244,23 @@ class StepStore:
             "log histogram within 0.5%",
         }
 
-    def apply_to(self, session: Any) -> None:
-        """Put the figures over every step into a session built from the kept summaries."""
+    def apply_to(self, session: Any, typical: list[dict[str, Any]] | None = None) -> None:
+        """Put the figures over every step into a session built from the kept summaries; with
+        ``typical`` (the kept detailed steps the tree keeps, when it left long ones out), the
+        phases stay theirs: the streamed phases hold the steps left out (nanoGPT's phases
+        summed to 106% of the tree's step)."""
         config = session["config"]
         config["steps"] = self.count
         config["step_records"] = self.describe()
         if not self.sampled:
             return
         session["step_ms"] = self.step_stat()
-        session["phases"] = self.phase_stats()
+        if not typical:
+            session["phases"] = self.phase_stats()
         config.setdefault("notes", []).append(
-            f"{self.count} steps: step time and phases over all of them (quantiles within 0.5%); "
-            f"the steps list and the module tree come from {len(self)} kept steps (the first "
+            f"{self.count} steps: step time {'' if typical else 'and phases '}over all of them "
+            "(quantiles within 0.5%); "
+            f"the steps list, the module tree{' and the phases' if typical else ''} come from "
+            f"{len(self)} kept steps (the first "
             f"{len(self.head)} and a uniform sample of the rest)"
         )

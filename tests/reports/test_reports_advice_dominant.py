@@ -184,6 +184,11 @@ def test_a_composite_made_of_linear_layers_is_told_to_make_the_matmuls_cheaper()
     (item,) = found
     assert "matrix multiplies" in item.title and item.cause == "bf16-autocast"
     assert item.estimated_saving_ms is None  # bf16 tensor cores: no stated saving on a CPU run
+    assert "autocast('cpu'" not in item.fix  # (bf16 in hardware unknown)
+    native = {"step_ms": s(70.0), "tree": _composite("Linear", "GELU"),
+              "environment": {"device": "cpu", "bf16_native": True}}  # fmt: skip
+    (item,) = dominant_module(native)  # (AVX512-BF16 / AMX: CPU autocast pays off)
+    assert "torch.autocast('cpu', dtype=torch.bfloat16)" in item.fix
 
 
 def test_a_composite_of_small_mixed_parts_is_still_told_to_compile():

@@ -35,6 +35,15 @@ from torchdoctor.session_read import (  # noqa: F401 (re-exported for the rules)
 
 CONFIDENCES = ("high", "medium", "low")
 
+#: what a matrix multiply's fix adds on a CPU run where the CPU computes bfloat16 in hardware
+#: (``environment.bf16_native``): autocast pays off there too (measured by a user's run)
+CPU_BF16_NOTE = (
+    " This CPU computes bfloat16 in hardware (AVX512-BF16 / AMX): under "
+    "torch.autocast('cpu', dtype=torch.bfloat16) the multiply runs in bfloat16 here too "
+    "(pytorch/examples mnist_forward_forward's 10,000 x 784 x 500 multiply on such a CPU: "
+    "74 ms in float32, 25 ms under CPU autocast)."
+)
+
 
 @dataclass(frozen=True)
 class Speedup:

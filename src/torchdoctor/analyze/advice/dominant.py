@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.attention_measured import (
     measured_attention,
 )
 from torchdoctor.analyze.advice.base import (
+    CPU_BF16_NOTE,
     SPEEDUPS,
     Advice,
     amdahl_saving,
@@ -177,6 +178,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             f" ({node.get('type')})" if not group and named and (is_leaf(node) or numbered) else ""
         )
         title, fix, code = remedy.title, remedy.fix, remedy.code
+        if remedy.cause == "bf16-autocast" and not cuda and bf16 is True:
+            fix += CPU_BF16_NOTE
         references = (ops if remedy.name == "linear-algebra" else []) + list(remedy.references)
         inside = facts.heaviest_in([str(n.get("path") or "") for n in group or [node]])
         named: list[str] = []

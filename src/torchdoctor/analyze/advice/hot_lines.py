@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import (
+    CPU_BF16_NOTE,
     Advice,
     center,
     fmt_count,
@@ -153,9 +154,10 @@ def library_work(row: Mapping[str, Any]) -> str | None:
     return installed_package(str(via[0].get("file") or ""))
 
 
-def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:
+def _fix(row: Mapping[str, Any], cure: Cure | None, cpu_bf16: bool = False) -> str:
     """The line's fix: its cure's, else what the line is (one fused kernel, a framework's
-    loop, one op), else the generic pointer."""
+    loop, one op), else the generic pointer (``cpu_bf16``: a CPU run on a CPU with bfloat16
+    in hardware, where autocast to bfloat16 pays off there too)."""
     if cure is not None:
         return cure.fix
     if compiled_code(row):
@@ -165,7 +167,7 @@ def _fix(row: Mapping[str, Any], cure: Cure | None) -> str:
     if sparse_matmul(row):
         return sparse_fix(str(sparse_matmul(row)))
     if matmul_bound(row):
-        return MATMUL_FIX.format(op=matmul_bound(row))
+        return MATMUL_FIX.format(op=matmul_bound(row)) + (CPU_BF16_NOTE if cpu_bf16 else "")
     package = library_work(row)
     if package:
         return _library_fix(row, package)
@@ -401,6 +403,9 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
     if step <= 0:
         return []
     advice = []
+    environment = session.get("environment") or {}
+    cpu_bf16 = environment.get("bf16_native") is True and str(
+        environment.get("device") or "cpu").startswith("cpu")  # fmt: skip
     tree = session.get("tree")
     attention = frozenset(
         str(p.get("path") or "") for p in (attention_parts(tree) if tree else ())
@@ -414,7 +419,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             title=_title(row, share, cure),
             confidence="high" if cure is not None and cure.name != "batch the loop" else "medium",
             evidence=_evidence(row, share, findings, cure),
-            fix=_fix(row, cure),
+            fix=_fix(row, cure, cpu_bf16),
             references=list(
                 dict.fromkeys(
                     [str(f.get("code")) for f in findings]

@@ -184,3 +184,15 @@ def test_a_validation_every_5_steps_is_periodic_work_though_18_percent_of_the_st
     (item,) = periodic_steps({"steps": _steps(n=40, every=5, long_ms=300.0)})
     assert item.title.startswith("Every 5 steps a step takes 4.0x the median")
     assert periodic_steps({"steps": _steps(n=40, every=3, long_ms=300.0)}) == []  # (the loop)
+
+
+def test_a_hand_written_update_s_phase_is_told_as_after_the_backward_pass():
+    """word_language_model (no optimizer: steps end at backward calls) evaluates at each
+    epoch's end: that time fell in the 'optimizer' phase and was told as 'a scheduler, an extra
+    optimizer pass'; a long run's steps are counted as the kept sample of all of them."""
+    session = {"steps": _steps(phase="optimizer"),
+               "config": {"step_boundary": "backward", "step_records": {"seen": 1029}}}  # fmt: skip
+    (item,) = periodic_steps(session)
+    assert "periodic work after the backward pass" in item.title
+    assert "a hand-written update" in item.evidence[1] and "scheduler" not in item.evidence[1]
+    assert "(of 60 kept of 1,029)" in item.evidence[0]

@@ -33,6 +33,7 @@ from torchdoctor.analyze.advice.cpu_contention import (
 from torchdoctor.analyze.advice.one_sample import MIN_SHARE
 from torchdoctor.analyze.advice.one_sample import MIN_STEPS as MANY_CALLS
 from torchdoctor.analyze.advice.step_inputs import MODEL_WORK_FIX, model_work
+from torchdoctor.session_read import step_count
 
 #: most samples per call, on average, of a periodic loop of model calls told to batch them
 SMALL_BATCH = 8
@@ -61,6 +62,22 @@ _PHASE_WORK = {
     "backward": "in the backward phase",
     "optimizer": "in the optimizer step (a scheduler, an extra optimizer pass)",
 }
+
+
+#: ... in the optimizer phase of a run without an optimizer (steps end at backward calls)
+_AFTER_BACKWARD = ("after the backward pass (no torch.optim optimizer: a hand-written update, "
+                   "then whatever runs before the next forward: an evaluation, a checkpoint)")
+
+
+def _of(session: Mapping[str, Any], kept: int) -> str:
+    """The steps the long ones were found among: all, or a long run's kept sample.
+
+    Example:
+        >>> _of({"config": {"step_records": {"seen": 1029}}}, 771), _of({}, 60)
+        ('771 kept of 1,029', '60')
+    """
+    seen = step_count(session)
+    return f"{kept:,} kept of {seen:,}" if seen > kept else str(kept)
 
 
 def _long_steps(steps: list[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], float]:
@@ -336,6 +353,10 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     if phase == "data":
         return []  # (workers restarted at every epoch: the data-loading rule's)
     where = "between steps" if phase == "other" else f"in the {phase} phase"
+    what = _PHASE_WORK[phase]
+    if phase == "optimizer" and (session.get("config") or {}).get("step_boundary") == "backward":
+        where = "after the backward pass"  # (no optimizer: steps end at backward() calls)
+        what = _AFTER_BACKWARD
     share = 100.0 * extra / total
     head = (
         f"Every {period} steps a step takes {ratio:.1f}x the median"
@@ -367,10 +388,10 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         title=title,
         confidence="medium",
         evidence=[
-            f"steps {shown} (of {len(recorded)}): {fmt_ms(min(walls))} to "
+            f"steps {shown} (of {_of(session, len(recorded))}): {fmt_ms(min(walls))} to "
             f"{fmt_ms(max(walls))} against a median step of {fmt_ms(median)}",
             f"their extra time, {fmt_ms(extra)} over the run ({share:.0f}% of it, "
-            f"{fmt_ms(per_step)} per step on average), is {_PHASE_WORK[phase]}: "
+            f"{fmt_ms(per_step)} per step on average), is {what}: "
             f"+{fmt_ms(phases[phase] / len(long))} per long step",
             _sampled(session),
         ],

@@ -209,6 +209,8 @@ def test_workers_on_a_cpu_whose_cores_all_compute_get_no_stated_saving():
     assert item.estimated_saving_ms is None and item.confidence == "low"
     assert any("2 intra-op threads on 2 cores" in e and "tune --knobs dataloader_workers" in e
                for e in item.evidence)  # fmt: skip
+    # (the fix: load less per sample; "move augmentation to the GPU" fits no CPU run)
+    assert "turned into tensors once" in item.fix and "to the GPU" not in item.fix
     session["environment"].update(threads=1, cpus=8)  # idle cores: the stated range stands
     (spare,) = data_loading(session)
     assert spare.estimated_saving_ms

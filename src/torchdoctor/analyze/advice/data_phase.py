@@ -106,9 +106,22 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
             "(pytorch/examples VAE on 2 cores: workers measured 0.98x); measure it on this "
             "script: torchdoctor tune --knobs dataloader_workers"
         )
+        advice.fix = CHEAPER_SAMPLES_FIX  # (on these cores, loading less is what is left)
         advice.confidence, advice.heat = "low", 0.5 * data / step
         return [advice]
     return [with_saving(advice, step, data / step, SPEEDUPS["dataloader_workers"])]
+
+
+#: the fix when workers would only share the compute's cores: load less per sample
+CHEAPER_SAMPLES_FIX = (
+    "Make each batch cheaper to load rather than adding workers (they would take the cores "
+    "the model computes on): a dataset that fits in memory can be turned into tensors once "
+    "and indexed (torchvision's MNIST: TensorDataset(ds.data.unsqueeze(1).float() / 255, "
+    "ds.targets), then a DataLoader or plain slicing of a shuffled index), which replaces a "
+    "PIL image and a transform per sample with one gather per batch; keep random "
+    "augmentation as batched tensor ops. Measure workers anyway with torchdoctor tune "
+    "--knobs dataloader_workers."
+)
 
 
 def _cores_busy_computing(environment: Mapping[str, Any]) -> int | None:

@@ -36,3 +36,16 @@ def fit_on_the_device(model, X, y, device):
     on_device = DataLoader(ds, batch_size=256, shuffle=True)  # near-miss: CUDA tensors, in memory
     on_host = DataLoader(TensorDataset(X, y), batch_size=256)  # expect: TD402 (no TD401: one gather per batch)
     return on_device, on_host
+
+
+def make_set(n):
+    x = torch.randn(n, 256)
+    return TensorDataset(x, x[:, :10].argmax(1))
+
+
+def make_files(root):
+    return torchvision_folder(root)
+
+
+train_in_memory = DataLoader(make_set(8192), batch_size=64)  # near-miss: a TensorDataset, one gather a batch
+train_from_files = DataLoader(make_files("data/"), batch_size=64)  # expect: TD401,TD402

@@ -6,6 +6,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.visitor import (
     RuleVisitor,
     dotted,
@@ -151,6 +152,10 @@ class DataRules(RuleVisitor):
         scope = self.enclosing_scope(loader)
         values = [dataset] if isinstance(dataset, ast.Call) else (
             self.assigned_values(scope, dataset.id) if isinstance(dataset, ast.Name) else [])
+        made = [same_file_callee(v) if isinstance(v, ast.Call) else None for v in values]
+        values = [r.value for v, f in zip(values, made)  # (ds(n) returning a TensorDataset)
+                  for r in (ast.walk(f) if f is not None else [ast.Return(value=v)])
+                  if isinstance(r, ast.Return) and r.value is not None]  # fmt: skip
         if not values or not all(isinstance(v, ast.Call) and any(
                 n.endswith(".TensorDataset") for n in self.callee(v)) for v in values):
             return None

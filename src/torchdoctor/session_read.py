@@ -281,6 +281,23 @@ def error_text(session: Mapping[str, Any]) -> str | None:
     return f"the script {what} {last}{where}, {when}: the figures are of what ran before it"
 
 
+def no_advice_text(session: Mapping[str, Any]) -> str:
+    """What a report says when no advice was found: that no rule found a problem, or, when the
+    script stopped before its first step was complete, that there was nothing to judge.
+
+    Example:
+        >>> no_advice_text({"steps": [{}]})
+        'No rule found a problem worth fixing.'
+        >>> no_advice_text({"error": "ImportError: no module x", "steps": []})[:40]
+        'No advice: the script stopped before its'
+    """
+    whole = (session.get("config") or {}).get("step_boundary") == "whole_run"
+    if session.get("error") and (whole or not session.get("steps")):
+        return ("No advice: the script stopped before its first step was complete (the error "
+                "above), so there was no step to judge; fix it and run again.")  # fmt: skip
+    return "No rule found a problem worth fixing."
+
+
 def installed_package(path: str | None) -> str | None:
     """The installed package a recorded file belongs to (the folder under site-packages or
     dist-packages), or None for the user's own files.

@@ -196,3 +196,14 @@ def test_report_reanalyze_replaces_the_advice_a_session_was_saved_with(tmp_path,
     text = capsys.readouterr().out
     assert "advice of an older torchdoctor" not in text
     assert "Compute model.encoder once and reuse it" in text
+
+
+def test_a_script_that_died_before_its_first_step_gets_no_all_clear():
+    """A script dying at import (a missing module) printed '8.1 ms per step ... No rule found a
+    problem worth fixing.': every report now says there was no step to judge."""
+    session = {**clean_session(), "advice": [], "steps": [],
+               "error": "Traceback (most recent call last):\nModuleNotFoundError: No module named 'six'"}  # fmt: skip
+    for text in (render_console(session), render_markdown(session), render_html(session)):
+        assert "No advice: the script stopped before its first step was complete" in text
+        assert "No rule found a problem" not in text
+    assert "No rule found a problem" in render_console({**clean_session(), "advice": []})

@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown import gain_text, session_advice
-from torchdoctor.session_read import error_text, fmt_ms, incomplete_text, step_count, step_ms
+from torchdoctor.session_read import (
+    error_text,
+    fmt_ms,
+    incomplete_text,
+    no_advice_text,
+    step_count,
+    step_ms,
+)
 
 TOP_ADVICE = 5
 
@@ -47,13 +54,13 @@ def _indented(text: str, style: str = "") -> Any:
     return Padding(Text(text, style=style), (0, 0, 0, 3))
 
 
-def _advice(advice: list[dict[str, Any]], limit: int) -> Any:
+def _advice(advice: list[dict[str, Any]], limit: int, empty: str = "") -> Any:
     from rich.console import Group
     from rich.panel import Panel
     from rich.text import Text
 
     if not advice:
-        return Panel(Text("No rule found a problem worth fixing."), title="Advice")
+        return Panel(Text(empty or "No rule found a problem worth fixing."), title="Advice")
     parts = []
     for item in advice[:limit]:
         head = Text(f"{item.get('priority', '?')}. ", style="bold")
@@ -116,7 +123,7 @@ def console_renderables(
     items += rich_other_lines(session)
     if session.get("syncs"):
         items.append(_sync_table(session, width))
-    items.append(_advice(advice, top))
+    items.append(_advice(advice, top, no_advice_text(session)))
     return items
 
 

@@ -31,6 +31,7 @@ from torchdoctor.session_read import (
     fmt_count,
     fmt_ms,
     incomplete_text,
+    no_advice_text,
     step_count,
     step_ms,
 )
@@ -173,9 +174,10 @@ def _syncs(session: Mapping[str, Any]) -> str:
     )
 
 
-def _advice(advice: list[dict[str, Any]]) -> str:
+def _advice(advice: list[dict[str, Any]], empty: str = "") -> str:
     if not advice:
-        return '<p class="meta" id="advice-none">No rule found a problem worth fixing.</p>'
+        text = escape(empty or "No rule found a problem worth fixing.")
+        return f'<p class="meta" id="advice-none">{text}</p>'
     items = []
     for a in advice:
         evidence = "".join(f"<li>{_e(line)}</li>" for line in a.get("evidence") or ())
@@ -270,7 +272,7 @@ def render_html(session: Mapping[str, Any]) -> str:
 </section>
 <section id="advice">
 <h2>Advice</h2>
-{_advice(advice)}
+{_advice(advice, no_advice_text(session))}
 </section>
 <script type="application/json" id="td-data">{script_json(payload)}</script>
 <script>

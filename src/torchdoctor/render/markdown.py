@@ -26,6 +26,7 @@ from torchdoctor.session_read import (
     error_text,
     fmt_ms,
     incomplete_text,
+    no_advice_text,
     step_count,
     step_ms,
 )
@@ -171,10 +172,10 @@ def _breakdown(session: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _core_problems(advice: list[dict[str, Any]]) -> list[str]:
+def _core_problems(advice: list[dict[str, Any]], empty: str = "") -> list[str]:
     lines = ["## Core problems", ""]
     if not advice:
-        return lines + ["No rule found a problem worth fixing in this run.", ""]
+        return lines + [empty or "No rule found a problem worth fixing in this run.", ""]
     for i, item in enumerate(advice[:TOP_PROBLEMS], start=1):
         evidence = item.get("evidence") or [""]
         lines.append(f"{i}. **{escape(item.get('title', ''))}**: {escape(evidence[0])}")
@@ -258,7 +259,7 @@ def render_markdown(session: Mapping[str, Any]) -> str:
         header
         + _summary(session, advice)
         + _breakdown(session)
-        + _core_problems(advice)
+        + _core_problems(advice, no_advice_text(session))
         + _advice_section(advice)
         + _code_changes(advice)
         + _next_actions(session, advice)

@@ -283,11 +283,11 @@ class BatchLoopRules(RuleVisitor):
         loop, or the batch itself: the body as plain expressions (writing an item carries no
         state)."""
         index = loop.target.id  # type: ignore[attr-defined]
-        names, body, steps = set(), [], []  # (steps: temporaries kept as assignments)
+        names, steps = set(), []  # (temporaries kept as assignments, writes as their values)
         for stmt in loop.body:
             if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                     and isinstance(stmt.targets[0], ast.Name) and stmt is not loop.body[-1]):
-                body.append(ast.Expr(stmt.value)), steps.append(stmt)  # (d2 = ...)
+                steps.append(stmt)  # (a temporary of the item: d2 = ...)
                 continue  # fmt: skip
             if not (
                 isinstance(stmt, ast.Assign)
@@ -297,10 +297,10 @@ class BatchLoopRules(RuleVisitor):
             ):
                 return None
             names.add(dotted(stmt.targets[0].value))
-            body.append(ast.Expr(stmt.value))
-            steps.append(body[-1])
+            steps.append(ast.Expr(stmt.value))
         if len(names) != 1 or None in names or carries_state(steps):
             return None  # (a temporary carried to the next item: a recurrence)
+        body = [s if isinstance(s, ast.Expr) else ast.Expr(s.value) for s in steps]
         (name,) = names
         if name == batch:  # written back into the batch: sized by shape, never made otherwise
             made = _sized_by_shape(loop.iter) and self._made_by_torch(  # (NumPy's is not)

@@ -38,6 +38,34 @@ def equality_sides(expr: ast.AST) -> tuple[ast.AST, ast.AST] | None:
     return None
 
 
+def _masked_write_loop(node: ast.AST, written: int) -> tuple[ast.Name, ast.Name, ast.Subscript, ast.AST] | None:
+    """The label-remap loop's shape, ``for A, B in <iter>: Y[L == C] = W``, with ``W`` the
+    loop target at position ``written`` and ``C`` the other one: ``(W, C, Y[L == C], L)``,
+    else None (the callers check the iterable).
+
+    Example:
+        >>> loop = ast.parse("for i, v in enumerate(u):\\n    y[x == v] = i\\n").body[0]
+        >>> [ast.unparse(n) for n in _masked_write_loop(loop, 0)]
+        ['i', 'v', 'y[x == v]', 'x']
+    """
+    if not (isinstance(node, ast.For) and isinstance(node.target, ast.Tuple)
+            and len(node.target.elts) == 2 and len(node.body) == 1 and not node.orelse):
+        return None  # fmt: skip
+    write, compared = node.target.elts[written], node.target.elts[1 - written]
+    stmt = node.body[0]
+    if not (isinstance(write, ast.Name) and isinstance(compared, ast.Name)
+            and isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.value, ast.Name) and stmt.value.id == write.id):
+        return None  # fmt: skip
+    target = stmt.targets[0]
+    if not isinstance(target, ast.Subscript) or isinstance(target.slice, (ast.Slice, ast.Tuple)):
+        return None
+    sides = equality_sides(target.slice)
+    if sides is None or not (isinstance(sides[1], ast.Name) and sides[1].id == compared.id):
+        return None
+    return write, compared, target, sides[0]
+
+
 def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, str, str] | None:
     """For ``for I, V in enumerate(U): Y[L == V] = I`` return ``(I, V, U, Y, L)`` as text.
 
@@ -46,17 +74,9 @@ def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, st
         >>> remap_loop_parts(ast.parse(src).body[0], src.splitlines())
         ('i', 'v', 'uniq', 'y', 'labels')
     """
-    if not (
-        isinstance(node, ast.For)
-        and isinstance(node.target, ast.Tuple)
-        and len(node.target.elts) == 2
-    ):
-        return None
-    index, value = node.target.elts
-    it = node.iter
-    if not (isinstance(index, ast.Name) and isinstance(value, ast.Name)):
-        return None
-    if not (
+    parts = _masked_write_loop(node, 0)
+    it = getattr(node, "iter", None)
+    if parts is None or not (
         isinstance(it, ast.Call)
         and isinstance(it.func, ast.Name)
         and it.func.id == "enumerate"
@@ -65,24 +85,12 @@ def remap_loop_parts(node: ast.AST, lines: list[str]) -> tuple[str, str, str, st
         and not isinstance(it.args[0], ast.Starred)
     ):
         return None
-    if len(node.body) != 1 or node.orelse:
-        return None
-    stmt = node.body[0]
-    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
-        return None
-    target = stmt.targets[0]
-    if not (isinstance(stmt.value, ast.Name) and stmt.value.id == index.id):
-        return None
-    if not isinstance(target, ast.Subscript) or isinstance(target.slice, (ast.Slice, ast.Tuple)):
-        return None
-    sides = equality_sides(target.slice)
-    if sides is None or not (isinstance(sides[1], ast.Name) and sides[1].id == value.id):
-        return None
+    index, value, target, labels = parts
 
     def text(n: ast.AST) -> str:
         return (segment(lines, n) or ast.unparse(n)).strip()
 
-    return (index.id, value.id, text(it.args[0]), text(target.value), text(sides[0]))
+    return (index.id, value.id, text(it.args[0]), text(target.value), text(labels))
 
 
 #: building a tensor from a Python list
@@ -100,24 +108,12 @@ def mapping_remap_loop(node: ast.AST) -> tuple[ast.Subscript, ast.AST] | None:
         >>> ast.unparse(target), ast.unparse(mapping)
         ('out[label_map == raw]', 'ID_TO_TRAINID')
     """
-    if not (isinstance(node, ast.For) and isinstance(node.target, ast.Tuple)
-            and len(node.target.elts) == 2 and len(node.body) == 1 and not node.orelse):
+    parts = _masked_write_loop(node, 1)
+    it = getattr(node, "iter", None)
+    if parts is None or not (isinstance(it, ast.Call) and method_name(it) == "items"
+                             and not it.args):
         return None  # fmt: skip
-    key, value = node.target.elts
-    it, stmt = node.iter, node.body[0]
-    if not (isinstance(key, ast.Name) and isinstance(value, ast.Name)
-            and isinstance(it, ast.Call) and method_name(it) == "items" and not it.args):
-        return None  # fmt: skip
-    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-            and isinstance(stmt.value, ast.Name) and stmt.value.id == value.id):
-        return None  # fmt: skip
-    target = stmt.targets[0]
-    if not isinstance(target, ast.Subscript) or isinstance(target.slice, (ast.Slice, ast.Tuple)):
-        return None
-    sides = equality_sides(target.slice)
-    if sides is None or not (isinstance(sides[1], ast.Name) and sides[1].id == key.id):
-        return None
-    return target, it.func.value  # type: ignore[attr-defined]
+    return parts[2], it.func.value  # type: ignore[attr-defined]
 
 
 def per_label_lookup(comp: ast.ListComp) -> ast.AST | None:

@@ -74,6 +74,7 @@ def test_steps_are_optimizer_steps_with_accumulation(tmp_path, history_file):
     for phase in ("forward", "backward", "optimizer"):
         assert session["phases"][phase]["median"] > 0, phase
     assert "gradient_accumulation_steps=3" in session["config"]["notes"][0]
+    assert {o["driver"] for o in session["environment"]["optimizers"]} == {"transformers"}
     out = tmp_path / "run" / "torchdoctor"  # default: under output_dir
     assert (out / "session.json").exists() and (out / "report.html").exists()
     logged = trainer.state.log_history[-1]

@@ -68,6 +68,7 @@ def test_steps_are_optimizer_steps_with_accumulation(tmp_path, history_file):
     for phase in ("data", "forward", "backward", "optimizer"):
         assert session["phases"][phase]["median"] > 0, phase
     assert "accumulate_grad_batches=3" in session["config"]["notes"][0]
+    assert {o["driver"] for o in session["environment"]["optimizers"]} == {"lightning"}
     assert STATE.profiler is None
     assert {p.name for p in (tmp_path / "prof").iterdir()} >= {"session.json", "report.html"}
     runs = list_runs(history_file)

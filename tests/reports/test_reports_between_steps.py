@@ -73,6 +73,30 @@ def test_an_unfused_optimizer_taking_a_share_of_the_step_is_told_fused_with_a_me
     assert not [a for a in advise(tuned) if a.rule == "optimizer-step"]  # the tune measured it
 
 
+@pytest.mark.parametrize(("driver", "kind", "says"), [
+    (None, "AdamW", "where the script builds the optimizer"),
+    ("transformers", "AdamW", 'optim="adamw_torch_fused"'),
+    ("transformers", "SGD", "optimizers=(torch.optim.SGD("),
+    ("lightning", "Adam", "configure_optimizers"),
+])  # fmt: skip
+def test_the_fused_fix_says_where_the_loop_that_steps_the_optimizer_takes_it(driver, kind, says):
+    """The Trainer builds its optimizer from TrainingArguments, Lightning from the module; a
+    script's own loop from its own line: the fix names that place only."""
+    from reports_sessions import optimizer_session
+
+    from torchdoctor.analyze.advice import advise
+
+    session = optimizer_session()
+    for optimizer in session["environment"]["optimizers"]:
+        optimizer.update(driver=driver, type=kind)
+    [advice] = [a for a in advise(session) if a.rule == "optimizer-step"]
+    assert says in advice.fix + advice.code
+    others = {"Trainer", "TrainingArguments", "Lightning", "configure_optimizers", "nanoGPT"}
+    named = {word for word in others if word in advice.fix}
+    assert named <= {None: set(), "transformers": {"Trainer", "TrainingArguments"},
+                     "lightning": {"Lightning", "configure_optimizers"}}[driver]  # fmt: skip
+
+
 def test_checkpointing_names_the_layers_whose_parts_are_re_run():
     """Hugging Face's GradientCheckpointingLayer re-runs a layer's parts, not the layer."""
     from torchdoctor.analyze.advice.checkpointing import activation_checkpointing

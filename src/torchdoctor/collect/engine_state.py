@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -108,10 +109,39 @@ def loader_site(frame: Any) -> tuple[tuple[str, Any], ...]:
     return (("site", (code.co_filename, code.co_firstlineno, user.f_lineno or 0)),)
 
 
+#: frameworks whose loop calls ``optimizer.step()`` for the user, by the module that loop lives
+#: in: the advice says where such a framework takes the optimizer's settings
+LOOP_DRIVERS = (
+    ("transformers.trainer", "transformers"),
+    ("lightning.pytorch", "lightning"),
+    ("pytorch_lightning", "lightning"),
+)
+
+
+def loop_driver(frame: Any) -> str | None:
+    """The framework (``"transformers"``: the Hugging Face Trainer, ``"lightning"``) whose code
+    is on the stack from ``frame`` outwards, None when the user's own loop calls.
+
+    Example:
+        >>> import sys
+        >>> loop_driver(sys._getframe()) is None
+        True
+    """
+    while frame is not None:
+        name = frame.f_globals.get("__name__") or ""
+        for prefix, driver in LOOP_DRIVERS:
+            if name == prefix or name.startswith(prefix + "."):
+                return driver
+        frame = frame.f_back
+    return None
+
+
 def optimizer_settings(optimizer: Any) -> dict[str, Any]:
     """What an optimizer runs as: its class, whether its class has a fused (one kernel for all
     parameters) and a foreach implementation for its parameters' device, the ``fused`` and
-    ``foreach`` it was given (None: the default), its device and parameter count.
+    ``foreach`` it was given (None: the default), its device and parameter count, and the
+    framework whose loop steps it (``driver``: ``loop_driver`` of the caller; called at the
+    optimizer's first step, from its hook).
 
     Example:
         >>> net = torch.nn.Linear(2, 2)
@@ -135,6 +165,7 @@ def optimizer_settings(optimizer: Any) -> dict[str, Any]:
         "device": device,
         "params": len(params),
         "numel": sum(p.numel() for p in params),
+        "driver": loop_driver(sys._getframe(1)),
     }  # fmt: skip
 
 

@@ -58,6 +58,7 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
     numel = sum(int(o.get("numel") or 0) for o in unfused)
     cuda = is_cuda(session)
     speedup = SPEEDUPS["fused_optimizer"]
+    fix, code = fused_fix(types[0], {o.get("driver") for o in unfused}, cuda)
     advice = Advice(
         rule="optimizer-step",
         title=f"optimizer.step() takes {pct(phase, step):.0f}% of the step: run {names} with "
@@ -70,12 +71,8 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
             f"measured: {speedup.source}"
             + ("; on CUDA the gain differs: `torchdoctor tune SCRIPT` measures it" if cuda else ""),
         ],
-        fix=f"optimizer = torch.optim.{types[0]}(params, ..., fused=True) (nanoGPT's "
-        "configure_optimizers: pass fused=True on the CPU too; the Hugging Face Trainer: "
-        'TrainingArguments(optim="adamw_torch_fused"); Lightning: build it so in '
-        "configure_optimizers). Measure it on your step: torchdoctor tune SCRIPT.",
-        code=f"optimizer = torch.optim.{types[0]}(model.parameters(), lr=lr, "
-        "fused=True)",
+        fix=fix,
+        code=code,
         references=["torch.optim.AdamW"],
         cause="fused_optimizer",
         heat=min(1.0, phase / step),
@@ -83,3 +80,49 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
     if not cuda:
         with_saving(advice, step, phase / step, speedup)
     return [advice]
+
+
+def fused_fix(kind: str, drivers: set[Any], cuda: bool) -> tuple[str, str]:
+    """The fix and its code for an unfused ``torch.optim.<kind>``, where the loop that steps it
+    takes its settings from (``drivers``: the optimizers' ``driver``; the Hugging Face Trainer
+    builds the optimizer from ``TrainingArguments.optim``, Lightning from the module's
+    ``configure_optimizers``, a script's own loop where the script builds it).
+
+    Example:
+        >>> fused_fix("AdamW", {"transformers"}, cuda=False)[1]
+        'TrainingArguments(..., optim="adamw_torch_fused")'
+        >>> fused_fix("SGD", {None}, cuda=True)[1]
+        'optimizer = torch.optim.SGD(model.parameters(), lr=lr, fused=True)'
+    """
+    measure = " Measure it on your step: torchdoctor tune SCRIPT."
+    where = (
+        ""
+        if cuda
+        else (
+            " (fused kernels run on the CPU too: a test that asks for them on "
+            "CUDA only keeps them off here)"
+        )
+    )
+    if drivers == {"transformers"}:
+        if kind == "AdamW":
+            return (
+                "the Trainer builds the optimizer from TrainingArguments: "
+                'TrainingArguments(..., optim="adamw_torch_fused").' + measure,
+                'TrainingArguments(..., optim="adamw_torch_fused")',
+            )
+        return (
+            f"pass the Trainer an optimizer built with fused=True: Trainer(..., "
+            f"optimizers=(torch.optim.{kind}(model.parameters(), ..., fused=True), None))."
+            + measure,
+            f"optimizers=(torch.optim.{kind}(model.parameters(), lr=lr, fused=True), None)",
+        )
+    if drivers == {"lightning"}:
+        return (
+            f"build it with fused=True in the LightningModule's configure_optimizers{where}."
+            + measure,
+            f"return torch.optim.{kind}(self.parameters(), lr=self.lr, fused=True)",
+        )
+    return (
+        f"pass fused=True where the script builds the optimizer{where}." + measure,
+        f"optimizer = torch.optim.{kind}(model.parameters(), lr=lr, fused=True)",
+    )

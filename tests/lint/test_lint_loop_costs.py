@@ -78,3 +78,19 @@ def test_td206_skips_a_periodic_test() -> None:
         "        if it % 10 == 0 and (v - u).abs().max() < tol:\n            break\n        u = v\n"
     )
     assert found(src) == []
+
+
+def test_td604_says_where_a_cache_stops_serving_when_the_loop_crops_a_window() -> None:
+    """nanoGPT's generate keeps the last block_size tokens: a KV cache serves until the window
+    is full, and past it absolute positions shift, which the message says."""
+    cropped = (
+        "import torch\ndef gen(self, idx, n, block):\n    for _ in range(n):\n"
+        "        cond = idx if idx.size(1) <= block else idx[:, -block:]\n"
+        "        logits, _ = self(cond)\n"
+        "        idx = torch.cat((idx, logits[:, -1:].argmax(-1)), dim=1)\n"
+    )
+    [finding] = [f for f in lint_source(cropped) if f.code == "TD604"]
+    assert "`idx[:, -block:]`" in finding.message and "until the window is full" in finding.message
+    plain = cropped.replace("idx if idx.size(1) <= block else idx[:, -block:]", "idx")
+    [finding] = [f for f in lint_source(plain) if f.code == "TD604"]
+    assert "window" not in finding.message

@@ -39,6 +39,26 @@ _CACHE_KEYWORD = re.compile(r"past|cache|kv|state|^mems?$", re.IGNORECASE)
 _DECODE_METHODS = frozenset({"forward", "decode", "decoder"})
 
 
+def _window_crop(loop: ast.For | ast.While, fed: set[str]) -> ast.Subscript | None:
+    """The first ``seq[:, -n:]`` (a slice from a negative start) of a grown name in the loop:
+    nanoGPT's ``idx[:, -self.config.block_size:]`` keeps the last ``block_size`` tokens.
+
+    Example:
+        >>> loop = ast.parse("for _ in r:\n    c = idx[:, -8:]\n").body[0]
+        >>> ast.unparse(_window_crop(loop, {"idx"}))
+        'idx[:, -8:]'
+    """
+    for node in ast.walk(loop):
+        if not isinstance(node, ast.Subscript) or dotted(node.value) not in fed:
+            continue
+        parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        for part in parts:
+            lower = part.lower if isinstance(part, ast.Slice) else None
+            if isinstance(lower, ast.UnaryOp) and isinstance(lower.op, ast.USub):
+                return node
+    return None
+
+
 class DecodeRules(RuleVisitor):
     """TD604 (see the module docstring).
 
@@ -79,12 +99,21 @@ class DecodeRules(RuleVisitor):
             names = {n for a in values if isinstance(a, (ast.Name, ast.Subscript))
                      for n in dotted_names_in(a)}  # fmt: skip
             if names & fed:
+                crop = _window_crop(loop, fed)
                 self.report(
                     call,
                     "TD604",
                     f"`{self.code_of(call)}` gets the whole sequence, which the loop grows "
                     "with torch.cat at every step: each step recomputes every earlier token; "
-                    "keep a KV cache and feed only the new token",
+                    "keep a KV cache and feed only the new token"
+                    + (
+                        f" (the loop crops the sequence to a window, `{self.code_of(crop)}`: "
+                        "the cache serves until the window is full; past it, learned absolute "
+                        "positions shift with every token, so either re-encode the window "
+                        "there or keep a rolling cache with relative or rotary positions)"
+                        if crop is not None
+                        else ""
+                    ),
                 )
 
     def visit_While(self, node: ast.While) -> None:

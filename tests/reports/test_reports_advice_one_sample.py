@@ -53,6 +53,11 @@ def test_token_by_token_generation_of_one_sequence_is_no_per_sample_loop():
     growing = [{"input_shape": [1, 12 + i], "phases": {}} for i in range(40)]
     assert one_sample_per_call({"steps": cached}) == []
     assert one_sample_per_call({"steps": growing}) == []  # (decode-without-cache's case)
+    # nanoGPT's sample.py: two samples of 200 tokens, the sequence cropped to 64 once it is
+    # that long (62 growing pairs of 199 per sample: under half, a window nonetheless)
+    cropped = [[1, min(n, 64)] for _ in range(2) for n in range(1, 201)]
+    windowed = [{"input_shape": shape, "phases": {}} for shape in cropped]
+    assert one_sample_per_call({"steps": windowed}) == []
 
 
 def test_a_one_dimensional_input_is_one_sample_unbatched():

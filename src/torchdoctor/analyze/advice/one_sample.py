@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms
+from torchdoctor.analyze.advice.decode_cache import sliding_window
 from torchdoctor.session_read import installed_package
 
 #: the fewest steps, and the share of them with a leading dimension of 1, that make it a loop
@@ -101,11 +102,15 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
 def _decoding(shapes: list[list[int]]) -> bool:
     """Token-by-token generation of one sequence, not one sample per call: the input is one new
     token (``[1, 1]``, a KV cache) or one token longer than the step before (no cache:
-    ``decode-without-cache``'s) in at least half the steps.
+    ``decode-without-cache``'s) in at least half the steps, or the sequence grows so up to a
+    window and is then cropped to it (nanoGPT's ``generate`` past ``block_size``:
+    ``decode_cache.sliding_window``).
 
     Example:
         >>> _decoding([[1, 1]] * 30), _decoding([[1, 10 + i] for i in range(30)])
         (True, True)
+        >>> _decoding([[1, n] for n in range(1, 9)] + [[1, 8]] * 30)  # cropped to 8 tokens
+        True
         >>> _decoding([[1, 10 + i * 13 % 29] for i in range(30)])  # (texts of any length)
         False
     """
@@ -113,7 +118,9 @@ def _decoding(shapes: list[list[int]]) -> bool:
         1 for before, now in zip(shapes, shapes[1:])
         if list(now[1:]) == [1] or (len(now) == len(before) == 2 and now[1] == before[1] + 1)
     )  # fmt: skip
-    return steps >= 0.5 * max(1, len(shapes) - 1)
+    if steps >= 0.5 * max(1, len(shapes) - 1):
+        return True
+    return sliding_window(list(zip(shapes, shapes[1:]))) is not None
 
 
 def _call_line(session: Mapping[str, Any]) -> Mapping[str, Any] | None:

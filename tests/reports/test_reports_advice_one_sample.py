@@ -53,11 +53,23 @@ def test_token_by_token_generation_of_one_sequence_is_no_per_sample_loop():
     growing = [{"input_shape": [1, 12 + i], "phases": {}} for i in range(40)]
     assert one_sample_per_call({"steps": cached}) == []
     assert one_sample_per_call({"steps": growing}) == []  # (decode-without-cache's case)
-    # nanoGPT's sample.py: two samples of 200 tokens, the sequence cropped to 64 once it is
-    # that long (62 growing pairs of 199 per sample: under half, a window nonetheless)
-    cropped = [[1, min(n, 64)] for _ in range(2) for n in range(1, 201)]
-    windowed = [{"input_shape": shape, "phases": {}} for shape in cropped]
+    # nanoGPT's sample.py: one sample of 200 tokens, the sequence cropped to 64 once it is
+    # that long (62 growing pairs of 199: under half, a window nonetheless)
+    windowed = [{"input_shape": [1, min(n, 64)], "phases": {}} for n in range(1, 201)]
     assert one_sample_per_call({"steps": windowed}) == []
+
+
+def test_sequences_decoded_one_after_another_are_told_to_decode_as_one_batch():
+    """nanoGPT's sample.py generates num_samples sequences in a loop, each of batch 1: the
+    advice is one batch of them (idx.repeat), not a DataLoader."""
+    three = [{"input_shape": [1, min(n, 64)], "phases": {}} for _ in range(3)
+             for n in range(1, 201)]  # fmt: skip
+    (item,) = one_sample_per_call({"steps": three, "call_lines": [CALL_LINE]})
+    assert item.title.startswith("3 sequences were generated one after another")
+    assert "idx.repeat(n, 1)" in item.fix and "DataLoader" not in item.fix
+    assert "falls back 2 time(s)" in item.evidence[0]
+    batched = [{"input_shape": [4, n], "phases": {}} for _ in range(3) for n in range(1, 60)]
+    assert one_sample_per_call({"steps": batched}) == []  # rows already batched
 
 
 def test_a_one_dimensional_input_is_one_sample_unbatched():

@@ -58,8 +58,10 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
     # (a 1-D input is one sample unbatched: a policy given one observation's 4 features)
     single = [shape for shape in shapes if shape and (shape[0] == 1 or len(shape) == 1)]
     ones = len(single)
-    if ones < MIN_SHARE * len(shapes) or _decoding(shapes):
+    if ones < MIN_SHARE * len(shapes):
         return []
+    if _decoding(shapes):
+        return _sequences_one_at_a_time(session, shapes)
     texts = sorted({
         f"[{shape[0]}] (one sample, unbatched)" if len(shape) == 1
         else f"[1, {', '.join(map(str, shape[1:]))}]" for shape in single
@@ -96,6 +98,53 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
     if line is not None and line.get("file") and line.get("line"):
         advice.locations = [f"{line['file']}:{line['line']}"]
     advice.heat = 0.5
+    return [advice]
+
+
+def _sequences_one_at_a_time(
+    session: Mapping[str, Any], shapes: list[list[int]]
+) -> list[Advice]:
+    """Advice when a decoding loop of batch 1 generates several sequences one after another:
+    the sequence length falls back to a prompt's (a new sequence starts) at least once.
+
+    Example:
+        >>> steps = [{"input_shape": [1, n], "phases": {}} for _ in range(3)
+        ...          for n in range(1, 30)]
+        >>> [a.title[:48] for a in one_sample_per_call({"steps": steps})]
+        ['3 sequences were generated one after another, on']
+    """
+    starts = sum(
+        1 for before, now in zip(shapes, shapes[1:])
+        if len(now) == len(before) >= 2 and now[1] < before[1]
+    )  # fmt: skip
+    if starts < 1 or any(shape[0] != 1 for shape in shapes if len(shape) >= 2):
+        return []
+    count = starts + 1
+    line = _call_line(session)
+    evidence = [
+        f"the model's input is one row ([1, length]) in {len(shapes)} of {len(shapes)} steps; "
+        f"its length grows token by token and falls back {starts} time(s): {count} sequences "
+        "decoded one after another",
+    ]
+    if line is not None:
+        evidence.append(f"the calls come from {line.get('location')} `{line.get('code')}`")
+    advice = Advice(
+        rule="one-sample-per-call",
+        title=f"{count} sequences were generated one after another, one row per call: "
+        "generate them as one batch",
+        confidence="medium",
+        evidence=evidence,
+        fix="Stack the prompts into one batch (the same prompt: idx.repeat(n, 1)) and run the "
+        "generation loop once for all of them: each step's forward then runs n rows for about "
+        "the cost of one on a GPU, and torch.multinomial samples each row on its own. "
+        "Sequences that end at different lengths need padding and a finished mask.",
+        references=["torch.Tensor.repeat"],
+        code="for _ in range(n): out.append(model.generate(idx, steps))   # before\n"
+        "out = model.generate(idx.repeat(n, 1), steps)              # after: n rows at once",
+    )
+    if line is not None and line.get("file") and line.get("line"):
+        advice.locations = [f"{line['file']}:{line['line']}"]
+    advice.heat = 0.4
     return [advice]
 
 

@@ -67,7 +67,11 @@ def test_sequences_decoded_one_after_another_are_told_to_decode_as_one_batch():
     (item,) = one_sample_per_call({"steps": three, "call_lines": [CALL_LINE]})
     assert item.title.startswith("3 sequences were generated one after another")
     assert "idx.repeat(n, 1)" in item.fix and "DataLoader" not in item.fix
-    assert "falls back 2 time(s)" in item.evidence[0]
+    assert "3 sequences one after another" in item.evidence[0]
+    cached = [{"input_shape": [1, 1 if k else 9], "phases": {}} for _ in range(4) for k in range(25)]
+    (item,) = one_sample_per_call({"steps": cached})  # a KV cache: one prompt call each
+    assert item.title.startswith("4 sequences")
+    assert one_sample_per_call({"steps": cached[:25]}) == []  # one sequence
     batched = [{"input_shape": [4, n], "phases": {}} for _ in range(3) for n in range(1, 60)]
     assert one_sample_per_call({"steps": batched}) == []  # rows already batched
 

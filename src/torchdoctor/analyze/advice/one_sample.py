@@ -113,18 +113,21 @@ def _sequences_one_at_a_time(
         >>> [a.title[:48] for a in one_sample_per_call({"steps": steps})]
         ['3 sequences were generated one after another, on']
     """
-    starts = sum(
-        1 for before, now in zip(shapes, shapes[1:])
-        if len(now) == len(before) >= 2 and now[1] < before[1]
-    )  # fmt: skip
-    if starts < 1 or any(shape[0] != 1 for shape in shapes if len(shape) >= 2):
+    rows = [shape for shape in shapes if len(shape) >= 2]
+    if len(rows) < len(shapes) or any(shape[0] != 1 for shape in rows):
         return []
-    count = starts + 1
+    if sum(1 for shape in rows if shape[1] == 1) > len(rows) / 2:
+        # a KV cache: each sequence is one call on its prompt, then one per new token
+        count = sum(1 for shape in rows if shape[1] > 1) + (rows[0][1] == 1)
+    else:  # the whole sequence each call: its length falls back when a new one starts
+        count = 1 + sum(1 for before, now in zip(rows, rows[1:]) if now[1] < before[1])
+    if count < 2:
+        return []
     line = _call_line(session)
     evidence = [
-        f"the model's input is one row ([1, length]) in {len(shapes)} of {len(shapes)} steps; "
-        f"its length grows token by token and falls back {starts} time(s): {count} sequences "
-        "decoded one after another",
+        f"the model's input is one row ([1, length]) in {len(shapes)} of {len(shapes)} steps, "
+        f"decoded token by token: {count} sequences one after another (a new one starts where "
+        "the length falls back to a prompt's)",
     ]
     if line is not None:
         evidence.append(f"the calls come from {line.get('location')} `{line.get('code')}`")
@@ -137,7 +140,9 @@ def _sequences_one_at_a_time(
         fix="Stack the prompts into one batch (the same prompt: idx.repeat(n, 1)) and run the "
         "generation loop once for all of them: each step's forward then runs n rows for about "
         "the cost of one on a GPU, and torch.multinomial samples each row on its own. "
-        "Sequences that end at different lengths need padding and a finished mask.",
+        "Sequences that end at different lengths need padding and a finished mask; Hugging "
+        "Face generate does both: pad the prompts on the left (tokenizer.padding_side = "
+        '"left") and pass attention_mask.',
         references=["torch.Tensor.repeat"],
         code="for _ in range(n): out.append(model.generate(idx, steps))   # before\n"
         "out = model.generate(idx.repeat(n, 1), steps)              # after: n rows at once",

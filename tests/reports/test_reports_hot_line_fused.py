@@ -22,6 +22,12 @@ def test_a_line_that_is_one_fused_attention_kernel_gets_the_kernels_remedies():
     (item,) = hot_line_advice(_session("F.scaled_dot_product_attention"))
     assert item.title.endswith("one fused attention kernel, already the fast path")
     assert "already the fused kernel" in item.fix and "bf16" in item.fix
+    assert "autocast('cpu'" not in item.fix  # (a CPU without bfloat16 in hardware)
+    session = _session("F.scaled_dot_product_attention")
+    session["environment"] = {**session.get("environment", {}), "device": "cpu",
+                              "bf16_native": True}  # fmt: skip
+    (native,) = hot_line_advice(session)
+    assert "torch.autocast('cpu', dtype=torch.bfloat16)" in native.fix
 
 
 def test_another_single_op_is_told_it_is_the_ops_own_time():

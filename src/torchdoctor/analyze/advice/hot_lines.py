@@ -163,7 +163,7 @@ def _fix(row: Mapping[str, Any], cure: Cure | None, cpu_bf16: bool = False) -> s
     if compiled_code(row):
         return COMPILED_FIX
     if _fused_attention(row):
-        return FUSED_FIX
+        return FUSED_FIX.replace("(CUDA)", CPU_BF16_ATTENTION) if cpu_bf16 else FUSED_FIX
     if sparse_matmul(row):
         return sparse_fix(str(sparse_matmul(row)))
     if matmul_bound(row):
@@ -227,6 +227,12 @@ FUSED_FIX = (
     "The line is already the fused kernel (scaled_dot_product_attention): its time is the "
     "kernel's. Make the kernel cheaper instead: bf16 under torch.autocast (CUDA), a shorter "
     "sequence or fewer heads, or torch.compile to fuse the ops around it."
+)
+
+#: ... on a CPU run where the CPU computes bfloat16 in hardware
+CPU_BF16_ATTENTION = (
+    "(CUDA; on this CPU too, which computes bfloat16 in hardware: "
+    "torch.autocast('cpu', dtype=torch.bfloat16), measured on your step by torchdoctor tune)"
 )
 
 

@@ -382,8 +382,7 @@ class TrainingRules(RuleVisitor):
         loop = self._training_loop(node)
         if loop is None or not self._every_training_step(node):
             return
-        text = self.context.source
-        if "no_sync" in text or ".accumulate(" in text:
+        if self._skips_sync(self.enclosing_scope(node)):
             return
         if not any(
             self.callee(c) & DDP for c in ast.walk(self.context.tree) if isinstance(c, ast.Call)
@@ -413,6 +412,21 @@ class TrainingRules(RuleVisitor):
                     )
                     return
                 parent = self.parent(parent)
+
+    def _skips_sync(self, scope: ast.AST) -> bool:
+        """The function (the file, at module level) uses ``no_sync()`` or accelerate's
+        ``accumulate()``, or calls a function of the file that does (``self._sync_context()``);
+        another function's correct no_sync is no excuse for this one."""
+        def skips(node: ast.AST) -> bool:
+            text = self.context.source if isinstance(node, ast.Module) else self.code_of(node)
+            return "no_sync" in text or ".accumulate(" in text
+
+        if skips(scope):
+            return True
+        helpers = {f.name for f in ast.walk(self.context.tree)
+                   if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and skips(f)}
+        return any((dotted(c.func) or "").rsplit(".", 1)[-1] in helpers
+                   for c in ast.walk(scope) if isinstance(c, ast.Call))  # fmt: skip
 
     def _accumulation_test(self, test: ast.AST) -> bool:
         return any(

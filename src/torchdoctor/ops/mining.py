@@ -35,6 +35,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from torchdoctor.ops._scaling import power_of_two_scale
 from torchdoctor.ops._validation import (
     describe,
     require_count,
@@ -221,6 +222,18 @@ def _top_m(key: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values, torch.where(tied, nth_tie, index)
 
 
+def _unit(rows: torch.Tensor) -> torch.Tensor:
+    """``F.normalize`` of rows first divided by a power of two near their largest entry
+    (exact, cosines unchanged): float32 rows of ``1e25`` (``1e-25``) have norms that overflow
+    (underflow), which left them all-zero (not normalized) and the prefilter ranking at random.
+
+    Example:
+        >>> _unit(torch.tensor([[3e-25, 4e-25], [3e25, 4e25]])).tolist()
+        [[0.6000000238418579, 0.800000011920929], [0.6000000238418579, 0.800000011920929]]
+    """
+    return F.normalize(rows / power_of_two_scale(rows, -1), dim=-1)
+
+
 def _negative_mask(anchor_labels, pool_labels):
     return anchor_labels.unsqueeze(-1) != pool_labels.unsqueeze(-2)
 
@@ -322,7 +335,7 @@ def two_stage_negatives(
     d_ap = _positive_distances(anchors, positives, chol)
     valid_all = _negative_mask(anchor_labels, pool_labels)
     with torch.no_grad():  # the prefilter only ranks; gradients flow through exact distances
-        similarity = F.normalize(anchors, dim=-1) @ F.normalize(pool, dim=-1).mT
+        similarity = _unit(anchors) @ _unit(pool).mT
         similarity, valid_all = torch.broadcast_tensors(similarity, valid_all)
         valid_all = valid_all & ~similarity.isnan()  # a NaN row or anchor never takes a slot
         neg_inf = torch.tensor(float("-inf"), dtype=similarity.dtype, device=similarity.device)

@@ -31,14 +31,13 @@ __all__ = ["power_of_two_scale"]
 def power_of_two_scale(
     v: torch.Tensor, dim: int | tuple[int, ...], *others: torch.Tensor
 ) -> torch.Tensor:
-    """``2**(e - 1)`` where ``2**e`` bounds the largest finite magnitude over ``dim`` (kept as
-    size-1 dims) of ``v`` and of ``others`` (reduced over the same dims, then broadcast); 1
-    where that is 0 (all zero, NaN or infinite, or ``dim`` empty).
-
-    ``v / s`` then has magnitudes below 2; NaN and infinities are left to propagate as usual.
+    """``2**(e - 1)`` where ``2**e`` bounds the largest magnitude over ``dim`` (kept as size-1
+    dims) of ``v`` and of ``others`` (reduced over the same dims, then broadcast); 1 where
+    that magnitude is 0, infinite or NaN (no rescaling: the result is inf or NaN anyway), or
+    ``dim`` is empty. ``v / s`` then has magnitudes below 2. A handful of small ops.
 
     Example:
-        >>> power_of_two_scale(torch.tensor([0.3, -5.0, float("nan")]), -1).tolist()
+        >>> power_of_two_scale(torch.tensor([0.3, -5.0]), -1).tolist()
         [4.0]
         >>> power_of_two_scale(torch.zeros(2), -1, torch.tensor([0.0, 3e-3])).tolist()
         [0.001953125]
@@ -47,17 +46,15 @@ def power_of_two_scale(
     with torch.no_grad():
         magnitude = None
         for tensor in (v, *others):
-            shape = list(tensor.shape)
-            for d in dims:
-                shape[d] = 1
             if any(tensor.shape[d] == 0 for d in dims):  # nothing to reduce: magnitude 0
+                shape = list(tensor.shape)
+                for d in dims:
+                    shape[d] = 1
                 largest = torch.zeros(shape, dtype=tensor.dtype, device=tensor.device)
             else:
-                finite = torch.where(torch.isfinite(tensor), tensor.abs(), 0)
-                largest = finite.amax(dim=dims, keepdim=True)
+                largest = torch.linalg.vector_norm(tensor, float("inf"), dims, keepdim=True)
             magnitude = largest if magnitude is None else torch.maximum(magnitude, largest)
         mantissa, _ = torch.frexp(magnitude)  # magnitude = mantissa * 2**e, 0.5 <= mantissa < 1
-        positive = magnitude > 0
-        # magnitude / (2 * mantissa) = 2**(e - 1) exactly, also for subnormal magnitudes.
-        scale = magnitude / torch.where(positive, 2 * mantissa, 1)
-        return torch.where(positive, scale, 1)
+        # magnitude / (2 * mantissa) = 2**(e - 1) exactly, also for subnormal magnitudes; it is
+        # NaN (0/0, inf/inf, NaN) exactly where no rescaling is wanted.
+        return torch.nan_to_num(magnitude / (2 * mantissa), nan=1.0)

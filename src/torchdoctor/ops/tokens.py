@@ -159,7 +159,11 @@ def select_tokens_per_segment(
             be met otherwise.
         method: ``"dpp"``: greedy DPP MAP (:func:`torchdoctor.ops.dpp.dpp_greedy`'s algorithm) on the
             kernel ``diag(q) S diag(q)``, ``S`` the cosine similarities of the segment's
-            L2-normalized tokens, built for all segments with one batched matmul;
+            L2-normalized tokens, built for all segments with one batched matmul of the raw
+            features (not rescaled first, to keep the op one pass over them: the cosines, and
+            so the selection, are exact only while squared feature entries stay in the
+            dtype's range, about ``1e-19 .. 1e19`` in float32; tokens of ``1e-25`` read as
+            zero tokens, so rescale such features first);
             ``"greedy_cosine"``: max-min diversity weighted by quality (``O(k L d)``, no
             kernel); ``"topk"``: the highest-quality tokens.
         eps: the DPP stops early in a segment whose kernel is exhausted (rank ``< k``); its

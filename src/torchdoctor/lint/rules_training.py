@@ -14,10 +14,10 @@ import re
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import after_warmup
 from torchdoctor.lint.tensors import FRAMEWORK_STEP_HOOKS
+from torchdoctor.lint.training_optimizer import OPTIMIZER, OptimizerChecks, optimizer_step_call
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
-    RuleVisitor,
     constant,
     dotted,
     dotted_names_in,
@@ -34,12 +34,6 @@ DATA_PARALLEL = frozenset(
         "torch.nn.parallel.data_parallel.DataParallel",
     }
 )
-DDP = frozenset(
-    {
-        "torch.nn.parallel.DistributedDataParallel",
-        "torch.nn.parallel.distributed.DistributedDataParallel",
-    }
-)
 #: debugging aids: qualified name -> (what it is, index of its on/off argument or keyword)
 DEBUG_MODES = {
     "torch.autograd.set_detect_anomaly": ("anomaly detection", "mode"),
@@ -50,7 +44,6 @@ DEBUG_MODES = {
     "torch.autograd.profiler.emit_nvtx": ("emit_nvtx", "enabled"),
     "torch.autograd.profiler.emit_itt": ("emit_itt", "enabled"),
 }
-_OPTIMIZER = re.compile(r"^torch\.optim\.((?!lr_scheduler|swa_utils)\w+\.)?[A-Z]\w*$")
 BARRIER = frozenset({"torch.distributed.barrier"})
 EMPTY_CACHE = frozenset({"torch.cuda.empty_cache"})
 GC_COLLECT = frozenset({"gc.collect"})
@@ -79,7 +72,6 @@ _NOT_EVERY_STEP = (
     ),
 )
 _LOADER = re.compile(r"loader|batches")
-_ACCUMULATION = re.compile(r"accum", re.IGNORECASE)
 
 #: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
 RULES = (
@@ -178,7 +170,7 @@ RULES = (
 )
 
 
-class TrainingRules(RuleVisitor):
+class TrainingRules(OptimizerChecks):
     """TD701-TD707, TD710: DataParallel, debug modes, zero_grad(set_to_none=False), optimizer
     in a loop, empty_cache every step, DDP accumulation without no_sync, barrier every step,
     gc.collect() every step.
@@ -209,7 +201,7 @@ class TrainingRules(RuleVisitor):
             self._check_debug_mode(node, *DEBUG_MODES[name])
         if method_name(node) == "zero_grad":
             self._check_zero_grad(node)
-        if any(_OPTIMIZER.match(n) for n in names) and not names & DATA_PARALLEL:
+        if any(OPTIMIZER.match(n) for n in names) and not names & DATA_PARALLEL:
             self._check_optimizer(node, next(iter(names)))
         for calls, code, message in _NOT_EVERY_STEP:
             if names & calls and self._every_training_step(node, over_data=True):
@@ -318,7 +310,7 @@ class TrainingRules(RuleVisitor):
         if self._training_loop(with_node) is not None:
             return True
         return any(
-            isinstance(c, ast.Call) and (method_name(c) == "backward" or _is_step(c))
+            isinstance(c, ast.Call) and (method_name(c) == "backward" or optimizer_step_call(c))
             for stmt in with_node.body
             for c in ast.walk(stmt)
         )
@@ -341,109 +333,6 @@ class TrainingRules(RuleVisitor):
             "zero_grad() frees them instead (less memory traffic; the next backward allocates)",
             fix=replace_call_with(f"{func}()") if safe else None,  # (its arguments dropped)
         )
-
-    # -- TD704 -------------------------------------------------------------------------------
-    def _check_optimizer(self, node: ast.Call, name: str) -> None:
-        loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
-        if not loops or self._guarded_in(node, loops[-1]):
-            return
-        loop = loops[-1]  # the outermost: the optimizer must outlive all of them
-        assigned = {a.split(".")[0] for lp in loops for a in self.assigned_in(lp)}
-        params = {n.split(".")[0] for a in node.args[:1] for n in dotted_names_in(a)}
-        if not params or params & assigned:
-            return  # a new model (or parameter list) every iteration: a new optimizer too
-        if not self._trains(loop):
-            return
-        short = name.rsplit(".", 1)[-1]
-        self.report(
-            node,
-            "TD704",
-            f"`{short}(...)` is constructed inside the loop for the same parameters: its state "
-            "(momentum, moments, step count) restarts every iteration; build it once before "
-            "the loop",
-        )
-
-    def _guarded_in(self, node: ast.AST, stop: ast.AST) -> bool:
-        parent = self.parent(node)
-        while parent is not None and parent is not stop:
-            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)):
-                return True
-            parent = self.parent(parent)
-        return False
-
-    def _trains(self, loop: ast.AST) -> bool:
-        """The loop, or a loop nested in it, calls backward or an optimizer step."""
-        return any(
-            isinstance(n, _LOOPS) and self.is_training_body(n) for n in ast.walk(loop)
-        ) or any(method_name(c) == "backward" for c in self.direct_calls(loop.body))
-
-    # -- TD706 -------------------------------------------------------------------------------
-    def _check_accumulation(self, node: ast.Call) -> None:
-        loop = self._training_loop(node)
-        if loop is None or not self._every_training_step(node):
-            return
-        if self._skips_sync(self.enclosing_scope(node)):
-            return
-        if not any(
-            self.callee(c) & DDP for c in ast.walk(self.context.tree) if isinstance(c, ast.Call)
-        ) and not any(  # (the model wrapped elsewhere: `ddp_model(x)`, `self.ddp(x)`)
-            _DDP_NAME.search((dotted(c.func) or "").rsplit(".", 1)[-1])
-            for c in self.direct_calls(loop.body)
-        ):
-            return
-        steps = [
-            c
-            for c in self.direct_calls(loop.body)
-            if method_name(c) == "step"
-            and "optim" in (dotted(c.func.value) or "").lower()
-            or method_name(c) == "step"
-            and (dotted(c.func.value) or "").rsplit(".", 1)[-1] in {"opt", "scaler"}
-        ]
-        for step in steps:
-            parent = self.parent(step)
-            while parent is not None and parent is not loop:
-                if isinstance(parent, ast.If) and self._accumulation_test(parent.test):
-                    self.report(
-                        node,
-                        "TD706",
-                        "gradient accumulation under DistributedDataParallel without no_sync(): "
-                        "every micro-batch's backward all-reduces the gradients; run the "
-                        "backward of all but the last micro-batch under `with model.no_sync():`",
-                    )
-                    return
-                parent = self.parent(parent)
-
-    def _skips_sync(self, scope: ast.AST) -> bool:
-        """The function (the file, at module level) uses ``no_sync()`` or accelerate's
-        ``accumulate()``, or calls a function of the file that does (``self._sync_context()``);
-        another function's correct no_sync is no excuse for this one."""
-        def skips(node: ast.AST) -> bool:
-            text = self.context.source if isinstance(node, ast.Module) else self.code_of(node)
-            return "no_sync" in text or ".accumulate(" in text
-
-        if skips(scope):
-            return True
-        helpers = {f.name for f in ast.walk(self.context.tree)
-                   if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and skips(f)}
-        return any((dotted(c.func) or "").rsplit(".", 1)[-1] in helpers
-                   for c in ast.walk(scope) if isinstance(c, ast.Call))  # fmt: skip
-
-    def _accumulation_test(self, test: ast.AST) -> bool:
-        return any(
-            isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)
-        ) or any(_ACCUMULATION.search(n) for n in dotted_names_in(test))
-
-
-#: names of a model wrapped in DistributedDataParallel
-_DDP_NAME = re.compile(r"(?i)(^|_)ddp(_|$)")
-
-
-def _is_step(call: ast.Call) -> bool:
-    """``optimizer.step()`` / ``scaler.step(opt)``."""
-    if method_name(call) != "step":
-        return False
-    receiver = (dotted(call.func.value) or "").rsplit(".", 1)[-1].lower()
-    return "optim" in receiver or receiver in {"opt", "scaler"}
 
 
 def _always_on_a_gpu(branch: ast.AST) -> bool:

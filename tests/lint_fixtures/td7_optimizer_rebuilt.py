@@ -1,0 +1,37 @@
+"""TD704 under a branch: a branch that also steps the optimizer rebuilds it at every update
+(a DQN's warm-up gate); a branch that only rebuilds it (a learning-rate drop) is a choice."""
+
+import torch
+
+
+def dqn(q_network, target, replay, env, args):
+    for global_step in range(args.total_timesteps):
+        env.step(env.action_space.sample())
+        if global_step > args.learning_starts and global_step % args.train_frequency == 0:
+            optimizer = torch.optim.Adam(q_network.parameters(), lr=args.lr)  # expect: TD704
+            loss = q_network(replay.sample(args.batch_size)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def train_with_drops(model, loader, epochs):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for epoch in range(epochs):
+        if epoch and epoch % 30 == 0:
+            lr = 0.1 * 0.1 ** (epoch // 30)
+            optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)  # near-miss
+        for x, y in loader:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+
+def warm_started(model, loader, warmup):
+    for step, (x, y) in enumerate(loader):
+        if step < warmup:
+            opt = torch.optim.SGD(model.parameters(), lr=0.01 * step / warmup)  # expect: TD704
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)  # expect: TD704
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()

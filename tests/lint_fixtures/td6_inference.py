@@ -368,3 +368,14 @@ def repaint(unet, scheduler, image, keep_mask, known):
         latents[keep] = known[keep]  # expect: TD603
         latents = scheduler.step(unet(latents, t).sample, t, latents).prev_sample
     return latents
+
+
+def transcribe_all(model, loader):
+    model.eval()
+    texts = []
+    for mel, _ in loader:  # expect: TD602 (a submodule of the model called: model.encoder)
+        audio = model.encoder(mel)
+        texts.append(audio.argmax(-1))
+    for mel, _ in loader:  # near-miss: a method acting on the model, not running it
+        model.get_encoder()
+    return texts

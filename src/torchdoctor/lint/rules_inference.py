@@ -65,8 +65,6 @@ FORWARD_METHODS = frozenset(
 _LIBRARY_NO_GRAD_METHODS = frozenset({"predict", "generate"})
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
-
-
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 #: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
 _LIGHTNING_NO_GRAD = frozenset({"validation_step", "test_step", "predict_step"})
@@ -93,7 +91,8 @@ RULES = (
         "eval-loop-without-no-grad",
         "warning",
         "evaluation/inference loop without torch.no_grad() / torch.inference_mode()",
-        "wrap the loop (or decorate the function) with torch.inference_mode()",
+        "wrap the loop (or decorate the function) with torch.inference_mode(); torch.no_grad() "
+        "when its outputs later enter autograd (inference tensors cannot)",
         "model.eval()\nfor x in loader:\n    out = model(x)",
         "model.eval()\nwith torch.inference_mode():\n    for x in loader:\n        out = model(x)",
         seed="001",
@@ -344,7 +343,8 @@ class InferenceRules(RuleVisitor):
                     "evaluation/inference loop runs with autograd on (it records a graph and "
                     "keeps activations): wrap it in `with torch.inference_mode():`"
                     + ("" if isinstance(node, ast.Module)
-                       else " or decorate the function with @torch.inference_mode()"),
+                       else " or decorate the function with @torch.inference_mode()")
+                    + " (torch.no_grad() if its outputs later enter autograd)",
                 )
 
     def _method_disables_grad(self, method: str) -> bool:
@@ -409,7 +409,7 @@ class InferenceRules(RuleVisitor):
 
     def _calls_model(self, loop: ast.AST, receivers: set[str]) -> bool:
         """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,
-        ``model.forward(x)``; methods such as ``model.named_modules()`` do not count."""
+        ``model.forward(x)``, ``model.encoder(x)``; methods such as ``model.named_modules()`` do not count."""
         for call in ast.walk(loop):
             if not isinstance(call, ast.Call):
                 continue
@@ -420,8 +420,9 @@ class InferenceRules(RuleVisitor):
             receiver_is_model = receiver in receivers or bool(
                 receiver and names_a_module(receiver.rsplit(".", 1)[-1])
             )
-            if receiver_is_model:
-                if last in FORWARD_METHODS and not self._method_disables_grad(last):
+            if receiver_is_model:  # (a submodule: `model.encoder(mel)`)
+                if last in FORWARD_METHODS and not self._method_disables_grad(last) or (
+                        last not in FORWARD_METHODS and names_a_module(last)):
                     return True
                 continue
             if callee in receivers or names_a_module(last):

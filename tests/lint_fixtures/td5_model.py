@@ -80,3 +80,15 @@ def vgg_layers(cfg, batch_norm=True):
     ]))
     plain = nn.Sequential(OrderedDict([("conv", nn.Conv1d(80, 64, 5)), ("act", nn.ReLU())]))
     return nn.Sequential(*layers), stem, plain
+
+
+def whisper_qkv_attention(q, k, v, mask, n_ctx):
+    qk = (q * 0.125) @ (k * 0.125).transpose(-1, -2)
+    qk = qk + mask[:n_ctx, :n_ctx]
+    w = F.softmax(qk.float(), dim=-1).to(q.dtype)  # expect: TD507 (a float32 softmax in fp16 code)
+    return w @ v
+
+
+def attention_map(q, k):
+    scores = q @ k.transpose(-1, -2)
+    return F.softmax(scores.float(), dim=-1).to(q.dtype)  # near-miss: the weights are the result

@@ -237,9 +237,16 @@ class ModelRules(RuleVisitor):
         """The line where the softmax result is multiplied by the values, directly or through
         names (the first such product after the softmax); None when it is not."""
         node, parent = call, self.parent(call)
-        while (isinstance(parent, ast.Call) and node in parent.args  # dropout(softmax(...))
-               and not self.callee(parent) & MATMUL_CALLS):  # (bmm(softmax(...), v): the
-            node, parent = parent, self.parent(parent)  # product itself) # fmt: skip
+        while True:
+            if (isinstance(parent, ast.Call) and node in parent.args  # dropout(softmax(...))
+                    and not self.callee(parent) & MATMUL_CALLS):  # (bmm(softmax(...), v):
+                node, parent = parent, self.parent(parent)  # the product itself)
+            elif isinstance(parent, ast.Attribute) and parent.attr in _CASTS and isinstance(
+                    self.parent(parent), ast.Call):  # softmax(qk.float()).to(q.dtype): Whisper
+                node = self.parent(parent)
+                parent = self.parent(node)
+            else:
+                break  # fmt: skip
         if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.MatMult):
             return parent.lineno
         if isinstance(parent, ast.Call) and self.callee(parent) & MATMUL_CALLS:
@@ -259,6 +266,10 @@ class ModelRules(RuleVisitor):
                     products.append(other.lineno)
         after = [line for line in products if line >= call.lineno]
         return min(after or products) if products else None
+
+
+#: casts between the softmax and the product with the values (a float32 softmax in fp16 code)
+_CASTS = frozenset({"to", "float", "half", "bfloat16", "type", "type_as"})
 
 
 def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:

@@ -368,3 +368,14 @@ def train_with_a_shape_test(model, loader, opt):
         if logits.shape[0] > 1:  # (a shape test: no logging switch, whatever the name)
             total += loss.item()  # expect: TD201
     return total
+
+
+def nerf_train(model, images, poses, opt, steps):
+    for step in range(steps):
+        img_i = torch.randint(0, images.shape[0], (1,)).item()  # near-miss: a CPU tensor
+        order = torch.randperm(64).tolist()  # near-miss: made on the host
+        pick = torch.randint(0, 64, (1,), device=images.device).item()  # expect: TD201
+        rgb = model(poses[img_i].cuda(), order[pick])
+        loss = (rgb - images[img_i].cuda()).pow(2).mean()
+        loss.backward()
+        opt.step()

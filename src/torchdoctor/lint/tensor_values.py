@@ -24,6 +24,12 @@ TORCH_ONLY_METHODS = frozenset(
 
 #: libraries whose results are host data (NumPy arrays, Python objects), never tensors
 _HOST_LIBRARIES = ("numpy.", "scipy.", "sklearn.", "pandas.")
+#: torch functions that make a new tensor on the CPU unless given a device (or a default
+#: device is set): reading one back is no host-device sync
+HOST_FACTORIES = frozenset(
+    {f"torch.{name}" for name in ("randint", "rand", "randn", "randperm", "zeros", "ones",
+     "empty", "full", "arange", "linspace", "tensor", "as_tensor", "multinomial")}
+)  # fmt: skip
 
 
 class TensorValues:
@@ -77,8 +83,9 @@ class TensorValues:
         """``np.sort(idx).tolist()``: a method of a NumPy/SciPy/pandas result (or of a name
         holding only such results, :meth:`_on_host_data`): no tensor, no sync."""
         receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
-        if isinstance(receiver, ast.Call) and any(
-            n.startswith(_HOST_LIBRARIES) for n in self.callee(receiver)
+        if isinstance(receiver, ast.Call) and (
+            any(n.startswith(_HOST_LIBRARIES) for n in self.callee(receiver))
+            or self.made_on_the_host(receiver)
         ):
             return True
         if isinstance(receiver, ast.Name) and any(  # (`v = v.item()` over a loop's tensors
@@ -100,9 +107,22 @@ class TensorValues:
         return bool(values) and all(
             isinstance(v, ast.Call)
             and (method_name(v) in HOST_COPY_METHODS - {"cpu"}
-                 or any(n.startswith(_HOST_LIBRARIES) for n in self.callee(v)))
+                 or any(n.startswith(_HOST_LIBRARIES) for n in self.callee(v))
+                 or self.made_on_the_host(v))
             for v in values
         )  # fmt: skip
+
+    def made_on_the_host(self, call: ast.Call) -> bool:
+        """``torch.randint(0, n, (1,))``: a torch factory given no device (none of its inputs a
+        tensor, for ``torch.multinomial``/``as_tensor``), in a file that sets no default device.
+        """
+        if not self.callee(call) & HOST_FACTORIES or "set_default_device" in self.context.source:
+            return False
+        if any(k.arg == "device" for k in call.keywords):
+            return False
+        if self.callee(call) & {"torch.multinomial", "torch.as_tensor", "torch.tensor"}:
+            return not any(self.looks_like_tensor(a) for a in call.args)
+        return True
 
     def _holds_a_python_number(self, name: ast.Name) -> bool:
         """``loss_value = loss.item()`` (every assignment in the function is a host read or a

@@ -94,3 +94,43 @@ def test_td604_says_where_a_cache_stops_serving_when_the_loop_crops_a_window() -
     plain = cropped.replace("idx if idx.size(1) <= block else idx[:, -block:]", "idx")
     [finding] = [f for f in lint_source(plain) if f.code == "TD604"]
     assert "window" not in finding.message
+
+
+def test_a_step_function_is_said_to_run_once_a_step_not_every_step_of_itself() -> None:
+    """Lightning's training_step got "every step of this training step"."""
+    step = (
+        "import torch\nclass M:\n    def training_step(self, batch, i):\n"
+        "        loss = self.net(batch.cuda()).mean()\n        print(loss.item())\n"
+        "        return loss\n"
+    )
+    [finding] = [f for f in lint_source(step) if f.code == "TD201"]
+    assert "at every training step (the function runs once a step)" in finding.message
+    assert "every step of this training step" not in finding.message
+    loop = "import torch\nfor x in loader:\n    model(x).sum().backward()\n    print(x.sum().item())\n"
+    [finding] = [f for f in lint_source(loop) if f.code == "TD201"]
+    assert "every step of this training loop" in finding.message
+
+
+def test_a_host_read_that_decides_a_branch_is_not_told_to_keep_a_metric() -> None:
+    src = (
+        "import math\nimport torch\nfor x in loader:\n    loss = model(x.cuda()).mean()\n"
+        "    loss.backward()\n    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+        "    if not math.isfinite(float(gnorm)):\n        continue\n    opt.step()\n"
+        "    if loss.item() < 0.01:\n        lr = 0.1\n    total = loss.item()\n"
+    )
+    findings = {f.line: f.message for f in lint_source(src) if f.code == "TD201"}
+    assert "GradScaler" in findings[7] and "LazyMetrics" not in findings[7]
+    assert "torch.where" in findings[10]
+    assert "LazyMetrics" in findings[12]
+
+
+def test_td103_names_cholesky_factor_for_factors_and_solves_only() -> None:
+    src = (
+        "import torch\ndef f(covs):\n    out = []\n    for b in range(covs.shape[0]):\n"
+        "        out.append(torch.linalg.slogdet(covs[b])[1])\n"
+        "    for b in range(covs.shape[0]):\n        out.append(torch.linalg.cholesky(covs[b]))\n"
+        "    return out\n"
+    )
+    messages = {f.line: f.message for f in lint_source(src) if f.code == "TD103"}
+    assert "cholesky_factor" not in messages[5]  # (a determinant: the batched call is the cure)
+    assert "torchdoctor.ops.cholesky_factor" in messages[7]

@@ -18,7 +18,10 @@ from torchdoctor.lint.forward_calls import ForwardCall, forward_calls
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.syntax import link_parents
 
-USES_CUDA = re.compile(r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True")
+USES_CUDA = re.compile(
+    r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True"
+    r"|accelerator\s*=\s*[\"'](gpu|cuda|auto)[\"']"  # (Lightning's Trainer places the batches)
+)
 NO_GRAD_NAMES = frozenset({"no_grad", "inference_mode"})
 
 

@@ -29,6 +29,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import every_step_of
 from torchdoctor.lint.tensors import FRAMEWORK_STEPS
 from torchdoctor.lint.visitor import (
     FOR,
@@ -98,11 +99,10 @@ class CheckpointRules(RuleVisitor):
         context = self._step_context(node)
         if context is None or self._gated(node, context):
             return
-        where = "training loop" if isinstance(context, _LOOPS) else "training_step"
         self.report(
             node,
             "TD711",
-            f"`{self.code_of(node)}` runs on every step of this {where}: serializing the whole "
+            f"`{self.code_of(node)}` runs {every_step_of(context)}: serializing the whole "
             "state to disk every step stalls training (and on CUDA copies every tensor to the "
             "host first); save every N steps (`if step % N == 0:`), at the end, or when the "
             "validation metric improves",

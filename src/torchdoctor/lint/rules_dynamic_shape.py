@@ -29,6 +29,7 @@ from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_sync import SyncRules
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
+from torchdoctor.lint.syntax import every_step_of
 from torchdoctor.lint.tensors import (
     NOT_TENSORS,
     TENSOR_DICTS,
@@ -53,16 +54,18 @@ RULES = (
         "data-dependent-shape-in-step",
         "warning",
         "an operation whose output size depends on tensor values (x[mask], nonzero, "
-        "masked_select, unique, torch.where(cond), repeat_interleave by a tensor) every step: "
-        "the host waits for the GPU to count the elements, and torch.compile breaks the graph",
+        "masked_select, unique, torch.where(cond), repeat_interleave by a tensor) every step of "
+        "code that runs on CUDA (the file or project moves data there: .cuda(), 'cuda', "
+        "Trainer(accelerator='gpu')): the host waits for the GPU to count the elements, and "
+        "torch.compile breaks the graph",
         "keep shapes fixed: weight by the mask ((loss * mask).sum() / mask.sum().clamp(min=1)), "
         "torch.where(mask, v, x) / masked_fill for x[mask] = v, output_size= for "
         "repeat_interleave; compute unique outside the step",
-        "for x, y in loader:\n    err = (model(x) - y) ** 2\n    loss = err[y != -100].mean()\n"
+        "for x, y in loader:\n    x, y = x.cuda(), y.cuda()\n    err = (model(x) - y) ** 2\n"
+        "    loss = err[y != -100].mean()\n    loss.backward()\n    opt.step()",
+        "for x, y in loader:\n    x, y = x.cuda(), y.cuda()\n    err = (model(x) - y) ** 2\n"
+        "    mask = y != -100\n    loss = (err * mask).sum() / mask.sum().clamp(min=1)\n"
         "    loss.backward()\n    opt.step()",
-        "for x, y in loader:\n    err = (model(x) - y) ** 2\n    mask = y != -100\n"
-        "    loss = (err * mask).sum() / mask.sum().clamp(min=1)\n    loss.backward()\n"
-        "    opt.step()",
     ),
 )
 
@@ -341,8 +344,7 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
         if context is not None:
             if self.under_log_gate(node, context) or self.skip_sync(node, context):
                 return None
-            kind = "training step" if isinstance(context, FUNCTIONS) else "training loop"
-            return f"every step of this {kind}"
+            return every_step_of(context)
         owner = self.forward_owner(node)
         if owner is None or _under_no_grad(node) is True or self._evaluation_branch(node):
             return None

@@ -37,6 +37,12 @@ from torchdoctor.lint.visitor import (
 )
 
 #: methods that add items to a container: a loop that indexes what it grows is a recurrence
+#: per-item calls torchdoctor.ops.cholesky_factor replaces (an SPD factor, inverse or solve);
+#: a determinant, an SVD or an eigendecomposition gets the batched torch.linalg call only
+_FACTOR_SOLVES = frozenset(
+    {"cholesky", "cholesky_ex", "inv", "inv_ex", "inverse", "solve", "cholesky_solve",
+     "cholesky_inverse", "solve_triangular"}
+)  # fmt: skip
 _GROWS = frozenset({"append", "extend", "insert", "add", "update", "__setitem__"})
 #: names of a batch of equally sized matrices a loop may walk
 _MATRIX_BATCH = re.compile(
@@ -180,6 +186,7 @@ class LinalgRules(RuleVisitor):
                     f"`{short}` of one matrix per iteration ({item}): torch.linalg functions "
                     "take a batch (..., n, n): stack the matrices and make one batched call "
                     "before the loop (one kernel instead of one per item, no Python loop)",
+                    cure=short in _FACTOR_SOLVES,  # (cholesky_factor: SPD factors and solves)
                 )
 
     # -- TD103 helpers ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
 from torchdoctor.lint.rules_sync_solver import RULES as SOLVER_RULES
 from torchdoctor.lint.rules_sync_solver import ConvergenceSyncs
-from torchdoctor.lint.syntax import after_warmup, root_name
+from torchdoctor.lint.syntax import after_warmup, every_step_of, root_name
 from torchdoctor.lint.tensor_values import TensorValues
 from torchdoctor.lint.visitor import (
     FOR,
@@ -170,14 +170,22 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
             return
         if isinstance(context, _LOOP_STATEMENTS) and feeds_an_environment(node, context):
             return  # (an action for env.step: the environment needs it on the host)
-        where = "training loop" if isinstance(context, _LOOP_STATEMENTS) else "training step"
-        fix = fix or (
+        branch = fix is None and self._decides_a_branch(node, context)
+        fix = _BRANCH_FIX if branch else fix or (
             "keep metrics as device tensors (e.g. torchdoctor.train.LazyMetrics) and convert "
-            "them at log time"
-        )
+            "them at log time")  # fmt: skip
         self.report(
-            node, "TD201", f"{what} forces a host-device sync every step of this {where}: {fix}"
+            node, "TD201", f"{what} forces a host-device sync {every_step_of(context)}: {fix}",
+            cure=not branch,
         )
+
+    def _decides_a_branch(self, node: ast.AST, context: ast.AST) -> bool:
+        """``if top1.item() > 0.99:``, ``if not math.isfinite(float(gnorm)):``: the read is
+        the test of an if/while (control flow, not a metric)."""
+        child, parent = node, self.parent(node)
+        while parent is not None and parent is not context and not isinstance(parent, ast.stmt):
+            child, parent = parent, self.parent(parent)
+        return isinstance(parent, (ast.If, ast.While)) and child is parent.test
 
     def skip_sync(self, node: ast.AST, context: ast.AST) -> bool:
         """Not every step: ``node`` sits in a branch that ends the run (``if not
@@ -394,6 +402,14 @@ _LOGGER_READS = frozenset({"add_scalar", "add_scalars", "add_histogram"})
 #: NumPy reading a tensor: np.array(t) is t.cpu().numpy()
 _NUMPY_CONVERSIONS = frozenset({"numpy.array", "numpy.asarray", "numpy.float32", "numpy.float64"})
 _EXITS = frozenset({"sys.exit", "builtins.exit", "builtins.quit", "os._exit", "os.abort"})
+
+
+#: the fix of a host read that decides a branch
+_BRANCH_FIX = (
+    "the branch waits for the value: test it every N steps, or keep the decision on the device "
+    "(torch.where / a mask instead of the branch); for a non-finite check, GradScaler skips "
+    "such steps by itself and clip_grad_norm_(..., error_if_nonfinite=True) raises"
+)
 
 
 def _ends_the_run(stmt: ast.AST, rules: RuleVisitor) -> bool:

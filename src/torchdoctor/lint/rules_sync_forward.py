@@ -7,7 +7,7 @@ import ast
 import re
 
 from torchdoctor.lint.rules_precision import is_model_like
-from torchdoctor.lint.syntax import root_name, same_file_callee
+from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
 from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
@@ -183,12 +183,11 @@ class ForwardAndCallSyncs:
         if hit is None:
             return
         path, line, call = hit
-        where = "training loop" if isinstance(context, _LOOP_STATEMENTS) else "training step"
         self.report(
             node,
             "TD201",
             f"`{receiver.id}.{node.func.attr}(...)` reads tensors on the host (`{call}` in "
-            f"{cls}.{node.func.attr}, {path}:{line}) every step of this {where}: pass detached "
+            f"{cls}.{node.func.attr}, {path}:{line}) {every_step_of(context)}: pass detached "
             "device tensors and convert them at log time (torchdoctor.train.LazyMetrics)",
         )
 

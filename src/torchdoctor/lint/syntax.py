@@ -78,6 +78,20 @@ def parent(node: ast.AST) -> ast.AST | None:
     return getattr(node, "td_parent", None)
 
 
+def every_step_of(context: ast.AST) -> str:
+    """How often code in a training ``context`` runs, for a message: a loop's body runs
+    "every step of this training loop"; a step function (Lightning's ``training_step``, a
+    ``train_step`` the loop calls) "at every training step (the function runs once a step)".
+
+    Example:
+        >>> every_step_of(ast.parse("def training_step(self, b): pass").body[0])
+        'at every training step (the function runs once a step)'
+    """
+    if isinstance(context, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return "at every training step (the function runs once a step)"
+    return "every step of this training loop"
+
+
 def same_file_callee(call: ast.Call) -> ast.FunctionDef | None:
     """The definition ``call`` runs, when this file has it: a top-level function
     (``log(loss)``), or a method of the class the call sits in (``self._log(loss)``). Needs

@@ -179,12 +179,15 @@ class RuleVisitor:
         fix: Callable | None = None,
         fix_kind: str = "call",
         pattern_lines: tuple[int, int] | None = None,
+        cure: bool = True,
     ) -> None:
         """Record a finding at ``node``; ``fix`` (see :class:`Fix`) makes it fixable;
-        ``pattern_lines``: the lines the pattern spans (:class:`Finding`)."""
+        ``pattern_lines``: the lines the pattern spans (:class:`Finding`); ``cure=False``: the
+        rule's torchdoctor replacement does not fit this case (it is not named)."""
         rule = self.rule(code)
         text = message or f"{rule.summary}; {rule.fix}"
-        if rule.replacement and rule.replacement not in text:
+        named = not rule.replacement or any(w in text for w in (rule.replacement, "torchdoctor."))
+        if cure and not named:
             text = f"{text} (torchdoctor: {rule.replacement})"
         line, column, end_line, end_column = self.position(node)
         self.findings.append(

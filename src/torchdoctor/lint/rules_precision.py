@@ -133,10 +133,13 @@ RULES = (
         "TD501",
         "whole-model-half",
         "info",
-        "whole model cast to float16 for inference",
-        "keep fp32 weights and run under torch.autocast (bfloat16 where supported)",
+        "whole model cast to float16 for inference: every op runs in float16, the softmax, "
+        "norms and reductions autocast keeps in float32 too (overflow, NaN)",
+        "bfloat16 weights where the device has it (model.to(torch.bfloat16): the same memory, "
+        "float32's range), or fp32 weights under torch.autocast; keep .half() only with its "
+        "outputs checked against float32",
         "model = model.half()",
-        "with torch.autocast('cuda', dtype=torch.bfloat16):\n    y = model(x)",
+        "model = model.to(torch.bfloat16)  # or fp32 weights under torch.autocast",
         seed="001",
     ),
     Rule(
@@ -275,7 +278,9 @@ class PrecisionRules(RuleVisitor):
         self.report(
             node,
             "TD501",
-            f"`{self.code_of(node)}` casts the whole model to float16: keep fp32 weights and run "
-            "inference under torch.autocast (bfloat16 where supported), which keeps "
-            "precision-sensitive ops (softmax, norms, reductions) in fp32",
+            f"`{self.code_of(node)}` casts the whole model to float16: every op runs in float16, "
+            "the softmax, norms and reductions too (overflow, NaN); bfloat16 weights keep the "
+            "memory saving with float32's range (model.to(torch.bfloat16), where the device has "
+            "it), torch.autocast keeps those ops in float32; keep .half() only with its outputs "
+            "checked against float32",
         )

@@ -134,3 +134,13 @@ def test_td103_names_cholesky_factor_for_factors_and_solves_only() -> None:
     messages = {f.line: f.message for f in lint_source(src) if f.code == "TD103"}
     assert "cholesky_factor" not in messages[5]  # (a determinant: the batched call is the cure)
     assert "torchdoctor.ops.cholesky_factor" in messages[7]
+
+
+def test_td201_in_code_that_moves_nothing_to_cuda_does_not_claim_a_sync_now() -> None:
+    cpu = "import torch\nfor x in loader:\n    model(x).sum().backward()\n    h.append(x.sum().item())\n"
+    [finding] = [f for f in lint_source(cpu) if f.code == "TD201"]
+    assert "a host-device sync on a GPU run" in finding.message
+    assert "forces" not in finding.message
+    gpu = cpu.replace("model(x)", "model(x.cuda())")
+    [finding] = [f for f in lint_source(gpu) if f.code == "TD201"]
+    assert "forces a host-device sync" in finding.message

@@ -174,10 +174,13 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
         fix = _BRANCH_FIX if branch else fix or (
             "keep metrics as device tensors (e.g. torchdoctor.train.LazyMetrics) and convert "
             "them at log time")  # fmt: skip
-        self.report(
-            node, "TD201", f"{what} forces a host-device sync {every_step_of(context)}: {fix}",
-            cure=not branch,
-        )
+        project = self.context.project
+        if self.context.uses_cuda or (project is not None and project.uses_cuda):
+            what = f"{what} forces a host-device sync {every_step_of(context)}"
+        else:  # (a CPU-only project: the read costs little here, a sync once on a GPU)
+            what = (f"{what} reads a tensor on the host {every_step_of(context)}, a host-device "
+                    "sync on a GPU run (this code moves nothing to CUDA: on the CPU it is cheap)")
+        self.report(node, "TD201", f"{what}: {fix}", cure=not branch)
 
     def _decides_a_branch(self, node: ast.AST, context: ast.AST) -> bool:
         """``if top1.item() > 0.99:``, ``if not math.isfinite(float(gnorm)):``: the read is

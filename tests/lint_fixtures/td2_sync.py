@@ -370,11 +370,12 @@ def train_with_a_shape_test(model, loader, opt):
     return total
 
 
-def nerf_train(model, images, poses, opt, steps):
+def nerf_train(model, images, poses, opt, steps, rgb_weights):
     for step in range(steps):
         img_i = torch.randint(0, images.shape[0], (1,)).item()  # near-miss: a CPU tensor
         order = torch.randperm(64).tolist()  # near-miss: made on the host
         pick = torch.randint(0, 64, (1,), device=images.device).item()  # expect: TD201
+        neg = torch.multinomial(rgb_weights[pick], 1).item()  # expect: TD201 (of a device tensor)
         rgb = model(poses[img_i].cuda(), order[pick])
         loss = (rgb - images[img_i].cuda()).pow(2).mean()
         loss.backward()

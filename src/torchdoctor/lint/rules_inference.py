@@ -314,8 +314,8 @@ class InferenceRules(RuleVisitor):
             for c in body_calls
             if method_name(c) == "eval" and not c.args and not c.keywords
         } - {None}
-        if not (named or eval_receivers):
-            return
+        if not eval_receivers and (not named or getattr(node, "name", "_")[:1] == "_"):
+            return  # (a private `_sample` runs under its public caller's grad mode)
         for deco in decorators:
             target = deco.func if isinstance(deco, ast.Call) else deco
             if self.qualified_names(target) & NO_GRAD or _GRAD_OFF_DECORATOR.search(

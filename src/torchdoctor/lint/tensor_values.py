@@ -28,7 +28,7 @@ _HOST_LIBRARIES = ("numpy.", "scipy.", "sklearn.", "pandas.")
 #: device is set): reading one back is no host-device sync
 HOST_FACTORIES = frozenset(
     {f"torch.{name}" for name in ("randint", "rand", "randn", "randperm", "zeros", "ones",
-     "empty", "full", "arange", "linspace", "tensor", "as_tensor", "multinomial")}
+     "empty", "full", "arange", "linspace", "tensor", "as_tensor")}
 )  # fmt: skip
 
 
@@ -113,15 +113,15 @@ class TensorValues:
         )  # fmt: skip
 
     def made_on_the_host(self, call: ast.Call) -> bool:
-        """``torch.randint(0, n, (1,))``: a torch factory given no device (none of its inputs a
-        tensor, for ``torch.multinomial``/``as_tensor``), in a file that sets no default device.
-        """
+        """``torch.randint(0, n, (1,))``: a torch factory given no device (``torch.tensor`` /
+        ``as_tensor`` of a literal only: of a tensor they keep its device), in a file that sets
+        no default device."""
         if not self.callee(call) & HOST_FACTORIES or "set_default_device" in self.context.source:
             return False
         if any(k.arg == "device" for k in call.keywords):
             return False
-        if self.callee(call) & {"torch.multinomial", "torch.as_tensor", "torch.tensor"}:
-            return not any(self.looks_like_tensor(a) for a in call.args)
+        if self.callee(call) & {"torch.as_tensor", "torch.tensor"}:  # (a tensor keeps its device)
+            return bool(call.args) and isinstance(call.args[0], (ast.List, ast.Tuple, ast.Constant))
         return True
 
     def _holds_a_python_number(self, name: ast.Name) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchdoctor.ops._scaling import power_of_two_scale
 from torchdoctor.ops._validation import (
     require_finite,
     require_float,
@@ -43,9 +42,10 @@ def covariance(
     Returns:
         ``(..., d, d)`` symmetric matrices in ``x``'s dtype; differentiable. Half precision
         (float16/bfloat16) is computed in float32 and rounded once at the end, so a covariance
-        that fits float16 does not overflow in its intermediate sums. The centered samples are
-        divided by a power of two near their largest magnitude before the products (exact), so
-        no dtype overflows or underflows in the sums where the covariance itself fits.
+        that fits float16 does not overflow in its intermediate sums. Like ``torch.cov``, the
+        products of float32 samples about ``1e19`` or more from their mean overflow (``inf``)
+        and of ``1e-19`` or less underflow (0): rescale such data first (the covariance
+        scales with its square).
 
     Example:
         >>> x = torch.randn(8, 4, 64)   # 8 images, K = 4 parts, d = 64
@@ -67,18 +67,13 @@ def covariance(
     if x.dtype in (torch.float16, torch.bfloat16):
         return covariance(x.float(), shrinkage, unbiased).to(x.dtype)
     centered = x - x.mean(dim=-2, keepdim=True)
-    # Computed on centered / s, s a power of two near its largest magnitude, then times s^2:
-    # bit for bit the same wherever nothing overflows, but in float32 x ~ 1e19 (1e-21) the sum
-    # of squares overflowed to inf (underflowed to 0) although the covariance fits.
-    scale = power_of_two_scale(centered, (-2, -1))
-    centered = centered / scale
     cov = centered.mT @ centered / (n - 1 if unbiased else n)
     cov = (cov + cov.mT) / 2  # exactly symmetric
     if shrinkage > 0:
         target = cov.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None]
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
         cov = (1 - shrinkage) * cov + shrinkage * target * eye
-    return cov * scale * scale
+    return cov
 
 
 class CovarianceEMA(nn.Module):

@@ -20,7 +20,6 @@ import contextlib
 
 import torch
 
-from torchdoctor.ops._scaling import power_of_two_scale
 from torchdoctor.ops._validation import (
     raise_not_spd,
     require_broadcastable,
@@ -267,9 +266,10 @@ def pairwise_mahalanobis(
         may get a distance of about ``eps * |L^-1 x|`` instead of exactly 0 (a gradient of
         norm at most ``|L^-1|`` in an arbitrary direction, not 0); ``mahalanobis_to_candidates``
         whitens the differences, so equal points give exactly 0 with a zero gradient there.
-        The whitened points are divided by a power of two near their largest magnitude before
-        ``cdist`` (exact), so float32 points of ``1e25`` or ``1e-25`` give finite, nonzero
-        distances. Second derivatives (double backward, e.g. a
+        Like ``torch.cdist``, the distances square the whitened coordinates: in float32 those
+        of about ``1e19`` or more overflow (``inf``) and of ``1e-19`` or less underflow (0);
+        rescale such inputs first (distances scale with them). Second derivatives (double
+        backward, e.g. a
         gradient penalty through ``create_graph=True``) are not supported: the distances come
         from ``torch.cdist``, whose backward has no derivative (torch raises "the derivative
         for '_cdist_backward' is not implemented"). For them use
@@ -305,12 +305,8 @@ def pairwise_mahalanobis(
     wx = wx.expand(*batch, *wx.shape[-2:])
     wy = wy.expand(*batch, *wy.shape[-2:])
     # Direct differences (not the |a|^2 + |b|^2 - 2ab expansion) keep full accuracy for close
-    # points; cdist's backward returns 0 where a distance is 0. On points divided by a power of
-    # two near their largest magnitude (exact): the squares of float32 points ~1e25 (1e-25)
-    # overflowed to inf (underflowed to 0), although the distances fit.
-    scale = power_of_two_scale(wx, (-2, -1), wy)
-    distances = torch.cdist(wx / scale, wy / scale, compute_mode="donot_use_mm_for_euclid_dist")
-    return (distances * scale).to(dtype)
+    # points; cdist's backward returns 0 where a distance is 0.
+    return torch.cdist(wx, wy, compute_mode="donot_use_mm_for_euclid_dist").to(dtype)
 
 
 def mahalanobis_to_candidates(
@@ -355,15 +351,7 @@ def mahalanobis_to_candidates(
 
 def _safe_norm(v: torch.Tensor) -> torch.Tensor:
     """Euclidean norm over the last dim with gradient 0 (a subgradient) at the origin; NaN
-    stays NaN. Each vector is divided by a power of two near its largest entry first (exact),
-    so float32 vectors of ``1e25`` or ``1e-25`` neither overflow nor underflow when squared.
-
-    Example:
-        >>> norms = _safe_norm(torch.tensor([[3e25, 4e25], [3e-25, 4e-25], [0.0, 0.0]]))
-        >>> [f"{n:.4g}" for n in norms.tolist()]
-        ['5e+25', '5e-25', '0']
-    """
-    scale = power_of_two_scale(v, -1)
-    squared = (v / scale).pow(2).sum(-1)
+    stays NaN."""
+    squared = v.pow(2).sum(-1)
     zero = squared == 0
-    return torch.where(zero, 0, torch.where(zero, 1, squared).sqrt()) * scale.squeeze(-1)
+    return torch.where(zero, 0, torch.where(zero, 1, squared).sqrt())

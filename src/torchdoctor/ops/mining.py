@@ -35,7 +35,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from torchdoctor.ops._scaling import power_of_two_scale
 from torchdoctor.ops._validation import (
     describe,
     require_count,
@@ -222,18 +221,6 @@ def _top_m(key: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values, torch.where(tied, nth_tie, index)
 
 
-def _unit(rows: torch.Tensor) -> torch.Tensor:
-    """``F.normalize`` of rows first divided by a power of two near their largest entry
-    (exact, cosines unchanged): float32 rows of ``1e25`` (``1e-25``) have norms that overflow
-    (underflow), which left them all-zero (not normalized) and the prefilter ranking at random.
-
-    Example:
-        >>> _unit(torch.tensor([[3e-25, 4e-25], [3e25, 4e25]])).tolist()
-        [[0.6000000238418579, 0.800000011920929], [0.6000000238418579, 0.800000011920929]]
-    """
-    return F.normalize(rows / power_of_two_scale(rows, -1), dim=-1)
-
-
 def _negative_mask(anchor_labels, pool_labels):
     return anchor_labels.unsqueeze(-1) != pool_labels.unsqueeze(-2)
 
@@ -313,7 +300,10 @@ def two_stage_negatives(
     Returns:
         ``MinedNegatives(indices, distances, positive_distances, found)``, each ``(..., n)``
         where ``...`` is the broadcast of all inputs' leading dims (a mismatch is a ValueError
-        naming the argument).
+        naming the argument). The cosines and distances square the features, as
+        ``F.normalize`` and ``torch.cdist`` do: in float32, features of about ``1e19`` or more
+        (``1e-19`` or less) overflow (underflow) and the ranking is no longer meaningful;
+        rescale such features first (the choice does not depend on a common scale).
 
     Example:
         >>> chol = torch.eye(2)
@@ -335,7 +325,7 @@ def two_stage_negatives(
     d_ap = _positive_distances(anchors, positives, chol)
     valid_all = _negative_mask(anchor_labels, pool_labels)
     with torch.no_grad():  # the prefilter only ranks; gradients flow through exact distances
-        similarity = _unit(anchors) @ _unit(pool).mT
+        similarity = F.normalize(anchors, dim=-1) @ F.normalize(pool, dim=-1).mT
         similarity, valid_all = torch.broadcast_tensors(similarity, valid_all)
         valid_all = valid_all & ~similarity.isnan()  # a NaN row or anchor never takes a slot
         neg_inf = torch.tensor(float("-inf"), dtype=similarity.dtype, device=similarity.device)

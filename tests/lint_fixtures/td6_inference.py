@@ -387,3 +387,11 @@ class Generator:
             h = self.model.semantic_encoder(ids)  # expect: TD604
             ids = torch.cat([ids, h.argmax(-1)[:, -1:]], dim=-1)
         return ids
+
+
+def clip_zero_shot(model, loader, text_tokens):
+    model.eval()
+    for images, labels in loader:  # expect: TD602 (CLIP's API: model.encode_image / encode_text)
+        image_features = model.encode_image(images)
+        text_features = model.encode_text(text_tokens)
+        labels.append((image_features @ text_features.T).argmax(-1))

@@ -420,9 +420,10 @@ class InferenceRules(RuleVisitor):
             receiver_is_model = receiver in receivers or bool(
                 receiver and names_a_module(receiver.rsplit(".", 1)[-1])
             )
-            if receiver_is_model:  # (a submodule: `model.encoder(mel)`)
-                if last in FORWARD_METHODS and not self._method_disables_grad(last) or (
-                        last not in FORWARD_METHODS and names_a_module(last)):
+            if receiver_is_model:  # (a submodule: `model.encoder(mel)`; CLIP's encode_image)
+                runs = last if last in FORWARD_METHODS else last.split("_")[0]
+                if runs in FORWARD_METHODS and not self._method_disables_grad(last) or (
+                        runs not in FORWARD_METHODS and names_a_module(last)):
                     return True
                 continue
             if callee in receivers or names_a_module(last):

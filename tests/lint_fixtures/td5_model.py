@@ -92,3 +92,28 @@ def whisper_qkv_attention(q, k, v, mask, n_ctx):
 def attention_map(q, k):
     scores = q @ k.transpose(-1, -2)
     return F.softmax(scores.float(), dim=-1).to(q.dtype)  # near-miss: the weights are the result
+
+
+class ConvModule(nn.Sequential):
+    def __init__(self, cin, cout, k=3):
+        super().__init__(
+            nn.Conv2d(cin, cout, k, padding=k // 2),  # expect: TD506 (a Sequential subclass)
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ConvAct(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(cin, cout, 3), nn.ReLU())  # near-miss: no norm
+
+
+def dcgan_generator(nz=100, ngf=64):
+    return nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0),  # expect: TD506 (a transposed convolution)
+        nn.BatchNorm2d(ngf * 8),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 8, 3, 4, 2, 1, bias=False),  # near-miss: no bias
+        nn.Tanh(),
+    )

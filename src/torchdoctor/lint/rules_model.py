@@ -18,7 +18,8 @@ from torchdoctor.lint.visitor import (
     with_keyword,
 )
 
-_CONV = re.compile(r"^torch\.nn\.(modules\.conv\.)?(Conv[123]d|LazyConv[123]d)$")
+_CONV = re.compile(
+    r"^torch\.nn\.(modules\.conv\.)?(Conv[123]d|LazyConv[123]d|ConvTranspose[123]d)$")
 _BATCH_NORM = re.compile(r"^torch\.nn\.(modules\.batchnorm\.)?(BatchNorm[123]d|SyncBatchNorm)$")
 SEQUENTIAL = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
 SOFTMAX = frozenset({"torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax"})
@@ -67,10 +68,19 @@ class ModelRules(RuleVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
-        if names & SEQUENTIAL:
+        if names & SEQUENTIAL or self._sequential_init(node):
             self._check_layers(node.args, node)
         if names & SOFTMAX or (method_name(node) == "softmax" and not names):
             self._check_attention(node)
+
+    def _sequential_init(self, call: ast.Call) -> bool:
+        """``super().__init__(conv, bn, act)`` in a subclass of nn.Sequential (mmcv's
+        ConvModule, torchvision's Conv2dNormActivation): the layers of a Sequential."""
+        if method_name(call) != "__init__" or not isinstance(call.func.value, ast.Call):
+            return False
+        owner = self.parent(self.enclosing_scope(call))
+        return isinstance(owner, ast.ClassDef) and any(
+            self.qualified_names(base) & SEQUENTIAL for base in owner.bases)
 
     def visit_List(self, node: ast.List) -> None:
         """``layers = [nn.Conv2d(...), nn.BatchNorm2d(...), nn.ReLU()]`` (then Sequential);

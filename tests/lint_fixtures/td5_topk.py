@@ -56,3 +56,21 @@ def knn_graph(x, k):
 
 def tail_of_the_order(x, k):
     return torch.argsort(x, dim=-1)[..., k:]  # near-miss: every element but the first k
+
+
+def top_rebound(logits, k):
+    vals, idx = torch.sort(logits, descending=True)  # expect: TD512 (rebound to its slice)
+    vals, idx = vals[..., :k], idx[..., :k]
+    return vals.softmax(-1), idx
+
+
+def top_rebound_argsort(logits, k):
+    idx = torch.argsort(logits, dim=-1, descending=True)  # expect: TD512
+    idx = idx[..., :k]
+    return logits.gather(-1, idx), idx
+
+
+def reversed_order(logits):
+    idx = torch.argsort(logits, dim=-1)  # near-miss: all of it read, reversed
+    idx = idx.flip(-1)
+    return idx

@@ -74,12 +74,35 @@ class TopKRules(RuleVisitor):
             return
         scope = self.enclosing_scope(node)
         found = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id in names]
-        if sum(isinstance(n.ctx, ast.Store) for n in found) != len(names):
-            return  # (a name assigned again, or deleted: another value)
-        uses = [n for n in found if isinstance(n.ctx, ast.Load)]
+        rebound = self._rebound_to_a_slice(found, target)
+        if rebound is None:
+            return  # (a name assigned another value, or deleted)
+        uses = [n for n in found if isinstance(n.ctx, ast.Load)
+                and not n.lineno > rebound.get(n.id, n.lineno)]  # fmt: skip
         if not uses or not all(_leading_slice(self.parent(n)) for n in uses):
             return
         self._report(node, self.parent(uses[0]))
+
+    def _rebound_to_a_slice(self, found: list[ast.Name], target: ast.AST) -> dict | None:
+        """The lines where a name of the sort's ``target`` is rebound to its own leading slice
+        (``idx = idx[..., :k]``, ``vals, idx = vals[:, :k], idx[:, :k]``: later reads see
+        the first k only); None when a name is assigned anything else or deleted."""
+        lines: dict[str, int] = {}
+        for name in found:
+            if isinstance(name.ctx, ast.Load) or name is target or (
+                    isinstance(target, ast.Tuple) and name in target.elts):  # fmt: skip
+                continue
+            statement = self.parent(name)
+            value = getattr(statement, "value", None)
+            if isinstance(statement, ast.Tuple) and isinstance(self.parent(statement), ast.Assign):
+                value = self.parent(statement).value
+                index = statement.elts.index(name)
+                value = value.elts[index] if isinstance(value, ast.Tuple) else None
+            if not (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+                    and value.value.id == name.id and _leading_slice(value)):  # fmt: skip
+                return None
+            lines[name.id] = name.lineno
+        return lines
 
     def _sliced_directly(self, node: ast.Call) -> ast.AST | None:
         """The slice that reads the sort's result in place: ``x.argsort(...)[:k]``,

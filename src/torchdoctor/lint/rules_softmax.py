@@ -60,7 +60,7 @@ _NLL_MODULE = frozenset({"torch.nn.NLLLoss", "torch.nn.modules.loss.NLLLoss"})
 #: methods that keep every element's value: log(p.detach()) is log_softmax(x).detach()
 _KEEPS_VALUES = frozenset(
     {"detach", "float", "double", "clone", "contiguous", "to", "cpu", "cuda", "squeeze",
-     "unsqueeze"}
+     "unsqueeze", "transpose", "permute", "movedim", "swapaxes", "reshape", "view", "flatten"}
 )  # fmt: skip
 _EPS_NAME = re.compile(r"(^|_)(eps|epsilon|tiny|delta|smooth)\w*$", re.IGNORECASE)
 _CLAMPS = frozenset({"clamp", "clip", "clamp_min"})
@@ -276,7 +276,8 @@ def _arguments(function: ast.AST) -> list[ast.arg]:
 
 
 def _unwrap(expr: ast.AST) -> ast.AST:
-    """``p.detach().float()``, ``p[:, 0]`` -> ``p`` (the same values, elementwise)."""
+    """``p.detach().float()``, ``p[:, 0]``, ``p.transpose(1, 2)`` -> ``p`` (the same values,
+    elementwise or rearranged)."""
     while True:
         if isinstance(expr, ast.Subscript):
             expr = expr.value

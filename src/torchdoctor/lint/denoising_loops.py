@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from torchdoctor.lint.syntax import FOR, same_file_callee, target_names
@@ -103,6 +104,43 @@ def makes_a_mask(expr: ast.AST) -> bool:
             return True  # fmt: skip
         return name == "to" and any((dotted(a) or "").endswith("bool") for a in expr.args)
     return False
+
+
+def mask_assignments(
+    rules: Any, loop: ast.For | ast.While
+) -> Iterator[tuple[ast.Assign, ast.Subscript]]:
+    """TD603's ``(statement, target)``: ``x[mask] = y`` with a boolean mask (named so, a
+    comparison, or a name made only by :func:`makes_a_mask`) on every iteration of ``loop``:
+    in its body, or under a branch whose test is the same in every iteration (``if
+    init_mask is not None:``, a config flag) or a ``with``; ``x[mask] = 0`` runs as
+    ``masked_fill_`` (no nonzero, no sync) and is left alone.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef sample(x, known, mask, ts):\\n    for t in ts.timesteps:\\n"
+        ...        "        if mask is not None:\\n            x[mask] = known[mask]\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD603']
+    """
+    statements = list(loop.body)
+    while statements:
+        stmt = statements.pop(0)
+        if isinstance(stmt, ast.If) and rules.is_invariant(stmt.test, loop):
+            statements[:0] = [*stmt.body, *stmt.orelse]  # (the same branch every step)
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            statements[:0] = stmt.body
+        if not isinstance(stmt, ast.Assign) or number_literal(stmt.value):
+            continue
+        for target in stmt.targets:
+            if not isinstance(target, ast.Subscript):
+                continue
+            index = target.slice
+            name = (dotted(index) or "").rsplit(".", 1)[-1]
+            made = rules.assigned_values(rules.enclosing_scope(loop), name) if (
+                isinstance(index, ast.Name)) else []  # fmt: skip
+            if ("mask" in name.lower() or isinstance(index, ast.Compare)
+                    or (made and all(makes_a_mask(v) for v in made))):  # (known = m.bool())
+                yield stmt, target  # fmt: skip
 
 
 def counts_down(it: ast.AST) -> bool:

@@ -14,8 +14,7 @@ from torchdoctor.lint.denoising_loops import (
     invariant_inner_calls,
     is_denoising_iter,
     loops_over_modules,
-    makes_a_mask,
-    number_literal,
+    mask_assignments,
     range_call,
 )
 from torchdoctor.lint.rule import Rule
@@ -268,28 +267,15 @@ class InferenceRules(RuleVisitor):
 
     def _check_mask_assignments(self, loop: ast.For | ast.While) -> None:
         """TD603: ``x[mask] = ...`` with a boolean mask, every step."""
-        for stmt in loop.body:
-            if not isinstance(stmt, ast.Assign):
-                continue
-            for target in stmt.targets:
-                if not isinstance(target, ast.Subscript):
-                    continue
-                index = target.slice
-                name = (dotted(index) or "").rsplit(".", 1)[-1]
-                if number_literal(stmt.value):
-                    continue  # x[mask] = 0 runs as masked_fill_: no nonzero, no sync
-                made = self.assigned_values(self.enclosing_scope(loop), name) if (
-                    isinstance(index, ast.Name)) else []  # fmt: skip
-                if ("mask" in name.lower() or isinstance(index, ast.Compare)
-                        or (made and all(makes_a_mask(v) for v in made))):  # (known = m.bool())
-                    self.report(
-                        target,
-                        "TD603",
-                        f"`{self.code_of(stmt)}` assigns through a boolean mask in every "
-                        "denoising step (a nonzero() and a host sync each time): "
-                        f"`{self.code_of(target.value)} = torch.where(mask, value, "
-                        f"{self.code_of(target.value)})` stays on the device",
-                    )
+        for stmt, target in mask_assignments(self, loop):
+            self.report(
+                target,
+                "TD603",
+                f"`{self.code_of(stmt)}` assigns through a boolean mask in every "
+                "denoising step (a nonzero() and a host sync each time): "
+                f"`{self.code_of(target.value)} = torch.where(mask, value, "
+                f"{self.code_of(target.value)})` stays on the device",
+            )
 
     # -- TD602 ---------------------------------------------------------------------------------
     def visit_Module(self, node: ast.Module) -> None:

@@ -347,3 +347,14 @@ def discriminative_pull(embedding, instance_ids, num_instances):
         means.append(embedding[:, instance_ids == inst].mean(1))  # expect: TD301
         first = embedding[:, 0:1]  # near-miss: a plain slice
     return torch.stack(means), first
+
+
+def yolo_build_targets(pred_boxes, gt_boxes, batch_idx, batch_size, pad_idx):
+    assigned = []
+    for b in range(batch_size):
+        gt_b = gt_boxes[batch_idx == b]  # expect: TD301 (a tensor named like an index, per image)
+        assigned.append((pred_boxes[b] @ gt_b.T).amax(-1))
+    for tokens in pred_boxes:
+        keep = tokens[tokens != pad_idx]  # near-miss: each sample against its pad id
+        assigned.append(keep.sum())
+    return assigned

@@ -28,7 +28,10 @@ def pinned(ds, device, model):
     for batch in loader:
         moved = {k: v.to(device) for k, v in batch.items()}  # expect: TD404 (Hugging Face's copy)
         kept = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    return ids, moved, kept
+    for data, _ in loader:
+        data = data.to("cuda")  # expect: TD404 (a device string)
+        half = data.to("cpu")  # near-miss: back to the host, not a pinned copy to the device
+    return ids, moved, kept, half
 
 
 def fit_on_the_device(model, X, y, device):

@@ -255,6 +255,8 @@ def _blocking_copy(call: ast.Call) -> bool:
         return True
     if not call.args and not any(kw.arg == "device" for kw in call.keywords):
         return False
+    if call.args and isinstance(call.args[0], ast.Constant):  # `.to("cuda")`, `.to("cuda:0")`
+        return str(call.args[0].value).split(":")[0] in {"cuda", "xpu", "mps"}
     first = dotted(call.args[0]) if call.args else "device"
     return first is not None and not first.startswith("torch.") and "dtype" not in first
 

@@ -113,3 +113,15 @@ def train_logging_accuracy(model, loader, optimizer, logger, log_every=100):
         lr = logger.current_lr()  # near-miss: a logger's bookkeeping
         if step % log_every == 0:
             print(step, acc.item(), lr)
+
+
+def train_accuracy_in_two_lines(model, loader, optimizer, best):
+    for step, (x, y) in enumerate(loader):
+        out = model(x)
+        out.sum().backward()
+        optimizer.step()
+        preds = out.argmax(dim=-1)
+        acc = (preds == y).float().mean()  # expect: TD712 (through an intermediate name)
+        improved = out.sum().item() < best  # expect: TD201 (a host read: TD201, not TD712)
+        if step % 500 == 0:
+            print(step, acc, improved)

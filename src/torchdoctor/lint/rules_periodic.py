@@ -112,14 +112,23 @@ class PeriodicReadRules(RuleVisitor):
         )
 
     def _does_work(self, value: ast.AST) -> bool:
-        """``value`` calls something beyond the cheap helpers and host reads."""
-        for call in (n for n in ast.walk(value) if isinstance(n, ast.Call)):
+        """``value`` calls something beyond the cheap helpers and host reads, or reduces an
+        elementwise comparison (a metric: ``(preds == y).float().mean()``)."""
+        calls = [n for n in ast.walk(value) if isinstance(n, ast.Call)]
+        methods = {c.func.attr for c in calls if isinstance(c.func, ast.Attribute)}
+        if methods & {"float", "mean", "sum"} and "item" not in methods and any(
+                isinstance(n, ast.Compare) for n in ast.walk(value)):  # fmt: skip
+            return True
+        for call in calls:
             func = call.func
             if isinstance(func, ast.Attribute) and func.attr in _HOST_READS:
                 continue
             name = dotted(func) or ""
-            if name.split(".", 1)[0] in _CHEAP_ROOTS:
-                continue
+            base = func
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in _CHEAP_ROOTS:
+                continue  # (not `(preds == y).float().mean()`: a tensor's methods)
             receiver = name.rsplit(".", 1)[0] if "." in name else ""
             if isinstance(func, ast.Attribute) and (
                 func.attr.startswith("get_") or _BOOKKEEPING.search(receiver)

@@ -38,3 +38,11 @@ def train_step(model, x, opt, device):
 
 def make_reference(device):
     return torch.randn(8).to(device)  # near-miss: no loop, no training step
+
+
+def vae_main(model, train, test, epochs, device):
+    for epoch in range(1, epochs + 1):
+        train(epoch)
+        test(epoch)
+        sample = torch.randn(64, 20).to(device)  # near-miss: once an epoch (a sample grid)
+        model.decode(sample)

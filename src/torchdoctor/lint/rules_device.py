@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import target_names
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -157,6 +158,9 @@ class DeviceRules(DeviceMoves, RuleVisitor):
         in_step = self.is_step_function(scope)
         if not loops and not in_forward and not in_step:
             return
+        if loops and isinstance(loops[0], ast.For) and any(
+                "epoch" in n.lower() for n in target_names(loops[0].target)):  # fmt: skip
+            return  # (once an epoch: a sample grid, an evaluation's noise, not every step)
         where = (
             "every iteration of this loop"
             if loops

@@ -159,3 +159,13 @@ def backend_step(nx, model, a, opt):
 
 x = torch.randn(8)
 positive = x[x > 0]  # module level: runs once
+
+
+def dlrm_step(model, loader, opt, device):
+    for dense, sparse, y in loader:
+        dense = dense.cuda()
+        ids = torch.tensor(sparse[:, 0].tolist(), device=device)  # expect: TD203
+        hot = torch.unique(ids)  # expect: TD207 (made with device=: on the device)
+        loss = model(dense, hot).sum()
+        loss.backward()
+        opt.step()

@@ -75,8 +75,7 @@ _BOOL_FUNCTIONS = frozenset(
     for n in ("isfinite", "isnan", "isinf", "isneginf", "isposinf", "isreal", "logical_and",
               "logical_or", "logical_xor", "logical_not", "eq", "ne", "gt", "ge", "lt", "le",
               "greater", "greater_equal", "less", "less_equal", "not_equal", "isin", "isclose",
-              "signbit")
-)  # fmt: skip
+              "signbit"))  # fmt: skip
 #: tensor methods that return a boolean tensor (``.any(dim)`` / ``.all(dim)`` too)
 _BOOL_METHODS = frozenset(
     {"bool", "eq", "ne", "gt", "ge", "lt", "le", "isnan", "isinf", "isfinite", "isneginf",
@@ -297,6 +296,8 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
     def _host_expression(self, expr: ast.AST) -> bool:
         """A ``.cpu()`` / ``.numpy()`` copy, a NumPy / pandas call, or a tensor created on the
         CPU (``torch.arange(n) != k``: no ``device=``, no ``.cuda()`` / ``.to(...)``)."""
+        if isinstance(expr, ast.Call) and (keyword(expr, "device") or method_name(expr) == "cuda"):
+            return False  # (made with device= or moved: on the device, whatever it came from)
         if has_host_copy(expr):
             return True
         for call in calls_in(expr):

@@ -38,7 +38,9 @@ RULES = (
         "TD401",
         "dataloader-no-workers",
         "warning",
-        "DataLoader without num_workers > 0 loads batches on the training thread",
+        "DataLoader without num_workers > 0 loads batches on the training thread (not over a "
+        "TensorDataset, made in place or by a function of the file: tensors in memory, indexing "
+        "them is cheaper than handing batches over from workers)",
         "set num_workers (e.g. 2-8) so loading overlaps compute",
         "DataLoader(ds, batch_size=64)",
         "DataLoader(ds, batch_size=64, num_workers=4)",

@@ -144,3 +144,15 @@ def test_td201_in_code_that_moves_nothing_to_cuda_does_not_claim_a_sync_now() ->
     gpu = cpu.replace("model(x)", "model(x.cuda())")
     [finding] = [f for f in lint_source(gpu) if f.code == "TD201"]
     assert "forces a host-device sync" in finding.message
+
+
+def test_td305_on_a_state_dict_ema_names_the_lerp_cure() -> None:
+    """YOLOv5's ModelEMA updates its state_dict entry by entry with the model's by key."""
+    src = (
+        "import torch\nclass ModelEMA:\n    def update(self, model):\n        d = self.decay()\n"
+        "        msd = model.state_dict()\n        for k, v in self.ema.state_dict().items():\n"
+        "            if v.dtype.is_floating_point:\n                v *= d\n"
+        "                v += (1 - d) * msd[k].detach()\n"
+    )
+    (finding,) = lint_source(src)
+    assert finding.code == "TD305" and "_foreach_lerp_" in finding.message

@@ -36,6 +36,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import dotted_names_in, target_names
 from torchdoctor.lint.visitor import FUNCTIONS, RuleVisitor, dotted, method_name
 
 RULES = (
@@ -251,7 +252,10 @@ class ParamUpdateRules(RuleVisitor):
             return  # loading or restoring weights: once, not every step
         if all(_by_a_constant(u) for u in updates):
             return  # zeroing or scaling the weights by a literal: initialisation, a test
-        if lists > 1:
+        keys = target_names(node.target)
+        paired = any(isinstance(n, ast.Subscript) and set(dotted_names_in(n.slice)) & keys
+                     for u in updates for n in ast.walk(u))  # (YOLOv5: `v += (1 - d) * msd[k]`)
+        if lists > 1 or paired:
             cure = (
                 "torch._foreach_lerp_(ema_params, params, 1 - decay) updates them all in a few "
                 "kernels (or torch.optim.swa_utils.AveragedModel(model, multi_avg_fn="

@@ -156,3 +156,13 @@ def test_td305_on_a_state_dict_ema_names_the_lerp_cure() -> None:
     )
     (finding,) = lint_source(src)
     assert finding.code == "TD305" and "_foreach_lerp_" in finding.message
+
+
+def test_td201_counts_torch_accelerator_as_a_device() -> None:
+    """pytorch/examples' VAE moves its model and data to torch.accelerator's device."""
+    src = (
+        "import torch\ndevice = torch.accelerator.current_accelerator()\n"
+        "for x in loader:\n    model(x.to(device)).sum().backward()\n    h.append(x.sum().item())\n"
+    )
+    [finding] = [f for f in lint_source(src) if f.code == "TD201"]
+    assert "forces a host-device sync" in finding.message

@@ -22,6 +22,7 @@ USES_CUDA = re.compile(
     r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True"
     r"|accelerator\s*=\s*[\"'](gpu|cuda|auto)[\"']"  # (Lightning's Trainer places the batches)
     r"|\bAccelerator\(|device_map\s*="  # (Hugging Face accelerate / from_pretrained place them)
+    r"|torch\.accelerator\b|[\"']mps[\"']|[\"']xpu[\"']"  # (torch's device-generic API)
 )
 NO_GRAD_NAMES = frozenset({"no_grad", "inference_mode"})
 

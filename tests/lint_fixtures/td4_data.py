@@ -52,3 +52,15 @@ def make_files(root):
 
 train_in_memory = DataLoader(make_set(8192), batch_size=64)  # near-miss: a TensorDataset, one gather a batch
 train_from_files = DataLoader(make_files("data/"), batch_size=64)  # expect: TD401,TD402
+
+
+def mingpt_trainer(ds, config):
+    loader = DataLoader(
+        ds,
+        sampler=torch.utils.data.RandomSampler(ds, replacement=True, num_samples=int(1e10)),
+        shuffle=False,
+        pin_memory=True,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,  # near-miss: TD403 (one endless iterator, never respawned)
+    )
+    return loader

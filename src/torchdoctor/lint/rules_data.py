@@ -129,6 +129,9 @@ class DataRules(RuleVisitor):
             self._check_blocking_copies(node)
         if workers is None or _literal(workers) == 0 or self._iterated_once(node):
             return
+        sampler = kwargs.get("sampler")
+        if isinstance(sampler, ast.Call) and any(k.arg == "num_samples" for k in sampler.keywords):
+            return  # (minGPT: RandomSampler(..., num_samples=int(1e10)): one endless iterator)
         persistent = kwargs.get("persistent_workers")
         if persistent is None or _literal(persistent) is False:
             value = _literal(workers)

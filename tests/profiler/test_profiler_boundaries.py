@@ -430,7 +430,7 @@ def test_each_optimizer_s_settings_are_noted_at_its_first_step(net):
             opt.zero_grad()
     [noted] = prof.session["environment"]["optimizers"]
     assert noted["type"] == "AdamW" and noted["fused_supported"] is True
-    assert noted["fused"] is None and noted["foreach"] is True
+    assert [noted[k] for k in ("fused", "foreach", "dtype", "driver")] == [None, True, "float32", None]
     assert noted["numel"] == sum(p.numel() for p in net.parameters()) and noted["device"] == "cpu"
 
 

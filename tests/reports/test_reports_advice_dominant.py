@@ -189,6 +189,7 @@ def test_a_composite_made_of_linear_layers_is_told_to_make_the_matmuls_cheaper()
               "environment": {"device": "cpu", "bf16_native": True}}  # fmt: skip
     (item,) = dominant_module(native)  # (AVX512-BF16 / AMX: CPU autocast pays off)
     assert "torch.autocast('cpu', dtype=torch.bfloat16)" in item.fix
+    assert 'device_type="cpu"' in item.code  # (the snippet follows the text: a CPU run)
 
 
 def test_a_composite_of_small_mixed_parts_is_still_told_to_compile():
@@ -313,3 +314,26 @@ def test_a_multiply_line_inside_hand_written_attention_joins_the_sdpa_advice():
     titles = [a.title for a in advise(session)]
     about = [t for t in titles if "SDPA" in t or "attend.py:535" in t]
     assert len(about) == 1 and "SDPA" in about[0], titles
+
+
+def test_cells_of_two_layers_are_one_advice_and_float64_comes_first():
+    """time_sequence_prediction as run: lstm2 33% and lstm1 21% of the step, unlike enough not
+    to form a stack, got two items; in float64 (seq.double()) nn.LSTM is no faster on a CPU."""
+    from torchdoctor.analyze.advice import advise
+
+    def cell(name, ms, act):
+        return {**node(name, ms, 0.0, type="LSTMCell"), "calls_per_step": 2.2e4,
+                "activation_bytes": act}  # fmt: skip
+
+    root = node("", 48.0, kind="root", children=[
+        node("seq", 46.0, children=[cell("lstm1", 10.0, 3e8), cell("lstm2", 16.0, 1.8e9)])])
+    session = {"step_ms": s(48.0), "tree": root, "phases": {"forward": s(20.0),
+               "backward": s(26.0)}, "environment": {"device": "cpu", "optimizers": [
+               {"type": "LBFGS", "dtype": "float32", "numel": 30_000}]}}  # fmt: skip
+    cells = [a for a in advise(session) if "nn.LSTM" in a.title]
+    assert len(cells) == 1  # (one nn.LSTM(num_layers=2), not one item per layer)
+    session["environment"]["optimizers"][0]["dtype"] = "float64"
+    ranked = advise(session)
+    assert ranked[0].rule == "float64-training" and ranked[0].estimated_saving_ms > 0
+    assert not [a for a in ranked if "nn.LSTM" in a.title]  # (merged into float64's)
+    assert any("no faster than a loop of cells" in e for e in ranked[0].evidence)

@@ -165,8 +165,19 @@ def optimizer_settings(optimizer: Any) -> dict[str, Any]:
         "device": device,
         "params": len(params),
         "numel": sum(p.numel() for p in params),
+        "dtype": _main_dtype(params),
         "driver": loop_driver(sys._getframe(1)),
     }  # fmt: skip
+
+
+def _main_dtype(params: list[Any]) -> str | None:
+    """The dtype most of the parameters' elements have (``"float64"``: a model trained in
+    double precision), None without parameters."""
+    counts: dict[str, int] = {}
+    for p in params:
+        name = str(p.dtype).removeprefix("torch.")
+        counts[name] = counts.get(name, 0) + p.numel()
+    return max(counts, key=counts.__getitem__) if counts else None
 
 
 def stack_depth(frame: Any) -> int:

@@ -34,6 +34,7 @@ from torchdoctor.analyze.advice.debug_modes import anomaly_detection
 from torchdoctor.analyze.advice.decode_cache import decode_without_cache
 from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.emulated_bf16 import emulated_bf16
+from torchdoctor.analyze.advice.float64 import float64_training
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.knobs_measured import with_tune
@@ -81,6 +82,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     library_loop,
     python_outside_torch,
     optimizer_step,
+    float64_training,
     recompiles,
     anomaly_detection,
     communication,

@@ -98,6 +98,10 @@ SPEEDUPS: dict[str, Speedup] = {
     "halve_layers": Speedup(2.0, 2.0, "half the layers of a stack take half the time"),
     "ops_replacement": Speedup(2.0, 10.0, "torchdoctor.ops batched sync-free building blocks"),
     "dataloader_workers": Speedup(2.0, 10.0, "DataLoader workers overlap loading with compute"),
+    "float32": Speedup(
+        1.44, 2.23, "float64 vs float32 on this CPU (2 cores, torch 2.13): a loop of two "
+        "LSTMCells over 200 steps, forward + backward, 1.44x; a 256-512-256 MLP, 2.23x"
+    ),
     "on_device": Speedup(2.0, 10.0, "on-device op instead of a CPU round trip"),
 }
 

@@ -149,6 +149,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     fused_anywhere = knobs.get("fused_attention") is True
     bf16 = (session.get("environment") or {}).get("bf16_native")
     bf16_native = bf16 is True or (bf16 is None and cuda)  # (unknown: a CUDA device has it)
+    float64 = any(o.get("dtype") == "float64"
+                  for o in (session.get("environment") or {}).get("optimizers") or ())  # fmt: skip
     for node, label, group in candidates(tree, step, THRESHOLD, WRAPPER):
         part_ms = sum(node_ms(c) for c in group) if group else node_ms(node)
         if part_ms * _kept_after_caching(session, str(node.get("path") or "")) < THRESHOLD * step:
@@ -180,6 +182,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         title, fix, code = remedy.title, remedy.fix, remedy.code
         if remedy.cause == "bf16-autocast" and not cuda and bf16 is True:
             fix += CPU_BF16_NOTE
+            code = (code or "").replace('device_type="cuda"', 'device_type="cpu"')
         references = (ops if remedy.name == "linear-algebra" else []) + list(remedy.references)
         inside = facts.heaviest_in([str(n.get("path") or "") for n in group or [node]])
         named: list[str] = []
@@ -224,6 +227,11 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         if remedy.name in ("matmul", "matmuls") and not cuda:
             speedup = None  # bf16/TF32 tensor cores: no stated speedup for a CPU matmul
             item.heat = fraction
+        if remedy.name in ("rnn-cell", "cell-by-hand") and not cuda and float64:
+            speedup, item.cause, item.heat = None, "float64", fraction  # (float64-training's)
+            item.evidence.append("the model computes in float64: there nn.LSTM measured no "
+                                 "faster than a loop of cells on a CPU (299 vs 285 ms); in "
+                                 "float32 it did (86.5 ms)")  # fmt: skip
         if remedy.name == "attention" and measured is not None:  # (measured: exact)
             item.estimated_saving_ms = max(0.0, measured.saving_ms)
             item.saving_range_ms = [item.estimated_saving_ms, item.estimated_saving_ms]

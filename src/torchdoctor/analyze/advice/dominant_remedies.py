@@ -118,10 +118,11 @@ REMEDIES: tuple[Remedy, ...] = (
         "The cell runs once per time step from a Python loop, each call a few small kernels "
         "and its own autograd nodes: feed the whole known sequence to nn.LSTM / nn.GRU / "
         "nn.RNN instead (one call over time; cuDNN's fused kernel on a GPU), and keep the cell "
-        "only for steps that feed their own output back (autoregressive prediction). A cell "
-        "shared by two stacked layers maps to nn.LSTM(num_layers=2).",
+        "only for steps that feed their own output back (autoregressive prediction). Two "
+        "cells stacked (the second fed the first's output) map to nn.LSTM(num_layers=2).",
         ("torch.nn.LSTM", "torch.nn.GRU"),
         "rnn_sequence",
+        cause="rnn-sequence",  # (two stacked cells: one nn.LSTM(num_layers=2), one advice)
         code="for x in seq.split(1, dim=1):                    # before: one call per step\n"
         "    h, c = cell(x.squeeze(1), (h, c))\n"
         "out, (h, c) = lstm(seq.unsqueeze(-1), (h0, c0))  # after: nn.LSTM(batch_first=True)",

@@ -398,14 +398,14 @@ def python_lines_session(code="obs, reward, done, trunc, info = env.step(action)
     return session
 
 
-def optimizer_session(fused=None, device="cpu"):
-    """The slow session, on ``device``, whose unfused AdamW step takes 30% of it."""
+def optimizer_session(fused=None, device="cpu", dtype="float32"):
+    """The slow session, on ``device``, whose unfused AdamW step (of ``dtype``) takes 30%."""
     session = slow_session()
     session["environment"]["device"] = device
     session["phases"]["optimizer"] = {"median": 30.0, "mean": 30.0}
     session["environment"]["optimizers"] = [{
         "type": "AdamW", "fused_supported": True, "foreach_supported": True, "fused": fused,
-        "foreach": None, "device": "cpu", "params": 50, "numel": 124_000_000}]  # fmt: skip
+        "foreach": None, "device": "cpu", "params": 50, "numel": 124_000_000, "dtype": dtype}]
     return session
 
 

@@ -91,6 +91,7 @@ CRAFTED = {
     "between_steps": between_steps_session,
     "python_outside_torch": python_lines_session,
     "optimizer_step": optimizer_session,
+    "float64_training": lambda: optimizer_session(dtype="float64"),
     "activation_checkpointing": checkpointing_session,
     "decode_without_cache": decode_session,
     "anomaly_detection": anomaly_session,
@@ -104,8 +105,7 @@ CRAFTED = {
     "cpu_oversubscription": oversubscribed_session,
     "cpu_contention": lambda: {**slow_session(), "steps": [{"index": i, "wall_ms": 30.0,  # (a
         "cpu_ms": 20.0, "cpu_wait_ms": 10.0, "phases": {}} for i in range(9)]},  # busy machine)
-    "one_sample_per_call": lambda: {**slow_session(),
-                                    "steps": [{"input_shape": [1, 9], "phases": {}}] * 24},
+    "one_sample_per_call": lambda: {**slow_session(), "steps": [{"input_shape": [1, 9]}] * 24},
 }
 
 

@@ -211,6 +211,8 @@ def test_workers_on_a_cpu_whose_cores_all_compute_get_no_stated_saving():
                for e in item.evidence)  # fmt: skip
     # (the fix: load less per sample; "move augmentation to the GPU" fits no CPU run)
     assert "turned into tensors once" in item.fix and "to the GPU" not in item.fix
+    assert "num_workers" not in item.code and "Normalize" in item.fix  # (the text's own cure,
+    assert "- m) / s" in item.code  # the model's inputs unchanged: mnist_rnn normalizes)
     session["environment"].update(threads=1, cpus=8)  # idle cores: the stated range stands
     (spare,) = data_loading(session)
     assert spare.estimated_saving_ms

@@ -365,3 +365,17 @@ def test_modules_recomputed_from_one_line_are_one_advice():
     invariant = [a for a in advise(session) if a.rule == "loop-invariant"]
     assert [a.title.split(" once")[0] for a in invariant] == ["Compute obs_encoder"]
     assert any("obs_proj" in e for e in invariant[0].evidence)
+
+
+def test_a_model_called_in_tiny_pieces_is_not_told_to_compile():
+    """An RL policy called on one observation per environment step: compiled, its 36 us
+    forward took 87 us (the review); the generic compile knob is left out there."""
+    from torchdoctor.analyze.advice.knobs import engine_knobs
+
+    session = slow_session()
+    policy = {"kind": "module", "path": "policy", "name": "policy", "type": "Policy",
+              "forward_ms": {"mean": 6.0}, "calls_per_step": 160.0}  # fmt: skip
+    session["tree"] = {**session["tree"], "children": [policy]}
+    assert not [a for a in engine_knobs(session) if "compile" in a.title]
+    policy["calls_per_step"] = 2.0  # 3 ms a call: compiling can pay
+    assert [a for a in engine_knobs(session) if "compile" in a.title]

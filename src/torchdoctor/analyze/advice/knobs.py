@@ -142,6 +142,27 @@ def _script_name(session: Mapping[str, Any]) -> str:
     return label if label.endswith(".py") else "SCRIPT"
 
 
+#: a compiled module's guards and graph call cost tens of microseconds a call: a forward this
+#: short per call gets slower (the review: a 2-layer policy, 36 us eager, 87 us compiled)
+TINY_CALL_MS = 0.25
+
+
+def _tiny_calls(session: Mapping[str, Any]) -> bool:
+    """Every outermost module's forward takes under TINY_CALL_MS a call (an RL policy called
+    on one observation per environment step).
+
+    Example:
+        >>> tree = {"children": [{"kind": "module", "forward_ms": {"mean": 3.0},
+        ...                       "calls_per_step": 30}]}
+        >>> _tiny_calls({"tree": tree}), _tiny_calls({"tree": {"children": []}})
+        (True, False)
+    """
+    calls = [(center(c.get("forward_ms")), float(c.get("calls_per_step") or 0.0))
+             for c in (session.get("tree") or {}).get("children") or ()
+             if c.get("kind") == "module"]  # fmt: skip
+    return bool(calls) and all(n > 0 and ms / n < TINY_CALL_MS for ms, n in calls)
+
+
 def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     """Advice for each precision/engine knob not known to be in use.
 
@@ -167,7 +188,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
          for c in (session.get("tree") or {}).get("children") or () if c.get("kind") == "module"),
         default=0.0,
     ) <= 2  # fmt: skip
-    wanted = [] if once else ["compile"]
+    wanted = [] if once or _tiny_calls(session) else ["compile"]
     if cuda:
         wanted = ["autocast", "tf32", *wanted]
     if state["_conv"]:

@@ -40,3 +40,13 @@ def test_actions_for_an_environment_get_the_loop_remedy_however_few_a_step():
     item = _advice(action)
     assert "Python loop" in item.title and "gymnasium.vector" in item.fix
     assert "LazyMetrics" not in item.title
+
+
+def test_a_branch_on_a_tensor_each_step_is_told_to_test_less_often_not_to_keep_a_metric():
+    """Whisper's decoding loop: `if completed or tokens.shape[-1] > self.n_ctx: break`, the
+    stop test read every token; LazyMetrics cannot replace it."""
+    record = {**_record(1.0, line=705, phase="other"), "kind": "bool",
+              "op": "if completed or tokens.shape[-1] > self.n_ctx:"}  # fmt: skip
+    item = _advice(record)
+    assert item.title.startswith("Branches on tensor values every step")
+    assert "every k steps" in item.fix and "LazyMetrics" not in item.fix

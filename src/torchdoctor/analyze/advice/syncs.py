@@ -234,6 +234,19 @@ def _advice(
             "all_outputs.append(output)                         # after: kept on the device\n"
             "all_outputs = torch.cat(all_outputs).cpu().numpy()  # one copy after the loop",
         )
+    elif scalar and all(r.get("kind") == "bool" for r in records):
+        advice = Advice(  # (Whisper's `if completed or ...`: a stop test, not a metric)
+            rule="host-syncs",
+            title="Branches on tensor values every step: each waits for the device",
+            evidence=evidence,
+            fix="The host needs the value to choose the branch. Test it every k steps (a "
+            "decoding loop's stop test: check completion every few tokens, the extra tokens are "
+            "masked), or keep the decision on the device (torch.where / a mask instead of the "
+            "branch).",
+            references=["torch.where"],
+            code="if finished.all(): break                    # before: a wait every step\n"
+            "if step % 8 == 0 and finished.all(): break  # after: one wait per 8 steps",
+        )
     elif scalar:
         advice = Advice(
             rule="host-syncs",

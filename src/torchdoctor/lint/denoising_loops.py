@@ -279,7 +279,8 @@ def grown_names(rules: Any, loop: ast.For | ast.While) -> set[str]:
     Example:
         >>> from torchdoctor.lint import lint_source
         >>> src = ("import torch\\ndef extend(net, ids):\\n    while True:\\n"
-        ...        "        ctx = ids[:, -8:]\\n        nxt = net(ctx).argmax(-1)\\n"
+        ...        "        ctx = ids if ids.size(1) <= 8 else ids[:, -8:]\\n"
+        ...        "        nxt = net(ctx).argmax(-1)\\n"
         ...        "        ids = torch.cat([ids, nxt], 1)\\n")
         >>> [(f.code, f.line) for f in lint_source(src)]  # (ctx is derived from ids)
         [('TD604', 5)]

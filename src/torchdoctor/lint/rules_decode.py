@@ -45,7 +45,7 @@ def _window_crop(loop: ast.For | ast.While, fed: set[str]) -> ast.Subscript | No
     nanoGPT's ``idx[:, -self.config.block_size:]`` keeps the last ``block_size`` tokens.
 
     Example:
-        >>> loop = ast.parse("for _ in r:\n    c = idx[:, -8:]\n").body[0]
+        >>> loop = ast.parse("for _ in r:\\n    c = idx[:, -8:]\\n").body[0]
         >>> ast.unparse(_window_crop(loop, {"idx"}))
         'idx[:, -8:]'
     """

@@ -151,6 +151,11 @@ def optimizer_settings(optimizer: Any) -> dict[str, Any]:
     """
     from torch.optim import optimizer as _optimizer
 
+    with torch._C.DisableTorchFunction():  # (its reads are no user line's torch calls)
+        return _settings(optimizer, _optimizer, loop_driver(sys._getframe(1)))
+
+
+def _settings(optimizer: Any, _optimizer: Any, driver: str | None) -> dict[str, Any]:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     device = params[0].device.type if params else "cpu"
     supported = _optimizer._get_fused_kernels_supported_devices()
@@ -166,7 +171,7 @@ def optimizer_settings(optimizer: Any) -> dict[str, Any]:
         "params": len(params),
         "numel": sum(p.numel() for p in params),
         "dtype": _main_dtype(params),
-        "driver": loop_driver(sys._getframe(1)),
+        "driver": driver,
     }  # fmt: skip
 
 

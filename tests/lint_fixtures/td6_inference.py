@@ -406,11 +406,3 @@ def sample_with_inpainting(unet, scheduler, latents, init_latents=None, init_mas
         if i % 10 == 0:
             latents[init_mask] = init_latents[init_mask]  # near-miss: every tenth step
     return latents
-
-
-@torch.no_grad()
-def rollout_forecast(model, hist, horizon, seq_len):
-    for _ in range(horizon):
-        nxt = model(hist[:, -seq_len:])[:, -1:]  # near-miss: TD604 (a fixed window, not the whole sequence)
-        hist = torch.cat([hist, nxt], dim=1)  # expect: TD306 (the growth copies all of it each step)
-    return hist

@@ -21,7 +21,6 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.syntax import trailing_window
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -135,8 +134,6 @@ class CatGrowthRules(RuleVisitor):
         parent = self.parent(node)
         if isinstance(parent, ast.Attribute) and parent.attr in _METADATA:
             return True
-        if trailing_window(parent) and parent.value is node:
-            return True  # (`model(hist[:, -L:])`: a fixed window, not the whole tensor)
         if isinstance(parent, ast.Call) and node in parent.args and method_name(parent) is None:
             return "builtins.len" in self.callee(parent)
         return _is_none_test(parent, name)
@@ -156,18 +153,16 @@ _CACHE_KEYWORD = re.compile(r"^(past_key_values?|past|(kv_)?cache|layer_past|use
 
 
 def _decodes_with_a_cache(loop: ast.AST) -> bool:
-    """The loop calls something with a KV cache (a cache keyword, or a cache-named argument:
-    ``model(idx[:, -1:], cache)``): it generates a token per step.
+    """The loop calls something with a KV-cache keyword: it generates a token per step.
 
     Example:
         >>> loop = ast.parse("for _ in range(9):\\n    out = model(ids, past_key_values=pkv)")
         >>> _decodes_with_a_cache(loop.body[0])
         True
     """
-    return any(isinstance(n, ast.Call) and (
-        any(k.arg and _CACHE_KEYWORD.match(k.arg) for k in n.keywords)
-        or any(isinstance(a, ast.Name) and _CACHE_KEYWORD.match(a.id) for a in n.args))
-        for n in _walk(loop))  # fmt: skip
+    return any(isinstance(n, ast.Call) and any(k.arg and _CACHE_KEYWORD.match(k.arg)
+                                               for k in n.keywords)
+               for n in _walk(loop))  # fmt: skip
 
 
 def _a_few_constants(it: ast.AST) -> bool:

@@ -13,7 +13,6 @@ import re
 from torchdoctor.lint.denoising_loops import grown_names
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_inference import LIBRARY_PREFIXES, names_a_module
-from torchdoctor.lint.syntax import trailing_window
 from torchdoctor.lint.visitor import RuleVisitor, dotted, dotted_names_in
 
 RULES = (
@@ -98,7 +97,7 @@ class DecodeRules(RuleVisitor):
                 continue  # a cache is passed already
             values = [*call.args, *(k.value for k in call.keywords)]  # model(input_ids=ids)
             names = {n for a in values if isinstance(a, (ast.Name, ast.Subscript))
-                     and not self._a_window(a, loop) for n in dotted_names_in(a)}  # fmt: skip
+                     for n in dotted_names_in(a)}  # fmt: skip
             if names & fed:
                 crop = _window_crop(loop, fed)
                 self.report(
@@ -116,15 +115,6 @@ class DecodeRules(RuleVisitor):
                         else ""
                     ),
                 )
-
-    def _a_window(self, value: ast.AST, loop: ast.AST) -> bool:
-        """``hist[:, -L:]`` (or a name the loop assigns only that): a fixed-size window of the
-        sequence, not the whole of it (nanoGPT's conditional crop, an IfExp, is not)."""
-        if isinstance(value, ast.Name):
-            made = [v for v in self.assigned_values(self.enclosing_scope(loop), value.id)
-                    if v.lineno >= loop.lineno]  # fmt: skip
-            return bool(made) and all(trailing_window(v) for v in made)
-        return trailing_window(value)
 
     def visit_While(self, node: ast.While) -> None:
         self._check_growing_sequence(node)

@@ -78,26 +78,6 @@ def parent(node: ast.AST) -> ast.AST | None:
     return getattr(node, "td_parent", None)
 
 
-def trailing_window(node: ast.AST) -> bool:
-    """``x[:, -n:]`` / ``x[-n:]``: a subscript keeping the last ``n`` entries of a dimension
-    (a fixed-size window however long ``x`` grows).
-
-    Example:
-        >>> trailing_window(ast.parse("hist[:, -seq_len:]", mode="eval").body)
-        True
-        >>> trailing_window(ast.parse("hist[:, :k]", mode="eval").body)
-        False
-    """
-    if not isinstance(node, ast.Subscript):
-        return False
-    parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-    return any(
-        isinstance(p, ast.Slice) and p.upper is None and p.step is None
-        and isinstance(p.lower, ast.UnaryOp) and isinstance(p.lower.op, ast.USub)
-        for p in parts
-    )  # fmt: skip
-
-
 def every_step_of(context: ast.AST) -> str:
     """How often code in a training ``context`` runs, for a message: a loop's body runs
     "every step of this training loop"; a step function (Lightning's ``training_step``, a

@@ -165,3 +165,25 @@ def test_a_compiled_function_sampled_between_steps_is_its_kernels_not_work_to_do
     assert advice.title.endswith("code torch.compile generated, outside any module call")
     assert advice.fix == COMPILED_FIX and advice.estimated_saving_ms is None
     assert not any("every 10 steps" in e for e in advice.evidence)
+
+
+def test_a_line_between_steps_whose_torch_calls_the_hot_lines_time_is_not_told_to_run_rarely():
+    """cleanrl c51: the per-row `target_pmfs[i].index_add_(...)` loop after optimizer.step()
+    was told "do it every 10 steps" (the target must be computed every step) while the hot
+    lines timed its torch calls; the hot line's advice says what it is."""
+    from reports_sessions import between_steps_session
+
+    from torchdoctor.analyze.advice.other_phase import between_steps
+
+    session = between_steps_session()
+    row = session["other_lines"][0]
+    row.update(code="target_pmfs[i].index_add_(0, l[i].long(), d_m_l[i])", line=226,
+               file="/x/c51.py", location="c51.py:226")  # fmt: skip
+    assert [a.title for a in between_steps(session)]  # (no hot line there: the generic item)
+    session["hot_lines"] = {"steps": 5, "lines": [{
+        "file": "/x/c51.py", "line": 226, "location": "c51.py:226", "code": row["code"],
+        "forward_ms": {"mean": 30.0}, "backward_ms": {"mean": 0.0}, "total_ms": {"mean": 30.0},
+        "calls_per_step": 128.0, "torch_calls_per_step": 384.0, "top_ops": []}]}  # fmt: skip
+    assert between_steps(session) == []
+    session["other_lines"][0]["code"] = "torch.save(model.state_dict(), p)"  # a checkpoint
+    assert between_steps(session)  # (its own remedy stands)

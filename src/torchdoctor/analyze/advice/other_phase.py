@@ -108,12 +108,17 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
     if step <= 0 or other < MIN_SHARE * step or one_step_run(session):
         return []
     advice = []
+    timed = {(str(r["file"]), r["line"]) for r in measured_lines(session)
+             if float(r.get("torch_calls_per_step") or 0.0) > 0}  # fmt: skip
     for row in (session.get("other_lines") or ())[:MAX_ADVICE]:
         ms = float(row.get("ms_per_step") or 0.0)
         if ms < MIN_SHARE * step or row.get("encloses_loop"):
             continue  # (a line running a library's loop: rule library-loop names its lines)
         code = str(row.get("code") or "")
         what, fix = _remedy(code)
+        if fix == REMEDIES[-1][2] and (str(row.get("file")), row.get("line")) in timed:
+            continue  # (its torch calls are a hot line's: that advice says what they are;
+            # cleanrl c51's per-row index_add_ loop was told "do it every 10 steps")
         compiled = compiled_code(row, ms)  # (its kernels: not work to do less often)
         if compiled:
             what, fix = "code torch.compile generated, outside any module call", COMPILED_FIX

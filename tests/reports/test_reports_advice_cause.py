@@ -379,3 +379,9 @@ def test_a_model_called_in_tiny_pieces_is_not_told_to_compile():
     assert not [a for a in engine_knobs(session) if "compile" in a.title]
     policy["calls_per_step"] = 2.0  # 3 ms a call: compiling can pay
     assert [a for a in engine_knobs(session) if "compile" in a.title]
+    # reinforce as profiled: 0.27 ms a call in the detailed step, 63% of it the profiler's
+    policy.update(forward_ms={"mean": 0.27 * 146}, calls_per_step=146.0)
+    step = session["step_ms"]["median"]
+    session["config"] = {**session.get("config", {}),
+                         "profiler_overhead": {"overhead_ms": 0.63 * step}}  # fmt: skip
+    assert not [a for a in engine_knobs(session) if "compile" in a.title]

@@ -55,3 +55,50 @@ def test_rnn_cells_own_their_backward():
     own = nodes["Sequence.(self)"]["backward_ms"]["mean"]
     assert cells > 0.5 * total and own < 0.25 * total, (cells, own, total)
     assert nodes["lstm1"]["backward_ms"]["mean"] > 0.15 * total
+
+
+def test_the_timeline_of_a_long_loop_of_cells_is_bounded_and_says_so(monkeypatch):
+    monkeypatch.setattr("torchdoctor.collect.aggregate.MAX_TIMELINE_EVENTS", 50)
+    torch.manual_seed(0)
+    net = Sequence()
+    x = torch.randn(4, 40)  # 120 cell and linear calls a step, their backward spans as many
+    with torchdoctor.Profiler(net, syncs=False, hot_lines=False, detail="always") as prof:
+        for _ in range(2):
+            net(x).pow(2).mean().backward()
+            prof.step()
+    session = prof.session
+    calls = [e for e in session["timeline"] if e["cat"] != "phase"]
+    assert len(calls) == 50
+    outermost = [e for e in calls if e["depth"] == 1]
+    assert {(e["name"], e["cat"]) for e in outermost} == {
+        ("Sequence", "forward"), ("Sequence", "backward")}  # every call to the depth that fits
+    deeper = [e["ts_us"] for e in calls if e["depth"] > 1]
+    forward = next(e for e in outermost if e["cat"] == "forward")
+    assert deeper == sorted(deeper) and deeper[-1] < forward["ts_us"] + forward["dur_us"] / 2
+    note = [n for n in session["config"]["notes"] if n.startswith("the timeline keeps 50")]
+    assert note and "all down to depth 1 of the module tree" in note[0], session["config"]["notes"]
+
+
+def test_closures_of_lbfgs_compare_inputs_per_backward_pass():
+    # LBFGS runs forward and backward up to 20 times a step: each backward pass drops the
+    # calls made with grad (their graph is consumed), the evaluation calls without grad stay
+    torch.manual_seed(0)
+    net = Sequence()
+    x, y = torch.randn(4, 12), torch.randn(4, 12)
+    opt = torch.optim.LBFGS(net.parameters(), lr=0.1, max_iter=4)
+
+    def closure():
+        opt.zero_grad()
+        loss = (net(x) - y).pow(2).mean()
+        loss.backward()
+        return loss
+
+    with torchdoctor.Profiler(net, syncs=False, hot_lines=False, detail="always",
+                              step_boundary="auto") as prof:  # fmt: skip
+        for _ in range(8):  # (inputs are compared in one detailed step of 4)
+            opt.step(closure)
+            with torch.no_grad():
+                net(x), net(x)  # the second evaluation repeats the first: recomputation
+    repeated = {r["path"] for r in prof.session["recomputation"]}
+    assert "Sequence" in repeated and prof.session["config"]["step_boundary"] == "optimizer"
+    assert prof._rec.fingerprints.grad == {}  # (every closure's backward pass consumed them)

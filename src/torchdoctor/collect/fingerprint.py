@@ -115,6 +115,58 @@ def note_outputs(
             continue
 
 
+class SeenInputs:
+    """The latest call of each (module node, input signature) in a step: its weak anchor, its
+    module's state versions and whether grad was enabled. A call made with grad is reusable
+    only until a backward pass consumes its graph (:meth:`graphs_consumed`); such calls are
+    kept apart, so that costs O(1) however many there were (a loop of LSTMCells: 60,000 calls
+    a step, and one backward pass per LBFGS closure).
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(2)
+        >>> signature, anchor = fingerprint((x,))
+        >>> seen = SeenInputs()
+        >>> seen.again(1, signature, anchor, weights=0, grad=True)  # the first call
+        False
+        >>> seen.again(1, signature, anchor, weights=0, grad=False)  # the same inputs
+        True
+        >>> seen.graphs_consumed()  # backward ran: the call with grad is gone
+        >>> seen.again(1, signature, anchor, weights=0, grad=False)
+        False
+    """
+
+    def __init__(self) -> None:
+        self.no_grad: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
+        self.grad: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.no_grad or self.grad)
+
+    def again(self, node: int, signature: Any, anchor: Any, weights: int, grad: bool) -> bool:
+        """Whether this call of ``node`` repeats an earlier one (same inputs, all alive, same
+        state versions, and that call had grad if this one has); else it is recorded."""
+        at = (node, signature)
+        seen = self.grad.get(at) or self.no_grad.get(at)
+        if seen is not None and seen[0]() is not None and seen[1] == weights and seen[2] >= grad:
+            return True
+        kept, other = (self.grad, self.no_grad) if grad else (self.no_grad, self.grad)
+        kept[at] = (anchor, weights, grad)
+        other.pop(at, None)
+        return False
+
+    def graphs_consumed(self) -> None:
+        """A backward pass returned: the calls made with grad are no longer reusable."""
+        self.grad = {}
+
+    def carried(self) -> SeenInputs:
+        """A new table of the entries whose inputs are still alive (kept across steps)."""
+        table = SeenInputs()
+        for mine, theirs in ((self.no_grad, table.no_grad), (self.grad, table.grad)):
+            theirs.update((key, value) for key, value in mine.items() if value[0]() is not None)
+        return table
+
+
 #: outputs of one call recorded for :func:`note_outputs` (a tuple's first few)
 _OUTPUTS = 4
 

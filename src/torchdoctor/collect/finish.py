@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchdoctor.collect.aggregate import step_timeline
+from torchdoctor.collect.aggregate import bounded_timeline, step_timeline
 from torchdoctor.collect.assemble import (
     TREE_OUTLIER,
     attach_module_facts,
@@ -182,7 +182,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         session["recomputation"] = recomputation(
             tree, detailed, rec.path, rec.call_site, rec.repeat_site
         )
-        session["timeline"] = representative_timeline(state)
+        session["timeline"] = representative_timeline(state, session["config"]["notes"])
         try:  # (sampled extras: never worth the session)
             other = other_lines_section(detailed, "other_lines", state.forward_functions)
             python = other_lines_section(detailed, "python_lines")  # forward: outside torch
@@ -419,8 +419,9 @@ def _note_profiler_overhead(
 SEEN_PER_TIMED_CALL = 4.0
 
 
-def representative_timeline(state: ProfilerState) -> list[dict[str, Any]]:
-    """Timeline of the kept detailed step whose wall time is closest to the median.
+def representative_timeline(state: ProfilerState, notes: list[str]) -> list[dict[str, Any]]:
+    """Timeline of the kept detailed step whose wall time is closest to the median (bounded:
+    ``aggregate.bounded_timeline`` says in ``notes`` what it left out).
 
     Example:
         >>> import torch
@@ -430,7 +431,7 @@ def representative_timeline(state: ProfilerState) -> list[dict[str, Any]]:
         ...     for _ in range(3):
         ...         net(torch.ones(1, 2)).sum().backward()
         ...         prof.step()
-        >>> events = representative_timeline(prof.state)
+        >>> events = representative_timeline(prof.state, notes=[])
         >>> sorted({f"{e['cat']}:{e['name']}" for e in events})
         ['backward:Linear', 'forward:Linear', 'phase:backward', 'phase:forward', 'phase:other']
     """
@@ -443,7 +444,7 @@ def representative_timeline(state: ProfilerState) -> list[dict[str, Any]]:
     depth = [0] * len(rec.parent)
     for node in range(1, len(rec.parent)):
         depth[node] = depth[max(rec.parent[node], 0)] + 1
-    return step_timeline(
+    return bounded_timeline(step_timeline(
         raw["intervals"], forward=raw["forward"], segments=raw["segments"], step=raw["step"],
         path=rec.path, kind=rec.kind, depth=depth,
-    )  # fmt: skip
+    ), notes)  # fmt: skip

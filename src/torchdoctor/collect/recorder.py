@@ -59,7 +59,7 @@ from torchdoctor.collect.attention_probe import note_attention_call
 from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
 from torchdoctor.collect.conv_geometry import note_conv_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
-from torchdoctor.collect.fingerprint import fingerprint, note_outputs
+from torchdoctor.collect.fingerprint import SeenInputs, fingerprint, note_outputs
 from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_nodes import NodeRegistry
@@ -138,8 +138,7 @@ class Recorder(NodeRegistry, RegionEvents):
         # node -> its module's parameters and buffers (their versions: see _fingerprint)
         self.state_of: dict[int, tuple[Tensor, ...]] = {}
         self.made_in_forward: set[int] = set()  # nodes of modules made inside a forward
-        # (node, input signature) -> (weak anchor, state versions, made with grad enabled)
-        self.fingerprints: dict[tuple[int, Any], tuple[Any, int, bool]] = {}
+        self.fingerprints = SeenInputs()  # the latest call of each (node, input signature)
         self.derived: dict[int, tuple] = {}  # id(output) -> (weak, description, anchor, version)
         self.on_outermost: Any = None  # called with the module and args before an outermost call
         # called with True when the innermost call becomes a library module's (no source, in
@@ -188,8 +187,8 @@ class Recorder(NodeRegistry, RegionEvents):
         # Input fingerprints are per step, except when each step is one call of the outermost
         # module (an inference loop cut by `run`): a sampler re-encoding the same conditions at
         # every call is then seen across steps. Entries whose tensor died are dropped.
-        kept = self.fingerprints if self.fingerprints_across_steps else {}
-        self.fingerprints = {key: value for key, value in kept.items() if value[0]() is not None}
+        across = self.fingerprints_across_steps
+        self.fingerprints = self.fingerprints.carried() if across else SeenInputs()
         made = self.derived if self.fingerprints_across_steps else {}  # (outputs: kept alike)
         self.derived = {key: value for key, value in made.items() if value[0]() is not None}
         self.identical: dict[int, int] = defaultdict(int)
@@ -353,13 +352,10 @@ class Recorder(NodeRegistry, RegionEvents):
         weights = sum([p._version for p in self.state_of.get(node, ())])  # (they only grow)
         if output is not None and not grad:  # (its outputs, described by this call)
             note_outputs(self.derived, node, (signature, weights), anchor, output)
-        seen = self.fingerprints.get((node, signature))
-        if seen is not None and seen[0]() is not None and seen[1] == weights and seen[2] >= grad:
+        if self.fingerprints.again(node, signature, anchor, weights, grad):
             self.identical[node] += 1
             if node not in self.repeat_site:  # (the call to drop: its caller's line)
                 self.repeat_site[node] = user_frame(sys._getframe())
-        else:
-            self.fingerprints[(node, signature)] = (anchor, weights, grad)
 
     # -- backward attribution -------------------------------------------------------------
     def _mark(self, node: int, serial: int, kind: MarkKind, *_: Any) -> None:
@@ -380,8 +376,7 @@ class Recorder(NodeRegistry, RegionEvents):
         micro-steps of gradient accumulation each re-run a weight parametrization or a module
         on learned queries, and must), so a later call with their inputs is no recomputation."""
         self.bwd.append(BackwardMark(0, 0, _PASS_END, self.now()))
-        if self.fingerprints:
-            self.fingerprints = {k: v for k, v in self.fingerprints.items() if not v[2]}
+        self.fingerprints.graphs_consumed()
 
     def gradients_launched(self) -> None:
         """DDP launched a gradient bucket's all-reduce (``collect/collectives_ddp.py``): mark

@@ -223,7 +223,7 @@ def test_a_failing_estimate_costs_a_note_not_the_session(monkeypatch):
     def broken(*args):
         raise RuntimeError("calibration broke")
 
-    monkeypatch.setattr(finish, "_note_profiler_overhead", broken)
+    monkeypatch.setattr(finish, "note_profiler_overhead", broken)
     with torchdoctor.Profiler(syncs=False, detail="always") as prof:
         _train(prof, 3)
     session = prof.session
@@ -235,7 +235,7 @@ def test_a_hot_lines_per_call_cost_holds_its_own_calls_not_the_whole_audit():
     """A model of many library layers and a one-call loss line: the audit sees every layer's
     F.linear, the lines time only the user's own calls; each timed call is charged one audit
     call (and at most SEEN_PER_TIMED_CALL untimed reads), not all of them."""
-    from torchdoctor.collect.finish import SEEN_PER_TIMED_CALL
+    from torchdoctor.collect.finish_overhead import SEEN_PER_TIMED_CALL
     from torchdoctor.collect.lines_overhead import line_call_cost_us
     from torchdoctor.collect.syncs_overhead import per_call_cost_us
 

@@ -82,6 +82,7 @@ class HookEvents:
     _rec: Any
     _seen: dict[str, int]
     _step_outer: set[Any]
+    _outer_modules: Any
     _outer_calls: list[int]
     _saved: Any
     _chains: list[tuple[tuple, int | None, bool]]
@@ -153,7 +154,7 @@ class HookEvents:
             self.state.note_loader(iterator, STATE.step_index, sys._getframe(1))
         token = 0
         hooks = self._module_hooks
-        if hooks is not None and hooks.active and not self._rec.module_depth:
+        if hooks is not None and hooks.everywhere and not self._rec.module_depth:
             # (compiled since the step began: Lightning validates batch after batch in one)
             if self._compiled_now():  # Dynamo guards on the global hooks' keys: muted in place
                 self._rec.muted = True  # (off and on again, each step recompiled the model)
@@ -286,6 +287,8 @@ class HookEvents:
                     self.state.notes.append(note)
                 self._cut(discard=True)
         self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
+        if module is not None:  # (an inference loop's light steps hook these alone)
+            self._outer_modules.saw(module)
         if mode is _MODULE and module is not None:  # (an encoder run before a decoder's steps)
             self._step_outer.add(module)
         if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)

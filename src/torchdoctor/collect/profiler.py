@@ -67,6 +67,7 @@ from torchdoctor.collect.loader import TimedLoader
 from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.naming import source_of_code
 from torchdoctor.collect.other_sampler import OtherPhaseSampler
+from torchdoctor.collect.outermost import OutermostModules
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary, check_options
 from torchdoctor.collect.profiler_steps import RecentSteps, StepCycle
 from torchdoctor.collect.recorder import Recorder
@@ -140,6 +141,7 @@ class Profiler(StepCycle, HookEvents):
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
         self._outer_calls = [0, 0]  # outermost module calls: in the open step, the last whole
         self._step_outer: set[Any] = set()  # the open step's outermost modules (module steps)
+        self._outer_modules = OutermostModules()  # all seen (an inference loop's light steps)
         # per outermost call of the open step: its user lines and its input's leading dimension
         self._chains: list[tuple[tuple, int | None, bool]] = []
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)

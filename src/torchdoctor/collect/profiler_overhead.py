@@ -214,7 +214,7 @@ def estimate_profiler_overhead(
     audit_in_light: bool = False,
     detailed_step_ms: float | None = None,
     bookkeeping_ms_per_step: float = 0.0,
-    light_hooks: bool = False,
+    light_calls_per_step: float = 0.0,
     registration_ms: float = 0.0,
     first_step_ms: float = 0.0,
     event_ms: float = 0.0,
@@ -240,8 +240,8 @@ def estimate_profiler_overhead(
     (``detail="always"``, whose light steps are its control steps): the measured difference
     then leaves it out, and its calibrated part is added to both kinds of step;
     ``detailed_step_ms``: the median detailed step, the base of
-    ``overhead_pct`` (default ``step_ms``); ``light_hooks``: the
-    module hooks stay installed in light steps (steps cut at module calls);
+    ``overhead_pct`` (default ``step_ms``); ``light_calls_per_step``:
+    the module calls light steps hook (steps cut at module calls: the outermost ones, or all);
     ``registration_ms``: measured once-only work inside steps (registering each module at its
     first call: its name, class source and parameters), added to the run when the calibrated
     sum stands (a measured detail cost has it in its first detailed step); ``event_ms``: the
@@ -288,7 +288,7 @@ def estimate_profiler_overhead(
             outside = per_module_call_cost_us(backward, True, part="outside")
             hooks_ms = hook_ms_per_step + calls_per_step * outside / 1e3
     light_cost = 0.0
-    if calls_per_step > 0 and steps > detailed_steps and light_hooks:
+    if light_calls_per_step > 0 and steps > detailed_steps:
         light_cost = per_module_call_cost_us(backward, False)
     audit_ms = audit_calls_per_step * audit_cost_us / 1e3
     detailed_ms = hooks_ms + audit_ms
@@ -313,7 +313,7 @@ def estimate_profiler_overhead(
     elif window_bound_ms is not None and BOUND_FLOOR * detailed_ms <= window_bound_ms < detailed_ms:
         detailed_ms = window_bound_ms
         out["source"] = "window bound"
-    light_ms = calls_per_step * light_cost / 1e3 + (audit_ms if audit_in_light else 0.0)
+    light_ms = light_calls_per_step * light_cost / 1e3 + (audit_ms if audit_in_light else 0.0)
     light_ms = min(light_ms, 0.95 * step_ms)
     light_steps = steps - detailed_steps
     in_steps = detailed_steps * detailed_ms + light_steps * light_ms

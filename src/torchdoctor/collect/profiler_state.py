@@ -129,6 +129,9 @@ class ProfilerState:
     # hooks' + collector's measured host time in the first kept detailed step (its first calls
     # register modules and classify code; the estimate adds what it has over the later steps)
     first_detail_ns: int | None = None
+    # steps cut at module calls: light steps hooked their outermost modules alone (else every
+    # module: collect/outermost.py), as the last light step did
+    light_hooks_outermost: bool = False
     interrupted: bool = False
     error: str | None = None
 

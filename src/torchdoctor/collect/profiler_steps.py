@@ -127,13 +127,18 @@ class StepCycle:
             profiled, time.monotonic(), self.steps_recorded
         )
         # Light steps run without module hooks (their mere presence costs every module call),
-        # unless steps are cut at module calls, or a call is open (a marker inside a forward),
-        # or compiled code runs: Dynamo guards on the hooks and modes (collect/compiled.py)
-        compiled = self._compiled_now()
-        if detailed or state.boundary in (None, _MODULE) or rec.module_depth or compiled:
-            self._module_hooks.on()
+        # unless a call is open (a marker inside a forward) or compiled code runs (Dynamo
+        # guards on the hooks and modes: collect/compiled.py); cut at module calls, they hook
+        # the outermost modules alone (collect/outermost.py)
+        compiled, hooks = self._compiled_now(), self._module_hooks
+        if detailed or state.boundary is None or rec.module_depth or compiled:
+            hooks.on()
+        elif state.boundary is _MODULE:
+            outermost = self._outer_modules.for_light_steps(rec.node_ids, rec.kind)
+            hooks.narrow(outermost) if outermost else hooks.on()
+            state.light_hooks_outermost = bool(outermost)
         else:
-            self._module_hooks.off()
+            hooks.off()
         lines = self._lines
         began = time.perf_counter_ns()
         rec.owner_shadow = False

@@ -1,0 +1,180 @@
+"""The profiler's estimate of its own cost, into a stopped profiler's Session.
+
+:func:`note_profiler_overhead` gathers what the run measured (module hooks, sync audits, the
+hot-lines collector, step bookkeeping, detailed against light steps) for
+``collect/profiler_overhead.py``'s estimate, stores it in ``config.profiler_overhead`` and,
+when it is a sizable share of a detailed step, says so in the notes.
+
+Example:
+    >>> OVERHEAD_NOTE_PCT
+    5.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchdoctor.collect.lines_overhead import line_call_cost_us
+from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
+from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
+from torchdoctor.collect.syncs_overhead import per_call_cost_us
+from torchdoctor.session import Session
+from torchdoctor.session_read import walk
+
+
+def _hook_ms_per_step(state: ProfilerState, calls_per_step: float, detailed: int) -> float:
+    """The module hooks' measured host time in a typical detailed step: their time per call
+    times the tree's calls per step. (Their mean per step would let one outlier step decide:
+    minGPT's adder evaluates 10,000 samples with generate() in its first step, thousands of
+    module calls in a step of 42, and the hooks read 299 us per call instead of ~16.)
+
+    Example:
+        >>> state = ProfilerState(hook_ns=4_000_000 + 84_000_000, hook_calls=42 + 2_000)
+        >>> round(_hook_ms_per_step(state, calls_per_step=42, detailed=2), 2)
+        1.81
+    """
+    if state.hook_calls:
+        return state.hook_ns / 1e6 / state.hook_calls * calls_per_step
+    return state.hook_ns / 1e6 / max(1, detailed)
+
+
+def _light_calls(session: Session, state: ProfilerState, calls_per_step: float) -> float:
+    """The module calls a light step hooks: none, unless steps are cut at module calls; then
+    the outermost ones (the tree root's modules) or, hooked everywhere, all of them.
+
+    Example:
+        >>> session = {"tree": {"children": [{"kind": "module", "calls_per_step": 2.0}]}}
+        >>> state = ProfilerState(boundary=StepBoundary.MODULE, light_hooks_outermost=True)
+        >>> _light_calls(session, state, calls_per_step=70.0)
+        2.0
+    """
+    if state.boundary is not StepBoundary.MODULE:
+        return 0.0
+    if not state.light_hooks_outermost:
+        return calls_per_step
+    return sum(
+        float(child.get("calls_per_step") or 0)
+        for child in session["tree"].get("children") or ()
+        if child.get("kind") == "module"
+    )
+
+
+#: the profiler's estimated share of the step above which the report says so
+OVERHEAD_NOTE_PCT = 5.0
+
+
+def note_profiler_overhead(
+    session: Session, state: ProfilerState, audits: list[Any], registration_ns: int = 0
+) -> None:
+    """Estimate the profiler's cost (``collect/profiler_overhead.py``) into the config and,
+    when it is a sizable share of a detailed step, say so in the notes."""
+
+    calls = sum(
+        float(node.get("calls_per_step") or 0)
+        for node, _ in walk(session["tree"])
+        if node.get("kind") == "module" and node.get("path")
+    )
+    backward = state.backward and (session["phases"].get("backward") or {}).get("median", 0) > 0
+    step = (session.get("step_ms") or {}).get("median") or 0.0
+    detail = session["config"]["detail"]
+    steps = max(1, state.summaries.count)
+    audit_calls = audit_cost = 0.0
+    for one in audits:  # the audits active while profiling (run's own included)
+        calls_per_step = one.function_calls / max(1, detail["audited_count"])
+        if calls_per_step:
+            audit_calls += calls_per_step
+            audit_cost = per_call_cost_us("function", type(one))
+    per_lines = max(1, state.line_steps)
+    line_calls = state.line_calls_timed / per_lines
+    line_seen = max(0.0, state.line_calls_seen / per_lines - line_calls)  # seen, not timed
+    line_own_ms = state.line_own_ns / 1e6 / per_lines  # measured inside the collector
+    line_cost = line_call_cost_us("outside" if line_own_ms else "timed") if line_calls else 0.0
+    seen_cost = line_call_cost_us("seen") if line_seen else 0.0
+    if line_seen:  # the Python-level share of all calls seen pays torch's Python dispatch too
+        python_share = state.line_calls_python / max(1, state.line_calls_seen)
+        seen_cost += python_share * line_call_cost_us("seen_python")
+    summaries = list(state.summaries)
+    walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
+    # every detailed step counts: the first window's pay the first calls' costs (registering
+    # modules, cold hooks) and sample what the later ones do; without a warm-up step the
+    # first detailed step is the script's first step (lazy initialization) and is left out
+    measured = measured_detail_ms(walls, first_window=0 if state.warmup else 1)
+    if detail.get("mode") == "windows" and len(detail.get("detailed_steps") or ()) < 2:
+        # one window only (a run under ~100 steps): its steps sit in the script's own warm-up,
+        # which no later window balances (pytorch/examples' GCN, 59 steps: 4.2 ms measured
+        # against 1.3 ms calibrated, while detail="always"'s interleaved control steps agreed
+        # with the calibrated sum); the calibrated sum stands, unless it is larger: that
+        # window's steps can only be slowed by the warm-up (an upper bound)
+        window_bound, measured = measured, None
+    else:
+        window_bound = None
+    first_extra_ms = 0.0  # ... its first calls' profiler work is not: measured, added back
+    detailed_count = detail["detailed_count"]
+    if not state.warmup and state.first_detail_ns is not None and detailed_count > 1:
+        rest = (state.hook_ns + state.line_own_ns - state.first_detail_ns) / (detailed_count - 1)
+        first_extra_ms = max(0.0, state.first_detail_ns - rest) / 1e6
+    detailed_walls = sorted(ms for is_detailed, ms in walls if is_detailed)
+    light_walls = sorted(ms for is_detailed, ms in walls if not is_detailed)
+    spread = (
+        light_walls[3 * len(light_walls) // 4] - light_walls[len(light_walls) // 4]
+        if light_walls else None
+    )
+    estimate = estimate_profiler_overhead(
+        calls, step, backward=bool(backward), steps=steps, detailed_steps=detail["detailed_count"],
+        audit_calls_per_step=audit_calls, audit_cost_us=audit_cost,
+        line_calls_per_step=line_calls, line_cost_us=line_cost, line_ms_per_step=line_own_ms,
+        line_seen_per_step=line_seen, line_seen_cost_us=seen_cost,
+        measured_detail_ms=measured, audit_in_light=detail.get("mode") == "always",
+        detailed_step_ms=detailed_walls[len(detailed_walls) // 2] if detailed_walls else None,
+        bookkeeping_ms_per_step=state.bookkeeping_ns / 1e6 / steps,
+        hook_ms_per_step=_hook_ms_per_step(state, calls, detail["detailed_count"]),
+        light_calls_per_step=_light_calls(session, state, calls),
+        registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
+        first_step_ms=first_extra_ms, light_spread_ms=spread,
+        mean_step_ms=(session.get("step_ms") or {}).get("mean"), window_bound_ms=window_bound,
+    )  # fmt: skip
+    if line_calls:  # the per-call costs a hot line's timed calls pay (analyze/.../hot_lines_data)
+        # each timed call is seen once by the audit, and brings the line's untimed reads with
+        # it (p.grad, p.data: 2-3 per call in a per-parameter loop); calls seen elsewhere (a
+        # compiled module's wrappers, an optimizer's) are not the lines': capped (a compiled
+        # model's one-call loss line was charged 0.71 ms per call)
+        seen_per_call = min(SEEN_PER_TIMED_CALL, line_seen / line_calls)
+        audit_per_call = min(1.0, audit_calls / line_calls)
+        estimate["per_timed_call_us"] = (
+            line_cost + seen_per_call * seen_cost + audit_per_call * audit_cost
+        )
+    session["config"]["profiler_overhead"] = estimate
+    pct = estimate.get("overhead_pct")
+    if isinstance(pct, float) and pct >= OVERHEAD_NOTE_PCT:
+        parts = []
+        if estimate["cost_us"] is not None:
+            parts.append(f"{calls:g} module calls per step x {estimate['cost_us']:.1f} us of hooks")
+        if audit_calls:
+            parts.append(f"{audit_calls:.0f} sync-audit calls x {audit_cost:.2f} us")
+        if line_calls and line_cost:
+            parts.append(f"{line_calls:.0f} timed torch calls x {line_cost:.2f} us"
+                         + (f" + {line_own_ms:.3g} ms measured (hot lines)" if line_own_ms
+                            else " (hot lines)"))  # fmt: skip
+        if line_seen and seen_cost:
+            parts.append(f"{line_seen:.0f} other torch calls x {seen_cost:.2f} us (their dispatch)")
+        how = "estimated: " + " + ".join(parts or ["hooks"])
+        if "measured_discarded_ms" in estimate:
+            how += (f"; detailed steps were {estimate['measured_discarded_ms']:.3g} ms slower than "
+                    f"light ones, but the light steps themselves spread over "
+                    f"{estimate['light_spread_ms']:.3g} ms (q1-q3): the run's noise, not used")  # fmt: skip
+        if estimate.get("source") in ("measured", "window bound"):
+            how = (f"measured: detailed steps are {estimate['overhead_ms']:.3g} ms slower than "
+                   f"light ones (mean detailed, median light"
+                   + ("; the one detail window, in the script's warm-up: at most this"
+                      if estimate["source"] == "window bound" else "")
+                   + f"); the calibrated parts sum to "
+                   f"{estimate['calibrated_overhead_ms']:.3g} ms: " + " + ".join(parts or ["hooks"]))  # fmt: skip
+        session["config"]["notes"].append(
+            f"profiler overhead ~{pct:.0f}% of a detailed step ({how}): small modules and their parents' (self) rows look slower than they are; "
+            "not subtracted (the hooks run inside the modules' times); closing each step "
+            f"({estimate['bookkeeping_ms_per_step']:.3g} ms) is outside the step times"
+        )
+
+
+#: at most this many untimed calls seen per timed call are charged to a hot line's calls
+SEEN_PER_TIMED_CALL = 4.0

@@ -1,0 +1,78 @@
+"""The modules an inference loop calls outermost, hooked alone in its light steps.
+
+When steps are cut at outermost module calls (an inference loop under ``run``), light steps
+still need those calls: each one may start a step (``collect.rounds``) and opens the forward
+phase. Global module hooks would also run on every submodule call (a tiny Whisper decoding
+step: 36 calls for 1 outermost, torch's slow path and two hook calls each, ~10% of a 1.7 ms
+step); hooks on the outermost modules alone cost one call's worth. :class:`OutermostModules`
+remembers the modules seen called outermost (by the global hooks, in warm-up and detailed
+steps); it gives none (hook every module) when one of them also runs inside another module
+(a child hooked alone would look outermost there) or when a loop makes new top-level modules
+all the time.
+
+Example:
+    >>> import torch
+    >>> outer = OutermostModules()
+    >>> net = torch.nn.Linear(2, 2)
+    >>> outer.saw(net)
+    >>> outer.for_light_steps(node_ids={(0, id(net)): 1}, kind=["root", "module"]) == [net]
+    True
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+#: distinct outermost modules remembered at most; past it, light steps hook every module
+MAX_OUTERMOST = 16
+
+
+class OutermostModules:
+    """Modules seen called outermost (see the module docstring).
+
+    Example:
+        >>> import torch
+        >>> outer, net = OutermostModules(), torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> outer.saw(net[0])  # outermost once (called on its own)...
+        >>> outer.for_light_steps({(1, id(net[0])): 2}, ["root", "module", "module"]) is None
+        True
+    """
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref] = {}
+        self._too_many = False
+        self._nodes_checked = 0  # len(node_ids) when nesting was last checked
+        self._nested = False
+
+    def saw(self, module: Any) -> None:
+        """``module`` was called outermost."""
+        key = id(module)
+        if key in self._refs or self._too_many:
+            return
+        if len(self._refs) >= MAX_OUTERMOST:
+            self._too_many = True
+            return
+        try:
+            self._refs[key] = weakref.ref(module)
+        except TypeError:  # (no weak reference: never hooked alone)
+            self._too_many = True
+        self._nodes_checked = 0  # (a new one: check its nesting again)
+
+    def for_light_steps(self, node_ids: dict[tuple[int, int], int], kind: list[str]) -> list | None:
+        """The live modules to hook alone, or None to hook every module. ``node_ids``: the
+        recorder's (parent node, module id) -> node; ``kind``: per node, "module" or "region"
+        (a module under a region is still outermost)."""
+        if self._too_many or not self._refs:
+            return None
+        if len(node_ids) != self._nodes_checked:  # (nodes are only added: check the new state)
+            self._nodes_checked = len(node_ids)
+            refs = self._refs
+            self._nested = any(
+                parent and kind[parent] == "module" and module in refs
+                for parent, module in node_ids
+            )
+        if self._nested:
+            return None
+        alive = [module for ref in self._refs.values() if (module := ref()) is not None]
+        return alive or None

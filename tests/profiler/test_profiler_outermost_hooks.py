@@ -1,0 +1,92 @@
+"""Light steps of an inference loop hook its outermost modules alone: each submodule call
+takes torch's fast path, and steps are still cut at the same calls."""
+
+import torch
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+import torchdoctor
+from torchdoctor.analyze.tree import check_invariants
+
+
+def _hooks_now(module):
+    """(global hooks installed, hooks on ``module``) while it runs."""
+    return bool(torch_module._global_forward_pre_hooks), bool(module._forward_pre_hooks)
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(_hooks_now(self))
+        return self.layers(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8))
+        self.seen = []
+
+    def forward(self, x, memory):
+        self.seen.append(_hooks_now(self))
+        return self.inner(x + memory)
+
+
+def _decode(decoder, encoder, sequences=6, tokens=30, detail="windows"):
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False, detail=detail,
+                             window=3, period_steps=60) as prof,
+        torch.no_grad(),
+    ):  # fmt: skip
+        for _ in range(sequences):
+            memory = encoder(torch.randn(2, 8))  # (an encoder once per sequence)
+            x = torch.zeros(2, 8)
+            for _ in range(tokens):
+                x = decoder(x, memory)
+    return prof.session
+
+
+def test_light_steps_hook_the_outermost_modules_alone():
+    torch.manual_seed(0)
+    encoder, decoder = Encoder(), Decoder()
+    session = _decode(decoder, encoder)
+    assert session["config"]["step_boundary"] == "module"
+    assert len(session["steps"]) >= 170  # every decoder call a step (minus the deciding ones)
+    hooked_alone = [seen for seen in decoder.seen if seen == (False, True)]
+    everywhere = [seen for seen in decoder.seen if seen[0]]
+    assert len(hooked_alone) > 120 and everywhere  # light steps, and the windows' detail
+    assert session["config"]["profiler_overhead"]["light_cost_us"]
+    check_invariants(session["tree"])
+    assert (False, True) in encoder.seen  # (an encoder between light steps: hooked too)
+    assert not decoder._forward_pre_hooks and not encoder._forward_pre_hooks  # (removed)
+    assert not torch_module._global_forward_pre_hooks
+
+
+def test_detail_always_and_windows_cut_the_same_steps():
+    torch.manual_seed(0)
+    light = _decode(Decoder(), Encoder())
+    always = _decode(Decoder(), Encoder(), detail="always")
+    assert len(light["steps"]) == len(always["steps"])
+
+
+def test_an_outermost_module_that_also_runs_nested_keeps_the_global_hooks():
+    # the decoder's inner block is called on its own once: hooked alone, it would look
+    # outermost inside the decoder; the light steps hook every module instead
+    torch.manual_seed(0)
+    encoder, decoder = Encoder(), Decoder()
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False, window=3,
+                             period_steps=60) as prof,
+        torch.no_grad(),
+    ):  # fmt: skip
+        decoder.inner(torch.zeros(2, 8))
+        memory = encoder(torch.randn(2, 8))
+        x = torch.zeros(2, 8)
+        for _ in range(80):
+            x = decoder(x, memory)
+    assert all(global_hooks for global_hooks, _ in decoder.seen)
+    assert not prof.state.light_hooks_outermost

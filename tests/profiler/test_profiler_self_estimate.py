@@ -44,7 +44,7 @@ def test_always_uses_the_calibrated_sum_with_the_line_collectors_parts():
 
 
 def test_windows_measure_the_detail_cost_from_their_own_steps():
-    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15) as prof:
+    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15, detail_budget=1.0) as prof:
         _train(prof, 40)  # detailed: 0-4, 15-19, 30-34; the first detailed step is left out
     estimate = prof.session["config"]["profiler_overhead"]
     summaries = list(prof.state.summaries)
@@ -137,13 +137,14 @@ def test_the_first_steps_extra_is_added_only_when_the_measured_cost_leaves_it_ou
 def test_without_warm_up_the_first_detailed_steps_profiler_work_is_measured_and_added():
     """The first step is left out of the measured cost (the script's own first-step work), but
     the profiler's first calls (registering modules, classifying code) are its cost."""
-    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15) as prof:
+    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15, detail_budget=1.0) as prof:
         _train(prof, 40)
     state, estimate = prof.state, prof.session["config"]["profiler_overhead"]
     later = (state.hook_ns + state.line_own_ns - state.first_detail_ns) / 14
     assert state.first_detail_ns > later  # registration and first sight happen there
     assert estimate["first_step_ms"] == pytest.approx((state.first_detail_ns - later) / 1e6)
-    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15, warmup=1) as warm:
+    with torchdoctor.Profiler(syncs=False, window=5, period_steps=15, warmup=1,
+                              detail_budget=1.0) as warm:
         _train(warm, 41)  # with a warm-up step the first detailed step counts: nothing added
     assert warm.session["config"]["profiler_overhead"]["first_step_ms"] == 0.0
 
@@ -175,7 +176,7 @@ def test_short_always_profiles_are_detailed_throughout():
 
 
 def test_windows_detailed_steps_all_carry_lines_and_the_audit():
-    with torchdoctor.Profiler(window=5, period_steps=10) as prof:
+    with torchdoctor.Profiler(window=5, period_steps=10, detail_budget=1.0) as prof:
         _train(prof, 30)
     summaries = list(prof.state.summaries)
     schedule = DetailSchedule("windows", window=5, period_steps=10, period_s=1e9)

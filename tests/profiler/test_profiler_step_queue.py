@@ -79,7 +79,7 @@ def test_a_flush_resolves_the_whole_batch_at_once_and_keeps_each_step_apart():
 def test_steps_wait_in_batches_and_the_session_keeps_every_step_in_order():
     net, opt = _net()
     x = torch.randn(8, 6)
-    prof = torchdoctor.Profiler(net, syncs=False, window=2, period_steps=6)
+    prof = torchdoctor.Profiler(net, syncs=False, window=2, period_steps=6, detail_budget=1.0)
     prof._queue = StepQueue(batch=5, max_age_s=1e9)
     with prof:
         waiting = []

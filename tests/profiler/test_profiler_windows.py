@@ -185,3 +185,33 @@ def test_windows_do_not_land_on_round_step_counts_every_time():
     # the same schedule every run (seeded): sessions of one script stay comparable
     again = DetailSchedule("windows", window=5, period_steps=100, period_s=1e9)
     assert [i for i in range(400) if again.detailed(i, now_s=0.0)] == detailed
+
+
+def _deep_net(depth=40):
+    torch.manual_seed(0)  # many tiny modules: a detailed step costs several light ones
+    net = nn.Sequential(*[nn.Sequential(nn.Linear(6, 6), nn.Tanh()) for _ in range(depth)])
+    return net, torch.optim.SGD(net.parameters(), lr=0.01)
+
+
+def test_windows_wait_while_detail_costs_more_than_its_budget():
+    runs = {}
+    for budget in (0.03, 1.0):
+        net, opt = _deep_net()
+        with torchdoctor.Profiler(syncs=False, window=2, period_steps=10,
+                                  detail_budget=budget) as prof:  # fmt: skip
+            _loop(prof, net, opt, 200)
+        runs[budget] = prof.session
+    frugal, dense = runs[0.03]["config"], runs[1.0]["config"]
+    assert dense["detail"]["postponed_steps"] == 0 and dense["detail"]["detailed_count"] >= 30
+    assert frugal["detail"]["postponed_steps"] > 50
+    assert frugal["detail"]["detailed_count"] < dense["detail"]["detailed_count"] / 2
+    assert frugal["detail"]["budget_pct"] == 3
+    assert any("windows waited" in note and "under 3% of the run" in note
+               for note in frugal["notes"])  # fmt: skip
+    check_invariants(runs[0.03]["tree"])
+
+
+@pytest.mark.parametrize("budget", [0.0, -0.1, 1.5])
+def test_a_detail_budget_outside_0_to_1_is_refused(budget):
+    with pytest.raises(ValueError, match="0 < detail_budget <= 1"):
+        torchdoctor.Profiler(detail_budget=budget)

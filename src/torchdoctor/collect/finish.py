@@ -129,10 +129,13 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     detail.update(outliers(steps, state.detailed_summaries()))  # (steps of periodic work)
     detail["audited_count"] = store.audited_count
     if detail.get("mode") == "windows" and not all(flags):
+        waited = detail.get("postponed_steps") or 0
         notes.append(
             f"the module tree and the phases come from {store.detailed_count} detailed step(s) "
             f"of {store.count} (windows; --detail always records every step); the step time from all"
-        )
+            + (f"; windows waited {waited} step(s) in all to keep detail's cost under "
+               f"{detail['budget_pct']:g}% of the run" if waited else "")
+        )  # fmt: skip
     children = state.children.note() if state.children is not None else None
     if children:  # the work ran in other processes (a Hogwild trainer)
         notes.append(children)

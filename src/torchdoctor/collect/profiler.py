@@ -15,17 +15,17 @@ Step boundaries (``step_boundary``):
   is only known after some activity (backward, module calls), the step that was running while
   deciding is dropped. ``config.step_boundary`` and ``config.notes`` say which was used.
 
-Detail (``detail``, ``window``, ``period_steps``, ``period_s``; ``collect/schedule.py``): by
-default the module tree, phases, activation bytes, recomputation and the sync audit are
-recorded in bounded windows of steps, and the steps between them are light (step time only, no
-module hooks); ``detail="always"`` records every step in full. ``config.detail`` lists the
-detailed steps; each step says whether it was (``steps[k].detailed``).
+Detail (``detail``, ``window``, ``period_steps``, ``period_s``, ``detail_budget``;
+``collect/schedule.py``): by default the module tree, phases, activation bytes, recomputation
+and the sync audit are recorded in bounded windows of steps (a due window waits while detail
+cost more than ``detail_budget`` of the steps' time; 1.0: never), and the steps between them
+are light (step time only, no module hooks); ``detail="always"`` records every step in full.
+``config.detail`` lists the detailed steps; each step says whether it was.
 
 Long runs: per-step summaries take bounded memory (``collect/step_store.py``); ``checkpoint=PATH``
-writes the session so far there every ``checkpoint_every`` s (``collect/checkpoint.py``).
-
-Hooks are installed at ``start()`` and removed on every exit path; only one profiler may be
-active at a time (a nested one raises ``RuntimeError``).
+writes the session so far there every ``checkpoint_every`` s (``collect/checkpoint.py``). Hooks
+are installed at ``start()`` and removed on every exit path; only one profiler may be active at
+a time (a nested one raises ``RuntimeError``).
 
 Example:
     >>> import torch, torchdoctor
@@ -72,7 +72,7 @@ from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary, chec
 from torchdoctor.collect.profiler_steps import RecentSteps, StepCycle
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
-from torchdoctor.collect.schedule import DetailSchedule
+from torchdoctor.collect.schedule import DETAIL_BUDGET, DetailSchedule
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.step_queue import StepQueue
 from torchdoctor.session import Session
@@ -109,6 +109,7 @@ class Profiler(StepCycle, HookEvents):
         window: int = 5,
         period_steps: int = 100,
         period_s: float = 60.0,
+        detail_budget: float = DETAIL_BUDGET,
         hot_lines: bool = True,
         checkpoint: str | os.PathLike[str] | None = None,
         checkpoint_every: float = DEFAULT_EVERY_S,
@@ -127,9 +128,8 @@ class Profiler(StepCycle, HookEvents):
         self.device: str | None = None
         self.state = ProfilerState(warmup=warmup, label=label, syncs=syncs, memory=memory,
                                    backward=backward, hot_lines=hot_lines)  # fmt: skip
-        self._schedule = DetailSchedule(
-            detail, window=window, period_steps=period_steps, period_s=period_s
-        )
+        self._schedule = DetailSchedule(detail, window=window, period_steps=period_steps,
+                                        period_s=period_s, budget=detail_budget)  # fmt: skip
         self._running = False
         self._clock: Any = None
         self._rec: Any = None  # the Recorder, made at start() (its clock depends on the device)
@@ -170,8 +170,7 @@ class Profiler(StepCycle, HookEvents):
         self._host_began: Any = None  # ... its reading when the step began
         self._memory_counted = False  # a kept detailed step counted activation bytes
         # compiled code runs under this profiler: hooks and modes stay (collect/compiled.py)
-        self._compiled = False
-        self._frames_at_start = 0
+        self._compiled, self._frames_at_start = False, 0
         #: this process is a fork of the profiled one (a DataLoader worker, a
         #: ``multiprocessing`` child): collection is off in it and nothing is written
         self.forked = False

@@ -25,6 +25,12 @@ its own (a window of one), at most MAX_AIMED times in a run and no more once one
 A long detailed step is left out of the tree, but the user lines its model calls ran under
 are kept (``session["long_step_calls"]``): the periodic-steps advice names the evaluation.
 
+Detail has a budget: a window due by its period waits while what the detailed steps after the
+first window cost over light ones (their time less the median light step's) exceeds
+DETAIL_BUDGET of all the steps' time since then. On steps of many small calls a detailed step costs 2-3x a light one (a tiny
+Whisper decoding step: 5.5 against 1.7 ms), and a window of 5 every 100 steps would cost the
+run ~10%; on a training step the hooks cost 10-40% and the budget changes nothing.
+
 Example:
     >>> schedule = DetailSchedule("windows", window=2, period_steps=10, period_s=1e9)
     >>> [i for i in range(-1, 60) if schedule.detailed(i, now_s=0.0)]  # warm-up, then windows
@@ -53,6 +59,8 @@ LONG_STEP, LONG_EXCESS_NS = 2.0, 5_000_000
 LONG_AFTER, LIGHT_KEPT, MEDIAN_EVERY = 8, 64, 16
 #: steps detailed on their own at a predicted long step, at most, in one run
 MAX_AIMED = 3
+#: detailed steps' extra time at most, as a share of all steps' time, when a window is due
+DETAIL_BUDGET = 0.03
 
 
 class DetailSchedule:
@@ -73,21 +81,27 @@ class DetailSchedule:
         window: int = 5,
         period_steps: int = 100,
         period_s: float = 60.0,
+        budget: float = DETAIL_BUDGET,
     ) -> None:
         if mode not in DETAIL_MODES:
             raise ValueError(
                 f"detail must be one of {DETAIL_MODES}, got {mode!r}; 'windows' records the "
                 "module tree in bounded windows, 'always' on every step"
             )
-        if window < 1 or period_steps < window or period_s <= 0:
+        if window < 1 or period_steps < window or period_s <= 0 or not 0 < budget <= 1:
             raise ValueError(
-                f"need window >= 1, period_steps >= window and period_s > 0, got "
-                f"window={window}, period_steps={period_steps}, period_s={period_s}"
+                f"need window >= 1, period_steps >= window, period_s > 0 and 0 < detail_budget "
+                f"<= 1 (a share of the run; 1: windows never wait), got window={window}, "
+                f"period_steps={period_steps}, period_s={period_s}, detail_budget={budget}"
             )
         self.mode = mode
         self.window = window
         self.period_steps = period_steps
         self.period_s = period_s
+        self.budget = budget
+        self.postponed = 0  # steps a due window waited for the budget
+        self._config: dict[str, Any] = {}  # (config(): kept up to date, read at the end)
+        self._spent = [0.0, 0.0, 0]  # all steps' ns, the detailed ones' ns, detailed steps
         self._draw = (-1, 0)  # (block, the place of its control step)
         self._start: int | None = None  # profiled step index the current window began at
         self._start_s = 0.0
@@ -129,7 +143,11 @@ class DetailSchedule:
             return True
         if self._next is None and (
             index - start >= self.period_steps or now_s - self._start_s >= self.period_s
-        ):  # the period is over: the next window opens after a drawn delay
+        ):  # the period is over: the next window opens after a drawn delay (within budget)
+            if self._over_budget():
+                self.postponed += 1
+                self._config["postponed_steps"] = self.postponed
+                return False
             self._windows += 1
             room = (index - start) // 2  # at most half the period's steps later
             self._next = index + random.Random(f"window {self._windows}").randrange(room + 1)
@@ -151,7 +169,15 @@ class DetailSchedule:
             >>> [i for i, d in enumerate(detailed) if d], schedule.aimed  # window, then aimed
             ([0, 59], [59])
         """
-        if self.mode != "windows" or index < 0 or self._caught:
+        if self.mode != "windows" or index < 0:
+            return
+        spent = self._spent
+        if index >= self.window:  # (the first window, with the first calls' work: free)
+            spent[0] += wall
+            if detailed:
+                spent[1] += wall
+                spent[2] += 1
+        if self._caught:
             return
         if detailed:
             if index != self._aim:
@@ -178,6 +204,22 @@ class DetailSchedule:
         gap = self._long[-1] - self._long[-2]
         if gap >= 2 and (len(self._long) < 3 or self._long[-2] - self._long[-3] == gap):
             self._aim = index + gap
+
+    def _over_budget(self) -> bool:
+        """Whether the detailed steps so far cost more than ``budget`` of all steps' time.
+
+        Example:
+            >>> schedule = DetailSchedule("windows", window=1, period_steps=10)
+            >>> for i in range(40):  # light steps of 2 ms; detailed ones of 8 ms
+            ...     schedule.observe(i, 8e6 if i in (0, 10) else 2e6, i in (0, 10))
+            >>> schedule._over_budget()  # after the first window: 6 ms extra in 84 ms of steps
+            True
+        """
+        median = self._median()
+        if median is None or self.budget >= 1:
+            return False
+        total, detailed, count = self._spent
+        return detailed - count * median > self.budget * total
 
     def _median(self) -> float | None:
         """The median light step, sorted anew every MEDIAN_EVERY light steps (a light step's
@@ -234,11 +276,14 @@ class DetailSchedule:
         self._median_at = None
         self._long = []
         self._detailed_walls.clear()
+        self._spent = [0.0, 0.0, 0]
 
     def config(self) -> dict[str, Any]:
-        """The schedule as Session config (``config.detail``)."""
-        return {"mode": self.mode, "window": self.window, "period_steps": self.period_steps,
-                "period_s": self.period_s, "aimed_steps": self.aimed}  # fmt: skip
+        """The schedule as Session config (``config.detail``), kept up to date as it runs."""
+        self._config.update(mode=self.mode, window=self.window, period_steps=self.period_steps,
+                            period_s=self.period_s, aimed_steps=self.aimed,
+                            budget_pct=100 * self.budget, postponed_steps=self.postponed)  # fmt: skip
+        return self._config
 
 
 def index_ranges(indices: list[int]) -> list[list[int]]:

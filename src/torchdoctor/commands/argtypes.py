@@ -55,6 +55,26 @@ def positive_float(text: str) -> float:
     return value
 
 
+def percent(text: str) -> float:
+    """A percentage in (0, 100] (a share of the run's time).
+
+    Example:
+        >>> percent("3")
+        3.0
+        >>> percent("150")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected a percentage > 0 and <= 100, got 150
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage > 0 and <= 100, got {text}")
+    return value
+
+
 def seconds(text: str) -> float:
     """Seconds >= 0, where 0 turns the thing off (a checkpoint period).
 

@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
+from torchdoctor.collect.schedule import DETAIL_BUDGET
 from torchdoctor.commands.argtypes import module_target
 from torchdoctor.commands.argtypes import non_negative as _non_negative
+from torchdoctor.commands.argtypes import percent as _percent
 from torchdoctor.commands.argtypes import positive as _positive
 from torchdoctor.commands.argtypes import seconds as _seconds
 
@@ -42,7 +44,7 @@ HELP = "profile an unmodified training script; write the session and print the r
 #: torchdoctor's options that take a value (needed to find where the script name starts)
 VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history",
                  "--detail", "--detail-window", "--detail-period", "--detail-period-s",
-                 "--checkpoint-every")  # fmt: skip
+                 "--detail-budget", "--checkpoint-every")  # fmt: skip
 FLAG_OPTIONS = ("--thorough", "--no-history", "--mlflow", "--wandb", "--no-hot-lines", "--live",
                 "--quiet")  # fmt: skip
 
@@ -123,6 +125,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detail-period-s", metavar="SECONDS", type=float, default=60.0,
         help="... or every SECONDS seconds, whichever comes first (default: 60)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--detail-budget", metavar="PCT", type=_percent, default=100 * DETAIL_BUDGET,
+        help="... once what detailed steps cost over light ones is under PCT%% of the steps' "
+        f"time so far (default: {100 * DETAIL_BUDGET:g}; 100: never wait)",
     )  # fmt: skip
     parser.add_argument(
         "--checkpoint-every", metavar="SECONDS", type=_seconds, default=DEFAULT_CHECKPOINT_S,

@@ -37,7 +37,8 @@ from typing import Any
 
 #: `run`'s options a child's profiler takes (its step function is the script's, not the child's)
 CHILD_OPTIONS = ("warmup", "max_steps", "detail", "detail_window", "detail_period",
-                 "detail_period_s", "no_hot_lines", "thorough", "checkpoint_every")  # fmt: skip
+                 "detail_period_s", "detail_budget", "no_hot_lines", "thorough",
+                 "checkpoint_every")  # fmt: skip
 
 
 #: the worker loops of process pools (multiprocessing.Pool, ProcessPoolExecutor, a Manager's

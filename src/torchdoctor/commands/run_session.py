@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from torchdoctor.collect.schedule import DETAIL_BUDGET
+
 
 def make_profiler(args: argparse.Namespace, *, full: bool, label: str) -> Any:
     """The profiler `run` drives, from its options (the script's process and its children).
@@ -35,6 +37,7 @@ def make_profiler(args: argparse.Namespace, *, full: bool, label: str) -> Any:
         detail=getattr(args, "detail", "windows"), window=getattr(args, "detail_window", 5),
         period_steps=max(getattr(args, "detail_period", 100), getattr(args, "detail_window", 5)),
         period_s=getattr(args, "detail_period_s", 60.0),
+        detail_budget=getattr(args, "detail_budget", 100 * DETAIL_BUDGET) / 100,
     )  # fmt: skip
 
 

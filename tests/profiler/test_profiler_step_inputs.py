@@ -79,3 +79,24 @@ def test_a_single_module_loop_records_no_outer_modules():
     assert session["config"]["step_boundary"] == "module"
     assert "outer_modules" not in session["config"]
     assert not any("outer_modules" in s for s in session["steps"])
+
+
+def test_after_the_first_steps_the_unusual_ones_are_still_recorded(monkeypatch):
+    from torchdoctor.collect import profiler_state
+    from torchdoctor.collect.profiler_state import ProfilerState
+
+    monkeypatch.setattr(profiler_state, "INPUT_SHAPES", 20)
+    state = ProfilerState()
+    for i in range(200):  # an encoder step every 25 decoder steps, a 3-token prompt after it
+        encoder = i % 25 == 0
+        state.note_step_modules(i, {"Dec", "Enc"} if encoder else {"Dec"})
+        state.note_input_shape(i, (1, 3) if encoder else (1, 1))
+    late = [i for i in state.step_modules if i >= 20]
+    assert late == [25, 50, 75, 100, 125, 150, 175]  # only the unusual ones, past the first 20
+    assert [i for i in state.input_shapes if i >= 20] == late
+    assert state.common_step_modules() == ["Dec"]
+    entries = state.step_entries(
+        [{"index": i, "wall_ms": 1.0, "phases": {}, "peak_memory_bytes": 0} for i in (150, 151)]
+    )
+    assert entries[0]["outer_modules"] == ["Dec", "Enc"] and entries[0]["input_shape"] == [1, 3]
+    assert "outer_modules" not in entries[1]

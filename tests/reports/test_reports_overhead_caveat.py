@@ -2,6 +2,8 @@
 detailed step 188% slower than a light one) says so under the headline, in the console and in
 the Markdown summary; a modest cost only in the notes."""
 
+import re
+
 from reports_sessions import slow_session
 
 from torchdoctor.render.console import render_console
@@ -30,3 +32,13 @@ def test_a_modest_profiler_cost_is_left_to_the_notes():
     session = _windowed(12.0)
     assert "makes a detailed step here" not in render_console(session, width=200)
     assert "**Caveat:**" not in render_markdown(session)
+
+
+def test_phase_shares_are_of_the_detailed_step_they_come_from():
+    # the phases come from detailed steps 3x the light median: the Markdown summary gave
+    # "forward 4.28 ms (256%)" on a Whisper decoding; its shares are the console's
+    session = _windowed(188.0)
+    session["step_ms"] = {"median": 0.4 * session["tree"]["total_ms"]["median"]}
+    line = next(x for x in render_markdown(session).splitlines() if "**Phases:**" in x)
+    shares = [float(pct) for pct in re.findall(r"\((\d+)%\)", line)]
+    assert 98 <= sum(shares) <= 102 and "(of a detailed step, " in line, line

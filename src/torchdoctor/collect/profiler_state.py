@@ -60,7 +60,9 @@ _NOTES = {
 }
 
 
-#: steps whose outermost input shape is kept (the first ones: enough to see it grow)
+#: steps whose outermost input shape and modules are kept (the first ones: enough to see it
+#: grow); after them, up to as many more steps whose shape or modules differ from the most
+#: common (a Whisper segment's encoder step every ~224 decoder steps, over a long run)
 INPUT_SHAPES = 2000
 
 
@@ -112,6 +114,7 @@ class ProfilerState:
     # encoder run once before a decoder's steps (Whisper's AudioEncoder per 30 s segment)
     step_modules: dict[int, tuple[str, ...]] = field(default_factory=dict)
     _module_sets: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    _usual: dict[str, Any] = field(default_factory=dict)  # the first steps' most common ones
     # torch.compile compiling inside kept steps: (profiled step index, ms), the first
     # COMPILE_STEPS kept, and the totals of all
     compile_steps: list[tuple[int, float]] = field(default_factory=list)
@@ -198,8 +201,19 @@ class ProfilerState:
             >>> state.note_input_shape(0, (1, 12)); state.input_shapes
             {0: (1, 12)}
         """
-        if shape is not None and len(self.input_shapes) < INPUT_SHAPES:
+        if shape is not None and self._kept(self.input_shapes, "shape", shape):
             self.input_shapes[index] = shape
+
+    def _kept(self, kept: dict[int, Any], what: str, value: Any) -> bool:
+        """Whether a step's ``value`` is kept in ``kept``: the first INPUT_SHAPES steps', then
+        as many more that differ from the most common of those (see INPUT_SHAPES)."""
+        if len(kept) < INPUT_SHAPES:
+            return True
+        if len(kept) >= 2 * INPUT_SHAPES:
+            return False
+        if what not in self._usual:
+            self._usual[what] = Counter(kept.values()).most_common(1)[0][0]
+        return value != self._usual[what]
 
     def note_step_modules(self, index: int, names: set[str]) -> None:
         """Profiled step ``index`` (cut at module calls) called the outermost modules
@@ -210,9 +224,11 @@ class ProfilerState:
             >>> state.note_step_modules(0, {"TextDecoder", "AudioEncoder"}); state.step_modules
             {0: ('AudioEncoder', 'TextDecoder')}
         """
-        if names and len(self.step_modules) < INPUT_SHAPES:
+        if names:
             key = tuple(sorted(names))
-            self.step_modules[index] = self._module_sets.setdefault(key, key)
+            key = self._module_sets.setdefault(key, key)
+            if self._kept(self.step_modules, "modules", key):
+                self.step_modules[index] = key
 
     def common_step_modules(self) -> list[str] | None:
         """The outermost modules most steps called, when some steps called others (None:
@@ -227,6 +243,8 @@ class ProfilerState:
         """
         if len(self._module_sets) < 2:
             return None
+        if "modules" in self._usual:  # (the later steps kept are the unusual ones)
+            return list(self._usual["modules"])
         return list(Counter(self.step_modules.values()).most_common(1)[0][0])
 
     def step_entries(self, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -94,13 +94,19 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
         f"{steps} step(s) profiled after {config.get('warmup', '?')} warm-up"
     )
     phases = session.get("phases") or {}
+    # with detail windows the phases come from the detailed steps: shares of their own time
+    detailed = center((session.get("tree") or {}).get("total_ms"))
+    seen = config.get("steps", steps)  # (as the console's tree counts them)
+    windowed = 0 < (config.get("detail") or {}).get("detailed_count", seen) < seen and detailed
+    base = detailed if windowed else step
     parts = [
-        f"{escape(p)} {fmt_ms(center(phases[p]))} ({100 * center(phases[p]) / step:.0f}%)"
+        f"{escape(p)} {fmt_ms(center(phases[p]))} ({100 * center(phases[p]) / base:.0f}%)"
         for p in PHASES
-        if p in phases and step > 0
+        if p in phases and base > 0
     ]
     if parts:
-        lines.append("- **Phases:** " + ", ".join(parts))
+        lines.append("- **Phases:** " + ", ".join(parts) + (
+            f" (of a detailed step, {fmt_ms(detailed)})" if windowed else ""))  # fmt: skip
     for caveat in (heavy_overhead_text(session), contention_text(session)):
         if caveat:
             lines.append(f"- **Caveat:** {escape(caveat)}")

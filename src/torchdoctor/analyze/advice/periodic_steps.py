@@ -55,8 +55,8 @@ MIN_STEPS = 10
 
 #: what the extra time of each phase is, in the advice's words
 _PHASE_WORK = {
-    "other": "between steps (after optimizer.step(), before the next forward: an evaluation, "
-    "a checkpoint, logging, sample generation)",
+    "other": "between steps (after the step's update or its last model call, before the next "
+    "forward: an evaluation, a checkpoint, logging, sample generation)",
     "forward": "in the forward phase (light steps do not tell the forward from the work "
     "between steps: an evaluation, a checkpoint, logging)",
     "backward": "in the backward phase",

@@ -77,3 +77,16 @@ def render_gaussians(centers, sigmas, H, W):
         state = state * 0.5 + centers[i, 0]
         out[i] = torch.exp(-state)
     return out
+
+
+def project_distribution(next_pmfs, l, u, b):
+    d_m_l = (u + (l == u).float() - b) * next_pmfs
+    d_m_u = (b - l) * next_pmfs
+    target_pmfs = torch.zeros_like(next_pmfs)
+    for i in range(target_pmfs.size(0)):  # expect: TD304 (cleanrl's C51: index_add_ per row)
+        target_pmfs[i].index_add_(0, l[i].long(), d_m_l[i])
+        target_pmfs[i].index_add_(0, u[i].long(), d_m_u[i])
+    shifted = torch.zeros_like(next_pmfs)
+    for i in range(shifted.size(0) - 1):  # near-miss: each row written from the one before
+        shifted[i + 1].copy_(shifted[i] * 0.5 + next_pmfs[i])
+    return target_pmfs, shifted

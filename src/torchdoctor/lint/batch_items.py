@@ -5,6 +5,7 @@ that keeps its leading dimension (``energy = feature_map.pow(2).sum(1)``, then
 from __future__ import annotations
 
 import ast
+from typing import Any
 
 from torchdoctor.lint.syntax import dotted
 from torchdoctor.lint.visitor import method_name
@@ -107,3 +108,89 @@ def first_index(index: ast.AST) -> str | None:
     if isinstance(index, ast.Slice):
         index = index.lower  # type: ignore[assignment]
     return dotted(index) if index is not None else None
+
+
+def sized_by_shape(it: ast.AST) -> bool:
+    """``range(x.shape[0])`` or ``range(x.size(0))``: ``x`` is a tensor (``len(x)`` could be
+    of a list)."""
+    n = it.args[0] if isinstance(it, ast.Call) and it.args else None
+    return isinstance(n, ast.Subscript) or (isinstance(n, ast.Call) and method_name(n) == "size")
+
+
+def len_of(it: ast.AST) -> str | None:
+    """``x`` for ``range(len(x))`` (a plain name), else None.
+
+    Example:
+        >>> len_of(ast.parse("range(len(batch))", mode="eval").body)
+        'batch'
+    """
+    if not (isinstance(it, ast.Call) and dotted(it.func) == "range" and len(it.args) == 1):
+        return None
+    n = it.args[0]
+    if not (isinstance(n, ast.Call) and dotted(n.func) == "len" and len(n.args) == 1):
+        return None
+    name = dotted(n.args[0])
+    return name if name and "." not in name else None
+
+
+def sliced_parameter(loop: ast.For, rules: Any) -> str | None:
+    """``x`` for ``for i in range(len(x))`` over a parameter ``x`` that the body slices one item
+    at a time keeping the batch dimension, ``x[i:i + 1]`` (a per-sample model call: only a
+    tensor or an array is sliced so); None otherwise.
+
+    Example:
+        >>> src = "def f(m, x):\\n    for i in range(len(x)):\\n        m(x[i:i + 1])\\n"
+        >>> function = ast.parse(src).body[0]
+        >>> class Rules:
+        ...     assigned_values = staticmethod(lambda scope, name: [])
+        ...     enclosing_scope = staticmethod(lambda node: function)
+        >>> sliced_parameter(function.body[0], Rules())
+        'x'
+    """
+    index, name = loop.target, len_of(loop.iter)
+    if not isinstance(index, ast.Name) or not name:
+        return None
+    if rules.assigned_values(rules.enclosing_scope(loop), name):
+        return None  # (a parameter, never assigned in the function)
+    for node in (n for stmt in loop.body for n in ast.walk(stmt)):
+        if (isinstance(node, ast.Subscript) and dotted(node.value) == name
+                and isinstance(node.slice, ast.Slice) and dotted(node.slice.lower) == index.id
+                and isinstance(node.slice.upper, ast.BinOp)
+                and isinstance(node.slice.upper.op, ast.Add)
+                and dotted(node.slice.upper.left) == index.id
+                and isinstance(node.slice.upper.right, ast.Constant)
+                and node.slice.upper.right.value == 1):  # fmt: skip
+            return name
+    return None
+
+
+def item_indices(index: ast.AST) -> list[str | None]:
+    """The names indexing each dimension: ``[i, k]`` for ``x[i, k]``, ``[i]`` for ``x[i]``.
+
+    Example:
+        >>> item_indices(ast.parse("x[b, k]", mode="eval").body.slice)
+        ['b', 'k']
+    """
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return [first_index(part) for part in parts]
+
+
+def inplace_on_item(stmt: ast.AST, index: str) -> str | None:
+    """``out`` for a statement ``out[index].method_(...)`` (an in-place tensor method on one
+    item of ``out``: ``target[i].index_add_(0, l[i], d[i])``), else None.
+
+    Example:
+        >>> inplace_on_item(ast.parse("t[i].index_add_(0, l[i], d[i])").body[0], "i")
+        't'
+        >>> inplace_on_item(ast.parse("t[i + 1].copy_(t[i])").body[0], "i") is None
+        True
+    """
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)):
+        return None
+    method, target = call.func.attr, call.func.value
+    if not (method.endswith("_") and not method.startswith("_")
+            and isinstance(target, ast.Subscript) and index in item_indices(target.slice)):
+        return None  # fmt: skip
+    return dotted(target.value)
+

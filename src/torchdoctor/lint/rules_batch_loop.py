@@ -13,7 +13,9 @@ with ``x[i]`` in the body, appending to a list that ``torch.stack`` /
 ``torch.cat`` reads after the loop, or writing each result into a tensor made before the loop
 (``out[i] = a[i] * b[i]``, ``x[i] = x[i] / x[i].norm()``, after temporaries of the item
 ``d2 = ...; out[i] = torch.exp(-d2)``, a pairwise table filled in a
-nested loop ``d[b, k] = torch.dist(x[b], c[k])``); summing each result, the loop's one
+nested loop ``d[b, k] = torch.dist(x[b], c[k])``, or an in-place method on each item,
+``out[i].index_add_(0, idx[i], src[i])``: cleanrl's C51 projection, one ``scatter_add_(1, idx,
+src)`` batched); summing each result, the loop's one
 statement (``loss = loss + F.cross_entropy(model(x[i:i + 1]), y[i:i + 1])``); and
 ``torch.stack([f(x[i]) for i in range(...)])``. Not
 reported: recurrences (a state carried from one item to the next: ``h = cell(x[t], h)``),
@@ -26,7 +28,16 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.batch_items import derived_batch, first_index, indexes_at
+from torchdoctor.lint.batch_items import (
+    derived_batch,
+    first_index,
+    indexes_at,
+    inplace_on_item,
+    item_indices,
+    len_of,
+    sized_by_shape,
+    sliced_parameter,
+)
 from torchdoctor.lint.linalg_calls import BATCHED_LINALG, BATCHED_LINALG_METHODS
 from torchdoctor.lint.loop_shapes import carries_state, ragged_items, summed_per_item
 from torchdoctor.lint.rule import Rule
@@ -66,6 +77,8 @@ _SEQUENCE_MAKERS = frozenset(
      "torch.vsplit", "torch.dsplit"}
 )  # fmt: skip
 _SIZE_METHODS = frozenset({"size"})
+#: in-place scatters of one row's values at that row's indices (batched: scatter_add_ on dim 1)
+_ROW_SCATTERS = frozenset({"index_add_", "scatter_add_"})
 #: tensor methods that make a new tensor (``feats.new_empty(...)``), as torch's factories do
 _NEW_TENSOR_METHODS = frozenset({"new_empty", "new_zeros", "new_ones", "new_full"})
 #: torch namespaces whose calls return no tensor to walk (loaders, optimizers, devices, hubs)
@@ -126,7 +139,7 @@ class BatchLoopRules(RuleVisitor):
             and n.args[0].value == 0
         ):
             return dotted(n.func.value)  # type: ignore[attr-defined]
-        name = _len_of(it)
+        name = len_of(it)
         if name and self._made_by_torch(name, scope):
             return name
         return None
@@ -219,13 +232,13 @@ class BatchLoopRules(RuleVisitor):
         if not isinstance(node.target, ast.Name) or node.orelse:
             return
         scope = self.enclosing_scope(node)
-        batch = self._batch_of(node.iter, scope) or _sliced_parameter(node, self)
+        batch = self._batch_of(node.iter, scope) or sliced_parameter(node, self)
         item = batch is None and self._tensor_walked(node, scope)  # (for row in x)
         batch = node.iter.id if item else batch  # type: ignore[attr-defined]
         if batch is None and not self.is_training_body(node):
             # range(len(a)) over a parameter: a list as often as a tensor, so only when its
             # items go into a table made by torch (D[i, j] = (a[i] - b[j]).norm())
-            name = _len_of(node.iter)
+            name = len_of(node.iter)
             if name and self._made_by_torch(name, scope, unassigned=True):
                 written = self._written_per_item(node, scope, name)
                 if written is not None and self._per_item(
@@ -289,11 +302,16 @@ class BatchLoopRules(RuleVisitor):
                     and isinstance(stmt.targets[0], ast.Name) and stmt is not loop.body[-1]):
                 steps.append(stmt)  # (a temporary of the item: d2 = ...)
                 continue  # fmt: skip
+            written = inplace_on_item(stmt, index)  # (out[i].index_add_(0, idx[i], src[i]))
+            if written is not None:
+                names.add(written)
+                steps.append(stmt)
+                continue
             if not (
                 isinstance(stmt, ast.Assign)
                 and len(stmt.targets) == 1
                 and isinstance(stmt.targets[0], ast.Subscript)
-                and index in _indices(stmt.targets[0].slice)  # (out[b, k]: pairwise loops)
+                and index in item_indices(stmt.targets[0].slice)  # (out[b, k]: pairwise loops)
             ):
                 return None
             names.add(dotted(stmt.targets[0].value))
@@ -303,7 +321,7 @@ class BatchLoopRules(RuleVisitor):
         body = [s if isinstance(s, ast.Expr) else ast.Expr(s.value) for s in steps]
         (name,) = names
         if name == batch:  # written back into the batch: sized by shape, never made otherwise
-            made = _sized_by_shape(loop.iter) and self._made_by_torch(  # (NumPy's is not)
+            made = sized_by_shape(loop.iter) and self._made_by_torch(  # (NumPy's is not)
                 name, scope, before=loop.lineno, unassigned=True
             )
         else:  # a tensor made by torch before the loop (torch.zeros, torch.empty_like, ...)
@@ -348,6 +366,10 @@ class BatchLoopRules(RuleVisitor):
         if written:
             index = getattr(getattr(node, "target", None), "id", "i")
             what = f"writes each result into `{written}` at `{index}`"
+            scatter = {m for c in ast.walk(node) if (m := method_name(c)) in _ROW_SCATTERS}
+            if scatter:  # (cleanrl's C51 target projection: two index_add_ per row)
+                what += (f" ({sorted(scatter)[0]} row by row is one "
+                         f"`{written}.scatter_add_(1, index, src)` over every row)")  # fmt: skip
         if summed:  # (a loss summed over per-sample calls: reduction="sum" on the batch)
             what = f"sums the results into `{summed}`"
         covariance = any(
@@ -383,68 +405,3 @@ def _tensor_op(qualified: str) -> bool:
     last = qualified.rsplit(".", 1)[-1]
     return (qualified.startswith("torch.") and not last[:1].isupper()
             and not qualified.startswith(_NOT_TENSOR_OPS))  # fmt: skip
-
-
-def _sized_by_shape(it: ast.AST) -> bool:
-    """``range(x.shape[0])`` or ``range(x.size(0))``: ``x`` is a tensor (``len(x)`` could be
-    of a list)."""
-    n = it.args[0] if isinstance(it, ast.Call) and it.args else None
-    return isinstance(n, ast.Subscript) or (isinstance(n, ast.Call) and method_name(n) == "size")
-
-
-def _len_of(it: ast.AST) -> str | None:
-    """``x`` for ``range(len(x))`` (a plain name), else None.
-
-    Example:
-        >>> _len_of(ast.parse("range(len(batch))", mode="eval").body)
-        'batch'
-    """
-    if not (isinstance(it, ast.Call) and dotted(it.func) == "range" and len(it.args) == 1):
-        return None
-    n = it.args[0]
-    if not (isinstance(n, ast.Call) and dotted(n.func) == "len" and len(n.args) == 1):
-        return None
-    name = dotted(n.args[0])
-    return name if name and "." not in name else None
-
-
-def _sliced_parameter(loop: ast.For, rules: BatchLoopRules) -> str | None:
-    """``x`` for ``for i in range(len(x))`` over a parameter ``x`` that the body slices one item
-    at a time keeping the batch dimension, ``x[i:i + 1]`` (a per-sample model call: only a
-    tensor or an array is sliced so); None otherwise.
-
-    Example:
-        >>> src = "def f(m, x):\\n    for i in range(len(x)):\\n        m(x[i:i + 1])\\n"
-        >>> function = ast.parse(src).body[0]
-        >>> class Rules:
-        ...     assigned_values = staticmethod(lambda scope, name: [])
-        ...     enclosing_scope = staticmethod(lambda node: function)
-        >>> _sliced_parameter(function.body[0], Rules())
-        'x'
-    """
-    index, name = loop.target, _len_of(loop.iter)
-    if not isinstance(index, ast.Name) or not name:
-        return None
-    if rules.assigned_values(rules.enclosing_scope(loop), name):
-        return None  # (a parameter, never assigned in the function)
-    for node in (n for stmt in loop.body for n in ast.walk(stmt)):
-        if (isinstance(node, ast.Subscript) and dotted(node.value) == name
-                and isinstance(node.slice, ast.Slice) and dotted(node.slice.lower) == index.id
-                and isinstance(node.slice.upper, ast.BinOp)
-                and isinstance(node.slice.upper.op, ast.Add)
-                and dotted(node.slice.upper.left) == index.id
-                and isinstance(node.slice.upper.right, ast.Constant)
-                and node.slice.upper.right.value == 1):  # fmt: skip
-            return name
-    return None
-
-
-def _indices(index: ast.AST) -> list[str | None]:
-    """The names indexing each dimension: ``[i, k]`` for ``x[i, k]``, ``[i]`` for ``x[i]``.
-
-    Example:
-        >>> _indices(ast.parse("x[b, k]", mode="eval").body.slice)
-        ['b', 'k']
-    """
-    parts = index.elts if isinstance(index, ast.Tuple) else [index]
-    return [first_index(part) for part in parts]

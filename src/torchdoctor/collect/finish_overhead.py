@@ -67,7 +67,20 @@ def note_profiler_overhead(
     session: Session, state: ProfilerState, audits: list[Any], registration_ns: int = 0
 ) -> None:
     """Estimate the profiler's cost (``collect/profiler_overhead.py``) into the config and,
-    when it is a sizable share of a detailed step, say so in the notes."""
+    when it is a sizable share of a detailed step, say so in the notes.
+
+    Example:
+        >>> import torch, torchdoctor
+        >>> net = torch.nn.Linear(2, 2)
+        >>> with torchdoctor.Profiler(net, syncs=False) as prof:
+        ...     for _ in range(3):
+        ...         net(torch.ones(1, 2)).sum().backward()
+        ...         prof.step()
+        >>> session = prof.session  # (the profiler called it when it stopped)
+        >>> note_profiler_overhead(session, prof.state, audits=[])
+        >>> session["config"]["profiler_overhead"]["source"] in ("measured", "calibrated")
+        True
+    """
 
     calls = sum(
         float(node.get("calls_per_step") or 0)

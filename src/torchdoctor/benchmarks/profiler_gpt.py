@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -36,9 +37,10 @@ import torch
 
 import torchdoctor
 from torchdoctor.benchmarks._gpt import gpt_train_step
+from torchdoctor.benchmarks.profiler_light import light_step_table
 from torchdoctor.collect.lines import BACKWARD_EVERY
 from torchdoctor.collect.profiler_overhead import per_module_call_cost_us
-from torchdoctor.collect.schedule import FINGERPRINT_EVERY
+from torchdoctor.collect.schedule import FINGERPRINT_EVERY, LINES_EVERY
 from torchdoctor.collect.syncs import SyncAudit
 from torchdoctor.collect.syncs_overhead import per_call_cost_us
 from torchdoctor.measure.compare import quantile
@@ -169,8 +171,9 @@ def long_run_table(
 
 
 #: detailed steps timed together: the profiler's sampling cycle (module inputs compared in
-#: one detailed step of FINGERPRINT_EVERY, the lines' backward hooked in one of BACKWARD_EVERY)
-CYCLE = max(FINGERPRINT_EVERY, BACKWARD_EVERY)
+#: one detailed step of FINGERPRINT_EVERY, hot lines timed in one of LINES_EVERY, and the
+#: lines' backward hooked in one of BACKWARD_EVERY of those)
+CYCLE = math.lcm(FINGERPRINT_EVERY, LINES_EVERY * BACKWARD_EVERY)
 
 
 def detailed_vs_torch_profiler(
@@ -215,10 +218,16 @@ def detailed_vs_torch_profiler(
                 prof.flush_steps()
                 if collection_only:  # each step's processing (prof.step()) outside the timer
                     wall = cpu = 0.0
+                    kinds: dict[bool, list[float]] = {True: [], False: []}
                     for _ in range(CYCLE):
+                        timing_lines = prof._timing_lines
                         w, c, _ = _timed(step, device)
                         prof.step()
                         wall, cpu = wall + w, cpu + c
+                        kinds[timing_lines].append(w)
+                    for timing_lines, walls in kinds.items():  # (the rows split by kind)
+                        if walls:
+                            by_lines[timing_lines].append(statistics.mean(walls))
                 else:  # with the summaries of the timed steps (they wait in a queue)
                     wall, cpu, _ = _timed(lambda: (steps(prof), prof.flush_steps()), device)
             return wall / CYCLE, cpu / CYCLE
@@ -248,6 +257,7 @@ def detailed_vs_torch_profiler(
                 profiler.stop()
         return wall / CYCLE, cpu / CYCLE
 
+    by_lines: dict[bool, list[float]] = {True: [], False: []}  # collection only, per round
     bare = {"syncs": False, "hot_lines": False, "memory": False}
     variants = {
         "off": off,
@@ -284,10 +294,20 @@ def detailed_vs_torch_profiler(
             f"{quantile(walls, 0.25):.3f} to {quantile(walls, 0.75):.3f}",
             statistics.median(cpus),
         )
+    for timing_lines, walls in by_lines.items():
+        if walls and len(walls) == len(base):
+            ratios = [w / b[0] for w, b in zip(walls, base)]
+            table.add_row(
+                f"  of which steps {'timing' if timing_lines else 'not timing'} hot lines",
+                statistics.median(walls), statistics.median(ratios),
+                f"{quantile(ratios, 0.25):.3f} to {quantile(ratios, 0.75):.3f}", "-",
+            )  # fmt: skip
     table.notes.append(
         f"{rounds} interleaved rounds; each variant runs one untimed step, then {CYCLE} timed "
-        "ones (per step: a detailed step of 4 compares module inputs and one hooks the lines' "
-        "backward, so 4 in a row cost what detailed steps cost on average) "
+        f"ones (per step: a detailed step of {FINGERPRINT_EVERY} compares module inputs, one of "
+        f"{LINES_EVERY} times hot lines and one of their {BACKWARD_EVERY} hooks the lines' "
+        f"backward, so {CYCLE} in a row cost what detailed steps cost on average; 'of which': "
+        "the collection-only steps by kind) "
         "(the profiled one includes its prof.step() bookkeeping and the summaries of the "
         "timed steps, which wait in a queue and are made in a batch: the steps' figures are "
         "ready after it; 'collection only': prof.step() after the timer, the summaries at "
@@ -296,85 +316,6 @@ def detailed_vs_torch_profiler(
         "then stop() and key_averages(), which the figures need); 'part': the detailed step with "
         "collectors left out (the hot lines are the rest of the full row; activation bytes "
         "are counted in the first detailed step only, the untimed one here)"
-    )
-    return table
-
-
-#: light steps timed per round: two batches of light steps (collect/light_steps.py) and more
-LIGHT_STEPS = 80
-
-
-def light_step_table(size: str, rounds: int, steps: int = LIGHT_STEPS) -> BenchTable:
-    """A light step (after the first detail window) vs the plain step, interleaved, with what
-    the session measured of it per step (bookkeeping and the phase/step event handlers).
-
-    Example:
-        >>> table = light_step_table("tiny", rounds=1, steps=4)
-        >>> [row[0] for row in table.rows]
-        ['plain', 'light step (Profiler(syncs=False), after its first window)']
-    """
-    model, step, label = gpt_train_step(size)
-    for _ in range(5):
-        step()
-
-    def each(one: Callable[[], Any]) -> tuple[float, float]:
-        """(median step wall ms, mean step CPU ms) of ``steps`` calls of ``one``."""
-        walls = []
-        cpu = time.process_time_ns()
-        for _ in range(steps):
-            began = time.perf_counter_ns()
-            one()
-            walls.append((time.perf_counter_ns() - began) / 1e6)
-        return statistics.median(walls), (time.process_time_ns() - cpu) / 1e6 / steps
-
-    def plain() -> tuple[float, float, float, float]:
-        wall, cpu = each(step)
-        return wall, cpu, 0.0, 0.0
-
-    def light() -> tuple[float, float, float, float]:
-        with torchdoctor.Profiler(model, syncs=False, window=1, period_steps=10**9,
-                                  period_s=1e9) as prof:  # fmt: skip
-            step()
-            prof.step()  # the one detailed step
-            prof.flush_steps()
-            state = prof.state
-            books, events = state.bookkeeping_ns, state.event_ns
-
-            wall, cpu = each(lambda: (step(), prof.step()))
-            prof.flush_steps()  # (its time is in the bookkeeping column)
-            books, events = state.bookkeeping_ns - books, state.event_ns - events
-        return wall, cpu, books / 1e3 / steps, events / 1e3 / steps
-
-    name = "light step (Profiler(syncs=False), after its first window)"
-    times: dict[str, list[tuple[float, float, float, float]]] = {"plain": [], name: []}
-    for r in range(rounds):
-        for variant, fn in ((("plain", plain), (name, light)) if r % 2 == 0
-                            else ((name, light), ("plain", plain))):  # fmt: skip
-            gc.collect()
-            times[variant].append(fn())
-    table = BenchTable(
-        f"A light step vs the plain step: {label}",
-        ["variant", "step ms", "x plain (wall)", "added us (wall)", "x plain (CPU)",
-         "bookkeeping us", "event handlers us"],
-    )  # fmt: skip
-    base, values = times["plain"], times[name]
-    table.add_row("plain", statistics.median(v[0] for v in base), 1.0, 0.0, 1.0, "-", "-")
-    table.add_row(
-        name,
-        statistics.median(v[0] for v in values),
-        statistics.median(v[0] / b[0] for v, b in zip(values, base)),
-        1e3 * statistics.median(v[0] - b[0] for v, b in zip(values, base)),
-        statistics.median(v[1] / b[1] for v, b in zip(values, base)),
-        statistics.median(v[2] for v in values),
-        statistics.median(v[3] for v in values),
-    )
-    table.notes.append(
-        f"{rounds} interleaved rounds of {steps} steps (order alternated, gc.collect() before "
-        "each); per round the median step (wall; CPU: the mean); 'bookkeeping' (closing the step, summarizing light "
-        "steps in batches) and 'event handlers' (optimizer, backward, no_grad, DataLoader "
-        "events) are what the session measured itself, per step: the rest of 'added' is what "
-        "no clock inside the profiler sees (calling into its hooks, the user's code running "
-        "with colder caches)"
     )
     return table
 

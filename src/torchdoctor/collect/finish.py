@@ -185,8 +185,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         )
         session["timeline"] = representative_timeline(state, session["config"]["notes"])
         try:  # (sampled extras: never worth the session)
-            other = other_lines_section(detailed, "other_lines", state.forward_functions)
-            python = other_lines_section(detailed, "python_lines")  # forward: outside torch
+            sampled = [s for s in detailed if s.get("lines") is not None]  # (with the lines)
+            other = other_lines_section(sampled, "other_lines", state.forward_functions)
+            python = other_lines_section(sampled, "python_lines")  # forward: outside torch
         except Exception as error:
             other = python = None
             session["config"]["notes"].append(

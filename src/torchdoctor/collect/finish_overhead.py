@@ -97,7 +97,9 @@ def note_profiler_overhead(
         if calls_per_step:
             audit_calls += calls_per_step
             audit_cost = per_call_cost_us("function", type(one))
-    per_lines = max(1, state.line_steps)
+    summaries = list(state.summaries)
+    # per detailed step (lines are timed in some of them: schedule.LINES_EVERY)
+    per_lines = max(state.line_steps, sum(1 for s in summaries if s.get("detailed", True)), 1)
     line_calls = state.line_calls_timed / per_lines
     line_seen = max(0.0, state.line_calls_seen / per_lines - line_calls)  # seen, not timed
     line_own_ms = state.line_own_ns / 1e6 / per_lines  # measured inside the collector
@@ -106,7 +108,6 @@ def note_profiler_overhead(
     if line_seen:  # the Python-level share of all calls seen pays torch's Python dispatch too
         python_share = state.line_calls_python / max(1, state.line_calls_seen)
         seen_cost += python_share * line_call_cost_us("seen_python")
-    summaries = list(state.summaries)
     walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
     # every detailed step counts: the first window's pay the first calls' costs (registering
     # modules, cold hooks) and sample what the later ones do; without a warm-up step the

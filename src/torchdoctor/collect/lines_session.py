@@ -77,6 +77,41 @@ def _fitted(
     return out
 
 
+def _owner_scales(
+    every: Sequence[Mapping[str, Any]],
+    timed: Sequence[Mapping[str, Any]],
+    children: Mapping[int, list[int]],
+) -> dict[int, tuple[float, float]]:
+    """Per owner node of lines, ``(forward + backward scale, backward scale)`` (each <= 1) that
+    fit its lines, measured in the ``timed`` steps, into its mean self time over ``every``
+    detailed step, which the tree shows (lines are timed in some detailed steps only,
+    ``collect/schedule.py`` LINES_EVERY, and timing them adds to those steps' self time).
+    Owners whose self time in all steps is no smaller are left out (no scaling).
+
+    Example:
+        >>> lines = {("t.py", 3, "f", 1, 0): {"forward_ns": 4e6, "backward_ns": 0.0}}
+        >>> timed = {"wall_ms": 10.0, "phases": {}, "forward": {}, "backward": {}, "lines": lines}
+        >>> light = {"wall_ms": 8.0, "phases": {}, "forward": {}, "backward": {}, "lines": None}
+        >>> _owner_scales([timed, light], [timed], {})
+        {0: (0.9, 0.9)}
+    """
+    if len(every) == len(timed):
+        return {}
+    out = {}
+    for owner in {key[4] for step in timed for key in step["lines"]}:
+        kids = children.get(owner, [])
+        mean_all = [sum(v) / len(every) for v in zip(*(_self_times(s, owner, kids) for s in every))]
+        mean_timed = [
+            sum(v) / len(timed) for v in zip(*(_self_times(s, owner, kids) for s in timed))
+        ]
+        backward, total = (
+            min(1.0, a / t) if t > 0 else 1.0 for a, t in zip(mean_all, mean_timed)
+        )
+        if total < 1.0 or backward < 1.0:
+            out[owner] = (total, min(total, backward))
+    return out
+
+
 def hot_lines_section(
     steps: Sequence[Mapping[str, Any]],
     *,
@@ -97,11 +132,12 @@ def hot_lines_section(
         >>> [r["line"] for r in section["lines"]], section["notes"]
         ([3, 2], ['1 lighter line(s) left out'])
     """
+    every = steps
     steps = [s for s in steps if s.get("lines") is not None]
     if not steps:
         return None
     children: dict[int, list[int]] = {}
-    for step in steps:
+    for step in every:
         for node in {*step["forward"], *step["backward"]}:
             if node > 0:
                 up = max(parent[node], 0)
@@ -111,6 +147,7 @@ def hot_lines_section(
     walls = [s["wall_ms"] for s in steps]
     wall = sum(walls) / count if count else 0.0
     series: dict[tuple, dict[str, Any]] = {}
+    scales = _owner_scales(every, steps, children)
     for index, step in enumerate(steps):
         fitted = _fitted(step, children)
         for key, entry in step["lines"].items():
@@ -127,6 +164,10 @@ def hot_lines_section(
                     "callers": {},
                 }
             fwd, bwd, scale_f, scale_b = fitted[key]
+            if key[4] in scales:  # (lines timed in some detailed steps: fit the tree's mean)
+                total_scale, backward_scale = scales[key[4]]
+                fwd, bwd = fwd * total_scale, bwd * backward_scale
+                scale_f, scale_b = scale_f * total_scale, scale_b * backward_scale
             agg["fwd"][index] = fwd
             agg["bwd"][index] = bwd
             agg["raw"] += (entry["forward_ns"] + entry["backward_ns"]) / 1e6
@@ -153,6 +194,12 @@ def hot_lines_section(
         )
     if len(lines) > max_lines:
         notes.append(f"{len(lines) - max_lines} lighter line(s) left out")
+    if count < len(every):
+        notes.append(
+            f"lines timed in {count} of {len(every)} detailed steps (every other step of a "
+            "window: timing each torch call costs microseconds); their ms are those steps' "
+            "means, fitted to their node's (self) over all detailed steps"
+        )
     carried = sum(1 for s in steps if any(e.get("backward_estimated") for e in s["lines"].values()))
     if carried:
         notes.append(
@@ -168,6 +215,7 @@ def hot_lines_section(
     return {
         "mechanism": "torch_function_mode",
         "steps": count,
+        "detailed_steps": len(every),
         "backward_carried_steps": carried,
         "lines": lines[:max_lines],
         "notes": notes,

@@ -3,8 +3,9 @@ forward (checkpoints written, ``gc.collect()``, logging, metrics), sampled.
 
 The hot lines (``collect/lines.py``) time torch calls and the Python between them on one line;
 work that makes no torch call (``torch.save``'s pickling and file write, a garbage collection,
-a metrics library) is invisible to them, and lands in the step's ``other`` phase. In detailed
-steps, while the phase is ``other``, a CPU-time interval timer (``ITIMER_PROF``, every
+a metrics library) is invisible to them, and lands in the step's ``other`` phase. In the
+detailed steps that time hot lines (``collect/schedule.py`` LINES_EVERY: the lines' handler
+takes the ticks that fall in torch calls), while the phase is ``other``, a CPU-time interval timer (``ITIMER_PROF``, every
 ``INTERVAL_S``) interrupts the training loop's thread; the handler charges the thread's CPU
 time since the previous tick to the first user frame on the stack (``collect/lines_frames.py``:
 a call into a library is charged to the user line that made it). A long C call (pickling a

@@ -154,7 +154,7 @@ class Profiler(StepCycle, HookEvents):
         self._audit: Any = None  # the sync audit started by this profiler (syncs=True)
         self._audit_context: Any = None
         self._paced: list[Any] = []  # audits paused between detail windows
-        self._detailed = True  # the running step records full detail
+        self._detailed = self._timing_lines = True  # the running step records full detail
         self._watch_cuda = False  # switch to CUDA events once the script uses CUDA (run)
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
         self._other: Any = None  # ... and the other phase's sampler (collect/other_sampler.py)

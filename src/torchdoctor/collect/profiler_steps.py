@@ -142,7 +142,11 @@ class StepCycle:
         lines = self._lines
         began = time.perf_counter_ns()
         rec.owner_shadow = False
-        if lines is not None and detailed:
+        # hot lines: in some detailed steps (schedule.LINES_EVERY; with compiled code, in all)
+        timing = self._timing_lines = detailed and (
+            compiled or self._schedule.times_lines(profiled)
+        )
+        if lines is not None and timing:
             lines.start()  # before the audits resume: below their modes (their cost is no line's)
             lines.deadline_ns = began + self._recent.budget_ns()
         audited = True
@@ -153,10 +157,11 @@ class StepCycle:
             elif audit.pause(in_place=compiled):  # (compiled code: the mode stack stays)
                 audited = False
         self._audited = audited
-        if lines is not None and not detailed:  # light steps: no line timing (after the audits
-            # paused: modes in order; under an audit that runs on, in its place; with compiled
-            # code, the same mode object, parked: Dynamo guards on the mode stack)
-            if audit_all or compiled:
+        if lines is not None and not timing:  # light steps: no line timing (after the audits
+            # paused: modes in order; under an audit that runs on, in detailed steps too, in
+            # its place; with compiled code, the same mode object, parked: Dynamo guards on the
+            # mode stack)
+            if audit_all or compiled or detailed:
                 lines.pause(shadow=compiled)
                 rec.owner_shadow = compiled
             else:
@@ -176,8 +181,8 @@ class StepCycle:
         rec.fingerprinting = rec.fingerprints_across_steps or inputs  # inference: every step
         rec.new_step(rec.now(), light=not detailed)
         self._chains = []  # (each outermost call's user lines and batch, in detailed steps)
-        if self._other is not None and self._other.enabled:  # (its ticks: detailed steps)
-            self._other.step_began(detailed, rec.phases.phase)
+        if self._other is not None and self._other.enabled:  # (its ticks: with the lines')
+            self._other.step_began(timing, rec.phases.phase)
         STATE.step_index = self._counter
         self._recent.began_ns = began
         self._host_began = self._host.read() if self._host is not None else None
@@ -211,19 +216,18 @@ class StepCycle:
                                       self._audited, host)  # fmt: skip
         else:
             raw = rec.take_step(end_token)
-            lines = self._lines.take_step() if self._lines is not None else None
-            cut = self._lines is not None and self._lines.step_cut
+            timed = self._lines is not None and self._timing_lines
+            lines = self._lines.take_step() if timed else None
+            cut = timed and self._lines.step_cut
             other = self._other.take_step() if self._other is not None else (None, None)
             if kept:
                 if rec.count_memory:
                     self._memory_counted = True
                 state.hook_ns += rec.hook_ns
                 state.hook_calls += len(raw[2])  # (the step's forward module calls)
-                state.count_lines(self._lines)
+                state.count_lines(self._lines if timed else None)
                 if state.first_detail_ns is None:
-                    state.first_detail_ns = rec.hook_ns + (
-                        self._lines.step_own_ns if self._lines is not None else 0
-                    )
+                    state.first_detail_ns = rec.hook_ns + (self._lines.step_own_ns if timed else 0)
                 summarize = partial(
                     _summarize_detailed, state, self._clock, raw, lines, rec.parent,
                     rec.act if rec.count_memory else None, rec.identical, peak,

@@ -28,12 +28,13 @@ HEADER = ("where", "ms/step", "% step", "source")
 NOTE = (
     "user lines of the work between one step's end (optimizer.step(), or the step's last "
     "call) and the next forward that makes no torch call (sampled on CPU time in the detailed "
-    "steps; waits are charged to no line); indented: the lines of a library's loop the user "
+    "steps that time hot lines; waits are charged to no line); indented: the lines of a library's loop the user "
     "line runs (trainer.train())"
 )
 PYTHON_NOTE = (
     "user lines running Python outside any torch call and any module in the forward phase "
-    "(sampled on CPU time in the detailed steps; an accelerator idles while they run unless "
+    "(sampled on CPU time in the detailed steps that time hot lines; an accelerator idles while "
+    "they run unless "
     "work was queued before them)"
 )
 #: (session field, title, HTML id, note) of each section, in report order

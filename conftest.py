@@ -5,6 +5,11 @@ import os
 
 import pytest
 
+# Calibrations are measured in each test process, never read from (or written to) the user's
+# calibration cache (collect/calibration_cache.py): a test sees what a first run on a fresh
+# machine does (subprocesses inherit it); the cache's own tests point it at temporary files.
+os.environ.setdefault("TORCHDOCTOR_CALIBRATION", "off")
+
 # The compiled DPP engine imports numba, an optional dependency; without it the module is
 # never imported by torchdoctor (the NumPy engine runs), so its examples are skipped too.
 collect_ignore = [] if importlib.util.find_spec("numba") else ["src/torchdoctor/ops/_greedy_jit.py"]

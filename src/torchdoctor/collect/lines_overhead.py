@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.calibration_cache import recall, remember
 from torchdoctor.collect.clocks import CpuClock
 from torchdoctor.collect.profiler_overhead import autograd_on
 from torchdoctor.collect.state import STATE
@@ -55,11 +56,16 @@ def line_call_cost_us(part: str = "timed") -> float:
     """
     if part not in _PARTS:
         raise ValueError(f"part must be one of {_PARTS}, got {part!r}")
+    if not _cost_us:  # (another run's, on this machine: collect/calibration_cache.py)
+        kept = recall("line_calls")
+        if isinstance(kept, dict) and set(_PARTS) <= kept.keys():
+            _cost_us.update(kept)
     if _cost_us:
         return _cost_us[part]
     if STATE.profiler is not None:
         return 0.0
     _calibrate()
+    remember("line_calls", dict(_cost_us))
     return _cost_us[part]
 
 

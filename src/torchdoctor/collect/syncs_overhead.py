@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.calibration_cache import recall, remember
 from torchdoctor.collect.state import STATE
 
 _cost_us: dict[str, float] = {}
@@ -40,6 +41,16 @@ def _loop(x: torch.Tensor) -> int:
     return time.perf_counter_ns() - start
 
 
+def _known(level: str) -> float | None:
+    """The cost at ``level`` measured in this process, or kept by another run on this machine
+    (``collect/calibration_cache.py``); None when neither."""
+    if level not in _cost_us:
+        kept = recall(f"sync_audit_{level}")
+        if isinstance(kept, float):
+            _cost_us[level] = kept
+    return _cost_us.get(level)
+
+
 def per_call_cost_us(level: str, make_audit: Callable[..., Any]) -> float:
     """Microseconds one intercepted call costs at ``level`` ('function' or 'dispatch').
 
@@ -54,7 +65,7 @@ def per_call_cost_us(level: str, make_audit: Callable[..., Any]) -> float:
     """
     if level not in ("function", "dispatch"):
         raise ValueError(f"level must be 'function' or 'dispatch', got {level!r}")
-    cached = _cost_us.get(level)
+    cached = _known(level)
     if cached is not None:
         return cached
     if STATE.profiler is not None:
@@ -76,6 +87,7 @@ def per_call_cost_us(level: str, make_audit: Callable[..., Any]) -> float:
     else:
         cost = max(0.0, (extra_us - calls[0] * function_cost) / max(calls[1], 1))
     _cost_us[level] = cost
+    remember(f"sync_audit_{level}", cost)
     return cost
 
 
@@ -101,7 +113,7 @@ def estimate_overhead(
     needed = [
         level for level, n in (("function", function_calls), ("dispatch", dispatch_calls)) if n
     ]
-    if STATE.profiler is not None and any(level not in _cost_us for level in needed):
+    if STATE.profiler is not None and any(_known(level) is None for level in needed):
         # a checkpoint while the run goes on: calibrating now would run inside the user's run
         return {"overhead_ms": 0.0, "overhead_pct": None,
                 "method": "not estimated yet (calibrated when the run ends)"}  # fmt: skip

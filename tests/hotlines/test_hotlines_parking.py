@@ -12,7 +12,7 @@ from torch.overrides import _get_current_function_mode_stack
 
 import torchdoctor
 from torchdoctor.collect.lines import _Mode as LineMode
-from torchdoctor.collect.schedule import LINES_EVERY
+from torchdoctor.collect.schedule import LINES_EVERY, DetailSchedule
 from torchdoctor.collect.syncs_modes import FunctionMode as AuditMode
 
 
@@ -174,3 +174,26 @@ def test_steps_cut_inside_backward_leave_no_mode_behind_in_light_steps(syncs):
                 counted.append(prof._lines.step_seen)
     assert light and max(light) == 0  # the mode is gone once a light step's update runs
     assert len(set(counted)) <= 2  # calls seen per detailed step do not grow window by window
+
+
+def test_a_detailed_step_without_lines_after_light_steps_keeps_the_modes_in_order(monkeypatch):
+    """A window whose first step times no lines (after light steps, where the mode was
+    stopped): the mode is put back below the sync audit's, parked; the next step that times
+    lines finds it there and the audit leaves cleanly."""
+    monkeypatch.setattr(DetailSchedule, "times_lines", lambda self, index: index % 2 == 1)
+    model = torch.nn.Linear(3, 3)
+    x = torch.randn(4, 3)
+    kinds = []
+    with torchdoctor.Profiler(model, syncs=True, window=2, period_steps=4, period_s=1e9,
+                              detail_budget=1.0) as prof:  # fmt: skip
+        for _ in range(12):
+            loss = torch.tanh(model(x)).sum()  # TIMED
+            kinds.append(_kinds())
+            loss.backward()
+            prof.step()
+    assert _kinds() == []
+    assert ["audit"] in kinds and ["lines", "audit"] in kinds  # (the mode stack, bottom first)
+    assert all(k in ([], ["audit"], ["lines", "audit"]) for k in kinds), kinds
+    (line,) = lines_at(prof.session, __file__, marked_line(
+        test_a_detailed_step_without_lines_after_light_steps_keeps_the_modes_in_order, "TIMED"))
+    assert line["calls_per_step"] == pytest.approx(1)

@@ -136,6 +136,11 @@ class ModeParking:
     def parked(self) -> bool:
         return self._parked is not None
 
+    def placed(self) -> bool:
+        """Whether the mode has a place on the stack (on it, or parked): started, not
+        stopped."""
+        return self._mode is not None
+
     def park(self) -> None:
         """Take the mode off the stack (a no-op when parked already; when it is popped while
         its own handler runs, as for ``Tensor.backward``, at the next phase change)."""

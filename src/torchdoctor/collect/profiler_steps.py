@@ -146,6 +146,9 @@ class StepCycle:
         timing = self._timing_lines = detailed and (
             compiled or self._schedule.times_lines(profiled)
         )
+        if lines is not None and detailed and not timing and not lines.placed():
+            lines.start()  # (stopped in a light step: back in its place below the audits,
+            lines.pause()  # parked for this step, as the steps after a timing one have it)
         if lines is not None and timing:
             lines.start()  # before the audits resume: below their modes (their cost is no line's)
             lines.deadline_ns = began + self._recent.budget_ns()

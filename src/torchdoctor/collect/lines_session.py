@@ -196,9 +196,9 @@ def hot_lines_section(
         notes.append(f"{len(lines) - max_lines} lighter line(s) left out")
     if count < len(every):
         notes.append(
-            f"lines timed in {count} of {len(every)} detailed steps (every other step of a "
-            "window: timing each torch call costs microseconds); their ms are those steps' "
-            "means, fitted to their node's (self) over all detailed steps"
+            f"lines timed in {count} of {len(every)} detailed steps (one in 2: timing each "
+            "torch call costs microseconds); their ms are those steps' means, fitted to their "
+            "node's (self) over all detailed steps"
         )
     carried = sum(1 for s in steps if any(e.get("backward_estimated") for e in s["lines"].values()))
     if carried:

@@ -34,11 +34,16 @@ def test_a_kept_calibration_is_read_back_for_this_machine_only(cache_file, monke
     assert cache.recall("line_calls") is None  # another machine, torch build or thread count
 
 
-def test_an_old_calibration_is_measured_anew(cache_file, monkeypatch):
-    cache.remember("line_calls", {"timed": 3.5})
-    later = time.time() + cache.MAX_AGE_S + 60
-    monkeypatch.setattr(cache.time, "time", lambda: later)
-    assert cache.recall("line_calls") is None
+def test_a_day_old_calibration_is_measured_anew_and_the_lower_kept(cache_file, monkeypatch):
+    now = time.time()
+    cache.remember("line_calls", {"timed": 3.5, "seen": 1.0})
+    monkeypatch.setattr(cache.time, "time", lambda: now + cache.REFRESH_S + 60)
+    assert cache.recall("line_calls") is None  # measured again...
+    cache.remember("line_calls", {"timed": 3.0, "seen": 1.4})  # (a busier machine for "seen")
+    assert cache.recall("line_calls") == {"timed": 3.0, "seen": 1.0}  # ... the lower kept
+    monkeypatch.setattr(cache.time, "time", lambda: now + 2 * cache.REFRESH_S + cache.MAX_AGE_S)
+    cache.remember("line_calls", {"timed": 4.0, "seen": 2.0})  # a week old: replaced
+    assert cache.recall("line_calls") == {"timed": 4.0, "seen": 2.0}
 
 
 def test_off_unreadable_or_unwritable_caches_change_nothing(tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ small loops with and without each collector: about 0.3 s at the end of every ``t
 run``, half of its fixed cost on a short script. They depend on the machine, the Python and
 torch builds and the thread count, not on the script, so each calibration is kept in
 ``$XDG_CACHE_HOME/torchdoctor/calibration.json`` (``~/.cache/...`` without XDG_CACHE_HOME),
-under a key naming all of those, and used again for MAX_AGE_S; a new torchdoctor version, torch
-build, machine or thread count calibrates anew. ``TORCHDOCTOR_CALIBRATION`` names another file,
+under a key naming all of those, and used again for a day (REFRESH_S), then measured anew and
+kept as the lower of the two, part by part (MAX_AGE_S); a new torchdoctor version, torch build,
+machine or thread count calibrates anew. ``TORCHDOCTOR_CALIBRATION`` names another file,
 or turns the cache off (``off``, ``0``, ``none``, empty). A file that cannot be read or
 written is ignored: the run calibrates as before.
 
@@ -32,8 +33,10 @@ import torch
 
 CACHE_ENV = "TORCHDOCTOR_CALIBRATION"
 OFF = ("", "0", "off", "none", "false", "no")
-#: a calibration is used again for a week; then measured anew (a machine's load, its kernel or
-#: its CPU governor may have changed)
+#: a calibration is used again for a day, then measured anew and kept as the lower of the two
+#: (each part on its own: other processes only ever add time, so a calibration made on a busy
+#: machine does not stay) while the kept one is under MAX_AGE_S; older, it is replaced
+REFRESH_S = 24 * 3600.0
 MAX_AGE_S = 7 * 24 * 3600.0
 #: machine keys kept in the file, the most recent (a shared home on several machines)
 MAX_KEYS = 16
@@ -105,17 +108,43 @@ def forget_loaded() -> None:
 
 
 def recall(name: str) -> Any:
-    """The calibration ``name`` kept for this machine, if younger than MAX_AGE_S; else None.
+    """The calibration ``name`` kept for this machine, if younger than REFRESH_S; else None.
 
     Example:
         >>> recall("a calibration never made") is None
         True
     """
+    entry = _entry(name)
+    return entry["value"] if entry is not None and entry["age"] <= REFRESH_S else None
+
+
+def _entry(name: str) -> dict[str, Any] | None:
     entry = (_read().get(machine_key()) or {}).get(name)
     if not isinstance(entry, dict) or "value" not in entry:
         return None
-    age = time.time() - float(entry.get("at", 0.0))
-    return entry["value"] if 0 <= age <= MAX_AGE_S else None
+    try:
+        age = time.time() - float(entry.get("at", 0.0))
+    except (TypeError, ValueError):
+        return None
+    return {"value": entry["value"], "age": age} if 0 <= age <= MAX_AGE_S else None
+
+
+def lower(kept: Any, new: Any) -> Any:
+    """``new`` with each number replaced by the kept one where that is lower (dicts of numbers,
+    part by part, the kept parts ``new`` lacks staying; anything else: ``new``).
+
+    Example:
+        >>> lower({"total": 9.0, "outside": 2.0}, {"total": 8.5, "outside": 2.5})
+        {'total': 8.5, 'outside': 2.0}
+        >>> lower(3.0, 2.0), lower("a", 2.0)
+        (2.0, 2.0)
+    """
+    if isinstance(new, dict) and isinstance(kept, dict):  # (parts only kept stay)
+        return {**kept, **{key: lower(kept.get(key), value) for key, value in new.items()}}
+    numbers = (int, float)
+    if isinstance(new, numbers) and isinstance(kept, numbers) and not isinstance(kept, bool):
+        return min(kept, new)
+    return new
 
 
 def remember(name: str, value: Any) -> None:
@@ -133,9 +162,14 @@ def remember(name: str, value: Any) -> None:
     path = cache_path()
     if path is None:
         return
+    previous = _entry(name)  # (still valid: the lower of the two stays, part by part)
+    if previous is not None:
+        value = lower(previous["value"], value)
     content = _read()
     key = machine_key()
     mine = content.setdefault(key, {})
+    if not isinstance(mine, dict):
+        mine = content[key] = {}
     mine[name] = {"value": value, "at": time.time()}
     mine["_used"] = time.time()
     if len(content) > MAX_KEYS:  # (drop the keys used least recently)

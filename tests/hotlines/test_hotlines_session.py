@@ -11,6 +11,7 @@ from hotlines_helpers import mean, profile
 
 import torchdoctor
 from torchdoctor.analyze.advice import advice_dicts
+from torchdoctor.collect.lines_session import hot_lines_section
 from torchdoctor.render.console import render_console
 from torchdoctor.render.html import render_html
 from torchdoctor.render.markdown import render_markdown
@@ -80,8 +81,6 @@ def test_a_nodes_hot_lines_never_add_up_past_the_self_they_refine():
 
 
 def test_fitting_scales_lines_down_to_their_self():
-    from torchdoctor.collect.lines_session import hot_lines_section
-
     entry = {"forward_ns": 6e6, "backward_ns": 4e6, "calls": 1, "torch_calls": 2, "ops": {},
              "via": {}}  # fmt: skip
     step = {"wall_ms": 10.0, "phases": {"forward": 4.0, "backward": 2.0}, "forward": {},
@@ -95,8 +94,6 @@ def test_fitting_scales_lines_down_to_their_self():
 def test_fitting_scales_an_ops_forward_and_backward_apart():
     """A node whose self backward is 0 (its backward ran outside the backward phase: a
     gradient penalty's autograd.grad) scales its lines' backward to 0, not their ops' forward."""
-    from torchdoctor.collect.lines_session import hot_lines_section
-
     entry = {"forward_ns": 2e6, "backward_ns": 1e6, "calls": 1, "torch_calls": 1,
              "ops": {"Tensor.norm": [2e6, 1, 1e6]}, "via": {}}  # fmt: skip
     step = {"wall_ms": 10.0, "phases": {"forward": 10.0}, "forward": {}, "backward": {},
@@ -145,3 +142,17 @@ def test_unattributed_gives_way_to_measured_lines_and_returns_without_them():
     without = profile(functional, hot_lines=False)
     without["advice"] = advice_dicts(without)
     assert "hot-line" not in [a["rule"] for a in without["advice"]]
+
+
+def test_a_section_whose_steps_all_carry_line_backward_says_where_it_was_measured():
+    entry = {"forward_ns": 2e6, "backward_ns": 1e6, "calls": 1, "torch_calls": 1, "ops": {},
+             "via": {}, "backward_estimated": True}  # fmt: skip
+    steps = [{"wall_ms": 10.0, "phases": {"backward": 3.0}, "forward": {}, "backward": {},
+              "lines": {("t.py", 3, "f", 1, 0): dict(entry)}} for _ in range(3)]  # fmt: skip
+    section = hot_lines_section(steps, parent=[-1], path=[""], kind=["root"])
+    assert section["backward_carried_steps"] == 3
+    (note,) = [n for n in section["notes"] if "graph hooks" in n]
+    assert "in a step before these" in note and "0 of" not in note
+    steps[0]["lines"][("t.py", 3, "f", 1, 0)].pop("backward_estimated")
+    section = hot_lines_section(steps, parent=[-1], path=[""], kind=["root"])
+    assert any("graph hooks in 1 of 3 steps" in n for n in section["notes"])

@@ -201,7 +201,13 @@ def hot_lines_section(
             "node's (self) over all detailed steps"
         )
     carried = sum(1 for s in steps if any(e.get("backward_estimated") for e in s["lines"].values()))
-    if carried:
+    if carried == count:  # (hooked in a step left out: a warm-up step, the first one)
+        notes.append(
+            "backward per line measured by graph hooks in a step before these (hooks cost "
+            "more than the calls they time); in these, each line and op's measured backward "
+            "per call x its calls"
+        )
+    elif carried:
         notes.append(
             f"backward per line measured by graph hooks in {count - carried} of {count} steps "
             "(hooks cost more than the calls they time); in the others, each line and op's "

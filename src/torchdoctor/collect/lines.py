@@ -180,6 +180,7 @@ class LineCollector(ModeParking):
         self._unwrap: Callable[[], None] = _nothing
         self._unwrap_zero_grad: Callable[[], None] | None = None
         self.generation = 0
+        self.cycle_start = 0  # the generation the BACKWARD_EVERY cycle counts from
         self.backward_per_call: dict[tuple, float] = {}  # (code, line, func) -> last measured ns
         # ... the sites hooked so far (known when a step ends; its table is built later)
         self.hooked_sites: set[tuple] = set()
@@ -221,7 +222,7 @@ class LineCollector(ModeParking):
         self.created: dict[tuple, int] = {}  # (code, line, func) -> calls that made graph nodes
         self.sampled: dict[tuple, int] = {}  # ... of which had their nodes hooked
         # this step measures backward (else: per-call figures of earlier steps, see end_step)
-        self.hook_step = self.generation % BACKWARD_EVERY == 0
+        self.hook_step = (self.generation - self.cycle_start) % BACKWARD_EVERY == 0
 
     # -- install --------------------------------------------------------------------------
     def start(self) -> None:
@@ -394,6 +395,12 @@ class LineCollector(ModeParking):
                 stack.extend([nxt for nxt, _ in fn.next_functions if nxt is not None])
 
     # -- steps ----------------------------------------------------------------------------
+    def measure_backward_now(self) -> None:
+        """Hook the lines' backward in the step now starting and count the BACKWARD_EVERY
+        cycle from it (the profiler's first kept step: its lines' backward is then measured in
+        a step it keeps, not only in warm-up)."""
+        self.cycle_start, self.hook_step = self.generation, True
+
     def end_step(self) -> dict[tuple, dict[str, Any]]:
         """This step's lines (and reset for the next): ``(file, line, function, first line,
         owner node) -> {"forward_ns", "backward_ns", "calls", "torch_calls", "ops", "via",

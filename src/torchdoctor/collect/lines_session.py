@@ -80,35 +80,46 @@ def _fitted(
 def _owner_scales(
     every: Sequence[Mapping[str, Any]],
     timed: Sequence[Mapping[str, Any]],
+    fitted: Sequence[Mapping[tuple, tuple[float, float, float, float]]],
     children: Mapping[int, list[int]],
 ) -> dict[int, tuple[float, float]]:
-    """Per owner node of lines, ``(forward + backward scale, backward scale)`` (each <= 1) that
-    fit its lines, measured in the ``timed`` steps, into its mean self time over ``every``
-    detailed step, which the tree shows (lines are timed in some detailed steps only,
-    ``collect/schedule.py`` LINES_EVERY, and timing them adds to those steps' self time).
-    Owners whose self time in all steps is no smaller are left out (no scaling).
+    """Per owner node of lines, ``(forward scale, backward scale)`` (each <= 1) that fit its
+    lines (``fitted``: per timed step, :func:`_fitted`'s figures) into its mean self time over
+    ``every`` detailed step, which the tree shows: lines are timed in some detailed steps only
+    (``collect/schedule.py`` LINES_EVERY), and timing them adds to those steps' forward self
+    time. The backward is scaled only as far as the node's self backward is smaller in all
+    steps than in the timed ones; the forward takes what is left of the self total. Owners
+    needing no scaling are left out.
 
     Example:
-        >>> lines = {("t.py", 3, "f", 1, 0): {"forward_ns": 4e6, "backward_ns": 0.0}}
-        >>> timed = {"wall_ms": 10.0, "phases": {}, "forward": {}, "backward": {}, "lines": lines}
-        >>> light = {"wall_ms": 8.0, "phases": {}, "forward": {}, "backward": {}, "lines": None}
-        >>> _owner_scales([timed, light], [timed], {})
-        {0: (0.9, 0.9)}
+        >>> lines = {("t.py", 3, "f", 1, 0): {"forward_ns": 8e6, "backward_ns": 2e6}}
+        >>> timed = {"wall_ms": 10.0, "phases": {"backward": 2.0}, "forward": {},
+        ...          "backward": {}, "lines": lines}
+        >>> light = {"wall_ms": 8.0, "phases": {"backward": 2.0}, "forward": {},
+        ...          "backward": {}, "lines": None}
+        >>> fit = [_fitted(timed, {})]
+        >>> _owner_scales([timed, light], [timed], fit, {})  # forward 8 -> 7 ms (9 - 2 in all)
+        {0: (0.875, 1.0)}
     """
     if len(every) == len(timed):
         return {}
+    sums: dict[int, list[float]] = {}  # owner -> [lines' forward, lines' backward] over steps
+    for step in fitted:
+        for key, (fwd, bwd, _, _) in step.items():
+            acc = sums.setdefault(key[4], [0.0, 0.0])
+            acc[0], acc[1] = acc[0] + fwd, acc[1] + bwd
     out = {}
-    for owner in {key[4] for step in timed for key in step["lines"]}:
+    for owner, (lines_f, lines_b) in sums.items():
         kids = children.get(owner, [])
-        mean_all = [sum(v) / len(every) for v in zip(*(_self_times(s, owner, kids) for s in every))]
-        mean_timed = [
-            sum(v) / len(timed) for v in zip(*(_self_times(s, owner, kids) for s in timed))
-        ]
-        backward, total = (
-            min(1.0, a / t) if t > 0 else 1.0 for a, t in zip(mean_all, mean_timed)
-        )
-        if total < 1.0 or backward < 1.0:
-            out[owner] = (total, min(total, backward))
+        all_b, all_total = (sum(v) / len(every) for v in zip(*(_self_times(s, owner, kids)
+                                                               for s in every)))  # fmt: skip
+        timed_b = sum(_self_times(s, owner, kids)[0] for s in timed) / len(timed)
+        lines_f, lines_b = lines_f / len(timed), lines_b / len(timed)
+        backward = min(1.0, all_b / timed_b) if timed_b > 0 else 1.0
+        room = max(0.0, all_total - backward * lines_b)
+        forward = min(1.0, room / lines_f) if lines_f > 0 else 1.0
+        if forward < 1.0 or backward < 1.0:
+            out[owner] = (forward, backward)
     return out
 
 
@@ -147,9 +158,10 @@ def hot_lines_section(
     walls = [s["wall_ms"] for s in steps]
     wall = sum(walls) / count if count else 0.0
     series: dict[tuple, dict[str, Any]] = {}
-    scales = _owner_scales(every, steps, children)
+    every_fit = [_fitted(step, children) for step in steps]
+    scales = _owner_scales(every, steps, every_fit, children)
     for index, step in enumerate(steps):
-        fitted = _fitted(step, children)
+        fitted = every_fit[index]
         for key, entry in step["lines"].items():
             agg = series.get(key)
             if agg is None:
@@ -165,9 +177,9 @@ def hot_lines_section(
                 }
             fwd, bwd, scale_f, scale_b = fitted[key]
             if key[4] in scales:  # (lines timed in some detailed steps: fit the tree's mean)
-                total_scale, backward_scale = scales[key[4]]
-                fwd, bwd = fwd * total_scale, bwd * backward_scale
-                scale_f, scale_b = scale_f * total_scale, scale_b * backward_scale
+                forward_scale, backward_scale = scales[key[4]]
+                fwd, bwd = fwd * forward_scale, bwd * backward_scale
+                scale_f, scale_b = scale_f * forward_scale, scale_b * backward_scale
             agg["fwd"][index] = fwd
             agg["bwd"][index] = bwd
             agg["raw"] += (entry["forward_ns"] + entry["backward_ns"]) / 1e6

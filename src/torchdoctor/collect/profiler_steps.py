@@ -152,6 +152,8 @@ class StepCycle:
         if lines is not None and timing:
             lines.start()  # before the audits resume: below their modes (their cost is no line's)
             lines.deadline_ns = began + self._recent.budget_ns()
+            if profiled == 0:  # (the first kept step measures the lines' backward)
+                lines.measure_backward_now()
         audited = True
         audit_all = self._schedule.audits_every_step  # detail="always": its control steps too
         for audit in self._paced:

@@ -86,10 +86,10 @@ def _owner_scales(
     """Per owner node of lines, ``(forward scale, backward scale)`` (each <= 1) that fit its
     lines (``fitted``: per timed step, :func:`_fitted`'s figures) into its mean self time over
     ``every`` detailed step, which the tree shows: lines are timed in some detailed steps only
-    (``collect/schedule.py`` LINES_EVERY), and timing them adds to those steps' forward self
-    time. The backward is scaled only as far as the node's self backward is smaller in all
-    steps than in the timed ones; the forward takes what is left of the self total. Owners
-    needing no scaling are left out.
+    (``collect/schedule.py`` LINES_EVERY), and timing them adds to those steps' self time, not
+    to the lines' own figures. Each is scaled only as far as the lines' mean would pass the
+    node's: the backward to its self backward, the forward to what is left of its self total.
+    Owners needing no scaling are left out.
 
     Example:
         >>> lines = {("t.py", 3, "f", 1, 0): {"forward_ns": 8e6, "backward_ns": 2e6}}
@@ -113,9 +113,8 @@ def _owner_scales(
         kids = children.get(owner, [])
         all_b, all_total = (sum(v) / len(every) for v in zip(*(_self_times(s, owner, kids)
                                                                for s in every)))  # fmt: skip
-        timed_b = sum(_self_times(s, owner, kids)[0] for s in timed) / len(timed)
         lines_f, lines_b = lines_f / len(timed), lines_b / len(timed)
-        backward = min(1.0, all_b / timed_b) if timed_b > 0 else 1.0
+        backward = min(1.0, all_b / lines_b) if lines_b > 0 else 1.0
         room = max(0.0, all_total - backward * lines_b)
         forward = min(1.0, room / lines_f) if lines_f > 0 else 1.0
         if forward < 1.0 or backward < 1.0:

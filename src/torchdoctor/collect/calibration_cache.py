@@ -26,6 +26,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ MAX_AGE_S = 7 * 24 * 3600.0
 #: machine keys kept in the file, the most recent (a shared home on several machines)
 MAX_KEYS = 16
 
+_warned: set[Path] = set()  # explicit paths already warned about (once per process)
 _loaded: tuple[Path | None, dict[str, Any]] | None = None  # (path, content): read once
 
 
@@ -173,7 +175,11 @@ def remember(name: str, value: Any) -> None:
     mine[name] = {"value": value, "at": time.time()}
     mine["_used"] = time.time()
     if len(content) > MAX_KEYS:  # (drop the keys used least recently)
-        for old in sorted(content, key=lambda k: (content[k] or {}).get("_used", 0))[:-MAX_KEYS]:
+        def used(k: str) -> float:
+            entry = content[k]
+            return entry.get("_used", 0) if isinstance(entry, dict) else 0
+
+        for old in sorted(content, key=used)[:-MAX_KEYS]:
             del content[old]
     scratch = None
     try:
@@ -182,6 +188,15 @@ def remember(name: str, value: Any) -> None:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(content, out)
         os.replace(scratch, path)
-    except (OSError, TypeError, ValueError):  # (read-only home, a full disk, not JSON data)
+    except (OSError, TypeError, ValueError) as error:  # (read-only home, a full disk, ...)
         if scratch is not None and os.path.exists(scratch):
             os.unlink(scratch)
+        if os.environ.get(CACHE_ENV) and path not in _warned:  # (a path the user chose: say so)
+            _warned.add(path)
+            warnings.warn(
+                f"torchdoctor: cannot keep calibrations in {CACHE_ENV}={path} ({error}); "
+                "expected a writable file path, or 'off'. Each run calibrates instead "
+                "(about 0.4 s at its end).",
+                RuntimeWarning,
+                stacklevel=2,
+            )

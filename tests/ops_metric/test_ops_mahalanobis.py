@@ -285,12 +285,12 @@ def test_jitter_is_scaled_by_the_mean_absolute_diagonal():
     assert math.isclose(added.item(), 0.1 * 10 * 1.75)  # k = 0 (0.175) fails, k = 1 factors
 
 
-def test_second_derivatives_are_documented_unsupported_with_a_working_alternative():
-    """Double backward through pairwise_mahalanobis fails inside torch.cdist; the docstring
-    says so and names mahalanobis_to_candidates, which gives the same distances twice
-    differentiably."""
+def test_second_derivatives_follow_cdist_with_a_working_alternative_on_any_torch():
+    """Double backward through pairwise_mahalanobis goes through torch.cdist's backward: no
+    derivative before torch 2.14 (the docstring says so and names mahalanobis_to_candidates,
+    which gives the same distances twice differentiably), correct from 2.14."""
     doc = pairwise_mahalanobis.__doc__
-    assert "Second derivatives" in doc and "not supported" in doc
+    assert "Second derivatives" in doc and "supported from torch 2.14" in doc
     assert "mahalanobis_to_candidates(x, y.unsqueeze(-3), chol.unsqueeze(-3))" in doc
     generator = torch.Generator().manual_seed(12)
     x = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -298,8 +298,11 @@ def test_second_derivatives_are_documented_unsupported_with_a_working_alternativ
     cov = torch.randn(2, 4, 4, generator=generator, dtype=torch.float64)
     chol = torch.linalg.cholesky(cov @ cov.mT + torch.eye(4, dtype=torch.float64))
     (grad,) = torch.autograd.grad(pairwise_mahalanobis(x, y, chol=chol).sum(), x, create_graph=True)
-    with pytest.raises(NotImplementedError, match="_cdist_backward"):
-        grad.sum().backward()  # as documented
+    if tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 14):
+        assert torch.autograd.gradgradcheck(lambda x: pairwise_mahalanobis(x, y, chol=chol), (x,))
+    else:
+        with pytest.raises(NotImplementedError, match="_cdist_backward"):
+            grad.sum().backward()  # as documented
     alternative = mahalanobis_to_candidates(x, y.unsqueeze(-3), chol.unsqueeze(-3))
     torch.testing.assert_close(alternative, pairwise_mahalanobis(x, y, chol=chol))
     assert torch.autograd.gradgradcheck(

@@ -152,7 +152,7 @@ def wrap_function_apply(collector: Any) -> Callable[[], None]:
     """
     function = torch.autograd.function.Function
     original = function.__dict__["apply"]
-    call = original.__func__
+    call = _unbound_classmethod(original)
 
     def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
         if compiling() or not collector.active or STATE.phase not in COUNTED_PHASES:
@@ -170,6 +170,25 @@ def wrap_function_apply(collector: Any) -> Callable[[], None]:
             function.apply = original  # type: ignore[assignment]
 
     return undo
+
+
+def _unbound_classmethod(method: Any) -> Callable[..., Any]:
+    """``method``'s function taking the class first: a Python ``classmethod``'s ``__func__``
+    (torch <= 2.13's ``Function.apply``) or, for one written in C (a ``classmethod_descriptor``:
+    torch 2.14 made ``Function.apply`` its C ``_FunctionBase.apply``), a call binding it.
+
+    Example:
+        >>> _unbound_classmethod(classmethod(lambda cls, x: (cls, x)))(int, 1)
+        (<class 'int'>, 1)
+        >>> _unbound_classmethod(dict.__dict__["fromkeys"])(dict, "ab")
+        {'a': None, 'b': None}
+    """
+    function = getattr(method, "__func__", None)
+    if function is not None:
+        return function
+    if not hasattr(method, "__get__"):
+        raise TypeError(f"expected a classmethod, got {type(method).__name__}: {method!r}")
+    return lambda cls, *args, **kwargs: method.__get__(None, cls)(*args, **kwargs)
 
 
 def wrap_zero_grad(collector: Any) -> Callable[[], None]:

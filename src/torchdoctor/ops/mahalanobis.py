@@ -269,12 +269,12 @@ def pairwise_mahalanobis(
         Like ``torch.cdist``, the distances square the whitened coordinates: in float32 those
         of about ``1e19`` or more overflow (``inf``) and of ``1e-19`` or less underflow (0);
         rescale such inputs first (distances scale with them). Second derivatives (double
-        backward, e.g. a
-        gradient penalty through ``create_graph=True``) are not supported: the distances come
-        from ``torch.cdist``, whose backward has no derivative (torch raises "the derivative
-        for '_cdist_backward' is not implemented"). For them use
-        ``mahalanobis_to_candidates(x, y.unsqueeze(-3), chol.unsqueeze(-3))``: the same
-        distances through ``(..., n, m, d)`` differences, twice differentiable.
+        backward, e.g. a gradient penalty through ``create_graph=True``) follow
+        ``torch.cdist``, which computes the distances: supported from torch 2.14; before it
+        they are not supported (torch raises "the derivative for '_cdist_backward' is not
+        implemented"), and
+        ``mahalanobis_to_candidates(x, y.unsqueeze(-3), chol.unsqueeze(-3))`` gives the same
+        distances through ``(..., n, m, d)`` differences, twice differentiable on any torch.
 
     Example:
         >>> x = torch.randn(8, 4, 16, dtype=torch.float64)   # 8 images, 4 parts, d = 16

@@ -79,3 +79,23 @@ def test_a_matmul_line_on_a_cpu_with_bf16_in_hardware_is_told_to_autocast_there(
         session["environment"] = environment
         (item,) = hot_line_advice(session)
         assert "autocast('cpu'" not in item.fix
+
+
+def test_an_import_line_is_start_up_not_a_librarys_work_per_step():
+    """pytorch/examples mnist crashing before its first step (no data): the whole run was one
+    step and `from torchvision import datasets` 96% of it, advised as "torchvision's own work
+    per step"; it runs once per process."""
+    session = _session("torch._cuda_version")
+    row = session["hot_lines"]["lines"][0]
+    row.update(code="from torchvision import datasets, transforms", owner="", function="<module>",
+               via=[{"ms": 11.5, "file": "/env/site-packages/torchvision/ops/x.py", "line": 3}])
+    session["config"] = {**session.get("config", {}), "step_boundary": "whole_run"}
+    (item,) = hot_line_advice(session)
+    assert "importing torchvision, once per process" in item.title and "of the run" in item.title
+    assert "own work per step" not in item.title and item.estimated_saving_ms is None
+    assert "no step boundary was seen" in " ".join(item.evidence)
+    session["config"]["step_boundary"] = "optimizer"  # (an import inside the loop's function)
+    (item,) = hot_line_advice(session)
+    assert "of the step" in item.title and "no step boundary" not in " ".join(item.evidence)
+    row["code"] = "x = torch.relu(x)"  # (not an import: the rule's usual advice)
+    assert "importing" not in hot_line_advice(session)[0].title

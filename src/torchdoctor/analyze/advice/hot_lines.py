@@ -29,6 +29,7 @@ from torchdoctor.analyze.advice.base import (
     fmt_count,
     fmt_ms,
     location,
+    one_step_run,
     same_file,
     tree_step_ms,
     with_saving,
@@ -46,6 +47,7 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
 )
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
+from torchdoctor.analyze.advice.start_up import import_advice, imported_modules
 from torchdoctor.session_read import installed_package
 
 #: module paths named in a line's "inside ..." evidence; the rest are counted
@@ -418,6 +420,9 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
     )
     for row in hot_lines(session):
         share = row["share"]
+        if imported_modules(str(row.get("code") or "")):  # start-up, not per-step work
+            advice.append(import_advice(row, share, one_step_run(session)))
+            continue
         findings = findings_on(session, row)
         cure = cure_for(row, findings)
         item = Advice(

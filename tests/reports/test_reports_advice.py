@@ -247,7 +247,8 @@ def test_dataloader_findings_the_run_contradicts_are_dropped():
 def test_dataloader_findings_about_rarely_used_loaders_are_cold():
     """minGPT's adder: its evaluation's loader (no workers) fed 1 step of 300, the training
     loader (4 workers) all of them; TD401 on the evaluation's loader is no suspect of the step.
-    TD402 (no pinned memory) on a CPU run: there is no host-to-GPU copy to speed up."""
+    TD402 (no pinned memory) on a CPU run: there is no host-to-GPU copy to speed up, so the
+    run's advice leaves it out (pytorch/examples dcgan on a CPU listed it "not hot")."""
     finding = {"code": "TD401", "severity": "info", "message": "no workers",
                "path": "/home/me/proj/train.py", "line": 55, "replacement": None}  # fmt: skip
     session = slow_session()  # (line 55: inside its region pac_loss, 10% of the step: hot)
@@ -263,8 +264,7 @@ def test_dataloader_findings_about_rarely_used_loaders_are_cold():
     assert item.heat > 0
     finding["code"] = "TD402"
     session["config"]["device"] = "cpu"
-    (item,) = [a for a in lint_findings(session) if "TD402" in a.references]
-    assert item.heat == 0.0
+    assert not [a for a in lint_findings(session) if "TD402" in a.references]
     session["config"]["device"] = "cuda:0"
     (item,) = [a for a in lint_findings(session) if "TD402" in a.references]
     assert item.heat > 0

@@ -31,6 +31,9 @@ class Rule:
     #: the pattern costs time when it runs (False: hygiene only, a deprecated entry point):
     #: the profile never ranks it as a suspect of the step's time
     runtime_cost: bool = True
+    #: the pattern costs time only where batches or kernels go to a CUDA device (pinned
+    #: memory, ``torch.cuda.empty_cache()``): a CPU run's advice leaves its findings out
+    cuda_only: bool = False
     #: codes whose findings inside this rule's finding (its source span) are parts of its
     #: pattern and are dropped: the `.tolist()` of a label remap is TD302's, not a metric
     #: read (TD201, whose fix, "keep metrics as device tensors", would be the wrong one)

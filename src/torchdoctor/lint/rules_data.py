@@ -55,6 +55,7 @@ RULES = (
         "DataLoader(ds, num_workers=4)",
         "DataLoader(ds, num_workers=4, pin_memory=True)",
         seed="004",
+        cuda_only=True,
     ),
     Rule(
         "TD403",
@@ -79,6 +80,7 @@ RULES = (
         "    x = x.to(device, non_blocking=True)",
         seed="004",
         autofix=True,
+        cuda_only=True,
     ),
 )
 #: wrappers a loop puts around a loader: for i, (x, y) in enumerate(tqdm(loader))

@@ -129,6 +129,7 @@ RULES = (
         "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n"
         "    torch.cuda.empty_cache()",
         "for b in loader:\n    model(b).sum().backward()\n    opt.step()",
+        cuda_only=True,
     ),
     Rule(
         "TD706",

@@ -344,8 +344,11 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     cold: dict[str, list[Mapping[str, Any]]] = {}
     negligible: set[int] = set()  # (measured under NEGLIGIBLE_SHARE: said so in the evidence)
     few_syncs: set[int] = set()  # (a recorded sync line, negligible for this step: said so)
+    cpu_run = str((session.get("config") or {}).get("device")) == "cpu"
     for finding in findings:
         rule = RULES.get(str(finding.get("code")))
+        if cpu_run and rule is not None and rule.cuda_only:  # (pinned memory on a CPU run)
+            continue
         heat, why = _heat(finding, session, step)
         periodic = _around_periodic_calls(finding, session)
         if periodic is not None:  # (the every-N-steps evaluation's loop: that advice's cause)

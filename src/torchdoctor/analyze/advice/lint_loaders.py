@@ -4,7 +4,8 @@ TD401 (no workers) and TD403 (workers respawned each epoch) are contradicted whe
 loaders the finding is about was so (the code may set ``num_workers`` from a variable the linter
 cannot read), TD401 also when loading measured under DATA_FLOOR of the step (workers would hide
 at most that); a finding whose loaders fed at most RARE_LOADER of the steps (an evaluation's
-loader), or TD402 (no pinned memory) on a CPU run, is no suspect of the step's time.
+loader) is no suspect of the step's time (TD402, no pinned memory, is left out of a CPU
+run's advice altogether: ``Rule.cuda_only``).
 
 Example:
     >>> contradicted({"code": "TD401"}, {"phases": {"data": 0.1}, "step_ms": 100.0})
@@ -83,8 +84,8 @@ def loaders_of(
 def rare_loader(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
     """Every loader of the run the finding could be about fed few of its steps (minGPT's adder:
     its evaluation's ``DataLoader(..., num_workers=0)`` fed 1 step of 300, the training loader,
-    with workers, all of them), or it is TD402 (no pinned memory) on a CPU run: the finding is
-    no suspect of the step's time.
+    with workers, all of them): the finding is no suspect of the step's time (TD402, no pinned
+    memory, on a CPU run is left out before: ``Rule.cuda_only``).
 
     Example:
         >>> loaders = [{"num_workers": 0, "steps": 1}, {"num_workers": 4, "steps": 300}]
@@ -93,8 +94,6 @@ def rare_loader(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
         (True, False)
     """
     code = str(finding.get("code"))
-    if code == "TD402" and str((session.get("config") or {}).get("device")) == "cpu":
-        return True  # pinned memory speeds host-to-GPU copies: a CPU run makes none
     complaint = _LOADER_COMPLAINT.get(code)
     loaders = loaders_of(finding, (session.get("environment") or {}).get("data_loaders") or ())
     steps = (session.get("config") or {}).get("steps")

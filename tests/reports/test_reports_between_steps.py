@@ -73,6 +73,29 @@ def test_an_unfused_optimizer_taking_a_share_of_the_step_is_told_fused_with_a_me
     assert not [a for a in advise(tuned) if a.rule == "optimizer-step"]  # the tune measured it
 
 
+def test_the_fused_saving_is_the_one_measured_for_the_optimizers_class():
+    """pytorch/examples imagenet (SGD, momentum 0.9) was told AdamW's measured speedup; SGD
+    without momentum gains nothing from fused=True (its update is one add: 0.98-1.09x)."""
+    from reports_sessions import optimizer_session
+
+    from torchdoctor.analyze.advice import SPEEDUPS, advise
+
+    def told(**settings):
+        session = optimizer_session()
+        session["environment"]["optimizers"][0].update(settings)
+        return [a for a in advise(session) if a.rule == "optimizer-step"]
+
+    [sgd] = told(type="SGD", momentum=0.9)
+    speedup = SPEEDUPS["fused_sgd_momentum"]
+    assert sgd.saving_range_ms[0] == pytest.approx(30.0 * (1 - 1 / speedup.low))
+    assert any("SGD step with momentum" in e for e in sgd.evidence)
+    assert not told(type="SGD", momentum=0.0)
+    [adagrad] = told(type="Adagrad")
+    assert any("Adagrad step" in e for e in adagrad.evidence)
+    [old] = told(type="SGD")  # (a session from before momentum was noted: as with momentum)
+    assert old.saving_range_ms == sgd.saving_range_ms
+
+
 @pytest.mark.parametrize(("driver", "kind", "says"), [
     (None, "AdamW", "where the script builds the optimizer"),
     ("transformers", "AdamW", 'optim="adamw_torch_fused"'),

@@ -273,17 +273,19 @@ def topk_pair(k: int):
     return by_sort, by_topk
 
 
-def optimizer_pair(shapes: list[tuple[int, ...]]):
-    """(AdamW with foreach=True, AdamW with fused=True), each on its own copy of the same
-    parameters and gradients: one optimizer step per call, the first parameter returned (the
-    optimizer-step rule's remedy; nanoGPT's configure_optimizers asks for fused on CUDA only)."""
+def optimizer_pair(shapes: list[tuple[int, ...]], kind: str = "AdamW", **options: float):
+    """(``torch.optim.<kind>`` with foreach=True, with fused=True; ``options``: its settings),
+    each on its own copy of the same parameters and gradients: one optimizer step per call, the
+    first parameter returned (the optimizer-step rule's remedy; nanoGPT's configure_optimizers
+    asks for fused on CUDA only)."""
+    settings = {"lr": 1e-3, **options}
 
     def make(**setting: bool):
         torch.manual_seed(0)
         params = [torch.randn(*shape, requires_grad=True) for shape in shapes]
         for param in params:
             param.grad = torch.randn_like(param)
-        optimizer = torch.optim.AdamW(params, lr=1e-3, **setting)
+        optimizer = getattr(torch.optim, kind)(params, **settings, **setting)
 
         def step(_: torch.Tensor) -> torch.Tensor:
             optimizer.step()
@@ -349,10 +351,21 @@ def chain_table(repeats: int) -> BenchTable:
     return table
 
 
-#: (case, parameter shapes): a small model, and GPT-2 small's (12 blocks, 50304 x 768 embedding)
+_SMALL, _GPT2 = [(256, 256)] * 40, [(768, 768)] * 48 + [(50304, 768)]
+#: (case, parameter shapes, optimizer class, its settings): a small model and GPT-2 small's
+#: shapes (12 blocks, 50304 x 768 embedding) per class the optimizer-step rule advises on;
+#: SGD with momentum (the ImageNet recipe's) and without (a momentum buffer is most of the work)
 OPTIMIZER_CASES = (
-    ("AdamW, 40 x (256, 256)", [(256, 256)] * 40),
-    ("AdamW, GPT-2 small shapes", [(768, 768)] * 48 + [(50304, 768)]),
+    ("AdamW, 40 x (256, 256)", _SMALL, "AdamW", {}),
+    ("AdamW, GPT-2 small shapes", _GPT2, "AdamW", {}),
+    ("Adam, 40 x (256, 256)", _SMALL, "Adam", {}),
+    ("Adam, GPT-2 small shapes", _GPT2, "Adam", {}),
+    ("SGD momentum 0.9, 40 x (256, 256)", _SMALL, "SGD", {"momentum": 0.9, "weight_decay": 1e-4}),
+    ("SGD momentum 0.9, GPT-2 small shapes", _GPT2, "SGD", {"momentum": 0.9, "weight_decay": 1e-4}),
+    ("SGD without momentum, 40 x (256, 256)", _SMALL, "SGD", {}),
+    ("SGD without momentum, GPT-2 small shapes", _GPT2, "SGD", {}),
+    ("Adagrad, 40 x (256, 256)", _SMALL, "Adagrad", {}),
+    ("Adagrad, GPT-2 small shapes", _GPT2, "Adagrad", {}),
 )
 
 
@@ -411,12 +424,12 @@ def run(quick: bool = False) -> list[BenchTable]:
     )
     table.notes.append(f"{torch.get_num_threads()} intra-op thread(s), CPU")
     optimizers = BenchTable(
-        "fused optimizer: AdamW foreach=True vs fused=True, one step (interleaved, median of "
+        "fused optimizers: foreach=True vs fused=True, one step (interleaved, median of "
         "per-pair ratios)",
         ["case", "foreach ms", "fused ms", "speedup", "spread (min-max)", "IQR", "verdict"],
     )
-    for name, shapes in OPTIMIZER_CASES[:1] if quick else OPTIMIZER_CASES:
-        foreach, fused = optimizer_pair(shapes)
+    for name, shapes, kind, options in OPTIMIZER_CASES[:1] if quick else OPTIMIZER_CASES:
+        foreach, fused = optimizer_pair(shapes, kind, **options)
         result = compare(foreach, fused, torch.zeros(1), repeats=repeats, rtol=1e-4, atol=1e-6,
                          names=("foreach", "fused"))  # fmt: skip
         optimizers.add_row(name, *result.row())

@@ -167,6 +167,7 @@ def _settings(optimizer: Any, _optimizer: Any, driver: str | None) -> dict[str, 
         "foreach_supported": "foreach" in optimizer.defaults,
         "fused": group.get("fused"),
         "foreach": group.get("foreach"),
+        "momentum": group.get("momentum"),  # (SGD: without it, fused gains nothing)
         "device": device,
         "params": len(params),
         "numel": sum(p.numel() for p in params),

@@ -7,7 +7,8 @@ for its parameters' device (Adam, AdamW, SGD, Adagrad on CPU and CUDA), and the 
 was given. When the optimizer phase is at least MIN_SHARE of the step and such an optimizer
 runs unfused (nanoGPT's ``configure_optimizers`` asks for fused on CUDA only), the advice is
 ``fused=True``. The saving is Amdahl over the optimizer phase with the speedup measured in the
-``fused`` benchmark suite on CPU (AdamW foreach vs fused); on CUDA that figure is not stated,
+``fused`` benchmark suite on CPU for its class (foreach vs fused; SGD without momentum gains
+nothing there and is not advised); on CUDA that figure is not stated,
 ``torchdoctor tune`` measures it (knob ``fused_optimizer``), and a tune that did replaces this.
 
 Example:
@@ -16,7 +17,7 @@ Example:
     ...                "fused_supported": True, "fused": None, "device": "cpu",
     ...                "numel": 124_000_000}]}}
     >>> [(a.rule, round(a.estimated_saving_ms, 1)) for a in optimizer_step(session)]
-    [('optimizer-step', 19.5)]
+    [('optimizer-step', 23.3)]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from torchdoctor.analyze.advice.base import (
     SPEEDUPS,
     Advice,
+    Speedup,
     center,
     fmt_ms,
     is_cuda,
@@ -50,14 +52,16 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
         return []  # measured by torchdoctor tune: its own advice says how much
     environment = session.get("environment") or {}
     unfused = [o for o in environment.get("optimizers") or ()
-               if o.get("fused_supported") and not o.get("fused")]  # fmt: skip
+               if o.get("fused_supported") and not o.get("fused")
+               and fused_speedup(o) is not None]  # fmt: skip
     if not unfused:
         return []
     types = sorted({str(o.get("type")) for o in unfused})
     names = ", ".join(types)
     numel = sum(int(o.get("numel") or 0) for o in unfused)
     cuda = is_cuda(session)
-    speedup = SPEEDUPS["fused_optimizer"]
+    largest = max(unfused, key=lambda o: int(o.get("numel") or 0))
+    speedup = fused_speedup(largest) or SPEEDUPS["fused_optimizer"]
     fix, code = fused_fix(types[0], {o.get("driver") for o in unfused}, cuda)
     advice = Advice(
         rule="optimizer-step",
@@ -80,6 +84,29 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
     if not cuda:
         with_saving(advice, step, phase / step, speedup)
     return [advice]
+
+
+#: the measured foreach-vs-fused speedup per optimizer class (BENCHMARKS.md suite 'fused');
+#: classes not measured there take AdamW's
+FUSED_SPEEDUPS = {"AdamW": "fused_optimizer", "Adam": "fused_adam", "Adagrad": "fused_adagrad",
+                  "SGD": "fused_sgd_momentum"}  # fmt: skip
+
+
+def fused_speedup(optimizer: Mapping[str, Any]) -> Speedup | None:
+    """What ``fused=True`` measured against ``foreach`` for this optimizer's class, or None when
+    it gains nothing: SGD without momentum (its update is one add per parameter, which foreach
+    already batches: 0.98-1.12x). A session from before ``momentum`` was noted counts as with.
+
+    Example:
+        >>> fused_speedup({"type": "SGD", "momentum": 0.0}) is None
+        True
+        >>> fused_speedup({"type": "SGD", "momentum": 0.9}) is SPEEDUPS["fused_sgd_momentum"]
+        True
+    """
+    kind = str(optimizer.get("type"))
+    if kind == "SGD" and "momentum" in optimizer and not optimizer.get("momentum"):
+        return None
+    return SPEEDUPS[FUSED_SPEEDUPS.get(kind, "fused_optimizer")]
 
 
 def fused_fix(kind: str, drivers: set[Any], cuda: bool) -> tuple[str, str]:

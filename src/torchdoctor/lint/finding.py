@@ -6,6 +6,7 @@ docs/session-schema.md). Lines and columns are 1-based; ``end_column`` is exclus
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -89,3 +90,16 @@ class Finding:
     def sort_key(self) -> tuple[str, int, int, str]:
         """Order findings by file, position, then code."""
         return (self.path, self.line, self.column, self.code)
+
+
+def one_line(message: str) -> str:
+    """``message`` with each line break (and the indentation around it) made one space, none
+    after an opening or before a closing bracket.
+
+    Example:
+        >>> one_line("hand-written softplus (`torch.log1p(\\n    torch.exp(x)\\n)`)")
+        'hand-written softplus (`torch.log1p(torch.exp(x))`)'
+    """
+    text = re.sub(r"\s*\n\s*", "\n", message)
+    text = re.sub(r"([(\[{])\n|\n([)\]}])", lambda m: m.group(1) or m.group(2), text)
+    return text.replace("\n", " ")

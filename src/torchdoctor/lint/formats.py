@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torchdoctor._version import __version__
-from torchdoctor.lint.finding import Finding
+from torchdoctor.lint.finding import Finding, one_line
 from torchdoctor.lint.registry import RULES
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -19,12 +18,6 @@ FORMATS = ("text", "json", "sarif", "github")
 _GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 
 
-def _one_line(message: str) -> str:
-    """``message`` with each line break (and the indentation around it) made one space, none
-    after an opening or before a closing bracket."""
-    text = re.sub(r"\s*\n\s*", "\n", message)
-    text = re.sub(r"([(\[{])\n|\n([)\]}])", lambda m: m.group(1) or m.group(2), text)
-    return text.replace("\n", " ")
 
 
 def format_text(findings: Sequence[Finding], statistics: bool = False) -> str:
@@ -39,7 +32,7 @@ def format_text(findings: Sequence[Finding], statistics: bool = False) -> str:
         >>> format_text([Finding("TD508", "info", "`f(\\n    x\\n)` m", "a.py", 1, 1, 3, 2)])[:22]
         'a.py:1:1: TD508 `f(x)`'
     """
-    lines = [f"{f.location()}: {f.code} {_one_line(f.message)}" for f in findings]
+    lines = [f"{f.location()}: {f.code} {one_line(f.message)}" for f in findings]
     if statistics and findings:
         counts = Counter(f.code for f in findings)
         lines.append("")

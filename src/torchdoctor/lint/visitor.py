@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from torchdoctor.lint.finding import Finding
+from torchdoctor.lint.finding import Finding, one_line
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule families
@@ -185,7 +185,9 @@ class RuleVisitor:
         ``pattern_lines``: the lines the pattern spans (:class:`Finding`); ``cure=False``: the
         rule's torchdoctor replacement does not fit this case (it is not named)."""
         rule = self.rule(code)
-        text = message or f"{rule.summary}; {rule.fix}"
+        # (code quoted from several source lines joins into one: a message is one line in
+        # every output, an advice's title included)
+        text = one_line(message or f"{rule.summary}; {rule.fix}")
         named = not rule.replacement or any(w in text for w in (rule.replacement, "torchdoctor."))
         if cure and not named:
             text = f"{text} (torchdoctor: {rule.replacement})"

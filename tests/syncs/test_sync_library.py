@@ -128,7 +128,7 @@ def test_a_known_sync_without_switch_says_so():
     )
     (item,) = advise({"step_ms": {"median": 100.0}, "syncs": [masks]})
     assert item.title.endswith("(known, no switch)") and item.confidence == "low"
-    assert "no switch" in item.fix
+    assert "mask checks" in item.fix and "no switch" in item.fix
 
 
 def test_generates_per_token_stop_test_is_known_and_inherent():
@@ -145,6 +145,9 @@ def test_generates_per_token_stop_test_is_known_and_inherent():
     assert known is not None and known.switch is None and "per generated token" in known.what
     (item,) = advise({"step_ms": {"median": 100.0}, "syncs": [stop]})
     assert item.title.endswith("(known, no switch)")
+    # its own fix (a batch of prompts per call), not the mask checks' (a generate() loop on
+    # GPT2LMHeadModel was told "the model's own mask checks have no switch")
+    assert "more prompts" in item.fix and "mask" not in item.fix
 
 
 def test_an_encoders_all_ones_mask_test_is_known_with_its_switch():

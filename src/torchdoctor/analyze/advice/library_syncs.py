@@ -58,6 +58,8 @@ class LibrarySync:
     #: what the user sets to avoid it; None: inherent, one small read (said so in the advice)
     switch: str | None
     code: str
+    #: without a switch: what the user can do about it instead (the fix says it)
+    otherwise: str = ""
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         """Whether a SyncRecord is this known sync."""
@@ -69,6 +71,11 @@ class LibrarySync:
             and self.text in where
         )
 
+
+_MASK_READS = (
+    "the model's own mask checks (one small read per forward) have no switch: transformers "
+    "reads the mask either way (without an attention_mask it tests the position ids instead)"
+)
 
 #: syncs found by running real Hugging Face and Lightning loops (docs/advice-rules.md)
 KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
@@ -89,6 +96,7 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
         "sequences in an `if` (find_packed_sequence_indices)",
         None,
         "",
+        _MASK_READS,
     ),
     LibrarySync(
         ("transformers",),
@@ -98,6 +106,7 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
         "use is_causal instead of a mask (_ignore_causal_mask_sdpa)",
         None,
         "",
+        _MASK_READS,
     ),
     LibrarySync(
         ("transformers",),
@@ -120,6 +129,8 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
         "token, the price of stopping early; more sequences per generate() call share it",
         None,
         "",
+        "generate()'s stop test (one number read per new token, to stop at EOS) has no "
+        "switch: give each generate() call more prompts (a batch) so they share it",
     ),
     LibrarySync(
         ("lightning", "lightning_fabric", "pytorch_lightning"),
@@ -179,12 +190,8 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
     switches = [k.switch for k in known if k.switch]
     unknown = [r for r in records if known_sync(r) is None]
     fix = "; ".join(switches)
-    if any(k.switch is None for k in known):
-        fix += ("; " if fix else "") + (
-            "the model's own mask checks (one small read per forward) have no switch: "
-            "transformers reads the mask either way (without an attention_mask it tests the "
-            "position ids instead)"
-        )
+    for otherwise in dict.fromkeys(k.otherwise for k in known if k.switch is None):
+        fix += ("; " if fix else "") + otherwise
     if unknown:
         fix += ("; " if fix else "") + (
             f"for the {len(unknown)} line(s) without a known switch: these are the package's "

@@ -90,7 +90,7 @@ def knob_row(
         "trials": len(pairs),
     }  # fmt: skip
     ok = [(b, k) for b, k in pairs if not b.get("error") and not k.get("error")]
-    error = _first_error(pairs)
+    error = explained_error(name, _first_error(pairs))
     if error and not ok:
         row.update(status="failed", verdict="failed", reason=error)
         return row
@@ -123,6 +123,35 @@ def knob_row(
     if error and row["verdict"] != "rejected":
         row["reason"] = f"some trials failed: {error}"
     return row
+
+
+#: what autocast trials raise when an op without an autocast rule meets tensors of both dtypes
+_MIXED_DTYPES = ("but expected BFloat16", "but expected Half", "expected scalar type",
+                 "must have the same dtype", "expected both vectors to have same dtype",
+                 "expected mat1 and mat2 to have the same dtype")  # fmt: skip
+
+
+def explained_error(knob: str, error: str | None) -> str | None:
+    """A trial's error, with what it means when it is a known failure of the knob: under
+    autocast, a dtype mismatch is an op autocast leaves alone meeting a float32 tensor and a
+    lower-precision one (pytorch/examples VAE: ``F.binary_cross_entropy`` on a sigmoid's
+    output).
+
+    Example:
+        >>> text = explained_error("bf16_autocast", "Found dtype Float but expected BFloat16")
+        >>> "binary_cross_entropy_with_logits" in text, text.endswith("and tune again)")
+        (True, True)
+        >>> explained_error("compile", "RuntimeError: boom")
+        'RuntimeError: boom'
+    """
+    if error and knob.endswith("_autocast") and any(p in error for p in _MIXED_DTYPES):
+        return (
+            f"{error} (under autocast an op without an autocast rule met a float32 and a "
+            "lower-precision tensor: a loss on a sigmoid's output (binary_cross_entropy: use "
+            "binary_cross_entropy_with_logits on the logits), a custom op or a buffer of the "
+            "other dtype; fix that op (or cast its inputs) and tune again)"
+        )
+    return error
 
 
 def combination(rows: Sequence[Mapping[str, Any]]) -> list[str]:

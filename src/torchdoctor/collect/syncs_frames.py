@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import linecache
 import os
 import sys
 import sysconfig
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 import torchdoctor
+from torchdoctor.collect.source_lines import source_text
 from torchdoctor.session_read import compiled_output
 
 
@@ -263,7 +263,9 @@ def _reissue(caught: list, frame: FrameType | None) -> None:
                 *where, module=module_globals.get("__name__"), registry=registry,
                 module_globals=module_globals,
             )  # fmt: skip
-        except ImportError:  # a module run as __main__ (`run -m`): its loader knows another name
+        except (ImportError, ValueError, AttributeError):  # a module run as __main__ (`run
+            # -m`): its loader knows another name; a script's globals without a loader (Python
+            # 3.12's warnings ask __spec__.loader for the line's source)
             warnings.warn_explicit(*where, registry=registry)
 
 
@@ -350,33 +352,6 @@ class UserLineWarnings:
     def remove(self) -> None:
         if warnings.showwarning == self._show:
             warnings.showwarning = self._original
-
-
-def source_text(file: str, line: int, kind: str) -> str:
-    """The statement at ``file:line`` (``<kind>`` when the source is unknown): a line that
-    opens a bracket (``if (``) is joined with the next few lines until it closes; at most 80
-    characters.
-
-    Example:
-        >>> source_text("<nowhere>", 3, "item")
-        '<item>'
-    """
-    text = linecache.getline(file, line).strip() if line and line > 0 else ""
-    if not text:
-        return f"<{kind}>"
-    following = line
-    while _open_brackets(text) > 0 and following < line + 4:
-        following += 1
-        more = linecache.getline(file, following).split("#", 1)[0].strip()
-        if not more:
-            break
-        text += ("" if text.endswith(("(", "[", "{")) else " ") + more
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _open_brackets(text: str) -> int:
-    code = text.split("#", 1)[0]
-    return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
 
 
 def own_line(file: str, own: tuple[str, int, str]) -> dict[str, Any]:

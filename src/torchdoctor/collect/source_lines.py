@@ -1,0 +1,104 @@
+"""The source text a sync record shows: its statement, readable on one line.
+
+A host sync happens at one line of a statement that may span several (``if (`` ... ``):``,
+a ``print(`` of many values). Which line the interpreter reports depends on the Python version:
+3.11 gives a multi-line ``if`` test the ``if (`` line, 3.12 the line of the sub-expression that
+converts the tensor (``and (torch.isnan(loss) or torch.isinf(loss))``). The text shown starts
+at the statement's first line either way, so both versions name the same statement (and the
+known library syncs, matched on its text, are found on both); a line that continues a
+statement keeps its own text after the statement's beginning.
+
+Example:
+    >>> source_text("<nowhere>", 3, "item")
+    '<item>'
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import linecache
+
+#: characters of a record's source text
+WIDTH = 80
+#: of them, at least this many for the statement's beginning when the line continues it
+HEAD = 40
+
+
+def source_text(file: str, line: int, kind: str) -> str:
+    """The statement at ``file:line`` (``<kind>`` when the source is unknown), at most WIDTH
+    characters: a line that opens a bracket (``if (``) is joined with the next few lines until
+    it closes; a line inside a statement begun on an earlier line is shown after that
+    statement's beginning (``"if (self.nan_filter and … and (torch.isnan(loss) ..."``).
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "lib.py")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("if (\\n    flag\\n    and torch.isnan(loss)\\n):\\n    pass\\n")
+        >>> source_text(path, 1, "bool"), source_text(path, 3, "bool")
+        ('if (flag and torch.isnan(loss)):', 'if (flag … and torch.isnan(loss)')
+    """
+    text = _joined(file, line)
+    if not text:
+        return f"<{kind}>"
+    start = statement_start(file, line)
+    if start < line:  # (a continuation line: the statement's beginning first)
+        head = " ".join(
+            linecache.getline(file, k).split("#", 1)[0].strip() for k in range(start, line)
+        )
+        head = head.replace("( ", "(").replace("[ ", "[").replace("{ ", "{").strip()
+        room = max(HEAD, WIDTH - len(text) - 3)
+        head = head if len(head) <= room else head[: room - 1] + "…"
+        text = f"{head} … {text}"
+    return text if len(text) <= WIDTH else text[: WIDTH - 3] + "..."
+
+
+def _joined(file: str, line: int) -> str:
+    text = linecache.getline(file, line).strip() if line and line > 0 else ""
+    following = line
+    while text and _open_brackets(text) > 0 and following < line + 4:
+        following += 1
+        more = linecache.getline(file, following).split("#", 1)[0].strip()
+        if not more:
+            break
+        tight = text.endswith(("(", "[", "{")) or more.startswith((")", "]", "}"))
+        text += ("" if tight else " ") + more
+    return text
+
+
+def _open_brackets(text: str) -> int:
+    code = text.split("#", 1)[0]
+    return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
+
+
+def statement_start(file: str, line: int) -> int:
+    """The first line of the statement ``line`` belongs to (a compound statement's header: its
+    ``if (`` / ``for`` line); ``line`` itself when it starts one or the file cannot be parsed.
+
+    Example:
+        >>> statement_start("<nowhere>", 7)
+        7
+    """
+    return _starts(file, len(linecache.getlines(file))).get(line, line)
+
+
+@functools.lru_cache(maxsize=64)
+def _starts(file: str, _lines: int) -> dict[int, int]:
+    """Continuation line -> its statement's first line, for one file (parsed once per length:
+    a file rewritten while the run goes on is parsed again)."""
+    try:
+        tree = ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError, RecursionError):
+        return {}
+    starts: dict[int, int] = {}
+    for node in ast.walk(tree):  # (outer statements first: inner ones overwrite their lines)
+        if not isinstance(node, ast.stmt) or node.end_lineno is None:
+            continue
+        body = getattr(node, "body", None)
+        end = node.end_lineno
+        if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+            end = body[0].lineno - 1  # (a compound statement: its header only)
+        for line in range(node.lineno + 1, end + 1):
+            starts[line] = node.lineno
+    return starts

@@ -69,3 +69,25 @@ def test_warnings_from_ordinary_ops_are_shown_at_the_user_line(thorough):
         line = inspect.currentframe().f_lineno - 1
         assert warnings.showwarning is capture  # the audit's display hook is gone
     assert (__file__, line) in shown, shown
+
+
+def test_a_warning_at_a_line_whose_globals_have_no_loader_is_still_shown_there():
+    """`torchdoctor run` runs a script in globals without `__loader__` (as `python train.py`
+    has no `__spec__`): Python 3.12's warnings ask `__spec__.loader` for the line's source
+    and raised ValueError out of `float(loss)` (a test with --mlflow --wandb on 3.12.1)."""
+    namespace = {"__name__": "__main__", "__spec__": None, "__loader__": None, "torch": torch,
+                 "sync_audit": sync_audit}  # fmt: skip
+    code = (
+        "loss = (torch.ones(3, requires_grad=True) * 2).sum()\n"
+        "with sync_audit():\n"
+        "    value = float(loss)\n"
+    )
+    previous = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with pytest.warns(UserWarning, match="requires_grad") as w:
+            exec(compile(code, "<script>", "exec"), namespace)
+    finally:
+        torch.set_warn_always(previous)
+    assert namespace["value"] == 6.0
+    assert [(record.filename, record.lineno) for record in w] == [("<script>", 3)]

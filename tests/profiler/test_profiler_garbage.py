@@ -30,9 +30,9 @@ class _Cells(torch.nn.Module):
 
 def test_the_objects_alive_at_the_start_are_frozen_while_it_runs_only():
     model = torch.nn.Linear(3, 3)
-    assert gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # (the interpreter's own: a few hundred on Python 3.12)
     with torchdoctor.Profiler(model, syncs=False) as prof:
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > before
         at_start = gc.get_freeze_count()
         made_in_the_step = [[i] for i in range(1000)]  # (alive when the first backward begins)
         model(torch.ones(2, 3)).sum().backward()
@@ -45,18 +45,19 @@ def test_the_objects_alive_at_the_start_are_frozen_while_it_runs_only():
         # once only: what the second step made is not frozen (a frozen object that its
         # reference count frees meanwhile, as any, lowers the count: no equality)
         assert gc.get_freeze_count() < at_second + len(made_later)
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() <= before
 
 
 def test_an_inference_loop_is_frozen_again_when_its_first_step_ends():
     model = torch.nn.Linear(3, 3)
+    before = gc.get_freeze_count()
     with torch.no_grad(), torchdoctor.Profiler(model, syncs=False) as prof:
         model(torch.ones(2, 3))
         at_start = gc.get_freeze_count()
         made_in_the_step = [[i] for i in range(1000)]
         prof.step()
         assert gc.get_freeze_count() >= at_start + len(made_in_the_step)
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() <= before
 
 
 def test_a_program_that_froze_objects_itself_is_left_alone():

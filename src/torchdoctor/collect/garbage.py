@@ -19,8 +19,8 @@ freed at once, frozen or not, and everything made after the first step is collec
 Limits: an object alive at a freeze that becomes unreachable through a reference cycle while the
 profiler runs (or was already, in the oldest generation at the second freeze) is collected after
 it stops (``gc.unfreeze()`` returns the frozen objects to the oldest generation). Nothing is
-done when the collector is disabled or the program froze objects itself (``gc.get_freeze_count()
-> 0`` at the start), and a forked child (a DataLoader worker) keeps its inherited objects
+done when the collector is disabled or the program froze objects itself (``gc.get_freeze_count()``
+above what it was when torchdoctor was imported: Python 3.12 starts with a few hundred), and a forked child (a DataLoader worker) keeps its inherited objects
 frozen: unfreezing them would write to every shared page, the copying ``gc.freeze()`` exists to
 avoid.
 
@@ -37,6 +37,11 @@ from __future__ import annotations
 
 import gc
 import os
+
+#: what is frozen when torchdoctor is imported: the interpreter's own (Python 3.12 starts with a
+#: few hundred objects in the permanent generation; 3.11 and 3.13 with none); more than that at
+#: a profiler's start is a program's own freeze, left alone
+_FROZEN_AT_IMPORT = gc.get_freeze_count()
 
 
 class FrozenObjects:
@@ -57,7 +62,7 @@ class FrozenObjects:
         self._again = False
 
     def start(self) -> None:
-        if gc.isenabled() and gc.get_freeze_count() == 0:
+        if gc.isenabled() and gc.get_freeze_count() <= _FROZEN_AT_IMPORT:
             self.active, self._pid, self._again = True, os.getpid(), True
             gc.freeze()
 

@@ -49,8 +49,8 @@ def source_text(file: str, line: int, kind: str) -> str:
         )
         head = head.replace("( ", "(").replace("[ ", "[").replace("{ ", "{").strip()
         room = max(HEAD, WIDTH - len(text) - 3)
-        head = head if len(head) <= room else head[: room - 1] + "…"
-        text = f"{head} … {text}"
+        # (a head cut short ends in its own ellipsis: one mark for the gap)
+        text = f"{head} … {text}" if len(head) <= room else f"{head[: room - 1]}… {text}"
     return text if len(text) <= WIDTH else text[: WIDTH - 3] + "..."
 
 

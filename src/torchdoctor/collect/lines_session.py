@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.collect.assemble import stat_with_mean
+from torchdoctor.collect.source_lines import parsed
 
 MAX_LINES = 50
 TOP_OPS = 5
@@ -369,10 +370,7 @@ def enclosing_loop(file: str, line: int) -> int | None:
     spans = _loops.get(file)
     if spans is None:
         spans = _loops[file] = []
-        try:
-            tree = ast.parse("".join(linecache.getlines(file)))
-        except (SyntaxError, ValueError):
-            tree = None
+        tree = parsed(file)
         for node in ast.walk(tree) if tree is not None else ():
             if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
                 spans.append((node.lineno, node.end_lineno or node.lineno))

@@ -1,4 +1,6 @@
-"""The source text a sync record shows: its statement, readable on one line.
+"""Source files as the collectors read them: a file's syntax tree, parsed once
+(:func:`parsed`; the hot lines' loops use it too), and the text a sync record shows: its
+statement, readable on one line.
 
 A host sync happens at one line of a statement that may span several (``if (`` ... ``):``,
 a ``print(`` of many values). Which line the interpreter reports depends on the Python version:
@@ -83,13 +85,33 @@ def statement_start(file: str, line: int) -> int:
     return _starts(file, len(linecache.getlines(file))).get(line, line)
 
 
+def parsed(file: str) -> ast.Module | None:
+    """The syntax tree of ``file`` as ``linecache`` reads it (None when it cannot be read or
+    parsed); parsed once per file and length (a file rewritten while the run goes on is parsed
+    again).
+
+    Example:
+        >>> parsed("<nowhere>") is None
+        True
+    """
+    return _parsed(file, len(linecache.getlines(file)))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(file: str, lines: int) -> ast.Module | None:
+    if not lines:
+        return None
+    try:
+        return ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+
+
 @functools.lru_cache(maxsize=64)
 def _starts(file: str, _lines: int) -> dict[int, int]:
-    """Continuation line -> its statement's first line, for one file (parsed once per length:
-    a file rewritten while the run goes on is parsed again)."""
-    try:
-        tree = ast.parse("".join(linecache.getlines(file)))
-    except (SyntaxError, ValueError, RecursionError):
+    """Continuation line -> its statement's first line, for one file."""
+    tree = parsed(file)
+    if tree is None:
         return {}
     starts: dict[int, int] = {}
     for node in ast.walk(tree):  # (outer statements first: inner ones overwrite their lines)

@@ -20,9 +20,9 @@ Limits: an object alive at a freeze that becomes unreachable through a reference
 profiler runs (or was already, in the oldest generation at the second freeze) is collected after
 it stops (``gc.unfreeze()`` returns the frozen objects to the oldest generation). Nothing is
 done when the collector is disabled or the program froze objects itself (``gc.get_freeze_count()``
-above what it was when torchdoctor was imported: Python 3.12 starts with a few hundred), and a forked child (a DataLoader worker) keeps its inherited objects
-frozen: unfreezing them would write to every shared page, the copying ``gc.freeze()`` exists to
-avoid.
+above what it was when torchdoctor was imported: Python 3.12 starts with a few hundred), and a
+forked child (a DataLoader worker) keeps its inherited objects frozen: unfreezing them would
+write to every shared page, the copying ``gc.freeze()`` exists to avoid.
 
 Example:
     >>> import gc

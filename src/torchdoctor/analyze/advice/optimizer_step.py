@@ -51,17 +51,17 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
     if any(row.get("knob") == "fused_optimizer" for row in tune_rows(session)):
         return []  # measured by torchdoctor tune: its own advice says how much
     environment = session.get("environment") or {}
-    unfused = [o for o in environment.get("optimizers") or ()
-               if o.get("fused_supported") and not o.get("fused")
-               and fused_speedup(o) is not None]  # fmt: skip
-    if not unfused:
+    gains = [(o, speedup) for o in environment.get("optimizers") or ()
+             if o.get("fused_supported") and not o.get("fused")
+             and (speedup := fused_speedup(o)) is not None]  # fmt: skip
+    if not gains:
         return []
+    unfused = [o for o, _ in gains]
     types = sorted({str(o.get("type")) for o in unfused})
     names = ", ".join(types)
     numel = sum(int(o.get("numel") or 0) for o in unfused)
     cuda = is_cuda(session)
-    largest = max(unfused, key=lambda o: int(o.get("numel") or 0))
-    speedup = fused_speedup(largest) or SPEEDUPS["fused_optimizer"]
+    _, speedup = max(gains, key=lambda pair: int(pair[0].get("numel") or 0))  # (the largest's)
     fix, code = fused_fix(types[0], {o.get("driver") for o in unfused}, cuda)
     advice = Advice(
         rule="optimizer-step",

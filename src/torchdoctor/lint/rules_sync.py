@@ -78,7 +78,10 @@ RULES = (
         "host read (.item()/.cpu()/.tolist()/truth value of a tensor) inside a module's "
         "forward, or in a module-level function a forward calls (found through the caller's "
         "imports: DETR's generalized_box_iou asserts on box tensors in its matcher): a sync on "
-        "every call and a torch.compile graph break",
+        "every call and a torch.compile graph break. Not reported in a forward decorated "
+        "@torch.no_grad() / @torch.inference_mode() (an inference-only module, such as a "
+        "matcher or post-processor, hands its outputs to Python by design), nor in classes "
+        "named for post-processing, evaluation or metrics",
         "keep the value a tensor (torch.clamp(n, min=1) instead of max(n.item(), 1)), or move "
         "the read out of forward",
         "class Criterion(torch.nn.Module):\n    def forward(self, x, n):\n"

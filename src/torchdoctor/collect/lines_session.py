@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.collect.assemble import stat_with_mean
+from torchdoctor.collect.attention_form import attention_forms
 from torchdoctor.collect.source_lines import parsed
 
 MAX_LINES = 50
@@ -230,7 +231,7 @@ def hot_lines_section(
             "some lines were scaled down to fit the (self) time of their node (the tree's "
             "backward attribution and the lines' per-node measurement disagreed there)"
         )
-    return {
+    section = {
         "mechanism": "torch_function_mode",
         "steps": count,
         "detailed_steps": len(every),
@@ -238,6 +239,10 @@ def hot_lines_section(
         "lines": lines[:max_lines],
         "notes": notes,
     }
+    forms = attention_forms(lines)  # (from every line: a light one may be what decides)
+    if forms:
+        section["attention_forms"] = forms
+    return section
 
 
 def _line(

@@ -105,11 +105,17 @@ def _remedy_for(
     """The first remedy that fits; attention that already runs the fused kernel (a measured
     line inside it calls scaled_dot_product_attention: ``facts.fused``; or library code called
     it where the sync audit saw it, ``fused_anywhere``: a Hugging Face model's own SDPA
-    attention) is not told to use it; a leaf whose measured lines are its matrix multiplies is
-    a matmul, whatever its class."""
+    attention) is not told to use it, nor attention whose measured lines change the scores or
+    the weights in ways the kernel cannot (``facts.not_sdpa_in``: x-transformers' cog-signed
+    attention); a leaf whose measured lines are its matrix multiplies is a matmul, whatever
+    its class."""
     paths = [str(n.get("path") or "") for n in (group or [node])]
     fused = facts.fused
-    already = fused_anywhere or any(o == p or o.startswith(p + ".") for p in paths for o in fused)
+    already = (
+        fused_anywhere
+        or any(o == p or o.startswith(p + ".") for p in paths for o in fused)
+        or bool(facts.not_sdpa_in(paths))  # (attention SDPA cannot compute: cog, talking heads)
+    )
     remedy = next(
         r for r in REMEDIES if r.when(node, group, cuda) and not (already and r.name == "attention")
     )
@@ -169,6 +175,10 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         measured = measured_attention(node, group)  # (need_weights=False timed on its shapes)
         slower = measured is not None and not measured.faster
         remedy = _remedy_for(node, group, cuda, facts, fused_anywhere or slower)
+        not_sdpa = facts.not_sdpa_in([str(n.get("path") or "") for n in group or [node]])
+        if not_sdpa:
+            evidence.append(_NOT_SDPA_TEXT + "; ".join(
+                f"{b.get('location')} `{b.get('code')}`: {b.get('what')}" for b in not_sdpa[:3]))
         if remedy.name == "layer-stack":
             halve = amdahl_saving(unprofiled, fraction, SPEEDUPS["halve_layers"].low)
             evidence.append(f"halving the stack (needs retraining) would save ~{fmt_ms(halve)}")
@@ -275,6 +285,11 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     return advice
 
 
+#: evidence for attention whose measured lines SDPA cannot compute (its blockers follow)
+_NOT_SDPA_TEXT = (
+    "not told to use fused SDPA: its attention is not softmax(q @ k^T * scale + mask) @ v, "
+    "what the kernel computes, as these lines that ran show: "
+)
 #: the remedies that read the part as a whole: its measured lines say where inside it to look
 _LOOK_INSIDE = ("composite", "spread", "leaf", "cell-by-hand")
 #: a composite no other remedy fits, whose lines were measured: start at them, no regions

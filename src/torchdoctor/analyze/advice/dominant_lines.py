@@ -13,12 +13,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torchdoctor.analyze.advice.base import center
 from torchdoctor.analyze.advice.hot_lines import matmul_bound, sparse_matmul
+from torchdoctor.analyze.advice.hot_lines_data import not_sdpa_by_owner
 
 #: a leaf module whose matmul-bound lines hold at least this share of its time is a matmul
 MATMUL_SHARE = 0.6
@@ -40,6 +41,26 @@ class LineFacts:
     sparse_ms: Mapping[str, float] = field(default_factory=dict)
     #: per owner, its measured lines as (location, ms per step)
     lines: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+    #: per owner, what ran in its attention that SDPA cannot compute (``hot_lines``'
+    #: ``attention_forms``: location, code, what)
+    not_sdpa: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
+
+    def not_sdpa_in(self, paths: Sequence[str]) -> list[Mapping[str, Any]]:
+        """The statements that ran inside any of ``paths`` and make its attention other than
+        what SDPA computes, one per location.
+
+        Example:
+            >>> cog = {"location": "attend.py:562", "what": "`abs()` of the scores"}
+            >>> facts = LineFacts(not_sdpa={"enc.layers.0.1.attend": (cog,)})
+            >>> [b["location"] for b in facts.not_sdpa_in(["enc"])], facts.not_sdpa_in(["dec"])
+            (['attend.py:562'], [])
+        """
+        found: dict[str, Mapping[str, Any]] = {}
+        for owner, blockers in self.not_sdpa.items():
+            if any(owner == p or owner.startswith(p + ".") for p in paths):
+                for blocker in blockers:
+                    found.setdefault(str(blocker.get("location")), blocker)
+        return list(found.values())
 
     def heaviest_in(self, paths: list[str], count: int = 3) -> list[tuple[str, float]]:
         """The heaviest measured lines run inside any of ``paths`` (module paths: the lines of
@@ -112,5 +133,9 @@ def line_facts(session: Mapping[str, Any]) -> LineFacts:
         if ops and sparse_matmul(line):
             sparse[owner] = sparse.get(owner, 0.0) + center(line.get("total_ms"))
     return LineFacts(
-        frozenset(fused), matmul, sparse, {k: tuple(v) for k, v in lines.items()}
+        frozenset(fused),
+        matmul,
+        sparse,
+        {k: tuple(v) for k, v in lines.items()},
+        not_sdpa_by_owner(session),
     )

@@ -45,7 +45,7 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
     loop_cause,
     saving_note,
 )
-from torchdoctor.analyze.advice.hot_lines_data import hot_lines
+from torchdoctor.analyze.advice.hot_lines_data import hot_lines, not_sdpa_by_owner
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
 from torchdoctor.analyze.advice.start_up import import_advice, imported_modules
 from torchdoctor.session_read import installed_package
@@ -415,9 +415,9 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
     cpu_bf16 = environment.get("bf16_native") is True and str(
         environment.get("device") or "cpu").startswith("cpu")  # fmt: skip
     tree = session.get("tree")
-    attention = frozenset(
-        str(p.get("path") or "") for p in (attention_parts(tree) if tree else ())
-    )
+    not_sdpa = [f"{o}." for o in not_sdpa_by_owner(session)]  # (SDPA cannot compute those)
+    paths = [str(p.get("path") or "") for p in (attention_parts(tree) if tree else ())]
+    attention = frozenset(p for p in paths if not any(o.startswith(f"{p}.") for o in not_sdpa))
     for row in hot_lines(session):
         share = row["share"]
         if imported_modules(str(row.get("code") or "")):  # start-up, not per-step work

@@ -262,3 +262,20 @@ def call_line_of(session: Mapping[str, Any], path: Any, line: Any) -> dict[str, 
             cause = {"cause": invariant_cause(again[0])} if again else {}
             return {**row, "share": ms / step if step > 0 else 0.0, **cause}
     return None
+
+
+def not_sdpa_by_owner(session: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any], ...]]:
+    """Per owner (a module path), the statements that ran in its attention and make it other
+    than what fused SDPA computes (``hot_lines``' ``attention_forms``, collected by
+    ``collect/attention_form.py``).
+
+    Example:
+        >>> form = {"owners": ["h.0.attn"], "blockers": [{"location": "a.py:9"}]}
+        >>> not_sdpa_by_owner({"hot_lines": {"attention_forms": [form]}})
+        {'h.0.attn': ({'location': 'a.py:9'},)}
+    """
+    found: dict[str, list[Mapping[str, Any]]] = {}
+    for form in (session.get("hot_lines") or {}).get("attention_forms") or ():
+        for owner in form.get("owners") or ():
+            found.setdefault(str(owner), []).extend(form.get("blockers") or ())
+    return {owner: tuple(blockers) for owner, blockers in found.items()}

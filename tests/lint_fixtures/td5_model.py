@@ -117,3 +117,23 @@ def dcgan_generator(nz=100, ngf=64):
         nn.ConvTranspose2d(ngf * 8, 3, 4, 2, 1, bias=False),  # near-miss: no bias
         nn.Tanh(),
     )
+
+
+def einsum_attention(q, k, v):
+    sim = torch.einsum("b h i d, b h j d -> b h i j", q, k) * 0.125
+    attn = sim.softmax(dim=-1)  # expect: TD507 (an einsum of q and k)
+    return torch.einsum("b h i j, b h j d -> b h i d", attn, v)
+
+
+def mixture_of_softmaxes(logits, combine):
+    if combine is not None:
+        prob = logits.softmax(dim=-1)  # near-miss: logits come from the einsum only after
+        mos = torch.einsum("... k d, ... k -> ... d", prob, combine)
+        logits = torch.log(mos)
+    return logits
+
+
+def weighted_experts(scores, experts):
+    mix = torch.einsum("b k, b k d -> b k d", scores, experts)
+    gates = mix.softmax(dim=1)  # near-miss: a weighted sum, no q and k
+    return torch.einsum("b k d, b k d -> b d", gates, experts)

@@ -187,19 +187,23 @@ class ModelRules(RuleVisitor):
 
     # -- TD507 -------------------------------------------------------------------------------
     def _scores_line(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> int | None:
-        """The line of ``q @ k.transpose(-2, -1)`` (or a matmul/einsum of a transposed
-        operand) in ``expr``, directly or through a name assigned such a value in ``scope``;
-        None when there is none."""
+        """The line of ``q @ k.transpose(-2, -1)`` (or a matmul of a transposed operand, or an
+        einsum of two operands that each keep an index: ``bhid,bhjd->bhij``) in ``expr``,
+        directly or through a name assigned such a value in ``scope`` before ``expr``; None
+        when there is none."""
         for node in ast.walk(expr):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
                 if _transposed(node.right):
                     return node.lineno
             elif isinstance(node, ast.Call) and self.callee(node) & MATMUL_CALLS:
-                if "torch.einsum" in self.callee(node) or any(map(_transposed, node.args[1:2])):
+                if "torch.einsum" in self.callee(node):
+                    if _pairwise_einsum(node):
+                        return node.lineno
+                elif any(map(_transposed, node.args[1:2])):
                     return node.lineno
             elif isinstance(node, ast.Name) and depth < 3:
                 for value in self.assigned_values(scope, node.id):
-                    if value is not expr:
+                    if value is not expr and value.lineno <= node.lineno:  # (assigned before)
                         line = self._scores_line(value, scope, depth + 1)
                         if line is not None:
                             return line
@@ -295,6 +299,30 @@ def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:
     if isinstance(parent, ast.Attribute) and parent.attr in {"masked_fill", "to", "type_as"}:
         return True
     return False
+
+
+def _pairwise_einsum(call: ast.Call) -> bool:
+    """An einsum of two operands that could be q and k: each keeps an index of its own in the
+    output (``b h i d, b h j d -> b h i j``); not a weighted sum (``... k d, ... k -> ... d``,
+    a mixture of softmaxes). An equation that is not a literal is given the benefit.
+
+    Example:
+        >>> einsum = lambda eq: ast.parse(f"torch.einsum({eq!r}, a, b)").body[0].value
+        >>> _pairwise_einsum(einsum("bhid,bhjd->bhij")), _pairwise_einsum(einsum("...kd,...k->...d"))
+        (True, False)
+    """
+    equation = call.args[0] if call.args else None
+    if not (isinstance(equation, ast.Constant) and isinstance(equation.value, str)):
+        return True  # (an f-string: x-transformers' f'b h i d, {kv_einsum_eq} -> b h i j')
+    text = equation.value.replace(" ", "").replace("...", "")
+    if "->" not in text:
+        return True
+    inputs, output = text.split("->", 1)
+    operands = inputs.split(",")
+    if len(operands) != 2:
+        return False
+    first, second = (set(o) for o in operands)
+    return bool((first - second) & set(output)) and bool((second - first) & set(output))
 
 
 def _transposed(expr: ast.AST) -> bool:

@@ -414,14 +414,6 @@ class Profiler(StepCycle, HookEvents):
         # the first marked step began at an optimizer/backward/module cut: partial, dropped
         self._cut(discard=previous not in (None, _MARKER))
 
-    def _drop_steps(self) -> None:
-        """The steps kept so far were partial: forget them; the next step opens a window.
-        Waiting steps are summarized first: their line tables carry each line's backward per
-        call to the next steps (the sites they hooked are not hooked again)."""
-        self.flush_steps()
-        self.state.drop_steps()
-        self._schedule.restart()
-
     def enter_region(self, name: str, where: Any) -> Any:
         """Open region ``name`` (``where``: the frame or function); the handle for exit."""
         rec = self._rec

@@ -307,6 +307,8 @@ class ProfilerState:
         """Forget the steps kept so far (they were partial: the boundary was revised)."""
         self.summaries.clear()
         self.timelines.clear()
+        self.input_shapes.clear()  # (by step index: the steps are numbered anew)
+        self.step_modules.clear()
         self.hook_ns = self.hook_calls = self.line_own_ns = 0  # (figures of the dropped steps)
         self.line_steps = self.line_calls_seen = self.line_calls_timed = 0
         self.line_calls_python = 0

@@ -34,6 +34,7 @@ from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
 from torchdoctor.collect.records import resolve_records
 from torchdoctor.collect.state import STATE
+from torchdoctor.collect.syncs_fold import drop_profiled_steps
 
 _KEEP_TIMELINES = 32
 _MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
@@ -191,6 +192,17 @@ class StepCycle:
         STATE.step_index = self._counter
         self._recent.began_ns = began
         self._host_began = self._host.read() if self._host is not None else None
+
+    def _drop_steps(self) -> None:
+        """The steps kept so far were partial: forget them and their syncs, number steps anew;
+        the next opens a window. Waiting steps are summarized first: their line tables carry
+        each line's backward per call to the next steps (their hooked sites are not again)."""
+        self.flush_steps()
+        self.state.drop_steps()
+        self._schedule.restart()
+        if self._counter > self.warmup:  # the running step is the first kept one
+            drop_profiled_steps(self._paced, running=self._counter, number=self.warmup)
+            self._counter = STATE.step_index = self.warmup  # (audits number steps with it)
 
     def _cut(self, discard: bool = False) -> None:
         rec, state = self._rec, self.state

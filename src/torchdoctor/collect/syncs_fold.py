@@ -75,3 +75,24 @@ def events_since(audit: Any, first_step: int) -> int:
         4
     """
     return sum(v[0] for k, v in list(audit._events.items()) if k[5] >= first_step)
+
+
+def drop_profiled_steps(audits: Any, running: int, number: int) -> None:
+    """Forget each audit's events of the profiled steps before step ``running`` and give the
+    running step's the step number ``number``: the profiler dropped the steps before it when
+    it revised its step boundary, and numbers steps anew from there (a reinforce loop's first
+    episode was cut at each policy call until its optimizer step showed).
+
+    Example:
+        >>> class Audit:
+        ...     _events = {("f.py", 3, "g", "item", "forward", s): [1, 0.0] for s in (-1, 0, 4)}
+        >>> audit = Audit(); drop_profiled_steps([audit], running=4, number=1)
+        >>> [k[5] for k in audit._events]
+        [-1, 1]
+    """
+    for audit in audits:
+        audit._events = {
+            (k if k[5] != running else (*k[:5], number, *k[6:])): v
+            for k, v in audit._events.items()
+            if k[5] < 0 or k[5] >= running
+        }

@@ -46,3 +46,11 @@ def vae_main(model, train, test, epochs, device):
         test(epoch)
         sample = torch.randn(64, 20).to(device)  # near-miss: once an epoch (a sample grid)
         model.decode(sample)
+
+
+def separation_step(model, loader, opt, n_fft):
+    for mix, sources in loader:
+        win = torch.hann_window(n_fft).cuda()  # expect: TD204 (an STFT window, every step)
+        spec = torch.stft(mix.cuda(), n_fft, window=win, return_complex=True)
+        model(spec.abs()).sum().backward()
+        opt.step()

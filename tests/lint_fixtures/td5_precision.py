@@ -36,3 +36,10 @@ def load_for_inference(AutoModelForSeq2SeqLM, AutoTokenizer, name):
     model = AutoModelForSeq2SeqLM.from_pretrained(name).half().cuda().eval()  # expect: TD501
     tokenizer = AutoTokenizer.from_pretrained(name)  # near-miss: a tokenizer has no weights
     return model, tokenizer
+
+
+def distill_setup(teacher, half_teacher):
+    teacher = teacher.eval()
+    if half_teacher:
+        teacher = teacher.half()  # expect: TD501 (a teacher is a model)
+    return teacher

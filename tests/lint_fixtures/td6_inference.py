@@ -406,3 +406,10 @@ def sample_with_inpainting(unet, scheduler, latents, init_latents=None, init_mas
         if i % 10 == 0:
             latents[init_mask] = init_latents[init_mask]  # near-miss: every tenth step
     return latents
+
+
+def draft_tokens(draft, x, gamma):
+    for _ in range(gamma):
+        logits = draft(x).logits[:, -1]  # expect: TD604 (a speculative decoder's draft model)
+        x = torch.cat([x, logits.argmax(-1, keepdim=True)], dim=1)
+    return x

@@ -35,3 +35,14 @@ def warm_started(model, loader, warmup):
             opt = torch.optim.SGD(model.parameters(), lr=0.01)  # expect: TD704
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+
+
+def style_transfer(img, model, target, steps):
+    img.requires_grad_(True)
+    for _ in range(steps):
+        opt = torch.optim.Adam([img], lr=0.02)  # expect: TD704 (clamp_ keeps the same image)
+        opt.zero_grad()
+        (model(img) - target).pow(2).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            img.clamp_(0, 1)

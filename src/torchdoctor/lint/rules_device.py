@@ -35,6 +35,11 @@ FACTORIES = frozenset(
         "logspace",
         "eye",
         "normal",
+        "hann_window",  # (an STFT's window, made on the host at every step)
+        "hamming_window",
+        "blackman_window",
+        "bartlett_window",
+        "kaiser_window",
     )
 )
 FLOAT64 = frozenset({"torch.float64", "torch.double"})

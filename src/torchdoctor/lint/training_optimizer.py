@@ -17,7 +17,14 @@ from __future__ import annotations
 import ast
 import re
 
-from torchdoctor.lint.visitor import FOR, RuleVisitor, dotted, dotted_names_in, method_name
+from torchdoctor.lint.visitor import (
+    FOR,
+    RuleVisitor,
+    dotted,
+    dotted_names_in,
+    method_name,
+    target_names,
+)
 
 _LOOPS = (*FOR, ast.While)
 #: a torch.optim optimizer class (not a scheduler, not SWA's helpers)
@@ -42,7 +49,7 @@ class OptimizerChecks(RuleVisitor):
         if not loops or self._guarded_in(node, loops[-1]):
             return
         loop = loops[-1]  # the outermost: the optimizer must outlive all of them
-        assigned = {a.split(".")[0] for lp in loops for a in self.assigned_in(lp)}
+        assigned = {a.split(".")[0] for lp in loops for a in _rebound(self, lp)}
         params = {n.split(".")[0] for a in node.args[:1] for n in dotted_names_in(a)}
         if not params or params & assigned:
             return  # a new model (or parameter list) every iteration: a new optimizer too
@@ -175,3 +182,30 @@ def _branches(node: ast.AST) -> list[list[ast.AST]]:
         return [node.body, node.orelse]
     handlers = [h.body for h in getattr(node, "handlers", ())]
     return [node.body, *handlers, node.orelse, node.finalbody]
+
+
+def _rebound(rules: RuleVisitor, loop: ast.AST) -> set[str]:
+    """The names ``loop`` binds or mutates (``assigned_in``), but not a tensor only changed in
+    place (``img.clamp_(0, 1)`` keeps the image an optimizer of ``[img]`` trains: style
+    transfer's loop that rebuilt its Adam every iteration was not reported).
+
+    Example:
+        >>> from torchdoctor.lint.visitor import FileContext
+        >>> loop = ast.parse("for s in range(3):\\n    img.clamp_(0, 1)\\n    x = f(x)").body[0]
+        >>> sorted(_rebound(RuleVisitor(FileContext("t.py", "")), loop))
+        ['s', 'x']
+    """
+    inplace = {
+        dotted(c.func.value)  # type: ignore[attr-defined]
+        for c in ast.walk(loop)
+        if isinstance(c, ast.Call) and (m := method_name(c)) and m.endswith("_")
+        and not m.startswith("_")
+    }  # fmt: skip
+    bound = set()
+    for node in ast.walk(loop):
+        if isinstance(node, ast.Assign):
+            bound |= {n for t in node.targets for n in target_names(t)}
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.NamedExpr):
+            bound |= target_names(node.target)
+    return rules.assigned_in(loop) - (inplace - bound)
+

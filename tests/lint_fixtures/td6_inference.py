@@ -413,3 +413,22 @@ def draft_tokens(draft, x, gamma):
         logits = draft(x).logits[:, -1]  # expect: TD604 (a speculative decoder's draft model)
         x = torch.cat([x, logits.argmax(-1, keepdim=True)], dim=1)
     return x
+
+
+@torch.no_grad()
+def caption_beam_search(model, image, seqs, scores, beam, max_len):
+    for _ in range(max_len):
+        feats = model.encoder(image).expand(beam, -1, -1)  # expect: TD601 (beams reordered)
+        logits = model.decoder(seqs, feats)[:, -1]  # expect: TD604 (the beams' whole prefixes)
+        scores, idx = (scores[:, None] + logits.log_softmax(-1)).flatten().topk(beam)
+        prev, word = idx // logits.size(-1), idx % logits.size(-1)
+        seqs = torch.cat([seqs[prev], word[:, None]], dim=1)
+    return seqs
+
+
+@torch.no_grad()
+def windowed(model, ids, block):
+    for _ in range(4):
+        nxt = model(ids[:, -block:]).argmax(-1)
+        ids = torch.cat([ids[:, -block:], nxt], dim=1)  # near-miss: a window kept, not grown
+    return ids

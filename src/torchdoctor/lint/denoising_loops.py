@@ -271,6 +271,29 @@ _CAT = frozenset({"torch.cat", "torch.concat", "torch.concatenate"})
 _CONTAINER_TAKES = frozenset({"pop", "popleft", "get", "__getitem__"})
 
 
+def _reordered(first: ast.AST, name: str) -> bool:
+    """``first`` is ``name`` itself, or its rows reordered (a beam search keeps the beams it
+    extends: ``seqs[prev]``, ``seqs.index_select(0, prev)``), not a slice of it (a window).
+
+    Example:
+        >>> [_reordered(ast.parse(e).body[0].value, "seqs")
+        ...  for e in ("seqs", "seqs[prev]", "seqs.index_select(0, prev)", "seqs[:, -8:]")]
+        [True, True, True, False]
+    """
+    if isinstance(first, ast.Name):
+        return first.id == name
+    if isinstance(first, ast.Subscript) and isinstance(first.value, ast.Name):
+        return first.value.id == name and not any(
+            isinstance(n, ast.Slice) for n in ast.walk(first.slice)
+        )
+    return (
+        isinstance(first, ast.Call)
+        and method_name(first) == "index_select"
+        and isinstance(first.func.value, ast.Name)  # type: ignore[attr-defined]
+        and first.func.value.id == name  # type: ignore[attr-defined]
+    )
+
+
 def grown_names(rules: Any, loop: ast.For | ast.While) -> set[str]:
     """Names ``loop`` grows by concatenating to themselves (``x = torch.cat((x, y), 1)``, what
     is appended computed in the loop), and the names derived from them in the loop (``x_cond =
@@ -305,9 +328,7 @@ def grown_names(rules: Any, loop: ast.For | ast.While) -> set[str]:
                 for e in parts.elts[1:]
                 for c in ast.walk(e)
             )
-            if isinstance(first, ast.Name) and first.id == target.id and (
-                added & made_here or computed
-            ):
+            if _reordered(first, target.id) and (added & made_here or computed):
                 grown.add(target.id)
     derived = set(grown)
     for _ in range(2):  # (a name derived from a derived one)

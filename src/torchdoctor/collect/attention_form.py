@@ -161,24 +161,24 @@ def _callee(call: ast.Call) -> str:
     return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
 
 
-def _is_product(expr: ast.AST, name: str) -> bool:
-    """``expr`` multiplies ``name`` as a matrix (``@``, matmul, bmm, einsum)."""
+def _products(expr: ast.AST) -> list[list[ast.AST]]:
+    """The operands of each matrix product in ``expr`` (``@``, matmul, bmm, einsum, mm)."""
+    found: list[list[ast.AST]] = []
     for node in ast.walk(expr):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
-            if name in _names(node.left) or name in _names(node.right):
-                return True
-        if isinstance(node, ast.Call) and _callee(node) in _PRODUCTS:
-            if any(name in _names(a) for a in node.args):
-                return True
-    return False
+            found.append([node.left, node.right])
+        elif isinstance(node, ast.Call) and _callee(node) in _PRODUCTS:
+            found.append(list(node.args))
+    return found
+
+
+def _is_product(expr: ast.AST, name: str) -> bool:
+    """``expr`` multiplies ``name`` as a matrix."""
+    return any(name in _names(o) for operands in _products(expr) for o in operands)
 
 
 def _has_product(expr: ast.AST) -> bool:
-    return any(
-        (isinstance(n, ast.BinOp) and isinstance(n.op, ast.MatMult))
-        or (isinstance(n, ast.Call) and _callee(n) in _PRODUCTS)
-        for n in ast.walk(expr)
-    )
+    return bool(_products(expr))
 
 
 def _softmax_input(value: ast.AST, assigned: set[str]) -> str | None:

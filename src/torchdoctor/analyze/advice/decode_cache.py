@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct
-from torchdoctor.session_read import step_ms
+from torchdoctor.session_read import host_steps, step_ms, wait_ms
 
 #: steps needed to tell growth from noise
 MIN_STEPS = 12
@@ -151,6 +151,29 @@ def _fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
     return my - b * mx, b, sxy / (sxx * syy) ** 0.5
 
 
+def _working_ms(step: Mapping[str, Any]) -> float:
+    """A step's wall time less its waits for a core (``session_read.wait_ms``, where the host
+    thread's times were read): on a busy host the time a step spends runnable but off a core
+    depends on the neighbours, not on its input's length, and would drown the slope.
+
+    Example:
+        >>> _working_ms({"wall_ms": 9.0, "cpu_ms": 3.0, "cpu_wait_ms": 5.0})
+        4.0
+        >>> _working_ms({"wall_ms": 9.0})
+        9.0
+    """
+    wall = float(step["wall_ms"])
+    return wall - wait_ms(step) if host_steps([step]) else wall
+
+
+def _waits_note(waited_ms: float, count: int) -> str:
+    """The evidence's note on the waits for a core left out of the fit (none when they were
+    negligible: under 0.01 ms a step)."""
+    if waited_ms <= 0.01 * count:
+        return ""
+    return f", their {fmt_ms(waited_ms / count)} a step waiting for a core left out"
+
+
 def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
     """Advice when an inference loop's input grows by a token per step (see the module
     docstring)."""
@@ -175,7 +198,8 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
         dim, cap = window
     light = [s for s in steps if not s.get("detailed", True)]
     sample = light if len(light) >= MIN_LIGHT else steps
-    points = [(float(s["input_shape"][dim]), float(s["wall_ms"])) for s in sample]
+    points = [(float(s["input_shape"][dim]), _working_ms(s)) for s in sample]
+    waited = sum(float(s["wall_ms"]) for s in sample) - sum(y for _, y in points)
     base, slope, correlation = _robust_fit(points)
     mean_length = sum(x for x, _ in points) / len(points)
     step = step_ms(session)
@@ -211,7 +235,8 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
                 f"to the next (length {int(min(x for x, _ in points))} to {longest}, mean "
                 f"{mean_length:.0f}): an autoregressive loop feeding the whole sequence back",
                 f"step time = {fmt_ms(base)} + {fmt_ms(slope)} per token of input (least "
-                f"squares over {len(points)} {'light ' if sample is light else ''}steps, "
+                f"squares over {len(points)} {'light ' if sample is light else ''}steps"
+                f"{_waits_note(waited, len(points))}, "
                 f"correlation {correlation:.2f}, the slope "
                 f"{_t_statistic(correlation, len(points)):.0f} standard errors from zero)",
                 f"with a cache each step processes one new token: at most {fmt_ms(saving)} per "

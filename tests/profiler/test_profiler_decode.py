@@ -33,22 +33,15 @@ def _decode(tokens=120, model_class=TinyLM, keyword=False, block=None):
     torch.manual_seed(0)
     model = model_class().eval()
     idx = torch.randint(0, 100, (8, 4))  # (8 sequences: the slope stands out of the noise)
-    threads = torch.get_num_threads()
-    # one thread: the fit leaves out the steps' waits for a core (a busy CI host), but a
-    # second intra-op thread off its core makes the main one spin at the barrier, on a core
-    torch.set_num_threads(1)
-    try:
-        with (
-            torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof,
-            torch.no_grad(),
-        ):
-            for _ in range(tokens):
-                # (nanoGPT's generate: the sequence cropped to the block size once it reaches it)
-                idx_cond = idx if block is None or idx.shape[1] <= block else idx[:, -block:]
-                logits = model(input_ids=idx_cond) if keyword else model(idx_cond)
-                idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    finally:
-        torch.set_num_threads(threads)
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof,
+        torch.no_grad(),
+    ):  # (on one thread: tests/profiler/conftest.py)
+        for _ in range(tokens):
+            # (nanoGPT's generate: the sequence cropped to the block size once it reaches it)
+            idx_cond = idx if block is None or idx.shape[1] <= block else idx[:, -block:]
+            logits = model(input_ids=idx_cond) if keyword else model(idx_cond)
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return prof.session.to_dict()
 
 

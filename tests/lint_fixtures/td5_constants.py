@@ -14,9 +14,10 @@ class Normalize(nn.Module):
     def forward(self, x):
         mean = torch.tensor([0.485, 0.456, 0.406], device=x.device)  # expect: TD511
         scale = x.new_tensor([[1.0, -2.0], [3.0, 4.0]])  # expect: TD511
-        one = torch.tensor(1.0, device=x.device)  # a scalar: not reported
+        one = torch.tensor(1.0, device=x.device)  # expect: TD511
+        two = torch.tensor(2.0)  # a scalar left on the host: no copy, not reported
         idx = torch.tensor([x.shape[0], 2])  # built from values: data, not a constant
-        return (x - mean.view(-1, 1, 1)) / self.std * scale.sum() * one + idx.sum()
+        return (x - mean.view(-1, 1, 1)) / self.std * scale.sum() * one * two + idx.sum()
 
 
 class Perceptual(nn.Module):
@@ -25,7 +26,17 @@ class Perceptual(nn.Module):
         return x - mean.view(1, 3, 1, 1)
 
     def forward(self, x):
-        return self.preprocess(x)
+        return self.preprocess(self._crop(x))
+
+    def _crop(self, x):
+        return self._jitter(x[..., 1:-1, 1:-1])
+
+    def _jitter(self, x):  # two calls from forward
+        return x * torch.tensor([1.0, 0.9, 1.1], device=x.device).view(1, 3, 1, 1)  # expect: TD511
+
+
+def init_weights(module):  # called once, by nothing per step
+    module.weight.data.mul_(torch.tensor(0.02).cuda())
 
 
 def normalize_batch(batch):

@@ -12,7 +12,12 @@ torch.compile, a constant rebuilt in the graph). Built once, as a buffer
 with the model) or a constant moved to the device before the loop, it costs nothing per step.
 
 Only literals count: a list of numbers (nested lists and tuples, negative numbers included),
-two or more of them; a tensor built from variables is data, not a constant.
+two or more of them, or a single number put on a device (``torch.tensor(1.0,
+device=x.device)``, ``.cuda()``, ``.to(...)``, ``x.new_tensor(0.5)``: a copy to the device for a
+value a Python number gives as well, since it broadcasts); a tensor built from variables is
+data, not a constant. A function counts as called per step up to three calls from a
+``forward`` of the file or from a step loop of the project (``forward`` -> ``_embed`` ->
+``_positions``).
 """
 
 from __future__ import annotations
@@ -90,18 +95,26 @@ class ConstantRules(RuleVisitor):
     TRIGGERS = ((r"[tT]ensor\(\s*[\[(]",),)
 
     def visit_Call(self, node: ast.Call) -> None:
-        built = method_name(node) == "new_tensor" or bool(self.callee(node) & _BUILDERS)
-        if not (built and node.args and numbers_in_literal(node.args[0]) >= 2):
+        new_tensor = method_name(node) == "new_tensor"
+        built = new_tensor or bool(self.callee(node) & _BUILDERS)
+        numbers = numbers_in_literal(node.args[0]) if built and node.args else 0
+        scalar = numbers == 1 and (new_tensor or _on_device(node, self.parent(node)))
+        if numbers < 2 and not scalar:
             return
         where = self._per_call(node)
         if where is None:
             return
+        fix = (
+            "a Python number broadcasts as it is (`x * 2.0`), or build it once"
+            if scalar
+            else "build it once"
+        )
         self.report(
             node,
             "TD511",
             f"`{self.code_of(node)}` builds a constant tensor from a literal {where}: an "
             "allocation and, on a GPU, a blocking host-to-device copy each time for a value "
-            "that never changes; build it once: `self.register_buffer(...)` in `__init__` (it "
+            f"that never changes; {fix}: `self.register_buffer(...)` in `__init__` (it "
             "follows `.to(device)`), or a constant moved to the device before the loop",
         )
 
@@ -123,19 +136,31 @@ class ConstantRules(RuleVisitor):
         if scope.name == "forward" and isinstance(owner, ast.ClassDef):
             return f"on every call of `{owner.name}.forward`"
         name = f"{owner.name}.{scope.name}" if isinstance(owner, ast.ClassDef) else scope.name
-        forward = self._forward_calling(scope.name)
-        if forward is not None:
-            return f"on every call of `{name}` (called by `{forward}`)"
-        project = self.context.project
-        if isinstance(owner, (ast.Module, ast.ClassDef)) and project is not None:
-            caller = project.called_in_loop(scope.name)  # type: ignore[attr-defined]
-            if caller is not None:
-                return (f"on every call of `{name}` (called in a loop at "
-                        f"{caller[0]}:{caller[1]})")  # fmt: skip
+        chain = [scope.name]
+        while len(chain) <= MAX_DEPTH:
+            called_by = self._called_per_step(chain[-1])
+            if called_by is not None:
+                via = "".join(f"called by `{c}`, " for c in chain[1:])
+                return f"on every call of `{name}` ({via}{called_by})"
+            callers = [c for c in self._callers().get(chain[-1], ()) if c not in chain]
+            if not callers:
+                return None
+            chain.append(callers[0])
         return None
 
-    def _forward_calling(self, name: str) -> str | None:
-        """``Cls.forward`` of this file that calls ``name(...)`` / ``self.name(...)``."""
+    def _called_per_step(self, function: str) -> str | None:
+        """``called by `Cls.forward``` when a ``forward`` of this file calls ``function``,
+        ``called in a loop at file:line`` when a step loop of the project does; else None."""
+        table = self._callees_of_forwards()
+        if function in table:
+            return f"called by `{table[function]}`"
+        project = self.context.project
+        caller = project.called_in_loop(function) if project is not None else None  # type: ignore[attr-defined]
+        return None if caller is None else f"called in a loop at {caller[0]}:{caller[1]}"
+
+    def _callees_of_forwards(self) -> dict[str, str]:
+        """Each name ``name(...)`` / ``self.name(...)`` called in a ``Cls.forward`` of this
+        file: ``Cls.forward``."""
         key = ("forward callees",)
         table = self.context.cache.get(key)
         if table is None:
@@ -145,9 +170,60 @@ class ConstantRules(RuleVisitor):
                     continue
                 for item in cls.body:
                     if isinstance(item, FUNCTIONS) and item.name == "forward":
-                        for call in ast.walk(item):
-                            if isinstance(call, ast.Call):
-                                callee = method_name(call) or getattr(call.func, "id", None)
-                                table.setdefault(callee, f"{cls.name}.forward")
+                        for callee in _callees(item):
+                            table.setdefault(callee, f"{cls.name}.forward")
             self.context.cache[key] = table
-        return table.get(name)
+        return table
+
+    def _callers(self) -> dict[str, list[str]]:
+        """Each name called in a function or method of this file (not a ``forward``: those
+        are :meth:`_callees_of_forwards`): the functions calling it, in file order."""
+        key = ("callers",)
+        table = self.context.cache.get(key)
+        if table is None:
+            table = {}
+            for fn in ast.walk(self.context.tree) if self.context.tree else ():
+                if isinstance(fn, FUNCTIONS) and fn.name != "forward":
+                    for callee in _callees(fn):
+                        if callee != fn.name and fn.name not in table.setdefault(callee, []):
+                            table[callee].append(fn.name)
+            self.context.cache[key] = table
+        return table
+
+
+#: calls from a forward or a step loop followed to find a function run per step
+MAX_DEPTH = 3
+
+
+def _callees(function: ast.AST) -> set[str]:
+    """The names ``name(...)`` / ``obj.name(...)`` called in ``function``.
+
+    Example:
+        >>> fn = ast.parse("def f(x):\\n    return g(x) + self.h(x)\\n").body[0]
+        >>> sorted(_callees(fn))
+        ['g', 'h']
+    """
+    names = set()
+    for call in ast.walk(function):
+        if isinstance(call, ast.Call):
+            callee = method_name(call) or getattr(call.func, "id", None)
+            if callee:
+                names.add(callee)
+    return names
+
+
+def _on_device(call: ast.Call, parent: ast.AST | None) -> bool:
+    """Whether the tensor ``call`` builds is put on a device other than the CPU: a
+    ``device=`` argument other than ``"cpu"``/``None``, or ``.cuda()`` / ``.to(...)`` applied
+    to it.
+
+    Example:
+        >>> call = ast.parse("torch.tensor(1.0, device=x.device)", mode="eval").body
+        >>> _on_device(call, None), _on_device(ast.parse("torch.tensor(1.0)", mode="eval").body, None)
+        (True, False)
+    """
+    for keyword in call.keywords:
+        if keyword.arg == "device":
+            value = keyword.value
+            return not (isinstance(value, ast.Constant) and value.value in (None, "cpu"))
+    return isinstance(parent, ast.Attribute) and parent.attr in ("cuda", "to")

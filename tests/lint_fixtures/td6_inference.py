@@ -432,3 +432,25 @@ def windowed(model, ids, block):
         nxt = model(ids[:, -block:]).argmax(-1)
         ids = torch.cat([ids[:, -block:], nxt], dim=1)  # near-miss: a window kept, not grown
     return ids
+
+
+def predict_batch(net, x):
+    return net(x).argmax(-1)
+
+
+def log_weights(net, step):
+    return {name: p.norm().item() for name, p in net.named_parameters()}
+
+
+def evaluate_through_a_helper(model, loader):
+    model.eval()
+    correct = 0
+    for x, y in loader:  # expect: TD602 (the model runs in predict_batch)
+        correct += (predict_batch(model, x) == y).sum()
+    return correct
+
+
+def evaluate_logging_only(model, loader, logger):
+    model.eval()
+    for step, _ in enumerate(loader):  # the helper only reads the weights
+        logger.log(log_weights(net=model, step=step))

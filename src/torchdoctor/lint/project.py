@@ -75,6 +75,31 @@ def _disables_grad(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     return False
 
 
+def _runs_parameter(
+    function: ast.FunctionDef | ast.AsyncFunctionDef, position: int | None, keyword: str | None
+) -> bool:
+    """``function`` calls the parameter bound by the argument at ``position`` (after a
+    ``self``/``cls``) or named ``keyword``, with autograd on (see
+    :meth:`Project.runs_argument`)."""
+    params = [*function.args.posonlyargs, *function.args.args]
+    if params and params[0].arg in ("self", "cls"):
+        params = params[1:]
+    names = {a.arg for a in (*params, *function.args.kwonlyargs)}
+    if keyword is not None:
+        param = keyword if keyword in names else None
+    else:
+        param = params[position].arg if position is not None and position < len(params) else None
+    if param is None or _disables_grad(function):
+        return False
+    for call in ast.walk(function):
+        func = getattr(call, "func", None)
+        if isinstance(func, ast.Attribute) and func.attr == "forward":
+            func = func.value
+        if isinstance(call, ast.Call) and isinstance(func, ast.Name) and func.id == param:
+            return True
+    return False
+
+
 def _calls_in_body(loop: ast.AST):
     """The calls in ``loop``'s body, not entering nested function or class definitions."""
     stack = list(getattr(loop, "body", ()))
@@ -371,6 +396,33 @@ class Project:
         result = verdict if found else None
         self._no_grad[key] = result
         return result
+
+    def runs_argument(self, name: str, position: int | None, keyword: str | None) -> bool:
+        """Every ``def name(...)`` in the project (at least one) calls the parameter that an
+        argument at ``position`` (after ``self``) or passed as ``keyword`` binds, as
+        ``param(...)`` or ``param.forward(...)``, with autograd on (no ``no_grad`` around it or
+        on the function): ``predict_batch(model, x)`` in an evaluation loop runs the model.
+
+        Example:
+            >>> project = Project()
+            >>> project.add("h.py", "def predict_batch(net, x):\\n    return net(x).argmax(1)\\n"
+            ...             "def save(net, path):\\n    torch.save(net.state_dict(), path)\\n")
+            >>> project.runs_argument("predict_batch", 0, None), project.runs_argument("save", 0, None)
+            (True, False)
+        """
+        key = ("runs argument", name, position, keyword)
+        if key in self._no_grad:
+            return bool(self._no_grad[key])
+        pattern = re.compile(rf"\bdef {re.escape(name)}\s*\(")
+        verdicts = []
+        for path in self.paths:
+            tree = self.tree(path) if pattern.search(self.text(path)) else None
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                    verdicts.append(_runs_parameter(node, position, keyword))
+        verdict = bool(verdicts) and all(verdicts)
+        self._no_grad[key] = verdict  # type: ignore[assignment]
+        return verdict
 
     def module_runs_without_grad(self, class_name: str) -> bool:
         """Every name the project binds an instance of ``class_name`` to (``self.decoder =

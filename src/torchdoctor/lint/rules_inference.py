@@ -414,7 +414,28 @@ class InferenceRules(RuleVisitor):
                 continue
             if callee in receivers or names_a_module(last):
                 return True
+            if self._runs_model_passed(call, last, receivers):
+                return True
         return False
+
+    def _runs_model_passed(self, call: ast.Call, name: str, receivers: set[str]) -> bool:
+        """``predict_batch(model, x)``: the model passed to a function of the project that
+        calls it with autograd on (:meth:`Project.runs_argument`)."""
+        project = self.context.project
+        if project is None:
+            return False
+
+        def is_model(arg: ast.AST) -> bool:
+            text = dotted(arg)
+            return text is not None and (text in receivers or names_a_module(text.rsplit(".", 1)[-1]))
+
+        return any(
+            is_model(arg) and project.runs_argument(name, i, None)
+            for i, arg in enumerate(call.args)
+        ) or any(
+            kw.arg is not None and is_model(kw.value) and project.runs_argument(name, None, kw.arg)
+            for kw in call.keywords
+        )
 
 
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]

@@ -74,3 +74,25 @@ def reversed_order(logits):
     idx = torch.argsort(logits, dim=-1)  # near-miss: all of it read, reversed
     idx = idx.flip(-1)
     return idx
+
+
+def pre_nms_top(boxes, scores, pre_nms_top_n):
+    order = scores.argsort(descending=True)  # expect: TD512 (its size only measured besides)
+    if order.numel() > pre_nms_top_n:
+        order = order[:pre_nms_top_n]
+    return boxes[order]
+
+
+def extremes(scores, k, largest):
+    if largest:
+        idx = torch.argsort(scores, descending=True)  # expect: TD512 (sorted in either branch)
+    else:
+        idx = torch.argsort(scores)  # expect: TD512
+    return idx[:k]
+
+
+def ranked_with_count(scores, k):
+    order = scores.argsort(descending=True)  # near-miss: the whole order is returned too
+    if len(order) > k:
+        return order[:k], order
+    return order, order

@@ -7,9 +7,12 @@ the ``k`` largest (``largest=False``: the smallest) without ordering the rest, a
 sorted. Measured on a CPU (torch 2.13, one thread, ``torchdoctor bench fused``: forward and
 backward of the values, k = 16): 4.6x on 64 x 1,000 scores, 32x on 8 x 50,257 logits.
 
-Not reported: a sorted result read any other way (a cumulative sum for top-p sampling, the
-whole order, an index that is not a leading slice), a slice that starts past 0, a name
-assigned again in the function, and a sort asked to be stable (``stable=True``: ties kept in
+Its size may be measured besides (``if order.numel() > k: order = order[:k]``: a detector's
+pre-NMS cap, topk of ``min(k, n)``), and the name may be sorted in either branch of an ``if``
+(``idx = x.argsort(descending=largest)``-like pairs). Not reported: a sorted result read any
+other way (a cumulative sum for top-p sampling, the whole order, an index that is not a
+leading slice), a slice that starts past 0 by more than 8, a name assigned anything else in
+the function, and a sort asked to be stable (``stable=True``: ties kept in
 their input order, which topk does not promise).
 """
 
@@ -53,9 +56,13 @@ class TopKRules(RuleVisitor):
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = ((r"(?m)^\s*(?:import|from)\s+torch\b", r"sort\("),)
 
-    def visit_Call(self, node: ast.Call) -> None:
+    def _is_sort(self, node: ast.Call) -> bool:
+        """``torch.sort(x)``, ``torch.argsort(x)``, ``x.sort()``, ``x.argsort()``."""
         method = method_name(node) in _SORT_METHODS and isinstance(node.func, ast.Attribute)
-        if not (self.callee(node) & _SORTS or (method and not self.callee(node))):
+        return bool(self.callee(node) & _SORTS or (method and not self.callee(node)))
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if not self._is_sort(node):
             return
         stable = keyword(node, "stable")
         if isinstance(stable, ast.Constant) and stable.value is True:
@@ -78,7 +85,8 @@ class TopKRules(RuleVisitor):
         if rebound is None:
             return  # (a name assigned another value, or deleted)
         uses = [n for n in found if isinstance(n.ctx, ast.Load)
-                and not n.lineno > rebound.get(n.id, n.lineno)]  # fmt: skip
+                and not n.lineno > rebound.get(n.id, n.lineno)
+                and not _size_read(n, self.parent(n))]  # fmt: skip
         if not uses or not all(_leading_slice(self.parent(n)) for n in uses):
             return
         self._report(node, self.parent(uses[0]))
@@ -98,6 +106,8 @@ class TopKRules(RuleVisitor):
                 value = self.parent(statement).value
                 index = statement.elts.index(name)
                 value = value.elts[index] if isinstance(value, ast.Tuple) else None
+            if isinstance(value, ast.Call) and self._is_sort(value):
+                continue  # (sorted in another branch: `if largest: idx = x.argsort(...)`)
             if not (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
                     and value.value.id == name.id and _leading_slice(value)):  # fmt: skip
                 return None
@@ -129,7 +139,8 @@ class TopKRules(RuleVisitor):
         descending = keyword(node, "descending")
         largest = isinstance(descending, ast.Constant) and descending.value is True
         cut = read.slice.elts[-1] if isinstance(read.slice, ast.Tuple) else read.slice  # type: ignore[attr-defined]
-        k = "k" if cut.lower is None or cut.lower.value == 0 else self.code_of(cut.upper)
+        upper = self.code_of(cut.upper)
+        k = upper if len(upper) <= 24 else "k"
         self.report(
             node,
             "TD512",
@@ -140,6 +151,22 @@ class TopKRules(RuleVisitor):
             + ("(4.6-32x faster on a CPU)" if method_name(node) == "argsort"  # (no backward)
                else "(4.6-32x faster forward + backward on a CPU)"),
         )
+
+
+def _size_read(name: ast.Name, parent: ast.AST | None) -> bool:
+    """``name`` is only measured, not read: ``len(order)``, ``order.numel()``, ``order.shape``,
+    ``order.size(0)``, ``order.dim()`` (``if order.numel() > k: order = order[:k]``).
+
+    Example:
+        >>> call = ast.parse("len(order)", mode="eval").body
+        >>> _size_read(call.args[0], call)
+        True
+    """
+    if isinstance(parent, ast.Call) and getattr(parent.func, "id", None) == "len":
+        return True
+    return isinstance(parent, ast.Attribute) and parent.attr in (
+        "shape", "numel", "size", "dim", "ndim", "device", "dtype"
+    )
 
 
 def _leading_slice(node: ast.AST | None) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torchdoctor.lint.forward_calls import ForwardCall, forward_calls
+from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.syntax import link_parents
 
@@ -80,7 +81,8 @@ def _runs_parameter(
 ) -> bool:
     """``function`` calls the parameter bound by the argument at ``position`` (after a
     ``self``/``cls``) or named ``keyword``, with autograd on (see
-    :meth:`Project.runs_argument`)."""
+    :meth:`Project.runs_argument`): ``param(x)``, ``param.forward(x)``, ``param.decode_step(x)``,
+    ``param.encoder(x)``."""
     params = [*function.args.posonlyargs, *function.args.args]
     if params and params[0].arg in ("self", "cls"):
         params = params[1:]
@@ -93,7 +95,8 @@ def _runs_parameter(
         return False
     for call in ast.walk(function):
         func = getattr(call, "func", None)
-        if isinstance(func, ast.Attribute) and func.attr == "forward":
+        if isinstance(func, ast.Attribute) and (  # (model.forward(x), model.encoder(images))
+                func.attr.split("_")[0] in FORWARD_METHODS or names_a_module(func.attr)):  # fmt: skip
             func = func.value
         if isinstance(call, ast.Call) and isinstance(func, ast.Name) and func.id == param:
             return True

@@ -330,14 +330,19 @@ class BatchLoopRules(RuleVisitor):
 
     def _stacked_after(self, loop: ast.For) -> set[str]:
         """Lists that torch.stack / torch.cat reads in a statement after ``loop`` (same
-        block)."""
+        block): ``torch.stack(out)``, or a field of each of its items
+        (``torch.stack([p.values for p in peaks])``: topk's results kept whole)."""
         statements = statement_list(self.parent(loop), loop) or [loop]
         after = statements[next(i for i, s in enumerate(statements) if s is loop) + 1 :]
         out: set[str] = set()
         for stmt in after:
             for c in ast.walk(stmt):
                 if isinstance(c, ast.Call) and self.callee(c) & _STACKS and c.args:
-                    name = dotted(c.args[0])
+                    read = c.args[0]
+                    if isinstance(read, (ast.ListComp, ast.GeneratorExp)) and len(
+                            read.generators) == 1 and not read.generators[0].ifs:  # fmt: skip
+                        read = read.generators[0].iter
+                    name = dotted(read)
                     if name:
                         out.add(name)
         return out

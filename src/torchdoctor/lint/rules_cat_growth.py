@@ -6,8 +6,9 @@ every iteration: n iterations copy O(n^2) elements and allocate a new, larger bu
 Appending the pieces to a list and calling ``torch.cat`` once after the loop copies each
 element once.
 
-Reported only when the loop reads the grown tensor nowhere else (its shape, ``len`` and an
-``is None`` test excepted) and assigns it only by the concatenation (the first piece under
+Reported only when the loop reads the grown tensor nowhere else (its shape, ``len``, an
+``is None`` test and a block that leaves the loop, ending in ``return`` or ``break``,
+excepted) and assigns it only by the concatenation (the first piece under
 ``if out is None:`` excepted), and not in a loop over a configuration list (``for c in
 self.config.types``: a handful of iterations). A loop that feeds the growing tensor back
 (``model(x)``, an autoregressive decoder) needs the whole tensor every iteration: TD604 reports
@@ -21,6 +22,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import statement_list
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -127,8 +129,32 @@ class CatGrowthRules(RuleVisitor):
                 if node is not assign.targets[0] and not self._under_none_test(node, name, loop):
                     return False
             elif id(node) not in own and not self._metadata_read(node, name):
-                return False
+                if not self._on_the_way_out(node, loop):
+                    return False
         return True
+
+    def _on_the_way_out(self, node: ast.AST, loop: ast.AST) -> bool:
+        """``node`` sits in a block of the loop that leaves it (ends with ``return``,
+        ``break`` or ``raise``): read once, when the loop ends (a speculative decoder's
+        ``return torch.tensor(accepted.tolist() + [t])`` at the first rejected token).
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\ndef accept(ok, toks, out):\\n    for i in range(9):\\n"
+            ...        "        if ok[i]:\\n            out = torch.cat([out, toks[i]])\\n"
+            ...        "            continue\\n        return out.sum()\\n    return out\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD306']
+        """
+        child, parent = node, self.parent(node)
+        while parent is not None and child is not loop:
+            block = statement_list(parent, child)
+            if block is not None and isinstance(block[-1], (ast.Return, ast.Break, ast.Raise)):
+                rest = block[next(i for i, s in enumerate(block) if s is child):]
+                if not any(_continues(s) for s in rest):
+                    return True  # (from here on, every path leaves the loop)
+            child, parent = parent, self.parent(parent)
+        return False
 
     def _metadata_read(self, node: ast.Name, name: str) -> bool:
         parent = self.parent(node)
@@ -194,6 +220,18 @@ def _is_none_test(test: ast.AST | None, name: str) -> bool:
         and isinstance(test.comparators[0], ast.Constant)
         and test.comparators[0].value is None
     )
+
+
+def _continues(statement: ast.AST) -> bool:
+    """``statement`` holds a ``continue`` of the loop it sits in (not of a nested loop)."""
+    stack = [statement]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Continue):
+            return True
+        if not isinstance(node, (*_LOOPS, *FUNCTIONS, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
 
 
 def _walk(loop: ast.AST):

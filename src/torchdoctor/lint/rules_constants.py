@@ -92,7 +92,7 @@ class ConstantRules(RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"[tT]ensor\(\s*[\[(]",),)
+    TRIGGERS = ((r"[tT]ensor\(",),)
 
     def visit_Call(self, node: ast.Call) -> None:
         new_tensor = method_name(node) == "new_tensor"

@@ -11,8 +11,9 @@ import ast
 import re
 
 from torchdoctor.lint.denoising_loops import grown_names
+from torchdoctor.lint.model_calls import names_a_module
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.rules_inference import LIBRARY_PREFIXES, names_a_module
+from torchdoctor.lint.rules_inference import LIBRARY_PREFIXES
 from torchdoctor.lint.visitor import RuleVisitor, dotted, dotted_names_in
 
 RULES = (

@@ -17,6 +17,7 @@ from torchdoctor.lint.denoising_loops import (
     mask_assignments,
     range_call,
 )
+from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     FOR,
@@ -41,25 +42,6 @@ NO_GRAD = frozenset(
 )
 #: a decorator of the project's own that turns autograd off, by its name
 _GRAD_OFF_DECORATOR = re.compile(r"(?i)inference_mode|no_grad")
-#: callee names that act on modules rather than run one (reset_modules, get_model, ...)
-_NOT_A_CALL_OF_A_MODULE = re.compile(
-    r"^_*(reset|get|set|init|build|make|create|load|save|copy|prepare|convert|fuse|swap|"
-    r"replace|register|check|validate|zero|wrap|apply|to|is|has|find|named|iter|update|clear|"
-    r"sync|move|print|log|freeze|unfreeze|count|num|list|all|add|remove|delete|insert|"
-    r"extract)(_|$)|^(modules|children|"
-    r"parameters|buffers)$",
-    re.IGNORECASE,
-)
-
-
-def names_a_module(name: str) -> bool:
-    """``model``, ``encoder``, ``policy_net``: a module object, called to run it."""
-    return bool(MODEL_NAME.search(name)) and not _NOT_A_CALL_OF_A_MODULE.search(name)
-
-
-FORWARD_METHODS = frozenset(
-    {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference"}
-)
 #: model methods that libraries run without autograd (used when the project defines none)
 _LIBRARY_NO_GRAD_METHODS = frozenset({"predict", "generate"})
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
@@ -290,15 +272,16 @@ class InferenceRules(RuleVisitor):
         self._check_eval(node, node.body, eval_named(node.name), node.decorator_list)
 
     def _check_eval(self, node: ast.AST, body: list, named: bool, decorators: list) -> None:
-        if not named:
-            lines = self.context.lines[body[0].lineno - 1 : body[-1].end_lineno]
-            if not any(".eval()" in line for line in lines):
-                return  # neither an evaluation function nor one calling .eval()
+        lines = self.context.lines[body[0].lineno - 1 : body[-1].end_lineno]
+        sampled = isinstance(node, FUNCTIONS) and _mc_dropout(node, lines)
+        if not named and not sampled and not any(".eval()" in line for line in lines):
+            return  # neither an evaluation function nor one calling .eval()
         body_calls = [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
+        kept_in = {"eval", "train"} if sampled else {"eval"}
         eval_receivers = {  # (model.eval() may sit inside an epoch loop)
             dotted(c.func.value)
             for c in body_calls
-            if method_name(c) == "eval" and not c.args and not c.keywords
+            if method_name(c) in kept_in and not c.args and not c.keywords
         } - {None}
         if not eval_receivers and (not named or getattr(node, "name", "_")[:1] == "_"):
             return  # (a private `_sample` runs under its public caller's grad mode)
@@ -440,6 +423,26 @@ class InferenceRules(RuleVisitor):
 
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]
 InferenceRules.visit_AsyncFor = InferenceRules.visit_For  # type: ignore[attr-defined]
+
+
+#: a function that trains: a loss, an optimizer, gradients (named or called)
+_TRAINS = re.compile(r"(?i)backward|optim|\bopt\b|zero_grad|\.step\(|loss|criterion|\bgrad")
+
+
+def _mc_dropout(function: ast.AST, lines: list[str]) -> bool:
+    """A function that puts a model in ``train()`` mode to sample it (Monte Carlo dropout:
+    ``model.train()`` keeps dropout on, then a loop of forward passes whose outputs are
+    averaged) and trains nothing: no loss, optimizer, backward or gradient anywhere in it.
+
+    Example:
+        >>> src = "def mc(model, x):\\n    model.train()\\n    return [model(x) for _ in range(9)]"
+        >>> fn = ast.parse(src).body[0]
+        >>> _mc_dropout(fn, src.splitlines()), _mc_dropout(fn, [*src.splitlines(), "loss = 0"])
+        (True, False)
+    """
+    text = "\n".join(lines)
+    return ".train()" in text and not _TRAINS.search(text) and not re.search(
+        r"(?i)train|fit", getattr(function, "name", ""))
 
 
 def _descending(steps: ast.Call, it: ast.AST) -> bool:

@@ -11,8 +11,8 @@ Its size may be measured besides (``if order.numel() > k: order = order[:k]``: a
 pre-NMS cap, topk of ``min(k, n)``), and the name may be sorted in either branch of an ``if``
 (``idx = x.argsort(descending=largest)``-like pairs). Not reported: a sorted result read any
 other way (a cumulative sum for top-p sampling, the whole order, an index that is not a
-leading slice), a slice that starts past 0 by more than 8, a name assigned anything else in
-the function, and a sort asked to be stable (``stable=True``: ties kept in
+leading slice), a slice that starts past 0 by more than 8, a name assigned anything else
+after the sort, and a sort asked to be stable (``stable=True``: ties kept in
 their input order, which topk does not promise).
 """
 
@@ -80,7 +80,8 @@ class TopKRules(RuleVisitor):
         if not names or isinstance(target, ast.Tuple) and len(names) != len(target.elts):
             return
         scope = self.enclosing_scope(node)
-        found = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id in names]
+        found = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id in names
+                 and n.lineno >= node.lineno]  # (earlier values of the names: another tensor)
         rebound = self._rebound_to_a_slice(found, target)
         if rebound is None:
             return  # (a name assigned another value, or deleted)

@@ -1,0 +1,36 @@
+"""What a call of a model looks like in source: ``model(x)``, ``self.encoder(x)``,
+``policy.predict(obs)``; not ``model.named_modules()`` or ``reset_model()``. Shared by the
+inference rules (TD602, TD604) and the project index (a helper that runs the model passed to
+it).
+"""
+
+from __future__ import annotations
+
+import re
+
+from torchdoctor.lint.syntax import MODEL_NAME
+
+#: callee names that act on modules rather than run one (reset_modules, get_model, ...)
+_NOT_A_CALL_OF_A_MODULE = re.compile(
+    r"^_*(reset|get|set|init|build|make|create|load|save|copy|prepare|convert|fuse|swap|"
+    r"replace|register|check|validate|zero|wrap|apply|to|is|has|find|named|iter|update|clear|"
+    r"sync|move|print|log|freeze|unfreeze|count|num|list|all|add|remove|delete|insert|"
+    r"extract)(_|$)|^(modules|children|"
+    r"parameters|buffers)$",
+    re.IGNORECASE,
+)
+
+
+def names_a_module(name: str) -> bool:
+    """``model``, ``encoder``, ``policy_net``: a module object, called to run it.
+
+    Example:
+        >>> names_a_module("policy_net"), names_a_module("reset_model"), names_a_module("loader")
+        (True, False, False)
+    """
+    return bool(MODEL_NAME.search(name)) and not _NOT_A_CALL_OF_A_MODULE.search(name)
+
+
+FORWARD_METHODS = frozenset(
+    {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference"}
+)

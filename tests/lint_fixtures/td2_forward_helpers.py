@@ -18,6 +18,12 @@ def count_positives(mask):
     return int(mask.sum().item())  # expect: TD205
 
 
+def oks(pred, gt, areas, scale):
+    assert (areas > 0).all(), "instances need an area"  # expect: TD205 (a parameter: a tensor)
+    assert (scale > 0), "a positive scale"  # near-miss: a bare comparison may be of numbers
+    return ((pred - gt) ** 2).sum(-1) / (areas * scale)
+
+
 def checked_area(boxes):  # near-miss: no forward calls it
     assert (boxes[:, 2:] >= boxes[:, :2]).all()
     return boxes.prod(-1)
@@ -36,7 +42,7 @@ class HungarianMatcher(nn.Module):
     def forward(self, outputs, targets):
         cost = -generalized_box_iou(outputs, targets)
         n = count_positives(cost > 0)
-        return cost[:n], postprocess_boxes(outputs), shortest(1, 2)
+        return cost[:n], postprocess_boxes(outputs), shortest(1, 2), oks(outputs, targets, n, 2)
 
 
 class Deterministic(nn.Module):

@@ -203,10 +203,20 @@ class ForwardAndCallSyncs:
         return None
 
     def _forward_inputs(self, node: ast.AST) -> set[str]:
-        """Arguments of the ``forward`` method ``node`` sits in (tensors, most likely)."""
+        """Arguments of the ``forward`` method ``node`` sits in, or of a module-level function
+        a ``forward`` of the project calls (tensors, most likely: ``assert (areas > 0).all()``
+        in the OKS of a keypoint matcher and criterion)."""
         scope = self._forward_of(node)
         if scope is None:
-            return set()
+            scope = self.enclosing_scope(node)
+            project = self.context.project
+            if not (
+                isinstance(scope, FUNCTIONS)
+                and isinstance(self.parent(scope), ast.Module)
+                and project is not None
+                and project.called_in_forward(scope.name, self.context.path) is not None
+            ):
+                return set()
         return {a.arg for a in [*scope.args.posonlyargs, *scope.args.args]} - {"self"}
 
     def _reduces_a_forward_input(self, expr: ast.AST) -> bool:

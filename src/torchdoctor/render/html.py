@@ -25,6 +25,7 @@ from typing import Any
 from torchdoctor.render.hot_lines import html_hot_lines
 from torchdoctor.render.markdown import gain_text, session_advice
 from torchdoctor.render.other_lines import html_other_lines
+from torchdoctor.render.tree import detailed_step_ms
 from torchdoctor.session_read import (
     PHASES,
     center,
@@ -34,6 +35,7 @@ from torchdoctor.session_read import (
     no_advice_text,
     step_count,
     step_ms,
+    tree_step_ms,
 )
 
 CSP = (
@@ -114,7 +116,7 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> str:
 
 def _phases(session: Mapping[str, Any]) -> str:
     phases = session.get("phases") or {}
-    step = step_ms(session)
+    step = tree_step_ms(session)  # (detail windows: the phases are the detailed steps')
     names = [p for p in PHASES if p in phases] + sorted(set(phases) - set(PHASES))
     if not names or step <= 0:
         return '<p class="meta">No phases recorded.</p>'
@@ -134,9 +136,10 @@ def _phases(session: Mapping[str, Any]) -> str:
                 f'title="{_e(name)}: {_e(fmt_ms(value))} ({share:.0f}%)">{_e(name)}</div>'
             )
     bar.append("</div>")
+    of = "% of a detailed step" if detailed_step_ms(session) > 0 else "% of step"
     table = (
         '<table id="phase-table"><thead><tr><th>phase</th><th class="num">per step</th>'
-        '<th class="num">% of step</th></tr></thead><tbody>' + "\n".join(rows) + "</tbody></table>"
+        f'<th class="num">{of}</th></tr></thead><tbody>' + "\n".join(rows) + "</tbody></table>"
     )
     return "\n".join(bar) + "\n" + table
 

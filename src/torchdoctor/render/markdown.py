@@ -29,6 +29,7 @@ from torchdoctor.session_read import (
     no_advice_text,
     step_count,
     step_ms,
+    tree_step_ms,
 )
 
 TOP_PROBLEMS = 3
@@ -136,9 +137,10 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
 def _breakdown(session: Mapping[str, Any]) -> list[str]:
     lines = ["## Breakdown", "", code_block(_tree_text(session)), ""]
     phases = session.get("phases") or {}
-    step = step_ms(session)
+    step = tree_step_ms(session)  # (detail windows: the phases are the detailed steps')
     if phases:
-        lines += ["| phase | per step | % of step |", "|---|---:|---:|"]
+        of = "% of a detailed step" if detailed_step_ms(session) > 0 else "% of step"
+        lines += [f"| phase | per step | {of} |", "|---|---:|---:|"]
         for phase in [p for p in PHASES if p in phases] + sorted(set(phases) - set(PHASES)):
             value = center(phases[phase])
             share = f"{100 * value / step:.0f}%" if step > 0 else "-"

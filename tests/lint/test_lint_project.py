@@ -292,3 +292,32 @@ def test_a_method_call_is_no_call_of_a_function_of_the_same_name(tmp_path: Path)
     )
     found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD511"])]
     assert found == [("helpers.py", 4, "TD511")]
+
+
+def test_a_tensor_dataset_made_in_another_file_needs_no_workers(tmp_path: Path) -> None:
+    # TD401's exemption (tensors in memory: a batch is one gather) follows the dataset into
+    # the function of data.py that builds it; a Dataset class there still wants workers
+    _write(
+        tmp_path,
+        {
+            "data.py": """
+                import torch
+                from torch.utils.data import Dataset, TensorDataset
+                def make_dataset(n):
+                    return TensorDataset(torch.randn(n, 8), torch.randint(0, 2, (n,)))
+                class Images(Dataset):
+                    def __getitem__(self, i):
+                        return torch.load(f"{i}.pt")
+                def make_images():
+                    return Images()
+            """,
+            "train.py": """
+                from torch.utils.data import DataLoader
+                from data import make_dataset, make_images
+                tensors = DataLoader(make_dataset(1000), batch_size=32)
+                images = DataLoader(make_images(), batch_size=32)
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD401"])]
+    assert found == [("train.py", 5)]

@@ -400,6 +400,26 @@ class Project:
         self._no_grad[key] = result
         return result
 
+    def module_function(self, name: str) -> ast.FunctionDef | None:
+        """The project's one module-level ``def name(...)`` (None when no file, or more than
+        one, defines it): a helper imported from another file (``train_ds =
+        make_dataset(n)`` with ``make_dataset`` in ``data.py``).
+
+        Example:
+            >>> project = Project()
+            >>> project.add("data.py", "def make(n):\\n    return TensorDataset(x)\\n")
+            >>> project.module_function("make").name, project.module_function("other")
+            ('make', None)
+        """
+        key = ("module function", name)
+        if key not in self._no_grad:
+            pattern = re.compile(rf"(?m)^def {re.escape(name)}\s*\(")
+            found = [node for path in self.paths if pattern.search(self.text(path))
+                     for node in (self.tree(path) or ast.Module(body=[])).body
+                     if isinstance(node, ast.FunctionDef) and node.name == name]  # fmt: skip
+            self._no_grad[key] = found[0] if len(found) == 1 else None  # type: ignore[assignment]
+        return self._no_grad[key]  # type: ignore[return-value]
+
     def runs_argument(self, name: str, position: int | None, keyword: str | None) -> bool:
         """Every ``def name(...)`` in the project (at least one) calls the parameter that an
         argument at ``position`` (after ``self``) or passed as ``keyword`` binds, as

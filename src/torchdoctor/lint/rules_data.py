@@ -39,7 +39,7 @@ RULES = (
         "dataloader-no-workers",
         "warning",
         "DataLoader without num_workers > 0 loads batches on the training thread (not over a "
-        "TensorDataset, made in place or by a function of the file: tensors in memory, indexing "
+        "TensorDataset, made in place or by a function of the project: tensors in memory, indexing "
         "them is cheaper than handing batches over from workers)",
         "set num_workers (e.g. 2-8) so loading overlaps compute",
         "DataLoader(ds, batch_size=64)",
@@ -159,12 +159,14 @@ class DataRules(RuleVisitor):
         scope = self.enclosing_scope(loader)
         values = [dataset] if isinstance(dataset, ast.Call) else (
             self.assigned_values(scope, dataset.id) if isinstance(dataset, ast.Name) else [])
-        made = [same_file_callee(v) if isinstance(v, ast.Call) else None for v in values]
+        made = [self._maker(v) if isinstance(v, ast.Call) else None for v in values]
         values = [r.value for v, f in zip(values, made)  # (ds(n) returning a TensorDataset)
                   for r in (ast.walk(f) if f is not None else [ast.Return(value=v)])
                   if isinstance(r, ast.Return) and r.value is not None]  # fmt: skip
-        if not values or not all(isinstance(v, ast.Call) and any(
-                n.endswith(".TensorDataset") for n in self.callee(v)) for v in values):
+        if not values or not all(isinstance(v, ast.Call) and (any(
+                n.endswith(".TensorDataset") for n in self.callee(v))
+                or (dotted(v.func) or "").split(".")[-1] == "TensorDataset")  # (another file's)
+                for v in values):  # fmt: skip
             return None
         parts = [a for v in values for a in v.args]
         parts += [w for a in parts if isinstance(a, ast.Name)
@@ -173,6 +175,16 @@ class DataRules(RuleVisitor):
             method_name(c) == "to" and "device" in self.code_of(c))) for a in parts
             for c in ast.walk(a))  # fmt: skip
         return "device" if moved else "host"
+
+    def _maker(self, call: ast.Call) -> ast.FunctionDef | None:
+        """The function of the file, or of the project (imported: ``data.make_dataset(n)``),
+        that ``call`` runs."""
+        found = same_file_callee(call)
+        project = self.context.project
+        if found is None and project is not None and isinstance(call.func, ast.Name | ast.Attribute):
+            name = call.func.id if isinstance(call.func, ast.Name) else call.func.attr
+            found = project.module_function(name)
+        return found
 
     # -- TD404 --------------------------------------------------------------------------------
     def _check_blocking_copies(self, call: ast.Call) -> None:

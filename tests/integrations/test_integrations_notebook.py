@@ -51,7 +51,7 @@ def test_profile_and_profiler_from_cells(history_file):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("IPython") is None, reason="IPython not installed")
-def test_profile_in_an_ipython_shell():  # pragma: no cover - IPython is not a dependency
+def test_profile_in_an_ipython_shell():  # (IPython: a dev extra, so `make test` runs this)
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()

@@ -21,19 +21,24 @@ from typing import Any
 FOLD_AT = 4096
 
 
-def fold_steps(events: dict[tuple, list], *, first_step: int, before: int) -> dict[tuple, list]:
+def fold_steps(
+    events: dict[tuple, list], *, first_step: int, before: int, keep: frozenset[int] = frozenset()
+) -> dict[tuple, list]:
     """A copy of ``events`` with steps ``first_step .. before - 1`` merged into ``first_step``
-    (counts and stall times added); other steps (warm-up, the running one, -1, -2) unchanged.
+    (counts and stall times added), but for the steps in ``keep`` (the long ones, which the
+    sync table counts apart); other steps (warm-up, the running one, -1, -2) unchanged.
 
     Example:
         >>> events = {("f.py", 3, "g", "item", "forward", s): [1, 0.5] for s in range(4)}
         >>> fold_steps(events, first_step=0, before=3)
         {('f.py', 3, 'g', 'item', 'forward', 0): [3, 1.5], ('f.py', 3, 'g', 'item', 'forward', 3): [1, 0.5]}
+        >>> sorted(k[5] for k in fold_steps(events, first_step=0, before=3, keep=frozenset({1})))
+        [0, 1, 3]
     """
     out: dict[tuple, list] = {}
     for key, (count, stall) in events.items():
         step = key[5]
-        if first_step <= step < before:
+        if first_step <= step < before and step not in keep:
             key = (*key[:5], first_step, *key[6:])
         entry = out.get(key)
         if entry is None:
@@ -59,9 +64,34 @@ def fold_running_steps(audit: Any, profiler: Any, step: int) -> None:
         ([0, 1, 5], 4096)
     """
     first = int(getattr(profiler, "warmup", 0) or 0)
-    if step > first:
-        audit._events = fold_steps(audit._events, first_step=first, before=step)
+    state = getattr(profiler, "state", None)
+    summarized = getattr(getattr(state, "summaries", None), "count", None)
+    # (only steps already summarized: a step is summarized after it ends, on the step queue,
+    # and whether it was long is known only then)
+    before = step if summarized is None else min(step, first + summarized)
+    if before > first:
+        audit._events = fold_steps(
+            audit._events, first_step=first, before=before, keep=long_steps(profiler, first)
+        )
     audit._fold_at = max(FOLD_AT, 2 * len(audit._events))
+
+
+def long_steps(profiler: Any, first_step: int) -> frozenset[int]:
+    """The audit's numbers of the steps so far that the tree leaves out for their length
+    (``collect/assemble.py``'s ``outliers``: periodic work, an evaluation): folded into the
+    first step, their syncs would count as a typical step's.
+
+    Example:
+        >>> long_steps(object(), 1)
+        frozenset()
+    """
+    state = getattr(profiler, "state", None)
+    if state is None:
+        return frozenset()
+    from torchdoctor.collect.assemble import outliers
+
+    found = outliers(list(state.summaries), state.detailed_summaries())
+    return frozenset(int(k) + first_step for k in found.get("outlier_steps", ()))
 
 
 def events_since(audit: Any, first_step: int) -> int:

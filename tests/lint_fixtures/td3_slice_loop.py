@@ -213,3 +213,18 @@ class Seq2Seq(nn.Module):  # bentrevett/pytorch-seq2seq: teacher forcing over th
             outputs[t] = output
             inp = trg[t] if teacher_forcing_ratio > 0.5 else output.argmax(1)  # token ids
         return outputs
+
+
+class Forecaster(nn.Module):  # teacher forcing over real-valued targets, a trajectory's input
+    def forward(self, obs, y=None):
+        emb = self.embed(obs)
+        h = obs.new_zeros(obs.shape[0], self.hidden)
+        for t in range(obs.shape[1]):
+            h = self.cell(emb[:, t], h)  # expect: TD307
+            self.pool(h, obs[:, t])  # the observations: data, not activations
+        inp, outs = obs[:, -1], []
+        for t in range(self.horizon):
+            h = self.dec(inp, h)
+            outs.append(self.proj(h))
+            inp = y[:, t] if y is not None else outs[-1]  # the target: data
+        return torch.stack(outs, 1)

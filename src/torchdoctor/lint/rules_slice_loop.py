@@ -73,6 +73,7 @@ _DATA_ARGUMENT = re.compile(
     r"(^|_)(ids?|idx|indices|index|mask|masks|labels?|targets?|positions?|pos|timesteps?|"
     r"lengths?|lens|tokens?|bbox|boxes|codes|pixels|audio|waveforms?|input_features|"
     r"trg|tgt|src|text|captions?|sentences?|"  # (a seq2seq model's token ids)
+    r"y|gt|obs|observations?|actions?|rewards?|images?|imgs?|frames|traj|trajector(y|ies)|"
     r"(past|pixel|input|future)_values)(_|$)"
 )
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost

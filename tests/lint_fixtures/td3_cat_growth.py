@@ -121,3 +121,15 @@ class EarlyFusionStem(torch.nn.Module):
         for name in ("depth", "normal"):
             x = torch.cat([x, batch[name]], dim=1)  # near-miss: a literal of two
         return self.conv(x)
+
+
+def replay_window(play, games, window):
+    states = torch.empty(0, 3, 6, 7)
+    for _ in range(games):
+        states = torch.cat([states, play()])[-window:]  # expect: TD306 (a window: copied whole)
+    return states
+
+
+def last_rows(rows, window):
+    kept = torch.cat([r for r in rows])[-window:]  # near-miss: not grown onto itself
+    return kept

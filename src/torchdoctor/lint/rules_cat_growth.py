@@ -74,10 +74,14 @@ class CatGrowthRules(RuleVisitor):
     TRIGGERS = ((r"\.(cat|concat|concatenate|vstack|hstack|dstack|row_stack|column_stack)\(",),)
 
     def _assigned_name(self, call: ast.Call) -> tuple[str, ast.Assign] | None:
-        """``(out, statement)`` for ``out = torch.cat(...)`` or ``out = y if out is None else
-        torch.cat(...)``."""
+        """``(out, statement)`` for ``out = torch.cat(...)``, ``out = y if out is None else
+        torch.cat(...)`` or ``out = torch.cat(...)[-window:]`` (a replay buffer kept to its
+        last ``window`` rows: each append still copies all of them)."""
         node, parent = call, self.parent(call)
         if isinstance(parent, ast.IfExp) and node is not parent.test:
+            node, parent = parent, self.parent(parent)
+        if isinstance(parent, ast.Subscript) and node is parent.value and isinstance(
+                parent.slice, ast.Slice):  # fmt: skip
             node, parent = parent, self.parent(parent)
         if (
             isinstance(parent, ast.Assign)
@@ -110,6 +114,18 @@ class CatGrowthRules(RuleVisitor):
             return  # a loop over a configuration list or constants: a handful of iterations
         if _decodes_with_a_cache(loops[0]):
             return  # a generation loop's token ids: one column a step, next to a model call
+        if isinstance(assign.value, ast.Subscript):  # out = torch.cat([out, y])[-window:]
+            window = self.code_of(assign.value.slice)
+            self.report(
+                node,
+                "TD306",
+                f"`{name}` grows by `{self.code_of(node.func)}` at every iteration and keeps "
+                f"`[{window}]`: each call copies the whole window into a new buffer; write "
+                "the new rows into a tensor allocated once at the window's size, at an index "
+                "that wraps around (a ring buffer), or keep the pieces in a list "
+                "(collections.deque) and `torch.cat` them when the window is read",
+            )
+            return
         self.report(
             node,
             "TD306",

@@ -137,3 +137,32 @@ def weighted_experts(scores, experts):
     mix = torch.einsum("b k, b k d -> b k d", scores, experts)
     gates = mix.softmax(dim=1)  # near-miss: a weighted sum, no q and k
     return torch.einsum("b k d, b k d -> b d", gates, experts)
+
+
+class SwitchedAttention(nn.Module):  # the fused kernel behind a switch of the model's own
+    def __init__(self, d, fused=True):
+        super().__init__()
+        self.qkv, self.fused = nn.Linear(d, 3 * d), fused
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        if self.fused:
+            return F.scaled_dot_product_attention(q, k, v)
+        s = torch.einsum("bqd,bkd->bqk", q, k) / 8.0
+        if self.training:
+            return torch.einsum("bqk,bkd->bqd", s.softmax(-1), v)  # expect: TD507
+        att = torch.softmax(q @ k.transpose(-2, -1) / 8.0, dim=-1)  # expect: TD507
+        return self.drop(att) @ v
+
+
+class VersionedAttention(nn.Module):  # nanoGPT's: a fallback where torch lacks the kernel
+    def __init__(self, d):
+        super().__init__()
+        self.flash = hasattr(F, "scaled_dot_product_attention")
+
+    def forward(self, q, k, v):
+        if self.flash:
+            return F.scaled_dot_product_attention(q, k, v)
+        else:
+            att = (q @ k.transpose(-2, -1)) / 8.0
+            return F.softmax(att, dim=-1) @ v  # near-miss: the fallback for an older torch

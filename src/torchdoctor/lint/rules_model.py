@@ -25,6 +25,8 @@ SEQUENTIAL = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Seque
 SOFTMAX = frozenset({"torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax"})
 MATMUL_CALLS = frozenset({"torch.matmul", "torch.bmm", "torch.einsum", "torch.baddbmm"})
 SDPA = "scaled_dot_product_attention"
+#: a test of whether the fused kernel exists (torch's version, hasattr, an ``*_AVAILABLE`` flag)
+_CAPABILITY = re.compile(r"hasattr|getattr|(?i:available)|version|\bTORCH_\w+|is_torch_\w+")
 
 #: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
 RULES = (
@@ -44,7 +46,10 @@ RULES = (
         "TD507",
         "manual-attention",
         "warning",
-        "hand-written attention softmax(q @ k.T / sqrt(d)) @ v",
+        "hand-written attention softmax(q @ k.T / sqrt(d)) @ v (also behind a switch of the "
+        "model's own, if self.fused: ... else: ...; not as the fallback of a function that "
+        "calls the fused kernel where torch has it, if hasattr(F, "
+        "'scaled_dot_product_attention'))",
         "torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=..., "
         "is_causal=...) runs a fused flash / memory-efficient kernel",
         "att = torch.softmax(q @ k.transpose(-2, -1) / 8.0, dim=-1)\ny = att @ v",
@@ -211,14 +216,15 @@ class ModelRules(RuleVisitor):
 
     def _check_attention(self, call: ast.Call) -> None:
         scope = self.enclosing_scope(call)
-        source = call.args[0] if call.args else getattr(call.func, "value", None)
+        method = method_name(call) == "softmax" and not self.callee(call)  # (s.softmax(-1))
+        source = call.func.value if method else (call.args[0] if call.args else None)  # type: ignore[attr-defined]
         first = None if source is None else self._scores_line(source, scope)
         if first is None:
             return
         if any(
             isinstance(n, ast.Attribute | ast.Name) and SDPA in (dotted(n) or "")
             for n in ast.walk(scope)
-        ):
+        ) and self._fallback(scope):
             return  # the function already offers the fused kernel (a fallback path)
         last = self._values_line(call, scope)
         if last is None:
@@ -232,6 +238,31 @@ class ModelRules(RuleVisitor):
             "it with a fused flash / memory-efficient kernel",
             pattern_lines=lines if lines[0] < lines[1] else None,
         )
+
+    def _fallback(self, scope: ast.AST) -> bool:
+        """The hand-written attention of a function that also calls the fused kernel is a
+        fallback for where it is missing (nanoGPT's ``self.flash = hasattr(F,
+        'scaled_dot_product_attention')``, Whisper's ``SDPA_AVAILABLE``, a ``try``/``except``)
+        unless the branch that runs it is a switch of the model's own (``if self.fused:``
+        from a constructor argument): then it runs whenever a user turns that off."""
+        tests = [  # the branches that choose the fused kernel (if/else, an early return)
+            node.test for node in ast.walk(scope)
+            if isinstance(node, ast.If | ast.IfExp) and any(
+                isinstance(n, ast.Attribute | ast.Name) and SDPA in (dotted(n) or "")
+                for n in ast.walk(node) if n is not node.test)
+        ]  # fmt: skip
+        if not tests:
+            return True
+        texts = [ast.unparse(t) for t in tests]
+        owner = self.parent(scope)
+        for test in tests:
+            for flag in ast.walk(test):
+                if isinstance(flag, ast.Attribute) and dotted(flag.value) == "self" and isinstance(
+                        owner, ast.ClassDef):  # fmt: skip
+                    texts += [ast.unparse(a.value) for a in ast.walk(owner)
+                              if isinstance(a, ast.Assign) and any(
+                                  dotted(t) == f"self.{flag.attr}" for t in a.targets)]  # fmt: skip
+        return any(_CAPABILITY.search(t) for t in texts)
 
     def _weights_used_otherwise(self, name: str, scope: ast.AST, after: int) -> bool:
         """The attention weights are returned, stored or inspected (token merging, attention
@@ -273,7 +304,10 @@ class ModelRules(RuleVisitor):
         products = []
         for other in ast.walk(scope):
             if isinstance(other, ast.BinOp) and isinstance(other.op, ast.MatMult):
-                if isinstance(other.left, ast.Name) and other.left.id == name:
+                left = other.left  # (self.drop(att) @ v: the weights through a dropout)
+                if isinstance(left, ast.Call) and len(left.args) == 1 and not left.keywords:
+                    left = left.args[0]
+                if isinstance(left, ast.Name) and left.id == name:
                     products.append(other.lineno)
             if isinstance(other, ast.Call) and self.callee(other) & MATMUL_CALLS:
                 if any(isinstance(a, ast.Name) and a.id == name for a in other.args):

@@ -64,3 +64,27 @@ def mingpt_trainer(ds, config):
         num_workers=config.num_workers,  # near-miss: TD403 (one endless iterator, never respawned)
     )
     return loader
+
+
+def make_pinned_loader(ds):
+    return DataLoader(ds, batch_size=64, num_workers=4, pin_memory=True, persistent_workers=True)
+
+
+def train_epoch(model, loader, device):
+    for x, y in loader:
+        x = x.to(device)  # expect: TD404 (the loader passed in pins: main_pinned's)
+        y = y.to(device, non_blocking=True)
+        model(x, y).backward()
+
+
+def stage_one(model, ds, device):
+    loader = make_pinned_loader(ds)
+    for x, _ in loader:
+        model(x.cuda()).sum().backward()  # expect: TD404 (make_pinned_loader pins)
+
+
+def main_pinned(model, ds, device):
+    train_loader = DataLoader(ds, batch_size=64, num_workers=4, pin_memory=True,
+                              persistent_workers=True)
+    train_epoch(model, train_loader, device)
+    stage_one(model, ds, device)

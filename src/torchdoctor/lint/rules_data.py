@@ -8,6 +8,7 @@ import re
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.visitor import (
+    FUNCTIONS,
     RuleVisitor,
     dotted,
     has_star,
@@ -188,15 +189,48 @@ class DataRules(RuleVisitor):
 
     # -- TD404 --------------------------------------------------------------------------------
     def _check_blocking_copies(self, call: ast.Call) -> None:
-        """Loops over the pinned loader ``call`` is assigned to, in the same scope: their
-        ``.to(device)`` / ``.cuda()`` of the batch without ``non_blocking=True``."""
+        """Loops over the pinned loader ``call`` makes: their ``.to(device)`` / ``.cuda()`` of
+        the batch without ``non_blocking=True`` (see :meth:`_pinned_loaders`)."""
+        reported = self.context.cache.setdefault(("TD404 reported",), set())
+        for scope, loader in self._pinned_loaders(call):
+            self._check_loops(scope, loader, reported)
+
+    def _pinned_loaders(self, call: ast.Call) -> list[tuple[ast.AST, str]]:
+        """``(scope, name)`` pairs naming the pinned loader ``call`` makes: the name it is
+        assigned to in its scope, or in the scopes of the file assigning a call of the
+        function that returns it (``loader = make_loader(...)``); and the parameter of a
+        function of the file it is passed to (``train_epoch(model, train_loader, ...)``)."""
         parent = self.parent(call)
-        if not (isinstance(parent, ast.Assign) and len(parent.targets) == 1):
-            return
-        loader = dotted(parent.targets[0])
-        if loader is None:
-            return
-        for loop in ast.walk(self.enclosing_scope(call)):
+        named: list[tuple[ast.AST, str]] = []
+        if isinstance(parent, ast.Assign) and len(parent.targets) == 1:
+            loader = dotted(parent.targets[0])
+            if loader is not None:
+                named.append((self.enclosing_scope(call), loader))
+        elif isinstance(parent, ast.Return) and isinstance(self.enclosing_scope(call), FUNCTIONS):
+            maker = self.enclosing_scope(call).name  # type: ignore[attr-defined]
+            for assign in ast.walk(self.context.tree) if self.context.tree else ():
+                if (isinstance(assign, ast.Assign) and len(assign.targets) == 1
+                        and isinstance(assign.value, ast.Call)
+                        and dotted(assign.value.func) == maker
+                        and isinstance(assign.targets[0], ast.Name)):  # fmt: skip
+                    named.append((self.enclosing_scope(assign), assign.targets[0].id))
+        passed = []
+        for scope, loader in named:
+            for use in ast.walk(scope):
+                if not isinstance(use, ast.Call) or isinstance(use.func, ast.Attribute):
+                    continue
+                function = same_file_callee(use)
+                params = [a.arg for a in function.args.args] if function is not None else []
+                for k, arg in enumerate(use.args[: len(params)]):
+                    if dotted(arg) == loader:
+                        passed.append((function, params[k]))
+                for kw in use.keywords:
+                    if kw.arg in params and dotted(kw.value) == loader:
+                        passed.append((function, kw.arg))
+        return named + passed
+
+    def _check_loops(self, scope: ast.AST, loader: str, reported: set[int]) -> None:
+        for loop in ast.walk(scope):
             if not isinstance(loop, ast.For) or _loader_of(loop.iter) != loader:
                 continue
             batch = target_names(loop.target)
@@ -207,8 +241,9 @@ class DataRules(RuleVisitor):
                 while isinstance(base, (ast.Subscript, ast.Attribute)):
                     base = base.value  # (batch["input_ids"].to(device) too)
                 if not (isinstance(base, ast.Name) and (base.id in batch or self._drawn_from(
-                        move, base.id, batch))):  # fmt: skip
+                        move, base.id, batch))) or id(move) in reported:  # fmt: skip
                     continue
+                reported.add(id(move))
                 self.report(
                     move,
                     "TD404",

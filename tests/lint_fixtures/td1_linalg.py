@@ -197,3 +197,28 @@ def logdets_legacy(w):
     for b in range(w.shape[0]):
         out.append(torch.slogdet(w[b])[1])  # expect: TD103 (the legacy spelling)
     return torch.stack(out)
+
+
+class ExactGP(torch.nn.Module):
+    def predict_rebuilding(self, xs, bs=4096):
+        n = self.x.shape[0]
+        out = []
+        for i in range(0, xs.shape[0], bs):
+            K = self.kernel(self.x, self.x) + self.noise() * torch.eye(n)
+            L = torch.linalg.cholesky(K)  # expect: TD102 (K is the same every iteration)
+            out.append(torch.linalg.solve_triangular(L, self.kernel(self.x, xs[i:i + bs]), upper=False))
+        return torch.cat(out)
+
+    def predict(self, xs, bs=4096):
+        L = torch.linalg.cholesky(self.kernel(self.x, self.x))
+        out = []
+        for i in range(0, xs.shape[0], bs):
+            Ks = self.kernel(self.x, xs[i:i + bs])
+            out.append(torch.linalg.solve_triangular(L, Ks, upper=False))  # near-miss: chunks
+        return torch.cat(out)
+
+    def fit_hyper(self, opt, steps):
+        for _ in range(steps):
+            H = self.precision()  # the parameters change: the optimizer steps below
+            torch.linalg.solve(H, self.theta).sum().backward()  # near-miss
+            opt.step()

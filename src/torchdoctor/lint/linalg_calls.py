@@ -10,6 +10,10 @@ Example:
 from __future__ import annotations
 
 import ast
+import re
+from typing import Any
+
+from torchdoctor.lint.syntax import calls_in, dotted, dotted_names_in, method_name, target_names
 
 INVERSES = frozenset(
     {
@@ -123,3 +127,65 @@ BATCHED_LINALG: dict[str, tuple[int, tuple[str, ...], bool]] = {
 BATCHED_LINALG_METHODS = frozenset(
     {"inverse", "pinverse", "cholesky", "det", "logdet", "slogdet", "matrix_exp"}
 )
+
+
+#: calls whose result differs from one iteration to the next though their inputs do not
+_FRESH_EACH_CALL = re.compile(r"(?i)rand|sample|draw|shuffle|perturb|augment|dropout|normal_|"
+                              r"bernoulli|multinomial|poisson|uniform_|next|read|load|recv")
+
+
+def chunks(loop: ast.AST) -> bool:
+    """``for i in range(0, n, bs)``: a loop over chunks of a batch.
+
+    Example:
+        >>> chunks(ast.parse("for i in range(0, n, bs):\\n    pass").body[0])
+        True
+    """
+    it = getattr(loop, "iter", None)
+    return isinstance(it, ast.Call) and dotted(it.func) == "range" and len(it.args) == 3
+
+
+_PURE_BUILTINS = frozenset({"len", "int", "float", "min", "max", "abs", "round"})
+
+
+def rebuilt_invariant(visitor: Any, matrix: ast.AST, loop: ast.AST) -> ast.Assign | None:
+    """The one statement of the loop's own body that assigns the name ``matrix`` (every
+    iteration, not under a branch), when its value is the same in every iteration: names
+    the loop does not bind, torch ops and method calls of such values (a GP's ``K =
+    self.kernel(self.x, self.x) + self.noise() * torch.eye(n)`` per test batch), nothing
+    random or read from outside. None otherwise.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef f(x, xs, bs):\\n    for i in range(0, len(xs), bs):\\n"
+        ...        "        K = x @ x.T + torch.eye(len(x))\\n"
+        ...        "        L = torch.linalg.cholesky(K)\\n")
+        >>> [f.code for f in lint_source(src)]
+        ['TD102']
+    """
+    if not isinstance(matrix, ast.Name):
+        return None
+    assigns = [n for n in ast.walk(loop) if isinstance(n, ast.Assign | ast.AugAssign | ast.AnnAssign)
+               and matrix.id in {t for tg in getattr(n, "targets", [getattr(n, "target", None)])
+                                 if tg is not None for t in target_names(tg)}]  # fmt: skip
+    if len(assigns) != 1 or not isinstance(assigns[0], ast.Assign):
+        return None
+    assign = assigns[0]
+    if len(assign.targets) != 1 or not any(s is assign for s in getattr(loop, "body", ())):
+        return None
+    if any(method_name(c) in ("step", "backward") for c in calls_in(loop)):
+        return None  # (parameters change in place: an optimizer's loop)
+    assigned = visitor.assigned_in(loop)  # (the matrix itself: S = S + 1.0 is a recurrence)
+    names = set(dotted_names_in(assign.value))
+    if not names or any(n == a or n.startswith(a + ".") for n in names for a in assigned):
+        return None
+    for call in calls_in(assign.value):
+        if visitor.callee(call) & FACTORIZATIONS.keys():
+            return None  # (a factor made in the loop: that line is the finding)
+        called = dotted(call.func) or ""
+        if _FRESH_EACH_CALL.search(called.rsplit(".", 1)[-1]):
+            return None
+        if not (called.startswith(("torch.", "self.")) or method_name(call) is not None
+                or called in _PURE_BUILTINS):  # fmt: skip
+            return None  # (a function of the user's: it may read anything)
+    return assign

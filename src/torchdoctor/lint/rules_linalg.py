@@ -23,6 +23,8 @@ from torchdoctor.lint.linalg_calls import (
     RHS,
     SHAPE_METHODS,
     carried_rhs,
+    chunks,
+    rebuilt_invariant,
 )
 from torchdoctor.lint.loop_shapes import NOT_A_BATCH, index_names, per_item_names
 from torchdoctor.lint.rule import Rule
@@ -147,12 +149,29 @@ class LinalgRules(RuleVisitor):
             position, keywords, is_solve = FACTORIZATIONS[name]
             matrix = _matrix_arg(node, position, keywords)
             loops = self.enclosing_loops(node)
-            if matrix is None or not loops or not self.is_invariant(matrix, loops[0]):
+            if matrix is None or not loops:
+                continue
+            rebuilt = None if self.is_invariant(matrix, loops[0]) else rebuilt_invariant(self, matrix, loops[0])
+            if rebuilt is None and not self.is_invariant(matrix, loops[0]):
                 continue
             short = name.rsplit(".", 1)[-1]
+            if rebuilt is not None:
+                self.report(
+                    node,
+                    "TD102",
+                    f"`{short}` of `{self.code_of(matrix)}`, which line {rebuilt.lineno} builds "
+                    "again every iteration from values the loop does not change "
+                    f"(`{self.code_of(rebuilt.value)}`): build and factor it once before the "
+                    "loop" + (", then solve each right-hand side with the factor inside it"
+                              if is_solve else ""),
+                )
+                return
             carried = is_solve and carried_rhs(node, RHS.get(name, 1), loops[0])
             if carried and name in FACTORED:
                 return  # (the factor made once, the next state solved from the last: as it should)
+            if name in FACTORED and chunks(loops[0]):
+                return  # (the factor made once, the right-hand sides solved a chunk at a time
+                # to bound memory: a GP's predictive variance over 4,096 test points a step)
             if carried:
                 msg = (
                     f"`{short}` with loop-invariant matrix `{self.code_of(matrix)}` factors it "

@@ -358,3 +358,22 @@ def yolo_build_targets(pred_boxes, gt_boxes, batch_idx, batch_size, pad_idx):
         keep = tokens[tokens != pad_idx]  # near-miss: each sample against its pad id
         assigned.append(keep.sum())
     return assigned
+
+
+def face_normals(verts, faces):
+    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    return F.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)
+
+
+def vertex_count(verts):
+    return int(verts.shape[0])
+
+
+def normals_per_mesh(verts, faces):
+    out = []
+    for b in range(verts.shape[0]):  # expect: TD304 (a function of the file's torch ops)
+        out.append(face_normals(verts[b], faces))
+    counts = []
+    for b in range(verts.shape[0]):  # near-miss: the function runs no torch op
+        counts.append(vertex_count(verts[b]))
+    return torch.stack(out), torch.stack([torch.tensor(c) for c in counts])

@@ -41,7 +41,7 @@ from torchdoctor.lint.batch_items import (
 from torchdoctor.lint.linalg_calls import BATCHED_LINALG, BATCHED_LINALG_METHODS
 from torchdoctor.lint.loop_shapes import carries_state, ragged_items, summed_per_item
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.syntax import MODEL_NAME
+from torchdoctor.lint.syntax import MODEL_NAME, same_file_callee
 from torchdoctor.lint.visitor import (
     HOST_COPY_METHODS,
     RuleVisitor,
@@ -217,6 +217,7 @@ class BatchLoopRules(RuleVisitor):
             any(q.startswith("torch.") for q in self.callee(c))
             or (method_name(c) not in (None, "append", "extend"))
             or bool(MODEL_NAME.search((dotted(c.func) or "").rsplit(".", 1)[-1]))
+            or self._tensor_function(c)
             for c in calls
         )
         if arithmetic and not tensor_work:
@@ -226,6 +227,16 @@ class BatchLoopRules(RuleVisitor):
                 for n in nodes
             )
         return tensor_work and not carries_state(body) and not ragged_items(body, nodes, self)
+
+    def _tensor_function(self, call: ast.Call) -> bool:
+        """``face_normals(verts[b], faces)``: a function of the file whose body runs torch ops
+        (a ``torch.`` call) and reads nothing on the host."""
+        function = same_file_callee(call) if isinstance(call.func, ast.Name) else None
+        if function is None:
+            return False
+        inner = [c for c in ast.walk(function) if isinstance(c, ast.Call)]
+        return any(q.startswith("torch.") for c in inner for q in self.callee(c)) and not any(
+            method_name(c) in HOST_COPY_METHODS for c in inner)  # fmt: skip
 
     # -- for loops ------------------------------------------------------------------------------
     def visit_For(self, node: ast.For) -> None:

@@ -54,3 +54,16 @@ class Trainer:
         loss = self.model(next(self.batches))
         loss.backward()
         self.optimizer.step()
+
+
+def fit_offsets(render, loss_terms, opt, iters, split):
+    for it in range(iters):
+        image_loss, reg_loss = loss_terms(render())
+        loss = image_loss + reg_loss
+        opt.zero_grad()
+        if split:
+            image_loss.backward(retain_graph=True)  # a second backward follows: needed
+            reg_loss.backward()
+        else:
+            loss.backward(retain_graph=True)  # expect: TD714 (this branch's only backward)
+        opt.step()

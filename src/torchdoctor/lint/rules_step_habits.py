@@ -113,7 +113,8 @@ class StepHabitRules(RuleVisitor):
                 loss = loss.args[0]
             if loop is None or root_name(loss) not in made:
                 return  # (a loss made before the loop: each iteration goes through it again)
-            backwards = [c for c in self.direct_calls(loop.body) if method_name(c) == "backward"]
+            backwards = [c for c in self.direct_calls(loop.body) if method_name(c) == "backward"
+                         and not self._exclusive(c, node, loop)]  # fmt: skip
             if len(backwards) == 1 and not self._differentiates_again(loop):
                 self.report(
                     node,
@@ -123,6 +124,20 @@ class StepHabitRules(RuleVisitor):
                     "replaces it (about twice the activation memory at peak, and nothing freed "
                     "during backward); drop it",
                 )
+
+    def _exclusive(self, other: ast.AST, node: ast.AST, loop: ast.AST) -> bool:
+        """``other`` and ``node`` sit in the two branches of one ``if`` inside ``loop``
+        (``if args.edge_reg: a.backward(retain_graph=True); b.backward() else:
+        loss.backward(retain_graph=True)``): they never run in the same iteration."""
+        child, parent = node, self.parent(node)
+        while parent is not None and parent is not loop:
+            if isinstance(parent, ast.If):
+                mine = parent.body if any(child is s for s in parent.body) else parent.orelse
+                theirs = parent.orelse if mine is parent.body else parent.body
+                if any(other is n for s in theirs for n in ast.walk(s)):
+                    return True
+            child, parent = parent, self.parent(parent)
+        return False
 
     def _differentiates_again(self, loop: ast.AST) -> bool:
         """The loop also differentiates with torch.autograd.grad (a second pass through the

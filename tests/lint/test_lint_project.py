@@ -321,3 +321,34 @@ def test_a_tensor_dataset_made_in_another_file_needs_no_workers(tmp_path: Path) 
     )
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD401"])]
     assert found == [("train.py", 5)]
+
+
+def test_a_helper_of_another_file_run_by_a_forwards_method_runs_per_call(tmp_path: Path) -> None:
+    # NeRF's forward -> self.run -> rays.composite, which builds a literal background colour
+    _write(
+        tmp_path,
+        {
+            "rays.py": """
+                import torch
+                def composite(rgb, acc, bkgd=None):
+                    if bkgd is None:
+                        bkgd = torch.tensor([1.0, 1.0, 1.0], device=rgb.device)
+                    return rgb + (1.0 - acc[..., None]) * bkgd
+                def unused(rgb):
+                    return rgb * torch.tensor([0.5, 0.5, 0.5])
+            """,
+            "nerf.py": """
+                import torch.nn as nn
+                from rays import composite
+                class NeRF(nn.Module):
+                    def run(self, x):
+                        rgb, acc = self.mlp(x)
+                        return composite(rgb, acc)
+                    def forward(self, x):
+                        return self.run(x)
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line, f.message) for f in lint_paths([tmp_path], select=["TD511"])]
+    assert [(name, line) for name, line, _ in found] == [("rays.py", 5)]
+    assert "called by `NeRF.forward` (nerf.py:" in found[0][2]

@@ -69,9 +69,31 @@ def _imports(tree: ast.Module) -> dict[str, str]:
     return names
 
 
+def _run_by_forward(cls: ast.ClassDef, forward: ast.AST) -> list[ast.AST]:
+    """``forward`` and the methods of ``cls`` it runs through ``self.m(...)``, up to two calls
+    deep (NeRF's ``forward`` -> ``self.run`` -> ``composite``).
+
+    Example:
+        >>> src = "class M:\\n    def forward(self):\\n        self.run()\\n    def run(self):\\n        pass\\n"
+        >>> cls = ast.parse(src).body[0]
+        >>> [f.name for f in _run_by_forward(cls, cls.body[0])]
+        ['forward', 'run']
+    """
+    methods = {m.name: m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    found, frontier = [forward], [forward]
+    for _ in range(2):
+        called = {c.func.attr for f in frontier for c in ast.walk(f)
+                  if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+                  and isinstance(c.func.value, ast.Name) and c.func.value.id == "self"}  # fmt: skip
+        frontier = [methods[n] for n in sorted(called) if n in methods and methods[n] not in found]
+        found += frontier
+    return found
+
+
 def forward_calls(path: str, tree: ast.Module) -> list[ForwardCall]:
-    """Every call in a module's ``forward`` in ``tree`` that its imports resolve to a function
-    of a module (``self.f(...)``, methods of objects and unresolved names are left out)."""
+    """Every call in a module's ``forward`` in ``tree`` (or in a method of its class that the
+    forward runs, :func:`_run_by_forward`) that its imports resolve to a function of a module
+    (``self.f(...)``, methods of objects and unresolved names are left out)."""
     imports = _imports(tree)
     local = {
         n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
@@ -84,7 +106,7 @@ def forward_calls(path: str, tree: ast.Module) -> list[ForwardCall]:
             if not (isinstance(forward, (ast.FunctionDef, ast.AsyncFunctionDef))
                     and forward.name == "forward"):
                 continue  # fmt: skip
-            for call in ast.walk(forward):
+            for call in (c for f in _run_by_forward(cls, forward) for c in ast.walk(f)):
                 if not isinstance(call, ast.Call):
                     continue
                 func, module = call.func, None

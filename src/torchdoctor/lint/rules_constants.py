@@ -155,6 +155,9 @@ class ConstantRules(RuleVisitor):
         if function in table:
             return f"called by `{table[function]}`"
         project = self.context.project
+        hit = project.called_in_forward(function, self.context.path) if project is not None else None  # type: ignore[attr-defined]
+        if hit is not None:  # (another file's forward, through its imports)
+            return f"called by `{hit[2]}` ({hit[0]}:{hit[1]})"
         caller = project.called_in_loop(function) if project is not None else None  # type: ignore[attr-defined]
         return None if caller is None else f"called in a loop at {caller[0]}:{caller[1]}"
 

@@ -352,3 +352,35 @@ def test_a_helper_of_another_file_run_by_a_forwards_method_runs_per_call(tmp_pat
     found = [(Path(f.path).name, f.line, f.message) for f in lint_paths([tmp_path], select=["TD511"])]
     assert [(name, line) for name, line, _ in found] == [("rays.py", 5)]
     assert "called by `NeRF.forward` (nerf.py:" in found[0][2]
+
+
+def test_a_mask_in_a_loss_the_training_loop_calls_runs_every_step(tmp_path: Path) -> None:
+    # TD207 follows the loop into the module-level loss it calls every step; an evaluation
+    # called once an epoch (in the epoch loop, not the step loop) is not every step
+    _write(
+        tmp_path,
+        {
+            "losses.py": """
+                import torch.nn.functional as F
+                def detection_loss(cls, labels):
+                    valid = labels >= 0
+                    return F.cross_entropy(cls[valid], labels[valid])
+                def evaluate(scores, labels):
+                    keep = scores > 0.5
+                    return (labels[keep] == 1).float().mean()
+            """,
+            "train.py": """
+                from losses import detection_loss, evaluate
+                def main(model, loader, opt, val):
+                    for epoch in range(10):
+                        for x, y in loader:
+                            loss = detection_loss(model(x.cuda()), y.cuda())
+                            loss.backward()
+                            opt.step()
+                        print(evaluate(model(val[0]), val[1]))
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line, f.message) for f in lint_paths([tmp_path], select=["TD207"])]
+    assert [(name, line) for name, line, _ in found] == [("losses.py", 5)]
+    assert "in `detection_loss` (called at train.py:6, every training step)" in found[0][2]

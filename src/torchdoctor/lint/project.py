@@ -15,142 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torchdoctor.lint.forward_calls import ForwardCall, forward_calls
-from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
 from torchdoctor.lint.names import ImportTable
+from torchdoctor.lint.project_scan import (
+    _STEP_MARKERS,
+    USES_CUDA,
+    _calls_in_body,
+    _disables_grad,
+    _parse,
+    _runs_parameter,
+    _under_no_grad,
+    step_loop,
+)
 from torchdoctor.lint.syntax import link_parents
-
-USES_CUDA = re.compile(
-    r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True"
-    r"|accelerator\s*=\s*[\"'](gpu|cuda|auto)[\"']"  # (Lightning's Trainer places the batches)
-    r"|\bAccelerator\(|device_map\s*="  # (Hugging Face accelerate / from_pretrained place them)
-    r"|torch\.accelerator\b|[\"']mps[\"']|[\"']xpu[\"']"  # (torch's device-generic API)
-)
-NO_GRAD_NAMES = frozenset({"no_grad", "inference_mode"})
-
-
-def _opens_no_grad(expr: ast.AST) -> bool:
-    """``torch.no_grad()`` / ``inference_mode`` (called or not), as a ``with`` item or a
-    decorator.
-
-    Example:
-        >>> _opens_no_grad(ast.parse("th.no_grad()").body[0].value)
-        True
-    """
-    func = expr.func if isinstance(expr, ast.Call) else expr
-    return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in NO_GRAD_NAMES
-
-
-def _under_no_grad(node: ast.AST) -> bool | ast.AST:
-    """True when ``node`` runs under ``with torch.no_grad()`` / ``inference_mode`` or in a
-    function decorated with them; else the innermost enclosing function (or False)."""
-    parent = getattr(node, "td_parent", None)
-    while parent is not None:
-        if isinstance(parent, (ast.With, ast.AsyncWith)):
-            if any(_opens_no_grad(item.context_expr) for item in parent.items):
-                return True
-        if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            if any(_opens_no_grad(deco) for deco in parent.decorator_list):
-                return True
-            return parent
-        parent = getattr(parent, "td_parent", None)
-    return False
-
-
-def _disables_grad(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    """``function`` turns autograd off around its work, hands the call on to another object's
-    method of its own name, or is a stub (see :meth:`Project.method_disables_grad`)."""
-    body = [s for s in function.body
-            if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]  # fmt: skip
-    if all(isinstance(s, (ast.Pass, ast.Raise)) for s in body):
-        return True  # (a stub: `...`, a docstring, NotImplementedError)
-    if any(_opens_no_grad(deco) for deco in function.decorator_list):
-        return True
-    for node in ast.walk(function):
-        if isinstance(node, (ast.With, ast.AsyncWith)) and any(
-            _opens_no_grad(item.context_expr) for item in node.items
-        ):
-            return True
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == function.name):
-            return True  # (delegates: checked as that method's own definition)
-    return False
-
-
-def _runs_parameter(
-    function: ast.FunctionDef | ast.AsyncFunctionDef, position: int | None, keyword: str | None
-) -> bool:
-    """``function`` calls the parameter bound by the argument at ``position`` (after a
-    ``self``/``cls``) or named ``keyword``, with autograd on (see
-    :meth:`Project.runs_argument`): ``param(x)``, ``param.forward(x)``, ``param.decode_step(x)``,
-    ``param.encoder(x)``."""
-    params = [*function.args.posonlyargs, *function.args.args]
-    if params and params[0].arg in ("self", "cls"):
-        params = params[1:]
-    names = {a.arg for a in (*params, *function.args.kwonlyargs)}
-    if keyword is not None:
-        param = keyword if keyword in names else None
-    else:
-        param = params[position].arg if position is not None and position < len(params) else None
-    if param is None or _disables_grad(function):
-        return False
-    for call in ast.walk(function):
-        func = getattr(call, "func", None)
-        if isinstance(func, ast.Attribute) and (  # (model.forward(x), model.encoder(images))
-                func.attr.split("_")[0] in FORWARD_METHODS or names_a_module(func.attr)):  # fmt: skip
-            func = func.value
-        if isinstance(call, ast.Call) and isinstance(func, ast.Name) and func.id == param:
-            return True
-    return False
-
-
-def _calls_in_body(loop: ast.AST):
-    """The calls in ``loop``'s body, not entering nested function or class definitions."""
-    stack = list(getattr(loop, "body", ()))
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            continue
-        if isinstance(node, ast.Call):
-            yield node
-        stack.extend(ast.iter_child_nodes(node))
-
-
-#: text a file with a step loop holds (a cheap test before parsing it for the loop index)
-_STEP_MARKERS = re.compile(
-    r"\.backward\(|\.step\(|^[ \t]*for\b[^\n]*(loader|batches|timesteps)", re.M | re.I
-)
-
-
-def _parse(text: str) -> ast.Module | None:
-    try:
-        return ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError):
-        return None
-#: a loop over these runs once per step: a data loader's batches, a sampler's time steps
-STEP_ITERABLES = re.compile(r"loader|batches|timesteps", re.IGNORECASE)
-
-
-def step_loop(loop: ast.AST) -> bool:
-    """A loop that runs a step per iteration: it calls ``.backward()`` or ``.step()`` in its
-    body, or iterates a data loader or a sampler's time steps (not a loop over test cases,
-    devices or a configuration list).
-
-    Example:
-        >>> step_loop(ast.parse("for x, y in train_loader:\\n    pass").body[0])
-        True
-        >>> step_loop(ast.parse("for k in range(n_gpu):\\n    x = f(k)").body[0])
-        False
-    """
-    if isinstance(loop, (ast.For, ast.AsyncFor)):
-        names = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(loop.iter)
-                 if isinstance(n, (ast.Name, ast.Attribute))]  # fmt: skip
-        if any(STEP_ITERABLES.search(name) for name in names):
-            return True
-    return any(
-        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-        and n.func.attr in ("backward", "step")
-        for statement in getattr(loop, "body", ()) for n in ast.walk(statement)
-    )  # fmt: skip
 
 
 class Project:
@@ -167,7 +43,7 @@ class Project:
         self._trees: dict[str, ast.Module | None] = {}
         self._uses_cuda: bool | None = None
         self._no_grad: dict[tuple[str, int], bool | None] = {}
-        self._loop_calls: dict[str, tuple[str, int]] | None = None  # called_in_loop's index
+        self._loop_calls: dict[str | tuple[str, str], tuple[str, int]] | None = None  # called_in_loop's index
         self._forward_calls: dict[str, list[ForwardCall]] | None = None  # called_in_forward
 
     def __getstate__(self) -> dict:  # worker processes rebuild the caches
@@ -251,11 +127,12 @@ class Project:
         self._no_grad[key] = result
         return result
 
-    def called_in_loop(self, name: str) -> tuple[str, int] | None:
+    def called_in_loop(self, name: str, training: bool = False) -> tuple[str, int] | None:
         """``(file name, line)`` of the first call ``name(...)`` / ``utils.name(...)`` (an
         imported module's) / ``self.name(...)`` in the project made inside the body of a step loop (:func:`step_loop`) of its own function (a
         helper run every step: fast_neural_style's ``utils.normalize_batch`` in the training
-        loop); None. The project's step loops are indexed once, on the first question.
+        loop); with ``training``, only a loop that calls ``.backward()`` or ``.step()``; None.
+        The project's step loops are indexed once, on the first question.
 
         Example:
             >>> project = Project([])
@@ -272,6 +149,9 @@ class Project:
                 modules = set(ImportTable(tree).imports if tree is not None else ()) | {"self"}
                 for loop in ast.walk(tree) if tree is not None else ():
                     if isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
+                        direct = {id(c) for c in _calls_in_body(loop, nested=False)}
+                        trains = any(isinstance(c.func, ast.Attribute) and c.func.attr in (
+                            "backward", "step") for c in _calls_in_body(loop, nested=False))  # fmt: skip
                         for call in _calls_in_body(loop):
                             func = call.func
                             if isinstance(func, ast.Attribute) and not (
@@ -280,8 +160,11 @@ class Project:
                                 continue  # (`model.train()` is no call of a function `train`)
                             called = func.attr if isinstance(func, ast.Attribute) else getattr(
                                 func, "id", "")  # fmt: skip
-                            self._loop_calls.setdefault(called, (Path(path).name, call.lineno))
-        return self._loop_calls.get(name)
+                            site = (Path(path).name, call.lineno)
+                            self._loop_calls.setdefault(called, site)
+                            if trains and id(call) in direct:  # (not once an epoch)
+                                self._loop_calls.setdefault(("training", called), site)
+        return self._loop_calls.get(("training", name) if training else name)
 
     def called_in_forward(self, name: str, path: str) -> tuple[str, int, str] | None:
         """``(file name, line, "Cls.forward")`` of the first call, in a module's ``forward`` in

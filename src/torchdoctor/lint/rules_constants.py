@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.project import step_loop
+from torchdoctor.lint.project_scan import step_loop
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, method_name
 

@@ -5,9 +5,10 @@ Boolean-mask indexing ``x[mask]``, ``torch.nonzero`` / ``argwhere`` / one-argume
 of counts return as many elements as the data says. On CUDA the host must read that count
 before it can allocate the result: the CPU waits for the GPU (a host-device sync), and
 torch.compile breaks the graph (or recompiles) there. Reported where it runs every step: in the
-body of a training loop or step (as TD201 decides) or in a module's ``forward`` (as TD205
-decides: not an inference-only, post-processing or metric forward, nor a logged branch), and
-only when the file or project moves data to CUDA.
+body of a training loop or step (as TD201 decides), in a module-level function a training
+loop of the project calls, or in a module's ``forward`` (as TD205 decides: not an
+inference-only, post-processing or metric forward, nor a logged branch), and only when the
+file or project moves data to CUDA.
 
 A mask must be known to be one: a comparison (``y[y != -100]``), ``~`` / ``&`` / ``|`` of
 masks, a call that returns booleans (``torch.isfinite``, ``.bool()``, ``.eq(...)``), or a
@@ -24,12 +25,12 @@ from __future__ import annotations
 import ast
 import re
 
-from torchdoctor.lint.project import _under_no_grad
+from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_loops import LoopRules
 from torchdoctor.lint.rules_sync import SyncRules
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
-from torchdoctor.lint.syntax import every_step_of
+from torchdoctor.lint.syntax import evaluation_branch, every_step_of
 from torchdoctor.lint.tensors import (
     NOT_TENSORS,
     TENSOR_DICTS,
@@ -38,7 +39,6 @@ from torchdoctor.lint.tensors import (
     python_number,
 )
 from torchdoctor.lint.visitor import (
-    FUNCTIONS,
     RuleVisitor,
     calls_in,
     constant,
@@ -129,7 +129,11 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"torch", r"def forward\(|\.backward\(|training_step|def compute_loss\("),)
+    TRIGGERS = (
+        (r"torch", r"def forward\(|\.backward\(|training_step|def compute_loss\("),
+        (r"torch", r"nonzero\(|masked_select\(|unique\(|argwhere\(|repeat_interleave\(|"
+         r"\[[^\]\n]*(mask|valid|keep|==|!=|>=|<=)"),  # (a helper of another file's loop)
+    )
 
     # where a statement runs every step: TD201's and TD205's decisions
     _training_context = SyncRules._training_context
@@ -347,28 +351,14 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
                 return None
             return every_step_of(context)
         owner = self.forward_owner(node)
-        if owner is None or _under_no_grad(node) is True or self._evaluation_branch(node):
+        if owner is None:
+            return self._helper_of_a_step(node)
+        if _under_no_grad(node) is True or evaluation_branch(node):
             return None
         project = self.context.project
         if project is not None and project.module_runs_without_grad(owner):
             return None  # an inference-only module (a mesh decoder run by a no_grad sampler)
         return f"in `{owner}.forward` (every call)"
-
-    def _evaluation_branch(self, node: ast.AST) -> bool:
-        """``if not self.training:`` (or the ``else`` of ``if self.training:``) guards it."""
-        child, parent = node, self.parent(node)
-        while parent is not None and not isinstance(parent, FUNCTIONS):
-            if isinstance(parent, (ast.If, ast.IfExp)) and child is not parent.test:
-                in_body = child is parent.body or (
-                    isinstance(parent.body, list) and any(s is child for s in parent.body)
-                )
-                test, negated = parent.test, False
-                if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-                    test, negated = test.operand, True
-                if dotted(test) == "self.training" and in_body == negated:
-                    return True
-            child, parent = parent, self.parent(parent)
-        return False
 
     # -- reporting ------------------------------------------------------------------------------
     def visit_Call(self, node: ast.Call | ast.Subscript) -> None:

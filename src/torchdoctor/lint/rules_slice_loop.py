@@ -23,7 +23,7 @@ import re
 
 from torchdoctor.lint.denoising_loops import range_call
 from torchdoctor.lint.loop_shapes import made_by_numpy
-from torchdoctor.lint.project import _under_no_grad
+from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import MODEL_NAME
 from torchdoctor.lint.tensor_values import TensorValues

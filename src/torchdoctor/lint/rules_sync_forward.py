@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
 from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
@@ -67,6 +68,20 @@ class ForwardAndCallSyncs:
         if hit is None or _POSTPROCESSING.search(hit[2]):
             return None
         return f"`{scope.name}` (called by `{hit[2]}`, {hit[0]}:{hit[1]})"
+
+    def _helper_of_a_step(self, node: ast.AST) -> str | None:
+        """``in `losses` (called at f.py:9, every training step)``: a module-level function a
+        training loop of the project calls every step (TD207's a detector's loss); or None."""
+        scope = self.enclosing_scope(node)
+        project = self.context.project
+        if (project is None or not isinstance(scope, FUNCTIONS)
+                or not isinstance(self.parent(scope), ast.Module)
+                or _under_no_grad(node) is True or self.under_log_gate(node, scope)
+                or self.skip_sync(node, scope)):  # fmt: skip
+            return None
+        hit = project.called_in_loop(scope.name, training=True)
+        return None if hit is None else (
+            f"in `{scope.name}` (called at {hit[0]}:{hit[1]}, every training step)")
 
     def forward_owner(self, node: ast.AST) -> str | None:
         """The class whose ``forward`` runs ``node`` on every call; None outside forward, in

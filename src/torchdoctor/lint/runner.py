@@ -20,7 +20,8 @@ from torchdoctor.lint.families import FAMILIES
 from torchdoctor.lint.finding import Finding
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.noqa import is_suppressed
-from torchdoctor.lint.project import USES_CUDA, Project
+from torchdoctor.lint.project import Project
+from torchdoctor.lint.project_scan import USES_CUDA
 from torchdoctor.lint.registry import RULES, resolve_codes
 from torchdoctor.lint.visitor import FileContext, Fix, link_parents
 

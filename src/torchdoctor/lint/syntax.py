@@ -424,3 +424,27 @@ def after_warmup(test: ast.AST) -> bool:
         return False
     return not any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
                    for n in ast.walk(test.comparators[0]))  # fmt: skip
+
+
+def evaluation_branch(node: ast.AST) -> bool:
+    """``if not self.training:`` (or the ``else`` of ``if self.training:``) guards ``node``
+    within its function (parent links of :func:`link_parents`).
+
+    Example:
+        >>> nodes = link_parents(ast.parse("def f(self, x):\\n    if not self.training:\\n        x = x[x > 0]\\n"))
+        >>> evaluation_branch(nodes[0].body[0].body[0].body[0])
+        True
+    """
+    child, above = node, parent(node)
+    while above is not None and not isinstance(above, FUNCTIONS):
+        if isinstance(above, (ast.If, ast.IfExp)) and child is not above.test:
+            in_body = child is above.body or (
+                isinstance(above.body, list) and any(s is child for s in above.body)
+            )
+            test, negated = above.test, False
+            if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+                test, negated = test.operand, True
+            if dotted(test) == "self.training" and in_body == negated:
+                return True
+        child, above = above, parent(above)
+    return False

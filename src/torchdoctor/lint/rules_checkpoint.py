@@ -186,7 +186,10 @@ class CheckpointRules(RuleVisitor):
     def _epoch_loop(self, loop: ast.AST) -> bool:
         """``loop`` holds an inner loop over batches (one that trains, or iterates a loader
         that is not a validation set) that is not a gradient-accumulation loop over
-        micro-batches."""
+        micro-batches, unless the loop itself steps an optimizer too (a GAN's generator step
+        after its inner critic loop: still one checkpoint a step)."""
+        if self.training_calls(loop) >= {"backward", "step"}:
+            return False
         stack = list(loop.body)  # type: ignore[attr-defined]
         while stack:
             node = stack.pop()

@@ -12,7 +12,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.syntax import after_warmup
+from torchdoctor.lint.syntax import after_warmup, same_file_callee
 from torchdoctor.lint.tensors import FRAMEWORK_STEP_HOOKS
 from torchdoctor.lint.training_optimizer import OPTIMIZER, OptimizerChecks, optimizer_step_call
 from torchdoctor.lint.visitor import (
@@ -310,10 +310,12 @@ class TrainingRules(OptimizerChecks):
             return False
         if self._training_loop(with_node) is not None:
             return True
-        return any(
-            isinstance(c, ast.Call) and (method_name(c) == "backward" or optimizer_step_call(c))
-            for stmt in with_node.body
-            for c in ast.walk(stmt)
+        calls = [c for stmt in with_node.body for c in ast.walk(stmt) if isinstance(c, ast.Call)]
+        if any(method_name(c) == "backward" or optimizer_step_call(c) for c in calls):
+            return True
+        return any(  # (`d_hist = train(args, G, D, ...)`: a function of the file that trains)
+            isinstance(n, (*FOR, ast.While)) and self.is_training_body(n)
+            for c in calls if (f := same_file_callee(c)) is not None for n in ast.walk(f)
         )
 
     # -- TD703 -------------------------------------------------------------------------------

@@ -328,7 +328,8 @@ def _training_kind(call: ast.Call) -> str | None:
     if name == "step":
         receiver = dotted(call.func.value) or ""
         last = receiver.rsplit(".", 1)[-1].lower()
-        if "optim" in last or last in {"opt", "scaler"} or last.endswith(("_opt", "scaler")):
+        if ("optim" in last or last in {"opt", "scaler"} or last.endswith(("_opt", "scaler"))
+                or (last.startswith("opt_") and len(last) <= 8)):  # (a GAN's opt_g, opt_d)
             return "step"  # (self.grad_scaler.step(self.optimizer): detectron2's AMP)
     return None
 
@@ -427,8 +428,7 @@ def after_warmup(test: ast.AST) -> bool:
 
 
 def evaluation_branch(node: ast.AST) -> bool:
-    """``if not self.training:`` (or the ``else`` of ``if self.training:``) guards ``node``
-    within its function (parent links of :func:`link_parents`).
+    """``if not self.training:`` (or ``if self.training:``'s ``else``) guards ``node``.
 
     Example:
         >>> nodes = link_parents(ast.parse("def f(self, x):\\n    if not self.training:\\n        x = x[x > 0]\\n"))

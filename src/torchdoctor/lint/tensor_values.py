@@ -32,6 +32,9 @@ HOST_FACTORIES = frozenset(
 )  # fmt: skip
 
 
+#: methods that return the tensor they are called on, or a copy (a tensor if it was one)
+_SAME_TENSOR = frozenset({"detach", "clone", "contiguous"})
+
 class TensorValues:
     """Mixin for a :class:`~torchdoctor.lint.visitor.RuleVisitor`: is an expression a tensor?
 
@@ -44,7 +47,16 @@ class TensorValues:
     """
 
     def looks_like_tensor(self, expr: ast.AST) -> bool:
-        """Heuristic: the expression is a tensor (statically unknowable; kept conservative)."""
+        """Heuristic: the expression is a tensor (statically unknowable; kept conservative).
+        A negation or a ``.detach()`` / ``.clone()`` of one is one too (``-d_loss.detach()``)."""
+        while True:
+            if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub | ast.UAdd):
+                expr = expr.operand
+            elif isinstance(expr, ast.Call) and method_name(expr) in _SAME_TENSOR and not (
+                    expr.args or expr.keywords):  # fmt: skip
+                expr = expr.func.value  # type: ignore[attr-defined]
+            else:
+                break
         if isinstance(expr, ast.Call):
             if any(
                 TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)

@@ -6,6 +6,7 @@ it).
 
 from __future__ import annotations
 
+import ast
 import re
 
 from torchdoctor.lint.syntax import MODEL_NAME
@@ -34,3 +35,23 @@ def names_a_module(name: str) -> bool:
 FORWARD_METHODS = frozenset(
     {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference"}
 )
+
+
+#: a function that trains: a loss, an optimizer, gradients (named or called)
+_TRAINS = re.compile(r"(?i)backward|optim|\bopt\b|zero_grad|\.step\(|loss|criterion|\bgrad")
+
+
+def mc_dropout(function: ast.AST, lines: list[str]) -> bool:
+    """A function that puts a model in ``train()`` mode to sample it (Monte Carlo dropout:
+    ``model.train()`` keeps dropout on, then a loop of forward passes whose outputs are
+    averaged) and trains nothing: no loss, optimizer, backward or gradient anywhere in it.
+
+    Example:
+        >>> src = "def mc(model, x):\\n    model.train()\\n    return [model(x) for _ in range(9)]"
+        >>> fn = ast.parse(src).body[0]
+        >>> mc_dropout(fn, src.splitlines()), mc_dropout(fn, [*src.splitlines(), "loss = 0"])
+        (True, False)
+    """
+    text = "\n".join(lines)
+    return ".train()" in text and not _TRAINS.search(text) and not re.search(
+        r"(?i)train|fit", getattr(function, "name", ""))

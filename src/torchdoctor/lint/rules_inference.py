@@ -17,7 +17,7 @@ from torchdoctor.lint.denoising_loops import (
     mask_assignments,
     range_call,
 )
-from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
+from torchdoctor.lint.model_calls import FORWARD_METHODS, mc_dropout, names_a_module
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     FOR,
@@ -273,7 +273,7 @@ class InferenceRules(RuleVisitor):
 
     def _check_eval(self, node: ast.AST, body: list, named: bool, decorators: list) -> None:
         lines = self.context.lines[body[0].lineno - 1 : body[-1].end_lineno]
-        sampled = isinstance(node, FUNCTIONS) and _mc_dropout(node, lines)
+        sampled = isinstance(node, FUNCTIONS) and mc_dropout(node, lines)
         if not named and not sampled and not any(".eval()" in line for line in lines):
             return  # neither an evaluation function nor one calling .eval()
         body_calls = [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
@@ -423,26 +423,6 @@ class InferenceRules(RuleVisitor):
 
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]
 InferenceRules.visit_AsyncFor = InferenceRules.visit_For  # type: ignore[attr-defined]
-
-
-#: a function that trains: a loss, an optimizer, gradients (named or called)
-_TRAINS = re.compile(r"(?i)backward|optim|\bopt\b|zero_grad|\.step\(|loss|criterion|\bgrad")
-
-
-def _mc_dropout(function: ast.AST, lines: list[str]) -> bool:
-    """A function that puts a model in ``train()`` mode to sample it (Monte Carlo dropout:
-    ``model.train()`` keeps dropout on, then a loop of forward passes whose outputs are
-    averaged) and trains nothing: no loss, optimizer, backward or gradient anywhere in it.
-
-    Example:
-        >>> src = "def mc(model, x):\\n    model.train()\\n    return [model(x) for _ in range(9)]"
-        >>> fn = ast.parse(src).body[0]
-        >>> _mc_dropout(fn, src.splitlines()), _mc_dropout(fn, [*src.splitlines(), "loss = 0"])
-        (True, False)
-    """
-    text = "\n".join(lines)
-    return ".train()" in text and not _TRAINS.search(text) and not re.search(
-        r"(?i)train|fit", getattr(function, "name", ""))
 
 
 def _descending(steps: ast.Call, it: ast.AST) -> bool:

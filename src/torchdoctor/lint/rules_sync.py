@@ -312,7 +312,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
             inputs = self._forward_inputs(expr)  # (`(edge_index >= n).any()` in forward)
             return any(self.looks_like_tensor(o) or _sliced_in_dims(o)
                        or (isinstance(o, ast.Name | ast.Subscript) and root_name(o) in inputs)
-                       for o in operands)  # fmt: skip
+                       for o in operands) or self._reduces_a_forward_input(expr)  # fmt: skip
         if isinstance(receiver, ast.Name) and receiver.id in self._forward_inputs(expr):
             return True  # `if mask.any():` on forward's tensor argument
         if isinstance(receiver, ast.Name):  # (also `norm = clip_grad_norm_(...)`: a tensor)

@@ -257,7 +257,7 @@ class ForwardAndCallSyncs:
         scope = self._forward_of(expr)
         if scope is None:
             return False
-        values = self.assigned_values(scope, root.id)
+        values = [*self.assigned_values(scope, root.id), *_unpacked(scope, root.id)]
         made = [v for v in values if not _updates(v, root.id)]  # (scores = scores / 10)
         return bool(made) and all(_submodule_output(v) for v in made)
 
@@ -305,13 +305,47 @@ def _submodule_output(value: ast.AST) -> bool:
     )
 
 
+def _unpacked(scope: ast.AST, name: str) -> list[ast.AST]:
+    """The values unpacked into ``name`` in ``scope``: ``s, t = self.st(x)`` gives the call,
+    ``s, t = s * m, t * m`` the element ``s * m``.
+
+    Example:
+        >>> fn = ast.parse("def f(self, x):\\n    s, t = self.st(x)\\n    s, t = s * 2, t\\n").body[0]
+        >>> [ast.unparse(v) for v in _unpacked(fn, "s")]
+        ['self.st(x)', 's * 2']
+    """
+    found = []
+    for node in ast.walk(scope):
+        if not isinstance(node, ast.Assign):
+            continue
+        for target in node.targets:
+            if not isinstance(target, ast.Tuple):
+                continue
+            for k, element in enumerate(target.elts):
+                if isinstance(element, ast.Name) and element.id == name:
+                    value = node.value
+                    if isinstance(value, ast.Tuple) and len(value.elts) == len(target.elts):
+                        value = value.elts[k]
+                    found.append(value)
+    found.sort(key=lambda v: (v.lineno, v.col_offset))
+    return found
+
+
 def _updates(value: ast.AST, name: str) -> bool:
-    """``name / 10``, ``name * mask``: arithmetic on the name itself keeps what it is.
+    """``name / 10``, ``name * mask``, ``name.clamp(-10, 10)``: arithmetic on the name itself,
+    or a method of it, keeps what it is.
 
     Example:
         >>> _updates(ast.parse("scores / 10").body[0].value, "scores")
         True
     """
-    return isinstance(value, ast.BinOp) and any(
-        isinstance(side, ast.Name) and side.id == name for side in (value.left, value.right)
-    )
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
+        return isinstance(value.func.value, ast.Name) and value.func.value.id == name
+    stack = [value] if isinstance(value, ast.BinOp) else []
+    while stack:  # (self.scale * s * (1 - m): the name among the arithmetic's operands)
+        node = stack.pop()
+        if isinstance(node, ast.BinOp):
+            stack += [node.left, node.right]
+        elif isinstance(node, ast.Name) and node.id == name:
+            return True
+    return False

@@ -384,3 +384,35 @@ def test_a_mask_in_a_loss_the_training_loop_calls_runs_every_step(tmp_path: Path
     found = [(Path(f.path).name, f.line, f.message) for f in lint_paths([tmp_path], select=["TD207"])]
     assert [(name, line) for name, line, _ in found] == [("losses.py", 5)]
     assert "in `detection_loss` (called at train.py:6, every training step)" in found[0][2]
+
+
+def test_a_function_an_epoch_loop_calls_is_not_run_per_step(tmp_path: Path) -> None:
+    # pytorch/examples FSDP: `for epoch in ...: train(...); scheduler.step()` calls train once
+    # an epoch; its torch.zeros(2).to(rank) is made once an epoch, not every step
+    _write(
+        tmp_path,
+        {
+            "utils.py": """
+                import torch
+                def train(model, loader, rank):
+                    totals = torch.zeros(2).to(rank)
+                    for x in loader:
+                        model(x).sum().backward()
+                    return totals
+                def augment(x, rank):
+                    return x + torch.rand(x.shape).to(rank)
+            """,
+            "main.py": """
+                from utils import augment, train
+                def main(model, loader, scheduler, rank, opt):
+                    for epoch in range(10):
+                        train(model, loader, rank)
+                        scheduler.step()
+                    for x in loader:
+                        model(augment(x, rank)).sum().backward()
+                        opt.step()
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD204"])]
+    assert found == [("utils.py", 9)]

@@ -54,3 +54,17 @@ def separation_step(model, loader, opt, n_fft):
         spec = torch.stft(mix.cuda(), n_fft, window=win, return_complex=True)
         model(spec.abs()).sum().backward()
         opt.step()
+
+
+def random_rotation(n, device):
+    angles = torch.rand(n).to(device)  # expect: TD204 (run by Jitter.forward, every call)
+    return torch.stack([angles.cos(), angles.sin()], -1)
+
+
+class Jitter(nn.Module):
+    def forward(self, x):
+        return x @ random_rotation(x.shape[0], x.device)[..., None]
+
+
+def make_grid(n, device):  # near-miss: nothing runs it per step
+    return torch.arange(n).to(device)

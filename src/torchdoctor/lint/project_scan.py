@@ -144,6 +144,11 @@ def step_loop(loop: ast.AST) -> bool:
             return True
     return any(
         isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-        and n.func.attr in ("backward", "step")
+        and n.func.attr in ("backward", "step") and not _SCHEDULER.search(ast.unparse(n.func.value))
         for statement in getattr(loop, "body", ()) for n in ast.walk(statement)
     )  # fmt: skip
+
+
+#: a learning-rate scheduler's ``.step()``: once an epoch as often as once a step (an epoch loop
+#: calling ``train(...)`` then ``scheduler.step()`` is no step loop)
+_SCHEDULER = re.compile(r"(?i)sched|(^|_)lr($|_)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.project_scan import step_loop
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, method_name
@@ -78,7 +79,7 @@ def numbers_in_literal(node: ast.AST) -> int:
     return 0
 
 
-class ConstantRules(RuleVisitor):
+class ConstantRules(PerStepCalls, RuleVisitor):
     """TD511 (see the module docstring).
 
     Example:
@@ -135,84 +136,7 @@ class ConstantRules(RuleVisitor):
         owner = self.parent(scope)
         if scope.name == "forward" and isinstance(owner, ast.ClassDef):
             return f"on every call of `{owner.name}.forward`"
-        name = f"{owner.name}.{scope.name}" if isinstance(owner, ast.ClassDef) else scope.name
-        chain = [scope.name]
-        while len(chain) <= MAX_DEPTH:
-            called_by = self._called_per_step(chain[-1])
-            if called_by is not None:
-                via = "".join(f"called by `{c}`, " for c in chain[1:])
-                return f"on every call of `{name}` ({via}{called_by})"
-            callers = [c for c in self._callers().get(chain[-1], ()) if c not in chain]
-            if not callers:
-                return None
-            chain.append(callers[0])
-        return None
-
-    def _called_per_step(self, function: str) -> str | None:
-        """``called by `Cls.forward``` when a ``forward`` of this file calls ``function``,
-        ``called in a loop at file:line`` when a step loop of the project does; else None."""
-        table = self._callees_of_forwards()
-        if function in table:
-            return f"called by `{table[function]}`"
-        project = self.context.project
-        hit = project.called_in_forward(function, self.context.path) if project is not None else None  # type: ignore[attr-defined]
-        if hit is not None:  # (another file's forward, through its imports)
-            return f"called by `{hit[2]}` ({hit[0]}:{hit[1]})"
-        caller = project.called_in_loop(function) if project is not None else None  # type: ignore[attr-defined]
-        return None if caller is None else f"called in a loop at {caller[0]}:{caller[1]}"
-
-    def _callees_of_forwards(self) -> dict[str, str]:
-        """Each name ``name(...)`` / ``self.name(...)`` called in a ``Cls.forward`` of this
-        file: ``Cls.forward``."""
-        key = ("forward callees",)
-        table = self.context.cache.get(key)
-        if table is None:
-            table = {}
-            for cls in ast.walk(self.context.tree) if self.context.tree else ():
-                if not isinstance(cls, ast.ClassDef):
-                    continue
-                for item in cls.body:
-                    if isinstance(item, FUNCTIONS) and item.name == "forward":
-                        for callee in _callees(item):
-                            table.setdefault(callee, f"{cls.name}.forward")
-            self.context.cache[key] = table
-        return table
-
-    def _callers(self) -> dict[str, list[str]]:
-        """Each name called in a function or method of this file (not a ``forward``: those
-        are :meth:`_callees_of_forwards`): the functions calling it, in file order."""
-        key = ("callers",)
-        table = self.context.cache.get(key)
-        if table is None:
-            table = {}
-            for fn in ast.walk(self.context.tree) if self.context.tree else ():
-                if isinstance(fn, FUNCTIONS) and fn.name != "forward":
-                    for callee in _callees(fn):
-                        if callee != fn.name and fn.name not in table.setdefault(callee, []):
-                            table[callee].append(fn.name)
-            self.context.cache[key] = table
-        return table
-
-
-#: calls from a forward or a step loop followed to find a function run per step
-MAX_DEPTH = 3
-
-
-def _callees(function: ast.AST) -> set[str]:
-    """The names ``name(...)`` / ``obj.name(...)`` called in ``function``.
-
-    Example:
-        >>> fn = ast.parse("def f(x):\\n    return g(x) + self.h(x)\\n").body[0]
-        >>> sorted(_callees(fn))
-        ['g', 'h']
-    """
-    names = set()
-    for call in ast.walk(function):
-        if isinstance(call, ast.Call):
-            callee = method_name(call) or getattr(call.func, "id", None)
-            if callee:
-                names.add(callee)
-    return names
+        return self.per_step_call(scope)
 
 
 def _on_device(call: ast.Call, parent: ast.AST | None) -> bool:

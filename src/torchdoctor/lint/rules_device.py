@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import target_names
 from torchdoctor.lint.visitor import (
@@ -120,7 +121,7 @@ class DeviceMoves:
         return isinstance(expr, ast.Call) and bool(self.callee(expr) & {"torch.device"})
 
 
-class DeviceRules(DeviceMoves, RuleVisitor):
+class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
     """TD204 host-created tensors moved every step; TD505 float64 in a CUDA training step.
 
     Example:
@@ -161,12 +162,15 @@ class DeviceRules(DeviceMoves, RuleVisitor):
         scope = self.enclosing_scope(move)
         in_forward = isinstance(scope, FUNCTIONS) and scope.name == "forward"
         in_step = self.is_step_function(scope)
+        helper = None
         if not loops and not in_forward and not in_step:
-            return
+            helper = self.per_step_call(scope) if isinstance(scope, FUNCTIONS) else None
+            if helper is None:  # (nor a helper a forward or a step loop runs: random_rotation_z)
+                return
         if loops and isinstance(loops[0], ast.For) and any(
                 "epoch" in n.lower() for n in target_names(loops[0].target)):  # fmt: skip
             return  # (once an epoch: a sample grid, an evaluation's noise, not every step)
-        where = (
+        where = helper or (
             "every iteration of this loop"
             if loops
             else ("on every forward call" if in_forward else "on every training step")

@@ -1,0 +1,109 @@
+"""Whether a function runs on every training step or model call: a ``forward`` of the file
+calls it, a ``forward`` of another file does (through its imports, ``Project.called_in_forward``),
+or a step loop of the project does (``Project.called_in_loop``), directly or up to
+:data:`MAX_DEPTH` calls away through the file's functions (``forward`` -> ``_crop`` ->
+``_jitter``). A mixin of the rules that report work repeated per step in helpers (TD204, TD511).
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.visitor import FUNCTIONS, method_name
+
+
+class PerStepCalls:
+    """:meth:`per_step_call` for a rule visitor (it uses ``self.context`` and
+    ``self.parent``).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\nclass M(torch.nn.Module):\\n    def forward(self, x):\\n"
+        ...        "        return self._scale(x)\\n    def _scale(self, x):\\n"
+        ...        "        return x * torch.tensor([1.0, 2.0], device=x.device)\\n")
+        >>> [f.message.split(':')[0][-51:] for f in lint_source(src)]
+        ['on every call of `M._scale` (called by `M.forward`)']
+    """
+
+    def per_step_call(self, scope: ast.AST) -> str | None:
+        """``on every call of `fn` (called by `a`, called by `Cls.forward`)`` when the function
+        ``scope`` runs on every step or model call (see the module docstring); else None."""
+        owner = self.parent(scope)  # type: ignore[attr-defined]
+        name = f"{owner.name}.{scope.name}" if isinstance(owner, ast.ClassDef) else scope.name
+        chain = [scope.name]
+        while len(chain) <= MAX_DEPTH:
+            called_by = self._called_per_step(chain[-1])
+            if called_by is not None:
+                via = "".join(f"called by `{c}`, " for c in chain[1:])
+                return f"on every call of `{name}` ({via}{called_by})"
+            callers = [c for c in self._callers().get(chain[-1], ()) if c not in chain]
+            if not callers:
+                return None
+            chain.append(callers[0])
+        return None
+
+    def _called_per_step(self, function: str) -> str | None:
+        """``called by `Cls.forward``` when a ``forward`` of this file calls ``function``,
+        ``called in a loop at file:line`` when a step loop of the project does; else None."""
+        table = self._callees_of_forwards()
+        if function in table:
+            return f"called by `{table[function]}`"
+        project = self.context.project
+        hit = project.called_in_forward(function, self.context.path) if project is not None else None  # type: ignore[attr-defined]
+        if hit is not None:  # (another file's forward, through its imports)
+            return f"called by `{hit[2]}` ({hit[0]}:{hit[1]})"
+        caller = project.called_in_loop(function) if project is not None else None  # type: ignore[attr-defined]
+        return None if caller is None else f"called in a loop at {caller[0]}:{caller[1]}"
+
+    def _callees_of_forwards(self) -> dict[str, str]:
+        """Each name ``name(...)`` / ``self.name(...)`` called in a ``Cls.forward`` of this
+        file: ``Cls.forward``."""
+        key = ("forward callees",)
+        table = self.context.cache.get(key)
+        if table is None:
+            table = {}
+            for cls in ast.walk(self.context.tree) if self.context.tree else ():
+                if not isinstance(cls, ast.ClassDef):
+                    continue
+                for item in cls.body:
+                    if isinstance(item, FUNCTIONS) and item.name == "forward":
+                        for callee in _callees(item):
+                            table.setdefault(callee, f"{cls.name}.forward")
+            self.context.cache[key] = table
+        return table
+
+    def _callers(self) -> dict[str, list[str]]:
+        """Each name called in a function or method of this file (not a ``forward``: those
+        are :meth:`_callees_of_forwards`): the functions calling it, in file order."""
+        key = ("callers",)
+        table = self.context.cache.get(key)
+        if table is None:
+            table = {}
+            for fn in ast.walk(self.context.tree) if self.context.tree else ():
+                if isinstance(fn, FUNCTIONS) and fn.name != "forward":
+                    for callee in _callees(fn):
+                        if callee != fn.name and fn.name not in table.setdefault(callee, []):
+                            table[callee].append(fn.name)
+            self.context.cache[key] = table
+        return table
+
+
+#: calls from a forward or a step loop followed to find a function run per step
+MAX_DEPTH = 3
+
+
+def _callees(function: ast.AST) -> set[str]:
+    """The names ``name(...)`` / ``obj.name(...)`` called in ``function``.
+
+    Example:
+        >>> fn = ast.parse("def f(x):\\n    return g(x) + self.h(x)\\n").body[0]
+        >>> sorted(_callees(fn))
+        ['g', 'h']
+    """
+    names = set()
+    for call in ast.walk(function):
+        if isinstance(call, ast.Call):
+            callee = method_name(call) or getattr(call.func, "id", None)
+            if callee:
+                names.add(callee)
+    return names

@@ -4,6 +4,9 @@ import torch
 import torch.nn as nn
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(-1, 1, 1)  # module level: built once
+SIGMAS = [0.26, 0.25, 0.25, 0.35]
+SCALES = [1.0, 2.0]
+SCALES.append(4.0)  # changed: no constant
 
 
 class Normalize(nn.Module):
@@ -62,3 +65,10 @@ def test_cases():
     for dtype in (torch.float32, torch.float64):  # test cases, not steps
         boxes = torch.tensor([[0, 0, 2, 2], [1, 1, 3, 3]], dtype=dtype)
         assert boxes.shape == (2, 4)
+
+
+class Oks(nn.Module):
+    def forward(self, d2):
+        sigmas = torch.tensor(SIGMAS, device=d2.device)  # expect: TD511 (a module constant)
+        scales = torch.tensor(SCALES)  # near-miss: the list changes
+        return d2 / sigmas + scales.sum()

@@ -14,8 +14,9 @@ with the model) or a constant moved to the device before the loop, it costs noth
 Only literals count: a list of numbers (nested lists and tuples, negative numbers included),
 two or more of them, or a single number put on a device (``torch.tensor(1.0,
 device=x.device)``, ``.cuda()``, ``.to(...)``, ``x.new_tensor(0.5)``: a copy to the device for a
-value a Python number gives as well, since it broadcasts); a tensor built from variables is
-data, not a constant. A function counts as called per step up to three calls from a
+value a Python number gives as well, since it broadcasts), or a name the module binds once to
+such a list (``SIGMAS = [0.26, 0.25, ...]``); a tensor built from variables is data, not a
+constant. A function counts as called per step up to three calls from a
 ``forward`` of the file or from a step loop of the project (``forward`` -> ``_embed`` ->
 ``_positions``).
 """
@@ -57,6 +58,8 @@ _BUILDERS = frozenset(
      "torch.cuda.FloatTensor", "torch.cuda.LongTensor"}
 )  # fmt: skip
 _LOOPS = (*FOR, ast.While)
+#: list methods that change a list in place
+_MUTATORS = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse"})
 
 
 def numbers_in_literal(node: ast.AST) -> int:
@@ -99,6 +102,9 @@ class ConstantRules(PerStepCalls, RuleVisitor):
         new_tensor = method_name(node) == "new_tensor"
         built = new_tensor or bool(self.callee(node) & _BUILDERS)
         numbers = numbers_in_literal(node.args[0]) if built and node.args else 0
+        if built and node.args and isinstance(node.args[0], ast.Name) and not numbers:
+            numbers = self._module_constant(node.args[0].id)  # (torch.tensor(SIGMAS, ...))
+            numbers = numbers if numbers >= 2 else 0
         scalar = numbers == 1 and (new_tensor or _on_device(node, self.parent(node)))
         if numbers < 2 and not scalar:
             return
@@ -118,6 +124,35 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             f"that never changes; {fix}: `self.register_buffer(...)` in `__init__` (it "
             "follows `.to(device)`), or a constant moved to the device before the loop",
         )
+
+    def _module_constant(self, name: str) -> int:
+        """How many numbers the list literal holds that the module binds ``name`` to, at its
+        top level, when nothing else in the file binds or mutates that name (``SIGMAS = [0.26,
+        ...]``, then ``torch.tensor(SIGMAS, device=x.device)`` in a forward); 0 otherwise.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nMEAN = [0.5, 0.4]\\nclass N(torch.nn.Module):\\n"
+            ...        "    def forward(self, x):\\n        return x - torch.tensor(MEAN)\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD511']
+        """
+        key = ("module constants",)
+        table = self.context.cache.get(key)
+        if table is None:
+            tree = self.context.tree or ast.Module(body=[], type_ignores=[])
+            stores: dict[str, int] = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+                    stores[node.id] = stores.get(node.id, 0) + 1
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                        isinstance(node.func.value, ast.Name) and node.func.attr in _MUTATORS:
+                    stores[node.func.value.id] = 2  # (SIGMAS.append(...): not a constant)
+            table = {t.id: numbers_in_literal(n.value) for n in tree.body
+                     if isinstance(n, ast.Assign) for t in n.targets
+                     if isinstance(t, ast.Name) and stores.get(t.id) == 1}  # fmt: skip
+            self.context.cache[key] = table
+        return table.get(name, 0)
 
     def _per_call(self, node: ast.Call) -> str | None:
         """Where it runs again and again: ``in every iteration of the loop at line N``, ``on

@@ -416,3 +416,23 @@ def test_a_function_an_epoch_loop_calls_is_not_run_per_step(tmp_path: Path) -> N
     )
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD204"])]
     assert found == [("utils.py", 9)]
+
+
+def test_a_constant_list_imported_from_another_file_is_a_literal(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "kpt_ops.py": "SIGMAS = [0.26, 0.25, 0.25, 0.35]\nNAMES = ['nose', 'eye']\n",
+            "loss.py": """
+                import torch
+                import torch.nn as nn
+                from kpt_ops import NAMES, SIGMAS
+                class Criterion(nn.Module):
+                    def forward(self, d2):
+                        s = torch.tensor(SIGMAS, device=d2.device)
+                        return d2 / s, len(NAMES)
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD511"])]
+    assert found == [("loss.py", 7)]

@@ -27,6 +27,7 @@ from torchdoctor.lint.project_scan import (
     step_loop,
 )
 from torchdoctor.lint.syntax import link_parents
+from torchdoctor.lint.tensors import numbers_in_literal
 
 
 class Project:
@@ -301,6 +302,27 @@ class Project:
                      for node in (self.tree(path) or ast.Module(body=[])).body
                      if isinstance(node, ast.FunctionDef) and node.name == name]  # fmt: skip
             self._no_grad[key] = found[0] if len(found) == 1 else None  # type: ignore[assignment]
+        return self._no_grad[key]  # type: ignore[return-value]
+
+    def module_numbers(self, name: str) -> int:
+        """How many numbers the list literal holds that one file of the project binds ``name``
+        to at its top level (a constant another file imports: ``from kpt_ops import
+        SIGMAS``); 0 when no file, or more than one, binds it, or the value is no such list.
+
+        Example:
+            >>> project = Project()
+            >>> project.add("ops.py", "SIGMAS = [0.26, 0.25, 0.35]\\n")
+            >>> project.module_numbers("SIGMAS"), project.module_numbers("OTHER")
+            (3, 0)
+        """
+        key = ("module numbers", name)
+        if key not in self._no_grad:
+            pattern = re.compile(rf"(?m)^{re.escape(name)}\s*=")
+            found = [node.value for path in self.paths if pattern.search(self.text(path))
+                     for node in (self.tree(path) or ast.Module(body=[])).body
+                     if isinstance(node, ast.Assign)
+                     and any(getattr(t, "id", None) == name for t in node.targets)]  # fmt: skip
+            self._no_grad[key] = numbers_in_literal(found[0]) if len(found) == 1 else 0  # type: ignore[assignment]
         return self._no_grad[key]  # type: ignore[return-value]
 
     def runs_argument(self, name: str, position: int | None, keyword: str | None) -> bool:

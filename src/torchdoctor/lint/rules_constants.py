@@ -28,6 +28,7 @@ import ast
 from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.project_scan import step_loop
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.tensors import numbers_in_literal
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, method_name
 
 RULES = (
@@ -60,26 +61,6 @@ _BUILDERS = frozenset(
 _LOOPS = (*FOR, ast.While)
 #: list methods that change a list in place
 _MUTATORS = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse"})
-
-
-def numbers_in_literal(node: ast.AST) -> int:
-    """How many numbers a literal list/tuple of numbers holds (nested, negatives included);
-    0 when it holds anything else.
-
-    Example:
-        >>> numbers_in_literal(ast.parse("[[1, -2.5], (3, 4)]", mode="eval").body)
-        4
-        >>> numbers_in_literal(ast.parse("[x, 1]", mode="eval").body)
-        0
-    """
-    if isinstance(node, (ast.List, ast.Tuple)):
-        counts = [numbers_in_literal(e) for e in node.elts]
-        return sum(counts) if counts and all(counts) else 0
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        node = node.operand
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return 1
-    return 0
 
 
 class ConstantRules(PerStepCalls, RuleVisitor):
@@ -152,7 +133,11 @@ class ConstantRules(PerStepCalls, RuleVisitor):
                      if isinstance(n, ast.Assign) for t in n.targets
                      if isinstance(t, ast.Name) and stores.get(t.id) == 1}  # fmt: skip
             self.context.cache[key] = table
-        return table.get(name, 0)
+        if name in table:
+            return table[name]
+        project = self.context.project
+        imported = name in self.context.names.imports  # (from kpt_ops import SIGMAS)
+        return project.module_numbers(name) if imported and project is not None else 0  # type: ignore[attr-defined]
 
     def _per_call(self, node: ast.Call) -> str | None:
         """Where it runs again and again: ``in every iteration of the loop at line N``, ``on

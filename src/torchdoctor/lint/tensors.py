@@ -125,3 +125,23 @@ def python_number(expr: ast.AST) -> bool:
             return True
         return method_name(expr) in PYTHON_NUMBERS
     return False
+
+
+def numbers_in_literal(node: ast.AST) -> int:
+    """How many numbers a literal list/tuple of numbers holds (nested, negatives included);
+    0 when it holds anything else.
+
+    Example:
+        >>> numbers_in_literal(ast.parse("[[1, -2.5], (3, 4)]", mode="eval").body)
+        4
+        >>> numbers_in_literal(ast.parse("[x, 1]", mode="eval").body)
+        0
+    """
+    if isinstance(node, (ast.List, ast.Tuple)):
+        counts = [numbers_in_literal(e) for e in node.elts]
+        return sum(counts) if counts and all(counts) else 0
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        node = node.operand
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return 1
+    return 0

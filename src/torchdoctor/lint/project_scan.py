@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable, Iterator
 
 from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
 
@@ -95,16 +96,37 @@ def _runs_parameter(
     return False
 
 
-def _calls_in_body(loop: ast.AST, nested: bool = True):
-    """The calls in ``loop``'s body, not entering nested function or class definitions (nor
-    nested loops, without ``nested``)."""
-    stack = list(getattr(loop, "body", ()))
-    skip = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
-    if not nested:
-        skip += (ast.For, ast.AsyncFor, ast.While)
+def direct_calls(body: ast.AST | Iterable[ast.AST]) -> Iterator[ast.Call]:
+    """Calls in ``body`` (a node's children, or a statement list) that are not inside a
+    nested loop or function definition.
+
+    Example:
+        >>> loop = ast.parse("for x in xs:\\n    f(x)\\n    for y in x:\\n        g(y)").body[0]
+        >>> [c.func.id for c in direct_calls(loop.body)]
+        ['f']
+    """
+    stack = list(ast.iter_child_nodes(body)) if isinstance(body, ast.AST) else list(body)
+    nested = (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef, ast.AsyncFunctionDef,
+              ast.ClassDef, ast.Lambda)  # fmt: skip
     while stack:
         node = stack.pop()
-        if isinstance(node, skip):
+        if isinstance(node, nested):
+            continue
+        if isinstance(node, ast.Call):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _calls_in_body(loop: ast.AST, nested: bool = True) -> Iterator[ast.Call]:
+    """The calls in ``loop``'s body, not entering nested function or class definitions (nor
+    nested loops, without ``nested``: :func:`direct_calls`)."""
+    if not nested:
+        yield from direct_calls(getattr(loop, "body", ()))
+        return
+    stack = list(getattr(loop, "body", ()))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
             continue
         if isinstance(node, ast.Call):
             yield node

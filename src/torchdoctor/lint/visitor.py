@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from torchdoctor.lint.finding import Finding, one_line
 from torchdoctor.lint.names import ImportTable
+from torchdoctor.lint.project_scan import direct_calls
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule families
     _INPLACE,
@@ -370,19 +371,8 @@ class RuleVisitor:
     @staticmethod
     def direct_calls(body: ast.AST | Iterable[ast.AST]) -> Iterator[ast.Call]:
         """Calls in ``body`` (a node's children, or a statement list) that are not inside a
-        nested loop or function definition."""
-        if isinstance(body, ast.AST):
-            stack = list(ast.iter_child_nodes(body))
-        else:
-            stack = list(body)
-        nested = (*FOR, ast.While, *FUNCTIONS, ast.ClassDef, ast.Lambda)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, nested):
-                continue
-            if isinstance(node, ast.Call):
-                yield node
-            stack.extend(ast.iter_child_nodes(node))
+        nested loop or function definition (``project_scan.direct_calls``)."""
+        return direct_calls(body)
 
     def training_calls(self, node: ast.AST) -> frozenset[str]:
         """Which of ``backward`` / ``step`` (optimizer or scaler) ``node`` (a loop or function)

@@ -53,7 +53,8 @@ RULES = (
         "TD202",
         "cuda-synchronize-in-training-loop",
         "warning",
-        "torch.cuda.synchronize() in a training loop stalls the CPU every step",
+        "torch.cuda.synchronize() in a training loop stalls the CPU every step (not under an "
+        "if in the loop: a timing flag such as args.profile, or every N steps)",
         "remove it, or time with CUDA events resolved once per step (torchdoctor.profile)",
         "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n    torch.cuda.synchronize()",
         "for b in loader:\n    model(b).sum().backward()\n    opt.step()",

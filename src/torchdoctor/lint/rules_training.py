@@ -123,7 +123,8 @@ RULES = (
         "empty-cache-in-loop",
         "warning",
         "torch.cuda.empty_cache() every training step: synchronizes and makes the caching "
-        "allocator call cudaMalloc again",
+        "allocator call cudaMalloc again (not under an if in the loop: a flag such as "
+        "args.low_mem, or every N steps)",
         "remove it (the caching allocator reuses freed blocks); if memory fragments, set "
         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
         "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n"

@@ -1,0 +1,19 @@
+"""The fused-optimizer advice sizes itself on the typical step's optimizer time: one stalled
+step in a window of detailed steps (nanoGPT's train.py under detail windows: 84 ms in one of 5
+steps against 0.8 ms in the others) must not make it the top advice."""
+
+from reports_sessions import optimizer_session
+
+from torchdoctor.analyze.advice.optimizer_step import optimizer_step
+
+
+def test_a_typical_optimizer_phase_gets_the_advice():
+    (item,) = optimizer_step(optimizer_session())
+    assert item.rule == "optimizer-step" and item.estimated_saving_ms > 0
+
+
+def test_one_stalled_step_does_not_make_the_optimizer_phase_large():
+    session = optimizer_session()
+    # (of a 200 ms step: the mean is 25% of it, the median 0.4%)
+    session["phases"]["optimizer"] = {"median": 0.83, "mean": 50.0, "max": 240.0}
+    assert optimizer_step(session) == []

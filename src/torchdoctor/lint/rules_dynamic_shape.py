@@ -352,7 +352,8 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
             return every_step_of(context)
         owner = self.forward_owner(node)
         if owner is None:
-            return self._helper_of_a_step(node)
+            helper = None if _under_no_grad(node) is True else self._helper_of_a_forward(node)
+            return f"in {helper} (every call)" if helper else self._helper_of_a_step(node)
         if _under_no_grad(node) is True or evaluation_branch(node):
             return None
         project = self.context.project

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.tensors import FRAMEWORK_STEPS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor
@@ -47,7 +48,7 @@ _WITH_PARAMETERS = re.compile(
 )
 
 
-class ModulePerCallRules(RuleVisitor):
+class ModulePerCallRules(PerStepCalls, RuleVisitor):
     """TD513 (see the module docstring).
 
     Example:
@@ -84,7 +85,10 @@ class ModulePerCallRules(RuleVisitor):
         """The new module is stored on the object (``self.bias = nn.Embedding(...)``, or
         through a name: ``new = nn.Embedding(...)``, then ``self.bias = new``): a lazy,
         one-time build that later calls reuse."""
-        statement = self.parent(node)
+        statement, child = self.parent(node), node
+        while isinstance(statement, ast.Attribute) or (  # (nn.Linear(...).to(x.device))
+                isinstance(statement, ast.Call) and statement.func is child):  # fmt: skip
+            statement, child = self.parent(statement), statement
         if not isinstance(statement, ast.Assign):
             return False
         targets = [t for t in statement.targets]
@@ -116,6 +120,8 @@ class ModulePerCallRules(RuleVisitor):
             return f"on every call of `{owner.name}.{scope.name}`"  # (Lightning's step too)
         if not loops and self.is_step_function(scope):  # (a train_step: backward and step)
             return f"on every call of the training step `{scope.name}`"  # type: ignore[attr-defined]
+        if not loops and isinstance(scope, FUNCTIONS):  # (forward -> self.forward_features)
+            return self.per_step_call(scope)
         return None
 
 

@@ -371,11 +371,19 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
                 self._report_sync(node, f"formatting a tensor with `{self.code_of(node)}`")
 
     def visit_FormattedValue(self, node: ast.FormattedValue) -> None:
+        if self._in_assert_message(node):
+            return  # (formatted only when the assert fails)
         expr = node.value
         if isinstance(expr, ast.Call) and method_name(expr) in HOST_COPY_METHODS:
             return  # reported as the call itself
         if self.looks_like_tensor(expr):
             self._report_sync(node, f"formatting tensor `{self.code_of(expr)}` in an f-string")
+
+    def _in_assert_message(self, node: ast.AST) -> bool:
+        child, parent = node, self.parent(node)
+        while parent is not None and not isinstance(parent, ast.stmt):
+            child, parent = parent, self.parent(parent)
+        return isinstance(parent, ast.Assert) and child is parent.msg
 
     def _check_rebuilt_tensor(self, call: ast.Call) -> None:
         if not call.args or isinstance(call.args[0], ast.Starred):

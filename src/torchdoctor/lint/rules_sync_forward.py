@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.forward_calls import _run_by_forward
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
@@ -14,6 +15,9 @@ from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, 
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
 _POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
+#: methods a forward runs only to produce outputs for people (detectron2's ``Detr.inference``,
+#: BLIP's ``rank_answer``): not every training call
+_INFERENCE_METHOD = re.compile(r"infer|generat|rank|predict|decod|sampl|search", re.IGNORECASE)
 
 
 class ForwardAndCallSyncs:
@@ -55,10 +59,19 @@ class ForwardAndCallSyncs:
         in ``HungarianMatcher.forward``): "`fn` (called by `Cls.forward`, file:line)"."""
         scope = self.enclosing_scope(node)
         project = self.context.project
+        owner = self.parent(scope)
+        if (isinstance(scope, FUNCTIONS) and isinstance(owner, ast.ClassDef)
+                and scope.name != "forward" and not _POSTPROCESSING.search(owner.name)
+                and not _POSTPROCESSING.search(scope.name) and not _INFERENCE_METHOD.search(scope.name)
+                and not self.under_log_gate(node, scope) and not self.skip_sync(node, scope)):
+            forward = next((f for f in owner.body if isinstance(f, FUNCTIONS)
+                            and f.name == "forward"), None)  # fmt: skip
+            if forward is not None and scope in _run_by_forward(owner, forward)[1:]:
+                return f"`{owner.name}.{scope.name}` (called by `{owner.name}.forward`)"
         if (
             project is None
             or not isinstance(scope, FUNCTIONS)
-            or not isinstance(self.parent(scope), ast.Module)
+            or not isinstance(owner, ast.Module)
             or _POSTPROCESSING.search(scope.name)  # (turns outputs into Python by design)
             or self.under_log_gate(node, scope)
             or self.skip_sync(node, scope)

@@ -38,7 +38,9 @@ RULES = (
         "cat-grown-in-loop",
         "warning",
         "a tensor grown in a loop by concatenating onto itself (out = torch.cat([out, y])): "
-        "each iteration copies everything gathered so far, quadratic in the iterations",
+        "each iteration copies everything gathered so far, quadratic in the iterations (not "
+        "the token ids of a generation loop: fed back to the model, TD604 reports that loop; "
+        "beside a KV cache, one column a step)",
         "append the pieces to a list and torch.cat it once after the loop",
         "out = torch.empty(0, 10)\nfor x in loader:\n    out = torch.cat([out, model(x)])",
         "parts = []\nfor x in loader:\n    parts.append(model(x))\nout = torch.cat(parts)",

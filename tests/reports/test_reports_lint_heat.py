@@ -55,7 +55,7 @@ def test_hot_lint_finding_outranks_the_cold_one(tmp_path):
     log: list[float] = []
 
     session = profile(
-        lambda: script.train(model, opt, [batch], log), model=model, steps=2, warmup=1
+        lambda: script.train(model, opt, [batch], log), model=model, steps=6, warmup=1
     )
     findings = lint.lint_paths([str(path)], select=["TD201"])
     assert sorted(f.line for f in findings) == [11, 18]  # train and evaluate

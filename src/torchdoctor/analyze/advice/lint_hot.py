@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.base import (
     fmt_count,
     fmt_ms,
     location,
+    median,
     negligible_syncs,
     node_ms,
     pct,
@@ -141,8 +142,10 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
             per_step = record.get("per_step")
             times = fmt_count(per_step) if isinstance(per_step, int | float) else "?"
             count = float(per_step) if isinstance(per_step, int | float) else 1.0
+            typical = min(step, median(session.get("step_ms")) or step)  # (one stalled step
+            # of a short run must not make a sync every step negligible)
             if not isinstance(record.get("stall_ms"), int | float) and negligible_syncs(
-                count, step
+                count, typical
             ):  # too few for this step's length even at 1 ms each: no suspect
                 return 0.0, f"the line syncs {times}x per step, {NEGLIGIBLE_SYNCS}"
             # weighed as every sync rule weighs syncs: one sync per step in a 30 s LBFGS

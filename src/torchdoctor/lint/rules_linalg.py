@@ -151,8 +151,9 @@ class LinalgRules(RuleVisitor):
             loops = self.enclosing_loops(node)
             if matrix is None or not loops:
                 continue
-            rebuilt = None if self.is_invariant(matrix, loops[0]) else rebuilt_invariant(self, matrix, loops[0])
-            if rebuilt is None and not self.is_invariant(matrix, loops[0]):
+            invariant = self.is_invariant(matrix, loops[0])
+            rebuilt = None if invariant else rebuilt_invariant(self, matrix, loops[0])
+            if not invariant and rebuilt is None:
                 continue
             short = name.rsplit(".", 1)[-1]
             if rebuilt is not None:

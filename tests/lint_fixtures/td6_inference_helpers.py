@@ -1,0 +1,42 @@
+"""TD602 evaluation loops that run the model through a helper, or sample it with dropout on."""
+
+import torch
+
+
+def predict_batch(net, x):
+    return net(x).argmax(-1)
+
+
+def log_weights(net, step):
+    return {name: p.norm().item() for name, p in net.named_parameters()}
+
+
+def evaluate_through_a_helper(model, loader):
+    model.eval()
+    correct = 0
+    for x, y in loader:  # expect: TD602 (the model runs in predict_batch)
+        correct += (predict_batch(model, x) == y).sum()
+    return correct
+
+
+def evaluate_logging_only(model, loader, logger):
+    model.eval()
+    for step, _ in enumerate(loader):  # the helper only reads the weights
+        logger.log(log_weights(net=model, step=step))
+
+
+def mc_dropout_probs(model, loader, samples):
+    model.train()  # keep dropout on: Monte Carlo dropout
+    probs = []
+    for x, _ in loader:  # expect: TD602 (sampled in train mode, nothing trained)
+        probs.append(torch.stack([model(x).softmax(-1) for _ in range(samples)], 1))
+    return torch.cat(probs)
+
+
+def run_epoch(model, loader, opt):
+    model.train()  # near-miss: it trains (an optimizer, a loss)
+    for x, y in loader:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()

@@ -163,7 +163,7 @@ def train_with_formatting(model, loader, opt):
         opt.step()
         for k, v in out.items():
             logs[k] = v.item()  # expect: TD201
-        print("loss: {:.4f}".format(out["loss"]))
+        print("loss: {:.4f}".format(out["loss"]))  # expect: TD201
         loss = out["loss"]
         print("loss: {:.4f}".format(loss))  # expect: TD201
         print("loss: %.4f" % loss)  # expect: TD201

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.visitor import FUNCTIONS, method_name
+from torchdoctor.lint.tensors import FRAMEWORK_STEPS
+from torchdoctor.lint.visitor import FUNCTIONS, dotted, method_name
 
 
 class PerStepCalls:
@@ -48,6 +49,9 @@ class PerStepCalls:
         table = self._callees_of_forwards()
         if function in table:
             return f"called by `{table[function]}`"
+        root = self._step_roots().get(function)
+        if root is not None:  # (Lightning's training_step, a Trainer's compute_loss)
+            return f"called by `{root}`"
         project = self.context.project
         hit = project.called_in_forward(function, self.context.path) if project is not None else None  # type: ignore[attr-defined]
         if hit is not None:  # (another file's forward, through its imports)
@@ -69,6 +73,27 @@ class PerStepCalls:
                     if isinstance(item, FUNCTIONS) and item.name == "forward":
                         for callee in _callees(item):
                             table.setdefault(callee, f"{cls.name}.forward")
+            self.context.cache[key] = table
+        return table
+
+    def _step_roots(self) -> dict[str, str]:
+        """Each name called in a method a framework runs every training step (Lightning's
+        ``training_step``, a Hugging Face ``Trainer`` subclass's ``compute_loss``) of this
+        file: ``Cls.method``."""
+        key = ("step-root callees",)
+        table = self.context.cache.get(key)
+        if table is None:
+            table = {}
+            for cls in ast.walk(self.context.tree) if self.context.tree else ():
+                if not isinstance(cls, ast.ClassDef):
+                    continue
+                trainer = any((dotted(b) or "").endswith("Trainer") for b in cls.bases)
+                for item in cls.body:
+                    if isinstance(item, FUNCTIONS) and (
+                        item.name in FRAMEWORK_STEPS or (trainer and item.name == "compute_loss")
+                    ):
+                        for callee in _callees(item):
+                            table.setdefault(callee, f"{cls.name}.{item.name}")
             self.context.cache[key] = table
         return table
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.masks import MaskValues
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_loops import LoopRules
@@ -36,7 +37,6 @@ from torchdoctor.lint.tensors import (
     TENSOR_DICTS,
     TENSOR_FACTORIES,
     TORCH_TENSOR_FUNCTION,
-    python_number,
 )
 from torchdoctor.lint.visitor import (
     RuleVisitor,
@@ -69,27 +69,6 @@ RULES = (
     ),
 )
 
-#: torch functions that return a boolean tensor
-_BOOL_FUNCTIONS = frozenset(
-    f"torch.{n}"
-    for n in ("isfinite", "isnan", "isinf", "isneginf", "isposinf", "isreal", "logical_and",
-              "logical_or", "logical_xor", "logical_not", "eq", "ne", "gt", "ge", "lt", "le",
-              "greater", "greater_equal", "less", "less_equal", "not_equal", "isin", "isclose",
-              "signbit"))  # fmt: skip
-#: tensor methods that return a boolean tensor (``.any(dim)`` / ``.all(dim)`` too)
-_BOOL_METHODS = frozenset(
-    {"bool", "eq", "ne", "gt", "ge", "lt", "le", "isnan", "isinf", "isfinite", "isneginf",
-     "isposinf", "logical_not", "logical_and", "logical_or", "logical_xor", "isclose",
-     "signbit", "greater", "less", "greater_equal", "less_equal", "not_equal"}
-)  # fmt: skip
-#: methods that keep a mask a mask (same values, another shape or device)
-_KEEPS_MASK = frozenset(
-    {"detach", "squeeze", "unsqueeze", "view", "reshape", "flatten", "contiguous", "cuda",
-     "expand", "expand_as", "clone", "t", "transpose", "permute", "view_as", "reshape_as",
-     "repeat", "logical_not"}
-)  # fmt: skip
-_COMPARISONS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
-_MASK_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor)
 _HOST_MODULES = ("numpy.", "pandas.", "scipy.", "sklearn.")
 _PANDAS = re.compile(r"^\s*(?:import|from)\s+pandas\b", re.MULTILINE)
 #: name -> form, for torch.<name>(...) and x.<name>(...)
@@ -114,7 +93,7 @@ _CPU_FACTORIES = TENSOR_FACTORIES | {
 _COUNT_METHODS = frozenset({"sum", "long", "int", "bincount", "diff", "count_nonzero", "cuda"})
 
 
-class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
+class DynamicShapeRules(MaskValues, ForwardAndCallSyncs, RuleVisitor):
     """TD207 (see the module docstring).
 
     Example:
@@ -133,6 +112,7 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
         (r"torch", r"def forward\(|\.backward\(|training_step|def compute_loss\("),
         (r"torch", r"nonzero\(|masked_select\(|unique\(|argwhere\(|repeat_interleave\(|"
          r"\[[^\]\n]*(mask|valid|keep|==|!=|>=|<=)"),  # (a helper of another file's loop)
+        (r"torch", r"\.(?:any|all)\((?:dim=)?-?\d|\.bool\(\)|isfinite\(|isnan\("),  # (... a mask)
     )
 
     # where a statement runs every step: TD201's and TD205's decisions
@@ -229,61 +209,6 @@ class DynamicShapeRules(ForwardAndCallSyncs, RuleVisitor):
         return False
 
     # -- what is known to be a boolean mask --------------------------------------------------
-    def _is_mask(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> bool:
-        if isinstance(expr, ast.Compare):
-            return self._tensor_comparison(expr)
-        if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Invert):
-            return self._is_mask(expr.operand, scope, depth)
-        if isinstance(expr, ast.BinOp) and isinstance(expr.op, _MASK_OPS):
-            left = self._is_mask(expr.left, scope, depth)
-            right = self._is_mask(expr.right, scope, depth)
-            plain = (ast.Name, ast.Attribute, ast.Subscript)
-            return (left and (right or isinstance(expr.right, plain))) or (
-                right and isinstance(expr.left, plain)
-            )
-        if isinstance(expr, ast.Subscript):  # mask[:, 0]
-            return self._is_mask(expr.value, scope, depth)
-        if isinstance(expr, ast.Call):
-            return self._returns_a_mask(expr, scope, depth)
-        if isinstance(expr, ast.Name) and depth < 3:
-            values = self.assigned_values(scope, expr.id)
-            return bool(values) and all(self._is_mask(v, scope, depth + 1) for v in values)
-        return False
-
-    def _returns_a_mask(self, call: ast.Call, scope: ast.AST, depth: int) -> bool:
-        names = self.callee(call)
-        if names:
-            if names & _BOOL_FUNCTIONS:
-                return True
-            dtype = keyword(call, "dtype")
-            return (
-                any(n.startswith("torch.") for n in names)
-                and dtype is not None
-                and "torch.bool" in self.qualified_names(dtype)
-            )
-        name = method_name(call)
-        if name in _BOOL_METHODS:
-            return True
-        if name in {"any", "all"}:
-            return bool(call.args) or keyword(call, "dim") is not None
-        if name == "to":
-            return any("torch.bool" in self.qualified_names(a) for a in call.args)
-        return name in _KEEPS_MASK and self._is_mask(call.func.value, scope, depth)
-
-    def _tensor_comparison(self, cmp: ast.Compare) -> bool:
-        """One ``==``/``!=``/``<``/... comparison that can be of tensors: not of literals
-        only, strings or None, nor of sizes (``x.shape[0] > 1``, ``len(x) == 2``)."""
-        if len(cmp.ops) != 1 or not isinstance(cmp.ops[0], _COMPARISONS):
-            return False  # a chained comparison of tensors raises: these are Python values
-        operands = [cmp.left, *cmp.comparators]
-        if any(
-            isinstance(o, (ast.List, ast.Tuple, ast.Set, ast.Dict, ast.JoinedStr))
-            or (isinstance(o, ast.Constant) and not isinstance(o.value, (int, float)))
-            for o in operands
-        ):
-            return False
-        return any(not isinstance(o, ast.Constant) and not python_number(o) for o in operands)
-
     # -- NumPy, pandas and Python numbers ------------------------------------------------------
     def _on_host(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> bool:
         """``expr`` is (or is built from) a host copy, NumPy or pandas data."""

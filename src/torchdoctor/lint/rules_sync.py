@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.loop_shapes import feeds_an_environment
+from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
@@ -109,7 +110,7 @@ def _sliced_in_dims(expr: ast.AST) -> bool:
     )
 
 
-class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor):
+class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCalls, RuleVisitor):
     """TD201 host sync in a training step; TD202 cuda.synchronize in a training loop; TD203
     tensor rebuilt from host data every iteration; TD205 sync in forward; TD206 a solver's
     convergence test read on the host every iteration.
@@ -398,15 +399,24 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, RuleVisitor
             if not isinstance(grand, ast.Call):
                 break
             node, parent = grand, self.parent(grand)
-        loops = [lp for lp in self.enclosing_loops(call) if isinstance(lp, _LOOP_STATEMENTS)]
-        if not on_device or not loops:
+        if not on_device:
             return
-        data = call.args[0]
-        if self.has_host_copy_resolved(data, self.enclosing_scope(call)):
+        loops = [lp for lp in self.enclosing_loops(call) if isinstance(lp, _LOOP_STATEMENTS)]
+        scope = self.enclosing_scope(call)
+        where = "every iteration"
+        if not loops:  # (a loss helper a Trainer's compute_loss calls: every step too)
+            context = self._training_context(call)
+            per_call = None if context is not None else (
+                self.per_step_call(scope) if isinstance(scope, FUNCTIONS) else None
+            )
+            if context is None and per_call is None:
+                return
+            where = per_call or "every training step"
+        if self.has_host_copy_resolved(call.args[0], scope):
             self.report(
                 call,
                 "TD203",
-                f"`{self.code_of(call.func)}(...)` is rebuilt on the device every iteration "
+                f"`{self.code_of(call.func)}(...)` is rebuilt on the device {where} "
                 "from tensor data copied to Python: index, stack or remap the device tensor "
                 "directly (labels: torch.unique(..., return_inverse=True))",
             )

@@ -10,7 +10,7 @@ from torchdoctor.lint.forward_calls import _run_by_forward
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
-from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
+from torchdoctor.lint.tensors import FRAMEWORK_STEPS, REDUCTIONS, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
@@ -87,14 +87,34 @@ class ForwardAndCallSyncs:
         training loop of the project calls every step (TD207's a detector's loss); or None."""
         scope = self.enclosing_scope(node)
         project = self.context.project
+        owner = self.parent(scope)
+        if isinstance(scope, FUNCTIONS) and isinstance(owner, ast.ClassDef):
+            return self._method_of_a_step(node, scope, owner)
         if (project is None or not isinstance(scope, FUNCTIONS)
-                or not isinstance(self.parent(scope), ast.Module)
+                or not isinstance(owner, ast.Module)
                 or _under_no_grad(node) is True or self.under_log_gate(node, scope)
                 or self.skip_sync(node, scope)):  # fmt: skip
             return None
         hit = project.called_in_loop(scope.name, training=True)
         return None if hit is None else (
             f"in `{scope.name}` (called at {hit[0]}:{hit[1]}, every training step)")
+
+    def _method_of_a_step(self, node: ast.AST, scope: ast.AST, owner: ast.ClassDef) -> str | None:
+        """``in `MLMTrainer.sampled_loss` (called by `MLMTrainer.compute_loss`, every training
+        step)``: a method that a method the framework runs every step (Lightning's
+        ``training_step``, a ``Trainer`` subclass's ``compute_loss``) calls through ``self``."""
+        if (_under_no_grad(node) is True or _POSTPROCESSING.search(scope.name)
+                or (_INFERENCE_METHOD.search(scope.name) and "loss" not in scope.name)
+                or self.under_log_gate(node, scope) or self.skip_sync(node, scope)):  # fmt: skip
+            return None  # (a sampled-softmax loss is one)
+        trainer = any((dotted(b) or "").endswith("Trainer") for b in owner.bases)
+        for step in owner.body:
+            if isinstance(step, FUNCTIONS) and (
+                step.name in FRAMEWORK_STEPS or (trainer and step.name == "compute_loss")
+            ) and scope in _run_by_forward(owner, step)[1:]:
+                return (f"in `{owner.name}.{scope.name}` (called by `{owner.name}.{step.name}`, "
+                        "every training step)")
+        return None
 
     def forward_owner(self, node: ast.AST) -> str | None:
         """The class whose ``forward`` runs ``node`` on every call; None outside forward, in

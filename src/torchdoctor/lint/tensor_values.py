@@ -68,11 +68,24 @@ class TensorValues:
             return name in REDUCTIONS and not self._on_host_data(expr)
         name = dotted(expr)
         if name is None and isinstance(expr, ast.Subscript):
-            return False
+            return self._model_output_entry(expr)
         last = (name or "").rsplit(".", 1)[-1]
         if not (TENSOR_NAME.search(last) and not NOT_TENSOR_SUFFIX.search(last)):
             return isinstance(expr, ast.Name) and self._holds_a_tensor(expr)
         return not (isinstance(expr, ast.Name) and self._holds_a_python_number(expr))
+
+    def _model_output_entry(self, expr: ast.Subscript) -> bool:
+        """``out["iou_loss"]`` where the function assigns ``out`` only from a model's call
+        (``out = model(imgs, labels)``): a loss or logits the model returned."""
+        key = expr.slice
+        if not (isinstance(key, ast.Constant) and isinstance(key.value, str)
+                and TENSOR_NAME.search(key.value) and not NOT_TENSOR_SUFFIX.search(key.value)
+                and isinstance(expr.value, ast.Name)):  # fmt: skip
+            return False
+        values = self.assigned_values(self.enclosing_scope(expr), expr.value.id)
+        return bool(values) and all(
+            isinstance(v, ast.Call) and MODEL_NAME.search(dotted(v.func) or "_") for v in values
+        )
 
     def _holds_a_tensor(self, name: ast.Name) -> bool:
         """``cov = (a == b).any(1).float().mean()``: every value assigned to the name in the

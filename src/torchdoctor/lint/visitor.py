@@ -261,7 +261,8 @@ class RuleVisitor:
         return p if p is not None else node
 
     def assigned_values(self, scope: ast.AST, name: str) -> list[ast.expr]:
-        """Values assigned to ``name`` (``name = value``) anywhere in ``scope``."""
+        """Values assigned to ``name`` (``name = value``, or paired in ``a, name = u, value``)
+        anywhere in ``scope``."""
         key = ("assignments", id(scope))
         cache = self.context.cache
         table = cache.get(key)
@@ -272,6 +273,11 @@ class RuleVisitor:
                     for t in node.targets:
                         if isinstance(t, ast.Name):
                             table.setdefault(t.id, []).append(node.value)
+                        elif (isinstance(t, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                              and len(t.elts) == len(node.value.elts)):  # a, b = f(x), g(y)
+                            for each, value in zip(t.elts, node.value.elts):
+                                if isinstance(each, ast.Name) and not isinstance(value, ast.Starred):
+                                    table.setdefault(each.id, []).append(value)
             cache[key] = table
         return table.get(name, [])
 

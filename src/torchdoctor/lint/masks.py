@@ -1,0 +1,123 @@
+"""Whether an expression is a boolean mask (a tensor of True/False), for the rules that report
+work whose size depends on the data (TD207): a comparison of tensors (``y != -100``), ``~`` /
+``&`` / ``|`` of masks, a call that returns booleans (``torch.isfinite``, ``.bool()``,
+``.any(dim)``, a factory with ``dtype=torch.bool``), a ``torch.cat`` / ``torch.stack`` of a list
+the same function appends masks to, or a name the same function assigns only such values.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.tensors import python_number
+from torchdoctor.lint.visitor import keyword, method_name
+
+#: torch functions that return a boolean tensor
+_BOOL_FUNCTIONS = frozenset(
+    f"torch.{n}"
+    for n in ("isfinite", "isnan", "isinf", "isneginf", "isposinf", "isreal", "logical_and",
+              "logical_or", "logical_xor", "logical_not", "eq", "ne", "gt", "ge", "lt", "le",
+              "greater", "greater_equal", "less", "less_equal", "not_equal", "isin", "isclose",
+              "signbit"))  # fmt: skip
+#: tensor methods that return a boolean tensor (``.any(dim)`` / ``.all(dim)`` too)
+_BOOL_METHODS = frozenset(
+    {"bool", "eq", "ne", "gt", "ge", "lt", "le", "isnan", "isinf", "isfinite", "isneginf",
+     "isposinf", "logical_not", "logical_and", "logical_or", "logical_xor", "isclose",
+     "signbit", "greater", "less", "greater_equal", "less_equal", "not_equal"}
+)  # fmt: skip
+#: methods that keep a mask a mask (same values, another shape or device)
+_KEEPS_MASK = frozenset(
+    {"detach", "squeeze", "unsqueeze", "view", "reshape", "flatten", "contiguous", "cuda",
+     "expand", "expand_as", "clone", "t", "transpose", "permute", "view_as", "reshape_as",
+     "repeat", "logical_not"}
+)  # fmt: skip
+_COMPARISONS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+_MASK_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor)
+#: torch functions joining a list of tensors: of a list of masks, a mask
+_JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack"})
+
+
+class MaskValues:
+    """:meth:`_is_mask` for a rule visitor (it uses ``assigned_values``, ``callee`` and
+    ``qualified_names``).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\nclass Head(torch.nn.Module):\\n    def forward(self, x, n):\\n"
+        ...        "        keep = []\\n        for i in range(n):\\n            keep.append(x[i] > 0)\\n"
+        ...        "        keep = torch.cat(keep)\\n        return x.cuda().flatten()[keep]\\n")
+        >>> [(f.code, f.line) for f in lint_source(src)]
+        [('TD207', 8)]
+    """
+
+    def _is_mask(self, expr: ast.AST, scope: ast.AST, depth: int = 0) -> bool:
+        if isinstance(expr, ast.Compare):
+            return self._tensor_comparison(expr)
+        if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Invert):
+            return self._is_mask(expr.operand, scope, depth)
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, _MASK_OPS):
+            left = self._is_mask(expr.left, scope, depth)
+            right = self._is_mask(expr.right, scope, depth)
+            plain = (ast.Name, ast.Attribute, ast.Subscript)
+            return (left and (right or isinstance(expr.right, plain))) or (
+                right and isinstance(expr.left, plain)
+            )
+        if isinstance(expr, ast.Subscript):  # mask[:, 0]
+            return self._is_mask(expr.value, scope, depth)
+        if isinstance(expr, ast.Call):
+            return self._returns_a_mask(expr, scope, depth)
+        if isinstance(expr, ast.Name) and depth < 3:
+            values = self.assigned_values(scope, expr.id)
+            if len(values) > 1:  # (keep = [] before keep = torch.cat(keep): the list it joins)
+                values = [v for v in values if not (isinstance(v, ast.List) and not v.elts)]
+            return bool(values) and all(self._is_mask(v, scope, depth + 1) for v in values)
+        return False
+
+    def _joins_masks(self, call: ast.Call, scope: ast.AST, depth: int) -> bool:
+        """``torch.cat(fg_masks)`` where the function appends masks to the list ``fg_masks``
+        (one appended mask is enough: a list holds one kind of value)."""
+        if not call.args or not isinstance(call.args[0], ast.Name) or depth >= 3:
+            return False
+        listed = call.args[0].id
+        return any(
+            isinstance(node, ast.Call) and method_name(node) == "append" and len(node.args) == 1
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == listed  # type: ignore[attr-defined]
+            and self._is_mask(node.args[0], scope, depth + 1)
+            for node in ast.walk(scope)
+        )  # fmt: skip
+
+    def _returns_a_mask(self, call: ast.Call, scope: ast.AST, depth: int) -> bool:
+        names = self.callee(call)
+        if names:
+            if names & _BOOL_FUNCTIONS:
+                return True
+            if names & _JOINS:
+                return self._joins_masks(call, scope, depth)
+            dtype = keyword(call, "dtype")
+            return (
+                any(n.startswith("torch.") for n in names)
+                and dtype is not None
+                and "torch.bool" in self.qualified_names(dtype)
+            )
+        name = method_name(call)
+        if name in _BOOL_METHODS:
+            return True
+        if name in {"any", "all"}:
+            return bool(call.args) or keyword(call, "dim") is not None
+        if name == "to":
+            return any("torch.bool" in self.qualified_names(a) for a in call.args)
+        return name in _KEEPS_MASK and self._is_mask(call.func.value, scope, depth)
+
+    def _tensor_comparison(self, cmp: ast.Compare) -> bool:
+        """One ``==``/``!=``/``<``/... comparison that can be of tensors: not of literals
+        only, strings or None, nor of sizes (``x.shape[0] > 1``, ``len(x) == 2``)."""
+        if len(cmp.ops) != 1 or not isinstance(cmp.ops[0], _COMPARISONS):
+            return False  # a chained comparison of tensors raises: these are Python values
+        operands = [cmp.left, *cmp.comparators]
+        if any(
+            isinstance(o, (ast.List, ast.Tuple, ast.Set, ast.Dict, ast.JoinedStr))
+            or (isinstance(o, ast.Constant) and not isinstance(o.value, (int, float)))
+            for o in operands
+        ):
+            return False
+        return any(not isinstance(o, ast.Constant) and not python_number(o) for o in operands)

@@ -46,3 +46,34 @@ def style_transfer(img, model, target, steps):
         opt.step()
         with torch.no_grad():
             img.clamp_(0, 1)
+
+
+def sac(agent, buffer, env, steps, start_steps, auto_alpha):
+    obs = env.reset()
+    for t in range(steps):
+        obs = env.step(agent.act(obs))
+        if t >= start_steps:  # every step after the warm-up, for good
+            alpha_opt = torch.optim.Adam([agent.log_alpha], lr=3e-4) if auto_alpha else None  # expect: TD704
+            agent.update(buffer.sample(256), alpha_opt)  # (agent.update rebinds no log_alpha)
+        if t % 1000 == 0:
+            probe = torch.optim.SGD([agent.log_alpha], lr=0.1)  # near-miss: every 1000 steps
+            agent.update(buffer.sample(256), probe)
+
+
+def double_precision(model, loader, epochs, fp64):
+    for epoch in range(epochs):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)  # expect: TD704 (.double() keeps it)
+        for x, y in loader:
+            if fp64:
+                model = model.double()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+
+
+def new_model_each_round(make_model, loader, rounds):
+    for r in range(rounds):
+        model = make_model(r)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # near-miss: a new model each round
+        for x, y in loader:
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()

@@ -257,7 +257,12 @@ class TrainingRules(OptimizerChecks):
                 return loops[0]
         return None
 
-    def _every_training_step(self, node: ast.AST, over_data: bool = False) -> bool:
+    def _every_training_step(
+        self, node: ast.AST, over_data: bool = False, flags: bool = False
+    ) -> bool:
+        """``node`` runs on every step of a training loop (or step function); with ``flags``,
+        also in a branch on a run-wide setting (``if fp16_scaler is None:``: one branch or
+        the other runs every step)."""
         loop = self._training_loop(node, over_data)
         if loop is None:  # a method the framework calls every step (on_train_batch_end), or
             scope = self.enclosing_scope(node)  # a step function (detectron2's run_step)
@@ -271,7 +276,8 @@ class TrainingRules(OptimizerChecks):
         parent = self.parent(node)
         while parent is not None and parent is not loop:
             if isinstance(parent, (ast.If, ast.IfExp, ast.Try)) and not (
-                    _always_on_a_gpu(parent) or after_warmup(getattr(parent, "test", None))):
+                    _always_on_a_gpu(parent) or after_warmup(getattr(parent, "test", None))
+                    or flags and self._run_wide_test(parent, loop)):
                 return False  # fmt: skip
             parent = self.parent(parent)
         return True

@@ -27,6 +27,13 @@ from torchdoctor.lint.visitor import (
 )
 
 _LOOPS = (*FOR, ast.While)
+#: module methods listing the parameters an optimizer takes
+_PARAMETER_LISTS = frozenset({"parameters", "named_parameters"})
+#: module methods that convert the module in place and return it
+_IN_PLACE_CONVERSIONS = frozenset(
+    {"to", "cuda", "cpu", "double", "float", "half", "bfloat16", "train", "eval", "type",
+     "requires_grad_", "to_empty"}
+)  # fmt: skip
 #: a torch.optim optimizer class (not a scheduler, not SWA's helpers)
 OPTIMIZER = re.compile(r"^torch\.optim\.((?!lr_scheduler|swa_utils)\w+\.)?[A-Z]\w*$")
 DDP = frozenset(
@@ -49,11 +56,16 @@ class OptimizerChecks(RuleVisitor):
         if not loops or self._guarded_in(node, loops[-1]):
             return
         loop = loops[-1]  # the outermost: the optimizer must outlive all of them
-        assigned = {a.split(".")[0] for lp in loops for a in _rebound(self, lp)}
-        params = {n.split(".")[0] for a in node.args[:1] for n in dotted_names_in(a)}
-        if not params or params & assigned:
+        given = {n for a in node.args[:1] for n in dotted_names_in(a)}
+        modules = {dotted(c.func.value) for a in node.args[:1] for c in ast.walk(a)  # type: ignore[attr-defined]
+                   if isinstance(c, ast.Call) and method_name(c) in _PARAMETER_LISTS}  # fmt: skip
+        changed = set().union(*(_rebound(self, lp, modules) for lp in loops))
+        called = set().union(*(_changed_by_calls_only(self, lp) for lp in loops))
+        if not given or any(
+            n == c if c in called else _related_name(n, c) for n in given for c in changed
+        ):
             return  # a new model (or parameter list) every iteration: a new optimizer too
-        if not self._trains(loop):
+        if not (self._trains(loop) or self._handed_to_a_call(node, loop)):
             return
         short = name.rsplit(".", 1)[-1]
         self.report(
@@ -70,7 +82,11 @@ class OptimizerChecks(RuleVisitor):
         optimizer however the branch is gated (a DQN's `if step > learning_starts:` update)."""
         child, parent = node, self.parent(node)
         while parent is not None and parent is not stop:
-            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)):
+            if isinstance(parent, (ast.If, ast.IfExp)) and self._every_iteration_test(
+                parent, child, stop
+            ):
+                pass  # (a run-wide flag, or every iteration after a warm-up)
+            elif isinstance(parent, (ast.If, ast.IfExp, ast.Try)):
                 branch = [b for b in _branches(parent) if any(child is n for n in b)]
                 steps = any(
                     optimizer_step_call(c) or method_name(c) == "backward"
@@ -90,6 +106,39 @@ class OptimizerChecks(RuleVisitor):
             child, parent = parent, self.parent(parent)
         return False
 
+    def _every_iteration_test(self, branch: ast.AST, child: ast.AST, loop: ast.AST) -> bool:
+        """The branch of ``branch`` holding ``child`` runs on every iteration of ``loop``, or
+        on none: its test is the same in every iteration (``if args.auto_alpha``), or it opens
+        after a warm-up (``if t >= args.start_steps:``) for good."""
+        test = branch.test  # type: ignore[attr-defined]
+        if not any(isinstance(n, ast.Call) for n in ast.walk(test)) and self.is_invariant(test, loop):
+            return True
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+            return False
+        counters = self.loop_targets(loop)
+        left = bool(set(dotted_names_in(test.left)) & counters)
+        right = bool(set(dotted_names_in(test.comparators[0])) & counters)
+        rising = isinstance(test.ops[0], (ast.Gt, ast.GtE)) and left and not right or (
+            isinstance(test.ops[0], (ast.Lt, ast.LtE)) and right and not left)  # fmt: skip
+        in_body = any(child is n for n in _branches(branch)[0])
+        return rising if in_body else False
+
+    def _handed_to_a_call(self, node: ast.AST, loop: ast.AST) -> bool:
+        """The optimizer built at ``node`` is passed to a call in ``loop`` that steps it
+        (SAC's ``agent.update(batch, alpha_opt)``)."""
+        stmt = self.parent(node)
+        while stmt is not None and not isinstance(stmt, ast.stmt):
+            stmt = self.parent(stmt)
+        if not isinstance(stmt, ast.Assign):
+            return False
+        names = {n for t in stmt.targets for n in target_names(t)}
+        return any(
+            isinstance(c, ast.Call) and c is not node and any(
+                isinstance(n, ast.Name) and n.id in names
+                for a in (*c.args, *(k.value for k in c.keywords)) for n in ast.walk(a))
+            for c in ast.walk(loop)
+        )  # fmt: skip
+
     def _trains(self, loop: ast.AST) -> bool:
         """The loop, or a loop nested in it, calls backward or an optimizer step."""
         return any(
@@ -99,7 +148,7 @@ class OptimizerChecks(RuleVisitor):
     # -- TD706 -------------------------------------------------------------------------------
     def _check_accumulation(self, node: ast.Call) -> None:
         loop = self._training_loop(node)
-        if loop is None or not self._every_training_step(node):
+        if loop is None or not self._every_training_step(node, flags=True):
             return
         if self._skips_sync(self.enclosing_scope(node)):
             return
@@ -110,18 +159,13 @@ class OptimizerChecks(RuleVisitor):
             for c in self.direct_calls(loop.body)
         ):
             return
-        steps = [
-            c
-            for c in self.direct_calls(loop.body)
-            if method_name(c) == "step"
-            and "optim" in (dotted(c.func.value) or "").lower()
-            or method_name(c) == "step"
-            and (dotted(c.func.value) or "").rsplit(".", 1)[-1] in {"opt", "scaler"}
-        ]
+        steps = [c for c in self.direct_calls(loop.body) if optimizer_step_call(c)]
         for step in steps:
             parent = self.parent(step)
             while parent is not None and parent is not loop:
-                if isinstance(parent, ast.If) and self._accumulation_test(parent.test):
+                if isinstance(parent, ast.If) and self._accumulation_test(parent.test) or (
+                    parent in loop.body and self._skipped_until_accumulated(parent, loop)
+                ):
                     self.report(
                         node,
                         "TD706",
@@ -151,6 +195,30 @@ class OptimizerChecks(RuleVisitor):
         return any((dotted(c.func) or "").rsplit(".", 1)[-1] in helpers
                    for c in ast.walk(scope) if isinstance(c, ast.Call))  # fmt: skip
 
+    def _run_wide_test(self, branch: ast.AST, loop: ast.AST) -> bool:
+        """The test of ``branch`` (``if fp16_scaler is None:``, ``if args.clip:``) reads only
+        names the loop never rebinds (calling their methods, ``fp16_scaler.update()``, keeps
+        them what they are) and calls nothing: the same branch runs in every iteration."""
+        test = getattr(branch, "test", None)
+        if test is None or not isinstance(loop, _LOOPS) or any(
+            isinstance(n, ast.Call) for n in ast.walk(test)
+        ):
+            return False
+        rebound = self.assigned_in(loop) - _changed_by_calls_only(self, loop)
+        names = set(dotted_names_in(test))
+        return bool(names) and not any(
+            _related_name(n, r) or n.split(".")[0] == r for n in names for r in rebound
+        )
+
+    def _skipped_until_accumulated(self, stmt: ast.AST, loop: ast.AST) -> bool:
+        """``if (it + 1) % accum != 0: continue`` comes before ``stmt`` in the loop's body."""
+        body = loop.body  # type: ignore[attr-defined]
+        return any(
+            isinstance(s, ast.If) and self._accumulation_test(s.test)
+            and isinstance(s.body[-1], ast.Continue)
+            for s in body[: body.index(stmt)]
+        )  # fmt: skip
+
     def _accumulation_test(self, test: ast.AST) -> bool:
         return any(
             isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)
@@ -171,7 +239,7 @@ def optimizer_step_call(call: ast.Call) -> bool:
     if method_name(call) != "step":
         return False
     receiver = (dotted(call.func.value) or "").rsplit(".", 1)[-1].lower()
-    return "optim" in receiver or receiver in {"opt", "scaler"}
+    return "optim" in receiver or receiver.endswith(("opt", "scaler"))
 
 
 def _branches(node: ast.AST) -> list[list[ast.AST]]:
@@ -184,16 +252,21 @@ def _branches(node: ast.AST) -> list[list[ast.AST]]:
     return [node.body, *handlers, node.orelse, node.finalbody]
 
 
-def _rebound(rules: RuleVisitor, loop: ast.AST) -> set[str]:
+def _rebound(rules: RuleVisitor, loop: ast.AST, modules: set[str | None] = frozenset()) -> set[str]:
     """The names ``loop`` binds or mutates (``assigned_in``), but not a tensor only changed in
     place (``img.clamp_(0, 1)`` keeps the image an optimizer of ``[img]`` trains: style
-    transfer's loop that rebuilt its Adam every iteration was not reported).
+    transfer's loop that rebuilt its Adam every iteration was not reported), nor one of the
+    ``modules`` whose parameters the optimizer takes converted in place (``model =
+    model.double()`` returns the same module).
 
     Example:
         >>> from torchdoctor.lint.visitor import FileContext
         >>> loop = ast.parse("for s in range(3):\\n    img.clamp_(0, 1)\\n    x = f(x)").body[0]
         >>> sorted(_rebound(RuleVisitor(FileContext("t.py", "")), loop))
         ['s', 'x']
+        >>> loop = ast.parse("for s in range(3):\\n    model = model.double()").body[0]
+        >>> sorted(_rebound(RuleVisitor(FileContext("t.py", "")), loop, {"model"}))
+        ['s']
     """
     inplace = {
         dotted(c.func.value)  # type: ignore[attr-defined]
@@ -201,11 +274,53 @@ def _rebound(rules: RuleVisitor, loop: ast.AST) -> set[str]:
         if isinstance(c, ast.Call) and (m := method_name(c)) and m.endswith("_")
         and not m.startswith("_")
     }  # fmt: skip
-    bound = set()
+    bound, converted = set(), set()
+    for node in ast.walk(loop):
+        if isinstance(node, ast.Assign):
+            names = {n for t in node.targets for n in target_names(t)}
+            value = node.value
+            if (names & modules and len(names) == 1 and isinstance(value, ast.Call)
+                    and method_name(value) in _IN_PLACE_CONVERSIONS
+                    and dotted(value.func.value) in names):  # type: ignore[attr-defined]
+                converted |= names
+                continue
+            bound |= names
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.NamedExpr):
+            bound |= target_names(node.target)
+    return rules.assigned_in(loop) - (inplace - bound) - (converted - bound)
+
+
+def _changed_by_calls_only(rules: RuleVisitor, loop: ast.AST) -> set[str]:
+    """Names ``loop`` changes only by calling their methods (``agent.update(batch)``,
+    ``params.append(p)``), never rebinds.
+
+    Example:
+        >>> from torchdoctor.lint.visitor import FileContext
+        >>> loop = ast.parse("for s in r:\\n    agent.update(s)\\n    x.append(s)\\n    x = []").body[0]
+        >>> sorted(_changed_by_calls_only(RuleVisitor(FileContext("t.py", "")), loop))
+        ['agent']
+    """
+    bound = set(rules.loop_targets(loop))
     for node in ast.walk(loop):
         if isinstance(node, ast.Assign):
             bound |= {n for t in node.targets for n in target_names(t)}
-        elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.NamedExpr):
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr, *FOR, ast.comprehension)):
             bound |= target_names(node.target)
-    return rules.assigned_in(loop) - (inplace - bound)
+        elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+            bound |= target_names(node.optional_vars)
+    return rules.assigned_in(loop) - bound
+
+
+def _related_name(given: str, changed: str) -> bool:
+    """An optimizer of ``given`` (``agent.log_alpha``) is of new parameters when the loop
+    rebinds ``changed``, the name itself, an object holding it or a part of it (a method call
+    on ``agent``, ``agent.update(...)``, is checked apart: it changes no attribute's binding).
+
+    Example:
+        >>> _related_name("agent.log_alpha", "agent"), _related_name("params", "params")
+        (True, True)
+        >>> _related_name("model", "opt")
+        False
+    """
+    return given == changed or given.startswith(changed + ".") or changed.startswith(given + ".")
 

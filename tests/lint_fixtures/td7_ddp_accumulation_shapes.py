@@ -1,0 +1,55 @@
+# TD706 in the shapes real DDP loops take: the step skipped with `continue` until enough
+# micro-batches, a GradScaler named for fp16, backward in both branches of a run-wide setting.
+import contextlib
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def consistency_training(student, loader, opt, scaler, accum):
+    model = DDP(student.cuda())
+    for it, x in enumerate(loader):
+        loss = model(x.cuda(non_blocking=True)).pow(2).mean() / accum
+        scaler.scale(loss).backward()  # expect: TD706
+        if (it + 1) % accum != 0:
+            continue
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+
+
+def dino_epoch(student, loader, opt, fp16_scaler, accum_steps):
+    student = DDP(student.cuda())
+    for it, images in enumerate(loader):
+        loss = student(images.cuda()).mean() / accum_steps
+        if fp16_scaler is None:
+            loss.backward()  # expect: TD706
+            if (it + 1) % accum_steps == 0:
+                opt.step()
+                opt.zero_grad()
+        else:
+            fp16_scaler.scale(loss).backward()  # expect: TD706
+            if (it + 1) % accum_steps == 0:
+                fp16_scaler.step(opt)
+                fp16_scaler.update()
+                opt.zero_grad()
+
+
+def with_no_sync(student, loader, opt, accum):
+    model = DDP(student.cuda())
+    for it, x in enumerate(loader):
+        last = (it + 1) % accum == 0
+        with contextlib.nullcontext() if last else model.no_sync():
+            model(x.cuda()).mean().backward()  # near-miss: no_sync on all but the last
+        if not last:
+            continue
+        opt.step()
+        opt.zero_grad()
+
+
+def every_step(student, loader, opt):
+    model = DDP(student.cuda())
+    for x in loader:
+        model(x.cuda()).mean().backward()  # near-miss: no accumulation
+        opt.step()
+        opt.zero_grad()

@@ -180,7 +180,7 @@ def is_denoising_iter(it: ast.AST) -> bool:
 
 #: functions named like an evaluation or a sampler (TD602) ...
 EVAL_FUNCTION = re.compile(
-    r"(^|_)(eval|evaluate|evaluation|infer|inference|sample|sampling|predict|prediction|"
+    r"(^|_)(eval|evaluate|evaluation|infer|inference|sample|sampling|sampler|predict|prediction|"
     r"validate|validation|generate|generation|denoise|denoising)(_|$)",
     re.IGNORECASE,
 )
@@ -386,3 +386,26 @@ def loops_over_modules(loop: ast.AST) -> bool:
     if isinstance(it, ast.Call) and method_name(it) in {"items", "values", "keys"}:
         return True
     return any(MODEL_NAME.search(n) for n in target_names(loop.target))  # type: ignore[attr-defined]
+
+
+def timesteps_read(loop: ast.For) -> set[str]:
+    """Names the loop's body sets to a timestep it reads at the loop variable (``t =
+    timesteps[i]``), and the names made from them in turn (``vec_t = torch.ones(b) * t``).
+
+    Example:
+        >>> loop = ast.parse("for i in range(n):\\n    t = ts[i]\\n    v = t * 2\\n    x = f(x, v)").body[0]
+        >>> sorted(timesteps_read(loop))
+        ['t', 'v']
+    """
+    counters = target_names(loop.target)
+    found: set[str] = set()
+    for stmt in loop.body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)):  # fmt: skip
+            continue
+        name, value = stmt.targets[0].id, stmt.value
+        read = (isinstance(value, ast.Subscript) and TIMESTEP_TARGET.match(name)
+                and set(dotted_names_in(value.slice)) & counters)  # fmt: skip
+        if read or (found and set(dotted_names_in(value)) & found):
+            found.add(name)
+    return found

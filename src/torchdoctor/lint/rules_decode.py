@@ -40,6 +40,10 @@ _CACHE_KEYWORD = re.compile(r"past|cache|kv|state|^mems?$", re.IGNORECASE)
 _DECODE_METHODS = frozenset({"forward", "decode", "decoder"})
 
 
+#: the keywords a Hugging Face model takes its token ids by
+_TOKEN_KEYWORDS = frozenset({"input_ids", "decoder_input_ids"})
+
+
 def _window_crop(loop: ast.For | ast.While, fed: set[str]) -> ast.Subscript | None:
     """The first ``seq[:, -n:]`` (a slice from a negative start) of a grown name in the loop:
     nanoGPT's ``idx[:, -self.config.block_size:]`` keeps the last ``block_size`` tokens.
@@ -90,6 +94,7 @@ class DecodeRules(RuleVisitor):
                 callee == "self"
                 or names_a_module(last)
                 or (last in _DECODE_METHODS and (receiver == "self" or names_a_module(receiver)))
+                or self._transformers_call(call)
             ):
                 continue
             if any(k.arg and _CACHE_KEYWORD.search(k.arg) for k in call.keywords) or any(
@@ -116,6 +121,14 @@ class DecodeRules(RuleVisitor):
                         else ""
                     ),
                 )
+
+    def _transformers_call(self, call: ast.Call) -> bool:
+        """A Hugging Face model's call, whatever it is named (``reader(...)``): token ids
+        passed by their keyword, or its ``.logits`` read."""
+        parent = self.parent(call)
+        return any(k.arg in _TOKEN_KEYWORDS for k in call.keywords) or (
+            isinstance(parent, ast.Attribute) and parent.attr == "logits"
+        )
 
     def visit_While(self, node: ast.While) -> None:
         self._check_growing_sequence(node)

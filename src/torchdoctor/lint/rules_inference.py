@@ -16,6 +16,7 @@ from torchdoctor.lint.denoising_loops import (
     loops_over_modules,
     mask_assignments,
     range_call,
+    timesteps_read,
 )
 from torchdoctor.lint.model_calls import FORWARD_METHODS, mc_dropout, names_a_module
 from torchdoctor.lint.rule import Rule
@@ -128,6 +129,7 @@ class InferenceRules(RuleVisitor):
         # any loop variable of a range walked backwards (`for i in reversed(range(n))`),
         # else one named like a timestep
         timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n) or down}
+        timesteps |= timesteps_read(node)  # (t = timesteps[i]; vec_t = ones(b) * t)
         if not timesteps:
             return False
         # the timestep must reach a call (the denoiser), as in x = model(x, t): a loop that
@@ -197,6 +199,10 @@ class InferenceRules(RuleVisitor):
             if id(call) in covered:
                 continue
             callee = dotted(call.func)
+            if callee is None and isinstance(call.func, ast.Call) and not (
+                call.func.args or call.func.keywords
+            ):  # (a module a getter returns: `reader.get_encoder()(input_ids=...)`)
+                callee = dotted(call.func.func)
             if callee is None or "scheduler" in callee.lower():
                 continue
             if any(n.startswith(LIBRARY_PREFIXES) for n in self.callee(call)):

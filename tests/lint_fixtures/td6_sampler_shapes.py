@@ -1,0 +1,53 @@
+# Inference loops in the shapes real samplers and readers take: a timestep read at the loop's
+# index, a function named `..._sampler`, an encoder a getter returns, a model named `reader`.
+import torch
+
+
+def euler_maruyama_sampler(model, sde, shape, labels, device, num_steps=1000, eps=1e-3):
+    x = sde.prior_sampling(shape, device)
+    timesteps = torch.linspace(sde.T, eps, num_steps, device=device)
+    for i in range(num_steps):  # expect: TD602
+        t = timesteps[i]
+        vec_t = torch.ones(shape[0], device=device) * t
+        cond = model.class_encoder(labels)  # expect: TD601
+        x = x + model(x, vec_t, cond=cond)
+    return x
+
+
+@torch.no_grad()
+def euler_sampler_cached(model, sde, shape, labels, device, num_steps=1000):
+    x = sde.prior_sampling(shape, device)
+    timesteps = torch.linspace(sde.T, 1e-3, num_steps, device=device)
+    cond = model.class_encoder(labels)  # near-miss: encoded once
+    for i in range(num_steps):
+        t = timesteps[i]
+        x = x + model(x, t.expand(shape[0]), cond=cond)
+    return x
+
+
+def build_sampler(dataset, weights):
+    sampler = torch.utils.data.WeightedRandomSampler(weights, len(dataset))
+    return sampler  # near-miss: a data sampler, no loop
+
+
+@torch.no_grad()
+def greedy_answer(reader, tok, src, max_new=32, device="cuda"):
+    out = torch.full((1, 1), reader.config.decoder_start_token_id, device=device)
+    for _ in range(max_new):
+        enc = reader.get_encoder()(input_ids=src.input_ids, attention_mask=src.attention_mask)  # expect: TD601
+        logits = reader(encoder_outputs=enc, decoder_input_ids=out).logits  # expect: TD604
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        out = torch.cat((out, nxt), dim=1)
+    return tok.decode(out[0])
+
+
+@torch.no_grad()
+def greedy_answer_cached(reader, src, max_new=32, device="cuda"):
+    enc = reader.get_encoder()(input_ids=src.input_ids)  # near-miss: encoded once
+    out = torch.full((1, 1), reader.config.decoder_start_token_id, device=device)
+    past = None
+    for _ in range(max_new):
+        res = reader(encoder_outputs=enc, decoder_input_ids=out[:, -1:], past_key_values=past)  # near-miss: cached
+        past = res.past_key_values
+        out = torch.cat((out, res.logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    return out

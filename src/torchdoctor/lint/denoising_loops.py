@@ -390,7 +390,8 @@ def loops_over_modules(loop: ast.AST) -> bool:
 
 def timesteps_read(loop: ast.For) -> set[str]:
     """Names the loop's body sets to a timestep it reads at the loop variable (``t =
-    timesteps[i]``), and the names made from them in turn (``vec_t = torch.ones(b) * t``).
+    timesteps[i]``), and the names made from them in turn (``vec_t = torch.ones(b) * t``,
+    ``t.expand(b)``; not a model's output ``x = f(x, t)``).
 
     Example:
         >>> loop = ast.parse("for i in range(n):\\n    t = ts[i]\\n    v = t * 2\\n    x = f(x, v)").body[0]
@@ -406,6 +407,9 @@ def timesteps_read(loop: ast.For) -> set[str]:
         name, value = stmt.targets[0].id, stmt.value
         read = (isinstance(value, ast.Subscript) and TIMESTEP_TARGET.match(name)
                 and set(dotted_names_in(value.slice)) & counters)  # fmt: skip
-        if read or (found and set(dotted_names_in(value)) & found):
+        made = not isinstance(value, ast.Call) or (  # (t * ones(b), t.expand(b); not f(x, t))
+            isinstance(value.func, ast.Attribute) and set(dotted_names_in(value.func.value)) & found
+        )
+        if read or (made and set(dotted_names_in(value)) & found):
             found.add(name)
     return found

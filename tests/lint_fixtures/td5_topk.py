@@ -96,3 +96,10 @@ def ranked_with_count(scores, k):
     if len(order) > k:
         return order[:k], order
     return order, order
+
+
+def simota_dynamic_k(ious, cost, n_candidate_k=10):
+    sorted_ious, _ = torch.sort(ious, dim=1, descending=True)  # expect: TD512
+    dynamic_ks = sorted_ious[:, :n_candidate_k].sum(1).int().clamp(min=1)
+    _, pos = torch.topk(cost, k=3, largest=False)  # (`_` discarded again: not the sort's)
+    return dynamic_ks, pos

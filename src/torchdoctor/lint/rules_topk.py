@@ -75,9 +75,11 @@ class TopKRules(RuleVisitor):
         if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
             return
         target = statement.targets[0]
-        names = [e.id for e in (target.elts if isinstance(target, ast.Tuple) else [target])
-                 if isinstance(e, ast.Name)]  # fmt: skip
-        if not names or isinstance(target, ast.Tuple) and len(names) != len(target.elts):
+        elts = target.elts if isinstance(target, ast.Tuple) else [target]
+        if not all(isinstance(e, ast.Name) for e in elts):
+            return
+        names = [e.id for e in elts if e.id != "_"]  # type: ignore[attr-defined]  # (`_`: discarded)
+        if not names:
             return
         scope = self.enclosing_scope(node)
         found = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id in names

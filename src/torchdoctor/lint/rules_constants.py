@@ -86,6 +86,8 @@ class ConstantRules(PerStepCalls, RuleVisitor):
         if built and node.args and isinstance(node.args[0], ast.Name) and not numbers:
             numbers = self._module_constant(node.args[0].id)  # (torch.tensor(SIGMAS, ...))
             numbers = numbers if numbers >= 2 else 0
+        elif built and node.args and not numbers:  # ([HARTREE_TO_MEV / 1000.0]: arithmetic)
+            numbers = self._constant_numbers(node.args[0])
         scalar = numbers == 1 and (new_tensor or _on_device(node, self.parent(node)))
         if numbers < 2 and not scalar:
             return
@@ -105,6 +107,40 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             f"that never changes; {fix}: `self.register_buffer(...)` in `__init__` (it "
             "follows `.to(device)`), or a constant moved to the device before the loop",
         )
+
+    def _constant_numbers(self, node: ast.AST) -> int:
+        """How many numbers a list/tuple literal holds whose items are arithmetic on numbers
+        and on the module's number constants (``[HARTREE_TO_MEV / 1000.0, 2 * PI]``); 0 when
+        an item is anything else.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nC = 27.2\\ndef train(model, loader, dev):\\n"
+            ...        "    for x in loader:\\n        s = torch.tensor([C / 1000.0], device=dev)\\n"
+            ...        "        (model(x) * s).sum().backward()\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD511']
+        """
+        if isinstance(node, (ast.List, ast.Tuple)):
+            counts = [self._constant_numbers(e) for e in node.elts]
+            return sum(counts) if counts and all(counts) else 0
+        if isinstance(node, ast.UnaryOp):
+            return self._constant_numbers(node.operand)
+        if isinstance(node, ast.BinOp):
+            sides = self._constant_numbers(node.left), self._constant_numbers(node.right)
+            return 1 if sides == (1, 1) else 0
+        if isinstance(node, ast.Name):
+            return 1 if self._module_constant(node.id) == 1 and self._scalar_constant(node.id) else 0
+        return numbers_in_literal(node)
+
+    def _scalar_constant(self, name: str) -> bool:
+        """The module binds ``name`` to a number (not a list of one)."""
+        tree = self.context.tree
+        return any(
+            isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)
+            and numbers_in_literal(n.value) == 1 and not isinstance(n.value, (ast.List, ast.Tuple))
+            for n in (tree.body if tree is not None else ())
+        )  # fmt: skip
 
     def _module_constant(self, name: str) -> int:
         """How many numbers the list literal holds that the module binds ``name`` to, at its

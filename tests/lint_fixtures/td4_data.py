@@ -88,3 +88,21 @@ def main_pinned(model, ds, device):
                               persistent_workers=True)
     train_epoch(model, train_loader, device)
     stage_one(model, ds, device)
+
+
+
+def make_loaders(train_set, test_set, final_set):
+    train_dl = DataLoader(train_set, batch_size=64, num_workers=4, pin_memory=True, persistent_workers=True)
+    test_dl = DataLoader(test_set, batch_size=512, num_workers=4, pin_memory=True)  # expect: TD403
+    final_test_dl = DataLoader(final_set, batch_size=512, num_workers=4, pin_memory=True)  # near-miss: once
+    return train_dl, test_dl, final_test_dl
+
+
+def fit(model, opt, train_set, test_set, final_set, epochs, evaluate):
+    train_dl, test_dl, final_test_dl = make_loaders(train_set, test_set, final_set)
+    for epoch in range(epochs):
+        for x, y in train_dl:
+            model(x).sum().backward()
+            opt.step()
+        print(epoch, evaluate(model, test_dl))
+    return evaluate(model, final_test_dl)

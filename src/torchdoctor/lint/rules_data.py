@@ -282,11 +282,40 @@ class DataRules(RuleVisitor):
         # ...unless this function itself iterates it every epoch (minGPT's trainer)
         target = names[0] if names and "." not in names[0] else None
         scope = self.enclosing_scope(call)
-        for use in ast.walk(scope) if target else ():
-            if isinstance(use, ast.Name) and use.id == target and isinstance(use.ctx, ast.Load):
-                if self.enclosing_loops(use):
-                    return False
+        if target and self._used_in_a_loop(target, scope):
+            return False
+        # ...or the function returns it to a caller of this file that does
+        for ret in ast.walk(scope) if target and isinstance(scope, FUNCTIONS) else ():
+            if not isinstance(ret, ast.Return) or ret.value is None:
+                continue
+            parts = ret.value.elts if isinstance(ret.value, ast.Tuple) else [ret.value]
+            at = [i for i, p in enumerate(parts) if isinstance(p, ast.Name) and p.id == target]
+            if at and self._caller_loops_over(scope.name, at[0], len(parts)):  # type: ignore[attr-defined]
+                return False
         return True
+
+    def _used_in_a_loop(self, name: str, scope: ast.AST) -> bool:
+        return any(isinstance(use, ast.Name) and use.id == name and isinstance(use.ctx, ast.Load)
+                   and self.enclosing_loops(use) for use in ast.walk(scope))  # fmt: skip
+
+    def _caller_loops_over(self, function: str, index: int, count: int) -> bool:
+        """A call of ``function`` in this file unpacks its ``index``-th returned value (of
+        ``count``) into a name that its caller uses inside a loop (an evaluation per epoch)."""
+        for call in ast.walk(self.context.tree) if self.context.tree else ():
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == function):
+                continue
+            assign = self.parent(call)
+            if not isinstance(assign, ast.Assign) or len(assign.targets) != 1:
+                continue
+            target = assign.targets[0]
+            if count > 1:
+                elts = target.elts if isinstance(target, ast.Tuple) else []
+                target = elts[index] if len(elts) == count else None
+            if isinstance(target, ast.Name) and self._used_in_a_loop(
+                target.id, self.enclosing_scope(call)
+            ):
+                return True
+        return False
 
 
 def _loader_of(it: ast.AST) -> str | None:

@@ -1,4 +1,5 @@
-"""Cross-file data-dependent shapes: a helper file whose only sign of masks is ``.any(0)``."""
+"""Rules that follow a training step into another file: masks that show only as ``.any(0)``,
+float64 in a loss function."""
 
 from __future__ import annotations
 
@@ -57,3 +58,34 @@ def test_the_same_helper_is_silent_when_nothing_moves_to_cuda(tmp_path: Path) ->
     _write(tmp_path, {"assign.py": ASSIGN, "head.py": HEAD,
                       "train.py": TRAIN.replace(".cuda()", "")})  # fmt: skip
     assert lint_paths([tmp_path], select=["TD207"]) == []
+
+
+def test_float64_in_a_loss_function_another_files_cuda_loop_calls(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "sde.py": """
+                import torch
+                def dsm_loss(model, x):
+                    t = torch.rand(x.shape[0], device=x.device, dtype=torch.float64)
+                    return (model(x, t.float()) - x).pow(2).mean()
+                def reference_loss(model, x):
+                    t = torch.rand(x.shape[0], dtype=torch.float64)
+                    return (model(x, t.float()) - x).pow(2).mean()
+                class Net(torch.nn.Module):
+                    def forward(self, x):
+                        return self.proj(x.double()).float()
+            """,
+            "train.py": """
+                from sde import dsm_loss, Net
+                def main(loader, opt):
+                    model = Net().cuda()
+                    for x in loader:
+                        dsm_loss(model, x.cuda()).backward()
+                        opt.step()
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD505"])]
+    # reference_loss is called by no loop; a model's forward keeps float64 on purpose
+    assert found == [("sde.py", 4)]

@@ -70,8 +70,9 @@ RULES = (
         "TD505",
         "float64-in-cuda-training",
         "warning",
-        "float64 (.double(), dtype=torch.float64) in a CUDA training step: consumer and most "
-        "data-center GPUs run fp64 at 1/32 to 1/64 of fp32 speed",
+        "float64 (.double(), dtype=torch.float64) in a CUDA training step, or in a module-level "
+        "function (a loss) such a training loop calls: consumer and most data-center GPUs run "
+        "fp64 at 1/32 to 1/64 of fp32 speed",
         "keep float32 (or autocast to bfloat16); use float64 only where a measured accuracy "
         "problem needs it, outside the step",
         "for b in loader:\n    x = b.cuda().double()\n    model(x).sum().backward()\n"
@@ -134,6 +135,7 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
     TRIGGERS = (
         (r"\.cuda\(|\.to\(",),
         (r"double|float64", r"backward|\.step\("),
+        (r"float64|\.double\(\)", r"(?m)^def "),  # (a loss function of another file's loop)
     )
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -207,13 +209,21 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
         context = next((lp for lp in loops if self.is_training_body(lp)), None)
         scope = self.enclosing_scope(node)
+        where = "inside a CUDA training step"
         if context is None and isinstance(scope, FUNCTIONS):
             context = scope if self.is_training_body(scope, full=True) else None
+            project = self.context.project
+            hit = None if context is not None or loops or project is None or not isinstance(
+                self.parent(scope), ast.Module) else (
+                project.called_in_loop(scope.name, training=True))  # fmt: skip
+            if hit is not None:  # (a loss function the training loop calls; not a forward's
+                context = scope  # helper: model code keeps float64 on purpose, for precision)
+                where = f"in `{scope.name}`, which a CUDA training loop calls ({hit[0]}:{hit[1]})"
         if context is None or self.under_log_gate(node, context):
             return
         self.report(
             node,
             "TD505",
-            f"`{self.code_of(node)}` computes in float64 inside a CUDA training step; most GPUs "
+            f"`{self.code_of(node)}` computes in float64 {where}; most GPUs "
             "run fp64 at 1/32-1/64 of fp32 speed: keep float32 (or autocast to bfloat16)",
         )

@@ -43,3 +43,16 @@ def distill_setup(teacher, half_teacher):
     if half_teacher:
         teacher = teacher.half()  # expect: TD501 (a teacher is a model)
     return teacher
+
+
+def load_reranker(path, fp16):
+    rr = CrossEncoder().to("cuda").eval()
+    rr.load_state_dict(torch.load(path))
+    if fp16:
+        rr = rr.half()  # expect: TD501
+    return rr
+
+
+def load_scores(path):
+    scores = torch.load(path)
+    return scores.half()  # near-miss: a tensor of scores, not a model

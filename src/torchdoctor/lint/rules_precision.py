@@ -268,9 +268,12 @@ class PrecisionRules(RuleVisitor):
         else:
             return
         receiver = node.func.value
-        if not is_model_like(receiver):
-            return
         scope = self.enclosing_scope(node)
+        if not is_model_like(receiver) and not (  # (rr = CrossEncoder().to(device).eval())
+            isinstance(receiver, ast.Name)
+            and any(is_model_like(v) for v in self.assigned_values(scope, receiver.id))
+        ):
+            return
         if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)) and self.is_training_body(
             scope
         ):

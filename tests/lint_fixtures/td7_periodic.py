@@ -125,3 +125,16 @@ def train_accuracy_in_two_lines(model, loader, optimizer, best):
         improved = out.sum().item() < best  # expect: TD201 (a host read: TD201, not TD712)
         if step % 500 == 0:
             print(step, acc, improved)
+
+
+class ASRModule(LightningModule):
+    def training_step(self, batch, batch_idx):
+        feats, lens, tokens = batch
+        log_probs, out_lens = self(feats, lens)
+        loss = torch.nn.functional.ctc_loss(log_probs, tokens, out_lens, lens)
+        hyps = greedy_decode(log_probs.detach(), out_lens)  # expect: TD712
+        frames = lens.float().mean()  # near-miss: logged every step
+        if batch_idx % 200 == 0:
+            print(batch_idx, word_error_rate(hyps, tokens))
+        self.log("frames", frames)
+        return loss

@@ -34,6 +34,7 @@ import re
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import same_file_callee
+from torchdoctor.lint.tensors import FRAMEWORK_STEPS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, dotted_names_in
 
 RULES = (
@@ -84,7 +85,7 @@ class PeriodicReadRules(RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"%", r"backward\(|\.step\("),)
+    TRIGGERS = ((r"%", r"backward\(|\.step\(|def training_step\("),)
 
     def visit_Assign(self, node: ast.Assign) -> None:
         names = _target_names(node.targets)
@@ -95,7 +96,10 @@ class PeriodicReadRules(RuleVisitor):
             s is node for s in body.body  # type: ignore[attr-defined]
         ):
             return  # (under an if, a with, a try: not every step's for sure)
-        if not self.is_training_body(body):
+        if not (self.is_training_body(body) or (  # (Lightning's training_step: every step)
+            isinstance(body, FUNCTIONS) and body.name in FRAMEWORK_STEPS
+            and isinstance(self.parent(body), ast.ClassDef)
+        )):
             return
         scope = body if isinstance(body, FUNCTIONS) else self.enclosing_scope(node)
         gate = self._read_only_under_gate(names, node, scope)

@@ -380,3 +380,13 @@ def nerf_train(model, images, poses, opt, steps, rgb_weights):
         loss = (rgb - images[img_i].cuda()).pow(2).mean()
         loss.backward()
         opt.step()
+
+
+def train_with_host_sampler(model, loader, opt, sampler, finder, device):
+    for src, dst in loader:  # (host tensors from the loader)
+        neg = torch.from_numpy(sampler.sample(len(src)))
+        info = finder.find(src.numpy(), neg.numpy())  # near-miss: .numpy() raises on CUDA: host data
+        loss = model(src.to(device), dst.to(device), neg.to(device), info)
+        loss.backward()
+        opt.step()
+        last = loss.detach().cpu().numpy()  # expect: TD201

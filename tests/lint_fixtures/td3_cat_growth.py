@@ -133,3 +133,22 @@ def replay_window(play, games, window):
 def last_rows(rows, window):
     kept = torch.cat([r for r in rows])[-window:]  # near-miss: not grown onto itself
     return kept
+
+
+@torch.no_grad()
+def generate_recurrent(model, ids, max_new):
+    states = model.init_states(ids.shape[0])
+    logits, states = model.step(ids, states)
+    for i in range(max_new):
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)  # near-miss: one token a step beside a recurrent state
+        logits, states = model.step(nxt, states)
+    return ids
+
+
+def rnn_outputs(cell, xs, h):
+    out = xs.new_zeros(0, h.shape[-1])
+    for x in xs:
+        h = cell(x, h)
+        out = torch.cat([out, h])  # expect: TD306
+    return out

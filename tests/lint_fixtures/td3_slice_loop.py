@@ -228,3 +228,15 @@ class Forecaster(nn.Module):  # teacher forcing over real-valued targets, a traj
             outs.append(self.proj(h))
             inp = y[:, t] if y is not None else outs[-1]  # the target: data
         return torch.stack(outs, 1)
+
+
+class SpikingConvNet(nn.Module):
+    def forward(self, x_seq):
+        T, B = x_seq.shape[:2]
+        cur1 = self.pool(self.conv1(x_seq.flatten(0, 1))).view(T, B, 32, 16, 16)
+        mem = torch.zeros(B, 32, 16, 16, device=x_seq.device)
+        outs = []
+        for t in range(T):
+            spk, mem = self.lif(cur1[t], mem)  # expect: TD307
+            outs.append(spk)
+        return torch.stack(outs)

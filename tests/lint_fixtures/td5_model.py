@@ -166,3 +166,17 @@ class VersionedAttention(nn.Module):  # nanoGPT's: a fallback where torch lacks 
         else:
             att = (q @ k.transpose(-2, -1)) / 8.0
             return F.softmax(att, dim=-1) @ v  # near-miss: the fallback for an older torch
+
+
+class PixelDecoderBlock(nn.Module):
+    def __init__(self, ch, use_bn=True):
+        super().__init__()
+        if use_bn:
+            self.conv = nn.Conv2d(ch, ch, 3, padding=1)  # expect: TD506
+            self.norm = nn.BatchNorm2d(ch)
+        else:
+            self.conv = nn.Conv2d(ch, ch, 3, padding=1)  # near-miss: this branch's norm is GroupNorm
+            self.norm = nn.GroupNorm(8, ch)
+
+    def forward(self, x):
+        return self.norm(self.conv(x))

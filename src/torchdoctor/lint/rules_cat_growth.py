@@ -30,6 +30,7 @@ from torchdoctor.lint.visitor import (
     dotted,
     dotted_names_in,
     method_name,
+    target_names,
 )
 
 RULES = (
@@ -114,7 +115,7 @@ class CatGrowthRules(RuleVisitor):
             or _a_few_constants(loops[0].iter)
         ):
             return  # a loop over a configuration list or constants: a handful of iterations
-        if _decodes_with_a_cache(loops[0]):
+        if _decodes_with_a_cache(loops[0]) or _feeds_a_recurrent_step(loops[0], pieces, name):
             return  # a generation loop's token ids: one column a step, next to a model call
         if isinstance(assign.value, ast.Subscript):  # out = torch.cat([out, y])[-window:]
             window = self.code_of(assign.value.slice)
@@ -207,6 +208,27 @@ def _decodes_with_a_cache(loop: ast.AST) -> bool:
     return any(isinstance(n, ast.Call) and any(k.arg and _CACHE_KEYWORD.match(k.arg)
                                                for k in n.keywords)
                for n in _walk(loop))  # fmt: skip
+
+
+def _feeds_a_recurrent_step(loop: ast.AST, pieces: ast.AST, grown: str) -> bool:
+    """The new piece goes into a call that carries a state from step to step (``logits,
+    states = model.step(nxt, states, t)``): a recurrent decoder generating a token a step,
+    its ids grown one column at a time (not an RNN's outputs, which are the state itself).
+
+    Example:
+        >>> loop = ast.parse("for i in r:\\n    ids = cat([ids, nxt])\\n    y, s = m.step(nxt, s)").body[0]
+        >>> _feeds_a_recurrent_step(loop, loop.body[0].value.args[0], "ids")
+        True
+    """
+    new = {e.id for e in pieces.elts if isinstance(e, ast.Name) and e.id != grown}  # type: ignore[attr-defined]
+    for node in _walk(loop):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        carried = {n for t in node.targets for n in target_names(t)}
+        args = {a.id for a in node.value.args if isinstance(a, ast.Name)}
+        if (args & carried) - new and (args & new) - carried:
+            return True
+    return False
 
 
 def _a_few_constants(it: ast.AST) -> bool:

@@ -49,8 +49,10 @@ RULES = (
         "mask-per-value-in-loop",
         "warning",
         "torch.where(x == v) / (x == v).nonzero() / x[x == v] inside a loop over values, or "
-        "torch.where(M[i]) of one row per iteration (Mixtral's loop over experts)",
-        "group once: argsort + counts (torch.unique_consecutive / split) and iterate the groups",
+        "torch.where(M[i]) of one row per iteration (Mixtral's loop over experts); also a "
+        "count per value, (x == v).sum() (one full pass per value)",
+        "group once: argsort + counts (torch.unique_consecutive / split) and iterate the groups; "
+        "count every value in one pass with torch.bincount(x, minlength=n)",
         "for s in range(n_seg):\n    idx = torch.where(seg == s)[0]",
         "groups = torchdoctor.ops.group_by_segment(seg, n_seg)",
         "torchdoctor.ops.group_by_segment",

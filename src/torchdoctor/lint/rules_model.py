@@ -130,8 +130,10 @@ class ModelRules(RuleVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         """``self.conv = nn.Conv2d(...)``, ``self.bn = nn.BatchNorm2d(...)`` and ``forward``
         computes ``self.bn(self.conv(x))``."""
-        convs: dict[str, ast.Call] = {}
-        norms: set[str] = set()
+        # each assignment with the statement list it sits in: `if use_bn: conv, BatchNorm;
+        # else: conv, GroupNorm` pairs each conv with its own branch's norm
+        convs: dict[str, list[tuple[ast.Call, tuple]]] = {}
+        norms: dict[str, list[tuple[tuple, bool]]] = {}
         forward = None
         for item in node.body:
             if isinstance(item, FUNCTIONS) and item.name == "forward":
@@ -142,16 +144,28 @@ class ModelRules(RuleVisitor):
                 if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
                     name = dotted(stmt.targets[0]) or ""
                     if self._is_conv(stmt.value):
-                        convs[name] = stmt.value
-                    elif self._is_batch_norm(stmt.value):
-                        norms.add(name)
-        if forward is None or not convs or not norms:
+                        convs.setdefault(name, []).append((stmt.value, self._block(stmt)))
+                    else:
+                        norms.setdefault(name, []).append(
+                            (self._block(stmt), self._is_batch_norm(stmt.value)))
+        if forward is None or not convs or not any(bn for n in norms.values() for _, bn in n):
             return
         for call in ast.walk(forward):
-            if isinstance(call, ast.Call) and (dotted(call.func) or "") in norms and call.args:
-                inner = call.args[0]
-                if isinstance(inner, ast.Call) and (dotted(inner.func) or "") in convs:
-                    self._report_conv(convs[dotted(inner.func)])
+            sites = norms.get(dotted(call.func) or "") if isinstance(call, ast.Call) else None
+            if not sites or not call.args:
+                continue
+            inner = call.args[0]
+            for conv, block in convs.get(dotted(inner.func) or "", ()) if isinstance(inner, ast.Call) else ():
+                same = [bn for where, bn in sites if where == block]
+                if any(same) or (not same and any(bn for _, bn in sites)):
+                    self._report_conv(conv)
+
+    def _block(self, stmt: ast.AST) -> tuple:
+        """The statement list ``stmt`` sits in: its parent and the parent's field."""
+        parent = self.parent(stmt)
+        field = next((f for f in ("body", "orelse", "finalbody", "handlers")
+                      if any(s is stmt for s in getattr(parent, f, ()) or ())), "")  # fmt: skip
+        return id(parent), field
 
     # -- TD506 -------------------------------------------------------------------------------
     def _is_conv(self, expr: ast.AST) -> bool:

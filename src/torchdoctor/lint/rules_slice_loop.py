@@ -140,7 +140,9 @@ class SliceLoopRules(TensorValues, RuleVisitor):
             return
         if _in_autograd_function(scope) or self._looked_up(node):
             return  # (autograd is off in a Function's forward; an embedding takes indices)
-        if not tuple_form and tensor.id not in self._counted_names(loop, scope):
+        if not tuple_form and tensor.id not in self._counted_names(loop, scope) and not (
+            self._holds_a_tensor(tensor) or self._reshaped(tensor.id, scope)
+        ):
             return  # x[t] over another count (or len(x)): a list's items as likely
         if made_by_numpy(tensor, self, scope) or self._only_detached(node, loop):
             return
@@ -157,6 +159,14 @@ class SliceLoopRules(TensorValues, RuleVisitor):
             f"`{tensor.id}` and autograd sums one per iteration (a pass over the whole tensor "
             f"each); take the slices once before the loop, `for {tensor.id}_t in "
             f"{tensor.id}.unbind({dim})` (its backward is one stack)",
+        )
+
+    def _reshaped(self, name: str, scope: ast.AST) -> bool:
+        """Every value ``scope`` assigns ``name`` ends in a reshaping method (``cur =
+        self.conv(x).view(T, B, -1)``): an array, not a list of feature maps."""
+        values = self.assigned_values(scope, name)
+        return bool(values) and all(
+            isinstance(v, ast.Call) and method_name(v) in _SHAPING for v in values
         )
 
     def _only_detached(self, node: ast.AST, loop: ast.AST) -> bool:

@@ -12,7 +12,7 @@ from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
 from torchdoctor.lint.rules_sync_solver import RULES as SOLVER_RULES
 from torchdoctor.lint.rules_sync_solver import ConvergenceSyncs
 from torchdoctor.lint.syntax import after_warmup, every_step_of, root_name
-from torchdoctor.lint.tensor_values import TensorValues
+from torchdoctor.lint.tensor_values import TensorValues, copied_to_host_first
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -216,7 +216,9 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             and not node.keywords
             and not (names & {"torch.cpu"})
         ):
-            if not self._moves_a_module(node) and not self.host_data_read(node):
+            if name == "numpy" and not copied_to_host_first(node.func.value):  # type: ignore[attr-defined]
+                pass  # (Tensor.numpy() raises on a CUDA tensor: this one is on the host)
+            elif not self._moves_a_module(node) and not self.host_data_read(node):
                 self._report_sync(node, f"`.{name}()`")
         elif names & SCALAR_CASTS.keys() and len(node.args) == 1 and not node.keywords:
             arg = node.args[0]

@@ -191,3 +191,19 @@ class TensorValues:
             if not isinstance(expr.func, ast.Attribute):
                 return False
             expr = expr.func.value
+
+
+def copied_to_host_first(receiver: ast.AST) -> bool:
+    """``x.cpu()`` / ``x.to("cpu")`` / ``x.detach().cpu()`` ...: the tensor ``.numpy()``
+    reads was copied to the host first (the copy is the sync); without it, a CUDA tensor's
+    ``.numpy()`` raises, so the tensor was on the host already.
+
+    Example:
+        >>> [copied_to_host_first(ast.parse(c, mode="eval").body) for c in ("x.detach().cpu()", "x.detach()")]
+        [True, False]
+    """
+    while isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Attribute):
+        if receiver.func.attr in {"cpu", "to"}:
+            return True
+        receiver = receiver.func.value
+    return False

@@ -222,3 +222,16 @@ class ExactGP(torch.nn.Module):
             H = self.precision()  # the parameters change: the optimizer steps below
             torch.linalg.solve(H, self.theta).sum().backward()  # near-miss
             opt.step()
+
+
+def kabsch_per_pair(src, tgt):
+    rotations = []
+    for b in range(src.shape[0]):
+        mu_s, mu_t = src[b].mean(0), tgt[b].mean(0)
+        H = (src[b] - mu_s).T @ (tgt[b] - mu_t)
+        U, S, Vh = torch.linalg.svd(H)  # expect: TD103
+        if torch.linalg.det(Vh.T @ U.T) < 0:
+            Vh = Vh.clone()
+            Vh[-1] *= -1
+        rotations.append(Vh.T @ U.T)
+    return torch.stack(rotations)

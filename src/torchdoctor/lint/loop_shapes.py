@@ -245,6 +245,12 @@ def compared_per_sample(invariant: ast.AST, varying: ast.AST, loop: ast.AST) -> 
 NOT_A_BATCH = re.compile(r"param|weight|layer|module|block|grad", re.IGNORECASE)
 
 
+def _plain_names(target: ast.AST) -> list[str]:
+    """``x`` of ``x = ...``, ``a, b`` of ``a, b = ...``; [] when a target is anything else."""
+    elts = target.elts if isinstance(target, ast.Tuple) else [target]
+    return [e.id for e in elts] if all(isinstance(e, ast.Name) for e in elts) else []  # type: ignore[attr-defined]
+
+
 def per_item_names(loop: ast.AST, targets: set[str]) -> dict[str, ast.Subscript]:
     """Names the loop body assigns once from one item of a batch (``x = feats[i] -
     feats[i].mean(0)``, or from such a name: ``xc = x * w``), each with the item it comes
@@ -256,17 +262,17 @@ def per_item_names(loop: ast.AST, targets: set[str]) -> dict[str, ast.Subscript]
         {'x': 'f[i]', 'c': 'f[i]'}
     """
     body = loop.body if isinstance(loop, FOR) else []
-    assigns = [
-        stmt
+    assigns = [  # (U, S, Vh = torch.linalg.svd(h): each name from the item too)
+        (stmt, name)
         for stmt in ast.walk(ast.Module(body=body, type_ignores=[]))
-        if isinstance(stmt, ast.Assign)
-        and len(stmt.targets) == 1
-        and isinstance(stmt.targets[0], ast.Name)
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+        for name in _plain_names(stmt.targets[0])
     ]
-    counts = Counter(stmt.targets[0].id for stmt in assigns)  # type: ignore[attr-defined]
+    # a name refreshed from itself after this iteration set it (`Vh = Vh.clone()`) is still
+    # this item's; read in its own value before that, it carries state from the last one
+    counts = Counter(name for stmt, name in assigns if name not in dotted_names_in(stmt.value))
     found: dict[str, ast.Subscript] = {}
-    for stmt in sorted(assigns, key=lambda a: a.lineno):
-        name = stmt.targets[0].id  # type: ignore[attr-defined]
+    for stmt, name in sorted(assigns, key=lambda a: a[0].lineno):
         names = set(dotted_names_in(stmt.value))
         if counts[name] != 1 or name in names:
             continue

@@ -377,3 +377,8 @@ def normals_per_mesh(verts, faces):
     for b in range(verts.shape[0]):  # near-miss: the function runs no torch op
         counts.append(vertex_count(verts[b]))
     return torch.stack(out), torch.stack([torch.tensor(c) for c in counts])
+
+
+def bio_to_io(tags, tag_vocab, io_vocab):
+    mapping = {i: io_vocab.stoi[t[2:]] for i, t in enumerate(tag_vocab.itos)}
+    return torch.tensor([mapping[t] for t in tags.flatten().tolist()], device=tags.device)  # expect: TD302

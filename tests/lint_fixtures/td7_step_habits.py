@@ -67,3 +67,11 @@ def fit_offsets(render, loss_terms, opt, iters, split):
         else:
             loss.backward(retain_graph=True)  # expect: TD714 (this branch's only backward)
         opt.step()
+
+
+def lightning_main(model, train_loader, dev_loader, pl, debug):
+    torch.autograd.set_detect_anomaly(True)  # expect: TD702
+    trainer = pl.Trainer(accelerator="gpu", max_epochs=10, detect_anomaly=True)  # expect: TD702
+    probe = pl.Trainer(accelerator="gpu", max_epochs=1, detect_anomaly=debug)  # near-miss: a flag
+    trainer.fit(model, train_loader, dev_loader)
+    probe.fit(model, train_loader)

@@ -251,7 +251,12 @@ class LoopRules(RuleVisitor):
             lookup = per_label_lookup(args[0])
             built = () if lookup is None else self.assigned_values(
                 self.enclosing_scope(node), dotted(lookup_container(lookup)) or "")  # fmt: skip
-            if lookup is not None and not any(isinstance(v, ast.DictComp) for v in built):
+            scope = self.enclosing_scope(node)
+            if lookup is not None and not any(  # (a dict of the labels' own values: told there)
+                isinstance(v, ast.DictComp)
+                and any(self.has_host_copy_resolved(g.iter, scope) for g in v.generators)
+                for v in built
+            ):
                 self.report(node, "TD302", self._remap_message(
                     f"a Python lookup per label (`{self.code_of(lookup)}`: a host read per "
                     "element, or a .tolist() copy, and a Python loop); with a mapping that is "

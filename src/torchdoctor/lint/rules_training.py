@@ -21,12 +21,14 @@ from torchdoctor.lint.visitor import (
     constant,
     dotted,
     dotted_names_in,
+    keyword,
     method_name,
     replace_call_with,
     segment,
 )
 
 _LOOPS = (*FOR, ast.While)
+_TRAINS = re.compile(r"\.backward\(|\.fit\(|trainer\.train\(|def training_step\(")
 DATA_PARALLEL = frozenset(
     {
         "torch.nn.DataParallel",
@@ -89,7 +91,7 @@ RULES = (
         "debug-mode-left-on",
         "warning",
         "anomaly detection / the autograd profiler / emit_nvtx switched on unconditionally in "
-        "training code",
+        "training code (Lightning's Trainer(detect_anomaly=True) too)",
         "enable it only behind a debug flag (`if args.debug:`), or remove it once the bug is "
         "found: it slows every step",
         "torch.autograd.set_detect_anomaly(True)\nloss.backward()",
@@ -186,7 +188,7 @@ class TrainingRules(OptimizerChecks):
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = (
         (r"DataParallel|zero_grad|optim|empty_cache|barrier|\.backward\(|collect\(",),
-        (r"anomaly|profiler|emit_nvtx|emit_itt", r"backward\(|\.step\("),
+        (r"anomaly|profiler|emit_nvtx|emit_itt", r"backward\(|\.step\(|\.fit\("),
     )
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -201,6 +203,16 @@ class TrainingRules(OptimizerChecks):
             )
         for name in names & DEBUG_MODES.keys():
             self._check_debug_mode(node, *DEBUG_MODES[name])
+        anomaly = keyword(node, "detect_anomaly")
+        if (anomaly is not None and constant(anomaly, None) is True
+                and (dotted(node.func) or "").endswith("Trainer")):  # fmt: skip
+            self.report(
+                anomaly,
+                "TD702",
+                "Lightning's `Trainer(detect_anomaly=True)` runs every step under anomaly "
+                "detection (each backward checks every op's output and keeps the forward's "
+                "stack traces): pass it only in a debugging run",
+            )
         if method_name(node) == "zero_grad":
             self._check_zero_grad(node)
         if any(OPTIMIZER.match(n) for n in names) and not names & DATA_PARALLEL:
@@ -296,8 +308,8 @@ class TrainingRules(OptimizerChecks):
             return
         if switch != "mode" and not self._wraps_training(node):
             return  # a profiler built as a value, or around code that does not train
-        if switch == "mode" and ".backward(" not in self.context.source:
-            return
+        if switch == "mode" and not _TRAINS.search(self.context.source):
+            return  # (a script that trains: a backward, or a framework's fit / train)
         scope = self.enclosing_scope(node)
         if isinstance(scope, FUNCTIONS) and re.search(r"debug|test|check", scope.name, re.I):
             return

@@ -187,3 +187,12 @@ def train_after_learning_starts(model, loader, opt, learning_starts):
         opt.step()
         if global_step > learning_starts:
             gc.collect()  # expect: TD710 (true on every step past the warm-up)
+
+
+class Tagger(LightningModule):
+    def training_step(self, batch, batch_idx):
+        words, tags = batch
+        loss = self.crf(self.emissions(words), tags)
+        self.epoch_losses.append(loss)  # expect: TD708
+        self.seen_losses.append(loss.detach())  # near-miss: detached
+        return loss

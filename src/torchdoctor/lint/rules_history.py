@@ -19,6 +19,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.tensors import FRAMEWORK_STEPS
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -33,7 +34,8 @@ RULES = (
         "loss-kept-with-graph",
         "warning",
         "a loss that still requires grad accumulated across training steps (total_loss += "
-        "loss, losses.append(loss)): every step's autograd graph stays alive",
+        "loss, losses.append(loss); in Lightning's training_step, self.losses.append(loss)): "
+        "every step's autograd graph stays alive",
         "accumulate `loss.detach()` (stays on the device, no sync), or read `loss.item()` when "
         "you log",
         "for x, y in loader:\n    loss = crit(model(x), y)\n    loss.backward()\n"
@@ -118,7 +120,7 @@ class HistoryRules(RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"\.backward\(", r"\+=|\.append\(|= *\w+ *\+"),)
+    TRIGGERS = ((r"\.backward\(|def training_step\(", r"\+=|\.append\(|= *\w+ *\+"),)
 
     def _loop(self, node: ast.For | ast.While) -> None:
         losses: set[str] = set()
@@ -210,6 +212,26 @@ class HistoryRules(RuleVisitor):
 
     def visit_For(self, node: ast.For) -> None:
         self._loop(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        """Lightning's ``training_step``: the loss it returns is the one the framework
+        differentiates; one kept on ``self`` (``self.losses.append(loss)``) outlives the step."""
+        if node.name not in FRAMEWORK_STEPS or not isinstance(self.parent(node), ast.ClassDef):
+            return
+        losses = {n for r in _walk_body(node.body) if isinstance(r, ast.Return) and r.value
+                  for n in _names(r.value)}  # fmt: skip
+        losses |= _components(node, losses)
+        for sub in _walk_body(node.body):
+            found = self._accumulation(sub, losses) if losses else None
+            if found is None or not found[0].startswith("self.") or self._under_no_grad(sub, node):
+                continue
+            self.report(
+                sub,
+                "TD708",
+                f"`{self.code_of(sub)}` keeps the loss `training_step` returns on `self`, with "
+                "its autograd graph: each step's graph stays alive until the list is cleared; "
+                "keep `.detach()` (no sync), or `.item()` when you log",
+            )
 
     def visit_While(self, node: ast.While) -> None:
         self._loop(node)

@@ -1,5 +1,5 @@
 """Rules that follow a training step into another file: masks that show only as ``.any(0)``,
-float64 in a loss function."""
+float64 in a loss function, a pinned loader another file builds."""
 
 from __future__ import annotations
 
@@ -89,3 +89,34 @@ def test_float64_in_a_loss_function_another_files_cuda_loop_calls(tmp_path: Path
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD505"])]
     # reference_loss is called by no loop; a model's forward keeps float64 on purpose
     assert found == [("sde.py", 4)]
+
+
+def test_a_pinned_loader_built_in_another_file_is_copied_blocking(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "data.py": """
+                from torch.utils.data import DataLoader
+                def build_ti_loader(ds):
+                    return DataLoader(ds, batch_size=4, num_workers=2, pin_memory=True,
+                                      persistent_workers=True)
+                def build_plain_loader(ds):
+                    return DataLoader(ds, batch_size=4, num_workers=2, persistent_workers=True)
+            """,
+            "train.py": """
+                from data import build_ti_loader, build_plain_loader
+                def main(ds, model, opt, device):
+                    loader = build_ti_loader(ds)
+                    for batch in loader:
+                        ids = batch["input_ids"].to(device)
+                        model(ids).sum().backward()
+                        opt.step()
+                    plain = build_plain_loader(ds)
+                    for batch in plain:
+                        model(batch["input_ids"].to(device)).sum().backward()
+                        opt.step()
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD404"])]
+    assert found == [("train.py", 6)]  # (the unpinned loader's copy cannot overlap anyway)

@@ -432,3 +432,15 @@ def windowed(model, ids, block):
         nxt = model(ids[:, -block:]).argmax(-1)
         ids = torch.cat([ids[:, -block:], nxt], dim=1)  # near-miss: a window kept, not grown
     return ids
+
+
+@torch.no_grad()
+def inpaint(unet, scheduler, init, mask, emb, device):
+    keep = torch.nn.functional.interpolate(mask[None].float(), size=init.shape[-2:])[0].bool().to(device)
+    keep = keep.expand_as(init)
+    latents = torch.randn_like(init)
+    for t in scheduler.timesteps:
+        noised = scheduler.add_noise(init, torch.randn_like(init), t.reshape(1))
+        latents[keep] = noised[keep]  # expect: TD603
+        latents = scheduler.step(unet(latents, t, emb).sample, t, latents).prev_sample
+    return latents

@@ -77,6 +77,7 @@ def range_call(it: ast.AST) -> ast.Call | None:
 
 
 #: methods that change a tensor's shape or place, not its values (a mask stays a mask)
+_DTYPE = re.compile(r"(bool|float|half|double|int|long|short|complex|uint8|dtype)\w*$")
 _KEEPS_VALUES = frozenset({"expand", "expand_as", "view", "reshape", "unsqueeze", "squeeze",
                            "flatten", "contiguous", "clone", "detach", "repeat", "permute"})  # fmt: skip
 
@@ -95,7 +96,9 @@ def makes_a_mask(expr: ast.AST) -> bool:
         return True  # fmt: skip
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.BitAnd, ast.BitOr)):
         return makes_a_mask(expr.left) or makes_a_mask(expr.right)
-    while isinstance(expr, ast.Call) and method_name(expr) in _KEEPS_VALUES:  # (.expand_as(x))
+    while isinstance(expr, ast.Call) and (method_name(expr) in _KEEPS_VALUES or (  # (.expand_as(x))
+            method_name(expr) in {"to", "cuda"} and not any(  # (.to(device): still booleans)
+                _DTYPE.search(dotted(a) or "") for a in [*expr.args, *(k.value for k in expr.keywords)]))):
         expr = expr.func.value  # type: ignore[attr-defined]
     if isinstance(expr, ast.Call):
         name = method_name(expr)
@@ -104,6 +107,13 @@ def makes_a_mask(expr: ast.AST) -> bool:
             return True  # fmt: skip
         return name == "to" and any((dotted(a) or "").endswith("bool") for a in expr.args)
     return False
+
+
+def _reshapes(value: ast.AST, name: str) -> bool:
+    """``value`` is ``name`` itself, reshaped or moved (``keep.expand_as(init)``)."""
+    while isinstance(value, ast.Call) and method_name(value) in _KEEPS_VALUES:
+        value = value.func.value  # type: ignore[attr-defined]
+    return isinstance(value, ast.Name) and value.id == name
 
 
 def mask_assignments(
@@ -138,6 +148,7 @@ def mask_assignments(
             name = (dotted(index) or "").rsplit(".", 1)[-1]
             made = rules.assigned_values(rules.enclosing_scope(loop), name) if (
                 isinstance(index, ast.Name)) else []  # fmt: skip
+            made = [v for v in made if not _reshapes(v, name)] or made  # (keep.expand_as(x))
             if ("mask" in name.lower() or isinstance(index, ast.Compare)
                     or (made and all(makes_a_mask(v) for v in made))):  # (known = m.bool())
                 yield stmt, target  # fmt: skip

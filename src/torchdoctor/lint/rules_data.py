@@ -12,6 +12,7 @@ from torchdoctor.lint.visitor import (
     RuleVisitor,
     dotted,
     has_star,
+    keyword,
     method_name,
     replace_call_with,
     segment,
@@ -100,10 +101,11 @@ class DataRules(RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = (("DataLoader",),)
+    TRIGGERS = (("DataLoader",), (r"(?i)loader\w*\(",))
 
     def visit_Call(self, node: ast.Call) -> None:
         if not self.callee(node) & DATALOADERS:
+            self._check_imported_loader(node)
             return
         if has_star(node):
             return  # **kwargs: the options are not visible statically
@@ -194,6 +196,23 @@ class DataRules(RuleVisitor):
         reported = self.context.cache.setdefault(("TD404 reported",), set())
         for scope, loader in self._pinned_loaders(call):
             self._check_loops(scope, loader, reported)
+
+    def _check_imported_loader(self, call: ast.Call) -> None:
+        """``loader = build_loader(args)``, a function of another file of the project that
+        returns a pinned ``DataLoader``: TD404 in this file's loops over ``loader``."""
+        parent, project = self.parent(call), self.context.project
+        name = call.func.id if isinstance(call.func, ast.Name) else None
+        if (project is None or name is None or "loader" not in name.lower()
+                or same_file_callee(call) is not None or not isinstance(parent, ast.Assign)
+                or len(parent.targets) != 1 or not isinstance(parent.targets[0], ast.Name)):
+            return  # fmt: skip
+        maker = project.module_function(name)
+        returned = [r.value for r in ast.walk(maker) if isinstance(r, ast.Return)
+                    and isinstance(r.value, ast.Call)] if maker is not None else []  # fmt: skip
+        if any((dotted(r.func) or "").endswith("DataLoader") and not has_star(r)
+               and _literal(keyword(r, "pin_memory")) is True for r in returned):  # fmt: skip
+            reported = self.context.cache.setdefault(("TD404 reported",), set())
+            self._check_loops(self.enclosing_scope(call), parent.targets[0].id, reported)
 
     def _pinned_loaders(self, call: ast.Call) -> list[tuple[ast.AST, str]]:
         """``(scope, name)`` pairs naming the pinned loader ``call`` makes: the name it is

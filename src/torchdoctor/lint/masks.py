@@ -8,6 +8,7 @@ the same function appends masks to, or a name the same function assigns only suc
 from __future__ import annotations
 
 import ast
+import re
 
 from torchdoctor.lint.tensors import python_number
 from torchdoctor.lint.visitor import keyword, method_name
@@ -33,6 +34,17 @@ _KEEPS_MASK = frozenset(
 )  # fmt: skip
 _COMPARISONS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _MASK_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor)
+#: parameters named as boolean masks (not as indices: ``mask_idx``, ``keep_ids``)
+_MASK_PARAMETER = re.compile(
+    r"^(?:\w+_)?(mask|masks|valid|keep|selected)$|^(mask|valid|keep)_(?!.*(?:idx|ids|ind|index))\w+$"
+)
+
+
+def _parameters(scope: ast.AST) -> set[str]:
+    args = getattr(scope, "args", None)
+    return {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)} if args else set()
+
+
 #: torch functions joining a list of tensors: of a list of masks, a mask
 _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack"})
 
@@ -70,7 +82,9 @@ class MaskValues:
             values = self.assigned_values(scope, expr.id)
             if len(values) > 1:  # (keep = [] before keep = torch.cat(keep): the list it joins)
                 values = [v for v in values if not (isinstance(v, ast.List) and not v.elts)]
-            return bool(values) and all(self._is_mask(v, scope, depth + 1) for v in values)
+            if not values:  # (a parameter named as a mask: `def silog_loss(pred, gt, valid)`)
+                return _MASK_PARAMETER.search(expr.id) is not None and expr.id in _parameters(scope)
+            return all(self._is_mask(v, scope, depth + 1) for v in values)
         return False
 
     def _joins_masks(self, call: ast.Call, scope: ast.AST, depth: int) -> bool:

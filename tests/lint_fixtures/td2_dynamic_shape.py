@@ -75,7 +75,7 @@ class MaskedLoss(nn.Module):
     def forward(self, logits, target, mask):
         valid = target != self.ignore_index
         loss = F.cross_entropy(logits[valid], target[valid])  # expect: TD207
-        kept = logits[mask]  # mask: an argument of unknown type
+        kept = logits[mask]  # expect: TD207 (an argument named as a mask: a boolean one)
         if not self.training:
             loss = loss + logits[valid].sum()  # evaluation only
         with torch.no_grad():

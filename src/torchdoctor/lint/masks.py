@@ -2,7 +2,8 @@
 work whose size depends on the data (TD207): a comparison of tensors (``y != -100``), ``~`` /
 ``&`` / ``|`` of masks, a call that returns booleans (``torch.isfinite``, ``.bool()``,
 ``.any(dim)``, a factory with ``dtype=torch.bool``), a ``torch.cat`` / ``torch.stack`` of a list
-the same function appends masks to, or a name the same function assigns only such values.
+the same function appends masks to, a name the same function assigns only such values, or a
+parameter named as a mask (``valid``, ``keep``, ``fg_mask``; not ``mask_idx``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ file or project moves data to CUDA.
 
 A mask must be known to be one: a comparison (``y[y != -100]``), ``~`` / ``&`` / ``|`` of
 masks, a call that returns booleans (``torch.isfinite``, ``.bool()``, ``.eq(...)``), or a
-name the same function assigns only such values. ``x[idx]`` with an unknown ``idx`` is not
+name the same function assigns only such values, or a parameter named as a mask (``mask``,
+``valid``, ``keep``, ``fg_mask``; ``lint/masks.py``). ``x[idx]`` with an unknown ``idx`` is not
 reported. ``x[mask] = <Python number>`` is left alone: PyTorch runs it as ``masked_fill_``,
 with no sync. NumPy / pandas values (a ``.cpu()`` / ``.numpy()`` copy, ``np.*`` results),
 branches that run only in evaluation (``if not self.training``) and ``no_grad`` blocks in

@@ -40,3 +40,24 @@ def run_epoch(model, loader, opt):
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+@torch.no_grad()
+def greedy_decode_nocache(model, src, bos, max_len=200):
+    mem, mask = model.encode(src)
+    ys = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
+    for _ in range(max_len):
+        logits = model.decode(ys, mem, mask)  # expect: TD604 (mem: the encoder's output, no cache)
+        ys = torch.cat([ys, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ys
+
+
+@torch.no_grad()
+def greedy_decode_cached(model, src, bos, max_len=200):
+    mem, mask = model.encode(src)
+    ys = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
+    caches = [dict() for _ in model.decoder]
+    for step in range(max_len):
+        logits = model.decode(ys[:, -1:], mem, mask, caches, offset=step)  # near-miss: cached
+        ys = torch.cat([ys, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ys

@@ -36,8 +36,25 @@ RULES = (
 #: a keyword that passes a cache: the call already reuses earlier keys and values (an
 #: encoder's output, nn.Transformer's ``memory``, is no cache of the decoder's own keys)
 _CACHE_KEYWORD = re.compile(r"past|cache|kv|state|^mems?$", re.IGNORECASE)
+#: ... of those, names an encoder's output has as well (a cache only when the loop carries it)
+_MEMORY = re.compile(r"^(mems?|state)$", re.IGNORECASE)
 #: a module's methods that run its decoder on the sequence they are given
 _DECODE_METHODS = frozenset({"forward", "decode", "decoder"})
+
+
+def _last_tokens(expr: ast.AST) -> bool:
+    """``ys[:, -1:]``, ``ys[:, -1]``, ``ys[-1:]``: the newest token only, not the sequence.
+
+    Example:
+        >>> [_last_tokens(ast.parse(c, mode="eval").body) for c in ("ys[:, -1:]", "ys[:, -8:]", "ys")]
+        [True, False, False]
+    """
+    if not isinstance(expr, ast.Subscript):
+        return False
+    last = expr.slice.elts[-1] if isinstance(expr.slice, ast.Tuple) else expr.slice
+    bound = last.lower if isinstance(last, ast.Slice) and last.upper is None else last
+    return isinstance(bound, ast.UnaryOp) and isinstance(bound.op, ast.USub) and (
+        isinstance(bound.operand, ast.Constant) and bound.operand.value == 1)
 
 
 #: the keywords a Hugging Face model takes its token ids by
@@ -98,10 +115,13 @@ class DecodeRules(RuleVisitor):
             ):
                 continue
             if any(k.arg and _CACHE_KEYWORD.search(k.arg) for k in call.keywords) or any(
-                isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) for a in call.args
+                isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) and (
+                    not _MEMORY.match(a.id) or a.id in self.assigned_in(loop))  # (an encoder's
+                for a in call.args  # `mem` is no cache: one a step carries is)
             ):
                 continue  # a cache is passed already
             values = [*call.args, *(k.value for k in call.keywords)]  # model(input_ids=ids)
+            values = [v for v in values if not _last_tokens(v)]  # (ys[:, -1:]: the new one)
             names = {n for a in values if isinstance(a, (ast.Name, ast.Subscript))
                      for n in dotted_names_in(a)}  # fmt: skip
             if names & fed:

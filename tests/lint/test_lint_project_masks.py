@@ -1,5 +1,6 @@
 """Rules that follow a training step into another file: masks that show only as ``.any(0)``,
-float64 in a loss function, a pinned loader another file builds."""
+float64 in a loss function, a pinned loader another file builds,
+a method an agent runs every step."""
 
 from __future__ import annotations
 
@@ -120,3 +121,32 @@ def test_a_pinned_loader_built_in_another_file_is_copied_blocking(tmp_path: Path
     )
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD404"])]
     assert found == [("train.py", 6)]  # (the unpinned loader's copy cannot overlap anyway)
+
+
+def test_a_method_an_agent_runs_every_step_of_another_files_loop(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "agent.py": """
+                import torch
+                class DQNAgent:
+                    def learn(self, obs):
+                        weights = torch.ones(obs.shape[0]).to(self.device)
+                        return (self.online(obs).max(1).values * weights).mean()
+                    def save(self, path):
+                        return torch.zeros(3).to(self.device)
+            """,
+            "train.py": """
+                from agent import DQNAgent
+                def main(env, steps):
+                    agent = DQNAgent().to("cuda")
+                    for t in range(steps):
+                        obs = env.step(0)
+                        agent.learn(obs).backward()
+                    agent.save("last.pt")
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line, f.message) for f in lint_paths([tmp_path], select=["TD204"])]
+    assert [(name, line) for name, line, _ in found] == [("agent.py", 5)]  # (save: once)
+    assert "called in a loop at train.py:7" in found[0][2]

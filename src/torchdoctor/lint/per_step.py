@@ -53,6 +53,10 @@ class PerStepCalls:
         if root is not None:  # (Lightning's training_step, a Trainer's compute_loss)
             return f"called by `{root}`"
         project = self.context.project
+        for cls in self._classes_defining(function) if project is not None else ():
+            site = project.method_called_in_loop(cls, function)  # type: ignore[attr-defined]
+            if site is not None:  # (agent.learn(batch) in a training loop of the project)
+                return f"called in a loop at {site[0]}:{site[1]}"
         hit = project.called_in_forward(function, self.context.path) if project is not None else None  # type: ignore[attr-defined]
         if hit is not None:  # (another file's forward, through its imports)
             return f"called by `{hit[2]}` ({hit[0]}:{hit[1]})"
@@ -75,6 +79,13 @@ class PerStepCalls:
                             table.setdefault(callee, f"{cls.name}.forward")
             self.context.cache[key] = table
         return table
+
+    def _classes_defining(self, method: str) -> list[str]:
+        """The classes of this file with a method ``method``."""
+        tree = self.context.tree
+        return [c.name for c in (tree.body if tree is not None else ())
+                if isinstance(c, ast.ClassDef)
+                and any(isinstance(f, FUNCTIONS) and f.name == method for f in c.body)]  # fmt: skip
 
     def _step_roots(self) -> dict[str, str]:
         """Each name called in a method a framework runs every training step (Lightning's

@@ -24,6 +24,7 @@ from torchdoctor.lint.project_scan import (
     _parse,
     _runs_parameter,
     _under_no_grad,
+    method_calls_in_step_loops,
     step_loop,
 )
 from torchdoctor.lint.syntax import link_parents
@@ -46,6 +47,7 @@ class Project:
         self._no_grad: dict[tuple[str, int], bool | None] = {}
         self._loop_calls: dict[str | tuple[str, str], tuple[str, int]] | None = None  # called_in_loop's index
         self._forward_calls: dict[str, list[ForwardCall]] | None = None  # called_in_forward
+        self._method_calls: dict[tuple[str, str], tuple[str, int]] | None = None  # method_called_in_loop
 
     def __getstate__(self) -> dict:  # worker processes rebuild the caches
         return {"paths": self.paths}
@@ -166,6 +168,27 @@ class Project:
                             if trains and id(call) in direct:  # (not once an epoch)
                                 self._loop_calls.setdefault(("training", called), site)
         return self._loop_calls.get(("training", name) if training else name)
+
+    def method_called_in_loop(self, class_name: str, method: str) -> tuple[str, int] | None:
+        """``(file name, line)`` of a call of ``method`` on an instance of ``class_name`` inside
+        a step loop of the project (``agent = DQNAgent(...)``; ``agent.learn(batch)`` every
+        step: ``project_scan.method_calls_in_step_loops``); None. Indexed once.
+
+        Example:
+            >>> project = Project([])
+            >>> project.add("t.py", "a = Agent()\\nfor b in loader:\\n    a.learn(b)\\n")
+            >>> project.method_called_in_loop("Agent", "learn")
+            ('t.py', 3)
+        """
+        if self._method_calls is None:
+            self._method_calls = {}
+            for path in self.paths:
+                if not _STEP_MARKERS.search(self.text(path)):
+                    continue
+                tree = self._trees.get(path) or _parse(self.text(path))
+                for key, site in (method_calls_in_step_loops(path, tree) if tree else {}).items():
+                    self._method_calls.setdefault(key, site)
+        return self._method_calls.get((class_name, method))
 
     def called_in_forward(self, name: str, path: str) -> tuple[str, int, str] | None:
         """``(file name, line, "Cls.forward")`` of the first call, in a module's ``forward`` in

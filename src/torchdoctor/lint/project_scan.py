@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 from collections.abc import Iterable, Iterator
 
 from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
@@ -174,3 +175,46 @@ def step_loop(loop: ast.AST) -> bool:
 #: a learning-rate scheduler's ``.step()``: once an epoch as often as once a step (an epoch loop
 #: calling ``train(...)`` then ``scheduler.step()`` is no step loop)
 _SCHEDULER = re.compile(r"(?i)sched|(^|_)lr($|_)")
+
+
+def method_calls_in_step_loops(path: str, tree: ast.Module) -> dict[tuple[str, str], tuple[str, int]]:
+    """``(class, method) -> (file name, line)``: calls ``obj.method(...)`` inside a step loop
+    (:func:`step_loop`) of a function (or the module's top level) that assigns ``obj`` from
+    ``Class(...)`` (``agent = DQNAgent(...)``, then ``agent.learn(batch)`` every step).
+
+    Example:
+        >>> src = ("def main(env):\\n    agent = Agent(4)\\n    for t in range(9):\\n"
+        ...        "        env.step(agent.act())\\n        agent.learn()\\n")
+        >>> sorted(method_calls_in_step_loops("train.py", ast.parse(src)))
+        [('Agent', 'act'), ('Agent', 'learn')]
+    """
+    found: dict[tuple[str, str], tuple[str, int]] = {}
+    scopes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))]
+    for scope in scopes:
+        body = [s for s in scope.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                              ast.ClassDef))]  # fmt: skip
+        nodes = [n for s in body for n in ast.walk(s)]
+        classes: dict[str, str] = {}
+        for node in nodes:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                node.targets[0], ast.Name
+            ):
+                value = node.value  # (Agent(...).to(device): the class's instance still)
+                while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and \
+                        isinstance(value.func.value, ast.Call):
+                    value = value.func.value
+                made = value.func if isinstance(value, ast.Call) else None
+                last = made.id if isinstance(made, ast.Name) else getattr(made, "attr", "")
+                if last[:1].isupper():
+                    classes[node.targets[0].id] = last
+        for loop in (n for n in nodes if isinstance(n, (ast.For, ast.AsyncFor, ast.While))):
+            if not classes or not step_loop(loop):
+                continue
+            for call in _calls_in_body(loop):
+                func = call.func
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (
+                    func.value.id in classes
+                ):
+                    found.setdefault((classes[func.value.id], func.attr),
+                                     (Path(path).name, call.lineno))  # fmt: skip
+    return found

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
 

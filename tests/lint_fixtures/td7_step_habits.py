@@ -1,4 +1,6 @@
 """TD713 the model moved every step; TD714 retain_graph=True on a step's only backward."""
+import gc
+
 import torch
 
 
@@ -75,3 +77,17 @@ def lightning_main(model, train_loader, dev_loader, pl, debug):
     probe = pl.Trainer(accelerator="gpu", max_epochs=1, detect_anomaly=debug)  # near-miss: a flag
     trainer.fit(model, train_loader, dev_loader)
     probe.fit(model, train_loader)
+
+
+def dqn_loop(env, agent, replay, frames, learn_start, train_every, log_every):
+    obs = env.reset()
+    for step in range(frames):
+        obs, reward, done, _ = env.step(agent.act(obs))
+        replay.push(obs, reward, done)
+        if step >= learn_start and step % train_every == 0:
+            loss = agent.learn(replay.sample(32))
+            gc.collect()  # expect: TD710 (the block that trains: every training step)
+            if step % log_every == 0:
+                print(step, float(loss))
+        if step % 10_000 == 0:
+            gc.collect()  # near-miss: every 10,000 environment steps, no training there

@@ -289,10 +289,20 @@ class TrainingRules(OptimizerChecks):
         while parent is not None and parent is not loop:
             if isinstance(parent, (ast.If, ast.IfExp, ast.Try)) and not (
                     _always_on_a_gpu(parent) or after_warmup(getattr(parent, "test", None))
-                    or flags and self._run_wide_test(parent, loop)):
+                    or flags and self._run_wide_test(parent, loop)
+                    or self._trains_in_branch(parent, node)):
                 return False  # fmt: skip
             parent = self.parent(parent)
         return True
+
+    def _trains_in_branch(self, branch: ast.AST, node: ast.AST) -> bool:
+        """The branch of ``branch`` holding ``node`` is where the loop trains (``if step %
+        train_every == 0: agent.learn(batch); ...``): it runs on every training step."""
+        if not isinstance(branch, ast.If):
+            return False
+        part = branch.body if any(n is node for s in branch.body for n in ast.walk(s)) else (
+            branch.orelse)  # fmt: skip
+        return self.is_training_body(part) if part else False
 
     # -- TD702 -------------------------------------------------------------------------------
     def _check_debug_mode(self, node: ast.Call, what: str, switch: str) -> None:

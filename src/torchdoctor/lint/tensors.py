@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import re
 
-from torchdoctor.lint.syntax import method_name
+from torchdoctor.lint.syntax import dotted, method_name
 
 #: Names that hold a tensor in practically every training loop.
 TENSOR_NAME = re.compile(
@@ -145,3 +145,16 @@ def numbers_in_literal(node: ast.AST) -> int:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         return 1
     return 0
+
+
+def runs_a_training_step(call: ast.Call) -> bool:
+    """``agent.learn(batch)``, ``learner.train_step(b)``, ``agent.update(batch)``: a method
+    named for a whole update (backward and optimizer step inside), of an agent or learner."""
+    name = method_name(call)
+    receiver = (dotted(call.func.value) or "").rsplit(".", 1)[-1].lower() if name else ""  # type: ignore[attr-defined]
+    return name in _UPDATE_METHODS or (name == "update" and bool(_LEARNER.search(receiver)))
+
+
+_UPDATE_METHODS = frozenset({"learn", "train_step", "learn_step", "optimize_model",
+                             "update_parameters", "train_on_batch"})  # fmt: skip
+_LEARNER = re.compile(r"agent|learner|algo|trainer|policy")

@@ -52,6 +52,7 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     target_names,
     with_keyword,
 )
+from torchdoctor.lint.tensors import runs_a_training_step
 
 #: names of functions that run one training step
 #: methods that mutate a Python container in place (``tokens.append(t)``: not invariant;
@@ -389,6 +390,8 @@ class RuleVisitor:
             body = node.body if isinstance(node, (*FOR, ast.While, *FUNCTIONS)) else node
             calls = list(self.direct_calls(body))
             kinds = {kind for kind in map(_training_kind, calls) if kind}
+            if isinstance(node, (*FOR, ast.While, list)) and any(map(runs_a_training_step, calls)):
+                kinds |= {"backward", "step"}  # (an RL loop's agent.learn(batch))
             if isinstance(node, (*FOR, ast.While)) and len(kinds) < 2:
                 # a loop calling a step function of this file (`self.train_step(batch)`) that
                 # runs backward and the optimizer step: a training loop one call away

@@ -68,3 +68,10 @@ class Scorer(nn.Module):
 
     def forward(self, x, y):
         return self.loss(self.act(x), y)  # near-miss: self.act is no sigmoid
+
+
+def link_loss(model, src, dst, neg):
+    pos_logit, neg_logit = model(src, dst, neg)
+    pos_prob, neg_prob = torch.sigmoid(pos_logit), torch.sigmoid(neg_logit)
+    loss = F.binary_cross_entropy(pos_prob, torch.ones_like(pos_prob))  # expect: TD510
+    return loss + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))

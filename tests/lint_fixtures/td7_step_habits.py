@@ -91,3 +91,13 @@ def dqn_loop(env, agent, replay, frames, learn_start, train_every, log_every):
                 print(step, float(loss))
         if step % 10_000 == 0:
             gc.collect()  # near-miss: every 10,000 environment steps, no training there
+
+
+def ddpm_train(diffusion, loader, opt, device, p_uncond):
+    opt = torch.optim.AdamW(diffusion.parameters(), lr=1e-4)
+    for xb, yb in loader:
+        diffusion.cuda()  # expect: TD713 (diffusion.parameters(): a module)
+        keep = (torch.rand(yb.shape[0]) > p_uncond).cuda()  # expect: TD204
+        loss = diffusion.loss(xb.to(device), torch.where(keep, yb.to(device), 2))
+        loss.backward()
+        opt.step()

@@ -148,6 +148,9 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
     # -- TD204 -------------------------------------------------------------------------------
     def _check_moved(self, factory: ast.Call) -> None:
         attribute = self.parent(factory)
+        composed = isinstance(attribute, (ast.Compare, ast.BinOp))  # ((torch.rand(n) > p).cuda())
+        if composed:
+            attribute = self.parent(attribute)
         move = self.parent(attribute)
         if not (
             isinstance(attribute, ast.Attribute)
@@ -181,7 +184,8 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         extra = [kw for kw in move.keywords if kw.arg != "device"]
         other_args = move.args[1:] if move.func.attr == "to" and move.args else []
         fix = None
-        if sure and source.endswith(")") and "#" not in source and not extra and not other_args:
+        if (sure and not composed and source.endswith(")") and "#" not in source and not extra
+                and not other_args):  # fmt: skip
             fix = replace_call_with(with_keyword(source, f"device={device}"))
         self.report(
             move,

@@ -320,14 +320,17 @@ def _is_eps(expr: ast.AST) -> bool:
 
 
 def _modified(scope: ast.AST, name: str, assigned: ast.AST) -> bool:
-    """``name`` is bound other than by its one assignment (a loop target, ``+=``, a tuple
-    target, a parameter) or changed in place (``p[m] = 0``, ``p.mul_(w)``) in ``scope``."""
+    """``name`` is bound other than by its one assignment (a loop target, ``+=``, an unpacked
+    tuple target, a parameter; ``p, q = f(a), g(b)`` pairs them) or changed in place (``p[m] = 0``, ``p.mul_(w)``) in ``scope``."""
     if any(a.arg == name for a in _arguments(scope)):
         return True
     for node in ast.walk(scope):
         if isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
             parent = getattr(node, "td_parent", None)
-            if not (isinstance(parent, ast.Assign) and parent.value is assigned):
+            paired = isinstance(parent, ast.Tuple) and isinstance(  # (p, q = sigmoid(a), ...)
+                getattr(parent, "td_parent", None), ast.Assign) and any(
+                v is assigned for v in getattr(parent.td_parent.value, "elts", ()))  # fmt: skip
+            if not (isinstance(parent, ast.Assign) and parent.value is assigned) and not paired:
                 return True
         elif isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load):
             if isinstance(node.value, ast.Name) and node.value.id == name:

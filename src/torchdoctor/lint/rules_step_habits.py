@@ -19,7 +19,7 @@ import ast
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.syntax import root_name
-from torchdoctor.lint.visitor import FOR, RuleVisitor, keyword, method_name
+from torchdoctor.lint.visitor import FOR, RuleVisitor, dotted, keyword, method_name
 
 RULES = (
     Rule(
@@ -88,7 +88,7 @@ class StepHabitRules(RuleVisitor):
                 receiver = receiver.func.value  # type: ignore[attr-defined]  # model.train().cuda()
             statement = self.parent(node)
             if (
-                is_model_like(receiver)
+                (is_model_like(receiver) or self._has_parameters(receiver))
                 and isinstance(statement, (ast.Expr, ast.Assign))  # (not `model(x.to(...))`)
                 and self._training_loop(node) is not None
                 and not isinstance(receiver, ast.Call)
@@ -124,6 +124,16 @@ class StepHabitRules(RuleVisitor):
                     "replaces it (about twice the activation memory at peak, and nothing freed "
                     "during backward); drop it",
                 )
+
+    def _has_parameters(self, receiver: ast.AST) -> bool:
+        """``diffusion`` of ``diffusion.cuda()`` where the function also reads
+        ``diffusion.parameters()``: a module, whatever its name."""
+        name = dotted(receiver) if isinstance(receiver, ast.Name) else None
+        return name is not None and any(
+            isinstance(c, ast.Call) and method_name(c) in {"parameters", "named_parameters"}
+            and dotted(c.func.value) == name  # type: ignore[attr-defined]
+            for c in ast.walk(self.enclosing_scope(receiver))
+        )  # fmt: skip
 
     def _exclusive(self, other: ast.AST, node: ast.AST, loop: ast.AST) -> bool:
         """``other`` and ``node`` sit in the two branches of one ``if`` inside ``loop``

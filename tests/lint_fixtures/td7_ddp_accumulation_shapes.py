@@ -53,3 +53,22 @@ def every_step(student, loader, opt):
         model(x.cuda()).mean().backward()  # near-miss: no accumulation
         opt.step()
         opt.zero_grad()
+
+
+def micro_steps(student, batches, opt, accum):
+    model = DDP(student.cuda())
+    for step in range(1000):
+        for micro in range(accum):
+            model(next(batches).cuda()).mean().backward()  # expect: TD706
+        opt.step()
+        opt.zero_grad()
+
+
+def micro_steps_nanogpt(student, batches, opt, grad_accum_steps):
+    model = DDP(student.cuda())
+    for step in range(1000):
+        for micro in range(grad_accum_steps):
+            model.require_backward_grad_sync = micro == grad_accum_steps - 1
+            model(next(batches).cuda()).mean().backward()  # near-miss: synced on the last only
+        opt.step()
+        opt.zero_grad()

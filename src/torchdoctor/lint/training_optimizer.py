@@ -160,6 +160,16 @@ class OptimizerChecks(RuleVisitor):
         ):
             return
         steps = [c for c in self.direct_calls(loop.body) if optimizer_step_call(c)]
+        if not steps and self._micro_batch_loop(loop):  # (for micro in range(accum): ...)
+            self.report(
+                node,
+                "TD706",
+                "gradient accumulation under DistributedDataParallel without no_sync(): every "
+                "micro-batch's backward in this loop all-reduces the gradients; run all but the "
+                "last under `with model.no_sync():` (or set `model.require_backward_grad_sync` "
+                "on the last micro-step only, as nanoGPT does)",
+            )
+            return
         for step in steps:
             parent = self.parent(step)
             while parent is not None and parent is not loop:
@@ -176,6 +186,18 @@ class OptimizerChecks(RuleVisitor):
                     return
                 parent = self.parent(parent)
 
+    def _micro_batch_loop(self, loop: ast.AST) -> bool:
+        """``for micro in range(args.accum):`` (a count named for accumulation) inside a loop
+        that steps the optimizer after it: the backward runs once per micro-batch."""
+        counted = loop.iter if isinstance(loop, FOR) else None  # type: ignore[attr-defined]
+        if not (isinstance(counted, ast.Call) and dotted(counted.func) == "range" and any(
+                _ACCUMULATION.search(n) for a in counted.args for n in dotted_names_in(a))):
+            return False  # fmt: skip
+        outer = next(iter(self.enclosing_loops(loop)), None)
+        return outer is not None and any(
+            optimizer_step_call(c) for c in self.direct_calls(outer.body)  # type: ignore[attr-defined]
+        )
+
     def _skips_sync(self, scope: ast.AST) -> bool:
         """The function (the file, at module level) uses ``no_sync()`` or accelerate's
         ``accumulate()``, or calls a function of the file that does (``self._sync_context()``);
@@ -183,7 +205,7 @@ class OptimizerChecks(RuleVisitor):
 
         def skips(node: ast.AST) -> bool:
             text = self.context.source if isinstance(node, ast.Module) else self.code_of(node)
-            return "no_sync" in text or ".accumulate(" in text
+            return any(k in text for k in ("no_sync", ".accumulate(", "require_backward_grad_sync"))
 
         if skips(scope):
             return True

@@ -188,3 +188,12 @@ def train_with_accelerate(accelerator, model, optimizer, loader, output_dir):
             accelerator.save_state(output_dir)  # expect: TD711
         if accelerator.sync_gradients and step % 500 == 0:
             accelerator.save_state(output_dir)  # every 500 steps: no finding
+
+
+def rlhf(trainer, loader, dist, out, log_every):
+    for step, (prompt_ids, prompt_mask) in enumerate(loader):
+        stats = trainer.step(prompt_ids.cuda(), prompt_mask.cuda())  # (TRL: the PPO update)
+        if dist.get_rank() == 0:
+            trainer.policy.save_pretrained(out)  # expect: TD711 (a rank guard, not an interval)
+        if step % log_every == 0 and dist.get_rank() == 0:
+            trainer.policy.save_pretrained(out + "/periodic")  # near-miss: every log_every steps

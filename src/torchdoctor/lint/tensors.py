@@ -148,13 +148,22 @@ def numbers_in_literal(node: ast.AST) -> int:
 
 
 def runs_a_training_step(call: ast.Call) -> bool:
-    """``agent.learn(batch)``, ``learner.train_step(b)``, ``agent.update(batch)``: a method
-    named for a whole update (backward and optimizer step inside), of an agent or learner."""
+    """``agent.learn(batch)``, ``learner.train_step(b)``, ``agent.update(batch)``,
+    ``ppo_trainer.step(...)``: a method named for a whole update (backward and optimizer step
+    inside), of an agent, learner or trainer.
+
+    Example:
+        >>> [runs_a_training_step(ast.parse(c).body[0].value) for c in
+        ...  ("agent.learn(b)", "trainer.step(q, r)", "env.step(a)", "pbar.update(1)")]
+        [True, True, False, False]
+    """
     name = method_name(call)
     receiver = (dotted(call.func.value) or "").rsplit(".", 1)[-1].lower() if name else ""  # type: ignore[attr-defined]
-    return name in _UPDATE_METHODS or (name == "update" and bool(_LEARNER.search(receiver)))
+    return name in _UPDATE_METHODS or (name == "update" and bool(_LEARNER.search(receiver))) or (
+        name == "step" and bool(_TRAINER.search(receiver)))  # (TRL's ppo_trainer.step(q, r))
 
 
 _UPDATE_METHODS = frozenset({"learn", "train_step", "learn_step", "optimize_model",
                              "update_parameters", "train_on_batch"})  # fmt: skip
 _LEARNER = re.compile(r"agent|learner|algo|trainer|policy")
+_TRAINER = re.compile(r"trainer|learner")

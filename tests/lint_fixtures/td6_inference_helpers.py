@@ -61,3 +61,12 @@ def greedy_decode_cached(model, src, bos, max_len=200):
         logits = model.decode(ys[:, -1:], mem, mask, caches, offset=step)  # near-miss: cached
         ys = torch.cat([ys, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return ys
+
+
+def test_episodes(model, loader, shot, device):
+    model = model.to(device).eval()
+    accs = []
+    for images, labels in loader:  # expect: TD602
+        logits = model.logits(images.to(device), shot)
+        accs.append((logits.argmax(1) == labels.to(device)).float().mean())
+    return torch.stack(accs).mean()

@@ -33,7 +33,8 @@ def names_a_module(name: str) -> bool:
 
 
 FORWARD_METHODS = frozenset(
-    {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference"}
+    {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference",
+     "logits", "embed", "features"}
 )
 
 
@@ -55,3 +56,15 @@ def mc_dropout(function: ast.AST, lines: list[str]) -> bool:
     text = "\n".join(lines)
     return ".train()" in text and not _TRAINS.search(text) and not re.search(
         r"(?i)train|fit", getattr(function, "name", ""))
+
+
+def chain_root(expr: ast.AST) -> ast.AST:
+    """``model`` of ``model.to(device).half()``: the receiver a chain of method calls starts at.
+
+    Example:
+        >>> ast.unparse(chain_root(ast.parse("model.to(device).half()", mode="eval").body))
+        'model'
+    """
+    while isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute):
+        expr = expr.func.value
+    return expr

@@ -18,7 +18,7 @@ from torchdoctor.lint.denoising_loops import (
     range_call,
     timesteps_read,
 )
-from torchdoctor.lint.model_calls import FORWARD_METHODS, mc_dropout, names_a_module
+from torchdoctor.lint.model_calls import FORWARD_METHODS, chain_root, mc_dropout, names_a_module
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
     FOR,
@@ -285,7 +285,7 @@ class InferenceRules(RuleVisitor):
         body_calls = [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
         kept_in = {"eval", "train"} if sampled else {"eval"}
         eval_receivers = {  # (model.eval() may sit inside an epoch loop)
-            dotted(c.func.value)
+            dotted(chain_root(c.func.value))  # (model.to(device).eval(): model)
             for c in body_calls
             if method_name(c) in kept_in and not c.args and not c.keywords
         } - {None}

@@ -1,5 +1,7 @@
 """TD509 the log of a softmax; a softmax fed to cross-entropy (and TD510 where it meets it)."""
 
+import math
+
 import numpy as np
 import scipy.special
 import torch
@@ -121,3 +123,11 @@ def class_scores(src_logits, target_classes):
     probs = src_logits.softmax(-1)  # near-miss: probabilities for scoring, not for the loss
     loss = F.cross_entropy(src_logits.transpose(1, 2), target_classes)
     return loss, probs.max(-1)
+
+
+class SVDHead(nn.Module):
+    def forward(self, src_emb, tgt_emb, tgt):
+        d_k = src_emb.size(1)
+        scores = torch.matmul(src_emb.transpose(2, 1).contiguous(), tgt_emb) / math.sqrt(d_k)
+        scores = torch.softmax(scores, dim=2)  # expect: TD507 (channels-first q^T @ k, then v @ att^T)
+        return torch.matmul(tgt, scores.transpose(2, 1).contiguous())

@@ -218,7 +218,9 @@ class ModelRules(RuleVisitor):
                 if "torch.einsum" in self.callee(node):
                     if _pairwise_einsum(node):
                         return node.lineno
-                elif any(map(_transposed, node.args[1:2])):
+                elif any(map(_transposed, node.args[1:2])) or (  # (channels first: q^T @ k,
+                    len(node.args) == 2 and _transposed(node.args[0])  # DCP's point features)
+                ):
                     return node.lineno
             elif isinstance(node, ast.Name) and depth < 3:
                 for value in self.assigned_values(scope, node.id):
@@ -324,7 +326,8 @@ class ModelRules(RuleVisitor):
                 if isinstance(left, ast.Name) and left.id == name:
                     products.append(other.lineno)
             if isinstance(other, ast.Call) and self.callee(other) & MATMUL_CALLS:
-                if any(isinstance(a, ast.Name) and a.id == name for a in other.args):
+                if any(isinstance(a, ast.Name) and a.id == name  # (matmul(v, att.transpose(2, 1)))
+                       for a in map(_untransposed, other.args)):  # fmt: skip
                     products.append(other.lineno)
         after = [line for line in products if line >= call.lineno]
         return min(after or products) if products else None
@@ -344,9 +347,24 @@ def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:
     if isinstance(parent, ast.Call):
         name = (dotted(parent.func) or "").lower()
         return "drop" in name or name.endswith(("matmul", "bmm", "einsum"))
-    if isinstance(parent, ast.Attribute) and parent.attr in {"masked_fill", "to", "type_as"}:
+    if isinstance(parent, ast.Attribute) and parent.attr in {"masked_fill", "to", "type_as",
+                                                             "transpose", "contiguous"}:
         return True
     return False
+
+
+def _untransposed(expr: ast.AST) -> ast.AST:
+    """``att`` of ``att.transpose(2, 1).contiguous()`` (the weights, turned for the product).
+
+    Example:
+        >>> ast.unparse(_untransposed(ast.parse("a.transpose(2, 1).contiguous()", mode="eval").body))
+        'a'
+    """
+    while isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+        expr.func.attr in {"transpose", "contiguous", "mT", "permute"}
+    ):
+        expr = expr.func.value
+    return expr
 
 
 def _pairwise_einsum(call: ast.Call) -> bool:
@@ -374,7 +392,10 @@ def _pairwise_einsum(call: ast.Call) -> bool:
 
 
 def _transposed(expr: ast.AST) -> bool:
-    """``k.transpose(-2, -1)``, ``k.mT``, ``k.T``, ``k.permute(...)``, ``k.t()``."""
+    """``k.transpose(-2, -1)``, ``k.mT``, ``k.T``, ``k.permute(...)``, ``k.t()`` (then
+    ``.contiguous()`` or not)."""
+    if isinstance(expr, ast.Call) and method_name(expr) == "contiguous":
+        expr = expr.func.value  # type: ignore[attr-defined]
     if isinstance(expr, ast.Attribute) and expr.attr in {"mT", "T", "mH", "H"}:
         return True
     return isinstance(expr, ast.Call) and method_name(expr) in {"transpose", "permute", "t"}

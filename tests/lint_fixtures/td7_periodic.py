@@ -138,3 +138,17 @@ class ASRModule(LightningModule):
             print(batch_idx, word_error_rate(hyps, tokens))
         self.log("frames", frames)
         return loss
+
+
+def dqn(env, agent, replay, frames, train_every, log_every, probe_states):
+    for step in range(frames):
+        replay.push(env.step(agent.act()))
+        if step % train_every == 0:
+            info = agent.learn(replay.sample(32))  # near-miss: the training step itself
+            with torch.no_grad():
+                q_probe = agent.online(probe_states).max(1).values.mean()  # expect: TD712
+            for _ in range(2):
+                target = agent.target(probe_states)  # near-miss: read in the gate it sits in
+                agent.fit(target)
+            if step % log_every == 0:
+                print(step, info, q_probe.item())

@@ -34,7 +34,7 @@ import re
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import same_file_callee
-from torchdoctor.lint.tensors import FRAMEWORK_STEPS
+from torchdoctor.lint.tensors import FRAMEWORK_STEPS, runs_a_training_step
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, dotted_names_in
 
 RULES = (
@@ -91,11 +91,16 @@ class PeriodicReadRules(RuleVisitor):
         names = _target_names(node.targets)
         if not names or not self._does_work(node.value) or _changes_state(node.value):
             return
-        body = self.parent(node)
-        if not isinstance(body, (*FOR, ast.While, *FUNCTIONS)) or not any(
-            s is node for s in body.body  # type: ignore[attr-defined]
+        body, child = self.parent(node), node
+        while isinstance(body, (ast.With, ast.If)) and (  # (a with, or the block that trains:
+            isinstance(body, ast.With) or (  # `if step % train_every == 0: agent.learn(...)`)
+                any(s is child for s in body.body) and self.is_training_body(body.body))
         ):
-            return  # (under an if, a with, a try: not every step's for sure)
+            body, child = self.parent(body), body
+        if not isinstance(body, (*FOR, ast.While, *FUNCTIONS)) or not any(
+            s is child for s in body.body  # type: ignore[attr-defined]
+        ):
+            return  # (under an if, a try: not every step's for sure)
         if not (self.is_training_body(body) or (  # (Lightning's training_step: every step)
             isinstance(body, FUNCTIONS) and body.name in FRAMEWORK_STEPS
             and isinstance(self.parent(body), ast.ClassDef)
@@ -119,6 +124,8 @@ class PeriodicReadRules(RuleVisitor):
         """``value`` calls something beyond the cheap helpers and host reads, or reduces an
         elementwise comparison (a metric: ``(preds == y).float().mean()``)."""
         calls = [n for n in ast.walk(value) if isinstance(n, ast.Call)]
+        if any(map(runs_a_training_step, calls)):
+            return False  # (info = agent.update(buf.sample(b)): the training step itself)
         methods = {c.func.attr for c in calls if isinstance(c.func, ast.Attribute)}
         if methods & {"float", "mean", "sum"} and "item" not in methods and any(
                 isinstance(n, ast.Compare) for n in ast.walk(value)):  # fmt: skip
@@ -156,8 +163,8 @@ class PeriodicReadRules(RuleVisitor):
             if isinstance(load.ctx, ast.Store) or isinstance(load.ctx, ast.Del):
                 continue
             gate = self._periodic_gate(load, scope)
-            if gate is None or load.lineno < node.lineno:
-                return None
+            if gate is None or load.lineno < node.lineno or any(n is node for n in ast.walk(gate)):
+                return None  # (the gate of the training block holding the work itself)
             first = first or gate
         return first
 

@@ -152,3 +152,13 @@ def dqn(env, agent, replay, frames, train_every, log_every, probe_states):
                 agent.fit(target)
             if step % log_every == 0:
                 print(step, info, q_probe.item())
+
+
+def mae_epoch(model, loader, optimizer, epoch, args):
+    for it, (x, _) in enumerate(loader):
+        lr = adjust_learning_rate(optimizer, epoch + it / len(loader), args)  # near-miss: sets the lr
+        loss = model(x.cuda())
+        loss.backward()
+        optimizer.step()
+        if it % 50 == 0:
+            print(it, lr, loss.item())

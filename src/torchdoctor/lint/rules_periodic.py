@@ -207,10 +207,14 @@ def _target_names(targets: list[ast.expr]) -> list[str]:
     return names
 
 
+_OPTIMIZER_NAME = re.compile(r"(?i)^(opt|optim|optimizer|optimiser)(_\w+)?$|_opt(imizer)?$")
+
+
 def _changes_state(value: ast.AST) -> bool:
     """``value`` is a call that works in place (torch's trailing-underscore convention:
     ``clip_grad_norm_``, ``add_``) or steps an optimizer or a scheduler: its result is a
-    by-product of what it must do every step.
+    by-product of what it must do every step; so is a call handed the optimizer (it sets the
+    learning rate: ``lr = adjust_learning_rate(optimizer, epoch, args)``).
 
     Example:
         >>> _changes_state(ast.parse("torch.nn.utils.clip_grad_norm_(ps, 1.0)").body[0].value)
@@ -221,4 +225,6 @@ def _changes_state(value: ast.AST) -> bool:
     if not isinstance(value, ast.Call):
         return False
     name = (dotted(value.func) or "").rsplit(".", 1)[-1]
-    return (name.endswith("_") and not name.startswith("_")) or name == "step"
+    handed = [(dotted(a) or "").rsplit(".", 1)[-1] for a in value.args]  # (sets its lr:
+    return (name.endswith("_") and not name.startswith("_")) or name == "step" or any(  # MAE's
+        _OPTIMIZER_NAME.search(h) for h in handed)  # adjust_learning_rate(optimizer, ...)

@@ -157,7 +157,7 @@ def dqn(env, agent, replay, frames, train_every, log_every, probe_states):
 def mae_epoch(model, loader, optimizer, epoch, args):
     for it, (x, _) in enumerate(loader):
         lr = adjust_learning_rate(optimizer, epoch + it / len(loader), args)  # near-miss: sets the lr
-        loss = model(x.cuda())
+        loss = model(x)
         loss.backward()
         optimizer.step()
         if it % 50 == 0:

@@ -30,9 +30,10 @@ RULES = (
         "convergence-check-sync-per-iteration",
         "warning",
         "an iterative solver's stop test reads a tensor on the host every iteration (while err "
-        "> tol with err = ....item(), if err < tol: break): one host-device sync per iteration "
-        "(in a loop that trains, calling backward or an optimizer step, TD201 reports the read: "
-        "one finding a line)",
+        "> tol with err = ....item(), if err < tol: break), and so does a decoding loop's stop "
+        "test against a threshold (if torch.sigmoid(gate).item() > thr: break, Tacotron's stop "
+        "token): one host-device sync per iteration (in a loop that trains, calling backward or "
+        "an optimizer step, TD201 reports the read: one finding a line)",
         "test convergence every k iterations (`if it % 10 == 0 and err < tol: break`), or run a "
         "fixed number of iterations",
         "u = torch.ones_like(x)\nerr = 1.0\nwhile err > 1e-6:\n    v = u / (S @ u)\n"

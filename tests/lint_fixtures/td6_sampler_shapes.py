@@ -51,3 +51,16 @@ def greedy_answer_cached(reader, src, max_new=32, device="cuda"):
         past = res.past_key_values
         out = torch.cat((out, res.logits[:, -1].argmax(-1, keepdim=True)), dim=1)
     return out
+
+
+class VideoSampler:
+    @torch.no_grad()
+    def sample(self, text_ids, shape, steps=50, stride=20):
+        x = torch.randn(shape, device=self.device)
+        for i in reversed(range(steps)):
+            t = i * stride
+            ctx = self.text_encoder(text_ids).last_hidden_state  # expect: TD601
+            blend = torch.tensor([0.7, 0.3], device=x.device)  # expect: TD511
+            ts = torch.full((shape[0],), t, device=self.device, dtype=torch.long)
+            x = blend[0] * x + blend[1] * self.model(x, ts, ctx)
+        return x

@@ -399,10 +399,11 @@ def loops_over_modules(loop: ast.AST) -> bool:
     return any(MODEL_NAME.search(n) for n in target_names(loop.target))  # type: ignore[attr-defined]
 
 
-def timesteps_read(loop: ast.For) -> set[str]:
+def timesteps_read(loop: ast.For, seed: frozenset[str] = frozenset()) -> set[str]:
     """Names the loop's body sets to a timestep it reads at the loop variable (``t =
     timesteps[i]``), and the names made from them in turn (``vec_t = torch.ones(b) * t``,
-    ``t.expand(b)``; not a model's output ``x = f(x, t)``).
+    ``t.expand(b)``; not a model's output ``x = f(x, t)``); with ``seed`` (the loop variable
+    of a range walked backwards), the names made from those too (``t = i * stride``).
 
     Example:
         >>> loop = ast.parse("for i in range(n):\\n    t = ts[i]\\n    v = t * 2\\n    x = f(x, v)").body[0]
@@ -410,7 +411,7 @@ def timesteps_read(loop: ast.For) -> set[str]:
         ['t', 'v']
     """
     counters = target_names(loop.target)
-    found: set[str] = set()
+    found: set[str] = set(seed)
     for stmt in loop.body:
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                 and isinstance(stmt.targets[0], ast.Name)):  # fmt: skip
@@ -423,4 +424,4 @@ def timesteps_read(loop: ast.For) -> set[str]:
         )
         if read or (made and set(dotted_names_in(value)) & found):
             found.add(name)
-    return found
+    return found - seed

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.denoising_loops import SAMPLING_FUNCTION, counts_down, is_denoising_iter
 from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.project_scan import step_loop
 from torchdoctor.lint.rule import Rule
@@ -181,12 +182,14 @@ class ConstantRules(PerStepCalls, RuleVisitor):
         every call of fn (called in a loop at file:line)``; None otherwise (module level,
         ``__init__``, a function run once)."""
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
-        steps = [lp for lp in loops if step_loop(lp)]
+        scope = self.enclosing_scope(node)
+        sampler = isinstance(scope, FUNCTIONS) and bool(SAMPLING_FUNCTION.search(scope.name))
+        steps = [lp for lp in loops if step_loop(lp) or (  # (a sampler's steps walked backwards)
+            isinstance(lp, ast.For) and (is_denoising_iter(lp.iter) or sampler and counts_down(lp.iter)))]
         if steps:
             return f"in every iteration of the loop at line {steps[-1].lineno}"
         if loops:
             return None  # (a loop over test cases, devices, a configuration: not per step)
-        scope = self.enclosing_scope(node)
         if not isinstance(scope, FUNCTIONS):
             return None
         owner = self.parent(scope)

@@ -129,7 +129,7 @@ class InferenceRules(RuleVisitor):
         # any loop variable of a range walked backwards (`for i in reversed(range(n))`),
         # else one named like a timestep
         timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n) or down}
-        timesteps |= timesteps_read(node)  # (t = timesteps[i]; vec_t = ones(b) * t)
+        timesteps |= timesteps_read(node, frozenset(timesteps if down else ()))  # (t = ts[i])
         if not timesteps:
             return False
         # the timestep must reach a call (the denoiser), as in x = model(x, t): a loop that

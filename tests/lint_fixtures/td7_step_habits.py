@@ -101,3 +101,13 @@ def ddpm_train(diffusion, loader, opt, device, p_uncond):
         loss = diffusion.loss(xb.to(device), torch.where(keep, yb.to(device), 2))
         loss.backward()
         opt.step()
+
+
+def accelerate_loop(accelerator, model, loader, opt):
+    for batch in loader:
+        with accelerator.accumulate(model):
+            accelerator.backward(model(batch).mean())
+            opt.step()
+            opt.zero_grad()
+        if accelerator.sync_gradients:  # (every optimizer step)
+            gc.collect()  # expect: TD710

@@ -417,14 +417,14 @@ def after_warmup(test: ast.AST) -> bool:
         ...  for t in ("global_step > learning_starts", "step % 10 == 0", "loss > best")]
         [True, False, False]
     """
+    if (dotted(test) or "").endswith("sync_gradients"):  # (Accelerate: every optimizer step)
+        return True
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1
             and isinstance(test.ops[0], (ast.Gt, ast.GtE))):
         return False  # fmt: skip
-    counter = dotted(test.left)
-    if counter is None or not _COUNTER.search(counter.rsplit(".", 1)[-1]):
-        return False
-    return not any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
-                   for n in ast.walk(test.comparators[0]))  # fmt: skip
+    counter = (dotted(test.left) or "").rsplit(".", 1)[-1]
+    return bool(_COUNTER.search(counter)) and not any(isinstance(n, ast.BinOp) and isinstance(
+        n.op, ast.Mod) for n in ast.walk(test.comparators[0]))  # fmt: skip
 
 
 def evaluation_branch(node: ast.AST) -> bool:

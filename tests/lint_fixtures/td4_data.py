@@ -106,3 +106,18 @@ def fit(model, opt, train_set, test_set, final_set, epochs, evaluate):
             opt.step()
         print(epoch, evaluate(model, test_dl))
     return evaluate(model, final_test_dl)
+
+
+def get_loaders(train_set, val_set):
+    train = DataLoader(train_set, batch_size=64, num_workers=4, pin_memory=True, persistent_workers=True)
+    val = DataLoader(val_set, batch_size=256, num_workers=4, pin_memory=True, persistent_workers=True)
+    return train, val
+
+
+def fit_ctr(model, opt, train_set, val_set, device):
+    train_loader, val_loader = get_loaders(train_set, val_set)
+    for x, y in train_loader:
+        loss = model(x.to(device)).sum()  # expect: TD404
+        loss.backward()
+        opt.step()
+    return val_loader

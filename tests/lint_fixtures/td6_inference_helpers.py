@@ -70,3 +70,17 @@ def test_episodes(model, loader, shot, device):
         logits = model.logits(images.to(device), shot)
         accs.append((logits.argmax(1) == labels.to(device)).float().mean())
     return torch.stack(accs).mean()
+
+
+@torch.no_grad()
+def evaluate_episode(model, env, state_dim, act_dim, device, max_len=1000):
+    states = torch.zeros((1, state_dim), device=device)
+    actions = torch.zeros((0, act_dim), device=device)
+    for t in range(max_len):
+        actions = torch.cat([actions, torch.zeros((1, act_dim), device=device)], dim=0)
+        action = model.get_action(states, actions)  # expect: TD604
+        state, reward, done, _ = env.step(action.cpu().numpy())
+        states = torch.cat([states, torch.as_tensor(state, device=device)[None]], dim=0)
+        if done:
+            break
+    return states

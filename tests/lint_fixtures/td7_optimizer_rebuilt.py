@@ -77,3 +77,16 @@ def new_model_each_round(make_model, loader, rounds):
         for x, y in loader:
             torch.nn.functional.mse_loss(model(x), y).backward()
             opt.step()
+
+
+def pinn_lbfgs_rounds(model, rounds, residual):
+    for r in range(rounds):
+        lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=500)  # expect: TD704
+
+        def closure():
+            lbfgs.zero_grad()
+            loss = residual(model)
+            loss.backward()
+            return loss
+
+        lbfgs.step(closure)

@@ -111,3 +111,10 @@ def accelerate_loop(accelerator, model, loader, opt):
             opt.zero_grad()
         if accelerator.sync_gradients:  # (every optimizer step)
             gc.collect()  # expect: TD710
+
+
+def evolution(es, policy, envs, generations, device):
+    for gen in range(generations):
+        policy.to(device)  # expect: TD713 (ES: an optimizer steps on estimated gradients)
+        es.tell(es.rollout(envs, policy))
+        es.opt.step()

@@ -225,6 +225,7 @@ class DataRules(RuleVisitor):
             loader = dotted(parent.targets[0])
             if loader is not None:
                 named.append((self.enclosing_scope(call), loader))
+                named += self._returned_in_tuple(call, loader)
         elif isinstance(parent, ast.Return) and isinstance(self.enclosing_scope(call), FUNCTIONS):
             maker = self.enclosing_scope(call).name  # type: ignore[attr-defined]
             for assign in ast.walk(self.context.tree) if self.context.tree else ():
@@ -247,6 +248,23 @@ class DataRules(RuleVisitor):
                     if kw.arg in params and dotted(kw.value) == loader:
                         passed.append((function, kw.arg))
         return named + passed
+
+    def _returned_in_tuple(self, call: ast.Call, loader: str) -> list[tuple[ast.AST, str]]:
+        """``return train, val, test`` of the function making ``loader``: the name each call of
+        the function in this file unpacks it into (``train_loader, _, _ = get_loaders(...)``)."""
+        scope, found = self.enclosing_scope(call), []
+        for ret in ast.walk(scope) if isinstance(scope, FUNCTIONS) else ():
+            parts = ret.value.elts if isinstance(ret, ast.Return) and isinstance(
+                ret.value, ast.Tuple) else []  # fmt: skip
+            at = [i for i, p in enumerate(parts) if isinstance(p, ast.Name) and p.id == loader]
+            for assign in ast.walk(self.context.tree) if at else ():
+                target = assign.targets[0] if isinstance(assign, ast.Assign) else None
+                if (isinstance(target, ast.Tuple) and len(target.elts) == len(parts)
+                        and isinstance(assign.value, ast.Call)
+                        and dotted(assign.value.func) == scope.name  # type: ignore[attr-defined]
+                        and isinstance(target.elts[at[0]], ast.Name)):  # fmt: skip
+                    found.append((self.enclosing_scope(assign), target.elts[at[0]].id))
+        return found
 
     def _check_loops(self, scope: ast.AST, loader: str, reported: set[int]) -> None:
         for loop in ast.walk(scope):

@@ -37,9 +37,11 @@ RULES = (
 #: encoder's output, nn.Transformer's ``memory``, is no cache of the decoder's own keys)
 _CACHE_KEYWORD = re.compile(r"past|cache|kv|state|^mems?$", re.IGNORECASE)
 #: ... of those, names an encoder's output has as well (a cache only when the loop carries it)
-_MEMORY = re.compile(r"^(mems?|state)$", re.IGNORECASE)
+_MEMORY = re.compile(r"^(mems?|states?)$", re.IGNORECASE)
 #: a module's methods that run its decoder on the sequence they are given
 _DECODE_METHODS = frozenset({"forward", "decode", "decoder"})
+#: ... and method names that run it on what they are given (a Decision Transformer's get_action)
+_RUNS_PREFIXES = ("get_action", "predict", "act", "generate_step", "step_logits")
 
 
 def _last_tokens(expr: ast.AST) -> bool:
@@ -111,14 +113,15 @@ class DecodeRules(RuleVisitor):
                 callee == "self"
                 or names_a_module(last)
                 or (last in _DECODE_METHODS and (receiver == "self" or names_a_module(receiver)))
+                or (names_a_module(receiver.rsplit(".", 1)[-1]) and last.startswith(_RUNS_PREFIXES))
                 or self._transformers_call(call)
             ):
                 continue
             if any(k.arg and _CACHE_KEYWORD.search(k.arg) for k in call.keywords) or any(
-                isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) and (
+                isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) and a.id not in fed and (
                     not _MEMORY.match(a.id) or a.id in self.assigned_in(loop))  # (an encoder's
-                for a in call.args  # `mem` is no cache: one a step carries is)
-            ):
+                for a in call.args  # `mem` is no cache: one a step carries is; nor the states
+            ):  # the loop grows with torch.cat, a Decision Transformer's history)
                 continue  # a cache is passed already
             values = [*call.args, *(k.value for k in call.keywords)]  # model(input_ids=ids)
             values = [v for v in values if not _last_tokens(v)]  # (ys[:, -1:]: the new one)

@@ -66,7 +66,7 @@ class StepHabitRules(RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"\.backward\(", r"retain_graph|\.to\(|\.cuda\("),)
+    TRIGGERS = ((r"\.backward\(|\.step\(", r"retain_graph|\.to\(|\.cuda\("),)
 
 
 

@@ -125,7 +125,7 @@ class OptimizerChecks(RuleVisitor):
 
     def _handed_to_a_call(self, node: ast.AST, loop: ast.AST) -> bool:
         """The optimizer built at ``node`` is passed to a call in ``loop`` that steps it
-        (SAC's ``agent.update(batch, alpha_opt)``)."""
+        (SAC's ``agent.update(batch, alpha_opt)``), or stepped there (``lbfgs.step(closure)``)."""
         stmt = self.parent(node)
         while stmt is not None and not isinstance(stmt, ast.stmt):
             stmt = self.parent(stmt)
@@ -133,11 +133,12 @@ class OptimizerChecks(RuleVisitor):
             return False
         names = {n for t in stmt.targets for n in target_names(t)}
         return any(
-            isinstance(c, ast.Call) and c is not node and any(
+            isinstance(c, ast.Call) and c is not node and (any(
                 isinstance(n, ast.Name) and n.id in names
                 for a in (*c.args, *(k.value for k in c.keywords)) for n in ast.walk(a))
+                or method_name(c) == "step" and dotted(c.func.value) in names)  # type: ignore[attr-defined]
             for c in ast.walk(loop)
-        )  # fmt: skip
+        )  # fmt: skip (lbfgs.step(closure): its backward inside the closure)
 
     def _trains(self, loop: ast.AST) -> bool:
         """The loop, or a loop nested in it, calls backward or an optimizer step."""

@@ -178,3 +178,13 @@ class ModelEMA:  # YOLOv5's utils/torch_utils.py
         msd = model.state_dict()
         for k, v in self.ema.state_dict().items():  # near-miss: loads the weights once
             v.copy_(msd[k])
+
+
+class EvolutionStrategy:
+    def sync_policy(self, step_size=1.0):
+        i = 0
+        with torch.no_grad():
+            for p in self.policy.parameters():  # expect: TD305
+                n = p.numel()
+                p.mul_(1 - step_size).add_(self.theta[i:i + n].view_as(p), alpha=step_size)
+                i += n

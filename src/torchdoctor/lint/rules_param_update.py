@@ -73,6 +73,8 @@ _INITIALISERS = frozenset(
      "orthogonal_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_"}
 )  # fmt: skip
 _PARAM_METHODS = frozenset({"parameters", "named_parameters"})
+#: tensor methods that only reshape or cast the value they read
+_RESHAPES = frozenset({"view_as", "view", "reshape", "reshape_as", "type_as", "flatten"})
 _WRAPPERS = frozenset(
     {"builtins.zip", "builtins.enumerate", "builtins.list", "builtins.tuple", "builtins.reversed"}
 )
@@ -182,6 +184,8 @@ class ParamUpdateRules(RuleVisitor):
                 return False
             if name in _UPDATES and _root(call.func.value) in derived:
                 updates.append(call)
+            elif name in _RESHAPES and not names:  # (theta[i:i + n].view_as(p): a flat
+                continue  # vector's slice, unflattened into each parameter in turn)
             elif any(n.startswith("torch.") for n in names):
                 if any(n.startswith("torch.distributed.") for n in names):
                     return False

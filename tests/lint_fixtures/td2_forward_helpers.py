@@ -50,3 +50,12 @@ class Deterministic(nn.Module):
         if torch.are_deterministic_algorithms_enabled():  # near-miss: a Python bool
             x = x.clone()
         return x.interpolate(x) if hasattr(x, "interpolate") else x
+
+
+class FastFocalLoss(torch.nn.Module):
+    def forward(self, out, target, mask):
+        num_pos = mask.sum()
+        loss = (torch.log(out) * target).sum()
+        if num_pos == 0:  # expect: TD205
+            return -loss
+        return -loss / num_pos

@@ -270,7 +270,13 @@ class ForwardAndCallSyncs:
     def _reduces_a_forward_input(self, expr: ast.AST) -> bool:
         """``x.sum()`` / ``x.max()`` / ``x.abs().mean()`` / ``(x[0] >= n).any()`` of a forward
         argument, or of a name
-        the forward assigns only from its submodules' outputs (``scores = self.fc(x)``)."""
+        the forward assigns only from its submodules' outputs (``scores = self.fc(x)``); or a
+        name the forward assigns once such a reduction (``num_pos = mask.sum()``)."""
+        scope = self._forward_of(expr) if isinstance(expr, ast.Name) else None
+        if scope is not None:
+            values = self.assigned_values(scope, expr.id)  # type: ignore[attr-defined]
+            return len(values) == 1 and isinstance(values[0], ast.Call) and (
+                self._reduces_a_forward_input(values[0]))
         if not isinstance(expr, ast.Call) or method_name(expr) not in REDUCTIONS | TRUTH_METHODS:
             return False
         root = expr.func.value

@@ -8,9 +8,10 @@ or a step loop of the project does (``Project.called_in_loop``), directly or up 
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 
-from torchdoctor.lint.tensors import FRAMEWORK_STEPS
-from torchdoctor.lint.visitor import FUNCTIONS, dotted, method_name
+from torchdoctor.lint.tensors import framework_step_method
+from torchdoctor.lint.visitor import FUNCTIONS, method_name
 
 
 class PerStepCalls:
@@ -66,19 +67,7 @@ class PerStepCalls:
     def _callees_of_forwards(self) -> dict[str, str]:
         """Each name ``name(...)`` / ``self.name(...)`` called in a ``Cls.forward`` of this
         file: ``Cls.forward``."""
-        key = ("forward callees",)
-        table = self.context.cache.get(key)
-        if table is None:
-            table = {}
-            for cls in ast.walk(self.context.tree) if self.context.tree else ():
-                if not isinstance(cls, ast.ClassDef):
-                    continue
-                for item in cls.body:
-                    if isinstance(item, FUNCTIONS) and item.name == "forward":
-                        for callee in _callees(item):
-                            table.setdefault(callee, f"{cls.name}.forward")
-            self.context.cache[key] = table
-        return table
+        return self._callees_of("forward callees", lambda cls, fn: fn.name == "forward")
 
     def _classes_defining(self, method: str) -> list[str]:
         """The classes of this file with a method ``method``."""
@@ -91,21 +80,20 @@ class PerStepCalls:
         """Each name called in a method a framework runs every training step (Lightning's
         ``training_step``, a Hugging Face ``Trainer`` subclass's ``compute_loss``) of this
         file: ``Cls.method``."""
-        key = ("step-root callees",)
-        table = self.context.cache.get(key)
+        return self._callees_of("step-root callees", framework_step_method)
+
+    def _callees_of(self, key: str, chosen: Callable[[ast.ClassDef, ast.AST], bool]) -> dict[str, str]:
+        """Each name called in a method of a class of this file that ``chosen(cls, method)``
+        accepts: ``Cls.method`` (the first such), cached under ``key``."""
+        table = self.context.cache.get((key,))
         if table is None:
             table = {}
             for cls in ast.walk(self.context.tree) if self.context.tree else ():
-                if not isinstance(cls, ast.ClassDef):
-                    continue
-                trainer = any((dotted(b) or "").endswith("Trainer") for b in cls.bases)
-                for item in cls.body:
-                    if isinstance(item, FUNCTIONS) and (
-                        item.name in FRAMEWORK_STEPS or (trainer and item.name == "compute_loss")
-                    ):
+                for item in cls.body if isinstance(cls, ast.ClassDef) else ():
+                    if isinstance(item, FUNCTIONS) and chosen(cls, item):
                         for callee in _callees(item):
                             table.setdefault(callee, f"{cls.name}.{item.name}")
-            self.context.cache[key] = table
+            self.context.cache[(key,)] = table
         return table
 
     def _callers(self) -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ from torchdoctor.lint.forward_calls import _run_by_forward
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
-from torchdoctor.lint.tensors import FRAMEWORK_STEPS, REDUCTIONS, TRUTH_METHODS
+from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS, framework_step_method
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
@@ -107,11 +107,10 @@ class ForwardAndCallSyncs:
                 or (_INFERENCE_METHOD.search(scope.name) and "loss" not in scope.name)
                 or self.under_log_gate(node, scope) or self.skip_sync(node, scope)):  # fmt: skip
             return None  # (a sampled-softmax loss is one)
-        trainer = any((dotted(b) or "").endswith("Trainer") for b in owner.bases)
         for step in owner.body:
-            if isinstance(step, FUNCTIONS) and (
-                step.name in FRAMEWORK_STEPS or (trainer and step.name == "compute_loss")
-            ) and scope in _run_by_forward(owner, step)[1:]:
+            if isinstance(step, FUNCTIONS) and framework_step_method(owner, step) and (
+                scope in _run_by_forward(owner, step)[1:]
+            ):
                 return (f"in `{owner.name}.{scope.name}` (called by `{owner.name}.{step.name}`, "
                         "every training step)")
         return None

@@ -167,3 +167,17 @@ _UPDATE_METHODS = frozenset({"learn", "train_step", "learn_step", "optimize_mode
                              "update_parameters", "train_on_batch"})  # fmt: skip
 _LEARNER = re.compile(r"agent|learner|algo|trainer|policy")
 _TRAINER = re.compile(r"trainer|learner")
+
+
+def framework_step_method(cls: ast.ClassDef, method: ast.AST) -> bool:
+    """``method`` of ``cls`` is one a framework runs every training step: Lightning's
+    ``training_step``, a Hugging Face ``Trainer`` subclass's ``compute_loss``.
+
+    Example:
+        >>> cls = ast.parse("class T(Trainer):\\n    def compute_loss(self, m, x):\\n        pass").body[0]
+        >>> framework_step_method(cls, cls.body[0])
+        True
+    """
+    name = getattr(method, "name", "")
+    return name in FRAMEWORK_STEPS or (
+        name == "compute_loss" and any((dotted(b) or "").endswith("Trainer") for b in cls.bases))

@@ -382,3 +382,12 @@ def normals_per_mesh(verts, faces):
 def bio_to_io(tags, tag_vocab, io_vocab):
     mapping = {i: io_vocab.stoi[t[2:]] for i, t in enumerate(tag_vocab.itos)}
     return torch.tensor([mapping[t] for t in tags.flatten().tolist()], device=tags.device)  # expect: TD302
+
+
+class ReplayBuffer:
+    def sample_class_balanced(self, classes, per_class):
+        picks = []
+        for c in classes:
+            idx = (self.labels[: len(self)] == c).nonzero(as_tuple=True)[0]  # expect: TD301
+            picks.append(idx[torch.randint(0, idx.numel(), (per_class,))])
+        return torch.cat(picks)

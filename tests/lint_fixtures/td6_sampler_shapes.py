@@ -64,3 +64,12 @@ class VideoSampler:
             ts = torch.full((shape[0],), t, device=self.device, dtype=torch.long)
             x = blend[0] * x + blend[1] * self.model(x, ts, ctx)
         return x
+
+
+@torch.no_grad()
+def controlnet_sample(unet, text_encoder, scheduler, prompt_ids, uncond_ids, latents):
+    for t in scheduler.timesteps:
+        embeds = text_encoder(torch.cat([uncond_ids, prompt_ids]))[0]  # expect: TD601
+        latent_in = torch.cat([latents] * 2)  # near-miss: the latents change every step
+        latents = scheduler.step(unet(latent_in, t, encoder_hidden_states=embeds).sample, t, latents).prev_sample
+    return latents

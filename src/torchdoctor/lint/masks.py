@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import re
 
-from torchdoctor.lint.tensors import python_number
+from torchdoctor.lint.tensors import JOINS, python_number
 from torchdoctor.lint.visitor import keyword, method_name
 
 #: torch functions that return a boolean tensor
@@ -46,8 +46,6 @@ def _parameters(scope: ast.AST) -> set[str]:
     return {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)} if args else set()
 
 
-#: torch functions joining a list of tensors: of a list of masks, a mask
-_JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack"})
 
 
 class MaskValues:
@@ -106,7 +104,7 @@ class MaskValues:
         if names:
             if names & _BOOL_FUNCTIONS:
                 return True
-            if names & _JOINS:
+            if names & JOINS:
                 return self._joins_masks(call, scope, depth)
             dtype = keyword(call, "dtype")
             return (

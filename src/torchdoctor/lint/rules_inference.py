@@ -20,6 +20,7 @@ from torchdoctor.lint.denoising_loops import (
 )
 from torchdoctor.lint.model_calls import FORWARD_METHODS, chain_root, mc_dropout, names_a_module
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.tensors import JOINS
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -244,6 +245,9 @@ class InferenceRules(RuleVisitor):
         handed to the encoder: ``self.encoder(vl, self.ego_mlp(ego))``)."""
         if self.is_invariant(arg, loop):
             return True
+        parts = (arg.args or [None])[0] if isinstance(arg, ast.Call) and self.callee(arg) & JOINS else None
+        if isinstance(parts, (ast.List, ast.Tuple)):  # (encoder(torch.cat([uncond, prompt])))
+            return all(self._invariant_arg(e, loop) for e in parts.elts)
         callee = dotted(arg.func) if isinstance(arg, ast.Call) else None
         last = (callee or "").rsplit(".", 1)[-1]
         return (callee is not None and bool(arg.args) and not arg.keywords  # type: ignore[attr-defined]

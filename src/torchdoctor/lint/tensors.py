@@ -93,6 +93,8 @@ TENSOR_FACTORIES = frozenset(
 #: step methods a training framework calls every step (PyTorch Lightning, Lightning Fabric
 #: recipes, many trainers): the loop, backward and optimizer step live in the framework
 FRAMEWORK_STEPS = frozenset({"training_step"})
+#: torch functions joining a sequence of tensors (of masks: a mask; of invariants: one)
+JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack"})
 #: methods a framework calls once per training step (Lightning's hooks, a Hugging Face
 #: TrainerCallback's): their body runs every step, as a training loop's does
 FRAMEWORK_STEP_HOOKS = FRAMEWORK_STEPS | frozenset(

@@ -366,8 +366,8 @@ class RuleVisitor:
 
     def is_invariant(self, expr: ast.AST, loop: ast.AST) -> bool:
         """True when ``expr`` provably denotes the same value in every iteration of ``loop``."""
-        for call in calls_in(expr):
-            if method_name(call) not in PURE_METHODS:
+        for call in calls_in(expr):  # (len(x) of what the loop keeps: the same number too)
+            if method_name(call) not in PURE_METHODS and getattr(call.func, "id", None) != "len":
                 return False
         names = set(dotted_names_in(expr))
         if not names:

@@ -162,3 +162,12 @@ def mae_epoch(model, loader, optimizer, epoch, args):
         optimizer.step()
         if it % 50 == 0:
             print(it, lr, loss.item())
+
+
+def rpc_pairs(model, loader, opt, rank, rpc, dst):
+    for x in loader:
+        model(x).sum().backward()
+        opt.step()
+        res = rpc.rpc_sync(dst, torch.add, args=(x, x))  # near-miss: rank % 2 picks a process, not a step
+        if rank % 2 == 0:
+            print(res)

@@ -30,7 +30,7 @@ import re
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import every_step_of
-from torchdoctor.lint.tensors import FRAMEWORK_STEPS
+from torchdoctor.lint.tensors import FRAMEWORK_STEPS, RANK_NAME
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -63,12 +63,6 @@ _TORCH_SAVE = frozenset({"torch.save", "torch.serialization.save"})
 _FRAMEWORK = re.compile(r"(^|_)(accelerator|fabric)$", re.IGNORECASE)
 #: receivers whose .save_checkpoint(...) is a framework's (Lightning, DeepSpeed)
 _CHECKPOINTER = re.compile(r"(trainer|engine|fabric|accelerator)$", re.IGNORECASE)
-#: a test of which process this is, not of when to save
-_RANK_NAME = re.compile(
-    r"rank|(^|_)(is_)?(local_|global_)?(main|master|primary|chief)(_process|_rank)?$"
-    r"|global_zero|rank_zero|distributed|process_index|ngpus|gpus_per_node|world_size",
-    re.IGNORECASE,
-)
 _LOADER = re.compile(r"loader|batches|dataset", re.IGNORECASE)
 _EVALUATION = re.compile(r"val|dev|test|eval", re.IGNORECASE)
 _ACCUMULATION = re.compile(r"accum|micro", re.IGNORECASE)
@@ -271,7 +265,7 @@ def _rank_expr(expr: ast.AST) -> bool:
     if isinstance(expr, ast.BinOp) and not isinstance(expr.op, ast.Mod):
         return False
     names = [n.rsplit(".", 1)[-1] for n in dotted_names_in(expr)]
-    return bool(names) and all(_RANK_NAME.search(n) for n in names)
+    return bool(names) and all(RANK_NAME.search(n) for n in names)
 
 
 def _small_constants(expr: ast.AST) -> bool:

@@ -34,7 +34,7 @@ import re
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import same_file_callee
-from torchdoctor.lint.tensors import FRAMEWORK_STEPS, runs_a_training_step
+from torchdoctor.lint.tensors import FRAMEWORK_STEPS, RANK_NAME, runs_a_training_step
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, dotted_names_in
 
 RULES = (
@@ -179,7 +179,11 @@ class PeriodicReadRules(RuleVisitor):
         return None
 
     def _periodic(self, test: ast.AST, where: ast.AST) -> bool:
-        """``step % N == 0`` (or a name assigned such a test in the same function)."""
+        """``step % N == 0`` (or a name assigned such a test in the same function); not a
+        test of which process runs (``if self.rank % 2 == 0``)."""
+        names = [n.rsplit(".", 1)[-1] for n in dotted_names_in(test)]
+        if names and all(RANK_NAME.search(n) for n in names):
+            return False
         if _has_mod(test):
             return True
         scope = self.enclosing_scope(where)

@@ -93,6 +93,12 @@ TENSOR_FACTORIES = frozenset(
 #: step methods a training framework calls every step (PyTorch Lightning, Lightning Fabric
 #: recipes, many trainers): the loop, backward and optimizer step live in the framework
 FRAMEWORK_STEPS = frozenset({"training_step"})
+#: names of which process runs (a rank test is no step interval: ``if rank % 2 == 0``)
+RANK_NAME = re.compile(
+    r"rank|(^|_)(is_)?(local_|global_)?(main|master|primary|chief)(_process|_rank)?$"
+    r"|global_zero|rank_zero|distributed|process_index|ngpus|gpus_per_node|world_size",
+    re.IGNORECASE,
+)
 #: torch functions joining a sequence of tensors (of masks: a mask; of invariants: one)
 JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack"})
 #: methods a framework calls once per training step (Lightning's hooks, a Hugging Face

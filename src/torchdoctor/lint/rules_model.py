@@ -7,6 +7,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import statement_list
 from torchdoctor.lint.visitor import (
     FUNCTIONS,
     RuleVisitor,
@@ -132,8 +133,8 @@ class ModelRules(RuleVisitor):
         computes ``self.bn(self.conv(x))``."""
         # each assignment with the statement list it sits in: `if use_bn: conv, BatchNorm;
         # else: conv, GroupNorm` pairs each conv with its own branch's norm
-        convs: dict[str, list[tuple[ast.Call, tuple]]] = {}
-        norms: dict[str, list[tuple[tuple, bool]]] = {}
+        convs: dict[str, list[tuple[ast.Call, int]]] = {}
+        norms: dict[str, list[tuple[int, bool]]] = {}
         forward = None
         for item in node.body:
             if isinstance(item, FUNCTIONS) and item.name == "forward":
@@ -143,11 +144,12 @@ class ModelRules(RuleVisitor):
             for stmt in ast.walk(item):
                 if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
                     name = dotted(stmt.targets[0]) or ""
+                    block = id(statement_list(self.parent(stmt), stmt))  # (its branch)
                     if self._is_conv(stmt.value):
-                        convs.setdefault(name, []).append((stmt.value, self._block(stmt)))
+                        convs.setdefault(name, []).append((stmt.value, block))
                     else:
                         norms.setdefault(name, []).append(
-                            (self._block(stmt), self._is_batch_norm(stmt.value)))
+                            (block, self._is_batch_norm(stmt.value)))
         if forward is None or not convs or not any(bn for n in norms.values() for _, bn in n):
             return
         for call in ast.walk(forward):
@@ -159,13 +161,6 @@ class ModelRules(RuleVisitor):
                 same = [bn for where, bn in sites if where == block]
                 if any(same) or (not same and any(bn for _, bn in sites)):
                     self._report_conv(conv)
-
-    def _block(self, stmt: ast.AST) -> tuple:
-        """The statement list ``stmt`` sits in: its parent and the parent's field."""
-        parent = self.parent(stmt)
-        field = next((f for f in ("body", "orelse", "finalbody", "handlers")
-                      if any(s is stmt for s in getattr(parent, f, ()) or ())), "")  # fmt: skip
-        return id(parent), field
 
     # -- TD506 -------------------------------------------------------------------------------
     def _is_conv(self, expr: ast.AST) -> bool:

@@ -51,13 +51,19 @@ def test_matches_per_segment_reference(method, keep, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("layout", ["back_to_back", "equal_length_shuffled", "uneven"])
+@pytest.mark.parametrize(
+    "layout", ["back_to_back", "equal_length_shuffled", "equal_length_interleaved", "uneven"]
+)
 def test_frame_layouts_match_reference(layout, backend):
-    """Seed 003's layout (text, then frames one after the other) takes the no-gather path."""
+    """Seed 003's layout (text, then frames one after the other) takes the no-gather path;
+    frames of equal length taking turns (0 1 2 3 4 0 1 ...) span one contiguous range too,
+    but are no view."""
     generator = torch.Generator().manual_seed(11)
     frames = torch.arange(5).repeat_interleave(12)
     if layout == "equal_length_shuffled":
         frames = frames[torch.randperm(60, generator=generator)]
+    if layout == "equal_length_interleaved":
+        frames = torch.arange(5).repeat(12)
     if layout == "uneven":
         frames = frames[:-3]
     ids = torch.cat([torch.full((4,), -1), frames, torch.full((3,), -1)])

@@ -106,7 +106,8 @@ def select_dpp_host(
 
     # (S, L) slots: the position of each segment's j-th token; padding points at a real token
     # and is masked out. Frames stored back to back and of equal length are a plain view.
-    back_to_back = counts.min() == length and positions[-1] - positions[0] + 1 == positions.size
+    # (in position order too: interleaved frames of equal length span a contiguous range)
+    back_to_back = counts.min() == length and bool((np.diff(positions) == 1).all())
     if back_to_back:
         slots = positions.reshape(segments, length)
         mask = np.ones((segments, length), dtype=bool)

@@ -20,6 +20,14 @@ def test_sampled_lines_show_in_every_format():
     assert '<section id="between-steps">' in render_html(session)
 
 
+def test_source_text_in_the_console_is_not_taken_for_rich_markup():
+    """``[int(i)]`` in a sampled line is source, not a style tag: the console shows it whole."""
+    session = between_steps_session()
+    code = "vals = [table[int(i) % 10] for i in range(30000)]"
+    session["other_lines"][0]["code"] = code
+    assert code in render_console(session, width=160)
+
+
 def test_no_sampled_lines_no_section():
     session = slow_session()
     assert "Between steps" not in render_console(session, width=140)

@@ -94,3 +94,16 @@ def test_report_ignores_a_tune_of_another_script_and_one_that_found_no_gain(tmp_
     no_gain = _tune(1.0, accepted=False)
     merged = [a.rule for a in advise({**_run_session().to_dict(), "tune": no_gain["tune"]})]
     assert "tuned-knob" not in merged and "engine-knobs" not in merged  # measured: no guess
+
+
+def test_tune_text_shows_graph_break_reasons_and_script_names_verbatim():
+    """A break reason quoting source (``x[idx]``, ``[bold]``) is text, not rich markup."""
+    from torchdoctor.render.tune import render_tune_text
+
+    tune = {"baseline": {"step_ms": 20.0}, "label": "train[v2].py", "rows": [{
+        "knob": "compile", "status": "measured", "verdict": "slower",
+        "speedup": {"median": 0.9, "low": 0.8, "high": 1.0, "pairs": 3},
+        "graph_breaks": [{"file": "model.py", "line": 7,
+                          "reason": "data-dependent: keep[mask] with [bold] in it"}]}]}  # fmt: skip
+    text = render_tune_text(tune, width=200)
+    assert "data-dependent: keep[mask] with [bold] in it" in text

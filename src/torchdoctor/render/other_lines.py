@@ -117,8 +117,8 @@ def rich_other_lines(session: Mapping[str, Any]) -> list[Any]:
         for index, column in enumerate(HEADER):
             table.add_column(column, justify="right" if index in (1, 2) else "left",
                              no_wrap=index < 3)  # fmt: skip
-        for cells in rows:
-            table.add_row(*cells)
+        for cells in rows:  # Text: source lines are not markup (``[int(i)]`` stays)
+            table.add_row(*(Text(cell) for cell in cells))
         items += [Text(title, style="bold"), table, Text(note, style="dim")]
     return items
 

@@ -121,24 +121,26 @@ def render_tune_text(tune: Mapping[str, Any], width: int = 120) -> str:
     """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     buffer = io.StringIO()
+    # session strings (script names, graph-break reasons, source) are never rich markup
     console = Console(file=buffer, width=width, color_system=None, highlight=False)
-    console.print(f"torchdoctor tune: {_header(tune)}")
+    console.print(f"torchdoctor tune: {_header(tune)}", markup=False)
     table = Table(show_lines=False)
     for name in ("knob", "speedup (spread)", "warm-up / compile", "peak memory", "drift",
                  "verdict"):  # fmt: skip
         table.add_column(name, overflow="fold")
     for row in _rows(tune):
-        table.add_row(*_cells(row), style=_STYLE.get(row.get("verdict") or ""))
+        table.add_row(*map(Text, _cells(row)), style=_STYLE.get(row.get("verdict") or ""))
     console.print(table)
     for line in _breaks(tune):
-        console.print(line)
+        console.print(line, markup=False)
     for note in tune.get("notes") or ():
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     chosen = tune.get("chosen") or []
     if chosen:
-        console.print(f"chosen: {' + '.join(chosen)}; enable it with:")
+        console.print(f"chosen: {' + '.join(chosen)}; enable it with:", markup=False)
         console.print(tune.get("snippet") or "", markup=False)
     else:
         console.print("chosen: nothing (no knob was measurably faster and still correct)")

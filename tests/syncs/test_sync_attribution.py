@@ -91,3 +91,28 @@ def test_a_warning_at_a_line_whose_globals_have_no_loader_is_still_shown_there()
         torch.set_warn_always(previous)
     assert namespace["value"] == 6.0
     assert [(record.filename, record.lineno) for record in w] == [("<script>", 3)]
+
+
+@pytest.mark.parametrize("thorough", [False, True], ids=["fast", "thorough"])
+def test_a_library_warning_names_the_library_line_once_as_without_the_audit(thorough):
+    """torch's own ``warnings.warn(..., stacklevel=2)`` (Dropout2d on a 2-D input) counted its
+    frames through the audit's mode and named the mode: it is shown where Python names it
+    without the audit (torch's dropout.py), once, as the default filter shows it."""
+    import warnings
+
+    shown = []
+
+    def capture(message, category, filename, lineno, file=None, line=None):
+        shown.append((filename, lineno))
+
+    drop = torch.nn.Dropout2d(0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = capture
+        with sync_audit(thorough=thorough):
+            for _ in range(3):
+                drop(torch.randn(4, 8))
+        audited, shown[:] = list(shown), []
+        drop(torch.randn(4, 8))  # without the audit: the same line, already shown
+    assert len(audited) == 1 and audited[0][0].endswith("dropout.py"), audited
+    assert shown == [], shown

@@ -224,7 +224,9 @@ def call_warning_at_user_line(func: Callable, args: tuple, kwargs: dict, frame: 
     A warning raised by torch's C++ code (``float(loss)`` on a tensor that requires grad) names
     the innermost Python frame, which inside the audit is torchdoctor's wrapper; the user would
     see their own line without torchdoctor, so the warning is caught and issued again there
-    (with that module's registry, so the usual once-per-line filtering still applies).
+    (with that module's registry, so the usual once-per-line filtering still applies). A
+    warning raised by Python code (a library's ``warnings.warn``) is issued again where it
+    named.
 
     Example:
         >>> def noisy(x):
@@ -247,11 +249,28 @@ def call_warning_at_user_line(func: Callable, args: tuple, kwargs: dict, frame: 
             _reissue(caught, frame)
 
 
+def _module_of(filename: str) -> Any:
+    """The loaded module whose file is ``filename``, or None."""
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == filename:
+            return module
+    return None
+
+
 def _reissue(caught: list, frame: FrameType | None) -> None:
     user = frame
     while user is not None and _is_library(user.f_code):
         user = user.f_back
     for record in caught:
+        if not str(record.filename).startswith(_PACKAGE):  # raised by Python code (torch's
+            # dropout.py): Python named that line, as it would without the audit
+            module = _module_of(record.filename)  # (its registry: once per line, as Python)
+            names = vars(module) if module is not None else {"__name__": None}
+            warnings.warn_explicit(
+                record.message, record.category, record.filename, record.lineno,
+                module=names["__name__"], registry=names.setdefault("__warningregistry__", {}),
+            )  # fmt: skip
+            continue
         if user is None:
             warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
             continue
@@ -322,10 +341,40 @@ def in_data_pipeline(frame: FrameType | None = None, depth: int = 16) -> bool:
     )
 
 
+_OVERRIDES = _TORCH + "overrides.py"
+
+
+def _named_without_us(frame: FrameType | None, filename: str, lineno: int) -> FrameType | None:
+    """The frame a warning shown at ``filename:lineno`` (a frame of our collection code) would
+    have named without that code: a library's ``warnings.warn(..., stacklevel=2)`` called
+    again by the audit's mode names the mode's frame, where Python would name the library
+    function's caller (torch's ``dropout.py``, not the user's line). ``frame``: the stack
+    from the warning machinery outwards; None when the named frame is not on it."""
+    caller = None  # the code that issued the warning (Python's warnings module skipped)
+    while frame is not None and caller is None:
+        if frame.f_code.co_filename != warnings.__file__:
+            caller = frame.f_code
+        elif frame.f_back is None:
+            return None
+        frame = frame if caller is not None else frame.f_back
+    while frame is not None and not (
+        frame.f_code.co_filename == filename and frame.f_lineno == lineno
+    ):
+        frame = frame.f_back
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_OWN)
+        or frame.f_code.co_filename == _OVERRIDES
+        or frame.f_code is caller  # the call the mode dispatched again: its first entry
+    ):
+        frame = frame.f_back
+    return frame
+
+
 class UserLineWarnings:
     """While installed, a warning shown at a line of torchdoctor's own collection code (the
     sync audit's mode calls torch, and a warning raised in C++ names the innermost Python
-    frame: the mode's) is shown at the user's line instead. Display only: ``remove()`` restores
+    frame: the mode's) is shown at the line Python would name without that code: the
+    user's line, or a library's own (``stacklevel`` counted past the mode's frames). Display only: ``remove()`` restores
     ``warnings.showwarning`` unless someone replaced it since.
 
     Example:
@@ -344,6 +393,16 @@ class UserLineWarnings:
     def _show(self, message: Any, category: Any, filename: str, lineno: int,
               file: Any = None, line: Any = None) -> None:  # fmt: skip
         if filename.startswith(_OWN):
+            named = _named_without_us(sys._getframe(1), filename, lineno)
+            if named is not None:  # issued again there: Python's once-per-line registry,
+                # its version and the filters by module then hold as without the audit
+                module_globals = named.f_globals
+                warnings.warn_explicit(
+                    message, category, named.f_code.co_filename, named.f_lineno or 0,
+                    module=module_globals.get("__name__"),
+                    registry=module_globals.setdefault("__warningregistry__", {}),
+                )  # fmt: skip
+                return
             user_file, user_line, _ = user_frame(sys._getframe(1))
             if user_file != "<unknown>":
                 filename, lineno, line = user_file, user_line, None

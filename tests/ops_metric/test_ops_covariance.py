@@ -40,3 +40,14 @@ def test_covariance_ema_loads_a_state_of_another_shape_like_a_fresh_one():
     torch.testing.assert_close(used.value(), fresh.value().double())
     with pytest.raises(ValueError, match="call reset"):
         used.update(torch.eye(2, dtype=torch.float64))
+
+
+def test_covariance_ema_first_updated_under_inference_mode_keeps_updating_outside_it():
+    """A warm-up pass under inference_mode made the average an inference tensor: every later
+    update in training raised torch's in-place error."""
+    ema = CovarianceEMA(decay=0.9)
+    with torch.inference_mode():
+        ema.update(torch.eye(2))
+    ema.update(2 * torch.eye(2))
+    # bias-corrected: (0.9 * 0.1 * 1 + 0.1 * 2) / (1 - 0.9**2)
+    torch.testing.assert_close(ema.value(), torch.eye(2) * (0.29 / 0.19))

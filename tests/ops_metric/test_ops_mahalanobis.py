@@ -258,7 +258,8 @@ def test_half_precision_is_preserved_and_close_to_float32(dtype):
     assert got.dtype == dtype
     torch.testing.assert_close(got.float(), expected, rtol=1e-2, atol=1e-2)
     chol, added = cholesky_factor(cov.to(dtype))
-    assert chol.dtype == dtype and added.dtype == dtype
+    # the jitter in the dtype it was computed in: a float16 1e-8 would read 0
+    assert chol.dtype == dtype and added.dtype == torch.float32
     anchor = x[:, 0].to(dtype)
     per_anchor = mahalanobis_to_candidates(anchor, y.to(dtype), chol.float().to(dtype))
     assert per_anchor.dtype == dtype
@@ -308,3 +309,13 @@ def test_second_derivatives_follow_cdist_with_a_working_alternative_on_any_torch
     assert torch.autograd.gradgradcheck(
         lambda x: mahalanobis_to_candidates(x, y.unsqueeze(-3), chol.unsqueeze(-3)), (x,)
     )
+
+
+def test_half_precision_jitter_is_reported_where_float16_would_round_it_to_zero():
+    """A rank-1 matrix of scale 1e-3 needs about 1e-8 of jitter: 0 in float16, so the amount
+    comes back in float32, the dtype it was factored in."""
+    cov = torch.full((3, 3), 1e-3, dtype=torch.float16)
+    chol, added = cholesky_factor(cov)
+    assert chol.dtype == torch.float16 and torch.isfinite(chol).all()
+    assert added.item() > 0
+    torch.testing.assert_close(added, cholesky_factor(cov.float())[1])

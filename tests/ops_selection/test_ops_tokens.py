@@ -312,3 +312,34 @@ def test_huge_sparse_ids_cost_as_much_as_compact_ones(method, backend, layout, m
         assert torch.equal(got, expected), keep
     segments = len(set(small[small >= 0].tolist()))
     assert all(rows == segments for rows in padded_rows), padded_rows
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_exhausted_kernel_stops_in_float32_and_at_any_quality_scale(backend, dtype):
+    """Three copies of one token and two of another (rank 2), keep 3: the DPP picks one of
+    each direction (the best quality), then fills by quality. float32 rounding (about 1e-7 of
+    q^2) passed an absolute eps for a new direction once q > 3; quality of softmax size (1e-3,
+    q^2 below eps) stopped the DPP at once. eps is relative to the segment's largest q^2."""
+    a, b = [1.0, 2.0, 3.0], [3.0, -1.0, 0.5]
+    features = torch.tensor([a, a, a, b, b], dtype=dtype)
+    ids = torch.zeros(5, dtype=torch.long)
+    quality = torch.tensor([5.0, 3.0, 4.0, 3.0, 5.0], dtype=dtype)
+    for scale in (1.0, 1e-3, 1e3):
+        got = select_tokens_per_segment(
+            features, ids, keep_per_segment=3, quality=quality * scale, backend=backend
+        )
+        assert got.tolist() == [0, 2, 4], (scale, got)
+        expected = select_tokens_reference(features, ids, keep_per_segment=3,
+                                           quality=quality * scale)  # fmt: skip
+        assert torch.equal(got, expected), scale
+
+
+def test_small_quality_scores_still_select_diverse_tokens():
+    """Quality of softmax size: the DPP still trades quality for diversity instead of falling
+    back to the top-k by quality (q^2 ~ 1e-6 was below the absolute eps)."""
+    features = torch.tensor([[1.0, 0.0], [0.99, 0.01], [0.0, 1.0]], dtype=torch.float64)
+    quality = torch.tensor([1.0, 0.95, 0.9], dtype=torch.float64) * 1e-3
+    ids = torch.zeros(3, dtype=torch.long)
+    got = select_tokens_per_segment(features, ids, keep_per_segment=2, quality=quality)
+    assert got.tolist() == [0, 2]  # not [0, 1]: the top-2 by quality are one direction

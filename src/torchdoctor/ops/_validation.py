@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import operator
 
 import torch
@@ -25,6 +26,8 @@ __all__ = [
     "require_tensor",
     "require_float",
     "require_integer",
+    "widen_integer",
+    "require_gatherable",
     "require_rank",
     "require_size",
     "require_square",
@@ -33,9 +36,14 @@ __all__ = [
     "require_broadcastable",
     "require_finite",
     "require_count",
+    "require_real",
     "describe",
     "raise_not_spd",
 ]
+
+
+#: unsigned integer dtypes torch keeps "barebones" (storage, casts): most ops refuse them
+_BAREBONES = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
 
 
 def describe(x: torch.Tensor) -> str:
@@ -91,6 +99,32 @@ def require_integer(x: object, name: str) -> None:
         )
 
 
+
+def widen_integer(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as int64 when its dtype is one torch keeps barebones (uint16/32/64: no comparisons
+    or reductions on the CPU), else ``x`` itself: ids and counts of those dtypes then work.
+
+    Example:
+        >>> widen_integer(torch.tensor([1, 0], dtype=torch.uint32)).dtype
+        torch.int64
+    """
+    return x.long() if x.dtype in _BAREBONES else x
+
+
+def require_gatherable(x: torch.Tensor, name: str) -> None:
+    """Raise TypeError when ``x``'s values cannot be gathered or scattered by torch (the
+    barebones unsigned dtypes); ops that move values, not ids, cannot widen them silently.
+
+    Example:
+        >>> require_gatherable(torch.zeros(2), "values")
+    """
+    if x.dtype in _BAREBONES:
+        raise TypeError(
+            f"{name} has dtype {x.dtype}, which torch cannot index or gather (it supports "
+            f"that dtype in a few ops only); cast it first, e.g. {name}.long()"
+        )
+
+
 def require_rank(x: torch.Tensor, name: str, min_rank: int, layout: str = "") -> None:
     """Raise ValueError unless ``x.ndim >= min_rank``; ``layout`` names the expected dims.
 
@@ -137,6 +171,8 @@ def require_same_device(**tensors: torch.Tensor | None) -> None:
         >>> require_same_device(x=torch.zeros(1), y=torch.ones(1))
     """
     named = [(k, v) for k, v in tensors.items() if v is not None]
+    for name, value in named:  # (a NumPy array or a list: say so, not "cpu but cpu")
+        require_tensor(value, name)
     if not named:
         return
     first_name, first = named[0]
@@ -216,6 +252,25 @@ def require_count(value: object, name: str, least: int = 0, what: str | None = N
     if number < least:
         raise ValueError(f"{name} must be {what}, got {number}")
     return int(number)
+
+
+def require_real(value: object, name: str) -> None:
+    """Raise TypeError unless ``value`` is a real number (Python or NumPy int/float, or a
+    tensor); range checks stay with the op, which knows the range.
+
+    Example:
+        >>> require_real(1e-6, "eps")
+        >>> try:
+        ...     require_real(None, "eps")
+        ... except TypeError as e:
+        ...     print(e)
+        eps must be a real number, got None (NoneType); pass a Python float or int
+    """
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise TypeError(
+            f"{name} must be a real number, got {value!r} ({type(value).__name__}); "
+            "pass a Python float or int"
+        )
 
 
 def require_finite(**tensors: torch.Tensor | None) -> None:

@@ -19,6 +19,7 @@ from torchdoctor.ops._validation import (
     require_finite,
     require_float,
     require_rank,
+    require_real,
     require_same_device,
     require_square,
 )
@@ -54,6 +55,7 @@ def covariance(
     """
     require_float(x, "x")
     require_rank(x, "x", 2, layout="(..., n, d)")
+    require_real(shrinkage, "shrinkage")
     if not 0.0 <= shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage!r}")
     n, d = x.shape[-2], x.shape[-1]
@@ -112,6 +114,7 @@ class CovarianceEMA(nn.Module):
 
     def __init__(self, decay: float = 0.99, bias_correction: bool = True) -> None:
         super().__init__()
+        require_real(decay, "decay")
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
         self.decay = float(decay)
@@ -134,9 +137,11 @@ class CovarianceEMA(nn.Module):
         require_float(cov, "cov")
         require_square(cov, "cov")
         cov = cov.detach()
-        if self.average is None:
-            self.average = torch.zeros_like(cov)
-            self.num_updates = self.num_updates.to(cov.device)
+        if self.average is None:  # normal tensors even when the first update runs under
+            # inference_mode (a warm-up pass): later updates outside it write to them
+            with torch.inference_mode(False):
+                self.average = torch.zeros_like(cov)
+                self.num_updates = self.num_updates.to(cov.device)
         elif self.average.shape != cov.shape:
             raise ValueError(
                 f"cov has shape {tuple(cov.shape)} but this CovarianceEMA averages shape "

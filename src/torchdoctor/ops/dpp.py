@@ -38,9 +38,11 @@ from torchdoctor.ops._validation import (
     require_finite,
     require_float,
     require_rank,
+    require_real,
     require_same_device,
     require_size,
     require_square,
+    widen_integer,
 )
 
 __all__ = ["DppSelection", "dpp_greedy"]
@@ -69,6 +71,7 @@ def _resolve_k(k, batch_shape, n, max_k, device, check) -> tuple[torch.Tensor, i
     if isinstance(k, torch.Tensor):
         if k.dtype.is_floating_point or k.dtype == torch.bool:
             raise TypeError(f"dpp_greedy: k must be an int or an integer tensor, got {k.dtype}")
+        k = widen_integer(k)  # (uint32: torch takes no minimum of it)
         try:
             k_batch = k.to(device).expand(batch_shape)
         except RuntimeError:
@@ -79,9 +82,7 @@ def _resolve_k(k, batch_shape, n, max_k, device, check) -> tuple[torch.Tensor, i
         if (max_k is None or check) and k.numel():
             low, high = torch.stack([k.min(), k.max()]).tolist()  # the one host read of k
             if low < 0:
-                raise ValueError(
-                    f"dpp_greedy: k must be non-negative, got a k tensor holding {low}"
-                )
+                raise ValueError(f"dpp_greedy: k must be non-negative, got a k tensor holding {low}")
             max_k = high if max_k is None else max_k
         elif max_k is None:
             max_k = 0
@@ -420,6 +421,7 @@ def dpp_greedy(
         )
     if backend not in _BACKENDS:
         raise ValueError(f"dpp_greedy: backend must be one of {_BACKENDS}, got {backend!r}")
+    require_real(eps, "dpp_greedy: eps")
     if not eps >= 0:
         raise ValueError(f"dpp_greedy: eps must be >= 0, got {eps}; use e.g. 1e-10")
     if check:

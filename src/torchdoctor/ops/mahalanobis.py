@@ -27,6 +27,7 @@ from torchdoctor.ops._validation import (
     require_finite,
     require_float,
     require_rank,
+    require_real,
     require_same_device,
     require_same_dtype,
     require_size,
@@ -72,7 +73,9 @@ def cholesky_factor(
     Returns:
         ``(chol, added_jitter)``: ``chol`` ``(..., d, d)`` lower triangular in ``cov``'s dtype;
         ``added_jitter`` ``(...)``: the absolute amount added to each diagonal (0 where none
-        was needed, NaN where the budget was not enough and ``check=False``).
+        was needed, NaN where the budget was not enough and ``check=False``), in the dtype
+        the factor was computed in: ``cov``'s, float32 for float16/bfloat16 (a jitter of
+        1e-8 would read 0 in float16).
 
     Example:
         >>> cov = torch.stack([torch.eye(2), torch.ones(2, 2)])  # the second has rank 1
@@ -82,7 +85,7 @@ def cholesky_factor(
     """
     require_float(cov, "cov")
     chol, added = _factor(_wide(cov), jitter, max_tries, check, {})
-    return chol.to(cov.dtype), added.to(cov.dtype)
+    return chol.to(cov.dtype), added  # (float32 for half: its jitter could round to 0)
 
 
 def _factor(
@@ -96,6 +99,7 @@ def _factor(
     require_float(cov, "cov")
     require_square(cov, "cov")
     max_tries = require_count(max_tries, "max_tries")
+    require_real(jitter, "jitter")
     if not jitter >= 0:
         raise ValueError(f"jitter must be >= 0, got {jitter!r}")
     # With autograd, the jitter ladder only decides how much to add; one clean factorization
@@ -341,7 +345,10 @@ def mahalanobis_to_candidates(
     _check_chol(chol, d, "anchor")
     require_same_device(anchor=anchor, candidates=candidates, chol=chol)
     require_same_dtype(anchor=anchor, candidates=candidates, chol=chol)
-    require_broadcastable("anchor", anchor.shape[:-1], "candidates", candidates.shape[:-2])
+    batch = require_broadcastable(
+        "anchor", anchor.shape[:-1], "candidates", candidates.shape[:-2]
+    )
+    require_broadcastable("anchor and candidates", batch, "chol", chol.shape[:-2])
     if check:
         require_finite(anchor=anchor, candidates=candidates, chol=chol)
     dtype = anchor.dtype

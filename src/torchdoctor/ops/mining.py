@@ -42,6 +42,7 @@ from torchdoctor.ops._validation import (
     require_float,
     require_integer,
     require_rank,
+    require_real,
     require_same_device,
     require_same_dtype,
     require_size,
@@ -109,6 +110,7 @@ def _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin
     )
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    require_real(margin, "margin")
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
     if check:

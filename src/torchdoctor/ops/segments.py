@@ -23,24 +23,29 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 from torchdoctor.ops._validation import (
     require_count,
+    require_gatherable,
     require_integer,
     require_rank,
     require_same_device,
     require_size,
     require_tensor,
+    widen_integer,
 )
 
 __all__ = ["group_by_segment", "pad_segments"]
 
 
-def _check_ids(segment_ids: torch.Tensor) -> None:
+def _check_ids(segment_ids: torch.Tensor) -> torch.Tensor:
+    """The checked ids (uint16/32/64 widened to int64: torch compares none of them)."""
     require_integer(segment_ids, "segment_ids")
     require_rank(segment_ids, "segment_ids", 1, layout="(..., n)")
+    return widen_integer(segment_ids)
 
 
 def _check_count(value: int | None, name: str) -> int | None:
@@ -68,6 +73,8 @@ def _check_implied_segments(num_segments: int, segment_ids: torch.Tensor, op: st
 def _check_fill(fill: object, dtype: torch.dtype) -> None:
     """Raise ValueError for a number that ``dtype`` cannot hold (``-1`` on uint8 would be 255,
     ``0.5`` on int64 0, ``1e5`` on float16 inf); other objects are left to torch."""
+    if not isinstance(fill, (numbers.Number, torch.Tensor)):
+        raise TypeError(f"fill must be a number, got {fill!r} ({type(fill).__name__})")
     if not isinstance(fill, (bool, int, float)) or dtype.is_complex:
         return
     if dtype == torch.bool:
@@ -121,7 +128,7 @@ def group_by_segment(
         >>> counts.tolist()
         [[2, 0, 1], [0, 2, 1]]
     """
-    _check_ids(segment_ids)
+    segment_ids = _check_ids(segment_ids)
     num_segments = _check_count(num_segments, "num_segments")
     if num_segments is None:
         if segment_ids.numel() == 0:
@@ -177,7 +184,8 @@ def pad_segments(
         [[1.0, 4.0, -1.0], [0.0, 2.0, 5.0]]
     """
     require_tensor(values, "values")
-    _check_ids(segment_ids)
+    require_gatherable(values, "values")
+    segment_ids = _check_ids(segment_ids)
     num_segments = _check_count(num_segments, "num_segments")
     max_len = _check_count(max_len, "max_len")
     require_same_device(values=values, segment_ids=segment_ids)

@@ -25,6 +25,7 @@ from torchdoctor.ops._validation import (
     require_count,
     require_float,
     require_rank,
+    require_real,
     require_same_device,
 )
 from torchdoctor.ops.assignment import (
@@ -159,6 +160,9 @@ def sinkhorn(
     """
     require_float(cost, "cost")
     require_rank(cost, "cost", 2, layout="(..., rows, cols)")
+    require_real(eps, "sinkhorn: eps")
+    if tol is not None:
+        require_real(tol, "sinkhorn: tol")
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(
             f"sinkhorn: eps must be finite and > 0, got {eps}; try 0.01 to 0.1 of the cost scale"

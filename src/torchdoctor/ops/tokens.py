@@ -27,8 +27,10 @@ from torchdoctor.ops._validation import (
     require_count,
     require_float,
     require_integer,
+    require_real,
     require_same_device,
     require_size,
+    widen_integer,
 )
 from torchdoctor.ops.dpp import greedy_steps, host_engine
 from torchdoctor.ops.segments import pad_segments
@@ -62,6 +64,8 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
             )
     if (keep_ratio is None) == (keep_per_segment is None):
         raise ValueError("give exactly one of keep_ratio (0..1) or keep_per_segment (an int >= 0)")
+    if keep_ratio is not None:
+        require_real(keep_ratio, "keep_ratio")
     if keep_ratio is not None and not 0 <= keep_ratio <= 1:
         raise ValueError(f"keep_ratio must be in [0, 1], got {keep_ratio}")
     if keep_per_segment is not None:
@@ -166,9 +170,13 @@ def select_tokens_per_segment(
             zero tokens, so rescale such features first);
             ``"greedy_cosine"``: max-min diversity weighted by quality (``O(k L d)``, no
             kernel); ``"topk"``: the highest-quality tokens.
-        eps: the DPP stops early in a segment whose kernel is exhausted (rank ``< k``); its
-            remaining slots go to the unselected tokens of highest quality (then lowest
-            position), so a segment always keeps exactly its quota.
+        eps: the DPP stops early in a segment whose kernel is exhausted (rank ``< k``): when
+            the best remaining gain is ``<= eps`` times the segment's largest ``q^2`` (its
+            kernel's largest diagonal), so the selection does not depend on quality's scale
+            (softmax scores of 1e-3 select as scores of 1) and float32 rounding (about 1e-7
+            of it) never passes for a new direction; its remaining slots go to the unselected
+            tokens of highest quality (then lowest position), so a segment always keeps
+            exactly its quota.
         backend: ``"torch"``: tensor ops only, on any device (the accelerator path).
             ``"numpy"`` / ``"numba"`` (``method="dpp"`` on float32/float64 CPU tensors): the
             segment bookkeeping and the fill run on NumPy views of the same memory, where an op
@@ -195,6 +203,8 @@ def select_tokens_per_segment(
     keep_per_segment = _check_arguments(
         features, segment_ids, keep_ratio, keep_per_segment, quality, method
     )
+    require_real(eps, "eps")
+    segment_ids = widen_integer(segment_ids)  # (uint32 ids: torch compares none of them)
     features = features.detach()  # the result is a set of positions: no autograd
     quality = None if quality is None else quality.detach()
     if backend not in _BACKENDS:
@@ -244,6 +254,9 @@ def select_tokens_per_segment(
     # A NaN quality makes a token unusable: never selected, last in the fill (quota still met).
     usable = mask & ~torch.isnan(q)
     q = torch.where(usable, q, 0)
+    if method == "dpp" and quality is not None and q.numel():  # eps is relative to the segment's largest q^2
+        top = q.abs().amax(1, keepdim=True)  # (a scale per segment keeps every ranking)
+        q = q / torch.where(top > 0, top, 1)
     chosen = torch.zeros(segments, length, dtype=torch.bool, device=device)
     if method == "dpp" and steps > 0:
         # One gather of the image tokens and one batched matmul of raw dot products. The L2

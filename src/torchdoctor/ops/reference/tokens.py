@@ -71,6 +71,10 @@ def select_tokens_reference(
         else:
             unit = F.normalize(features[index], dim=-1)
             if method == "dpp":
+                if quality is not None:  # eps relative to the largest q^2 of the segment
+                    finite = q[~torch.isnan(q)].abs()
+                    top = float(finite.max()) if finite.numel() else 0.0
+                    q = q / top if top > 0 else q
                 kernel = unit @ unit.T
                 if quality is not None:
                     kernel = q[:, None] * kernel * q[None, :]

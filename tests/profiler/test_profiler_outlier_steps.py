@@ -67,3 +67,31 @@ def test_the_hooks_cost_per_call_counts_every_call_of_the_detailed_steps():
     outside_us = per_module_call_cost_us(backward=True, detailed=True, part="outside")
     # (the evaluation's 1,200 calls' hook time divided by 15 steps of 4 calls read ~21x this)
     assert abs(estimate["cost_us"] - (inside_us + outside_us)) < 1e-6 * estimate["cost_us"]
+
+
+def test_the_calls_of_an_outlier_step_do_not_set_the_estimates_calls_per_step():
+    """minGPT's chargpt samples 300 tokens right after its first step: that step's thousands
+    of audited and timed calls, divided over a window of 5, made the report say the profiler
+    slowed a detailed step ~1900%. The estimate counts the steps the tree keeps."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = torch.randn(4, 8)
+    with Profiler(net, warmup=1) as prof:  # (its first window holds the evaluation)
+        for i in range(40):
+            loss = (net(x) * torch.tanh(x[:, :1])).sum()  # 2 timed calls of a user line
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if i == 1:  # the evaluation, once
+                with torch.no_grad():
+                    for _ in range(300):
+                        (net(x) * torch.tanh(x[:, :1])).sum().item()
+            prof.step()
+    session = prof.session
+    assert session["config"]["detail"]["outlier_steps"][0] == 0
+    estimate = session["config"]["profiler_overhead"]
+    # a typical step's dozen torch calls; the evaluation's 1,500 over a window of 5 read ~300
+    assert estimate["audit_calls_per_step"] < 40, estimate
+    assert 0 < estimate["line_calls_per_step"] < 40, estimate
+    assert estimate["overhead_pct"] < 500, estimate  # (it hit the 1900% cap)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from torchdoctor.collect.assemble import typical_steps
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
@@ -59,6 +60,18 @@ def _light_calls(session: Session, state: ProfilerState, calls_per_step: float) 
     )
 
 
+def _left_out(state: ProfilerState) -> tuple[list[dict[str, int]] | None, set[int]]:
+    """``(counts, left out)``: when the tree left detailed steps out (an evaluation, a
+    stall), the per-step collection counts of the steps it kept (None when some lack them),
+    and the ids of the left-out summaries; ``(None, set())`` when it kept them all."""
+    every = [s["wall_ms"] for s in state.summaries.kept()]
+    kept, out = typical_steps(state.detailed_summaries(), every)
+    if not out:
+        return None, set()
+    counts = [s.get("collect_counts") for s in kept]
+    return (counts if kept and None not in counts else None), {id(s) for s in out}
+
+
 #: the profiler's estimated share of the step above which the report says so
 OVERHEAD_NOTE_PCT = 5.0
 
@@ -97,16 +110,25 @@ def note_profiler_overhead(
         if calls_per_step:
             audit_calls += calls_per_step
             audit_cost = per_call_cost_us("function", type(one))
-    summaries = list(state.summaries)
+    typical, out = _left_out(state)  # (the calls of a step left out are no typical step's)
+    summaries = [s for s in state.summaries if id(s) not in out]
     # per detailed step (lines are timed in some of them: schedule.LINES_EVERY)
     per_lines = max(state.line_steps, sum(1 for s in summaries if s.get("detailed", True)), 1)
-    line_calls = state.line_calls_timed / per_lines
-    line_seen = max(0.0, state.line_calls_seen / per_lines - line_calls)  # seen, not timed
-    line_own_ms = state.line_own_ns / 1e6 / per_lines  # measured inside the collector
+    seen, timed = state.line_calls_seen, state.line_calls_timed
+    python, own_ns = state.line_calls_python, state.line_own_ns
+    if typical is not None:
+        per_lines = len(typical)
+        seen, timed, python, own_ns = (sum(c.get(key, 0) for c in typical) for key in
+                                       ("line_seen", "line_timed", "line_python", "line_own_ns"))  # fmt: skip
+        if audit_calls:
+            audit_calls = sum(c["audit_calls"] for c in typical) / len(typical)
+    line_calls = timed / per_lines
+    line_seen = max(0.0, seen / per_lines - line_calls)  # seen, not timed
+    line_own_ms = own_ns / 1e6 / per_lines  # measured inside the collector
     line_cost = line_call_cost_us("outside" if line_own_ms else "timed") if line_calls else 0.0
     seen_cost = line_call_cost_us("seen") if line_seen else 0.0
     if line_seen:  # the Python-level share of all calls seen pays torch's Python dispatch too
-        python_share = state.line_calls_python / max(1, state.line_calls_seen)
+        python_share = python / max(1, seen)
         seen_cost += python_share * line_call_cost_us("seen_python")
     walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
     # every detailed step counts: the first window's pay the first calls' costs (registering

@@ -159,6 +159,7 @@ class Profiler(StepCycle, HookEvents):
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
         self._other: Any = None  # ... and the other phase's sampler (collect/other_sampler.py)
         self._audited = True  # the running step is audited for syncs
+        self._audit_calls = 0  # the paced audits' function-level calls at the last boundary
         # crash safety (collect/checkpoint.py): the session so far, written on a schedule
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every

@@ -284,7 +284,9 @@ def estimate_profiler_overhead(
                            "bookkeeping_ms_per_step": bookkeeping_ms_per_step,
                            "registration_ms": registration_ms,
                            "first_step_ms": first_step_ms,
-                           "event_ms": event_ms}  # fmt: skip
+                           "event_ms": event_ms,
+                           "audit_calls_per_step": audit_calls_per_step,
+                           "line_calls_per_step": line_calls_per_step}  # fmt: skip
     if step_ms <= 0:
         return out
     hooks_ms = 0.0

@@ -227,6 +227,8 @@ class StepCycle:
         self._step_outer.clear()  # (the same set: no new object per step)
         self._recent.add(began)
         queue, due = self._queue, False
+        calls = sum(audit.function_calls for audit in self._paced)  # the audits' calls, and
+        audit_calls, self._audit_calls = max(0, calls - self._audit_calls), calls  # this step's
         if not self._detailed:  # light: its tokens wait, summarized in a batch
             if kept:
                 due = queue.add_light(rec.step_start, end_token, rec.phases.segments, peak,
@@ -243,13 +245,14 @@ class StepCycle:
                 state.hook_ns += rec.hook_ns
                 state.hook_calls += len(raw[2])  # (the step's forward module calls)
                 state.count_lines(self._lines if timed else None)
+                counts = state.step_counts(self._lines if timed else None, audit_calls)
                 if state.first_detail_ns is None:
                     state.first_detail_ns = rec.hook_ns + (self._lines.step_own_ns if timed else 0)
                 summarize = partial(
                     _summarize_detailed, state, self._clock, raw, lines, rec.parent,
                     rec.act if rec.count_memory else None, rec.identical, peak,
                     rec.fingerprinting, self._audited, other, cut,
-                    (self._chains, rec.kind, rec.path),
+                    (self._chains, rec.kind, rec.path), counts,
                 )  # fmt: skip
                 due = queue.add_detailed(summarize, host)
             elif lines is not None:  # a warm-up step's line backward still carries to the next
@@ -321,6 +324,7 @@ def _summarize_detailed(
     other: tuple[dict[tuple, int] | None, dict[tuple, int] | None] = (None, None),
     cut: bool = False,
     calls: tuple[list, list[str], list[str]] | None = None,
+    counts: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """A detailed step's summary from its detached records (run when its batch is flushed,
     in step order); keeps the activation-bytes step and the first timelines in ``state``."""
@@ -338,6 +342,8 @@ def _summarize_detailed(
         state.timelines.append({"forward": forward, "intervals": intervals, "step": (start, end),
                                 "segments": segments, "wall": end - start})  # fmt: skip
     summary["audited"] = audited
+    if counts is not None:  # what the collectors did in it (the overhead estimate's counts)
+        summary["collect_counts"] = counts
     if cut:  # its hot lines stopped at RecentSteps' budget: an evaluation, a stall
         summary["lines_cut"] = True
     if other[0]:  # the other phase's sampled lines (collect/other_sampler.py), ns

@@ -126,7 +126,7 @@ def mahalanobis_on_the_host(x, y, cov):
 
 def class_scores(feats, means, covs):
     scores = []
-    for k in range(means.shape[0]):
+    for k in range(means.shape[0]):  # expect: TD304 (the item is computed with, not only factored)
         prec = covs[k].inverse()  # expect: TD101, TD103
         d = feats - means[k]
         scores.append(((d @ prec) * d).sum(-1))
@@ -147,7 +147,7 @@ def part_covariance_factors(feats, eps):
     B, K, d = feats.shape
     eye = torch.eye(d)
     factors = []
-    for i in range(B):
+    for i in range(B):  # expect: TD304 (the item is computed with, not only factored)
         x = feats[i] - feats[i].mean(0)
         cov = x.T @ x / (K - 1) + eps * eye
         factors.append(torch.linalg.cholesky(cov))  # expect: TD103
@@ -226,7 +226,7 @@ class ExactGP(torch.nn.Module):
 
 def kabsch_per_pair(src, tgt):
     rotations = []
-    for b in range(src.shape[0]):
+    for b in range(src.shape[0]):  # expect: TD304 (the item is computed with, not only factored)
         mu_s, mu_t = src[b].mean(0), tgt[b].mean(0)
         H = (src[b] - mu_s).T @ (tgt[b] - mu_t)
         U, S, Vh = torch.linalg.svd(H)  # expect: TD103

@@ -20,8 +20,8 @@ statement (``loss = loss + F.cross_entropy(model(x[i:i + 1]), y[i:i + 1])``); an
 ``torch.stack([f(x[i]) for i in range(...)])``. Not
 reported: recurrences (a state carried from one item to the next: ``h = cell(x[t], h)``),
 bodies that read tensors on the host (``.item()``, ``.cpu()``: the per-item work is host work),
-bodies without a tensor op (pure indexing), bodies that factor one matrix per item (TD103, the
-more precise finding).
+bodies without a tensor op (pure indexing), bodies whose only work is factoring one matrix per
+item (TD103, the more precise finding; a body that also computes with the factor is both).
 """
 
 from __future__ import annotations
@@ -202,11 +202,14 @@ class BatchLoopRules(RuleVisitor):
         calls = [n for n in nodes if isinstance(n, ast.Call)]
         if any(method_name(c) in HOST_COPY_METHODS for c in calls):
             return False
-        if any(
-            self.callee(c) & BATCHED_LINALG.keys() or method_name(c) in BATCHED_LINALG_METHODS
-            for c in calls
+        linalg = [
+            c for c in calls
+            if self.callee(c) & BATCHED_LINALG.keys() or method_name(c) in BATCHED_LINALG_METHODS
+        ]  # fmt: skip
+        if linalg and not any(isinstance(n, ast.BinOp) for n in nodes) and all(
+            c in linalg or method_name(c) in ("append", "extend") for c in calls
         ):
-            return False  # TD103 names the per-item factorization, the more precise cause
+            return False  # the factorization is all the item's work: TD103 names it
         if any(
             q.startswith(("numpy.", "scipy.", "builtins.float", "builtins.int", "builtins.round"))
             for c in calls

@@ -388,15 +388,26 @@ def loops_over_modules(loop: ast.AST) -> bool:
     Example:
         >>> loops_over_modules(ast.parse("for k, net in self.nets.items():\\n    net(x)").body[0])
         True
+        >>> loops_over_modules(ast.parse("for k, v in outs.items():\\n    model(v)").body[0])
+        False
     """
     if isinstance(loop, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
         loop = loop.generators[0]  # ([net(x) for net in self.nets])
     elif not isinstance(loop, FOR):
         return False
     it = loop.iter  # type: ignore[attr-defined]
-    if isinstance(it, ast.Call) and method_name(it) in {"items", "values", "keys"}:
-        return True
-    return any(MODEL_NAME.search(n) for n in target_names(loop.target))  # type: ignore[attr-defined]
+    names = target_names(loop.target)  # type: ignore[attr-defined]
+    if isinstance(it, ast.Call) and method_name(it) in {"items", "values"}:
+        # a dict of modules: its values are called (`net(x)`); a dict of data (`for name,
+        # frames in outputs.items(): flow_model(frames)`) is a loop over data
+        called = {
+            node.func.id
+            for node in ast.walk(loop)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        }
+        if called & set(names):
+            return True
+    return any(MODEL_NAME.search(n) for n in names)
 
 
 def timesteps_read(loop: ast.For, seed: frozenset[str] = frozenset()) -> set[str]:

@@ -16,7 +16,7 @@ _NOT_A_CALL_OF_A_MODULE = re.compile(
     r"^_*(reset|get|set|init|build|make|create|load|save|copy|prepare|convert|fuse|swap|"
     r"replace|register|check|validate|zero|wrap|apply|to|is|has|find|named|iter|update|clear|"
     r"sync|move|print|log|freeze|unfreeze|count|num|list|all|add|remove|delete|insert|"
-    r"extract)(_|$)|^(modules|children|"
+    r"extract|from)(_|$)|^(modules|children|"
     r"parameters|buffers)$",
     re.IGNORECASE,
 )
@@ -36,6 +36,32 @@ FORWARD_METHODS = frozenset(
     {"forward", "predict", "generate", "encode", "decode", "sample", "infer", "inference",
      "logits", "embed", "features"}
 )
+
+
+#: the methods every nn.Module has that move, inspect or switch it, running nothing
+_MODULE_API = frozenset({"eval", "train", "cuda", "cpu", "half", "float", "double", "bfloat16",
+                         "type", "state_dict", "extra_repr", "requires_grad_", "share_memory",
+                         "named_parameters", "named_modules", "named_children",
+                         "named_buffers"})  # fmt: skip
+
+
+def runs_the_module(method: str, evaluated: bool) -> bool:
+    """``method`` called on a module runs it: a forward-like name (``push_forward``,
+    ``encode_text``), or, on a module the function put in ``eval()`` mode (``evaluated``),
+    any method of the project's own that is no module plumbing (``model.doc(ids)``,
+    ``model.anomaly_score(x)``: the model's own inference entry points).
+
+    Example:
+        >>> runs_the_module("push_forward", False), runs_the_module("doc", True)
+        (True, True)
+        >>> runs_the_module("doc", False), runs_the_module("state_dict", True)
+        (False, False)
+    """
+    if method in FORWARD_METHODS or method.split("_")[0] in FORWARD_METHODS:
+        return True
+    if any(part in FORWARD_METHODS for part in method.split("_")[1:]):
+        return True
+    return evaluated and method not in _MODULE_API and not _NOT_A_CALL_OF_A_MODULE.search(method)
 
 
 #: a function that trains: a loss, an optimizer, gradients (named or called)

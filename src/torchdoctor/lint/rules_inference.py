@@ -18,7 +18,7 @@ from torchdoctor.lint.denoising_loops import (
     range_call,
     timesteps_read,
 )
-from torchdoctor.lint.model_calls import FORWARD_METHODS, chain_root, mc_dropout, names_a_module
+from torchdoctor.lint.model_calls import chain_root, mc_dropout, names_a_module, runs_the_module
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.tensors import JOINS
 from torchdoctor.lint.visitor import (
@@ -396,15 +396,15 @@ class InferenceRules(RuleVisitor):
             if callee is None or self._under_no_grad(call, loop):
                 continue
             receiver, _, last = callee.rpartition(".")
-            receiver_is_model = receiver in receivers or bool(
-                receiver and names_a_module(receiver.rsplit(".", 1)[-1])
-            )
+            receiver_is_model = receiver in receivers or bool(receiver and names_a_module(
+                receiver.rsplit(".", 1)[-1]))  # fmt: skip
             if receiver_is_model:  # (a submodule: `model.encoder(mel)`; CLIP's encode_image)
-                runs = last if last in FORWARD_METHODS else last.split("_")[0]
-                if runs in FORWARD_METHODS and not self._method_disables_grad(last) or (
-                        runs not in FORWARD_METHODS and names_a_module(last)):
+                if runs_the_module(last, receiver in receivers):
+                    if not self._method_disables_grad(last):
+                        return True
+                elif names_a_module(last):
                     return True
-                continue
+                continue  # (plumbing: model.state_dict(), model.get_config())
             if callee in receivers or names_a_module(last):
                 return True
             if self._runs_model_passed(call, last, receivers):

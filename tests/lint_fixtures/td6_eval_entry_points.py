@@ -1,0 +1,52 @@
+"""TD602 where the model runs through its own inference method (``model.doc(ids)``) or over a
+dict of data (``outputs.items()``): still a loop recording a graph it never uses."""
+import torch
+
+
+def encode_corpus(model, loader, device):
+    model.eval()
+    parts = []
+    for ids, mask in loader:  # expect: TD602 (doc: the model's own entry point, after .eval())
+        parts.append(model.doc(ids.to(device), mask.to(device)))
+    return torch.cat(parts)
+
+
+def score_series(model, windows, batch_size=1024):
+    model.eval()
+    scores = []
+    for i in range(0, len(windows), batch_size):  # expect: TD602
+        scores.append(model.anomaly_score(windows[i:i + batch_size]).detach())
+    return torch.cat(scores)
+
+
+def push_prototypes(loader, parallel):
+    parallel.eval()
+    net = parallel.module
+    found = []
+    for batch, _ in loader:  # expect: TD602 (push_forward: a forward by its name)
+        found.append(net.push_forward(batch)[1].amin((2, 3)))
+    return torch.cat(found)
+
+
+def evaluate_consistency(flow_model, outputs):
+    flow_model.eval()
+    scores = {}
+    for name, frames in outputs.items():  # expect: TD602 (a dict of data, not of modules)
+        flow = flow_model(frames[:-1], frames[1:])
+        scores[name] = flow.abs().mean()
+    return scores
+
+
+def heads_forward(self, x):
+    self.eval()
+    return {k: head(x) for k, head in self.heads.items()}  # a dict of modules: one forward
+
+
+def plumbing(model, loader):
+    model.eval()
+    sizes = []
+    for batch in loader:
+        sizes.append(sum(p.numel() for p in model.parameters()))  # no forward: plumbing
+        model.state_dict()
+        model.get_config()
+    return sizes

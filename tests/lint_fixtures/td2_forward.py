@@ -138,3 +138,15 @@ class DetectorHead(nn.Module):  # forward -> self.get_losses -> a host read ever
 
     def inference(self, out):
         return out.sigmoid().cpu()  # near-miss: run for outputs, not every training call
+
+
+class OptionalPaddingMask(nn.Module):
+    """fair-esm: the padding mask is dropped when nothing is padded; testing for that reads the
+    tensor's truth value on every forward."""
+
+    def forward(self, tokens):
+        padding_mask = tokens.eq(self.padding_idx)
+        x = self.embed_tokens(tokens)
+        if not padding_mask.any():  # expect: TD205
+            padding_mask = None
+        return x, padding_mask

@@ -129,6 +129,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
         (r"def forward\(", r"item\(|cpu\(|numpy\(|tolist\(|float\(|int\(|if |assert |print"),
         (r"tensor\(|as_tensor|Tensor\(", r"tolist|item\(|cpu\(|numpy\("),
         (r"\bassert\b[^\n]*\.(?:all|any)\(\)",),  # (a helper some forward calls: DETR's box_ops)
+        (r"(?m)^def \w+\(", r"\.(?:tolist|item|cpu)\(\)"),  # (... ColBERT's punctuation mask)
     )
 
     def _moves_a_module(self, call: ast.Call) -> bool:

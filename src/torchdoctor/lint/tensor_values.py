@@ -91,10 +91,12 @@ class TensorValues:
         """``cov = (a == b).any(1).float().mean()``: every value assigned to the name in the
         function is a chain of calls that only torch has (a ``torch.*`` function, or a method
         NumPy arrays lack: ``.float()``, ``.unsqueeze()``) ending in no host read."""
-        values = [  # (`heat = heat * (heat > t)`: arithmetic on itself keeps what it was)
+        values = [  # (`heat = heat * (heat > t)`: arithmetic on itself keeps what it was;
+            # `padding_mask = None`: an optional tensor, a tensor wherever it is used as one)
             v for v in self.assigned_values(self.enclosing_scope(name), name.id)
             if not (isinstance(v, ast.BinOp) and any(
                 isinstance(side, ast.Name) and side.id == name.id for side in (v.left, v.right)))
+            and not (isinstance(v, ast.Constant) and v.value is None)
         ]  # fmt: skip
         return bool(values) and all(
             isinstance(v, ast.Call)

@@ -186,3 +186,18 @@ def depth_step(model, loader, opt):
         loss = silog_loss(model(img), depth, depth > 0.1) + gather_rows(img, depth.argmax(1)).sum()
         loss.backward()
         opt.step()
+
+
+def vtrace_learner_step(model, batch, optimizer, stats):
+    """IMPALA: `batch["done"]` is inverted into the discounts, so it holds booleans; indexing
+    the returns by it every learner step waits for the count."""
+    batch = {key: tensor.cuda() for key, tensor in batch.items()}
+    out = model(batch)
+    discounts = (~batch["done"]).float() * 0.99
+    returns = batch["episode_return"][batch["done"]]  # expect: TD207
+    levels = batch["episode_return"][batch["level"]]  # a key never inverted: an index
+    loss = (out * discounts).sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    stats["return"] = returns, levels

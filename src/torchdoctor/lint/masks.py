@@ -48,6 +48,31 @@ def _parameters(scope: ast.AST) -> set[str]:
 
 
 
+_INVERTED: dict[int, tuple[ast.AST, frozenset[str]]] = {}
+
+
+def _inverted_in(scope: ast.AST, text: str) -> bool:
+    """``text`` is the operand of a ``~`` somewhere in ``scope``: bitwise not of a tensor is
+    a logical not on booleans (IMPALA's ``(~batch["done"]).float()``), so it is a mask.
+
+    Example:
+        >>> scope = ast.parse("d = (~b['done']).float()\\nr = x[b['done']]")
+        >>> _inverted_in(scope, "b['done']"), _inverted_in(scope, "x")
+        (True, False)
+    """
+    cached = _INVERTED.get(id(scope))
+    if cached is None or cached[0] is not scope:
+        operands = frozenset(
+            ast.unparse(node.operand)
+            for node in ast.walk(scope)
+            if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert)
+        )
+        if len(_INVERTED) > 256:
+            _INVERTED.clear()
+        cached = _INVERTED[id(scope)] = (scope, operands)
+    return text in cached[1]
+
+
 class MaskValues:
     """:meth:`_is_mask` for a rule visitor (it uses ``assigned_values``, ``callee`` and
     ``qualified_names``).
@@ -73,6 +98,11 @@ class MaskValues:
             return (left and (right or isinstance(expr.right, plain))) or (
                 right and isinstance(expr.left, plain)
             )
+        if (isinstance(expr, ast.Attribute) or isinstance(expr, ast.Subscript) and isinstance(
+                expr.slice, ast.Constant) and isinstance(expr.slice.value, str)) and _inverted_in(
+                scope, ast.unparse(expr)):  # fmt: skip
+            return True  # (`~batch["done"]` in the function: a tensor of booleans; `~i` of a
+            # plain name can be a Python int's reverse index)
         if isinstance(expr, ast.Subscript):  # mask[:, 0]
             return self._is_mask(expr.value, scope, depth)
         if isinstance(expr, ast.Call):

@@ -90,3 +90,29 @@ def pinn_lbfgs_rounds(model, rounds, residual):
             return loss
 
         lbfgs.step(closure)
+
+
+def k_fold(make_model, folds, loader, args):
+    """A new model per fold needs a new optimizer; a new one per epoch restarts Adam's moments."""
+    for fold in folds:
+        model = make_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)  # a new model: fine
+        for epoch in range(args.epochs):
+            lr = args.lr * 0.5 ** (epoch // 10)
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr)  # expect: TD704
+            for x, y in loader:
+                loss = model(x).sum()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+
+def push_then_finetune(net, loader, epochs, run_epoch):
+    """ProtoPNet: every 10th epoch fine-tunes the last layer for 20 iterations, rebuilding its
+    SGD (and its momentum) at each one."""
+    for epoch in range(epochs):
+        run_epoch(net, loader)
+        if epoch % 10 == 0:
+            for _ in range(20):
+                last = torch.optim.SGD(net.last_layer.parameters(), lr=1e-4, momentum=0.9)  # expect: TD704
+                run_epoch(net, loader, last)

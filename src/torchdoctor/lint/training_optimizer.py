@@ -53,19 +53,29 @@ class OptimizerChecks(RuleVisitor):
     # -- TD704 -------------------------------------------------------------------------------
     def _check_optimizer(self, node: ast.Call, name: str) -> None:
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
-        if not loops or self._guarded_in(node, loops[-1]):
+        if not loops:
             return
-        loop = loops[-1]  # the outermost: the optimizer must outlive all of them
         given = {n for a in node.args[:1] for n in dotted_names_in(a)}
         modules = {dotted(c.func.value) for a in node.args[:1] for c in ast.walk(a)  # type: ignore[attr-defined]
                    if isinstance(c, ast.Call) and method_name(c) in _PARAMETER_LISTS}  # fmt: skip
-        changed = set().union(*(_rebound(self, lp, modules) for lp in loops))
-        called = set().union(*(_changed_by_calls_only(self, lp) for lp in loops))
-        if not given or any(
-            n == c if c in called else _related_name(n, c) for n in given for c in changed
+        if not given:
+            return
+        keeping = 0  # the loops, innermost first, in which the parameters stay the same
+        for lp in loops:
+            changed, called = _rebound(self, lp, modules), _changed_by_calls_only(self, lp)
+            if any(n == c if c in called else _related_name(n, c) for n in given for c in changed):
+                break  # a new model (or parameter list) every iteration of it: a new optimizer
+            keeping += 1  # too (a k-fold loop); the loops inside it still keep the parameters
+        if not keeping:
+            return
+        # the outermost of those that rebuilds it on every iteration and trains with it: the
+        # optimizer must outlive it (a branch of the epoch loop that fine-tunes a head for 20
+        # iterations rebuilds it 20 times in a row)
+        if not any(
+            not self._guarded_in(node, loop)
+            and (self._trains(loop) or self._handed_to_a_call(node, loop))
+            for loop in reversed(loops[:keeping])
         ):
-            return  # a new model (or parameter list) every iteration: a new optimizer too
-        if not (self._trains(loop) or self._handed_to_a_call(node, loop)):
             return
         short = name.rsplit(".", 1)[-1]
         self.report(

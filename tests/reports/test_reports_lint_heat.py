@@ -235,3 +235,28 @@ def test_a_label_remap_spread_over_lines_is_one_advice_over_them(tmp_path, one_t
     (item,) = [a for a in advice if any(loc.endswith("remap_like.py:8") for loc in a.locations)]
     assert item.title.startswith("TD302") and "its lines (6, 8)" in item.evidence[0]
     assert item.estimated_saving_ms is not None and item.estimated_saving_ms > 0
+
+
+def _module_session(module_type="Net"):
+    """A user module (train.py:10-20) at 66% of the step whose lines the hot lines timed in 3
+    steps; a TD508 finding on its line 15, which made no torch call (a branch not taken)."""
+    tree = {"kind": "root", "total_ms": {"mean": 10.0}, "children": [{
+        "kind": "module", "path": "net", "name": "net", "type": module_type,
+        "total_ms": {"mean": 6.6}, "forward_ms": {"mean": 3.0}, "backward_ms": {"mean": 3.6},
+        "source": {"file": "/w/train.py", "line": 10, "end_line": 20}, "children": []}]}  # fmt: skip
+    finding = {"code": "TD508", "severity": "warning", "message": "hand-written log-sigmoid",
+               "path": "/w/train.py", "line": 15, "replacement": None}  # fmt: skip
+    return {"step_ms": {"mean": 10.0, "median": 10.0}, "tree": tree,
+            "hot_lines": {"steps": 3, "lines": []}, "lint": [finding]}  # fmt: skip
+
+
+def test_a_finding_on_a_line_of_the_users_module_that_never_ran_is_cold():
+    """x-transformers: TD508 under `if self.sigsoftmax_logits:` (False) was the top advice,
+    "on a hot line ... inside the model, 66% of the step": the hot lines saw no call from it."""
+    from torchdoctor.analyze.advice.lint_hot import lint_findings
+
+    (item,) = [a for a in lint_findings(_module_session()) if "TD508" in a.title]
+    assert item.heat == 0.0 and "not hot" in item.title
+    # a compiled module runs its lines in C++, unseen by the hot lines: its span still counts
+    (hot,) = [a for a in lint_findings(_module_session("OptimizedModule")) if "TD508" in a.title]
+    assert hot.heat > 0.5 and "inside net" in " ".join(hot.evidence)

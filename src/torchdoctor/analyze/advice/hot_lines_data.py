@@ -279,3 +279,28 @@ def not_sdpa_by_owner(session: Mapping[str, Any]) -> dict[str, tuple[Mapping[str
         for owner in form.get("owners") or ():
             found.setdefault(str(owner), []).extend(form.get("blockers") or ())
     return {owner: tuple(blockers) for owner, blockers in found.items()}
+
+
+def line_not_run(session: Mapping[str, Any], path: Any, line: int) -> bool:
+    """The hot lines timed the steps (no compiled module hid them), and ``path:line`` lies in
+    a module of the user's own (its source span in that file), yet no torch call came from it:
+    the line did not run in the measured steps (a branch not taken: x-transformers'
+    ``if self.sigsoftmax_logits:``), so its finding is no suspect of their time.
+
+    Example:
+        >>> line_not_run({"hot_lines": None}, "t.py", 3)
+        False
+    """
+    section = session.get("hot_lines")
+    if not isinstance(section, Mapping) or not section.get("steps"):
+        return False
+    inside = False
+    for node, _ in walk(session.get("tree")):
+        if "OptimizedModule" in str(node.get("type") or ""):
+            return False  # (a compiled graph's lines run in C++: the mode sees none of them)
+        source = node.get("source") or {}
+        if node.get("kind") != "module" or not source.get("line"):
+            continue
+        start, end = int(source["line"]), int(source.get("end_line") or source["line"])
+        inside = inside or (start <= line <= end and same_file(source.get("file"), path))
+    return inside

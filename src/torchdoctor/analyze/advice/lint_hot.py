@@ -48,6 +48,7 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
 from torchdoctor.analyze.advice.hot_lines_data import (
     call_line_of,
     hot_lines,
+    line_not_run,
     line_of,
     lines_between,
     loop_of,
@@ -64,6 +65,8 @@ NEGLIGIBLE_SHARE = 0.01
 COLD_NOTE = "not on a line the profile shows hot"
 #: ... or on a line whose torch calls the hot lines measured as negligible
 NEGLIGIBLE_NOTE = f"measured, under {NEGLIGIBLE_SHARE:.0%} of the step"
+#: ... or on a line of the user's module that made no torch call in the measured steps
+NOT_RUN_NOTE = "the profile saw no torch call from this line: it did not run in the measured steps"
 #: what _heat says of a recorded sync line whose syncs are too few for the step's length
 NEGLIGIBLE_SYNCS = "negligible in this step"
 #: ... and the cold group's evidence for it
@@ -182,6 +185,8 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
     best: tuple[float, str] = (0.0, "")
     if step <= 0 or not isinstance(line, int):
         return best
+    if measured is None and line_not_run(session, path, line):
+        return 0.0, NOT_RUN_NOTE
     inside_any = False
     for node, _ in walk(session.get("tree")):
         source = node.get("source") or {}

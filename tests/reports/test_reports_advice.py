@@ -314,7 +314,7 @@ def test_engine_knobs_ranges_are_stated():
     for item in engine_knobs(slow_session()):
         low, high = item.saving_range_ms
         assert 0 < low <= high
-        assert any("expected" in line and "x on that part" in line for line in item.evidence)
+        assert any("expected" in e and ("on that part" in e or "on the other" in e) for e in item.evidence)
 
 
 def test_lint_hot_findings_rank_above_cold_ones():

@@ -23,7 +23,6 @@ from torchdoctor.lint.visitor import (
 )
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
-
 from torchdoctor.lint.tensors import (  # noqa: E402
     FRAMEWORK_STEPS,
     MODULE_METHODS,

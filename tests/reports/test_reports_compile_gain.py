@@ -1,0 +1,30 @@
+"""The torch.compile advice's expected saving: of the work compile can fuse, not of the
+library kernels it leaves as they are."""
+
+import pytest
+
+from torchdoctor.analyze.advice.knobs import engine_knobs
+
+
+def test_compile_is_expected_to_speed_up_the_work_around_the_library_kernels_only():
+    """mnist's conv net at 98% of its step in convolutions was promised 1.1-1.5x on all of it:
+    the saving is of the step less its matmul/convolution/recurrent kernels, and with no
+    such work left compile is not advised."""
+    def session(kernel_ms):
+        tree = {"kind": "root", "children": [
+            {"kind": "module", "type": "Conv2d", "path": "conv", "total_ms": {"mean": kernel_ms},
+             "calls_per_step": 1, "forward_ms": {"mean": kernel_ms / 3}, "children": []},
+            {"kind": "module", "type": "ReLU", "path": "act", "calls_per_step": 1,
+             "total_ms": {"mean": 90.0 - kernel_ms}, "forward_ms": {"mean": 10.0},
+             "children": []}]}  # fmt: skip
+        return {"step_ms": {"median": 100.0, "mean": 100.0}, "tree": tree,
+                "phases": {"forward": {"median": 40.0}, "backward": {"median": 50.0}},
+                "environment": {"device": "cpu"}}  # fmt: skip
+
+    (half,) = [a for a in engine_knobs(session(45.0)) if "compile" in a.title]
+    assert "of which 45 ms in matmul, convolution" in half.evidence[0]
+    assert "on the other 45 ms" in half.evidence[1]
+    low, high = half.saving_range_ms  # 1.1-1.5x of the other 45 ms of a 100 ms step
+    assert low == pytest.approx(45 * (1 - 1 / 1.1), rel=0.05)
+    assert high == pytest.approx(45 * (1 - 1 / 1.5), rel=0.05)
+    assert not [a for a in engine_knobs(session(88.0)) if "compile" in a.title]

@@ -83,6 +83,23 @@ def test_merge_keeps_the_strongest_title_all_evidence_and_one_fix():
     assert strong.evidence == ["a"]  # the inputs are not modified
 
 
+def test_a_lines_advice_keeps_its_own_saving_when_the_whole_model_knob_joins_it():
+    """mnist: `x = F.relu(x)` (4.4 ms) "fuse with torch.compile" merged with "torch.compile the
+    model" and stated 5.9-21.6 ms under the line's title; the line keeps its own saving and the
+    whole model's is stated beside it."""
+    line = Advice("hot-line", "train.py:14 takes 10% of the step (4.4 ms): fuse it",
+                  fix="compile it", locations=["/w/train.py:14"], estimated_saving_ms=1.2,
+                  saving_range_ms=[1.2, 2.0], cause="torch.compile")  # fmt: skip
+    model = Advice("engine-knobs", "torch.compile the model", fix="compile", evidence=["b"],
+                   estimated_saving_ms=5.9, saving_range_ms=[5.9, 21.6],
+                   cause="torch.compile", generic=True)  # fmt: skip
+    (merged,) = one_per_cause([line, model])
+    assert merged.title.startswith("train.py:14") and merged.estimated_saving_ms == 1.2
+    assert merged.saving_range_ms == [1.2, 2.0]
+    assert any("whole model (torch.compile the model): 5.9 ms to 21.6 ms" in e
+               for e in merged.evidence)  # fmt: skip
+
+
 def test_a_bundle_hands_over_the_lines_a_stronger_advice_explains():
     strong = Advice("cpu-work", "move matching", evidence=["t.py:7 .cpu()"], locations=["t.py:7"])
     bundle = Advice("host-syncs", "keep scalars", evidence=["2 syncs", "t.py:7 x", "t.py:9 y"],

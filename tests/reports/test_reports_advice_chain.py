@@ -56,6 +56,15 @@ def test_an_elementwise_line_is_told_to_fuse_it_with_a_stated_saving():
     assert any("1.1x-1.78x" in e for e in item.evidence)
 
 
+def test_the_snippet_is_the_lines_own_code_and_function():
+    """The 'Code changes' snippet showed mamba's selective_scan on a conv net's relu line."""
+    row = _row(CHAIN, function="forward")
+    row["code"] = "x = F.relu(x) * scale + shift"
+    (item,) = _about_line(_session(row))
+    assert item.code.startswith("x = F.relu(x) * scale + shift   # before")
+    assert "def forward(...)" in item.code and "selective_scan" not in item.code
+
+
 def test_the_line_joins_the_other_compile_advice():
     """A dominant layer stack's "compile the layer stack" is the same remedy: one advice, with
     the line's measured share in its evidence."""

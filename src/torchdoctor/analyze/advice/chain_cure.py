@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -97,4 +98,12 @@ def fuse_cure(row: Mapping[str, Any]) -> Cure | None:
                 for op in chain)  # fmt: skip
     if count < MIN_OPS or spent < MIN_SHARE * total:
         return None
-    return FUSE_CHAIN
+    code, function = str(row.get("code") or "").strip(), str(row.get("function") or "")
+    if not code or not function.isidentifier():
+        return FUSE_CHAIN
+    return dataclasses.replace(  # the snippet of this line and its function, not mamba's
+        FUSE_CHAIN,
+        code=f"{code}   # before: a pass per op\n"
+        f"@torch.compile   # after: one fused kernel for the function the line is in\n"
+        f"def {function}(...): ...",
+    )

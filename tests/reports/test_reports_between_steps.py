@@ -2,7 +2,7 @@
 without them."""
 
 import pytest
-from reports_sessions import between_steps_session, python_lines_session, slow_session
+from reports_sessions import between_steps_session, python_lines_session, s, slow_session
 
 from torchdoctor.render.console import render_console
 from torchdoctor.render.html import render_html
@@ -218,3 +218,21 @@ def test_a_line_between_steps_whose_torch_calls_the_hot_lines_time_is_not_told_t
     assert between_steps(session) == []
     session["other_lines"][0]["code"] = "torch.save(model.state_dict(), p)"  # a checkpoint
     assert between_steps(session)  # (its own remedy stands)
+
+
+def test_markdown_shows_source_verbatim_in_code_and_advice_code_as_code():
+    """Code spans do not decode entities: `a &lt; b` and `\\*` showed literally; advice text
+    with `code` in it was escaped into \\` and never rendered as code."""
+    from torchdoctor.render.hot_lines import markdown_hot_lines
+
+    code = "y = h[:, idx] * (h[:, idx] < 0.5) | mask"
+    line = {"file": "/x/train.py", "line": 17, "location": "train.py:17", "function": "<module>",
+            "code": code, "forward_ms": {"mean": 2.0}, "backward_ms": {"mean": 1.0},
+            "total_ms": {"mean": 3.0}, "pct_of_step": 30.0, "calls_per_step": 1.0}  # fmt: skip
+    text = "\n".join(markdown_hot_lines({"hot_lines": {"lines": [line]}, "step_ms": s(10.0)}))
+    assert "`y = h[:, idx] * (h[:, idx] < 0.5) \\| mask`" in text
+    session = between_steps_session()
+    session["other_lines"][0]["code"] = "vals = [t[int(i)] for i in r if i < n]"
+    markdown = render_markdown(session)
+    assert "`vals = [t[int(i)] for i in r if i < n]`" in markdown
+    assert "\\`" not in markdown  # (advice text keeps its code spans)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from html import escape as html_escape
 from typing import Any
 
-from torchdoctor.render.markdown_text import escape
+from torchdoctor.render.markdown_text import escape, table_code
 
 MAX_ROWS = 15
 MIN_PCT = 0.1  # lines under this % of the step are left out of the reports (kept in JSON)
@@ -225,7 +225,7 @@ def markdown_hot_lines(session: Mapping[str, Any]) -> list[str]:
         out.append(f"| **{escape(label)}** | | | | | | |")
         for line in members:
             cells = [escape(c) for c in row_cells(line)]
-            cells[1] = f"`{cells[1]}`" if cells[1] else ""
+            cells[1] = table_code(row_cells(line)[1])  # (source verbatim: `a < b`, not &lt;)
             out.append("| " + " | ".join(cells) + " |")
     out.append("")
     out += [f"- {escape(note)}" for note in _notes(session)]

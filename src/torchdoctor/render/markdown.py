@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.render.markdown_text import code_block, code_span, escape
+from torchdoctor.render.markdown_text import code_block, code_span, escape, inline
 from torchdoctor.render.tree import contention_text, detailed_step_ms, heavy_overhead_text
 from torchdoctor.session_read import (
     PHASES,
@@ -120,7 +120,7 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
         lines.append(f"- **Host syncs:** {per_step:.3g} per step from {len(syncs)} source line(s)")
     if advice:
         top = advice[0]
-        lines.append(f"- **Top problem:** {escape(top.get('title', ''))}: {gain_text(top)}")
+        lines.append(f"- **Top problem:** {inline(top.get('title', ''))}: {gain_text(top)}")
         lines.append(
             "- Savings are per remedy and do not add up: fixing one part changes the "
             "share of the others. Re-profile after each change."
@@ -184,7 +184,7 @@ def _core_problems(advice: list[dict[str, Any]], empty: str = "") -> list[str]:
         return lines + [empty or "No rule found a problem worth fixing in this run.", ""]
     for i, item in enumerate(advice[:TOP_PROBLEMS], start=1):
         evidence = item.get("evidence") or [""]
-        lines.append(f"{i}. **{escape(item.get('title', ''))}**: {escape(evidence[0])}")
+        lines.append(f"{i}. **{inline(item.get('title', ''))}**: {inline(evidence[0])}")
     return lines + [""]
 
 
@@ -193,7 +193,7 @@ def _advice_section(advice: list[dict[str, Any]]) -> list[str]:
     if not advice:
         return lines + ["(none)", ""]
     for item in advice:
-        lines.append(f"### Priority {item.get('priority', '?')}: {escape(item.get('title', ''))}")
+        lines.append(f"### Priority {item.get('priority', '?')}: {inline(item.get('title', ''))}")
         lines.append("")
         lines.append(
             f"**Estimated gain:** {gain_text(item)} · confidence "
@@ -201,10 +201,10 @@ def _advice_section(advice: list[dict[str, Any]]) -> list[str]:
         )
         lines.append("")
         for line in item.get("evidence") or ():
-            lines.append(f"- {escape(line)}")
+            lines.append(f"- {inline(line)}")
         lines.append("")
         if item.get("fix"):
-            lines += [f"**Fix:** {escape(item['fix'])}", ""]
+            lines += [f"**Fix:** {inline(item['fix'])}", ""]
         if item.get("references"):
             refs = ", ".join(escape(str(r)) for r in item["references"])
             lines += [f"**References:** {refs}", ""]
@@ -218,7 +218,7 @@ def _code_changes(advice: list[dict[str, Any]]) -> list[str]:
         return lines + ["(no code change suggested)", ""]
     for item in with_code:
         lines += [
-            f"**Priority {item.get('priority', '?')}:** {escape(item.get('title', ''))}",
+            f"**Priority {item.get('priority', '?')}:** {inline(item.get('title', ''))}",
             "",
             code_block(item["code"], "python"),
             "",
@@ -229,7 +229,7 @@ def _code_changes(advice: list[dict[str, Any]]) -> list[str]:
 def _next_actions(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[str]:
     lines = ["## Next actions", ""]
     for item in advice[:TOP_PROBLEMS]:
-        lines.append(f"- [ ] Priority {item.get('priority', '?')}: {escape(item.get('title', ''))}")
+        lines.append(f"- [ ] Priority {item.get('priority', '?')}: {inline(item.get('title', ''))}")
     files = sorted({str(r.get("file")) for r in session.get("syncs") or () if r.get("file")})
     if files:
         shown = " ".join(files[:5])

@@ -23,6 +23,38 @@ def escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
 
 
+_SPAN = re.compile(r"(`+)(.+?)\1")
+
+
+def inline(text: str) -> str:
+    """Text with `code` spans: the spans stay code (their contents verbatim: ``<``, ``*`` and
+    ``&`` need no escape there, and escaped ones would show literally), the rest is escaped
+    as :func:`escape` does; pipes are escaped everywhere (a table cell).
+
+    Example:
+        >>> inline("hand-written (`x.sigmoid().log() * a<b`): *fuse*")
+        'hand-written (`x.sigmoid().log() * a<b`): \\\\*fuse\\\\*'
+    """
+    text = str(text).replace("\n", " ")
+    out, at = [], 0
+    for match in _SPAN.finditer(text):
+        out.append(escape(text[at : match.start()]))
+        out.append(code_span(match.group(2)).replace("|", "\\|"))
+        at = match.end()
+    out.append(escape(text[at:]))
+    return "".join(out)
+
+
+def table_code(text: str) -> str:
+    """Source text as a code span in a Markdown table cell: verbatim but for its pipes.
+
+    Example:
+        >>> table_code("y = a[m < 0.5] * b | c")
+        '`y = a[m < 0.5] * b \\\\| c`'
+    """
+    return code_span(str(text)).replace("|", "\\|") if text else ""
+
+
 def code_span(text: str) -> str:
     """Inline code whose backtick fence is longer than any backtick run inside.
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from html import escape as html_escape
 from typing import Any
 
-from torchdoctor.render.markdown_text import escape
+from torchdoctor.render.markdown_text import escape, table_code
 from torchdoctor.session_read import center, fmt_ms
 
 #: lines under this share of the step are left out of the reports (kept in the JSON)
@@ -131,7 +131,8 @@ def markdown_other_lines(session: Mapping[str, Any]) -> list[str]:
         if not rows:
             continue
         out += [f"## {title}", "", "| " + " | ".join(HEADER) + " |", "|---|---:|---:|---|"]
-        out += ["| " + " | ".join(escape(cell) for cell in cells) + " |" for cells in rows]
+        out += ["| " + " | ".join([*map(escape, cells[:-1]), table_code(cells[-1])]) + " |"
+                for cells in rows]  # (the source verbatim, as code)
         out += ["", note, ""]
     return out
 

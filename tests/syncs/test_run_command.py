@@ -300,3 +300,17 @@ def test_an_error_raised_while_sigterm_stops_the_script_is_still_a_sigterm(tmp_p
     assert "terminated by signal 15 (SIGTERM); while it stopped: RuntimeError" in done.stderr
     session = _session(tmp_path / "prof")
     assert session["interrupted"] is True and session["config"]["exit_code"] == 143
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_script_runs(
+    tmp_path, capsys
+):
+    """It was found only after the whole run, which then ended without its results."""
+    ran = tmp_path / "ran"
+    script = tmp_path / "train.py"
+    script.write_text(f"open({str(ran)!r}, 'w').write('yes')\n")
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    assert main(["run", "--no-history", "--out", str(taken), str(script)]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    assert not ran.exists()  # the script never ran

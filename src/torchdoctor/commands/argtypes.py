@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def non_negative(text: str) -> int:
@@ -106,3 +107,25 @@ def module_target(argv: list[str] | tuple[str, ...], i: int) -> tuple[str, list[
     if token[2:]:
         return token[2:], list(argv[i + 1 :])
     return (argv[i + 1] if i + 1 < len(argv) else ""), list(argv[i + 2 :])
+
+
+def unwritable_out(path: str) -> str | None:
+    """Why the output folder ``path`` cannot take the session (created if missing), or None:
+    checked before the script runs, so a long run does not end without its results.
+
+    Example:
+        >>> import tempfile
+        >>> unwritable_out(tempfile.mkdtemp()) is None
+        True
+        >>> "is a file" in unwritable_out(__file__)
+        True
+    """
+    if os.path.isfile(path):
+        return f"--out {path} is a file; give a folder (it will hold session.json and the reports)"
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        return f"--out {path} cannot be created ({exc.strerror or exc}); give a writable folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"--out {path} is not writable; give a writable folder"
+    return None

@@ -31,7 +31,7 @@ from typing import Any
 
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
 from torchdoctor.collect.schedule import DETAIL_BUDGET
-from torchdoctor.commands.argtypes import module_target
+from torchdoctor.commands.argtypes import module_target, unwritable_out
 from torchdoctor.commands.argtypes import non_negative as _non_negative
 from torchdoctor.commands.argtypes import percent as _percent
 from torchdoctor.commands.argtypes import positive as _positive
@@ -336,6 +336,9 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     args.out = os.path.abspath(args.out)
     script_path = os.path.abspath(args.script)
     out_root = args.out
+    if (problem := unwritable_out(out_root)) is not None:  # (before the run, not after it)
+        print(f"torchdoctor {command}: error: {problem}", file=sys.stderr)
+        return 2
     if dist is not None:
         args.out = os.path.join(out_root, f"rank{dist[0]}")
         stale = Path(args.out) / "session.json"
@@ -343,9 +346,6 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
             stale.unlink()
     try:
         outcome, session = profile_script(args, full=not only_syncs)
-    except ScriptNotFoundError as exc:
-        print(f"torchdoctor {command}: error: {exc}", file=sys.stderr)
-        return 2
     except SyntaxError as exc:
         sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
         print(
@@ -354,7 +354,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
             file=sys.stderr,
         )
         return 1
-    except ValueError as exc:  # a bad --step-fn
+    except (ScriptNotFoundError, ValueError) as exc:  # (ValueError: a bad --step-fn)
         print(f"torchdoctor {command}: error: {exc}", file=sys.stderr)
         return 2
     status = outcome.exit_code

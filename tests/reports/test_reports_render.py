@@ -207,3 +207,14 @@ def test_a_script_that_died_before_its_first_step_gets_no_all_clear():
         assert "No advice: the script stopped before its first step was complete" in text
         assert "No rule found a problem" not in text
     assert "No rule found a problem" in render_console({**clean_session(), "advice": []})
+
+
+def test_large_counts_read_without_an_exponent():
+    """An LSTM cell called 5,180 times a step printed `5.18e+03` in the tree's calls column."""
+    from torchdoctor.render.tree import render_tree_text
+
+    session = slow_session()
+    leaf = next(c for c in session["tree"]["children"] if c.get("kind") == "module")
+    leaf["calls_per_step"] = 5180.0
+    text = render_tree_text(session)
+    assert "5,180" in text and "e+0" not in text

@@ -37,7 +37,7 @@ from torchdoctor.collect.other_sampler import other_lines_section
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.schedule import index_ranges
 from torchdoctor.session import Session
-from torchdoctor.session_read import PHASES
+from torchdoctor.session_read import PHASES, fmt_count
 
 
 def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         if state.children.followed:  # ... profiled on their own (`run`)
             session["children"] = [dict(entry) for entry in state.children.followed]
     if stalls:
-        walls = ", ".join(f"{s['wall_ms']:.3g}" for s in stalls[:5])
+        walls = ", ".join(fmt_count(s["wall_ms"]) for s in stalls[:5])
         notes.append(
             f"{len(stalls)} detailed step(s) over {TREE_OUTLIER:g}x the median detailed step "
             f"({walls} ms) left out of the tree, the phases and the hot lines: a stall or the "

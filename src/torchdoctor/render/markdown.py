@@ -24,6 +24,7 @@ from torchdoctor.session_read import (
     PHASES,
     center,
     error_text,
+    fmt_count,
     fmt_ms,
     incomplete_text,
     no_advice_text,
@@ -117,7 +118,7 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
     syncs = session.get("syncs") or []
     if syncs:
         per_step = sum(float(r.get("per_step") or 0) for r in syncs)
-        lines.append(f"- **Host syncs:** {per_step:.3g} per step from {len(syncs)} source line(s)")
+        lines.append(f"- **Host syncs:** {fmt_count(per_step)} per step from {len(syncs)} source line(s)")
     if advice:
         top = advice[0]
         lines.append(f"- **Top problem:** {inline(top.get('title', ''))}: {gain_text(top)}")
@@ -275,4 +276,4 @@ def render_markdown(session: Mapping[str, Any]) -> str:
 
 def _per_step_text(value: object) -> str:
     """Syncs per step for a table cell: 3 significant digits (``0.102``, ``38.3``, ``1``)."""
-    return f"{value:.3g}" if isinstance(value, (int, float)) else "-"
+    return fmt_count(value) if isinstance(value, (int, float)) else "-"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from torchdoctor.analyze.tree import group_repeated_siblings, with_percentages
-from torchdoctor.session_read import PHASES, center, contention_share, walk
+from torchdoctor.session_read import PHASES, center, contention_share, fmt_count, walk
 
 #: the tree table's columns, in display order ("" is the bar)
 COLUMNS = ("module / region", "total ms", "% parent", "% step", "", "fwd ms", "bwd ms",
@@ -251,7 +251,7 @@ def render_tree(
                 "fwd ms": format_ms(center(node.get("forward_ms"))),
                 "bwd ms": format_ms(center(node.get("backward_ms"))),
                 "saved act.": format_bytes(node.get("activation_bytes")),
-                "calls": "" if node.get("kind") in ("self", "root") else f"{calls:.3g}",
+                "calls": "" if node.get("kind") in ("self", "root") else fmt_count(calls),
             }
         )
         if max_depth is not None and depth >= max_depth:

@@ -63,6 +63,15 @@ _MARKER, _OPTIMIZER, _BACKWARD, _MODULE = (
 )  # fmt: skip
 
 
+
+#: what the notes say of no_grad blocks between backward() calls (a hand-written update)
+MANUAL_UPDATE_NOTE = (
+    "no_grad blocks between backward() calls count as the optimizer phase (a hand-written "
+    "update); grad-enabled code after them until backward() as forward"
+)
+#: ``_seen["manual_update"]`` when such a block was seen and no backward() after it yet
+PENDING_NOTE = 2
+
 class HookEvents:
     """Phase and step-boundary reactions to the profiler's hooks (see the module docstring).
 
@@ -133,13 +142,8 @@ class HookEvents:
         self._no_grad_blocks.append(manual_update)
         if manual_update:
             rec.phases.push("optimizer")
-            if not self._seen["manual_update"]:
-                self._seen["manual_update"] = 1
-                self.state.notes.append(
-                    "no_grad blocks between backward() calls count as the optimizer phase "
-                    "(a hand-written update); grad-enabled code after them until backward() "
-                    "as forward"
-                )
+            if not self._seen["manual_update"]:  # said once a backward() follows (not for an
+                self._seen["manual_update"] = PENDING_NOTE  # evaluation after the last one)
 
     @_timed_event
     def _data_enter(self, iterator: Any = None) -> int:
@@ -232,6 +236,9 @@ class HookEvents:
 
     @_timed_event
     def _backward_enter(self, roots: Any = None) -> None:
+        if self._seen["manual_update"] == PENDING_NOTE:  # a no_grad block between backwards
+            self._seen["manual_update"] = 1
+            self.state.notes.append(MANUAL_UPDATE_NOTE)
         rec = self._rec
         if rec.region_calls and rec.recording:
             rec.phases.push("other")  # the graph walk is profiler overhead, not forward

@@ -218,3 +218,14 @@ def test_large_counts_read_without_an_exponent():
     leaf["calls_per_step"] = 5180.0
     text = render_tree_text(session)
     assert "5,180" in text and "e+0" not in text
+
+
+def test_the_self_rows_phase_and_its_lines_own_time_are_told_apart():
+    """`(self)  optimizer 3.05 ms → train.py:13` read as if the optimizer time were at a
+    logging line of the other phase: the line's own ms is beside it."""
+    from torchdoctor.render.tree import _label
+
+    node = {"kind": "self", "name": "(self)", "path": "(self)", "total_ms": {"mean": 5.6},
+            "phases_ms": {"optimizer": 3.05, "other": 1.8},
+            "hot_lines": [{"location": "train.py:13", "total_ms": {"mean": 1.8}}]}  # fmt: skip
+    assert _label(node) == "(self)  optimizer 3.05 ms; → train.py:13 (1.8 ms)"

@@ -95,3 +95,17 @@ def test_the_calls_of_an_outlier_step_do_not_set_the_estimates_calls_per_step():
     assert estimate["audit_calls_per_step"] < 40, estimate
     assert 0 < estimate["line_calls_per_step"] < 40, estimate
     assert estimate["overhead_pct"] < 500, estimate  # (it hit the 1900% cap)
+
+
+def test_steps_slowed_by_another_process_do_not_hide_the_loops_periodic_work():
+    """A busy machine made a quarter of minGPT's steps long (the thread waited for a core):
+    counted by wall time they were 'the loop's shape', and the one-off sampling step stayed
+    in the tree. The rule counts what each step's own work took (wall less the wait)."""
+    from torchdoctor.collect.assemble import own_ms, typical_steps
+
+    window = [{"wall_ms": 1700.0, "cpu_wait_ms": 0.0}] * 4 + [{"wall_ms": 11624.0}]
+    busy = [{"wall_ms": 6000.0, "cpu_wait_ms": 4400.0}] * 15 + [{"wall_ms": 1700.0}] * 44
+    kept, out = typical_steps(window, [own_ms(s) for s in busy + window])
+    assert [s["wall_ms"] for s in out] == [11624.0] and len(kept) == 4
+    kept, out = typical_steps(window, [s["wall_ms"] for s in busy + window])  # (by wall: kept)
+    assert out == []

@@ -62,8 +62,21 @@ def outlier_limit(median_ms: float) -> float:
     return max(TREE_OUTLIER * median_ms, median_ms + OUTLIER_MIN_EXCESS_MS)
 
 
+def own_ms(step: Mapping[str, Any]) -> float:
+    """A step's wall ms less the time its thread waited for a core (``cpu_wait_ms``, when
+    known): what the step's own work took. On a machine busy with other work, steps slowed by
+    the wait are no periodic work of the loop (a second job made many steps long, and the rule
+    then kept minGPT's one-off sampling step in the tree as "the loop's shape").
+
+    Example:
+        >>> own_ms({"wall_ms": 30.0, "cpu_wait_ms": 18.0}), own_ms({"wall_ms": 30.0})
+        (12.0, 30.0)
+    """
+    return float(step["wall_ms"]) - float(step.get("cpu_wait_ms") or 0.0)
+
+
 def _limit_of(steps: Sequence[dict[str, Any]]) -> float:
-    walls = sorted(s["wall_ms"] for s in steps)
+    walls = sorted(own_ms(s) for s in steps)
     return outlier_limit(walls[len(walls) // 2])
 
 
@@ -73,7 +86,7 @@ def typical_steps(
     """``(kept, left out)``: the detailed steps without those over TREE_OUTLIER x the median
     or whose hot lines stopped at the detail budget (``lines_cut``, ``RecentSteps`` in
     ``collect/profiler_steps.py``), with 5 steps or more, and when the steps over that limit
-    are at most MAX_OUTLIER_SHARE of ``every`` step's wall ms (the run's, light steps
+    are at most MAX_OUTLIER_SHARE of ``every`` step's own ms (:func:`own_ms`; the run's, light steps
     included; by default the detailed steps'): a window of 5 holding one evaluation is 20% of
     its steps but 1 of 59 in the run.
 
@@ -91,12 +104,12 @@ def typical_steps(
     if len(steps) < 5:
         return list(steps), []
     limit = _limit_of(steps)
-    out = [s for s in steps if s["wall_ms"] > limit or s.get("lines_cut")]
-    every = every or [s["wall_ms"] for s in steps]
+    out = [s for s in steps if own_ms(s) > limit or s.get("lines_cut")]
+    every = every or [own_ms(s) for s in steps]
     share = sum(1 for ms in every if ms > limit) / len(every)
     if not out or share > MAX_OUTLIER_SHARE:
         return list(steps), []
-    return [s for s in steps if not (s["wall_ms"] > limit or s.get("lines_cut"))], out
+    return [s for s in steps if not (own_ms(s) > limit or s.get("lines_cut"))], out
 
 
 def outliers(
@@ -112,14 +125,14 @@ def outliers(
         >>> outliers(steps, steps[:15])
         {'outlier_steps': [0], 'outlier_rate': 0.0033444816053511705}
     """
-    _, stalls = typical_steps(detailed, [s["wall_ms"] for s in steps])
+    _, stalls = typical_steps(detailed, [own_ms(s) for s in steps])
     if not stalls or not steps:
         return {}
     limit = _limit_of(detailed)
-    long = [s for s in stalls if s["wall_ms"] > limit]  # (not those cut at the detail budget)
+    long = [s for s in stalls if own_ms(s) > limit]  # (not those cut at the detail budget)
     if not long:
         return {}
-    every = sum(1 for s in steps if s["wall_ms"] > limit)
+    every = sum(1 for s in steps if own_ms(s) > limit)
     return {
         "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
         "outlier_rate": max(every, len(long)) / len(steps),

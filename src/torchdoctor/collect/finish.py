@@ -24,6 +24,7 @@ from torchdoctor.collect.assemble import (
     attach_module_facts,
     build_tree,
     outliers,
+    own_ms,
     parameter_count,
     recomputation,
     stat_with_mean,
@@ -83,7 +84,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     rec = state.recorder
     store = state.summaries  # a StepStore: the kept steps; every step's figures streamed
     steps = store.kept()
-    every_wall = [s["wall_ms"] for s in steps]  # (every kept step's: how often long ones come)
+    every_wall = [own_ms(s) for s in steps]  # (every kept step's: how often long ones come)
     detailed, stalls = typical_steps(state.detailed_summaries(), every_wall)
     session = Session.new(state.label)
     boundary = state.boundary or StepBoundary.WHOLE_RUN

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchdoctor.collect.assemble import typical_steps
+from torchdoctor.collect.assemble import own_ms, typical_steps
 from torchdoctor.collect.lines_overhead import line_call_cost_us
 from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
@@ -64,7 +64,7 @@ def _left_out(state: ProfilerState) -> tuple[list[dict[str, int]] | None, set[in
     """``(counts, left out)``: when the tree left detailed steps out (an evaluation, a
     stall), the per-step collection counts of the steps it kept (None when some lack them),
     and the ids of the left-out summaries; ``(None, set())`` when it kept them all."""
-    every = [s["wall_ms"] for s in state.summaries.kept()]
+    every = [own_ms(s) for s in state.summaries.kept()]
     kept, out = typical_steps(state.detailed_summaries(), every)
     if not out:
         return None, set()

@@ -240,3 +240,19 @@ class SpikingConvNet(nn.Module):
             spk, mem = self.lif(cur1[t], mem)  # expect: TD307
             outs.append(spk)
         return torch.stack(outs)
+
+
+class CrossNetV2(nn.Module):
+    """DCN-v2: every cross layer's weight stacked in one parameter, sliced per layer."""
+
+    def __init__(self, dim, num_layers):
+        super().__init__()
+        self.num_layers = num_layers
+        self.kernels = nn.Parameter(torch.empty(num_layers, dim, dim))
+        self.scale = 2.0
+
+    def forward(self, x0):
+        x = x0
+        for i in range(self.num_layers):
+            x = x0 * (x @ self.kernels[i]) + x  # expect: TD307 (a parameter of all the layers)
+        return x * self.scale

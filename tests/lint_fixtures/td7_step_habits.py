@@ -118,3 +118,12 @@ def evolution(es, policy, envs, generations, device):
         policy.to(device)  # expect: TD713 (ES: an optimizer steps on estimated gradients)
         es.tell(es.rollout(envs, policy))
         es.opt.step()
+
+
+def accumulate_scaled(model, loader, optimizer, accum):
+    for i, batch in enumerate(loader):
+        loss = model(batch).sum()
+        (loss / accum).backward(retain_graph=True)  # expect: TD714 (the loss, scaled)
+        if (i + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad()

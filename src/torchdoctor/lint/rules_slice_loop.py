@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import Any
 
 from torchdoctor.lint.denoising_loops import range_call
 from torchdoctor.lint.loop_shapes import made_by_numpy
@@ -102,13 +103,33 @@ class SliceLoopRules(TensorValues, RuleVisitor):
     TRIGGERS = ((r"\bfor\b", r"\brange\("),)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
-        if not isinstance(node.ctx, ast.Load) or not isinstance(node.value, ast.Name):
+        if not isinstance(node.ctx, ast.Load):
             return
         found = self._sliced_at(node.slice)
         if found is None:
             return
         index, tuple_form = found
-        self._check(node, node.value, index, tuple_form)
+        if isinstance(node.value, ast.Name):
+            self._check(node, node.value, index, tuple_form)
+        elif _stacked_parameter(node.value, self.parent):
+            self._check_parameter(node, index)
+
+    def _check_parameter(self, node: ast.Subscript, index: ast.AST) -> None:
+        """``self.kernels[i]`` in ``for i in range(self.num_layers)``: a parameter holding
+        every layer's weights (DCN-v2's cross network), sliced per layer in the forward."""
+        loop = self._range_loop(node, index, layers=True)  # (a loop over the layers it holds)
+        scope = self.enclosing_scope(node)
+        if loop is None or _under_no_grad(node) is True or self._callers_without_grad(scope):
+            return
+        name = self.code_of(node.value)
+        self.report(
+            node,
+            "TD307",
+            f"`{self.code_of(node)}` slices the parameter `{name}` at the loop variable in "
+            f"every iteration: each slice's backward writes a zero gradient the size of all of "
+            f"`{name}` and autograd sums one per iteration; take the slices once before the "
+            f"loop, `for w in {name}.unbind({_dim_text(node)})` (its backward is one stack)",
+        )
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
@@ -189,9 +210,9 @@ class SliceLoopRules(TensorValues, RuleVisitor):
             for n in reads
         )
 
-    def _range_loop(self, node: ast.AST, index: ast.AST) -> ast.AST | None:
+    def _range_loop(self, node: ast.AST, index: ast.AST, layers: bool = False) -> ast.AST | None:
         """The ``for t in range(...)`` loop whose variable ``index`` reads, unless its range is
-        a short literal; None otherwise."""
+        a short literal (or, unless ``layers``, a count of a few things); None otherwise."""
         names = {n.id for n in ast.walk(index) if isinstance(n, ast.Name)}
         for loop in self.enclosing_loops(node):
             if not isinstance(loop, FOR) or not isinstance(loop.target, ast.Name):
@@ -207,7 +228,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                     return None
             if any(_reads_len(a) for a in counted.args):
                 return None  # range(len(x)): a Python sequence's items, most likely
-            if self._few_things(counted, self.enclosing_scope(node)):
+            if not layers and self._few_things(counted, self.enclosing_scope(node)):
                 return None
             return loop
         return None
@@ -363,6 +384,33 @@ def _written(loop: ast.AST, name: str) -> bool:
         ):
             return True
     return False
+
+
+def _stacked_parameter(expr: ast.AST, parent_of: Any) -> bool:
+    """``self.kernels`` where the enclosing class assigns ``self.kernels = nn.Parameter(...)``
+    (a weight per layer stacked in one parameter).
+
+    Example:
+        >>> tree = ast.parse("class C:\\n    def __init__(self):\\n        self.w = nn.Parameter(z)\\n"
+        ...                  "    def forward(self, i):\\n        return self.w[i]")
+        >>> parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+        >>> sub = tree.body[0].body[1].body[0].value
+        >>> _stacked_parameter(sub.value, parents.get)
+        True
+    """
+    if not (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+            and expr.value.id == "self"):  # fmt: skip
+        return False
+    owner = parent_of(expr)
+    while owner is not None and not isinstance(owner, ast.ClassDef):
+        owner = parent_of(owner)
+    return owner is not None and any(
+        isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+        and (dotted(node.value.func) or "").rsplit(".", 1)[-1] == "Parameter"
+        and any(isinstance(t, ast.Attribute) and t.attr == expr.attr
+                and isinstance(t.value, ast.Name) and t.value.id == "self" for t in node.targets)
+        for node in ast.walk(owner)
+    )  # fmt: skip
 
 
 def _dim_text(node: ast.AST) -> str:

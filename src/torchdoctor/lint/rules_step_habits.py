@@ -111,7 +111,9 @@ class StepHabitRules(RuleVisitor):
                 loss = node.args[0]
             elif isinstance(loss, ast.Call) and loss.args:  # scaler.scale(loss).backward(...)
                 loss = loss.args[0]
-            if loop is None or root_name(loss) not in made:
+            names = {root_name(loss)} if not isinstance(loss, ast.BinOp) else {  # (loss / k)
+                n.id for n in ast.walk(loss) if isinstance(n, ast.Name)}  # fmt: skip
+            if loop is None or not names & made:
                 return  # (a loss made before the loop: each iteration goes through it again)
             backwards = [c for c in self.direct_calls(loop.body) if method_name(c) == "backward"
                          and not self._exclusive(c, node, loop)]  # fmt: skip

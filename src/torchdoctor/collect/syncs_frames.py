@@ -254,6 +254,13 @@ def call_warning_at_user_line(func: Callable, args: tuple, kwargs: dict, frame: 
             _reissue(caught, frame)
 
 
+def _module_name(names: dict) -> dict[str, str]:
+    """``module=`` for ``warnings.warn_explicit`` from a module's globals: none when they have
+    no name (``module=None`` makes Python drop the warning: its "ignore" marker)."""
+    name = names.get("__name__")
+    return {"module": name} if isinstance(name, str) else {}
+
+
 def _module_of(filename: str) -> Any:
     """The loaded module whose file is ``filename``, or None."""
     for module in list(sys.modules.values()):
@@ -270,10 +277,10 @@ def _reissue(caught: list, frame: FrameType | None) -> None:
         if not str(record.filename).startswith(_PACKAGE):  # raised by Python code (torch's
             # dropout.py): Python named that line, as it would without the audit
             module = _module_of(record.filename)  # (its registry: once per line, as Python)
-            names = vars(module) if module is not None else {"__name__": None}
+            names = vars(module) if module is not None else {}
             warnings.warn_explicit(
                 record.message, record.category, record.filename, record.lineno,
-                module=names["__name__"], registry=names.setdefault("__warningregistry__", {}),
+                registry=names.setdefault("__warningregistry__", {}), **_module_name(names),
             )  # fmt: skip
             continue
         if user is None:
@@ -404,8 +411,8 @@ class UserLineWarnings:
                 module_globals = named.f_globals
                 warnings.warn_explicit(
                     message, category, named.f_code.co_filename, named.f_lineno or 0,
-                    module=module_globals.get("__name__"),
                     registry=module_globals.setdefault("__warningregistry__", {}),
+                    **_module_name(module_globals),
                 )  # fmt: skip
                 return
             user_file, user_line, _ = user_frame(sys._getframe(1))

@@ -50,3 +50,19 @@ def plumbing(model, loader):
         model.state_dict()
         model.get_config()
     return sizes
+
+
+@torch.no_grad()
+def greedy_decode(model, src, src_len, max_len=100):
+    """An RNN decoder feeds back its last token (`y`) and appends it: the encoder runs once
+    per step on the same source (pointer-generator's greedy decode)."""
+    y = torch.full((src.shape[0],), 2)
+    state = None
+    out_tokens = []
+    for _ in range(max_len):
+        enc_out, enc_state = model.encoder(src, src_len)  # expect: TD601
+        state = enc_state if state is None else state
+        dist, state = model.decoder.step(model.embedding(y), state, enc_out)
+        y = dist.argmax(1)
+        out_tokens.append(y)
+    return torch.stack(out_tokens, 1)

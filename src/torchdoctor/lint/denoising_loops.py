@@ -377,7 +377,17 @@ def grows_a_sequence(rules: Any, loop: ast.For | ast.While) -> str | None:
         for n in ast.walk(arg)
         if isinstance(n, ast.Name)
     }  # fmt: skip
-    found = sorted(grown & fed)
+    # ... or the token appended is the one fed back (an RNN decoder's `y = dist.argmax(1)`,
+    # `model.embedding(y)` next step, `out.append(y)`: pointer-generator's greedy decode)
+    appended = {
+        stmt.value.args[0].id for stmt in loop.body
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+        and method_name(stmt.value) == "append" and len(stmt.value.args) == 1
+        and isinstance(stmt.value.args[0], ast.Name)
+    }  # fmt: skip
+    made = {t.id for stmt in loop.body if isinstance(stmt, ast.Assign)
+            for t in stmt.targets if isinstance(t, ast.Name)}  # fmt: skip
+    found = sorted(grown & fed) or sorted(appended & fed & made)
     return found[0] if found else None
 
 

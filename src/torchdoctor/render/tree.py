@@ -324,7 +324,8 @@ def _label(node: dict[str, Any], parent_path: str = "") -> str:
     if node.get("hot_lines"):  # a (self) row (or childless owner) points to its hot lines
         from torchdoctor.render.hot_lines import self_row_pointer
 
-        return f"{name}  {phase.rstrip() + '; ' if phase else ''}{self_row_pointer(node)}"
+        pointer = self_row_pointer(node, own_time=bool(phase))
+        return f"{name}  {phase.rstrip() + '; ' if phase else ''}{pointer}"
     return f"{name}  {phase.rstrip()}" if phase else name
 
 

@@ -220,12 +220,17 @@ def test_large_counts_read_without_an_exponent():
     assert "5,180" in text and "e+0" not in text
 
 
-def test_the_self_rows_phase_and_its_lines_own_time_are_told_apart():
+def test_the_self_rows_phase_is_not_pinned_on_a_line_that_does_not_hold_it():
     """`(self)  optimizer 3.05 ms → train.py:13` read as if the optimizer time were at a
-    logging line of the other phase: the line's own ms is beside it."""
+    logging line of the other phase: the pointer shows only when its line holds most of the
+    row (the Hot lines table lists the rest)."""
     from torchdoctor.render.tree import _label
 
     node = {"kind": "self", "name": "(self)", "path": "(self)", "total_ms": {"mean": 5.6},
             "phases_ms": {"optimizer": 3.05, "other": 1.8},
             "hot_lines": [{"location": "train.py:13", "total_ms": {"mean": 1.8}}]}  # fmt: skip
-    assert _label(node) == "(self)  optimizer 3.05 ms; → train.py:13 (1.8 ms)"
+    assert _label(node) == "(self)  optimizer 3.05 ms"
+    node["hot_lines"][0]["total_ms"] = {"mean": 4.0}
+    assert _label(node) == "(self)  optimizer 3.05 ms; → train.py:13"
+    del node["phases_ms"]
+    assert _label(node) == "(self)  → train.py:13"

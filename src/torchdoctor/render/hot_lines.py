@@ -269,21 +269,15 @@ def html_hot_lines(session: Mapping[str, Any]) -> str:
     )
 
 
-def self_row_pointer(node: Mapping[str, Any], own_time: bool = False) -> str:
-    """The ``(self)`` row's pointer to its heaviest hot line: ``→ t.py:3 +1`` (or ''); with
-    ``own_time``, that line's own time (beside the row's main phase, which need not be the
-    line's: an optimizer phase and a logging line).
+def self_row_pointer(node: Mapping[str, Any]) -> str:
+    """The ``(self)`` row's pointer to its heaviest hot line: ``→ t.py:3 +1`` (or '').
 
     Example:
-        >>> node = {"hot_lines": [{"location": "t.py:3", "total_ms": {"mean": 2.5}},
-        ...                       {"location": "t.py:9"}]}
-        >>> self_row_pointer(node), self_row_pointer(node, own_time=True)
-        ('→ t.py:3 +1', '→ t.py:3 (2.5 ms) +1')
+        >>> self_row_pointer({"hot_lines": [{"location": "t.py:3"}, {"location": "t.py:9"}]})
+        '→ t.py:3 +1'
     """
     pointers = node.get("hot_lines") or ()
     if not pointers:
         return ""
     more = f" +{len(pointers) - 1}" if len(pointers) > 1 else ""
-    ms = _mean(pointers[0].get("total_ms")) if own_time else 0.0
-    own = f" ({_num(ms)} ms)" if ms > 0 else ""
-    return f"→ {pointers[0].get('location')}{own}{more}"
+    return f"→ {pointers[0].get('location')}{more}"

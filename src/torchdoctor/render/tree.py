@@ -324,9 +324,22 @@ def _label(node: dict[str, Any], parent_path: str = "") -> str:
     if node.get("hot_lines"):  # a (self) row (or childless owner) points to its hot lines
         from torchdoctor.render.hot_lines import self_row_pointer
 
-        pointer = self_row_pointer(node, own_time=bool(phase))
-        return f"{name}  {phase.rstrip() + '; ' if phase else ''}{pointer}"
+        if phase and not _holds_most(node):  # (its main phase is not at its heaviest line: a
+            return f"{name}  {phase.rstrip()}"  # slow optimizer beside a logging line)
+        return f"{name}  {phase.rstrip() + '; ' if phase else ''}{self_row_pointer(node)}"
     return f"{name}  {phase.rstrip()}" if phase else name
+
+
+def _holds_most(node: dict[str, Any]) -> bool:
+    """The row's heaviest hot line holds at least half of the row's time.
+
+    Example:
+        >>> _holds_most({"total_ms": {"mean": 10.0}, "hot_lines": [{"total_ms": {"mean": 6.0}}]})
+        True
+    """
+    lines = node.get("hot_lines") or ()
+    total, ms = center(node.get("total_ms")), center((lines[0] if lines else {}).get("total_ms"))
+    return total > 0 and ms >= 0.5 * total
 
 
 def _main_phase(node: dict[str, Any]) -> str:

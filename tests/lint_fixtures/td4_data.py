@@ -31,7 +31,10 @@ def pinned(ds, device, model):
     for data, _ in loader:
         data = data.to("cuda")  # expect: TD404 (a device string)
         half = data.to("cpu")  # near-miss: back to the host, not a pinned copy to the device
-    return ids, moved, kept, half
+    for q, d in loader:
+        q, d = (t.cuda() for t in (q, d))  # expect: TD404 (a generator over the batch's names)
+        names = [n.to(device) for n in (ids, half)]  # names of no batch of this loop
+    return ids, moved, kept, half, q, d, names
 
 
 def fit_on_the_device(model, X, y, device):

@@ -292,7 +292,8 @@ class DataRules(RuleVisitor):
 
     def _drawn_from(self, node: ast.AST, name: str, batch: set[str]) -> bool:
         """``name`` is bound by a comprehension around ``node`` over the batch's entries:
-        ``{k: v.to(device) for k, v in batch.items()}`` (Hugging Face's usual copy)."""
+        ``{k: v.to(device) for k, v in batch.items()}`` (Hugging Face's usual copy), or over a
+        tuple of the batch's names."""
         parent = self.parent(node)
         while parent is not None and not isinstance(parent, ast.For):
             for gen in getattr(parent, "generators", ()):
@@ -301,6 +302,9 @@ class DataRules(RuleVisitor):
                     it = it.func if isinstance(it, ast.Call) else it.value
                 if name in target_names(gen.target) and isinstance(it, ast.Name) and it.id in batch:
                     return True
+                if name in target_names(gen.target) and isinstance(it, (ast.Tuple, ast.List)) and any(
+                        isinstance(e, ast.Name) and e.id in batch for e in it.elts):  # fmt: skip
+                    return True  # (ColBERT's `(t.cuda() for t in (q_ids, q_mask, d_ids))`)
             parent = self.parent(parent)
         return False
 

@@ -254,11 +254,24 @@ def call_warning_at_user_line(func: Callable, args: tuple, kwargs: dict, frame: 
             _reissue(caught, frame)
 
 
-def _module_name(names: dict) -> dict[str, str]:
-    """``module=`` for ``warnings.warn_explicit`` from a module's globals: none when they have
-    no name (``module=None`` makes Python drop the warning: its "ignore" marker)."""
+def _warn_in(names: dict, message: Any, category: Any, filename: str, lineno: int,
+             source: bool = False) -> None:
+    """``warnings.warn_explicit`` at ``filename:lineno`` as the module whose globals are
+    ``names`` would issue it: its once-per-line registry and its name for the filters by
+    module (none when it has no name: ``module=None`` makes Python drop the warning); with
+    ``source``, its globals too, for the line's source (falling back without them when a
+    script's globals have no loader to ask: Python 3.12)."""
+    registry = names.setdefault("__warningregistry__", {})
     name = names.get("__name__")
-    return {"module": name} if isinstance(name, str) else {}
+    module = {"module": name} if isinstance(name, str) else {}
+    if source:
+        try:
+            warnings.warn_explicit(message, category, filename, lineno, registry=registry,
+                                   module_globals=names, **module)  # fmt: skip
+            return
+        except (ImportError, ValueError, AttributeError):  # (a module run as __main__ by
+            pass  # `run -m`: its loader knows another name)
+    warnings.warn_explicit(message, category, filename, lineno, registry=registry, **module)
 
 
 def _module_of(filename: str) -> Any:
@@ -277,27 +290,14 @@ def _reissue(caught: list, frame: FrameType | None) -> None:
         if not str(record.filename).startswith(_PACKAGE):  # raised by Python code (torch's
             # dropout.py): Python named that line, as it would without the audit
             module = _module_of(record.filename)  # (its registry: once per line, as Python)
-            names = vars(module) if module is not None else {}
-            warnings.warn_explicit(
-                record.message, record.category, record.filename, record.lineno,
-                registry=names.setdefault("__warningregistry__", {}), **_module_name(names),
-            )  # fmt: skip
+            _warn_in(vars(module) if module is not None else {}, record.message,
+                     record.category, record.filename, record.lineno)  # fmt: skip
             continue
         if user is None:
             warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
             continue
-        module_globals = user.f_globals
-        where = (record.message, record.category, user.f_code.co_filename, user.f_lineno or 0)
-        registry = module_globals.setdefault("__warningregistry__", {})
-        try:
-            warnings.warn_explicit(
-                *where, module=module_globals.get("__name__"), registry=registry,
-                module_globals=module_globals,
-            )  # fmt: skip
-        except (ImportError, ValueError, AttributeError):  # a module run as __main__ (`run
-            # -m`): its loader knows another name; a script's globals without a loader (Python
-            # 3.12's warnings ask __spec__.loader for the line's source)
-            warnings.warn_explicit(*where, registry=registry)
+        _warn_in(user.f_globals, record.message, record.category, user.f_code.co_filename,
+                 user.f_lineno or 0, source=True)  # fmt: skip
 
 
 _OPTIM = _TORCH + "optim" + os.sep
@@ -408,12 +408,8 @@ class UserLineWarnings:
             named = _named_without_us(sys._getframe(1), filename, lineno)
             if named is not None:  # issued again there: Python's once-per-line registry,
                 # its version and the filters by module then hold as without the audit
-                module_globals = named.f_globals
-                warnings.warn_explicit(
-                    message, category, named.f_code.co_filename, named.f_lineno or 0,
-                    registry=module_globals.setdefault("__warningregistry__", {}),
-                    **_module_name(module_globals),
-                )  # fmt: skip
+                _warn_in(named.f_globals, message, category, named.f_code.co_filename,
+                         named.f_lineno or 0)  # fmt: skip
                 return
             user_file, user_line, _ = user_frame(sys._getframe(1))
             if user_file != "<unknown>":

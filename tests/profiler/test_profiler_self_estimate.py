@@ -300,3 +300,18 @@ def test_one_windows_difference_bounds_a_larger_calibrated_sum():
     # far under it: the light steps differ for another reason (a growing sequence)
     assert estimate_profiler_overhead(216, 23.2, window_bound_ms=0.1 * calibrated,
                                       **common)["source"] == "calibrated"  # fmt: skip
+
+
+def test_the_estimate_counts_the_kept_steps_calls_not_the_warm_ups():
+    """A script that stopped (raised) in its first step after warm-up: the session shows that
+    partial step, whose audited calls are few; the warm-up step's are not its (it read ~505%
+    of a 2.6 ms partial step)."""
+    net = nn.Linear(4, 4)
+    with torchdoctor.Profiler(net, warmup=1) as prof:
+        for _ in range(200):  # the warm-up step: many audited calls
+            net(torch.ones(2, 4)).sum().item()
+        prof.step()
+        net(torch.ones(2, 4)).sum().item()  # the partial step: one forward, one .item()
+    estimate = prof.session["config"]["profiler_overhead"]
+    assert len(prof.session["steps"]) == 1
+    assert 0 < estimate["audit_calls_per_step"] < 20

@@ -61,13 +61,12 @@ def _light_calls(session: Session, state: ProfilerState, calls_per_step: float) 
 
 
 def _left_out(state: ProfilerState) -> tuple[list[dict[str, int]] | None, set[int]]:
-    """``(counts, left out)``: when the tree left detailed steps out (an evaluation, a
-    stall), the per-step collection counts of the steps it kept (None when some lack them),
-    and the ids of the left-out summaries; ``(None, set())`` when it kept them all."""
+    """``(counts, left out)``: the per-step collection counts of the detailed steps the tree
+    keeps (None when some lack them) and the ids of the summaries it left out (an evaluation,
+    a stall). The counts are the kept steps' own: the run's totals also hold the warm-up's
+    calls (a script that raised in its first step showed ~505% of its partial step)."""
     every = [own_ms(s) for s in state.summaries.kept()]
     kept, out = typical_steps(state.detailed_summaries(), every)
-    if not out:
-        return None, set()
     counts = [s.get("collect_counts") for s in kept]
     return (counts if kept and None not in counts else None), {id(s) for s in out}
 

@@ -67,6 +67,10 @@ def test_sequences_decoded_one_after_another_are_told_to_decode_as_one_batch():
     (item,) = one_sample_per_call({"steps": three, "call_lines": [CALL_LINE]})
     assert item.title.startswith("3 sequences were generated one after another")
     assert "idx.repeat(n, 1)" in item.fix and "DataLoader" not in item.fix
+    # worded for any generation, not only a language model's prompts: an encoder-decoder
+    # transcribing clips one at a time (Whisper) batches its sources
+    assert "encoder-decoder" in item.fix and "input_features" in item.fix
+    assert "idx" not in item.code and "torch.cat(inputs)" in item.code
     assert "3 sequences one after another" in item.evidence[0]
     cached = [{"input_shape": [1, 1 if k else 9], "phases": {}} for _ in range(4) for k in range(25)]
     (item,) = one_sample_per_call({"steps": cached})  # a KV cache: one prompt call each

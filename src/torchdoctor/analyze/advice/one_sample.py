@@ -137,15 +137,17 @@ def _sequences_one_at_a_time(
         "generate them as one batch",
         confidence="medium",
         evidence=evidence,
-        fix="Stack the prompts into one batch (the same prompt: idx.repeat(n, 1)) and run the "
-        "generation loop once for all of them: each step's forward then runs n rows for about "
-        "the cost of one on a GPU, and torch.multinomial samples each row on its own. "
-        "Sequences that end at different lengths need padding and a finished mask; Hugging "
-        "Face generate does both: pad the prompts on the left (tokenizer.padding_side = "
-        '"left") and pass attention_mask.',
+        fix="Generate the sequences as one batch: stack their inputs (the prompts' token ids; "
+        "an encoder-decoder's source, such as Whisper's input_features of several clips; the "
+        "same prompt n times: idx.repeat(n, 1)) and run the generation loop once for all of "
+        "them: each decoding step's forward then runs n rows for about the cost of one on a "
+        "GPU, and sampling treats each row on its own. Sequences that end at different lengths "
+        "need padding and a finished mask; Hugging Face generate does both (a decoder-only "
+        'model wants its prompts padded on the left: tokenizer.padding_side = "left", with '
+        "attention_mask), and a pipeline batches with pipe(inputs, batch_size=8).",
         references=["torch.Tensor.repeat"],
-        code="for _ in range(n): out.append(model.generate(idx, steps))   # before\n"
-        "out = model.generate(idx.repeat(n, 1), steps)              # after: n rows at once",
+        code="outs = [model.generate(x) for x in inputs]   # before: one sequence per call\n"
+        "outs = model.generate(torch.cat(inputs))       # after: n rows at once (padded alike)",
     )
     if line is not None and line.get("file") and line.get("line"):
         advice.locations = [f"{line['file']}:{line['line']}"]

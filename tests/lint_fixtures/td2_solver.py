@@ -139,3 +139,16 @@ def kmeans(x, centers, iters):
             break
         centers = new_centers
     return centers
+
+
+@torch.no_grad()
+def draft_tokens(draft, seq, cfg):
+    out = []
+    for _ in range(cfg.gamma):  # speculative decoding: the draft stops early when unsure
+        probs = torch.softmax(draft(seq)[:, -1], -1)  # expect: TD604 (no cache)
+        if probs.max().item() < cfg.draft_confidence:  # expect: TD206
+            break
+        tok = probs.argmax(-1, keepdim=True)
+        out.append(tok)
+        seq = torch.cat([seq, tok], dim=1)
+    return out

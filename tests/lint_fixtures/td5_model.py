@@ -180,3 +180,36 @@ class PixelDecoderBlock(nn.Module):
 
     def forward(self, x):
         return self.norm(self.conv(x))
+
+
+class SetAbstraction(nn.Module):
+    """PointNet++: shared MLPs as ModuleLists filled in a loop, paired by zip in forward."""
+
+    def __init__(self, mlp, last):
+        super().__init__()
+        self.convs, self.bns = nn.ModuleList(), nn.ModuleList()
+        for out in mlp:
+            self.convs.append(nn.Conv2d(last, out, 1))  # expect: TD506
+            self.bns.append(nn.BatchNorm2d(out))
+            last = out
+
+    def forward(self, x):
+        for conv, bn in zip(self.convs, self.bns):
+            x = F.relu(bn(conv(x)))
+        return x
+
+
+class IndexedBlocks(nn.Module):
+    def __init__(self, widths):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv1d(w, w, 3, padding=1) for w in widths])  # expect: TD506
+        self.norms = nn.ModuleList([nn.BatchNorm1d(w) for w in widths])
+        self.gconvs = nn.ModuleList([nn.Conv1d(w, w, 3, padding=1) for w in widths])  # near-miss
+        self.gns = nn.ModuleList([nn.GroupNorm(4, w) for w in widths])
+
+    def forward(self, x):
+        for i in range(len(self.convs)):
+            x = self.norms[i](self.convs[i](x)).relu()
+        for i, (conv, gn) in enumerate(zip(self.gconvs, self.gns)):
+            x = gn(conv(x))  # (GroupNorm keeps the bias's effect)
+        return x

@@ -1,5 +1,6 @@
 # TD501 / TD502 / TD503 / TD504 fixtures.
 import torch
+import torchvision
 import torch as T
 from torch.backends.cuda import sdp_kernel
 from torch.cuda.amp import GradScaler, autocast
@@ -56,3 +57,12 @@ def load_reranker(path, fp16):
 def load_scores(path):
     scores = torch.load(path)
     return scores.half()  # near-miss: a tensor of scores, not a model
+
+
+def load_detector(device):
+    det = torchvision.models.detection.fasterrcnn_resnet50_fpn_v2(weights=None).to(device).eval()
+    return det.half()  # expect: TD501
+
+
+def half_detector(detector):
+    return detector.half()  # expect: TD501

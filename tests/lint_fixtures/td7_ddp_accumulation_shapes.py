@@ -72,3 +72,36 @@ def micro_steps_nanogpt(student, batches, opt, grad_accum_steps):
             model(next(batches).cuda()).mean().backward()  # near-miss: synced on the last only
         opt.step()
         opt.zero_grad()
+
+
+CFG = {"accum": 4}
+
+
+def micro_steps_config_dict(student, batches, opt):
+    model = DDP(student.cuda())
+    for step in range(1000):
+        for micro in range(CFG["accum"]):  # (the count read from a config dict)
+            model(next(batches).cuda()).mean().backward()  # expect: TD706
+        opt.step()
+        opt.zero_grad()
+
+
+def micro_batches_by_chunk(student, loader, opt, n_micro):
+    model = DDP(student.cuda())
+    for batch in loader:
+        for i, part in enumerate(batch.cuda().chunk(n_micro)):
+            model(part).mean().backward()  # expect: TD706
+        opt.step()
+        opt.zero_grad()
+
+
+def two_optimizers_inner_steps(critic, gen, batches, c_opt, g_opt):
+    critic, gen = DDP(critic.cuda()), DDP(gen.cuda())
+    for step in range(1000):
+        for _ in range(5):
+            critic(next(batches).cuda()).mean().backward()  # near-miss: stepped each time
+            c_opt.step()
+            c_opt.zero_grad()
+        gen(next(batches).cuda()).mean().backward()
+        g_opt.step()
+        g_opt.zero_grad()

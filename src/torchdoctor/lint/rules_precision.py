@@ -44,6 +44,8 @@ def is_model_like(expr: ast.AST) -> bool:
     Example:
         >>> [is_model_like(ast.parse(s, mode="eval").body) for s in ("self.encoder", "Net()", "x")]
         [True, True, False]
+        >>> is_model_like(ast.parse("models.resnet18(weights=None).eval()", mode="eval").body)
+        True
         >>> [is_model_like(ast.parse(f"{c}.from_pretrained(p)", mode="eval").body)
         ...  for c in ("AutoModelForSeq2SeqLM", "AutoTokenizer")]
         [True, False]
@@ -54,12 +56,18 @@ def is_model_like(expr: ast.AST) -> bool:
     if isinstance(expr, ast.Call):
         if isinstance(expr.func, ast.Name) and expr.func.id[:1].isupper():
             return True  # Net(...)
+        if _MODEL_ZOO.search(dotted(expr.func) or ""):  # torchvision.models.resnet50(...)
+            return True
         if method_name(expr) in {"eval", "cuda", "to", "float", "requires_grad_"}:
             return is_model_like(expr.func.value)
         if method_name(expr) == "from_pretrained":  # (Hugging Face: a model, unless a tokenizer's)
             return not _NOT_A_MODEL.search(dotted(expr.func.value) or "")  # type: ignore[attr-defined]
     return False
 
+
+#: a model zoo's constructor: torchvision.models.detection.fasterrcnn_resnet50_fpn(...),
+#: models.resnet18(...), timm.create_model(...)
+_MODEL_ZOO = re.compile(r"(^|\.)models\.\w|(^|\.)create_model$")
 
 #: classes whose ``from_pretrained`` loads no model
 _NOT_A_MODEL = re.compile(r"Tokenizer|Processor|Config|FeatureExtractor|Scheduler")

@@ -43,10 +43,11 @@ RULES = (
     ),
 )
 
-#: a name that holds a tolerance: tol, atol, eps, threshold, stop_thr
+#: a name that holds a tolerance: tol, atol, eps, threshold, stop_thr, or a decoder's stop
+#: level: draft_confidence (speculative decoding's early exit), min_conf, cutoff
 _TOLERANCE = re.compile(
     r"(^|_)(tol|tolerance|eps|epsilon|thr|thres|thresh|threshold|atol|rtol|precision|"
-    r"stopthr)(_|\d|$)",
+    r"stopthr|conf|confidence|cutoff)(_|\d|$)",
     re.IGNORECASE,
 )
 #: an iteration limit passed to an inner solver: max_iter, num_iter, numItermax

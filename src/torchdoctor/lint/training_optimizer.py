@@ -43,6 +43,8 @@ DDP = frozenset(
     }
 )
 _ACCUMULATION = re.compile(r"accum", re.IGNORECASE)
+#: methods that cut a batch into micro-batches
+_CHUNKS = frozenset({"chunk", "split", "tensor_split"})
 
 
 class OptimizerChecks(RuleVisitor):
@@ -198,11 +200,17 @@ class OptimizerChecks(RuleVisitor):
                 parent = self.parent(parent)
 
     def _micro_batch_loop(self, loop: ast.AST) -> bool:
-        """``for micro in range(args.accum):`` (a count named for accumulation) inside a loop
-        that steps the optimizer after it: the backward runs once per micro-batch."""
+        """``for micro in range(args.accum):`` (any count: ``range(CFG["accum"])``,
+        ``range(n_micro)``, ``range(4)``) or over a batch's chunks (``batch.chunk(k)``,
+        ``.split(n)``) inside a loop that steps the optimizer after it: the backward runs once
+        per micro-batch."""
         counted = loop.iter if isinstance(loop, FOR) else None  # type: ignore[attr-defined]
-        if not (isinstance(counted, ast.Call) and dotted(counted.func) == "range" and any(
-                _ACCUMULATION.search(n) for a in counted.args for n in dotted_names_in(a))):
+        if not isinstance(counted, ast.Call) or not (
+            dotted(counted.func) == "range" or method_name(counted) in _CHUNKS
+            or (isinstance(counted.func, ast.Name) and counted.func.id in ("enumerate", "zip")
+                and any(isinstance(a, ast.Call) and method_name(a) in _CHUNKS
+                        for a in counted.args))
+        ):
             return False  # fmt: skip
         outer = next(iter(self.enclosing_loops(loop)), None)
         return outer is not None and any(

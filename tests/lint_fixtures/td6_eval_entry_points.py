@@ -1,6 +1,7 @@
 """TD602 where the model runs through its own inference method (``model.doc(ids)``) or over a
 dict of data (``outputs.items()``): still a loop recording a graph it never uses."""
 import torch
+import torchvision
 
 
 def encode_corpus(model, loader, device):
@@ -66,3 +67,25 @@ def greedy_decode(model, src, src_len, max_len=100):
         y = dist.argmax(1)
         out_tokens.append(y)
     return torch.stack(out_tokens, 1)
+
+
+def load_detector(device):
+    det = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None).to(device).eval()
+    return det
+
+
+def load_backbone(device):
+    return torchvision.models.resnet18(weights=None).to(device)
+
+
+def track_video(frames, device="cuda"):
+    detector = load_detector(device)  # (eval mode set by the loader)
+    boxes = []
+    for frame in frames:  # expect: TD602
+        boxes.append(detector([frame.to(device)])[0]["boxes"])
+    return boxes
+
+
+def fine_tune_features(frames, device="cuda"):
+    backbone = load_backbone(device)  # near-miss: no eval mode anywhere (trained by a caller)
+    return [backbone(f.to(device)) for f in frames]

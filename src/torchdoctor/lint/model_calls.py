@@ -94,3 +94,4 @@ def chain_root(expr: ast.AST) -> ast.AST:
     while isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute):
         expr = expr.func.value
     return expr
+

@@ -28,7 +28,7 @@ from torchdoctor.lint.project_scan import (
     step_loop,
 )
 from torchdoctor.lint.syntax import link_parents
-from torchdoctor.lint.tensors import numbers_in_literal
+from torchdoctor.lint.tensors import framework_step_method, numbers_in_literal
 
 
 class Project:
@@ -151,7 +151,15 @@ class Project:
                 tree = self._trees.get(path) or _parse(self.text(path))  # (no parent links)
                 modules = set(ImportTable(tree).imports if tree is not None else ()) | {"self"}
                 for loop in ast.walk(tree) if tree is not None else ():
-                    if isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
+                    if isinstance(loop, ast.ClassDef):  # a method a framework runs every step
+                        for method in loop.body:  # (Lightning's training_step): its body is
+                            if framework_step_method(loop, method):  # a training loop's
+                                for call in ast.walk(method):
+                                    if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
+                                        site = (Path(path).name, call.lineno)
+                                        self._loop_calls.setdefault(call.func.id, site)
+                                        self._loop_calls.setdefault(("training", call.func.id), site)
+                    elif isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
                         direct = {id(c) for c in _calls_in_body(loop, nested=False)}
                         trains = any(isinstance(c.func, ast.Attribute) and c.func.attr in (
                             "backward", "step") for c in _calls_in_body(loop, nested=False))  # fmt: skip

@@ -136,7 +136,8 @@ def _calls_in_body(loop: ast.AST, nested: bool = True) -> Iterator[ast.Call]:
 
 #: text a file with a step loop holds (a cheap test before parsing it for the loop index)
 _STEP_MARKERS = re.compile(
-    r"\.backward\(|\.step\(|^[ \t]*for\b[^\n]*(loader|batches|timesteps)", re.M | re.I
+    r"\.backward\(|\.step\(|^[ \t]*for\b[^\n]*(loader|batches|timesteps)"
+    r"|def (training_step|compute_loss)\(", re.M | re.I
 )
 
 

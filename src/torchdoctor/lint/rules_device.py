@@ -9,6 +9,7 @@ import ast
 from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import target_names
+from torchdoctor.lint.tensors import framework_step_method
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -216,6 +217,10 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         where = "inside a CUDA training step"
         if context is None and isinstance(scope, FUNCTIONS):
             context = scope if self.is_training_body(scope, full=True) else None
+            owner = self.parent(scope)
+            if isinstance(owner, ast.ClassDef) and framework_step_method(owner, scope):
+                context = scope  # (Lightning runs it every step: its backward is the framework's)
+                where = f"in `{scope.name}`, which the framework runs every training step"
             project = self.context.project
             hit = None if context is not None or loops or project is None or not isinstance(
                 self.parent(scope), ast.Module) else (

@@ -18,11 +18,11 @@ from torchdoctor.lint.denoising_loops import (
     range_call,
     timesteps_read,
 )
+from torchdoctor.lint.eval_loops import NO_GRAD, eval_loops, loaded_in_eval_mode, under_no_grad
 from torchdoctor.lint.model_calls import chain_root, mc_dropout, names_a_module, runs_the_module
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.tensors import JOINS
 from torchdoctor.lint.visitor import (
-    FOR,
     FUNCTIONS,
     MODEL_NAME,
     RuleVisitor,
@@ -32,23 +32,12 @@ from torchdoctor.lint.visitor import (
     target_names,
 )
 
-NO_GRAD = frozenset(
-    {
-        "torch.no_grad",
-        "torch.inference_mode",
-        "torch.enable_grad",
-        "torch.set_grad_enabled",
-        "torch.autograd.grad_mode.no_grad",
-        "torch.autograd.grad_mode.inference_mode",
-    }
-)
 #: a decorator of the project's own that turns autograd off, by its name
 _GRAD_OFF_DECORATOR = re.compile(r"(?i)inference_mode|no_grad")
 #: model methods that libraries run without autograd (used when the project defines none)
 _LIBRARY_NO_GRAD_METHODS = frozenset({"predict", "generate"})
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
-_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 #: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
 _LIGHTNING_NO_GRAD = frozenset({"validation_step", "test_step", "predict_step"})
 _LIGHTNING = re.compile(r"(?m)^\s*(import|from)\s+(lightning|pytorch_lightning)\b")
@@ -284,15 +273,16 @@ class InferenceRules(RuleVisitor):
     def _check_eval(self, node: ast.AST, body: list, named: bool, decorators: list) -> None:
         lines = self.context.lines[body[0].lineno - 1 : body[-1].end_lineno]
         sampled = isinstance(node, FUNCTIONS) and mc_dropout(node, lines)
-        if not named and not sampled and not any(".eval()" in line for line in lines):
-            return  # neither an evaluation function nor one calling .eval()
+        loaded = set() if named or sampled else loaded_in_eval_mode(body, self.context)
+        if not named and not sampled and not loaded and not any(".eval()" in x for x in lines):
+            return  # neither an evaluation function nor one calling .eval() or a loader that does
         body_calls = [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
         kept_in = {"eval", "train"} if sampled else {"eval"}
         eval_receivers = {  # (model.eval() may sit inside an epoch loop)
             dotted(chain_root(c.func.value))  # (model.to(device).eval(): model)
             for c in body_calls
             if method_name(c) in kept_in and not c.args and not c.keywords
-        } - {None}
+        } - {None} | loaded
         if not eval_receivers and (not named or getattr(node, "name", "_")[:1] == "_"):
             return  # (a private `_sample` runs under its public caller's grad mode)
         for deco in decorators:
@@ -308,7 +298,7 @@ class InferenceRules(RuleVisitor):
             }:
                 return
         callers_checked = False
-        for loop in self._eval_loops(body):
+        for loop in eval_loops(self, body):
             if loops_over_modules(loop):
                 continue
             if self._calls_model(loop, eval_receivers):
@@ -345,47 +335,6 @@ class InferenceRules(RuleVisitor):
             return False
         return project.callers_run_without_grad(node.name) is True
 
-    def _top_loops(self, body: list[ast.AST]):
-        """Outermost for/while loops of a function body not already under a no-grad `with`."""
-        stack = list(body)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (*FUNCTIONS, ast.ClassDef, ast.Lambda)):
-                continue
-            if isinstance(node, (ast.With, ast.AsyncWith)) and any(
-                isinstance(item.context_expr, ast.Call) and self.callee(item.context_expr) & NO_GRAD
-                for item in node.items
-            ):
-                continue
-            if isinstance(node, (*FOR, ast.While, *_COMPREHENSIONS)):  # (preds = [model(b)
-                yield node  # for b in loader]: a loop as well)
-                continue
-            stack.extend(ast.iter_child_nodes(node))
-
-    def _eval_loops(self, body: list[ast.AST]):
-        """Outermost loops without a backward pass and not under no-grad; a loop that trains
-        (an epoch loop of a train-and-validate function) is looked into for its other loops."""
-        for loop in self._top_loops(body):
-            if any(
-                isinstance(call, ast.Call) and method_name(call) == "backward"
-                for call in ast.walk(loop)
-            ):
-                yield from self._eval_loops(loop.body)
-            else:
-                yield loop
-
-    def _under_no_grad(self, node: ast.AST, stop: ast.AST) -> bool:
-        """``node`` sits in a ``with torch.no_grad():`` (or inference_mode) inside ``stop``."""
-        parent = self.parent(node)
-        while parent is not None and parent is not stop:
-            if isinstance(parent, (ast.With, ast.AsyncWith)) and any(
-                isinstance(item.context_expr, ast.Call) and self.callee(item.context_expr) & NO_GRAD
-                for item in parent.items
-            ):
-                return True
-            parent = self.parent(parent)
-        return False
-
     def _calls_model(self, loop: ast.AST, receivers: set[str]) -> bool:
         """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,
         ``model.forward(x)``, ``model.encoder(x)``; methods such as ``model.named_modules()`` do not count."""
@@ -393,7 +342,7 @@ class InferenceRules(RuleVisitor):
             if not isinstance(call, ast.Call):
                 continue
             callee = dotted(call.func)
-            if callee is None or self._under_no_grad(call, loop):
+            if callee is None or under_no_grad(self, call, loop):
                 continue
             receiver, _, last = callee.rpartition(".")
             receiver_is_model = receiver in receivers or bool(receiver and names_a_module(

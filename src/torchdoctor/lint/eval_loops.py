@@ -1,0 +1,111 @@
+"""The shapes TD602 reads: an evaluation function's loops that run with autograd on, and the
+models a function got ready for inference (``.eval()`` here or in the loader it called).
+
+Example:
+    >>> from torchdoctor.lint import lint_source
+    >>> src = ("def load(d):\\n    return Net().to(d).eval()\\n"
+    ...        "def track(frames):\\n    det = load('cuda')\\n    for f in frames:\\n"
+    ...        "        out = det(f)\\n")
+    >>> [(f.line, f.code) for f in lint_source(src)]
+    [(5, 'TD602')]
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from typing import Any
+
+from torchdoctor.lint.syntax import FOR, FUNCTIONS, method_name
+
+NO_GRAD = frozenset(
+    {
+        "torch.no_grad",
+        "torch.inference_mode",
+        "torch.enable_grad",
+        "torch.set_grad_enabled",
+        "torch.autograd.grad_mode.no_grad",
+        "torch.autograd.grad_mode.inference_mode",
+    }
+)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+
+
+def top_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
+    """Outermost for/while loops (and comprehensions: ``preds = [model(b) for b in loader]``)
+    of a function body not already under a no-grad ``with``."""
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (*FUNCTIONS, ast.ClassDef, ast.Lambda)):
+            continue
+        if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+            isinstance(item.context_expr, ast.Call) and rule.callee(item.context_expr) & NO_GRAD
+            for item in node.items
+        ):
+            continue
+        if isinstance(node, (*FOR, ast.While, *_COMPREHENSIONS)):
+            yield node
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def eval_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
+    """Outermost loops without a backward pass and not under no-grad; a loop that trains
+    (an epoch loop of a train-and-validate function) is looked into for its other loops."""
+    for loop in top_loops(rule, body):
+        if any(
+            isinstance(call, ast.Call) and method_name(call) == "backward"
+            for call in ast.walk(loop)
+        ):
+            yield from eval_loops(rule, loop.body)  # type: ignore[attr-defined]
+        else:
+            yield loop
+
+
+def under_no_grad(rule: Any, node: ast.AST, stop: ast.AST) -> bool:
+    """``node`` sits in a ``with torch.no_grad():`` (or inference_mode) inside ``stop``."""
+    parent = rule.parent(node)
+    while parent is not None and parent is not stop:
+        if isinstance(parent, (ast.With, ast.AsyncWith)) and any(
+            isinstance(item.context_expr, ast.Call) and rule.callee(item.context_expr) & NO_GRAD
+            for item in parent.items
+        ):
+            return True
+        parent = rule.parent(parent)
+    return False
+
+
+def loaded_in_eval_mode(body: list[ast.AST], context: Any) -> set[str]:
+    """Names ``body`` assigns from a loader function that puts its model in eval mode
+    (``detector = load_detector(device)`` with ``def load_detector`` returning a model it
+    called ``.eval()`` on, in the file or another of the project): models ready for inference,
+    though this function never calls ``.eval()`` itself."""
+    names: set[str] = set()
+    for stmt in body:
+        if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
+            continue
+        target, value = stmt.targets[0], stmt.value
+        pairs = (zip(target.elts, value.elts) if isinstance(target, ast.Tuple)
+                 and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts)
+                 else [(target, value)])  # fmt: skip
+        for name, call in pairs:
+            if isinstance(name, ast.Name) and isinstance(call, ast.Call) and isinstance(
+                call.func, ast.Name
+            ):
+                source = _module_source(context, call.func.id)
+                if source and ".eval()" in source and "return" in source:
+                    names.add(name.id)
+    return names
+
+
+def _module_source(context: Any, name: str) -> str | None:
+    """The source of the linted file's module-level ``def name``, else of the project's one
+    such function (another file's loader), else None."""
+    tree = context.tree
+    for node in tree.body if tree is not None else ():
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.unparse(node)
+    project = context.project
+    found = project.module_function(name) if project is not None else None
+    return ast.unparse(found) if found is not None else None

@@ -75,6 +75,27 @@ def test_gradients_flow_through_the_iterations():
     assert cost.grad is not None and torch.isfinite(cost.grad).all()
 
 
+def test_zero_marginal_weights_give_finite_gradients_and_the_same_plan():
+    cost = torch.rand(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = torch.tensor([0.5, 0.0, 0.5], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([0.5, 0.0, 0.25, 0.25], dtype=torch.float64, requires_grad=True)
+    result = sinkhorn(cost, a, b, eps=0.1, iters=50)
+    (result.plan * cost).sum().backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+    assert a.grad[1] == 0 and b.grad[1] == 0
+    assert (result.plan[1] == 0).all() and (result.plan[:, 1] == 0).all()
+
+    def loss(w):
+        return (sinkhorn(cost, w, b.detach(), eps=0.1, iters=50).plan * cost).sum()
+
+    h = 1e-6  # the positive weights' gradients are exact (central differences)
+    for i in (0, 2):
+        step = torch.zeros(3, dtype=torch.float64)
+        step[i] = h
+        numeric = (loss(a.detach() + step) - loss(a.detach() - step)) / (2 * h)
+        assert abs(a.grad[i].item() - numeric.item()) < 1e-6
+
+
 def test_bad_input_errors_name_the_problem():
     cost = torch.rand(3, 4, 4)
     cost[2, 0, 0] = math.nan

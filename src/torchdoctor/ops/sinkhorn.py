@@ -73,6 +73,14 @@ def _marginal(weights: torch.Tensor | None, shape, name: str, like: torch.Tensor
         ) from None
 
 
+def _log_weights(weights: torch.Tensor) -> torch.Tensor:
+    """``log(weights)`` with a gradient of 0, not NaN, at zero weights: ``log(0) = -inf`` (the
+    forward value is unchanged), but autograd's ``inf * 0`` is avoided by logging 1 there."""
+    zero = weights == 0
+    safe = torch.where(zero, torch.ones_like(weights), weights)
+    return torch.where(zero, torch.full_like(weights, -math.inf), torch.log(safe))
+
+
 def _check_values(
     cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, batch_shape, tolerance: float = 1e-5
 ) -> None:
@@ -135,7 +143,10 @@ def sinkhorn(
     Log-domain Sinkhorn with the same updates, in the same order, as POT's
     ``ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log")``: ``log v = log b - LSE_i(-C/eps +
     log u)``, then ``log u = log a - LSE_j(-C/eps + log v)``. ``a`` and ``b`` default to uniform
-    weights (``1/R``, ``1/C``); ``+inf`` costs are forbidden pairs (zero mass). Differentiable.
+    weights (``1/R``, ``1/C``); ``+inf`` costs are forbidden pairs (zero mass). Differentiable;
+    a zero weight in ``a`` or ``b`` (its row or column gets no mass) has gradient 0, not NaN (a
+    weight at 0 sits on the boundary of the log domain: only its one-sided derivative exists,
+    and it is not computed), and the other entries' gradients are unaffected.
 
     Stopping: with ``tol=None`` exactly ``iters`` iterations run and nothing synchronizes.
     With ``tol``, after iteration ``1, 1 + check_every, ...`` (as POT does) the column-marginal
@@ -186,7 +197,7 @@ def sinkhorn(
         tolerance = max([1e-5] + [torch.finfo(w.dtype).eps for w in (a, b)
                                   if isinstance(w, torch.Tensor) and w.is_floating_point()])
         _check_values(cost, weights_a, weights_b, batch_shape, tolerance)
-    log_a, log_b = torch.log(weights_a), torch.log(weights_b)
+    log_a, log_b = _log_weights(weights_a), _log_weights(weights_b)
     scaled = -cost / eps
     log_u = torch.zeros_like(log_a)
     log_v = torch.zeros_like(log_b)

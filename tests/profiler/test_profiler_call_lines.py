@@ -125,7 +125,8 @@ def test_a_rollout_of_small_batch_calls_every_n_steps_is_counted_and_advised(env
     assert row["typical_calls"] == 0.0
     s["advice"] = advice_dicts(s)
     (periodic,) = [a for a in s["advice"] if a["rule"] == "periodic-steps"]
-    assert periodic["title"].endswith(f": 120 model calls on {each} each")
+    assert f": 120 model calls on {each} each (a rollout collecting experience: " \
+        "collect_rollout (" in periodic["title"]  # (the function's name says what it does)
     assert "n_envs" in periodic["fix"] and "a quarter of the calls" in periodic["fix"]
     assert any("(Sequential)" in e and "120 times" in e for e in periodic["evidence"])
     assert row["eval_share"] == 0.0 and "evaluation" not in periodic["title"]

@@ -196,3 +196,23 @@ def test_a_hand_written_update_s_phase_is_told_as_after_the_backward_pass():
     assert "periodic work after the backward pass" in item.title
     assert "a hand-written update" in item.evidence[1] and "scheduler" not in item.evidence[1]
     assert "(of 60 kept of 1,029)" in item.evidence[0]
+
+
+def test_a_rollout_in_eval_mode_is_told_as_collecting_experience_not_an_evaluation():
+    """stable-baselines3's PPO puts its policy in eval mode to collect experience: the long
+    steps' 2048 one-observation calls are the training data, not an evaluation to shrink."""
+    rows = [
+        {"location": "train.py:12", "code": "model.learn(total_timesteps=12_000)", "calls_per_step": 2048.0,
+         "typical_calls": 0.0, "one_sample_share": 1.0, "samples_per_call": 1.0, "eval_share": 1.0,
+         "extra_ms": 2200.0, "ms_per_step": 2200.0, "typical_ms": 0.0},
+        {"location": "on_policy_algorithm.py:170", "function": "collect_rollouts",
+         "package": "stable_baselines3", "extra_ms": 2150.0, "ms_per_step": 2150.0, "typical_ms": 0.0},
+    ]  # fmt: skip
+    session = {"steps": _steps(every=20, long_ms=2000.0), "long_step_calls": rows}
+    (item,) = periodic_steps(session)
+    assert "a rollout collecting experience: collect_rollouts (on_policy_algorithm.py:170)" in item.title
+    assert "evaluation" not in item.title and "evaluation" not in item.fix
+    assert "n_envs" in item.fix and "keep its size" in item.fix
+    rows[1]["function"] = "evaluate_policy"  # an evaluation in eval mode stays one
+    (item,) = periodic_steps(session)
+    assert "(an evaluation: the model in eval mode)" in item.title

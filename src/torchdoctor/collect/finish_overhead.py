@@ -205,7 +205,8 @@ def note_profiler_overhead(
                    + f"); the calibrated parts sum to "
                    f"{estimate['calibrated_overhead_ms']:.3g} ms: " + " + ".join(parts or ["hooks"]))  # fmt: skip
         session["config"]["notes"].append(
-            f"profiler overhead ~{pct:.0f}% of a detailed step ({how}): small modules and their parents' (self) rows look slower than they are; "
+            f"profiler overhead ~{pct:.0f}% (a detailed step takes that much longer than "
+            f"without the profiler; {how}): small modules and their parents' (self) rows look slower than they are; "
             "not subtracted (the hooks run inside the modules' times); closing each step "
             f"({estimate['bookkeeping_ms_per_step']:.3g} ms) is outside the step times"
         )

@@ -30,13 +30,17 @@ from torchdoctor.analyze.advice.cpu_contention import (
     split_evidence,
     typical_wait_rate,
 )
-from torchdoctor.analyze.advice.one_sample import MIN_SHARE
-from torchdoctor.analyze.advice.one_sample import MIN_STEPS as MANY_CALLS
+from torchdoctor.analyze.advice.periodic_loops import (
+    EVALUATION_FIX,
+    ROLLOUT_FIX,
+    SMALL_BATCH_FIX,
+    is_evaluation,
+    rollout_function,
+    samples_text,
+    small_batch_loop,
+)
 from torchdoctor.analyze.advice.step_inputs import MODEL_WORK_FIX, model_work
 from torchdoctor.session_read import step_count
-
-#: most samples per call, on average, of a periodic loop of model calls told to batch them
-SMALL_BATCH = 8
 
 #: a step this many times the median (and LONG_MS past it) is a long step
 LONG = 2.0
@@ -247,81 +251,6 @@ def _new_frames(calls: list[Mapping[str, Any]], most: float) -> list[Mapping[str
     return sorted(new, key=lambda r: -int(r.get("order") or 0))  # (first seen: innermost)
 
 
-def small_batch_loop(session: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The row of ``long_step_calls`` under which the long steps called the model many more
-    times than a typical step (>= MANY_CALLS), on a few samples each: nearly all on one (a
-    first input of leading dimension 1) or <= SMALL_BATCH on average (a rollout stepping one
-    environment, or a few, per policy call; a sampler drawing one sequence per call). The
-    innermost such line (the fewest calls) of those a typical step never runs, else None.
-
-    Example:
-        >>> row = lambda loc, calls, each: {"location": loc, "calls_per_step": calls,
-        ...     "typical_calls": 4.0, "one_sample_share": 0.0, "samples_per_call": each}
-        >>> small_batch_loop({"long_step_calls": [row("t.py:7", 519.0, 4.0),
-        ...                                       row("ppo.py:199", 128.0, 4.0)]})["location"]
-        'ppo.py:199'
-        >>> policy = {**row("ppo.py:126", 129.0, 5.0), "typical_calls": 1.0}
-        >>> rollout = {**row("ppo.py:199", 256.0, 4.0), "typical_calls": 0.0}
-        >>> small_batch_loop({"long_step_calls": [policy, rollout]})["location"]
-        'ppo.py:199'
-        >>> small_batch_loop({"long_step_calls": [row("eval.py:9", 40.0, 256.0)]}) is None
-        True
-    """
-    rows = [
-        r for r in session.get("long_step_calls") or ()
-        if float(r.get("calls_per_step") or 0.0) - float(r.get("typical_calls") or 0.0)
-        >= MANY_CALLS and (float(r.get("one_sample_share") or 0.0) >= MIN_SHARE
-                           or float(r.get("samples_per_call") or 1e9) <= SMALL_BATCH)
-    ]  # fmt: skip
-    # (a line only long steps run, the rollout's, before one a typical step runs too: the
-    # policy's own forward, whose calls mix the rollout's with the update's batches)
-    return min(rows, key=lambda r: (float(r.get("typical_calls") or 0.0) > 0,
-                                    float(r["calls_per_step"]))) if rows else None  # fmt: skip
-
-
-def _samples(loop: Mapping[str, Any]) -> str:
-    """'one sample' or 'N samples' per call of a :func:`small_batch_loop` row.
-
-    Example:
-        >>> _samples({"one_sample_share": 0.0, "samples_per_call": 4.0})
-        '4 samples'
-    """
-    if float(loop.get("one_sample_share") or 0.0) >= MIN_SHARE:
-        return "one sample"
-    each = float(loop.get("samples_per_call") or 0.0)
-    return f"{each:.0f} samples" if abs(each - round(each)) < 0.05 else f"{each:.1f} samples"
-
-
-_SMALL_BATCH_FIX = (
-    "The periodic work calls the model on a few samples at a time (a rollout stepping one "
-    "environment or a few, a sampler drawing one sequence at a time), and each call pays "
-    "Python and dispatch overhead (on a GPU, a launch per kernel) whatever its batch: batch "
-    "those calls. Step more environments per policy call and keep the samples per rollout "
-    "(4x the environments, a quarter of the steps per environment: a quarter of the calls; "
-    "gymnasium.vector; stable-baselines3: make_vec_env(env_id, n_envs=8)), draw several "
-    "samples per call. "
-)
-_EVALUATION_FIX = (
-    "The periodic work is an evaluation (the model in eval mode) that calls the model on a "
-    "few samples at a time, and each call pays Python and dispatch overhead (on a GPU, a "
-    "launch per kernel) whatever its batch: evaluate the same samples in fewer, larger "
-    "batches, or on fewer of them. "
-)
-#: share of a loop's calls with the model in eval mode that makes it an evaluation
-EVALUATION_SHARE = 0.5
-
-
-def is_evaluation(loop: Mapping[str, Any]) -> bool:
-    """Whether a :func:`small_batch_loop` row's calls ran with the model in eval mode (an
-    evaluation; a rollout's policy stays in training mode).
-
-    Example:
-        >>> is_evaluation({"eval_share": 1.0}), is_evaluation({"eval_share": 0.0}), is_evaluation({})
-        (True, False, False)
-    """
-    return float(loop.get("eval_share") or 0.0) >= EVALUATION_SHARE
-
-
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when rare long steps (>= 2x the median) hold >= 3% of the run's time."""
     recorded = [s for s in session.get("steps") or () if s.get("wall_ms") is not None]
@@ -372,8 +301,11 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
                                 extra / len(steps))]  # fmt: skip
     loop = small_batch_loop(session)
     if loop is not None:
-        title += f": {float(loop['calls_per_step']):.0f} model calls on {_samples(loop)} each"
-        if is_evaluation(loop):
+        title += f": {float(loop['calls_per_step']):.0f} model calls on {samples_text(loop)} each"
+        rollout = rollout_function(session)
+        if rollout is not None:
+            title += f" (a rollout collecting experience: {rollout})"
+        elif is_evaluation(loop):
             title += " (an evaluation: the model in eval mode)"
     work = model_work(session, long) if loop is None else None  # (inference: more model)
     if work is not None and work.explains_all:
@@ -395,14 +327,15 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             f"+{fmt_ms(phases[phase] / len(long))} per long step",
             _sampled(session),
         ],
-        fix=(_EVALUATION_FIX if loop is not None and is_evaluation(loop)
-             else _SMALL_BATCH_FIX if loop is not None else "")
-        + "If it is an evaluation, a checkpoint or sample generation every N steps: run it "
-        "less often, make it cheaper (a smaller evaluation set, a larger evaluation batch, "
-        "torch.inference_mode()), or move it to another process"
-        + _LOOP_KNOBS.get(_loop_package(session), "")
-        + ". If it is meant to run this often, it is the price of that; the tree and the "
-        "median step leave such steps out.",
+        fix=ROLLOUT_FIX if loop is not None and rollout_function(session) else (
+            (EVALUATION_FIX if loop is not None and is_evaluation(loop)
+             else SMALL_BATCH_FIX if loop is not None else "")
+            + "If it is an evaluation, a checkpoint or sample generation every N steps: run it "
+            "less often, make it cheaper (a smaller evaluation set, a larger evaluation batch, "
+            "torch.inference_mode()), or move it to another process"
+            + _LOOP_KNOBS.get(_loop_package(session), "")
+            + ". If it is meant to run this often, it is the price of that; the tree and the "
+            "median step leave such steps out."),
         references=["torch.inference_mode"],
         cause="periodic-work",
     )
@@ -413,8 +346,8 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         each = (
             f"{100 * float(loop['one_sample_share']):.0f}% of them on one sample (a first "
             "input of leading dimension 1)"
-            if _samples(loop) == "one sample"
-            else f"on {_samples(loop)} each (a first input's leading dimension, on average)"
+            if samples_text(loop) == "one sample"
+            else f"on {samples_text(loop)} each (a first input's leading dimension, on average)"
         )
         item.evidence.insert(2, (
             f"a long step calls the model {calls:.0f} times under {loop['location']} "

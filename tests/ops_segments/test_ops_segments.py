@@ -200,3 +200,14 @@ def test_sparse_ids_without_num_segments_raise_a_clear_error():
     compact = torch.unique(ids, return_inverse=True)[1]
     padded, _ = pad_segments(torch.tensor([1.0, 2.0]), compact)
     assert padded.tolist() == [[1.0], [2.0]]
+
+
+def test_the_largest_int64_id_is_never_dropped_silently():
+    big = torch.iinfo(torch.long).max
+    ids = torch.tensor([0, 0, big, big, -1, 0])
+    with pytest.raises(ValueError, match=r"pad_segments: the largest segment id is 9223372036854775807"):
+        pad_segments(torch.arange(6.0), ids)
+    with pytest.raises(ValueError, match=r"group_by_segment: the largest segment id"):
+        group_by_segment(ids)
+    padded, mask = pad_segments(torch.arange(6.0), ids, num_segments=1)  # ids >= S: left out
+    assert padded.tolist() == [[0.0, 1.0, 5.0]] and mask.all()

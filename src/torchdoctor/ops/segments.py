@@ -214,12 +214,14 @@ def pad_segments(
         if segment_ids.numel() == 0:
             sizes = [0, 0]
         else:
-            real = sorted_keys != torch.iinfo(torch.long).max
-            top_id = torch.where(real, sorted_keys, torch.full_like(sorted_keys, -1)).max()
+            # From the ids, not the keys: the largest int64 id shares the key of ignored ids.
+            top_id = segment_ids.max().long().clamp(min=-1)
+            real = segment_ids.long().gather(-1, order) >= 0
             if num_segments is not None:  # ids >= num_segments are no segment: not counted
                 real = sorted_keys < num_segments
             top_rank = torch.where(real, rank, torch.full_like(rank, -1)).max()
-            sizes = (torch.stack([top_id, top_rank]) + 1).tolist()  # the one sync
+            # + 1 in Python: max(id) + 1 overflows int64 for the largest id
+            sizes = [v + 1 for v in torch.stack([top_id, top_rank]).tolist()]  # the one sync
         if num_segments is None:
             _check_implied_segments(sizes[0], segment_ids, "pad_segments")
             num_segments = sizes[0]

@@ -39,7 +39,10 @@ __all__ = ["select_tokens_per_segment", "tokens_to_keep"]
 
 _METHODS = ("dpp", "greedy_cosine", "topk")
 _BACKENDS = ("auto", "torch", "numpy", "numba")
+#: the sort key of text tokens (negative ids); a segment id ``i >= 0`` has key ``i + min``
+#: (order kept, every key below this one), so no id, not even int64's max, collides with it
 _NO_SEGMENT = torch.iinfo(torch.long).max
+_KEY_SHIFT = torch.iinfo(torch.long).min
 
 
 def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method):
@@ -92,7 +95,7 @@ def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[torch.Tensor, int
     n = segment_ids.shape[0]
     if n == 0:
         return segment_ids.long(), 0, 0, 0, -1
-    keys = torch.where(segment_ids < 0, _NO_SEGMENT, segment_ids.long())
+    keys = torch.where(segment_ids < 0, _NO_SEGMENT, segment_ids.long() + _KEY_SHIFT)
     sorted_keys, order = torch.sort(keys, stable=True)
     starts = torch.ones(n, dtype=torch.bool, device=keys.device)
     starts[1:] = sorted_keys[1:] != sorted_keys[:-1]

@@ -138,6 +138,14 @@ def test_jittered_covariances_have_finite_exact_gradients(check):
     torch.testing.assert_close(cov.grad, fixed.grad, rtol=1e-6, atol=1e-6)
 
 
+def test_the_jitter_stop_gradient_is_documented_and_the_amount_has_no_gradient():
+    for op in (cholesky_factor, pairwise_mahalanobis):
+        assert "jitter amount" in op.__doc__ and "not differentiated" in op.__doc__, op.__name__
+    cov = torch.ones(2, 2, dtype=torch.float64, requires_grad=True)  # rank 1: jittered
+    chol, added = cholesky_factor(cov)
+    assert added.item() > 0 and not added.requires_grad and chol.requires_grad
+
+
 def test_nan_distances_stay_nan():
     chol = torch.eye(2)
     candidates = torch.tensor([[1.0, 0.0], [float("nan"), 0.0], [3.0, 0.0]])

@@ -77,6 +77,11 @@ def cholesky_factor(
         the factor was computed in: ``cov``'s, float32 for float16/bfloat16 (a jitter of
         1e-8 would read 0 in float16).
 
+        Differentiable in ``cov``. On the jitter path the gradient is that of the jittered
+        matrix ``cov + added_jitter * I``: the jitter amount (a function of ``cov``'s diagonal)
+        is a constant, not differentiated, so a diagonal entry's gradient differs from the
+        derivative of the returned factor there. ``added_jitter`` carries no gradient.
+
     Example:
         >>> cov = torch.stack([torch.eye(2), torch.ones(2, 2)])  # the second has rank 1
         >>> chol, added = cholesky_factor(cov)
@@ -104,7 +109,8 @@ def _factor(
         raise ValueError(f"jitter must be >= 0, got {jitter!r}")
     # With autograd, the jitter ladder only decides how much to add; one clean factorization
     # of cov + added * I is differentiated: the failed attempts behind the ladder's torch.where
-    # (a zero or NaN pivot) would send NaN into backward. No gradient flows through the amount.
+    # (a zero or NaN pivot) would send NaN into backward. No gradient flows through the amount
+    # (detached: documented in cholesky_factor and pairwise_mahalanobis).
     needs_grad = cov.requires_grad and torch.is_grad_enabled()
     refactor = needs_grad and max_tries > 0
     with torch.no_grad() if refactor and not check else contextlib.nullcontext():
@@ -125,7 +131,7 @@ def _factor(
         _raise_not_spd(cov, failed, jitter, max_tries)
     if refactor:
         eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-        chol = torch.linalg.cholesky_ex(cov + added[..., None, None] * eye).L
+        chol = torch.linalg.cholesky_ex(cov + added.detach()[..., None, None] * eye).L
     if check:
         return chol, added
     nan = torch.full_like(added, float("nan"))
@@ -265,7 +271,8 @@ def pairwise_mahalanobis(
 
     Returns:
         ``(..., n, m)`` distances in ``x``'s dtype; differentiable, with a finite gradient
-        where two points coincide. ``x`` and ``y`` are whitened by separate triangular solves,
+        where two points coincide. With ``cov`` that needs jitter (see ``cholesky_factor``),
+        the gradient is that of the jittered matrix: the jitter amount is not differentiated. ``x`` and ``y`` are whitened by separate triangular solves,
         whose rounding can differ for equal points: a point of ``y`` equal to one of ``x``
         may get a distance of about ``eps * |L^-1 x|`` instead of exactly 0 (a gradient of
         norm at most ``|L^-1|`` in an arbitrary direction, not 0); ``mahalanobis_to_candidates``

@@ -182,3 +182,33 @@ def test_library_sync_advice_names_the_switch_and_the_users_line_not_lazymetrics
     assert "LazyMetrics" not in item.fix
     assert item.fix.startswith("TrainingArguments(logging_nan_inf_filter=False)")
     assert any("trainer.py:1919" in e for e in item.evidence)
+
+
+def test_a_packages_line_running_into_torchs_own_check_names_torchs_switch():
+    """stable-baselines3 builds a Categorical per policy call: the read is torch.distributions'
+    argument validation. When torch-syncs leaves it (negligible on this CPU step), the package
+    advice names torch's switch instead of 'no known switch'; when torch-syncs reports it, the
+    package advice leaves those records to it (one advice per cause)."""
+    from torchdoctor.analyze.advice.library_syncs import library_syncs
+
+    site = "/v/site-packages/stable_baselines3/common/distributions.py"
+    records = [
+        {"kind": "bool", "file": site, "line": 292, "per_step": 1.0, "library": "stable_baselines3",
+         "op": "self.distribution = Categorical(logits=action_logits)", "user_file": "/w/ppo.py",
+         "user_line": 8, "inside": "distributions/distribution.py:__init__", "phase": "forward"},
+        {"kind": "item", "file": "/v/site-packages/stable_baselines3/ppo/ppo.py", "line": 230,
+         "per_step": 1.0, "library": "stable_baselines3", "op": "pg_losses.append(loss.item())",
+         "user_file": "/w/ppo.py", "user_line": 8, "phase": "other"},
+    ]  # fmt: skip
+    session = {"syncs": records, "step_ms": {"mean": 150.0, "median": 150.0},
+               "tree": {"total_ms": {"mean": 150.0}}}  # (1 sync: negligible; 2: not)
+    (item,) = library_syncs(session)
+    assert item.title.endswith(": torch.distributions checks its arguments and samples on the host")
+    assert "set_default_validate_args(False)" in item.fix
+    assert "argument validation is on by default" in item.evidence[1]
+    assert "for the 1 line(s) without a known switch" in item.fix  # (ppo.py:230's .item())
+    records[0]["per_step"] = records[1]["per_step"] = 40.0  # now torch-syncs' own advice
+    session["step_ms"] = {"mean": 2.0, "median": 2.0}
+    session["tree"] = {"total_ms": {"mean": 2.0}}
+    items = library_syncs(session)
+    assert items and all("validate_args" not in a.fix for a in items)

@@ -35,6 +35,7 @@ from torchdoctor.analyze.advice.base import (
     sync_heat,
     tree_step_ms,
 )
+from torchdoctor.analyze.advice.torch_syncs import TorchSync, known_torch_sync, torch_syncs
 
 MIN_PER_STEP = 0.5  # below: a read every few steps, i.e. at a log interval
 
@@ -176,20 +177,26 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
         f"{fmt_count(per_step)} host syncs per step inside {', '.join(packages)}, reached from "
         f"your line {user} {user_op}".rstrip()
     ]
-    for record in records:
+    in_torch: list[TorchSync] = []  # (torch's own check the package's line runs into:
+    for record in records:  # torch.distributions' validation under stable-baselines3)
         entry = known_sync(record)
         if entry is not None and entry not in known:
             known.append(entry)
+        torch_entry = None if entry is not None else known_torch_sync(record)
+        if torch_entry is not None and torch_entry not in in_torch:
+            in_torch.append(torch_entry)
         evidence.append(
             f"{_short(record.get('file'), record.get('line'))} {record.get('op') or ''} "
             f"[{record.get('kind')}] x{fmt_count(_per_step(record))}/step"
-            + (f": {entry.what}" if entry else ": no known switch")
+            + (f": {entry.what}" if entry else
+               f": {torch_entry.what} (inside torch's {record.get('inside')})" if torch_entry
+               else ": no known switch")  # fmt: skip
         )
     if not cuda:
         evidence.append("predicted on a CPU run: each of these waits for the GPU queue on CUDA")
     switches = [k.switch for k in known if k.switch]
-    unknown = [r for r in records if known_sync(r) is None]
-    fix = "; ".join(switches)
+    unknown = [r for r in records if known_sync(r) is None and known_torch_sync(r) is None]
+    fix = "; ".join([*switches, *(t.fix.rstrip(".") for t in in_torch)])
     for otherwise in dict.fromkeys(k.otherwise for k in known if k.switch is None):
         fix += ("; " if fix else "") + otherwise
     if unknown:
@@ -204,6 +211,8 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
     title += f"from {user} {user_op}".rstrip()
     if switches:
         title += f": {switches[0]}"
+    elif in_torch:
+        title += f": {in_torch[0].title}"
     elif unknown:
         title += ": find the package option behind it"
     else:
@@ -211,11 +220,11 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
     item = Advice(
         rule="library-syncs",
         title=title,
-        confidence="medium" if switches else "low",
+        confidence="medium" if switches or in_torch else "low",
         evidence=evidence,
         fix=fix,
         references=switches + packages,
-        code="\n".join(k.code for k in known if k.code) or None,
+        code="\n".join([*(k.code for k in known if k.code), *(t.code for t in in_torch)]) or None,
         heat=sync_heat(per_step),
         locations=[location(first.get("user_file"), first.get("user_line"))]
         + [location(r.get("file"), r.get("line")) for r in records],
@@ -231,7 +240,11 @@ def library_syncs(session: Mapping[str, Any]) -> list[Advice]:
         []
     """
     by_user_line: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
+    told = {a.cause for a in torch_syncs(session)}  # (torch's own checks with advice of theirs)
     for record in session.get("syncs") or ():
+        inside = known_torch_sync(record)
+        if inside is not None and f"torch-sync:{inside.file}" in told:
+            continue
         if record.get("library") and _per_step(record) >= MIN_PER_STEP:
             key = (str(record.get("user_file")), record.get("user_line"))
             by_user_line.setdefault(key, []).append(record)

@@ -51,7 +51,7 @@ from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
-from torchdoctor.session_read import center, saving_step_ms
+from torchdoctor.session_read import advice_step_ms
 
 __all__ = [
     "RULES",
@@ -145,9 +145,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     for rule in RULES:
         found.extend(rule(session))
     found = with_tune(session, found)  # a measured remedy replaces a stated saving
-    # of the step without the profiler, or of the run's mean step when periodic work makes it
-    # longer (a rollout every 32 steps: 11 ms per step on average over a 4 ms median)
-    step = max(saving_step_ms(session), center(session.get("step_ms")))
+    step = advice_step_ms(session)  # (of the step without the profiler, or the mean step)
     found.sort(key=_rank_key, reverse=True)
     found = one_per_cause(found)  # the strongest entry of each cause keeps its place
     # (merged as ranked by kind, so a specific cure keeps the lines a bundle shares with it;

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from torchdoctor.ops import cholesky_factor, spd_distance
+from torchdoctor.ops import cholesky_factor, spd_distance, spd_log
 
 
 def _ill_conditioned_float32() -> torch.Tensor:
@@ -52,3 +52,26 @@ def test_a_matrix_that_is_not_spd_is_still_rejected_as_such():
         spd_distance(bad, torch.eye(3), metric="log_euclidean")
     with pytest.raises(ValueError, match=r"cov is not symmetric positive definite"):
         cholesky_factor(bad, max_tries=0)
+
+
+def test_nan_and_inf_inputs_give_nan_for_their_batch_element_only():
+    m = torch.tensor([[2.0, 0.5, 0.3], [0.5, 1.5, 0.2], [0.3, 0.2, 1.0]], dtype=torch.float64)
+    a = torch.stack([2 * torch.eye(3, dtype=torch.float64), m])
+    a[1, 0, 0] = math.nan
+    a.requires_grad_()
+    eye = torch.eye(3, dtype=torch.float64)
+    for metric in ("log_euclidean", "stein", "affine_invariant"):  # eigh raised on the NaN
+        got = spd_distance(a, eye, metric, check=False)
+        assert math.isfinite(got[0].item()) and math.isnan(got[1].item())
+        if metric != "stein":
+            assert math.isclose(got[0].item(), 3**0.5 * math.log(2), rel_tol=1e-9)
+    logs = spd_log(a)
+    torch.testing.assert_close(logs[0].detach(), math.log(2) * eye)
+    assert logs[1].isnan().all()
+    logs[0].sum().backward()
+    assert torch.isfinite(a.grad[0]).all()
+    big = torch.diag(torch.tensor([math.inf, 1.0, 1.0], dtype=torch.float64))
+    for metric in ("log_euclidean", "stein", "affine_invariant"):  # not a made-up 1416.79
+        forward = spd_distance(big, eye, metric, check=False).item()
+        backward = spd_distance(eye, big, metric, check=False).item()
+        assert math.isnan(forward) and math.isnan(backward), metric

@@ -118,7 +118,12 @@ def _floor_eigenvalues(eigenvalues: torch.Tensor) -> torch.Tensor:
 
 
 def _log_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    eigenvalues, vectors = torch.linalg.eigh(a)
+    """Floored eigenvalues and eigenvectors; NaN eigenvalues for a matrix holding NaN/Inf
+    (``eigh`` raises on it: it is decomposed as the identity instead, then marked NaN)."""
+    finite = a.isfinite().all((-2, -1))
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    eigenvalues, vectors = torch.linalg.eigh(torch.where(finite[..., None, None], a, eye))
+    eigenvalues = torch.where(finite[..., None], eigenvalues, torch.nan)
     return _floor_eigenvalues(eigenvalues), vectors
 
 
@@ -163,7 +168,8 @@ def spd_log(a: torch.Tensor) -> torch.Tensor:
 
     Returns ``a``'s dtype; half precision is computed in float32 (``eigh`` has no half
     kernel). Eigenvalues within rounding of zero are raised to ``eps * lambda_max`` and a
-    non-SPD matrix gives NaN, as described in the module docstring (no check, no host sync).
+    non-SPD matrix (or one holding NaN/Inf) gives NaN, as described in the module docstring
+    (no check, no host sync); the other matrices of the batch are unaffected.
     Second derivatives are exact where the eigenvalues are distinct (NaN where they repeat).
 
     Example:
@@ -223,7 +229,8 @@ def spd_distance(
             Cholesky factorization in the compute dtype, so a matrix that is SPD but too
             ill-conditioned for float32 is rejected too; its error says so and suggests float64
             or jitter (``log_euclidean`` with ``check=False`` accepts it). ``False`` on a hot
-            path: no host sync, and a non-SPD (or NaN) input gives NaN, never a silent 0.
+            path: no host sync, and a non-SPD (or NaN) input gives NaN, never a silent 0;
+            so does an infinite entry, except for ``fro`` (its distance is then ``inf``).
 
     Returns:
         ``(...)`` distances in the inputs' dtype (half precision is computed in float32);
@@ -266,6 +273,9 @@ def spd_distance(
         chol_b, info_b = torch.linalg.cholesky_ex(b)
         factor = torch.linalg.solve_triangular(chol_a, chol_b, upper=False)
         valid = (info_a == 0) & (info_b == 0) & factor.isfinite().all((-2, -1))
+        # An infinite entry can factor (L_A = diag(inf, ...)) into a finite L_A^-1 L_B with a
+        # zero singular value: a made-up distance one way, NaN the other. NaN/Inf give NaN.
+        valid = valid & a.isfinite().all((-2, -1)) & b.isfinite().all((-2, -1))
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         factor = torch.where(valid[..., None, None], factor, eye)  # svdvals raises on NaN
         singular = torch.linalg.svdvals(factor).clamp_min(torch.finfo(a.dtype).tiny)

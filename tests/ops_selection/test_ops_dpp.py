@@ -184,7 +184,7 @@ def test_bad_arguments_raise_clear_errors():
         dpp_greedy(torch.eye(3), k=1, mask=torch.ones(3))
     with pytest.raises(ValueError, match="quality must have size 3"):
         dpp_greedy(torch.eye(3), k=1, quality=torch.ones(4))
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match="eps must be finite and >= 0"):
         dpp_greedy(torch.eye(3), k=1, eps=-1.0)
     with pytest.raises(ValueError, match="non-finite"):
         dpp_greedy(torch.tensor([[math.nan]]), k=1, check=True)

@@ -22,3 +22,23 @@ def test_the_largest_int64_id_is_a_segment_like_any_other(backend):
     want = select_tokens_reference(features, ids, keep_per_segment=1)
     assert got.tolist() == want.tolist()
     assert len(got) == 3 and 4 in got.tolist() and ({2, 3} & set(got.tolist()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), float("inf")])
+def test_eps_is_checked_as_dpp_greedy_checks_it(backend, eps):
+    features = torch.randn(8, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ids = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"eps must be finite and >= 0, got"):
+        select_tokens_per_segment(features, ids, keep_per_segment=3, eps=eps, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_zero_dim_tensor_keep_ratio_works_on_every_engine(backend):
+    features = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([0, 0, 1, 1, -1, 1])
+    want = select_tokens_per_segment(features, ids, keep_ratio=0.5, backend=backend)
+    got = select_tokens_per_segment(features, ids, keep_ratio=torch.tensor(0.5), backend=backend)
+    assert got.tolist() == want.tolist()
+    with pytest.raises(ValueError, match=r"keep_ratio must be in \[0, 1\], got 1.5"):
+        select_tokens_per_segment(features, ids, keep_ratio=torch.tensor(1.5), backend=backend)

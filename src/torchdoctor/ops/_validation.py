@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -37,6 +38,7 @@ __all__ = [
     "require_finite",
     "require_count",
     "require_real",
+    "require_eps",
     "describe",
     "raise_not_spd",
 ]
@@ -271,6 +273,21 @@ def require_real(value: object, name: str) -> None:
             f"{name} must be a real number, got {value!r} ({type(value).__name__}); "
             "pass a Python float or int"
         )
+
+
+def require_eps(eps: object, name: str) -> float:
+    """A DPP stopping threshold ``eps`` as a Python float; ValueError unless finite and
+    ``>= 0`` (NaN or inf would stop every problem at its first step, a negative one never).
+
+    Example:
+        >>> require_eps(1e-10, "eps")
+        1e-10
+    """
+    require_real(eps, name)
+    eps = float(eps)  # type: ignore[arg-type]
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"{name} must be finite and >= 0, got {eps}; use e.g. 1e-10")
+    return eps
 
 
 def require_finite(**tensors: torch.Tensor | None) -> None:

@@ -35,10 +35,10 @@ import torch
 from torchdoctor.ops._host import cpu_array, numpy_ready
 from torchdoctor.ops._validation import (
     require_count,
+    require_eps,
     require_finite,
     require_float,
     require_rank,
-    require_real,
     require_same_device,
     require_size,
     require_square,
@@ -365,7 +365,7 @@ def dpp_greedy(
         eps: a problem stops when the best remaining gain ``d_i^2`` is ``<= eps``: this is how a
             rank-deficient or non-PSD kernel ends (no error is raised). The default suits
             float64; in float32 an exhausted kernel leaves rounding residue of about
-            ``1e-7 * max(diag)``, so pass e.g. ``eps=1e-6 * max(diag)`` there.
+            ``1e-7 * max(diag)``, so pass e.g. ``eps=1e-6 * max(diag)`` there. Finite, >= 0.
         max_k: the output width when ``k`` is a tensor; if ``None`` it is ``k.max()`` (one host
             read, which also rejects negative values like a negative int ``k``). An int ``k``
             costs no sync.
@@ -421,9 +421,7 @@ def dpp_greedy(
         )
     if backend not in _BACKENDS:
         raise ValueError(f"dpp_greedy: backend must be one of {_BACKENDS}, got {backend!r}")
-    require_real(eps, "dpp_greedy: eps")
-    if not eps >= 0:
-        raise ValueError(f"dpp_greedy: eps must be >= 0, got {eps}; use e.g. 1e-10")
+    eps = require_eps(eps, "dpp_greedy: eps")
     if check:
         require_finite(**{name: source, "quality": quality})
     device, dtype = source.device, source.dtype

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torchdoctor.ops._tokens_host import select_dpp_host, tokens_to_keep
 from torchdoctor.ops._validation import (
     require_count,
+    require_eps,
     require_float,
     require_integer,
     require_real,
@@ -46,7 +47,8 @@ _KEY_SHIFT = torch.iinfo(torch.long).min
 
 
 def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, quality, method):
-    """Raise for a bad argument; return ``keep_per_segment`` as a Python int (or ``None``)."""
+    """Raise for a bad argument; return ``keep_ratio`` as a Python float and
+    ``keep_per_segment`` as a Python int (each or ``None``)."""
     require_float(features, "features")
     if features.ndim != 2:
         raise ValueError(
@@ -69,6 +71,7 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
         raise ValueError("give exactly one of keep_ratio (0..1) or keep_per_segment (an int >= 0)")
     if keep_ratio is not None:
         require_real(keep_ratio, "keep_ratio")
+        keep_ratio = float(keep_ratio)  # (a 0-dim tensor: every engine computes in Python floats)
     if keep_ratio is not None and not 0 <= keep_ratio <= 1:
         raise ValueError(f"keep_ratio must be in [0, 1], got {keep_ratio}")
     if keep_per_segment is not None:
@@ -79,7 +82,7 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
         raise ValueError(
             "method='topk' ranks tokens by quality: pass quality= (one score per token)"
         )
-    return keep_per_segment
+    return keep_ratio, keep_per_segment
 
 
 def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[torch.Tensor, int, int, int, int]:
@@ -160,6 +163,7 @@ def select_tokens_per_segment(
             memory scales with the number of segments present, not with the largest id.
         keep_ratio / keep_per_segment: exactly one. A segment of ``c`` tokens keeps
             ``ceil(keep_ratio * c)`` or ``min(keep_per_segment, c)`` (more than ``c`` is clamped).
+            ``keep_ratio`` is a number or a 0-dim tensor (read once: a host sync on a device).
         quality: ``(n,)`` relevance of each token (CDPruner's conditional kernel); optional
             for ``"dpp"`` and ``"greedy_cosine"``, required for ``"topk"``. A token whose
             quality is NaN is never selected; it is kept only when its segment's quota cannot
@@ -173,7 +177,8 @@ def select_tokens_per_segment(
             zero tokens, so rescale such features first);
             ``"greedy_cosine"``: max-min diversity weighted by quality (``O(k L d)``, no
             kernel); ``"topk"``: the highest-quality tokens.
-        eps: the DPP stops early in a segment whose kernel is exhausted (rank ``< k``): when
+        eps: (finite, ``>= 0``, as in ``dpp_greedy``; else ValueError) the DPP stops early
+            in a segment whose kernel is exhausted (rank ``< k``): when
             the best remaining gain is ``<= eps`` times the segment's largest ``q^2`` (its
             kernel's largest diagonal), so the selection does not depend on quality's scale
             (softmax scores of 1e-3 select as scores of 1) and float32 rounding (about 1e-7
@@ -203,10 +208,10 @@ def select_tokens_per_segment(
         >>> select_tokens_per_segment(features, ids, 0.5, quality=quality, method="topk").tolist()
         [2, 3, 6, 7]
     """
-    keep_per_segment = _check_arguments(
+    keep_ratio, keep_per_segment = _check_arguments(
         features, segment_ids, keep_ratio, keep_per_segment, quality, method
     )
-    require_real(eps, "eps")
+    eps = require_eps(eps, "eps")
     segment_ids = widen_integer(segment_ids)  # (uint32 ids: torch compares none of them)
     features = features.detach()  # the result is a set of positions: no autograd
     quality = None if quality is None else quality.detach()

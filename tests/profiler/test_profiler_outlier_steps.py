@@ -109,3 +109,31 @@ def test_steps_slowed_by_another_process_do_not_hide_the_loops_periodic_work():
     assert [s["wall_ms"] for s in out] == [11624.0] and len(kept) == 4
     kept, out = typical_steps(window, [s["wall_ms"] for s in busy + window])  # (by wall: kept)
     assert out == []
+
+
+def test_detailed_steps_that_waited_for_a_core_are_left_out_when_quieter_ones_remain():
+    """nanoGPT's sample.py: half of a 0.66 ms step's detailed steps fell in a busy minute
+    (52-62 ms of each waiting for a core) and made its layer_norm 17 ms; such steps leave the
+    tree when at least MIN_QUIET quieter detailed steps remain, with a note saying why."""
+    from torchdoctor.collect.assemble import MIN_QUIET, typical_steps
+    from torchdoctor.collect.finish import build_session
+
+    quiet, busy = {"wall_ms": 1.0, "cpu_wait_ms": 0.05}, {"wall_ms": 60.0, "cpu_wait_ms": 55.0}
+    kept, out = typical_steps([quiet] * MIN_QUIET + [busy] * 3)
+    assert kept == [quiet] * MIN_QUIET and out == [busy] * 3
+    kept, out = typical_steps([quiet] * (MIN_QUIET - 1) + [busy] * 4)  # too few quiet ones
+    assert out == [] and len(kept) == MIN_QUIET + 3
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    with Profiler(net, warmup=1, syncs=False, hot_lines=False, detail="always") as prof:
+        for _ in range(12):
+            net(torch.randn(4, 8)).sum().backward()
+            prof.step()
+    detailed = prof.state.detailed_summaries()
+    for summary in detailed[:4]:  # as if another process held the cores in those steps
+        summary["cpu_wait_ms"] = 0.9 * float(summary["wall_ms"])
+    session = build_session(prof.state, None)
+    notes = " ".join(session["config"]["notes"])
+    assert "4 detailed step(s) whose thread waited for a CPU core most of the time" in notes
+    assert f"{len(detailed) - 4} quieter ones kept" in notes

@@ -83,7 +83,8 @@ def _limit_of(steps: Sequence[dict[str, Any]]) -> float:
 def typical_steps(
     steps: Sequence[dict[str, Any]], every: Sequence[float] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(kept, left out)``: the detailed steps without those over TREE_OUTLIER x the median
+    """``(kept, left out)``: the detailed steps without those over TREE_OUTLIER x the median,
+    those that waited for a core over BUSY_SHARE of their time (when MIN_QUIET others did not)
     or whose hot lines stopped at the detail budget (``lines_cut``, ``RecentSteps`` in
     ``collect/profiler_steps.py``), with 5 steps or more, and when the steps over that limit
     are at most MAX_OUTLIER_SHARE of ``every`` step's own ms (:func:`own_ms`; the run's, light steps
@@ -100,6 +101,9 @@ def typical_steps(
         >>> window = [{"wall_ms": 11624.0}] + [{"wall_ms": 1700.0}] * 4  # an evaluation
         >>> len(typical_steps(window)[1]), len(typical_steps(window, [1700.0] * 58 + [11624.0])[1])
         (0, 1)
+        >>> quiet, busy = {"wall_ms": 1.0, "cpu_wait_ms": 0.0}, {"wall_ms": 9.0, "cpu_wait_ms": 8.0}
+        >>> [len(part) for part in typical_steps([quiet] * 3 + [busy] * 2)]  # (waited 89%)
+        [3, 2]
     """
     if len(steps) < 5:
         return list(steps), []
@@ -108,8 +112,34 @@ def typical_steps(
     every = every or [own_ms(s) for s in steps]
     share = sum(1 for ms in every if ms > limit) / len(every)
     if not out or share > MAX_OUTLIER_SHARE:
-        return list(steps), []
-    return [s for s in steps if not (own_ms(s) > limit or s.get("lines_cut"))], out
+        out = []
+    kept = [s for s in steps if not any(s is o for o in out)]
+    # steps that waited for a core much of their time, while others did not: every module's
+    # time in them holds the wait (a detail window in a busy minute made a 0.66 ms step's
+    # layer_norm 17 ms)
+    busy = [s for s in kept if waited_share(s) > BUSY_SHARE]
+    if busy and len(kept) - len(busy) >= MIN_QUIET:
+        out += busy
+        kept = [s for s in kept if waited_share(s) <= BUSY_SHARE]
+    return kept, out
+
+
+#: a detailed step whose thread waited for a core over this share of its wall time is left
+#: out of the tree when at least MIN_QUIET others did not
+BUSY_SHARE = 0.4
+MIN_QUIET = 3
+
+
+def waited_share(step: Mapping[str, Any]) -> float:
+    """The share of a step's wall time its thread waited for a core (0 when unknown).
+
+    Example:
+        >>> waited_share({"wall_ms": 10.0, "cpu_wait_ms": 6.0}), waited_share({"wall_ms": 1.0})
+        (0.6, 0.0)
+    """
+    wall = float(step.get("wall_ms") or 0.0)
+    wait = step.get("cpu_wait_ms")
+    return float(wait) / wall if isinstance(wait, (int, float)) and wall > 0 else 0.0
 
 
 def outliers(

@@ -20,6 +20,7 @@ from typing import Any
 
 from torchdoctor.collect.aggregate import bounded_timeline, step_timeline
 from torchdoctor.collect.assemble import (
+    BUSY_SHARE,
     TREE_OUTLIER,
     attach_module_facts,
     build_tree,
@@ -30,6 +31,7 @@ from torchdoctor.collect.assemble import (
     stat_with_mean,
     sync_outliers,
     typical_steps,
+    waited_share,
 )
 from torchdoctor.collect.call_lines import call_lines_section, long_step_calls
 from torchdoctor.collect.finish_overhead import note_profiler_overhead
@@ -142,13 +144,23 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         notes.append(children)
         if state.children.followed:  # ... profiled on their own (`run`)
             session["children"] = [dict(entry) for entry in state.children.followed]
-    if stalls:
-        walls = ", ".join(fmt_count(s["wall_ms"]) for s in stalls[:5])
+    busy = [s for s in stalls if waited_share(s) > BUSY_SHARE]
+    long = [s for s in stalls if waited_share(s) <= BUSY_SHARE]
+    if long:
+        walls = ", ".join(fmt_count(s["wall_ms"]) for s in long[:5])
         notes.append(
-            f"{len(stalls)} detailed step(s) over {TREE_OUTLIER:g}x the median detailed step "
+            f"{len(long)} detailed step(s) over {TREE_OUTLIER:g}x the median detailed step "
             f"({walls} ms) left out of the tree, the phases and the hot lines: a stall or the "
             "loop's own periodic work (garbage collection, a checkpoint, an evaluation); the "
             "step time keeps them"
+        )
+    if busy:
+        shares = ", ".join(f"{100 * waited_share(s):.0f}%" for s in busy[:5])
+        notes.append(
+            f"{len(busy)} detailed step(s) whose thread waited for a CPU core most of the time "
+            f"({shares} of their wall time: other processes held the cores) left out of the "
+            f"tree, the phases and the hot lines, {len(detailed)} quieter ones kept; the step "
+            "time keeps them"
         )
     session["config"] = {
         "steps": len(steps),

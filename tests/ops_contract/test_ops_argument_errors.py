@@ -32,6 +32,33 @@ def test_a_scalar_that_is_no_number_is_named(name):
         NOT_A_NUMBER[name]()
 
 
+PER_BATCH = torch.tensor([0.1, 0.2])  # one value per problem: refused by name, not "ambiguous"
+NOT_ONE_NUMBER = {
+    "jitter": lambda: ops.cholesky_factor(torch.eye(3), jitter=PER_BATCH),
+    "shrinkage": lambda: ops.covariance(X, shrinkage=PER_BATCH),
+    "decay": lambda: ops.CovarianceEMA(decay=PER_BATCH),
+    "sinkhorn: eps": lambda: ops.sinkhorn(torch.zeros(2, 2, 2), eps=PER_BATCH),
+    "sinkhorn: tol": lambda: ops.sinkhorn(torch.zeros(2, 2), tol=PER_BATCH),
+    "dpp_greedy: eps": lambda: ops.dpp_greedy(torch.eye(3), k=1, eps=PER_BATCH),
+    "margin": lambda: ops.exhaustive_negatives(X, X, X, IDS, IDS, torch.eye(3), margin=PER_BATCH),
+    "eps": lambda: ops.select_tokens_per_segment(X, IDS, 0.5, eps=PER_BATCH),
+    "keep_ratio": lambda: ops.select_tokens_per_segment(X, IDS, keep_ratio=PER_BATCH),
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_ONE_NUMBER))
+def test_a_scalar_given_as_a_tensor_of_several_values_is_named(name):
+    with pytest.raises(TypeError, match=f"^{name} must be a single real number .* shape \\(2,\\)"):
+        NOT_ONE_NUMBER[name]()
+
+
+def test_a_zero_dim_tensor_scalar_is_accepted():
+    plain = ops.covariance(X, shrinkage=0.1)
+    torch.testing.assert_close(ops.covariance(X, shrinkage=torch.tensor(0.1)), plain)
+    ops.CovarianceEMA(decay=torch.tensor(0.9))
+    ops.sinkhorn(torch.zeros(2, 2), eps=torch.tensor(0.5))
+
+
 NOT_A_TENSOR = {
     "cov": lambda: ops.pairwise_mahalanobis(X, X, cov=np.eye(3, dtype=np.float32)),
     "chol": lambda: ops.pairwise_mahalanobis(X, X, chol=np.eye(3).tolist()),

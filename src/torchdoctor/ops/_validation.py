@@ -257,8 +257,9 @@ def require_count(value: object, name: str, least: int = 0, what: str | None = N
 
 
 def require_real(value: object, name: str) -> None:
-    """Raise TypeError unless ``value`` is a real number (Python or NumPy int/float, or a
-    tensor); range checks stay with the op, which knows the range.
+    """Raise TypeError unless ``value`` is a real number: a Python or NumPy int/float, or a
+    0-dim real (integer or floating-point) tensor; a tensor of any other shape (e.g. one value
+    per batch element) is refused. Range checks stay with the op, which knows the range.
 
     Example:
         >>> require_real(1e-6, "eps")
@@ -272,6 +273,13 @@ def require_real(value: object, name: str) -> None:
         raise TypeError(
             f"{name} must be a real number, got {value!r} ({type(value).__name__}); "
             "pass a Python float or int"
+        )
+    if isinstance(value, torch.Tensor) and (
+        value.ndim != 0 or value.dtype == torch.bool or value.is_complex()
+    ):
+        raise TypeError(
+            f"{name} must be a single real number (a Python number or a 0-dim tensor), got a "
+            f"tensor of {describe(value)}; one value serves the whole batch: pass a Python float"
         )
 
 

@@ -301,3 +301,19 @@ def test_greedy_ranks_64_bit_integer_costs_exactly():
         assert torch.equal(result.columns, expected.columns)
     unsigned = torch.tensor([[2**63 + 1, 2**63]], dtype=torch.uint64)
     assert greedy_assignment(unsigned).columns.tolist() == [1]
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_check_false_nan_and_wrong_sign_infinity_agree_across_methods(maximize):
+    sign = -1.0 if maximize else 1.0
+    nan_cost = sign * torch.tensor([[math.nan, 1.0], [1.0, 2.0]])
+    wrong = sign * torch.tensor([[-math.inf, 1.0], [1.0, 2.0]])
+    for method in ("torch", "dp", "brute", "auto"):
+        result = linear_assignment(nan_cost, maximize, method=method, check=False)
+        assert result.columns.tolist() == [1, 0] and result.total.item() == 2.0 * sign, method
+        result = linear_assignment(wrong, maximize, method=method, check=False)
+        assert result.columns.tolist() == [-1, -1], method
+        assert result.total.item() == (-math.inf if maximize else math.inf), method
+        for cost in (nan_cost, wrong):  # check=True (the default) refuses both
+            with pytest.raises(ValueError, match=r"linear_assignment: the problem has"):
+                linear_assignment(cost, maximize, method=method)

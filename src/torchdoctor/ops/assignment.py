@@ -168,10 +168,13 @@ def linear_assignment(
     Costs are solved in float64; ``total`` has the input's float dtype (float64 for integers).
     With ``check=True`` NaN, wrong-sign infinities and infeasible problems raise ``ValueError``
     naming the problem; on an accelerator this costs one host sync for the whole batch. With
-    ``check=False`` there is none (except with ``method="scipy"``, which always checks):
-    infeasible problems get columns ``-1`` and total ``inf`` (``-inf`` when maximizing), with
-    ``"auto"`` on CPU too (NaN and wrong-sign infinities still raise there: scipy reads the
-    costs from host memory, at no sync cost).
+    ``check=False`` there is none (except with ``method="scipy"``, which always checks and
+    raises as ``check=True`` does). ``check=False``'s contract: costs are finite, or
+    ``+inf`` (``-inf`` when maximizing) for forbidden pairs; outside it every other method,
+    ``"auto"`` on CPU included, gives the same documented result: a NaN cost is a forbidden
+    pair, and a wrong-sign infinity (``-inf`` when minimizing, ``+inf`` when maximizing) makes
+    its problem infeasible. Infeasible problems get columns ``-1`` and total ``inf``
+    (``-inf`` when maximizing).
     Finite costs so large that a sum of them overflows float64 (``|cost| * min(R, C)`` near
     ``1.8e308``) read as forbidden pairs in the vectorized solvers; use ``method="scipy"``.
 
@@ -199,6 +202,10 @@ def linear_assignment(
     batch, small, large = work.shape
 
     strict = check or method == "scipy"  # "auto" keeps the check=False contract on CPU too
+    wrong_sign = None
+    if not strict:  # one documented outcome for every method (no sync: elementwise only)
+        wrong_sign = (work == -math.inf).flatten(1).any(dim=1)
+        work = torch.where(torch.isnan(work) | (work == -math.inf), math.inf, work)
     if method == "auto":
         if cost.device.type == "cpu":
             method = "scipy"
@@ -221,6 +228,9 @@ def linear_assignment(
         small_cols, infeasible = solve_subset_dp(work)
     else:
         small_cols, infeasible = solve_shortest_augmenting_path(work)
+    if wrong_sign is not None:
+        infeasible = infeasible | wrong_sign
+        small_cols = torch.where(wrong_sign.unsqueeze(1), -1, small_cols)
     if check and method != "scipy":
         nan = torch.isnan(work).flatten(1).any(dim=1)
         invalid = (work == -math.inf).flatten(1).any(dim=1)

@@ -51,8 +51,12 @@ def float64_training(session: Mapping[str, Any]) -> list[Advice]:
     if not doubles or step <= 0:
         return []
     phases = session.get("phases") or {}
-    compute = sum(center(phases.get(name)) for name in _COMPUTE_PHASES)
+    present = [name for name in _COMPUTE_PHASES if center(phases.get(name)) > 0]
+    compute = sum(center(phases.get(name)) for name in present)
     compute = min(compute, step) if compute > 0 else step
+    # (the phases the steps shown hold: a run whose one LBFGS step was warm-up shows only the
+    # prediction after it, whose forward is no "forward + backward + optimizer")
+    label = " + ".join(present) if present else "the step"
     numel = sum(int(o.get("numel") or 0) for o in doubles)
     cuda = is_cuda(session)
     speedup = SPEEDUPS["float32"]
@@ -63,7 +67,7 @@ def float64_training(session: Mapping[str, Any]) -> list[Advice]:
         evidence=[
             f"{', '.join(sorted({str(o.get('type')) for o in doubles}))} steps {numel:,} "
             "float64 parameters: the forward, backward and update compute in double precision",
-            f"forward + backward + optimizer: {fmt_ms(compute)} per step "
+            f"{label}: {fmt_ms(compute)} per step "
             f"({pct(compute, step):.0f}%)",
             f"measured: {speedup.source}"
             + ("; on this GPU the gap is larger and depends on the card" if cuda else ""),

@@ -42,3 +42,17 @@ def test_a_zero_dim_tensor_keep_ratio_works_on_every_engine(backend):
     assert got.tolist() == want.tolist()
     with pytest.raises(ValueError, match=r"keep_ratio must be in \[0, 1\], got 1.5"):
         select_tokens_per_segment(features, ids, keep_ratio=torch.tensor(1.5), backend=backend)
+
+
+@pytest.mark.parametrize("method", ["dpp", "greedy_cosine", "topk"])
+def test_the_reference_follows_the_nan_quality_rule(method):
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(14, 5, generator=generator, dtype=torch.float64)
+    quality = torch.rand(14, generator=generator, dtype=torch.float64)
+    quality[2] = float("nan")  # segment 0: the quota (2 of 4) is met without it
+    quality[[9, 10, 11]] = float("nan")  # segment 2: the quota needs one NaN token
+    ids = torch.tensor([-1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, -1])
+    ref = select_tokens_reference(features, ids, keep_per_segment=2, quality=quality, method=method)
+    fast = select_tokens_per_segment(features, ids, keep_per_segment=2, quality=quality, method=method)
+    assert ref.tolist() == fast.tolist()
+    assert 2 not in ref.tolist() and 12 in ref.tolist() and 9 in ref.tolist()  # 9: first NaN

@@ -31,12 +31,15 @@ def _quota(count: int, keep_ratio: float | None, keep_per_segment: int | None) -
     return min(keep_per_segment, count)
 
 
-def _greedy_cosine(unit: torch.Tensor, quality: torch.Tensor, k: int) -> list[int]:
+def _greedy_cosine(
+    unit: torch.Tensor, quality: torch.Tensor, usable: torch.Tensor, k: int
+) -> list[int]:
     selected: list[int] = []
     closest = torch.zeros(unit.shape[0], dtype=unit.dtype, device=unit.device)
-    for step in range(k):
+    for step in range(min(k, int(usable.sum()))):  # NaN-quality tokens are never chosen
         score = quality.clone() if step == 0 else quality * (1 - closest)
         score[selected] = -math.inf
+        score[~usable] = -math.inf
         item = int(torch.argmax(score).item())  # one host read per token
         selected.append(item)
         similarity = unit @ unit[item]
@@ -66,26 +69,28 @@ def select_tokens_reference(
         index = torch.where(segment_ids == segment)[0]  # one host sync per segment
         k = _quota(len(index), keep_ratio, keep_per_segment)
         q = quality[index] if quality is not None else torch.ones(len(index), dtype=features.dtype, device=features.device)
+        # A NaN quality: never selected, last in the fill (kept only to meet the quota).
+        usable = ~torch.isnan(q)
+        q = torch.where(usable, q, 0)
         if method == "topk" or k == 0:
             selected: list[int] = []
         else:
             unit = F.normalize(features[index], dim=-1)
             if method == "dpp":
                 if quality is not None:  # eps relative to the largest q^2 of the segment
-                    finite = q[~torch.isnan(q)].abs()
-                    top = float(finite.max()) if finite.numel() else 0.0
+                    top = float(q.abs().max())
                     q = q / top if top > 0 else q
                 kernel = unit @ unit.T
                 if quality is not None:
                     kernel = q[:, None] * kernel * q[None, :]
                 nonzero = features[index].norm(dim=-1) > 0  # exact diagonal: q^2 (0 if zero)
                 kernel.diagonal().copy_(torch.where(nonzero, q * q, 0))
-                selected, _ = dpp_greedy_reference(kernel, k, eps=eps)
+                selected, _ = dpp_greedy_reference(kernel, k, eps=eps, mask=usable)
             else:
-                selected = _greedy_cosine(unit, q, k)
-        if len(selected) < k:  # fill by quality, then by position
+                selected = _greedy_cosine(unit, q, usable, k)
+        if len(selected) < k:  # fill by quality, then by position; NaN-quality tokens last
             rest = [i for i in range(len(index)) if i not in selected]
-            rest.sort(key=lambda i: -float(q[i]))
+            rest.sort(key=lambda i: (not bool(usable[i]), -float(q[i])))
             selected = selected + rest[: k - len(selected)]
         kept.append(index[torch.tensor(selected, dtype=torch.long, device=index.device)])
     return torch.sort(torch.cat(kept)).values

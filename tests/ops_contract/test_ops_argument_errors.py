@@ -104,3 +104,30 @@ def test_candidates_against_a_chol_of_another_batch_name_the_arguments_given():
         ops.mahalanobis_to_candidates(
             torch.zeros(2, 3), torch.zeros(2, 4, 3), torch.eye(3).expand(5, 3, 3)
         )
+
+
+META = {
+    "labels": lambda m: ops.remap_labels(torch.tensor([3, 1], device=m)),
+    "features": lambda m: ops.select_tokens_per_segment(X.to(m), IDS.to(m), keep_per_segment=1),
+    "cov": lambda m: ops.cholesky_factor(torch.eye(3, device=m)),
+    "x": lambda m: ops.covariance(X.to(m), check=True),
+    "a": lambda m: ops.spd_distance(torch.eye(2, device=m), torch.eye(2, device=m), "stein"),
+    "cost": lambda m: ops.sinkhorn(torch.zeros(2, 2, device=m)),
+}
+
+
+@pytest.mark.parametrize("name", list(META))
+def test_a_meta_tensor_where_values_are_read_is_named(name):
+    with pytest.raises(ValueError, match=f"^{name} needs real data; got a meta tensor"):
+        META[name]("meta")
+
+
+def test_huge_and_complex_scalars_get_named_errors_or_are_clamped():
+    padded, _ = ops.pad_segments(torch.zeros(3), torch.tensor([0, 0, 1]), fill=2**70)
+    assert padded[1, 1].item() == float(2**70)
+    with pytest.raises(ValueError, match=r"^pad_segments: fill=1j is complex"):
+        ops.pad_segments(torch.zeros(3), torch.tensor([0, 0, 1]), fill=1j)
+    features, ids = torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, -1])
+    everything = ops.select_tokens_per_segment(features, ids, keep_per_segment=2**63)
+    assert everything.tolist() == list(range(6))  # more than c is clamped, past int64 too
+    assert ops.dpp_greedy(torch.eye(3), k=2**63).indices.tolist() == [0, 1, 2]

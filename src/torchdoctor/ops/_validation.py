@@ -36,6 +36,7 @@ __all__ = [
     "require_same_dtype",
     "require_broadcastable",
     "require_finite",
+    "require_data",
     "require_count",
     "require_real",
     "require_eps",
@@ -298,6 +299,27 @@ def require_eps(eps: object, name: str) -> float:
     return eps
 
 
+def require_data(**tensors: torch.Tensor | None) -> None:
+    """Raise ValueError for a meta tensor (shapes only, no values) given to an op or a check
+    that must read values. Metadata only: no host sync.
+
+    Example:
+        >>> require_data(x=torch.zeros(2))
+        >>> try:
+        ...     require_data(x=torch.zeros(2, device="meta"))
+        ... except ValueError as e:
+        ...     print(str(e)[:39])
+        x needs real data; got a meta tensor (s
+    """
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.device.type == "meta":
+            raise ValueError(
+                f"{name} needs real data; got a meta tensor ({describe(value)}): this reads "
+                f"its values; pass a tensor on a real device (or check=False where the op "
+                f"offers it, to skip value checks)"
+            )
+
+
 def require_finite(**tensors: torch.Tensor | None) -> None:
     """Raise ValueError if any given tensor holds NaN or Inf. One host sync for all of them.
 
@@ -310,6 +332,7 @@ def require_finite(**tensors: torch.Tensor | None) -> None:
     named = [(k, v) for k, v in tensors.items() if v is not None and v.numel() > 0]
     if not named:
         return
+    require_data(**dict(named))
     flags = torch.stack([(~torch.isfinite(v)).any() for _, v in named])
     if not bool(flags.any()):  # the one sync
         return

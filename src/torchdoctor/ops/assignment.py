@@ -27,6 +27,7 @@ from torchdoctor.ops._assignment_solvers import (
     solve_subset_dp,
 )
 from torchdoctor.ops._host import cpu_array
+from torchdoctor.ops._validation import require_data
 
 _METHODS = ("auto", "scipy", "torch", "dp", "brute")
 #: on accelerators, method="auto" enumerates permutations up to this many (6! = 720) ...
@@ -202,6 +203,8 @@ def linear_assignment(
     batch, small, large = work.shape
 
     strict = check or method == "scipy"  # "auto" keeps the check=False contract on CPU too
+    if strict:
+        require_data(cost=cost)
     wrong_sign = None
     if not strict:  # one documented outcome for every method (no sync: elementwise only)
         wrong_sign = (work == -math.inf).flatten(1).any(dim=1)

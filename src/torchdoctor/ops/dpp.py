@@ -87,7 +87,7 @@ def _resolve_k(k, batch_shape, n, max_k, device, check) -> tuple[torch.Tensor, i
         elif max_k is None:
             max_k = 0
     else:
-        k = require_count(k, "dpp_greedy: k")
+        k = min(require_count(k, "dpp_greedy: k"), n)  # (an int beyond int64: clamped first)
         k_batch = torch.full(batch_shape, k, dtype=torch.long, device=device)
         max_k = k if max_k is None else max_k
     if max_k < 0:

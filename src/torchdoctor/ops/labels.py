@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from torchdoctor.ops._validation import require_integer
+from torchdoctor.ops._validation import require_data, require_integer
 
 __all__ = ["remap_labels"]
 
@@ -31,12 +31,14 @@ def remap_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         ``(contiguous, unique_values)``: ``contiguous`` has the shape of ``labels``, dtype
         ``torch.long``, and ``unique_values[contiguous] == labels``; ``unique_values`` is the
-        sorted distinct labels, in ``labels``' dtype.
+        sorted distinct labels, in ``labels``' dtype. A meta tensor is a ValueError (the
+        number of distinct labels depends on the values).
 
     Example:
         >>> remap_labels(torch.tensor([[5, 5], [2, 9]]))[0].tolist()
         [[1, 1], [0, 2]]
     """
     require_integer(labels, "labels")
+    require_data(labels=labels)  # (torch.unique has no meta kernel)
     unique_values, contiguous = torch.unique(labels, sorted=True, return_inverse=True)
     return contiguous.reshape(labels.shape), unique_values

@@ -24,6 +24,7 @@ from torchdoctor.ops._validation import (
     raise_not_spd,
     require_broadcastable,
     require_count,
+    require_data,
     require_finite,
     require_float,
     require_rank,
@@ -118,6 +119,7 @@ def _factor(
     failed = info != 0
     if check:
         tensors = {**also_finite, "cov": cov}
+        require_data(**tensors)
         flags = [failed.any(), failed.any() & False]
         flags += [(~torch.isfinite(t)).any() for t in tensors.values() if t.numel() > 0]
         failed_flag, nonfinite_flag = torch.stack([flags[0], torch.stack(flags[1:]).any()]).tolist()

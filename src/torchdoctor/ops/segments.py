@@ -75,6 +75,13 @@ def _check_fill(fill: object, dtype: torch.dtype) -> None:
     ``0.5`` on int64 0, ``1e5`` on float16 inf); other objects are left to torch."""
     if not isinstance(fill, (numbers.Number, torch.Tensor)):
         raise TypeError(f"fill must be a number, got {fill!r} ({type(fill).__name__})")
+    if isinstance(fill, numbers.Complex) and not isinstance(fill, numbers.Real):
+        if not dtype.is_complex:
+            raise ValueError(
+                f"pad_segments: fill={fill!r} is complex but values' dtype {dtype} is real; "
+                "pass a real fill, or complex values"
+            )
+        return
     if not isinstance(fill, (bool, int, float)) or dtype.is_complex:
         return
     if dtype == torch.bool:
@@ -190,6 +197,8 @@ def pad_segments(
     max_len = _check_count(max_len, "max_len")
     require_same_device(values=values, segment_ids=segment_ids)
     _check_fill(fill, values.dtype)
+    if values.dtype.is_floating_point and isinstance(fill, int) and not isinstance(fill, bool):
+        fill = float(fill)  # (torch.full converts an int beyond int64 to no float dtype)
     lead = segment_ids.shape
     if values.ndim < len(lead) or values.shape[: len(lead)] != lead:
         raise ValueError(

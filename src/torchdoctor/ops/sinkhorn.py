@@ -23,6 +23,7 @@ import torch
 
 from torchdoctor.ops._validation import (
     require_count,
+    require_data,
     require_float,
     require_rank,
     require_real,
@@ -87,6 +88,7 @@ def _check_values(
     """One host read for the batch: bad costs (NaN, -inf, a row or column with every pair
     forbidden) or bad marginals (negative or NaN weights, no mass, totals apart by more than
     ``tolerance``, relative)."""
+    require_data(cost=cost, a=a, b=b)
     flat = cost.detach().reshape(-1, *cost.shape[-2:])
     a = a.detach().reshape(flat.shape[0], -1)
     b = b.detach().reshape(flat.shape[0], -1)

@@ -76,6 +76,7 @@ import torch
 from torchdoctor.ops._validation import (
     raise_not_spd,
     require_broadcastable,
+    require_data,
     require_finite,
     require_float,
     require_same_device,
@@ -194,6 +195,7 @@ def _logdet(a: torch.Tensor) -> torch.Tensor:
 
 def _check_spd(a: torch.Tensor, b: torch.Tensor, metric: str) -> None:
     """NaN/Inf and SPD check of both inputs with one host sync (error path syncs more)."""
+    require_data(a=a, b=b)
     info_a = torch.linalg.cholesky_ex(a).info != 0
     info_b = torch.linalg.cholesky_ex(b).info != 0
     flags = torch.stack(

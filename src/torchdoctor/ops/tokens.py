@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torchdoctor.ops._tokens_host import select_dpp_host, tokens_to_keep
 from torchdoctor.ops._validation import (
     require_count,
+    require_data,
     require_eps,
     require_float,
     require_integer,
@@ -60,6 +61,7 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
         raise ValueError(f"segment_ids must have shape (n,), got {tuple(segment_ids.shape)}")
     require_size(segment_ids, "segment_ids", 0, features.shape[0], "the token count n of features")
     require_same_device(features=features, segment_ids=segment_ids, quality=quality)
+    require_data(features=features, segment_ids=segment_ids, quality=quality)
     if quality is not None:
         require_float(quality, "quality")
         if quality.shape != segment_ids.shape:
@@ -76,6 +78,7 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
         raise ValueError(f"keep_ratio must be in [0, 1], got {keep_ratio}")
     if keep_per_segment is not None:
         keep_per_segment = require_count(keep_per_segment, "keep_per_segment", what="an int >= 0")
+        keep_per_segment = min(keep_per_segment, features.shape[0])  # clamped (even past int64)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if method == "topk" and quality is None:

@@ -108,7 +108,29 @@ def _footer(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | N
                 "fast mode sees Python-level calls; --thorough (sync_audit(thorough=True)) also "
                 "looks inside torch's own code, at a higher cost"
             )
+    rough = _rough_rate(records)
+    if rough:
+        lines.append(rough)
     return lines
+
+
+def _rough_rate(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """A note when a rate under one per step comes from one or two sightings in the audited
+    steps (a `.item()` logged every 10 steps, seen once in 5 detailed steps, read 0.2).
+
+    Example:
+        >>> _rough_rate([{"per_step": 0.2, "count": 1}])
+        'per step: counted in the 5 audited (detailed) steps; a line seen there once or twice has a rough rate'
+        >>> _rough_rate([{"per_step": 1.0, "count": 5}]) is None
+        True
+    """
+    seen = [r for r in records if isinstance(r.get("per_step"), (int, float))
+            and 0 < float(r["per_step"]) < 1 and 0 < int(r.get("count") or 0) <= 2]  # fmt: skip
+    if not seen:
+        return None
+    audited = round(int(seen[0]["count"]) / float(seen[0]["per_step"]))
+    return (f"per step: counted in the {audited} audited (detailed) steps; a line seen there "
+            "once or twice has a rough rate")
 
 
 def format_sync_table(

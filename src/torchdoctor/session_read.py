@@ -104,18 +104,6 @@ def tree_step_ms(session: Mapping[str, Any]) -> float:
     return step_ms(session)
 
 
-def advice_step_ms(session: Mapping[str, Any]) -> float:
-    """The step an advice's saving is a share of: :func:`saving_step_ms`, or the run's mean
-    step when periodic work makes that longer (a rollout every 32 steps: 11 ms per step on
-    average over a 4 ms median).
-
-    Example:
-        >>> advice_step_ms({"step_ms": {"mean": 11.0, "median": 4.0}})
-        11.0
-    """
-    return max(saving_step_ms(session), center(session.get("step_ms")))
-
-
 def saving_step_ms(session: Mapping[str, Any]) -> float:
     """The step time a saving is stated against: :func:`tree_step_ms` less the profiler's own
     cost in those steps (``config.profiler_overhead.overhead_ms``: measured as detailed minus

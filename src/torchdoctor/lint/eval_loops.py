@@ -33,7 +33,16 @@ _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 def top_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
     """Outermost for/while loops (and comprehensions: ``preds = [model(b) for b in loader]``)
-    of a function body not already under a no-grad ``with``."""
+    of a function body not already under a no-grad ``with`` (``rule``: the visitor, which
+    resolves what a call is).
+
+    Example:
+        >>> class Rule:
+        ...     def callee(self, call): return set()
+        >>> body = ast.parse("for x in xs:\\n    f(x)\\nys = [g(y) for y in xs]").body
+        >>> [type(n).__name__ for n in top_loops(Rule(), body)]
+        ['ListComp', 'For']
+    """
     stack = list(body)
     while stack:
         node = stack.pop()
@@ -52,7 +61,15 @@ def top_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
 
 def eval_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
     """Outermost loops without a backward pass and not under no-grad; a loop that trains
-    (an epoch loop of a train-and-validate function) is looked into for its other loops."""
+    (an epoch loop of a train-and-validate function) is looked into for its other loops.
+
+    Example:
+        >>> class Rule:
+        ...     def callee(self, call): return set()
+        >>> src = "for e in range(3):\\n    loss.backward()\\n    for b in val:\\n        m(b)"
+        >>> [loop.lineno for loop in eval_loops(Rule(), ast.parse(src).body)]
+        [3]
+    """
     for loop in top_loops(rule, body):
         if any(
             isinstance(call, ast.Call) and method_name(call) == "backward"
@@ -64,7 +81,14 @@ def eval_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
 
 
 def under_no_grad(rule: Any, node: ast.AST, stop: ast.AST) -> bool:
-    """``node`` sits in a ``with torch.no_grad():`` (or inference_mode) inside ``stop``."""
+    """``node`` sits in a ``with torch.no_grad():`` (or inference_mode) inside ``stop``.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = "def ev(model, xs):\\n    model.eval()\\n    for x in xs:\\n        with torch.no_grad():\\n            model(x)\\n"
+        >>> [f.code for f in lint_source("import torch\\n" + src)]  # (the call is under no_grad)
+        []
+    """
     parent = rule.parent(node)
     while parent is not None and parent is not stop:
         if isinstance(parent, (ast.With, ast.AsyncWith)) and any(
@@ -80,7 +104,14 @@ def loaded_in_eval_mode(body: list[ast.AST], context: Any) -> set[str]:
     """Names ``body`` assigns from a loader function that puts its model in eval mode
     (``detector = load_detector(device)`` with ``def load_detector`` returning a model it
     called ``.eval()`` on, in the file or another of the project): models ready for inference,
-    though this function never calls ``.eval()`` itself."""
+    though this function never calls ``.eval()`` itself.
+
+    Example:
+        >>> class Context:  # (the linted file, no project)
+        ...     tree, project = ast.parse("def load(d):\\n    return Net().eval()"), None
+        >>> loaded_in_eval_mode(ast.parse("det = load(0)\\nx = f(1)").body, Context())
+        {'det'}
+    """
     names: set[str] = set()
     for stmt in body:
         if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.module_lists import appended, layer_name, module_list_item, zipped_layers
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import statement_list
 from torchdoctor.lint.visitor import (
@@ -144,8 +145,8 @@ class ModelRules(RuleVisitor):
             for stmt in ast.walk(item):
                 if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
                     name = dotted(stmt.targets[0]) or ""
-                    value = _module_list_item(stmt.value)
-                elif isinstance(stmt, ast.Expr) and _appended(stmt.value):  # (ModuleLists
+                    value = module_list_item(stmt.value)
+                elif isinstance(stmt, ast.Expr) and appended(stmt.value):  # (ModuleLists
                     name = dotted(stmt.value.func.value) or ""  # filled in a loop: PointNet++)
                     value = stmt.value.args[0]
                 else:
@@ -157,13 +158,13 @@ class ModelRules(RuleVisitor):
                     norms.setdefault(name, []).append((block, self._is_batch_norm(value)))
         if forward is None or not convs or not any(bn for n in norms.values() for _, bn in n):
             return
-        zipped = _zipped_layers(forward)  # `for conv, bn in zip(self.convs, self.bns):`
+        zipped = zipped_layers(forward)  # `for conv, bn in zip(self.convs, self.bns):`
         for call in ast.walk(forward):
-            sites = norms.get(_layer_name(call, zipped)) if isinstance(call, ast.Call) else None
+            sites = norms.get(layer_name(call, zipped)) if isinstance(call, ast.Call) else None
             if not sites or not call.args:
                 continue
             inner = call.args[0]
-            for conv, block in convs.get(_layer_name(inner, zipped), ()) if isinstance(inner, ast.Call) else ():
+            for conv, block in convs.get(layer_name(inner, zipped), ()) if isinstance(inner, ast.Call) else ():
                 same = [bn for where, bn in sites if where == block]
                 if any(same) or (not same and any(bn for _, bn in sites)):
                     self._report_conv(conv)
@@ -401,55 +402,3 @@ def _transposed(expr: ast.AST) -> bool:
         return True
     return isinstance(expr, ast.Call) and method_name(expr) in {"transpose", "permute", "t"}
 
-
-def _appended(call: ast.AST) -> bool:
-    """``self.convs.append(layer)``."""
-    return (isinstance(call, ast.Call) and method_name(call) == "append" and len(call.args) == 1
-            and not call.keywords)  # fmt: skip
-
-
-def _module_list_item(value: ast.AST) -> ast.AST:
-    """The layer a ``nn.ModuleList([nn.Conv2d(...) for ...])`` repeats, else ``value``."""
-    if isinstance(value, ast.Call) and (dotted(value.func) or "").endswith("ModuleList") and (
-        len(value.args) == 1 and isinstance(value.args[0], (ast.ListComp, ast.GeneratorExp))
-    ):
-        return value.args[0].elt
-    return value
-
-
-def _zipped_layers(forward: ast.AST) -> dict[str, str]:
-    """Loop names bound to the layers of zipped lists: ``for conv, bn in zip(self.convs,
-    self.bns)`` (or ``enumerate(zip(...))``) gives ``{"conv": "self.convs", "bn": "self.bns"}``.
-
-    Example:
-        >>> tree = ast.parse("for i, (c, b) in enumerate(zip(self.cs, self.bs)): pass")
-        >>> _zipped_layers(tree)
-        {'c': 'self.cs', 'b': 'self.bs'}
-    """
-    names: dict[str, str] = {}
-    for loop in ast.walk(forward):
-        if not isinstance(loop, ast.For):
-            continue
-        target, iterable = loop.target, loop.iter
-        if isinstance(iterable, ast.Call) and dotted(iterable.func) == "enumerate" and (
-            iterable.args and isinstance(target, ast.Tuple) and len(target.elts) == 2
-        ):
-            target, iterable = target.elts[1], iterable.args[0]
-        if not (isinstance(iterable, ast.Call) and dotted(iterable.func) == "zip"
-                and isinstance(target, ast.Tuple) and len(target.elts) == len(iterable.args)):
-            continue  # fmt: skip
-        for name, source in zip(target.elts, iterable.args):
-            if isinstance(name, ast.Name) and dotted(source):
-                names[name.id] = dotted(source) or ""
-    return names
-
-
-def _layer_name(call: ast.Call, zipped: dict[str, str]) -> str:
-    """The attribute a called layer comes from: ``self.bn(x)``, a zipped loop name's list,
-    ``self.bns[i](x)``'s list."""
-    func = call.func
-    if isinstance(func, ast.Name) and func.id in zipped:
-        return zipped[func.id]
-    if isinstance(func, ast.Subscript):
-        func = func.value
-    return dotted(func) or ""

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.backward import backward_heavy
-from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, amdahl_saving
+from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, advice_step_ms, amdahl_saving
 from torchdoctor.analyze.advice.checkpointing import activation_checkpointing
 from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.advice.compile_time import recompiles
@@ -51,7 +51,6 @@ from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
-from torchdoctor.session_read import advice_step_ms
 
 __all__ = [
     "RULES",

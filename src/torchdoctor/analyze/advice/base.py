@@ -317,3 +317,15 @@ def unattributed_ms(session: Mapping[str, Any]) -> float:
         if child.get("kind") == "self":
             return center(child.get("forward_ms")) + center(child.get("backward_ms"))
     return 0.0
+
+
+def advice_step_ms(session: Mapping[str, Any]) -> float:
+    """The step an advice's saving is a share of: :func:`saving_step_ms`, or the run's mean
+    step when periodic work makes that longer (a rollout every 32 steps: 11 ms per step on
+    average over a 4 ms median).
+
+    Example:
+        >>> advice_step_ms({"step_ms": {"mean": 11.0, "median": 4.0}})
+        11.0
+    """
+    return max(saving_step_ms(session), center(session.get("step_ms")))

@@ -23,10 +23,9 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms
+from torchdoctor.analyze.advice.base import Advice, advice_step_ms, fmt_ms
 from torchdoctor.session_read import (
     HostSplit,
-    advice_step_ms,
     contention_share,
     host_split,
     host_steps,
@@ -127,7 +126,13 @@ BLOCKED_FIX = (
 
 
 def cpu_contention(session: Mapping[str, Any]) -> list[Advice]:
-    """One advice when the profiled thread waited for a core >= 10% of the steps' time."""
+    """One advice when the profiled thread waited for a core >= 10% of the steps' time.
+
+    Example:
+        >>> steps = [{"wall_ms": 10.0, "cpu_ms": 6.0, "cpu_wait_ms": 4.0}] * 8
+        >>> [(a.title[-11:], a.estimated_saving_ms) for a in cpu_contention({"steps": steps})]
+        [("steps' time", 4.0)]
+    """
     share = contention_share(session)
     if share is None:
         return []

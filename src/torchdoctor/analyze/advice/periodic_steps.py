@@ -266,7 +266,14 @@ def _ratios(long: list[Mapping[str, Any]], median: float) -> str:
 
 
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
-    """One advice when rare long steps (>= 2x the median) hold >= 3% of the run's time."""
+    """One advice when rare long steps (>= 2x the median) hold >= 3% of the run's time.
+
+    Example:
+        >>> steps = [{"index": i, "wall_ms": 90.0 if i % 10 == 9 else 10.0, "detailed": False,
+        ...           "phases": {"other": 80.0 if i % 10 == 9 else 1.0}} for i in range(40)]
+        >>> periodic_steps({"steps": steps})[0].title[:40]
+        'Every 10 steps a step takes 9.0x the med'
+    """
     recorded = [s for s in session.get("steps") or () if s.get("wall_ms") is not None]
     steps = [s for s in recorded if not s.get("detailed")]  # (hooks make detailed ones slower)
     if len(steps) < MIN_STEPS or one_step_run(session):

@@ -142,7 +142,14 @@ def _per_step(record: Mapping[str, Any]) -> float:
 
 
 def torch_syncs(session: Mapping[str, Any]) -> list[Advice]:
-    """One Advice per known torch-internal sync reached at least every other step."""
+    """One Advice per known torch-internal sync reached at least every other step.
+
+    Example:
+        >>> rec = {"kind": "bool", "file": "/w/t.py", "line": 3, "per_step": 1.0,
+        ...        "inside": "nn/utils/clip_grad.py:_get_total_norm"}
+        >>> [a.cause for a in torch_syncs({"syncs": [rec], "step_ms": {"median": 5.0}})]
+        ['torch-sync:nn/utils/clip_grad.py']
+    """
     knobs = (session.get("environment") or {}).get("knobs") or {}
     bf16 = knobs.get("autocast_dtype") == "bfloat16"
     groups: dict[TorchSync, list[Mapping[str, Any]]] = {}

@@ -89,3 +89,25 @@ def test_a_loop_cropped_to_a_block_size_is_advised_a_cache_with_the_window_cavea
     assert any("feed back the last 48 tokens" in e and "RoPE" in e for e in item.evidence)
     low, high = item.saving_range_ms
     assert 0 < low < high < session["step_ms"]["mean"]  # low: the growing steps only
+
+
+def test_a_generation_without_cache_after_one_with_a_cache_is_still_advised():
+    """A script that generates once with a cache (one new token per call) and once without
+    (the whole sequence per call): half the steps grow, under the 60% the whole run needs;
+    the growing run is found and its saving spread over the whole run's steps."""
+    torch.manual_seed(0)
+    model = TinyLM().eval()
+    idx = torch.randint(0, 100, (8, 4))
+    with torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof, \
+            torch.no_grad():  # fmt: skip
+        for _ in range(100):  # (a cached decode: one new token per call)
+            logits = model(idx[:, -1:])
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        idx = idx[:, :4]
+        for _ in range(100):  # (no cache: the whole sequence per call)
+            logits = model(idx)
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    session = prof.session.to_dict()
+    (item,) = decode_without_cache(session)
+    assert any("of the run's" in e and "decode so" in e for e in item.evidence)
+    assert 0 < item.saving_range_ms[0] < item.saving_range_ms[1] < session["step_ms"]["mean"]

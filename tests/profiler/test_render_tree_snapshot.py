@@ -55,7 +55,7 @@ def fixed_session():
 
 
 EXPECTED = """\
-policy: 185 ms per step (median 185, q1-q3 185-185; 1 steps, timing: perf_counter)
+policy: 185 ms in its one step (timing: perf_counter)
 phases (ms): data 5 3% | forward 69 37% | backward 84 45% | optimizer 20 11% | other 7 4%
 module / region                    total ms  % parent  % step                fwd ms  bwd ms  saved act.  calls
 policy                                  185    100.0%  100.0%  ████████████      49      84           -

@@ -22,6 +22,13 @@ from reports_sessions import (
     s,
     slow_session,
 )
+from reports_sessions_crafted import (
+    communication_session,
+    host_batch_session,
+    hot_line_session,
+    torch_sync_session,
+    unattributed_session,
+)
 
 from torchdoctor.analyze.advice import RULES, Advice, advise, amdahl_saving
 from torchdoctor.analyze.advice.backward import backward_heavy
@@ -36,52 +43,6 @@ from torchdoctor.analyze.advice.unattributed import unattributed
 from torchdoctor.session import Session
 
 ALL_RULES = list(RULES)
-
-
-def unattributed_session():
-    """The slow session with most of the step in the root's (self): functional code."""
-    session = slow_session()
-    rest = next(c for c in session["tree"]["children"] if c["kind"] == "self")
-    rest["forward_ms"] = {"median": 80.0, "mean": 80.0}
-    rest["backward_ms"] = {"median": 40.0, "mean": 40.0}
-    return session
-
-
-def communication_session():
-    """The slow session as one DDP rank all-reducing its gradients twice per optimizer step."""
-    session = slow_session()
-    bucket = {"kind": "all_reduce", "site": {"file": "DDP gradient bucket", "line": 0},
-              "ddp_bucket": True, "calls_per_step": 2.0, "ms_per_step": 30.0,
-              "exposed_ms_per_step": 20.0, "bytes_per_call": 4e6}  # fmt: skip
-    session["collectives"] = {
-        "total_ms_per_step": 30.0, "exposed_ms_per_step": 20.0, "by_site": [bucket],
-        "ddp": [{"timed": True, "buckets_bytes": [4e6], "gradient_as_bucket_view": False}],
-    }  # fmt: skip
-    return session
-
-
-def hot_line_session():
-    """The slow session with a measured hot line (a solve per element, in the root's (self))."""
-    session = unattributed_session()
-    session["hot_lines"] = {"steps": 3, "lines": [{
-        "file": "/x/train.py", "line": 34, "location": "train.py:34", "function": "penalty",
-        "function_line": 31, "code": "t = t + z[i] @ torch.linalg.solve(c, z[i])", "owner": "",
-        "owner_kind": "root", "forward_ms": {"median": 30.0, "mean": 30.0},
-        "backward_ms": {"median": 10.0, "mean": 10.0}, "total_ms": {"median": 40.0, "mean": 40.0},
-        "calls_per_step": 64.0, "torch_calls_per_step": 320.0,
-        "top_ops": [{"op": "torch.linalg.solve", "forward_ms": 20.0, "backward_ms": 5.0,
-                     "calls_per_step": 64.0}]}]}  # fmt: skip
-    return session
-
-
-def torch_sync_session():
-    """The slow session with a sync torch's own code makes (a distribution's validation)."""
-    session = slow_session()
-    session["syncs"] = [*session["syncs"], {
-        "kind": "bool", "op": "q = Normal(mu, std)", "file": "/x/train.py", "line": 40,
-        "function": "step", "count": 6, "per_step": 2.0, "phase": "forward", "stall_ms": 0.3,
-        "would_sync_on_cuda": True, "inside": "distributions/distribution.py:__init__"}]  # fmt: skip
-    return session
 
 
 CRAFTED = {
@@ -102,6 +63,7 @@ CRAFTED = {
     "library_syncs": library_session,
     "library_loop": library_loop_session,
     "hot_line_advice": hot_line_session,
+    "host_batch": host_batch_session,
     "cpu_oversubscription": oversubscribed_session,
     "cpu_contention": lambda: {**slow_session(), "steps": [{"index": i, "wall_ms": 30.0,  # (a
         "cpu_ms": 20.0, "cpu_wait_ms": 10.0, "phases": {}} for i in range(9)]},  # busy machine)

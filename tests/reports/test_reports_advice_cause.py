@@ -402,3 +402,15 @@ def test_a_model_called_in_tiny_pieces_is_not_told_to_compile():
     session["config"] = {**session.get("config", {}),
                          "profiler_overhead": {"overhead_ms": 0.63 * step}}  # fmt: skip
     assert not [a for a in engine_knobs(session) if "compile" in a.title]
+
+
+def test_a_cold_finding_of_another_cause_on_the_line_is_not_called_the_same_cause():
+    """nanoGPT's sample.py: TD604 (no KV cache) on `self(idx_cond)` joined the advice to
+    generate the sequences as one batch and read 'the linter found the same cause'."""
+    measured = Advice("one-sample-per-call", "2 sequences were generated one after another",
+                      heat=0.4, locations=["m.py:316"], evidence=["batch 1"])  # fmt: skip
+    cold = lint_findings({"lint": [{"code": "TD604", "message": "no KV cache", "path": "m.py",
+                                    "line": 316, "replacement": None}]})  # fmt: skip
+    (item,) = one_per_cause([measured, *cold])
+    assert "m.py:316: the linter also flags this line (TD604)" in item.evidence
+    assert not any("the same cause" in e for e in item.evidence)

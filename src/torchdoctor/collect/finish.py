@@ -150,7 +150,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         walls = ", ".join(fmt_count(s["wall_ms"]) for s in long[:5])
         notes.append(
             f"{len(long)} detailed step(s) over {TREE_OUTLIER:g}x the median detailed step "
-            f"({walls} ms) left out of the tree, the phases and the hot lines: a stall or the "
+            f"(they took {walls} ms) left out of the tree, the phases and the hot lines: a stall or the "
             "loop's own periodic work (garbage collection, a checkpoint, an evaluation); the "
             "step time keeps them"
         )

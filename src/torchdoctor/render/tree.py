@@ -114,6 +114,23 @@ def detailed_step_ms(session: Any) -> float:
     return float(detailed) if windowed and detailed > 0 else 0.0
 
 
+def _one_step(session: Any) -> str:
+    """What a session of one step measured: the whole run (no step boundary), the partial step
+    after the last boundary (none complete after warm-up: a script that stopped early), or
+    its one step.
+
+    Example:
+        >>> _one_step({"config": {"step_boundary": "whole_run"}})
+        'the whole run, one step (no step boundary was seen)'
+    """
+    config = session.get("config") or {}
+    if config.get("step_boundary") == "whole_run":
+        return "the whole run, one step (no step boundary was seen)"
+    if any(str(n).startswith("no complete step after warm-up") for n in config.get("notes") or ()):
+        return "the partial step after the last boundary (no complete step after warm-up)"
+    return "its one step"
+
+
 def heavy_overhead_text(session: Any) -> str | None:
     """The caveat on a tree whose detailed steps the profiler made much slower (many small
     module and torch calls: its measured cost >= HEAVY_OVERHEAD_PCT of a detailed step), else
@@ -195,13 +212,16 @@ def render_tree(
     detailed_ms = detailed_step_ms(session)
     windowed = detailed_ms > 0
     tree = with_percentages(tree, detailed_ms if windowed else step_ms)
+    count = config.get("steps", len(session.get("steps") or []))
     title = Text(
         f"{session.get('label') or 'step'}: {format_ms(step_ms)} ms per step "
         f"(median {format_ms(step.get('median', step_ms))}, "
         f"q1-q3 {format_ms(step.get('q1', step_ms))}-{format_ms(step.get('q3', step_ms))}; "
-        f"{config.get('steps', len(session.get('steps') or []))} steps, "
-        f"timing: {config.get('timing', '?')})"
-    )
+        f"{count} steps, timing: {config.get('timing', '?')})"
+        if count != 1 else
+        f"{session.get('label') or 'step'}: {format_ms(step_ms)} ms in {_one_step(session)} "
+        f"(timing: {config.get('timing', '?')})"
+    )  # fmt: skip
     if windowed:
         left = len(detail.get("outlier_steps") or ())  # (periodic work: see the notes)
         used = f"{detail['detailed_count'] - left} detailed steps" + (

@@ -35,6 +35,7 @@ from torchdoctor.analyze.advice.decode_cache import decode_without_cache
 from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.emulated_bf16 import emulated_bf16
 from torchdoctor.analyze.advice.float64 import float64_training
+from torchdoctor.analyze.advice.host_batch import host_batch
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.knobs_measured import with_tune
@@ -80,6 +81,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     periodic_steps,
     library_loop,
     python_outside_torch,
+    host_batch,
     optimizer_step,
     float64_training,
     recompiles,

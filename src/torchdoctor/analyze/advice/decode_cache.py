@@ -102,6 +102,35 @@ def sliding_window(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> tupl
     return None
 
 
+#: consecutive steps growing by one that make a run of a decoding loop without a cache
+MIN_RUN = 8
+
+
+def growing_runs(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The steps of the runs of at least MIN_RUN consecutive steps whose input grows by one
+    along one dimension from each to the next (a generation without a cache between others).
+
+    Example:
+        >>> cached = [{"index": i, "input_shape": [1, 1]} for i in range(20)]
+        >>> growing = [{"index": 20 + i, "input_shape": [1, 9 + i]} for i in range(20)]
+        >>> len(growing_runs(cached + growing)), growing_runs(cached) == []
+        (20, True)
+    """
+    runs: list[list[Mapping[str, Any]]] = []
+    current: list[Mapping[str, Any]] = []
+    for a, b in zip(steps, steps[1:]):
+        grew = b.get("index", 0) == a.get("index", 0) + 1 and growing_dimension(
+            [(a["input_shape"], b["input_shape"])]) is not None  # fmt: skip
+        if grew:
+            current = current or [a]
+            current.append(b)
+        elif current:
+            runs.append(current)
+            current = []
+    runs.append(current)
+    return [s for run in runs if len(run) >= MIN_RUN for s in run]
+
+
 def _robust_fit(points: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
     """:func:`_fit`, refitted once without the points far off the first line (over 4 scaled
     median absolute deviations of the residuals: a step that waited on the machine, a
@@ -190,12 +219,21 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
         for a, b in zip(steps, steps[1:])
         if b.get("index", 0) == a.get("index", 0) + 1
     ]
-    dim, cap = growing_dimension(consecutive), None
+    dim, cap, share = growing_dimension(consecutive), None, 1.0
     if dim is None:
         window = sliding_window(consecutive)
-        if window is None:
-            return []
-        dim, cap = window
+        if window is None:  # (a cached generate, then one without a cache: half the steps)
+            run = growing_runs(steps)
+            if len(run) < MIN_STEPS:
+                return []
+            share, steps = len(run) / len(steps), run
+            consecutive = [(a["input_shape"], b["input_shape"]) for a, b in zip(run, run[1:])
+                           if b.get("index", 0) == a.get("index", 0) + 1]  # fmt: skip
+            dim = growing_dimension(consecutive)
+            if dim is None:
+                return []
+        else:
+            dim, cap = window
     light = [s for s in steps if not s.get("detailed", True)]
     sample = light if len(light) >= MIN_LIGHT else steps
     points = [(float(s["input_shape"][dim]), _working_ms(s)) for s in sample]
@@ -203,7 +241,7 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
     base, slope, correlation = _robust_fit(points)
     mean_length = sum(x for x, _ in points) / len(points)
     step = step_ms(session)
-    saving = slope * (mean_length - 1.0)
+    saving = slope * (mean_length - 1.0) * share  # (per step of the run: the growing ones')
     sure = correlation >= MIN_CORRELATION or _t_statistic(correlation, len(points)) >= MIN_T
     if slope <= 0 or not sure or step <= 0 or saving < 0.02 * step:
         return []
@@ -244,6 +282,11 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
                 f"{' on the growing steps' if cap is not None else ''} (attention still reads "
                 "the cached keys)",
                 *window_note,
+                *([f"{len(steps)} of the run's {round(len(steps) / share)} steps "
+                   f"({100 * share:.0f}%) decode so, in runs of {MIN_RUN} or more growing "
+                   "steps; the others do not (a generation that kept a cache, the prompts): "
+                   "the saving is per step of the whole run"]
+                  if share < 1.0 else []),
             ],
             fix="Keep each layer's keys and values from earlier steps (a KV cache) and feed "
             "only the new token: Hugging Face models do it with use_cache=True / "

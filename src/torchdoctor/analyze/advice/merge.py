@@ -147,7 +147,10 @@ def _merged(entries: list[Advice]) -> Advice:
         cold = other.rule == "lint" and other.heat <= 0 and first.heat > 0
         # (its "under 1%" is of the line's torch calls; the other rule measured the line's
         # whole time: a torch.load between steps)
-        found = f"the linter found the same cause ({', '.join(other.references)})"
+        found = (f"the linter found the same cause ({', '.join(other.references)})"
+                 if not other.cause or other.cause == first.cause else  # (TD604's KV cache
+                 f"the linter also flags this line ({', '.join(other.references)})")  # joining
+        # the advice to batch nanoGPT's sequences: another cause on the same line)
         evidence = [
             e.replace(COLD_NOTE, found).replace(NEGLIGIBLE_NOTE, found).replace(
                 FEW_SYNCS_NOTE, found) if cold else e

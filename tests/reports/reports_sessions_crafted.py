@@ -1,0 +1,69 @@
+"""Crafted sessions for the rules that read the tree's (self) rows, the hot lines, torch's own
+syncs and the collectives (test_reports_advice.py's CRAFTED: each rule fires on its own)."""
+
+from __future__ import annotations
+
+from reports_sessions import slow_session
+
+
+def unattributed_session():
+    """The slow session with most of the step in the root's (self): functional code."""
+    session = slow_session()
+    rest = next(c for c in session["tree"]["children"] if c["kind"] == "self")
+    rest["forward_ms"] = {"median": 80.0, "mean": 80.0}
+    rest["backward_ms"] = {"median": 40.0, "mean": 40.0}
+    return session
+
+
+def communication_session():
+    """The slow session as one DDP rank all-reducing its gradients twice per optimizer step."""
+    session = slow_session()
+    bucket = {"kind": "all_reduce", "site": {"file": "DDP gradient bucket", "line": 0},
+              "ddp_bucket": True, "calls_per_step": 2.0, "ms_per_step": 30.0,
+              "exposed_ms_per_step": 20.0, "bytes_per_call": 4e6}  # fmt: skip
+    session["collectives"] = {
+        "total_ms_per_step": 30.0, "exposed_ms_per_step": 20.0, "by_site": [bucket],
+        "ddp": [{"timed": True, "buckets_bytes": [4e6], "gradient_as_bucket_view": False}],
+    }  # fmt: skip
+    return session
+
+
+def hot_line_session():
+    """The slow session with a measured hot line (a solve per element, in the root's (self))."""
+    session = unattributed_session()
+    session["hot_lines"] = {"steps": 3, "lines": [{
+        "file": "/x/train.py", "line": 34, "location": "train.py:34", "function": "penalty",
+        "function_line": 31, "code": "t = t + z[i] @ torch.linalg.solve(c, z[i])", "owner": "",
+        "owner_kind": "root", "forward_ms": {"median": 30.0, "mean": 30.0},
+        "backward_ms": {"median": 10.0, "mean": 10.0}, "total_ms": {"median": 40.0, "mean": 40.0},
+        "calls_per_step": 64.0, "torch_calls_per_step": 320.0,
+        "top_ops": [{"op": "torch.linalg.solve", "forward_ms": 20.0, "backward_ms": 5.0,
+                     "calls_per_step": 64.0}]}]}  # fmt: skip
+    return session
+
+
+def torch_sync_session():
+    """The slow session with a sync torch's own code makes (a distribution's validation)."""
+    session = slow_session()
+    session["syncs"] = [*session["syncs"], {
+        "kind": "bool", "op": "q = Normal(mu, std)", "file": "/x/train.py", "line": 40,
+        "function": "step", "count": 6, "per_step": 2.0, "phase": "forward", "stall_ms": 0.3,
+        "would_sync_on_cuda": True, "inside": "distributions/distribution.py:__init__"}]  # fmt: skip
+    return session
+
+
+def host_batch_session():
+    """The slow session whose get_batch builds each batch on the host, one row at a time: two
+    lines under the hot-line share, with Python outside torch sampled on one of them."""
+    session = slow_session()
+    lines = [{
+        "file": "/x/train.py", "line": n, "location": f"train.py:{n}", "function": "get_batch",
+        "function_line": 116, "code": "x = torch.stack([torch.from_numpy(d[i:i+T]) for i in ix])",
+        "owner": "", "owner_kind": "root", "forward_ms": {"mean": 3.0},
+        "backward_ms": {"mean": 0.0}, "total_ms": {"mean": 3.0}, "calls_per_step": 4.0,
+        "torch_calls_per_step": 36.0, "top_ops": [{"op": "torch.from_numpy", "forward_ms": 2.0,
+        "backward_ms": 0.0, "calls_per_step": 32.0}]} for n in (124, 125)]  # fmt: skip
+    session["hot_lines"] = {"steps": 3, "lines": lines}
+    session["python_lines"] = [{"file": "/x/train.py", "line": 124, "location": "train.py:124",
+                                "ms_per_step": 4.0, "code": lines[0]["code"], "via": []}]  # fmt: skip
+    return session

@@ -1,0 +1,38 @@
+"""Rule host-batch: a script's function that assembles each batch on the host, one sample at a
+time, over several lines none of which is hot alone (nanoGPT's get_batch)."""
+
+from __future__ import annotations
+
+from reports_sessions_crafted import host_batch_session
+
+from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.host_batch import host_batch
+
+
+def test_the_lines_of_a_batch_built_on_the_host_are_added_up_with_their_sampled_python():
+    """nanoGPT: get_batch's two torch.stack lines were 2-3% of the step each, their NumPy
+    slicing sampled apart; nothing named the function that took ~9% of the step."""
+    session = host_batch_session()
+    (item,) = host_batch(session)
+    assert item.title.startswith("get_batch() (train.py:124) assembles each batch on the host")
+    low, high = item.saving_range_ms
+    assert high == low * 2 + 4.0 and low > 0  # timed, halved; timed + the sampled 4 ms
+    assert "4 ms of Python outside torch on them (sampled)" in item.evidence[0]
+    assert "data[rows]" in item.code and "DataLoader" in item.fix
+    assert item.locations == ["/x/train.py:124", "/x/train.py:125"]
+    assert any(a.rule == "host-batch" for a in advise(session))
+
+
+def test_no_host_batch_advice_for_model_code_a_hot_line_or_other_ops():
+    session = host_batch_session()
+    lines = session["hot_lines"]["lines"]
+    for line in lines:
+        line["owner"] = "encoder"  # inside a module: the tree's and the hot lines' business
+    assert host_batch(session) == []
+    session = host_batch_session()
+    session["hot_lines"]["lines"][0]["total_ms"] = {"mean": 0.2 * session["step_ms"]["median"]}
+    assert host_batch(session) == []  # a hot line alone: its own advice
+    session = host_batch_session()
+    for line in session["hot_lines"]["lines"]:
+        line["top_ops"] = [{"op": "torch.matmul", "forward_ms": 2.0, "calls_per_step": 4.0}]
+    assert host_batch(session) == []  # compute, no host data

@@ -17,7 +17,7 @@ def test_the_lines_of_a_batch_built_on_the_host_are_added_up_with_their_sampled_
     assert item.title.startswith("get_batch() (train.py:124) assembles each batch on the host")
     low, high = item.saving_range_ms
     assert high == low * 2 + 4.0 and low > 0  # timed, halved; timed + the sampled 4 ms
-    assert "4 ms of Python outside torch on them (sampled)" in item.evidence[0]
+    assert "4 ms of Python outside torch in the function (sampled)" in item.evidence[0]
     assert "data[rows]" in item.code and "DataLoader" in item.fix
     assert item.locations == ["/x/train.py:124", "/x/train.py:125"]
     assert any(a.rule == "host-batch" for a in advise(session))
@@ -36,3 +36,17 @@ def test_no_host_batch_advice_for_model_code_a_hot_line_or_other_ops():
     for line in session["hot_lines"]["lines"]:
         line["top_ops"] = [{"op": "torch.matmul", "forward_ms": 2.0, "calls_per_step": 4.0}]
     assert host_batch(session) == []  # compute, no host data
+
+
+def test_python_sampled_on_the_functions_lines_without_a_torch_call_counts_too():
+    """nanoGPT re-creates its np.memmap at every get_batch call: ~1 ms sampled on that line,
+    which makes no torch call (no hot line)."""
+    session = host_batch_session()
+    session["python_lines"].append({"file": "/x/train.py", "line": 120, "function": "get_batch",
+                                    "location": "train.py:120", "ms_per_step": 2.0,
+                                    "code": "data = np.memmap(path, dtype=np.uint16)"})  # fmt: skip
+    (item,) = host_batch(session)
+    assert "/x/train.py:120" in item.locations
+    assert any(e.startswith("train.py:120 `data = np.memmap") and "(no torch call)" in e
+               for e in item.evidence)  # fmt: skip
+    assert "6 ms of Python outside torch in the function" in item.evidence[0]

@@ -34,7 +34,8 @@ from torchdoctor.session_read import installed_package
 #: torch calls that turn host data into tensors, one sample or one batch at a time
 HOST_OPS = frozenset({
     "torch.from_numpy", "torch.stack", "torch.tensor", "torch.as_tensor", "torch.cat",
-    "torch.Tensor.to", "torch.Tensor.pin_memory", "torch.Tensor.long", "torch.Tensor.int",
+    "Tensor.to", "Tensor.pin_memory", "Tensor.long", "Tensor.int", "Tensor.__index__",
+    "torch.device",
 })  # fmt: skip
 #: packages whose frames under a line mean host data work (NumPy's memmap indexing, pandas)
 HOST_PACKAGES = frozenset({"numpy", "pandas", "PIL", "tokenizers", "transformers"})
@@ -74,8 +75,9 @@ def host_batch(session: Mapping[str, Any]) -> list[Advice]:
     step = tree_step_ms(session)
     if step <= 0:
         return []
+    python = list(session.get("python_lines") or ())
     sampled = {(str(r.get("file")), r.get("line")): float(r.get("ms_per_step") or 0.0)
-               for r in session.get("python_lines") or ()}  # fmt: skip
+               for r in python}  # fmt: skip
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in measured_lines(session):
         name = str(row.get("function") or "")
@@ -83,41 +85,49 @@ def host_batch(session: Mapping[str, Any]) -> list[Advice]:
             groups.setdefault((row["file"], name), []).append(row)
     advice = []
     for (file, name), rows in groups.items():
-        if any(row["share"] >= HOT_SHARE for row in rows) or len(rows) < 2 and not any(
-            sampled.get((file, row["line"])) for row in rows
-        ):
+        lines = {row["line"] for row in rows}
+        # the Python sampled on those lines, and on the function's lines without a torch call
+        # (nanoGPT re-creates its np.memmap at every call: ~1 ms, sampled on its own line)
+        own = [r for r in python if str(r.get("file")) == file
+               and (r.get("line") in lines or r.get("function") == name)]  # fmt: skip
+        if any(row["share"] >= HOT_SHARE for row in rows) or len(rows) < 2 and not own:
             continue
         timed = sum(float(row["own_ms"]) for row in rows)
-        python = sum(sampled.get((file, row["line"]), 0.0) for row in rows)
-        if timed + python < HOT_SHARE * step:
+        untimed = sum(float(r.get("ms_per_step") or 0.0) for r in own)
+        if timed + untimed < HOT_SHARE * step:
             continue
         rows.sort(key=lambda r: r["line"])
         where = rows[0]["location"]
+        python_ms = untimed
         evidence = [
             f"{name}() runs {len(rows)} line(s) that build tensors from host data: "
             f"{fmt_ms(timed)} per step in their torch calls and the Python between them "
-            "(timed)" + (f", and {fmt_ms(python)} of Python outside torch on them (sampled)"
-                         if python else ""),
+            "(timed)" + (f", and {fmt_ms(python_ms)} of Python outside torch in the function "
+                         "(sampled)" if python_ms else ""),
             *(f"{row['location']} `{str(row.get('code') or '')[:90]}`: {fmt_ms(row['own_ms'])}"
               + (f" + {fmt_ms(sampled[(file, row['line'])])} sampled"
                  if sampled.get((file, row["line"])) else "")
               + f", {row['calls_per_step']:g} executions per step" for row in rows[:4]),
+            *(f"{r.get('location')} `{str(r.get('code') or '')[:90]}`: "
+              f"{fmt_ms(float(r.get('ms_per_step') or 0.0))} sampled (no torch call)"
+              for r in own if r.get("line") not in lines),
             "none of these lines is hot alone; together they are "
-            f"{pct(timed, step):.0f}-{pct(timed + python, step):.0f}% of the step",
+            f"{pct(timed, step):.0f}-{pct(timed + python_ms, step):.0f}% of the step",
         ]  # fmt: skip
         advice.append(Advice(
             rule="host-batch",
             title=f"{name}() ({where}) assembles each batch on the host: "
-            f"{fmt_ms(timed)}-{fmt_ms(timed + python)} per step "
-            f"({pct(timed, step):.0f}-{pct(timed + python, step):.0f}%)",
+            f"{fmt_ms(timed)}-{fmt_ms(timed + python_ms)} per step "
+            f"({pct(timed, step):.0f}-{pct(timed + python_ms, step):.0f}%)",
             confidence="medium",
             evidence=evidence,
             fix=FIX,
             code=CODE,
             references=["torch.utils.data.DataLoader", "numpy.memmap"],
             estimated_saving_ms=timed / 2,
-            saving_range_ms=[timed / 2, timed + python],
-            locations=[location(file, row["line"]) for row in rows],
-            heat=min(1.0, (timed + python) / step),
+            saving_range_ms=[timed / 2, timed + python_ms],
+            locations=[location(file, line) for line in sorted(
+                lines | {r.get("line") for r in own})],
+            heat=min(1.0, (timed + python_ms) / step),
         ))  # fmt: skip
     return advice

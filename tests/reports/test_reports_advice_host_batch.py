@@ -50,3 +50,13 @@ def test_python_sampled_on_the_functions_lines_without_a_torch_call_counts_too()
     assert any(e.startswith("train.py:120 `data = np.memmap") and "(no torch call)" in e
                for e in item.evidence)  # fmt: skip
     assert "6 ms of Python outside torch in the function" in item.evidence[0]
+
+
+def test_a_function_stacking_tensors_it_did_not_read_from_the_host_is_no_host_batch():
+    """An inference script's post-processing (torch.cat of the model's outputs) builds tensors
+    too, from tensors already made: no host data, no advice."""
+    session = host_batch_session()
+    session["python_lines"] = []
+    for line in session["hot_lines"]["lines"]:
+        line["top_ops"] = [{"op": "torch.cat", "forward_ms": 2.0, "calls_per_step": 4.0}]
+    assert host_batch(session) == []

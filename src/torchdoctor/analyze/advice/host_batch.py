@@ -56,6 +56,18 @@ CODE = (
 )
 
 
+#: torch calls that read host data (not a stack of tensors already made: a post-processing
+#: torch.cat of outputs is no host batch)
+FROM_HOST = frozenset({"torch.from_numpy", "torch.tensor", "torch.as_tensor", "Tensor.pin_memory"})
+
+
+def _from_host(row: Mapping[str, Any]) -> bool:
+    """The line converts host data: a FROM_HOST call or a NumPy (pandas, ...) frame under it."""
+    return any(o.get("op") in FROM_HOST for o in row.get("top_ops") or ()) or any(
+        installed_package(str(v.get("file") or "")) in HOST_PACKAGES for v in row.get("via") or ()
+    )
+
+
 def _host_line(row: Mapping[str, Any]) -> bool:
     """A measured line outside any module, without backward, whose heaviest torch calls build
     tensors from host data or that calls into NumPy (or pandas, a tokenizer)."""
@@ -90,7 +102,9 @@ def host_batch(session: Mapping[str, Any]) -> list[Advice]:
         # (nanoGPT re-creates its np.memmap at every call: ~1 ms, sampled on its own line)
         own = [r for r in python if str(r.get("file")) == file
                and (r.get("line") in lines or r.get("function") == name)]  # fmt: skip
-        if any(row["share"] >= HOT_SHARE for row in rows) or len(rows) < 2 and not own:
+        if any(row["share"] >= HOT_SHARE for row in rows) or len(rows) < 2 and not own or not (
+            any(_from_host(row) for row in rows)
+        ):
             continue
         timed = sum(float(row["own_ms"]) for row in rows)
         untimed = sum(float(r.get("ms_per_step") or 0.0) for r in own)

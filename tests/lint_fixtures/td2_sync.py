@@ -390,3 +390,11 @@ def train_with_host_sampler(model, loader, opt, sampler, finder, device):
         loss.backward()
         opt.step()
         last = loss.detach().cpu().numpy()  # expect: TD201
+
+
+def grid_rollout(policy, simulate, states, device, horizon):
+    for t in range(horizon):
+        s = torch.tensor(states, dtype=torch.float32, device=device)  # expect: TD203
+        actions = policy(s).argmax(-1)
+        states, rewards = simulate(states, actions.tolist())  # (unpacked from a host copy)
+    return states

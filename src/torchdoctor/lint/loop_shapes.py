@@ -185,21 +185,26 @@ def feeds_an_environment(node: ast.AST, loop: ast.AST) -> bool:
     """
     child, above = node, parent(node)
     while above is not None and not isinstance(above, ast.stmt):
-        if _steps_an_environment(above) and child in above.args:
+        if steps_an_environment(above) and child in above.args:
             return True
         child, above = above, parent(above)
     if not isinstance(above, ast.Assign):
         return False
     names = {t.id for t in above.targets if isinstance(t, ast.Name)}
     return bool(names) and any(
-        _steps_an_environment(call)
+        steps_an_environment(call)
         and any(isinstance(a, ast.Name) and a.id in names for a in call.args)
         for call in ast.walk(loop)
     )
 
 
-def _steps_an_environment(node: ast.AST) -> bool:
-    """``X.step(...)`` where X's name says it is an environment."""
+def steps_an_environment(node: ast.AST) -> bool:
+    """``X.step(...)`` where X's name says it is an environment.
+
+    Example:
+        >>> steps_an_environment(ast.parse("envs.step(a)", mode="eval").body)
+        True
+    """
     return (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)

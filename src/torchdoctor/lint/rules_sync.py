@@ -414,7 +414,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             if context is None and per_call is None:
                 return
             where = per_call or "every training step"
-        if self.has_host_copy_resolved(call.args[0], scope):
+        if self.has_host_copy_resolved(call.args[0], scope) or self.unpacked_from_host(call.args[0], scope):
             self.report(
                 call,
                 "TD203",

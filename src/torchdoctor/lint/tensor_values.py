@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.loop_shapes import steps_an_environment
 from torchdoctor.lint.tensors import (
     NOT_TENSOR_SUFFIX,
     NOT_TENSORS,
@@ -45,6 +46,31 @@ class TensorValues:
         >>> [f.code for f in lint_source(src)]
         ['TD201']
     """
+
+    def unpacked_from_host(self, expr: ast.AST, scope: ast.AST) -> bool:
+        """A name in ``expr`` unpacked from a call that takes tensor data copied to Python
+        (``states, r = simulate(states, actions.tolist())``): host data every iteration
+        (``assigned_values`` pairs names with values only when both sides are tuples). An
+        environment's step is no such call (``obs, r, done, info = env.step(a.cpu().numpy())``):
+        its observations are new host data, not the tensor data it was given.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nfor t in range(9):\\n"
+            ...        "    s = torch.tensor(states, device='cuda')\\n"
+            ...        "    states, r = simulate(states, policy(s).argmax(-1).tolist())\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD203']
+        """
+        names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
+        for node in ast.walk(scope):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                    and not steps_an_environment(node.value) and any(isinstance(t, ast.Tuple) and names & {e.id for e in t.elts
+                            if isinstance(e, ast.Name)} for t in node.targets)
+                    and any(method_name(c) in HOST_COPY_METHODS
+                            for c in ast.walk(node.value) if isinstance(c, ast.Call))):  # fmt: skip
+                return True
+        return False
 
     def looks_like_tensor(self, expr: ast.AST) -> bool:
         """Heuristic: the expression is a tensor (statically unknowable; kept conservative).

@@ -241,7 +241,7 @@ class ProfilerState:
             >>> state.common_step_modules()
             ['Dec']
         """
-        if len(self._module_sets) < 2:
+        if len(self._module_sets) < 2 or not self.step_modules:
             return None
         if "modules" in self._usual:  # (the later steps kept are the unusual ones)
             return list(self._usual["modules"])
@@ -326,6 +326,8 @@ class ProfilerState:
         self.timelines.clear()
         self.input_shapes.clear()  # (by step index: the steps are numbered anew)
         self.step_modules.clear()
+        self._module_sets.clear()  # (the steps noted were cut at module calls: no common set
+        self._usual.clear()  # of the steps kept now; A2C's boundary moved to optimizer.step())
         self.hook_ns = self.hook_calls = self.line_own_ns = 0  # (figures of the dropped steps)
         self.line_steps = self.line_calls_seen = self.line_calls_timed = 0
         self.line_calls_python = 0

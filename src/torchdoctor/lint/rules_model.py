@@ -77,8 +77,24 @@ class ModelRules(RuleVisitor):
         names = self.callee(node)
         if names & SEQUENTIAL or self._sequential_init(node):
             self._check_layers(node.args, node)
-        if names & SOFTMAX or (method_name(node) == "softmax" and not names):
+        if names & SOFTMAX or (method_name(node) == "softmax" and not names) or (
+            self._softmax_module(node)
+        ):
             self._check_attention(node)
+
+    def _softmax_module(self, call: ast.Call) -> bool:
+        """``self.softmax(attn)`` where the class's ``__init__`` made ``self.softmax =
+        nn.Softmax(dim=-1)`` (Swin's window attention)."""
+        name = dotted(call.func) or ""
+        if not name.startswith("self.") or name.count(".") != 1 or len(call.args) != 1:
+            return False
+        owner = self.parent(self.enclosing_scope(call))
+        return isinstance(owner, ast.ClassDef) and any(
+            isinstance(n, ast.Assign) and any(dotted(t) == name for t in n.targets)
+            and isinstance(n.value, ast.Call)
+            and any(q.endswith("Softmax") for q in self.callee(n.value))
+            for n in ast.walk(owner)
+        )
 
     def _sequential_init(self, call: ast.Call) -> bool:
         """``super().__init__(conv, bn, act)`` in a subclass of nn.Sequential (mmcv's
@@ -234,7 +250,8 @@ class ModelRules(RuleVisitor):
 
     def _check_attention(self, call: ast.Call) -> None:
         scope = self.enclosing_scope(call)
-        method = method_name(call) == "softmax" and not self.callee(call)  # (s.softmax(-1))
+        method = method_name(call) == "softmax" and not self.callee(call) and not (
+            self._softmax_module(call))  # (s.softmax(-1), not self.softmax(s): an nn.Softmax)
         source = call.func.value if method else (call.args[0] if call.args else None)  # type: ignore[attr-defined]
         first = None if source is None else self._scores_line(source, scope)
         if first is None:

@@ -213,3 +213,20 @@ class IndexedBlocks(nn.Module):
         for i, (conv, gn) in enumerate(zip(self.gconvs, self.gns)):
             x = gn(conv(x))  # (GroupNorm keeps the bias's effect)
         return x
+
+
+class WindowAttention(nn.Module):
+    """Swin: the softmax through an nn.Softmax attribute."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = self.softmax(attn)  # expect: TD507
+        return (attn @ v).transpose(1, 2).reshape(b, n, c)

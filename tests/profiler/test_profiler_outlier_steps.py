@@ -135,5 +135,6 @@ def test_detailed_steps_that_waited_for_a_core_are_left_out_when_quieter_ones_re
         summary["cpu_wait_ms"] = 0.9 * float(summary["wall_ms"])
     session = build_session(prof.state, None)
     notes = " ".join(session["config"]["notes"])
-    assert "4 detailed step(s) whose thread waited for a CPU core most of the time" in notes
+    assert "4 detailed step(s) whose thread waited for a CPU core over 40% of the time" in notes
+    assert len(session["config"]["detail"]["busy_steps"]) == 4
     assert f"{len(detailed) - 4} quieter ones kept" in notes

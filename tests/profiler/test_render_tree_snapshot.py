@@ -75,3 +75,14 @@ def test_fixed_session_adds_up():
 def test_render_snapshot():
     text = fixed_session().tree(width=120)
     assert text == EXPECTED, "\n" + text
+
+
+def test_the_headline_counts_the_detailed_steps_left_out_for_their_wait():
+    """The busy-step note said 5 steps were left out while the headline counted only the long
+    ones ("22 detailed steps (4 outliers left out)")."""
+    s = fixed_session()
+    s["config"] = {"steps": 100, "timing": "perf_counter", "notes": [], "detail": {
+        "mode": "windows", "detailed_count": 20, "outlier_steps": [40], "busy_steps": [3, 4, 5]}}
+    headline = " ".join(s.tree(width=300).splitlines()[:2])
+    assert "tree and phases from 16 detailed steps (1 outlier and 3 that waited for a CPU core " \
+        "left out)" in headline

@@ -155,10 +155,12 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             "step time keeps them"
         )
     if busy:
+        detail["busy_steps"] = sorted(int(s.get("index", 0)) for s in busy)
         shares = ", ".join(f"{100 * waited_share(s):.0f}%" for s in busy[:5])
         notes.append(
-            f"{len(busy)} detailed step(s) whose thread waited for a CPU core most of the time "
-            f"({shares} of their wall time: other processes held the cores) left out of the "
+            f"{len(busy)} detailed step(s) whose thread waited for a CPU core over "
+            f"{100 * BUSY_SHARE:.0f}% of the time ({shares} of their wall time: other processes "
+            "held the cores) left out of the "
             f"tree, the phases and the hot lines, {len(detailed)} quieter ones kept; the step "
             "time keeps them"
         )

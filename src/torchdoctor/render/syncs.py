@@ -120,7 +120,7 @@ def _rough_rate(records: Sequence[Mapping[str, Any]]) -> str | None:
 
     Example:
         >>> _rough_rate([{"per_step": 0.2, "count": 1}])
-        'per step: counted in the 5 audited (detailed) steps; a line seen there once or twice has a rough rate'
+        'per step: counted in the audited (detailed) steps; a line seen there once or twice has a rough rate'
         >>> _rough_rate([{"per_step": 1.0, "count": 5}]) is None
         True
     """
@@ -128,9 +128,8 @@ def _rough_rate(records: Sequence[Mapping[str, Any]]) -> str | None:
             and 0 < float(r["per_step"]) < 1 and 0 < int(r.get("count") or 0) <= 2]  # fmt: skip
     if not seen:
         return None
-    audited = round(int(seen[0]["count"]) / float(seen[0]["per_step"]))
-    return (f"per step: counted in the {audited} audited (detailed) steps; a line seen there "
-            "once or twice has a rough rate")
+    return ("per step: counted in the audited (detailed) steps; a line seen there once or "
+            "twice has a rough rate")
 
 
 def format_sync_table(

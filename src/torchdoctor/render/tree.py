@@ -224,9 +224,11 @@ def render_tree(
     )  # fmt: skip
     if windowed:
         left = len(detail.get("outlier_steps") or ())  # (periodic work: see the notes)
-        used = f"{detail['detailed_count'] - left} detailed steps" + (
-            f" ({left} outlier{'s' if left > 1 else ''} left out)" if left else ""
-        )
+        busy = len(detail.get("busy_steps") or ())  # (waited for a core: see the notes)
+        out = [f"{left} outlier{'s' if left > 1 else ''}"] if left else []
+        out += [f"{busy} that waited for a CPU core"] if busy else []
+        used = f"{detail['detailed_count'] - left - busy} detailed steps" + (
+            f" ({' and '.join(out)} left out)" if out else "")
         title.append(f"; tree and phases from {used}, {format_ms(detailed_ms)} ms each")
     caveats = [heavy_overhead_text(session) if windowed else None, contention_text(session)]
     for caveat in caveats:

@@ -228,3 +228,16 @@ def test_long_steps_of_very_different_lengths_are_told_as_a_range():
     steps[43]["phases"]["other"] += 5000.0
     (item,) = periodic_steps({"steps": steps})
     assert item.title.startswith("Every 22 steps a step takes 2.5x to 51x the median")
+
+
+def test_decoding_steps_without_a_cache_are_no_periodic_work():
+    """A cached generate() then one with use_cache=False: the uncached steps, each on a longer
+    input, read as 'a prompt's first pass' periodic work beside the KV-cache advice."""
+    cached = [{"index": i, "wall_ms": 10.0, "detailed": False, "input_shape": [1, 1],
+               "phases": {"forward": 9.0, "other": 1.0}} for i in range(100)]  # fmt: skip
+    grown = [{"index": 100 + i, "wall_ms": 40.0 + i, "detailed": False, "input_shape": [1, 20 + i],
+              "phases": {"forward": 39.0 + i, "other": 1.0}} for i in range(12)]  # fmt: skip
+    session = {"steps": cached + grown, "config": {"step_boundary": "module"}}
+    assert periodic_steps(session) == []
+    session["config"]["step_boundary"] = "optimizer"  # (not a decode: the steps stay long)
+    assert periodic_steps(session)

@@ -30,6 +30,7 @@ from torchdoctor.analyze.advice.cpu_contention import (
     split_evidence,
     typical_wait_rate,
 )
+from torchdoctor.analyze.advice.decode_cache import growing_runs
 from torchdoctor.analyze.advice.periodic_loops import (
     EVALUATION_FIX,
     ROLLOUT_FIX,
@@ -289,6 +290,9 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     left = set(_detailed_long(session))
     long += [_as_light(s) for s in recorded if s.get("detailed") and s.get("index") in left]
     long.sort(key=lambda s: int(s.get("index", 0)))
+    if (session.get("config") or {}).get("step_boundary") == "module":  # (steps of a decode
+        grown = {id(s) for s in growing_runs([s for s in recorded if s.get("input_shape")])}
+        long = [s for s in long if id(s) not in grown]  # without cache: decode-without-cache's)
     if len(long) < 2:
         return []
     indices = [int(s.get("index", 0)) for s in long]

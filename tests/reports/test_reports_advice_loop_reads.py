@@ -18,9 +18,13 @@ def _advice(*records):
 
 def test_reads_per_item_of_a_loop_get_the_batching_remedy():
     item = _advice(_record(210.0))
-    assert item.title == "210 host reads per step from a Python loop: each waits for the device"
+    assert item.title == "210 host reads per step from a Python loop: each would wait for the device on a GPU"
     assert "batch the loop" in item.fix and "gymnasium.vector" in item.fix
     assert "return action.item()    # reinforce.py:60" in item.code
+    assert "y.tolist()" in item.fix and "faster on the CPU" not in item.fix  # (a CPU run)
+    (cuda,) = host_syncs({"syncs": [_record(210.0)], "step_ms": {"median": 100.0},
+                          "environment": {"device": "cuda:0"}})  # fmt: skip
+    assert cuda.title.endswith("each waits for the device") and "faster on the CPU" in cuda.fix
 
 
 def test_a_read_or_two_per_step_stays_a_per_step_scalar():

@@ -53,7 +53,7 @@ def test_metrics_and_per_item_reads_alone_keep_their_own_advice():
     actions = [_rec("action = probs.multinomial(1).item()", "item", "/rl/reinforce.py", 40,
                     "select_action", 210.0)]  # fmt: skip
     (loop,) = host_syncs({"syncs": actions, "step_ms": {"median": 50.0}})
-    assert loop.title == "210 host reads per step from a Python loop: each waits for the device"
+    assert loop.title == "210 host reads per step from a Python loop: each would wait for the device on a GPU"
 
 
 def test_families_read_from_the_line():

@@ -203,16 +203,19 @@ def _advice(
         # one line read many times a step, or actions handed to an environment: a Python loop
         advice = Advice(
             rule="host-syncs",
-            title=f"{fmt_count(per_step)} host reads per step from a Python loop: each waits "
-            "for the device",
+            title=f"{fmt_count(per_step)} host reads per step from a Python loop: each "
+            + ("waits for the device" if cuda else "would wait for the device on a GPU"),
             evidence=evidence,
             fix="Each read (.item(), int(t), a tensor in an `if`) holds the host until the "
-            "device has the value: in a per-item loop, one round trip per item. If the host "
-            "needs the values (an action for an environment, a branch), batch the loop: many "
-            "items per forward (gymnasium.vector environments, a batch of samples); if they "
-            "are metrics, accumulate them on the device (torchdoctor.train.LazyMetrics) and "
-            "read once per log interval; a model this small, run item by item from the host, "
-            "may be faster on the CPU.",
+            "device has the value: in a per-item loop, one round trip per item. Converting a "
+            "tensor element by element (`[itos[int(i)] for i in y]`, `for t in x: t.item()`): "
+            "copy it once (`y.tolist()`) and loop over the Python values. If the host needs "
+            "each value as it comes (an action for an environment, a branch), batch the loop: "
+            "many items per forward (gymnasium.vector environments, a batch of samples); if "
+            "they are metrics, accumulate them on the device (torchdoctor.train.LazyMetrics) and "
+            "read once per log interval"
+            + ("; a model this small, run item by item from the host, may be faster on the CPU."
+               if cuda else "."),
             references=["torchdoctor.train.LazyMetrics", "seed 002"],
             code="for obs in observations:                 # before: a read per item\n"
             "    action = policy(obs).argmax().item()\n"

@@ -354,6 +354,8 @@ class InferenceRules(RuleVisitor):
                 elif names_a_module(last):
                     return True
                 continue  # (plumbing: model.state_dict(), model.get_config())
+            if isinstance(call.func, ast.Name) and last[:1].isupper():
+                continue  # (a class built, `net = RRDBNet()`: no model run)
             if callee in receivers or names_a_module(last):
                 return True
             if self._runs_model_passed(call, last, receivers):
@@ -364,8 +366,8 @@ class InferenceRules(RuleVisitor):
         """``predict_batch(model, x)``: the model passed to a function of the project that
         calls it with autograd on (:meth:`Project.runs_argument`)."""
         project = self.context.project
-        if project is None:
-            return False
+        if project is None or project.method_disables_grad(name) is True:
+            return False  # (a helper under @torch.inference_mode(): ESRGAN's upscale(net, x))
 
         def is_model(arg: ast.AST) -> bool:
             text = dotted(arg)

@@ -99,7 +99,7 @@ def upscale(net, img):
 def run_folder(paths, weights):
     outs = []
     for path in paths:  # near-miss: the model runs in upscale(), under inference_mode
-        net = Generator()  # (a class built: no model run)
+        net = RRDBNet()  # (a class built: no model run)
         net.load_state_dict(torch.load(weights, map_location="cpu"))  # expect: TD605
         net = net.cuda().eval()
         outs.append(upscale(net, torch.load(path)))

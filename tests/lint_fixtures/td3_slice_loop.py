@@ -256,3 +256,17 @@ class CrossNetV2(nn.Module):
         for i in range(self.num_layers):
             x = x0 * (x @ self.kernels[i]) + x  # expect: TD307 (a parameter of all the layers)
         return x * self.scale
+
+
+class SeqAutoencoder(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.dec = nn.LSTM(d, d, batch_first=True)
+        self.head = nn.Linear(d, 1)
+
+    def forward(self, dec_in):
+        h, _ = self.dec(dec_in)  # (an RNN's output, unpacked with its state)
+        out = []
+        for t in range(h.shape[1]):
+            out.append(self.head(h[:, t]))  # expect: TD307
+        return torch.stack(out, 1)

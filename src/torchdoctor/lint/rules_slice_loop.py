@@ -283,6 +283,12 @@ class SliceLoopRules(TensorValues, RuleVisitor):
             if name in {a.arg for a in scope.args.args[1:]} and not _DATA_ARGUMENT.search(name):
                 return True
         values = self.assigned_values(scope, name)
+        if not _DATA_ARGUMENT.search(name):  # (an RNN's output: `h, _ = self.dec(x)`)
+            values = values + [n.value for n in ast.walk(scope) if isinstance(n, ast.Assign)
+                               and isinstance(n.value, ast.Call) and len(n.targets) == 1
+                               and isinstance(n.targets[0], ast.Tuple) and n.targets[0].elts
+                               and isinstance(n.targets[0].elts[0], ast.Name)
+                               and n.targets[0].elts[0].id == name]  # fmt: skip
         fresh = [v for v in values if name not in {n.id for n in ast.walk(v)
                                                    if isinstance(n, ast.Name)}]  # fmt: skip
         return any(self._computed(v, scope, depth - 1) for v in fresh or values)

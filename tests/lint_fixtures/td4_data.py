@@ -124,3 +124,12 @@ def fit_ctr(model, opt, train_set, val_set, device):
         loss.backward()
         opt.step()
     return val_loader
+
+
+def skipgram_epoch(model, pairs, opt):
+    for ab, s in DataLoader(pairs, batch_size=4096, shuffle=True, num_workers=2,  # (built in the
+                            persistent_workers=True, pin_memory=True):  # loop's header)
+        ab = ab.cuda()  # expect: TD404
+        loss = model(ab, s.cuda(non_blocking=True))
+        loss.backward()
+        opt.step()

@@ -196,6 +196,13 @@ class DataRules(RuleVisitor):
         reported = self.context.cache.setdefault(("TD404 reported",), set())
         for scope, loader in self._pinned_loaders(call):
             self._check_loops(scope, loader, reported)
+        node, parent = call, self.parent(call)  # (built in the loop's header: `for x, y in
+        while isinstance(parent, ast.Call) and node in parent.args and (  # DataLoader(...):`)
+            (dotted(parent.func) or "").rsplit(".", 1)[-1] in _LOOP_WRAPPERS
+        ):
+            node, parent = parent, self.parent(parent)
+        if isinstance(parent, ast.For) and parent.iter is node:
+            self._check_loop(parent, "the DataLoader", reported)
 
     def _check_imported_loader(self, call: ast.Call) -> None:
         """``loader = build_loader(args)``, a function of another file of the project that
@@ -268,27 +275,29 @@ class DataRules(RuleVisitor):
 
     def _check_loops(self, scope: ast.AST, loader: str, reported: set[int]) -> None:
         for loop in ast.walk(scope):
-            if not isinstance(loop, ast.For) or _loader_of(loop.iter) != loader:
+            if isinstance(loop, ast.For) and _loader_of(loop.iter) == loader:
+                self._check_loop(loop, f"`{loader}`", reported)
+
+    def _check_loop(self, loop: ast.For, loader: str, reported: set[int]) -> None:
+        batch = target_names(loop.target)
+        for move in self.direct_calls(loop.body):
+            if not _blocking_copy(move):
                 continue
-            batch = target_names(loop.target)
-            for move in self.direct_calls(loop.body):
-                if not _blocking_copy(move):
-                    continue
-                base = move.func.value  # type: ignore[attr-defined]
-                while isinstance(base, (ast.Subscript, ast.Attribute)):
-                    base = base.value  # (batch["input_ids"].to(device) too)
-                if not (isinstance(base, ast.Name) and (base.id in batch or self._drawn_from(
-                        move, base.id, batch))) or id(move) in reported:  # fmt: skip
-                    continue
-                reported.add(id(move))
-                self.report(
-                    move,
-                    "TD404",
-                    f"`{loader}` pins its batches (pin_memory=True) but `{self.code_of(move)}` "
-                    "copies them synchronously: pass non_blocking=True so the copy overlaps "
-                    "the step",
-                    fix=_with_non_blocking(move, self.context.lines),
-                )
+            base = move.func.value  # type: ignore[attr-defined]
+            while isinstance(base, (ast.Subscript, ast.Attribute)):
+                base = base.value  # (batch["input_ids"].to(device) too)
+            if not (isinstance(base, ast.Name) and (base.id in batch or self._drawn_from(
+                    move, base.id, batch))) or id(move) in reported:  # fmt: skip
+                continue
+            reported.add(id(move))
+            self.report(
+                move,
+                "TD404",
+                f"{loader} pins its batches (pin_memory=True) but `{self.code_of(move)}` "
+                "copies them synchronously: pass non_blocking=True so the copy overlaps "
+                "the step",
+                fix=_with_non_blocking(move, self.context.lines),
+            )
 
     def _drawn_from(self, node: ast.AST, name: str, batch: set[str]) -> bool:
         """``name`` is bound by a comprehension around ``node`` over the batch's entries:

@@ -236,3 +236,14 @@ def test_markdown_shows_source_verbatim_in_code_and_advice_code_as_code():
     markdown = render_markdown(session)
     assert "`vals = [t[int(i)] for i in r if i < n]`" in markdown
     assert "\\`" not in markdown  # (advice text keeps its code spans)
+
+
+def test_a_line_calling_the_model_gets_no_python_outside_torch_advice():
+    """nanoGPT: `logits, loss = model(X, Y)` read 'runs Python outside torch for 9% of the step'
+    in 1 run of 3: a tick taken as the model's call returns carries the model's CPU time."""
+    from torchdoctor.analyze.advice.other_phase import python_outside_torch
+
+    session = python_lines_session("logits, loss = model(X, Y)")
+    assert python_outside_torch(session)  # (a line like any other)
+    session["call_lines"] = [{"file": "/w/rl.py", "line": 41, "modules": ["GPT"]}]
+    assert python_outside_torch(session) == []

@@ -107,12 +107,11 @@ def host_batch(session: Mapping[str, Any]) -> list[Advice]:
         ):
             continue
         timed = sum(float(row["own_ms"]) for row in rows)
-        untimed = sum(float(r.get("ms_per_step") or 0.0) for r in own)
-        if timed + untimed < HOT_SHARE * step:
+        python_ms = sum(float(r.get("ms_per_step") or 0.0) for r in own)
+        if timed + python_ms < HOT_SHARE * step:
             continue
         rows.sort(key=lambda r: r["line"])
         where = rows[0]["location"]
-        python_ms = untimed
         evidence = [
             f"{name}() runs {len(rows)} line(s) that build tensors from host data: "
             f"{fmt_ms(timed)} per step in their torch calls and the Python between them "

@@ -123,6 +123,36 @@ def test_a_pinned_loader_built_in_another_file_is_copied_blocking(tmp_path: Path
     assert found == [("train.py", 6)]  # (the unpinned loader's copy cannot overlap anyway)
 
 
+def test_a_tuple_of_loaders_from_another_file_pins_only_the_pinned_ones(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "data.py": """
+                from torch.utils.data import DataLoader
+                def build_loaders(cfg):
+                    train_loader = DataLoader(cfg.train, batch_size=4, num_workers=2,
+                                              pin_memory=True, persistent_workers=True)
+                    val_loader = DataLoader(cfg.val, batch_size=1)
+                    return train_loader, val_loader
+            """,
+            "train.py": """
+                from data import build_loaders
+                def main(cfg, model, opt, device):
+                    train_loader, val_loader = build_loaders(cfg)
+                    for img, mask in train_loader:
+                        img = img.to(device)
+                        mask = mask.to(device, non_blocking=True)
+                        model(img, mask).backward()
+                        opt.step()
+                    for img, mask in val_loader:
+                        model(img.to(device), mask.to(device))
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD404"])]
+    assert found == [("train.py", 6)]  # (line 1 is blank)
+
+
 def test_a_method_an_agent_runs_every_step_of_another_files_loop(tmp_path: Path) -> None:
     _write(
         tmp_path,

@@ -89,6 +89,25 @@ RULES = (
 _LOOP_WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "track"})
 
 
+def _pinned_call(node: ast.AST | None) -> bool:
+    """A ``DataLoader(..., pin_memory=True)`` call (no ``**kwargs`` hiding the options)."""
+    return (isinstance(node, ast.Call) and (dotted(node.func) or "").endswith("DataLoader")
+            and not has_star(node) and _literal(keyword(node, "pin_memory")) is True)  # fmt: skip
+
+
+def _made_by(function: ast.AST, value: ast.AST) -> ast.AST | None:
+    """What ``function`` returns as ``value``: the value itself, or for a name the call last
+    assigned to it in the function (``train_loader = DataLoader(...)``)."""
+    if not isinstance(value, ast.Name):
+        return value
+    made = None
+    for node in ast.walk(function):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == value.id):
+            made = node.value  # fmt: skip
+    return made
+
+
 class DataRules(RuleVisitor):
     """TD401 no workers; TD402 no pinned memory while batches go to CUDA; TD403 workers that are
     not persistent; TD404 pinned batches copied without non_blocking.
@@ -205,21 +224,30 @@ class DataRules(RuleVisitor):
             self._check_loop(parent, "the DataLoader", reported)
 
     def _check_imported_loader(self, call: ast.Call) -> None:
-        """``loader = build_loader(args)``, a function of another file of the project that
-        returns a pinned ``DataLoader``: TD404 in this file's loops over ``loader``."""
+        """``loader = build_loader(args)`` (or ``train, val = build_loaders(cfg)``), a function
+        of another file of the project that returns pinned loaders: TD404 in this
+        file's loops over them."""
         parent, project = self.parent(call), self.context.project
         name = call.func.id if isinstance(call.func, ast.Name) else None
         if (project is None or name is None or "loader" not in name.lower()
                 or same_file_callee(call) is not None or not isinstance(parent, ast.Assign)
-                or len(parent.targets) != 1 or not isinstance(parent.targets[0], ast.Name)):
+                or len(parent.targets) != 1):
             return  # fmt: skip
+        target = parent.targets[0]
         maker = project.module_function(name)
-        returned = [r.value for r in ast.walk(maker) if isinstance(r, ast.Return)
-                    and isinstance(r.value, ast.Call)] if maker is not None else []  # fmt: skip
-        if any((dotted(r.func) or "").endswith("DataLoader") and not has_star(r)
-               and _literal(keyword(r, "pin_memory")) is True for r in returned):  # fmt: skip
-            reported = self.context.cache.setdefault(("TD404 reported",), set())
-            self._check_loops(self.enclosing_scope(call), parent.targets[0].id, reported)
+        if maker is None or not isinstance(target, ast.Name | ast.Tuple):
+            return
+        names = [target] if isinstance(target, ast.Name) else target.elts
+        pinned = [False] * len(names)
+        for ret in (r.value for r in ast.walk(maker) if isinstance(r, ast.Return)):
+            parts = [ret] if isinstance(target, ast.Name) else (
+                ret.elts if isinstance(ret, ast.Tuple) and len(ret.elts) == len(names) else [])
+            for k, part in enumerate(parts):
+                pinned[k] = pinned[k] or _pinned_call(_made_by(maker, part))
+        reported = self.context.cache.setdefault(("TD404 reported",), set())
+        for element, is_pinned in zip(names, pinned):
+            if is_pinned and isinstance(element, ast.Name):
+                self._check_loops(self.enclosing_scope(call), element.id, reported)
 
     def _pinned_loaders(self, call: ast.Call) -> list[tuple[ast.AST, str]]:
         """``(scope, name)`` pairs naming the pinned loader ``call`` makes: the name it is

@@ -152,3 +152,28 @@ def rnn_outputs(cell, xs, h):
         h = cell(x, h)
         out = torch.cat([out, h])  # expect: TD306
     return out
+
+
+def replay_window_sampled(net, opt, games, n):
+    buf = torch.empty(0, 4)
+    for it in range(100):
+        buf = torch.cat([buf, games(it)])[-n:]  # expect: TD306
+        for _ in range(10):
+            idx = torch.randint(len(buf), (32,))
+            net(buf[idx]).sum().backward()
+            opt.step()
+
+
+def decode_sliding_context(model, ids, ctx):
+    for _ in range(50):
+        logits = model(ids[:, -ctx:])
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], 1)[:, -ctx:]
+    return ids
+
+
+def decode_sliding_context_fed_back(model, ids, ctx):
+    for _ in range(50):
+        nxt = model(ids)[:, -1:].argmax(-1)
+        ids = torch.cat([ids, nxt], 1)[:, -ctx:]
+    return ids

@@ -108,7 +108,8 @@ class CatGrowthRules(RuleVisitor):
         if not any(isinstance(e, ast.Name) and e.id == name for e in pieces.elts):
             return
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
-        if not loops or not self._only_grown(loops[0], name, assign, pieces):
+        window = isinstance(assign.value, ast.Subscript)  # (a replay buffer: sampled, read)
+        if not loops or not self._only_grown(loops[0], name, assign, pieces, window):
             return
         if isinstance(loops[0], FOR) and (
             any(_SETTINGS.search(n) for n in dotted_names_in(loops[0].iter))
@@ -137,9 +138,13 @@ class CatGrowthRules(RuleVisitor):
             f"each time); append the pieces to a list and `torch.cat` it once after the loop",
         )
 
-    def _only_grown(self, loop: ast.AST, name: str, assign: ast.Assign, pieces: ast.AST) -> bool:
+    def _only_grown(
+        self, loop: ast.AST, name: str, assign: ast.Assign, pieces: ast.AST, window: bool = False
+    ) -> bool:
         """The loop reads ``name`` only to concatenate onto it (or for its shape / an ``is
-        None`` test) and assigns it only by the concatenation (or under ``if name is None``)."""
+        None`` test) and assigns it only by the concatenation (or under ``if name is None``).
+        A kept window (``buf = torch.cat([buf, new])[-n:]``, a replay buffer) may also be
+        sampled by index (``buf[idx]``): the copy per append is the same."""
         own = {id(e) for e in pieces.elts}  # type: ignore[attr-defined]
         for node in _walk(loop):
             if not (isinstance(node, ast.Name) and node.id == name):
@@ -148,6 +153,9 @@ class CatGrowthRules(RuleVisitor):
                 if node is not assign.targets[0] and not self._under_none_test(node, name, loop):
                     return False
             elif id(node) not in own and not self._metadata_read(node, name):
+                parent = self.parent(node)
+                if window and isinstance(parent, ast.Subscript) and parent.value is node:
+                    continue
                 if not self._on_the_way_out(node, loop):
                     return False
         return True

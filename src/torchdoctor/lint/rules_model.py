@@ -7,6 +7,7 @@ import ast
 import re
 
 from torchdoctor.lint.module_lists import appended, layer_name, module_list_item, zipped_layers
+from torchdoctor.lint.returned_values import discarded_by_callers, returned_at
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import statement_list
 from torchdoctor.lint.visitor import (
@@ -309,9 +310,17 @@ class ModelRules(RuleVisitor):
                 and isinstance(use.ctx, ast.Load)
                 and use.lineno > after
             ):
-                if not _is_weights_plumbing(use, self.parent(use)):
+                if not _is_weights_plumbing(use, self.parent(use)) and not self._discarded(use):
                     return True
         return False
+
+    def _discarded(self, use: ast.Name) -> bool:
+        """The weights are returned beside the output of a module's method, and every call
+        of the module in the file drops them (``ctx, _ = self.attn(h, enc)``)."""
+        position, owner = returned_at(use), self.parent(self.enclosing_scope(use))
+        return (position is not None and isinstance(owner, ast.ClassDef)
+                and self.context.tree is not None
+                and discarded_by_callers(self.context.tree, owner, position))  # fmt: skip
 
     def _values_line(self, call: ast.Call, scope: ast.AST) -> int | None:
         """The line where the softmax result is multiplied by the values, directly or through

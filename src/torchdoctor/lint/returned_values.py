@@ -1,0 +1,70 @@
+"""Whether the callers of a module use what its ``forward`` returns: a value returned in a tuple
+that every call in the file unpacks into ``_`` (``ctx, _ = self.attn(h, enc)``) is computed for
+nobody, so a rule may treat it as unused (TD507: attention weights returned next to the context
+do not rule out the fused kernel when no caller reads them).
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.syntax import parent
+from torchdoctor.lint.visitor import dotted
+
+
+def returned_at(use: ast.AST) -> int | None:
+    """The position of ``use`` in the tuple its function returns (through calls on it, such
+    as ``weights.squeeze(1)``), or None when it is not returned so.
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> tree = ast.parse("def f(a, w):\\n    return a, w.squeeze(1)\\n")
+        >>> w = [n for n in link_parents(tree) if isinstance(n, ast.Name) and n.id == "w"][0]
+        >>> returned_at(w)
+        1
+    """
+    node, up = use, parent(use)
+    while isinstance(up, ast.Attribute | ast.Call) and (
+        up.func is node if isinstance(up, ast.Call) else up.value is node
+    ):
+        node, up = up, parent(up)
+    if isinstance(up, ast.Tuple) and isinstance(parent(up), ast.Return):
+        return next((k for k, e in enumerate(up.elts) if e is node), None)
+    return None
+
+
+def discarded_by_callers(tree: ast.Module, owner: ast.ClassDef, position: int) -> bool:
+    """Every call of an instance of ``owner`` made in ``tree`` (``self.attn = Owner(...)``,
+    then ``ctx, _ = self.attn(...)``; at least one) unpacks element ``position`` of what it
+    returns into ``_``.
+
+    Example:
+        >>> src = ("class Attn:\\n    pass\\nclass Dec:\\n    def __init__(self):\\n"
+        ...        "        self.attn = Attn()\\n    def forward(self, h):\\n"
+        ...        "        ctx, _ = self.attn(h)\\n        return ctx\\n")
+        >>> tree = ast.parse(src)
+        >>> discarded_by_callers(tree, tree.body[0], 1)
+        True
+        >>> discarded_by_callers(tree, tree.body[0], 0)
+        False
+    """
+    instances = {
+        dotted(target)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+        and dotted(node.value.func) in (owner.name, f"self.{owner.name}")
+        for target in node.targets
+    } - {None}  # fmt: skip
+    targets = {
+        id(node.value): node.targets[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and len(node.targets) == 1
+    }
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and dotted(n.func) in instances]
+    for call in calls:
+        target = targets.get(id(call))
+        element = (target.elts[position] if isinstance(target, ast.Tuple)
+                   and position < len(target.elts) else None)  # fmt: skip
+        if not (isinstance(element, ast.Name) and element.id == "_"):
+            return False
+    return bool(calls)

@@ -85,3 +85,18 @@ def train_energies(model, loader, opt, device):
         loss = ((model(z.to(device)) - y.to(device)).abs().mean() * scale * unit)
         loss.backward()
         opt.step()
+
+
+class TanhSquash(nn.Module):
+    def __init__(self, d_k):
+        super().__init__()
+        self.d_k = d_k
+
+    def forward(self, u, q, k):
+        logp = (2 * (torch.log(torch.tensor(2.0)) - u)).sum(-1)  # expect: TD511
+        s = q @ k.transpose(-2, -1) / torch.sqrt(torch.tensor(self.d_k, dtype=torch.float32))  # expect: TD511
+        n = torch.exp(torch.tensor(u.shape[0]))  # near-miss: a number read from the data
+        return logp, s, n
+
+
+LOG_TWO = torch.log(torch.tensor(2.0))  # near-miss: computed once, at import

@@ -15,8 +15,10 @@ Only literals count: a list of numbers (nested lists and tuples, negative number
 two or more of them, or a single number put on a device (``torch.tensor(1.0,
 device=x.device)``, ``.cuda()``, ``.to(...)``, ``x.new_tensor(0.5)``: a copy to the device for a
 value a Python number gives as well, since it broadcasts), or a name the module binds once to
-such a list (``SIGMAS = [0.26, 0.25, ...]``); a tensor built from variables is data, not a
-constant. A function counts as called per step up to three calls from a
+such a list (``SIGMAS = [0.26, 0.25, ...]``), or a single number handed straight to a torch
+math function (``torch.log(torch.tensor(2.0))``, ``torch.sqrt(torch.tensor(self.d_k))``: two
+tensor ops per call for what ``math.log`` / ``math.sqrt`` give as a Python float); a tensor
+built from variables is data, not a constant. A function counts as called per step up to three calls from a
 ``forward`` of the file or from a step loop of the project (``forward`` -> ``_embed`` ->
 ``_positions``).
 """
@@ -41,7 +43,8 @@ RULES = (
         "in a forward, a step loop (over a loader's batches, a sampler's time steps, or one "
         "calling backward or step), or a function a forward or such a loop calls: an allocation "
         "and, on a GPU, a blocking host-to-device copy on every call for a value that never "
-        "changes",
+        "changes (also one number through a torch math function, torch.log(torch.tensor(2.0)): "
+        "math.log gives it as a float)",
         "build it once: self.register_buffer('mean', torch.tensor([...])) in __init__ (it "
         "follows .to(device)), or a constant moved to the device before the loop",
         "class Norm(nn.Module):\n    def forward(self, x):\n"
@@ -89,11 +92,22 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             numbers = numbers if numbers >= 2 else 0
         elif built and node.args and not numbers:  # ([HARTREE_TO_MEV / 1000.0]: arithmetic)
             numbers = self._constant_numbers(node.args[0])
+        math = _math_of(node, self.parent(node), numbers, self.callee)
         scalar = numbers == 1 and (new_tensor or _on_device(node, self.parent(node)))
-        if numbers < 2 and not scalar:
+        if numbers < 2 and not scalar and math is None:
             return
         where = self._per_call(node)
         if where is None:
+            return
+        if math is not None:  # (a CPU scalar: no copy, but two tensor ops for a float)
+            self.report(
+                node,
+                "TD511",
+                f"`{self.code_of(self.parent(node))}` builds a one-number tensor and runs a "
+                f"torch op on it {where}: two tensor allocations and dispatches per call for a "
+                f"value that never changes; `math.{math}(...)` gives it as a Python float, "
+                "which broadcasts as it is (or compute it once in `__init__`)",
+            )
             return
         fix = (
             "a Python number broadcasts as it is (`x * 2.0`), or build it once"
@@ -196,6 +210,34 @@ class ConstantRules(PerStepCalls, RuleVisitor):
         if scope.name == "forward" and isinstance(owner, ast.ClassDef):
             return f"on every call of `{owner.name}.forward`"
         return self.per_step_call(scope)
+
+
+#: torch functions of one number that the math module computes on a Python float
+_MATH = frozenset({"log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "sin",
+                   "cos", "tan", "tanh", "atan", "erf", "lgamma"})  # fmt: skip
+
+
+def _math_of(call: ast.Call, parent: ast.AST | None, numbers: int, callee) -> str | None:
+    """``torch.log(torch.tensor(2.0))`` / ``torch.sqrt(torch.tensor(self.d_k))``: the name of
+    the math function applied to a tensor built from one number or one
+    attribute; None otherwise.
+
+    Example:
+        >>> call = ast.parse("torch.log(torch.tensor(2.0))", mode="eval").body
+        >>> _math_of(call.args[0], call, 1, lambda c: {"torch." + c.func.attr})
+        'log'
+    """
+    single = numbers == 1 or (
+        len(call.args) == 1 and isinstance(call.args[0], ast.Attribute)
+        and isinstance(call.args[0].value, ast.Name) and call.args[0].value.id == "self"
+    )  # fmt: skip
+    if not (single and isinstance(parent, ast.Call) and parent.args and parent.args[0] is call):
+        return None
+    names = {name.rsplit(".", 1)[-1] for name in callee(parent) if name.startswith("torch.")}
+    found = sorted(names & _MATH)
+    if not found:
+        return None
+    return found[0]
 
 
 def _on_device(call: ast.Call, parent: ast.AST | None) -> bool:

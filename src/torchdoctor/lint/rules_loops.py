@@ -106,7 +106,8 @@ class LoopRules(RuleVisitor):
     TRIGGERS = (
         (
             _IMPORTS_TORCH,
-            r"where\(|nonzero|argwhere|masked_select|\.eq\(|\[[^\]\n]*==|linear_sum_assignment|"
+            r"where\(|nonzero|argwhere|masked_select|\.eq\(|\[(?:[^\[\]\n]|\[[^\]\n]*\])*==|"
+            r"linear_sum_assignment|"  # (x[batch[:, 1] == r]: a subscript inside the mask)
             r"==[^=\n]*\)\.(sum|count_nonzero)\(",
         ),
         (_IMPORTS_TORCH, "enumerate", r"tolist|cpu\(|numpy\("),

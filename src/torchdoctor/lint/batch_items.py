@@ -33,12 +33,14 @@ def keeps_leading_dim(expr: ast.AST, batch: str) -> bool:
         if isinstance(node, ast.Name) and node.id == batch:
             roots += 1
         if isinstance(node, ast.Attribute) and node.attr in _RESHAPES:
+            if node.attr == "flatten" and _flattens_after_first(parent_of(expr, node)):
+                continue  # (x.flatten(2): the leading dimensions stay)
             return False
         if isinstance(node, ast.Subscript | ast.Lambda | ast.comprehension):
             return False
         if isinstance(node, ast.Call):
             name = (dotted(node.func) or "").rsplit(".", 1)[-1]
-            if name in _RESHAPES:
+            if name in _RESHAPES and not (name == "flatten" and _flattens_after_first(node)):
                 return False
             dims = [k.value for k in node.keywords if k.arg in ("dim", "axis")]
             if method_name(node) and node.args:
@@ -54,6 +56,23 @@ def keeps_leading_dim(expr: ast.AST, batch: str) -> bool:
                     "any", "all", "argmax", "argmin", "item"}:  # fmt: skip
                 return False  # (over every dim: a scalar)
     return roots == 1
+
+
+def _flattens_after_first(call: ast.AST | None) -> bool:
+    """``x.flatten(2)`` / ``torch.flatten(x, 1)`` / ``x.flatten(start_dim=1)``: dimension 0
+    stays as it is."""
+    if not isinstance(call, ast.Call):
+        return False
+    start = [k.value for k in call.keywords if k.arg == "start_dim"]
+    args = call.args[1:] if isinstance(call.func, ast.Attribute) and dotted(
+        call.func.value) == "torch" else call.args  # fmt: skip
+    value = (start or args[:1] or [None])[0]
+    return isinstance(value, ast.Constant) and isinstance(value.value, int) and value.value >= 1
+
+
+def parent_of(root: ast.AST, child: ast.AST) -> ast.AST | None:
+    """The node of ``root``'s tree whose direct child is ``child`` (None for ``root``)."""
+    return next((n for n in ast.walk(root) if child in ast.iter_child_nodes(n)), None)
 
 
 def indexes_at(loop: ast.For, batch: str) -> bool:

@@ -238,7 +238,8 @@ class BatchLoopRules(RuleVisitor):
         if function is None:
             return False
         inner = [c for c in ast.walk(function) if isinstance(c, ast.Call)]
-        return any(q.startswith("torch.") for c in inner for q in self.callee(c)) and not any(
+        return any(q.startswith("torch.") or method_name(c) in _TENSOR_METHODS
+                   for c in inner for q in self.callee(c) or {""}) and not any(
             method_name(c) in HOST_COPY_METHODS for c in inner)  # fmt: skip
 
     # -- for loops ------------------------------------------------------------------------------
@@ -313,8 +314,8 @@ class BatchLoopRules(RuleVisitor):
         names, steps = set(), []  # (temporaries kept as assignments, writes as their values)
         for stmt in loop.body:
             if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                    and isinstance(stmt.targets[0], ast.Name) and stmt is not loop.body[-1]):
-                steps.append(stmt)  # (a temporary of the item: d2 = ...)
+                    and _names(stmt.targets[0]) and stmt is not loop.body[-1]):
+                steps.append(stmt)  # (a temporary of the item: d2 = ...; mu, cov = f(x[b]))
                 continue  # fmt: skip
             written = inplace_on_item(stmt, index)  # (out[i].index_add_(0, idx[i], src[i]))
             if written is not None:
@@ -411,6 +412,19 @@ class BatchLoopRules(RuleVisitor):
                if summed else "")
             + ": one launch per op instead of one per op and item",
         )
+
+
+#: tensor methods that mark a helper's work as tensor work (Swin's per-image window partition:
+#: ``img.view(...).permute(...)``, then ``.reshape(...)``)
+_TENSOR_METHODS = frozenset({"view", "reshape", "permute", "transpose", "flatten", "unflatten",
+                             "contiguous", "matmul", "softmax", "unfold", "masked_fill"})  # fmt: skip
+
+
+def _names(target: ast.AST) -> bool:
+    """``d2`` or ``mu, cov``: a target binding plain names only."""
+    if isinstance(target, ast.Tuple):
+        return bool(target.elts) and all(isinstance(e, ast.Name) for e in target.elts)
+    return isinstance(target, ast.Name)
 
 
 def _tensor_op(qualified: str) -> bool:

@@ -398,3 +398,19 @@ def grid_rollout(policy, simulate, states, device, horizon):
         actions = policy(s).argmax(-1)
         states, rewards = simulate(states, actions.tolist())  # (unpacked from a host copy)
     return states
+
+
+def beam_step(model, hyps, src, beam, vocab):
+    for _ in range(50):
+        log_probs = model(src)
+        top_scores, top_idx = torch.topk(log_probs.view(-1), beam)
+        new_hyps = []
+        for s, idx in zip(top_scores.tolist(), top_idx.tolist()):
+            b, w = divmod(idx, vocab)
+            entry = (s, torch.tensor([w], device=src.device))  # expect: TD203
+            new_hyps.append(entry)
+        for k in range(beam):
+            pos = torch.tensor([k], device=src.device)  # near-miss: a loop counter, no tensor data
+            new_hyps.append(pos)
+        hyps = new_hyps
+    return hyps

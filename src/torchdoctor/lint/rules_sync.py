@@ -414,7 +414,9 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             if context is None and per_call is None:
                 return
             where = per_call or "every training step"
-        if self.has_host_copy_resolved(call.args[0], scope) or self.unpacked_from_host(call.args[0], scope):
+        data = call.args[0]
+        if any(f(data, scope) for f in (self.has_host_copy_resolved, self.unpacked_from_host,
+                                        self.iterated_from_host)):  # fmt: skip
             self.report(
                 call,
                 "TD203",
@@ -441,10 +443,5 @@ _BRANCH_FIX = (
 
 def _ends_the_run(stmt: ast.AST, rules: RuleVisitor) -> bool:
     """``raise ...`` or ``sys.exit(...)`` / ``exit()`` / ``os._exit(...)``."""
-    if isinstance(stmt, ast.Raise):
-        return True
-    return (
-        isinstance(stmt, ast.Expr)
-        and isinstance(stmt.value, ast.Call)
-        and bool(rules.callee(stmt.value) & _EXITS)
-    )
+    return isinstance(stmt, ast.Raise) or (isinstance(stmt, ast.Expr) and isinstance(
+        stmt.value, ast.Call) and bool(rules.callee(stmt.value) & _EXITS))  # fmt: skip

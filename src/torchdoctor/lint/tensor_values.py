@@ -33,6 +33,9 @@ HOST_FACTORIES = frozenset(
 )  # fmt: skip
 
 
+#: builtins computing a Python number from Python numbers
+_HOST_ARITHMETIC = frozenset({"divmod", "int", "float", "round", "abs", "min", "max"})
+
 #: methods that return the tensor they are called on, or a copy (a tensor if it was one)
 _SAME_TENSOR = frozenset({"detach", "clone", "contiguous"})
 
@@ -71,6 +74,37 @@ class TensorValues:
                             for c in ast.walk(node.value) if isinstance(c, ast.Call))):  # fmt: skip
                 return True
         return False
+
+    def iterated_from_host(self, expr: ast.AST, scope: ast.AST) -> bool:
+        """A name in ``expr`` that a loop of ``scope`` binds from tensor data copied to Python
+        (``for s, idx in zip(scores.tolist(), ids.tolist())``), directly or through one
+        assignment computed from it (``b, w = divmod(idx, V)``): a beam search rebuilding
+        ``torch.tensor([w], device=...)`` per candidate.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nfor step in range(9):\\n"
+            ...        "    for idx in top.tolist():\\n        b, w = divmod(idx, 5)\\n"
+            ...        "        t = torch.tensor([w], device='cuda')\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD203']
+        """
+        names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
+        host: set[str] = set()
+        for loop in ast.walk(scope):
+            if isinstance(loop, ast.For) and any(
+                    method_name(c) in HOST_COPY_METHODS
+                    for c in ast.walk(loop.iter) if isinstance(c, ast.Call)):  # fmt: skip
+                host |= {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+        if not host:
+            return False
+        for node in ast.walk(scope):
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and all(dotted(c.func) in _HOST_ARITHMETIC for c in ast.walk(node.value)
+                            if isinstance(c, ast.Call))  # (arithmetic, divmod, int)
+                    and host & {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}):
+                host |= {n.id for n in ast.walk(node.targets[0]) if isinstance(n, ast.Name)}  # fmt: skip
+        return bool(names & host)
 
     def looks_like_tensor(self, expr: ast.AST) -> bool:
         """Heuristic: the expression is a tensor (statically unknowable; kept conservative).

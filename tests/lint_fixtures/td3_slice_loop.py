@@ -270,3 +270,14 @@ class SeqAutoencoder(nn.Module):
         for t in range(h.shape[1]):
             out.append(self.head(h[:, t]))  # expect: TD307
         return torch.stack(out, 1)
+
+
+class RSSM(nn.Module):
+    def observe(self, embed, actions, is_first):
+        state = self.initial(embed.shape[0])
+        posts = []
+        for t in range(embed.shape[1]):
+            keep = (1.0 - is_first[:, t])[:, None]  # near-miss: episode-start flags, no graph
+            state = self.step(state * keep, actions[:, t], embed[:, t])  # expect: TD307
+            posts.append(state)
+        return torch.stack(posts, 1)

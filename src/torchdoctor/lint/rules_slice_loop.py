@@ -75,7 +75,8 @@ _DATA_ARGUMENT = re.compile(
     r"lengths?|lens|tokens?|bbox|boxes|codes|pixels|audio|waveforms?|input_features|"
     r"trg|tgt|src|text|captions?|sentences?|"  # (a seq2seq model's token ids)
     r"y|gt|obs|observations?|actions?|rewards?|images?|imgs?|frames|traj|trajector(y|ies)|"
-    r"(past|pixel|input|future)_values)(_|$)"
+    r"(past|pixel|input|future)_values|"
+    r"first|dones?|terminals?|terminated|truncated|resets?|flags?|valid)(_|$)"  # (is_first)
 )
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
 _FEW_THINGS = re.compile(

@@ -444,3 +444,27 @@ def inpaint(unet, scheduler, init, mask, emb, device):
         latents[keep] = noised[keep]  # expect: TD603
         latents = scheduler.step(unet(latents, t, emb).sample, t, latents).prev_sample
     return latents
+
+
+@torch.no_grad()
+def sample_inpaint(mae, refiner, imgs, known, ids_keep, ids_restore, steps=8):
+    target = mae.patchify(imgs)
+    patches = torch.where(known[..., None], target, torch.randn_like(target))
+    for t in reversed(range(steps)):
+        latent, _, _ = mae.forward_encoder(imgs, ids_keep)  # expect: TD601
+        ctx = mae.forward_decoder(latent, ids_restore)  # expect: TD601
+        pred = refiner(patches, ctx, t)
+        patches = patches + (pred - patches) / (t + 1)
+        patches[known] = target[known]  # expect: TD603
+    return patches
+
+
+@torch.no_grad()
+def sample_refined(mae, refiner, imgs, ids_keep, steps=8):
+    x = torch.randn_like(imgs)
+    for t in reversed(range(steps)):
+        latent = mae.forward_encoder(x, ids_keep)  # near-miss: encodes the current sample
+        x = refiner(x, mae.forward_decoder(latent, ids_keep), t)  # near-miss: latent changes
+        rows = ids_keep[latent.argmax(-1)]
+        x[rows] = imgs[rows]  # near-miss: integer rows, no mask
+    return x

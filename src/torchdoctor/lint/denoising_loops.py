@@ -1,11 +1,11 @@
 """The shapes of a denoising (reverse-diffusion) loop, read from source: what it iterates
-over, which way it counts, what its timestep variable is called (TD601, TD603)."""
+over, which way it counts, what its timestep variable is called (TD601, TD603; the mask
+writes TD603 reports: ``mask_writes.py``)."""
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from torchdoctor.lint.syntax import FOR, same_file_callee, target_names
@@ -13,25 +13,6 @@ from torchdoctor.lint.visitor import MODEL_NAME, dotted, dotted_names_in, method
 
 STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
 _WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
-
-
-def number_literal(expr: ast.AST) -> bool:
-    """``0``, ``-1.0``, ``float("-inf")``, ``math.inf``: one value on the host, which
-    ``index_put_`` hands to ``masked_fill_`` (ATen's canDispatchToMaskedFill).
-
-    Example:
-        >>> [number_literal(ast.parse(c).body[0].value) for c in ("-1e9", "float('-inf')", "y")]
-        [True, True, False]
-    """
-    if isinstance(expr, ast.UnaryOp):
-        expr = expr.operand
-    if isinstance(expr, ast.Constant):
-        return isinstance(expr.value, int | float) and not isinstance(expr.value, complex)
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
-        return expr.func.id in {"float", "int"} and all(
-            isinstance(a, ast.Constant) for a in expr.args
-        )
-    return isinstance(expr, ast.Attribute) and expr.attr in {"inf", "nan", "pi", "e"}
 
 
 def unwrap_iter(it: ast.AST) -> ast.AST:
@@ -74,84 +55,6 @@ def range_call(it: ast.AST) -> ast.Call | None:
     if isinstance(it, ast.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] == "range":
         return it
     return None
-
-
-#: methods that change a tensor's shape or place, not its values (a mask stays a mask)
-_DTYPE = re.compile(r"(bool|float|half|double|int|long|short|complex|uint8|dtype)\w*$")
-_KEEPS_VALUES = frozenset({"expand", "expand_as", "view", "reshape", "unsqueeze", "squeeze",
-                           "flatten", "contiguous", "clone", "detach", "repeat", "permute"})  # fmt: skip
-
-
-def makes_a_mask(expr: ast.AST) -> bool:
-    """``m.bool()``, ``m.to(torch.bool)``, ``x > 0``, ``~known``, ``a & b``, ``torch.isin(...)``:
-    a boolean tensor (a mask, whatever its name).
-
-    Example:
-        >>> [makes_a_mask(ast.parse(c).body[0].value)
-        ...  for c in ("mask.bool()", "x > 0.5", "m.bool().expand_as(x)", "x * 2")]
-        [True, True, True, False]
-    """
-    if isinstance(expr, ast.Compare) or (isinstance(expr, ast.UnaryOp)
-                                         and isinstance(expr.op, ast.Invert)):
-        return True  # fmt: skip
-    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.BitAnd, ast.BitOr)):
-        return makes_a_mask(expr.left) or makes_a_mask(expr.right)
-    while isinstance(expr, ast.Call) and (method_name(expr) in _KEEPS_VALUES or (  # (.expand_as(x))
-            method_name(expr) in {"to", "cuda"} and not any(  # (.to(device): still booleans)
-                _DTYPE.search(dotted(a) or "") for a in [*expr.args, *(k.value for k in expr.keywords)]))):
-        expr = expr.func.value  # type: ignore[attr-defined]
-    if isinstance(expr, ast.Call):
-        name = method_name(expr)
-        if name in {"bool", "isin", "logical_and", "logical_or", "logical_not", "isnan",
-                    "isfinite", "isinf", "gt", "lt", "ge", "le", "eq", "ne"}:
-            return True  # fmt: skip
-        return name == "to" and any((dotted(a) or "").endswith("bool") for a in expr.args)
-    return False
-
-
-def _reshapes(value: ast.AST, name: str) -> bool:
-    """``value`` is ``name`` itself, reshaped or moved (``keep.expand_as(init)``)."""
-    while isinstance(value, ast.Call) and method_name(value) in _KEEPS_VALUES:
-        value = value.func.value  # type: ignore[attr-defined]
-    return isinstance(value, ast.Name) and value.id == name
-
-
-def mask_assignments(
-    rules: Any, loop: ast.For | ast.While
-) -> Iterator[tuple[ast.Assign, ast.Subscript]]:
-    """TD603's ``(statement, target)``: ``x[mask] = y`` with a boolean mask (named so, a
-    comparison, or a name made only by :func:`makes_a_mask`) on every iteration of ``loop``:
-    in its body, or under a branch whose test is the same in every iteration (``if
-    init_mask is not None:``, a config flag) or a ``with``; ``x[mask] = 0`` runs as
-    ``masked_fill_`` (no nonzero, no sync) and is left alone.
-
-    Example:
-        >>> from torchdoctor.lint import lint_source
-        >>> src = ("import torch\\ndef sample(x, known, mask, ts):\\n    for t in ts.timesteps:\\n"
-        ...        "        if mask is not None:\\n            x[mask] = known[mask]\\n")
-        >>> [f.code for f in lint_source(src)]
-        ['TD603']
-    """
-    statements = list(loop.body)
-    while statements:
-        stmt = statements.pop(0)
-        if isinstance(stmt, ast.If) and rules.is_invariant(stmt.test, loop):
-            statements[:0] = [*stmt.body, *stmt.orelse]  # (the same branch every step)
-        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
-            statements[:0] = stmt.body
-        if not isinstance(stmt, ast.Assign) or number_literal(stmt.value):
-            continue
-        for target in stmt.targets:
-            if not isinstance(target, ast.Subscript):
-                continue
-            index = target.slice
-            name = (dotted(index) or "").rsplit(".", 1)[-1]
-            made = rules.assigned_values(rules.enclosing_scope(loop), name) if (
-                isinstance(index, ast.Name)) else []  # fmt: skip
-            made = [v for v in made if not _reshapes(v, name)] or made  # (keep.expand_as(x))
-            if ("mask" in name.lower() or isinstance(index, ast.Compare)
-                    or (made and all(makes_a_mask(v) for v in made))):  # (known = m.bool())
-                yield stmt, target  # fmt: skip
 
 
 def counts_down(it: ast.AST) -> bool:

@@ -14,11 +14,11 @@ from torchdoctor.lint.denoising_loops import (
     invariant_inner_calls,
     is_denoising_iter,
     loops_over_modules,
-    mask_assignments,
     range_call,
     timesteps_read,
 )
 from torchdoctor.lint.eval_loops import NO_GRAD, eval_loops, loaded_in_eval_mode, under_no_grad
+from torchdoctor.lint.mask_writes import mask_assignments
 from torchdoctor.lint.model_calls import chain_root, mc_dropout, names_a_module, runs_the_module
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.tensors import JOINS
@@ -185,7 +185,8 @@ class InferenceRules(RuleVisitor):
         if not step:
             self._check_mask_assignments(node)
         covered: set[int] = set()  # (calls inside a reported one: `enc(x, mlp(s))` is one)
-        for call in self.direct_calls(node.body):
+        fixed: dict[str, int] = {}  # names the loop binds only to a reported call's result
+        for call in sorted(self.direct_calls(node.body), key=lambda c: (c.lineno, c.col_offset)):
             if id(call) in covered:
                 continue
             callee = dotted(call.func)
@@ -204,15 +205,21 @@ class InferenceRules(RuleVisitor):
             args = [*call.args, *(k.value for k in call.keywords)]
             if not args:
                 continue
+            from_fixed = [a.id for a in args if isinstance(a, ast.Name) and a.id in fixed]
             if model_like and all(
-                not isinstance(a, ast.Starred) and self._invariant_arg(a, node) for a in args
+                not isinstance(a, ast.Starred)
+                and (self._invariant_arg(a, node) or getattr(a, "id", None) in fixed)
+                for a in args
             ) and all(k.arg is not None for k in call.keywords):
                 covered.update(id(c) for c in ast.walk(call) if isinstance(c, ast.Call))
+                fixed.update(dict.fromkeys(self._bound_once(call, node), call.lineno))
+                through = (f" (`{from_fixed[0]}` is the result of the call at line "
+                           f"{fixed[from_fixed[0]]}, the same every step)" if from_fixed else "")  # fmt: skip
                 self.report(
                     call,
                     "TD601",
                     f"`{self.code_of(call)}` gets the same arguments in every "
-                    f"{step or 'denoising step'}: "
+                    f"{step or 'denoising step'}{through}: "
                     "compute it once before the loop and reuse the result",
                 )
                 continue
@@ -228,6 +235,20 @@ class InferenceRules(RuleVisitor):
                     f"(through `{self.code_of(call.func)}(...)` at line {call.lineno}): compute "
                     "it once before the loop and pass the result in",
                 )
+
+    def _bound_once(self, call: ast.Call, loop: ast.AST) -> list[str]:
+        """The names a statement of the loop's body binds to ``call``'s result (``latent, _, _
+        = mae.forward_encoder(imgs, ids)``) when nothing else in the loop binds them."""
+        statement = self.parent(call)
+        if not (isinstance(statement, ast.Assign) and statement.value is call
+                and statement in getattr(loop, "body", ())):
+            return []  # fmt: skip
+        names = [n for t in statement.targets for n in target_names(t) if n != "_"]
+        others = [n for node in ast.walk(loop) if node is not statement and isinstance(
+            node, ast.Assign | ast.AugAssign | ast.AnnAssign | ast.For)
+            for t in getattr(node, "targets", [getattr(node, "target", None)]) if t is not None
+            for n in target_names(t)]  # fmt: skip
+        return [n for n in names if n not in others]
 
     def _invariant_arg(self, arg: ast.AST, loop: ast.AST) -> bool:
         """Loop-invariant, or a module call on loop-invariant arguments (the ego MLP's output

@@ -1,11 +1,13 @@
 """Rules that follow a training step into another file: masks that show only as ``.any(0)``,
 float64 in a loss function, a pinned loader another file builds,
-a method an agent runs every step."""
+a method an agent runs every step, accumulation under a DDP another file wraps."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from torchdoctor.lint import lint_paths
 
@@ -180,3 +182,31 @@ def test_a_method_an_agent_runs_every_step_of_another_files_loop(tmp_path: Path)
     found = [(Path(f.path).name, f.line, f.message) for f in lint_paths([tmp_path], select=["TD204"])]
     assert [(name, line) for name, line, _ in found] == [("agent.py", 5)]  # (save: once)
     assert "called in a loop at train.py:7" in found[0][2]
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_accumulation_in_one_file_under_ddp_from_another(tmp_path: Path, wrapped: bool) -> None:
+    wrap = "model = DDP(model, device_ids=[rank])" if wrapped else "model = model.cuda()"
+    _write(
+        tmp_path,
+        {
+            "main.py": f"""
+                from torch.nn.parallel import DistributedDataParallel as DDP
+                from engine import train_one_epoch
+                def main(model, loader, opt, rank):
+                    {wrap}
+                    train_one_epoch(model, loader, opt, accum=4)
+            """,
+            "engine.py": """
+                def train_one_epoch(model, loader, opt, accum):
+                    for step, batch in enumerate(loader):
+                        loss = model(batch).mean()
+                        (loss / accum).backward()
+                        if (step + 1) % accum == 0:
+                            opt.step()
+                            opt.zero_grad()
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD706"])]
+    assert found == ([("engine.py", 5)] if wrapped else [])

@@ -30,6 +30,9 @@ from torchdoctor.lint.project_scan import (
 from torchdoctor.lint.syntax import link_parents
 from torchdoctor.lint.tensors import framework_step_method, numbers_in_literal
 
+#: a model wrapped in DistributedDataParallel (also imported as DDP)
+_WRAPS_DDP = re.compile(r"\bDistributedDataParallel\s*\(|\bDDP\s*\(")
+
 
 class Project:
     """The files linted together (paths; contents read on demand).
@@ -44,6 +47,7 @@ class Project:
         self._texts: dict[str, str] = {}
         self._trees: dict[str, ast.Module | None] = {}
         self._uses_cuda: bool | None = None
+        self._uses_ddp: bool | None = None
         self._no_grad: dict[tuple[str, int], bool | None] = {}
         self._loop_calls: dict[str | tuple[str, str], tuple[str, int]] | None = None  # called_in_loop's index
         self._forward_calls: dict[str, list[ForwardCall]] | None = None  # called_in_forward
@@ -87,6 +91,15 @@ class Project:
         if self._uses_cuda is None:
             self._uses_cuda = any(USES_CUDA.search(self.text(p)) for p in self.paths)
         return self._uses_cuda
+
+    @property
+    def uses_ddp(self) -> bool:
+        """Some file wraps a model in DistributedDataParallel (``DistributedDataParallel(``,
+        ``DDP(``): a training function of another file may run under it (MAE's
+        ``engine_pretrain.py`` gets the model ``main_pretrain.py`` wrapped)."""
+        if self._uses_ddp is None:
+            self._uses_ddp = any(_WRAPS_DDP.search(self.text(p)) for p in self.paths)
+        return self._uses_ddp
 
     def callers_run_without_grad(self, name: str, depth: int = 2) -> bool | None:
         """True when ``name(...)`` / ``x.name(...)`` is called in the project and every call

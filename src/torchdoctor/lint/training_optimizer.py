@@ -165,12 +165,13 @@ class OptimizerChecks(RuleVisitor):
             return
         if self._skips_sync(self.enclosing_scope(node)):
             return
+        project = self.context.project
         if not any(
             self.callee(c) & DDP for c in ast.walk(self.context.tree) if isinstance(c, ast.Call)
         ) and not any(  # (the model wrapped elsewhere: `ddp_model(x)`, `self.ddp(x)`)
             _DDP_NAME.search((dotted(c.func) or "").rsplit(".", 1)[-1])
             for c in self.direct_calls(loop.body)
-        ):
+        ) and not (project is not None and project.uses_ddp):  # (... or in another file)
             return
         steps = [c for c in self.direct_calls(loop.body) if optimizer_step_call(c)]
         if not steps and self._micro_batch_loop(loop):  # (for micro in range(accum): ...)

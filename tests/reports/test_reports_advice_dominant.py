@@ -61,6 +61,11 @@ def test_two_dominant_sibling_layers_are_one_stack_advice():
     found = dominant_module({"step_ms": {"median": 10.0}, "tree": tree})
     assert len(found) == 1 and "encoder.layers[0-1]" in found[0].title
     assert any("2 identical TransformerEncoderLayer layers" in e for e in found[0].evidence)
+    assert "train a model with fewer" in found[0].fix  # (a backward: a model in training)
+    for layer_node in tree["children"][0]["children"][0]["children"]:
+        layer_node["forward_ms"] = {"median": 4.0}  # (all of it forward: inference)
+    (served,) = dominant_module({"step_ms": {"median": 10.0}, "tree": tree})
+    assert "serve a smaller model" in served.fix and "train a model" not in served.fix
 
 
 def test_numbered_layers_of_one_type_and_different_sizes_are_no_stack():

@@ -190,6 +190,9 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             f" ({node.get('type')})" if not group and named and (is_leaf(node) or numbered) else ""
         )
         title, fix, code = remedy.title, remedy.fix, remedy.code
+        if remedy.name == "layer-stack" and bwd <= 0:  # (inference: nothing trains here)
+            fix = fix.replace("train a model with fewer or narrower layers",
+                              "serve a smaller model (fewer or narrower layers, a distilled one)")
         if remedy.cause == "bf16-autocast" and not cuda and bf16 is True:
             fix += CPU_BF16_NOTE
             code = (code or "").replace('device_type="cuda"', 'device_type="cpu"')

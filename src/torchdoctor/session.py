@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from torchdoctor.session_read import quantile
+from torchdoctor.session_read import fmt_ms, quantile
 
 SCHEMA_VERSION = 1
 
@@ -393,7 +393,7 @@ class Session(Mapping):
     def __repr__(self) -> str:
         steps = len(self._data.get("steps") or [])
         median = (self._data.get("step_ms") or {}).get("median")
-        timing = f", step {median:.3g} ms" if isinstance(median, (int, float)) else ""
+        timing = f", step {fmt_ms(median)}" if isinstance(median, (int, float)) else ""
         return f"Session(label={self._data.get('label')!r}, steps={steps}{timing})"
 
     def __eq__(self, other: object) -> bool:

@@ -210,7 +210,7 @@ def incomplete_text(session: Mapping[str, Any]) -> str | None:
     steps = int(checkpoint.get("steps") or 0)
     held = f"profiled steps 0-{steps - 1} ({steps} steps)" if steps else "no profiled step"
     elapsed = checkpoint.get("elapsed_s")
-    when = f" written {elapsed:.3g} s into" if isinstance(elapsed, (int, float)) else " of"
+    when = f" written {fmt_count(elapsed)} s into" if isinstance(elapsed, (int, float)) else " of"
     return f"incomplete: a checkpoint{when} a run that had not ended; it holds {held}"
 
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torchdoctor.session_read import fmt_ms
+
 __all__ = [
     "compare_collectives",
     "covered_ms",
@@ -201,15 +203,15 @@ def describe_communication(comm: Mapping[str, Any] | None, phase: str | None = N
         return values[len(values) // 2]
 
     lines = [
-        f"communication: {mid('comm_ms_per_step'):.3g} ms per step in collectives "
-        f"({mid('share_pct'):.3g}% of the step), {mid('exposed_ms_per_step'):.3g} ms of it "
+        f"communication: {fmt_ms(mid('comm_ms_per_step'))} per step in collectives "
+        f"({mid('share_pct'):.3g}% of the step), {fmt_ms(mid('exposed_ms_per_step'))} of it "
         f"exposed ({mid('exposed_pct'):.3g}%), median over ranks"
     ]
     slowest = comm.get("slowest")
     if slowest:
         skew = slowest.get("median_skew_ms")
-        wait = f", arrival skew median {skew:.3g} ms" if skew is not None else ""
-        lines.append(f"slowest collective: {slowest['label']}, {slowest['ms_per_step']:.3g} ms "
+        wait = f", arrival skew median {fmt_ms(skew)}" if skew is not None else ""
+        lines.append(f"slowest collective: {slowest['label']}, {fmt_ms(slowest['ms_per_step'])} "
                      f"per step ({slowest.get('calls_per_step') or 0:.3g} calls){wait}")  # fmt: skip
     late = comm.get("late_rank")
     if late is not None:
@@ -217,7 +219,7 @@ def describe_communication(comm: Mapping[str, Any] | None, phase: str | None = N
         where = f" at collectives in {comm['late_phase']}" if comm.get("late_phase") else ""
         extra = f"; it spends its extra time in {phase}" if phase else ""
         lines.append(f"imbalance: rank {late} arrives last; the others wait "
-                     f"{row['late_ms_per_step']:.3g} ms per step for it{where}{extra}")  # fmt: skip
+                     f"{fmt_ms(row['late_ms_per_step'])} per step for it{where}{extra}")  # fmt: skip
     if comm.get("clock_note"):
         lines.append(comm["clock_note"])
     return lines

@@ -31,7 +31,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.collectives import compare_collectives, describe_communication
-from torchdoctor.session_read import PHASES, median
+from torchdoctor.session_read import PHASES, fmt_ms, median
 
 __all__ = ["compare_ranks", "describe_missing", "rank_advice", "STRAGGLER_THRESHOLD"]
 
@@ -105,9 +105,9 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if excess >= STRAGGLER_THRESHOLD * step:
         result.update(straggler=slowest["rank"], phase=phase)
         result["verdict"] = (
-            f"rank {slowest['rank']} is the straggler: {excess:.3g} ms per step more work than "
+            f"rank {slowest['rank']} is the straggler: {fmt_ms(excess)} per step more work than "
             f"rank {fastest['rank']} ({100 * excess / step:.0f}% of a step), most of it in "
-            f"{phase} (+{spreads[phase]:.3g} ms); the other ranks wait for it in backward"
+            f"{phase} (+{fmt_ms(spreads[phase])}); the other ranks wait for it in backward"
         )
     else:
         result["verdict"] = (

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torchdoctor.session_read import fmt_count
+
 #: default period of ``--checkpoint-every`` (seconds)
 DEFAULT_EVERY_S = 30.0
 
@@ -99,7 +101,7 @@ def mark_incomplete(session: Any, *, steps: int, elapsed_s: float) -> None:
         "steps": steps,
     }
     note = (
-        f"incomplete: a checkpoint written {elapsed_s:.3g} s into the run, holding {held}; the "
+        f"incomplete: a checkpoint written {fmt_count(elapsed_s)} s into the run, holding {held}; the "
         "run had not ended then (it was still running, or was killed before writing its final "
         "session)"
     )

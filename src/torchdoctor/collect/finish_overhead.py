@@ -20,7 +20,7 @@ from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, me
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.syncs_overhead import per_call_cost_us
 from torchdoctor.session import Session
-from torchdoctor.session_read import walk
+from torchdoctor.session_read import fmt_ms, walk
 
 
 def _hook_ms_per_step(state: ProfilerState, calls_per_step: float, detailed: int) -> float:
@@ -188,27 +188,27 @@ def note_profiler_overhead(
             parts.append(f"{audit_calls:.0f} sync-audit calls x {audit_cost:.2f} us")
         if line_calls and line_cost:
             parts.append(f"{line_calls:.0f} timed torch calls x {line_cost:.2f} us"
-                         + (f" + {line_own_ms:.3g} ms measured (hot lines)" if line_own_ms
+                         + (f" + {fmt_ms(line_own_ms)} measured (hot lines)" if line_own_ms
                             else " (hot lines)"))  # fmt: skip
         if line_seen and seen_cost:
             parts.append(f"{line_seen:.0f} other torch calls x {seen_cost:.2f} us (their dispatch)")
         how = "estimated: " + " + ".join(parts or ["hooks"])
         if "measured_discarded_ms" in estimate:
-            how += (f"; detailed steps were {estimate['measured_discarded_ms']:.3g} ms slower than "
+            how += (f"; detailed steps were {fmt_ms(estimate['measured_discarded_ms'])} slower than "
                     f"light ones, but the light steps themselves spread over "
-                    f"{estimate['light_spread_ms']:.3g} ms (q1-q3): the run's noise, not used")  # fmt: skip
+                    f"{fmt_ms(estimate['light_spread_ms'])} (q1-q3): the run's noise, not used")  # fmt: skip
         if estimate.get("source") in ("measured", "window bound"):
-            how = (f"measured: detailed steps are {estimate['overhead_ms']:.3g} ms slower than "
+            how = (f"measured: detailed steps are {fmt_ms(estimate['overhead_ms'])} slower than "
                    f"light ones (mean detailed, median light"
                    + ("; the one detail window, in the script's warm-up: at most this"
                       if estimate["source"] == "window bound" else "")
                    + f"); the calibrated parts sum to "
-                   f"{estimate['calibrated_overhead_ms']:.3g} ms: " + " + ".join(parts or ["hooks"]))  # fmt: skip
+                   f"{fmt_ms(estimate['calibrated_overhead_ms'])}: " + " + ".join(parts or ["hooks"]))  # fmt: skip
         session["config"]["notes"].append(
             f"profiler overhead ~{pct:.0f}% (a detailed step takes that much longer than "
             f"without the profiler; {how}): small modules and their parents' (self) rows look slower than they are; "
             "not subtracted (the hooks run inside the modules' times); closing each step "
-            f"({estimate['bookkeeping_ms_per_step']:.3g} ms) is outside the step times"
+            f"({fmt_ms(estimate['bookkeeping_ms_per_step'])}) is outside the step times"
         )
 
 

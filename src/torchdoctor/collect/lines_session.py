@@ -33,6 +33,7 @@ from typing import Any
 from torchdoctor.collect.assemble import stat_with_mean
 from torchdoctor.collect.attention_form import attention_forms
 from torchdoctor.collect.source_lines import parsed
+from torchdoctor.session_read import fmt_count
 
 MAX_LINES = 50
 TOP_OPS = 5
@@ -201,7 +202,7 @@ def hot_lines_section(
     calls = sum(r["torch_calls_per_step"] for r in lines)
     if calls >= MANY_CALLS:
         notes.append(
-            f"{calls:.3g} torch calls per step were timed from user lines; each costs the "
+            f"{fmt_count(calls)} torch calls per step were timed from user lines; each costs the "
             "profiler a few microseconds, so lines made of many tiny calls look slower than "
             "they are (their share of the step is still comparable between lines)"
         )

@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from torchdoctor.session_read import fmt_ms
+
 #: `run`'s options a child's profiler takes (its step function is the script's, not the child's)
 CHILD_OPTIONS = ("warmup", "max_steps", "detail", "detail_window", "detail_period",
                  "detail_period_s", "detail_budget", "no_hot_lines", "thorough",
@@ -283,7 +285,7 @@ def children_notices(children: list[tuple[Mapping[str, Any], Any]]) -> list[str]
             continue
         steps = len(data.get("steps") or ())
         median = (data.get("step_ms") or {}).get("median")
-        timing = f", {median:.3g} ms per step (median)" if steps and median else ""
+        timing = f", {fmt_ms(median)} per step (median)" if steps and median else ""
         report = where / "report.md"
         lines.append(f"{who}: {steps} step(s){timing}; "
                      f"{report if report.exists() else where / 'session.json'}")  # fmt: skip

@@ -26,7 +26,7 @@ _COMM_COLUMNS = ("comm ms", "comm %", "exposed ms", "waits ms")
 
 
 def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3g}"
+    return "-" if value is None else fmt_count(value)
 
 
 def _columns(result: Mapping[str, Any]) -> list[str]:
@@ -47,12 +47,12 @@ def _cells(row: Mapping[str, Any], straggler: Any) -> list[str]:
     mark = " *" if row["rank"] == straggler else ""
     return [
         f"{row['rank']}{mark}",
-        f"{row['step_ms']:.3g}",
-        f"{row['busy_ms']:.3g}",
-        f"{phases['data']:.3g}",
-        f"{phases['forward']:.3g}",
-        f"{phases['backward']:.3g}",
-        f"{phases['optimizer']:.3g}",
+        fmt_count(row['step_ms']),
+        fmt_count(row['busy_ms']),
+        fmt_count(phases['data']),
+        fmt_count(phases['forward']),
+        fmt_count(phases['backward']),
+        fmt_count(phases['optimizer']),
         str(row["steps"]),
         f"{fmt_count(row['syncs_per_step'])}",
     ]

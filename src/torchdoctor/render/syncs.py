@@ -18,6 +18,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torchdoctor.session_read import fmt_ms
+
 MAX_LINES = 20
 
 
@@ -90,7 +92,7 @@ def group_by_line(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def _status(row: Mapping[str, Any]) -> str:
     stall = row.get("stall_ms")
     if isinstance(stall, float):
-        return f"stall {stall:.3g} ms/step"
+        return f"stall {fmt_ms(stall)}/step"
     return "(would sync on CUDA)"
 
 

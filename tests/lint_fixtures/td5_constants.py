@@ -100,3 +100,8 @@ class TanhSquash(nn.Module):
 
 
 LOG_TWO = torch.log(torch.tensor(2.0))  # near-miss: computed once, at import
+
+
+class Softplus(nn.Module):
+    def forward(self, x):
+        return x * torch.log1p(torch.exp(self.raw_scale))  # near-miss: a parameter, not a literal

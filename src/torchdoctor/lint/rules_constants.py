@@ -92,7 +92,7 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             numbers = numbers if numbers >= 2 else 0
         elif built and node.args and not numbers:  # ([HARTREE_TO_MEV / 1000.0]: arithmetic)
             numbers = self._constant_numbers(node.args[0])
-        math = _math_of(node, self.parent(node), numbers, self.callee)
+        math = _math_of(node, self.parent(node), numbers, self.callee) if built else None
         scalar = numbers == 1 and (new_tensor or _on_device(node, self.parent(node)))
         if numbers < 2 and not scalar and math is None:
             return

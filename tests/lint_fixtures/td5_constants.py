@@ -104,4 +104,4 @@ LOG_TWO = torch.log(torch.tensor(2.0))  # near-miss: computed once, at import
 
 class Softplus(nn.Module):
     def forward(self, x):
-        return x * torch.log1p(torch.exp(self.raw_scale))  # near-miss: a parameter, not a literal
+        return x * torch.sqrt(torch.exp(self.log_var))  # near-miss: a parameter, not a literal

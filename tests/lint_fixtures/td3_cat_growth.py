@@ -177,3 +177,14 @@ def decode_sliding_context_fed_back(model, ids, ctx):
         nxt = model(ids)[:, -1:].argmax(-1)
         ids = torch.cat([ids, nxt], 1)[:, -ctx:]
     return ids
+
+
+@torch.no_grad()
+def generate_positional_cache(model, idx, max_new_tokens):
+    past, x = None, idx
+    for _ in range(max_new_tokens):
+        logits, _, past = model(x, past)
+        idx_next = torch.multinomial(logits[:, -1].softmax(-1), num_samples=1)
+        idx = torch.cat((idx, idx_next), dim=1)  # near-miss: the cache goes in positionally
+        x = idx_next
+    return idx

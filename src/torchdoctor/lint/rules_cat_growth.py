@@ -229,6 +229,9 @@ def _feeds_a_recurrent_step(loop: ast.AST, pieces: ast.AST, grown: str) -> bool:
         True
     """
     new = {e.id for e in pieces.elts if isinstance(e, ast.Name) and e.id != grown}  # type: ignore[attr-defined]
+    new |= {t.id for node in _walk(loop) if isinstance(node, ast.Assign)  # (x = idx_next: the
+            and isinstance(node.value, ast.Name) and node.value.id in new  # piece fed next)
+            for t in node.targets if isinstance(t, ast.Name)}  # fmt: skip
     for node in _walk(loop):
         if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
             continue

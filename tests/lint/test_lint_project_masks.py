@@ -1,6 +1,7 @@
 """Rules that follow a training step into another file: masks that show only as ``.any(0)``,
 float64 in a loss function, a pinned loader another file builds,
-a method an agent runs every step, accumulation under a DDP another file wraps."""
+a method an agent runs every step, accumulation under a DDP another file wraps, datasets that
+need no loader workers."""
 
 from __future__ import annotations
 
@@ -210,3 +211,38 @@ def test_accumulation_in_one_file_under_ddp_from_another(tmp_path: Path, wrapped
     )
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD706"])]
     assert found == ([("engine.py", 5)] if wrapped else [])
+
+
+def test_datasets_that_move_their_items_or_sit_in_a_dict_need_no_workers(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "data.py": """
+                import torch
+                from torch.utils.data import Dataset
+                class Rows(Dataset):
+                    def __init__(self, x, device):
+                        self.x, self.device = x, device
+                    def __len__(self):
+                        return len(self.x)
+                    def __getitem__(self, i):
+                        return self.x[i].to(self.device)
+                class Files(Dataset):
+                    def __getitem__(self, i):
+                        return torch.load(f"{i}.pt")
+            """,
+            "train.py": """
+                import torch
+                from torch.utils.data import DataLoader, TensorDataset
+                from data import Files, Rows
+                def main(x, parts, device):
+                    rows = DataLoader(Rows(x, device), batch_size=8)
+                    sets = {k: TensorDataset(torch.as_tensor(parts[k])) for k in ("val", "test")}
+                    val = DataLoader(sets["val"], batch_size=1024)
+                    files = DataLoader(Files(), batch_size=8)
+                    return rows, val, files
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD401"])]
+    assert found == [("train.py", 9)]  # (only the Dataset that reads files per item)

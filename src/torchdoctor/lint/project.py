@@ -348,6 +348,25 @@ class Project:
             self._no_grad[key] = found[0] if len(found) == 1 else None  # type: ignore[assignment]
         return self._no_grad[key]  # type: ignore[return-value]
 
+    def module_class(self, name: str) -> ast.ClassDef | None:
+        """The project's one module-level ``class name`` (None when no file, or more than one,
+        defines it): a Dataset another file builds.
+
+        Example:
+            >>> project = Project()
+            >>> project.add("data.py", "class Rows:\n    def __getitem__(self, i):\n        return i\n")
+            >>> project.module_class("Rows").name, project.module_class("Other")
+            ('Rows', None)
+        """
+        key = ("module class", name)
+        if key not in self._no_grad:
+            pattern = re.compile(rf"(?m)^class {re.escape(name)}\b")
+            found = [node for path in self.paths if pattern.search(self.text(path))
+                     for node in (self.tree(path) or ast.Module(body=[])).body
+                     if isinstance(node, ast.ClassDef) and node.name == name]  # fmt: skip
+            self._no_grad[key] = found[0] if len(found) == 1 else None  # type: ignore[assignment]
+        return self._no_grad[key]  # type: ignore[return-value]
+
     def module_numbers(self, name: str) -> int:
         """How many numbers the list literal holds that one file of the project binds ``name``
         to at its top level (a constant another file imports: ``from kpt_ops import

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.loader_datasets import LoaderDatasets
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.visitor import (
@@ -13,7 +14,6 @@ from torchdoctor.lint.visitor import (
     dotted,
     has_star,
     keyword,
-    method_name,
     replace_call_with,
     segment,
     target_names,
@@ -108,7 +108,7 @@ def _made_by(function: ast.AST, value: ast.AST) -> ast.AST | None:
     return made
 
 
-class DataRules(RuleVisitor):
+class DataRules(LoaderDatasets, RuleVisitor):
     """TD401 no workers; TD402 no pinned memory while batches go to CUDA; TD403 workers that are
     not persistent; TD404 pinned batches copied without non_blocking.
 
@@ -170,43 +170,6 @@ class DataRules(RuleVisitor):
                 f"DataLoader with workers but without persistent_workers: they are respawned "
                 f"every epoch; pass {hint}",
             )
-
-    def _tensor_dataset(self, loader: ast.Call) -> str | None:
-        """``"device"`` / ``"host"`` when the loader's dataset is a ``TensorDataset`` of tensors
-        already moved to the device (``TensorDataset(X.to(device), y.to(device))``: workers
-        cannot touch CUDA tensors and pinning them fails) or of host tensors (batches are one
-        gather each: workers would only add pickling), else None."""
-        dataset = loader.args[0] if loader.args else next(
-            (k.value for k in loader.keywords if k.arg == "dataset"), None)  # fmt: skip
-        scope = self.enclosing_scope(loader)
-        values = [dataset] if isinstance(dataset, ast.Call) else (
-            self.assigned_values(scope, dataset.id) if isinstance(dataset, ast.Name) else [])
-        made = [self._maker(v) if isinstance(v, ast.Call) else None for v in values]
-        values = [r.value for v, f in zip(values, made)  # (ds(n) returning a TensorDataset)
-                  for r in (ast.walk(f) if f is not None else [ast.Return(value=v)])
-                  if isinstance(r, ast.Return) and r.value is not None]  # fmt: skip
-        if not values or not all(isinstance(v, ast.Call) and (any(
-                n.endswith(".TensorDataset") for n in self.callee(v))
-                or (dotted(v.func) or "").split(".")[-1] == "TensorDataset")  # (another file's)
-                for v in values):  # fmt: skip
-            return None
-        parts = [a for v in values for a in v.args]
-        parts += [w for a in parts if isinstance(a, ast.Name)
-                  for w in self.assigned_values(scope, a.id)]  # fmt: skip
-        moved = any(isinstance(c, ast.Call) and (method_name(c) == "cuda" or (
-            method_name(c) == "to" and "device" in self.code_of(c))) for a in parts
-            for c in ast.walk(a))  # fmt: skip
-        return "device" if moved else "host"
-
-    def _maker(self, call: ast.Call) -> ast.FunctionDef | None:
-        """The function of the file, or of the project (imported: ``data.make_dataset(n)``),
-        that ``call`` runs."""
-        found = same_file_callee(call)
-        project = self.context.project
-        if found is None and project is not None and isinstance(call.func, ast.Name | ast.Attribute):
-            name = call.func.id if isinstance(call.func, ast.Name) else call.func.attr
-            found = project.module_function(name)
-        return found
 
     # -- TD404 --------------------------------------------------------------------------------
     def _check_blocking_copies(self, call: ast.Call) -> None:

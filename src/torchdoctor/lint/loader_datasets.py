@@ -1,0 +1,100 @@
+"""What a DataLoader's dataset is, read from source (TD401 / TD402 read it): a
+``TensorDataset`` of host tensors (a batch is one gather: workers would only add pickling), one
+of tensors already on the device, or a Dataset whose ``__getitem__`` copies each item to the
+device itself (workers cannot use CUDA, and pinning a device tensor fails). A mixin of the data
+rules' visitor.
+
+Example:
+    >>> from torchdoctor.lint import lint_source
+    >>> src = ("import torch\\nfrom torch.utils.data import DataLoader, TensorDataset\\n"
+    ...        "loader = DataLoader(TensorDataset(x.cuda(), y.cuda()), batch_size=8)\\n")
+    >>> [f.code for f in lint_source(src)]
+    []
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.syntax import same_file_callee
+from torchdoctor.lint.visitor import dotted, method_name
+
+
+def _items(container: ast.AST) -> list[ast.AST]:
+    """The values a dict / list literal or comprehension holds (what ``x[k]`` can be)."""
+    if isinstance(container, ast.DictComp):
+        return [container.value]
+    if isinstance(container, ast.ListComp):
+        return [container.elt]
+    if isinstance(container, ast.Dict):
+        return [v for v in container.values if v is not None]
+    return list(container.elts) if isinstance(container, ast.List | ast.Tuple) else []
+
+
+class LoaderDatasets:
+    """Mixin for :class:`~torchdoctor.lint.rules_data.DataRules` (a RuleVisitor).
+
+    Example:
+        >>> from torchdoctor.lint.rules_data import DataRules
+        >>> issubclass(DataRules, LoaderDatasets)
+        True
+    """
+
+    def _tensor_dataset(self, loader: ast.Call) -> str | None:
+        """``"device"`` / ``"host"`` when the loader's dataset is a ``TensorDataset`` of tensors
+        already moved to the device (``TensorDataset(X.to(device), y.to(device))``: workers
+        cannot touch CUDA tensors and pinning them fails) or of host tensors (batches are one
+        gather each: workers would only add pickling), else None."""
+        dataset = loader.args[0] if loader.args else next(
+            (k.value for k in loader.keywords if k.arg == "dataset"), None)  # fmt: skip
+        scope = self.enclosing_scope(loader)
+        values = [dataset] if isinstance(dataset, ast.Call) else (
+            self.assigned_values(scope, dataset.id) if isinstance(dataset, ast.Name) else [])
+        if isinstance(dataset, ast.Subscript) and isinstance(dataset.value, ast.Name):
+            values = [e for v in self.assigned_values(scope, dataset.value.id)
+                      for e in _items(v)]  # (sets["val"] of {k: TensorDataset(...) for k ...})
+        if values and all(self._moves_items(v) for v in values):
+            return "device"  # (its __getitem__ copies each item to the GPU itself)
+        made = [self._maker(v) if isinstance(v, ast.Call) else None for v in values]
+        values = [r.value for v, f in zip(values, made)  # (ds(n) returning a TensorDataset)
+                  for r in (ast.walk(f) if f is not None else [ast.Return(value=v)])
+                  if isinstance(r, ast.Return) and r.value is not None]  # fmt: skip
+        if not values or not all(isinstance(v, ast.Call) and (any(
+                n.endswith(".TensorDataset") for n in self.callee(v))
+                or (dotted(v.func) or "").split(".")[-1] == "TensorDataset")  # (another file's)
+                for v in values):  # fmt: skip
+            return None
+        parts = [a for v in values for a in v.args]
+        parts += [w for a in parts if isinstance(a, ast.Name)
+                  for w in self.assigned_values(scope, a.id)]  # fmt: skip
+        moved = any(isinstance(c, ast.Call) and (method_name(c) == "cuda" or (
+            method_name(c) == "to" and "device" in self.code_of(c))) for a in parts
+            for c in ast.walk(a))  # fmt: skip
+        return "device" if moved else "host"
+
+    def _moves_items(self, value: ast.AST) -> bool:
+        """``TabularDataset(..., device=device)``: a Dataset class of the file or the project
+        whose ``__getitem__`` copies each item to the device (``.to(self.device)``,
+        ``.cuda()``); workers cannot do that and pinning a device tensor fails."""
+        name = value.func.id if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) else None
+        project, tree = self.context.project, self.context.tree
+        found = [c for c in (tree.body if tree is not None else ())
+                 if isinstance(c, ast.ClassDef) and c.name == name]  # fmt: skip
+        owner = found[0] if found else (
+            project.module_class(name) if project is not None and name else None)
+        get = next((f for f in getattr(owner, "body", ()) if isinstance(f, ast.FunctionDef)
+                    and f.name == "__getitem__"), None)  # fmt: skip
+        return get is not None and any(
+            isinstance(c, ast.Call) and (method_name(c) == "cuda" or (method_name(c) == "to" and (
+                "device" in ast.unparse(c) or "cuda" in ast.unparse(c))))  # (another file's)
+            for c in ast.walk(get))  # fmt: skip
+
+    def _maker(self, call: ast.Call) -> ast.FunctionDef | None:
+        """The function of the file, or of the project (imported: ``data.make_dataset(n)``),
+        that ``call`` runs."""
+        found = same_file_callee(call)
+        project = self.context.project
+        if found is None and project is not None and isinstance(call.func, ast.Name | ast.Attribute):
+            name = call.func.id if isinstance(call.func, ast.Name) else call.func.attr
+            found = project.module_function(name)
+        return found

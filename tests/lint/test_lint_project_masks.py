@@ -246,3 +246,35 @@ def test_datasets_that_move_their_items_or_sit_in_a_dict_need_no_workers(tmp_pat
     )
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD401"])]
     assert found == [("train.py", 9)]  # (only the Dataset that reads files per item)
+
+
+def test_a_samplers_set_up_runs_once_per_sampling_not_per_step(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "ddim.py": """
+                import torch
+                class Sampler:
+                    def make_schedule(self, alphas):
+                        self.a = torch.tensor(alphas.cpu().numpy(), device="cuda")
+                    def noise_level(self, alphas, t):
+                        return torch.tensor(alphas[t].tolist(), device="cuda")
+                    def sample(self, alphas, x):
+                        self.make_schedule(alphas)
+                        for t in range(50):
+                            x = self.model(x, self.noise_level(alphas, t))
+                        return x
+            """,
+            "run.py": """
+                import torch
+                from ddim import Sampler
+                def main(alphas, batches):
+                    sampler = Sampler()
+                    with torch.no_grad():
+                        for x in batches:
+                            sampler.sample(alphas, x)
+            """,
+        },
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD203"])]
+    assert found == [("ddim.py", 7)]  # (the per-step noise level, not the schedule)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 
+from torchdoctor.lint.denoising_loops import SAMPLING_FUNCTION
 from torchdoctor.lint.tensors import framework_step_method
 from torchdoctor.lint.visitor import FUNCTIONS, method_name
 
@@ -38,11 +39,29 @@ class PerStepCalls:
             if called_by is not None:
                 via = "".join(f"called by `{c}`, " for c in chain[1:])
                 return f"on every call of `{name}` ({via}{called_by})"
-            callers = [c for c in self._callers().get(chain[-1], ()) if c not in chain]
+            callers = [c for c in self._callers().get(chain[-1], ())
+                       if c not in chain and not self._set_up_by_sampler(c, chain[-1])]
             if not callers:
                 return None
             chain.append(callers[0])
         return None
+
+    def _set_up_by_sampler(self, caller: str, function: str) -> bool:
+        """``caller`` is a sampler of this file (``sample``, ``generate``: a function with a
+        loop) that calls ``function`` only outside its loops: set-up once per sampling run
+        (DDIM's ``self.make_schedule(S)`` before the denoising loop), not per step.
+        """
+        if not SAMPLING_FUNCTION.search(caller):
+            return False
+        for fn in ast.walk(self.context.tree) if self.context.tree else ():
+            if not (isinstance(fn, FUNCTIONS) and fn.name == caller):
+                continue
+            loops = [n for n in ast.walk(fn) if isinstance(n, ast.For | ast.While)]
+            calls = [c for c in ast.walk(fn) if isinstance(c, ast.Call)
+                     and (method_name(c) or getattr(c.func, "id", None)) == function]  # fmt: skip
+            inside = {id(c) for loop in loops for c in ast.walk(loop)}
+            return bool(loops) and bool(calls) and not any(id(c) in inside for c in calls)
+        return False
 
     def _called_per_step(self, function: str) -> str | None:
         """``called by `Cls.forward``` when a ``forward`` of this file calls ``function``,

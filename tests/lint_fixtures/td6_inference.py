@@ -468,3 +468,20 @@ def sample_refined(mae, refiner, imgs, ids_keep, steps=8):
         rows = ids_keep[latent.argmax(-1)]
         x[rows] = imgs[rows]  # near-miss: integer rows, no mask
     return x
+
+
+def ppo_update(policy, optimizer, batch, epochs):
+    for _ in range(epochs):
+        for mb in batch.split(8):
+            loss = policy(mb).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def rlhf_loop(policy, ref_model, prompts, iterations):
+    ref_model.eval()
+    optimizer = torch.optim.Adam(policy.parameters())
+    for it in range(iterations):  # near-miss: it trains, through ppo_update's own loops
+        batch = ref_model(prompts[it])
+        ppo_update(policy, optimizer, batch, 4)

@@ -16,7 +16,7 @@ import ast
 from collections.abc import Iterator
 from typing import Any
 
-from torchdoctor.lint.syntax import FOR, FUNCTIONS, method_name
+from torchdoctor.lint.syntax import FOR, FUNCTIONS, method_name, same_file_callee
 
 NO_GRAD = frozenset(
     {
@@ -71,13 +71,19 @@ def eval_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
         [3]
     """
     for loop in top_loops(rule, body):
-        if any(
-            isinstance(call, ast.Call) and method_name(call) == "backward"
-            for call in ast.walk(loop)
-        ):
+        if any(isinstance(call, ast.Call) and (method_name(call) == "backward" or _trains(call))
+               for call in ast.walk(loop)):  # fmt: skip
             yield from eval_loops(rule, loop.body)  # type: ignore[attr-defined]
         else:
             yield loop
+
+
+def _trains(call: ast.Call) -> bool:
+    """``ppo_step(policy, optimizer, batch)``: a function of the file that runs a backward pass
+    somewhere in its body (its own epoch and minibatch loops included)."""
+    function = same_file_callee(call) if isinstance(call.func, ast.Name) else None
+    return function is not None and any(
+        isinstance(c, ast.Call) and method_name(c) == "backward" for c in ast.walk(function))
 
 
 def under_no_grad(rule: Any, node: ast.AST, stop: ast.AST) -> bool:

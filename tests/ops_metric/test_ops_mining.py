@@ -359,3 +359,23 @@ def test_one_dimensional_cosine_ties_keep_the_smallest_indices():
         assert mined.indices.tolist() == idx, (trial, top_m)
         expected = torch.tensor(dist, dtype=torch.float64)
         torch.testing.assert_close(mined.distances, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_copy_of_the_positive_in_the_pool_is_not_semi_hard(seed):
+    """The positive's distance and the pool's come from two formulas (one pair, all pairs):
+    a negative equal to the positive landed an ulp above d_ap and beat the real semi-hard
+    one (242 of 1,000 random covariances disagreed with the reference)."""
+    gen = torch.Generator().manual_seed(seed)
+    anchor = torch.randn(1, 3, generator=gen, dtype=torch.float64)
+    positive = torch.randn(1, 3, generator=gen, dtype=torch.float64)
+    a = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    cov = a @ a.T + 0.5 * torch.eye(3, dtype=torch.float64)
+    chol = torch.linalg.cholesky(cov)
+    d_ap = torch.linalg.solve_triangular(chol, (positive - anchor).T, upper=False).norm()
+    farther = anchor + (positive - anchor) * (d_ap + 0.5) / d_ap  # d_ap + 0.5: semi-hard
+    pool = torch.cat([positive, farther])
+    labels, pool_labels = torch.tensor([0]), torch.tensor([1, 1])
+    mined = exhaustive_negatives(anchor, positive, pool, labels, pool_labels, chol, margin=1.0)
+    idx, _ = mine_negatives_loop(anchor, positive, pool, labels, pool_labels, cov, margin=1.0)
+    assert mined.indices.tolist() == idx == [1]

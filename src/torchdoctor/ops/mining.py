@@ -6,7 +6,8 @@ matmul), keeps the ``top_m`` most similar negatives per anchor and computes the 
 Mahalanobis distance on those only; ``exhaustive_negatives`` is the all-pairs baseline.
 
 The choice rule (``mode="semihard"``): among negatives with ``d_ap < d_an < d_ap + margin``
-take the smallest ``d_an``; when none qualifies take the hardest (smallest ``d_an``) negative.
+(farther than the positive by more than rounding: a copy of the positive is not) take the
+smallest ``d_an``; when none qualifies take the hardest (smallest ``d_an``) negative.
 ``mode="hard"`` always takes the hardest. Ties go to the smallest pool index, so with
 ``top_m >= pool size`` the two functions return identical results. A negative whose distance is
 NaN (a NaN in the inputs with ``check=False``, or a singular ``chol``) is never chosen; an anchor
@@ -172,7 +173,10 @@ def _choose(d_ap, d_an, valid, index, margin, mode) -> MinedNegatives:
     hardest = torch.where(valid, d_an, inf)
     if mode == "semihard":
         gap = d_an - d_ap.unsqueeze(-1)
-        qualifies = valid & (gap > 0) & (gap < margin)
+        # d_ap and d_an come from two formulas (one distance per pair, all pairs at once): a
+        # negative equal to the positive lands a few ulps either side; it is not farther
+        ulps = 64 * torch.finfo(d_an.dtype).eps * d_ap.unsqueeze(-1).abs().clamp_min(1.0)
+        qualifies = valid & (gap > ulps) & (gap < margin)
         has_semi = qualifies.any(-1, keepdim=True)
         key = torch.where(has_semi, torch.where(qualifies, d_an, inf), hardest)
     else:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -211,3 +212,29 @@ def test_the_largest_int64_id_is_never_dropped_silently():
         group_by_segment(ids)
     padded, mask = pad_segments(torch.arange(6.0), ids, num_segments=1)  # ids >= S: left out
     assert padded.tolist() == [[0.0, 1.0, 5.0]] and mask.all()
+
+
+def test_numpy_and_tensor_fills_are_checked_like_python_numbers():
+    ids = torch.tensor([1, 0, 1, -1, 0, 1])
+    for dtype, fill in [(torch.uint8, np.int64(-1)), (torch.int64, np.float32(0.5)),
+                        (torch.float16, np.float32(1e5)), (torch.uint8, torch.tensor(-1))]:
+        with pytest.raises(ValueError, match=rf"cannot be held by values' dtype {dtype}"):
+            pad_segments(torch.ones(6, dtype=dtype), ids, fill=fill)
+    padded, _ = pad_segments(torch.arange(6, dtype=torch.uint8), ids, fill=np.int64(7))
+    assert padded[0, 2].item() == 7  # (segment 0 has two tokens: its third slot is padding)
+    with pytest.raises(ValueError, match="fill must be one number"):
+        pad_segments(torch.ones(6), ids, fill=torch.zeros(2))
+
+
+def test_meta_ids_without_sizes_and_huge_uint64_ids_get_named_errors():
+    meta = torch.ones(3, dtype=torch.long, device="meta")
+    with pytest.raises(ValueError, match="group_by_segment: segment_ids is a meta tensor"):
+        group_by_segment(meta)
+    with pytest.raises(ValueError, match="pass num_segments and max_len explicitly"):
+        pad_segments(torch.ones(3, device="meta"), meta)
+    order, counts, _ = group_by_segment(meta, num_segments=2)  # (sizes given: shapes only)
+    assert counts.shape == (2,) and order.device.type == "meta"
+    huge = torch.tensor([2**64 - 1, 1], dtype=torch.uint64)  # (not a negative, ignored id)
+    with pytest.raises(ValueError, match="the largest segment id is 9223372036854775807"):
+        group_by_segment(huge)
+    assert group_by_segment(huge, num_segments=2)[1].tolist() == [0, 1]

@@ -105,13 +105,22 @@ def require_integer(x: object, name: str) -> None:
 
 def widen_integer(x: torch.Tensor) -> torch.Tensor:
     """``x`` as int64 when its dtype is one torch keeps barebones (uint16/32/64: no comparisons
-    or reductions on the CPU), else ``x`` itself: ids and counts of those dtypes then work.
+    or reductions on the CPU), else ``x`` itself: ids and counts of those dtypes then work. A
+    uint64 value of 2**63 or more does not fit: it becomes the largest int64 (still a huge
+    non-negative id, never a negative "ignored" one). No host sync.
 
     Example:
         >>> widen_integer(torch.tensor([1, 0], dtype=torch.uint32)).dtype
         torch.int64
+        >>> widen_integer(torch.tensor([2**64 - 1], dtype=torch.uint64)).tolist()
+        [9223372036854775807]
     """
-    return x.long() if x.dtype in _BAREBONES else x
+    if x.dtype not in _BAREBONES:
+        return x
+    wide = x.long()
+    if x.dtype == getattr(torch, "uint64", None):  # (wrapped around: 2**63.. read negative)
+        wide = torch.where(wide < 0, torch.full_like(wide, torch.iinfo(torch.long).max), wide)
+    return wide
 
 
 def require_gatherable(x: torch.Tensor, name: str) -> None:

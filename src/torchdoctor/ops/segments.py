@@ -55,6 +55,15 @@ def _check_count(value: int | None, name: str) -> int | None:
     return require_count(value, name, what="a non-negative int or None")
 
 
+def _require_values(segment_ids: torch.Tensor, sizes: str, op: str) -> None:
+    """Raise ValueError for meta ids when the sizes must be read from their values."""
+    if segment_ids.device.type == "meta":
+        raise ValueError(
+            f"{op}: segment_ids is a meta tensor (shapes only, no values), so {sizes} cannot "
+            f"be read from it; pass {sizes} explicitly (or ids on a real device)"
+        )
+
+
 def _check_implied_segments(num_segments: int, segment_ids: torch.Tensor, op: str) -> None:
     """Raise ValueError when ``max(id) + 1`` segments (the default ``num_segments``) is absurd
     for the input: more than ``max(16 * segment_ids.numel(), 2**20)``. Sparse ids such as
@@ -70,20 +79,31 @@ def _check_implied_segments(num_segments: int, segment_ids: torch.Tensor, op: st
         )
 
 
-def _check_fill(fill: object, dtype: torch.dtype) -> None:
+def _check_fill(fill: object, dtype: torch.dtype) -> object:
     """Raise ValueError for a number that ``dtype`` cannot hold (``-1`` on uint8 would be 255,
-    ``0.5`` on int64 0, ``1e5`` on float16 inf); other objects are left to torch."""
+    ``0.5`` on int64 0, ``1e5`` on float16 inf); return the fill as a Python number when it is
+    a NumPy scalar or a 0-dim CPU tensor (checked the same way). A device tensor is left to
+    torch (reading it would wait for the device)."""
     if not isinstance(fill, (numbers.Number, torch.Tensor)):
         raise TypeError(f"fill must be a number, got {fill!r} ({type(fill).__name__})")
+    if isinstance(fill, torch.Tensor):
+        if fill.ndim != 0:
+            raise ValueError(f"pad_segments: fill must be one number, got a tensor of shape "
+                             f"{tuple(fill.shape)}; pass a Python number or a 0-dim tensor")
+        if fill.device.type != "cpu":
+            return fill
+        fill = fill.item()
+    elif not isinstance(fill, (bool, int, float, complex)) and hasattr(fill, "item"):
+        fill = fill.item()  # (a NumPy scalar: np.int64(-1) on uint8 is checked too)
     if isinstance(fill, numbers.Complex) and not isinstance(fill, numbers.Real):
         if not dtype.is_complex:
             raise ValueError(
                 f"pad_segments: fill={fill!r} is complex but values' dtype {dtype} is real; "
                 "pass a real fill, or complex values"
             )
-        return
+        return fill
     if not isinstance(fill, (bool, int, float)) or dtype.is_complex:
-        return
+        return fill
     if dtype == torch.bool:
         held, kind = fill in (0, 1), "0/1 or True/False"
     elif dtype.is_floating_point:  # plain Python arithmetic: no tensor read, no sync
@@ -102,6 +122,7 @@ def _check_fill(fill: object, dtype: torch.dtype) -> None:
             f"pad_segments: fill={fill!r} cannot be held by values' dtype {dtype} ({kind}); "
             "pick a fill the dtype holds, or cast values first (e.g. values.long())"
         )
+    return fill
 
 
 def _sort_keys(segment_ids: torch.Tensor) -> torch.Tensor:
@@ -138,6 +159,7 @@ def group_by_segment(
     segment_ids = _check_ids(segment_ids)
     num_segments = _check_count(num_segments, "num_segments")
     if num_segments is None:
+        _require_values(segment_ids, "num_segments", "group_by_segment")
         if segment_ids.numel() == 0:
             num_segments = 0
         else:
@@ -196,7 +218,7 @@ def pad_segments(
     num_segments = _check_count(num_segments, "num_segments")
     max_len = _check_count(max_len, "max_len")
     require_same_device(values=values, segment_ids=segment_ids)
-    _check_fill(fill, values.dtype)
+    fill = _check_fill(fill, values.dtype)  # type: ignore[assignment]
     if values.dtype.is_floating_point and isinstance(fill, int) and not isinstance(fill, bool):
         fill = float(fill)  # (torch.full converts an int beyond int64 to no float dtype)
     lead = segment_ids.shape
@@ -220,6 +242,7 @@ def pad_segments(
     rank = position - run_start
 
     if num_segments is None or max_len is None:
+        _require_values(segment_ids, "num_segments and max_len", "pad_segments")
         if segment_ids.numel() == 0:
             sizes = [0, 0]
         else:

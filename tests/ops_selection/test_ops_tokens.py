@@ -343,3 +343,20 @@ def test_small_quality_scores_still_select_diverse_tokens():
     ids = torch.zeros(3, dtype=torch.long)
     got = select_tokens_per_segment(features, ids, keep_per_segment=2, quality=quality)
     assert got.tolist() == [0, 2]  # not [0, 1]: the top-2 by quality are one direction
+
+
+@pytest.mark.parametrize("infinite", [math.inf, -math.inf])
+def test_an_infinite_quality_is_the_largest_one_on_every_backend(infinite):
+    """inf / inf turned the token's scaled quality into NaN, which torch sorted first and NumPy
+    last: the backends kept different tokens."""
+    features = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([-1, 0, 0, 0, 0, 1, 1, 1, 1, -1])
+    quality = torch.ones(10)
+    quality[1] = infinite
+    big = quality.clone()
+    big[1] = math.copysign(torch.finfo(torch.float32).max, infinite)
+    expected = select_tokens_per_segment(features, ids, 0.5, quality=big, backend="torch")
+    assert 1 in expected.tolist()
+    for backend in ["numba"] * numba_available() + ["numpy", "torch"]:
+        kept = select_tokens_per_segment(features, ids, 0.5, quality=quality, backend=backend)
+        assert kept.tolist() == expected.tolist(), backend

@@ -130,6 +130,8 @@ def select_dpp_host(
         q = cpu_array(quality.to(features.dtype))[slots]  # any float dtype (bfloat16 too)
     usable = mask & ~np.isnan(q)  # a NaN quality: never selected, last in the fill
     q = np.where(usable, q, 0).astype(gram.dtype, copy=False)
+    big = np.finfo(q.dtype).max  # (+-inf: the largest magnitude, as ops.tokens does)
+    q = np.clip(q, -big, big)
     if quality is not None and q.size:  # eps is relative to the segment's largest q^2 (as ops.tokens)
         top = np.abs(q).max(axis=1, keepdims=True)
         q = q / np.where(top > 0, top, 1).astype(q.dtype, copy=False)

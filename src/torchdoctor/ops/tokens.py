@@ -170,7 +170,7 @@ def select_tokens_per_segment(
         quality: ``(n,)`` relevance of each token (CDPruner's conditional kernel); optional
             for ``"dpp"`` and ``"greedy_cosine"``, required for ``"topk"``. A token whose
             quality is NaN is never selected; it is kept only when its segment's quota cannot
-            be met otherwise.
+            be met otherwise. An infinite quality counts as the dtype's largest magnitude.
         method: ``"dpp"``: greedy DPP MAP (:func:`torchdoctor.ops.dpp.dpp_greedy`'s algorithm) on the
             kernel ``diag(q) S diag(q)``, ``S`` the cosine similarities of the segment's
             L2-normalized tokens, built for all segments with one batched matmul of the raw
@@ -265,6 +265,9 @@ def select_tokens_per_segment(
     # A NaN quality makes a token unusable: never selected, last in the fill (quota still met).
     usable = mask & ~torch.isnan(q)
     q = torch.where(usable, q, 0)
+    if q.is_floating_point():  # (+-inf: the dtype's largest magnitude, so the scaling below
+        big = torch.finfo(q.dtype).max  # gives 1, not inf / inf = NaN; every backend agrees)
+        q = q.clamp(-big, big)
     if method == "dpp" and quality is not None and q.numel():  # eps is relative to the segment's largest q^2
         top = q.abs().amax(1, keepdim=True)  # (a scale per segment keeps every ranking)
         q = q / torch.where(top > 0, top, 1)

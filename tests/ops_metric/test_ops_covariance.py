@@ -42,6 +42,17 @@ def test_covariance_ema_loads_a_state_of_another_shape_like_a_fresh_one():
         used.update(torch.eye(2, dtype=torch.float64))
 
 
+def test_covariance_ema_loads_the_state_of_one_never_updated_as_a_reset():
+    """The state of a fresh EMA has no average: loading it raised "Missing key(s): average"
+    after setting num_updates to 0 and keeping the old average."""
+    used = CovarianceEMA(decay=0.9)
+    used.update(torch.eye(2))
+    used.load_state_dict(CovarianceEMA(decay=0.9).state_dict())
+    assert used.average is None and int(used.num_updates) == 0
+    used.update(torch.eye(3))  # (a new shape is fine, as after reset())
+    assert used.value().shape == (3, 3)
+
+
 def test_covariance_ema_first_updated_under_inference_mode_keeps_updating_outside_it():
     """A warm-up pass under inference_mode made the average an inference tensor: every later
     update in training raised torch's in-place error."""

@@ -190,7 +190,9 @@ class CovarianceEMA(nn.Module):
         # The average is created lazily; make room for a saved one before loading it. A state
         # of another shape replaces the average, as after reset(): the state is the whole EMA.
         saved = state_dict.get(prefix + "average")
-        if saved is not None and self.average is None:
+        if saved is None and prefix + "num_updates" in state_dict:
+            self.average = None  # (the state of an EMA never updated: no average either)
+        elif saved is not None and self.average is None:
             self.average = torch.empty_like(saved)
         elif saved is not None and self.average.shape != saved.shape:
             self.average = self.average.new_empty(saved.shape)  # keeps this EMA's dtype, device

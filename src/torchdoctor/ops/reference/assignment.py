@@ -63,7 +63,7 @@ def greedy_assignment_reference(
     columns = torch.full((flat.shape[0], rows), -1, dtype=torch.long)
     totals = []
     for b, problem in enumerate(flat.tolist()):
-        sign = -1.0 if maximize else 1.0
+        sign = -1 if maximize else 1  # (an int: int64 costs past 2**53 stay exact)
         pairs = sorted(
             (sign * problem[r][c], r * cols + c)
             for r in range(rows)

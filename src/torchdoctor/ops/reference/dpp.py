@@ -44,11 +44,18 @@ def dpp_greedy_reference(
         >>> dpp_greedy_reference(torch.eye(3), k=5)[0]
         [0, 1, 2]
     """
+    # As the op: an item masked out or with a NaN diagonal is never selected and has no
+    # effect on the others (its row may hold NaN): run on the other items' kernel only.
+    usable = ~torch.diagonal(kernel).isnan()
+    if mask is not None:
+        usable &= mask.to(torch.bool)
+    if not bool(usable.all()):
+        keep = usable.nonzero().flatten()
+        picked, log_det = dpp_greedy_reference(kernel[keep][:, keep], k, eps)
+        return [int(keep[i]) for i in picked], log_det
     n = kernel.shape[0]
     cis = torch.zeros(min(k, n), n, dtype=kernel.dtype, device=kernel.device)
     gains = torch.diagonal(kernel).clone()
-    if mask is not None:
-        gains[~mask] = -math.inf
     selected: list[int] = []
     log_det = 0.0
     while len(selected) < min(k, n):

@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = [
@@ -26,9 +28,12 @@ def pairwise_mahalanobis_loop(x: torch.Tensor, y: torch.Tensor, cov: torch.Tenso
         1.0
     """
     batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2], cov.shape[:-2])
-    x = x.expand(*batch, *x.shape[-2:]).reshape(-1, *x.shape[-2:])
-    y = y.expand(*batch, *y.shape[-2:]).reshape(-1, *y.shape[-2:])
-    cov = cov.expand(*batch, *cov.shape[-2:]).reshape(-1, *cov.shape[-2:])
+    count = math.prod(batch)  # (not -1: an empty x or y leaves the batch size ambiguous)
+    x = x.expand(*batch, *x.shape[-2:]).reshape(count, *x.shape[-2:])
+    y = y.expand(*batch, *y.shape[-2:]).reshape(count, *y.shape[-2:])
+    cov = cov.expand(*batch, *cov.shape[-2:]).reshape(count, *cov.shape[-2:])
+    if count == 0:
+        return x.new_zeros(*batch, x.shape[1], y.shape[1])
     images = []
     for b in range(x.shape[0]):
         rows = []

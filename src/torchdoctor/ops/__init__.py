@@ -8,7 +8,9 @@ microseconds instead of torch's per-op launch overhead: ``linear_assignment`` de
 scipy, ``dpp_greedy`` and ``select_tokens_per_segment`` step in a loop compiled by numba when it
 is installed (``pip install "torchdoctor[fast]"``), else as NumPy calls. On an accelerator they
 run as tensor ops with no host sync; ``method="torch"`` / ``backend="torch"`` forces that path
-anywhere (it is tested to give the same result).
+anywhere (it is tested to give the same result). Scalar hyperparameters (``eps``, ``margin``,
+``shrinkage``, ``jitter`` ...) are read on the host: give Python numbers, since a 0-dim tensor
+on an accelerator costs one host sync per call.
 
 Example:
     >>> import torch

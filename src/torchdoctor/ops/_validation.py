@@ -269,7 +269,9 @@ def require_count(value: object, name: str, least: int = 0, what: str | None = N
 def require_real(value: object, name: str) -> None:
     """Raise TypeError unless ``value`` is a real number: a Python or NumPy int/float, or a
     0-dim real (integer or floating-point) tensor; a tensor of any other shape (e.g. one value
-    per batch element) is refused. Range checks stay with the op, which knows the range.
+    per batch element) is refused. Range checks stay with the op, which knows the range. The
+    ops read such a hyperparameter on the host: a 0-dim tensor on an accelerator costs one host
+    sync per call there, so pass Python numbers on a hot path.
 
     Example:
         >>> require_real(1e-6, "eps")

@@ -173,7 +173,7 @@ def _jitter_scale(cov: torch.Tensor) -> torch.Tensor:
 
 def _raise_not_spd(cov: torch.Tensor, failed: torch.Tensor, jitter: float, tries: int) -> None:
     index = tuple(int(i) for i in failed.nonzero()[0].tolist()) if failed.ndim else ()
-    scale = float(_jitter_scale(cov)[index])
+    scale = float(_jitter_scale(cov.detach())[index])
     tried = (
         f"adding jitter up to {jitter * 10.0 ** (tries - 1) * scale:.3e} to the diagonal"
         if tries > 0 and scale > 0

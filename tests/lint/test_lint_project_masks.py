@@ -229,7 +229,7 @@ def test_datasets_that_move_their_items_or_sit_in_a_dict_need_no_workers(tmp_pat
                         return self.x[i].to(self.device)
                 class Files(Dataset):
                     def __getitem__(self, i):
-                        return torch.load(f"{i}.pt")
+                        return torch.load(f"{i}.pt").to("cuda")
             """,
             "train.py": """
                 import torch
@@ -245,7 +245,7 @@ def test_datasets_that_move_their_items_or_sit_in_a_dict_need_no_workers(tmp_pat
         },
     )
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD401"])]
-    assert found == [("train.py", 9)]  # (only the Dataset that reads files per item)
+    assert found == [("train.py", 9)]  # (only the Dataset that reads a file per item)
 
 
 def test_a_samplers_set_up_runs_once_per_sampling_not_per_step(tmp_path: Path) -> None:

@@ -414,3 +414,30 @@ def beam_step(model, hyps, src, beam, vocab):
             new_hyps.append(pos)
         hyps = new_hyps
     return hyps
+
+
+class UserTower(torch.nn.Module):
+    def forward(self, user_id, hist):
+        mask = hist != 0
+        lengths = mask.sum(1, keepdim=True)
+        if (lengths == 0).any():  # expect: TD205
+            lengths = lengths.clamp(min=1)
+        return self.emb(hist).sum(1) / lengths
+
+
+class ContrastHead(torch.nn.Module):
+    def compute_preds(self, x, y, negatives):
+        neg_is_pos = (y == negatives).all(-1)
+        logits = torch.cosine_similarity(x, torch.cat([y[None], negatives]), dim=-1)
+        if neg_is_pos.any():  # expect: TD205
+            logits[1:] = logits[1:].masked_fill(neg_is_pos, float("-inf"))
+        return logits
+
+    def forward(self, x, y, negatives):
+        return self.compute_preds(x, y, negatives)
+
+    def describe(self, x, n_layers):
+        depth = n_layers * 2
+        if depth > 4:  # near-miss: Python numbers in a method forward never runs
+            return x
+        return x

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import re
 
 from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.visitor import dotted, method_name
@@ -29,6 +30,10 @@ def _items(container: ast.AST) -> list[ast.AST]:
     if isinstance(container, ast.Dict):
         return [v for v in container.values if v is not None]
     return list(container.elts) if isinstance(container, ast.List | ast.Tuple) else []
+
+
+#: calls that read an item from storage (a file-backed dataset: workers pay off)
+_READS = re.compile(r"(?i)open|load|read|fromfile|decode")
 
 
 class LoaderDatasets:
@@ -75,7 +80,8 @@ class LoaderDatasets:
     def _moves_items(self, value: ast.AST) -> bool:
         """``TabularDataset(..., device=device)``: a Dataset class of the file or the project
         whose ``__getitem__`` copies each item to the device (``.to(self.device)``,
-        ``.cuda()``); workers cannot do that and pinning a device tensor fails."""
+        ``.cuda()``) from memory; workers cannot do that and pinning a device tensor fails.
+        One that also reads a file per item still wants workers (and its copy moved out)."""
         name = value.func.id if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) else None
         project, tree = self.context.project, self.context.tree
         found = [c for c in (tree.body if tree is not None else ())
@@ -84,7 +90,10 @@ class LoaderDatasets:
             project.module_class(name) if project is not None and name else None)
         get = next((f for f in getattr(owner, "body", ()) if isinstance(f, ast.FunctionDef)
                     and f.name == "__getitem__"), None)  # fmt: skip
-        return get is not None and any(
+        if get is None or any(isinstance(c, ast.Call) and _READS.search(
+                (dotted(c.func) or "").rsplit(".", 1)[-1]) for c in ast.walk(get)):  # fmt: skip
+            return False  # (it reads a file per item: workers pay, once the copy moves out)
+        return any(
             isinstance(c, ast.Call) and (method_name(c) == "cuda" or (method_name(c) == "to" and (
                 "device" in ast.unparse(c) or "cuda" in ast.unparse(c))))  # (another file's)
             for c in ast.walk(get))  # fmt: skip

@@ -313,12 +313,12 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             )
         if isinstance(receiver, ast.Compare):  # `(loss > 10).any()`: a bool tensor
             operands = [receiver.left, *receiver.comparators]
-            inputs = self._forward_inputs(expr)  # (`(edge_index >= n).any()` in forward)
+            inputs = self._forward_tensors(expr)  # (`(edge_index >= n).any()` in forward)
             return any(self.looks_like_tensor(o) or _sliced_in_dims(o)
                        or (isinstance(o, ast.Name | ast.Subscript) and root_name(o) in inputs)
                        for o in operands) or self._reduces_a_forward_input(expr)  # fmt: skip
-        if isinstance(receiver, ast.Name) and receiver.id in self._forward_inputs(expr):
-            return True  # `if mask.any():` on forward's tensor argument
+        if isinstance(receiver, ast.Name) and receiver.id in self._forward_tensors(expr):
+            return True  # `if mask.any():` on forward's tensor argument (or one made of them)
         if isinstance(receiver, ast.Name):  # (also `norm = clip_grad_norm_(...)`: a tensor)
             return self.looks_like_tensor(receiver)
         last = (dotted(receiver) or "").rsplit(".", 1)[-1]

@@ -256,15 +256,27 @@ class ForwardAndCallSyncs:
         scope = self._forward_of(node)
         if scope is None:
             scope = self.enclosing_scope(node)
-            project = self.context.project
-            if not (
+            project, owner = self.context.project, self.parent(scope)
+            forward = next((f for f in getattr(owner, "body", ()) if isinstance(f, FUNCTIONS)
+                            and f.name == "forward"), None)  # fmt: skip
+            if isinstance(scope, FUNCTIONS) and isinstance(owner, ast.ClassDef) and (
+                    forward is not None and scope in _run_by_forward(owner, forward)[1:]):
+                pass  # (a method its forward runs: wav2vec 2.0's compute_preds)
+            elif not (
                 isinstance(scope, FUNCTIONS)
-                and isinstance(self.parent(scope), ast.Module)
+                and isinstance(owner, ast.Module)
                 and project is not None
                 and project.called_in_forward(scope.name, self.context.path) is not None
             ):
                 return set()
         return {a.arg for a in [*scope.args.posonlyargs, *scope.args.args]} - {"self"}
+
+    def _forward_tensors(self, node: ast.AST) -> set[str]:
+        """:meth:`_forward_inputs` and the names the forward computes from them (``mask = hist
+        != 0``; ``lengths = mask.sum(1)``), not read to the host."""
+        inputs = self._forward_inputs(node)
+        scope = self.enclosing_scope(node)
+        return _derived(inputs, scope) if inputs and isinstance(scope, FUNCTIONS) else inputs
 
     def _reduces_a_forward_input(self, expr: ast.AST) -> bool:
         """``x.sum()`` / ``x.max()`` / ``x.abs().mean()`` / ``(x[0] >= n).any()`` of a forward

@@ -1,5 +1,7 @@
 # TD601 / TD602 / TD603 / TD604 fixtures.
+import numpy as np
 import torch
+from tqdm import tqdm
 
 
 class Policy(torch.nn.Module):
@@ -485,3 +487,18 @@ def rlhf_loop(policy, ref_model, prompts, iterations):
     for it in range(iterations):  # near-miss: it trains, through ppo_update's own loops
         batch = ref_model(prompts[it])
         ppo_update(policy, optimizer, batch, 4)
+
+
+class DDIMSampler:
+    @torch.no_grad()
+    def sample(self, cond_ids, uncond_ids, shape, keep_mask, known):
+        c = self.text_encoder(cond_ids)[0]
+        img = torch.randn(shape, device=self.device)
+        time_range = np.flip(self.ddim_timesteps)
+        iterator = tqdm(time_range, total=len(time_range))
+        for i, step in enumerate(iterator):
+            uc = self.text_encoder(uncond_ids)[0]  # expect: TD601
+            ts = torch.full((shape[0],), step, device=self.device, dtype=torch.long)
+            img[keep_mask] = known[keep_mask]  # expect: TD603
+            img = self.p_sample_ddim(img, c, uc, ts, i)
+        return img

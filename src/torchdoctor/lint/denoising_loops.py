@@ -13,6 +13,8 @@ from torchdoctor.lint.visitor import MODEL_NAME, dotted, dotted_names_in, method
 
 STEP_COUNT = re.compile(r"inference_steps|sampling_steps|denois|diffusion_steps", re.IGNORECASE)
 _WRAPPERS = frozenset({"enumerate", "tqdm", "reversed", "list", "iter", "progress_bar", "track"})
+#: functions that reverse a sequence of timesteps (a sampler walks them backwards)
+_FLIPS = frozenset({"np.flip", "numpy.flip", "torch.flip", "np.flipud", "numpy.flipud"})
 
 
 def unwrap_iter(it: ast.AST) -> ast.AST:
@@ -32,6 +34,8 @@ def unwrap_iter(it: ast.AST) -> ast.AST:
             and (it.args or it.keywords)
         ):
             it = it.args[0] if it.args else it.keywords[0].value
+        elif isinstance(it, ast.Call) and dotted(it.func) in _FLIPS and it.args:
+            it = it.args[0]  # (LDM's DDIM: np.flip(self.ddim_timesteps))
         elif isinstance(it, ast.Subscript) and (
             isinstance(it.slice, ast.Slice)
             or (
@@ -89,7 +93,8 @@ def is_denoising_iter(it: ast.AST) -> bool:
     steps = range_call(it)
     if steps is not None:
         return any(STEP_COUNT.search(ast.unparse(a)) for a in steps.args)
-    return (dotted(unwrap_iter(it)) or "").rsplit(".", 1)[-1] == "timesteps"
+    last = (dotted(unwrap_iter(it)) or "").rsplit(".", 1)[-1]
+    return last == "timesteps" or last.endswith("_timesteps")  # (self.ddim_timesteps)
 
 
 #: functions named like an evaluation or a sampler (TD602) ...

@@ -16,6 +16,7 @@ from torchdoctor.lint.denoising_loops import (
     loops_over_modules,
     range_call,
     timesteps_read,
+    unwrap_iter,
 )
 from torchdoctor.lint.eval_loops import NO_GRAD, eval_loops, loaded_in_eval_mode, under_no_grad
 from torchdoctor.lint.mask_writes import mask_assignments
@@ -110,7 +111,7 @@ class InferenceRules(RuleVisitor):
     def _is_sampling_loop(self, node: ast.For) -> bool:
         """A denoising iterator, or a loop over range(...) with a timestep-like variable in a
         sampling function (``def sample(...): for t in reversed(range(steps)):``)."""
-        if is_denoising_iter(node.iter):
+        if is_denoising_iter(node.iter) or is_denoising_iter(self._named_iter(node)):
             return True
         steps = self._torch_steps(node.iter)  # torch.linspace(999, 0, n).long()
         if range_call(node.iter) is None and steps is None:
@@ -235,6 +236,19 @@ class InferenceRules(RuleVisitor):
                     f"(through `{self.code_of(call.func)}(...)` at line {call.lineno}): compute "
                     "it once before the loop and pass the result in",
                 )
+
+    def _named_iter(self, node: ast.For) -> ast.AST:
+        """What a loop over a name iterates, through up to two single assignments of the
+        function (LDM's ``time_range = np.flip(timesteps)``; ``iterator = tqdm(time_range)``;
+        ``for i, step in enumerate(iterator)``); the header itself otherwise."""
+        it, scope = node.iter, self.enclosing_scope(node)
+        for _ in range(2):
+            name = unwrap_iter(it)
+            values = self.assigned_values(scope, name.id) if isinstance(name, ast.Name) else []
+            if len(values) != 1:
+                break
+            it = values[0]
+        return it
 
     def _bound_once(self, call: ast.Call, loop: ast.AST) -> list[str]:
         """The names a statement of the loop's body binds to ``call``'s result (``latent, _, _

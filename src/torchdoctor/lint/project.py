@@ -354,7 +354,7 @@ class Project:
 
         Example:
             >>> project = Project()
-            >>> project.add("data.py", "class Rows:\n    def __getitem__(self, i):\n        return i\n")
+            >>> project.add("data.py", "class Rows:\\n    def __getitem__(self, i):\\n        return i\\n")
             >>> project.module_class("Rows").name, project.module_class("Other")
             ('Rows', None)
         """

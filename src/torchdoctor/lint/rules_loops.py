@@ -107,7 +107,8 @@ class LoopRules(RuleVisitor):
         (
             _IMPORTS_TORCH,
             r"where\(|nonzero|argwhere|masked_select|\.eq\(|\[(?:[^\[\]\n]|\[[^\]\n]*\])*==|"
-            r"linear_sum_assignment|"  # (x[batch[:, 1] == r]: a subscript inside the mask)
+            r"linear_sum_assignment|\n[ \t]*\w+[ \t]*=[ \t]*[\w.]+(\[[^\]\n]*\])?[ \t]*==[^=]|"
+            # (x[batch[:, 1] == r]: a subscript inside the mask; sel = batch == g on its own line)
             r"==[^=\n]*\)\.(sum|count_nonzero)\(",
         ),
         (_IMPORTS_TORCH, "enumerate", r"tolist|cpu\(|numpy\("),
@@ -130,6 +131,9 @@ class LoopRules(RuleVisitor):
                 ):
                     mask = assign.value
                     break
+        if isinstance(mask, ast.BinOp) and isinstance(mask.op, ast.BitAnd | ast.BitOr):
+            # ((pred == c) & (target == c)).sum(): a per-class IoU's masks, one pass per class
+            return self._mask_loop(node, mask.left) or self._mask_loop(node, mask.right)
         sides = equality_sides(mask)
         if sides is None:
             return None
@@ -228,13 +232,14 @@ class LoopRules(RuleVisitor):
         ):
             mask = args[0] if names & _COUNT_CALLS else node.func.value  # type: ignore[attr-defined]
             if self._mask_loop(node, mask) is not None:
-                self.report(
-                    node,
-                    "TD301",
-                    f"counting `{self.code_of(mask)}` inside a loop over values: one full pass "
-                    "per value; torch.bincount(x, minlength=n) counts every value in one pass "
-                    "(torch.unique(x, return_counts=True) for values that are not 0..n-1)",
-                )
+                how = ("torch.bincount(x, minlength=n) counts every value in one pass "
+                       "(torch.unique(x, return_counts=True) for values that are not 0..n-1)")
+                if isinstance(mask, ast.BinOp):  # (a per-class intersection or union)
+                    how = ("every class at once: intersection = torch.bincount(pred[pred == "
+                           "target], minlength=n), union = torch.bincount(pred, minlength=n) "
+                           "+ torch.bincount(target, minlength=n) - intersection")
+                self.report(node, "TD301", f"counting `{self.code_of(mask)}` inside a loop "
+                            f"over values: one full pass per value; {how}")  # fmt: skip
         if names & LSA and any(
             self._from_tensor(a, node) for a in [*node.args, *(k.value for k in node.keywords)]
         ):

@@ -1,5 +1,7 @@
 """TD204 host tensors moved to the device every step; TD505 float64 in a CUDA training step."""
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -68,3 +70,15 @@ class Jitter(nn.Module):
 
 def make_grid(n, device):  # near-miss: nothing runs it per step
     return torch.arange(n).to(device)
+
+
+def timestep_embedding(timesteps, dim, max_period=10000):
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half).to(timesteps.device)  # expect: TD204
+    args = timesteps[:, None].float() * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimeUNet(torch.nn.Module):
+    def forward(self, x, t):
+        return self.body(x, timestep_embedding(t, 64))

@@ -1,5 +1,7 @@
 """TD511 a constant tensor built from a Python literal on every call or step."""
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -105,3 +107,15 @@ LOG_TWO = torch.log(torch.tensor(2.0))  # near-miss: computed once, at import
 class Softplus(nn.Module):
     def forward(self, x):
         return x * torch.sqrt(torch.exp(self.log_var))  # near-miss: a parameter, not a literal
+
+
+def pinn_residual(model, x, t):
+    nu = torch.tensor([0.01 / math.pi], device=x.device, dtype=x.dtype)  # expect: TD511
+    u = model(torch.cat([x, t], 1))
+    return u * nu
+
+
+def pinn_train(model, opt, xs, ts):
+    for x, t in zip(xs, ts):
+        pinn_residual(model, x, t).mean().backward()
+        opt.step()

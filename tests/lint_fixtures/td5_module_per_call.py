@@ -53,3 +53,21 @@ def train_step(model, batch, optimizer):
     loss = (model(batch[0]) * scale).sum()
     loss.backward()
     optimizer.step()
+
+
+class DividedSpaceTime(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+        self.temporal_fc = None
+
+    def forward(self, x):
+        self.temporal_fc = nn.Linear(self.dim, self.dim, device=x.device)  # expect: TD513
+        return x + self.temporal_fc(x)
+
+
+class LazyHead(nn.Module):
+    def forward(self, x):
+        if self.head is None:
+            self.head = nn.Linear(x.shape[-1], 10).to(x.device)  # near-miss: built once, lazily
+        return self.head(x)

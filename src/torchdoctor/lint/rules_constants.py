@@ -146,6 +146,8 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             return 1 if sides == (1, 1) else 0
         if isinstance(node, ast.Name):
             return 1 if self._module_constant(node.id) == 1 and self._scalar_constant(node.id) else 0
+        if isinstance(node, ast.Attribute) and self.qualified_names(node) & _MATH_CONSTANTS:
+            return 1  # ([0.01 / math.pi]: a PINN's viscosity)
         return numbers_in_literal(node)
 
     def _scalar_constant(self, name: str) -> bool:
@@ -212,6 +214,9 @@ class ConstantRules(PerStepCalls, RuleVisitor):
         return self.per_step_call(scope)
 
 
+#: named numbers of the math, NumPy and torch modules
+_MATH_CONSTANTS = frozenset(f"{m}.{c}" for m in ("math", "numpy", "torch")
+                            for c in ("pi", "e", "tau", "inf"))  # fmt: skip
 #: torch functions of one number that the math module computes on a Python float
 _MATH = frozenset({"log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "sin",
                    "cos", "tan", "tanh", "atan", "erf", "lgamma"})  # fmt: skip

@@ -148,10 +148,14 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
 
     # -- TD204 -------------------------------------------------------------------------------
     def _check_moved(self, factory: ast.Call) -> None:
-        attribute = self.parent(factory)
-        composed = isinstance(attribute, (ast.Compare, ast.BinOp))  # ((torch.rand(n) > p).cuda())
-        if composed:
-            attribute = self.parent(attribute)
+        attribute, child, composed = self.parent(factory), factory, False
+        for _ in range(6):  # ((torch.rand(n) > p).cuda()); torch.exp(-c * torch.arange(h) / h).to(d)
+            if isinstance(attribute, ast.Compare | ast.BinOp | ast.UnaryOp) or (
+                    isinstance(attribute, ast.Call) and child in attribute.args
+                    and any(n.startswith("torch.") for n in self.callee(attribute))):  # fmt: skip
+                attribute, child, composed = self.parent(attribute), attribute, True
+            else:
+                break
         move = self.parent(attribute)
         if not (
             isinstance(attribute, ast.Attribute)

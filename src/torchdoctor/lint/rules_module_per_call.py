@@ -93,7 +93,7 @@ class ModulePerCallRules(PerStepCalls, RuleVisitor):
             return False
         targets = [t for t in statement.targets]
         if any(isinstance(t, ast.Attribute) for t in targets):
-            return True
+            return self._conditional(statement)  # (unconditional: rebuilt every call anyway)
         names = {t.id for t in targets if isinstance(t, ast.Name)}
         scope = self.enclosing_scope(node)
         return any(
@@ -103,6 +103,16 @@ class ModulePerCallRules(PerStepCalls, RuleVisitor):
             and any(isinstance(t, ast.Attribute) for t in other.targets)
             for other in ast.walk(scope)
         )
+
+    def _conditional(self, statement: ast.AST) -> bool:
+        """``statement`` runs under a test in its function (``if self.proj is None:``, a
+        shape check, a ``try``): a lazy build, not one per call."""
+        scope, parent = self.enclosing_scope(statement), self.parent(statement)
+        while parent is not None and parent is not scope:
+            if isinstance(parent, ast.If | ast.Try | ast.IfExp):
+                return True
+            parent = self.parent(parent)
+        return False
 
     def _per_call(self, node: ast.Call) -> str | None:
         """``on every call of Cls.forward`` / ``at every step of the training loop at line

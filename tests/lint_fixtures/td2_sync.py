@@ -1,4 +1,6 @@
 # TD201 / TD202 / TD203 fixtures.
+import math
+
 import numpy as np
 import torch
 import torch as T
@@ -441,3 +443,17 @@ class ContrastHead(torch.nn.Module):
         if depth > 4:  # near-miss: Python numbers in a method forward never runs
             return x
         return x
+
+
+def tacotron_train(model, loader, optimizer, criterion, dim):
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        reduced_loss = loss.item()  # expect: TD201
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if math.isnan(grad_norm) or math.isinf(reduced_loss):  # expect: TD201
+            print("overflow")
+        scale = math.sqrt(dim)  # near-miss: a Python number
+        print(scale)

@@ -220,7 +220,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
                 pass  # (Tensor.numpy() raises on a CUDA tensor: this one is on the host)
             elif not self._moves_a_module(node) and not self.host_data_read(node):
                 self._report_sync(node, f"`.{name}()`")
-        elif names & SCALAR_CASTS.keys() and len(node.args) == 1 and not node.keywords:
+        elif names & (SCALAR_CASTS.keys() | _MATH_READS) and len(node.args) == 1 and not node.keywords:
             arg = node.args[0]
             inner = method_name(arg) if isinstance(arg, ast.Call) else None
             if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg):
@@ -430,6 +430,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
 _LOGGER_READS = frozenset({"add_scalar", "add_scalars", "add_histogram"})
 #: NumPy reading a tensor: np.array(t) is t.cpu().numpy()
 _NUMPY_CONVERSIONS = frozenset({"numpy.array", "numpy.asarray", "numpy.float32", "numpy.float64"})
+#: math functions of a float: given a tensor, they read it (Tacotron 2's math.isnan(grad_norm))
+_MATH_READS = frozenset(f"math.{f}" for f in ("isnan", "isinf", "isfinite", "sqrt", "log", "exp"))
 _EXITS = frozenset({"sys.exit", "builtins.exit", "builtins.quit", "os._exit", "os.abort"})
 
 

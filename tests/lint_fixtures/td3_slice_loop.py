@@ -281,3 +281,17 @@ class RSSM(nn.Module):
             state = self.step(state * keep, actions[:, t], embed[:, t])  # expect: TD307
             posts.append(state)
         return torch.stack(posts, 1)
+
+
+class CaptionDecoder(nn.Module):
+    def forward(self, encoder_out, captions, decode_lengths):
+        embeddings = self.embedding(captions)
+        h, c = self.init_hidden_state(encoder_out)
+        predictions = []
+        for t in range(max(decode_lengths)):
+            batch_size_t = sum([length > t for length in decode_lengths])
+            awe = self.attention(encoder_out[:batch_size_t], h[:batch_size_t])
+            step_in = torch.cat([embeddings[:batch_size_t, t, :], awe], dim=1)  # expect: TD307
+            h, c = self.decode_step(step_in, (h[:batch_size_t], c[:batch_size_t]))
+            predictions.append(self.fc(h))
+        return predictions

@@ -148,7 +148,8 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         """``(the varying index, tuple form)`` of ``x[:, t]`` / ``x[..., t]`` / ``x[t]``."""
         if not isinstance(index, ast.Tuple):
             return (index, False) if _loop_index(index) else None
-        varying = [e for e in index.elts if not _full(e)]
+        varying = [e for e in index.elts  # (x[:b, t, :]: the rows still being decoded,
+                   if not _full(e) and not isinstance(e, ast.Slice)]  # Show-Attend-Tell's)
         if len(varying) == 1 and _loop_index(varying[0]):
             return varying[0], True
         return None

@@ -150,3 +150,18 @@ class OptionalPaddingMask(nn.Module):
         if not padding_mask.any():  # expect: TD205
             padding_mask = None
         return x, padding_mask
+
+
+class TacotronEncoder(nn.Module):
+    def forward(self, x, input_lengths):
+        x = self.convs(x).transpose(1, 2)
+        input_lengths = input_lengths.cpu().numpy()  # expect: TD205
+        x = nn.utils.rnn.pack_padded_sequence(x, input_lengths, batch_first=True)
+        outputs, _ = self.lstm(x)
+        return nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True)[0]
+
+
+class Scorer(nn.Module):
+    def forward(self, x):
+        scores = self.head(x)
+        return scipy_rank(scores.detach().cpu().numpy())  # near-miss: exported to a host library

@@ -35,11 +35,15 @@ class ForwardAndCallSyncs:
         where = f"`{owner}.forward`" if owner is not None else self._helper_of_a_forward(node)
         if where is None:
             return
-        if what in {"`.cpu()`", "`.numpy()`"} and self._exports_to_host_library(
+        packs = self._feeds_packing(node)
+        if what in {"`.cpu()`", "`.numpy()`"} and not packs and self._exports_to_host_library(
             self.enclosing_scope(node)
         ):
             return  # deliberate: the data feeds NumPy/SciPy (reported by TD303 where it fits)
         fix = (
+            "pack_padded_sequence wants the lengths on the CPU: pass the loader's CPU lengths "
+            "(keep them off the device when moving the batch), so nothing is read back"
+            if packs else
             "check it once where the data is made, or on a sample of calls (`python -O` "
             "strips asserts), or on the device without waiting: torch._assert_async(cond)"
             if isinstance(self.parent(node), ast.Assert)
@@ -52,6 +56,22 @@ class ForwardAndCallSyncs:
             f"{what} in {where} synchronizes with the GPU on every call and breaks "
             f"the torch.compile graph: {fix}",
         )
+
+    def _feeds_packing(self, node: ast.AST) -> bool:
+        """The host copy becomes the lengths of ``pack_padded_sequence`` (Tacotron 2's
+        ``input_lengths = input_lengths.cpu().numpy()``), directly or through a name."""
+        scope, statement = self.enclosing_scope(node), self.parent(node)
+        while statement is not None and not isinstance(statement, ast.stmt):
+            statement = self.parent(statement)
+        names = {n.id for t in getattr(statement, "targets", ()) for n in ast.walk(t)
+                 if isinstance(n, ast.Name)}  # fmt: skip
+        for call in ast.walk(scope):
+            if isinstance(call, ast.Call) and (dotted(call.func) or "").endswith("pack_padded_sequence"):
+                args = [*call.args, *(k.value for k in call.keywords)]
+                if any(node in ast.walk(a) or (isinstance(a, ast.Name) and a.id in names)
+                       for a in args):  # fmt: skip
+                    return True
+        return False
 
     def _helper_of_a_forward(self, node: ast.AST) -> str | None:
         """A module-level function some module's ``forward`` in the project calls, which runs

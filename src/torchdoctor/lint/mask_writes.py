@@ -110,13 +110,19 @@ def mask_assignments(
             made = [v for v in made if not _reshapes(v, name)] or made  # (keep.expand_as(x))
             if ("mask" in name.lower() or isinstance(index, ast.Compare)
                     or (made and all(makes_a_mask(v) for v in made))  # (known = m.bool())
-                    or _a_condition(rules.enclosing_scope(loop), name)):
+                    or used_as_condition(rules.enclosing_scope(loop), name)):
                 yield stmt, target  # fmt: skip
 
 
-def _a_condition(scope: ast.AST, name: str) -> bool:
+def used_as_condition(scope: ast.AST, name: str) -> bool:
     """``name`` is the condition of a ``torch.where(name, a, b)`` (``name[..., None]`` too) or
-    the mask of a ``masked_fill`` in ``scope``: a boolean tensor."""
+    the mask of a ``masked_fill`` in ``scope``: a boolean tensor.
+
+    Example:
+        >>> fn = ast.parse("def f(x, m):\\n    return torch.where(m[..., None], x, 0)").body[0]
+        >>> used_as_condition(fn, "m"), used_as_condition(fn, "x")
+        (True, False)
+    """
     for call in ast.walk(scope):
         if not (isinstance(call, ast.Call) and call.args):
             continue
@@ -124,8 +130,9 @@ def _a_condition(scope: ast.AST, name: str) -> bool:
         if not ((last == "where" and len(call.args) == 3) or last in ("masked_fill", "masked_fill_")):
             continue
         first = call.args[0]
-        while isinstance(first, ast.Subscript):
-            first = first.value
+        while isinstance(first, ast.Subscript) or (  # (m[..., None], m.unsqueeze(-1))
+                isinstance(first, ast.Call) and method_name(first) in _KEEPS_VALUES):
+            first = first.value if isinstance(first, ast.Subscript) else first.func.value  # type: ignore[attr-defined]
         if isinstance(first, ast.Name) and first.id == name:
             return True
     return False

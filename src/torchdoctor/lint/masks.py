@@ -3,7 +3,8 @@ work whose size depends on the data (TD207): a comparison of tensors (``y != -10
 ``&`` / ``|`` of masks, a call that returns booleans (``torch.isfinite``, ``.bool()``,
 ``.any(dim)``, a factory with ``dtype=torch.bool``), a ``torch.cat`` / ``torch.stack`` of a list
 the same function appends masks to, a name the same function assigns only such values, or a
-parameter named as a mask (``valid``, ``keep``, ``fg_mask``; not ``mask_idx``).
+parameter named as a mask (``valid``, ``keep``, ``fg_mask``; not ``mask_idx``) or given to
+``torch.where`` as its condition (wav2vec 2.0's ``mask_indices``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.mask_writes import used_as_condition
 from torchdoctor.lint.tensors import JOINS, python_number
 from torchdoctor.lint.visitor import keyword, method_name
 
@@ -112,7 +114,9 @@ class MaskValues:
             if len(values) > 1:  # (keep = [] before keep = torch.cat(keep): the list it joins)
                 values = [v for v in values if not (isinstance(v, ast.List) and not v.elts)]
             if not values:  # (a parameter named as a mask: `def silog_loss(pred, gt, valid)`)
-                return _MASK_PARAMETER.search(expr.id) is not None and expr.id in _parameters(scope)
+                return expr.id in _parameters(scope) and (
+                    _MASK_PARAMETER.search(expr.id) is not None  # (mask_indices given to
+                    or used_as_condition(scope, expr.id))  # torch.where: wav2vec 2.0's booleans)
             return all(self._is_mask(v, scope, depth + 1) for v in values)
         return False
 

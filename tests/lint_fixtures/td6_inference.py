@@ -502,3 +502,13 @@ class DDIMSampler:
             img[keep_mask] = known[keep_mask]  # expect: TD603
             img = self.p_sample_ddim(img, c, uc, ts, i)
         return img
+
+
+@torch.no_grad()
+def greedy_summarize(model, enc_out, attention_mask, start_id, max_new_tokens):
+    dec_ids = torch.full((enc_out.shape[0], 1), start_id, device=enc_out.device)
+    for _ in range(max_new_tokens):
+        out = model(encoder_outputs=enc_out, attention_mask=attention_mask, decoder_input_ids=dec_ids, use_cache=False)  # expect: TD604
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        dec_ids = torch.cat([dec_ids, nxt], dim=1)
+    return dec_ids

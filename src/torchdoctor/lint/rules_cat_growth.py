@@ -213,8 +213,9 @@ def _decodes_with_a_cache(loop: ast.AST) -> bool:
         >>> _decodes_with_a_cache(loop.body[0])
         True
     """
-    return any(isinstance(n, ast.Call) and any(k.arg and _CACHE_KEYWORD.match(k.arg)
-                                               for k in n.keywords)
+    return any(isinstance(n, ast.Call) and any(k.arg and _CACHE_KEYWORD.match(k.arg) and not (
+                   isinstance(k.value, ast.Constant) and k.value.value in (False, None))
+                   for k in n.keywords)  # (use_cache=False: none)
                for n in _walk(loop))  # fmt: skip
 
 

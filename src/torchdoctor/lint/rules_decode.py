@@ -36,6 +36,11 @@ RULES = (
 #: a keyword that passes a cache: the call already reuses earlier keys and values (an
 #: encoder's output, nn.Transformer's ``memory``, is no cache of the decoder's own keys)
 _CACHE_KEYWORD = re.compile(r"past|cache|kv|state|^mems?$", re.IGNORECASE)
+
+
+def _off(value: ast.AST) -> bool:
+    """``False`` / ``None``: a cache keyword that turns the cache off (``use_cache=False``)."""
+    return isinstance(value, ast.Constant) and value.value in (False, None)
 #: ... of those, names an encoder's output has as well (a cache only when the loop carries it)
 _MEMORY = re.compile(r"^(mems?|states?)$", re.IGNORECASE)
 #: a module's methods that run its decoder on the sequence they are given
@@ -117,7 +122,8 @@ class DecodeRules(RuleVisitor):
                 or self._transformers_call(call)
             ):
                 continue
-            if any(k.arg and _CACHE_KEYWORD.search(k.arg) for k in call.keywords) or any(
+            if any(k.arg and _CACHE_KEYWORD.search(k.arg) and not _off(k.value)
+                   for k in call.keywords) or any(  # (use_cache=False: no cache at all)
                 isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) and a.id not in fed and (
                     not _MEMORY.match(a.id) or a.id in self.assigned_in(loop))  # (an encoder's
                 for a in call.args  # `mem` is no cache: one a step carries is; nor the states

@@ -45,3 +45,16 @@ class Captioner(nn.Module):
     def forward(self, h, feats):
         ctx, alpha = self.attend(h, feats)
         return ctx, alpha
+
+
+class CrossAttention(nn.Module):
+    def forward(self, tgt, memory):
+        B, Q, C = tgt.shape
+        h, hd = self.nhead, C // self.nhead
+        q = self.q_proj(tgt).view(B, Q, h, hd).transpose(1, 2)
+        k = self.k_proj(memory).view(B, -1, h, hd).transpose(1, 2)
+        v = self.v_proj(memory).view(B, -1, h, hd).transpose(1, 2)
+        weights = torch.matmul(q, k.transpose(-2, -1)) * hd**-0.5
+        weights = weights.softmax(dim=-1)  # expect: TD507
+        out = torch.matmul(self.dropout(weights), v).transpose(1, 2).reshape(B, Q, C)
+        return self.out_proj(out)

@@ -354,9 +354,9 @@ class ModelRules(RuleVisitor):
                 if isinstance(left, ast.Name) and left.id == name:
                     products.append(other.lineno)
             if isinstance(other, ast.Call) and self.callee(other) & MATMUL_CALLS:
-                if any(isinstance(a, ast.Name) and a.id == name  # (matmul(v, att.transpose(2, 1)))
-                       for a in map(_untransposed, other.args)):  # fmt: skip
-                    products.append(other.lineno)
+                if any(isinstance(a, ast.Name) and a.id == name  # (matmul(v, att.transpose(2, 1)),
+                       for a in map(_untransposed, map(_through_dropout, other.args))):  # fmt: skip
+                    products.append(other.lineno)  # matmul(self.dropout(att), v): DETR's)
         after = [line for line in products if line >= call.lineno]
         return min(after or products) if products else None
 
@@ -379,6 +379,13 @@ def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:
                                                              "transpose", "contiguous"}:
         return True
     return False
+
+
+def _through_dropout(expr: ast.AST) -> ast.AST:
+    """The argument of a one-argument call (``self.dropout(att)``), else ``expr``."""
+    if isinstance(expr, ast.Call) and len(expr.args) == 1 and not expr.keywords:
+        return expr.args[0]
+    return expr
 
 
 def _untransposed(expr: ast.AST) -> ast.AST:

@@ -105,6 +105,9 @@ class MaskValues:
                 scope, ast.unparse(expr)):  # fmt: skip
             return True  # (`~batch["done"]` in the function: a tensor of booleans; `~i` of a
             # plain name can be a Python int's reverse index)
+        if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Constant) and isinstance(
+                expr.slice.value, str) and _MASK_PARAMETER.search(expr.slice.value):  # fmt: skip
+            return True  # (mb["response_mask"]: a batch's entry named as a mask)
         if isinstance(expr, ast.Subscript):  # mask[:, 0]
             return self._is_mask(expr.value, scope, depth)
         if isinstance(expr, ast.Call):

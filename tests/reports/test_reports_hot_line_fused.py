@@ -99,3 +99,16 @@ def test_an_import_line_is_start_up_not_a_librarys_work_per_step():
     assert "of the step" in item.title and "no step boundary" not in " ".join(item.evidence)
     row["code"] = "x = torch.relu(x)"  # (not an import: the rule's usual advice)
     assert "importing" not in hot_line_advice(session)[0].title
+
+
+def test_gradient_clipping_is_told_what_it_is_with_no_forward_and_backward_split():
+    """nanoGPT's clip_grad_norm_ line read "0.456 ms forward + 0 ms backward" and was told to
+    use bf16 autocast or compile it, neither of which touches gradient clipping."""
+    session = _session("torch.nn.utils.clip_grad_norm_")
+    row = session["hot_lines"]["lines"][0]
+    row["backward_ms"], row["total_ms"] = {"mean": 0.0}, {"mean": 12.0}
+    row["top_ops"][0]["backward_ms"] = 0.0
+    (item,) = hot_line_advice(session)
+    assert "foreach=True" in item.fix and "autocast" not in item.fix
+    assert "forward +" not in item.evidence[0] and "per step" in item.evidence[0]
+    assert not any("bwd" in e for e in item.evidence)

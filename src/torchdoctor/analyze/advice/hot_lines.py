@@ -38,7 +38,6 @@ from torchdoctor.analyze.advice.compiled_lines import COMPILED_FIX, compiled_cod
 from torchdoctor.analyze.advice.dominant_kinds import attention_parts
 from torchdoctor.analyze.advice.hot_lines_cures import (
     LOOP_CALLS,
-    SPARSE_LAYOUT_CURE,
     Cure,
     cure_for,
     is_per_element_loop,
@@ -46,6 +45,19 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
     saving_note,
 )
 from torchdoctor.analyze.advice.hot_lines_data import hot_lines, not_sdpa_by_owner
+from torchdoctor.analyze.advice.hot_lines_fixes import (
+    CONV_NET_HOW,
+    CONV_NET_OPS,
+    CPU_BF16_ATTENTION,
+    FOREACH_OP_FIX,
+    FUSED_FIX,
+    GRAD_CLIP_FIX,
+    MATMUL_FIX,
+    OP_HOW,
+    SINGLE_OP_FIX,
+    SPARSE_COO_FIX,
+    SPARSE_FIX,
+)
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
 from torchdoctor.analyze.advice.start_up import import_advice, imported_modules
 from torchdoctor.session_read import installed_package
@@ -78,10 +90,9 @@ def findings_on(session: Mapping[str, Any], row: Mapping[str, Any]) -> list[dict
 def _ops_text(row: Mapping[str, Any]) -> str:
     parts = []
     for op in row["top_ops"][:3]:
-        parts.append(
-            f"{op['op']} {fmt_ms(op['forward_ms'])} fwd + {fmt_ms(op['backward_ms'])} bwd "
-            f"({fmt_count(op['calls_per_step'])} calls)"
-        )
+        split = (f"{fmt_ms(op['forward_ms'])} fwd + {fmt_ms(op['backward_ms'])} bwd"
+                 if float(op.get("backward_ms") or 0.0) > 0 else fmt_ms(op["forward_ms"]))  # fmt: skip
+        parts.append(f"{op['op']} {split} ({fmt_count(op['calls_per_step'])} calls)")
     return ", ".join(parts)
 
 
@@ -176,10 +187,12 @@ def _fix(row: Mapping[str, Any], cure: Cure | None, cpu_bf16: bool = False) -> s
     op = single_op(row)
     if op and op.startswith("torch._foreach_"):
         return FOREACH_OP_FIX.format(op=op)
+    if op and op.rsplit(".", 1)[-1] in ("clip_grad_norm_", "clip_grad_value_"):
+        return GRAD_CLIP_FIX.format(op=op)
     if not op:
         return NO_CURE_FIX
-    conv_net = any(part in op.lower() for part in _CONV_NET_OPS)
-    how = _CONV_NET_HOW if conv_net else _OP_HOW
+    conv_net = any(part in op.lower() for part in CONV_NET_OPS)
+    how = CONV_NET_HOW if conv_net else OP_HOW
     if "softmax" in op.lower():
         how += "; over a vocabulary: fewer classes, or the loss computed in chunks"
     return SINGLE_OP_FIX.format(op=op, how=how)
@@ -194,48 +207,6 @@ def _library_fix(row: Mapping[str, Any], package: str) -> str:
         "that work (how often it logs, moves batches or scales the loss); if none does, it is "
         "the framework's overhead, small beside the model when steps are larger."
     )
-
-
-#: the fix of a line that is one torch op (nothing on it to hoist or batch)
-SINGLE_OP_FIX = (
-    "The line is one {op} call: its time is the op's own, on these shapes. Nothing on the line "
-    "to hoist or batch; make the op cheaper ({how}) or accept it."
-)
-#: ops of a conv net, whose memory layout (channels_last) changes their kernels
-_CONV_NET_OPS = ("conv", "pool", "batch_norm", "interpolate", "upsample", "pad")
-_CONV_NET_HOW = (
-    "channels_last memory format or bf16 for a conv net's ops, torch.compile to fuse it with "
-    "the elementwise ops around it"
-)
-_OP_HOW = (
-    "bf16 under torch.autocast on a GPU, a smaller input, torch.compile to fuse it with the "
-    "elementwise ops around it"
-)
-
-
-#: the fix of a line that is one multi-tensor op (an EMA's torch._foreach_lerp_ over every
-#: parameter: timm's ModelEmaV3): already the batched form, its time is one pass over memory
-FOREACH_OP_FIX = (
-    "The line is one multi-tensor {op} call over a list of tensors (every parameter, for an "
-    "EMA or a hand-written update): already the batched form, its time is reading and writing "
-    "those tensors once. Do it less often: an EMA updated every N steps with the decay raised "
-    "to the N-th power (lerp weight 1 - decay**N) tracks nearly the same average at 1/N of "
-    "the cost; or keep fewer tensors in it (the trainable ones; buffers copied, not averaged)."
-)
-
-
-#: the fix of a line whose time is one fused attention kernel (no rewrite of the line helps)
-FUSED_FIX = (
-    "The line is already the fused kernel (scaled_dot_product_attention): its time is the "
-    "kernel's. Make the kernel cheaper instead: bf16 under torch.autocast (CUDA), a shorter "
-    "sequence or fewer heads, or torch.compile to fuse the ops around it."
-)
-
-#: ... on a CPU run where the CPU computes bfloat16 in hardware
-CPU_BF16_ATTENTION = (
-    "(CUDA; on this CPU too, which computes bfloat16 in hardware: "
-    "torch.autocast('cpu', dtype=torch.bfloat16), measured on your step by torchdoctor tune)"
-)
 
 
 def _fused_attention(row: Mapping[str, Any]) -> bool:
@@ -256,31 +227,6 @@ MATMUL_OPS = frozenset(
     for prefix in ("torch", "Tensor")
     for name in ("mm", "matmul", "bmm", "addmm", "baddbmm", "einsum", "__matmul__", "__rmatmul__")
 ) | {"F.linear", "F.bilinear"}
-
-#: the fix of a line whose time is its matrix multiply (nothing in Python to rewrite)
-MATMUL_FIX = (
-    "The line's time is the matrix multiply itself ({op}), not Python: rewriting the line will "
-    "not make it faster. Make the multiply cheaper: on a GPU run it in bf16 under "
-    "torch.autocast (or TF32 for float32: torch.set_float32_matmul_precision('high')), keep "
-    "its dimensions multiples of 64, and shrink the largest one if the model allows; "
-    "`torchdoctor tune SCRIPT` measures autocast on your own step."
-)
-
-
-#: the fix of a line whose time is a matrix multiply with a sparse COO operand (figures:
-#: ``torchdoctor.benchmarks.sparse_layouts``, BENCHMARKS.md)
-SPARSE_COO_FIX = (
-    "The line's time is a matrix multiply with a sparse COO operand ({op}). "
-    + SPARSE_LAYOUT_CURE
-)
-#: ... with an operand already in a compressed layout (CSR, CSC, BSR)
-SPARSE_FIX = (
-    "The line's time is a matrix multiply with a sparse operand ({op}), already in a "
-    "compressed layout. Above a few percent density a dense tensor is often faster (time both "
-    "with torch.utils.benchmark); otherwise its cost is the nonzeros: fewer edges or "
-    "features per row, or several right-hand sides multiplied in one product."
-)
-
 
 def sparse_matmul(row: Mapping[str, Any]) -> str | None:
     """The matrix multiply with a sparse operand (the collector names it
@@ -359,9 +305,10 @@ def _evidence(
     code = f" `{row['code']}`" if row.get("code") else ""
     steps = f", {row['steps']} steps" if row.get("steps") else ""
     owners = sorted({o for o in row["owners"] if o})
+    split = (f"{fmt_ms(row['forward_ms'])} forward + {fmt_ms(row['backward_ms'])} backward"
+             if float(row.get("backward_ms") or 0.0) > 0 else fmt_ms(row["forward_ms"]))  # fmt: skip
     out = [
-        f"{row['location']}{function}{code}: {fmt_ms(row['forward_ms'])} forward + "
-        f"{fmt_ms(row['backward_ms'])} backward per step = {100 * share:.0f}% of the step "
+        f"{row['location']}{function}{code}: {split} per step = {100 * share:.0f}% of the step "
         f"(measured per line{steps})",
         f"executed {fmt_count(row['calls_per_step'])}x per step, {fmt_count(row['torch_calls_per_step'])} "
         f"torch calls; heaviest: {_ops_text(row) or '-'}",

@@ -196,3 +196,15 @@ class Tagger(LightningModule):
         self.epoch_losses.append(loss)  # expect: TD708
         self.seen_losses.append(loss.detach())  # near-miss: detached
         return loss
+
+
+def train_with_records(model, loader, optimizer):
+    stats, history = [], []
+    for epoch_step, (x, y) in enumerate(loader):
+        loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        stats.append({"loss": loss, "n": len(x)})  # expect: TD708
+        history.append((epoch_step, loss.item()))  # expect: TD201 (a number: no TD708)
+    return stats, history

@@ -179,10 +179,15 @@ class HistoryRules(RuleVisitor):
             and isinstance(node.func.value, (ast.Name, ast.Attribute))  # type: ignore[attr-defined]
         ):
             target, value = dotted(node.func.value), node.args[-1]  # type: ignore[attr-defined]
-        if target is None or value is None or _detached(value):
+        if target is None or value is None:
             return None
-        if isinstance(value, (ast.Dict, ast.Tuple, ast.List)):
-            return None  # a record of several values: leave it
+        if not isinstance(value, (ast.Dict, ast.Tuple, ast.List)) and _detached(value):
+            return None
+        if isinstance(value, (ast.Dict, ast.Tuple, ast.List)):  # a record of several values:
+            items = value.values if isinstance(value, ast.Dict) else value.elts  # a loss kept
+            value = next((e for e in items if isinstance(e, ast.Name)  # bare in it keeps its
+                          and e.id in losses), None)  # graph too (stats.append({"loss": loss}))
+            return None if value is None else (target, value)
         return (target, value) if _names(value) & losses else None
 
     def _differentiated(self, loop: ast.AST) -> set[str]:

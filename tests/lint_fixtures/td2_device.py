@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -82,3 +83,18 @@ def timestep_embedding(timesteps, dim, max_period=10000):
 class TimeUNet(torch.nn.Module):
     def forward(self, x, t):
         return self.body(x, timestep_embedding(t, 64))
+
+
+def mixup(x, y, alpha):
+    lam = torch.tensor(np.random.beta(alpha, alpha), dtype=torch.float32).cuda()  # expect: TD204
+    idx = torch.randperm(x.shape[0], device=x.device)
+    return lam * x + (1 - lam) * x[idx], y, y[idx], lam
+
+
+def mixup_train(model, loader, opt):
+    for x, y in loader:
+        x, ya, yb, lam = mixup(x.cuda(non_blocking=True), y.cuda(non_blocking=True), 0.2)
+        out = model(x)
+        loss = lam * out[ya].mean() + (1 - lam) * out[yb].mean()
+        loss.backward()
+        opt.step()

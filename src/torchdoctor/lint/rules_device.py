@@ -143,11 +143,15 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         names = self.callee(node)
         if names & FACTORIES and not any(kw.arg in {"device", "generator"} for kw in node.keywords):
             self._check_moved(node)
+        elif names & {"torch.tensor", "torch.as_tensor"} and node.args and isinstance(
+                node.args[0], ast.Call) and any(n.startswith(("numpy.random.", "random."))
+                                                for n in self.callee(node.args[0])):  # fmt: skip
+            self._check_moved(node, drawn=True)  # (mixup's lam = torch.tensor(np.random.beta(a, a)).cuda())
         if self._is_float64(node, names):
             self._check_float64(node)
 
     # -- TD204 -------------------------------------------------------------------------------
-    def _check_moved(self, factory: ast.Call) -> None:
+    def _check_moved(self, factory: ast.Call, drawn: bool = False) -> None:
         attribute, child, composed = self.parent(factory), factory, False
         for _ in range(6):  # ((torch.rand(n) > p).cuda()); torch.exp(-c * torch.arange(h) / h).to(d)
             if isinstance(attribute, ast.Compare | ast.BinOp | ast.UnaryOp) or (
@@ -192,12 +196,16 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         if (sure and not composed and source.endswith(")") and "#" not in source and not extra
                 and not other_args):  # fmt: skip
             fix = replace_call_with(with_keyword(source, f"device={device}"))
+        there = (f"keep the draw a Python number (`{self.code_of(factory.args[0])}` broadcasts "
+                 "as it is), or draw it on the device (torch.distributions on device tensors)"
+                 if drawn else f"create it there, `{self.code_of(factory.func)}(..., "
+                 f"device={device})`")  # fmt: skip
         self.report(
             move,
             "TD204",
             f"`{self.code_of(move)}` creates the tensor on the host and copies it to the device "
-            f"{where}: create it there, `{self.code_of(factory.func)}(..., device={device})`",
-            fix=fix,
+            f"{where}: {there}",
+            fix=None if drawn else fix,
         )
 
     # -- TD505 -------------------------------------------------------------------------------

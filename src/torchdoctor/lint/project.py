@@ -47,7 +47,6 @@ class Project:
         self._texts: dict[str, str] = {}
         self._trees: dict[str, ast.Module | None] = {}
         self._uses_cuda: bool | None = None
-        self._uses_ddp: bool | None = None
         self._no_grad: dict[tuple[str, int], bool | None] = {}
         self._loop_calls: dict[str | tuple[str, str], tuple[str, int]] | None = None  # called_in_loop's index
         self._forward_calls: dict[str, list[ForwardCall]] | None = None  # called_in_forward
@@ -92,14 +91,23 @@ class Project:
             self._uses_cuda = any(USES_CUDA.search(self.text(p)) for p in self.paths)
         return self._uses_cuda
 
-    @property
-    def uses_ddp(self) -> bool:
-        """Some file wraps a model in DistributedDataParallel (``DistributedDataParallel(``,
-        ``DDP(``): a training function of another file may run under it (MAE's
-        ``engine_pretrain.py`` gets the model ``main_pretrain.py`` wrapped)."""
-        if self._uses_ddp is None:
-            self._uses_ddp = any(_WRAPS_DDP.search(self.text(p)) for p in self.paths)
-        return self._uses_ddp
+    def wrapped_in_ddp_by_caller(self, function: str, path: str) -> bool:
+        """A file of the project wraps a model in DistributedDataParallel (``DDP(``) and
+        imports ``function`` from the module at ``path`` (MAE's ``main_pretrain.py`` wraps the
+        model and calls ``engine_pretrain.train_one_epoch``): the function trains under DDP.
+
+        Example:
+            >>> project = Project()
+            >>> project.add("engine.py", "def train_one_epoch(model):\\n    pass\\n")
+            >>> project.add("main.py", "from engine import train_one_epoch\\nm = DDP(m)\\n")
+            >>> project.wrapped_in_ddp_by_caller("train_one_epoch", "engine.py")
+            True
+        """
+        module = re.escape(Path(path).stem)
+        imports = re.compile(rf"(?m)^\s*from\s+[\w.]*\b{module}\s+import\b[^\n]*\b{re.escape(function)}\b"
+                             rf"|\b{module}\.{re.escape(function)}\s*\(")  # fmt: skip
+        return any(_WRAPS_DDP.search(self.text(p)) and imports.search(self.text(p))
+                   for p in self.paths if p != path)  # fmt: skip
 
     def callers_run_without_grad(self, name: str, depth: int = 2) -> bool | None:
         """True when ``name(...)`` / ``x.name(...)`` is called in the project and every call

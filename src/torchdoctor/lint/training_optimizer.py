@@ -19,6 +19,7 @@ import re
 
 from torchdoctor.lint.visitor import (
     FOR,
+    FUNCTIONS,
     RuleVisitor,
     dotted,
     dotted_names_in,
@@ -165,13 +166,12 @@ class OptimizerChecks(RuleVisitor):
             return
         if self._skips_sync(self.enclosing_scope(node)):
             return
-        project = self.context.project
         if not any(
             self.callee(c) & DDP for c in ast.walk(self.context.tree) if isinstance(c, ast.Call)
         ) and not any(  # (the model wrapped elsewhere: `ddp_model(x)`, `self.ddp(x)`)
             _DDP_NAME.search((dotted(c.func) or "").rsplit(".", 1)[-1])
             for c in self.direct_calls(loop.body)
-        ) and not (project is not None and project.uses_ddp):  # (... or in another file)
+        ) and not self._ddp_elsewhere(loop):  # (... or by the caller, in another file)
             return
         steps = [c for c in self.direct_calls(loop.body) if optimizer_step_call(c)]
         if not steps and self._micro_batch_loop(loop):  # (for micro in range(accum): ...)
@@ -199,6 +199,13 @@ class OptimizerChecks(RuleVisitor):
                     )
                     return
                 parent = self.parent(parent)
+
+    def _ddp_elsewhere(self, loop: ast.AST) -> bool:
+        """The function around ``loop`` is imported by a file of the project that wraps a model
+        in DistributedDataParallel (MAE's engine, called by the main script)."""
+        project, scope = self.context.project, self.enclosing_scope(loop)
+        return (project is not None and isinstance(scope, FUNCTIONS)
+                and project.wrapped_in_ddp_by_caller(scope.name, self.context.path))  # fmt: skip
 
     def _micro_batch_loop(self, loop: ast.AST) -> bool:
         """``for micro in range(args.accum):`` (any count: ``range(CFG["accum"])``,

@@ -133,3 +133,13 @@ def skipgram_epoch(model, pairs, opt):
         loss = model(ab, s.cuda(non_blocking=True))
         loss.backward()
         opt.step()
+
+
+def link_prediction_epoch(model, predictor, pos_train, optimizer, batch_size):
+    for perm in DataLoader(range(pos_train.size(1)), batch_size, shuffle=True):  # near-miss: index batches
+        edge = pos_train[:, perm.to(pos_train.device)]
+        loss = -predictor(model(edge)).log().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return pos_train.cuda()

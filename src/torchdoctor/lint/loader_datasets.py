@@ -46,13 +46,16 @@ class LoaderDatasets:
     """
 
     def _tensor_dataset(self, loader: ast.Call) -> str | None:
-        """``"device"`` / ``"host"`` when the loader's dataset is a ``TensorDataset`` of tensors
+        """``"indices"`` for a loader over ``range(n)`` (batches of indices: nothing to load);
+        ``"device"`` / ``"host"`` when the loader's dataset is a ``TensorDataset`` of tensors
         already moved to the device (``TensorDataset(X.to(device), y.to(device))``: workers
         cannot touch CUDA tensors and pinning them fails) or of host tensors (batches are one
         gather each: workers would only add pickling), else None."""
         dataset = loader.args[0] if loader.args else next(
             (k.value for k in loader.keywords if k.arg == "dataset"), None)  # fmt: skip
-        scope = self.enclosing_scope(loader)
+        if isinstance(dataset, ast.Call) and dotted(dataset.func) in ("range", "torch.arange"):
+            return "indices"  # (OGB's DataLoader(range(n), batch_size, shuffle=True): nothing
+        scope = self.enclosing_scope(loader)  # to load, pin or move but a batch of ints)
         values = [dataset] if isinstance(dataset, ast.Call) else (
             self.assigned_values(scope, dataset.id) if isinstance(dataset, ast.Name) else [])
         if isinstance(dataset, ast.Subscript) and isinstance(dataset.value, ast.Name):

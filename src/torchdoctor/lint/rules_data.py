@@ -130,7 +130,7 @@ class DataRules(LoaderDatasets, RuleVisitor):
             return  # **kwargs: the options are not visible statically
         kwargs = {kw.arg: kw.value for kw in node.keywords}
         workers = kwargs.get("num_workers")
-        in_memory = self._tensor_dataset(node)  # None, "host" or "device"
+        in_memory = self._tensor_dataset(node)  # None, "host", "device" or "indices"
         if (workers is None or _literal(workers) == 0) and in_memory is None:
             self.report(
                 node,
@@ -141,7 +141,8 @@ class DataRules(LoaderDatasets, RuleVisitor):
         pin = kwargs.get("pin_memory")
         project = self.context.project
         uses_cuda = self.context.uses_cuda or bool(project is not None and project.uses_cuda)
-        if uses_cuda and (pin is None or _literal(pin) is False) and in_memory != "device":
+        if uses_cuda and (pin is None or _literal(pin) is False) and in_memory not in (
+                "device", "indices"):  # fmt: skip
             self.report(
                 node,
                 "TD402",

@@ -50,6 +50,8 @@ RULES = (
     ),
 )
 
+#: calls that return a tuple of tensors: indexing it selects nothing (no backward of a slice)
+_SEQUENCES = frozenset({"split", "chunk", "unbind", "tensor_split", "hsplit", "vsplit"})
 #: literal ranges up to this many iterations are left alone (a few slices cost little)
 _FEW = 8
 #: calls that make a tensor without a graph (constants, buffers, data)
@@ -76,7 +78,7 @@ _DATA_ARGUMENT = re.compile(
     r"trg|tgt|src|text|captions?|sentences?|"  # (a seq2seq model's token ids)
     r"y|gt|obs|observations?|actions?|rewards?|images?|imgs?|frames|traj|trajector(y|ies)|"
     r"(past|pixel|input|future)_values|"
-    r"first|dones?|terminals?|terminated|truncated|resets?|flags?|valid)(_|$)"  # (is_first)
+    r"first|dones?|terminals?|terminated|truncated|resets?|flags?|valid|clips?|videos?)(_|$)"
 )
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
 _FEW_THINGS = re.compile(
@@ -313,6 +315,8 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         called = dotted(value.func) or ""
         last = called.rsplit(".", 1)[-1]
         if last in _CONSTRUCTORS or any(n.startswith("numpy.") for n in self.callee(value)):
+            return False
+        if last in _SEQUENCES:  # (spx = torch.split(out, w, 1): spx[i] picks from a tuple)
             return False
         arguments = [*value.args, *(k.value for k in value.keywords)]
         if called.startswith("self.") or MODEL_NAME.search(called.split(".", 1)[0]):

@@ -244,8 +244,11 @@ def test_datasets_that_move_their_items_or_sit_in_a_dict_need_no_workers(tmp_pat
             """,
         },
     )
-    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD401"])]
-    assert found == [("train.py", 9)]  # (only the Dataset that reads a file per item)
+    found = lint_paths([tmp_path], select=["TD401", "TD402"])
+    workers = [f for f in found if f.code == "TD401"]
+    assert [(Path(f.path).name, f.line) for f in workers] == [("train.py", 9)]
+    assert "move that copy to the loop" in workers[0].message
+    assert not any(f.code == "TD402" and f.line in (6, 9) for f in found)  # (CUDA items: no pin)
 
 
 def test_a_samplers_set_up_runs_once_per_sampling_not_per_step(tmp_path: Path) -> None:

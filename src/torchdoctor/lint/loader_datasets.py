@@ -61,8 +61,9 @@ class LoaderDatasets:
         if isinstance(dataset, ast.Subscript) and isinstance(dataset.value, ast.Name):
             values = [e for v in self.assigned_values(scope, dataset.value.id)
                       for e in _items(v)]  # (sets["val"] of {k: TensorDataset(...) for k ...})
-        if values and all(self._moves_items(v) for v in values):
-            return "device"  # (its __getitem__ copies each item to the GPU itself)
+        moves = [self._moves_items(v) for v in values]
+        if moves and all(moves):  # (its __getitem__ copies each item to the GPU itself)
+            return "device" if set(moves) == {"memory"} else "device, read per item"
         made = [self._maker(v) if isinstance(v, ast.Call) else None for v in values]
         values = [r.value for v, f in zip(values, made)  # (ds(n) returning a TensorDataset)
                   for r in (ast.walk(f) if f is not None else [ast.Return(value=v)])
@@ -80,11 +81,12 @@ class LoaderDatasets:
             for c in ast.walk(a))  # fmt: skip
         return "device" if moved else "host"
 
-    def _moves_items(self, value: ast.AST) -> bool:
+    def _moves_items(self, value: ast.AST) -> str | None:
         """``TabularDataset(..., device=device)``: a Dataset class of the file or the project
         whose ``__getitem__`` copies each item to the device (``.to(self.device)``,
         ``.cuda()``) from memory; workers cannot do that and pinning a device tensor fails.
-        One that also reads a file per item still wants workers (and its copy moved out)."""
+        ``"memory"`` for one that indexes memory, ``"file"`` for one that also reads a file per
+        item (it still wants workers, once its copy moves out); None when it moves nothing."""
         name = value.func.id if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) else None
         project, tree = self.context.project, self.context.tree
         found = [c for c in (tree.body if tree is not None else ())
@@ -93,13 +95,15 @@ class LoaderDatasets:
             project.module_class(name) if project is not None and name else None)
         get = next((f for f in getattr(owner, "body", ()) if isinstance(f, ast.FunctionDef)
                     and f.name == "__getitem__"), None)  # fmt: skip
-        if get is None or any(isinstance(c, ast.Call) and _READS.search(
-                (dotted(c.func) or "").rsplit(".", 1)[-1]) for c in ast.walk(get)):  # fmt: skip
-            return False  # (it reads a file per item: workers pay, once the copy moves out)
-        return any(
+        if get is None or not any(
             isinstance(c, ast.Call) and (method_name(c) == "cuda" or (method_name(c) == "to" and (
                 "device" in ast.unparse(c) or "cuda" in ast.unparse(c))))  # (another file's)
-            for c in ast.walk(get))  # fmt: skip
+            for c in ast.walk(get)
+        ):
+            return None
+        reads = any(isinstance(c, ast.Call) and _READS.search(
+            (dotted(c.func) or "").rsplit(".", 1)[-1]) for c in ast.walk(get))  # fmt: skip
+        return "file" if reads else "memory"
 
     def _maker(self, call: ast.Call) -> ast.FunctionDef | None:
         """The function of the file, or of the project (imported: ``data.make_dataset(n)``),

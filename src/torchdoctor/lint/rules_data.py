@@ -130,19 +130,23 @@ class DataRules(LoaderDatasets, RuleVisitor):
             return  # **kwargs: the options are not visible statically
         kwargs = {kw.arg: kw.value for kw in node.keywords}
         workers = kwargs.get("num_workers")
-        in_memory = self._tensor_dataset(node)  # None, "host", "device" or "indices"
-        if (workers is None or _literal(workers) == 0) and in_memory is None:
+        in_memory = self._tensor_dataset(node)  # None, "host", "device", "indices" or
+        per_item = in_memory == "device, read per item"  # (... a file read and a copy per item)
+        if (workers is None or _literal(workers) == 0) and (in_memory is None or per_item):
             self.report(
                 node,
                 "TD401",
                 "DataLoader without num_workers > 0 loads every batch on the training thread: "
-                "set num_workers (2-8) so loading overlaps compute",
+                "set num_workers (2-8) so loading overlaps compute" + (
+                    "; its Dataset copies each item to the device, which workers cannot do: "
+                    "move that copy to the loop (one .to(device, non_blocking=True) per batch)"
+                    if per_item else ""),  # fmt: skip
             )
         pin = kwargs.get("pin_memory")
         project = self.context.project
         uses_cuda = self.context.uses_cuda or bool(project is not None and project.uses_cuda)
         if uses_cuda and (pin is None or _literal(pin) is False) and in_memory not in (
-                "device", "indices"):  # fmt: skip
+                "device", "indices") and not per_item:  # fmt: skip
             self.report(
                 node,
                 "TD402",

@@ -103,3 +103,25 @@ def simota_dynamic_k(ious, cost, n_candidate_k=10):
     dynamic_ks = sorted_ious[:, :n_candidate_k].sum(1).int().clamp(min=1)
     _, pos = torch.topk(cost, k=3, largest=False)  # (`_` discarded again: not the sort's)
     return dynamic_ks, pos
+
+
+def ohem_negatives(negative_loss, negative_count):
+    negative_loss, _ = torch.sort(negative_loss, descending=True)  # expect: TD512
+    negative_loss = negative_loss[:negative_count]
+    return negative_loss.sum()
+
+
+def top_k_sample(probs, k):
+    probs, idx = torch.sort(probs, descending=True)  # expect: TD512
+    probs, idx = probs[:k], idx[:k]
+    return idx[torch.multinomial(probs / probs.sum(), 1)]
+
+
+def nearest_patches(dist, k):
+    sorted_d, sorted_i = dist.sort(dim=1)  # expect: TD512
+    return sorted_d[:, 0], sorted_i[:, :k]
+
+
+def first_rows(x):
+    values, order = x.sort()
+    return values[0], order[0]  # near-miss: row 0 of a 2-D sort, all of it

@@ -82,8 +82,9 @@ class TopKRules(RuleVisitor):
         if not names:
             return
         scope = self.enclosing_scope(node)
+        inside = {id(n) for n in ast.walk(node)}  # (torch.sort(x) into x: its input)
         found = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id in names
-                 and n.lineno >= node.lineno]  # (earlier values of the names: another tensor)
+                 and n.lineno >= node.lineno and id(n) not in inside]  # (earlier: another tensor)
         rebound = self._rebound_to_a_slice(found, target)
         if rebound is None:
             return  # (a name assigned another value, or deleted)
@@ -142,7 +143,7 @@ class TopKRules(RuleVisitor):
         descending = keyword(node, "descending")
         largest = isinstance(descending, ast.Constant) and descending.value is True
         cut = read.slice.elts[-1] if isinstance(read.slice, ast.Tuple) else read.slice  # type: ignore[attr-defined]
-        upper = self.code_of(cut.upper)
+        upper = str(cut.value + 1) if isinstance(cut, ast.Constant) else self.code_of(cut.upper)
         k = upper if len(upper) <= 24 else "k"
         self.report(
             node,
@@ -187,9 +188,11 @@ def _leading_slice(node: ast.AST | None) -> bool:
         return False
     parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
     *whole, last = parts
-    if not isinstance(last, ast.Slice) or last.upper is None or last.step is not None:
+    if isinstance(last, ast.Constant) and type(last.value) is int and 0 <= last.value < 8 and whole:
+        pass  # (sorted_d[:, 0]: the nearest, one of the first k; not x[0], maybe a whole row)
+    elif not isinstance(last, ast.Slice) or last.upper is None or last.step is not None:
         return False
-    if last.lower is not None and not (
+    if isinstance(last, ast.Slice) and last.lower is not None and not (
         isinstance(last.lower, ast.Constant) and type(last.lower.value) is int
         and 0 <= last.lower.value <= 8
     ):

@@ -230,6 +230,10 @@ def test_datasets_that_move_their_items_or_sit_in_a_dict_need_no_workers(tmp_pat
                 class Files(Dataset):
                     def __getitem__(self, i):
                         return torch.load(f"{i}.pt").to("cuda")
+                class Features(Dataset):
+                    def __getitem__(self, i):
+                        wav = torch.load(f"{i}.pt").to(self.device)
+                        return self.mel(wav).cpu()
             """,
             "train.py": """
                 import torch
@@ -240,15 +244,18 @@ def test_datasets_that_move_their_items_or_sit_in_a_dict_need_no_workers(tmp_pat
                     sets = {k: TensorDataset(torch.as_tensor(parts[k])) for k in ("val", "test")}
                     val = DataLoader(sets["val"], batch_size=1024)
                     files = DataLoader(Files(), batch_size=8)
-                    return rows, val, files
+                    feats = DataLoader(Features(), batch_size=8)
+                    return rows, val, files, feats
             """,
         },
     )
     found = lint_paths([tmp_path], select=["TD401", "TD402"])
     workers = [f for f in found if f.code == "TD401"]
-    assert [(Path(f.path).name, f.line) for f in workers] == [("train.py", 9)]
+    assert [(Path(f.path).name, f.line) for f in workers] == [("train.py", 9), ("train.py", 10)]
     assert "move that copy to the loop" in workers[0].message
-    assert not any(f.code == "TD402" and f.line in (6, 9) for f in found)  # (CUDA items: no pin)
+    assert "move that copy" not in workers[1].message  # (its items come back with .cpu())
+    pinned = {f.line for f in found if f.code == "TD402"}
+    assert 10 in pinned and not pinned & {6, 9}  # (CUDA items cannot be pinned; host ones can)
 
 
 def test_a_samplers_set_up_runs_once_per_sampling_not_per_step(tmp_path: Path) -> None:

@@ -99,7 +99,8 @@ class LoaderDatasets:
             isinstance(c, ast.Call) and (method_name(c) == "cuda" or (method_name(c) == "to" and (
                 "device" in ast.unparse(c) or "cuda" in ast.unparse(c))))  # (another file's)
             for c in ast.walk(get)
-        ):
+        ) or any(isinstance(r, ast.Return) and r.value is not None and "cpu()" in ast.unparse(
+                r.value) for r in ast.walk(get)):  # (computed on the GPU, handed back: host items)
             return None
         reads = any(isinstance(c, ast.Call) and _READS.search(
             (dotted(c.func) or "").rsplit(".", 1)[-1]) for c in ast.walk(get))  # fmt: skip

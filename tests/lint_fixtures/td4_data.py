@@ -1,6 +1,7 @@
 # TD401 / TD402 / TD403 / TD404 fixtures. This file moves batches with .cuda(), so TD402 applies.
 import torch
 import torch.utils.data as tud
+from tqdm import tqdm
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data import DataLoader as DL
 
@@ -143,3 +144,21 @@ def link_prediction_epoch(model, predictor, pos_train, optimizer, batch_size):
         loss.backward()
         optimizer.step()
     return pos_train.cuda()
+
+
+class SpeakerTrainer:
+    def train_network(self, epoch, loader):
+        for num, (data, labels) in enumerate(loader, start=1):
+            labels = labels.cuda(non_blocking=True)
+            data = data.cuda()  # expect: TD404
+            self.step(data, labels)
+
+
+def speaker_main(trainset, trainer, epochs):
+    loader = DataLoader(trainset, batch_size=64, shuffle=True, num_workers=4, pin_memory=True,
+                        persistent_workers=True)
+    for epoch in range(epochs):
+        trainer.train_network(epoch=epoch, loader=loader)
+        pbar = tqdm(loader, desc=f"epoch {epoch}")
+        for x, y in pbar:
+            x, y = x.to("cuda"), y.to("cuda", non_blocking=True)  # expect: TD404

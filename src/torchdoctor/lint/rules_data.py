@@ -240,10 +240,14 @@ class DataRules(LoaderDatasets, RuleVisitor):
         passed = []
         for scope, loader in named:
             for use in ast.walk(scope):
-                if not isinstance(use, ast.Call) or isinstance(use.func, ast.Attribute):
+                if not isinstance(use, ast.Call):
                     continue
-                function = same_file_callee(use)
+                function = same_file_callee(use) if isinstance(use.func, ast.Name) else (
+                    self._method_of_the_file(use.func.attr)  # (s.train_network(loader=...))
+                    if isinstance(use.func, ast.Attribute) else None)  # fmt: skip
                 params = [a.arg for a in function.args.args] if function is not None else []
+                if isinstance(use.func, ast.Attribute):
+                    params = params[1:]  # (self)
                 for k, arg in enumerate(use.args[: len(params)]):
                     if dotted(arg) == loader:
                         passed.append((function, params[k]))
@@ -251,6 +255,13 @@ class DataRules(LoaderDatasets, RuleVisitor):
                     if kw.arg in params and dotted(kw.value) == loader:
                         passed.append((function, kw.arg))
         return named + passed
+
+    def _method_of_the_file(self, name: str) -> ast.FunctionDef | None:
+        """The one method named ``name`` among the file's classes, else None."""
+        tree = self.context.tree
+        found = [f for c in (tree.body if tree is not None else ()) if isinstance(c, ast.ClassDef)
+                 for f in c.body if isinstance(f, ast.FunctionDef) and f.name == name]  # fmt: skip
+        return found[0] if len(found) == 1 else None
 
     def _returned_in_tuple(self, call: ast.Call, loader: str) -> list[tuple[ast.AST, str]]:
         """``return train, val, test`` of the function making ``loader``: the name each call of
@@ -270,8 +281,12 @@ class DataRules(LoaderDatasets, RuleVisitor):
         return found
 
     def _check_loops(self, scope: ast.AST, loader: str, reported: set[int]) -> None:
+        wrapped = {loader} | {  # (pbar = tqdm(train_loader); for x, y in pbar:)
+            t.id for a in ast.walk(scope) if isinstance(a, ast.Assign)
+            and _loader_of(a.value) == loader and isinstance(a.value, ast.Call)
+            for t in a.targets if isinstance(t, ast.Name)}  # fmt: skip
         for loop in ast.walk(scope):
-            if isinstance(loop, ast.For) and _loader_of(loop.iter) == loader:
+            if isinstance(loop, ast.For) and _loader_of(loop.iter) in wrapped:
                 self._check_loop(loop, f"`{loader}`", reported)
 
     def _check_loop(self, loop: ast.For, loader: str, reported: set[int]) -> None:

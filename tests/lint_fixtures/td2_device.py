@@ -98,3 +98,10 @@ def mixup_train(model, loader, opt):
         loss = lam * out[ya].mean() + (1 - lam) * out[yb].mean()
         loss.backward()
         opt.step()
+
+
+class MemTransformer(nn.Module):
+    def forward(self, word_emb, qlen, klen, mlen):
+        mask = torch.triu(torch.ones(qlen, klen), diagonal=1 + mlen).bool().to(word_emb.device)  # expect: TD204
+        keep = torch.randperm(qlen)[: qlen // 2].to(word_emb.device)  # expect: TD204
+        return self.layers(word_emb[keep], mask)

@@ -123,6 +123,10 @@ class DeviceMoves:
         return isinstance(expr, ast.Call) and bool(self.callee(expr) & {"torch.device"})
 
 
+#: methods between a host factory and its move that only change the dtype or layout
+_CASTS = frozenset({"bool", "float", "half", "long", "int", "byte", "double", "contiguous", "t"})
+
+
 class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
     """TD204 host-created tensors moved every step; TD505 float64 in a CUDA training step.
 
@@ -155,9 +159,14 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         attribute, child, composed = self.parent(factory), factory, False
         for _ in range(6):  # ((torch.rand(n) > p).cuda()); torch.exp(-c * torch.arange(h) / h).to(d)
             if isinstance(attribute, ast.Compare | ast.BinOp | ast.UnaryOp) or (
+                    isinstance(attribute, ast.Subscript) and attribute.value is child) or (
                     isinstance(attribute, ast.Call) and child in attribute.args
                     and any(n.startswith("torch.") for n in self.callee(attribute))):  # fmt: skip
                 attribute, child, composed = self.parent(attribute), attribute, True
+            elif (isinstance(attribute, ast.Attribute) and attribute.attr in _CASTS
+                  and isinstance(self.parent(attribute), ast.Call)):  # (torch.triu(...).bool())
+                attribute, child, composed = self.parent(self.parent(attribute)), self.parent(
+                    attribute), True  # fmt: skip
             else:
                 break
         move = self.parent(attribute)

@@ -165,3 +165,16 @@ class Scorer(nn.Module):
     def forward(self, x):
         scores = self.head(x)
         return scipy_rank(scores.detach().cpu().numpy())  # near-miss: exported to a host library
+
+
+class SVDHead(nn.Module):
+    def forward(self, src, H):
+        R = []
+        for i in range(src.size(0)):
+            u, s, v = torch.svd(H[i])  # expect: TD103
+            r = v @ u.T
+            r_det = torch.det(r)
+            if r_det < 0:  # expect: TD205
+                r = (v @ self.reflect) @ u.T
+            R.append(r)
+        return torch.stack(R)

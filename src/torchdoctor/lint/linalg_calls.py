@@ -112,6 +112,8 @@ BATCHED_LINALG: dict[str, tuple[int, tuple[str, ...], bool]] = {
     "torch.slogdet": (0, ("input",), False),
     "torch.logdet": (0, ("input",), False),
     "torch.linalg.svd": (0, ("A",), False),
+    "torch.svd": (0, ("input",), False),  # (deprecated, still everywhere: DCP's SVD head)
+    "torch.qr": (0, ("input",), False),
     "torch.linalg.svdvals": (0, ("A",), False),
     "torch.linalg.qr": (0, ("A",), False),
     "torch.linalg.eig": (0, ("A",), False),
@@ -125,7 +127,7 @@ BATCHED_LINALG: dict[str, tuple[int, tuple[str, ...], bool]] = {
 
 #: the same functions as tensor methods (``covs[b].inverse()``, ``sigma.cholesky()``)
 BATCHED_LINALG_METHODS = frozenset(
-    {"inverse", "pinverse", "cholesky", "det", "logdet", "slogdet", "matrix_exp"}
+    {"inverse", "pinverse", "cholesky", "det", "logdet", "slogdet", "matrix_exp", "svd", "qr"}
 )
 
 

@@ -14,6 +14,9 @@ from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS, framework_step_m
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
+#: torch functions that return a tensor of one number (compared in Python: a host read)
+_TORCH_SCALARS = frozenset({"torch.det", "torch.linalg.det", "torch.logdet", "torch.trace",
+                            "torch.dot", "torch.vdot", "torch.linalg.norm", "torch.norm"})  # fmt: skip
 _POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
 #: methods a forward runs only to produce outputs for people (detectron2's ``Detr.inference``,
 #: BLIP's ``rank_answer``): not every training call
@@ -307,7 +310,8 @@ class ForwardAndCallSyncs:
         if scope is not None:
             values = self.assigned_values(scope, expr.id)  # type: ignore[attr-defined]
             return len(values) == 1 and isinstance(values[0], ast.Call) and (
-                self._reduces_a_forward_input(values[0]))
+                self._reduces_a_forward_input(values[0])
+                or bool(self.callee(values[0]) & _TORCH_SCALARS))  # (r_det = torch.det(r))
         if not isinstance(expr, ast.Call) or method_name(expr) not in REDUCTIONS | TRUTH_METHODS:
             return False
         root = expr.func.value

@@ -278,7 +278,9 @@ class DynamicShapeRules(MaskValues, ForwardAndCallSyncs, RuleVisitor):
             return every_step_of(context)
         owner = self.forward_owner(node)
         if owner is None:
-            helper = None if _under_no_grad(node) is True else self._helper_of_a_forward(node)
+            helper = self._helper_of_a_forward(node)  # (a method its forward runs, even under
+            if _under_no_grad(node) is True and not (helper or "").endswith(".forward`)"):
+                helper = None  # no_grad: PartialFC's sample(labels) runs every training step)
             return f"in {helper} (every call)" if helper else self._helper_of_a_step(node)
         if _under_no_grad(node) is True or evaluation_branch(node):
             return None

@@ -231,9 +231,11 @@ def compared_per_sample(invariant: ast.AST, varying: ast.AST, loop: ast.AST) -> 
         >>> compared_per_sample(ast.parse("v", mode="eval").body, None, None)
         False
     """
-    if isinstance(varying, ast.Name) and isinstance(loop, ast.For) and varying.id in (
-            target_names(loop.target)) and dotted(getattr(loop.iter, "func", None)) in (
-            "range", "torch.arange"):  # fmt: skip
+    headers = [loop] if isinstance(loop, ast.For) else list(getattr(loop, "generators", ()))
+    if isinstance(varying, ast.Name) and any(
+            varying.id in target_names(h.target)
+            and dotted(getattr(h.iter, "func", None)) in ("range", "torch.arange")
+            for h in headers):  # fmt: skip
         return False  # (`batch_idx == b` for b in range(bs): the loop's values, one mask each)
     if isinstance(invariant, ast.UnaryOp):
         invariant = invariant.operand

@@ -391,3 +391,9 @@ class ReplayBuffer:
             idx = (self.labels[: len(self)] == c).nonzero(as_tuple=True)[0]  # expect: TD301
             picks.append(idx[torch.randint(0, idx.numel(), (per_class,))])
         return torch.cat(picks)
+
+
+def compact_vocab(train, valid):
+    uniq = sorted(set(train.tolist()) | set(valid.tolist()))  # expect: TD302
+    remap = {v: i for i, v in enumerate(uniq)}
+    return torch.tensor([remap[v] for v in train.tolist()], dtype=torch.long)

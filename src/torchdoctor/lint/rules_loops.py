@@ -325,11 +325,17 @@ class LoopRules(RuleVisitor):
             return
         outer: ast.AST = call
         parent = self.parent(call)
-        while isinstance(parent, ast.Call) and outer in parent.args:
-            if self.callee(parent) & {"builtins.sorted", "builtins.list", "builtins.tuple"}:
+        while (isinstance(parent, ast.Call) and outer in parent.args) or (
+                isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.BitOr)):  # fmt: skip
+            if isinstance(parent, ast.BinOp) or self.callee(parent) & {
+                    "builtins.sorted", "builtins.list", "builtins.tuple"}:  # (set(a) | set(b))
                 outer, parent = parent, self.parent(parent)
             else:
                 break
+        done = self.context.cache.setdefault(("TD302 unique",), set())
+        if id(outer) in done:
+            return  # (the other side of a union of sets: one finding)
+        done.add(id(outer))
         used_for_mapping = False
         if isinstance(parent, ast.Call) and outer in parent.args:
             used_for_mapping = "builtins.enumerate" in self.callee(parent)

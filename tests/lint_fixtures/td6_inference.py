@@ -512,3 +512,12 @@ def greedy_summarize(model, enc_out, attention_mask, start_id, max_new_tokens):
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         dec_ids = torch.cat([dec_ids, nxt], dim=1)
     return dec_ids
+
+
+def anomaly_scores(test_set, device):
+    model = PatchCoreLike(num_neighbors=9).to(device).eval()
+    scores = []
+    for x, label in torch.utils.data.DataLoader(test_set, batch_size=1):  # expect: TD602, TD401
+        score, amap = model(x.to(device))
+        scores.append(score)
+    return scores

@@ -237,6 +237,16 @@ class InferenceRules(RuleVisitor):
                     "it once before the loop and pass the result in",
                 )
 
+    def _assigned_to(self, call: ast.Call) -> str | None:
+        """The one name a statement assigns the result of ``call`` (a chain ending in it)."""
+        node, parent = call, self.parent(call)
+        while isinstance(parent, ast.Attribute | ast.Call) and (
+                getattr(parent, "value", None) is node or getattr(parent, "func", None) is node):
+            node, parent = parent, self.parent(parent)  # fmt: skip
+        if isinstance(parent, ast.Assign) and len(parent.targets) == 1:
+            return dotted(parent.targets[0])
+        return None
+
     def _named_iter(self, node: ast.For) -> ast.AST:
         """What a loop over a name iterates, through up to two single assignments of the
         function (LDM's ``time_range = np.flip(timesteps)``; ``iterator = tqdm(time_range)``;
@@ -314,8 +324,8 @@ class InferenceRules(RuleVisitor):
         body_calls = [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
         kept_in = {"eval", "train"} if sampled else {"eval"}
         eval_receivers = {  # (model.eval() may sit inside an epoch loop)
-            dotted(chain_root(c.func.value))  # (model.to(device).eval(): model)
-            for c in body_calls
+            dotted(chain_root(c.func.value)) or self._assigned_to(c)  # (model.to(d).eval():
+            for c in body_calls  # model; model = Net().to(d).eval(): model too)
             if method_name(c) in kept_in and not c.args and not c.keywords
         } - {None} | loaded
         if not eval_receivers and (not named or getattr(node, "name", "_")[:1] == "_"):

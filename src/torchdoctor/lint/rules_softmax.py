@@ -231,6 +231,23 @@ class SoftmaxRules(RuleVisitor):
             return None
         return None if _modified(scope, name.id, values[0]) else values[0]
 
+    def _passed(self, function: ast.AST, name: str) -> list[ast.AST]:
+        """The values the file's calls of ``function`` give its parameter ``name`` (through the
+        callers' assignments: ``criterion = nn.BCELoss()`` then ``train(..., criterion)``);
+        empty when a call passes something unknown."""
+        values: list[ast.AST] = []
+        for call in ast.walk(self.context.tree):  # type: ignore[arg-type]
+            if not (isinstance(call, ast.Call) and (getattr(call.func, "id", None) == function.name
+                    or getattr(call.func, "attr", None) == function.name)):  # type: ignore[attr-defined]
+                continue  # fmt: skip
+            for arg in _call_arguments(call, function, name):
+                made = self.assigned_values(self.enclosing_scope(call), arg.id) if isinstance(
+                    arg, ast.Name) else [arg]  # fmt: skip
+                if not made:
+                    return []
+                values += made
+        return values
+
     def _values_of(self, func: ast.AST, at: ast.AST) -> list[ast.AST]:
         """What ``criterion`` (assigned in the function or the module) or ``self.criterion``
         (assigned in the class) is bound to."""
@@ -240,6 +257,8 @@ class SoftmaxRules(RuleVisitor):
             if not values and isinstance(scope, FUNCTIONS) and self.context.tree is not None:
                 if not any(a.arg == func.id for a in _arguments(scope)):
                     values = self.assigned_values(self.context.tree, func.id)
+                else:  # (a parameter: what the file's calls pass, criterion=nn.BCELoss())
+                    values = self._passed(scope, func.id)
             return values
         if not (
             isinstance(func, ast.Attribute)
@@ -267,6 +286,17 @@ class SoftmaxRules(RuleVisitor):
                             table.setdefault(t.attr, []).append(stmt.value)
             self.context.cache[key] = table
         return table.get(func.attr, [])
+
+
+def _call_arguments(call: ast.Call, function: ast.AST, name: str) -> list[ast.AST]:
+    """What ``call`` passes ``function``'s parameter ``name`` (by keyword or position)."""
+    found = [k.value for k in call.keywords if k.arg == name]
+    params = [a.arg for a in _arguments(function)]
+    if isinstance(call.func, ast.Attribute) and params[:1] == ["self"]:
+        params = params[1:]
+    if not found and name in params and params.index(name) < len(call.args):
+        found = [call.args[params.index(name)]]
+    return [a for a in found if not isinstance(a, ast.Starred)]
 
 
 def _arguments(function: ast.AST) -> list[ast.arg]:

@@ -26,12 +26,10 @@ from torchdoctor.lint.project_scan import (
     _under_no_grad,
     method_calls_in_step_loops,
     step_loop,
+    wraps_ddp_around,
 )
 from torchdoctor.lint.syntax import link_parents
 from torchdoctor.lint.tensors import framework_step_method, numbers_in_literal
-
-#: a model wrapped in DistributedDataParallel (also imported as DDP)
-_WRAPS_DDP = re.compile(r"\bDistributedDataParallel\s*\(|\bDDP\s*\(")
 
 
 class Project:
@@ -103,10 +101,7 @@ class Project:
             >>> project.wrapped_in_ddp_by_caller("train_one_epoch", "engine.py")
             True
         """
-        module = re.escape(Path(path).stem)
-        imports = re.compile(rf"(?m)^\s*from\s+[\w.]*\b{module}\s+import\b[^\n]*\b{re.escape(function)}\b"
-                             rf"|\b{module}\.{re.escape(function)}\s*\(")  # fmt: skip
-        return any(_WRAPS_DDP.search(self.text(p)) and imports.search(self.text(p))
+        return any(wraps_ddp_around(self.text(p), Path(path).stem, function)
                    for p in self.paths if p != path)  # fmt: skip
 
     def callers_run_without_grad(self, name: str, depth: int = 2) -> bool | None:

@@ -219,3 +219,21 @@ def method_calls_in_step_loops(path: str, tree: ast.Module) -> dict[tuple[str, s
                     found.setdefault((classes[func.value.id], func.attr),
                                      (Path(path).name, call.lineno))  # fmt: skip
     return found
+
+
+#: a model wrapped in DistributedDataParallel (also imported as DDP)
+_WRAPS_DDP = re.compile(r"\bDistributedDataParallel\s*\(|\bDDP\s*\(")
+
+
+def wraps_ddp_around(text: str, module: str, function: str) -> bool:
+    """The source ``text`` wraps a model in DistributedDataParallel and imports ``function``
+    from ``module`` (``from engine import train_one_epoch``) or calls ``module.function(``.
+
+    Example:
+        >>> wraps_ddp_around("from engine import train\\nm = DDP(m)\\n", "engine", "train")
+        True
+    """
+    name, where = re.escape(function), re.escape(module)
+    imports = re.compile(rf"(?m)^\s*from\s+[\w.]*\b{where}\s+import\b[^\n]*\b{name}\b"
+                         rf"|\b{where}\.{name}\s*\(")  # fmt: skip
+    return bool(_WRAPS_DDP.search(text) and imports.search(text))

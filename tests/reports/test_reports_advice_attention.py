@@ -82,3 +82,17 @@ def test_only_the_calls_measured_faster_are_told_and_counted():
     assert "measured 1.25x on their shapes" in item.title
     assert item.estimated_saving_ms == pytest.approx(25.0 * 0.2)  # (not less the cross's loss)
     assert any("layer.cross_attn" in e and "not faster, leave it" in e for e in item.evidence)
+
+
+def test_attention_called_with_need_weights_false_is_not_told_to_use_the_fused_kernel():
+    """Lightning's nn.Transformer demo: its layers call MultiheadAttention with
+    need_weights=False, so the fused kernel runs already; "use fused attention (SDPA)" was the
+    top advice, worth nothing."""
+    session = _session()
+    attn = session["tree"]["children"][0]["children"][0]
+    attn["attention"] = {"query": [64, 8, 256], "key": [64, 8, 256], "need_weights": False}
+    (item,) = dominant_module(session)
+    assert "fused attention" not in item.title and "need_weights" not in item.title
+    attn["attention"]["need_weights"] = True  # (called for its weights: the remedy stands)
+    (weighted,) = dominant_module(session)
+    assert "use fused attention (SDPA)" in weighted.title

@@ -52,6 +52,7 @@ from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
 from torchdoctor.analyze.advice.knobs import slow_backward_note
 from torchdoctor.analyze.advice.ops_table import OPS_FOR, ops_for  # noqa: F401 (re-exported)
+from torchdoctor.session_read import walk
 
 THRESHOLD = 0.30
 #: a composite node covering this much of the step is the model itself, not a diagnosis
@@ -111,10 +112,14 @@ def _remedy_for(
     its class."""
     paths = [str(n.get("path") or "") for n in (group or [node])]
     fused = facts.fused
+    calls = [p["attention"] for n in (group or [node]) for p, _ in walk(n) if p.get("attention")]
     already = (
         fused_anywhere
         or any(o == p or o.startswith(p + ".") for p in paths for o in fused)
         or bool(facts.not_sdpa_in(paths))  # (attention SDPA cannot compute: cog, talking heads)
+        # (nn.TransformerEncoderLayer calls its MultiheadAttention with need_weights=False:
+        # the fused kernel runs already)
+        or bool(calls) and all(c.get("need_weights") is False for c in calls)
     )
     remedy = next(
         r for r in REMEDIES if r.when(node, group, cuda) and not (already and r.name == "attention")

@@ -393,6 +393,16 @@ def test_unattributed_names_lint_suspects_outside_modules():
     assert finding.heat > 0 and "unattributed code" in finding.title
 
 
+def test_ddps_all_reduce_wait_is_not_told_as_code_outside_modules():
+    """A torchrun DDP tutorial: its 1.02 ms "outside any module" was DDP's wait for the
+    all-reduce at the end of backward, told by the collectives advice already."""
+    session = unattributed_session()
+    (item,) = unattributed(session)
+    rest = float(item.evidence[0].split(" ms")[0])
+    session["collectives"] = {"exposed_ms_per_step": rest}
+    assert unattributed(session) == []
+
+
 def test_a_dataloader_finding_is_judged_by_the_loader_its_function_fetches_from():
     """minGPT: Trainer.run builds its loader with num_workers=config.num_workers (4: the linter
     cannot read it) and iterates it; eval_split builds one with num_workers=0. TD401 on the

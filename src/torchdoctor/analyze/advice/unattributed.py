@@ -7,7 +7,9 @@ the lines; what stays unexplained (pure-Python work no torch call shows) keeps t
 cannot say which code that is, so the advice is to name it: wrap the suspect blocks in
 ``torchdoctor.region(...)`` and profile again. Static findings on lines outside every module's
 and region's source are the first suspects (the lint rule ranks them by this share). No saving is
-estimated: nothing is known about that code yet. Nor is it given when the profiler's own
+estimated: nothing is known about that code yet. The collectives' exposed wait (DDP's all-reduce
+at the end of backward, outside every module) is left out: the collectives advice tells it. Nor
+is it given when the profiler's own
 measured cost in a detailed step could be that time (a step of small module calls, where the
 hooks make a detailed step 3x a light one: cleanrl's DQN, 48% "outside any module", its light
 step no longer than the hooks' cost).
@@ -43,7 +45,11 @@ def unattributed(session: Mapping[str, Any]) -> list[Advice]:
         0.8
     """
     step = tree_step_ms(session)
-    rest = unattributed_ms(session)
+    # DDP's wait for its all-reduce runs in backward outside every module: the collectives
+    # advice tells that part (a torchrun DDP tutorial's 1.02 ms "outside any module" was it)
+    comm = session.get("collectives") or {}
+    waiting = float(comm.get("exposed_ms_per_step") or 0.0) if isinstance(comm, Mapping) else 0.0
+    rest = max(0.0, unattributed_ms(session) - waiting)
     if step <= 0 or rest < THRESHOLD * step:
         return []
     unprofiled = saving_step_ms(session)  # (the detailed step less the profiler's own cost)

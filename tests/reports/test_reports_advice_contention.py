@@ -79,6 +79,21 @@ def test_long_steps_that_were_blocked_are_io_or_a_sleep_done_less_often():
     assert "asynchronously" in item.fix
 
 
+def test_long_steps_blocked_in_backward_under_ddp_are_the_all_reduce_wait():
+    """A torchrun DDP run: the long steps' extra time is in backward, where DDP waits for the
+    other rank; "a checkpoint, a lock, slow storage" was the wrong cause there."""
+    steps = _steps(every=20, long=(3.0, 0.0))
+    for step in steps:
+        if step["wall_ms"] > 10.0:  # (the extra 100 ms in backward, not after the step)
+            step["phases"]["other"] -= 100.0
+            step["phases"]["backward"] += 100.0
+    (item,) = periodic_steps({"steps": steps, "collectives": {"world_size": 2}})
+    assert "waited in backward for DDP's all-reduce" in item.title
+    assert item.estimated_saving_ms is None and "ranks" in item.fix
+    (single,) = periodic_steps({"steps": steps})  # (one process: blocked, as before)
+    assert "the profiled thread was blocked" in single.title
+
+
 def test_long_steps_that_computed_keep_the_periodic_work_advice():
     (item,) = periodic_steps({"steps": _steps(every=20, long=(95.0, 0.0))})
     assert item.title == (

@@ -116,6 +116,15 @@ WAITING_FIX = (
     "change. Run on an idle machine, or give this job cores of its own (taskset -c / numactl, "
     "a container's cpuset) and set torch.set_num_threads to that many; then profile again."
 )
+#: the fix of long steps blocked in backward under DDP: the other ranks, not this code
+DDP_WAIT_FIX = (
+    "The extra time sits in backward, where DistributedDataParallel waits until every rank's "
+    "gradients are reduced: another rank reached its all-reduce late (a straggler with more "
+    "work, or a process the machine took off its core). Nothing in this rank's code to change: "
+    "compare the ranks (`torchdoctor run` under torchrun writes a ranks table), give them equal "
+    "work, and keep other processes off their cores."
+)
+
 BLOCKED_FIX = (
     "The long steps' extra time was spent blocked, not computing: writing a checkpoint or "
     "files to slow or network storage, reading data outside the DataLoader, a sleep, a lock, "
@@ -205,6 +214,7 @@ def off_core_advice(
     steps: int,
     median: float,
     per_step: float,
+    ddp_wait: bool = False,
 ) -> Advice:
     """The ``periodic-steps`` advice on long steps when most of their extra time was off a core: waiting for one
     (the machine was busy: nothing to save in the loop) or blocked (I/O, a sleep, a lock:
@@ -237,6 +247,11 @@ def off_core_advice(
         heat=min(1.0, share / 100.0),
         cause="cpu-contention" if waiting else "periodic-work",
     )  # fmt: skip
+    if ddp_wait and off == "blocked":  # (its extra time in backward, under DDP: the all-reduce)
+        item.title = (f"{head}: the rank waited in backward for DDP's all-reduce (another rank "
+                      f"came late) for most of their extra time, {share:.0f}% of the run")
+        item.fix, item.cause = DDP_WAIT_FIX, "collectives"
+        return item  # (nothing to save in this rank's code)
     if not waiting:  # measured: half of their extra time saved by doing that work half as often
         item.estimated_saving_ms = per_step / 2
         item.saving_range_ms = (per_step / 2, per_step)

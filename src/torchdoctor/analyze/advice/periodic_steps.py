@@ -328,7 +328,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     if host is not None and (off == "waiting" or (off == "blocked" and not _calls_explain(
             session, host.wall_ms / len(long)))):  # fmt: skip
         return [off_core_advice(off, host, head, share, long, len(recorded), median,
-                                extra / len(steps))]  # fmt: skip
+                                extra / len(steps), _ddp_wait(session, long, steps))]  # fmt: skip
     loop = small_batch_loop(session)
     if loop is not None:
         title += f": {float(loop['calls_per_step']):.0f} model calls on {samples_text(loop)} each"
@@ -411,3 +411,24 @@ def _calls_explain(session: Mapping[str, Any], extra_ms: float) -> bool:
     """
     rows = [r for r in session.get("long_step_calls") or () if not r.get("package")]
     return any(float(r.get("extra_ms") or 0.0) >= 0.5 * extra_ms for r in rows)
+
+
+def _ddp_wait(session: Mapping[str, Any], long: list, steps: list) -> bool:
+    """Under DDP (collectives of a world of 2 or more) the long steps' extra time is mostly in
+    backward, where DDP waits for its all-reduce: another rank came late.
+
+    Example:
+        >>> steps = [{"wall_ms": 1.0, "phases": {"backward": 0.5}}] * 9
+        >>> long = [{"wall_ms": 9.0, "phases": {"backward": 8.3}}]
+        >>> _ddp_wait({"collectives": {"world_size": 2}}, long, steps + long)
+        True
+    """
+    comm = session.get("collectives") or {}
+    if not isinstance(comm, Mapping) or int(comm.get("world_size") or 1) < 2:
+        return False
+    typical = sorted(float((s.get("phases") or {}).get("backward") or 0.0) for s in steps)
+    median_wall = sorted(float(s.get("wall_ms") or 0.0) for s in steps)[len(steps) // 2]
+    base = typical[len(typical) // 2] if typical else 0.0
+    extra = sum(float(s.get("wall_ms") or 0.0) - median_wall for s in long)
+    in_backward = sum(float((s.get("phases") or {}).get("backward") or 0.0) - base for s in long)
+    return extra > 0 and in_backward >= 0.6 * extra

@@ -4,7 +4,7 @@ optimizer runs without its fused implementation.
 Each optimizer's settings are noted at its first step (``environment["optimizers"]``:
 ``collect/engine_state.optimizer_settings``): its class, whether the class has a fused kernel
 for its parameters' device (Adam, AdamW, SGD, Adagrad on CPU and CUDA), and the ``fused`` it
-was given. When the optimizer phase is at least MIN_SHARE of the step and such an optimizer
+was given. When the optimizer phase is at least MIN_SHARE (5%) of the step and such an optimizer
 runs unfused (nanoGPT's ``configure_optimizers`` asks for fused on CUDA only), the advice is
 ``fused=True``. The saving is Amdahl over the optimizer phase with the speedup measured in the
 ``fused`` benchmark suite on CPU for its class (foreach vs fused; SGD without momentum gains
@@ -40,7 +40,7 @@ from torchdoctor.analyze.advice.base import (
 from torchdoctor.analyze.advice.knobs_measured import tune_rows
 
 #: the optimizer phase must take at least this share of the step
-MIN_SHARE = 0.10
+MIN_SHARE = 0.05
 
 
 def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:

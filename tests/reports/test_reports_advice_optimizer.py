@@ -29,3 +29,14 @@ def test_an_optimizer_phase_of_seven_percent_is_worth_its_fused_kernel():
     assert item.estimated_saving_ms > 0
     session["phases"]["optimizer"] = {"median": 0.03 * step, "mean": 0.03 * step}
     assert optimizer_step(session) == []
+
+
+def test_a_stable_baselines3_optimizer_is_told_through_the_policys_optimizer_kwargs():
+    """SB3's SAC builds its Adam optimizers itself: "pass fused=True where the script builds
+    the optimizer" named nothing the script has."""
+    session = optimizer_session()
+    for optimizer in session["environment"]["optimizers"]:
+        optimizer["driver"] = "stable_baselines3"
+    (item,) = optimizer_step(session)
+    assert "policy_kwargs=dict(optimizer_kwargs=dict(fused=True))" in item.fix
+    assert "where the script builds" not in item.fix

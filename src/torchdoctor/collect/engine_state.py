@@ -115,6 +115,7 @@ LOOP_DRIVERS = (
     ("transformers.trainer", "transformers"),
     ("lightning.pytorch", "lightning"),
     ("pytorch_lightning", "lightning"),
+    ("stable_baselines3", "stable_baselines3"),
 )
 
 

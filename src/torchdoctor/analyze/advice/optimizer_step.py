@@ -154,6 +154,12 @@ def fused_fix(kind: str, drivers: set[Any], cuda: bool) -> tuple[str, str]:
             + measure,
             f"return torch.optim.{kind}(self.parameters(), lr=self.lr, fused=True)",
         )
+    if drivers == {"stable_baselines3"}:  # (the policy builds it from optimizer_kwargs)
+        return (
+            "stable-baselines3 builds the optimizer from the policy's optimizer_kwargs: "
+            "Model(..., policy_kwargs=dict(optimizer_kwargs=dict(fused=True)))." + measure,
+            "model = SAC(\"MlpPolicy\", env, policy_kwargs=dict(optimizer_kwargs=dict(fused=True)))",
+        )
     return (
         f"pass fused=True where the script builds the optimizer{where}." + measure,
         f"optimizer = torch.optim.{kind}(model.parameters(), lr=lr, fused=True)",

@@ -33,6 +33,7 @@ from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.debug_modes import anomaly_detection
 from torchdoctor.analyze.advice.decode_cache import decode_without_cache
 from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.analyze.advice.dropout_share import dropout_share
 from torchdoctor.analyze.advice.emulated_bf16 import emulated_bf16
 from torchdoctor.analyze.advice.float64 import float64_training
 from torchdoctor.analyze.advice.host_batch import host_batch
@@ -83,6 +84,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     python_outside_torch,
     host_batch,
     optimizer_step,
+    dropout_share,
     float64_training,
     recompiles,
     anomaly_detection,

@@ -39,7 +39,8 @@ _TORCH = _dir(torch.__file__)
 _PACKAGE = _dir(torchdoctor.__file__)
 _OWN = tuple(
     _PACKAGE + name
-    for name in ("collect" + os.sep, "commands" + os.sep, "bench" + os.sep, "cli.py", "__main__.py")
+    for name in ("collect" + os.sep, "commands" + os.sep, "bench" + os.sep, "integrations" + os.sep,
+                 "cli.py", "__main__.py")  # (integrations: a callback's wrapper of trainer.train)
 ) + (_PACKAGE + "testing.py",)
 _STDLIB = tuple({os.path.abspath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"],) if p})
 _SITE = ("site-packages", "dist-packages")

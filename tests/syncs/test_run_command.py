@@ -205,6 +205,9 @@ def test_bad_input_is_reported_plainly(tmp_path, capsys):
     out = str(tmp_path / "o")
     assert main(["run", "--out", out, str(tmp_path / "missing.py")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert not os.path.exists(out)  # (a run that never started leaves no empty folder)
+    assert main(["run", "--out", out, "--", "torchrun", "--nproc_per_node", "2", "t.py"]) == 2
+    assert "-m torchdoctor run train.py" in capsys.readouterr().err  # (the launcher goes first)
     broken = tmp_path / "broken.py"
     broken.write_text("def f(:\n    pass\n")
     assert main(["run", "--out", out, str(broken)]) == 1

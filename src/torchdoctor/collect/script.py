@@ -192,6 +192,11 @@ def _qualnames(tree: ast.AST) -> dict[str, ast.AST]:
     return found
 
 
+#: launchers that start a script in several processes (not scripts themselves)
+_LAUNCHERS = frozenset({"torchrun", "torch.distributed.run", "accelerate", "deepspeed", "mpirun"})
+_PYTHONS = frozenset({"python", "python3"})
+
+
 def load_script(path: str, step_fn: str | None = None) -> LoadedScript:
     """Read and compile a script; ``SyntaxError`` and :class:`ScriptNotFoundError` on bad input.
 
@@ -208,9 +213,13 @@ def load_script(path: str, step_fn: str | None = None) -> LoadedScript:
     """
     if not os.path.isfile(path):
         what = "is a directory" if os.path.isdir(path) else "does not exist"
+        name = os.path.basename(path)  # (torchdoctor run -- torchrun ... / -- python ...)
+        hint = ("; drop the interpreter: `torchdoctor run train.py`" if name in _PYTHONS
+                else "; to profile every rank, put torchdoctor inside the launcher: `torchrun "
+                "--nproc_per_node 2 -m torchdoctor run train.py`" if name in _LAUNCHERS else "")
         raise ScriptNotFoundError(
             f"script {path!r} {what}; expected the path of a Python file to run, as in "
-            "`torchdoctor run train.py --epochs 1`"
+            "`torchdoctor run train.py --epochs 1`" + hint
         )
     absolute = os.path.abspath(path)
     if is_notebook(absolute):  # its code cells, in order (collect/notebook.py)

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 
@@ -122,10 +123,13 @@ def unwritable_out(path: str) -> str | None:
     """
     if os.path.isfile(path):
         return f"--out {path} is a file; give a folder (it will hold session.json and the reports)"
+    created = not os.path.exists(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         return f"--out {path} cannot be created ({exc.strerror or exc}); give a writable folder"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return f"--out {path} is not writable; give a writable folder"
-    return None
+    writable = os.access(path, os.W_OK | os.X_OK)
+    if created:  # (made again when the session is written: a run that never starts, such
+        with contextlib.suppress(OSError):  # as a script that does not exist, leaves no
+            os.rmdir(path)  # empty folder behind)
+    return None if writable else f"--out {path} is not writable; give a writable folder"

@@ -54,11 +54,13 @@ def _paths(node):
         yield from _paths(child)
 
 
-def test_steps_are_optimizer_steps_with_accumulation(tmp_path, history_file):
+def test_steps_are_optimizer_steps_with_accumulation(tmp_path, history_file, capsys):
     callback = TorchDoctorCallback(out=tmp_path / "prof", warmup=1)
     trainer = _trainer(tmp_path, callback, max_steps=6, accumulate_grad_batches=3)
     trainer.fit(TinyModule(), _loader())
     session = callback.session
+    said = capsys.readouterr().err  # (the callback says where its report went)
+    assert f"torchdoctor: the lightning callback's report is in {tmp_path / 'prof'}" in said
     assert trainer.global_step == 6
     assert len(session["steps"]) == trainer.global_step - 1  # optimizer steps after warm-up
     paths = set(_paths(session["tree"]))

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,4 +56,7 @@ def publish(
     done = record_and_track(session, files, kind=kind, script=script, args=args,
                             history=history, trackers=trackers,
                             tracker_options=tracker_options)  # fmt: skip
+    report = Path(out) / "report.md"  # (a callback runs inside the user's script: say where)
+    shown = report if report.exists() else path
+    print(f"torchdoctor: the {kind} callback's report is in {shown}", file=sys.stderr)
     return {"session": path, "files": files, **done}

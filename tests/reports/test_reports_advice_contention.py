@@ -40,6 +40,9 @@ def test_a_run_that_waited_for_cores_all_along_says_the_machine_was_busy():
     assert "the machine was busy all along" in item.evidence[1]
     assert "2 DataLoader workers beside torch's 2 threads on 2 usable cores" in item.evidence[2]
     assert "fewer DataLoader workers" in item.fix
+    assert "OMP_NUM_THREADS=1" in item.fix  # (2 threads beside a busy process: each waits)
+    (single,) = cpu_contention({"steps": steps, "environment": {**env, "threads": 1}})
+    assert "OMP_NUM_THREADS" not in single.fix
     # it is the first advice, and the report's headline says so
     session = {"steps": steps, "environment": env, "step_ms": {"median": 10.0}}
     assert advise(session)[0].rule == "cpu-contention"

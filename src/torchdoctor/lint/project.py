@@ -342,14 +342,7 @@ class Project:
             >>> project.module_function("make").name, project.module_function("other")
             ('make', None)
         """
-        key = ("module function", name)
-        if key not in self._no_grad:
-            pattern = re.compile(rf"(?m)^def {re.escape(name)}\s*\(")
-            found = [node for path in self.paths if pattern.search(self.text(path))
-                     for node in (self.tree(path) or ast.Module(body=[])).body
-                     if isinstance(node, ast.FunctionDef) and node.name == name]  # fmt: skip
-            self._no_grad[key] = found[0] if len(found) == 1 else None  # type: ignore[assignment]
-        return self._no_grad[key]  # type: ignore[return-value]
+        return self._one_definition(name, "def", ast.FunctionDef)  # type: ignore[return-value]
 
     def module_class(self, name: str) -> ast.ClassDef | None:
         """The project's one module-level ``class name`` (None when no file, or more than one,
@@ -361,12 +354,17 @@ class Project:
             >>> project.module_class("Rows").name, project.module_class("Other")
             ('Rows', None)
         """
-        key = ("module class", name)
+        return self._one_definition(name, "class", ast.ClassDef)  # type: ignore[return-value]
+
+    def _one_definition(self, name: str, keyword: str, kind: type) -> ast.AST | None:
+        """The one module-level ``def name`` / ``class name`` of the project's files (found
+        by text first, parsed only where it is), cached; None for none or several."""
+        key = (f"module {keyword}", name)
         if key not in self._no_grad:
-            pattern = re.compile(rf"(?m)^class {re.escape(name)}\b")
+            pattern = re.compile(rf"(?m)^{keyword} {re.escape(name)}\b")
             found = [node for path in self.paths if pattern.search(self.text(path))
                      for node in (self.tree(path) or ast.Module(body=[])).body
-                     if isinstance(node, ast.ClassDef) and node.name == name]  # fmt: skip
+                     if isinstance(node, kind) and node.name == name]  # fmt: skip
             self._no_grad[key] = found[0] if len(found) == 1 else None  # type: ignore[assignment]
         return self._no_grad[key]  # type: ignore[return-value]
 

@@ -117,7 +117,8 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
         "all ones (padding_mask.all()), to drop the mask and let SDPA pick its fastest kernel "
         "(_ignore_bidirectional_mask_sdpa)",
         "no attention_mask in batches without padding (fixed-length or packed inputs): the "
-        "test is skipped",
+        "test is skipped; with padded batches (a Seq2Seq collator's) it stays, one sync per "
+        "forward in transformers' own SDPA path: leave it",
         'batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}  # before\n'
         'batch = {"input_ids": ids}                                          # after',
     ),

@@ -67,3 +67,14 @@ def host_batch_session():
     session["python_lines"] = [{"file": "/x/train.py", "line": 124, "location": "train.py:124",
                                 "ms_per_step": 4.0, "code": lines[0]["code"], "via": []}]  # fmt: skip
     return session
+
+
+def dropout_session():
+    """The slow session with a Dropout module holding 15% of the step."""
+    session = slow_session()
+    model = next(c for c in session["tree"]["children"] if c["kind"] == "module")
+    drop = {"kind": "module", "path": f"{model['path']}.dropout", "name": "dropout",
+            "type": "Dropout", "total_ms": {"median": 30.0, "mean": 30.0},
+            "forward_ms": {"median": 20.0, "mean": 20.0}, "children": []}  # fmt: skip
+    model.setdefault("children", []).append(drop)
+    return session

@@ -104,3 +104,18 @@ def run_folder(paths, weights):
         net = net.cuda().eval()
         outs.append(upscale(net, torch.load(path)))
     return outs
+
+
+def ensemble_predict(videos, weights, device):
+    rows = []
+    for video in videos:  # expect: TD602
+        clip = load_clip(video).to(device)
+        preds = []
+        for ckpt in weights:
+            model = Classifier().to(device)
+            model.load_state_dict(torch.load(ckpt, map_location=device))  # expect: TD605
+            preds.append(model(clip))
+        for frame in frames_of(video):
+            preds.append(torch.load(frame))  # near-miss: a file of this video each time
+        rows.append(preds)
+    return rows

@@ -70,6 +70,21 @@ class LoadInLoopRules(RuleVisitor):
     CODES = tuple(rule.code for rule in RULES)
     TRIGGERS = ((_LOAD_TRIGGER.pattern,),)
 
+    def _outer_repeat(self, values: list, loops: list) -> ast.AST | None:
+        """The outer loop in whose every iteration the inner loops around the load walk the
+        same items (``for video in videos: for ckpt in args.weights: torch.load(ckpt)``): the
+        loaded values come only from those items' names and names the outer loop keeps."""
+        for k, outer in enumerate(loops[1:], start=1):
+            inner = [lp for lp in loops[:k] if isinstance(lp, FOR)]
+            if len(inner) != k or not all(self.is_invariant(lp.iter, outer) for lp in inner):
+                continue
+            walked = set().union(*(_loop_names(lp) for lp in inner))
+            if all(isinstance(v, ast.Constant) or self.is_invariant(v, outer) or (
+                    {n.id for n in ast.walk(v) if isinstance(n, ast.Name)} <= walked)
+                    for v in values):  # fmt: skip
+                return outer
+        return None
+
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
         if not (names & _LOADERS or method_name(node) in _LOAD_METHODS):
@@ -90,9 +105,19 @@ class LoadInLoopRules(RuleVisitor):
             k.arg is None for k in node.keywords
         ):
             return
-        if not all(isinstance(v, ast.Constant) or self.is_invariant(v, loop) for v in values):
-            return
         what = _what_is_loaded(self.code_of(node.func))
+        if not all(isinstance(v, ast.Constant) or self.is_invariant(v, loop) for v in values):
+            outer = self._outer_repeat(values, loops)
+            if outer is not None:  # (an ensemble's checkpoints, loaded again for every video)
+                self.report(
+                    node,
+                    "TD605",
+                    f"`{self.code_of(node)}` loads the same {what}s in every iteration of the "
+                    f"loop at line {outer.lineno}: the loop at line {loop.lineno} walks the "
+                    f"same `{self.code_of(loop.iter)}` each time (reading and building each "
+                    f"from disk again): load them once before line {outer.lineno} and reuse them",
+                )
+            return
         self.report(
             node,
             "TD605",
@@ -100,6 +125,10 @@ class LoadInLoopRules(RuleVisitor):
             f"line {loop.lineno} (reading it from disk and building it each time): load it "
             "once before the loop and reuse it",
         )
+
+
+def _loop_names(loop: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(getattr(loop, "target", ast.Pass())) if isinstance(n, ast.Name)}
 
 
 def _what_is_loaded(callee: str) -> str:

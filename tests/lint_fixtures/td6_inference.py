@@ -521,3 +521,23 @@ def anomaly_scores(test_set, device):
         score, amap = model(x.to(device))
         scores.append(score)
     return scores
+
+
+@torch.no_grad()
+def generate_full_context(model, prompt, n_target, tgt_len):
+    seq = prompt[:, None]
+    for _ in range(n_target):
+        logits, _ = model.step(seq[-tgt_len:])  # expect: TD604
+        nxt = logits[-1, 0].argmax()
+        seq = torch.cat([seq, nxt.view(1, 1)], dim=0)
+    return seq[:, 0]
+
+
+@torch.no_grad()
+def generate_recurrent_step(model, ids, states, max_new):
+    nxt = ids[:, -1:]
+    for _ in range(max_new):
+        logits, states = model.step(nxt, states)  # near-miss: one token and the carried state
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+    return ids

@@ -46,7 +46,7 @@ _MEMORY = re.compile(r"^(mems?|states?)$", re.IGNORECASE)
 #: a module's methods that run its decoder on the sequence they are given
 _DECODE_METHODS = frozenset({"forward", "decode", "decoder"})
 #: ... and method names that run it on what they are given (a Decision Transformer's get_action)
-_RUNS_PREFIXES = ("get_action", "predict", "act", "generate_step", "step_logits")
+_RUNS_PREFIXES = ("get_action", "predict", "act", "generate_step", "step")  # (model.step(seq))
 
 
 def _last_tokens(expr: ast.AST) -> bool:

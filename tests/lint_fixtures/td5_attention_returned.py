@@ -58,3 +58,24 @@ class CrossAttention(nn.Module):
         weights = weights.softmax(dim=-1)  # expect: TD507
         out = torch.matmul(self.dropout(weights), v).transpose(1, 2).reshape(B, Q, C)
         return self.out_proj(out)
+
+
+def attention(query, key, value, mask=None):
+    scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(query.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(mask == 0, -1e9)
+    p_attn = F.softmax(scores, dim=-1)  # expect: TD507
+    return torch.matmul(p_attn, value), p_attn
+
+
+def attention_kept(query, key, value):
+    scores = torch.matmul(query, key.transpose(-2, -1))
+    p_attn = F.softmax(scores, dim=-1)  # near-miss: a caller keeps the weights
+    return torch.matmul(p_attn, value), p_attn
+
+
+class Heads(nn.Module):
+    def forward(self, q, k, v):
+        x, _ = attention(q, k, v)
+        y, self.attn = attention_kept(q, k, v)
+        return x + y

@@ -33,9 +33,10 @@ def returned_at(use: ast.AST) -> int | None:
     return None
 
 
-def discarded_by_callers(tree: ast.Module, owner: ast.ClassDef, position: int) -> bool:
-    """Every call of an instance of ``owner`` made in ``tree`` (``self.attn = Owner(...)``,
-    then ``ctx, _ = self.attn(...)``; at least one) unpacks element ``position`` of what it
+def discarded_by_callers(tree: ast.Module, owner: ast.AST, position: int) -> bool:
+    """Every call of an instance of the class ``owner`` made in ``tree`` (``self.attn =
+    Owner(...)``, then ``ctx, _ = self.attn(...)``), or of the module-level function ``owner``
+    (``x, _ = attention(q, k, v)``), at least one, unpacks element ``position`` of what it
     returns into ``_``.
 
     Example:
@@ -54,7 +55,8 @@ def discarded_by_callers(tree: ast.Module, owner: ast.ClassDef, position: int) -
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
         and dotted(node.value.func) in (owner.name, f"self.{owner.name}")
         for target in node.targets
-    } - {None}  # fmt: skip
+    } - {None} if isinstance(owner, ast.ClassDef) else {owner.name}  # fmt: skip
+    # (a module-level function is called by its name: the Annotated Transformer's attention())
     targets = {
         id(node.value): node.targets[0]
         for node in ast.walk(tree)

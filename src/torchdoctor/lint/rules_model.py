@@ -317,8 +317,10 @@ class ModelRules(RuleVisitor):
     def _discarded(self, use: ast.Name) -> bool:
         """The weights are returned beside the output of a module's method, and every call
         of the module in the file drops them (``ctx, _ = self.attn(h, enc)``)."""
-        position, owner = returned_at(use), self.parent(self.enclosing_scope(use))
-        return (position is not None and isinstance(owner, ast.ClassDef)
+        scope = self.enclosing_scope(use)
+        position, owner = returned_at(use), self.parent(scope)
+        owner = scope if isinstance(owner, ast.Module) else owner  # (a module-level function)
+        return (position is not None and isinstance(owner, ast.ClassDef | ast.FunctionDef)
                 and self.context.tree is not None
                 and discarded_by_callers(self.context.tree, owner, position))  # fmt: skip
 

@@ -22,6 +22,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.rules_decode import cache_off
 from torchdoctor.lint.syntax import statement_list
 from torchdoctor.lint.visitor import (
     FOR,
@@ -213,8 +214,7 @@ def _decodes_with_a_cache(loop: ast.AST) -> bool:
         >>> _decodes_with_a_cache(loop.body[0])
         True
     """
-    return any(isinstance(n, ast.Call) and any(k.arg and _CACHE_KEYWORD.match(k.arg) and not (
-                   isinstance(k.value, ast.Constant) and k.value.value in (False, None))
+    return any(isinstance(n, ast.Call) and any(k.arg and _CACHE_KEYWORD.match(k.arg) and not cache_off(k.value)
                    for k in n.keywords)  # (use_cache=False: none)
                for n in _walk(loop))  # fmt: skip
 

@@ -38,8 +38,13 @@ RULES = (
 _CACHE_KEYWORD = re.compile(r"past|cache|kv|state|^mems?$", re.IGNORECASE)
 
 
-def _off(value: ast.AST) -> bool:
-    """``False`` / ``None``: a cache keyword that turns the cache off (``use_cache=False``)."""
+def cache_off(value: ast.AST) -> bool:
+    """``False`` / ``None``: a cache keyword that turns the cache off (``use_cache=False``).
+
+    Example:
+        >>> cache_off(ast.parse("False", mode="eval").body)
+        True
+    """
     return isinstance(value, ast.Constant) and value.value in (False, None)
 #: ... of those, names an encoder's output has as well (a cache only when the loop carries it)
 _MEMORY = re.compile(r"^(mems?|states?)$", re.IGNORECASE)
@@ -122,7 +127,7 @@ class DecodeRules(RuleVisitor):
                 or self._transformers_call(call)
             ):
                 continue
-            if any(k.arg and _CACHE_KEYWORD.search(k.arg) and not _off(k.value)
+            if any(k.arg and _CACHE_KEYWORD.search(k.arg) and not cache_off(k.value)
                    for k in call.keywords) or any(  # (use_cache=False: no cache at all)
                 isinstance(a, ast.Name) and _CACHE_KEYWORD.search(a.id) and a.id not in fed and (
                     not _MEMORY.match(a.id) or a.id in self.assigned_in(loop))  # (an encoder's

@@ -90,3 +90,33 @@ def test_an_outermost_module_that_also_runs_nested_keeps_the_global_hooks():
             x = decoder(x, memory)
     assert all(global_hooks for global_hooks, _ in decoder.seen)
     assert not prof.state.light_hooks_outermost
+
+
+def test_training_light_steps_count_their_model_calls_with_a_counting_hook_alone():
+    """A training loop's light steps record their outermost model calls (`model_calls`, and
+    `eval_calls` in eval mode): an evaluation between steps shows as many. Only a counting
+    pre-hook is on the model then (no global hooks, no forward hook), and none is left after."""
+    torch.manual_seed(0)
+    model = Encoder()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False, window=3,
+                              period_steps=60) as prof:  # fmt: skip
+        for i in range(30):
+            model(torch.randn(2, 8)).sum().backward()
+            opt.step()
+            if i == 20:
+                model.eval()
+                with torch.no_grad():
+                    for _ in range(7):
+                        model(torch.randn(2, 8))
+                model.train()
+    steps = prof.session["steps"]
+    light = [s for s in steps if not s["detailed"]]
+    assert light and all(s["model_calls"] >= 1 for s in steps)
+    (evaluating,) = [s for s in steps if s.get("eval_calls")]
+    assert not evaluating["detailed"]
+    assert (evaluating["model_calls"], evaluating["eval_calls"]) == (8, 7)
+    assert sum(s["model_calls"] == 1 for s in steps) == len(steps) - 1
+    assert (False, True) in model.seen  # a light step: the counting hook alone
+    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert not torch_module._global_forward_pre_hooks

@@ -78,3 +78,13 @@ def dropout_session():
             "forward_ms": {"median": 20.0, "mean": 20.0}, "children": []}  # fmt: skip
     model.setdefault("children", []).append(drop)
     return session
+
+
+def single_long_step_session():
+    """A clean run whose step 40 of 60 evaluated: 200 model calls in eval mode, 400 ms more."""
+    from reports_sessions import clean_session
+
+    steps = [{"index": i, "wall_ms": 100.0, "detailed": False, "phases": {"other": 10.0},
+              "model_calls": 1} for i in range(60)]  # fmt: skip
+    steps[40].update(wall_ms=500.0, phases={"other": 410.0}, model_calls=201, eval_calls=200)
+    return {**clean_session(), "steps": steps}

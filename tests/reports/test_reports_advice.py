@@ -27,6 +27,7 @@ from reports_sessions_crafted import (
     dropout_session,
     host_batch_session,
     hot_line_session,
+    single_long_step_session,
     torch_sync_session,
     unattributed_session,
 )
@@ -66,6 +67,7 @@ CRAFTED = {
     "hot_line_advice": hot_line_session,
     "host_batch": host_batch_session,
     "dropout_share": dropout_session,
+    "single_long_step": single_long_step_session,
     "cpu_oversubscription": oversubscribed_session,
     "cpu_contention": lambda: {**slow_session(), "steps": [{"index": i, "wall_ms": 30.0,  # (a
         "cpu_ms": 20.0, "cpu_wait_ms": 10.0, "phases": {}} for i in range(9)]},  # busy machine)

@@ -294,6 +294,8 @@ class HookEvents:
                     self.state.notes.append(note)
                 self._cut(discard=True)
         self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
+        if module is not None and not getattr(module, "training", True):
+            self._outer_calls[2] += 1  # (an evaluation's calls: model.eval() first)
         if module is not None:  # (an inference loop's light steps hook these alone)
             self._outer_modules.saw(module)
         if mode is _MODULE and module is not None:  # (an encoder run before a decoder's steps)
@@ -303,6 +305,15 @@ class HookEvents:
             # and whether the model was in eval mode: an evaluation's calls, not a rollout's)
             evaluating = module is not None and not getattr(module, "training", True)
             self._chains.append((user_chain(sys._getframe(2)), leading_dim(args), evaluating))
+
+    def _count_outer(self, module: Any, args: Any) -> None:
+        """A light step's outermost model call (training loops' light steps hook their
+        outermost modules with this alone: ``ModuleHooksSwitch.count``): counted for the
+        step's record, as :meth:`_outermost` counts a detailed step's."""
+        calls = self._outer_calls
+        calls[0] += 1
+        if not getattr(module, "training", True):
+            calls[2] += 1
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state

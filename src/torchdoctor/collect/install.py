@@ -5,7 +5,7 @@ another fails):
 
 - global module forward pre-hook and forward hook (``always_call=True``), switched off in
   the profiler's light steps, or onto the outermost modules alone in an inference loop's
-  (:class:`ModuleHooksSwitch`);
+  (:class:`~torchdoctor.collect.module_hooks.ModuleHooksSwitch`);
 - global optimizer step pre- and post-hooks (phase ``optimizer``, step boundaries);
 - wrappers around ``torch.autograd.backward`` and ``torch.autograd.grad`` (phase ``backward``;
   region boundaries are hooked as the pass starts);
@@ -44,8 +44,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.nn.modules import module as _module
 from torch.optim import optimizer as _optimizer
+
+from torchdoctor.collect.module_hooks import ModuleHooksSwitch
 
 _ROOTS = {"backward": "tensors", "grad": "outputs"}  # keyword of the first argument
 
@@ -272,81 +273,6 @@ def _quiet_compile_hook_warning() -> Callable[[], None]:
                 mutated()
 
     return undo
-
-
-class ModuleHooksSwitch:
-    """The global module forward hooks, installed while on; or the same hooks on a few
-    modules alone (:meth:`narrow`: every other module call takes torch's fast path).
-
-    Example:
-        >>> import torch
-        >>> calls = []
-        >>> switch = ModuleHooksSwitch(lambda m, a: calls.append(type(m).__name__),
-        ...                            lambda m, a, k, o=None: None)
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2))
-        >>> switch.on(); _ = net(torch.ones(2)); switch.active, switch.everywhere, calls
-        (True, True, ['Sequential', 'Linear'])
-        >>> switch.narrow([net]); _ = net(torch.ones(2)); switch.everywhere, calls[2:]
-        (False, ['Sequential'])
-        >>> switch.off(); switch.active
-        False
-    """
-
-    def __init__(self, pre: Callable, post: Callable) -> None:
-        self._pre = pre
-        self._post = post
-        self._handles: list[Any] = []
-        self._narrow: dict[int, list[Any]] = {}  # id(module) -> its handles
-
-    @property
-    def active(self) -> bool:
-        return bool(self._handles or self._narrow)
-
-    @property
-    def everywhere(self) -> bool:
-        """The global hooks are on."""
-        return bool(self._handles)
-
-    def narrow(self, modules: list[Any]) -> None:
-        """Hooks on ``modules`` alone. Switched inside a hook of one of them, that call still
-        gets exactly one pre- and one post-hook: torch reads a call's pre-hooks before
-        running them, and its forward hooks after the forward."""
-        self._remove_global()
-        wanted = {id(module): module for module in modules}
-        for key in [key for key in self._narrow if key not in wanted]:
-            for handle in self._narrow.pop(key):
-                handle.remove()
-        for key, module in wanted.items():
-            if key not in self._narrow:
-                self._narrow[key] = [
-                    module.register_forward_pre_hook(self._pre),
-                    module.register_forward_hook(self._post, with_kwargs=True, always_call=True),
-                ]
-
-    def on(self) -> None:
-        self._remove_narrow()
-        if not self._handles:
-            self._handles = [
-                _module.register_module_forward_pre_hook(self._pre),
-                _module.register_module_forward_hook(
-                    self._post, with_kwargs=True, always_call=True
-                ),
-            ]
-
-    def off(self) -> None:
-        self._remove_global()
-        self._remove_narrow()
-
-    def _remove_global(self) -> None:
-        handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.remove()
-
-    def _remove_narrow(self) -> None:
-        narrow, self._narrow = self._narrow, {}
-        for handles in narrow.values():
-            for handle in handles:
-                handle.remove()
 
 
 def _step_aside_for_disabled_hooks(switch: SavedTensorsSwitch) -> Callable[[], None]:

@@ -250,7 +250,10 @@ class ProfilerState:
     def step_entries(self, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``session["steps"]`` of the kept per-step summaries: index, wall time, phases, peak
         memory, whether detailed, the profiled thread's ms on a core and waiting for one
-        (``cpu_ms``, ``cpu_wait_ms``: ``collect/host_time.py``); with steps cut at module calls, the outermost input's shape
+        (``cpu_ms``, ``cpu_wait_ms``: ``collect/host_time.py``), its outermost model calls
+        (``model_calls``; ``eval_calls`` of them with the model in eval mode, when any: light
+        steps count them with a hook on the outermost modules alone); with steps cut at module
+        calls, the outermost input's shape
         and, where a step called other outermost modules than most, those
         (``outer_modules``); ``lines_cut`` where its hot lines stopped at the detail budget.
 
@@ -277,6 +280,10 @@ class ProfilerState:
             for key in HOST_KEYS:  # (collect/host_time.py: where the thread's time went)
                 if key in s:
                     entry[key] = round(float(s[key]), 4)
+            if s.get("model_calls"):  # outermost model calls, those in eval mode (an evaluation)
+                entry["model_calls"] = int(s["model_calls"])
+                if s.get("eval_calls"):
+                    entry["eval_calls"] = int(s["eval_calls"])
             entries.append(entry)
         return entries
 

@@ -130,7 +130,7 @@ class StepCycle:
         # Light steps run without module hooks (their mere presence costs every module call),
         # unless a call is open (a marker inside a forward) or compiled code runs (Dynamo
         # guards on the hooks and modes: collect/compiled.py); cut at module calls, they hook
-        # the outermost modules alone (collect/outermost.py)
+        # the outermost modules alone (collect/outermost.py); else they count their calls
         compiled, hooks = self._compiled_now(), self._module_hooks
         if detailed or state.boundary is None or rec.module_depth or compiled:
             hooks.on()
@@ -138,8 +138,9 @@ class StepCycle:
             outermost = self._outer_modules.for_light_steps(rec.node_ids, rec.kind)
             hooks.narrow(outermost) if outermost else hooks.on()
             state.light_hooks_outermost = bool(outermost)
-        else:
-            hooks.off()
+        else:  # (the outermost model calls counted: an evaluation between steps makes many)
+            outermost = self._outer_modules.for_light_steps(rec.node_ids, rec.kind)
+            hooks.count(outermost, self._count_outer) if outermost else hooks.off()
         lines = self._lines
         began = time.perf_counter_ns()
         rec.owner_shadow = False
@@ -212,7 +213,9 @@ class StepCycle:
         host = self._host.since(self._host_began) if self._host is not None else {}
         began = time.perf_counter_ns()
         calls = self._outer_calls  # (this step's outermost calls become the last step's)
-        calls[0], calls[1] = 0, (calls[1] if discard else calls[0])
+        if calls[0] and not discard:  # (the step's record says how many: an evaluation's
+            host = {**host, "model_calls": calls[0], "eval_calls": calls[2]}  # many, in eval)
+        calls[0], calls[1], calls[2] = 0, (calls[1] if discard else calls[0]), 0
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
         if kept and self._recent.began_ns:  # (light steps' times aim a detail at long ones)
@@ -288,7 +291,7 @@ class StepCycle:
         if not self._rec.recording:
             return
         if state.summaries:
-            open_calls, last_calls = self._outer_calls
+            open_calls, last_calls = self._outer_calls[:2]
             if state.boundary is _MODULE and 0 < last_calls <= open_calls:
                 state.notes.append(
                     "the last step ends when profiling stops (no later call opened another): "

@@ -49,6 +49,7 @@ from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.other_phase import between_steps, python_outside_torch
 from torchdoctor.analyze.advice.periodic_steps import periodic_steps
 from torchdoctor.analyze.advice.recompute import loop_invariant
+from torchdoctor.analyze.advice.single_long_step import single_long_step
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
@@ -80,6 +81,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     data_loading,
     between_steps,
     periodic_steps,
+    single_long_step,
     library_loop,
     python_outside_torch,
     host_batch,

@@ -12,9 +12,11 @@ Example:
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from torchdoctor.analyze.advice.base import fmt_ms
 from torchdoctor.analyze.advice.one_sample import MIN_SHARE
 from torchdoctor.analyze.advice.one_sample import MIN_STEPS as MANY_CALLS
 
@@ -143,3 +145,123 @@ ROLLOUT_FIX = (
     "make_vec_env(env_id, n_envs=8), SubprocVecEnv when the environment's own step is the "
     "cost), and check the environment's step time: a Python environment is often most of it. "
 )
+
+
+def detailed_long(session: Mapping[str, Any]) -> list[int]:
+    """The detailed steps left out of the tree for their length (the first two, warm-up
+    residue, not counted: as for light steps)."""
+    left = ((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or []
+    return [int(i) for i in left if int(i) >= 2]
+
+
+def sampled_text(session: Mapping[str, Any]) -> str:
+    """What the detailed steps saw of the long ones (a detailed long step is left out of the
+    tree and of the sampled lines, which describe the typical step).
+
+    Example:
+        >>> sampled_text({"config": {"detail": {"outlier_steps": [40]}}})
+        'detailed step 40 was one: the tree and the sampled lines leave it out (they describe the typical step)'
+    """
+    left = detailed_long(session)
+    if not left:
+        return ("no detailed step was one: `torchdoctor run --detail always` records every "
+                "step in full (it costs more)")  # fmt: skip
+    calls = session.get("long_step_calls") or []
+    user = [r for r in calls if not r.get("package")]
+    if user:  # the user lines model calls ran under, innermost first: the evaluation's own
+        most = max(float(r["extra_ms"]) for r in user)
+        row = max((r for r in user if float(r["extra_ms"]) >= 0.9 * most),  # (not the
+                  key=lambda r: (r.get("function") != "<module>", float(r["extra_ms"])))  # script)
+        # (a line a typical step runs too calls the library loop that evaluates: name it)
+        inside = package_path(calls, most) if float(row.get("typical_ms") or 0.0) else None
+        return (f"in detailed step{'s' if len(left) > 1 else ''} "
+                f"{', '.join(str(i) for i in left[:4])}, the model calls under "
+                f"{row['location']} `{str(row.get('code') or '')[:60]}`"
+                + (f", in {inside}," if inside else "")
+                + f" took {fmt_ms(float(row['extra_ms']))} more than in a typical step")  # fmt: skip
+    which = ", ".join(str(i) for i in left[:4])
+    return (f"detailed step{'s' if len(left) > 1 else ''} {which} "
+            f"{'were' if len(left) > 1 else 'was'} one: the tree and the sampled lines leave "
+            f"{'them' if len(left) > 1 else 'it'} out (they describe the typical step)")  # fmt: skip
+
+
+#: the knobs of a library's own loop that set how often and how much it evaluates
+LOOP_KNOBS = {
+    "transformers": " (Trainer: TrainingArguments(eval_steps=...) larger, "
+    "per_device_eval_batch_size larger, or a smaller eval_dataset)",
+    "lightning": " (Lightning: Trainer(val_check_interval=..., limit_val_batches=...), "
+    "check_val_every_n_epoch)",
+}
+LOOP_KNOBS["pytorch_lightning"] = LOOP_KNOBS["lightning"]
+
+
+def loop_package(session: Mapping[str, Any]) -> str | None:
+    """The installed package whose own loop made the long steps' extra model calls.
+
+    Example:
+        >>> row = {"package": "lightning", "function": "_run", "extra_ms": 9.0,
+        ...        "ms_per_step": 9.0, "typical_ms": 0.0, "location": "loop.py:3"}
+        >>> loop_package({"long_step_calls": [row]}), loop_package({})
+        ('lightning', None)
+    """
+    calls = session.get("long_step_calls") or []
+    most = max((float(r["extra_ms"]) for r in calls), default=0.0)
+    new = new_frames(calls, most)
+    return str(new[0]["package"]) if new else None
+
+
+def package_path(calls: list[Mapping[str, Any]], most: float) -> str | None:
+    """The installed package's functions the long steps' model calls ran under and a typical
+    step's never did (Hugging Face's Trainer evaluating inside the user's ``trainer.train()``),
+    outermost first; None without any.
+
+    Example:
+        >>> row = lambda fn, order, typical: {"package": "transformers", "function": fn,
+        ...     "location": f"trainer.py:{order}", "order": order, "extra_ms": 400.0,
+        ...     "ms_per_step": 400.0 + typical, "typical_ms": typical}
+        >>> package_path([row("train", 9, 88.0), row("_maybe_log_save_evaluate", 8, 0.0),
+        ...                row("evaluate", 7, 0.0), row("train", 10, 0.0)], 400.0)
+        "transformers' _maybe_log_save_evaluate → evaluate (trainer.py:8)"
+    """
+    new = new_frames(calls, most)
+    if not new:
+        return None
+    names = " → ".join(str(r["function"]) for r in new[:4]) + (" → ..." if len(new) > 4 else "")
+    package = str(new[0]["package"])
+    return f"{package}{chr(39) if package.endswith('s') else chr(39) + 's'} {names} ({new[0]['location']})"
+
+
+def new_frames(calls: list[Mapping[str, Any]], most: float) -> list[Mapping[str, Any]]:
+    """The package rows of ``long_step_calls`` holding half the extra time or more and none of
+    a typical step's, outermost first."""
+    # (a function a typical step runs too, at another line, is the loop both go through)
+    typical = {(r.get("file"), r["function"]) for r in calls
+               if r.get("package") and float(r.get("typical_ms") or 0.0) > 0.0}  # fmt: skip
+    new = [
+        r for r in calls
+        if r.get("package") and float(r["extra_ms"]) >= 0.5 * most
+        and float(r.get("typical_ms") or 0.0) < 0.1 * float(r["ms_per_step"])
+        and (r.get("file"), r["function"]) not in typical and r.get("new_function", True)
+    ]  # fmt: skip
+    return sorted(new, key=lambda r: -int(r.get("order") or 0))  # (first seen: innermost)
+
+
+#: model calls over a typical step's that make a long step's evaluation (most in eval mode)
+MIN_EXTRA_CALLS = 2
+
+
+def model_calls(step: Mapping[str, Any], steps: list[Mapping[str, Any]]) -> tuple[int, int, int] | None:
+    """``(calls, eval calls, a typical step's calls)`` of ``step``'s outermost model calls when
+    it made MIN_EXTRA_CALLS or more over the typical (median) step's, else None.
+
+    Example:
+        >>> typical = [{"model_calls": 1}] * 9
+        >>> model_calls({"model_calls": 41, "eval_calls": 40}, typical), model_calls({"model_calls": 1}, typical)
+        ((41, 40, 1), None)
+    """
+    calls = int(step.get("model_calls") or 0)
+    counted = [int(s.get("model_calls") or 0) for s in steps]
+    typical = round(statistics.median(counted)) if counted else 0
+    if calls - typical < MIN_EXTRA_CALLS:
+        return None
+    return calls, int(step.get("eval_calls") or 0), typical

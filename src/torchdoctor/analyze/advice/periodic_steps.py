@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, one_step_run
 from torchdoctor.analyze.advice.cpu_contention import (
@@ -33,10 +33,15 @@ from torchdoctor.analyze.advice.cpu_contention import (
 from torchdoctor.analyze.advice.decode_cache import growing_runs
 from torchdoctor.analyze.advice.periodic_loops import (
     EVALUATION_FIX,
+    LOOP_KNOBS,
     ROLLOUT_FIX,
     SMALL_BATCH_FIX,
+    detailed_long,
     is_evaluation,
+    loop_package,
+    model_calls,
     rollout_function,
+    sampled_text,
     samples_text,
     small_batch_loop,
 )
@@ -153,105 +158,6 @@ def _phase_extra(
     return out
 
 
-def _detailed_long(session: Mapping[str, Any]) -> list[int]:
-    """The detailed steps left out of the tree for their length (the first two, warm-up
-    residue, not counted: as for light steps)."""
-    left = ((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or []
-    return [int(i) for i in left if int(i) >= 2]
-
-
-def _sampled(session: Mapping[str, Any]) -> str:
-    """What the detailed steps saw of the long ones (a detailed long step is left out of the
-    tree and of the sampled lines, which describe the typical step).
-
-    Example:
-        >>> _sampled({"config": {"detail": {"outlier_steps": [40]}}})
-        'detailed step 40 was one: the tree and the sampled lines leave it out (they describe the typical step)'
-    """
-    left = _detailed_long(session)
-    if not left:
-        return ("no detailed step was one: `torchdoctor run --detail always` records every "
-                "step in full (it costs more)")  # fmt: skip
-    calls = session.get("long_step_calls") or []
-    user = [r for r in calls if not r.get("package")]
-    if user:  # the user lines model calls ran under, innermost first: the evaluation's own
-        most = max(float(r["extra_ms"]) for r in user)
-        row = max((r for r in user if float(r["extra_ms"]) >= 0.9 * most),  # (not the
-                  key=lambda r: (r.get("function") != "<module>", float(r["extra_ms"])))  # script)
-        # (a line a typical step runs too calls the library loop that evaluates: name it)
-        inside = _package_path(calls, most) if float(row.get("typical_ms") or 0.0) else None
-        return (f"in detailed step{'s' if len(left) > 1 else ''} "
-                f"{', '.join(str(i) for i in left[:4])}, the model calls under "
-                f"{row['location']} `{str(row.get('code') or '')[:60]}`"
-                + (f", in {inside}," if inside else "")
-                + f" took {fmt_ms(float(row['extra_ms']))} more than in a typical step")  # fmt: skip
-    which = ", ".join(str(i) for i in left[:4])
-    return (f"detailed step{'s' if len(left) > 1 else ''} {which} "
-            f"{'were' if len(left) > 1 else 'was'} one: the tree and the sampled lines leave "
-            f"{'them' if len(left) > 1 else 'it'} out (they describe the typical step)")  # fmt: skip
-
-
-#: the knobs of a library's own loop that set how often and how much it evaluates
-_LOOP_KNOBS = {
-    "transformers": " (Trainer: TrainingArguments(eval_steps=...) larger, "
-    "per_device_eval_batch_size larger, or a smaller eval_dataset)",
-    "lightning": " (Lightning: Trainer(val_check_interval=..., limit_val_batches=...), "
-    "check_val_every_n_epoch)",
-}
-_LOOP_KNOBS["pytorch_lightning"] = _LOOP_KNOBS["lightning"]
-
-
-def _loop_package(session: Mapping[str, Any]) -> str | None:
-    """The installed package whose own loop made the long steps' extra model calls.
-
-    Example:
-        >>> row = {"package": "lightning", "function": "_run", "extra_ms": 9.0,
-        ...        "ms_per_step": 9.0, "typical_ms": 0.0, "location": "loop.py:3"}
-        >>> _loop_package({"long_step_calls": [row]}), _loop_package({})
-        ('lightning', None)
-    """
-    calls = session.get("long_step_calls") or []
-    most = max((float(r["extra_ms"]) for r in calls), default=0.0)
-    new = _new_frames(calls, most)
-    return str(new[0]["package"]) if new else None
-
-
-def _package_path(calls: list[Mapping[str, Any]], most: float) -> str | None:
-    """The installed package's functions the long steps' model calls ran under and a typical
-    step's never did (Hugging Face's Trainer evaluating inside the user's ``trainer.train()``),
-    outermost first; None without any.
-
-    Example:
-        >>> row = lambda fn, order, typical: {"package": "transformers", "function": fn,
-        ...     "location": f"trainer.py:{order}", "order": order, "extra_ms": 400.0,
-        ...     "ms_per_step": 400.0 + typical, "typical_ms": typical}
-        >>> _package_path([row("train", 9, 88.0), row("_maybe_log_save_evaluate", 8, 0.0),
-        ...                row("evaluate", 7, 0.0), row("train", 10, 0.0)], 400.0)
-        "transformers' _maybe_log_save_evaluate → evaluate (trainer.py:8)"
-    """
-    new = _new_frames(calls, most)
-    if not new:
-        return None
-    names = " → ".join(str(r["function"]) for r in new[:4]) + (" → ..." if len(new) > 4 else "")
-    package = str(new[0]["package"])
-    return f"{package}{chr(39) if package.endswith('s') else chr(39) + 's'} {names} ({new[0]['location']})"
-
-
-def _new_frames(calls: list[Mapping[str, Any]], most: float) -> list[Mapping[str, Any]]:
-    """The package rows of ``long_step_calls`` holding half the extra time or more and none of
-    a typical step's, outermost first."""
-    # (a function a typical step runs too, at another line, is the loop both go through)
-    typical = {(r.get("file"), r["function"]) for r in calls
-               if r.get("package") and float(r.get("typical_ms") or 0.0) > 0.0}  # fmt: skip
-    new = [
-        r for r in calls
-        if r.get("package") and float(r["extra_ms"]) >= 0.5 * most
-        and float(r.get("typical_ms") or 0.0) < 0.1 * float(r["ms_per_step"])
-        and (r.get("file"), r["function"]) not in typical and r.get("new_function", True)
-    ]  # fmt: skip
-    return sorted(new, key=lambda r: -int(r.get("order") or 0))  # (first seen: innermost)
-
-
 def _ratios(long: list[Mapping[str, Any]], median: float) -> str:
     """``4.0x``, or ``2.7x to 348x`` when the long steps differ by over 3x (a 9.5 ms hiccup
     beside a 613 ms rollout read '176.8x', the median of the two, true of neither).
@@ -271,6 +177,42 @@ def _ratios(long: list[Mapping[str, Any]], median: float) -> str:
     return f"{walls[0] / median:.1f}x to {walls[-1] / median:.0f}x"
 
 
+class LongSteps(NamedTuple):
+    """The steps :func:`long_steps` found: all recorded, the light ones, the long ones (in
+    light steps' terms, by index), the light steps' median wall ms."""
+
+    recorded: list[Mapping[str, Any]]
+    steps: list[Mapping[str, Any]]
+    long: list[Mapping[str, Any]]
+    median: float
+
+
+def long_steps(session: Mapping[str, Any]) -> LongSteps | None:
+    """The run's long steps (> LONG x the median light step, LONG_MS past it; the first two
+    left out), detailed ones left out of the tree for their length included; None when too
+    few light steps tell them (or the run is one step).
+
+    Example:
+        >>> steps = [{"index": i, "wall_ms": 50.0 if i == 30 else 1.0} for i in range(40)]
+        >>> [s["index"] for s in long_steps({"steps": steps}).long]
+        [30]
+    """
+    recorded = [s for s in session.get("steps") or () if s.get("wall_ms") is not None]
+    steps = [s for s in recorded if not s.get("detailed")]  # (hooks make detailed ones slower)
+    if len(steps) < MIN_STEPS or one_step_run(session):
+        return None
+    long, median = _long_steps(steps)
+    # detailed steps left out of the tree for their length are long steps too (in light
+    # steps' terms: their forward counted with the work between steps)
+    left = set(detailed_long(session))
+    long += [_as_light(s) for s in recorded if s.get("detailed") and s.get("index") in left]
+    long.sort(key=lambda s: int(s.get("index", 0)))
+    if (session.get("config") or {}).get("step_boundary") == "module":  # (steps of a decode
+        grown = {id(s) for s in growing_runs([s for s in recorded if s.get("input_shape")])}
+        long = [s for s in long if id(s) not in grown]  # without cache: decode-without-cache's)
+    return LongSteps(recorded, steps, long, median)
+
+
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when rare long steps (>= 2x the median) hold >= 3% of the run's time.
 
@@ -280,21 +222,10 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         >>> periodic_steps({"steps": steps})[0].title[:40]
         'Every 10 steps a step takes 9.0x the med'
     """
-    recorded = [s for s in session.get("steps") or () if s.get("wall_ms") is not None]
-    steps = [s for s in recorded if not s.get("detailed")]  # (hooks make detailed ones slower)
-    if len(steps) < MIN_STEPS or one_step_run(session):
+    found = long_steps(session)
+    if found is None or len(found.long) < 2:  # (a single one: single_long_step.py)
         return []
-    long, median = _long_steps(steps)
-    # detailed steps left out of the tree for their length are long steps too (in light
-    # steps' terms: their forward counted with the work between steps)
-    left = set(_detailed_long(session))
-    long += [_as_light(s) for s in recorded if s.get("detailed") and s.get("index") in left]
-    long.sort(key=lambda s: int(s.get("index", 0)))
-    if (session.get("config") or {}).get("step_boundary") == "module":  # (steps of a decode
-        grown = {id(s) for s in growing_runs([s for s in recorded if s.get("input_shape")])}
-        long = [s for s in long if id(s) not in grown]  # without cache: decode-without-cache's)
-    if len(long) < 2:
-        return []
+    recorded, steps, long, median = found
     indices = [int(s.get("index", 0)) for s in long]
     period = _period(_first_of_runs(indices))
     most = MAX_SHARE_WITH_PERIOD if period is not None and period >= 4 else MAX_SHARE_OF_STEPS
@@ -337,6 +268,11 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             title += f" (a rollout collecting experience: {rollout})"
         elif is_evaluation(loop):
             title += " (an evaluation: the model in eval mode)"
+    counted = _long_model_calls(long, steps) if loop is None else None  # (light ones too)
+    if counted is not None and counted[1] >= 0.5 * (counted[0] - counted[2]):
+        title = (f"{head}: {'periodic ' if period else ''}evaluation {where} ({counted[1]} "
+                 f"model calls in eval mode per long step, against {counted[2]} in a typical "
+                 f"step) is {share:.0f}% of the run")  # fmt: skip
     work = model_work(session, long) if loop is None else None  # (inference: more model)
     if work is not None and work.explains_all:
         title = f"{head}: {work.title}, {share:.0f}% of the run"
@@ -355,7 +291,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             f"their extra time, {fmt_ms(extra)} over the run ({share:.0f}% of it, "
             f"{fmt_ms(per_step)} per step on average), is {what}: "
             f"+{fmt_ms(phases[phase] / len(long))} per long step",
-            _sampled(session),
+            sampled_text(session),
         ],
         fix=ROLLOUT_FIX if loop is not None and rollout_function(session) else (
             (EVALUATION_FIX if loop is not None and is_evaluation(loop)
@@ -363,7 +299,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             + "If it is an evaluation, a checkpoint or sample generation every N steps: run it "
             "less often, make it cheaper (a smaller evaluation set, a larger evaluation batch, "
             "torch.inference_mode()), or move it to another process"
-            + _LOOP_KNOBS.get(_loop_package(session), "")
+            + LOOP_KNOBS.get(loop_package(session), "")
             + ". If it is meant to run this often, it is the price of that; the tree and the "
             "median step leave such steps out."),
         references=["torch.inference_mode"],
@@ -397,6 +333,22 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     item.saving_range_ms = (per_step / 2, per_step)
     item.heat = min(1.0, extra / total)
     return [item]
+
+
+def _long_model_calls(long: list[Mapping[str, Any]], steps: list[Mapping[str, Any]]) -> tuple[int, int, int] | None:
+    """:func:`~torchdoctor.analyze.advice.periodic_loops.model_calls` of the median long step
+    (``steps[i].model_calls``, ``eval_calls``: light steps count them too).
+
+    Example:
+        >>> long = [{"model_calls": 41, "eval_calls": 40}, {"model_calls": 41, "eval_calls": 40}]
+        >>> _long_model_calls(long, [{"model_calls": 1}] * 20)
+        (41, 40, 1)
+    """
+    if not any(s.get("model_calls") for s in long):
+        return None
+    middle = {key: round(statistics.median(int(s.get(key) or 0) for s in long))
+              for key in ("model_calls", "eval_calls")}  # fmt: skip
+    return model_calls(middle, steps)
 
 
 def _calls_explain(session: Mapping[str, Any], extra_ms: float) -> bool:

@@ -1,0 +1,114 @@
+"""Rule ``long-step``: one step of the run took many times the median (an evaluation, a checkpoint).
+
+``periodic-steps`` tells work that comes back every N steps; a run that evaluated once (after
+its first epoch, at the end of a short profiling run) has a single long step, and nothing else
+in the report shows it: the tree and the median step leave it out. Told when it is >= RARE_LONG
+x the median step and its extra time >= MIN_SHARE of the run. What it did comes from the
+step's record: the phase its extra time went to, and its outermost model calls against a
+typical step's (``steps[i].model_calls``, ``eval_calls``: light steps count them too), which
+tell an evaluation (the model in eval mode) from a checkpoint or logging.
+
+Example:
+    >>> steps = [{"index": i, "wall_ms": 300.0 if i == 40 else 10.0, "detailed": False,
+    ...           "phases": {"other": 291.0 if i == 40 else 1.0}, "model_calls": 1}
+    ...          for i in range(60)]
+    >>> steps[40].update(model_calls=201, eval_calls=200)
+    >>> single_long_step({"steps": steps})[0].title
+    'Step 40 of 60 took 30.0x the median: an evaluation between steps (200 model calls in eval mode, against 1 in a typical step) is 33% of the run'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, fmt_ms
+from torchdoctor.analyze.advice.cpu_contention import (
+    extra_split,
+    off_core,
+    off_core_advice,
+    split_evidence,
+    typical_wait_rate,
+)
+from torchdoctor.analyze.advice.periodic_loops import model_calls, sampled_text
+from torchdoctor.analyze.advice.periodic_steps import (
+    _PHASE_WORK,
+    RARE_LONG,
+    _phase_extra,
+    long_steps,
+)
+
+#: the single long step's extra time, as a share of the run, worth a word
+MIN_SHARE = 0.05
+_EVALUATION_FIX = (
+    "It is an evaluation: it runs again whenever the loop evaluates (each epoch, every N "
+    "steps), at this cost. Make it cheaper: run it under torch.inference_mode(), in larger "
+    "batches (each model call pays Python and dispatch overhead, on a GPU a launch per kernel, "
+    "whatever its batch), on fewer samples, or in another process. If it runs once (a final "
+    "evaluation), it is a fixed cost that a longer run dilutes."
+)
+_OTHER_FIX = (
+    "If it runs once (a final evaluation, saving the model), it is a fixed cost that a longer "
+    "run dilutes. If it repeats on a schedule this run was too short to show (each epoch, "
+    "every N minutes: an evaluation, a checkpoint, sample generation), it costs this much each "
+    "time: run it less often, make it cheaper (a smaller evaluation set, a larger evaluation "
+    "batch, torch.inference_mode(), an asynchronous checkpoint), or move it to another process."
+)
+
+
+def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
+    """One advice when a single step (after the first two) took >= RARE_LONG x the median and
+    its extra time is >= MIN_SHARE of the run (see the module docstring)."""
+    found = long_steps(session)
+    if found is None or len(found.long) != 1:
+        return []
+    recorded, steps, (step,), median = found
+    wall = float(step["wall_ms"])
+    extra, total = wall - median, sum(float(s["wall_ms"]) for s in recorded)
+    if wall < RARE_LONG * median or extra < MIN_SHARE * total:
+        return []
+    phases = _phase_extra([step], steps)
+    phase = max(phases, key=lambda p: phases[p])
+    if phase == "data":
+        return []  # (a loader's workers started again: the data-loading rule's)
+    share, ratio = 100.0 * extra / total, wall / median
+    head = f"Step {step.get('index', '?')} of {len(recorded)} took {ratio:.1f}x the median"
+    host = extra_split([step], steps)
+    off = off_core(host, typical_wait_rate(steps))
+    calls = model_calls(step, steps)
+    evaluation = calls is not None and calls[1] >= 0.5 * (calls[0] - calls[2])
+    if host is not None and off is not None and not evaluation:  # (waiting: the machine was
+        return [off_core_advice(off, host, head, share, [step], len(recorded), median,  # busy)
+                                extra / len(recorded))]  # fmt: skip
+    where = "between steps" if phase == "other" else f"in the {phase} phase"
+    if evaluation:
+        assert calls is not None
+        title = (f"{head}: an evaluation {where} ({calls[1]} model calls in eval mode, against "
+                 f"{calls[2]} in a typical step) is {share:.0f}% of the run")  # fmt: skip
+    else:
+        title = f"{head}: work {where} is {share:.0f}% of the run"
+    evidence = [
+        f"step {step.get('index', '?')} (of {len(recorded)}): {fmt_ms(wall)} against a median "
+        f"step of {fmt_ms(median)}",
+        f"its extra time, {fmt_ms(extra)} ({share:.0f}% of the run), is {_PHASE_WORK[phase]}",
+    ]
+    if calls is not None and not evaluation:
+        evidence.append(f"it called the model {calls[0]} times against {calls[2]} in a typical "
+                        "step, in training mode")  # fmt: skip
+    if step.get("detailed"):  # (left out of the tree: what its model calls ran under)
+        evidence.append(sampled_text(session))
+    if host is not None and host.cpu_ms < 0.7 * host.wall_ms:
+        evidence.append(split_evidence(host))
+    per_step = extra / len(recorded)
+    return [Advice(
+        rule="long-step",
+        title=title,
+        confidence="low",  # (one step: whether it comes back is not seen in this run)
+        evidence=evidence,
+        fix=_EVALUATION_FIX if evaluation else _OTHER_FIX,
+        estimated_saving_ms=per_step / 2,  # (half of it, averaged over the run's steps)
+        saving_range_ms=(per_step / 2, per_step),
+        references=["torch.inference_mode"],
+        cause="periodic-work",
+        heat=min(1.0, extra / total),
+    )]

@@ -1,0 +1,123 @@
+"""The profiler's module hooks, switched per step: global, on a few modules, counting, off.
+
+Detailed steps hook every module call (:meth:`ModuleHooksSwitch.on`); an inference loop's
+light steps hook its outermost modules alone (:meth:`~ModuleHooksSwitch.narrow`: each may
+start a step); a training loop's light steps only count the outermost model calls
+(:meth:`~ModuleHooksSwitch.count`: ``steps[i].model_calls``); the rest run with none.
+
+Example:
+    >>> import torch
+    >>> switch = ModuleHooksSwitch(lambda m, a: None, lambda m, a, k, o=None: None)
+    >>> switch.on(); switch.everywhere
+    True
+    >>> switch.off(); switch.active
+    False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch.nn.modules import module as _module
+
+
+class ModuleHooksSwitch:
+    """The global module forward hooks, installed while on; or the same hooks on a few
+    modules alone (:meth:`narrow`: every other module call takes torch's fast path).
+
+    Example:
+        >>> import torch
+        >>> calls = []
+        >>> switch = ModuleHooksSwitch(lambda m, a: calls.append(type(m).__name__),
+        ...                            lambda m, a, k, o=None: None)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> switch.on(); _ = net(torch.ones(2)); switch.active, switch.everywhere, calls
+        (True, True, ['Sequential', 'Linear'])
+        >>> switch.narrow([net]); _ = net(torch.ones(2)); switch.everywhere, calls[2:]
+        (False, ['Sequential'])
+        >>> switch.count([net], lambda m, a: calls.append("counted"))
+        >>> _ = net(torch.ones(2)); switch.active, calls[3:]
+        (False, ['counted'])
+        >>> switch.off(); switch.active, len(net._forward_pre_hooks)
+        (False, 0)
+    """
+
+    def __init__(self, pre: Callable, post: Callable) -> None:
+        self._pre = pre
+        self._post = post
+        self._handles: list[Any] = []
+        self._narrow: dict[int, list[Any]] = {}  # id(module) -> its handles
+        self._counting: dict[int, Any] = {}  # id(module) -> its counter's handle (count())
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles or self._narrow)
+
+    @property
+    def everywhere(self) -> bool:
+        """The global hooks are on."""
+        return bool(self._handles)
+
+    def narrow(self, modules: list[Any]) -> None:
+        """Hooks on ``modules`` alone. Switched inside a hook of one of them, that call still
+        gets exactly one pre- and one post-hook: torch reads a call's pre-hooks before
+        running them, and its forward hooks after the forward."""
+        self._remove_global()
+        self._remove_counting()
+        wanted = {id(module): module for module in modules}
+        for key in [key for key in self._narrow if key not in wanted]:
+            for handle in self._narrow.pop(key):
+                handle.remove()
+        for key, module in wanted.items():
+            if key not in self._narrow:
+                self._narrow[key] = [
+                    module.register_forward_pre_hook(self._pre),
+                    module.register_forward_hook(self._post, with_kwargs=True, always_call=True),
+                ]
+
+    def count(self, modules: list[Any], counter: Callable[[Any, Any], None]) -> None:
+        """No recording hooks; ``counter(module, args)`` alone on ``modules`` (a pre-hook
+        each): a training loop's light steps count their outermost model calls (an evaluation
+        between steps makes many) at one call's worth, and every other call takes torch's
+        fast path. Not :attr:`active`: nothing is recorded."""
+        self._remove_global()
+        self._remove_narrow()
+        wanted = {id(module): module for module in modules}
+        for key in [key for key in self._counting if key not in wanted]:
+            self._counting.pop(key).remove()
+        for key, module in wanted.items():
+            if key not in self._counting:
+                self._counting[key] = module.register_forward_pre_hook(counter)
+
+    def on(self) -> None:
+        self._remove_narrow()
+        self._remove_counting()
+        if not self._handles:
+            self._handles = [
+                _module.register_module_forward_pre_hook(self._pre),
+                _module.register_module_forward_hook(
+                    self._post, with_kwargs=True, always_call=True
+                ),
+            ]
+
+    def off(self) -> None:
+        self._remove_global()
+        self._remove_narrow()
+        self._remove_counting()
+
+    def _remove_counting(self) -> None:
+        counting, self._counting = self._counting, {}
+        for handle in counting.values():
+            handle.remove()
+
+    def _remove_global(self) -> None:
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+
+    def _remove_narrow(self) -> None:
+        narrow, self._narrow = self._narrow, {}
+        for handles in narrow.values():
+            for handle in handles:
+                handle.remove()

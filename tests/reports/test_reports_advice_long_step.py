@@ -1,0 +1,76 @@
+"""Rule ``long-step``: a single step many times the median (one evaluation, one checkpoint)."""
+
+from __future__ import annotations
+
+from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.periodic_steps import periodic_steps
+from torchdoctor.analyze.advice.single_long_step import single_long_step
+
+
+def _run(long=(40,), wall=500.0, phase="other", calls=None, steps=60, **extra):
+    """``steps`` light steps of 100 ms; those in ``long`` take ``wall`` ms, the extra in
+    ``phase``; ``calls``: (model calls, eval calls) of each long step (1 call elsewhere)."""
+    out = []
+    for i in range(steps):
+        record = {"index": i, "wall_ms": 100.0, "detailed": False, "phases": {"other": 10.0},
+                  "model_calls": 1}  # fmt: skip
+        if i in long:
+            record.update(wall_ms=wall, phases={"other": 10.0, phase: wall - 90.0}, **extra)
+            if calls is not None:
+                record.update(model_calls=calls[0], eval_calls=calls[1])
+        out.append(record)
+    return {"steps": out}
+
+
+def test_one_evaluation_is_told_with_its_model_calls():
+    (item,) = single_long_step(_run(calls=(201, 200)))
+    assert item.title == ("Step 40 of 60 took 5.0x the median: an evaluation between steps "
+                          "(200 model calls in eval mode, against 1 in a typical step) is 6% of "
+                          "the run")  # fmt: skip
+    assert item.rule == "long-step" and item.confidence == "low"
+    assert "torch.inference_mode()" in item.fix and "larger" in item.fix
+    assert item.estimated_saving_ms == (400.0 / 60) / 2
+
+
+def test_a_long_step_without_model_calls_is_work_between_steps():
+    (item,) = single_long_step(_run())
+    assert item.title.endswith("the median: work between steps is 6% of the run")
+    assert "If it runs once" in item.fix and "checkpoint" in item.fix
+
+
+def test_a_long_step_calling_the_model_in_training_mode_says_so():
+    (item,) = single_long_step(_run(calls=(9, 0)))
+    assert "work between steps" in item.title
+    assert any("called the model 9 times against 1" in e for e in item.evidence)
+
+
+def test_below_four_times_the_median_or_five_percent_of_the_run_it_is_silent():
+    assert single_long_step(_run(wall=390.0)) == []  # 3.9x
+    assert single_long_step(_run(wall=500.0, steps=200)) == []  # 400 ms of 20,400: 2%
+
+
+def test_two_long_steps_are_the_periodic_rule_s_not_this_one():
+    session = _run(long=(19, 39), calls=(201, 200))
+    assert single_long_step(session) == []
+    (periodic,) = periodic_steps(session)
+    assert periodic.title.startswith("Every 20 steps a step takes 5.0x the median: periodic "
+                                     "evaluation between steps (200 model calls in eval mode "
+                                     "per long step, against 1 in a typical step)")  # fmt: skip
+
+
+def test_a_long_data_phase_is_left_to_the_data_loading_rule():
+    assert single_long_step(_run(phase="data")) == []
+
+
+def test_a_long_step_waiting_for_a_core_is_told_as_a_busy_machine():
+    session = _run(cpu_ms=110.0, cpu_wait_ms=380.0)
+    for step in session["steps"]:
+        step.setdefault("cpu_ms", 99.0)
+        step.setdefault("cpu_wait_ms", 0.5)
+    (item,) = single_long_step(session)
+    assert item.cause == "cpu-contention" and "the machine was busy" in item.title
+
+
+def test_advise_ranks_it_once():
+    found = [a for a in advise(_run(calls=(201, 200))) if a.cause == "periodic-work"]
+    assert [a.rule for a in found] == ["long-step"]

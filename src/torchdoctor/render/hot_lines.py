@@ -28,7 +28,9 @@ from torchdoctor.render.markdown_text import escape, table_code
 MAX_ROWS = 15
 MIN_PCT = 0.1  # lines under this % of the step are left out of the reports (kept in JSON)
 MAX_CODE = 60
-HEADER = ("where", "source", "fwd ms", "bwd ms", "% step", "calls/step", "top ops")
+#: "run ms": the line's own calls and Python, in whatever phase it runs (a model call's forward,
+#: clip_grad_norm_ between backward and the update); "bwd ms": the backward of what it computed
+HEADER = ("where", "source", "run ms", "bwd ms", "% step", "calls/step", "top ops")
 
 
 def _mean(stat: Any) -> float:
@@ -151,8 +153,9 @@ def row_cells(line: Mapping[str, Any]) -> list[str]:
 def _notes(session: Mapping[str, Any]) -> list[str]:
     section = session.get("hot_lines") or {}
     notes = [
-        "time per user source line (torch calls made from the line, their backward, and the "
-        "Python time between them); lines inside library modules count in those modules; "
+        "time per user source line: run ms, the torch calls made from the line and the Python "
+        "time between them, in whatever phase it runs (the forward, or between backward and the "
+        "update: clip_grad_norm_); bwd ms, their backward; lines inside library modules count in those modules; "
         f"lines under {MIN_PCT:g}% of the step are in the JSON only"
     ]
     return notes + [str(n) for n in section.get("notes") or ()]
@@ -205,7 +208,7 @@ def markdown_hot_lines(session: Mapping[str, Any]) -> list[str]:
         >>> print(*markdown_hot_lines({"hot_lines": {"lines": [line]}})[:6], sep="\\n")
         ### Hot lines
         <BLANKLINE>
-        | where | source | fwd ms | bwd ms | % step | calls/step | top ops |
+        | where | source | run ms | bwd ms | % step | calls/step | top ops |
         |---|---|---:|---:|---:|---:|---|
         | **loss() (t.py:1)** | | | | | | |
         | t.py:3 | `d = a @ b` | 2 | 1 | 30.0% | 4 |  |

@@ -352,10 +352,16 @@ def chain_table(repeats: int) -> BenchTable:
 
 
 _SMALL, _GPT2 = [(256, 256)] * 40, [(768, 768)] * 48 + [(50304, 768)]
+#: two critics of a reinforcement-learning agent (stable-baselines3's SAC on a 3-dimensional
+#: observation, 1-dimensional action: 4-256-256-1 each, 134,658 parameters in 12 tensors)
+_AGENT = [(256, 4), (256,), (256, 256), (256,), (1, 256), (1,)] * 2
 #: (case, parameter shapes, optimizer class, its settings): a small model and GPT-2 small's
 #: shapes (12 blocks, 50304 x 768 embedding) per class the optimizer-step rule advises on;
-#: SGD with momentum (the ImageNet recipe's) and without (a momentum buffer is most of the work)
+#: SGD with momentum (the ImageNet recipe's) and without (a momentum buffer is most of the work);
+#: Adam on an RL agent's tiny networks, where the fused kernel gains less
 OPTIMIZER_CASES = (
+    ("Adam, an RL agent's critics (2 x 4-256-256-1)", _AGENT, "Adam", {}),
+    ("AdamW, an RL agent's critics (2 x 4-256-256-1)", _AGENT, "AdamW", {}),
     ("AdamW, 40 x (256, 256)", _SMALL, "AdamW", {}),
     ("AdamW, GPT-2 small shapes", _GPT2, "AdamW", {}),
     ("Adam, 40 x (256, 256)", _SMALL, "Adam", {}),

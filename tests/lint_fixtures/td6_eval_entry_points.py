@@ -119,3 +119,12 @@ def ensemble_predict(videos, weights, device):
             preds.append(torch.load(frame))  # near-miss: a file of this video each time
         rows.append(preds)
     return rows
+
+
+def transcribe(clips, feature_extractor, whisper_model):
+    whisper_model.eval()
+    texts = []
+    for i in range(0, len(clips), 4):  # near-miss: generate() runs under no_grad; the extractor is NumPy
+        inputs = feature_extractor(clips[i:i + 4], sampling_rate=16000, return_tensors="pt")
+        texts.append(whisper_model.generate(inputs.input_features, max_new_tokens=100))
+    return texts

@@ -105,3 +105,22 @@ class MemTransformer(nn.Module):
         mask = torch.triu(torch.ones(qlen, klen), diagonal=1 + mlen).bool().to(word_emb.device)  # expect: TD204
         keep = torch.randperm(qlen)[: qlen // 2].to(word_emb.device)  # expect: TD204
         return self.layers(word_emb[keep], mask)
+
+
+mel_basis, hann_window = {}, {}
+
+
+def mel_spectrogram(y, n_fft, win_size):
+    key = str(y.device)
+    if key not in mel_basis:  # (a cache filled once per device)
+        hann_window[key] = torch.hann_window(win_size).to(y.device)  # near-miss: once per device
+    return torch.stft(y, n_fft, window=hann_window[key], return_complex=True).abs()
+
+
+class Spectrogram(nn.Module):
+    window = None
+
+    def forward(self, y):
+        if self.window is None:
+            self.window = torch.hann_window(400).to(y.device)  # near-miss: the first call only
+        return torch.stft(y, 400, window=self.window, return_complex=True).abs()

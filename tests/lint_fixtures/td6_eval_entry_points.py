@@ -128,3 +128,24 @@ def transcribe(clips, feature_extractor, whisper_model):
         inputs = feature_extractor(clips[i:i + 4], sampling_rate=16000, return_tensors="pt")
         texts.append(whisper_model.generate(inputs.input_features, max_new_tokens=100))
     return texts
+
+
+class TrajectoryPolicy(torch.nn.Module):
+    def sample(self, cond, steps):
+        x = torch.randn_like(cond)
+        self.model.eval()
+        for t in range(steps):  # near-miss: its only caller runs it under no_grad, through a variable
+            x = self.model(x, t, cond)
+        return x
+
+    def sample_fast(self, cond, steps):
+        x = torch.randn_like(cond)
+        self.model.eval()
+        for t in range(steps):  # near-miss: as sample()
+            x = self.model(x, t, cond)
+        return x
+
+    @torch.no_grad()
+    def predict_action(self, cond, fast=True):
+        sample_fn = self.sample_fast if fast else self.sample
+        return sample_fn(cond, 10)

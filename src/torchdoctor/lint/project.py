@@ -112,7 +112,9 @@ class Project:
         if key in self._no_grad:
             return self._no_grad[key]
         self._no_grad[key] = None  # recursion guard
-        pattern = re.compile(rf"\b{re.escape(name)}\s*\(")
+        # (a call, or the method taken as a value to call later: diffusion_policy's
+        # `sample_fn = self.conditional_sample_fast if fast else self.conditional_sample`)
+        pattern = re.compile(rf"\b{re.escape(name)}\s*\(|\.{re.escape(name)}\b(?!\s*\()")
         found = False
         verdict: bool | None = True
         for path in self.paths:
@@ -122,10 +124,15 @@ class Project:
             if tree is None:
                 continue
             for node in ast.walk(tree):
-                if not isinstance(node, ast.Call):
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and (
+                    getattr(getattr(node, "td_parent", None), "func", None) is not node
+                ):
+                    called = node.attr  # (a bound method as a value; a call's is the call's)
+                else:
                     continue
-                func = node.func
-                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 if called != name:
                     continue
                 found = True

@@ -181,6 +181,8 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         if found is None:
             return
         device, sure = found
+        if self._filled_once(move):
+            return  # (a cache filled on a miss: HiFi-GAN's `if key not in mel_basis:`)
         loops = [lp for lp in self.enclosing_loops(move) if isinstance(lp, _LOOPS)]
         scope = self.enclosing_scope(move)
         in_forward = isinstance(scope, FUNCTIONS) and scope.name == "forward"
@@ -216,6 +218,22 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
             f"{where}: {there}",
             fix=None if drawn else fix,
         )
+
+    def _filled_once(self, node: ast.AST) -> bool:
+        """``node`` runs in the body of a cache-miss test (``if key not in cache:``, ``if
+        self.window is None:``) within its function: once per key, not at every call."""
+        child, parent = node, self.parent(node)
+        while parent is not None and not isinstance(parent, (*FUNCTIONS, *_LOOPS)):
+            if isinstance(parent, ast.If) and child in parent.body:
+                test = parent.test
+                if isinstance(test, ast.Compare) and len(test.ops) == 1 and (
+                    isinstance(test.ops[0], ast.NotIn) or (
+                        isinstance(test.ops[0], ast.Is) and isinstance(test.comparators[0],
+                                                                       ast.Constant)
+                        and test.comparators[0].value is None)):  # fmt: skip
+                    return True
+            child, parent = parent, self.parent(parent)
+        return False
 
     # -- TD505 -------------------------------------------------------------------------------
     def _is_float64(self, node: ast.Call, names: set[str]) -> bool:

@@ -162,3 +162,12 @@ def speaker_main(trainset, trainer, epochs):
         pbar = tqdm(loader, desc=f"epoch {epoch}")
         for x, y in pbar:
             x, y = x.to("cuda"), y.to("cuda", non_blocking=True)  # expect: TD404
+
+
+def reid_main(net, bank_set, train_sets, epochs):
+    loaders = []
+    for ds in train_sets:  # a set-up loop: one loader per dataset, built once
+        loaders.append(DataLoader(ds, batch_size=64, num_workers=2, pin_memory=True, persistent_workers=True))  # near-miss: TD403
+    for epoch in range(epochs):
+        bank = extract(DataLoader(bank_set, batch_size=256, num_workers=8, pin_memory=True, persistent_workers=True))  # expect: TD403
+        train(epoch, net, bank, loaders)

@@ -7,7 +7,7 @@ import re
 
 from torchdoctor.lint.loader_datasets import LoaderDatasets
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.syntax import same_file_callee
+from torchdoctor.lint.syntax import FOR, same_file_callee
 from torchdoctor.lint.visitor import (
     FUNCTIONS,
     RuleVisitor,
@@ -20,6 +20,8 @@ from torchdoctor.lint.visitor import (
     with_keyword,
 )
 
+#: a loop body that trains or evaluates (a DataLoader built in it is built every epoch)
+_EPOCH_WORK = re.compile(r"\b(train|test|evaluate|validate)\w*\(|\.backward\(|\.step\(")
 DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
 
 
@@ -63,8 +65,11 @@ RULES = (
         "TD403",
         "dataloader-no-persistent-workers",
         "info",
-        "DataLoader with workers but without persistent_workers=True respawns them each epoch",
-        "persistent_workers=True (or `persistent_workers=num_workers > 0`)",
+        "DataLoader with workers but without persistent_workers=True respawns them each epoch; "
+        "one built anew in every epoch's loop (a loop that trains or evaluates) starts them "
+        "each time whatever it says",
+        "persistent_workers=True (or `persistent_workers=num_workers > 0`); a loader built in "
+        "the epoch loop: build it once before it",
         "DataLoader(ds, num_workers=4)",
         "DataLoader(ds, num_workers=4, persistent_workers=True)",
         seed="004",
@@ -162,7 +167,15 @@ class DataRules(LoaderDatasets, RuleVisitor):
         if isinstance(sampler, ast.Call) and any(k.arg == "num_samples" for k in sampler.keywords):
             return  # (minGPT: RandomSampler(..., num_samples=int(1e10)): one endless iterator)
         persistent = kwargs.get("persistent_workers")
-        if persistent is None or _literal(persistent) is False:
+        if self._in_epoch_loop(node):  # (built in every epoch: workers start each time)
+            self.report(
+                node,
+                "TD403",
+                "DataLoader with workers built anew in every iteration of this loop: its workers "
+                "start again each time, whatever persistent_workers says; build it once before "
+                "the loop, with persistent_workers=True",
+            )
+        elif persistent is None or _literal(persistent) is False:
             value = _literal(workers)
             hint = (
                 "persistent_workers=True"
@@ -354,6 +367,20 @@ class DataRules(LoaderDatasets, RuleVisitor):
             if at and self._caller_loops_over(scope.name, at[0], len(parts)):  # type: ignore[attr-defined]
                 return False
         return True
+
+    def _in_epoch_loop(self, call: ast.Call) -> bool:
+        """``call`` runs in every iteration of a loop that trains or evaluates (its variable
+        names epochs, or its body runs ``train``/``test``/``backward``/``.step(``), not a set-up
+        loop building one loader per dataset."""
+        for loop in self.enclosing_loops(call):
+            if not isinstance(loop, (*FOR, ast.While)):
+                continue
+            if isinstance(loop, FOR) and any("epoch" in n.lower() for n in target_names(loop.target)):
+                return True
+            text = "\n".join(self.context.lines[loop.lineno - 1 : loop.end_lineno])
+            if _EPOCH_WORK.search(text):
+                return True
+        return False
 
     def _used_in_a_loop(self, name: str, scope: ast.AST) -> bool:
         return any(isinstance(use, ast.Name) and use.id == name and isinstance(use.ctx, ast.Load)

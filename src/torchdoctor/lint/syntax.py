@@ -53,10 +53,9 @@ PURE_METHODS = frozenset(
     }
 )
 #: Dotted names that look like an nn.Module (used where types are unknowable statically).
-MODEL_NAME = re.compile(
+MODEL_NAME = re.compile(  # (an actor; no feature_extractor, scale_factor or reactor)
     r"(model|net|module|encoder|decoder|policy|backbone|unet|transformer|denoiser|vae|"
-    r"classifier|teacher|student|draft|(?<!tr)(?<!re)(?<!f)actor|critic|detector|"
-    r"discriminator)s?$",  # (an actor, not a feature_extractor, scale_factor or reactor)
+    r"classifier|teacher|student|draft|(?<!tr)(?<!re)(?<!f)actor|critic|detector|discriminator)s?$",
     re.IGNORECASE,
 )
 #: a test's names that decide whether to log (``should_log``, ``args.log_interval``,

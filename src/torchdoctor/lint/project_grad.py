@@ -1,0 +1,143 @@
+"""The project's autograd questions: whether a function's callers, or a method's every
+definition, run without autograd (:class:`GradQueries`, a part of
+:class:`~torchdoctor.lint.project.Project`).
+
+Example:
+    >>> from torchdoctor.lint.project import Project
+    >>> project = Project()
+    >>> project.add("s.py", "@torch.no_grad()\\ndef run(m):\\n    return sample(m)\\n")
+    >>> project.callers_run_without_grad("sample")
+    True
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any
+
+from torchdoctor.lint.project_scan import _disables_grad, _under_no_grad
+
+
+class GradQueries:
+    """Autograd questions over the project's files (``paths``, ``text``, ``tree`` and the
+    ``_no_grad`` cache are the :class:`~torchdoctor.lint.project.Project`'s)."""
+
+    paths: list[str]
+    _no_grad: dict[Any, bool | None]
+
+    def text(self, path: str) -> str:  # pragma: no cover - the Project's
+        raise NotImplementedError
+
+    def tree(self, path: str) -> ast.Module | None:  # pragma: no cover - the Project's
+        raise NotImplementedError
+
+    def callers_run_without_grad(self, name: str, depth: int = 2) -> bool | None:
+        """True when ``name(...)`` / ``x.name(...)`` is called in the project and every call
+        runs under no_grad (directly, or inside a function whose own callers all do, up to
+        ``depth`` calls up); False when some call does not; None when nothing calls it."""
+        key = (name, depth)
+        if key in self._no_grad:
+            return self._no_grad[key]
+        self._no_grad[key] = None  # recursion guard
+        # (a call, or the method taken as a value to call later: diffusion_policy's
+        # `sample_fn = self.conditional_sample_fast if fast else self.conditional_sample`)
+        pattern = re.compile(rf"\b{re.escape(name)}\s*\(|\.{re.escape(name)}\b(?!\s*\()")
+        found = False
+        verdict: bool | None = True
+        for path in self.paths:
+            if not pattern.search(self.text(path)):
+                continue
+            tree = self.tree(path)
+            if tree is None:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and (
+                    getattr(getattr(node, "td_parent", None), "func", None) is not node
+                ):
+                    called = node.attr  # (a bound method as a value; a call's is the call's)
+                else:
+                    continue
+                if called != name:
+                    continue
+                found = True
+                where = _under_no_grad(node)
+                if where is True:
+                    continue
+                if where is False or depth <= 1 or where.name == "forward":
+                    # (a module's forward runs through __call__: its explicit .forward(...)
+                    # calls, a generate loop's under no_grad, say nothing of its training)
+                    verdict = False
+                    break
+                if self.callers_run_without_grad(where.name, depth - 1) is not True:
+                    verdict = False
+                    break
+            if verdict is False:
+                break
+        result = verdict if found else None
+        self._no_grad[key] = result
+        return result
+
+    def method_disables_grad(self, name: str) -> bool | None:
+        """Every ``def name(...)`` in the project turns autograd off around its work (a
+        ``with torch.no_grad()`` / ``inference_mode`` in its body, or such a decorator), hands
+        the call on to another object's ``.name(...)`` (stable-baselines3's
+        ``BaseAlgorithm.predict`` -> ``self.policy.predict``), or is a stub (a Protocol's
+        ``...``): True; False when one does not; None when the project defines none.
+
+        Example:
+            >>> from torchdoctor.lint.project import Project
+            >>> project = Project()
+            >>> project.add("p.py", "class P:\\n    def predict(self, x):\\n"
+            ...             "        with th.no_grad():\\n            return self.net(x)\\n"
+            ...             "class A:\\n    def predict(self, x):\\n"
+            ...             "        return self.policy.predict(x)\\n")
+            >>> project.method_disables_grad("predict"), project.method_disables_grad("sample")
+            (True, None)
+        """
+        key = ("disables", name)
+        if key in self._no_grad:
+            return self._no_grad[key]  # type: ignore[return-value]
+        pattern = re.compile(rf"\bdef {re.escape(name)}\s*\(")
+        found, verdict = False, True
+        for path in self.paths:
+            tree = self.tree(path) if pattern.search(self.text(path)) else None
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                    found = True
+                    verdict = verdict and _disables_grad(node)
+        result = verdict if found else None
+        self._no_grad[key] = result
+        return result
+
+    def module_runs_without_grad(self, class_name: str) -> bool:
+        """Every name the project binds an instance of ``class_name`` to (``self.decoder =
+        MeshDecoder()``) is called only under ``torch.no_grad()``: an inference-only module.
+        False when no instance is found."""
+        key = ("instances", class_name)
+        if key in self._no_grad:
+            return bool(self._no_grad[key])
+        self._no_grad[key] = False  # recursion guard
+        pattern = re.compile(rf"\b{re.escape(class_name)}\s*\(")
+        bound: set[str] = set()
+        for path in self.paths:
+            tree = self.tree(path) if pattern.search(self.text(path)) else None
+            for node in ast.walk(tree) if tree is not None else ():
+                if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+                    continue
+                func = node.value.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called == class_name:
+                    for target in node.targets:
+                        name = target.attr if isinstance(target, ast.Attribute) else None
+                        bound.add(name or getattr(target, "id", ""))
+        verdict = (
+            bool(bound)
+            and "" not in bound
+            and all(self.callers_run_without_grad(name) is True for name in bound)
+        )
+        self._no_grad[key] = verdict
+        return verdict

@@ -149,3 +149,17 @@ class TrajectoryPolicy(torch.nn.Module):
     def predict_action(self, cond, fast=True):
         sample_fn = self.sample_fast if fast else self.sample
         return sample_fn(cond, 10)
+
+
+class PointLK(torch.nn.Module):
+    def forward(self, p0, p1, maxiter=10):
+        return self.iclk(p0, p1, maxiter)
+
+    def iclk(self, p0, p1, maxiter):
+        training = self.ptnet.training
+        self.ptnet.eval()  # (its batch norms frozen; the iterations are still trained through)
+        f0 = self.ptnet(p0)
+        for _ in range(maxiter):  # near-miss: part of the training forward (only forward calls it)
+            p1 = p1 + (self.ptnet(p1) - f0).mean()
+        self.ptnet.train(training)
+        return p1

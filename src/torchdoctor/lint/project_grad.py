@@ -141,3 +141,32 @@ class GradQueries:
         )
         self._no_grad[key] = verdict
         return verdict
+
+    def caller_functions(self, name: str) -> set[str] | None:
+        """The names of the functions whose bodies call ``name(...)`` / ``x.name(...)`` in
+        the project (``"<module>"`` for a call at a file's top level); None when nothing does.
+
+        Example:
+            >>> from torchdoctor.lint.project import Project
+            >>> project = Project()
+            >>> project.add("m.py", "class M:\\n    def forward(self, x):\\n        return self.iclk(x)\\n")
+            >>> project.caller_functions("iclk"), project.caller_functions("other")
+            ({'forward'}, None)
+        """
+        pattern = re.compile(rf"\b{re.escape(name)}\s*\(")
+        found: set[str] = set()
+        for path in self.paths:
+            tree = self.tree(path) if pattern.search(self.text(path)) else None
+            for node in ast.walk(tree) if tree is not None else ():
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) != name:
+                    continue
+                parent = getattr(node, "td_parent", None)
+                while parent is not None and not isinstance(
+                        parent, (ast.FunctionDef, ast.AsyncFunctionDef)):  # fmt: skip
+                    parent = getattr(parent, "td_parent", None)
+                found.add(parent.name if parent is not None else "<module>")
+        return found or None
+

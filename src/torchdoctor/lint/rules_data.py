@@ -370,11 +370,20 @@ class DataRules(LoaderDatasets, RuleVisitor):
 
     def _in_epoch_loop(self, call: ast.Call) -> bool:
         """``call`` runs in every iteration of a loop that trains or evaluates (its variable
-        names epochs, or its body runs ``train``/``test``/``backward``/``.step(``), not a set-up
-        loop building one loader per dataset."""
+        names epochs, or its body runs ``train``/``test``/``backward``/``.step(``) on the same
+        data each time: not a set-up loop building one loader per dataset, nor one per task
+        of a continual-learning loop (its arguments use the loop's names)."""
+        used = {n.id for arg in [*call.args, *call.keywords] for n in ast.walk(arg)
+                if isinstance(n, ast.Name)}  # fmt: skip
         for loop in self.enclosing_loops(call):
             if not isinstance(loop, (*FOR, ast.While)):
                 continue
+            bound = set(target_names(loop.target)) if isinstance(loop, FOR) else set()
+            bound |= {t for n in ast.walk(loop) if isinstance(n, (ast.Assign, ast.comprehension))
+                      for t in (target_names(n.target) if isinstance(n, ast.comprehension)
+                                else [x for tg in n.targets for x in target_names(tg)])}  # fmt: skip
+            if used & bound:
+                return False  # (its data changes with the loop: a continual-learning task's)
             if isinstance(loop, FOR) and any("epoch" in n.lower() for n in target_names(loop.target)):
                 return True
             text = "\n".join(self.context.lines[loop.lineno - 1 : loop.end_lineno])

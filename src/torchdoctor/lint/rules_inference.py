@@ -374,11 +374,15 @@ class InferenceRules(RuleVisitor):
 
     def _callers_disable_grad(self, node: ast.AST) -> bool:
         """Every caller in the project runs ``node`` under no_grad (one or two calls up:
-        ``conditional_sample`` <- ``predict_action`` <- ``with torch.no_grad():``)."""
+        ``conditional_sample`` <- ``predict_action`` <- ``with torch.no_grad():``), or only a
+        module's ``forward`` calls it: the model's own computation, trained through when the
+        forward is (PointNetLK's Lucas-Kanade iterations put the embedding network in eval mode
+        for its batch norms, and backpropagate)."""
         project = self.context.project
         if project is None or not isinstance(node, FUNCTIONS) or node.name.startswith("__"):
             return False
-        return project.callers_run_without_grad(node.name) is True
+        return project.callers_run_without_grad(node.name) is True or (
+            node.name != "forward" and project.caller_functions(node.name) == {"forward"})
 
     def _calls_model(self, loop: ast.AST, receivers: set[str]) -> bool:
         """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,

@@ -178,3 +178,12 @@ class SVDHead(nn.Module):
                 r = (v @ self.reflect) @ u.T
             R.append(r)
         return torch.stack(R)
+
+
+class LinearChainCRF(nn.Module):
+    def forward(self, emissions, tags, mask=None):
+        if mask is None:
+            mask = torch.ones_like(tags, dtype=torch.uint8)
+        if not mask[0].all():  # expect: TD205
+            raise ValueError("mask of the first timestep must all be on")
+        return self._score(emissions, tags, mask.bool())

@@ -317,8 +317,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             return any(self.looks_like_tensor(o) or _sliced_in_dims(o)
                        or (isinstance(o, ast.Name | ast.Subscript) and root_name(o) in inputs)
                        for o in operands) or self._reduces_a_forward_input(expr)  # fmt: skip
-        if isinstance(receiver, ast.Name) and receiver.id in self._forward_tensors(expr):
-            return True  # `if mask.any():` on forward's tensor argument (or one made of them)
+        if isinstance(receiver, ast.Name | ast.Subscript) and root_name(receiver) in self._forward_tensors(expr):
+            return True  # `if mask.any():`, `mask[0].all()` on forward's tensor (pytorch-crf)
         if isinstance(receiver, ast.Name):  # (also `norm = clip_grad_norm_(...)`: a tensor)
             return self.looks_like_tensor(receiver)
         last = (dotted(receiver) or "").rsplit(".", 1)[-1]

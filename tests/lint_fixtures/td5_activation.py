@@ -82,3 +82,15 @@ def swish_methods(x, y, inplace=False):  # timm's swish()
     ok1 = x.mul(y.sigmoid())  # near-miss: another tensor's sigmoid (a gate)
     ok2 = x.mul(2.0)  # near-miss: a scale
     return a, b, ok1, ok2
+
+
+class AffineCoupling(torch.nn.Module):
+    def forward(self, x):
+        in_a, in_b = x.chunk(2, 1)
+        log_s, t = self.net(in_a).chunk(2, 1)
+        s = torch.sigmoid(log_s + 2)
+        out_b = (in_b + t) * s
+        logdet = torch.sum(torch.log(s).view(x.shape[0], -1), 1)  # expect: TD508
+        gate = torch.sigmoid(t)
+        gate = gate * 0.5 + 0.25
+        return torch.cat([in_a, out_b], 1), logdet, torch.log(gate)  # near-miss: gate reassigned

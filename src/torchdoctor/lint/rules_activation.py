@@ -114,6 +114,9 @@ class ActivationRules(RuleVisitor):
         elif names & LOG1P:
             what = "softplus" if self._is_call_of(argument, EXP) else None
         else:
+            if isinstance(argument, ast.Name):  # (Glow's `s = torch.sigmoid(h)`, then log(s))
+                values = self.assigned_values(self.enclosing_scope(node), argument.id)
+                argument = values[0] if len(values) == 1 else argument
             what = "log-sigmoid" if isinstance(argument, ast.Call) and self._is_sigmoid(
                 argument) else None  # fmt: skip
         if what and report:

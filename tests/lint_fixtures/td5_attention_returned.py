@@ -79,3 +79,15 @@ class Heads(nn.Module):
         x, _ = attention(q, k, v)
         y, self.attn = attention_kept(q, k, v)
         return x + y
+
+
+class PositionAttention(torch.nn.Module):  # DANet's position attention module
+    def forward(self, x):
+        b, c, h, w = x.size()
+        proj_query = self.query_conv(x).view(b, -1, w * h).permute(0, 2, 1)
+        proj_key = self.key_conv(x).view(b, -1, w * h)
+        energy = torch.bmm(proj_query, proj_key)
+        attention = torch.softmax(energy, dim=-1)  # expect: TD507
+        proj_value = self.value_conv(x).view(b, -1, w * h)
+        out = torch.bmm(proj_value, attention.permute(0, 2, 1))
+        return self.gamma * out.view(b, c, h, w) + x

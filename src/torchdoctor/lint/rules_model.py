@@ -237,10 +237,10 @@ class ModelRules(RuleVisitor):
                 if "torch.einsum" in self.callee(node):
                     if _pairwise_einsum(node):
                         return node.lineno
-                elif any(map(_transposed, node.args[1:2])) or (  # (channels first: q^T @ k,
-                    len(node.args) == 2 and _transposed(node.args[0])  # DCP's point features)
-                ):
-                    return node.lineno
+                elif any(_transposed(self._named(a, scope)) for a in node.args[1:2]) or (
+                    len(node.args) == 2 and _transposed(self._named(node.args[0], scope))
+                ):  # (channels first: q^T @ k, DCP's point features; through names: DANet's
+                    return node.lineno  # bmm(q, k) of q = conv(x).view(...).permute(0, 2, 1))
             elif isinstance(node, ast.Name) and depth < 3:
                 for value in self.assigned_values(scope, node.id):
                     if value is not expr and value.lineno <= node.lineno:  # (assigned before)
@@ -248,6 +248,14 @@ class ModelRules(RuleVisitor):
                         if line is not None:
                             return line
         return None
+
+    def _named(self, expr: ast.AST, scope: ast.AST) -> ast.AST:
+        """The one value a name is assigned in ``scope``, else ``expr`` itself."""
+        if isinstance(expr, ast.Name):
+            values = self.assigned_values(scope, expr.id)
+            if len(values) == 1:
+                return values[0]
+        return expr
 
     def _check_attention(self, call: ast.Call) -> None:
         scope = self.enclosing_scope(call)
@@ -378,8 +386,8 @@ def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:
         name = (dotted(parent.func) or "").lower()
         return "drop" in name or name.endswith(("matmul", "bmm", "einsum"))
     if isinstance(parent, ast.Attribute) and parent.attr in {"masked_fill", "to", "type_as",
-                                                             "transpose", "contiguous"}:
-        return True
+                                                             "transpose", "permute", "contiguous"}:
+        return True  # (DANet's bmm(v, att.permute(0, 2, 1)))
     return False
 
 

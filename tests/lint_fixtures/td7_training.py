@@ -208,3 +208,17 @@ def train_with_records(model, loader, optimizer):
         stats.append({"loss": loss, "n": len(x)})  # expect: TD708
         history.append((epoch_step, loss.item()))  # expect: TD201 (a number: no TD708)
     return stats, history
+
+
+def train_sage(model, loader, opt, distributed, log_every):
+    for step, (x, y) in enumerate(loader):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if distributed:
+            dist.barrier()  # expect: TD707
+        if dist.is_initialized():
+            dist.barrier()  # expect: TD707
+        if step % log_every == 0 and distributed:
+            dist.barrier()  # near-miss: at log steps only

@@ -218,7 +218,8 @@ class TrainingRules(OptimizerChecks):
         if any(OPTIMIZER.match(n) for n in names) and not names & DATA_PARALLEL:
             self._check_optimizer(node, next(iter(names)))
         for calls, code, message in _NOT_EVERY_STEP:
-            if names & calls and self._every_training_step(node, over_data=True):
+            if names & calls and self._every_training_step(  # (a barrier under `if
+                    node, over_data=True, flags=code == "TD707"):  # distributed:`: every step)
                 self.report(node, code, message)
         if method_name(node) == "backward":
             self._check_accumulation(node)

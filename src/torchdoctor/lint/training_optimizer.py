@@ -48,6 +48,10 @@ _ACCUMULATION = re.compile(r"accum", re.IGNORECASE)
 _CHUNKS = frozenset({"chunk", "split", "tensor_split"})
 
 
+#: calls that read the run's distributed setting, the same in every iteration
+_DIST_STATE = re.compile(r"(^|\.)(is_initialized|is_available|is_dist_avail_and_initialized|get_world_size)$")
+
+
 class OptimizerChecks(RuleVisitor):
     """TD704 and TD706 (see the module docstring); the subclass reports them from its calls
     (``_check_optimizer``, ``_check_accumulation``) and provides ``_training_loop`` and
@@ -250,9 +254,10 @@ class OptimizerChecks(RuleVisitor):
         them what they are) and calls nothing: the same branch runs in every iteration."""
         test = getattr(branch, "test", None)
         if test is None or not isinstance(loop, _LOOPS) or any(
-            isinstance(n, ast.Call) for n in ast.walk(test)
-        ):
-            return False
+            isinstance(n, ast.Call) and not _DIST_STATE.search(dotted(n.func) or "")
+            or isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)
+        ):  # (calls but distributed-state queries, `if dist.is_initialized():`; a modulo is a
+            return False  # period: `if args.step % 1000 == 0:`)
         rebound = self.assigned_in(loop) - _changed_by_calls_only(self, loop)
         names = set(dotted_names_in(test))
         return bool(names) and not any(

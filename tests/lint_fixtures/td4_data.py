@@ -179,3 +179,14 @@ def continual(tasks, train_full, test_full, targets, workers):
         train_loader = DataLoader(Subset(train_full, idx), num_workers=workers, pin_memory=True, persistent_workers=True)  # near-miss: TD403
         tests = [DataLoader(Subset(test_full, c), num_workers=workers, pin_memory=True, persistent_workers=True) for c in tasks[: task_id + 1]]  # near-miss: TD403
         train(train_loader, tests)
+
+
+def train_vocoder(trainset, generator, device, epochs):
+    train_loader = DataLoader(trainset, num_workers=4, batch_size=16, pin_memory=True, persistent_workers=True)
+    with torch.autograd.profiler.record_function("train"):
+        for epoch in range(epochs):
+            for i, batch in enumerate(train_loader):
+                x, y, _, y_mel = batch
+                x = x.to(device, non_blocking=True)  # near-miss: TD404 (non_blocking)
+                y = y.to(device)  # expect: TD404
+                generator(x, y_mel).backward()

@@ -6,6 +6,7 @@ import ast
 import re
 
 from torchdoctor.lint.loader_datasets import LoaderDatasets
+from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS, PinnedCopies
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import FOR, same_file_callee
 from torchdoctor.lint.visitor import (
@@ -14,10 +15,7 @@ from torchdoctor.lint.visitor import (
     dotted,
     has_star,
     keyword,
-    replace_call_with,
-    segment,
     target_names,
-    with_keyword,
 )
 
 #: a loop body that trains or evaluates (a DataLoader built in it is built every epoch)
@@ -90,10 +88,6 @@ RULES = (
         cuda_only=True,
     ),
 )
-#: wrappers a loop puts around a loader: for i, (x, y) in enumerate(tqdm(loader))
-_LOOP_WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "track"})
-
-
 def _pinned_call(node: ast.AST | None) -> bool:
     """A ``DataLoader(..., pin_memory=True)`` call (no ``**kwargs`` hiding the options)."""
     return (isinstance(node, ast.Call) and (dotted(node.func) or "").endswith("DataLoader")
@@ -113,7 +107,7 @@ def _made_by(function: ast.AST, value: ast.AST) -> ast.AST | None:
     return made
 
 
-class DataRules(LoaderDatasets, RuleVisitor):
+class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
     """TD401 no workers; TD402 no pinned memory while batches go to CUDA; TD403 workers that are
     not persistent; TD404 pinned batches copied without non_blocking.
 
@@ -198,7 +192,7 @@ class DataRules(LoaderDatasets, RuleVisitor):
             self._check_loops(scope, loader, reported)
         node, parent = call, self.parent(call)  # (built in the loop's header: `for x, y in
         while isinstance(parent, ast.Call) and node in parent.args and (  # DataLoader(...):`)
-            (dotted(parent.func) or "").rsplit(".", 1)[-1] in _LOOP_WRAPPERS
+            (dotted(parent.func) or "").rsplit(".", 1)[-1] in LOOP_WRAPPERS
         ):
             node, parent = parent, self.parent(parent)
         if isinstance(parent, ast.For) and parent.iter is node:
@@ -293,54 +287,6 @@ class DataRules(LoaderDatasets, RuleVisitor):
                     found.append((self.enclosing_scope(assign), target.elts[at[0]].id))
         return found
 
-    def _check_loops(self, scope: ast.AST, loader: str, reported: set[int]) -> None:
-        wrapped = {loader} | {  # (pbar = tqdm(train_loader); for x, y in pbar:)
-            t.id for a in ast.walk(scope) if isinstance(a, ast.Assign)
-            and _loader_of(a.value) == loader and isinstance(a.value, ast.Call)
-            for t in a.targets if isinstance(t, ast.Name)}  # fmt: skip
-        for loop in ast.walk(scope):
-            if isinstance(loop, ast.For) and _loader_of(loop.iter) in wrapped:
-                self._check_loop(loop, f"`{loader}`", reported)
-
-    def _check_loop(self, loop: ast.For, loader: str, reported: set[int]) -> None:
-        batch = target_names(loop.target)
-        for move in self.direct_calls(loop.body):
-            if not _blocking_copy(move):
-                continue
-            base = move.func.value  # type: ignore[attr-defined]
-            while isinstance(base, (ast.Subscript, ast.Attribute)):
-                base = base.value  # (batch["input_ids"].to(device) too)
-            if not (isinstance(base, ast.Name) and (base.id in batch or self._drawn_from(
-                    move, base.id, batch))) or id(move) in reported:  # fmt: skip
-                continue
-            reported.add(id(move))
-            self.report(
-                move,
-                "TD404",
-                f"{loader} pins its batches (pin_memory=True) but `{self.code_of(move)}` "
-                "copies them synchronously: pass non_blocking=True so the copy overlaps "
-                "the step",
-                fix=_with_non_blocking(move, self.context.lines),
-            )
-
-    def _drawn_from(self, node: ast.AST, name: str, batch: set[str]) -> bool:
-        """``name`` is bound by a comprehension around ``node`` over the batch's entries:
-        ``{k: v.to(device) for k, v in batch.items()}`` (Hugging Face's usual copy), or over a
-        tuple of the batch's names."""
-        parent = self.parent(node)
-        while parent is not None and not isinstance(parent, ast.For):
-            for gen in getattr(parent, "generators", ()):
-                it = gen.iter
-                while isinstance(it, (ast.Call, ast.Attribute, ast.Subscript)):
-                    it = it.func if isinstance(it, ast.Call) else it.value
-                if name in target_names(gen.target) and isinstance(it, ast.Name) and it.id in batch:
-                    return True
-                if name in target_names(gen.target) and isinstance(it, (ast.Tuple, ast.List)) and any(
-                        isinstance(e, ast.Name) and e.id in batch for e in it.elts):  # fmt: skip
-                    return True  # (ColBERT's `(t.cuda() for t in (q_ids, q_mask, d_ids))`)
-            parent = self.parent(parent)
-        return False
-
     def _iterated_once(self, call: ast.Call) -> bool:
         """A test loader (``test_loader = DataLoader(test_set, ...)``) is iterated once: its
         workers are spawned once whatever ``persistent_workers`` says."""
@@ -413,38 +359,3 @@ class DataRules(LoaderDatasets, RuleVisitor):
             ):
                 return True
         return False
-
-
-def _loader_of(it: ast.AST) -> str | None:
-    """The loader a loop iterates (through enumerate / tqdm / zip's first argument)."""
-    while isinstance(it, ast.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] in _LOOP_WRAPPERS:
-        if not it.args:
-            return None
-        it = it.args[0]
-    return dotted(it)
-
-
-def _blocking_copy(call: ast.Call) -> bool:
-    """``x.to(device)`` / ``x.cuda()`` without ``non_blocking=True`` (``.to(torch.float16)``,
-    a dtype alone, is no copy to a device)."""
-    if not isinstance(call.func, ast.Attribute) or call.func.attr not in ("to", "cuda"):
-        return False
-    if any(kw.arg == "non_blocking" for kw in call.keywords) or has_star(call):
-        return False
-    if call.func.attr == "cuda":
-        return True
-    if not call.args and not any(kw.arg == "device" for kw in call.keywords):
-        return False
-    if call.args and isinstance(call.args[0], ast.Constant):  # `.to("cuda")`, `.to("cuda:0")`
-        return str(call.args[0].value).split(":")[0] in {"cuda", "xpu", "mps"}
-    first = dotted(call.args[0]) if call.args else "device"
-    return first is not None and not first.startswith("torch.") and "dtype" not in first
-
-
-def _with_non_blocking(call: ast.Call, lines: list[str]):
-    """The rewrite adding ``non_blocking=True`` to the call (None when its text is unsafe to
-    edit: a comment or a line break inside)."""
-    source = segment(lines, call) or ""
-    if not source.endswith(")") or "#" in source or "\n" in source:
-        return None
-    return replace_call_with(with_keyword(source, "non_blocking=True"))

@@ -1,0 +1,132 @@
+"""TD404's half of the data rules' visitor: the loops over a pinned loader and their
+synchronous copies of its batches (``x.to(device)`` without ``non_blocking=True``), through
+the loop's names, what the loop unpacks from the batch, and comprehensions over it.
+
+Example:
+    >>> from torchdoctor.lint import lint_source
+    >>> src = ("from torch.utils.data import DataLoader\\n"
+    ...        "loader = DataLoader(ds, num_workers=2, pin_memory=True, persistent_workers=True)\\n"
+    ...        "for batch in loader:\\n    x, y = batch\\n    y = y.to(device)\\n")
+    >>> [f.code for f in lint_source(src)]
+    ['TD404']
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from torchdoctor.lint.visitor import (
+    dotted,
+    has_star,
+    replace_call_with,
+    segment,
+    target_names,
+    with_keyword,
+)
+
+#: wrappers a loop puts around a loader: for i, (x, y) in enumerate(tqdm(loader))
+LOOP_WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "track"})
+
+
+
+
+class PinnedCopies:
+    """The TD404 checks of the loops over a pinned loader (a mixin of the data rules' visitor:
+    ``report``, ``direct_calls``, ``parent`` and ``code_of`` are the visitor's)."""
+
+    context: Any
+    report: Any
+    direct_calls: Any
+    parent: Any
+    code_of: Any
+
+    def _check_loops(self, scope: ast.AST, loader: str, reported: set[int]) -> None:
+        wrapped = {loader} | {  # (pbar = tqdm(train_loader); for x, y in pbar:)
+            t.id for a in ast.walk(scope) if isinstance(a, ast.Assign)
+            and loader_of(a.value) == loader and isinstance(a.value, ast.Call)
+            for t in a.targets if isinstance(t, ast.Name)}  # fmt: skip
+        for loop in ast.walk(scope):
+            if isinstance(loop, ast.For) and loader_of(loop.iter) in wrapped:
+                self._check_loop(loop, f"`{loader}`", reported)
+
+    def _check_loop(self, loop: ast.For, loader: str, reported: set[int]) -> None:
+        batch = set(target_names(loop.target))
+        for stmt in loop.body:  # (HiFi-GAN's `x, y, _, y_mel = batch`; `img = batch["img"]`)
+            if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Name | ast.Subscript):
+                base = stmt.value
+                while isinstance(base, ast.Subscript):
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id in batch:
+                    batch |= {n for t in stmt.targets for n in target_names(t)}
+        for move in self.direct_calls(loop.body):
+            if not _blocking_copy(move):
+                continue
+            base = move.func.value  # type: ignore[attr-defined]
+            while isinstance(base, (ast.Subscript, ast.Attribute)):
+                base = base.value  # (batch["input_ids"].to(device) too)
+            if not (isinstance(base, ast.Name) and (base.id in batch or self._drawn_from(
+                    move, base.id, batch))) or id(move) in reported:  # fmt: skip
+                continue
+            reported.add(id(move))
+            self.report(
+                move,
+                "TD404",
+                f"{loader} pins its batches (pin_memory=True) but `{self.code_of(move)}` "
+                "copies them synchronously: pass non_blocking=True so the copy overlaps "
+                "the step",
+                fix=_with_non_blocking(move, self.context.lines),
+            )
+
+    def _drawn_from(self, node: ast.AST, name: str, batch: set[str]) -> bool:
+        """``name`` is bound by a comprehension around ``node`` over the batch's entries:
+        ``{k: v.to(device) for k, v in batch.items()}`` (Hugging Face's usual copy), or over a
+        tuple of the batch's names."""
+        parent = self.parent(node)
+        while parent is not None and not isinstance(parent, ast.For):
+            for gen in getattr(parent, "generators", ()):
+                it = gen.iter
+                while isinstance(it, (ast.Call, ast.Attribute, ast.Subscript)):
+                    it = it.func if isinstance(it, ast.Call) else it.value
+                if name in target_names(gen.target) and isinstance(it, ast.Name) and it.id in batch:
+                    return True
+                if name in target_names(gen.target) and isinstance(it, (ast.Tuple, ast.List)) and any(
+                        isinstance(e, ast.Name) and e.id in batch for e in it.elts):  # fmt: skip
+                    return True  # (ColBERT's `(t.cuda() for t in (q_ids, q_mask, d_ids))`)
+            parent = self.parent(parent)
+        return False
+
+
+def loader_of(it: ast.AST) -> str | None:
+    """The loader a loop iterates (through enumerate / tqdm / zip's first argument)."""
+    while isinstance(it, ast.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] in LOOP_WRAPPERS:
+        if not it.args:
+            return None
+        it = it.args[0]
+    return dotted(it)
+
+
+def _blocking_copy(call: ast.Call) -> bool:
+    """``x.to(device)`` / ``x.cuda()`` without ``non_blocking=True`` (``.to(torch.float16)``,
+    a dtype alone, is no copy to a device)."""
+    if not isinstance(call.func, ast.Attribute) or call.func.attr not in ("to", "cuda"):
+        return False
+    if any(kw.arg == "non_blocking" for kw in call.keywords) or has_star(call):
+        return False
+    if call.func.attr == "cuda":
+        return True
+    if not call.args and not any(kw.arg == "device" for kw in call.keywords):
+        return False
+    if call.args and isinstance(call.args[0], ast.Constant):  # `.to("cuda")`, `.to("cuda:0")`
+        return str(call.args[0].value).split(":")[0] in {"cuda", "xpu", "mps"}
+    first = dotted(call.args[0]) if call.args else "device"
+    return first is not None and not first.startswith("torch.") and "dtype" not in first
+
+
+def _with_non_blocking(call: ast.Call, lines: list[str]):
+    """The rewrite adding ``non_blocking=True`` to the call (None when its text is unsafe to
+    edit: a comment or a line break inside)."""
+    source = segment(lines, call) or ""
+    if not source.endswith(")") or "#" in source or "\n" in source:
+        return None
+    return replace_call_with(with_keyword(source, "non_blocking=True"))

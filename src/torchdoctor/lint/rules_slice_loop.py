@@ -80,6 +80,8 @@ _DATA_ARGUMENT = re.compile(
     r"(past|pixel|input|future)_values|"
     r"first|dones?|terminals?|terminated|truncated|resets?|flags?|valid|clips?|videos?)(_|$)"
 )
+#: argument names of a model's outputs (a loss function's logits: tracked by autograd)
+_ACTIVATION = re.compile(r"(^|_)(logits|scores|preds?|predictions?|outputs?|hidden)$")
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
 _FEW_THINGS = re.compile(
     r"(?<![a-z])(axes|axis|heads?|images?|layers?|levels?|scales?|experts?|groups?|dims?|views?|"
@@ -286,6 +288,10 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         if isinstance(scope, FUNCTIONS) and isinstance(self.parent(scope), ast.ClassDef):
             if name in {a.arg for a in scope.args.args[1:]} and not _DATA_ARGUMENT.search(name):
                 return True
+        elif isinstance(scope, FUNCTIONS) and _ACTIVATION.search(name) and name in {
+                a.arg for a in scope.args.args} and self.context.project is not None:  # fmt: skip
+            # (a loss function a training loop calls on the model's logits)
+            return self.context.project.called_in_loop(scope.name, training=True) is not None
         values = self.assigned_values(scope, name)
         if not _DATA_ARGUMENT.search(name):  # (an RNN's output: `h, _ = self.dec(x)`)
             values = values + [n.value for n in ast.walk(scope) if isinstance(n, ast.Assign)

@@ -259,3 +259,20 @@ def test_a_sync_record_counts_the_steps_it_happened_in():
     session = {"step_ms": {"median": 10.0}, "syncs": list(records.values())}
     evidence = " ".join(e for a in host_syncs(session) for e in a.evidence)
     assert "x100 in 1 step (x6.67/step on average)" in evidence, evidence
+
+
+def test_marks_hold_no_callback_and_stay_bounded_when_tensors_are_freed():
+    """A weak reference's Python callback swallows a Ctrl-C that lands in it ("Exception
+    ignored in ... KeyboardInterrupt": an RL loop freeing thousands of small tensors a second
+    ran on after SIGINT): the marks carry none, and dead ones are dropped in batches."""
+    import weakref
+
+    from torchdoctor.collect.residency import PRUNE_AT, Residency
+
+    residency = Residency()
+    kept = residency.mark_host(torch.zeros(1))
+    assert all(ref.__callback__ is None for ref in weakref.getweakrefs(kept))
+    for _ in range(5 * PRUNE_AT):
+        residency.mark_host(torch.zeros(1))  # (freed at once)
+    assert len(residency._host) <= 2 * PRUNE_AT
+    assert len(residency) == 1 and residency.is_host(kept)

@@ -13,7 +13,8 @@ made with ``device=...``, whatever is computed from any of them (so module outpu
 data through the parameters they use), and tensors whose making the audit did not see.
 
 The marks are a dictionary ``id(tensor) -> weakref`` (no attribute on the user's tensors, so
-nothing leaks into checkpoints); an entry goes when its tensor is freed. Propagation runs in the
+nothing leaks into checkpoints); entries whose tensor was freed are dropped in batches (a weak
+reference's callback could swallow a Ctrl-C). Propagation runs in the
 sync audit's TorchFunctionMode for every call it passes through, and costs one dictionary lookup
 per call whose first tensor is device data. See docs/syncs-residency.md for the rule and limits.
 
@@ -42,6 +43,8 @@ from torchdoctor.collect.lines_install import Replaced
 from torchdoctor.collect.syncs_frames import user_frame
 
 _T = torch.Tensor
+#: marks (live or dead) past which the dead ones are dropped; then twice the live ones
+PRUNE_AT = 4096
 
 #: factory functions: no tensor input, so the result is host data unless ``device=`` is given.
 FACTORIES: frozenset = frozenset(
@@ -151,16 +154,38 @@ class Residency:
         (True, False)
     """
 
-    __slots__ = ("_host", "_moved", "__weakref__")
+    __slots__ = ("_host", "_moved", "_prune_at", "__weakref__")
 
     def __init__(self) -> None:
         self._host: dict[int, weakref.ref] = {}
         #: views of host data moved to the device by a call that returned them unchanged
         #: (``batch[0].to(device)`` on a CPU run): their base's mark does not hold for them
         self._moved: dict[int, weakref.ref] = {}
+        self._prune_at = PRUNE_AT
 
     def __len__(self) -> int:
-        return len(self._host)
+        """The live host marks.
+
+        Example:
+            >>> import torch
+            >>> r = Residency()
+            >>> kept, freed = r.mark_host(torch.zeros(2)), r.mark_host(torch.zeros(2))
+            >>> del freed
+            >>> len(r)
+            1
+        """
+        return sum(ref() is not None for ref in self._host.values())
+
+    def _added(self) -> None:
+        """A mark was added: drop the dead ones once the marks doubled since the last time.
+        (Weak references carry no callback: a Ctrl-C that lands in a Python callback run when
+        a tensor is freed is printed and lost, and a loop freeing thousands of small tensors a
+        second, an RL agent's, kept running under ``torchdoctor run`` after SIGINT.)"""
+        if len(self._host) + len(self._moved) > self._prune_at:
+            for marks in (self._host, self._moved):
+                for key in [key for key, ref in marks.items() if ref() is None]:
+                    del marks[key]
+            self._prune_at = max(PRUNE_AT, 2 * (len(self._host) + len(self._moved)))
 
     def is_host(self, tensor: Any) -> bool:
         """Whether ``tensor`` is known host data: marked, or a view of marked data (the
@@ -187,9 +212,8 @@ class Residency:
     def mark_host(self, value: Any) -> Any:
         """Mark a tensor (or the tensors of a tuple/list) as host data; returns ``value``."""
         if isinstance(value, _T):
-            key = id(value)
-            host = self._host
-            host[key] = weakref.ref(value, lambda _ref, key=key: host.pop(key, None))
+            self._host[id(value)] = weakref.ref(value)
+            self._added()
         elif isinstance(value, tuple | list):
             for item in value:
                 if isinstance(item, _T):
@@ -202,8 +226,8 @@ class Residency:
             key = id(value)
             self._host.pop(key, None)
             if value._base is not None:
-                moved = self._moved
-                moved[key] = weakref.ref(value, lambda _ref, key=key: moved.pop(key, None))
+                self._moved[key] = weakref.ref(value)
+                self._added()
         elif isinstance(value, tuple | list):
             for item in value:
                 if isinstance(item, _T):

@@ -74,3 +74,15 @@ def test_a_long_step_waiting_for_a_core_is_told_as_a_busy_machine():
 def test_advise_ranks_it_once():
     found = [a for a in advise(_run(calls=(201, 200))) if a.cause == "periodic-work"]
     assert [a.rule for a in found] == ["long-step"]
+
+
+def test_an_evaluation_whose_extra_time_is_its_own_loader_is_told_as_an_evaluation():
+    """pytorch/examples' mnist_rnn: test() every 100 steps over a loader without workers: the
+    long steps' extra time is mostly in the data phase (the test batches), which alone is the
+    data-loading rule's; with their model calls in eval mode it is the evaluation."""
+    periodic = _run(long=(19, 39, 59), phase="data", calls=(81, 80), steps=80)
+    (item,) = periodic_steps(periodic)
+    assert "periodic evaluation between steps (80 model calls in eval mode" in item.title
+    (one,) = single_long_step(_run(phase="data", calls=(81, 80)))
+    assert "an evaluation between steps" in one.title
+    assert periodic_steps(_run(long=(19, 39, 59), phase="data", steps=80)) == []  # (no calls)

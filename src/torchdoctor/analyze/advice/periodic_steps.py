@@ -240,8 +240,13 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         return []
     phases = _phase_extra(long, steps)
     phase = max(phases, key=lambda p: phases[p])
-    if phase == "data":
+    counted = _long_model_calls(long, steps)  # (light steps count their model calls too)
+    evaluating = counted is not None and counted[1] >= 0.5 * (counted[0] - counted[2])
+    if phase == "data" and not evaluating:
         return []  # (workers restarted at every epoch: the data-loading rule's)
+    if phase == "data":  # (an evaluation's own loader: mnist_rnn's test() every 100 steps)
+        phases["other"] += phases.pop("data")
+        phase = "other"
     where = "between steps" if phase == "other" else f"in the {phase} phase"
     what = _PHASE_WORK[phase]
     if phase == "optimizer" and (session.get("config") or {}).get("step_boundary") == "backward":
@@ -268,8 +273,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             title += f" (a rollout collecting experience: {rollout})"
         elif is_evaluation(loop):
             title += " (an evaluation: the model in eval mode)"
-    counted = _long_model_calls(long, steps) if loop is None else None  # (light ones too)
-    if counted is not None and counted[1] >= 0.5 * (counted[0] - counted[2]):
+    if loop is None and counted is not None and evaluating:
         title = (f"{head}: {'periodic ' if period else ''}evaluation {where} ({counted[1]} "
                  f"model calls in eval mode per long step, against {counted[2]} in a typical "
                  f"step) is {share:.0f}% of the run")  # fmt: skip

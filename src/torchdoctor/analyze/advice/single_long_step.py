@@ -69,14 +69,15 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
         return []
     phases = _phase_extra([step], steps)
     phase = max(phases, key=lambda p: phases[p])
-    if phase == "data":
+    calls = model_calls(step, steps)
+    evaluation = calls is not None and calls[1] >= 0.5 * (calls[0] - calls[2])
+    if phase == "data" and not evaluation:
         return []  # (a loader's workers started again: the data-loading rule's)
+    phase = "other" if phase == "data" else phase  # (an evaluation's own loader)
     share, ratio = 100.0 * extra / total, wall / median
     head = f"Step {step.get('index', '?')} of {len(recorded)} took {ratio:.1f}x the median"
     host = extra_split([step], steps)
     off = off_core(host, typical_wait_rate(steps))
-    calls = model_calls(step, steps)
-    evaluation = calls is not None and calls[1] >= 0.5 * (calls[0] - calls[2])
     if host is not None and off is not None and not evaluation:  # (waiting: the machine was
         return [off_core_advice(off, host, head, share, [step], len(recorded), median,  # busy)
                                 extra / len(recorded))]  # fmt: skip

@@ -254,3 +254,19 @@ def test_a_line_calling_the_model_gets_no_python_outside_torch_advice():
     assert python_outside_torch(session)  # (a line like any other)
     session["call_lines"] = [{"file": "/w/rl.py", "line": 41, "modules": ["GPT"]}]
     assert python_outside_torch(session) == []
+
+
+def test_a_line_sampled_in_few_detailed_steps_is_no_work_of_every_step():
+    """DCGAN saves sample images at iteration 0 of an epoch; one save fell in the first detail
+    window and, averaged over 11 detailed steps, read "a checkpoint written every step" with a
+    high-confidence saving, ranked first. Sampled in 1 of 11 steps, it is periodic or one-off."""
+    from torchdoctor.analyze.advice.other_phase import between_steps
+
+    session = between_steps_session()
+    session["other_lines"][0].update(steps_seen=1, steps_sampled=11)
+    (item,) = between_steps(session)
+    assert "every step" not in item.title and "in 1 of the 11 detailed steps only" in item.title
+    assert item.estimated_saving_ms is None and item.confidence == "low"
+    session["other_lines"][0].update(steps_seen=10)
+    (every,) = between_steps(session)
+    assert "a checkpoint written every step" in every.title and every.estimated_saving_ms

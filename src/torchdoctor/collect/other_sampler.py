@@ -227,10 +227,12 @@ def other_lines_section(
     totals: dict[tuple[str, int, str], int] = {}
     vias: dict[tuple[str, int, str], dict[tuple, int]] = {}
     chains: dict[tuple[str, int, str], dict[tuple, int]] = {}
-    for step in steps:
+    seen: dict[tuple[str, int, str], set[int]] = {}  # the steps each line was sampled in
+    for index, step in enumerate(steps):
         for (file, line, function, via), ns in (step.get(field) or {}).items():
             key = (file, line, function)
             totals[key] = totals.get(key, 0) + ns
+            seen.setdefault(key, set()).add(index)
             if via is not None:  # library frames below the line, outermost first
                 mine = chains.setdefault(key, {})
                 mine[via] = mine.get(via, 0) + ns
@@ -244,6 +246,9 @@ def other_lines_section(
             "location": f"{os.path.basename(file)}:{line}",
             "code": linecache.getline(file, line).strip() if line else "",
             "ms_per_step": ns / len(steps) / 1e6,
+            # (sampled in few of them: periodic or one-off work, DCGAN's sample images at
+            # iteration 0 of an epoch, in the first detail window by chance)
+            "steps_seen": len(seen[(file, line, function)]), "steps_sampled": len(steps),
             "via": [{"file": f, "line": n, "function": name, "ms_per_step": v / len(steps) / 1e6}
                     for (f, n, name), v in through[:3]],
         })  # fmt: skip

@@ -124,6 +124,19 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
             what, fix = "code torch.compile generated, outside any module call", COMPILED_FIX
         saving = None if compiled else ms * (1.0 - 1.0 / EVERY)
         where = str(row.get("location") or "?")
+        seen, sampled = int(row.get("steps_seen") or 0), int(row.get("steps_sampled") or 0)
+        rare = 0 < 2 * seen < sampled  # (DCGAN's sample images at an epoch's iteration 0)
+        if rare:
+            what = what.replace(" every step", "") + (
+                f" in {seen} of the {sampled} detailed steps only ({fmt_ms(ms * sampled / seen)}"
+                " each time): periodic or one-off work, whose share of the run these steps "
+                "cannot tell")  # fmt: skip
+            fix = (f"It ran in {seen} of {sampled} detailed steps: it is already done less often "
+                   "than every step (or once). If it runs every N steps, it costs "
+                   f"{fmt_ms(ms * sampled / seen)} / N per step: leave it, or do it less often "
+                   "or in a background thread; the periodic-steps advice, when there is one, "
+                   "measures it over all the steps.")  # fmt: skip
+            saving = None
         advice.append(
             Advice(
                 rule="between-steps",
@@ -131,7 +144,7 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
                 f"{_between(session)}: {what}",
                 estimated_saving_ms=saving,
                 saving_range_ms=None if saving is None else [saving, ms],
-                confidence="high",
+                confidence="low" if rare else "high",
                 evidence=[
                     f"{where} `{code}`: {fmt_ms(ms)} per step, sampled in the other phase of "
                     "the detailed steps (it makes no torch call a hot line could time)",

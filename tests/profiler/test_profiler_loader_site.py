@@ -31,3 +31,18 @@ def test_loaders_fetched_from_two_functions_are_two_entries_with_their_sites():
     first = _evaluate.__code__.co_firstlineno
     (evaluation,) = [d for d in loaders if d["site"]["function_line"] == first]
     assert evaluation["site"]["file"] == __file__ and evaluation["steps"] == 1
+
+
+def test_a_loader_a_framework_s_loop_iterates_names_that_framework():
+    """The Hugging Face Trainer builds and iterates its own DataLoader: the session says so
+    (``driver``), and the data-loading advice then names TrainingArguments' knobs."""
+    import types
+
+    trainer = types.ModuleType("transformers.trainer")  # (a stand-in: the loop's module name)
+    exec("def inner_loop(loader, step):\n    for x in loader:\n        step(x)\n", trainer.__dict__)
+    net = torch.nn.Linear(4, 1)
+    loader = torch.utils.data.DataLoader(torch.randn(40, 4), batch_size=4)
+    with Profiler(net, syncs=False, hot_lines=False, step_boundary="auto") as prof:
+        trainer.inner_loop(loader, lambda x: net(x).sum().backward())
+    (entry,) = prof.session["environment"]["data_loaders"]
+    assert entry["driver"] == "transformers"

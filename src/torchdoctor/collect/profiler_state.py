@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from torchdoctor.collect.engine_state import loader_settings, loader_site, optimizer_settings
+from torchdoctor.collect.engine_state import (
+    loader_settings,
+    loader_site,
+    loop_driver,
+    optimizer_settings,
+)
 from torchdoctor.collect.host_time import HOST_KEYS
 from torchdoctor.collect.step_store import StepStore
 
@@ -177,7 +182,9 @@ class ProfilerState:
         if known is not None and (known[0] is _NO_REFERENCE or known[0]() is iterator):
             key = known[1]
         else:
-            key = tuple(loader_settings(iterator).items()) + loader_site(frame)
+            driver = loop_driver(frame)  # (the Trainer's own loader: its knobs, not DataLoader)
+            key = tuple(loader_settings(iterator).items()) + loader_site(frame) + (
+                (("driver", driver),) if driver else ())
             try:  # (a weak reference: an ended epoch's iterator and its workers are not kept)
                 self._iterators[id(iterator)] = (weakref.ref(iterator), key)
             except TypeError:  # (__slots__ without __weakref__: known by its id alone)

@@ -36,6 +36,7 @@ from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.dropout_share import dropout_share
 from torchdoctor.analyze.advice.emulated_bf16 import emulated_bf16
 from torchdoctor.analyze.advice.float64 import float64_training
+from torchdoctor.analyze.advice.framework_terms import in_framework_terms
 from torchdoctor.analyze.advice.host_batch import host_batch
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
@@ -150,6 +151,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     for rule in RULES:
         found.extend(rule(session))
     found = with_tune(session, found)  # a measured remedy replaces a stated saving
+    found = in_framework_terms(session, found)  # (the Trainer's knobs, not a line to add)
     step = advice_step_ms(session)  # (of the step without the profiler, or the mean step)
     found.sort(key=_rank_key, reverse=True)
     found = one_per_cause(found)  # the strongest entry of each cause keeps its place

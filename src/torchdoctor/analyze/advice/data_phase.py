@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,7 +65,10 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         # a few steps wait long (workers starting, a cold cache), most do not
         evidence[0] += f"; median {fmt_ms(median)}, slowest {fmt_ms(phase['max'])}"
         spiky = (phase.get("mean") or data) >= 2 * median
-    title, fix, code, settings = _remedy(feeding(loaders), environment.get("cpus"), spiky)
+    fed = feeding(loaders)
+    title, fix, code, settings = _remedy(fed, environment.get("cpus"), spiky)
+    if fed and all(d.get("driver") == "transformers" for d in fed):
+        fix, code = _trainer_form(fix, code)  # (the user writes no DataLoader there)
     if settings:
         evidence.append(settings)
     advice = Advice(
@@ -287,6 +291,26 @@ def _remedy(
         "                    prefetch_factor=4)                              # after",
         settings,
     )
+
+
+def _trainer_form(fix: str, code: str) -> tuple[str, str]:
+    """The fix and code in the Hugging Face Trainer's terms: it builds its DataLoaders from
+    ``TrainingArguments`` (``dataloader_num_workers``, ...), and the script has no
+    ``DataLoader(...)`` call to edit.
+
+    Example:
+        >>> code = "loader = DataLoader(ds)  # before\\nloader = DataLoader(ds, num_workers=3, persistent_workers=True)  # after"
+        >>> _trainer_form("Use workers.", code)[1]
+        'TrainingArguments(..., dataloader_num_workers=3, dataloader_persistent_workers=True, dataloader_pin_memory=True)'
+    """
+    after = code.split("# before", 1)[-1]
+    workers = re.findall(r"num_workers=(\d+)", after)
+    prefetch = re.findall(r"prefetch_factor=(\d+)", after)
+    arguments = (f"dataloader_num_workers={workers[-1] if workers else 4}, "
+                 "dataloader_persistent_workers=True, dataloader_pin_memory=True"
+                 + (f", dataloader_prefetch_factor={prefetch[-1]}" if prefetch else ""))  # fmt: skip
+    return (f"The Trainer builds this DataLoader from TrainingArguments: set {arguments}. "
+            f"In DataLoader terms: {fix}", f"TrainingArguments(..., {arguments})")
 
 
 def _describe(loader: Mapping[str, Any]) -> str:

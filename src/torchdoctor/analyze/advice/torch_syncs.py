@@ -59,6 +59,9 @@ class TorchSync:
     #: SPEEDUPS key of the switch measured on the user lines reaching the sync (their CPU
     #: time, which the checks cost on any device), when suite 'fused' has its pair
     speedup: str | None = None
+    #: the switch changes the forward only (validation: no backward to speed up): the speedup
+    #: applies to the lines' forward time, as measured forward only
+    forward_only: bool = False
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         """Whether a SyncRecord's torch function is this one."""
@@ -79,7 +82,8 @@ KNOWN_TORCH_SYNCS: tuple[TorchSync, ...] = (
         "validate_args=False per distribution).",
         "torch.distributions.Distribution.set_default_validate_args(False)  # once, at start\n"
         "q = Normal(mu, std)                 # no host check per construction / log_prob",
-        speedup="distribution_validation",
+        speedup="distribution_validation_forward",
+        forward_only=True,
     ),
     TorchSync(
         "amp/grad_scaler.py",
@@ -192,13 +196,14 @@ def torch_syncs(session: Mapping[str, Any]) -> list[Advice]:
             item.estimated_saving_ms = min(sum(stall), step)
             item.saving_range_ms = [item.estimated_saving_ms, item.estimated_saving_ms]
         elif known.speedup is not None:
-            _measured_switch(session, item, records, SPEEDUPS[known.speedup])
+            _measured_switch(session, item, records, SPEEDUPS[known.speedup], known.forward_only)
         advice.append(item)
     return advice
 
 
 def _measured_switch(
-    session: Mapping[str, Any], item: Advice, records: list[Mapping[str, Any]], speed: Speedup
+    session: Mapping[str, Any], item: Advice, records: list[Mapping[str, Any]], speed: Speedup,
+    forward_only: bool = False,
 ) -> None:
     """The saving of a switch measured apart (``speed``) on the user lines reaching the sync,
     from their measured time per step (hot lines, the profiler's own cost left out): the
@@ -216,12 +221,16 @@ def _measured_switch(
     """
     rows = measured_lines(session)
     found = [line_of(session, r.get("file"), r.get("line"), rows) for r in records]
-    spent = sum(float(row["own_ms"]) for row in {id(r): r for r in found if r}.values())
+    rows_found = {id(r): r for r in found if r}.values()
+    spent = sum(float(row["own_ms"]) * (  # (the forward's part of the line's own time)
+        float(row["forward_ms"]) / float(row["total_ms"]) if forward_only and row["total_ms"]
+        else 1.0) for row in rows_found)  # fmt: skip
     if spent <= 0:
         return
     item.estimated_saving_ms = amdahl_saving(spent, 1.0, speed.low)
     item.saving_range_ms = [item.estimated_saving_ms, amdahl_saving(spent, 1.0, speed.high)]
     item.evidence.append(
-        f"measured: those lines take {fmt_ms(spent)} per step (forward and backward); with "
+        f"measured: those lines take {fmt_ms(spent)} per step "
+        f"({'their forward' if forward_only else 'forward and backward'}); with "
         f"the switch {speed.low:g}x-{speed.high:g}x faster ({speed.source})"
     )

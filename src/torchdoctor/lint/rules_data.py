@@ -40,9 +40,9 @@ RULES = (
         "TD401",
         "dataloader-no-workers",
         "warning",
-        "DataLoader without num_workers > 0 loads batches on the training thread (not over a "
-        "TensorDataset, made in place or by a function of the project: tensors in memory, indexing "
-        "them is cheaper than handing batches over from workers)",
+        "DataLoader without num_workers > 0 loads batches on the main thread, between steps "
+        "(not over a TensorDataset, made in place or by a function of the project: tensors in "
+        "memory, indexing them is cheaper than handing batches over from workers)",
         "set num_workers (e.g. 2-8) so loading overlaps compute",
         "DataLoader(ds, batch_size=64)",
         "DataLoader(ds, batch_size=64, num_workers=4)",
@@ -135,7 +135,7 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
             self.report(
                 node,
                 "TD401",
-                "DataLoader without num_workers > 0 loads every batch on the training thread: "
+                "DataLoader without num_workers > 0 loads every batch on the main thread: "
                 "set num_workers (2-8) so loading overlaps compute" + (
                     "; its Dataset copies each item to the device, which workers cannot do: "
                     "move that copy to the loop (one .to(device, non_blocking=True) per batch)"

@@ -120,3 +120,26 @@ def test_training_light_steps_count_their_model_calls_with_a_counting_hook_alone
     assert (False, True) in model.seen  # a light step: the counting hook alone
     assert not model._forward_pre_hooks and not model._forward_hooks
     assert not torch_module._global_forward_pre_hooks
+
+
+def test_a_hugging_face_model_s_attention_dropout_inside_sdpa_is_noted():
+    """A model whose ``config`` says attention dropout runs inside SDPA (no Dropout module in
+    the tree): the session notes it for the dropout advice; eager attention is left to its
+    modules."""
+    import types
+
+    def run(implementation):
+        model = Encoder()
+        model.config = types.SimpleNamespace(attention_probs_dropout_prob=0.1,
+                                             _attn_implementation=implementation)  # fmt: skip
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof:
+            for _ in range(6):
+                model(torch.randn(2, 8)).sum().backward()
+                opt.step()
+        return prof.session["environment"].get("attention_dropout")
+
+    noted = run("sdpa")
+    assert noted == {"model": "Encoder", "attribute": "attention_probs_dropout_prob", "p": 0.1,
+                     "attn_implementation": "sdpa"}  # fmt: skip
+    assert run("eager") is None

@@ -319,3 +319,39 @@ class AnomalyProbe:
 
 
 _sequence_nr = torch._C._autograd._get_sequence_nr
+
+
+#: Hugging Face config attributes of the attention weights' dropout, which runs inside
+#: ``scaled_dot_product_attention`` (its ``dropout_p``) when the model uses SDPA: no module
+ATTENTION_DROPOUT_ATTRIBUTES = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def attention_dropout(module: Any) -> dict[str, Any] | None:
+    """A Hugging Face model's attention dropout when its attention runs in SDPA and the dropout
+    is on (``config.attention_probs_dropout_prob`` ... > 0): ``{"model", "attribute", "p",
+    "attn_implementation"}``; None for any other module (eager attention has a Dropout module,
+    which the tree shows).
+
+    Example:
+        >>> import types
+        >>> net = torch.nn.Linear(2, 2)
+        >>> net.config = types.SimpleNamespace(attention_probs_dropout_prob=0.1, _attn_implementation="sdpa")
+        >>> attention_dropout(net)["p"], attention_dropout(torch.nn.Linear(2, 2))
+        (0.1, None)
+    """
+    try:
+        config = module.__dict__.get("config")  # (no nn.Module.__getattr__ on other modules)
+        if config is None:
+            return None
+        implementation = getattr(config, "_attn_implementation", None)
+        if implementation not in ("sdpa", None):
+            return None
+        for name in ATTENTION_DROPOUT_ATTRIBUTES:
+            p = getattr(config, name, None)
+            if isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0:
+                return {"model": type(module).__name__, "attribute": name, "p": float(p),
+                        "attn_implementation": implementation}  # fmt: skip
+    except Exception:  # (a config whose properties raise: nothing known)
+        return None
+    return None
+

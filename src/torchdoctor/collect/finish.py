@@ -119,6 +119,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
              "steps": state.loader_steps.get(key, (0, 0))[1]}
             for key, count in sorted(state.loaders.items())
         ]  # fmt: skip
+    if state.attention_dropout:  # (the dropout advice adds what runs inside SDPA)
+        session["environment"]["attention_dropout"] = state.attention_dropout
     if state.optimizers:  # what each optimizer ran as (the optimizer-step rule reads it)
         session["environment"]["optimizers"] = list(state.optimizers.values())
     flags = [s.get("detailed", True) for s in steps]

@@ -296,8 +296,8 @@ class HookEvents:
         self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
         if module is not None and not getattr(module, "training", True):
             self._outer_calls[2] += 1  # (an evaluation's calls: model.eval() first)
-        if module is not None:  # (an inference loop's light steps hook these alone)
-            self._outer_modules.saw(module)
+        if module is not None and self._outer_modules.saw(module):  # (an inference loop's
+            self.state.note_model(module)  # light steps hook these alone; a new one's config)
         if mode is _MODULE and module is not None:  # (an encoder run before a decoder's steps)
             self._step_outer.add(module)
         if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)

@@ -14,7 +14,8 @@ Example:
     >>> import torch
     >>> outer = OutermostModules()
     >>> net = torch.nn.Linear(2, 2)
-    >>> outer.saw(net)
+    >>> outer.saw(net), outer.saw(net)  # (new the first time)
+    (True, False)
     >>> outer.for_light_steps(node_ids={(0, id(net)): 1}, kind=["root", "module"]) == [net]
     True
 """
@@ -34,7 +35,7 @@ class OutermostModules:
     Example:
         >>> import torch
         >>> outer, net = OutermostModules(), torch.nn.Sequential(torch.nn.Linear(2, 2))
-        >>> outer.saw(net[0])  # outermost once (called on its own)...
+        >>> _ = outer.saw(net[0])  # outermost once (called on its own)...
         >>> outer.for_light_steps({(1, id(net[0])): 2}, ["root", "module", "module"]) is None
         True
     """
@@ -45,19 +46,20 @@ class OutermostModules:
         self._nodes_checked = 0  # len(node_ids) when nesting was last checked
         self._nested = False
 
-    def saw(self, module: Any) -> None:
-        """``module`` was called outermost."""
+    def saw(self, module: Any) -> bool:
+        """``module`` was called outermost; True the first time (while it keeps count)."""
         key = id(module)
         if key in self._refs or self._too_many:
-            return
+            return False
         if len(self._refs) >= MAX_OUTERMOST:
             self._too_many = True
-            return
+            return False
         try:
             self._refs[key] = weakref.ref(module)
         except TypeError:  # (no weak reference: never hooked alone)
             self._too_many = True
         self._nodes_checked = 0  # (a new one: check its nesting again)
+        return True
 
     def for_light_steps(self, node_ids: dict[tuple[int, int], int], kind: list[str]) -> list | None:
         """The live modules to hook alone, or None to hook every module. ``node_ids``: the

@@ -20,6 +20,7 @@ from enum import Enum
 from typing import Any
 
 from torchdoctor.collect.engine_state import (
+    attention_dropout,
     loader_settings,
     loader_site,
     loop_driver,
@@ -140,12 +141,20 @@ class ProfilerState:
     # steps cut at module calls: light steps hooked their outermost modules alone (else every
     # module: collect/outermost.py), as the last light step did
     light_hooks_outermost: bool = False
+    # a Hugging Face model's attention dropout inside SDPA (engine_state.attention_dropout)
+    attention_dropout: dict[str, Any] | None = None
     interrupted: bool = False
     error: str | None = None
 
     @property
     def boundary_name(self) -> str:
         return (self.boundary or StepBoundary.WHOLE_RUN).value
+
+    def note_model(self, module: Any) -> None:
+        """An outermost module seen for the first time: its attention dropout inside SDPA, if
+        any (what the dropout advice adds to the Dropout modules' time)."""
+        if self.attention_dropout is None:
+            self.attention_dropout = attention_dropout(module)
 
     def note_optimizer(self, optimizer: Any) -> None:
         """Note an optimizer's settings the first time it steps.

@@ -27,6 +27,7 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.foreach_updates",
         "torchdoctor.benchmarks.sparse_layouts",
         "torchdoctor.benchmarks.distribution_validation",
+        "torchdoctor.benchmarks.attention_dropout",
     ],
     "train": ["torchdoctor.benchmarks.train_metrics"],
     "ops": [

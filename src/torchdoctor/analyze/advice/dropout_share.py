@@ -20,10 +20,19 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, center, fmt_ms, pct, tree_step_ms
+from torchdoctor.analyze.advice.base import (
+    SPEEDUPS,
+    Advice,
+    center,
+    fmt_ms,
+    is_cuda,
+    pct,
+    tree_step_ms,
+)
 from torchdoctor.session_read import node_ms, walk
 
 #: the dropout modules must take at least this share of the step
@@ -42,34 +51,82 @@ def dropout_share(session: Mapping[str, Any]) -> list[Advice]:
     found = [n for n, _ in walk(tree) if str(n.get("type") or "") in DROPOUT_TYPES
              and n.get("kind", "module") == "module"]  # fmt: skip
     ms = sum(node_ms(n) for n in found)
-    if ms < THRESHOLD * step:
+    inside, attention = _in_sdpa(session, tree)  # (attention dropout: no module shows it)
+    speed = SPEEDUPS["attention_dropout_cpu"]
+    low, high = inside * (1 - 1 / speed.low), inside * (1 - 1 / speed.high)
+    if ms + low < THRESHOLD * step:
         return []
-    forward = sum(center(n.get("forward_ms")) for n in found)
-    backward = max(0.0, ms - forward)
-    heaviest = max(found, key=node_ms)
+    evidence = []
+    if found:
+        forward = sum(center(n.get("forward_ms")) for n in found)
+        heaviest = max(found, key=node_ms)
+        evidence += [
+            f"{len(found)} dropout modules: {fmt_ms(ms)} per step ({pct(ms, step):.0f}%), "
+            f"forward {fmt_ms(forward)}, backward {fmt_ms(max(0.0, ms - forward))}",
+            f"the heaviest: {heaviest.get('path')} ({fmt_ms(node_ms(heaviest))})",
+            "each draws a mask the size of its input (bernoulli_) in training; spread over "
+            "many small modules, none dominates the tree on its own",
+        ]
+    if attention is not None:  # (first: the larger part, which no row of the tree names)
+        evidence.insert(0, 
+            f"{attention.get('model')}'s attention dropout ({attention.get('attribute')}="
+            f"{attention.get('p'):g}) runs inside scaled_dot_product_attention, whose CPU "
+            "kernel takes its slow math path when dropout_p > 0: the attention modules' own "
+            f"time is {fmt_ms(inside)} per step, {fmt_ms(low)} to {fmt_ms(high)} of it the "
+            f"dropout's ({speed.source})"
+        )
+    share = pct(ms + low, step)
     return [
         Advice(
             rule="dropout",
-            title=f"dropout takes {pct(ms, step):.0f}% of the step: its random masks, one per "
-            "activation, forward and backward",
+            title=f"dropout takes {'at least ' if attention else ''}{share:.0f}% of the step: "
+            + ("its random masks, one per activation, forward and backward" if not attention
+               else "its masks, and attention dropout inside SDPA (the CPU kernel's slow path)"),
             confidence="medium",
-            evidence=[
-                f"{len(found)} dropout modules: {fmt_ms(ms)} per step ({pct(ms, step):.0f}%), "
-                f"forward {fmt_ms(forward)}, backward {fmt_ms(backward)}",
-                f"the heaviest: {heaviest.get('path')} ({fmt_ms(node_ms(heaviest))})",
-                "each draws a mask the size of its input (bernoulli_) in training; spread over "
-                "many small modules, none dominates the tree on its own",
-            ],
+            evidence=evidence,
             fix="If the recipe allows, lower the dropout probability or set it to 0 (many "
             "pretraining and fine-tuning recipes for large models do; check quality on your "
             "validation set); torch.compile fuses the masks with the ops around them; on a GPU "
             "the draws cost less than on a CPU.",
-            code="config.dropout_rate = 0.0  # Hugging Face configs: dropout, hidden_dropout_prob, "
-            "attention_probs_dropout_prob ...",
+            code=(f"config.{attention.get('attribute')} = 0.0  # attention dropout inside SDPA"
+                  if attention else "config.dropout_rate = 0.0  # Hugging Face configs: dropout, "
+                  "hidden_dropout_prob, attention_probs_dropout_prob ..."),  # fmt: skip
             references=["torch.nn.Dropout", "torch.compile"],
-            estimated_saving_ms=ms,
-            saving_range_ms=(ms / 2, ms),
-            heat=min(1.0, ms / step),
+            estimated_saving_ms=ms + low,
+            saving_range_ms=(ms / 2 + low, ms + high),
+            heat=min(1.0, (ms + low) / step),
             cause="dropout",
         )
     ]
+
+
+#: module classes of attention (their innermost ones' own time holds the SDPA call)
+_ATTENTION = re.compile(r"Attention")
+
+
+def _in_sdpa(session: Mapping[str, Any], tree: Mapping[str, Any]) -> tuple[float, dict | None]:
+    """``(ms, the model's attention dropout)``: the own time of the innermost attention modules
+    when a Hugging Face model runs attention dropout inside SDPA in training on a CPU
+    (``environment.attention_dropout``), else ``(0.0, None)``.
+
+    Example:
+        >>> own = {"kind": "self", "total_ms": {"median": 20.0}}
+        >>> attn = {"kind": "module", "type": "BertSdpaSelfAttention", "children": [own]}
+        >>> s = {"environment": {"attention_dropout": {"p": 0.1}, "device": "cpu"},
+        ...      "phases": {"backward": {"median": 5.0}}}
+        >>> _in_sdpa(s, {"children": [attn]})[0]
+        20.0
+    """
+    environment = session.get("environment") or {}
+    attention = environment.get("attention_dropout")
+    backward = center((session.get("phases") or {}).get("backward"))
+    if not attention or backward <= 0 or is_cuda(session):
+        return 0.0, None
+    innermost = [
+        n for n, _ in walk(tree)
+        if n.get("kind", "module") == "module" and _ATTENTION.search(str(n.get("type") or ""))
+        and not any(_ATTENTION.search(str(c.get("type") or "")) for c, _ in walk(n) if c is not n)
+    ]  # fmt: skip
+    own = sum(node_ms(c) for n in innermost for c in n.get("children") or ()
+              if c.get("kind") == "self")  # fmt: skip
+    return (own, attention) if own > 0 else (0.0, None)

@@ -207,11 +207,12 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
             "controls them rather than editing its code"
         )
     title = (
-        f"{', '.join(packages)} syncs {fmt_count(per_step)} times per step inside its own code, "
+        f"{', '.join(packages)} syncs {fmt_count(per_step)} "
+        f"time{'' if per_step == 1 else 's'} per step inside its own code, "
     )
     title += f"from {user} {user_op}".rstrip()
-    if switches:
-        title += f": {switches[0]}"
+    if switches:  # (its first clause: the whole switch, with when it applies, is the fix)
+        title += f": {switches[0].split(': ', 1)[0]}"
     elif in_torch:
         title += f": {in_torch[0].title}"
     elif unknown:

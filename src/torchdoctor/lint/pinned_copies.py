@@ -33,7 +33,13 @@ LOOP_WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "track"})
 
 class PinnedCopies:
     """The TD404 checks of the loops over a pinned loader (a mixin of the data rules' visitor:
-    ``report``, ``direct_calls``, ``parent`` and ``code_of`` are the visitor's)."""
+    ``report``, ``direct_calls``, ``parent`` and ``code_of`` are the visitor's).
+
+    Example:
+        >>> from torchdoctor.lint.rules_data import DataRules
+        >>> issubclass(DataRules, PinnedCopies)
+        True
+    """
 
     context: Any
     report: Any
@@ -98,7 +104,12 @@ class PinnedCopies:
 
 
 def loader_of(it: ast.AST) -> str | None:
-    """The loader a loop iterates (through enumerate / tqdm / zip's first argument)."""
+    """The loader a loop iterates (through enumerate / tqdm / zip's first argument).
+
+    Example:
+        >>> loader_of(ast.parse("enumerate(tqdm(train_loader))", mode="eval").body)
+        'train_loader'
+    """
     while isinstance(it, ast.Call) and (dotted(it.func) or "").rsplit(".", 1)[-1] in LOOP_WRAPPERS:
         if not it.args:
             return None

@@ -21,7 +21,13 @@ from torchdoctor.lint.project_scan import _disables_grad, _under_no_grad
 
 class GradQueries:
     """Autograd questions over the project's files (``paths``, ``text``, ``tree`` and the
-    ``_no_grad`` cache are the :class:`~torchdoctor.lint.project.Project`'s)."""
+    ``_no_grad`` cache are the :class:`~torchdoctor.lint.project.Project`'s).
+
+    Example:
+        >>> from torchdoctor.lint.project import Project
+        >>> issubclass(Project, GradQueries)
+        True
+    """
 
     paths: list[str]
     _no_grad: dict[Any, bool | None]

@@ -39,7 +39,12 @@ def driver(session: Mapping[str, Any]) -> str | None:
 
 
 def in_framework_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Advice]:
-    """``found`` with torch.compile's code and fix in the Trainer's terms when it drives."""
+    """``found`` with torch.compile's code and fix in the Trainer's terms when it drives.
+
+    Example:
+        >>> in_framework_terms({}, [])
+        []
+    """
     if driver(session) != "transformers":
         return found
     for item in found:

@@ -149,7 +149,12 @@ ROLLOUT_FIX = (
 
 def detailed_long(session: Mapping[str, Any]) -> list[int]:
     """The detailed steps left out of the tree for their length (the first two, warm-up
-    residue, not counted: as for light steps)."""
+    residue, not counted: as for light steps).
+
+    Example:
+        >>> detailed_long({"config": {"detail": {"outlier_steps": [0, 40, 80]}}})
+        [40, 80]
+    """
     left = ((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or []
     return [int(i) for i in left if int(i) >= 2]
 
@@ -233,7 +238,14 @@ def package_path(calls: list[Mapping[str, Any]], most: float) -> str | None:
 
 def new_frames(calls: list[Mapping[str, Any]], most: float) -> list[Mapping[str, Any]]:
     """The package rows of ``long_step_calls`` holding half the extra time or more and none of
-    a typical step's, outermost first."""
+    a typical step's, outermost first.
+
+    Example:
+        >>> row = {"package": "transformers", "function": "evaluate", "extra_ms": 9.0,
+        ...        "ms_per_step": 9.0, "typical_ms": 0.0, "order": 2}
+        >>> [r["function"] for r in new_frames([row], 9.0)]
+        ['evaluate']
+    """
     # (a function a typical step runs too, at another line, is the loop both go through)
     typical = {(r.get("file"), r["function"]) for r in calls
                if r.get("package") and float(r.get("typical_ms") or 0.0) > 0.0}  # fmt: skip

@@ -179,7 +179,12 @@ def _ratios(long: list[Mapping[str, Any]], median: float) -> str:
 
 class LongSteps(NamedTuple):
     """The steps :func:`long_steps` found: all recorded, the light ones, the long ones (in
-    light steps' terms, by index), the light steps' median wall ms."""
+    light steps' terms, by index), the light steps' median wall ms.
+
+    Example:
+        >>> LongSteps([], [], [], 1.5).median
+        1.5
+    """
 
     recorded: list[Mapping[str, Any]]
     steps: list[Mapping[str, Any]]

@@ -58,7 +58,15 @@ _OTHER_FIX = (
 
 def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when a single step (after the first two) took >= RARE_LONG x the median and
-    its extra time is >= MIN_SHARE of the run (see the module docstring)."""
+    its extra time is >= MIN_SHARE of the run (see the module docstring).
+
+    Example:
+        >>> steps = [{"index": i, "wall_ms": 90.0 if i == 5 else 10.0, "phases": {"other": 1.0}}
+        ...          for i in range(12)]
+        >>> steps[5]["phases"] = {"other": 81.0}
+        >>> single_long_step({"steps": steps})[0].title
+        'Step 5 of 12 took 9.0x the median: work between steps is 40% of the run'
+    """
     found = long_steps(session)
     if found is None or len(found.long) != 1:
         return []

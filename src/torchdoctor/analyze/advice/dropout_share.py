@@ -68,7 +68,7 @@ def dropout_share(session: Mapping[str, Any]) -> list[Advice]:
             "many small modules, none dominates the tree on its own",
         ]
     if attention is not None:  # (first: the larger part, which no row of the tree names)
-        evidence.insert(0, 
+        evidence.insert(0,
             f"{attention.get('model')}'s attention dropout ({attention.get('attribute')}="
             f"{attention.get('p'):g}) runs inside scaled_dot_product_attention, whose CPU "
             "kernel takes its slow math path when dropout_p > 0: the attention modules' own "

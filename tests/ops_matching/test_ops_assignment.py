@@ -317,3 +317,18 @@ def test_check_false_nan_and_wrong_sign_infinity_agree_across_methods(maximize):
         for cost in (nan_cost, wrong):  # check=True (the default) refuses both
             with pytest.raises(ValueError, match=r"linear_assignment: the problem has"):
                 linear_assignment(cost, maximize, method=method)
+
+
+def test_integer_totals_are_summed_exactly():
+    # 2**62 + 1 and 1 - 2**62 are no float64s: summed in float64 the optimal total 2 read 0,
+    # though the choice was right (totals of such costs that float64 holds must be exact).
+    cost = torch.tensor([[[2**62 + 1, 2**62 + 5], [2**62 + 5, 1 - 2**62]]])
+    for method in ("auto", "scipy", "torch", "dp", "brute"):
+        result = linear_assignment(cost, method=method)
+        assert result.columns.tolist() == [[0, 1]] and result.total.tolist() == [2.0], method
+    greedy = greedy_assignment(cost)
+    assert greedy.columns.tolist() == [[0, 1]] and greedy.total.tolist() == [2.0]
+    assert greedy_assignment_reference(cost)[1].tolist() == [2.0]
+    assert greedy_assignment(-cost, maximize=True).total.tolist() == [-2.0]
+    huge = torch.tensor([[2**62, 2**62], [2**62, 2**62]])  # int64 would wrap: float64's sum
+    assert linear_assignment(huge).total.item() == 2.0**63

@@ -379,3 +379,40 @@ def test_a_copy_of_the_positive_in_the_pool_is_not_semi_hard(seed):
     mined = exhaustive_negatives(anchor, positive, pool, labels, pool_labels, chol, margin=1.0)
     idx, _ = mine_negatives_loop(anchor, positive, pool, labels, pool_labels, cov, margin=1.0)
     assert mined.indices.tolist() == idx == [1]
+
+
+@pytest.mark.parametrize("mode", ["hard", "semihard"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_distances_equal_in_exact_arithmetic_go_to_the_smallest_index(mode, dtype):
+    # Under cov [[2, 1], [1, 1]] the four pool points are all at distance 2 from the anchor
+    # (z^T cov^-1 z = 4 exactly), but each is whitened on its own and rounds apart: the
+    # smallest rounded distance won (index 2 or 3), not the smallest index.
+    cov = torch.tensor([[2.0, 1.0], [1.0, 1.0]], dtype=dtype)
+    chol, _ = cholesky_factor(cov)
+    anchors = torch.zeros(1, 2, dtype=dtype)
+    positives = torch.tensor([[0.1, 0.0]], dtype=dtype)  # d_ap 0.1: all four are semi-hard
+    pool = torch.tensor([[-2.0, -2.0], [-2.0, 0.0], [2.0, 0.0], [2.0, 2.0]], dtype=dtype)
+    labels, pool_labels = torch.tensor([0]), torch.ones(4, dtype=torch.long)
+    args = (anchors, positives, pool, labels, pool_labels)
+    for mined in (
+        exhaustive_negatives(*args, chol, margin=5.0, mode=mode),
+        two_stage_negatives(*args, chol, top_m=4, margin=5.0, mode=mode),
+        two_stage_negatives(*args, chol, top_m=3, margin=5.0, mode=mode),  # all cosines 0: 0-2
+    ):
+        assert mined.indices.tolist() == [0]
+        torch.testing.assert_close(mined.distances, torch.tensor([2.0], dtype=dtype))
+    assert mine_negatives_loop(*args, cov, margin=5.0, mode=mode)[0] == [0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cosines_equal_in_exact_arithmetic_at_the_cut_keep_the_smaller_index(dtype):
+    # Pool 2 is 3 x pool 3: the same cosine to the anchor, rounded apart; top_m=2 kept pool 3
+    # (the nearer, then chosen) instead of the smaller index 2 (the chosen one is then pool 0).
+    anchors, positives = torch.tensor([[1.0, 0.0]], dtype=dtype), torch.tensor([[99.0, 0.0]])
+    pool = torch.tensor([[4.0, 0.0], [-3.0, 2.0], [9.0, -6.0], [3.0, -2.0]], dtype=dtype)
+    mined = two_stage_negatives(
+        anchors, positives.to(dtype), pool, torch.tensor([0]), torch.ones(4, dtype=torch.long),
+        torch.eye(2, dtype=dtype), top_m=2, mode="hard",
+    )  # fmt: skip
+    assert mined.indices.tolist() == [0]
+    torch.testing.assert_close(mined.distances, torch.tensor([3.0], dtype=dtype))

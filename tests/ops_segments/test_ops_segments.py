@@ -238,3 +238,17 @@ def test_meta_ids_without_sizes_and_huge_uint64_ids_get_named_errors():
     with pytest.raises(ValueError, match="the largest segment id is 9223372036854775807"):
         group_by_segment(huge)
     assert group_by_segment(huge, num_segments=2)[1].tolist() == [0, 1]
+
+
+def test_sizes_no_tensor_can_have_are_errors_naming_them():
+    # num_segments = 2**63 was torch's "value cannot be converted to type int64_t without
+    # overflow", 2**64 a bare OverflowError, and sizes whose product passes int64 the same.
+    ids = torch.tensor([0, 1, 1, -1])
+    with pytest.raises(ValueError, match=r"num_segments must be below 2\*\*62"):
+        group_by_segment(ids, num_segments=2**63)
+    with pytest.raises(ValueError, match=r"num_segments must be below 2\*\*62"):
+        pad_segments(torch.ones(4), ids, num_segments=2**64, max_len=1)
+    with pytest.raises(ValueError, match=r"max_len must be below 2\*\*62"):
+        pad_segments(torch.ones(4), ids, num_segments=2, max_len=2**63)
+    with pytest.raises(ValueError, match="num_segments=1099511627776 x max_len=1099511627776"):
+        pad_segments(torch.ones(4), ids, num_segments=2**40, max_len=2**40)

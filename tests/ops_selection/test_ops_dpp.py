@@ -314,3 +314,36 @@ def test_a_negative_k_in_a_tensor_raises_like_a_negative_int():
     with pytest.raises(ValueError, match=r"non-negative.*-3"):
         dpp_greedy(kernels, k=torch.tensor([-3, 2]), max_k=2, check=True)
     assert dpp_greedy(kernels, k=torch.tensor([0, 2])).indices.tolist() == [[-1, -1], [0, 1]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gains_equal_in_exact_arithmetic_go_to_the_lowest_index(backend, dtype):
+    # [1, 2] and [2, 1]: equal gains at each step (5 = 5, then 9/5 = 9/5 and 2 = 2), which
+    # every engine rounded apart and broke towards item 4 (an exact determinant says 1, 2).
+    features = torch.tensor(
+        [[[-1, 0], [1, 2], [-1, 1], [0, 1], [2, 1]], [[2, 1], [1, -1], [-1, 0], [-1, -2], [-1, 1]]],
+        dtype=dtype,
+    )
+    kernels = features @ features.mT
+    for source in ({"features": features}, {"kernel": kernels}):
+        got = dpp_greedy(**source, k=3, eps=0.01, backend=backend)
+        assert got.indices.tolist() == [[1, 2, -1], [0, 1, -1]]
+    assert [dpp_greedy_reference(kernel, 3, eps=0.01)[0] for kernel in kernels] == [[1, 2], [0, 1]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(dtype):
+    # float16 features of norm ~400: q^2 K_ii overflowed (the selection stopped after 2 items);
+    # bfloat16 gains kept 3 digits and picked other items than the same values in float32.
+    generator = torch.Generator().manual_seed(9)
+    features = (torch.randn(64, 8, 16, generator=generator) * 100).to(dtype)
+    wide = features.double()
+    kernels = ((wide / 10) @ (wide / 10).mT).to(dtype)  # entries up to ~2e3 (float16: 65504)
+    for source, exact in (({"features": features}, {"features": wide}),
+                          ({"kernel": kernels}, {"kernel": kernels.double()})):  # fmt: skip
+        got = dpp_greedy(**source, k=5, eps=1.0)
+        expected = dpp_greedy(**exact, k=5, eps=1.0)
+        assert torch.equal(got.indices, expected.indices)
+        assert got.log_det.dtype == dtype
+        torch.testing.assert_close(got.log_det.double(), expected.log_det, rtol=1e-2, atol=0)

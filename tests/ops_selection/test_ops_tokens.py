@@ -360,3 +360,60 @@ def test_an_infinite_quality_is_the_largest_one_on_every_backend(infinite):
     for backend in ["numba"] * numba_available() + ["numpy", "torch"]:
         kept = select_tokens_per_segment(features, ids, 0.5, quality=quality, backend=backend)
         assert kept.tolist() == expected.tolist(), backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cosines_equal_in_exact_arithmetic_go_to_the_lowest_position(backend):
+    # Tokens 1 and 2 have the same cosine to token 0 (-1/sqrt(3)): the torch engine and the
+    # reference rounded token 2's gain higher, the host engines token 1's.
+    features = torch.tensor([[-1.0, -1.0, -1.0], [0.0, 2.0, 0.0], [2.0, -1.0, 2.0]])
+    ids = torch.zeros(3, dtype=torch.long)
+    for dtype in (torch.float64, torch.float32):
+        tokens = features.to(dtype)
+        kept = select_tokens_per_segment(tokens, ids, keep_per_segment=2, backend=backend)
+        assert kept.tolist() == [0, 1]
+        assert select_tokens_reference(tokens, ids, keep_per_segment=2).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features_are_computed_in_float32(dtype):
+    # float16 tokens of norm ~1000 overflowed their Gram matrix (inf norms: every token the
+    # same), of norm ~0.005 lost it to subnormals; bfloat16 kept 3 digits of the gains.
+    for seed in (14, 15):
+        features, ids, quality = _sequence(seed, dtype=torch.float64)
+        for scale, method in ((1.0, "dpp"), (200.0, "dpp"), (1e-3, "dpp"), (2e2, "greedy_cosine")):
+            half = (features * scale).to(dtype)
+            got = select_tokens_per_segment(half, ids, 0.3, method=method)
+            expected = select_tokens_per_segment(half.double(), ids, 0.3, method=method)
+            assert torch.equal(got, expected), (seed, scale)
+            reference = select_tokens_reference(half, ids, 0.3, method=method)
+            assert torch.equal(reference, expected), (seed, scale)
+        low = quality.to(dtype)
+        weighted = select_tokens_per_segment(half, ids, 0.3, quality=low)
+        expected = select_tokens_per_segment(half.double(), ids, 0.3, quality=low.double())
+        assert torch.equal(weighted, expected)
+
+
+def test_greedy_cosine_ties_go_to_the_lowest_position():
+    # After tokens 0 and 3, tokens 2 and 4 both score 1 - 1/(3 sqrt 3) (their largest cosine
+    # is to token 0, the same for both); the op rounded token 4's score higher, the reference 2's.
+    features = torch.tensor([[-1, 1, -1], [-2, 0, 1], [-1, -2, -2], [2, -1, 0], [-1, 2, 2]])
+    ids = torch.zeros(5, dtype=torch.long)
+    for dtype in (torch.float64, torch.float32):
+        args = (features.to(dtype), ids)
+        kept = select_tokens_per_segment(*args, keep_per_segment=3, method="greedy_cosine")
+        assert kept.tolist() == [0, 2, 3]
+        reference = select_tokens_reference(*args, keep_per_segment=3, method="greedy_cosine")
+        assert reference.tolist() == [0, 2, 3]
+
+
+@pytest.mark.parametrize("method", ["dpp", "greedy_cosine", "topk"])
+def test_reference_counts_an_infinite_quality_as_the_largest_magnitude(method):
+    # The op's documented rule; the reference divided by an infinite top (inf / inf = NaN).
+    features = torch.randn(12, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    quality = torch.rand(12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    quality[3] = math.inf
+    ids = torch.zeros(12, dtype=torch.long)
+    expected = select_tokens_per_segment(features, ids, 0.5, quality=quality, method=method)
+    got = select_tokens_reference(features, ids, 0.5, quality=quality, method=method)
+    assert torch.equal(got, expected)

@@ -1,8 +1,8 @@
 """Chen's greedy DPP steps compiled with numba: the CPU engine when numba is installed.
 
 The greedy is ``k`` sequential steps of small vector work. As NumPy calls (the fallback,
-:func:`torchdoctor.ops.dpp.greedy_arrays`) each step costs about a dozen interpreter round
-trips: for 8 problems of 196 items and ``k = 49`` the loop takes about 1.6 ms, compiled about
+:func:`torchdoctor.ops._greedy_numpy.greedy_arrays`) each step costs about a dozen interpreter
+round trips: for 8 problems of 196 items and ``k = 49`` the loop takes about 1.6 ms, compiled about
 0.3 ms (``dpp_greedy`` as a whole: 2.5 vs 0.8 ms in BENCHMARKS.md's run). For
 ``select_tokens_per_segment`` the kernel weights, the starting gains and the chosen mask are
 computed in the same compiled pass (:func:`select_from_gram`), so that little is left around
@@ -31,6 +31,8 @@ import logging
 import numba
 import numpy as np
 
+from torchdoctor.ops._greedy_numpy import TIE_ULPS
+
 __all__ = ["greedy", "select_from_gram"]
 
 _log = logging.getLogger(__name__)
@@ -45,13 +47,27 @@ def _jit(function):
 
 
 @_jit
-def _problem(source, b, is_kernel, q, has_q, gains, stop, eps, items, bests, rows, row):
+def _first_best(gains, tol, times):
+    """The first index tied with the best gain at step ``times - 1`` (``tie_tolerance``)."""
+    top = np.argmax(gains)  # (no NaN: a NaN update is kept at -inf below)
+    floor = gains[top] - tol[top] * times
+    for i in range(gains.shape[0]):
+        if gains[i] + tol[i] * times >= floor:
+            return i
+    return top
+
+
+@_jit
+def _problem(source, b, is_kernel, q, has_q, gains, stop, eps, items, bests, rows, row, tol, tie):
     """Greedy steps of problem ``b`` (``gains`` ``(N,)``, updated in place), recording into
-    column ``b`` of ``items``/``bests``; returns the number of steps taken (<= ``stop``)."""
+    column ``b`` of ``items``/``bests``; returns the number of steps taken (<= ``stop``).
+    ``tol`` ``(N,)`` scratch for each item's tie tolerance, ``tie`` times its starting gain."""
     n = gains.shape[0]
+    for i in range(n):
+        tol[i] = gains[i] * tie if np.isfinite(gains[i]) and gains[i] > 0 else 0.0
     step = 0
     while step < stop:
-        item = np.argmax(gains)  # first maximum (no NaN: a NaN update is kept at -inf below)
+        item = _first_best(gains, tol, step + 1)
         best = gains[item]
         items[step, b] = item
         bests[step, b] = best
@@ -88,23 +104,26 @@ def _problem(source, b, is_kernel, q, has_q, gains, stop, eps, items, bests, row
 
 
 @_jit
-def _greedy_batch(source, is_kernel, q, has_q, gains0, limits, eps, items, bests):
+def _greedy_batch(source, is_kernel, q, has_q, gains0, limits, eps, items, bests, tie):
     batch, n, _ = source.shape
     steps = items.shape[0]
     rows = np.empty((max(steps - 1, 1), n), dtype=source.dtype)
     row = np.empty(n, dtype=source.dtype)
     gains = np.empty(n, dtype=source.dtype)
+    tol = np.empty(n, dtype=source.dtype)
     for b in range(batch):
         gains[:] = gains0[b]
         stop = min(limits[b], steps)
-        taken = _problem(source, b, is_kernel, q, has_q, gains, stop, eps, items, bests, rows, row)
+        taken = _problem(
+            source, b, is_kernel, q, has_q, gains, stop, eps, items, bests, rows, row, tol, tie
+        )
         for rest in range(taken, steps):
             items[rest, b] = 0
             bests[rest, b] = np.nan
 
 
 @_jit
-def _select(gram, q, usable, wanted, eps, chosen):
+def _select(gram, q, usable, wanted, eps, chosen, tie):
     segments, length, _ = gram.shape
     steps = max(wanted.max(), 1)
     items = np.empty((steps, segments), dtype=np.int64)
@@ -113,13 +132,16 @@ def _select(gram, q, usable, wanted, eps, chosen):
     rows = np.empty((steps, length), dtype=gram.dtype)
     row = np.empty(length, dtype=gram.dtype)
     gains = np.empty(length, dtype=gram.dtype)
+    tol = np.empty(length, dtype=gram.dtype)
     for s in range(segments):
         for i in range(length):
             norm = np.sqrt(gram[s, i, i])
             scale[s, i] = q[s, i] / max(norm, 1e-12)
             # Cosine self-similarity is exactly 1 (0 for a zero token): start from q^2.
             gains[i] = (q[s, i] * q[s, i] if norm > 0 else 0) if usable[s, i] else -np.inf
-        taken = _problem(gram, s, True, scale, True, gains, wanted[s], eps, items, bests, rows, row)
+        taken = _problem(
+            gram, s, True, scale, True, gains, wanted[s], eps, items, bests, rows, row, tol, tie
+        )
         for t in range(taken):
             if bests[t, s] > eps:  # the last step taken may be the one that found <= eps
                 chosen[s, items[t, s]] = True
@@ -148,6 +170,7 @@ def greedy(source, is_kernel, q, gains, steps, limits, eps):
         dtype.type(eps),
         items,
         bests,
+        dtype.type(TIE_ULPS * np.finfo(dtype).eps),
     )
     return items, bests
 
@@ -169,5 +192,6 @@ def select_from_gram(gram, q, usable, wanted, eps):
         np.ascontiguousarray(wanted, dtype=np.int64),
         dtype.type(eps),
         chosen,
+        dtype.type(TIE_ULPS * np.finfo(dtype).eps),
     )
     return chosen

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from torchdoctor.ops._greedy_numpy import greedy_arrays
 from torchdoctor.ops._host import cpu_array
-from torchdoctor.ops.dpp import compiled_engine, greedy_arrays
+from torchdoctor.ops.dpp import compiled_engine
 
 __all__ = ["select_dpp_host", "tokens_to_keep"]
 

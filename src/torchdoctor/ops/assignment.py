@@ -27,7 +27,7 @@ from torchdoctor.ops._assignment_solvers import (
     solve_subset_dp,
 )
 from torchdoctor.ops._host import cpu_array
-from torchdoctor.ops._validation import require_data
+from torchdoctor.ops._validation import require_data, widen_integer
 
 _METHODS = ("auto", "scipy", "torch", "dp", "brute")
 #: on accelerators, method="auto" enumerates permutations up to this many (6! = 720) ...
@@ -166,7 +166,8 @@ def linear_assignment(
         on other devices brute force when ``max(R, C) <= 6``, the subset DP up to 10, else
         ``"torch"``.
 
-    Costs are solved in float64; ``total`` has the input's float dtype (float64 for integers).
+    Costs are solved in float64; ``total`` has the input's float dtype (float64 for integers,
+    whose totals are summed exactly up to ``2**62``), summed in float64 and rounded once.
     With ``check=True`` NaN, wrong-sign infinities and infeasible problems raise ``ValueError``
     naming the problem; on an accelerator this costs one host sync for the whole batch. With
     ``check=False`` there is none (except with ``method="scipy"``, which always checks and
@@ -246,7 +247,7 @@ def linear_assignment(
         columns = columns[:, :rows]
     else:
         columns = small_cols
-    total = assignment_cost(cost.reshape(batch, rows, cols).to(torch.float64), columns)
+    total = _total(cost.reshape(batch, rows, cols), columns)
     total = torch.where(infeasible, -math.inf if maximize else math.inf, total)
     return Assignment(columns.reshape(*batch_shape, rows), total.to(out_dtype).reshape(batch_shape))
 
@@ -263,6 +264,22 @@ def assignment_cost(cost: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
         return cost.new_zeros(cost.shape[:-2])
     picked = cost.gather(-1, columns.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return torch.where(columns >= 0, picked, 0).sum(dim=-1)
+
+
+def _total(cost: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """The assignment's total in float64: float costs summed in float64; integer costs summed
+    exactly in int64 (``2**62 + 1`` and ``1 - 2**62`` make 2, not float64's 0) wherever the
+    total stays below ``2**62`` (else float64's sum: int64's would wrap). No host sync.
+
+    Example:
+        >>> _total(torch.tensor([[[2**62 + 1, 0], [0, 1 - 2**62]]]), torch.tensor([[0, 1]]))
+        tensor([2.], dtype=torch.float64)
+    """
+    wide = assignment_cost(cost.to(torch.float64), columns)
+    if cost.is_floating_point():
+        return wide
+    exact = assignment_cost(widen_integer(cost).long(), columns)  # (wraps only past 2**63)
+    return torch.where(wide.abs() < 2.0**62, exact.to(torch.float64), wide)
 
 
 def _dense_ranks(work: torch.Tensor) -> torch.Tensor:
@@ -289,8 +306,9 @@ def greedy_assignment(cost: torch.Tensor, maximize: bool = False) -> Assignment:
     are never taken: a row whose remaining pairs are all forbidden gets ``-1``. Ties go to the
     lowest flat index ``r * C + c``. NaN entries are never taken either. The opposite infinity
     (``-inf`` when minimizing) is the best pair there is: taken first, making the total
-    ``-inf``. ``total`` has the cost's dtype (float64 for integer costs). Integer costs are
-    ranked exactly, also 64-bit ones beyond float64's ``2**53`` (one sort per problem).
+    ``-inf``. ``total`` is summed as :func:`linear_assignment`'s, in the cost's dtype (float64
+    for integer costs). Integer costs are ranked exactly, also 64-bit ones beyond float64's
+    ``2**53`` (one sort per problem).
 
     Example:
         >>> import torch
@@ -321,6 +339,6 @@ def greedy_assignment(cost: torch.Tensor, maximize: bool = False) -> Assignment:
         taken_col = column_index == col.unsqueeze(1)  # (B, C)
         taken = (taken_row.unsqueeze(2) | taken_col.unsqueeze(1)) & ok.view(-1, 1, 1)
         work = torch.where(taken, inf, work)
-    values = cost if cost.is_floating_point() else cost.to(torch.float64)  # as linear_assignment
-    total = assignment_cost(values.reshape(batch, rows, cols), columns)
+    total = _total(cost.reshape(batch, rows, cols), columns)  # as linear_assignment's
+    total = total.to(cost.dtype if cost.is_floating_point() else torch.float64)
     return Assignment(columns.reshape(*batch_shape, rows), total.reshape(batch_shape))

@@ -29,9 +29,9 @@ import math
 from types import ModuleType
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
+from torchdoctor.ops._greedy_numpy import greedy_arrays, tie_tolerance
 from torchdoctor.ops._host import cpu_array, numpy_ready
 from torchdoctor.ops._validation import (
     require_count,
@@ -125,8 +125,14 @@ def _greedy_torch(source, is_kernel, q, gains, steps):
     flat_gains = gains.view(-1)
     base = torch.arange(0, batch * n, n, device=device)
     flat_q = None if q is None else q.reshape(-1)
+    tol = tie_tolerance(gains)
+    flags = torch.empty(batch, dtype=torch.bool, device=device)
     for step in range(steps):
-        torch.max(gains, dim=-1, out=(bests[step], items[step]))
+        best, top = gains.max(dim=-1, keepdim=True)  # ties: rounding grows with the steps
+        floor = best.sub_(tol.gather(1, top), alpha=step + 1)
+        tied = torch.add(gains, tol, alpha=step + 1) >= floor
+        torch.max(tied, dim=-1, out=(flags, items[step]))  # the first tied with the best
+        torch.gather(gains, 1, items[step].unsqueeze(1), out=bests[step].unsqueeze(1))
         if step == steps - 1:
             break
         flat = items[step] + base
@@ -223,71 +229,6 @@ def _greedy_host(source, is_kernel, q, gains, steps, k_flat, eps, engine):
     return torch.from_numpy(items), torch.from_numpy(bests)
 
 
-def greedy_arrays(
-    array: np.ndarray,
-    is_kernel: bool,
-    q: np.ndarray | None,
-    gains: np.ndarray,
-    steps: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Chen's greedy steps on host arrays: ``(items, best gains)``, each ``(steps, B)``.
-
-    ``array`` ``(B, N, N)`` kernel or ``(B, N, d)`` features, ``q`` ``(B, N)`` or ``None``,
-    ``gains`` ``(B, N)`` initial gains (copied, not modified). A problem whose gains are
-    exhausted keeps producing (meaningless) items: the caller cuts at the first gain ``<= eps``.
-
-    Example:
-        >>> import numpy as np
-        >>> kernel = np.array([[[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 0.5]]])
-        >>> items, gains = greedy_arrays(kernel, True, None, np.array([[1.0, 1.0, 0.5]]), steps=2)
-        >>> items[:, 0].tolist()  # item 0 first, then the diverse item 2 (not the near-copy 1)
-        [0, 2]
-    """
-    batch, n, width = array.shape
-    flat_source = array.reshape(batch * n, width)
-    gains = np.array(gains, dtype=array.dtype)  # a private copy, updated in place
-    flat_gains = gains.reshape(-1)
-    flat_q = None if q is None else q.reshape(-1)
-    q2 = None if q is None else q * q
-    # Rows f_t of the Cholesky factor of the unweighted kernel K, one (B, N) block per step, so
-    # that a step writes one contiguous block. With L = diag(q) K diag(q), Chen's rows are
-    # e_t = q * f_t, and f_new = q_j (K_j - sum_t f_t[j] f_t) / sqrt(d_j), d -= q^2 f_new^2:
-    # the weights touch two (B,) vectors and one (B, N) product per step, never a kernel row.
-    rows_f = np.empty((max(steps - 1, 0), batch, n), dtype=array.dtype)
-    flat_f = rows_f.reshape(rows_f.shape[0], batch * n)  # not -1: B * N may be 0
-    base = np.arange(batch) * n
-    items = np.empty((steps, batch), dtype=np.int64)
-    bests = np.empty((steps, batch), dtype=array.dtype)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        for step in range(steps):
-            item = gains.argmax(1)
-            flat = item + base
-            best = flat_gains[flat]
-            items[step] = item
-            bests[step] = best
-            if step == steps - 1:
-                break
-            if is_kernel:
-                row = flat_source[flat]  # a copy: fancy indexing
-            else:
-                row = np.matmul(flat_source[flat][:, None, :], array.transpose(0, 2, 1))[:, 0]
-            if step > 0:
-                at_item = flat_f[:step, flat].T[:, None, :]  # (B, 1, step)
-                row -= np.matmul(at_item, rows_f[:step].transpose(1, 0, 2))[:, 0]
-            if q is None:
-                row /= np.sqrt(best)[:, None]  # divided, as the plain algorithm writes it
-            else:
-                row *= (flat_q[flat] / np.sqrt(best))[:, None]
-            rows_f[step] = row
-            row *= row
-            if q2 is not None:
-                row *= q2
-            gains -= row
-            np.fmax(gains, -np.inf, out=gains)  # NaN (a NaN item's update) -> -inf: never taken
-            flat_gains[flat] = -np.inf
-    return items, bests
-
-
 def greedy_steps(
     source: torch.Tensor,
     is_kernel: bool,
@@ -381,13 +322,18 @@ def dpp_greedy(
             as NumPy calls on those views, where an op costs 1-3 us instead of torch's 5-10 us
             (3x / 2.4x faster than ``"torch"`` there). Both host engines need float32/float64
             CPU tensors. ``"auto"`` (default): numba, else numpy, for such tensors; torch
-            otherwise. All
-            give the same selection.
+            otherwise. All give the same selection.
 
-    The selection is discrete, so the inputs are detached: ``log_det`` carries no gradient.
+    Ties: a gain within rounding of the best (at step ``t``, ``4 (t + 1) eps`` of each one's
+    starting gain, ``eps`` of the compute dtype) counts as equal to it and the lowest index
+    among them is taken, on every backend (gains equal in exact arithmetic, of duplicate or
+    symmetric items, land a few ulps apart, differently on each engine). The selection is
+    discrete, so the inputs are detached: ``log_det`` carries no gradient.
 
     Returns:
-        :class:`DppSelection` with ``indices`` ``(..., min(max_k, N))`` in selection order.
+        :class:`DppSelection` with ``indices`` ``(..., min(max_k, N))`` in selection order;
+        ``log_det`` in the input's dtype. Half precision (float16/bfloat16) is computed in
+        float32 (``q^2 K_ii`` of 300 overflows float16; bfloat16 gains would keep 3 digits).
 
     Example:
         >>> import torch
@@ -425,11 +371,13 @@ def dpp_greedy(
     if check:
         require_finite(**{name: source, "quality": quality})
     device, dtype = source.device, source.dtype
+    host_engine(backend, source)  # an impossible engine fails here, before any work
     k_flat, steps = _resolve_k(k, batch_shape, n, max_k, device, check)
     batch = math.prod(batch_shape)
-    source = source.detach().reshape(batch, n, width)  # a discrete choice: no autograd
+    wide = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype  # (see Returns)
+    source = source.detach().reshape(batch, n, width).to(wide)  # a discrete choice: no autograd
     if quality is not None:
-        quality = quality.detach().to(dtype).expand(*batch_shape, n).reshape(batch, n)
+        quality = quality.detach().to(wide).expand(*batch_shape, n).reshape(batch, n)
     q = quality
 
     if kernel is not None:
@@ -442,7 +390,6 @@ def dpp_greedy(
         gains = gains.masked_fill(~mask.expand(*batch_shape, n).reshape(batch, n), -math.inf)
     gains = torch.nan_to_num(gains, nan=-math.inf)
 
-    host_engine(backend, source)  # an impossible engine fails here, before any work
     is_kernel = kernel is not None
     indices, log_det = greedy_steps(source, is_kernel, q, gains, k_flat, steps, eps, backend)
-    return DppSelection(indices.reshape(*batch_shape, steps), log_det.reshape(batch_shape))
+    return DppSelection(indices.reshape(*batch_shape, steps), log_det.to(dtype).view(batch_shape))

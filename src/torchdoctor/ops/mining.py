@@ -8,14 +8,16 @@ Mahalanobis distance on those only; ``exhaustive_negatives`` is the all-pairs ba
 The choice rule (``mode="semihard"``): among negatives with ``d_ap < d_an < d_ap + margin``
 (farther than the positive by more than rounding: a copy of the positive is not) take the
 smallest ``d_an``; when none qualifies take the hardest (smallest ``d_an``) negative.
-``mode="hard"`` always takes the hardest. Ties go to the smallest pool index, so with
-``top_m >= pool size`` the two functions return identical results. A negative whose distance is
-NaN (a NaN in the inputs with ``check=False``, or a singular ``chol``) is never chosen; an anchor
-left without any other negative (or facing an empty pool) gets index -1, distance NaN and
-``found=False``. A NaN ``d_ap`` never qualifies as semi-hard, so the hardest negative is taken.
-Results stay right with NaN inputs, but gradients may not: in ``exhaustive_negatives`` a NaN pool
-row makes the anchors' gradients NaN (``cdist``'s backward multiplies 0 by NaN); use ``check=True``
-or clean the inputs when training.
+``mode="hard"`` always takes the hardest. Ties go to the smallest pool index: distances within
+``32 eps * max(d, 1)`` of the smallest (``eps`` of the compute dtype) are ties, since distances
+equal in exact arithmetic (points placed symmetrically about the anchor) round a few ulps
+apart. With ``top_m >= pool size`` the two functions return identical results. A negative
+whose distance is NaN (a NaN in the inputs with ``check=False``, or a singular ``chol``) is
+never chosen; an anchor left without any other negative (or facing an empty pool) gets index
+-1, distance NaN and ``found=False``. A NaN ``d_ap`` never qualifies as semi-hard, so the
+hardest negative is taken. Results stay right with NaN inputs, but gradients may not: in
+``exhaustive_negatives`` a NaN pool row makes the anchors' gradients NaN (``cdist``'s backward
+multiplies 0 by NaN); use ``check=True`` or clean the inputs when training.
 
 Example:
     >>> import torch
@@ -182,7 +184,10 @@ def _choose(d_ap, d_an, valid, index, margin, mode) -> MinedNegatives:
     else:
         key = hardest
     best = key.min(-1, keepdim=True).values  # no NaN in key: a valid one sits at best if found
-    at_best = valid & (key == best)
+    # Distances equal in exact arithmetic (symmetric points) land a few ulps apart, each pair
+    # computed on its own (measured: up to 16 ulps of max(d, 1)): within 32 of the best, a tie.
+    near = best + 32 * torch.finfo(d_an.dtype).eps * best.clamp_min(1.0)
+    at_best = valid & (key <= near)
     big = torch.iinfo(torch.long).max
     chosen = torch.where(at_best, index, big).min(-1, keepdim=True).values
     found = valid.any(-1)
@@ -210,8 +215,10 @@ def _top_m(key: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``key.topk(m)`` with ties at the cut going to the smallest indices, sync-free.
 
     ``topk`` keeps an arbitrary subset of the entries equal to its smallest kept value (the
-    cut). Those slots (the last ones: values come sorted) are refilled with the first tied
-    entries in index order, found with a running count of ties and one ``searchsorted``.
+    cut), and rounding decides between values equal in exact arithmetic: entries within 8 ulps
+    of the cut are tied. Their slots (the last ones: values come sorted) are refilled with the
+    first tied entries in index order, found with a running count of ties and one
+    ``searchsorted``.
 
     Example:
         >>> _top_m(torch.tensor([[1.0, 2.0, 1.0, 1.0, 1.0]]), 3)[1].tolist()
@@ -219,10 +226,13 @@ def _top_m(key: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     values, index = key.topk(m, dim=-1)
     cut = values[..., -1:]
-    tied = values == cut  # (..., m): the slots holding the cut value
+    # Cosines equal in exact arithmetic (p and 3p) round apart: within 8 ulps they tie.
+    band = 8 * torch.finfo(key.dtype).eps
+    tied = values <= cut + band  # (..., m): the slots holding a value tied with the cut
     first_tied_slot = m - tied.sum(-1, keepdim=True, dtype=torch.int32)
     wanted = torch.arange(1, m + 1, dtype=torch.int32, device=key.device) - first_tied_slot
-    ties_so_far = (key == cut).cumsum(-1, dtype=torch.int32)  # int32: far faster than int64
+    at_cut = (key >= cut - band) & (key <= cut + band)
+    ties_so_far = at_cut.cumsum(-1, dtype=torch.int32)  # int32: far faster than int64
     nth_tie = torch.searchsorted(ties_so_far, wanted.clamp(min=1))  # index of the wanted-th tie
     return values, torch.where(tied, nth_tie, index)
 
@@ -296,7 +306,8 @@ def two_stage_negatives(
         chol: ``(..., d, d)`` lower Cholesky factor of each batch element's covariance
             (``cholesky_factor``); all leading dims broadcast.
         top_m: candidates kept per anchor after the cosine prefilter (equal cosines at the
-            cut keep the smaller pool indices); ``>= p`` means no prefilter and the result
+            cut, within 8 ulps, keep the smaller pool indices); ``>= p`` means no prefilter
+            and the result
             equals ``exhaustive_negatives`` exactly.
         margin: semi-hard window ``d_ap < d_an < d_ap + margin``, in Mahalanobis units.
         mode: ``"semihard"`` (hardest when none qualifies) or ``"hard"``.

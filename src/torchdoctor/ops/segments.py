@@ -52,7 +52,10 @@ def _check_count(value: int | None, name: str) -> int | None:
     """``value`` as a Python int (NumPy integers accepted), or ``None``."""
     if value is None:
         return None
-    return require_count(value, name, what="a non-negative int or None")
+    value = require_count(value, name, what="a non-negative int or None")
+    if value >= 2**62:  # (torch would fail converting it, or allocating its dimension)
+        raise ValueError(f"{name} must be below 2**62 (a tensor dimension), got {value}")
+    return value
 
 
 def _require_values(segment_ids: torch.Tensor, sizes: str, op: str) -> None:
@@ -261,6 +264,9 @@ def pad_segments(
 
     rows = math.prod(lead[:-1])
     slots = rows * num_segments * max_len
+    if slots >= 2**62:
+        raise ValueError(f"pad_segments: {rows} rows x num_segments={num_segments} x max_len="
+                         f"{max_len} slots is beyond any tensor; pass smaller sizes")
     row = torch.arange(rows, device=segment_ids.device).view(*lead[:-1], 1)
     keep = (sorted_keys < num_segments) & (rank < max_len)
     target = (row * num_segments + sorted_keys.clamp(max=max(num_segments - 1, 0))) * max_len

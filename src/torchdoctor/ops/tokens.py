@@ -130,13 +130,18 @@ def _greedy_cosine(unit, quality, mask, wanted, steps):
     segments, length, _ = unit.shape
     chosen = torch.zeros(segments, length, dtype=torch.bool, device=unit.device)
     closest = torch.zeros(segments, length, dtype=unit.dtype, device=unit.device)
+    # Scores equal in exact arithmetic (symmetric tokens) round apart: within 16 ulps of their
+    # qualities they tie with the best, and the lowest position wins (as in the DPP).
+    eps = max(torch.finfo(quality.dtype).eps, torch.finfo(unit.dtype).eps)
+    tol = torch.where(mask, quality.abs(), 0) * (16 * eps)
     for step in range(steps):
         if step == 0:
             score = quality
         else:
             score = quality * (1 - closest)
         score = score.masked_fill(chosen | ~mask, -math.inf)
-        item = score.argmax(dim=-1)
+        best, top = score.max(dim=-1, keepdim=True)
+        item = (score + tol >= best - tol.gather(1, top)).max(dim=-1).indices
         take = (step < wanted) & (step < mask.sum(-1))
         hit = torch.arange(length, device=unit.device) == item.unsqueeze(1)
         chosen = chosen | (hit & take.unsqueeze(1))
@@ -176,10 +181,13 @@ def select_tokens_per_segment(
             L2-normalized tokens, built for all segments with one batched matmul of the raw
             features (not rescaled first, to keep the op one pass over them: the cosines, and
             so the selection, are exact only while squared feature entries stay in the
-            dtype's range, about ``1e-19 .. 1e19`` in float32; tokens of ``1e-25`` read as
-            zero tokens, so rescale such features first);
+            dtype's range, about ``1e-19 .. 1e19`` in float32, the dtype float16/bfloat16
+            features are computed in; tokens of ``1e-25`` read as zero tokens, so rescale
+            such features first);
             ``"greedy_cosine"``: max-min diversity weighted by quality (``O(k L d)``, no
-            kernel); ``"topk"``: the highest-quality tokens.
+            kernel); ``"topk"``: the highest-quality tokens. For ``"dpp"`` and
+            ``"greedy_cosine"`` scores equal but for rounding (16 ulps) go to the lowest
+            position, as in ``dpp_greedy``.
         eps: (finite, ``>= 0``, as in ``dpp_greedy``; else ValueError) the DPP stops early
             in a segment whose kernel is exhausted (rank ``< k``): when
             the best remaining gain is ``<= eps`` times the segment's largest ``q^2`` (its
@@ -226,6 +234,10 @@ def select_tokens_per_segment(
             "use backend='auto'"
         )
     engine = host_engine(backend, features) if method == "dpp" else "torch"
+    if features.dtype in (torch.float16, torch.bfloat16):  # computed in float32 (see method)
+        features = features.float()
+    if quality is not None and quality.dtype in (torch.float16, torch.bfloat16):
+        quality = quality.float()  # (exact: the same values, so the same ranking)
     if engine != "torch":
         return select_dpp_host(
             features, segment_ids, keep_ratio, keep_per_segment, quality, eps, engine

@@ -70,7 +70,7 @@ def greedy_assignment_reference(
             for c in range(cols)
             if not math.isnan(problem[r][c])
         )
-        free_rows, free_cols, total = set(range(rows)), set(range(cols)), 0.0
+        free_rows, free_cols, total = set(range(rows)), set(range(cols)), 0  # (ints: exact)
         for value, flat_index in pairs:
             r, c = divmod(flat_index, cols)
             if value == math.inf:

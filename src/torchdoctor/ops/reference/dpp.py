@@ -44,6 +44,8 @@ def dpp_greedy_reference(
         >>> dpp_greedy_reference(torch.eye(3), k=5)[0]
         [0, 1, 2]
     """
+    if kernel.dtype in (torch.float16, torch.bfloat16):  # as the op: computed in float32
+        kernel = kernel.float()
     # As the op: an item masked out or with a NaN diagonal is never selected and has no
     # effect on the others (its row may hold NaN): run on the other items' kernel only.
     usable = ~torch.diagonal(kernel).isnan()
@@ -56,10 +58,15 @@ def dpp_greedy_reference(
     n = kernel.shape[0]
     cis = torch.zeros(min(k, n), n, dtype=kernel.dtype, device=kernel.device)
     gains = torch.diagonal(kernel).clone()
+    # As the op: gains equal but for rounding (at step t, 4 (t + 1) eps of each one's starting
+    # gain) tie with the best, and the lowest index among them is taken.
+    tol = gains.nan_to_num(0, 0, 0).clamp(min=0) * (4 * torch.finfo(kernel.dtype).eps)
     selected: list[int] = []
     log_det = 0.0
     while len(selected) < min(k, n):
-        item = int(torch.argmax(gains).item())  # one host read per iteration
+        top, times = int(torch.argmax(gains)), len(selected) + 1
+        tied = gains + tol * times >= gains[top] - tol[top] * times
+        item = int(tied.nonzero()[0, 0].item())  # one host read per iteration
         best = float(gains[item].item())
         if not best > eps:
             break

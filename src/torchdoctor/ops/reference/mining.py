@@ -59,7 +59,12 @@ def mine_negatives_loop(
             distances.append(float("nan"))
             continue
         semi = [(dist, j) for dist, j in negatives if d_ap < dist < d_ap + margin]
-        dist, j = min(semi) if (mode == "semihard" and semi) else min(negatives)
+        chosen = semi if (mode == "semihard" and semi) else negatives
+        # As the op: distances within 32 ulps of the smallest tie; the smallest index wins.
+        best = min(dist for dist, _ in chosen)
+        near = best + 32 * torch.finfo(anchors.dtype).eps * max(best, 1.0)
+        j = min(j for dist, j in chosen if dist <= near)
+        dist = next(dist for dist, k in chosen if k == j)
         indices.append(j)
         distances.append(dist)
     return indices, distances

@@ -36,11 +36,16 @@ def _greedy_cosine(
 ) -> list[int]:
     selected: list[int] = []
     closest = torch.zeros(unit.shape[0], dtype=unit.dtype, device=unit.device)
+    # As the op: scores within 16 ulps of their qualities tie with the best (lowest wins).
+    eps = max(torch.finfo(quality.dtype).eps, torch.finfo(unit.dtype).eps)
+    tol = torch.where(usable, quality.abs(), 0) * (16 * eps)
     for step in range(min(k, int(usable.sum()))):  # NaN-quality tokens are never chosen
         score = quality.clone() if step == 0 else quality * (1 - closest)
         score[selected] = -math.inf
         score[~usable] = -math.inf
-        item = int(torch.argmax(score).item())  # one host read per token
+        top = int(torch.argmax(score))
+        tied = score + tol >= score[top] - tol[top]
+        item = int(tied.nonzero()[0, 0].item())  # one host read per token
         selected.append(item)
         similarity = unit @ unit[item]
         closest = similarity if step == 0 else torch.maximum(closest, similarity)
@@ -64,6 +69,10 @@ def select_tokens_reference(
         >>> select_tokens_reference(torch.eye(4), ids, keep_per_segment=1).tolist()
         [0, 1]
     """
+    if features.dtype in (torch.float16, torch.bfloat16):  # as the op: computed in float32
+        features = features.float()
+    if quality is not None and quality.dtype in (torch.float16, torch.bfloat16):
+        quality = quality.float()
     kept = [torch.where(segment_ids < 0)[0]]
     for segment in torch.unique(segment_ids[segment_ids >= 0], sorted=True).tolist():
         index = torch.where(segment_ids == segment)[0]  # one host sync per segment
@@ -71,7 +80,8 @@ def select_tokens_reference(
         q = quality[index] if quality is not None else torch.ones(len(index), dtype=features.dtype, device=features.device)
         # A NaN quality: never selected, last in the fill (kept only to meet the quota).
         usable = ~torch.isnan(q)
-        q = torch.where(usable, q, 0)
+        big = torch.finfo(q.dtype).max  # (as the op: +-inf counts as the largest magnitude)
+        q = torch.where(usable, q, 0).clamp(-big, big)
         if method == "topk" or k == 0:
             selected: list[int] = []
         else:

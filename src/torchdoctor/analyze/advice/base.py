@@ -83,9 +83,9 @@ SPEEDUPS: dict[str, Speedup] = {
         "fused=True, 3.35x (40 x 256x256 parameters) to 4.93x (GPT-2 small's shapes)"
     ),
     "fused_adam_small": Speedup(
-        2.33, 2.42, "BENCHMARKS.md suite 'fused' (CPU): an Adam / AdamW step on a "
+        2.23, 2.37, "BENCHMARKS.md suite 'fused' (CPU): an Adam / AdamW step on a "
         "reinforcement-learning agent's two 4-256-256-1 critics (134,658 parameters in 12 "
-        "tensors) with foreach=True vs fused=True, 2.33x (Adam) to 2.42x (AdamW)"
+        "tensors) with foreach=True vs fused=True, 2.23x (AdamW) to 2.37x (Adam)"
     ),
     "fused_sgd_momentum": Speedup(
         1.84, 5.12, "BENCHMARKS.md suite 'fused' (CPU): an SGD step with momentum, "
@@ -112,14 +112,14 @@ SPEEDUPS: dict[str, Speedup] = {
         "(Normal, 4 x 2) to 1.28x (Categorical, 4 x 2)"
     ),
     "distribution_validation_forward": Speedup(
-        1.55, 2.48, "BENCHMARKS.md suite 'fused' (CPU): a Categorical / Normal built and scored "
+        1.55, 2.49, "BENCHMARKS.md suite 'fused' (CPU): a Categorical / Normal built and scored "
         "(log_prob) with validate_args=True vs False, forward only (a rollout's per-action "
-        "distribution), 1.55x (Normal, 1 x 2) to 2.48x (Categorical(probs), 2 actions)"
+        "distribution), 1.55x (Normal, 1 x 2) to 2.49x (Categorical(probs), 2 actions)"
     ),
     "attention_dropout_cpu": Speedup(
-        1.86, 2.85, "BENCHMARKS.md suite 'fused' (CPU): scaled_dot_product_attention with "
-        "dropout_p=0.1 vs 0, forward + backward, 2.85x (8 x 4 heads x 128 tokens x 32) to 1.86x "
-        "(8 x 12 x 128 x 64)"
+        1.86, 3.84, "BENCHMARKS.md suite 'fused' (CPU): scaled_dot_product_attention with "
+        "dropout_p=0.1 vs 0, forward + backward, 1.86x (8 x 12 heads x 128 tokens x 64, one "
+        "thread) to 3.84x (8 x 4 x 128 x 32, two threads)"
     ),
     "compile": Speedup(1.1, 1.5, "torch.compile fusion of elementwise chains and overheads"),
     "compile_repeated": Speedup(1.2, 1.5, "torch.compile on a stack of identical layers"),

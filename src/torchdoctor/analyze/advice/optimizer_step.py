@@ -93,7 +93,7 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
 
 #: the measured foreach-vs-fused speedup per optimizer class (BENCHMARKS.md suite 'fused');
 #: classes not measured there take AdamW's
-#: parameters under which an Adam/AdamW step gains what a tiny network's did (2.3-2.4x, not
+#: parameters under which an Adam/AdamW step gains what a tiny network's did (2.2-2.4x, not
 #: the 3.4-6.7x of 2.6M parameters and more)
 SMALL_NUMEL = 500_000
 FUSED_SPEEDUPS = {"AdamW": "fused_optimizer", "Adam": "fused_adam", "Adagrad": "fused_adagrad",
@@ -111,7 +111,7 @@ def fused_speedup(optimizer: Mapping[str, Any]) -> Speedup | None:
         >>> fused_speedup({"type": "SGD", "momentum": 0.9}) is SPEEDUPS["fused_sgd_momentum"]
         True
         >>> fused_speedup({"type": "Adam", "numel": 134_658}).low  # an RL agent's tiny networks
-        2.33
+        2.23
     """
     kind = str(optimizer.get("type"))
     if kind == "SGD" and "momentum" in optimizer and not optimizer.get("momentum"):

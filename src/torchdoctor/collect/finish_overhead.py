@@ -60,6 +60,39 @@ def _light_calls(session: Session, state: ProfilerState, calls_per_step: float) 
     )
 
 
+#: model calls per step that vary this much (q3 / q1, or detailed against light medians) make
+#: wall times comparable only per call
+CALLS_SPREAD = 1.25
+
+
+def per_model_call(summaries: Any) -> list[tuple[bool, float]]:
+    """``(detailed, wall ms)`` per step; when the steps' outermost model calls vary (an RL
+    loop's episodes: actor_critic's detailed steps ran 128 actions, its light ones ~25), each
+    wall is scaled to the detailed steps' median calls (its ms per call x those calls), so a
+    detailed step is compared with light steps of the same work.
+
+    Example:
+        >>> steps = [{"detailed": False, "wall_ms": 2.0 * n, "model_calls": n} for n in (10, 20, 40)]
+        >>> steps += [{"detailed": True, "wall_ms": 300.0, "model_calls": 100}]
+        >>> per_model_call(steps)
+        [(False, 200.0), (False, 200.0), (False, 200.0), (True, 300.0)]
+    """
+    walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
+    calls = [int(s.get("model_calls") or 0) for s in summaries]
+    if not calls or min(calls) <= 0:
+        return walls
+    light = sorted(c for c, (detailed, _) in zip(calls, walls) if not detailed)
+    detailed = sorted(c for c, (is_detailed, _) in zip(calls, walls) if is_detailed)
+    if not light or not detailed:
+        return walls
+    typical = detailed[len(detailed) // 2]
+    spread = light[3 * len(light) // 4] / light[len(light) // 4]
+    apart = max(typical, light[len(light) // 2]) / min(typical, light[len(light) // 2])
+    if spread < CALLS_SPREAD and apart < CALLS_SPREAD:
+        return walls
+    return [(is_detailed, ms / n * typical) for (is_detailed, ms), n in zip(walls, calls)]
+
+
 def _left_out(state: ProfilerState) -> tuple[list[dict[str, int]] | None, set[int]]:
     """``(counts, left out)``: the per-step collection counts of the detailed steps the tree
     keeps (None when some lack them) and the ids of the summaries it left out (an evaluation,
@@ -129,7 +162,7 @@ def note_profiler_overhead(
     if line_seen:  # the Python-level share of all calls seen pays torch's Python dispatch too
         python_share = python / max(1, seen)
         seen_cost += python_share * line_call_cost_us("seen_python")
-    walls = [(bool(s.get("detailed", True)), float(s.get("wall_ms") or 0.0)) for s in summaries]
+    walls = per_model_call(summaries)  # (RL episodes of any length: work per step varies)
     # every detailed step counts: the first window's pay the first calls' costs (registering
     # modules, cold hooks) and sample what the later ones do; without a warm-up step the
     # first detailed step is the script's first step (lazy initialization) and is left out

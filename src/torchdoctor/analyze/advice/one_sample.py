@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,12 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
     if len(shapes) < MIN_STEPS or any(
         float((s.get("phases") or {}).get("backward") or 0.0) > 0 for s in steps
     ):
+        return []
+    lead = {shape[0] for shape in shapes if len(shape) >= 2}  # (beam search of one prompt:
+    if lead and 1 < min(lead) and max(lead) <= BEAM_ROWS and _decoding(shapes):  # [4, length],
+        # told apart from 4 prompts by its calls' arguments)
+        if any(_BEAMS.search(str(r.get("code") or "")) for r in session.get("call_lines") or ()):
+            return _sequences_one_at_a_time(session, shapes)
         return []
     # (a 1-D input is one sample unbatched: a policy given one observation's 4 features)
     single = [shape for shape in shapes if shape and (shape[0] == 1 or len(shape) == 1)]
@@ -101,6 +108,13 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
     return [advice]
 
 
+#: rows per decoding call that are still one prompt's (its beams, its sampled sequences):
+#: HF generate(num_beams=4) runs [4, length] per step for a single prompt
+BEAM_ROWS = 8
+#: a generate() call whose rows are one prompt's: beams, or several sampled sequences
+_BEAMS = re.compile(r"\b(num_beams|num_return_sequences)\s*=")
+
+
 def _sequences_one_at_a_time(
     session: Mapping[str, Any], shapes: list[list[int]]
 ) -> list[Advice]:
@@ -112,10 +126,17 @@ def _sequences_one_at_a_time(
         ...          for n in range(1, 30)]
         >>> [a.title[:48] for a in one_sample_per_call({"steps": steps})]
         ['3 sequences were generated one after another, on']
+        >>> beams = [{"input_shape": [4, n], "phases": {}} for _ in range(3) for n in range(1, 30)]
+        >>> line = {"code": "out = model.generate(ids, num_beams=4)", "ms_per_step": 1.0}
+        >>> [a.title[46:90] for a in one_sample_per_call({"steps": beams, "call_lines": [line]})]
+        ["4 rows per call (one prompt's beams or sampl"]
     """
     rows = [shape for shape in shapes if len(shape) >= 2]
-    if len(rows) < len(shapes) or any(shape[0] != 1 for shape in rows):
+    lead = [shape[0] for shape in rows]  # (one prompt: 1 row, or its beams / samples)
+    if len(rows) < len(shapes) or max(lead) > BEAM_ROWS or (1 in lead and len(set(lead)) > 1):
         return []
+    widths = sorted(set(lead))
+    width = str(widths[0]) if len(widths) == 1 else f"{widths[0]} to {widths[-1]}"
     if sum(1 for shape in rows if shape[1] == 1) > len(rows) / 2:
         # a KV cache: each sequence is one call on its prompt, then one per new token
         count = sum(1 for shape in rows if shape[1] > 1) + (rows[0][1] == 1)
@@ -124,8 +145,10 @@ def _sequences_one_at_a_time(
     if count < 2:
         return []
     line = _call_line(session)
+    rows_text = ("one row ([1, length])" if width == "1" else
+                 f"{width} rows ([rows, length]: one prompt's beams or samples)")  # fmt: skip
     evidence = [
-        f"the model's input is one row ([1, length]) in {len(shapes)} of {len(shapes)} steps, "
+        f"the model's input is {rows_text} in {len(shapes)} of {len(shapes)} steps, "
         f"decoded token by token: {count} sequences one after another (a new one starts where "
         "the length falls back to a prompt's)",
     ]
@@ -133,8 +156,9 @@ def _sequences_one_at_a_time(
         evidence.append(f"the calls come from {line.get('location')} `{line.get('code')}`")
     advice = Advice(
         rule="one-sample-per-call",
-        title=f"{count} sequences were generated one after another, one row per call: "
-        "generate them as one batch",
+        title=f"{count} sequences were generated one after another, "
+        + ("one row per call" if width == "1" else f"{width} rows per call (one prompt's beams "
+           "or samples)") + ": generate them as one batch",  # fmt: skip
         confidence="medium",
         evidence=evidence,
         fix="Generate the sequences as one batch: stack their inputs (the prompts' token ids; "

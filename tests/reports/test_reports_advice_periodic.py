@@ -157,6 +157,25 @@ def test_the_step_after_an_encoders_call_is_the_models_own_work_too():
     assert item.estimated_saving_ms is None and "not work between steps" in item.fix
 
 
+def test_an_inference_loop_s_input_preparation_before_its_encoder_is_named():
+    """Whisper's generate() per batch of clips: each encoder step also ran the feature
+    extractor before the model was called (the other phase, a third of the long steps' extra
+    time), which the evidence and the fix name; the model's share is "its own calls"."""
+    steps = _steps(n=120, every=0, phase="forward")
+    for first in (39, 79, 119):
+        steps[first - 1]["wall_ms"] += 450.0
+        steps[first - 1]["phases"]["forward"] += 300.0
+        steps[first - 1]["phases"]["other"] = steps[first - 1]["phases"].get("other", 0.0) + 150.0
+        steps[first - 1]["outer_modules"] = ["WhisperForConditionalGeneration", "model.encoder"]
+    session = {"steps": steps, "config": {"outer_modules": ["WhisperForConditionalGeneration"],
+                                          "step_boundary": "module"}}  # fmt: skip
+    (item,) = periodic_steps(session)
+    assert any("is in the model's own calls" in e for e in item.evidence)
+    assert any("450 ms over the run (33% of the long steps' extra time) ran outside the model"
+               in e for e in item.evidence)  # fmt: skip
+    assert "a DataLoader with workers, or a background thread" in item.fix
+
+
 def test_an_evaluation_loop_without_no_grad_is_the_periodic_works_cause():
     """validate() every 20 steps, its loop (TD602, lines 9-11) without no_grad: the long
     steps' model calls ran under its line 10. One advice, the lint finding's line and cure

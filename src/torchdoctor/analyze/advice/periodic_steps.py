@@ -58,6 +58,14 @@ MAX_SHARE_OF_STEPS = 0.15
 MAX_SHARE_WITH_PERIOD = 0.25
 #: ... and worth a word when their extra time is at least this share of the run
 MIN_SHARE_OF_RUN = 0.03
+#: in an inference loop, a long step's extra time outside the model's calls worth naming
+OUTSIDE_SHARE = 0.25
+OUTSIDE_TEXT = ("{ms} over the run ({pct:.0f}% of the long steps' extra time) ran outside the "
+                "model's calls, before them: the script's own work on the next input (a "
+                "feature extractor, a tokenizer, decoding a file)")
+OUTSIDE_FIX = (" The work outside the model's calls before them (preparing the next input: a "
+               "feature extractor, tokenization) can run ahead of the model: in a DataLoader "
+               "with workers, or a background thread.")
 #: two long steps at no common period are reported only when this many times the median
 RARE_LONG = 4.0
 #: light steps needed to tell a long step from the rest
@@ -254,6 +262,9 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         phase = "other"
     where = "between steps" if phase == "other" else f"in the {phase} phase"
     what = _PHASE_WORK[phase]
+    module_steps = (session.get("config") or {}).get("step_boundary") == "module"
+    if phase == "forward" and module_steps:  # (light steps hook the outermost modules there)
+        what = "in the model's own calls"
     if phase == "optimizer" and (session.get("config") or {}).get("step_boundary") == "backward":
         where = "after the backward pass"  # (no optimizer: steps end at backward() calls)
         what = _AFTER_BACKWARD
@@ -333,8 +344,13 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
                if is_evaluation(loop) else "")))  # fmt: skip
     if work is not None:
         item.evidence[2:2] = work.evidence
+        outside = phases.get("other", 0.0)  # (Whisper's feature extractor before the encoder)
+        if module_steps and phase == "forward" and outside >= OUTSIDE_SHARE * extra:
+            item.evidence.insert(3, OUTSIDE_TEXT.format(
+                ms=fmt_ms(outside), pct=100 * outside / extra))  # fmt: skip
         if work.explains_all:  # (the model's own work: no saving from running it less often)
-            item.fix = MODEL_WORK_FIX
+            item.fix = MODEL_WORK_FIX + (OUTSIDE_FIX if module_steps and phase == "forward"
+                                         and outside >= OUTSIDE_SHARE * extra else "")  # fmt: skip
             item.heat = min(1.0, extra / total)
             return [item]
     # measured: their extra time per step; half of it saved by doing the work half as often

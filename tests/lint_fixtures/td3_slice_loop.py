@@ -335,3 +335,12 @@ def finetune(model, loader, opt):
         loss = token_loss(model(batch["input_ids"]), batch["labels"])
         loss.backward()
         opt.step()
+
+
+class MLPBuilder(nn.Module):
+    def create_mlp(self, ln):
+        layers = nn.ModuleList()
+        for i in range(0, ln.size - 1):
+            n, m = int(ln[i]), int(ln[i + 1])  # near-miss: layer sizes read as numbers
+            layers.append(nn.Linear(n, m))
+        return layers

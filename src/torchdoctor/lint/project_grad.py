@@ -176,3 +176,21 @@ class GradQueries:
                 found.add(parent.name if parent is not None else "<module>")
         return found or None
 
+    def function_needs_grad(self, name: str) -> bool:
+        """The project's one module-level ``def name`` differentiates (``torch.autograd.grad``,
+        ``.backward()``): a loop calling it needs autograd, evaluation or not (SchNet's
+        forces, the energy's gradient with respect to the positions).
+
+        Example:
+            >>> from torchdoctor.lint.project import Project
+            >>> project = Project()
+            >>> project.add("f.py", "def forces(e, pos):\\n    return torch.autograd.grad(e, pos)\\n")
+            >>> project.function_needs_grad("forces"), project.function_needs_grad("other")
+            (True, False)
+        """
+        function = self.module_function(name)  # type: ignore[attr-defined]
+        if function is None:
+            return False
+        text = ast.unparse(function)
+        return "autograd.grad(" in text or ".backward(" in text
+

@@ -413,9 +413,9 @@ class InferenceRules(RuleVisitor):
 
     def _runs_model_passed(self, call: ast.Call, name: str, receivers: set[str]) -> bool:
         """``predict_batch(model, x)``: the model passed to a function of the project that
-        calls it with autograd on (:meth:`Project.runs_argument`)."""
-        project = self.context.project
-        if project is None or project.method_disables_grad(name) is True:
+        calls it with autograd on (:meth:`Project.runs_argument`) and needs no gradient."""
+        project = self.context.project  # (SchNet's forces: autograd.grad of the energy)
+        if project is None or project.method_disables_grad(name) is True or project.function_needs_grad(name):
             return False  # (a helper under @torch.inference_mode(): ESRGAN's upscale(net, x))
 
         def is_model(arg: ast.AST) -> bool:

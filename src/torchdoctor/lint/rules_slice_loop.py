@@ -159,6 +159,9 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         return None
 
     def _check(self, node: ast.AST, tensor: ast.Name, index: ast.AST, tuple_form: bool) -> None:
+        parent = self.parent(node)  # (int(ln[i]): a number read, DLRM's layer sizes)
+        if isinstance(parent, ast.Call) and dotted(parent.func) in ("int", "float", "bool"):
+            return
         loop = self._range_loop(node, index)
         if loop is None or tensor.id in self.assigned_in(loop) or _written(loop, tensor.id):
             return

@@ -190,3 +190,10 @@ def train_vocoder(trainset, generator, device, epochs):
                 x = x.to(device, non_blocking=True)  # near-miss: TD404 (non_blocking)
                 y = y.to(device)  # expect: TD404
                 generator(x, y_mel).backward()
+
+
+def train_buckets(train_set, model, opt, epochs, workers):
+    for epoch in range(epochs):
+        sampler = BucketSampler(train_set.lengths, shuffle=True, seed=epoch)
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=True, persistent_workers=True)  # expect: TD403
+        train(loader, model, opt)

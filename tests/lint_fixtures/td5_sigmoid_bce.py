@@ -100,3 +100,8 @@ def mse_epoch(model, loader, optimizer, loss_fn):
 
 def mse_main(model, loader, optimizer):
     mse_epoch(model, loader, optimizer, nn.MSELoss())
+
+
+def bce_from_logits_clamped(logits, target, eps=1e-7):
+    probs = torch.sigmoid(logits).clamp(eps, 1 - eps)
+    return F.binary_cross_entropy(probs, target)  # expect: TD510

@@ -319,8 +319,9 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
         names epochs, or its body runs ``train``/``test``/``backward``/``.step(``) on the same
         data each time: not a set-up loop building one loader per dataset, nor one per task
         of a continual-learning loop (its arguments use the loop's names)."""
-        used = {n.id for arg in [*call.args, *call.keywords] for n in ast.walk(arg)
-                if isinstance(n, ast.Name)}  # fmt: skip
+        data = call.args[:1] or [k.value for k in call.keywords if k.arg == "dataset"]
+        used = {n.id for arg in data for n in ast.walk(arg)  # (its dataset: a sampler made
+                if isinstance(n, ast.Name)}  # per epoch, seed=epoch, is no new data)
         for loop in self.enclosing_loops(call):
             if not isinstance(loop, (*FOR, ast.While)):
                 continue

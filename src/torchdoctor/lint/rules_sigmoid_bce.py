@@ -110,6 +110,11 @@ class SigmoidBceRules(SoftmaxRules):
         argument = node.args[0] if node.args else keyword(node, "input")
         if argument is None or not self._is_loss(node, _BCE, _BCE_MODULE):
             return None
+        if isinstance(argument, ast.Name):  # (DLRM's probs = torch.sigmoid(x).clamp(eps, 1 - eps))
+            value = self._only_value(argument, node)
+            if value is not None and _unclamped(value) is not value:
+                found = self._softmax_value(_unclamped(value), node, eps_allowed=True)
+                return None if found is None else (found[0], found[1], argument)
         return self._softmax_value(_unclamped(argument), node, eps_allowed=True)
 
     def _check_construction(self, node: ast.Call) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import Any
 
 from torchdoctor.lint.mask_writes import used_as_condition
 from torchdoctor.lint.tensors import JOINS, python_number
-from torchdoctor.lint.visitor import keyword, method_name
+from torchdoctor.lint.visitor import dotted, keyword, method_name
 
 #: torch functions that return a boolean tensor
 _BOOL_FUNCTIONS = frozenset(
@@ -48,6 +49,27 @@ def _parameters(scope: ast.AST) -> set[str]:
     return {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)} if args else set()
 
 
+
+
+#: calls whose result is integer indices
+_INDEX_MAKERS = frozenset({"randperm", "arange", "argsort", "nonzero", "argwhere", "multinomial"})
+
+
+def _index_valued(value: ast.AST, scope: ast.AST, rules: Any) -> bool:
+    """``value`` is integer indices: a call of :data:`_INDEX_MAKERS` (moved or cast after), or
+    a slice of a name assigned one in ``scope``."""
+    while isinstance(value, ast.Subscript):
+        value = value.value
+    if isinstance(value, ast.Name):
+        made = [_index_valued(v, scope, rules) for v in rules.assigned_values(scope, value.id)
+                if not isinstance(v, ast.Subscript | ast.Name)]  # (no chains of names)
+        # (a script's top level also sees its functions' assignments of the name: any)
+        return bool(made) and (any(made) if isinstance(scope, ast.Module) else all(made))
+    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
+            value.func.attr in ("to", "cuda", "long", "cpu")):  # fmt: skip
+        value = value.func.value
+    name = (dotted(value.func) or "") if isinstance(value, ast.Call) else ""
+    return name.rsplit(".", 1)[-1] in _INDEX_MAKERS
 
 
 _INVERTED: dict[int, tuple[ast.AST, frozenset[str]]] = {}
@@ -119,9 +141,31 @@ class MaskValues:
             if not values:  # (a parameter named as a mask: `def silog_loss(pred, gt, valid)`)
                 return expr.id in _parameters(scope) and (
                     _MASK_PARAMETER.search(expr.id) is not None  # (mask_indices given to
-                    or used_as_condition(scope, expr.id))  # torch.where: wav2vec 2.0's booleans)
+                    or used_as_condition(scope, expr.id)  # torch.where: wav2vec 2.0's booleans)
+                ) and not self._given_indices(scope, expr.id)
             return all(self._is_mask(v, scope, depth + 1) for v in values)
         return False
+
+    def _given_indices(self, scope: ast.AST, name: str) -> bool:
+        """Every call of the function ``scope`` in this file passes, for its parameter ``name``,
+        integer indices: a name assigned a slice of (or a call to) ``torch.randperm`` /
+        ``arange`` / ``argsort`` / ``nonzero`` (pytorch/examples' GCN: ``mask_train`` is
+        ``idx[1500:]`` of a permutation: a gather of fixed size, no sync)."""
+        tree, function = self.context.tree, getattr(scope, "name", None)
+        params = [a.arg for a in (*scope.args.posonlyargs, *scope.args.args)] if function else []
+        if tree is None or name not in params:
+            return False
+        position, found = params.index(name), False
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and (dotted(call.func) or "").rsplit(".", 1)[-1]
+                    == function and len(call.args) > position):  # fmt: skip
+                continue
+            argument, caller = call.args[position], self.enclosing_scope(call)
+            values = self.assigned_values(caller, argument.id) if isinstance(argument, ast.Name) else []
+            if not values or not all(_index_valued(v, caller, self) for v in values):
+                return False
+            found = True
+        return found
 
     def _joins_masks(self, call: ast.Call, scope: ast.AST, depth: int) -> bool:
         """``torch.cat(fg_masks)`` where the function appends masks to the list ``fg_masks``

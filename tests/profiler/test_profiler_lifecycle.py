@@ -116,3 +116,23 @@ def test_bad_arguments_are_explained():
         torchdoctor.Profiler(model="resnet")
     with pytest.raises(ValueError, match="compare_inference"):
         torchdoctor.profile(lambda: None, compare_inference=True)
+
+
+def test_a_run_of_one_step_says_how_long_its_warm_up_step_took():
+    """pytorch/examples' time_sequence_prediction with --steps 1: its one LBFGS step (94% of
+    the run) is the warm-up, so the report shows only what follows; the note says how long the
+    skipped step took and how to see it."""
+    import time
+
+    net = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with torchdoctor.Profiler(net, syncs=False, step_boundary="auto", warmup=1) as prof:
+        net(torch.ones(2, 4)).sum().backward()
+        time.sleep(0.05)  # (the long step)
+        opt.step()
+        with torch.no_grad():
+            net(torch.ones(2, 4))  # (an evaluation after it: the partial step)
+    (note,) = [n for n in prof.session["config"]["notes"] if "no complete step" in n]
+    assert "the warm-up step(s) took" in note and "--warmup 0" in note
+    took = float(note.split("took ")[1].split(" ms")[0].replace(",", ""))
+    assert took >= 50.0

@@ -141,6 +141,7 @@ class ProfilerState:
     # steps cut at module calls: light steps hooked their outermost modules alone (else every
     # module: collect/outermost.py), as the last light step did
     light_hooks_outermost: bool = False
+    warmup_ms: float = 0.0  # wall time of the warm-up steps (not in the report)
     # a Hugging Face model's attention dropout inside SDPA (engine_state.attention_dropout)
     attention_dropout: dict[str, Any] | None = None
     interrupted: bool = False

@@ -218,6 +218,8 @@ class StepCycle:
         calls[0], calls[1], calls[2] = 0, (calls[1] if discard else calls[0]), 0
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
+        if not kept and not discard and self._recent.began_ns:  # (a warm-up step: its time)
+            state.warmup_ms += (began - self._recent.began_ns) / 1e6
         if kept and self._recent.began_ns:  # (light steps' times aim a detail at long ones)
             self._schedule.observe(self._counter - self.warmup,
                                    began - self._recent.began_ns, self._detailed)  # fmt: skip
@@ -303,11 +305,16 @@ class StepCycle:
         if self._counter == 0:
             state.boundary = StepBoundary.WHOLE_RUN
         else:
+            partial = (time.perf_counter_ns() - self._recent.began_ns) / 1e6 if (
+                self._recent.began_ns) else 0.0  # fmt: skip
+            share = 100 * state.warmup_ms / max(1e-9, state.warmup_ms + partial)
             state.notes.append(
                 f"no complete step after warm-up ({self._counter} step(s) seen, warm-up "
                 f"{self.warmup}): only the partial step after the last boundary is shown; "
-                "lower the warm-up (--warmup) to measure whole steps"
-            )
+                + (f"the warm-up step(s) took {state.warmup_ms:,.0f} ms, {share:.0f}% of the "
+                   "profiled time, and are not in this report: " if state.warmup_ms else "")
+                + "lower the warm-up (--warmup 0) to measure whole steps"
+            )  # fmt: skip
         self._counter = max(self._counter, self.warmup)
         self._detailed = True  # the step is summarized in full whatever the schedule said
         self._cut()

@@ -184,3 +184,32 @@ def test_python_inside_a_module_is_the_module_s_not_python_outside_torch():
     # is all a line may get
     lines = prof.session.to_dict().get("python_lines") or []
     assert sum(row["ms_per_step"] for row in lines) < 2.0, lines
+
+
+def _env_rollout(model, calls=40, each=0.0003):
+    """An RL rollout: a policy call (forward phase), then the environment's own step (CPU work
+    in the other phase), again and again: the phase switches every fraction of a millisecond."""
+    with torch.no_grad():
+        for _ in range(calls):
+            model(torch.randn(1, 64))
+            _busy(each)
+
+
+def test_work_between_many_short_model_calls_is_still_sampled():
+    """stable-baselines3's DQN: its rollouts switch between a policy call and an environment
+    step every few hundred microseconds, shorter than the sampler's interval; the timer ran
+    only inside one phase segment and almost never fired (3 ticks in a run): it now runs on
+    through the step, and a tick takes the other phase's segments since the last one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with torchdoctor.Profiler(model, detail="always", syncs=False) as prof:
+        for _ in range(12):
+            model(torch.randn(32, 64)).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+            _env_rollout(model)  # (about 12 ms of the environment's CPU work a step)
+            prof.step()
+    lines = prof.session.to_dict().get("other_lines") or []
+    busy = sum(r["ms_per_step"] for r in lines if r["function"] in ("_busy", "_env_rollout"))
+    assert busy > 4.0, lines  # (of ~12 ms; before: next to nothing)

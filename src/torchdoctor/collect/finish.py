@@ -203,7 +203,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         session["timeline"] = representative_timeline(state, session["config"]["notes"])
         try:  # (sampled extras: never worth the session)
             sampled = [s for s in detailed if s.get("lines") is not None]  # (with the lines)
-            other = other_lines_section(sampled, "other_lines", state.forward_functions)
+            other = other_lines_section(detailed, "other_lines", state.forward_functions)
             python = other_lines_section(sampled, "python_lines")  # forward: outside torch
         except Exception as error:
             other = python = None

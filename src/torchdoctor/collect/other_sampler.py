@@ -68,7 +68,10 @@ class OtherPhaseSampler:
         # (file, function) of the library frames the forward is entered through (filled here)
         self.forward_functions = forward_functions if forward_functions is not None else set()
         self.enabled = False  # installed (main thread, default SIGPROF handler)
-        self.detailed = False  # the current step is detailed
+        self.detailed = False  # the current step is detailed (its ``other`` phase is ticked)
+        self.forward_too = False  # ... and times hot lines (its forward's Python is ticked too)
+        self.sampling = False  # the current phase is one whose ticks are charged
+        self.pending = 0  # ns of ``other`` segments since the last tick, charged with it
         self.ticking = False
         self.phase = "other"
         self.last = 0
@@ -100,14 +103,19 @@ class OtherPhaseSampler:
 
     def phase_changed(self, phase: str) -> None:
         """Tick in the SAMPLED_PHASES of detailed steps only; the time since the last tick is
-        the phase's that ends (charged to no line: a sample is the interval before a tick)."""
+        the phase's that ends (charged to no line: a sample is the interval before a tick).
+        The timer runs on through the step's other phases (their ticks charge nothing): a loop
+        that switches phases every few hundred microseconds (stable-baselines3's rollouts:
+        an environment step, a policy call) would otherwise restart it before it ever fired."""
         if self.ticking:
             self._charge(None)
         if phase == "forward" and self.phase == "other" and self.detailed and self.enabled:
             self._note_forward_entry()
         self.phase = phase
-        if phase in SAMPLED_PHASES and self.detailed and self.enabled:
-            if not self.ticking and signal.getsignal(signal.SIGPROF) == self._tick:
+        self.sampling = phase == "other" or (phase in SAMPLED_PHASES and self.forward_too)
+        if self.detailed and self.enabled:
+            if self.sampling and not self.ticking and (
+                    signal.getsignal(signal.SIGPROF) == self._tick):  # fmt: skip
                 self.last = time.thread_time_ns()
                 signal.setitimer(signal.ITIMER_PROF, INTERVAL_S, INTERVAL_S)
                 self.ticking = True
@@ -129,9 +137,14 @@ class OtherPhaseSampler:
                 functions.add((code.co_filename, code.co_name))
             frame = frame.f_back
 
-    def step_began(self, detailed: bool, phase: str) -> None:
+    def step_began(self, detailed: bool, phase: str, timing: bool | None = None) -> None:
+        """A step begins: the ``other`` phase of a detailed step is ticked (every detailed
+        step: a short loop's own work between steps, stable-baselines3's rollouts beside a 2 ms
+        update, needs more than the steps that time lines), the forward's Python only in steps
+        that time lines (``timing``; default: ``detailed``)."""
         # (not under torch.distributed: a tick must never interrupt a collective's wait)
         self.detailed = detailed and not _distributed()
+        self.forward_too = self.detailed and (detailed if timing is None else timing)
         self.phase_changed(phase)
 
     def take_step(self) -> tuple[dict[tuple[str, int, str, Any], int], dict[tuple, int]]:
@@ -141,7 +154,7 @@ class OtherPhaseSampler:
             self._charge(None)
         lines, self.lines = self.lines, {}
         python, self.python = self.python, {}
-        return lines, python
+        return lines, python  # (pending segments go with the next detailed step's first tick)
 
     def _stop(self) -> None:
         if self.ticking:
@@ -156,10 +169,16 @@ class OtherPhaseSampler:
     def _charge(self, frame: Any) -> None:
         now = time.thread_time_ns()
         spent, self.last = now - self.last, now
+        if not self.sampling:  # (backward, the optimizer, data: the timer runs on, unused)
+            return
         if self.phase != "other":
             if frame is not None:
                 self._charge_python(frame, spent)
             return
+        if frame is None:  # (the phase ends between ticks: its time goes with the next tick's
+            self.pending += spent  # line, as a sample of the phase's work; a loop switching
+            return  # phases every few hundred microseconds charged almost nothing otherwise)
+        spent, self.pending = spent + self.pending, 0
         chain = []  # the library frames below the user's line, innermost first (a Trainer's)
         while frame is not None:
             kind = kind_of(frame.f_code)

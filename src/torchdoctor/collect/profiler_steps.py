@@ -189,7 +189,7 @@ class StepCycle:
         rec.new_step(rec.now(), light=not detailed)
         self._chains = []  # (each outermost call's user lines and batch, in detailed steps)
         if self._other is not None and self._other.enabled:  # (its ticks: with the lines')
-            self._other.step_began(timing, rec.phases.phase)
+            self._other.step_began(detailed, rec.phases.phase, timing)
         STATE.step_index = self._counter
         self._recent.began_ns = began
         self._host_began = self._host.read() if self._host is not None else None

@@ -38,6 +38,9 @@ from torchdoctor.analyze.advice.hot_lines_data import measured_lines
 #: a sampled line taking at least this share of the step is advised (at most MAX_ADVICE)
 MIN_SHARE = 0.05
 MAX_ADVICE = 3
+#: a line sampled in under half the detailed steps is periodic work when it took this much
+#: in each step it was seen in (many ticks at once), not a tick now and then
+RARE_LUMP_MS = 20.0
 #: the periodic remedies do the work once every EVERY steps
 EVERY = 10
 
@@ -125,7 +128,9 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
         saving = None if compiled else ms * (1.0 - 1.0 / EVERY)
         where = str(row.get("location") or "?")
         seen, sampled = int(row.get("steps_seen") or 0), int(row.get("steps_sampled") or 0)
-        rare = 0 < 2 * seen < sampled  # (DCGAN's sample images at an epoch's iteration 0)
+        # (DCGAN's sample images at an epoch's iteration 0: 46 ms in 1 of 11 steps; work of
+        # every step sampled sparsely, stable-baselines3's rollouts, is a tick now and then)
+        rare = 0 < 2 * seen < sampled and ms * sampled / seen >= RARE_LUMP_MS
         if rare:
             what = what.replace(" every step", "") + (
                 f" in {seen} of the {sampled} detailed steps only ({fmt_ms(ms * sampled / seen)}"

@@ -218,7 +218,9 @@ def long_steps(session: Mapping[str, Any]) -> LongSteps | None:
     # detailed steps left out of the tree for their length are long steps too (in light
     # steps' terms: their forward counted with the work between steps)
     left = set(detailed_long(session))
-    long += [_as_light(s) for s in recorded if s.get("detailed") and s.get("index") in left]
+    module = (session.get("config") or {}).get("step_boundary") == "module"  # (light steps
+    long += [s if module else _as_light(s)  # there record the forward too: kept as it is)
+             for s in recorded if s.get("detailed") and s.get("index") in left]
     long.sort(key=lambda s: int(s.get("index", 0)))
     if (session.get("config") or {}).get("step_boundary") == "module":  # (steps of a decode
         grown = {id(s) for s in growing_runs([s for s in recorded if s.get("input_shape")])}

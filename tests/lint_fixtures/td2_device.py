@@ -124,3 +124,11 @@ class Spectrogram(nn.Module):
         if self.window is None:
             self.window = torch.hann_window(400).to(y.device)  # near-miss: the first call only
         return torch.stft(y, 400, window=self.window, return_complex=True).abs()
+
+
+def train_dlrm(dlrm, loader, opt, tables):
+    for dense, sparse, target in loader:
+        offsets = torch.arange(dense.shape[0]).repeat(tables, 1).cuda()  # expect: TD204
+        loss = dlrm(dense.cuda(), offsets, sparse.cuda()).sub(target.cuda()).pow(2).mean()
+        loss.backward()
+        opt.step()

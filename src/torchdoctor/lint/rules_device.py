@@ -21,6 +21,9 @@ from torchdoctor.lint.visitor import (
 )
 
 _LOOPS = (*FOR, ast.While)
+#: methods that reshape or repeat a host tensor on its way to the device
+_RESHAPES = frozenset({"repeat", "view", "reshape", "expand", "unsqueeze", "squeeze", "t",
+                       "flatten", "permute", "transpose", "contiguous", "repeat_interleave"})
 FACTORIES = frozenset(
     f"torch.{n}"
     for n in (
@@ -163,8 +166,9 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
                     isinstance(attribute, ast.Call) and child in attribute.args
                     and any(n.startswith("torch.") for n in self.callee(attribute))):  # fmt: skip
                 attribute, child, composed = self.parent(attribute), attribute, True
-            elif (isinstance(attribute, ast.Attribute) and attribute.attr in _CASTS
-                  and isinstance(self.parent(attribute), ast.Call)):  # (torch.triu(...).bool())
+            elif (isinstance(attribute, ast.Attribute) and attribute.attr in _CASTS | _RESHAPES
+                  and isinstance(self.parent(attribute), ast.Call)):  # (torch.triu(...).bool(),
+                # DLRM's torch.arange(n).repeat(k, 1).cuda())
                 attribute, child, composed = self.parent(self.parent(attribute)), self.parent(
                     attribute), True  # fmt: skip
             else:

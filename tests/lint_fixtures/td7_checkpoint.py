@@ -197,3 +197,21 @@ def rlhf(trainer, loader, dist, out, log_every):
             trainer.policy.save_pretrained(out)  # expect: TD711 (a rank guard, not an interval)
         if step % log_every == 0 and dist.get_rank() == 0:
             trainer.policy.save_pretrained(out + "/periodic")  # near-miss: every log_every steps
+
+
+def save_progress(text_encoder, token_id, path):
+    learned = text_encoder.get_input_embeddings().weight[token_id]
+    torch.save({"token": learned.detach().cpu()}, path)
+
+
+def save_sometimes(model, path, step):
+    if step % 100 == 0:
+        torch.save(model.state_dict(), path)
+
+
+def train_inversion(text_encoder, model, loader, opt, token_id):
+    for step, batch in enumerate(loader):
+        model(batch).backward()
+        opt.step()
+        save_progress(text_encoder, token_id, "latest.bin")  # expect: TD711
+        save_sometimes(model, "ckpt.pt", step)  # near-miss: the helper saves every 100 steps

@@ -113,7 +113,10 @@ class CheckpointRules(RuleVisitor):
             bare = func.id if isinstance(func, ast.Name) else None
             if bare == "save_on_master":
                 return True
-            return bare == "save_checkpoint" and self._saves_unconditionally(bare, None)
+            # (a helper of this file named for saving: save_checkpoint, textual inversion's
+            # save_progress, that calls torch.save unconditionally)
+            return bare is not None and "save" in bare.lower() and self._saves_unconditionally(
+                bare, None)  # fmt: skip
         if names:  # a module's function: utils.save_on_master(...), np.save(...)
             return name == "save_on_master"
         receiver = dotted(func.value) or ""  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
 """TD205 host reads inside forward; TD201 one call deep (a metric logger's update)."""
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -187,3 +188,18 @@ class LinearChainCRF(nn.Module):
         if not mask[0].all():  # expect: TD205
             raise ValueError("mask of the first timestep must all be on")
         return self._score(emissions, tags, mask.bool())
+
+
+class FocalLoss(nn.Module):
+    def forward(self, classifications, annotations):
+        positive = torch.ge(annotations[:, 0], 0.5)
+        if positive.sum() > 0:  # expect: TD205
+            return classifications[positive].mean()
+        return classifications.sum() * 0
+
+
+def compute_mask_indices(shape, mask_length):
+    idxs = np.random.randint(0, shape[1], (shape[0], mask_length))
+    if idxs.max() > shape[1] - 1:  # near-miss: NumPy arrays
+        idxs[idxs > shape[1] - 1] = shape[1] - 1
+    return idxs

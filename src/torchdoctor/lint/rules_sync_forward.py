@@ -328,6 +328,13 @@ class ForwardAndCallSyncs:
             return False
         if root.id in self._forward_inputs(expr):
             return True
+        if root.id in self._forward_tensors(expr):  # (or made from them by torch: a focal
+            made = self.assigned_values(self.enclosing_scope(expr), root.id)  # loss's positive
+            callees = {n for v in made for c in ast.walk(v) if isinstance(c, ast.Call)  # =
+                       for n in self.callee(c)}  # torch.ge(iou_max, 0.5); not NumPy's arrays)
+            if any(n.startswith("torch.") for n in callees) and not any(
+                    n.startswith("numpy.") for n in callees):  # fmt: skip
+                return True
         scope = self._forward_of(expr)
         if scope is None:
             return False

@@ -22,7 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.backward import backward_heavy
-from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, Speedup, advice_step_ms, amdahl_saving
+from torchdoctor.analyze.advice.base import (
+    SPEEDUPS,
+    Advice,
+    Speedup,
+    advice_step_ms,
+    amdahl_saving,
+    with_compile_caveat,
+)
 from torchdoctor.analyze.advice.checkpointing import activation_checkpointing
 from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.advice.compile_time import recompiles
@@ -152,6 +159,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
         found.extend(rule(session))
     found = with_tune(session, found)  # a measured remedy replaces a stated saving
     found = in_framework_terms(session, found)  # (the Trainer's knobs, not a line to add)
+    found = with_compile_caveat(found)  # (what a compile's stated speedup leaves out)
     step = advice_step_ms(session)  # (of the step without the profiler, or the mean step)
     found.sort(key=_rank_key, reverse=True)
     found = one_per_cause(found)  # the strongest entry of each cause keeps its place

@@ -61,6 +61,31 @@ class Speedup:
 
 #: remedy -> expected speedup of the affected part. Savings use ``low`` (conservative); the
 #: range is shown to the reader. Sources are cited in docs/advice-rules.md.
+#: what every torch.compile remedy adds: the cost that the stated speedup leaves out
+COMPILE_CAVEAT = (
+    " Compiling takes seconds to minutes before the first step, and again for each new input "
+    "shape (pad batches to a few fixed lengths, or torch.compile(model, dynamic=True)): it pays "
+    "off on long runs (a 60-step Hugging Face ViT fine-tune on a CPU went from 9 s to 38 s "
+    "compiled); `torchdoctor tune` measures the gain and the compile time on your step."
+)
+
+
+def with_compile_caveat(found: list[Any]) -> list[Any]:
+    """``found`` with :data:`COMPILE_CAVEAT` added to each advice whose remedy is
+    torch.compile (once): its stated speedup leaves the compile time out.
+
+    Example:
+        >>> item = Advice(rule="r", title="t", fix="Compile it.", cause="torch.compile")
+        >>> "new input shape" in with_compile_caveat([item])[0].fix
+        True
+    """
+    for item in found:
+        compiles = item.cause == "torch.compile" or "torch.compile(model)" in (item.code or "")
+        if compiles and COMPILE_CAVEAT not in (item.fix or ""):
+            item.fix = (item.fix or "").rstrip() + COMPILE_CAVEAT
+    return found
+
+
 SPEEDUPS: dict[str, Speedup] = {
     "sdpa": Speedup(1.3, 2.0, "fused scaled_dot_product_attention vs unfused attention"),
     "bf16_autocast": Speedup(1.3, 2.0, "bf16/fp16 tensor cores on matmul-bound CUDA work"),

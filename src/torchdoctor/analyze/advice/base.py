@@ -81,7 +81,7 @@ def with_compile_caveat(found: list[Any]) -> list[Any]:
     """
     for item in found:
         compiles = item.cause == "torch.compile" or "torch.compile(model)" in (item.code or "")
-        if compiles and COMPILE_CAVEAT not in (item.fix or ""):
+        if compiles and "compile time" not in (item.fix or ""):  # (once; a cure saying it)
             item.fix = (item.fix or "").rstrip() + COMPILE_CAVEAT
     return found
 

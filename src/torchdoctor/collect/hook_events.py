@@ -293,9 +293,7 @@ class HookEvents:
                 if note:
                     self.state.notes.append(note)
                 self._cut(discard=True)
-        self._outer_calls[0] += 1  # (after any cut: the call belongs to the step it opens)
-        if module is not None and not getattr(module, "training", True):
-            self._outer_calls[2] += 1  # (an evaluation's calls: model.eval() first)
+        self._count_outer(module, args)  # (after any cut: the call belongs to the step it opens)
         if module is not None and self._outer_modules.saw(module):  # (an inference loop's
             self.state.note_model(module)  # light steps hook these alone; a new one's config)
         if mode is _MODULE and module is not None:  # (an encoder run before a decoder's steps)
@@ -307,12 +305,12 @@ class HookEvents:
             self._chains.append((user_chain(sys._getframe(2)), leading_dim(args), evaluating))
 
     def _count_outer(self, module: Any, args: Any) -> None:
-        """A light step's outermost model call (training loops' light steps hook their
-        outermost modules with this alone: ``ModuleHooksSwitch.count``): counted for the
-        step's record, as :meth:`_outermost` counts a detailed step's."""
+        """An outermost model call counted for the step's record (training loops' light steps
+        hook their outermost modules with this alone: ``ModuleHooksSwitch.count``; detailed
+        steps count through :meth:`_outermost`)."""
         calls = self._outer_calls
         calls[0] += 1
-        if not getattr(module, "training", True):
+        if not getattr(module, "training", True):  # (an evaluation's calls: model.eval() first)
             calls[2] += 1
 
     def _switch(self, mode: StepBoundary) -> None:

@@ -72,7 +72,7 @@ RARE_LONG = 4.0
 MIN_STEPS = 10
 
 #: what the extra time of each phase is, in the advice's words
-_PHASE_WORK = {
+PHASE_WORK = {
     "other": "between steps (after the step's update or its last model call, before the next "
     "forward: an evaluation, a checkpoint, logging, sample generation)",
     "forward": "in the forward phase (light steps do not tell the forward from the work "
@@ -152,12 +152,18 @@ def _first_of_runs(indices: list[int]) -> list[int]:
     return [i for k, i in enumerate(indices) if k == 0 or i - indices[k - 1] > 1]
 
 
-def _phase_extra(
+def phase_extra(
     long: list[Mapping[str, Any]], steps: list[Mapping[str, Any]]
 ) -> dict[str, float]:
-    """Per phase, the long steps' time over that phase's median, summed."""
+    """Per phase, the long steps' time over that phase's median, summed.
+
+    Example:
+        >>> steps = [{"phases": {"other": 1.0}}] * 9
+        >>> phase_extra([{"phases": {"other": 41.0}}], steps)["other"]
+        40.0
+    """
     out: dict[str, float] = {}
-    for phase in _PHASE_WORK.keys() | {"data"}:
+    for phase in PHASE_WORK.keys() | {"data"}:
         typical = statistics.median(float((s.get("phases") or {}).get(phase) or 0.0)
                                     for s in steps)  # fmt: skip
         out[phase] = sum(
@@ -253,7 +259,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     total = sum(float(s["wall_ms"]) for s in recorded)
     if extra < MIN_SHARE_OF_RUN * total:
         return []
-    phases = _phase_extra(long, steps)
+    phases = phase_extra(long, steps)
     phase = max(phases, key=lambda p: phases[p])
     counted = _long_model_calls(long, steps)  # (light steps count their model calls too)
     evaluating = counted is not None and counted[1] >= 0.5 * (counted[0] - counted[2])
@@ -263,7 +269,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         phases["other"] += phases.pop("data")
         phase = "other"
     where = "between steps" if phase == "other" else f"in the {phase} phase"
-    what = _PHASE_WORK[phase]
+    what = PHASE_WORK[phase]
     module_steps = (session.get("config") or {}).get("step_boundary") == "module"
     if phase == "forward" and module_steps:  # (light steps hook the outermost modules there)
         what = "in the model's own calls"

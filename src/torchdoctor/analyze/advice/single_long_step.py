@@ -32,10 +32,10 @@ from torchdoctor.analyze.advice.cpu_contention import (
 )
 from torchdoctor.analyze.advice.periodic_loops import model_calls, sampled_text
 from torchdoctor.analyze.advice.periodic_steps import (
-    _PHASE_WORK,
+    PHASE_WORK,
     RARE_LONG,
-    _phase_extra,
     long_steps,
+    phase_extra,
 )
 
 #: the single long step's extra time, as a share of the run, worth a word
@@ -75,7 +75,7 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
     extra, total = wall - median, sum(float(s["wall_ms"]) for s in recorded)
     if wall < RARE_LONG * median or extra < MIN_SHARE * total:
         return []
-    phases = _phase_extra([step], steps)
+    phases = phase_extra([step], steps)
     phase = max(phases, key=lambda p: phases[p])
     calls = model_calls(step, steps)
     evaluation = calls is not None and calls[1] >= 0.5 * (calls[0] - calls[2])
@@ -99,7 +99,7 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
     evidence = [
         f"step {step.get('index', '?')} (of {len(recorded)}): {fmt_ms(wall)} against a median "
         f"step of {fmt_ms(median)}",
-        f"its extra time, {fmt_ms(extra)} ({share:.0f}% of the run), is {_PHASE_WORK[phase]}",
+        f"its extra time, {fmt_ms(extra)} ({share:.0f}% of the run), is {PHASE_WORK[phase]}",
     ]
     if calls is not None and not evaluation:
         evidence.append(f"it called the model {calls[0]} times against {calls[2]} in a typical "

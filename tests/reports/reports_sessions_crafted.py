@@ -88,3 +88,23 @@ def single_long_step_session():
               "model_calls": 1} for i in range(60)]  # fmt: skip
     steps[40].update(wall_ms=500.0, phases={"other": 410.0}, model_calls=201, eval_calls=200)
     return {**clean_session(), "steps": steps}
+
+
+def padding_session(pad_to: int | None = 64, trainer: bool = False):
+    """A clean run of token batches, lengths 8-64 in batches of 4, padded to ``pad_to`` (None:
+    each batch to its longest); forward and backward 80 of the step's 100 ms."""
+    from reports_sessions import clean_session
+
+    steps = []
+    for i in range(6):
+        lengths = [8 + (i * 4 + r) * 7 % 57 for r in range(4)]
+        width = pad_to or max(lengths)
+        steps.append({"index": i, "wall_ms": 100.0, "detailed": True,
+                      "phases": {"forward": 30.0, "backward": 50.0, "optimizer": 20.0},
+                      "padding": {"positions": 4 * width, "real": sum(lengths),
+                                  "per_batch": 4 * max(lengths), "lengths": lengths}})  # fmt: skip
+    session = {**clean_session(), "steps": steps, "step_ms": {"median": 100.0, "mean": 100.0}}
+    if trainer:
+        session["environment"] = {**session.get("environment", {}),
+                                  "optimizers": [{"type": "AdamW", "driver": "transformers"}]}
+    return session

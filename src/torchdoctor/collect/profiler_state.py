@@ -27,6 +27,8 @@ from torchdoctor.collect.engine_state import (
     optimizer_settings,
 )
 from torchdoctor.collect.host_time import HOST_KEYS
+from torchdoctor.collect.padding import PADDING_LENGTHS
+from torchdoctor.collect.padding import resolve as resolve_padding
 from torchdoctor.collect.step_store import StepStore
 
 _NO_REFERENCE = object()  # an iterator that takes no weak reference
@@ -281,7 +283,7 @@ class ProfilerState:
             [{'index': 0, 'wall_ms': 2.0, 'phases': {}, 'peak_memory_bytes': 0, 'detailed': True, 'input_shape': [1, 3]}]
         """
         common = self.common_step_modules()
-        entries = []
+        entries, padded = [], 0
         for k, s in enumerate(steps):
             entry = {"index": s.get("index", k), "wall_ms": s["wall_ms"], "phases": s["phases"],
                      "peak_memory_bytes": s["peak_memory_bytes"],
@@ -297,6 +299,9 @@ class ProfilerState:
             for key in HOST_KEYS:  # (collect/host_time.py: where the thread's time went)
                 if key in s:
                     entry[key] = round(float(s[key]), 4)
+            if s.get("padding") is not None:  # (the rows' lengths of the first steps only)
+                entry["padding"] = resolve_padding(s["padding"], padded < PADDING_LENGTHS)
+                padded += 1
             if s.get("model_calls"):  # outermost model calls, those in eval mode (an evaluation)
                 entry["model_calls"] = int(s["model_calls"])
                 if s.get("eval_calls"):

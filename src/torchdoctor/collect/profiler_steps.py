@@ -240,6 +240,9 @@ class StepCycle:
                                       self._audited, host)  # fmt: skip
         else:
             raw = rec.take_step(end_token)
+            padding = rec.padding.take()  # (the step's first padded token batch: padding.py)
+            if padding is not None and kept:
+                host = {**host, "padding": padding}
             timed = self._lines is not None and self._timing_lines
             lines = self._lines.take_step() if timed else None
             cut = timed and self._lines.step_cut

@@ -61,6 +61,7 @@ from torchdoctor.collect.conv_geometry import note_conv_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
 from torchdoctor.collect.fingerprint import SeenInputs, fingerprint, note_outputs
 from torchdoctor.collect.naming import ModuleNames
+from torchdoctor.collect.padding import PaddingProbe
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_nodes import NodeRegistry
 from torchdoctor.collect.recorder_regions import RegionEvents
@@ -116,6 +117,7 @@ class Recorder(NodeRegistry, RegionEvents):
         # node -> an attention module's first call (attention_probe.py); node -> its module
         self.attention_calls: dict[int, dict | None] = {}
         self.attention_pending: dict[int, Any] = {}
+        self.padding = PaddingProbe()  # the step's first padded token batch (padding.py)
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
         self.node_ids: dict[tuple[int, Any], int] = {}  # (parent, id(module) | ("region", name))
@@ -308,9 +310,9 @@ class Recorder(NodeRegistry, RegionEvents):
         self.fwd.append((node, start, end, False if forward else RECOMPUTED))
         if _mode_enabled():  # a sync audit's mode must not intercept the hook's own reads
             with _NoTorchFunction():
-                self._after_call(node, serial, args, kwargs, output, forward, module.training)
+                self._after_call(node, serial, args, kwargs, output, forward, module)
         else:
-            self._after_call(node, serial, args, kwargs, output, forward, module.training)
+            self._after_call(node, serial, args, kwargs, output, forward, module)
         library = self.library[frames[-1][0]] if frames else False
         if library is not self.in_library:
             self._owner_became(library)
@@ -322,17 +324,20 @@ class Recorder(NodeRegistry, RegionEvents):
 
     def _after_call(
         self, node: int, serial: int, args: Any, kwargs: Any, output: Any, forward: bool,
-        training: bool = True,
+        module: Any,
     ) -> None:
         """When the call returned (its keyword arguments are known then): its inputs compared
         with earlier calls', the end of its backward marked on its keyword tensors (the
-        positional ones were hooked before the call) and the start on its outputs."""
+        positional ones were hooked before the call) and the start on its outputs; the step's
+        first padded token batch measured."""
         grad = torch.is_grad_enabled()
+        if self.padding.wanted and forward:
+            self.padding.note(module, args, kwargs)
         if self.attention_pending and node in self.attention_pending:
             note_attention_call(self, node, args, kwargs)
         if forward and (args or kwargs):
             if self.fingerprinting and node not in self.made_in_forward:
-                self._fingerprint(node, args, kwargs, training, output)  # (a new module: new)
+                self._fingerprint(node, args, kwargs, module.training, output)  # (a new module: new)
             if kwargs and self.backward and grad:
                 self._hook(tensors_in(kwargs), node, serial, _END)
         if self.backward and output is not None and grad:

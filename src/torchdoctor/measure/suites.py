@@ -28,6 +28,7 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.sparse_layouts",
         "torchdoctor.benchmarks.distribution_validation",
         "torchdoctor.benchmarks.attention_dropout",
+        "torchdoctor.benchmarks.padding_waste",
     ],
     "train": ["torchdoctor.benchmarks.train_metrics"],
     "ops": [

@@ -55,6 +55,7 @@ from torchdoctor.analyze.advice.merge import one_per_cause
 from torchdoctor.analyze.advice.one_sample import one_sample_per_call
 from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.other_phase import between_steps, python_outside_torch
+from torchdoctor.analyze.advice.padding_waste import padding_waste
 from torchdoctor.analyze.advice.periodic_steps import periodic_steps
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.single_long_step import single_long_step
@@ -95,6 +96,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     host_batch,
     optimizer_step,
     dropout_share,
+    padding_waste,
     float64_training,
     recompiles,
     anomaly_detection,

@@ -1,0 +1,77 @@
+"""The padding-waste rule: which remedy applies, what it removes, and its silence."""
+
+from __future__ import annotations
+
+import pytest
+from reports_sessions_crafted import padding_session
+
+from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.padding_waste import padding_waste
+
+
+def _share(session):
+    steps = session["steps"]
+    return 1 - sum(s["padding"]["real"] for s in steps) / sum(s["padding"]["positions"] for s in steps)
+
+
+def test_fixed_padding_is_told_to_pad_per_batch_with_the_exact_share_removed():
+    session = padding_session(pad_to=64)
+    (item,) = padding_waste(session)
+    steps = session["steps"]
+    removed = 1 - sum(s["padding"]["per_batch"] for s in steps) / sum(
+        s["padding"]["positions"] for s in steps)
+    assert removed > 0.05
+    assert item.estimated_saving_ms == pytest.approx(removed * 80.0)  # of the 80 ms fwd + bwd
+    assert "pad each batch to its longest" in item.title
+    assert "pad_sequence" in item.fix and "group" in item.fix  # (then group similar lengths)
+    assert item.saving_range_ms and item.saving_range_ms[1] > item.estimated_saving_ms
+    assert f"{100 * _share(session):.0f}%" in item.title
+
+
+def test_per_batch_padding_is_told_to_group_lengths_with_a_simulated_saving():
+    session = padding_session(pad_to=None)
+    (item,) = padding_waste(session)
+    assert "similar length" in item.title
+    assert "already" in " ".join(item.evidence)
+    # the simulation: the 24 rows sorted into batches of 4, each padded to its longest
+    lengths = sorted(n for s in session["steps"] for n in s["padding"]["lengths"])
+    after = sum(max(lengths[i:i + 4]) * 4 for i in range(0, 24, 4))
+    before = sum(s["padding"]["positions"] for s in session["steps"])
+    assert item.estimated_saving_ms == pytest.approx((1 - after / before) * 80.0)
+    assert item.estimated_saving_ms < _share(session) * 80.0  # (grouping leaves some padding)
+
+
+def test_the_trainer_gets_its_own_switch():
+    (item,) = padding_waste(padding_session(pad_to=None, trainer=True))
+    assert "group_by_length=True" in item.fix and item.code and "group_by_length" in item.code
+
+
+def test_little_padding_says_nothing():
+    session = padding_session(pad_to=None)
+    for step in session["steps"]:
+        step["padding"]["lengths"] = [60, 61, 62, 64]
+        step["padding"].update(real=247, positions=256, per_batch=256)
+    assert padding_waste(session) == []
+
+
+def test_padding_in_a_few_steps_of_many_counts_for_those_only():
+    """A generate() loop pads its prompts in the prefill steps only: the saving is theirs."""
+    session = padding_session(pad_to=64)
+    full = padding_waste(session)[0].estimated_saving_ms
+    decode = [{"index": 6 + i, "wall_ms": 100.0, "detailed": True, "phases": {"forward": 80.0}}
+              for i in range(18)]
+    session["steps"] = session["steps"] + decode
+    (item,) = padding_waste(session)
+    assert item.estimated_saving_ms == pytest.approx(full * 6 / 24)
+    assert "of those steps" in " ".join(item.evidence)
+
+
+def test_malformed_padding_entries_are_ignored():
+    session = padding_session()
+    for step in session["steps"]:
+        step["padding"] = [1, 2, 3]
+    assert padding_waste(session) == []
+
+
+def test_the_advice_ranks_with_the_others():
+    assert any(a.rule == "padding-waste" for a in advise(padding_session()))

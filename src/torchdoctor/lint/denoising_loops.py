@@ -354,3 +354,18 @@ def timesteps_read(loop: ast.For, seed: frozenset[str] = frozenset()) -> set[str
         if read or (made and set(dotted_names_in(value)) & found):
             found.add(name)
     return found - seed
+
+
+def descending(steps: ast.Call, it: ast.AST) -> bool:
+    """``torch.linspace(999, 0, n)`` (a start above its end), or any torch range flipped on
+    the way to the loop (``torch.arange(n).flip(0)``).
+
+    Example:
+        >>> it = ast.parse("torch.linspace(999, 0, 50).long()", mode="eval").body
+        >>> descending(it.func.value, it)
+        True
+    """
+    if "flip" in ast.unparse(it):
+        return True
+    ends = [a.value for a in steps.args[:2] if isinstance(a, ast.Constant)]
+    return len(ends) == 2 and all(isinstance(e, int | float) for e in ends) and ends[0] > ends[1]

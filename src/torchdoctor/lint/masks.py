@@ -142,6 +142,7 @@ class MaskValues:
                 return expr.id in _parameters(scope) and (
                     _MASK_PARAMETER.search(expr.id) is not None  # (mask_indices given to
                     or used_as_condition(scope, expr.id)  # torch.where: wav2vec 2.0's booleans)
+                    or self._given_masks(scope, expr.id, depth)
                 ) and not self._given_indices(scope, expr.id)
             return all(self._is_mask(v, scope, depth + 1) for v in values)
         return False
@@ -163,6 +164,35 @@ class MaskValues:
             argument, caller = call.args[position], self.enclosing_scope(call)
             values = self.assigned_values(caller, argument.id) if isinstance(argument, ast.Name) else []
             if not values or not all(_index_valued(v, caller, self) for v in values):
+                return False
+            found = True
+        return found
+
+    def _given_masks(self, scope: ast.AST, name: str, depth: int) -> bool:
+        """Every call of the function ``scope`` in this file passes, for its parameter
+        ``name``, a value its caller knows to be a mask (``pos = pos.flatten(1).to(torch.bool)``
+        before ``targets(videos, pos)``), and at least one call does."""
+        tree, function = self.context.tree, getattr(scope, "name", None)
+        params = [a.arg for a in (*scope.args.posonlyargs, *scope.args.args)] if function else []
+        if tree is None or name not in params or depth >= 2:
+            return False
+        method = bool(params) and params[0] == "self"
+        position, found = params.index(name) - method, False
+        for call in ast.walk(tree):
+            if not isinstance(call, ast.Call) or any(
+                    isinstance(a, ast.Starred) for a in call.args):  # fmt: skip
+                continue
+            func = call.func
+            if not ((isinstance(func, ast.Name) and func.id == function and not method) or (
+                    method and isinstance(func, ast.Attribute) and func.attr == function
+                    and dotted(func.value) == "self")):  # fmt: skip
+                continue
+            argument = keyword(call, name)
+            if argument is None and 0 <= position < len(call.args):
+                argument = call.args[position]
+            if argument is None:
+                continue  # (a default)
+            if not self._is_mask(argument, self.enclosing_scope(call), depth + 1):
                 return False
             found = True
         return found

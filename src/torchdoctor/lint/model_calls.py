@@ -95,3 +95,58 @@ def chain_root(expr: ast.AST) -> ast.AST:
         expr = expr.func.value
     return expr
 
+
+
+#: methods that return the module they are called on (``Net(...).to(device)``)
+_RETURNS_MODULE = frozenset({"to", "cuda", "cpu", "eval", "train", "half", "float", "double"})
+
+
+def _module_class(name: str, tree: ast.Module, project) -> bool:
+    """``name`` is a class of this file or of the project whose bases name ``Module``."""
+    found = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+    if found is None and project is not None:
+        found = project.module_class(name)
+    return found is not None and any(
+        (ast.unparse(base)).rsplit(".", 1)[-1] == "Module" for base in found.bases
+    )
+
+
+def passed_a_module(rules, call: ast.Call) -> bool:
+    """``call`` calls a parameter of its function (``scorer(x)`` in ``def run(scorer, data)``)
+    and every call of that function in the file (at least one) passes a name assigned an
+    instance of an ``nn.Module`` subclass of the project (``scorer = Ranker(...).to(dev)``):
+    it runs a model, whatever the parameter is called.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\nclass Ranker(torch.nn.Module):\\n    pass\\n"
+        ...        "def test(r, data):\\n    for x in data:\\n        print(r(x))\\n"
+        ...        "def main(data):\\n    r = Ranker().cuda()\\n    test(r, data)\\n")
+        >>> [(f.code, f.line) for f in lint_source(src)]
+        [('TD602', 5)]
+    """
+    tree, scope = rules.context.tree, rules.enclosing_scope(call)
+    if not isinstance(call.func, ast.Name) or tree is None or not hasattr(scope, "args"):
+        return False
+    params = [a.arg for a in (*scope.args.posonlyargs, *scope.args.args)]
+    if call.func.id not in params:
+        return False
+    position, found = params.index(call.func.id), False
+    for site in ast.walk(tree):
+        if not (isinstance(site, ast.Call) and isinstance(site.func, ast.Name)
+                and site.func.id == scope.name):  # fmt: skip
+            continue
+        argument = site.args[position] if position < len(site.args) else None
+        values = rules.assigned_values(rules.enclosing_scope(site), argument.id) if isinstance(
+            argument, ast.Name) else []  # fmt: skip
+        for value in values:
+            while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
+                    value.func.attr in _RETURNS_MODULE):  # fmt: skip
+                value = value.func.value
+            if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                    and _module_class(value.func.id, tree, rules.context.project)):  # fmt: skip
+                return False
+        if not values:
+            return False
+        found = True
+    return found

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.visitor import (
     dotted,
     has_star,
@@ -65,14 +66,16 @@ class PinnedCopies:
                     base = base.value
                 if isinstance(base, ast.Name) and base.id in batch:
                     batch |= {n for t in stmt.targets for n in target_names(t)}
-        for move in self.direct_calls(loop.body):
+        deeper = self._copies_one_call_deep(loop, batch)
+        for move in [*self.direct_calls(loop.body), *deeper]:
             if not _blocking_copy(move):
                 continue
             base = move.func.value  # type: ignore[attr-defined]
             while isinstance(base, (ast.Subscript, ast.Attribute)):
                 base = base.value  # (batch["input_ids"].to(device) too)
-            if not (isinstance(base, ast.Name) and (base.id in batch or self._drawn_from(
-                    move, base.id, batch))) or id(move) in reported:  # fmt: skip
+            if not (move in deeper or isinstance(base, ast.Name) and (
+                    base.id in batch or self._drawn_from(move, base.id, batch))) or (
+                    id(move) in reported):  # fmt: skip
                 continue
             reported.add(id(move))
             self.report(
@@ -83,6 +86,29 @@ class PinnedCopies:
                 "the step",
                 fix=_with_non_blocking(move, self.context.lines),
             )
+
+    def _copies_one_call_deep(self, loop: ast.For, batch: set[str]) -> list[ast.Call]:
+        """The calls of a function of this file that the loop hands the batch to
+        (``self.process_batch(inputs)``), made on that parameter: ``inputs[key] =
+        ipt.to(device)`` in its ``for key, ipt in inputs.items():`` (the parameter, and what
+        the function's loops draw from it)."""
+        found = []
+        for call in self.direct_calls(loop.body):
+            function = same_file_callee(call) if isinstance(call, ast.Call) else None
+            if function is None or has_star(call):
+                continue
+            params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+            params = params[1:] if params[:1] == ["self"] else params
+            given = {params[k] for k, a in enumerate(call.args[: len(params)])
+                     if isinstance(a, ast.Name) and a.id in batch}  # fmt: skip
+            if not given:
+                continue
+            for inner in ast.walk(function):  # (for key, ipt in inputs.items():)
+                if isinstance(inner, ast.For) and _root(inner.iter) in given:
+                    given |= set(target_names(inner.target))
+            found += [c for c in ast.walk(function) if isinstance(c, ast.Call)
+                      and isinstance(c.func, ast.Attribute) and _root(c.func.value) in given]
+        return found
 
     def _drawn_from(self, node: ast.AST, name: str, batch: set[str]) -> bool:
         """``name`` is bound by a comprehension around ``node`` over the batch's entries:
@@ -101,6 +127,13 @@ class PinnedCopies:
                     return True  # (ColBERT's `(t.cuda() for t in (q_ids, q_mask, d_ids))`)
             parent = self.parent(parent)
         return False
+
+
+def _root(expr: ast.AST) -> str | None:
+    """The name under calls, attributes and subscripts: ``inputs`` for ``inputs.items()``."""
+    while isinstance(expr, (ast.Call, ast.Attribute, ast.Subscript)):
+        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
 
 
 def loader_of(it: ast.AST) -> str | None:

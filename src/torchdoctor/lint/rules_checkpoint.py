@@ -12,7 +12,9 @@ around the save whose body calls ``.backward()`` or an optimizer's ``.step()`` d
 Lightning ``training_step`` method counts as one step). Not reported:
 
 - a save under any ``if`` or conditional expression inside the loop (``if step % N == 0``,
-  ``if loss < best``, ``if epoch == last``), or after an ``if ...: continue`` that skips it;
+  ``if loss < best``, ``if epoch == last``), or after an ``if ...: continue`` that skips it,
+  unless that ``if`` also holds the backward and optimizer step beside the save (an RL loop's
+  ``if step % train_every == 0:`` around the whole update: the save runs at every update);
   except an ``if`` that only tests the process rank (``if rank == 0:``,
   ``if accelerator.is_main_process:``, ``save_on_master``): that one process still writes every
   step, and with DistributedDataParallel the other ranks wait for it at the next all-reduce;
@@ -222,13 +224,20 @@ class CheckpointRules(RuleVisitor):
                 return False
             if isinstance(parent, ast.IfExp) and child is not parent.test:
                 return True
-            if isinstance(parent, ast.If) and child is not parent.test:
+            if isinstance(parent, ast.If) and child is not parent.test and not (
+                any(s is child for s in parent.body) and self._steps_in(parent.body)
+            ):  # (`if step % train_every == 0:` around backward, step and the save: an update)
                 if any(s is child for s in parent.orelse) or not self._rank_test(parent.test):
                     return True
             if isinstance(parent, getattr(ast, "Match", ())):
                 return True
             child, parent = parent, self.parent(parent)
         return False
+
+    def _steps_in(self, block: list[ast.stmt]) -> bool:
+        """``block`` runs backward and an optimizer step itself: an ``if`` around it decides
+        when the model is updated, and a save beside them runs at every update."""
+        return self.training_calls(block) >= {"backward", "step"}
 
     def _skipped_before(self, block: list[ast.stmt], child: ast.AST, context: ast.AST) -> bool:
         """A statement before ``child`` in ``block`` is ``if <not rank test>: ... continue``

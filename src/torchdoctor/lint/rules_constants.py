@@ -1,6 +1,7 @@
 """TD511: a constant tensor built from a Python literal on every call or iteration.
 
-``torch.tensor([0.485, 0.456, 0.406], device=x.device)`` in a ``forward``, inside a step loop
+``torch.tensor([0.485, 0.456, 0.406], device=x.device)`` in a ``forward`` (in any loop of it
+too: a loss's loop over the images of the batch), inside a step loop
 (it trains, or iterates a data loader or a sampler's time steps: not a loop over test cases or
 devices), or in a function or method that a ``forward`` of the file or a step loop of the
 project calls (pytorch/examples fast_neural_style's
@@ -204,13 +205,18 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             isinstance(lp, ast.For) and (is_denoising_iter(lp.iter) or sampler and counts_down(lp.iter)))]
         if steps:
             return f"in every iteration of the loop at line {steps[-1].lineno}"
+        owner = self.parent(scope)
+        forward = isinstance(scope, FUNCTIONS) and scope.name == "forward" and isinstance(
+            owner, ast.ClassDef)  # fmt: skip
+        if loops and forward:  # (a loss's loop over the images of the batch, every call)
+            return (f"in every iteration of the loop at line {loops[-1].lineno}, on every "
+                    f"call of `{owner.name}.forward`")  # type: ignore[union-attr]
         if loops:
             return None  # (a loop over test cases, devices, a configuration: not per step)
         if not isinstance(scope, FUNCTIONS):
             return None
-        owner = self.parent(scope)
-        if scope.name == "forward" and isinstance(owner, ast.ClassDef):
-            return f"on every call of `{owner.name}.forward`"
+        if forward:
+            return f"on every call of `{owner.name}.forward`"  # type: ignore[union-attr]
         return self.per_step_call(scope)
 
 

@@ -234,7 +234,10 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
         if isinstance(parent, ast.Assign) and len(parent.targets) == 1:
             loader = dotted(parent.targets[0])
             if loader is not None:
-                named.append((self.enclosing_scope(call), loader))
+                scope = self.enclosing_scope(call)
+                if loader.startswith("self.") and isinstance(self.parent(scope), ast.ClassDef):
+                    scope = self.parent(scope)  # (self.train_loader, iterated by another method)
+                named.append((scope, loader))
                 named += self._returned_in_tuple(call, loader)
         elif isinstance(parent, ast.Return) and isinstance(self.enclosing_scope(call), FUNCTIONS):
             maker = self.enclosing_scope(call).name  # type: ignore[attr-defined]

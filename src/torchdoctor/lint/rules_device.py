@@ -240,6 +240,19 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         return False
 
     # -- TD505 -------------------------------------------------------------------------------
+    def _loss_caller(self, name: str) -> tuple[str, tuple[str, int]] | None:
+        """``(caller, site)``: a module-level function of this file that calls ``name`` and
+        that a training loop of the project calls (``site``); None."""
+        tree, project = self.context.tree, self.context.project
+        for function in getattr(tree, "body", ()):
+            if isinstance(function, FUNCTIONS) and function.name != name and any(
+                    isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == name
+                    for c in ast.walk(function)):  # fmt: skip
+                hit = project.called_in_loop(function.name, training=True)  # type: ignore[union-attr]
+                if hit is not None:
+                    return function.name, hit
+        return None
+
     def _is_float64(self, node: ast.Call, names: set[str]) -> bool:
         if isinstance(node.func, ast.Attribute) and node.func.attr == "double" and not node.args:
             return not names  # x.double(), not torch.double(...)
@@ -271,6 +284,13 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
             if hit is not None:  # (a loss function the training loop calls; not a forward's
                 context = scope  # helper: model code keeps float64 on purpose, for precision)
                 where = f"in `{scope.name}`, which a CUDA training loop calls ({hit[0]}:{hit[1]})"
+            elif context is None and not loops and project is not None and isinstance(
+                    self.parent(scope), ast.Module):  # fmt: skip
+                caller = self._loss_caller(scope.name)
+                if caller is not None:  # (one call deeper: a loss's per-resolution helper)
+                    context, hit = scope, caller[1]
+                    where = (f"in `{scope.name}`, called by `{caller[0]}`, which a CUDA "
+                             f"training loop calls ({hit[0]}:{hit[1]})")
         if context is None or self.under_log_gate(node, context):
             return
         self.report(

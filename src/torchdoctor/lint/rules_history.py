@@ -7,6 +7,9 @@ nodes, and whatever the backward did not free), so memory grows for the whole ru
 accumulation itself is recorded by autograd. The fix is ``loss.detach()`` (a device tensor, no
 sync) or ``loss.item()`` at log time.
 
+A loss returned bare by a step function of the same file that ran its backward (``loss =
+self.train_step(batch)`` then ``losses.append(loss)``) counts as one.
+
 Not reported: an accumulator that is itself differentiated later (``total = total + loss``
 then ``total.backward()``, ``sum(losses).backward()``: deliberate), accumulation under
 ``torch.no_grad()``, values already detached or read (``.detach()``, ``.item()``, ``.data``,
@@ -19,6 +22,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.tensors import FRAMEWORK_STEPS
 from torchdoctor.lint.visitor import (
     FOR,
@@ -128,6 +132,7 @@ class HistoryRules(RuleVisitor):
             if isinstance(sub, ast.Call):
                 for operand in _backward_operands(sub):
                     losses |= _names(operand)
+        losses |= _step_results(node)
         if not losses:
             return
         losses |= _components(node, losses)
@@ -240,6 +245,37 @@ class HistoryRules(RuleVisitor):
 
     def visit_While(self, node: ast.While) -> None:
         self._loop(node)
+
+
+def _step_results(loop: ast.AST) -> set[str]:
+    """Names the loop assigns the result of a step function of this file (``loss =
+    self.train_step(batch)``) that runs ``loss.backward()`` and returns that loss bare (still
+    requiring grad; not ``loss.item()`` / ``loss.detach()``).
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> tree = ast.parse("def step(b):\n    loss = f(b)\n    loss.backward()\n    return loss\n"
+        ...                  "for b in data:\n    l = step(b)\n")
+        >>> _ = link_parents(tree)
+        >>> sorted(_step_results(tree.body[1]))
+        ['l']
+    """
+    out: set[str] = set()
+    for n in _walk_body(loop.body):  # type: ignore[attr-defined]
+        if not (isinstance(n, ast.Assign) and len(n.targets) == 1
+                and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Call)):  # fmt: skip
+            continue
+        function = same_file_callee(n.value)
+        if function is None:
+            continue
+        differentiated = {name for c in _walk_body(function.body) if isinstance(c, ast.Call)
+                          for operand in _backward_operands(c) if isinstance(operand, ast.Name)
+                          for name in _names(operand)}  # fmt: skip
+        returned = [r.value for r in _walk_body(function.body) if isinstance(r, ast.Return)]
+        if differentiated and returned and all(
+                isinstance(v, ast.Name) and v.id in differentiated for v in returned):  # fmt: skip
+            out.add(n.targets[0].id)
+    return out
 
 
 def _components(loop: ast.AST, losses: set[str]) -> set[str]:

@@ -9,6 +9,7 @@ from torchdoctor.lint.denoising_loops import (
     SAMPLING_FUNCTION,
     TIMESTEP_TARGET,
     counts_down,
+    descending,
     eval_named,
     grows_a_sequence,
     invariant_inner_calls,
@@ -20,7 +21,13 @@ from torchdoctor.lint.denoising_loops import (
 )
 from torchdoctor.lint.eval_loops import NO_GRAD, eval_loops, loaded_in_eval_mode, under_no_grad
 from torchdoctor.lint.mask_writes import mask_assignments
-from torchdoctor.lint.model_calls import chain_root, mc_dropout, names_a_module, runs_the_module
+from torchdoctor.lint.model_calls import (
+    chain_root,
+    mc_dropout,
+    names_a_module,
+    passed_a_module,
+    runs_the_module,
+)
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.tensors import JOINS
 from torchdoctor.lint.visitor import (
@@ -116,7 +123,7 @@ class InferenceRules(RuleVisitor):
         steps = self._torch_steps(node.iter)  # torch.linspace(999, 0, n).long()
         if range_call(node.iter) is None and steps is None:
             return False
-        down = counts_down(node.iter) or (steps is not None and _descending(steps, node.iter))
+        down = counts_down(node.iter) or (steps is not None and descending(steps, node.iter))
         # any loop variable of a range walked backwards (`for i in reversed(range(n))`),
         # else one named like a timestep
         timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n) or down}
@@ -405,7 +412,7 @@ class InferenceRules(RuleVisitor):
                 continue  # (plumbing: model.state_dict(), model.get_config())
             if isinstance(call.func, ast.Name) and last[:1].isupper():
                 continue  # (a class built, `net = RRDBNet()`: no model run)
-            if callee in receivers or names_a_module(last):
+            if callee in receivers or names_a_module(last) or passed_a_module(self, call):
                 return True
             if self._runs_model_passed(call, last, receivers):
                 return True
@@ -434,17 +441,3 @@ class InferenceRules(RuleVisitor):
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]
 InferenceRules.visit_AsyncFor = InferenceRules.visit_For  # type: ignore[attr-defined]
 
-
-def _descending(steps: ast.Call, it: ast.AST) -> bool:
-    """``torch.linspace(999, 0, n)`` (a start above its end), or any torch range flipped on
-    the way to the loop (``torch.arange(n).flip(0)``).
-
-    Example:
-        >>> it = ast.parse("torch.linspace(999, 0, 50).long()", mode="eval").body
-        >>> _descending(it.func.value, it)
-        True
-    """
-    if "flip" in ast.unparse(it):
-        return True
-    ends = [a.value for a in steps.args[:2] if isinstance(a, ast.Constant)]
-    return len(ends) == 2 and all(isinstance(e, int | float) for e in ends) and ends[0] > ends[1]

@@ -113,6 +113,7 @@ class LoopRules(RuleVisitor):
         ),
         (_IMPORTS_TORCH, "enumerate", r"tolist|cpu\(|numpy\("),
         (_IMPORTS_TORCH, r"(?:tensor|LongTensor)\(\s*\[\w[\w.]*(?:\[|\.get\()"),  # [m[int(v)] ...]
+        (_IMPORTS_TORCH, r"\[\w[\w.]*(?:\[|\.get\()[^\n]*\bfor\b[^\n]*\.tolist\(\)"),  # (a list)
     )
 
     # -- TD301 ---------------------------------------------------------------------------------
@@ -253,6 +254,12 @@ class LoopRules(RuleVisitor):
             )
         if "builtins.set" in names or names & UNIQUE_HOST:
             self._check_python_unique(node)
+        listed = args[0] if names & TENSOR_FROM_LIST and args and isinstance(args[0], ast.Name) else None
+        made = self.assigned_values(self.enclosing_scope(node), listed.id) if listed else []
+        if len(made) == 1 and isinstance(made[0], ast.ListComp):
+            args = [made[0]]  # (idx = [m[a] for a in z.tolist()]; torch.tensor(idx): reported
+        else:  # at the list, whose .tolist() it explains)
+            listed = None
         if names & TENSOR_FROM_LIST and args and isinstance(args[0], ast.ListComp):
             lookup = per_label_lookup(args[0])
             built = () if lookup is None else self.assigned_values(
@@ -263,7 +270,7 @@ class LoopRules(RuleVisitor):
                 and any(self.has_host_copy_resolved(g.iter, scope) for g in v.generators)
                 for v in built
             ):
-                self.report(node, "TD302", self._remap_message(
+                self.report(args[0] if listed else node, "TD302", self._remap_message(
                     f"a Python lookup per label (`{self.code_of(lookup)}`: a host read per "
                     "element, or a .tolist() copy, and a Python loop); with a mapping that is "
                     "not 0..n-1, build a lookup tensor once (`lut[keys] = values`) and index it "

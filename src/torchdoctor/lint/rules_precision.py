@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, dotted, method_name, segment
+from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, constant, dotted, method_name, segment
 
 HALF = frozenset({"torch.float16", "torch.half"})
 SDP_KERNEL = frozenset({"torch.backends.cuda.sdp_kernel"})
@@ -42,8 +42,9 @@ def is_model_like(expr: ast.AST) -> bool:
     """``model``, ``self.encoder``, ``Net()``, ``model.eval()``: an nn.Module, most likely.
 
     Example:
-        >>> [is_model_like(ast.parse(s, mode="eval").body) for s in ("self.encoder", "Net()", "x")]
-        [True, True, False]
+        >>> [is_model_like(ast.parse(s, mode="eval").body)
+        ...  for s in ("self.encoder", "Net()", "x", "self.models['pose']", "ckpt['model']")]
+        [True, True, False, True, False]
         >>> is_model_like(ast.parse("models.resnet18(weights=None).eval()", mode="eval").body)
         True
         >>> [is_model_like(ast.parse(f"{c}.from_pretrained(p)", mode="eval").body)
@@ -53,6 +54,9 @@ def is_model_like(expr: ast.AST) -> bool:
     name = dotted(expr)
     if name is not None:
         return bool(MODEL_NAME.search(name.rsplit(".", 1)[-1]))
+    if isinstance(expr, ast.Subscript) and isinstance(constant(expr.slice), str):
+        container = dotted(expr.value) or ""  # (self.models["encoder"]: a dict of modules)
+        return bool(container) and bool(MODEL_NAME.search(container.rsplit(".", 1)[-1]))
     if isinstance(expr, ast.Call):
         if isinstance(expr.func, ast.Name) and expr.func.id[:1].isupper():
             return True  # Net(...)

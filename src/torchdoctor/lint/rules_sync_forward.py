@@ -136,6 +136,15 @@ class ForwardAndCallSyncs:
             ):
                 return (f"in `{owner.name}.{scope.name}` (called by `{owner.name}.{step.name}`, "
                         "every training step)")
+        for call in ast.walk(owner):  # self.loss_of(features) in a training loop of a method
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == scope.name and dotted(call.func.value) == "self"
+                    and self.enclosing_scope(call) is not scope):  # fmt: skip
+                loop = self._training_context(call)
+                if isinstance(loop, (ast.For, ast.While)) and not self.under_log_gate(call, loop):
+                    method = self.enclosing_scope(call).name  # type: ignore[attr-defined]
+                    return (f"in `{owner.name}.{scope.name}` (called by `{owner.name}.{method}` "
+                            f"at line {call.lineno}, every training step)")
         return None
 
     def forward_owner(self, node: ast.AST) -> str | None:

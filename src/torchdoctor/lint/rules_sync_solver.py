@@ -11,8 +11,10 @@ Not reported: a test that is already periodic, and an outer loop whose iteration
 inner solver (a call given a tolerance or an iteration limit): one more sync per outer
 iteration costs little next to it.
 
-A mixin of :class:`torchdoctor.lint.rules_sync.SyncRules`: a line TD201 / TD205 already reports
-(a host read in a training step, in ``forward``) is not reported again as TD206.
+A mixin of :class:`torchdoctor.lint.rules_sync.SyncRules`: a line TD201 already reports (a host
+read in a training step) is not reported again as TD206; a stop test in ``forward`` (or a
+method it runs) is TD206's, not TD205's (a ``break`` needs the value on the host: test it less
+often).
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ RULES = (
     ),
 )
 
-#: a name that holds a tolerance: tol, atol, eps, threshold, stop_thr, or a decoder's stop
-#: level: draft_confidence (speculative decoding's early exit), min_conf, cutoff
+#: a name that holds a tolerance: tol, atol, xtol (SciPy's), eps, threshold, stop_thr, or a
+#: decoder's stop level: draft_confidence (speculative decoding's early exit), min_conf, cutoff
 _TOLERANCE = re.compile(
-    r"(^|_)(tol|tolerance|eps|epsilon|thr|thres|thresh|threshold|atol|rtol|precision|"
+    r"(^|_)([xfg]?tol|tolerance|eps|epsilon|thr|thres|thresh|threshold|atol|rtol|precision|"
     r"stopthr|conf|confidence|cutoff)(_|\d|$)",
     re.IGNORECASE,
 )
@@ -58,7 +60,6 @@ _TENSOR_METHODS = frozenset(
      "detach", "amax", "amin", "square", "exp", "log"}
 )  # fmt: skip
 _NOT_TORCH = ("numpy.", "scipy.", "math.", "builtins.abs", "builtins.max", "builtins.min")
-_SYNC_CODES = frozenset({"TD201", "TD205"})
 
 
 #: closeness tests: a stop test of their own, not an inner solver
@@ -77,14 +78,15 @@ class ConvergenceSyncs:
     """
 
     def report(self, node: ast.AST, code: str, message: str | None = None, **kwargs) -> None:
-        """One sync finding per line: TD201 / TD205 (training step, forward) before TD206."""
+        """One sync finding per line: TD201 (a training step) before TD206, TD206 before
+        TD205 (a solver's stop test in ``forward``: test it every k iterations, as TD206 says;
+        TD205's "keep it a tensor" cannot decide a ``break``)."""
         line = getattr(node, "lineno", 0)
-        if code in _SYNC_CODES:
-            self.findings = [f for f in self.findings if not (f.code == "TD206" and f.line == line)]
-        elif code == "TD206" and any(
-            f.line == line and f.code in _SYNC_CODES for f in self.findings
-        ):
+        above = {"TD206": {"TD201"}, "TD205": {"TD206"}}.get(code, set())
+        below = {"TD201": {"TD206"}, "TD206": {"TD205"}}.get(code, set())
+        if any(f.line == line and f.code in above for f in self.findings):
             return
+        self.findings = [f for f in self.findings if not (f.code in below and f.line == line)]
         super().report(node, code, message, **kwargs)  # type: ignore[misc]
 
     def _check_convergence(self, loop: ast.AST) -> None:

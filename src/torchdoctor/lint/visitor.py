@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from torchdoctor.lint.finding import Finding, one_line
+from torchdoctor.lint.gates import on_by_default
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.project_scan import direct_calls
 from torchdoctor.lint.rule import Rule
@@ -433,11 +434,11 @@ class RuleVisitor:
     def is_gate_test(self, test: ast.AST, where: ast.AST) -> bool:
         """``step % N == 0``, ``verbose``, ``should_log`` (also a name assigned such a test in
         the same function: ``should_val = step % n == 0``)."""
-        if any(
-            isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)
-        ) or any(_LOG_GATE.search(n) for n in dotted_names_in(test)):
-            return True
         scope = self.enclosing_scope(where)
+        if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)):
+            return True
+        if any(_LOG_GATE.search(n) for n in dotted_names_in(test)):
+            return not on_by_default(test, scope)  # (`if verbose:` with verbose=1: every step)
         for name in dotted_names_in(test):
             if "." in name:
                 continue

@@ -100,7 +100,10 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
     trainer = driver(session) == "transformers"
     per_batch_ms = fixed * compute * step
     grouped_ms = max(per_batch_ms, (grouped if grouped is not None else share) * compute * step)
-    saving = per_batch_ms if fixed >= FIXED_SLACK else grouped_ms
+    # (the fix pads per batch, then groups: its saving is the grouped one when simulated; the
+    # share of all padding is the bound when the rows' lengths were not kept)
+    saving = grouped_ms if grouped is not None else per_batch_ms if fixed >= FIXED_SLACK else 0.0
+    upper = share * compute * step
     if step <= 0 or max(saving, grouped_ms) < MIN_SAVING * step:
         return []
     n = len(measured)
@@ -129,7 +132,7 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             _GROUP_TRAINER if trainer else _GROUP_TRAIN if training else _GROUP_INFER
         ).replace("Group", "group", 1).replace("Sort", "sort", 1)
         title = (f"{100 * share:.0f}% of the token positions are padding: pad each batch to its "
-                 "longest sequence")  # fmt: skip
+                 "longest sequence and batch similar lengths together")  # fmt: skip
     else:
         evidence.append(
             "each batch is padded to its own longest sequence already; the padding comes from "
@@ -155,8 +158,8 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             references=["transformers.DataCollatorWithPadding", "group_by_length"]
             if _hugging_face(session) else ["torch.nn.utils.rnn.pad_sequence"],
             estimated_saving_ms=saving,
-            saving_range_ms=[saving, grouped_ms] if grouped_ms > 1.05 * saving else None,
-            heat=min(1.0, saving / step),
+            saving_range_ms=[saving, upper] if grouped is None and upper > 1.05 * saving else None,
+            heat=min(1.0, (saving or upper) / step),
             cause="padding",
         )
     ]

@@ -93,3 +93,11 @@ def test_malformed_padding_entries_are_ignored():
 
 def test_the_advice_ranks_with_the_others():
     assert any(a.rule == "padding-waste" for a in advise(padding_session()))
+
+
+def test_transformers_5_gets_its_sampling_strategy_switch():
+    session = padding_session(pad_to=None, trainer=True)
+    session["environment"]["frameworks"] = {"transformers": "5.25.0"}
+    (item,) = padding_waste(session)
+    assert 'train_sampling_strategy="group_by_length"' in item.fix
+    assert "group_by_length=True" not in item.fix and "train_sampling_strategy" in item.code

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import sys
+
 from typing import Any
 
 from torchdoctor.collect.aggregate import bounded_timeline, step_timeline
@@ -121,6 +123,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         ]  # fmt: skip
     if state.attention_dropout:  # (the dropout advice adds what runs inside SDPA)
         session["environment"]["attention_dropout"] = state.attention_dropout
+    frameworks = imported_frameworks()
+    if frameworks:  # (advice names the switch of the version in use)
+        session["environment"]["frameworks"] = frameworks
     if state.optimizers:  # what each optimizer ran as (the optimizer-step rule reads it)
         session["environment"]["optimizers"] = list(state.optimizers.values())
     flags = [s.get("detailed", True) for s in steps]
@@ -330,3 +335,29 @@ def representative_timeline(state: ProfilerState, notes: list[str]) -> list[dict
         raw["intervals"], forward=raw["forward"], segments=raw["segments"], step=raw["step"],
         path=rec.path, kind=rec.kind, depth=depth,
     ), notes)  # fmt: skip
+
+
+#: training frameworks whose version decides a switch's name (transformers 5 replaced
+#: ``group_by_length=True`` with ``train_sampling_strategy="group_by_length"``)
+FRAMEWORKS = ("transformers", "accelerate", "lightning", "pytorch_lightning", "diffusers")
+
+
+def imported_frameworks() -> dict[str, str]:
+    """The :data:`FRAMEWORKS` the script imported, with their versions.
+
+    Example:
+        >>> import sys, types
+        >>> saved = sys.modules.get("diffusers")
+        >>> sys.modules["diffusers"] = types.SimpleNamespace(__version__="0.30.0")
+        >>> imported_frameworks()["diffusers"]
+        '0.30.0'
+        >>> sys.modules["diffusers"] = saved
+        >>> if saved is None: del sys.modules["diffusers"]
+    """
+    found = {}
+    for name in FRAMEWORKS:
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None) if module is not None else None
+        if isinstance(version, str):
+            found[name] = version
+    return found

@@ -52,3 +52,22 @@ def in_framework_terms(session: Mapping[str, Any], found: list[Advice]) -> list[
             item.code = "TrainingArguments(..., torch_compile=True)"
             item.fix = (item.fix or "").rstrip() + _TRAINER_COMPILE
     return found
+
+
+def group_by_length_switch(session: Mapping[str, Any]) -> str:
+    """The ``TrainingArguments`` switch that batches similar lengths together, in the
+    installed transformers' terms (``environment.frameworks``): 5.x replaced
+    ``group_by_length=True`` with ``train_sampling_strategy="group_by_length"``.
+
+    Example:
+        >>> group_by_length_switch({"environment": {"frameworks": {"transformers": "5.2.0"}}})
+        'train_sampling_strategy="group_by_length"'
+        >>> group_by_length_switch({})
+        'group_by_length=True'
+    """
+    version = ((session.get("environment") or {}).get("frameworks") or {}).get("transformers")
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        major = 0
+    return 'train_sampling_strategy="group_by_length"' if major >= 5 else "group_by_length=True"

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, advice_step_ms, fmt_ms, is_cuda, pct
-from torchdoctor.analyze.advice.framework_terms import driver
+from torchdoctor.analyze.advice.framework_terms import driver, group_by_length_switch
 
 #: the padding share of the positions that is worth a word, and the least saving (share of the
 #: step) for an advice
@@ -52,9 +52,8 @@ _PER_BATCH = (
     "not every sequence to one fixed length."
 )
 _GROUP_TRAINER = (
-    "Group sequences of similar length into batches: `TrainingArguments(group_by_length=True)` "
-    "(the Trainer sorts by `input_ids` length within shuffled mega-batches, so training stays "
-    "random)."
+    "Group sequences of similar length into batches: `TrainingArguments({switch})` (the Trainer "
+    "sorts by `input_ids` length within shuffled mega-batches, so training stays random)."
 )
 _GROUP_TRAIN = (
     "Group sequences of similar length into batches: a batch sampler that sorts the indices by "
@@ -98,6 +97,7 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
     step = advice_step_ms(session)
     training = any(float((s.get("phases") or {}).get("backward") or 0) > 0 for s in measured)
     trainer = driver(session) == "transformers"
+    group_trainer = _GROUP_TRAINER.format(switch=group_by_length_switch(session))
     per_batch_ms = fixed * compute * step
     grouped_ms = max(per_batch_ms, (grouped if grouped is not None else share) * compute * step)
     # (the fix pads per batch, then groups: its saving is the grouped one when simulated; the
@@ -129,7 +129,7 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             f"step ({pct(per_batch_ms, step):.0f}%); {grouping}"
         )
         fix = (_PER_BATCH_HF if _hugging_face(session) else _PER_BATCH) + " Then " + (
-            _GROUP_TRAINER if trainer else _GROUP_TRAIN if training else _GROUP_INFER
+            group_trainer if trainer else _GROUP_TRAIN if training else _GROUP_INFER
         ).replace("Group", "group", 1).replace("Sort", "sort", 1)
         title = (f"{100 * share:.0f}% of the token positions are padding: pad each batch to its "
                  "longest sequence and batch similar lengths together")  # fmt: skip
@@ -138,7 +138,7 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             "each batch is padded to its own longest sequence already; the padding comes from "
             f"mixing lengths in a batch: {grouping}"
         )
-        fix = _GROUP_TRAINER if trainer else _GROUP_TRAIN if training else _GROUP_INFER
+        fix = group_trainer if trainer else _GROUP_TRAIN if training else _GROUP_INFER
         title = (f"{100 * share:.0f}% of the token positions are padding: batch sequences of "
                  "similar length")  # fmt: skip
     evidence.append(
@@ -154,7 +154,7 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             confidence="medium",
             evidence=evidence,
             fix=fix,
-            code="TrainingArguments(..., group_by_length=True)" if trainer else None,
+            code=f"TrainingArguments(..., {group_by_length_switch(session)})" if trainer else None,
             references=["transformers.DataCollatorWithPadding", "group_by_length"]
             if _hugging_face(session) else ["torch.nn.utils.rnn.pad_sequence"],
             estimated_saving_ms=saving,

@@ -62,14 +62,18 @@ def gain_text(advice: Mapping[str, Any]) -> str:
     Example:
         >>> gain_text({"estimated_saving_ms": 10.0, "estimated_saving_pct": 5.0})
         '10 ms per step (5% of the step)'
+        >>> gain_text({"estimated_saving_ms": None, "saving_range_ms": [0.0, 4.0]})
+        'not stated, up to 4 ms per step (measure it)'
     """
     saving = advice.get("estimated_saving_ms")
+    span = advice.get("saving_range_ms")
+    if saving is None and span and len(span) == 2 and span[1] > 0:  # (a bound, no estimate)
+        return f"not stated, up to {fmt_ms(span[1])} per step (measure it)"
     if saving is None:
         return "not measurable from this run"
     text = f"{fmt_ms(saving)} per step"
     if advice.get("estimated_saving_pct") is not None:
         text += f" ({advice['estimated_saving_pct']:.0f}% of the step)"
-    span = advice.get("saving_range_ms")
     if span and abs(span[1] - span[0]) > 1e-9:
         text += f", range {fmt_ms(span[0])} to {fmt_ms(span[1])}"
     return text

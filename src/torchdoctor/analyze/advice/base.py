@@ -147,6 +147,11 @@ SPEEDUPS: dict[str, Speedup] = {
         "thread) to 3.84x (8 x 4 x 128 x 32, two threads)"
     ),
     "compile": Speedup(1.1, 1.5, "torch.compile fusion of elementwise chains and overheads"),
+    # (on a CPU the low end is no gain: a saving is stated only as "up to", see compile_on_cpu)
+    "compile_cpu": Speedup(
+        1.0, 1.32, "torchdoctor tune on ten CPU training steps (BENCHMARKS.md): torch.compile "
+        "measured 0.55x to 1.32x, median 1.0x, half of them slower (a ViT fine-tune: 1.03x)"
+    ),
     "compile_repeated": Speedup(1.2, 1.5, "torch.compile on a stack of identical layers"),
     "halve_layers": Speedup(2.0, 2.0, "half the layers of a stack take half the time"),
     "ops_replacement": Speedup(2.0, 10.0, "torchdoctor.ops batched sync-free building blocks"),
@@ -252,6 +257,32 @@ def negligible_syncs(per_step: float, step: float) -> bool:
     return step > 0 and max(float(per_step), 0.0) * SYNC_COST_BOUND_MS < (
         NEGLIGIBLE_SYNC_SHARE * step
     )
+
+
+#: the stated speedups that are torch.compile's (on a CPU: :func:`compile_on_cpu`)
+COMPILE_SPEEDUPS = frozenset({"compile", "compile_repeated"})
+
+
+def compile_on_cpu(advice: Advice, step_time_ms: float, fraction: float) -> Advice:
+    """A torch.compile remedy on a CPU: no saving stated, only its bound ("up to", at the high
+    end of ``SPEEDUPS["compile_cpu"]``), ranked by its share; the evidence says why.
+
+    Example:
+        >>> a = compile_on_cpu(Advice("r", "t"), 100.0, 0.5)
+        >>> a.estimated_saving_ms, [round(x, 1) for x in a.saving_range_ms], a.heat
+        (None, [0.0, 12.1], 0.5)
+    """
+    speedup = SPEEDUPS["compile_cpu"]
+    advice.estimated_saving_ms = None
+    advice.saving_range_ms = [0.0, amdahl_saving(step_time_ms, fraction, speedup.high)]
+    advice.heat = max(advice.heat, min(max(fraction, 0.0), 1.0))
+    cited = any(speedup.source in line for line in advice.evidence)
+    advice.evidence.append(
+        "on a CPU its gain is uncertain, so none is stated"
+        + ("" if cited else f": {speedup.source}") + "; measure it on your step with "
+        "torchdoctor tune"
+    )
+    return advice
 
 
 def with_saving(advice: Advice, step_time_ms: float, fraction: float, speedup: Speedup) -> Advice:

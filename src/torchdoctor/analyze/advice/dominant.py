@@ -30,9 +30,11 @@ from torchdoctor.analyze.advice.attention_measured import (
 from torchdoctor.analyze.advice.base import (
     CPU_BF16_NOTE,
     SPEEDUPS,
+    COMPILE_SPEEDUPS,
     Advice,
     amdahl_saving,
     center,
+    compile_on_cpu,
     fmt_ms,
     is_cuda,
     node_ms,
@@ -271,7 +273,9 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         if remedy.name == "padded-convolutions":  # the centre-tap swap speeds those alone
             exact = _padded_evidence(item, node, group, step)
             fraction, speedup = (exact, speedup) if exact > 0 else (fraction, None)
-        if speedup is not None:
+        if speedup in COMPILE_SPEEDUPS and not cuda:  # (compile on a CPU: measured 0.55-1.32x)
+            compile_on_cpu(item, unprofiled, fraction)
+        elif speedup is not None:
             with_saving(item, unprofiled, fraction, SPEEDUPS[speedup])
         elif item.estimated_saving_ms is None:
             item.heat = min(1.0, fraction)

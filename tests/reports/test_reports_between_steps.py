@@ -277,3 +277,17 @@ def test_a_line_sampled_in_few_detailed_steps_is_no_work_of_every_step():
     (sparse,) = between_steps({"step_ms": {"median": 4.0}, "phases": {"other": {"median": 2.3}},
                                "other_lines": [row]})  # fmt: skip
     assert "in 15 of the 75" not in sparse.title and sparse.estimated_saving_ms
+
+
+def test_a_figure_saved_every_step_is_told_to_plot_less_often_not_to_leave_the_loop():
+    """time_sequence_prediction saves `predict%d.pdf` per step: its file name changes every
+    step, so "move it out of the loop" did not fit; drawing every N steps does."""
+    from reports_sessions import between_steps_session
+
+    from torchdoctor.analyze.advice.other_phase import between_steps
+
+    session = between_steps_session()
+    session["other_lines"][0]["code"] = "plt.savefig('predict%d.pdf' % i)"
+    (item,) = between_steps(session)
+    assert "figure" in item.title
+    assert "every 10 steps" in item.fix and "Move it out of the loop" not in item.fix

@@ -60,6 +60,14 @@ REMEDIES: tuple[tuple[tuple[str, ...], str, str], ...] = (
         "after the model is built).",
     ),
     (
+        ("savefig(", "save_image(", "plt.", "imshow(", ".plot(", "add_figure(", "add_image("),
+        "a figure drawn and saved every step",
+        f"Draw it every {EVERY} steps or more (`if step % {EVERY} == 0:`) or once at the end "
+        "from the values you keep (a file name that changes per step still works under the "
+        "`if`); with matplotlib, draw into one figure (`fig.clf()`) instead of a new one per "
+        "step, and write files with the Agg backend (`matplotlib.use(\"Agg\")`).",
+    ),
+    (
         ("print(", "log(", "logger.", "logging.", "wandb.", "mlflow.", "writer.add_"),
         "logging every step",
         f"Log every {EVERY} steps: keep the values as device tensors (torchdoctor.train."

@@ -219,3 +219,25 @@ def inplace_on_item(stmt: ast.AST, index: str) -> str | None:
         return None  # fmt: skip
     return dotted(target.value)
 
+
+def sized_alike(loop: ast.For, scope: ast.AST) -> str | None:
+    """The one name the body reads at the loop variable (``dt[b, :]`` in a loop over
+    ``range(p.size(0))``), when it is a parameter of the function ``scope``: a tensor of the
+    same batch, whose items the loop walks; None otherwise, and for a body that branches
+    (``if r_det < 0:`` per item: not the same ops on each).
+
+    Example:
+        >>> fn = ast.parse("def f(p, dt):\n    for b in range(p.size(0)):\n"
+        ...                "        out[b] = g(dt[b, :])\n").body[0]
+        >>> sized_alike(fn.body[0], fn)
+        'dt'
+    """
+    index = loop.target.id  # type: ignore[attr-defined]
+    nodes = [n for stmt in loop.body for n in ast.walk(stmt)]
+    if any(isinstance(n, (ast.If, ast.IfExp)) for n in nodes):
+        return None
+    read = {dotted(n.value) for n in nodes if isinstance(n, ast.Subscript)
+            and isinstance(n.ctx, ast.Load) and first_index(n.slice) == index}  # fmt: skip
+    args = getattr(scope, "args", None)
+    params = {a.arg for a in (*args.posonlyargs, *args.args)} if args else set()
+    return next(iter(read)) if len(read) == 1 and read <= params else None  # type: ignore[return-value]

@@ -35,6 +35,7 @@ from torchdoctor.lint.batch_items import (
     inplace_on_item,
     item_indices,
     len_of,
+    sized_alike,
     sized_by_shape,
     sliced_parameter,
 )
@@ -271,7 +272,8 @@ class BatchLoopRules(RuleVisitor):
         } - {None}
         stacked = appended & self._stacked_after(node)
         if not item and not indexes_at(node, batch):  # (a tensor made from the batch that
-            batch = derived_batch(self, node, scope, batch) or batch  # keeps its items)
+            batch = derived_batch(self, node, scope, batch) or sized_alike(  # keeps its items,
+                node, scope) or batch  # or a parameter of the same batch size)
         if stacked and self._per_item(node.body, node.target.id, batch, True, item):
             self._report(node, batch, sorted(stacked)[0])
             return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from reports_sessions import TRAIN, library_session, node, s, slow_session
 
 from torchdoctor.analyze.advice import RULES, advise
@@ -414,3 +416,27 @@ def test_a_cold_finding_of_another_cause_on_the_line_is_not_called_the_same_caus
     (item,) = one_per_cause([measured, *cold])
     assert "m.py:316: the linter also flags this line (TD604)" in item.evidence
     assert not any("the same cause" in e for e in item.evidence)
+
+
+def test_one_lint_code_on_two_measured_lines_saves_their_sum_when_both_are_fixed():
+    """pytorch/examples GCN: test(...) on the train mask (line 181) and on the validation mask
+    (line 182), both read only when printing (TD712): the recomputation advice they join said
+    the one repeated call's saving alone; fixing both lines saves both calls' time."""
+    from torchdoctor.analyze.advice.base import Advice
+    from torchdoctor.analyze.advice.merge import one_per_cause
+
+    invariant = Advice("loop-invariant", "Compute GCN once", estimated_saving_ms=2.9,
+                       saving_range_ms=[2.9, 2.9], heat=0.2, cause="invariant",
+                       locations=["/g/main.py:182"])  # fmt: skip
+
+    def td712(line, ms):
+        return Advice("lint", f"TD712 ({line})", estimated_saving_ms=ms / 2,
+                      saving_range_ms=[ms / 2, ms * 0.95], heat=0.15, cause="invariant",
+                      references=["TD712"], locations=[f"/g/main.py:{line}"])  # fmt: skip
+
+    (merged,) = one_per_cause([invariant, td712(181, 3.0), td712(182, 2.4)])
+    assert merged.estimated_saving_ms == pytest.approx(2.9)  # (more than 1.5 + 1.2)
+    assert merged.saving_range_ms == pytest.approx([2.9, 0.95 * 5.4])
+    assert "the 2 TD712 lines together (main.py:181, main.py:182)" in merged.evidence[-2]
+    (alone,) = one_per_cause([invariant, td712(181, 3.0)])  # (one line: nothing to add up)
+    assert alone.saving_range_ms == pytest.approx([2.9, 2.9])

@@ -192,6 +192,7 @@ def _merged(entries: list[Advice]) -> Advice:
             first.confidence = other.confidence
         first.heat = max(first.heat, other.heat)
         first.generic = first.generic and other.generic
+    _add_up_lines(first, entries)
     low, high = first.saving_range_ms or [first.estimated_saving_ms or 0.0] * 2
     if upper > high:  # (the line's measured time leaves out work autograd does between its
         # graph nodes, such as summing the gradients of a tensor used many times)
@@ -206,6 +207,33 @@ def _merged(entries: list[Advice]) -> Advice:
     if also:
         first.evidence.append("also found by: " + ", ".join(also))
     return first
+
+
+def _add_up_lines(first: Advice, entries: list[Advice]) -> None:
+    """Findings of one lint code on different lines, each with its own measured saving (GCN's
+    two ``test(...)`` calls read only when printing, TD712 on lines 181 and 182), save their
+    sum when each line is fixed: ``first`` takes it when it is more than its own."""
+    by_code: dict[str, dict[str, Advice]] = {}
+    for entry in entries:
+        if entry.rule == "lint" and entry.estimated_saving_ms and entry.locations:
+            by_code.setdefault(entry.references[0], {}).setdefault(entry.locations[0], entry)
+    for code, lines in by_code.items():
+        if len(lines) < 2:
+            continue
+        total = sum(e.estimated_saving_ms or 0.0 for e in lines.values())
+        high = sum((e.saving_range_ms or [0.0, e.estimated_saving_ms])[1] for e in lines.values())
+        low_now, high_now = first.saving_range_ms or [first.estimated_saving_ms or 0.0] * 2
+        if high <= high_now:
+            continue
+        if total > (first.estimated_saving_ms or 0.0):
+            first.estimated_saving_ms = total
+        first.saving_range_ms = [max(total, low_now), high]
+        places = ", ".join(f"{os.path.basename(split_location(loc)[0])}:{split_location(loc)[1]}"
+                           for loc in sorted(lines))  # fmt: skip
+        first.evidence.append(
+            f"the {len(lines)} {code} lines together ({places}): {fmt_ms(total)} to "
+            f"{fmt_ms(high)} per step when each is fixed"
+        )
 
 
 def one_per_cause(advice: Sequence[Advice]) -> list[Advice]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from reports_sessions import TRAIN, library_session, node, s, slow_session
 
 from torchdoctor.analyze.advice import RULES, advise

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import sys
-
 from typing import Any
 
 from torchdoctor.collect.aggregate import bounded_timeline, step_timeline

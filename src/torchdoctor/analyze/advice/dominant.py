@@ -28,9 +28,9 @@ from torchdoctor.analyze.advice.attention_measured import (
     measured_attention,
 )
 from torchdoctor.analyze.advice.base import (
+    COMPILE_SPEEDUPS,
     CPU_BF16_NOTE,
     SPEEDUPS,
-    COMPILE_SPEEDUPS,
     Advice,
     amdahl_saving,
     center,

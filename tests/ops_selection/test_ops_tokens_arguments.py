@@ -56,3 +56,25 @@ def test_the_reference_follows_the_nan_quality_rule(method):
     fast = select_tokens_per_segment(features, ids, keep_per_segment=2, quality=quality, method=method)
     assert ref.tolist() == fast.tolist()
     assert 2 not in ref.tolist() and 12 in ref.tolist() and 9 in ref.tolist()  # 9: first NaN
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_quality_with_float32_features_is_ranked_unrounded_on_every_engine(backend):
+    # The host engines rounded quality to the features' float32 first: scores of 1e-300..1e-100
+    # all became 0 (selection by position) and 1e300 became inf; 1 + 1e-12 tied with 1 in the
+    # fill. Quality is ranked in its own dtype, scale-free, as by the torch engine.
+    features = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    ids = torch.zeros(6, dtype=torch.long)
+    scores = torch.tensor([1.0, 10.0, 100.0, 1.0, 50.0, 1e-200], dtype=torch.float64)
+    for scale in (1e-298, 1.0, 1e298):
+        got = select_tokens_per_segment(features, ids, keep_per_segment=3,
+                                        quality=scores * scale, backend=backend)
+        want = select_tokens_per_segment(features.double(), ids, keep_per_segment=3,
+                                         quality=scores, backend="torch")
+        assert got.tolist() == want.tolist()
+    same = torch.zeros(4, 3)
+    same[:, 0] = 1.0  # rank 1: one DPP pick (ties: position 0), then the fill by quality
+    quality = torch.tensor([1.0, 1.0 + 1e-12, 1.0 + 2e-12, 0.5], dtype=torch.float64)
+    got = select_tokens_per_segment(same, ids[:4], keep_per_segment=2, quality=quality,
+                                    backend=backend)
+    assert got.tolist() == [0, 2]

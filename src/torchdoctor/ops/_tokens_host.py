@@ -127,20 +127,21 @@ def select_dpp_host(
     gram = cpu_array(torch.bmm(gathered, gathered.transpose(1, 2)))  # the compute-bound part
     if quality is None:
         q = np.ones((segments, length), dtype=gram.dtype)
-    else:
-        q = cpu_array(quality.to(features.dtype))[slots]  # any float dtype (bfloat16 too)
+    else:  # in quality's own dtype (float32/float64), as ops.tokens ranks it: float64 scores
+        q = cpu_array(quality)[slots]  # rounded to float32 features would tie or overflow
     usable = mask & ~np.isnan(q)  # a NaN quality: never selected, last in the fill
-    q = np.where(usable, q, 0).astype(gram.dtype, copy=False)
+    q = np.where(usable, q, 0)
     big = np.finfo(q.dtype).max  # (+-inf: the largest magnitude, as ops.tokens does)
     q = np.clip(q, -big, big)
     if quality is not None and q.size:  # eps is relative to the segment's largest q^2 (as ops.tokens)
         top = np.abs(q).max(axis=1, keepdims=True)
         q = q / np.where(top > 0, top, 1).astype(q.dtype, copy=False)
+    weights = q.astype(gram.dtype, copy=False)  # the greedy runs in the features' dtype
     compiled = compiled_engine() if engine == "numba" else None
     if compiled is not None:
-        chosen = compiled.select_from_gram(gram, q, usable, wanted, eps)
+        chosen = compiled.select_from_gram(gram, weights, usable, wanted, eps)
     else:
-        chosen = _select_numpy(gram, q, usable, wanted, eps, steps)
+        chosen = _select_numpy(gram, weights, usable, wanted, eps, steps)
     missing = wanted - chosen.sum(1)
     short = np.flatnonzero(missing > 0)
     if short.size:  # a kernel exhausted early: fill by quality, then by position

@@ -216,3 +216,21 @@ def test_workers_on_a_cpu_whose_cores_all_compute_get_no_stated_saving():
     session["environment"].update(threads=1, cpus=8)  # idle cores: the stated range stands
     (spare,) = data_loading(session)
     assert spare.estimated_saving_ms
+
+
+def test_the_ranks_on_one_host_share_its_cores():
+    """pytorch/examples' ddp-tutorial-series on CPU: two gloo ranks of one thread on 2 cores.
+    Told "set num_workers (2-8)", the run went from 8.2 s to 10.5 s: the ranks' threads take
+    every core, so workers get no stated saving and the linter's TD401 is set aside."""
+    from torchdoctor.analyze.advice.lint_loaders import contradicted
+
+    session = slow_session()
+    session["environment"].update(device="cpu", threads=1, cpus=2, world_size=2)
+    session["environment"]["data_loaders"] = [{"num_workers": 0}]
+    (item,) = data_loading(session)
+    assert item.estimated_saving_ms is None
+    assert any("2 intra-op threads on 2 cores (2 ranks of 1 each)" in e for e in item.evidence)
+    assert contradicted({"code": "TD401"}, session)
+    session["environment"]["world_size"] = 1  # (one process of one thread: a core is idle)
+    assert not contradicted({"code": "TD401"}, session)
+    assert data_loading(session)[0].estimated_saving_ms

@@ -45,6 +45,37 @@ def distributed_rank(environ: Any = None) -> tuple[int, int] | None:
     return (rank, world) if world > 1 and 0 <= rank < world else None
 
 
+def rank_environment(dist: tuple[int, int], environ: Any = None) -> dict[str, Any]:
+    """What a torchrun rank's session environment says of it: ``rank``, ``world_size``,
+    ``run_id``, and ``local_world_size`` (the ranks on this host, which share its cores: the
+    data advice counts them) when torchrun set it.
+
+    Example:
+        >>> rank_environment((1, 4), {"LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"})
+        {'rank': 1, 'world_size': 4, 'run_id': 'x', 'local_world_size': 2}
+    """
+    found = {"rank": dist[0], "world_size": dist[1], "run_id": torchrun_run_id(environ)}
+    local = local_world_size(environ)
+    if local is not None:
+        found["local_world_size"] = local
+    return found
+
+
+def local_world_size(environ: Any = None) -> int | None:
+    """How many ranks torchrun started on this host (``LOCAL_WORLD_SIZE``), None outside it.
+
+    Example:
+        >>> local_world_size({"LOCAL_WORLD_SIZE": "2"}), local_world_size({})
+        (2, None)
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        local = int(environ["LOCAL_WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+    return local if local >= 1 else None
+
+
 def torchrun_run_id(environ: Any = None) -> str | None:
     """The run id torchrun gives every rank of one run (None outside torchrun).
 

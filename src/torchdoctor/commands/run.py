@@ -319,7 +319,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     """
     from torchdoctor.collect.notebook import NOTEBOOK_NOTE, is_notebook
     from torchdoctor.collect.script import ScriptNotFoundError
-    from torchdoctor.commands.ranks import distributed_rank, merge_ranks, torchrun_run_id
+    from torchdoctor.commands.ranks import distributed_rank, merge_ranks, rank_environment
     from torchdoctor.commands.run_children import (
         annotate_children,
         child_sessions,
@@ -366,7 +366,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     except OSError:
         pass
     if dist is not None:
-        session["environment"].update(rank=dist[0], world_size=dist[1], run_id=torchrun_run_id())
+        session["environment"].update(rank_environment(dist))
         session["config"]["notes"] = [
             f"rank {dist[0]} of {dist[1]} (torchrun); each rank's session is in "
             f"{out_root}/rank<r>/",

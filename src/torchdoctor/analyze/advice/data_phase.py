@@ -66,7 +66,7 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         evidence[0] += f"; median {fmt_ms(median)}, slowest {fmt_ms(phase['max'])}"
         spiky = (phase.get("mean") or data) >= 2 * median
     fed = feeding(loaders)
-    title, fix, code, settings = _remedy(fed, environment.get("cpus"), spiky)
+    title, fix, code, settings = _remedy(fed, cores_per_process(environment), spiky)
     if fed and all(d.get("driver") == "transformers" for d in fed):
         fix, code = _trainer_form(fix, code)  # (the user writes no DataLoader there)
     if settings:
@@ -86,7 +86,7 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         return []  # measured by torchdoctor tune: its own advice says how much
     if tuned is not None:  # measured, and workers did not help here: the guess is replaced
         return [_workers_measured_no_faster(advice, tuned, data, step)]
-    fed, cpus = feeding(loaders), environment.get("cpus")
+    fed, cpus = feeding(loaders), cores_per_process(environment)
     if (
         title.endswith("do not keep up")
         and cpus
@@ -100,12 +100,15 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         )
         advice.confidence, advice.heat = "low", 0.5 * data / step
         return [advice]
-    busy = _cores_busy_computing(environment)
+    busy = cores_busy_computing(environment)
     if busy and not any(int(d.get("num_workers") or 0) for d in fed):
         # the model computes on the CPU with every core: workers would load on those same
         # cores, so the loading overlaps the compute only as far as cores are left idle
         advice.evidence.append(
-            f"the model computes on the CPU with {busy} intra-op threads on {cpus} cores: "
+            f"the model computes on the CPU with {busy} intra-op threads on "
+            f"{environment.get('cpus')} cores"
+            + (f" ({local_processes(environment)} ranks of {environment.get('threads')} each)"
+               if local_processes(environment) > 1 else "") + ": "
             "workers would load on the cores the compute already uses, so no saving is stated "
             "(pytorch/examples VAE on 2 cores: workers measured 0.98x); measure it on this "
             "script: torchdoctor tune --knobs dataloader_workers"
@@ -136,21 +139,55 @@ CHEAPER_SAMPLES_CODE = (
 )
 
 
-def _cores_busy_computing(environment: Mapping[str, Any]) -> int | None:
-    """The intra-op threads of a model computing on the CPU when they take every core this
-    process may use (then DataLoader workers have no idle core to load on), else None.
+def local_processes(environment: Mapping[str, Any]) -> int:
+    """The training processes sharing this host's cores: torchrun's ranks on it
+    (``local_world_size``; else ``world_size``, as on one host), else 1.
 
     Example:
-        >>> _cores_busy_computing({"device": "cpu", "threads": 2, "cpus": 2})
+        >>> local_processes({"world_size": 2}), local_processes({"world_size": 8, "local_world_size": 4})
+        (2, 4)
+    """
+    for key in ("local_world_size", "world_size"):
+        try:
+            count = int(environment.get(key) or 0)
+        except (TypeError, ValueError):
+            continue
+        if count >= 1:
+            return count
+    return 1
+
+
+def cores_busy_computing(environment: Mapping[str, Any]) -> int | None:
+    """The intra-op threads of the model's processes computing on the CPU (this one's, times
+    :func:`local_processes`) when they take every core this process may use (then DataLoader
+    workers have no idle core to load on), else None.
+
+    Example:
+        >>> cores_busy_computing({"device": "cpu", "threads": 2, "cpus": 2})
         2
-        >>> _cores_busy_computing({"device": "cuda:0", "threads": 2, "cpus": 2}) is None
+        >>> cores_busy_computing({"device": "cpu", "threads": 1, "cpus": 2, "world_size": 2})
+        2
+        >>> cores_busy_computing({"device": "cuda:0", "threads": 2, "cpus": 2}) is None
         True
     """
     device = str(environment.get("device") or "")
     threads, cpus = environment.get("threads"), environment.get("cpus")
-    if not device.startswith("cpu") or not threads or not cpus or int(threads) < int(cpus):
+    if not device.startswith("cpu") or not threads or not cpus:
         return None
-    return int(threads)
+    busy = int(threads) * local_processes(environment)
+    return busy if busy >= int(cpus) else None
+
+
+def cores_per_process(environment: Mapping[str, Any]) -> int | None:
+    """The cores this process may use (``cpus``) shared among the ranks on its host: what its
+    DataLoader workers can be spread over; None when unknown.
+
+    Example:
+        >>> cores_per_process({"cpus": 16, "local_world_size": 4}), cores_per_process({})
+        (4, None)
+    """
+    cpus = environment.get("cpus")
+    return max(1, int(cpus) // local_processes(environment)) if cpus else None
 
 
 def _workers_measured_no_faster(

@@ -2,7 +2,8 @@
 
 TD401 (no workers) and TD403 (workers respawned each epoch) are contradicted when none of the
 loaders the finding is about was so (the code may set ``num_workers`` from a variable the linter
-cannot read), TD401 also when loading measured under DATA_FLOOR of the step (workers would hide
+cannot read), TD401 also when the model computes on every core this process may use (with the
+other ranks on its host), or when loading measured under DATA_FLOOR of the step (workers would hide
 at most that); a finding whose loaders fed at most RARE_LOADER of the steps (an evaluation's
 loader) is no suspect of the step's time (TD402, no pinned memory, is left out of a CPU
 run's advice altogether: ``Rule.cuda_only``).
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import center, same_file
+from torchdoctor.analyze.advice.data_phase import cores_busy_computing
 
 #: TD401 (no DataLoader workers) is dropped when the data phase measured under this share of
 #: the step: loading in workers would hide at most the data phase (an in-memory dataset)
@@ -46,6 +48,11 @@ def contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool
         data = (session.get("phases") or {}).get("data")
         step = center(session.get("step_ms"))
         if data and step > 0 and center(data) < DATA_FLOOR * step:
+            return True
+        # ... or a model computing on every core (the ranks of a CPU DDP run together):
+        # workers would load on those same cores (two gloo ranks on 2 cores: 8.2 s -> 10.5 s
+        # with 2 workers each); the data-loading rule says what is left to do
+        if data and cores_busy_computing(session.get("environment") or {}):
             return True
     if code not in ("TD401", "TD403"):  # (TD402: pin_memory reads False on a CPU run)
         return False

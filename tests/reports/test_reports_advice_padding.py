@@ -101,3 +101,26 @@ def test_transformers_5_gets_its_sampling_strategy_switch():
     (item,) = padding_waste(session)
     assert 'train_sampling_strategy="group_by_length"' in item.fix
     assert "group_by_length=True" not in item.fix and "train_sampling_strategy" in item.code
+
+
+def test_padded_batches_are_not_told_to_drop_their_attention_mask():
+    """A T5 Seq2Seq run, 29% padding: transformers' all-ones mask test was titled "no
+    attention_mask in batches without padding", a switch its padded batches cannot take."""
+    from reports_sessions import HF_TRAINER, TRAIN, library_session
+
+    from torchdoctor.analyze.advice.library_syncs import library_syncs
+
+    session = library_session()
+    session["syncs"].append({
+        "kind": "bool", "op": "padding_mask.all()", "line": 354,
+        "file": HF_TRAINER.replace("trainer.py", "masking_utils.py"),
+        "function": "_ignore_bidirectional_mask_sdpa", "per_step": 1.0, "phase": "forward",
+        "library": "transformers", "user_file": TRAIN, "user_line": 120,
+        "user_op": "trainer.train()"})  # fmt: skip
+    (unpadded,) = library_syncs(session)
+    assert "no attention_mask" in unpadded.fix
+    session["steps"] = padding_session()["steps"]
+    (padded,) = library_syncs(session)
+    assert "no attention_mask" not in padded.title + padded.fix
+    assert "the batches are padded (measured)" in padded.fix
+    assert "logging_nan_inf_filter=False" in padded.title  # (the switch that applies)

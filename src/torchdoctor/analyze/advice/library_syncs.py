@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torchdoctor.analyze.advice.base import (
@@ -61,6 +61,9 @@ class LibrarySync:
     code: str
     #: without a switch: what the user can do about it instead (the fix says it)
     otherwise: str = ""
+    #: the switch is to send batches without padding: with padded batches measured
+    #: (``steps[i].padding``) it does not apply, and the sync is the mask's, inherent
+    unpadded_switch: bool = False
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         """Whether a SyncRecord is this known sync."""
@@ -121,6 +124,9 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
         "forward in transformers' own SDPA path: leave it",
         'batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}  # before\n'
         'batch = {"input_ids": ids}                                          # after',
+        "the batches are padded (measured), so the mask is needed and its test stays: one "
+        "read per forward in transformers' own SDPA path, no switch",
+        unpadded_switch=True,
     ),
     LibrarySync(
         ("transformers",),
@@ -167,7 +173,16 @@ def _short(file: Any, line: Any) -> str:
     return f"{'/'.join(parts[-2:]) if len(parts) > 1 else parts[0]}:{line}"
 
 
-def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
+def _padded(session: Mapping[str, Any]) -> bool:
+    """Whether the detailed steps measured padded token batches (``steps[i].padding``)."""
+    return any(
+        isinstance(s.get("padding"), Mapping)
+        and (s["padding"].get("real") or 0) < (s["padding"].get("positions") or 0)
+        for s in session.get("steps") or ()
+    )  # fmt: skip
+
+
+def _advice(records: list[Mapping[str, Any]], cuda: bool, padded: bool = False) -> Advice:
     first = records[0]
     user = f"{os.path.basename(str(first.get('user_file')))}:{first.get('user_line')}"
     user_op = str(first.get("user_op") or "").strip()
@@ -181,6 +196,8 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool) -> Advice:
     in_torch: list[TorchSync] = []  # (torch's own check the package's line runs into:
     for record in records:  # torch.distributions' validation under stable-baselines3)
         entry = known_sync(record)
+        if entry is not None and padded and entry.unpadded_switch:  # (padding measured: the
+            entry = replace(entry, switch=None, code="")  # switch does not apply here)
         if entry is not None and entry not in known:
             known.append(entry)
         torch_entry = None if entry is not None else known_torch_sync(record)
@@ -252,7 +269,7 @@ def library_syncs(session: Mapping[str, Any]) -> list[Advice]:
             by_user_line.setdefault(key, []).append(record)
     cuda, step = is_cuda(session), tree_step_ms(session)
     return [
-        _advice(sorted(group, key=_per_step, reverse=True), cuda)
+        _advice(sorted(group, key=_per_step, reverse=True), cuda, _padded(session))
         for group in by_user_line.values()
         # (too few for the step's length, unless a stall was measured: base.negligible_syncs)
         if any(isinstance(r.get("stall_ms"), int | float) for r in group)

@@ -75,3 +75,14 @@ def test_nan_and_inf_inputs_give_nan_for_their_batch_element_only():
         forward = spd_distance(big, eye, metric, check=False).item()
         backward = spd_distance(eye, big, metric, check=False).item()
         assert math.isnan(forward) and math.isnan(backward), metric
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stein_of_matrices_near_the_largest_float_does_not_overflow(dtype):
+    # (a + b) / 2 overflowed to inf for entries above half the largest float: NaN, not 0
+    big = 0.9 * torch.finfo(dtype).max
+    a = torch.diag(torch.tensor([big, big / 4], dtype=dtype))
+    assert spd_distance(a, a, "stein").item() == 0.0
+    b = torch.diag(torch.tensor([big / 8, big / 4], dtype=dtype))
+    want = math.sqrt(math.log(4.5 / 8) - 0.5 * math.log(1 / 8))  # (1 + 1/8)/2 = 4.5/8
+    assert spd_distance(a, b, "stein").item() == pytest.approx(want, rel=1e-5)

@@ -266,7 +266,9 @@ def spd_distance(
     elif metric == "log_euclidean":
         squared = (_SymmetricLog.apply(a) - _SymmetricLog.apply(b)).pow(2).sum((-2, -1))
     elif metric == "stein":
-        squared = _logdet((a + b) / 2) - 0.5 * (_logdet(a) + _logdet(b))
+        # a / 2 + b / 2, not (a + b) / 2: the sum overflows for entries above half the largest
+        # float (a float32 3e38 * I and itself gave NaN, not 0)
+        squared = _logdet(a / 2 + b / 2) - 0.5 * (_logdet(a) + _logdet(b))
     else:
         # eig(A^-1 B) = eig(L_A^-1 B L_A^-T) = sigma(L_A^-1 L_B)^2. Singular values of the
         # triangular factor avoid forming L_A^-1 B L_A^-T, whose rounding (about eps cond(A)

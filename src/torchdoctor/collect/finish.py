@@ -183,6 +183,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         "detail": detail,
         "notes": notes,
     }
+    if state.run_ms:  # where the run's time went: the profiled steps' share of it
+        session["config"]["run_time"] = run_time(state.run_ms, store.wall.total, state.warmup_ms)
     outer = state.common_step_modules()  # (what most steps called, when others called more)
     if outer:
         session["config"]["outer_modules"] = outer
@@ -360,3 +362,17 @@ def imported_frameworks() -> dict[str, str]:
         if isinstance(version, str):
             found[name] = version
     return found
+
+
+def run_time(run_ms: float, steps_ms: float, before_ms: float) -> dict[str, float]:
+    """``config.run_time``: the profiled run's wall time (the profiler's start to its stop),
+    its kept steps' total, the time before them (start-up: imports, data, model; and the
+    warm-up steps), and after them (the partial step after the last boundary, any work after
+    the loop, steps past ``max_steps``).
+
+    Example:
+        >>> run_time(7800.0, 960.0, 6400.0)
+        {'total_ms': 7800.0, 'steps_ms': 960.0, 'before_ms': 6400.0, 'after_ms': 440.0}
+    """
+    after = max(0.0, run_ms - steps_ms - before_ms)
+    return {"total_ms": run_ms, "steps_ms": steps_ms, "before_ms": before_ms, "after_ms": after}

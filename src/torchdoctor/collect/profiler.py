@@ -294,6 +294,7 @@ class Profiler(StepCycle, HookEvents):
             self._rec.release_handles()
             self._hooks.remove()
         self._probe_attention()
+        state.run_ms = 1e3 * (time.perf_counter() - self._started_s)  # (start to stop)
         self.session = build_session(state, audit, self._paced)
         if self._checkpointer is not None:  # the final session replaces the checkpoint
             self._checkpointer.finish(self.session)

@@ -144,6 +144,7 @@ class ProfilerState:
     # module: collect/outermost.py), as the last light step did
     light_hooks_outermost: bool = False
     warmup_ms: float = 0.0  # wall time of the warm-up steps (not in the report)
+    run_ms: float | None = None  # wall time from the profiler's start to its stop
     # a Hugging Face model's attention dropout inside SDPA (engine_state.attention_dropout)
     attention_dropout: dict[str, Any] | None = None
     interrupted: bool = False

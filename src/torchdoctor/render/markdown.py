@@ -19,7 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.render.markdown_text import code_block, code_span, escape, inline
-from torchdoctor.render.tree import contention_text, detailed_step_ms, heavy_overhead_text
+from torchdoctor.render.tree import (
+    contention_text,
+    detailed_step_ms,
+    heavy_overhead_text,
+    run_time_text,
+)
 from torchdoctor.session_read import (
     PHASES,
     center,
@@ -114,6 +119,9 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
     for caveat in (heavy_overhead_text(session), contention_text(session)):
         if caveat:
             lines.append(f"- **Caveat:** {escape(caveat)}")
+    elsewhere = run_time_text(session)
+    if elsewhere:  # (the steps a minority of the run: where the rest went)
+        lines.append(f"- **Run:** {escape(elsewhere)}")
     lines.append(
         f"- **Where:** {escape(str(env.get('device') or '?'))}, torch "
         f"{escape(str(env.get('torch') or '?'))}, timing "

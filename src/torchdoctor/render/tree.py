@@ -156,6 +156,34 @@ def heavy_overhead_text(session: Any) -> str | None:
     )
 
 
+#: the run's time outside its profiled steps is said when the steps are under this share of
+#: a run at least RUN_TIME_MIN_MS long
+RUN_TIME_SHARE, RUN_TIME_MIN_MS = 0.5, 1000.0
+
+
+def run_time_text(session: Any) -> str | None:
+    """Where the run's time went when its profiled steps are a minority of it
+    (``config.run_time``): a report of the steps alone would hide the rest, else None.
+
+    Example:
+        >>> rt = {"total_ms": 7800.0, "steps_ms": 960.0, "before_ms": 6400.0, "after_ms": 440.0}
+        >>> run_time_text({"config": {"run_time": rt}})
+        'the run took 7.8 s; the profiled steps 0.96 s (12%), before them 6.4 s (start-up: imports, data, model, and the warm-up steps), after them 0.44 s'
+    """
+    run = (session.get("config") or {}).get("run_time") or {}
+    total, steps = run.get("total_ms"), run.get("steps_ms")
+    if not isinstance(total, (int, float)) or not isinstance(steps, (int, float)):
+        return None
+    if total < RUN_TIME_MIN_MS or steps >= RUN_TIME_SHARE * total:
+        return None
+    before, after = float(run.get("before_ms") or 0.0), float(run.get("after_ms") or 0.0)
+    return (
+        f"the run took {total / 1e3:.3g} s; the profiled steps {steps / 1e3:.3g} s "
+        f"({100 * steps / total:.0f}%), before them {before / 1e3:.3g} s (start-up: imports, "
+        f"data, model, and the warm-up steps), after them {after / 1e3:.3g} s"
+    )
+
+
 def contention_text(session: Any) -> str | None:
     """The caveat under a report's headline when the profiled thread waited for a CPU core
     for a sizeable share of the steps' time (``session_read.contention_share``), else None.
@@ -234,6 +262,9 @@ def render_tree(
     for caveat in caveats:
         if caveat:
             title.append(f"\n{caveat}", style="yellow")
+    elsewhere = run_time_text(session)
+    if elsewhere:
+        title.append(f"\n{elsewhere}")
     phases = session.get("phases") or {}
     parts = []
     share_of = detailed_ms if windowed else step_ms

@@ -1,0 +1,36 @@
+"""config.run_time: where a run's time went, the profiled steps' share of it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import torchdoctor
+from torchdoctor.render.tree import render_tree_text
+
+
+def test_the_run_time_splits_into_start_up_steps_and_the_tail():
+    net = torch.nn.Linear(4, 4)
+    with torchdoctor.Profiler(net, syncs=False, warmup=1) as prof:
+        time.sleep(0.3)  # start-up, in the warm-up step (it ends at the first boundary)
+        for _ in range(5):
+            net(torch.ones(2, 4)).sum().backward()
+            prof.step()
+        time.sleep(0.2)  # after the last step
+    run = prof.session["config"]["run_time"]
+    assert run["total_ms"] == pytest.approx(run["steps_ms"] + run["before_ms"] + run["after_ms"])
+    assert run["before_ms"] >= 300 and run["after_ms"] >= 200
+    assert run["steps_ms"] == pytest.approx(sum(s["wall_ms"] for s in prof.session["steps"]))
+
+
+def test_the_report_says_so_when_the_steps_are_a_minority_of_the_run():
+    session = torchdoctor.Session.new("t", with_environment=False)
+    session["tree"] = {"kind": "root", "path": "", "name": "t", "children": [],
+                       "total_ms": {"median": 1.0}}  # fmt: skip
+    session["config"] = {"run_time": {"total_ms": 7800.0, "steps_ms": 960.0,
+                                      "before_ms": 6400.0, "after_ms": 440.0}}  # fmt: skip
+    assert "the profiled steps 0.96 s (12%)" in render_tree_text(session)
+    session["config"]["run_time"]["steps_ms"] = 7000.0  # (most of the run: nothing to say)
+    assert "the profiled steps" not in render_tree_text(session)

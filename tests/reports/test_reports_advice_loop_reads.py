@@ -54,3 +54,13 @@ def test_a_branch_on_a_tensor_each_step_is_told_to_test_less_often_not_to_keep_a
     item = _advice(record)
     assert item.title.startswith("Branches on tensor values every step")
     assert "every k steps" in item.fix and "LazyMetrics" not in item.fix
+
+
+def test_a_value_read_per_parameter_is_told_to_compute_them_as_one_tensor():
+    """A Lightning callback logging `[p.detach().norm().item() for p in pl_module.parameters()]`
+    (12 reads a step) was told about itos and gymnasium environments."""
+    record = {**_record(12.0), "op": "norms = [p.detach().norm().item() for p in pl_module.parameters()]"}
+    item = _advice(record)
+    assert "Python loop" in item.title
+    assert "torch._foreach_norm" in item.fix and "gymnasium" not in item.fix
+    assert "_foreach_norm" in item.code

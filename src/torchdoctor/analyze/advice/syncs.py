@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -206,20 +207,9 @@ def _advice(
             title=f"{fmt_count(per_step)} host reads per step from a Python loop: each "
             + ("waits for the device" if cuda else "would wait for the device on a GPU"),
             evidence=evidence,
-            fix="Each read (.item(), int(t), a tensor in an `if`) holds the host until the "
-            "device has the value: in a per-item loop, one round trip per item. Converting a "
-            "tensor element by element (`[itos[int(i)] for i in y]`, `for t in x: t.item()`): "
-            "copy it once (`y.tolist()`) and loop over the Python values. If the host needs "
-            "each value as it comes (an action for an environment, a branch), batch the loop: "
-            "many items per forward (gymnasium.vector environments, a batch of samples); if "
-            "they are metrics, accumulate them on the device (torchdoctor.train.LazyMetrics) and "
-            "read once per log interval"
-            + ("; a model this small, run item by item from the host, may be faster on the CPU."
-               if cuda else "."),
+            fix=_loop_fix(records, cuda),
             references=["torchdoctor.train.LazyMetrics", "seed 002"],
-            code="for obs in observations:                 # before: a read per item\n"
-            "    action = policy(obs).argmax().item()\n"
-            "actions = policy(torch.stack(observations)).argmax(-1).tolist()  # after: one",
+            code=_loop_code(records),
         )
     elif scalar and inference and all(r.get("kind") in COPY_KINDS for r in records):
         advice = Advice(
@@ -334,3 +324,54 @@ def _negligible(records: list[Mapping[str, Any]], step: float) -> bool:
     return _stall_per_step(records) is None and negligible_syncs(
         sum(_per_step(r) for r in records), step
     )
+
+
+_LOOP_READ = ("Each read (.item(), int(t), a tensor in an `if`) holds the host until the device "
+              "has the value: in a per-item loop, one round trip per item. ")
+_PER_PARAMETER = re.compile(r"\bparameters\(\)|\bnamed_parameters\(|\bfor p\b")
+
+
+def _per_parameter(records: list[Mapping[str, Any]]) -> bool:
+    """Whether the loop reads one value per parameter (a callback's gradient or weight norms:
+    ``[p.norm().item() for p in model.parameters()]``)."""
+    return any(_PER_PARAMETER.search(str(r.get("op") or "")) for r in records)
+
+
+def _loop_fix(records: list[Mapping[str, Any]], cuda: bool) -> str:
+    """The fix of reads made in a Python loop, for what the loop reads.
+
+    Example:
+        >>> _loop_fix([{"op": "x = [int(i) for i in y]"}], False).startswith(_LOOP_READ)
+        True
+        >>> "torch._foreach_norm" in _loop_fix([{"op": "[p.norm().item() for p in m.parameters()]"}], False)
+        True
+    """
+    if _per_parameter(records):
+        return _LOOP_READ + (
+            "A value per parameter (weight or gradient norms in a callback): compute them as "
+            "one tensor, `torch.stack([p.detach().norm() for p in params])` or "
+            "`torch._foreach_norm(params)` (one kernel for all), and read it once with "
+            "`.tolist()`, at the log interval if they are logged (or log the tensor: loggers "
+            "accept one)."
+        )
+    return _LOOP_READ + (
+        "Converting a tensor element by element (`[itos[int(i)] for i in y]`, `for t in x: "
+        "t.item()`): copy it once (`y.tolist()`) and loop over the Python values. If the host "
+        "needs each value as it comes (an action for an environment, a branch), batch the loop: "
+        "many items per forward (gymnasium.vector environments, a batch of samples); if they "
+        "are metrics, accumulate them on the device (torchdoctor.train.LazyMetrics) and read "
+        "once per log interval"
+        + ("; a model this small, run item by item from the host, may be faster on the CPU."
+           if cuda else ".")
+    )
+
+
+def _loop_code(records: list[Mapping[str, Any]]) -> str:
+    """The before/after of :func:`_loop_fix`'s case."""
+    if _per_parameter(records):
+        return ("norms = [p.norm().item() for p in model.parameters()]           # before\n"
+                "norms = torch._foreach_norm(list(model.parameters()))           # after: one\n"
+                "norms = torch.stack(norms).tolist()  # one read (at the log interval)")
+    return ("for obs in observations:                 # before: a read per item\n"
+            "    action = policy(obs).argmax().item()\n"
+            "actions = policy(torch.stack(observations)).argmax(-1).tolist()  # after: one")

@@ -62,3 +62,14 @@ def test_covariance_ema_first_updated_under_inference_mode_keeps_updating_outsid
     ema.update(2 * torch.eye(2))
     # bias-corrected: (0.9 * 0.1 * 1 + 0.1 * 2) / (1 - 0.9**2)
     torch.testing.assert_close(ema.value(), torch.eye(2) * (0.29 / 0.19))
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e7, -3e7])
+def test_float32_samples_far_from_zero_are_centered_exactly(offset):
+    # The float32 mean of samples offset +- 1 is off by ulps of the offset: the covariance was
+    # 1e-2 off at 1e6 and 100% at 1e7 (float64 of the same float32 values is the truth).
+    generator = torch.Generator().manual_seed(0)
+    x = (offset + torch.randn(3, 200, 4, generator=generator, dtype=torch.float64)).float()
+    want = covariance(x.double())
+    got = covariance(x)
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())

@@ -121,3 +121,29 @@ def test_communication_advice_follows_the_measured_cause():
     assert "latency-bound" in tiny.title and "only 84 bytes" in tiny.fix
     quiet = _ddp_session(calls=1, buckets=1, exposed=1.0)
     assert communication(quiet) == []  # 2% of the step exposed
+
+
+def test_the_collectives_share_is_of_the_mean_step_everywhere():
+    """A CPU DDP run: 2.34 ms of all-reduce per step read "115% of the step" in the advice
+    (a detailed step's median) and 77.5% in the ranks summary (the mean step)."""
+    row = {"kind": "all_reduce", "site": {"file": "t.py", "line": 5}, "ddp_bucket": True,
+           "calls_per_step": 1.0, "ms_per_step": 2.34, "exposed_ms_per_step": 2.34,
+           "bytes_per_call": 84.0}  # fmt: skip
+    session = {"step_ms": {"median": 1.48, "mean": 3.02},
+               "config": {"steps": 300, "detail": {"detailed_count": 10}},
+               "tree": {"kind": "root", "total_ms": {"median": 2.03}, "children": []},
+               "collectives": {"total_ms_per_step": 2.34, "exposed_ms_per_step": 2.34,
+                               "share_pct": 77.5, "by_site": [row],
+                               "ddp": [{"timed": True, "buckets_bytes": [84]}]}}  # fmt: skip
+    (item,) = communication(session)
+    assert "(77% of the step)" in item.evidence[0]
+
+
+def test_the_ranks_table_counts_every_profiled_step_not_the_kept_records():
+    def rank(r):
+        return {"environment": {"rank": r, "world_size": 2}, "step_ms": {"median": 2.0},
+                "steps": [{"wall_ms": 2.0, "phases": {}}] * 3,
+                "config": {"step_records": {"seen": 1380}}}  # fmt: skip
+
+    result = compare_ranks([rank(0), rank(1)])
+    assert [r["steps"] for r in result["ranks"]] == [1380, 1380]

@@ -31,7 +31,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.communication import communication
 from torchdoctor.analyze.collectives import compare_collectives, describe_communication
-from torchdoctor.session_read import PHASES, fmt_ms, median
+from torchdoctor.session_read import PHASES, fmt_ms, median, step_count
 
 __all__ = ["compare_ranks", "describe_missing", "rank_advice", "STRAGGLER_THRESHOLD"]
 
@@ -72,7 +72,7 @@ def compare_ranks(sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "busy_ms": busy,
             "busy_of_step_ms": measured_step,  # the step time busy and phases are from
             "phases": phases,
-            "steps": len(session.get("steps") or ()),
+            "steps": step_count(session),  # (all profiled, not the kept records of a long run)
             "syncs_per_step": syncs,
         })  # fmt: skip
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"]))

@@ -108,3 +108,17 @@ def padding_session(pad_to: int | None = 64, trainer: bool = False):
         session["environment"] = {**session.get("environment", {}),
                                   "optimizers": [{"type": "AdamW", "driver": "transformers"}]}
     return session
+
+
+def unused_outputs_session():
+    """The slow session whose model's last part computes outputs no gradient comes back from."""
+    session = slow_session()
+    model = next(c for c in session["tree"]["children"] if c["kind"] == "module")
+    modules = [c for c in model.get("children") or () if c.get("kind") == "module"]
+    tail = {"kind": "module", "path": f"{model['path']}.stage9", "name": "stage9",
+            "type": "Linear", "calls_per_step": 1, "forward_ms": {"median": 12.0, "mean": 12.0},
+            "total_ms": {"median": 12.0, "mean": 12.0}, "children": []}  # fmt: skip
+    model["children"] = modules + [tail] + [c for c in model.get("children") or ()
+                                            if c.get("kind") != "module"]  # fmt: skip
+    session["unused_outputs"] = [{"path": tail["path"], "steps": 5, "of_steps": 5}]
+    return session

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from torchdoctor.collect.aggregate import bounded_timeline, step_timeline
+from torchdoctor.collect.unused_outputs import unused_section
 from torchdoctor.collect.assemble import (
     BUSY_SHARE,
     TREE_OUTLIER,
@@ -122,6 +123,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         ]  # fmt: skip
     if state.attention_dropout:  # (the dropout advice adds what runs inside SDPA)
         session["environment"]["attention_dropout"] = state.attention_dropout
+    unused = unused_section(detailed, rec.path) if rec is not None else []
+    if unused:  # (calls whose outputs reached no loss: collect/unused_outputs.py)
+        session["unused_outputs"] = unused
     frameworks = imported_frameworks()
     if frameworks:  # (advice names the switch of the version in use)
         session["environment"]["frameworks"] = frameworks

@@ -243,6 +243,8 @@ class StepCycle:
             padding = rec.padding.take()  # (the step's first padded token batch: padding.py)
             if padding is not None and kept:
                 host = {**host, "padding": padding}
+            if rec.unused and kept:  # (calls whose outputs reached no loss: unused_outputs.py)
+                host = {**host, "unused_nodes": sorted(rec.unused)}
             timed = self._lines is not None and self._timing_lines
             lines = self._lines.take_step() if timed else None
             cut = timed and self._lines.step_cut

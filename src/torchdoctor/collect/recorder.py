@@ -26,12 +26,10 @@ storage bytes each module's forward saves for backward, each storage once per st
 and their views are not activations and are skipped.
 
 Cost per module call (``benchmarks/profiler_overhead.py`` measures it): no walk over modules
-or parameters (each node's parameters and buffers are listed once, at its first call; a call
-compares their ``_version`` counters), one clock token per event, and the hooks' own tensor
-reads run with torch-function handling disabled, so an active sync audit's mode does not
-intercept them. In a *light* step (``detailed`` False, see ``collect/schedule.py``) the module
-hooks only track the outermost call (the ``forward`` phase, step boundaries, its owner under
-compiled code) and record nothing else.
+or parameters (each node's are listed once, at its first call; a call compares their
+``_version`` counters), one clock token per event; the hooks' own tensor reads run with
+torch-function handling off (an active sync audit's mode does not see them). A *light* step's
+hooks (``collect/schedule.py``) track the outermost call alone (phases, step boundaries).
 
 Example:
     >>> from torchdoctor.collect.clocks import CpuClock
@@ -76,6 +74,7 @@ from torchdoctor.collect.records import (
 )  # fmt: skip
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
+from torchdoctor.collect.unused_outputs import unused_calls
 
 Tensor = torch.Tensor
 _host_ns = time.perf_counter_ns
@@ -182,6 +181,7 @@ class Recorder(NodeRegistry, RegionEvents):
         self.bwd: list[BackwardMark] = []
         # graph pre-hooks fired: (the marks of every call hooked on the node, token)
         self.fired: list[tuple[list[tuple[int, int, MarkKind]], Any]] = []
+        self.registered: list[list] = []  # every graph hook's marks (unused_outputs.py)
         self.handles: list[Any] = []
         self.hooked: dict[Any, list[tuple[int, int, MarkKind]]] = {}  # grad_fn -> its marks
         self.act: dict[int, int] = defaultdict(int)
@@ -196,8 +196,7 @@ class Recorder(NodeRegistry, RegionEvents):
         self.identical: dict[int, int] = defaultdict(int)
         # regions of this step not yet hooked for backward: (seq enter, seq exit, (node, serial))
         self.region_calls: list[tuple[int, int, tuple[int, int]]] = []
-        # nodes called without grad in this step's forward (a reentrant checkpoint runs its
-        # function so, and again with grad inside the backward)
+        # nodes called without grad in the forward (a reentrant checkpoint's, re-run in backward)
         self.no_grad_nodes: set[int] = set()
         self.phases.begin_step(token)
 
@@ -208,7 +207,8 @@ class Recorder(NodeRegistry, RegionEvents):
         goes on with empty buffers."""
         raw = (self.step_start, end_token, self.fwd, self.bwd, self.fired, self.phases.segments,
                self.first_serial)  # fmt: skip
-        self.fwd, self.bwd, self.fired = [], [], []
+        self.unused = unused_calls(self.registered, self.fired, self.first_serial)
+        self.fwd, self.bwd, self.fired, self.registered = [], [], [], []
         self.anomaly.step_ended()
         return raw
 
@@ -415,6 +415,7 @@ class Recorder(NodeRegistry, RegionEvents):
                 if entries is None:  # (the list is the hook: one object, no partial)
                     entries = hooked[grad_fn] = self._entries((entry,))
                     grad_fn.register_prehook(entries)
+                    self.registered.append(entries)
                 elif entries[-1] != entry:
                     entries.append(entry)
             except RuntimeError:  # e.g. a tensor subclass refusing hooks: leave it unmarked

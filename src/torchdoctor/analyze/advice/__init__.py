@@ -63,6 +63,7 @@ from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
+from torchdoctor.analyze.advice.unused_outputs import unused_outputs
 
 __all__ = [
     "RULES",
@@ -97,6 +98,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     optimizer_step,
     dropout_share,
     padding_waste,
+    unused_outputs,
     float64_training,
     recompiles,
     anomaly_detection,

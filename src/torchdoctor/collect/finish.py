@@ -20,7 +20,6 @@ import sys
 from typing import Any
 
 from torchdoctor.collect.aggregate import bounded_timeline, step_timeline
-from torchdoctor.collect.unused_outputs import unused_section
 from torchdoctor.collect.assemble import (
     BUSY_SHARE,
     TREE_OUTLIER,
@@ -41,6 +40,7 @@ from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_l
 from torchdoctor.collect.other_sampler import other_lines_section
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.schedule import index_ranges
+from torchdoctor.collect.unused_outputs import unused_section
 from torchdoctor.session import Session
 from torchdoctor.session_read import PHASES, fmt_count
 

@@ -126,6 +126,9 @@ def test_each_hogwild_worker_gets_its_own_profile(tmp_path, method):
         f"give each {max(1, cores // 2)}"
     )
     assert f"torch.set_num_threads({max(1, cores // 2)})" in advice["fix"]
+    # the main process only waited: its children's work leads the printed report
+    assert "most of this run's work ran in 2 child process(es)" in done.stdout.split(
+        "torchdoctor report")[0]
 
 
 def test_a_failing_worker_keeps_its_exit_code_and_its_profile_says_why(tmp_path):

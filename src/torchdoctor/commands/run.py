@@ -1,11 +1,10 @@
 """`torchdoctor run SCRIPT [ARGS...]`: profile an unmodified script, report at exit.
 
-The script runs in this process as ``python SCRIPT ARGS`` would, under a step profiler with
-global module hooks and the sync audit. Steps end at ``torchdoctor.step()`` markers, else at
-optimizer steps, else at ``backward()`` calls, else at calls of the outermost module, else the
-whole run is one step (said plainly); ``--step-fn NAME`` makes each call of one function a step.
-At exit (normal, exception, ``sys.exit``, Ctrl-C) the session is written to ``--out`` and the
-tree, phases and sync table are printed; the script's exit code is returned.
+The script runs in this process as ``python SCRIPT ARGS`` would, under a step profiler and the
+sync audit. Steps end at ``torchdoctor.step()`` markers, else optimizer steps, else
+``backward()`` calls, else calls of the outermost module, else the whole run is one step;
+``--step-fn NAME`` makes each call of one function a step. At exit (normal, exception,
+``sys.exit``, Ctrl-C) the session is written to ``--out`` and the report printed.
 
 torchdoctor's options go before the script; everything after the script goes to it. When the
 script has options of the same name, separate with ``--``::
@@ -38,8 +37,6 @@ from torchdoctor.commands.argtypes import positive as _positive
 from torchdoctor.commands.argtypes import seconds as _seconds
 
 HELP = "profile an unmodified training script; write the session and print the report at exit"
-
-#: reports written beside session.json by `run` (`syncs` writes the session only).
 
 #: torchdoctor's options that take a value (needed to find where the script name starts)
 VALUE_OPTIONS = ("--out", "--warmup", "--max-steps", "--step-fn", "--format", "--history",
@@ -323,6 +320,7 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     from torchdoctor.commands.run_children import (
         annotate_children,
         child_sessions,
+        children_headline,
         children_notices,
         compare_child_ranks,
     )
@@ -386,7 +384,8 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
         path, status = None, status or 1
     if (dist is None or dist[0] == 0) and not getattr(args, "quiet", False):
         try:
-            print_report(session, args.format, only_syncs=only_syncs)
+            print_report(session, args.format, only_syncs=only_syncs,
+                         headline=children_headline(session, children))
         except Exception as exc:  # the script's exit code and the session on disk stand
             kept = f"; the session is in {path}" if path is not None else ""
             print(f"torchdoctor {command}: the report could not be printed ({type(exc).__name__}: "
@@ -408,8 +407,10 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     return status
 
 
-def print_report(session: Any, fmt: str, *, only_syncs: bool) -> None:
-    """Print the session (text) or its JSON to stdout, after the script's own output."""
+def print_report(session: Any, fmt: str, *, only_syncs: bool, headline: str | None = None) -> None:
+    """Print the session (text, after a ``headline``) or its JSON, after the script's output."""
+    if headline and fmt == "text":  # (a Hogwild script: its children trained, not this process)
+        print(f"torchdoctor: {headline}")
     if fmt == "json":
         data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
         if only_syncs:

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torchdoctor.session_read import fmt_ms
+from torchdoctor.session_read import fmt_ms, step_count
 
 #: `run`'s options a child's profiler takes (its step function is the script's, not the child's)
 CHILD_OPTIONS = ("warmup", "max_steps", "detail", "detail_window", "detail_period",
@@ -290,6 +290,42 @@ def children_notices(children: list[tuple[Mapping[str, Any], Any]]) -> list[str]
         lines.append(f"{who}: {steps} step(s){timing}; "
                      f"{report if report.exists() else where / 'session.json'}")  # fmt: skip
     return lines
+
+
+def children_headline(session: Any, children: list[tuple[Mapping[str, Any], Any]]) -> str | None:
+    """A line to print before the main process's report when its followed children did most of
+    the run's work (steps x median step, against the main process's profiled steps): a Hogwild
+    script trains in its children while the main process waits and then tests, and the
+    report of that test loop alone would read as the run's; else None.
+
+    Example:
+        >>> child = ({"name": "train", "index": 0, "out": "/c"},
+        ...          {"steps": [{}] * 99, "step_ms": {"median": 22.0}})
+        >>> main = {"steps": [{}] * 30, "step_ms": {"median": 6.5}}
+        >>> children_headline(main, [child])[:72]
+        "most of this run's work ran in 1 child process(es): train #0 99 steps of"
+    """
+    def work(data: Any) -> float:
+        steps = step_count(data) if data else 0
+        return steps * float(((data or {}).get("step_ms") or {}).get("median") or 0.0)
+
+    theirs = [(child, data, work(data)) for child, data in children if data]
+    total = sum(ms for _, _, ms in theirs)
+    # (no step boundary in the main process: its one "step" is the wait in join())
+    whole = (session.get("config") or {}).get("step_boundary") == "whole_run"
+    own = 0.0 if whole else work(session)
+    if not theirs or total <= own:
+        return None
+    parts = ", ".join(
+        f"{child.get('name')} #{child.get('index')} {step_count(data)} steps of "
+        f"{fmt_ms((data.get('step_ms') or {}).get('median'))}" for child, data, _ in theirs[:4]
+    ) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
+    return (
+        f"most of this run's work ran in {len(theirs)} child process(es): {parts}"
+        + (f" ({total / 1e3:.3g} s of steps against this process's {own / 1e3:.3g} s)"
+           if own else "") + "; their reports are listed at the end. The report below is the "
+        "main process's own."
+    )
 
 
 def compare_child_ranks(

@@ -42,6 +42,17 @@ def test_a_long_step_calling_the_model_in_training_mode_says_so():
     (item,) = single_long_step(_run(calls=(9, 0)))
     assert "work between steps" in item.title
     assert any("called the model 9 times against 1" in e for e in item.evidence)
+    # (a diffusion pipeline sampling between epochs in training mode: eval mode, no_grad)
+    assert "model in eval mode under torch.no_grad()" in item.fix
+    assert "eval mode" not in single_long_step(_run())[0].fix  # (no model calls: no such fix)
+
+
+def test_an_evaluation_is_told_to_run_less_often_first():
+    """mnist's test() already runs under no_grad at batch 1000: fewer or rarer evaluations
+    are what saves; inference_mode applies only with autograd on."""
+    (item,) = single_long_step(_run(calls=(201, 200)))
+    assert item.fix.index("less often") < item.fix.index("inference_mode")
+    assert "if it runs with autograd on" in item.fix
 
 
 def test_below_four_times_the_median_or_five_percent_of_the_run_it_is_silent():

@@ -42,10 +42,18 @@ from torchdoctor.analyze.advice.periodic_steps import (
 MIN_SHARE = 0.05
 _EVALUATION_FIX = (
     "It is an evaluation: it runs again whenever the loop evaluates (each epoch, every N "
-    "steps), at this cost. Make it cheaper: run it under torch.inference_mode(), in larger "
-    "batches (each model call pays Python and dispatch overhead, on a GPU a launch per kernel, "
-    "whatever its batch), on fewer samples, or in another process. If it runs once (a final "
+    "steps), at this cost. Evaluate less often or on a subset of the evaluation set, or in "
+    "another process; then per model call: a larger batch if its batches are small (each call "
+    "pays Python and dispatch overhead, on a GPU a launch per kernel, whatever its batch), and "
+    "torch.inference_mode() if it runs with autograd on. If it runs once (a final "
     "evaluation), it is a fixed cost that a longer run dilutes."
+)
+#: ... model calls outside the training step made in training mode (a diffusion pipeline's
+#: sampling between epochs: 25 denoiser calls)
+_SAMPLING_FIX = (
+    " Its extra model calls ran in training mode: if they sample or generate (a pipeline's "
+    "denoising loop), run them with the model in eval mode under torch.no_grad() (no graph, "
+    "dropout off), with fewer inference steps, or less often."
 )
 _OTHER_FIX = (
     "If it runs once (a final evaluation, saving the model), it is a fixed cost that a longer "
@@ -114,7 +122,8 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
         title=title,
         confidence="low",  # (one step: whether it comes back is not seen in this run)
         evidence=evidence,
-        fix=_EVALUATION_FIX if evaluation else _OTHER_FIX,
+        fix=_EVALUATION_FIX if evaluation else _OTHER_FIX + (
+            _SAMPLING_FIX if calls is not None and calls[0] > 2 * max(1, calls[2]) else ""),
         estimated_saving_ms=per_step / 2,  # (half of it, averaged over the run's steps)
         saving_range_ms=(per_step / 2, per_step),
         references=["torch.inference_mode"],

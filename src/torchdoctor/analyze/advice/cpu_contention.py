@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, advice_step_ms, fmt_ms
+from torchdoctor.analyze.advice.cores import local_processes
 from torchdoctor.session_read import (
     HostSplit,
     contention_share,
@@ -200,15 +201,24 @@ def _own_processes(session: Mapping[str, Any]) -> str | None:
         >>> env = {"threads": 2, "cpus": 2, "data_loaders": [{"num_workers": 2}]}
         >>> _own_processes({"environment": env})
         "the script's own processes compete for them: 2 DataLoader workers beside torch's 2 threads on 2 usable cores"
+        >>> _own_processes({"environment": {"threads": 1, "cpus": 2, "world_size": 4}})[:70]
+        "the run's own processes compete for them: 4 ranks on this host, each w"
     """
     environment = session.get("environment") or {}
     cpus, threads = environment.get("cpus"), environment.get("threads")
     workers = max((int(d.get("num_workers") or 0)
                    for d in environment.get("data_loaders") or ()), default=0)  # fmt: skip
-    if not isinstance(cpus, int) or not isinstance(threads, int) or not workers:
+    ranks = local_processes(environment)
+    if not isinstance(cpus, int) or not isinstance(threads, int) or not (workers or ranks > 1):
         return None
-    if workers + threads <= cpus:
+    if ranks * (workers + threads) <= cpus:
         return None
+    if ranks > 1:  # (torchrun's ranks on this host: the run's own processes)
+        return (f"the run's own processes compete for them: {ranks} ranks on this host, each "
+                f"with torch's {threads} thread(s)"
+                + (f" and {workers} DataLoader workers" if workers else "")
+                + f", on {cpus} usable cores: give each rank {max(1, cpus // ranks)} core(s) "
+                "worth of threads and workers")  # fmt: skip
     return (f"the script's own processes compete for them: {workers} DataLoader workers beside "
             f"torch's {threads} threads on {cpus} usable cores")  # fmt: skip
 

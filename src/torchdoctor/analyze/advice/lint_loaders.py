@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import center, same_file
-from torchdoctor.analyze.advice.data_phase import cores_busy_computing
+from torchdoctor.analyze.advice.cores import cores_busy_computing
 
 #: TD401 (no DataLoader workers) is dropped when the data phase measured under this share of
 #: the step: loading in workers would hide at most the data phase (an in-memory dataset)

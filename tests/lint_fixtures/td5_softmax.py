@@ -131,3 +131,17 @@ class SVDHead(nn.Module):
         scores = torch.matmul(src_emb.transpose(2, 1).contiguous(), tgt_emb) / math.sqrt(d_k)
         scores = torch.softmax(scores, dim=2)  # expect: TD507 (channels-first q^T @ k, then v @ att^T)
         return torch.matmul(tgt, scores.transpose(2, 1).contiguous())
+
+
+def contrastive_rows(similarity):
+    # the matching pair of row i sits in column i
+    return -torch.log(similarity.softmax(dim=1).diagonal() + 1e-12).mean()  # expect: TD509
+
+
+def chosen_probability(logits, labels):
+    picked = torch.gather(F.softmax(logits, -1), 1, labels[:, None])
+    return torch.log(picked).squeeze(1)  # expect: TD509 (a softmax's entries, picked)
+
+
+def gaussian_log_det(cov):
+    return torch.log(torch.diagonal(cov, dim1=-2, dim2=-1)).sum(-1)  # near-miss: no softmax

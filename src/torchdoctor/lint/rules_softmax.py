@@ -62,6 +62,9 @@ _KEEPS_VALUES = frozenset(
     {"detach", "float", "double", "clone", "contiguous", "to", "cpu", "cuda", "squeeze",
      "unsqueeze", "transpose", "permute", "movedim", "swapaxes", "reshape", "view", "flatten"}
 )  # fmt: skip
+#: functions / methods that pick some of the elements, values unchanged: log(p.diag()) and
+#: log(p.gather(1, y)) are the picked entries of log_softmax(x)
+_SELECTS = frozenset({"diag", "diagonal", "gather", "index_select", "take_along_dim"})
 _EPS_NAME = re.compile(r"(^|_)(eps|epsilon|tiny|delta|smooth)\w*$", re.IGNORECASE)
 _CLAMPS = frozenset({"clamp", "clip", "clamp_min"})
 
@@ -306,13 +309,20 @@ def _arguments(function: ast.AST) -> list[ast.arg]:
 
 
 def _unwrap(expr: ast.AST) -> ast.AST:
-    """``p.detach().float()``, ``p[:, 0]``, ``p.transpose(1, 2)`` -> ``p`` (the same values,
-    elementwise or rearranged)."""
+    """``p.detach().float()``, ``p[:, 0]``, ``p.transpose(1, 2)``, ``torch.diag(p)``,
+    ``p.gather(1, y)`` -> ``p`` (the same values, elementwise, rearranged or picked)."""
     while True:
         if isinstance(expr, ast.Subscript):
             expr = expr.value
         elif isinstance(expr, ast.Call) and method_name(expr) in _KEEPS_VALUES:
             expr = expr.func.value  # type: ignore[attr-defined]
+        elif isinstance(expr, ast.Call) and method_name(expr) in _SELECTS:
+            receiver = expr.func.value  # type: ignore[attr-defined]
+            if isinstance(receiver, ast.Name) and receiver.id == "torch":
+                if not expr.args:
+                    return expr
+                receiver = expr.args[0]
+            expr = receiver
         else:
             return expr
 

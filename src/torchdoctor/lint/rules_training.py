@@ -221,10 +221,33 @@ class TrainingRules(OptimizerChecks):
             if names & calls and self._every_training_step(  # (a barrier under `if
                     node, over_data=True, flags=code == "TD707"):  # distributed:`: every step)
                 self.report(node, code, message)
+            elif names & calls & EMPTY_CACHE and not self.enclosing_loops(node):
+                self._check_helper_every_step(node)
         if method_name(node) == "backward":
             self._check_accumulation(node)
         if names and not any(n.startswith(("torch.", "builtins.")) for n in names):
             self._check_barrier_one_deep(node, names)
+
+    def _check_helper_every_step(self, node: ast.Call) -> None:
+        """``torch.cuda.empty_cache()`` unconditionally in a helper of this file (``def
+        release(): ...``) that a training loop of the file calls on every step."""
+        helper = self.enclosing_scope(node)
+        if not isinstance(helper, FUNCTIONS) or self.context.tree is None or self._guarded(node):
+            return
+        for call in ast.walk(self.context.tree):
+            if (isinstance(call, ast.Call) and (getattr(call.func, "id", None) == helper.name
+                    or getattr(call.func, "attr", None) == helper.name)
+                    and same_file_callee(call) is helper
+                    and self._every_training_step(call, over_data=True)):  # fmt: skip
+                self.report(
+                    node,
+                    "TD705",
+                    f"torch.cuda.empty_cache() in `{helper.name}`, which the loop at line "
+                    f"{call.lineno} calls every step: it synchronizes and hands cached blocks "
+                    "back to the driver, only for the allocator to cudaMalloc them again; "
+                    "remove it (fragmentation: PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)",
+                )
+                return
 
     def _check_barrier_one_deep(self, node: ast.Call, names: set[str]) -> None:
         """``synchronize()`` every step, where the project's ``synchronize`` calls

@@ -84,3 +84,20 @@ def evaluate_episode(model, env, state_dim, act_dim, device, max_len=1000):
         if done:
             break
     return states
+
+
+@torch.no_grad()
+def next_items(session_model, history, steps):
+    for _ in range(steps):
+        hidden = session_model.encode(history)  # expect: TD604 (the whole history re-encoded)
+        best = session_model.rank(hidden[:, -1]).argmax(-1, keepdim=True)
+        history = torch.cat([history, best], dim=1)
+    return history
+
+
+@torch.no_grad()
+def retrieve(session_model, query, pool, rounds):
+    for _ in range(rounds):
+        q = session_model.encode(query)  # near-miss: the query is fixed, the pool grows
+        pool = torch.cat([pool, q[:, -1:]], dim=1)  # expect: TD306 (grown, never encoded)
+    return pool

@@ -48,8 +48,9 @@ def cache_off(value: ast.AST) -> bool:
     return isinstance(value, ast.Constant) and value.value in (False, None)
 #: ... of those, names an encoder's output has as well (a cache only when the loop carries it)
 _MEMORY = re.compile(r"^(mems?|states?)$", re.IGNORECASE)
-#: a module's methods that run its decoder on the sequence they are given
-_DECODE_METHODS = frozenset({"forward", "decode", "decoder"})
+#: a module's methods that run its decoder (or, re-encoding, its encoder) on the sequence they are
+#: given
+_DECODE_METHODS = frozenset({"forward", "decode", "decoder", "encode", "encoder"})
 #: ... and method names that run it on what they are given (a Decision Transformer's get_action)
 _RUNS_PREFIXES = ("get_action", "predict", "act", "generate_step", "step")  # (model.step(seq))
 

@@ -97,6 +97,8 @@ class HookEvents:
     _chains: list[tuple[tuple, int | None, bool]]
     step_boundary: str
     _optimizer_depth: int
+    _update_began: int  # when the running optimizer step's update began (after its closure)
+    _update_ns: int  # the optimizers' updates in the step so far
     _no_grad_blocks: list[bool]
     _module_round: Any
     _optimizer_round: Any
@@ -119,11 +121,28 @@ class HookEvents:
         raise NotImplementedError
 
     @_timed_event
-    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
         self._seen["optimizer"] += 1
         self.state.note_optimizer(optimizer)
         self._optimizer_depth += 1
         self._rec.phases.push("optimizer")
+        self._update_began = _host_ns()  # (no closure: the whole step is the update)
+        # (args: the optimizer first, as torch's step wrapper passes them to its hooks)
+        closure = kwargs["closure"] if kwargs and "closure" in kwargs else (
+            args[1] if len(args) > 1 else None)
+        if not callable(closure):
+            return None
+        # the update begins when the closure returns (Lightning runs its training step, and
+        # its bookkeeping after backward, in the closure): time it apart (steps' update_ms)
+        def after_closure() -> Any:
+            try:
+                return closure()
+            finally:
+                self._update_began = _host_ns()
+
+        if kwargs and "closure" in kwargs:
+            return args, {**kwargs, "closure": after_closure}
+        return (args[0], after_closure, *args[2:]), kwargs
 
     @_timed_event
     def _no_grad_enter(self, grad_was_enabled: bool, opened_by_torch: bool = False) -> None:
@@ -216,6 +235,9 @@ class HookEvents:
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """Steps end at optimizer steps; with several in turn, at the one closing the round
         (``collect.rounds``), so a backward is measured in the step of its forward."""
+        if self._update_began:  # (its pre-hook ran: the hooks were installed before the step)
+            self._update_ns += _host_ns() - self._update_began
+            self._update_began = 0
         self._rec.phases.pop()
         self._optimizer_depth -= 1
         mode = self.state.boundary

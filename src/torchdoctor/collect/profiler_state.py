@@ -300,6 +300,8 @@ class ProfilerState:
             for key in HOST_KEYS:  # (collect/host_time.py: where the thread's time went)
                 if key in s:
                     entry[key] = round(float(s[key]), 4)
+            if s.get("update_ms"):  # the optimizers' own updates (after their closures)
+                entry["update_ms"] = round(float(s["update_ms"]), 4)
             if s.get("padding") is not None:  # (the rows' lengths of the first steps only)
                 entry["padding"] = resolve_padding(s["padding"], padded < PADDING_LENGTHS)
                 padded += 1

@@ -212,6 +212,9 @@ class StepCycle:
         end_token = rec.now()
         host = self._host.since(self._host_began) if self._host is not None else {}
         began = time.perf_counter_ns()
+        if self._update_ns:  # (the optimizers' own updates, after any closure: hook_events)
+            host = {**host, "update_ms": self._update_ns / 1e6}
+            self._update_ns = 0
         calls = self._outer_calls  # (this step's outermost calls become the last step's)
         if calls[0] and not discard:  # (the step's record says how many: an evaluation's
             host = {**host, "model_calls": calls[0], "eval_calls": calls[2]}  # many, in eval)

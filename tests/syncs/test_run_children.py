@@ -126,6 +126,9 @@ def test_each_hogwild_worker_gets_its_own_profile(tmp_path, method):
         f"give each {max(1, cores // 2)}"
     )
     assert f"torch.set_num_threads({max(1, cores // 2)})" in advice["fix"]
+    # each worker saw the other (it shares the cores: the data and contention advice count it)
+    assert any(_child(tmp_path, f"train-{i}")["environment"].get("sibling_processes") == 1
+               for i in (0, 1))  # fmt: skip
     # the main process only waited: its children's work leads the printed report
     assert "most of this run's work ran in 2 child process(es)" in done.stdout.split(
         "torchdoctor report")[0]

@@ -97,7 +97,8 @@ class ProfiledChild:
         stale = Path(self.out) / "session.json"
         if stale.exists():  # a previous run's: never passes for this one
             stale.unlink()
-        profiler = make_profiler(args, full=True, label=self.label)
+        self.siblings = sibling_processes()  # (the others the script started: they share
+        profiler = make_profiler(args, full=True, label=self.label)  # the cores)
         audit = sync_audit(thorough=args.thorough)
         collectives = CollectiveTimer()
         profiler.start()
@@ -131,10 +132,44 @@ class ProfiledChild:
             if group.get("rank") is not None and (group.get("world_size") or 1) > 1:
                 # a rank of a process group (mp.spawn of a DDP function): the parent compares
                 session["environment"].update(rank=group["rank"], world_size=group["world_size"])
+            siblings = max(getattr(self, "siblings", 0), sibling_processes())
+            if siblings:  # (the data and contention advice count them: collect cores.py)
+                session["environment"]["sibling_processes"] = siblings
             write_session(session, self.out, script=self.script)
         except Exception as exc:
             print(f"torchdoctor: the profile of {self.label} was not written "
                   f"({type(exc).__name__}: {exc})", file=sys.stderr)  # fmt: skip
+
+
+def sibling_processes(proc: str = "/proc") -> int:
+    """How many other processes of this one's parent run the same command line (numbers aside:
+    a spawned child's pipe handles differ) now: the other workers a Hogwild script started,
+    which share this machine's cores; not its resource tracker. 0 where ``/proc`` is missing.
+
+    Example:
+        >>> sibling_processes("/nonexistent")
+        0
+    """
+    def command(pid: str) -> str | None:
+        try:
+            with open(f"{proc}/{pid}/cmdline", "rb") as f:
+                return re.sub(r"\d+", "#", f.read().decode(errors="replace"))
+        except OSError:
+            return None
+
+    def parent(pid: str) -> int | None:
+        try:
+            with open(f"{proc}/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit() and int(p) != os.getpid()]
+    except OSError:
+        return 0
+    mine, ppid = command(str(os.getpid())), os.getppid()
+    return sum(1 for p in pids if parent(p) == ppid and mine is not None and command(p) == mine)
 
 
 def follow_children(profiler: Any, args: argparse.Namespace) -> None:

@@ -15,11 +15,14 @@ from typing import Any
 
 def local_processes(environment: Mapping[str, Any]) -> int:
     """The training processes sharing this host's cores: torchrun's ranks on it
-    (``local_world_size``; else ``world_size``, as on one host), else 1.
+    (``local_world_size``; else ``world_size``, as on one host), a followed child process and
+    its ``sibling_processes`` (the other workers of a Hogwild script), else 1.
 
     Example:
         >>> local_processes({"world_size": 2}), local_processes({"world_size": 8, "local_world_size": 4})
         (2, 4)
+        >>> local_processes({"sibling_processes": 1}), local_processes({})
+        (2, 1)
     """
     for key in ("local_world_size", "world_size"):
         try:
@@ -28,7 +31,8 @@ def local_processes(environment: Mapping[str, Any]) -> int:
             continue
         if count >= 1:
             return count
-    return 1
+    siblings = environment.get("sibling_processes")  # (a Hogwild worker's: run_children.py)
+    return 1 + siblings if isinstance(siblings, int) and siblings > 0 else 1
 
 
 def cores_busy_computing(environment: Mapping[str, Any]) -> int | None:

@@ -28,6 +28,8 @@ from torchdoctor.lint.visitor import (
 
 #: wrappers a loop puts around a loader: for i, (x, y) in enumerate(tqdm(loader))
 LOOP_WRAPPERS = frozenset({"enumerate", "tqdm", "iter", "zip", "track"})
+#: methods that read a tensor back to the host (and so wait for everything before them)
+_HOST_READS = frozenset({"item", "tolist", "numpy", "cpu"})
 
 
 
@@ -48,14 +50,16 @@ class PinnedCopies:
     parent: Any
     code_of: Any
 
-    def _check_loops(self, scope: ast.AST, loader: str, reported: set[int]) -> None:
+    def _check_loops(
+        self, scope: ast.AST, loader: str, reported: set[int], label: str | None = None
+    ) -> None:
         wrapped = {loader} | {  # (pbar = tqdm(train_loader); for x, y in pbar:)
             t.id for a in ast.walk(scope) if isinstance(a, ast.Assign)
             and loader_of(a.value) == loader and isinstance(a.value, ast.Call)
             for t in a.targets if isinstance(t, ast.Name)}  # fmt: skip
         for loop in ast.walk(scope):
             if isinstance(loop, ast.For) and loader_of(loop.iter) in wrapped:
-                self._check_loop(loop, f"`{loader}`", reported)
+                self._check_loop(loop, label or f"`{loader}`", reported)
 
     def _check_loop(self, loop: ast.For, loader: str, reported: set[int]) -> None:
         batch = set(target_names(loop.target))
@@ -68,7 +72,7 @@ class PinnedCopies:
                     batch |= {n for t in stmt.targets for n in target_names(t)}
         deeper = self._copies_one_call_deep(loop, batch)
         for move in [*self.direct_calls(loop.body), *deeper]:
-            if not _blocking_copy(move):
+            if not _blocking_copy(move) or self._read_back_at_once(move):
                 continue
             base = move.func.value  # type: ignore[attr-defined]
             while isinstance(base, (ast.Subscript, ast.Attribute)):
@@ -86,6 +90,19 @@ class PinnedCopies:
                 "the step",
                 fix=_with_non_blocking(move, self.context.lines),
             )
+
+    def _read_back_at_once(self, move: ast.Call) -> bool:
+        """The statement reads a value computed from the copy back to the host (``(top ==
+        y.to(device)).sum().item()``): it waits for the copy anyway, non_blocking gains
+        nothing there."""
+        node = self.parent(move)
+        while isinstance(node, ast.expr):
+            if isinstance(node, ast.Call) and (
+                    getattr(node.func, "attr", None) in _HOST_READS and not node.args
+                    or getattr(node.func, "id", None) in ("float", "int", "bool")):  # fmt: skip
+                return True
+            node = self.parent(node)
+        return False
 
     def _copies_one_call_deep(self, loop: ast.For, batch: set[str]) -> list[ast.Call]:
         """The calls of a function of this file that the loop hands the batch to

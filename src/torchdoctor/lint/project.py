@@ -17,6 +17,7 @@ from pathlib import Path
 from torchdoctor.lint.forward_calls import ForwardCall, forward_calls
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.project_grad import GradQueries
+from torchdoctor.lint.project_loaders import pinned_loader_passed
 from torchdoctor.lint.project_scan import (
     _STEP_MARKERS,
     USES_CUDA,
@@ -102,6 +103,35 @@ class Project(GradQueries):
         """
         return any(wraps_ddp_around(self.text(p), Path(path).stem, function)
                    for p in self.paths if p != path)  # fmt: skip
+
+    def pinned_loader_passed(
+        self, function: str, path: str, position: int | None, keyword: str | None
+    ) -> tuple[str, int] | None:
+        """``(file name, line)`` of a ``DataLoader(..., pin_memory=True)`` that another file
+        passes to ``function`` of the module at ``path`` as its argument at ``position`` or
+        by ``keyword`` (see :mod:`torchdoctor.lint.project_loaders`); None when none does.
+
+        Example:
+            >>> project = Project()
+            >>> project.add("engine.py", "def fit(model, loader):\\n    pass\\n")
+            >>> project.add("main.py", "from engine import fit\\n"
+            ...             "dl = DataLoader(ds, pin_memory=True)\\nfit(m, dl)\\n")
+            >>> project.pinned_loader_passed("fit", "engine.py", 1, "loader")
+            ('main.py', 2)
+        """
+        key = ("pinned loader", function, path, position, keyword)
+        if key not in self._no_grad:
+            found = None
+            for other in self.paths:
+                text = self.text(other) if other != path else ""
+                if function in text and "pin_memory" in text:
+                    line = pinned_loader_passed(text, self.tree(other), Path(path).stem,
+                                                function, position, keyword)  # fmt: skip
+                    if line is not None:
+                        found = (Path(other).name, line)
+                        break
+            self._no_grad[key] = found  # type: ignore[assignment]
+        return self._no_grad[key]  # type: ignore[return-value]
 
     def called_in_loop(self, name: str, training: bool = False) -> tuple[str, int] | None:
         """``(file name, line)`` of the first call ``name(...)`` / ``utils.name(...)`` (an

@@ -6,7 +6,7 @@ import ast
 import re
 
 from torchdoctor.lint.loader_datasets import LoaderDatasets
-from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS, PinnedCopies
+from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS, PinnedCopies, loader_of
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import FOR, same_file_callee
 from torchdoctor.lint.visitor import (
@@ -119,7 +119,22 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = (("DataLoader",), (r"(?i)loader\w*\(",))
+    TRIGGERS = (("DataLoader",), (r"(?i)loader\w*\(",), (r"\bfor\b", r"\.cuda\(|\.to\("))
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        """TD404 in a module-level function whose loop iterates a parameter that another
+        file of the project passes a pinned DataLoader (``train(cfg, train_loader)``)."""
+        project = self.context.project
+        if project is not None and isinstance(self.parent(node), ast.Module):
+            params = [a.arg for a in (*node.args.posonlyargs, *node.args.args)]
+            iterated = {loader_of(n.iter) for n in ast.walk(node) if isinstance(n, ast.For)}
+            for k, param in enumerate(params):
+                site = project.pinned_loader_passed(node.name, self.context.path, k, param) if (
+                    param in iterated) else None  # fmt: skip
+                if site is not None:
+                    reported = self.context.cache.setdefault(("TD404 reported",), set())
+                    label = f"`{param}` (the DataLoader of {site[0]}:{site[1]})"
+                    self._check_loops(node, param, reported, label)
 
     def visit_Call(self, node: ast.Call) -> None:
         if not self.callee(node) & DATALOADERS:

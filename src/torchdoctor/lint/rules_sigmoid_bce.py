@@ -31,8 +31,8 @@ import re
 from typing import Any
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.rules_softmax import SoftmaxRules
-from torchdoctor.lint.visitor import keyword, method_name
+from torchdoctor.lint.rules_softmax import SoftmaxRules, _unwrap
+from torchdoctor.lint.visitor import dotted, keyword, method_name
 
 RULES = (
     Rule(
@@ -77,7 +77,7 @@ class SigmoidBceRules(SoftmaxRules):
 
     RULES = RULES
     CODES = tuple(rule.code for rule in RULES)
-    TRIGGERS = ((r"sigmoid|Sigmoid|expit", r"binary_cross_entropy|BCELoss"),)
+    TRIGGERS = ((r"binary_cross_entropy|BCELoss",),)  # (the sigmoid may be in another file)
     SOURCES, SOURCE_MODULES, SOURCE_METHOD = _SIGMOID, _SIGMOID_MODULE, "sigmoid"
     METHOD_NEEDS_ARGUMENTS = False
 
@@ -87,6 +87,7 @@ class SigmoidBceRules(SoftmaxRules):
             return
         found = self._sigmoid_input(node)
         if found is None:
+            self._check_imported_model_output(node)
             return
         sigmoid, _, via = found
         logits = self._logits_of(sigmoid) or "the logits"
@@ -116,6 +117,47 @@ class SigmoidBceRules(SoftmaxRules):
                 found = self._softmax_value(_unclamped(value), node, eps_allowed=True)
                 return None if found is None else (found[0], found[1], argument)
         return self._softmax_value(_unclamped(argument), node, eps_allowed=True)
+
+    def _check_imported_model_output(self, node: ast.Call) -> None:
+        """``strong, weak = self.model(x)`` then ``self.bce(strong, y)``, where the model's
+        class is defined in another file of the project and its ``forward`` returns a sigmoid
+        in that place (``return torch.sigmoid(self.head(h)), ...``)."""
+        argument = node.args[0] if node.args else keyword(node, "input")
+        project = self.context.project
+        if not isinstance(argument, ast.Name) or project is None or not self._is_loss(
+                node, _BCE, _BCE_MODULE):  # fmt: skip
+            return
+        bound = _bound_from_call(self.enclosing_scope(node), argument.id)
+        if bound is None:
+            return
+        call, index = bound
+        makers = self._values_of(call.func, call) if isinstance(
+            call.func, ast.Name | ast.Attribute) else []  # fmt: skip
+        classes = {(dotted(m.func) or "").rsplit(".", 1)[-1] for m in makers if isinstance(m, ast.Call)}
+        if len(classes) != 1 or not all(isinstance(m, ast.Call) for m in makers):
+            return
+        name = classes.pop()
+        tree = self.context.tree
+        if tree is None or any(isinstance(c, ast.ClassDef) and c.name == name for c in tree.body):
+            return  # (a model of this file: _check_construction's case)
+        cls = project.module_class(name)
+        forward = next((f for f in cls.body if isinstance(f, ast.FunctionDef)
+                        and f.name == "forward"), None) if cls is not None else None  # fmt: skip
+        outputs = [_returned_at(forward, r, index) for r in ast.walk(forward)
+                   if isinstance(r, ast.Return)] if forward is not None else []  # fmt: skip
+        if not outputs or not all(_is_a_sigmoid_call(o) for o in outputs):
+            return
+        shown = ast.unparse(outputs[0])  # type: ignore[arg-type]
+        self.report(
+            node,
+            "TD510",
+            f"`{self.code_of(node)}` takes `{argument.id}`, which `{name}.forward` returns as "
+            f"`{shown}` (line {outputs[0].lineno}): a sigmoid's output fed to binary "  # type: ignore[union-attr]
+            "cross-entropy, two kernels forward and backward and the sigmoid kept for the "
+            "backward; return the logits and use `nn.BCEWithLogitsLoss` (one fused kernel, "
+            "2.8-3.3x faster forward + backward on a CPU, stable where the sigmoid saturates, "
+            "allowed under CUDA autocast); apply the sigmoid where probabilities are needed",
+        )
 
     def _check_construction(self, node: ast.Call) -> None:
         """``nn.BCELoss()`` in a file whose model ends in a sigmoid (the last module of an
@@ -194,6 +236,57 @@ def _last_value(function: ast.FunctionDef, ret: ast.Return) -> ast.AST | None:
             if last is None or stmt.lineno > last.lineno:
                 last = stmt
     return last.value if last is not None else None
+
+
+def _bound_from_call(scope: ast.AST, name: str) -> tuple[ast.Call, int | None] | None:
+    """``(call, index)`` when ``name`` is bound once in ``scope``, by ``name = call`` (index
+    None) or ``a, name = call`` (its position).
+
+    Example:
+        >>> fn = ast.parse("def f(m, x):\\n    s, w = m(x)\\n    return s").body[0]
+        >>> call, index = _bound_from_call(fn, "w")
+        >>> ast.unparse(call), index
+        ('m(x)', 1)
+    """
+    found = []
+    for stmt in ast.walk(scope):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else (
+            [stmt.target] if isinstance(stmt, ast.AugAssign | ast.AnnAssign | ast.For) else [])
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id == name:
+                found.append((getattr(stmt, "value", None), None))
+            elif isinstance(target, ast.Tuple):
+                for k, element in enumerate(target.elts):
+                    if isinstance(element, ast.Name) and element.id == name:
+                        found.append((getattr(stmt, "value", None), k))
+    if len(found) != 1 or not isinstance(found[0][0], ast.Call):
+        return None
+    return found[0]  # type: ignore[return-value]
+
+
+def _returned_at(function: ast.FunctionDef, ret: ast.Return, index: int | None) -> ast.AST | None:
+    """What ``ret`` returns at ``index`` of its tuple (the whole value for None), through the
+    last assignment of a returned name before it."""
+    value = ret.value
+    if index is not None:
+        if not (isinstance(value, ast.Tuple) and index < len(value.elts)):
+            return None
+        value = value.elts[index]
+    value = _unwrap(value)  # type: ignore[arg-type]  # (strong.transpose(1, 2))
+    if isinstance(value, ast.Name):
+        value = _last_value(function, ast.Return(value=value, lineno=ret.lineno))
+    return _unwrap(value) if value is not None else None
+
+
+def _is_a_sigmoid_call(expr: ast.AST | None) -> bool:
+    """``torch.sigmoid(x)``, ``F.sigmoid(x)``, ``x.sigmoid()`` (read in another file, by its
+    text)."""
+    if not isinstance(expr, ast.Call):
+        return False
+    if method_name(expr) == "sigmoid" and not expr.args:
+        return True
+    return (dotted(expr.func) or "") in {"torch.sigmoid", "F.sigmoid", "torch.special.expit",
+                                         "torch.nn.functional.sigmoid"}  # fmt: skip
 
 
 def _unclamped(expr: ast.AST) -> ast.AST:

@@ -1,0 +1,90 @@
+"""Rules that follow a value across files: pinned loaders (TD404), a model's sigmoid output (TD510)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from torchdoctor.lint import lint_paths
+
+ENGINE = """
+    def fit_epoch(net, batches, opt):
+        for images, masks in batches:
+            images = images.cuda(non_blocking=True)
+            masks = masks.cuda()
+            loss = net(images, masks)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def score(net, batches):
+        for images, masks in batches:
+            net(images.cuda(), masks.cuda())
+"""
+
+SCRIPT = """
+    from torch.utils.data import DataLoader
+    from engine import fit_epoch, score
+
+    def main(net, opt, train_set, test_set):
+        pinned = DataLoader(train_set, batch_size=8, num_workers=4, pin_memory=True,
+                            persistent_workers=True)
+        plain = DataLoader(test_set, batch_size=8, num_workers=4, persistent_workers=True)
+        for _ in range(10):
+            fit_epoch(net, pinned, opt)
+        score(net, plain)
+"""
+
+
+def test_a_loader_pinned_in_the_script_is_checked_in_the_engine_that_iterates_it(
+    tmp_path: Path,
+) -> None:
+    """The script pins the loader it passes to `fit_epoch`: the engine's blocking copy of a
+    batch item is TD404; `score` gets an unpinned loader (its blocking copies are fine)."""
+    (tmp_path / "engine.py").write_text(textwrap.dedent(ENGINE))
+    (tmp_path / "main.py").write_text(textwrap.dedent(SCRIPT))
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD404"])]
+    assert found == [("engine.py", 5, "TD404")]
+    message = lint_paths([tmp_path], select=["TD404"])[0].message
+    assert "main.py:6" in message and "`masks.cuda()`" in message
+    # alone, the engine shows no loader: nothing to say
+    assert lint_paths([tmp_path / "engine.py"], select=["TD404"]) == []
+
+
+def test_a_sigmoid_returned_by_a_model_of_another_file_and_fed_to_bce_is_found(
+    tmp_path: Path,
+) -> None:
+    """TD510 across files: the tagger's forward returns `torch.sigmoid(...)` first and a pooled
+    score second; the loss module unpacks both and feeds each to `nn.BCELoss`: only the
+    sigmoid's output is reported."""
+    (tmp_path / "tagger.py").write_text(textwrap.dedent("""
+        import torch
+        import torch.nn as nn
+
+        class Tagger(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.frame = nn.Linear(64, 10)
+
+            def forward(self, feats):
+                frames = torch.sigmoid(self.frame(feats))
+                clip = frames.mean(1)
+                return frames.permute(0, 2, 1), clip
+    """))
+    (tmp_path / "objective.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        from tagger import Tagger
+
+        class Objective(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = Tagger()
+                self.bce = nn.BCELoss()
+
+            def forward(self, feats, frame_y, clip_y):
+                frames, clip = self.net(feats)
+                return self.bce(frames, frame_y) + self.bce(clip, clip_y)
+    """))
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD510"])]
+    assert found == [("objective.py", 13)]
+    assert lint_paths([tmp_path / "objective.py"], select=["TD510"]) == []  # alone: unknown

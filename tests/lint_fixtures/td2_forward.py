@@ -203,3 +203,18 @@ def compute_mask_indices(shape, mask_length):
     if idxs.max() > shape[1] - 1:  # near-miss: NumPy arrays
         idxs[idxs > shape[1] - 1] = shape[1] - 1
     return idxs
+
+
+class OffsetDecoder(nn.Module):
+    def __init__(self, d, n):
+        super().__init__()
+        self.head = nn.Linear(d, n * 3)
+        self.n = n
+
+    def forward(self, feats):
+        offsets = self.head(feats).view(-1, self.n, 3)
+        if self.training and offsets.norm(dim=-1).max() > 50:  # expect: TD205 (a reshaped output)
+            offsets = offsets.clamp(-50, 50)
+        if self.training and self.n > 64:  # near-miss: Python ints on both sides of the `and`
+            print("many offsets per point")
+        return offsets

@@ -376,10 +376,15 @@ def _derived(tensors: set[str], function: ast.AST) -> set[str]:
     return derived
 
 
+#: tensor methods that return the same values reshaped: ``self.fc(x).view(b, -1)`` is a tensor
+_RESHAPES = frozenset({"reshape", "view", "transpose", "permute", "squeeze", "unsqueeze",
+                       "flatten", "contiguous"})  # fmt: skip
+
+
 def _submodule_output(value: ast.AST) -> bool:
-    """``self.fc(x)``: a call of a submodule the forward's class holds (its output a tensor;
-    methods are named verbs, not attributes with layers' names, so ``self.encode(x)`` counts
-    too: a module's own helper returning a tensor).
+    """``self.fc(x)`` (or ``.view(...)`` of it): a call of a submodule the forward's class holds
+    (its output a tensor; methods are named verbs, not attributes with layers' names, so
+    ``self.encode(x)`` counts too: a module's own helper returning a tensor).
 
     Example:
         >>> _submodule_output(ast.parse("self.fc(x)").body[0].value)
@@ -387,6 +392,8 @@ def _submodule_output(value: ast.AST) -> bool:
         >>> _submodule_output(ast.parse("x.fc(y)").body[0].value)
         False
     """
+    while isinstance(value, ast.Call) and method_name(value) in _RESHAPES:
+        value = value.func.value  # type: ignore[attr-defined]
     return (
         isinstance(value, ast.Call)
         and isinstance(value.func, ast.Attribute)

@@ -131,7 +131,8 @@ class TensorValues:
             return self._model_output_entry(expr)
         last = (name or "").rsplit(".", 1)[-1]
         if not (TENSOR_NAME.search(last) and not NOT_TENSOR_SUFFIX.search(last)):
-            return isinstance(expr, ast.Name) and self._holds_a_tensor(expr)
+            return isinstance(expr, ast.Name) and (
+                self._holds_a_tensor(expr) or self._reduced_into_a_backward(expr))
         return not (isinstance(expr, ast.Name) and self._holds_a_python_number(expr))
 
     def _model_output_entry(self, expr: ast.Subscript) -> bool:
@@ -165,6 +166,28 @@ class TensorValues:
             and self._torch_only_chain(v)
             for v in values
         )
+
+    def _reduced_into_a_backward(self, name: ast.Name) -> bool:
+        """``cd = chamfer(pred, gt).mean()`` then ``loss = a + w * cd; loss.backward()``: every
+        value of the name in the function is a reduction (``.mean()``, ``.sum()``) of a call,
+        and the name is a term of a loss the function calls ``.backward()`` on: autograd's
+        input, a tensor."""
+        scope = self.enclosing_scope(name)
+        values = self.assigned_values(scope, name.id)
+        if not values or not all(
+            isinstance(v, ast.Call) and method_name(v) in REDUCTIONS
+            and isinstance(v.func.value, ast.Call) and not self._python_number(v)  # type: ignore[attr-defined]
+            and not self.host_data_read(v) for v in values
+        ):  # fmt: skip
+            return False
+        for call in ast.walk(scope):
+            if not (isinstance(call, ast.Call) and method_name(call) == "backward"):
+                continue
+            loss = call.func.value  # type: ignore[attr-defined]
+            terms = [loss] + (self.assigned_values(scope, loss.id) if isinstance(loss, ast.Name) else [])
+            if any(isinstance(n, ast.Name) and n.id == name.id for t in terms for n in ast.walk(t)):
+                return True
+        return False
 
     def host_data_read(self, call: ast.Call) -> bool:
         """``np.sort(idx).tolist()``: a method of a NumPy/SciPy/pandas result (or of a name

@@ -101,3 +101,29 @@ def retrieve(session_model, query, pool, rounds):
         q = session_model.encode(query)  # near-miss: the query is fixed, the pool grows
         pool = torch.cat([pool, q[:, -1:]], dim=1)  # expect: TD306 (grown, never encoded)
     return pool
+
+
+def restore_denoiser(path):
+    net = torch.load(path, weights_only=False)
+    return net.eval()
+
+
+def clean_stream(reader, path, chunked):
+    net = None
+    chunk = reader.next_chunk()
+    while chunk is not None:  # expect: TD602 (the net comes ready for inference, inside the loop)
+        if net is None or chunked:
+            net = restore_denoiser(path)
+        reader.write(net(chunk))
+        chunk = reader.next_chunk()
+
+
+def finetune_stream(reader, path, opt):
+    net = None
+    chunk = reader.next_chunk()
+    while chunk is not None:  # near-miss: it trains (a backward every chunk)
+        if net is None:
+            net = restore_denoiser(path)
+        net(chunk).pow(2).mean().backward()
+        opt.step()
+        chunk = reader.next_chunk()

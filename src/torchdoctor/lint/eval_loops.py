@@ -119,7 +119,7 @@ def loaded_in_eval_mode(body: list[ast.AST], context: Any) -> set[str]:
         {'det'}
     """
     names: set[str] = set()
-    for stmt in body:
+    for stmt in _statements(body):  # (also in a loop or a branch: loaded on first use)
         if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
             continue
         target, value = stmt.targets[0], stmt.value
@@ -134,6 +134,19 @@ def loaded_in_eval_mode(body: list[ast.AST], context: Any) -> set[str]:
                 if source and ".eval()" in source and "return" in source:
                     names.add(name.id)
     return names
+
+
+def _statements(body: list[ast.AST]) -> Iterator[ast.AST]:
+    """The statements of ``body`` and those nested in its blocks, not in nested functions or
+    classes."""
+    stack = list(reversed(body))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (*FUNCTIONS, ast.ClassDef)):
+            continue
+        yield node
+        stack.extend(reversed([c for c in ast.iter_child_nodes(node)
+                               if isinstance(c, (ast.stmt, ast.excepthandler))]))
 
 
 def _module_source(context: Any, name: str) -> str | None:

@@ -197,17 +197,22 @@ def method_calls_in_step_loops(path: str, tree: ast.Module) -> dict[tuple[str, s
         nodes = [n for s in body for n in ast.walk(s)]
         classes: dict[str, str] = {}
         for node in nodes:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
-                node.targets[0], ast.Name
-            ):
-                value = node.value  # (Agent(...).to(device): the class's instance still)
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                continue
+            target = node.targets[0]  # (sim, reg = NCC(), Grad(): paired)
+            pairs = zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple) and isinstance(
+                node.value, ast.Tuple) and len(target.elts) == len(node.value.elts) else [(target, node.value)]  # fmt: skip
+            for name, value in pairs:
+                if not isinstance(name, ast.Name):
+                    continue
+                # (Agent(...).to(device): the class's instance still)
                 while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and \
                         isinstance(value.func.value, ast.Call):
                     value = value.func.value
                 made = value.func if isinstance(value, ast.Call) else None
                 last = made.id if isinstance(made, ast.Name) else getattr(made, "attr", "")
                 if last[:1].isupper():
-                    classes[node.targets[0].id] = last
+                    classes[name.id] = last
         for loop in (n for n in nodes if isinstance(n, (ast.For, ast.AsyncFor, ast.While))):
             if not classes or not step_loop(loop):
                 continue

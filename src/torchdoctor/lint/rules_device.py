@@ -160,6 +160,9 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
     # -- TD204 -------------------------------------------------------------------------------
     def _check_moved(self, factory: ast.Call, drawn: bool = False) -> None:
         attribute, child, composed = self.parent(factory), factory, False
+        use = self._list_of_factories_used(factory)
+        if use is not None:  # (axes = [torch.arange(s) for s in shape]; torch.meshgrid(axes))
+            attribute, child, composed = self.parent(use), use, True
         for _ in range(6):  # ((torch.rand(n) > p).cuda()); torch.exp(-c * torch.arange(h) / h).to(d)
             if isinstance(attribute, ast.Compare | ast.BinOp | ast.UnaryOp) or (
                     isinstance(attribute, ast.Subscript) and attribute.value is child) or (
@@ -185,6 +188,10 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         if found is None:
             return
         device, sure = found
+        reported = self.context.cache.setdefault(("TD204 moves",), set())
+        if id(move) in reported:
+            return  # ([torch.arange(d), torch.arange(h)]: one copy, said once)
+        reported.add(id(move))
         if self._filled_once(move):
             return  # (a cache filled on a miss: HiFi-GAN's `if key not in mel_basis:`)
         loops = [lp for lp in self.enclosing_loops(move) if isinstance(lp, _LOOPS)]
@@ -222,6 +229,31 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
             f"{where}: {there}",
             fix=None if drawn else fix,
         )
+
+    def _list_of_factories_used(self, factory: ast.Call) -> ast.Name | None:
+        """The one later use of the name a function binds to a list of host tensors the
+        factory makes (``axes = [torch.arange(s) for s in shape]``), when that use is an
+        argument of a torch function (``torch.meshgrid(axes)``): the copy's way to the device
+        goes on from there."""
+        container = self.parent(factory)
+        if isinstance(container, ast.ListComp | ast.GeneratorExp) and container.elt is not factory:
+            return None
+        if not isinstance(container, ast.ListComp | ast.GeneratorExp | ast.List | ast.Tuple):
+            return None
+        assign, scope = self.parent(container), self.enclosing_scope(factory)
+        if not (isinstance(assign, ast.Assign) and len(assign.targets) == 1 and isinstance(
+                assign.targets[0], ast.Name) and isinstance(scope, FUNCTIONS)):  # fmt: skip
+            return None
+        name = assign.targets[0].id
+        uses = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
+                and isinstance(n.ctx, ast.Load)]  # fmt: skip
+        if len(uses) != 1 or len(self.assigned_values(scope, name)) != 1:
+            return None
+        call = self.parent(uses[0])
+        if isinstance(call, ast.Call) and uses[0] in call.args and any(
+                n.startswith("torch.") for n in self.callee(call)):  # fmt: skip
+            return uses[0]
+        return None
 
     def _filled_once(self, node: ast.AST) -> bool:
         """``node`` runs in the body of a cache-miss test (``if key not in cache:``, ``if

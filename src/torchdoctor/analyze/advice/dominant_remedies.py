@@ -190,7 +190,7 @@ REMEDIES: tuple[Remedy, ...] = (
     Remedy(
         "layer-stack",
         lambda node, group, cuda: bool(group),
-        "compile the layer stack, or use fewer layers",
+        "compile the layer stack",
         "torch.compile the repeated layer (or the whole model) so each layer's small ops fuse; "
         "if quality allows, train a model with fewer or narrower layers.",
         ("torch.compile", "seed 001"),

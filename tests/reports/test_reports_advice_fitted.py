@@ -233,4 +233,19 @@ def test_the_ranks_on_one_host_share_its_cores():
     assert contradicted({"code": "TD401"}, session)
     session["environment"]["world_size"] = 1  # (one process of one thread: a core is idle)
     assert not contradicted({"code": "TD401"}, session)
+    # ... one core for the workers: no stated saving, only a bound (a Hugging Face image
+    # classifier on 2 cores, one thread: 4.1 s -> 4.7 s with 2 workers)
+    (one_core,) = data_loading(session)
+    assert one_core.estimated_saving_ms is None and one_core.saving_range_ms[1] > 0
+    assert any("measure it" in e for e in one_core.evidence)
+    session["environment"]["cpus"] = 8  # (7 idle cores: the workers' stated saving)
     assert data_loading(session)[0].estimated_saving_ms
+
+
+def test_workers_that_do_not_keep_up_on_a_cpu_are_told_to_try_none():
+    """karpathy/makemore: 4 workers on 2 cores, 3.6 ms a step; with none, 2.3 ms."""
+    session = slow_session()
+    session["environment"].update(device="cpu", threads=2, cpus=2)
+    session["environment"]["data_loaders"] = [{"num_workers": 4, "persistent_workers": True}]
+    (item,) = data_loading(session)
+    assert "num_workers=0" in item.fix and item.estimated_saving_ms is None

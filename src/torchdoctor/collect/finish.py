@@ -188,7 +188,10 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         "notes": notes,
     }
     if state.run_ms:  # where the run's time went: the profiled steps' share of it
-        session["config"]["run_time"] = run_time(state.run_ms, store.wall.total, state.warmup_ms)
+        session["config"]["run_time"] = run_time(
+            state.run_ms, store.wall.total,
+            state.before_ms if state.before_ms is not None else state.warmup_ms,
+            state.warmup_compile_ms)  # fmt: skip
     outer = state.common_step_modules()  # (what most steps called, when others called more)
     if outer:
         session["config"]["outer_modules"] = outer
@@ -368,15 +371,20 @@ def imported_frameworks() -> dict[str, str]:
     return found
 
 
-def run_time(run_ms: float, steps_ms: float, before_ms: float) -> dict[str, float]:
+def run_time(run_ms: float, steps_ms: float, before_ms: float,
+             compile_ms: float = 0.0) -> dict[str, float]:  # fmt: skip
     """``config.run_time``: the profiled run's wall time (the profiler's start to its stop),
     its kept steps' total, the time before them (start-up: imports, data, model; and the
-    warm-up steps), and after them (the partial step after the last boundary, any work after
-    the loop, steps past ``max_steps``).
+    warm-up steps; ``compile_before_ms`` of it torch.compile compiling there, when any), and
+    after them (the partial step after the last boundary, any work after the loop, steps past
+    ``max_steps``).
 
     Example:
         >>> run_time(7800.0, 960.0, 6400.0)
         {'total_ms': 7800.0, 'steps_ms': 960.0, 'before_ms': 6400.0, 'after_ms': 440.0}
     """
     after = max(0.0, run_ms - steps_ms - before_ms)
-    return {"total_ms": run_ms, "steps_ms": steps_ms, "before_ms": before_ms, "after_ms": after}
+    found = {"total_ms": run_ms, "steps_ms": steps_ms, "before_ms": before_ms, "after_ms": after}
+    if compile_ms > 0:  # (torch.compile compiling in the warm-up steps: part of before_ms)
+        found["compile_before_ms"] = compile_ms
+    return found

@@ -296,6 +296,8 @@ class Profiler(StepCycle, HookEvents):
             self._hooks.remove()
         self._probe_attention()
         state.run_ms = 1e3 * (time.perf_counter() - self._started_s)  # (start to stop)
+        if state.first_kept_ns is not None:  # (the time before it: start-up and warm-up)
+            state.before_ms = max(0.0, (state.first_kept_ns - 1e9 * self._started_s) / 1e6)
         self.session = build_session(state, audit, self._paced)
         if self._checkpointer is not None:  # the final session replaces the checkpoint
             self._checkpointer.finish(self.session)

@@ -145,6 +145,9 @@ class ProfilerState:
     light_hooks_outermost: bool = False
     warmup_ms: float = 0.0  # wall time of the warm-up steps (not in the report)
     run_ms: float | None = None  # wall time from the profiler's start to its stop
+    first_kept_ns: int | None = None  # perf_counter_ns when the first kept step began
+    before_ms: float | None = None  # ... after the profiler's start (start-up, warm-up)
+    warmup_compile_ms: float = 0.0  # torch.compile compiling in the warm-up steps
     # a Hugging Face model's attention dropout inside SDPA (engine_state.attention_dropout)
     attention_dropout: dict[str, Any] | None = None
     interrupted: bool = False

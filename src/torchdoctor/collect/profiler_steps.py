@@ -192,12 +192,15 @@ class StepCycle:
             self._other.step_began(detailed, rec.phases.phase, timing)
         STATE.step_index = self._counter
         self._recent.began_ns = began
+        if state.first_kept_ns is None and self._counter >= self.warmup:  # (run_time's split)
+            state.first_kept_ns = began
         self._host_began = self._host.read() if self._host is not None else None
 
     def _drop_steps(self) -> None:
         """The steps kept so far were partial: forget them and their syncs, number steps anew;
         the next opens a window. Waiting steps are summarized first: their line tables carry
         each line's backward per call to the next steps (their hooked sites are not again)."""
+        self.state.first_kept_ns = self._recent.began_ns or None  # (the running step: first)
         self.flush_steps()
         self.state.drop_steps()
         self._schedule.restart()
@@ -279,6 +282,8 @@ class StepCycle:
         if compiled > self._compile_s:
             if kept:  # (the step's record, queued above: its index)
                 state.note_compile(self.steps_recorded - 1, 1e3 * (compiled - self._compile_s))
+            else:  # (compiling in the warm-up: the run's start-up, said in run_time)
+                state.warmup_compile_ms += 1e3 * (compiled - self._compile_s)
             self._compile_s = compiled
         if not discard:
             self._counter += 1

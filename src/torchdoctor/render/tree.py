@@ -177,10 +177,13 @@ def run_time_text(session: Any) -> str | None:
     if total < RUN_TIME_MIN_MS or steps >= RUN_TIME_SHARE * total:
         return None
     before, after = float(run.get("before_ms") or 0.0), float(run.get("after_ms") or 0.0)
+    compiled = float(run.get("compile_before_ms") or 0.0)
     return (
         f"the run took {total / 1e3:.3g} s; the profiled steps {steps / 1e3:.3g} s "
         f"({100 * steps / total:.0f}%), before them {before / 1e3:.3g} s (start-up: imports, "
-        f"data, model, and the warm-up steps), after them {after / 1e3:.3g} s"
+        "data, model, and the warm-up steps"
+        + (f"; torch.compile compiling {compiled / 1e3:.3g} s of it" if compiled >= 1.0 else "")
+        + f"), after them {after / 1e3:.3g} s"
     )
 
 

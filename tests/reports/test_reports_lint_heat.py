@@ -260,3 +260,32 @@ def test_a_finding_on_a_line_of_the_users_module_that_never_ran_is_cold():
     # a compiled module runs its lines in C++, unseen by the hot lines: its span still counts
     (hot,) = [a for a in lint_findings(_module_session("OptimizedModule")) if "TD508" in a.title]
     assert hot.heat > 0.5 and "inside net" in " ".join(hot.evidence)
+
+
+def test_a_finding_in_a_model_class_the_run_never_built_is_cold(tmp_path):
+    """karpathy/makemore --type rnn: its Transformer's hand-written GELU and attention ranked
+    above the run's real problems, "in unattributed code", though no Transformer ran."""
+    from torchdoctor.analyze.advice.lint_hot import lint_findings
+
+    script = tmp_path / "makemore.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        class NewGELU(torch.nn.Module):
+            def forward(self, x):
+                return 0.5 * x * (1.0 + torch.tanh(0.79 * (x + 0.044715 * torch.pow(x, 3.0))))
+        class RNN(torch.nn.Module):
+            def forward(self, x):
+                return x
+    """))
+    finding = {"code": "TD508", "severity": "info", "message": "hand-written tanh GELU",
+               "path": str(script), "line": 5, "replacement": None}  # fmt: skip
+    rest = {"kind": "self", "forward_ms": {"median": 60.0}, "backward_ms": {"median": 0.0},
+            "total_ms": {"median": 60.0}}  # fmt: skip
+    rnn = {"kind": "module", "type": "RNN", "path": "RNN", "total_ms": {"median": 40.0},
+           "source": {"file": str(script), "line": 6, "end_line": 8}, "children": []}  # fmt: skip
+    session = {"step_ms": {"median": 100.0}, "lint": [finding], "hot_lines": None,
+               "tree": {"kind": "root", "total_ms": {"median": 100.0}, "children": [rnn, rest]}}
+    (item,) = lint_findings(session)
+    assert item.heat == 0 and "not hot" in item.title
+    rnn["type"] = "NewGELU"  # (had it run, the unattributed time would make it a suspect)
+    assert lint_findings(session)[0].heat > 0

@@ -54,6 +54,7 @@ from torchdoctor.analyze.advice.hot_lines_data import (
     loop_of,
 )
 from torchdoctor.analyze.advice.lint_loaders import contradicted, rare_loader
+from torchdoctor.analyze.advice.unbuilt_modules import module_never_called
 from torchdoctor.lint.registry import RULES
 
 HOT_FRACTION = 0.05
@@ -207,6 +208,9 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
     if (best[1] or inside_any or is_sync_rule or sampling_loop or built
             or not _profiled_file(path, session)):  # fmt: skip
         return best
+    unbuilt = module_never_called(session, path, line)
+    if unbuilt:  # (a model the script defines and this run never built: makemore's others)
+        return 0.0, f"in {unbuilt}, a module this run never called"
     # Outside every module and region of a file the profile ran: a suspect for the time no
     # module or region claims (ranked by that share, which it may or may not explain).
     rest = unattributed_ms(session)

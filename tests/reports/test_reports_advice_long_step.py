@@ -97,3 +97,16 @@ def test_an_evaluation_whose_extra_time_is_its_own_loader_is_told_as_an_evaluati
     (one,) = single_long_step(_run(phase="data", calls=(81, 80)))
     assert "an evaluation between steps" in one.title
     assert periodic_steps(_run(long=(19, 39, 59), phase="data", steps=80)) == []  # (no calls)
+
+
+def test_an_evaluation_in_the_first_steps_is_no_warm_up_residue():
+    """minGPT's trainer evaluates at iteration 0: profiled step 0 took 3.3 s (300 model calls
+    in eval mode), a third of the run, and only a note said so."""
+    session = _run(long=(0,), wall=3000.0, calls=(301, 300))
+    (item,) = single_long_step(session)
+    assert item.title.startswith("Step 0 of 60 took") and "an evaluation" in item.title
+    assert single_long_step(_run(long=(1,), wall=3000.0)) == []  # (warm-up residue: left out)
+    detailed = _run(long=(0,), wall=3000.0, calls=(301, 300))
+    detailed["steps"][0]["detailed"] = True
+    detailed["config"] = {"detail": {"outlier_steps": [0]}}
+    assert single_long_step(detailed)

@@ -149,14 +149,26 @@ ROLLOUT_FIX = (
 
 def detailed_long(session: Mapping[str, Any]) -> list[int]:
     """The detailed steps left out of the tree for their length (the first two, warm-up
-    residue, not counted: as for light steps).
+    residue, not counted, as for light steps, unless they evaluated: :func:`early_evaluation`).
 
     Example:
         >>> detailed_long({"config": {"detail": {"outlier_steps": [0, 40, 80]}}})
         [40, 80]
     """
     left = ((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or []
-    return [int(i) for i in left if int(i) >= 2]
+    evaluating = {s.get("index") for s in session.get("steps") or () if early_evaluation(s)}
+    return [int(i) for i in left if int(i) >= 2 or int(i) in evaluating]
+
+
+def early_evaluation(step: Mapping[str, Any]) -> bool:
+    """Whether one of the first steps, long, ran an evaluation (several model calls in eval
+    mode: minGPT's trainer evaluates at iteration 0), not warm-up residue.
+
+    Example:
+        >>> early_evaluation({"model_calls": 301, "eval_calls": 300}), early_evaluation({})
+        (True, False)
+    """
+    return int(step.get("eval_calls") or 0) >= 2
 
 
 def sampled_text(session: Mapping[str, Any]) -> str:

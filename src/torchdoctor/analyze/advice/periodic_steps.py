@@ -37,6 +37,7 @@ from torchdoctor.analyze.advice.periodic_loops import (
     ROLLOUT_FIX,
     SMALL_BATCH_FIX,
     detailed_long,
+    early_evaluation,
     is_evaluation,
     loop_package,
     model_calls,
@@ -99,12 +100,12 @@ def _of(session: Mapping[str, Any], kept: int) -> str:
 
 
 def _long_steps(steps: list[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], float]:
-    """The long steps among ``steps`` (the first two left out: warm-up residue) and the
-    median wall time."""
+    """The long steps among ``steps`` (the first two left out, warm-up residue, unless they
+    evaluated) and the median wall time."""
     median = statistics.median(float(s["wall_ms"]) for s in steps)
     long = [
-        s for s in steps[2:]
-        if float(s["wall_ms"]) > LONG * median and float(s["wall_ms"]) - median > LONG_MS
+        s for k, s in enumerate(steps) if (k >= 2 or early_evaluation(s))
+        and float(s["wall_ms"]) > LONG * median and float(s["wall_ms"]) - median > LONG_MS
     ]  # fmt: skip
     return long, median
 

@@ -60,6 +60,8 @@ class Project(GradQueries):
         """Make an in-memory file (the one being linted) part of the project."""
         if path not in self.paths:
             self.paths.append(path)
+            for keyword in ("def", "class"):  # (the definitions' index is rebuilt with it)
+                self._no_grad.pop((f"module {keyword} index",), None)  # type: ignore[call-overload]
         self._texts[path] = text
         if tree is not None:
             self._trees[path] = tree
@@ -317,8 +319,14 @@ class Project(GradQueries):
         by text first, parsed only where it is), cached; None for none or several."""
         key = (f"module {keyword}", name)
         if key not in self._no_grad:
-            pattern = re.compile(rf"(?m)^{keyword} {re.escape(name)}\b")
-            found = [node for path in self.paths if pattern.search(self.text(path))
+            index = self._no_grad.get((f"module {keyword} index",))  # name -> files, read once
+            if index is None:
+                index = {}
+                for path in self.paths:
+                    for found_name in set(re.findall(rf"(?m)^{keyword} (\w+)", self.text(path))):
+                        index.setdefault(found_name, []).append(path)  # type: ignore[union-attr]
+                self._no_grad[(f"module {keyword} index",)] = index  # type: ignore[index]
+            found = [node for path in index.get(name, ())  # type: ignore[union-attr]
                      for node in (self.tree(path) or ast.Module(body=[])).body
                      if isinstance(node, kind) and node.name == name]  # fmt: skip
             self._no_grad[key] = found[0] if len(found) == 1 else None  # type: ignore[assignment]

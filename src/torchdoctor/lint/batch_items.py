@@ -227,8 +227,8 @@ def sized_alike(loop: ast.For, scope: ast.AST) -> str | None:
     (``if r_det < 0:`` per item: not the same ops on each).
 
     Example:
-        >>> fn = ast.parse("def f(p, dt):\n    for b in range(p.size(0)):\n"
-        ...                "        out[b] = g(dt[b, :])\n").body[0]
+        >>> fn = ast.parse("def f(p, dt):\\n    for b in range(p.size(0)):\\n"
+        ...                "        out[b] = g(dt[b, :])\\n").body[0]
         >>> sized_alike(fn.body[0], fn)
         'dt'
     """

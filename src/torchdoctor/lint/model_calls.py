@@ -120,10 +120,11 @@ def passed_a_module(rules, call: ast.Call) -> bool:
     Example:
         >>> from torchdoctor.lint import lint_source
         >>> src = ("import torch\\nclass Ranker(torch.nn.Module):\\n    pass\\n"
-        ...        "def test(r, data):\\n    for x in data:\\n        print(r(x))\\n"
-        ...        "def main(data):\\n    r = Ranker().cuda()\\n    test(r, data)\\n")
+        ...        "def evaluate(r, loader, dev):\\n    outs = []\\n    for x in loader:\\n"
+        ...        "        outs.append(r(x.to(dev)))\\n    return outs\\n"
+        ...        "def main(data, dev):\\n    r = Ranker().to(dev)\\n    evaluate(r, data, dev)\\n")
         >>> [(f.code, f.line) for f in lint_source(src)]
-        [('TD602', 5)]
+        [('TD602', 6)]
     """
     tree, scope = rules.context.tree, rules.enclosing_scope(call)
     if not isinstance(call.func, ast.Name) or tree is None or not hasattr(scope, "args"):

@@ -254,8 +254,8 @@ def _step_results(loop: ast.AST) -> set[str]:
 
     Example:
         >>> from torchdoctor.lint.syntax import link_parents
-        >>> tree = ast.parse("def step(b):\n    loss = f(b)\n    loss.backward()\n    return loss\n"
-        ...                  "for b in data:\n    l = step(b)\n")
+        >>> tree = ast.parse("def step(b):\\n    loss = f(b)\\n    loss.backward()\\n    return loss\\n"
+        ...                  "for b in data:\\n    l = step(b)\\n")
         >>> _ = link_parents(tree)
         >>> sorted(_step_results(tree.body[1]))
         ['l']

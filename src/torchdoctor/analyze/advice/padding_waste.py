@@ -13,10 +13,10 @@ the rule can say which remedy applies and what it removes:
 
 The saving is the removed share of the steps' forward and backward time. Suite ``fused``'s
 ``padding_waste`` benchmark measures how time follows positions on a small encoder's
-training (one epoch, CPU): the time saved was 1.04-1.29 x the share of positions removed
-(attention grows faster than linearly with length), so the share is a fair, conservative
-estimate; on a GPU with small batches per-kernel costs that do not shrink make it an upper
-bound.
+training (one epoch, CPU, quiet machine): the time saved was 0.86-1.11 x the share of
+positions removed (the optimizer step and per-batch costs do not shrink; attention grows
+faster than linearly with length), so the share is a fair estimate; on a GPU with small
+batches per-kernel costs that do not shrink make it an upper bound.
 
 Example:
     >>> padding = {"positions": 64, "real": 40, "per_batch": 64, "lengths": [16, 4, 4, 16]}
@@ -142,7 +142,7 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
         title = (f"{100 * share:.0f}% of the token positions are padding: batch sequences of "
                  "similar length")  # fmt: skip
     evidence.append(
-        "time follows the positions: one epoch of a small encoder's training took 1.04-1.29x "
+        "time follows the positions: one epoch of a small encoder's training took 0.86-1.11x "
         "the share of positions removed off its time (benchmark suite fused, padding_waste)"
         + ("; on a GPU with small batches, fixed per-kernel costs make it an upper bound"
            if is_cuda(session) else "")

@@ -213,3 +213,23 @@ def test_work_between_many_short_model_calls_is_still_sampled():
     lines = prof.session.to_dict().get("other_lines") or []
     busy = sum(r["ms_per_step"] for r in lines if r["function"] in ("_busy", "_env_rollout"))
     assert busy > 4.0, lines  # (of ~12 ms; before: next to nothing)
+
+
+def test_a_tick_in_the_tail_of_optimizer_step_is_no_lines():
+    """The optimizer's step wrapper runs on after its post hooks (the other phase has begun):
+    a tick there is the optimizer's, and slow_train.py's `optimizer.step()` line was told
+    "takes 10% of the step between optimizer.step() and the next forward"."""
+    import sys
+
+    from torchdoctor.collect.other_sampler import OtherPhaseSampler
+
+    sampler = OtherPhaseSampler()
+    sampler.sampling, sampler.phase, sampler.pending = True, "other", 5_000_000
+    wrapper = compile("def wrapper(charge):\n    charge(sys._getframe())\n",
+                      "/venv/lib/python3.11/site-packages/torch/optim/optimizer.py", "exec")
+    space = {"sys": sys}
+    exec(wrapper, space)
+    space["wrapper"](sampler._charge)  # (a tick inside the wrapper, called from this line)
+    assert sampler.lines == {} and sampler.pending == 5_000_000  # (kept for the next tick)
+    sampler._charge(sys._getframe())  # a tick on this test's own line takes the pending time
+    assert sum(sampler.lines.values()) >= 5_000_000

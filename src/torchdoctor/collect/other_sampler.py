@@ -48,6 +48,8 @@ from torchdoctor.collect.other_chains import loop_depth, loop_lines
 
 #: seconds of process CPU time between ticks (about 1% of the phase's time in the handler)
 INTERVAL_S = 0.002
+#: torch's Optimizer.step wrapper (its hooks run inside it)
+_OPTIMIZER_FILE = os.path.join("torch", "optim", "optimizer.py")
 #: the phases ticked: every line in ``other``; Python outside torch and modules in ``forward``
 SAMPLED_PHASES = ("other", "forward")
 #: library frames kept per tick of the ``other`` phase (a library's training loop is deep)
@@ -145,13 +147,16 @@ class OtherPhaseSampler:
         # (not under torch.distributed: a tick must never interrupt a collective's wait)
         self.detailed = detailed and not _distributed()
         self.forward_too = self.detailed and (detailed if timing is None else timing)
+        if self.ticking:  # (since take_step: the profiler closing the step, no line's time)
+            self.last = time.thread_time_ns()
         self.phase_changed(phase)
 
     def take_step(self) -> tuple[dict[tuple[str, int, str, Any], int], dict[tuple, int]]:
         """This step's two tables (fresh ones for the next): the ``other`` phase's lines and
         the forward phase's Python lines."""
-        if self.ticking:
-            self._charge(None)
+        if self.ticking:  # (the time since the last tick is the profiler's, closing the step
+            self.last = time.thread_time_ns()  # at an optimizer step: charged to no line; as
+            # pending, slow_train.py's `optimizer.step()` line collected 1 ms a step of it)
         lines, self.lines = self.lines, {}
         python, self.python = self.python, {}
         return lines, python  # (pending segments go with the next detailed step's first tick)
@@ -178,7 +183,6 @@ class OtherPhaseSampler:
         if frame is None:  # (the phase ends between ticks: its time goes with the next tick's
             self.pending += spent  # line, as a sample of the phase's work; a loop switching
             return  # phases every few hundred microseconds charged almost nothing otherwise)
-        spent, self.pending = spent + self.pending, 0
         chain = []  # the library frames below the user's line, innermost first (a Trainer's)
         while frame is not None:
             kind = kind_of(frame.f_code)
@@ -186,11 +190,15 @@ class OtherPhaseSampler:
                 break
             if kind == PROFILER:
                 return  # torchdoctor's own bookkeeping: the profiler's cost, no line's
+            if frame.f_code.co_filename.endswith(_OPTIMIZER_FILE):  # (the tail of
+                return  # optimizer.step() after its hooks: the optimizer's, no line's; with the
+                # pending segments, slow_train.py's `optimizer.step()` line collected 1 ms)
             if kind == LIBRARY:
                 chain.append((frame.f_code.co_filename, frame.f_lineno or 0, frame.f_code.co_name))
             frame = frame.f_back
         if frame is None:
             return  # no user frame: charged to no line
+        spent, self.pending = spent + self.pending, 0
         code = frame.f_code
         # outermost first, at most MAX_CHAIN frames (the innermost kept: where the time goes)
         if len(chain) > MAX_CHAIN:

@@ -253,6 +253,9 @@ def error_text(session: Mapping[str, Any]) -> str | None:
         ...     'RuntimeError: mat1 and mat2 shapes cannot be multiplied'])
         >>> error_text({"error": tb, "steps": []})
         'the script raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (train.py:4), before a step was complete: the figures are of what ran before it'
+        >>> tb = tb.replace("/v/site-packages/torch/nn/modules/linear.py", "/usr/lib/python3.11/threading.py")
+        >>> "(train.py:4)" in error_text({"error": tb, "steps": []})
+        True
         >>> error_text({"error": "terminated by signal 15 (SIGTERM) at /w/t.py:9", "steps": [{}]})
         'the script was terminated by signal 15 (SIGTERM) at /w/t.py:9, after 1 profiled steps: the figures are of what ran before it'
         >>> sampled = {"config": {"step_records": {"seen": 2011}}, "steps": [{}] * 810}
@@ -272,6 +275,8 @@ def error_text(session: Mapping[str, Any]) -> str | None:
             parts = file.replace("\\", "/").split("/")
             if "site-packages" in parts or "dist-packages" in parts or file.startswith("<"):
                 continue
+            if any(a == "lib" and re.fullmatch(r"python\d+(\.\d+)?", b) for a, b in zip(parts, parts[1:])):
+                continue  # (the standard library: a Ctrl-C in threading.py's wait, under a compile)
             number = text.split(", line ", 1)[1].split(",", 1)[0]
             where = f" ({os.path.basename(file)}:{number})"
     steps = step_count(session)  # (a long run lists a sample of its steps)

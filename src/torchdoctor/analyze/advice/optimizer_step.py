@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,13 +130,11 @@ def update_ms(session: Mapping[str, Any]) -> float | None:
         >>> update_ms({"steps": [{"update_ms": 0.6}, {"update_ms": 2.2}] * 4})
         1.4
     """
-    values = sorted(float(s["update_ms"]) for s in session.get("steps") or ()
-                    if isinstance(s.get("update_ms"), (int, float)) and s["update_ms"] > 0)  # fmt: skip
+    values = [float(s["update_ms"]) for s in session.get("steps") or ()
+              if isinstance(s.get("update_ms"), (int, float)) and s["update_ms"] > 0]  # fmt: skip
     if len(values) < MIN_LIGHT_STEPS:
         return None
-    middle = len(values) // 2
-    median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-    kept = [v for v in values if v <= STALL * median]
+    kept = [v for v in values if v <= STALL * statistics.median(values)]
     return round(sum(kept) / len(kept), 6)
 
 
@@ -152,15 +151,12 @@ def light_optimizer_ms(session: Mapping[str, Any]) -> float | None:
         >>> light_optimizer_ms({"steps": steps + [{"detailed": True, "phases": {"optimizer": 1.0}}]})
         0.3
     """
-    values = sorted(
+    values = [
         float((s.get("phases") or {}).get("optimizer") or 0.0)
         for s in session.get("steps") or ()
         if s.get("detailed") is False and float((s.get("phases") or {}).get("optimizer") or 0.0) > 0
-    )  # fmt: skip
-    if len(values) < MIN_LIGHT_STEPS:
-        return None
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    ]  # fmt: skip
+    return statistics.median(values) if len(values) >= MIN_LIGHT_STEPS else None
 
 
 #: the measured foreach-vs-fused speedup per optimizer class (BENCHMARKS.md suite 'fused');

@@ -33,6 +33,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, advice_step_ms, fmt_ms, is_cuda, pct
 from torchdoctor.analyze.advice.framework_terms import driver, group_by_length_switch
+from torchdoctor.session_read import installed_package
 
 #: the padding share of the positions that is worth a word, and the least saving (share of the
 #: step) for an advice
@@ -90,13 +91,12 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
     detailed = [s for s in session.get("steps") or () if s.get("detailed", True)]
     # (the measured steps' forward and backward, over every detailed step's time: a generate()
     # loop pads its prompts in the prefill steps only)
-    compute = sum(_busy_ms(s) for s in measured) / max(1e-9, sum(
-        float(s.get("wall_ms") or 0) for s in detailed))  # fmt: skip
-    own = sum(_busy_ms(s) for s in measured) / max(1e-9, sum(
-        float(s.get("wall_ms") or 0) for s in measured))  # fmt: skip
+    busy = sum(_busy_ms(s) for s in measured)
+    compute = busy / max(1e-9, sum(float(s.get("wall_ms") or 0) for s in detailed))
+    own = busy / max(1e-9, sum(float(s.get("wall_ms") or 0) for s in measured))
     step = advice_step_ms(session)
     training = any(float((s.get("phases") or {}).get("backward") or 0) > 0 for s in measured)
-    trainer = driver(session) == "transformers"
+    trainer, hugging_face = driver(session) == "transformers", _hugging_face(session)
     group_trainer = _GROUP_TRAINER.format(switch=group_by_length_switch(session))
     per_batch_ms = fixed * compute * step
     grouped_ms = max(per_batch_ms, (grouped if grouped is not None else share) * compute * step)
@@ -128,7 +128,7 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             f"longest removes {100 * fixed:.0f}% of the positions, {fmt_ms(per_batch_ms)} per "
             f"step ({pct(per_batch_ms, step):.0f}%); {grouping}"
         )
-        fix = (_PER_BATCH_HF if _hugging_face(session) else _PER_BATCH) + " Then " + (
+        fix = (_PER_BATCH_HF if hugging_face else _PER_BATCH) + " Then " + (
             group_trainer if trainer else _GROUP_TRAIN if training else _GROUP_INFER
         ).replace("Group", "group", 1).replace("Sort", "sort", 1)
         title = (f"{100 * share:.0f}% of the token positions are padding: pad each batch to its "
@@ -156,7 +156,7 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             fix=fix,
             code=f"TrainingArguments(..., {group_by_length_switch(session)})" if trainer else None,
             references=["transformers.DataCollatorWithPadding", "group_by_length"]
-            if _hugging_face(session) else ["torch.nn.utils.rnn.pad_sequence"],
+            if hugging_face else ["torch.nn.utils.rnn.pad_sequence"],
             estimated_saving_ms=saving,
             saving_range_ms=[saving, upper] if grouped is None and upper > 1.05 * saving else None,
             heat=min(1.0, (saving or upper) / step),
@@ -215,12 +215,12 @@ def _hugging_face(session: Mapping[str, Any]) -> bool:
     (its source is in the ``transformers`` package).
 
     Example:
-        >>> bert = {"kind": "module", "source": {"file": "/site-packages/transformers/bert.py"}}
+        >>> bert = {"kind": "module", "source": {"file": "/v/site-packages/transformers/bert.py"}}
         >>> _hugging_face({"tree": {"children": [bert]}}), _hugging_face({})
         (True, False)
     """
     if driver(session) == "transformers":
         return True
     top = ((session.get("tree") or {}).get("children")) or ()
-    return any("/transformers/" in str((n.get("source") or {}).get("file") or "").replace("\\", "/")
+    return any(installed_package((n.get("source") or {}).get("file")) == "transformers"
                for n in top)  # fmt: skip

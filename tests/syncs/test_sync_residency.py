@@ -276,3 +276,26 @@ def test_marks_hold_no_callback_and_stay_bounded_when_tensors_are_freed():
         residency.mark_host(torch.zeros(1))  # (freed at once)
     assert len(residency._host) <= 2 * PRUNE_AT
     assert len(residency) == 1 and residency.is_host(kept)
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker"])
+def test_a_data_loader_batch_is_host_data_until_moved(workers):
+    """pytorch/examples' DDP tutorial ported to the CPU: ``source.to("cpu")`` of a DataLoader
+    batch is no read-back (on CUDA it is ``.to(gpu_id)``, a copy to the device), while the loss,
+    computed from the batch moved to the device, still is."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    # made before the audit starts: the audit never saw these tensors being made
+    data = TensorDataset(torch.rand(8, 4), torch.randint(0, 3, (8,)))
+    loader = DataLoader(data, batch_size=4, num_workers=workers)
+    model, device = nn.Linear(4, 3), torch.device("cpu")
+    with _audit() as audit:
+        for source, targets in loader:
+            source = source.to("cpu")  # CPU port
+            labels = {"y": targets}
+            first = int(labels["y"][0])  # a label, read on the host
+            moved = source.to(device)
+            loss = nn.functional.cross_entropy(model(moved), targets + first * 0)
+            loss.item()  # LOSS-READ
+    loss_line = _line_of(test_a_data_loader_batch_is_host_data_until_moved, "LOSS" + "-READ")
+    assert _lines(audit) == [("item", loss_line)]

@@ -3,8 +3,8 @@
 A CPU run predicts the syncs a GPU run would have; only a read of *device* data is one. A
 tensor is known **host data** when the audit saw it made on the host: a factory call without a
 ``device`` argument (``torch.randint``, ``torch.tensor``, ``torch.zeros`` ...),
-``torch.from_numpy``, a copy to the host (``.cpu()``, ``.to("cpu")`` on a line that names the
-CPU), an op whose tensor inputs are all host data (``ix + 1``, ``torch.stack(host_list)``, the
+``torch.from_numpy``, a batch a ``DataLoader`` returned, a copy to the host (``.cpu()``,
+``.to("cpu")`` on a line that names the CPU), an op whose tensor inputs are all host data (``ix + 1``, ``torch.stack(host_list)``, the
 elements of ``for i in ix``, a ``.to(torch.float32)`` that names no device), or a view of host
 data (not itself moved with ``.to(device)``). Every
 other tensor counts as device data: parameters, buffers (unmarked when registered), tensors
@@ -28,11 +28,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import linecache
 import re
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -292,8 +293,10 @@ class Residency:
 
     def install(self) -> list[Any]:
         """What keeps the marks right beyond the audit's mode, as handles with ``remove()``:
-        a buffer registered on a module is device data (it lives where its module does), and
-        ``torch.from_numpy`` (not dispatched to torch-function modes) makes host data.
+        a buffer registered on a module is device data (it lives where its module does), while
+        ``torch.from_numpy`` (not dispatched to torch-function modes) and a ``DataLoader``'s
+        ``next()`` make host data (its workers' tensors are made in other processes, out of
+        the audit's sight; a GPU run copies the batch with ``.to(device)`` too).
 
         Example:
             >>> import numpy as np, torch
@@ -310,8 +313,45 @@ class Residency:
             if buffer is not None:
                 self.mark_device(buffer)
 
+        from torch.utils.data.dataloader import _BaseDataLoaderIter
+
+        mark_batch = weakref.WeakMethod(self.mark_batch)  # (a wrapper left behind is harmless)
+
+        @functools.wraps(_BaseDataLoaderIter.__next__)
+        def next_batch(iterator: Any, _next: Any = _BaseDataLoaderIter.__next__) -> Any:
+            batch = _next(iterator)
+            mark = mark_batch()
+            return batch if mark is None else mark(batch)
+
         return [register_module_buffer_registration_hook(buffer_registered),
-                Replaced(torch, "from_numpy", _marking(torch.from_numpy, self.mark_host))]  # fmt: skip
+                Replaced(torch, "from_numpy", _marking(torch.from_numpy, self.mark_host)),
+                Replaced(_BaseDataLoaderIter, "__next__", next_batch)]  # fmt: skip
+
+    def mark_batch(self, batch: Any, depth: int = 3) -> Any:
+        """Mark the tensors of a data batch host data: a tensor, or those inside tuples, lists
+        and mappings (a Hugging Face ``BatchEncoding``) up to ``depth`` levels; returns
+        ``batch``.
+
+        Example:
+            >>> import torch
+            >>> r = Residency()
+            >>> batch = r.mark_batch({"input_ids": torch.zeros(2), "extra": [torch.ones(1)]})
+            >>> r.is_host(batch["input_ids"]), r.is_host(batch["extra"][0])
+            (True, True)
+        """
+        if isinstance(batch, _T):
+            return self.mark_host(batch)
+        if depth <= 0:
+            return batch
+        if isinstance(batch, tuple | list):
+            items = batch
+        elif isinstance(batch, Mapping):
+            items = batch.values()
+        else:
+            return batch
+        for item in items:
+            self.mark_batch(item, depth - 1)
+        return batch
 
 
 def _marking(make: Callable[..., Any], mark: Callable[[Any], Any]) -> Callable[..., Any]:

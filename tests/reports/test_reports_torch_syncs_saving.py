@@ -28,3 +28,21 @@ def test_validation_s_saving_is_the_forward_s_with_the_forward_only_speedup():
                                                   30.0 * (1 - 1 / speed.high)])  # fmt: skip
     assert any("(their forward)" in e for e in item.evidence)
     assert item.estimated_saving_ms > 0.2 * 45.0  # (a fifth of the step, as measured)
+
+
+def test_a_rollout_s_distributions_count_at_their_rate_over_the_run():
+    """cleanrl's PPO builds a Normal per environment step in the rollout, which falls in one
+    periodic (outlier) step between updates: the typical update step's line time, scaled by how
+    often the line syncs over the whole run (7.3 per step against 2 in a typical step), prices
+    the switch (it was 10x low on the typical step alone)."""
+    session = _session()
+    session["syncs"][0].update(per_step=7.3 * 125, typical_per_step=2.0 * 125, in_outlier_steps=1)
+    (item,) = torch_syncs(session)
+    speed = SPEEDUPS["distribution_validation_forward"]
+    assert item.saving_range_ms == pytest.approx([30.0 * 3.65 * (1 - 1 / speed.low),
+                                                  30.0 * 3.65 * (1 - 1 / speed.high)])  # fmt: skip
+    assert any("with the calls of the periodic steps" in e for e in item.evidence)
+    # a line that syncs only in periodic steps: its time there is unmeasured, the typical kept
+    session["syncs"][0].update(typical_per_step=0.0)
+    (item,) = torch_syncs(session)
+    assert item.saving_range_ms[0] == pytest.approx(30.0 * (1 - 1 / speed.low))

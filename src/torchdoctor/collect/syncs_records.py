@@ -106,7 +106,8 @@ def group_records(
                 "would_sync_on_cuda": True,
                 # the audited steps it synced in (an evaluation: many syncs in one step)
                 **({"steps": len(group["steps"])} if stepped and group["steps"] else {}),
-                **({"in_outlier_steps": len(group["steps"] & set(outlier_steps))}
+                **({"in_outlier_steps": len(group["steps"] & set(outlier_steps)),
+                    "typical_per_step": group["count"] / typical}  # (its typical steps' own)
                    if group["rare"] else {}),  # fmt: skip
                 **(own_line(file, own) if own else {}),
                 **({"inside": inside} if inside else {}),

@@ -62,3 +62,23 @@ def test_families_read_from_the_line():
     assert family({"op": "x = t.cpu()", "kind": "cpu", "file": "/a/model.py"}) == "loop"
     assert family({"op": "cost = cost.cpu().numpy()", "kind": "cpu", "file": "/a/b.py",
                    "function": "hungarian_match"}) == "host-op"  # fmt: skip
+
+
+def test_a_rollout_s_actions_and_an_update_s_metric_each_get_their_fix():
+    """cleanrl's PPO: the rollout hands each action to the environment (a read the host needs,
+    in a periodic step), the update keeps a clip fraction per minibatch in a list; neither is
+    cured by LazyMetrics alone."""
+    ppo = [
+        {**_rec("next_obs, reward, term, trunc, infos = envs.step(action.cpu().numpy())", "cpu",
+                "/rl/ppo.py", 220, "<module>", 2.49), "in_outlier_steps": 1},  # fmt: skip
+        _rec("clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]",
+             "item", "/rl/ppo.py", 273, "<module>", 1.0),  # fmt: skip
+    ]
+    assert [family(r) for r in ppo] == ["action", "metric"]
+    (item,) = host_syncs({"syncs": ppo, "step_ms": {"median": 1.7}})
+    assert "1 metric reads" in item.title and "2.49 actions for an environment" in item.title
+    assert "Actions handed to an environment (ppo.py:220)" in item.fix
+    assert "gymnasium.vector" in item.fix and "Metrics read every step (ppo.py:273)" in item.fix
+    # actions alone: the per-item loop's advice, as before
+    (alone,) = host_syncs({"syncs": ppo[:1], "step_ms": {"median": 1.7}})
+    assert "from a Python loop" in alone.title

@@ -11,8 +11,9 @@ its ``MetricLogger.update``, 24 ``assert (boxes[:, 2:] >= boxes[:, :2]).all()`` 
   asynchronously on the device;
 - ``host-op``: a copy to the host for CPU code that a ``torchdoctor.ops`` call runs on the device
   (the line's file, function or text names it: ``matcher.py``, ``linear_sum_assignment``);
-- ``loop``: any other read, one per item of a Python loop (actions for an environment): batch
-  the loop.
+- ``action``: an action handed to an environment (``envs.step(action.cpu().numpy())``): the
+  host needs it; step more environments per policy call;
+- ``loop``: any other read, one per item of a Python loop: batch the loop.
 
 Example:
     >>> family({"op": "assert (b[:, 2:] >= b[:, :2]).all()", "kind": "bool"})
@@ -30,7 +31,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.ops_table import ops_for
 
-FAMILIES = ("loop", "metric", "assert", "host-op")
+FAMILIES = ("loop", "metric", "assert", "host-op", "action")
 _METRIC_FUNCTION = re.compile(
     r"^(update\w*|log\w*|add_scalars?|record\w*|track\w*|accumulate\w*|\w*meter\w*|\w*metric\w*)$",
     re.IGNORECASE,
@@ -40,7 +41,11 @@ _METRIC_TEXT = re.compile(
 )
 _COPIES = frozenset({"cpu", "numpy", "tolist"})
 #: what each family is called in a title, with its count
-_NOUN = {"loop": "other", "metric": "metric reads", "assert": "asserts", "host-op": "host copies"}
+_NOUN = {"loop": "other", "metric": "metric reads", "assert": "asserts", "host-op": "host copies",
+         "action": "actions for an environment"}
+#: a value kept in a Python list (``losses.append(loss.item())``, ``fracs += [x.item()]``): a
+#: metric when read about once a step, a loop's items when read many times
+_KEPT_TEXT = re.compile(r"\.append\(|\+=\s*\[")
 
 
 #: a read whose value is an action for an environment: passed to ``env.step(...)``, or
@@ -72,13 +77,21 @@ def family(record: Mapping[str, Any]) -> str:
         'host-op'
         >>> family({"op": "action = probs.multinomial(1).item()", "kind": "item",
         ...         "function": "select_action"})
+        'action'
+        >>> family({"op": "fracs += [(r > 1.2).float().mean().item()]", "per_step": 1.0})
+        'metric'
+        >>> family({"op": "tokens.append(t.item())", "per_step": 64.0})
         'loop'
     """
     op = str(record.get("op") or "").strip()
     if op.startswith("assert ") or op.startswith("assert("):
         return "assert"
+    if is_action(record):
+        return "action"
     function = str(record.get("function") or "")
     if _METRIC_FUNCTION.match(function) or _METRIC_TEXT.search(op):
+        return "metric"
+    if _KEPT_TEXT.search(op) and float(record.get("per_step") or 0.0) <= 2.0:
         return "metric"
     where = f"{os.path.basename(str(record.get('file') or ''))} {function} {op}"
     if record.get("kind") in _COPIES and ops_for(where):
@@ -138,6 +151,13 @@ def family_fixes(families: Mapping[str, list[Mapping[str, Any]]], where: Any) ->
                 "(torchdoctor.train.LazyMetrics, or a running sum of detached tensors) and read "
                 "them once per log interval."
             )
+        elif name == "action":
+            fixes.append(
+                f"Actions handed to an environment ({lines}): the host needs each one, so the "
+                "read stays; what costs is a policy call and a read per environment step. Step "
+                "more environments per call (gymnasium.vector: 4x the environments, a quarter "
+                "of the steps per environment) so each read brings a batch of actions."
+            )
         elif name == "assert":
             fixes.append(
                 f"Asserts on tensor values ({lines}): each waits for the device to compute the "
@@ -174,6 +194,8 @@ CODE = {
     "indices = [linear_sum_assignment(c) for c in C]\n"
     "result = torchdoctor.ops.linear_assignment(C)  # after: batched on the device (pad each\n"
     "# problem's rows to one count with a constant cost: it does not change the optimum)",
+    "action": "envs = gymnasium.vector.SyncVectorEnv([make_env] * 4)  # 4 environments a call\n"
+    "obs, *_ = envs.step(policy(obs).cpu().numpy())         # one read, 4 actions",
     "loop": "for obs in observations:                 # before: a read per item\n"
     "    action = policy(obs).argmax().item()\n"
     "actions = policy(torch.stack(observations)).argmax(-1).tolist()  # after: one",

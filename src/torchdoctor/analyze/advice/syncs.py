@@ -187,7 +187,8 @@ def _advice(
             else "stall not measured for these lines"
         )
     families = by_family(records, _per_step) if scalar else {}
-    if scalar and not set(families) <= {"loop", "metric"} or len(families) > 1 and (
+    kinds = set(families)
+    if scalar and not (kinds <= {"loop", "metric"} or kinds == {"action"}) or len(kinds) > 1 and (
         per_step >= LOOP_READS
     ):  # reads of different kinds (DETR: metrics, asserts, a copy for scipy): a fix for each
         first = next(iter(families))

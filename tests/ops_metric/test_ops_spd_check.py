@@ -86,3 +86,22 @@ def test_stein_of_matrices_near_the_largest_float_does_not_overflow(dtype):
     b = torch.diag(torch.tensor([big / 8, big / 4], dtype=dtype))
     want = math.sqrt(math.log(4.5 / 8) - 0.5 * math.log(1 / 8))  # (1 + 1/8)/2 = 4.5/8
     assert spd_distance(a, b, "stein").item() == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["log_euclidean", "stein", "affine_invariant"])
+def test_a_matrix_that_is_not_symmetric_is_named_not_read_by_one_triangle(metric):
+    """The factorizations read one triangle: an upper-triangular mistake (a transposed product,
+    a matrix filled row by row) gave the distance of another matrix, with no error."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 6, 4, generator=g, dtype=torch.float64)
+    spd = x.mT @ x / 6 + 0.1 * torch.eye(4, dtype=torch.float64)
+    rounded = spd @ torch.eye(4, dtype=torch.float64) * (1 + 1e-12)  # rounding: still symmetric
+    skewed = spd.clone()
+    skewed[2, 0, 3] += 0.5  # batch index 2, above the diagonal only
+    assert torch.isfinite(spd_distance(rounded, spd, metric=metric)).all()
+    with pytest.raises(ValueError, match=r"a is not symmetric at batch index \(2,\)"):
+        spd_distance(skewed, spd, metric=metric)
+    with pytest.raises(ValueError, match=r"b is not symmetric .* \(\(b \+ b\.mT\) / 2\)"):
+        spd_distance(spd, skewed, metric=metric)
+    assert torch.isfinite(spd_distance(skewed, spd, metric=metric, check=False)).all()  # no sync
+    assert torch.isfinite(spd_distance(skewed, spd, metric="fro")).all()  # any matrices there

@@ -405,3 +405,27 @@ def raise_not_spd(
         f"{name} is not symmetric positive definite {where}: smallest eigenvalue "
         f"{smallest:.3e}; {hint}"
     )
+
+
+def raise_not_symmetric(name: str, matrices: torch.Tensor, flagged: torch.Tensor) -> None:
+    """Raise ValueError for the first matrix flagged as not symmetric (an error path: syncs
+    freely), with its largest ``|m - m^T|`` and the way out.
+
+    Example:
+        >>> m = torch.tensor([[1.0, 0.5], [0.0, 1.0]])
+        >>> try:
+        ...     raise_not_symmetric("a", m, torch.tensor(True))
+        ... except ValueError as e:
+        ...     print(str(e)[:60])
+        a is not symmetric (the single matrix): the largest |a - a^T
+    """
+    index = tuple(int(i) for i in flagged.nonzero()[0].tolist()) if flagged.ndim else ()
+    matrix = matrices[index]
+    where = f"at batch index {index}" if index else "(the single matrix)"
+    gap = (matrix - matrix.mT).abs().max().item()
+    raise ValueError(
+        f"{name} is not symmetric {where}: the largest |{name} - {name}^T| is {gap:.3e} against "
+        f"a largest entry of {matrix.abs().max().item():.3e}; these metrics take symmetric "
+        f"positive definite matrices and read one triangle only. Symmetrize it "
+        f"(({name} + {name}.mT) / 2) if the difference is rounding, else check how it is made"
+    )

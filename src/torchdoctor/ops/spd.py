@@ -75,6 +75,7 @@ import torch
 
 from torchdoctor.ops._validation import (
     raise_not_spd,
+    raise_not_symmetric,
     require_broadcastable,
     require_data,
     require_finite,
@@ -193,16 +194,34 @@ def _logdet(a: torch.Tensor) -> torch.Tensor:
     return torch.where(info == 0, logdet, torch.nan)
 
 
+def _asymmetric(m: torch.Tensor) -> torch.Tensor:
+    """Per matrix, whether it is further from symmetric than rounding explains: largest
+    ``|m - m^T|`` over ``sqrt(eps)`` of its largest entry (a product ``A B A^T`` rounds within
+    that; a matrix that is not symmetric at all does not).
+
+    Example:
+        >>> _asymmetric(torch.stack([torch.eye(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]])]))
+        tensor([False,  True])
+    """
+    scale = m.abs().amax((-2, -1)) * torch.finfo(m.dtype).eps ** 0.5
+    return (m - m.mT).abs().amax((-2, -1)) > scale
+
+
 def _check_spd(a: torch.Tensor, b: torch.Tensor, metric: str) -> None:
     """NaN/Inf and SPD check of both inputs with one host sync (error path syncs more)."""
     require_data(a=a, b=b)
     info_a = torch.linalg.cholesky_ex(a).info != 0
     info_b = torch.linalg.cholesky_ex(b).info != 0
+    skew_a, skew_b = _asymmetric(a), _asymmetric(b)
     flags = torch.stack(
-        [(~torch.isfinite(a)).any() | (~torch.isfinite(b)).any(), info_a.any(), info_b.any()]
+        [(~torch.isfinite(a)).any() | (~torch.isfinite(b)).any(), info_a.any(), info_b.any(),
+         skew_a.any(), skew_b.any()]
     ).tolist()  # the one sync
     if flags[0]:
         require_finite(a=a, b=b)
+    for name, matrices, skew, flagged in (("a", a, skew_a, flags[3]), ("b", b, skew_b, flags[4])):
+        if flagged:  # (the factorizations read the lower triangle only: it would pass unseen)
+            raise_not_symmetric(name, matrices, skew)
     hint = "this metric needs SPD matrices; regularize them (e.g. covariance(x, shrinkage=0.1))"
     remedy = (  # log_euclidean floors eigenvalues within rounding of zero: no Cholesky needed
         f"or pass check=False to accept it (log_euclidean floors eigenvalues within rounding "
@@ -226,8 +245,9 @@ def spd_distance(
         metric: one of ``SPD_METRICS``: ``"fro"``, ``"log_euclidean"``, ``"stein"``,
             ``"affine_invariant"``; definitions as pyRiemann's distance_euclid,
             distance_logeuclid, distance_logdet and distance_riemann.
-        check: NaN/Inf check, plus an SPD check for the non-``fro`` metrics, with one host
-            sync; the error names the batch index and smallest eigenvalue. The SPD check is a
+        check: NaN/Inf check, plus a symmetry and an SPD check for the non-``fro`` metrics
+            (their factorizations read one triangle), with one host sync; the error names the
+            batch index and the largest asymmetry or the smallest eigenvalue. The SPD check is a
             Cholesky factorization in the compute dtype, so a matrix that is SPD but too
             ill-conditioned for float32 is rejected too; its error says so and suggests float64
             or jitter (``log_euclidean`` with ``check=False`` accepts it). ``False`` on a hot

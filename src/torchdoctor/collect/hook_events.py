@@ -145,24 +145,31 @@ class HookEvents:
         return (args[0], after_closure, *args[2:]), kwargs
 
     @_timed_event
-    def _no_grad_enter(self, grad_was_enabled: bool, opened_by_torch: bool = False) -> None:
+    def _no_grad_enter(
+        self, grad_was_enabled: bool, opened_by_torch: Callable[[], bool] = lambda: False
+    ) -> bool:
         """In a loop that calls backward() but no optimizer, a ``no_grad`` block opened between
         passes (``p -= lr * p.grad``) is the hand-written optimizer step (not one opened by
-        torch itself, such as ``clip_grad_norm_`` before the first ``optimizer.step()``)."""
+        torch itself, such as ``clip_grad_norm_`` before the first ``optimizer.step()``).
+        True once an optimizer stepped and no block is open: no block can be a hand-written
+        update from then on, and the blocks need watching no more (``wrap_no_grad``)."""
+        if self._seen["optimizer"] and not self._no_grad_blocks:
+            return True
         rec = self._rec
         manual_update = (
             grad_was_enabled
-            and not opened_by_torch
             and self._seen["backward"] > 0
             and not self._seen["optimizer"]
             and self.state.boundary in (None, _BACKWARD)
             and rec.phases.phase == "other"
+            and not opened_by_torch()
         )
         self._no_grad_blocks.append(manual_update)
         if manual_update:
             rec.phases.push("optimizer")
             if not self._seen["manual_update"]:  # said once a backward() follows (not for an
                 self._seen["manual_update"] = PENDING_NOTE  # evaluation after the last one)
+        return False
 
     @_timed_event
     def _data_enter(self, iterator: Any = None) -> int:

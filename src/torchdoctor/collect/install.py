@@ -115,13 +115,21 @@ class Installation:
             self._undo.append(functools.partial(setattr, torch.autograd, name, original))
             self._undo.append(_as_torchscript_builtin(wrapper, original))
 
-    def wrap_no_grad(self, enter: Callable[[bool, bool], None], leave: Callable[[], None]) -> None:
+    def wrap_no_grad(
+        self, enter: Callable[[bool, Callable[[], bool]], bool | None], leave: Callable[[], None]
+    ) -> None:
         """Call ``enter(grad_was_enabled, opened_by_torch)`` after entering and ``leave()``
         after leaving each ``torch.no_grad()`` block (``with`` or decorator) opened on the
-        calling thread; ``opened_by_torch``: torch's own code opened it (``clip_grad_norm_``)."""
+        calling thread; ``opened_by_torch()``: whether torch's own code opened it
+        (``clip_grad_norm_``), a frame check made only when asked. When ``enter`` returns True
+        the blocks need watching no more: the originals are put back (an RL rollout opens one
+        per environment step; a light step then pays nothing for it)."""
         cls = torch.autograd.grad_mode.no_grad
         original_enter, original_exit = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
         thread = threading.get_ident()
+
+        def undo() -> None:
+            cls.__enter__, cls.__exit__ = original_enter, original_exit
 
         # (functools.wraps: torch.jit.script compiles no_grad's methods from their source, found
         # through __wrapped__: torch.distributed.optim's functional optimizers at import)
@@ -130,7 +138,9 @@ class Installation:
             was_enabled = torch.is_grad_enabled()
             result = original_enter(context)
             if threading.get_ident() == thread:
-                enter(was_enabled, _opened_by_torch(sys._getframe(1)))
+                frame = sys._getframe(1)
+                if enter(was_enabled, lambda: _opened_by_torch(frame)):
+                    undo()  # (this block's exit is then the original's: nothing to undo)
             return result
 
         @functools.wraps(original_exit)
@@ -142,10 +152,6 @@ class Installation:
                     leave()
 
         cls.__enter__, cls.__exit__ = __enter__, __exit__
-
-        def undo() -> None:
-            cls.__enter__, cls.__exit__ = original_enter, original_exit
-
         self._undo.append(undo)
 
     def wrap_data_loader(self, enter: Callable[[Any], Any], leave: Callable[[Any], None]) -> None:

@@ -260,3 +260,17 @@ def test_decoding_steps_without_a_cache_are_no_periodic_work():
     assert periodic_steps(session) == []
     session["config"]["step_boundary"] = "optimizer"  # (not a decode: the steps stay long)
     assert periodic_steps(session)
+
+
+def test_a_detailed_rollout_counts_at_the_light_rollouts_length():
+    """cleanrl's PPO: a rollout of 1,024 policy calls every 32 updates; the one that fell in a
+    detail window took 1,801 ms against 440 ms light (a hook on every small call), which made
+    the rollouts 61% of the run instead of about 40%."""
+    steps = _steps(n=128, every=32, long_ms=438.0, base=2.0)
+    steps[63].update(detailed=True, wall_ms=1801.0)
+    steps[63]["phases"]["other"] = 1801.0 - 43.0
+    (item,) = periodic_steps({"steps": steps, "config": {"detail": {"outlier_steps": [63]}}})
+    light = _steps(n=128, every=32, long_ms=438.0, base=2.0)
+    (as_if_light,) = periodic_steps({"steps": light})
+    assert item.title == as_if_light.title  # (the share of the run as without the hooks)
+    assert item.saving_range_ms == pytest.approx(as_if_light.saving_range_ms, rel=0.01)  # (127 light)

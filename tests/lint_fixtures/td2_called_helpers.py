@@ -71,3 +71,19 @@ def fit(model, loader, opt, scorer, verbose=1, plot=False):
         if plot and verbose:
             scorer(y.cpu().numpy(), None)  # near-miss: plot is off by default
     return scores
+
+
+def log_losses(step, loss):
+    if step % 100:
+        return
+    print(f"step {step}: loss {loss.item():.4f}")  # near-miss: an early return leaves one step in 100
+
+
+def train_logged(model, loader, opt):
+    for step, (x, y) in enumerate(loader):
+        out = model(x.cuda())
+        loss = F.cross_entropy(out, y.cuda())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        log_losses(step, loss)

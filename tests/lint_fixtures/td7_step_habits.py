@@ -1,7 +1,9 @@
-"""TD713 the model moved every step; TD714 retain_graph=True on a step's only backward."""
+"""TD713 the model moved every step; TD714 retain_graph=True on a step's only backward; TD705,
+TD707, TD710 in a helper the loop calls every step, and the guards that leave them out."""
 import gc
 
 import torch
+import torch.distributed as dist
 
 
 def train(model, loader, opt, device):
@@ -145,3 +147,38 @@ def run_epochs(model, loader, opt, epochs):
             opt.step()
             drop_cached_blocks()
         trim_after_validation()
+
+
+def report_on_test_iterations(iteration, testing_iterations):
+    if iteration not in testing_iterations:
+        return
+    torch.cuda.empty_cache()  # near-miss: an early return leaves it to the test iterations
+
+
+def synchronize():
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    dist.barrier()  # expect: TD707 (the guard asks about the run: it holds on every step)
+
+
+def barrier_on_save(step, save_steps):
+    if step in save_steps:
+        dist.barrier()  # near-miss: a save's barrier, under a test of the step
+    if step % 1000:
+        return
+    gc.collect()  # near-miss: an early return leaves it to one step in 1000
+
+
+def sweep_garbage():
+    gc.collect()  # expect: TD710 (the loop below calls this every step)
+
+
+def run_iterations(model, loader, opt, testing_iterations, save_steps):
+    for it, batch in enumerate(loader):
+        opt.zero_grad()
+        model(batch).mean().backward()
+        opt.step()
+        report_on_test_iterations(it, testing_iterations)
+        synchronize()
+        barrier_on_save(it, save_steps)
+        sweep_garbage()

@@ -50,3 +50,37 @@ def on_by_default(test: ast.AST, scope: ast.AST) -> bool:
             compare(defaults[test.left.id], test.comparators[0].value))
     except TypeError:
         return False
+
+
+def early_returns_before(node: ast.AST, function: ast.AST) -> list[ast.If]:
+    """The ``if`` statements of ``function`` that return before ``node`` is reached when
+    their test holds (``if iteration not in testing_iterations: return`` at the top of a
+    report helper): an earlier statement of a block around ``node`` whose branch ends with
+    ``return``. Like an ``if`` around ``node``, they make it run only on some calls. Needs
+    the parent links of :func:`torchdoctor.lint.syntax.link_parents`.
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> fn = ast.parse("def report(it, its):\\n    if it not in its:\\n        return\\n"
+        ...                "    flush()\\n").body[0]
+        >>> _ = link_parents(fn)
+        >>> [ast.unparse(g.test) for g in early_returns_before(fn.body[1].value, fn)]
+        ['it not in its']
+    """
+    found: list[ast.If] = []
+    child, above = node, getattr(node, "td_parent", None)
+    while above is not None and child is not function:
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(above, field, None)
+            if not isinstance(block, list) or not any(s is child for s in block):
+                continue
+            for earlier in block[: next(i for i, s in enumerate(block) if s is child)]:
+                if isinstance(earlier, ast.If) and any(
+                    branch and isinstance(branch[-1], ast.Return)
+                    for branch in (earlier.body, earlier.orelse)
+                ):
+                    found.append(earlier)
+        if isinstance(above, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            break
+        child, above = above, getattr(above, "td_parent", None)
+    return found

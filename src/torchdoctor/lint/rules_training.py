@@ -11,10 +11,16 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.gates import early_returns_before
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import after_warmup, same_file_callee
 from torchdoctor.lint.tensors import FRAMEWORK_STEP_HOOKS
-from torchdoctor.lint.training_optimizer import OPTIMIZER, OptimizerChecks, optimizer_step_call
+from torchdoctor.lint.training_optimizer import (
+    _DIST_STATE,
+    OPTIMIZER,
+    OptimizerChecks,
+    optimizer_step_call,
+)
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -221,33 +227,48 @@ class TrainingRules(OptimizerChecks):
             if names & calls and self._every_training_step(  # (a barrier under `if
                     node, over_data=True, flags=code == "TD707"):  # distributed:`: every step)
                 self.report(node, code, message)
-            elif names & calls & EMPTY_CACHE and not self.enclosing_loops(node):
-                self._check_helper_every_step(node)
+            elif names & calls and not self.enclosing_loops(node):
+                self._check_helper_every_step(node, code, message)
         if method_name(node) == "backward":
             self._check_accumulation(node)
         if names and not any(n.startswith(("torch.", "builtins.")) for n in names):
             self._check_barrier_one_deep(node, names)
 
-    def _check_helper_every_step(self, node: ast.Call) -> None:
-        """``torch.cuda.empty_cache()`` unconditionally in a helper of this file (``def
-        release(): ...``) that a training loop of the file calls on every step."""
+    def _check_helper_every_step(self, node: ast.Call, code: str, message: str) -> None:
+        """``torch.cuda.empty_cache()`` / ``dist.barrier()`` / ``gc.collect()`` unconditionally
+        in a helper of this file (``def release(): ...``, MoCo's ``synchronize()``) that a
+        training loop of the file calls on every step. An ``if`` around the call, or one that
+        returns before it (3DGS's ``if iteration not in testing_iterations: return``), makes
+        it run on some calls only; a barrier's test of the run's distributed state (``if not
+        dist.is_initialized(): return``) holds on every step."""
         helper = self.enclosing_scope(node)
-        if not isinstance(helper, FUNCTIONS) or self.context.tree is None or self._guarded(node):
+        if not isinstance(helper, FUNCTIONS) or self.context.tree is None:
+            return
+        guards = [*self._branches_around(node, helper), *early_returns_before(node, helper)]
+        if any(not (code == "TD707" and _run_wide_in(g.test, helper)) for g in guards):
             return
         for call in ast.walk(self.context.tree):
             if (isinstance(call, ast.Call) and (getattr(call.func, "id", None) == helper.name
                     or getattr(call.func, "attr", None) == helper.name)
                     and same_file_callee(call) is helper
                     and self._every_training_step(call, over_data=True)):  # fmt: skip
+                what, _, cure = message.partition(" every step ")
                 self.report(
                     node,
-                    "TD705",
-                    f"torch.cuda.empty_cache() in `{helper.name}`, which the loop at line "
-                    f"{call.lineno} calls every step: it synchronizes and hands cached blocks "
-                    "back to the driver, only for the allocator to cudaMalloc them again; "
-                    "remove it (fragmentation: PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)",
+                    code,
+                    f"{what} in `{helper.name}`, which the loop at line {call.lineno} calls "
+                    f"every step: {cure}",
                 )
                 return
+
+    def _branches_around(self, node: ast.AST, function: ast.AST) -> list[ast.AST]:
+        """The ``if`` statements and conditional expressions around ``node`` in ``function``."""
+        found, parent = [], self.parent(node)
+        while parent is not None and parent is not function:
+            if isinstance(parent, (ast.If, ast.IfExp)):
+                found.append(parent)
+            parent = self.parent(parent)
+        return found
 
     def _check_barrier_one_deep(self, node: ast.Call, names: set[str]) -> None:
         """``synchronize()`` every step, where the project's ``synchronize`` calls
@@ -401,3 +422,27 @@ def _always_on_a_gpu(branch: ast.AST) -> bool:
     """
     return isinstance(branch, ast.If) and dotted(getattr(branch.test, "func", None)) in {
         "torch.cuda.is_available", "cuda.is_available"}  # fmt: skip
+
+
+def _run_wide_in(test: ast.AST, function: ast.AST) -> bool:
+    """``test`` asks about the run, not the call: it calls nothing but distributed-state
+    queries (``dist.is_initialized()``, ``get_world_size() == 1``), takes no modulo and reads
+    no parameter of ``function`` as a bare name (``args.distributed`` is a setting; an
+    ``iteration`` passed in changes every call).
+
+    Example:
+        >>> fn = ast.parse("def sync(it, args):\\n    pass").body[0]
+        >>> [_run_wide_in(ast.parse(t, mode="eval").body, fn) for t in (
+        ...     "not dist.is_initialized() or dist.get_world_size() == 1",
+        ...     "args.distributed", "it not in its", "it % 10 == 0", "check(args)")]
+        [True, True, False, False, False]
+    """
+    args = getattr(function, "args", None)
+    params = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)} if args else set()
+    owners = {id(n.value) for n in ast.walk(test) if isinstance(n, ast.Attribute)}
+    return not any(
+        isinstance(n, ast.Call) and not _DIST_STATE.search(dotted(n.func) or "")
+        or isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+        or isinstance(n, ast.Name) and n.id in params and id(n) not in owners
+        for n in ast.walk(test)
+    )  # fmt: skip

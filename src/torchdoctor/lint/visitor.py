@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from torchdoctor.lint.finding import Finding, one_line
-from torchdoctor.lint.gates import on_by_default
+from torchdoctor.lint.gates import early_returns_before, on_by_default
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.project_scan import direct_calls
 from torchdoctor.lint.rule import Rule
@@ -55,13 +55,12 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
 )
 from torchdoctor.lint.tensors import runs_a_training_step
 
-#: names of functions that run one training step
 #: methods that mutate a Python container in place (``tokens.append(t)``: not invariant;
 #: not ``add`` or ``sort``, which a tensor has and returns a new one from)
-_CONTAINER_MUTATORS = frozenset(
-    {"append", "extend", "insert", "pop", "popleft", "appendleft", "update", "remove",
-     "discard", "clear", "setdefault", "popitem", "reverse"}
-)  # fmt: skip
+_CONTAINER_MUTATORS = frozenset({"append", "extend", "insert", "pop", "popleft", "appendleft",
+                                 "update", "remove", "discard", "clear", "setdefault", "popitem",
+                                 "reverse"})  # fmt: skip
+#: names of functions that run one training step
 _STEP_FUNCTION = re.compile(r"(?i)step|train|update|iteration|batch|fit|optimi[sz]e")
 
 
@@ -423,13 +422,15 @@ class RuleVisitor:
         return project is not None and project.called_in_loop(scope.name) is not None  # type: ignore[attr-defined]
 
     def under_log_gate(self, node: ast.AST, stop: ast.AST) -> bool:
-        """True when an ``if step % N == 0`` / ``if verbose`` style test guards ``node``."""
+        """True when an ``if step % N == 0`` / ``if verbose`` style test guards ``node``, or
+        returns before it (``if step % N: return``: :func:`early_returns_before`)."""
         p = parent(node)
         while p is not None and p is not stop:
             if isinstance(p, (ast.If, ast.IfExp)) and self.is_gate_test(p.test, p):
                 return True
             p = parent(p)
-        return False
+        return any(self.is_gate_test(g.test, g)
+                   for g in early_returns_before(node, self.enclosing_scope(node)))  # fmt: skip
 
     def is_gate_test(self, test: ast.AST, where: ast.AST) -> bool:
         """``step % N == 0``, ``verbose``, ``should_log`` (also a name assigned such a test in
@@ -442,9 +443,7 @@ class RuleVisitor:
         for name in dotted_names_in(test):
             if "." in name:
                 continue
-            for value in self.assigned_values(scope, name):
-                if any(
-                    isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(value)
-                ):
-                    return True
+            if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+                   for value in self.assigned_values(scope, name) for n in ast.walk(value)):
+                return True  # fmt: skip
         return False

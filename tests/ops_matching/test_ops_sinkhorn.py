@@ -210,3 +210,16 @@ def test_weights_rounded_to_half_precision_pass_the_equal_totals_check(dtype):
     assert torch.isfinite(plan).all() and plan.dtype == dtype
     with pytest.raises(ValueError, match="balanced transport"):  # (a real mismatch still fails)
         sinkhorn(torch.rand(2, 3).to(dtype), a, b * 1.1, eps=0.1)
+
+
+def test_infinite_weights_and_costs_that_overflow_over_eps_are_rejected():
+    """a = [inf, 0.5] passed the equal-totals test (inf > inf is False) and a float32 row of
+    finfo.max (-cost / eps overflows to -inf) passed too: both gave an all-NaN plan."""
+    cost = torch.rand(2, 2)
+    with pytest.raises(ValueError, match="row weights a that are negative, NaN, infinite"):
+        sinkhorn(cost, torch.tensor([math.inf, 0.5]), torch.tensor([0.5, 0.5]))
+    huge = cost.clone()
+    huge[0] = torch.finfo(torch.float32).max
+    with pytest.raises(ValueError, match=r"too large for eps=0\.1: cost / eps overflows"):
+        sinkhorn(huge, eps=0.1)
+    assert torch.isfinite(sinkhorn(huge.double(), eps=0.1).plan).all()  # (float64 holds it)

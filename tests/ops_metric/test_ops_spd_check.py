@@ -105,3 +105,26 @@ def test_a_matrix_that_is_not_symmetric_is_named_not_read_by_one_triangle(metric
         spd_distance(spd, skewed, metric=metric)
     assert torch.isfinite(spd_distance(skewed, spd, metric=metric, check=False)).all()  # no sync
     assert torch.isfinite(spd_distance(skewed, spd, metric="fro")).all()  # any matrices there
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_products_symmetric_up_to_the_rounding_they_were_made_in_pass(dtype):
+    """x @ m @ x.T + I made in half precision differs from its transpose by a few ulps of that
+    precision; a float32 product passed on as float64 (as the errors suggest) by float32's:
+    the symmetry check took them for non-symmetric matrices (oracle round 5)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(50, 6, 6, generator=g).to(dtype)
+    m = torch.randn(50, 6, 6, generator=g).to(dtype)
+    made = x @ (m @ m.mT) @ x.mT + torch.eye(6, dtype=dtype)
+    assert torch.isfinite(spd_distance(made, made, metric="log_euclidean")).all()
+    if dtype == torch.float32:
+        wide = made.double()
+        assert (wide - wide.mT).abs().max() > 0  # (not symmetric to float64's rounding)
+        assert torch.isfinite(spd_distance(wide, wide, metric="stein")).all()
+
+
+@pytest.mark.parametrize("metric", ["log_euclidean", "stein", "affine_invariant"])
+def test_empty_matrices_are_checked_as_the_other_paths_take_them(metric):
+    empty = torch.zeros(2, 0, 0)
+    assert spd_distance(empty, empty, metric=metric).tolist() == \
+        spd_distance(empty, empty, metric=metric, check=False).tolist()

@@ -78,3 +78,14 @@ def test_float64_quality_with_float32_features_is_ranked_unrounded_on_every_engi
     got = select_tokens_per_segment(same, ids[:4], keep_per_segment=2, quality=quality,
                                     backend=backend)
     assert got.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_any_positive_keep_ratio_keeps_a_token_and_rounding_adds_none(backend):
+    """keep_ratio=1e-10 of 10 tokens kept 0 (``ceil(x - 1e-9)``), not ceil's 1; 0.3 of 10 is
+    3.0000000000000004 in floating point and keeps 3, not 4 (oracle round 5)."""
+    features = torch.randn(10, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ids = torch.zeros(10, dtype=torch.long)
+    for ratio, kept in ((1e-10, 1), (0.3, 3), (0.7, 7), (0.0, 0)):
+        got = select_tokens_per_segment(features, ids, keep_ratio=ratio, backend=backend)
+        assert len(got) == kept, ratio

@@ -19,11 +19,18 @@ from torchdoctor.ops._greedy_numpy import greedy_arrays
 from torchdoctor.ops._host import cpu_array
 from torchdoctor.ops.dpp import compiled_engine
 
+#: ``keep_ratio * count`` is multiplied by this before its ceiling: a product a rounding above
+#: an integer counts as that integer (a relative 1e-12, far above float64's 1e-16 and far below
+#: any count's distance to the next integer down)
+ROUNDING = 1.0 - 1e-12
+
 __all__ = ["select_dpp_host", "tokens_to_keep"]
 
 
 def tokens_to_keep(counts, keep_ratio: float | None, keep_per_segment: int | None):
-    """Tokens kept per segment: ``ceil(keep_ratio * count)`` or ``min(keep_per_segment, count)``.
+    """Tokens kept per segment: ``ceil(keep_ratio * count)`` or ``min(keep_per_segment, count)``
+    (the product taken down by a relative :data:`ROUNDING` first: ``0.3 * 10`` is
+    ``3.0000000000000004``, 3 tokens, while any positive ratio keeps at least one).
 
     ``counts`` is an integer tensor or NumPy array; the result is of the same kind.
 
@@ -35,12 +42,12 @@ def tokens_to_keep(counts, keep_ratio: float | None, keep_per_segment: int | Non
     """
     if isinstance(counts, np.ndarray):
         if keep_ratio is not None:
-            wanted = np.ceil(counts.astype(np.float64) * keep_ratio - 1e-9).astype(np.int64)
+            wanted = np.ceil(counts.astype(np.float64) * keep_ratio * ROUNDING).astype(np.int64)
         else:
             wanted = np.full_like(counts, keep_per_segment)
         return np.minimum(wanted, counts)
     if keep_ratio is not None:
-        wanted = torch.ceil(counts.to(torch.float64) * keep_ratio - 1e-9).long()
+        wanted = torch.ceil(counts.to(torch.float64) * keep_ratio * ROUNDING).long()
     else:
         wanted = torch.full_like(counts, keep_per_segment)
     return torch.minimum(wanted, counts)

@@ -168,6 +168,9 @@ def linear_assignment(
 
     Costs are solved in float64; ``total`` has the input's float dtype (float64 for integers,
     whose totals are summed exactly up to ``2**62``), summed in float64 and rounded once.
+    Integer costs beyond ``2**53`` are rounded to float64 for the solve: costs closer than
+    their float64 spacing tie there, and the methods (scipy's too) may pick different
+    assignments among those ties, whose exact integer totals differ by that rounding.
     With ``check=True`` NaN, wrong-sign infinities and infeasible problems raise ``ValueError``
     naming the problem; on an accelerator this costs one host sync for the whole batch. With
     ``check=False`` there is none (except with ``method="scipy"``, which always checks and

@@ -83,18 +83,22 @@ def _log_weights(weights: torch.Tensor) -> torch.Tensor:
 
 
 def _check_values(
-    cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, batch_shape, tolerance: float = 1e-5
+    cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, batch_shape, tolerance: float = 1e-5,
+    eps: float = 1.0,
 ) -> None:
     """One host read for the batch: bad costs (NaN, -inf, a row or column with every pair
-    forbidden) or bad marginals (negative or NaN weights, no mass, totals apart by more than
-    ``tolerance``, relative)."""
+    forbidden, finite costs whose ``cost / eps`` overflows the dtype) or bad marginals
+    (negative, NaN or infinite weights, no mass, totals apart by more than ``tolerance``,
+    relative)."""
     require_data(cost=cost, a=a, b=b)
     flat = cost.detach().reshape(-1, *cost.shape[-2:])
     a = a.detach().reshape(flat.shape[0], -1)
     b = b.detach().reshape(flat.shape[0], -1)
     forbidden = torch.isposinf(flat)
     totals = a.double().sum(-1), b.double().sum(-1)
-    bad_weights = [(w < 0).any(-1) | torch.isnan(w).any(-1) | ~(w.sum(-1) > 0) for w in (a, b)]
+    bad_weights = [(w < 0).any(-1) | (~torch.isfinite(w)).any(-1) | ~(w.sum(-1) > 0)
+                   for w in (a, b)]  # fmt: skip
+    overflow = (torch.isinf(flat / eps) & torch.isfinite(flat)).flatten(1).any(1)
     scale = torch.maximum(totals[0].abs(), totals[1].abs())
     flags = torch.stack(
         [
@@ -104,6 +108,7 @@ def _check_values(
             bad_weights[0],
             bad_weights[1],
             (totals[0] - totals[1]).abs() > tolerance * scale,
+            overflow,
         ]
     )
     if not bool(flags.any()):
@@ -117,10 +122,12 @@ def _check_values(
         "has NaN costs",
         "has -inf costs",
         "has a row or column whose pairs are all +inf",
-        "has row weights a that are negative, NaN or all zero",
-        "has column weights b that are negative, NaN or all zero",
+        "has row weights a that are negative, NaN, infinite or all zero",
+        "has column weights b that are negative, NaN, infinite or all zero",
         f"has a.sum() = {float(totals[0][problem]):.6g} != b.sum() = "
         f"{float(totals[1][problem]):.6g} (balanced transport moves all of a onto b)",
+        f"has finite costs too large for eps={eps:g}: cost / eps overflows {cost.dtype} "
+        "(rescale the costs, raise eps, or compute in float64)",
     ]
     raise ValueError(
         f"sinkhorn: {where} {what[kind]}; costs must be finite, with +inf only for forbidden "
@@ -156,9 +163,10 @@ def sinkhorn(
     below ``tol`` is frozen from then on, so it ends exactly where a run on it alone would
     (POT's ``stopThr``), and the loop stops once every problem is: one host read per check for
     the whole batch. ``check=True`` (one host read) validates the inputs first: finite costs
-    (``+inf`` only for forbidden pairs, an allowed pair in every row and column), marginals
-    non-negative with equal positive totals (within 1e-5, relative, or the weights' dtype's
-    eps: 1/3 rounded to float16); an error names the first bad problem. Problems
+    (``+inf`` only for forbidden pairs, an allowed pair in every row and column, ``cost / eps``
+    within the dtype's range), marginals finite, non-negative, with equal positive totals
+    (within 1e-5, relative, or the weights' dtype's eps: 1/3 rounded to float16); an error
+    names the first bad problem. Problems
     with no rows or no columns give an empty plan and zero potentials.
 
     The result has the cost's dtype. Half precision (float16/bfloat16) is computed in float32
@@ -198,7 +206,7 @@ def sinkhorn(
     if check:  # (weights rounded to their dtype, 1/3 in float16, miss equal totals by its eps)
         tolerance = max([1e-5] + [torch.finfo(w.dtype).eps for w in (a, b)
                                   if isinstance(w, torch.Tensor) and w.is_floating_point()])
-        _check_values(cost, weights_a, weights_b, batch_shape, tolerance)
+        _check_values(cost, weights_a, weights_b, batch_shape, tolerance, eps)
     log_a, log_b = _log_weights(weights_a), _log_weights(weights_b)
     scaled = -cost / eps
     log_u = torch.zeros_like(log_a)

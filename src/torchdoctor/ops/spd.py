@@ -57,7 +57,11 @@ Precision and ill-conditioned inputs:
   to rounding; ``d`` is the matrix size, ``eps`` that of the compute dtype) to
   ``eps lambda_max`` before the log: a matrix that is SPD up to rounding, such as a float32
   matrix that passes the SPD check although ``eigh`` returns a slightly negative eigenvalue for
-  it, gives a finite distance (never a spurious 0 or NaN). A more negative eigenvalue, or
+  it, gives a finite distance, not NaN. Eigenvalues below ``eps lambda_max`` are not
+  resolved (a condition number past ``1 / eps``: about ``1e7`` in float32, ``4e15`` in
+  float64), so two matrices that differ only there read the same, down to a distance of 0
+  (float32 ``diag(1e-8, 1)`` and ``diag(1e-9, 1)``: ``affine_invariant`` still tells them
+  apart); compute such matrices in float64. A more negative eigenvalue, or
   ``lambda_max <= 0``, is not SPD and gives NaN; so does a failed Cholesky in ``stein`` and
   ``affine_invariant``. With ``check=False`` a non-SPD input therefore gives NaN, where
   ``check=True`` raises.
@@ -194,25 +198,37 @@ def _logdet(a: torch.Tensor) -> torch.Tensor:
     return torch.where(info == 0, logdet, torch.nan)
 
 
-def _asymmetric(m: torch.Tensor) -> torch.Tensor:
-    """Per matrix, whether it is further from symmetric than rounding explains: largest
-    ``|m - m^T|`` over ``sqrt(eps)`` of its largest entry (a product ``A B A^T`` rounds within
-    that; a matrix that is not symmetric at all does not).
+#: how far from symmetric a matrix may be, relative to its largest entry: rounding of the
+#: precision it was made in (a product ``x @ m @ x.T`` in bfloat16 differs from its transpose
+#: by a few bfloat16 ulps; a float32 product passed on as float64, by float32's) stays within
+#: it, a matrix that is not symmetric at all (a triangle, ``A`` for ``A A^T``) does not
+SYMMETRY_TOLERANCE = {torch.float16: 5e-2, torch.bfloat16: 5e-2}
+SYMMETRY_DEFAULT = 1e-3
+
+
+def _asymmetric(m: torch.Tensor, made_in: torch.dtype | None = None) -> torch.Tensor:
+    """Per matrix, whether it is further from symmetric than rounding explains (largest
+    ``|m - m^T|`` over :data:`SYMMETRY_TOLERANCE` of its largest entry, for the dtype it was
+    made in, ``made_in``, default its own); no matrix of an empty batch or of size 0 is.
 
     Example:
         >>> _asymmetric(torch.stack([torch.eye(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]])]))
         tensor([False,  True])
     """
-    scale = m.abs().amax((-2, -1)) * torch.finfo(m.dtype).eps ** 0.5
-    return (m - m.mT).abs().amax((-2, -1)) > scale
+    if m.shape[-1] == 0:
+        return torch.zeros(m.shape[:-2], dtype=torch.bool, device=m.device)
+    tolerance = SYMMETRY_TOLERANCE.get(made_in or m.dtype, SYMMETRY_DEFAULT)
+    return (m - m.mT).abs().amax((-2, -1)) > tolerance * m.abs().amax((-2, -1))
 
 
-def _check_spd(a: torch.Tensor, b: torch.Tensor, metric: str) -> None:
+def _check_spd(
+    a: torch.Tensor, b: torch.Tensor, metric: str, made_in: torch.dtype | None = None
+) -> None:
     """NaN/Inf and SPD check of both inputs with one host sync (error path syncs more)."""
     require_data(a=a, b=b)
     info_a = torch.linalg.cholesky_ex(a).info != 0
     info_b = torch.linalg.cholesky_ex(b).info != 0
-    skew_a, skew_b = _asymmetric(a), _asymmetric(b)
+    skew_a, skew_b = _asymmetric(a, made_in), _asymmetric(b, made_in)
     flags = torch.stack(
         [(~torch.isfinite(a)).any() | (~torch.isfinite(b)).any(), info_a.any(), info_b.any(),
          skew_a.any(), skew_b.any()]
@@ -280,7 +296,7 @@ def spd_distance(
         if metric == "fro":
             require_finite(a=a, b=b)
         else:
-            _check_spd(a, b, metric)
+            _check_spd(a, b, metric, dtype)
     if metric == "fro":
         squared = (a - b).pow(2).sum((-2, -1))
     elif metric == "log_euclidean":

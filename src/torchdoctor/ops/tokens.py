@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from torchdoctor.ops._tokens_host import select_dpp_host, tokens_to_keep
+from torchdoctor.ops._tokens_host import ROUNDING, select_dpp_host, tokens_to_keep
 from torchdoctor.ops._validation import (
     require_count,
     require_data,
@@ -266,7 +266,7 @@ def select_tokens_per_segment(
 
     wanted = tokens_to_keep(mask.sum(-1), keep_ratio, keep_per_segment)  # (S,)
     if keep_ratio is not None:
-        steps = min(math.ceil(keep_ratio * length - 1e-9), length)
+        steps = min(math.ceil(keep_ratio * length * ROUNDING), length)
     else:
         steps = min(keep_per_segment, length)
 

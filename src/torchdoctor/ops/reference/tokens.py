@@ -27,7 +27,7 @@ __all__ = ["select_tokens_reference"]
 
 def _quota(count: int, keep_ratio: float | None, keep_per_segment: int | None) -> int:
     if keep_ratio is not None:
-        return min(math.ceil(count * keep_ratio - 1e-9), count)
+        return min(math.ceil(count * keep_ratio * (1 - 1e-12)), count)  # (0.3 * 10: 3)
     return min(keep_per_segment, count)
 
 

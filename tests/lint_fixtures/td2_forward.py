@@ -218,3 +218,36 @@ class OffsetDecoder(nn.Module):
         if self.training and self.n > 64:  # near-miss: Python ints on both sides of the `and`
             print("many offsets per point")
         return offsets
+
+
+class MemoryQueue(nn.Module):
+    def __init__(self, dim, size):
+        super().__init__()
+        self.size = size
+        self.register_buffer("queue", torch.randn(dim, size))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.register_buffer("inited", torch.tensor([False]))
+        self.register_buffer("mask", None)
+        self.enabled = True
+
+    @torch.no_grad()
+    def _enqueue(self, keys):
+        ptr = int(self.queue_ptr)  # expect: TD205 (a registered buffer, read on the host)
+        self.queue[:, ptr : ptr + keys.shape[0]] = keys.T
+        self.queue_ptr[0] = (ptr + keys.shape[0]) % self.size  # near-miss: stays on the device
+
+    @torch.no_grad()
+    def _init(self, keys):
+        if self.inited:  # expect: TD205 (the truth value of a buffer)
+            return
+        self.queue.copy_(keys[: self.size].T)
+        self.inited.fill_(True)
+
+    def forward(self, keys):
+        self._init(keys)
+        if self.mask is not None and self.enabled:  # near-miss: identity and a Python flag
+            keys = keys * self.mask
+        if self.size > 1024:  # near-miss: a Python int attribute, not a buffer
+            keys = keys.half().float()
+        self._enqueue(keys)
+        return keys @ self.queue

@@ -292,11 +292,11 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
         if isinstance(expr, ast.Compare):  # `if loss < best:` with loss.backward() nearby
             if all(isinstance(op, (ast.Is, ast.IsNot)) for op in expr.ops):
                 return False  # `if loss is not None:` is identity, a Python bool (SAC's)
-            return self._compares_a_backward_tensor(expr) or any(
-                self._reduces_a_forward_input(o) for o in [expr.left, *expr.comparators]
-            )
-        if not isinstance(expr, ast.Call):
-            return False
+            return self._compares_a_backward_tensor(expr) or any(  # (or a buffer's)
+                self._reduces_a_forward_input(o) or self.registered_buffer(o)
+                for o in [expr.left, *expr.comparators])  # fmt: skip
+        if not isinstance(expr, ast.Call):  # (`if self.inited:`, a registered buffer's truth)
+            return self.registered_buffer(expr)
         if any(TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(expr)):
             return True
         if method_name(expr) not in TRUTH_METHODS:

@@ -131,9 +131,43 @@ class TensorValues:
             return self._model_output_entry(expr)
         last = (name or "").rsplit(".", 1)[-1]
         if not (TENSOR_NAME.search(last) and not NOT_TENSOR_SUFFIX.search(last)):
-            return isinstance(expr, ast.Name) and (
+            return self.registered_buffer(expr) or isinstance(expr, ast.Name) and (
                 self._holds_a_tensor(expr) or self._reduced_into_a_backward(expr))
         return not (isinstance(expr, ast.Name) and self._holds_a_python_number(expr))
+
+    def registered_buffer(self, expr: ast.AST) -> bool:
+        """``self.queue_ptr`` in a method of a class that registers it as a buffer
+        (``self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))``, not
+        ``None``): a tensor whatever its name (``int(self.queue_ptr)``, ``if self.inited:``
+        read it on the host).
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nclass Q(torch.nn.Module):\\n    def __init__(self):\\n"
+            ...        "        super().__init__()\\n"
+            ...        "        self.register_buffer('ptr', torch.zeros(1, dtype=torch.long))\\n"
+            ...        "    def forward(self, k):\\n        i = int(self.ptr)\\n        return k[i:]\\n")
+            >>> [(f.code, f.line) for f in lint_source(src)]
+            [('TD205', 7)]
+        """
+        if not (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+                and expr.value.id == "self"):  # fmt: skip
+            return False
+        cls = self.parent(expr)  # type: ignore[attr-defined]
+        while cls is not None and not isinstance(cls, ast.ClassDef):
+            cls = self.parent(cls)  # type: ignore[attr-defined]
+        if cls is None:
+            return False
+        key = ("registered buffers", id(cls))
+        if key not in self.context.cache:
+            self.context.cache[key] = {
+                c.args[0].value for c in ast.walk(cls)
+                if isinstance(c, ast.Call) and method_name(c) == "register_buffer"
+                and dotted(c.func.value) == "self" and len(c.args) >= 2  # type: ignore[attr-defined]
+                and isinstance(c.args[0], ast.Constant) and isinstance(c.args[0].value, str)
+                and not (isinstance(c.args[1], ast.Constant) and c.args[1].value is None)
+            }  # fmt: skip
+        return expr.attr in self.context.cache[key]
 
     def _model_output_entry(self, expr: ast.Subscript) -> bool:
         """``out["iou_loss"]`` where the function assigns ``out`` only from a model's call

@@ -30,3 +30,41 @@ def test_a_helper_reading_ids_to_the_host_for_a_forward_is_found_in_a_file_witho
     )
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD205"])]
     assert found == [("utils.py", 3)]
+
+
+def test_a_helper_reached_through_a_plain_objects_call_from_a_forward_is_found(tmp_path):
+    """RAFT's forward builds `corr_fn = CorrBlock(...)` (no Module) and calls `corr_fn(coords)`
+    every iteration; CorrBlock.__call__ runs utils.bilinear_sampler, whose assert reads the
+    coordinates. A helper only an object built outside any forward runs stays silent."""
+    (tmp_path / "utils.py").write_text(
+        "import torch\n"
+        "def bilinear_sampler(img, coords):\n"
+        "    assert torch.isfinite(coords).all(), 'non-finite'\n"
+        "    return torch.nn.functional.grid_sample(img, coords)\n"
+        "def check_grid(coords):\n"
+        "    assert torch.isfinite(coords).all()  # run by a plotter built in a script\n"
+        "    return coords\n"
+    )
+    (tmp_path / "model.py").write_text(
+        "import torch.nn as nn\n"
+        "from utils import bilinear_sampler, check_grid\n"
+        "class CorrBlock:\n"
+        "    def __init__(self, fmap):\n"
+        "        self.pyramid = [fmap]\n"
+        "    def __call__(self, coords):\n"
+        "        return bilinear_sampler(self.pyramid[0], coords)\n"
+        "class Plotter:\n"
+        "    def __call__(self, coords):\n"
+        "        return check_grid(coords)\n"
+        "class RAFT(nn.Module):\n"
+        "    def forward(self, fmap, coords):\n"
+        "        corr_fn = CorrBlock(fmap)\n"
+        "        for _ in range(12):\n"
+        "            coords = coords + corr_fn(coords)\n"
+        "        return coords\n"
+        "def show(coords):\n"
+        "    plot = Plotter()\n"
+        "    return plot(coords)\n"
+    )
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD205"])]
+    assert found == [("utils.py", 3)]

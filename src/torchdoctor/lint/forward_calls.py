@@ -90,6 +90,44 @@ def _run_by_forward(cls: ast.ClassDef, forward: ast.AST) -> list[ast.AST]:
     return found
 
 
+def _called_objects(tree: ast.Module, cls: ast.ClassDef, run: list[ast.AST]) -> list[ast.AST]:
+    """The ``__call__`` (and ``__init__``, for one built there) of the file's classes whose
+    instances the functions ``run`` call: ``corr_fn = CorrBlock(f1, f2)`` then
+    ``corr_fn(coords)`` in RAFT's forward, or ``self.sampler = Sampler()`` in ``cls`` then
+    ``self.sampler(x)``; with the methods each runs through ``self`` (the object is no
+    module: its ``__call__`` runs inside the forward).
+
+    Example:
+        >>> src = ("class Corr:\\n    def __init__(self):\\n        self.r = 4\\n"
+        ...        "    def __call__(self, c):\\n        return sample(c)\\n"
+        ...        "class M:\\n    def forward(self, x):\\n        fn = Corr()\\n        return fn(x)\\n")
+        >>> tree = ast.parse(src)
+        >>> [f.name for f in _called_objects(tree, tree.body[1], tree.body[1].body)]
+        ['__init__', '__call__']
+    """
+    classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+    held: dict[str, str] = {}  # `self.attr` / a local name -> the class it was built from
+    for scope, fields in ((cls, True), *((f, False) for f in run)):
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and isinstance(
+                    node.value.func, ast.Name) and node.value.func.id in classes:  # fmt: skip
+                for target in node.targets:
+                    if fields == isinstance(target, ast.Attribute):
+                        held[ast.unparse(target)] = node.value.func.id
+    found: list[ast.AST] = []
+    for call in (c for f in run for c in ast.walk(f) if isinstance(c, ast.Call)):
+        made = classes.get(held.get(ast.unparse(call.func), ""))
+        call_method = next((m for m in getattr(made, "body", ()) if isinstance(
+            m, (ast.FunctionDef, ast.AsyncFunctionDef)) and m.name == "__call__"), None)  # fmt: skip
+        if made is None or call_method is None or made is cls:
+            continue
+        init = [m for m in made.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and m.name == "__init__" and not isinstance(call.func, ast.Attribute)]  # fmt: skip
+        found += [m for m in (*init, *_run_by_forward(made, call_method))
+                  if m not in found and m not in run]  # fmt: skip
+    return found
+
+
 def forward_calls(path: str, tree: ast.Module) -> list[ForwardCall]:
     """Every call in a module's ``forward`` in ``tree`` (or in a method of its class that the
     forward runs, :func:`_run_by_forward`) that its imports resolve to a function of a module
@@ -106,7 +144,9 @@ def forward_calls(path: str, tree: ast.Module) -> list[ForwardCall]:
             if not (isinstance(forward, (ast.FunctionDef, ast.AsyncFunctionDef))
                     and forward.name == "forward"):
                 continue  # fmt: skip
-            for call in (c for f in _run_by_forward(cls, forward) for c in ast.walk(f)):
+            run = _run_by_forward(cls, forward)
+            run += _called_objects(tree, cls, run)
+            for call in (c for f in run for c in ast.walk(f)):
                 if not isinstance(call, ast.Call):
                     continue
                 func, module = call.func, None

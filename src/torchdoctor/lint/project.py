@@ -19,11 +19,13 @@ from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.project_grad import GradQueries
 from torchdoctor.lint.project_loaders import pinned_loader_passed
 from torchdoctor.lint.project_scan import (
+    _SCHEDULER,
     _STEP_MARKERS,
     USES_CUDA,
     _calls_in_body,
     _parse,
     _runs_parameter,
+    gated_calls,
     method_calls_in_step_loops,
     step_loop,
     wraps_ddp_around,
@@ -135,11 +137,12 @@ class Project(GradQueries):
             self._no_grad[key] = found  # type: ignore[assignment]
         return self._no_grad[key]  # type: ignore[return-value]
 
-    def called_in_loop(self, name: str, training: bool = False) -> tuple[str, int] | None:
+    def called_in_loop(self, name: str, training: bool | str = False) -> tuple[str, int] | None:
         """``(file name, line)`` of the first call ``name(...)`` / ``utils.name(...)`` (an
         imported module's) / ``self.name(...)`` in the project made inside the body of a step loop (:func:`step_loop`) of its own function (a
         helper run every step: fast_neural_style's ``utils.normalize_batch`` in the training
-        loop); with ``training``, only a loop that calls ``.backward()`` or ``.step()``; None.
+        loop); with ``training``, only a loop that calls ``.backward()`` or ``.step()``; with
+        ``training="every step"``, only a call under no logging gate (:func:`gated_calls`); None.
         The project's step loops are indexed once, on the first question.
 
         Example:
@@ -166,6 +169,10 @@ class Project(GradQueries):
                                         self._loop_calls.setdefault(("training", call.func.id), site)
                     elif isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
                         direct = {id(c) for c in _calls_in_body(loop, nested=False)}
+                        gated = gated_calls(loop)  # (and a loop that trains itself: no
+                        steps = any(isinstance(c.func, ast.Attribute) and c.func.attr in (  # epoch
+                            "backward", "step") and not _SCHEDULER.search(ast.unparse(c.func.value))
+                            for c in _calls_in_body(loop, nested=False))  # loop's sched.step())
                         trains = any(isinstance(c.func, ast.Attribute) and c.func.attr in (
                             "backward", "step") for c in _calls_in_body(loop, nested=False))  # fmt: skip
                         for call in _calls_in_body(loop):
@@ -180,7 +187,10 @@ class Project(GradQueries):
                             self._loop_calls.setdefault(called, site)
                             if trains and id(call) in direct:  # (not once an epoch)
                                 self._loop_calls.setdefault(("training", called), site)
-        return self._loop_calls.get(("training", name) if training else name)
+                                if steps and id(call) not in gated:  # (nor `if step % N == 0:`)
+                                    self._loop_calls.setdefault(("every step", called), site)
+        return self._loop_calls.get(("every step" if training == "every step" else "training", name)
+                                    if training else name)
 
     def method_called_in_loop(self, class_name: str, method: str) -> tuple[str, int] | None:
         """``(file name, line)`` of a call of ``method`` on an instance of ``class_name`` inside

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
+from torchdoctor.lint.syntax import _LOG_GATE
 
 USES_CUDA = re.compile(
     r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True"
@@ -132,6 +133,22 @@ def _calls_in_body(loop: ast.AST, nested: bool = True) -> Iterator[ast.Call]:
         if isinstance(node, ast.Call):
             yield node
         stack.extend(ast.iter_child_nodes(node))
+
+
+def gated_calls(loop: ast.AST) -> set[int]:
+    """The ids of the calls in ``loop``'s body under an ``if`` that looks like a logging or
+    periodic gate (``if step % 100 == 0:``, ``if args.log_every ...``, ``if verbose:``): they
+    run on some steps only.
+
+    Example:
+        >>> loop = ast.parse("for b in loader:\\n    f(b)\\n    if i % 9 == 0:\\n        g(b)\\n").body[0]
+        >>> sorted(c.func.id for c in ast.walk(loop) if id(c) in gated_calls(loop))
+        ['g']
+    """
+    return {id(c) for gate in ast.walk(loop) if isinstance(gate, ast.If) and any(
+                isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) or isinstance(n, ast.Name | ast.Attribute)
+                and _LOG_GATE.search(n.id if isinstance(n, ast.Name) else n.attr) for n in ast.walk(gate.test))
+            for s in gate.body for c in ast.walk(s) if isinstance(c, ast.Call)}  # fmt: skip
 
 
 #: text a file with a step loop holds (a cheap test before parsing it for the loop index)

@@ -4,26 +4,21 @@ reads tensors on the host). A mixin of :class:`torchdoctor.lint.rules_sync.SyncR
 from __future__ import annotations
 
 import ast
-import re
 
 from torchdoctor.lint.forward_calls import _run_by_forward
-from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rules_precision import is_model_like
+from torchdoctor.lint.step_helpers import _INFERENCE_METHOD, _POSTPROCESSING, StepHelpers, _derived
 from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
-from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS, framework_step_method
+from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
 #: torch functions that return a tensor of one number (compared in Python: a host read)
 _TORCH_SCALARS = frozenset({"torch.det", "torch.linalg.det", "torch.logdet", "torch.trace",
                             "torch.dot", "torch.vdot", "torch.linalg.norm", "torch.norm"})  # fmt: skip
-_POSTPROCESSING = re.compile(r"post_?process|evaluat|metric|visuali", re.IGNORECASE)
-#: methods a forward runs only to produce outputs for people (detectron2's ``Detr.inference``,
-#: BLIP's ``rank_answer``): not every training call
-_INFERENCE_METHOD = re.compile(r"infer|generat|rank|predict|decod|sampl|search", re.IGNORECASE)
 
 
-class ForwardAndCallSyncs:
+class ForwardAndCallSyncs(StepHelpers):
     """Checks SyncRules runs for syncs in ``forward`` and one call away.
 
     Example:
@@ -36,7 +31,8 @@ class ForwardAndCallSyncs:
         call, stalls the CPU and breaks the torch.compile graph."""
         owner = self.forward_owner(node)
         where = f"`{owner}.forward`" if owner is not None else self._helper_of_a_forward(node)
-        if where is None:
+        if where is None:  # (or TD201: a function a training loop calls every step)
+            self.report_in_step_helper(node, what)
             return
         packs = self._feeds_packing(node)
         if what in {"`.cpu()`", "`.numpy()`"} and not packs and self._exports_to_host_library(
@@ -104,48 +100,6 @@ class ForwardAndCallSyncs:
         if hit is None or _POSTPROCESSING.search(hit[2]):
             return None
         return f"`{scope.name}` (called by `{hit[2]}`, {hit[0]}:{hit[1]})"
-
-    def _helper_of_a_step(self, node: ast.AST) -> str | None:
-        """``in `losses` (called at f.py:9, every training step)``: a module-level function a
-        training loop of the project calls every step (TD207's a detector's loss); or None."""
-        scope = self.enclosing_scope(node)
-        project = self.context.project
-        owner = self.parent(scope)
-        if isinstance(scope, FUNCTIONS) and isinstance(owner, ast.ClassDef):
-            return self._method_of_a_step(node, scope, owner)
-        if (project is None or not isinstance(scope, FUNCTIONS)
-                or not isinstance(owner, ast.Module)
-                or _under_no_grad(node) is True or self.under_log_gate(node, scope)
-                or self.skip_sync(node, scope)):  # fmt: skip
-            return None
-        hit = project.called_in_loop(scope.name, training=True)
-        return None if hit is None else (
-            f"in `{scope.name}` (called at {hit[0]}:{hit[1]}, every training step)")
-
-    def _method_of_a_step(self, node: ast.AST, scope: ast.AST, owner: ast.ClassDef) -> str | None:
-        """``in `MLMTrainer.sampled_loss` (called by `MLMTrainer.compute_loss`, every training
-        step)``: a method that a method the framework runs every step (Lightning's
-        ``training_step``, a ``Trainer`` subclass's ``compute_loss``) calls through ``self``."""
-        if (_under_no_grad(node) is True or _POSTPROCESSING.search(scope.name)
-                or (_INFERENCE_METHOD.search(scope.name) and "loss" not in scope.name)
-                or self.under_log_gate(node, scope) or self.skip_sync(node, scope)):  # fmt: skip
-            return None  # (a sampled-softmax loss is one)
-        for step in owner.body:
-            if isinstance(step, FUNCTIONS) and framework_step_method(owner, step) and (
-                scope in _run_by_forward(owner, step)[1:]
-            ):
-                return (f"in `{owner.name}.{scope.name}` (called by `{owner.name}.{step.name}`, "
-                        "every training step)")
-        for call in ast.walk(owner):  # self.loss_of(features) in a training loop of a method
-            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                    and call.func.attr == scope.name and dotted(call.func.value) == "self"
-                    and self.enclosing_scope(call) is not scope):  # fmt: skip
-                loop = self._training_context(call)
-                if isinstance(loop, (ast.For, ast.While)) and not self.under_log_gate(call, loop):
-                    method = self.enclosing_scope(call).name  # type: ignore[attr-defined]
-                    return (f"in `{owner.name}.{scope.name}` (called by `{owner.name}.{method}` "
-                            f"at line {call.lineno}, every training step)")
-        return None
 
     def forward_owner(self, node: ast.AST) -> str | None:
         """The class whose ``forward`` runs ``node`` on every call; None outside forward, in
@@ -350,30 +304,6 @@ class ForwardAndCallSyncs:
         values = [*self.assigned_values(scope, root.id), *_unpacked(scope, root.id)]
         made = [v for v in values if not _updates(v, root.id)]  # (scores = scores / 10)
         return bool(made) and all(_submodule_output(v) for v in made)
-
-
-def _derived(tensors: set[str], function: ast.AST) -> set[str]:
-    """``tensors`` and the names ``function`` assigns from them, transitively (``_, pred =
-    output.topk(5, 1)``; ``correct = pred.eq(target)``; ``for k, v in loss_dict.items()``),
-    except values read to the host.
-
-    Example:
-        >>> src = "def acc(out, y):\\n    _, p = out.topk(5, 1)\\n    c = p.eq(y)\\n    v = c.sum().item()\\n"
-        >>> sorted(_derived({"out", "y"}, ast.parse(src).body[0]))
-        ['_', 'c', 'out', 'p', 'y']
-    """
-    derived = set(tensors)
-    binds = [(n.value, n.targets) for n in ast.walk(function) if isinstance(n, ast.Assign)]
-    binds += [(n.iter, [n.target]) for n in ast.walk(function)  # (for k, v in d.items())
-              if isinstance(n, (ast.comprehension, ast.For))]  # fmt: skip
-    binds.sort(key=lambda b: (getattr(b[0], "lineno", 0), getattr(b[0], "col_offset", 0)))
-    for value, targets in binds:
-        reads = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}
-        host = any(isinstance(c, ast.Call) and method_name(c) in HOST_COPY_METHODS
-                   for c in ast.walk(value))  # fmt: skip
-        if reads & derived and not host:
-            derived |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-    return derived
 
 
 #: tensor methods that return the same values reshaped: ``self.fc(x).view(b, -1)`` is a tensor

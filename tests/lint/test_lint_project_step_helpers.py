@@ -1,0 +1,74 @@
+"""Host reads one call away from a training loop of another file (TD201 in a step helper)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from torchdoctor.lint import lint_paths
+
+LOSSES = """
+    import torch
+
+    def sequence_loss(preds, gt, valid):
+        loss = sum((p - gt).abs().mean() for p in preds)
+        epe = torch.sum((preds[-1] - gt) ** 2, dim=1).sqrt()
+        metrics = {
+            "epe": epe.mean().item(),
+            "1px": (epe < 1).float().mean().item(),
+        }
+        return loss, metrics
+
+    def logged_loss(preds, gt, step):
+        loss = torch.abs(preds - gt).mean()
+        if step % 100:
+            return loss
+        print(loss.item())
+        return loss
+
+    def periodic_metrics(preds, gt):
+        return torch.abs(preds - gt).mean().item()
+
+    def elapsed(clock, start):
+        return clock.now().item() - start
+
+    def validate(model, batches):
+        return sum(torch.abs(model(x) - y).mean().item() for x, y in batches)
+
+    def save_embeds(encoder, path):
+        torch.save({"w": encoder.weight.detach().cpu()}, path)
+"""
+
+TRAIN = """
+    import torch
+    from losses import (elapsed, logged_loss, periodic_metrics, save_embeds, sequence_loss,
+                        validate)
+
+    def train(model, loader, val, opt, scheduler, clock):
+        for epoch in range(10):
+            for step, (x, y, v) in enumerate(loader):
+                preds = model(x.cuda())
+                loss, metrics = sequence_loss(preds, y.cuda(), v.cuda())
+                loss = loss + logged_loss(preds[-1], y.cuda(), step)
+                loss.backward()
+                opt.step()
+                if step % 100 == 0:
+                    print(periodic_metrics(preds[-1], y.cuda()))
+                elapsed(clock, 0.0)
+                save_embeds(model.embed, "latest.bin")
+            print(validate(model, val))
+            scheduler.step()
+"""
+
+
+def test_a_loss_helpers_metric_reads_are_found_in_its_file(tmp_path: Path) -> None:
+    """RAFT's sequence_loss returns a metrics dict of `.item()` reads, called by the training
+    loop of train.py every step. Reads the loop makes only every 100 steps, reads behind an
+    early return on the step, a read of no tensor, an evaluation's reads (once an epoch, from
+    a loop that steps only the scheduler) and a checkpoint's copies stay silent."""
+    (tmp_path / "losses.py").write_text(textwrap.dedent(LOSSES))
+    (tmp_path / "train.py").write_text(textwrap.dedent(TRAIN))
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD201"])]
+    assert found == [("losses.py", 8, "TD201"), ("losses.py", 9, "TD201")]
+    message = lint_paths([tmp_path], select=["TD201"])[0].message
+    assert "`sequence_loss` (called at train.py:10, every training step)" in message

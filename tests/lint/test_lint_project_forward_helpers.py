@@ -68,3 +68,52 @@ def test_a_helper_reached_through_a_plain_objects_call_from_a_forward_is_found(t
     )
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD205"])]
     assert found == [("utils.py", 3)]
+
+
+def test_a_module_level_scan_a_forward_runs_through_a_method_slices_activations(tmp_path):
+    """Mamba's reference selective_scan is a module-level function that MambaBlock.ssm (run by
+    forward) calls on activations: `deltaA[:, :, i]` per time step is TD307. A function no
+    forward calls, a mask argument sliced per step, a helper only a torch.autograd.Function's
+    forward calls (autograd is off there) and integer coordinates hashed with ^= stay silent."""
+    (tmp_path / "model.py").write_text(
+        "import torch\n"
+        "import torch.nn as nn\n"
+        "def selective_scan(u, delta, A):\n"
+        "    deltaA = torch.exp(torch.einsum('bdl,dn->bdln', delta, A))\n"
+        "    x = u.new_zeros(u.shape[0], A.shape[0], A.shape[1])\n"
+        "    ys = []\n"
+        "    for i in range(u.shape[2]):\n"
+        "        x = deltaA[:, :, i] * x\n"
+        "        ys.append(x.sum(-1))\n"
+        "    return torch.stack(ys, dim=2)\n"
+        "def masked_steps(h, mask):\n"
+        "    out = []\n"
+        "    for t in range(h.shape[1]):\n"
+        "        out.append(h[:, t] * mask[:, t])\n"
+        "    return torch.stack(out, 1)\n"
+        "def offline_scan(delta, A):\n"
+        "    deltaA = torch.exp(delta * A)\n"
+        "    return [deltaA[:, :, i] for i in range(deltaA.shape[2])]\n"
+        "def batch_inverse(x):\n"
+        "    y = torch.zeros_like(x)\n"
+        "    for i in range(x.shape[0]):\n"
+        "        y[i] = x[i, :, :].inverse()\n"
+        "    return y\n"
+        "def spatial_hash(coords, primes):\n"
+        "    h = torch.zeros_like(coords[..., 0])\n"
+        "    for i in range(coords.shape[-1]):\n"
+        "        h ^= coords[..., i] * primes[i]\n"
+        "    return h\n"
+        "class InvMatrix(torch.autograd.Function):\n"
+        "    @staticmethod\n"
+        "    def forward(ctx, x):\n"
+        "        return batch_inverse(x)\n"
+        "class MambaBlock(nn.Module):\n"
+        "    def ssm(self, x):\n"
+        "        return selective_scan(x, self.dt(x), self.A)\n"
+        "    def forward(self, x, mask):\n"
+        "        g = InvMatrix.apply(self.g) + spatial_hash(x.long(), self.primes)\n"
+        "        return masked_steps(self.ssm(x), mask) + g\n"
+    )
+    found = [(f.line, f.message.split("`")[1]) for f in lint_paths([tmp_path], select=["TD307"])]
+    assert found == [(8, "deltaA[:, :, i]"), (14, "h[:, t]")]

@@ -71,8 +71,8 @@ class GradQueries:
                     continue
                 found = True
                 where = _under_no_grad(node)
-                if where is True:
-                    continue
+                if where is True or where is not False and _in_autograd_function(where):
+                    continue  # (a torch.autograd.Function's forward runs without autograd)
                 if where is False or depth <= 1 or where.name == "forward":
                     # (a module's forward runs through __call__: its explicit .forward(...)
                     # calls, a generate loop's under no_grad, say nothing of its training)
@@ -194,3 +194,19 @@ class GradQueries:
         text = ast.unparse(function)
         return "autograd.grad(" in text or ".backward(" in text
 
+
+def _in_autograd_function(function: ast.AST) -> bool:
+    """A method of a ``torch.autograd.Function`` subclass (PointNetLK's ``InvMatrix.forward``
+    calling ``batch_inverse``): it runs with autograd off. Needs the parent links.
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> tree = ast.parse("class Inv(torch.autograd.Function):\\n    def forward(ctx, x):\\n"
+        ...                  "        return x\\n")
+        >>> _ = link_parents(tree)
+        >>> _in_autograd_function(tree.body[0].body[0])
+        True
+    """
+    owner = getattr(function, "td_parent", None)
+    return isinstance(owner, ast.ClassDef) and any(
+        (ast.unparse(base)).endswith("Function") for base in owner.bases)  # fmt: skip

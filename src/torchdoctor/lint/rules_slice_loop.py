@@ -27,7 +27,7 @@ from torchdoctor.lint.loop_shapes import made_by_numpy
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import MODEL_NAME
-from torchdoctor.lint.tensor_values import TensorValues
+from torchdoctor.lint.tensor_values import TensorValues, in_bit_arithmetic
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, method_name
 
 RULES = (
@@ -84,10 +84,9 @@ _DATA_ARGUMENT = re.compile(
 _ACTIVATION = re.compile(r"(^|_)(logits|scores|preds?|predictions?|outputs?|hidden)$")
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
 _FEW_THINGS = re.compile(
-    r"(?<![a-z])(axes|axis|heads?|images?|layers?|levels?|scales?|experts?|groups?|dims?|views?|"
-    r"cameras?|crops?|stages?|blocks?|branch(es)?|class(es)?|tasks?|modalit(y|ies)|"
-    r"objectives?|codebooks?|mask_tokens?|quantizers?)(?![a-z])",
-    re.IGNORECASE,
+    r"(?i)(?<![a-z])(axes|axis|heads?|images?|layers?|levels?|scales?|experts?|groups?|dims?|"
+    r"views?|cameras?|crops?|stages?|blocks?|branch(es)?|class(es)?|tasks?|modalit(y|ies)|"
+    r"objectives?|codebooks?|mask_tokens?|quantizers?)(?![a-z])"
 )
 
 
@@ -108,10 +107,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
     TRIGGERS = ((r"\bfor\b", r"\brange\("),)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
-        if not isinstance(node.ctx, ast.Load):
-            return
-        found = self._sliced_at(node.slice)
-        if found is None:
+        if not isinstance(node.ctx, ast.Load) or (found := self._sliced_at(node.slice)) is None:
             return
         index, tuple_form = found
         if isinstance(node.value, ast.Name):
@@ -159,8 +155,9 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         return None
 
     def _check(self, node: ast.AST, tensor: ast.Name, index: ast.AST, tuple_form: bool) -> None:
-        parent = self.parent(node)  # (int(ln[i]): a number read, DLRM's layer sizes)
-        if isinstance(parent, ast.Call) and dotted(parent.func) in ("int", "float", "bool"):
+        parent = self.parent(node)  # (int(ln[i]): a number read, DLRM's layer sizes; a hash's
+        if isinstance(parent, ast.Call) and dotted(parent.func) in ("int", "float", "bool") or (
+                in_bit_arithmetic(node, self.parent)):  # `h ^= coords[..., i]`: integers)
             return
         loop = self._range_loop(node, index)
         if loop is None or tensor.id in self.assigned_in(loop) or _written(loop, tensor.id):
@@ -291,10 +288,13 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         if isinstance(scope, FUNCTIONS) and isinstance(self.parent(scope), ast.ClassDef):
             if name in {a.arg for a in scope.args.args[1:]} and not _DATA_ARGUMENT.search(name):
                 return True
-        elif isinstance(scope, FUNCTIONS) and _ACTIVATION.search(name) and name in {
-                a.arg for a in scope.args.args} and self.context.project is not None:  # fmt: skip
-            # (a loss function a training loop calls on the model's logits)
-            return self.context.project.called_in_loop(scope.name, training=True) is not None
+        elif isinstance(scope, FUNCTIONS) and name in {a.arg for a in scope.args.args} and (
+                project := self.context.project) is not None:  # fmt: skip
+            if _ACTIVATION.search(name):  # (a loss function a training loop calls on logits)
+                return project.called_in_loop(scope.name, training=True) is not None
+            if not _DATA_ARGUMENT.search(name) and project.called_in_forward(  # (Mamba's scan
+                    scope.name, self.context.path):  # a forward runs on its activations)
+                return True
         values = self.assigned_values(scope, name)
         if not _DATA_ARGUMENT.search(name):  # (an RNN's output: `h, _ = self.dec(x)`)
             values = values + [n.value for n in ast.walk(scope) if isinstance(n, ast.Assign)

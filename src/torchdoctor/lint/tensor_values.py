@@ -326,3 +326,29 @@ def copied_to_host_first(receiver: ast.AST) -> bool:
             return True
         receiver = receiver.func.value
     return False
+
+
+#: bitwise operators: their operands are integers or booleans (no gradient)
+_BIT_OPS = (ast.BitXor, ast.BitAnd, ast.BitOr, ast.LShift, ast.RShift)
+
+
+def in_bit_arithmetic(node: ast.AST, parent_of) -> bool:
+    """``node`` is an operand (through arithmetic) of a bitwise operator in its statement:
+    ``h ^= coords[..., i] * primes[i]`` (a spatial hash of integer grid coordinates), so it
+    holds integers, which autograd does not track.
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents, parent
+        >>> tree = ast.parse("h ^= c[..., i] * p[i]")
+        >>> _ = link_parents(tree)
+        >>> in_bit_arithmetic(tree.body[0].value.left, parent)
+        True
+    """
+    above = parent_of(node)
+    while isinstance(above, ast.BinOp | ast.UnaryOp | ast.AugAssign):
+        if isinstance(getattr(above, "op", None), _BIT_OPS):
+            return True
+        if isinstance(above, ast.AugAssign):
+            return False
+        above = parent_of(above)
+    return False

@@ -132,3 +132,35 @@ def train_dlrm(dlrm, loader, opt, tables):
         loss = dlrm(dense.cuda(), offsets, sparse.cuda()).sub(target.cuda()).pow(2).mean()
         loss.backward()
         opt.step()
+
+
+def gaussian(size, sigma):
+    gauss = torch.Tensor([math.exp(-((x - size // 2) ** 2) / (2 * sigma**2)) for x in range(size)])
+    return gauss / gauss.sum()
+
+
+def create_window(size, channel):
+    w1 = gaussian(size, 1.5).unsqueeze(1)
+    return w1.mm(w1.t()).float().expand(channel, 1, size, size).contiguous()
+
+
+def create_window_on(size, channel, device):
+    w1 = torch.ones(size, 1, device=device) / size
+    return w1.mm(w1.t()).expand(channel, 1, size, size)
+
+
+def ssim(img1, img2, size=11):
+    window = create_window(size, img1.size(-3))
+    window = window.cuda(img1.get_device())  # expect: TD204 (built on the host two calls away)
+    window = window.type_as(img1)
+    near = create_window_on(size, img1.size(-3), img1.device)
+    near = near.to(img1.device)  # near-miss: its factory was given the device
+    return (nn.functional.conv2d(img1 - img2, window, groups=img1.size(-3)) * near.mean()).mean()
+
+
+def fit_ssim(model, loader, opt):
+    kernel = create_window(11, 3).cuda()  # near-miss: once, before the loop
+    for x, y in loader:
+        loss = 1 - ssim(model(x.cuda()), y.cuda()) + kernel.mean()
+        loss.backward()
+        opt.step()

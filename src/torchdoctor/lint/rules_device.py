@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.host_built import HostBuiltMoves
 from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import target_names
@@ -130,7 +131,7 @@ class DeviceMoves:
 _CASTS = frozenset({"bool", "float", "half", "long", "int", "byte", "double", "contiguous", "t"})
 
 
-class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
+class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
     """TD204 host-created tensors moved every step; TD505 float64 in a CUDA training step.
 
     Example:
@@ -154,6 +155,8 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
                 node.args[0], ast.Call) and any(n.startswith(("numpy.random.", "random."))
                                                 for n in self.callee(node.args[0])):  # fmt: skip
             self._check_moved(node, drawn=True)  # (mixup's lam = torch.tensor(np.random.beta(a, a)).cuda())
+        elif isinstance(node.func, ast.Attribute) and node.func.attr in {"cuda", "to"}:
+            self.check_helper_built_move(node)  # (a window another function built on the host)
         if self._is_float64(node, names):
             self._check_float64(node)
 
@@ -192,25 +195,9 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
         if id(move) in reported:
             return  # ([torch.arange(d), torch.arange(h)]: one copy, said once)
         reported.add(id(move))
-        if self._filled_once(move):
-            return  # (a cache filled on a miss: HiFi-GAN's `if key not in mel_basis:`)
-        loops = [lp for lp in self.enclosing_loops(move) if isinstance(lp, _LOOPS)]
-        scope = self.enclosing_scope(move)
-        in_forward = isinstance(scope, FUNCTIONS) and scope.name == "forward"
-        in_step = self.is_step_function(scope)
-        helper = None
-        if not loops and not in_forward and not in_step:
-            helper = self.per_step_call(scope) if isinstance(scope, FUNCTIONS) else None
-            if helper is None:  # (nor a helper a forward or a step loop runs: random_rotation_z)
-                return
-        if loops and isinstance(loops[0], ast.For) and any(
-                "epoch" in n.lower() for n in target_names(loops[0].target)):  # fmt: skip
-            return  # (once an epoch: a sample grid, an evaluation's noise, not every step)
-        where = helper or (
-            "every iteration of this loop"
-            if loops
-            else ("on every forward call" if in_forward else "on every training step")
-        )
+        where = self.moved_every_step(move)
+        if where is None:
+            return
         source = segment(self.context.lines, factory) or ""
         extra = [kw for kw in move.keywords if kw.arg != "device"]
         other_args = move.args[1:] if move.func.attr == "to" and move.args else []
@@ -228,6 +215,30 @@ class DeviceRules(PerStepCalls, DeviceMoves, RuleVisitor):
             f"`{self.code_of(move)}` creates the tensor on the host and copies it to the device "
             f"{where}: {there}",
             fix=None if drawn else fix,
+        )
+
+    def moved_every_step(self, move: ast.Call) -> str | None:
+        """How often ``move`` runs, for a message ("every iteration of this loop", "on every
+        forward call", "on every call of `fn` (called by ...)"); None when not every step: a
+        cache filled on a miss, a loop over epochs, a function run once."""
+        if self._filled_once(move):
+            return None  # (a cache filled on a miss: HiFi-GAN's `if key not in mel_basis:`)
+        loops = [lp for lp in self.enclosing_loops(move) if isinstance(lp, _LOOPS)]
+        scope = self.enclosing_scope(move)
+        in_forward = isinstance(scope, FUNCTIONS) and scope.name == "forward"
+        in_step = self.is_step_function(scope)
+        helper = None
+        if not loops and not in_forward and not in_step:
+            helper = self.per_step_call(scope) if isinstance(scope, FUNCTIONS) else None
+            if helper is None:  # (nor a helper a forward or a step loop runs: random_rotation_z)
+                return None
+        if loops and isinstance(loops[0], ast.For) and any(
+                "epoch" in n.lower() for n in target_names(loops[0].target)):  # fmt: skip
+            return None  # (once an epoch: a sample grid, an evaluation's noise, not every step)
+        return helper or (
+            "every iteration of this loop"
+            if loops
+            else ("on every forward call" if in_forward else "on every training step")
         )
 
     def _list_of_factories_used(self, factory: ast.Call) -> ast.Name | None:

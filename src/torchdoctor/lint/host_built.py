@@ -1,0 +1,115 @@
+"""TD204 across helpers: a tensor one function of the file builds on the host (no device
+given to its factory) and another copies to the device on every step. 3D Gaussian
+Splatting's ``ssim()`` calls ``window = create_window(11, channel)`` and then
+``window.cuda(img1.get_device())`` on every training iteration; the factory,
+``torch.Tensor([exp(...) for x in range(11)])`` in ``gaussian()``, is two calls away. A
+mixin of :class:`torchdoctor.lint.rules_device.DeviceRules`.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.visitor import FUNCTIONS, dotted, method_name
+
+#: torch factories that make a tensor on the host unless given a device
+_HOST_FACTORIES = frozenset(
+    f"torch.{n}" for n in ("randn", "rand", "randint", "randperm", "zeros", "ones", "full",
+                           "empty", "arange", "linspace", "logspace", "eye", "hann_window",
+                           "hamming_window", "blackman_window", "from_numpy")
+)  # fmt: skip
+#: torch constructors of Python data: on the host when given a literal (a tensor keeps its device)
+_FROM_DATA = frozenset({"torch.tensor", "torch.as_tensor", "torch.Tensor", "torch.FloatTensor",
+                        "torch.LongTensor"})  # fmt: skip
+#: methods of a host tensor whose result stays on the host
+_STAYS = frozenset({"unsqueeze", "squeeze", "view", "reshape", "expand", "repeat", "t", "mm",
+                    "matmul", "outer", "float", "double", "half", "long", "int", "bool",
+                    "contiguous", "flatten", "permute", "transpose", "sum", "mean", "clone",
+                    "repeat_interleave", "exp", "sqrt", "abs", "cumsum", "flip"})  # fmt: skip
+#: how many assignments and calls the search follows back from the copy
+_DEPTH = 8
+
+
+class HostBuiltMoves:
+    """:meth:`check_helper_built_move` for the device rules' visitor.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef window(n):\\n    return torch.hann_window(n).unsqueeze(0)\\n"
+        ...        "class M(torch.nn.Module):\\n    def forward(self, x):\\n"
+        ...        "        w = window(x.shape[-1])\\n        return x * w.to(x.device)\\n")
+        >>> [(f.code, f.line) for f in lint_source(src)]
+        [('TD204', 7)]
+    """
+
+    def check_helper_built_move(self, move: ast.Call) -> None:
+        """TD204 for ``x.cuda()`` / ``x.to(device)`` where ``x`` is what a module-level
+        function of this file returns, built on the host, and the copy runs every step."""
+        receiver = move.func.value  # type: ignore[attr-defined]
+        scope = self.enclosing_scope(move)  # type: ignore[attr-defined]
+        if not isinstance(scope, FUNCTIONS) or self.device_of_move(move) is None:  # type: ignore[attr-defined]
+            return
+        values = [receiver]
+        if isinstance(receiver, ast.Name):
+            values = [v for v in self.assigned_values(scope, receiver.id)  # type: ignore[attr-defined]
+                      if receiver.id not in {n.id for n in ast.walk(v) if isinstance(n, ast.Name)}]  # fmt: skip
+        builders = [self._builder(v) for v in values]
+        if not values or any(b is None for b in builders):
+            return
+        if not all(self._host_built(b, b, _DEPTH) for b in builders):  # type: ignore[arg-type]
+            return
+        where = self.moved_every_step(move)  # type: ignore[attr-defined]
+        if where is None:
+            return
+        name = builders[0].name  # type: ignore[union-attr]
+        self.report(  # type: ignore[attr-defined]
+            move,
+            "TD204",
+            f"`{self.code_of(move)}` copies the tensor `{name}(...)` builds on the host to the "  # type: ignore[attr-defined]
+            f"device {where}: give `{name}` the device and pass it to its factory "
+            "(`device=...`), or build the tensor once and keep it",
+        )
+
+    def _builder(self, value: ast.AST) -> ast.FunctionDef | None:
+        """The module-level function of this file that ``value`` calls (``create_window(11,
+        c)``, or a method of its result: ``create_window(11, c).float()``); None otherwise."""
+        while isinstance(value, ast.Call) and method_name(value) in _STAYS:
+            value = value.func.value  # type: ignore[attr-defined]
+        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)):
+            return None
+        tree = self.context.tree  # type: ignore[attr-defined]
+        return next((f for f in getattr(tree, "body", ()) if isinstance(f, ast.FunctionDef)
+                     and f.name == value.func.id), None)  # fmt: skip
+
+    def _host_built(self, expr: ast.AST, scope: ast.AST, depth: int) -> bool:
+        """``expr`` (a function: each of its ``return`` values) is a tensor made on the host:
+        a factory given no device, a list literal's tensor, or host-only arithmetic and
+        methods of one, through the names of ``scope`` and the file's functions it calls."""
+        if depth <= 0:
+            return False
+        again = lambda e: self._host_built(e, scope, depth - 1)  # noqa: E731
+        if isinstance(expr, ast.FunctionDef):
+            returns = [r.value for r in ast.walk(expr) if isinstance(r, ast.Return) and r.value]
+            return bool(returns) and all(self._host_built(r, expr, depth - 1) for r in returns)
+        if isinstance(expr, ast.Name):
+            values = self.assigned_values(scope, expr.id)  # type: ignore[attr-defined]
+            fresh = [v for v in values if expr.id not in {n.id for n in ast.walk(v)
+                                                          if isinstance(n, ast.Name)}]  # fmt: skip
+            return bool(fresh) and all(again(v) for v in values if v in fresh)
+        if isinstance(expr, ast.BinOp):
+            sides = [s for s in (expr.left, expr.right) if not isinstance(s, ast.Constant)]
+            return bool(sides) and all(self._host_built(s, scope, depth) for s in sides)
+        if not isinstance(expr, ast.Call):
+            return False
+        names = self.callee(expr)  # type: ignore[attr-defined]
+        if any(k.arg == "device" for k in expr.keywords):
+            return False
+        if names & _HOST_FACTORIES:
+            return True
+        if names & _FROM_DATA:
+            return bool(expr.args) and isinstance(expr.args[0], (ast.List, ast.ListComp, ast.Tuple))
+        if isinstance(expr.func, ast.Attribute) and method_name(expr) in _STAYS and not (
+                dotted(expr.func.value) or "").startswith("torch"):  # fmt: skip
+            return self._host_built(expr.func.value, scope, depth)  # (a method: no deeper)
+        builder = self._builder(expr)
+        return builder is not None and builder is not scope and self._host_built(builder, builder, depth - 1)

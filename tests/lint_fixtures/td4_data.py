@@ -201,3 +201,34 @@ def train_buckets(train_set, model, opt, epochs, workers):
         sampler = BucketSampler(train_set.lengths, shuffle=True, seed=epoch)
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=True, persistent_workers=True)  # expect: TD403
         train(loader, model, opt)
+
+
+def build_loaders(train_ds, val_ds, workers):
+    kw = dict(num_workers=workers, pin_memory=True, persistent_workers=True)
+    return DataLoader(train_ds, 256, shuffle=True, **kw), DataLoader(val_ds, 256, **kw)
+
+
+def build_unpinned(train_ds, workers):
+    kw = {"num_workers": workers, "pin_memory": True, "persistent_workers": True}
+    kw["pin_memory"] = False
+    return DataLoader(train_ds, 256, **kw), None
+
+
+@torch.no_grad()
+def validate_linear(val_loader, model):
+    for images, target in val_loader:
+        images = images.cuda()  # expect: TD404 (pinned through **kw, returned in a tuple)
+        model(images).argmax(1).eq(target.cuda(non_blocking=True))
+
+
+@torch.no_grad()
+def check_unpinned(loader, model):
+    for images, target in loader:
+        model(images.cuda())  # near-miss: TD404 (the **kw was changed after it was built)
+
+
+def linear_probe(train_ds, val_ds, model, workers):
+    train_loader, val_loader = build_loaders(train_ds, val_ds, workers)
+    plain_loader, _ = build_unpinned(train_ds, workers)
+    validate_linear(val_loader, model)
+    check_unpinned(plain_loader, model)

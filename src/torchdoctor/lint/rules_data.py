@@ -94,6 +94,25 @@ def _pinned_call(node: ast.AST | None) -> bool:
             and not has_star(node) and _literal(keyword(node, "pin_memory")) is True)  # fmt: skip
 
 
+def _literal_dict(value: ast.AST) -> dict[str, ast.AST] | None:
+    """The entries of ``dict(a=1, b=2)`` / ``{"a": 1, "b": 2}`` (string keys, no ``**``);
+    None for anything else.
+
+    Example:
+        >>> sorted(_literal_dict(ast.parse("dict(num_workers=4, pin_memory=True)", mode="eval").body))
+        ['num_workers', 'pin_memory']
+        >>> _literal_dict(ast.parse("dict(base, pin_memory=True)", mode="eval").body) is None
+        True
+    """
+    if isinstance(value, ast.Call) and dotted(value.func) == "dict" and not value.args and all(
+            k.arg is not None for k in value.keywords):  # fmt: skip
+        return {k.arg: k.value for k in value.keywords}  # type: ignore[misc]
+    if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(k.value, str)
+                                           for k in value.keys):  # fmt: skip
+        return {k.value: v for k, v in zip(value.keys, value.values)}  # type: ignore[union-attr]
+    return None
+
+
 def _made_by(function: ast.AST, value: ast.AST) -> ast.AST | None:
     """What ``function`` returns as ``value``: the value itself, or for a name the call last
     assigned to it in the function (``train_loader = DataLoader(...)``)."""
@@ -140,9 +159,9 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
         if not self.callee(node) & DATALOADERS:
             self._check_imported_loader(node)
             return
-        if has_star(node):
-            return  # **kwargs: the options are not visible statically
-        kwargs = {kw.arg: kw.value for kw in node.keywords}
+        kwargs = self._keywords(node)
+        if kwargs is None:
+            return  # *args / **kwargs: the options are not visible statically
         workers = kwargs.get("num_workers")
         in_memory = self._tensor_dataset(node)  # None, "host", "device", "indices" or
         per_item = in_memory == "device, read per item"  # (... a file read and a copy per item)
@@ -197,6 +216,29 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
                 f"DataLoader with workers but without persistent_workers: they are respawned "
                 f"every epoch; pass {hint}",
             )
+
+    def _keywords(self, call: ast.Call) -> dict[str | None, ast.AST] | None:
+        """The keywords of ``call``, with those of a ``**kw`` the function binds once to a
+        literal dict and never changes (MoCo's ``kw = dict(num_workers=w, pin_memory=True)``
+        then ``DataLoader(ds, bs, **kw)``); None when some are not visible statically."""
+        if any(isinstance(a, ast.Starred) for a in call.args):
+            return None
+        found: dict[str | None, ast.AST] = {}
+        scope = self.enclosing_scope(call)
+        for kw in call.keywords:
+            if kw.arg is not None:
+                found[kw.arg] = kw.value
+                continue
+            name = kw.value.id if isinstance(kw.value, ast.Name) else None
+            values = self.assigned_values(scope, name) if name else []
+            spread = _literal_dict(values[0]) if len(values) == 1 else None
+            changed = any(isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store)
+                          and dotted(n.value) == name or isinstance(n, ast.Attribute)
+                          and dotted(n.value) == name for n in ast.walk(scope))  # fmt: skip
+            if spread is None or changed:
+                return None
+            found.update(spread)
+        return found
 
     # -- TD404 --------------------------------------------------------------------------------
     def _check_blocking_copies(self, call: ast.Call) -> None:
@@ -254,6 +296,15 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
                     scope = self.parent(scope)  # (self.train_loader, iterated by another method)
                 named.append((scope, loader))
                 named += self._returned_in_tuple(call, loader)
+        elif isinstance(parent, ast.Tuple) and isinstance(self.parent(parent), ast.Return) and (
+                isinstance(self.enclosing_scope(call), FUNCTIONS)):  # (return train_dl, val_dl)
+            at, maker = parent.elts.index(call), self.enclosing_scope(call).name  # type: ignore[attr-defined]
+            for assign in ast.walk(self.context.tree) if self.context.tree else ():
+                target = assign.targets[0] if isinstance(assign, ast.Assign) else None
+                if (isinstance(target, ast.Tuple) and len(target.elts) == len(parent.elts)
+                        and isinstance(assign.value, ast.Call) and dotted(assign.value.func) == maker
+                        and isinstance(target.elts[at], ast.Name)):  # fmt: skip
+                    named.append((self.enclosing_scope(assign), target.elts[at].id))
         elif isinstance(parent, ast.Return) and isinstance(self.enclosing_scope(call), FUNCTIONS):
             maker = self.enclosing_scope(call).name  # type: ignore[attr-defined]
             for assign in ast.walk(self.context.tree) if self.context.tree else ():

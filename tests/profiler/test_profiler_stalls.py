@@ -72,3 +72,30 @@ def test_an_evaluation_inside_a_detailed_step_stops_its_line_timing():
     evaluation = _evaluate.__code__.co_firstlineno + 4
     assert evaluation not in lines and lines  # left out; the other steps' lines are there
     assert "left out of the tree" in " ".join(prof.session["config"]["notes"])
+
+
+def test_an_evaluation_before_the_first_optimizer_step_sets_no_budget_for_training_steps():
+    """llm.c, nanoGPT and build-nanogpt evaluate at step 0, before any optimizer step: the
+    evaluation's forwards were cut as steps (module calls) and stayed in the recent steps
+    after the boundary became optimizer.step(), so every training step with gradient
+    accumulation ran past 10 of them: its lines were cut, and it was left out as over 3x the
+    median (the Hot lines section was gone)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(512, 2048), nn.GELU(), nn.Linear(2048, 512))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(64, 512)
+    with torchdoctor.Profiler(syncs=False, step_boundary="auto") as prof:
+        for step in range(7):
+            if step == 0:
+                with torch.no_grad():
+                    for _ in range(40):
+                        model(x[:2])  # small evaluation batches
+            for _ in range(10):  # gradient accumulation: a step of 10 micro-batches (> 50 ms)
+                (model(x) - x).pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    session = prof.session
+    assert session["config"]["step_boundary"] == "optimizer"
+    assert not [s["index"] for s in session["steps"] if s.get("lines_cut")]
+    assert session.get("hot_lines")
+    assert "over 3x the median" not in " ".join(session["config"]["notes"])

@@ -120,6 +120,8 @@ class HookEvents:
     def _drop_steps(self) -> None:  # pragma: no cover - the Profiler's
         raise NotImplementedError
 
+    _recent: Any  # RecentSteps (collect/profiler_steps.py)
+
     @_timed_event
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
         self._seen["optimizer"] += 1
@@ -344,6 +346,8 @@ class HookEvents:
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state
+        if state.boundary is not mode:  # (the steps cut so far were of another kind: an
+            self._recent.forget()  # evaluation's forwards before the first optimizer step)
         if state.boundary is not None and state.boundary is not mode and self.steps_recorded:
             state.notes.append(
                 f"step boundary changed from {state.boundary.value} to {mode.value}; earlier "

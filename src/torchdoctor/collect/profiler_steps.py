@@ -74,6 +74,18 @@ class RecentSteps:
         if self.began_ns:
             self._walls.append(ended_ns - self.began_ns)
 
+    def forget(self) -> None:
+        """Drop the steps measured so far (the step boundary changed: they were module calls,
+        an evaluation's forwards before the first optimizer step, whose length made every
+        training step's hot lines run past a budget of 10 of them: llm.c, nanoGPT).
+
+        Example:
+            >>> recent = RecentSteps(); recent.began_ns = 1; recent.add(2_000_001)
+            >>> recent.forget(); recent.budget_ns() > 10**15
+            True
+        """
+        self._walls.clear()
+
     def budget_ns(self) -> int:
         if not self._walls:
             return 1 << 62
@@ -236,7 +248,8 @@ class StepCycle:
                                     {name_of(m) for m in self._step_outer})  # fmt: skip
         rec.outer_shape = None
         self._step_outer.clear()  # (the same set: no new object per step)
-        self._recent.add(began)
+        if not discard:  # (a partial step, dropped: no step's length)
+            self._recent.add(began)
         queue, due = self._queue, False
         calls = sum(audit.function_calls for audit in self._paced)  # the audits' calls, and
         audit_calls, self._audit_calls = max(0, calls - self._audit_calls), calls  # this step's

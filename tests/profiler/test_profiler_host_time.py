@@ -1,8 +1,10 @@
 """Every step records where the profiled thread's time went: on a core (``cpu_ms``) and, on
-Linux, ready to run with no core free (``cpu_wait_ms``); the rest it was blocked."""
+Linux, ready to run with no core free (``cpu_wait_ms``); the rest it was blocked. And the
+process's kernel time (``sys_ms``) and minor page faults (``minor_faults``)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -49,7 +51,7 @@ def test_a_schedstat_without_the_figures_leaves_the_wait_unknown(tmp_path, conte
     fake.write_text(content)
     clock = ThreadTimes(str(fake))
     assert not clock.knows_wait
-    assert set(clock.since(clock.read())) == {"cpu_ms"}
+    assert "cpu_wait_ms" not in clock.since(clock.read())
     assert not ThreadTimes(str(tmp_path / "missing")).knows_wait
 
 
@@ -62,4 +64,45 @@ def test_another_thread_reads_nothing():
     worker.start()
     worker.join()
     assert out == [None] and host_figures(clock.read(), None) == {}
+    clock.close()
+
+
+#: a buffer over glibc's largest dynamic mmap threshold (32 MiB): each one a fresh mmap
+BIG = 64 * 2**20
+
+
+def _faulting_steps(fresh: bool) -> list[dict]:
+    torch.set_num_threads(1)
+    kept = torch.empty(BIG // 4).fill_(0.0)  # (its pages touched before the steps)
+    with torchdoctor.Profiler(None, syncs=False, window=1, period_steps=100) as prof:
+        for _ in range(6):
+            buffer = torch.empty(BIG // 4) if fresh else kept
+            buffer.fill_(1.0)  # first touch of a fresh mmap: the kernel zero-fills each page
+            del buffer
+            prof.step()
+    return prof.session["steps"]
+
+
+@pytest.mark.skipif(sys.platform != "linux" or "MALLOC_MMAP_MAX_" in os.environ
+                    or "malloc" in os.environ.get("LD_PRELOAD", ""),
+                    reason="glibc's default allocator (a fresh mmap per large buffer)")  # fmt: skip
+def test_a_freshly_mapped_buffer_per_step_records_its_page_faults_and_kernel_time():
+    fresh, reused = _faulting_steps(fresh=True), _faulting_steps(fresh=False)
+    pages = BIG // 4096
+    assert all(s["minor_faults"] >= 0.9 * pages for s in fresh), fresh
+    assert all(isinstance(s["minor_faults"], int) for s in fresh)
+    assert sum(s["sys_ms"] for s in fresh) > 0.0
+    assert all(s["minor_faults"] < 0.1 * pages for s in reused), reused
+    assert sum(s["sys_ms"] for s in reused) < sum(s["sys_ms"] for s in fresh)
+
+
+def test_without_resource_the_kernel_figures_are_absent(monkeypatch):
+    """On Windows (no ``resource`` module) a step carries no sys_ms / minor_faults, and no
+    error."""
+    from torchdoctor.collect import host_time
+
+    monkeypatch.setattr(host_time, "_getrusage", None)
+    clock = ThreadTimes()
+    figures = clock.since(clock.read())
+    assert "cpu_ms" in figures and not {"sys_ms", "minor_faults"} & set(figures)
     clock.close()

@@ -273,7 +273,8 @@ class ProfilerState:
     def step_entries(self, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``session["steps"]`` of the kept per-step summaries: index, wall time, phases, peak
         memory, whether detailed, the profiled thread's ms on a core and waiting for one
-        (``cpu_ms``, ``cpu_wait_ms``: ``collect/host_time.py``), its outermost model calls
+        (``cpu_ms``, ``cpu_wait_ms``; the process's ``sys_ms`` and ``minor_faults``:
+        ``collect/host_time.py``), its outermost model calls
         (``model_calls``; ``eval_calls`` of them with the model in eval mode, when any: light
         steps count them with a hook on the outermost modules alone); with steps cut at module
         calls, the outermost input's shape
@@ -301,8 +302,8 @@ class ProfilerState:
             if s.get("lines_cut"):
                 entry["lines_cut"] = True
             for key in HOST_KEYS:  # (collect/host_time.py: where the thread's time went)
-                if key in s:
-                    entry[key] = round(float(s[key]), 4)
+                if key in s:  # (minor_faults: a count)
+                    entry[key] = s[key] if isinstance(s[key], int) else round(float(s[key]), 4)
             if s.get("update_ms"):  # the optimizers' own updates (after their closures)
                 entry["update_ms"] = round(float(s["update_ms"]), 4)
             if s.get("padding") is not None:  # (the rows' lengths of the first steps only)

@@ -46,3 +46,18 @@ def test_a_rollout_s_distributions_count_at_their_rate_over_the_run():
     session["syncs"][0].update(typical_per_step=0.0)
     (item,) = torch_syncs(session)
     assert item.saving_range_ms[0] == pytest.approx(30.0 * (1 - 1 / speed.low))
+
+
+def test_episodes_longer_than_the_detailed_ones_weigh_the_checks_by_their_calls():
+    """pytorch/examples reinforce: a step is an episode; the detail windows fell on early,
+    short episodes (93 policy calls) while the run's averaged 288; the checks come per call
+    (stated 1.87 ms a step, measured 26 ms with validation off)."""
+    session = _session()
+    session["steps"] = [{"index": i, "wall_ms": 45.0, "model_calls": 125 if i < 6 else 375,
+                         "detailed": i < 6} for i in range(60)]  # fmt: skip
+    (item,) = torch_syncs(session)
+    speed = SPEEDUPS["distribution_validation_forward"]
+    factor = (6 * 125 + 54 * 375) / 60 / 125
+    assert item.saving_range_ms == pytest.approx([30.0 * factor * (1 - 1 / speed.low),
+                                                  30.0 * factor * (1 - 1 / speed.high)])  # fmt: skip
+    assert any("the model calls per step of the detailed steps" in e for e in item.evidence)

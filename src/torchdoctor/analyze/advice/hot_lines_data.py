@@ -304,3 +304,40 @@ def line_not_run(session: Mapping[str, Any], path: Any, line: int) -> bool:
         start, end = int(source["line"]), int(source.get("end_line") or source["line"])
         inside = inside or (start <= line <= end and same_file(source.get("file"), path))
     return inside
+
+
+#: the run's model calls per step over the typical detailed steps' outside this range are
+#: no steady loop to scale by (and within 20% of 1, no scaling is worth stating)
+CALLS_FACTOR_RANGE = (0.2, 20.0)
+
+
+def run_calls_factor(session: Mapping[str, Any]) -> float | None:
+    """The run's mean outermost model calls per step over the typical detailed steps' mean
+    (``steps[i].model_calls``; outlier steps left out of the detailed side, as the hot lines
+    leave them out), when every step counted them and it differs from 1 by 20% or more: what
+    a per-call cost measured on the hot lines weighs over the whole run. An RL loop whose step
+    is an episode (pytorch/examples reinforce) had its detail windows on early, short
+    episodes: 93 policy calls a step against 288 over the run. None otherwise.
+
+    Example:
+        >>> steps = [{"index": i, "model_calls": 10 if i < 5 else 30, "detailed": i < 5}
+        ...          for i in range(20)]
+        >>> run_calls_factor({"steps": steps})
+        2.5
+        >>> run_calls_factor({"steps": [{"index": 0, "model_calls": 3, "detailed": True}]})
+    """
+    steps = [s for s in session.get("steps") or () if s.get("wall_ms") is not None
+             or s.get("model_calls") is not None]  # fmt: skip
+    counted = [float(s["model_calls"]) for s in steps if s.get("model_calls")]
+    if not steps or len(counted) < len(steps):
+        return None
+    outliers = set(((session.get("config") or {}).get("detail") or {}).get("outlier_steps") or ())
+    detailed = [float(s["model_calls"]) for s in steps
+                if s.get("detailed") and int(s.get("index", -1)) not in outliers]  # fmt: skip
+    if len(detailed) < 2 or len(counted) <= len(detailed):
+        return None
+    factor = (sum(counted) / len(counted)) / (sum(detailed) / len(detailed))
+    low, high = CALLS_FACTOR_RANGE
+    if not low <= factor <= high or abs(factor - 1.0) < 0.2:
+        return None
+    return factor

@@ -34,7 +34,7 @@ from torchdoctor.analyze.advice.base import (
     sync_heat,
     tree_step_ms,
 )
-from torchdoctor.analyze.advice.hot_lines_data import line_of, measured_lines
+from torchdoctor.analyze.advice.hot_lines_data import line_of, measured_lines, run_calls_factor
 
 MIN_PER_STEP = 0.5  # below: a read every few steps (a log interval, an epoch end)
 
@@ -220,11 +220,13 @@ def _measured_switch(
         [0.4, 0.67]
     """
     rows = measured_lines(session)
+    calls = run_calls_factor(session)  # (the checks come per model call: weigh them by it)
     rows_found: dict[int, tuple[Mapping[str, Any], float]] = {}
     for record in records:
         row = line_of(session, record.get("file"), record.get("line"), rows)
         if row:  # (the line's time is its typical steps'; periodic steps call it more)
-            factor = max(_periodic_factor(record), rows_found.get(id(row), (row, 1.0))[1])
+            factor = calls if calls is not None else max(
+                _periodic_factor(record), rows_found.get(id(row), (row, 1.0))[1])
             rows_found[id(row)] = (row, factor)
     typical = sum(float(row["own_ms"]) * (  # (the forward's part of the line's own time)
         float(row["forward_ms"]) / float(row["total_ms"]) if forward_only and row["total_ms"]
@@ -237,6 +239,8 @@ def _measured_switch(
     item.estimated_saving_ms = amdahl_saving(spent, 1.0, speed.low)
     item.saving_range_ms = [item.estimated_saving_ms, amdahl_saving(spent, 1.0, speed.high)]
     periodic = (
+        f", {fmt_ms(spent)} at the run's {calls:.2g}x the model calls per step of the detailed "
+        "steps" if calls is not None else
         f", {fmt_ms(spent)} with the calls of the periodic steps (a rollout, an evaluation) "
         "averaged over all steps" if spent > 1.05 * typical else ""
     )

@@ -1,6 +1,7 @@
 """Every step records where the profiled thread's time went: on a core (``cpu_ms``) and, on
 Linux, ready to run with no core free (``cpu_wait_ms``); the rest it was blocked. And the
-process's kernel time (``sys_ms``) and minor page faults (``minor_faults``)."""
+process's kernel and user time (``sys_ms``, ``user_ms``) and minor page faults
+(``minor_faults``)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def test_a_freshly_mapped_buffer_per_step_records_its_page_faults_and_kernel_tim
     pages = BIG // 4096
     assert all(s["minor_faults"] >= 0.9 * pages for s in fresh), fresh
     assert all(isinstance(s["minor_faults"], int) for s in fresh)
-    assert sum(s["sys_ms"] for s in fresh) > 0.0
+    assert sum(s["sys_ms"] for s in fresh) > 0.0 and all(s["user_ms"] >= 0.0 for s in fresh)
     assert all(s["minor_faults"] < 0.1 * pages for s in reused), reused
     assert sum(s["sys_ms"] for s in reused) < sum(s["sys_ms"] for s in fresh)
 
@@ -104,5 +105,5 @@ def test_without_resource_the_kernel_figures_are_absent(monkeypatch):
     monkeypatch.setattr(host_time, "_getrusage", None)
     clock = ThreadTimes()
     figures = clock.since(clock.read())
-    assert "cpu_ms" in figures and not {"sys_ms", "minor_faults"} & set(figures)
+    assert "cpu_ms" in figures and not {"sys_ms", "user_ms", "minor_faults"} & set(figures)
     clock.close()

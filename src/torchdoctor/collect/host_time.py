@@ -18,9 +18,11 @@ sleep: 1 ms on a core, 3 ms waiting, the rest blocked. So the step figures tell 
 slow by the machine (contention) from one made slow by its own work, and both from one that
 waited on something outside the CPU.
 
-The process's kernel (system) CPU time and minor page faults, all its threads together (torch's
-intra-op threads fault too), come from ``resource.getrusage(RUSAGE_SELF)`` (``ru_stime``,
-``ru_minflt``) at the same two reads: ``sys_ms`` and ``minor_faults`` per step. One call costs
+The process's kernel (system) and user CPU time and its minor page faults, all its threads
+together (torch's intra-op threads fault too), come from ``resource.getrusage(RUSAGE_SELF)``
+(``ru_stime``, ``ru_utime``, ``ru_minflt``) at the same two reads: ``sys_ms``, ``user_ms`` and
+``minor_faults`` per step (the user time tells the kernel's share of the process's CPU time
+when several threads work: their CPU time adds up past the wall time). One call costs
 about 1 us (measured here: 1.0 us in a bare interpreter, 0.6 us with torch's 16 threads
 started), so every step records them too; without ``resource`` (Windows) they are absent. A
 step that allocates large tensors gets them from glibc as fresh mmaps, whose pages the
@@ -54,7 +56,7 @@ except ImportError:  # pragma: no cover
     _RUSAGE_SELF = 0
 
 #: the per-step figures a step's summary and ``session["steps"]`` entry carry
-HOST_KEYS = ("cpu_ms", "cpu_wait_ms", "sys_ms", "minor_faults")
+HOST_KEYS = ("cpu_ms", "cpu_wait_ms", "sys_ms", "user_ms", "minor_faults")
 #: where the kernel keeps the calling thread's scheduler figures (Linux)
 SCHEDSTAT = "/proc/thread-self/schedstat"
 
@@ -91,15 +93,17 @@ class ThreadTimes:
         """Whether the run-queue wait is measured (Linux schedstat), not only the CPU time."""
         return self._fd is not None
 
-    def read(self) -> tuple[int, int | None, float | None, int | None] | None:
+    def read(self) -> tuple[Any, ...] | None:
         """(ns on a core, ns waiting for one or None when unknown) so far, of this thread, then
-        the process's kernel seconds and minor page faults (None without ``resource``); None
+        the process's kernel seconds, user seconds and minor page faults (None without
+        ``resource``); None
         when called from another thread than the one that made this object (its figures would
         be another thread's)."""
         if threading.get_native_id() != self.thread:
             return None
         usage = _getrusage(_RUSAGE_SELF) if _getrusage is not None else None
-        kernel = (usage.ru_stime, usage.ru_minflt) if usage is not None else (None, None)
+        kernel = ((usage.ru_stime, usage.ru_utime, usage.ru_minflt) if usage is not None
+                  else (None, None, None))  # fmt: skip
         fd = self._fd
         if fd is not None:
             try:
@@ -109,7 +113,7 @@ class ThreadTimes:
         return (time.thread_time_ns(), None) + kernel
 
     def since(self, begin: tuple[int, int | None] | None) -> dict[str, float]:
-        """The step's ``cpu_ms``, ``cpu_wait_ms``, ``sys_ms`` and ``minor_faults`` since
+        """The step's ``cpu_ms``, ``cpu_wait_ms``, ``sys_ms``, ``user_ms`` and ``minor_faults`` since
         ``begin`` (a :meth:`read`); empty when either end is unknown (another thread)."""
         end = self.read()
         return host_figures(begin, end)
@@ -125,15 +129,15 @@ class ThreadTimes:
 
 
 def host_figures(begin: Any, end: Any) -> dict[str, float]:
-    """``{"cpu_ms", "cpu_wait_ms", "sys_ms", "minor_faults"}`` between two
+    """``{"cpu_ms", "cpu_wait_ms", "sys_ms", "user_ms", "minor_faults"}`` between two
     :meth:`ThreadTimes.read` results (the wait, the kernel time and the faults only where both
     ends measured them; nothing when either is None).
 
     Example:
         >>> host_figures((1_000_000, 0), (3_500_000, 2_000_000))
         {'cpu_ms': 2.5, 'cpu_wait_ms': 2.0}
-        >>> host_figures((1_000_000, None, 0.25, 100), (3_000_000, None, 0.5, 2_100))
-        {'cpu_ms': 2.0, 'sys_ms': 250.0, 'minor_faults': 2000}
+        >>> host_figures((1_000_000, None, 0.25, 1.0, 100), (3_000_000, None, 0.5, 1.5, 2_100))
+        {'cpu_ms': 2.0, 'sys_ms': 250.0, 'user_ms': 500.0, 'minor_faults': 2000}
         >>> host_figures(None, (1, 1))
         {}
     """
@@ -142,7 +146,8 @@ def host_figures(begin: Any, end: Any) -> dict[str, float]:
     out: dict[str, float] = {"cpu_ms": max(0, end[0] - begin[0]) / 1e6}
     if begin[1] is not None and end[1] is not None:
         out["cpu_wait_ms"] = max(0, end[1] - begin[1]) / 1e6
-    if len(begin) > 3 and len(end) > 3 and begin[2] is not None and end[2] is not None:
+    if len(begin) > 4 and len(end) > 4 and begin[2] is not None and end[2] is not None:
         out["sys_ms"] = max(0.0, end[2] - begin[2]) * 1e3
-        out["minor_faults"] = max(0, end[3] - begin[3])
+        out["user_ms"] = max(0.0, end[3] - begin[3]) * 1e3
+        out["minor_faults"] = max(0, end[4] - begin[4])
     return out

@@ -110,3 +110,25 @@ def test_pooling_layers_count_in_what_channels_last_changes():
                "environment": {"device": "cpu"}}  # fmt: skip
     (item,) = [a for a in engine_knobs(session) if "channels_last" in a.title]
     assert "the convolutions and pooling layers are 26 ms" in item.evidence[0]
+
+
+def test_channels_last_on_a_cpu_states_no_saving_only_its_bound():
+    """On CPU steps of real clients channels_last measured 0.85x (a diffusion U-Net: it was
+    told "+7.3 ms" and lost 77 ms) to 1.16x: no saving stated, an "up to" bound, the
+    measurements cited; on CUDA the stated range stays."""
+    def session(device="cpu"):
+        tree = {"kind": "root", "children": [
+            {"kind": "module", "type": "Conv2d", "path": "stem", "total_ms": {"mean": 30.0},
+             "calls_per_step": 1, "forward_ms": {"mean": 20.0}, "children": []},
+            {"kind": "module", "type": "Linear", "path": "head", "calls_per_step": 1,
+             "total_ms": {"mean": 60.0}, "forward_ms": {"mean": 35.0}, "children": []}]}  # fmt: skip
+        return {"step_ms": {"median": 100.0, "mean": 100.0}, "tree": tree,
+                "phases": {"forward": {"median": 60.0}, "backward": {"median": 40.0}},
+                "environment": {"device": device}}  # fmt: skip
+
+    (cpu,) = [a for a in engine_knobs(session()) if "channels_last" in a.title]
+    assert cpu.estimated_saving_ms is None and cpu.saving_range_ms[0] == 0.0
+    assert 0.0 < cpu.saving_range_ms[1] < 30.0
+    assert "up to 1.3x" in cpu.evidence[1] and "0.85x" in " ".join(cpu.evidence)
+    (gpu,) = [a for a in engine_knobs(session("cuda:0")) if "channels_last" in a.title]
+    assert gpu.estimated_saving_ms > 0 and "expected 1.05-1.3x" in gpu.evidence[1]

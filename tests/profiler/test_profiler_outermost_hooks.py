@@ -143,3 +143,24 @@ def test_a_hugging_face_model_s_attention_dropout_inside_sdpa_is_noted():
     assert noted == {"model": "Encoder", "attribute": "attention_probs_dropout_prob", "p": 0.1,
                      "attn_implementation": "sdpa"}  # fmt: skip
     assert run("eager") is None
+
+
+def test_multihead_attention_s_own_dropout_is_noted():
+    """nn.Transformer's layers drop their attention weights inside nn.MultiheadAttention
+    (dropout=0.1 by default): no Dropout module shows it (a Fabric language model: 38 ms of a
+    178 ms step); a layer built with dropout=0.0 is nothing to note."""
+    def run(p):
+        torch.manual_seed(0)
+        model = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(
+            16, 2, 32, dropout=p, batch_first=True), 2, enable_nested_tensor=False)  # fmt: skip
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof:
+            for _ in range(4):
+                model(torch.randn(2, 5, 16)).sum().backward()
+                opt.step()
+        return prof.session["environment"].get("attention_dropout")
+
+    noted = run(0.1)
+    assert noted == {"model": "TransformerEncoder", "attribute": "dropout", "p": 0.1,
+                     "attn_implementation": "nn.MultiheadAttention", "layers": 2}  # fmt: skip
+    assert run(0.0) is None

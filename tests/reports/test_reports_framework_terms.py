@@ -64,3 +64,27 @@ def test_attention_dropout_inside_sdpa_counts_toward_dropout_on_a_cpu():
     assert item.code.startswith("config.attention_probs_dropout_prob = 0.0")
     session["environment"]["device"] = "cuda:0 H200"  # (the fused kernels take dropout there)
     assert dropout_share(session) == []
+
+
+def test_multihead_attention_dropout_counts_toward_dropout_on_a_cpu():
+    """A Lightning Fabric language model (nn.Transformer, dropout=0.1): 15 Dropout modules took
+    28 ms, the attention weights' dropout inside nn.MultiheadAttention 38 ms more, which no
+    module shows; the MHA layer is a leaf of the tree (its out_proj is never called)."""
+    from torchdoctor.analyze.advice import SPEEDUPS
+    from torchdoctor.analyze.advice.dropout_share import dropout_share
+
+    mha = {"kind": "module", "path": "enc.layers.0.self_attn", "type": "MultiheadAttention",
+           "total_ms": {"median": 75.0}, "children": []}  # fmt: skip
+    drop = {"kind": "module", "path": "enc.layers.0.dropout1", "type": "Dropout",
+            "total_ms": {"median": 28.0}, "forward_ms": {"median": 20.0}, "children": []}  # fmt: skip
+    session = {"step_ms": {"median": 178.0}, "phases": {"backward": {"median": 90.0}},
+               "tree": {"kind": "root", "path": "", "total_ms": {"median": 178.0},
+                        "children": [mha, drop]},
+               "environment": {"device": "cpu", "attention_dropout": {
+                   "model": "TransformerLM", "p": 0.1, "attribute": "dropout", "layers": 2,
+                   "attn_implementation": "nn.MultiheadAttention"}}}  # fmt: skip
+    (item,) = dropout_share(session)
+    speed = SPEEDUPS["attention_dropout_cpu"]
+    assert item.estimated_saving_ms == 28.0 + 75.0 * (1 - 1 / speed.low)  # (measured: 64 ms)
+    assert "nn.MultiheadAttention" in item.title and "dropout=0.1" in item.evidence[0]
+    assert item.code.startswith("nn.MultiheadAttention(d_model, nhead, dropout=0.0)")

@@ -342,7 +342,7 @@ def attention_dropout(module: Any) -> dict[str, Any] | None:
     try:
         config = module.__dict__.get("config")  # (no nn.Module.__getattr__ on other modules)
         if config is None:
-            return None
+            return _multihead_dropout(module)
         implementation = getattr(config, "_attn_implementation", None)
         if implementation not in ("sdpa", None):
             return None
@@ -354,4 +354,25 @@ def attention_dropout(module: Any) -> dict[str, Any] | None:
     except Exception:  # (a config whose properties raise: nothing known)
         return None
     return None
+
+
+def _multihead_dropout(module: Any) -> dict[str, Any] | None:
+    """``torch.nn.MultiheadAttention`` layers inside ``module`` with ``dropout > 0`` (as
+    ``nn.Transformer``'s default 0.1 makes them): their attention-weight dropout runs inside
+    the layer, no Dropout module shows it (a Lightning Fabric language model: 38 ms of a 178 ms
+    step, against 28 ms for its 15 Dropout modules). The largest ``p``, or None.
+
+    Example:
+        >>> net = torch.nn.TransformerEncoderLayer(8, 2, dropout=0.2)
+        >>> _multihead_dropout(net)["attribute"], _multihead_dropout(torch.nn.Linear(2, 2))
+        ('dropout', None)
+    """
+    if not isinstance(module, torch.nn.Module):
+        return None
+    ps = [float(m.dropout) for m in module.modules()
+          if isinstance(m, torch.nn.MultiheadAttention) and float(m.dropout or 0.0) > 0]  # fmt: skip
+    if not ps:
+        return None
+    return {"model": type(module).__name__, "attribute": "dropout", "p": max(ps),
+            "attn_implementation": "nn.MultiheadAttention", "layers": len(ps)}
 

@@ -67,13 +67,19 @@ def dropout_share(session: Mapping[str, Any]) -> list[Advice]:
             "each draws a mask the size of its input (bernoulli_) in training; spread over "
             "many small modules, none dominates the tree on its own",
         ]
+    multihead = attention is not None and attention.get(
+        "attn_implementation") == "nn.MultiheadAttention"
     if attention is not None:  # (first: the larger part, which no row of the tree names)
         evidence.insert(0,
-            f"{attention.get('model')}'s attention dropout ({attention.get('attribute')}="
-            f"{attention.get('p'):g}) runs inside scaled_dot_product_attention, whose CPU "
-            "kernel takes its slow math path when dropout_p > 0: the attention modules' own "
-            f"time is {fmt_ms(inside)} per step, {fmt_ms(low)} to {fmt_ms(high)} of it the "
-            f"dropout's ({speed.source})"
+            f"{attention.get('model')}'s attention dropout ("
+            + (f"{attention.get('layers')} nn.MultiheadAttention layer(s) with dropout="
+               f"{attention.get('p'):g}) drops the attention weights inside the layer"
+               if multihead else
+               f"{attention.get('attribute')}={attention.get('p'):g}) runs inside "
+               "scaled_dot_product_attention, whose CPU kernel takes its slow math path when "
+               "dropout_p > 0")
+            + f": the attention modules' own time is {fmt_ms(inside)} per step, {fmt_ms(low)} "
+            f"to {fmt_ms(high)} of it the dropout's ({speed.source})"
         )
     share = pct(ms + low, step)
     return [
@@ -81,6 +87,8 @@ def dropout_share(session: Mapping[str, Any]) -> list[Advice]:
             rule="dropout",
             title=f"dropout takes {'at least ' if attention else ''}{share:.0f}% of the step: "
             + ("its random masks, one per activation, forward and backward" if not attention
+               else "its masks, and the attention weights' dropout inside "
+               "nn.MultiheadAttention" if multihead
                else "its masks, and attention dropout inside SDPA (the CPU kernel's slow path)"),
             confidence="medium",
             evidence=evidence,
@@ -88,7 +96,9 @@ def dropout_share(session: Mapping[str, Any]) -> list[Advice]:
             "pretraining and fine-tuning recipes for large models do; check quality on your "
             "validation set); torch.compile fuses the masks with the ops around them; on a GPU "
             "the draws cost less than on a CPU.",
-            code=(f"config.{attention.get('attribute')} = 0.0  # attention dropout inside SDPA"
+            code=("nn.MultiheadAttention(d_model, nhead, dropout=0.0)  # or nn.Transformer"
+                  "(..., dropout=0.0): the attention weights' dropout" if multihead else
+                  f"config.{attention.get('attribute')} = 0.0  # attention dropout inside SDPA"
                   if attention else "config.dropout_rate = 0.0  # Hugging Face configs: dropout, "
                   "hidden_dropout_prob, attention_probs_dropout_prob ..."),  # fmt: skip
             references=["torch.nn.Dropout", "torch.compile"],
@@ -129,4 +139,6 @@ def _in_sdpa(session: Mapping[str, Any], tree: Mapping[str, Any]) -> tuple[float
     ]  # fmt: skip
     own = sum(node_ms(c) for n in innermost for c in n.get("children") or ()
               if c.get("kind") == "self")  # fmt: skip
+    own += sum(node_ms(n) for n in innermost if not n.get("children"))  # (a leaf: all its own;
+    # nn.MultiheadAttention uses its out_proj's weights, never calls it)
     return (own, attention) if own > 0 else (0.0, None)

@@ -178,3 +178,41 @@ def evaluate_forces(model, loader):
         _, forces = predict_with_forces(model, z, pos)
         errors.append((forces - f).abs().mean().detach())
     return errors
+
+
+class MemoryBank:
+    def __init__(self, backbone, device):
+        self.extractor = FeatureNet(backbone).to(device).eval()
+        self.bank = None
+
+    def _embed(self, images):
+        return self.extractor(images).flatten(1)
+
+    def _tune(self, images):
+        loss = self.extractor(images).pow(2).mean()
+        loss.backward()
+        return loss
+
+    def fit(self, loader):
+        feats = []
+        for batch in loader:  # expect: TD602 (the model was put in eval mode in __init__)
+            feats.append(self._embed(batch["image"]))
+        self.bank = torch.cat(feats)
+
+    def adapt(self, loader):
+        for batch in loader:  # near-miss: the method it calls trains
+            self._tune(batch["image"])
+
+    def probe(self, images, steps):
+        for _ in range(steps):  # near-miss: no loop over data (an optimisation of the input)
+            images = images + self._embed(images).mean()
+        return images
+
+
+class PerceptualLoss(torch.nn.Module):
+    def __init__(self, vgg):
+        super().__init__()
+        self.vgg = vgg.eval()
+
+    def features(self, loader):
+        return [self.vgg(x) for x in loader]  # near-miss: a module's method, gradients may flow

@@ -16,7 +16,7 @@ import ast
 from collections.abc import Iterator
 from typing import Any
 
-from torchdoctor.lint.syntax import FOR, FUNCTIONS, method_name, same_file_callee
+from torchdoctor.lint.syntax import FOR, FUNCTIONS, dotted, method_name, same_file_callee
 
 NO_GRAD = frozenset(
     {
@@ -159,3 +159,68 @@ def _module_source(context: Any, name: str) -> str | None:
     project = context.project
     found = project.module_function(name) if project is not None else None
     return ast.unparse(found) if found is not None else None
+
+
+def evaluated_in_init(method: ast.AST) -> set[str]:
+    """The ``self.x`` that the ``__init__`` of a plain class (no ``...Module`` base) holding
+    ``method`` puts in eval mode (PatchCore's ``self.extractor =
+    FeatureExtractor(b).to(device).half().eval()``, or ``self.model.eval()``): models its other
+    methods run for inference. Needs the parent links.
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> src = ("class Core:\\n    def __init__(self, b):\\n        self.net = Net(b).eval()\\n"
+        ...        "    def fit(self, loader):\\n        pass\\n")
+        >>> tree = link_parents(ast.parse(src))[0]
+        >>> evaluated_in_init(tree.body[0].body[1])
+        {'self.net'}
+    """
+    owner = getattr(method, "td_parent", None)
+    if not isinstance(owner, ast.ClassDef) or any(
+            (dotted(b) or "").endswith("Module") for b in owner.bases):  # fmt: skip
+        return set()
+    init = next((f for f in owner.body if isinstance(f, FUNCTIONS) and f.name == "__init__"), None)
+    found: set[str] = set()
+    for node in ast.walk(init) if init is not None and init is not method else ():
+        chain, name = None, None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            chain, name = node.value, dotted(node.targets[0])
+        elif isinstance(node, ast.Expr):  # (self.model.eval())
+            chain = node.value
+        while isinstance(chain, ast.Call) and isinstance(chain.func, ast.Attribute):
+            if chain.func.attr == "eval" and not chain.args:
+                name = name or dotted(chain.func.value)
+                if name and name.startswith("self.") and name.count(".") == 1:
+                    found.add(name)
+                break
+            chain = chain.func.value
+    return found
+
+
+def method_runs(call: ast.Call, receivers: set[str]) -> bool:
+    """``self._embed(images)``: a method of the class that calls one of ``receivers``
+    (``self.extractor(x)``) without turning autograd off, and neither trains nor needs the
+    graph (no backward, optimizer step or autograd.grad in it).
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> src = ("class Core:\\n    def _embed(self, x):\\n        return self.net(x)\\n"
+        ...        "    def fit(self, xs):\\n        return [self._embed(x) for x in xs]\\n")
+        >>> tree = link_parents(ast.parse(src))[0]
+        >>> call = tree.body[0].body[1].body[0].value.elt
+        >>> method_runs(call, {"self.net"})
+        True
+    """
+    function = same_file_callee(call) if isinstance(call.func, ast.Attribute) else None
+    if function is None or any((dotted(d.func if isinstance(d, ast.Call) else d) or "").endswith(
+            ("no_grad", "inference_mode")) for d in function.decorator_list) or any(
+            isinstance(c, ast.Call) and (method_name(c) in ("backward", "step", "requires_grad_")
+                                         or (dotted(c.func) or "").endswith("autograd.grad"))
+            for c in ast.walk(function)):  # fmt: skip
+        return False  # (a method that trains, or needs the graph: forces by autograd.grad)
+    no_grad = [n for n in ast.walk(function) if isinstance(n, ast.With) and any(
+        (dotted(getattr(i.context_expr, "func", None)) or "").endswith(("no_grad", "inference_mode"))
+        for i in n.items)]  # fmt: skip
+    hidden = {id(c) for w in no_grad for c in ast.walk(w)}
+    return any(isinstance(c, ast.Call) and dotted(c.func) in receivers and id(c) not in hidden
+               for c in ast.walk(function))  # fmt: skip

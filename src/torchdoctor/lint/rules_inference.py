@@ -19,15 +19,19 @@ from torchdoctor.lint.denoising_loops import (
     timesteps_read,
     unwrap_iter,
 )
-from torchdoctor.lint.eval_loops import NO_GRAD, eval_loops, loaded_in_eval_mode, under_no_grad
+from torchdoctor.lint.eval_loops import (
+    NO_GRAD,
+    eval_loops,
+    evaluated_in_init,
+    loaded_in_eval_mode,
+)
 from torchdoctor.lint.mask_writes import mask_assignments
 from torchdoctor.lint.model_calls import (
     chain_root,
     mc_dropout,
-    names_a_module,
-    passed_a_module,
-    runs_the_module,
 )
+from torchdoctor.lint.model_runs import ModelRuns
+from torchdoctor.lint.project_scan import STEP_ITERABLES
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.tensors import JOINS
 from torchdoctor.lint.visitor import (
@@ -42,8 +46,6 @@ from torchdoctor.lint.visitor import (
 
 #: a decorator of the project's own that turns autograd off, by its name
 _GRAD_OFF_DECORATOR = re.compile(r"(?i)inference_mode|no_grad")
-#: model methods that libraries run without autograd (used when the project defines none)
-_LIBRARY_NO_GRAD_METHODS = frozenset({"predict", "generate"})
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
 #: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
@@ -93,7 +95,7 @@ RULES = (
 )
 
 
-class InferenceRules(RuleVisitor):
+class InferenceRules(ModelRuns, RuleVisitor):
     """TD601 invariant module call in a denoising loop; TD602 eval loop without no_grad.
 
     Example:
@@ -326,7 +328,8 @@ class InferenceRules(RuleVisitor):
         lines = self.context.lines[body[0].lineno - 1 : body[-1].end_lineno]
         sampled = isinstance(node, FUNCTIONS) and mc_dropout(node, lines)
         loaded = set() if named or sampled else loaded_in_eval_mode(body, self.context)
-        if not named and not sampled and not loaded and not any(".eval()" in x for x in lines):
+        init = evaluated_in_init(node) if not (named or sampled or loaded) else set()
+        if not (named or sampled or loaded or init) and not any(".eval()" in x for x in lines):
             return  # neither an evaluation function nor one calling .eval() or a loader that does
         body_calls = [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
         kept_in = {"eval", "train"} if sampled else {"eval"}
@@ -335,6 +338,8 @@ class InferenceRules(RuleVisitor):
             for c in body_calls  # model; model = Net().to(d).eval(): model too)
             if method_name(c) in kept_in and not c.args and not c.keywords
         } - {None} | loaded
+        init_only = not eval_receivers and not named  # (PatchCore's fit: __init__'s .eval())
+        eval_receivers |= init
         if not eval_receivers and (not named or getattr(node, "name", "_")[:1] == "_"):
             return  # (a private `_sample` runs under its public caller's grad mode)
         for deco in decorators:
@@ -351,8 +356,9 @@ class InferenceRules(RuleVisitor):
                 return
         callers_checked = False
         for loop in eval_loops(self, body):
-            if loops_over_modules(loop):
-                continue
+            if loops_over_modules(loop) or init_only and not (isinstance(loop, ast.For) and any(
+                    STEP_ITERABLES.search(n) for n in dotted_names_in(loop.iter))):  # fmt: skip
+                continue  # (with only __init__'s .eval(): a loop over a data loader)
             if self._calls_model(loop, eval_receivers):
                 if not callers_checked:
                     callers_checked = True
@@ -367,75 +373,6 @@ class InferenceRules(RuleVisitor):
                        else " or decorate the function with @torch.inference_mode()")
                     + " (torch.no_grad() if its outputs later enter autograd)",
                 )
-
-    def _method_disables_grad(self, method: str) -> bool:
-        """``model.predict(x)`` runs without autograd: every definition of the method in the
-        project turns it off (stable-baselines3's ``policy.predict``), or, defined nowhere in
-        it, the method is a library's API that does (``predict``: stable-baselines3, the
-        Hugging Face and Lightning trainers; ``generate``: transformers' @torch.no_grad())."""
-        if method == "forward":
-            return False
-        project = self.context.project
-        verdict = project.method_disables_grad(method) if project is not None else None
-        return verdict is True or (verdict is None and method in _LIBRARY_NO_GRAD_METHODS)
-
-    def _callers_disable_grad(self, node: ast.AST) -> bool:
-        """Every caller in the project runs ``node`` under no_grad (one or two calls up:
-        ``conditional_sample`` <- ``predict_action`` <- ``with torch.no_grad():``), or only a
-        module's ``forward`` calls it: the model's own computation, trained through when the
-        forward is (PointNetLK's Lucas-Kanade iterations put the embedding network in eval mode
-        for its batch norms, and backpropagate)."""
-        project = self.context.project
-        if project is None or not isinstance(node, FUNCTIONS) or node.name.startswith("__"):
-            return False
-        return project.callers_run_without_grad(node.name) is True or (
-            node.name != "forward" and project.caller_functions(node.name) == {"forward"})
-
-    def _calls_model(self, loop: ast.AST, receivers: set[str]) -> bool:
-        """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,
-        ``model.forward(x)``, ``model.encoder(x)``; methods such as ``model.named_modules()`` do not count."""
-        for call in ast.walk(loop):
-            if not isinstance(call, ast.Call):
-                continue
-            callee = dotted(call.func)
-            if callee is None or under_no_grad(self, call, loop):
-                continue
-            receiver, _, last = callee.rpartition(".")
-            receiver_is_model = receiver in receivers or bool(receiver and names_a_module(
-                receiver.rsplit(".", 1)[-1]))  # fmt: skip
-            if receiver_is_model:  # (a submodule: `model.encoder(mel)`; CLIP's encode_image)
-                if runs_the_module(last, receiver in receivers):
-                    if not self._method_disables_grad(last):
-                        return True
-                elif names_a_module(last):
-                    return True
-                continue  # (plumbing: model.state_dict(), model.get_config())
-            if isinstance(call.func, ast.Name) and last[:1].isupper():
-                continue  # (a class built, `net = RRDBNet()`: no model run)
-            if callee in receivers or names_a_module(last) or passed_a_module(self, call):
-                return True
-            if self._runs_model_passed(call, last, receivers):
-                return True
-        return False
-
-    def _runs_model_passed(self, call: ast.Call, name: str, receivers: set[str]) -> bool:
-        """``predict_batch(model, x)``: the model passed to a function of the project that
-        calls it with autograd on (:meth:`Project.runs_argument`) and needs no gradient."""
-        project = self.context.project  # (SchNet's forces: autograd.grad of the energy)
-        if project is None or project.method_disables_grad(name) is True or project.function_needs_grad(name):
-            return False  # (a helper under @torch.inference_mode(): ESRGAN's upscale(net, x))
-
-        def is_model(arg: ast.AST) -> bool:
-            text = dotted(arg)
-            return text is not None and (text in receivers or names_a_module(text.rsplit(".", 1)[-1]))
-
-        return any(
-            is_model(arg) and project.runs_argument(name, i, None)
-            for i, arg in enumerate(call.args)
-        ) or any(
-            kw.arg is not None and is_model(kw.value) and project.runs_argument(name, None, kw.arg)
-            for kw in call.keywords
-        )
 
 
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]

@@ -122,3 +122,17 @@ def unused_outputs_session():
                                             if c.get("kind") != "module"]  # fmt: skip
     session["unused_outputs"] = [{"path": tail["path"], "steps": 5, "of_steps": 5}]
     return session
+
+
+def page_faults_session(faults: int = 267_000, kernel_ms: float = 420.0, device: str = "cpu"):
+    """A clean CPU run whose steps spend ``kernel_ms`` of 800 in the kernel with ``faults``
+    minor page faults each (build-nanogpt: 100 MB logits freshly mapped every step)."""
+    from reports_sessions import clean_session
+
+    steps = [{"index": i, "wall_ms": 800.0, "detailed": i < 2, "phases": {"forward": 300.0},
+              "cpu_ms": 790.0, "cpu_wait_ms": 1.0, "sys_ms": kernel_ms,
+              "user_ms": 790.0 - kernel_ms, "minor_faults": faults} for i in range(8)]  # fmt: skip
+    session = {**clean_session(), "steps": steps, "step_ms": {"median": 800.0, "mean": 800.0},
+               "label": "train_gpt2.py"}  # fmt: skip
+    session["environment"] = {**session["environment"], "device": device}
+    return session

@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from torchdoctor.analyze.kernel_time import kernel_time_text
 from torchdoctor.render.markdown_text import code_block, code_span, escape, inline
 from torchdoctor.render.tree import (
     contention_text,
@@ -116,7 +117,8 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
     if parts:
         lines.append("- **Phases:** " + ", ".join(parts) + (
             f" (of a detailed step, {fmt_ms(detailed)})" if windowed else ""))  # fmt: skip
-    for caveat in (heavy_overhead_text(session), contention_text(session)):
+    for caveat in (heavy_overhead_text(session), contention_text(session),
+                   kernel_time_text(session)):  # (the process's kernel time: page faults)
         if caveat:
             lines.append(f"- **Caveat:** {escape(caveat)}")
     elsewhere = run_time_text(session)

@@ -18,6 +18,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from torchdoctor.analyze.kernel_time import kernel_time_text
 from torchdoctor.analyze.tree import group_repeated_siblings, with_percentages
 from torchdoctor.session_read import PHASES, center, contention_share, fmt_count, walk
 
@@ -261,7 +262,8 @@ def render_tree(
         used = f"{detail['detailed_count'] - left - busy} detailed steps" + (
             f" ({' and '.join(out)} left out)" if out else "")
         title.append(f"; tree and phases from {used}, {format_ms(detailed_ms)} ms each")
-    caveats = [heavy_overhead_text(session) if windowed else None, contention_text(session)]
+    caveats = [heavy_overhead_text(session) if windowed else None, contention_text(session),
+               kernel_time_text(session)]  # (the process's kernel time: analyze/kernel_time.py)
     for caveat in caveats:
         if caveat:
             title.append(f"\n{caveat}", style="yellow")

@@ -56,6 +56,7 @@ from torchdoctor.analyze.advice.one_sample import one_sample_per_call
 from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.other_phase import between_steps, python_outside_torch
 from torchdoctor.analyze.advice.padding_waste import padding_waste
+from torchdoctor.analyze.advice.page_faults import kernel_page_faults
 from torchdoctor.analyze.advice.periodic_steps import periodic_steps
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.single_long_step import single_long_step
@@ -106,6 +107,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     cpu_work,
     cpu_oversubscription,
     cpu_contention,
+    kernel_page_faults,
     hot_line_advice,
     unattributed,
     engine_knobs,

@@ -3,8 +3,9 @@ work whose size depends on the data (TD207): a comparison of tensors (``y != -10
 ``&`` / ``|`` of masks, a call that returns booleans (``torch.isfinite``, ``.bool()``,
 ``.any(dim)``, a factory with ``dtype=torch.bool``), a ``torch.cat`` / ``torch.stack`` of a list
 the same function appends masks to, a name the same function assigns only such values, or a
-parameter named as a mask (``valid``, ``keep``, ``fg_mask``; not ``mask_idx``) or given to
-``torch.where`` as its condition (wav2vec 2.0's ``mask_indices``).
+parameter named as a mask (``valid``, ``keep``, ``fg_mask``, 3DGS's ``visibility_filter``; not
+``mask_idx``) that no caller in the project hands integer indices, or given to ``torch.where``
+as its condition (wav2vec 2.0's ``mask_indices``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ _COMPARISONS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _MASK_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor)
 #: parameters named as boolean masks (not as indices: ``mask_idx``, ``keep_ids``)
 _MASK_PARAMETER = re.compile(
-    r"^(?:\w+_)?(mask|masks|valid|keep|selected)$|^(mask|valid|keep)_(?!.*(?:idx|ids|ind|index))\w+$"
+    r"^(?:\w+_)?(mask|masks|valid|keep|selected|filter)$"  # (3DGS's visibility_filter)
+    r"|^(mask|valid|keep)_(?!.*(?:idx|ids|ind|index))\w+$"
 )
 
 
@@ -148,7 +150,8 @@ class MaskValues:
         return False
 
     def _given_indices(self, scope: ast.AST, name: str) -> bool:
-        """Every call of the function ``scope`` in this file passes, for its parameter ``name``,
+        """Every call of the function ``scope`` in this file (or of the method, in the project's
+        files calling it) passes, for its parameter ``name``,
         integer indices: a name assigned a slice of (or a call to) ``torch.randperm`` /
         ``arange`` / ``argsort`` / ``nonzero`` (pytorch/examples' GCN: ``mask_train`` is
         ``idx[1500:]`` of a permutation: a gather of fixed size, no sync)."""
@@ -157,12 +160,18 @@ class MaskValues:
         if tree is None or name not in params:
             return False
         position, found = params.index(name), False
-        for call in ast.walk(tree):
+        if params[0] == "self":  # (a method: `obj.gather(rows)` passes rows first)
+            position -= 1
+        project, pattern = self.context.project, re.compile(rf"\.{re.escape(function)}\s*\(")
+        others = [project.tree(p) for p in project.paths if p != self.context.path
+                  and pattern.search(project.text(p))] if project is not None else []  # fmt: skip
+        for call in (c for t in (tree, *others) if t is not None for c in ast.walk(t)):
             if not (isinstance(call, ast.Call) and (dotted(call.func) or "").rsplit(".", 1)[-1]
-                    == function and len(call.args) > position):  # fmt: skip
+                    == function and 0 <= position < len(call.args)):  # fmt: skip
                 continue
             argument, caller = call.args[position], self.enclosing_scope(call)
-            values = self.assigned_values(caller, argument.id) if isinstance(argument, ast.Name) else []
+            values = self.assigned_values(caller, argument.id) if isinstance(
+                argument, ast.Name) else [argument]  # (another file's callers too)
             if not values or not all(_index_valued(v, caller, self) for v in values):
                 return False
             found = True

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from torchdoctor.lint.model_calls import FORWARD_METHODS, names_a_module
-from torchdoctor.lint.syntax import _LOG_GATE
+from torchdoctor.lint.syntax import _LOG_GATE, dotted
+from torchdoctor.lint.tensors import framework_step_method
 
 USES_CUDA = re.compile(
     r"\.cuda\(|[\"']cuda(:\d+)?[\"']|non_blocking\s*=\s*True"
@@ -138,7 +139,8 @@ def _calls_in_body(loop: ast.AST, nested: bool = True) -> Iterator[ast.Call]:
 def gated_calls(loop: ast.AST) -> set[int]:
     """The ids of the calls in ``loop``'s body under an ``if`` that looks like a logging or
     periodic gate (``if step % 100 == 0:``, ``if args.log_every ...``, ``if verbose:``): they
-    run on some steps only.
+    run on some steps only. A gate around the backward or the optimizer step (DQN's ``if
+    global_step % train_frequency == 0:``) is the training step itself: not one of them.
 
     Example:
         >>> loop = ast.parse("for b in loader:\\n    f(b)\\n    if i % 9 == 0:\\n        g(b)\\n").body[0]
@@ -148,6 +150,7 @@ def gated_calls(loop: ast.AST) -> set[int]:
     return {id(c) for gate in ast.walk(loop) if isinstance(gate, ast.If) and any(
                 isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) or isinstance(n, ast.Name | ast.Attribute)
                 and _LOG_GATE.search(n.id if isinstance(n, ast.Name) else n.attr) for n in ast.walk(gate.test))
+            and not step_loop(gate)  # (`if step % train_freq == 0:` around the backward: the step)
             for s in gate.body for c in ast.walk(s) if isinstance(c, ast.Call)}  # fmt: skip
 
 
@@ -197,8 +200,11 @@ _SCHEDULER = re.compile(r"(?i)sched|(^|_)lr($|_)")
 
 def method_calls_in_step_loops(path: str, tree: ast.Module) -> dict[tuple[str, str], tuple[str, int]]:
     """``(class, method) -> (file name, line)``: calls ``obj.method(...)`` inside a step loop
-    (:func:`step_loop`) of a function (or the module's top level) that assigns ``obj`` from
-    ``Class(...)`` (``agent = DQNAgent(...)``, then ``agent.learn(batch)`` every step).
+    (:func:`step_loop`, not under a logging gate) of a function (or the module's top level)
+    that assigns ``obj`` from ``Class(...)`` (``agent = DQNAgent(...)``, then
+    ``agent.learn(batch)`` every step), or ``self.obj.method(...)`` in a method a framework
+    runs every step, ``self.obj`` made from ``Class(...)`` in its class (Lightning's
+    ``self.model.loss(obs, fut)`` in ``training_step``).
 
     Example:
         >>> src = ("def main(env):\\n    agent = Agent(4)\\n    for t in range(9):\\n"
@@ -233,13 +239,27 @@ def method_calls_in_step_loops(path: str, tree: ast.Module) -> dict[tuple[str, s
         for loop in (n for n in nodes if isinstance(n, (ast.For, ast.AsyncFor, ast.While))):
             if not classes or not step_loop(loop):
                 continue
+            gated = gated_calls(loop)  # (`if step % 100 == 0: agent.report()`: not every step)
             for call in _calls_in_body(loop):
                 func = call.func
+                if id(call) in gated:
+                    continue
                 if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (
                     func.value.id in classes
                 ):
                     found.setdefault((classes[func.value.id], func.attr),
                                      (Path(path).name, call.lineno))  # fmt: skip
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        held = {ast.unparse(t): v.func.id for n in ast.walk(cls) if isinstance(n, ast.Assign)
+                and isinstance(v := n.value, ast.Call) and isinstance(v.func, ast.Name)
+                and v.func.id[:1].isupper() for t in n.targets
+                if isinstance(t, ast.Attribute) and dotted(t.value) == "self"}  # fmt: skip
+        for step in (m for m in cls.body if held and framework_step_method(cls, m)):
+            for call in (c for c in ast.walk(step) if isinstance(c, ast.Call)):
+                made = held.get(ast.unparse(call.func.value)) if isinstance(
+                    call.func, ast.Attribute) else None  # fmt: skip
+                if made is not None:  # (Lightning's self.model.loss(...) in training_step)
+                    found.setdefault((made, call.func.attr), (Path(path).name, call.lineno))
     return found
 
 

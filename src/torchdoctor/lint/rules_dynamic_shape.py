@@ -112,7 +112,7 @@ class DynamicShapeRules(MaskValues, ForwardAndCallSyncs, RuleVisitor):
     TRIGGERS = (
         (r"torch", r"def forward\(|\.backward\(|training_step|def compute_loss\("),
         (r"torch", r"nonzero\(|masked_select\(|unique\(|argwhere\(|repeat_interleave\(|"
-         r"\[(?:[^\[\]\n]|\[[^\]\n]*\])*(mask|valid|keep|==|!=|>=|<=)"),  # (a helper of another file's loop)
+         r"\[(?:[^\[\]\n]|\[[^\]\n]*\])*(mask|valid|keep|filter|==|!=|>=|<=)"),  # (a helper of another file's loop)
         (r"torch", r"\.(?:any|all)\((?:dim=)?-?\d|\.bool\(\)|isfinite\(|isnan\("),  # (... a mask)
     )
 

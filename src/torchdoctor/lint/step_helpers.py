@@ -83,6 +83,14 @@ class StepHelpers:
                     method = self.enclosing_scope(call).name  # type: ignore[attr-defined]
                     return (f"in `{owner.name}.{scope.name}` (called by `{owner.name}.{method}` "
                             f"at line {call.lineno}, every training step)")
+        project = self.context.project  # (the class's instance used in a step loop, or by a
+        for entry in owner.body if project is not None else ():  # framework's step method)
+            site = project.method_called_in_loop(owner.name, entry.name) if isinstance(
+                entry, FUNCTIONS) and scope in _run_by_forward(owner, entry) else None  # fmt: skip
+            if site is not None:  # (3DGS's gaussians.add_densification_stats(...) each step)
+                via = "" if entry is scope else f"called by `{owner.name}.{entry.name}`, "
+                return (f"in `{owner.name}.{scope.name}` ({via}called at {site[0]}:{site[1]}, "
+                        "every training step)")
         return None
 
     def _reads_what_it_is_given(self, node: ast.AST, function: ast.AST) -> bool:

@@ -1,0 +1,96 @@
+"""TD207 in methods a training step runs through an object of another file: a Lightning step's
+``self.model.loss(...)``, a training loop's ``gaussians.add_densification_stats(...)``, and
+masks that show only by their names (``update_filter``, ``render_pkg["visibility_filter"]``)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from torchdoctor.lint import lint_paths
+
+MODEL = """
+    import torch
+    import torch.nn as nn
+
+    class TrajDiffusion(nn.Module):
+        def context(self, obs, mask):
+            return self.encoder(obs, mask)[mask]
+
+        def loss(self, obs, fut, mask):
+            return (self.denoiser(fut) - self.context(obs, mask)).pow(2).mean()
+
+        def report(self, obs, valid_mask):
+            return obs[valid_mask].mean()
+"""
+
+LIT = """
+    import lightning as L
+    from model import TrajDiffusion
+
+    class LitTraj(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = TrajDiffusion()
+
+        def training_step(self, batch, batch_idx):
+            obs, fut, mask = batch
+            return self.model.loss(obs, fut, mask)
+
+    def main(loader):
+        L.Trainer(accelerator="gpu").fit(LitTraj(), loader)
+"""
+
+GAUSSIANS = """
+    import torch
+
+    class GaussianModel:
+        def add_densification_stats(self, grads, update_filter):
+            self.accum[update_filter] += torch.norm(grads[update_filter, :2], dim=-1, keepdim=True)
+
+        def prune_points(self, prune_filter):
+            return self.xyz[prune_filter]
+
+        def gather(self, rows_filter):
+            return self.xyz[rows_filter]
+"""
+
+TRAIN = """
+    import torch
+    from gaussian_model import GaussianModel
+
+    def training(cams, opt, iterations, render):
+        gaussians = GaussianModel()
+        for iteration in range(iterations):
+            render_pkg = render(cams[iteration % len(cams)], gaussians)
+            radii, visibility_filter = render_pkg["radii"], render_pkg["visibility_filter"]
+            render_pkg["render"].cuda().mean().backward()
+            with torch.no_grad():
+                gaussians.max_radii2D[visibility_filter] = radii[visibility_filter]
+                gaussians.add_densification_stats(render_pkg["points"].grad, visibility_filter)
+                if iteration % 100 == 0:
+                    gaussians.prune_points(gaussians.opacity < 0.005)
+                gaussians.gather(torch.randperm(gaussians.n)[:10])
+            opt.step()
+"""
+
+
+def _lint(tmp_path: Path, files: dict[str, str]) -> list[tuple[str, int]]:
+    for name, text in files.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    return [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD207"])]
+
+
+def test_a_method_a_lightning_step_runs_through_its_model_attribute(tmp_path: Path) -> None:
+    """The LightningModule's training_step calls self.model.loss, which runs context: its
+    `[mask]` runs every step. A method no step calls stays silent."""
+    found = _lint(tmp_path, {"model.py": MODEL, "lit.py": LIT})
+    assert found == [("model.py", 7)]
+
+
+def test_masks_named_filter_in_a_plain_class_the_loop_calls_every_step(tmp_path: Path) -> None:
+    """3DGS: the loop writes through render_pkg["visibility_filter"] and hands it to
+    add_densification_stats every iteration. A method called only every 100 steps, and a
+    *_filter handed integer indices (rows of a permutation), stay silent."""
+    found = _lint(tmp_path, {"gaussian_model.py": GAUSSIANS, "train.py": TRAIN})
+    assert found == [("gaussian_model.py", 6), ("train.py", 12)]

@@ -67,3 +67,18 @@ def test_it_ranks_first_on_the_build_nanogpt_shape_and_the_reports_show_the_kern
     assert caveat in render_tree_text(session).replace("\n", " ")
     quiet = page_faults_session(kernel_ms=40.0)  # (5% of the step: not shown)
     assert "in the kernel" not in render_markdown(quiet)
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_the_tuned_malloc_knob_replaces_the_stated_saving(accepted):
+    session = page_faults_session()
+    row = {"knob": "malloc_cache", "title": "glibc malloc keeps large blocks mapped",
+           "status": "measured", "accepted": accepted, "drift": 0.0, "drift_limit": 0.05,
+           "speedup": {"median": 1.9 if accepted else 0.99, "low": 1.8, "high": 2.0, "pairs": 2}}
+    session["tune"] = {"rows": [row]}
+    found = advise(session)
+    (item,) = [a for a in found if a.cause == "caching-allocator"]
+    if accepted:  # (the measured entry brings its saving: 800 x (1 - 1 / 1.9))
+        assert item.estimated_saving_ms == pytest.approx(800.0 * (1 - 1 / 1.9), rel=0.01)
+    else:
+        assert item.estimated_saving_ms is None and "torchdoctor tune measured" in item.evidence[-1]

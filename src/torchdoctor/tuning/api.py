@@ -41,7 +41,9 @@ from torchdoctor.tuning.knobs import KNOB_BY_NAME, KNOBS, snippet
 from torchdoctor.tuning.stats import drift, measured_ms, trial_ms
 
 #: knobs that act where the step function does not: outside it
-_NOT_IN_PROCESS = {"dataloader_workers": "the DataLoader is built outside the step function"}
+_NOT_IN_PROCESS = {"dataloader_workers": "the DataLoader is built outside the step function",
+                   "malloc_cache": "glibc reads its malloc settings when the process starts: "
+                   "`torchdoctor tune script.py` tries it in a fresh process"}  # fmt: skip
 
 
 class _State:

@@ -407,7 +407,7 @@ def run_trial_here(spec: Mapping[str, Any]) -> dict[str, Any]:
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda
         else max(0, _rss_bytes() - rss_before),
         "memory_kind": "cuda" if cuda else "rss", "observed": trial.observed(),
-        "graph_breaks": trial.breaks(),
+        "graph_breaks": trial.breaks(), "kernel": watch.kernel(),
     }  # fmt: skip
 
 

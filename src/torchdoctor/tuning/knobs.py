@@ -14,6 +14,9 @@ Hooks a knob may set (each receives the harness's :class:`~torchdoctor.tuning.ha
 - ``on_optimizer(trial, optimizer)``: before an optimizer's first step;
 - ``on_loss(trial, tensor) -> tensor``: the tensor ``backward()`` starts from.
 
+A knob may instead set environment variables (``env``) that the trial's process starts with
+(``tuning/trial.py``): glibc reads its malloc settings only at start.
+
 Example:
     >>> observed = {"device": "cpu", "cuda_available": False, "roots": [{"params": 10,
     ...             "conv": False}], "optimizers": [], "loaders": [], "backward": True}
@@ -28,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +62,7 @@ class Knob:
     on_inputs: Callable[[Any, torch.nn.Module, tuple], tuple] | None = None
     on_optimizer: Callable[[Any, Any], None] | None = None
     on_loss: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+    env: tuple[tuple[str, str], ...] = ()  # the trial's process starts with these variables
 
 
 # -- applicability ----------------------------------------------------------------------------
@@ -148,6 +153,42 @@ def _loader(observed: Observed) -> str | None:
         return f"waiting for batches is {100 * share:.3g}% of the step (< 5%): nothing to win"
     if all(d.get("num_workers", 0) > 0 and d.get("persistent_workers") for d in loaders):
         return "the DataLoader already uses persistent workers"
+    return None
+
+
+#: glibc with its mmap and trimming off: freed large blocks stay mapped for the next step
+MALLOC_CACHE_ENV = (("MALLOC_MMAP_MAX_", "0"), ("MALLOC_TRIM_THRESHOLD_", "100000000000"))
+#: the baseline's kernel share of its CPU time in the measured steps past which it is tried
+MALLOC_KERNEL_SHARE = 0.10
+
+
+def _kernel_faults(observed: Observed) -> str | None:
+    """The malloc knob applies on a CPU run with glibc whose measured steps spent >= 10% of
+    the process's CPU time in the kernel with >= 1,000 minor page faults a step (the
+    kernel-page-faults advice: fresh mappings of large tensors, zero-filled every step).
+
+    Example:
+        >>> kernel = {"sys_ms": 4200.0, "user_ms": 3700.0, "minor_faults": 2_670_000, "steps": 10}
+        >>> _kernel_faults({"device": "cpu", "kernel": kernel, "libc": "glibc"}) is None
+        True
+        >>> _kernel_faults({"device": "cpu", "kernel": {**kernel, "sys_ms": 100.0}, "libc": "glibc"})
+        "the measured steps spent 3% of the process's CPU time in the kernel (267,000 page faults a step): nothing for it to win"
+    """
+    if observed.get("device") == "cuda":
+        return "a CPU run's knob: on CUDA the device's work sets the step's pace"
+    if (observed.get("libc") or platform.libc_ver()[0]) != "glibc":
+        return "needs glibc's malloc (Linux)"
+    if any(name in os.environ for name, _ in MALLOC_CACHE_ENV):
+        return "MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_ are set already"
+    kernel = observed.get("kernel") or {}
+    cpu = float(kernel.get("sys_ms") or 0.0) + float(kernel.get("user_ms") or 0.0)
+    if not kernel.get("steps") or cpu <= 0.0:
+        return "the baseline measured no kernel time (no getrusage, or too few steps)"
+    share = float(kernel["sys_ms"]) / cpu
+    faults = float(kernel.get("minor_faults") or 0.0) / float(kernel["steps"])
+    if share < MALLOC_KERNEL_SHARE or faults < 1_000:
+        return (f"the measured steps spent {share:.0%} of the process's CPU time in the kernel "
+                f"({faults:,.0f} page faults a step): nothing for it to win")  # fmt: skip
     return None
 
 
@@ -357,6 +398,11 @@ KNOBS: tuple[Knob, ...] = (
     Knob("anomaly_detection_off", "autograd anomaly detection off",
          "torch.autograd.set_detect_anomaly(args.debug)  # on only while hunting a NaN",
          _anomaly_on, on_start=_anomaly_off),
+    Knob("malloc_cache", "glibc malloc keeps large blocks mapped (no mmap, no trim)",
+         "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 python train.py  # in the "
+         "shell: glibc reads them at start\n# or a caching allocator: "
+         "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 python train.py",
+         _kernel_faults, env=MALLOC_CACHE_ENV),
     Knob("perturb_weights", "test only: weights x1.5", "", _model, hidden=True,
          on_root=_perturb),
 )  # fmt: skip

@@ -180,7 +180,7 @@ def tune_script(
         return result
     if probe.get("mode") in ("optimizer", "backward"):
         boundary = probe["mode"]  # (model calls before the first one: no inference loop)
-    observed = probe.get("observed") or {}
+    observed = {**(probe.get("observed") or {}), "kernel": probe.get("kernel")}  # (malloc_cache)
     result["observed"] = observed
     base_ms = trial_ms(probe)
     result["baseline"] = {"step_ms": base_ms, "steps_ms": measured_ms(probe),

@@ -27,6 +27,7 @@ from typing import Any
 
 import torchdoctor
 from torchdoctor.collect.script_module import absolute_target
+from torchdoctor.tuning.knobs import KNOB_BY_NAME
 
 _PACKAGE_ROOT = str(Path(torchdoctor.__file__).resolve().parent.parent)
 _counter = [0]
@@ -77,6 +78,8 @@ def run_trial(
     Path(str(stem) + ".spec.json").write_text(json.dumps(spec), encoding="utf-8")
     log = Path(str(stem) + ".log")
     env = dict(os.environ)
+    for name in knobs:  # (variables a process reads when it starts: glibc's malloc settings)
+        env.update(KNOB_BY_NAME[name].env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     started = time.perf_counter()
     with open(log, "wb") as output:

@@ -37,6 +37,7 @@ KNOBS_OF_CAUSE = {
     "torch.compile": MEASURED_BY["compile"],
     "channels_last": MEASURED_BY["channels_last"],
     "bf16-autocast": MEASURED_BY["autocast"],
+    "caching-allocator": ("malloc_cache",),  # (kernel-page-faults: glibc's mmap off)
 }
 CAUSE_OF_KNOB = {knob: cause for cause, knobs in KNOBS_OF_CAUSE.items() for knob in knobs}
 

@@ -101,7 +101,8 @@ def kernel_page_faults(session: Mapping[str, Any]) -> list[Advice]:
         "launcher: glibc and the dynamic loader read them when the process starts, so "
         "os.environ inside the script does nothing. The cost: the process keeps its peak "
         "memory allocated (freed memory stays in the allocator for the next step instead of "
-        "going back to the system). The saving is at most the kernel time, "
+        "going back to the system). `torchdoctor tune --knobs malloc_cache` measures the "
+        "glibc setting on your script. The saving is at most the kernel time, "
         f"{fmt_ms(found.fraction * found.mean_step)} per step on average.",
         references=[
             "Intel Extension for PyTorch performance tuning guide: jemalloc / tcmalloc",

@@ -37,12 +37,15 @@ LOSSES = """
 
     def save_embeds(encoder, path):
         torch.save({"w": encoder.weight.detach().cpu()}, path)
+
+    def config_metric(loss):
+        return torch.abs(loss).item()
 """
 
 TRAIN = """
     import torch
-    from losses import (elapsed, logged_loss, periodic_metrics, save_embeds, sequence_loss,
-                        validate)
+    from losses import (config_metric, elapsed, logged_loss, periodic_metrics, save_embeds,
+                        sequence_loss, validate)
 
     def train(model, loader, val, opt, scheduler, clock):
         for epoch in range(10):
@@ -58,6 +61,13 @@ TRAIN = """
                 save_embeds(model.embed, "latest.bin")
             print(validate(model, val))
             scheduler.step()
+
+    def check_configs(model, x, opt):
+        for flag in [True, False]:
+            loss = model(x.cuda(), flag).sum()
+            loss.backward()
+            opt.step()
+            print(config_metric(loss))
 """
 
 
@@ -65,7 +75,8 @@ def test_a_loss_helpers_metric_reads_are_found_in_its_file(tmp_path: Path) -> No
     """RAFT's sequence_loss returns a metrics dict of `.item()` reads, called by the training
     loop of train.py every step. Reads the loop makes only every 100 steps, reads behind an
     early return on the step, a read of no tensor, an evaluation's reads (once an epoch, from
-    a loop that steps only the scheduler) and a checkpoint's copies stay silent."""
+    a loop that steps only the scheduler), a checkpoint's copies and a test's loop over
+    configurations stay silent."""
     (tmp_path / "losses.py").write_text(textwrap.dedent(LOSSES))
     (tmp_path / "train.py").write_text(textwrap.dedent(TRAIN))
     found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD201"])]

@@ -172,7 +172,9 @@ class Project(GradQueries):
                         gated = gated_calls(loop)  # (and a loop that trains itself: no
                         steps = any(isinstance(c.func, ast.Attribute) and c.func.attr in (  # epoch
                             "backward", "step") and not _SCHEDULER.search(ast.unparse(c.func.value))
-                            for c in _calls_in_body(loop, nested=False))  # loop's sched.step())
+                            for c in _calls_in_body(loop, nested=False)) and not isinstance(  # loop's
+                            getattr(loop, "iter", None), ast.List | ast.Tuple | ast.Set)  # sched.step()
+                        # (nor a test's loop over configurations: `for flag in [True, False]:`)
                         trains = any(isinstance(c.func, ast.Attribute) and c.func.attr in (
                             "backward", "step") for c in _calls_in_body(loop, nested=False))  # fmt: skip
                         for call in _calls_in_body(loop):

@@ -274,3 +274,12 @@ def test_a_detailed_rollout_counts_at_the_light_rollouts_length():
     (as_if_light,) = periodic_steps({"steps": light})
     assert item.title == as_if_light.title  # (the share of the run as without the hooks)
     assert item.saving_range_ms == pytest.approx(as_if_light.saving_range_ms, rel=0.01)  # (127 light)
+
+
+def test_the_step_numbers_say_they_count_after_the_warm_up():
+    """build-nanogpt evaluates at its steps 20 and 39; the report, counting after one warm-up
+    step, said 19 and 38 with no word of how it counts."""
+    (item,) = periodic_steps({"steps": _steps(), "config": {"warmup": 1}})
+    assert item.evidence[0].endswith("; steps are numbered from 0 after 1 warm-up step")
+    (plain,) = periodic_steps({"steps": _steps(), "config": {"warmup": 0}})
+    assert "warm-up" not in plain.evidence[0]

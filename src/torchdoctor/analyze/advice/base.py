@@ -344,6 +344,21 @@ def one_step_run(session: Mapping[str, Any]) -> bool:
     return (session.get("config") or {}).get("step_boundary") == "whole_run"
 
 
+def numbering_note(session: Mapping[str, Any]) -> str:
+    """How the report numbers steps, when that is not the script's own count: from the first
+    profiled step, after the warm-up ones (build-nanogpt evaluated at its steps 20 and 39,
+    reported as steps 19 and 38).
+
+    Example:
+        >>> numbering_note({"config": {"warmup": 1}}), numbering_note({"config": {"warmup": 0}})
+        ('; steps are numbered from 0 after 1 warm-up step', '')
+    """
+    warmup = int((session.get("config") or {}).get("warmup") or 0)
+    if warmup <= 0:
+        return ""
+    return f"; steps are numbered from 0 after {warmup} warm-up step{'s' if warmup > 1 else ''}"
+
+
 def same_file(a: str | None, b: str | None) -> bool:
     """Whether two paths name the same source file (one may be relative to the other).
 

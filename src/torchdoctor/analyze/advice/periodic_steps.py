@@ -22,7 +22,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, one_step_run
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, numbering_note, one_step_run
 from torchdoctor.analyze.advice.cpu_contention import (
     extra_split,
     off_core,
@@ -347,7 +347,8 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         confidence="medium",
         evidence=[
             f"steps {shown} (of {_of(session, len(recorded))}): {fmt_ms(min(walls))} to "
-            f"{fmt_ms(max(walls))} against a median step of {fmt_ms(median)}",
+            f"{fmt_ms(max(walls))} against a median step of {fmt_ms(median)}"
+            + numbering_note(session),
             f"their extra time, {fmt_ms(extra)} over the run ({share:.0f}% of it, "
             f"{fmt_ms(per_step)} per step on average), is {what}: "
             f"+{fmt_ms(phases[phase] / len(long))} per long step",

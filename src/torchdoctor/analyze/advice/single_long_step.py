@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, numbering_note
 from torchdoctor.analyze.advice.cpu_contention import (
     extra_split,
     off_core,
@@ -106,7 +106,7 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
         title = f"{head}: work {where} is {share:.0f}% of the run"
     evidence = [
         f"step {step.get('index', '?')} (of {len(recorded)}): {fmt_ms(wall)} against a median "
-        f"step of {fmt_ms(median)}",
+        f"step of {fmt_ms(median)}" + numbering_note(session),
         f"its extra time, {fmt_ms(extra)} ({share:.0f}% of the run), is {PHASE_WORK[phase]}",
     ]
     if calls is not None and not evaluation:

@@ -24,7 +24,9 @@ together (torch's intra-op threads fault too), come from ``resource.getrusage(RU
 ``minor_faults`` per step (the user time tells the kernel's share of the process's CPU time
 when several threads work: their CPU time adds up past the wall time). One call costs
 about 1 us (measured here: 1.0 us in a bare interpreter, 0.6 us with torch's 16 threads
-started), so every step records them too; without ``resource`` (Windows) they are absent. A
+started); a step's :meth:`ThreadTimes.read` and :meth:`ThreadTimes.since` went from 2.9-3.1 to
+4.7-5.1 us with them (+1.6 to 2.2 us per step, this busy 2-core host), so every step records
+them too; without ``resource`` (Windows) they are absent. A
 step that allocates large tensors gets them from glibc as fresh mmaps, whose pages the
 kernel zero-fills at first touch (one minor fault per 4 KiB page): build-nanogpt's 100 MB
 logits buffers made half of its CPU step kernel time (analyze/advice/page_faults.py).

@@ -98,21 +98,21 @@ class ThreadTimes:
     def read(self) -> tuple[Any, ...] | None:
         """(ns on a core, ns waiting for one or None when unknown) so far, of this thread, then
         the process's kernel seconds, user seconds and minor page faults (None without
-        ``resource``); None
-        when called from another thread than the one that made this object (its figures would
-        be another thread's)."""
+        ``resource``); None when called from another thread than the one that made this
+        object (its figures would be another thread's). The thread's time is read first, next
+        to the caller's wall clock reading."""
         if threading.get_native_id() != self.thread:
             return None
-        usage = _getrusage(_RUSAGE_SELF) if _getrusage is not None else None
-        kernel = ((usage.ru_stime, usage.ru_utime, usage.ru_minflt) if usage is not None
-                  else (None, None, None))  # fmt: skip
-        fd = self._fd
+        thread_ns, wait, fd = time.thread_time_ns(), None, self._fd
         if fd is not None:
             try:
-                return (time.thread_time_ns(), int(os.pread(fd, 128, 0).split()[1])) + kernel
+                wait = int(os.pread(fd, 128, 0).split()[1])
             except (OSError, ValueError, IndexError):
                 self.close()
-        return (time.thread_time_ns(), None) + kernel
+        usage = _getrusage(_RUSAGE_SELF) if _getrusage is not None else None
+        if usage is None:
+            return thread_ns, wait, None, None, None
+        return thread_ns, wait, usage.ru_stime, usage.ru_utime, usage.ru_minflt
 
     def since(self, begin: tuple[int, int | None] | None) -> dict[str, float]:
         """The step's ``cpu_ms``, ``cpu_wait_ms``, ``sys_ms``, ``user_ms`` and ``minor_faults`` since

@@ -36,6 +36,7 @@ from torchdoctor.analyze.advice.periodic_loops import (
     LOOP_KNOBS,
     ROLLOUT_FIX,
     SMALL_BATCH_FIX,
+    at_light_cost,
     detailed_long,
     early_evaluation,
     is_evaluation,
@@ -71,9 +72,6 @@ OUTSIDE_FIX = (" The work outside the model's calls before them (preparing the n
 RARE_LONG = 4.0
 #: light steps needed to tell a long step from the rest
 MIN_STEPS = 10
-#: a detailed long step over this multiple of the light long ones is the hooks' length
-#: (a Lightning validation read 424 ms detailed against 359 light: kept as measured)
-HOOKED = 1.5
 
 #: what the extra time of each phase is, in the advice's words
 PHASE_WORK = {
@@ -240,29 +238,6 @@ def long_steps(session: Mapping[str, Any]) -> LongSteps | None:
         typical = statistics.median(light_long)
         long = [at_light_cost(s, typical) if s.get("detailed") else s for s in long]
     return LongSteps(recorded, steps, long, median)
-
-
-def at_light_cost(step: Mapping[str, Any], light_ms: float) -> Mapping[str, Any]:
-    """A detailed long step's record at the light long steps' typical length ``light_ms``
-    when it took over :data:`HOOKED` times that (its phases scaled alike; ``detailed_wall_ms``
-    keeps what it took):
-    the profiler's hooks run on every call of a detailed step, and a long step of many small
-    calls pays them thousands of times (cleanrl's PPO rollout: 1,801 ms detailed against
-    440 ms light, which made the rollout 61% of the run instead of about 40%).
-
-    Example:
-        >>> s = at_light_cost({"wall_ms": 1800.0, "phases": {"other": 1700.0}}, 450.0)
-        >>> s["wall_ms"], s["phases"]["other"], s["detailed_wall_ms"]
-        (450.0, 425.0, 1800.0)
-    """
-    wall = float(step["wall_ms"])
-    if wall <= HOOKED * light_ms:  # (within it: the work itself may differ; kept as measured)
-        return step
-    factor = light_ms / wall
-    phases = {k: float(v or 0.0) * factor for k, v in (step.get("phases") or {}).items()}
-    host = {k: float(step[k]) * factor for k in ("cpu_ms", "cpu_wait_ms")  # (host_time.py)
-            if isinstance(step.get(k), (int, float))}  # fmt: skip
-    return {**step, **host, "wall_ms": light_ms, "phases": phases, "detailed_wall_ms": wall}
 
 
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:

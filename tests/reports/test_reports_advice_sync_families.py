@@ -77,6 +77,9 @@ def test_a_rollout_s_actions_and_an_update_s_metric_each_get_their_fix():
     assert [family(r) for r in ppo] == ["action", "metric"]
     (item,) = host_syncs({"syncs": ppo, "step_ms": {"median": 1.7}})
     assert "1 metric reads" in item.title and "2.49 actions for an environment" in item.title
+    ppo[0]["per_step"] = 3.77546  # (three figures in the title, not six)
+    (item,) = host_syncs({"syncs": ppo, "step_ms": {"median": 1.7}})
+    assert "(3.78 actions for an environment, 1 metric reads)" in item.title
     assert "Actions handed to an environment (ppo.py:220)" in item.fix
     assert "gymnasium.vector" in item.fix and "Metrics read every step (ppo.py:273)" in item.fix
     # actions alone: the per-item loop's advice, as before

@@ -130,7 +130,7 @@ def counts_text(families: Mapping[str, list[Mapping[str, Any]]], per_step: Any) 
         '44 metric reads, 24 asserts'
     """
     return ", ".join(
-        f"{sum(per_step(r) for r in records):g} {_NOUN[name]}" for name, records in families.items()
+        f"{sum(per_step(r) for r in records):.3g} {_NOUN[name]}" for name, records in families.items()
     )
 
 

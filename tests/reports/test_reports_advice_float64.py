@@ -17,3 +17,22 @@ def test_the_float64_evidence_names_only_the_phases_the_steps_hold():
     assert item.evidence[1].startswith("forward: 1,465 ms per step")
     (item,) = float64_training(_session({"forward": 400.0, "backward": 800.0, "optimizer": 8.0}))
     assert item.evidence[1].startswith("forward + backward + optimizer: 1,208 ms per step")
+
+
+def test_the_lines_that_ask_for_float64_are_named_in_the_fix():
+    """time_sequence_prediction's forward makes its LSTM states with dtype=torch.double: told
+    only "drop the .double() calls", the float32 model then failed on mixed dtypes."""
+    def row(line, code):
+        return {"file": "/w/train.py", "line": line, "location": f"train.py:{line}", "owner": "",
+                "code": code, "total_ms": {"mean": 5.0}, "forward_ms": {"mean": 5.0},
+                "backward_ms": {"mean": 0.0}, "calls_per_step": 1, "torch_calls_per_step": 1,
+                "top_ops": []}  # fmt: skip
+
+    session = _session({"forward": 400.0, "backward": 800.0, "optimizer": 8.0})
+    session["hot_lines"] = {"lines": [
+        row(54, "seq.double()"), row(20, "h_t = torch.zeros(n, 51, dtype=torch.double)"),
+        row(30, "out = self.linear(h_t2)")]}  # fmt: skip
+    (item,) = float64_training(session)
+    assert "(here train.py:20, train.py:54)" in item.fix and "dtype=input.dtype" in item.fix
+    assert item.locations == ["train.py:20", "train.py:54"]
+    assert "train.py:30" not in item.evidence[-1]

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ from torchdoctor.analyze.advice.base import (
     tree_step_ms,
     with_saving,
 )
+from torchdoctor.analyze.advice.hot_lines_data import measured_lines
 
 #: the phases a float64 model computes in float64
 _COMPUTE_PHASES = ("forward", "backward", "optimizer")
@@ -82,6 +84,40 @@ def float64_training(session: Mapping[str, Any]) -> list[Advice]:
         cause="float64",
         heat=min(1.0, compute / step),
     )
+    made = _float64_lines(session)
+    if made:  # (time_sequence_prediction's forward makes its states in float64: seq.float() alone
+        # then fails with "mat1 and mat2 must have the same dtype")
+        shown = ", ".join(
+            f"{r['location']} `{str(r.get('code') or '').strip()[:60]}`" for r in made[:4]
+        ) + (f" and {len(made) - 4} more" if len(made) > 4 else "")
+        advice.evidence.append(f"the run's lines that ask for float64: {shown}")
+        where = ", ".join(r["location"] for r in made[:6])
+        advice.fix += (
+            f" Change every line that asks for float64 (here {where}): dtype=torch.double / "
+            "torch.float64 in a forward makes its tensors float64 whatever the model's dtype, "
+            "and a float32 model then fails on mixed dtypes; use the input's dtype "
+            "(dtype=input.dtype) instead."
+        )
+        advice.locations = [r["location"] for r in made]
     if not cuda:
         with_saving(advice, step, compute / step, speedup)
     return [advice]
+
+
+_FLOAT64 = re.compile(r"\.double\(|torch\.double\b|torch\.float64\b|dtype=['\"]float64")
+
+
+def _float64_lines(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The measured source lines of the run that ask for float64 (``.double()``,
+    ``dtype=torch.double``, ``torch.float64``), in file and line order.
+
+    Example:
+        >>> row = {"file": "/w/t.py", "line": 20, "location": "t.py:20", "owner": "",
+        ...        "code": "h = torch.zeros(n, 51, dtype=torch.double)", "total_ms": {"mean": 1.0},
+        ...        "forward_ms": {"mean": 1.0}, "backward_ms": {"mean": 0.0},
+        ...        "calls_per_step": 1, "torch_calls_per_step": 1, "top_ops": []}
+        >>> [r["location"] for r in _float64_lines({"hot_lines": {"lines": [row]}})]
+        ['t.py:20']
+    """
+    rows = [r for r in measured_lines(session) if _FLOAT64.search(str(r.get("code") or ""))]
+    return sorted(rows, key=lambda r: (str(r.get("file")), int(r.get("line") or 0)))

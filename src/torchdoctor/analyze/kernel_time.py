@@ -23,6 +23,11 @@ from typing import Any
 
 from torchdoctor.session_read import fmt_count, fmt_ms
 
+#: glibc with its mmap and trimming off: freed large blocks stay mapped for the next step, so
+#: their pages are not zero-filled again (the kernel-page-faults advice prescribes it, and
+#: ``torchdoctor tune``'s knob malloc_cache tries it; glibc reads them when a process starts)
+MALLOC_CACHE_ENV = (("MALLOC_MMAP_MAX_", "0"), ("MALLOC_TRIM_THRESHOLD_", "100000000000"))
+
 #: steps with the figures needed to say anything
 MIN_STEPS = 3
 #: bytes the kernel zero-fills per minor fault of fresh anonymous memory (a base page)

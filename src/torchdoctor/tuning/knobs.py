@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from torchdoctor.analyze.kernel_time import MALLOC_CACHE_ENV
+
 Observed = Mapping[str, Any]
 
 
@@ -156,8 +158,6 @@ def _loader(observed: Observed) -> str | None:
     return None
 
 
-#: glibc with its mmap and trimming off: freed large blocks stay mapped for the next step
-MALLOC_CACHE_ENV = (("MALLOC_MMAP_MAX_", "0"), ("MALLOC_TRIM_THRESHOLD_", "100000000000"))
 #: the baseline's kernel share of its CPU time in the measured steps past which it is tried
 MALLOC_KERNEL_SHARE = 0.10
 

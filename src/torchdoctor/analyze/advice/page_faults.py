@@ -42,7 +42,7 @@ from torchdoctor.analyze.advice.base import (
     is_cuda,
     with_saving,
 )
-from torchdoctor.analyze.kernel_time import kernel_time
+from torchdoctor.analyze.kernel_time import MALLOC_CACHE_ENV, kernel_time
 
 #: the typical step's kernel share past which the rule speaks (build-nanogpt: 52%; llm.c's
 #: train_gpt2.py at 124M, whose step gained 22% from the remedy: see docs/advice-rules.md;
@@ -55,7 +55,7 @@ MIN_FAULTS = 1_000
 #: fifth of it; kernel time with few faults (system calls, I/O) is some other cause
 MIN_FAULTS_PER_KERNEL_MS = 150.0
 #: what the fix's command lines turn on (glibc reads them when the process starts)
-GLIBC_ENV = "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000"
+GLIBC_ENV = " ".join(f"{name}={value}" for name, value in MALLOC_CACHE_ENV)
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 

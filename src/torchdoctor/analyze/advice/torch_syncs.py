@@ -228,12 +228,11 @@ def _measured_switch(
             factor = calls if calls is not None else max(
                 _periodic_factor(record), rows_found.get(id(row), (row, 1.0))[1])
             rows_found[id(row)] = (row, factor)
-    typical = sum(float(row["own_ms"]) * (  # (the forward's part of the line's own time)
+    own = [(float(row["own_ms"]) * (  # (the forward's part of the line's own time)
         float(row["forward_ms"]) / float(row["total_ms"]) if forward_only and row["total_ms"]
-        else 1.0) for row, _ in rows_found.values())  # fmt: skip
-    spent = sum(float(row["own_ms"]) * factor * (
-        float(row["forward_ms"]) / float(row["total_ms"]) if forward_only and row["total_ms"]
-        else 1.0) for row, factor in rows_found.values())  # fmt: skip
+        else 1.0), factor) for row, factor in rows_found.values()]  # fmt: skip
+    typical = sum(ms for ms, _ in own)
+    spent = sum(ms * factor for ms, factor in own)
     if spent <= 0:
         return
     item.estimated_saving_ms = amdahl_saving(spent, 1.0, speed.low)

@@ -43,12 +43,14 @@ Example:
 from __future__ import annotations
 
 import functools
+import operator
 import sys
 from typing import Any
 
+import torch
 from torch.compiler import is_compiling as compiling
 
-__all__ = ["compiling", "compile_seconds", "compiled_frames", "is_compiled_module",
+__all__ = ["call_as_written", "compiling", "compile_seconds", "compiled_frames", "is_compiled_module",
            "keep_out_of_dynamo", "watch_compile"]
 
 
@@ -109,6 +111,45 @@ def is_compiled_module(module: object) -> bool:
     return cls.__name__ == "OptimizedModule" and cls.__module__.startswith("torch._dynamo")
 
 
+#: torch.Tensor's operator methods (``__add__``, ``__getitem__``, ``__iadd__``...) -> the
+#: ``operator`` functions Dynamo writes for ``x + y``, ``x[i]``, ``x += y`` (built once: the
+#: code Dynamo traces looks it up, it could not trace building it)
+_OPERATOR_FORMS = {getattr(torch.Tensor, name): getattr(operator, name)
+                   for name in dir(torch.Tensor)
+                   if name.startswith("__") and callable(vars(operator).get(name))
+                   and callable(getattr(torch.Tensor, name))}
+
+
+def call_as_written(func: Any, args: tuple, kwargs: Any) -> Any:
+    """Run a call a torch function mode received while Dynamo traces, so that the graph holds it
+    as it would without the mode: an operator as the operator (``x + y``), a tensor method as a
+    method call (``x.split(2)``), anything else as the function it is. Dynamo inlines each mode's ``__torch_function__``; calling the
+    handler's ``func`` (the function ``torch.Tensor.split`` for ``x.split(2)``) put a function
+    node in the graph where the plain trace has a method node, and AOTAutograd's cache refuses
+    graphs holding torch's Python-level tensor methods as functions: every run of a compiled
+    model under the profiler compiled it again from scratch (a warm-cache first step 2.6 s
+    plain, 4.2-6.2 s profiled; BENCHMARKS.md "Thirty-fifth session").
+
+    Example:
+        >>> import torch
+        >>> call_as_written(torch.Tensor.split, (torch.arange(4), 2), None)[1].tolist()
+        [2, 3]
+        >>> call_as_written(torch.add, (torch.ones(1), 1), {}).item()
+        2.0
+        >>> call_as_written(torch.Tensor.__rsub__, (torch.ones(1), 3), None).item()
+        2.0
+    """
+    kwargs = kwargs or {}
+    name = getattr(func, "__name__", None)
+    if (name is not None and args and isinstance(args[0], torch.Tensor)
+            and getattr(type(args[0]), name, None) is func):
+        operator_form = _OPERATOR_FORMS.get(func)
+        if operator_form is not None and not kwargs:  # x + y: the operator, as Dynamo writes it
+            return operator_form(*args)
+        return getattr(args[0], name)(*args[1:], **kwargs)
+    return func(*args, **kwargs)
+
+
 #: the profiler's functions that the user's compiled code calls (the global module hooks, the
 #: torch function modes' handlers): each module appends its own
 DYNAMO_SKIPS: list[Any] = []
@@ -138,7 +179,25 @@ def keep_out_of_dynamo() -> bool:
         return False
     for function in DYNAMO_SKIPS:
         set_strategy(function.__code__, strategy(action.SKIP, action.SKIP))
+    _out_of_graph_traces()
     return True
+
+
+def _out_of_graph_traces() -> None:
+    """Leave the profiler's files out of the source lines Dynamo writes on graph nodes: Dynamo
+    inlines the modes' handlers, so each node's innermost frame was the handler's
+    (``# File: .../collect/compiled.py in call_as_written``), not the user's line, in
+    ``TORCH_LOGS=graph_code``, inductor's output code and compile errors. Dynamo skips the
+    files in ``uninteresting_files()`` (its own polyfills); the profiler's join them (a private
+    set: on a torch without it, the frames stay)."""
+    try:
+        from torch.fx.experimental.symbolic_shapes import uninteresting_files
+
+        files = uninteresting_files()
+        files.add(__file__)
+        files.update(function.__code__.co_filename for function in DYNAMO_SKIPS)
+    except (ImportError, AttributeError, TypeError):
+        pass
 
 
 def watch_compile() -> Any:

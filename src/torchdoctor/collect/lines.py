@@ -58,7 +58,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchdoctor.collect.clocks import CpuClock
-from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
+from torchdoctor.collect.compiled import DYNAMO_SKIPS, call_as_written, compiling
 from torchdoctor.collect.lines_frames import USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
@@ -130,7 +130,7 @@ class _Mode(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         if compiling():  # Dynamo tracing (collect/compiled.py): the call as it is
-            return func(*args, **(kwargs or {}))
+            return call_as_written(func, args, kwargs)
         collector = self.collector
         collector.seen += 1  # each call the mode sees costs its dispatch (the estimate)
         if kwargs is None:

@@ -22,7 +22,7 @@ from torch.optim.optimizer import Optimizer
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
+from torchdoctor.collect.compiled import DYNAMO_SKIPS, call_as_written, compiling
 from torchdoctor.collect.lines_install import (
     GRADIENT_UTILITIES,
     Replaced,
@@ -123,8 +123,10 @@ class FunctionMode(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         audit = self.audit
-        if compiling() or audit._paused:  # Dynamo tracing (collect/compiled.py), or paused
-            return func(*args, **(kwargs or {}))  # while torch held the mode: as it is
+        if compiling():  # Dynamo tracing (collect/compiled.py): the call as it is
+            return call_as_written(func, args, kwargs)
+        if audit._paused:  # paused while torch held the mode: the call as it is
+            return func(*args, **(kwargs or {}))
         audit.function_calls += 1
         try:
             route = _routes.get(func)

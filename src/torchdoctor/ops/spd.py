@@ -5,8 +5,8 @@ metric                 definition (pyRiemann name)                          cost
 =====================  ===================================================  ====================
 ``fro``                ``||A - B||_F``  (distance_euclid)                   one subtraction
 ``log_euclidean``      ``||logm(A) - logm(B)||_F``  (distance_logeuclid)    two eigh
-``stein``              ``sqrt(logdet((A+B)/2) - logdet(AB)/2)``             three Cholesky
-                       (distance_logdet)
+``stein``              ``sqrt(logdet((A+B)/2) - logdet(AB)/2)``             two Cholesky +
+                       (distance_logdet)                                    svdvals
 ``affine_invariant``   ``sqrt(sum log^2 eig(A^-1 B))``  (distance_riemann)  two Cholesky +
                                                                             svdvals
 =====================  ===================================================  ====================
@@ -24,17 +24,23 @@ Finite gradients, including at ``A == B``:
   log here has its own backward, the Daleckii-Krein formula ``U (F o (U^T G U)) U^T`` with
   ``F_ij = (log l_i - log l_j) / (l_i - l_j)`` computed as ``log1p(x) / (x l_j)``,
   ``x = l_i / l_j - 1`` (accurate for close eigenvalues) and ``1 / l_j`` when they are equal.
-- ``affine_invariant`` uses ``eig(A^-1 B) = sigma(L_A^-1 L_B)^2`` with ``A = L_A L_A^T``:
-  singular values only (``svdvals``), whose gradient ``U diag(g) V^T`` is well defined for
-  repeated values; ``stein`` uses Cholesky log-determinants.
+- ``affine_invariant`` and ``stein`` use ``eig(A^-1 B) = sigma(L_A^-1 L_B)^2`` with
+  ``A = L_A L_A^T``: singular values only (``svdvals``), whose gradient ``U diag(g) V^T`` is
+  well defined for repeated values. ``stein`` is ``sqrt(sum log cosh(log sigma_i))`` (equal to
+  the log-determinant form, since ``(1 + l) / (2 sqrt l) = cosh(log sqrt l)``), with
+  ``log cosh(u) = log1p(2 sinh^2(u / 2))`` near 0: the log-determinant difference cancels
+  ``O(1)`` terms down to an ``O(|A - B|^2)`` result, and gave 0 in float32 for ``B = A`` times
+  ``1 + 1e-4`` (a relative error of about ``eps / |A - B|^2``; now about ``eps / |A - B|``, as
+  for ``affine_invariant``).
 - At ``A == B`` the distance is exactly 0 with a zero gradient for ``fro``, ``log_euclidean``
   and ``stein``. For ``affine_invariant`` rounding in ``L_A^-1 L_B`` leaves a distance of
   about ``1e-15`` (float64); its gradient there is finite and bounded by the metric's
   Lipschitz constant, in an arbitrary direction (a valid subgradient), not exactly 0.
 - Second derivatives (double backward, e.g. a gradient penalty) go through
   ``torch.linalg.eigh`` / ``svdvals`` / ``cholesky``: exact where the eigenvalues (of ``A`` and
-  ``B`` for ``log_euclidean``, of ``A^-1 B`` for ``affine_invariant``) are distinct, NaN where
-  they repeat, and only as accurate as ``1 / (lambda_i - lambda_j)`` allows near that.
+  ``B`` for ``log_euclidean``, of ``A^-1 B`` for ``stein`` and ``affine_invariant``) are
+  distinct, NaN where they repeat (e.g. ``B = c A``; at ``A == B`` they are 0 for ``stein``),
+  and only as accurate as ``1 / (lambda_i - lambda_j)`` allows near that.
 
 Precision and ill-conditioned inputs:
 
@@ -191,13 +197,6 @@ def spd_log(a: torch.Tensor) -> torch.Tensor:
     return _SymmetricLog.apply(a)
 
 
-def _logdet(a: torch.Tensor) -> torch.Tensor:
-    """``logdet`` of SPD matrices via Cholesky; NaN where ``a`` is not SPD."""
-    chol, info = torch.linalg.cholesky_ex(a)
-    logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    return torch.where(info == 0, logdet, torch.nan)
-
-
 #: how far from symmetric a matrix may be, relative to its largest entry: rounding of the
 #: precision it was made in (a product ``x @ m @ x.T`` in bfloat16 differs from its transpose
 #: by a few bfloat16 ulps; a float32 product passed on as float64, by float32's) stays within
@@ -251,6 +250,53 @@ def _check_spd(
         raise_not_spd("b", b, info_b, hint, remedy)
 
 
+def _relative_singular_values(
+    a: torch.Tensor, b: torch.Tensor, unused: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sigma(L_A^-1 L_B)`` (``sigma^2 = eig(A^-1 B)``) and where it is valid (both SPD and
+    finite). Elsewhere, and where ``unused`` (a mask the caller discards) is True, they are
+    ``1 .. d``: distinct, so not even a second derivative through ``svdvals`` turns NaN there.
+
+    Singular values of the triangular factor avoid forming ``L_A^-1 B L_A^-T``, whose rounding
+    (about ``eps cond(A)`` relative) swamps its small eigenvalues: float32 at cond 1e6 lost
+    about 20% that way.
+
+    Example:
+        >>> _relative_singular_values(torch.eye(2), 4 * torch.eye(2))[0].tolist()
+        [2.0, 2.0]
+        >>> _relative_singular_values(torch.eye(2), -torch.eye(2))[1].item()  # not SPD
+        False
+    """
+    chol_a, info_a = torch.linalg.cholesky_ex(a)
+    chol_b, info_b = torch.linalg.cholesky_ex(b)
+    factor = torch.linalg.solve_triangular(chol_a, chol_b, upper=False)
+    valid = (info_a == 0) & (info_b == 0) & factor.isfinite().all((-2, -1))
+    # An infinite entry can factor (L_A = diag(inf, ...)) into a finite L_A^-1 L_B with a
+    # zero singular value: a made-up distance one way, NaN the other. NaN/Inf give NaN.
+    valid = valid & a.isfinite().all((-2, -1)) & b.isfinite().all((-2, -1))
+    keep = valid if unused is None else valid & ~unused
+    spread = torch.arange(1, a.shape[-1] + 1, dtype=a.dtype, device=a.device).diag()
+    factor = torch.where(keep[..., None, None], factor, spread)  # svdvals raises on NaN
+    return torch.linalg.svdvals(factor).clamp_min(torch.finfo(a.dtype).tiny), valid
+
+
+def _log_cosh(u: torch.Tensor) -> torch.Tensor:
+    """``log cosh(u)`` without cancellation near 0 (``log1p(2 sinh^2(u / 2))``) or overflow for
+    large ``|u|`` (``|u| - log 2 + log1p(exp(-2 |u|))``); each branch sees only its own inputs,
+    so neither leaves a NaN in the other's gradient.
+
+    Example:
+        >>> [f"{v:.6e}" for v in _log_cosh(torch.tensor([1e-5, 800.0], dtype=torch.float64))]
+        ['5.000000e-11', '7.993069e+02']
+    """
+    large = u.abs() > 1
+    small_u = torch.where(large, 0, u)
+    large_u = torch.where(large, u, 2).abs()
+    near_zero = torch.log1p(2 * torch.sinh(small_u / 2).pow(2))
+    far = large_u - torch.log(torch.tensor(2.0, dtype=u.dtype)) + torch.log1p(torch.exp(-2 * large_u))
+    return torch.where(large, far, near_zero)
+
+
 def spd_distance(
     a: torch.Tensor, b: torch.Tensor, metric: str = "fro", check: bool = True
 ) -> torch.Tensor:
@@ -302,22 +348,14 @@ def spd_distance(
     elif metric == "log_euclidean":
         squared = (_SymmetricLog.apply(a) - _SymmetricLog.apply(b)).pow(2).sum((-2, -1))
     elif metric == "stein":
-        # a / 2 + b / 2, not (a + b) / 2: the sum overflows for entries above half the largest
-        # float (a float32 3e38 * I and itself gave NaN, not 0)
-        squared = _logdet(a / 2 + b / 2) - 0.5 * (_logdet(a) + _logdet(b))
+        # sum_i log((1 + l_i) / (2 sqrt l_i)) = sum_i log cosh(log sigma_i), l = eig(A^-1 B) =
+        # sigma(L_A^-1 L_B)^2. The textbook logdet((A+B)/2) - (logdet A + logdet B) / 2 cancels
+        # O(1) terms to an O(|A - B|^2) result: float32 gave 0 for B = A (1 + 1e-4).
+        same = (a == b).all((-2, -1))  # exactly 0 there, with a zero gradient (not ~eps^2)
+        singular, valid = _relative_singular_values(a, b, same)
+        squared = torch.where(valid, _log_cosh(singular.log()).sum(-1), torch.nan)
+        squared = torch.where(same & valid, 0, squared)  # (inf == inf: still NaN)
     else:
-        # eig(A^-1 B) = eig(L_A^-1 B L_A^-T) = sigma(L_A^-1 L_B)^2. Singular values of the
-        # triangular factor avoid forming L_A^-1 B L_A^-T, whose rounding (about eps cond(A)
-        # relative) swamps its small eigenvalues: float32 at cond 1e6 lost about 20% that way.
-        chol_a, info_a = torch.linalg.cholesky_ex(a)
-        chol_b, info_b = torch.linalg.cholesky_ex(b)
-        factor = torch.linalg.solve_triangular(chol_a, chol_b, upper=False)
-        valid = (info_a == 0) & (info_b == 0) & factor.isfinite().all((-2, -1))
-        # An infinite entry can factor (L_A = diag(inf, ...)) into a finite L_A^-1 L_B with a
-        # zero singular value: a made-up distance one way, NaN the other. NaN/Inf give NaN.
-        valid = valid & a.isfinite().all((-2, -1)) & b.isfinite().all((-2, -1))
-        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        factor = torch.where(valid[..., None, None], factor, eye)  # svdvals raises on NaN
-        singular = torch.linalg.svdvals(factor).clamp_min(torch.finfo(a.dtype).tiny)
+        singular, valid = _relative_singular_values(a, b)
         squared = torch.where(valid, (2 * singular.log()).pow(2).sum(-1), torch.nan)
     return _safe_sqrt(squared).to(dtype)

@@ -164,3 +164,13 @@ def fit_ssim(model, loader, opt):
         loss = 1 - ssim(model(x.cuda()), y.cuda()) + kernel.mean()
         loss.backward()
         opt.step()
+
+
+def augment_step(model, points, opt, device):
+    jitter = torch.randn(points.shape).clamp_(-0.05, 0.05).to(device)  # expect: TD204
+    scale = torch.rand(points.shape[0]).mul(0.4).add(0.8).cuda()  # expect: TD204
+    shift = torch.rand(3, device=device).mul(0.1).to(torch.float16)  # near-miss: made on the device
+    clipped = points.clamp(-1, 1).to(device)  # near-miss: data, not a host factory
+    loss = model(clipped * scale[:, None, None] + jitter + shift).sum()
+    loss.backward()
+    opt.step()

@@ -129,6 +129,14 @@ class DeviceMoves:
 
 #: methods between a host factory and its move that only change the dtype or layout
 _CASTS = frozenset({"bool", "float", "half", "long", "int", "byte", "double", "contiguous", "t"})
+#: elementwise methods between a host factory and its move: the result stays on the host
+#: (``torch.randn(shape).clamp_(-c, c).to(device)``, ``torch.rand(n).mul(2).cuda()``)
+_ELEMENTWISE = frozenset(
+    {"clamp", "clamp_", "clip", "clip_", "mul", "mul_", "add", "add_", "sub", "sub_", "div",
+     "div_", "abs", "abs_", "neg", "neg_", "exp", "exp_", "sqrt", "sqrt_", "pow", "pow_",
+     "sign", "floor", "round", "sin", "cos", "tanh", "sigmoid", "uniform_", "normal_", "fill_",
+     "tril", "triu", "tril_", "triu_"}
+)  # fmt: skip
 
 
 class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
@@ -172,7 +180,8 @@ class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
                     isinstance(attribute, ast.Call) and child in attribute.args
                     and any(n.startswith("torch.") for n in self.callee(attribute))):  # fmt: skip
                 attribute, child, composed = self.parent(attribute), attribute, True
-            elif (isinstance(attribute, ast.Attribute) and attribute.attr in _CASTS | _RESHAPES
+            elif (isinstance(attribute, ast.Attribute)
+                  and attribute.attr in _CASTS | _RESHAPES | _ELEMENTWISE
                   and isinstance(self.parent(attribute), ast.Call)):  # (torch.triu(...).bool(),
                 # DLRM's torch.arange(n).repeat(k, 1).cuda())
                 attribute, child, composed = self.parent(self.parent(attribute)), self.parent(

@@ -235,3 +235,10 @@ def kabsch_per_pair(src, tgt):
             Vh[-1] *= -1
         rotations.append(Vh.T @ U.T)
     return torch.stack(rotations)
+
+
+def inverse_indexed(R, p, b):
+    local = torch.linalg.inv(R)[:, None] @ p  # expect: TD101
+    R_inv = torch.inverse(R)  # expect: TD101
+    scale = torch.linalg.inv(R)[..., 0, 0] * b  # near-miss: one entry scales b (no product)
+    return local, R_inv[0] @ b, scale

@@ -343,9 +343,13 @@ class LinalgRules(RuleVisitor):
 
     def _in_matmul(self, node: ast.AST) -> bool:
         parent = self.parent(node)
-        # Walk through harmless wrappers: (A), A.T, A.mT, A.to(...), A.float()
+        # Walk through harmless wrappers: (A), A.T, A.mT, A.to(...), A.float(), and an index
+        # (A_inv[b], torch.linalg.inv(R)[:, :, None]: the inverse's entries, broadcast)
         while True:
             if isinstance(parent, ast.Attribute) and parent.attr in {"T", "mT", "H", "mH"}:
+                node, parent = parent, self.parent(parent)
+                continue
+            if isinstance(parent, ast.Subscript) and parent.value is node:
                 node, parent = parent, self.parent(parent)
                 continue
             if isinstance(parent, ast.Attribute) and parent.value is node:

@@ -94,3 +94,51 @@ def test_masks_named_filter_in_a_plain_class_the_loop_calls_every_step(tmp_path:
     *_filter handed integer indices (rows of a permutation), stay silent."""
     found = _lint(tmp_path, {"gaussian_model.py": GAUSSIANS, "train.py": TRAIN})
     assert found == [("gaussian_model.py", 6), ("train.py", 12)]
+
+
+HELPERS = """
+    import torch
+
+    def missing_mask(y):
+        return ~torch.isnan(y)
+
+    def first_k(y, k):
+        return torch.argsort(y.flatten())[:k]
+
+    def soft_weight(y):
+        return (~torch.isnan(y)).float()
+"""
+
+LOSSES = """
+    import torch
+    import torch.nn.functional as F
+    from helpers import first_k, missing_mask, soft_weight
+
+    def pad_mask(lengths, n):
+        return torch.arange(n, device=lengths.device)[None] < lengths[:, None]
+
+    def masked_mse(pred, target, lengths):
+        mask = missing_mask(target)
+        keep = pad_mask(lengths, pred.shape[1])
+        rows = first_k(target, 8)
+        w = soft_weight(target)
+        loss = F.mse_loss(pred[mask], target[mask])
+        loss = loss + pred[keep].mean()
+        return loss + pred.flatten()[rows].sum() + (pred * w).sum()
+
+    def train(model, loader, opt):
+        for x, y, n in loader:
+            x, y = x.cuda(), y.cuda()
+            loss = masked_mse(model(x), y, n)
+            loss.backward()
+            opt.step()
+"""
+
+
+def test_masks_returned_by_the_projects_helpers(tmp_path: Path) -> None:
+    """`mask = missing_mask(target)` (another file's function returning `~torch.isnan(y)`)
+    and `pad_mask(...)` (this file's, returning a comparison) are masks: indexing by them in
+    the loss the CUDA loop runs is TD207. A helper returning sorted indices, or a float weight,
+    is not a mask."""
+    found = _lint(tmp_path, {"helpers.py": HELPERS, "losses.py": LOSSES})
+    assert found == [("losses.py", 14), ("losses.py", 15)]

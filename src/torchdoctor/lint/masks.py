@@ -2,7 +2,9 @@
 work whose size depends on the data (TD207): a comparison of tensors (``y != -100``), ``~`` /
 ``&`` / ``|`` of masks, a call that returns booleans (``torch.isfinite``, ``.bool()``,
 ``.any(dim)``, a factory with ``dtype=torch.bool``), a ``torch.cat`` / ``torch.stack`` of a list
-the same function appends masks to, a name the same function assigns only such values, or a
+the same function appends masks to, a call of a function of the project that returns only
+such values (``missing_mask(y)``, ``make_pad_mask(lengths)``), a name the same function assigns
+only such values, or a
 parameter named as a mask (``valid``, ``keep``, ``fg_mask``, 3DGS's ``visibility_filter``; not
 ``mask_idx``) that no caller in the project hands integer indices, or given to ``torch.where``
 as its condition (wav2vec 2.0's ``mask_indices``).
@@ -15,6 +17,7 @@ import re
 from typing import Any
 
 from torchdoctor.lint.mask_writes import used_as_condition
+from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.tensors import JOINS, python_number
 from torchdoctor.lint.visitor import dotted, keyword, method_name
 
@@ -220,6 +223,8 @@ class MaskValues:
         )  # fmt: skip
 
     def _returns_a_mask(self, call: ast.Call, scope: ast.AST, depth: int) -> bool:
+        if self._helper_returns_masks(call, depth):
+            return True
         names = self.callee(call)
         if names:
             if names & _BOOL_FUNCTIONS:
@@ -240,6 +245,22 @@ class MaskValues:
         if name == "to":
             return any("torch.bool" in self.qualified_names(a) for a in call.args)
         return name in _KEEPS_MASK and self._is_mask(call.func.value, scope, depth)
+
+    def _helper_returns_masks(self, call: ast.Call, depth: int) -> bool:
+        """``call`` runs a function of the project (this file's function or method, or a
+        module-level function of another file) whose every ``return`` gives a mask
+        (``def missing_mask(y): return ~torch.isnan(y)``, ESPnet's ``make_pad_mask``)."""
+        if depth >= 2 or not isinstance(call.func, ast.Name | ast.Attribute):
+            return False
+        function = same_file_callee(call)
+        project = self.context.project
+        if function is None and isinstance(call.func, ast.Name) and project is not None:
+            function = project.module_function(call.func.id)
+        if function is None:
+            return False
+        returns = [n.value for n in ast.walk(function) if isinstance(n, ast.Return)]
+        return bool(returns) and all(
+            r is not None and self._is_mask(r, function, depth + 1) for r in returns)
 
     def _tensor_comparison(self, cmp: ast.Compare) -> bool:
         """One ``==``/``!=``/``<``/... comparison that can be of tensors: not of literals

@@ -73,3 +73,13 @@ def test_float32_samples_far_from_zero_are_centered_exactly(offset):
     want = covariance(x.double())
     got = covariance(x)
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_too_few_samples_error_gives_a_remedy_that_applies():
+    """With unbiased=False already given, n = 0 was told "at least 1 samples ... pass more
+    samples or unbiased=False" (oracle round 6)."""
+    with pytest.raises(ValueError, match=r"at least 2 samples .* got n = 1; .*unbiased=False"):
+        covariance(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"at least 1 sample along") as error:
+        covariance(torch.zeros(0, 3), unbiased=False)
+    assert "unbiased=False" not in str(error.value)

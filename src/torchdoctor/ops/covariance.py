@@ -60,9 +60,14 @@ def covariance(
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage!r}")
     n, d = x.shape[-2], x.shape[-1]
     if n < (2 if unbiased else 1):
+        needs, remedy = (
+            ("2 samples", "pass more samples or unbiased=False")
+            if unbiased
+            else ("1 sample", "the covariance of no samples is undefined: pass some")
+        )
         raise ValueError(
-            f"covariance needs at least {2 if unbiased else 1} samples along dimension -2 of x "
-            f"(..., n, d), got n = {n}; pass more samples or unbiased=False"
+            f"covariance needs at least {needs} along dimension -2 of x (..., n, d), "
+            f"got n = {n}; {remedy}"
         )
     if check:
         require_finite(x=x)

@@ -182,3 +182,22 @@ def run_iterations(model, loader, opt, testing_iterations, save_steps):
         synchronize()
         barrier_on_save(it, save_steps)
         sweep_garbage()
+
+
+def adapt_online(model, stream, opt, device, steps_per_batch):
+    for x, y in stream:
+        model.to(device)  # expect: TD713 (each item of the stream runs the inner steps)
+        for _ in range(steps_per_batch):
+            loss = (model(x) - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for epoch in range(10):
+        model.to(device)  # near-miss: once an epoch, the inner loop walks the loader
+        for x, y in stream:
+            model(x).sum().backward()
+            opt.step()
+    for task in stream:
+        model.to(device)  # near-miss: the inner loop only evaluates
+        for _ in range(steps_per_batch):
+            model(task)

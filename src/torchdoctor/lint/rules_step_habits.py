@@ -18,7 +18,7 @@ import ast
 
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
-from torchdoctor.lint.syntax import root_name
+from torchdoctor.lint.syntax import root_name, target_names
 from torchdoctor.lint.visitor import FOR, RuleVisitor, dotted, keyword, method_name
 
 RULES = (
@@ -26,7 +26,8 @@ RULES = (
         "TD713",
         "model-moved-every-step",
         "info",
-        "model.to(device) / model.cuda() inside the training loop: every parameter and buffer "
+        "model.to(device) / model.cuda() inside the training loop (also a loop over data whose "
+        "every item runs a few training steps, for _ in range(k)): every parameter and buffer "
         "is walked again at every step",
         "move the model once before the loop (and build the optimizer after it)",
         "for x, y in loader:\n    model.to(device)\n    loss = model(x.to(device)).sum()\n"
@@ -78,7 +79,21 @@ class StepHabitRules(RuleVisitor):
         if not loops:
             scope = self.enclosing_scope(node)
             return scope if self.is_step_function(scope) else None
-        return loops[0] if self.is_training_body(loops[0]) else None
+        trains = self.is_training_body(loops[0]) or self._steps_per_item(loops[0])
+        return loops[0] if trains else None
+
+    def _steps_per_item(self, loop: ast.AST) -> bool:
+        """``for x, y in stream: ...; for _ in range(k): <backward, step>``: a loop over data
+        each of whose items runs a few training steps (online adaptation, test-time training,
+        MAML's inner loop): its body runs at every step or few. Not a loop over epochs or over
+        a range, whose inner loop walks a loader."""
+        if not isinstance(loop, FOR) or _over_range(loop.iter) or any(
+                "epoch" in n.lower() for n in target_names(loop.target)):  # fmt: skip
+            return False
+        body = [s for stmt in loop.body
+                for s in (stmt.body if isinstance(stmt, ast.With) else [stmt])]  # fmt: skip
+        return any(isinstance(s, FOR) and _over_range(s.iter) and self.is_training_body(s)
+                   for s in body)  # fmt: skip
 
     def visit_Call(self, node: ast.Call) -> None:
         name = method_name(node)
@@ -159,3 +174,15 @@ class StepHabitRules(RuleVisitor):
             for c in ast.walk(loop)
             if isinstance(c, ast.Call)
         )
+
+
+def _over_range(it: ast.AST) -> bool:
+    """``range(...)`` (through ``tqdm`` / ``enumerate``): a count, not data.
+
+    Example:
+        >>> _over_range(ast.parse("tqdm(range(k))").body[0].value)
+        True
+    """
+    while isinstance(it, ast.Call) and dotted(it.func) in {"tqdm", "tqdm.tqdm", "enumerate"} and it.args:
+        it = it.args[0]
+    return isinstance(it, ast.Call) and dotted(it.func) == "range"

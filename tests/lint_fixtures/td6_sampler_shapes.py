@@ -73,3 +73,25 @@ def controlnet_sample(unet, text_encoder, scheduler, prompt_ids, uncond_ids, lat
         latent_in = torch.cat([latents] * 2)  # near-miss: the latents change every step
         latents = scheduler.step(unet(latent_in, t, encoder_hidden_states=embeds).sample, t, latents).prev_sample
     return latents
+
+
+@torch.no_grad()
+def caption_until_eos(model, image, bos, eos, max_len=40):
+    ids = bos
+    while ids.shape[1] < max_len:
+        feats = model.vision_encoder(image)  # expect: TD601
+        logits = model.decoder(ids[:, -1:], feats, use_cache=True)
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+    return ids
+
+
+@torch.no_grad()
+def caption_until_eos_cached(model, image, bos, max_len=40):
+    feats = model.vision_encoder(image)  # near-miss: encoded once
+    ids, done = bos, False
+    while not done:
+        nxt = model.decoder(ids[:, -1:], feats, use_cache=True)[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+        done = ids.shape[1] >= max_len
+    return ids

@@ -167,7 +167,8 @@ class InferenceRules(ModelRuns, RuleVisitor):
 
     def visit_While(self, node: ast.While) -> None:
         """``while t >= 0: x = denoiser(x, t, ...); t -= 1``: a timestep counted down by
-        hand into a call."""
+        hand into a call; ``while ids.shape[1] < n: ...; ids = torch.cat([ids, nxt], 1)``: an
+        autoregressive decoder's loop (its encoder called with the same arguments)."""
         counter = {
             n for n in dotted_names_in(node.test) if "." not in n and TIMESTEP_TARGET.match(n)
         }
@@ -186,6 +187,8 @@ class InferenceRules(ModelRuns, RuleVisitor):
         }
         if counter & lowered & passed:
             self._check_denoising_loop(node)
+        elif grows_a_sequence(self, node):  # (`while ids.shape[1] < n:` decoding: its encoder)
+            self._check_denoising_loop(node, "decoding step")
 
     def _check_denoising_loop(self, node: ast.For | ast.While, step: str = "") -> None:
         """TD601/TD603 in a denoising loop; with ``step`` ("decoding step"), only TD601 on

@@ -201,3 +201,13 @@ def test(backbone, episodes, steps, lr):
             with torch.no_grad():
                 for prm in head.parameters():  # expect: TD305
                     prm.sub_(lr * prm.grad)
+
+
+@torch.no_grad()
+def fedavg_server(global_model, states, weights, server_lr):
+    total = sum(weights)
+    for name, gp in global_model.named_parameters():  # expect: TD305
+        avg = sum(w / total * sd[name].to(gp.device) for sd, w in zip(states, weights))
+        gp.mul_(1 - server_lr).add_(avg, alpha=server_lr)
+    for name, gp in global_model.named_parameters():  # near-miss: one client's weights loaded as they are
+        gp.copy_(states[0][name])

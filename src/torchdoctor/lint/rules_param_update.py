@@ -26,7 +26,9 @@ Not reported: loops that only read (counting, norms, ``requires_grad_``); initia
 weights zeroed or scaled by a literal, a function that returns the module it changed (but for
 gradient steps or a loop in a loop: MAML's inner steps), a
 ``test_`` function); a plain ``copy_`` (loading weights once); bodies with other control flow
-(``if "bias" in name:``) or other calls (a collective per parameter); the fallback of a
+(``if "bias" in name:``) or other calls (a collective per parameter; ``sum`` / ``zip`` /
+``len`` over the models averaged, FedAvg's ``sum(w * sd[k] for sd, w in zip(states,
+weights))``, are arithmetic); the fallback of a
 ``foreach`` branch.
 """
 
@@ -83,6 +85,11 @@ _ONCE = re.compile(r"(?i:init|reset_param|single_tensor)|^test_|^test[A-Z]")  # 
 #: a name that holds a list of parameters: params, ema_params, target_parameters
 _PARAMS_NAME = re.compile(r"(^|_)(params|parameters)$", re.IGNORECASE)
 _ARITHMETIC = (ast.BinOp, ast.UnaryOp)
+#: Python builtins a parameter's update may compute with: numbers, and a sum over the
+#: models being averaged (FedAvg, a model soup, an ensemble's mean)
+_PLAIN_BUILTINS = frozenset(
+    f"builtins.{n}" for n in ("float", "min", "max", "sum", "zip", "len", "enumerate")
+)
 
 
 def _root(expr: ast.AST) -> str | None:
@@ -192,8 +199,8 @@ class ParamUpdateRules(RuleVisitor):
             elif name is None or not (
                 _root(call.func.value) in derived or _keyed_by(call.func.value, derived)
             ):  # (``msd[k].detach()``: the source entry of the key the loop walks)
-                if not names & {"builtins.float", "builtins.min", "builtins.max"}:
-                    return False
+                if not names & _PLAIN_BUILTINS:  # (FedAvg: `sum(w * sd[k] for sd, w in
+                    return False  # zip(states, weights))`, averaged into each parameter)
         if isinstance(stmt, ast.AugAssign) and _root(stmt.target) in derived:
             updates.append(stmt)
         elif isinstance(stmt, ast.Assign):

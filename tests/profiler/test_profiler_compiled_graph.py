@@ -81,9 +81,39 @@ def test_code_compiled_under_the_profiler_gets_the_graph_it_gets_without_it():
     assert [n for n in names if "Tensor." in n[1]] == []  # no torch.Tensor.split(x, ...)
     for node in profiled[0].graph.nodes:
         check_node_safe(node)  # AOTAutograd's cache takes every node (raises when not)
-    # the same operations in the same order (``x + y`` may be written x.add(y): the mode sees
-    # the method Dynamo calls for the operator)
-    assert len(names) == len(_calls(plain[0]))
+    # the same graph: Dynamo traced as if the profiler's modes were not on the stack (a handler
+    # it inlines writes ``x + y`` as x.add(y), and costs tracing time per op)
+    assert names == _calls(plain[0])
+
+
+class _Scaled(torch.overrides.TorchFunctionMode):
+    """A mode of the user's own, entered inside the compiled code."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        return out * 2 if func is torch.Tensor.sin else out
+
+
+def test_compiled_code_that_enters_a_mode_keeps_the_profilers_modes_on_the_stack():
+    from torch.overrides import _get_current_function_mode_stack
+
+    def fn(x):
+        with _Scaled():
+            y = x.sin()
+        with torch.device("cpu"):
+            z = torch.ones(3)
+        return y + z
+
+    x = torch.randn(3)
+    with torchdoctor.Profiler(syncs=True, window=3, period_steps=5) as prof:
+        compiled = torch.compile(fn, backend="eager")
+        for _ in range(3):
+            before = [type(m) for m in _get_current_function_mode_stack()]
+            out = compiled(x)
+            assert [type(m) for m in _get_current_function_mode_stack()] == before
+            prof.step()
+    assert before  # the profiler's modes were there, and are there after each call
+    torch.testing.assert_close(out, x.sin() * 2 + 1)
 
 
 def test_the_graph_names_the_users_lines_not_the_profilers():

@@ -58,7 +58,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchdoctor.collect.clocks import CpuClock
-from torchdoctor.collect.compiled import DYNAMO_SKIPS, call_as_written, compiling
+from torchdoctor.collect.compiled import DYNAMO_SKIPS, PROFILER_MODES, call_as_written, compiling
 from torchdoctor.collect.lines_frames import USER, kind_of, locate
 from torchdoctor.collect.lines_install import (
     COUNTED_PHASES,
@@ -156,6 +156,7 @@ class _Mode(TorchFunctionMode):
 
 
 DYNAMO_SKIPS.append(_Mode.__torch_function__)  # (collect/compiled.py)
+PROFILER_MODES.append(_Mode)
 
 
 class LineCollector(ModeParking):

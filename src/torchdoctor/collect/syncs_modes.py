@@ -22,7 +22,7 @@ from torch.optim.optimizer import Optimizer
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchdoctor.collect.compiled import DYNAMO_SKIPS, call_as_written, compiling
+from torchdoctor.collect.compiled import DYNAMO_SKIPS, PROFILER_MODES, call_as_written, compiling
 from torchdoctor.collect.lines_install import (
     GRADIENT_UTILITIES,
     Replaced,
@@ -155,6 +155,7 @@ class FunctionMode(TorchFunctionMode):
 
 
 DYNAMO_SKIPS.append(FunctionMode.__torch_function__)  # (collect/compiled.py)
+PROFILER_MODES.append(FunctionMode)
 
 
 class DispatchMode(TorchDispatchMode):

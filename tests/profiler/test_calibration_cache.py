@@ -111,3 +111,42 @@ def test_torchdoctor_run_writes_the_cache_and_the_next_run_reads_it(tmp_path):
     second = json.loads(path.read_text())
     key = next(iter(first))
     assert second[key]["line_calls"] == first[key]["line_calls"]  # read, not measured again
+
+
+def test_a_kept_calibration_follows_the_machines_speed_now(cache_file, monkeypatch):
+    # the same virtual machine ran small torch work 2x slower in a busy hour: a hook cost kept
+    # from a quiet hour read 0.6x what the run measured
+    monkeypatch.setattr(cache, "_speed_us", 100.0)
+    cache.remember("module_hooks", {"backward=True,detailed=True": {"total": 17.0, "outside": 9.0}})
+    cache.forget_loaded()
+    monkeypatch.setattr(cache, "_speed_us", 200.0)  # twice as slow now
+    assert cache.recall("module_hooks") == {
+        "backward=True,detailed=True": {"total": 34.0, "outside": 18.0}}
+    # measured anew a day later, now: the lower of the two in today's terms
+    now = time.time()
+    monkeypatch.setattr(cache.time, "time", lambda: now + cache.REFRESH_S + 60)
+    cache.remember("module_hooks", {"backward=True,detailed=True": {"total": 30.0, "outside": 20.0}})
+    cache.forget_loaded()
+    assert cache.recall("module_hooks") == {
+        "backward=True,detailed=True": {"total": 30.0, "outside": 18.0}}
+
+
+def test_a_calibration_kept_without_the_machines_speed_is_measured_anew(cache_file):
+    key = cache.machine_key()
+    cache_file.parent.mkdir(parents=True)
+    cache_file.write_text(json.dumps({key: {"line_calls": {"value": {"timed": 3.0},
+                                                           "at": time.time()}}}))
+    cache.forget_loaded()
+    assert cache.recall("line_calls") is None
+
+
+def test_the_machines_speed_is_measured_once_and_leaves_the_random_state(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(cache, "_speed_us", None)
+    torch.manual_seed(3)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+    first = cache.host_speed_us()
+    assert torch.equal(torch.rand(2), expected)
+    assert 0 < first == cache.host_speed_us()

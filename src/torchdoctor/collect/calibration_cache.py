@@ -8,7 +8,13 @@ torch builds and the thread count, not on the script, so each calibration is kep
 ``$XDG_CACHE_HOME/torchdoctor/calibration.json`` (``~/.cache/...`` without XDG_CACHE_HOME),
 under a key naming all of those, and used again for a day (REFRESH_S), then measured anew and
 kept as the lower of the two, part by part (MAX_AGE_S); a new torchdoctor version, torch build,
-machine or thread count calibrates anew. ``TORCHDOCTOR_CALIBRATION`` names another file,
+machine or thread count calibrates anew. The same machine is not always as fast: a virtual
+machine's CPU time per operation swung 2x within a day here (its neighbours share the caches
+and memory bandwidth), and a module hook calibrated at 17 us per call in a quiet hour cost 36 us
+in a busy one, so the estimate of a run's own overhead read 0.6x what was measured. So each
+calibration is kept with the machine's speed when it was made (:func:`host_speed_us`, a
+tiny forward and backward loop, timed in ~15 ms once per process) and read back scaled to the
+speed now. ``TORCHDOCTOR_CALIBRATION`` names another file,
 or turns the cache off (``off``, ``0``, ``none``, empty). A file that cannot be read or
 written is ignored: the run calibrates as before.
 
@@ -109,8 +115,58 @@ def forget_loaded() -> None:
     _loaded = None
 
 
+_speed_us: float | None = None  # host_speed_us(), measured once per process
+
+
+def host_speed_us() -> float:
+    """How fast this machine runs small torch work now: microseconds of thread CPU time per
+    iteration of a tiny model's forward and backward (the fastest of a few rounds; measured
+    once per process). Calibrations are kept with it and scaled by it when read back.
+
+    Example:
+        >>> host_speed_us() > 0
+        True
+    """
+    global _speed_us
+    if _speed_us is None:
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False), \
+                torch.enable_grad():
+            torch.manual_seed(0)
+            model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                        torch.nn.Linear(8, 8))
+            x = torch.randn(4, 8)
+            rounds = []
+            for _ in range(SPEED_ROUNDS):
+                start = time.thread_time_ns()
+                for _ in range(SPEED_ITERATIONS):
+                    model(x).sum().backward()
+                rounds.append(time.thread_time_ns() - start)
+        _speed_us = max(1e-3, min(rounds[1:]) / 1e3 / SPEED_ITERATIONS)  # (the first warms up)
+    return _speed_us
+
+
+#: the speed reference: rounds and iterations per round (about 15 ms in all)
+SPEED_ROUNDS = 5
+SPEED_ITERATIONS = 20
+
+
+def scaled(value: Any, factor: float) -> Any:
+    """``value`` with each number (in dicts, part by part) multiplied by ``factor``.
+
+    Example:
+        >>> scaled({"total": 2.0, "outside": {"a": 1.0}, "name": "x"}, 1.5)
+        {'total': 3.0, 'outside': {'a': 1.5}, 'name': 'x'}
+    """
+    if isinstance(value, dict):
+        return {key: scaled(part, factor) for key, part in value.items()}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value * factor
+    return value
+
+
 def recall(name: str) -> Any:
-    """The calibration ``name`` kept for this machine, if younger than REFRESH_S; else None.
+    """The calibration ``name`` kept for this machine, if younger than REFRESH_S, scaled to the
+    machine's speed now (:func:`host_speed_us`); else None.
 
     Example:
         >>> recall("a calibration never made") is None
@@ -126,9 +182,12 @@ def _entry(name: str) -> dict[str, Any] | None:
         return None
     try:
         age = time.time() - float(entry.get("at", 0.0))
-    except (TypeError, ValueError):
+        speed = float(entry["speed_us"])  # (kept before speeds were: calibrate anew)
+    except (KeyError, TypeError, ValueError):
         return None
-    return {"value": entry["value"], "age": age} if 0 <= age <= MAX_AGE_S else None
+    if not (0 <= age <= MAX_AGE_S) or speed <= 0:
+        return None
+    return {"value": scaled(entry["value"], host_speed_us() / speed), "age": age}
 
 
 def lower(kept: Any, new: Any) -> Any:
@@ -172,7 +231,7 @@ def remember(name: str, value: Any) -> None:
     mine = content.setdefault(key, {})
     if not isinstance(mine, dict):
         mine = content[key] = {}
-    mine[name] = {"value": value, "at": time.time()}
+    mine[name] = {"value": value, "at": time.time(), "speed_us": host_speed_us()}
     mine["_used"] = time.time()
     if len(content) > MAX_KEYS:  # (drop the keys used least recently)
         def used(k: str) -> float:

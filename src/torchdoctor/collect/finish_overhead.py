@@ -200,6 +200,7 @@ def note_profiler_overhead(
         registration_ms=registration_ns / 1e6, event_ms=state.event_ns / 1e6,
         first_step_ms=first_extra_ms, light_spread_ms=spread,
         mean_step_ms=(session.get("step_ms") or {}).get("mean"), window_bound_ms=window_bound,
+        graph_hooks_per_call=state.graph_hooks / state.hook_calls if state.hook_calls else None,
     )  # fmt: skip
     if line_calls:  # the per-call costs a hot line's timed calls pay (analyze/.../hot_lines_data)
         # each timed call is seen once by the audit, and brings the line's untimed reads with

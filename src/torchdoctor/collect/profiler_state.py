@@ -132,6 +132,7 @@ class ProfilerState:
     event_ns: int = 0  # host time in the phase and step event handlers, every step (measured)
     hook_ns: int = 0  # host time spent inside the module hooks of kept detailed steps
     hook_calls: int = 0  # ... and the module calls those hooks recorded (a per-call cost)
+    graph_hooks: int = 0  # ... and the autograd hooks they registered (backward marks)
     line_steps: int = 0  # kept detailed steps with hot lines (not control steps)
     line_calls_seen: int = 0  # torch calls the hot-lines mode saw in them
     line_calls_timed: int = 0  # ... of which it timed
@@ -365,6 +366,7 @@ class ProfilerState:
         self._module_sets.clear()  # (the steps noted were cut at module calls: no common set
         self._usual.clear()  # of the steps kept now; A2C's boundary moved to optimizer.step())
         self.hook_ns = self.hook_calls = self.line_own_ns = 0  # (figures of the dropped steps)
+        self.graph_hooks = 0
         self.line_steps = self.line_calls_seen = self.line_calls_timed = 0
         self.line_calls_python = 0
         self.first_detail_ns = None

@@ -258,6 +258,7 @@ class StepCycle:
                 due = queue.add_light(rec.step_start, end_token, rec.phases.segments, peak,
                                       self._audited, host)  # fmt: skip
         else:
+            graph_hooks = len(rec.registered)  # (the step's backward-mark hooks)
             raw = rec.take_step(end_token)
             padding = rec.padding.take()  # (the step's first padded token batch: padding.py)
             if padding is not None and kept:
@@ -273,6 +274,7 @@ class StepCycle:
                     self._memory_counted = True
                 state.hook_ns += rec.hook_ns
                 state.hook_calls += len(raw[2])  # (the step's forward module calls)
+                state.graph_hooks += graph_hooks
                 state.count_lines(self._lines if timed else None)
                 counts = state.step_counts(self._lines if timed else None, audit_calls)
                 if state.first_detail_ns is None:

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from torchdoctor.ops import cholesky_factor, spd_distance, spd_log
+from torchdoctor.ops import cholesky_factor, pairwise_mahalanobis, spd_distance, spd_log
 
 
 def _ill_conditioned_float32() -> torch.Tensor:
@@ -167,3 +167,25 @@ def test_stein_of_nearby_matrices_keeps_its_digits(dtype):
     assert torch.isfinite(torch.autograd.grad(grad.sum() + d, x)[0]).all()  # gradient penalty
     big = torch.diag(torch.tensor([math.inf, 1.0], dtype=dtype))
     assert math.isnan(spd_distance(big, big.clone(), "stein", check=False).item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_errors_about_half_inputs_name_their_dtype(dtype):
+    """Half inputs are computed in float32; the NaN/Inf check ran on that copy and its error
+    said "dtype torch.float32" for the caller's float16 tensor (oracle round 6)."""
+    bad = torch.tensor([[1.0, math.inf], [math.inf, 1.0]], dtype=dtype)
+    eye = torch.eye(2, dtype=dtype)
+    points = torch.ones(3, 2, dtype=dtype)
+    calls = [
+        lambda: spd_distance(bad, eye, "stein"),
+        lambda: spd_distance(eye, bad, "fro"),
+        lambda: cholesky_factor(bad),
+        lambda: pairwise_mahalanobis(bad, points, cov=eye),
+        lambda: pairwise_mahalanobis(points, points, cov=bad),
+        lambda: pairwise_mahalanobis(points, points, chol=bad),
+        lambda: pairwise_mahalanobis(points, points, chol=torch.eye(3, dtype=dtype)),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"dtype {dtype}") as error:
+            call()
+        assert "float32" not in str(error.value)

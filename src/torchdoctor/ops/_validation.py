@@ -49,14 +49,19 @@ __all__ = [
 _BAREBONES = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
 
 
-def describe(x: torch.Tensor) -> str:
+def describe(x: torch.Tensor, made_in: torch.dtype | None = None) -> str:
     """A short description of a tensor for error messages: shape, dtype and device.
+
+    ``made_in`` names the caller's dtype when ``x`` is a widened copy (half precision is
+    computed in float32): the message then describes the tensor the caller passed.
 
     Example:
         >>> describe(torch.zeros(2, 3))
         'shape (2, 3), dtype torch.float32, device cpu'
+        >>> describe(torch.zeros(2), made_in=torch.float16)
+        'shape (2,), dtype torch.float16, device cpu'
     """
-    return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+    return f"shape {tuple(x.shape)}, dtype {made_in or x.dtype}, device {x.device}"
 
 
 def require_tensor(x: object, name: str) -> None:
@@ -331,11 +336,13 @@ def require_data(**tensors: torch.Tensor | None) -> None:
             )
 
 
-def require_finite(**tensors: torch.Tensor | None) -> None:
+def require_finite(made_in: torch.dtype | None = None, **tensors: torch.Tensor | None) -> None:
     """Raise ValueError if any given tensor holds NaN or Inf. One host sync for all of them.
 
     The error names the tensor and the index of its first non-finite entry. Ops call this only
     when ``check=True``; pass ``check=False`` on a hot path to skip it (no sync at all).
+    ``made_in``: the caller's dtype when the tensors are widened copies of half inputs (the
+    message names it, not float32; widening keeps every NaN/Inf where it was).
 
     Example:
         >>> require_finite(x=torch.zeros(2), y=torch.ones(3))
@@ -353,7 +360,7 @@ def require_finite(**tensors: torch.Tensor | None) -> None:
             entry = value[index].item()
             raise ValueError(
                 f"{name} contains non-finite values (first {entry} at index {index}, "
-                f"{describe(value)}); remove or replace NaN/Inf before calling this op, "
+                f"{describe(value, made_in)}); remove or replace NaN/Inf before calling this op, "
                 f"e.g. torch.nan_to_num({name})"
             )
 

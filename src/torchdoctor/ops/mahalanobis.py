@@ -90,7 +90,7 @@ def cholesky_factor(
         [False, True]
     """
     require_float(cov, "cov")
-    chol, added = _factor(_wide(cov), jitter, max_tries, check, {})
+    chol, added = _factor(_wide(cov), jitter, max_tries, check, {}, cov.dtype)
     return chol.to(cov.dtype), added  # (float32 for half: its jitter could round to 0)
 
 
@@ -100,8 +100,10 @@ def _factor(
     max_tries: int,
     check: bool,
     also_finite: dict[str, torch.Tensor],
+    made_in: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cholesky_factor; with ``check`` the finite checks of ``also_finite`` share its sync."""
+    """cholesky_factor; with ``check`` the finite checks of ``also_finite`` share its sync.
+    ``made_in``: the caller's dtype, named by errors about a widened (half) input."""
     require_float(cov, "cov")
     require_square(cov, "cov")
     max_tries = require_count(max_tries, "max_tries")
@@ -124,7 +126,7 @@ def _factor(
         flags += [(~torch.isfinite(t)).any() for t in tensors.values() if t.numel() > 0]
         failed_flag, nonfinite_flag = torch.stack([flags[0], torch.stack(flags[1:]).any()]).tolist()
         if nonfinite_flag:
-            require_finite(**tensors)
+            require_finite(made_in, **tensors)
         if not failed_flag:
             return chol, torch.zeros(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
     with torch.no_grad() if refactor else contextlib.nullcontext():
@@ -233,6 +235,7 @@ def _resolve_chol(
     chol: torch.Tensor | None,
     check: bool,
     also_finite: dict[str, torch.Tensor],
+    made_in: torch.dtype | None = None,
 ) -> torch.Tensor:
     if (cov is None) == (chol is None):
         raise ValueError(
@@ -241,9 +244,9 @@ def _resolve_chol(
         )
     if chol is None:
         assert cov is not None
-        chol, _ = _factor(cov, 1e-5, 2, check, also_finite)
+        chol, _ = _factor(cov, 1e-5, 2, check, also_finite, made_in)
     elif check:
-        require_finite(**also_finite, chol=chol)
+        require_finite(made_in, **also_finite, chol=chol)
     return chol
 
 
@@ -308,9 +311,11 @@ def pairwise_mahalanobis(
     for name, matrices in (("cov", cov), ("chol", chol)):  # the one given, before factoring
         if matrices is not None:
             require_broadcastable("x and y", points, name, matrices.shape[:-2])
+    if chol is not None:  # (before widening: its errors name the caller's dtype)
+        _check_chol(chol, x.shape[-1], "x")
     dtype = x.dtype
     x, y, cov, chol = _wide(x), _wide(y), _wide(cov), _wide(chol)
-    factor = _resolve_chol(cov, chol, check, {"x": x, "y": y})
+    factor = _resolve_chol(cov, chol, check, {"x": x, "y": y}, dtype)
     _check_chol(factor, x.shape[-1], "x")
     wx = whiten(x, factor)
     wy = whiten(y, factor)

@@ -233,7 +233,7 @@ def _check_spd(
          skew_a.any(), skew_b.any()]
     ).tolist()  # the one sync
     if flags[0]:
-        require_finite(a=a, b=b)
+        require_finite(made_in, a=a, b=b)
     for name, matrices, skew, flagged in (("a", a, skew_a, flags[3]), ("b", b, skew_b, flags[4])):
         if flagged:  # (the factorizations read the lower triangle only: it would pass unseen)
             raise_not_symmetric(name, matrices, skew)
@@ -340,7 +340,7 @@ def spd_distance(
         a, b = a.float(), b.float()
     if check:
         if metric == "fro":
-            require_finite(a=a, b=b)
+            require_finite(dtype, a=a, b=b)
         else:
             _check_spd(a, b, metric, dtype)
     if metric == "fro":

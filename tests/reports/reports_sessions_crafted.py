@@ -136,3 +136,22 @@ def page_faults_session(faults: int = 267_000, kernel_ms: float = 420.0, device:
                "label": "train_gpt2.py"}  # fmt: skip
     session["environment"] = {**session["environment"], "device": device}
     return session
+
+
+def respawn_session(persistent: bool = False, starts=(7, 15, 23, 31), iterators: int = 5):
+    """A clean run whose DataLoader (2 workers, not persistent) began a new epoch every 8 steps:
+    each epoch's first step waited ~100 ms for its new workers (measured on a 64-feature
+    TensorDataset with 8 batches per epoch: 100 ms restart against 1.7 ms)."""
+    from reports_sessions import clean_session
+
+    spikes = {s: 100.0 for s in starts}
+    steps = [{"index": i, "wall_ms": 10.0 + spikes.get(i, 2.0), "detailed": i < 5,
+              "phases": {"data": spikes.get(i, 2.0), "forward": 4.0}} for i in range(40)]  # fmt: skip
+    session = {**clean_session(), "steps": steps, "step_ms": {"median": 12.0, "mean": 21.8},
+               "label": "train.py"}  # fmt: skip
+    loader = {"num_workers": 2, "persistent_workers": persistent, "pin_memory": False,
+              "site": {"file": "/w/train.py", "function_line": 1, "line": 12},
+              "iterators": iterators, "steps": 40, "starts": list(starts)}  # fmt: skip
+    session["environment"] = {**session["environment"], "data_loaders": [loader]}
+    session["config"] = {**session.get("config", {}), "steps": 40}
+    return session

@@ -29,6 +29,7 @@ from reports_sessions_crafted import (
     hot_line_session,
     padding_session,
     page_faults_session,
+    respawn_session,
     single_long_step_session,
     torch_sync_session,
     unattributed_session,
@@ -76,6 +77,7 @@ CRAFTED = {
         "cpu_ms": 20.0, "cpu_wait_ms": 10.0, "phases": {}} for i in range(9)]},  # busy machine)
     "padding_waste": padding_session,
     "kernel_page_faults": page_faults_session,
+    "worker_respawn": respawn_session,
     "unused_outputs": unused_outputs_session,
     "one_sample_per_call": lambda: {**slow_session(), "steps": [{"input_shape": [1, 9]}] * 24},
 }

@@ -118,7 +118,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     if state.loaders:  # distinct settings of the DataLoaders iterated during the run
         session["environment"]["data_loaders"] = [
             {**_loader_entry(key), "iterators": count,
-             "steps": state.loader_steps.get(key, (0, 0))[1]}
+             "steps": state.loader_steps.get(key, (0, 0))[1],
+             **({"starts": state.loader_starts[key]} if state.loader_starts.get(key) else {})}
             for key, count in sorted(state.loaders.items())
         ]  # fmt: skip
     if state.attention_dropout:  # (the dropout advice adds what runs inside SDPA)

@@ -34,6 +34,8 @@ from torchdoctor.collect.step_store import StepStore
 _NO_REFERENCE = object()  # an iterator that takes no weak reference
 #: steps with compilation listed in the session (the totals count all)
 COMPILE_STEPS = 50
+#: new iterators' first steps kept per DataLoader setting (an epoch each, without persistent workers)
+LOADER_STARTS = 256
 
 
 class StepBoundary(str, Enum):
@@ -112,6 +114,9 @@ class ProfilerState:
     # loader settings -> (the last step it fed, how many steps it fed): the training loader
     # feeds every step, an evaluation's loader a few (the advice is about the first)
     loader_steps: dict[tuple[tuple[str, Any], ...], tuple[int, int]] = field(default_factory=dict)
+    # loader settings -> the kept steps (their index in the session) that fetched a new
+    # iterator's first batch: a loader without persistent workers starts them there
+    loader_starts: dict[tuple[tuple[str, Any], ...], list[int]] = field(default_factory=dict)
     children: Any = None  # processes the script started (collect/children.py)
     # (file, function) of the library frames the model is called through (a Trainer's loop):
     # the other phase's sampled lines are split at the deepest of them (collect/other_chains.py)
@@ -212,6 +217,10 @@ class ProfilerState:
                     if r is _NO_REFERENCE or r() is not None
                 }  # fmt: skip
             self.loaders[key] = self.loaders.get(key, 0) + 1
+            if step >= self.warmup:  # (a kept step: its index in the session)
+                starts = self.loader_starts.setdefault(key, [])
+                if len(starts) < LOADER_STARTS:
+                    starts.append(step - self.warmup)
         last, count = self.loader_steps.get(key, (-1, 0))
         if step >= 0 and step != last:
             self.loader_steps[key] = (step, count + 1)
@@ -365,6 +374,7 @@ class ProfilerState:
         self.step_modules.clear()
         self._module_sets.clear()  # (the steps noted were cut at module calls: no common set
         self._usual.clear()  # of the steps kept now; A2C's boundary moved to optimizer.step())
+        self.loader_starts.clear()  # (indices of the dropped steps)
         self.hook_ns = self.hook_calls = self.line_own_ns = 0  # (figures of the dropped steps)
         self.graph_hooks = 0
         self.line_steps = self.line_calls_seen = self.line_calls_timed = 0

@@ -65,6 +65,7 @@ from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
 from torchdoctor.analyze.advice.unattributed import unattributed
 from torchdoctor.analyze.advice.unused_outputs import unused_outputs
+from torchdoctor.analyze.advice.worker_respawn import worker_respawn
 
 __all__ = [
     "RULES",
@@ -90,6 +91,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     activation_checkpointing,
     train_inference_ratio,
     data_loading,
+    worker_respawn,
     between_steps,
     periodic_steps,
     single_long_step,

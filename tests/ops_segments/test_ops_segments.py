@@ -71,6 +71,37 @@ def test_pad_segments_one_sync_and_none_with_sizes():
     assert torch.equal(padded, padded2)
 
 
+def test_pad_segments_allocates_no_feature_sized_buffer_but_its_output():
+    """Seed 003's shapes (64 frames x 196 tokens, d = 256): a full(fill) base, a gathered copy
+    of the values and an out-of-place index_copy made three feature-sized buffers (four passes
+    over the data) and ran 2x slower than the per-segment torch.where loop it replaces
+    (oracle round 7). The values are now gathered straight into the output."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ids = torch.cat([torch.full((30,), -1), torch.arange(64).repeat_interleave(196)])
+    values = torch.randn(ids.numel(), 256, generator=torch.Generator().manual_seed(0))
+    big = 64 * 196 * 256 // 2
+
+    class Buffers(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.storages = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.numel() >= big:
+                    self.storages.add(t.untyped_storage().data_ptr())
+            return out
+
+    for sizes in ({}, {"num_segments": 64, "max_len": 196}):
+        with Buffers() as buffers:
+            padded, mask = pad_segments(values, ids, fill=-1.0, **sizes)
+        own = {values.untyped_storage().data_ptr()}  # (views of the input)
+        assert buffers.storages - own == {padded.untyped_storage().data_ptr()}
+        assert torch.equal(padded[mask], values[30:]) and bool((padded[~mask] == -1).all())
+
+
 def test_pad_segments_truncates_and_skips_out_of_range_ids():
     ids = torch.tensor([0, 0, 0, 1, 2])
     padded, mask = pad_segments(torch.arange(5.0), ids, num_segments=2, max_len=2)

@@ -66,3 +66,14 @@ def load_detector(device):
 
 def half_detector(detector):
     return detector.half()  # expect: TD501
+
+
+def export_fp16(model, path):
+    model = model.cpu().half()  # expect: TD501 (moved to the host first, then cast)
+    torch.save(model.state_dict(), path)
+
+
+def score_pairs(rm, enc):
+    rm = rm.half().eval()  # expect: TD501 (only a module has .eval())
+    feats = enc.half().contiguous()  # near-miss: a tensor, no .eval()
+    return rm(feats)

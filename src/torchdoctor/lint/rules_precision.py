@@ -62,7 +62,7 @@ def is_model_like(expr: ast.AST) -> bool:
             return True  # Net(...)
         if _MODEL_ZOO.search(dotted(expr.func) or ""):  # torchvision.models.resnet50(...)
             return True
-        if method_name(expr) in {"eval", "cuda", "to", "float", "requires_grad_"}:
+        if method_name(expr) in {"eval", "cuda", "cpu", "to", "float", "requires_grad_"}:
             return is_model_like(expr.func.value)
         if method_name(expr) == "from_pretrained":  # (Hugging Face: a model, unless a tokenizer's)
             return not _NOT_A_MODEL.search(dotted(expr.func.value) or "")  # type: ignore[attr-defined]
@@ -268,6 +268,16 @@ class PrecisionRules(RuleVisitor):
             break
         self._check_half(node)
 
+    def _then_evaluated(self, node: ast.Call) -> bool:
+        """``rm.half().eval()``: the cast's result is switched to eval mode, which only a
+        module has (a tensor has no ``.eval()``), whatever the receiver's name."""
+        outer = self.parent(node)
+        return (
+            isinstance(outer, ast.Attribute)
+            and outer.attr in {"eval", "train"}
+            and isinstance(self.parent(outer), ast.Call)
+        )
+
     def _check_half(self, node: ast.Call) -> None:
         name = method_name(node)
         if name == "half" and not node.args and not node.keywords:
@@ -284,7 +294,7 @@ class PrecisionRules(RuleVisitor):
         if not is_model_like(receiver) and not (  # (rr = CrossEncoder().to(device).eval())
             isinstance(receiver, ast.Name)
             and any(is_model_like(v) for v in self.assigned_values(scope, receiver.id))
-        ):
+        ) and not self._then_evaluated(node):
             return
         if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)) and self.is_training_body(
             scope

@@ -58,7 +58,7 @@ def covariance(
     require_real(shrinkage, "shrinkage")
     if not 0.0 <= shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage!r}")
-    n, d = x.shape[-2], x.shape[-1]
+    n = x.shape[-2]
     if n < (2 if unbiased else 1):
         needs, remedy = (
             ("2 samples", "pass more samples or unbiased=False")
@@ -78,12 +78,15 @@ def covariance(
     # (1e7 +- 1: 100%); the mean of the shifted samples is accurate to ulps of their spread.
     shifted = x - x[..., :1, :]
     centered = shifted - shifted.mean(dim=-2, keepdim=True)
-    cov = centered.mT @ centered / (n - 1 if unbiased else n)
-    cov = (cov + cov.mT) / 2  # exactly symmetric
+    gram = centered.mT @ centered
+    cov = (gram + gram.mT) / (2 * (n - 1 if unbiased else n))  # exactly symmetric
     if shrinkage > 0:
-        target = cov.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None]
-        eye = torch.eye(d, dtype=x.dtype, device=x.device)
-        cov = (1 - shrinkage) * cov + shrinkage * target * eye
+        # Scaled, then the target added to the diagonal in place: forming target * I as a
+        # (..., d, d) tensor made five passes over the matrices, costlier than the matmul for
+        # seed 000's K = 4 parts in d = 64 (3 ms vs 0.6 ms without shrinkage for 64 images).
+        target = cov.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True)
+        cov = cov * (1 - shrinkage)
+        cov.diagonal(dim1=-2, dim2=-1).add_(target, alpha=shrinkage)
     return cov
 
 

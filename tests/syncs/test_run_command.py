@@ -317,3 +317,28 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_script_ru
     assert main(["run", "--no-history", "--out", str(taken), str(script)]) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
     assert not ran.exists()  # the script never ran
+
+
+def test_a_forked_worker_killed_by_sigterm_dies_quietly_as_without_torchdoctor(tmp_path):
+    """A multiprocessing pool's workers are forks of the script: Pool.__exit__ terminates them
+    with SIGTERM. They inherited run's SIGTERM handler and printed a Terminated traceback each;
+    they die of the signal, as in a plain run, and the script's own run goes on."""
+    script = tmp_path / "pool.py"
+    script.write_text(textwrap.dedent("""\
+        import multiprocessing as mp, os, signal, time
+        def work(i):
+            return i * i
+        if __name__ == "__main__":
+            with mp.get_context("fork").Pool(2) as pool:
+                print("squares", sum(pool.map(work, range(4))))
+            child = mp.get_context("fork").Process(target=time.sleep, args=(30,))
+            child.start()
+            time.sleep(0.5)  # (a signal in the instant after the fork is Python's to drop)
+            os.kill(child.pid, signal.SIGTERM)
+            child.join()
+            print("child exit", child.exitcode)
+    """))
+    done = _subprocess(["run", "--out", "prof", "--no-history", str(script)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "squares 14" in done.stdout and "child exit -15" in done.stdout
+    assert "Traceback" not in done.stderr and "Terminated" not in done.stderr

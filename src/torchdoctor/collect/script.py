@@ -78,8 +78,33 @@ class Terminated(KeyboardInterrupt):
     """
 
 
+_SIGTERM_PID: list[int] = []  # the process whose SIGTERM raises Terminated (not its forks)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+    if _SIGTERM_PID and os.getpid() != _SIGTERM_PID[-1]:
+        # a forked child (a multiprocessing pool's worker) inherited the handler: it dies of
+        # the signal as it would without torchdoctor (Pool.terminate() sends SIGTERM; a
+        # traceback from each worker is not the script's output)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated(f"terminated by signal {signum} (SIGTERM)")
+
+
+def _default_sigterm_in_child() -> None:
+    """A forked child (a multiprocessing worker) gets SIGTERM's default back at once: with the
+    inherited Python handler, a SIGTERM sent right after ``Process.start()`` could land in
+    the moments after the fork where Python drops pending signals, and the child ran on."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):  # (forked from another thread: the handler's check stands)
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 @contextlib.contextmanager
@@ -92,13 +117,16 @@ def _sigterm_as_interrupt():
         )
         if installed:
             signal.signal(signal.SIGTERM, _on_sigterm)
+            _SIGTERM_PID.append(os.getpid())
     except (ValueError, OSError, AttributeError):  # no signals here (embedded, Windows quirks)
         installed = False
     try:
         yield
     finally:
-        if installed and signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if installed:
+            _SIGTERM_PID.pop()
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class StopScript(BaseException):

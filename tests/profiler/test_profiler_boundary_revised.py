@@ -27,3 +27,28 @@ def test_module_sets_noted_before_the_boundary_moved_are_forgotten():
     assert session["config"]["step_boundary"] == "optimizer"
     assert len(session["steps"]) >= 10
     assert not any("outer_modules" in s for s in session["steps"])
+
+
+def test_a_second_outermost_module_first_called_in_a_light_step_leaves_no_call_open():
+    """The seq2seq tutorial's loop: an encoder called once per input token, then a decoder per
+    output token, two optimizers. Steps are first cut at module calls; the decoder's first call
+    began a light step hooking only the encoder, so its post-hook never ran: counted open, it
+    kept the module depth at 1, and every later step had no forward phase (0 ms; the model's
+    lines were called work between steps)."""
+    torch.manual_seed(0)
+    enc, dec = nn.GRUCell(4, 8), nn.Linear(8, 3)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.01) for m in (enc, dec)]
+    with torchdoctor.Profiler(step_boundary="auto", syncs=False, warmup=1, window=2,
+                              period_steps=6) as prof:
+        for _ in range(24):
+            h = torch.zeros(1, 8)
+            for _ in range(6):  # (more encoder calls than the first window's steps)
+                h = enc(torch.randn(1, 4), h)
+            loss = sum(dec(h).sum() for _ in range(2))
+            loss.backward()
+            for opt in opts:
+                opt.step()
+                opt.zero_grad()
+        assert prof._rec.module_depth == 0
+    detailed = [s for s in prof.session["steps"] if s.get("detailed")]
+    assert detailed and all(s["phases"]["forward"] > 0 for s in detailed)

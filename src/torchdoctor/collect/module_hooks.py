@@ -59,6 +59,19 @@ class ModuleHooksSwitch:
         """The global hooks are on."""
         return bool(self._handles)
 
+    def hooks_end_of(self, module: Any) -> bool:
+        """Whether a call of ``module`` beginning now gets its post-hook (the global hooks are
+        on, or ``module`` is one of the narrowed ones).
+
+        Example:
+            >>> import torch
+            >>> switch, net = ModuleHooksSwitch(print, print), torch.nn.Linear(1, 1)
+            >>> switch.narrow([net]); switch.hooks_end_of(net), switch.hooks_end_of(torch.nn.ReLU())
+            (True, False)
+            >>> switch.off()
+        """
+        return bool(self._handles) or id(module) in self._narrow
+
     def narrow(self, modules: list[Any]) -> None:
         """Hooks on ``modules`` alone. Switched inside a hook of one of them, that call still
         gets exactly one pre- and one post-hook: torch reads a call's pre-hooks before

@@ -224,6 +224,7 @@ class Profiler(StepCycle, HookEvents):
             hooks.add_undo(state.children.install())
             self._saved = hooks.add_saved_tensors_hooks(rec.pack, rec.unpack)
             rec.on_outermost = self._outermost  # (boundaries: under "auto" only)
+            rec.hooks_end_of = self._module_hooks.hooks_end_of
             STATE.profiler = self
             STATE.step_index = 0
             STATE.module_stack.clear()

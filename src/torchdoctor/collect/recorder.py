@@ -72,6 +72,7 @@ from torchdoctor.collect.records import (
     first_kwarg_shape,
     tensors_in,
 )  # fmt: skip
+from torchdoctor.collect.saved_bytes import SavedBytes
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_frames import user_frame
 from torchdoctor.collect.unused_outputs import unused_calls
@@ -88,7 +89,7 @@ _new = tuple.__new__  # a record without its generated Python __new__ (hot path)
 _NO_KWARGS: Any = object()  # post_hook's output, when torch calls it without keyword arguments
 
 
-class Recorder(NodeRegistry, RegionEvents):
+class Recorder(NodeRegistry, RegionEvents, SavedBytes):
     """Raw events of the running step plus the node registry shared by all steps.
 
     Example:
@@ -142,6 +143,9 @@ class Recorder(NodeRegistry, RegionEvents):
         self.fingerprints = SeenInputs()  # the latest call of each (node, input signature)
         self.derived: dict[int, tuple] = {}  # id(output) -> (weak, description, anchor, version)
         self.on_outermost: Any = None  # called with the module and args before an outermost call
+        # ... and whether a call of a module beginning now gets its post-hook (the hooks of the
+        # step on_outermost may have begun: collect/module_hooks.py)
+        self.hooks_end_of: Any = None
         # called with True when the innermost call becomes a library module's (no source, in
         # torch, a package, torchdoctor), False when the user's again, in detailed steps
         self.on_owner: Any = None
@@ -229,6 +233,10 @@ class Recorder(NodeRegistry, RegionEvents):
         if not self.module_depth and self.phases.stack[-1][0] != "backward":
             if self.on_outermost is not None:
                 self.on_outermost(module, args)  # may end the step: read `detailed` after it
+                if self.hooks_end_of is not None and not self.hooks_end_of(module):
+                    # the light step it began hooks other modules: no post-hook would close
+                    # this call (seq2seq tutorial: the depth stuck at 1, no forward phase)
+                    return
                 if self.outer_shape is None and args and isinstance(args[0], Tensor):  # (input)
                     self.outer_shape = None if args[0].is_nested else tuple(args[0].shape)
             if self.detailed:
@@ -420,31 +428,6 @@ class Recorder(NodeRegistry, RegionEvents):
                     entries.append(entry)
             except RuntimeError:  # e.g. a tensor subclass refusing hooks: leave it unmarked
                 continue
-
-    # -- memory ---------------------------------------------------------------------------
-    def pack(self, tensor: Tensor) -> Tensor:
-        if compiling():
-            return tensor
-        try:
-            self._count_saved(tensor)
-        except Exception:  # never break the user's forward over a size we cannot read
-            pass
-        return tensor
-
-    def _count_saved(self, tensor: Tensor) -> None:
-        if self.count_memory and self.frames:
-            if not (tensor.is_leaf and tensor.requires_grad):
-                base = tensor._base
-                if base is None or not (base.is_leaf and base.requires_grad):
-                    storage = tensor.untyped_storage()
-                    pointer = storage.data_ptr()
-                    if pointer not in self.seen_storages:
-                        self.seen_storages.add(pointer)
-                        self.act[self.frames[-1].node] += storage.nbytes()
-
-    @staticmethod
-    def unpack(tensor: Tensor) -> Tensor:
-        return tensor
 
 
 DYNAMO_SKIPS.extend((Recorder.pre_hook, Recorder.post_hook))  # (collect/compiled.py)

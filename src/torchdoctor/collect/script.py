@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import ast
 import builtins
-import contextlib
 import functools
 import importlib
 import os
-import signal
 import sys
-import threading
 import tokenize
 import traceback
 import types
@@ -38,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchdoctor.collect.notebook import is_notebook, notebook_globals, notebook_source
+from torchdoctor.collect.sigterm import Terminated, sigterm_as_interrupt
 
 _HOOK_NAME = "__torchdoctor_step_fn__"
 EXIT_CTRL_C = 130  # what a shell reports for a Python killed by SIGINT
@@ -65,68 +63,6 @@ def _stopped_by(exc: BaseException) -> BaseException | None:
             return cause
         cause, seen = cause.__context__ or cause.__cause__, seen + 1
     return None
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, a job scheduler, ``kill``) while the script runs: raised in the
-    main thread like Ctrl-C, so the run ends through the same path and its report is written.
-    A script that handles KeyboardInterrupt to shut down cleanly handles this too.
-
-    Example:
-        >>> isinstance(Terminated("terminated by signal 15 (SIGTERM)"), KeyboardInterrupt)
-        True
-    """
-
-
-_SIGTERM_PID: list[int] = []  # the process whose SIGTERM raises Terminated (not its forks)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    if _SIGTERM_PID and os.getpid() != _SIGTERM_PID[-1]:
-        # a forked child (a multiprocessing pool's worker) inherited the handler: it dies of
-        # the signal as it would without torchdoctor (Pool.terminate() sends SIGTERM; a
-        # traceback from each worker is not the script's output)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise Terminated(f"terminated by signal {signum} (SIGTERM)")
-
-
-def _default_sigterm_in_child() -> None:
-    """A forked child (a multiprocessing worker) gets SIGTERM's default back at once: with the
-    inherited Python handler, a SIGTERM sent right after ``Process.start()`` could land in
-    the moments after the fork where Python drops pending signals, and the child ran on."""
-    try:
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except (ValueError, OSError):  # (forked from another thread: the handler's check stands)
-        pass
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_default_sigterm_in_child)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """While the script runs: SIGTERM raises :class:`Terminated` (only when nobody installed a
-    handler of their own and this is the main thread; the script may still install its own)."""
-    try:
-        installed = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and (
-            threading.current_thread() is threading.main_thread()
-        )
-        if installed:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-            _SIGTERM_PID.append(os.getpid())
-    except (ValueError, OSError, AttributeError):  # no signals here (embedded, Windows quirks)
-        installed = False
-    try:
-        yield
-    finally:
-        if installed:
-            _SIGTERM_PID.pop()
-            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class StopScript(BaseException):
@@ -416,7 +352,7 @@ def run_script(
         if is_notebook(script.path):  # IPython's names a notebook uses without importing
             main.__dict__.update(notebook_globals())
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 exec(script.code, main.__dict__)
             return ScriptOutcome(0)
         except SystemExit as exc:

@@ -26,13 +26,13 @@ from torchdoctor.analyze.advice.base import (
     CPU_BF16_NOTE,
     Advice,
     center,
+    cure_saving,
     fmt_count,
     fmt_ms,
     location,
     one_step_run,
     same_file,
     tree_step_ms,
-    with_saving,
 )
 from torchdoctor.analyze.advice.compiled_lines import COMPILED_FIX, compiled_code
 from torchdoctor.analyze.advice.dominant_kinds import attention_parts
@@ -392,6 +392,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             or (cure.cause if cure is not None else _matmul_cause(row, attention)),
         )
         if cure is not None:
-            with_saving(item, step, share, cure.speedup)  # (own time: profiler cost left out)
+            cure_saving(item, step, share, cure.speedup, cure.cause, session)  # (own time:
+            # profiler cost left out)
         advice.append(item)
     return advice

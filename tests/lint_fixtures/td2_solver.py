@@ -152,3 +152,31 @@ def draft_tokens(draft, seq, cfg):
         out.append(tok)
         seq = torch.cat([seq, tok], dim=1)
     return out
+
+
+def march_until_opaque(field, o, d, step, min_trans, far):
+    t = torch.zeros_like(o[:, 0])
+    trans = torch.ones_like(t)
+    while True:
+        sigma = field(o + t[:, None] * d)
+        trans = trans * torch.exp(-sigma * step)
+        t = t + step
+        if trans.max().item() < min_trans or t.min() > far:  # expect: TD206
+            break
+    return t
+
+
+def decode_until_length(step_fn, ids, max_len):
+    while True:
+        ids = step_fn(ids)
+        if ids.shape[1] >= max_len:  # near-miss: a length limit, no tensor read
+            break
+    return ids
+
+
+def grow_until_count(sample, pts, max_points):
+    for it in range(1000):
+        pts = torch.cat([pts, sample()])  # expect: TD306 (TD306 grows it; the stop test is fine)
+        if len(pts) > max_points:  # near-miss: len() of a tensor is its shape, no sync
+            break
+    return pts

@@ -52,6 +52,8 @@ _TOLERANCE = re.compile(
     r"stopthr|conf|confidence|cutoff)(_|\d|$)",
     re.IGNORECASE,
 )
+#: a stop level named as a bound (min_trans, max_error, min_delta) in a stop test; not a count
+_STOP_LEVEL = re.compile(r"^(min|max)_(?!(iters?|steps?|len|length|tokens|new_tokens|size)$)[a-z]", re.I)
 #: an iteration limit passed to an inner solver: max_iter, num_iter, numItermax
 _ITERATIONS = re.compile(r"^(max_?iters?|num_?iters?|n_?iters?|num_?itermax|max_?steps)$", re.I)
 #: methods only tensors have (NumPy arrays and Python numbers do not): tensor evidence
@@ -174,7 +176,7 @@ class ConvergenceSyncs:
                 continue
             for side in [node.left, *node.comparators]:
                 name = (dotted(side) or "").rsplit(".", 1)[-1]
-                if name and _TOLERANCE.search(name):
+                if name and (_TOLERANCE.search(name) or _STOP_LEVEL.search(name)):
                     return True
                 value = side.value if isinstance(side, ast.Constant) else None
                 if isinstance(value, float) and 0 < abs(value) < 0.01:
@@ -188,6 +190,8 @@ class ConvergenceSyncs:
         read = self._host_read(test)
         if read is not None:
             return read
+        if _shape_only(test):
+            return None  # (len(pts) > max_points: a tensor's size is known on the host)
         if self._is_tensor(test):
             return test
         names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
@@ -256,3 +260,38 @@ def _assignments(loop: ast.AST, names: set[str]) -> list[ast.Assign | ast.AugAss
                 out.append(node)
         stack.extend(ast.iter_child_nodes(node))
     return out
+
+
+def _shape_only(test: ast.AST) -> bool:
+    """Every comparison of ``test`` compares sizes or Python numbers: ``len(x)``, ``x.shape[1]``,
+    ``x.numel()`` (known on the host without a sync), no other call or subscript of a tensor.
+
+    Example:
+        >>> _shape_only(ast.parse("len(pts) > max_points or ids.shape[1] >= n").body[0].value)
+        True
+        >>> _shape_only(ast.parse("len(pts) > k or err < tol").body[0].value)
+        False
+    """
+    compares = [n for n in ast.walk(test) if isinstance(n, ast.Compare)]
+    if not compares:
+        return False
+    for node in compares:
+        sides = [node.left, *node.comparators]
+        sizes = [side for side in sides if _is_size(side)]
+        rest = [side for side in sides if not _is_size(side)]
+        if not sizes or not all(
+            isinstance(n, (ast.Name, ast.Attribute, ast.Constant, ast.BinOp, ast.operator,
+                           ast.Load, ast.UnaryOp, ast.unaryop))
+            for side in rest for n in ast.walk(side)
+        ):
+            return False
+    return True
+
+
+def _is_size(expr: ast.AST) -> bool:
+    """``len(x)``, ``x.numel()``, ``x.size(1)``, ``x.shape[1]``, ``x.ndim``."""
+    if isinstance(expr, ast.Call):
+        return dotted(expr.func) == "len" or method_name(expr) in {"numel", "dim", "size"}
+    if isinstance(expr, ast.Subscript):
+        return isinstance(expr.value, ast.Attribute) and expr.value.attr == "shape"
+    return isinstance(expr, ast.Attribute) and expr.attr in {"ndim", "shape"}

@@ -211,3 +211,18 @@ def fedavg_server(global_model, states, weights, server_lr):
         gp.mul_(1 - server_lr).add_(avg, alpha=server_lr)
     for name, gp in global_model.named_parameters():  # near-miss: one client's weights loaded as they are
         gp.copy_(states[0][name])
+
+
+@torch.no_grad()
+def sparse_adagrad_step(model, state, lr):
+    for name, p in model.named_parameters():  # expect: TD305 (its own state looked up per parameter)
+        if p.grad is None:
+            continue
+        s = state.setdefault(name, torch.zeros_like(p))
+        s.add_(p.grad * p.grad)
+        p.addcdiv_(p.grad, s.sqrt().add_(1e-10), value=-lr)
+
+
+def restore_from(model, backups):
+    for name, p in model.named_parameters():
+        p.copy_(backups.get(name))  # near-miss: a plain copy of a saved tensor, once

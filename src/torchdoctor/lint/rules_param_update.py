@@ -28,7 +28,8 @@ gradient steps or a loop in a loop: MAML's inner steps), a
 ``test_`` function); a plain ``copy_`` (loading weights once); bodies with other control flow
 (``if "bias" in name:``) or other calls (a collective per parameter; ``sum`` / ``zip`` /
 ``len`` over the models averaged, FedAvg's ``sum(w * sd[k] for sd, w in zip(states,
-weights))``, are arithmetic); the fallback of a
+weights))``, are arithmetic, and so is the lookup of the parameter's own optimizer state,
+``s = state.setdefault(name, torch.zeros_like(p))``, a hand-written Adagrad's); the fallback of a
 ``foreach`` branch.
 """
 
@@ -196,6 +197,8 @@ class ParamUpdateRules(RuleVisitor):
             elif any(n.startswith("torch.") for n in names):
                 if any(n.startswith("torch.distributed.") for n in names):
                     return False
+            elif name in {"setdefault", "get"} and call.args and _root(call.args[0]) in derived:
+                continue  # (an optimizer's state of this parameter: state.setdefault(p, ...))
             elif name is None or not (
                 _root(call.func.value) in derived or _keyed_by(call.func.value, derived)
             ):  # (``msd[k].detach()``: the source entry of the key the loop walks)

@@ -201,3 +201,50 @@ def adapt_online(model, stream, opt, device, steps_per_batch):
         model.to(device)  # near-miss: the inner loop only evaluates
         for _ in range(steps_per_batch):
             model(task)
+
+
+def ppo(policy, vhead, prompts, sample, ppo_loss, device, n_rollouts, ppo_epochs):
+    opt = torch.optim.Adam(policy.parameters())
+    for it in range(n_rollouts):
+        policy.to(device)  # expect: TD713 (each rollout's batch is stepped on ppo_epochs times)
+        seq = sample(policy, prompts[it])
+        with torch.no_grad():
+            old_logp = policy(seq).log_softmax(-1)
+        for _ in range(ppo_epochs):
+            loss = ppo_loss(policy(seq), old_logp)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        policy.save_pretrained("ppo_out")  # expect: TD711 (every few optimizer steps)
+
+
+def epochs_of_sampled_batches(model, sample_batch, opt, device, n_epochs, steps):
+    for ep in range(n_epochs):
+        model.to(device)  # near-miss: the inner loop draws a new batch at every step
+        lr = 0.1 * 0.9**ep
+        for _ in range(steps):
+            x = next(sample_batch)
+            loss = model(x).sum() * lr
+            loss.backward()
+            opt.step()
+        model.save_pretrained("out")  # near-miss: once per epoch of `steps` fresh batches
+
+
+def epochs_over_indices(model, data, opt, device, n_rounds, n_batches):
+    for r in range(n_rounds):
+        model.to(device)  # near-miss: the inner loop walks the batches by index
+        for i in range(n_batches):
+            loss = model(data[i]).sum()
+            loss.backward()
+            opt.step()
+
+
+def selfplay_iterations(net, play, opt, n_iters, train_steps):
+    for it in range(n_iters):
+        buf = play(net)
+        for step in range(train_steps):
+            idx = torch.randint(len(buf), (256,))
+            loss = net(buf[idx]).sum()
+            loss.backward()
+            opt.step()
+        torch.save(net.state_dict(), "best.pt")  # near-miss: each step draws a new minibatch

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.repeat_loops import repeats_outer_batch, steps_on_its_batches
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import every_step_of
 from torchdoctor.lint.tensors import FRAMEWORK_STEPS, RANK_NAME
@@ -48,8 +49,9 @@ RULES = (
         "checkpoint-every-step",
         "warning",
         "a checkpoint (torch.save, save_pretrained, accelerator.save_state, "
-        "trainer.save_checkpoint) written on every training step: serializing the whole "
-        "state_dict to disk stalls every step (on CUDA, every tensor is copied to the host)",
+        "trainer.save_checkpoint) written on every training step (also once a PPO rollout, "
+        "whose batch is stepped on k times): serializing the whole state_dict to disk stalls "
+        "every step (on CUDA, every tensor is copied to the host)",
         "save every N steps (`if step % N == 0:`), at the end of training, or when the "
         "validation metric improves",
         "for b in loader:\n    model(b).sum().backward()\n    opt.step()\n"
@@ -177,7 +179,8 @@ class CheckpointRules(RuleVisitor):
             if isinstance(scope, FUNCTIONS) and scope.name in FRAMEWORK_STEPS:
                 return scope
             return None
-        loop = next((lp for lp in loops if self.is_training_body(lp)), None)
+        loop = next((lp for lp in loops if self.is_training_body(lp)
+                     or steps_on_its_batches(lp, self.is_training_body)), None)  # fmt: skip
         if loop is None or self._epoch_loop(loop):
             return None
         return loop
@@ -201,6 +204,9 @@ class CheckpointRules(RuleVisitor):
                     names += dotted_names_in(node.target)
                 if any(_ACCUMULATION.search(n) for n in names):
                     pass
+                elif repeats_outer_batch(node, loop) and not any(
+                        "epoch" in n.lower() for n in dotted_names_in(getattr(loop, "target", loop))):  # fmt: skip
+                    pass  # (PPO: each rollout's batch stepped on k times; a step loop still)
                 elif self._trains_within(node) or (
                     any(_LOADER.search(n) for n in names)
                     and not any(_EVALUATION.search(n) for n in names)

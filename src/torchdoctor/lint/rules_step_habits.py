@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.repeat_loops import steps_on_its_batches
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.syntax import root_name, target_names
@@ -27,8 +28,9 @@ RULES = (
         "model-moved-every-step",
         "info",
         "model.to(device) / model.cuda() inside the training loop (also a loop over data whose "
-        "every item runs a few training steps, for _ in range(k)): every parameter and buffer "
-        "is walked again at every step",
+        "every item runs a few training steps, for _ in range(k), and a loop whose every "
+        "iteration makes a batch and steps on it k times, PPO's rollouts): every parameter and "
+        "buffer is walked again at every step",
         "move the model once before the loop (and build the optimizer after it)",
         "for x, y in loader:\n    model.to(device)\n    loss = model(x.to(device)).sum()\n"
         "    loss.backward()\n    opt.step()",
@@ -85,13 +87,16 @@ class StepHabitRules(RuleVisitor):
     def _steps_per_item(self, loop: ast.AST) -> bool:
         """``for x, y in stream: ...; for _ in range(k): <backward, step>``: a loop over data
         each of whose items runs a few training steps (online adaptation, test-time training,
-        MAML's inner loop): its body runs at every step or few. Not a loop over epochs or over
-        a range, whose inner loop walks a loader."""
-        if not isinstance(loop, FOR) or _over_range(loop.iter) or any(
+        MAML's inner loop): its body runs at every step or few; also a loop over a range whose
+        every iteration makes a batch and steps on it a few times (PPO's rollouts). Not a loop
+        over epochs, whose inner loop walks a loader."""
+        if not isinstance(loop, FOR) or any(
                 "epoch" in n.lower() for n in target_names(loop.target)):  # fmt: skip
             return False
         body = [s for stmt in loop.body
                 for s in (stmt.body if isinstance(stmt, ast.With) else [stmt])]  # fmt: skip
+        if _over_range(loop.iter):  # (PPO: each rollout's batch stepped on k times)
+            return steps_on_its_batches(loop, self.is_training_body)
         return any(isinstance(s, FOR) and _over_range(s.iter) and self.is_training_body(s)
                    for s in body)  # fmt: skip
 

@@ -289,3 +289,33 @@ def test_a_finding_in_a_model_class_the_run_never_built_is_cold(tmp_path):
     assert item.heat == 0 and "not hot" in item.title
     rnn["type"] = "NewGELU"  # (had it run, the unattributed time would make it a suspect)
     assert lint_findings(session)[0].heat > 0
+
+
+def test_unattributed_time_the_hot_lines_measured_is_no_suspects(tmp_path):
+    """mamba.py's trainMamba.py: its cross_entropy line at the script's top level is 130 ms of
+    the root's 134 ms (self) row; TD307 in a scan function never called ranked above it, "in
+    unattributed code, where 44% of the step runs unattributed"."""
+    from torchdoctor.analyze.advice.lint_hot import lint_findings
+
+    script = tmp_path / "train.py"
+    script.write_text("import torch\ndef scan(a):\n    for t in range(9):\n        a[:, t]\n")
+    finding = {"code": "TD307", "severity": "info", "message": "slices at the loop variable",
+               "path": str(script), "line": 4, "replacement": None}  # fmt: skip
+    rest = {"kind": "self", "forward_ms": {"median": 50.0}, "backward_ms": {"median": 84.0},
+            "total_ms": {"median": 134.0}}  # fmt: skip
+    model = {"kind": "module", "type": "Net", "path": "Net", "total_ms": {"median": 166.0},
+             "source": {"file": str(tmp_path / "net.py"), "line": 1, "end_line": 4},
+             "children": []}  # fmt: skip
+    loss = {"file": str(script), "line": 9, "owner": "", "owner_kind": "root",
+            "total_ms": {"median": 130.0, "mean": 130.0}, "forward_ms": {"mean": 50.0},
+            "backward_ms": {"mean": 80.0}, "calls_per_step": 1, "torch_calls_per_step": 3,
+            "top_ops": [], "function": "<module>", "code": "loss = F.cross_entropy(x, y)"}
+    session = {"step_ms": {"median": 300.0}, "lint": [finding], "label": str(script),
+               "tree": {"kind": "root", "total_ms": {"median": 300.0},
+                        "children": [model, rest]}}  # fmt: skip
+    session["hot_lines"] = {"steps": 2, "lines": [loss]}
+    (item,) = [a for a in lint_findings(session) if "TD307" in a.title]
+    assert item.heat == 0 and "not hot" in item.title
+    session["hot_lines"] = None  # (lines not timed: the unattributed time is its suspect)
+    (item,) = [a for a in lint_findings(session) if "TD307" in a.title]
+    assert item.heat > 0

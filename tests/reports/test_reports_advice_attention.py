@@ -96,3 +96,34 @@ def test_attention_called_with_need_weights_false_is_not_told_to_use_the_fused_k
     attn["attention"]["need_weights"] = True  # (called for its weights: the remedy stands)
     (weighted,) = dominant_module(session)
     assert "use fused attention (SDPA)" in weighted.title
+
+
+def _gpt(device, dropout_backward=1.0):
+    """Karpathy's ng-video-lecture gpt.py: blocks of per-head hand-written attention, each with
+    a Dropout on its attention weights (a backward: it ran in training)."""
+
+    def block(i):
+        head = node(f"blocks.{i}.sa.heads.0", 8.0, 6.0, type="Head", children=[
+            node(f"blocks.{i}.sa.heads.0.key", 1.0, 1.0, type="Linear"),
+            node(f"blocks.{i}.sa.heads.0.dropout", 1.0, dropout_backward, type="Dropout")])
+        sa = node(f"blocks.{i}.sa", 9.0, 7.0, type="MultiHeadAttention", children=[head])
+        ffwd = node(f"blocks.{i}.ffwd", 3.0, 2.0, type="FeedForward")
+        return node(f"blocks.{i}", 12.0, 9.0, type="Block", children=[sa, ffwd])
+
+    model = node("", 50.0, 40.0, type="GPT", children=[block(i) for i in range(4)])
+    root = node("", 55.0, 45.0, kind="root", children=[model])
+    return {"step_ms": {"median": 100.0}, "tree": root, "environment": {"device": device}}
+
+
+def test_hand_written_attention_with_dropout_in_training_on_a_cpu_states_no_saving():
+    """ng-video-lecture's gpt.py (dropout 0.2 on the attention weights): stated 20.1 ms for
+    SDPA; measured 1-4 ms, SDPA taking its unfused math path on a CPU with dropout."""
+    (cpu,) = dominant_module(_gpt("cpu"))
+    assert "fused attention" in cpu.title
+    assert cpu.estimated_saving_ms is None and cpu.confidence == "low"
+    assert cpu.saving_range_ms[0] == 0.0 < cpu.saving_range_ms[1]
+    assert any("unfused math path" in e for e in cpu.evidence)
+    (gpu,) = dominant_module(_gpt("cuda:0 NVIDIA H200"))  # (flash kernels take dropout)
+    assert gpu.estimated_saving_ms > 0
+    (evaluation,) = dominant_module(_gpt("cpu", dropout_backward=0.0))  # (no dropout ran)
+    assert evaluation.estimated_saving_ms > 0

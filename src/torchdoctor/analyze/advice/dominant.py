@@ -45,6 +45,7 @@ from torchdoctor.analyze.advice.base import (
 )
 from torchdoctor.analyze.advice.dominant_kinds import (
     attention_core_ms,
+    attention_dropout_ran,
     is_leaf,
     padded_convolutions,
 )
@@ -60,6 +61,14 @@ THRESHOLD = 0.30
 #: a composite node covering this much of the step is the model itself, not a diagnosis
 WRAPPER = 0.80
 
+
+#: the fused-attention remedy on a CPU run whose attention ran dropout in training
+CPU_DROPOUT_NOTE = (
+    "its attention runs dropout in training: on a CPU, scaled_dot_product_attention with "
+    "dropout_p > 0 runs its unfused math path, so no saving is stated (Karpathy's "
+    "ng-video-lecture gpt.py, dropout 0.2: SDPA saved 1-4 ms of the 98 ms its attention parts "
+    "took); measure it on your step"
+)
 
 def _parts_text(node: Mapping[str, Any], step: float | None = None) -> str:
     """Its three largest parts with their share of it, or of the ``step`` (the remedies'
@@ -270,6 +279,11 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
                     f"the attention it replaces (the attention parts less their projections) "
                     f"is {fmt_ms(core)}, {pct(core, step):.0f}% of the step"
                 )
+            if not cuda and attention_dropout_ran(node, group):  # (a bound, not a saving)
+                speedup, item.confidence, item.heat = None, "low", fraction
+                item.saving_range_ms = [0.0, amdahl_saving(unprofiled, fraction,
+                                                           SPEEDUPS["sdpa"].high)]
+                item.evidence.append(CPU_DROPOUT_NOTE)
         if remedy.name == "padded-convolutions":  # the centre-tap swap speeds those alone
             exact = _padded_evidence(item, node, group, step)
             fraction, speedup = (exact, speedup) if exact > 0 else (fraction, None)

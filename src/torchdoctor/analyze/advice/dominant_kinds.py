@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import node_ms, walk
+from torchdoctor.analyze.advice.base import center, node_ms, walk
 from torchdoctor.analyze.advice.ops_table import CONV_TYPES, MATMUL_TYPES, ops_for
 
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
@@ -99,6 +99,25 @@ def attention_core_ms(node: Mapping[str, Any], group: list | None = None) -> flo
             )
             total += max(0.0, node_ms(part) - projections)
     return total
+
+
+def attention_dropout_ran(node: Mapping[str, Any], group: list | None = None) -> bool:
+    """A dropout module inside the attention parts of ``node`` (or of each layer of ``group``)
+    ran in training: it has a backward (in eval, dropout returns its input and adds no node).
+    On a CPU, scaled_dot_product_attention with dropout in training runs its unfused math path.
+
+    Example:
+        >>> drop = {"type": "Dropout", "backward_ms": {"median": 0.1}, "children": []}
+        >>> attention_dropout_ran({"name": "attn", "type": "Head", "children": [drop]})
+        True
+    """
+    for layer in group or [node]:
+        for part in attention_parts(layer):
+            for inner, _ in walk(part):
+                if ("Dropout" in str(inner.get("type") or "")
+                        and center(inner.get("backward_ms")) > 0):
+                    return True
+    return False
 
 
 def is_linalg(node: Mapping[str, Any]) -> bool:

@@ -60,6 +60,15 @@ def test_below_four_times_the_median_or_five_percent_of_the_run_it_is_silent():
     assert single_long_step(_run(wall=500.0, steps=200)) == []  # 400 ms of 20,400: 2%
 
 
+def test_an_evaluation_its_model_calls_name_needs_neither_4x_nor_ten_light_steps():
+    """DETR, 2 epochs of 7-8 steps: its epoch-end evaluate() (4 model calls in eval mode, 2 in
+    a typical step) took 3.3x the median, 13% of the run, and was told nowhere."""
+    (item,) = single_long_step(_run(long=(6,), wall=330.0, calls=(5, 4), steps=15))
+    assert item.title.startswith("Step 6 of 15 took 3.3x the median: an evaluation")
+    assert single_long_step(_run(long=(6,), wall=330.0, steps=15)) == []  # (no eval calls)
+    assert single_long_step(_run(long=(3,), wall=330.0, calls=(5, 4), steps=4)) == []  # (4)
+
+
 def test_two_long_steps_are_the_periodic_rule_s_not_this_one():
     session = _run(long=(19, 39), calls=(201, 200))
     assert single_long_step(session) == []

@@ -208,10 +208,10 @@ class LongSteps(NamedTuple):
     median: float
 
 
-def long_steps(session: Mapping[str, Any]) -> LongSteps | None:
+def long_steps(session: Mapping[str, Any], min_steps: int = MIN_STEPS) -> LongSteps | None:
     """The run's long steps (> LONG x the median light step, LONG_MS past it; the first two
-    left out), detailed ones left out of the tree for their length included; None when too
-    few light steps tell them (or the run is one step).
+    left out), detailed ones left out of the tree for their length included; None when fewer
+    than ``min_steps`` light steps tell them (or the run is one step).
 
     Example:
         >>> steps = [{"index": i, "wall_ms": 50.0 if i == 30 else 1.0} for i in range(40)]
@@ -220,7 +220,7 @@ def long_steps(session: Mapping[str, Any]) -> LongSteps | None:
     """
     recorded = [s for s in session.get("steps") or () if s.get("wall_ms") is not None]
     steps = [s for s in recorded if not s.get("detailed")]  # (hooks make detailed ones slower)
-    if len(steps) < MIN_STEPS or one_step_run(session):
+    if len(steps) < min_steps or one_step_run(session):
         return None
     long, median = _long_steps(steps)
     # detailed steps left out of the tree for their length are long steps too (in light

@@ -23,6 +23,7 @@ from reports_sessions import (
     slow_session,
 )
 from reports_sessions_crafted import (
+    after_steps_session,
     communication_session,
     dropout_session,
     host_batch_session,
@@ -78,6 +79,7 @@ CRAFTED = {
     "padding_waste": padding_session,
     "kernel_page_faults": page_faults_session,
     "worker_respawn": respawn_session,
+    "after_steps": after_steps_session,
     "unused_outputs": unused_outputs_session,
     "one_sample_per_call": lambda: {**slow_session(), "steps": [{"input_shape": [1, 9]}] * 24},
 }

@@ -193,6 +193,8 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             state.run_ms, store.wall.total,
             state.before_ms if state.before_ms is not None else state.warmup_ms,
             state.warmup_compile_ms)  # fmt: skip
+        if state.after_calls:  # (the model calls in it: a generation in train mode, grad on)
+            session["config"]["run_time"]["after_calls"] = state.after_calls
     outer = state.common_step_modules()  # (what most steps called, when others called more)
     if outer:
         session["config"]["outer_modules"] = outer

@@ -343,6 +343,8 @@ class HookEvents:
         calls[0] += 1
         if not getattr(module, "training", True):  # (an evaluation's calls: model.eval() first)
             calls[2] += 1
+        if torch.is_grad_enabled():  # (building a graph: no_grad / inference_mode not on)
+            calls[3] += 1
 
     def _switch(self, mode: StepBoundary) -> None:
         state = self.state

@@ -141,7 +141,7 @@ class Profiler(StepCycle, HookEvents):
         self._seen = {"backward": 0, "optimizer": 0, "manual_update": 0}
         # outermost module calls: in the open step, the last whole one, the open step's made
         # with the module in eval mode (each step's record says both: `model_calls`)
-        self._outer_calls = [0, 0, 0]
+        self._outer_calls = [0, 0, 0, 0]  # this step's, the last step's, in eval, with grad
         self._step_outer: set[Any] = set()  # the open step's outermost modules (module steps)
         self._outer_modules = OutermostModules()  # all seen (an inference loop's light steps)
         # per outermost call of the open step: its user lines and its input's leading dimension

@@ -150,6 +150,9 @@ class ProfilerState:
     # module: collect/outermost.py), as the last light step did
     light_hooks_outermost: bool = False
     warmup_ms: float = 0.0  # wall time of the warm-up steps (not in the report)
+    # outermost model calls after the last step (in the partial step dropped at stop): how
+    # many, in eval mode, with autograd on
+    after_calls: dict[str, int] | None = None
     run_ms: float | None = None  # wall time from the profiler's start to its stop
     first_kept_ns: int | None = None  # perf_counter_ns when the first kept step began
     before_ms: float | None = None  # ... after the profiler's start (start-up, warm-up)

@@ -233,7 +233,7 @@ class StepCycle:
         calls = self._outer_calls  # (this step's outermost calls become the last step's)
         if calls[0] and not discard:  # (the step's record says how many: an evaluation's
             host = {**host, "model_calls": calls[0], "eval_calls": calls[2]}  # many, in eval)
-        calls[0], calls[1], calls[2] = 0, (calls[1] if discard else calls[0]), 0
+        calls[0], calls[1], calls[2], calls[3] = 0, (calls[1] if discard else calls[0]), 0, 0
         peak = self._meter.end()
         kept = not discard and self._counter >= self.warmup
         if not kept and not discard and self._recent.began_ns:  # (a warm-up step: its time)
@@ -322,6 +322,10 @@ class StepCycle:
             return
         if state.summaries:
             open_calls, last_calls = self._outer_calls[:2]
+            if open_calls and not (state.boundary is _MODULE and last_calls <= open_calls):
+                state.after_calls = {"model_calls": open_calls,  # (the work after the loop:
+                                     "eval_calls": self._outer_calls[2],  # a final evaluation,
+                                     "grad_calls": self._outer_calls[3]}  # a generation)
             if state.boundary is _MODULE and 0 < last_calls <= open_calls:
                 state.notes.append(
                     "the last step ends when profiling stops (no later call opened another): "

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from torchdoctor.analyze.advice.after_steps import after_steps
 from torchdoctor.analyze.advice.backward import backward_heavy
 from torchdoctor.analyze.advice.base import (
     SPEEDUPS,
@@ -95,6 +96,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     between_steps,
     periodic_steps,
     single_long_step,
+    after_steps,
     library_loop,
     python_outside_torch,
     host_batch,

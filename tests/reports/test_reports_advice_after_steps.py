@@ -1,0 +1,47 @@
+"""Rule after-steps: the model calls after the last step (a final generation) counted by the
+profiler, with autograd on and in training mode (analyze/advice/after_steps.py)."""
+
+from __future__ import annotations
+
+import torch
+from reports_sessions_crafted import after_steps_session
+from torch import nn
+
+import torchdoctor
+from torchdoctor.analyze.advice.after_steps import after_steps
+
+
+def test_a_final_generation_in_training_mode_with_autograd_on_is_told():
+    (item,) = after_steps(after_steps_session())
+    assert item.title.startswith("After the last step, 500 model calls with autograd on and "
+                                 "in training mode took 6,060 ms (10% of the run)")
+    assert "model.eval()" in item.fix and "torch.no_grad()" in item.fix
+    assert item.estimated_saving_ms is None and item.heat > 0.1
+
+
+def test_silent_when_it_runs_as_inference_already_or_is_a_sliver_of_the_run():
+    assert after_steps(after_steps_session(eval_calls=500, grad_calls=0)) == []
+    session = after_steps_session()
+    session["config"]["run_time"]["after_ms"] = 1_000.0  # 2% of the run
+    assert after_steps(session) == []
+    (only_grad,) = after_steps(after_steps_session(eval_calls=500))
+    assert "with autograd on took" in only_grad.title
+
+
+def test_the_profiler_counts_the_model_calls_after_the_last_step():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 8))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    with torchdoctor.Profiler(syncs=False, step_boundary="auto", warmup=1) as prof:
+        for _ in range(8):
+            net(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        x = torch.randn(1, 8)
+        for _ in range(5):  # a "generation" after the loop: train mode, autograd on
+            x = net(x)
+        net.eval()
+        with torch.no_grad():
+            net(x)
+    calls = prof.session["config"]["run_time"]["after_calls"]
+    assert calls == {"model_calls": 6, "eval_calls": 1, "grad_calls": 5}

@@ -130,8 +130,7 @@ def test_loader_iterations_are_counted_per_settings(net):
     loaders = _without_sites(prof.session["environment"]["data_loaders"])
     assert loaders == [
         {"num_workers": 0, "persistent_workers": False, "pin_memory": False, "iterators": 3,
-         "steps": 9,  # 6 batches, and 3 ends of an epoch in a step of the other loader
-         "starts": [0, 4, 8]},  # (the steps its epochs began in: worker-respawn's evidence)
+         "steps": 9, "starts": [0, 4, 8]},  # 6 batches, 3 epoch ends in the other's steps
         {"num_workers": 1, "persistent_workers": True, "pin_memory": False, "iterators": 1,
          "steps": 9, "starts": [2]},
     ]  # fmt: skip

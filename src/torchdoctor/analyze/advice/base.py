@@ -301,25 +301,6 @@ def compile_on_cpu(advice: Advice, step_time_ms: float, fraction: float,
     return advice
 
 
-def cure_saving(advice: Advice, step_time_ms: float, fraction: float, speedup: Speedup,
-                cause: str | None, session: Mapping[str, Any]) -> Advice:
-    """A cure's saving on a measured share: :func:`with_saving`, except a torch.compile cure
-    on a CPU run, whose gain ranges from a loss to a gain there (:func:`compile_on_cpu`, low
-    confidence): mamba.py's selective scan compiled as a fused chain's cure advised went 802 ->
-    973 ms a step, where 7.3 ms was stated saved with high confidence.
-
-    Example:
-        >>> a = cure_saving(Advice("r", "t"), 100.0, 0.5, Speedup(2.0, 4.0, "x"),
-        ...                 "torch.compile", {"environment": {"device": "cpu"}})
-        >>> a.estimated_saving_ms, a.confidence
-        (None, 'low')
-    """
-    if cause == "torch.compile" and not is_cuda(session):
-        advice.confidence = "low"
-        return compile_on_cpu(advice, step_time_ms, fraction)
-    return with_saving(advice, step_time_ms, fraction, speedup)
-
-
 def with_saving(advice: Advice, step_time_ms: float, fraction: float, speedup: Speedup) -> Advice:
     """Fill an Advice's saving (Amdahl at the low end) and its range from a Speedup.
 

@@ -26,7 +26,6 @@ from torchdoctor.analyze.advice.base import (
     CPU_BF16_NOTE,
     Advice,
     center,
-    cure_saving,
     fmt_count,
     fmt_ms,
     location,
@@ -35,6 +34,7 @@ from torchdoctor.analyze.advice.base import (
     tree_step_ms,
 )
 from torchdoctor.analyze.advice.compiled_lines import COMPILED_FIX, compiled_code
+from torchdoctor.analyze.advice.cure import cure_saving
 from torchdoctor.analyze.advice.dominant_kinds import attention_parts
 from torchdoctor.analyze.advice.hot_lines_cures import (
     LOOP_CALLS,
@@ -392,7 +392,7 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             or (cure.cause if cure is not None else _matmul_cause(row, attention)),
         )
         if cure is not None:
-            cure_saving(item, step, share, cure.speedup, cure.cause, session)  # (own time:
+            cure_saving(item, step, share, cure, session)  # (own time:
             # profiler cost left out)
         advice.append(item)
     return advice

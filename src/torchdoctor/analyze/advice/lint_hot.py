@@ -25,7 +25,6 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import (
     Advice,
-    cure_saving,
     fmt_count,
     fmt_ms,
     location,
@@ -39,6 +38,7 @@ from torchdoctor.analyze.advice.base import (
     unattributed_ms,
     walk,
 )
+from torchdoctor.analyze.advice.cure import cure_saving
 from torchdoctor.analyze.advice.hot_lines_cures import (
     CURES_BY_CODE,
     finding_cure,
@@ -413,8 +413,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         if loop is not None:  # a finding on a loop's `for`: its body's measured lines (the
             measured = loop  # evidence says so: _heat)
         if cure is not None and measured is not None and measured["total_ms"] > 0:
-            cure_saving(advice[-1], step, measured["share"], cure.speedup, cure.cause,
-                        session)  # (own time)
+            cure_saving(advice[-1], step, measured["share"], cure, session)  # (own time)
             advice[-1].evidence.append(saving_note(cure, len(measured.get("lines") or ())))
     advice.sort(key=lambda a: a.heat, reverse=True)
     advice = advice[:MAX_HOT]

@@ -23,6 +23,7 @@ from reports_sessions import (
     slow_session,
 )
 from reports_sessions_crafted import (
+    rnn_per_step_session,
     after_steps_session,
     communication_session,
     dropout_session,
@@ -80,6 +81,7 @@ CRAFTED = {
     "kernel_page_faults": page_faults_session,
     "worker_respawn": respawn_session,
     "after_steps": after_steps_session,
+    "rnn_per_step": rnn_per_step_session,
     "unused_outputs": unused_outputs_session,
     "one_sample_per_call": lambda: {**slow_session(), "steps": [{"input_shape": [1, 9]}] * 24},
 }

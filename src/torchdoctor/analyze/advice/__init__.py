@@ -60,6 +60,7 @@ from torchdoctor.analyze.advice.padding_waste import padding_waste
 from torchdoctor.analyze.advice.page_faults import kernel_page_faults
 from torchdoctor.analyze.advice.periodic_steps import periodic_steps
 from torchdoctor.analyze.advice.recompute import loop_invariant
+from torchdoctor.analyze.advice.rnn_per_step import rnn_per_step
 from torchdoctor.analyze.advice.single_long_step import single_long_step
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
@@ -96,6 +97,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     between_steps,
     periodic_steps,
     single_long_step,
+    rnn_per_step,
     after_steps,
     library_loop,
     python_outside_torch,

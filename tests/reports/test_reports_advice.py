@@ -23,7 +23,6 @@ from reports_sessions import (
     slow_session,
 )
 from reports_sessions_crafted import (
-    rnn_per_step_session,
     after_steps_session,
     communication_session,
     dropout_session,
@@ -32,6 +31,7 @@ from reports_sessions_crafted import (
     padding_session,
     page_faults_session,
     respawn_session,
+    rnn_per_step_session,
     single_long_step_session,
     torch_sync_session,
     unattributed_session,

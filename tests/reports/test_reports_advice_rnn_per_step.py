@@ -26,3 +26,17 @@ def test_silent_for_one_call_a_step_or_a_cell(calls, kind):
 def test_it_ranks_among_the_advice_once():
     found = [a for a in advise(rnn_per_step_session()) if a.rule == "rnn-per-step"]
     assert len(found) == 1
+
+
+def test_with_two_models_the_module_is_named_with_its_models():
+    """The tutorial's encoder and decoder are two top-level modules; the first one's paths are
+    its own ("gru"), which read as either model's."""
+    from reports_sessions import node
+
+    session = rnn_per_step_session()
+    gru = node("gru", 2.2, 4.4, type="GRU", calls=6.3)
+    encoder = node("EncoderRNN", 3.8, 7.9, type="EncoderRNN", children=[gru], calls=6.3)
+    decoder = node("AttnDecoderRNN", 5.0, 4.0, type="AttnDecoderRNN", calls=5.0)
+    session["tree"]["children"] = [encoder, decoder]
+    (item,) = rnn_per_step(session)
+    assert item.title.startswith("EncoderRNN.gru (GRU) is called 6.3 times per step")

@@ -44,6 +44,24 @@ _FIX = (
 )
 
 
+def _modules(tree: Mapping[str, Any]):
+    """Each module under the tree's top-level modules, with its top-level module's path when
+    there are several of them (else None).
+
+    Example:
+        >>> tree = {"children": [{"kind": "module", "path": "Enc", "children": [
+        ...     {"kind": "module", "path": "gru"}]}, {"kind": "module", "path": "Dec"}]}
+        >>> [(n["path"], top) for n, top in _modules(tree)]
+        [('Enc', None), ('gru', 'Enc'), ('Dec', None)]
+    """
+    tops = [c for c in tree.get("children") or () if c.get("kind") == "module"]
+    for top in tops:
+        for node, depth in walk(top):
+            if node.get("kind") == "module":  # (the top itself: named as it is)
+                several = len(tops) > 1 and depth > 0
+                yield node, (str(top.get("path") or top.get("name")) if several else None)
+
+
 def rnn_per_step(session: Mapping[str, Any]) -> list[Advice]:
     """One advice per sequence module called :data:`MIN_CALLS` or more times per step that
     takes :data:`MIN_SHARE` of it or more.
@@ -57,12 +75,14 @@ def rnn_per_step(session: Mapping[str, Any]) -> list[Advice]:
     if step <= 0 or not tree:
         return []
     advice = []
-    for node, _ in walk(tree):
+    for node, top in _modules(tree):
         calls = float(node.get("calls_per_step") or 0.0)
-        if (node.get("kind") != "module" or str(node.get("type")) not in SEQUENCE_TYPES
+        if (str(node.get("type")) not in SEQUENCE_TYPES
                 or calls < MIN_CALLS or node_ms(node) < MIN_SHARE * step):  # fmt: skip
             continue
-        name, kind = node.get("path") or node.get("name"), node.get("type")
+        name, kind = str(node.get("path") or node.get("name")), node.get("type")
+        if top and not name.startswith(f"{top}."):  # (the first model's paths are its own:
+            name = f"{top}.{name}"  # "gru" is the encoder's, "Dec.gru" the decoder's)
         advice.append(Advice(
             rule="rnn-per-step",
             title=f"{name} ({kind}) is called {calls:.3g} times per step: one time step per "

@@ -43,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import operator
 import sys
 from typing import Any
 
@@ -111,20 +110,12 @@ def is_compiled_module(module: object) -> bool:
     return cls.__name__ == "OptimizedModule" and cls.__module__.startswith("torch._dynamo")
 
 
-#: torch.Tensor's operator methods (``__add__``, ``__getitem__``, ``__iadd__``...) -> the
-#: ``operator`` functions Dynamo writes for ``x + y``, ``x[i]``, ``x += y`` (built once: the
-#: code Dynamo traces looks it up, it could not trace building it)
-_OPERATOR_FORMS = {getattr(torch.Tensor, name): getattr(operator, name)
-                   for name in dir(torch.Tensor)
-                   if name.startswith("__") and callable(vars(operator).get(name))
-                   and callable(getattr(torch.Tensor, name))}
-
-
 def call_as_written(func: Any, args: tuple, kwargs: Any) -> Any:
-    """Run a call a torch function mode received while Dynamo traces, so that the graph holds it
-    as it would without the mode: an operator as the operator (``x + y``), a tensor method as a
-    method call (``x.split(2)``), anything else as the function it is. Dynamo inlines each mode's ``__torch_function__``; calling the
-    handler's ``func`` (the function ``torch.Tensor.split`` for ``x.split(2)``) put a function
+    """Run a call a torch function mode received while Dynamo traces (where the modes could not
+    be hidden from it: :func:`_hide_modes_from_dynamo`), so that the graph stays cacheable: a
+    tensor method as a method call (``x.split(2)``), anything else as the function it is
+    (``x + y`` then reads ``x.add(y)``: the mode receives the method). Dynamo inlines each
+    mode's ``__torch_function__``; calling the handler's ``func`` (the function ``torch.Tensor.split`` for ``x.split(2)``) put a function
     node in the graph where the plain trace has a method node, and AOTAutograd's cache refuses
     graphs holding torch's Python-level tensor methods as functions: every run of a compiled
     model under the profiler compiled it again from scratch (a warm-cache first step 2.6 s

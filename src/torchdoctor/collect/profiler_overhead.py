@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.assemble import TREE_OUTLIER
-from torchdoctor.collect.calibration_cache import recall, remember
+from torchdoctor.collect.calibration_cache import recall, reference_model, remember
 from torchdoctor.collect.clocks import CpuClock
 from torchdoctor.collect.install import Installation
 from torchdoctor.collect.recorder import Recorder
@@ -91,10 +91,7 @@ def _calibrate(backward: bool, detailed: bool) -> tuple[float, float]:
     it outside the hook functions' own measured time (calling them, autograd running them)."""
     if STATE.profiler is not None:  # never install a second set of global hooks
         return 0.0, 0.0
-    with torch.random.fork_rng(devices=[]):  # (the user's random state is left as it was)
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
-        x = torch.randn(4, 8)
+    model, x = reference_model()  # (the user's random state is left as it was)
     rec = Recorder(CpuClock(), backward=backward, memory=False)
     rec.detailed = detailed
     saved_phase = STATE.phase

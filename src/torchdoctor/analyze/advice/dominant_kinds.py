@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import center, node_ms, walk
+from torchdoctor.analyze.advice.dropout_share import DROPOUT_TYPES
 from torchdoctor.analyze.advice.ops_table import CONV_TYPES, MATMUL_TYPES, ops_for
 
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
@@ -114,8 +115,7 @@ def attention_dropout_ran(node: Mapping[str, Any], group: list | None = None) ->
     for layer in group or [node]:
         for part in attention_parts(layer):
             for inner, _ in walk(part):
-                if ("Dropout" in str(inner.get("type") or "")
-                        and center(inner.get("backward_ms")) > 0):
+                if inner.get("type") in DROPOUT_TYPES and center(inner.get("backward_ms")) > 0:
                     return True
     return False
 

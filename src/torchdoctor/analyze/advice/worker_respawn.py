@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct
-from torchdoctor.session_read import tree_step_ms
+from torchdoctor.session_read import step_count, tree_step_ms
 
 #: steps from an epoch's first on that wait for the new workers (their first batches)
 WINDOW = 2
@@ -80,7 +80,7 @@ def respawn_cost(session: Mapping[str, Any], loader: Mapping[str, Any]) -> dict[
         for s in measured
     ]
     per_restart = sum(excess) / len(excess)
-    steps = _step_count(session, data)
+    steps = max(step_count(session), 1)
     return {
         "ms_per_step": per_restart * len(restarts) / steps,
         "per_restart_ms": per_restart,
@@ -89,16 +89,6 @@ def respawn_cost(session: Mapping[str, Any], loader: Mapping[str, Any]) -> dict[
         "baseline_ms": baseline,
         "steps": steps,
     }
-
-
-def _step_count(session: Mapping[str, Any], data: Mapping[int, float]) -> int:
-    """The kept steps: the session's count where it has one (steps sampled past a cap), else
-    the listed steps (their highest index + 1)."""
-    config = session.get("config") or {}
-    count = (config.get("step_records") or {}).get("seen") or config.get("steps")
-    if isinstance(count, int) and count > 0:
-        return max(count, len(data))
-    return max(data) + 1 if data else 1
 
 
 def worker_respawn(session: Mapping[str, Any]) -> list[Advice]:

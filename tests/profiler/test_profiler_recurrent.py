@@ -102,3 +102,47 @@ def test_closures_of_lbfgs_compare_inputs_per_backward_pass():
     repeated = {r["path"] for r in prof.session["recomputation"]}
     assert "Sequence" in repeated and prof.session["config"]["step_boundary"] == "optimizer"
     assert prof._rec.fingerprints.grad == {}  # (every closure's backward pass consumed them)
+
+
+def test_a_sibling_nested_in_a_modules_calls_does_not_take_the_rest_of_them():
+    S, E = MarkKind.START, MarkKind.END
+    marks = [  # a decoder's (1) two calls (their union 0-50), a loss module's (2) call inside
+        BackwardMark(1, 3, S, 0.0), BackwardMark(1, 3, E, 30.0),
+        BackwardMark(2, 2, S, 10.0), BackwardMark(2, 2, E, 12.0),
+        BackwardMark(1, 1, S, 12.0), BackwardMark(1, 1, E, 50.0),
+        BackwardMark(3, 4, S, 20.0), BackwardMark(3, 4, E, 25.0),  # the decoder's child (3)
+    ]  # fmt: skip
+    times = backward_times([-1, 0, 0, 1], marks, (0.0, 60.0))
+    assert times == {1: 48.0, 2: 2.0, 3: 5.0}  # the decoder resumes when the loss's call ends
+
+
+class _Decoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.gru, self.out = nn.Embedding(3000, 128), nn.GRU(128, 128), nn.Linear(128, 3000)
+
+    def forward(self, token, h):
+        o, h = self.gru(torch.relu(self.emb(token).view(1, 1, -1)), h)
+        return torch.log_softmax(self.out(o[0]), dim=1), h
+
+
+def test_a_decoder_called_per_token_with_a_loss_module_per_token_owns_its_backward():
+    # the seq2seq tutorial's shape: loss += criterion(decoder(...)) per output token; the
+    # criterion's calls start inside the union of the decoder's calls, which lost all but its
+    # first call's backward to the step's (self) row
+    torch.manual_seed(0)
+    dec, criterion = _Decoder(), nn.NLLLoss()
+    with torchdoctor.Profiler(dec, syncs=False, hot_lines=False, detail="always") as prof:
+        for _ in range(4):
+            h, token, loss = torch.zeros(1, 1, 128), torch.tensor([0]), 0
+            for target in torch.randint(1, 3000, (6, 1)):
+                out, h = dec(token, h)
+                loss = loss + criterion(out, target)
+                token = target
+            loss.backward()
+            prof.step()
+    nodes = {n["path"]: n for n, _ in walk(prof.session["tree"])}
+    total = prof.session["tree"]["backward_ms"]["mean"]
+    decoder = nodes["_Decoder"]["backward_ms"]["mean"]
+    assert decoder > 0.7 * total, (decoder, total)
+    assert nodes["out"]["backward_ms"]["mean"] > nodes["_Decoder.(self)"]["backward_ms"]["mean"]

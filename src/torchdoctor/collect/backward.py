@@ -16,16 +16,18 @@ Processing one step (all pure):
    pass returns;
 2. bottom-up: a node's span covers its own calls and its children's (a container fed with data
    has no input hook of its own; its backward ends when its first child's ends);
-3. top-down: children's intervals are intersected with their parent's and, sorted by start,
-   each is cut where the next sibling interval starts. The autograd engine runs one node at a
-   time, so the interval up to the next sibling's start is the best attribution available;
-   it also guarantees children never add up past their parent. A leaf called several times
+3. top-down: children's intervals are intersected with their parent's and, at each instant,
+   the open sibling interval that started last owns the time (:func:`innermost`). The autograd
+   engine runs one node at a time: a sibling starting inside another's interval runs its
+   nodes, and when it ends the other's resume (a decoder called per token, with a loss module
+   called per token nested in the union of its calls); it also guarantees children never add
+   up past their parent. A leaf called several times
    (an RNN cell per time step) takes part call by call, not as the union of its calls: the
    backward of sibling cells interleaves (lstm2 at t, lstm1 at t, lstm2 at t-1, ...).
 
 Limits: a module whose outputs do not require grad has no backward (correct: none runs); when
 several sibling modules read the same input (q/k/v projections), the input's gradient is ready
-only after all of them, and the cut at the next sibling's start repairs the attribution; a
+only after all of them, and the later sibling's start takes the time over; a
 module reused twice in one caller gets the union of its calls' intervals; in-place ops on a
 module's output move the hook to the in-place result's gradient, which is still correct order.
 
@@ -243,15 +245,50 @@ def backward_intervals(
                 continue
             for start, end in intersect(intervals, allowed):
                 pieces.append((start, end, child))
-        pieces.sort()
-        for index, (start, end, child) in enumerate(pieces):
-            if index + 1 < len(pieces):
-                end = min(end, pieces[index + 1][0])
-            if end > start:
-                final.setdefault(child, []).append((start, end))
-            else:
-                final.setdefault(child, [])
+        for child, owned in innermost(pieces).items():
+            final.setdefault(child, []).extend(owned)
     return final
+
+
+def innermost(pieces: list[tuple[float, float, int]]) -> dict[int, list[Interval]]:
+    """Per child, the time it owns among sibling ``(start, end, child)`` pieces: at each instant,
+    the open piece that started last (the engine runs one node at a time: a sibling that starts
+    inside another's piece runs its nodes, and when it ends the other's resume, as the decoder
+    called once per token resumes after each call of the loss module nested in its calls' union).
+
+    Example:
+        >>> innermost([(0.0, 40.0, 1), (10.0, 20.0, 2), (30.0, 60.0, 3)])
+        {1: [(0.0, 10.0), (20.0, 30.0)], 2: [(10.0, 20.0)], 3: [(30.0, 60.0)]}
+    """
+    owned: dict[int, list[Interval]] = {}
+    stack: list[list] = []  # open pieces, the innermost last: [child, end, owned from]
+
+    def own(child: int, start: float, end: float) -> None:
+        spans = owned.setdefault(child, [])
+        if end > start:
+            if spans and spans[-1][1] == start:  # (one span across a piece nested and ended)
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
+
+    def advance(t: float) -> None:  # the open pieces own the time up to t, innermost first
+        while stack:
+            child, end, since = top = stack[-1]
+            if end > t:
+                own(child, since, t)
+                top[2] = max(since, t)
+                return
+            own(child, since, end)
+            stack.pop()
+            if stack:
+                stack[-1][2] = max(stack[-1][2], end)
+
+    for start, end, child in sorted(pieces):
+        advance(start)
+        owned.setdefault(child, [])
+        stack.append([child, end, start])
+    advance(float("inf"))
+    return owned
 
 
 def backward_times(

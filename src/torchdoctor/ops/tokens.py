@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
         raise ValueError("give exactly one of keep_ratio (0..1) or keep_per_segment (an int >= 0)")
     if keep_ratio is not None:
         require_real(keep_ratio, "keep_ratio")
-        keep_ratio = float(keep_ratio)  # (a 0-dim tensor: every engine computes in Python floats)
+        keep_ratio = _ratio_value(keep_ratio)  # every engine computes in Python floats
     if keep_ratio is not None and not 0 <= keep_ratio <= 1:
         raise ValueError(f"keep_ratio must be in [0, 1], got {keep_ratio}")
     if keep_per_segment is not None:
@@ -86,6 +87,34 @@ def _check_arguments(features, segment_ids, keep_ratio, keep_per_segment, qualit
             "method='topk' ranks tokens by quality: pass quality= (one score per token)"
         )
     return keep_ratio, keep_per_segment
+
+
+def _simplest_between(low: Fraction, high: Fraction) -> Fraction:
+    """The fraction with the smallest denominator in ``[low, high]`` (``0 <= low <= high``)."""
+    whole = math.floor(low)
+    if whole == low or whole + 1 <= high:
+        return Fraction(whole if whole == low else whole + 1)
+    return whole + 1 / _simplest_between(1 / (high - whole), 1 / (low - whole))
+
+
+def _ratio_value(keep_ratio) -> float:
+    """``keep_ratio`` as a Python float. A 0-dim tensor narrower than float64 holds its dtype's
+    rounding of the ratio meant (``torch.tensor(0.1)`` is 0.10000000149, and ceil(10 * it)
+    keeps 2 tokens, not 1; float16 0.7 is 0.7002): it stands for the simplest fraction its
+    dtype rounds to that value (0.1, 0.7, 1/3), which is what the engines then compute with.
+
+    Example:
+        >>> _ratio_value(torch.tensor(0.3)), _ratio_value(torch.tensor(1 / 3, dtype=torch.bfloat16))
+        (0.3, 0.3333333333333333)
+    """
+    value = float(keep_ratio)
+    dtype = keep_ratio.dtype if isinstance(keep_ratio, torch.Tensor) else torch.float64
+    if not dtype.is_floating_point or torch.finfo(dtype).bits >= 64 or not 0 < value < 1:
+        return value
+    ulp = Fraction(torch.finfo(dtype).eps) * 2 ** (math.frexp(value)[1] - 1)
+    reach = ulp / 2  # the values that round to this one (checked below: ties, powers of 2)
+    simplest = float(_simplest_between(Fraction(value) - reach, Fraction(value) + reach))
+    return simplest if torch.tensor(simplest, dtype=dtype).item() == value else value
 
 
 def _sizes(segment_ids, keep_ratio, keep_per_segment) -> tuple[torch.Tensor, int, int, int, int]:
@@ -171,7 +200,9 @@ def select_tokens_per_segment(
             memory scales with the number of segments present, not with the largest id.
         keep_ratio / keep_per_segment: exactly one. A segment of ``c`` tokens keeps
             ``ceil(keep_ratio * c)`` or ``min(keep_per_segment, c)`` (more than ``c`` is clamped).
-            ``keep_ratio`` is a number or a 0-dim tensor (read once: a host sync on a device).
+            ``keep_ratio`` is a number or a 0-dim tensor (read once: a host sync on a device);
+            a float32/float16/bfloat16 tensor stands for the simplest fraction its dtype rounds
+            to its value (``torch.tensor(0.1)`` is 0.1, not 0.10000000149: 1 token of 10).
         quality: ``(n,)`` relevance of each token (CDPruner's conditional kernel); optional
             for ``"dpp"`` and ``"greedy_cosine"``, required for ``"topk"``. A token whose
             quality is NaN is never selected; it is kept only when its segment's quota cannot

@@ -26,6 +26,7 @@ from torchdoctor.ops._assignment_solvers import (
     solve_shortest_augmenting_path,
     solve_subset_dp,
 )
+from torchdoctor.ops._flags import require_flag
 from torchdoctor.ops._host import cpu_array
 from torchdoctor.ops._validation import require_data, widen_integer
 
@@ -192,6 +193,8 @@ def linear_assignment(
         [0, 1]
     """
     _check_cost(cost, "linear_assignment")
+    maximize = require_flag(maximize, "linear_assignment: maximize")
+    check = require_flag(check, "linear_assignment: check")
     if method not in _METHODS:
         raise ValueError(f"linear_assignment: method must be one of {_METHODS}, got {method!r}")
     *batch_shape, rows, cols = cost.shape
@@ -320,6 +323,7 @@ def greedy_assignment(cost: torch.Tensor, maximize: bool = False) -> Assignment:
         [1, 0]
     """
     _check_cost(cost, "greedy_assignment")
+    maximize = require_flag(maximize, "greedy_assignment: maximize")
     *batch_shape, rows, cols = cost.shape
     work = cost.detach().reshape(math.prod(batch_shape), rows, cols)
     if work.dtype in (torch.int64, torch.uint64):  # float64 would tie costs above 2**53

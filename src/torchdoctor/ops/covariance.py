@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from torchdoctor.ops._flags import require_flag
 from torchdoctor.ops._validation import (
     require_finite,
     require_float,
@@ -56,6 +57,7 @@ def covariance(
     require_float(x, "x")
     require_rank(x, "x", 2, layout="(..., n, d)")
     require_real(shrinkage, "shrinkage")
+    unbiased, check = require_flag(unbiased, "unbiased"), require_flag(check, "check")
     if not 0.0 <= shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage!r}")
     n = x.shape[-2]
@@ -130,7 +132,7 @@ class CovarianceEMA(nn.Module):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
         self.decay = float(decay)
-        self.bias_correction = bias_correction
+        self.bias_correction = require_flag(bias_correction, "bias_correction")
         self.register_buffer("average", None)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import torch
 
+from torchdoctor.ops._flags import require_flag
 from torchdoctor.ops._greedy_numpy import greedy_arrays, tie_tolerance
 from torchdoctor.ops._host import cpu_array, numpy_ready
 from torchdoctor.ops._validation import (
@@ -368,6 +369,7 @@ def dpp_greedy(
     if backend not in _BACKENDS:
         raise ValueError(f"dpp_greedy: backend must be one of {_BACKENDS}, got {backend!r}")
     eps = require_eps(eps, "dpp_greedy: eps")
+    check = require_flag(check, "dpp_greedy: check")
     if check:
         require_finite(**{name: source, "quality": quality})
     device, dtype = source.device, source.dtype

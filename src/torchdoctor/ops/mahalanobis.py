@@ -20,6 +20,7 @@ import contextlib
 
 import torch
 
+from torchdoctor.ops._flags import require_flag
 from torchdoctor.ops._validation import (
     raise_not_spd,
     require_broadcastable,
@@ -90,6 +91,7 @@ def cholesky_factor(
         [False, True]
     """
     require_float(cov, "cov")
+    check = require_flag(check, "check")
     chol, added = _factor(_wide(cov), jitter, max_tries, check, {}, cov.dtype)
     return chol.to(cov.dtype), added  # (float32 for half: its jitter could round to 0)
 
@@ -301,6 +303,7 @@ def pairwise_mahalanobis(
     """
     _check_points(x, "x")
     _check_points(y, "y")
+    check = require_flag(check, "check")
     require_size(y, "y", -1, x.shape[-1], "the feature size d of x")
     require_same_device(x=x, y=y, cov=cov, chol=chol)
     require_same_dtype(x=x, y=y, cov=cov, chol=chol)
@@ -352,6 +355,7 @@ def mahalanobis_to_candidates(
         tensor([1., 3.])
     """
     require_float(anchor, "anchor")
+    check = require_flag(check, "check")
     require_rank(anchor, "anchor", 1, layout="(..., d)")
     _check_points(candidates, "candidates")
     d = anchor.shape[-1]

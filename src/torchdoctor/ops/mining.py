@@ -39,6 +39,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from torchdoctor.ops._flags import require_flag
 from torchdoctor.ops._validation import (
     describe,
     require_count,
@@ -117,7 +118,7 @@ def _validate(anchors, positives, pool, anchor_labels, pool_labels, chol, margin
     require_real(margin, "margin")
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
-    if check:
+    if require_flag(check, "check"):
         require_finite(anchors=anchors, positives=positives, pool=pool, chol=chol)
 
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 
+from torchdoctor.ops._flags import require_flag
 from torchdoctor.ops._validation import (
     require_count,
     require_data,
@@ -182,6 +183,7 @@ def sinkhorn(
     require_float(cost, "cost")
     require_rank(cost, "cost", 2, layout="(..., rows, cols)")
     require_real(eps, "sinkhorn: eps")
+    check = require_flag(check, "sinkhorn: check")
     if tol is not None:
         require_real(tol, "sinkhorn: tol")
     if not (eps > 0 and math.isfinite(eps)):

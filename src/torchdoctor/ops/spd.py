@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import torch
 
+from torchdoctor.ops._flags import require_flag
 from torchdoctor.ops._validation import (
     raise_not_spd,
     raise_not_symmetric,
@@ -328,6 +329,7 @@ def spd_distance(
     """
     if metric not in SPD_METRICS:
         raise ValueError(f"metric must be one of {SPD_METRICS}, got {metric!r}")
+    check = require_flag(check, "check")
     for name, value in (("a", a), ("b", b)):
         require_float(value, name)
         require_square(value, name)

@@ -392,10 +392,15 @@ def raise_not_spd(
     """
     index = tuple(int(i) for i in failed.nonzero()[0].tolist()) if failed.ndim else ()
     matrix = matrices[index]
-    symmetric = (matrix + matrix.mT) / 2
-    eigenvalues = torch.linalg.eigvalsh(symmetric.double())
+    # Of the lower triangle, which the factorization read: (M + M^T) / 2 of a matrix that is not
+    # symmetric can be SPD where it is not, and the error then blamed conditioning (round 8).
+    eigenvalues = torch.linalg.eigvalsh(matrix.double())
     smallest, largest = eigenvalues[0].item(), eigenvalues[-1].item()
     where = f"at batch index {index}" if index else "(the single matrix)"
+    gap = (matrix - matrix.mT).abs().max().item() if matrix.numel() else 0.0
+    if gap > 0 and gap > 1e-3 * matrix.abs().max().item():
+        hint = (f"{hint}; only its lower triangle is read, and it is not symmetric (largest "
+                f"|{name} - {name}^T| {gap:.3e}): symmetrize it or check how it is made")
     if smallest > 0:  # SPD as far as float64 tells: the factorization lost it to rounding
         wider = (
             f"compute in float64 (e.g. {name}.double()), " if matrix.dtype != torch.float64 else ""

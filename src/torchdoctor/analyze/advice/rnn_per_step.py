@@ -23,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, node_ms, pct, tree_step_ms, walk
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, node_ms, pct, tree_step_ms
+from torchdoctor.analyze.advice.module_names import named_modules
 
 #: the sequence modules (not the cells: the dominant-module advice tells a cell's loop)
 SEQUENCE_TYPES = frozenset({"GRU", "LSTM", "RNN"})
@@ -44,24 +45,6 @@ _FIX = (
 )
 
 
-def _modules(tree: Mapping[str, Any]):
-    """Each module under the tree's top-level modules, with its top-level module's path when
-    there are several of them (else None).
-
-    Example:
-        >>> tree = {"children": [{"kind": "module", "path": "Enc", "children": [
-        ...     {"kind": "module", "path": "gru"}]}, {"kind": "module", "path": "Dec"}]}
-        >>> [(n["path"], top) for n, top in _modules(tree)]
-        [('Enc', None), ('gru', 'Enc'), ('Dec', None)]
-    """
-    tops = [c for c in tree.get("children") or () if c.get("kind") == "module"]
-    for top in tops:
-        for node, depth in walk(top):
-            if node.get("kind") == "module":  # (the top itself: named as it is)
-                several = len(tops) > 1 and depth > 0
-                yield node, (str(top.get("path") or top.get("name")) if several else None)
-
-
 def rnn_per_step(session: Mapping[str, Any]) -> list[Advice]:
     """One advice per sequence module called :data:`MIN_CALLS` or more times per step that
     takes :data:`MIN_SHARE` of it or more.
@@ -75,14 +58,12 @@ def rnn_per_step(session: Mapping[str, Any]) -> list[Advice]:
     if step <= 0 or not tree:
         return []
     advice = []
-    for node, top in _modules(tree):
+    for node, name in named_modules(tree):  # ("gru" named "Enc.gru" beside a "Dec.gru")
         calls = float(node.get("calls_per_step") or 0.0)
         if (str(node.get("type")) not in SEQUENCE_TYPES
                 or calls < MIN_CALLS or node_ms(node) < MIN_SHARE * step):  # fmt: skip
             continue
-        name, kind = str(node.get("path") or node.get("name")), node.get("type")
-        if top and not name.startswith(f"{top}."):  # (the first model's paths are its own:
-            name = f"{top}.{name}"  # "gru" is the encoder's, "Dec.gru" the decoder's)
+        kind = node.get("type")
         advice.append(Advice(
             rule="rnn-per-step",
             title=f"{name} ({kind}) is called {calls:.3g} times per step: one time step per "

@@ -26,6 +26,7 @@ from reports_sessions_crafted import (
     after_steps_session,
     communication_session,
     dropout_session,
+    embedding_gradient_session,
     host_batch_session,
     hot_line_session,
     padding_session,
@@ -82,6 +83,7 @@ CRAFTED = {
     "worker_respawn": respawn_session,
     "after_steps": after_steps_session,
     "rnn_per_step": rnn_per_step_session,
+    "embedding_gradient": embedding_gradient_session,
     "unused_outputs": unused_outputs_session,
     "one_sample_per_call": lambda: {**slow_session(), "steps": [{"input_shape": [1, 9]}] * 24},
 }

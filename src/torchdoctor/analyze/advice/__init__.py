@@ -42,6 +42,7 @@ from torchdoctor.analyze.advice.debug_modes import anomaly_detection
 from torchdoctor.analyze.advice.decode_cache import decode_without_cache
 from torchdoctor.analyze.advice.dominant import dominant_module
 from torchdoctor.analyze.advice.dropout_share import dropout_share
+from torchdoctor.analyze.advice.embedding_gradient import embedding_gradient
 from torchdoctor.analyze.advice.emulated_bf16 import emulated_bf16
 from torchdoctor.analyze.advice.float64 import float64_training
 from torchdoctor.analyze.advice.framework_terms import in_framework_terms
@@ -98,6 +99,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     periodic_steps,
     single_long_step,
     rnn_per_step,
+    embedding_gradient,
     after_steps,
     library_loop,
     python_outside_torch,

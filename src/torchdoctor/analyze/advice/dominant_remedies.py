@@ -252,6 +252,7 @@ REMEDIES: tuple[Remedy, ...] = (
         "optimizer (torch.optim.SparseAdam), or a smaller vocabulary / embedding dimension.",
         ("torch.nn.Embedding", "torch.optim.SparseAdam"),
         None,
+        cause="embedding-gradient",  # one advice with the embedding-gradient rule's
     ),
     Remedy(
         "leaf",

@@ -127,3 +127,19 @@ def test_hand_written_attention_with_dropout_in_training_on_a_cpu_states_no_savi
     assert gpu.estimated_saving_ms > 0
     (evaluation,) = dominant_module(_gpt("cpu", dropout_backward=0.0))  # (no dropout ran)
     assert evaluation.estimated_saving_ms > 0
+
+
+def test_an_rnn_decoder_with_attention_is_not_told_to_use_fused_attention():
+    """The seq2seq tutorial's AttnDecoderRNN: attention weights from an ``attn`` Linear over
+    its input, its time in its GRU, embedding and output layer; no softmax(QK^T)V for SDPA."""
+    parts = [node("decoder.embedding", 1.0, 10.0, type="Embedding"),
+             node("decoder.attn", 1.0, 1.0, type="Linear"),
+             node("decoder.attn_combine", 1.0, 2.0, type="Linear"),
+             node("decoder.gru", 5.0, 13.0, type="GRU"),
+             node("decoder.out", 4.0, 15.0, type="Linear")]  # fmt: skip
+    decoder = node("decoder", 25.0, 42.0, type="AttnDecoderRNN", children=parts)
+    root = node("", 45.0, 77.0, kind="root", children=[decoder])
+    session = {"step_ms": {"median": 134.0}, "tree": root,
+               "environment": {"device": "cpu", "bf16_native": True}}  # fmt: skip
+    (item,) = [a for a in dominant_module(session) if "decoder" in a.title]
+    assert "attention" not in item.title.lower() and "SDPA" not in item.fix, item.title

@@ -16,7 +16,13 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import center, node_ms, walk
 from torchdoctor.analyze.advice.dropout_share import DROPOUT_TYPES
-from torchdoctor.analyze.advice.ops_table import CONV_TYPES, MATMUL_TYPES, ops_for
+from torchdoctor.analyze.advice.ops_table import (
+    CONV_TYPES,
+    MATMUL_TYPES,
+    RNN_CELL_TYPES,
+    RNN_TYPES,
+    ops_for,
+)
 
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
 #: module types whose forward only calls their children in turn (their (self) row is that
@@ -25,7 +31,17 @@ CONTAINERS = frozenset({"Sequential"})
 
 
 def _names_attention(node: Mapping[str, Any]) -> bool:
-    return bool(_ATTENTION.search(f"{node.get('type') or ''} {node.get('name') or ''}"))
+    """Named attention, and not a projection (the seq2seq tutorial's ``attn`` Linear computes
+    the attention weights from its input: no softmax(QK^T)V for SDPA to take)."""
+    return str(node.get("type")) not in MATMUL_TYPES and bool(
+        _ATTENTION.search(f"{node.get('type') or ''} {node.get('name') or ''}"))
+
+
+def _holds_recurrent(node: Mapping[str, Any]) -> bool:
+    """A recurrent layer inside: an RNN decoder with attention (the seq2seq tutorial's
+    ``AttnDecoderRNN``), whose time is its GRU, embedding and output layer, not attention."""
+    return any(str(n.get("type")) in RNN_TYPES or str(n.get("type")) in RNN_CELL_TYPES
+               for n, _ in walk(node))  # fmt: skip
 
 
 def _is_stack(node: Mapping[str, Any]) -> bool:
@@ -53,7 +69,7 @@ def attention_parts(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     found: list[Mapping[str, Any]] = []
 
     def visit(part: Mapping[str, Any]) -> None:
-        if _names_attention(part) and not _is_stack(part):
+        if _names_attention(part) and not _is_stack(part) and not _holds_recurrent(part):
             found.append(part)
             return
         for child in part.get("children") or ():
@@ -69,8 +85,11 @@ def is_attention(node: Mapping[str, Any]) -> bool:
     Example:
         >>> is_attention({"type": "CausalSelfAttention", "name": "attn"})
         True
+        >>> gru = {"type": "GRU", "name": "gru", "children": []}
+        >>> is_attention({"type": "AttnDecoderRNN", "name": "decoder", "children": [gru]})
+        False
     """
-    if _names_attention(node):
+    if _names_attention(node) and not _holds_recurrent(node):
         return True
     total = node_ms(node)
     attention = sum(node_ms(n) for n in attention_parts(node))

@@ -53,6 +53,25 @@ def float_read(f, x, tol, max_iter):
     return x
 
 
+def conjugate_gradient(apply_A, b, tol, max_iter):
+    x, r = torch.zeros_like(b), b.clone()
+    b_norm = float(b.norm())
+    for _ in range(max_iter):
+        x, r = x + 0.1 * r, r - 0.1 * apply_A(r)
+        res = float(r.norm())  # expect: TD206
+        if res < tol * b_norm:  # a relative tolerance: arithmetic of a tolerance name
+            break
+    return x
+
+
+def scaled_size(xs, x, max_iter):
+    for _ in range(max_iter):
+        x = x * 0.5
+        if x.numel() < 2 * len(xs):  # no tolerance in the arithmetic: not a stop test
+            break
+    return x
+
+
 # ---- near misses: these lines stay silent ----------------------------------------------------
 def periodic(K, a, b, tol=1e-6, max_iter=1000):
     u = torch.ones_like(a)

@@ -175,9 +175,9 @@ class ConvergenceSyncs:
             if not isinstance(node, ast.Compare):
                 continue
             for side in [node.left, *node.comparators]:
-                name = (dotted(side) or "").rsplit(".", 1)[-1]
-                if name and (_TOLERANCE.search(name) or _STOP_LEVEL.search(name)):
-                    return True
+                for name in _side_names(side):
+                    if _TOLERANCE.search(name) or _STOP_LEVEL.search(name):
+                        return True
                 value = side.value if isinstance(side, ast.Constant) else None
                 if isinstance(value, float) and 0 < abs(value) < 0.01:
                     return True
@@ -241,6 +241,25 @@ class ConvergenceSyncs:
                 ):
                     return True
         return False
+
+
+def _side_names(side: ast.AST) -> list[str]:
+    """The last parts of the names a compared side is made of: the side itself (``tol``,
+    ``self.eps``), or the names in its arithmetic (a relative tolerance, ``tol * b_norm``,
+    ``rtol * ref + atol``).
+
+    Example:
+        >>> _side_names(ast.parse("tol * b_norm").body[0].value)
+        ['tol', 'b_norm']
+        >>> _side_names(ast.parse("self.eps").body[0].value)
+        ['eps']
+    """
+    if isinstance(side, ast.BinOp):
+        parts = [n for n in ast.walk(side) if isinstance(n, (ast.Name, ast.Attribute))]
+        parts = [n for n in parts if not any(n in ast.walk(o) and n is not o for o in parts)]
+        return [(dotted(n) or "").rsplit(".", 1)[-1] for n in parts if dotted(n)]
+    name = (dotted(side) or "").rsplit(".", 1)[-1]
+    return [name] if name else []
 
 
 def _assignments(loop: ast.AST, names: set[str]) -> list[ast.Assign | ast.AugAssign]:

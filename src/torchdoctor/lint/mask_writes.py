@@ -103,15 +103,24 @@ def mask_assignments(
         for target in stmt.targets:
             if not isinstance(target, ast.Subscript):
                 continue
-            index = target.slice
-            name = (dotted(index) or "").rsplit(".", 1)[-1]
-            made = rules.assigned_values(rules.enclosing_scope(loop), name) if (
-                isinstance(index, ast.Name)) else []  # fmt: skip
-            made = [v for v in made if not _reshapes(v, name)] or made  # (keep.expand_as(x))
-            if ("mask" in name.lower() or isinstance(index, ast.Compare)
-                    or (made and all(makes_a_mask(v) for v in made))  # (known = m.bool())
-                    or used_as_condition(rules.enclosing_scope(loop), name)):
-                yield stmt, target  # fmt: skip
+            index = target.slice  # (x[:, mask] = ..., x[..., mask, c] = ...: one part of it)
+            parts = index.elts if isinstance(index, ast.Tuple) else [index]
+            if any(_mask_index(rules, loop, part) for part in parts):
+                yield stmt, target
+
+
+def _mask_index(rules: Any, loop: ast.AST, index: ast.AST) -> bool:
+    """``index`` is a boolean mask: named so, a comparison, a name made only by
+    :func:`makes_a_mask`, or the condition of a ``torch.where`` in the function."""
+    if isinstance(index, ast.Slice | ast.Constant):
+        return False
+    name = (dotted(index) or "").rsplit(".", 1)[-1]
+    made = rules.assigned_values(rules.enclosing_scope(loop), name) if (
+        isinstance(index, ast.Name)) else []  # fmt: skip
+    made = [v for v in made if not _reshapes(v, name)] or made  # (keep.expand_as(x))
+    return bool("mask" in name.lower() or isinstance(index, ast.Compare)
+                or (made and all(makes_a_mask(v) for v in made))  # (known = m.bool())
+                or used_as_condition(rules.enclosing_scope(loop), name))  # fmt: skip
 
 
 def used_as_condition(scope: ast.AST, name: str) -> bool:

@@ -53,8 +53,9 @@ SPARSE_OPTIMIZERS = frozenset({"SGD", "Adagrad", "SparseAdam"})
 _FIX = (
     "A dense nn.Embedding makes, at every call, a gradient the size of its whole table "
     "(num_embeddings x embedding_dim, zero-filled) and adds it to .grad, however few rows the "
-    "call looked up. Pass sparse=True (nn.Embedding(..., sparse=True)): the gradient holds the "
-    "looked-up rows only. It needs an optimizer that takes sparse gradients: SGD (without "
+    "call looked up. Pass sparse=True (nn.Embedding(..., sparse=True); on a model built by a "
+    "library, set the module's attribute: model.embedding.sparse = True): the gradient holds "
+    "the looked-up rows only. It needs an optimizer that takes sparse gradients: SGD (without "
     "weight_decay), Adagrad or torch.optim.SparseAdam; with Adam or AdamW, give the embedding's "
     "parameters to a SparseAdam of their own (its moments then move only for the rows seen). "
     "Where the module is called once per token, looking the whole sequence up in one call "
@@ -63,6 +64,7 @@ _FIX = (
 )
 _CODE = (
     "self.embedding = nn.Embedding(num_tokens, dim, sparse=True)\n"
+    "model.embedding.sparse = True  # (the same, on a model a library built)\n"
     "# with Adam/AdamW: a SparseAdam for the embedding, the usual optimizer for the rest\n"
     "sparse_opt = torch.optim.SparseAdam(list(model.embedding.parameters()), lr=lr)"
 )

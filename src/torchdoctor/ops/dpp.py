@@ -117,8 +117,10 @@ def _greedy_torch(source, is_kernel, q, gains, steps):
     ``(steps, B)``. Rows are gathered through flat indices (one ``index_select`` each)."""
     batch, n, width = source.shape
     device, dtype = source.device, source.dtype
-    items = torch.empty(steps, batch, dtype=torch.long, device=device)
-    bests = torch.empty(steps, batch, dtype=dtype, device=device)
+    # Each step's item and gain are kept in lists, stacked once at the end: writing them with
+    # out= into rows of (steps, B) tensors (and flags) broke torch.compile with dynamic shapes
+    # ("Cannot call numel() on tensor with symbolic sizes", oracle round 8).
+    items, bests = [], []
     columns = max(steps - 1, 0)
     rows_e = torch.zeros(batch, n, columns, dtype=dtype, device=device)  # e by column
     flat_e = rows_e.view(batch * n, columns)
@@ -127,16 +129,16 @@ def _greedy_torch(source, is_kernel, q, gains, steps):
     base = torch.arange(0, batch * n, n, device=device)
     flat_q = None if q is None else q.reshape(-1)
     tol = tie_tolerance(gains)
-    flags = torch.empty(batch, dtype=torch.bool, device=device)
     for step in range(steps):
         best, top = gains.max(dim=-1, keepdim=True)  # ties: rounding grows with the steps
         floor = best.sub_(tol.gather(1, top), alpha=step + 1)
         tied = torch.add(gains, tol, alpha=step + 1) >= floor
-        torch.max(tied, dim=-1, out=(flags, items[step]))  # the first tied with the best
-        torch.gather(gains, 1, items[step].unsqueeze(1), out=bests[step].unsqueeze(1))
+        item = tied.max(dim=-1).indices  # the first tied with the best
+        items.append(item)
+        bests.append(gains.gather(1, item.unsqueeze(1)).squeeze(1))
         if step == steps - 1:
             break
-        flat = items[step] + base
+        flat = item + base
         picked = flat_source.index_select(0, flat)  # (B, width)
         if is_kernel:
             row = picked
@@ -150,14 +152,14 @@ def _greedy_torch(source, is_kernel, q, gains, steps):
             row = torch.baddbmm(row.unsqueeze(1), at_item, previous, alpha=-1).squeeze(1)
         # best > eps >= 0 for a live problem; a stopped one may turn NaN, which is harmless
         # (NaN > eps is False, and the stop is cumulative).
-        e = row.mul_(bests[step].rsqrt().unsqueeze(1))  # row is a fresh tensor on every path
+        e = row.mul_(bests[-1].rsqrt().unsqueeze(1))  # row is a fresh tensor on every path
         rows_e[:, :, step] = e
         gains.addcmul_(e, e, value=-1)
         # A NaN item (NaN quality, a NaN row masked out) gets a NaN update (-inf - NaN): keep
         # it at -inf, or max would pick it and stop the problem. Its NaN stays in its own column.
         gains.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         flat_gains.index_fill_(0, flat, -math.inf)
-    return items, bests
+    return torch.stack(items), torch.stack(bests)
 
 
 @functools.cache

@@ -286,3 +286,17 @@ def test_the_step_numbers_say_they_count_after_the_warm_up():
     assert item.evidence[0].endswith("; steps are numbered from 0 after 1 warm-up step")
     (plain,) = periodic_steps({"steps": _steps(), "config": {"warmup": 0}})
     assert "warm-up" not in plain.evidence[0]
+
+
+def test_a_second_phase_holding_part_of_the_extra_time_is_named_too():
+    """Whisper's transcription loop: each long step runs the encoder (forward, +180 ms) and the
+    feature extractor on the next clips (between steps, +120 ms); the first alone was told."""
+    steps = _steps(long_ms=180.0, phase="forward")
+    for s in steps:
+        if s["wall_ms"] > 150:
+            s["phases"]["other"] += 120.0
+            s["wall_ms"] += 120.0
+    (item,) = periodic_steps({"steps": steps})
+    assert "+180 ms per long step; and +120 ms between steps" in item.evidence[1], item.evidence
+    (alone,) = periodic_steps({"steps": _steps(long_ms=300.0, phase="forward")})
+    assert "; and" not in alone.evidence[1]

@@ -174,6 +174,24 @@ def phase_extra(
     return out
 
 
+def _also(phases: Mapping[str, float], phase: str, long: list[Mapping[str, Any]]) -> str:
+    """The other phases holding a quarter or more of the long steps' extra time (Whisper's
+    transcription loop: the encoder's call in the forward, +179 ms, and the feature extractor
+    on the next clips between steps, +120 ms, which the first alone hid).
+
+    Example:
+        >>> print(_also({"forward": 180.0, "other": 120.0, "data": 5.0}, "forward", [{}])[:40])
+        ; and +120 ms between steps (work outsid
+    """
+    extra = sum(phases.values())
+    return "".join(
+        f"; and +{fmt_ms(ms / len(long))} "
+        + ("between steps (work outside the model's calls: preparing the next input, a "
+           "metric, a checkpoint)" if other == "other" else f"in the {other} phase")
+        for other, ms in sorted(phases.items(), key=lambda kv: -kv[1])
+        if other != phase and extra > 0 and ms >= 0.25 * extra)  # fmt: skip
+
+
 def _ratios(long: list[Mapping[str, Any]], median: float) -> str:
     """``4.0x``, or ``2.7x to 348x`` when the long steps differ by over 3x (a 9.5 ms hiccup
     beside a 613 ms rollout read '176.8x', the median of the two, true of neither).
@@ -326,7 +344,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             + numbering_note(session),
             f"their extra time, {fmt_ms(extra)} over the run ({share:.0f}% of it, "
             f"{fmt_ms(per_step)} per step on average), is {what}: "
-            f"+{fmt_ms(phases[phase] / len(long))} per long step",
+            f"+{fmt_ms(phases[phase] / len(long))} per long step" + _also(phases, phase, long),
             sampled_text(session),
         ],
         fix=ROLLOUT_FIX if loop is not None and rollout_function(session) else (

@@ -83,3 +83,42 @@ def test_a_loss_helpers_metric_reads_are_found_in_its_file(tmp_path: Path) -> No
     assert found == [("losses.py", 8, "TD201"), ("losses.py", 9, "TD201")]
     message = lint_paths([tmp_path], select=["TD201"])[0].message
     assert "`sequence_loss` (called at train.py:10, every training step)" in message
+
+
+ROLLOUT_LOSSES = """
+    import torch
+
+    def weighted_mse(pred, target, lat):
+        lat_w = torch.cos(torch.deg2rad(lat.double()))
+        return ((pred - target) ** 2 * lat_w.float()).mean()
+
+    def val_rmse(pred, target, lat):
+        return ((pred - target) ** 2 * lat.double()).mean().sqrt()
+"""
+
+ROLLOUT_TRAIN = """
+    from losses import val_rmse, weighted_mse
+
+    def train(model, loader, val_loader, lat, opt, n_roll):
+        for x, ys in loader:
+            x, ys = x.cuda(), ys.cuda()
+            loss = 0.0
+            for k in range(n_roll):
+                x = model(x)
+                loss = loss + weighted_mse(x, ys[:, k], lat)
+            loss.backward()
+            opt.step()
+            for vx, vy in val_loader:
+                print(val_rmse(model(vx.cuda()), vy.cuda(), lat))
+"""
+
+
+def test_a_loss_called_in_a_rollout_loop_inside_the_training_loop(tmp_path: Path) -> None:
+    """GraphCast's multi-step rollout: the loss is called in an inner `for k in range(n_roll)`
+    loop of the training step, so it runs every step (n_roll times). A helper called only in
+    a nested loop over a validation loader (a step loop of its own, which does not train)
+    stays silent."""
+    (tmp_path / "losses.py").write_text(textwrap.dedent(ROLLOUT_LOSSES))
+    (tmp_path / "train.py").write_text(textwrap.dedent(ROLLOUT_TRAIN))
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD505"])]
+    assert found == [("losses.py", 5, "TD505")]

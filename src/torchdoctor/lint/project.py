@@ -27,6 +27,7 @@ from torchdoctor.lint.project_scan import (
     _runs_parameter,
     gated_calls,
     method_calls_in_step_loops,
+    step_calls,
     step_loop,
     wraps_ddp_around,
 )
@@ -168,7 +169,7 @@ class Project(GradQueries):
                                         self._loop_calls.setdefault(call.func.id, site)
                                         self._loop_calls.setdefault(("training", call.func.id), site)
                     elif isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
-                        direct = {id(c) for c in _calls_in_body(loop, nested=False)}
+                        direct = {id(c) for c in step_calls(loop)}  # (a rollout's inner loop too)
                         gated = gated_calls(loop)  # (and a loop that trains itself: no
                         steps = any(isinstance(c.func, ast.Attribute) and c.func.attr in (  # epoch
                             "backward", "step") and not _SCHEDULER.search(ast.unparse(c.func.value))

@@ -136,6 +136,30 @@ def _calls_in_body(loop: ast.AST, nested: bool = True) -> Iterator[ast.Call]:
         stack.extend(ast.iter_child_nodes(node))
 
 
+def step_calls(loop: ast.AST) -> Iterator[ast.Call]:
+    """The calls one iteration of step loop ``loop`` makes: in its body and in nested loops
+    that are no step loops of their own (a rollout's ``for k in range(n_roll):`` that calls
+    the loss at every unrolled step), not in nested step loops (an epoch loop's loader loop,
+    which is indexed as a step loop itself) nor in nested function or class definitions.
+
+    Example:
+        >>> src = ("for b in loader:\\n    for k in range(n):\\n        f(b)\\n"
+        ...        "    for v in val_loader:\\n        g(v)\\n    loss.backward()")
+        >>> sorted(c.func.id for c in step_calls(ast.parse(src).body[0]) if isinstance(c.func, ast.Name))
+        ['f', 'range']
+    """
+    stack = list(getattr(loop, "body", ()))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(node, (ast.For, ast.AsyncFor, ast.While)) and step_loop(node):
+            continue
+        if isinstance(node, ast.Call):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def gated_calls(loop: ast.AST) -> set[int]:
     """The ids of the calls in ``loop``'s body under an ``if`` that looks like a logging or
     periodic gate (``if step % 100 == 0:``, ``if args.log_every ...``, ``if verbose:``): they

@@ -234,3 +234,14 @@ def test_the_self_rows_phase_is_not_pinned_on_a_line_that_does_not_hold_it():
     assert _label(node) == "(self)  optimizer 3.05 ms; → train.py:13"
     del node["phases_ms"]
     assert _label(node) == "(self)  → train.py:13"
+
+
+def test_a_self_row_split_between_two_phases_names_both_instead_of_a_minor_line():
+    """pytorch/examples' VAE: its root (self) row, 10.5 ms, held data 4.72 and optimizer 2.85 ms
+    and read as its line main.py:81, which held little of it."""
+    from torchdoctor.render.tree import _label
+
+    node = {"kind": "self", "name": "(self)", "path": "(self)", "total_ms": {"mean": 10.5},
+            "phases_ms": {"data": 4.72, "optimizer": 2.85, "other": 0.4},
+            "hot_lines": [{"location": "main.py:81", "total_ms": {"mean": 1.2}}]}  # fmt: skip
+    assert _label(node) == "(self)  data 4.72 ms, optimizer 2.85 ms"

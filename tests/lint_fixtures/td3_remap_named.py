@@ -19,3 +19,18 @@ def token_ids(words):
 def shifted(numbers):
     values = [n + 1 for n in range(4)]  # near-miss: no lookup
     return torch.tensor(values) + numbers
+
+
+def first_seen_ids(labels):
+    remap = {}
+    for lab in labels.tolist():  # expect: TD302
+        if lab not in remap:
+            remap[lab] = len(remap)
+    return remap
+
+
+def vocab_of(words):
+    vocab = {}
+    for w in words:  # near-miss: strings from the tokenizer, no tensor read
+        vocab.setdefault(w, len(vocab))
+    return vocab

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+from torchdoctor.lint.label_loops import first_seen_ids_loop
 from torchdoctor.lint.loop_shapes import (
     TENSOR_FROM_LIST,
     compared_per_sample,
@@ -112,6 +113,7 @@ class LoopRules(RuleVisitor):
             r"==[^=\n]*\)\.(sum|count_nonzero)\(",
         ),
         (_IMPORTS_TORCH, "enumerate", r"tolist|cpu\(|numpy\("),
+        (_IMPORTS_TORCH, r"len\(", r"tolist|cpu\(|numpy\("),  # (ids[v] = len(ids) per label)
         (_IMPORTS_TORCH, r"(?:tensor|LongTensor)\(\s*\[\w[\w.]*(?:\[|\.get\()"),  # [m[int(v)] ...]
         (_IMPORTS_TORCH, r"\[\w[\w.]*(?:\[|\.get\()[^\n]*\bfor\b[^\n]*\.tolist\(\)"),  # (a list)
     )
@@ -392,6 +394,10 @@ class LoopRules(RuleVisitor):
 
     # -- TD302: for i, v in enumerate(u): y[x == v] = i ------------------------------------------
     def visit_For(self, node: ast.For) -> None:
+        first_seen = first_seen_ids_loop(node)
+        if first_seen is not None and self.has_host_copy_resolved(node.iter, self.enclosing_scope(node)):
+            self.report(node, "TD302", self._remap_message(  # (ids[v] = len(ids) per label)
+                f"a loop over every label numbering the new ones (`{self.code_of(first_seen)}`)"))
         parts = remap_loop_parts(node, self.context.lines)
         mapped = mapping_remap_loop(node) if parts is None else None
         if mapped is not None:

@@ -125,3 +125,14 @@ def nearest_patches(dist, k):
 def first_rows(x):
     values, order = x.sort()
     return values[0], order[0]  # near-miss: row 0 of a 2-D sort, all of it
+
+
+def top_k_threshold(logits, top_k):
+    sorted_logits = logits.sort(dim=-1, descending=True).values  # expect: TD512
+    thresh = sorted_logits[..., :top_k].min(dim=-1, keepdim=True).values
+    return logits.masked_fill(logits < thresh, float("-inf"))
+
+
+def top_p_threshold(logits, top_p):
+    sorted_probs = torch.sort(logits.softmax(-1), dim=-1, descending=True)[0]  # near-miss: the whole order
+    return sorted_probs.cumsum(-1) > top_p

@@ -72,6 +72,8 @@ class TopKRules(RuleVisitor):
             self._report(node, read)
             return
         statement = self.parent(node)
+        if _one_result(statement):  # (top = x.sort(descending=True).values; top[..., :k])
+            statement = self.parent(statement)
         if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
             return
         target = statement.targets[0]
@@ -155,6 +157,21 @@ class TopKRules(RuleVisitor):
             + ("(4.6-32x faster on a CPU)" if method_name(node) == "argsort"  # (no backward)
                else "(4.6-32x faster forward + backward on a CPU)"),
         )
+
+
+def _one_result(node: ast.AST | None) -> bool:
+    """``.values`` / ``.indices`` / ``[0]`` / ``[1]`` of a sort: one of its two results.
+
+    Example:
+        >>> _one_result(ast.parse("x.sort(descending=True).values", mode="eval").body)
+        True
+        >>> _one_result(ast.parse("torch.sort(x)[1]", mode="eval").body)
+        True
+    """
+    if isinstance(node, ast.Attribute):
+        return node.attr in {"values", "indices"}
+    return (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+            and node.slice.value in (0, 1) and type(node.slice.value) is int)  # fmt: skip
 
 
 def _size_read(name: ast.Name, parent: ast.AST | None) -> bool:

@@ -12,8 +12,10 @@ around the save whose body calls ``.backward()`` or an optimizer's ``.step()`` d
 Lightning ``training_step`` method counts as one step). Not reported:
 
 - a save under any ``if`` or conditional expression inside the loop (``if step % N == 0``,
-  ``if loss < best``, ``if epoch == last``), or after an ``if ...: continue`` that skips it,
-  unless that ``if`` also holds the backward and optimizer step beside the save (an RL loop's
+  ``if loss < best``, ``if epoch == last``), or after an ``if ...: continue`` that skips it
+  (not one before the optimizer step: ``if (i + 1) % accum: continue`` skips micro-batches,
+  and the save after the step runs at every update), unless that ``if`` also holds the
+  backward and optimizer step beside the save (an RL loop's
   ``if step % train_every == 0:`` around the whole update: the save runs at every update);
   except an ``if`` that only tests the process rank (``if rank == 0:``,
   ``if accelerator.is_main_process:``, ``save_on_master``): that one process still writes every
@@ -249,13 +251,14 @@ class CheckpointRules(RuleVisitor):
         """A statement before ``child`` in ``block`` is ``if <not rank test>: ... continue``
         (or ``return``, in a ``training_step``)."""
         skips = (ast.Continue,) if isinstance(context, _LOOPS) else (ast.Return,)
-        for stmt in block:
+        for at, stmt in enumerate(block):
             if stmt is child:
                 return False
             if isinstance(stmt, ast.If) and not self._rank_test(stmt.test):
-                if any(isinstance(s, skips) for s in _walk_branch(stmt)):
-                    return True
-        return False
+                if any(isinstance(s, skips) for s in _walk_branch(stmt)) and not any(
+                        "step" in self.training_calls(s) for s in block[at + 1:]):  # fmt: skip
+                    return True  # (an optimizer step after it: `if (i + 1) % accum: continue`
+        return False  # skips micro-batches, and what follows runs at every update)
 
     def _rank_test(self, test: ast.AST) -> bool:
         """``rank == 0``, ``args.local_rank in [-1, 0]``, ``accelerator.is_main_process``,

@@ -23,3 +23,15 @@ def fit(model, loader, opt, schedule, priors):
         ramp = float(weight)  # near-miss: the schedule's weight, a Python number
         base = float(prior)  # near-miss: a NumPy reduction, host data
     return running, ramp, base
+
+
+def gan_step_stats(net_d, net_g, loader, opt, lr, epoch):
+    for x, y in loader:
+        loss_disc = net_d(x).mean()
+        loss_gen = (net_g(x) - y).abs().mean()
+        (loss_disc + loss_gen).backward()
+        opt.step()
+        stats = {k: float(v) for k, v in {"disc": loss_disc, "gen": loss_gen}.items()}  # expect: TD201
+        parts = [float(t) for t in (loss_disc, loss_gen)]  # expect: TD201
+        hparams = {k: float(v) for k, v in {"lr": lr, "epoch": epoch}.items()}  # near-miss: Python numbers
+        print(stats, parts, hparams)

@@ -14,7 +14,13 @@ from torchdoctor.lint.tensors import (
     TENSOR_NAME,
     TORCH_TENSOR_FUNCTION,
 )
-from torchdoctor.lint.visitor import HOST_COPY_METHODS, MODEL_NAME, dotted, method_name
+from torchdoctor.lint.visitor import (
+    COMPREHENSIONS,
+    HOST_COPY_METHODS,
+    MODEL_NAME,
+    dotted,
+    method_name,
+)
 
 #: tensor methods NumPy arrays and Python objects do not have
 TORCH_ONLY_METHODS = frozenset(
@@ -132,7 +138,8 @@ class TensorValues:
         last = (name or "").rsplit(".", 1)[-1]
         if not (TENSOR_NAME.search(last) and not NOT_TENSOR_SUFFIX.search(last)):
             return self.registered_buffer(expr) or isinstance(expr, ast.Name) and (
-                self._holds_a_tensor(expr) or self._reduced_into_a_backward(expr))
+                self._holds_a_tensor(expr) or self._reduced_into_a_backward(expr)
+                or self._drawn_from_tensors(expr))
         return not (isinstance(expr, ast.Name) and self._holds_a_python_number(expr))
 
     def registered_buffer(self, expr: ast.AST) -> bool:
@@ -200,6 +207,45 @@ class TensorValues:
             and self._torch_only_chain(v)
             for v in values
         )
+
+    def _drawn_from_tensors(self, name: ast.Name) -> bool:
+        """``{k: float(v) for k, v in {"disc": loss_d, "gen": loss_g}.items()}``,
+        ``[float(v) for v in (loss_a, loss_b)]``: the variable of a comprehension or loop
+        over a literal dict / list / tuple (or a name assigned one) whose every value looks
+        like a tensor."""
+        node, parent = name, self.parent(name)  # type: ignore[attr-defined]
+        while parent is not None:
+            gens = parent.generators if isinstance(parent, COMPREHENSIONS) else (
+                [parent] if isinstance(parent, ast.For) and node is not parent.iter else [])
+            for gen in gens:
+                values = self._literal_values(gen.iter, gen.target, name.id)
+                if values is not None:
+                    return bool(values) and all(self.looks_like_tensor(v) for v in values)
+            node, parent = parent, self.parent(parent)  # type: ignore[attr-defined]
+        return False
+
+    def _literal_values(self, iterable: ast.AST, target: ast.AST, name: str) -> list | None:
+        """The values ``name`` takes when ``target`` is bound from ``iterable`` (a literal, a
+        name assigned one, or its ``.items()`` / ``.values()``); None when ``target`` does not
+        bind ``name`` or the values are not written out."""
+        method = method_name(iterable) if isinstance(iterable, ast.Call) and not (
+            iterable.args or iterable.keywords) else None  # fmt: skip
+        if method in ("items", "values"):
+            iterable = iterable.func.value  # type: ignore[attr-defined]
+        if method == "items":
+            if not (isinstance(target, ast.Tuple) and len(target.elts) == 2):
+                return None
+            target = target.elts[1]
+        if not (isinstance(target, ast.Name) and target.id == name):
+            return None
+        if isinstance(iterable, ast.Name):
+            made = self.assigned_values(self.enclosing_scope(iterable), iterable.id)  # type: ignore[attr-defined]
+            iterable = made[0] if len(made) == 1 else iterable
+        if isinstance(iterable, ast.Dict):
+            return list(iterable.values) if method in ("items", "values") else None
+        if isinstance(iterable, ast.List | ast.Tuple | ast.Set) and method is None:
+            return list(iterable.elts)
+        return None
 
     def _reduced_into_a_backward(self, name: ast.Name) -> bool:
         """``cd = chamfer(pred, gt).mean()`` then ``loss = a + w * cd; loss.backward()``: every

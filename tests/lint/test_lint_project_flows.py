@@ -88,3 +88,41 @@ def test_a_sigmoid_returned_by_a_model_of_another_file_and_fed_to_bce_is_found(
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD510"])]
     assert found == [("objective.py", 13)]
     assert lint_paths([tmp_path / "objective.py"], select=["TD510"]) == []  # alone: unknown
+
+
+SPEC_DATA = """
+    import torch
+    import torchaudio
+    from torch.utils.data import Dataset
+
+    class SpecDataset(Dataset):
+        def __init__(self, paths, device):
+            self.paths, self.device = paths, device
+
+        def __getitem__(self, i):
+            audio, _ = torchaudio.load(self.paths[i])
+            return audio.to(self.device)
+"""
+
+SPEC_TRAIN = """
+    import data
+    from torch.utils.data import DataLoader
+
+    def main(paths, model, opt):
+        ds = data.SpecDataset(paths, "cuda")
+        loader = DataLoader(ds, batch_size=16, shuffle=True)
+        for x in loader:
+            model(x).sum().backward()
+            opt.step()
+"""
+
+
+def test_a_dataset_of_an_imported_module_that_copies_items_to_the_device(tmp_path: Path) -> None:
+    """`data.SpecDataset(...)` copies each item to CUDA in `__getitem__`: pinning its device
+    tensors would fail, so no TD402; TD401 says the copy must move out before workers can
+    help (as for a class named without its module)."""
+    (tmp_path / "data.py").write_text(textwrap.dedent(SPEC_DATA))
+    (tmp_path / "train.py").write_text(textwrap.dedent(SPEC_TRAIN))
+    found = lint_paths([tmp_path], select=["TD401", "TD402"])
+    assert [(Path(f.path).name, f.line, f.code) for f in found] == [("train.py", 7, "TD401")]
+    assert "which workers cannot do" in found[0].message

@@ -87,10 +87,14 @@ class LoaderDatasets:
         ``.cuda()``) from memory; workers cannot do that and pinning a device tensor fails.
         ``"memory"`` for one that indexes memory, ``"file"`` for one that also reads a file per
         item (it still wants workers, once its copy moves out); None when it moves nothing."""
-        name = value.func.id if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) else None
+        func = value.func if isinstance(value, ast.Call) else None
+        name = func.id if isinstance(func, ast.Name) else None
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (
+                func.value.id in self.names.imports):  # (`data.SpecDataset(...)`: a project module's)
+            name = func.attr  # fmt: skip
         project, tree = self.context.project, self.context.tree
         found = [c for c in (tree.body if tree is not None else ())
-                 if isinstance(c, ast.ClassDef) and c.name == name]  # fmt: skip
+                 if isinstance(c, ast.ClassDef) and c.name == name and isinstance(func, ast.Name)]  # fmt: skip
         owner = found[0] if found else (
             project.module_class(name) if project is not None and name else None)
         get = next((f for f in getattr(owner, "body", ()) if isinstance(f, ast.FunctionDef)

@@ -110,7 +110,9 @@ class CovarianceEMA(nn.Module):
     stripped of its metadata is taken as current); no step ever reads it back to the host.
     ``load_state_dict`` replaces the whole state, so a saved average of another shape loads
     as into a fresh EMA (into this EMA's dtype and device once it holds an average).
-    Updates are detached: the average carries no autograd graph across steps.
+    Updates are detached: the average carries no autograd graph across steps. An EMA built or
+    first updated under ``torch.inference_mode()`` (made in a warm-up pass) keeps normal tensors,
+    which later updates, ``reset`` and ``load_state_dict`` outside it write to.
 
     Example:
         >>> ema = CovarianceEMA(decay=0.9)
@@ -134,7 +136,8 @@ class CovarianceEMA(nn.Module):
         self.decay = float(decay)
         self.bias_correction = require_flag(bias_correction, "bias_correction")
         self.register_buffer("average", None)
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        with torch.inference_mode(False):  # built in a warm-up pass, updated after it (round 8)
+            self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def _correction(self) -> torch.Tensor:
         """``1 - decay ** num_updates`` as a device tensor, in float64 (float32 on MPS)."""
@@ -207,9 +210,11 @@ class CovarianceEMA(nn.Module):
         if saved is None and prefix + "num_updates" in state_dict:
             self.average = None  # (the state of an EMA never updated: no average either)
         elif saved is not None and self.average is None:
-            self.average = torch.empty_like(saved)
+            with torch.inference_mode(False):  # (normal tensors, as in update)
+                self.average = torch.empty_like(saved)
         elif saved is not None and self.average.shape != saved.shape:
-            self.average = self.average.new_empty(saved.shape)  # keeps this EMA's dtype, device
+            with torch.inference_mode(False):  # keeps this EMA's dtype and device
+                self.average = self.average.new_empty(saved.shape)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
         version = local_metadata.get("version")  # None: no metadata (e.g. safetensors): current
         if saved is not None and self.bias_correction and version is not None and version < 2:

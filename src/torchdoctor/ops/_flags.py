@@ -11,7 +11,7 @@ Example:
     ...     require_flag("False", "maximize")
     ... except TypeError as e:
     ...     print(str(e)[:58])
-    maximize must be True or False, got 'False' (str); a str i
+    maximize must be True or False, got 'False' (str); flags a
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ def require_flag(value: object, name: str) -> bool:
     if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     raise TypeError(
-        f"{name} must be True or False, got {value!r} ({type(value).__name__}); a "
-        f"{type(value).__name__} is not read by its truthiness here ('False' would be true): "
-        "pass a Python bool"
+        f"{name} must be True or False, got {value!r} ({type(value).__name__}); flags are not "
+        "read by truthiness (the string 'False' is true): pass a Python bool"
     )

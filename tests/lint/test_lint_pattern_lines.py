@@ -44,3 +44,31 @@ def test_pattern_lines_round_trip_through_the_session_dict():
     (finding,) = _td507(MINGPT)
     again = Finding.from_dict(finding.to_dict())
     assert again == finding and again.pattern_lines == (6, 10)
+
+
+def test_the_span_starts_at_the_scores_of_its_own_branch():
+    """open_clip's Attention: a scaled-cosine branch assigns ``attn`` first, the hand-written
+    fallback after SDPA's branch assigns it again; the span ran from the first branch (14)
+    through the SDPA call (22) to the fallback (30), and the profile charged the SDPA call's
+    measured time to the fallback's finding."""
+    source = textwrap.dedent(
+        """
+        import torch.nn.functional as F
+
+        def attend(self, q, k, v):
+            if self.logit_scale is not None:
+                attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+                attn = attn.softmax(dim=-1)
+                x = attn @ v
+            else:
+                if self.use_sdpa:
+                    x = F.scaled_dot_product_attention(q, k, v)
+                else:
+                    attn = q @ k.transpose(-1, -2)
+                    attn = attn.softmax(dim=-1)
+                    x = attn @ v
+            return x
+        """
+    )
+    spans = sorted(f.pattern_lines for f in _td507(source))
+    assert spans == [(13, 15)]  # (its own three lines; was (6, 15))

@@ -242,8 +242,11 @@ class ModelRules(RuleVisitor):
                 ):  # (channels first: q^T @ k, DCP's point features; through names: DANet's
                     return node.lineno  # bmm(q, k) of q = conv(x).view(...).permute(0, 2, 1))
             elif isinstance(node, ast.Name) and depth < 3:
-                for value in self.assigned_values(scope, node.id):
-                    if value is not expr and value.lineno <= node.lineno:  # (assigned before)
+                values = self.assigned_values(scope, node.id)  # (the nearest before first:
+                for value in sorted(values, key=lambda v: -v.lineno):  # another branch's too)
+                    if value is not expr and value.lineno <= node.lineno and not (
+                            value.lineno == node.lineno and value.col_offset <= node.col_offset
+                            <= (value.end_col_offset or 0)):  # (before; not its own value)
                         line = self._scores_line(value, scope, depth + 1)
                         if line is not None:
                             return line

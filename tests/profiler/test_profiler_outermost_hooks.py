@@ -164,3 +164,35 @@ def test_multihead_attention_s_own_dropout_is_noted():
     assert noted == {"model": "TransformerEncoder", "attribute": "dropout", "p": 0.1,
                      "attn_implementation": "nn.MultiheadAttention", "layers": 2}  # fmt: skip
     assert run(0.0) is None
+
+
+def test_an_evaluation_through_a_loss_module_wrapping_the_model_counts_in_eval_mode():
+    """sentence-transformers' losses hold the model; Trainer.evaluate calls model.eval() on the
+    model, not on the loss module, which stays in training mode: its calls are still an
+    evaluation's (every dropout is off)."""
+
+    class PairLoss(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.mse = model, torch.nn.MSELoss()
+
+        def forward(self, a, b):
+            return self.mse(self.model(a), self.model(b))
+
+    torch.manual_seed(0)
+    inner = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.1))
+    loss_fn = PairLoss(inner)
+    opt = torch.optim.SGD(inner.parameters(), lr=0.1)
+    with torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False, window=3,
+                              period_steps=60) as prof:  # fmt: skip
+        for i in range(30):
+            loss_fn(torch.randn(2, 8), torch.randn(2, 8)).backward()
+            opt.step()
+            if i == 20:
+                inner.eval()
+                with torch.no_grad():
+                    for _ in range(7):
+                        loss_fn(torch.randn(2, 8), torch.randn(2, 8))
+                inner.train()
+    (evaluating,) = [s for s in prof.session["steps"] if s.get("eval_calls")]
+    assert (evaluating["model_calls"], evaluating["eval_calls"]) == (8, 7)

@@ -31,6 +31,7 @@ import torch
 from torchdoctor.collect.call_lines import leading_dim, user_chain
 from torchdoctor.collect.compiled import compiled_frames, compiling
 from torchdoctor.collect.lines_install import insert_function_mode, remove_function_mode
+from torchdoctor.collect.outermost import in_eval_mode
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.state import STATE
 
@@ -332,7 +333,7 @@ class HookEvents:
         if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)
             # (and its input's leading dimension: one sample per call is a rollout's shape;
             # and whether the model was in eval mode: an evaluation's calls, not a rollout's)
-            evaluating = module is not None and not getattr(module, "training", True)
+            evaluating = module is not None and in_eval_mode(module)
             self._chains.append((user_chain(sys._getframe(2)), leading_dim(args), evaluating))
 
     def _count_outer(self, module: Any, args: Any) -> None:
@@ -341,7 +342,8 @@ class HookEvents:
         steps count through :meth:`_outermost`)."""
         calls = self._outer_calls
         calls[0] += 1
-        if not getattr(module, "training", True):  # (an evaluation's calls: model.eval() first)
+        if in_eval_mode(module):  # (an evaluation's calls: model.eval() first, maybe inside a
+            # loss module that wraps the model)
             calls[2] += 1
         if torch.is_grad_enabled():  # (building a graph: no_grad / inference_mode not on)
             calls[3] += 1

@@ -78,3 +78,24 @@ class OutermostModules:
             return None
         alive = [module for ref in self._refs.values() if (module := ref()) is not None]
         return alive or None
+
+
+def in_eval_mode(module: Any) -> bool:
+    """Whether an outermost call runs the model in eval mode: the module is, or, for a wrapper
+    in training mode (a loss module holding the model: sentence-transformers' losses, which
+    Trainer.evaluate leaves in training mode when it calls ``model.eval()``), every child with
+    parameters or children of its own is (losses and activations without them do not count).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+        >>> wrapper = torch.nn.ModuleDict({"model": model, "loss": torch.nn.MSELoss()})
+        >>> in_eval_mode(wrapper), in_eval_mode(model.eval()), in_eval_mode(wrapper)
+        (False, True, True)
+    """
+    if not getattr(module, "training", True):
+        return True
+    children = getattr(module, "_modules", None)
+    held = [child for child in (children or {}).values()
+            if child is not None and (child._parameters or child._modules)]  # fmt: skip
+    return bool(held) and not any(child.training for child in held)

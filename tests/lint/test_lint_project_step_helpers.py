@@ -122,3 +122,32 @@ def test_a_loss_called_in_a_rollout_loop_inside_the_training_loop(tmp_path: Path
     (tmp_path / "train.py").write_text(textwrap.dedent(ROLLOUT_TRAIN))
     found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD505"])]
     assert found == [("losses.py", 5, "TD505")]
+
+
+def test_a_library_call_is_no_call_of_a_project_function_of_the_same_name(tmp_path: Path) -> None:
+    """torch's own `_refs.allclose` reads `.item()`; a test's training loop calls
+    `torch.allclose` (the library's op) in a nested loop: that is no call of the project's
+    `allclose`, and a plain `allclose(...)` imported from the project still is."""
+    (tmp_path / "refs.py").write_text(textwrap.dedent("""
+        import torch
+
+        def allclose(a, b):
+            return bool(torch.all(torch.isclose(a, b)).item())
+    """))
+    train = """
+        import torch
+
+        def check(model, local, inp, opt):
+            for _ in range(3):
+                model(inp).sum().backward()
+                opt.step()
+                for p, q in zip(model.parameters(), local.parameters()):
+                    assert torch.allclose(p.grad, q.grad)
+    """
+    (tmp_path / "test_ddp.py").write_text(textwrap.dedent(train))
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD201"])]
+    assert ("refs.py", 5) not in found
+    (tmp_path / "test_ddp.py").write_text(textwrap.dedent(train).replace(
+        "import torch\n", "import torch\nfrom refs import allclose\n").replace("torch.allclose", "allclose"))
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD201"])]
+    assert ("refs.py", 5) in found

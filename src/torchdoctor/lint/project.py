@@ -34,6 +34,10 @@ from torchdoctor.lint.project_scan import (
 from torchdoctor.lint.syntax import link_parents
 from torchdoctor.lint.tensors import framework_step_method, numbers_in_literal
 
+#: library modules: ``torch.allclose(...)`` / ``F.normalize(...)`` call the library's function,
+#: never a project function of the same name
+_LIBRARIES = frozenset({"torch", "numpy", "scipy", "math", "einops", "builtins", "os", "sys"})
+
 
 class Project(GradQueries):
     """The files linted together (paths; contents read on demand).
@@ -158,8 +162,10 @@ class Project(GradQueries):
                 if not _STEP_MARKERS.search(self.text(path)):
                     continue
                 tree = self._trees.get(path) or _parse(self.text(path))  # (no parent links)
-                modules = set(ImportTable(tree).imports if tree is not None else ()) | {"self"}
-                for loop in ast.walk(tree) if tree is not None else ():
+                imports = ImportTable(tree).imports if tree is not None else {}
+                modules = {name for name, targets in imports.items() if not all(  # (torch.allclose
+                    t.split(".")[0] in _LIBRARIES for t in targets)} | {"self"}  # is no call of a
+                for loop in ast.walk(tree) if tree is not None else ():  # project's allclose)
                     if isinstance(loop, ast.ClassDef):  # a method a framework runs every step
                         for method in loop.body:  # (Lightning's training_step): its body is
                             if framework_step_method(loop, method):  # a training loop's

@@ -124,3 +124,18 @@ def test_padded_batches_are_not_told_to_drop_their_attention_mask():
     assert "no attention_mask" not in padded.title + padded.fix
     assert "the batches are padded (measured)" in padded.fix
     assert "logging_nan_inf_filter=False" in padded.title  # (the switch that applies)
+
+
+def test_a_causal_lm_under_the_trainer_is_told_the_language_modeling_collator():
+    """peft's DoRA script copies input_ids into labels when it tokenizes with max_length
+    padding: DataCollatorWithPadding raises on the unpadded labels; the language-modeling
+    collator pads and builds them."""
+    session = padding_session(pad_to=64, trainer=True)
+    session["tree"] = {"kind": "root", "children": [
+        {"kind": "module", "path": "model", "type": "PeftModelForCausalLM", "children": []}]}
+    (item,) = padding_waste(session)
+    assert "DataCollatorForLanguageModeling(tokenizer, mlm=False)" in item.fix
+    assert "without copying `input_ids` into `labels`" in item.fix
+    session["tree"]["children"][0]["type"] = "BertForSequenceClassification"
+    (item,) = padding_waste(session)
+    assert "DataCollatorWithPadding(tokenizer)" in item.fix and "mlm=False" not in item.fix

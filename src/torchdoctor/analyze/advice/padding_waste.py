@@ -28,12 +28,13 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, advice_step_ms, fmt_ms, is_cuda, pct
 from torchdoctor.analyze.advice.framework_terms import driver, group_by_length_switch
-from torchdoctor.session_read import installed_package
+from torchdoctor.session_read import installed_package, walk
 
 #: the padding share of the positions that is worth a word, and the least saving (share of the
 #: step) for an advice
@@ -46,6 +47,14 @@ _PER_BATCH_HF = (
     "and let the collator pad each batch to its longest sequence: `DataCollatorWithPadding"
     "(tokenizer)` (token classification: `DataCollatorForTokenClassification`), passed as the "
     "DataLoader's `collate_fn` or the Trainer's `data_collator`."
+)
+_PER_BATCH_CLM = (
+    "Tokenize without padding (`tokenizer(texts, truncation=True)`, no `padding=\"max_length\"`) "
+    "and without copying `input_ids` into `labels` (a copy made before the collator cannot be "
+    "padded by it: DataCollatorWithPadding raises on it), and let "
+    "`DataCollatorForLanguageModeling(tokenizer, mlm=False)` pad each batch to its longest "
+    "sequence and build the labels (padding set to -100), passed as the DataLoader's "
+    "`collate_fn` or the Trainer's `data_collator`."
 )
 _PER_BATCH = (
     "Pad each batch to its own longest sequence in the DataLoader's `collate_fn` "
@@ -128,7 +137,9 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             f"longest removes {100 * fixed:.0f}% of the positions, {fmt_ms(per_batch_ms)} per "
             f"step ({pct(per_batch_ms, step):.0f}%); {grouping}"
         )
-        fix = (_PER_BATCH_HF if hugging_face else _PER_BATCH) + " Then " + (
+        per_batch = _PER_BATCH_CLM if hugging_face and _causal_lm(session) else (
+            _PER_BATCH_HF if hugging_face else _PER_BATCH)
+        fix = per_batch + " Then " + (
             group_trainer if trainer else _GROUP_TRAIN if training else _GROUP_INFER
         ).replace("Group", "group", 1).replace("Sort", "sort", 1)
         title = (f"{100 * share:.0f}% of the token positions are padding: pad each batch to its "
@@ -163,6 +174,21 @@ def padding_waste(session: Mapping[str, Any]) -> list[Advice]:
             cause="padding",
         )
     ]
+
+
+def _causal_lm(session: Mapping[str, Any]) -> bool:
+    """A causal language model in the tree (its labels are its inputs shifted: fine-tuning
+    scripts copy ``input_ids`` into ``labels``; peft's DoRA script did, which the collator for
+    classification cannot pad).
+
+    Example:
+        >>> _causal_lm({"tree": {"children": [{"type": "PeftModelForCausalLM"}]}})
+        True
+    """
+    return any(_CAUSAL.search(str(n.get("type") or "")) for n, _ in walk(session.get("tree") or {}))
+
+
+_CAUSAL = re.compile(r"(CausalLM|LMHeadModel)$")
 
 
 def _valid(padding: Any) -> bool:

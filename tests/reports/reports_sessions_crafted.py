@@ -166,6 +166,9 @@ def after_steps_session(eval_calls: int = 0, grad_calls: int = 500):
            "after_calls": {"model_calls": 500, "eval_calls": eval_calls,
                            "grad_calls": grad_calls}}  # fmt: skip
     session["config"] = {**session.get("config", {}), "run_time": run}
+    dropout = {"kind": "module", "path": "drop", "name": "drop", "type": "Dropout",
+               "children": []}  # (ng-video-lecture's model: training mode runs its dropout)
+    session["tree"] = {**session["tree"], "children": [*session["tree"]["children"], dropout]}
     return session
 
 

@@ -3,6 +3,7 @@ profiler, with autograd on and in training mode (analyze/advice/after_steps.py).
 
 from __future__ import annotations
 
+import pytest
 import torch
 from reports_sessions_crafted import after_steps_session
 from torch import nn
@@ -45,3 +46,29 @@ def test_the_profiler_counts_the_model_calls_after_the_last_step():
             net(x)
     calls = prof.session["config"]["run_time"]["after_calls"]
     assert calls == {"model_calls": 6, "eval_calls": 1, "grad_calls": 5}
+
+
+def test_training_mode_is_moot_without_dropout_or_batch_norm_in_the_tree():
+    """dlrm's MLPs have neither: its evaluation after the loop was told 'in training mode
+    (dropout active ...)', and forward-forward's model.eval() raised (it overrides train())."""
+    session = after_steps_session(grad_calls=0)
+    session["tree"] = {"kind": "root", "children": [
+        {"kind": "module", "path": "mlp", "type": "Sequential", "children": [
+            {"kind": "module", "path": "mlp.0", "type": "Linear"}]}]}
+    assert after_steps(session) == []
+    session["tree"]["children"][0]["children"].append(
+        {"kind": "module", "path": "mlp.1", "type": "Dropout"})
+    (item,) = after_steps(session)
+    assert "in training mode" in item.title
+
+
+def test_calls_that_are_a_small_part_of_the_time_after_the_steps_say_so():
+    """dlrm's final evaluation: 1.5 s after the loop, of which its 60 model calls ~0.15 s; the
+    rest made the test batches, which eval mode and no_grad leave as they are."""
+    session = after_steps_session(eval_calls=500)
+    session["tree"] = {"kind": "root", "forward_ms": {"mean": 2.0}, "children": []}
+    session["steps"] = [{"index": i, "detailed": True, "model_calls": 1} for i in range(5)]
+    (item,) = after_steps(session)
+    assert item.title == ("After the last step, 6,060 ms (10% of the run) with 500 model calls "
+                          "with autograd on, about 1,000 ms of it")
+    assert item.heat == pytest.approx(1_000.0 / 57_800.0)

@@ -19,10 +19,12 @@ Example:
 
 from __future__ import annotations
 
+import re
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_count, fmt_ms
+from torchdoctor.analyze.advice.base import Advice, center, fmt_count, fmt_ms, walk
 
 #: the share of the run after the steps worth a word
 MIN_SHARE = 0.05
@@ -34,6 +36,27 @@ _FIX = (
     "and dropout is off, as sampling and evaluating want it (ng-video-lecture's final "
     "generate(): 5.47 s as written, 3.32 s so). Call model.train() again if training goes on."
 )
+
+
+#: module types that behave differently in training mode (a model without any: mode is moot)
+_MODE_SENSITIVE = re.compile(r"Dropout|DropPath|StochasticDepth|BatchNorm|InstanceNorm")
+
+
+def _calls_ms(session: Mapping[str, Any], count: int) -> float | None:
+    """``count`` outermost model calls at the detailed steps' forward per outermost call (the
+    tree's forward over the steps' ``model_calls``); None when the session has neither.
+
+    Example:
+        >>> steps = [{"detailed": True, "model_calls": 2}] * 3
+        >>> _calls_ms({"tree": {"forward_ms": {"mean": 8.0}}, "steps": steps}, 10)
+        40.0
+    """
+    calls = [int(s.get("model_calls") or 0) for s in session.get("steps") or ()
+             if s.get("detailed") and s.get("model_calls")]  # fmt: skip
+    forward = center((session.get("tree") or {}).get("forward_ms"))
+    if not calls or forward <= 0:
+        return None
+    return forward / statistics.median(calls) * count
 
 
 def after_steps(session: Mapping[str, Any]) -> list[Advice]:
@@ -54,6 +77,9 @@ def after_steps(session: Mapping[str, Any]) -> list[Advice]:
         return []
     with_grad = int(calls.get("grad_calls") or 0)
     training = count - int(calls.get("eval_calls") or 0)
+    tree = session.get("tree")
+    if tree and not any(_MODE_SENSITIVE.search(str(n.get("type") or "")) for n, _ in walk(tree)):
+        training = 0  # (no dropout, no batch norm: training mode changes nothing; dlrm's MLPs)
     if not with_grad and not training:
         return []
     how = [text for text, n in (("with autograd on", with_grad), ("in training mode", training))
@@ -69,16 +95,28 @@ def after_steps(session: Mapping[str, Any]) -> list[Advice]:
     if training:
         evidence.append(f"{fmt_count(training)} of them ran with the model in training mode "
                         "(dropout active, batch norm updating its statistics)")  # fmt: skip
+    calls_ms = _calls_ms(session, count)
+    heat = share
+    title = (f"After the last step, {fmt_count(count)} model calls {' and '.join(how)} took "
+             f"{fmt_ms(after)} ({100 * share:.0f}% of the run)")  # fmt: skip
+    if calls_ms is not None and calls_ms < 0.5 * after:  # (dlrm: its test loader's batches)
+        heat = calls_ms / total
+        title = (f"After the last step, {fmt_ms(after)} ({100 * share:.0f}% of the run) with "
+                 f"{fmt_count(count)} model calls {' and '.join(how)}, about {fmt_ms(calls_ms)} "
+                 "of it")  # fmt: skip
+        evidence.append(
+            f"the model calls themselves take about {fmt_ms(calls_ms)} of it (the steps' "
+            "forward per outermost call): the rest is other work between them (making the "
+            "batches, metrics, saving), which eval mode and no_grad do not change")
     return [Advice(
         rule="after-steps",
-        title=f"After the last step, {fmt_count(count)} model calls {' and '.join(how)} took "
-        f"{fmt_ms(after)} ({100 * share:.0f}% of the run)",
+        title=title,
         confidence="medium",
         evidence=evidence,
         fix=_FIX,
         references=["torch.no_grad", "torch.inference_mode", "nn.Module.eval"],
         code="model.eval()\nwith torch.no_grad():\n    out = model.generate(context, "
         "max_new_tokens=500)",
-        heat=min(1.0, share),
+        heat=min(1.0, heat),
         cause="inference-mode",
     )]

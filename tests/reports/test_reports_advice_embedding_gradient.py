@@ -50,3 +50,18 @@ def test_it_joins_the_dominant_module_advice_for_the_same_embedding():
     assert "emb (Embedding) dominates the step" in dominant.title
     found = [a for a in advise(session) if a.cause == "embedding-gradient"]
     assert len(found) == 1 and found[0].rule == "embedding-gradient"
+
+
+def test_a_measured_table_states_its_measured_saving_at_most_its_backward():
+    """The profiler timed the step's calls on the table both ways: that saving, not backward
+    less forward (the tree's backward of a first layer runs to the next mark)."""
+    session = embedding_gradient_session()
+    table = session["tree"]["children"][0]["children"][0]  # Enc.emb: 8.9 ms backward
+    table["embedding"] = {"rows": 1, "table": [4310, 256], "calls": 7, "bag": False,
+                          "measured": {"dense_ms": 3.2, "sparse_ms": 0.4, "reps": 5}}  # fmt: skip
+    (item,) = embedding_gradient(session)
+    assert item.estimated_saving_ms == pytest.approx(2.8 + (5.1 - 0.27))
+    assert any("measured on its own 4310 x 256 table, 7 calls" in e for e in item.evidence)
+    table["embedding"]["measured"]["dense_ms"] = 40.0  # (a busier machine at the probe)
+    (item,) = embedding_gradient(session)
+    assert item.estimated_saving_ms == pytest.approx(8.9 + (5.1 - 0.27))

@@ -51,7 +51,6 @@ from typing import Any
 
 import torch
 
-from torchdoctor.collect.attention_probe import probe_attention, probe_budget
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.children import ChildProcesses
 from torchdoctor.collect.clocks import make_clock
@@ -68,6 +67,7 @@ from torchdoctor.collect.memory import PeakMemory
 from torchdoctor.collect.naming import source_of_code
 from torchdoctor.collect.other_sampler import OtherPhaseSampler
 from torchdoctor.collect.outermost import OutermostModules
+from torchdoctor.collect.probes import probe_module_calls
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary, check_options
 from torchdoctor.collect.profiler_steps import RecentSteps, StepCycle
 from torchdoctor.collect.recorder import Recorder
@@ -295,7 +295,7 @@ class Profiler(StepCycle, HookEvents):
             audit = self._exit_sync_audit()
             self._rec.release_handles()
             self._hooks.remove()
-        self._probe_attention()
+        probe_module_calls(self._rec, self.state, time.perf_counter() - self._started_s)
         state.run_ms = 1e3 * (time.perf_counter() - self._started_s)  # (start to stop)
         if state.first_kept_ns is not None:  # (the time before it: start-up and warm-up)
             state.before_ms = max(0.0, (state.first_kept_ns - 1e9 * self._started_s) / 1e6)
@@ -303,20 +303,6 @@ class Profiler(StepCycle, HookEvents):
         if self._checkpointer is not None:  # the final session replaces the checkpoint
             self._checkpointer.finish(self.session)
         return self.session
-
-    def _probe_attention(self) -> None:
-        """Time the unfused attention calls both ways (collect/attention_probe.py), after the
-        hooks are gone; a run that failed or was interrupted is reported as it is."""
-        calls = self._rec.attention_calls
-        if not calls or self.state.interrupted:
-            return
-        try:
-            probe_attention(calls, probe_budget(time.perf_counter() - self._started_s))
-        except (Exception, KeyboardInterrupt) as error:  # (never worth the session)
-            self.state.notes.append(
-                f"the attention probe stopped ({type(error).__name__}: {error}); the advice "
-                "states no measured saving for it"
-            )
 
     def leave_forked_child(self) -> None:
         """In a forked child (``os.register_at_fork``, below): remove every hook and mode and

@@ -50,12 +50,13 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch.nn import MultiheadAttention
+from torch.nn import Embedding, EmbeddingBag, MultiheadAttention
 from torch.nn.modules.conv import _ConvNd
 
 from torchdoctor.collect.attention_probe import note_attention_call
 from torchdoctor.collect.compiled import DYNAMO_SKIPS, compiling
 from torchdoctor.collect.conv_geometry import note_conv_call
+from torchdoctor.collect.embedding_probe import note_embedding_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
 from torchdoctor.collect.fingerprint import SeenInputs, fingerprint, note_outputs
 from torchdoctor.collect.naming import ModuleNames
@@ -88,6 +89,8 @@ _START, _END = int(MarkKind.START), int(MarkKind.END)
 _new = tuple.__new__  # a record without its generated Python __new__ (hot path)
 _NO_KWARGS: Any = object()  # post_hook's output, when torch calls it without keyword arguments
 
+_EMBEDDINGS = (Embedding, EmbeddingBag)  # (their dense gradient: embedding_probe.py)
+
 
 class Recorder(NodeRegistry, RegionEvents, SavedBytes):
     """Raw events of the running step plus the node registry shared by all steps.
@@ -117,6 +120,9 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         # node -> an attention module's first call (attention_probe.py); node -> its module
         self.attention_calls: dict[int, dict | None] = {}
         self.attention_pending: dict[int, Any] = {}
+        # node -> a trained embedding's first call, its weight (embedding_probe.py)
+        self.embedding_calls: dict[int, dict | None] = {}
+        self.embedding_weights: dict[int, Any] = {}
         self.padding = PaddingProbe()  # the step's first padded token batch (padding.py)
         self.names = ModuleNames()
         self.phases = PhaseMachine(self.now)
@@ -268,6 +274,8 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
             note_conv_call(self, node, module, args)
         elif isinstance(module, MultiheadAttention) and node not in self.attention_calls:
             self.attention_pending[node] = module  # (read when it returns: its kwargs)
+        elif isinstance(module, _EMBEDDINGS):  # (its first call, and its calls in that step)
+            note_embedding_call(self, node, module, args)
         serial = self.serial = self.serial + 1
         STATE.module_stack.append(self.path[node])
         if node not in self.call_site:  # where the module is called from: first call only

@@ -119,3 +119,17 @@ def test_an_evaluation_in_the_first_steps_is_no_warm_up_residue():
     detailed["steps"][0]["detailed"] = True
     detailed["config"] = {"detail": {"outlier_steps": [0]}}
     assert single_long_step(detailed)
+
+
+def test_a_loop_over_its_own_loader_in_training_mode_is_told_with_its_data_loading():
+    """dlrm's test loop: the model in training mode with autograd on (no eval(), no no_grad),
+    its batches made by a per-sample numpy dataset: the step's extra time is in its data
+    phase, which was left to the data-loading rule, and nobody told the 23 s step."""
+    (item,) = single_long_step(_run(wall=1500.0, phase="data", calls=(61, 0)))
+    assert item.title.startswith("Step 40 of 60 took 15.0x the median: work between steps")
+    assert any("1,410 ms of its extra time is data loading inside it" in e for e in item.evidence)
+    assert "Most of its time is making its batches" in item.fix
+    assert single_long_step(_run(wall=1500.0, phase="data", calls=(2, 0))) == []  # (restarts)
+    session = _run(long=(10, 30, 50), wall=1500.0, phase="data", calls=(61, 0))
+    (periodic,) = periodic_steps(session)
+    assert periodic.title.startswith("Every 20 steps a step takes 15.0x the median")

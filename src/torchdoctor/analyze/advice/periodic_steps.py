@@ -5,8 +5,8 @@ one step out of N, which the median step and the tree (made of typical detailed 
 ones left out) do not show. Every step's wall time and phases are recorded, light steps
 included (``session["steps"]``), so those steps are found in the whole run: their extra time
 over the median step, summed over the run, is a measured cost; the phase that holds it says
-what kind of work it is. Extra time in the data phase is left to the data-loading rule
-(workers restarted at every epoch).
+what kind of work it is. Extra time in the data phase is the data-loading rule's (workers
+restarted at every epoch) unless the steps loop over the model (an evaluation's own loader).
 
 Example:
     >>> steps = [{"index": i, "wall_ms": 400.0 if i % 20 == 19 else 100.0, "detailed": False,
@@ -82,8 +82,6 @@ PHASE_WORK = {
     "backward": "in the backward phase",
     "optimizer": "in the optimizer step (a scheduler, an extra optimizer pass)",
 }
-
-
 #: ... in the optimizer phase of a run without an optimizer (steps end at backward calls)
 _AFTER_BACKWARD = ("after the backward pass (no torch.optim optimizer: a hand-written update, "
                    "then whatever runs before the next forward: an evaluation, a checkpoint)")
@@ -174,10 +172,12 @@ def phase_extra(
     return out
 
 
+LOOP_CALLS = 4  # a long step calling the model this many times its typical one's: a loop
+
+
 def _also(phases: Mapping[str, float], phase: str, long: list[Mapping[str, Any]]) -> str:
-    """The other phases holding a quarter or more of the long steps' extra time (Whisper's
-    transcription loop: the encoder's call in the forward, +179 ms, and the feature extractor
-    on the next clips between steps, +120 ms, which the first alone hid).
+    """The other phases holding a quarter of the long steps' extra time (Whisper's loop: the
+    encoder, +179 ms, hid the feature extractor between steps, +120 ms).
 
     Example:
         >>> print(_also({"forward": 180.0, "other": 120.0, "data": 5.0}, "forward", [{}])[:40])
@@ -288,8 +288,9 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     phase = max(phases, key=lambda p: phases[p])
     counted = _long_model_calls(long, steps)  # (light steps count their model calls too)
     evaluating = counted is not None and counted[1] >= 0.5 * (counted[0] - counted[2])
-    if phase == "data" and not evaluating:
-        return []  # (workers restarted at every epoch: the data-loading rule's)
+    looping = counted is not None and counted[0] >= LOOP_CALLS * max(1, counted[2])
+    if phase == "data" and not (evaluating or looping):  # (a loop of its own over a loader:
+        return []  # else workers restarted at every epoch: the data-loading rule's)
     if phase == "data":  # (an evaluation's own loader: mnist_rnn's test() every 100 steps)
         phases["other"] += phases.pop("data")
         phase = "other"

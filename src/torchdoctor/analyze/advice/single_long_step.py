@@ -32,6 +32,7 @@ from torchdoctor.analyze.advice.cpu_contention import (
 )
 from torchdoctor.analyze.advice.periodic_loops import model_calls, sampled_text
 from torchdoctor.analyze.advice.periodic_steps import (
+    LOOP_CALLS,
     MIN_STEPS,
     PHASE_WORK,
     RARE_LONG,
@@ -59,6 +60,13 @@ _SAMPLING_FIX = (
     " Its extra model calls ran in training mode: if they sample or generate (a pipeline's "
     "denoising loop), run them with the model in eval mode under torch.no_grad() (no graph, "
     "dropout off), with fewer inference steps, or less often."
+)
+#: ... most of it loading the batches of its own loop (dlrm's test batches: 200 ms of host
+#: work each against 58 ms of model)
+_LOADING_FIX = (
+    " Most of its time is making its batches: make the evaluation set once and keep it (a "
+    "fixed tensor or a cached dataset) instead of per call, give its DataLoader workers, or "
+    "evaluate on fewer batches."
 )
 _OTHER_FIX = (
     "If it runs once (a final evaluation, saving the model), it is a fixed cost that a longer "
@@ -96,9 +104,11 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
         return []
     phases = phase_extra([step], steps)
     phase = max(phases, key=lambda p: phases[p])
-    if phase == "data" and not evaluation:
+    looping = calls is not None and calls[0] >= LOOP_CALLS * max(1, calls[2])
+    if phase == "data" and not (evaluation or looping):
         return []  # (a loader's workers started again: the data-loading rule's)
-    phase = "other" if phase == "data" else phase  # (an evaluation's own loader)
+    loading = phases["data"] if phase == "data" else 0.0  # (an evaluation's own loader:
+    phase = "other" if phase == "data" else phase  # dlrm's test loop, in training mode)
     share, ratio = 100.0 * extra / total, wall / median
     head = f"Step {step.get('index', '?')} of {len(recorded)} took {ratio:.1f}x the median"
     host = extra_split([step], steps)
@@ -121,6 +131,9 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
     if calls is not None and not evaluation:
         evidence.append(f"it called the model {calls[0]} times against {calls[2]} in a typical "
                         "step, in training mode")  # fmt: skip
+    if loading:
+        evidence.append(f"{fmt_ms(loading)} of its extra time is data loading inside it: the "
+                        "batches of its own loop over a loader (an evaluation set's)")  # fmt: skip
     if step.get("detailed"):  # (left out of the tree: what its model calls ran under)
         evidence.append(sampled_text(session))
     if host is not None and host.cpu_ms < 0.7 * host.wall_ms:
@@ -131,8 +144,9 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
         title=title,
         confidence="low",  # (one step: whether it comes back is not seen in this run)
         evidence=evidence,
-        fix=_EVALUATION_FIX if evaluation else _OTHER_FIX + (
-            _SAMPLING_FIX if calls is not None and calls[0] > 2 * max(1, calls[2]) else ""),
+        fix=(_EVALUATION_FIX if evaluation else _OTHER_FIX + (
+            _SAMPLING_FIX if calls is not None and calls[0] > 2 * max(1, calls[2]) and not loading
+            else "")) + (_LOADING_FIX if loading else ""),
         estimated_saving_ms=per_step / 2,  # (half of it, averaged over the run's steps)
         saving_range_ms=(per_step / 2, per_step),
         references=["torch.inference_mode"],

@@ -159,6 +159,12 @@ SPEEDUPS: dict[str, Speedup] = {
         "(pytorch/examples mnist), 1.16x (fast_neural_style), and a CNN whose max pooling was "
         "a quarter of its step gained a third of it"
     ),
+    # (a CPU with bf16 units, AVX512-BF16 / AMX: its matmuls and convolutions, measured)
+    "bf16_autocast_cpu": Speedup(
+        1.0, 1.45, "bf16 autocast on an AMX CPU (BENCHMARKS.md): a ResNet-style conv net's "
+        "step 1.30x-1.40x, timm resnet18 with --amp-dtype bfloat16 1.28x-1.33x; small or "
+        "elementwise-bound steps gain nothing (the casts cost what the kernels save)"
+    ),
     "compile_repeated": Speedup(1.2, 1.5, "torch.compile on a stack of identical layers"),
     "halve_layers": Speedup(2.0, 2.0, "half the layers of a stack take half the time"),
     "ops_replacement": Speedup(2.0, 10.0, "torchdoctor.ops batched sync-free building blocks"),

@@ -4,7 +4,8 @@ Which knobs are on is read from ``environment["knobs"]`` (or ``config["knobs"]``
 ``autocast``, ``tf32``, ``channels_last``, ``compile`` set to true / false / null (unknown).
 ``compile`` is also inferred from ``OptimizedModule`` nodes in the tree. A knob known to be on
 is never advised. Savings are Amdahl over the measured forward + backward share with the
-remedy's stated speedup range (autocast and TF32 on CUDA only; channels_last only when the tree
+remedy's stated speedup range (TF32 on CUDA only, autocast on CUDA or on a CPU with bf16 units,
+there a bound over its matmul and convolution modules; channels_last only when the tree
 has a Conv2d/Conv3d module, over the time of the convolutions and batch norms, at least 10% of
 the step),
 and each says how to measure it instead: ``torchdoctor tune SCRIPT``. When the session holds a
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import (
+    CPU_BF16_NOTE,
     SPEEDUPS,
     Advice,
     center,
@@ -233,6 +235,8 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
     wanted = [] if once or _tiny_calls(session) else ["compile"]
     if cuda:
         wanted = ["autocast", "tf32", *wanted]
+    elif (session.get("environment") or {}).get("bf16_native") is True:  # (AMX: bf16 units)
+        wanted = ["autocast", *wanted]
     if state["_conv"]:
         wanted.append("channels_last")
     script = _script_name(session)
@@ -241,6 +245,10 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             continue
         part, what = compute, ("forward + backward are" if center(phases.get("backward"))
                                else "the forward passes are")  # fmt: skip
+        if knob == "autocast" and not cuda:  # (a CPU's bf16 units: its matmuls and convs)
+            part, what = min(_kernel_ms(session), compute), "its matmul and convolution modules are"
+            if part < MIN_CONV_FRACTION * step:
+                continue
         if knob == "channels_last":  # it changes the convolutions (and batch norms) only
             part = _conv_ms(session)
             if part < MIN_CONV_FRACTION * step:
@@ -296,6 +304,14 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         fraction = fusable / unprofiled if knob == "compile" else part / step
         if knob == "compile" and not cuda:  # (on a CPU: measured 0.55-1.32x, no saving stated)
             advice.append(compile_on_cpu(item, unprofiled, min(1.0, fraction)))
+        elif knob == "autocast" and not cuda:  # (a CPU with bf16 units: up to 1.45x)
+            item.title = "Run forward and backward under CPU bf16 autocast"
+            item.fix = item.fix.replace("'cuda'", "'cpu'").replace(
+                "torchdoctor tune", "torchdoctor tune --knobs bf16_autocast") + "." + CPU_BF16_NOTE
+            item.code = (item.code or "").replace('"cuda"', '"cpu"')
+            item.evidence[1] = f"up to {SPEEDUPS['bf16_autocast_cpu'].high:g}x on that part"
+            advice.append(compile_on_cpu(item, unprofiled, min(1.0, fraction),
+                                         "bf16_autocast_cpu"))  # fmt: skip
         elif knob == "channels_last" and not cuda:  # (on a CPU: measured 0.85-1.16x)
             item.evidence[1] = item.evidence[1].replace(
                 f"expected {speedup.low:g}-{speedup.high:g}x", "up to "

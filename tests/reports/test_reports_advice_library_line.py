@@ -55,3 +55,19 @@ def test_a_periodic_round_trip_is_not_advised_as_the_steps():
     assert cpu_work(session) == []  # an image saved in 1 of 6 audited steps
     session["syncs"][0].update(count=6, per_step=1.0, steps=6)
     assert [a.rule for a in cpu_work(session)] == ["cpu-work"]
+
+
+def test_only_the_heaviest_of_the_lines_with_nothing_specific_is_an_advice():
+    """mnist_forward_forward got three 'the heaviest measured source line' items (8%, 6%, 6%):
+    the others are the first one's evidence."""
+    from torchdoctor.analyze.advice.hot_lines import hot_line_advice
+
+    session = _session(via_ms=2.0)
+    first = session["hot_lines"]["lines"][0]
+    second = {**first, "line": 31, "location": "train.py:31", "code": "y = x.norm(dim=1)",
+              "forward_ms": {"median": 12.0, "mean": 12.0},
+              "total_ms": {"median": 12.0, "mean": 12.0}}  # fmt: skip
+    session["hot_lines"]["lines"].append(second)
+    generic = [a for a in hot_line_advice(session) if a.title.endswith("source line")]
+    assert [a.locations for a in generic] == [["/x/train.py:27"]]
+    assert any(e.startswith("next: train.py:31 `y = x.norm(dim=1)`") for e in generic[0].evidence)

@@ -342,3 +342,16 @@ def test_cells_of_two_layers_are_one_advice_and_float64_comes_first():
     assert ranked[0].rule == "float64-training" and ranked[0].estimated_saving_ms > 0
     assert not [a for a in ranked if "nn.LSTM" in a.title]  # (merged into float64's)
     assert any("no faster than a loop of cells" in e for e in ranked[0].evidence)
+
+
+def test_numbered_parts_of_one_type_are_named_as_their_group():
+    """dlrm's model: eight EmbeddingBag tables emb_l.0-7 at 8.6% of the step together; the
+    advice quoted the largest one, 'emb_l.5 2%'."""
+    from torchdoctor.analyze.advice.dominant import _parts_text
+
+    tables = [{"kind": "module", "path": f"emb_l.{i}", "name": str(i), "type": "EmbeddingBag",
+               "total_ms": {"mean": 1.8}, "children": []} for i in range(8)]  # fmt: skip
+    top = {"kind": "module", "path": "top_l", "name": "top_l", "type": "Sequential",
+           "total_ms": {"mean": 39.0}, "children": []}  # fmt: skip
+    text = _parts_text({"children": [top, *tables]}, step=170.0)
+    assert text == "top_l 23%, emb_l[0-7] 8% (8 x ~1%) of the step"

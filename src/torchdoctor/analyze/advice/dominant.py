@@ -55,6 +55,7 @@ from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
 from torchdoctor.analyze.advice.knobs import slow_backward_note
 from torchdoctor.analyze.advice.ops_table import OPS_FOR, ops_for  # noqa: F401 (re-exported)
+from torchdoctor.analyze.tree import group_repeated_siblings
 from torchdoctor.session_read import walk
 
 THRESHOLD = 0.30
@@ -79,17 +80,19 @@ def _parts_text(node: Mapping[str, Any], step: float | None = None) -> str:
         >>> node = {"total_ms": {"median": 10.0}, "children": [
         ...     {"kind": "module", "path": "m.h.0", "total_ms": {"median": 6.0}},
         ...     {"kind": "module", "path": "m.h.1", "total_ms": {"median": 3.0}}]}
-        >>> _parts_text(node), _parts_text(node, step=20.0)
-        ('m.h.0 60%, m.h.1 30%', 'm.h.0 30%, m.h.1 15% of the step')
+        >>> _parts_text(node), _parts_text(node, step=20.0)  # (numbered items: one group)
+        ('m.h[0-1] 90% (2 x ~45%)', 'm.h[0-1] 45% (2 x ~22%) of the step')
     """
     total = (step or node_ms(node)) or 1.0
-    parts = sorted(
-        (c for c in node.get("children") or () if c.get("kind") != "self"),
+    children = group_repeated_siblings({"children": node.get("children") or []})["children"]
+    parts = sorted(  # (dlrm's eight tables as emb_l[0-7], not its largest one, emb_l.5 2%)
+        (c for c in children if c.get("kind") != "self"),
         key=node_ms,
         reverse=True,
     )[:3]
-    return ", ".join(f"{label_of(c)} {pct(node_ms(c), total):.0f}%" for c in parts) + (
-        " of the step" if step else "")
+    return ", ".join(f"{label_of(c)} {pct(node_ms(c), total):.0f}%" + (
+        f" ({c['group_count']} x ~{pct(node_ms(c) / c['group_count'], total):.0f}%)"
+        if c.get("kind") == "group" else "") for c in parts) + (" of the step" if step else "")
 
 
 def _kept_after_caching(session: Mapping[str, Any], path: str) -> float:

@@ -173,7 +173,7 @@ def test_a_dominant_composite_explained_by_its_parts_is_not_told_to_profile_insi
         node("GPT.h.0", 15.0, 12.0, type="Block"), node("GPT.h.1", 15.0, 12.0, type="Block")])  # fmt: skip
     (item,) = dominant_module(_session(_tree(gpt)))
     assert item.title == "GPT dominates the step: its time is spread over its parts: compile it"
-    assert "(GPT.h.0 27%, GPT.h.1 27% of the step)" in item.fix and "region" not in item.fix
+    assert "(GPT.h[0-1] 54% (2 x ~27%) of the step)" in item.fix and "region" not in item.fix
     opaque = node("GPT", 40.0, 30.0, type="GPT", children=[node("GPT.h.0", 5.0, 5.0)])
     (item,) = dominant_module(_session(_tree(opaque)))
     assert "torchdoctor.region" in item.fix  # mostly (self): look inside with regions

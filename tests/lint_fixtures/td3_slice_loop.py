@@ -344,3 +344,14 @@ class MLPBuilder(nn.Module):
             n, m = int(ln[i]), int(ln[i + 1])  # near-miss: layer sizes read as numbers
             layers.append(nn.Linear(n, m))
         return layers
+
+
+class LayerSizes(nn.Module):  # dlrm's create_mlp: layer sizes read once, in the constructor
+    def __init__(self, ln):
+        super().__init__()
+        layers = []
+        for i in range(0, ln.size - 1):
+            n = ln[i]
+            m = ln[i + 1]
+            layers += [nn.Linear(int(n), int(m)), nn.ReLU()]
+        self.net = nn.Sequential(*layers)

@@ -163,6 +163,8 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         if loop is None or tensor.id in self.assigned_in(loop) or _written(loop, tensor.id):
             return
         scope = self.enclosing_scope(node)
+        if getattr(scope, "name", None) == "__init__":  # (a constructor runs once: dlrm's
+            return  # create_mlp reading its layer sizes, ln[i], from a NumPy array)
         if _under_no_grad(node) is True or self._callers_without_grad(scope):
             return
         if _in_autograd_function(scope) or self._looked_up(node):

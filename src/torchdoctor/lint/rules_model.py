@@ -90,12 +90,17 @@ class ModelRules(RuleVisitor):
         if not name.startswith("self.") or name.count(".") != 1 or len(call.args) != 1:
             return False
         owner = self.parent(self.enclosing_scope(call))
-        return isinstance(owner, ast.ClassDef) and any(
-            isinstance(n, ast.Assign) and any(dotted(t) == name for t in n.targets)
-            and isinstance(n.value, ast.Call)
-            and any(q.endswith("Softmax") for q in self.callee(n.value))
-            for n in ast.walk(owner)
-        )
+        if not isinstance(owner, ast.ClassDef):
+            return False
+        made = self.__dict__.setdefault("_softmax_attributes", {})  # (per class, once: a big
+        if owner not in made:  # file's every self.f(x) walked its whole class)
+            made[owner] = {
+                dotted(t) for n in ast.walk(owner)
+                if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                and any(q.endswith("Softmax") for q in self.callee(n.value))
+                for t in n.targets
+            }  # fmt: skip
+        return name in made[owner]
 
     def _sequential_init(self, call: ast.Call) -> bool:
         """``super().__init__(conv, bn, act)`` in a subclass of nn.Sequential (mmcv's

@@ -170,9 +170,7 @@ class OptimizerChecks(RuleVisitor):
             return
         if self._skips_sync(self.enclosing_scope(node)):
             return
-        if not any(
-            self.callee(c) & DDP for c in ast.walk(self.context.tree) if isinstance(c, ast.Call)
-        ) and not any(  # (the model wrapped elsewhere: `ddp_model(x)`, `self.ddp(x)`)
+        if not self._wraps_in_ddp() and not any(  # (the model wrapped elsewhere: `ddp_model(x)`, `self.ddp(x)`)
             _DDP_NAME.search((dotted(c.func) or "").rsplit(".", 1)[-1])
             for c in self.direct_calls(loop.body)
         ) and not self._ddp_elsewhere(loop):  # (... or by the caller, in another file)
@@ -204,6 +202,13 @@ class OptimizerChecks(RuleVisitor):
                     return
                 parent = self.parent(parent)
 
+    def _wraps_in_ddp(self) -> bool:
+        """The file calls DistributedDataParallel somewhere (read once per file)."""
+        if "_ddp_in_file" not in self.__dict__:
+            self._ddp_in_file = any(self.callee(c) & DDP for c in ast.walk(self.context.tree)
+                                    if isinstance(c, ast.Call))  # fmt: skip
+        return self._ddp_in_file
+
     def _ddp_elsewhere(self, loop: ast.AST) -> bool:
         """The function around ``loop`` is imported by a file of the project that wraps a model
         in DistributedDataParallel (MAE's engine, called by the main script)."""
@@ -233,20 +238,26 @@ class OptimizerChecks(RuleVisitor):
         """The function (the file, at module level) uses ``no_sync()`` or accelerate's
         ``accumulate()``, or calls a function of the file that does (``self._sync_context()``);
         another function's correct no_sync is no excuse for this one."""
-
-        def skips(node: ast.AST) -> bool:
-            text = self.context.source if isinstance(node, ast.Module) else self.code_of(node)
-            return any(k in text for k in ("no_sync", ".accumulate(", "require_backward_grad_sync"))
-
-        if skips(scope):
+        if self._names_sync_skip(scope):
             return True
-        helpers = {
-            f.name
-            for f in ast.walk(self.context.tree)
-            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and skips(f)
-        }
-        return any((dotted(c.func) or "").rsplit(".", 1)[-1] in helpers
+        if "_sync_helpers" not in self.__dict__:  # (once per file: unparsing every function
+            self._sync_helpers = {  # of a big file at each call took 21 s of a 57 s lint)
+                f.name for f in ast.walk(self.context.tree)
+                if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and self._names_sync_skip(f)
+            }  # fmt: skip
+        return any((dotted(c.func) or "").rsplit(".", 1)[-1] in self._sync_helpers
                    for c in ast.walk(scope) if isinstance(c, ast.Call))  # fmt: skip
+
+    def _names_sync_skip(self, node: ast.AST) -> bool:
+        """The source of ``node`` (its lines; the whole file for the module) names no_sync,
+        accelerate's accumulate or require_backward_grad_sync."""
+        if isinstance(node, ast.Module):
+            text = self.context.source
+        else:
+            lines = self.context.lines
+            text = "\n".join(lines[node.lineno - 1:node.end_lineno])  # type: ignore[attr-defined]
+        return any(k in text for k in ("no_sync", ".accumulate(", "require_backward_grad_sync"))
 
     def _run_wide_test(self, branch: ast.AST, loop: ast.AST) -> bool:
         """The test of ``branch`` (``if fp16_scaler is None:``, ``if args.clip:``) reads only

@@ -39,6 +39,9 @@ from torchdoctor.lint.tensors import framework_step_method, numbers_in_literal
 _LIBRARIES = frozenset({"torch", "numpy", "scipy", "math", "einops", "builtins", "os", "sys"})
 
 
+#: a function definition's name (the ``defining`` index)
+_DEF = re.compile(r"\bdef\s+(\w+)\s*\(")
+
 class Project(GradQueries):
     """The files linted together (paths; contents read on demand).
 
@@ -72,6 +75,47 @@ class Project(GradQueries):
         self._texts[path] = text
         if tree is not None:
             self._trees[path] = tree
+
+    def defining(self, name: str) -> list[str]:
+        """The project's files with a ``def name(`` (an index of every file's ``def`` names,
+        built once: a whole-package lint searched every file's text for each name asked).
+
+        Example:
+            >>> project = Project()
+            >>> project.add("a.py", "def f(x):\\n    return x\\n")
+            >>> project.defining("f"), project.defining("g")
+            (['a.py'], [])
+        """
+        index = self._no_grad.get(("def names",))  # type: ignore[call-overload]
+        if index is None or index[0] != len(self.paths):
+            names: dict[str, list[str]] = {}
+            for path in self.paths:
+                for found in set(_DEF.findall(self.text(path))):
+                    names.setdefault(found, []).append(path)
+            index = self._no_grad[("def names",)] = (len(self.paths), names)  # type: ignore[index]
+        return index[1].get(name, [])
+
+    def functions_named(self, name: str) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+        """Every ``def name`` of the project's files, nested ones included (each file's tree
+        walked once for all names).
+
+        Example:
+            >>> project = Project()
+            >>> project.add("a.py", "class A:\\n    def f(self):\\n        pass\\n")
+            >>> [f.name for f in project.functions_named("f")]
+            ['f']
+        """
+        found = []
+        for path in self.defining(name):
+            index = self._no_grad.get(("functions", path))  # type: ignore[call-overload]
+            if index is None:
+                index = {}
+                for node in ast.walk(self.tree(path) or ast.Module(body=[], type_ignores=[])):
+                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        index.setdefault(node.name, []).append(node)
+                self._no_grad[("functions", path)] = index  # type: ignore[index]
+            found += index.get(name, [])
+        return found
 
     def text(self, path: str) -> str:
         if path not in self._texts:
@@ -388,13 +432,8 @@ class Project(GradQueries):
         key = ("runs argument", name, position, keyword)
         if key in self._no_grad:
             return bool(self._no_grad[key])
-        pattern = re.compile(rf"\bdef {re.escape(name)}\s*\(")
-        verdicts = []
-        for path in self.paths:
-            tree = self.tree(path) if pattern.search(self.text(path)) else None
-            for node in ast.walk(tree) if tree is not None else ():
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
-                    verdicts.append(_runs_parameter(node, position, keyword))
+        verdicts = [_runs_parameter(node, position, keyword)
+                    for node in self.functions_named(name)]  # fmt: skip
         verdict = bool(verdicts) and all(verdicts)
         self._no_grad[key] = verdict  # type: ignore[assignment]
         return verdict

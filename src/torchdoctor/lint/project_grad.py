@@ -107,14 +107,10 @@ class GradQueries:
         key = ("disables", name)
         if key in self._no_grad:
             return self._no_grad[key]  # type: ignore[return-value]
-        pattern = re.compile(rf"\bdef {re.escape(name)}\s*\(")
         found, verdict = False, True
-        for path in self.paths:
-            tree = self.tree(path) if pattern.search(self.text(path)) else None
-            for node in ast.walk(tree) if tree is not None else ():
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
-                    found = True
-                    verdict = verdict and _disables_grad(node)
+        for node in self.functions_named(name):  # type: ignore[attr-defined]
+            found = True
+            verdict = verdict and _disables_grad(node)
         result = verdict if found else None
         self._no_grad[key] = result
         return result

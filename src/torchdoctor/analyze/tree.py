@@ -80,7 +80,7 @@ def merge_nodes(nodes: list[dict[str, Any]], *, path: str, name: str) -> dict[st
         for child in n.get("children") or []:
             by_name.setdefault(_below(child, n), []).append(child)
     merged["children"] = [
-        merge_nodes(group, path=f"{path}.{below}", name=group[0]["name"])
+        merge_nodes(group, path=f"{path}.{below}", name=str(group[0].get("name") or below))
         for below, group in by_name.items()
     ]
     if first.get("kind") == "group":  # a group inside each member of an outer group
@@ -104,7 +104,7 @@ def _below(child: dict[str, Any], parent: dict[str, Any]) -> str:
     path, above = str(child.get("path") or ""), str(parent.get("path") or "")
     if above and path.startswith(above + "."):
         return path[len(above) + 1 :]
-    return str(child["name"])
+    return str(child.get("name") or path.rsplit(".", 1)[-1])
 
 
 def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[str, Any]:

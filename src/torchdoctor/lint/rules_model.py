@@ -84,23 +84,18 @@ class ModelRules(RuleVisitor):
             self._check_attention(node)
 
     def _softmax_module(self, call: ast.Call) -> bool:
-        """``self.softmax(attn)`` where the class's ``__init__`` made ``self.softmax =
-        nn.Softmax(dim=-1)`` (Swin's window attention)."""
+        """``self.softmax(attn)``, ``self.softmax = nn.Softmax(-1)`` in the class (Swin's)."""
         name = dotted(call.func) or ""
         if not name.startswith("self.") or name.count(".") != 1 or len(call.args) != 1:
             return False
-        owner = self.parent(self.enclosing_scope(call))
-        if not isinstance(owner, ast.ClassDef):
-            return False
-        made = self.__dict__.setdefault("_softmax_attributes", {})  # (per class, once: a big
-        if owner not in made:  # file's every self.f(x) walked its whole class)
-            made[owner] = {
-                dotted(t) for n in ast.walk(owner)
-                if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-                and any(q.endswith("Softmax") for q in self.callee(n.value))
-                for t in n.targets
-            }  # fmt: skip
-        return name in made[owner]
+        owner, made = self.parent(self.enclosing_scope(call)), self.__dict__.setdefault(
+            "_softmax_attributes", {})  # (per class, once: each self.f(x) walked its class)
+        if isinstance(owner, ast.ClassDef) and owner not in made:
+            made[owner] = {dotted(t) for n in ast.walk(owner) if isinstance(n, ast.Assign)
+                           and isinstance(n.value, ast.Call) and any(
+                               q.endswith("Softmax") for q in self.callee(n.value))
+                           for t in n.targets}  # fmt: skip
+        return isinstance(owner, ast.ClassDef) and name in made[owner]
 
     def _sequential_init(self, call: ast.Call) -> bool:
         """``super().__init__(conv, bn, act)`` in a subclass of nn.Sequential (mmcv's
@@ -247,8 +242,8 @@ class ModelRules(RuleVisitor):
                 ):  # (channels first: q^T @ k, DCP's point features; through names: DANet's
                     return node.lineno  # bmm(q, k) of q = conv(x).view(...).permute(0, 2, 1))
             elif isinstance(node, ast.Name) and depth < 3:
-                values = self.assigned_values(scope, node.id)  # (the nearest before first:
-                for value in sorted(values, key=lambda v: -v.lineno):  # another branch's too)
+                for value in sorted(self.assigned_values(scope, node.id),  # (the nearest
+                                    key=lambda v: -v.lineno):  # first: another branch's too)
                     if value is not expr and value.lineno <= node.lineno and not (
                             value.lineno == node.lineno and value.col_offset <= node.col_offset
                             <= (value.end_col_offset or 0)):  # (before; not its own value)

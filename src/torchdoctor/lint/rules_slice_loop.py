@@ -163,9 +163,8 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         if loop is None or tensor.id in self.assigned_in(loop) or _written(loop, tensor.id):
             return
         scope = self.enclosing_scope(node)
-        if getattr(scope, "name", None) == "__init__":  # (a constructor runs once: dlrm's
-            return  # create_mlp reading its layer sizes, ln[i], from a NumPy array)
-        if _under_no_grad(node) is True or self._callers_without_grad(scope):
+        if getattr(scope, "name", None) == "__init__" or _under_no_grad(node) is True or (
+                self._callers_without_grad(scope)):  # (a constructor runs once: dlrm's ln[i])
             return
         if _in_autograd_function(scope) or self._looked_up(node):
             return  # (autograd is off in a Function's forward; an embedding takes indices)

@@ -16,6 +16,7 @@ import ast
 import re
 from typing import Any
 
+from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.mask_writes import used_as_condition
 from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.tensors import JOINS, python_number
@@ -190,9 +191,8 @@ class MaskValues:
             return False
         method = bool(params) and params[0] == "self"
         position, found = params.index(name) - method, False
-        for call in ast.walk(tree):
-            if not isinstance(call, ast.Call) or any(
-                    isinstance(a, ast.Starred) for a in call.args):  # fmt: skip
+        for call in calls_named(self, str(function)):  # (indexed once per file)
+            if any(isinstance(a, ast.Starred) for a in call.args):
                 continue
             func = call.func
             if not ((isinstance(func, ast.Name) and func.id == function and not method) or (

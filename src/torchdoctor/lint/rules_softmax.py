@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import FUNCTIONS, RuleVisitor, keyword, method_name
 
@@ -239,14 +240,7 @@ class SoftmaxRules(RuleVisitor):
         callers' assignments: ``criterion = nn.BCELoss()`` then ``train(..., criterion)``);
         empty when a call passes something unknown."""
         values: list[ast.AST] = []
-        if "_calls_by_name" not in self.__dict__:  # (the file's calls by name, indexed once:
-            self._calls_by_name: dict[str, list[ast.Call]] = {}  # a walk per parameter read
-            for call in ast.walk(self.context.tree):  # type: ignore[arg-type]  was 0.17 s each)
-                called = getattr(getattr(call, "func", None), "id", None) or getattr(
-                    getattr(call, "func", None), "attr", None)
-                if isinstance(call, ast.Call) and called:
-                    self._calls_by_name.setdefault(called, []).append(call)
-        for call in self._calls_by_name.get(function.name, ()):  # type: ignore[attr-defined]
+        for call in calls_named(self, function.name):  # type: ignore[attr-defined]
             for arg in _call_arguments(call, function, name):
                 made = self.assigned_values(self.enclosing_scope(call), arg.id) if isinstance(
                     arg, ast.Name) else [arg]  # fmt: skip

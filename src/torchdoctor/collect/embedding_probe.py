@@ -47,13 +47,12 @@ def note_embedding_call(recorder: Any, node: int, module: Any, args: Any) -> Non
     table, when the call trains a dense table (``embedding_calls``: node -> dict or None;
     ``embedding_weights``: node -> the weight, until the probe); at its later calls, the most
     calls it made in one step (the recorder's ``first_serial`` tells the steps apart)."""
-    noted = recorder.embedding_calls.get(node, False)
-    if noted:  # (the most calls of a detailed step: the first may be a partial step)
-        step, count = noted["step"]
-        noted["step"] = (step, count + 1) if step == recorder.first_serial else (
-            recorder.first_serial, 1)
-        noted["calls"] = max(noted["calls"], noted["step"][1])
-    if noted is not False:
+    if node in recorder.embedding_calls:
+        noted = recorder.embedding_calls[node]
+        if noted:  # (the most calls of a detailed step: the first may be a partial step)
+            step, count = noted["step"]
+            count = count + 1 if step == recorder.first_serial else 1
+            noted["step"], noted["calls"] = (recorder.first_serial, count), max(noted["calls"], count)
         return
     weight = getattr(module, "weight", None)
     indices = args[0] if args else None

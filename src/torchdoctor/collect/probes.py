@@ -24,8 +24,8 @@ def probe_module_calls(rec: Any, state: Any, run_s: float) -> None:
     """Run the probes on what the recorder noted (``rec``), within a budget from the run's
     length (``run_s``); a probe that fails leaves a note in ``state``, no measured saving."""
     if state.interrupted or not (rec.attention_calls or rec.embedding_calls):
-        rec.embedding_weights.clear()
-        return
+        probe_embeddings(rec.embedding_calls, rec.embedding_weights, 0.0)  # (times nothing:
+        return  # its notes settled for the session, the weights released)
     try:
         budget = probe_budget(run_s)
         probe_attention(rec.attention_calls, budget)

@@ -342,3 +342,23 @@ def test_a_forked_worker_killed_by_sigterm_dies_quietly_as_without_torchdoctor(t
     assert done.returncode == 0, done.stderr
     assert "squares 14" in done.stdout and "child exit -15" in done.stdout
     assert "Traceback" not in done.stderr and "Terminated" not in done.stderr
+
+
+def test_the_output_check_creates_nothing_so_ranks_started_together_cannot_race(tmp_path, capsys):
+    """Under torchrun every rank checks --out at once: the check made the missing folder and
+    removed it again, and a rank whose check fell between another's making and removing found
+    no folder and was refused ("not writable"), failing the whole job."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torchdoctor.commands.argtypes import unwritable_out
+
+    missing = tmp_path / "prof" / "nested"
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: unwritable_out(str(missing)), range(400)))
+    assert answers == [None] * 400 and not (tmp_path / "prof").exists()
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    script = tmp_path / "train.py"
+    script.write_text("print('ran')\n")
+    assert main(["run", "--no-history", "--out", str(taken / "prof"), str(script)]) == 2
+    assert f"{taken} is a file, not a folder" in capsys.readouterr().err

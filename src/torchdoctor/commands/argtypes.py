@@ -8,7 +8,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 
 
@@ -111,25 +110,35 @@ def module_target(argv: list[str] | tuple[str, ...], i: int) -> tuple[str, list[
 
 
 def unwritable_out(path: str) -> str | None:
-    """Why the output folder ``path`` cannot take the session (created if missing), or None:
-    checked before the script runs, so a long run does not end without its results.
+    """Why the output folder ``path`` cannot take the session, or None: checked before the
+    script runs, so a long run does not end without its results. Nothing is created: a
+    missing folder is judged by its nearest existing parent (the session's writer makes it),
+    so ranks started together under torchrun never race on making and removing it.
 
     Example:
-        >>> import tempfile
-        >>> unwritable_out(tempfile.mkdtemp()) is None
-        True
+        >>> import os, tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> unwritable_out(root) is None, unwritable_out(os.path.join(root, "a", "b")) is None
+        (True, True)
         >>> "is a file" in unwritable_out(__file__)
+        True
+        >>> "is a file" in unwritable_out(os.path.join(__file__, "out"))
         True
     """
     if os.path.isfile(path):
         return f"--out {path} is a file; give a folder (it will hold session.json and the reports)"
-    created = not os.path.exists(path)
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        return f"--out {path} cannot be created ({exc.strerror or exc}); give a writable folder"
-    writable = os.access(path, os.W_OK | os.X_OK)
-    if created:  # (made again when the session is written: a run that never starts, such
-        with contextlib.suppress(OSError):  # as a script that does not exist, leaves no
-            os.rmdir(path)  # empty folder behind)
-    return None if writable else f"--out {path} is not writable; give a writable folder"
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return (
+            f"--out {path} cannot be created: {probe} is a file, not a folder; "
+            "give a writable folder"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == os.path.abspath(path) else f" (its parent {probe} is not)"
+        return f"--out {path} is not writable{where}; give a writable folder"
+    return None

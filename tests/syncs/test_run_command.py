@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -141,9 +142,14 @@ def test_a_message_of_several_lines_is_named_by_its_first(tmp_path):
 def test_ctrl_c_writes_the_session_and_exits_130(tmp_path, capsys):
     tail = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached')\n"
     script = _script(tmp_path, steps=3, tail=tail)
-    code = main(["syncs", "--out", str(tmp_path / "prof"), str(script)])
+    # (a suite started in a shell's background inherits SIGINT ignored, and Python keeps that)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = main(["syncs", "--out", str(tmp_path / "prof"), str(script)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     out, err = capsys.readouterr()
-    assert code == 130
+    assert code == 130, err[-2000:]
     assert "KeyboardInterrupt" in err and "not reached" not in out
     assert "train.py:13" in out
     assert _session(tmp_path / "prof")["interrupted"] is True

@@ -40,6 +40,7 @@ from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_l
 from torchdoctor.collect.other_sampler import other_lines_section
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.schedule import index_ranges
+from torchdoctor.collect.script_options import script_options
 from torchdoctor.collect.unused_outputs import unused_section
 from torchdoctor.session import Session
 from torchdoctor.session_read import PHASES, fmt_count
@@ -127,6 +128,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     unused = unused_section(detailed, rec.path) if rec is not None else []
     if unused:  # (calls whose outputs reached no loss: collect/unused_outputs.py)
         session["unused_outputs"] = unused
+    options = script_options()
+    if options:  # (run: the script's own switches, which advice names)
+        session["environment"]["script_options"] = options
     frameworks = imported_frameworks()
     if frameworks:  # (advice names the switch of the version in use)
         session["environment"]["frameworks"] = frameworks

@@ -73,6 +73,7 @@ from torchdoctor.collect.profiler_steps import RecentSteps, StepCycle
 from torchdoctor.collect.recorder import Recorder
 from torchdoctor.collect.rounds import ModuleRound, OptimizerRound
 from torchdoctor.collect.schedule import DETAIL_BUDGET, DetailSchedule
+from torchdoctor.collect.script_options import forget_options
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.step_queue import StepQueue
 from torchdoctor.session import Session
@@ -190,6 +191,7 @@ class Profiler(StepCycle, HookEvents):
             )
         if self._running or self.session is not None:
             raise RuntimeError("this Profiler was already used; create a new one per run")
+        forget_options()  # (an earlier run's in this process; a watched script's stay)
         state = self.state
         state.device = self.device = device_of(self.model)
         self._clock = make_clock(self.device)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import functools
 import importlib
 import os
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchdoctor.collect.notebook import is_notebook, notebook_globals, notebook_source
+from torchdoctor.collect.script_options import note_settings, watching_options
 from torchdoctor.collect.sigterm import Terminated, sigterm_as_interrupt
 
 _HOOK_NAME = "__torchdoctor_step_fn__"
@@ -352,7 +354,7 @@ def run_script(
         if is_notebook(script.path):  # IPython's names a notebook uses without importing
             main.__dict__.update(notebook_globals())
         try:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), watching_options():  # (its options: advice names them)
                 exec(script.code, main.__dict__)
             return ScriptOutcome(0)
         except SystemExit as exc:
@@ -382,6 +384,8 @@ def run_script(
                 return ScriptOutcome(code, exc, True, said)
             return ScriptOutcome(1, exc, False, text)
     finally:
+        with contextlib.suppress(Exception):  # (nanoGPT's configurator: --name=value globals)
+            note_settings(argv, main.__dict__)
         for undo in reversed(restore):
             undo()
         sys.argv, sys.path[:] = saved_argv, saved_path

@@ -62,6 +62,7 @@ from torchdoctor.analyze.advice.page_faults import kernel_page_faults
 from torchdoctor.analyze.advice.periodic_steps import periodic_steps
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.rnn_per_step import rnn_per_step
+from torchdoctor.analyze.advice.script_terms import in_script_terms
 from torchdoctor.analyze.advice.single_long_step import single_long_step
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
@@ -173,6 +174,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
         found.extend(rule(session))
     found = with_tune(session, found)  # a measured remedy replaces a stated saving
     found = in_framework_terms(session, found)  # (the Trainer's knobs, not a line to add)
+    found = in_script_terms(session, found)  # (the script's own option for the remedy first)
     found = with_compile_caveat(found)  # (what a compile's stated speedup leaves out)
     step = advice_step_ms(session)  # (of the step without the profiler, or the mean step)
     found.sort(key=_rank_key, reverse=True)

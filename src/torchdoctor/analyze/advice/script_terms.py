@@ -1,0 +1,153 @@
+"""Advice in the terms of the script's own options: a third-party training script is run as it
+is, and its user turns its knobs from the command line (timm's ``--amp``, pytorch/examples'
+``--workers``, a Hugging Face script's ``--dataloader_num_workers``, nanoGPT's
+``--compile=True``), not by editing the line the generic fix shows. When the script parsed an
+option for an advice's remedy (``environment.script_options``, noted by ``torchdoctor run``),
+the fix begins by naming it, with its value in this run.
+
+:data:`OPTIONS_OF_CAUSE` is the one table: a remedy (an advice's ``cause``) -> the option names
+that turn it, and the setting the remedy wants. A newcomer adds a name there.
+
+Example:
+    >>> from torchdoctor.analyze.advice.base import Advice
+    >>> item = Advice(rule="engine-knobs", title="t", fix="Wrap the step in autocast.",
+    ...               cause="bf16-autocast")
+    >>> options = [{"flags": ["--amp"], "dest": "amp", "value": False, "switch": True,
+    ...             "sets": True, "given": False}]
+    >>> in_script_terms({"environment": {"script_options": options}}, [item])[0].fix
+    "This script's own option for it: run with `--amp` (off in this run). Wrap the step in autocast."
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice
+
+_PERIODIC = frozenset({
+    "eval_interval", "eval_every", "eval_freq", "eval_frequency", "eval_steps", "eval_iters",
+    "eval_period", "evaluate_every", "val_every", "val_interval", "val_freq", "val_frequency",
+    "val_check_interval", "check_val_every_n_epoch", "validation_interval", "validate_every",
+    "test_freq", "test_interval", "test_every", "eval_strategy", "evaluation_strategy",
+    "save_every", "save_freq", "save_interval", "save_steps", "save_strategy",
+    "checkpoint_every", "checkpoint_interval", "ckpt_every", "ckpt_interval",
+    "log_interval", "log_every", "log_freq", "print_freq", "print_every", "logging_steps",
+})  # fmt: skip
+_PRECISION = frozenset({
+    "amp", "use_amp", "autocast", "mixed_precision", "bf16", "use_bf16", "fp16", "use_fp16",
+    "half", "amp_dtype", "precision", "dtype",
+})  # fmt: skip
+
+#: remedy (``Advice.cause``) -> (option names, normalized: lower case, ``_`` for ``-``, no
+#: leading dashes; the setting the remedy wants: "on", "off", or "value" for an option whose
+#: value the reader picks: a count of workers, an interval, a dtype)
+OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
+    "bf16-autocast": (_PRECISION, "on"),
+    "emulated-bf16": (_PRECISION, "off"),
+    "torch.compile": (frozenset({"compile", "torch_compile", "torchcompile", "use_compile",
+                                 "compile_model"}), "on"),  # fmt: skip
+    "channels_last": (frozenset({"channels_last", "use_channels_last"}), "on"),
+    "dataloader-workers": (frozenset({
+        "workers", "num_workers", "dataloader_num_workers", "n_workers", "nworkers",
+        "data_workers", "loader_workers", "num_data_workers", "pin_mem", "pin_memory",
+        "dataloader_pin_memory", "persistent_workers", "dataloader_persistent_workers",
+    }), "value"),  # fmt: skip
+    "kv-cache": (frozenset({"use_cache"}), "on"),
+    "padding": (frozenset({"pad_to_max_length", "group_by_length"}), "value"),
+    "activation-checkpointing": (frozenset({
+        "gradient_checkpointing", "grad_checkpointing", "activation_checkpointing",
+        "checkpoint_activations", "use_checkpoint", "grad_ckpt",
+    }), "off"),  # fmt: skip
+    "periodic-work": (_PERIODIC, "value"),
+    "float64": (frozenset({"double", "float64", "use_double", "dtype", "precision"}), "value"),
+}
+
+#: names that turn the remedy on a GPU only: nanoGPT's ``--dtype`` picks autocast's dtype on
+#: CUDA and runs a CPU step under no autocast at all
+GPU_ONLY: dict[str, frozenset[str]] = {"bf16-autocast": frozenset({"dtype"})}
+
+#: the most options named in one fix
+MAX_NAMED = 3
+
+
+def _names(option: Mapping[str, Any]) -> set[str]:
+    """The option's names, normalized (its destination and its long flags)."""
+    names = {str(option.get("dest") or "").lower().replace("-", "_")}
+    for flag in option.get("flags") or ():
+        if isinstance(flag, str) and flag.startswith("--"):
+            names.add(flag.lstrip("-").lower().replace("-", "_"))
+    return names
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "unset" if value is None else str(value)
+
+
+def option_phrase(option: Mapping[str, Any], wanted: str) -> str | None:
+    """How to turn ``option`` toward ``wanted`` ("on", "off", "value"), or None when it is
+    there already (a switch on for a remedy that wants it on) or giving it cannot get there.
+
+    Example:
+        >>> option_phrase({"flags": ["--workers"], "value": 0}, "value")
+        '`--workers` (0 in this run)'
+        >>> option_phrase({"flags": ["--compile"], "value": False, "form": "--name=value"}, "on")
+        'run with `--compile=True` (False in this run)'
+        >>> option_phrase({"flags": ["--amp"], "value": True, "switch": True, "sets": True}, "on")
+    """
+    flags = [f for f in option.get("flags") or () if isinstance(f, str)]
+    if not flags:
+        return None
+    value, flag = option.get("value"), flags[0]
+    if option.get("form") == "--name=value":
+        if isinstance(value, bool) and wanted in ("on", "off"):
+            if value is (wanted == "on"):
+                return None
+            return f"run with `{flag}={wanted == 'on'}` ({value} in this run)"
+        return f"`{flag}=...` ({value} in this run)"
+    if option.get("switch") and isinstance(value, bool) and wanted in ("on", "off"):
+        on = wanted == "on"
+        if value is on:
+            return None
+        sets = option.get("sets")
+        if sets == "either":  # (--x / --no-x)
+            chosen = next((f for f in flags if f.startswith("--no") is not on), flag)
+            return f"run with `{chosen}` ({_shown(value)} in this run)"
+        if sets is not on:  # (giving it sets the other way: nothing to add on the command line)
+            return f"leave out `{flag}` ({_shown(value)} in this run)" if option.get("given") else None
+        return f"run with `{flag}` ({_shown(value)} in this run)"
+    return f"`{flag}` ({_shown(value)} in this run)"
+
+
+def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Advice]:
+    """``found`` with each fix whose remedy the script has an option for beginning with it
+    (see the module docstring).
+
+    Example:
+        >>> in_script_terms({}, [])
+        []
+    """
+    options = (session.get("environment") or {}).get("script_options") or ()
+    if not options:
+        return found
+    on_cpu = str((session.get("environment") or {}).get("device") or "cpu").startswith("cpu")
+    for item in found:
+        spec = OPTIONS_OF_CAUSE.get(item.cause or "")
+        if spec is None or "This script's own option" in (item.fix or ""):
+            continue
+        names, wanted = spec
+        if on_cpu:
+            names = names - GPU_ONLY.get(item.cause or "", frozenset())
+        phrases = []
+        for option in options:
+            if isinstance(option, Mapping) and _names(option) & names:
+                phrase = option_phrase(option, wanted)
+                if phrase is not None and phrase not in phrases:
+                    phrases.append(phrase)
+        if phrases:
+            plural = "s" if len(phrases) > 1 else ""
+            said = ", ".join(phrases[:MAX_NAMED])
+            item.fix = f"This script's own option{plural} for it: {said}. {item.fix or ''}".rstrip()
+    return found

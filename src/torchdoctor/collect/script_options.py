@@ -1,0 +1,179 @@
+"""The script's own command-line options, so advice can name the switch a user already has.
+
+A third-party training script is run as it is: its user turns its knobs from the command line
+(timm's ``--amp``, pytorch/examples' ``--workers``, a Hugging Face script's
+``--dataloader_num_workers``, nanoGPT's ``--compile=True``), not by editing its code. Under
+``torchdoctor run`` (:func:`watching_options`, around the script), every ``argparse`` parse that
+returns is noted with the parser's options and the values it gave them (``HfArgumentParser``
+and other subclasses included); after the script, ``--name=value`` arguments no parser took
+that name one of the script's module-level settings (nanoGPT's ``configurator.py`` style) are
+noted too. The session keeps them as ``environment.script_options``; the advice
+(``analyze/advice/script_terms.py``) names the one its fix turns.
+
+Example:
+    >>> import argparse
+    >>> with watching_options():
+    ...     parser = argparse.ArgumentParser()
+    ...     _ = parser.add_argument("--workers", type=int, default=0)
+    ...     _ = parser.add_argument("--amp", action="store_true")
+    ...     _ = parser.parse_args(["--workers", "2"])
+    ...     found = script_options()
+    >>> [(o["flags"], o["value"], o["given"], o["switch"]) for o in found]
+    [(['--workers'], 2, True, False), (['--amp'], False, False, True)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+__all__ = ["forget_options", "note_settings", "script_options", "watching_options"]
+
+#: options kept at most (a launcher's parser can define hundreds; advice needs a few)
+MAX_OPTIONS = 400
+_SWITCHES = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
+             argparse.BooleanOptionalAction)  # fmt: skip
+_SKIPPED = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
+
+_NOTED: dict[str, dict[str, Any]] = {}  # dest -> its entry (the last parse wins)
+_WATCHING: list[bool] = []
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can hold it: numbers, text, booleans and None as they are, short
+    lists of them; anything else by its type's name."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value[:200]
+    if isinstance(value, (list, tuple)) and all(
+        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    ):
+        return [v if not isinstance(v, str) else v[:200] for v in value[:16]]
+    return f"<{type(value).__name__}>"
+
+
+def _given(flags: Sequence[str], argv: Sequence[str]) -> bool:
+    """Whether any of ``flags`` appears in ``argv`` (``--flag``, ``--flag=VALUE``; a long
+    option's unambiguous prefix is not followed)."""
+    for token in argv:
+        if not isinstance(token, str) or not token.startswith("-"):
+            continue
+        name = token.split("=", 1)[0]
+        if name in flags:
+            return True
+    return False
+
+
+def _sets(action: argparse.Action) -> dict[str, Any]:
+    """What giving a switch sets: ``{"sets": True}`` for ``store_true``, ``False`` for
+    ``store_false``, the constant of ``store_const``; ``{"sets": "either"}`` for a
+    ``BooleanOptionalAction`` (``--x`` / ``--no-x``); nothing for an option taking a value."""
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return {"sets": "either"}
+    if isinstance(action, _SWITCHES):
+        return {"sets": _plain(action.const)}
+    return {}
+
+
+def _note_parse(parser: argparse.ArgumentParser, namespace: Any, args: Any) -> None:
+    import sys
+
+    argv = list(args) if args is not None else sys.argv[1:]
+    for action in parser._actions:
+        if isinstance(action, _SKIPPED) or not action.option_strings:
+            continue
+        if len(_NOTED) >= MAX_OPTIONS and action.dest not in _NOTED:
+            return
+        flags = [flag for flag in action.option_strings if flag.startswith("--")] or list(
+            action.option_strings
+        )
+        _NOTED[action.dest] = {
+            "flags": flags[:4],
+            "dest": action.dest,
+            "value": _plain(getattr(namespace, action.dest, None)),
+            "default": _plain(action.default),
+            "given": _given(action.option_strings, argv),
+            "switch": isinstance(action, _SWITCHES),
+            **_sets(action),
+            **({"choices": [_plain(c) for c in list(action.choices)[:16]]}
+               if action.choices and not isinstance(action.choices, Mapping) else {}),
+        }  # fmt: skip
+
+
+def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
+    """Note the ``--name=value`` arguments of ``argv`` that no parser took and that name one
+    of ``settings`` (the script's module globals) holding a plain value: a script that reads
+    its options as nanoGPT's ``configurator.py`` does, overriding globals.
+
+    Example:
+        >>> with watching_options():
+        ...     note_settings(["--compile=False", "--out=x"], {"compile": False, "n": 1})
+        ...     [(o["flags"], o["value"], o["switch"]) for o in script_options()]
+        [(['--compile'], False, True)]
+    """
+    for token in argv:
+        if not isinstance(token, str) or not token.startswith("--") or "=" not in token:
+            continue
+        name = token[2:].split("=", 1)[0]
+        value = settings.get(name)
+        if name in _NOTED or not name.isidentifier() or isinstance(value, type(None)):
+            continue
+        if not isinstance(value, (bool, int, float, str)) or len(_NOTED) >= MAX_OPTIONS:
+            continue
+        _NOTED[name] = {"flags": [f"--{name}"], "dest": name, "value": _plain(value),
+                        "default": None, "given": True, "switch": isinstance(value, bool),
+                        "form": "--name=value"}  # fmt: skip
+
+
+def script_options() -> list[dict[str, Any]]:
+    """The options noted so far (see the module docstring), in the order they were defined.
+
+    Example:
+        >>> with watching_options():
+        ...     script_options()
+        []
+    """
+    return [dict(entry) for entry in _NOTED.values()]
+
+
+def forget_options() -> None:
+    """Forget the options noted by an earlier run in this process, unless a script is being
+    watched now (a profiler started inside it keeps its options).
+
+    Example:
+        >>> forget_options(); script_options()
+        []
+    """
+    if not _WATCHING:
+        _NOTED.clear()
+
+
+@contextlib.contextmanager
+def watching_options() -> Iterator[None]:
+    """Note every argparse parse made inside the block (earlier notes are forgotten at its
+    start; what it noted stays readable after it, for the session)."""
+    if _WATCHING:  # (nested: the outer watch notes already)
+        yield
+        return
+    _NOTED.clear()
+    original = argparse.ArgumentParser.parse_known_args
+
+    def parse_known_args(self: argparse.ArgumentParser, args: Any = None,
+                         namespace: Any = None) -> Any:  # fmt: skip
+        result = original(self, args, namespace)
+        try:
+            _note_parse(self, result[0], args)
+        except Exception:  # (never the script's problem)
+            pass
+        return result
+
+    argparse.ArgumentParser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    _WATCHING.append(True)
+    try:
+        yield
+    finally:
+        _WATCHING.pop()
+        argparse.ArgumentParser.parse_known_args = original  # type: ignore[method-assign]

@@ -1,0 +1,98 @@
+"""Advice in the terms of the script's own options (environment.script_options)."""
+
+from __future__ import annotations
+
+from reports_sessions import slow_session
+
+from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.base import Advice
+from torchdoctor.analyze.advice.script_terms import in_script_terms, option_phrase
+
+
+def _option(dest, value, *, flags=None, switch=False, sets=None, given=False, **more):
+    entry = {"flags": flags or [f"--{dest.replace('_', '-')}"], "dest": dest, "value": value,
+             "given": given, "switch": switch, **more}
+    if sets is not None:
+        entry["sets"] = sets
+    return entry
+
+
+def _session_with(options, device="cpu"):
+    session = slow_session()
+    session["phases"]["data"] = {"median": 30.0, "mean": 30.0}
+    session["environment"] = {
+        "device": device, "cpus": 8, "script_options": options,
+        "data_loaders": [{"num_workers": 0, "persistent_workers": False, "pin_memory": False,
+                          "iterators": 1, "steps": 9}],
+    }  # fmt: skip
+    return session
+
+
+def test_the_data_loading_fix_names_the_script_s_workers_option_with_its_value():
+    """pytorch/examples' imagenet takes -j/--workers: its user turns that, not a line."""
+    options = [_option("workers", 0, flags=["--workers"]), _option("lr", 0.1)]
+    (data,) = [a for a in advise(_session_with(options)) if a.rule == "data-loading"]
+    assert data.fix.startswith("This script's own option for it: `--workers` (0 in this run).")
+    assert "--lr" not in data.fix
+    (bare,) = [a for a in advise(_session_with([])) if a.rule == "data-loading"]
+    assert "own option" not in bare.fix and bare.fix in data.fix
+
+
+def test_a_switch_is_named_only_when_giving_it_turns_the_remedy_the_right_way():
+    fix = "Compile it."
+    def phrase(option, cause="torch.compile"):
+        (item,) = in_script_terms({"environment": {"script_options": [option]}},
+                                  [Advice(rule="r", title="t", fix=fix, cause=cause)])
+        return item.fix.removesuffix(" " + fix) if item.fix != fix else None
+    off = _option("compile", False, switch=True, sets=True)
+    assert phrase(off) == "This script's own option for it: run with `--compile` (off in this run)."
+    assert phrase({**off, "value": True}) is None  # already on: nothing to add
+    either = _option("compile", False, flags=["--compile", "--no-compile"], switch=True,
+                     sets="either")  # fmt: skip
+    assert "run with `--compile` (off" in phrase(either)
+    # a store_false switch (--no-cache): on already, nothing to say; given, leave it out
+    inverse = _option("use_cache", True, flags=["--no-cache"], switch=True, sets=False)
+    assert phrase(inverse, "kv-cache") is None
+    assert phrase({**inverse, "value": False, "given": True}, "kv-cache") == (
+        "This script's own option for it: leave out `--no-cache` (off in this run).")
+    assert phrase({**inverse, "value": False}, "kv-cache") is None  # (not given: default off)
+    # activation checkpointing wants it off: a --gradient-checkpointing given is to drop
+    ckpt = _option("gradient_checkpointing", True, switch=True, sets=True, given=True)
+    assert phrase(ckpt, "activation-checkpointing") == (
+        "This script's own option for it: leave out `--gradient-checkpointing` (on in this run).")
+
+
+def test_configurator_globals_are_named_with_their_value_form():
+    """nanoGPT reads `--compile=False` into a global: the fix is `--compile=True`."""
+    option = {"flags": ["--compile"], "dest": "compile", "value": False, "given": True,
+              "switch": True, "form": "--name=value"}  # fmt: skip
+    assert option_phrase(option, "on") == "run with `--compile=True` (False in this run)"
+    assert option_phrase({**option, "value": True}, "on") is None
+    dtype = {**option, "dest": "dtype", "flags": ["--dtype"], "value": "float32", "switch": False}
+    assert option_phrase(dtype, "on") == "`--dtype=...` (float32 in this run)"
+
+
+def test_dtype_is_an_autocast_option_on_a_gpu_only():
+    """nanoGPT's --dtype picks autocast's dtype on CUDA; its CPU step runs no autocast at all."""
+    options = [_option("dtype", "float32")]
+    item = Advice(rule="engine-knobs", title="t", fix="Autocast.", cause="bf16-autocast")
+    (cpu,) = in_script_terms({"environment": {"device": "cpu", "script_options": options}},
+                             [item])  # fmt: skip
+    assert cpu.fix == "Autocast."
+    (gpu,) = in_script_terms({"environment": {"device": "cuda:0", "script_options": options}},
+                             [Advice(rule="engine-knobs", title="t", fix="Autocast.",
+                                     cause="bf16-autocast")])  # fmt: skip
+    assert gpu.fix.startswith("This script's own option for it: `--dtype` (float32 in this run).")
+
+
+def test_names_match_whole_options_not_parts_and_at_most_three_are_named():
+    item = Advice(rule="periodic-steps", title="t", fix="Evaluate less often.",
+                  cause="periodic-work")  # fmt: skip
+    options = [_option("eval_interval", 50), _option("log_interval", 1), _option("save_every", 9),
+               _option("print_freq", 10), _option("evaluation_model", "x"),
+               _option("interval", 3)]  # fmt: skip
+    (out,) = in_script_terms({"environment": {"script_options": options}}, [item])
+    assert out.fix.startswith("This script's own options for it: `--eval-interval` (50 in this "
+                              "run), `--log-interval` (1 in this run), `--save-every` (9 in this run).")
+    assert "evaluation-model" not in out.fix and "`--interval`" not in out.fix
+    assert in_script_terms({"environment": {"script_options": options}}, [out])[0].fix == out.fix

@@ -82,7 +82,11 @@ def test_dtype_is_an_autocast_option_on_a_gpu_only():
     (gpu,) = in_script_terms({"environment": {"device": "cuda:0", "script_options": options}},
                              [Advice(rule="engine-knobs", title="t", fix="Autocast.",
                                      cause="bf16-autocast")])  # fmt: skip
-    assert gpu.fix.startswith("This script's own option for it: `--dtype` (float32 in this run).")
+    assert gpu.fix.startswith(
+        "This script's own option for it: run with `--dtype bfloat16` (float32 in this run).")
+    nanogpt = {**options[0], "form": "--name=value"}
+    assert option_phrase(nanogpt, "on", "bfloat16") == "run with `--dtype=bfloat16` (float32 in this run)"
+    assert option_phrase({**nanogpt, "value": "bfloat16"}, "on", "bfloat16") is None
 
 
 def test_names_match_whole_options_not_parts_and_at_most_three_are_named():

@@ -98,6 +98,7 @@ def _note_parse(parser: argparse.ArgumentParser, namespace: Any, args: Any) -> N
             "given": _given(action.option_strings, argv),
             "switch": isinstance(action, _SWITCHES),
             **_sets(action),
+            **({"nargs": action.nargs} if action.nargs == "?" else {}),  # (a value optional)
             **({"choices": [_plain(c) for c in list(action.choices)[:16]]}
                if action.choices and not isinstance(action.choices, Mapping) else {}),
         }  # fmt: skip

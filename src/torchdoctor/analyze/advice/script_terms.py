@@ -67,6 +67,10 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
 #: CUDA and runs a CPU step under no autocast at all
 GPU_ONLY: dict[str, frozenset[str]] = {"bf16-autocast": frozenset({"dtype"})}
 
+#: remedy -> the value its dtype options want (an option named ``*dtype*`` holding another
+#: float type: timm's ``--amp-dtype float16`` for CPU autocast, which runs bfloat16)
+DTYPE_WANTED: dict[str, str] = {"bf16-autocast": "bfloat16"}
+
 #: the most options named in one fix
 MAX_NAMED = 3
 
@@ -86,9 +90,12 @@ def _shown(value: Any) -> str:
     return "unset" if value is None else str(value)
 
 
-def option_phrase(option: Mapping[str, Any], wanted: str) -> str | None:
-    """How to turn ``option`` toward ``wanted`` ("on", "off", "value"), or None when it is
-    there already (a switch on for a remedy that wants it on) or giving it cannot get there.
+def option_phrase(
+    option: Mapping[str, Any], wanted: str, dtype: str | None = None
+) -> str | None:
+    """How to turn ``option`` toward ``wanted`` ("on", "off", "value"; ``dtype``: the value a
+    dtype option wants), or None when it is there already (a switch on for a remedy that wants
+    it on) or giving it cannot get there.
 
     Example:
         >>> option_phrase({"flags": ["--workers"], "value": 0}, "value")
@@ -96,12 +103,23 @@ def option_phrase(option: Mapping[str, Any], wanted: str) -> str | None:
         >>> option_phrase({"flags": ["--compile"], "value": False, "form": "--name=value"}, "on")
         'run with `--compile=True` (False in this run)'
         >>> option_phrase({"flags": ["--amp"], "value": True, "switch": True, "sets": True}, "on")
+        >>> option_phrase({"flags": ["--torchcompile"], "value": None, "nargs": "?"}, "on")
+        'run with `--torchcompile` (unset in this run)'
+        >>> option_phrase({"flags": ["--amp-dtype"], "value": "float16"}, "on", "bfloat16")
+        'run with `--amp-dtype bfloat16` (float16 in this run)'
     """
     flags = [f for f in option.get("flags") or () if isinstance(f, str)]
     if not flags:
         return None
     value, flag = option.get("value"), flags[0]
+    is_dtype = dtype is not None and isinstance(value, str) and any(
+        "dtype" in name for name in _names(option)
+    )
+    if is_dtype and value == dtype:
+        return None
     if option.get("form") == "--name=value":
+        if is_dtype:  # (nanoGPT on a GPU: --dtype=bfloat16)
+            return f"run with `{flag}={dtype}` ({value} in this run)"
         if isinstance(value, bool) and wanted in ("on", "off"):
             if value is (wanted == "on"):
                 return None
@@ -118,6 +136,10 @@ def option_phrase(option: Mapping[str, Any], wanted: str) -> str | None:
         if sets is not on:  # (giving it sets the other way: nothing to add on the command line)
             return f"leave out `{flag}` ({_shown(value)} in this run)" if option.get("given") else None
         return f"run with `{flag}` ({_shown(value)} in this run)"
+    if wanted == "on" and value is None and option.get("nargs") == "?":  # (--torchcompile)
+        return f"run with `{flag}` (unset in this run)"
+    if is_dtype:
+        return f"run with `{flag} {dtype}` ({value} in this run)"
     return f"`{flag}` ({_shown(value)} in this run)"
 
 
@@ -143,7 +165,7 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
         phrases = []
         for option in options:
             if isinstance(option, Mapping) and _names(option) & names:
-                phrase = option_phrase(option, wanted)
+                phrase = option_phrase(option, wanted, DTYPE_WANTED.get(item.cause or ""))
                 if phrase is not None and phrase not in phrases:
                     phrases.append(phrase)
         if phrases:

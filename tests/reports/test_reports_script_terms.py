@@ -100,3 +100,26 @@ def test_names_match_whole_options_not_parts_and_at_most_three_are_named():
                               "run), `--log-interval` (1 in this run), `--save-every` (9 in this run).")
     assert "evaluation-model" not in out.fix and "`--interval`" not in out.fix
     assert in_script_terms({"environment": {"script_options": options}}, [out])[0].fix == out.fix
+
+
+def test_a_hugging_face_script_is_told_bf16_not_fp16_and_its_bare_bool_flags():
+    """HfArgumentParser's booleans are `--bf16` with an optional value (nargs="?", const=True)."""
+    import argparse
+
+    from torchdoctor.collect.script_options import script_options, watching_options
+
+    parser = argparse.ArgumentParser()
+    for name in ("bf16", "fp16", "torch_compile"):
+        parser.add_argument(f"--{name}", type=lambda v: v == "True", nargs="?", const=True,
+                            default=False)  # fmt: skip
+    with watching_options():
+        parser.parse_args(["--torch_compile"])
+        options = script_options()
+    assert [(o["switch"], o.get("sets"), o["value"]) for o in options] == [
+        (True, True, False), (True, True, False), (True, True, True)]
+    found = [Advice(rule="engine-knobs", title="t", fix="Autocast.", cause="bf16-autocast"),
+             Advice(rule="engine-knobs", title="t", fix="Compile.", cause="torch.compile")]
+    autocast, compiled = in_script_terms({"environment": {"script_options": options}}, found)
+    assert autocast.fix == (
+        "This script's own option for it: run with `--bf16` (off in this run). Autocast.")
+    assert compiled.fix == "Compile."  # (given already)

@@ -67,13 +67,20 @@ def _given(flags: Sequence[str], argv: Sequence[str]) -> bool:
     return False
 
 
+def _is_switch(action: argparse.Action) -> bool:
+    """A flag given bare: ``store_true`` and its kin, and an optional value whose bare form
+    sets a boolean (``HfArgumentParser``'s ``--bf16``: ``nargs="?", const=True``)."""
+    return isinstance(action, _SWITCHES) or (action.nargs == "?" and isinstance(action.const, bool))
+
+
 def _sets(action: argparse.Action) -> dict[str, Any]:
     """What giving a switch sets: ``{"sets": True}`` for ``store_true``, ``False`` for
-    ``store_false``, the constant of ``store_const``; ``{"sets": "either"}`` for a
-    ``BooleanOptionalAction`` (``--x`` / ``--no-x``); nothing for an option taking a value."""
+    ``store_false``, the constant of ``store_const`` (or of a bare optional value);
+    ``{"sets": "either"}`` for a ``BooleanOptionalAction`` (``--x`` / ``--no-x``); nothing for
+    an option taking a value."""
     if isinstance(action, argparse.BooleanOptionalAction):
         return {"sets": "either"}
-    if isinstance(action, _SWITCHES):
+    if _is_switch(action):
         return {"sets": _plain(action.const)}
     return {}
 
@@ -96,7 +103,7 @@ def _note_parse(parser: argparse.ArgumentParser, namespace: Any, args: Any) -> N
             "value": _plain(getattr(namespace, action.dest, None)),
             "default": _plain(action.default),
             "given": _given(action.option_strings, argv),
-            "switch": isinstance(action, _SWITCHES),
+            "switch": _is_switch(action),
             **_sets(action),
             **({"nargs": action.nargs} if action.nargs == "?" else {}),  # (a value optional)
             **({"choices": [_plain(c) for c in list(action.choices)[:16]]}

@@ -54,7 +54,8 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
         "dataloader_pin_memory", "persistent_workers", "dataloader_persistent_workers",
     }), "value"),  # fmt: skip
     "kv-cache": (frozenset({"use_cache"}), "on"),
-    "padding": (frozenset({"pad_to_max_length", "group_by_length"}), "value"),
+    "padding": (frozenset({"pad_to_max_length", "group_by_length", "train_sampling_strategy"}),
+                "value"),  # fmt: skip
     "activation-checkpointing": (frozenset({
         "gradient_checkpointing", "grad_checkpointing", "activation_checkpointing",
         "checkpoint_activations", "use_checkpoint", "grad_ckpt",
@@ -143,6 +144,16 @@ def option_phrase(
     return f"`{flag}` ({_shown(value)} in this run)"
 
 
+def _preferred(options: Any, names: frozenset[str], cause: str | None) -> list[Mapping]:
+    """The options among ``options`` named in ``names``; for bf16 autocast, float16 switches
+    (``--fp16``, ``--half``) only when the script has no bfloat16 one (a Hugging Face script
+    has both ``--bf16`` and ``--fp16``: the remedy is the first)."""
+    matched = [o for o in options if isinstance(o, Mapping) and _names(o) & names]
+    if cause == "bf16-autocast" and any("bf16" in n for o in matched for n in _names(o)):
+        matched = [o for o in matched if not any("fp16" in n or "half" in n for n in _names(o))]
+    return matched
+
+
 def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Advice]:
     """``found`` with each fix whose remedy the script has an option for beginning with it
     (see the module docstring).
@@ -163,11 +174,10 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
         if on_cpu:
             names = names - GPU_ONLY.get(item.cause or "", frozenset())
         phrases = []
-        for option in options:
-            if isinstance(option, Mapping) and _names(option) & names:
-                phrase = option_phrase(option, wanted, DTYPE_WANTED.get(item.cause or ""))
-                if phrase is not None and phrase not in phrases:
-                    phrases.append(phrase)
+        for option in _preferred(options, names, item.cause):
+            phrase = option_phrase(option, wanted, DTYPE_WANTED.get(item.cause or ""))
+            if phrase is not None and phrase not in phrases:
+                phrases.append(phrase)
         if phrases:
             plural = "s" if len(phrases) > 1 else ""
             said = ", ".join(phrases[:MAX_NAMED])

@@ -77,12 +77,18 @@ MAX_NAMED = 3
 
 
 def _names(option: Mapping[str, Any]) -> set[str]:
-    """The option's names, normalized (its destination and its long flags)."""
+    """The option's names, normalized (its destination and its long flags; a nested one's last
+    part too: LightningCLI's ``--trainer.precision``, ``--data.num_workers``).
+
+    Example:
+        >>> sorted(_names({"dest": "trainer.precision", "flags": ["--trainer.precision"]}))
+        ['precision', 'trainer.precision']
+    """
     names = {str(option.get("dest") or "").lower().replace("-", "_")}
     for flag in option.get("flags") or ():
         if isinstance(flag, str) and flag.startswith("--"):
             names.add(flag.lstrip("-").lower().replace("-", "_"))
-    return names
+    return names | {name.rsplit(".", 1)[-1] for name in names if "." in name}
 
 
 def _shown(value: Any) -> str:

@@ -123,3 +123,11 @@ def test_a_hugging_face_script_is_told_bf16_not_fp16_and_its_bare_bool_flags():
     assert autocast.fix == (
         "This script's own option for it: run with `--bf16` (off in this run). Autocast.")
     assert compiled.fix == "Compile."  # (given already)
+
+
+def test_fused_attention_names_the_script_s_flash_switch():
+    """llm.c's train_gpt2.py: `--flash 0` runs its hand-written attention."""
+    options = [_option("flash", 0), _option("flash_dim", 64)]
+    (item,) = in_script_terms({"environment": {"script_options": options}},
+                              [Advice(rule="r", title="t", fix="Use SDPA.", cause="sdpa")])
+    assert item.fix == "This script's own option for it: `--flash` (0 in this run). Use SDPA."

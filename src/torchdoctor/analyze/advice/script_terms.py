@@ -54,6 +54,9 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
         "dataloader_pin_memory", "persistent_workers", "dataloader_persistent_workers",
     }), "value"),  # fmt: skip
     "kv-cache": (frozenset({"use_cache"}), "on"),
+    "sdpa": (frozenset({"flash", "use_flash", "flash_attn", "use_flash_attn", "attn_flash",
+                        "flash_attention", "use_sdpa", "sdpa", "attn_implementation"}),
+             "on"),  # fmt: skip  (llm.c's train_gpt2.py: --flash 0/1)
     "padding": (frozenset({"pad_to_max_length", "group_by_length", "train_sampling_strategy"}),
                 "value"),  # fmt: skip
     "activation-checkpointing": (frozenset({

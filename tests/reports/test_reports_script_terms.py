@@ -131,3 +131,27 @@ def test_fused_attention_names_the_script_s_flash_switch():
     (item,) = in_script_terms({"environment": {"script_options": options}},
                               [Advice(rule="r", title="t", fix="Use SDPA.", cause="sdpa")])
     assert item.fix == "This script's own option for it: `--flash` (0 in this run). Use SDPA."
+
+
+def test_the_first_option_of_a_destination_is_kept_and_pinning_is_named_on_a_gpu_only():
+    """HfArgumentParser defines `--dataloader_pin_memory` then `--no_dataloader_pin_memory`."""
+    import argparse
+
+    from torchdoctor.collect.script_options import script_options, watching_options
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument("--dataloader_pin_memory", type=bool, nargs="?", const=True, default=True)
+    parser.add_argument("--no_dataloader_pin_memory", action="store_false",
+                        dest="dataloader_pin_memory")  # fmt: skip
+    with watching_options():
+        parser.parse_args([])
+        options = script_options()
+    assert [o["flags"] for o in options] == [["--dataloader_num_workers"], ["--dataloader_pin_memory"]]
+    def fix(device):
+        item = Advice(rule="data-loading", title="t", fix="Workers.", cause="dataloader-workers")
+        return in_script_terms({"environment": {"device": device, "script_options": options}},
+                               [item])[0].fix  # fmt: skip
+    assert fix("cpu") == (
+        "This script's own option for it: `--dataloader_num_workers` (0 in this run). Workers.")
+    assert "`--dataloader_pin_memory` (on in this run)" in fix("cuda:0")

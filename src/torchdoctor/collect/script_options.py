@@ -89,9 +89,11 @@ def _note_parse(parser: argparse.ArgumentParser, namespace: Any, args: Any) -> N
     import sys
 
     argv = list(args) if args is not None else sys.argv[1:]
+    seen: set[str] = set()
     for action in parser._actions:
-        if isinstance(action, _SKIPPED) or not action.option_strings:
-            continue
+        if isinstance(action, _SKIPPED) or not action.option_strings or action.dest in seen:
+            continue  # (a second option of a destination: HfArgumentParser's --no_x after --x)
+        seen.add(action.dest)
         if len(_NOTED) >= MAX_OPTIONS and action.dest not in _NOTED:
             return
         flags = [flag for flag in action.option_strings if flag.startswith("--")] or list(

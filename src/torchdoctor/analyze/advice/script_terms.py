@@ -68,8 +68,12 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
 }
 
 #: names that turn the remedy on a GPU only: nanoGPT's ``--dtype`` picks autocast's dtype on
-#: CUDA and runs a CPU step under no autocast at all
-GPU_ONLY: dict[str, frozenset[str]] = {"bf16-autocast": frozenset({"dtype"})}
+#: CUDA and runs a CPU step under no autocast at all; pinned memory
+GPU_ONLY: dict[str, frozenset[str]] = {
+    "bf16-autocast": frozenset({"dtype"}),
+    # (pinned host memory speeds copies to a GPU; a CPU run copies nothing)
+    "dataloader-workers": frozenset({"pin_mem", "pin_memory", "dataloader_pin_memory"}),
+}
 
 #: remedy -> the value its dtype options want (an option named ``*dtype*`` holding another
 #: float type: timm's ``--amp-dtype float16`` for CPU autocast, which runs bfloat16)

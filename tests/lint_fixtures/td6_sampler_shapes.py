@@ -106,3 +106,19 @@ def edm_sampler_keep_channel(denoiser, cond, cur, ice_mask, idx, sigmas):
         x[:, idx, 5] = cur[:, idx, 5]  # near-miss: integer indices, no mask
         x[..., 0] = cur[..., 0]  # near-miss: a slice and a channel number
     return x
+
+
+@torch.no_grad()
+def complete_pose(model, kp2d, x, num_steps=1000):
+    for t in reversed(range(num_steps)):
+        cond = model.cond_encoder(kp2d.flatten(1))  # expect: TD601 (a view of an invariant input)
+        x = model(x, torch.full((x.shape[0],), t, device=x.device), cond)
+    return x
+
+
+@torch.no_grad()
+def refine_pose(model, kp2d, x, num_steps=1000):
+    for t in reversed(range(num_steps)):
+        feat = model.pose_encoder(x.flatten(1))  # near-miss: the view of what the loop updates
+        x = model(x, torch.full((x.shape[0],), t, device=x.device), feat + kp2d)
+    return x

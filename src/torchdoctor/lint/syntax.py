@@ -37,7 +37,7 @@ PURE_METHODS = frozenset(
         "squeeze",
         "view",
         "reshape",
-        "expand",
+        "expand", "flatten", "permute",  # (views: x.flatten(1) of an invariant x is invariant)
         "type",
         "cuda",
         # deterministic factories: `torch.eye(n)` in `K + noise * torch.eye(n)` is the same

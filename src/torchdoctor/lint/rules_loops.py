@@ -277,7 +277,8 @@ class LoopRules(RuleVisitor):
                     "element, or a .tolist() copy, and a Python loop); with a mapping that is "
                     "not 0..n-1, build a lookup tensor once (`lut[keys] = values`) and index it "
                     "with the labels on the device"))  # fmt: skip
-        if "builtins.enumerate" in names and args and has_host_copy(args[0]):
+        if "builtins.enumerate" in names and args and self.has_host_copy_resolved(
+                args[0], self.enclosing_scope(node)):  # (also `u = x.unique().tolist()` first)
             comp = self.parent(node)
             if isinstance(comp, ast.comprehension) and isinstance(self.parent(comp), ast.DictComp):
                 self.report(

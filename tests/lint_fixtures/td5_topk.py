@@ -136,3 +136,13 @@ def top_k_threshold(logits, top_k):
 def top_p_threshold(logits, top_p):
     sorted_probs = torch.sort(logits.softmax(-1), dim=-1, descending=True)[0]  # near-miss: the whole order
     return sorted_probs.cumsum(-1) > top_p
+
+
+def clam_instances(scores, h, k):
+    order = torch.argsort(scores, descending=True)  # expect: TD512 (both ends: two topk calls)
+    return h[order[:k]], h[order[-k:]]
+
+
+def drop_extremes(scores, h, k):
+    order = torch.argsort(scores)  # near-miss: the middle is read too
+    return h[order[:k]], h[order[k:-k]], h[order[-k:]]

@@ -93,9 +93,11 @@ class TopKRules(RuleVisitor):
         uses = [n for n in found if isinstance(n.ctx, ast.Load)
                 and not n.lineno > rebound.get(n.id, n.lineno)
                 and not _size_read(n, self.parent(n))]  # fmt: skip
-        if not uses or not all(_leading_slice(self.parent(n)) for n in uses):
+        leading = [self.parent(n) for n in uses if _leading_slice(self.parent(n))]
+        if not leading or not all(_leading_slice(self.parent(n)) or _trailing_slice(
+                self.parent(n)) for n in uses):  # (CLAM: the k top and the k bottom tiles)
             return
-        self._report(node, self.parent(uses[0]))
+        self._report(node, leading[0], both_ends=len(leading) < len(uses))
 
     def _rebound_to_a_slice(self, found: list[ast.Name], target: ast.AST) -> dict | None:
         """The lines where a name of the sort's ``target`` is rebound to its own leading slice
@@ -139,7 +141,7 @@ class TopKRules(RuleVisitor):
                 return None
         return read if _leading_slice(read) else None
 
-    def _report(self, node: ast.Call, read: ast.AST) -> None:
+    def _report(self, node: ast.Call, read: ast.AST, both_ends: bool = False) -> None:
         if not _along_sorted_dim(node, read, method=not self.callee(node)):
             return
         descending = keyword(node, "descending")
@@ -151,9 +153,11 @@ class TopKRules(RuleVisitor):
             node,
             "TD512",
             f"`{self.code_of(node)}` sorts every element, and only the first {k} are read "
+            + ("(and the last ones) " if both_ends else "") +
             f"(`{self.code_of(read)}`): torch.topk(..., {k}"
             + ("" if largest else ", largest=False")
             + ") selects them without sorting the rest, and returns them in order "
+            + ("(the last ones: a second topk with the other `largest`) " if both_ends else "")
             + ("(4.6-32x faster on a CPU)" if method_name(node) == "argsort"  # (no backward)
                else "(4.6-32x faster forward + backward on a CPU)"),
         )
@@ -219,6 +223,24 @@ def _leading_slice(node: ast.AST | None) -> bool:
         or (isinstance(p, ast.Slice) and p.lower is None and p.upper is None and p.step is None)
         for p in whole
     )
+
+
+def _trailing_slice(node: ast.AST | None) -> bool:
+    """``x[-k:]``, ``x[..., -k:]``: the last k along the last index, every other index whole
+    (read besides the first k, both ends of the order: two topk calls, no sort).
+
+    Example:
+        >>> [_trailing_slice(ast.parse(s, mode="eval").body) for s in ("x[-k:]", "x[k:]")]
+        [True, False]
+    """
+    if not isinstance(node, ast.Subscript) or not isinstance(node.ctx, ast.Load):
+        return False
+    *whole, last = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+    return (isinstance(last, ast.Slice) and last.upper is None and last.step is None
+            and isinstance(last.lower, ast.UnaryOp) and isinstance(last.lower.op, ast.USub)
+            and all((isinstance(p, ast.Constant) and p.value is Ellipsis) or (isinstance(
+                p, ast.Slice) and p.lower is None and p.upper is None and p.step is None)
+                for p in whole))  # fmt: skip
 
 
 def _along_sorted_dim(call: ast.Call, read: ast.AST, method: bool) -> bool:

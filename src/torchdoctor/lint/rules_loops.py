@@ -277,13 +277,21 @@ class LoopRules(RuleVisitor):
                     "element, or a .tolist() copy, and a Python loop); with a mapping that is "
                     "not 0..n-1, build a lookup tensor once (`lut[keys] = values`) and index it "
                     "with the labels on the device"))  # fmt: skip
-        if "builtins.enumerate" in names and args and self.has_host_copy_resolved(
-                args[0], self.enclosing_scope(node)):  # (also `u = x.unique().tolist()` first)
+        if "builtins.enumerate" in names and args and (has_host_copy(args[0]) or (
+                self.has_host_copy_resolved(args[0], self.enclosing_scope(node))
+                and not self._python_unique_named(args[0], node))):  # (`u = x.unique().tolist()`)
             comp = self.parent(node)
             if isinstance(comp, ast.comprehension) and isinstance(self.parent(comp), ast.DictComp):
                 self.report(
                     self.parent(comp), "TD302", self._remap_message("a dict built from .tolist()")
                 )
+
+    def _python_unique_named(self, expr: ast.AST, call: ast.Call) -> bool:
+        """``u = sorted(set(y.tolist()))`` before ``enumerate(u)``: the set is reported."""
+        scope = self.enclosing_scope(call)
+        return any(isinstance(c, ast.Call) and self.callee(c) & ({"builtins.set"} | UNIQUE_HOST)
+                   for n in dotted_names_in(expr) for v in self.assigned_values(scope, n)
+                   for c in ast.walk(v))  # fmt: skip
 
     def _from_tensor(self, expr: ast.AST, call: ast.Call) -> bool:
         if any(method_name(c) == "detach" for c in ast.walk(expr) if isinstance(c, ast.Call)):

@@ -77,3 +77,19 @@ def score_pairs(rm, enc):
     rm = rm.half().eval()  # expect: TD501 (only a module has .eval())
     feats = enc.half().contiguous()  # near-miss: a tensor, no .eval()
     return rm(feats)
+
+
+def load_generator(ckpt, device):
+    g = Generator()
+    g.load_state_dict(torch.load(ckpt))
+    return g.to(device).eval()
+
+
+def read_frames(path):
+    return torch.load(path)
+
+
+def translate(ckpt, frames_path, device):
+    g = load_generator(ckpt, device).half()  # expect: TD501 (the loader returns an eval-mode model)
+    frames = read_frames(frames_path).half()  # near-miss: a loader of tensors, no .eval()
+    return g(frames)

@@ -127,13 +127,25 @@ def loaded_in_eval_mode(body: list[ast.AST], context: Any) -> set[str]:
                  and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts)
                  else [(target, value)])  # fmt: skip
         for name, call in pairs:
-            if isinstance(name, ast.Name) and isinstance(call, ast.Call) and isinstance(
-                call.func, ast.Name
-            ):
-                source = _module_source(context, call.func.id)
-                if source and ".eval()" in source and "return" in source:
-                    names.add(name.id)
+            if isinstance(name, ast.Name) and returns_eval_model(call, context):
+                names.add(name.id)
     return names
+
+
+def returns_eval_model(call: ast.AST, context: Any) -> bool:
+    """``load_generator(ckpt, device)``: a call of a module-level function of the linted file
+    or the project that returns a model it put in eval mode (a loader).
+
+    Example:
+        >>> class Context:  # (the linted file, no project)
+        ...     tree, project = ast.parse("def load(d):\\n    return Net().eval()"), None
+        >>> returns_eval_model(ast.parse("load(0)", mode="eval").body, Context())
+        True
+    """
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+        return False
+    source = _module_source(context, call.func.id)
+    return bool(source) and ".eval()" in source and "return" in source  # type: ignore[operator]
 
 
 def _statements(body: list[ast.AST]) -> Iterator[ast.AST]:

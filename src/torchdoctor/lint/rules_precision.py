@@ -11,6 +11,7 @@ import ast
 import re
 from collections.abc import Sequence
 
+from torchdoctor.lint.eval_loops import returns_eval_model
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import MODEL_NAME, RuleVisitor, constant, dotted, method_name, segment
 
@@ -294,8 +295,8 @@ class PrecisionRules(RuleVisitor):
         if not is_model_like(receiver) and not (  # (rr = CrossEncoder().to(device).eval())
             isinstance(receiver, ast.Name)
             and any(is_model_like(v) for v in self.assigned_values(scope, receiver.id))
-        ) and not self._then_evaluated(node):
-            return
+        ) and not self._then_evaluated(node) and not returns_eval_model(receiver, self.context):
+            return  # (G = load_generator(ckpt).half(): a loader returning an eval-mode model)
         if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)) and self.is_training_body(
             scope
         ):

@@ -126,3 +126,36 @@ def test_a_dataset_of_an_imported_module_that_copies_items_to_the_device(tmp_pat
     found = lint_paths([tmp_path], select=["TD401", "TD402"])
     assert [(Path(f.path).name, f.line, f.code) for f in found] == [("train.py", 7, "TD401")]
     assert "which workers cannot do" in found[0].message
+
+
+def test_a_per_item_loop_over_an_imported_tensor_helper_is_found(tmp_path: Path) -> None:
+    """MuZero's support projection run row by row: the helper lives in networks.py; a helper
+    of another file that reads tensors on the host (host work per item) stays silent."""
+    (tmp_path / "networks.py").write_text(textwrap.dedent("""
+        import torch
+
+        def to_support(x, s):
+            x = torch.sign(x) * (torch.sqrt(torch.abs(x) + 1) - 1)
+            return x.clamp(-s, s)
+
+        def clipped(x, s):
+            return torch.tensor([min(v, s) for v in x.tolist()])
+    """))
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        import torch
+        from networks import clipped, to_support
+
+        def targets(values, s):
+            phi = []
+            for i in range(values.shape[0]):
+                phi.append(to_support(values[i], s))
+            return torch.stack(phi)
+
+        def listed(values, s):
+            rows = []
+            for i in range(values.shape[0]):
+                rows.append(clipped(values[i], s))
+            return torch.stack(rows)
+    """))
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD304"])]
+    assert found == [("train.py", 7, "TD304")]

@@ -233,13 +233,18 @@ class BatchLoopRules(RuleVisitor):
         return tensor_work and not carries_state(body) and not ragged_items(body, nodes, self)
 
     def _tensor_function(self, call: ast.Call) -> bool:
-        """``face_normals(verts[b], faces)``: a function of the file whose body runs torch ops
-        (a ``torch.`` call) and reads nothing on the host."""
+        """``face_normals(verts[b], faces)``: a function of the file, or a module-level one
+        of another file of the project (``from networks import scalar_to_support``), whose body
+        runs torch ops (a ``torch.`` call) and reads nothing on the host."""
         function = same_file_callee(call) if isinstance(call.func, ast.Name) else None
+        project = self.context.project
+        if function is None and isinstance(call.func, ast.Name) and project is not None:
+            function = project.module_function(call.func.id)
         if function is None:
             return False
         inner = [c for c in ast.walk(function) if isinstance(c, ast.Call)]
         return any(q.startswith("torch.") or method_name(c) in _TENSOR_METHODS
+                   or (dotted(c.func) or "").startswith("torch.")  # (torch as the other file has it)
                    for c in inner for q in self.callee(c) or {""}) and not any(
             method_name(c) in HOST_COPY_METHODS for c in inner)  # fmt: skip
 

@@ -155,3 +155,21 @@ def test_the_first_option_of_a_destination_is_kept_and_pinning_is_named_on_a_gpu
     assert fix("cpu") == (
         "This script's own option for it: `--dataloader_num_workers` (0 in this run). Workers.")
     assert "`--dataloader_pin_memory` (on in this run)" in fix("cuda:0")
+
+
+def test_a_float16_switch_is_not_named_for_cpu_bf16_autocast():
+    """facebookresearch/dino on a CPU: its `--use_fp16` (utils.bool_flag, off in the run) was
+    named "the script's own option" for CPU bf16 autocast; given, the script enters
+    torch.cuda.amp.autocast and a torch.cuda.amp.GradScaler, both disabled on a CPU: the step
+    stays in float32. On a GPU it is the script's mixed precision, and is named."""
+    options = [_option("use_fp16", False, flags=["--use_fp16"]), _option("lr", 5e-4)]
+    def fix(device):
+        item = Advice(rule="engine-knobs", title="t", fix="Autocast.", cause="bf16-autocast")
+        return in_script_terms({"environment": {"device": device, "script_options": options}},
+                               [item])[0].fix  # fmt: skip
+    assert fix("cpu") == "Autocast."
+    assert fix("cuda:0") == "This script's own option for it: `--use_fp16` (off in this run). Autocast."
+    half = [_option("half", False, switch=True, sets=True)]
+    item = Advice(rule="engine-knobs", title="t", fix="Autocast.", cause="bf16-autocast")
+    assert in_script_terms({"environment": {"device": "cpu", "script_options": half}},
+                           [item])[0].fix == "Autocast."  # fmt: skip

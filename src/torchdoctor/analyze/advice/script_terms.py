@@ -68,9 +68,12 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
 }
 
 #: names that turn the remedy on a GPU only: nanoGPT's ``--dtype`` picks autocast's dtype on
-#: CUDA and runs a CPU step under no autocast at all; pinned memory
+#: CUDA and runs a CPU step under no autocast at all; a float16 switch turns float16 autocast
+#: and a GradScaler, CUDA's recipe, not the CPU's bfloat16 one (DINO's ``--use_fp16 true`` on
+#: a CPU enters ``torch.cuda.amp.autocast``, which leaves the CPU step in float32, and its
+#: GradScaler disables itself: the step is what it was); pinned memory
 GPU_ONLY: dict[str, frozenset[str]] = {
-    "bf16-autocast": frozenset({"dtype"}),
+    "bf16-autocast": frozenset({"dtype", "fp16", "use_fp16", "half"}),
     # (pinned host memory speeds copies to a GPU; a CPU run copies nothing)
     "dataloader-workers": frozenset({"pin_mem", "pin_memory", "dataloader_pin_memory"}),
 }

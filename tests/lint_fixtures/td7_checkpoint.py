@@ -226,3 +226,24 @@ def accumulate_then_save(model, loader, opt, args, rank):
         opt.zero_grad()
         if rank == 0:
             model.save_pretrained(args.out)  # expect: TD711 (the continue skips micro-batches)
+
+
+def accumulate_sgd_then_save(model, loader, lr, accum):
+    for k, batch in enumerate(loader):
+        (model(batch).sum() / accum).backward()
+        if (k + 1) % accum:
+            continue
+        with torch.no_grad():
+            for p in model.parameters():  # expect: TD305
+                p -= lr * p.grad
+        torch.save(model.state_dict(), "latest.pt")  # expect: TD711 (after a hand-written step)
+
+
+def zero_then_continue(model, loader, every):
+    for k, batch in enumerate(loader):
+        model(batch).sum().backward()
+        if k % every:
+            continue
+        for p in model.parameters():  # expect: TD305
+            p.grad.zero_()
+        torch.save(model.state_dict(), "every.pt")  # near-miss: zeroing gradients is no step; saved every N

@@ -105,3 +105,27 @@ def two_optimizers_inner_steps(critic, gen, batches, c_opt, g_opt):
         gen(next(batches).cuda()).mean().backward()
         g_opt.step()
         g_opt.zero_grad()
+
+
+def bpr_sgd_accumulated(net, loader, lr, accum):
+    model = DDP(net.cuda())
+    for k, (u, i, j) in enumerate(loader):
+        (model(u, i, j) / accum).backward()  # expect: TD706 (a hand-written SGD step after the gate)
+        if (k + 1) % accum:
+            continue
+        with torch.no_grad():
+            for p in model.parameters():  # expect: TD305
+                p.add_(p.grad, alpha=-lr)
+                p.grad = None
+
+
+def bpr_sgd_every_batch(net, loader, lr, every):
+    model = DDP(net.cuda())
+    for k, (u, i, j) in enumerate(loader):
+        model(u, i, j).backward()  # near-miss: the hand-written step runs every batch
+        with torch.no_grad():
+            for p in model.parameters():  # expect: TD305
+                p.add_(p.grad, alpha=-lr)
+        if k % every == 0:
+            for p in model.parameters():  # expect: TD305
+                p.grad.zero_()

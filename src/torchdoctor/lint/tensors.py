@@ -189,3 +189,38 @@ def framework_step_method(cls: ast.ClassDef, method: ast.AST) -> bool:
     name = getattr(method, "name", "")
     return name in FRAMEWORK_STEPS or (
         name == "compute_loss" and any((dotted(b) or "").endswith("Trainer") for b in cls.bases))
+
+
+def steps_by_hand(body: ast.AST | list) -> ast.For | None:
+    """The hand-written optimizer step among ``body``'s statements (a statement, or a list;
+    also inside ``with`` blocks): ``for p in model.parameters(): p.add_(p.grad, alpha=-lr)``, a
+    loop over parameters updating them in place from their gradients (a gradient zeroed in
+    place, ``p.grad.zero_()``, is no step); None.
+
+    Example:
+        >>> src = "with torch.no_grad():\\n    for p in net.parameters():\\n        p -= lr * p.grad"
+        >>> steps_by_hand(ast.parse(src).body).lineno
+        2
+    """
+    stack = list(body) if isinstance(body, list) else [body]
+    while stack:
+        stmt = stack.pop(0)
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            stack[:0] = stmt.body
+        elif isinstance(stmt, ast.For) and any(
+                method_name(c) in ("parameters", "named_parameters")
+                for c in ast.walk(stmt.iter) if isinstance(c, ast.Call)) and any(
+                any(isinstance(a, ast.Attribute) and a.attr == "grad" for a in ast.walk(v))
+                for n in ast.walk(stmt) for v in _update_sources(n)):  # fmt: skip
+            return stmt
+    return None
+
+
+def _update_sources(node: ast.AST) -> list[ast.AST]:
+    """What an in-place update ``node`` writes from: the arguments of ``p.add_(...)``, the
+    value of ``p -= ...``; nothing for other nodes."""
+    if isinstance(node, ast.AugAssign):
+        return [node.value]
+    if isinstance(node, ast.Call) and (method_name(node) or "").endswith("_"):
+        return [*node.args, *(k.value for k in node.keywords)]
+    return []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.tensors import steps_by_hand
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -175,7 +176,8 @@ class OptimizerChecks(RuleVisitor):
             for c in self.direct_calls(loop.body)
         ) and not self._ddp_elsewhere(loop):  # (... or by the caller, in another file)
             return
-        steps = [c for c in self.direct_calls(loop.body) if optimizer_step_call(c)]
+        steps: list[ast.AST] = [c for c in self.direct_calls(loop.body) if optimizer_step_call(c)]
+        steps += filter(None, [steps_by_hand(loop.body)])  # (for p in params: p.add_(p.grad, ...))
         if not steps and self._micro_batch_loop(loop):  # (for micro in range(accum): ...)
             self.report(
                 node,

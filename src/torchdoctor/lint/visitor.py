@@ -53,7 +53,7 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     target_names,
     with_keyword,
 )
-from torchdoctor.lint.tensors import runs_a_training_step
+from torchdoctor.lint.tensors import runs_a_training_step, steps_by_hand
 
 #: methods that mutate a Python container in place (``tokens.append(t)``: not invariant;
 #: not ``add`` or ``sort``, which a tensor has and returns a new one from)
@@ -389,7 +389,7 @@ class RuleVisitor:
         if key not in cache:
             body = node.body if isinstance(node, (*FOR, ast.While, *FUNCTIONS)) else node
             calls = list(self.direct_calls(body))
-            kinds = {kind for kind in map(_training_kind, calls) if kind}
+            kinds = {kind for kind in map(_training_kind, calls) if kind} | ({"step"} if steps_by_hand(body) else set())
             if isinstance(node, (*FOR, ast.While, list)) and any(map(runs_a_training_step, calls)):
                 kinds |= {"backward", "step"}  # (an RL loop's agent.learn(batch))
             if isinstance(node, (*FOR, ast.While)) and len(kinds) < 2:

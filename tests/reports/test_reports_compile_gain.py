@@ -152,3 +152,21 @@ def test_a_cpu_with_bf16_units_is_told_autocast_with_a_bound_over_its_kernels():
     assert "torch.autocast('cpu'" in item.fix and '"cpu"' in item.code
     session["environment"]["bf16_native"] = False
     assert not [a for a in engine_knobs(session) if "autocast" in a.title]
+
+
+def test_autocast_for_a_run_without_backward_is_worded_for_inference():
+    """A Hugging Face generate() loop (no backward) was told "Run forward and backward under CPU
+    bf16 autocast", "keep the loss and optimizer in fp32" and `loss = criterion(model(x), y)`."""
+    tree = {"kind": "root", "children": [
+        {"kind": "module", "type": "Linear", "path": "lm_head", "total_ms": {"mean": 60.0},
+         "calls_per_step": 1, "forward_ms": {"mean": 60.0}, "children": []}]}  # fmt: skip
+    session = {"step_ms": {"median": 100.0, "mean": 100.0}, "tree": tree,
+               "phases": {"forward": {"median": 90.0}, "backward": {"median": 0.0}},
+               "environment": {"device": "cpu", "bf16_native": True}}  # fmt: skip
+    (item,) = [a for a in engine_knobs(session) if "autocast" in a.title]
+    assert item.title == "Run the forward passes under CPU bf16 autocast"
+    assert "loss" not in item.code and "out = model(x)" in item.code
+    assert "optimizer" not in item.fix and "torch.autocast('cpu'" in item.fix
+    session["phases"]["backward"] = {"median": 40.0}
+    (train,) = [a for a in engine_knobs(session) if "autocast" in a.title]
+    assert train.title == "Run forward and backward under CPU bf16 autocast"

@@ -322,8 +322,32 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             advice.append(with_saving(item, unprofiled, min(1.0, fraction), speedup))
         if knob == "channels_last":
             slow_backward_note(item, session.get("tree"), step)
+        if knob == "autocast" and not center(phases.get("backward")):
+            for_inference(item)
         item.heat = min(item.heat, 0.2)  # a generic knob ranks below specific evidence
     return advice
+
+
+def for_inference(item: Advice) -> None:
+    """Word the autocast advice for a run with no backward (inference: a ``generate()`` loop, an
+    evaluation script): its title said "forward and backward", its fix kept "the loss and
+    optimizer in fp32" and its code computed ``criterion(model(x), y)``, none of which such a
+    script has (a Hugging Face ``generate()`` loop on a tiny Llama, round 11).
+
+    Example:
+        >>> item = Advice(rule="engine-knobs", title="Run forward and backward under bf16 autocast",
+        ...               fix="with torch.autocast('cuda', dtype=torch.bfloat16): loss = model(x) ... "
+        ...               "(keep the loss and optimizer in fp32; check the loss curve matches).",
+        ...               code="with torch.autocast(...):\\n    loss = criterion(model(x), y)")
+        >>> for_inference(item); item.title, item.code.splitlines()[1]
+        ('Run the forward passes under bf16 autocast', '    out = model(x)')
+    """
+    item.title = item.title.replace("forward and backward", "the forward passes")
+    item.fix = (item.fix or "").replace(
+        "loss = model(x) ... (keep the loss and optimizer in fp32; check the loss curve matches)",
+        "out = model(x) ... (or around a generate() call; check the outputs match the float32 "
+        "ones)")
+    item.code = (item.code or "").replace("loss = criterion(model(x), y)", "out = model(x)")
 
 
 #: a convolution's backward (input and weight gradients) costs about twice its forward; this

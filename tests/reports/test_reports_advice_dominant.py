@@ -355,3 +355,22 @@ def test_numbered_parts_of_one_type_are_named_as_their_group():
            "total_ms": {"mean": 39.0}, "children": []}  # fmt: skip
     text = _parts_text({"children": [top, *tables]}, step=170.0)
     assert text == "top_l 23%, emb_l[0-7] 8% (8 x ~1%) of the step"
+
+
+def test_blocks_whose_stochastic_depth_is_identity_in_the_first_are_one_stack():
+    """facebookresearch/dino's ViT: stochastic depth rises from 0, so blocks.0 holds
+    nn.Identity() where blocks 1-11 hold DropPath. The tree read blocks[0-11], the advice
+    "blocks[1-11] ... 11 identical Block layers"."""
+    def block(i):
+        drop = "Identity" if i == 0 else "DropPath"
+        return node(f"backbone.blocks.{i}", 5.0, 10.0, type="Block", children=[
+            node(f"backbone.blocks.{i}.attn", 2.0, 4.0, type="Attention"),
+            node(f"backbone.blocks.{i}.drop_path", 0.1, 0.1, type=drop),
+            node(f"backbone.blocks.{i}.mlp", 2.5, 5.0, type="Mlp")])  # fmt: skip
+
+    tree = node("", 62.0, 122.0, kind="root", children=[
+        node("backbone", 61.0, 121.0, type="VisionTransformer",
+             children=[block(i) for i in range(12)])])  # fmt: skip
+    (item,) = dominant_module({"step_ms": {"median": 184.0}, "tree": tree})
+    assert "backbone.blocks[0-11]" in item.title
+    assert any("12 identical Block layers" in e for e in item.evidence)

@@ -68,6 +68,8 @@ def signature(node: Mapping[str, Any], depth: int = 0) -> Any:
         True
         >>> signature(block("Conv2d")) == signature(block("Conv2d", "Sequential"))
         False
+        >>> signature(block("Linear", "Identity")) == signature(block("Linear", "DropPath"))
+        True
     """
     children = node.get("children") or ()
     inner = (
@@ -75,7 +77,16 @@ def signature(node: Mapping[str, Any], depth: int = 0) -> Any:
         if depth >= 6
         else tuple(signature(c, depth + 1) for c in children if c.get("kind") == "module")
     )
-    return (str(node.get("type")), inner)
+    kind = str(node.get("type"))
+    return ("Identity" if kind in PASS_THROUGH and not inner else kind, inner)
+
+
+#: parameter-free layers a block holds as either an ``nn.Identity`` or a random drop by its
+#: rate: a ViT's stochastic depth rises from 0 over its blocks, so block 0 holds
+#: ``nn.Identity()`` where the others hold ``DropPath`` (facebookresearch/dino: the advice
+#: read "blocks[1-11] ... 11 identical Block layers" beside the tree's blocks[0-11])
+PASS_THROUGH = frozenset({"Identity", "DropPath", "StochasticDepth", "Dropout", "Dropout1d",
+                          "Dropout2d", "Dropout3d", "AlphaDropout", "DropBlock2d"})  # fmt: skip
 
 
 def same_size(group: list[Mapping[str, Any]]) -> bool:

@@ -216,3 +216,27 @@ class PerceptualLoss(torch.nn.Module):
 
     def features(self, loader):
         return [self.vgg(x) for x in loader]  # near-miss: a module's method, gradients may flow
+
+
+def load_generator(ckpt, device):
+    g = Generator()
+    g.load_state_dict(torch.load(ckpt))
+    return g.to(device).eval()
+
+
+def translate_folder(G, loader, device):
+    for x in loader:  # expect: TD602 (main passes G, a loader's eval-mode model)
+        G(x.to(device)).cpu()
+
+
+def run_batches(net, loader, device):
+    for x in loader:  # near-miss: one caller passes a model it trains
+        net(x.to(device)).sum()
+
+
+def main_translate(ckpt, loader, device, opt):
+    G = load_generator(ckpt, device).cuda()
+    translate_folder(G, loader, device)
+    run_batches(G, loader, device)
+    trained = Generator().to(device)
+    run_batches(trained, loader, device)

@@ -16,6 +16,7 @@ import ast
 from collections.abc import Iterator
 from typing import Any
 
+from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.syntax import FOR, FUNCTIONS, dotted, method_name, same_file_callee
 
 NO_GRAD = frozenset(
@@ -146,6 +147,40 @@ def returns_eval_model(call: ast.AST, context: Any) -> bool:
         return False
     source = _module_source(context, call.func.id)
     return bool(source) and ".eval()" in source and "return" in source  # type: ignore[operator]
+
+
+def given_eval_models(rule: Any, function: ast.AST) -> set[str]:
+    """The parameters of ``function`` that every call of it in the file (at least one) passes
+    a model put in eval mode: ``G = load_generator(ckpt).half()`` (a loader returning
+    ``.eval()``'s model), ``net = Net().eval()``, then ``translate_folder(G, ...)``
+    (``rule``: the visitor, with its file's call index).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("def run(g, xs):\\n    return [g(x) for x in xs]\\n"
+        ...        "def main(xs):\\n    net = Net().eval()\\n    run(net, xs)\\n")
+        >>> [(f.line, f.code) for f in lint_source(src)]  # (g runs with autograd on)
+        [(2, 'TD602')]
+    """
+    calls = [c for c in calls_named(rule, getattr(function, "name", "")) if isinstance(c.func, ast.Name)]
+    params = [a.arg for a in function.args.args] if isinstance(function, FUNCTIONS) else []
+    found: set[str] | None = None
+    for call in calls if params else ():
+        scope = rule.enclosing_scope(call)
+        given = {params[i] for i, arg in enumerate(call.args[:len(params)]) if isinstance(arg, ast.Name)
+                 and any(_eval_model(v, rule.context) for v in rule.assigned_values(scope, arg.id))}
+        found = given if found is None else found & given
+    return found or set()
+
+
+def _eval_model(value: ast.AST, context: Any) -> bool:
+    """``Net().eval()``, ``load_generator(ckpt).half()``: a value that is a model in eval mode
+    (through casts and moves)."""
+    while isinstance(value, ast.Call) and method_name(value) in ("half", "to", "cuda", "float", "eval"):
+        if method_name(value) == "eval":
+            return True
+        value = value.func.value  # type: ignore[attr-defined]
+    return returns_eval_model(value, context)
 
 
 def _statements(body: list[ast.AST]) -> Iterator[ast.AST]:

@@ -69,8 +69,8 @@ class ModelRuns:
                 elif names_a_module(last):
                     return True
                 continue  # (plumbing: model.state_dict(), model.get_config())
-            if isinstance(call.func, ast.Name) and last[:1].isupper():
-                continue  # (a class built, `net = RRDBNet()`: no model run)
+            if isinstance(call.func, ast.Name) and last[:1].isupper() and callee not in receivers:
+                continue  # (a class built, `net = RRDBNet()`: no model run; not `G(x)`, an eval model)
             if callee in receivers or names_a_module(last) or passed_a_module(self, call):
                 return True
             if self._runs_model_passed(call, last, receivers) or method_runs(

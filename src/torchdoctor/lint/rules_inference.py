@@ -23,6 +23,7 @@ from torchdoctor.lint.eval_loops import (
     NO_GRAD,
     eval_loops,
     evaluated_in_init,
+    given_eval_models,
     loaded_in_eval_mode,
 )
 from torchdoctor.lint.mask_writes import mask_assignments
@@ -331,6 +332,8 @@ class InferenceRules(ModelRuns, RuleVisitor):
         lines = self.context.lines[body[0].lineno - 1 : body[-1].end_lineno]
         sampled = isinstance(node, FUNCTIONS) and mc_dropout(node, lines)
         loaded = set() if named or sampled else loaded_in_eval_mode(body, self.context)
+        if not (named or sampled or loaded) and not any(".eval()" in x for x in lines):
+            loaded = given_eval_models(self, node)  # (translate_folder(G, ...), G an eval model)
         init = evaluated_in_init(node) if not (named or sampled or loaded) else set()
         if not (named or sampled or loaded or init) and not any(".eval()" in x for x in lines):
             return  # neither an evaluation function nor one calling .eval() or a loader that does

@@ -67,6 +67,9 @@ def test_configurator_style_globals_are_noted_after_the_script(tmp_path, capsys)
         import sys, torch
         compile = True
         batch_size = 8
+        eval_interval = 2000
+        config_keys = [k for k, v in globals().items()
+                       if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
         for arg in sys.argv[1:]:
             key, value = arg[2:].split("=")
             if key in globals():
@@ -81,8 +84,10 @@ def test_configurator_style_globals_are_noted_after_the_script(tmp_path, capsys)
     capsys.readouterr()
     assert code == 0
     options = json.loads((out / "session.json").read_text())["environment"]["script_options"]
-    assert [(o["flags"], o["value"], o["switch"], o["form"]) for o in options] == [
-        (["--compile"], False, True, "--name=value"), (["--batch_size"], 4, False, "--name=value")]
+    assert [(o["flags"], o["value"], o["switch"], o["given"]) for o in options] == [
+        (["--compile"], False, True, True), (["--batch_size"], 4, False, True),
+        (["--eval_interval"], 2000, False, False)]  # (listed in config_keys, not given)
+    assert {o["form"] for o in options} == {"--name=value"}
 
 
 def test_a_failed_parse_notes_nothing_and_watching_ends_with_the_block():

@@ -116,26 +116,33 @@ def _note_parse(parser: argparse.ArgumentParser, namespace: Any, args: Any) -> N
 def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
     """Note the ``--name=value`` arguments of ``argv`` that no parser took and that name one
     of ``settings`` (the script's module globals) holding a plain value: a script that reads
-    its options as nanoGPT's ``configurator.py`` does, overriding globals.
+    its options as nanoGPT's ``configurator.py`` does, overriding globals. A script that lists
+    its settings in ``config_keys`` (nanoGPT's convention) has every one of them noted, given
+    or not (its ``eval_interval`` is the switch for an evaluation it runs by default).
 
     Example:
         >>> with watching_options():
         ...     note_settings(["--compile=False", "--out=x"], {"compile": False, "n": 1})
-        ...     [(o["flags"], o["value"], o["switch"]) for o in script_options()]
+        ...     [(o["flags"], o["value"], o["given"]) for o in script_options()]
         [(['--compile'], False, True)]
+        >>> with watching_options():
+        ...     note_settings([], {"config_keys": ["eval_iters"], "eval_iters": 200, "t": 0.5})
+        ...     [(o["flags"], o["value"], o["given"]) for o in script_options()]
+        [(['--eval_iters'], 200, False)]
     """
-    for token in argv:
-        if not isinstance(token, str) or not token.startswith("--") or "=" not in token:
-            continue
-        name = token[2:].split("=", 1)[0]
+    given = dict.fromkeys(token[2:].split("=", 1)[0] for token in argv
+                          if isinstance(token, str) and token.startswith("--") and "=" in token)
+    keys = settings.get("config_keys")
+    listed = [k for k in keys if isinstance(k, str)] if isinstance(keys, (list, tuple)) else []
+    for name in [*given, *listed]:
         value = settings.get(name)
         if name in _NOTED or not name.isidentifier() or isinstance(value, type(None)):
             continue
         if not isinstance(value, (bool, int, float, str)) or len(_NOTED) >= MAX_OPTIONS:
             continue
         _NOTED[name] = {"flags": [f"--{name}"], "dest": name, "value": _plain(value),
-                        "default": None, "given": True, "switch": isinstance(value, bool),
-                        "form": "--name=value"}  # fmt: skip
+                        "default": None, "given": name in given,
+                        "switch": isinstance(value, bool), "form": "--name=value"}  # fmt: skip
 
 
 def script_options() -> list[dict[str, Any]]:

@@ -173,3 +173,17 @@ def test_a_float16_switch_is_not_named_for_cpu_bf16_autocast():
     item = Advice(rule="engine-knobs", title="t", fix="Autocast.", cause="bf16-autocast")
     assert in_script_terms({"environment": {"device": "cpu", "script_options": half}},
                            [item])[0].fix == "Autocast."  # fmt: skip
+
+
+def test_periodic_work_found_to_be_an_evaluation_names_the_evaluation_options_alone():
+    """nanoGPT's long steps are its evaluation: --eval_interval and --eval_iters, not
+    --log_interval (which the same script also has)."""
+    options = [_option("eval_interval", 40, form="--name=value"),
+               _option("log_interval", 1, form="--name=value")]  # fmt: skip
+    def fix(title):
+        item = Advice(rule="periodic-steps", title=title, fix="Run it less often.",
+                      cause="periodic-work")  # fmt: skip
+        return in_script_terms({"environment": {"script_options": options}}, [item])[0].fix
+    assert fix("40 model calls (an evaluation: the model in eval mode)").startswith(
+        "This script's own option for it: `--eval-interval=...` (40 in this run). ")
+    assert "`--log-interval=...` (1 in this run)" in fix("a long step every 40")

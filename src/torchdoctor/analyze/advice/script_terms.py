@@ -25,11 +25,13 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice
 
-_PERIODIC = frozenset({
+_EVALUATION = frozenset({
     "eval_interval", "eval_every", "eval_freq", "eval_frequency", "eval_steps", "eval_iters",
     "eval_period", "evaluate_every", "val_every", "val_interval", "val_freq", "val_frequency",
     "val_check_interval", "check_val_every_n_epoch", "validation_interval", "validate_every",
     "test_freq", "test_interval", "test_every", "eval_strategy", "evaluation_strategy",
+})  # fmt: skip
+_PERIODIC = _EVALUATION | frozenset({
     "save_every", "save_freq", "save_interval", "save_steps", "save_strategy",
     "checkpoint_every", "checkpoint_interval", "ckpt_every", "ckpt_interval",
     "log_interval", "log_every", "log_freq", "print_freq", "print_every", "logging_steps",
@@ -160,13 +162,18 @@ def option_phrase(
     return f"`{flag}` ({_shown(value)} in this run)"
 
 
-def _preferred(options: Any, names: frozenset[str], cause: str | None) -> list[Mapping]:
+def _preferred(options: Any, names: frozenset[str], item: Advice) -> list[Mapping]:
     """The options among ``options`` named in ``names``; for bf16 autocast, float16 switches
     (``--fp16``, ``--half``) only when the script has no bfloat16 one (a Hugging Face script
-    has both ``--bf16`` and ``--fp16``: the remedy is the first)."""
+    has both ``--bf16`` and ``--fp16``: the remedy is the first); for periodic work the
+    advice found to be an evaluation, its evaluation options alone (nanoGPT's
+    ``--eval_interval`` and ``--eval_iters``, not its ``--log_interval``)."""
     matched = [o for o in options if isinstance(o, Mapping) and _names(o) & names]
-    if cause == "bf16-autocast" and any("bf16" in n for o in matched for n in _names(o)):
+    if item.cause == "bf16-autocast" and any("bf16" in n for o in matched for n in _names(o)):
         matched = [o for o in matched if not any("fp16" in n or "half" in n for n in _names(o))]
+    if item.cause == "periodic-work" and "evaluation" in f"{item.title} {item.fix}":
+        evaluation = [o for o in matched if _names(o) & _EVALUATION]
+        matched = evaluation or matched
     return matched
 
 
@@ -190,7 +197,7 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
         if on_cpu:
             names = names - GPU_ONLY.get(item.cause or "", frozenset())
         phrases = []
-        for option in _preferred(options, names, item.cause):
+        for option in _preferred(options, names, item):
             phrase = option_phrase(option, wanted, DTYPE_WANTED.get(item.cause or ""))
             if phrase is not None and phrase not in phrases:
                 phrases.append(phrase)

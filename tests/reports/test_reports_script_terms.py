@@ -187,3 +187,14 @@ def test_periodic_work_found_to_be_an_evaluation_names_the_evaluation_options_al
     assert fix("40 model calls (an evaluation: the model in eval mode)").startswith(
         "This script's own option for it: `--eval-interval=...` (40 in this run). ")
     assert "`--log-interval=...` (1 in this run)" in fix("a long step every 40")
+
+
+def test_a_sync_every_step_names_a_log_interval_of_one_only():
+    """nanoGPT's `lossf = loss.item()` runs under `if iter_num % log_interval == 0`, at 1."""
+    def fix(value):
+        options = [_option("log_interval", value, form="--name=value")]
+        item = Advice(rule="host-syncs", title="Keep per-step scalars on the device", fix="Defer.")
+        return in_script_terms({"environment": {"script_options": options}}, [item])[0].fix
+    assert fix(1) == ("This script's own option for it: `--log-interval=...` (1 in this run: "
+                      "every step). Defer.")
+    assert fix(10) == "Defer." and fix(True) == "Defer."

@@ -31,19 +31,22 @@ _EVALUATION = frozenset({
     "val_check_interval", "check_val_every_n_epoch", "validation_interval", "validate_every",
     "test_freq", "test_interval", "test_every", "eval_strategy", "evaluation_strategy",
 })  # fmt: skip
-_PERIODIC = _EVALUATION | frozenset({
+_LOGGING = frozenset({
+    "log_interval", "log_every", "log_freq", "print_freq", "print_every", "logging_steps",
+})  # fmt: skip
+_PERIODIC = _EVALUATION | _LOGGING | frozenset({
     "save_every", "save_freq", "save_interval", "save_steps", "save_strategy",
     "checkpoint_every", "checkpoint_interval", "ckpt_every", "ckpt_interval",
-    "log_interval", "log_every", "log_freq", "print_freq", "print_every", "logging_steps",
 })  # fmt: skip
 _PRECISION = frozenset({
     "amp", "use_amp", "autocast", "mixed_precision", "bf16", "use_bf16", "fp16", "use_fp16",
     "half", "amp_dtype", "precision", "dtype",
 })  # fmt: skip
 
-#: remedy (``Advice.cause``) -> (option names, normalized: lower case, ``_`` for ``-``, no
-#: leading dashes; the setting the remedy wants: "on", "off", or "value" for an option whose
-#: value the reader picks: a count of workers, an interval, a dtype)
+#: remedy (``Advice.cause``, else its ``rule``) -> (option names, normalized: lower case, ``_``
+#: for ``-``, no leading dashes; the setting the remedy wants: "on", "off", "value" for an
+#: option whose value the reader picks: a count of workers, an interval, a dtype; "every step"
+#: for an interval named only when it is 1)
 OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
     "bf16-autocast": (_PRECISION, "on"),
     "emulated-bf16": (_PRECISION, "off"),
@@ -66,6 +69,8 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
         "checkpoint_activations", "use_checkpoint", "grad_ckpt",
     }), "off"),  # fmt: skip
     "periodic-work": (_PERIODIC, "value"),
+    # (by rule: a sync every step is often the loss read for a log line written every step)
+    "host-syncs": (_LOGGING, "every step"),
     "float64": (frozenset({"double", "float64", "use_double", "dtype", "precision"}), "value"),
 }
 
@@ -131,6 +136,11 @@ def option_phrase(
     if not flags:
         return None
     value, flag = option.get("value"), flags[0]
+    if wanted == "every step":  # (a log interval of 1 only: a longer one is no such line)
+        if isinstance(value, bool) or value != 1:
+            return None
+        form = "=..." if option.get("form") == "--name=value" else ""
+        return f"`{flag}{form}` (1 in this run: every step)"
     is_dtype = dtype is not None and isinstance(value, str) and any(
         "dtype" in name for name in _names(option)
     )
@@ -190,7 +200,7 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
         return found
     on_cpu = str((session.get("environment") or {}).get("device") or "cpu").startswith("cpu")
     for item in found:
-        spec = OPTIONS_OF_CAUSE.get(item.cause or "")
+        spec = OPTIONS_OF_CAUSE.get(item.cause or item.rule)
         if spec is None or "This script's own option" in (item.fix or ""):
             continue
         names, wanted = spec

@@ -56,6 +56,7 @@ def test_argparse_options_are_in_the_session_and_the_loader_fix_names_workers(tm
                                   "default": 0, "given": False, "switch": False}  # fmt: skip
     assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
     assert options["amp"]["switch"] is True and options["amp"]["sets"] is True
+    assert session["config"]["script_command"] == [str(script), "--steps", "12"]  # (tune's)
     (data,) = [a for a in session["advice"] if a["rule"] == "data-loading"]
     assert data["fix"].startswith("This script's own option for it: `--workers` (0 in this run).")
 

@@ -56,6 +56,10 @@ def add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
     """
     config = session["config"]
     config["syncs"] = True
+    module = getattr(args, "module", None)  # (the script's command line: `tune` is told it)
+    script = ["-m", module] if module else [getattr(args, "script", None)]
+    if all(isinstance(part, str) for part in script):
+        config["script_command"] = [*script, *map(str, getattr(args, "script_args", None) or ())]
     if args.step_fn:
         config["step_boundary"] = "step_fn" if session.get("steps") else "whole_run"
         config["notes"] = [f"each call of {args.step_fn} ends a step", *config.get("notes", [])]

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ from torchdoctor.analyze.advice.base import (
     walk,
     with_saving,
 )
+from torchdoctor.analyze.advice.knobs_bf16 import bf16_bound, bf16_parts
 from torchdoctor.analyze.advice.knobs_measured import measured, measured_knob_advice
 
 #: forward + backward must be at least this share of the step for a knob to be worth it
@@ -176,8 +178,31 @@ def _conv_ms(session: Mapping[str, Any]) -> float:
     return innermost(tree)[0] if tree else 0.0
 
 
+#: a script command longer than this is named by its script alone, and its arguments counted
+MAX_COMMAND_CHARS = 160
+
+
 def _script_name(session: Mapping[str, Any]) -> str:
-    """The script to name in ``torchdoctor tune SCRIPT`` (the run's label when it is one)."""
+    """The script to name in ``torchdoctor tune SCRIPT``: the run's command line
+    (``config.script_command``: the script as typed, its arguments), else the run's label
+    when it is a script.
+
+    Example:
+        >>> _script_name({"config": {"script_command": ["train.py", "--lr", "0.1"]}})
+        'train.py --lr 0.1'
+        >>> _script_name({"config": {"script_command": ["t.py", *["--x"] * 60]}})
+        "t.py ARGS (this run's 60 arguments)"
+        >>> _script_name({"label": "train.py"}), _script_name({"label": "fit"})
+        ('train.py', 'SCRIPT')
+    """
+    command = (session.get("config") or {}).get("script_command")
+    if isinstance(command, list) and command and all(isinstance(p, str) for p in command):
+        joined = shlex.join(command)
+        if len(joined) <= MAX_COMMAND_CHARS:
+            return joined
+        head = 2 if command[0] == "-m" else 1
+        rest = len(command) - head
+        return shlex.join(command[:head]) + f" ARGS (this run's {rest} arguments)"
     label = str(session.get("label") or "")
     return label if label.endswith(".py") else "SCRIPT"
 
@@ -246,7 +271,9 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         part, what = compute, ("forward + backward are" if center(phases.get("backward"))
                                else "the forward passes are")  # fmt: skip
         if knob == "autocast" and not cuda:  # (a CPU's bf16 units: its matmuls and convs)
-            part, what = min(_kernel_ms(session), compute), "its matmul and convolution modules are"
+            part, matmuls = bf16_parts(session, _kernel_ms(session), compute)
+            what = "its matmul and convolution modules " + (
+                "and measured matmul lines are" if part > min(_kernel_ms(session), compute) else "are")
             if part < MIN_CONV_FRACTION * step:
                 continue
         if knob == "channels_last":  # it changes the convolutions (and batch norms) only
@@ -309,9 +336,16 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             item.fix = item.fix.replace("'cuda'", "'cpu'").replace(
                 "torchdoctor tune", "torchdoctor tune --knobs bf16_autocast") + "." + CPU_BF16_NOTE
             item.code = (item.code or "").replace('"cuda"', '"cpu"')
-            item.evidence[1] = f"up to {SPEEDUPS['bf16_autocast_cpu'].high:g}x on that part"
+            item.evidence[1] = (
+                f"up to {SPEEDUPS['bf16_autocast_cpu_matmul'].high:g}x on its matrix multiplies "
+                f"({fmt_ms(matmuls)}: {SPEEDUPS['bf16_autocast_cpu_matmul'].source}), "
+                f"{SPEEDUPS['bf16_autocast_cpu'].high:g}x on the rest of forward + backward"
+                if matmuls > 0
+                else f"up to {SPEEDUPS['bf16_autocast_cpu'].high:g}x on that part")
             advice.append(compile_on_cpu(item, unprofiled, min(1.0, fraction),
                                          "bf16_autocast_cpu"))  # fmt: skip
+            bound = bf16_bound(part, matmuls, max(0.0, compute - part))
+            item.saving_range_ms = [0.0, min(bound, compute) * unprofiled / step]
         elif knob == "channels_last" and not cuda:  # (on a CPU: measured 0.85-1.16x)
             item.evidence[1] = item.evidence[1].replace(
                 f"expected {speedup.low:g}-{speedup.high:g}x", "up to "

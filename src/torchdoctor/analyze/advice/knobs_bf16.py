@@ -1,0 +1,100 @@
+"""The bound of CPU bf16 autocast (rule ``engine-knobs`` on a CPU with bf16 units: AVX512-BF16 /
+AMX): what the bfloat16 units speed up is split into its matrix multiplies (linear layers, and
+the ``q @ k.transpose(-2, -1)`` / ``attn @ v`` of a hand-written attention, measured on the hot
+lines) and the rest of the kernels autocast changes (convolutions, recurrent cells), each with
+its own measured bound: a matmul up to ``SPEEDUPS["bf16_autocast_cpu_matmul"]`` (3x), the rest
+up to ``SPEEDUPS["bf16_autocast_cpu"]`` (1.45x), and where there are matmuls, the rest of the
+forward + backward (the activations that take their bfloat16 outputs) at 1.45x. One bound of 1.45x over the modules alone told
+facebookresearch/dino's vit_tiny step "up to 386 ms": autocast took it from 2,329 to 1,181 ms
+(interleaved A/B, round 11).
+
+Example:
+    >>> tree = {"children": [{"type": "Linear", "total_ms": {"mean": 60.0}},
+    ...                      {"type": "Conv2d", "total_ms": {"mean": 30.0}}]}
+    >>> lines = {"lines": [{"top_ops": [{"op": "Tensor.matmul", "forward_ms": 6.0,
+    ...                                  "backward_ms": 4.0}]}]}
+    >>> bf16_parts({"tree": tree, "hot_lines": lines}, kernels=90.0, compute=200.0)
+    (100.0, 70.0)
+    >>> round(bf16_bound(100.0, 70.0, others=100.0), 3)
+    87.011
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from torchdoctor.analyze.advice.base import SPEEDUPS, center
+
+#: modules whose kernel is a matrix multiply
+_MATMUL_MODULE = re.compile(
+    r"^(Lazy)?(Linear|Bilinear|NonDynamicallyQuantizableLinear|Conv1D|MultiheadAttention)$"
+)
+#: torch calls (as the hot lines name them) that are a matrix multiply
+MATMUL_OPS = frozenset({
+    "Tensor.matmul", "torch.matmul", "Tensor.__matmul__", "Tensor.__rmatmul__", "torch.bmm",
+    "Tensor.bmm", "torch.mm", "Tensor.mm", "torch.einsum", "torch.baddbmm", "Tensor.baddbmm",
+    "F.linear", "torch.nn.functional.linear",
+})  # fmt: skip
+
+
+def matmul_line_ms(session: Mapping[str, Any]) -> float:
+    """ms per step (forward + backward) of the matrix multiplies the measured source lines call
+    outside any linear layer (a hand-written attention's two products).
+
+    Example:
+        >>> matmul_line_ms({"hot_lines": {"lines": [{"top_ops": [
+        ...     {"op": "Tensor.matmul", "forward_ms": 2.0, "backward_ms": 1.0},
+        ...     {"op": "Tensor.softmax", "forward_ms": 5.0}]}]}})
+        3.0
+    """
+    lines = (session.get("hot_lines") or {}).get("lines") or ()
+    return sum(
+        float(op.get("forward_ms") or 0.0) + float(op.get("backward_ms") or 0.0)
+        for line in lines if isinstance(line, Mapping)
+        for op in line.get("top_ops") or () if op.get("op") in MATMUL_OPS
+    )  # fmt: skip
+
+
+def matmul_module_ms(session: Mapping[str, Any]) -> float:
+    """ms per step in the outermost modules that are one matrix multiply.
+
+    Example:
+        >>> matmul_module_ms({"tree": {"children": [{"type": "Linear", "total_ms": {"mean": 4.0}},
+        ...                                        {"type": "Conv2d", "total_ms": {"mean": 9.0}}]}})
+        4.0
+    """
+
+    def outermost(node: Mapping[str, Any]) -> float:
+        if _MATMUL_MODULE.match(str(node.get("type") or "")):
+            return center(node.get("total_ms"))
+        return sum(outermost(child) for child in node.get("children") or ())
+
+    tree = session.get("tree")
+    return outermost(tree) if tree else 0.0
+
+
+def bf16_parts(session: Mapping[str, Any], kernels: float, compute: float) -> tuple[float, float]:
+    """``(part, matmuls)``: what bf16 autocast changes (the library-kernel modules,
+    ``kernels``, and the measured lines' matrix multiplies, at most the forward + backward
+    ``compute``) and the matrix multiplies within it."""
+    lines = matmul_line_ms(session)
+    part = min(kernels + lines, compute)
+    return part, min(matmul_module_ms(session) + lines, part)
+
+
+def bf16_bound(part: float, matmuls: float, others: float = 0.0) -> float:
+    """The most ms bf16 autocast can save on ``part``: its ``matmuls`` at the matmul bound, the
+    rest of it at the convolutions'; with matmuls, the ``others`` of the forward + backward too
+    (the activations after a linear layer take its bfloat16 output: GELU on DINO's (16, 197,
+    768), forward + backward, 23.4 ms in float32, 6.2 ms on bfloat16; a softmax or an add is
+    slower) at the convolutions' bound. In the step's units: scale to the unprofiled step.
+
+    Example:
+        >>> round(bf16_bound(90.0, 0.0, others=10.0), 2), round(bf16_bound(90.0, 60.0, 10.0), 2)
+        (27.93, 52.41)
+    """
+    matmul, rest = SPEEDUPS["bf16_autocast_cpu_matmul"].high, SPEEDUPS["bf16_autocast_cpu"].high
+    others = others if matmuls > 0 else 0.0
+    return matmuls * (1 - 1 / matmul) + (part - matmuls + others) * (1 - 1 / rest)

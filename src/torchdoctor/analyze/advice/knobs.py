@@ -182,10 +182,6 @@ def _conv_ms(session: Mapping[str, Any]) -> float:
 MAX_COMMAND_CHARS = 160
 
 
-#: a script command longer than this is named by its script alone, and its arguments counted
-MAX_COMMAND_CHARS = 160
-
-
 def _script_name(session: Mapping[str, Any]) -> str:
     """The script to name in ``torchdoctor tune SCRIPT``: the run's command line
     (``config.script_command``: the script as typed, its arguments), else the run's label

@@ -126,6 +126,7 @@ def test_a_librarys_evaluation_is_named_in_the_advice(evaluating_library):
     packages = [r for r in session["long_step_calls"] if r.get("package") == "looplib"]
     assert "_evaluate_every" in {r["function"] for r in packages}
     (advice,) = periodic_steps(session)
-    assert "looplib's _evaluate_every" in advice.evidence[-1], advice.evidence
-    assert "_training_step" not in advice.evidence[-1]
-    assert "fit →" not in advice.evidence[-1]  # (the loop both kinds of steps run under)
+    # (the calls' line; on a busy machine the cores' share follows it)
+    (named,) = [line for line in advice.evidence if "looplib's _evaluate_every" in line]
+    assert "_training_step" not in named
+    assert "fit →" not in named  # (the loop both kinds of steps run under)

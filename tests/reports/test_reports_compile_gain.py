@@ -168,6 +168,7 @@ def test_autocast_for_a_run_without_backward_is_worded_for_inference():
     assert "loss" not in item.code and "out = model(x)" in item.code
     assert "optimizer" not in item.fix and "torch.autocast('cpu'" in item.fix
     assert "model.to(torch.bfloat16)" in item.fix
+    assert not any("backward" in line for line in item.evidence)
     session["phases"]["backward"] = {"median": 40.0}
     (train,) = [a for a in engine_knobs(session) if "autocast" in a.title]
     assert train.title == "Run forward and backward under CPU bf16 autocast"

@@ -384,6 +384,7 @@ def for_inference(item: Advice) -> None:
         "autocast's casts at every call (a tiny Llama's beam search, generate() on 8 prompts: "
         "1,070 ms in float32, 901 ms under autocast, 722 ms cast)")
     item.code = (item.code or "").replace("loss = criterion(model(x), y)", "out = model(x)")
+    item.evidence = [e.replace("forward + backward", "the forward passes") for e in item.evidence]
 
 
 #: a convolution's backward (input and weight gradients) costs about twice its forward; this

@@ -2,7 +2,7 @@
 AMX): what the bfloat16 units speed up is split into its matrix multiplies (linear layers, and
 the ``q @ k.transpose(-2, -1)`` / ``attn @ v`` of a hand-written attention, measured on the hot
 lines) and the rest of the kernels autocast changes (convolutions, recurrent cells), each with
-its own measured bound: a matmul up to ``SPEEDUPS["bf16_autocast_cpu_matmul"]`` (3x), the rest
+its own measured bound: a matmul up to ``SPEEDUPS["bf16_autocast_cpu_matmul"]`` (3.5x), the rest
 up to ``SPEEDUPS["bf16_autocast_cpu"]`` (1.45x), and where there are matmuls, the rest of the
 forward + backward (the activations that take their bfloat16 outputs) at 1.45x. One bound of 1.45x over the modules alone told
 facebookresearch/dino's vit_tiny step "up to 386 ms": autocast took it from 2,329 to 1,181 ms
@@ -16,7 +16,7 @@ Example:
     >>> bf16_parts({"tree": tree, "hot_lines": lines}, kernels=90.0, compute=200.0)
     (100.0, 70.0)
     >>> round(bf16_bound(100.0, 70.0, others=100.0), 3)
-    87.011
+    90.345
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def bf16_bound(part: float, matmuls: float, others: float = 0.0) -> float:
 
     Example:
         >>> round(bf16_bound(90.0, 0.0, others=10.0), 2), round(bf16_bound(90.0, 60.0, 10.0), 2)
-        (27.93, 52.41)
+        (27.93, 55.27)
     """
     matmul, rest = SPEEDUPS["bf16_autocast_cpu_matmul"].high, SPEEDUPS["bf16_autocast_cpu"].high
     others = others if matmuls > 0 else 0.0

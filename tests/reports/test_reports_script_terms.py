@@ -198,3 +198,14 @@ def test_a_sync_every_step_names_a_log_interval_of_one_only():
     assert fix(1) == ("This script's own option for it: `--log-interval=...` (1 in this run: "
                       "every step). Defer.")
     assert fix(10) == "Defer." and fix(True) == "Defer."
+
+
+def test_respawning_workers_name_the_persistence_switch_not_the_worker_count():
+    """No value of --workers keeps workers alive across epochs (clients round 11)."""
+    options = [_option("workers", 4), _option("persistent_workers", False, switch=True, sets=True)]
+    def fix(opts):
+        item = Advice(rule="worker-respawn", title="t", fix="Keep them.", cause="dataloader-workers")
+        return in_script_terms({"environment": {"script_options": opts}}, [item])[0].fix
+    assert fix(options) == ("This script's own option for it: run with `--persistent-workers` "
+                            "(off in this run). Keep them.")
+    assert fix(options[:1]) == "Keep them."

@@ -43,7 +43,7 @@ _PRECISION = frozenset({
     "half", "amp_dtype", "precision", "dtype",
 })  # fmt: skip
 
-#: remedy (``Advice.cause``, else its ``rule``) -> (option names, normalized: lower case, ``_``
+#: an advice's ``rule`` or else its remedy (``Advice.cause``) -> (option names, normalized: lower case, ``_``
 #: for ``-``, no leading dashes; the setting the remedy wants: "on", "off", "value" for an
 #: option whose value the reader picks: a count of workers, an interval, a dtype; "every step"
 #: for an interval named only when it is 1)
@@ -69,8 +69,11 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
         "checkpoint_activations", "use_checkpoint", "grad_ckpt",
     }), "off"),  # fmt: skip
     "periodic-work": (_PERIODIC, "value"),
-    # (by rule: a sync every step is often the loss read for a log line written every step)
+    # by rule (read before the cause): a sync every step is often the loss read for a log
+    # line written every step; workers restarted each epoch are kept by persistence alone (no
+    # count of workers does it: a respawn advice naming --workers was wrong)
     "host-syncs": (_LOGGING, "every step"),
+    "worker-respawn": (frozenset({"persistent_workers", "dataloader_persistent_workers"}), "on"),
     "float64": (frozenset({"double", "float64", "use_double", "dtype", "precision"}), "value"),
 }
 
@@ -200,7 +203,7 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
         return found
     on_cpu = str((session.get("environment") or {}).get("device") or "cpu").startswith("cpu")
     for item in found:
-        spec = OPTIONS_OF_CAUSE.get(item.cause or item.rule)
+        spec = OPTIONS_OF_CAUSE.get(item.rule) or OPTIONS_OF_CAUSE.get(item.cause or "")
         if spec is None or "This script's own option" in (item.fix or ""):
             continue
         names, wanted = spec

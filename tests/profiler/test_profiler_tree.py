@@ -390,3 +390,39 @@ def test_a_model_held_by_a_wrapper_keeps_its_own_name():
     assert ema.online_model is model
     roots = [c["name"] for c in prof.session["tree"]["children"] if c["kind"] == "module"]
     assert roots == ["Linear"]
+
+
+class _Rotary(nn.Module):
+    """A function wrapped as a module and bound to a module-level name, as the `kernels`
+    package's `Func` is to transformers 5's `apply_rotary_pos_emb`."""
+
+    def forward(self, q):
+        return q * 2
+
+
+apply_rotary = _Rotary()
+apply_scale = _Rotary()
+
+
+class RotaryAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return apply_scale(apply_rotary(self.q(x)))
+
+
+def test_a_module_made_elsewhere_and_bound_to_a_global_is_named_by_it():
+    """Every attention of a transformers 5 Llama read `Func` (twice, nested): the row is the
+    global's name, and two such functions of one class are two rows."""
+    model = RotaryAttention()
+    with torchdoctor.Profiler(model, syncs=False, warmup=1, detail="always") as prof:
+        for _ in range(3):
+            model(torch.randn(2, 4)).sum().backward()
+            prof.step()
+    session = prof.session
+    _check(session)
+    paths = {n["path"] for n, _ in walk(session["tree"])}
+    assert {"RotaryAttention.apply_rotary", "RotaryAttention.apply_scale"} <= paths
+    assert not any(path.endswith("_Rotary") for path in paths)

@@ -121,10 +121,11 @@ class NodeRegistry:
             # or a stateless module made per step in the loop (`nn.CrossEntropyLoss()(out,
             # y)`): one node per class under its caller, not one per instance (a node and a
             # kept module per step, forever, each its own row in the tree)
-            key = ("made in forward", cls.__name__)
+            name = _global_name(module, sys._getframe(1)) or cls.__name__
+            key = ("made in forward", name)
             node = self.node_ids.get((parent, key))
             if node is None:
-                path = f"{self.path[walk]}.{cls.__name__}" if walk else cls.__name__
+                path = f"{self.path[walk]}.{name}" if walk else name
                 node = self.node_for(parent, key, path, "module", cls.__name__,
                                      source_of_class(cls))  # fmt: skip
                 self.state_of[node] = ()
@@ -277,3 +278,22 @@ def _stateless(module: Any) -> bool:
     return not module._modules and not any(
         value is not None for value in (*module._parameters.values(), *module._buffers.values())
     )  # (a loss registers its optional class weight as a None buffer)
+
+
+def _global_name(module: Any, frame: Any, depth: int = 10) -> str | None:
+    """The module-level name a calling frame's module binds ``module`` to, when one does: a
+    function wrapped as a module and called like one (the ``kernels`` package's ``Func``, which
+    transformers 5 binds to ``apply_rotary_pos_emb``: its rows read "Func" under every
+    attention). None: no global of the first ``depth`` frames holds it.
+
+    Example:
+        >>> apply_rotary = torch.nn.Identity()
+        >>> _global_name(apply_rotary, sys._getframe()), _global_name(torch.nn.Identity(), sys._getframe())
+        ('apply_rotary', None)
+    """
+    while frame is not None and depth > 0:
+        for name, value in list(frame.f_globals.items()):
+            if value is module and not name.startswith("_"):
+                return name
+        frame, depth = frame.f_back, depth - 1
+    return None

@@ -173,3 +173,27 @@ def rpc_pairs(model, loader, opt, rank, rpc, dst):
         res = rpc.rpc_sync(dst, torch.add, args=(x, x))  # near-miss: rank % 2 picks a process, not a step
         if rank % 2 == 0:
             print(res)
+
+
+def name_bound_again_after_loop(model, opt, loader, val_x, val_y, print_freq, epochs):
+    best = float("inf")
+    for epoch in range(epochs):  # CSRNet's shape: `mae` is the batch's, then the validation's
+        for step, (x, y) in enumerate(loader):
+            model(x).sum().backward()
+            opt.step()
+            mae = evaluate(model, x, y)  # expect: TD712
+            if step % print_freq == 0:
+                print(step, mae)
+        mae, mse = evaluate(model, val_x, val_y)
+        if mae < best:
+            best = mae
+
+
+def last_step_value_read_after_loop(model, opt, loader, val_x, val_y, print_freq):
+    for step, (x, y) in enumerate(loader):
+        model(x).sum().backward()
+        opt.step()
+        mae = evaluate(model, x, y)  # the last step's value is read after the loop
+        if step % print_freq == 0:
+            print(step, mae)
+    return mae

@@ -110,7 +110,7 @@ class PeriodicReadRules(RuleVisitor):
         )):
             return
         scope = body if isinstance(body, FUNCTIONS) else self.enclosing_scope(node)
-        gate = self._read_only_under_gate(names, node, scope)
+        gate = self._read_only_under_gate(names, node, scope, body)
         if gate is None:
             return
         read = ", ".join(f"`{n}`" for n in names)
@@ -155,16 +155,21 @@ class PeriodicReadRules(RuleVisitor):
         return False
 
     def _read_only_under_gate(
-        self, names: list[str], node: ast.Assign, scope: ast.AST
+        self, names: list[str], node: ast.Assign, scope: ast.AST, loop: ast.AST
     ) -> ast.If | None:
         """The first periodic ``if`` reading the names, when every read of them in ``scope``
-        is inside one; else None."""
+        is inside one; else None. A read after the loop of a name bound again after the loop
+        (``mae, mse = validate(...)`` once per epoch) reads that new value, not the step's."""
         first: ast.If | None = None
-        for load in ast.walk(scope):
-            if not (isinstance(load, ast.Name) and load.id in names):
-                continue
+        after = getattr(loop, "end_lineno", None) if not isinstance(loop, FUNCTIONS) else None
+        named = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id in names]
+        rebound = [n.lineno for n in named if isinstance(n.ctx, ast.Store)
+                   and after is not None and n.lineno > after]  # fmt: skip
+        for load in named:
             if isinstance(load.ctx, ast.Store) or isinstance(load.ctx, ast.Del):
                 continue
+            if any(line <= load.lineno for line in rebound):
+                continue  # (it reads the value bound after the loop)
             gate = self._periodic_gate(load, scope)
             if gate is None or load.lineno < node.lineno or any(n is node for n in ast.walk(gate)):
                 return None  # (the gate of the training block holding the work itself)

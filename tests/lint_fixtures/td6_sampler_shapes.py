@@ -122,3 +122,32 @@ def refine_pose(model, kp2d, x, num_steps=1000):
         feat = model.pose_encoder(x.flatten(1))  # near-miss: the view of what the loop updates
         x = model(x, torch.full((x.shape[0],), t, device=x.device), feat + kp2d)
     return x
+
+
+class MotionGPT(torch.nn.Module):
+    def forward(self, idx, text_emb):
+        return idx.float() + text_emb
+
+
+@torch.no_grad()
+def sample_codes(gpt, text_emb, max_codes=50):  # T2M-GPT's shape: the model is named `gpt`
+    idx = torch.empty(len(text_emb), 0, dtype=torch.long)
+    for _ in range(max_codes):
+        logits = gpt(idx, text_emb)[:, -1]  # expect: TD604
+        idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], 1)
+    return idx
+
+
+@torch.no_grad()
+def grow_with_a_rule(rule, text_emb, max_codes=50):
+    idx = torch.empty(len(text_emb), 0, dtype=torch.long)
+    for _ in range(max_codes):
+        nxt = rule(idx, text_emb)  # near-miss: a caller hands a plain function, no Module
+        idx = torch.cat([idx, nxt], 1)
+    return idx
+
+
+def generate_motions(text_emb, device):
+    gpt = MotionGPT().to(device).eval()
+    codes = sample_codes(gpt, text_emb)
+    return codes, grow_with_a_rule(lambda i, e: i[:, -1:], text_emb)

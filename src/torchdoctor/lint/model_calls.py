@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.syntax import MODEL_NAME
 
 #: callee names that act on modules rather than run one (reset_modules, get_model, ...)
@@ -133,9 +134,8 @@ def passed_a_module(rules, call: ast.Call) -> bool:
     if call.func.id not in params:
         return False
     position, found = params.index(call.func.id), False
-    for site in ast.walk(tree):
-        if not (isinstance(site, ast.Call) and isinstance(site.func, ast.Name)
-                and site.func.id == scope.name):  # fmt: skip
+    for site in calls_named(rules, scope.name):  # (the file's call index, not a walk)
+        if not isinstance(site.func, ast.Name):
             continue
         argument = site.args[position] if position < len(site.args) else None
         values = rules.assigned_values(rules.enclosing_scope(site), argument.id) if isinstance(

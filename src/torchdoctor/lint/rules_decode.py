@@ -11,7 +11,7 @@ import ast
 import re
 
 from torchdoctor.lint.denoising_loops import grown_names
-from torchdoctor.lint.model_calls import names_a_module
+from torchdoctor.lint.model_calls import names_a_module, passed_a_module
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_inference import LIBRARY_PREFIXES
 from torchdoctor.lint.visitor import RuleVisitor, dotted, dotted_names_in
@@ -126,6 +126,7 @@ class DecodeRules(RuleVisitor):
                 or (last in _DECODE_METHODS and (receiver == "self" or names_a_module(receiver)))
                 or (names_a_module(receiver.rsplit(".", 1)[-1]) and last.startswith(_RUNS_PREFIXES))
                 or self._transformers_call(call)
+                or passed_a_module(self, call)  # (`gpt(idx)`, every caller handing a Module)
             ):
                 continue
             if any(k.arg and _CACHE_KEYWORD.search(k.arg) and not cache_off(k.value)

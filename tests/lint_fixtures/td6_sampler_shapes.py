@@ -151,3 +151,29 @@ def generate_motions(text_emb, device):
     gpt = MotionGPT().to(device).eval()
     codes = sample_codes(gpt, text_emb)
     return codes, grow_with_a_rule(lambda i, e: i[:, -1:], text_emb)
+
+
+@torch.no_grad()
+def inpaint_root(model, shape, root, steps=1000):  # MDM's shape: a mask made empty, then set
+    x = torch.randn(shape)
+    known = None
+    if root is not None:
+        known = torch.zeros(shape, dtype=torch.bool)
+        known[..., :4] = True
+    for t in reversed(range(steps)):
+        x0 = model(x, t)
+        if known is not None:
+            x0[known] = root.reshape(-1)  # expect: TD603
+        x = x0 + x
+    return x
+
+
+@torch.no_grad()
+def write_rows(model, shape, rows, steps=1000):
+    x = torch.randn(shape)
+    picked = torch.zeros(len(rows), dtype=torch.long)
+    for t in reversed(range(steps)):
+        x0 = model(x, t)
+        x0[picked] = rows  # near-miss: an integer index, no nonzero
+        x = x0 + x
+    return x

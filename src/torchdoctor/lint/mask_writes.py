@@ -47,8 +47,9 @@ def makes_a_mask(expr: ast.AST) -> bool:
 
     Example:
         >>> [makes_a_mask(ast.parse(c).body[0].value)
-        ...  for c in ("mask.bool()", "x > 0.5", "m.bool().expand_as(x)", "x * 2")]
-        [True, True, True, False]
+        ...  for c in ("mask.bool()", "x > 0.5", "m.bool().expand_as(x)", "x * 2",
+        ...            "torch.zeros(n, dtype=torch.bool)")]
+        [True, True, True, False, True]
     """
     if isinstance(expr, ast.Compare) or (isinstance(expr, ast.UnaryOp)
                                          and isinstance(expr.op, ast.Invert)):
@@ -60,6 +61,8 @@ def makes_a_mask(expr: ast.AST) -> bool:
                 _DTYPE.search(dotted(a) or "") for a in [*expr.args, *(k.value for k in expr.keywords)]))):
         expr = expr.func.value  # type: ignore[attr-defined]
     if isinstance(expr, ast.Call):
+        if any(k.arg == "dtype" and (dotted(k.value) or "").endswith("bool") for k in expr.keywords):
+            return True  # (torch.zeros(..., dtype=torch.bool): a mask made empty, then set)
         name = method_name(expr)
         if name in {"bool", "isin", "logical_and", "logical_or", "logical_not", "isnan",
                     "isfinite", "isinf", "gt", "lt", "ge", "le", "eq", "ne"}:
@@ -118,6 +121,7 @@ def _mask_index(rules: Any, loop: ast.AST, index: ast.AST) -> bool:
     made = rules.assigned_values(rules.enclosing_scope(loop), name) if (
         isinstance(index, ast.Name)) else []  # fmt: skip
     made = [v for v in made if not _reshapes(v, name)] or made  # (keep.expand_as(x))
+    made = [v for v in made if not (isinstance(v, ast.Constant) and v.value is None)]  # (None: no mask)
     return bool("mask" in name.lower() or isinstance(index, ast.Compare)
                 or (made and all(makes_a_mask(v) for v in made))  # (known = m.bool())
                 or used_as_condition(rules.enclosing_scope(loop), name))  # fmt: skip

@@ -21,6 +21,45 @@ from typing import Any
 
 from torch.nn.modules import module as _module
 
+from torchdoctor.collect.compiled import DYNAMO_SKIPS
+
+
+class ModuleHook:
+    """One of the profiler's hooks on one module (:meth:`ModuleHooksSwitch.narrow`,
+    :meth:`~ModuleHooksSwitch.count`): calls ``fn``. A hook on a module goes wherever the
+    module goes: pickled with it (``torch.save(model)``, Lightning's checkpoint of the
+    hyper-parameters that hold the model) it becomes ``(0).__init__``, a built-in that takes
+    any arguments and returns None (a no-op hook: the file loads without torchdoctor); deep-
+    copied with it (``copy.deepcopy(model)``: a best-model copy, an EMA) it becomes the same
+    no-op, not a copy of the profiler. (As a bound method the hook pickled the profiler, which
+    cannot be pickled: ``torch.save`` raised in the script.)
+
+    Example:
+        >>> import copy, pickle
+        >>> hook = ModuleHook(lambda m, a: "seen")
+        >>> hook(None, ()), pickle.loads(pickle.dumps(hook))(None, (), {}, 1)
+        ('seen', None)
+        >>> copy.deepcopy(hook)(None, ()) is None
+        True
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return getattr, (0, "__init__")
+
+    def __deepcopy__(self, memo: dict) -> Callable:
+        return (0).__init__
+
+
+DYNAMO_SKIPS.append(ModuleHook.__call__)  # (collect/compiled.py)
+
 
 class ModuleHooksSwitch:
     """The global module forward hooks, installed while on; or the same hooks on a few
@@ -85,8 +124,10 @@ class ModuleHooksSwitch:
         for key, module in wanted.items():
             if key not in self._narrow:
                 self._narrow[key] = [
-                    module.register_forward_pre_hook(self._pre),
-                    module.register_forward_hook(self._post, with_kwargs=True, always_call=True),
+                    module.register_forward_pre_hook(ModuleHook(self._pre)),
+                    module.register_forward_hook(
+                        ModuleHook(self._post), with_kwargs=True, always_call=True
+                    ),
                 ]
 
     def count(self, modules: list[Any], counter: Callable[[Any, Any], None]) -> None:
@@ -101,7 +142,7 @@ class ModuleHooksSwitch:
             self._counting.pop(key).remove()
         for key, module in wanted.items():
             if key not in self._counting:
-                self._counting[key] = module.register_forward_pre_hook(counter)
+                self._counting[key] = module.register_forward_pre_hook(ModuleHook(counter))
 
     def on(self) -> None:
         self._remove_narrow()

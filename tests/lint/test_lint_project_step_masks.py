@@ -142,3 +142,41 @@ def test_masks_returned_by_the_projects_helpers(tmp_path: Path) -> None:
     is not a mask."""
     found = _lint(tmp_path, {"helpers.py": HELPERS, "losses.py": LOSSES})
     assert found == [("losses.py", 14), ("losses.py", 15)]
+
+
+RPN = """
+    import torch.nn.functional as F
+
+    def select_cls_loss(logp, label, value):
+        idx = (label == value).nonzero().squeeze(1)
+        return F.nll_loss(logp.index_select(0, idx), label.index_select(0, idx))
+
+    def rpn_losses(logp, label):
+        return select_cls_loss(logp, label, 1) + select_cls_loss(logp, label, 0)
+
+    def positives_for_report(logp, label):
+        return logp[label == 1].mean()
+
+    def report(logp, label):
+        return positives_for_report(logp, label)
+"""
+
+RPN_TRAIN = """
+    from rpn import report, rpn_losses
+
+    def train(model, loader, opt):
+        for x, label in loader:
+            logp = model(x.cuda())
+            loss = rpn_losses(logp, label.cuda())
+            loss.backward()
+            opt.step()
+        return report(logp, label)
+"""
+
+
+def test_a_helper_of_the_loss_a_training_loop_calls(tmp_path: Path) -> None:
+    """SiamRPN: the loop calls rpn_losses, which calls select_cls_loss, whose `.nonzero()`
+    runs every step (one caller up, through the file's call index). A helper whose caller
+    runs only after the loop stays silent."""
+    found = _lint(tmp_path, {"rpn.py": RPN, "train.py": RPN_TRAIN})
+    assert found == [("rpn.py", 5)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.forward_calls import _run_by_forward
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.tensor_values import TORCH_ONLY_METHODS
@@ -57,8 +58,18 @@ class StepHelpers:
                 or self.skip_sync(node, scope)):  # fmt: skip
             return None
         hit = project.called_in_loop(scope.name, training=True)
-        return None if hit is None else (
-            f"in `{scope.name}` (called at {hit[0]}:{hit[1]}, every training step)")
+        if hit is not None:
+            return f"in `{scope.name}` (called at {hit[0]}:{hit[1]}, every training step)"
+        for call in calls_named(self, scope.name):  # (one caller up, through the call index:
+            caller = self.enclosing_scope(call)  # SiamRPN's rpn_losses runs select_cls_loss)
+            if (isinstance(call.func, ast.Name) and isinstance(caller, FUNCTIONS)
+                    and caller is not scope and isinstance(self.parent(caller), ast.Module)
+                    and _under_no_grad(call) is not True and not self.under_log_gate(call, caller)):
+                hit = project.called_in_loop(caller.name, training=True)
+                if hit is not None:
+                    return (f"in `{scope.name}` (called by `{caller.name}`, called at "
+                            f"{hit[0]}:{hit[1]}, every training step)")
+        return None
 
     def _method_of_a_step(self, node: ast.AST, scope: ast.AST, owner: ast.ClassDef) -> str | None:
         """``in `MLMTrainer.sampled_loss` (called by `MLMTrainer.compute_loss`, every training

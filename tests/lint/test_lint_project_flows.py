@@ -159,3 +159,38 @@ def test_a_per_item_loop_over_an_imported_tensor_helper_is_found(tmp_path: Path)
     """))
     found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD304"])]
     assert found == [("train.py", 7, "TD304")]
+
+
+def test_a_method_of_a_ddp_wrapped_model_called_every_step(tmp_path: Path) -> None:
+    """ST-GCN: `model = DDP(STGCN(...))`, and the loop calls `model.module.frame_features(x)`,
+    which builds a Linear head at every call (TD513). A method the loop calls only every 100
+    steps stays silent."""
+    (tmp_path / "model.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+
+        class STGCN(nn.Module):
+            def forward(self, x):
+                return x
+
+            def frame_features(self, x):
+                return nn.Linear(x.shape[-1], 128)(x)
+
+            def debug_features(self, x):
+                return nn.Linear(x.shape[-1], 128)(x)
+    """))
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        from model import STGCN
+
+        def main(loader, opt):
+            model = STGCN().cuda()
+            model = DDP(model)
+            for it, x in enumerate(loader):
+                loss = model.module.frame_features(x).sum()
+                if it % 100 == 0:
+                    model.module.debug_features(x)
+                loss.backward()
+                opt.step()
+    """))
+    found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD513"])]
+    assert found == [("model.py", 9, "TD513")]

@@ -242,7 +242,7 @@ def method_calls_in_step_loops(path: str, tree: ast.Module) -> dict[tuple[str, s
         body = [s for s in scope.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef,
                                                               ast.ClassDef))]  # fmt: skip
         nodes = [n for s in body for n in ast.walk(s)]
-        classes: dict[str, str] = {}
+        classes: dict[str, set[str]] = {}  # (model = Net(...), then model = DDP(model): both)
         for node in nodes:
             if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
                 continue
@@ -259,7 +259,7 @@ def method_calls_in_step_loops(path: str, tree: ast.Module) -> dict[tuple[str, s
                 made = value.func if isinstance(value, ast.Call) else None
                 last = made.id if isinstance(made, ast.Name) else getattr(made, "attr", "")
                 if last[:1].isupper():
-                    classes[name.id] = last
+                    classes.setdefault(name.id, set()).add(last)
         for loop in (n for n in nodes if isinstance(n, (ast.For, ast.AsyncFor, ast.While))):
             if not classes or not step_loop(loop):
                 continue
@@ -268,11 +268,12 @@ def method_calls_in_step_loops(path: str, tree: ast.Module) -> dict[tuple[str, s
                 func = call.func
                 if id(call) in gated:
                     continue
-                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (
-                    func.value.id in classes
-                ):
-                    found.setdefault((classes[func.value.id], func.attr),
-                                     (Path(path).name, call.lineno))  # fmt: skip
+                held = func.value if isinstance(func, ast.Attribute) else None
+                if isinstance(held, ast.Attribute) and held.attr == "module":
+                    held = held.value  # (DDP's model.module.frame_features(x): the wrapped one)
+                if isinstance(held, ast.Name) and held.id in classes:
+                    for made in sorted(classes[held.id]):
+                        found.setdefault((made, func.attr), (Path(path).name, call.lineno))
     for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
         held = {ast.unparse(t): v.func.id for n in ast.walk(cls) if isinstance(n, ast.Assign)
                 and isinstance(v := n.value, ast.Call) and isinstance(v.func, ast.Name)

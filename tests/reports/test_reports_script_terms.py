@@ -209,3 +209,21 @@ def test_respawning_workers_name_the_persistence_switch_not_the_worker_count():
     assert fix(options) == ("This script's own option for it: run with `--persistent-workers` "
                             "(off in this run). Keep them.")
     assert fix(options[:1]) == "Keep them."
+
+
+def test_every_tune_command_told_carries_the_run_s_script_and_arguments():
+    from torchdoctor.analyze.advice.tune_command import with_tune_command
+
+    session = {"config": {"script_command": ["main.py", "--data", "d 1", "-j", "0"]}}
+    items = [Advice("data-loading", "t", fix="Measure workers: torchdoctor tune --knobs "
+                    "dataloader_workers SCRIPT.", evidence=["measure it (torchdoctor tune "
+                    "--knobs dataloader_workers SCRIPT)"]),
+             Advice("optimizer-step", "t", fix="`torchdoctor tune SCRIPT` measures it; SCRIPTS.")]
+    data, optimizer = with_tune_command(session, items)
+    assert data.fix == ("Measure workers: torchdoctor tune --knobs dataloader_workers main.py "
+                        "--data 'd 1' -j 0.")
+    assert data.evidence == ["measure it (torchdoctor tune --knobs dataloader_workers main.py "
+                             "--data 'd 1' -j 0)"]
+    assert optimizer.fix == "`torchdoctor tune main.py --data 'd 1' -j 0` measures it; SCRIPTS."
+    bare = Advice("r", "t", fix="torchdoctor tune SCRIPT")
+    assert with_tune_command({"label": "fit"}, [bare])[0].fix == "torchdoctor tune SCRIPT"

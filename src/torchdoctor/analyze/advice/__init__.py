@@ -67,6 +67,7 @@ from torchdoctor.analyze.advice.single_long_step import single_long_step
 from torchdoctor.analyze.advice.syncs import host_syncs
 from torchdoctor.analyze.advice.torch_syncs import torch_syncs
 from torchdoctor.analyze.advice.train_inference import train_inference_ratio
+from torchdoctor.analyze.advice.tune_command import with_tune_command
 from torchdoctor.analyze.advice.unattributed import unattributed
 from torchdoctor.analyze.advice.unused_outputs import unused_outputs
 from torchdoctor.analyze.advice.worker_respawn import worker_respawn
@@ -183,6 +184,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     found = with_tune(session, found)  # a measured remedy replaces a stated saving
     found = in_framework_terms(session, found)  # (the Trainer's knobs, not a line to add)
     found = in_script_terms(session, found)  # (the script's own option for the remedy first)
+    found = with_tune_command(session, found)  # (`torchdoctor tune` with the run's arguments)
     found = with_compile_caveat(found)  # (what a compile's stated speedup leaves out)
     step = advice_step_ms(session)  # (of the step without the profiler, or the mean step)
     found.sort(key=_rank_key, reverse=True)

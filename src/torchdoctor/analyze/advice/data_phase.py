@@ -118,7 +118,7 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
                if local_processes(environment) > 1 else "") + ": "
             "workers would load on the cores the compute already uses, so no saving is stated "
             "(pytorch/examples VAE on 2 cores: workers measured 0.98x); measure it on this "
-            "script: torchdoctor tune --knobs dataloader_workers"
+            "script: torchdoctor tune --knobs dataloader_workers SCRIPT"
         )
         advice.fix = CHEAPER_SAMPLES_FIX  # (on these cores, loading less is what is left)
         advice.code = CHEAPER_SAMPLES_CODE
@@ -155,7 +155,7 @@ def _workers_on_cpu(advice: Advice, fed: Sequence[Mapping[str, Any]], data: floa
     advice.estimated_saving_ms, advice.saving_range_ms = None, [0.0, bound]
     advice.confidence, advice.heat = "low", min(1.0, 0.5 * data / step)
     advice.evidence.append(CPU_WORKERS_CASES + ": measure it (torchdoctor tune --knobs "
-                           "dataloader_workers)")  # fmt: skip
+                           "dataloader_workers SCRIPT)")  # fmt: skip
     if any(int(d.get("num_workers") or 0) for d in fed):
         advice.fix = advice.fix.rstrip(".") + _TRY_NONE
     return advice
@@ -175,7 +175,7 @@ CHEAPER_SAMPLES_FIX = (
     "PIL image and a transform per sample with one gather per batch; apply the dataset's "
     "deterministic transforms (Normalize) to the tensors once, so the model sees the same "
     "inputs, and keep random augmentation as batched tensor ops. Measure workers anyway with "
-    "torchdoctor tune --knobs dataloader_workers."
+    "torchdoctor tune --knobs dataloader_workers SCRIPT."
 )
 #: ... and its code: the same inputs, built once
 CHEAPER_SAMPLES_CODE = (
@@ -215,7 +215,7 @@ def _workers_measured_no_faster(
         "transform once (cache the tensors, or pre-process the dataset to a tensor file), "
         "batch the per-sample work in collate_fn, move augmentation to the device; on a "
         "machine with more cores, measure workers again (torchdoctor tune --knobs "
-        "dataloader_workers)."
+        "dataloader_workers SCRIPT)."
     )
     advice.code = None
     advice.estimated_saving_ms, advice.saving_range_ms = None, None

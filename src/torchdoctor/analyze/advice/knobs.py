@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +40,7 @@ from torchdoctor.analyze.advice.base import (
 )
 from torchdoctor.analyze.advice.knobs_bf16 import bf16_bound, bf16_parts
 from torchdoctor.analyze.advice.knobs_measured import measured, measured_knob_advice
+from torchdoctor.analyze.advice.tune_command import tune_target
 
 #: forward + backward must be at least this share of the step for a knob to be worth it
 MIN_FRACTION = 0.30
@@ -178,35 +178,6 @@ def _conv_ms(session: Mapping[str, Any]) -> float:
     return innermost(tree)[0] if tree else 0.0
 
 
-#: a script command longer than this is named by its script alone, and its arguments counted
-MAX_COMMAND_CHARS = 160
-
-
-def _script_name(session: Mapping[str, Any]) -> str:
-    """The script to name in ``torchdoctor tune SCRIPT``: the run's command line
-    (``config.script_command``: the script as typed, its arguments), else the run's label
-    when it is a script.
-
-    Example:
-        >>> _script_name({"config": {"script_command": ["train.py", "--lr", "0.1"]}})
-        'train.py --lr 0.1'
-        >>> _script_name({"config": {"script_command": ["t.py", *["--x"] * 60]}})
-        "t.py ARGS (this run's 60 arguments)"
-        >>> _script_name({"label": "train.py"}), _script_name({"label": "fit"})
-        ('train.py', 'SCRIPT')
-    """
-    command = (session.get("config") or {}).get("script_command")
-    if isinstance(command, list) and command and all(isinstance(p, str) for p in command):
-        joined = shlex.join(command)
-        if len(joined) <= MAX_COMMAND_CHARS:
-            return joined
-        head = 2 if command[0] == "-m" else 1
-        rest = len(command) - head
-        return shlex.join(command[:head]) + f" ARGS (this run's {rest} arguments)"
-    label = str(session.get("label") or "")
-    return label if label.endswith(".py") else "SCRIPT"
-
-
 #: a compiled module's guards and graph call cost tens of microseconds a call: a forward this
 #: short per call gets slower (the review: a 2-layer policy, 36 us eager, 87 us compiled)
 TINY_CALL_MS = 0.25
@@ -264,7 +235,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         wanted = ["autocast", *wanted]
     if state["_conv"]:
         wanted.append("channels_last")
-    script = _script_name(session)
+    script = tune_target(session)
     for knob in wanted:
         if state.get(knob) is True or measured(session, knob):
             continue

@@ -330,9 +330,25 @@ def decode_scores(scores, steps):
     return best
 
 
+def temporal_consistency(feats, steps):  # ST-GCN's loss on a model's per-frame features
+    loss = 0.0
+    for t in range(steps - 1):
+        loss = loss + (feats[:, t] - feats[:, t + 1]).pow(2).mean()  # expect: TD307
+    return loss
+
+
+def frame_smoothness(feats, steps):
+    loss = 0.0
+    for t in range(steps - 1):
+        loss = loss + (feats[:, t] - feats[:, t + 1]).pow(2).mean()  # near-miss: no loop trains
+    return loss
+
+
 def finetune(model, loader, opt):
     for batch in loader:
         loss = token_loss(model(batch["input_ids"]), batch["labels"])
+        feats = model.features(batch["input_ids"])
+        loss = loss + temporal_consistency(feats, feats.shape[1])
         loss.backward()
         opt.step()
 

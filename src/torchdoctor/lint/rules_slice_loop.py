@@ -81,7 +81,8 @@ _DATA_ARGUMENT = re.compile(
     r"first|dones?|terminals?|terminated|truncated|resets?|flags?|valid|clips?|videos?)(_|$)"
 )
 #: argument names of a model's outputs (a loss function's logits: tracked by autograd)
-_ACTIVATION = re.compile(r"(^|_)(logits|scores|preds?|predictions?|outputs?|hidden)$")
+_ACTIVATION = re.compile(
+    r"(^|_)(logits|scores|preds?|predictions?|outputs?|hidden|feats|features|embeddings?)$")
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
 _FEW_THINGS = re.compile(
     r"(?i)(?<![a-z])(axes|axis|heads?|images?|layers?|levels?|scales?|experts?|groups?|dims?|"

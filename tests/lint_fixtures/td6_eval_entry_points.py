@@ -240,3 +240,35 @@ def main_translate(ckpt, loader, device, opt):
     run_batches(G, loader, device)
     trained = Generator().to(device)
     run_batches(trained, loader, device)
+
+
+class Tracker:  # pysot's shape: the test loop calls the tracker, which runs its model
+    def __init__(self, model):
+        self.model = model
+
+    def update(self, frame):
+        return self.model.track(frame).argmax()
+
+    @torch.no_grad()
+    def refine(self, frame):
+        return self.model.track(frame).argmax()
+
+
+def run_sequence(tracker, frames):
+    boxes = []
+    for f in frames:  # expect: TD602 (main hands it a Tracker of an eval-mode model)
+        boxes.append(tracker.update(f))
+    return boxes
+
+
+def refine_sequence(tracker, frames):
+    boxes = []
+    for f in frames:  # near-miss: the tracker's method turns autograd off itself
+        boxes.append(tracker.refine(f))
+    return boxes
+
+
+def main_track(ckpt, frames, device):
+    model = load_generator(ckpt, device)
+    tracker = Tracker(model)
+    return run_sequence(tracker, frames), refine_sequence(tracker, frames)

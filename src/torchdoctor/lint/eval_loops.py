@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from torchdoctor.lint.call_index import calls_named
-from torchdoctor.lint.syntax import FOR, FUNCTIONS, dotted, method_name, same_file_callee
+from torchdoctor.lint.syntax import (
+    FOR,
+    FUNCTIONS,
+    MODEL_NAME,
+    dotted,
+    method_name,
+    same_file_callee,
+)
 
 NO_GRAD = frozenset(
     {
@@ -168,9 +175,39 @@ def given_eval_models(rule: Any, function: ast.AST) -> set[str]:
     for call in calls if params else ():
         scope = rule.enclosing_scope(call)
         given = {params[i] for i, arg in enumerate(call.args[:len(params)]) if isinstance(arg, ast.Name)
-                 and any(_eval_model(v, rule.context) for v in rule.assigned_values(scope, arg.id))}
+                 and any(_eval_model(v, rule.context) or _holds_eval_model(rule, scope, v)
+                         for v in rule.assigned_values(scope, arg.id))}  # fmt: skip
         found = given if found is None else found & given
     return found or set()
+
+
+def _holds_eval_model(rule: Any, scope: ast.AST, value: ast.AST) -> bool:
+    """``Tracker(model, device)``: an instance of a class of this file built from a model in
+    eval mode (a tracker, a predictor wrapping it: its methods run it)."""
+    tree = rule.context.tree
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and tree is not None
+            and any(isinstance(c, ast.ClassDef) and c.name == value.func.id for c in tree.body)):
+        return False
+    return any(isinstance(a, ast.Name) and any(_eval_model(v, rule.context)
+               for v in rule.assigned_values(scope, a.id)) for a in value.args)  # fmt: skip
+
+
+def wrapper_runs_model(rule: Any, receiver: str, method: str) -> bool:
+    """``tracker.update(frame)``: ``receiver`` holds an instance of a class of this file (as
+    :func:`_holds_eval_model` found it) whose ``method`` calls a model it holds
+    (``self.model.track(x)``) with autograd on."""
+    tree = rule.context.tree
+    for cls in (c for c in tree.body if isinstance(c, ast.ClassDef)) if tree is not None else ():
+        fn = next((f for f in cls.body if isinstance(f, FUNCTIONS) and f.name == method), None)
+        if fn is None or any((dotted(d.func if isinstance(d, ast.Call) else d) or "").endswith(
+                ("no_grad", "inference_mode")) for d in fn.decorator_list):  # fmt: skip
+            continue
+        held = {dotted(c.func.value) for c in ast.walk(fn) if isinstance(c, ast.Call)
+                and isinstance(c.func, ast.Attribute) and not under_no_grad(rule, c, fn)}
+        if any(h and h.count(".") == 1 and h.startswith("self.") and MODEL_NAME.search(h[5:])
+               for h in held):  # fmt: skip
+            return True
+    return False
 
 
 def _eval_model(value: ast.AST, context: Any) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.eval_loops import method_runs, under_no_grad
+from torchdoctor.lint.eval_loops import method_runs, under_no_grad, wrapper_runs_model
 from torchdoctor.lint.model_calls import names_a_module, passed_a_module, runs_the_module
 from torchdoctor.lint.visitor import FUNCTIONS, dotted
 
@@ -66,7 +66,8 @@ class ModelRuns:
                 if runs_the_module(last, receiver in receivers):
                     if not self._method_disables_grad(last):
                         return True
-                elif names_a_module(last):
+                elif names_a_module(last) or (receiver in receivers and wrapper_runs_model(
+                        self, receiver, last)):  # (tracker.update(frame): its self.model runs)
                     return True
                 continue  # (plumbing: model.state_dict(), model.get_config())
             if isinstance(call.func, ast.Name) and last[:1].isupper() and callee not in receivers:

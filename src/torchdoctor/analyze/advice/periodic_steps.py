@@ -47,7 +47,7 @@ from torchdoctor.analyze.advice.periodic_loops import (
     samples_text,
     small_batch_loop,
 )
-from torchdoctor.analyze.advice.step_inputs import MODEL_WORK_FIX, model_work
+from torchdoctor.analyze.advice.step_inputs import model_work
 from torchdoctor.session_read import step_count
 
 #: a step this many times the median (and LONG_MS past it) is a long step
@@ -384,16 +384,16 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             item.evidence.insert(3, OUTSIDE_TEXT.format(
                 ms=fmt_ms(outside), pct=100 * outside / extra))  # fmt: skip
         if work.explains_all:  # (the model's own work: no saving from running it less often)
-            item.fix = MODEL_WORK_FIX + (OUTSIDE_FIX if module_steps and phase == "forward"
+            item.fix = work.fix + (OUTSIDE_FIX if module_steps and phase == "forward"
                                          and outside >= OUTSIDE_SHARE * extra else "")  # fmt: skip
             item.heat = min(1.0, extra / total)
             return [item]
         # (some of them: Whisper's encoder in 11 of 36; say that first, then the rest's fix)
-        item.fix = MODEL_WORK_FIX.replace("These steps run", "Some of these steps run", 1) + (
+        item.fix = work.fix.replace("These steps run", "Some of these steps run", 1) + (
             OUTSIDE_FIX if module_steps and phase == "forward" and outside >= OUTSIDE_SHARE * extra
             else "") + " For the others: " + item.fix[0].lower() + item.fix[1:]
-    # measured: their extra time per step; half of it saved by doing the work half as often
-    item.estimated_saving_ms = per_step / 2
+        per_step = work.rest_extra(long, median) / len(steps)  # (the others' alone)
+    item.estimated_saving_ms = per_step / 2  # (half saved doing the work half as often)
     item.saving_range_ms = (per_step / 2, per_step)
     item.heat = min(1.0, extra / total)
     return [item]

@@ -227,3 +227,20 @@ def test_every_tune_command_told_carries_the_run_s_script_and_arguments():
     assert optimizer.fix == "`torchdoctor tune main.py --data 'd 1' -j 0` measures it; SCRIPTS."
     bare = Advice("r", "t", fix="torchdoctor tune SCRIPT")
     assert with_tune_command({"label": "fit"}, [bare])[0].fix == "torchdoctor tune SCRIPT"
+
+
+def test_a_training_arguments_field_in_a_fix_names_the_hf_script_s_option_of_that_name():
+    """run_clm.py (HfArgumentParser): the library-syncs fix 'TrainingArguments(
+    logging_nan_inf_filter=False)' missed `--logging_nan_inf_filter False`, on by default (an
+    optional-value bool: giving the bare flag leaves it on)."""
+    options = [_option("logging_nan_inf_filter", True, flags=["--logging_nan_inf_filter"],
+                       switch=True, sets=True, nargs="?"),
+               _option("logging_steps", 20, flags=["--logging_steps"])]  # fmt: skip
+    fix = "TrainingArguments(logging_nan_inf_filter=False); the model's own mask checks..."
+    item = Advice(rule="library-syncs", title="t", fix=fix)
+    (out,) = in_script_terms({"environment": {"script_options": options}}, [item])
+    assert out.fix == ("This script's own option for it: run with `--logging_nan_inf_filter "
+                       "False` (on in this run). " + fix)  # fmt: skip
+    assert option_phrase(options[0], "on") is None  # (on already)
+    plain = _option("amp", True, switch=True, sets=True)  # (argparse store_true: no value)
+    assert option_phrase(plain, "off") is None

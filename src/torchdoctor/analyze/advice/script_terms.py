@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,6 +96,28 @@ DTYPE_WANTED: dict[str, str] = {"bf16-autocast": "bfloat16"}
 #: the most options named in one fix
 MAX_NAMED = 3
 
+#: a fix naming one boolean field of Hugging Face's TrainingArguments (library-syncs:
+#: ``TrainingArguments(logging_nan_inf_filter=False)``): HfArgumentParser makes each field an
+#: option of the same name, so a script that parses them has that option
+_TRAINING_ARGUMENT = re.compile(r"TrainingArguments\((\w+)=(True|False)\)")
+
+
+def _spec(item: Advice) -> tuple[frozenset[str], str] | None:
+    """The option names and wanted setting for ``item``: its rule's or remedy's, or else the
+    TrainingArguments field its fix names.
+
+    Example:
+        >>> _spec(Advice(rule="library-syncs", title="t",
+        ...              fix="TrainingArguments(logging_nan_inf_filter=False); the mask..."))
+        (frozenset({'logging_nan_inf_filter'}), 'off')
+        >>> _spec(Advice(rule="library-syncs", title="t", fix="Log less.")) is None
+        True
+    """
+    spec = OPTIONS_OF_CAUSE.get(item.rule) or OPTIONS_OF_CAUSE.get(item.cause or "")
+    if spec is None and (found := _TRAINING_ARGUMENT.search(item.fix or "")):
+        return frozenset({found.group(1)}), "on" if found.group(2) == "True" else "off"
+    return spec
+
 
 def _names(option: Mapping[str, Any]) -> set[str]:
     """The option's names, normalized (its destination and its long flags; a nested one's last
@@ -162,6 +185,8 @@ def option_phrase(
         if value is on:
             return None
         sets = option.get("sets")
+        if not on and option.get("nargs") == "?":  # (HfArgumentParser: `--x False` turns it off)
+            return f"run with `{flag} False` ({_shown(value)} in this run)"
         if sets == "either":  # (--x / --no-x)
             chosen = next((f for f in flags if f.startswith("--no") is not on), flag)
             return f"run with `{chosen}` ({_shown(value)} in this run)"
@@ -203,7 +228,7 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
         return found
     on_cpu = str((session.get("environment") or {}).get("device") or "cpu").startswith("cpu")
     for item in found:
-        spec = OPTIONS_OF_CAUSE.get(item.rule) or OPTIONS_OF_CAUSE.get(item.cause or "")
+        spec = _spec(item)
         if spec is None or "This script's own option" in (item.fix or ""):
             continue
         names, wanted = spec

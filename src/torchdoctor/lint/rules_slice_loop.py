@@ -80,8 +80,7 @@ _DATA_ARGUMENT = re.compile(
     r"(past|pixel|input|future)_values|"
     r"first|dones?|terminals?|terminated|truncated|resets?|flags?|valid|clips?|videos?)(_|$)"
 )
-#: argument names of a model's outputs (a loss function's logits: tracked by autograd)
-_ACTIVATION = re.compile(
+_ACTIVATION = re.compile(  # argument names of a model's outputs (a loss's logits: autograd tracks)
     r"(^|_)(logits|scores|preds?|predictions?|outputs?|hidden|feats|features|embeddings?)$")
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
 _FEW_THINGS = re.compile(

@@ -70,10 +70,13 @@ def gain_text(advice: Mapping[str, Any]) -> str:
         '10 ms per step (5% of the step)'
         >>> gain_text({"estimated_saving_ms": None, "saving_range_ms": [0.0, 4.0]})
         'not stated, up to 4 ms per step (measure it)'
+        >>> gain_text({"estimated_saving_ms": 0.0, "saving_range_ms": [0.0, 2.4]})  # (a bound)
+        'not stated, up to 2.4 ms per step (measure it)'
     """
     saving = advice.get("estimated_saving_ms")
     span = advice.get("saving_range_ms")
-    if saving is None and span and len(span) == 2 and span[1] > 0:  # (a bound, no estimate)
+    if not saving and span and len(span) == 2 and span[1] > 0:  # (a bound, no estimate: an
+        # estimate of 0 read '0 ms per step (0% of the step), range 0 ms to 2.4 ms')
         return f"not stated, up to {fmt_ms(span[1])} per step (measure it)"
     if saving is None:
         return "not measurable from this run"

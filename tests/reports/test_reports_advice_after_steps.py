@@ -72,3 +72,21 @@ def test_calls_that_are_a_small_part_of_the_time_after_the_steps_say_so():
     assert item.title == ("After the last step, 6,060 ms (10% of the run) with 500 model calls "
                           "with autograd on, about 1,000 ms of it")
     assert item.heat == pytest.approx(1_000.0 / 57_800.0)
+
+
+def test_a_loss_module_left_in_training_mode_is_not_the_model_in_training_mode():
+    """torchvision's classification reference: after the last step its evaluate() runs the
+    model in eval mode and `criterion(output, target)`, an outermost CrossEntropyLoss never put
+    in eval mode: 20 calls, 10 in eval mode, were told as 10 in training mode."""
+    session = after_steps_session(eval_calls=10, grad_calls=0)
+    session["config"]["run_time"]["after_calls"]["model_calls"] = 20
+    model = {"kind": "module", "path": "net", "name": "net", "type": "MobileNetV3",
+             "calls_per_step": 1.0, "children": [{"kind": "module", "path": "net.bn",
+                                                  "type": "BatchNorm2d", "children": []}]}
+    loss = {"kind": "module", "path": "loss", "name": "loss", "type": "CrossEntropyLoss",
+            "calls_per_step": 1.0, "children": []}
+    session["tree"] = {**session["tree"], "children": [model, loss]}
+    assert after_steps(session) == []
+    session["config"]["run_time"]["after_calls"]["eval_calls"] = 0  # (the model too)
+    (item,) = after_steps(session)
+    assert "10 of them ran with the model in training mode" in " ".join(item.evidence)

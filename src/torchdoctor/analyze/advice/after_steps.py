@@ -59,6 +59,27 @@ def _calls_ms(session: Mapping[str, Any], count: int) -> float | None:
     return forward / statistics.median(calls) * count
 
 
+def _moot_share(tree: Mapping[str, Any]) -> float:
+    """The share of the outermost module calls per step whose mode is moot: modules with no
+    dropout or batch norm inside (a loss module called apart from the model, never put in eval
+    mode: torchvision's classification reference evaluates ``criterion(output, target)`` after
+    ``model.eval()``, and its 10 CrossEntropyLoss calls were told as the model in training mode).
+
+    Example:
+        >>> model = {"type": "Net", "calls_per_step": 1.0, "children": [{"type": "Dropout"}]}
+        >>> loss = {"type": "CrossEntropyLoss", "calls_per_step": 1.0}
+        >>> _moot_share({"children": [model, loss, {"name": "(self)"}]})
+        0.5
+    """
+    tops = [n for n in tree.get("children") or () if n.get("type")]
+    if any(n.get("calls_per_step") is None for n in tops):  # (calls unknown: none is moot)
+        return 0.0
+    calls = [float(n["calls_per_step"]) for n in tops]
+    moot = sum(c for n, c in zip(tops, calls) if not any(
+        _MODE_SENSITIVE.search(str(m.get("type") or "")) for m, _ in walk(n)))  # fmt: skip
+    return moot / sum(calls) if sum(calls) > 0 else 0.0
+
+
 def after_steps(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when the model calls after the last step ran with autograd on or in
     training mode and the time after the steps is >= :data:`MIN_SHARE` of the run.
@@ -80,6 +101,8 @@ def after_steps(session: Mapping[str, Any]) -> list[Advice]:
     tree = session.get("tree")
     if tree and not any(_MODE_SENSITIVE.search(str(n.get("type") or "")) for n, _ in walk(tree)):
         training = 0  # (no dropout, no batch norm: training mode changes nothing; dlrm's MLPs)
+    elif tree:
+        training = max(0, training - round(count * _moot_share(tree)))
     if not with_grad and not training:
         return []
     how = [text for text, n in (("with autograd on", with_grad), ("in training mode", training))

@@ -244,3 +244,13 @@ def test_a_training_arguments_field_in_a_fix_names_the_hf_script_s_option_of_tha
     assert option_phrase(options[0], "on") is None  # (on already)
     plain = _option("amp", True, switch=True, sets=True)  # (argparse store_true: no value)
     assert option_phrase(plain, "off") is None
+
+
+def test_an_evaluation_names_no_print_interval_when_the_script_has_no_evaluation_option():
+    """torchvision's classification reference evaluates once per epoch, with no option for it;
+    its --print-freq (a log line every 5 batches) was named for the evaluation."""
+    options = [_option("print_freq", 5), _option("epochs", 3)]
+    item = Advice(rule="periodic-steps", title="periodic evaluation between steps (10 model calls "
+                  "in eval mode per long step)", fix="Run it less often.", cause="periodic-work")
+    (out,) = in_script_terms({"environment": {"script_options": options}}, [item])
+    assert out.fix == "Run it less often."

@@ -205,13 +205,15 @@ def _preferred(options: Any, names: frozenset[str], item: Advice) -> list[Mappin
     (``--fp16``, ``--half``) only when the script has no bfloat16 one (a Hugging Face script
     has both ``--bf16`` and ``--fp16``: the remedy is the first); for periodic work the
     advice found to be an evaluation, its evaluation options alone (nanoGPT's
-    ``--eval_interval`` and ``--eval_iters``, not its ``--log_interval``)."""
+    ``--eval_interval`` and ``--eval_iters``, not its ``--log_interval``; none when it has
+    none)."""
     matched = [o for o in options if isinstance(o, Mapping) and _names(o) & names]
     if item.cause == "bf16-autocast" and any("bf16" in n for o in matched for n in _names(o)):
         matched = [o for o in matched if not any("fp16" in n or "half" in n for n in _names(o))]
     if item.cause == "periodic-work" and "evaluation" in f"{item.title} {item.fix}":
-        evaluation = [o for o in matched if _names(o) & _EVALUATION]
-        matched = evaluation or matched
+        # (its evaluation options alone, or none: a print interval does not move an
+        # evaluation run once per epoch: torchvision's reference named `--print-freq`)
+        matched = [o for o in matched if _names(o) & _EVALUATION]
     return matched
 
 

@@ -180,3 +180,22 @@ def test_a_helper_of_the_loss_a_training_loop_calls(tmp_path: Path) -> None:
     runs only after the loop stays silent."""
     found = _lint(tmp_path, {"rpn.py": RPN, "train.py": RPN_TRAIN})
     assert found == [("rpn.py", 5)]
+
+
+def test_a_bare_builtin_call_in_a_loop_is_no_call_of_a_project_function_of_that_name():
+    """torch's own source: `sum(i for i in range(n))` in a DDP test's training loop was taken
+    for torch/masked/_ops.py's `sum`, and one caller up its helper's `torch.unique` was 'called
+    every training step'. Imported or defined in the loop's file, the name is the project's."""
+    from torchdoctor.lint.project import Project
+
+    ops = "import torch\ndef sum(x):\n    return torch.unique(x)\n"
+    loop = ("import torch\nfor b in loader:\n    loss = model(b) / sum(i for i in range(4))\n"
+            "    loss.backward()\n    opt.step()\n")  # fmt: skip
+    project = Project([])
+    project.add("masked_ops.py", ops)
+    project.add("train.py", loop)
+    assert project.called_in_loop("sum", training=True) is None
+    imported = Project([])
+    imported.add("masked_ops.py", ops)
+    imported.add("train.py", "from masked_ops import sum\n" + loop)
+    assert imported.called_in_loop("sum", training=True) == ("train.py", 4)

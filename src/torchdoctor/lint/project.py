@@ -10,6 +10,7 @@ linting stays one parse per file unless a question needs another file.
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from torchdoctor.lint.tensors import framework_step_method, numbers_in_literal
 #: library modules: ``torch.allclose(...)`` / ``F.normalize(...)`` call the library's function,
 #: never a project function of the same name
 _LIBRARIES = frozenset({"torch", "numpy", "scipy", "math", "einops", "builtins", "os", "sys"})
+_BUILTINS, _DEFS = frozenset(dir(builtins)), (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 #: a function definition's name (the ``defining`` index)
@@ -209,12 +211,17 @@ class Project(GradQueries):
                 imports = ImportTable(tree).imports if tree is not None else {}
                 modules = {name for name, targets in imports.items() if not all(  # (torch.allclose
                     t.split(".")[0] in _LIBRARIES for t in targets)} | {"self"}  # is no call of a
+                # (a bare `sum(...)` the file neither defines nor imports is the builtin, not
+                # torch.masked's `sum` elsewhere in the project)
+                builtin = _BUILTINS - set(imports) - {
+                    d.name for d in getattr(tree, "body", ()) if isinstance(d, _DEFS)}
                 for loop in ast.walk(tree) if tree is not None else ():  # project's allclose)
                     if isinstance(loop, ast.ClassDef):  # a method a framework runs every step
                         for method in loop.body:  # (Lightning's training_step): its body is
                             if framework_step_method(loop, method):  # a training loop's
                                 for call in ast.walk(method):
-                                    if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
+                                    if isinstance(call, ast.Call) and isinstance(
+                                            call.func, ast.Name) and call.func.id not in builtin:
                                         site = (Path(path).name, call.lineno)
                                         self._loop_calls.setdefault(call.func.id, site)
                                         self._loop_calls.setdefault(("training", call.func.id), site)
@@ -236,6 +243,8 @@ class Project(GradQueries):
                                 continue  # (`model.train()` is no call of a function `train`)
                             called = func.attr if isinstance(func, ast.Attribute) else getattr(
                                 func, "id", "")  # fmt: skip
+                            if isinstance(func, ast.Name) and called in builtin:
+                                continue
                             site = (Path(path).name, call.lineno)
                             self._loop_calls.setdefault(called, site)
                             if trains and id(call) in direct:  # (not once an epoch)

@@ -76,3 +76,21 @@ def test_alternating_updates_count_at_their_mean():
                "steps": steps}  # fmt: skip
     (item,) = optimizer_step(session)
     assert "1.4 ms per step" in item.evidence[0] and "the mean over the steps" in item.evidence[0]
+
+
+def test_a_pytorch_forecasting_model_is_told_through_its_optimizer_params():
+    """pytorch-forecasting's N-BEATS (Lightning) builds its Adam from optimizer_params: "in the
+    LightningModule's configure_optimizers" named code the user does not write; fused=True
+    through optimizer_params measured 87.2 -> 77.5 ms a step (clients round 12)."""
+    session = optimizer_session()
+    for optimizer in session["environment"]["optimizers"]:
+        optimizer["driver"], optimizer["type"] = "lightning", "Adam"
+    model = {"kind": "module", "path": "", "name": "NBeats", "type": "NBeats", "children": [],
+             "source": {"file": "/v/site-packages/pytorch_forecasting/models/nbeats/_nbeats.py"}}
+    session["tree"] = {**session["tree"], "children": [model, *session["tree"]["children"]]}
+    (item,) = optimizer_step(session)
+    assert 'NBeats.from_dataset(..., optimizer_params={"fused": True})' in item.fix
+    assert "configure_optimizers" not in item.fix
+    session["tree"]["children"] = session["tree"]["children"][1:]  # (a LightningModule of one's own)
+    (own,) = optimizer_step(session)
+    assert "configure_optimizers" in own.fix

@@ -82,7 +82,8 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
     numel = sum(int(o.get("numel") or 0) for o in unfused)
     cuda = is_cuda(session)
     _, speedup = max(gains, key=lambda pair: int(pair[0].get("numel") or 0))  # (the largest's)
-    fix, code = fused_fix(types[0], {o.get("driver") for o in unfused}, cuda)
+    fix, code = fused_fix(types[0], {o.get("driver") for o in unfused}, cuda,
+                          forecasting_model(session))  # fmt: skip
     advice = Advice(
         rule="optimizer-step",
         title=f"optimizer.step() takes {pct(phase, step):.0f}% of the step: run {names} with "
@@ -189,7 +190,24 @@ def fused_speedup(optimizer: Mapping[str, Any]) -> Speedup | None:
     return SPEEDUPS[FUSED_SPEEDUPS.get(kind, "fused_optimizer")]
 
 
-def fused_fix(kind: str, drivers: set[Any], cuda: bool) -> tuple[str, str]:
+def forecasting_model(session: Mapping[str, Any]) -> str | None:
+    """The class of the run's outermost module when pytorch-forecasting defines it (its models
+    build their optimizer from ``optimizer_params``), else None.
+
+    Example:
+        >>> node = {"type": "NBeats", "source": {"file": "/x/pytorch_forecasting/models/n.py"}}
+        >>> forecasting_model({"tree": {"children": [node]}}), forecasting_model({})
+        ('NBeats', None)
+    """
+    for node in (session.get("tree") or {}).get("children") or ():
+        if "/pytorch_forecasting/" in str((node.get("source") or {}).get("file") or ""):
+            return str(node.get("type"))
+    return None
+
+
+def fused_fix(
+    kind: str, drivers: set[Any], cuda: bool, forecasting: str | None = None
+) -> tuple[str, str]:
     """The fix and its code for an unfused ``torch.optim.<kind>``, where the loop that steps it
     takes its settings from (``drivers``: the optimizers' ``driver``; the Hugging Face Trainer
     builds the optimizer from ``TrainingArguments.optim``, Lightning from the module's
@@ -222,6 +240,13 @@ def fused_fix(kind: str, drivers: set[Any], cuda: bool) -> tuple[str, str]:
             f"optimizers=(torch.optim.{kind}(model.parameters(), ..., fused=True), None))."
             + measure,
             f"optimizers=(torch.optim.{kind}(model.parameters(), lr=lr, fused=True), None)",
+        )
+    if drivers == {"lightning"} and forecasting and kind in ("Adam", "AdamW", "SGD"):
+        return (  # (pytorch-forecasting passes optimizer_params to torch.optim's class)
+            "pytorch-forecasting builds the optimizer from the model's optimizer_params: "
+            f'{forecasting}.from_dataset(..., optimizer_params={{"fused": True}}).'
+            + measure,
+            f'net = {forecasting}.from_dataset(training, ..., optimizer_params={{"fused": True}})',
         )
     if drivers == {"lightning"}:
         return (

@@ -75,14 +75,16 @@ def with_compile_caveat(found: list[Any]) -> list[Any]:
     torch.compile (once): its stated speedup leaves the compile time out.
 
     Example:
-        >>> item = Advice(rule="r", title="t", fix="Compile it.", cause="torch.compile")
-        >>> "new input shape" in with_compile_caveat([item])[0].fix
-        True
+        >>> item = Advice(rule="r", title="t", fix="Measure it: torchdoctor tune t.py",
+        ...               cause="torch.compile")
+        >>> with_compile_caveat([item])[0].fix[:48]
+        'Measure it: torchdoctor tune t.py. Compiling tak'
     """
     for item in found:
         compiles = item.cause == "torch.compile" or "torch.compile(model)" in (item.code or "")
         if compiles and "compile time" not in (item.fix or ""):  # (once; a cure saying it)
-            item.fix = (item.fix or "").rstrip() + COMPILE_CAVEAT
+            fix = (item.fix or "").rstrip()  # (a fix ending in a command gets its full stop)
+            item.fix = fix + ("" if not fix or fix[-1] in ".;:!?)" else ".") + COMPILE_CAVEAT
     return found
 
 

@@ -38,7 +38,7 @@ from torchdoctor.analyze.advice.base import (
     walk,
     with_saving,
 )
-from torchdoctor.analyze.advice.knobs_bf16 import bf16_bound, bf16_parts
+from torchdoctor.analyze.advice.knobs_bf16 import bf16_bound, bf16_parts, outermost_ms
 from torchdoctor.analyze.advice.knobs_measured import measured, measured_knob_advice
 from torchdoctor.analyze.advice.tune_command import tune_target
 
@@ -137,14 +137,7 @@ def _kernel_ms(session: Mapping[str, Any]) -> float:
         >>> _kernel_ms({"tree": tree})
         8.0
     """
-
-    def outermost(node: Mapping[str, Any]) -> float:
-        if _KERNEL_MODULE.match(str(node.get("type") or "")):
-            return center(node.get("total_ms"))
-        return sum(outermost(child) for child in node.get("children") or ())
-
-    tree = session.get("tree")
-    return outermost(tree) if tree else 0.0
+    return outermost_ms(session, _KERNEL_MODULE)
 
 
 def _conv_ms(session: Mapping[str, Any]) -> float:

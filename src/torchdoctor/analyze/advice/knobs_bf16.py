@@ -57,6 +57,26 @@ def matmul_line_ms(session: Mapping[str, Any]) -> float:
     )  # fmt: skip
 
 
+def outermost_ms(session: Mapping[str, Any], types: re.Pattern[str]) -> float:
+    """ms per step in the outermost modules whose type ``types`` matches (a match's children
+    are not counted again).
+
+    Example:
+        >>> tree = {"children": [{"type": "Linear", "total_ms": {"mean": 4.0}},
+        ...                      {"type": "Seq", "children": [{"type": "Linear", "total_ms": 2.0}]}]}
+        >>> outermost_ms({"tree": tree}, re.compile("Linear$"))
+        6.0
+    """
+
+    def outermost(node: Mapping[str, Any]) -> float:
+        if types.match(str(node.get("type") or "")):
+            return center(node.get("total_ms"))
+        return sum(outermost(child) for child in node.get("children") or ())
+
+    tree = session.get("tree")
+    return outermost(tree) if tree else 0.0
+
+
 def matmul_module_ms(session: Mapping[str, Any]) -> float:
     """ms per step in the outermost modules that are one matrix multiply.
 
@@ -65,14 +85,7 @@ def matmul_module_ms(session: Mapping[str, Any]) -> float:
         ...                                        {"type": "Conv2d", "total_ms": {"mean": 9.0}}]}})
         4.0
     """
-
-    def outermost(node: Mapping[str, Any]) -> float:
-        if _MATMUL_MODULE.match(str(node.get("type") or "")):
-            return center(node.get("total_ms"))
-        return sum(outermost(child) for child in node.get("children") or ())
-
-    tree = session.get("tree")
-    return outermost(tree) if tree else 0.0
+    return outermost_ms(session, _MATMUL_MODULE)
 
 
 def bf16_parts(session: Mapping[str, Any], kernels: float, compute: float) -> tuple[float, float]:

@@ -171,7 +171,17 @@ def forget_options() -> None:
 @contextlib.contextmanager
 def watching_options() -> Iterator[None]:
     """Note every argparse parse made inside the block (earlier notes are forgotten at its
-    start; what it noted stays readable after it, for the session)."""
+    start; what it noted stays readable after it, for the session).
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser()
+        >>> _ = parser.add_argument("--compile", action="store_true")
+        >>> with watching_options():
+        ...     _ = parser.parse_args(["--compile"])
+        >>> [(o["flags"], o["value"], o["given"]) for o in script_options()]
+        [(['--compile'], True, True)]
+    """
     if _WATCHING:  # (nested: the outer watch notes already)
         yield
         return

@@ -71,7 +71,14 @@ def _flattens_after_first(call: ast.AST | None) -> bool:
 
 
 def parent_of(root: ast.AST, child: ast.AST) -> ast.AST | None:
-    """The node of ``root``'s tree whose direct child is ``child`` (None for ``root``)."""
+    """The node of ``root``'s tree whose direct child is ``child`` (None for ``root``).
+
+    Example:
+        >>> tree = ast.parse("x = f(y)")
+        >>> call = tree.body[0].value
+        >>> type(parent_of(tree, call)).__name__, parent_of(tree, tree)
+        ('Assign', None)
+    """
     return next((n for n in ast.walk(root) if child in ast.iter_child_nodes(n)), None)
 
 

@@ -18,7 +18,15 @@ from typing import Any
 
 def calls_named(visitor: Any, name: str) -> list[ast.Call]:
     """The calls in ``visitor``'s file whose function is ``name`` or ``<anything>.name``, in
-    the order of a walk of the file (kept on the visitor: one per file)."""
+    the order of a walk of the file (kept on the visitor: one per file).
+
+    Example:
+        >>> import types
+        >>> visitor = types.SimpleNamespace(context=types.SimpleNamespace(
+        ...     tree=ast.parse("f(1)\\nm.f(2)\\ng(3)")))
+        >>> [ast.unparse(c) for c in calls_named(visitor, "f")]
+        ['f(1)', 'm.f(2)']
+    """
     index = visitor.__dict__.get("_calls_by_name")
     if index is None:
         index = visitor.__dict__["_calls_by_name"] = {}

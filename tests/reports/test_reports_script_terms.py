@@ -254,3 +254,18 @@ def test_an_evaluation_names_no_print_interval_when_the_script_has_no_evaluation
                   "in eval mode per long step)", fix="Run it less often.", cause="periodic-work")
     (out,) = in_script_terms({"environment": {"script_options": options}}, [item])
     assert out.fix == "Run it less often."
+
+
+def test_a_precision_option_is_told_the_bfloat16_value_it_takes():
+    """lightning-hydra-template / LightningCLI: `--precision` was named without its value."""
+    def fix(option, frameworks):
+        item = Advice(rule="engine-knobs", title="t", fix="Autocast.", cause="bf16-autocast")
+        env = {"device": "cpu", "script_options": [option], "frameworks": frameworks}
+        return in_script_terms({"environment": env}, [item])[0].fix
+    plain = _option("trainer.precision", "32-true", flags=["--trainer.precision"])
+    assert fix(plain, {"lightning": "2.5.0"}).startswith(
+        "This script's own option for it: run with `--trainer.precision bf16-mixed` (32-true")
+    assert fix(plain, {}).startswith("This script's own option for it: `--trainer.precision` (")
+    chosen = _option("precision", "fp32", choices=["fp32", "bf16", "fp16"])
+    assert "run with `--precision bf16` (fp32 in this run)" in fix(chosen, {})
+    assert fix({**plain, "value": "bf16-mixed"}, {"lightning": "2.5.0"}) == "Autocast."

@@ -141,11 +141,13 @@ def _shown(value: Any) -> str:
 
 
 def option_phrase(
-    option: Mapping[str, Any], wanted: str, dtype: str | None = None
+    option: Mapping[str, Any], wanted: str, dtype: str | None = None,
+    precision: str | None = None,
 ) -> str | None:
     """How to turn ``option`` toward ``wanted`` ("on", "off", "value"; ``dtype``: the value a
-    dtype option wants), or None when it is there already (a switch on for a remedy that wants
-    it on) or giving it cannot get there.
+    dtype option wants; ``precision``: the value a ``precision`` option wants when its choices
+    do not say, Lightning's ``bf16-mixed``), or None when it is there already (a switch on for
+    a remedy that wants it on) or giving it cannot get there.
 
     Example:
         >>> option_phrase({"flags": ["--workers"], "value": 0}, "value")
@@ -157,6 +159,9 @@ def option_phrase(
         'run with `--torchcompile` (unset in this run)'
         >>> option_phrase({"flags": ["--amp-dtype"], "value": "float16"}, "on", "bfloat16")
         'run with `--amp-dtype bfloat16` (float16 in this run)'
+        >>> option_phrase({"flags": ["--precision"], "value": "32-true"}, "on", "bfloat16",
+        ...               "bf16-mixed")
+        'run with `--precision bf16-mixed` (32-true in this run)'
     """
     flags = [f for f in option.get("flags") or () if isinstance(f, str)]
     if not flags:
@@ -197,6 +202,13 @@ def option_phrase(
         return f"run with `{flag}` (unset in this run)"
     if is_dtype:
         return f"run with `{flag} {dtype}` ({value} in this run)"
+    if dtype == "bfloat16" and any(n.endswith("precision") for n in _names(option)):
+        if "bf16" in str(value):  # (Lightning's --trainer.precision bf16-mixed: on already)
+            return None
+        choices = [c for c in option.get("choices") or () if "bf16" in str(c)]
+        wanted_value = choices[0] if choices else precision
+        if wanted_value is not None:
+            return f"run with `{flag} {wanted_value}` ({_shown(value)} in this run)"
     return f"`{flag}` ({_shown(value)} in this run)"
 
 
@@ -229,6 +241,9 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
     if not options:
         return found
     on_cpu = str((session.get("environment") or {}).get("device") or "cpu").startswith("cpu")
+    frameworks = (session.get("environment") or {}).get("frameworks") or {}
+    lightning_precision = "bf16-mixed" if {"lightning", "pytorch_lightning"} & set(
+        frameworks) else None  # (Lightning's --precision values)
     for item in found:
         spec = _spec(item)
         if spec is None or "This script's own option" in (item.fix or ""):
@@ -238,7 +253,8 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
             names = names - GPU_ONLY.get(item.cause or "", frozenset())
         phrases = []
         for option in _preferred(options, names, item):
-            phrase = option_phrase(option, wanted, DTYPE_WANTED.get(item.cause or ""))
+            phrase = option_phrase(option, wanted, DTYPE_WANTED.get(item.cause or ""),
+                                   lightning_precision)  # fmt: skip
             if phrase is not None and phrase not in phrases:
                 phrases.append(phrase)
         if phrases:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -58,13 +59,8 @@ def _plain(value: Any) -> Any:
 def _given(flags: Sequence[str], argv: Sequence[str]) -> bool:
     """Whether any of ``flags`` appears in ``argv`` (``--flag``, ``--flag=VALUE``; a long
     option's unambiguous prefix is not followed)."""
-    for token in argv:
-        if not isinstance(token, str) or not token.startswith("-"):
-            continue
-        name = token.split("=", 1)[0]
-        if name in flags:
-            return True
-    return False
+    return any(isinstance(t, str) and t.startswith("-") and t.split("=", 1)[0] in flags
+               for t in argv)  # fmt: skip
 
 
 def _is_switch(action: argparse.Action) -> bool:
@@ -86,8 +82,6 @@ def _sets(action: argparse.Action) -> dict[str, Any]:
 
 
 def _note_parse(parser: argparse.ArgumentParser, namespace: Any, args: Any) -> None:
-    import sys
-
     argv = list(args) if args is not None else sys.argv[1:]
     seen: set[str] = set()
     for action in parser._actions:

@@ -269,3 +269,33 @@ def test_a_precision_option_is_told_the_bfloat16_value_it_takes():
     chosen = _option("precision", "fp32", choices=["fp32", "bf16", "fp16"])
     assert "run with `--precision bf16` (fp32 in this run)" in fix(chosen, {})
     assert fix({**plain, "value": "bf16-mixed"}, {"lightning": "2.5.0"}) == "Autocast."
+
+
+def test_a_hydra_key_is_named_as_its_override():
+    """lightning-hydra-template: `data.num_workers=4`, `model.compile=true`, and a precision
+    the Trainer node lacks is added with `+`."""
+    def fix_of(options, cause, frameworks=None):
+        session = {"environment": {"script_options": options, "frameworks": frameworks or {}}}
+        (item,) = in_script_terms(session, [Advice(rule="r", title="t", fix="F.", cause=cause)])
+        return item.fix
+
+    def key(dest, value, **more):
+        return {"flags": [dest], "dest": dest, "value": value, "given": False,
+                "switch": isinstance(value, bool), "form": "key=value", **more}
+
+    workers = [key("data.num_workers", 0), key("data.batch_size", 128)]
+    assert fix_of(workers, "dataloader-workers") == (
+        "This script's own option for it: `data.num_workers=...` (0 in this run). F.")
+    assert fix_of([key("model.compile", False)], "torch.compile") == (
+        "This script's own option for it: run with `model.compile=true` (false in this run). F.")
+    assert fix_of([key("model.compile", True)], "torch.compile") == "F."  # (on already)
+    absent = [key("trainer.precision", None, absent=True)]
+    assert fix_of(absent, "bf16-autocast", {"lightning": "2.5"}) == (
+        "This script's own option for it: run with `+trainer.precision=bf16-mixed` (unset in "
+        "this run). F.")
+    assert fix_of(absent, "float64") == "F."  # (a key to add is named for its value only)
+    assert fix_of([key("trainer.precision", "bf16-mixed")], "bf16-autocast",
+                  {"lightning": "2.5"}) == "F."  # fmt: skip
+    session = {"environment": {"script_options": [key("log_interval", 1)]}}
+    (syncs,) = in_script_terms(session, [Advice(rule="host-syncs", title="t", fix="F.")])
+    assert syncs.fix.startswith("This script's own option for it: `log_interval=...` (1 in this")

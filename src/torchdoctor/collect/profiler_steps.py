@@ -33,6 +33,7 @@ from torchdoctor.collect.compiled import compile_seconds
 from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
 from torchdoctor.collect.records import resolve_records
+from torchdoctor.collect.script_options import note_running_options
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_fold import drop_profiled_steps
 
@@ -139,6 +140,8 @@ class StepCycle:
         detailed = self._detailed = rec.detailed = self._schedule.detailed(
             profiled, time.monotonic(), self.steps_recorded
         )
+        if detailed:  # (`run`: a Hydra job's or click command's options, read while it runs)
+            note_running_options()
         # Light steps run without module hooks (their mere presence costs every module call),
         # unless a call is open (a marker inside a forward) or compiled code runs (Dynamo
         # guards on the hooks and modes: collect/compiled.py); cut at module calls, they hook

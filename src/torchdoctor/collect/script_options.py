@@ -7,8 +7,10 @@ A third-party training script is run as it is: its user turns its knobs from the
 returns is noted with the parser's options and the values it gave them (``HfArgumentParser``
 and other subclasses included); after the script, ``--name=value`` arguments no parser took
 that name one of the script's module-level settings (nanoGPT's ``configurator.py`` style) are
-noted too. The session keeps them as ``environment.script_options``; the advice
-(``analyze/advice/script_terms.py``) names the one its fix turns.
+noted too; a Hydra job's composed config and a click command's options are read while they
+run (:func:`note_running_options`, ``collect/script_configs.py``). The session keeps them as
+``environment.script_options``; the advice (``analyze/advice/script_terms.py``) names the one
+its fix turns.
 
 Example:
     >>> import argparse
@@ -30,7 +32,10 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["forget_options", "note_settings", "script_options", "watching_options"]
+from torchdoctor.collect.script_configs import click_options, hydra_options
+
+__all__ = ["forget_options", "note_running_options", "note_settings", "script_options",
+           "watching_options"]
 
 #: options kept at most (a launcher's parser can define hundreds; advice needs a few)
 MAX_OPTIONS = 400
@@ -40,6 +45,7 @@ _SKIPPED = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersA
 
 _NOTED: dict[str, dict[str, Any]] = {}  # dest -> its entry (the last parse wins)
 _WATCHING: list[bool] = []
+_LOOKED: list[bool] = []  # note_running_options has looked in this watch
 
 
 def _plain(value: Any) -> Any:
@@ -139,6 +145,33 @@ def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
                         "switch": isinstance(value, bool), "form": "--name=value"}  # fmt: skip
 
 
+def note_running_options() -> None:
+    """Note the options of a Hydra job or click command running now (``collect/
+    script_configs.py``: neither can be read after the script), once per watched script: the
+    profiler calls it from its detailed steps until one finds them (the steps run inside the
+    job or command). Outside a watched script it does nothing.
+
+    Example:
+        >>> with watching_options():
+        ...     note_running_options()  # (no Hydra job and no click command here)
+        ...     script_options()
+        []
+    """
+    if not _WATCHING or _LOOKED:
+        return
+    try:
+        found = [*hydra_options(), *click_options()]
+    except Exception:  # (never the script's problem)
+        found = [{}]  # (... and not looked for again)
+    if not found:  # (not yet inside the job or command: the next detailed step looks again)
+        return
+    _LOOKED.append(True)
+    for entry in found:
+        if len(_NOTED) >= MAX_OPTIONS or not entry:
+            return
+        _NOTED.setdefault(entry["dest"], entry)
+
+
 def script_options() -> list[dict[str, Any]]:
     """The options noted so far (see the module docstring), in the order they were defined.
 
@@ -180,6 +213,7 @@ def watching_options() -> Iterator[None]:
         yield
         return
     _NOTED.clear()
+    _LOOKED.clear()
     original = argparse.ArgumentParser.parse_known_args
 
     def parse_known_args(self: argparse.ArgumentParser, args: Any = None,

@@ -170,13 +170,15 @@ def option_phrase(
     if wanted == "every step":  # (a log interval of 1 only: a longer one is no such line)
         if isinstance(value, bool) or value != 1:
             return None
-        form = "=..." if option.get("form") == "--name=value" else ""
+        form = "=..." if option.get("form") in ("--name=value", "key=value") else ""
         return f"`{flag}{form}` (1 in this run: every step)"
     is_dtype = dtype is not None and isinstance(value, str) and any(
         "dtype" in name for name in _names(option)
     )
     if is_dtype and value == dtype:
         return None
+    if option.get("form") == "key=value":  # (a Hydra override)
+        return _override_phrase(option, flag, wanted, dtype if is_dtype else None, precision)
     if option.get("form") == "--name=value":
         if is_dtype:  # (nanoGPT on a GPU: --dtype=bfloat16)
             return f"run with `{flag}={dtype}` ({value} in this run)"
@@ -210,6 +212,38 @@ def option_phrase(
         if wanted_value is not None:
             return f"run with `{flag} {wanted_value}` ({_shown(value)} in this run)"
     return f"`{flag}` ({_shown(value)} in this run)"
+
+
+def _override_phrase(
+    option: Mapping[str, Any], key: str, wanted: str, dtype: str | None, precision: str | None
+) -> str | None:
+    """:func:`option_phrase` for a Hydra config key (``key=value`` on the command line, YAML
+    values; ``+key=value`` for a key the config lacks).
+
+    Example:
+        >>> _override_phrase({"value": False}, "model.compile", "on", None, None)
+        'run with `model.compile=true` (false in this run)'
+        >>> _override_phrase({"value": None, "absent": True}, "trainer.precision", "on", None,
+        ...                  "bf16-mixed")
+        'run with `+trainer.precision=bf16-mixed` (unset in this run)'
+        >>> _override_phrase({"value": 0}, "data.num_workers", "value", None, None)
+        '`data.num_workers=...` (0 in this run)'
+    """
+    value, plus = option.get("value"), "+" if option.get("absent") else ""
+    shown = "unset" if value is None else str(value).lower() if isinstance(value, bool) else value
+    if dtype is not None:
+        return f"run with `{key}={dtype}` ({shown} in this run)"
+    if isinstance(value, bool) and wanted in ("on", "off"):
+        if value is (wanted == "on"):
+            return None
+        return f"run with `{key}={str(wanted == 'on').lower()}` ({shown} in this run)"
+    if key.endswith("precision") and precision is not None and wanted == "on":
+        if "bf16" in str(value):
+            return None
+        return f"run with `{plus}{key}={precision}` ({shown} in this run)"
+    if option.get("absent"):  # (a key to add is named for a value it wants only)
+        return None
+    return f"`{key}=...` ({shown} in this run)"
 
 
 def _preferred(options: Any, names: frozenset[str], item: Advice) -> list[Mapping]:

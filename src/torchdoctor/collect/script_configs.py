@@ -1,0 +1,180 @@
+"""The options of scripts that do not parse with argparse: Hydra's composed config and click.
+
+``collect/script_options.py`` notes argparse parses and nanoGPT-style globals. Two other ways a
+training script takes its knobs are common enough to matter: Hydra (``@hydra.main``: the user
+writes ``data.num_workers=4 trainer.precision=bf16-mixed`` on the command line, the
+lightning-hydra-template and many research repositories) and click (``@click.command``, typer
+too). Neither is visible after the script: Hydra resets its ``HydraConfig`` when the task
+function returns and click's context lives only while the command runs. So
+:func:`note_running_options` reads them *inside* the run, once, from the profiler's first
+detailed step (the script's training loop runs inside the task function or command):
+
+- Hydra: the job's overrides (``HydraConfig.get().overrides.task``) and the composed config
+  Hydra saved for the job (``<output_dir>/.hydra/config.yaml``; without it, the overrides
+  alone), flattened to dotted keys. Each leaf of plain value is an option of form
+  ``key=value`` (``data.num_workers``: 0). A Lightning ``Trainer`` node with no ``precision``
+  key gets an absent ``<node>.precision`` option (its override is ``+trainer.precision=...``).
+- click: every ``click.Option`` of the running command and of its parents, with its value,
+  whether the command line gave it, and what a flag sets (``--amp/--no-amp``: either).
+
+Example:
+    >>> flat = _flatten({"data": {"num_workers": 0, "_target_": "x.DM"}, "seed": None,
+    ...                  "trainer": {"_target_": "lightning.pytorch.Trainer", "max_epochs": 2}})
+    >>> [(o["dest"], o["value"], o.get("absent", False)) for o in _hydra_entries(flat, set())]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('data.num_workers', 0, False), ('seed', None, False), ('trainer.precision', None, True),
+     ('trainer.max_epochs', 2, False)]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["hydra_options", "click_options"]
+
+#: leaves of a composed config kept at most (a large config has thousands)
+MAX_KEYS = 400
+#: Lightning's Trainer, as a Hydra ``_target_`` names it
+_TRAINERS = ("lightning.pytorch.trainer.Trainer", "lightning.pytorch.Trainer", "lightning.Trainer",
+             "pytorch_lightning.Trainer", "pytorch_lightning.trainer.Trainer")  # fmt: skip
+
+
+def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """The leaves of a nested mapping as ``(dotted key, value)``; ``_target_``-style keys
+    (leading underscore) are kept for the caller to read and skipped as options."""
+    if not isinstance(node, Mapping):
+        return
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield f"{dotted}._node_", value
+            yield from _flatten(value, f"{dotted}.")
+        else:
+            yield dotted, value
+
+
+def _plain_leaf(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.startswith("${") and len(value) <= 200  # (an interpolation: no value)
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def _hydra_entries(flat: Iterator[tuple[str, Any]], given: set[str]) -> list[dict[str, Any]]:
+    """Option entries of the flattened config ``flat`` (``given``: the keys the command line
+    overrode)."""
+    entries: list[dict[str, Any]] = []
+    for key, value in flat:
+        if len(entries) >= MAX_KEYS:
+            break
+        if key.endswith("._node_"):
+            node = key[: -len("._node_")]
+            if value.get("_target_") in _TRAINERS and "precision" not in value:
+                entries.append({"flags": [f"{node}.precision"], "dest": f"{node}.precision",
+                                "value": None, "default": None, "given": False,
+                                "switch": False, "form": "key=value", "absent": True})  # fmt: skip
+            continue
+        if key.rsplit(".", 1)[-1].startswith("_") or not _plain_leaf(value):
+            continue
+        entries.append({"flags": [key], "dest": key, "value": value, "default": None,
+                        "given": key in given, "switch": isinstance(value, bool),
+                        "form": "key=value"})  # fmt: skip
+    return entries
+
+
+def _override_value(text: str) -> Any:
+    """An override's value as YAML would read it (``true`` -> True, ``4`` -> 4)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "~"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip().strip("'\"")
+
+
+def hydra_options() -> list[dict[str, Any]]:
+    """The running Hydra job's options (see the module docstring); empty outside a job.
+
+    Example:
+        >>> hydra_options()  # (no Hydra job runs here)
+        []
+    """
+    module = sys.modules.get("hydra.core.hydra_config")
+    if module is None or not module.HydraConfig.initialized():
+        return []
+    hydra = module.HydraConfig.get()
+    overrides = [str(o) for o in (hydra.overrides.task or ())]
+    given: dict[str, Any] = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        given[key.lstrip("+~")] = _override_value(value)
+    composed: Any = None
+    subdir = hydra.output_subdir
+    if subdir is not None:
+        path = os.path.join(str(hydra.runtime.output_dir), str(subdir), "config.yaml")
+        if os.path.isfile(path):
+            from omegaconf import OmegaConf  # (Hydra's own; imported with it)
+
+            composed = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if composed is None:  # (no saved config: the command line's keys alone)
+        composed = {}
+        for key, value in given.items():
+            node = composed
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            if isinstance(node, dict):
+                node[last] = value
+    return _hydra_entries(_flatten(composed), set(given))
+
+
+def _click_entry(param: Any, ctx: Any, source_of: Any) -> dict[str, Any] | None:
+    opts = [o for o in [*param.opts, *param.secondary_opts] if isinstance(o, str)]
+    flags = [o for o in opts if o.startswith("--")] or opts
+    if not flags or param.name is None:
+        return None
+    value = ctx.params.get(param.name)
+    entry: dict[str, Any] = {"flags": flags[:4], "dest": param.name,
+                             "value": value if _plain_leaf(value) else f"<{type(value).__name__}>",
+                             "default": None, "given": source_of(param.name),
+                             "switch": bool(param.is_flag)}  # fmt: skip
+    if param.is_flag:
+        flag_value = getattr(param, "flag_value", True)
+        entry["sets"] = "either" if param.secondary_opts else (
+            flag_value if isinstance(flag_value, bool) else True)
+    choices = getattr(param.type, "choices", None)
+    if choices:
+        entry["choices"] = [str(c) for c in list(choices)[:16]]
+    return entry
+
+
+def click_options() -> list[dict[str, Any]]:
+    """The running click command's options and its parents' (see the module docstring);
+    empty outside one.
+
+    Example:
+        >>> click_options()  # (no click command runs here)
+        []
+    """
+    click = sys.modules.get("click")
+    if click is None:
+        return []
+    ctx = click.get_current_context(silent=True)
+    entries: list[dict[str, Any]] = []
+    while ctx is not None:
+        def source_of(name: str, ctx: Any = ctx) -> bool:
+            source = ctx.get_parameter_source(name)
+            return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+        for param in getattr(ctx.command, "params", ()):
+            if isinstance(param, click.Option) and (entry := _click_entry(param, ctx, source_of)):
+                entries.append(entry)
+        ctx = ctx.parent
+    return entries

@@ -1,0 +1,149 @@
+"""`torchdoctor run` notes the options of Hydra and click scripts while they run (neither can
+be read after the script), and the advice names the override or flag its fix turns."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from torchdoctor.cli import main
+from torchdoctor.collect.script_options import (
+    note_running_options,
+    script_options,
+    watching_options,
+)
+
+#: a loop whose batches wait on a slow dataset: the data-loading advice, whose remedy is the
+#: number of workers
+LOOP = """\
+class Slow(Dataset):
+    def __len__(self):
+        return 10_000
+    def __getitem__(self, i):
+        time.sleep(0.004)
+        return torch.randn(8), torch.randn(1)
+
+def train(workers, steps):
+    net = torch.nn.Linear(8, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for i, (x, y) in enumerate(DataLoader(Slow(), batch_size=4, num_workers=workers)):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        opt.step()
+        if i + 1 >= steps:
+            break
+"""
+
+HYDRA_SCRIPT = "import time, torch, hydra\nfrom torch.utils.data import DataLoader, Dataset\n" + LOOP + (
+    textwrap.dedent("""\
+
+    @hydra.main(version_base=None, config_path="conf", config_name="config")
+    def run(cfg):
+        train(cfg.data.num_workers, cfg.steps)
+
+    if __name__ == "__main__":
+        run()
+    """)
+)
+
+HYDRA_CONFIG = textwrap.dedent("""\
+    steps: 4
+    data:
+      _target_: project.DataModule
+      num_workers: 0
+      data_dir: ${oc.env:HOME}
+    model:
+      compile: false
+      optimizer:
+        lr: 0.001
+    trainer:
+      _target_: lightning.pytorch.trainer.Trainer
+      max_epochs: 1
+""")
+
+
+def _session(out) -> dict:
+    return json.loads((out / "session.json").read_text())
+
+
+def test_a_hydra_jobs_composed_config_and_overrides_are_noted(tmp_path, capsys):
+    script = tmp_path / "train.py"
+    script.write_text(HYDRA_SCRIPT)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text(HYDRA_CONFIG)
+    out = tmp_path / "prof"
+    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
+                 "steps=12", f"hydra.run.dir={tmp_path / 'job'}",
+                 "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"])  # fmt: skip
+    capsys.readouterr()
+    assert code == 0
+    session = _session(out)
+    options = {o["dest"]: o for o in session["environment"]["script_options"]}
+    assert options["steps"] == {"flags": ["steps"], "dest": "steps", "value": 12, "default": None,
+                                "given": True, "switch": False, "form": "key=value"}  # fmt: skip
+    assert options["data.num_workers"]["value"] == 0
+    assert options["data.num_workers"]["given"] is False
+    assert options["model.compile"]["switch"] is True
+    assert options["model.optimizer.lr"]["value"] == 0.001
+    assert options["trainer.precision"]["absent"] is True  # (a Lightning Trainer node lacks it)
+    assert "data.data_dir" not in options  # (an interpolation: no value of its own)
+    assert not any(dest.endswith("_target_") for dest in options)
+    (data,) = [a for a in session["advice"] if a["rule"] == "data-loading"]
+    assert data["fix"].startswith(
+        "This script's own option for it: `data.num_workers=...` (0 in this run)."
+    )
+
+
+CLICK_SCRIPT = "import time, torch, click\nfrom torch.utils.data import DataLoader, Dataset\n" + LOOP + (
+    textwrap.dedent("""\
+
+    @click.command()
+    @click.option("-j", "--workers", type=int, default=0)
+    @click.option("--amp/--no-amp", default=False)
+    @click.option("--compile", "use_compile", is_flag=True)
+    @click.option("--steps", type=int, default=4)
+    def cli(workers, amp, use_compile, steps):
+        train(workers, steps)
+
+    if __name__ == "__main__":
+        cli()
+    """)
+)
+
+
+def test_a_click_commands_options_are_noted(tmp_path, capsys):
+    script = tmp_path / "train.py"
+    script.write_text(CLICK_SCRIPT)
+    out = tmp_path / "prof"
+    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
+                 "--steps", "12"])  # fmt: skip
+    capsys.readouterr()
+    assert code == 0
+    session = _session(out)
+    options = {o["dest"]: o for o in session["environment"]["script_options"]}
+    assert set(options) == {"workers", "amp", "use_compile", "steps"}  # (--help is no knob)
+    assert options["workers"]["flags"] == ["--workers"] and options["workers"]["given"] is False
+    assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
+    assert options["amp"]["flags"] == ["--amp", "--no-amp"] and options["amp"]["sets"] == "either"
+    assert options["use_compile"]["flags"] == ["--compile"]
+    assert options["use_compile"]["sets"] is True and options["use_compile"]["value"] is False
+    (data,) = [a for a in session["advice"] if a["rule"] == "data-loading"]
+    assert data["fix"].startswith("This script's own option for it: `--workers` (0 in this run).")
+
+
+def test_running_options_are_looked_for_until_found_and_then_once():
+    import click
+
+    seen = []
+
+    @click.command()
+    @click.option("--workers", type=int, default=3)
+    def cli(workers):
+        note_running_options()
+        seen.append([o["value"] for o in script_options()])
+
+    with watching_options():
+        note_running_options()  # (outside the command: nothing yet, looked for again)
+        cli.main(["--workers", "5"], standalone_mode=False)
+        cli.main(["--workers", "7"], standalone_mode=False)  # (found already: not again)
+    assert seen == [[5], [5]]

@@ -88,6 +88,7 @@ def test_a_hydra_jobs_composed_config_and_overrides_are_noted(tmp_path, capsys):
     assert options["trainer.precision"]["absent"] is True  # (a Lightning Trainer node lacks it)
     assert "data.data_dir" not in options  # (an interpolation: no value of its own)
     assert not any(dest.endswith("_target_") for dest in options)
+    assert not {"cfg", "multirun", "config_name"} & set(options)  # (Hydra's own flags)
     (data,) = [a for a in session["advice"] if a["rule"] == "data-loading"]
     assert data["fix"].startswith(
         "This script's own option for it: `data.num_workers=...` (0 in this run)."
@@ -147,3 +148,38 @@ def test_running_options_are_looked_for_until_found_and_then_once():
         cli.main(["--workers", "5"], standalone_mode=False)
         cli.main(["--workers", "7"], standalone_mode=False)  # (found already: not again)
     assert seen == [[5], [5]]
+
+
+FIRE_SCRIPT = "import time, torch, fire\nfrom torch.utils.data import DataLoader, Dataset\n" + LOOP + (
+    textwrap.dedent("""\
+
+    def finetune(data_path: str = "x.json", num_workers: int = 0, compile: bool = False,
+                 steps: int = 4):
+        train(num_workers, steps)
+
+    if __name__ == "__main__":
+        fire.Fire(finetune)
+    """)
+)
+
+
+def test_the_arguments_of_the_function_fire_called_are_noted(tmp_path, capsys):
+    """alpaca-lora's finetune.py: `fire.Fire(train)`, `--micro_batch_size 4`."""
+    script = tmp_path / "finetune.py"
+    script.write_text(FIRE_SCRIPT)
+    out = tmp_path / "prof"
+    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
+                 "--steps", "12"])  # fmt: skip
+    capsys.readouterr()
+    assert code == 0
+    session = _session(out)
+    options = {o["dest"]: o for o in session["environment"]["script_options"]}
+    assert set(options) == {"data_path", "num_workers", "compile", "steps"}
+    assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
+    assert options["num_workers"]["given"] is False
+    assert options["compile"]["flags"] == ["--compile", "--nocompile"]
+    assert options["compile"]["sets"] == "either" and options["compile"]["value"] is False
+    (data,) = [a for a in session["advice"] if a["rule"] == "data-loading"]
+    assert data["fix"].startswith(
+        "This script's own option for it: `--num_workers` (0 in this run)."
+    )

@@ -1,4 +1,4 @@
-"""The options of scripts that do not parse with argparse: Hydra's composed config and click.
+"""The options of scripts that do not parse with argparse: Hydra's composed config, click, fire.
 
 ``collect/script_options.py`` notes argparse parses and nanoGPT-style globals. Two other ways a
 training script takes its knobs are common enough to matter: Hydra (``@hydra.main``: the user
@@ -16,6 +16,10 @@ detailed step (the script's training loop runs inside the task function or comma
   key gets an absent ``<node>.precision`` option (its override is ``+trainer.precision=...``).
 - click: every ``click.Option`` of the running command and of its parents, with its value,
   whether the command line gave it, and what a flag sets (``--amp/--no-amp``: either).
+- fire (``fire.Fire(train)``: alpaca-lora's ``--micro_batch_size``): the arguments of the
+  function fire called, found on the stack (the frame fire's ``core.py`` called), with their
+  values now; ``--name`` on the command line marks one given; a boolean is a switch
+  (``--name`` / ``--noname``).
 
 Example:
     >>> flat = _flatten({"data": {"num_workers": 0, "_target_": "x.DM"}, "seed": None,
@@ -33,7 +37,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["hydra_options", "click_options"]
+__all__ = ["click_options", "fire_options", "hydra_options"]
 
 #: leaves of a composed config kept at most (a large config has thousands)
 MAX_KEYS = 400
@@ -178,3 +182,40 @@ def click_options() -> list[dict[str, Any]]:
                 entries.append(entry)
         ctx = ctx.parent
     return entries
+
+
+def _fire_entry(name: str, value: Any, argv: list[str]) -> dict[str, Any]:
+    dashed = name.replace("_", "-")
+    given = any(t.split("=", 1)[0] in (f"--{name}", f"--{dashed}", f"--no{name}") for t in argv)
+    entry: dict[str, Any] = {"flags": [f"--{name}"], "dest": name,
+                             "value": value if _plain_leaf(value) else f"<{type(value).__name__}>",
+                             "default": None, "given": given, "switch": isinstance(value, bool),
+                             "form": "fire"}  # fmt: skip
+    if isinstance(value, bool):
+        entry["flags"].append(f"--no{name}")
+        entry["sets"] = "either"
+    return entry
+
+
+def fire_options(frame: Any = None) -> list[dict[str, Any]]:
+    """The arguments of the function ``fire.Fire`` called, from ``frame`` (default: the
+    caller's) outwards (see the module docstring); empty when fire called none on the stack.
+
+    Example:
+        >>> fire_options()  # (fire runs no function here)
+        []
+    """
+    core = sys.modules.get("fire.core")
+    if core is None:
+        return []
+    fire_file = getattr(core, "__file__", None)
+    frame = frame or sys._getframe(1)
+    while frame is not None and frame.f_back is not None:
+        if frame.f_back.f_code.co_filename == fire_file and frame.f_code.co_filename != fire_file:
+            code = frame.f_code
+            names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+            argv = [t for t in sys.argv[1:] if isinstance(t, str)]
+            local = frame.f_locals
+            return [_fire_entry(n, local.get(n), argv) for n in names if n != "self"][:MAX_KEYS]
+        frame = frame.f_back
+    return []

@@ -7,10 +7,11 @@ A third-party training script is run as it is: its user turns its knobs from the
 returns is noted with the parser's options and the values it gave them (``HfArgumentParser``
 and other subclasses included); after the script, ``--name=value`` arguments no parser took
 that name one of the script's module-level settings (nanoGPT's ``configurator.py`` style) are
-noted too; a Hydra job's composed config and a click command's options are read while they
-run (:func:`note_running_options`, ``collect/script_configs.py``). The session keeps them as
-``environment.script_options``; the advice (``analyze/advice/script_terms.py``) names the one
-its fix turns.
+noted too; a Hydra job's composed config, a click command's options and the arguments of the
+function ``fire.Fire`` called are read while they run (:func:`note_running_options`,
+``collect/script_configs.py``; the argparse parsers of Hydra and fire themselves, of their own
+flags, are not noted). The session keeps them as ``environment.script_options``; the advice
+(``analyze/advice/script_terms.py``) names the one its fix turns.
 
 Example:
     >>> import argparse
@@ -32,7 +33,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from torchdoctor.collect.script_configs import click_options, hydra_options
+from torchdoctor.collect.script_configs import click_options, fire_options, hydra_options
 
 __all__ = ["forget_options", "note_running_options", "note_settings", "script_options",
            "watching_options"]
@@ -85,6 +86,26 @@ def _sets(action: argparse.Action) -> dict[str, Any]:
     if _is_switch(action):
         return {"sets": _plain(action.const)}
     return {}
+
+
+#: packages whose own argparse parser reads their own flags (Hydra's ``--cfg``, ``--multirun``;
+#: fire's ``--trace``, ``--interactive`` after ``--``): the script's options are elsewhere
+_CLI_FRAMEWORKS = frozenset({"hydra", "fire"})
+
+
+def _parsed_by_framework(frame: Any) -> bool:
+    """Whether the first caller outside argparse, from ``frame`` outwards, is a module of
+    :data:`_CLI_FRAMEWORKS`.
+
+    Example:
+        >>> import sys
+        >>> _parsed_by_framework(sys._getframe())
+        False
+    """
+    while frame is not None and frame.f_globals.get("__name__") == "argparse":
+        frame = frame.f_back
+    name = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return str(name).split(".", 1)[0] in _CLI_FRAMEWORKS
 
 
 def _note_parse(parser: argparse.ArgumentParser, namespace: Any, args: Any) -> None:
@@ -146,8 +167,8 @@ def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
 
 
 def note_running_options() -> None:
-    """Note the options of a Hydra job or click command running now (``collect/
-    script_configs.py``: neither can be read after the script), once per watched script: the
+    """Note the options of a Hydra job, click command or fire-called function running now (``collect/
+    script_configs.py``: none can be read after the script), once per watched script: the
     profiler calls it from its detailed steps until one finds them (the steps run inside the
     job or command). Outside a watched script it does nothing.
 
@@ -160,7 +181,7 @@ def note_running_options() -> None:
     if not _WATCHING or _LOOKED:
         return
     try:
-        found = [*hydra_options(), *click_options()]
+        found = [*hydra_options(), *click_options(), *fire_options()]
     except Exception:  # (never the script's problem)
         found = [{}]  # (... and not looked for again)
     if not found:  # (not yet inside the job or command: the next detailed step looks again)
@@ -220,7 +241,8 @@ def watching_options() -> Iterator[None]:
                          namespace: Any = None) -> Any:  # fmt: skip
         result = original(self, args, namespace)
         try:
-            _note_parse(self, result[0], args)
+            if not _parsed_by_framework(sys._getframe(1)):
+                _note_parse(self, result[0], args)
         except Exception:  # (never the script's problem)
             pass
         return result

@@ -299,3 +299,19 @@ def test_a_hydra_key_is_named_as_its_override():
     session = {"environment": {"script_options": [key("log_interval", 1)]}}
     (syncs,) = in_script_terms(session, [Advice(rule="host-syncs", title="t", fix="F.")])
     assert syncs.fix.startswith("This script's own option for it: `log_interval=...` (1 in this")
+
+
+def test_the_respawn_lint_finding_names_the_persistence_switch_not_the_worker_count():
+    """torchvision's classification reference: TD403's fix was told `--workers` (2 in this
+    run), which keeps the respawn; only a persistence switch turns it."""
+    workers = _option("workers", 2, flags=["--workers"])
+    item = Advice(rule="lint", title="TD403: DataLoader with workers but without "
+                  "persistent_workers", fix="see `torchdoctor lint`", references=["TD403"],
+                  cause="dataloader-workers")  # fmt: skip
+    (same,) = in_script_terms({"environment": {"script_options": [workers]}}, [item])
+    assert same.fix == "see `torchdoctor lint`"
+    persistent = _option("persistent_workers", False, switch=True, sets=True)
+    (named,) = in_script_terms({"environment": {"script_options": [workers, persistent]}},
+                               [item])  # fmt: skip
+    assert named.fix.startswith(
+        "This script's own option for it: run with `--persistent-workers` (off in this run).")

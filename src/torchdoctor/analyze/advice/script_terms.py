@@ -44,10 +44,10 @@ _PRECISION = frozenset({
     "half", "amp_dtype", "precision", "dtype",
 })  # fmt: skip
 
-#: an advice's ``rule`` or else its remedy (``Advice.cause``) -> (option names, normalized: lower case, ``_``
-#: for ``-``, no leading dashes; the setting the remedy wants: "on", "off", "value" for an
-#: option whose value the reader picks: a count of workers, an interval, a dtype; "every step"
-#: for an interval named only when it is 1)
+#: an advice's ``rule`` (a lint finding's: its code) or else its remedy (``Advice.cause``) ->
+#: (option names, normalized: lower case, ``_`` for ``-``, no leading dashes; the setting the
+#: remedy wants: "on", "off", "value" for an option whose value the reader picks: a count of
+#: workers, an interval, a dtype; "every step" for an interval named only when it is 1)
 OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
     "bf16-autocast": (_PRECISION, "on"),
     "emulated-bf16": (_PRECISION, "off"),
@@ -75,6 +75,8 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
     # count of workers does it: a respawn advice naming --workers was wrong)
     "host-syncs": (_LOGGING, "every step"),
     "worker-respawn": (frozenset({"persistent_workers", "dataloader_persistent_workers"}), "on"),
+    # (the linter's finding of it, TD403, shares the loader advice's cause to merge with it)
+    "TD403": (frozenset({"persistent_workers", "dataloader_persistent_workers"}), "on"),
     "float64": (frozenset({"double", "float64", "use_double", "dtype", "precision"}), "value"),
 }
 
@@ -112,8 +114,14 @@ def _spec(item: Advice) -> tuple[frozenset[str], str] | None:
         (frozenset({'logging_nan_inf_filter'}), 'off')
         >>> _spec(Advice(rule="library-syncs", title="t", fix="Log less.")) is None
         True
+        >>> names, wanted = _spec(Advice(rule="lint", title="t", references=["TD403"],
+        ...                              cause="dataloader-workers"))
+        >>> sorted(names), wanted
+        (['dataloader_persistent_workers', 'persistent_workers'], 'on')
     """
-    spec = OPTIONS_OF_CAUSE.get(item.rule) or OPTIONS_OF_CAUSE.get(item.cause or "")
+    code = item.references[0] if item.rule == "lint" and item.references else ""
+    spec = (OPTIONS_OF_CAUSE.get(item.rule) or OPTIONS_OF_CAUSE.get(code)
+            or OPTIONS_OF_CAUSE.get(item.cause or ""))  # fmt: skip
     if spec is None and (found := _TRAINING_ARGUMENT.search(item.fix or "")):
         return frozenset({found.group(1)}), "on" if found.group(2) == "True" else "off"
     return spec

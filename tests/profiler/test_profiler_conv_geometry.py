@@ -102,7 +102,7 @@ def test_convolutions_on_1x1_maps_are_told_to_be_their_centre_tap_with_a_saving(
         "input": [1, 1], "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
         "dilation": [1, 1], "padding_share": 0.8889, "centre_tap": True,
     }  # fmt: skip
-    assert "conv" not in nodes["0"]  # a 1x1 convolution reads no padding
+    assert nodes["0"]["conv"] == {"pointwise": True}  # a 1x1 convolution reads no padding
     # every module node carries its parameter count, counted once (a stack's identity)
     assert nodes["0"]["params"] == 8 * 256 + 256
     assert nodes["1"]["params"] == nodes["1.conv1"]["params"] + nodes["1.conv2"]["params"]
@@ -148,3 +148,28 @@ def test_autocast_entered_inside_the_models_forward_is_seen():
     knobs = session["environment"]["knobs"]
     assert knobs["autocast"] is True and knobs["autocast_dtype"] == "bfloat16"
     assert session["environment"]["bf16_native"] in (True, False, None)
+
+
+def test_depthwise_convolutions_carry_their_groups_and_raise_channels_last_s_cpu_bound():
+    """torchvision's mobilenet_v3_small: told up to 215 ms by channels_last's usual CPU bound,
+    measured 585 ms saved; NCHW grouped and depthwise convolutions take a slow CPU path."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.BatchNorm2d(32),
+                          nn.Conv2d(32, 64, 1), nn.AdaptiveAvgPool2d(1))  # fmt: skip
+    x = torch.randn(8, 32, 28, 28)
+
+    def step():
+        model(x).square().mean().backward()
+
+    session = profile(step, steps=4, model=model)
+    nodes = _nodes(session["tree"])
+    assert nodes["0"]["conv"]["groups"] == 32 and nodes["0"]["conv"]["in_channels"] == 32
+    assert nodes["2"]["conv"] == {"pointwise": True}  # (1x1: no padding, one group)
+    (layout,) = [a for a in session["advice"] if a.get("cause") == "channels_last"]
+    grouped = [e for e in layout["evidence"] if "grouped or depthwise" in e]
+    assert grouped and grouped[0].startswith("up to 2.4x on its 1 grouped or depthwise convolution")
+    assert any(e.startswith("up to 1.85x on its 1 1x1 convolution (") for e in layout["evidence"])
+    # the bound: 1.3x on all the layout's modules, plus more on the depthwise and 1x1 ones
+    parts = sum(nodes[p]["total_ms"]["mean"] for p in ("0", "1", "2", "3"))
+    usual = parts * (1 - 1 / 1.3)
+    assert layout["saving_range_ms"][1] > usual * 1.1

@@ -89,7 +89,8 @@ def conv_geometry(module: Any, args: Any) -> dict[str, Any] | None:
 
 def note_conv_call(recorder: Any, node: int, module: Any, args: Any) -> None:
     """What a convolution's call tells: whether its input is channels_last (the engine knob),
-    and, at its node's first call, its geometry (``recorder.conv_geometry``).
+    and, at its node's first call, its geometry (``recorder.conv_geometry``; a grouped one's
+    ``groups`` and ``in_channels`` too, a 1x1 one's ``pointwise``).
 
     Example:
         >>> import torch
@@ -99,11 +100,26 @@ def note_conv_call(recorder: Any, node: int, module: Any, args: Any) -> None:
         >>> note_conv_call(rec, 1, torch.nn.Conv2d(2, 2, 3, padding=1), (torch.zeros(1, 2, 1, 1),))
         >>> rec.knobs["channels_last"], rec.conv_geometry[1]["centre_tap"]
         (False, True)
+        >>> note_conv_call(rec, 2, torch.nn.Conv2d(4, 4, 1, groups=4), (torch.zeros(1, 4, 3, 3),))
+        >>> rec.conv_geometry[2]
+        {'groups': 4, 'in_channels': 4}
+        >>> note_conv_call(rec, 3, torch.nn.Conv2d(4, 8, 1), (torch.zeros(1, 4, 3, 3),))
+        >>> rec.conv_geometry[3]
+        {'pointwise': True}
     """
     if recorder.knobs["channels_last"] is not True:
         recorder.knobs["channels_last"] = channels_last_input(args)
     if node not in recorder.conv_geometry:
         try:
-            recorder.conv_geometry[node] = conv_geometry(module, args)
+            geometry = conv_geometry(module, args)
         except (TypeError, ValueError, AttributeError):  # (a convolution subclass of its own)
-            recorder.conv_geometry[node] = None
+            geometry = None
+        # grouped, depthwise and pointwise (1x1) convolutions: channels_last's CPU gain on
+        # them is larger (analyze/advice/knobs.py)
+        groups = getattr(module, "groups", 1)
+        if isinstance(groups, int) and groups > 1:
+            geometry = {**(geometry or {}), "groups": groups,
+                        "in_channels": int(getattr(module, "in_channels", 0) or 0)}  # fmt: skip
+        elif set(getattr(module, "kernel_size", ()) or ()) == {1}:
+            geometry = {**(geometry or {}), "pointwise": True}
+        recorder.conv_geometry[node] = geometry

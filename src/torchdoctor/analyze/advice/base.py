@@ -161,6 +161,19 @@ SPEEDUPS: dict[str, Speedup] = {
         "(pytorch/examples mnist), 1.16x (fast_neural_style), and a CNN whose max pooling was "
         "a quarter of its step gained a third of it"
     ),
+    # (grouped and depthwise convolutions: NCHW takes a slow CPU path for them)
+    "channels_last_cpu_grouped": Speedup(
+        1.0, 2.4, "a grouped or depthwise convolution's forward + backward in channels_last on "
+        "a CPU, batch 16 (BENCHMARKS.md): 1.05x to 2.44x, depthwise 3x3 at 28x28 2.44x, "
+        "ResNeXt's 32 groups at 28x28 2.04x; torchvision's mobilenet_v3_small training step "
+        "1.76x"
+    ),
+    # (pointwise, 1x1, convolutions: a matrix multiply over channels, strided in NCHW)
+    "channels_last_cpu_pointwise": Speedup(
+        1.0, 1.85, "a 1x1 convolution's forward + backward in channels_last on a CPU, batch 16 "
+        "(BENCHMARKS.md): 1.04x to 1.85x (16 -> 72 channels at 56x56 1.85x, 64 -> 256 1.69x, "
+        "256 -> 64 1.04x)"
+    ),
     # (a CPU with bf16 units, AVX512-BF16 / AMX: its matmuls and convolutions, measured)
     "bf16_autocast_cpu": Speedup(
         1.0, 1.45, "bf16 autocast on an AMX CPU (BENCHMARKS.md): a ResNet-style conv net's "

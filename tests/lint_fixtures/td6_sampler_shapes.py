@@ -177,3 +177,55 @@ def write_rows(model, shape, rows, steps=1000):
         x0[picked] = rows  # near-miss: an integer index, no nonzero
         x = x0 + x
     return x
+
+
+class PromptEncoder(torch.nn.Module):
+    def forward(self, prompts):
+        return torch.zeros(len(prompts), 77, 768)
+
+
+@torch.no_grad()
+def ddim_frames(net, ctx, known, known_mask, steps=50):  # a timestep grid bound to a name
+    ts = torch.linspace(999, 0, steps).long()
+    x = torch.randn(2, 4, 16, 32, 32)
+    for i, t in enumerate(ts):
+        tt = t.repeat(2)
+        x0 = net(x, tt, ctx)
+        x0[:, :, known_mask] = known[:, :, known_mask]  # expect: TD603
+        x = x0 + x if i + 1 < steps else x0
+    return x
+
+
+@torch.no_grad()
+def integrate_path(field, x, known, known_mask, steps=50):
+    grid = torch.linspace(0, 1, steps)
+    for i, s in enumerate(grid):
+        v = field(x, s)
+        v[known_mask] = known[known_mask]  # near-miss: no timestep variable, not a sampler
+        x = x + v / (steps - i)
+    return x
+
+
+@torch.no_grad()
+def sample_frames(model, known, known_mask, ts):  # a timestep read at the index, then repeated
+    x = torch.randn(2, 4, 16, 32, 32)
+    for i in range(len(ts)):
+        t = ts[i]
+        tt = t.repeat(2)
+        x0 = model(x, tt)
+        x0[:, :, known_mask] = known[:, :, known_mask]  # expect: TD603
+        x = x0 + x
+    return x
+
+
+@torch.no_grad()
+def refine_frames(model, known, known_mask, scales):
+    x = torch.randn(2, 4, 16, 32, 32)
+    for i in range(len(scales)):
+        s = scales[i]
+        ss = s.repeat(2)
+        x0 = model(x, ss)
+        x0[:, :, known_mask] = known[:, :, known_mask]  # near-miss: no timestep read, a loop over scales
+        x = x0 + x
+    return x
+

@@ -338,6 +338,8 @@ def timesteps_read(loop: ast.For, seed: frozenset[str] = frozenset()) -> set[str
         >>> loop = ast.parse("for i in range(n):\\n    t = ts[i]\\n    v = t * 2\\n    x = f(x, v)").body[0]
         >>> sorted(timesteps_read(loop))
         ['t', 'v']
+        >>> sorted(timesteps_read(ast.parse("for i in range(n):\\n    t = ts[i]\\n    tt = t.repeat(2)").body[0]))
+        ['t', 'tt']
     """
     counters = target_names(loop.target)
     found: set[str] = set(seed)
@@ -351,7 +353,8 @@ def timesteps_read(loop: ast.For, seed: frozenset[str] = frozenset()) -> set[str
         made = not isinstance(value, ast.Call) or (  # (t * ones(b), t.expand(b); not f(x, t))
             isinstance(value.func, ast.Attribute) and set(dotted_names_in(value.func.value)) & found
         )
-        if read or (made and set(dotted_names_in(value)) & found):
+        # (a method of a timestep, `t.repeat(b)`, reads it as `t.repeat`: its receiver counts)
+        if read or (made and (isinstance(value, ast.Call) or set(dotted_names_in(value)) & found)):
             found.add(name)
     return found - seed
 

@@ -123,10 +123,16 @@ class InferenceRules(ModelRuns, RuleVisitor):
         sampling function (``def sample(...): for t in reversed(range(steps)):``)."""
         if is_denoising_iter(node.iter) or is_denoising_iter(self._named_iter(node)):
             return True
-        steps = self._torch_steps(node.iter)  # torch.linspace(999, 0, n).long()
+        # torch.linspace(999, 0, n).long(), also through enumerate/tqdm and a name the
+        # function binds once (`ts = torch.linspace(...).long()`; `for i, t in enumerate(ts)`)
+        walked = node.iter
+        steps = self._torch_steps(unwrap_iter(walked))
+        if steps is None and range_call(walked) is None:
+            walked = self._named_iter(node)
+            steps = self._torch_steps(unwrap_iter(walked))
         if range_call(node.iter) is None and steps is None:
             return False
-        down = counts_down(node.iter) or (steps is not None and descending(steps, node.iter))
+        down = counts_down(node.iter) or (steps is not None and descending(steps, walked))
         # any loop variable of a range walked backwards (`for i in reversed(range(n))`),
         # else one named like a timestep
         timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n) or down}

@@ -30,6 +30,7 @@ from torchdoctor.lint.mask_writes import mask_assignments
 from torchdoctor.lint.model_calls import (
     chain_root,
     mc_dropout,
+    passed_a_module,
 )
 from torchdoctor.lint.model_runs import ModelRuns
 from torchdoctor.lint.project_scan import STEP_ITERABLES
@@ -221,6 +222,7 @@ class InferenceRules(ModelRuns, RuleVisitor):
             last = callee.rsplit(".", 1)[-1]
             model_like = ENCODER_CALL.search(last) if step else (
                 callee.startswith("self.") or MODEL_NAME.search(last) or ENCODER_CALL.search(last)
+                or passed_a_module(self, call)  # (`text(prompts)`, every caller handing a Module)
             )
             args = [*call.args, *(k.value for k in call.keywords)]
             if not args:

@@ -249,3 +249,20 @@ def test_workers_that_do_not_keep_up_on_a_cpu_are_told_to_try_none():
     session["environment"]["data_loaders"] = [{"num_workers": 4, "persistent_workers": True}]
     (item,) = data_loading(session)
     assert "num_workers=0" in item.fix and item.estimated_saving_ms is None
+
+
+@pytest.mark.parametrize("loaders", [
+    [], [{"num_workers": 0, "iterators": 1}],
+    [{"num_workers": 2, "persistent_workers": True, "iterators": 1}],
+])  # fmt: skip
+def test_a_cpu_runs_loader_fix_says_nothing_of_a_gpu(loaders):
+    """lightning-hydra-template on a CPU was told 'pin_memory=True with non_blocking=True copies
+    to a GPU; move augmentation to the GPU': there is no copy to overlap and no GPU."""
+    fixes = {}
+    for device in ("cpu", "cuda:0"):
+        session = slow_session()
+        session["environment"] = {"data_loaders": loaders, "cpus": 8, "device": device}
+        (item,) = data_loading(session)
+        fixes[device] = f"{item.fix}\n{item.code}"
+    assert "GPU" not in fixes["cpu"] and "pin_memory" not in fixes["cpu"]
+    assert "GPU" in fixes["cuda:0"]

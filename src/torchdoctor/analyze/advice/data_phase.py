@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, pct, with_saving
+from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, is_cuda, pct, with_saving
 from torchdoctor.analyze.advice.cores import (
     cores_busy_computing,
     cores_per_process,
@@ -71,7 +71,8 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
         evidence[0] += f"; median {fmt_ms(median)}, slowest {fmt_ms(phase['max'])}"
         spiky = (phase.get("mean") or data) >= 2 * median
     fed = feeding(loaders)
-    title, fix, code, settings = _remedy(fed, cores_per_process(environment), spiky)
+    title, fix, code, settings = _remedy(fed, cores_per_process(environment), spiky,
+                                         is_cuda(session))  # fmt: skip
     if fed and all(d.get("driver") == "transformers" for d in fed):
         fix, code = _trainer_form(fix, code)  # (the user writes no DataLoader there)
     if settings:
@@ -241,25 +242,31 @@ def feeding(loaders: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _remedy(
-    loaders: Sequence[Mapping[str, Any]], cpus: int | None, spiky: bool = False
+    loaders: Sequence[Mapping[str, Any]], cpus: int | None, spiky: bool = False,
+    cuda: bool = True,
 ) -> tuple[str, str, str, str | None]:
     """(title, fix, code, evidence line on the loaders seen) for these loaders' settings
-    (``spiky``: the data phase's mean is at least twice its median, a few steps wait long).
+    (``spiky``: the data phase's mean is at least twice its median, a few steps wait long;
+    ``cuda``: a GPU run, whose fix adds pinned memory, non-blocking copies and augmentation
+    on the GPU: a CPU run has no copy to overlap and no GPU to augment on).
 
     Example:
         >>> _remedy([], None)[0]
         'Data loading stalls the step: overlap it with DataLoader workers'
         >>> _remedy([{"num_workers": 2, "persistent_workers": False, "iterators": 3}], 8)[0]
         'Data loading stalls the step: DataLoader workers restart at every epoch'
+        >>> _remedy([{"num_workers": 0}], 2, cuda=False)[1]
+        'DataLoader(num_workers=2, persistent_workers=True, prefetch_factor=2) (this process may use 2 cores).'
     """
+    pin = " pin_memory=True," if cuda else ""
     if not loaders:
         return (
             "Data loading stalls the step: overlap it with DataLoader workers",
-            "Load batches with a DataLoader(num_workers=2..8, pin_memory=True, "
-            "persistent_workers=True, prefetch_factor=2); move augmentation to the GPU; "
-            "non_blocking=True copies.",
+            f"Load batches with a DataLoader(num_workers=2..8,{pin} "
+            "persistent_workers=True, prefetch_factor=2)"
+            + ("; move augmentation to the GPU; non_blocking=True copies." if cuda else "."),
             "loader = DataLoader(ds, batch_size=64)                         # before\n"
-            "loader = DataLoader(ds, batch_size=64, num_workers=4, pin_memory=True,\n"
+            f"loader = DataLoader(ds, batch_size=64, num_workers=4,{pin}\n"
             "                    persistent_workers=True, prefetch_factor=2)  # after",
             None,
         )
@@ -273,10 +280,10 @@ def _remedy(
             "Data loading stalls the step: the DataLoader loads on the training process "
             "(num_workers=0)",
             f"DataLoader(num_workers={suggested}, persistent_workers=True, prefetch_factor=2)"
-            f"{cores}, pin_memory=True with non_blocking=True copies to a GPU; move "
-            "augmentation to the GPU.",
+            f"{cores}" + (", pin_memory=True with non_blocking=True copies to a GPU; move "
+                          "augmentation to the GPU." if cuda else "."),
             "loader = DataLoader(ds, batch_size=64)                         # before\n"
-            f"loader = DataLoader(ds, batch_size=64, num_workers={suggested}, pin_memory=True,\n"
+            f"loader = DataLoader(ds, batch_size=64, num_workers={suggested},{pin}\n"
             "                    persistent_workers=True, prefetch_factor=2)  # after",
             settings,
         )
@@ -312,7 +319,7 @@ def _remedy(
     return (
         f"Data loading stalls the step: the DataLoader's {most} workers do not keep up",
         f"{more}make each sample cheaper (decode once and cache, batch the per-sample work "
-        "with a batch sampler, augment on the GPU)"
+        f"with a batch sampler{', augment on the GPU' if cuda else ''})"
         + (
             "; persistent_workers=True if the loader runs more than one epoch."
             if not all(d.get("persistent_workers") for d in loaders)

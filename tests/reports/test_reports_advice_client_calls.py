@@ -1,8 +1,14 @@
-"""Advice sized from the calls it removes, as clients round 13 ran them (pytorch/examples GAT)."""
+"""Advice sized from what the remedy removes, as clients round 13 ran them: a repeated call's
+own time (pytorch/examples GAT), one wait for loaders restarting in the same steps
+(pytorch/examples super_resolution)."""
 
 from __future__ import annotations
 
+import pytest
+from reports_sessions_crafted import respawn_session
+
 from torchdoctor.analyze.advice.recompute import loop_invariant
+from torchdoctor.analyze.advice.worker_respawn import worker_respawn
 
 MAIN = "/w/gat/main.py"
 
@@ -41,3 +47,34 @@ def test_a_repeating_line_that_calls_other_modules_too_is_not_used():
               "calls_per_step": 2.0}]
     (advice,) = loop_invariant(_gat_session(lines))
     assert round(advice.estimated_saving_ms) == 1368
+
+
+def _with_evaluation_loader(starts: list[int]) -> dict:
+    # pytorch/examples super_resolution: the test loader (2 workers, not persistent) is iterated
+    # between the epochs' last and first steps, so its restarts land in the steps where the
+    # training loader's do; the data phase of those steps holds both waits once
+    session = respawn_session(starts=(8, 16, 24, 32), iterators=5)
+    evaluation = {"num_workers": 2, "persistent_workers": False, "pin_memory": False,
+                  "site": {"file": "/w/train.py", "function_line": 30, "line": 33},
+                  "iterators": len(starts), "steps": len(starts), "starts": starts}
+    loaders = session["environment"]["data_loaders"]
+    session["environment"]["data_loaders"] = [evaluation, *loaders]  # (listed first)
+    return session
+
+
+def test_an_evaluation_loader_restarting_in_the_training_loaders_steps_is_one_wait_named_once():
+    (item,) = worker_respawn(_with_evaluation_loader([8, 16, 24, 32]))
+    assert "train.py:12" in item.title  # (the loader that fed the steps)
+    assert item.estimated_saving_ms == pytest.approx(4 * 98.0 / 40)
+    measured = [e for e in item.evidence if "more for data than the other steps" in e]
+    assert len(measured) == 1  # (the same steps' excess is not told twice)
+    assert any("train.py:33" in e and "same steps" in e for e in item.evidence)
+
+
+def test_an_evaluation_loader_restarting_in_other_steps_keeps_its_own_advice():
+    session = _with_evaluation_loader([3, 4, 11])
+    for step in session["steps"]:
+        if step["index"] == 11:
+            step["phases"]["data"] = 100.0
+    items = worker_respawn(session)
+    assert sorted(i.title.split("(")[1].split(")")[0] for i in items) == ["train.py:12", "train.py:33"]

@@ -82,6 +82,7 @@ def respawn_cost(session: Mapping[str, Any], loader: Mapping[str, Any]) -> dict[
     per_restart = sum(excess) / len(excess)
     steps = max(step_count(session), 1)
     return {
+        "restart_steps": measured,
         "ms_per_step": per_restart * len(restarts) / steps,
         "per_restart_ms": per_restart,
         "restarts": len(restarts),
@@ -103,14 +104,28 @@ def worker_respawn(session: Mapping[str, Any]) -> list[Advice]:
     loaders: Sequence[Mapping[str, Any]] = (
         (session.get("environment") or {}).get("data_loaders") or ()
     )
-    advice = []
-    for loader in loaders:
+    advice: list[Advice] = []
+    waited: list[tuple[set[int], Advice]] = []  # (the steps whose wait an advice measured, it)
+    # (the loader that fed the most steps first: the training loader's advice takes the steps
+    # an evaluation loader started in as well)
+    for loader in sorted(loaders, key=lambda entry: -int(entry.get("steps") or 0)):
         cost = respawn_cost(session, loader)
         if cost is None or step <= 0 or cost["ms_per_step"] < MIN_SHARE * step:
             continue
         site = loader.get("site") or {}
-        where = f" ({site['file'].rsplit('/', 1)[-1]}:{site['line']})" if site.get("line") else ""
+        named = f"{site['file'].rsplit('/', 1)[-1]}:{site['line']}" if site.get("line") else ""
+        where = f" ({named})" if named else ""
         saving = cost["ms_per_step"]
+        window = {s + k for s in cost["restart_steps"] for k in range(WINDOW)}
+        shared = next((item for steps, item in waited if window <= steps), None)
+        if shared is not None:  # (its restarts fall in steps an earlier loader's advice
+            # measured: one wait, not another saving; said there, with this loader named)
+            shared.evidence.append(
+                f"the DataLoader at {named or 'another line'} ({loader['num_workers']} workers, "
+                "persistent_workers off) starts its workers in the same steps: their wait is in "
+                "the excess above, measured once; give it persistent_workers=True too"
+            )
+            continue
         advice.append(Advice(
             rule="worker-respawn",
             title=f"The DataLoader's {loader['num_workers']} workers start again at every epoch"
@@ -137,4 +152,5 @@ def worker_respawn(session: Mapping[str, Any]) -> list[Advice]:
             heat=min(1.0, saving / step),
             cause="dataloader-workers",
         ))
+        waited.append((window, advice[-1]))
     return advice

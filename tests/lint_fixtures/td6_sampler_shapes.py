@@ -255,3 +255,13 @@ def prompt_lengths(prompts):
 def make_videos(unet, prompts):
     text = PromptEncoder()
     return ddim_text(unet, text, prompts), ddim_lengths(unet, prompt_lengths, prompts)
+
+
+@torch.no_grad()
+def decode_around(gpt, scaffold_enc, reference, scaffold_ids, target_ids, ids, steps=64):
+    for _ in range(steps):
+        prefix = scaffold_enc(scaffold_ids) if scaffold_enc is not None else None  # expect: TD601
+        bonus = reference(target_ids)  # near-miss: 'enc' inside a word, not an encoder's name
+        nxt = (gpt(ids[:, -1:], prefix)[:, -1] + bonus).argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], 1)
+    return ids

@@ -49,7 +49,8 @@ from torchdoctor.lint.visitor import (
 #: a decorator of the project's own that turns autograd off, by its name
 _GRAD_OFF_DECORATOR = re.compile(r"(?i)inference_mode|no_grad")
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
-ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj", re.IGNORECASE)
+#: ... also the common short form as a word of the name (`self.enc`, `scaffold_enc`, `text_enc2`)
+ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj|(^|_)enc(\d*$|_)", re.IGNORECASE)
 #: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
 _LIGHTNING_NO_GRAD = frozenset({"validation_step", "test_step", "predict_step"})
 _LIGHTNING = re.compile(r"(?m)^\s*(import|from)\s+(lightning|pytorch_lightning)\b")

@@ -37,3 +37,21 @@ def load_adapters(pipe, weights, encoder_name):
         if pipe.image_encoder is None:
             pipe.image_encoder = AutoModel.from_pretrained(encoder_name)  # lazy, once: no finding
         pipe.load(weight)
+
+
+def stage_nights(paths, args, ensemble):
+    for path in paths:
+        if args.ensemble:
+            prob = ensemble(path)
+        else:
+            model = torch.load(args.model, weights_only=False)  # expect: TD605
+            prob = model(torch.load(path))
+        yield prob
+
+
+def stage_nights_refreshed(paths, args):
+    model = None
+    for i, path in enumerate(paths):
+        if model is None or i % 1000 == 0:
+            model = torch.load(args.model, weights_only=False)  # near-miss: loaded on a test that changes
+        yield model(torch.load(path))

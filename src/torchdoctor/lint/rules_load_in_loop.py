@@ -7,8 +7,10 @@ of one checkpoint, ``torch.hub.load``, ``torch.jit.load``, ``timm.create_model``
 before the loop and reuse the object.
 
 Not reported: loads whose arguments change with the loop (``torch.load(p)`` for each
-checkpoint path ``p``), loads under a condition in the loop (a lazy load: diffusers' IP-Adapter
-loads its image encoder ``if ... image_encoder is None``) and loops that train.
+checkpoint path ``p``), loads under a condition in the loop that can change between iterations
+(a lazy load: diffusers' IP-Adapter loads its image encoder ``if ... image_encoder is None``; a
+branch on a flag the loop never changes, ``if args.ensemble: ... else:``, is taken every time)
+and loops that train.
 """
 
 from __future__ import annotations
@@ -95,8 +97,12 @@ class LoadInLoopRules(RuleVisitor):
         loop = loops[0]
         parent = self.parent(node)
         while parent is not None and parent is not loop:
-            if isinstance(parent, (ast.If, ast.IfExp, ast.Try)):
-                return  # (a lazy load: `if self.image_encoder is None:`, once)
+            # a lazy load (`if self.image_encoder is None:`) runs once; a branch on a flag the
+            # loop never changes (`if args.ensemble: ... else:`) runs in every iteration
+            changing = isinstance(parent, ast.If | ast.IfExp) and not self.is_invariant(
+                parent.test, loop)  # fmt: skip
+            if isinstance(parent, ast.Try) or changing:
+                return
             parent = self.parent(parent)
         values = [*node.args, *(k.value for k in node.keywords)]
         if isinstance(node.func, ast.Attribute) and not names & _LOADERS:

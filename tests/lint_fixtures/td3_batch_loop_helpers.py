@@ -47,3 +47,27 @@ def names_of(batch):
     for b in range(batch.shape[0]):  # near-miss: a helper without tensor work
         parts.append(str(b))
     return torch.cat([batch, batch])
+
+
+def d1_error(pred, gt):
+    valid = gt > 0
+    err = (pred - gt).abs()
+    return ((err > 3) & valid).sum() / valid.sum().clamp(min=1)
+
+
+def d1_per_image(pred, gt):
+    per_img = []
+    for i in range(pred.shape[0]):  # expect: TD304
+        per_img.append(d1_error(pred[i], gt[i]))
+    return torch.stack(per_img)
+
+
+def mean_gap(a, b):
+    return (a - b).sum() / len(a)
+
+
+def gaps_per_image(pred, gt):
+    per_img = []
+    for i in range(pred.shape[0]):  # near-miss: a helper whose sum and len a list or array has too
+        per_img.append(mean_gap(pred[i], gt[i]))
+    return torch.stack(per_img)

@@ -422,9 +422,11 @@ class BatchLoopRules(RuleVisitor):
 
 
 #: tensor methods that mark a helper's work as tensor work (Swin's per-image window partition:
-#: ``img.view(...).permute(...)``, then ``.reshape(...)``)
+#: ``img.view(...).permute(...)``, then ``.reshape(...)``; a stereo D1 error: ``(p - g).abs()``,
+#: ``.clamp(min=1)``: methods a numpy array does not have)
 _TENSOR_METHODS = frozenset({"view", "reshape", "permute", "transpose", "flatten", "unflatten",
-                             "contiguous", "matmul", "softmax", "unfold", "masked_fill"})  # fmt: skip
+                             "contiguous", "matmul", "softmax", "unfold", "masked_fill", "abs",
+                             "clamp", "clamp_min", "exp", "log", "sqrt", "sigmoid", "norm"})  # fmt: skip
 
 
 def _names(target: ast.AST) -> bool:

@@ -1,12 +1,14 @@
 """Advice sized from what the remedy removes, as clients round 13 ran them: a repeated call's
 own time (pytorch/examples GAT), one wait for loaders restarting in the same steps
-(pytorch/examples super_resolution)."""
+(pytorch/examples super_resolution), the optimizer class advised (timm's benchmark.py)."""
 
 from __future__ import annotations
 
 import pytest
+from reports_sessions import optimizer_session
 from reports_sessions_crafted import respawn_session
 
+from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.worker_respawn import worker_respawn
 
@@ -78,3 +80,12 @@ def test_an_evaluation_loader_restarting_in_other_steps_keeps_its_own_advice():
             step["phases"]["data"] = 100.0
     items = worker_respawn(session)
     assert sorted(i.title.split("(")[1].split(")")[0] for i in items) == ["train.py:12", "train.py:33"]
+
+
+def test_the_fused_optimizer_advice_refers_to_the_optimizer_class_it_advises():
+    # timm's benchmark.py builds SGD with momentum: the reference was torch.optim.AdamW
+    session = optimizer_session()
+    session["environment"]["optimizers"][0].update(type="SGD", momentum=0.9)
+    (item,) = optimizer_step(session)
+    assert "SGD" in item.title
+    assert item.references == ["torch.optim.SGD"]

@@ -104,7 +104,7 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
         ],
         fix=fix,
         code=code,
-        references=["torch.optim.AdamW"],
+        references=[f"torch.optim.{name}" for name in types],  # (the classes advised)
         cause="fused_optimizer",
         heat=min(1.0, phase / step),
     )

@@ -194,3 +194,43 @@ def test_a_method_of_a_ddp_wrapped_model_called_every_step(tmp_path: Path) -> No
     """))
     found = [(Path(f.path).name, f.line, f.code) for f in lint_paths([tmp_path], select=["TD513"])]
     assert found == [("model.py", 9, "TD513")]
+
+
+H5_TRAIN = """
+    import h5py
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    class Waveforms(Dataset):
+        def __init__(self, path, names, device):
+            self.path, self.names, self.device, self.h5 = path, names, device, None
+
+        def __getitem__(self, i):
+            if self.h5 is None:
+                self.h5 = h5py.File(self.path, "r")
+            return torch.as_tensor(self.h5["data"][self.names[i]]).to(self.device)
+
+    class Cached(Dataset):
+        def __init__(self, x, device):
+            self.x, self.device = x, device
+
+        def __getitem__(self, i):
+            return self.x[i].to(self.device)
+
+    def main(path, names, x, model, opt):
+        loader = DataLoader(Waveforms(path, names, "cuda"), batch_size=64)
+        cached = DataLoader(Cached(x, "cuda"), batch_size=64)
+        for a, b in zip(loader, cached):
+            model(a + b).sum().backward()
+            opt.step()
+"""
+
+
+def test_a_dataset_reading_an_hdf5_file_per_item_wants_workers(tmp_path: Path) -> None:
+    """STEAD's waveforms: `h5py.File` opened in `__getitem__`, then each item copied to CUDA:
+    a file read per item, so TD401 (the copy must move out first); the near miss indexes
+    memory, where workers would not help."""
+    (tmp_path / "train.py").write_text(textwrap.dedent(H5_TRAIN))
+    found = lint_paths([tmp_path], select=["TD401", "TD402"])
+    assert [(f.line, f.code) for f in found] == [(23, "TD401")]
+    assert "which workers cannot do" in found[0].message

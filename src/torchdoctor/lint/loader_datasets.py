@@ -32,8 +32,9 @@ def _items(container: ast.AST) -> list[ast.AST]:
     return list(container.elts) if isinstance(container, ast.List | ast.Tuple) else []
 
 
-#: calls that read an item from storage (a file-backed dataset: workers pay off)
-_READS = re.compile(r"(?i)open|load|read|fromfile|decode")
+#: calls that read an item from storage (a file-backed dataset: workers pay off), also an
+#: HDF5 or Parquet file opened in ``__getitem__`` (``h5py.File(path, "r")``, STEAD's waveforms)
+_READS = re.compile(r"(?i)open|load|read|fromfile|decode|file$")
 
 
 class LoaderDatasets:

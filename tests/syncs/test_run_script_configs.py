@@ -183,3 +183,33 @@ def test_the_arguments_of_the_function_fire_called_are_noted(tmp_path, capsys):
     assert data["fix"].startswith(
         "This script's own option for it: `--num_workers` (0 in this run)."
     )
+
+
+def test_a_typer_commands_options_are_noted(tmp_path, capsys):
+    """typer (>= 0.16 carries its own copy of click, typer._click): its context is its own."""
+    script = tmp_path / "train.py"
+    script.write_text("import time, torch, typer\nfrom torch.utils.data import DataLoader, Dataset\n"
+                      + LOOP + textwrap.dedent("""\
+
+        app = typer.Typer()
+
+        @app.command()
+        def main(num_workers: int = 0, steps: int = 4, compile: bool = False):
+            train(num_workers, steps)
+
+        if __name__ == "__main__":
+            app()
+        """))  # fmt: skip
+    out = tmp_path / "prof"
+    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
+                 "--steps", "12"])  # fmt: skip
+    capsys.readouterr()
+    assert code == 0
+    options = {o["dest"]: o for o in _session(out)["environment"]["script_options"]}
+    assert set(options) == {"num_workers", "steps", "compile"}  # (not typer's --install-completion)
+    assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
+    assert options["num_workers"]["flags"] == ["--num-workers"]
+    assert options["compile"]["flags"] == ["--compile", "--no-compile"]
+    assert options["compile"]["sets"] == "either"
+    (data,) = [a for a in _session(out)["advice"] if a["rule"] == "data-loading"]
+    assert data["fix"].startswith("This script's own option for it: `--num-workers` (0 in this")

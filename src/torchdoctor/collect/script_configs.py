@@ -14,8 +14,9 @@ detailed step (the script's training loop runs inside the task function or comma
   alone), flattened to dotted keys. Each leaf of plain value is an option of form
   ``key=value`` (``data.num_workers``: 0). A Lightning ``Trainer`` node with no ``precision``
   key gets an absent ``<node>.precision`` option (its override is ``+trainer.precision=...``).
-- click: every ``click.Option`` of the running command and of its parents, with its value,
-  whether the command line gave it, and what a flag sets (``--amp/--no-amp``: either).
+- click (and typer, which carries its own copy of click): every option of the running
+  command and of its parents, with its value, whether the command line gave it, and what a
+  flag sets (``--amp/--no-amp``: either).
 - fire (``fire.Fire(train)``: alpaca-lora's ``--micro_batch_size``): the arguments of the
   function fire called, found on the stack (the frame fire's ``core.py`` called), with their
   values now; ``--name`` on the command line marks one given; a boolean is a switch
@@ -44,6 +45,15 @@ MAX_KEYS = 400
 #: Lightning's Trainer, as a Hydra ``_target_`` names it
 _TRAINERS = ("lightning.pytorch.trainer.Trainer", "lightning.pytorch.Trainer", "lightning.Trainer",
              "pytorch_lightning.Trainer", "pytorch_lightning.trainer.Trainer")  # fmt: skip
+
+
+#: the modules whose ``get_current_context`` gives a running click command's context: click
+#: and the copy of it typer (>= 0.16) carries as ``typer._click``
+_CLICKS = ("click.globals", "typer._click.globals")
+
+
+#: a command's options that are its framework's, not the script's (typer's shell completion)
+_FRAMEWORK_OPTIONS = frozenset({"install_completion", "show_completion", "help", "version"})
 
 
 def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -142,7 +152,7 @@ def hydra_options() -> list[dict[str, Any]]:
 def _click_entry(param: Any, ctx: Any, source_of: Any) -> dict[str, Any] | None:
     opts = [o for o in [*param.opts, *param.secondary_opts] if isinstance(o, str)]
     flags = [o for o in opts if o.startswith("--")] or opts
-    if not flags or param.name is None:
+    if not flags or param.name is None or param.name in _FRAMEWORK_OPTIONS:
         return None
     value = ctx.params.get(param.name)
     entry: dict[str, Any] = {"flags": flags[:4], "dest": param.name,
@@ -153,7 +163,7 @@ def _click_entry(param: Any, ctx: Any, source_of: Any) -> dict[str, Any] | None:
         flag_value = getattr(param, "flag_value", True)
         entry["sets"] = "either" if param.secondary_opts else (
             flag_value if isinstance(flag_value, bool) else True)
-    choices = getattr(param.type, "choices", None)
+    choices = getattr(getattr(param, "type", None), "choices", None)  # (typer's: no type)
     if choices:
         entry["choices"] = [str(c) for c in list(choices)[:16]]
     return entry
@@ -167,20 +177,21 @@ def click_options() -> list[dict[str, Any]]:
         >>> click_options()  # (no click command runs here)
         []
     """
-    click = sys.modules.get("click")
-    if click is None:
-        return []
-    ctx = click.get_current_context(silent=True)
     entries: list[dict[str, Any]] = []
-    while ctx is not None:
-        def source_of(name: str, ctx: Any = ctx) -> bool:
-            source = ctx.get_parameter_source(name)
-            return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+    for name in _CLICKS:  # (click, and typer's own copy of it)
+        module = sys.modules.get(name)
+        ctx = module.get_current_context(silent=True) if module is not None else None
+        while ctx is not None:
+            def source_of(name: str, ctx: Any = ctx) -> bool:
+                source = ctx.get_parameter_source(name)
+                return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
-        for param in getattr(ctx.command, "params", ()):
-            if isinstance(param, click.Option) and (entry := _click_entry(param, ctx, source_of)):
-                entries.append(entry)
-        ctx = ctx.parent
+            for param in getattr(ctx.command, "params", ()):
+                if getattr(param, "param_type_name", None) == "option" and (
+                    entry := _click_entry(param, ctx, source_of)
+                ):
+                    entries.append(entry)
+            ctx = ctx.parent
     return entries
 
 

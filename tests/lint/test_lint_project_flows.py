@@ -234,3 +234,37 @@ def test_a_dataset_reading_an_hdf5_file_per_item_wants_workers(tmp_path: Path) -
     found = lint_paths([tmp_path], select=["TD401", "TD402"])
     assert [(f.line, f.code) for f in found] == [(23, "TD401")]
     assert "which workers cannot do" in found[0].message
+
+
+LAMBDA_LOADERS = """
+    from torch.utils.data import DataLoader
+
+    def make_loaders(train, val, test, batch=64):
+        mk = lambda ds, sh: DataLoader(ds, batch_size=batch, shuffle=sh, num_workers=4,
+                                       pin_memory=True, persistent_workers=True)
+        plain = lambda ds: DataLoader(ds, batch_size=batch, num_workers=4, persistent_workers=True)
+        return mk(train, True), mk(val, False), plain(test)
+"""
+
+LAMBDA_TRAIN = """
+    from data import make_loaders
+
+    def main(train, val, test, model, opt, device):
+        train_loader, val_loader, test_loader = make_loaders(train, val, test)
+        for x, y in train_loader:
+            x = x.to(device)
+            model(x, y.to(device, non_blocking=True)).backward()
+            opt.step()
+        for x in test_loader:
+            model(x.to(device))
+"""
+
+
+def test_loaders_a_lambda_of_another_file_makes_are_pinned(tmp_path: Path) -> None:
+    """Graph WaveNet's `mk = lambda s, sh: DataLoader(..., pin_memory=True)`, returned as
+    `mk(train, True), ...`: the batches of `train_loader` are pinned, so the blocking copy is
+    TD404; the test loader a lambda makes without pinning (near miss) is not."""
+    (tmp_path / "data.py").write_text(textwrap.dedent(LAMBDA_LOADERS))
+    (tmp_path / "train.py").write_text(textwrap.dedent(LAMBDA_TRAIN))
+    found = lint_paths([tmp_path / "train.py", tmp_path / "data.py"], select=["TD404"])
+    assert [(Path(f.path).name, f.line) for f in found] == [("train.py", 7)]

@@ -114,8 +114,12 @@ def _literal_dict(value: ast.AST) -> dict[str, ast.AST] | None:
 
 
 def _made_by(function: ast.AST, value: ast.AST) -> ast.AST | None:
-    """What ``function`` returns as ``value``: the value itself, or for a name the call last
-    assigned to it in the function (``train_loader = DataLoader(...)``)."""
+    """What ``function`` returns as ``value``: the value itself, for a name the call last
+    assigned to it in the function (``train_loader = DataLoader(...)``), and for a call of a
+    lambda the function binds, its body (``mk = lambda s: DataLoader(...)``; ``mk(train)``)."""
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+        maker = _made_by(function, value.func)
+        return maker.body if isinstance(maker, ast.Lambda) else value
     if not isinstance(value, ast.Name):
         return value
     made = None

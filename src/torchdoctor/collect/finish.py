@@ -199,6 +199,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             state.warmup_compile_ms)  # fmt: skip
         if state.after_calls:  # (the model calls in it: a generation in train mode, grad on)
             session["config"]["run_time"]["after_calls"] = state.after_calls
+        if state.dropped_steps:  # (part of before_ms: steps dropped when the boundary moved)
+            session["config"]["run_time"].update(dropped_steps=state.dropped_steps,
+                                                 dropped_ms=state.dropped_ms)  # fmt: skip
     outer = state.common_step_modules()  # (what most steps called, when others called more)
     if outer:
         session["config"]["outer_modules"] = outer

@@ -156,6 +156,10 @@ class ProfilerState:
     run_ms: float | None = None  # wall time from the profiler's start to its stop
     first_kept_ns: int | None = None  # perf_counter_ns when the first kept step began
     before_ms: float | None = None  # ... after the profiler's start (start-up, warm-up)
+    # steps kept, then dropped when the boundary was revised (timm's benchmark.py --bench both:
+    # 55 inference forwards cut at each model call, then the training steps), and their time
+    dropped_steps: int = 0
+    dropped_ms: float = 0.0
     warmup_compile_ms: float = 0.0  # torch.compile compiling in the warm-up steps
     # a Hugging Face model's attention dropout inside SDPA (engine_state.attention_dropout)
     attention_dropout: dict[str, Any] | None = None

@@ -217,6 +217,9 @@ class StepCycle:
         each line's backward per call to the next steps (their hooked sites are not again)."""
         self.state.first_kept_ns = self._recent.began_ns or None  # (the running step: first)
         self.flush_steps()
+        kept = self.state.summaries  # (what is dropped: its steps and their time)
+        self.state.dropped_steps += kept.count
+        self.state.dropped_ms += kept.wall.total
         self.state.drop_steps()
         self._schedule.restart()
         if self._counter > self.warmup:  # the running step is the first kept one

@@ -20,6 +20,7 @@ from typing import Any
 
 from torchdoctor.analyze.kernel_time import kernel_time_text
 from torchdoctor.analyze.tree import group_repeated_siblings, with_percentages
+from torchdoctor.render.run_time import run_time_text
 from torchdoctor.session_read import PHASES, center, contention_share, fmt_count, walk
 
 #: the tree table's columns, in display order ("" is the bar)
@@ -154,37 +155,6 @@ def heavy_overhead_text(session: Any) -> str | None:
         f"the profiler makes a detailed step here ~{pct:.0f}% slower ({how}: its hooks and "
         "timers on many small calls): the tree's ms are inflated, most in small modules and "
         "(self) rows; the step times above are mostly light steps', without them"
-    )
-
-
-#: the run's time outside its profiled steps is said when the steps are under this share of
-#: a run at least RUN_TIME_MIN_MS long
-RUN_TIME_SHARE, RUN_TIME_MIN_MS = 0.5, 1000.0
-
-
-def run_time_text(session: Any) -> str | None:
-    """Where the run's time went when its profiled steps are a minority of it
-    (``config.run_time``): a report of the steps alone would hide the rest, else None.
-
-    Example:
-        >>> rt = {"total_ms": 7800.0, "steps_ms": 960.0, "before_ms": 6400.0, "after_ms": 440.0}
-        >>> run_time_text({"config": {"run_time": rt}})
-        'the run took 7.8 s; the profiled steps 0.96 s (12%), before them 6.4 s (start-up: imports, data, model, and the warm-up steps), after them 0.44 s'
-    """
-    run = (session.get("config") or {}).get("run_time") or {}
-    total, steps = run.get("total_ms"), run.get("steps_ms")
-    if not isinstance(total, (int, float)) or not isinstance(steps, (int, float)):
-        return None
-    if total < RUN_TIME_MIN_MS or steps >= RUN_TIME_SHARE * total:
-        return None
-    before, after = float(run.get("before_ms") or 0.0), float(run.get("after_ms") or 0.0)
-    compiled = float(run.get("compile_before_ms") or 0.0)
-    return (
-        f"the run took {total / 1e3:.3g} s; the profiled steps {steps / 1e3:.3g} s "
-        f"({100 * steps / total:.0f}%), before them {before / 1e3:.3g} s (start-up: imports, "
-        "data, model, and the warm-up steps"
-        + (f"; torch.compile compiling {compiled / 1e3:.3g} s of it" if compiled >= 1.0 else "")
-        + f"), after them {after / 1e3:.3g} s"
     )
 
 

@@ -60,3 +60,15 @@ def test_a_function_stacking_tensors_it_did_not_read_from_the_host_is_no_host_ba
     for line in session["hot_lines"]["lines"]:
         line["top_ops"] = [{"op": "torch.cat", "forward_ms": 2.0, "calls_per_step": 4.0}]
     assert host_batch(session) == []
+
+
+def test_pinned_copies_are_told_on_a_gpu_run_only():
+    """nanoGPT on a CPU was told to pin the batch and copy it with non_blocking=True."""
+    fixes = {}
+    for device in ("cpu", "cuda:0"):
+        session = host_batch_session()
+        session.setdefault("environment", {})["device"] = device
+        (item,) = host_batch(session)
+        fixes[device] = item.fix
+    assert "pin" not in fixes["cpu"] and "GPU" not in fixes["cpu"]
+    assert "non_blocking=True" in fixes["cuda:0"] and fixes["cuda:0"].startswith(fixes["cpu"])

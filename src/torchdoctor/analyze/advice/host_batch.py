@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, location, pct, tree_step_ms
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, is_cuda, location, pct, tree_step_ms
 from torchdoctor.analyze.advice.hot_lines_data import HOT_SHARE, measured_lines
 from torchdoctor.session_read import installed_package
 
@@ -44,10 +44,14 @@ FIX = (
     "Build the batch in one vectorized step instead of one sample at a time: one gather with a "
     "2-D index (rows = ix[:, None] + np.arange(block_size); data[rows]) and one conversion "
     "(torch.from_numpy(batch.astype(np.int64))), or a Dataset whose __getitem__ returns whole "
-    "samples under a DataLoader with num_workers > 0 and pin_memory=True, so batches are made "
-    "in other processes while the step runs. On a GPU, host work overlaps the step only while "
-    "the GPU has queued work (nanoGPT calls get_batch right after the forward for that reason); "
-    "pin the batch and copy it with non_blocking=True."
+    "samples under a DataLoader with num_workers > 0, so batches are made in other processes "
+    "while the step runs."
+)
+#: ... on a GPU run (a CPU run copies nothing to a device)
+GPU_FIX = (
+    " On a GPU, host work overlaps the step only while the GPU has queued work (nanoGPT calls "
+    "get_batch right after the forward for that reason); pin the batch (pin_memory=True) and "
+    "copy it with non_blocking=True."
 )
 CODE = (
     "x = torch.stack([torch.from_numpy(data[i:i+T].astype(np.int64)) for i in ix])  # before\n"
@@ -134,7 +138,7 @@ def host_batch(session: Mapping[str, Any]) -> list[Advice]:
             f"({pct(timed, step):.0f}-{pct(timed + python_ms, step):.0f}%)",
             confidence="medium",
             evidence=evidence,
-            fix=FIX,
+            fix=FIX + (GPU_FIX if is_cuda(session) else ""),
             code=CODE,
             references=["torch.utils.data.DataLoader", "numpy.memmap"],
             estimated_saving_ms=timed / 2,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.loop_shapes import steps_an_environment
+from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.tensors import (
     NOT_TENSOR_SUFFIX,
     NOT_TENSORS,
@@ -293,7 +294,8 @@ class TensorValues:
         receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
         if not isinstance(receiver, ast.Name):
             return False
-        values = self.assigned_values(self.enclosing_scope(receiver), receiver.id)
+        scope = self.enclosing_scope(receiver)
+        values = self.assigned_values(scope, receiver.id) or self._returned_at(scope, receiver.id)
         return bool(values) and all(
             isinstance(v, ast.Call)
             and (method_name(v) in HOST_COPY_METHODS - {"cpu"}
@@ -311,8 +313,41 @@ class TensorValues:
         if any(k.arg == "device" for k in call.keywords):
             return False
         if self.callee(call) & {"torch.as_tensor", "torch.tensor"}:  # (a tensor keeps its device)
-            return bool(call.args) and isinstance(call.args[0], (ast.List, ast.Tuple, ast.Constant))
+            return bool(call.args) and self._python_list(call.args[0], call)
         return True
+
+    def _python_list(self, arg: ast.AST, at: ast.AST) -> bool:
+        """A literal, a list comprehension, or a name its function binds only to those (``ok
+        = []``, then appended to): Python data, which ``torch.tensor`` puts on the host."""
+        if isinstance(arg, ast.Name):
+            values = self.assigned_values(self.enclosing_scope(at), arg.id)
+            return bool(values) and all(isinstance(v, ast.List | ast.ListComp) for v in values)
+        return isinstance(arg, ast.List | ast.Tuple | ast.Constant | ast.ListComp)
+
+    def _returned_at(self, scope: ast.AST, name: str) -> list[ast.expr]:
+        """What a function of the file returns at the place ``name`` is unpacked from (``fp,
+        ok = fingerprints(smiles)``: the second item of each ``return a, b`` of
+        ``fingerprints``); [] when ``name`` is bound any other way."""
+        key = ("unpacked calls", id(scope))
+        table = self.context.cache.get(key)  # type: ignore[attr-defined]
+        if table is None:
+            table = {}
+            for node in ast.walk(scope):
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                        node.targets[0], ast.Tuple) and isinstance(node.value, ast.Call):  # fmt: skip
+                    for k, each in enumerate(node.targets[0].elts):
+                        if isinstance(each, ast.Name):
+                            table.setdefault(each.id, []).append((node.value, k))
+            self.context.cache[key] = table  # type: ignore[attr-defined]
+        found = []
+        for call, k in table.get(name, []):
+            helper = same_file_callee(call)
+            returns = [r.value for r in ast.walk(helper) if isinstance(r, ast.Return)] if (
+                helper is not None) else []  # fmt: skip
+            if not returns or not all(isinstance(r, ast.Tuple) and len(r.elts) > k for r in returns):
+                return []
+            found += [r.elts[k] for r in returns]  # type: ignore[attr-defined]
+        return found
 
     def _holds_a_python_number(self, name: ast.Name) -> bool:
         """``loss_value = loss.item()`` (every assignment in the function is a host read or a

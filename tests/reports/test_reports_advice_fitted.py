@@ -254,6 +254,7 @@ def test_workers_that_do_not_keep_up_on_a_cpu_are_told_to_try_none():
 @pytest.mark.parametrize("loaders", [
     [], [{"num_workers": 0, "iterators": 1}],
     [{"num_workers": 2, "persistent_workers": True, "iterators": 1}],
+    [{"num_workers": 0, "iterators": 1, "driver": "transformers"}],  # (TrainingArguments)
 ])  # fmt: skip
 def test_a_cpu_runs_loader_fix_says_nothing_of_a_gpu(loaders):
     """lightning-hydra-template on a CPU was told 'pin_memory=True with non_blocking=True copies

@@ -338,7 +338,7 @@ def _trainer_form(fix: str, code: str) -> tuple[str, str]:
     ``DataLoader(...)`` call to edit.
 
     Example:
-        >>> code = "loader = DataLoader(ds)  # before\\nloader = DataLoader(ds, num_workers=3, persistent_workers=True)  # after"
+        >>> code = "loader = DataLoader(ds)  # before\\nloader = DataLoader(ds, num_workers=3, persistent_workers=True, pin_memory=True)  # after"
         >>> _trainer_form("Use workers.", code)[1]
         'TrainingArguments(..., dataloader_num_workers=3, dataloader_persistent_workers=True, dataloader_pin_memory=True)'
     """
@@ -346,7 +346,8 @@ def _trainer_form(fix: str, code: str) -> tuple[str, str]:
     workers = re.findall(r"num_workers=(\d+)", after)
     prefetch = re.findall(r"prefetch_factor=(\d+)", after)
     arguments = (f"dataloader_num_workers={workers[-1] if workers else 4}, "
-                 "dataloader_persistent_workers=True, dataloader_pin_memory=True"
+                 "dataloader_persistent_workers=True"
+                 + (", dataloader_pin_memory=True" if "pin_memory=True" in after else "")
                  + (f", dataloader_prefetch_factor={prefetch[-1]}" if prefetch else ""))  # fmt: skip
     return (f"The Trainer builds this DataLoader from TrainingArguments: set {arguments}. "
             f"In DataLoader terms: {fix}", f"TrainingArguments(..., {arguments})")

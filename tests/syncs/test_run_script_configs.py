@@ -62,23 +62,25 @@ HYDRA_CONFIG = textwrap.dedent("""\
 """)
 
 
-def _session(out) -> dict:
-    return json.loads((out / "session.json").read_text())
+def _run(tmp_path, capsys, text: str, *args: str) -> tuple[dict, dict]:
+    """(the session, its script options by destination) of ``torchdoctor run`` of ``text``."""
+    script = tmp_path / "train.py"
+    script.write_text(text)
+    out = tmp_path / "prof"
+    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
+                 *args])  # fmt: skip
+    capsys.readouterr()
+    assert code == 0
+    session = json.loads((out / "session.json").read_text())
+    return session, {o["dest"]: o for o in session["environment"]["script_options"]}
 
 
 def test_a_hydra_jobs_composed_config_and_overrides_are_noted(tmp_path, capsys):
-    script = tmp_path / "train.py"
-    script.write_text(HYDRA_SCRIPT)
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text(HYDRA_CONFIG)
-    out = tmp_path / "prof"
-    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
-                 "steps=12", f"hydra.run.dir={tmp_path / 'job'}",
-                 "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"])  # fmt: skip
-    capsys.readouterr()
-    assert code == 0
-    session = _session(out)
-    options = {o["dest"]: o for o in session["environment"]["script_options"]}
+    session, options = _run(tmp_path, capsys, HYDRA_SCRIPT, "steps=12",
+                            f"hydra.run.dir={tmp_path / 'job'}", "hydra/job_logging=disabled",
+                            "hydra/hydra_logging=disabled")  # fmt: skip
     assert options["steps"] == {"flags": ["steps"], "dest": "steps", "value": 12, "default": None,
                                 "given": True, "switch": False, "form": "key=value"}  # fmt: skip
     assert options["data.num_workers"]["value"] == 0
@@ -113,15 +115,7 @@ CLICK_SCRIPT = "import time, torch, click\nfrom torch.utils.data import DataLoad
 
 
 def test_a_click_commands_options_are_noted(tmp_path, capsys):
-    script = tmp_path / "train.py"
-    script.write_text(CLICK_SCRIPT)
-    out = tmp_path / "prof"
-    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
-                 "--steps", "12"])  # fmt: skip
-    capsys.readouterr()
-    assert code == 0
-    session = _session(out)
-    options = {o["dest"]: o for o in session["environment"]["script_options"]}
+    session, options = _run(tmp_path, capsys, CLICK_SCRIPT, "--steps", "12")
     assert set(options) == {"workers", "amp", "use_compile", "steps"}  # (--help is no knob)
     assert options["workers"]["flags"] == ["--workers"] and options["workers"]["given"] is False
     assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
@@ -165,15 +159,7 @@ FIRE_SCRIPT = "import time, torch, fire\nfrom torch.utils.data import DataLoader
 
 def test_the_arguments_of_the_function_fire_called_are_noted(tmp_path, capsys):
     """alpaca-lora's finetune.py: `fire.Fire(train)`, `--micro_batch_size 4`."""
-    script = tmp_path / "finetune.py"
-    script.write_text(FIRE_SCRIPT)
-    out = tmp_path / "prof"
-    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
-                 "--steps", "12"])  # fmt: skip
-    capsys.readouterr()
-    assert code == 0
-    session = _session(out)
-    options = {o["dest"]: o for o in session["environment"]["script_options"]}
+    session, options = _run(tmp_path, capsys, FIRE_SCRIPT, "--steps", "12")
     assert set(options) == {"data_path", "num_workers", "compile", "steps"}
     assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
     assert options["num_workers"]["given"] is False
@@ -187,8 +173,7 @@ def test_the_arguments_of_the_function_fire_called_are_noted(tmp_path, capsys):
 
 def test_a_typer_commands_options_are_noted(tmp_path, capsys):
     """typer (>= 0.16 carries its own copy of click, typer._click): its context is its own."""
-    script = tmp_path / "train.py"
-    script.write_text("import time, torch, typer\nfrom torch.utils.data import DataLoader, Dataset\n"
+    typer_script = ("import time, torch, typer\nfrom torch.utils.data import DataLoader, Dataset\n"
                       + LOOP + textwrap.dedent("""\
 
         app = typer.Typer()
@@ -200,16 +185,11 @@ def test_a_typer_commands_options_are_noted(tmp_path, capsys):
         if __name__ == "__main__":
             app()
         """))  # fmt: skip
-    out = tmp_path / "prof"
-    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
-                 "--steps", "12"])  # fmt: skip
-    capsys.readouterr()
-    assert code == 0
-    options = {o["dest"]: o for o in _session(out)["environment"]["script_options"]}
+    session, options = _run(tmp_path, capsys, typer_script, "--steps", "12")
     assert set(options) == {"num_workers", "steps", "compile"}  # (not typer's --install-completion)
     assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
     assert options["num_workers"]["flags"] == ["--num-workers"]
     assert options["compile"]["flags"] == ["--compile", "--no-compile"]
     assert options["compile"]["sets"] == "either"
-    (data,) = [a for a in _session(out)["advice"] if a["rule"] == "data-loading"]
+    (data,) = [a for a in session["advice"] if a["rule"] == "data-loading"]
     assert data["fix"].startswith("This script's own option for it: `--num-workers` (0 in this")

@@ -1,6 +1,7 @@
 """Advice sized from what the remedy removes, as clients round 13 ran them: a repeated call's
 own time (pytorch/examples GAT), one wait for loaders restarting in the same steps
-(pytorch/examples super_resolution), the optimizer class advised (timm's benchmark.py)."""
+(pytorch/examples super_resolution), the optimizer class advised (timm's benchmark.py), a cited measurement's words kept in an
+inference run's wording (timm's validate.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from reports_sessions import optimizer_session
 from reports_sessions_crafted import respawn_session
 
+from torchdoctor.analyze.advice.base import Advice
+from torchdoctor.analyze.advice.knobs import for_inference
 from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.worker_respawn import worker_respawn
@@ -89,3 +92,16 @@ def test_the_fused_optimizer_advice_refers_to_the_optimizer_class_it_advises():
     (item,) = optimizer_step(session)
     assert "SGD" in item.title
     assert item.references == ["torch.optim.SGD"]
+
+
+def test_inference_wording_leaves_a_cited_measurements_forward_and_backward_as_measured():
+    # timm's validate.py (no backward): "a linear layer's forward + backward at ViT-tiny's
+    # shapes" was rewritten to "a linear layer's the forward passes at ViT-tiny's shapes"
+    item = Advice(rule="engine-knobs", title="Run forward and backward under CPU bf16 autocast",
+                  evidence=["up to 3.5x on its matrix multiplies (0.143 ms: bf16 autocast on an AMX "
+                            "CPU: a linear layer's forward + backward at ViT-tiny's shapes 3.31x), "
+                            "1.45x on the rest of forward + backward"])
+    for_inference(item)
+    assert "a linear layer's forward + backward at ViT-tiny's shapes" in item.evidence[0]
+    assert item.evidence[0].endswith("1.45x on the rest of the forward passes")
+    assert "'s the forward passes" not in item.evidence[0]

@@ -94,7 +94,7 @@ def test_the_fused_optimizer_advice_refers_to_the_optimizer_class_it_advises():
     assert item.references == ["torch.optim.SGD"]
 
 
-def test_inference_wording_leaves_a_cited_measurements_forward_and_backward_as_measured():
+def test_inference_wording_keeps_what_a_cited_measurement_measured():
     # timm's validate.py (no backward): "a linear layer's forward + backward at ViT-tiny's
     # shapes" was rewritten to "a linear layer's the forward passes at ViT-tiny's shapes"
     item = Advice(rule="engine-knobs", title="Run forward and backward under CPU bf16 autocast",
@@ -102,6 +102,6 @@ def test_inference_wording_leaves_a_cited_measurements_forward_and_backward_as_m
                             "CPU: a linear layer's forward + backward at ViT-tiny's shapes 3.31x), "
                             "1.45x on the rest of forward + backward"])
     for_inference(item)
-    assert "a linear layer's forward + backward at ViT-tiny's shapes" in item.evidence[0]
+    assert "a linear layer's forward pass with its gradients at ViT-tiny's shapes" in item.evidence[0]
     assert item.evidence[0].endswith("1.45x on the rest of the forward passes")
     assert "'s the forward passes" not in item.evidence[0]

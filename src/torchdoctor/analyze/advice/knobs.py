@@ -383,8 +383,8 @@ def for_inference(item: Advice) -> None:
         ('Run the forward passes under bf16 autocast', '    out = model(x)')
         >>> item.evidence = ["up to 3.5x (a linear layer's forward + backward at ViT-tiny's "
         ...                  "shapes 3.31x), 1.45x on the rest of forward + backward"]
-        >>> for_inference(item); item.evidence[0][12:46], item.evidence[0][-26:]
-        ("a linear layer's forward + backwar", 'rest of the forward passes')
+        >>> for_inference(item); item.evidence[0][12:62], item.evidence[0][-26:]
+        ("a linear layer's forward pass with its gradients a", 'rest of the forward passes')
     """
     item.title = item.title.replace("forward and backward", "the forward passes")
     item.fix = (item.fix or "").replace(
@@ -394,10 +394,14 @@ def for_inference(item: Advice) -> None:
         "autocast's casts at every call (a tiny Llama's beam search, generate() on 8 prompts: "
         "1,070 ms in float32, 901 ms under autocast, 722 ms cast)")
     item.code = (item.code or "").replace("loss = criterion(model(x), y)", "out = model(x)")
-    # (the rule's own words only: a cited measurement keeps what it measured, "a linear
-    # layer's forward + backward at ViT-tiny's shapes" read "a linear layer's the forward
-    # passes" in timm's validate.py report, round 13)
-    item.evidence = [_RULES_FORWARD_BACKWARD.sub("the forward passes", e) for e in item.evidence]
+    # (the rule's own words become the forward passes; a cited measurement keeps what it
+    # measured: "a linear layer's forward + backward at ViT-tiny's shapes" read "a linear
+    # layer's the forward passes" in timm's validate.py report, round 13)
+    item.evidence = [
+        _RULES_FORWARD_BACKWARD.sub("the forward passes", e).replace(
+            "'s forward + backward", "'s forward pass with its gradients")
+        for e in item.evidence
+    ]
 
 
 #: a convolution's backward (input and weight gradients) costs about twice its forward; this

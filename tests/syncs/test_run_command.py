@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -368,3 +369,30 @@ def test_the_output_check_creates_nothing_so_ranks_started_together_cannot_race(
     script.write_text("print('ran')\n")
     assert main(["run", "--no-history", "--out", str(taken / "prof"), str(script)]) == 2
     assert f"{taken} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_session_the_out_folder_refuses_at_the_end_is_kept_in_a_temporary_folder(
+    tmp_path, capsys, monkeypatch
+):
+    """`--out /proc/x` as root passes the check (access() says writable) and the folder cannot
+    be made: the run's figures were lost with "could not write the session"."""
+    import torchdoctor.reports as reports
+
+    write = reports.write_session
+    refused = str(tmp_path / "refused")
+
+    def refusing(session, out, **options):
+        if str(out) == refused:
+            raise OSError(2, "No such file or directory", refused)
+        return write(session, out, **options)
+
+    monkeypatch.setattr(reports, "write_session", refusing)
+    script = tmp_path / "train.py"
+    script.write_text("import torch\nnet = torch.nn.Linear(2, 1)\n"
+                      "for _ in range(4):\n    net(torch.ones(1, 2)).sum().backward()\n")  # fmt: skip
+    assert main(["run", "--no-history", "--format", "json", "--out", refused, str(script)]) == 1
+    err = capsys.readouterr().err
+    assert f"could not write the session to {refused}" in err and "instead" in err
+    kept = Path(err.split("written to ")[1].split(" instead")[0]) / "session.json"
+    assert json.loads(kept.read_text())["config"]["steps"] >= 1
+    shutil.rmtree(kept.parent)

@@ -35,6 +35,7 @@ from torchdoctor.commands.argtypes import non_negative as _non_negative
 from torchdoctor.commands.argtypes import percent as _percent
 from torchdoctor.commands.argtypes import positive as _positive
 from torchdoctor.commands.argtypes import seconds as _seconds
+from torchdoctor.commands.run_session import write_or_keep
 
 HELP = "profile an unmodified training script; write the session and print the report at exit"
 
@@ -370,18 +371,15 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
             f"{out_root}/rank<r>/",
             *session["config"].get("notes", []),
         ]
-    from torchdoctor.reports import REPORT_FORMATS, write_session
+    from torchdoctor.reports import REPORT_FORMATS
 
     children = child_sessions(session)  # (processes the script started, profiled on their own)
     annotate_children(children)  # (their threads and time span: the parent's advice reads them)
-    try:
-        path = write_session(
-            session, args.out, script=script_path, reports=() if only_syncs else REPORT_FORMATS
-        )
-    except OSError as exc:
-        print(f"torchdoctor {command}: could not write the session to {args.out}: {exc}",
-              file=sys.stderr)  # fmt: skip
-        path, status = None, status or 1
+    path, said = write_or_keep(session, args.out, script=script_path,
+                               reports=() if only_syncs else REPORT_FORMATS)  # fmt: skip
+    if said is not None:  # (the folder refused it: kept in a temporary one if it could be)
+        print(f"torchdoctor {command}: {said}", file=sys.stderr)
+        status = status or 1
     if (dist is None or dist[0] == 0) and not getattr(args, "quiet", False):
         try:
             print_report(session, args.format, only_syncs=only_syncs,

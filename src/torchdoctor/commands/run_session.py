@@ -97,3 +97,32 @@ def attach_collectives(args: argparse.Namespace, timer: Any, session: Any) -> No
     args.process_group_store = timer.store
     if timer.records or timer.ddp or timer.store is not None:
         session["collectives"] = summarize_collectives(timer, session)
+
+
+def write_or_keep(session: Any, out: str, **options: Any) -> tuple[Any, str | None]:
+    """Write the session to ``out`` (``reports.write_session``, ``options`` passed on); when
+    that folder refuses it (a full disk, a path the OS will not create although the check
+    before the run let it pass: /proc, a read-only mount seen late), write it to a new
+    temporary folder instead, so the run's figures are not lost. Returns (the session's path
+    or None, what to tell the user or None).
+
+    Example:
+        >>> import tempfile
+        >>> from torchdoctor.session import Session
+        >>> path, said = write_or_keep(Session.new(label="t"), tempfile.mkdtemp(), reports=())
+        >>> path.name, said
+        ('session.json', None)
+    """
+    import tempfile
+
+    from torchdoctor.reports import write_session
+
+    try:
+        return write_session(session, out, **options), None
+    except OSError as exc:
+        said = f"could not write the session to {out}: {exc}"
+    try:
+        kept = write_session(session, tempfile.mkdtemp(prefix="torchdoctor-out-"), **options)
+    except OSError as exc:
+        return None, f"{said}; nor to a temporary folder: {exc}"
+    return kept, f"{said}; written to {kept.parent} instead"

@@ -1,0 +1,146 @@
+"""The stated speedups of remedies: each an expected range on the part of the step it applies
+to, with where it comes from (measured here, BENCHMARKS.md, or a cited source); Amdahl's law
+over a measured share turns one into a saving (``base.amdahl_saving``).
+
+Example:
+    >>> SPEEDUPS["channels_last_cpu_grouped"].high
+    2.4
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """An expected speedup range of a remedy on the part it applies to, with where it comes from.
+
+    Example:
+        >>> Speedup(1.2, 1.5, "torch.compile docs").low
+        1.2
+    """
+
+    low: float
+    high: float
+    source: str
+
+
+#: remedy -> expected speedup of the affected part. Savings use ``low`` (conservative); the
+#: range is shown to the reader. Sources are cited in docs/advice-rules.md.
+SPEEDUPS: dict[str, Speedup] = {
+    "sdpa": Speedup(1.3, 2.0, "fused scaled_dot_product_attention vs unfused attention"),
+    "bf16_autocast": Speedup(1.3, 2.0, "bf16/fp16 tensor cores on matmul-bound CUDA work"),
+    "tf32": Speedup(1.2, 2.0, "TF32 tensor cores for fp32 matmul/conv on Ampere or newer"),
+    "channels_last": Speedup(1.05, 1.3, "channels_last convolutions (cuDNN / oneDNN)"),
+    "rnn_sequence": Speedup(
+        2.41, 4.11, "BENCHMARKS.md suite 'fused' (CPU): a LSTMCell loop vs nn.LSTM, 2.41x "
+        "(batch 97, 1000 steps) to 4.11x (batch 16, 100 steps)"
+    ),
+    "cell_by_hand": Speedup(
+        1.46, 1.55, "BENCHMARKS.md suite 'fused' (CPU): a hand-written GRU cell's loop vs "
+        "nn.GRU, 1.46x (batch 32, 16 steps) to 1.55x (batch 64, 100 steps)"
+    ),
+    "fused_optimizer": Speedup(
+        4.45, 6.69, "BENCHMARKS.md suite 'fused' (CPU): an AdamW step with foreach=True vs "
+        "fused=True, 4.45x (40 x 256x256 parameters) to 6.69x (GPT-2 small's shapes)"
+    ),
+    "fused_adam": Speedup(
+        3.35, 4.93, "BENCHMARKS.md suite 'fused' (CPU): an Adam step with foreach=True vs "
+        "fused=True, 3.35x (40 x 256x256 parameters) to 4.93x (GPT-2 small's shapes)"
+    ),
+    "fused_adam_small": Speedup(
+        2.23, 2.37, "BENCHMARKS.md suite 'fused' (CPU): an Adam / AdamW step on a "
+        "reinforcement-learning agent's two 4-256-256-1 critics (134,658 parameters in 12 "
+        "tensors) with foreach=True vs fused=True, 2.23x (AdamW) to 2.37x (Adam)"
+    ),
+    "fused_sgd_momentum": Speedup(
+        1.84, 5.12, "BENCHMARKS.md suite 'fused' (CPU): an SGD step with momentum, "
+        "foreach=True vs fused=True, 1.84x (40 x 256x256 parameters) to 5.12x (GPT-2 small's "
+        "shapes)"
+    ),
+    "fused_adagrad": Speedup(
+        2.90, 6.27, "BENCHMARKS.md suite 'fused' (CPU): an Adagrad step with foreach=True vs "
+        "fused=True, 2.90x (40 x 256x256 parameters) to 6.27x (GPT-2 small's shapes)"
+    ),
+    "centre_tap": Speedup(
+        4.46, 16.3, "BENCHMARKS.md suite 'fused' (CPU): a 3x3 convolution with padding 1 on 1x1 "
+        "maps vs the 1x1 convolution of its centre weights (the same function), forward + "
+        "backward, 4.46x (16 x 256 channels) to 16.3x (64 x 512: ResNet's last stage)"
+    ),
+    "emulated_bf16": Speedup(
+        9.2, 38.8, "BENCHMARKS.md (CPU with AVX2, no AVX512-BF16/AMX): forward + backward "
+        "under CPU autocast to bfloat16 vs float32, 9.2x for a Lightning CNN's step and 13.3x "
+        "for a Hugging Face BERT's, 15.7x-38.8x for suite 'fused''s MLP pair"
+    ),
+    "distribution_validation": Speedup(
+        1.17, 1.28, "BENCHMARKS.md suite 'fused' (CPU): a Categorical / Normal built, scored "
+        "(log_prob, entropy) and backpropagated with validate_args=True vs False, 1.17x "
+        "(Normal, 4 x 2) to 1.28x (Categorical, 4 x 2)"
+    ),
+    "distribution_validation_forward": Speedup(
+        1.55, 2.49, "BENCHMARKS.md suite 'fused' (CPU): a Categorical / Normal built and scored "
+        "(log_prob) with validate_args=True vs False, forward only (a rollout's per-action "
+        "distribution), 1.55x (Normal, 1 x 2) to 2.49x (Categorical(probs), 2 actions)"
+    ),
+    "attention_dropout_cpu": Speedup(
+        1.86, 3.84, "BENCHMARKS.md suite 'fused' (CPU): scaled_dot_product_attention with "
+        "dropout_p=0.1 vs 0, forward + backward, 1.86x (8 x 12 heads x 128 tokens x 64, one "
+        "thread) to 3.84x (8 x 4 x 128 x 32, two threads)"
+    ),
+    "compile": Speedup(1.1, 1.5, "torch.compile fusion of elementwise chains and overheads"),
+    # (on a CPU the low end is no gain: a saving is stated only as "up to", see compile_on_cpu)
+    "compile_cpu": Speedup(
+        1.0, 1.32, "torchdoctor tune on ten CPU training steps (BENCHMARKS.md): torch.compile "
+        "measured 0.55x to 1.32x, median 1.0x, half of them slower (a ViT fine-tune: 1.03x)"
+    ),
+    # (on a CPU the memory format's gain depends on the net's other ops: stated as "up to")
+    "channels_last_cpu": Speedup(
+        1.0, 1.3, "channels_last on CPU training steps of real clients (BENCHMARKS.md): 0.85x "
+        "(a diffusion U-Net of GroupNorm, einsum attention and concatenated skips), 1.0x "
+        "(pytorch/examples mnist), 1.16x (fast_neural_style), and a CNN whose max pooling was "
+        "a quarter of its step gained a third of it"
+    ),
+    # (grouped and depthwise convolutions: NCHW takes a slow CPU path for them)
+    "channels_last_cpu_grouped": Speedup(
+        1.0, 2.4, "a grouped or depthwise convolution's forward + backward in channels_last on "
+        "a CPU, batch 16 (BENCHMARKS.md): 1.05x to 2.44x, depthwise 3x3 at 28x28 2.44x, "
+        "ResNeXt's 32 groups at 28x28 2.04x; torchvision's mobilenet_v3_small training step "
+        "1.76x"
+    ),
+    # (pointwise, 1x1, convolutions: a matrix multiply over channels, strided in NCHW)
+    "channels_last_cpu_pointwise": Speedup(
+        1.0, 1.85, "a 1x1 convolution's forward + backward in channels_last on a CPU, batch 16 "
+        "(BENCHMARKS.md): 1.04x to 1.85x (16 -> 72 channels at 56x56 1.85x, 64 -> 256 1.69x, "
+        "256 -> 64 1.04x)"
+    ),
+    # (a CPU with bf16 units, AVX512-BF16 / AMX: its matmuls and convolutions, measured)
+    "bf16_autocast_cpu": Speedup(
+        1.0, 1.45, "bf16 autocast on an AMX CPU (BENCHMARKS.md): a ResNet-style conv net's "
+        "step 1.30x-1.40x, timm resnet18 with --amp-dtype bfloat16 1.28x-1.33x; small or "
+        "elementwise-bound steps gain nothing (the casts cost what the kernels save)"
+    ),
+    # (its matrix multiplies: linear layers and a hand-written attention's products)
+    "bf16_autocast_cpu_matmul": Speedup(
+        1.0, 3.5, "bf16 autocast on an AMX CPU: a linear layer's forward + backward at ViT-tiny's "
+        "shapes (3,152 x 192 -> 768) 3.31x; facebookresearch/dino's vit_tiny training step "
+        "2,329 -> 1,181 ms (1.97x, interleaved A/B); mnist_forward_forward's 10,000 x 784 x 500 "
+        "multiply 74 -> 25 ms (2.96x)"
+    ),
+    "compile_repeated": Speedup(1.2, 1.5, "torch.compile on a stack of identical layers"),
+    "halve_layers": Speedup(2.0, 2.0, "half the layers of a stack take half the time"),
+    "ops_replacement": Speedup(2.0, 10.0, "torchdoctor.ops batched sync-free building blocks"),
+    "dataloader_workers": Speedup(2.0, 10.0, "DataLoader workers overlap loading with compute"),
+    "float32": Speedup(
+        1.44, 2.23, "float64 vs float32 on this CPU (2 cores, torch 2.13): a loop of two "
+        "LSTMCells over 200 steps, forward + backward, 1.44x; a 256-512-256 MLP, 2.23x"
+    ),
+    "on_device": Speedup(2.0, 10.0, "on-device op instead of a CPU round trip"),
+    # (on the kernel time of a CPU step: its share of it that a caching allocator saves)
+    "caching_allocator": Speedup(
+        2.0, 16.0, "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 on real CPU "
+        "clients saved 83-94% of their kernel time per step (build-nanogpt 797 -> 415 ms, llm.c's "
+        "train_gpt2.py 2245 -> 1740 ms; the user time grew a little); 2x at the low end: kernel "
+        "time of other causes stays"
+    ),
+}

@@ -152,8 +152,56 @@ def returns_eval_model(call: ast.AST, context: Any) -> bool:
     """
     if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
         return False
-    source = _module_source(context, call.func.id)
-    return bool(source) and ".eval()" in source and "return" in source  # type: ignore[operator]
+    function = _module_function(context, call.func.id)
+    return function is not None and _returns_its_eval_model(function)
+
+
+#: methods a loader chains on a model it returns (casts, moves, eval itself)
+_MODEL_CHAIN = frozenset({"half", "to", "cuda", "cpu", "float", "bfloat16", "eval",
+                          "requires_grad_"})  # fmt: skip
+
+
+def _returns_its_eval_model(function: ast.AST) -> bool:
+    """Whether ``function`` returns a model it put in eval mode: ``return Net().eval()``,
+    ``model.eval(); return model``, ``m = Net().to(d).eval(); return m, cfg`` (not a function
+    that evaluates a model it made and returns the scores: an ensemble's averaged output).
+
+    Example:
+        >>> fn = ast.parse("def ensemble(c, x):\\n    m = Net().eval()\\n    return m(x) / 2").body[0]
+        >>> _returns_its_eval_model(fn)
+        False
+        >>> fn = ast.parse("def load(c):\\n    m = Net()\\n    m.eval()\\n    return m, c").body[0]
+        >>> _returns_its_eval_model(fn)
+        True
+    """
+    evaluated: set[str] = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Call) and method_name(node) == "eval" and not node.args:
+            root = node.func.value  # type: ignore[attr-defined]
+            while isinstance(root, ast.Call) and method_name(root) in _MODEL_CHAIN:
+                root = root.func.value  # type: ignore[attr-defined]
+            if isinstance(root, ast.Name):  # (model.eval(), model.to(d).eval())
+                evaluated.add(root.id)
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                node.targets[0], ast.Name) and _model_in_eval(node.value, evaluated):  # fmt: skip
+            evaluated.add(node.targets[0].id)
+
+    def returned(value: ast.AST | None) -> bool:
+        if isinstance(value, ast.Tuple):
+            return any(returned(v) for v in value.elts)
+        return value is not None and _model_in_eval(value, evaluated)
+
+    return any(isinstance(n, ast.Return) and returned(n.value) for n in ast.walk(function))
+
+
+def _model_in_eval(value: ast.AST, evaluated: set[str]) -> bool:
+    """``value`` is a model in eval mode: a chain of casts and moves that holds ``.eval()``, or
+    one rooted at a name in ``evaluated``."""
+    seen_eval = False
+    while isinstance(value, ast.Call) and method_name(value) in _MODEL_CHAIN:
+        seen_eval = seen_eval or method_name(value) == "eval"
+        value = value.func.value  # type: ignore[attr-defined]
+    return seen_eval or (isinstance(value, ast.Name) and value.id in evaluated)
 
 
 def given_eval_models(rule: Any, function: ast.AST) -> set[str]:
@@ -233,16 +281,15 @@ def _statements(body: list[ast.AST]) -> Iterator[ast.AST]:
                                if isinstance(c, (ast.stmt, ast.excepthandler))]))
 
 
-def _module_source(context: Any, name: str) -> str | None:
-    """The source of the linted file's module-level ``def name``, else of the project's one
-    such function (another file's loader), else None."""
+def _module_function(context: Any, name: str) -> ast.AST | None:
+    """The linted file's module-level ``def name``, else the project's one such function
+    (another file's loader), else None."""
     tree = context.tree
     for node in tree.body if tree is not None else ():
         if isinstance(node, ast.FunctionDef) and node.name == name:
-            return ast.unparse(node)
+            return node
     project = context.project
-    found = project.module_function(name) if project is not None else None
-    return ast.unparse(found) if found is not None else None
+    return project.module_function(name) if project is not None else None
 
 
 def evaluated_in_init(method: ast.AST) -> set[str]:

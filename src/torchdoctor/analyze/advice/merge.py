@@ -7,7 +7,8 @@ share a location (``Advice.locations``, compared as the same file and line) or a
 merged: the strongest entry (first in ranked order) keeps its title, fix and code (a hot line
 with no cure of its own takes them from the entry that names a remedy); the merged
 entry gathers the evidence, references and locations of all of them and keeps the largest
-saving (with its confidence) and heat: the same cause is not saved twice. A weaker entry that
+saving (with its confidence) and heat: the same cause is not saved twice; an entry stating
+only a bound (a CPU knob's "up to") above the merged range raises the range's top. A weaker entry that
 bundles several lines (the host-syncs advice) and shares only some of them hands those lines
 over to the stronger entry and keeps the rest, so no line is named by two entries.
 
@@ -117,6 +118,16 @@ def _specific_first(entries: list[Advice]) -> list[Advice]:
     return entries if cured is None else [cured, *(e for e in entries if e is not cured)]
 
 
+def _top(advice: Advice) -> float:
+    """The top of ``advice``'s stated saving: its range's, else its estimate, else 0."""
+    return (advice.saving_range_ms or [0.0, advice.estimated_saving_ms or 0.0])[1]
+
+
+def _bottom(advice: Advice) -> float:
+    """The bottom of ``advice``'s stated saving: its range's, else its estimate, else 0."""
+    return (advice.saving_range_ms or [advice.estimated_saving_ms or 0.0])[0]
+
+
 def _merged(entries: list[Advice]) -> Advice:
     entries = _specific_first(entries)
     first = entries[0]
@@ -186,6 +197,11 @@ def _merged(entries: list[Advice]) -> Advice:
             first.estimated_saving_ms = other.estimated_saving_ms
             first.saving_range_ms = other.saving_range_ms
             first.confidence = other.confidence
+        elif (not assumed and not whole and other.estimated_saving_ms is None
+              and other.saving_range_ms and other.saving_range_ms[1] > _top(first)):
+            # a bound only (a CPU knob's "up to": channels_last over a MobileNet's depthwise
+            # convolutions) above the first's range: the range reaches it, the estimate stays
+            first.saving_range_ms = [_bottom(first), other.saving_range_ms[1]]
         elif first.estimated_saving_ms is None and CONFIDENCES.index(
             other.confidence
         ) < CONFIDENCES.index(first.confidence):

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Speedup, center
+from torchdoctor.analyze.advice.base import SPEEDUPS, Speedup, center
 from torchdoctor.analyze.advice.chain_cure import fuse_cure
 from torchdoctor.analyze.advice.compiled_lines import compiled_code
 from torchdoctor.analyze.advice.cure import Cure
@@ -381,10 +381,15 @@ def finding_cure(finding: Mapping[str, Any]) -> Cure | None:
         1.72
         >>> finding_cure({"code": "TD508", "message": "hand-written log-sigmoid"}).speedup.low
         1.11
+        >>> finding_cure({"code": "TD305", "message": "... torch._foreach_lerp_(ema, ...)"}).speedup.low
+        1.31
         >>> finding_cure({"code": "TD999"}) is None
         True
     """
     cure = CURES_BY_CODE.get(str(finding.get("code")))
+    if cure is FOREACH:  # (an EMA's loop, told _foreach_lerp_, gains more than an SGD step's)
+        ema = "_foreach_lerp_" in str(finding.get("message") or "")
+        return dataclasses.replace(cure, speedup=SPEEDUPS["foreach_ema" if ema else "foreach_sgd"])
     if cure is FUSED_ACTIVATION:
         message = str(finding.get("message") or "")
         for what, speedup in ACTIVATION_SPEEDUPS.items():

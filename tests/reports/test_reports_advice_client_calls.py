@@ -1,7 +1,7 @@
 """Advice sized from what the remedy removes, as clients round 13 ran them: a repeated call's
 own time (pytorch/examples GAT), one wait for loaders restarting in the same steps
 (pytorch/examples super_resolution), the optimizer class advised (timm's benchmark.py), a cited measurement's words kept in an
-inference run's wording (timm's validate.py)."""
+inference run's wording (timm's validate.py), a conv net's bf16 bound (super_resolution)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from reports_sessions import optimizer_session
 from reports_sessions_crafted import respawn_session
 
 from torchdoctor.analyze.advice.base import Advice
-from torchdoctor.analyze.advice.knobs import for_inference
+from torchdoctor.analyze.advice.knobs import engine_knobs, for_inference
 from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 from torchdoctor.analyze.advice.recompute import loop_invariant
 from torchdoctor.analyze.advice.worker_respawn import worker_respawn
@@ -105,3 +105,19 @@ def test_inference_wording_keeps_what_a_cited_measurement_measured():
     assert "a linear layer's forward pass with its gradients at ViT-tiny's shapes" in item.evidence[0]
     assert item.evidence[0].endswith("1.45x on the rest of the forward passes")
     assert "'s the forward passes" not in item.evidence[0]
+
+
+def test_a_conv_nets_bf16_bound_takes_its_convolutions_at_their_own_measured_speedup():
+    # pytorch/examples super_resolution: convolutions 400 ms of a 460 ms step; told "up to
+    # 124 ms" (1.45x), bf16 autocast took the step from 471 to 188 ms (2.5x)
+    tree = {"kind": "root", "children": [
+        {"kind": "module", "type": "Conv2d", "path": "conv2", "total_ms": {"mean": 400.0},
+         "calls_per_step": 1, "forward_ms": {"mean": 130.0}, "children": []},
+        {"kind": "module", "type": "ReLU", "path": "relu", "total_ms": {"mean": 40.0},
+         "calls_per_step": 3, "forward_ms": {"mean": 20.0}, "children": []}]}  # fmt: skip
+    session = {"step_ms": {"median": 460.0, "mean": 460.0}, "tree": tree,
+               "phases": {"forward": {"median": 160.0}, "backward": {"median": 290.0}},
+               "environment": {"device": "cpu", "bf16_native": True}}  # fmt: skip
+    (item,) = [a for a in engine_knobs(session) if "autocast" in a.title]
+    assert item.saving_range_ms[1] == pytest.approx(400.0 * (1 - 1 / 2.5), rel=0.01)
+    assert "up to 2.5x on its convolutions (400 ms" in item.evidence[1]

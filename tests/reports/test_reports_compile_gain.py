@@ -148,7 +148,8 @@ def test_a_cpu_with_bf16_units_is_told_autocast_with_a_bound_over_its_kernels():
     (item,) = [a for a in engine_knobs(session) if "autocast" in a.title]
     assert item.title == "Run forward and backward under CPU bf16 autocast"
     assert item.estimated_saving_ms is None and item.confidence == "low"
-    assert item.saving_range_ms[1] == pytest.approx(70.0 * (1 - 1 / 1.45), rel=0.01)
+    # (its convolution at the convolutions' bound, 2.5x: super_resolution's step went 2.5x)
+    assert item.saving_range_ms[1] == pytest.approx(70.0 * (1 - 1 / 2.5), rel=0.01)
     assert "torch.autocast('cpu'" in item.fix and '"cpu"' in item.code
     session["environment"]["bf16_native"] = False
     assert not [a for a in engine_knobs(session) if "autocast" in a.title]

@@ -237,7 +237,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         part, what = compute, ("forward + backward are" if center(phases.get("backward"))
                                else "the forward passes are")  # fmt: skip
         if knob == "autocast" and not cuda:  # (a CPU's bf16 units: its matmuls and convs)
-            part, matmuls = bf16_parts(session, _kernel_ms(session), compute)
+            part, matmuls, convs = bf16_parts(session, _kernel_ms(session), compute)
             what = "its matmul and convolution modules " + (
                 "and measured matmul lines are" if part > min(_kernel_ms(session), compute) else "are")
             if part < MIN_CONV_FRACTION * step:
@@ -302,15 +302,19 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             item.fix = item.fix.replace("'cuda'", "'cpu'").replace(
                 "torchdoctor tune", "torchdoctor tune --knobs bf16_autocast") + "." + CPU_BF16_NOTE
             item.code = (item.code or "").replace('"cuda"', '"cpu"')
+            conv = (f"{SPEEDUPS['bf16_autocast_cpu_conv'].high:g}x on its convolutions "
+                    f"({fmt_ms(convs)}: {SPEEDUPS['bf16_autocast_cpu_conv'].source}), "
+                    if convs > 0 else "")  # fmt: skip
             item.evidence[1] = (
                 f"up to {SPEEDUPS['bf16_autocast_cpu_matmul'].high:g}x on its matrix multiplies "
-                f"({fmt_ms(matmuls)}: {SPEEDUPS['bf16_autocast_cpu_matmul'].source}), "
+                f"({fmt_ms(matmuls)}: {SPEEDUPS['bf16_autocast_cpu_matmul'].source}), {conv}"
                 f"{SPEEDUPS['bf16_autocast_cpu'].high:g}x on the rest of forward + backward"
                 if matmuls > 0
-                else f"up to {SPEEDUPS['bf16_autocast_cpu'].high:g}x on that part")
+                else f"up to {conv}{SPEEDUPS['bf16_autocast_cpu'].high:g}x on "
+                + ("the rest of that part" if conv else "that part"))
             advice.append(compile_on_cpu(item, unprofiled, min(1.0, fraction),
                                          "bf16_autocast_cpu"))  # fmt: skip
-            bound = bf16_bound(part, matmuls, max(0.0, compute - part))
+            bound = bf16_bound(part, matmuls, max(0.0, compute - part), convs)
             item.saving_range_ms = [0.0, min(bound, compute) * unprofiled / step]
         elif knob == "channels_last" and not cuda:  # (on a CPU: measured 0.85-1.16x)
             item.evidence[1] = item.evidence[1].replace(

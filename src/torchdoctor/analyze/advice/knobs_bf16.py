@@ -2,8 +2,10 @@
 AMX): what the bfloat16 units speed up is split into its matrix multiplies (linear layers, and
 the ``q @ k.transpose(-2, -1)`` / ``attn @ v`` of a hand-written attention, measured on the hot
 lines) and the rest of the kernels autocast changes (convolutions, recurrent cells), each with
-its own measured bound: a matmul up to ``SPEEDUPS["bf16_autocast_cpu_matmul"]`` (3.5x), the rest
-up to ``SPEEDUPS["bf16_autocast_cpu"]`` (1.45x), and where there are matmuls, the rest of the
+its own measured bound: a matmul up to ``SPEEDUPS["bf16_autocast_cpu_matmul"]`` (3.5x), a
+convolution up to ``SPEEDUPS["bf16_autocast_cpu_conv"]`` (2.5x: pytorch/examples
+super_resolution's step went 2.5x, told "up to 124 ms" at 1.45x), the rest up to
+``SPEEDUPS["bf16_autocast_cpu"]`` (1.45x), and where there are matmuls, the rest of the
 forward + backward (the activations that take their bfloat16 outputs) at 1.45x. One bound of 1.45x over the modules alone told
 facebookresearch/dino's vit_tiny step "up to 386 ms": autocast took it from 2,329 to 1,181 ms
 (interleaved A/B, round 11).
@@ -14,7 +16,7 @@ Example:
     >>> lines = {"lines": [{"top_ops": [{"op": "Tensor.matmul", "forward_ms": 6.0,
     ...                                  "backward_ms": 4.0}]}]}
     >>> bf16_parts({"tree": tree, "hot_lines": lines}, kernels=90.0, compute=200.0)
-    (100.0, 70.0)
+    (100.0, 70.0, 30.0)
     >>> round(bf16_bound(100.0, 70.0, others=100.0), 3)
     90.345
 """
@@ -31,6 +33,8 @@ from torchdoctor.analyze.advice.base import SPEEDUPS, center
 _MATMUL_MODULE = re.compile(
     r"^(Lazy)?(Linear|Bilinear|NonDynamicallyQuantizableLinear|Conv1D|MultiheadAttention)$"
 )
+#: modules whose kernel is a convolution
+_CONV_MODULE = re.compile(r"^(Lazy)?Conv(Transpose)?[123]d$")
 #: torch calls (as the hot lines name them) that are a matrix multiply
 MATMUL_OPS = frozenset({
     "Tensor.matmul", "torch.matmul", "Tensor.__matmul__", "Tensor.__rmatmul__", "torch.bmm",
@@ -88,26 +92,47 @@ def matmul_module_ms(session: Mapping[str, Any]) -> float:
     return outermost_ms(session, _MATMUL_MODULE)
 
 
-def bf16_parts(session: Mapping[str, Any], kernels: float, compute: float) -> tuple[float, float]:
-    """``(part, matmuls)``: what bf16 autocast changes (the library-kernel modules,
+def bf16_parts(
+    session: Mapping[str, Any], kernels: float, compute: float
+) -> tuple[float, float, float]:
+    """``(part, matmuls, convs)``: what bf16 autocast changes (the library-kernel modules,
     ``kernels``, and the measured lines' matrix multiplies, at most the forward + backward
-    ``compute``) and the matrix multiplies within it."""
+    ``compute``), the matrix multiplies within it and its convolutions."""
     lines = matmul_line_ms(session)
     part = min(kernels + lines, compute)
-    return part, min(matmul_module_ms(session) + lines, part)
+    matmuls = min(matmul_module_ms(session) + lines, part)
+    return part, matmuls, min(conv_module_ms(session), part - matmuls)
 
 
-def bf16_bound(part: float, matmuls: float, others: float = 0.0) -> float:
-    """The most ms bf16 autocast can save on ``part``: its ``matmuls`` at the matmul bound, the
-    rest of it at the convolutions'; with matmuls, the ``others`` of the forward + backward too
-    (the activations after a linear layer take its bfloat16 output: GELU on DINO's (16, 197,
-    768), forward + backward, 23.4 ms in float32, 6.2 ms on bfloat16; a softmax or an add is
-    slower) at the convolutions' bound. In the step's units: scale to the unprofiled step.
+def conv_module_ms(session: Mapping[str, Any]) -> float:
+    """ms per step in the outermost convolution modules.
+
+    Example:
+        >>> conv_module_ms({"tree": {"children": [{"type": "Conv2d", "total_ms": {"mean": 9.0}},
+        ...                                      {"type": "BatchNorm2d", "total_ms": 2.0}]}})
+        9.0
+    """
+    return outermost_ms(session, _CONV_MODULE)
+
+
+def bf16_bound(part: float, matmuls: float, others: float = 0.0, convs: float = 0.0) -> float:
+    """The most ms bf16 autocast can save on ``part``: its ``matmuls`` at the matmul bound, its
+    ``convs`` at the convolutions' (up to 2.5x: pytorch/examples super_resolution's training
+    step went 471 -> 188 ms, told "up to 124 ms" at 1.45x), the rest of it at 1.45x; with
+    matmuls, the ``others`` of the forward + backward too (the activations after a linear
+    layer take its bfloat16 output: GELU on DINO's (16, 197, 768), forward + backward, 23.4 ms
+    in float32, 6.2 ms on bfloat16; a softmax or an add is slower) at 1.45x. In the step's
+    units: scale to the unprofiled step.
 
     Example:
         >>> round(bf16_bound(90.0, 0.0, others=10.0), 2), round(bf16_bound(90.0, 60.0, 10.0), 2)
         (27.93, 55.27)
+        >>> round(bf16_bound(90.0, 0.0, convs=80.0), 2)
+        51.1
     """
     matmul, rest = SPEEDUPS["bf16_autocast_cpu_matmul"].high, SPEEDUPS["bf16_autocast_cpu"].high
+    conv = SPEEDUPS["bf16_autocast_cpu_conv"].high
     others = others if matmuls > 0 else 0.0
-    return matmuls * (1 - 1 / matmul) + (part - matmuls + others) * (1 - 1 / rest)
+    convs = max(0.0, min(convs, part - matmuls))
+    return (matmuls * (1 - 1 / matmul) + convs * (1 - 1 / conv)
+            + (part - matmuls - convs + others) * (1 - 1 / rest))

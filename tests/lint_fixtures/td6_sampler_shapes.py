@@ -1,5 +1,6 @@
 # Inference loops in the shapes real samplers and readers take: a timestep read at the loop's
 # index, a function named `..._sampler`, an encoder a getter returns, a model named `reader`.
+import numpy as np
 import torch
 
 
@@ -265,3 +266,25 @@ def decode_around(gpt, scaffold_enc, reference, scaffold_ids, target_ids, ids, s
         nxt = (gpt(ids[:, -1:], prefix)[:, -1] + bonus).argmax(-1, keepdim=True)
         ids = torch.cat([ids, nxt], 1)
     return ids
+
+
+@torch.no_grad()
+def ddim_control(unet, hint, ctx, x, known, keep_mask, steps=50):  # LDM's numpy DDIM grid
+    ts = np.linspace(999, 0, steps).astype(int)
+    for i, t in enumerate(ts):
+        hint_feat = unet.hint_enc(hint)  # expect: TD601
+        eps = unet(x, torch.full((2,), int(t)), ctx, hint_feat)
+        x = x - eps
+        x[keep_mask] = known[keep_mask]  # expect: TD603
+    return x
+
+
+@torch.no_grad()
+def smooth_path(field, x, known, keep_mask, steps=50):
+    grid = np.linspace(0, 1, steps)
+    for i, s in enumerate(grid):
+        v = field(x, s)
+        v[keep_mask] = known[keep_mask]  # near-miss: an ascending grid outside a sampler
+        x = x + v / steps
+    return x
+

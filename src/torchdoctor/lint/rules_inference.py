@@ -51,6 +51,8 @@ _GRAD_OFF_DECORATOR = re.compile(r"(?i)inference_mode|no_grad")
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
 #: ... also the common short form as a word of the name (`self.enc`, `scaffold_enc`, `text_enc2`)
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj|(^|_)enc(\d*$|_)", re.IGNORECASE)
+#: the grids of timesteps a sampler walks (torch or numpy: LDM's DDIM schedules are numpy)
+_STEP_GRIDS = frozenset({"torch.linspace", "torch.arange", "numpy.linspace", "numpy.arange"})
 #: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
 _LIGHTNING_NO_GRAD = frozenset({"validation_step", "test_step", "predict_step"})
 _LIGHTNING = re.compile(r"(?m)^\s*(import|from)\s+(lightning|pytorch_lightning)\b")
@@ -159,9 +161,10 @@ class InferenceRules(ModelRuns, RuleVisitor):
 
     def _torch_steps(self, it: ast.AST) -> ast.Call | None:
         """The ``torch.linspace`` / ``torch.arange`` call a loop walks (through methods:
-        ``.long()``, ``.flip(0)``, ``.tolist()``), or None."""
+        ``.long()``, ``.flip(0)``, ``.tolist()``), or its numpy twin (a DDIM grid,
+        ``np.linspace(999, 0, n).astype(int)``), or None."""
         while isinstance(it, ast.Call):
-            if self.callee(it) & {"torch.linspace", "torch.arange"}:
+            if self.callee(it) & _STEP_GRIDS:
                 return it
             if not isinstance(it.func, ast.Attribute) or self.callee(it):
                 return None

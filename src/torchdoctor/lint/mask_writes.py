@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.visitor import dotted, method_name
 
 
@@ -124,7 +125,71 @@ def _mask_index(rules: Any, loop: ast.AST, index: ast.AST) -> bool:
     made = [v for v in made if not (isinstance(v, ast.Constant) and v.value is None)]  # (None: no mask)
     return bool("mask" in name.lower() or isinstance(index, ast.Compare)
                 or (made and all(makes_a_mask(v) for v in made))  # (known = m.bool())
-                or used_as_condition(rules.enclosing_scope(loop), name))  # fmt: skip
+                or used_as_condition(rules.enclosing_scope(loop), name)
+                or (isinstance(index, ast.Name) and not made
+                    and passed_a_mask(rules, rules.enclosing_scope(loop), name)))  # fmt: skip
+
+
+def passed_a_mask(rules: Any, scope: ast.AST, name: str) -> bool:
+    """``name`` is a parameter of the function ``scope`` and every call of it in the file that
+    passes it (at least one; the file's call index) hands it a name made a mask in the
+    caller, through reshapes, ``x[None, None]`` and ``torch.from_numpy`` (``m =
+    torch.from_numpy(img < 128); keep = m[None, None].expand(1, 4, h, w).to(dev)``).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef sample(x, known, keep, ts):\\n    for t in ts.timesteps:\\n"
+        ...        "        x[keep] = known[keep]\\n    return x\\n"
+        ...        "def main(x, img, ts):\\n    m = torch.from_numpy(img < 128)\\n"
+        ...        "    keep = m[None].expand_as(x)\\n    return sample(x, x, keep=keep, ts=ts)\\n")
+        >>> [(f.code, f.line) for f in lint_source(src)]
+        [('TD603', 4)]
+    """
+    args = getattr(scope, "args", None)
+    if args is None or not hasattr(scope, "name"):
+        return False
+    positional = [a.arg for a in (*args.posonlyargs, *args.args)]
+    if name not in positional and name not in [a.arg for a in args.kwonlyargs]:
+        return False
+    found = False
+    for site in calls_named(rules, scope.name):  # (the file's call index, not a walk)
+        if not isinstance(site.func, ast.Name):
+            continue
+        given = next((k.value for k in site.keywords if k.arg == name), None)
+        if given is None and name in positional and positional.index(name) < len(site.args):
+            given = site.args[positional.index(name)]
+        if given is None:
+            continue  # (the default: no mask passed)
+        if not _names_a_mask(rules, rules.enclosing_scope(site), given, 2):
+            return False
+        found = True
+    return found
+
+
+def _names_a_mask(rules: Any, scope: ast.AST, value: ast.AST, depth: int) -> bool:
+    """``value`` is a mask: made by :func:`makes_a_mask`, through reshapes, ``x[None]``
+    and ``torch.from_numpy``, or a name ``scope`` binds only to such values."""
+    while True:
+        if isinstance(value, ast.Call) and (method_name(value) in _KEEPS_VALUES or (
+                method_name(value) in {"to", "cuda"} and not value.keywords and not any(
+                    _DTYPE.search(dotted(a) or "") for a in value.args))):  # fmt: skip
+            value = value.func.value  # type: ignore[attr-defined]
+        elif isinstance(value, ast.Subscript) and all(
+                isinstance(e, ast.Constant) and e.value in (None, Ellipsis)
+                for e in (value.slice.elts if isinstance(value.slice, ast.Tuple) else [value.slice])):  # fmt: skip
+            value = value.value  # (m[None, None]: a view with new axes)
+        elif isinstance(value, ast.Call) and len(value.args) == 1 and (
+                dotted(value.func) or "").rsplit(".", 1)[-1] in {"from_numpy", "as_tensor"}:  # fmt: skip
+            value = value.args[0]
+        else:
+            break
+    if makes_a_mask(value):
+        return True
+    if not isinstance(value, ast.Name) or depth <= 0:
+        return False
+    made = [v for v in rules.assigned_values(scope, value.id)
+            if not (isinstance(v, ast.Constant) and v.value is None)]  # fmt: skip
+    return bool(made) and all(_names_a_mask(rules, scope, v, depth - 1) for v in made)
 
 
 def used_as_condition(scope: ast.AST, name: str) -> bool:

@@ -93,3 +93,11 @@ def translate(ckpt, frames_path, device):
     g = load_generator(ckpt, device).half()  # expect: TD501 (the loader returns an eval-mode model)
     frames = read_frames(frames_path).half()  # near-miss: a loader of tensors, no .eval()
     return g(frames)
+
+
+def sample_lit(ckpt, data, device):
+    ldm = LitDiffusion.load_from_checkpoint(ckpt, sd_path=data).to(device).eval()
+    ldm = ldm.half()  # expect: TD501 (Lightning's load_from_checkpoint returns a module)
+    batch = BatchStats.from_file(data)
+    batch = batch.half()  # near-miss: no module, no .eval()
+    return ldm(batch)

@@ -51,6 +51,8 @@ def is_model_like(expr: ast.AST) -> bool:
         >>> [is_model_like(ast.parse(f"{c}.from_pretrained(p)", mode="eval").body)
         ...  for c in ("AutoModelForSeq2SeqLM", "AutoTokenizer")]
         [True, False]
+        >>> is_model_like(ast.parse("ControlLDM.load_from_checkpoint(p).to(d).eval()", mode="eval").body)
+        True
     """
     name = dotted(expr)
     if name is not None:
@@ -65,6 +67,8 @@ def is_model_like(expr: ast.AST) -> bool:
             return True
         if method_name(expr) in {"eval", "cuda", "cpu", "to", "float", "requires_grad_"}:
             return is_model_like(expr.func.value)
+        if method_name(expr) == "load_from_checkpoint":  # (Lightning: Lit.load_from_checkpoint(p))
+            return True
         if method_name(expr) == "from_pretrained":  # (Hugging Face: a model, unless a tokenizer's)
             return not _NOT_A_MODEL.search(dotted(expr.func.value) or "")  # type: ignore[attr-defined]
     return False

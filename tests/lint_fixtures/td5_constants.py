@@ -119,3 +119,18 @@ def pinn_train(model, opt, xs, ts):
     for x, t in zip(xs, ts):
         pinn_residual(model, x, t).mean().backward()
         opt.step()
+
+
+def timestep_embedding(t, dim, max_period=10000):
+    half = dim // 2
+    freqs = torch.exp(-torch.log(torch.tensor(float(max_period))) * torch.arange(half) / half)  # expect: TD511
+    return torch.cat([torch.cos(t[:, None] * freqs), torch.sin(t[:, None] * freqs)], -1)
+
+
+def scaled_scores(q, k):
+    return q @ k.T / torch.sqrt(torch.tensor(k.shape[-1]))  # near-miss: a size of the data, not float(...) of a setting
+
+
+class TimeMLP(nn.Module):
+    def forward(self, x, t):
+        return x + timestep_embedding(t, x.shape[-1]) + scaled_scores(x, x)

@@ -17,7 +17,8 @@ two or more of them, or a single number put on a device (``torch.tensor(1.0,
 device=x.device)``, ``.cuda()``, ``.to(...)``, ``x.new_tensor(0.5)``: a copy to the device for a
 value a Python number gives as well, since it broadcasts), or a name the module binds once to
 such a list (``SIGMAS = [0.26, 0.25, ...]``), or a single number handed straight to a torch
-math function (``torch.log(torch.tensor(2.0))``, ``torch.sqrt(torch.tensor(self.d_k))``: two
+math function (``torch.log(torch.tensor(2.0))``, ``torch.sqrt(torch.tensor(self.d_k))``,
+``torch.log(torch.tensor(float(max_period)))``: two
 tensor ops per call for what ``math.log`` / ``math.sqrt`` give as a Python float); a tensor
 built from variables is data, not a constant. A function counts as called per step up to three calls from a
 ``forward`` of the file or from a step loop of the project (``forward`` -> ``_embed`` ->
@@ -237,10 +238,16 @@ def _math_of(call: ast.Call, parent: ast.AST | None, numbers: int, callee) -> st
         >>> call = ast.parse("torch.log(torch.tensor(2.0))", mode="eval").body
         >>> _math_of(call.args[0], call, 1, lambda c: {"torch." + c.func.attr})
         'log'
+        >>> call = ast.parse("torch.log(torch.tensor(float(period)))", mode="eval").body
+        >>> _math_of(call.args[0], call, 0, lambda c: {"torch." + c.func.attr})
+        'log'
     """
+    arg = call.args[0] if len(call.args) == 1 else None
     single = numbers == 1 or (
-        len(call.args) == 1 and isinstance(call.args[0], ast.Attribute)
-        and isinstance(call.args[0].value, ast.Name) and call.args[0].value.id == "self"
+        isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name) and arg.value.id == "self"
+    ) or (  # (torch.tensor(float(max_period)): a Python number by construction)
+        isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name)
+        and arg.func.id in ("float", "int") and len(arg.args) == 1 and not arg.keywords
     )  # fmt: skip
     if not (single and isinstance(parent, ast.Call) and parent.args and parent.args[0] is call):
         return None

@@ -226,3 +226,20 @@ def sparse_adagrad_step(model, state, lr):
 def restore_from(model, backups):
     for name, p in model.named_parameters():
         p.copy_(backups.get(name))  # near-miss: a plain copy of a saved tensor, once
+
+
+class LitEMA:  # a LightningModule's EMA over the weights it trains, kept in lists
+    def __init__(self, unet, decay=0.9999):
+        self.trainable = [p for n, p in unet.named_parameters() if n.startswith("ctrl")]
+        self.ema = [p.detach().clone() for p in self.trainable]
+        self.stats = [torch.zeros(3) for _ in range(4)]
+        self.decay = decay
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        with torch.no_grad():
+            for e, p in zip(self.ema, self.trainable):  # expect: TD305
+                e.lerp_(p, 1 - self.decay)
+
+    def on_validation_batch_end(self, x):
+        for s in self.stats:
+            s.mul_(0.5).add_(x)  # near-miss: running statistics, no parameters

@@ -15,7 +15,8 @@ with 64 x 64 weights, 1.05x and 1.2-1.3x with 512 x 512 ones, where memory traff
 
 Recognised: a ``for`` over ``m.parameters()`` / ``m.named_parameters()`` /
 ``m.state_dict().values()`` / ``group["params"]`` / a name like ``ema_params`` (also through
-``zip``, ``enumerate``, ``list``, and a name assigned one of those) whose body is straight-line
+``zip``, ``enumerate``, ``list``, a name assigned one of those, and an attribute the class's
+methods assign one, ``self.ema = [p.clone() for p in self.trainable]``) whose body is straight-line
 in-place arithmetic on the parameters, their ``.data`` or ``.grad`` (``mul_``, ``add_``,
 ``lerp_``, ``addcmul_``, ``zero_`` of a gradient, ``p.data -= lr * p.grad``, ``copy_`` of an
 arithmetic expression). A filter (``if p.grad is None: continue``) and ``with
@@ -141,7 +142,37 @@ class ParamUpdateRules(RuleVisitor):
                 return 1
             values = self.assigned_values(scope, expr.id)
             return max((self._parameter_source(v, scope, 1) for v in values), default=0)
+        if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+                and expr.value.id == "self" and depth < 2):  # fmt: skip
+            if _PARAMS_NAME.search(expr.attr):  # (self.ema_params)
+                return 1
+            values = self._self_assigned(scope, expr.attr)  # (self.ema = [p.clone() for p in ...])
+            return max((self._parameter_source(v, scope, depth + 1) for v in values), default=0)
         return 0
+
+    def _self_assigned(self, scope: ast.AST, attr: str) -> list[ast.expr]:
+        """Values the methods of ``scope``'s class assign to ``self.<attr>`` (one table per
+        class, cached: ``self.trainable = [p for n, p in net.named_parameters() if ...]``)."""
+        cls = scope
+        while cls is not None and not isinstance(cls, ast.ClassDef):
+            cls = self.parent(cls)
+        if cls is None:
+            return []
+        key = ("self_assignments", id(cls))
+        table = self.context.cache.get(key)
+        if table is None:
+            table = {}
+            for method in cls.body:
+                if not isinstance(method, FUNCTIONS):
+                    continue
+                for node in ast.walk(method):
+                    if isinstance(node, ast.Assign):
+                        for t in node.targets:
+                            if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                                    and t.value.id == "self"):  # fmt: skip
+                                table.setdefault(t.attr, []).append(node.value)
+            self.context.cache[key] = table
+        return table.get(attr, [])
 
     def _updates(self, loop: ast.For) -> list[ast.AST] | None:
         """The in-place updates of the loop's parameters when the body is a straight-line

@@ -371,3 +371,27 @@ class LayerSizes(nn.Module):  # dlrm's create_mlp: layer sizes read once, in the
             m = ln[i + 1]
             layers += [nn.Linear(int(n), int(m)), nn.ReLU()]
         self.net = nn.Sequential(*layers)
+
+
+def rollout_loss(model, g, future, steps, gamma=0.9):  # the pushforward rollout of a simulator
+    vel, vels = g["vel"], []
+    for _ in range(steps):
+        vel = vel + model(g, vel)
+        vels.append(vel)
+    traj = torch.stack(vels, 1)
+    total = 0.0
+    for t in range(steps):
+        total = total + gamma**t * ((traj[:, t] - future[:, t]) ** 2).mean()  # expect: TD307
+    return total / steps
+
+
+def teacher_forced_loss(g, future, steps, dt=0.01):
+    vel, vels = g["vel"], []
+    for _ in range(steps):
+        vel = vel + dt * g["acc"]
+        vels.append(vel)
+    traj = torch.stack(vels, 1)
+    total = 0.0
+    for t in range(steps):
+        total = total + ((traj[:, t] - future[:, t]) ** 2).mean()  # near-miss: data integrated, no model
+    return total / steps

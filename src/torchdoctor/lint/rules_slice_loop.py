@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any
 
 from torchdoctor.lint.denoising_loops import range_call
 from torchdoctor.lint.loop_shapes import made_by_numpy
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.slice_sources import calls_a_module, stacked_parameter
 from torchdoctor.lint.syntax import MODEL_NAME
 from torchdoctor.lint.tensor_values import TensorValues, in_bit_arithmetic
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, method_name
@@ -112,7 +112,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         index, tuple_form = found
         if isinstance(node.value, ast.Name):
             self._check(node, node.value, index, tuple_form)
-        elif _stacked_parameter(node.value, self.parent):
+        elif stacked_parameter(node.value, self.parent):
             self._check_parameter(node, index)
 
     def _check_parameter(self, node: ast.Subscript, index: ast.AST) -> None:
@@ -303,9 +303,16 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                                and isinstance(n.targets[0], ast.Tuple) and n.targets[0].elts
                                and isinstance(n.targets[0].elts[0], ast.Name)
                                and n.targets[0].elts[0].id == name]  # fmt: skip
+        values = values + [  # (a list the function grows: vels.append(vel); torch.stack(vels, 1))
+            c.args[0] for c in ast.walk(scope) if isinstance(c, ast.Call) and len(c.args) == 1
+            and method_name(c) == "append" and isinstance(c.func.value, ast.Name)  # type: ignore[attr-defined]
+            and c.func.value.id == name]  # type: ignore[attr-defined]  # fmt: skip
         fresh = [v for v in values if name not in {n.id for n in ast.walk(v)
                                                    if isinstance(n, ast.Name)}]  # fmt: skip
-        return any(self._computed(v, scope, depth - 1) for v in fresh or values)
+        if any(self._computed(v, scope, depth - 1) for v in fresh or values):
+            return True
+        # (a state a rollout feeds back through a model: vel = vel + model(g, vel))
+        return any(v not in fresh and calls_a_module(v) for v in values)
 
     def _computed(self, value: ast.AST, scope: ast.AST, depth: int) -> bool:
         """``value`` carries autograd history (see :meth:`_tracked`)."""
@@ -406,33 +413,6 @@ def _written(loop: ast.AST, name: str) -> bool:
         ):
             return True
     return False
-
-
-def _stacked_parameter(expr: ast.AST, parent_of: Any) -> bool:
-    """``self.kernels`` where the enclosing class assigns ``self.kernels = nn.Parameter(...)``
-    (a weight per layer stacked in one parameter).
-
-    Example:
-        >>> tree = ast.parse("class C:\\n    def __init__(self):\\n        self.w = nn.Parameter(z)\\n"
-        ...                  "    def forward(self, i):\\n        return self.w[i]")
-        >>> parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
-        >>> sub = tree.body[0].body[1].body[0].value
-        >>> _stacked_parameter(sub.value, parents.get)
-        True
-    """
-    if not (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
-            and expr.value.id == "self"):  # fmt: skip
-        return False
-    owner = parent_of(expr)
-    while owner is not None and not isinstance(owner, ast.ClassDef):
-        owner = parent_of(owner)
-    return owner is not None and any(
-        isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
-        and (dotted(node.value.func) or "").rsplit(".", 1)[-1] == "Parameter"
-        and any(isinstance(t, ast.Attribute) and t.attr == expr.attr
-                and isinstance(t.value, ast.Name) and t.value.id == "self" for t in node.targets)
-        for node in ast.walk(owner)
-    )  # fmt: skip
 
 
 def _dim_text(node: ast.AST) -> str:

@@ -232,3 +232,17 @@ def linear_probe(train_ds, val_ds, model, workers):
     plain_loader, _ = build_unpinned(train_ds, workers)
     validate_linear(val_loader, model)
     check_unpinned(plain_loader, model)
+
+
+@torch.no_grad()
+def evaluate_ap(model, root):
+    loader = DataLoader(TestImages(root), batch_size=1, num_workers=2, pin_memory=True)  # near-miss: a test set's loader, iterated once
+    return [model(img.cuda(non_blocking=True)) for img in loader]
+
+
+def train_all(model, root, opt):
+    loader = DataLoader(TrainImages(root), batch_size=8, num_workers=2, pin_memory=True)  # expect: TD403
+    for epoch in range(10):
+        for img in loader:
+            model(img.cuda(non_blocking=True)).sum().backward()
+            opt.step()

@@ -32,6 +32,8 @@ def _literal(expr: ast.AST) -> object:
 
 _UNKNOWN = object()
 _TEST_NAME = re.compile(r"(^|_)(test|testing)(_|$)", re.IGNORECASE)
+#: a dataset class named for the test split: TestImages, KittiTest, Test_Set
+_TEST_CLASS = re.compile(r"(^|[a-z\d_])Test(ing)?([A-Z\d_]|$)")
 
 
 #: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
@@ -370,7 +372,10 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
             names += [dotted(t) or "" for t in targets]
         if call.args:
             names.append(dotted(call.args[0]) or "")
-        if not any(_TEST_NAME.search(n.rsplit(".", 1)[-1]) for n in names):
+        first = call.args[0] if call.args else None
+        made_by = (dotted(first.func) or "") if isinstance(first, ast.Call) else ""
+        if not any(_TEST_NAME.search(n.rsplit(".", 1)[-1]) for n in names) and not (
+                _TEST_CLASS.search(made_by.rsplit(".", 1)[-1])):  # (DataLoader(TestImages(root)))
             return False
         # ...unless this function itself iterates it every epoch (minGPT's trainer)
         target = names[0] if names and "." not in names[0] else None

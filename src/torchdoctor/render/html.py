@@ -26,6 +26,7 @@ from torchdoctor.render.hot_lines import html_hot_lines
 from torchdoctor.render.markdown import gain_text, session_advice
 from torchdoctor.render.other_lines import html_other_lines
 from torchdoctor.render.tree import detailed_step_ms
+from torchdoctor.seeds import seed_reference
 from torchdoctor.session_read import (
     PHASES,
     center,
@@ -185,7 +186,7 @@ def _advice(advice: list[dict[str, Any]], empty: str = "") -> str:
     for a in advice:
         evidence = "".join(f"<li>{_e(line)}</li>" for line in a.get("evidence") or ())
         code = f"<pre><code>{_e(a['code'])}</code></pre>" if a.get("code") else ""
-        refs = ", ".join(_e(r) for r in a.get("references") or ())
+        refs = ", ".join(_e(seed_reference(str(r))) for r in a.get("references") or ())
         items.append(
             f'<li data-rule="{_e(a.get("rule", ""))}">'
             f'<div class="title">{_e(a.get("title", ""))}'

@@ -26,6 +26,7 @@ from torchdoctor.render.tree import (
     heavy_overhead_text,
     run_time_text,
 )
+from torchdoctor.seeds import seed_reference
 from torchdoctor.session_read import (
     PHASES,
     center,
@@ -224,7 +225,7 @@ def _advice_section(advice: list[dict[str, Any]]) -> list[str]:
         if item.get("fix"):
             lines += [f"**Fix:** {inline(item['fix'])}", ""]
         if item.get("references"):
-            refs = ", ".join(escape(str(r)) for r in item["references"])
+            refs = ", ".join(escape(seed_reference(str(r))) for r in item["references"])
             lines += [f"**References:** {refs}", ""]
     return lines
 

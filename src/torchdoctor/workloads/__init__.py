@@ -16,35 +16,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from torchdoctor.seeds import SEEDS
 from torchdoctor.workloads.base import EquivalenceCheck, EquivalenceReport, Workload
 
-#: workload name -> (module, class, one-line summary). The only place workloads are registered.
+#: workload name -> (module, class, one-line summary). The only place workloads are registered
+#: (their names and summaries: the seeds they are, ``torchdoctor.seeds``).
+_CLASSES = {"part_contrastive": "PartContrastive", "diffusion_policy": "DiffusionPolicy",
+            "mixture_vae": "MixtureVAE", "token_pruning": "TokenPruning",
+            "crossmodal_reid": "CrossModalReID"}  # fmt: skip
 WORKLOADS: dict[str, tuple[str, str, str]] = {
-    "part_contrastive": (
-        "torchdoctor.workloads.part_contrastive",
-        "PartContrastive",
-        "seed 000: part-aware contrastive re-ID training step (matching, Mahalanobis PaC, SoC)",
-    ),
-    "diffusion_policy": (
-        "torchdoctor.workloads.diffusion_policy",
-        "DiffusionPolicy",
-        "seed 001: DiT trajectory planner sampling (DDPM 100 vs cached encoder + DDIM)",
-    ),
-    "mixture_vae": (
-        "torchdoctor.workloads.mixture_vae",
-        "MixtureVAE",
-        "seed 002: mixture-VAE training loop (CPU label remap and .item() syncs vs none)",
-    ),
-    "token_pruning": (
-        "torchdoctor.workloads.token_pruning",
-        "TokenPruning",
-        "seed 003: video token pruning by per-frame conditional DPP",
-    ),
-    "crossmodal_reid": (
-        "torchdoctor.workloads.crossmodal_reid",
-        "CrossModalReID",
-        "seed 004: cross-modal re-ID training health (CE + SDM, sampler, memory, monitor)",
-    ),
+    name: (f"torchdoctor.workloads.{name}", _CLASSES[name], f"seed {number}: {summary}")
+    for number, (name, summary) in SEEDS.items()
 }
 
 

@@ -315,3 +315,17 @@ def test_the_respawn_lint_finding_names_the_persistence_switch_not_the_worker_co
                                [item])  # fmt: skip
     assert named.fix.startswith(
         "This script's own option for it: run with `--persistent-workers` (off in this run).")
+
+
+def test_an_option_told_how_to_turn_it_leaves_out_one_merely_named():
+    """timm's benchmark.py: `--amp` and `--amp-dtype bfloat16` turn CPU autocast; its
+    `--precision` (float32) was named beside them with no value to give."""
+    options = [_option("amp", False, switch=True, sets=True),
+               _option("amp_dtype", "float16"), _option("precision", "float32")]  # fmt: skip
+    (item,) = in_script_terms({"environment": {"script_options": options}},
+                              [Advice(rule="r", title="t", fix="F.", cause="bf16-autocast")])
+    assert item.fix == ("This script's own options for it: run with `--amp` (off in this run), "
+                        "run with `--amp-dtype bfloat16` (float16 in this run). F.")
+    (alone,) = in_script_terms({"environment": {"script_options": options[2:]}},
+                               [Advice(rule="r", title="t", fix="F.", cause="bf16-autocast")])
+    assert alone.fix.startswith("This script's own option for it: `--precision` (float32")

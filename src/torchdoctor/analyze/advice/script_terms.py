@@ -299,6 +299,10 @@ def in_script_terms(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
                                    lightning_precision)  # fmt: skip
             if phrase is not None and phrase not in phrases:
                 phrases.append(phrase)
+        if wanted in ("on", "off") and any(p.startswith(("run with", "leave out")) for p in phrases):
+            # (an option told how to turn it, beside one merely named: timm's benchmark.py
+            # has --amp and --amp-dtype for autocast, and a --precision that overrides them)
+            phrases = [p for p in phrases if p.startswith(("run with", "leave out"))]
         if phrases:
             plural = "s" if len(phrases) > 1 else ""
             said = ", ".join(phrases[:MAX_NAMED])

@@ -1,10 +1,11 @@
 """One convolution's forward + backward in NCHW against channels_last, on the CPU, by kind.
 
 The channels_last advice states only a bound on a CPU ("up to"), and the bound depends on the
-kind of convolution: a dense 3x3 convolution gains little, a depthwise or grouped one takes a
-slow NCHW path and gains most (torchvision's mobilenet_v3_small training step: 1.76x in
-channels_last), a 1x1 convolution is a matrix multiply over channels that NCHW strides. These
-figures are the basis of ``SPEEDUPS["channels_last_cpu_grouped"]`` and
+kind of convolution: a dense 3x3 convolution gains little, as does a grouped one with several
+channels a group (ResNeXt's); a depthwise one takes a slow NCHW path and gains most
+(torchvision's mobilenet_v3_small training step: 1.76x in channels_last); a 1x1 convolution
+is a matrix multiply over channels that NCHW strides. These
+figures are the basis of ``SPEEDUPS["channels_last_cpu_depthwise"]`` and
 ``SPEEDUPS["channels_last_cpu_pointwise"]`` (``analyze/advice/speedups.py``). Each side holds its
 own copy of the layer and of its input in its own memory format (in a channels_last net the
 activations stay in it: no conversion is timed); the outputs are compared.

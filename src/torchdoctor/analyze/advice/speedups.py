@@ -3,8 +3,8 @@ to, with where it comes from (measured here, BENCHMARKS.md, or a cited source); 
 over a measured share turns one into a saving (``base.amdahl_saving``).
 
 Example:
-    >>> SPEEDUPS["channels_last_cpu_grouped"].high
-    2.4
+    >>> SPEEDUPS["channels_last_cpu_depthwise"].high
+    2.6
 """
 
 from __future__ import annotations
@@ -101,18 +101,19 @@ SPEEDUPS: dict[str, Speedup] = {
         "(pytorch/examples mnist), 1.16x (fast_neural_style), and a CNN whose max pooling was "
         "a quarter of its step gained a third of it"
     ),
-    # (grouped and depthwise convolutions: NCHW takes a slow CPU path for them)
-    "channels_last_cpu_grouped": Speedup(
-        1.0, 2.4, "a grouped or depthwise convolution's forward + backward in channels_last on "
-        "a CPU, batch 16 (BENCHMARKS.md): 1.05x to 2.44x, depthwise 3x3 at 28x28 2.44x, "
-        "ResNeXt's 32 groups at 28x28 2.04x; torchvision's mobilenet_v3_small training step "
-        "1.76x"
+    # (depthwise convolutions, one group per channel: NCHW takes a slow CPU path for them)
+    "channels_last_cpu_depthwise": Speedup(
+        1.7, 2.6, "a depthwise convolution's forward + backward in channels_last on a CPU, "
+        "batch 16, three quiet runs (BENCHMARKS.md, suite 'fused' conv_layouts): 1.73x (5x5 at "
+        "14x14) to 2.60x (3x3 stride 2 at 56x56); torchvision's mobilenet_v3_small training "
+        "step 1.76x"
     ),
     # (pointwise, 1x1, convolutions: a matrix multiply over channels, strided in NCHW)
     "channels_last_cpu_pointwise": Speedup(
-        1.0, 1.85, "a 1x1 convolution's forward + backward in channels_last on a CPU, batch 16 "
-        "(BENCHMARKS.md): 1.04x to 1.85x (16 -> 72 channels at 56x56 1.85x, 64 -> 256 1.69x, "
-        "256 -> 64 1.04x)"
+        1.37, 2.3, "a 1x1 convolution's forward + backward in channels_last on a CPU, batch "
+        "16, three quiet runs (BENCHMARKS.md, suite 'fused' conv_layouts): 1.37x (96 -> 576 "
+        "at 7x7) to 2.30x (16 -> 72 at 56x56); one run's 64 -> 256 at 56x56 0.84x, its pairs "
+        "spread 0.72x-2.28x"
     ),
     # (a CPU with bf16 units, AVX512-BF16 / AMX: its matmuls and convolutions, measured)
     "bf16_autocast_cpu": Speedup(

@@ -27,6 +27,7 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.foreach_updates",
         "torchdoctor.benchmarks.sparse_layouts",
         "torchdoctor.benchmarks.conv_layouts",
+        "torchdoctor.benchmarks.bf16_convs",
         "torchdoctor.benchmarks.distribution_validation",
         "torchdoctor.benchmarks.attention_dropout",
         "torchdoctor.benchmarks.padding_waste",

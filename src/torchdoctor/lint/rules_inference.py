@@ -56,6 +56,10 @@ _STEP_GRIDS = frozenset({"torch.linspace", "torch.arange", "numpy.linspace", "nu
 #: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
 _LIGHTNING_NO_GRAD = frozenset({"validation_step", "test_step", "predict_step"})
 _LIGHTNING = re.compile(r"(?m)^\s*(import|from)\s+(lightning|pytorch_lightning)\b")
+#: nn.Module's own methods: `model.to(device)`, `model.half()` run no submodule
+_MODULE_OWN = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16", "eval",
+                         "train", "requires_grad_", "zero_grad", "apply", "type", "state_dict",
+                         "load_state_dict", "parameters", "named_parameters", "modules"})  # fmt: skip
 #: the rules of this family: code, name, documentation (docs/lint-rules.md is generated).
 
 RULES = (
@@ -227,6 +231,7 @@ class InferenceRules(ModelRuns, RuleVisitor):
             model_like = ENCODER_CALL.search(last) if step else (
                 callee.startswith("self.") or MODEL_NAME.search(last) or ENCODER_CALL.search(last)
                 or passed_a_module(self, call)  # (`text(prompts)`, every caller handing a Module)
+                or _submodule_call(callee)  # (`model.upsampler(mel)`: a part of the model)
             )
             args = [*call.args, *(k.value for k in call.keywords)]
             if not args:
@@ -396,3 +401,14 @@ class InferenceRules(ModelRuns, RuleVisitor):
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]
 InferenceRules.visit_AsyncFor = InferenceRules.visit_For  # type: ignore[attr-defined]
 
+
+def _submodule_call(callee: str) -> bool:
+    """``model.upsampler``: an attribute of a name that says model (DiffWave's conditioner,
+    LDM's ``model.get_learned_conditioning``), not one of nn.Module's own methods.
+
+    Example:
+        >>> [_submodule_call(c) for c in ("model.upsampler", "model.to", "x.upsampler", "model")]
+        [True, False, False, False]
+    """
+    parts = callee.split(".")
+    return len(parts) == 2 and bool(MODEL_NAME.search(parts[0])) and parts[1] not in _MODULE_OWN

@@ -78,7 +78,9 @@ def _walk_body(nodes: list[ast.stmt]):
 def _backward_operands(call: ast.Call) -> list[ast.AST]:
     """What ``call`` differentiates: ``loss`` in ``loss.backward()``,
     ``scaler.scale(loss).backward()``, ``accelerator.backward(loss)``,
-    ``torch.autograd.backward(loss)``."""
+    ``torch.autograd.backward(loss)``, Lightning's ``self.manual_backward(loss)``."""
+    if method_name(call) == "manual_backward":  # (manual optimisation: training_step returns none)
+        return call.args[:1]
     if method_name(call) != "backward":
         return []
     if call.args:  # accelerator.backward(loss), torch.autograd.backward(loss)
@@ -225,11 +227,14 @@ class HistoryRules(RuleVisitor):
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         """Lightning's ``training_step``: the loss it returns is the one the framework
-        differentiates; one kept on ``self`` (``self.losses.append(loss)``) outlives the step."""
+        differentiates (under manual optimisation, the one it hands ``self.manual_backward``);
+        one kept on ``self`` (``self.losses.append(loss)``) outlives the step."""
         if node.name not in FRAMEWORK_STEPS or not isinstance(self.parent(node), ast.ClassDef):
             return
         losses = {n for r in _walk_body(node.body) if isinstance(r, ast.Return) and r.value
                   for n in _names(r.value)}  # fmt: skip
+        losses |= {n for c in _walk_body(node.body) if isinstance(c, ast.Call)  # (manual optimisation:
+                   for operand in _backward_operands(c) for n in _names(operand)}  # manual_backward)
         losses |= _components(node, losses)
         for sub in _walk_body(node.body):
             found = self._accumulation(sub, losses) if losses else None
@@ -238,7 +243,7 @@ class HistoryRules(RuleVisitor):
             self.report(
                 sub,
                 "TD708",
-                f"`{self.code_of(sub)}` keeps the loss `training_step` returns on `self`, with "
+                f"`{self.code_of(sub)}` keeps a loss of `training_step` on `self`, with "
                 "its autograd graph: each step's graph stays alive until the list is cleared; "
                 "keep `.detach()` (no sync), or `.item()` when you log",
             )

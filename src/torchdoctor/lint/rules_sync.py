@@ -261,13 +261,14 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             self._check_function_one_deep(node)
 
     def _synchronize_context(self, node: ast.AST) -> ast.AST | None:
-        """The training loop around ``node``, or the step function it sits in (one calling
-        backward and an optimizer step: ``def train_step(...)`` called by the loop)."""
+        """The training loop around ``node``, or the step function it sits in (``train_step``
+        calling backward and an optimizer step; Lightning's ``training_step``, every step)."""
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOP_STATEMENTS)]
         if loops:
             return loops[0] if self.is_training_body(loops[0]) else None
         scope = self.enclosing_scope(node)
-        return scope if self.is_step_function(scope) else None
+        framework = getattr(scope, "name", None) in FRAMEWORK_STEPS
+        return scope if framework or self.is_step_function(scope) else None
 
     def _conditional(self, node: ast.AST, loop: ast.AST) -> bool:
         """``node`` runs only under an ``if`` inside ``loop`` (``if args.profile:``,

@@ -417,7 +417,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             where = per_call or "every training step"
         data = call.args[0]
         if any(f(data, scope) for f in (self.has_host_copy_resolved, self.unpacked_from_host,
-                                        self.iterated_from_host)):  # fmt: skip
+                                        self.iterated_from_host, self.cast_from_tensors)):  # fmt: skip
             self.report(
                 call,
                 "TD203",

@@ -113,6 +113,21 @@ class TensorValues:
                 host |= {n.id for n in ast.walk(node.targets[0]) if isinstance(n, ast.Name)}  # fmt: skip
         return bool(names & host)
 
+    def cast_from_tensors(self, expr: ast.AST, scope: ast.AST) -> bool:
+        """Python numbers each read from a tensor (``[int(m.sum()) for m in M]``): a sync each.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nfor M in data:\\n    opt.step()\\n"
+            ...        "    n = torch.tensor([int(m.sum()) for m in M], device='cuda')\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD203']
+        """
+        items = [expr.elt] if isinstance(expr, ast.ListComp) else getattr(expr, "elts", [])
+        return any(isinstance(e, ast.Call) and len(e.args) == 1 and not e.keywords
+                   and bool(set(self.callee(e)) & SCALAR_CASTS.keys())
+                   and self.looks_like_tensor(e.args[0]) for e in items)  # fmt: skip
+
     def looks_like_tensor(self, expr: ast.AST) -> bool:
         """Heuristic: the expression is a tensor (statically unknowable; kept conservative).
         A negation or a ``.detach()`` / ``.clone()`` of one is one too (``-d_loss.detach()``)."""

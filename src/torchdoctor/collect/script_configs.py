@@ -1,4 +1,5 @@
-"""The options of scripts that do not parse with argparse: Hydra's composed config, click, fire.
+"""The options of scripts that do not parse with argparse: Hydra's composed config, click, fire,
+minGPT's CfgNode.
 
 ``collect/script_options.py`` notes argparse parses and nanoGPT-style globals. Two other ways a
 training script takes its knobs are common enough to matter: Hydra (``@hydra.main``: the user
@@ -21,6 +22,9 @@ detailed step (the script's training loop runs inside the task function or comma
   function fire called, found on the stack (the frame fire's ``core.py`` called), with their
   values now; ``--name`` on the command line marks one given; a boolean is a switch
   (``--name`` / ``--noname``).
+- minGPT's ``CfgNode`` (``config.merge_from_args(sys.argv[1:])`` in projects/chargpt and adder:
+  ``--trainer.num_workers=0 --model.n_layer=4``): read after the script from its globals
+  (:func:`cfgnode_options`), every leaf of plain value, as a ``--dotted.key=value`` option.
 
 Example:
     >>> flat = _flatten({"data": {"num_workers": 0, "_target_": "x.DM"}, "seed": None,
@@ -38,7 +42,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["click_options", "fire_options", "hydra_options"]
+__all__ = ["cfgnode_options", "click_options", "fire_options", "hydra_options"]
 
 #: leaves of a composed config kept at most (a large config has thousands)
 MAX_KEYS = 400
@@ -230,3 +234,38 @@ def fire_options(frame: Any = None) -> list[dict[str, Any]]:
             return [_fire_entry(n, local.get(n), argv) for n in names if n != "self"][:MAX_KEYS]
         frame = frame.f_back
     return []
+
+
+def cfgnode_options(argv: list[str], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The options of a minGPT-style config among ``settings`` (the script's globals): an object
+    whose class has ``merge_from_args`` and ``to_dict`` (minGPT's ``CfgNode``, which reads
+    ``--trainer.batch_size=32`` from the command line); its leaves of plain value, with the
+    largest such config's keys when there are several. ``argv``: the script's arguments.
+
+    Example:
+        >>> class CfgNode:
+        ...     def __init__(self, **kw): self.__dict__.update(kw)
+        ...     def to_dict(self): return {k: v.to_dict() if isinstance(v, CfgNode) else v
+        ...                                for k, v in self.__dict__.items()}
+        ...     def merge_from_args(self, args): pass
+        >>> config = CfgNode(trainer=CfgNode(num_workers=4, betas=(0.9, 0.95)), seed=3)
+        >>> [(o["flags"], o["value"], o["given"]) for o in cfgnode_options(
+        ...     ["--seed=1"], {"config": config, "n": 2})]
+        [(['--trainer.num_workers'], 4, False), (['--seed'], 3, True)]
+    """
+    found: list[dict[str, Any]] = []
+    given = {t[2:].split("=", 1)[0] for t in argv if isinstance(t, str) and t.startswith("--")}
+    for value in list(settings.values()):
+        kind = type(value)
+        if not (callable(getattr(kind, "merge_from_args", None))
+                and callable(getattr(kind, "to_dict", None))):  # fmt: skip
+            continue
+        tree = value.to_dict()
+        entries = [{"flags": [f"--{key}"], "dest": key, "value": leaf, "default": None,
+                    "given": key in given, "switch": isinstance(leaf, bool),
+                    "form": "--name=value"}  # fmt: skip
+                   for key, leaf in _flatten(tree)
+                   if not key.endswith("._node_") and _plain_leaf(leaf) and leaf is not None]
+        if len(entries) > len(found):
+            found = entries[:MAX_KEYS]
+    return found

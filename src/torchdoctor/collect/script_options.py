@@ -33,7 +33,12 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from torchdoctor.collect.script_configs import click_options, fire_options, hydra_options
+from torchdoctor.collect.script_configs import (
+    cfgnode_options,
+    click_options,
+    fire_options,
+    hydra_options,
+)
 
 __all__ = ["forget_options", "note_running_options", "note_settings", "script_options",
            "watching_options"]
@@ -139,7 +144,9 @@ def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
     of ``settings`` (the script's module globals) holding a plain value: a script that reads
     its options as nanoGPT's ``configurator.py`` does, overriding globals. A script that lists
     its settings in ``config_keys`` (nanoGPT's convention) has every one of them noted, given
-    or not (its ``eval_interval`` is the switch for an evaluation it runs by default).
+    or not (its ``eval_interval`` is the switch for an evaluation it runs by default). A
+    minGPT ``CfgNode`` among them has its keys noted (``--trainer.num_workers=...``:
+    ``script_configs.cfgnode_options``).
 
     Example:
         >>> with watching_options():
@@ -164,6 +171,10 @@ def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
         _NOTED[name] = {"flags": [f"--{name}"], "dest": name, "value": _plain(value),
                         "default": None, "given": name in given,
                         "switch": isinstance(value, bool), "form": "--name=value"}  # fmt: skip
+    for entry in cfgnode_options(list(argv), settings):  # (minGPT's CfgNode: --trainer.x=...)
+        if len(_NOTED) >= MAX_OPTIONS:
+            break
+        _NOTED.setdefault(entry["dest"], entry)
 
 
 def note_running_options() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.visitor import dotted, method_name
 
@@ -62,6 +63,8 @@ class LoaderDatasets:
         if isinstance(dataset, ast.Subscript) and isinstance(dataset.value, ast.Name):
             values = [e for v in self.assigned_values(scope, dataset.value.id)
                       for e in _items(v)]  # (sets["val"] of {k: TensorDataset(...) for k ...})
+        if not values and isinstance(dataset, ast.Name):  # (a parameter: what callers hand it)
+            values = self._handed(scope, dataset.id)
         moves = [self._moves_items(v) for v in values]
         if moves and all(moves):  # (its __getitem__ copies each item to the GPU itself)
             return "device" if set(moves) == {"memory"} else "device, read per item"
@@ -110,6 +113,27 @@ class LoaderDatasets:
         reads = any(isinstance(c, ast.Call) and _READS.search(
             (dotted(c.func) or "").rsplit(".", 1)[-1]) for c in ast.walk(get))  # fmt: skip
         return "file" if reads else "memory"
+
+    def _handed(self, scope: ast.AST, name: str) -> list[ast.AST]:
+        """What the calls of the function ``scope`` in the file (its call index) hand its
+        parameter ``name``, through one assignment in the caller (``ds = Probe(csv, device)``;
+        ``probe(model, ds)``); none when a call passes nothing for it."""
+        args = getattr(scope, "args", None)
+        if args is None or not hasattr(scope, "name"):
+            return []
+        positional = [a.arg for a in (*args.posonlyargs, *args.args)]
+        out: list[ast.AST] = []
+        for site in calls_named(self, scope.name):
+            if not isinstance(site.func, ast.Name):
+                continue  # (a method of the same name elsewhere)
+            given = next((k.value for k in site.keywords if k.arg == name), None)
+            if given is None and name in positional and positional.index(name) < len(site.args):
+                given = site.args[positional.index(name)]
+            if given is None:
+                return []
+            out += self.assigned_values(self.enclosing_scope(site), given.id) if isinstance(
+                given, ast.Name) else [given]  # fmt: skip
+        return out
 
     def _maker(self, call: ast.Call) -> ast.FunctionDef | None:
         """The function of the file, or of the project (imported: ``data.make_dataset(n)``),

@@ -53,10 +53,16 @@ def is_model_like(expr: ast.AST) -> bool:
         [True, False]
         >>> is_model_like(ast.parse("ControlLDM.load_from_checkpoint(p).to(d).eval()", mode="eval").body)
         True
+        >>> [is_model_like(ast.parse(f"Lit.load_from_checkpoint(p).{a}", mode="eval").body)
+        ...  for a in ("G_ema", "hparams")]
+        [True, False]
     """
     name = dotted(expr)
     if name is not None:
         return bool(MODEL_NAME.search(name.rsplit(".", 1)[-1]))
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Call) and (
+            expr.attr not in _NOT_SUBMODULES):  # (Lit.load_from_checkpoint(p).G_ema: a part of it)
+        return is_model_like(expr.value)
     if isinstance(expr, ast.Subscript) and isinstance(constant(expr.slice), str):
         container = dotted(expr.value) or ""  # (self.models["encoder"]: a dict of modules)
         return bool(container) and bool(MODEL_NAME.search(container.rsplit(".", 1)[-1]))
@@ -77,6 +83,10 @@ def is_model_like(expr: ast.AST) -> bool:
 #: a model zoo's constructor: torchvision.models.detection.fasterrcnn_resnet50_fpn(...),
 #: models.resnet18(...), timm.create_model(...)
 _MODEL_ZOO = re.compile(r"(^|\.)models\.\w|(^|\.)create_model$")
+
+#: attributes of a module that are no module (what ``Net().config`` reads)
+_NOT_SUBMODULES = frozenset({"hparams", "config", "device", "dtype", "training", "weight", "bias",
+                             "tokenizer", "generation_config", "name_or_path"})  # fmt: skip
 
 #: classes whose ``from_pretrained`` loads no model
 _NOT_A_MODEL = re.compile(r"Tokenizer|Processor|Config|FeatureExtractor|Scheduler")

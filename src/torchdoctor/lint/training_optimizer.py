@@ -354,7 +354,9 @@ def _rebound(rules: RuleVisitor, loop: ast.AST, modules: set[str | None] = froze
             bound |= names
         elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.NamedExpr):
             bound |= target_names(node.target)
-    return rules.assigned_in(loop) - (inplace - bound) - (converted - bound)
+    reloaded = {dotted(c.func.value) for c in ast.walk(loop) if isinstance(c, ast.Call)  # type: ignore[attr-defined]
+                and method_name(c) == "load_state_dict"} - {None}  # (weights reset: a new start)
+    return (rules.assigned_in(loop) - (inplace - bound) - (converted - bound)) | reloaded
 
 
 def _changed_by_calls_only(rules: RuleVisitor, loop: ast.AST) -> set[str]:

@@ -329,3 +329,29 @@ def test_an_option_told_how_to_turn_it_leaves_out_one_merely_named():
     (alone,) = in_script_terms({"environment": {"script_options": options[2:]}},
                                [Advice(rule="r", title="t", fix="F.", cause="bf16-autocast")])
     assert alone.fix.startswith("This script's own option for it: `--precision` (float32")
+
+
+def test_dropout_names_the_script_s_dropout_probabilities():
+    """minGPT's chargpt (CfgNode): --model.embd_pdrop=, --model.resid_pdrop=,
+    --model.attn_pdrop= (clients round 14); not its learning rate."""
+    options = [_option(f"model.{n}", 0.1, flags=[f"--model.{n}"], form="--name=value")
+               for n in ("embd_pdrop", "resid_pdrop", "attn_pdrop")]  # fmt: skip
+    options.append(_option("trainer.learning_rate", 5e-4, form="--name=value"))
+    item = Advice(rule="dropout", title="dropout takes 14% of the step", fix="Set it to 0.",
+                  cause="dropout")  # fmt: skip
+    (told,) = in_script_terms({"environment": {"script_options": options}}, [item])
+    assert told.fix == (
+        "This script's own options for it: `--model.embd_pdrop=...` (0.1 in this run), "
+        "`--model.resid_pdrop=...` (0.1 in this run), `--model.attn_pdrop=...` (0.1 in this "
+        "run). Set it to 0.")
+
+
+def test_an_evaluation_names_the_size_of_the_evaluation_set():
+    """x-transformers' train_path_star.py (fire) evaluates every epoch on --num_val sequences,
+    one generate() each: the size is its knob (clients round 14)."""
+    options = [_option("num_val", 48, flags=["--num_val"], form="fire"),
+               _option("num_train", 1600, flags=["--num_train"], form="fire")]  # fmt: skip
+    item = Advice(rule="long-step", title="Step 49 of 99 took 7.6x the median",
+                  fix="make it cheaper (a smaller evaluation set)", cause="periodic-work")
+    (told,) = in_script_terms({"environment": {"script_options": options}}, [item])
+    assert told.fix.startswith("This script's own option for it: `--num_val` (48 in this run).")

@@ -31,6 +31,9 @@ _EVALUATION = frozenset({
     "eval_period", "evaluate_every", "val_every", "val_interval", "val_freq", "val_frequency",
     "val_check_interval", "check_val_every_n_epoch", "validation_interval", "validate_every",
     "test_freq", "test_interval", "test_every", "eval_strategy", "evaluation_strategy",
+    # (the evaluation's size: x-transformers' --num_val, Hugging Face's --max_eval_samples)
+    "num_val", "n_val", "val_size", "num_val_samples", "val_samples", "num_eval", "eval_size",
+    "num_eval_samples", "eval_samples", "max_eval_samples", "limit_val_batches", "val_batches",
 })  # fmt: skip
 _LOGGING = frozenset({
     "log_interval", "log_every", "log_freq", "print_freq", "print_every", "logging_steps",
@@ -70,6 +73,13 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
         "checkpoint_activations", "use_checkpoint", "grad_ckpt",
     }), "off"),  # fmt: skip
     "periodic-work": (_PERIODIC, "value"),
+    # (minGPT's --model.attn_pdrop=, nanoGPT's --dropout=, timm's --drop, a BERT config's)
+    "dropout": (frozenset({
+        "dropout", "drop", "drop_rate", "dropout_rate", "dropout_prob", "dropout_p",
+        "hidden_dropout_prob", "attention_probs_dropout_prob", "hidden_dropout",
+        "attention_dropout", "attn_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop",
+        "emb_dropout", "ff_dropout",
+    }), "value"),  # fmt: skip
     # by rule (read before the cause): a sync every step is often the loss read for a log
     # line written every step; workers restarted each epoch are kept by persistence alone (no
     # count of workers does it: a respawn advice naming --workers was wrong)

@@ -1,5 +1,5 @@
 """The options of scripts that do not parse with argparse: Hydra's composed config, click, fire,
-minGPT's CfgNode.
+LightningCLI, minGPT's CfgNode.
 
 ``collect/script_options.py`` notes argparse parses and nanoGPT-style globals. Two other ways a
 training script takes its knobs are common enough to matter: Hydra (``@hydra.main``: the user
@@ -22,6 +22,11 @@ detailed step (the script's training loop runs inside the task function or comma
   function fire called, found on the stack (the frame fire's ``core.py`` called), with their
   values now; ``--name`` on the command line marks one given; a boolean is a switch
   (``--name`` / ``--noname``).
+- LightningCLI (jsonargparse, whose parser never calls argparse's ``parse_known_args``:
+  ``fit --config cfg.yaml --trainer.precision bf16-mixed``): the parsed config of the
+  ``LightningCLI`` found on the stack (its ``__init__`` runs the subcommand; ``run=False``
+  scripts keep it in a local while they fit), flattened to ``--trainer.max_epochs``-style
+  options (:func:`lightning_cli_options`).
 - minGPT's ``CfgNode`` (``config.merge_from_args(sys.argv[1:])`` in projects/chargpt and adder:
   ``--trainer.num_workers=0 --model.n_layer=4``): read after the script from its globals
   (:func:`cfgnode_options`), every leaf of plain value, as a ``--dotted.key=value`` option.
@@ -42,7 +47,8 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["cfgnode_options", "click_options", "fire_options", "hydra_options"]
+__all__ = ["cfgnode_options", "click_options", "fire_options", "hydra_options",
+           "lightning_cli_options"]
 
 #: leaves of a composed config kept at most (a large config has thousands)
 MAX_KEYS = 400
@@ -269,3 +275,48 @@ def cfgnode_options(argv: list[str], settings: Mapping[str, Any]) -> list[dict[s
         if len(entries) > len(found):
             found = entries[:MAX_KEYS]
     return found
+
+
+def _is_lightning_cli(value: Any) -> bool:
+    return any(c.__name__ == "LightningCLI" for c in getattr(type(value), "__mro__", ()))
+
+
+def lightning_cli_options(frame: Any = None) -> list[dict[str, Any]]:
+    """The options of the ``LightningCLI`` found in a local of ``frame`` (default: the
+    caller's) or of its callers (see the module docstring); empty when there is none. A bool
+    is told as ``--key=true``; any other value as ``--key value``.
+
+    Example:
+        >>> class LightningCLI:
+        ...     subcommand = None
+        ...     class config:
+        ...         as_dict = staticmethod(lambda: {"trainer": {"precision": None,
+        ...                                         "benchmark": False}, "config": ["c.yaml"]})
+        >>> def fit(cli):
+        ...     return lightning_cli_options()
+        >>> [(o["flags"], o["value"], o.get("form")) for o in fit(LightningCLI())]
+        [(['--trainer.precision'], None, None), (['--trainer.benchmark'], False, '--name=value')]
+    """
+    frame = frame or sys._getframe(1)
+    while frame is not None:
+        cli = next((v for v in frame.f_locals.values() if _is_lightning_cli(v)), None)
+        if cli is not None:
+            break
+        frame = frame.f_back
+    else:
+        return []
+    config = cli.config
+    if getattr(cli, "subcommand", None) and hasattr(config, "get"):
+        config = config.get(str(cli.subcommand), config)  # (fit --trainer...: its own part)
+    given = {t[2:].split("=", 1)[0] for t in sys.argv[1:] if isinstance(t, str)
+             and t.startswith("--")}  # fmt: skip
+    entries = []
+    for key, leaf in _flatten(config.as_dict()):
+        if key.endswith("._node_") or not _plain_leaf(leaf) or len(entries) >= MAX_KEYS:
+            continue
+        entry = {"flags": [f"--{key}"], "dest": key, "value": leaf, "default": None,
+                 "given": key in given, "switch": isinstance(leaf, bool)}  # fmt: skip
+        if isinstance(leaf, bool):  # (jsonargparse: --trainer.benchmark=true)
+            entry["form"] = "--name=value"
+        entries.append(entry)
+    return entries

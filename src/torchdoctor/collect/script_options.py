@@ -38,6 +38,7 @@ from torchdoctor.collect.script_configs import (
     click_options,
     fire_options,
     hydra_options,
+    lightning_cli_options,
 )
 
 __all__ = ["forget_options", "note_running_options", "note_settings", "script_options",
@@ -178,8 +179,9 @@ def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
 
 
 def note_running_options() -> None:
-    """Note the options of a Hydra job, click command or fire-called function running now (``collect/
-    script_configs.py``: none can be read after the script), once per watched script: the
+    """Note the options of a Hydra job, click command, fire-called function or LightningCLI
+    running now (``collect/script_configs.py``: none can be read after the script), once per
+    watched script: the
     profiler calls it from its detailed steps until one finds them (the steps run inside the
     job or command). Outside a watched script it does nothing.
 
@@ -192,7 +194,8 @@ def note_running_options() -> None:
     if not _WATCHING or _LOOKED:
         return
     try:
-        found = [*hydra_options(), *click_options(), *fire_options()]
+        found = [*hydra_options(), *click_options(), *fire_options(),
+                 *lightning_cli_options()]  # fmt: skip
     except Exception:  # (never the script's problem)
         found = [{}]  # (... and not looked for again)
     if not found:  # (not yet inside the job or command: the next detailed step looks again)

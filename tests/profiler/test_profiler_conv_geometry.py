@@ -184,7 +184,7 @@ def test_depthwise_convolutions_carry_their_groups_and_raise_channels_last_s_cpu
 def test_a_grouped_convolution_with_channels_a_group_keeps_the_usual_bound():
     """ResNeXt's 32 groups of 4+ channels measured 1.10x-1.36x in channels_last: no raise."""
     from torchdoctor.analyze.advice.base import Advice
-    from torchdoctor.analyze.advice.knobs import layout_kinds_bound
+    from torchdoctor.analyze.advice.knobs_layout import layout_kinds_bound
 
     conv = {"type": "Conv2d", "path": "g", "total_ms": {"mean": 24.0}, "children": [],
             "conv": {"groups": 32, "in_channels": 128}}  # fmt: skip

@@ -39,6 +39,7 @@ from torchdoctor.analyze.advice.base import (
     with_saving,
 )
 from torchdoctor.analyze.advice.knobs_bf16 import bf16_bound, bf16_parts, outermost_ms
+from torchdoctor.analyze.advice.knobs_layout import CONV_ND, layout_kinds_bound
 from torchdoctor.analyze.advice.knobs_measured import measured, measured_knob_advice
 from torchdoctor.analyze.advice.tune_command import tune_target
 
@@ -46,9 +47,8 @@ from torchdoctor.analyze.advice.tune_command import tune_target
 MIN_FRACTION = 0.30
 #: ... and compile when the work it can fuse (the step less its library kernels) is this share
 MIN_FUSABLE_FRACTION = 0.10
-#: module types that make a net a conv net for channels_last: 2-d and 3-d convolutions (not
-#: Conv1d, and not GPT-2's ``Conv1D``, which is a linear layer)
-_CONV_ND = re.compile(r"^(Lazy)?Conv(Transpose)?[23]d$")
+#: module types that make a net a conv net for channels_last (``knobs_layout.CONV_ND``)
+_CONV_ND = CONV_ND
 #: ... and the modules whose time channels_last changes: those and their batch norms
 #: (pooling too: on a CPU max pooling of NCHW maps is a slow kernel, channels_last a fast one:
 #: a Lightning CNN's two MaxPool2d were 26% of its step, and channels_last saved 33% of it)
@@ -57,7 +57,7 @@ _CHANNELS_LAST_PART = re.compile(
 #: "forward + backward" as the rule words it, not after a possessive (a cited measurement's)
 _RULES_FORWARD_BACKWARD = re.compile(r"(?<!'s )forward \+ backward")
 _POOLING = re.compile(r"^(Adaptive)?(Max|Avg)Pool[23]d$")
-_CONVOLUTION = re.compile(r"^(Lazy)?Conv(Transpose)?[23]d$")
+_CONVOLUTION = CONV_ND
 #: channels_last is advised when those take at least this share of the step
 MIN_CONV_FRACTION = 0.10
 #: the cause of each knob's advice (another rule prescribing the same remedy merges with it)
@@ -331,49 +331,6 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
             for_inference(item)
         item.heat = min(item.heat, 0.2)  # a generic knob ranks below specific evidence
     return advice
-
-
-#: the convolutions whose CPU gain in channels_last exceeds the usual bound (grouped ones with
-#: several channels a group, ResNeXt's, measured 1.10x-1.36x: the usual bound): (which, by
-#: their ``conv`` facts; their name in the evidence; their SPEEDUPS key)
-_LAYOUT_KINDS = (
-    (lambda conv: conv.get("groups") and conv.get("groups") == conv.get("in_channels"),
-     "depthwise", "channels_last_cpu_depthwise"),
-    (lambda conv: conv.get("pointwise"), "1x1", "channels_last_cpu_pointwise"),
-)  # fmt: skip
-
-
-def layout_kinds_bound(item: Advice, session: Mapping[str, Any], scale: float) -> None:
-    """Raise a CPU channels_last advice's bound for its depthwise and 1x1 convolutions (the
-    tree's convolutions whose ``conv`` facts say so: up to their own SPEEDUPS entry on them,
-    where the others get ``channels_last_cpu``); ``scale``: the step's share left without
-    the profiler.
-
-    Example:
-        >>> conv = {"type": "Conv2d", "path": "dw", "total_ms": {"mean": 24.0}, "children": [],
-        ...         "conv": {"groups": 72, "in_channels": 72}}
-        >>> item = Advice("engine-knobs", "t", saving_range_ms=[0.0, 5.5],
-        ...               evidence=["convs", "up to 1.3x"])
-        >>> layout_kinds_bound(item, {"tree": {"children": [conv]}}, 1.0)
-        >>> round(item.saving_range_ms[1], 1), item.evidence[2].split(" (")[0]
-        (14.7, 'up to 2.6x on its 1 depthwise convolution')
-    """
-    convs = [n for n, _ in walk(session.get("tree"))
-             if not n.get("children") and _CONVOLUTION.match(str(n.get("type") or ""))]
-    usual = SPEEDUPS["channels_last_cpu"]
-    at = 2
-    for kind, name, key in _LAYOUT_KINDS:
-        nodes = [n for n in convs if kind(n.get("conv") or {})]
-        ms = sum(center(n.get("total_ms")) for n in nodes)
-        if ms <= 0 or not item.saving_range_ms:
-            continue
-        high = SPEEDUPS[key]
-        more = ms * scale * ((1 - 1 / high.high) - (1 - 1 / usual.high))
-        item.saving_range_ms = [item.saving_range_ms[0], item.saving_range_ms[1] + more]
-        plural = "s" if len(nodes) > 1 else ""
-        item.evidence.insert(at, f"up to {high.high:g}x on its {len(nodes)} {name} "
-                                 f"convolution{plural} ({fmt_ms(ms)} a step: {high.source})")  # fmt: skip
-        at += 1
 
 
 def for_inference(item: Advice) -> None:

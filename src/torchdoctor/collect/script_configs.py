@@ -14,7 +14,9 @@ detailed step (the script's training loop runs inside the task function or comma
   Hydra saved for the job (``<output_dir>/.hydra/config.yaml``; without it, the overrides
   alone), flattened to dotted keys. Each leaf of plain value is an option of form
   ``key=value`` (``data.num_workers``: 0). A Lightning ``Trainer`` node with no ``precision``
-  key gets an absent ``<node>.precision`` option (its override is ``+trainer.precision=...``).
+  key gets an absent ``<node>.precision`` option (its override is ``+trainer.precision=...``),
+  a torch optimizer node (``_target_: torch.optim.Adam``) with no ``fused`` key an absent
+  ``<node>.fused`` switch (``+model.optimizer.fused=true``).
 - click (and typer, which carries its own copy of click): every option of the running
   command and of its parents, with its value, whether the command line gave it, and what a
   flag sets (``--amp/--no-amp``: either).
@@ -56,6 +58,10 @@ MAX_KEYS = 400
 _TRAINERS = ("lightning.pytorch.trainer.Trainer", "lightning.pytorch.Trainer", "lightning.Trainer",
              "pytorch_lightning.Trainer", "pytorch_lightning.trainer.Trainer")  # fmt: skip
 
+
+#: torch optimizers with a ``fused`` argument, as a Hydra ``_target_`` names them (the
+#: lightning-hydra-template's ``model.optimizer``: ``+model.optimizer.fused=true`` adds it)
+_FUSED_OPTIMIZERS = frozenset(f"torch.optim.{name}" for name in ("Adam", "AdamW", "SGD", "Adagrad"))
 
 #: the modules whose ``get_current_context`` gives a running click command's context: click
 #: and the copy of it typer (>= 0.16) carries as ``typer._click``
@@ -99,6 +105,10 @@ def _hydra_entries(flat: Iterator[tuple[str, Any]], given: set[str]) -> list[dic
                 entries.append({"flags": [f"{node}.precision"], "dest": f"{node}.precision",
                                 "value": None, "default": None, "given": False,
                                 "switch": False, "form": "key=value", "absent": True})  # fmt: skip
+            if value.get("_target_") in _FUSED_OPTIMIZERS and "fused" not in value:
+                entries.append({"flags": [f"{node}.fused"], "dest": f"{node}.fused",
+                                "value": None, "default": None, "given": False,
+                                "switch": True, "form": "key=value", "absent": True})  # fmt: skip
             continue
         if key.rsplit(".", 1)[-1].startswith("_") or not _plain_leaf(value):
             continue

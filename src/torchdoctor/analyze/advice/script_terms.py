@@ -57,6 +57,8 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
     "torch.compile": (frozenset({"compile", "torch_compile", "torchcompile", "use_compile",
                                  "compile_model"}), "on"),  # fmt: skip
     "channels_last": (frozenset({"channels_last", "use_channels_last"}), "on"),
+    # (a Hydra optimizer node's fused key: +model.optimizer.fused=true)
+    "fused_optimizer": (frozenset({"fused", "fused_optimizer", "use_fused"}), "on"),
     "dataloader-workers": (frozenset({
         "workers", "num_workers", "dataloader_num_workers", "n_workers", "nworkers",
         "data_workers", "loader_workers", "num_data_workers", "pin_mem", "pin_memory",
@@ -246,6 +248,9 @@ def _override_phrase(
         'run with `+trainer.precision=bf16-mixed` (unset in this run)'
         >>> _override_phrase({"value": 0}, "data.num_workers", "value", None, None)
         '`data.num_workers=...` (0 in this run)'
+        >>> _override_phrase({"value": None, "absent": True, "switch": True},
+        ...                  "model.optimizer.fused", "on", None, None)
+        'run with `+model.optimizer.fused=true` (unset in this run)'
     """
     value, plus = option.get("value"), "+" if option.get("absent") else ""
     shown = "unset" if value is None else str(value).lower() if isinstance(value, bool) else value
@@ -259,6 +264,8 @@ def _override_phrase(
         if "bf16" in str(value):
             return None
         return f"run with `{plus}{key}={precision}` ({shown} in this run)"
+    if option.get("absent") and option.get("switch") and wanted in ("on", "off"):
+        return f"run with `+{key}={str(wanted == 'on').lower()}` (unset in this run)"
     if option.get("absent"):  # (a key to add is named for a value it wants only)
         return None
     return f"`{key}=...` ({shown} in this run)"

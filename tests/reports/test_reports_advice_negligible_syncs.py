@@ -82,3 +82,16 @@ def test_a_round_trip_once_per_long_step_is_no_cpu_work_advice():
     assert cpu_work({**_session(37_000.0, trip), "tree": None}) == []
     (advice,) = cpu_work({**_session(15.0, trip), "tree": None})
     assert "round trips" in advice.title
+
+
+def test_two_findings_on_one_line_name_it_once():
+    """gpt2-style-transformer's train.py:256 reads `loss_acum.item()` and `val_loss.item()` in
+    one f-string: its not-hot TD201 advice said "train.py:256, train.py:256" (clients round 14)."""
+    findings = [{"code": "TD201", "severity": "warning", "message": "`.item()` forces a sync",
+                 "path": TRAIN, "line": 256, "col": col, "replacement": None}
+                for col in (40, 80)]  # fmt: skip
+    (item,) = lint_findings({**_session(5_800.0, _read(2.0, line=256)), "lint": findings})
+    assert "(2 finding(s), not hot)" in item.title
+    assert item.evidence == [
+        "train.py:256: the profile recorded its syncs, too few to matter in a step this long"
+    ]

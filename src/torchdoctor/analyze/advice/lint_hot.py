@@ -424,11 +424,11 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
             (NEGLIGIBLE_NOTE, [f for f in group if id(f) in negligible]),
             (FEW_SYNCS_NOTE, [f for f in group if id(f) in few_syncs]),
         ):  # fmt: skip
-            places = ", ".join(
-                f"{os.path.basename(str(f.get('path') or '?'))}:{f.get('line', '?')}"
-                for f in part[:5]
-            )
-            more = f" and {len(part) - 5} more" if len(part) > 5 else ""
+            places = list(dict.fromkeys(  # (two findings on one line: named once)
+                f"{os.path.basename(str(f.get('path') or '?'))}:{f.get('line', '?')}" for f in part
+            ))  # fmt: skip
+            more = f" and {len(places) - 5} more" if len(places) > 5 else ""
+            places = ", ".join(places[:5])
             if part:
                 evidence.append(f"{places}{more}: {note}")
         advice.append(

@@ -225,7 +225,7 @@ def _advice_section(advice: list[dict[str, Any]]) -> list[str]:
         if item.get("fix"):
             lines += [f"**Fix:** {inline(item['fix'])}", ""]
         if item.get("references"):
-            refs = ", ".join(escape(seed_reference(str(r))) for r in item["references"])
+            refs = ", ".join(inline(seed_reference(str(r))) for r in item["references"])
             lines += [f"**References:** {refs}", ""]
     return lines
 

@@ -7,8 +7,8 @@ report shows the reference. The workloads' registry (``torchdoctor.workloads.WOR
 its names and summaries from here: one home.
 
 Example:
-    >>> seed_reference("seed 001")
-    'seed 001 (`torchdoctor demo diffusion_policy`: DiT trajectory planner sampling, DDPM 100 vs cached encoder + DDIM)'
+    >>> print(seed_reference("seed 002"))  # doctest: +ELLIPSIS
+    seed 002 (`torchdoctor demo mixture_vae`: a VAE training loop that remaps labels on the CPU ...)
     >>> seed_reference("torch.compile")
     'torch.compile'
 """
@@ -17,13 +17,16 @@ from __future__ import annotations
 
 #: seed number -> (its workload's name, one-line summary)
 SEEDS: dict[str, tuple[str, str]] = {
-    "000": ("part_contrastive",
-            "part-aware contrastive re-ID training step (matching, Mahalanobis PaC, SoC)"),
-    "001": ("diffusion_policy", "DiT trajectory planner sampling, DDPM 100 vs cached encoder + DDIM"),
-    "002": ("mixture_vae", "mixture-VAE training loop (CPU label remap and .item() syncs vs none)"),
-    "003": ("token_pruning", "video token pruning by per-frame conditional DPP"),
-    "004": ("crossmodal_reid",
-            "cross-modal re-ID training health (CE + SDM, sampler, memory, monitor)"),
+    "000": ("part_contrastive", "a re-ID training step whose part matching runs on the CPU and "
+            "whose Mahalanobis distances invert a covariance per image, slow and batched"),
+    "001": ("diffusion_policy", "a diffusion planner's sampler that re-runs its encoder at every "
+            "denoising step, slow and with the encoder cached"),
+    "002": ("mixture_vae", "a VAE training loop that remaps labels on the CPU and reads "
+            ".item() every step, slow and sync-free"),
+    "003": ("token_pruning", "video token pruning with one torch.where per frame, slow and "
+            "batched"),
+    "004": ("crossmodal_reid", "a cross-modal re-ID training loop's data loading, sampler "
+            "and memory, slow and fixed"),
 }  # fmt: skip
 
 

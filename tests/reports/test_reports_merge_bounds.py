@@ -13,7 +13,7 @@ def _pair(knob_top):
                       saving_range_ms=[0.08, 0.38], heat=0.6)  # fmt: skip
     knob = Advice("engine-knobs", "Use channels_last memory format for the conv net",
                   cause="channels_last", saving_range_ms=[0.0, knob_top], heat=0.2,
-                  evidence=["up to 2.6x on its 11 depthwise convolutions"])  # fmt: skip
+                  evidence=["up to 2.5x on its 11 depthwise convolutions"])  # fmt: skip
     knob.generic = True
     return one_per_cause([dominant, knob])
 

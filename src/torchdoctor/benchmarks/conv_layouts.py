@@ -1,12 +1,12 @@
 """One convolution's forward + backward in NCHW against channels_last, on the CPU, by kind.
 
 The channels_last advice states only a bound on a CPU ("up to"), and the bound depends on the
-kind of convolution: a dense 3x3 convolution gains little, as does a grouped one with several
-channels a group (ResNeXt's); a depthwise one takes a slow NCHW path and gains most
-(torchvision's mobilenet_v3_small training step: 1.76x in channels_last); a 1x1 convolution
-is a matrix multiply over channels that NCHW strides. These
-figures are the basis of ``SPEEDUPS["channels_last_cpu_depthwise"]`` and
-``SPEEDUPS["channels_last_cpu_pointwise"]`` (``analyze/advice/speedups.py``). Each side holds its
+kind of convolution: a dense 3x3 convolution gains little; a depthwise one takes a slow NCHW
+path and gains most (torchvision's mobilenet_v3_small training step: 1.76x in channels_last),
+a grouped one (ResNeXt's) up to as much; a 1x1 convolution is a matrix multiply over channels
+that NCHW strides. These figures are the basis of ``SPEEDUPS["channels_last_cpu_depthwise"]``,
+``["channels_last_cpu_grouped"]`` and ``["channels_last_cpu_pointwise"]``
+(``analyze/advice/speedups.py``). Each side holds its
 own copy of the layer and of its input in its own memory format (in a channels_last net the
 activations stay in it: no conversion is timed); the outputs are compared.
 """
@@ -41,12 +41,16 @@ BATCH = 16
 def layout_pair(cin: int, cout: int, kernel: int, groups: int, stride: int, size: int,
                 batch: int = BATCH):  # fmt: skip
     """(the layer's forward + backward in NCHW, the same in channels_last): each a callable of
-    no argument returning the output, its own layer and input.
+    no argument that runs its own layer on its own input, backward included, and returns the
+    output and the input's gradient.
 
     Example:
         >>> nchw, nhwc = layout_pair(8, 8, 3, 8, 1, 6, batch=2)
-        >>> torch.allclose(nchw(), nhwc(), atol=1e-5), nhwc().is_contiguous(memory_format=torch.channels_last)
+        >>> (out, grad), (out_last, grad_last) = nchw(), nhwc()
+        >>> torch.allclose(out, out_last, atol=1e-5), torch.allclose(grad, grad_last, atol=1e-5)
         (True, True)
+        >>> out_last.is_contiguous(memory_format=torch.channels_last)
+        True
     """
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups,
@@ -54,7 +58,14 @@ def layout_pair(cin: int, cout: int, kernel: int, groups: int, stride: int, size
     x = torch.randn(batch, cin, size, size, requires_grad=True)
     last = copy.deepcopy(conv).to(memory_format=torch.channels_last)
     x_last = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-    return (lambda: conv(x)), (lambda: last(x_last))
+
+    def step(layer: torch.nn.Module, inputs: torch.Tensor):
+        inputs.grad = None
+        out = layer(inputs)
+        out.sum().backward()
+        return out.detach(), inputs.grad
+
+    return (lambda: step(conv, x)), (lambda: step(last, x_last))
 
 
 def run(quick: bool = False) -> list[BenchTable]:
@@ -75,12 +86,14 @@ def run(quick: bool = False) -> list[BenchTable]:
     for name, cin, cout, kernel, groups, stride, size in cases:
         nchw, nhwc = layout_pair(cin, cout, kernel, groups, stride, size,
                                  batch=2 if quick else BATCH)  # fmt: skip
-        result = compare(nchw, nhwc, repeats=repeats, grads=True, rtol=1e-4, atol=1e-4,
+        # (each side runs its own backward: compare's grads= needs inputs both sides share)
+        result = compare(nchw, nhwc, repeats=repeats, rtol=1e-4, atol=1e-4,
                          names=("NCHW", "channels_last"))  # fmt: skip
         table.add_row(name, *result.row())
     table.notes.append(
         f"speedup = NCHW time / channels_last time, per interleaved pair; batch {BATCH}, "
-        "forward + backward (the summed output's); each side's layer and input are in its "
+        "forward + backward (the summed output's, to the input and the weights; outputs and "
+        "input gradients compared); each side's layer and input are in its "
         f"own memory format, made once; {torch.get_num_threads()} intra-op thread(s), CPU, "
         f"torch {torch.__version__}"
     )

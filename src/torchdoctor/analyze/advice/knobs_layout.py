@@ -1,10 +1,10 @@
-"""channels_last's CPU bound by kind of convolution: depthwise and 1x1 convolutions gain more
+"""channels_last's CPU bound by kind of convolution: depthwise, grouped and 1x1 ones gain more
 than the usual bound in channels_last on a CPU (suite ``fused``'s ``conv_layouts``); the
 recorder's ``conv`` facts on the tree's convolution nodes say which they are.
 
 Example:
     >>> sorted(name for _, name, _ in _LAYOUT_KINDS)
-    ['1x1', 'depthwise']
+    ['1x1', 'depthwise', 'grouped']
 """
 
 from __future__ import annotations
@@ -19,21 +19,22 @@ from torchdoctor.analyze.advice.base import SPEEDUPS, Advice, center, fmt_ms, wa
 #: GPT-2's ``Conv1D``, which is a linear layer)
 CONV_ND = re.compile(r"^(Lazy)?Conv(Transpose)?[23]d$")
 
-#: the convolutions whose CPU gain in channels_last exceeds the usual bound (grouped ones with
-#: several channels a group, ResNeXt's, measured 1.10x-1.36x: the usual bound): (which, by
-#: their ``conv`` facts; their name in the evidence; their SPEEDUPS key)
+#: the convolutions whose CPU gain in channels_last exceeds the usual bound: (which, by their
+#: ``conv`` facts; their name in the evidence; their SPEEDUPS key)
 _LAYOUT_KINDS = (
     (lambda conv: conv.get("groups") and conv.get("groups") == conv.get("in_channels"),
      "depthwise", "channels_last_cpu_depthwise"),
+    (lambda conv: conv.get("groups") and conv.get("groups") != conv.get("in_channels"),
+     "grouped", "channels_last_cpu_grouped"),
     (lambda conv: conv.get("pointwise"), "1x1", "channels_last_cpu_pointwise"),
 )  # fmt: skip
 
 
 def layout_kinds_bound(item: Advice, session: Mapping[str, Any], scale: float) -> None:
-    """Raise a CPU channels_last advice's bound for its depthwise and 1x1 convolutions (the
-    tree's convolutions whose ``conv`` facts say so: up to their own SPEEDUPS entry on them,
-    where the others get ``channels_last_cpu``); ``scale``: the step's share left without
-    the profiler.
+    """Raise a CPU channels_last advice's bound for its depthwise, grouped and 1x1
+    convolutions (the tree's convolutions whose ``conv`` facts say so: up to their own
+    SPEEDUPS entry on them, where the others get ``channels_last_cpu``); ``scale``: the
+    step's share left without the profiler.
 
     Example:
         >>> conv = {"type": "Conv2d", "path": "dw", "total_ms": {"mean": 24.0}, "children": [],
@@ -42,7 +43,7 @@ def layout_kinds_bound(item: Advice, session: Mapping[str, Any], scale: float) -
         ...               evidence=["convs", "up to 1.3x"])
         >>> layout_kinds_bound(item, {"tree": {"children": [conv]}}, 1.0)
         >>> round(item.saving_range_ms[1], 1), item.evidence[2].split(" (")[0]
-        (14.7, 'up to 2.6x on its 1 depthwise convolution')
+        (14.4, 'up to 2.5x on its 1 depthwise convolution')
     """
     convs = [n for n, _ in walk(session.get("tree"))
              if not n.get("children") and CONV_ND.match(str(n.get("type") or ""))]

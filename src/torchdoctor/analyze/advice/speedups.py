@@ -4,7 +4,7 @@ over a measured share turns one into a saving (``base.amdahl_saving``).
 
 Example:
     >>> SPEEDUPS["channels_last_cpu_depthwise"].high
-    2.6
+    2.5
 """
 
 from __future__ import annotations
@@ -103,17 +103,22 @@ SPEEDUPS: dict[str, Speedup] = {
     ),
     # (depthwise convolutions, one group per channel: NCHW takes a slow CPU path for them)
     "channels_last_cpu_depthwise": Speedup(
-        1.7, 2.6, "a depthwise convolution's forward + backward in channels_last on a CPU, "
-        "batch 16, three quiet runs (BENCHMARKS.md, suite 'fused' conv_layouts): 1.73x (5x5 at "
-        "14x14) to 2.60x (3x3 stride 2 at 56x56); torchvision's mobilenet_v3_small training "
+        1.9, 2.5, "a depthwise convolution's forward + backward in channels_last on a CPU, "
+        "batch 16, three quiet runs (BENCHMARKS.md, suite 'fused' conv_layouts): 1.91x (3x3 at "
+        "28x28) to 2.47x (3x3 stride 2 at 56x56); torchvision's mobilenet_v3_small training "
         "step 1.76x"
+    ),
+    # (grouped convolutions of several channels a group: ResNeXt's)
+    "channels_last_cpu_grouped": Speedup(
+        1.18, 2.0, "a grouped convolution's forward + backward in channels_last on a CPU, batch "
+        "16, three quiet runs (BENCHMARKS.md, suite 'fused' conv_layouts): 32 groups of 4 "
+        "channels at 28x28 1.95x-2.02x, of 8 channels at 14x14 1.18x-1.20x"
     ),
     # (pointwise, 1x1, convolutions: a matrix multiply over channels, strided in NCHW)
     "channels_last_cpu_pointwise": Speedup(
-        1.37, 2.3, "a 1x1 convolution's forward + backward in channels_last on a CPU, batch "
-        "16, three quiet runs (BENCHMARKS.md, suite 'fused' conv_layouts): 1.37x (96 -> 576 "
-        "at 7x7) to 2.30x (16 -> 72 at 56x56); one run's 64 -> 256 at 56x56 0.84x, its pairs "
-        "spread 0.72x-2.28x"
+        1.24, 2.0, "a 1x1 convolution's forward + backward in channels_last on a CPU, batch 16, "
+        "three quiet runs (BENCHMARKS.md, suite 'fused' conv_layouts): 1.24x (96 -> 576 at "
+        "7x7) to 1.97x (256 -> 64 at 56x56)"
     ),
     # (a CPU with bf16 units, AVX512-BF16 / AMX: its matmuls and convolutions, measured)
     "bf16_autocast_cpu": Speedup(

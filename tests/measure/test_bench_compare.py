@@ -129,3 +129,16 @@ def test_gradients_are_compared():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         compare(abs, abs, 1, repeats=0)
+
+
+def test_grads_without_an_input_that_requires_grad_is_refused():
+    """conv_layouts passed no input and timed forwards alone while its table said forward +
+    backward: a backward runs only through the arguments, so none to run it through is an
+    error, not a silent forward-only timing."""
+    layer = torch.nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="grads=True times a backward through the arguments"):
+        compare(lambda: layer(torch.ones(2, 4)), lambda: layer(torch.ones(2, 4)), grads=True)
+    with pytest.raises(ValueError, match="none does"):
+        compare(layer, layer, torch.ones(2, 4), grads=True)
+    x = torch.ones(2, 4, requires_grad=True)
+    assert compare(layer, layer, x, grads=True, repeats=1).equivalent

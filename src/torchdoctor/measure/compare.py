@@ -143,7 +143,8 @@ def compare(
     With ``check`` the outputs are compared (:func:`compare_outputs`): floating values within
     ``atol + rtol * |baseline|``, integer/bool tensors exactly. With ``grads`` the timed call
     includes a backward pass of the summed outputs, and the gradients with respect to the inputs
-    that require grad are compared too. A side that raises is reported, never re-raised.
+    that require grad are compared too (at least one argument must require grad: the backward
+    runs through the arguments). A side that raises is reported, never re-raised.
 
     Example:
         >>> import torch
@@ -157,6 +158,12 @@ def compare(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if grads and not any(t.requires_grad and t.is_leaf for t in _iter_tensors((args, kwargs))):
+        raise ValueError(
+            "grads=True times a backward through the arguments that require grad, and none "
+            "does: pass the inputs with requires_grad=True as arguments, or let each side run "
+            "its own backward (and return what to compare) with grads=False"
+        )
     result = Comparison(names=tuple(names))  # type: ignore[arg-type]
     sync = torch.cuda.synchronize if _uses_cuda(args, kwargs) else (lambda: None)
     sides = [baseline, candidate]

@@ -5,10 +5,9 @@ blamed with no option named)."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 
-from torchdoctor.cli import main
+from tests.syncs.script_options_helpers import SLOW_DATASET, run_for_options
 
 SCRIPT = textwrap.dedent("""\
     import sys, time, torch
@@ -29,12 +28,7 @@ SCRIPT = textwrap.dedent("""\
                     obj = getattr(obj, k)
                 setattr(obj, leaf, literal_eval(val))
 
-    class Slow(Dataset):
-        def __len__(self):
-            return 10_000
-        def __getitem__(self, i):
-            time.sleep(0.004)
-            return torch.randn(8), torch.randn(1)
+""") + SLOW_DATASET + textwrap.dedent("""\
 
     if __name__ == "__main__":
         config = CfgNode(system=CfgNode(seed=3407),
@@ -53,15 +47,8 @@ SCRIPT = textwrap.dedent("""\
 
 
 def test_a_mingpt_cfgnodes_keys_are_noted_and_named_in_its_syntax(tmp_path, capsys):
-    script = tmp_path / "chargpt.py"
-    script.write_text(SCRIPT)
-    out = tmp_path / "prof"
-    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
-                 "--trainer.max_iters=12"])  # fmt: skip
-    capsys.readouterr()
-    assert code == 0
-    session = json.loads((out / "session.json").read_text())
-    options = {o["dest"]: o for o in session["environment"]["script_options"]}
+    session, options = run_for_options(tmp_path, capsys, SCRIPT, "--trainer.max_iters=12",
+                                       name="chargpt.py")  # fmt: skip
     assert options["trainer.max_iters"]["value"] == 12
     assert options["trainer.max_iters"]["given"] is True
     assert options["trainer.num_workers"] == {

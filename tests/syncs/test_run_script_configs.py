@@ -1,12 +1,12 @@
-"""`torchdoctor run` notes the options of Hydra and click scripts while they run (neither can
-be read after the script), and the advice names the override or flag its fix turns."""
+"""`torchdoctor run` notes the options of Hydra, click, typer and fire scripts while they run
+(none can be read after the script), and the advice names the override or flag its fix
+turns."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 
-from torchdoctor.cli import main
+from tests.syncs.script_options_helpers import SLOW_DATASET, run_for_options
 from torchdoctor.collect.script_options import (
     note_running_options,
     script_options,
@@ -15,14 +15,7 @@ from torchdoctor.collect.script_options import (
 
 #: a loop whose batches wait on a slow dataset: the data-loading advice, whose remedy is the
 #: number of workers
-LOOP = """\
-class Slow(Dataset):
-    def __len__(self):
-        return 10_000
-    def __getitem__(self, i):
-        time.sleep(0.004)
-        return torch.randn(8), torch.randn(1)
-
+LOOP = SLOW_DATASET + """
 def train(workers, steps):
     net = torch.nn.Linear(8, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -62,23 +55,10 @@ HYDRA_CONFIG = textwrap.dedent("""\
 """)
 
 
-def _run(tmp_path, capsys, text: str, *args: str) -> tuple[dict, dict]:
-    """(the session, its script options by destination) of ``torchdoctor run`` of ``text``."""
-    script = tmp_path / "train.py"
-    script.write_text(text)
-    out = tmp_path / "prof"
-    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
-                 *args])  # fmt: skip
-    capsys.readouterr()
-    assert code == 0
-    session = json.loads((out / "session.json").read_text())
-    return session, {o["dest"]: o for o in session["environment"]["script_options"]}
-
-
 def test_a_hydra_jobs_composed_config_and_overrides_are_noted(tmp_path, capsys):
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text(HYDRA_CONFIG)
-    session, options = _run(tmp_path, capsys, HYDRA_SCRIPT, "steps=12",
+    session, options = run_for_options(tmp_path, capsys, HYDRA_SCRIPT, "steps=12",
                             f"hydra.run.dir={tmp_path / 'job'}", "hydra/job_logging=disabled",
                             "hydra/hydra_logging=disabled")  # fmt: skip
     assert options["steps"] == {"flags": ["steps"], "dest": "steps", "value": 12, "default": None,
@@ -115,7 +95,7 @@ CLICK_SCRIPT = "import time, torch, click\nfrom torch.utils.data import DataLoad
 
 
 def test_a_click_commands_options_are_noted(tmp_path, capsys):
-    session, options = _run(tmp_path, capsys, CLICK_SCRIPT, "--steps", "12")
+    session, options = run_for_options(tmp_path, capsys, CLICK_SCRIPT, "--steps", "12")
     assert set(options) == {"workers", "amp", "use_compile", "steps"}  # (--help is no knob)
     assert options["workers"]["flags"] == ["--workers"] and options["workers"]["given"] is False
     assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
@@ -159,7 +139,7 @@ FIRE_SCRIPT = "import time, torch, fire\nfrom torch.utils.data import DataLoader
 
 def test_the_arguments_of_the_function_fire_called_are_noted(tmp_path, capsys):
     """alpaca-lora's finetune.py: `fire.Fire(train)`, `--micro_batch_size 4`."""
-    session, options = _run(tmp_path, capsys, FIRE_SCRIPT, "--steps", "12")
+    session, options = run_for_options(tmp_path, capsys, FIRE_SCRIPT, "--steps", "12")
     assert set(options) == {"data_path", "num_workers", "compile", "steps"}
     assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
     assert options["num_workers"]["given"] is False
@@ -185,7 +165,7 @@ def test_a_typer_commands_options_are_noted(tmp_path, capsys):
         if __name__ == "__main__":
             app()
         """))  # fmt: skip
-    session, options = _run(tmp_path, capsys, typer_script, "--steps", "12")
+    session, options = run_for_options(tmp_path, capsys, typer_script, "--steps", "12")
     assert set(options) == {"num_workers", "steps", "compile"}  # (not typer's --install-completion)
     assert options["steps"]["value"] == 12 and options["steps"]["given"] is True
     assert options["num_workers"]["flags"] == ["--num-workers"]

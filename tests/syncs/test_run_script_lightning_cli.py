@@ -7,21 +7,15 @@ the subcommand from there."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 
-from torchdoctor.cli import main
+from tests.syncs.script_options_helpers import SLOW_DATASET, run_for_options
 
 SCRIPT = textwrap.dedent("""\
     import sys, time, torch
     from torch.utils.data import DataLoader, Dataset
 
-    class Slow(Dataset):
-        def __len__(self):
-            return 10_000
-        def __getitem__(self, i):
-            time.sleep(0.004)
-            return torch.randn(8), torch.randn(1)
+    """) + SLOW_DATASET + textwrap.dedent("""\
 
     class Namespace(dict):
         def as_dict(self):
@@ -52,15 +46,8 @@ SCRIPT = textwrap.dedent("""\
 
 
 def test_a_lightning_cli_s_parsed_options_are_noted_and_named(tmp_path, capsys):
-    script = tmp_path / "main.py"
-    script.write_text(SCRIPT)
-    out = tmp_path / "prof"
-    code = main(["run", "--no-history", "--format", "json", "--out", str(out), str(script),
-                 "fit", "--trainer.max_steps=12"])  # fmt: skip
-    capsys.readouterr()
-    assert code == 0
-    session = json.loads((out / "session.json").read_text())
-    options = {o["dest"]: o for o in session["environment"]["script_options"]}
+    session, options = run_for_options(tmp_path, capsys, SCRIPT, "fit", "--trainer.max_steps=12",
+                                       name="main.py")  # fmt: skip
     assert options["trainer.max_steps"]["given"] is True
     assert options["trainer.precision"]["value"] is None
     assert options["trainer.precision"]["flags"] == ["--trainer.precision"]

@@ -7,6 +7,7 @@ import argparse
 import json
 import textwrap
 
+from tests.syncs.script_options_helpers import SLOW_DATASET
 from torchdoctor.cli import main
 from torchdoctor.collect.script_options import script_options, watching_options
 
@@ -23,12 +24,7 @@ LOADER_SCRIPT = textwrap.dedent("""\
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
 
-    class Slow(Dataset):
-        def __len__(self):
-            return 10_000
-        def __getitem__(self, i):
-            time.sleep(0.004)
-            return torch.randn(8), torch.randn(1)
+    """) + SLOW_DATASET + textwrap.dedent("""\
 
     net = torch.nn.Linear(8, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)

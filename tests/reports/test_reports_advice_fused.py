@@ -111,3 +111,35 @@ def test_attention_spread_over_lines_is_measured_over_all_of_them():
     assert any("its lines (62, 63, 64, 66) take 7.5 ms" in e for e in item.evidence)
     expected = 7.5 * (1 - 1 / FUSED_ATTENTION.speedup.low)  # line 70 is not the attention's
     assert abs(item.estimated_saving_ms - expected) < 1e-6
+
+
+def test_attention_run_with_dropout_in_training_on_a_cpu_gets_a_bound_not_a_saving():
+    """minGPT's chargpt (attention dropout 0.1): TD507's SDPA cure was told 187 ms and measured
+    15 ms; SDPA with dropout_p > 0 takes its unfused math path on a CPU (the module rule says
+    so already); on CUDA the fused kernel runs dropout inside and the saving stands."""
+    session = _session(line_ms=0.5)
+    first = session["hot_lines"]["lines"][0]
+    session["hot_lines"]["lines"] = [
+        {**first, "line": n, "owner": "h.0.attn", "forward_ms": {"median": 3.0, "mean": 3.0},
+         "total_ms": {"median": 3.0, "mean": 3.0}} for n in (62, 63, 64)]  # fmt: skip
+    session["lint"][0].update(code="TD507", line=63, message="hand-written attention",
+                              pattern_lines=[62, 64])  # fmt: skip
+    drop = {"kind": "module", "type": "Dropout", "path": "h.0.attn.attn_dropout", "children": [],
+            "forward_ms": {"mean": 0.1}, "backward_ms": {"mean": 0.1}, "total_ms": {"mean": 0.2}}
+    attn = {"kind": "module", "type": "CausalSelfAttention", "path": "h.0.attn", "children": [drop],
+            "forward_ms": {"mean": 9.0}, "backward_ms": {"mean": 0.1}, "total_ms": {"mean": 9.1}}
+    session["tree"]["children"].append(attn)
+
+    def lint_item(device):
+        session["environment"] = {**(session.get("environment") or {}), "device": device}
+        (item,) = [a for a in _advice_on(session, "/x/model.py") if a.rule == "lint"]
+        return item
+
+    cpu = lint_item("cpu")
+    assert cpu.estimated_saving_ms is None and cpu.confidence == "low"
+    assert abs(cpu.saving_range_ms[1] - 9.0 * (1 - 1 / FUSED_ATTENTION.speedup.high)) < 1e-6
+    assert any("runs its unfused math path" in e for e in cpu.evidence)
+    cuda = lint_item("cuda:0")
+    assert abs(cuda.estimated_saving_ms - 9.0 * (1 - 1 / FUSED_ATTENTION.speedup.low)) < 1e-6
+    drop["backward_ms"] = {"mean": 0.0}  # (in eval: dropout adds no graph node)
+    assert lint_item("cpu").estimated_saving_ms is not None

@@ -10,10 +10,12 @@ from typing import Any
 from torchdoctor.analyze.advice.base import (
     Advice,
     Speedup,
+    amdahl_saving,
     compile_on_cpu,
     is_cuda,
     with_saving,
 )
+from torchdoctor.analyze.advice.dominant_kinds import CPU_DROPOUT_NOTE, dropout_ran_under
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def removing_share(cure: Cure, share: float, source: str) -> Cure:
 
 
 def cure_saving(advice: Advice, step_time_ms: float, fraction: float, cure: Cure,
-                session: Mapping[str, Any]) -> Advice:
+                session: Mapping[str, Any], owners: Any = ()) -> Advice:
     """A cure's saving on a measured share: :func:`with_saving`, except a torch.compile cure
     on a CPU run, whose gain ranges from a loss to a gain there (:func:`compile_on_cpu`, low
     confidence): mamba.py's selective scan compiled as a fused chain's cure advised went 802 ->
@@ -66,4 +68,13 @@ def cure_saving(advice: Advice, step_time_ms: float, fraction: float, cure: Cure
     if cure.cause == "torch.compile" and not is_cuda(session):
         advice.confidence = "low"
         return compile_on_cpu(advice, step_time_ms, fraction)
+    if cure.cause == "sdpa" and not is_cuda(session) and dropout_ran_under(
+            session.get("tree"), owners):  # fmt: skip
+        # (SDPA with dropout_p > 0 takes its unfused math path on a CPU: minGPT's chargpt,
+        # attention dropout 0.1, told 187 ms, measured 15 ms): a bound, as the module rule's
+        advice.estimated_saving_ms, advice.confidence = None, "low"
+        advice.saving_range_ms = [0.0, amdahl_saving(step_time_ms, fraction, cure.speedup.high)]
+        advice.heat = max(advice.heat, min(max(fraction, 0.0), 1.0))
+        advice.evidence.append(CPU_DROPOUT_NOTE)
+        return advice
     return with_saving(advice, step_time_ms, fraction, cure.speedup)

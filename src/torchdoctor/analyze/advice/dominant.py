@@ -44,6 +44,7 @@ from torchdoctor.analyze.advice.base import (
     with_saving,
 )
 from torchdoctor.analyze.advice.dominant_kinds import (
+    CPU_DROPOUT_NOTE,
     attention_core_ms,
     attention_dropout_ran,
     is_leaf,
@@ -64,12 +65,6 @@ WRAPPER = 0.80
 
 
 #: the fused-attention remedy on a CPU run whose attention ran dropout in training
-CPU_DROPOUT_NOTE = (
-    "its attention runs dropout in training: on a CPU, scaled_dot_product_attention with "
-    "dropout_p > 0 runs its unfused math path, so no saving is stated (Karpathy's "
-    "ng-video-lecture gpt.py, dropout 0.2: SDPA saved 1-4 ms of the 98 ms its attention parts "
-    "took); measure it on your step"
-)
 
 def _parts_text(node: Mapping[str, Any], step: float | None = None) -> str:
     """Its three largest parts with their share of it, or of the ``step`` (the remedies'

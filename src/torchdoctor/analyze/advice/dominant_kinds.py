@@ -121,6 +121,34 @@ def attention_core_ms(node: Mapping[str, Any], group: list | None = None) -> flo
     return total
 
 
+#: why a CPU run's fused-attention remedy states a bound, not a saving
+CPU_DROPOUT_NOTE = (
+    "its attention runs dropout in training: on a CPU, scaled_dot_product_attention with "
+    "dropout_p > 0 runs its unfused math path, so no saving is stated (Karpathy's "
+    "ng-video-lecture gpt.py, dropout 0.2: SDPA saved 1-4 ms of the 98 ms its attention parts "
+    "took); measure it on your step"
+)
+
+
+def dropout_ran_under(tree: Mapping[str, Any] | None, owners: Any) -> bool:
+    """A dropout module ran in training (it has a backward) inside one of the nodes whose paths
+    are ``owners`` (the modules owning a hand-written attention's measured lines).
+
+    Example:
+        >>> drop = {"type": "Dropout", "path": "h.0.attn.drop", "backward_ms": {"mean": 0.1}}
+        >>> attn = {"path": "h.0.attn", "children": [drop]}
+        >>> tree = {"path": "", "children": [attn]}
+        >>> dropout_ran_under(tree, ["h.0.attn"]), dropout_ran_under(tree, [""])
+        (True, False)
+    """
+    wanted = {o for o in owners or () if o}
+    return any(
+        inner.get("type") in DROPOUT_TYPES and center(inner.get("backward_ms")) > 0
+        for node, _ in walk(tree) if node.get("path") in wanted
+        for inner, _ in walk(node)
+    )
+
+
 def attention_dropout_ran(node: Mapping[str, Any], group: list | None = None) -> bool:
     """A dropout module inside the attention parts of ``node`` (or of each layer of ``group``)
     ran in training: it has a backward (in eval, dropout returns its input and adds no node).

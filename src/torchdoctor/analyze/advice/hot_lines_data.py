@@ -222,6 +222,7 @@ def _added_up(body: list[dict[str, Any]], loop_line: int | None) -> dict[str, An
         "own_ms": sum(r["own_ms"] for r in body),
         "share": sum(r["share"] for r in body),
         "lines": [r["line"] for r in body],
+        "owners": sorted({str(o or "") for r in body for o in r.get("owners") or ()}),
     }
 
 

@@ -413,7 +413,8 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         if loop is not None:  # a finding on a loop's `for`: its body's measured lines (the
             measured = loop  # evidence says so: _heat)
         if cure is not None and measured is not None and measured["total_ms"] > 0:
-            cure_saving(advice[-1], step, measured["share"], cure, session)  # (own time)
+            cure_saving(advice[-1], step, measured["share"], cure, session,
+                        measured.get("owners"))  # (own time; owners: dropout in SDPA's way)
             advice[-1].evidence.append(saving_note(cure, len(measured.get("lines") or ())))
     advice.sort(key=lambda a: a.heat, reverse=True)
     advice = advice[:MAX_HOT]

@@ -355,3 +355,20 @@ def test_an_evaluation_names_the_size_of_the_evaluation_set():
                   fix="make it cheaper (a smaller evaluation set)", cause="periodic-work")
     (told,) = in_script_terms({"environment": {"script_options": options}}, [item])
     assert told.fix.startswith("This script's own option for it: `--num_val` (48 in this run).")
+
+
+def test_a_busy_machine_whose_cores_the_scripts_workers_take_names_their_count():
+    """minGPT's chargpt: 'the script's own processes compete for them: 4 DataLoader workers'
+    named no `--trainer.num_workers`; another job holding the cores names none."""
+    workers = {"flags": ["--trainer.num_workers"], "dest": "trainer.num_workers", "value": 4,
+               "given": False, "switch": False, "form": "--name=value"}  # fmt: skip
+    own = Advice(rule="cpu-contention", title="The machine was busy", fix="F.",
+                 cause="cpu-contention",
+                 evidence=["the script's own processes compete for them: 4 DataLoader workers "
+                           "beside torch's 1 threads on 2 usable cores"])  # fmt: skip
+    (item,) = in_script_terms({"environment": {"script_options": [workers]}}, [own])
+    assert item.fix.startswith("This script's own option for it: `--trainer.num_workers=...` (4")
+    other = Advice(rule="cpu-contention", title="The machine was busy", fix="F.",
+                   cause="cpu-contention", evidence=["another job held the cores"])
+    (item,) = in_script_terms({"environment": {"script_options": [workers]}}, [other])
+    assert item.fix == "F."

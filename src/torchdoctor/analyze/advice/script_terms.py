@@ -42,6 +42,10 @@ _PERIODIC = _EVALUATION | _LOGGING | frozenset({
     "save_every", "save_freq", "save_interval", "save_steps", "save_strategy",
     "checkpoint_every", "checkpoint_interval", "ckpt_every", "ckpt_interval",
 })  # fmt: skip
+_WORKER_COUNTS = frozenset({
+    "workers", "num_workers", "dataloader_num_workers", "n_workers", "nworkers",
+    "data_workers", "loader_workers", "num_data_workers",
+})  # fmt: skip
 _PRECISION = frozenset({
     "amp", "use_amp", "autocast", "mixed_precision", "bf16", "use_bf16", "fp16", "use_fp16",
     "half", "amp_dtype", "precision", "dtype",
@@ -59,11 +63,12 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
     "channels_last": (frozenset({"channels_last", "use_channels_last"}), "on"),
     # (a Hydra optimizer node's fused key: +model.optimizer.fused=true)
     "fused_optimizer": (frozenset({"fused", "fused_optimizer", "use_fused"}), "on"),
-    "dataloader-workers": (frozenset({
-        "workers", "num_workers", "dataloader_num_workers", "n_workers", "nworkers",
-        "data_workers", "loader_workers", "num_data_workers", "pin_mem", "pin_memory",
-        "dataloader_pin_memory", "persistent_workers", "dataloader_persistent_workers",
+    "dataloader-workers": (_WORKER_COUNTS | frozenset({
+        "pin_mem", "pin_memory", "dataloader_pin_memory", "persistent_workers",
+        "dataloader_persistent_workers",
     }), "value"),  # fmt: skip
+    # (a busy machine whose cores the script's own DataLoader workers take: their count)
+    "cpu-contention": (_WORKER_COUNTS, "value"),
     "kv-cache": (frozenset({"use_cache"}), "on"),
     "sdpa": (frozenset({"flash", "use_flash", "flash_attn", "use_flash_attn", "attn_flash",
                         "flash_attention", "use_sdpa", "sdpa", "attn_implementation"}),
@@ -285,6 +290,8 @@ def _preferred(options: Any, names: frozenset[str], item: Advice) -> list[Mappin
         # (its evaluation options alone, or none: a print interval does not move an
         # evaluation run once per epoch: torchvision's reference named `--print-freq`)
         matched = [o for o in matched if _names(o) & _EVALUATION]
+    if item.cause == "cpu-contention" and "DataLoader workers" not in " ".join(item.evidence):
+        matched = []  # (the cores held by other jobs: no option of the script's moves that)
     return matched
 
 

@@ -131,7 +131,8 @@ SPEEDUPS: dict[str, Speedup] = {
         1.0, 2.5, "bf16 autocast on an AMX CPU, convolutions (interleaved A/B, clients round "
         "13): pytorch/examples super_resolution's training step 471 -> 188 ms (2.5x), its "
         "forward 2.22x; timm resnet18's forward at 224 px 1,364 -> 784 ms (1.74x), at 64 px "
-        "1.24x"
+        "1.24x; one dense convolution's forward + backward 2.05x-3.76x (BENCHMARKS.md, suite "
+        "'fused' bf16_convs; depthwise ones 0.93x: counted with the rest)"
     ),
     # (its matrix multiplies: linear layers and a hand-written attention's products)
     "bf16_autocast_cpu_matmul": Speedup(

@@ -127,3 +127,6 @@ def test_a_conv_nets_bf16_bound_takes_its_convolutions_at_their_own_measured_spe
     (depthwise,) = [a for a in engine_knobs(session) if "autocast" in a.title]
     assert depthwise.saving_range_ms[1] < 400.0 * (1 - 1 / 1.5)
     assert "on its convolutions" not in depthwise.evidence[1]
+    tree["children"][0]["conv"] = {"pointwise": True}  # (a 1x1 one: 1.05x-1.36x there)
+    (pointwise,) = [a for a in engine_knobs(session) if "autocast" in a.title]
+    assert pointwise.saving_range_ms == depthwise.saving_range_ms

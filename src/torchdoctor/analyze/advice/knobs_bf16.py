@@ -105,23 +105,28 @@ def bf16_parts(
 
 
 def conv_module_ms(session: Mapping[str, Any]) -> float:
-    """ms per step in the outermost convolution modules, depthwise ones left out (their
-    ``conv`` facts: one group per channel; bf16 autocast gives them nothing on a CPU, 0.93x-0.95x
-    in suite ``fused``'s ``bf16_convs``: they count as the rest of the step does).
+    """ms per step in the outermost convolution modules, depthwise and 1x1 ones left out (their
+    ``conv`` facts; under bf16 autocast on a CPU, suite ``fused``'s ``bf16_convs``: depthwise
+    0.93x-0.95x, 1x1 1.05x-1.36x, where dense ones gain 2x-3.7x: they count as the rest of the
+    step does).
 
     Example:
         >>> depthwise = {"type": "Conv2d", "total_ms": {"mean": 5.0},
         ...              "conv": {"groups": 8, "in_channels": 8}}
+        >>> pointwise = {"type": "Conv2d", "total_ms": {"mean": 3.0}, "conv": {"pointwise": True}}
         >>> conv_module_ms({"tree": {"children": [{"type": "Conv2d", "total_ms": {"mean": 9.0}},
-        ...                 {"type": "BatchNorm2d", "total_ms": 2.0}, depthwise]}})
+        ...                 {"type": "BatchNorm2d", "total_ms": 2.0}, depthwise, pointwise]}})
         9.0
     """
-    depthwise = sum(
+    def light(facts: Mapping[str, Any]) -> bool:  # (depthwise or 1x1)
+        groups = facts.get("groups")
+        return bool(facts.get("pointwise") or (groups and groups == facts.get("in_channels")))
+
+    left_out = sum(
         center(n.get("total_ms")) for n, _ in walk(session.get("tree"))
-        if _CONV_MODULE.match(str(n.get("type") or "")) and (n.get("conv") or {}).get("groups")
-        and n["conv"]["groups"] == n["conv"].get("in_channels")
+        if _CONV_MODULE.match(str(n.get("type") or "")) and light(n.get("conv") or {})
     )  # fmt: skip
-    return max(0.0, outermost_ms(session, _CONV_MODULE) - depthwise)
+    return max(0.0, outermost_ms(session, _CONV_MODULE) - left_out)
 
 
 def bf16_bound(part: float, matmuls: float, others: float = 0.0, convs: float = 0.0) -> float:

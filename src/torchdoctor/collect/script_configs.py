@@ -252,6 +252,17 @@ def fire_options(frame: Any = None) -> list[dict[str, Any]]:
     return []
 
 
+def _given_keys(argv: list[str]) -> set[str]:
+    """The option names ``argv`` gives in long form (``--trainer.x=1`` and ``--trainer.x 1``:
+    ``trainer.x``).
+
+    Example:
+        >>> sorted(_given_keys(["--a.b=1", "--c", "2", "-d"]))
+        ['a.b', 'c']
+    """
+    return {t[2:].split("=", 1)[0] for t in argv if isinstance(t, str) and t.startswith("--")}
+
+
 def cfgnode_options(argv: list[str], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The options of a minGPT-style config among ``settings`` (the script's globals): an object
     whose class has ``merge_from_args`` and ``to_dict`` (minGPT's ``CfgNode``, which reads
@@ -270,7 +281,7 @@ def cfgnode_options(argv: list[str], settings: Mapping[str, Any]) -> list[dict[s
         [(['--trainer.num_workers'], 4, False), (['--seed'], 3, True)]
     """
     found: list[dict[str, Any]] = []
-    given = {t[2:].split("=", 1)[0] for t in argv if isinstance(t, str) and t.startswith("--")}
+    given = _given_keys(argv)
     for value in list(settings.values()):
         kind = type(value)
         if not (callable(getattr(kind, "merge_from_args", None))
@@ -318,8 +329,7 @@ def lightning_cli_options(frame: Any = None) -> list[dict[str, Any]]:
     config = cli.config
     if getattr(cli, "subcommand", None) and hasattr(config, "get"):
         config = config.get(str(cli.subcommand), config)  # (fit --trainer...: its own part)
-    given = {t[2:].split("=", 1)[0] for t in sys.argv[1:] if isinstance(t, str)
-             and t.startswith("--")}  # fmt: skip
+    given = _given_keys(sys.argv[1:])
     entries = []
     for key, leaf in _flatten(config.as_dict()):
         if key.endswith("._node_") or not _plain_leaf(leaf) or len(entries) >= MAX_KEYS:

@@ -181,9 +181,8 @@ def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
 def note_running_options() -> None:
     """Note the options of a Hydra job, click command, fire-called function or LightningCLI
     running now (``collect/script_configs.py``: none can be read after the script), once per
-    watched script: the
-    profiler calls it from its detailed steps until one finds them (the steps run inside the
-    job or command). Outside a watched script it does nothing.
+    watched script: the profiler calls it from its detailed steps until one finds them (the
+    steps run inside the job or command). Outside a watched script it does nothing.
 
     Example:
         >>> with watching_options():
@@ -196,13 +195,14 @@ def note_running_options() -> None:
     try:
         found = [*hydra_options(), *click_options(), *fire_options(),
                  *lightning_cli_options()]  # fmt: skip
-    except Exception:  # (never the script's problem)
-        found = [{}]  # (... and not looked for again)
+    except Exception:  # (never the script's problem; and not looked for again)
+        _LOOKED.append(True)
+        return
     if not found:  # (not yet inside the job or command: the next detailed step looks again)
         return
     _LOOKED.append(True)
     for entry in found:
-        if len(_NOTED) >= MAX_OPTIONS or not entry:
+        if len(_NOTED) >= MAX_OPTIONS:
             return
         _NOTED.setdefault(entry["dest"], entry)
 

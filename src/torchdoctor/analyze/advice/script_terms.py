@@ -46,6 +46,7 @@ _WORKER_COUNTS = frozenset({
     "workers", "num_workers", "dataloader_num_workers", "n_workers", "nworkers",
     "data_workers", "loader_workers", "num_data_workers",
 })  # fmt: skip
+_PERSISTENCE = frozenset({"persistent_workers", "dataloader_persistent_workers"})
 _PRECISION = frozenset({
     "amp", "use_amp", "autocast", "mixed_precision", "bf16", "use_bf16", "fp16", "use_fp16",
     "half", "amp_dtype", "precision", "dtype",
@@ -63,10 +64,10 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
     "channels_last": (frozenset({"channels_last", "use_channels_last"}), "on"),
     # (a Hydra optimizer node's fused key: +model.optimizer.fused=true)
     "fused_optimizer": (frozenset({"fused", "fused_optimizer", "use_fused"}), "on"),
-    "dataloader-workers": (_WORKER_COUNTS | frozenset({
-        "pin_mem", "pin_memory", "dataloader_pin_memory", "persistent_workers",
-        "dataloader_persistent_workers",
-    }), "value"),  # fmt: skip
+    "dataloader-workers": (
+        _WORKER_COUNTS | _PERSISTENCE | {"pin_mem", "pin_memory", "dataloader_pin_memory"},
+        "value",
+    ),
     # (a busy machine whose cores the script's own DataLoader workers take: their count)
     "cpu-contention": (_WORKER_COUNTS, "value"),
     "kv-cache": (frozenset({"use_cache"}), "on"),
@@ -91,9 +92,9 @@ OPTIONS_OF_CAUSE: dict[str, tuple[frozenset[str], str]] = {
     # line written every step; workers restarted each epoch are kept by persistence alone (no
     # count of workers does it: a respawn advice naming --workers was wrong)
     "host-syncs": (_LOGGING, "every step"),
-    "worker-respawn": (frozenset({"persistent_workers", "dataloader_persistent_workers"}), "on"),
+    "worker-respawn": (_PERSISTENCE, "on"),
     # (the linter's finding of it, TD403, shares the loader advice's cause to merge with it)
-    "TD403": (frozenset({"persistent_workers", "dataloader_persistent_workers"}), "on"),
+    "TD403": (_PERSISTENCE, "on"),
     "float64": (frozenset({"double", "float64", "use_double", "dtype", "precision"}), "value"),
 }
 

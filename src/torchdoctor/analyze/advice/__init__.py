@@ -3,9 +3,10 @@
 Each rule (one per module here) takes a Session (a mapping in the shape of
 docs/session-schema.md) and returns zero or more :class:`Advice`. :func:`advise` runs them all
 and ranks the result in tiers: advice with a measured saving first (by saving weighted by
-confidence); then advice backed by measured evidence whose saving cannot be estimated from this
-run (by ``heat``, the measured share of the step where its evidence lives); then generic engine
-knobs (torch.compile, channels_last, ...) whose gain is a stated range, not a measurement; then
+confidence; a bound real runs of its remedy measured a known share of, by that share); then
+advice backed by measured evidence whose saving cannot be estimated from this run (by
+``heat``, the measured share of the step where its evidence lives); then generic engine knobs
+(torch.compile, channels_last, ...) whose gain is a stated range, not a measurement; then
 the rest (lint findings on cold code). Entries about the same source line or remedy are merged
 into one (:func:`~torchdoctor.analyze.advice.merge.one_per_cause`). Rules are documented in
 docs/advice-rules.md.
@@ -139,14 +140,19 @@ BOUND_SHARE = 0.1
 
 
 def _rank_key(advice: Advice, step: float = 0.0) -> tuple[int, float]:
-    """Tiers, then payoff within a tier: (3) a measured saving, (2) measured evidence without a
-    saving (sync lines, lint findings on hot lines), (1) generic knobs and savings under
-    :data:`NEGLIGIBLE_SAVING` of the ``step`` (a knob stating only a bound: by
-    :data:`BOUND_SHARE` of it), (0) the rest."""
+    """Tiers, then payoff within a tier: (3) a measured saving, or a bound whose remedy's real
+    runs measured a known share of it (:attr:`Advice.bound_realized`: that expected saving),
+    (2) measured evidence without a saving (sync lines, lint findings on hot lines), (1)
+    generic knobs and savings under :data:`NEGLIGIBLE_SAVING` of the ``step`` (a knob stating
+    only a bound: by :data:`BOUND_SHARE` of it), (0) the rest."""
     weight = _CONFIDENCE_WEIGHT.get(advice.confidence, 0.4)
     saving = advice.estimated_saving_ms or 0.0
     if advice.saving_range_ms:  # an upper bound (range from 0) ranks by its low end
         saving = min(saving, advice.saving_range_ms[0])
+    if not saving and advice.saving_range_ms and advice.bound_realized:
+        expected = advice.bound_realized * advice.saving_range_ms[-1]
+        if expected >= NEGLIGIBLE_SAVING * step:  # (minGPT's CPU bf16 autocast: up to 387
+            return (3, expected * weight)  # ms, measured 272, ranked 7th by a tenth of it)
     if advice.generic or 0 < saving < NEGLIGIBLE_SAVING * step:
         if not saving and advice.saving_range_ms:  # (a bound alone: a share of it)
             return (1, BOUND_SHARE * advice.saving_range_ms[-1] * weight)

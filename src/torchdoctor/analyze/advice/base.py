@@ -131,10 +131,15 @@ class Advice:
     #: a generic engine knob whose gain is a stated range, not measured on the user's code:
     #: ranks after every measured finding
     generic: bool = False
+    #: of a saving stated only as a bound: the share of it real runs of the remedy measured
+    #: (``Speedup.realized``); ranks it by that expected saving. Not part of the JSON.
+    bound_realized: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, the ``Advice`` shape of docs/session-schema.md (plus extras)."""
-        return asdict(self)
+        data = asdict(self)
+        del data["bound_realized"]
+        return data
 
 
 def sync_heat(per_step: float) -> float:
@@ -189,6 +194,7 @@ def compile_on_cpu(advice: Advice, step_time_ms: float, fraction: float,
     advice.estimated_saving_ms = None
     advice.saving_range_ms = [0.0, amdahl_saving(step_time_ms, fraction, speedup.high)]
     advice.heat = max(advice.heat, min(max(fraction, 0.0), 1.0))
+    advice.bound_realized = speedup.realized
     cited = any(speedup.source in line for line in advice.evidence)
     advice.evidence.append(
         "on a CPU its gain is uncertain, so none is stated"

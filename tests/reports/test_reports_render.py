@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from reports_sessions import clean_session, slow_session
+from reports_sessions import clean_session, node, slow_session
 
 from torchdoctor.cli import main
 from torchdoctor.render.console import render_console
@@ -245,3 +245,20 @@ def test_a_self_row_split_between_two_phases_names_both_instead_of_a_minor_line(
             "phases_ms": {"data": 4.72, "optimizer": 2.85, "other": 0.4},
             "hot_lines": [{"location": "main.py:81", "total_ms": {"mean": 1.2}}]}  # fmt: skip
     assert _label(node) == "(self)  data 4.72 ms, optimizer 2.85 ms"
+
+
+def test_the_tree_drops_columns_rather_than_cut_a_header_when_a_hidden_row_is_long():
+    """The module column keeps the width of its longest row, shown or not (a row under
+    ``min_pct``): the fit counted only the shown rows, so rich cut every other header ("tota…",
+    "% pa…"; the README's demo table ended in "cal…" at 100 columns)."""
+    from torchdoctor.render.tree import render_tree_text
+
+    session = slow_session()
+    encoder = session["tree"]["children"][0]["children"][0]
+    encoder["children"] = [node("model.encoder.a_long_submodule_name_below_the_cutoff", 0.001, 0.001)]
+    for width in (80, 100, 120):
+        text = render_tree_text(session, width=width, min_pct=1.0)
+        header = next(line for line in text.splitlines() if line.startswith("module / region"))
+        assert "…" not in header and "total ms" in header, (width, header)
+        assert max(len(line) for line in text.splitlines()) <= width
+        assert "a_long_submodule_name" not in text  # (hidden: under 1% of the step)

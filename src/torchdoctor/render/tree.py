@@ -33,20 +33,26 @@ _GAP = 2
 
 
 def fitting_columns(
-    rows: list[dict[str, Any]], columns: list[str], width: int | None, drop_order: Sequence[str]
+    rows: list[dict[str, Any]], columns: list[str], width: int | None, drop_order: Sequence[str],
+    min_widths: dict[str, int] | None = None,
 ) -> list[str]:
     """``columns`` minus the fewest of ``drop_order`` (in that order) so the table's natural
-    width (widest cell or header per column, plus gaps) is at most ``width``.
+    width (widest cell or header per column, or its ``min_widths`` entry, plus gaps) is at most
+    ``width``.
 
     Example:
         >>> rows = [{"a": "x" * 10, "b": "y" * 10, "c": "z" * 10}]
         >>> fitting_columns(rows, ["a", "b", "c"], 25, ["c", "b"])
         ['a', 'b']
+        >>> fitting_columns(rows, ["a", "b", "c"], 25, ["c", "b"], {"a": 14})
+        ['a']
     """
     kept = list(columns)
+    least = min_widths or {}
 
     def natural() -> int:
-        widths = [max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in kept]
+        widths = [max([len(c), least.get(c, 0), *(len(str(r.get(c, ""))) for r in rows)])
+                  for c in kept]  # fmt: skip
         return sum(widths) + _GAP * (len(kept) - 1)
 
     for column in drop_order:
@@ -294,16 +300,16 @@ def render_tree(
             add(child, child_prefix, i == len(children) - 1, depth + 1, str(node.get("path") or ""))
 
     add(tree, "", True, 0)
-    columns = fitting_columns(
-        rows, [c for c in COLUMNS if c != "saved act." or show_memory], width, DROP_ORDER
-    )
+    label_width = _label_width(tree, max_depth)  # (the table keeps it: count it in the fit)
+    columns = fitting_columns(rows, [c for c in COLUMNS if c != "saved act." or show_memory],
+                              width, DROP_ORDER, {"module / region": label_width})  # fmt: skip
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for column in columns:
         table.add_column(
             column,
             justify="left" if column in ("module / region", "") else "right",
             no_wrap=True,
-            min_width=_label_width(tree, max_depth) if column == "module / region" else None,
+            min_width=label_width if column == "module / region" else None,
         )
     for row in rows:
         table.add_row(*(Text(row[c]) for c in columns))

@@ -10,7 +10,8 @@ that name one of the script's module-level settings (nanoGPT's ``configurator.py
 noted too; a Hydra job's composed config, a click command's options and the arguments of the
 function ``fire.Fire`` called are read while they run (:func:`note_running_options`,
 ``collect/script_configs.py``; the argparse parsers of Hydra and fire themselves, of their own
-flags, are not noted). The session keeps them as ``environment.script_options``; the advice
+flags, are not noted), and so are a yacs config's keys (``KEY VALUE`` after the flags) and absl's
+parsed flags (``collect/script_yacs_absl.py``). The session keeps them as ``environment.script_options``; the advice
 (``analyze/advice/script_terms.py``) names the one its fix turns.
 
 Example:
@@ -40,6 +41,7 @@ from torchdoctor.collect.script_configs import (
     hydra_options,
     lightning_cli_options,
 )
+from torchdoctor.collect.script_yacs_absl import absl_options, yacs_options
 
 __all__ = ["forget_options", "note_running_options", "note_settings", "script_options",
            "watching_options"]
@@ -172,15 +174,19 @@ def note_settings(argv: Sequence[str], settings: Mapping[str, Any]) -> None:
         _NOTED[name] = {"flags": [f"--{name}"], "dest": name, "value": _plain(value),
                         "default": None, "given": name in given,
                         "switch": isinstance(value, bool), "form": "--name=value"}  # fmt: skip
-    for entry in cfgnode_options(list(argv), settings):  # (minGPT's CfgNode: --trainer.x=...)
+    # (minGPT's CfgNode: --trainer.x=...; a yacs config among the globals; absl's parsed
+    # flags, which app.run leaves parsed after the script's main)
+    for entry in [*cfgnode_options(list(argv), settings), *yacs_options(settings=settings),
+                  *absl_options()]:  # fmt: skip
         if len(_NOTED) >= MAX_OPTIONS:
             break
         _NOTED.setdefault(entry["dest"], entry)
 
 
 def note_running_options() -> None:
-    """Note the options of a Hydra job, click command, fire-called function or LightningCLI
-    running now (``collect/script_configs.py``: none can be read after the script), once per
+    """Note the options of a Hydra job, click command, fire-called function, LightningCLI or
+    yacs config running now (``collect/script_configs.py``, ``collect/script_yacs_absl.py``:
+    none can be read after the script), and absl's parsed flags, once per
     watched script: the profiler calls it from its detailed steps until one finds them (the
     steps run inside the job or command). Outside a watched script it does nothing.
 
@@ -194,7 +200,7 @@ def note_running_options() -> None:
         return
     try:
         found = [*hydra_options(), *click_options(), *fire_options(),
-                 *lightning_cli_options()]  # fmt: skip
+                 *lightning_cli_options(), *yacs_options(), *absl_options()]  # fmt: skip
     except Exception:  # (never the script's problem; and not looked for again)
         _LOOKED.append(True)
         return

@@ -196,13 +196,16 @@ def option_phrase(
     if wanted == "every step":  # (a log interval of 1 only: a longer one is no such line)
         if isinstance(value, bool) or value != 1:
             return None
-        form = "=..." if option.get("form") in ("--name=value", "key=value") else ""
+        form = "=..." if option.get("form") in ("--name=value", "key=value") else (
+            " ..." if option.get("form") == "yacs" else "")
         return f"`{flag}{form}` (1 in this run: every step)"
     is_dtype = dtype is not None and isinstance(value, str) and any(
         "dtype" in name for name in _names(option)
     )
     if is_dtype and value == dtype:
         return None
+    if option.get("form") == "yacs":  # (a yacs KEY VALUE pair after the flags)
+        return _yacs_phrase(flag, value, wanted, dtype if is_dtype else None)
     if option.get("form") == "key=value":  # (a Hydra override)
         return _override_phrase(option, flag, wanted, dtype if is_dtype else None, precision)
     if option.get("form") == "--name=value":
@@ -238,6 +241,27 @@ def option_phrase(
         if wanted_value is not None:
             return f"run with `{flag} {wanted_value}` ({_shown(value)} in this run)"
     return f"`{flag}` ({_shown(value)} in this run)"
+
+
+def _yacs_phrase(key: str, value: Any, wanted: str, dtype: str | None) -> str | None:
+    """:func:`option_phrase` for a yacs config key: a ``KEY VALUE`` pair after the script's
+    flags (``cfg.merge_from_list(args.opts)``), its value a Python literal.
+
+    Example:
+        >>> _yacs_phrase("DATALOADER.NUM_WORKERS", 0, "value", None)
+        '`DATALOADER.NUM_WORKERS ...` after the flags (0 in this run)'
+        >>> _yacs_phrase("SOLVER.AMP.ENABLED", False, "on", None)
+        'run with `SOLVER.AMP.ENABLED True` after the flags (False in this run)'
+        >>> _yacs_phrase("SOLVER.AMP.ENABLED", True, "on", None) is None
+        True
+    """
+    if dtype is not None:
+        return f"run with `{key} {dtype}` after the flags ({value} in this run)"
+    if isinstance(value, bool) and wanted in ("on", "off"):
+        if value is (wanted == "on"):
+            return None
+        return f"run with `{key} {wanted == 'on'}` after the flags ({value} in this run)"
+    return f"`{key} ...` after the flags ({_shown(value)} in this run)"
 
 
 def _override_phrase(

@@ -376,3 +376,33 @@ def _multihead_dropout(module: Any) -> dict[str, Any] | None:
     return {"model": type(module).__name__, "attribute": "dropout", "p": max(ps),
             "attn_implementation": "nn.MultiheadAttention", "layers": len(ps)}
 
+
+
+#: a module's own boolean switch for fused attention (lucidrains' ``Attend.flash``, timm's
+#: ``Attention.fused_attn``, ...): read once, when the module is first seen
+FUSED_ATTENTION_SWITCHES = ("flash", "use_flash", "flash_attn", "use_flash_attn", "fused_attn",
+                            "use_fused_attn", "use_sdpa", "sdpa")  # fmt: skip
+
+
+def attention_switch(module: Any) -> dict[str, Any] | None:
+    """A module's switch for fused attention when it is off: its own boolean attribute
+    (x-transformers' ``Attend(flash=False)``, its default; timm's ``fused_attn``) as
+    ``{"attribute": "flash", "value": False}``, or a Hugging Face model's eager attention
+    (``{"attribute": "config._attn_implementation", "value": "eager"}``); None otherwise.
+
+    Example:
+        >>> class Attend(torch.nn.Module):
+        ...     def __init__(self, flash=False):
+        ...         super().__init__()
+        ...         self.flash = flash
+        >>> attention_switch(Attend()), attention_switch(Attend(flash=True))
+        ({'attribute': 'flash', 'value': False}, None)
+    """
+    state = module.__dict__  # (no nn.Module.__getattr__: its own attributes only)
+    for name in FUSED_ATTENTION_SWITCHES:
+        if state.get(name) is False:
+            return {"attribute": name, "value": False}
+    config = state.get("config")
+    if config is not None and getattr(config, "_attn_implementation", None) == "eager":
+        return {"attribute": "config._attn_implementation", "value": "eager"}
+    return None

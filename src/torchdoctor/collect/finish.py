@@ -276,14 +276,15 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
 
 def _module_facts(rec: Any) -> dict[str, dict[str, Any]]:
     """Per module path, what was read at its first call: parameter count, conv geometry, an
-    attention call, a trained embedding's lookups (modules made on the fly in a forward, one
+    attention call, a fused-attention switch left off, a trained embedding's lookups (modules made on the fly in a forward, one
     node per class, have none)."""
     facts: dict[str, dict[str, Any]] = {}
     for node, state in rec.state_of.items():
         if node not in rec.made_in_forward:
             facts.setdefault(rec.path[node], {})["params"] = parameter_count(state)
     for key, table in (("conv", rec.conv_geometry), ("attention", rec.attention_calls),
-                       ("embedding", rec.embedding_calls)):  # fmt: skip
+                       ("embedding", rec.embedding_calls),
+                       ("attention_switch", rec.attention_switches)):  # fmt: skip
         for node, fact in table.items():
             if fact:
                 facts.setdefault(rec.path[node], {})[key] = fact

@@ -119,6 +119,7 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         self.conv_geometry: dict[int, dict | None] = {}  # node -> its padding (conv_geometry)
         # node -> an attention module's first call (attention_probe.py); node -> its module
         self.attention_calls: dict[int, dict | None] = {}
+        self.attention_switches: dict[int, dict] = {}  # node -> its fused attention, off
         self.attention_pending: dict[int, Any] = {}
         # node -> a trained embedding's first call, its weight (embedding_probe.py)
         self.embedding_calls: dict[int, dict | None] = {}

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.compiled import is_compiled_module
+from torchdoctor.collect.engine_state import attention_switch
 from torchdoctor.collect.lines_frames import USER, kind_of_file
 from torchdoctor.collect.naming import ModuleNames, source_of_class
 
@@ -151,6 +152,9 @@ class NodeRegistry:
             self.compiled_inner.add(id(getattr(module, "_orig_mod", None)))  # (its own call)
         node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
         self.state_of[node] = (*module.parameters(), *module.buffers())
+        switch = attention_switch(module)  # (its fused attention off: the library's switch)
+        if switch is not None:
+            self.attention_switches[node] = switch
         return node
 
     def _refresh_paths(self) -> None:

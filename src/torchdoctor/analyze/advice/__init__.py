@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.after_steps import after_steps
+from torchdoctor.analyze.advice.attention_switches import with_attention_switches
 from torchdoctor.analyze.advice.backward import backward_heavy
 from torchdoctor.analyze.advice.base import (
     SPEEDUPS,
@@ -188,6 +189,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     for rule in RULES:
         found.extend(rule(session))
     found = with_tune(session, found)  # a measured remedy replaces a stated saving
+    found = with_attention_switches(session, found)  # (a library's own switch, not a rewrite)
     found = in_framework_terms(session, found)  # (the Trainer's knobs, not a line to add)
     found = in_script_terms(session, found)  # (the script's own option for the remedy first)
     found = with_tune_command(session, found)  # (`torchdoctor tune` with the run's arguments)

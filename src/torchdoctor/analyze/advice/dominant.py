@@ -27,6 +27,7 @@ from torchdoctor.analyze.advice.attention_measured import (
     TITLE_WITHOUT_BF16,
     measured_attention,
 )
+from torchdoctor.analyze.advice.attention_switches import switch_in
 from torchdoctor.analyze.advice.base import (
     COMPILE_SPEEDUPS,
     CPU_BF16_NOTE,
@@ -232,6 +233,15 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             fix, code = MEASURED_FIX, MEASURED_CODE
         elif remedy.name == "attention" and not bf16_native:
             title, fix = TITLE_WITHOUT_BF16, FIX_WITHOUT_BF16
+        switch = switch_in(group or [node]) if remedy.name == "attention" and not measured else None
+        if switch is not None:  # (the library's own fused attention, off: its switch, not a rewrite)
+            evidence.append(f"its {switch.owner} is {switch.setting}: the fused attention it has "
+                            "is off")  # fmt: skip
+            also_bf16 = title != TITLE_WITHOUT_BF16
+            title = switch.title + (" and bf16" if also_bf16 else "")
+            fix = switch.fix + (" Run it under torch.autocast(dtype=bfloat16)." if also_bf16
+                                else "")  # fmt: skip
+            code = None
         item = Advice(
             rule="dominant-module",
             title=f"{label}{leaf_type} dominates the step: {title}",

@@ -32,7 +32,11 @@ CONTAINERS = frozenset({"Sequential"})
 
 def _names_attention(node: Mapping[str, Any]) -> bool:
     """Named attention, and not a projection (the seq2seq tutorial's ``attn`` Linear computes
-    the attention weights from its input: no softmax(QK^T)V for SDPA to take)."""
+    the attention weights from its input: no softmax(QK^T)V for SDPA to take); or a module with
+    its own fused-attention switch left off (x-transformers' ``Attend``: ``attention_switch``)."""
+    switch = node.get("attention_switch")
+    if isinstance(switch, Mapping) and not str(switch.get("attribute")).startswith("config."):
+        return True  # (a model's config switch sits on the whole model: not its attention)
     return str(node.get("type")) not in MATMUL_TYPES and bool(
         _ATTENTION.search(f"{node.get('type') or ''} {node.get('name') or ''}"))
 

@@ -1,0 +1,156 @@
+"""A library's own switch for fused attention, left off: the fix is that switch, not a rewrite.
+
+x-transformers builds its attention with ``Attend(flash=False)`` unless told ``attn_flash=True``;
+lucidrains' diffusion U-Net takes ``flash_attn=True``; timm turns ``fused_attn`` off by an
+environment variable; a Hugging Face model loaded with eager attention takes
+``attn_implementation="sdpa"``. The profiler notes such a switch on the module that holds it
+(the tree node's ``attention_switch``, read when the module is first seen); the attention advice
+then names the switch where the model is built (an x-transformers run was told to "replace
+hand-written softmax(QK^T)V", in the library's code, which its ``attn_flash=True`` does).
+
+Example:
+    >>> node = {"path": "net.attn_layers", "type": "Decoder", "children": [
+    ...     {"path": "net.attn_layers.layers.0.1.attend", "type": "Attend",
+    ...      "source": {"file": "/v/site-packages/x_transformers/attend.py"},
+    ...      "attention_switch": {"attribute": "flash", "value": False}}]}
+    >>> switch = switch_in([node])
+    >>> switch.owner, switch.setting
+    ('Attend.flash', 'False')
+    >>> switch.title
+    "turn on x-transformers' fused attention (attn_flash=True)"
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torchdoctor.analyze.advice.base import Advice, same_file, split_location
+from torchdoctor.session_read import installed_package, walk
+
+#: package -> (its name, its switch in a word, where the switch is set): the fix says it first
+LIBRARY_SWITCHES: dict[str, tuple[str, str, str]] = {
+    "x_transformers": (
+        "x-transformers'", "attn_flash=True",
+        "pass attn_flash=True to its Encoder / Decoder (`Decoder(dim=..., depth=..., "
+        "attn_flash=True)`), which builds each Attend with flash=True: it then calls "
+        "F.scaled_dot_product_attention (options that need the attention matrix, such as "
+        "residual attention or talking heads, keep it off)",
+    ),
+    "denoising_diffusion_pytorch": (
+        "denoising-diffusion-pytorch's", "flash_attn=True",
+        "pass flash_attn=True to its Unet (`Unet(dim=..., flash_attn=True)`): its full "
+        "attention layers then call F.scaled_dot_product_attention",
+    ),
+    "timm": (
+        "timm's", "TIMM_FUSED_ATTN",
+        "timm leaves fused_attn off when TIMM_FUSED_ATTN=0 is set, or for a model that takes "
+        "it only in experimental mode: set TIMM_FUSED_ATTN=2 in the environment (or call "
+        "timm.layers.set_fused_attn(True, experimental=True) before timm.create_model)",
+    ),
+    "transformers": (
+        "transformers'", 'attn_implementation="sdpa"',
+        'load the model with attn_implementation="sdpa" (`from_pretrained(..., '
+        'attn_implementation="sdpa")`, where its architecture supports it; transformers '
+        "raises if not)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A fused-attention switch left off: on which module (``owner``: ``Attend.flash``), at
+    what value, the title's words and the fix that turn it on.
+
+    Example:
+        >>> Switch("Attend.flash", "False", "turn on Attend.flash", "Turn it on.").owner
+        'Attend.flash'
+    """
+
+    owner: str
+    setting: str
+    title: str
+    fix: str
+
+
+def switch_in(nodes: Sequence[Mapping[str, Any]]) -> Switch | None:
+    """The first fused-attention switch left off inside ``nodes`` (a module or the layers of a
+    stack, with their descendants), with the fix for its library; None when there is none.
+
+    Example:
+        >>> switch_in([{"path": "attn", "type": "Attention"}]) is None
+        True
+    """
+    for top in nodes:
+        for node, _ in walk(top):
+            found = node.get("attention_switch")
+            if isinstance(found, Mapping) and found.get("attribute"):
+                return _switch(node, found)
+    return None
+
+
+def _switch(node: Mapping[str, Any], found: Mapping[str, Any]) -> Switch:
+    attribute, value = str(found["attribute"]), found.get("value")
+    owner = f"{node.get('type') or 'its module'}.{attribute}"
+    setting = repr(value) if isinstance(value, str) else str(value)
+    package = _package(str((node.get("source") or {}).get("file") or ""))
+    known = LIBRARY_SWITCHES.get(package or "")
+    if known is not None:
+        name, word, how = known
+        title = f"turn on {name} fused attention ({word})"
+        fix = f"Turn on {name} fused attention instead of rewriting it: {how}."
+    else:
+        title = f"turn on its fused attention ({owner})"
+        fix = (f"Turn {owner} on where the model is built, so its attention calls "
+               "F.scaled_dot_product_attention (one fused kernel) instead of computing "
+               "softmax(QK^T)V step by step.")  # fmt: skip
+    return Switch(owner, setting, title, fix)
+
+
+def _package(file: str) -> str | None:
+    """The package a module's class comes from: installed, or a source checkout's folder
+    (``.../x_transformers/attend.py`` on the PYTHONPATH).
+
+    Example:
+        >>> _package("/src/xt/x_transformers/attend.py"), _package("/v/site-packages/timm/a.py")
+        ('x_transformers', 'timm')
+    """
+    package = installed_package(file)
+    if package is not None:
+        return package
+    folder = os.path.basename(os.path.dirname(file.replace("\\", "/")))
+    return folder if folder in LIBRARY_SWITCHES else None
+
+
+def with_attention_switches(session: Mapping[str, Any], found: list[Advice]) -> list[Advice]:
+    """The fused-attention advice on a source line of a module whose switch is off (a library
+    checkout's ``attend.py`` line timed as a hot line, a TD507 finding there) fixed by that
+    switch, as the dominant-module advice on the module is: merged by cause, the strongest
+    entry's fix is the one shown.
+
+    Example:
+        >>> attend = {"path": "a", "type": "Attend", "source": {"file": "/x/x_transformers/attend.py"},
+        ...           "attention_switch": {"attribute": "flash", "value": False}}
+        >>> line = Advice("hot-line", "attend.py:13 takes 10%", cause="sdpa",
+        ...               locations=["/x/x_transformers/attend.py:13"], fix="Replace it.")
+        >>> with_attention_switches({"tree": attend}, [line])[0].fix[:40]
+        "Turn on x-transformers' fused attention "
+    """
+    switches = [(str((n.get("source") or {}).get("file") or ""), n) for n, _ in
+                walk(session.get("tree")) if isinstance(n.get("attention_switch"), Mapping)]  # fmt: skip
+    if not switches:
+        return found
+    for item in found:
+        if item.cause != "sdpa" or item.rule == "dominant-module":  # (that one: by its subtree)
+            continue
+        files = [split_location(text)[0] for text in item.locations]
+        owner = next((n for file, n in switches if any(same_file(file, f) for f in files)), None)
+        if owner is None:
+            continue
+        switch = _switch(owner, owner["attention_switch"])
+        item.evidence.append(f"its {switch.owner} is {switch.setting}: the fused attention it "
+                             "has is off")  # fmt: skip
+        item.fix, item.code = switch.fix, None
+    return found

@@ -1,0 +1,139 @@
+"""A library's own fused-attention switch, left off, is what the attention advice names: the
+profiler notes it on the module that holds it (``attention_switch``, read when the module is
+first seen), and the fix says where the library turns it on (x-transformers' ``attn_flash=True``
+was told "replace hand-written softmax(QK^T)V", in the library's code)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import types
+
+import torch
+from reports_sessions import node
+
+import torchdoctor
+from torchdoctor.analyze.advice import advise
+from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.collect.engine_state import attention_switch
+
+ATTEND = textwrap.dedent('''
+    import torch
+
+    class Attend(torch.nn.Module):
+        def __init__(self, flash=False):
+            super().__init__()
+            self.flash = flash
+
+        def forward(self, q, k, v):
+            if self.flash:
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+            return weights @ v
+
+    class Attention(torch.nn.Module):
+        def __init__(self, dim, flash=False):
+            super().__init__()
+            self.qkv = torch.nn.Linear(dim, 3 * dim)
+            self.attend = Attend(flash)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            return self.attend(q, k, v)
+
+    class Decoder(torch.nn.Module):
+        def __init__(self, dim, depth, attn_flash=False):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(Attention(dim, attn_flash) for _ in range(depth))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = x + layer(x)
+            return x
+''')
+
+
+def _library(tmp_path, monkeypatch):
+    package = tmp_path / "x_transformers"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "attend.py").write_text(ATTEND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "x_transformers", raising=False)
+    monkeypatch.delitem(sys.modules, "x_transformers.attend", raising=False)
+    from x_transformers.attend import Decoder
+
+    return Decoder
+
+
+def _profile(model):
+    x = torch.randn(4, 256, 32)
+    with torchdoctor.Profiler(syncs=False) as prof:
+        for _ in range(3):
+            model(x).sum().backward()
+            prof.step()
+    return prof.session
+
+
+def test_x_transformers_attention_with_flash_off_is_told_its_attn_flash_switch(tmp_path, monkeypatch):
+    decoder = _library(tmp_path, monkeypatch)
+    session = _profile(decoder(32, 2))
+    switches = [n["attention_switch"] for n, _ in torchdoctor.session_read.walk(session["tree"])
+                if n.get("attention_switch")]  # fmt: skip
+    assert switches and switches[0] == {"attribute": "flash", "value": False}
+    (item,) = [a for a in advise(session) if a.cause == "sdpa"]
+    assert "x-transformers' fused attention (attn_flash=True)" in item.title
+    assert "pass attn_flash=True to its Encoder / Decoder" in item.fix
+    assert "Replace hand-written" not in item.fix and item.code is None
+    assert any("Attend.flash is False" in line for line in item.evidence)
+    # with the switch on, nothing is noted: no advice names it
+    on = _profile(decoder(32, 2, attn_flash=True))
+    assert not any(n.get("attention_switch") for n, _ in torchdoctor.session_read.walk(on["tree"]))
+
+
+def _session(switch=None, file="/home/me/model.py", core="Attend"):
+    attend = node("blocks.0.attn.attend", 20.0, 15.0, type=core,
+                  source={"file": file, "line": 3, "end_line": 9, "function": "forward"})  # fmt: skip
+    if switch is not None:
+        attend["attention_switch"] = switch
+    qkv = node("blocks.0.attn.qkv", 20.0, 15.0, type="Linear")
+    attn = node("blocks.0.attn", 45.0, 35.0, type="SelfAttention", children=[attend, qkv])
+    block = node("blocks.0", 50.0, 40.0, type="Block", children=[attn])
+    root = node("", 60.0, 40.0, kind="root", children=[block])
+    return {"step_ms": {"median": 100.0}, "tree": root,
+            "environment": {"device": "cpu", "bf16_native": True}}  # fmt: skip
+
+
+def _sdpa(session):
+    return [a for a in dominant_module(session) if a.cause == "sdpa"]
+
+
+def test_an_unknown_librarys_switch_is_named_by_its_module_and_attribute():
+    (item,) = _sdpa(_session({"attribute": "use_flash", "value": False}))
+    assert item.title.endswith("turn on its fused attention (Attend.use_flash) and bf16")
+    assert item.fix.startswith("Turn Attend.use_flash on where the model is built")
+    (plain,) = _sdpa(_session(core="CoreAttention"))  # (no switch: the rewrite, as before)
+    assert plain.title.endswith("use fused attention (SDPA) and bf16")
+    assert "Replace hand-written softmax(QK^T)V" in plain.fix
+
+
+def test_a_hugging_face_model_with_eager_attention_is_told_attn_implementation_sdpa():
+    hf = "/venv/lib/python3.11/site-packages/transformers/models/bert/modeling_bert.py"
+    eager = {"attribute": "config._attn_implementation", "value": "eager"}
+    (item,) = _sdpa(_session(eager, hf, core="BertSelfAttention"))
+    assert "transformers' fused attention (attn_implementation=\"sdpa\")" in item.title
+    assert 'from_pretrained(..., attn_implementation="sdpa")' in item.fix
+    assert any("BertSelfAttention.config._attn_implementation is 'eager'" in e
+               for e in item.evidence)  # fmt: skip
+
+
+def test_the_switch_is_read_from_the_modules_own_attributes_and_config():
+    model = torch.nn.Linear(2, 2)
+    assert attention_switch(model) is None
+    model.fused_attn = False
+    assert attention_switch(model) == {"attribute": "fused_attn", "value": False}
+    hf = torch.nn.Linear(2, 2)
+    hf.config = types.SimpleNamespace(_attn_implementation="eager")
+    assert attention_switch(hf) == {"attribute": "config._attn_implementation", "value": "eager"}
+    hf.config._attn_implementation = "sdpa"
+    assert attention_switch(hf) is None

@@ -125,6 +125,12 @@ def test_a_hugging_face_model_with_eager_attention_is_told_attn_implementation_s
     assert 'from_pretrained(..., attn_implementation="sdpa")' in item.fix
     assert any("BertSelfAttention.config._attn_implementation is 'eager'" in e
                for e in item.evidence)  # fmt: skip
+    assert item.estimated_saving_ms > 0
+    # with attention dropout in training, eager attention runs F.dropout (no Dropout module):
+    # on a CPU SDPA then takes its math path; a tiny BERT measured 123 ms eager, 125 ms sdpa
+    (dropped,) = _sdpa(_session({**eager, "dropout": 0.1}, hf, core="BertSelfAttention"))
+    assert dropped.estimated_saving_ms is None and dropped.saving_range_ms[0] == 0.0
+    assert any("unfused math path" in e for e in dropped.evidence)
 
 
 def test_the_switch_is_read_from_the_modules_own_attributes_and_config():
@@ -135,5 +141,7 @@ def test_the_switch_is_read_from_the_modules_own_attributes_and_config():
     hf = torch.nn.Linear(2, 2)
     hf.config = types.SimpleNamespace(_attn_implementation="eager")
     assert attention_switch(hf) == {"attribute": "config._attn_implementation", "value": "eager"}
+    hf.config.attention_probs_dropout_prob = 0.1
+    assert attention_switch(hf)["dropout"] == 0.1
     hf.config._attn_implementation = "sdpa"
     assert attention_switch(hf) is None

@@ -388,7 +388,8 @@ def attention_switch(module: Any) -> dict[str, Any] | None:
     """A module's switch for fused attention when it is off: its own boolean attribute
     (x-transformers' ``Attend(flash=False)``, its default; timm's ``fused_attn``) as
     ``{"attribute": "flash", "value": False}``, or a Hugging Face model's eager attention
-    (``{"attribute": "config._attn_implementation", "value": "eager"}``); None otherwise.
+    (``{"attribute": "config._attn_implementation", "value": "eager"}``, with its config's
+    attention ``dropout`` when above 0); None otherwise.
 
     Example:
         >>> class Attend(torch.nn.Module):
@@ -404,5 +405,11 @@ def attention_switch(module: Any) -> dict[str, Any] | None:
             return {"attribute": name, "value": False}
     config = state.get("config")
     if config is not None and getattr(config, "_attn_implementation", None) == "eager":
-        return {"attribute": "config._attn_implementation", "value": "eager"}
+        found = {"attribute": "config._attn_implementation", "value": "eager"}
+        for name in ATTENTION_DROPOUT_ATTRIBUTES:  # (eager attention drops its weights with
+            p = getattr(config, name, None)  # F.dropout: no Dropout module shows it)
+            if isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0:
+                found["dropout"] = float(p)
+                break
+        return found
     return None

@@ -73,6 +73,9 @@ class Switch:
     setting: str
     title: str
     fix: str
+    #: the attention-weight dropout its module runs without a Dropout module (a Hugging Face
+    #: config's ``attention_probs_dropout_prob`` under eager attention: ``F.dropout``)
+    dropout: float = 0.0
 
 
 def switch_in(nodes: Sequence[Mapping[str, Any]]) -> Switch | None:
@@ -106,7 +109,9 @@ def _switch(node: Mapping[str, Any], found: Mapping[str, Any]) -> Switch:
         fix = (f"Turn {owner} on where the model is built, so its attention calls "
                "F.scaled_dot_product_attention (one fused kernel) instead of computing "
                "softmax(QK^T)V step by step.")  # fmt: skip
-    return Switch(owner, setting, title, fix)
+    dropout = found.get("dropout")
+    return Switch(owner, setting, title, fix,
+                  float(dropout) if isinstance(dropout, (int, float)) else 0.0)  # fmt: skip
 
 
 def _package(file: str) -> str | None:

@@ -287,7 +287,9 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
                     f"the attention it replaces (the attention parts less their projections) "
                     f"is {fmt_ms(core)}, {pct(core, step):.0f}% of the step"
                 )
-            if not cuda and attention_dropout_ran(node, group):  # (a bound, not a saving)
+            dropout = attention_dropout_ran(node, group) or (  # (HF eager: F.dropout)
+                switch is not None and switch.dropout > 0 and bwd > 0)
+            if not cuda and dropout:  # (a bound, not a saving)
                 speedup, item.confidence, item.heat = None, "low", fraction
                 item.saving_range_ms = [0.0, amdahl_saving(unprofiled, fraction,
                                                            SPEEDUPS["sdpa"].high)]

@@ -372,3 +372,19 @@ def test_a_busy_machine_whose_cores_the_scripts_workers_take_names_their_count()
                    cause="cpu-contention", evidence=["another job held the cores"])
     (item,) = in_script_terms({"environment": {"script_options": [workers]}}, [other])
     assert item.fix == "F."
+
+
+def test_an_eval_mode_pass_names_a_sampling_interval_and_a_singular_save_step():
+    """An eval-mode pass between steps may be sampling (a flow or diffusion model's sample grid:
+    torchcfm's train_cifar10.py samples 198 model calls in eval mode every --save_step steps;
+    lucidrains' scripts have --sample_every): its interval is told with the evaluation's
+    options; a work between steps that is no evaluation names --save_step like --save_steps."""
+    options = [_option("sample_every", 1000, form="--name=value"),
+               _option("save_step", 20000, form="--name=value"), _option("print_freq", 5)]
+    def fix(title):
+        item = Advice(rule="long-step", title=title, fix="Run it less often.",
+                      cause="periodic-work")  # fmt: skip
+        return in_script_terms({"environment": {"script_options": options}}, [item])[0].fix
+    assert fix("an evaluation between steps (198 model calls in eval mode)").startswith(
+        "This script's own option for it: `--sample-every=...` (1000 in this run). ")
+    assert "`--save-step=...` (20000 in this run)" in fix("work between steps is 69% of the run")

@@ -35,11 +35,18 @@ _EVALUATION = frozenset({
     "num_val", "n_val", "val_size", "num_val_samples", "val_samples", "num_eval", "eval_size",
     "num_eval_samples", "eval_samples", "max_eval_samples", "limit_val_batches", "val_batches",
 })  # fmt: skip
+#: the interval of sampling between steps (a diffusion or flow model's sample grid, a language
+#: model's generated text): model calls in eval mode, so told with an evaluation's options
+_SAMPLING = frozenset({
+    "sample_every", "sample_freq", "sample_interval", "sample_step", "sample_steps",
+    "sampling_interval", "sampling_freq", "sampling_every", "sample_every_n_steps",
+    "generate_every", "gen_every", "gen_interval", "generation_interval",
+})  # fmt: skip
 _LOGGING = frozenset({
     "log_interval", "log_every", "log_freq", "print_freq", "print_every", "logging_steps",
 })  # fmt: skip
-_PERIODIC = _EVALUATION | _LOGGING | frozenset({
-    "save_every", "save_freq", "save_interval", "save_steps", "save_strategy",
+_PERIODIC = _EVALUATION | _SAMPLING | _LOGGING | frozenset({
+    "save_every", "save_freq", "save_interval", "save_steps", "save_step", "save_strategy",
     "checkpoint_every", "checkpoint_interval", "ckpt_every", "ckpt_interval",
 })  # fmt: skip
 _WORKER_COUNTS = frozenset({
@@ -314,7 +321,8 @@ def _preferred(options: Any, names: frozenset[str], item: Advice) -> list[Mappin
     if item.cause == "periodic-work" and "evaluation" in f"{item.title} {item.fix}":
         # (its evaluation options alone, or none: a print interval does not move an
         # evaluation run once per epoch: torchvision's reference named `--print-freq`)
-        matched = [o for o in matched if _names(o) & _EVALUATION]
+        # (model calls in eval mode are an evaluation or sampling: a sampler's interval too)
+        matched = [o for o in matched if _names(o) & (_EVALUATION | _SAMPLING)]
     if item.cause == "cpu-contention" and "DataLoader workers" not in " ".join(item.evidence):
         matched = []  # (the cores held by other jobs: no option of the script's moves that)
     return matched

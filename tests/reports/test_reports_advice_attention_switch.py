@@ -145,3 +145,13 @@ def test_the_switch_is_read_from_the_modules_own_attributes_and_config():
     assert attention_switch(hf)["dropout"] == 0.1
     hf.config._attn_implementation = "sdpa"
     assert attention_switch(hf) is None
+
+
+def test_a_config_whose_lookups_raise_is_read_as_no_switch():
+    class Strict:
+        def __getattr__(self, name):
+            raise RuntimeError(f"no key {name}")
+
+    model = torch.nn.Linear(2, 2)
+    model.config = Strict()
+    assert attention_switch(model) is None  # (the user's run goes on; nothing is noted)

@@ -399,11 +399,17 @@ def attention_switch(module: Any) -> dict[str, Any] | None:
         >>> attention_switch(Attend()), attention_switch(Attend(flash=True))
         ({'attribute': 'flash', 'value': False}, None)
     """
-    state = module.__dict__  # (no nn.Module.__getattr__: its own attributes only)
+    state = getattr(module, "__dict__", None) or {}  # (no nn.Module.__getattr__: its own)
     for name in FUSED_ATTENTION_SWITCHES:
         if state.get(name) is False:
             return {"attribute": name, "value": False}
-    config = state.get("config")
+    try:  # (a config object whose attribute lookups raise: nothing known)
+        return _eager_attention(state.get("config"))
+    except Exception:
+        return None
+
+
+def _eager_attention(config: Any) -> dict[str, Any] | None:
     if config is not None and getattr(config, "_attn_implementation", None) == "eager":
         found = {"attribute": "config._attn_implementation", "value": "eager"}
         for name in ATTENTION_DROPOUT_ATTRIBUTES:  # (eager attention drops its weights with

@@ -96,6 +96,31 @@ def _names(expr: ast.AST) -> set[str]:
     }
 
 
+#: tensor methods whose result never requires grad (indices, booleans)
+_NO_GRAPH_METHODS = frozenset({"argmax", "argmin", "argsort", "eq", "ne", "gt", "ge", "lt", "le",
+                               "isnan", "isinf", "isfinite"})
+
+
+def _graph_names(expr: ast.AST) -> set[str]:
+    """``_names`` of the parts of ``expr`` that can carry a graph: not inside a comparison or an
+    argmax (``(logits.argmax(1) == y).sum()`` counts hits: booleans, no graph).
+
+    Example:
+        >>> sorted(_graph_names(ast.parse("(logits.argmax(1) == y).sum() + loss", mode="eval")))
+        ['loss']
+    """
+    out: set[str] = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Compare) or (
+                isinstance(node, ast.Call) and method_name(node) in _NO_GRAPH_METHODS):
+            continue
+        out |= _names(node) if isinstance(node, ast.Name) else set()
+        stack.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def _detached(expr: ast.AST) -> bool:
     """The value no longer carries a graph: ``loss.detach()``, ``loss.item()``, ``loss.data``,
     ``float(loss)``, an f-string."""
@@ -195,7 +220,7 @@ class HistoryRules(RuleVisitor):
             value = next((e for e in items if isinstance(e, ast.Name)  # bare in it keeps its
                           and e.id in losses), None)  # graph too (stats.append({"loss": loss}))
             return None if value is None else (target, value)
-        return (target, value) if _names(value) & losses else None
+        return (target, value) if _graph_names(value) & losses else None
 
     def _differentiated(self, loop: ast.AST) -> set[str]:
         """Names differentiated anywhere in the function around ``loop``: an accumulator that

@@ -34,7 +34,7 @@ import re
 
 from torchdoctor.lint.repeat_loops import repeats_outer_batch, steps_on_its_batches
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.syntax import every_step_of
+from torchdoctor.lint.syntax import every_step_of, target_names
 from torchdoctor.lint.tensors import FRAMEWORK_STEPS, RANK_NAME
 from torchdoctor.lint.visitor import (
     FOR,
@@ -206,6 +206,8 @@ class CheckpointRules(RuleVisitor):
                     names += dotted_names_in(node.target)
                 if any(_ACCUMULATION.search(n) for n in names):
                     pass
+                elif self._split_of_this_step(node, loop):
+                    pass  # (DP-SGD: the physical batches of the loop's one logical batch)
                 elif repeats_outer_batch(node, loop) and not any(
                         "epoch" in n.lower() for n in dotted_names_in(getattr(loop, "target", loop))):  # fmt: skip
                     pass  # (PPO: each rollout's batch stepped on k times; a step loop still)
@@ -216,6 +218,18 @@ class CheckpointRules(RuleVisitor):
                     return True
             stack.extend(ast.iter_child_nodes(node))
         return False
+
+    def _split_of_this_step(self, inner: ast.AST, loop: ast.AST) -> bool:
+        """``inner`` iterates a loader that ``loop`` builds from its own item (``loader =
+        DataLoader(Subset(train, shard))``, ``shard = idx[rank::world]``, ``idx`` the loop's):
+        the micro-batches of one step, not an epoch of batches."""
+        if not (isinstance(inner, FOR) and isinstance(inner.iter, ast.Name)):
+            return False
+        derived = set(self.loop_targets(loop))
+        for stmt in loop.body:  # type: ignore[attr-defined]
+            if isinstance(stmt, ast.Assign) and derived & set(dotted_names_in(stmt.value)):
+                derived |= {t for target in stmt.targets for t in target_names(target)}
+        return inner.iter.id in derived - self.loop_targets(loop)
 
     def _trains_within(self, loop: ast.AST) -> bool:
         return any(isinstance(n, _LOOPS) and self.is_training_body(n) for n in ast.walk(loop))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import re
 
-from torchdoctor.lint.syntax import dotted, method_name
+from torchdoctor.lint.syntax import dotted, method_name, same_file_callee
 
 #: Names that hold a tensor in practically every training loop.
 TENSOR_NAME = re.compile(
@@ -195,7 +195,8 @@ def steps_by_hand(body: ast.AST | list) -> ast.For | None:
     """The hand-written optimizer step among ``body``'s statements (a statement, or a list;
     also inside ``with`` blocks): ``for p in model.parameters(): p.add_(p.grad, alpha=-lr)``, a
     loop over parameters updating them in place from their gradients (a gradient zeroed in
-    place, ``p.grad.zero_()``, is no step); None.
+    place, ``p.grad.zero_()``, is no step), or down an update computed elsewhere (``p.add_(upd,
+    alpha=-lr)``, ``p -= lr * g``: DP-SGD's noisy step from clipped per-example gradients); None.
 
     Example:
         >>> src = "with torch.no_grad():\\n    for p in net.parameters():\\n        p -= lr * p.grad"
@@ -209,11 +210,54 @@ def steps_by_hand(body: ast.AST | list) -> ast.For | None:
             stack[:0] = stmt.body
         elif isinstance(stmt, ast.For) and any(
                 method_name(c) in ("parameters", "named_parameters")
-                for c in ast.walk(stmt.iter) if isinstance(c, ast.Call)) and any(
+                for c in ast.walk(stmt.iter) if isinstance(c, ast.Call)) and (any(
                 any(isinstance(a, ast.Attribute) and a.attr == "grad" for a in ast.walk(v))
-                for n in ast.walk(stmt) for v in _update_sources(n)):  # fmt: skip
+                for n in ast.walk(stmt) for v in _update_sources(n)) or _descends(stmt)):  # fmt: skip
             return stmt
     return None
+
+
+def _descends(loop: ast.For) -> bool:
+    """``loop`` (over parameters) moves its parameter against an update: ``p.sub_(...)``,
+    ``p -= ...``, ``p.add_(u, alpha=-lr)`` / ``p.data.add_(-lr * u)`` (an EMA's ``add_`` of a
+    positive weight is no descent).
+
+    Example:
+        >>> _descends(ast.parse("for p in m.parameters():\\n    p.add_(buf, alpha=-lr)").body[0])
+        True
+        >>> _descends(ast.parse("for e, p in zip(a, b):\\n    e.add_(p, alpha=1 - d)").body[0])
+        False
+    """
+    var = dotted(loop.target)
+    mine = {var, f"{var}.data"} if var else set()
+    for n in ast.walk(loop):
+        if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Sub) and dotted(n.target) in mine:
+            return True
+        if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and dotted(n.func.value) in mine):
+            continue
+        negative = [*n.args, *(k.value for k in n.keywords if k.arg == "alpha")]
+        if n.func.attr == "sub_" or n.func.attr == "add_" and any(
+                isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.USub) for v in negative):
+            return True  # fmt: skip
+    return False
+
+
+def project_callee(call: ast.Call, context) -> ast.FunctionDef | None:
+    """The function ``call`` runs: one of this file (:func:`same_file_callee`), or the project's
+    one module-level definition of a name the file imports (``noisy_step(model, g)`` with
+    ``from privacy import noisy_step``); None.
+
+    Example:
+        >>> project_callee(ast.parse("f(x)").body[0].value, None) is None
+        True
+    """
+    function = same_file_callee(call)
+    names = getattr(context, "names", None)
+    project = getattr(context, "project", None)
+    if function is not None or project is None or names is None or not isinstance(call.func, ast.Name):
+        return function
+    return project.module_function(call.func.id) if call.func.id in names.imports else None
 
 
 def _update_sources(node: ast.AST) -> list[ast.AST]:

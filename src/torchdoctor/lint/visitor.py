@@ -53,7 +53,7 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     target_names,
     with_keyword,
 )
-from torchdoctor.lint.tensors import runs_a_training_step, steps_by_hand
+from torchdoctor.lint.tensors import project_callee, runs_a_training_step, steps_by_hand
 
 #: methods that mutate a Python container in place (``tokens.append(t)``: not invariant;
 #: not ``add`` or ``sort``, which a tensor has and returns a new one from)
@@ -393,14 +393,13 @@ class RuleVisitor:
             if isinstance(node, (*FOR, ast.While, list)) and any(map(runs_a_training_step, calls)):
                 kinds |= {"backward", "step"}  # (an RL loop's agent.learn(batch))
             if isinstance(node, (*FOR, ast.While)) and len(kinds) < 2:
-                # a loop calling a step function of this file (`self.train_step(batch)`) that
-                # runs backward and the optimizer step: a training loop one call away
-                for callee in filter(None, map(same_file_callee, calls)):
-                    if {k for k in map(_training_kind, self.direct_calls(callee.body)) if k} == {
-                        "backward",
-                        "step",
-                    }:
-                        kinds |= {"backward", "step"}
+                # a loop calling a step function (`self.train_step(batch)`) that runs backward
+                # and the optimizer step, or one of the project stepping the parameters by hand
+                # (DP-SGD's imported noisy_step): a training loop one call away
+                for callee in filter(None, (project_callee(c, self.context) for c in calls)):
+                    inner = {k for k in map(_training_kind, self.direct_calls(callee.body)) if k}
+                    kinds |= inner if inner == {"backward", "step"} else (
+                        {"step"} if steps_by_hand(callee.body) else set())
             cache[key] = frozenset(kinds)
         return cache[key]
 

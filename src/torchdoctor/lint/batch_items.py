@@ -27,15 +27,22 @@ def keeps_leading_dim(expr: ast.AST, batch: str) -> bool:
         True
         >>> keeps_leading_dim(ast.parse("x.sum(0)").body[0].value, "x")
         False
+        >>> keeps_leading_dim(ast.parse("proj(torch.cat([table[x], t], 1))").body[0].value, "x")
+        True
     """
     roots = 0
+    beside = {id(n.func) for n in ast.walk(expr) if _joins_beside(n)}  # (torch.cat(.., 1))
     for node in ast.walk(expr):
         if isinstance(node, ast.Name) and node.id == batch:
             roots += 1
+        if id(node) in beside or isinstance(node, ast.Call) and id(node.func) in beside:
+            continue
         if isinstance(node, ast.Attribute) and node.attr in _RESHAPES:
             if node.attr == "flatten" and _flattens_after_first(parent_of(expr, node)):
                 continue  # (x.flatten(2): the leading dimensions stay)
             return False
+        if isinstance(node, ast.Subscript) and dotted(node.slice) == batch:
+            continue  # (memory[nodes]: rows gathered by the batch's ids, one per item)
         if isinstance(node, ast.Subscript | ast.Lambda | ast.comprehension):
             return False
         if isinstance(node, ast.Call):
@@ -43,7 +50,8 @@ def keeps_leading_dim(expr: ast.AST, batch: str) -> bool:
             if name in _RESHAPES and not (name == "flatten" and _flattens_after_first(node)):
                 return False
             dims = [k.value for k in node.keywords if k.arg in ("dim", "axis")]
-            if method_name(node) and node.args:
+            if method_name(node) and node.args and (dotted(node.func) or "").split(".")[0] not in {
+                    "torch", "F"}:  # (x.sum(0); torch.cat(xs, 1)'s dim is its second argument)
                 dims.append(node.args[0])
             elif len(node.args) > 1:
                 dims.append(node.args[1])
@@ -56,6 +64,19 @@ def keeps_leading_dim(expr: ast.AST, batch: str) -> bool:
                     "any", "all", "argmax", "argmin", "item"}:  # fmt: skip
                 return False  # (over every dim: a scalar)
     return roots == 1
+
+
+def _joins_beside(node: ast.AST) -> bool:
+    """``torch.cat([a, b], 1)`` / ``torch.cat(xs, dim=-1)``: joined along a later dimension, so
+    the leading one stays."""
+    if not (isinstance(node, ast.Call) and (dotted(node.func) or "").rsplit(".", 1)[-1] in (
+            "cat", "concat", "concatenate")):  # fmt: skip
+        return False
+    dim = next((k.value for k in node.keywords if k.arg in ("dim", "axis")), None)
+    dim = dim if dim is not None else (node.args[1] if len(node.args) > 1 else None)
+    if isinstance(dim, ast.UnaryOp) and isinstance(dim.op, ast.USub):
+        return isinstance(dim.operand, ast.Constant)
+    return isinstance(dim, ast.Constant) and isinstance(dim.value, int) and dim.value > 0
 
 
 def _flattens_after_first(call: ast.AST | None) -> bool:

@@ -151,3 +151,47 @@ def test_a_library_call_is_no_call_of_a_project_function_of_the_same_name(tmp_pa
         "import torch\n", "import torch\nfrom refs import allclose\n").replace("torch.allclose", "allclose"))
     found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD201"])]
     assert ("refs.py", 5) in found
+
+
+MEMORY_MODEL = """
+    import torch
+
+    def last_message(nodes, msgs):
+        uniq = torch.unique(nodes)
+        return uniq, msgs[:len(uniq)]
+
+    def dedupe(nodes):
+        return torch.unique(nodes)
+
+    class TGN(torch.nn.Module):
+        def update_memory(self, nodes, msgs):
+            uniq, agg = last_message(nodes, msgs)
+            self.memory[uniq] = agg.detach()
+
+        def report(self, nodes):
+            return dedupe(nodes)
+"""
+
+MEMORY_TRAIN = """
+    import torch
+    from model import TGN
+
+    def main(loader, opt):
+        model = TGN().cuda()
+        for nodes, msgs in loader:
+            loss = model(nodes.cuda()).sum()
+            loss.backward()
+            opt.step()
+            model.update_memory(nodes.cuda(), msgs.cuda())
+        print(model.report(torch.arange(5).cuda()))
+"""
+
+
+def test_a_helper_of_a_method_a_step_loop_calls_on_its_model(tmp_path: Path) -> None:
+    """TGN's ``model.update_memory(...)`` every step runs the module-level ``last_message``,
+    whose ``torch.unique`` waits for the GPU; ``dedupe`` runs in a method called once."""
+    (tmp_path / "model.py").write_text(textwrap.dedent(MEMORY_MODEL))
+    (tmp_path / "train.py").write_text(textwrap.dedent(MEMORY_TRAIN))
+    found = lint_paths([tmp_path], select=["TD207"])
+    assert [(Path(f.path).name, f.line) for f in found] == [("model.py", 5)]
+    assert "called by `TGN.update_memory`" in found[0].message

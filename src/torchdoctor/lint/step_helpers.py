@@ -63,11 +63,15 @@ class StepHelpers:
         for call in calls_named(self, scope.name):  # (one caller up, through the call index:
             caller = self.enclosing_scope(call)  # SiamRPN's rpn_losses runs select_cls_loss)
             if (isinstance(call.func, ast.Name) and isinstance(caller, FUNCTIONS)
-                    and caller is not scope and isinstance(self.parent(caller), ast.Module)
-                    and _under_no_grad(call) is not True and not self.under_log_gate(call, caller)):
-                hit = project.called_in_loop(caller.name, training=True)
+                    and caller is not scope and _under_no_grad(call) is not True
+                    and not self.under_log_gate(call, caller)):  # fmt: skip
+                cls = self.parent(caller)  # (or a method a step loop calls on an instance:
+                hit = project.called_in_loop(caller.name, training=True) if isinstance(  # TGN's
+                    cls, ast.Module) else project.method_called_in_loop(cls.name, caller.name) if (
+                    isinstance(cls, ast.ClassDef)) else None  # model.update_memory runs last_message)
                 if hit is not None:
-                    return (f"in `{scope.name}` (called by `{caller.name}`, called at "
+                    name = caller.name if isinstance(cls, ast.Module) else f"{cls.name}.{caller.name}"
+                    return (f"in `{scope.name}` (called by `{name}`, called at "
                             f"{hit[0]}:{hit[1]}, every training step)")
         return None
 

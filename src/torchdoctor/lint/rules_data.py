@@ -363,8 +363,8 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
         return found
 
     def _iterated_once(self, call: ast.Call) -> bool:
-        """A test loader (``test_loader = DataLoader(test_set, ...)``) is iterated once: its
-        workers are spawned once whatever ``persistent_workers`` says."""
+        """A test loader (``test_loader = DataLoader(test_set, ...)``, or over ``DS(root, "test")``)
+        is iterated once: its workers are spawned once whatever ``persistent_workers`` says."""
         parent = self.parent(call)
         names = []
         if isinstance(parent, (ast.Assign, ast.AnnAssign)):
@@ -374,12 +374,15 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
             names.append(dotted(call.args[0]) or "")
         first = call.args[0] if call.args else None
         made_by = (dotted(first.func) or "") if isinstance(first, ast.Call) else ""
-        if not any(_TEST_NAME.search(n.rsplit(".", 1)[-1]) for n in names) and not (
-                _TEST_CLASS.search(made_by.rsplit(".", 1)[-1])):  # (DataLoader(TestImages(root)))
-            return False
-        # ...unless this function itself iterates it every epoch (minGPT's trainer)
         target = names[0] if names and "." not in names[0] else None
         scope = self.enclosing_scope(call)
+        split = made_by and target and any(isinstance(a, ast.Constant) and _TEST_NAME.search(str(a.value))
+                                           for a in (*first.args, *(k.value for k in first.keywords)))
+        if not any(_TEST_NAME.search(n.rsplit(".", 1)[-1]) for n in names) and not (
+                _TEST_CLASS.search(made_by.rsplit(".", 1)[-1])) and not (split and any(  # (DS(root,
+                isinstance(f, ast.For | ast.comprehension) and dotted(f.iter) == target for f in ast.walk(scope))):
+            return False  # ("test") walked here, not handed on: Lightning's trainer.fit(m, train, val))
+        # ...unless this function itself iterates it every epoch (minGPT's trainer)
         if target and self._used_in_a_loop(target, scope):
             return False
         # ...or the function returns it to a caller of this file that does

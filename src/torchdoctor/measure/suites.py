@@ -40,6 +40,7 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.ops_assignment",
         "torchdoctor.benchmarks.ops_sinkhorn",
         "torchdoctor.benchmarks.ops_tokens",
+        "torchdoctor.benchmarks.ops_graphs",
     ],
     "workloads": ["torchdoctor.benchmarks.workloads"],
     "lint": ["torchdoctor.benchmarks.lint_torch"],

@@ -22,6 +22,7 @@ Example:
 from torchdoctor.ops.assignment import Assignment, greedy_assignment, linear_assignment
 from torchdoctor.ops.covariance import CovarianceEMA, covariance
 from torchdoctor.ops.dpp import DppSelection, dpp_greedy
+from torchdoctor.ops.graphs import edge_softmax
 from torchdoctor.ops.labels import remap_labels
 from torchdoctor.ops.mahalanobis import (
     cholesky_factor,
@@ -60,4 +61,5 @@ __all__ = [
     "DppSelection",
     "dpp_greedy",
     "select_tokens_per_segment",
+    "edge_softmax",
 ]

@@ -90,9 +90,51 @@ class KernelTime:
         return self.faults * PAGE_BYTES / 1e6
 
 
+def step_weights(steps: Sequence[Mapping[str, Any]]) -> list[float]:
+    """How many of the run's steps each of ``steps`` stands for: the gap to the next one's
+    ``index`` (the last: the gap before it). A long run keeps its first steps and a uniform
+    sample of the rest (``collect/step_store.py``), so a plain median over the kept steps
+    weighs the first ones as much as the whole rest: a generation loop whose input grows (each
+    step slower than the last) had its kernel time per step told at half the run's. Without
+    indices (or with unordered ones), each stands for one.
+
+    Example:
+        >>> step_weights([{"index": 0}, {"index": 1}, {"index": 5}, {"index": 9}])
+        [1.0, 4.0, 4.0, 4.0]
+        >>> step_weights([{"index": 3}, {}])
+        [1.0, 1.0]
+    """
+    indices = [s.get("index") for s in steps]
+    if len(steps) < 2 or not all(isinstance(i, int) for i in indices) or any(
+        b <= a for a, b in zip(indices, indices[1:])  # type: ignore[operator]
+    ):
+        return [1.0] * len(steps)
+    gaps = [float(b - a) for a, b in zip(indices, indices[1:])]  # type: ignore[operator]
+    return [*gaps, gaps[-1]]
+
+
+def weighted_median(values: Sequence[Any], weights: Sequence[float]) -> Any:
+    """The median of ``values`` each counted ``weights`` times (equal weights: the plain median).
+
+    Example:
+        >>> weighted_median([1.0, 2.0, 10.0], [1.0, 1.0, 4.0]), weighted_median([1.0, 3.0], [1.0, 1.0])
+        (10.0, 2.0)
+    """
+    if len(set(weights)) <= 1:
+        return statistics.median(values)
+    pairs = sorted(zip(values, weights))
+    half, seen = sum(weights) / 2.0, 0.0
+    for value, weight in pairs:
+        seen += weight
+        if seen >= half:
+            return value
+    return pairs[-1][0]
+
+
 def kernel_time(session: Mapping[str, Any]) -> KernelTime | None:
     """The session's :class:`KernelTime`; None with fewer than :data:`MIN_STEPS` steps carrying
-    the figures (a session from before they were recorded, Windows).
+    the figures (a session from before they were recorded, Windows). Each kept step counts for
+    the run's steps it stands for (:func:`step_weights`).
 
     Example:
         >>> kernel_time({"steps": [{"wall_ms": 1.0, "sys_ms": 0.1, "minor_faults": 3}]}) is None
@@ -101,16 +143,18 @@ def kernel_time(session: Mapping[str, Any]) -> KernelTime | None:
     steps = fault_steps(session.get("steps") or ())
     if len(steps) < MIN_STEPS:
         return None
-    wall = sum(float(s["wall_ms"]) for s in steps)
+    weights = step_weights(steps)
+    wall = sum(w * float(s["wall_ms"]) for w, s in zip(weights, steps))
     if wall <= 0.0:
         return None
     return KernelTime(
         steps=len(steps),
-        share=statistics.median(kernel_share(s) or 0.0 for s in steps),
-        kernel_ms=statistics.median(float(s["sys_ms"]) for s in steps),
-        faults=statistics.median(int(s["minor_faults"]) for s in steps),
-        fraction=sum((kernel_share(s) or 0.0) * float(s["wall_ms"]) for s in steps) / wall,
-        mean_step=wall / len(steps),
+        share=weighted_median([kernel_share(s) or 0.0 for s in steps], weights),
+        kernel_ms=weighted_median([float(s["sys_ms"]) for s in steps], weights),
+        faults=weighted_median([int(s["minor_faults"]) for s in steps], weights),
+        fraction=sum(w * (kernel_share(s) or 0.0) * float(s["wall_ms"])
+                     for w, s in zip(weights, steps)) / wall,  # fmt: skip
+        mean_step=wall / sum(weights),
     )
 
 

@@ -143,3 +143,17 @@ def test_attention_run_with_dropout_in_training_on_a_cpu_gets_a_bound_not_a_savi
     assert abs(cuda.estimated_saving_ms - 9.0 * (1 - 1 / FUSED_ATTENTION.speedup.low)) < 1e-6
     drop["backward_ms"] = {"mean": 0.0}  # (in eval: dropout adds no graph node)
     assert lint_item("cpu").estimated_saving_ms is not None
+
+
+def test_a_hot_line_of_dense_graph_attention_gets_the_edge_softmax_and_its_saving():
+    """pytorch/examples GAT: its masked N x N softmax was the run's bottleneck (PyG's GATConv
+    15-20x faster) and no advice named it; TD514 on the measured line gets the edge form."""
+    from torchdoctor.analyze.advice.graph_cure import GRAPH_ATTENTION
+
+    session = _session(line_ms=20.0)
+    session["hot_lines"]["lines"][0]["code"] = "e = torch.where(adj_mat > 0, e, connectivity_mask)"
+    session["lint"][0].update(code="TD514", message="`torch.where(adj_mat > 0, e, ...)` masks")
+    (item,) = _advice_on(session, "/x/model.py")
+    assert item.rule == "hot-line" and item.fix == GRAPH_ATTENTION.fix
+    assert "torchdoctor.ops.edge_softmax" in item.fix
+    assert abs(item.estimated_saving_ms - 20.0 * (1 - 1 / GRAPH_ATTENTION.speedup.low)) < 1e-6

@@ -13,6 +13,7 @@ from torchdoctor.lint.rules_decode import DecodeRules
 from torchdoctor.lint.rules_device import DeviceRules
 from torchdoctor.lint.rules_dynamic_shape import DynamicShapeRules
 from torchdoctor.lint.rules_framework import FrameworkRules
+from torchdoctor.lint.rules_graph_attention import GraphAttentionRules
 from torchdoctor.lint.rules_history import HistoryRules
 from torchdoctor.lint.rules_inference import InferenceRules
 from torchdoctor.lint.rules_linalg import LinalgRules
@@ -52,6 +53,7 @@ FAMILIES: tuple[type, ...] = (
     ModulePerCallRules,
     ActivationRules,
     SoftmaxRules,
+    GraphAttentionRules,
     SigmoidBceRules,
     TopKRules,
     TrainingRules,

@@ -24,6 +24,7 @@ from torchdoctor.analyze.advice.base import SPEEDUPS, Speedup, center
 from torchdoctor.analyze.advice.chain_cure import fuse_cure
 from torchdoctor.analyze.advice.compiled_lines import compiled_code
 from torchdoctor.analyze.advice.cure import Cure
+from torchdoctor.analyze.advice.graph_cure import GRAPH_ATTENTION
 from torchdoctor.analyze.advice.init_cure import build_once_cure
 from torchdoctor.analyze.advice.slice_cure import unbind_cure
 
@@ -302,6 +303,7 @@ CURES_BY_CODE: dict[str, Cure] = {
     "TD507": FUSED_ATTENTION,
     "TD508": FUSED_ACTIVATION,
     "TD510": LOGITS_BCE,
+    "TD514": GRAPH_ATTENTION,
     "TD712": PERIODIC_RESULT,
     "TD601": INVARIANT_CALL,
 }

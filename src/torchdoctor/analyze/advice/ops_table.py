@@ -23,7 +23,10 @@ OPS_FOR: tuple[tuple[re.Pattern[str], list[str]], ...] = (
         ],
     ),
     (
-        re.compile(r"covariance|\bcov|logdet|spd|eig|svd", re.IGNORECASE),
+        # (eig, spd and svd as words or name parts, not inside one: a source line's
+        # `word_weights = ...` is no eigendecomposition)
+        re.compile(r"covariance|\bcov|logdet|(?<![a-z])spd|(?<![a-z])svd"
+                   r"|(?<![a-z])eig(?:h|vals|valsh|en[a-z]*)?(?![a-z])", re.IGNORECASE),
         ["torchdoctor.ops.covariance", "torchdoctor.ops.spd_distance"],
     ),
     (

@@ -62,7 +62,7 @@ class PinnedCopies:
                 self._check_loop(loop, label or f"`{loader}`", reported)
 
     def _check_loop(self, loop: ast.For, loader: str, reported: set[int]) -> None:
-        batch = set(target_names(loop.target))
+        batch = set(target_names(own_part(loop.target, loop.iter)))
         for stmt in loop.body:  # (HiFi-GAN's `x, y, _, y_mel = batch`; `img = batch["img"]`)
             if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Name | ast.Subscript):
                 base = stmt.value
@@ -165,6 +165,28 @@ def loader_of(it: ast.AST) -> str | None:
             return None
         it = it.args[0]
     return dotted(it)
+
+
+def own_part(target: ast.AST, it: ast.AST) -> ast.AST:
+    """The part of a loop's target that the batches of ``loader_of(it)`` bind: ``(x, y)`` in
+    ``for i, ((x, y), (xv, yv)) in enumerate(zip(train_q, valid_q))`` (DARTS walks a pinned
+    and an unpinned loader in step); the whole target when the loop zips nothing.
+
+    Example:
+        >>> loop = ast.parse("for i, ((x, y), (xv, yv)) in enumerate(zip(a, b)): pass").body[0]
+        >>> target_names(own_part(loop.target, loop.iter))
+        ['x', 'y']
+    """
+    part, zipped = target, False
+    while isinstance(it, ast.Call) and it.args and (
+            (dotted(it.func) or "").rsplit(".", 1)[-1] in LOOP_WRAPPERS):  # fmt: skip
+        name = (dotted(it.func) or "").rsplit(".", 1)[-1]
+        if isinstance(part, ast.Tuple) and name == "enumerate" and len(part.elts) == 2:
+            part = part.elts[1]
+        elif isinstance(part, ast.Tuple) and name == "zip" and len(part.elts) == len(it.args):
+            part, zipped = part.elts[0], True
+        it = it.args[0]
+    return part if zipped else target
 
 
 def _blocking_copy(call: ast.Call) -> bool:

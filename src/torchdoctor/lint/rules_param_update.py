@@ -19,7 +19,7 @@ Recognised: a ``for`` over ``m.parameters()`` / ``m.named_parameters()`` /
 methods assign one, ``self.ema = [p.clone() for p in self.trainable]``) whose body is straight-line
 in-place arithmetic on the parameters, their ``.data`` or ``.grad`` (``mul_``, ``add_``,
 ``lerp_``, ``addcmul_``, ``zero_`` of a gradient, ``p.data -= lr * p.grad``, ``copy_`` of an
-arithmetic expression). A filter (``if p.grad is None: continue``) and ``with
+arithmetic expression). A filter (``if p.grad is None: continue``, ``if name in masks:``) and ``with
 torch.no_grad():`` are allowed.
 
 Not reported: loops that only read (counting, norms, ``requires_grad_``); initialisation (an
@@ -198,13 +198,15 @@ class ParamUpdateRules(RuleVisitor):
 
     @staticmethod
     def _is_filter(test: ast.AST, derived: set[str]) -> bool:
-        """``p.grad is None``, ``not p.requires_grad``, ``v.dtype.is_floating_point``: a test
-        that only skips parameters."""
+        """``p.grad is None``, ``not p.requires_grad``, ``v.dtype.is_floating_point``, ``name
+        in masks`` (the loop's own key looked up): a test that only skips parameters."""
         if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
             test = test.operand
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             if isinstance(test.ops[0], (ast.Is, ast.IsNot)):
                 return _root(test.left) in derived
+            if isinstance(test.ops[0], (ast.In, ast.NotIn)):  # (a pruning mask's: `if name in
+                return isinstance(test.left, ast.Name) and test.left.id in derived  # masks:`)
         if isinstance(test, ast.Call) and not test.args:  # v.is_floating_point()
             test = test.func
         return (  # (``v.dtype.is_floating_point``: YOLOv5's EMA skips integer buffers)

@@ -174,7 +174,7 @@ def own_part(target: ast.AST, it: ast.AST) -> ast.AST:
 
     Example:
         >>> loop = ast.parse("for i, ((x, y), (xv, yv)) in enumerate(zip(a, b)): pass").body[0]
-        >>> target_names(own_part(loop.target, loop.iter))
+        >>> sorted(target_names(own_part(loop.target, loop.iter)))
         ['x', 'y']
     """
     part, zipped = target, False

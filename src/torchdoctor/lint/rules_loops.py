@@ -202,7 +202,7 @@ class LoopRules(RuleVisitor):
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if isinstance(node.slice, ast.Tuple):  # emb[:, ids == v]: a mask along another dim
-            rest = [e for e in node.slice.elts if not _whole_dim(e)]
+            rest = [e for e in node.slice.elts if not _whole_dim(e) and not _column(e)]
             if len(rest) == 1 and equality_sides(rest[0]) is not None:
                 self._check_mask(node, rest[0], f"boolean-mask indexing `{self.code_of(node)}`")
             return
@@ -429,6 +429,13 @@ class LoopRules(RuleVisitor):
             fix=None if plan is None else remap_rewrite(*plan),
             fix_kind="block",
         )
+
+
+def _column(index: ast.AST) -> bool:
+    """An int or a slice beside a mask (``edges[edges[:, 0] == u, 1]``: a column of its rows)."""
+    if isinstance(index, ast.Constant):
+        return type(index.value) is int
+    return isinstance(index, ast.Slice)
 
 
 def _whole_dim(index: ast.AST) -> bool:

@@ -81,7 +81,8 @@ _DATA_ARGUMENT = re.compile(
     r"first|dones?|terminals?|terminated|truncated|resets?|flags?|valid|clips?|videos?)(_|$)"
 )
 _ACTIVATION = re.compile(  # argument names of a model's outputs (a loss's logits: autograd tracks)
-    r"(^|_)(logits|scores|preds?|predictions?|outputs?|hidden|feats|features|embeddings?)$")
+    r"(^|_)(logits|scores|preds?|predictions?|outputs?|hidden|feats|features|embeddings?|h|"
+    r"hidden_states)$")  # (THP's log-likelihood of the encoder's states, `h`)
 #: a loop over a handful of things (axes, images, heads, levels ...): few slices, little cost
 _FEW_THINGS = re.compile(
     r"(?i)(?<![a-z])(axes|axis|heads?|images?|layers?|levels?|scales?|experts?|groups?|dims?|"
@@ -149,7 +150,8 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         if not isinstance(index, ast.Tuple):
             return (index, False) if _loop_index(index) else None
         varying = [e for e in index.elts  # (x[:b, t, :]: the rows still being decoded,
-                   if not _full(e) and not isinstance(e, ast.Slice)]  # Show-Attend-Tell's)
+                   if not _full(e) and not isinstance(e, ast.Slice)  # Show-Attend-Tell's;
+                   and not (isinstance(e, ast.Constant) and e.value is None)]  # h[:, j, None])
         if len(varying) == 1 and _loop_index(varying[0]):
             return varying[0], True
         return None

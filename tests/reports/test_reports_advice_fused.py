@@ -157,3 +157,34 @@ def test_a_hot_line_of_dense_graph_attention_gets_the_edge_softmax_and_its_savin
     assert item.rule == "hot-line" and item.fix == GRAPH_ATTENTION.fix
     assert "torchdoctor.ops.edge_softmax" in item.fix
     assert abs(item.estimated_saving_ms - 20.0 * (1 - 1 / GRAPH_ATTENTION.speedup.low)) < 1e-6
+
+
+def test_a_pattern_over_several_hot_lines_is_one_advice_saving_on_all_of_them():
+    """pytorch/examples GAT: TD514's pattern runs from the N x N fill (line 119) to the product
+    with the features (line 128); its softmax and dropout lines were hot lines of their own
+    ("one F.softmax per execution") and its saving counted the torch.where line alone (822 of
+    8,053 ms)."""
+    from torchdoctor.analyze.advice.graph_cure import GRAPH_ATTENTION
+
+    session = _session(line_ms=10.0)
+    base = session["hot_lines"]["lines"][0]
+    rows = []
+    for line, ms, op in ((119, 10.0, "Tensor.mul"), (120, 10.0, "torch.where"),
+                         (124, 15.0, "F.softmax"), (125, 20.0, "F.dropout")):  # fmt: skip
+        rows.append({**base, "line": line, "location": f"model.py:{line}",
+                     "code": f"line {line}", "calls_per_step": 1.0, "torch_calls_per_step": 1.0,
+                     "forward_ms": {"median": ms, "mean": ms},
+                     "total_ms": {"median": ms, "mean": ms},
+                     "top_ops": [{"op": op, "forward_ms": ms, "backward_ms": 0.0,
+                                  "calls_per_step": 1.0}]})  # fmt: skip
+    session["hot_lines"]["lines"] = rows
+    rest = next(c for c in session["tree"]["children"] if c["kind"] == "self")
+    rest["forward_ms"] = {"median": 120.0, "mean": 120.0}
+    session["lint"] = [{"code": "TD514", "path": "/x/model.py", "line": 120, "severity": "warning",
+                        "message": "masks scores", "pattern_lines": [119, 128]}]  # fmt: skip
+    found = _advice_on(session, "/x/model.py")
+    assert len(found) == 1, [a.title for a in found]  # (the softmax and dropout lines joined)
+    (item,) = found
+    assert item.fix == GRAPH_ATTENTION.fix and "lines 119-125" in item.title
+    assert abs(item.estimated_saving_ms - 55.0 * (1 - 1 / GRAPH_ATTENTION.speedup.low)) < 1e-6
+    assert {"/x/model.py:119", "/x/model.py:124", "/x/model.py:125"} <= set(item.locations)

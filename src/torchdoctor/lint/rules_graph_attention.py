@@ -130,8 +130,28 @@ class GraphAttentionRules(RuleVisitor):
             "per node; score the edges only (rows, cols = adj.nonzero(as_tuple=True), once) "
             "and normalise them per node with torchdoctor.ops.edge_softmax, or use PyG's "
             "GATConv (a GAT layer at Cora's size: 1,337 -> 14.4 ms forward + backward)",
-            pattern_lines=(node.lineno, softmax.end_lineno or softmax.lineno),
+            pattern_lines=self._span(node, softmax),
         )
+
+    def _span(self, node: ast.Call, softmax: ast.Call) -> tuple[int, int]:
+        """The lines the dense attention takes: from the fill tensor's assignment (pytorch/
+        examples' ``connectivity_mask = -9e16 * torch.ones_like(e)``, an N x N tensor too) to
+        the last read of the softmax's result in the function (its dropout, its product with
+        the node features)."""
+        scope = self.enclosing_scope(node)
+        first, last = node.lineno, softmax.end_lineno or softmax.lineno
+        table = self._assignments(scope)
+        fill = node.args[-1] if node.args else None
+        if isinstance(fill, ast.Name):
+            first = min([first, *(v.lineno for v in table.get(fill.id, ()) if v.lineno < first)])
+        holder = self.parent(softmax)
+        if isinstance(holder, ast.Assign) and len(holder.targets) == 1 and isinstance(
+                holder.targets[0], ast.Name):  # fmt: skip
+            name = holder.targets[0].id
+            last = max([last, *(n.lineno for n in ast.walk(scope) if isinstance(n, ast.Name)
+                                and n.id == name and isinstance(n.ctx, ast.Load)
+                                and n.lineno > softmax.lineno)])  # fmt: skip
+        return first, last
 
     def _softmax_of(self, node: ast.Call, masked: list[ast.AST]) -> ast.Call | None:
         """The softmax in ``node``'s function that takes its result: the call itself, a name

@@ -37,6 +37,7 @@ from torchdoctor.analyze.advice.compiled_lines import COMPILED_FIX, compiled_cod
 from torchdoctor.analyze.advice.cure import cure_saving
 from torchdoctor.analyze.advice.dominant_kinds import attention_parts
 from torchdoctor.analyze.advice.hot_lines_cures import (
+    CURES_BY_CODE,
     LOOP_CALLS,
     Cure,
     cure_for,
@@ -44,7 +45,7 @@ from torchdoctor.analyze.advice.hot_lines_cures import (
     loop_cause,
     saving_note,
 )
-from torchdoctor.analyze.advice.hot_lines_data import hot_lines, not_sdpa_by_owner
+from torchdoctor.analyze.advice.hot_lines_data import hot_lines, not_sdpa_by_owner, pattern_span
 from torchdoctor.analyze.advice.hot_lines_fixes import (
     CONV_NET_HOW,
     CONV_NET_OPS,
@@ -397,6 +398,17 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
             cause=loop_cause(row)
             or (cure.cause if cure is not None else _matmul_cause(row, attention)),
         )
+        span = pattern_span(session, row, findings, CURES_BY_CODE) if cure is not None else None
+        if span is not None:  # (a cure of a pattern over several lines saves on all of them)
+            share = max(share, span["share"])
+            item.title = item.title.replace(
+                f" takes {100 * row['share']:.0f}% of the step ({fmt_ms(row['own_ms'])})",
+                f" and the rest of its pattern (lines {span['lines'][0]}-{span['lines'][-1]}) "
+                f"take {100 * share:.0f}% of the step ({fmt_ms(span['total_ms'])})", 1)
+            item.locations = [location(row["file"], n) for n in span["lines"]]
+            item.evidence.append(f"its pattern spans lines {span['lines'][0]}-{span['lines'][-1]}"
+                                 f", measured {fmt_ms(span['total_ms'])} a step: the cure takes "
+                                 "all of them")  # fmt: skip
         if cure is not None:
             cure_saving(item, step, share, cure, session)  # (own time:
             # profiler cost left out)

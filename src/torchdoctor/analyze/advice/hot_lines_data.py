@@ -342,3 +342,29 @@ def run_calls_factor(session: Mapping[str, Any]) -> float | None:
     if not low <= factor <= high or abs(factor - 1.0) < 0.2:
         return None
     return factor
+
+
+def pattern_span(
+    session: Mapping[str, Any], row: Mapping[str, Any], findings: list[Mapping[str, Any]],
+    codes: Any,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The measured lines of the pattern a finding on ``row`` spans (its ``pattern_lines``;
+    ``codes``: the codes whose cure takes the whole pattern), added up, when they are more
+    than the row: pytorch/examples GAT's dense attention, TD514 on its ``torch.where`` line,
+    spans the mask's fill, the softmax, its dropout and its product (5 lines, 6.3 s of a step,
+    where its own line was 0.8 s).
+
+    Example:
+        >>> rows = [{"file": "/a/m.py", "line": n, "total_ms": {"mean": 1.0}} for n in (9, 10, 12)]
+        >>> session = {"step_ms": {"mean": 10.0}, "hot_lines": {"lines": rows}}
+        >>> finding = {"code": "TD514", "pattern_lines": [9, 12]}
+        >>> pattern_span(session, {"file": "/a/m.py", "line": 10}, [finding], {"TD514"})["lines"]
+        [9, 10, 12]
+    """
+    for finding in findings:
+        span = finding.get("pattern_lines")
+        if str(finding.get("code")) in codes and isinstance(span, list | tuple) and len(span) == 2:
+            found = lines_between(session, row["file"], int(span[0]), int(span[1]))
+            if found is not None and len(found["lines"]) > 1:
+                return found
+    return None

@@ -162,15 +162,18 @@ SMALL_CALL_MS = 1.0
 
 
 def mean_call_ms(session: Mapping[str, Any]) -> float | None:
-    """ms a call (forward + backward) of the outermost matmul and convolution modules, the
-    kernels bf16 autocast changes; None when the step has none (its matrix multiplies are
-    measured lines only).
+    """ms a call (forward + backward) of the kernels bf16 autocast changes: the outermost matmul
+    and convolution modules, and the matrix multiplies the measured lines call outside them;
+    None when the step has none.
 
     Example:
         >>> tree = {"children": [{"type": "Linear", "total_ms": {"mean": 4.0}, "calls_per_step": 8},
         ...                      {"type": "Conv2d", "total_ms": {"mean": 6.0}, "calls_per_step": 2}]}
         >>> mean_call_ms({"tree": tree}), mean_call_ms({"tree": {"children": []}})
         (1.0, None)
+        >>> line = {"top_ops": [{"op": "Tensor.matmul", "forward_ms": 0.02, "calls_per_step": 2}]}
+        >>> mean_call_ms({"hot_lines": {"lines": [line]}})
+        0.01
     """
     pattern = re.compile(f"{_MATMUL_MODULE.pattern}|{_CONV_MODULE.pattern}")
     total = calls = 0.0
@@ -186,4 +189,9 @@ def mean_call_ms(session: Mapping[str, Any]) -> float | None:
 
     if session.get("tree"):
         outermost(session["tree"])
+    for line in (session.get("hot_lines") or {}).get("lines") or ():
+        for op in line.get("top_ops") or () if isinstance(line, Mapping) else ():
+            if op.get("op") in MATMUL_OPS and float(op.get("calls_per_step") or 0.0) > 0:
+                total += float(op.get("forward_ms") or 0.0) + float(op.get("backward_ms") or 0.0)
+                calls += float(op["calls_per_step"])
     return total / calls if calls > 0 else None

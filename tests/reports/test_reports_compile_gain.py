@@ -271,3 +271,31 @@ def test_cpu_bf16_over_small_calls_ranks_with_the_generic_knobs_and_says_why():
     (large,) = [a for a in engine_knobs(session(0.75)) if "autocast" in a.title]
     assert large.bound_realized == 0.45
     assert not any("casts cost about" in e for e in large.evidence)
+
+
+def test_cpu_channels_last_ranks_by_the_share_real_runs_of_its_kind_measured():
+    """deep-person-reid's OSNet test run (inference): channels_last measured 221 ms where 12.5
+    were stated, ranked below smaller bounds by a tenth of its own; inference runs measured
+    their whole bound (3 of 3), dense training runs nothing (4 of 5), GroupNorm U-Nets nothing."""
+    def session(backward, norm="BatchNorm2d", conv=None):
+        tree = {"kind": "root", "children": [
+            {"kind": "module", "type": "Conv2d", "path": "conv", "total_ms": {"mean": 60.0},
+             "calls_per_step": 1, "forward_ms": {"mean": 25.0}, "children": [],
+             **({"conv": conv} if conv else {})},
+            {"kind": "module", "type": norm, "path": "norm", "total_ms": {"mean": 20.0},
+             "calls_per_step": 1, "forward_ms": {"mean": 8.0}, "children": []}]}  # fmt: skip
+        return {"step_ms": {"median": 100.0, "mean": 100.0}, "tree": tree,
+                "phases": {"forward": {"median": 40.0}, "backward": {"median": 50.0 * backward}},
+                "environment": {"device": "cpu", "bf16_native": False}}  # fmt: skip
+
+    def layout(s):
+        (item,) = [a for a in engine_knobs(s) if "channels_last" in a.title]
+        return item
+
+    assert layout(session(backward=False)).bound_realized == 0.8
+    assert layout(session(backward=True)).bound_realized is None
+    depthwise = layout(session(backward=True, conv={"groups": 32, "in_channels": 32}))
+    assert depthwise.bound_realized == 0.7
+    group_norm = layout(session(backward=False, norm="GroupNorm"))
+    assert group_norm.bound_realized is None
+    assert any("GroupNorm" in e and "0.85x" in e for e in group_norm.evidence)

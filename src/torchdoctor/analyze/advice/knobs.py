@@ -45,7 +45,7 @@ from torchdoctor.analyze.advice.knobs_bf16 import (
     mean_call_ms,
     outermost_ms,
 )
-from torchdoctor.analyze.advice.knobs_layout import CONV_ND, layout_kinds_bound
+from torchdoctor.analyze.advice.knobs_layout import CONV_ND, layout_kinds_bound, layout_realized
 from torchdoctor.analyze.advice.knobs_measured import measured, measured_knob_advice
 from torchdoctor.analyze.advice.tune_command import tune_target
 
@@ -337,6 +337,7 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
                 f" ({speedup.source})", "")  # (the CPU's measurements are cited instead)
             advice.append(compile_on_cpu(item, unprofiled, min(1.0, fraction), "channels_last_cpu"))
             layout_kinds_bound(item, session, unprofiled / step if step > 0 else 0.0)
+            layout_realized(item, session, bool(center(phases.get("backward"))))
         else:
             advice.append(with_saving(item, unprofiled, min(1.0, fraction), speedup))
         if knob == "channels_last":

@@ -19,7 +19,8 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.visitor import FOR, RuleVisitor, method_name
+from torchdoctor.lint.syntax import same_file_callee
+from torchdoctor.lint.visitor import FOR, RuleVisitor, dotted, method_name
 
 RULES = (
     Rule(
@@ -56,6 +57,11 @@ _LOAD_TRIGGER = re.compile(
 )
 
 
+#: the calls of a helper that make it a loader (its own text: it may be another file's)
+_LOAD_CALL = re.compile(
+    r"^torch\.(hub\.|jit\.)?load$|(^|\.)(from_pretrained|create_model|load_model)$|^pipeline$")
+
+
 class LoadInLoopRules(RuleVisitor):
     """TD605 (see the module docstring).
 
@@ -87,9 +93,30 @@ class LoadInLoopRules(RuleVisitor):
                 return outer
         return None
 
+    def _loading_helper(self, node: ast.Call) -> ast.FunctionDef | None:
+        """The function of the file (or the project's one of that name) that ``node`` runs,
+        when it loads a model and returns something (scVI's ``def build(ckpt): state =
+        torch.load(ckpt); ...; return model``): calling it loads the model as much."""
+        if not isinstance(node.func, ast.Name):
+            return None
+        project = self.context.project
+        function = same_file_callee(node) or (
+            project.module_function(node.func.id) if project is not None else None)
+        if function is None:
+            return None
+        loads = self.context.cache.get(("TD605 loads", id(function)))
+        if loads is None:
+            called = [dotted(c.func) or "" for c in ast.walk(function) if isinstance(c, ast.Call)]
+            loads = any(_LOAD_CALL.search(c) and _what_is_loaded(c) not in ("config", "scheduler")
+                        for c in called) and any(  # (a scheduler's config is no model)
+                isinstance(r, ast.Return) and r.value is not None for r in ast.walk(function))
+            self.context.cache[("TD605 loads", id(function))] = loads
+        return function if loads else None
+
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
-        if not (names & _LOADERS or method_name(node) in _LOAD_METHODS):
+        if not (names & _LOADERS or method_name(node) in _LOAD_METHODS) and (
+                self._loading_helper(node) is None):  # fmt: skip
             return
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, (*FOR, ast.While))]
         if not loops or any(self.is_training_body(lp) for lp in loops):

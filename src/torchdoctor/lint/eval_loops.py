@@ -223,10 +223,19 @@ def given_eval_models(rule: Any, function: ast.AST) -> set[str]:
     for call in calls if params else ():
         scope = rule.enclosing_scope(call)
         given = {params[i] for i, arg in enumerate(call.args[:len(params)]) if isinstance(arg, ast.Name)
-                 and any(_eval_model(v, rule.context) or _holds_eval_model(rule, scope, v)
-                         for v in rule.assigned_values(scope, arg.id))}  # fmt: skip
+                 and (any(_eval_model(v, rule.context) or _holds_eval_model(rule, scope, v)
+                          for v in rule.assigned_values(scope, arg.id))
+                      or _put_in_eval(scope, arg.id, call))}  # fmt: skip
         found = given if found is None else found & given
     return found or set()
+
+
+def _put_in_eval(scope: ast.AST, name: str, call: ast.Call) -> bool:
+    """``model.eval()`` as a statement of ``scope`` before ``call`` (``model = Net(n);
+    model.load_state_dict(sd); model.eval(); depth(model, words)``)."""
+    return any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and not s.value.args
+               and method_name(s.value) == "eval" and dotted(s.value.func.value) == name
+               and s.lineno < call.lineno for s in getattr(scope, "body", ()))  # fmt: skip
 
 
 def _holds_eval_model(rule: Any, scope: ast.AST, value: ast.AST) -> bool:

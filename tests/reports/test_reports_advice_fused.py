@@ -188,3 +188,22 @@ def test_a_pattern_over_several_hot_lines_is_one_advice_saving_on_all_of_them():
     assert item.fix == GRAPH_ATTENTION.fix and "lines 119-125" in item.title
     assert abs(item.estimated_saving_ms - 55.0 * (1 - 1 / GRAPH_ATTENTION.speedup.low)) < 1e-6
     assert {"/x/model.py:119", "/x/model.py:124", "/x/model.py:125"} <= set(item.locations)
+
+
+def test_attention_without_a_mask_or_channels_first_gets_its_own_measured_speedup():
+    """torchcfm's U-Net attention (channels first, no mask) was told 27.6 ms from the causal
+    pair's 1.42x-1.97x; SDPA with the transposes its layout needs measured 0.88x there."""
+    from torchdoctor.analyze.advice.base import SPEEDUPS
+
+    session = _session(line_ms=20.0)
+    session["hot_lines"]["lines"][0]["code"] = "w = torch.softmax(torch.einsum(...), dim=-1)"
+    session["lint"][0].update(code="TD507", message="hand-written attention (no mask) ...")
+    (unmasked,) = _advice_on(session, "/x/model.py")
+    low = SPEEDUPS["sdpa_unmasked"].low
+    assert abs(unmasked.estimated_saving_ms - 20.0 * (1 - 1 / low)) < 1e-6
+    session["lint"][0]["message"] = "hand-written attention (no mask; channels first: ...)"
+    (layout,) = _advice_on(session, "/x/model.py")
+    assert layout.estimated_saving_ms is None and layout.confidence == "low"
+    high = SPEEDUPS["sdpa_channels_first"].high
+    assert abs(layout.saving_range_ms[1] - 20.0 * (1 - 1 / high)) < 1e-6
+    assert any("no saving stated: measured 0.88x" in e for e in layout.evidence)

@@ -30,6 +30,7 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.bf16_convs",
         "torchdoctor.benchmarks.distribution_validation",
         "torchdoctor.benchmarks.attention_dropout",
+        "torchdoctor.benchmarks.attention_layouts",
         "torchdoctor.benchmarks.padding_waste",
     ],
     "train": ["torchdoctor.benchmarks.train_metrics"],

@@ -77,4 +77,12 @@ def cure_saving(advice: Advice, step_time_ms: float, fraction: float, cure: Cure
         advice.heat = max(advice.heat, min(max(fraction, 0.0), 1.0))
         advice.evidence.append(CPU_DROPOUT_NOTE)
         return advice
+    if cure.speedup.low < 1.0:  # (measured slower in some of its cases: a bound, no saving)
+        advice.estimated_saving_ms, advice.confidence = None, "low"
+        advice.saving_range_ms = [0.0, amdahl_saving(step_time_ms, fraction, cure.speedup.high)]
+        advice.heat = max(advice.heat, min(max(fraction, 0.0), 1.0))
+        advice.evidence.append(f"no saving stated: measured {cure.speedup.low:g}x-"
+                               f"{cure.speedup.high:g}x ({cure.speedup.source}); measure it "
+                               "on your step")  # fmt: skip
+        return advice
     return with_saving(advice, step_time_ms, fraction, cure.speedup)

@@ -392,6 +392,11 @@ def finding_cure(finding: Mapping[str, Any]) -> Cure | None:
     if cure is FOREACH:  # (an EMA's loop, told _foreach_lerp_, gains more than an SGD step's)
         ema = "_foreach_lerp_" in str(finding.get("message") or "")
         return dataclasses.replace(cure, speedup=SPEEDUPS["foreach_ema" if ema else "foreach_sgd"])
+    if cure is FUSED_ATTENTION:  # (TD507's message says the form: unmasked, channels first)
+        message = str(finding.get("message") or "")
+        for words, key in (("channels first", "sdpa_channels_first"), ("no mask", "sdpa_unmasked")):
+            if words in message:
+                return dataclasses.replace(cure, speedup=SPEEDUPS[key])
     if cure is FUSED_ACTIVATION:
         message = str(finding.get("message") or "")
         for what, speedup in ACTIVATION_SPEEDUPS.items():

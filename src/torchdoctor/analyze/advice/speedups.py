@@ -99,6 +99,18 @@ SPEEDUPS: dict[str, Speedup] = {
         "measured 0.55x to 1.32x, median 1.0x, half of them slower (a ViT fine-tune: 1.03x)"
     ),
     # (on a CPU the memory format's gain depends on the net's other ops: stated as "up to")
+    # (TD507's cure by the attention's form: the causal pair is hot_lines_cures.FUSED_ATTENTION's)
+    "sdpa_unmasked": Speedup(
+        1.06, 1.23, "BENCHMARKS.md suite 'fused' attention_layouts (CPU, forward + backward, "
+        "interleaved): attention without a mask by hand vs SDPA, 1.06x (32x2x256x64) to 1.23x "
+        "(8x12x256x64)"
+    ),
+    "sdpa_channels_first": Speedup(
+        0.88, 1.42, "BENCHMARKS.md suite 'fused' attention_layouts (CPU, forward + backward, "
+        "interleaved): a U-Net's channels-first attention (batch x heads, channels, tokens) by "
+        "hand vs SDPA with the transposes its layout needs, 0.88x at 256 tokens (torchcfm's "
+        "U-Net: its step 0.99x) to 1.42x at 1,024"
+    ),
     "channels_last_cpu": Speedup(
         1.0, 1.3, "channels_last on CPU training steps of real clients (BENCHMARKS.md): 0.85x "
         "(a diffusion U-Net of GroupNorm, einsum attention and concatenated skips), 1.0x "

@@ -36,6 +36,9 @@ def _items(container: ast.AST) -> list[ast.AST]:
 #: calls that read an item from storage (a file-backed dataset: workers pay off), also an
 #: HDF5 or Parquet file opened in ``__getitem__`` (``h5py.File(path, "r")``, STEAD's waveforms)
 _READS = re.compile(r"(?i)open|load|read|fromfile|decode|file$")
+#: Python work per element of an item (a dict remap of every token, ``[vocab[t] for t in
+#: raw]``): CPU-bound per item, which workers would overlap with the step
+_PER_ELEMENT = (ast.For, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
 class LoaderDatasets:
@@ -110,8 +113,9 @@ class LoaderDatasets:
         ) or any(isinstance(r, ast.Return) and r.value is not None and "cpu()" in ast.unparse(
                 r.value) for r in ast.walk(get)):  # (computed on the GPU, handed back: host items)
             return None
-        reads = any(isinstance(c, ast.Call) and _READS.search(
-            (dotted(c.func) or "").rsplit(".", 1)[-1]) for c in ast.walk(get))  # fmt: skip
+        reads = any(isinstance(c, ast.Call) and _READS.search(  # (or a Python loop per element)
+            (dotted(c.func) or "").rsplit(".", 1)[-1]) or isinstance(c, _PER_ELEMENT)
+            for c in ast.walk(get))  # fmt: skip
         return "file" if reads else "memory"
 
     def _handed(self, scope: ast.AST, name: str) -> list[ast.AST]:

@@ -34,6 +34,9 @@ class Rule:
     #: the pattern costs time only where batches or kernels go to a CUDA device (pinned
     #: memory, ``torch.cuda.empty_cache()``): a CPU run's advice leaves its findings out
     cuda_only: bool = False
+    #: the pattern costs time in backward passes only (a slice's zero gradient): a run with no
+    #: backward leaves its findings out (timm's inference.py: TD307 on a NumPy array's slices)
+    backward_only: bool = False
     #: codes whose findings inside this rule's finding (its source span) are parts of its
     #: pattern and are dropped: the `.tolist()` of a label remap is TD302's, not a metric
     #: read (TD201, whose fix, "keep metrics as device tensors", would be the wrong one)

@@ -47,6 +47,7 @@ RULES = (
         "        h, hs = 0, []\n        for a_t, b_t in zip(a.unbind(1), b.unbind(1)):\n"
         "            h = a_t * h + b_t\n            hs.append(h)\n"
         "        return torch.stack(hs, 1)",
+        backward_only=True,
     ),
 )
 

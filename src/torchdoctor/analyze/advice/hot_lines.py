@@ -60,6 +60,7 @@ from torchdoctor.analyze.advice.hot_lines_fixes import (
     SPARSE_FIX,
 )
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
+from torchdoctor.analyze.advice.lint_loaders import contradicted
 from torchdoctor.analyze.advice.start_up import import_advice, imported_modules
 from torchdoctor.session_read import installed_package
 
@@ -85,7 +86,7 @@ def findings_on(session: Mapping[str, Any], row: Mapping[str, Any]) -> list[dict
     for finding in map(as_finding_dict, session.get("lint") or ()):
         if finding.get("line") == row["line"] and same_file(str(finding.get("path")), row["file"]):
             out.append(finding)
-    return out
+    return [f for f in out if not contradicted(f, session)]  # (a backward's cost, none ran)
 
 
 def _ops_text(row: Mapping[str, Any]) -> str:

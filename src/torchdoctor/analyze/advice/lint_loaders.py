@@ -20,6 +20,7 @@ from typing import Any
 
 from torchdoctor.analyze.advice.base import center, same_file
 from torchdoctor.analyze.advice.cores import cores_busy_computing
+from torchdoctor.lint.registry import RULES
 
 #: TD401 (no DataLoader workers) is dropped when the data phase measured under this share of
 #: the step: loading in workers would hide at most the data phase (an in-memory dataset)
@@ -35,15 +36,22 @@ _LOADER_COMPLAINT = {
 
 
 def contradicted(finding: Mapping[str, Any], session: Mapping[str, Any]) -> bool:
-    """A DataLoader finding that the run's own loaders show does not apply (the code may set
-    ``num_workers`` from a variable the linter cannot read).
+    """A finding the run shows does not apply: a DataLoader finding the run's own loaders
+    contradict (the code may set ``num_workers`` from a variable the linter cannot read), or a
+    backward's cost (``Rule.backward_only``) in a run with no backward.
 
     Example:
         >>> loaders = [{"num_workers": 4, "persistent_workers": True}]
         >>> contradicted({"code": "TD401"}, {"environment": {"data_loaders": loaders}})
         True
+        >>> contradicted({"code": "TD307"}, {"phases": {"backward": {"median": 0.0}}})
+        True
     """
     code = finding.get("code")
+    rule = RULES.get(str(code))
+    phases = session.get("phases") or {}
+    if rule is not None and rule.backward_only and phases and not center(phases.get("backward")):
+        return True
     if code == "TD401":  # loading measured as a sliver of the step: nothing for workers to hide
         data = (session.get("phases") or {}).get("data")
         step = center(session.get("step_ms"))

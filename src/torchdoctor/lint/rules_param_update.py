@@ -86,6 +86,9 @@ _WRAPPERS = frozenset(
 _ONCE = re.compile(r"(?i:init|reset_param|single_tensor)|^test_|^test[A-Z]")  # (pytest's tests)
 #: a name that holds a list of parameters: params, ema_params, target_parameters
 _PARAMS_NAME = re.compile(r"(^|_)(params|parameters)$", re.IGNORECASE)
+#: a method returning the network's weights (DARTS' model.weights(), all but its two alpha
+#: tensors; not arch_parameters(), a handful of tensors), trainable_params()
+_PARAMS_METHOD = re.compile(r"^(weights|trainable_(params|parameters|weights))$")
 _ARITHMETIC = (ast.BinOp, ast.UnaryOp)
 #: Python builtins a parameter's update may compute with: numbers, and a sum over the
 #: models being averaged (FedAvg, a model soup, an ensemble's mean)
@@ -128,8 +131,8 @@ class ParamUpdateRules(RuleVisitor):
             if self.callee(expr) & _WRAPPERS:
                 return sum(self._parameter_source(a, scope, depth) for a in expr.args)
             name = method_name(expr)
-            if name in _PARAM_METHODS:
-                return 1
+            if name in _PARAM_METHODS or (name and not expr.args and _PARAMS_METHOD.search(name)):
+                return 1  # (DARTS' model.weights())
             if name in {"values", "items"} and method_name(expr.func.value) == "state_dict":
                 return 1
             return 0

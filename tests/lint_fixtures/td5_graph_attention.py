@@ -37,6 +37,12 @@ def attend_nested(e, adjMatrix):
     return F.softmax(torch.where(adjMatrix[0] != 0, e, -9e15), dim=-1)  # expect: TD514
 
 
+def attend_through_a_mask_name(e, adj, h):
+    mask = adj > 0
+    e = e.masked_fill(~mask, float("-inf"))  # expect: TD514
+    return torch.softmax(e, dim=-1) @ h
+
+
 def causal_attention(q, k, v, mask):
     # a transformer's causal or padding mask: no adjacency, no finding (SDPA is TD507's)
     scores = q @ k.transpose(-2, -1)

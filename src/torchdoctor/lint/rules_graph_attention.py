@@ -115,7 +115,7 @@ class GraphAttentionRules(RuleVisitor):
                 masked.append(node.func.value)  # type: ignore[attr-defined]
         else:
             return
-        adjacency = _adjacency_name(condition)
+        adjacency = _adjacency_name(condition) or self._named_mask(condition, node)
         if adjacency is None:
             return
         softmax = self._softmax_of(node, masked)
@@ -152,6 +152,20 @@ class GraphAttentionRules(RuleVisitor):
                                 and n.id == name and isinstance(n.ctx, ast.Load)
                                 and n.lineno > softmax.lineno)])  # fmt: skip
         return first, last
+
+    def _named_mask(self, condition: ast.AST, node: ast.Call) -> str | None:
+        """The adjacency a mask variable was made from (``mask = adj > 0`` before
+        ``e.masked_fill(~mask, -inf)``), through the name's assignments in the function."""
+        while isinstance(condition, ast.UnaryOp) and isinstance(condition.op, (ast.Not, ast.Invert)):
+            condition = condition.operand
+        if not isinstance(condition, ast.Name):
+            return None
+        scope = self.enclosing_scope(node)
+        for value in self._assignments(scope).get(condition.id, ()):
+            found = _adjacency_name(value) if value.lineno <= node.lineno else None
+            if found is not None:
+                return found
+        return None
 
     def _softmax_of(self, node: ast.Call, masked: list[ast.AST]) -> ast.Call | None:
         """The softmax in ``node``'s function that takes its result: the call itself, a name

@@ -156,7 +156,11 @@ def test_a_hot_line_of_dense_graph_attention_gets_the_edge_softmax_and_its_savin
     (item,) = _advice_on(session, "/x/model.py")
     assert item.rule == "hot-line" and item.fix == GRAPH_ATTENTION.fix
     assert "torchdoctor.ops.edge_softmax" in item.fix
-    assert abs(item.estimated_saving_ms - 20.0 * (1 - 1 / GRAPH_ATTENTION.speedup.low)) < 1e-6
+    # its gain depends on the graph's density (92-106x on Cora's size, 0.65x on small dense
+    # graphs), which the run does not record: a bound, ranked by half of it
+    assert item.estimated_saving_ms is None and item.bound_realized == 0.5
+    assert abs(item.saving_range_ms[1] - 20.0 * (1 - 1 / GRAPH_ATTENTION.speedup.high)) < 1e-6
+    assert any("0.65x on a batch of 64 small graphs" in e for e in item.evidence)
 
 
 def test_a_pattern_over_several_hot_lines_is_one_advice_saving_on_all_of_them():
@@ -169,7 +173,7 @@ def test_a_pattern_over_several_hot_lines_is_one_advice_saving_on_all_of_them():
     session = _session(line_ms=10.0)
     base = session["hot_lines"]["lines"][0]
     rows = []
-    for line, ms, op in ((119, 10.0, "Tensor.mul"), (120, 10.0, "torch.where"),
+    for line, ms, op in ((119, 10.0, "torch.full_like"), (120, 10.0, "torch.where"),
                          (124, 15.0, "F.softmax"), (125, 20.0, "F.dropout")):  # fmt: skip
         rows.append({**base, "line": line, "location": f"model.py:{line}",
                      "code": f"line {line}", "calls_per_step": 1.0, "torch_calls_per_step": 1.0,
@@ -186,7 +190,7 @@ def test_a_pattern_over_several_hot_lines_is_one_advice_saving_on_all_of_them():
     assert len(found) == 1, [a.title for a in found]  # (the softmax and dropout lines joined)
     (item,) = found
     assert item.fix == GRAPH_ATTENTION.fix and "lines 119-125" in item.title
-    assert abs(item.estimated_saving_ms - 55.0 * (1 - 1 / GRAPH_ATTENTION.speedup.low)) < 1e-6
+    assert abs(item.saving_range_ms[1] - 55.0 * (1 - 1 / GRAPH_ATTENTION.speedup.high)) < 1e-6
     assert {"/x/model.py:119", "/x/model.py:124", "/x/model.py:125"} <= set(item.locations)
 
 

@@ -81,6 +81,7 @@ def cure_saving(advice: Advice, step_time_ms: float, fraction: float, cure: Cure
         advice.estimated_saving_ms, advice.confidence = None, "low"
         advice.saving_range_ms = [0.0, amdahl_saving(step_time_ms, fraction, cure.speedup.high)]
         advice.heat = max(advice.heat, min(max(fraction, 0.0), 1.0))
+        advice.bound_realized = cure.speedup.realized
         advice.evidence.append(f"no saving stated: measured {cure.speedup.low:g}x-"
                                f"{cure.speedup.high:g}x ({cure.speedup.source}); measure it "
                                "on your step")  # fmt: skip

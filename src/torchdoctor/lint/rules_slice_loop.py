@@ -294,8 +294,9 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                 return True
         elif isinstance(scope, FUNCTIONS) and name in {a.arg for a in scope.args.args} and (
                 project := self.context.project) is not None:  # fmt: skip
-            if _ACTIVATION.search(name):  # (a loss function a training loop calls on logits)
-                return project.called_in_loop(scope.name, training=True) is not None
+            if _ACTIVATION.search(name) and project.called_in_loop(  # (a loss function a
+                    scope.name, training=True) is not None:  # training loop calls on logits)
+                return True
             if not _DATA_ARGUMENT.search(name) and project.called_in_forward(  # (Mamba's scan
                     scope.name, self.context.path):  # a forward runs on its activations)
                 return True

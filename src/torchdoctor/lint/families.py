@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torchdoctor.lint.rules_activation import ActivationRules
+from torchdoctor.lint.rules_attention import AttentionRules
 from torchdoctor.lint.rules_batch_loop import BatchLoopRules
 from torchdoctor.lint.rules_cat_growth import CatGrowthRules
 from torchdoctor.lint.rules_checkpoint import CheckpointRules
@@ -50,6 +51,7 @@ FAMILIES: tuple[type, ...] = (
     DeviceRules,
     ConstantRules,
     ModelRules,
+    AttentionRules,
     ModulePerCallRules,
     ActivationRules,
     SoftmaxRules,

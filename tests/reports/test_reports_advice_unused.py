@@ -80,3 +80,32 @@ def test_parts_in_between_are_told_to_run_without_gradients_not_to_go():
 @pytest.mark.parametrize("bad", [None, [{"path": 3}], ["x"]])
 def test_malformed_entries_say_nothing(bad):
     assert unused_outputs({"step_ms": {"median": 1.0}, "unused_outputs": bad}) == []
+
+
+class Checkpointed(nn.Module):
+    """A layer whose parts re-run inside backward (Hugging Face's gradient_checkpointing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(128, 512), nn.Linear(512, 128)
+
+    def forward(self, x):
+        return torch.utils.checkpoint.checkpoint(lambda h: self.down(self.up(h).relu()), x,
+                                                 use_reentrant=False)  # fmt: skip
+
+
+def test_parts_re_run_inside_backward_are_not_called_unused():
+    """Activation checkpointing drops the first forward's outputs: the gradient goes through
+    the re-run's, so none comes back through the outputs seen. A TRL SFT run was told to stop
+    each Llama layer's forward before its attention."""
+    model = nn.Sequential(Checkpointed(), Checkpointed())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torchdoctor.Profiler(model, syncs=False, warmup=1, detail="always") as prof:
+        for _ in range(4):
+            model(torch.randn(256, 128)).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    session = prof.session
+    assert {"0.up", "1.up"} <= {e["path"] for e in session["unused_outputs"]}
+    assert unused_outputs(session) == []

@@ -12,6 +12,11 @@ The saving is the listed parts' forward time per call, once per step (the calls 
 gradients are the ones seen; other calls of the module without gradients, an input's features
 under ``no_grad``, compute the same parts and would save as much again: said, not counted).
 
+Parts re-run inside backward (activation checkpointing: ``recomputed_ms`` on their nodes, Hugging
+Face's ``gradient_checkpointing``) are not judged: their first forward's outputs are dropped by
+design and the gradient goes through the re-run's, so none comes back through the outputs seen
+(a TRL SFT run of a Llama was told to stop each decoder layer before its attention).
+
 Example:
     >>> part = {"kind": "module", "path": "vgg.slice3", "name": "slice3", "calls_per_step": 1,
     ...         "forward_ms": {"median": 20.0}, "children": []}
@@ -37,6 +42,23 @@ from torchdoctor.session_read import walk
 MIN_SHARE = 0.02
 
 
+def recomputed_paths(tree: Mapping[str, Any] | None) -> set[str]:
+    """The paths of the modules re-run inside backward (``recomputed_ms`` above 0: activation
+    checkpointing) and of everything inside them.
+
+    Example:
+        >>> inner = {"path": "l.attn", "recomputed_ms": {"mean": 3.0},
+        ...          "children": [{"path": "l.attn.q"}]}
+        >>> sorted(recomputed_paths({"path": "l", "children": [inner, {"path": "l.mlp"}]}))
+        ['l.attn', 'l.attn.q']
+    """
+    found: set[str] = set()
+    for node, _ in walk(tree):
+        if center(node.get("recomputed_ms")) > 0:
+            found.update(str(n.get("path")) for n, _ in walk(node))
+    return found
+
+
 def unused_outputs(session: Mapping[str, Any]) -> list[Advice]:
     """One advice per module whose listed parts' outputs reach no loss while its other parts'
     do (see the module docstring)."""
@@ -46,11 +68,13 @@ def unused_outputs(session: Mapping[str, Any]) -> list[Advice]:
     if not listed or step <= 0:
         return []
     advice = []
+    rerun = recomputed_paths(session.get("tree"))
     for parent, _ in walk(session.get("tree")):
         children = [c for c in parent.get("children") or () if c.get("kind") == "module"]
-        if parent.get("kind") != "module" or str(parent.get("path")) in listed:
+        if parent.get("kind") != "module" or str(parent.get("path")) in listed.keys() | rerun:
             continue
-        unused = [c for c in children if str(c.get("path")) in listed]
+        unused = [c for c in children if str(c.get("path")) in listed
+                  and str(c.get("path")) not in rerun]  # fmt: skip
         if not unused or len(unused) == len(children):  # (none of its parts used: on purpose)
             continue
         per_call = sum(center(c.get("forward_ms")) / max(1.0, float(c.get("calls_per_step") or 1))

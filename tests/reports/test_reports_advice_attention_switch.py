@@ -155,3 +155,16 @@ def test_a_config_whose_lookups_raise_is_read_as_no_switch():
     model = torch.nn.Linear(2, 2)
     model.config = Strict()
     assert attention_switch(model) is None  # (the user's run goes on; nothing is noted)
+
+
+def test_a_run_under_autocast_already_is_not_told_to_add_bf16():
+    """TRL's SFTConfig trains under bf16 autocast by default (on a CPU too): its eager Llama
+    attention was told 'attn_implementation="sdpa" and bf16', 'Run it under torch.autocast'."""
+    hf = "/venv/lib/python3.11/site-packages/transformers/models/llama/modeling_llama.py"
+    eager = {"attribute": "config._attn_implementation", "value": "eager"}
+    session = _session(eager, hf, core="LlamaAttention")
+    session["environment"]["knobs"] = {"autocast": True, "autocast_dtype": "bfloat16"}
+    (item,) = _sdpa(session)
+    assert item.title.endswith('(attn_implementation="sdpa")') and "autocast" not in item.fix
+    (plain,) = _sdpa(_session(core="CoreAttention") | {"environment": session["environment"]})
+    assert plain.title.endswith("use fused attention (SDPA)") and "bfloat16" not in plain.fix

@@ -175,6 +175,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
     fused_anywhere = knobs.get("fused_attention") is True
     bf16 = (session.get("environment") or {}).get("bf16_native")
     bf16_native = bf16 is True or (bf16 is None and cuda)  # (unknown: a CUDA device has it)
+    # (the run is under autocast already: TRL's SFTConfig bf16=True on a CPU; no "and bf16")
+    low_precision = knobs.get("autocast") is True
     float64 = any(o.get("dtype") == "float64"
                   for o in (session.get("environment") or {}).get("optimizers") or ())  # fmt: skip
     for node, label, group in candidates(tree, step, THRESHOLD, WRAPPER):
@@ -232,7 +234,7 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             title = (f"pass need_weights=False to {calls} (fused SDPA, measured "
                      f"{measured.speedup:.2f}x on their shapes)")  # fmt: skip
             fix, code = MEASURED_FIX, MEASURED_CODE
-        elif remedy.name == "attention" and not bf16_native:
+        elif remedy.name == "attention" and (not bf16_native or low_precision):
             title, fix = TITLE_WITHOUT_BF16, FIX_WITHOUT_BF16
         switch = switch_in(group or [node]) if remedy.name == "attention" and not measured else None
         if switch is not None:  # (the library's own fused attention, off: its switch, not a rewrite)

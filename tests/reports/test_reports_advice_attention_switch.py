@@ -168,3 +168,13 @@ def test_a_run_under_autocast_already_is_not_told_to_add_bf16():
     assert item.title.endswith('(attn_implementation="sdpa")') and "autocast" not in item.fix
     (plain,) = _sdpa(_session(core="CoreAttention") | {"environment": session["environment"]})
     assert plain.title.endswith("use fused attention (SDPA)") and "bfloat16" not in plain.fix
+
+
+def test_a_librarys_source_checkout_is_known_by_a_folder_above_the_file():
+    """timm's train.py run in its clone imports timm from there: timm/layers/attention.py. A
+    ViT trained with TIMM_FUSED_ATTN=0 was told "turn on its fused attention
+    (Attention.fused_attn)", not timm's own switch."""
+    clone = "/home/me/pytorch-image-models/timm/layers/attention.py"
+    (item,) = _sdpa(_session({"attribute": "fused_attn", "value": False}, clone, core="Attention"))
+    assert "timm's fused attention (TIMM_FUSED_ATTN)" in item.title
+    assert "TIMM_FUSED_ATTN" in item.fix

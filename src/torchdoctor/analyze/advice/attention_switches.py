@@ -116,17 +116,20 @@ def _switch(node: Mapping[str, Any], found: Mapping[str, Any]) -> Switch:
 
 def _package(file: str) -> str | None:
     """The package a module's class comes from: installed, or a source checkout's folder
-    (``.../x_transformers/attend.py`` on the PYTHONPATH).
+    (``.../x_transformers/attend.py`` on the PYTHONPATH), the nearest known one above the file
+    (timm's train.py run in its clone imports ``timm/layers/attention.py`` from there).
 
     Example:
         >>> _package("/src/xt/x_transformers/attend.py"), _package("/v/site-packages/timm/a.py")
         ('x_transformers', 'timm')
+        >>> _package("/src/pytorch-image-models/timm/layers/attention.py")
+        'timm'
     """
     package = installed_package(file)
     if package is not None:
         return package
-    folder = os.path.basename(os.path.dirname(file.replace("\\", "/")))
-    return folder if folder in LIBRARY_SWITCHES else None
+    folders = os.path.dirname(file.replace("\\", "/")).split("/")
+    return next((folder for folder in reversed(folders) if folder in LIBRARY_SWITCHES), None)
 
 
 def with_attention_switches(session: Mapping[str, Any], found: list[Advice]) -> list[Advice]:

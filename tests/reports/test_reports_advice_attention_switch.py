@@ -178,3 +178,21 @@ def test_a_librarys_source_checkout_is_known_by_a_folder_above_the_file():
     (item,) = _sdpa(_session({"attribute": "fused_attn", "value": False}, clone, core="Attention"))
     assert "timm's fused attention (TIMM_FUSED_ATTN)" in item.title
     assert "TIMM_FUSED_ATTN" in item.fix
+
+
+def test_a_karras_unet_is_told_its_own_spelling_of_the_switch():
+    """denoising-diffusion-pytorch's KarrasUnet takes attn_flash=True; KarrasUnet(flash_attn=
+    True), the Unet's spelling it was told, raises a TypeError. The model that built the Attend
+    (its parent's file, karras_unet.py) picks the spelling; the Unet keeps flash_attn=True."""
+    library = "/src/ddp/denoising_diffusion_pytorch/"
+    flash = {"attribute": "flash", "value": False}
+    karras = _session(flash, library + "attend.py")
+    attn = next(n for n, _ in torchdoctor.session_read.walk(karras["tree"])
+                if n.get("path") == "blocks.0.attn")  # fmt: skip
+    attn["source"] = {"file": library + "karras_unet.py", "line": 370}
+    (item,) = _sdpa(karras)
+    assert "(attn_flash=True)" in item.title and "KarrasUnet(..., attn_flash=True)" in item.fix
+    assert "flash_attn=True)" not in item.fix
+    attn["source"] = {"file": library + "denoising_diffusion_pytorch.py", "line": 240}
+    (unet,) = _sdpa(karras)
+    assert "(flash_attn=True)" in unet.title and "Unet(dim=..., flash_attn=True)" in unet.fix

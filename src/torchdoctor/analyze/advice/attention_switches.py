@@ -58,6 +58,18 @@ LIBRARY_SWITCHES: dict[str, tuple[str, str, str]] = {
     ),
 }
 
+#: (package, the file of the model that builds the attention, by the start of its name) -> the
+#: switch where that model family spells it otherwise: denoising-diffusion-pytorch's KarrasUnet
+#: (karras_unet.py, and its 1D and 3D kin) takes ``attn_flash``; ``flash_attn=True`` raises there
+SWITCH_VARIANTS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("denoising_diffusion_pytorch", "karras_unet"): (
+        "denoising-diffusion-pytorch's", "attn_flash=True",
+        "pass attn_flash=True to its KarrasUnet (`KarrasUnet(..., attn_flash=True)`; "
+        "KarrasUnet1D and KarrasUnet3D take it too, and none takes flash_attn): its attention "
+        "layers then call F.scaled_dot_product_attention",
+    ),
+}
+
 
 @dataclass(frozen=True)
 class Switch:
@@ -78,9 +90,11 @@ class Switch:
     dropout: float = 0.0
 
 
-def switch_in(nodes: Sequence[Mapping[str, Any]]) -> Switch | None:
+def switch_in(nodes: Sequence[Mapping[str, Any]],
+              tree: Mapping[str, Any] | None = None) -> Switch | None:  # fmt: skip
     """The first fused-attention switch left off inside ``nodes`` (a module or the layers of a
-    stack, with their descendants), with the fix for its library; None when there is none.
+    stack, with their descendants), with the fix for its library (spelled as the model holding
+    it, found in ``tree`` or else in ``nodes``, spells it); None when there is none.
 
     Example:
         >>> switch_in([{"path": "attn", "type": "Attention"}]) is None
@@ -90,16 +104,28 @@ def switch_in(nodes: Sequence[Mapping[str, Any]]) -> Switch | None:
         for node, _ in walk(top):
             found = node.get("attention_switch")
             if isinstance(found, Mapping) and found.get("attribute"):
-                return _switch(node, found)
+                return _switch(node, found, _parent_file(node, tree or top))
     return None
 
 
-def _switch(node: Mapping[str, Any], found: Mapping[str, Any]) -> Switch:
+def _parent_file(node: Mapping[str, Any], tree: Mapping[str, Any] | None) -> str:
+    """The source file of the module holding ``node`` in ``tree`` (the model's attention layer
+    that built the library's ``Attend``); "" when it is not there."""
+    path = str(node.get("path") or "")
+    parent = path.rsplit(".", 1)[0] if "." in path else None
+    return next((str((n.get("source") or {}).get("file") or "") for n, _ in walk(tree)
+                 if parent is not None and n.get("path") == parent), "")  # fmt: skip
+
+
+def _switch(node: Mapping[str, Any], found: Mapping[str, Any], parent_file: str = "") -> Switch:
     attribute, value = str(found["attribute"]), found.get("value")
     owner = f"{node.get('type') or 'its module'}.{attribute}"
     setting = repr(value) if isinstance(value, str) else str(value)
     package = _package(str((node.get("source") or {}).get("file") or ""))
-    known = LIBRARY_SWITCHES.get(package or "")
+    stem = os.path.basename(parent_file.replace("\\", "/"))
+    known = next((spelled for (library, start), spelled in SWITCH_VARIANTS.items()
+                  if package == library and stem.startswith(start)),
+                 LIBRARY_SWITCHES.get(package or ""))  # fmt: skip
     if known is not None:
         name, word, how = known
         title = f"turn on {name} fused attention ({word})"
@@ -157,7 +183,7 @@ def with_attention_switches(session: Mapping[str, Any], found: list[Advice]) -> 
         owner = next((n for file, n in switches if any(same_file(file, f) for f in files)), None)
         if owner is None:
             continue
-        switch = _switch(owner, owner["attention_switch"])
+        switch = _switch(owner, owner["attention_switch"], _parent_file(owner, session.get("tree")))
         item.evidence.append(f"its {switch.owner} is {switch.setting}: the fused attention it "
                              "has is off")  # fmt: skip
         item.fix, item.code = switch.fix, None

@@ -236,7 +236,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             fix, code = MEASURED_FIX, MEASURED_CODE
         elif remedy.name == "attention" and (not bf16_native or low_precision):
             title, fix = TITLE_WITHOUT_BF16, FIX_WITHOUT_BF16
-        switch = switch_in(group or [node]) if remedy.name == "attention" and not measured else None
+        switch = (switch_in(group or [node], tree) if remedy.name == "attention" and not measured
+                  else None)  # fmt: skip
         if switch is not None:  # (the library's own fused attention, off: its switch, not a rewrite)
             evidence.append(f"its {switch.owner} is {switch.setting}: the fused attention it has "
                             "is off")  # fmt: skip

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from tests.syncs.script_options_helpers import SLOW_DATASET, run_for_options
 
 YACS = textwrap.dedent("""\
@@ -97,7 +99,23 @@ def test_a_yacs_configs_keys_are_noted_and_named_as_key_value_pairs(tmp_path, ca
     )
 
 
-def test_an_absl_scripts_flags_are_noted_and_named_as_long_flags(tmp_path, capsys):
+@pytest.fixture
+def absl_flags_restored():
+    """absl's FLAGS is one object per process: the script's flags and their parsed state would
+    stay for every later test (the doctests of absl_options saw `--total_steps` there)."""
+    from absl import flags
+
+    before, parsed = set(flags.FLAGS), flags.FLAGS.is_parsed()
+    yield
+    for name in set(flags.FLAGS) - before:  # (the script's own; absl's logging flags stay)
+        if not str(flags.FLAGS.find_module_defining_flag(name, "")).startswith("absl"):
+            delattr(flags.FLAGS, name)
+    if not parsed:
+        flags.FLAGS.unparse_flags()
+
+
+def test_an_absl_scripts_flags_are_noted_and_named_as_long_flags(tmp_path, capsys,
+                                                                 absl_flags_restored):
     session, options = run_for_options(tmp_path, capsys, ABSL, "--total_steps=12",
                                        "--noparallel")  # fmt: skip
     assert options["total_steps"]["value"] == 12

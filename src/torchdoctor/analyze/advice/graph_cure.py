@@ -24,7 +24,9 @@ GRAPH_ATTENTION = Cure(
     "where the graph has a few edges per node: read the edge list once (rows, cols = "
     "adj.nonzero(as_tuple=True): the graph is fixed), score the edges only, normalise them "
     "with torchdoctor.ops.edge_softmax(e, rows, num_nodes=N, dim=-1) and sum each node's "
-    "weighted neighbours with index_add_ (or use PyG's GATConv, the same layer on edge lists).",
+    "weighted neighbours with index_add_ (or use PyG's GATConv, the same layer on edge lists). "
+    "Check the graph's density first, adj.float().mean(): the edge form wins on a large sparse "
+    "graph and loses on small dense ones (a batch of molecules).",
     Speedup(
         0.65,
         112.2,

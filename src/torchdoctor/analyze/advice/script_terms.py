@@ -192,6 +192,8 @@ def option_phrase(
         'run with `--torchcompile` (unset in this run)'
         >>> option_phrase({"flags": ["--amp-dtype"], "value": "float16"}, "on", "bfloat16")
         'run with `--amp-dtype bfloat16` (float16 in this run)'
+        >>> option_phrase({"flags": ["--attn_implementation"], "value": "eager"}, "on")
+        'run with `--attn_implementation sdpa` (eager in this run)'
         >>> option_phrase({"flags": ["--precision"], "value": "32-true"}, "on", "bfloat16",
         ...               "bf16-mixed")
         'run with `--precision bf16-mixed` (32-true in this run)'
@@ -211,6 +213,11 @@ def option_phrase(
     )
     if is_dtype and value == dtype:
         return None
+    if wanted == "on" and isinstance(value, str) and "attn_implementation" in _names(option):
+        if value != "eager":  # (sdpa or flash attention already: the advice is not its)
+            return None
+        sep = "=" if option.get("form") in ("--name=value", "key=value") else " "
+        return f"run with `{flag}{sep}sdpa` (eager in this run)"
     if option.get("form") == "yacs":  # (a yacs KEY VALUE pair after the flags)
         return _yacs_phrase(flag, value, wanted, dtype if is_dtype else None)
     if option.get("form") == "key=value":  # (a Hydra override)

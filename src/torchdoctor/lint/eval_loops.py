@@ -233,9 +233,11 @@ def given_eval_models(rule: Any, function: ast.AST) -> set[str]:
 def _put_in_eval(scope: ast.AST, name: str, call: ast.Call) -> bool:
     """``model.eval()`` as a statement of ``scope`` before ``call`` (``model = Net(n);
     model.load_state_dict(sd); model.eval(); depth(model, words)``)."""
-    return any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and not s.value.args
-               and method_name(s.value) == "eval" and dotted(s.value.func.value) == name
-               and s.lineno < call.lineno for s in getattr(scope, "body", ()))  # fmt: skip
+    body = getattr(scope, "body", ())  # (a lambda's body is one expression: no statements)
+    return isinstance(body, list) and any(
+        isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and not s.value.args
+        and method_name(s.value) == "eval" and dotted(s.value.func.value) == name
+        and s.lineno < call.lineno for s in body)  # fmt: skip
 
 
 def _holds_eval_model(rule: Any, scope: ast.AST, value: ast.AST) -> bool:

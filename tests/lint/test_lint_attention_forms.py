@@ -1,6 +1,6 @@
 """TD507 says the attention's form, which sets SDPA's gain (suite 'fused' attention_layouts):
-causal attention 1.42x-1.97x on a CPU, without a mask 1.06x-1.23x, channels first (a U-Net's
-legacy attention, torchcfm's: told 27.6 ms saved, measured 0.88x) 0.88x-1.42x with the
+causal attention 1.42x-1.97x on a CPU, without a mask 1.15x-1.26x, channels first (a U-Net's
+legacy attention, torchcfm's: told 27.6 ms saved, measured 0.88x) 0.83x-1.28x with the
 transposes. The profile's cure reads "no mask" / "channels first" from the message."""
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ Performance Tuning Guide).
 
 softmax(q @ k^T * scale (+ mask)) @ v written out computes and keeps the T x T weights; the
 fused kernel does not. Its gain depends on the attention's form (suite ``fused``): causal
-attention 1.42x-1.97x on a CPU, without a mask 1.06x-1.23x, and channels first (``(batch x heads,
-channels, tokens)``, a U-Net's legacy attention: ``einsum("bct,bcs->bts", q, k)``) 0.88x-1.42x
+attention 1.42x-1.97x on a CPU, without a mask 1.15x-1.26x, and channels first (``(batch x heads,
+channels, tokens)``, a U-Net's legacy attention: ``einsum("bct,bcs->bts", q, k)``) 0.83x-1.28x
 with the transposes SDPA's layout needs; the message says which (``no mask``, ``channels
 first``), and the profile's cure takes its speedup from that.
 """
@@ -143,9 +143,9 @@ class AttentionRules(RuleVisitor):
 
     def _form(self, scope: ast.AST, lines: tuple[int, int]) -> str:
         """What the attention's form does to SDPA's gain (the profile's cure reads it): no mask
-        in the pattern's lines (1.06x-1.23x on a CPU, where causal attention gains 1.42x-1.97x),
+        in the pattern's lines (1.15x-1.26x on a CPU, where causal attention gains 1.42x-1.97x),
         q and k channels first (``einsum("bct,bcs->bts")``, ``bmm(q.transpose(1, 2), k)``: SDPA
-        needs tokens first, and the transposes cost: 0.88x at 256 tokens)."""
+        needs tokens first, and the transposes cost: 0.83x at 256 tokens)."""
         inside = [n for n in ast.walk(scope)
                   if lines[0] <= getattr(n, "lineno", 0) <= lines[1]]  # fmt: skip
         masked = any(
@@ -156,11 +156,11 @@ class AttentionRules(RuleVisitor):
         first = any(isinstance(n, ast.Call) and _channels_first(n, self.callee(n)) for n in inside)
         if first:
             return ("; no mask, and channels first (batch x heads, channels, tokens): SDPA needs "
-                    "tokens first, and the transposes cost (suite fused attention_layouts: 0.88x "
-                    "at 256 tokens, 1.42x at 1,024)") if not masked else (
+                    "tokens first, and the transposes cost (suite fused attention_layouts: 0.83x "
+                    "at 256 tokens, 1.28x at 1,024)") if not masked else (
                 "; channels first (batch x heads, channels, tokens): SDPA needs tokens first, "
-                "and the transposes cost (0.88x at 256 tokens, 1.42x at 1,024)")  # fmt: skip
-        return "" if masked else "; no mask: SDPA gains less there (1.06x-1.23x on a CPU)"
+                "and the transposes cost (0.83x at 256 tokens, 1.28x at 1,024)")  # fmt: skip
+        return "" if masked else "; no mask: SDPA gains less there (1.15x-1.26x on a CPU)"
 
     def _fallback(self, scope: ast.AST) -> bool:
         """The hand-written attention of a function that also calls the fused kernel is a

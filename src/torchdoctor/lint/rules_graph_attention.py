@@ -6,7 +6,7 @@ the pairs that are no edge to a large negative number with ``torch.where(adj > 0
 pairs are edges, so nearly all of the scores, the softmax and their backward are work on pairs
 that get zero weight, and an N x N tensor per head is kept for the backward. Scoring the edges
 only and normalising them per node (``torchdoctor.ops.edge_softmax``, or PyG's ``GATConv``) does
-the same layer in the edges' time: 1,337 -> 14.4 ms forward + backward at Cora's size
+the same layer in the edges' time: 1,323 -> 13.6 ms forward + backward at Cora's size
 (BENCHMARKS.md, suite ``ops``, ``ops_graphs``); the example's real bottleneck in a client run.
 
 Reported: a ``torch.where`` or ``masked_fill`` whose condition is an adjacency matrix (a name
@@ -37,7 +37,7 @@ RULES = (
         "graph has a few edges per node",
         "score the edges only (rows, cols = adj.nonzero(as_tuple=True), once) and normalise "
         "them per node with torchdoctor.ops.edge_softmax, or use PyG's GATConv: a GAT layer "
-        "at Cora's size went 1,337 -> 14.4 ms forward + backward (small dense graphs, a batch "
+        "at Cora's size went 1,323 -> 13.6 ms forward + backward (small dense graphs, a batch "
         "of molecules, are faster dense)",
         "e = leaky_relu(s + t.mT)                       # (heads, N, N)\n"
         "e = torch.where(adj > 0, e, -9e15 * torch.ones_like(e))\n"
@@ -130,7 +130,7 @@ class GraphAttentionRules(RuleVisitor):
             "computes, keeps and backpropagates N x N scores where the graph has a few edges "
             "per node; score the edges only (rows, cols = adj.nonzero(as_tuple=True), once) "
             "and normalise them per node with torchdoctor.ops.edge_softmax, or use PyG's "
-            "GATConv (a GAT layer at Cora's size: 1,337 -> 14.4 ms forward + backward; on a "
+            "GATConv (a GAT layer at Cora's size: 1,323 -> 13.6 ms forward + backward; on a "
             "batch of small dense graphs, molecules at 10% of the pairs, the dense form is the "
             "faster one)",
             pattern_lines=self._span(node, softmax),

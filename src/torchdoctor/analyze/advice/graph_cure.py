@@ -4,7 +4,7 @@ A hot line holding a GAT layer's ``torch.where(adj > 0, e, -9e15)`` ... ``softma
 (the lines from the mask's fill to the product with the features, TD514's ``pattern_lines``)
 is cured by scoring the edges only and normalising them per node with
 ``torchdoctor.ops.edge_softmax``. Its gain depends on the graph's density, which the run does
-not record: 92-106x on a large sparse graph (Cora's size), 0.65x on a batch of small dense
+not record: 96-105x on a large sparse graph (Cora's size), 0.73x on a batch of small dense
 graphs (BENCHMARKS.md, suite ``ops``, ``ops_graphs``), so it states a bound, no saving.
 
 Example:
@@ -28,11 +28,11 @@ GRAPH_ATTENTION = Cure(
     "Check the graph's density first, adj.float().mean(): the edge form wins on a large sparse "
     "graph and loses on small dense ones (a batch of molecules).",
     Speedup(
-        0.65,
-        112.2,
+        0.73,
+        104.7,
         "BENCHMARKS.md suite 'ops' ops_graphs (CPU, interleaved, forward + backward): a GAT layer, "
-        "dense masked softmax vs edge_softmax, 91.9x at Cora's size (2,708 nodes, 0.18% of the "
-        "pairs edges) to 106x at 5,000 nodes; but 0.65x on a batch of 64 small graphs of 40 "
+        "dense masked softmax vs edge_softmax, 95.8x at Cora's size (2,708 nodes, 0.18% of the "
+        "pairs edges) and 105x at 5,000 nodes; but 0.73x on a batch of 64 small graphs of 40 "
         "nodes at 10% (molecules): the edge form wins on a large sparse graph, check its density "
         "with adj.float().mean()",
         realized=0.5,  # (ranked by half its bound: the mean of its two measured kinds of graph)

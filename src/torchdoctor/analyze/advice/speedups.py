@@ -101,15 +101,15 @@ SPEEDUPS: dict[str, Speedup] = {
     # (on a CPU the memory format's gain depends on the net's other ops: stated as "up to")
     # (TD507's cure by the attention's form: the causal pair is hot_lines_cures.FUSED_ATTENTION's)
     "sdpa_unmasked": Speedup(
-        1.06, 1.23, "BENCHMARKS.md suite 'fused' attention_layouts (CPU, forward + backward, "
-        "interleaved): attention without a mask by hand vs SDPA, 1.06x (32x2x256x64) to 1.23x "
+        1.15, 1.26, "BENCHMARKS.md suite 'fused' attention_layouts (CPU, forward + backward, "
+        "interleaved): attention without a mask by hand vs SDPA, 1.15x (32x2x256x64) to 1.26x "
         "(8x12x256x64)"
     ),
     "sdpa_channels_first": Speedup(
-        0.88, 1.42, "BENCHMARKS.md suite 'fused' attention_layouts (CPU, forward + backward, "
+        0.83, 1.28, "BENCHMARKS.md suite 'fused' attention_layouts (CPU, forward + backward, "
         "interleaved): a U-Net's channels-first attention (batch x heads, channels, tokens) by "
-        "hand vs SDPA with the transposes its layout needs, 0.88x at 256 tokens (torchcfm's "
-        "U-Net: its step 0.99x) to 1.42x at 1,024"
+        "hand vs SDPA with the transposes its layout needs, 0.83x at 256 tokens (torchcfm's "
+        "U-Net: its step 0.99x) to 1.28x at 1,024"
     ),
     "channels_last_cpu": Speedup(
         1.0, 1.3, "channels_last on CPU training steps of real clients (BENCHMARKS.md): 0.85x "

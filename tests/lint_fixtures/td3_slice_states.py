@@ -28,3 +28,11 @@ def train(model, loader, opt):
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+class Epilogue:
+    # a CuTe DSL kernel's method: `t[None, m]` takes a whole mode (None) at m, not a new axis
+    # of a tracked tensor sliced per step: no finding
+    def copy_vector(self, tVgV, tVsV, n):
+        for m in range(n):
+            copy(tVgV[None, m], tVsV[None, m])

@@ -150,9 +150,10 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         """``(the varying index, tuple form)`` of ``x[:, t]`` / ``x[..., t]`` / ``x[t]``."""
         if not isinstance(index, ast.Tuple):
             return (index, False) if _loop_index(index) else None
-        varying = [e for e in index.elts  # (x[:b, t, :]: the rows still being decoded,
-                   if not _full(e) and not isinstance(e, ast.Slice)  # Show-Attend-Tell's;
-                   and not (isinstance(e, ast.Constant) and e.value is None)]  # h[:, j, None])
+        sliced = any(isinstance(e, ast.Slice) for e in index.elts)  # (torch's x[:, t, None]:
+        varying = [e for e in index.elts  # a new axis; CuTe's t[None, m], None for a whole mode)
+                   if not _full(e) and not isinstance(e, ast.Slice)  # (x[:b, t, :]: the rows
+                   and not (sliced and isinstance(e, ast.Constant) and e.value is None)]  # left)
         if len(varying) == 1 and _loop_index(varying[0]):
             return varying[0], True
         return None

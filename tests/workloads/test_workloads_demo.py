@@ -42,3 +42,14 @@ def test_benchmark_rows_for_one_workload_quick():
     assert slow_row[5] >= 2 and slow_row[6] <= 1  # syncs: one per frame vs at most one
     assert slow_row[7] == "yes"
     assert notes and notes[0].startswith("token_pruning")
+
+
+def test_the_demo_fits_the_tree_to_the_console_not_cutting_headers(monkeypatch, tmp_path, capsys):
+    """The demo printed the tree with no width, so rich cut its last header at 100 columns
+    ("cal…" in the README); it drops columns to fit, as `torchdoctor run`'s report does."""
+    monkeypatch.setenv("COLUMNS", "100")
+    args = ["demo", "part_contrastive", "--scale", "tiny", "--steps", "1", "--repeats", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = next(line for line in out if line.startswith("module / region"))
+    assert "…" not in header and len(header.rstrip()) <= 100, header

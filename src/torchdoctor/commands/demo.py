@@ -102,7 +102,7 @@ def _findings(session, console) -> dict[str, Any]:
     from torchdoctor.reports import with_advice
 
     data = with_advice(session)
-    for item in console_renderables(data):
+    for item in console_renderables(data, width=console.width):  # (tree columns fit it)
         console.print(item)
     return data
 

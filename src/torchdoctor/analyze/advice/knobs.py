@@ -27,6 +27,7 @@ from torchdoctor.analyze.advice.base import (
     CPU_BF16_NOTE,
     SPEEDUPS,
     Advice,
+    amdahl_saving,
     center,
     compile_on_cpu,
     fmt_ms,
@@ -303,6 +304,13 @@ def engine_knobs(session: Mapping[str, Any]) -> list[Advice]:
         fraction = fusable / unprofiled if knob == "compile" else part / step
         if knob == "compile" and not cuda:  # (on a CPU: measured 0.55-1.32x, no saving stated)
             advice.append(compile_on_cpu(item, unprofiled, min(1.0, fraction)))
+            convs = min(outermost_ms(session, CONV_ND), kernels) * unprofiled / step
+            if convs > 0 and item.saving_range_ms:  # (Inductor's CPU convolutions gain too)
+                conv = SPEEDUPS["compile_cpu_conv"]
+                item.saving_range_ms[1] += amdahl_saving(unprofiled, convs / unprofiled,
+                                                         conv.high)  # fmt: skip
+                item.evidence.insert(2, f"up to {conv.high:g}x on its convolutions "
+                                        f"({fmt_ms(convs)}: {conv.source})")  # fmt: skip
         elif knob == "autocast" and not cuda:  # (a CPU with bf16 units: up to 1.45x)
             item.title = "Run forward and backward under CPU bf16 autocast"
             item.fix = item.fix.replace("'cuda'", "'cpu'").replace(

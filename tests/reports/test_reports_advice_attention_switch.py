@@ -196,3 +196,13 @@ def test_a_karras_unet_is_told_its_own_spelling_of_the_switch():
     attn["source"] = {"file": library + "denoising_diffusion_pytorch.py", "line": 240}
     (unet,) = _sdpa(karras)
     assert "(flash_attn=True)" in unet.title and "Unet(dim=..., flash_attn=True)" in unet.fix
+
+
+def test_timm_is_told_to_unset_its_variable_before_the_experimental_mode():
+    """A ViT trained with TIMM_FUSED_ATTN=0 needs it unset (or 1); only a model that takes fused
+    attention in experimental mode needs 2 (clients round 16: "set TIMM_FUSED_ATTN=2" was told
+    to the ViT)."""
+    timm = "/venv/lib/python3.11/site-packages/timm/layers/attention.py"
+    (item,) = _sdpa(_session({"attribute": "fused_attn", "value": False}, timm, core="Attention"))
+    assert "unset TIMM_FUSED_ATTN (or set it to 1)" in item.fix
+    assert item.fix.index("unset") < item.fix.index("set it to 2")

@@ -47,8 +47,9 @@ LIBRARY_SWITCHES: dict[str, tuple[str, str, str]] = {
     "timm": (
         "timm's", "TIMM_FUSED_ATTN",
         "timm leaves fused_attn off when TIMM_FUSED_ATTN=0 is set, or for a model that takes "
-        "it only in experimental mode: set TIMM_FUSED_ATTN=2 in the environment (or call "
-        "timm.layers.set_fused_attn(True, experimental=True) before timm.create_model)",
+        "it only in experimental mode: unset TIMM_FUSED_ATTN (or set it to 1); for such a "
+        "model set it to 2 (or call timm.layers.set_fused_attn(True, experimental=True) before "
+        "timm.create_model)",
     ),
     "transformers": (
         "transformers'", 'attn_implementation="sdpa"',

@@ -63,7 +63,8 @@ class Remedy:
 #: what makes convolutions cheaper (a leaf convolution, a composite made of them)
 _CONV_CURE = (
     "use channels_last memory format for the model and its input (oneDNN / cuDNN's fastest "
-    "layouts), bf16 under torch.autocast on a GPU, torch.backends.cudnn.benchmark=True for "
+    "layouts), bf16 under torch.autocast (on a GPU, or a CPU with bf16 units), "
+    "torch.backends.cudnn.benchmark=True for "
     "fixed input shapes on CUDA, and fewer channels or a smaller input if the model allows."
 )
 _CONV_REST = (("torch.channels_last", "torch.autocast", "torch.backends.cudnn.benchmark"),

@@ -366,3 +366,11 @@ def test_compile_on_a_cpu_bounds_its_gain_on_the_convolutions_too():
     expected = 35.0 * (1 - 1 / rest) + 60.0 * (1 - 1 / conv)
     assert abs(with_convs.saving_range_ms[1] - expected) < 1e-6
     assert not any("on its convolutions" in e for e in without.evidence)
+    assert "kernels it does not fuse" in with_convs.evidence[0]
+    # a step almost all convolutions (a KarrasUnet, compiled: 1.25x) is told compile on a CPU
+    # too; the elementwise part alone was under the knob's 10% floor
+    nearly_all = session(60.0)
+    nearly_all["tree"]["children"][1]["total_ms"] = {"mean": 2.0}
+    nearly_all["tree"]["children"][0]["total_ms"] = {"mean": 93.0}
+    item = compile_item(nearly_all)
+    assert item.estimated_saving_ms is None and item.saving_range_ms[1] > 25.0

@@ -143,10 +143,10 @@ class GraphAttentionRules(RuleVisitor):
         the node features)."""
         scope = self.enclosing_scope(node)
         first, last = node.lineno, softmax.end_lineno or softmax.lineno
-        table = self._assignments(scope)
         fill = node.args[-1] if node.args else None
         if isinstance(fill, ast.Name):
-            first = min([first, *(v.lineno for v in table.get(fill.id, ()) if v.lineno < first)])
+            first = min([first, *(v.lineno for v in self.assigned_values(scope, fill.id)
+                                  if v.lineno < first)])  # fmt: skip
         holder = self.parent(softmax)
         if isinstance(holder, ast.Assign) and len(holder.targets) == 1 and isinstance(
                 holder.targets[0], ast.Name):  # fmt: skip
@@ -164,7 +164,7 @@ class GraphAttentionRules(RuleVisitor):
         if not isinstance(condition, ast.Name):
             return None
         scope = self.enclosing_scope(node)
-        for value in self._assignments(scope).get(condition.id, ()):
+        for value in self.assigned_values(scope, condition.id):
             found = _adjacency_name(value) if value.lineno <= node.lineno else None
             if found is not None:
                 return found
@@ -175,9 +175,9 @@ class GraphAttentionRules(RuleVisitor):
         assigned it, or (``masked_fill_``) the tensor it fills."""
         scope = self.enclosing_scope(node)
         names = {m.id for m in masked if isinstance(m, ast.Name)}
-        for target, values in self._assignments(scope).items():
-            if any(v is node for v in values):
-                names.add(target)
+        holder = self.parent(node)  # (e = torch.where(adj > 0, e, fill): its name)
+        if isinstance(holder, ast.Assign):
+            names |= {t.id for t in holder.targets if isinstance(t, ast.Name)}
         for call in calls_named(self, "softmax"):
             if self.enclosing_scope(call) is not scope:
                 continue
@@ -191,8 +191,3 @@ class GraphAttentionRules(RuleVisitor):
                 if call.lineno >= node.lineno:
                     return call
         return None
-
-    def _assignments(self, scope: ast.AST) -> dict[str, list[ast.expr]]:
-        """Every ``name = value`` of ``scope``, by name (the visitor's cached table)."""
-        self.assigned_values(scope, "")  # (fills the cache)
-        return self.context.cache[("assignments", id(scope))]

@@ -1,6 +1,7 @@
 """Light steps of an inference loop hook its outermost modules alone: each submodule call
 takes torch's fast path, and steps are still cut at the same calls."""
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
@@ -196,3 +197,31 @@ def test_an_evaluation_through_a_loss_module_wrapping_the_model_counts_in_eval_m
                 inner.train()
     (evaluating,) = [s for s in prof.session["steps"] if s.get("eval_calls")]
     assert (evaluating["model_calls"], evaluating["eval_calls"]) == (8, 7)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_a_torchscript_model_keeps_the_global_hooks_in_light_steps():
+    """torch refuses hooks on one ScriptModule (`register_forward_pre_hook is not supported on
+    ScriptModules`): a scripted model's training loop and inference loop run to their end with
+    every step recorded, the light steps under the global hooks."""
+    torch.manual_seed(0)
+    model = torch.jit.script(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False, window=3,
+                              period_steps=60) as prof:  # fmt: skip
+        for _ in range(30):
+            model(torch.randn(2, 8)).sum().backward()
+            opt.step()
+    steps = prof.session["steps"]
+    assert len(steps) >= 25 and any(not s["detailed"] for s in steps)
+    check_invariants(prof.session["tree"])
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False, window=3,
+                             period_steps=60) as prof,
+        torch.no_grad(),
+    ):  # fmt: skip
+        for _ in range(40):
+            model(torch.randn(2, 8))
+    assert prof.session["config"]["step_boundary"] == "module"
+    assert len(prof.session["steps"]) >= 35
+    assert not torch_module._global_forward_pre_hooks

@@ -8,7 +8,7 @@ step); hooks on the outermost modules alone cost one call's worth. :class:`Outer
 remembers the modules seen called outermost (by the global hooks, in warm-up and detailed
 steps); it gives none (hook every module) when one of them also runs inside another module
 (a child hooked alone would look outermost there) or when a loop makes new top-level modules
-all the time.
+all the time, or one is a TorchScript module (torch refuses hooks on one of those).
 
 Example:
     >>> import torch
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import weakref
 from typing import Any
+
+from torch.jit import ScriptModule
 
 #: distinct outermost modules remembered at most; past it, light steps hook every module
 MAX_OUTERMOST = 16
@@ -54,6 +56,9 @@ class OutermostModules:
         if len(self._refs) >= MAX_OUTERMOST:
             self._too_many = True
             return False
+        if isinstance(module, ScriptModule):  # (torch refuses hooks on one module of these:
+            self._too_many = True  # the global hooks, which it runs, see its calls)
+            return True
         try:
             self._refs[key] = weakref.ref(module)
         except TypeError:  # (no weak reference: never hooked alone)

@@ -268,3 +268,38 @@ def test_loaders_a_lambda_of_another_file_makes_are_pinned(tmp_path: Path) -> No
     (tmp_path / "train.py").write_text(textwrap.dedent(LAMBDA_TRAIN))
     found = lint_paths([tmp_path / "train.py", tmp_path / "data.py"], select=["TD404"])
     assert [(Path(f.path).name, f.line) for f in found] == [("train.py", 7)]
+
+
+_EVALUATE = """
+    import torch
+
+    def evaluate(model, loader):
+        model.eval()
+        total = 0.0
+        for x, y in loader:
+            total += (model(x) - y).abs().sum()
+        return total
+"""
+
+
+def test_an_evaluate_called_under_no_grad_is_not_judged_by_another_scripts_own_evaluate(
+    tmp_path: Path,
+) -> None:
+    """Two scripts each define their own `evaluate`: qm9.py calls its one under no_grad (no
+    TD602), speech.py calls its one bare (TD602). A third file importing qm9's `evaluate`
+    and calling it bare makes qm9's loop TD602 again (corpus 31's EGNN and Conformer)."""
+    (tmp_path / "qm9.py").write_text(textwrap.dedent(_EVALUATE + """
+    def main(model, loader):
+        with torch.no_grad():
+            print(evaluate(model, loader))
+    """))
+    (tmp_path / "speech.py").write_text(textwrap.dedent(_EVALUATE + """
+    def main(model, loader):
+        print(evaluate(model, loader))
+    """))
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD602"])]
+    assert found == [("speech.py", 7)]
+    (tmp_path / "report.py").write_text("from qm9 import evaluate\n\ndef run(model, loader):\n"
+                                        "    return evaluate(model, loader)\n")
+    found = [(Path(f.path).name, f.line) for f in lint_paths([tmp_path], select=["TD602"])]
+    assert sorted(found) == [("qm9.py", 7), ("speech.py", 7)]

@@ -47,7 +47,7 @@ class ModelRuns:
         project = self.context.project
         if project is None or not isinstance(node, FUNCTIONS) or node.name.startswith("__"):
             return False
-        return project.callers_run_without_grad(node.name) is True or (
+        return project.callers_run_without_grad(node.name, home=self.context.path) is True or (
             node.name != "forward" and project.caller_functions(node.name) == {"forward"})
 
     def _calls_model(self, loop: ast.AST, receivers: set[str]) -> bool:

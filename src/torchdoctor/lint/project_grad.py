@@ -38,11 +38,16 @@ class GradQueries:
     def tree(self, path: str) -> ast.Module | None:  # pragma: no cover - the Project's
         raise NotImplementedError
 
-    def callers_run_without_grad(self, name: str, depth: int = 2) -> bool | None:
+    def callers_run_without_grad(
+        self, name: str, depth: int = 2, home: str | None = None
+    ) -> bool | None:
         """True when ``name(...)`` / ``x.name(...)`` is called in the project and every call
         runs under no_grad (directly, or inside a function whose own callers all do, up to
-        ``depth`` calls up); False when some call does not; None when nothing calls it."""
-        key = (name, depth)
+        ``depth`` calls up); False when some call does not; None when nothing calls it.
+        With ``home``, the file that defines the function, a bare ``name(...)`` in another
+        file that defines its own module-level ``def name`` calls that one, not this (two
+        scripts, each with its own ``evaluate``)."""
+        key = (name, depth, home)
         if key in self._no_grad:
             return self._no_grad[key]
         self._no_grad[key] = None  # recursion guard
@@ -57,7 +62,13 @@ class GradQueries:
             tree = self.tree(path)
             if tree is None:
                 continue
+            own = home is not None and path != home and any(
+                isinstance(d, ast.FunctionDef | ast.AsyncFunctionDef) and d.name == name
+                for d in tree.body
+            )
             for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and own and isinstance(node.func, ast.Name):
+                    continue  # (this file's own `def name`)
                 if isinstance(node, ast.Call):
                     func = node.func
                     called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -78,7 +89,7 @@ class GradQueries:
                     # calls, a generate loop's under no_grad, say nothing of its training)
                     verdict = False
                     break
-                if self.callers_run_without_grad(where.name, depth - 1) is not True:
+                if self.callers_run_without_grad(where.name, depth - 1, path) is not True:
                     verdict = False
                     break
             if verdict is False:

@@ -84,3 +84,37 @@ def early_returns_before(node: ast.AST, function: ast.AST) -> list[ast.If]:
             break
         child, above = above, getattr(above, "td_parent", None)
     return found
+
+
+def counter_equals(test: ast.AST, loop: ast.AST | None) -> bool:
+    """``step == 0``, ``epoch == 0 and i == 0``, ``i == len(loader) - 1``: the test holds on
+    one iteration of ``loop``, whose counter it compares for equality (the variable of a
+    ``range`` or the index of an ``enumerate`` the loop walks, or a name it adds to).
+
+    Example:
+        >>> loop = ast.parse("for i, b in enumerate(loader):\\n    pass").body[0]
+        >>> [counter_equals(ast.parse(t, mode="eval").body, loop)
+        ...  for t in ("i == 0", "epoch == 0 and i == 0", "b == 0", "i == 0 or bad", "i > 0")]
+        [True, True, False, False, False]
+    """
+    if isinstance(test, ast.BoolOp):
+        parts = [counter_equals(v, loop) for v in test.values]
+        return any(parts) if isinstance(test.op, ast.And) else all(parts)
+    if not isinstance(test, ast.Compare) or len(test.ops) != 1 or not isinstance(
+            test.ops[0], ast.Eq) or not isinstance(loop, ast.For | ast.AsyncFor | ast.While):
+        return False  # fmt: skip
+    counters = {s.target.id for s in ast.walk(loop) if isinstance(s, ast.AugAssign)
+                and isinstance(s.target, ast.Name) and isinstance(s.op, ast.Add)}  # fmt: skip
+    if isinstance(loop, ast.For | ast.AsyncFor) and isinstance(loop.iter, ast.Call):
+        walked, target = getattr(loop.iter.func, "id", None), loop.target
+        if walked == "range" and isinstance(target, ast.Name):
+            counters.add(target.id)
+        elif walked == "enumerate" and isinstance(target, ast.Tuple) and isinstance(
+                target.elts[0], ast.Name):  # fmt: skip
+            counters.add(target.elts[0].id)
+    sides = [test.left, test.comparators[0]]
+    for side, other in (sides, sides[::-1]):
+        if isinstance(side, ast.Name) and side.id in counters and not any(
+                isinstance(n, ast.Name) and n.id in counters for n in ast.walk(other)):
+            return True  # fmt: skip
+    return False

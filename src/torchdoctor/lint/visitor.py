@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from torchdoctor.lint.finding import Finding, one_line
-from torchdoctor.lint.gates import early_returns_before, on_by_default
+from torchdoctor.lint.gates import counter_equals, early_returns_before, on_by_default
 from torchdoctor.lint.names import ImportTable
 from torchdoctor.lint.project_scan import direct_calls
 from torchdoctor.lint.rule import Rule
@@ -437,6 +437,8 @@ class RuleVisitor:
         scope = self.enclosing_scope(where)
         if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)):
             return True
+        if counter_equals(test, next(iter(self.enclosing_loops(where)), None)):
+            return True  # (`if step == 0:`: one step)
         if any(_LOG_GATE.search(n) for n in dotted_names_in(test)):
             return not on_by_default(test, scope)  # (`if verbose:` with verbose=1: every step)
         for name in dotted_names_in(test):

@@ -258,10 +258,17 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                 sized |= _sized_names(statement.value)
         return sized
 
-    def _looked_up(self, node: ast.AST) -> bool:
-        """The slice goes straight into an embedding (``self.x_pos_emb(bbox[..., i])``): the
+    def _looked_up(self, node: ast.AST, depth: int = 2) -> bool:
+        """The slice goes into an embedding (``self.x_pos_emb(bbox[..., i])``; or ``seq =
+        hist[u]`` then ``self.item_emb(seq[seq > 0])``, a user's history of item ids): the
         tensor holds indices, which carry no gradient."""
         call = self.parent(node)
+        if isinstance(call, ast.Subscript) and call.value is node:  # (ids[mask]: indices too)
+            return self._looked_up(call, depth)
+        if depth and isinstance(call, ast.Assign) and call.value is node and isinstance(
+                name := call.targets[0], ast.Name):  # fmt: skip
+            return any(self._looked_up(n, depth - 1) for n in ast.walk(self.enclosing_scope(
+                node)) if isinstance(n, ast.Name) and n.id == name.id and n is not name)
         return (
             isinstance(call, ast.Call)
             and node in call.args

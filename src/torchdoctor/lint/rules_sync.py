@@ -352,15 +352,14 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
     def visit_If(self, node: ast.If) -> None:
         self._check_truth_test(node.test)
 
+    visit_Assert = visit_IfExp = visit_If  # (`a if mask.any() else b` reads it too)
+
     def visit_While(self, node: ast.While) -> None:
         self._check_truth_test(node.test)
         self._check_convergence(node)
 
     def visit_For(self, node: ast.For) -> None:
         self._check_convergence(node)
-
-    def visit_Assert(self, node: ast.Assert) -> None:
-        self._check_truth_test(node.test)
 
     def visit_BinOp(self, node: ast.BinOp) -> None:
         """``"%.4f" % loss``: %-formatting a tensor reads it."""

@@ -140,14 +140,29 @@ def passed_a_module(rules, call: ast.Call) -> bool:
         argument = site.args[position] if position < len(site.args) else None
         values = rules.assigned_values(rules.enclosing_scope(site), argument.id) if isinstance(
             argument, ast.Name) else []  # fmt: skip
-        for value in values:
-            while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
-                    value.func.attr in _RETURNS_MODULE):  # fmt: skip
-                value = value.func.value
-            if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
-                    and _module_class(value.func.id, tree, rules.context.project)):  # fmt: skip
-                return False
+        if not all(_builds_a_module(rules, value, tree) for value in values):
+            return False
         if not values:
             return False
         found = True
     return found
+
+
+def _builds_a_module(rules, value: ast.AST, tree: ast.Module, depth: int = 2) -> bool:
+    """``Ranker(...).to(dev)``: an instance of a Module class of the project; or the call of a
+    function of the file that returns one (``prior = train_prior(args)`` whose ``prior =
+    CodePrior(...).to(device)`` it returns: a VQ-VAE's prior, then sampled from)."""
+    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
+            value.func.attr in _RETURNS_MODULE):  # fmt: skip
+        value = value.func.value
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)):
+        return False
+    if _module_class(value.func.id, tree, rules.context.project):
+        return True
+    function = next((n for n in tree.body if isinstance(n, ast.FunctionDef)
+                     and n.name == value.func.id), None)  # fmt: skip
+    returned = [r.value for r in ast.walk(function) if isinstance(r, ast.Return) and r.value
+                is not None] if function is not None and depth > 1 else []  # fmt: skip
+    built = [v for r in returned for v in (rules.assigned_values(function, r.id) if isinstance(
+        r, ast.Name) else [r])]  # fmt: skip
+    return bool(built) and all(_builds_a_module(rules, v, tree, depth - 1) for v in built)

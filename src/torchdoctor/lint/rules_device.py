@@ -22,6 +22,8 @@ from torchdoctor.lint.visitor import (
 )
 
 _LOOPS = (*FOR, ast.While)
+#: expressions a host tensor passes through on its way to a move (a list torch.cat joins)
+_COMPOSED = (ast.Compare, ast.BinOp, ast.UnaryOp, ast.List, ast.Tuple)
 #: methods that reshape or repeat a host tensor on its way to the device
 _RESHAPES = frozenset({"repeat", "view", "reshape", "expand", "unsqueeze", "squeeze", "t",
                        "flatten", "permute", "transpose", "contiguous", "repeat_interleave"})
@@ -175,7 +177,8 @@ class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
         if use is not None:  # (axes = [torch.arange(s) for s in shape]; torch.meshgrid(axes))
             attribute, child, composed = self.parent(use), use, True
         for _ in range(6):  # ((torch.rand(n) > p).cuda()); torch.exp(-c * torch.arange(h) / h).to(d)
-            if isinstance(attribute, ast.Compare | ast.BinOp | ast.UnaryOp) or (
+            # (and torch.cat([torch.ones(n), torch.zeros(n)]).to(d): a list of host tensors)
+            if isinstance(attribute, _COMPOSED) or (
                     isinstance(attribute, ast.Subscript) and attribute.value is child) or (
                     isinstance(attribute, ast.Call) and child in attribute.args
                     and any(n.startswith("torch.") for n in self.callee(attribute))):  # fmt: skip

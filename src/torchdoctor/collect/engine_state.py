@@ -14,12 +14,13 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import torch
 
-from torchdoctor.collect.syncs_frames import user_code_frame
+from torchdoctor.collect.syncs_frames import user_code_frame, user_frame
 
 
 def autocast_dtype(device_type: str | None = None) -> str | None:
@@ -57,6 +58,29 @@ def note_autocast(knobs: dict[str, Any]) -> None:
     knobs["autocast"] = dtype is not None
     if dtype is not None:
         knobs["autocast_dtype"] = dtype
+
+
+def note_double_backward(knobs: dict[str, Any], graph_kept: bool) -> None:
+    """A backward pass begins (``graph_kept``: with ``create_graph=True``): the first such pass
+    is noted in ``knobs["gradient_graph"]`` (``"file.py:line"``, the user's line), and a pass
+    after it in ``knobs["double_backward"]`` (the same site): the run differentiates a
+    gradient (a gradient penalty, a PINN's derivatives, MAML's inner step, a Hessian), which
+    modules compiled with torch.compile refuse ("does not currently support double
+    backward"). A first-order ``create_graph`` pass alone (no pass after it) is none.
+
+    Example:
+        >>> knobs = {"gradient_graph": None, "double_backward": None}
+        >>> note_double_backward(knobs, True); knobs["double_backward"] is None
+        True
+        >>> note_double_backward(knobs, False); knobs["double_backward"] == knobs["gradient_graph"]
+        True
+    """
+    if knobs.get("gradient_graph") is None:
+        if graph_kept:
+            file, line, _ = user_frame(sys._getframe(1))
+            knobs["gradient_graph"] = f"{os.path.basename(file)}:{line}"
+    elif knobs.get("double_backward") is None:
+        knobs["double_backward"] = knobs["gradient_graph"]
 
 
 def channels_last_input(args: Any) -> bool | None:

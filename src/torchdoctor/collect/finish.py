@@ -67,6 +67,9 @@ def knobs_in_use(seen: dict[str, Any]) -> dict[str, Any]:
         "fused_attention": None,
         # torch.autograd.set_detect_anomaly on at the outermost module calls (None: not seen)
         "anomaly_detection": None,
+        # "file.py:line" where the run differentiates a gradient (create_graph=True, then a
+        # pass over it: collect/engine_state.note_double_backward); torch.compile refuses it
+        "double_backward": seen.get("double_backward"),
     }
 
 

@@ -30,6 +30,7 @@ import torch
 
 from torchdoctor.collect.call_lines import leading_dim, user_chain
 from torchdoctor.collect.compiled import compiled_frames, compiling
+from torchdoctor.collect.engine_state import note_double_backward
 from torchdoctor.collect.lines_install import insert_function_mode, remove_function_mode
 from torchdoctor.collect.outermost import in_eval_mode
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
@@ -267,11 +268,13 @@ class HookEvents:
             self._drop_steps()
 
     @_timed_event
-    def _backward_enter(self, roots: Any = None) -> None:
+    def _backward_enter(self, roots: Any = None, graph_kept: bool = False) -> None:
         if self._seen["manual_update"] == PENDING_NOTE:  # a no_grad block between backwards
             self._seen["manual_update"] = 1
             self.state.notes.append(MANUAL_UPDATE_NOTE)
         rec = self._rec
+        if graph_kept or rec.knobs["gradient_graph"]:
+            note_double_backward(rec.knobs, graph_kept)
         if rec.region_calls and rec.recording:
             rec.phases.push("other")  # the graph walk is profiler overhead, not forward
             try:

@@ -49,6 +49,7 @@ from torch.optim import optimizer as _optimizer
 from torchdoctor.collect.module_hooks import ModuleHooksSwitch
 
 _ROOTS = {"backward": "tensors", "grad": "outputs"}  # keyword of the first argument
+_CREATE_GRAPH_AT = {"backward": 3, "grad": 4}  # create_graph's position in their signatures
 
 
 class Installation:
@@ -57,7 +58,7 @@ class Installation:
     Example:
         >>> events = []
         >>> hooks = Installation()
-        >>> hooks.wrap_autograd(lambda roots: events.append("enter"), lambda: events.append("leave"))
+        >>> hooks.wrap_autograd(lambda roots, kept: events.append("enter"), lambda: events.append("leave"))
         >>> torch.ones(1, requires_grad=True).sum().backward()
         >>> hooks.remove()
         >>> torch.ones(1, requires_grad=True).sum().backward()  # unwrapped again
@@ -86,8 +87,10 @@ class Installation:
         self._undo.append(post_handle.remove)
 
     def wrap_autograd(self, enter: Callable[[Any], None], leave: Callable[[], None]) -> None:
-        """Call ``enter(roots)``/``leave()`` around every ``torch.autograd.backward`` and
-        ``grad`` (``roots``: the tensors the pass starts from, their first argument).
+        """Call ``enter(roots, graph_kept)``/``leave()`` around every ``torch.autograd.backward``
+        and ``grad`` (``roots``: the tensors the pass starts from, their first argument;
+        ``graph_kept``: ``create_graph=True``, the gradients differentiable, unless torch.func's
+        transforms asked for it: they always do, for their own nesting).
 
         One pass is one enter/leave: under a torch function mode (the sync audit, the hot
         lines) ``torch.autograd.grad`` dispatches to the mode, which calls the public function
@@ -98,12 +101,20 @@ class Installation:
             original = getattr(torch.autograd, name)
 
             @functools.wraps(original)
-            def wrapper(*args: Any, _target=original, _key=_ROOTS[name], **kwargs: Any) -> Any:
+            def wrapper(
+                *args: Any, _target=original, _key=_ROOTS[name], _at=_CREATE_GRAPH_AT[name],
+                **kwargs: Any,
+            ) -> Any:
                 if getattr(inside, "active", False):
                     return _target(*args, **kwargs)
                 inside.active = True
                 try:
-                    enter(args[0] if args else kwargs.get(_key))
+                    kept = kwargs.get("create_graph", args[_at] if len(args) > _at else False)
+                    if kept and sys._getframe(1).f_globals.get("__name__", "").startswith(
+                        "torch._functorch"
+                    ):
+                        kept = False
+                    enter(args[0] if args else kwargs.get(_key), bool(kept))
                     try:
                         return _target(*args, **kwargs)
                     finally:

@@ -111,7 +111,8 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         self.fingerprints_across_steps = False  # set by the profiler (see new_step)
         self.fingerprinting = True  # this step compares module inputs (set by the profiler)
         # engine knobs seen in use during the step (None: no evidence either way)
-        self.knobs: dict[str, bool | None] = {"autocast": None, "channels_last": None}
+        self.knobs: dict[str, Any] = {"autocast": None, "channels_last": None,
+                                      "gradient_graph": None, "double_backward": None}
         self.anomaly = AnomalyProbe()  # anomaly detection left on (engine_state.py)
         # the first input's shape at the step's first outermost call (steps cut at module
         # calls: an autoregressive loop's input grows by a token per step); None: not seen

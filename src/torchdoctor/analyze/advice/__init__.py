@@ -43,6 +43,7 @@ from torchdoctor.analyze.advice.data_phase import data_loading
 from torchdoctor.analyze.advice.debug_modes import anomaly_detection
 from torchdoctor.analyze.advice.decode_cache import decode_without_cache
 from torchdoctor.analyze.advice.dominant import dominant_module
+from torchdoctor.analyze.advice.double_backward import without_compile
 from torchdoctor.analyze.advice.dropout_share import dropout_share
 from torchdoctor.analyze.advice.embedding_gradient import embedding_gradient
 from torchdoctor.analyze.advice.emulated_bf16 import emulated_bf16
@@ -193,6 +194,7 @@ def advise(session: Mapping[str, Any], lint: Sequence[Any] | None = None) -> lis
     found = in_framework_terms(session, found)  # (the Trainer's knobs, not a line to add)
     found = in_script_terms(session, found)  # (the script's own option for the remedy first)
     found = with_tune_command(session, found)  # (`torchdoctor tune` with the run's arguments)
+    found = without_compile(session, found)  # (a step differentiating a gradient: refused)
     found = with_compile_caveat(found)  # (what a compile's stated speedup leaves out)
     step = advice_step_ms(session)  # (of the step without the profiler, or the mean step)
     found.sort(key=_rank_key, reverse=True)

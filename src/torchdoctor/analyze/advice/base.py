@@ -56,6 +56,16 @@ COMPILE_CAVEAT = (
 )
 
 
+def prescribes_compile(item: Any) -> bool:
+    """Whether an advice's remedy is torch.compile (its cause, or its code compiling the model).
+
+    Example:
+        >>> prescribes_compile(Advice("r", "t", cause="torch.compile")), prescribes_compile(Advice("r", "t"))
+        (True, False)
+    """
+    return item.cause == "torch.compile" or "torch.compile(model)" in (item.code or "")
+
+
 def with_compile_caveat(found: list[Any]) -> list[Any]:
     """``found`` with :data:`COMPILE_CAVEAT` added to each advice whose remedy is
     torch.compile (once): its stated speedup leaves the compile time out.
@@ -67,8 +77,7 @@ def with_compile_caveat(found: list[Any]) -> list[Any]:
         'Measure it: torchdoctor tune t.py. Compiling tak'
     """
     for item in found:
-        compiles = item.cause == "torch.compile" or "torch.compile(model)" in (item.code or "")
-        if compiles and "compile time" not in (item.fix or ""):  # (once; a cure saying it)
+        if prescribes_compile(item) and "compile time" not in (item.fix or ""):  # (once)
             fix = (item.fix or "").rstrip()  # (a fix ending in a command gets its full stop)
             item.fix = fix + ("" if not fix or fix[-1] in ".;:!?)" else ".") + COMPILE_CAVEAT
     return found

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from torchdoctor.collect.assemble import own_ms, typical_steps
-from torchdoctor.collect.lines_overhead import line_call_cost_us
+from torchdoctor.collect.lines_overhead import in_clock_cost_us, line_call_cost_us
 from torchdoctor.collect.profiler_overhead import estimate_profiler_overhead, measured_detail_ms
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.syncs_overhead import per_call_cost_us
@@ -137,11 +137,13 @@ def note_profiler_overhead(
     detail = session["config"]["detail"]
     steps = max(1, state.summaries.count)
     audit_calls = audit_cost = 0.0
+    audit_class = None  # (the class of an audit that ran: its mode sits under the lines')
     for one in audits:  # the audits active while profiling (run's own included)
         calls_per_step = one.function_calls / max(1, detail["audited_count"])
         if calls_per_step:
             audit_calls += calls_per_step
-            audit_cost = per_call_cost_us("function", type(one))
+            audit_class = type(one)
+            audit_cost = per_call_cost_us("function", audit_class)
     typical, out = _left_out(state)  # (the calls of a step left out are no typical step's)
     summaries = [s for s in state.summaries if id(s) not in out]
     # per detailed step (lines are timed in some of them: schedule.LINES_EVERY)
@@ -211,6 +213,11 @@ def note_profiler_overhead(
         audit_per_call = min(1.0, audit_calls / line_calls)
         estimate["per_timed_call_us"] = (
             line_cost + seen_per_call * seen_cost + audit_per_call * audit_cost
+        )
+        # ... of which an execution's first call pays only what falls inside the line's clock
+        # (its dispatch and the handler's bookkeeping come before and after it)
+        estimate["first_call_us"] = min(
+            estimate["per_timed_call_us"], in_clock_cost_us(audit_class)
         )
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")

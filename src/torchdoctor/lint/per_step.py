@@ -30,10 +30,15 @@ class PerStepCalls:
 
     def per_step_call(self, scope: ast.AST) -> str | None:
         """``on every call of `fn` (called by `a`, called by `Cls.forward`)`` when the function
-        ``scope`` runs on every step or model call (see the module docstring); else None."""
+        ``scope`` runs on every step or model call (see the module docstring); else None. A
+        lambda the module binds to a name is that function (nerf-pytorch's ``mse2psnr =
+        lambda x: -10. * torch.log(x) / torch.log(torch.Tensor([10.]))``)."""
         owner = self.parent(scope)  # type: ignore[attr-defined]
-        name = f"{owner.name}.{scope.name}" if isinstance(owner, ast.ClassDef) else scope.name
-        chain = [scope.name]
+        function = getattr(scope, "name", None) or _bound_name(scope, owner)
+        if function is None:
+            return None
+        name = f"{owner.name}.{function}" if isinstance(owner, ast.ClassDef) else function
+        chain = [function]
         while len(chain) <= MAX_DEPTH:
             called_by = self._called_per_step(chain[-1])
             if called_by is not None:
@@ -150,3 +155,21 @@ def _callees(function: ast.AST) -> set[str]:
             if callee:
                 names.add(callee)
     return names
+
+
+def _bound_name(scope: ast.AST, owner: ast.AST | None) -> str | None:
+    """The name a module-level ``name = lambda ...:`` binds ``scope`` (a lambda) to.
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> tree = ast.parse("psnr = lambda x: -10. * torch.log10(x)")
+        >>> _ = link_parents(tree)
+        >>> _bound_name(tree.body[0].value, tree.body[0])
+        'psnr'
+    """
+    if isinstance(scope, ast.Lambda) and isinstance(owner, ast.Assign) and owner.value is scope:
+        target = owner.targets[0]
+        if len(owner.targets) == 1 and isinstance(target, ast.Name) and isinstance(
+                getattr(owner, "td_parent", None), ast.Module):  # fmt: skip
+            return target.id
+    return None

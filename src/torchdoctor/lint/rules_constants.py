@@ -214,8 +214,8 @@ class ConstantRules(PerStepCalls, RuleVisitor):
                     f"call of `{owner.name}.forward`")  # type: ignore[union-attr]
         if loops:
             return None  # (a loop over test cases, devices, a configuration: not per step)
-        if not isinstance(scope, FUNCTIONS):
-            return None
+        if not isinstance(scope, (*FUNCTIONS, ast.Lambda)):
+            return None  # (a lambda: per_step_call follows one the module binds to a name)
         if forward:
             return f"on every call of `{owner.name}.forward`"  # type: ignore[union-attr]
         return self.per_step_call(scope)

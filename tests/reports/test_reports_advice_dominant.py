@@ -197,6 +197,19 @@ def test_a_composite_made_of_linear_layers_is_told_to_make_the_matmuls_cheaper()
     assert 'device_type="cpu"' in item.code  # (the snippet follows the text: a CPU run)
 
 
+def test_a_cpu_without_bf16_units_is_not_given_a_cuda_autocast_snippet():
+    """WGAN-GP's MLP discriminator on an AVX2 CPU (clients round 17): "run them in bf16 under
+    torch.autocast" with a `device_type="cuda"` snippet, where CPU autocast would emulate bf16."""
+    session = {"step_ms": s(70.0), "tree": _composite("Linear", "GELU"),
+               "environment": {"device": "cpu", "bf16_native": False}}  # fmt: skip
+    (item,) = dominant_module(session)
+    assert item.cause == "bf16-autocast" and item.code is None
+    assert "no bfloat16 units" in item.fix and "slower" in item.fix
+    cuda = {**session, "environment": {"device": "cuda:0", "bf16_native": False}}
+    (item,) = dominant_module(cuda)  # (near miss: a GPU run keeps its snippet)
+    assert 'device_type="cuda"' in item.code and "no bfloat16 units" not in item.fix
+
+
 def test_a_composite_of_small_mixed_parts_is_still_told_to_compile():
     (item,) = dominant_module({"step_ms": s(70.0), "tree": _composite("LayerNorm", "GELU")})
     assert "spread over its parts: compile it" in item.title

@@ -68,6 +68,15 @@ WRAPPER = 0.80
 
 #: the fused-attention remedy on a CPU run whose attention ran dropout in training
 
+
+#: the bf16 remedies' addition on a CPU known to lack bfloat16 units (rule emulated-bf16's case)
+CPU_NO_BF16_NOTE = (
+    " This CPU has no bfloat16 units (no AVX512-BF16 or AMX): torch.autocast('cpu', "
+    "dtype=torch.bfloat16) would emulate the multiplies, {low:g}-{high:g}x slower "
+    "(BENCHMARKS.md); here keep float32 and make them smaller or fewer."
+)
+
+
 def _parts_text(node: Mapping[str, Any], step: float | None = None) -> str:
     """Its three largest parts with their share of it, or of the ``step`` (the remedies'
     thresholds are shares of the step: BERT's "layer.0.attention 74%" beside "none of them
@@ -218,6 +227,12 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         if remedy.cause == "bf16-autocast" and not cuda and bf16 is True:
             fix += CPU_BF16_NOTE
             code = (code or "").replace('device_type="cuda"', 'device_type="cpu"')
+        elif remedy.cause == "bf16-autocast" and not cuda and bf16 is False:
+            # (a CUDA snippet for a CPU run, where autocast would emulate bf16: WGAN-GP's
+            # discriminator, clients round 17)
+            fix += CPU_NO_BF16_NOTE.format(low=SPEEDUPS["emulated_bf16"].low,
+                                           high=SPEEDUPS["emulated_bf16"].high)  # fmt: skip
+            code = None
         references = (ops if remedy.name == "linear-algebra" else []) + list(remedy.references)
         inside = facts.heaviest_in([str(n.get("path") or "") for n in group or [node]])
         named: list[str] = []

@@ -121,6 +121,19 @@ def test_known_library_syncs_are_matched_by_package_file_and_text():
     assert len({(k.file, k.text) for k in KNOWN_LIBRARY_SYNCS}) == len(KNOWN_LIBRARY_SYNCS)
 
 
+def test_pygs_scatter_sizing_read_is_known_with_the_poolings_size_switch():
+    """PyG's global_add_pool(x, batch) without size= reads batch.max() at every call (its
+    mutag_gin example: "no known switch")."""
+    pool = {"library": "torch_geometric", "line": 48, "function": "scatter", "kind": "int",
+            "file": "/v/site-packages/torch_geometric/utils/_scatter.py", "per_step": 2.0,
+            "op": "dim_size = int(index.max()) + 1 if index.numel() > 0 else 0"}  # fmt: skip
+    (item,) = advise({"step_ms": {"median": 100.0}, "syncs": [pool]})
+    assert "size=data.num_graphs" in item.fix and "no known switch" not in item.fix
+    assert "global_add_pool" in item.title
+    other = {**pool, "op": "out = src.new_zeros(size).scatter_add_(dim, index, src)"}
+    assert known_sync(other) is None  # (near miss: another line of the same file)
+
+
 def test_a_known_sync_without_switch_says_so():
     masks = _hf_record(
         file="/v/site-packages/transformers/masking_utils.py",

@@ -140,6 +140,19 @@ KNOWN_LIBRARY_SYNCS: tuple[LibrarySync, ...] = (
         "generate()'s stop test (one number read per new token, to stop at EOS) has no "
         "switch: give each generate() call more prompts (a batch) so they share it",
     ),
+    LibrarySync(  # (PyG's examples/mutag_gin.py, clients round 17: global_add_pool(x, batch))
+        ("torch_geometric",),
+        "utils/_scatter.py",
+        "int(index.max())",
+        "torch_geometric's scatter reads the largest index to size its output when no size is "
+        "given (dim_size = int(index.max()) + 1): a graph-level pooling without size= reads "
+        "the graph count from the batch vector at every call",
+        "global_add_pool(x, batch, size=data.num_graphs): pass the number of graphs, a Python "
+        "int the Batch already holds (global_mean_pool and global_max_pool take size= too; "
+        "other torch_geometric.utils functions a dim_size or num_nodes)",
+        "x = global_add_pool(x, batch)                        # before: reads batch.max()\n"
+        "x = global_add_pool(x, batch, size=data.num_graphs)  # after: no read",
+    ),
     LibrarySync(
         ("lightning", "lightning_fabric", "pytorch_lightning"),
         "utilities/apply_func.py",

@@ -6,6 +6,7 @@ import ast
 import re
 
 from torchdoctor.lint.loader_datasets import LoaderDatasets
+from torchdoctor.lint.loader_passes import iterated_once
 from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS, PinnedCopies, loader_of
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import FOR, same_file_callee
@@ -376,6 +377,8 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
         made_by = (dotted(first.func) or "") if isinstance(first, ast.Call) else ""
         target = names[0] if names and "." not in names[0] else None
         scope = self.enclosing_scope(call)
+        if target and iterated_once(self, target, scope):
+            return True  # (handed to one function that walks it once: an export script's)
         split = made_by and target and any(isinstance(a, ast.Constant) and _TEST_NAME.search(str(a.value))
                                            for a in (*first.args, *(k.value for k in first.keywords)))
         if not any(_TEST_NAME.search(n.rsplit(".", 1)[-1]) for n in names) and not (

@@ -1,0 +1,66 @@
+"""Whether one DataLoader object is iterated once (TD403 reads it): its workers start once
+whatever ``persistent_workers`` says, so the option buys nothing.
+
+A feature-extraction or export script builds its loader, hands it to one function that walks
+it once and exits (vq-vae-2-pytorch's ``extract_code.py``: ``extract(env, loader, model,
+device)``, called once at the script's top level, runs ``for img, _, filename in
+tqdm(loader)``). Followed: the name's one use (``len(loader)``, ``loader.dataset`` aside)
+outside any loop, as a ``for`` loop's iterable (also through ``tqdm(...)`` /
+``enumerate(...)``, or a name assigned such a wrapper), or as an argument of a function of
+the file whose parameter is, in turn, walked once.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS
+from torchdoctor.lint.visitor import FOR, FUNCTIONS
+
+
+def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2) -> bool:
+    """``name`` (a loader bound in ``scope``) is iterated by exactly one pass (see the module
+    docstring); ``rules`` is a rule visitor (its ``parent``, ``enclosing_loops`` and
+    ``context``).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("from torch.utils.data import DataLoader\\n"
+        ...        "def export(loader, model):\\n    for x in loader:\\n        model(x)\\n"
+        ...        "def main(ds, model):\\n    loader = DataLoader(ds, num_workers=4)\\n"
+        ...        "    export(loader, model)\\n")
+        >>> [f.code for f in lint_source(src)]
+        []
+    """
+    uses = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
+            and isinstance(n.ctx, ast.Load) and not _measured(rules, n)
+            and rules.enclosing_scope(n) is scope]  # fmt: skip
+    if len(uses) != 1 or rules.enclosing_loops(uses[0]) or depth <= 0:
+        return False
+    child, above = uses[0], rules.parent(uses[0])
+    while isinstance(above, ast.Call) and child in above.args and (
+            getattr(above.func, "id", None) in LOOP_WRAPPERS):  # fmt: skip
+        child, above = above, rules.parent(above)
+    if isinstance(above, (*FOR, ast.comprehension)) and above.iter is child:
+        return True
+    if isinstance(above, ast.Assign) and above.value is child and child is not uses[0] and (
+            len(above.targets) == 1 and isinstance(above.targets[0], ast.Name)):  # fmt: skip
+        return iterated_once(rules, above.targets[0].id, scope, depth)  # (pbar = tqdm(loader))
+    if isinstance(above, ast.Call) and child is uses[0] and child in above.args:
+        tree = rules.context.tree
+        function = next((f for f in getattr(tree, "body", ()) if isinstance(f, FUNCTIONS)
+                         and f.name == getattr(above.func, "id", None)), None)  # fmt: skip
+        params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)] if (
+            function is not None) else []  # fmt: skip
+        position = above.args.index(child)
+        return position < len(params) and iterated_once(
+            rules, params[position], function, depth - 1)
+    return False
+
+
+def _measured(rules, use: ast.Name) -> bool:
+    """``len(loader)``, ``loader.dataset``, ``pbar.set_description(...)``: a size or an
+    attribute read, no iteration."""
+    above = rules.parent(use)
+    return isinstance(above, ast.Attribute) or (
+        isinstance(above, ast.Call) and getattr(above.func, "id", None) == "len")

@@ -1,0 +1,46 @@
+"""TD403 and a loader walked in one pass (vq-vae-2-pytorch's extract_code.py, linted in
+corpus 31's round): its workers start once, persistent or not."""
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+
+def extract(env, loader, model):
+    pbar = tqdm(loader)
+    for i, (img, name) in enumerate(pbar):
+        env.put(name, model.encode(img))
+        pbar.set_description(f"inserted: {i}")
+
+
+def fit(loader, model, opt, epochs):
+    for _ in range(epochs):
+        for x in loader:
+            model(x).sum().backward()
+            opt.step()
+
+
+def export_main(ds, model, env):
+    loader = DataLoader(ds, batch_size=64, num_workers=4)  # near-miss: one pass, in extract()
+    print(len(loader), "batches of", len(loader.dataset))
+    extract(env, loader, model)
+
+
+def embed_main(ds, encoder):
+    loader = DataLoader(ds, batch_size=64, num_workers=4)  # near-miss: one pass, here
+    return [encoder(x) for x in tqdm(loader)]
+
+
+def train_main(ds, model, opt):
+    loader = DataLoader(ds, batch_size=64, num_workers=4)  # expect: TD403
+    fit(loader, model, opt, 10)
+
+
+def twice_main(ds, model, env):
+    loader = DataLoader(ds, batch_size=64, num_workers=4)  # expect: TD403
+    extract(env, loader, model)
+    extract(env, loader, model)
+
+
+def epochs_main(ds, model, env, epochs):
+    loader = DataLoader(ds, batch_size=64, num_workers=4)  # expect: TD403
+    for _ in range(epochs):
+        extract(env, loader, model)

@@ -231,13 +231,20 @@ def given_eval_models(rule: Any, function: ast.AST) -> set[str]:
 
 
 def _put_in_eval(scope: ast.AST, name: str, call: ast.Call) -> bool:
-    """``model.eval()`` as a statement of ``scope`` before ``call`` (``model = Net(n);
+    """``model.eval()`` as a statement of ``scope``, or of a block around ``call`` in it (a
+    script's ``if __name__ == "__main__":``), before ``call`` (``model = Net(n);
     model.load_state_dict(sd); model.eval(); depth(model, words)``)."""
     body = getattr(scope, "body", ())  # (a lambda's body is one expression: no statements)
-    return isinstance(body, list) and any(
+    blocks = [body] if isinstance(body, list) else []
+    child, above = call, getattr(call, "td_parent", None)
+    while above is not None and child is not scope and above is not scope:
+        blocks += [b for b in (getattr(above, "body", None), getattr(above, "orelse", None))
+                   if isinstance(b, list) and any(s is child for s in b)]  # fmt: skip
+        child, above = above, getattr(above, "td_parent", None)
+    return any(
         isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and not s.value.args
         and method_name(s.value) == "eval" and dotted(s.value.func.value) == name
-        and s.lineno < call.lineno for s in body)  # fmt: skip
+        and s.lineno < call.lineno for block in blocks for s in block)  # fmt: skip
 
 
 def _holds_eval_model(rule: Any, scope: ast.AST, value: ast.AST) -> bool:

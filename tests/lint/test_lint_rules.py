@@ -147,3 +147,21 @@ def test_an_encoder_fed_by_an_invariant_module_call_is_one_finding_on_the_encode
     (finding,) = lint_source(src)
     assert finding.code == "TD601" and (finding.line, finding.column) == (6, 22)
     assert "`self.encoder(vl, self.ego_mlp(ego))` gets the same arguments" in finding.message
+
+
+def test_td307_leaves_a_numpy_only_file_alone() -> None:
+    """egnn's n_body_system/dataset/synthetic_sim.py: a NumPy simulation class slicing its `loc`
+    argument per ball (no torch import, no Module): silent; the same method in a file that
+    imports torch slices what may be an activation."""
+    body = (
+        "class SpringSim(object):\n"
+        "    def _energy(self, loc, edges):\n"
+        "        U = 0\n"
+        "        for i in range(loc.shape[1]):\n"
+        "            for j in range(loc.shape[1]):\n"
+        "                r = loc[:, i] - loc[:, j]\n"
+        "                U += edges[i, j] * (r ** 2).sum()\n"
+        "        return U\n"
+    )
+    assert [f.code for f in lint_source("import numpy as np\n" + body)] == []
+    assert [f.code for f in lint_source("import torch\n" + body)] == ["TD307", "TD307"]

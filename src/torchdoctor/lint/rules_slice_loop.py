@@ -298,7 +298,8 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         if depth <= 0:
             return False
         if isinstance(scope, FUNCTIONS) and isinstance(self.parent(scope), ast.ClassDef):
-            if name in {a.arg for a in scope.args.args[1:]} and not _DATA_ARGUMENT.search(name):
+            if name in {a.arg for a in scope.args.args[1:]} and not _DATA_ARGUMENT.search(
+                    name) and (_in_module(scope) or _imports_torch(self.names)):  # (NumPy: no)
                 return True
         elif isinstance(scope, FUNCTIONS) and name in {a.arg for a in scope.args.args} and (
                 project := self.context.project) is not None:  # fmt: skip
@@ -440,3 +441,8 @@ def _dim_text(node: ast.AST) -> str:
                 return str(position - len(index.elts))  # (after an Ellipsis: from the end)
             return str(position)
     return "0"
+
+
+def _imports_torch(names) -> bool:
+    """The file imports torch or one of its modules (a file of NumPy code slices arrays)."""
+    return any(q.split(".", 1)[0] == "torch" for qs in names.imports.values() for q in qs)

@@ -233,3 +233,22 @@ def test_a_tick_in_the_tail_of_optimizer_step_is_no_lines():
     assert sampler.lines == {} and sampler.pending == 5_000_000  # (kept for the next tick)
     sampler._charge(sys._getframe())  # a tick on this test's own line takes the pending time
     assert sum(sampler.lines.values()) >= 5_000_000
+
+
+def test_work_under_a_step_modulo_gate_is_told_it_runs_on_some_steps_only():
+    """A checkpoint written under `if i % 10 == 0` fell in a detailed step and read "a
+    checkpoint written every step" with a saving: the source's gate says it is periodic."""
+    calls = [0]
+
+    def between():
+        calls[0] += 1
+        if calls[0] % 2 == 1:  # (the gate the advice names)
+            sum(range(3_000_000))  # (the gated work)
+
+    session = _train(between, steps=15)
+    (row,) = [r for r in session["other_lines"] if "the gated work" in r["code"]]
+    assert row["gate"] == "calls[0] % 2 == 1"
+    (item,) = [a for a in advise(session) if a.rule == "between-steps"]
+    assert "under `if calls[0] % 2 == 1`" in item.title and "every step" not in item.title
+    assert item.estimated_saving_ms is None and item.confidence == "low"
+    assert "gate" not in _train(_busy, steps=3)["other_lines"][0]

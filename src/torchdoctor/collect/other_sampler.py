@@ -45,6 +45,7 @@ from typing import Any
 
 from torchdoctor.collect.lines_frames import COLLECT, LIBRARY, PROFILER, USER, in_torch, kind_of
 from torchdoctor.collect.other_chains import loop_depth, loop_lines
+from torchdoctor.collect.source_lines import periodic_gate
 
 #: seconds of process CPU time between ticks (about 1% of the phase's time in the handler)
 INTERVAL_S = 0.002
@@ -276,6 +277,8 @@ def other_lines_section(
             # (sampled in few of them: periodic or one-off work, DCGAN's sample images at
             # iteration 0 of an epoch, in the first detail window by chance)
             "steps_seen": len(seen[(file, line, function)]), "steps_sampled": len(steps),
+            # (the `if step % N == 0` around it in the source: work of some steps only)
+            **({"gate": gate} if (gate := periodic_gate(file, line)) else {}),
             "via": [{"file": f, "line": n, "function": name, "ms_per_step": v / len(steps) / 1e6}
                     for (f, n, name), v in through[:3]],
         })  # fmt: skip

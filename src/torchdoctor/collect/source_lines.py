@@ -124,3 +124,55 @@ def _starts(file: str, _lines: int) -> dict[int, int]:
         for line in range(node.lineno + 1, end + 1):
             starts[line] = node.lineno
     return starts
+
+
+def periodic_gate(file: str, line: int) -> str | None:
+    """The test of the innermost ``if`` around ``file:line`` (within its function) that runs
+    it every N steps (a ``%`` in the test: ``if i % 10 == 0``, ``if step % args.log_every ==
+    0 and step``), as source text; None when no such ``if`` holds the line, its ``else`` does,
+    or the file cannot be parsed. A test of which process runs (``if rank % 2 == 0``) is none.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "train.py")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("for i in range(9):\\n    step()\\n    if i % 10 == 0:\\n        save()\\n")
+        >>> periodic_gate(path, 4), periodic_gate(path, 2)
+        ('i % 10 == 0', None)
+    """
+    tree = parsed(file)
+    if tree is None:
+        return None
+    node: ast.AST = tree
+    gate = None
+    while True:  # (down the statements holding the line, outermost first)
+        inner = next((child for child in _bodies(node) if child.lineno <= line <= (
+            child.end_lineno or child.lineno)), None)  # fmt: skip
+        if inner is None:
+            return gate
+        if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            gate = None  # (a gate outside the function does not run it per step)
+        elif isinstance(inner, ast.If) and _in_body(inner, line) and _steps_test(inner.test):
+            gate = ast.unparse(inner.test)
+        node = inner
+
+
+def _bodies(node: ast.AST) -> list[ast.stmt]:
+    out: list[ast.stmt] = []
+    for name in ("body", "orelse", "finalbody", "handlers"):
+        part = getattr(node, name, None)
+        if isinstance(part, list):
+            out.extend(s for s in part if isinstance(s, (ast.stmt, ast.excepthandler)))
+    return out
+
+
+def _in_body(node: ast.If, line: int) -> bool:
+    return any(s.lineno <= line <= (s.end_lineno or s.lineno) for s in node.body)
+
+
+def _steps_test(test: ast.AST) -> bool:
+    if not any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) for n in ast.walk(test)):
+        return False
+    names = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(test)
+             if isinstance(n, (ast.Name, ast.Attribute))]  # fmt: skip
+    return not any("rank" in name.lower() or "world" in name.lower() for name in names)

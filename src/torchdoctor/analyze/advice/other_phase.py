@@ -139,7 +139,18 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
         # (DCGAN's sample images at an epoch's iteration 0: 46 ms in 1 of 11 steps; work of
         # every step sampled sparsely, stable-baselines3's rollouts, is a tick now and then)
         rare = 0 < 2 * seen < sampled and ms * sampled / seen >= RARE_LUMP_MS
-        if rare:
+        gate = row.get("gate")
+        if gate:  # (o_sparse_param's torch.save under `if i % 10 == 0` read "every step")
+            rare = True
+            what = what.replace(" every step", "") + (
+                f" under `if {gate}`: work of some steps only, sampled in {seen} of the "
+                f"{sampled} detailed steps")  # fmt: skip
+            fix = (f"It runs under `if {gate}`: already less often than every step. Each "
+                   f"time it runs it costs about {fmt_ms(ms * sampled / max(seen, 1))}: leave "
+                   "it, or run it less often or in a background thread; the periodic-steps "
+                   "advice, when there is one, measures it over all the steps.")  # fmt: skip
+            saving = None
+        elif rare:
             what = what.replace(" every step", "") + (
                 f" in {seen} of the {sampled} detailed steps only ({fmt_ms(ms * sampled / seen)}"
                 " each time): periodic or one-off work, whose share of the run these steps "

@@ -38,6 +38,13 @@ def test_any_other_loop_gets_the_generic_batching():
     assert "pipeline" not in item.fix
 
 
+def test_a_denoising_loop_is_told_its_steps_cannot_be_batched_only_its_samples():
+    """The diffusers quicktour's loop, one image: `model(input, t)` per timestep, each step's
+    input the previous one's output, was told to stack its inputs with a DataLoader."""
+    (item,) = one_sample_per_call({"steps": _steps(), "step_ms": {"median": 700.0}})
+    assert "cannot batch its steps" in item.fix and "independent samples" in item.fix
+
+
 def test_batches_training_and_short_runs_are_left_alone():
     assert one_sample_per_call({"steps": _steps(first_dim=8)}) == []
     assert one_sample_per_call({"steps": _steps(backward=3.0)}) == []  # (training: batch 1 is

@@ -91,6 +91,13 @@ def test_a_numbered_module_is_named_with_its_type():
     tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [model]}
     titles = [a.title for a in dominant_module({"step_ms": {"median": 10.0}, "tree": tree})]
     assert titles and titles[0].startswith("Sequential.0 (Conv2d) dominates the step"), titles
+    # a wrapper's "module" (DataParallel, DDP): which one? its type says
+    inner = node("DataParallel.module", "Sequential", 6.0,
+                 [node(f"DataParallel.module.{i}", "Linear", 2.0) for i in range(3)])
+    wrapper = node("DataParallel", "DataParallel", 10.0, [inner])
+    tree = {"kind": "root", "path": "", "total_ms": {"median": 10.0}, "children": [wrapper]}
+    titles = [a.title for a in dominant_module({"step_ms": {"median": 10.0}, "tree": tree})]
+    assert any("module (Sequential) dominates the step" in t for t in titles), titles
 
 
 def test_scattered_layers_of_one_type_are_no_stack_and_two_models_are_told_apart():

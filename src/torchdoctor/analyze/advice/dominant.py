@@ -77,6 +77,9 @@ CPU_NO_BF16_NOTE = (
 )
 
 
+#: attribute names that say nothing of the module (a wrapper's "module": DataParallel, DDP)
+_GENERIC_NAMES = frozenset({"module", "model", "_orig_mod", "_fsdp_wrapped_module"})
+
 def _parts_text(node: Mapping[str, Any], step: float | None = None) -> str:
     """Its three largest parts with their share of it, or of the ``step`` (the remedies'
     thresholds are shares of the step: BERT's "layer.0.attention 74%" beside "none of them
@@ -217,9 +220,11 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         named = str(node.get("type") or "") not in ("", label.rsplit(".", 1)[-1])
         # a leaf's type says what it is; so does a numbered child of the model ("2": which?)
         numbered = label.split(".", 1)[0].isdigit()
-        leaf_type = (
-            f" ({node.get('type')})" if not group and named and (is_leaf(node) or numbered) else ""
-        )
+        # ... and a wrapper's generic attribute (DataParallel's and DDP's "module": which?)
+        generic = label.rsplit(".", 1)[-1] in _GENERIC_NAMES
+        leaf_type = (f" ({node.get('type')})"
+                     if not group and named and (is_leaf(node) or numbered or generic)
+                     else "")  # fmt: skip
         title, fix, code = remedy.title, remedy.fix, remedy.code
         if remedy.name == "layer-stack" and bwd <= 0:  # (inference: nothing trains here)
             fix = fix.replace("train a model with fewer or narrower layers",

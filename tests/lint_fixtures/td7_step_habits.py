@@ -248,3 +248,23 @@ def selfplay_iterations(net, play, opt, n_iters, train_steps):
             loss.backward()
             opt.step()
         torch.save(net.state_dict(), "best.pt")  # near-miss: each step draws a new minibatch
+
+
+def cleanrl_ppo(agent, envs, optimizer, device, n_iters, n_steps, update_epochs, batch, mb):
+    for iteration in range(n_iters):
+        with torch.no_grad():
+            for step in range(n_steps):
+                obs[step], rewards[step] = envs.step(agent(obs[step - 1]))
+        b_obs = obs.reshape(batch, -1)
+        agent.to(device)  # expect: TD713 (a permutation walks the same rollout batch)
+        for epoch in range(update_epochs):
+            b_inds = torch.randperm(batch)
+            for start in range(0, batch, mb):
+                loss = agent(b_obs[b_inds[start:start + mb]]).sum()
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+                optimizer.step()
+        torch.save(agent.state_dict(), "ppo.pt")  # expect: TD711 (every few minibatch steps)
+        if iteration % 50 == 0:
+            torch.save(agent.state_dict(), f"ppo_{iteration}.pt")  # near-miss: every 50 rollouts

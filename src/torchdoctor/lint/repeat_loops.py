@@ -15,8 +15,10 @@ from torchdoctor.lint.syntax import dotted, target_names
 
 FOR = (ast.For, ast.AsyncFor)
 _WRAPPERS = {"tqdm", "tqdm.tqdm", "trange", "enumerate"}
-#: calls that draw a new batch: next(it), a random index into a replay buffer, a sampler
-_DRAWS = re.compile(r"(^|\.)(next|randint|randperm|choice|multinomial|shuffle|sample\w*)$")
+#: calls that draw a new batch: next(it), a random index into a replay buffer, a sampler (not a
+#: permutation, torch.randperm / np.random.shuffle: the same batch walked in another order, as
+#: CleanRL's PPO does at every update epoch)
+_DRAWS = re.compile(r"(^|\.)(next|randint|choice|multinomial|sample\w*)$")
 
 
 def over_range(it: ast.AST) -> bool:
@@ -78,7 +80,8 @@ def repeats_outer_batch(inner: ast.AST, outer: ast.AST) -> bool:
 
 def steps_on_its_batches(loop: ast.AST, trains) -> bool:
     """``loop`` (over a range, not over epochs) holds a top-level inner loop that repeats
-    training steps (``trains(inner)``) on the batch ``loop``'s iteration made.
+    training steps (``trains(inner)``, or a loop over minibatch offsets in it) on the batch
+    ``loop``'s iteration made.
 
     Example:
         >>> src = ("for it in range(n):\\n    seq = sample(policy)\\n"
@@ -90,4 +93,6 @@ def steps_on_its_batches(loop: ast.AST, trains) -> bool:
         return False
     body = [s for stmt in loop.body
             for s in (stmt.body if isinstance(stmt, ast.With) else [stmt])]  # fmt: skip
-    return any(repeats_outer_batch(s, loop) and trains(s) for s in body)
+    return any(repeats_outer_batch(s, loop) and (trains(s) or any(
+        isinstance(m, FOR) and over_range(m.iter) and trains(m) for m in s.body))
+        for s in body)  # fmt: skip  (CleanRL: for start in range(0, n, mb) in each epoch)

@@ -210,7 +210,8 @@ class CheckpointRules(RuleVisitor):
                     pass  # (DP-SGD: the physical batches of the loop's one logical batch)
                 elif repeats_outer_batch(node, loop) and not any(
                         "epoch" in n.lower() for n in dotted_names_in(getattr(loop, "target", loop))):  # fmt: skip
-                    pass  # (PPO: each rollout's batch stepped on k times; a step loop still)
+                    continue  # (PPO: each rollout's batch stepped on k times, minibatch loops
+                    # in it too: a step loop still)
                 elif self._trains_within(node) or (
                     any(_LOADER.search(n) for n in names)
                     and not any(_EVALUATION.search(n) for n in names)

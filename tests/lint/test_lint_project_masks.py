@@ -95,6 +95,30 @@ def test_float64_in_a_loss_function_another_files_cuda_loop_calls(tmp_path: Path
     assert found == [("sde.py", 4)]
 
 
+def test_float64_in_a_loss_looping_over_its_terms_is_per_step(tmp_path: Path) -> None:
+    """A mixture-of-experts balance loss summed over layers: its loop runs within the step."""
+    _write(tmp_path, {"moe.py": """
+        import torch
+        def balance_loss(router_probs, router_idx, n=8):
+            loss = 0.0
+            for p, i in zip(router_probs, router_idx):
+                loss = loss + (p.double().mean(0) * i.mean(0)).sum()
+            return loss.float()
+        def val_loss(model, val_loader):
+            return sum(model(x.double()).sum() for x in val_loader)
+        def main(model, loader, opt):
+            model = model.cuda()
+            for x in loader:
+                logits, probs, idx = model(x.cuda())
+                (logits.sum() + balance_loss(probs, idx)).backward()
+                opt.step()
+            for x in val_loader:
+                val_loss(model, [x])
+    """})
+    found = [f.line for f in lint_paths([tmp_path], select=["TD505"])]
+    assert found == [6]  # (not val_loss, called by no training loop)
+
+
 def test_a_pinned_loader_built_in_another_file_is_copied_blocking(tmp_path: Path) -> None:
     _write(
         tmp_path,

@@ -5,6 +5,7 @@ device", "avoid float64 on GPUs")."""
 from __future__ import annotations
 
 import ast
+import re
 
 from torchdoctor.lint.host_built import HostBuiltMoves
 from torchdoctor.lint.per_step import PerStepCalls
@@ -23,6 +24,21 @@ from torchdoctor.lint.visitor import (
 
 _LOOPS = (*FOR, ast.While)
 #: expressions a host tensor passes through on its way to a move (a list torch.cat joins)
+def _walks_data(loop: ast.AST) -> bool:
+    """``loop`` walks batches (``for x in loader``, a dataset), not a loss's own terms (``for p,
+    i in zip(router_probs, router_idx)``: one per layer, within the step that calls it).
+
+    Example:
+        >>> _walks_data(ast.parse("for x in val_loader: pass").body[0])
+        True
+        >>> _walks_data(ast.parse("for p in zip(probs, idx): pass").body[0])
+        False
+    """
+    header = loop.iter if isinstance(loop, FOR) else getattr(loop, "test", loop)
+    return isinstance(loop, ast.While) or bool(_DATA.search(ast.unparse(header)))
+
+
+_DATA = re.compile(r"loader|batches|dataset|data\b", re.IGNORECASE)
 _COMPOSED = (ast.Compare, ast.BinOp, ast.UnaryOp, ast.List, ast.Tuple)
 #: methods that reshape or repeat a host tensor on its way to the device
 _RESHAPES = frozenset({"repeat", "view", "reshape", "expand", "unsqueeze", "squeeze", "t",
@@ -333,13 +349,13 @@ class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
                 context = scope  # (Lightning runs it every step: its backward is the framework's)
                 where = f"in `{scope.name}`, which the framework runs every training step"
             project = self.context.project
-            hit = None if context is not None or loops or project is None or not isinstance(
+            hit = None if context is not None or any(map(_walks_data, loops)) or project is None or not isinstance(
                 self.parent(scope), ast.Module) else (
                 project.called_in_loop(scope.name, training=True))  # fmt: skip
             if hit is not None:  # (a loss function the training loop calls; not a forward's
                 context = scope  # helper: model code keeps float64 on purpose, for precision)
                 where = f"in `{scope.name}`, which a CUDA training loop calls ({hit[0]}:{hit[1]})"
-            elif context is None and not loops and project is not None and isinstance(
+            elif context is None and not any(map(_walks_data, loops)) and project is not None and isinstance(
                     self.parent(scope), ast.Module):  # fmt: skip
                 caller = self._loss_caller(scope.name)
                 if caller is not None:  # (one call deeper: a loss's per-resolution helper)

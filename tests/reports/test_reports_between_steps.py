@@ -291,3 +291,23 @@ def test_a_figure_saved_every_step_is_told_to_plot_less_often_not_to_leave_the_l
     (item,) = between_steps(session)
     assert "figure" in item.title
     assert "every 10 steps" in item.fix and "Move it out of the loop" not in item.fix
+
+
+def test_the_training_steps_own_line_sampled_between_steps_is_not_told_to_run_rarely():
+    """odd2's t_meta_lazy.py: `opt.zero_grad(); loss.backward(); opt.step()` sampled in the
+    other phase (zero_grad and the step's bookkeeping) read "do it every 10 steps", which would
+    stop the training; a line of other work next to it keeps the generic remedy."""
+    from torchdoctor.analyze.advice.other_phase import between_steps
+
+    session = between_steps_session()
+    session["other_lines"][0]["code"] = "opt.zero_grad(); loss.backward(); opt.step()"
+    (item,) = between_steps(session)
+    assert item.title.endswith("the training step's own calls (zero_grad, and the bookkeeping "
+                               "around backward and step)")  # fmt: skip
+    assert item.estimated_saving_ms is None and item.confidence == "low"
+    assert "every 10 steps" not in item.fix + " ".join(item.evidence)
+    session["other_lines"][0]["code"] = "accelerator.backward(loss)"
+    assert between_steps(session)[0].estimated_saving_ms is None
+    session["other_lines"][0]["code"] = "stats = compute_stats(batch)"  # (near miss)
+    (other,) = between_steps(session)
+    assert "every 10 steps" in other.fix and other.estimated_saving_ms

@@ -44,6 +44,12 @@ RARE_LUMP_MS = 20.0
 #: the periodic remedies do the work once every EVERY steps
 EVERY = 10
 
+#: what a sampled line calling zero_grad() or backward() is: the step's own work, no saving
+#: (t_meta_lazy's `opt.zero_grad(); loss.backward(); opt.step()` was told "do it every 10 steps")
+STEP_CALLS = (
+    "the training step's own calls (zero_grad, and the bookkeeping around backward and step)"
+)
+
 #: (texts in the line, what it is, the fix); first match; the last one matches any line
 REMEDIES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (
@@ -72,6 +78,15 @@ REMEDIES: tuple[tuple[tuple[str, ...], str, str], ...] = (
         "logging every step",
         f"Log every {EVERY} steps: keep the values as device tensors (torchdoctor.train."
         "LazyMetrics) and format them only when you print.",
+    ),
+    (
+        (".zero_grad(", ".backward("),
+        STEP_CALLS,
+        "The line runs the training step itself: what falls between steps on it is "
+        "zero_grad() and the bookkeeping around backward() and step() (hooks, a "
+        "learning-rate scheduler), which every step needs; running it less often would change "
+        "the training. If zero_grad(set_to_none=False) is called, drop the argument (the "
+        "default frees the gradients instead of writing zeros over each).",
     ),
     (
         ("",),
@@ -127,13 +142,14 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
             continue  # (a line running a library's loop: rule library-loop names its lines)
         code = str(row.get("code") or "")
         what, fix = _remedy(code)
+        step_calls = what == STEP_CALLS
         if fix == REMEDIES[-1][2] and (str(row.get("file")), row.get("line")) in timed:
             continue  # (its torch calls are a hot line's: that advice says what they are;
             # cleanrl c51's per-row index_add_ loop was told "do it every 10 steps")
         compiled = compiled_code(row, ms)  # (its kernels: not work to do less often)
         if compiled:
             what, fix = "code torch.compile generated, outside any module call", COMPILED_FIX
-        saving = None if compiled else ms * (1.0 - 1.0 / EVERY)
+        saving = None if compiled or step_calls else ms * (1.0 - 1.0 / EVERY)
         where = str(row.get("location") or "?")
         seen, sampled = int(row.get("steps_seen") or 0), int(row.get("steps_sampled") or 0)
         # (DCGAN's sample images at an epoch's iteration 0: 46 ms in 1 of 11 steps; work of
@@ -168,7 +184,7 @@ def between_steps(session: Mapping[str, Any]) -> list[Advice]:
                 f"{_between(session)}: {what}",
                 estimated_saving_ms=saving,
                 saving_range_ms=None if saving is None else [saving, ms],
-                confidence="low" if rare else "high",
+                confidence="low" if rare or step_calls else "high",
                 evidence=[
                     f"{where} `{code}`: {fmt_ms(ms)} per step, sampled in the other phase of "
                     "the detailed steps (it makes no torch call a hot line could time)",

@@ -457,3 +457,24 @@ def tacotron_train(model, loader, optimizer, criterion, dim):
             print("overflow")
         scale = math.sqrt(dim)  # near-miss: a Python number
         print(scale)
+
+
+def balance_loss(router_probs, n_experts):
+    loss = sum((p.mean(0) ** 2).sum() for p in router_probs)
+    return loss.float() / len(router_probs)
+
+
+def mean_lr(optimizer):
+    return sum(g["lr"] for g in optimizer.param_groups) / len(optimizer.param_groups)
+
+
+def moe_train(model, loader, optimizer):
+    for x, y in loader:
+        logits, probs = model(x)
+        aux = balance_loss(probs, 8)
+        loss = torch.nn.functional.cross_entropy(logits, y) + 0.01 * aux
+        loss.backward()
+        optimizer.step()
+        print("aux", aux)  # expect: TD201
+        lr = mean_lr(optimizer)
+        print("lr", lr)  # near-miss: a function of the file returning a Python number

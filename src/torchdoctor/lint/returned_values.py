@@ -8,8 +8,25 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.syntax import parent
+from torchdoctor.lint.syntax import parent, same_file_callee
 from torchdoctor.lint.visitor import dotted
+
+
+def returns_only(call: ast.AST, test) -> bool:
+    """``call`` runs a function of this file (``aux = balance_loss(probs, idx)``) whose every
+    ``return`` gives a value that passes ``test`` (``return loss.float() / n``: a tensor).
+
+    Example:
+        >>> from torchdoctor.lint.syntax import link_parents
+        >>> tree = ast.parse("def f(x):\\n    return x.float()\\ny = f(1)\\n")
+        >>> _ = link_parents(tree)
+        >>> call = tree.body[1].value
+        >>> returns_only(call, lambda r: isinstance(r, ast.Call))
+        True
+    """
+    helper = same_file_callee(call) if isinstance(call, ast.Call) else None
+    returns = [r.value for r in ast.walk(helper) if isinstance(r, ast.Return)] if helper else []
+    return bool(returns) and all(r is not None and test(r) for r in returns)
 
 
 def returned_at(use: ast.AST) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.loop_shapes import steps_an_environment
+from torchdoctor.lint.returned_values import returns_only
 from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.tensors import (
     NOT_TENSOR_SUFFIX,
@@ -216,13 +217,12 @@ class TensorValues:
                 isinstance(side, ast.Name) and side.id == name.id for side in (v.left, v.right)))
             and not (isinstance(v, ast.Constant) and v.value is None)
         ]  # fmt: skip
-        return bool(values) and all(
-            isinstance(v, ast.Call)
-            and method_name(v) not in HOST_COPY_METHODS
+        return bool(values) and all(  # (or a function of the file returning such a chain)
+            isinstance(v, ast.Call) and method_name(v) not in HOST_COPY_METHODS
             and not self._python_number(v)
-            and self._torch_only_chain(v)
+            and (self._torch_only_chain(v) or returns_only(v, self._torch_only_chain))
             for v in values
-        )
+        )  # fmt: skip
 
     def _drawn_from_tensors(self, name: ast.Name) -> bool:
         """``{k: float(v) for k, v in {"disc": loss_d, "gen": loss_g}.items()}``,

@@ -36,3 +36,32 @@ def test_the_lines_that_ask_for_float64_are_named_in_the_fix():
     assert "(here train.py:20, train.py:54)" in item.fix and "dtype=input.dtype" in item.fix
     assert item.locations == ["train.py:20", "train.py:54"]
     assert "train.py:30" not in item.evidence[-1]
+
+
+def test_a_float64_default_dtype_is_named_in_the_fix_not_double_calls():
+    """odd2's s_dtype_device_det: torch.set_default_dtype(torch.float64), no .double() anywhere,
+    was told "Drop the .double() calls"; a model made double by .double() keeps that fix."""
+    session = _session({"forward": 400.0, "backward": 800.0, "optimizer": 8.0})
+    session["environment"]["optimizers"][0]["default_dtype"] = "float64"
+    (item,) = float64_training(session)
+    assert item.fix.startswith("Set the default dtype back to float32")
+    assert "Drop the .double() calls" not in item.fix and "set_default_dtype" in item.code
+    assert "default dtype was float64" in item.evidence[-1]
+    session["environment"]["optimizers"][0]["default_dtype"] = "float32"  # (near miss)
+    (item,) = float64_training(session)
+    assert item.fix.startswith("Drop the .double() calls") and ".double()" in item.code
+
+
+def test_the_optimizer_settings_record_the_default_dtype():
+    import torch
+
+    from torchdoctor.collect.engine_state import optimizer_settings
+
+    before = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        net = torch.nn.Linear(2, 2)
+        settings = optimizer_settings(torch.optim.SGD(net.parameters(), lr=0.1))
+    finally:
+        torch.set_default_dtype(before)
+    assert settings["dtype"] == "float64" and settings["default_dtype"] == "float64"

@@ -197,6 +197,7 @@ def _settings(optimizer: Any, _optimizer: Any, driver: str | None) -> dict[str, 
         "params": len(params),
         "numel": sum(p.numel() for p in params),
         "dtype": _main_dtype(params),
+        "default_dtype": str(torch.get_default_dtype()).removeprefix("torch."),
         "driver": driver,
     }  # fmt: skip
 

@@ -84,6 +84,19 @@ def float64_training(session: Mapping[str, Any]) -> list[Advice]:
         cause="float64",
         heat=min(1.0, compute / step),
     )
+    if any(o.get("default_dtype") == "float64" for o in doubles):
+        # (odd2's s_dtype_device_det: torch.set_default_dtype(torch.float64) and no .double()
+        # anywhere was told "Drop the .double() calls")
+        advice.evidence.append("the default dtype was float64 at the optimizer's first step: "
+                               "every tensor and parameter made without a dtype is double")
+        advice.fix = (
+            "Set the default dtype back to float32 (remove torch.set_default_dtype(torch.float64)"
+            " or torch.set_default_tensor_type(torch.DoubleTensor), and any .double() calls) "
+            "unless the model is shown to need double precision; compare the loss curve once."
+            + advice.fix.split("compare the loss curve once.", 1)[1]
+        )
+        advice.code = ("torch.set_default_dtype(torch.float64)   # before\n"
+                       "torch.set_default_dtype(torch.float32)   # after (or remove the call)")
     made = _float64_lines(session)
     if made:  # (time_sequence_prediction's forward makes its states in float64: seq.float() alone
         # then fails with "mat1 and mat2 must have the same dtype")

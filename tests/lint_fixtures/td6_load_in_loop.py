@@ -1,4 +1,6 @@
 """TD605: a model, tokenizer or pipeline loaded in every iteration of a loop."""
+import os
+
 import torch
 from transformers import AutoModel, AutoTokenizer, pipeline
 
@@ -55,3 +57,13 @@ def stage_nights_refreshed(paths, args):
         if model is None or i % 1000 == 0:
             model = torch.load(args.model, weights_only=False)  # near-miss: loaded on a test that changes
         yield model(torch.load(path))
+
+
+def track_sequences(seqs, reid_ckpt, device, ReIDNet):
+    for seq in seqs:
+        reid = ReIDNet().to(device)
+        if os.path.exists(reid_ckpt):
+            reid.load_state_dict(torch.load(reid_ckpt, map_location=device))  # expect: TD605
+        for frame in seq:
+            if os.path.exists(frame + ".pt"):
+                yield reid(torch.load(frame + ".pt"))  # near-miss: a file of this sequence

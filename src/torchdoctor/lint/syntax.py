@@ -48,8 +48,8 @@ PURE_METHODS = frozenset(
         "full",
         "arange",
         "linspace",
-        "zeros_like",
-        "ones_like",
+        "zeros_like", "ones_like",
+        "exists", "isfile", "isdir",  # (`if os.path.exists(ckpt):` around a load: one answer)
     }
 )
 #: Dotted names that look like an nn.Module (used where types are unknowable statically).

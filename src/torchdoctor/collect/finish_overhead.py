@@ -137,13 +137,11 @@ def note_profiler_overhead(
     detail = session["config"]["detail"]
     steps = max(1, state.summaries.count)
     audit_calls = audit_cost = 0.0
-    audit_class = None  # (the class of an audit that ran: its mode sits under the lines')
     for one in audits:  # the audits active while profiling (run's own included)
         calls_per_step = one.function_calls / max(1, detail["audited_count"])
         if calls_per_step:
             audit_calls += calls_per_step
-            audit_class = type(one)
-            audit_cost = per_call_cost_us("function", audit_class)
+            audit_cost = per_call_cost_us("function", type(one))
     typical, out = _left_out(state)  # (the calls of a step left out are no typical step's)
     summaries = [s for s in state.summaries if id(s) not in out]
     # per detailed step (lines are timed in some of them: schedule.LINES_EVERY)
@@ -215,10 +213,9 @@ def note_profiler_overhead(
             line_cost + seen_per_call * seen_cost + audit_per_call * audit_cost
         )
         # ... of which an execution's first call pays only what falls inside the line's clock
-        # (its dispatch and the handler's bookkeeping come before and after it)
-        estimate["first_call_us"] = min(
-            estimate["per_timed_call_us"], in_clock_cost_us(audit_class)
-        )
+        # (its dispatch, the handler's bookkeeping and the audit's mode, above the lines', come
+        # before and after it)
+        estimate["first_call_us"] = min(estimate["per_timed_call_us"], in_clock_cost_us())
     session["config"]["profiler_overhead"] = estimate
     pct = estimate.get("overhead_pct")
     if isinstance(pct, float) and pct >= OVERHEAD_NOTE_PCT:

@@ -123,38 +123,36 @@ def _calibrate() -> None:
     _cost_us["seen_python"] = max(0.0, _python_level_dispatch_us() - _cost_us["seen"])
 
 
-def in_clock_cost_us(make_audit: Any = None) -> float:
+def in_clock_cost_us() -> float:
     """Microseconds a timed call adds inside the line's own clock when it is its execution's
-    only call (``t[c] = ...`` in a per-element loop): the call made from the collector's handler
-    (and, with ``make_audit``, the sync audit's mode beneath it, as a profiled run stacks
-    them). Its dispatch to the mode and the handler's bookkeeping fall outside the line's time;
+    only call (``t[c] = ...`` in a per-element loop): the call made from the collector's
+    handler. Its dispatch to the mode, the handler's bookkeeping and the sync audit's mode
+    (above the lines' in a profiled run: ``collect/profiler.py``) fall outside the line's time;
     only the gap before a later call of the same execution holds them (char-rnn's
-    ``tensor[c] = all_characters.index(string[c])``, 40,000 executions a step, measured ~6 us
-    a call with the profiler's calibrated 13.2 us per timed call charged against it: its 30%
-    of the step read 4%). 0.0 while a profiler runs and nothing was calibrated yet.
+    ``tensor[c] = all_characters.index(string[c])``, 40,000 executions a step: 5.6 us a call
+    measured, 3.25 us unprofiled, with the profiler's 13.2 us per timed call charged against
+    it: its ~30% of the plain step read 4%). 0.0 while a profiler runs and nothing was
+    calibrated yet.
 
     Example:
         >>> 0.0 <= in_clock_cost_us() < 1e4
         True
     """
-    key = "in_clock_audited" if make_audit is not None else "in_clock"
-    if key not in _cost_us:
-        kept = recall(f"line_{key}")
+    if "in_clock" not in _cost_us:
+        kept = recall("line_in_clock")
         if isinstance(kept, float):
-            _cost_us[key] = kept
+            _cost_us["in_clock"] = kept
         elif STATE.profiler is not None:
             return 0.0
         else:
-            _cost_us[key] = _measure_in_clock(make_audit)
-            remember(f"line_{key}", _cost_us[key])
-    return _cost_us[key]
+            _cost_us["in_clock"] = _measure_in_clock()
+            remember("line_in_clock", _cost_us["in_clock"])
+    return _cost_us["in_clock"]
 
 
-def _measure_in_clock(make_audit: Any) -> float:
-    """The events' clocked ns per call under a collector (over an audit when given) less the
-    plain loop's per call, fastest round of each."""
-    from contextlib import nullcontext
-
+def _measure_in_clock() -> float:
+    """The events' clocked ns per call under a collector less the plain loop's per call,
+    fastest round of each."""
     from torchdoctor.collect.lines import LineCollector
     from torchdoctor.collect.lines_table import EVENT_FIELDS
     from torchdoctor.collect.recorder import Recorder
@@ -168,20 +166,18 @@ def _measure_in_clock(make_audit: Any) -> float:
         start = time.perf_counter_ns()
         loop(x, _ITERATIONS)
         plain.append(time.perf_counter_ns() - start)
-        audit = make_audit(thorough=False, predict=True) if make_audit else nullcontext()
-        with audit:
-            rec = Recorder(CpuClock(), backward=False, memory=False)
-            rec.new_step(rec.now())
-            collector = LineCollector(rec)
-            collector.start()
-            try:
-                loop(x, _ITERATIONS)
-                events = collector.events
-                clocked.append(sum(events[i + 7] - events[i + 6]
-                                   for i in range(0, len(events), EVENT_FIELDS)))  # fmt: skip
-            finally:
-                collector.close()
-                rec.release_handles()
+        rec = Recorder(CpuClock(), backward=False, memory=False)
+        rec.new_step(rec.now())
+        collector = LineCollector(rec)
+        collector.start()
+        try:
+            loop(x, _ITERATIONS)
+            events = collector.events
+            clocked.append(sum(events[i + 7] - events[i + 6]
+                               for i in range(0, len(events), EVENT_FIELDS)))  # fmt: skip
+        finally:
+            collector.close()
+            rec.release_handles()
     return max(0.0, (min(clocked) - min(plain)) / 1e3 / _ITERATIONS)
 
 

@@ -211,11 +211,11 @@ class TensorValues:
         function is a chain of calls that only torch has (a ``torch.*`` function, or a method
         NumPy arrays lack: ``.float()``, ``.unsqueeze()``) ending in no host read."""
         values = [  # (`heat = heat * (heat > t)`: arithmetic on itself keeps what it was;
-            # `padding_mask = None`: an optional tensor, a tensor wherever it is used as one)
-            v for v in self.assigned_values(self.enclosing_scope(name), name.id)
-            if not (isinstance(v, ast.BinOp) and any(
+            # `mask = None`: optional, a tensor where used as one; the read in its own rebinding
+            v for v in self.assigned_values(self.enclosing_scope(name), name.id)  # ... is of the
+            if not (isinstance(v, ast.BinOp) and any(  # old value: bs = torch.tensor(np.array(bs))
                 isinstance(side, ast.Name) and side.id == name.id for side in (v.left, v.right)))
-            and not (isinstance(v, ast.Constant) and v.value is None)
+            and not (isinstance(v, ast.Constant) and v.value is None) and name not in ast.walk(v)
         ]  # fmt: skip
         return bool(values) and all(  # (or a function of the file returning such a chain)
             isinstance(v, ast.Call) and method_name(v) not in HOST_COPY_METHODS

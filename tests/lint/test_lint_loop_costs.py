@@ -94,6 +94,9 @@ def test_td604_says_where_a_cache_stops_serving_when_the_loop_crops_a_window() -
     plain = cropped.replace("idx if idx.size(1) <= block else idx[:, -block:]", "idx")
     [finding] = [f for f in lint_source(plain) if f.code == "TD604"]
     assert "window" not in finding.message
+    newest = plain.replace("        logits, _", "        prev = idx[:, -1:]\n        logits, _")
+    [finding] = [f for f in lint_source(newest) if f.code == "TD604"]
+    assert "window" not in finding.message  # (the newest token read out is no crop)
 
 
 def test_a_step_function_is_said_to_run_once_a_step_not_every_step_of_itself() -> None:

@@ -55,6 +55,22 @@ _DECODE_METHODS = frozenset({"forward", "decode", "decoder", "encode", "encoder"
 _RUNS_PREFIXES = ("get_action", "predict", "act", "generate_step", "step")  # (model.step(seq))
 
 
+def _submodule(attribute: str) -> bool:
+    """``dec_emb`` of ``model.dec_emb(seq)``: a layer of the model run by hand (a loop that
+    embeds and decodes the whole sequence itself), not a helper method (``model.tokenize``).
+
+    Example:
+        >>> _submodule("dec_emb"), _submodule("to_text"), _submodule("decode_text")
+        (True, False, False)
+    """
+    return bool(_LAYER.search(attribute))
+
+
+#: attribute names of a model's layers: embeddings, projections, heads, blocks
+_LAYER = re.compile(r"^(\w+_)?(emb|embed|embedding|embeddings|proj|head|blocks?|layers?|"
+                    r"lm_head|wte|wpe|tok_emb|pos_emb|dec_\w+|enc_\w+)$")
+
+
 def _last_tokens(expr: ast.AST) -> bool:
     """``ys[:, -1:]``, ``ys[:, -1]``, ``ys[-1:]``: the newest token only, not the sequence.
 
@@ -84,8 +100,8 @@ def _window_crop(loop: ast.For | ast.While, fed: set[str]) -> ast.Subscript | No
         'idx[:, -8:]'
     """
     for node in ast.walk(loop):
-        if not isinstance(node, ast.Subscript) or dotted(node.value) not in fed:
-            continue
+        if not isinstance(node, ast.Subscript) or dotted(node.value) not in fed or _last_tokens(node):
+            continue  # (y[:, -1:]: the newest position, read out, not a window fed back)
         parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         for part in parts:
             lower = part.lower if isinstance(part, ast.Slice) else None
@@ -124,7 +140,8 @@ class DecodeRules(RuleVisitor):
                 callee == "self"
                 or names_a_module(last)
                 or (last in _DECODE_METHODS and (receiver == "self" or names_a_module(receiver)))
-                or (names_a_module(receiver.rsplit(".", 1)[-1]) and last.startswith(_RUNS_PREFIXES))
+                or (names_a_module(receiver.rsplit(".", 1)[-1]) and (
+                    last.startswith(_RUNS_PREFIXES) or _submodule(last)))  # (model.dec_emb(seq))
                 or self._transformers_call(call)
                 or passed_a_module(self, call)  # (`gpt(idx)`, every caller handing a Module)
             ):

@@ -188,3 +188,18 @@ def generate_positional_cache(model, idx, max_new_tokens):
         idx = torch.cat((idx, idx_next), dim=1)  # near-miss: the cache goes in positionally
         x = idx_next
     return idx
+
+
+def fps_one_cloud(pts, npoint):
+    chosen = torch.randint(0, pts.shape[0], (1,))
+    distance = torch.full((pts.shape[0],), 1e10)
+    for _ in range(npoint - 1):
+        distance = torch.minimum(distance, ((pts - pts[chosen[-1]]) ** 2).sum(-1))
+        chosen = torch.cat([chosen, distance.argmax().view(1)])  # expect: TD306
+
+
+def greedy_rnn_decode(decoder, ids, h, n):
+    for _ in range(n):
+        logits, h = decoder(ids[:, -1:], h)
+        ids = torch.cat([ids, logits.argmax(-1)], dim=1)  # near-miss: token ids, fed to the decoder
+    return ids

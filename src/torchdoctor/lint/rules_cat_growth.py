@@ -22,7 +22,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.rules_decode import cache_off
+from torchdoctor.lint.rules_decode import cache_off, last_tokens
 from torchdoctor.lint.syntax import statement_list
 from torchdoctor.lint.visitor import (
     FOR,
@@ -145,7 +145,8 @@ class CatGrowthRules(RuleVisitor):
         """The loop reads ``name`` only to concatenate onto it (or for its shape / an ``is
         None`` test) and assigns it only by the concatenation (or under ``if name is None``).
         A kept window (``buf = torch.cat([buf, new])[-n:]``, a replay buffer) may also be
-        sampled by index (``buf[idx]``): the copy per append is the same."""
+        sampled by index (``buf[idx]``): the copy per append is the same; the newest piece
+        may be read (``chosen[-1]``)."""
         own = {id(e) for e in pieces.elts}  # type: ignore[attr-defined]
         for node in _walk(loop):
             if not (isinstance(node, ast.Name) and node.id == name):
@@ -157,6 +158,10 @@ class CatGrowthRules(RuleVisitor):
                 parent = self.parent(node)
                 if window and isinstance(parent, ast.Subscript) and parent.value is node:
                     continue
+                if isinstance(parent, ast.Subscript) and parent.value is node and last_tokens(
+                        parent) and not isinstance(self.parent(parent), ast.Call):  # fmt: skip
+                    continue  # (farthest-point sampling's pts[chosen[-1]]: the newest piece,
+                    # which a list keeps too; not one a model call is fed, a decoder's ids[:, -1:])
                 if not self._on_the_way_out(node, loop):
                     return False
         return True

@@ -71,11 +71,11 @@ _LAYER = re.compile(r"^(\w+_)?(emb|embed|embedding|embeddings|proj|head|blocks?|
                     r"lm_head|wte|wpe|tok_emb|pos_emb|dec_\w+|enc_\w+)$")
 
 
-def _last_tokens(expr: ast.AST) -> bool:
+def last_tokens(expr: ast.AST) -> bool:
     """``ys[:, -1:]``, ``ys[:, -1]``, ``ys[-1:]``: the newest token only, not the sequence.
 
     Example:
-        >>> [_last_tokens(ast.parse(c, mode="eval").body) for c in ("ys[:, -1:]", "ys[:, -8:]", "ys")]
+        >>> [last_tokens(ast.parse(c, mode="eval").body) for c in ("ys[:, -1:]", "ys[:, -8:]", "ys")]
         [True, False, False]
     """
     if not isinstance(expr, ast.Subscript):
@@ -100,7 +100,7 @@ def _window_crop(loop: ast.For | ast.While, fed: set[str]) -> ast.Subscript | No
         'idx[:, -8:]'
     """
     for node in ast.walk(loop):
-        if not isinstance(node, ast.Subscript) or dotted(node.value) not in fed or _last_tokens(node):
+        if not isinstance(node, ast.Subscript) or dotted(node.value) not in fed or last_tokens(node):
             continue  # (y[:, -1:]: the newest position, read out, not a window fed back)
         parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         for part in parts:
@@ -154,7 +154,7 @@ class DecodeRules(RuleVisitor):
             ):  # the loop grows with torch.cat, a Decision Transformer's history)
                 continue  # a cache is passed already
             values = [*call.args, *(k.value for k in call.keywords)]  # model(input_ids=ids)
-            values = [v for v in values if not _last_tokens(v)]  # (ys[:, -1:]: the new one)
+            values = [v for v in values if not last_tokens(v)]  # (ys[:, -1:]: the new one)
             names = {n for a in values if isinstance(a, (ast.Name, ast.Subscript))
                      for n in dotted_names_in(a)}  # fmt: skip
             if names & fed:

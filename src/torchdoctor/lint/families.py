@@ -17,6 +17,7 @@ from torchdoctor.lint.rules_framework import FrameworkRules
 from torchdoctor.lint.rules_graph_attention import GraphAttentionRules
 from torchdoctor.lint.rules_history import HistoryRules
 from torchdoctor.lint.rules_inference import InferenceRules
+from torchdoctor.lint.rules_jacobian import JacobianRules
 from torchdoctor.lint.rules_linalg import LinalgRules
 from torchdoctor.lint.rules_load_in_loop import LoadInLoopRules
 from torchdoctor.lint.rules_loops import LoopRules
@@ -35,6 +36,7 @@ from torchdoctor.lint.rules_training import TrainingRules
 
 FAMILIES: tuple[type, ...] = (
     LinalgRules,
+    JacobianRules,
     SyncRules,
     DynamicShapeRules,
     LoopRules,

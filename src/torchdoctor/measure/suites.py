@@ -31,6 +31,7 @@ SUITES: dict[str, list[str]] = {
         "torchdoctor.benchmarks.distribution_validation",
         "torchdoctor.benchmarks.attention_dropout",
         "torchdoctor.benchmarks.attention_layouts",
+        "torchdoctor.benchmarks.jacobian_rows",
         "torchdoctor.benchmarks.padding_waste",
     ],
     "train": ["torchdoctor.benchmarks.train_metrics"],

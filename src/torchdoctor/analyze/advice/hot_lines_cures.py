@@ -26,6 +26,7 @@ from torchdoctor.analyze.advice.compiled_lines import compiled_code
 from torchdoctor.analyze.advice.cure import Cure
 from torchdoctor.analyze.advice.graph_cure import GRAPH_ATTENTION
 from torchdoctor.analyze.advice.init_cure import build_once_cure
+from torchdoctor.analyze.advice.jacobian_cure import JACOBIAN_ROWS
 from torchdoctor.analyze.advice.slice_cure import unbind_cure
 
 #: a line executed at least this many times per step is a loop
@@ -89,8 +90,7 @@ SEGMENTS = Cure(
     "Sort once and split with torchdoctor.ops.group_by_segment (or pad_segments) instead of "
     "building a mask per value.",
     Speedup(
-        4.48,
-        6.67,
+        4.48, 6.67,  # fmt: skip
         "BENCHMARKS.md: select_tokens_per_segment vs seed 003's per-frame loop 4.48x-6.67x",
     ),
     ("TD301", "torchdoctor.ops.group_by_segment"),
@@ -192,8 +192,7 @@ LOGITS_BCE = Cure(
     "sigmoid saturates (binary_cross_entropy clamps its log at -100); and allowed under CUDA "
     "autocast, where F.binary_cross_entropy raises.",
     Speedup(
-        2.80,
-        3.34,
+        2.80, 3.34,  # fmt: skip
         _FUSED + "sigmoid + binary_cross_entropy vs binary_cross_entropy_with_logits 2.80x "
         "(128x784, the pytorch/examples VAE's loss) to 3.34x (64x3x64x64)",
     ),
@@ -294,6 +293,7 @@ SPARSE_LAYOUT_CURE = (
 CURES_BY_CODE: dict[str, Cure] = {
     "TD102": WHITENING,
     "TD101": INVERSE,
+    "TD104": JACOBIAN_ROWS,
     "TD103": BATCHED_LINALG,
     "TD301": SEGMENTS,
     "TD302": REMAP,

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from torchdoctor.collect.syncs_frames import _is_library, _is_third_party, package_of
+from torchdoctor.source_names import short_file
 
 #: user frames kept per outermost call (innermost first)
 MAX_FRAMES = 8
@@ -205,7 +206,7 @@ def call_lines_section(
         called = sorted(modules[(file, line, function)].items(), key=lambda kv: -kv[1])
         rows.append({
             "file": file, "line": line, "function": function,
-            "location": f"{os.path.basename(file)}:{line}",
+            "location": f"{short_file(file)}:{line}",
             "code": linecache.getline(file, line).strip() if line else "",
             "ms_per_step": ns / len(steps) / 1e6,
             "modules": [name for name, _ in called],

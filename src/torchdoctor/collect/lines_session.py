@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ast
 import linecache
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from torchdoctor.collect.assemble import stat_with_mean
 from torchdoctor.collect.attention_form import attention_forms
 from torchdoctor.collect.source_lines import parsed
 from torchdoctor.session_read import fmt_count
+from torchdoctor.source_names import short_file
 
 MAX_LINES = 50
 TOP_OPS = 5
@@ -262,7 +262,7 @@ def _line(
     out: dict[str, Any] = {
         "file": file,
         "line": line,
-        "location": f"{os.path.basename(file)}:{line}",
+        "location": f"{short_file(file)}:{line}",
         "function": function,
         "function_line": first_line,
         "code": linecache.getline(file, line).strip() if line else "",
@@ -295,7 +295,7 @@ def _line(
             "file": c_file,
             "line": c_line,
             "function": c_function,
-            "location": f"{os.path.basename(c_file)}:{c_line}",
+            "location": f"{short_file(c_file)}:{c_line}",
         }
     if agg["raw"] > 0 and sum(total) < 0.95 * agg["raw"]:  # fitted by more than 5% overall
         out["scaled"] = sum(total) / agg["raw"]

@@ -25,11 +25,11 @@ outermost one (the library whose loop it is), with the innermost frame as ``via`
 from __future__ import annotations
 
 import linecache
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.collect.syncs_frames import package_of
+from torchdoctor.source_names import short_file
 
 #: a frame holding at least this share of the line's ticks encloses the loop
 ENCLOSING = 0.9
@@ -153,4 +153,4 @@ def _last_in_package(chains: Mapping[tuple[Frame, ...], int]) -> int:
 def _where(file: str, line: int | None) -> str:
     """``trainer.py:1939``; the file alone when the frame had no line (``f_lineno`` is None
     while some instructions run)."""
-    return f"{os.path.basename(file)}:{line}" if line else os.path.basename(file)
+    return f"{short_file(file)}:{line}" if line else short_file(file)

@@ -18,12 +18,12 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from html import escape as html_escape
 from typing import Any
 
 from torchdoctor.render.markdown_text import escape, table_code
+from torchdoctor.source_names import short_file
 
 MAX_ROWS = 15
 MIN_PCT = 0.1  # lines under this % of the step are left out of the reports (kept in JSON)
@@ -62,7 +62,7 @@ def _code(line: Mapping[str, Any]) -> str:
     code = code if len(code) <= MAX_CODE else code[: MAX_CODE - 1] + "…"
     via = (line.get("via") or [None])[0]
     if isinstance(via, Mapping) and via.get("file"):
-        code += f"  (via {os.path.basename(str(via['file']))}:{via.get('line')})"
+        code += f"  (via {short_file(via['file'])}:{via.get('line')})"
     return code
 
 
@@ -89,7 +89,7 @@ def grouped_lines(
     out = []
     for (file, function, first), members in groups.items():
         name = "module level" if function == "<module>" else f"{function}()"
-        out.append((f"{name} ({os.path.basename(file)}:{first})", members))
+        out.append((f"{name} ({short_file(file)}:{first})", members))
     return out
 
 

@@ -1,4 +1,5 @@
-"""TD204 through a list of host tensors, and in a plain class's method a step loop calls."""
+"""TD204 through a list of host tensors, in a plain class's method a step loop calls, and
+through a name a factory bound first (PointNet's feature transform regularizer)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,7 +42,18 @@ def fit(model, loader, opt):
     sim, aux = BoxSimilarity(), BoxSimilarity(3)
     for moving, fixed in loader:
         moving, fixed = moving.cuda(), fixed.cuda()
-        loss = sim.score(model(moving), fixed) + aux.score(moving, fixed)
+        loss = sim.score(model(moving), fixed) + aux.score(moving, fixed) + orthogonality(moving)
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+def orthogonality(trans):
+    eye = torch.eye(trans.size(1))[None, :, :]
+    if trans.is_cuda:
+        eye = eye.cuda()  # expect: TD204
+    staging = torch.empty(trans.shape, pin_memory=True)
+    staging.copy_(trans, non_blocking=True)
+    noise = torch.randn(trans.shape, generator=torch.Generator().manual_seed(0))
+    back = staging.cuda(non_blocking=True)  # near-miss: a pinned staging buffer
+    return (trans @ trans.transpose(1, 2) - eye).norm() + 0 * back.sum() + noise.cuda().sum()  # near-miss: a CPU generator's draw

@@ -54,6 +54,9 @@ class HostBuiltMoves:
             values = [v for v in self.assigned_values(scope, receiver.id)  # type: ignore[attr-defined]
                       if receiver.id not in {n.id for n in ast.walk(v) if isinstance(n, ast.Name)}]  # fmt: skip
         builders = [self._builder(v) for v in values]
+        if isinstance(receiver, ast.Name) and values and all(map(_shape_factory, values)):
+            self._report_named_factory(move, receiver.id, _shape_factory(values[0]))  # type: ignore[arg-type]
+            return  # (PointNet's I = torch.eye(d)[None]; if x.is_cuda: I = I.cuda())
         if not values or any(b is None for b in builders):
             return
         if not all(self._host_built(b, b, _DEPTH) for b in builders):  # type: ignore[arg-type]
@@ -69,6 +72,17 @@ class HostBuiltMoves:
             f"device {where}: give `{name}` the device and pass it to its factory "
             "(`device=...`), or build the tensor once and keep it",
         )
+
+    def _report_named_factory(self, move: ast.Call, name: str, factory: ast.Call) -> None:
+        where = self.moved_every_step(move)  # type: ignore[attr-defined]
+        if where is not None:
+            self.report(  # type: ignore[attr-defined]
+                move,
+                "TD204",
+                f"`{self.code_of(move)}` copies `{name}`, which `{self.code_of(factory)}` "  # type: ignore[attr-defined]
+                f"builds on the host, to the device {where}: create it there, "
+                f"`{self.code_of(factory.func)}(..., device=...)`",  # type: ignore[attr-defined]
+            )
 
     def _builder(self, value: ast.AST) -> ast.FunctionDef | None:
         """The module-level function of this file that ``value`` calls (``create_window(11,
@@ -113,3 +127,23 @@ class HostBuiltMoves:
             return self._host_built(expr.func.value, scope, depth)  # (a method: no deeper)
         builder = self._builder(expr)
         return builder is not None and builder is not scope and self._host_built(builder, builder, depth - 1)
+
+
+def _shape_factory(value: ast.AST) -> ast.Call | None:
+    """The factory of ``value`` when it is a torch factory given sizes and no device
+    (``torch.eye(d)[None, :, :]``, ``torch.zeros(n).float()``), not one given data
+    (``torch.from_numpy(batch)``: a copy the data needs).
+
+    Example:
+        >>> ast.unparse(_shape_factory(ast.parse("torch.eye(d)[None, :, :]").body[0].value))
+        'torch.eye(d)'
+        >>> _shape_factory(ast.parse("torch.from_numpy(a)").body[0].value) is None
+        True
+    """
+    while isinstance(value, ast.Subscript) or (
+            isinstance(value, ast.Call) and method_name(value) in _STAYS):  # fmt: skip
+        value = value.value if isinstance(value, ast.Subscript) else value.func.value  # type: ignore[attr-defined]
+    if isinstance(value, ast.Call) and dotted(value.func) in _HOST_FACTORIES - {"torch.from_numpy"} and not any(
+            k.arg in ("device", "pin_memory", "generator") for k in value.keywords):  # fmt: skip
+        return value  # (not a pinned staging buffer, nor a draw from a CPU generator)
+    return None

@@ -165,3 +165,14 @@ def test_td307_leaves_a_numpy_only_file_alone() -> None:
     )
     assert [f.code for f in lint_source("import numpy as np\n" + body)] == []
     assert [f.code for f in lint_source("import torch\n" + body)] == ["TD307", "TD307"]
+
+
+def test_td302_an_inline_set_in_a_dict_remap_is_one_finding() -> None:
+    """{c: i for i, c in enumerate(sorted(set(y.tolist())))}: the set and the dict built from
+    .tolist() are one remap, said once."""
+    src = (
+        "import torch\ndef remap(y):\n"
+        "    m = {c: i for i, c in enumerate(sorted(set(y.tolist())))}\n"
+        "    return torch.tensor([m[v] for v in y.tolist()])\n"
+    )
+    assert [(f.line, f.code) for f in lint_source(src) if f.line == 3] == [(3, "TD302")]

@@ -277,9 +277,8 @@ class LoopRules(RuleVisitor):
                     "element, or a .tolist() copy, and a Python loop); with a mapping that is "
                     "not 0..n-1, build a lookup tensor once (`lut[keys] = values`) and index it "
                     "with the labels on the device"))  # fmt: skip
-        if "builtins.enumerate" in names and args and (has_host_copy(args[0]) or (
-                self.has_host_copy_resolved(args[0], self.enclosing_scope(node))
-                and not self._python_unique_named(args[0], node))):  # (`u = x.unique().tolist()`)
+        if "builtins.enumerate" in names and args and (has_host_copy(args[0]) or self.has_host_copy_resolved(
+                args[0], self.enclosing_scope(node))) and not self._python_unique_named(args[0], node):
             comp = self.parent(node)
             if isinstance(comp, ast.comprehension) and isinstance(self.parent(comp), ast.DictComp):
                 self.report(
@@ -287,10 +286,11 @@ class LoopRules(RuleVisitor):
                 )
 
     def _python_unique_named(self, expr: ast.AST, call: ast.Call) -> bool:
-        """``u = sorted(set(y.tolist()))`` before ``enumerate(u)``: the set is reported."""
+        """``u = sorted(set(y.tolist()))`` before ``enumerate(u)``, or in it: the set is reported."""
         scope = self.enclosing_scope(call)
         return any(isinstance(c, ast.Call) and self.callee(c) & ({"builtins.set"} | UNIQUE_HOST)
-                   for n in dotted_names_in(expr) for v in self.assigned_values(scope, n)
+                   for v in [expr, *(v for n in dotted_names_in(expr)
+                                     for v in self.assigned_values(scope, n))]
                    for c in ast.walk(v))  # fmt: skip
 
     def _from_tensor(self, expr: ast.AST, call: ast.Call) -> bool:

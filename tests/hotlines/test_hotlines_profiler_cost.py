@@ -38,6 +38,19 @@ def test_a_one_call_per_execution_loop_keeps_its_time_and_its_advice():
     assert any(t.startswith("helpers.py:25") and "per-element Python loop" in t for t in titles)
 
 
+def test_a_line_in_a_loop_of_its_function_is_not_said_to_be_called_that_often():
+    """char-rnn: "helpers.py:25 (called 40,000x per step from train.py:43)", where char_tensor()
+    is called 200 times and its loop runs the line 40,000 times."""
+    session = _session({"per_timed_call_us": 13.2, "first_call_us": 2.0})
+    rows = session["hot_lines"]["lines"]
+    rows[0]["called_from"] = {"location": "train.py:43", "function": "random_training_set"}
+    title = next(a.title for a in hot_line_advice(session) if a.title.startswith("helpers.py:25"))
+    assert "(run 40,000x per step in a loop of char_tensor(), called from train.py:43" in title
+    rows[0]["loop_line"] = None  # (near miss: a line run once per call keeps "called Nx")
+    title = next(a.title for a in hot_line_advice(session) if a.title.startswith("helpers.py:25"))
+    assert "(called 40,000x per step from train.py:43" in title
+
+
 def test_a_many_call_execution_is_still_charged_per_call():
     """Near miss: clip_grad_norm_ over 60 parameters, one execution of 61 timed calls (1.14 ms
     measured, 0.36 ms unprofiled): 60 of them pay the whole per-call cost."""

@@ -101,7 +101,12 @@ def _ops_text(row: Mapping[str, Any]) -> str:
 def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
     where = row["location"]
     if row.get("called_from") and float(row.get("calls_per_step") or 0.0) >= LOOP_CALLS:
-        where += f" (called {fmt_count(row['calls_per_step'])}x per step from {row['called_from']})"
+        runs = fmt_count(row["calls_per_step"])
+        where += (  # (in a loop of its function: the line runs more often than it is called;
+            # char-rnn's char_tensor() read "called 40,000x per step from train.py:43")
+            f" (run {runs}x per step in a loop of {row['function']}(), called from "
+            f"{row['called_from']})" if row.get("loop_line") is not None and row.get("function")
+            else f" (called {runs}x per step from {row['called_from']})")  # fmt: skip
     head = f"{where} takes {100 * share:.0f}% of the step ({fmt_ms(row['own_ms'])})"
     top = row["top_ops"][0]["op"] if row["top_ops"] else None
     loop = is_per_element_loop(row)

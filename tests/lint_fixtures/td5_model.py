@@ -230,3 +230,27 @@ class WindowAttention(nn.Module):
         attn = (q * self.scale) @ k.transpose(-2, -1)
         attn = self.softmax(attn)  # expect: TD507
         return (attn @ v).transpose(1, 2).reshape(b, n, c)
+
+
+class FeaturePropagation(nn.Module):
+    """yanx27's PointNet++: the convs walked by enumerate, the norm taken at the loop's index."""
+
+    def __init__(self, mlp, last):
+        super().__init__()
+        self.mlp_convs, self.mlp_bns = nn.ModuleList(), nn.ModuleList()
+        self.skips, self.skip_bns = nn.ModuleList(), nn.ModuleList()
+        for out in mlp:
+            self.mlp_convs.append(nn.Conv1d(last, out, 1))  # expect: TD506
+            self.mlp_bns.append(nn.BatchNorm1d(out))
+            self.skips.append(nn.Conv1d(last, out, 1))  # near-miss: its norm reads the input
+            self.skip_bns.append(nn.BatchNorm1d(last))
+            last = out
+
+    def forward(self, x):
+        for i, conv in enumerate(self.mlp_convs):
+            bn = self.mlp_bns[i]
+            x = F.relu(bn(conv(x)))
+        for i, skip in enumerate(self.skips):
+            norm = self.skip_bns[i]
+            x = skip(norm(x))
+        return x

@@ -43,7 +43,9 @@ def module_list_item(value: ast.AST) -> ast.AST:
 
 def zipped_layers(forward: ast.AST) -> dict[str, str]:
     """Loop names bound to the layers of zipped lists: ``for conv, bn in zip(self.convs,
-    self.bns)`` (or ``enumerate(zip(...))``) gives ``{"conv": "self.convs", "bn": "self.bns"}``.
+    self.bns)`` (or ``enumerate(zip(...))``) gives ``{"conv": "self.convs", "bn": "self.bns"}``;
+    also a list walked by itself (``for i, conv in enumerate(self.convs)``) and its partner
+    taken at the loop's index (``bn = self.bns[i]``).
 
     Example:
         >>> tree = ast.parse("for i, (c, b) in enumerate(zip(self.cs, self.bs)): pass")
@@ -58,7 +60,10 @@ def zipped_layers(forward: ast.AST) -> dict[str, str]:
         if isinstance(iterable, ast.Call) and dotted(iterable.func) == "enumerate" and (
             iterable.args and isinstance(target, ast.Tuple) and len(target.elts) == 2
         ):
+            names.update(_indexed_in(loop, target.elts[0]))
             target, iterable = target.elts[1], iterable.args[0]
+        if isinstance(target, ast.Name) and isinstance(iterable, ast.Attribute) and dotted(iterable):
+            names[target.id] = dotted(iterable) or ""  # (for i, conv in enumerate(self.convs))
         if not (isinstance(iterable, ast.Call) and dotted(iterable.func) == "zip"
                 and isinstance(target, ast.Tuple) and len(target.elts) == len(iterable.args)):
             continue  # fmt: skip
@@ -66,6 +71,25 @@ def zipped_layers(forward: ast.AST) -> dict[str, str]:
             if isinstance(name, ast.Name) and dotted(source):
                 names[name.id] = dotted(source) or ""
     return names
+
+
+def _indexed_in(loop: ast.For, index: ast.AST) -> dict[str, str]:
+    """Names the loop's body binds to an item of a list at the loop's index: PointNet++'s
+    ``for i, conv in enumerate(self.mlp_convs): bn = self.mlp_bns[i]`` gives ``{"bn":
+    "self.mlp_bns"}``.
+
+    Example:
+        >>> loop = ast.parse("for i, c in enumerate(self.cs):\\n    b = self.bs[i]").body[0]
+        >>> _indexed_in(loop, loop.target.elts[0])
+        {'b': 'self.bs'}
+    """
+    if not isinstance(index, ast.Name):
+        return {}
+    return {s.targets[0].id: dotted(s.value.value) or "" for s in loop.body
+            if isinstance(s, ast.Assign) and len(s.targets) == 1
+            and isinstance(s.targets[0], ast.Name) and isinstance(s.value, ast.Subscript)
+            and isinstance(s.value.value, ast.Attribute)
+            and isinstance(s.value.slice, ast.Name) and s.value.slice.id == index.id}  # fmt: skip
 
 
 def layer_name(call: ast.Call, zipped: dict[str, str]) -> str:

@@ -44,3 +44,16 @@ def epochs_main(ds, model, env, epochs):
     loader = DataLoader(ds, batch_size=64, num_workers=4)  # expect: TD403
     for _ in range(epochs):
         extract(env, loader, model)
+
+
+def one_epoch_main(ds, model, opt):
+    loader = DataLoader(ds, batch_size=64, num_workers=2)  # near-miss: for epoch in range(1)
+    for epoch in range(1):
+        for i, x in enumerate(loader, 0):
+            model(x).sum().backward()
+            opt.step()
+    loader2 = DataLoader(ds, batch_size=64, num_workers=2)  # expect: TD403
+    for epoch in range(2):
+        for x in loader2:
+            model(x).sum().backward()
+            opt.step()

@@ -5,7 +5,7 @@ A feature-extraction or export script builds its loader, hands it to one functio
 it once and exits (vq-vae-2-pytorch's ``extract_code.py``: ``extract(env, loader, model,
 device)``, called once at the script's top level, runs ``for img, _, filename in
 tqdm(loader)``). Followed: the name's one use (``len(loader)``, ``loader.dataset`` aside)
-outside any loop, as a ``for`` loop's iterable (also through ``tqdm(...)`` /
+outside any loop (but one over ``range(1)``), as a ``for`` loop's iterable (also through ``tqdm(...)`` /
 ``enumerate(...)``, or a name assigned such a wrapper), or as an argument of a function of
 the file whose parameter is, in turn, walked once.
 """
@@ -35,8 +35,9 @@ def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2) -> bool:
     uses = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
             and isinstance(n.ctx, ast.Load) and not _measured(rules, n)
             and rules.enclosing_scope(n) is scope]  # fmt: skip
-    if len(uses) != 1 or rules.enclosing_loops(uses[0]) or depth <= 0:
-        return False
+    loops = [lp for lp in rules.enclosing_loops(uses[0]) if not _runs_once(lp)]
+    if len(uses) != 1 or loops or depth <= 0:
+        return False  # (davidmrau/mixture-of-experts: for epoch in range(1), one pass)
     child, above = uses[0], rules.parent(uses[0])
     while isinstance(above, ast.Call) and child in above.args and (
             getattr(above.func, "id", None) in LOOP_WRAPPERS):  # fmt: skip
@@ -64,3 +65,19 @@ def _measured(rules, use: ast.Name) -> bool:
     above = rules.parent(use)
     return isinstance(above, ast.Attribute) or (
         isinstance(above, ast.Call) and getattr(above.func, "id", None) == "len")
+
+
+def _runs_once(loop: ast.AST) -> bool:
+    """``for epoch in range(1):``: a loop over a literal count of one.
+
+    Example:
+        >>> _runs_once(ast.parse("for e in range(1): pass").body[0])
+        True
+        >>> _runs_once(ast.parse("for e in range(n): pass").body[0])
+        False
+    """
+    it = loop.iter if isinstance(loop, FOR) else None
+    if not (isinstance(it, ast.Call) and getattr(it.func, "id", None) == "range" and it.args):
+        return False
+    bounds = [a.value if isinstance(a, ast.Constant) else None for a in it.args[:2]]
+    return bounds == [1] or bounds == [0, 1]

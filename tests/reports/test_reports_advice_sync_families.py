@@ -85,3 +85,27 @@ def test_a_rollout_s_actions_and_an_update_s_metric_each_get_their_fix():
     # actions alone: the per-item loop's advice, as before
     (alone,) = host_syncs({"syncs": ppo[:1], "step_ms": {"median": 1.7}})
     assert "from a Python loop" in alone.title
+
+
+def test_an_action_whose_source_hands_it_to_env_step_is_no_metric(tmp_path):
+    """odd2's y_rl_dqn: `a = ... else q(torch.from_numpy(s)).argmax().item()` (the op text cut
+    to its width hides the read) then `env.step(a)`: told "Accumulate metrics as device tensors
+    (LazyMetrics)"; the collector reads the loop and marks the read an action."""
+    from torchdoctor.collect.source_lines import hands_to_step
+
+    script = tmp_path / "dqn.py"
+    script.write_text(
+        "for ep in range(30):\n"
+        "    while not done:\n"
+        "        a = random.randrange(2) if random.random() < eps else q(torch.from_numpy(s)).argmax().item()\n"  # noqa: E501
+        "        s, r, done, trunc, _ = env.step(a)\n"
+        "        loss = huber(q(s), y); loss.backward(); opt.step()\n"
+        "        total = loss.item()\n"
+    )  # fmt: skip
+    assert hands_to_step(str(script), 3) and not hands_to_step(str(script), 6)  # (near miss)
+    op = "a = random.randrange(2) if random.random() < eps else q(torch.from_numpy(s))...."
+    record = _rec(op, "item", str(script), 3, "<module>", 0.9)
+    (metric,) = host_syncs({"syncs": [record], "step_ms": {"median": 5.0}})
+    assert "LazyMetrics" in metric.fix.split(";")[0]  # (the op text alone: a per-step scalar)
+    (action,) = host_syncs({"syncs": [{**record, "action": True}], "step_ms": {"median": 5.0}})
+    assert "gymnasium.vector" in action.fix and not action.title.startswith("Keep per-step")

@@ -139,3 +139,36 @@ def test_audited_reads_do_not_bring_a_library_warning_back_each_step(thorough):
                 drop(x)
                 float(x.sum())  # an audited read between the warnings
     assert len(shown) == 1 and shown[0][0].endswith("dropout.py"), shown
+
+
+class _Env:
+    def step(self, action):
+        return action
+
+
+def test_a_read_the_loop_hands_to_env_step_is_recorded_as_an_action():
+    """odd2's y_rl_dqn: the action read `a = ... q(obs).argmax().item()` is followed by
+    `env.step(a)`; the record says so (its op text, cut to a width, may not), and the read of a
+    value the loop keeps is no action."""
+    import torchdoctor
+
+    torch.manual_seed(0)
+    net, env, kept = torch.nn.Linear(4, 2), _Env(), []
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with torchdoctor.Profiler(net, syncs=True, detail="always") as prof:
+        for _ in range(6):
+            a = net(torch.randn(4)).argmax().item()  # action
+            env.step(a)
+            loss = net(torch.randn(8, 4)).pow(2).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            kept.append(loss.item())  # kept
+            prof.step()
+    source = inspect.getsource(test_a_read_the_loop_hands_to_env_step_is_recorded_as_an_action)
+    first = test_a_read_the_loop_hands_to_env_step_is_recorded_as_an_action.__code__.co_firstlineno
+    lines = {tag: first + i for i, text in enumerate(source.splitlines()) for tag in
+             ("# action", "# kept") if text.endswith(tag)}  # fmt: skip
+    records = {r["line"]: r for r in prof.session.to_dict()["syncs"]}
+    assert records[lines["# action"]].get("action") is True
+    assert "action" not in records[lines["# kept"]]

@@ -176,3 +176,39 @@ def _steps_test(test: ast.AST) -> bool:
     names = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(test)
              if isinstance(n, (ast.Name, ast.Attribute))]  # fmt: skip
     return not any("rank" in name.lower() or "world" in name.lower() for name in names)
+
+
+def hands_to_step(file: str, line: int) -> bool:
+    """Whether the statement at ``file:line`` assigns a name that the innermost loop around it
+    (within its function) passes to a ``.step(...)`` call: an action read on the host for an
+    environment (``a = q(obs).argmax().item()`` ... ``env.step(a)``), whatever the names.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "rl.py")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("while True:\\n    a = pick()\\n    s = env.step(a)\\n    l = 1\\n")
+        >>> hands_to_step(path, 2), hands_to_step(path, 4)
+        (True, False)
+    """
+    tree = parsed(file)
+    node: ast.AST | None = tree
+    loop, stmt = None, None
+    while node is not None:  # (down the statements holding the line, outermost first)
+        inner = next((child for child in _bodies(node) if child.lineno <= line <= (
+            child.end_lineno or child.lineno)), None)  # fmt: skip
+        if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            loop = None
+        elif isinstance(inner, (ast.For, ast.While)):
+            loop = inner
+        stmt, node = (inner or stmt), inner
+    if loop is None or not isinstance(stmt, ast.Assign | ast.AnnAssign):
+        return False
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+    names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return any(
+        isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "step" and any(
+            isinstance(n, ast.Name) and n.id in names for a in call.args for n in ast.walk(a))
+        for call in ast.walk(loop)
+    )  # fmt: skip

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from torchdoctor.collect.source_lines import hands_to_step
 from torchdoctor.collect.syncs_frames import own_line, source_text
 
 
@@ -110,6 +111,9 @@ def group_records(
                     "typical_per_step": group["count"] / typical}  # (its typical steps' own)
                    if group["rare"] else {}),  # fmt: skip
                 **(own_line(file, own) if own else {}),
+                # (an action handed to env.step: the host needs it; its source says so when
+                # the op text, cut to a width, does not: y_rl_dqn's `a = ... .argmax().item()`)
+                **({"action": True} if hands_to_step(file, line) else {}),
                 **({"inside": inside} if inside else {}),
             }
         )

@@ -65,7 +65,8 @@ def is_action(record: Mapping[str, Any]) -> bool:
         >>> is_action({"op": "losses.append(loss.item())"})
         False
     """
-    return bool(_ACTION_TEXT.search(str(record.get("op") or "").strip()))
+    return bool(record.get("action")) or bool(
+        _ACTION_TEXT.search(str(record.get("op") or "").strip()))  # (action: its source's)
 
 
 def family(record: Mapping[str, Any]) -> str:

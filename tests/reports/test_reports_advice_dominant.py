@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from reports_sessions import node, s, slow_session
 
-from torchdoctor.analyze.advice import amdahl_saving
+from torchdoctor.analyze.advice import advise, amdahl_saving
 from torchdoctor.analyze.advice.dominant import dominant_module
 
 
@@ -131,6 +131,17 @@ def test_a_dominant_lstm_is_one_native_kernel_not_a_compile_target():
     (item,) = dominant_module({"step_ms": s(10.0), "tree": root})
     assert "fused recurrent kernel" in item.title and "compile" not in item.title
     assert "pack_padded_sequence" in item.fix and item.estimated_saving_ms is None
+
+
+def test_a_gru_called_per_time_step_is_left_to_the_rnn_per_step_advice():
+    """char-rnn's nn.GRU, called 200 times a step with one character each, was told "pack padded
+    batches, bucket long sequences" (dominant-module) above "pass the whole sequence in one call"
+    (rnn-per-step), two items for one module."""
+    gru = node("rnn", 6.0, 0.0, type="GRU", calls=200.0)
+    root = node("", 8.0, kind="root", children=[node("net", 8.0, children=[gru])])
+    session = {"step_ms": s(10.0), "tree": root}
+    assert dominant_module(session) == []
+    assert [a.rule for a in advise(session) if "rnn" in a.title][:1] == ["rnn-per-step"]
 
 
 def test_a_hand_written_leaf_whose_lines_are_matmuls_gets_the_matmul_remedy():

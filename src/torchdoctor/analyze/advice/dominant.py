@@ -58,6 +58,8 @@ from torchdoctor.analyze.advice.dominant_stacks import label as label_of
 from torchdoctor.analyze.advice.knobs import slow_backward_note
 from torchdoctor.analyze.advice.knobs_layout import layout_realized
 from torchdoctor.analyze.advice.ops_table import OPS_FOR, ops_for  # noqa: F401 (re-exported)
+from torchdoctor.analyze.advice.rnn_per_step import MIN_CALLS as RNN_PER_STEP_CALLS
+from torchdoctor.analyze.advice.rnn_per_step import SEQUENCE_TYPES
 from torchdoctor.analyze.tree import group_repeated_siblings
 from torchdoctor.session_read import walk
 
@@ -209,6 +211,13 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         measured = measured_attention(node, group)  # (need_weights=False timed on its shapes)
         slower = measured is not None and not measured.faster
         remedy = _remedy_for(node, group, cuda, facts, fused_anywhere or slower)
+        if remedy.name == "recurrent" and any(
+            str(m.get("type")) in SEQUENCE_TYPES
+            and float(m.get("calls_per_step") or 0.0) >= RNN_PER_STEP_CALLS
+            for m in group or [node]
+        ):
+            continue  # (called per time step: rule rnn-per-step's cause; char-rnn's GRU, called
+            # 200 times a step, was told "pack padded batches" above "pass the whole sequence")
         not_sdpa = facts.not_sdpa_in([str(n.get("path") or "") for n in group or [node]])
         if not_sdpa:
             evidence.append(_NOT_SDPA_TEXT + "; ".join(

@@ -166,3 +166,39 @@ def forward_calls(path: str, tree: ast.Module) -> list[ForwardCall]:
                     found.append(ForwardCall(name, module, path, call.lineno,
                                              f"{cls.name}.forward"))  # fmt: skip
     return found
+
+
+def methods_of_built_objects(tree: ast.Module) -> dict[int, str]:
+    """The methods of this file's classes (by ``id``) that a module's ``forward`` runs on an
+    object it builds in the call: davidmrau/mixture-of-experts' ``dispatcher =
+    SparseDispatcher(n, gates)`` (its ``__init__``), then ``dispatcher.dispatch(x)``, with
+    the methods each runs through ``self``; the value is ``Cls.forward``.
+
+    Example:
+        >>> src = ("class D:\\n    def __init__(self, g):\\n        self.n = g.tolist()\\n"
+        ...        "class M:\\n    def forward(self, x):\\n        d = D(x)\\n        return x\\n")
+        >>> tree = ast.parse(src)
+        >>> list(methods_of_built_objects(tree).values())
+        ['M.forward']
+    """
+    classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+    found: dict[int, str] = {}
+    for cls in classes.values():
+        forward = next((m for m in cls.body if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef)
+                        and m.name == "forward"), None)  # fmt: skip
+        for f in _run_by_forward(cls, forward) if forward is not None else ():
+            for node in ast.walk(f):
+                if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                        node.targets[0], ast.Name) and isinstance(node.value, ast.Call)
+                        and getattr(node.value.func, "id", None) in classes):  # fmt: skip
+                    continue
+                made, name = classes[node.value.func.id], node.targets[0].id  # type: ignore[attr-defined]
+                methods = {m.name: m for m in made.body
+                           if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef)}  # fmt: skip
+                used = {"__init__"} | {c.func.attr for c in ast.walk(f) if isinstance(c, ast.Call)
+                                       and isinstance(c.func, ast.Attribute)
+                                       and getattr(c.func.value, "id", None) == name}  # fmt: skip
+                for m in (methods[u] for u in sorted(used) if u in methods and made is not cls):
+                    for run in _run_by_forward(made, m):
+                        found.setdefault(id(run), f"{cls.name}.forward")
+    return found

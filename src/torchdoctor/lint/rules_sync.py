@@ -78,7 +78,8 @@ RULES = (
         "warning",
         "host read (.item()/.cpu()/.tolist()/truth value of a tensor) inside a module's "
         "forward, or in a module-level function a forward calls (found through the caller's "
-        "imports: DETR's generalized_box_iou asserts on box tensors in its matcher): a sync on "
+        "imports: DETR's generalized_box_iou asserts on box tensors in its matcher), or in a "
+        "method of an object the forward builds (a mixture of experts' SparseDispatcher): a sync on "
         "every call and a torch.compile graph break. Not reported in a forward decorated "
         "@torch.no_grad() / @torch.inference_mode() (an inference-only module, such as a "
         "matcher or post-processor, hands its outputs to Python by design), nor in classes "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.forward_calls import _run_by_forward
+from torchdoctor.lint.forward_calls import _run_by_forward, methods_of_built_objects
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.step_helpers import _INFERENCE_METHOD, _POSTPROCESSING, StepHelpers, _derived
 from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
@@ -87,6 +87,10 @@ class ForwardAndCallSyncs(StepHelpers):
                             and f.name == "forward"), None)  # fmt: skip
             if forward is not None and scope in _run_by_forward(owner, forward)[1:]:
                 return f"`{owner.name}.{scope.name}` (called by `{owner.name}.forward`)"
+            built = self.context.cache.setdefault(("built objects",), methods_of_built_objects(
+                self.context.tree)) if self.context.tree is not None else {}  # fmt: skip
+            if id(scope) in built:  # (a dispatcher object the forward builds and runs)
+                return f"`{owner.name}.{scope.name}` (run by `{built[id(scope)]}` on an object it builds)"
         if (
             project is None
             or not isinstance(scope, FUNCTIONS)

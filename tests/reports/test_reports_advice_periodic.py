@@ -300,3 +300,24 @@ def test_a_second_phase_holding_part_of_the_extra_time_is_named_too():
     assert "+180 ms per long step; and +120 ms between steps" in item.evidence[1], item.evidence
     (alone,) = periodic_steps({"steps": _steps(long_ms=300.0, phase="forward")})
     assert "; and" not in alone.evidence[1]
+
+
+def test_a_long_detailed_step_kept_in_the_tree_is_named_and_the_first_light_steps_count():
+    """odd2's r_weakref_gc: gc.collect() every 5 steps, a detail window at steps 0-4 and an
+    aimed step, both long and kept in the tree (too many to leave out), read "no detailed step
+    was one"; and a long step among the first two light ones (not the run's first two) was
+    dropped as warm-up residue."""
+    def steps(detailed):
+        out = _steps(n=40, every=5, long_ms=70.0, base=1.0, detailed=detailed)
+        for s in out:
+            s["phases"] = {"forward": 0.3, "backward": 0.3, "optimizer": 0.1,
+                           "other": s["wall_ms"] - 0.7}  # fmt: skip
+        return out
+
+    (item,) = periodic_steps({"steps": steps((0, 1, 2, 3, 4, 24))})
+    assert item.evidence[0].startswith("steps 9, 14, 19, 29, 34, 39 (of 40)")
+    assert "detailed steps 4, 24 were one, kept in the tree" in item.evidence[2]
+    assert "no detailed step was one" not in " ".join(item.evidence)
+    (near,) = periodic_steps({"steps": steps((0, 1, 2))})  # (no detailed step long)
+    assert near.evidence[0].startswith("steps 4, 9, 14,")  # (step 4: the second light one)
+    assert "no detailed step was one" in near.evidence[2]

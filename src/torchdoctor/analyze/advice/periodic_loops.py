@@ -171,15 +171,26 @@ def early_evaluation(step: Mapping[str, Any]) -> bool:
     return int(step.get("eval_calls") or 0) >= 2
 
 
-def sampled_text(session: Mapping[str, Any]) -> str:
+def sampled_text(session: Mapping[str, Any], long_ms: float | None = None) -> str:
     """What the detailed steps saw of the long ones (a detailed long step is left out of the
-    tree and of the sampled lines, which describe the typical step).
+    tree and of the sampled lines, which describe the typical step, unless such steps are too
+    many to leave out: then, over ``long_ms``, they are in both).
 
     Example:
         >>> sampled_text({"config": {"detail": {"outlier_steps": [40]}}})
         'detailed step 40 was one: the tree and the sampled lines leave it out (they describe the typical step)'
+        >>> sampled_text({"steps": [{"index": 25, "wall_ms": 58.0, "detailed": True}]}, 20.0)
+        'detailed step 25 was one, kept in the tree and the sampled lines (such steps are too many to leave out): the Between steps lines show its work'
     """
     left = detailed_long(session)
+    kept = [int(s.get("index", 0)) for s in session.get("steps") or () if s.get("detailed")
+            and long_ms is not None and float(s.get("wall_ms") or 0.0) > long_ms]  # fmt: skip
+    if not left and kept:  # (r_weakref_gc's gc.collect() every 5 steps, aimed at step 25,
+        # read "no detailed step was one" while the sampled lines named it)
+        return (f"detailed step{'s' if len(kept) > 1 else ''} "
+                f"{', '.join(str(i) for i in kept[:4])} {'were' if len(kept) > 1 else 'was'} "
+                "one, kept in the tree and the sampled lines (such steps are too many to leave "
+                f"out): the Between steps lines show {'their' if len(kept) > 1 else 'its'} work")
     if not left:
         return ("no detailed step was one: `torchdoctor run --detail always` records every "
                 "step in full (it costs more)")  # fmt: skip

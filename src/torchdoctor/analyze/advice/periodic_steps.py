@@ -103,7 +103,7 @@ def _long_steps(steps: list[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]]
     evaluated) and the median wall time."""
     median = statistics.median(float(s["wall_ms"]) for s in steps)
     long = [
-        s for k, s in enumerate(steps) if (k >= 2 or early_evaluation(s))
+        s for k, s in enumerate(steps) if (int(s.get("index", k)) >= 2 or early_evaluation(s))
         and float(s["wall_ms"]) > LONG * median and float(s["wall_ms"]) - median > LONG_MS
     ]  # fmt: skip
     return long, median
@@ -346,7 +346,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
             f"their extra time, {fmt_ms(extra)} over the run ({share:.0f}% of it, "
             f"{fmt_ms(per_step)} per step on average), is {what}: "
             f"+{fmt_ms(phases[phase] / len(long))} per long step" + _also(phases, phase, long),
-            sampled_text(session),
+            sampled_text(session, max(LONG * median, median + LONG_MS)),
         ],
         fix=ROLLOUT_FIX if loop is not None and rollout_function(session) else (
             (EVALUATION_FIX if loop is not None and is_evaluation(loop)

@@ -195,3 +195,24 @@ def test_a_helper_of_a_method_a_step_loop_calls_on_its_model(tmp_path: Path) -> 
     found = lint_paths([tmp_path], select=["TD207"])
     assert [(Path(f.path).name, f.line) for f in found] == [("model.py", 5)]
     assert "called by `TGN.update_memory`" in found[0].message
+
+
+def test_a_helper_two_scripts_each_define_names_its_own_files_loop(tmp_path: Path) -> None:
+    """yanx27/Pointnet_Pointnet2_pytorch: train_partseg.py and test_partseg.py each define
+    to_categorical and call it in their own loop; each finding names its own file's call."""
+    helper = (
+        "import torch\n"
+        "def to_categorical(y, n):\n"
+        "    new_y = torch.eye(n)[y.cpu().numpy(),]\n"
+        "    return new_y.cuda()\n"
+    )
+    test = helper + "def test(model, loader):\n    for x, y in loader:\n        model(x, to_categorical(y, 16))\n"
+    train = helper + (
+        "def train(model, loader, opt):\n    for x, y in loader:\n"
+        "        model(x, to_categorical(y, 16)).sum().backward()\n        opt.step()\n"
+    )
+    (tmp_path / "test_partseg.py").write_text(test)
+    (tmp_path / "train_partseg.py").write_text(train)
+    found = {Path(f.path).name: f.message for f in lint_paths([tmp_path], select=["TD204"])}
+    assert "called in a loop at test_partseg.py:7" in found["test_partseg.py"]
+    assert "called in a loop at train_partseg.py:7" in found["train_partseg.py"]

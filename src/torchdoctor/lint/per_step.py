@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
+from pathlib import Path
 
 from torchdoctor.lint.denoising_loops import SAMPLING_FUNCTION
+from torchdoctor.lint.project_scan import _calls_in_body, step_loop
 from torchdoctor.lint.tensors import framework_step_method
 from torchdoctor.lint.visitor import FUNCTIONS, method_name
 
@@ -86,7 +88,17 @@ class PerStepCalls:
         if hit is not None:  # (another file's forward, through its imports)
             return f"called by `{hit[2]}` ({hit[0]}:{hit[1]})"
         caller = project.called_in_loop(function) if project is not None else None  # type: ignore[attr-defined]
+        if caller is not None:  # (this file's own loop first: two scripts' to_categorical)
+            caller = self._own_loop_call(function) or caller
         return None if caller is None else f"called in a loop at {caller[0]}:{caller[1]}"
+
+    def _own_loop_call(self, function: str) -> tuple[str, int] | None:
+        """``(file, line)`` of the first call of ``function`` in a step loop of this file."""
+        tree, path = self.context.tree, self.context.path  # type: ignore[attr-defined]
+        lines = [call.lineno for loop in (ast.walk(tree) if tree is not None else ())
+                 if isinstance(loop, ast.For | ast.While) and step_loop(loop)
+                 for call in _calls_in_body(loop) if getattr(call.func, "id", None) == function]
+        return (Path(path).name, min(lines)) if lines else None
 
     def _callees_of_forwards(self) -> dict[str, str]:
         """Each name ``name(...)`` / ``self.name(...)`` called in a ``Cls.forward`` of this

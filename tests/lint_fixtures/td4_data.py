@@ -246,3 +246,12 @@ def train_all(model, root, opt):
         for img in loader:
             model(img.cuda(non_blocking=True)).sum().backward()
             opt.step()
+
+
+def dataset_demo(root):
+    loader = DataLoader(TrainImages(root), batch_size=12, shuffle=True, num_workers=2)  # near-miss: printed, never moved
+    for point, label in tqdm(loader):
+        print(point.shape, len(label))
+    batches = DataLoader(TrainImages(root), batch_size=12, num_workers=2)  # expect: TD402
+    for point, label in batches:
+        print(point.cuda().shape)

@@ -13,6 +13,7 @@ the file whose parameter is, in turn, walked once.
 from __future__ import annotations
 
 import ast
+import builtins
 
 from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS
@@ -81,3 +82,35 @@ def _runs_once(loop: ast.AST) -> bool:
         return False
     bounds = [a.value if isinstance(a, ast.Constant) else None for a in it.args[:2]]
     return bounds == [1] or bounds == [0, 1]
+
+
+def batches_stay_on_host(rules, call: ast.Call) -> bool:
+    """The loader ``call`` builds is bound to a name whose every use is a ``for`` loop (through
+    ``tqdm`` / ``enumerate``) whose body calls only Python's builtins: a dataset module's demo
+    (``for point, label in loader: print(point.shape)``), whose batches never go to a device.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\nfrom torch.utils.data import DataLoader\\nx = torch.ones(1).cuda()\\n"
+        ...        "loader = DataLoader(ds, batch_size=4, num_workers=2)\\n"
+        ...        "for p, y in loader:\\n    print(p.shape)\\n")
+        >>> [f.code for f in lint_source(src)]
+        []
+    """
+    assign, scope = rules.parent(call), rules.enclosing_scope(call)
+    if not (isinstance(assign, ast.Assign) and len(assign.targets) == 1
+            and isinstance(assign.targets[0], ast.Name)):  # fmt: skip
+        return False
+    name = assign.targets[0].id
+    uses = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
+            and isinstance(n.ctx, ast.Load) and rules.enclosing_scope(n) is scope]  # fmt: skip
+    for use in uses:
+        child, above = use, rules.parent(use)
+        while isinstance(above, ast.Call) and child in above.args and (
+                getattr(above.func, "id", None) in LOOP_WRAPPERS):  # fmt: skip
+            child, above = above, rules.parent(above)
+        if not (isinstance(above, FOR) and above.iter is child) or not all(
+                isinstance(c.func, ast.Name) and hasattr(builtins, c.func.id)
+                for s in above.body for c in ast.walk(s) if isinstance(c, ast.Call)):  # fmt: skip
+            return False
+    return bool(uses)

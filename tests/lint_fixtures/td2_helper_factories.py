@@ -1,8 +1,10 @@
 """TD204 through a list of host tensors, in a plain class's method a step loop calls, and
 through a name a factory bound first (PointNet's feature transform regularizer)."""
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd import Variable
 
 
 class BoxSimilarity:
@@ -57,3 +59,20 @@ def orthogonality(trans):
     noise = torch.randn(trans.shape, generator=torch.Generator().manual_seed(0))
     back = staging.cuda(non_blocking=True)  # near-miss: a pinned staging buffer
     return (trans @ trans.transpose(1, 2) - eye).norm() + 0 * back.sum() + noise.cuda().sum()  # near-miss: a CPU generator's draw
+
+
+class STN3d(nn.Module):
+    """PointNet's input transform: an identity from a NumPy literal, moved every forward."""
+
+    def __init__(self, k=3):
+        super().__init__()
+        self.k = k
+        self.fc3 = nn.Linear(256, k * k)
+
+    def forward(self, x, offsets):
+        x = self.fc3(x)
+        iden = Variable(torch.from_numpy(np.array([1, 0, 0, 0, 1, 0, 0, 0, 1]).astype(np.float32))).view(1, 9)
+        if x.is_cuda:
+            iden = iden.cuda()  # expect: TD204
+        shift = torch.from_numpy(np.array([offsets[0], offsets[1]]))
+        return (x + iden).view(-1, 3, 3) + shift.cuda().sum()  # near-miss: an array of the call's data

@@ -26,6 +26,10 @@ _STAYS = frozenset({"unsqueeze", "squeeze", "view", "reshape", "expand", "repeat
                     "matmul", "outer", "float", "double", "half", "long", "int", "bool",
                     "contiguous", "flatten", "permute", "transpose", "sum", "mean", "clone",
                     "repeat_interleave", "exp", "sqrt", "abs", "cumsum", "flip"})  # fmt: skip
+#: calls that hand back their argument's tensor (the old autograd wrapper)
+_WRAPPERS = frozenset({"Variable", "torch.autograd.Variable"})
+#: the nodes of a literal list of numbers
+_LITERAL = (ast.List, ast.Tuple, ast.Constant, ast.UnaryOp, ast.USub, ast.UAdd, ast.Load)
 #: how many assignments and calls the search follows back from the copy
 _DEPTH = 8
 
@@ -80,8 +84,10 @@ class HostBuiltMoves:
                 move,
                 "TD204",
                 f"`{self.code_of(move)}` copies `{name}`, which `{self.code_of(factory)}` "  # type: ignore[attr-defined]
-                f"builds on the host, to the device {where}: create it there, "
-                f"`{self.code_of(factory.func)}(..., device=...)`",  # type: ignore[attr-defined]
+                f"builds on the host, to the device {where}: " + (
+                    f"create it there, `{self.code_of(factory.func)}(..., device=...)`"  # type: ignore[attr-defined]
+                    if dotted(factory.func) != "torch.from_numpy" else "build the constant "
+                    "once, `self.register_buffer(...)` in `__init__` (it follows `.to(device)`)"),
             )
 
     def _builder(self, value: ast.AST) -> ast.FunctionDef | None:
@@ -131,18 +137,31 @@ class HostBuiltMoves:
 
 def _shape_factory(value: ast.AST) -> ast.Call | None:
     """The factory of ``value`` when it is a torch factory given sizes and no device
-    (``torch.eye(d)[None, :, :]``, ``torch.zeros(n).float()``), not one given data
-    (``torch.from_numpy(batch)``: a copy the data needs).
+    (``torch.eye(d)[None, :, :]``, ``torch.zeros(n).float()``), or given a literal array
+    (PointNet's STN3d: ``Variable(torch.from_numpy(np.array([1, 0, 0, ...]).astype(np.float32)))``),
+    not one given data (``torch.from_numpy(batch)``: a copy the data needs).
 
     Example:
         >>> ast.unparse(_shape_factory(ast.parse("torch.eye(d)[None, :, :]").body[0].value))
         'torch.eye(d)'
         >>> _shape_factory(ast.parse("torch.from_numpy(a)").body[0].value) is None
         True
+        >>> _shape_factory(ast.parse("torch.from_numpy(np.array([1, 0]))").body[0].value) is None
+        False
     """
-    while isinstance(value, ast.Subscript) or (
-            isinstance(value, ast.Call) and method_name(value) in _STAYS):  # fmt: skip
-        value = value.value if isinstance(value, ast.Subscript) else value.func.value  # type: ignore[attr-defined]
+    while isinstance(value, ast.Subscript) or (isinstance(value, ast.Call) and (
+            method_name(value) in _STAYS or dotted(value.func) in _WRAPPERS)):  # fmt: skip
+        value = value.value if isinstance(value, ast.Subscript) else (  # type: ignore[attr-defined]
+            value.func.value if method_name(value) in _STAYS else value.args[0])  # type: ignore[attr-defined]
+    if isinstance(value, ast.Call) and dotted(value.func) == "torch.from_numpy" and value.args:
+        array = value.args[0]
+        while isinstance(array, ast.Call) and method_name(array) in ("astype", "flatten", "reshape"):
+            array = array.func.value  # type: ignore[attr-defined]  # (STNkd's np.eye(k).flatten())
+        made = dotted(array.func) or "" if isinstance(array, ast.Call) else ""
+        literal = made.endswith((".eye", ".identity")) or made.endswith(".array") and (
+            bool(array.args) and isinstance(array.args[0], ast.List | ast.Tuple) and all(  # type: ignore[attr-defined]
+                isinstance(n, _LITERAL) for n in ast.walk(array.args[0])))  # type: ignore[attr-defined]
+        return value if literal else None
     if isinstance(value, ast.Call) and dotted(value.func) in _HOST_FACTORIES - {"torch.from_numpy"} and not any(
             k.arg in ("device", "pin_memory", "generator") for k in value.keywords):  # fmt: skip
         return value  # (not a pinned staging buffer, nor a draw from a CPU generator)

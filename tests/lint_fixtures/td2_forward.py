@@ -251,3 +251,17 @@ class MemoryQueue(nn.Module):
             keys = keys.half().float()
         self._enqueue(keys)
         return keys @ self.queue
+
+
+class ProbAttention(nn.Module):
+    """Informer: the sampled count from NumPy on a Python int, read with NumPy's .item()."""
+
+    def __init__(self, factor=5):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, queries, keys):
+        L_K, L_Q = keys.shape[1], queries.shape[1]
+        U_part = self.factor * np.ceil(np.log(L_K)).astype("int").item()  # near-miss: NumPy's scalar
+        u = self.factor * torch.ceil(torch.log(keys.new_tensor(L_Q))).int().item()  # expect: TD205
+        return queries[:, :u] @ keys[:, :U_part].transpose(1, 2)

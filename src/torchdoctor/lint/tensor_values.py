@@ -35,10 +35,8 @@ TORCH_ONLY_METHODS = frozenset(
 _HOST_LIBRARIES = ("numpy.", "scipy.", "sklearn.", "pandas.")
 #: torch functions that make a new tensor on the CPU unless given a device (or a default
 #: device is set): reading one back is no host-device sync
-HOST_FACTORIES = frozenset(
-    {f"torch.{name}" for name in ("randint", "rand", "randn", "randperm", "zeros", "ones",
-     "empty", "full", "arange", "linspace", "tensor", "as_tensor")}
-)  # fmt: skip
+HOST_FACTORIES = frozenset(f"torch.{n}" for n in ("randint", "rand", "randn", "randperm", "zeros",
+                           "ones", "empty", "full", "arange", "linspace", "tensor", "as_tensor"))  # fmt: skip
 
 
 #: builtins computing a Python number from Python numbers
@@ -288,9 +286,11 @@ class TensorValues:
     def host_data_read(self, call: ast.Call) -> bool:
         """``np.sort(idx).tolist()``: a method of a NumPy/SciPy/pandas result (or of a name
         holding only such results, :meth:`_on_host_data`): no tensor, no sync."""
-        receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+        receiver = root = call.func.value if isinstance(call.func, ast.Attribute) else None
+        while isinstance(root, ast.Call) and isinstance(getattr(root.func, "value", None), ast.Call) and not self.callee(root):
+            root = root.func.value  # type: ignore[attr-defined]  # (Informer's np.ceil(...).astype('int').item())
         if isinstance(receiver, ast.Call) and (
-            any(n.startswith(_HOST_LIBRARIES) for n in self.callee(receiver))
+            any(n.startswith(_HOST_LIBRARIES) for n in self.callee(root))  # type: ignore[arg-type]
             or self.made_on_the_host(receiver)
         ):
             return True

@@ -254,3 +254,21 @@ class FeaturePropagation(nn.Module):
             norm = self.skip_bns[i]
             x = skip(norm(x))
         return x
+
+
+class ConvLayer(nn.Module):
+    """Informer's distilling layer: the conv's output reaches the norm through `x`."""
+
+    def __init__(self, c_in):
+        super().__init__()
+        self.downConv = nn.Conv1d(c_in, c_in, kernel_size=3, padding=1, padding_mode="circular")  # expect: TD506
+        self.norm = nn.BatchNorm1d(c_in)
+        self.proj = nn.Conv1d(c_in, c_in, 1)  # near-miss: an activation between it and the norm
+        self.norm2 = nn.BatchNorm1d(c_in)
+
+    def forward(self, x):
+        x = self.downConv(x.permute(0, 2, 1))
+        x = self.norm(x)
+        y = self.proj(x)
+        y = F.elu(y)
+        return self.norm2(y)

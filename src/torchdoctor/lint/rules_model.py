@@ -141,10 +141,27 @@ class ModelRules(RuleVisitor):
             if not sites or not call.args:
                 continue
             inner = call.args[0]
+            if isinstance(inner, ast.Name):  # (x = self.downConv(x); x = self.norm(x))
+                inner = self._made_just_before(call, inner.id) or inner
             for conv, block in convs.get(layer_name(inner, zipped), ()) if isinstance(inner, ast.Call) else ():
                 same = [bn for where, bn in sites if where == block]
                 if any(same) or (not same and any(bn for _, bn in sites)):
                     self._report_conv(conv)
+
+    def _made_just_before(self, call: ast.AST, name: str) -> ast.Call | None:
+        """The call the statement before ``call``'s assigns to ``name`` (Informer's ConvLayer:
+        ``x = self.downConv(x.permute(0, 2, 1))``, then ``x = self.norm(x)``); None otherwise."""
+        stmt = call
+        while stmt is not None and not isinstance(stmt, ast.stmt):
+            stmt = self.parent(stmt)
+        block = statement_list(self.parent(stmt), stmt) if stmt is not None else None
+        k = next((i for i, s in enumerate(block or ()) if s is stmt), 0)
+        prev = block[k - 1] if block and k > 0 else None
+        if (isinstance(prev, ast.Assign) and len(prev.targets) == 1
+                and isinstance(prev.targets[0], ast.Name) and prev.targets[0].id == name
+                and isinstance(prev.value, ast.Call)):  # fmt: skip
+            return prev.value
+        return None
 
     # -- TD506 -------------------------------------------------------------------------------
     def _is_conv(self, expr: ast.AST) -> bool:

@@ -78,7 +78,7 @@ def test_autograd_grad_under_a_function_mode_is_one_pass():
 
     events: list[str] = []
     hooks = Installation()
-    hooks.wrap_autograd(lambda roots, kept: events.append("enter"), lambda: events.append("leave"))
+    hooks.wrap_autograd(lambda *_: events.append("enter"), lambda: events.append("leave"))
     try:
         x = torch.ones(3, requires_grad=True)
         with PassThrough():

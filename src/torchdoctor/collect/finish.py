@@ -36,6 +36,7 @@ from torchdoctor.collect.assemble import (
 )
 from torchdoctor.collect.call_lines import call_lines_section, long_step_calls
 from torchdoctor.collect.finish_overhead import note_profiler_overhead
+from torchdoctor.collect.grad_passes import grad_passes_section
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
 from torchdoctor.collect.other_sampler import other_lines_section
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
@@ -227,6 +228,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
             tree, detailed, rec.path, rec.call_site, rec.repeat_site
         )
         session["timeline"] = representative_timeline(state, session["config"]["notes"])
+        passes = grad_passes_section(detailed)  # (torch.autograd.grad passes by user line)
+        if passes:
+            session["grad_passes"] = passes
         try:  # (sampled extras: never worth the session)
             sampled = [s for s in detailed if s.get("lines") is not None]  # (with the lines)
             other = other_lines_section(detailed, "other_lines", state.forward_functions)

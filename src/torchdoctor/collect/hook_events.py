@@ -268,13 +268,14 @@ class HookEvents:
             self._drop_steps()
 
     @_timed_event
-    def _backward_enter(self, roots: Any = None, graph_kept: bool = False) -> None:
+    def _backward_enter(self, roots: Any = None, graph_kept: bool = False, grad: bool = False) -> None:
         if self._seen["manual_update"] == PENDING_NOTE:  # a no_grad block between backwards
             self._seen["manual_update"] = 1
             self.state.notes.append(MANUAL_UPDATE_NOTE)
         rec = self._rec
         if graph_kept or rec.knobs["gradient_graph"]:
             note_double_backward(rec.knobs, graph_kept)
+        self._grad_passes.enter(sys._getframe(1) if grad and rec.detailed else None)
         if rec.region_calls and rec.recording:
             rec.phases.push("other")  # the graph walk is profiler overhead, not forward
             try:
@@ -290,6 +291,7 @@ class HookEvents:
 
     @_timed_event
     def _backward_leave(self) -> None:
+        self._grad_passes.leave()
         rec = self._rec
         if rec.detailed:
             rec.end_backward_pass()

@@ -58,7 +58,7 @@ class Installation:
     Example:
         >>> events = []
         >>> hooks = Installation()
-        >>> hooks.wrap_autograd(lambda roots, kept: events.append("enter"), lambda: events.append("leave"))
+        >>> hooks.wrap_autograd(lambda *_: events.append("enter"), lambda: events.append("leave"))
         >>> torch.ones(1, requires_grad=True).sum().backward()
         >>> hooks.remove()
         >>> torch.ones(1, requires_grad=True).sum().backward()  # unwrapped again
@@ -87,10 +87,11 @@ class Installation:
         self._undo.append(post_handle.remove)
 
     def wrap_autograd(self, enter: Callable[[Any], None], leave: Callable[[], None]) -> None:
-        """Call ``enter(roots, graph_kept)``/``leave()`` around every ``torch.autograd.backward``
-        and ``grad`` (``roots``: the tensors the pass starts from, their first argument;
-        ``graph_kept``: ``create_graph=True``, the gradients differentiable, unless torch.func's
-        transforms asked for it: they always do, for their own nesting).
+        """Call ``enter(roots, graph_kept, grad)``/``leave()`` around every
+        ``torch.autograd.backward`` and ``grad`` (``roots``: the tensors the pass starts from,
+        their first argument; ``graph_kept``: ``create_graph=True``, the gradients
+        differentiable, unless torch.func's transforms asked for it: they always do, for their
+        own nesting; ``grad``: a ``torch.autograd.grad`` pass).
 
         One pass is one enter/leave: under a torch function mode (the sync audit, the hot
         lines) ``torch.autograd.grad`` dispatches to the mode, which calls the public function
@@ -103,7 +104,7 @@ class Installation:
             @functools.wraps(original)
             def wrapper(
                 *args: Any, _target=original, _key=_ROOTS[name], _at=_CREATE_GRAPH_AT[name],
-                **kwargs: Any,
+                _grad=name == "grad", **kwargs: Any,
             ) -> Any:
                 if getattr(inside, "active", False):
                     return _target(*args, **kwargs)
@@ -114,7 +115,7 @@ class Installation:
                         "torch._functorch"
                     ):
                         kept = False
-                    enter(args[0] if args else kwargs.get(_key), bool(kept))
+                    enter(args[0] if args else kwargs.get(_key), bool(kept), _grad)
                     try:
                         return _target(*args, **kwargs)
                     finally:

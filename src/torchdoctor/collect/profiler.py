@@ -58,6 +58,7 @@ from torchdoctor.collect.compiled import compile_seconds, compiled_frames, watch
 from torchdoctor.collect.device_clock import device_of, may_adopt_cuda_clock
 from torchdoctor.collect.finish import build_session
 from torchdoctor.collect.garbage import FrozenObjects
+from torchdoctor.collect.grad_passes import GradPasses
 from torchdoctor.collect.hook_events import HookEvents
 from torchdoctor.collect.host_time import ThreadTimes
 from torchdoctor.collect.install import Installation
@@ -162,6 +163,7 @@ class Profiler(StepCycle, HookEvents):
         self._watch_cuda = False  # switch to CUDA events once the script uses CUDA (run)
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
         self._other: Any = None  # ... and the other phase's sampler (collect/other_sampler.py)
+        self._grad_passes = GradPasses()  # autograd.grad passes by line (collect/grad_passes.py)
         self._audited = True  # the running step is audited for syncs
         self._audit_calls = 0  # the paced audits' function-level calls at the last boundary
         # crash safety (collect/checkpoint.py): the session so far, written on a schedule

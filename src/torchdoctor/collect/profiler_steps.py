@@ -271,6 +271,9 @@ class StepCycle:
                 host = {**host, "padding": padding}
             if rec.unused and kept:  # (calls whose outputs reached no loss: unused_outputs.py)
                 host = {**host, "unused_nodes": sorted(rec.unused)}
+            passes = self._grad_passes.take_step()  # (autograd.grad passes by line)
+            if passes and kept:
+                host = {**host, "grad_passes": passes}
             timed = self._lines is not None and self._timing_lines
             lines = self._lines.take_step() if timed else None
             cut = timed and self._lines.step_cut

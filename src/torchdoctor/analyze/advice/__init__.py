@@ -49,6 +49,7 @@ from torchdoctor.analyze.advice.embedding_gradient import embedding_gradient
 from torchdoctor.analyze.advice.emulated_bf16 import emulated_bf16
 from torchdoctor.analyze.advice.float64 import float64_training
 from torchdoctor.analyze.advice.framework_terms import in_framework_terms
+from torchdoctor.analyze.advice.grad_passes import grad_passes
 from torchdoctor.analyze.advice.host_batch import host_batch
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
@@ -122,6 +123,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     cpu_contention,
     kernel_page_faults,
     hot_line_advice,
+    grad_passes,
     unattributed,
     engine_knobs,
     emulated_bf16,

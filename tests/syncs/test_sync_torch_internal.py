@@ -87,3 +87,26 @@ def test_the_session_records_the_autocast_dtype():
             prof.step()
     knobs = prof.session["environment"]["knobs"]
     assert knobs["autocast"] is True and knobs["autocast_dtype"] == "bfloat16"
+
+
+def test_an_averaged_model_s_counter_reads_are_named_with_a_sync_free_ema():
+    """AveragedModel.update_parameters branches on its n_averaged tensor twice per call: the
+    reads are the library's, told with the hand-written EMA that makes none."""
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    ema = AveragedModel(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with torchdoctor.Profiler(warmup=0) as prof:
+        for _ in range(4):
+            net(torch.randn(3, 4)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            ema.update_parameters(net)  # the EMA's line
+            prof.step()
+    session = prof.session
+    (record,) = [r for r in session["syncs"] if str(r.get("inside", "")).endswith("update_parameters")]
+    assert record["per_step"] == 2
+    (item,) = torch_syncs(session)
+    assert "AveragedModel.update_parameters" in item.title and "_foreach_lerp_" in item.fix

@@ -113,6 +113,21 @@ KNOWN_TORCH_SYNCS: tuple[TorchSync, ...] = (
         "norm = clip_grad_norm_(params, 1.0)                           # after: check at log time",
     ),
     TorchSync(
+        "optim/swa_utils.py",
+        ("update_parameters",),
+        "AveragedModel.update_parameters tests its counter on the host at every update",
+        "an AveragedModel (an EMA or SWA copy) keeps n_averaged as a tensor on the model's "
+        "device and branches on it twice per update_parameters call (copy on the first, "
+        "average after): two host reads per update",
+        "Update the average every N steps (an EMA with decay**N per update), or keep the EMA "
+        "by hand after one copy: torch._foreach_lerp_(ema_params, model_params, 1 - decay) "
+        "makes no host read (one kernel for all parameters).",
+        "ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999))  # before\n"
+        "ema.update_parameters(model)                                        # 2 reads a call\n"
+        "ema_params = [p.detach().clone() for p in model.parameters()]      # after: once\n"
+        "torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - 0.999)",
+    ),
+    TorchSync(
         "nn/modules/transformer.py",
         ("_detect_is_causal_mask",),
         "nn.Transformer layers test whether your mask is causal at every call",

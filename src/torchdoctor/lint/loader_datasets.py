@@ -18,6 +18,7 @@ import ast
 import re
 
 from torchdoctor.lint.call_index import calls_named
+from torchdoctor.lint.dataset_splits import split_into, unsplit
 from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.visitor import dotted, method_name
 
@@ -66,8 +67,11 @@ class LoaderDatasets:
         if isinstance(dataset, ast.Subscript) and isinstance(dataset.value, ast.Name):
             values = [e for v in self.assigned_values(scope, dataset.value.id)
                       for e in _items(v)]  # (sets["val"] of {k: TensorDataset(...) for k ...})
+        if not values and isinstance(dataset, ast.Name):  # (train, val = random_split(data, ...))
+            values = split_into(self, scope, dataset.id)
         if not values and isinstance(dataset, ast.Name):  # (a parameter: what callers hand it)
             values = self._handed(scope, dataset.id)
+        values = unsplit(self, scope, values)  # (a split holds what its source holds)
         moves = [self._moves_items(v) for v in values]
         if moves and all(moves):  # (its __getitem__ copies each item to the GPU itself)
             return "device" if set(moves) == {"memory"} else "device, read per item"

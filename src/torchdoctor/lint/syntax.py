@@ -321,19 +321,6 @@ def _related(a: str, b: str) -> bool:
     return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
-def _training_kind(call: ast.Call) -> str | None:
-    name = method_name(call)
-    if name == "backward":
-        return "backward"
-    if name == "step":
-        receiver = dotted(call.func.value) or ""
-        last = receiver.rsplit(".", 1)[-1].lower()
-        if ("optim" in last or last in {"opt", "scaler"} or last.endswith(("_opt", "scaler"))
-                or (last.startswith("opt_") and len(last) <= 8)):  # (a GAN's opt_g, opt_d)
-            return "step"  # (self.grad_scaler.step(self.optimizer): detectron2's AMP)
-    return None
-
-
 def segment(lines: list[str], node: ast.AST) -> str | None:
     """Source text of ``node`` from the file's lines (``ast.get_source_segment`` re-splits the
     whole file on every call; this does not).

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from torchdoctor.lint.finding import Finding, one_line
 from torchdoctor.lint.gates import counter_equals, early_returns_before, on_by_default
 from torchdoctor.lint.names import ImportTable
+from torchdoctor.lint.optimizer_steps import training_kind
 from torchdoctor.lint.project_scan import direct_calls
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule families
@@ -32,7 +33,6 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     PURE_METHODS,
     SCOPES,
     _related,
-    _training_kind,
     arg_values,
     body_of,
     calls_in,
@@ -389,7 +389,7 @@ class RuleVisitor:
         if key not in cache:
             body = node.body if isinstance(node, (*FOR, ast.While, *FUNCTIONS)) else node
             calls = list(self.direct_calls(body))
-            kinds = {kind for kind in map(_training_kind, calls) if kind} | ({"step"} if steps_by_hand(body) else set())
+            kinds = {kind for kind in (training_kind(c, self) for c in calls) if kind} | ({"step"} if steps_by_hand(body) else set())
             if isinstance(node, (*FOR, ast.While, list)) and any(map(runs_a_training_step, calls)):
                 kinds |= {"backward", "step"}  # (an RL loop's agent.learn(batch))
             if isinstance(node, (*FOR, ast.While)) and len(kinds) < 2:
@@ -397,7 +397,7 @@ class RuleVisitor:
                 # and the optimizer step, or one of the project stepping the parameters by hand
                 # (DP-SGD's imported noisy_step): a training loop one call away
                 for callee in filter(None, (project_callee(c, self.context) for c in calls)):
-                    inner = {k for k in map(_training_kind, self.direct_calls(callee.body)) if k}
+                    inner = {k for k in map(training_kind, self.direct_calls(callee.body)) if k}
                     kinds |= inner if inner == {"backward", "step"} else (
                         {"step"} if steps_by_hand(callee.body) else set())
             cache[key] = frozenset(kinds)

@@ -95,3 +95,25 @@ def test_a_forked_child_that_ends_its_profile_writes_nothing():
         prof.step()
     assert said == "True 0"
     assert not prof.forked and len(prof.session["steps"]) == 2
+
+
+def test_python_scripts_started_in_new_interpreters_are_named_in_the_notes(tmp_path):
+    """odd2: `torchdoctor run -- torchrun ... train.py` profiled the launcher, whose ranks
+    (`python -u train.py`, started with subprocess) ran unprofiled while the report said "No
+    rule found a problem worth fixing" and nothing of them; a command that is no user script
+    (`python -c`, a library's own script) is not counted."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "rank_job.py"
+    script.write_text("pass\n")
+    net = torch.nn.Linear(2, 2)
+    with torchdoctor.Profiler(net, syncs=False, hot_lines=False) as prof:
+        net(torch.ones(1, 2))
+        for _ in range(2):
+            subprocess.run([sys.executable, "-u", str(script)], check=True)
+        subprocess.run([sys.executable, "-c", "pass"], check=True)  # (near miss)
+    notes = " ".join(prof.session["config"]["notes"])
+    assert "2 Python process(es) started by the script (rank_job.py x2) ran outside" in notes
+    assert "-m torchdoctor run train.py" in notes
+    assert subprocess.Popen.__init__.__module__ == "subprocess"  # (the wrapper is gone)

@@ -68,6 +68,8 @@ class ChildProcesses:
         #: a command list; returns ``(argv to run instead, name, index, out)`` when the command
         #: starts the script itself again (Lightning's DDP launcher), else None
         self.relaunch: Callable[[list, Any], tuple[list, str, int, str] | None] | None = None
+        #: Python scripts started in a new interpreter and not followed, by base name
+        self.scripts: dict[str, int] = {}
 
     def install(self) -> Callable[[], None]:
         """Wrap ``BaseProcess.start``; returns the undo."""
@@ -107,11 +109,14 @@ class ChildProcesses:
 
         @functools.wraps(original)
         def init(popen: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
-            if self.relaunch is not None and isinstance(args, (list, tuple)) and args:
+            if isinstance(args, (list, tuple)) and args:
                 try:
-                    found = self.relaunch(list(args), kwargs.get("env"))
+                    found = self.relaunch(list(args), kwargs.get("env")) if self.relaunch else None
+                    script = None if found else python_script(list(args))
                 except Exception:  # never break the script's own process launch
-                    found = None
+                    found = script = None
+                if script is not None:  # (torchrun's ranks: `python -u train.py`)
+                    self.scripts[script] = self.scripts.get(script, 0) + 1
                 if found is not None:
                     args, name, index, out = found
                     self.started[name] = self.started.get(name, 0) + 1
@@ -130,6 +135,17 @@ class ChildProcesses:
 
     def note(self) -> str | None:
         """What the report says of them (None when none were started)."""
+        processes = self._processes_note()
+        if not self.scripts:
+            return processes
+        count = sum(self.scripts.values())  # (the profiled script launched other scripts)
+        what = ", ".join(f"{name} x{n}" for name, n in sorted(self.scripts.items())[:5])
+        scripts = (f"{count} Python process(es) started by the script ({what}) ran outside this "
+                   "profile, unprofiled: to profile them, run torchdoctor inside each (under a "
+                   "launcher: `torchrun --nproc_per_node 2 -m torchdoctor run train.py`)")
+        return scripts if processes is None else f"{processes}; {scripts}"
+
+    def _processes_note(self) -> str | None:
         if not self.started:
             return None
         count = sum(self.started.values())
@@ -147,3 +163,27 @@ class ChildProcesses:
             "to see their work, profile the function they run in one process "
             "(torchdoctor.profile, or call it directly under `torchdoctor run`)"
         )
+
+
+def python_script(argv: list) -> str | None:
+    """The base name of the user's script a command list runs in a new Python interpreter
+    (``[python, -u, train.py, ...]``: torchrun's ranks), None for anything else (a module, a
+    library's own script under site-packages or torch: Inductor's compile workers).
+
+    Example:
+        >>> python_script(["/usr/bin/python3", "-u", "/w/train.py", "--lr", "1"])
+        'train.py'
+        >>> python_script(["gcc", "a.c"]), python_script(["python", "-m", "pip"])
+        (None, None)
+    """
+    if len(argv) < 2 or not os.path.basename(str(argv[0])).startswith("python"):
+        return None
+    rest = [str(a) for a in argv[1:]]
+    while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c"):
+        rest = rest[1:]  # (interpreter flags: -u, -O, -X ...; their values are rare here)
+    if not rest or not rest[0].endswith(".py"):
+        return None
+    path = os.path.abspath(rest[0])
+    if "site-packages" in path or os.sep + "torch" + os.sep in path:
+        return None
+    return os.path.basename(path)

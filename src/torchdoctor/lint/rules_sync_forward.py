@@ -307,6 +307,22 @@ class ForwardAndCallSyncs(StepHelpers):
             return False
         values = [*self.assigned_values(scope, root.id), *_unpacked(scope, root.id)]
         made = [v for v in values if not _updates(v, root.id)]  # (scores = scores / 10)
+        return bool(made) and all(_submodule_output(v) or self._compares_a_forward_tensor(
+            scope, v) for v in made)  # fmt: skip
+
+    def _compares_a_forward_tensor(self, scope: ast.AST, value: ast.AST) -> bool:
+        """``fg = labels > 0`` (a bool tensor) with ``labels`` an argument of the forward
+        ``scope``, or assigned / unpacked only from a submodule's or the module's own helper's
+        output (``props, labels = self.sample_proposals(props, targets)``: Mask R-CNN's ROI
+        heads, ``if fg.sum() == 0:``)."""
+        if not (isinstance(value, ast.Compare) and len(value.ops) == 1
+                and isinstance(value.left, ast.Name)):  # fmt: skip
+            return False
+        name = value.left.id
+        if name in self._forward_inputs(value):
+            return True
+        values = [*self.assigned_values(scope, name), *_unpacked(scope, name)]
+        made = [v for v in values if not _updates(v, name)]
         return bool(made) and all(_submodule_output(v) for v in made)
 
 

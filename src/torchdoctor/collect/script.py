@@ -37,6 +37,7 @@ from typing import Any
 
 from torchdoctor.collect.notebook import is_notebook, notebook_globals, notebook_source
 from torchdoctor.collect.script_options import note_settings, watching_options
+from torchdoctor.collect.sigint import sigint_outside_collectors
 from torchdoctor.collect.sigterm import Terminated, sigterm_as_interrupt
 
 _HOOK_NAME = "__torchdoctor_step_fn__"
@@ -354,7 +355,7 @@ def run_script(
         if is_notebook(script.path):  # IPython's names a notebook uses without importing
             main.__dict__.update(notebook_globals())
         try:
-            with sigterm_as_interrupt(), watching_options():  # (its options: advice names them)
+            with sigterm_as_interrupt(), sigint_outside_collectors(), watching_options():
                 exec(script.code, main.__dict__)
             return ScriptOutcome(0)
         except SystemExit as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.loop_shapes import steps_an_environment
+from torchdoctor.lint.host_lists import HostLists
 from torchdoctor.lint.returned_values import returns_only
 from torchdoctor.lint.syntax import same_file_callee
 from torchdoctor.lint.tensors import (
@@ -39,13 +39,10 @@ HOST_FACTORIES = frozenset(f"torch.{n}" for n in ("randint", "rand", "randn", "r
                            "ones", "empty", "full", "arange", "linspace", "tensor", "as_tensor"))  # fmt: skip
 
 
-#: builtins computing a Python number from Python numbers
-_HOST_ARITHMETIC = frozenset({"divmod", "int", "float", "round", "abs", "min", "max"})
-
 #: methods that return the tensor they are called on, or a copy (a tensor if it was one)
 _SAME_TENSOR = frozenset({"detach", "clone", "contiguous"})
 
-class TensorValues:
+class TensorValues(HostLists):
     """Mixin for a :class:`~torchdoctor.lint.visitor.RuleVisitor`: is an expression a tensor?
 
     Example:
@@ -55,77 +52,6 @@ class TensorValues:
         >>> [f.code for f in lint_source(src)]
         ['TD201']
     """
-
-    def unpacked_from_host(self, expr: ast.AST, scope: ast.AST) -> bool:
-        """A name in ``expr`` unpacked from a call that takes tensor data copied to Python
-        (``states, r = simulate(states, actions.tolist())``): host data every iteration
-        (``assigned_values`` pairs names with values only when both sides are tuples). An
-        environment's step is no such call (``obs, r, done, info = env.step(a.cpu().numpy())``):
-        its observations are new host data, not the tensor data it was given.
-
-        Example:
-            >>> from torchdoctor.lint import lint_source
-            >>> src = ("import torch\\nfor t in range(9):\\n"
-            ...        "    s = torch.tensor(states, device='cuda')\\n"
-            ...        "    states, r = simulate(states, policy(s).argmax(-1).tolist())\\n")
-            >>> [f.code for f in lint_source(src)]
-            ['TD203']
-        """
-        names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
-        for node in ast.walk(scope):
-            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
-                    and not steps_an_environment(node.value) and any(isinstance(t, ast.Tuple) and names & {e.id for e in t.elts
-                            if isinstance(e, ast.Name)} for t in node.targets)
-                    and any(method_name(c) in HOST_COPY_METHODS
-                            for c in ast.walk(node.value) if isinstance(c, ast.Call))):  # fmt: skip
-                return True
-        return False
-
-    def iterated_from_host(self, expr: ast.AST, scope: ast.AST) -> bool:
-        """A name in ``expr`` that a loop of ``scope`` binds from tensor data copied to Python
-        (``for s, idx in zip(scores.tolist(), ids.tolist())``), directly or through one
-        assignment computed from it (``b, w = divmod(idx, V)``): a beam search rebuilding
-        ``torch.tensor([w], device=...)`` per candidate.
-
-        Example:
-            >>> from torchdoctor.lint import lint_source
-            >>> src = ("import torch\\nfor step in range(9):\\n"
-            ...        "    for idx in top.tolist():\\n        b, w = divmod(idx, 5)\\n"
-            ...        "        t = torch.tensor([w], device='cuda')\\n")
-            >>> [f.code for f in lint_source(src)]
-            ['TD203']
-        """
-        names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
-        host: set[str] = set()
-        for loop in ast.walk(scope):
-            if isinstance(loop, ast.For) and any(
-                    method_name(c) in HOST_COPY_METHODS
-                    for c in ast.walk(loop.iter) if isinstance(c, ast.Call)):  # fmt: skip
-                host |= {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
-        if not host:
-            return False
-        for node in ast.walk(scope):
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                    and all(dotted(c.func) in _HOST_ARITHMETIC for c in ast.walk(node.value)
-                            if isinstance(c, ast.Call))  # (arithmetic, divmod, int)
-                    and host & {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}):
-                host |= {n.id for n in ast.walk(node.targets[0]) if isinstance(n, ast.Name)}  # fmt: skip
-        return bool(names & host)
-
-    def cast_from_tensors(self, expr: ast.AST, scope: ast.AST) -> bool:
-        """Python numbers each read from a tensor (``[int(m.sum()) for m in M]``): a sync each.
-
-        Example:
-            >>> from torchdoctor.lint import lint_source
-            >>> src = ("import torch\\nfor M in data:\\n    opt.step()\\n"
-            ...        "    n = torch.tensor([int(m.sum()) for m in M], device='cuda')\\n")
-            >>> [f.code for f in lint_source(src)]
-            ['TD203']
-        """
-        items = [expr.elt] if isinstance(expr, ast.ListComp) else getattr(expr, "elts", [])
-        return any(isinstance(e, ast.Call) and len(e.args) == 1 and not e.keywords
-                   and bool(set(self.callee(e)) & SCALAR_CASTS.keys())
-                   and self.looks_like_tensor(e.args[0]) for e in items)  # fmt: skip
 
     def looks_like_tensor(self, expr: ast.AST) -> bool:
         """Heuristic: the expression is a tensor (statically unknowable; kept conservative).

@@ -1,0 +1,109 @@
+"""Python data a linted expression was made from tensor data copied to the host, in a loop
+(TD203 reads it: ``torch.tensor(python_list, device=...)`` rebuilt every iteration): a name
+unpacked from a call handed ``.tolist()`` data, bound by a loop over ``.tolist()`` data, or a
+list of ``int(t)`` / ``float(t)`` casts of tensors (inline, or through the name it was assigned
+to). A mixin of :class:`~torchdoctor.lint.tensor_values.TensorValues`.
+
+Example:
+    >>> from torchdoctor.lint import lint_source
+    >>> src = ("import torch\\nfor imgs, targets in loader:\\n    opt.step()\\n"
+    ...        "    n_fg = [int(t['labels'].gt(0).sum()) for t in targets]\\n"
+    ...        "    fg = torch.tensor(n_fg, device='cuda')\\n")
+    >>> sorted(f.code for f in lint_source(src))
+    ['TD201', 'TD203']
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torchdoctor.lint.loop_shapes import steps_an_environment
+from torchdoctor.lint.tensors import SCALAR_CASTS
+from torchdoctor.lint.visitor import HOST_COPY_METHODS, dotted, method_name
+
+#: builtins computing a Python number from Python numbers
+HOST_ARITHMETIC = frozenset({"divmod", "int", "float", "round", "abs", "min", "max"})
+
+
+class HostLists:
+    """Mixin for a RuleVisitor that also has ``looks_like_tensor`` (TensorValues).
+
+    Example:
+        >>> from torchdoctor.lint.tensor_values import TensorValues
+        >>> issubclass(TensorValues, HostLists)
+        True
+    """
+
+    def unpacked_from_host(self, expr: ast.AST, scope: ast.AST) -> bool:
+        """A name in ``expr`` unpacked from a call that takes tensor data copied to Python
+        (``states, r = simulate(states, actions.tolist())``): host data every iteration
+        (``assigned_values`` pairs names with values only when both sides are tuples). An
+        environment's step is no such call (``obs, r, done, info = env.step(a.cpu().numpy())``):
+        its observations are new host data, not the tensor data it was given.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nfor t in range(9):\\n"
+            ...        "    s = torch.tensor(states, device='cuda')\\n"
+            ...        "    states, r = simulate(states, policy(s).argmax(-1).tolist())\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD203']
+        """
+        names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
+        for node in ast.walk(scope):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                    and not steps_an_environment(node.value) and any(isinstance(t, ast.Tuple) and names & {e.id for e in t.elts
+                            if isinstance(e, ast.Name)} for t in node.targets)
+                    and any(method_name(c) in HOST_COPY_METHODS
+                            for c in ast.walk(node.value) if isinstance(c, ast.Call))):  # fmt: skip
+                return True
+        return False
+
+    def iterated_from_host(self, expr: ast.AST, scope: ast.AST) -> bool:
+        """A name in ``expr`` that a loop of ``scope`` binds from tensor data copied to Python
+        (``for s, idx in zip(scores.tolist(), ids.tolist())``), directly or through one
+        assignment computed from it (``b, w = divmod(idx, V)``): a beam search rebuilding
+        ``torch.tensor([w], device=...)`` per candidate.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nfor step in range(9):\\n"
+            ...        "    for idx in top.tolist():\\n        b, w = divmod(idx, 5)\\n"
+            ...        "        t = torch.tensor([w], device='cuda')\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD203']
+        """
+        names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
+        host: set[str] = set()
+        for loop in ast.walk(scope):
+            if isinstance(loop, ast.For) and any(
+                    method_name(c) in HOST_COPY_METHODS
+                    for c in ast.walk(loop.iter) if isinstance(c, ast.Call)):  # fmt: skip
+                host |= {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+        if not host:
+            return False
+        for node in ast.walk(scope):
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and all(dotted(c.func) in HOST_ARITHMETIC for c in ast.walk(node.value)
+                            if isinstance(c, ast.Call))  # (arithmetic, divmod, int)
+                    and host & {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}):
+                host |= {n.id for n in ast.walk(node.targets[0]) if isinstance(n, ast.Name)}  # fmt: skip
+        return bool(names & host)
+
+    def cast_from_tensors(self, expr: ast.AST, scope: ast.AST) -> bool:
+        """Python numbers each read from a tensor (``[int(m.sum()) for m in M]``): a sync each.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nfor M in data:\\n    opt.step()\\n"
+            ...        "    n = torch.tensor([int(m.sum()) for m in M], device='cuda')\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD203']
+        """
+        if isinstance(expr, ast.Name):  # (n_fg = [int(t["labels"].sum()) for t in targets])
+            return any(self.cast_from_tensors(v, scope) for v in self.assigned_values(scope, expr.id)
+                       if not isinstance(v, ast.Name))  # fmt: skip
+        items = [expr.elt] if isinstance(expr, ast.ListComp) else getattr(expr, "elts", [])
+        return any(isinstance(e, ast.Call) and len(e.args) == 1 and not e.keywords
+                   and bool(set(self.callee(e)) & SCALAR_CASTS.keys())
+                   and self.looks_like_tensor(e.args[0]) for e in items)  # fmt: skip

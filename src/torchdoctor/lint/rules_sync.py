@@ -295,7 +295,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             if all(isinstance(op, (ast.Is, ast.IsNot)) for op in expr.ops):
                 return False  # `if loss is not None:` is identity, a Python bool (SAC's)
             return self._compares_a_backward_tensor(expr) or any(  # (or a buffer's)
-                self._reduces_a_forward_input(o) or self.registered_buffer(o)
+                self._reduces_a_forward_input(o) or self.registered_buffer(o) or self.torch_result(o)
                 for o in [expr.left, *expr.comparators])  # fmt: skip
         if not isinstance(expr, ast.Call):  # (`if self.inited:`, a registered buffer's truth)
             return self.registered_buffer(expr)

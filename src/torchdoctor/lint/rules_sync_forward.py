@@ -9,7 +9,7 @@ from torchdoctor.lint.forward_calls import _run_by_forward, methods_of_built_obj
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.step_helpers import _INFERENCE_METHOD, _POSTPROCESSING, StepHelpers, _derived
 from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
-from torchdoctor.lint.tensors import REDUCTIONS, TRUTH_METHODS
+from torchdoctor.lint.tensors import NOT_TENSORS, REDUCTIONS, TORCH_TENSOR_FUNCTION, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
 _LOOP_STATEMENTS = (*FOR, ast.While)
@@ -309,6 +309,14 @@ class ForwardAndCallSyncs(StepHelpers):
         made = [v for v in values if not _updates(v, root.id)]  # (scores = scores / 10)
         return bool(made) and all(_submodule_output(v) or self._compares_a_forward_tensor(
             scope, v) for v in made)  # fmt: skip
+
+    def torch_result(self, operand: ast.AST) -> bool:
+        """``torch.min(y)`` in ``if torch.min(y) < -1.:`` (HiFi-GAN's mel_spectrogram, run on
+        the generator's output every step): a torch function's result is a tensor, so a
+        comparison with it is one too and its truth value a host read (not ``torch.numel(x)``,
+        ``torch.cuda.device_count()``: Python numbers)."""
+        return isinstance(operand, ast.Call) and any(
+            TORCH_TENSOR_FUNCTION.match(n) and n not in NOT_TENSORS for n in self.callee(operand))
 
     def _compares_a_forward_tensor(self, scope: ast.AST, value: ast.AST) -> bool:
         """``fg = labels > 0`` (a bool tensor) with ``labels`` an argument of the forward

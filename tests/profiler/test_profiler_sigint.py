@@ -1,6 +1,6 @@
 """Ctrl-C under `torchdoctor run`: a KeyboardInterrupt is never raised inside the collectors'
 own Python (the modes' handlers, the hooks) that runs inside a script's torch call; char-rnn's
-bare `try: tensor[c] = ... except: continue` swallowed 3 of 36 Ctrl-Cs raised there."""
+bare `try: tensor[c] = ... except: continue` swallowed 4 of 28 Ctrl-Cs raised there."""
 
 from __future__ import annotations
 

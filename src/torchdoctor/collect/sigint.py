@@ -5,7 +5,7 @@ the script's own bytecode: at a loop's back-edge, a call. Profiled, every torch 
 collectors' Python (the hot lines' and the sync audit's modes, the hooks), so the interrupt can
 be raised inside the torch call, inside whatever ``try`` the script wrapped around it. char-rnn
 wraps its per-character ``tensor[c] = all_characters.index(string[c])`` in a bare ``try: ...
-except: continue``: under ``torchdoctor run`` 3 of 36 Ctrl-Cs were swallowed there and the run
+except: continue``: under ``torchdoctor run`` 4 of 28 Ctrl-Cs were swallowed there and the run
 went on until killed (clients round 17; the lost ones were raised in ``lines.py``'s timed call).
 
 While the script runs, SIGINT's handler (only where it is Python's default) looks at the frame the

@@ -63,13 +63,20 @@ class PinnedCopies:
 
     def _check_loop(self, loop: ast.For, loader: str, reported: set[int]) -> None:
         batch = set(target_names(own_part(loop.target, loop.iter)))
-        for stmt in loop.body:  # (HiFi-GAN's `x, y, _, y_mel = batch`; `img = batch["img"]`)
-            if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Name | ast.Subscript):
-                base = stmt.value
+        for stmt in loop.body:  # (HiFi-GAN's `x, y, _, y_mel = batch`; `img = batch["img"]`;
+            if not isinstance(stmt, ast.Assign):  # Pytorch-UNet's `images, true_masks =
+                continue  # batch['image'], batch['mask']`: each name paired with its value)
+            pairs = [(t, stmt.value) for t in stmt.targets] + [
+                (e, v) for t in stmt.targets if isinstance(t, ast.Tuple) and isinstance(
+                    stmt.value, ast.Tuple) and len(t.elts) == len(stmt.value.elts)
+                for e, v in zip(t.elts, stmt.value.elts)]  # fmt: skip
+            for target, base in pairs:
+                if not isinstance(base, ast.Name | ast.Subscript):
+                    continue
                 while isinstance(base, ast.Subscript):
                     base = base.value
                 if isinstance(base, ast.Name) and base.id in batch:
-                    batch |= {n for t in stmt.targets for n in target_names(t)}
+                    batch |= set(target_names(target))
         deeper = self._copies_one_call_deep(loop, batch)
         for move in [*self.direct_calls(loop.body), *deeper]:
             if not _blocking_copy(move) or self._read_back_at_once(move):

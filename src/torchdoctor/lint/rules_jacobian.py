@@ -5,7 +5,7 @@
 the gradient, each through a graph kept for it), a Python loop of small passes. With
 ``vectorize=True`` torch batches those passes with vmap into one; ``torch.func.jacrev`` /
 ``torch.func.hessian`` do the same. Measured (``python -m torchdoctor.benchmarks.jacobian_rows``,
-suite ``fused``; tanh MLPs, one thread; BENCHMARKS.md): 2.2x to 19.8x faster, the gap growing
+suite ``fused``; tanh MLPs, one thread; BENCHMARKS.md): 3.6x to 11.6x faster, the gap growing
 with the number of outputs.
 
 Not reported: ``vectorize=True`` given, or any non-constant value (the script decides), or

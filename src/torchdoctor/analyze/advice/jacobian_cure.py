@@ -23,10 +23,10 @@ JACOBIAN_ROWS = Cure(
     "torch.func.jacrev / torch.func.hessian. A function vmap cannot batch (data-dependent "
     "Python control flow, .item()) raises: keep the loop there.",
     Speedup(
-        2.2,
-        19.8,
+        3.58,
+        11.57,
         "BENCHMARKS.md suite 'fused' jacobian_rows (CPU, interleaved): a 16 -> 64 -> 16 tanh "
-        "MLP's Hessian 2.2x, its Jacobian 7.9x; at 64 outputs 17.4x and 19.8x",
+        "MLP's Hessian 3.58x, its Jacobian 4.22x; at 64 outputs 9.47x and 11.57x",
     ),
     ("TD104", "torch.autograd.functional.jacobian"),
     "J = torch.autograd.functional.jacobian(f, x)                  # before: a pass per output\n"

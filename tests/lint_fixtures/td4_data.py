@@ -58,7 +58,7 @@ def make_files(root):
     return torchvision_folder(root)
 
 
-train_in_memory = DataLoader(make_set(8192), batch_size=64)  # near-miss: a TensorDataset, one gather a batch
+train_in_memory = DataLoader(make_set(8192), batch_size=64)  # expect: TD402 (a TensorDataset of make_set's host x: one gather a batch, no TD401)
 train_from_files = DataLoader(make_files("data/"), batch_size=64)  # expect: TD401,TD402
 
 

@@ -85,8 +85,8 @@ class LoaderDatasets:
                 for v in values):  # fmt: skip
             return None
         parts = [a for v in values for a in v.args]
-        parts += [w for a in parts if isinstance(a, ast.Name)
-                  for w in self.assigned_values(scope, a.id)]  # fmt: skip
+        parts += [w for a in parts if isinstance(a, ast.Name)  # (named where the set is made)
+                  for w in self.assigned_values(self.enclosing_scope(a), a.id)]  # fmt: skip
         moved = any(isinstance(c, ast.Call) and (method_name(c) == "cuda" or (
             method_name(c) == "to" and "device" in self.code_of(c))) for a in parts
             for c in ast.walk(a))  # fmt: skip

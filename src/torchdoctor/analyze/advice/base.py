@@ -78,9 +78,20 @@ def with_compile_caveat(found: list[Any]) -> list[Any]:
     """
     for item in found:
         if prescribes_compile(item) and "compile time" not in (item.fix or ""):  # (once)
-            fix = (item.fix or "").rstrip()  # (a fix ending in a command gets its full stop)
-            item.fix = fix + ("" if not fix or fix[-1] in ".;:!?)" else ".") + COMPILE_CAVEAT
+            item.fix = with_sentence(item.fix, COMPILE_CAVEAT)
     return found
+
+
+def with_sentence(fix: str | None, text: str) -> str:
+    """``fix`` followed by ``text`` (which starts with its own space), a full stop put between
+    them when ``fix`` ends without one (a fix ending in a command).
+
+    Example:
+        >>> with_sentence("Measure it: torchdoctor tune t.py", " Then compare.")
+        'Measure it: torchdoctor tune t.py. Then compare.'
+    """
+    fix = (fix or "").rstrip()
+    return fix + ("" if not fix or fix[-1] in ".;:!?)" else ".") + text
 
 
 #: typical backward / forward time ratio of a layer (two matmuls per forward matmul).

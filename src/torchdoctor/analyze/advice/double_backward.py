@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, prescribes_compile
+from torchdoctor.analyze.advice.base import Advice, prescribes_compile, with_sentence
 
 
 def double_backward_site(session: Mapping[str, Any]) -> str | None:
@@ -57,11 +57,10 @@ def without_compile(session: Mapping[str, Any], found: list[Advice]) -> list[Adv
         if prescribes_compile(item):
             continue
         if "torch.compile" in (item.fix or "") and "double backward" not in item.fix:
-            fix = item.fix.rstrip()
-            item.fix = (
-                fix + ("" if fix[-1] in ".;:!?)" else ".") + " Not torch.compile here: this "
-                f"step differentiates a gradient ({site}: create_graph=True, then a backward "
-                "over it), which compiled modules refuse (torch: no support for double backward)."
+            item.fix = with_sentence(
+                item.fix, " Not torch.compile here: this step differentiates a gradient "
+                f"({site}: create_graph=True, then a backward over it), which compiled modules "
+                "refuse (torch: no support for double backward).",
             )
         kept.append(item)
     return kept

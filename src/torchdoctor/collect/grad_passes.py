@@ -42,8 +42,10 @@ class GradPasses:
     def enter(self, frame: Any) -> None:
         """A pass begins: a ``grad`` pass called from ``frame`` (its user line is looked up
         outward), or, with None, one not counted (a ``backward()``, a light step's)."""
-        site = user_frame(frame) if frame is not None else None
-        self._open.append((site, time.perf_counter_ns()))
+        if frame is None:  # (every backward pass comes here: no clock read for these)
+            self._open.append((None, 0))
+            return
+        self._open.append((user_frame(frame), time.perf_counter_ns()))
 
     def leave(self) -> None:
         """The innermost open pass returned (or raised)."""

@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -73,6 +75,26 @@ def line_call_cost_us(part: str = "timed") -> float:
 _PARTS = ("timed", "outside", "seen", "seen_python")
 
 
+@contextmanager
+def _scratch_collector(active: bool = True, stepped: bool = True) -> Iterator[Any]:
+    """A started :class:`LineCollector` on a scratch recorder (a step begun when ``stepped``;
+    ``active=False``: every call is only dispatched), closed and its handles released after."""
+    from torchdoctor.collect.lines import LineCollector
+    from torchdoctor.collect.recorder import Recorder
+
+    rec = Recorder(CpuClock(), backward=False, memory=False)
+    if stepped:
+        rec.new_step(rec.now())
+    collector = LineCollector(rec)
+    collector.start()
+    collector.active = active
+    try:
+        yield collector
+    finally:
+        collector.close()
+        rec.release_handles()
+
+
 def _run(loop: Any, x: torch.Tensor, collector: Any = None) -> int:
     """Thread CPU ns of the loop and the backward of what it built (under ``collector``)."""
     start = time.thread_time_ns()
@@ -86,8 +108,7 @@ def _run(loop: Any, x: torch.Tensor, collector: Any = None) -> int:
 
 @autograd_on()
 def _calibrate() -> None:
-    from torchdoctor.collect.lines import BACKWARD_EVERY, LineCollector
-    from torchdoctor.collect.recorder import Recorder
+    from torchdoctor.collect.lines import BACKWARD_EVERY
 
     loop = _user_loop()
     x = torch.zeros(4, requires_grad=True)
@@ -99,19 +120,11 @@ def _calibrate() -> None:
     for _ in range(_ROUNDS):
         plain.append(_run(loop, x))
         for part, times in runs.items():
-            rec = Recorder(CpuClock(), backward=False, memory=False)
-            rec.new_step(rec.now())
-            collector = LineCollector(rec)
-            collector.start()
-            collector.active = part != "seen"  # inactive: every call is only dispatched
-            try:
+            with _scratch_collector(active=part != "seen") as collector:
                 if part == "carried":  # a second step: backward per call known, no hooks
                     _run(loop, x, collector)
                 took = _run(loop, x, collector)
                 times.append((took, collector.step_own_ns))
-            finally:
-                collector.close()
-                rec.release_handles()
     calls = 2 * _ITERATIONS  # a multiply and an add per iteration
     every = BACKWARD_EVERY
     hooked, carried = min(runs["timed"]), min(runs["carried"])
@@ -153,9 +166,7 @@ def in_clock_cost_us() -> float:
 def _measure_in_clock() -> float:
     """The events' clocked ns per call under a collector less the plain loop's per call,
     fastest round of each."""
-    from torchdoctor.collect.lines import LineCollector
     from torchdoctor.collect.lines_table import EVENT_FIELDS
-    from torchdoctor.collect.recorder import Recorder
 
     loop = _user_loop("single")
     x = torch.zeros(4)
@@ -166,18 +177,11 @@ def _measure_in_clock() -> float:
         start = time.perf_counter_ns()
         loop(x, _ITERATIONS)
         plain.append(time.perf_counter_ns() - start)
-        rec = Recorder(CpuClock(), backward=False, memory=False)
-        rec.new_step(rec.now())
-        collector = LineCollector(rec)
-        collector.start()
-        try:
+        with _scratch_collector() as collector:
             loop(x, _ITERATIONS)
             events = collector.events
             clocked.append(sum(events[i + 7] - events[i + 6]
                                for i in range(0, len(events), EVENT_FIELDS)))  # fmt: skip
-        finally:
-            collector.close()
-            rec.release_handles()
     return max(0.0, (min(clocked) - min(plain)) / 1e3 / _ITERATIONS)
 
 
@@ -185,9 +189,6 @@ def _python_level_dispatch_us() -> float:
     """The dispatch of a Python-level torch function to an inactive collector: ``F.layer_norm``
     and ``F.dropout``, as a model's forward calls them (several arguments each; the cost grows
     with them); ``x.shape`` is a plain attribute read, no torch call."""
-    from torchdoctor.collect.lines import LineCollector
-    from torchdoctor.collect.recorder import Recorder
-
     loop = _user_loop("python_level")
     x = torch.zeros(4)
     plain, seen = [], []
@@ -196,14 +197,8 @@ def _python_level_dispatch_us() -> float:
         start = time.thread_time_ns()
         loop(x, _ITERATIONS)
         plain.append(time.thread_time_ns() - start)
-        rec = Recorder(CpuClock(), backward=False, memory=False)
-        collector = LineCollector(rec)
-        collector.start()
-        collector.active = False
-        try:
+        with _scratch_collector(active=False, stepped=False):
             start = time.thread_time_ns()
             loop(x, _ITERATIONS)
             seen.append(time.thread_time_ns() - start)
-        finally:
-            collector.close()
     return max(0.0, (min(seen) - min(plain)) / 1e3 / (2 * _ITERATIONS))

@@ -166,13 +166,13 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
                 and any((dotted(b) or "").endswith("Trainer") for b in owner.bases))  # fmt: skip
 
     def _report_sync(self, node: ast.AST, what: str, fix: str | None = None) -> None:
+        if self.under_tensor_test(node):
+            return  # (the `if` test is the read every step: reported there)
         context = self._training_context(node)
         if context is None:
             self._report_in_forward(node, what)
             return
-        if self.under_log_gate(node, context):
-            return
-        if self.skip_sync(node, context):
+        if self.under_log_gate(node, context) or self.skip_sync(node, context):
             return
         if isinstance(context, _LOOP_STATEMENTS) and feeds_an_environment(node, context):
             return  # (an action for env.step: the environment needs it on the host)

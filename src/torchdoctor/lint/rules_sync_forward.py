@@ -310,6 +310,27 @@ class ForwardAndCallSyncs(StepHelpers):
         return bool(made) and all(_submodule_output(v) or self._compares_a_forward_tensor(
             scope, v) for v in made)  # fmt: skip
 
+    def under_tensor_test(self, node: ast.AST) -> bool:
+        """``node`` sits in the body of an ``if`` whose test is a tensor's truth value (HiFi-GAN's
+        ``if torch.min(y) < -1.: print('min value is ', torch.min(y))``): the body runs only
+        when the data says so; the read every step is the test, reported on its own line.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nfor x, y in loader:\\n    loss = model(x).sum()\\n"
+            ...        "    if torch.isnan(loss):\\n        print(loss.item())\\n"
+            ...        "    loss.backward()\\n    opt.step()\\n")
+            >>> [(f.code, f.line) for f in lint_source(src) if f.code == "TD201"]
+            [('TD201', 4)]
+        """
+        child, parent, scope = node, self.parent(node), self.enclosing_scope(node)
+        while parent is not None and parent is not scope:
+            if (isinstance(parent, ast.If) and any(s is child for s in parent.body)
+                    and self._is_tensor_truth_test(parent.test)):  # fmt: skip
+                return True
+            child, parent = parent, self.parent(parent)
+        return False
+
     def torch_result(self, operand: ast.AST) -> bool:
         """``torch.min(y)`` in ``if torch.min(y) < -1.:`` (HiFi-GAN's mel_spectrogram, run on
         the generator's output every step): a torch function's result is a tensor, so a

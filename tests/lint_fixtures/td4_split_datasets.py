@@ -33,3 +33,11 @@ def fit(model):
 
 
 series = DataLoader(make_series(256), batch_size=32)  # expect: TD402 (host tensors: no TD401)
+
+# A tensor handed to the DataLoader as the dataset itself (a batch of source sentences to
+# translate) is indexed in memory like a TensorDataset: no workers wanted (blind corpus 35's
+# beam search); a tensor made on the device is neither loaded nor pinned.
+sources = torch.randint(3, 32000, (64, 40))
+by_sentence = DataLoader(sources, batch_size=16)  # expect: TD402 (no TD401: a tensor in memory)
+on_gpu = DataLoader(torch.randn(64, 8).to(torch.device("cuda")), batch_size=16)
+by_path = DataLoader(ImageFolder("data/val"), batch_size=16)  # expect: TD401,TD402

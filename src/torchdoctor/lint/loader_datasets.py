@@ -20,6 +20,7 @@ import re
 from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.dataset_splits import split_into, unsplit
 from torchdoctor.lint.syntax import same_file_callee
+from torchdoctor.lint.tensor_values import HOST_FACTORIES
 from torchdoctor.lint.visitor import dotted, method_name
 
 
@@ -40,6 +41,22 @@ _READS = re.compile(r"(?i)open|load|read|fromfile|decode|file$")
 #: Python work per element of an item (a dict remap of every token, ``[vocab[t] for t in
 #: raw]``): CPU-bound per item, which workers would overlap with the step
 _PER_ELEMENT = (ast.For, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _bare_tensor(rules, value: ast.AST) -> str | None:
+    """``torch.randint(3, V, (n, L))``, or its ``.cuda()`` / ``.to(device)``: a tensor handed
+    to the DataLoader as the dataset itself, indexed in memory like a ``TensorDataset``'s
+    (``"device"`` when made or moved there, else ``"host"``); None for anything else."""
+    moved = False
+    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
+            value.func.attr in ("to", "cuda")):  # fmt: skip
+        moved = moved or value.func.attr == "cuda" or bool(re.search(r"device|cuda", ast.unparse(value)))
+        value = value.func.value
+    if not (isinstance(value, ast.Call) and rules.callee(value) & HOST_FACTORIES):
+        return None
+    made_there = any(k.arg == "device" and not (isinstance(k.value, ast.Constant) and k.value.value == "cpu")
+                     for k in value.keywords)  # fmt: skip
+    return "device" if moved or made_there else "host"
 
 
 class LoaderDatasets:
@@ -72,6 +89,9 @@ class LoaderDatasets:
         if not values and isinstance(dataset, ast.Name):  # (a parameter: what callers hand it)
             values = self._handed(scope, dataset.id)
         values = unsplit(self, scope, values)  # (a split holds what its source holds)
+        bare = [_bare_tensor(self, v) for v in values]
+        if bare and all(bare):  # (DataLoader(torch.randint(...)): a tensor is its own dataset)
+            return "device" if "device" in bare else "host"
         moves = [self._moves_items(v) for v in values]
         if moves and all(moves):  # (its __getitem__ copies each item to the GPU itself)
             return "device" if set(moves) == {"memory"} else "device, read per item"

@@ -312,11 +312,12 @@ class TensorValues(HostLists):
             or "builtins.len" in self.callee(value)  # (min/max/abs/round of a tensor: one)
         )
 
-    def _torch_only_chain(self, call: ast.Call) -> bool:
+    def _torch_only_chain(self, call: ast.Call, nested: bool = False) -> bool:
         """The chain of calls that ends in ``call`` (``(a == b).any(1).float().mean()``, read
         from the outside in through each method's receiver and the left side of a comparison
-        or arithmetic) has a ``torch.*`` function, a method only tensors have, or a call of a
-        model (``(model(x).argmax(-1) == y).sum()``)."""
+        or arithmetic) has a ``torch.*`` function, a method only tensors have, a call of a
+        model (``(model(x).argmax(-1) == y).sum()``), or a call of a function of the file
+        whose every return is such a chain (``(pairwise_dist(emb) > 0).sum()``; one level)."""
         expr: ast.AST = call
         while True:
             while isinstance(expr, (ast.Subscript, ast.Compare, ast.BinOp)):
@@ -330,7 +331,8 @@ class TensorValues(HostLists):
             if isinstance(expr.func, ast.Name) and MODEL_NAME.search(expr.func.id):
                 return True  # (a module's output: `(model(x).argmax(-1) == y).sum()`)
             if not isinstance(expr.func, ast.Attribute):
-                return False
+                return not nested and isinstance(expr.func, ast.Name) and returns_only(
+                    expr, lambda r: self._torch_only_chain(r, nested=True))  # fmt: skip
             expr = expr.func.value
 
 

@@ -46,3 +46,30 @@ def test_a_background_thread_running_a_model_leaves_the_tree_intact():
     assert check_invariants(session["tree"], step_ms=session["tree"]["total_ms"]["mean"]) == []
     if prof.state.recorder.other_thread_calls:
         assert any("other threads" in n for n in session["config"]["notes"])
+
+
+def test_a_loop_that_trains_on_a_thread_of_its_own_makes_the_tree():
+    """A script that starts a worker thread to train and joins it (a GUI's, an actor-learner's):
+    the first optimizer step on that thread, with no module run on the profiler's, adopts it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+
+    def train() -> None:
+        for _ in range(12):
+            net(torch.randn(8, 16)).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+
+    with torchdoctor.Profiler(net, syncs=False, detail="always") as prof:
+        worker = threading.Thread(target=train)
+        worker.start()
+        worker.join()
+    session = prof.session
+    per_step = {n["path"]: n["calls_per_step"] for n, _ in walk(session["tree"]) if n["path"]}
+    assert per_step["Sequential"] == 1.0 and per_step["0"] == per_step["2"] == 1.0
+    assert session["tree"]["forward_ms"]["mean"] > 0 and session["tree"]["backward_ms"]["mean"] > 0
+    assert any("a thread of its own" in n for n in session["config"]["notes"])
+    assert not any("other threads" in n for n in session["config"]["notes"])
+    assert check_invariants(session["tree"], step_ms=session["tree"]["total_ms"]["mean"]) == []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -123,9 +124,13 @@ class HookEvents:
         raise NotImplementedError
 
     _recent: Any  # RecentSteps (collect/profiler_steps.py)
+    _counter: int
+    warmup: int
 
     @_timed_event
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        if not self._seen["optimizer"] and threading.get_ident() != self._rec.thread:
+            self._adopt_loop_thread()
         self._seen["optimizer"] += 1
         self.state.note_optimizer(optimizer)
         self._optimizer_depth += 1
@@ -147,6 +152,23 @@ class HookEvents:
         if kwargs and "closure" in kwargs:
             return args, {**kwargs, "closure": after_closure}
         return (args[0], after_closure, *args[2:]), kwargs
+
+    def _adopt_loop_thread(self) -> None:
+        """The first optimizer step runs on another thread than the one the profiler started
+        in, which has run no module: the script trains in a thread of its own (a worker it
+        starts and joins; a GUI's or an actor-learner's). Its module calls make the tree from
+        now on, not "other threads'"."""
+        rec = self._rec
+        if len(rec.parent) > 1 or not rec.other_thread_calls:
+            return  # (the profiler's thread runs modules too: the loop is there)
+        rec.thread, rec.other_thread_calls = threading.get_ident(), 0
+        if self._counter >= self.warmup:  # (the step open now recorded none of its modules)
+            self.warmup = self.state.warmup = self._counter + 1
+        self.state.notes.append(
+            "the training loop runs on a thread of its own (not the one the profiler started "
+            "in): the tree holds that thread's module calls from its first optimizer step on; "
+            "its host syncs and data-loading phase are not collected and its hot lines only "
+            "in part (they are followed on the starting thread): run the loop there for them")
 
     @_timed_event
     def _no_grad_enter(

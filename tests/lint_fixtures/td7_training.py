@@ -222,3 +222,23 @@ def train_sage(model, loader, opt, distributed, log_every):
             dist.barrier()  # expect: TD707
         if step % log_every == 0 and distributed:
             dist.barrier()  # near-miss: at log steps only
+
+
+def load_for_eval(args, build):
+    # a wrapper made only to load a checkpoint saved with `module.` keys, then unwrapped
+    # (princeton-vl/RAFT's demo.py and evaluate.py): it never runs the model
+    model = torch.nn.DataParallel(build(args))  # near-miss: loaded, moved, then unwrapped
+    model.load_state_dict(torch.load(args.model))
+    model.cuda()
+    model = model.module
+    model.eval()
+    scored = nn.DataParallel(build(args))  # near-miss: only its .module is used
+    scored.load_state_dict(torch.load(args.model))
+    evaluate(scored.module)
+    runs = nn.DataParallel(build(args))  # expect: TD701 (the wrapper itself runs)
+    runs.load_state_dict(torch.load(args.model))
+    out = runs(args.x)
+    kept = nn.DataParallel(build(args)).cuda()  # expect: TD701 (not bound by name)
+    moved = nn.DataParallel(build(args))  # expect: TD701 (a move's result is the wrapper)
+    again = moved.cuda()
+    return model, out, kept, again, moved.module

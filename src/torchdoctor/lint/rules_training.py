@@ -21,6 +21,7 @@ from torchdoctor.lint.training_optimizer import (
     OptimizerChecks,
     optimizer_step_call,
 )
+from torchdoctor.lint.unwrapped import only_unwrapped
 from torchdoctor.lint.visitor import (
     FOR,
     FUNCTIONS,
@@ -199,7 +200,7 @@ class TrainingRules(OptimizerChecks):
 
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
-        if names & DATA_PARALLEL:
+        if names & DATA_PARALLEL and not only_unwrapped(self, node):
             self.report(
                 node,
                 "TD701",

@@ -310,3 +310,31 @@ def run_repaint(unet, ctx, x, known, img):
     keep = m[None, None].expand_as(x).to(x.device)
     rows = torch.arange(4)
     return repaint(unet, ctx, x, known, keep=keep), fill_rows(unet, ctx, x, known, rows)
+
+
+@torch.no_grad()
+def inpaint_inverted(unet, ctx, x, init, latent_mask, sched):  # the mask's inverse as the index
+    for t in sched.timesteps:
+        x = sched.step(unet(x, t, ctx), t, x).prev_sample
+        x[~latent_mask] = init[~latent_mask]  # expect: TD603
+        x[idx + 1] = init[idx + 1]  # near-miss: integer indices shifted, no mask
+    return x
+
+
+@torch.no_grad()
+def langevin_corrected(score, x, x0, sigmas, known_mask, n_steps_each=100):
+    for t in range(len(sigmas) - 1, -1, -1):  # annealed Langevin: corrector steps per level
+        level = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        for _ in range(n_steps_each):
+            x = x + score(x, level) + torch.randn_like(x)
+            x[known_mask] = x0[known_mask]  # expect: TD603
+    return x
+
+
+@torch.no_grad()
+def nested_samplers(unet, ctx, x, init, known_mask, sched, num_inference_steps=4):
+    for t in sched.timesteps:
+        for j in range(num_inference_steps):  # a sampling loop in a sampling loop: told once
+            x = unet(x, j, ctx)
+            x[known_mask] = init[known_mask]  # expect: TD603
+    return x

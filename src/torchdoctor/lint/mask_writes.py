@@ -85,8 +85,9 @@ def mask_assignments(
     """TD603's ``(statement, target)``: ``x[mask] = y`` with a boolean mask (named so, a
     comparison, or a name made only by :func:`makes_a_mask`) on every iteration of ``loop``:
     in its body, or under a branch whose test is the same in every iteration (``if
-    init_mask is not None:``, a config flag) or a ``with``; ``x[mask] = 0`` runs as
-    ``masked_fill_`` (no nonzero, no sync) and is left alone.
+    init_mask is not None:``, a config flag), a ``with``, or a loop of its own (annealed
+    Langevin's corrector steps, ``for _ in range(n_steps_each):``, run in every step);
+    ``x[mask] = 0`` runs as ``masked_fill_`` (no nonzero, no sync) and is left alone.
 
     Example:
         >>> from torchdoctor.lint import lint_source
@@ -100,8 +101,8 @@ def mask_assignments(
         stmt = statements.pop(0)
         if isinstance(stmt, ast.If) and rules.is_invariant(stmt.test, loop):
             statements[:0] = [*stmt.body, *stmt.orelse]  # (the same branch every step)
-        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
-            statements[:0] = stmt.body
+        elif isinstance(stmt, (ast.With, ast.AsyncWith, ast.For, ast.While)):
+            statements[:0] = stmt.body  # (an inner loop runs in every step, at least once)
         if not isinstance(stmt, ast.Assign) or number_literal(stmt.value):
             continue
         for target in stmt.targets:
@@ -114,10 +115,13 @@ def mask_assignments(
 
 
 def _mask_index(rules: Any, loop: ast.AST, index: ast.AST) -> bool:
-    """``index`` is a boolean mask: named so, a comparison, a name made only by
-    :func:`makes_a_mask`, or the condition of a ``torch.where`` in the function."""
+    """``index`` is a boolean mask: named so, a comparison or another expression
+    :func:`makes_a_mask` (``~keep``, ``a & b``), a name made only by :func:`makes_a_mask`, or
+    the condition of a ``torch.where`` in the function."""
     if isinstance(index, ast.Slice | ast.Constant):
         return False
+    if makes_a_mask(index):
+        return True  # (latents[~latent_mask] = noised[~latent_mask]: the inverse of a mask)
     name = (dotted(index) or "").rsplit(".", 1)[-1]
     made = rules.assigned_values(rules.enclosing_scope(loop), name) if (
         isinstance(index, ast.Name)) else []  # fmt: skip

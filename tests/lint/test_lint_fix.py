@@ -81,3 +81,28 @@ def test_deprecation_fixes_construct_equivalent_objects() -> None:
     assert before["s"].state_dict() == after["s"].state_dict()
     for attr in ("device", "fast_dtype", "_enabled"):
         assert getattr(before["a"], attr) == getattr(after["a"], attr)
+
+
+def test_td506_fixes_a_conv_only_where_every_norm_it_may_feed_is_batch_norm() -> None:
+    # RAFT's extractor: conv1 made once, norm1 BatchNorm or GroupNorm / identity by norm_fn
+    src = textwrap.dedent(
+        """
+        import torch.nn as nn
+        class Block(nn.Module):
+            def __init__(self, c, norm_fn):
+                super().__init__()
+                self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+                if norm_fn == "batch":
+                    self.norm1 = nn.BatchNorm2d(c)
+                else:
+                    self.norm1 = nn.Sequential()
+            def forward(self, x):
+                return self.norm1(self.conv1(x))
+        """
+    )
+    [finding] = lint_source(src)
+    assert finding.code == "TD506" and not finding.fixable and "same switch" in finding.message
+    assert fix_source(src) == src
+    only_batch = src.replace("nn.Sequential()", "nn.BatchNorm2d(c, momentum=0.01)")
+    [finding] = lint_source(only_batch)
+    assert finding.fixable and "bias=False" in fix_source(only_batch)

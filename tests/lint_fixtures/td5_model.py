@@ -272,3 +272,20 @@ class ConvLayer(nn.Module):
         y = self.proj(x)
         y = F.elu(y)
         return self.norm2(y)
+
+
+class ResidualBlock(nn.Module):
+    """princeton-vl/RAFT's extractor: the norm is chosen in branches, the conv made once."""
+
+    def __init__(self, planes, norm_fn="group"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(planes, planes, 3, padding=1)  # expect: TD506 (no autofix: 'none' needs it)
+        if norm_fn == "batch":
+            self.norm1 = nn.BatchNorm2d(planes)
+        elif norm_fn == "group":
+            self.norm1 = nn.GroupNorm(planes // 8, planes)
+        else:
+            self.norm1 = nn.Sequential()
+
+    def forward(self, x):
+        return F.relu(self.norm1(self.conv1(x)))

@@ -146,7 +146,9 @@ class ModelRules(RuleVisitor):
             for conv, block in convs.get(layer_name(inner, zipped), ()) if isinstance(inner, ast.Call) else ():
                 same = [bn for where, bn in sites if where == block]
                 if any(same) or (not same and any(bn for _, bn in sites)):
-                    self._report_conv(conv)
+                    # (a norm that is BatchNorm in one branch of __init__ and GroupNorm or an
+                    # identity in another, RAFT's norm_fn: the bias counts there, no autofix)
+                    self._report_conv(conv, shared=not same and not all(bn for _, bn in sites))
 
     def _made_just_before(self, call: ast.AST, name: str) -> ast.Call | None:
         """The call the statement before ``call``'s assigns to ``name`` (Informer's ConvLayer:

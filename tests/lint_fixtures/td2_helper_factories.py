@@ -76,3 +76,21 @@ class STN3d(nn.Module):
             iden = iden.cuda()  # expect: TD204
         shift = torch.from_numpy(np.array([offsets[0], offsets[1]]))
         return (x + iden).view(-1, 3, 3) + shift.cuda().sum()  # near-miss: an array of the call's data
+
+
+def lengths_of(seqs):
+    return torch.tensor([len(s) for s in seqs], dtype=torch.long)
+
+
+def radial_weights(n):
+    return torch.tensor([1.0 / (1 + k) for k in range(n)])
+
+
+def train_lengths(model, loader, opt, device):
+    for x, seqs, y in loader:
+        n = lengths_of(seqs).to(device)  # near-miss: a batch's lengths, data that must move
+        w = radial_weights(10).to(device)  # expect: TD204 (the same numbers every step)
+        loss = (F.cross_entropy(model(x.to(device), n), y.to(device), reduction="none") * w[y]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()

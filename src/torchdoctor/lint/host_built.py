@@ -127,12 +127,29 @@ class HostBuiltMoves:
         if names & _HOST_FACTORIES:
             return True
         if names & _FROM_DATA:
-            return bool(expr.args) and isinstance(expr.args[0], (ast.List, ast.ListComp, ast.Tuple))
+            return bool(expr.args) and (isinstance(expr.args[0], (ast.List, ast.Tuple)) or (
+                _constant_comprehension(expr.args[0])))
         if isinstance(expr.func, ast.Attribute) and method_name(expr) in _STAYS and not (
                 dotted(expr.func.value) or "").startswith("torch"):  # fmt: skip
             return self._host_built(expr.func.value, scope, depth)  # (a method: no deeper)
         builder = self._builder(expr)
         return builder is not None and builder is not scope and self._host_built(builder, builder, depth - 1)
+
+
+def _constant_comprehension(expr: ast.AST) -> bool:
+    """A list comprehension over ``range(...)`` or a literal list (3DGS's ``[exp(-(x - 5) ** 2
+    / s) for x in range(11)]``): the same numbers every call, a constant; not one over data
+    (``[class_map[int(v)] for v in y]``: a batch's labels, which must reach the device anyway).
+
+    Example:
+        >>> [_constant_comprehension(ast.parse(c).body[0].value)
+        ...  for c in ("[x * x for x in range(n)]", "[m[int(v)] for v in y]", "[1, 2]")]
+        [True, False, False]
+    """
+    return isinstance(expr, ast.ListComp) and all(
+        (isinstance(g.iter, ast.Call) and dotted(g.iter.func) == "range")
+        or isinstance(g.iter, (ast.List, ast.Tuple)) for g in expr.generators
+    )  # fmt: skip
 
 
 def _shape_factory(value: ast.AST) -> ast.Call | None:

@@ -101,3 +101,14 @@ def sample_lit(ckpt, data, device):
     batch = BatchStats.from_file(data)
     batch = batch.half()  # near-miss: no module, no .eval()
     return ldm(batch)
+
+
+# princeton-vl/RAFT binds the deprecated class to a name (for torch < 1.6), then calls
+# `with amp_context(enabled=...)` in every forward
+try:
+    amp_context = torch.cuda.amp.autocast  # expect: TD503
+    make_scaler = T.cuda.amp.GradScaler  # expect: TD504
+except AttributeError:
+    amp_context = None
+new_context = torch.amp.autocast  # near-miss: the current API
+amp_module = torch.cuda.amp  # near-miss: the module, not the class

@@ -283,6 +283,21 @@ class PrecisionRules(RuleVisitor):
             break
         self._check_half(node)
 
+    def visit_Assign(self, node: ast.Assign) -> None:
+        """``autocast = torch.cuda.amp.autocast`` (RAFT's try/except for torch < 1.6): every
+        ``with autocast(enabled=...)`` calls the deprecated class through the name."""
+        hit = self.names.qualify(node.value) & (AUTOCAST.keys() | GRAD_SCALER.keys()) if (
+            isinstance(node.value, ast.Attribute)) else set()  # fmt: skip
+        if hit:
+            name = next(iter(sorted(hit)))
+            device, attr = (AUTOCAST | GRAD_SCALER)[name], name.rsplit(".", 1)[-1]
+            self.report(
+                node.value,
+                "TD503" if name in AUTOCAST else "TD504",
+                f"`{self.code_of(node.value)}` is deprecated and every call through this name "
+                f"uses it: bind functools.partial(torch.amp.{attr}, {device!r}) instead",
+            )
+
     def _then_evaluated(self, node: ast.Call) -> bool:
         """``rm.half().eval()``: the cast's result is switched to eval mode, which only a
         module has (a tensor has no ``.eval()``), whatever the receiver's name."""

@@ -134,3 +134,37 @@ def scaled_scores(q, k):
 class TimeMLP(nn.Module):
     def forward(self, x, t):
         return x + timestep_embedding(t, x.shape[-1]) + scaled_scores(x, x)
+
+
+N_BINS = 64
+
+
+def distogram_nll(logits, d):
+    edges = torch.tensor([2.3125 + 0.3125 * i for i in range(N_BINS - 1)], device=d.device)  # expect: TD511
+    bins = torch.bucketize(d, edges)
+    counts = torch.tensor([0.5 * k for k in range(d.shape[-1])], device=d.device)  # near-miss: a range of the data's size
+    lens = torch.tensor([2.0 * n for n in d.shape], device=d.device)  # near-miss: over the data's shape, not a range
+    return F.cross_entropy(logits.flatten(0, -2), bins.flatten()) + 0 * counts.sum() + 0 * lens.sum()
+
+
+def distogram_train(model, opt, loader):
+    for aatype, d in loader:
+        distogram_nll(model(aatype), d).backward()
+        opt.step()
+
+
+@torch.no_grad()
+def annealed_langevin(net, sigmas, x, n_steps_each=10):
+    for t in range(len(sigmas) - 1, -1, -1):  # a sampler's loop, whatever the function's name
+        level = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        floor = torch.tensor(1e-6, device=x.device)  # expect: TD511
+        for _ in range(n_steps_each):
+            x = x + net(x, level) * torch.maximum(sigmas[t] ** 2, floor)
+    return x
+
+
+def discounted_tail(xs):
+    total = xs[-1]
+    for i in range(len(xs) - 2, -1, -1):  # a countdown whose variable reaches no call
+        total = total + xs[i] * torch.tensor(0.5, device=total.device)  # near-miss: not a sampler's loop
+    return total

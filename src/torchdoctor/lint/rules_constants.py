@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.denoising_loops import SAMPLING_FUNCTION, counts_down, is_denoising_iter
+from torchdoctor.lint.denoising_loops import SAMPLING_FUNCTION, counts_down
 from torchdoctor.lint.per_step import PerStepCalls
 from torchdoctor.lint.project_scan import step_loop
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.sampling_loops import sampling_loop
 from torchdoctor.lint.tensors import numbers_in_literal
-from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, method_name
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, method_name
 
 RULES = (
     Rule(
@@ -125,10 +126,12 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             "follows `.to(device)`), or a constant moved to the device before the loop",
         )
 
-    def _constant_numbers(self, node: ast.AST) -> int:
+    def _constant_numbers(self, node: ast.AST, bound: frozenset[str] = frozenset()) -> int:
         """How many numbers a list/tuple literal holds whose items are arithmetic on numbers
         and on the module's number constants (``[HARTREE_TO_MEV / 1000.0, 2 * PI]``); 0 when
-        an item is anything else.
+        an item is anything else. A list comprehension of such arithmetic on its variables
+        over ``range(...)`` of such numbers (``[2.3125 + 0.3125 * i for i in range(BINS -
+        1)]``: distogram bin edges) counts as two or more; ``bound`` holds its variables.
 
         Example:
             >>> from torchdoctor.lint import lint_source
@@ -139,13 +142,22 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             ['TD511']
         """
         if isinstance(node, (ast.List, ast.Tuple)):
-            counts = [self._constant_numbers(e) for e in node.elts]
+            counts = [self._constant_numbers(e, bound) for e in node.elts]
             return sum(counts) if counts and all(counts) else 0
+        if isinstance(node, ast.ListComp) and not bound:
+            names = frozenset(n.id for g in node.generators for n in ast.walk(g.target)
+                              if isinstance(n, ast.Name))  # fmt: skip
+            ranges = all(isinstance(g.iter, ast.Call) and dotted(g.iter.func) == "range" and not
+                         g.ifs and g.iter.args and all(self._constant_numbers(a) == 1 for a in
+                                                       g.iter.args) for g in node.generators)  # fmt: skip
+            return 2 if ranges and self._constant_numbers(node.elt, names) == 1 else 0
         if isinstance(node, ast.UnaryOp):
-            return self._constant_numbers(node.operand)
+            return self._constant_numbers(node.operand, bound)
         if isinstance(node, ast.BinOp):
-            sides = self._constant_numbers(node.left), self._constant_numbers(node.right)
+            sides = self._constant_numbers(node.left, bound), self._constant_numbers(node.right, bound)
             return 1 if sides == (1, 1) else 0
+        if isinstance(node, ast.Name) and node.id in bound:
+            return 1  # (the comprehension's own variable: a number of its range)
         if isinstance(node, ast.Name):
             return 1 if self._module_constant(node.id) == 1 and self._scalar_constant(node.id) else 0
         if isinstance(node, ast.Attribute) and self.qualified_names(node) & _MATH_CONSTANTS:
@@ -202,8 +214,8 @@ class ConstantRules(PerStepCalls, RuleVisitor):
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
         scope = self.enclosing_scope(node)
         sampler = isinstance(scope, FUNCTIONS) and bool(SAMPLING_FUNCTION.search(scope.name))
-        steps = [lp for lp in loops if step_loop(lp) or (  # (a sampler's steps walked backwards)
-            isinstance(lp, ast.For) and (is_denoising_iter(lp.iter) or sampler and counts_down(lp.iter)))]
+        steps = [lp for lp in loops if step_loop(lp) or (  # (a sampler's steps, TD601's loops)
+            isinstance(lp, ast.For) and (sampling_loop(self, lp) or sampler and counts_down(lp.iter)))]
         if steps:
             return f"in every iteration of the loop at line {steps[-1].lineno}"
         owner = self.parent(scope)

@@ -6,18 +6,11 @@ import ast
 import re
 
 from torchdoctor.lint.denoising_loops import (
-    SAMPLING_FUNCTION,
     TIMESTEP_TARGET,
-    counts_down,
-    descending,
     eval_named,
     grows_a_sequence,
     invariant_inner_calls,
-    is_denoising_iter,
     loops_over_modules,
-    range_call,
-    timesteps_read,
-    unwrap_iter,
 )
 from torchdoctor.lint.eval_loops import (
     NO_GRAD,
@@ -35,6 +28,7 @@ from torchdoctor.lint.model_calls import (
 from torchdoctor.lint.model_runs import ModelRuns
 from torchdoctor.lint.project_scan import STEP_ITERABLES
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.sampling_loops import sampling_loop
 from torchdoctor.lint.tensors import JOINS
 from torchdoctor.lint.visitor import (
     FUNCTIONS,
@@ -51,8 +45,6 @@ _GRAD_OFF_DECORATOR = re.compile(r"(?i)inference_mode|no_grad")
 LIBRARY_PREFIXES = ("torch.", "builtins.", "numpy.", "math.", "scipy.", "einops.")
 #: ... also the common short form as a word of the name (`self.enc`, `scaffold_enc`, `text_enc2`)
 ENCODER_CALL = re.compile(r"encod|embed|cond|project|proj|(^|_)enc(\d*$|_)", re.IGNORECASE)
-#: the grids of timesteps a sampler walks (torch or numpy: LDM's DDIM schedules are numpy)
-_STEP_GRIDS = frozenset({"torch.linspace", "torch.arange", "numpy.linspace", "numpy.arange"})
 #: LightningModule hooks the Trainer runs without autograd (a file importing Lightning)
 _LIGHTNING_NO_GRAD = frozenset({"validation_step", "test_step", "predict_step"})
 _LIGHTNING = re.compile(r"(?m)^\s*(import|from)\s+(lightning|pytorch_lightning)\b")
@@ -126,57 +118,8 @@ class InferenceRules(ModelRuns, RuleVisitor):
     )
 
     # -- TD601 ---------------------------------------------------------------------------------
-    def _is_sampling_loop(self, node: ast.For) -> bool:
-        """A denoising iterator, or a loop over range(...) with a timestep-like variable in a
-        sampling function (``def sample(...): for t in reversed(range(steps)):``)."""
-        if is_denoising_iter(node.iter) or is_denoising_iter(self._named_iter(node)):
-            return True
-        # torch.linspace(999, 0, n).long(), also through enumerate/tqdm and a name the
-        # function binds once (`ts = torch.linspace(...).long()`; `for i, t in enumerate(ts)`)
-        walked = node.iter
-        steps = self._torch_steps(unwrap_iter(walked))
-        if steps is None and range_call(walked) is None:
-            walked = self._named_iter(node)
-            steps = self._torch_steps(unwrap_iter(walked))
-        if range_call(node.iter) is None and steps is None:
-            return False
-        down = counts_down(node.iter) or (steps is not None and descending(steps, walked))
-        # any loop variable of a range walked backwards (`for i in reversed(range(n))`),
-        # else one named like a timestep
-        timesteps = {n for n in target_names(node.target) if TIMESTEP_TARGET.match(n) or down}
-        timesteps |= timesteps_read(node, frozenset(timesteps if down else ()))  # (t = ts[i])
-        if not timesteps:
-            return False
-        # the timestep must reach a call (the denoiser), as in x = model(x, t): a loop that
-        # ignores its variable (MC dropout: `for t in range(n): outs.append(model(x))`) is not
-        # a denoising loop
-        passed = {
-            name
-            for call in self.direct_calls(node.body)
-            for arg in [*call.args, *(k.value for k in call.keywords)]
-            for name in dotted_names_in(arg)
-        }
-        if not timesteps & passed:
-            return False
-        if down:
-            return True  # t walks the timesteps backwards into a call: a reverse-diffusion loop
-        scope = self.enclosing_scope(node)
-        return isinstance(scope, FUNCTIONS) and bool(SAMPLING_FUNCTION.search(scope.name))
-
-    def _torch_steps(self, it: ast.AST) -> ast.Call | None:
-        """The ``torch.linspace`` / ``torch.arange`` call a loop walks (through methods:
-        ``.long()``, ``.flip(0)``, ``.tolist()``), or its numpy twin (a DDIM grid,
-        ``np.linspace(999, 0, n).astype(int)``), or None."""
-        while isinstance(it, ast.Call):
-            if self.callee(it) & _STEP_GRIDS:
-                return it
-            if not isinstance(it.func, ast.Attribute) or self.callee(it):
-                return None
-            it = it.func.value
-        return None
-
     def visit_For(self, node: ast.For) -> None:
-        if self._is_sampling_loop(node):
+        if sampling_loop(self, node):
             self._check_denoising_loop(node)
         elif grows_a_sequence(self, node):  # (an autoregressive decoder's loop: its encoder alone)
             self._check_denoising_loop(node, "decoding step")
@@ -276,19 +219,6 @@ class InferenceRules(ModelRuns, RuleVisitor):
         if isinstance(parent, ast.Assign) and len(parent.targets) == 1:
             return dotted(parent.targets[0])
         return None
-
-    def _named_iter(self, node: ast.For) -> ast.AST:
-        """What a loop over a name iterates, through up to two single assignments of the
-        function (LDM's ``time_range = np.flip(timesteps)``; ``iterator = tqdm(time_range)``;
-        ``for i, step in enumerate(iterator)``); the header itself otherwise."""
-        it, scope = node.iter, self.enclosing_scope(node)
-        for _ in range(2):
-            name = unwrap_iter(it)
-            values = self.assigned_values(scope, name.id) if isinstance(name, ast.Name) else []
-            if len(values) != 1:
-                break
-            it = values[0]
-        return it
 
     def _bound_once(self, call: ast.Call, loop: ast.AST) -> list[str]:
         """The names a statement of the loop's body binds to ``call``'s result (``latent, _, _

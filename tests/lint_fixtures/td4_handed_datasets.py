@@ -36,3 +36,23 @@ def main(model, paths):
     ds = Utterances(paths, device)
     probe(model, ds)
     fit(model, HostUtterances(paths, device), device)
+
+
+class Backbones(Dataset):  # items padded from NumPy, then put where `device` says
+    def __init__(self, items, n_res, device):
+        self.items, self.n_res, self.device = items, n_res, device
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        xyz = torch.zeros(self.n_res, 3)
+        xyz[: len(self.items[i])] = torch.from_numpy(self.items[i]).float()
+        return xyz.to(self.device)  # expect: TD405
+
+
+def train_backbones(model, items, device):
+    host = DataLoader(Backbones(items, 64, device="cpu"), batch_size=8, shuffle=True)  # expect: TD401, TD402
+    also_host = DataLoader(Backbones(items, 64, "cpu"), batch_size=8, shuffle=True)  # expect: TD401, TD402
+    on_gpu = DataLoader(Backbones(items, 64, device), batch_size=8)  # near-miss: its items are copied to the GPU
+    return [model(x.to(device)) for x in host], [model(x.to(device)) for x in also_host], [model(x) for x in on_gpu]

@@ -59,6 +59,30 @@ def _bare_tensor(rules, value: ast.AST) -> str | None:
     return "device" if moved or made_there else "host"
 
 
+def _given_the_cpu(call: ast.AST, owner: ast.AST) -> bool:
+    """The dataset is made with ``device="cpu"`` (or ``torch.device("cpu")``), by keyword or
+    at the place of ``__init__``'s ``device`` parameter: its ``__getitem__``'s ``.to(self.device)``
+    leaves the items on the host, a loader over it loads like any other (workers, pinning).
+
+    Example:
+        >>> cls = ast.parse("class D:\\n    def __init__(self, n, device): pass").body[0]
+        >>> [_given_the_cpu(ast.parse(c).body[0].value, cls)
+        ...  for c in ("D(4, device='cpu')", "D(4, 'cpu')", "D(4, dev)", "D(4, torch.device('cpu'))")]
+        [True, True, False, True]
+    """
+    if not isinstance(call, ast.Call):
+        return False
+    given = next((k.value for k in call.keywords if k.arg == "device"), None)
+    init = next((f for f in getattr(owner, "body", ()) if isinstance(f, ast.FunctionDef)
+                 and f.name == "__init__"), None)  # fmt: skip
+    params = [a.arg for a in init.args.args[1:]] if init is not None else []
+    if given is None and "device" in params and params.index("device") < len(call.args):
+        given = call.args[params.index("device")]
+    if isinstance(given, ast.Call) and dotted(given.func) in ("torch.device", "device") and given.args:
+        given = given.args[0]
+    return isinstance(given, ast.Constant) and given.value == "cpu"
+
+
 class LoaderDatasets:
     """Mixin for :class:`~torchdoctor.lint.rules_data.DataRules` (a RuleVisitor).
 
@@ -130,7 +154,7 @@ class LoaderDatasets:
             project.module_class(name) if project is not None and name else None)
         get = next((f for f in getattr(owner, "body", ()) if isinstance(f, ast.FunctionDef)
                     and f.name == "__getitem__"), None)  # fmt: skip
-        if get is None or not any(
+        if get is None or _given_the_cpu(value, owner) or not any(
             isinstance(c, ast.Call) and (method_name(c) == "cuda" or (method_name(c) == "to" and (
                 "device" in ast.unparse(c) or "cuda" in ast.unparse(c))))  # (another file's)
             for c in ast.walk(get)

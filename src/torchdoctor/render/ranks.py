@@ -6,7 +6,7 @@ Example:
     ...     "optimizer": 0.0, "other": 0.0}}], "verdict": "one rank only: nothing to compare",
     ...     "straggler": None}
     >>> print(render_ranks_text(result).splitlines()[0])
-    rank  step ms  busy ms  data ms  forward ms  backward ms  optimizer ms  steps  syncs/step
+    rank  step ms  detailed ms  busy ms  data ms  forward ms  backward ms  optimizer ms  steps  syncs/step
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from torchdoctor.session_read import fmt_count
 
 __all__ = ["render_ranks_text", "render_ranks_markdown"]
 
-_COLUMNS = ("rank", "step ms", "busy ms", "data ms", "forward ms", "backward ms", "optimizer ms",
-            "steps", "syncs/step")  # fmt: skip
+_COLUMNS = ("rank", "step ms", "detailed ms", "busy ms", "data ms", "forward ms", "backward ms",
+            "optimizer ms", "steps", "syncs/step")  # fmt: skip
+#: the footnote: which steps each column is from (the detailed ones are slower: the hooks)
+_FOOTNOTE = ("step ms: median of all steps; detailed ms, busy and the phases: medians of the "
+             "detailed steps (slower: the profiler's hooks); busy = detailed - backward (DDP "
+             "ranks wait for each other inside backward)")
 
 
 _COMM_COLUMNS = ("comm ms", "comm %", "exposed ms", "waits ms")
@@ -48,6 +52,7 @@ def _cells(row: Mapping[str, Any], straggler: Any) -> list[str]:
     return [
         f"{row['rank']}{mark}",
         fmt_count(row['step_ms']),
+        _fmt(row.get('busy_of_step_ms')),
         fmt_count(row['busy_ms']),
         fmt_count(phases['data']),
         fmt_count(phases['forward']),
@@ -75,10 +80,7 @@ def render_ranks_text(result: Mapping[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
                        enumerate(zip(row, widths))).rstrip() for row in rows]  # fmt: skip
-    lines.append(
-        "busy = step - backward (DDP ranks wait for each other inside backward); busy and "
-        "phases: medians of the detailed steps"
-    )
+    lines.append(_FOOTNOTE)
     if result.get("communication"):
         lines.append("comm = time in collectives per step (overlaps counted once); exposed = "
                      "not overlapped with compute; waits = arriving before the last rank")  # fmt: skip
@@ -106,8 +108,7 @@ def render_ranks_markdown(result: Mapping[str, Any]) -> str:
     for row in result["ranks"]:
         cells = _cells(row, result.get("straggler")) + _comm_cells(row, result)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "busy = step - backward (DDP ranks wait for each other inside backward); busy and "
-              "phases: medians of the detailed steps.", "",
+    lines += ["", f"{_FOOTNOTE}.", "",
               f"**{result['verdict']}**", ""]  # fmt: skip
     lines += [f"- {note}" for note in result.get("notes") or ()]
     for advice in result.get("advice") or ():

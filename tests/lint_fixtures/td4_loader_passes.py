@@ -57,3 +57,20 @@ def one_epoch_main(ds, model, opt):
         for x in loader2:
             model(x).sum().backward()
             opt.step()
+
+
+def inpainting_refs(ds, model, n_steps):
+    loader = DataLoader(ds, batch_size=20, shuffle=True, num_workers=4)  # near-miss: one batch, next(iter(...))
+    refer_image, _ = next(iter(loader))
+    loader2 = DataLoader(ds, batch_size=20, shuffle=True, num_workers=4)  # near-miss: one batch through a named iterator
+    data_iter = iter(loader2)
+    second, _ = next(data_iter)
+    loader3 = DataLoader(ds, batch_size=20, num_workers=4, drop_last=True)  # expect: TD403
+    test_iter = iter(loader3)
+    for _ in range(n_steps):  # a batch taken in every step: the iterator is made again when spent
+        try:
+            x, _ = next(test_iter)
+        except StopIteration:
+            test_iter = iter(loader3)
+            x, _ = next(test_iter)
+        model(x, refer_image, second)

@@ -7,7 +7,8 @@ device)``, called once at the script's top level, runs ``for img, _, filename in
 tqdm(loader)``). Followed: the name's one use (``len(loader)``, ``loader.dataset`` aside)
 outside any loop (but one over ``range(1)``), as a ``for`` loop's iterable (also through ``tqdm(...)`` /
 ``enumerate(...)``, or a name assigned such a wrapper), or as an argument of a function of
-the file whose parameter is, in turn, walked once.
+the file whose parameter is, in turn, walked once; or one batch taken with ``next(...)``
+(``next(iter(loader))``, or ``it = iter(loader)`` then ``next(it)`` once).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2) -> bool:
         child, above = above, rules.parent(above)
     if isinstance(above, (*FOR, ast.comprehension)) and above.iter is child:
         return True
+    if isinstance(above, ast.Call) and getattr(above.func, "id", None) == "next" and (
+            above.args and above.args[0] is child):  # fmt: skip
+        return True  # (one batch: refer_image, _ = next(iter(loader)), NCSN's inpainting test)
     if isinstance(above, ast.Assign) and above.value is child and child is not uses[0] and (
             len(above.targets) == 1 and isinstance(above.targets[0], ast.Name)):  # fmt: skip
         return iterated_once(rules, above.targets[0].id, scope, depth)  # (pbar = tqdm(loader))

@@ -74,3 +74,19 @@ def inpainting_refs(ds, model, n_steps):
             test_iter = iter(loader3)
             x, _ = next(test_iter)
         model(x, refer_image, second)
+
+
+def sample_refs(ds_name, mnist, celeba, model):
+    if ds_name == "MNIST":  # each branch builds its own loader and takes one batch
+        dataloader = DataLoader(mnist, batch_size=100, shuffle=True, num_workers=4)  # near-miss: one batch
+        data_iter = iter(dataloader)
+        samples, _ = next(data_iter)
+    elif ds_name == "CELEBA":
+        dataloader = DataLoader(celeba, batch_size=64, shuffle=True, num_workers=4)  # near-miss: one batch
+        samples, _ = next(iter(dataloader))
+    else:
+        dataloader = DataLoader(celeba, batch_size=64, num_workers=4)  # expect: TD403
+        for epoch in range(10):
+            for samples, _ in dataloader:
+                model(samples).sum().backward()
+    return model(samples)

@@ -20,10 +20,12 @@ from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS
 
 
-def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2) -> bool:
+def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2, bound_at: ast.AST | None = None) -> bool:
     """``name`` (a loader bound in ``scope``) is iterated by exactly one pass (see the module
     docstring); ``rules`` is a rule visitor (its ``parent``, ``enclosing_loops`` and
-    ``context``).
+    ``context``). With ``bound_at`` (the statement binding it), only the uses before the
+    name is bound again count: each branch of ``if dataset == ...:`` building its own
+    ``dataloader`` and taking one batch from it.
 
     Example:
         >>> from torchdoctor.lint import lint_source
@@ -37,8 +39,14 @@ def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2) -> bool:
     uses = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
             and isinstance(n.ctx, ast.Load) and not _measured(rules, n)
             and rules.enclosing_scope(n) is scope]  # fmt: skip
+    if bound_at is not None:
+        stores = [n.lineno for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
+                  and isinstance(n.ctx, ast.Store) and n.lineno > bound_at.lineno]  # fmt: skip
+        uses = [u for u in uses if bound_at.lineno < u.lineno < min(stores, default=u.lineno + 1)]
+    if len(uses) != 1 or depth <= 0:
+        return False
     loops = [lp for lp in rules.enclosing_loops(uses[0]) if not _runs_once(lp)]
-    if len(uses) != 1 or loops or depth <= 0:
+    if loops:
         return False  # (davidmrau/mixture-of-experts: for epoch in range(1), one pass)
     child, above = uses[0], rules.parent(uses[0])
     while isinstance(above, ast.Call) and child in above.args and (
@@ -51,7 +59,7 @@ def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2) -> bool:
         return True  # (one batch: refer_image, _ = next(iter(loader)), NCSN's inpainting test)
     if isinstance(above, ast.Assign) and above.value is child and child is not uses[0] and (
             len(above.targets) == 1 and isinstance(above.targets[0], ast.Name)):  # fmt: skip
-        return iterated_once(rules, above.targets[0].id, scope, depth)  # (pbar = tqdm(loader))
+        return iterated_once(rules, above.targets[0].id, scope, depth, above)  # (pbar = tqdm(loader))
     if isinstance(above, ast.Call) and child is uses[0] and child in above.args:
         tree = rules.context.tree
         function = next((f for f in getattr(tree, "body", ()) if isinstance(f, FUNCTIONS)

@@ -377,7 +377,8 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
         made_by = (dotted(first.func) or "") if isinstance(first, ast.Call) else ""
         target = names[0] if names and "." not in names[0] else None
         scope = self.enclosing_scope(call)
-        if target and iterated_once(self, target, scope):
+        bound = parent if isinstance(parent, (ast.Assign, ast.AnnAssign)) else None
+        if target and iterated_once(self, target, scope, bound_at=bound):
             return True  # (handed to one function that walks it once: an export script's)
         split = made_by and target and any(isinstance(a, ast.Constant) and _TEST_NAME.search(str(a.value))
                                            for a in (*first.args, *(k.value for k in first.keywords)))

@@ -28,6 +28,7 @@ from torchdoctor.analyze.advice.graph_cure import GRAPH_ATTENTION
 from torchdoctor.analyze.advice.init_cure import build_once_cure
 from torchdoctor.analyze.advice.jacobian_cure import JACOBIAN_ROWS
 from torchdoctor.analyze.advice.slice_cure import unbind_cure
+from torchdoctor.analyze.advice.topk_cure import TOPK
 
 #: a line executed at least this many times per step is a loop
 LOOP_CALLS = 8
@@ -291,10 +292,7 @@ SPARSE_LAYOUT_CURE = (
 )
 
 CURES_BY_CODE: dict[str, Cure] = {
-    "TD102": WHITENING,
-    "TD101": INVERSE,
-    "TD104": JACOBIAN_ROWS,
-    "TD103": BATCHED_LINALG,
+    "TD102": WHITENING, "TD101": INVERSE, "TD104": JACOBIAN_ROWS, "TD103": BATCHED_LINALG,
     "TD301": SEGMENTS,
     "TD302": REMAP,
     "TD303": ASSIGNMENT,
@@ -303,6 +301,7 @@ CURES_BY_CODE: dict[str, Cure] = {
     "TD507": FUSED_ATTENTION,
     "TD508": FUSED_ACTIVATION,
     "TD510": LOGITS_BCE,
+    "TD512": TOPK,  # (a sort read only up to k: topk)
     "TD514": GRAPH_ATTENTION,
     "TD712": PERIODIC_RESULT,
     "TD601": INVARIANT_CALL,

@@ -36,6 +36,23 @@ def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2, bound_at: as
         >>> [f.code for f in lint_source(src)]
         []
     """
+    return _one_pass(rules, name, scope, depth, bound_at) is not None
+
+
+def one_batch(rules, call: ast.Call) -> bool:
+    """The loader ``call`` builds is bound to a name whose one use takes one batch with
+    ``next(...)`` (``refer_image, _ = next(iter(dataloader))``): pinning that batch saves
+    nothing (TD402 stays silent), nor do persistent workers."""
+    assign = rules.parent(call)
+    if not (isinstance(assign, ast.Assign) and len(assign.targets) == 1
+            and isinstance(assign.targets[0], ast.Name)):  # fmt: skip
+        return False
+    return _one_pass(rules, assign.targets[0].id, rules.enclosing_scope(call), 2, assign) == "batch"
+
+
+def _one_pass(rules, name: str, scope: ast.AST, depth: int, bound_at: ast.AST | None) -> str | None:
+    """How ``name`` is walked when that is once (:func:`iterated_once`): ``"batch"`` for one
+    ``next(...)``, ``"loop"`` for one loop; None otherwise."""
     uses = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
             and isinstance(n.ctx, ast.Load) and not _measured(rules, n)
             and rules.enclosing_scope(n) is scope]  # fmt: skip
@@ -44,22 +61,22 @@ def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2, bound_at: as
                   and isinstance(n.ctx, ast.Store) and n.lineno > bound_at.lineno]  # fmt: skip
         uses = [u for u in uses if bound_at.lineno < u.lineno < min(stores, default=u.lineno + 1)]
     if len(uses) != 1 or depth <= 0:
-        return False
+        return None
     loops = [lp for lp in rules.enclosing_loops(uses[0]) if not _runs_once(lp)]
     if loops:
-        return False  # (davidmrau/mixture-of-experts: for epoch in range(1), one pass)
+        return None  # (davidmrau/mixture-of-experts: for epoch in range(1), one pass)
     child, above = uses[0], rules.parent(uses[0])
     while isinstance(above, ast.Call) and child in above.args and (
             getattr(above.func, "id", None) in LOOP_WRAPPERS):  # fmt: skip
         child, above = above, rules.parent(above)
     if isinstance(above, (*FOR, ast.comprehension)) and above.iter is child:
-        return True
+        return "loop"
     if isinstance(above, ast.Call) and getattr(above.func, "id", None) == "next" and (
             above.args and above.args[0] is child):  # fmt: skip
-        return True  # (one batch: refer_image, _ = next(iter(loader)), NCSN's inpainting test)
+        return "batch"  # (refer_image, _ = next(iter(loader)), NCSN's inpainting test)
     if isinstance(above, ast.Assign) and above.value is child and child is not uses[0] and (
             len(above.targets) == 1 and isinstance(above.targets[0], ast.Name)):  # fmt: skip
-        return iterated_once(rules, above.targets[0].id, scope, depth, above)  # (pbar = tqdm(loader))
+        return _one_pass(rules, above.targets[0].id, scope, depth, above)  # (pbar = tqdm(loader))
     if isinstance(above, ast.Call) and child is uses[0] and child in above.args:
         tree = rules.context.tree
         function = next((f for f in getattr(tree, "body", ()) if isinstance(f, FUNCTIONS)
@@ -67,9 +84,9 @@ def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2, bound_at: as
         params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)] if (
             function is not None) else []  # fmt: skip
         position = above.args.index(child)
-        return position < len(params) and iterated_once(
-            rules, params[position], function, depth - 1)
-    return False
+        return _one_pass(rules, params[position], function, depth - 1, None) if (
+            position < len(params)) else None  # fmt: skip
+    return None
 
 
 def _measured(rules, use: ast.Name) -> bool:

@@ -6,7 +6,7 @@ import ast
 import re
 
 from torchdoctor.lint.loader_datasets import LoaderDatasets
-from torchdoctor.lint.loader_passes import batches_stay_on_host, iterated_once
+from torchdoctor.lint.loader_passes import batches_stay_on_host, iterated_once, one_batch
 from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS, PinnedCopies, loader_of
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.syntax import FOR, same_file_callee
@@ -186,7 +186,8 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
         project = self.context.project
         uses_cuda = self.context.uses_cuda or bool(project is not None and project.uses_cuda)
         if uses_cuda and (pin is None or _literal(pin) is False) and in_memory not in (
-                "device", "indices") and not per_item and not batches_stay_on_host(self, node):  # fmt: skip
+                "device", "indices") and not per_item and not batches_stay_on_host(self, node) and (
+                not one_batch(self, node)):  # fmt: skip
             self.report(
                 node,
                 "TD402",

@@ -262,3 +262,18 @@ def test_the_tree_drops_columns_rather_than_cut_a_header_when_a_hidden_row_is_lo
         assert "…" not in header and "total ms" in header, (width, header)
         assert max(len(line) for line in text.splitlines()) <= width
         assert "a_long_submodule_name" not in text  # (hidden: under 1% of the step)
+
+
+def test_a_whole_run_session_reads_as_the_whole_run_not_one_step_after_a_warm_up():
+    """PatchTST crashed before its first optimizer step: the Summary said "15,806 ms per step
+    (median 15,806 ms, middle half ...), 1 step(s) profiled after 1 warm-up" where the tree said
+    "in the whole run, one step (no step boundary was seen)"; a one-step run with a boundary
+    keeps the usual line (near miss)."""
+    base = clean_session()
+    whole = {**base, "steps": [{"ms": 10.0}], "config": {**base["config"], "steps": 1,
+                                                     "step_boundary": "whole_run", "warmup": 1}}  # fmt: skip
+    text = render_markdown(whole)
+    assert "in the whole run, one step (no step boundary was seen)" in text.split("## Breakdown")[0]
+    assert "warm-up" not in text.split("## Breakdown")[0]
+    one = {**base, "steps": [{"ms": 10.0}], "config": {**base["config"], "steps": 1, "warmup": 1}}
+    assert "1 step(s) profiled after 1 warm-up" in render_markdown(one)

@@ -24,6 +24,7 @@ from torchdoctor.render.tree import (
     contention_text,
     detailed_step_ms,
     heavy_overhead_text,
+    one_step_text,
     run_time_text,
 )
 from torchdoctor.seeds import seed_reference
@@ -105,9 +106,11 @@ def _summary(session: Mapping[str, Any], advice: list[dict[str, Any]]) -> list[s
             f" (median {fmt_ms(stat.get('median'))}, middle half {fmt_ms(stat['q1'])} to "
             f"{fmt_ms(stat['q3'])})"
         )
+    one = one_step_text(session) if steps == 1 else "its one step"  # (no boundary: no warm-up)
     lines.append(
         f"- **Step time:** {fmt_ms(step) if step > 0 else '-'} per step{spread}, "
         f"{steps} step(s) profiled after {config.get('warmup', '?')} warm-up"
+        if one == "its one step" else f"- **Step time:** {fmt_ms(step)} in {one}"
     )
     phases = session.get("phases") or {}
     detailed = detailed_step_ms(session)  # (windows: the phases' shares are of that step)

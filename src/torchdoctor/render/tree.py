@@ -122,13 +122,13 @@ def detailed_step_ms(session: Any) -> float:
     return float(detailed) if windowed and detailed > 0 else 0.0
 
 
-def _one_step(session: Any) -> str:
+def one_step_text(session: Any) -> str:
     """What a session of one step measured: the whole run (no step boundary), the partial step
     after the last boundary (none complete after warm-up: a script that stopped early), or
     its one step.
 
     Example:
-        >>> _one_step({"config": {"step_boundary": "whole_run"}})
+        >>> one_step_text({"config": {"step_boundary": "whole_run"}})
         'the whole run, one step (no step boundary was seen)'
     """
     config = session.get("config") or {}
@@ -227,7 +227,7 @@ def render_tree(
         f"q1-q3 {format_ms(step.get('q1', step_ms))}-{format_ms(step.get('q3', step_ms))}; "
         f"{count} steps, timing: {config.get('timing', '?')})"
         if count != 1 else
-        f"{session.get('label') or 'step'}: {format_ms(step_ms)} ms in {_one_step(session)} "
+        f"{session.get('label') or 'step'}: {format_ms(step_ms)} ms in {one_step_text(session)} "
         f"(timing: {config.get('timing', '?')})"
     )  # fmt: skip
     if windowed:

@@ -22,6 +22,9 @@ def test_half_the_step_in_the_kernel_with_many_faults_advises_a_caching_allocato
     # the saving: half the kernel time at least, at most all of it (the measured upper bound)
     assert item.estimated_saving_ms == pytest.approx(0.525 * 800.0 / 2, rel=0.01)
     assert item.saving_range_ms[1] <= 420.0 + 1e-6
+    # ... reaching nearly all of it: PointNet++ on a CPU, stated up to 1,427 ms of 1,522 ms of
+    # kernel time a step (16x), measured 1,710 -> 8 ms of kernel time with glibc's mmap off
+    assert item.saving_range_ms[1] >= 0.99 * 420.0
     assert any("1,094 MB" in line and "4 KiB a page" in line for line in item.evidence)
     assert "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=" in item.code
     assert "LD_PRELOAD=" in item.code and "train_gpt2.py" in item.code

@@ -26,7 +26,7 @@ Example:
     >>> advice.title
     '52% of the step is kernel time zero-filling freshly mapped memory (267,000 page faults per step): use a caching allocator'
     >>> [round(x) for x in advice.saving_range_ms]
-    [210, 394]
+    [210, 418]
 """
 
 from __future__ import annotations

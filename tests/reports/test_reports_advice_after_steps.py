@@ -90,3 +90,14 @@ def test_a_loss_module_left_in_training_mode_is_not_the_model_in_training_mode()
     session["config"]["run_time"]["after_calls"]["eval_calls"] = 0  # (the model too)
     (item,) = after_steps(session)
     assert "10 of them ran with the model in training mode" in " ".join(item.evidence)
+
+
+def test_the_snippet_adds_only_what_is_missing_and_names_no_generate_it_did_not_see():
+    """NCF's per-user evaluation after its last epoch ran in eval mode with autograd on: its
+    snippet said `model.eval()` and `model.generate(context, max_new_tokens=500)`; the
+    ng-video-lecture shape (training mode too) keeps `model.eval()` (near miss)."""
+    (evaluation,) = after_steps(after_steps_session(eval_calls=500))
+    assert "model.eval()" not in evaluation.code and "torch.no_grad()" in evaluation.code
+    assert "generate(context" not in evaluation.code
+    (generation,) = after_steps(after_steps_session())
+    assert generation.code.startswith("model.eval()\nwith torch.no_grad():")

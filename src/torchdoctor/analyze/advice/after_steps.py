@@ -138,8 +138,9 @@ def after_steps(session: Mapping[str, Any]) -> list[Advice]:
         evidence=evidence,
         fix=_FIX,
         references=["torch.no_grad", "torch.inference_mode", "nn.Module.eval"],
-        code="model.eval()\nwith torch.no_grad():\n    out = model.generate(context, "
-        "max_new_tokens=500)",
+        # (what is missing only: NCF's evaluation ran in eval mode already, and generates nothing)
+        code=("model.eval()\n" if training else "") + "with torch.no_grad():  # around the "
+        "work after the loop\n    out = model(batch)  # an evaluation, or model.generate(...)",
         heat=min(1.0, heat),
         cause="inference-mode",
     )]

@@ -225,3 +225,121 @@ def test_a_torchscript_model_keeps_the_global_hooks_in_light_steps():
     assert prof.session["config"]["step_boundary"] == "module"
     assert len(prof.session["steps"]) >= 35
     assert not torch_module._global_forward_pre_hooks
+
+
+class Building(nn.Module):
+    """A model whose forward builds a module (a child registered inside an open call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        self.made = nn.Sequential(nn.Identity())
+        return self.lin(x)
+
+
+def _two_loops(first, build_second, calls=40):
+    """``first`` called 60 times, then a second model built by ``build_second()`` and called
+    ``calls`` times (a sentiment pipeline, then a NER one)."""
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False, window=3,
+                             period_steps=50) as prof,
+        torch.no_grad(),
+    ):  # fmt: skip
+        for _ in range(60):
+            first(torch.randn(2, 8))
+        second = build_second()
+        for _ in range(calls):
+            second(torch.randn(2, 8))
+    return prof, second
+
+
+def test_a_model_built_after_the_loop_began_is_hooked_and_starts_steps():
+    # light steps hooked the first model alone: the second one's calls were seen by no hook,
+    # no step began, and its 40 calls were the last step's "work after the loop"
+    torch.manual_seed(0)
+    prof, second = _two_loops(Encoder(), Encoder)
+    session = prof.session
+    assert len(session["steps"]) >= 95  # (60 + 40 calls, less the deciding ones)
+    assert all(step["model_calls"] == 1 for step in session["steps"][:-1])
+    assert (False, True) in second.seen  # (its light steps: hooked alone, with the first)
+    check_invariants(session["tree"])
+    assert not second._forward_pre_hooks and not torch_module._global_forward_pre_hooks
+    assert not torch_module._global_module_registration_hooks  # (the watch removed)
+
+
+def test_a_module_built_inside_a_forward_leaves_the_light_steps_narrowed():
+    # near miss: a child registered inside an open call changes nothing (the global hooks
+    # switched on there would end a call they never began); the loop keeps its steps
+    torch.manual_seed(0)
+    model = Building()
+    prof, _ = _two_loops(model, lambda: model, calls=0)
+    assert len(prof.session["steps"]) >= 55
+    assert prof.state.light_hooks_outermost
+
+
+def test_a_parametrized_weight_read_outside_a_forward_starts_no_step():
+    # Wav2Vec2's weight-normed positional conv: from_pretrained reads conv.weight three times
+    # (its ParametrizationList called outermost): the step boundary was decided on those
+    # calls, and two "steps" before the loop held the loading of its data
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    nn.utils.parametrizations.weight_norm(model[0])
+    with (
+        torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False, window=3) as prof,
+        torch.no_grad(),
+    ):  # fmt: skip
+        for _ in range(4):
+            _ = model[0].weight  # (at load, outside any forward)
+        for _ in range(20):
+            model(torch.randn(2, 8))  # (inside it: nested, hooked as before)
+    steps = prof.session["steps"]
+    assert 18 <= len(steps) <= 19 and all(step["input_shape"] == [2, 8] for step in steps)
+    assert "0.parametrizations.weight" in str(prof.session["tree"])  # (near miss: nested)
+
+
+def test_a_model_torchdoctor_builds_during_a_light_step_stays_unseen():
+    # near miss: the host-speed calibration builds its Sequential inside a step; widened for
+    # it, the global hooks took its forward/backward calls for the script's (98 more steps)
+    from torchdoctor.collect import calibration_cache
+
+    def build_and_time():
+        calibration_cache._speed_us = None
+        calibration_cache.host_speed_us()
+        return Encoder()
+
+    torch.manual_seed(0)
+    prof, _ = _two_loops(Encoder(), build_and_time, calls=0)
+    assert len(prof.session["steps"]) <= 60  # (the calibration's calls cut no step)
+    assert prof.state.light_hooks_outermost
+
+
+def test_the_host_speed_is_measured_before_the_hooks_go_in(monkeypatch, tmp_path):
+    # with the calibration cache on, a calibration recalled inside a step measured the host's
+    # speed there: its tiny model's forward and backward were module calls of the script (a
+    # Wav2Vec2 loop's steps cut at its Sequential, then revised into one partial step)
+    from torchdoctor.collect import calibration_cache
+
+    monkeypatch.setenv(calibration_cache.CACHE_ENV, str(tmp_path / "calibration.json"))
+    monkeypatch.setattr(calibration_cache, "_speed_us", None)
+    torch.manual_seed(0)
+    model = Encoder()
+    with torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof:
+        with torch.no_grad():
+            for i in range(30):
+                model(torch.randn(2, 8))
+                if i == 1:  # (in the first detailed window)
+                    calibration_cache.host_speed_us()
+    steps = prof.session["steps"]
+    assert len(steps) >= 27 and all(step["input_shape"] == [2, 8] for step in steps)
+    assert all(step["phases"]["backward"] == 0 for step in steps)
+
+
+def test_no_host_speed_is_measured_with_the_cache_off(monkeypatch):
+    from torchdoctor.collect import calibration_cache
+
+    monkeypatch.setenv(calibration_cache.CACHE_ENV, "off")  # near miss: nothing read or kept
+    monkeypatch.setattr(calibration_cache, "_speed_us", None)
+    calibration_cache.speed_before_profiling()
+    assert calibration_cache._speed_us is None

@@ -141,6 +141,20 @@ def host_speed_us() -> float:
     return _speed_us
 
 
+def speed_before_profiling() -> None:
+    """Measure :func:`host_speed_us` now, before a profiler's hooks go in, when the cache is on
+    (it reads and writes calibrations with the speed). Measured later, inside a step (the sync
+    audit's cost recalled in a detailed step), its tiny model ran forward and backward under
+    the global module hooks: an inference loop's steps were cut at its ``Sequential`` and its
+    backward counted (a Wav2Vec2 CTC loop's 60 steps became one).
+
+    Example:
+        >>> speed_before_profiling()  # (the tests run with the cache off: nothing measured)
+    """
+    if cache_path() is not None:
+        host_speed_us()
+
+
 def reference_model() -> tuple[torch.nn.Module, torch.Tensor]:
     """The tiny model and input the calibrations time (two ``Linear`` around a ``Tanh``, a
     batch of 4), made from seed 0 without touching the caller's random state.

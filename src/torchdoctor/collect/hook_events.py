@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.nn.utils.parametrize import ParametrizationList
 
 from torchdoctor.collect.call_lines import leading_dim, user_chain
 from torchdoctor.collect.compiled import compiled_frames, compiling
@@ -334,7 +335,12 @@ class HookEvents:
         """An outermost module call: in an inference loop each step starts at one (with several
         top-level modules, at the one the loop opens with: ``collect.rounds``), so a module
         re-run with the same inputs every iteration shows up as recomputation across steps."""
+        if isinstance(module, ParametrizationList):  # a parametrized weight read outside a
+            return  # forward (weight norm's conv.weight, read at load): no model call, no step
         mode = self.state.boundary if self.step_boundary == "auto" else _MARKER
+        # (known before any cut: the light step it opens hooks it too, with the others; a model
+        # built after the loop began was seen once, then lost: collect/module_hooks.watch_new)
+        new = module is not None and self._outer_modules.saw(module)
         if mode is _MODULE:
             starts, revised = self._module_round.starts_step(module)
             if revised:  # the loop turned out to repeat several modules: partial steps so far
@@ -353,8 +359,8 @@ class HookEvents:
                     self.state.notes.append(note)
                 self._cut(discard=True)
         self._count_outer(module, args)  # (after any cut: the call belongs to the step it opens)
-        if module is not None and self._outer_modules.saw(module):  # (an inference loop's
-            self.state.note_model(module)  # light steps hook these alone; a new one's config)
+        if new:  # (an inference loop's light steps hook these alone; a new one's config)
+            self.state.note_model(module)
         if mode is _MODULE and module is not None:  # (an encoder run before a decoder's steps)
             self._step_outer.add(module)
         if self._rec.detailed:  # the user lines it runs under (collect/call_lines.py)
@@ -362,6 +368,16 @@ class HookEvents:
             # and whether the model was in eval mode: an evaluation's calls, not a rollout's)
             evaluating = module is not None and in_eval_mode(module)
             self._chains.append((user_chain(sys._getframe(2)), leading_dim(args), evaluating))
+
+    def _new_module_built(self) -> None:
+        """A model was built while light steps hook the known outermost modules alone
+        (``ModuleHooksSwitch.watch_new``): hook every module from now on, so its calls are seen
+        (a new outermost module starts steps; the next light steps narrow to both). Inside an
+        open call (a module made in a forward) nothing changes: that call's post-hooks are
+        read after its forward, the global ones would end a call they never began."""
+        if not self._rec.module_depth:
+            self._module_hooks.on()
+            self.state.light_hooks_outermost = False
 
     def _count_outer(self, module: Any, args: Any) -> None:
         """An outermost model call counted for the step's record (training loops' light steps

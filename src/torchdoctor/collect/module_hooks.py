@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,19 @@ class ModuleHook:
 
 
 DYNAMO_SKIPS.append(ModuleHook.__call__)  # (collect/compiled.py)
+
+
+def _built_by_torchdoctor() -> bool:
+    """Whether the module registering a child now is built by torchdoctor's own code (the
+    first caller outside torch and this hook: the host-speed calibration's tiny ``Sequential``,
+    built during a step; seen as the script's, its calls cut 98 more steps)."""
+    frame = sys._getframe(2)  # (this function's caller's caller: torch's add_module/__setattr__)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name != "torch" and not name.startswith("torch."):
+            return name.startswith("torchdoctor.")
+        frame = frame.f_back
+    return False
 
 
 class ModuleHooksSwitch:
@@ -129,6 +143,34 @@ class ModuleHooksSwitch:
                         ModuleHook(self._post), with_kwargs=True, always_call=True
                     ),
                 ]
+
+    def watch_new(self, widen: Callable[[], None]) -> Callable[[], None]:
+        """While narrowed, call ``widen()`` whenever a module gets a child (``__setattr__``,
+        ``add_module``: a model being built); returns the undo. An inference script that builds
+        a second model after its first loop (a classification pipeline, then a NER one) calls
+        it outermost with only the first model's hooks on: no hook saw its calls, no step began,
+        and its whole run was the last step's "work after the loop". ``widen`` decides whether
+        to hook every module now (the profiler: when no module call is open).
+
+        Models torchdoctor builds itself are not the script's (its host-speed calibration,
+        during a step): this example's, built in a torchdoctor module, are left alone.
+
+        Example:
+            >>> import torch
+            >>> switch, seen = ModuleHooksSwitch(print, print), []
+            >>> undo = switch.watch_new(lambda: seen.append("new"))
+            >>> switch.narrow([torch.nn.ReLU()])
+            >>> _ = torch.nn.Sequential(torch.nn.Linear(1, 1)); seen
+            []
+            >>> undo(); switch.off()
+        """
+
+        def registered(parent: Any, name: str, child: Any) -> None:
+            if self._narrow and not self._handles and not _built_by_torchdoctor():
+                widen()
+
+        # (never removed while torch runs these hooks: it iterates their dict itself)
+        return _module.register_module_module_registration_hook(registered).remove
 
     def count(self, modules: list[Any], counter: Callable[[Any, Any], None]) -> None:
         """No recording hooks; ``counter(module, args)`` alone on ``modules`` (a pre-hook

@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from torchdoctor.collect.calibration_cache import speed_before_profiling
 from torchdoctor.collect.checkpoint import DEFAULT_EVERY_S, Checkpointer
 from torchdoctor.collect.children import ChildProcesses
 from torchdoctor.collect.clocks import make_clock
@@ -212,12 +213,14 @@ class Profiler(StepCycle, HookEvents):
         if self.model is not None:
             rec.names.register_root(self.model)
         self._meter = PeakMemory(self.device)
+        speed_before_profiling()  # (its tiny model, run under the hooks, was the script's)
         hooks = self._hooks = Installation()
         try:
             frozen = FrozenObjects()  # (collect/garbage.py: why)
             frozen.start()
             hooks.add_undo(frozen.release)
             self._module_hooks = hooks.add_module_hooks(rec.pre_hook, rec.post_hook)
+            hooks.add_undo(self._module_hooks.watch_new(self._new_module_built))
             hooks.add_undo(watch_compile())  # (its hooks and modes: never Dynamo's frames)
             hooks.add_optimizer_hooks(self._optimizer_pre, self._optimizer_post)
             enter = self._backward_enter  # (the first pass: the script's objects exist)

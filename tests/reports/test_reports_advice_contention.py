@@ -148,3 +148,15 @@ def test_the_busy_machine_gain_is_the_waits_share_of_the_step_the_report_states(
     (item,) = [a for a in advise(session) if a.rule == "cpu-contention"]
     assert item.title.endswith(f"{100 * share:.0f}% of the steps' time")
     assert item.estimated_saving_pct == pytest.approx(100 * share)
+
+
+def test_one_thread_or_one_worker_reads_in_the_singular():
+    """PointNet++'s 10 workers beside one torch thread read "torch's 1 threads"."""
+    from torchdoctor.analyze.advice.cpu_contention import _own_processes
+
+    env = {"threads": 1, "cpus": 2, "data_loaders": [{"num_workers": 10}]}
+    assert _own_processes({"environment": env}).endswith(
+        "10 DataLoader workers beside torch's 1 thread on 2 usable cores")
+    env = {"threads": 2, "cpus": 2, "data_loaders": [{"num_workers": 1}]}  # (near miss)
+    assert _own_processes({"environment": env}).endswith(
+        "1 DataLoader worker beside torch's 2 threads on 2 usable cores")

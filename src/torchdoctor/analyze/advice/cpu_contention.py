@@ -219,8 +219,9 @@ def _own_processes(session: Mapping[str, Any]) -> str | None:
                 + (f" and {workers} DataLoader workers" if workers else "")
                 + f", on {cpus} usable cores: give each rank {max(1, cpus // ranks)} core(s) "
                 "worth of threads and workers")  # fmt: skip
-    return (f"the script's own processes compete for them: {workers} DataLoader workers beside "
-            f"torch's {threads} threads on {cpus} usable cores")  # fmt: skip
+    return (f"the script's own processes compete for them: {workers} DataLoader "
+            f"worker{'s' if workers > 1 else ''} beside torch's {threads} "
+            f"thread{'s' if threads > 1 else ''} on {cpus} usable cores")  # fmt: skip
 
 
 def off_core_advice(

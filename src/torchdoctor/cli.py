@@ -76,14 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.print_help()
         return 2
     name, rest = argv[0], argv[1:]
-    parser, module = _command_parser(name)
-    parse = getattr(module, "parse_args", None)
-    args = parse(parser, rest) if parse else parser.parse_args(rest)
     try:
+        parser, module = _command_parser(name)
+        parse = getattr(module, "parse_args", None)
+        args = parse(parser, rest) if parse else parser.parse_args(rest)
         return int(module.run(args) or 0)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         _silence_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the broken pipe
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torchdoctor's code
+        print(f"torchdoctor {name}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 def _silence_stdout() -> None:

@@ -79,3 +79,85 @@ def test_a_scripts_own_handler_is_left_alone():
         assert signal.getsignal(signal.SIGINT) is mine
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_while_finishing_waits_once_then_raises(capfd):
+    """After the script: the first press is told and waits for the session; the next raises."""
+    sigint.defer_while_finishing()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # (Python runs the handler at the next bytecode)
+        assert "Ctrl-C again to quit without them" in capfd.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # (the handler runs between bytecodes)
+                pass
+    finally:
+        assert sigint.finished() is True
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    sigint.defer_while_finishing()
+    assert sigint.finished() is False  # (no press this time)
+
+
+def test_a_ctrl_c_while_the_session_is_written_keeps_it_and_stops(tmp_path, capsys, monkeypatch):
+    """A second Ctrl-C right after the first (the script stopped; `run` writes the session, the
+    reports, lints the script): the session and reports are still written, then `run` stops
+    with 130 and says where they are, instead of a traceback and nothing."""
+    from torchdoctor.cli import main
+    from torchdoctor.commands import run as run_command
+
+    original = run_command.write_or_keep
+
+    def pressed_while_writing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # (the handler runs between bytecodes)
+            pass
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_command, "write_or_keep", pressed_while_writing)
+    script = tmp_path / "train.py"
+    script.write_text("import torch\nnet = torch.nn.Linear(4, 1)\nopt = torch.optim.SGD(net.parameters(), 0.1)\n"
+                      "for _ in range(4):\n    net(torch.randn(8, 4)).sum().backward(); opt.step(); opt.zero_grad()\n")
+    out = tmp_path / "o"
+    assert main(["run", "--out", str(out), "--no-history", str(script)]) == 130
+    err = capsys.readouterr().err
+    assert "Ctrl-C again to quit without them" in err
+    assert f"the session is in {out / 'session.json'}" in err
+    assert (out / "session.json").exists() and (out / "report.md").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_before_the_script_ran_is_one_line(tmp_path, capsys, monkeypatch):
+    from torchdoctor.cli import main
+    from torchdoctor.commands import run as run_command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_command, "profile_script", interrupted)
+    script = tmp_path / "train.py"
+    script.write_text("print('never')\n")
+    assert main(["run", "--out", str(tmp_path / "o"), "--no-history", str(script)]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "torchdoctor run: interrupted (Ctrl-C) before anything was profiled")
+
+
+def test_while_a_ctrl_c_waits_no_step_is_detailed(monkeypatch):
+    """A light step runs none of the collectors' Python inside torch calls: the resend reaches
+    the script's own code (a per-element loop inside a bare ``try`` kept the collectors busy
+    through every resend of a detail window)."""
+    import torch
+
+    import torchdoctor
+
+    monkeypatch.setattr(sigint.threading, "Timer", lambda *a: type(
+        "T", (), {"daemon": False, "start": lambda self: None, "cancel": lambda self: None})())
+    net = torch.nn.Linear(4, 1)
+    with sigint_outside_collectors():
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, _frame_of(os.path.join(COLLECT, "lines.py")))
+        assert sigint.interrupt_pending()
+        with torchdoctor.Profiler(net, syncs=False, detail="always") as prof:
+            for _ in range(4):
+                net(torch.randn(2, 4)).sum().backward()
+                prof.step()
+    assert not sigint.interrupt_pending()  # (left with the block: a later profile details)
+    assert prof.session["config"]["detail"]["detailed_steps"] == []

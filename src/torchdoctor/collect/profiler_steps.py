@@ -34,6 +34,7 @@ from torchdoctor.collect.device_clock import adopt_cuda_clock
 from torchdoctor.collect.profiler_state import StepBoundary
 from torchdoctor.collect.records import resolve_records
 from torchdoctor.collect.script_options import note_running_options
+from torchdoctor.collect.sigint import interrupt_pending
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.syncs_fold import drop_profiled_steps
 
@@ -139,7 +140,7 @@ class StepCycle:
         profiled = self._counter - self.warmup
         detailed = self._detailed = rec.detailed = self._schedule.detailed(
             profiled, time.monotonic(), self.steps_recorded
-        )
+        ) and not interrupt_pending()  # (a Ctrl-C waits: collect/sigint.py)
         if detailed:  # (`run`: a Hydra job's or click command's options, read while it runs)
             note_running_options()
         # Light steps run without module hooks (their mere presence costs every module call),

@@ -12,7 +12,11 @@ While the script runs, SIGINT's handler (only where it is Python's default) look
 signal interrupted: inside a collector (a ``torchdoctor/collect`` frame, or torch's code a
 collector called), it raises nothing and sends SIGINT again ``RESEND_S`` later, when the script
 is most likely in its own code or in C; at most ``MAX_DEFERRALS`` times, then it raises where it
-is. Anywhere else it raises KeyboardInterrupt as Python's handler does.
+is. Anywhere else it raises KeyboardInterrupt as Python's handler does. While one waits, the
+profiler details no step (:func:`interrupt_pending`): a light step runs no collector's Python
+inside torch calls, so the resend lands in the script's code (a per-element loop inside a bare
+``try`` in a detail window otherwise kept the collectors busy through every resend: one Ctrl-C of
+six lost, 1.5 s into such a run).
 
 Example:
     >>> import signal
@@ -28,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -40,7 +45,7 @@ _NOT_COLLECTORS = tuple(_COLLECT + name for name in ("script.py", "sigint.py", "
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 #: seconds before the deferred SIGINT is sent again, and how often it is deferred at most
 RESEND_S = 0.05
-MAX_DEFERRALS = 20
+MAX_DEFERRALS = 100
 
 _deferrals = 0
 _timers: list[threading.Timer] = []
@@ -63,6 +68,16 @@ def inside_collector(frame: Any) -> bool:
             return False
         frame = frame.f_back
     return False
+
+
+def interrupt_pending() -> bool:
+    """Whether a Ctrl-C waits to be sent again (the profiler then details no step).
+
+    Example:
+        >>> interrupt_pending()
+        False
+    """
+    return _deferrals > 0
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -95,5 +110,46 @@ def sigint_outside_collectors() -> Iterator[None]:
         for timer in _timers:
             timer.cancel()
         _timers.clear()
+        _deferrals = 0  # (a resend dropped: no Ctrl-C waits any more)
         if signal.getsignal(signal.SIGINT) is _on_sigint:  # (the script may have set its own)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+#: what a Ctrl-C while the session is being written says (the script has stopped already)
+FINISHING_MESSAGE = ("torchdoctor: writing the session and the report first "
+                     "(Ctrl-C again to quit without them)")
+_presses: list[int] = []  # Ctrl-Cs while finishing (a list: one run at a time, per process)
+
+
+def _while_finishing(signum: int, frame: Any) -> None:
+    _presses.append(signum)
+    if len(_presses) == 1:
+        print(FINISHING_MESSAGE, file=sys.stderr, flush=True)
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise KeyboardInterrupt
+
+
+def defer_while_finishing() -> None:
+    """After the script: a Ctrl-C (a second press, usually: the first stopped the script) waits
+    until the session and its reports are written (a press said so once; the next one raises).
+    Main thread, Python's default handler only; :func:`finished` restores it.
+
+    Example:
+        >>> defer_while_finishing(); signal.getsignal(signal.SIGINT).__name__
+        '_while_finishing'
+        >>> finished(), signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        (False, True)
+    """
+    _presses.clear()
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):  # fmt: skip
+        signal.signal(signal.SIGINT, _while_finishing)
+
+
+def finished() -> bool:
+    """Put Python's handler back; whether Ctrl-C was pressed while finishing (the user wants
+    out: say where the session is and stop)."""
+    if signal.getsignal(signal.SIGINT) is _while_finishing:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return bool(_presses)

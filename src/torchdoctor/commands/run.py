@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -35,6 +33,7 @@ from torchdoctor.commands.argtypes import non_negative as _non_negative
 from torchdoctor.commands.argtypes import percent as _percent
 from torchdoctor.commands.argtypes import positive as _positive
 from torchdoctor.commands.argtypes import seconds as _seconds
+from torchdoctor.commands.run_report import interrupted, print_report
 from torchdoctor.commands.run_session import write_or_keep
 
 HELP = "profile an unmodified training script; write the session and print the report at exit"
@@ -244,6 +243,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
     from torchdoctor.collect.collectives import CollectiveTimer
     from torchdoctor.collect.script import load_script, run_script
     from torchdoctor.collect.script_module import load_module
+    from torchdoctor.collect.sigint import defer_while_finishing
     from torchdoctor.collect.syncs import sync_audit
     from torchdoctor.commands.run_children import follow_children
     from torchdoctor.commands.run_session import add_run_fields, attach_collectives, make_profiler
@@ -293,6 +293,7 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
             # exits as it would without torchdoctor, writing nothing over the parent's report
             sys.stdout.flush()
             raise SystemExit(outcome.exit_code if outcome is not None else 1)
+        defer_while_finishing()  # (a Ctrl-C now waits until the session is written)
         failure = outcome.exception if outcome is not None else sys.exc_info()[1]
         if failure is not None:
             profiler.__exit__(type(failure), failure, failure.__traceback__)
@@ -308,7 +309,23 @@ def profile_script(args: argparse.Namespace, *, full: bool) -> tuple[Any, Any]:
 
 
 def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
-    """Shared by `run` and `syncs`: run, write the session, print, return the script's code.
+    """Shared by `run` and `syncs`: run, write the session, print, return the script's code;
+    130 after a Ctrl-C that reached torchdoctor (see :func:`interrupted`)."""
+    began = time.time()
+    try:
+        with contextlib.suppress(ImportError):  # before torch, whose C init imports NumPy and
+            import numpy  # noqa: F401  (swallows a Ctrl-C raised there: the run went on)
+        return _execute(args, command=command, only_syncs=only_syncs)
+    except KeyboardInterrupt:  # before the script ran, or a third Ctrl-C while finishing
+        print(interrupted(command, os.path.abspath(args.out), since=began), file=sys.stderr)
+        return 130
+    finally:
+        if "torchdoctor.collect.sigint" in sys.modules:  # (Python's own Ctrl-C handler back)
+            sys.modules["torchdoctor.collect.sigint"].finished()
+
+
+def _execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
+    """:func:`execute`'s work.
 
     Under torchrun every rank writes ``OUT/rank<r>/`` and sends its session to rank 0 through
     the process group's store; rank 0 prints the report, then waits for the other ranks'
@@ -380,6 +397,11 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     if said is not None:  # (the folder refused it: kept in a temporary one if it could be)
         print(f"torchdoctor {command}: {said}", file=sys.stderr)
         status = status or 1
+    from torchdoctor.collect.sigint import finished
+
+    if finished() and path is not None:  # Ctrl-C while finishing: written; the user wants out
+        print(interrupted(command, os.path.dirname(path), since=started), file=sys.stderr)
+        return status or 130
     if (dist is None or dist[0] == 0) and not getattr(args, "quiet", False):
         try:
             print_report(session, args.format, only_syncs=only_syncs,
@@ -403,39 +425,6 @@ def execute(args: argparse.Namespace, *, command: str, only_syncs: bool) -> int:
     elif children:  # mp.spawn'd ranks: compared as torchrun's are
         compare_child_ranks(children, out_root, show=args.format == "text", parent=session)
     return status
-
-
-def print_report(session: Any, fmt: str, *, only_syncs: bool, headline: str | None = None) -> None:
-    """Print the session (text, after a ``headline``) or its JSON, after the script's output."""
-    if headline and fmt == "text":  # (a Hogwild script: its children trained, not this process)
-        print(f"torchdoctor: {headline}")
-    if fmt == "json":
-        data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
-        if only_syncs:
-            data = {"syncs": data.get("syncs"), "sync_audit": data.get("sync_audit"),
-                    "config": data.get("config")}  # fmt: skip
-        print(json.dumps(data, indent=1, default=str))
-        return
-    from torchdoctor.render.syncs import render_syncs_text
-
-    if only_syncs:
-        print(render_syncs_text(session), end="")
-        return
-    try:
-        from torchdoctor.render.console import render_console
-    except ImportError:  # a build without the console report: tree and syncs only
-        from torchdoctor.render.tree import render_tree_text
-
-        print(render_tree_text(session))
-        print(render_syncs_text(session), end="")
-        return
-    # The terminal's width (or COLUMNS); piped output gets room for the tree's columns.
-    width = max(80, shutil.get_terminal_size((130, 24)).columns)
-    if not session.get("advice"):  # rendering never analyses: advise first
-        from torchdoctor.reports import with_advice
-
-        session = with_advice(session)
-    print(render_console(session, width=width), end="")
 
 
 def run(args: argparse.Namespace) -> int:

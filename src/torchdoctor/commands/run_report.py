@@ -8,7 +8,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,55 @@ def record_run(session: Any, path: Path, args: argparse.Namespace) -> list[str]:
                             args=args.script_args, history=history, trackers=trackers)  # fmt: skip
     lines = [f"run {done['history_id']} in the history"] if done["history_id"] else []
     return lines + [f"logged to {name} (run {run_id})" for name, run_id in done["trackers"].items()]
+
+
+def print_report(session: Any, fmt: str, *, only_syncs: bool, headline: str | None = None) -> None:
+    """Print the session (text, after a ``headline``) or its JSON, after the script's output."""
+    if headline and fmt == "text":  # (a Hogwild script: its children trained, not this process)
+        print(f"torchdoctor: {headline}")
+    if fmt == "json":
+        data = session.to_dict() if hasattr(session, "to_dict") else dict(session)
+        if only_syncs:
+            data = {"syncs": data.get("syncs"), "sync_audit": data.get("sync_audit"),
+                    "config": data.get("config")}  # fmt: skip
+        print(json.dumps(data, indent=1, default=str))
+        return
+    from torchdoctor.render.syncs import render_syncs_text
+
+    if only_syncs:
+        print(render_syncs_text(session), end="")
+        return
+    try:
+        from torchdoctor.render.console import render_console
+    except ImportError:  # a build without the console report: tree and syncs only
+        from torchdoctor.render.tree import render_tree_text
+
+        print(render_tree_text(session))
+        print(render_syncs_text(session), end="")
+        return
+    # The terminal's width (or COLUMNS); piped output gets room for the tree's columns.
+    width = max(80, shutil.get_terminal_size((130, 24)).columns)
+    if not session.get("advice"):  # rendering never analyses: advise first
+        from torchdoctor.reports import with_advice
+
+        session = with_advice(session)
+    print(render_console(session, width=width), end="")
+
+
+def interrupted(command: str, out: str, since: float) -> str:
+    """What `run` says when a Ctrl-C reached it rather than the script: where the session is
+    (the final one, or the last checkpoint written since ``since``), or that nothing was.
+
+    Example:
+        >>> interrupted("run", "/no/such/out", since=0.0)
+        'torchdoctor run: interrupted (Ctrl-C) before anything was profiled'
+    """
+    path = os.path.join(out, "session.json")
+    try:
+        written = os.path.getmtime(path) >= since
+    except OSError:
+        written = False
+    if not written:
+        return f"torchdoctor {command}: interrupted (Ctrl-C) before anything was profiled"
+    return (f"torchdoctor {command}: interrupted (Ctrl-C); the session is in {path}: "
+            f"`torchdoctor report {path}` prints the report")

@@ -117,3 +117,26 @@ def test_a_module_level_scan_a_forward_runs_through_a_method_slices_activations(
     )
     found = [(f.line, f.message.split("`")[1]) for f in lint_paths([tmp_path], select=["TD307"])]
     assert found == [(8, "deltaA[:, :, i]"), (14, "h[:, t]")]
+
+
+def test_a_helper_two_models_forwards_call_names_one_and_counts_the_other(tmp_path):
+    """PointNet++'s SSG and MSG set abstractions both call the sampling helpers; which model
+    runs is the script's option: the finding names the first forward and says another calls it
+    too (it named MSG alone on a run of the SSG model)."""
+    (tmp_path / "utils.py").write_text(
+        "def farthest_point_sample(xyz, npoint):\n"
+        "    n = int(xyz.shape[1])\n"
+        "    return [xyz[:, i].cpu().tolist() for i in range(npoint)]\n"
+    )
+    forward = ("class {name}(nn.Module):\n"
+               "    def forward(self, xyz):\n"
+               "        return farthest_point_sample(xyz, 16)\n")
+    header = "import torch.nn as nn\nfrom utils import farthest_point_sample\n"
+    (tmp_path / "msg.py").write_text(header + forward.format(name="SetAbstractionMsg"))
+    (tmp_path / "ssg.py").write_text(header + forward.format(name="SetAbstraction"))
+    (finding,) = [f for f in lint_paths([tmp_path], select=["TD205"])]
+    assert "called by `SetAbstraction" in finding.message
+    assert ".forward` and 1 other forward, " in finding.message
+    (tmp_path / "ssg.py").unlink()  # (near miss: one forward calls it)
+    (finding,) = [f for f in lint_paths([tmp_path], select=["TD205"])]
+    assert "called by `SetAbstractionMsg.forward`, msg.py:" in finding.message

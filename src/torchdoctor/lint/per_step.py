@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torchdoctor.lint.denoising_loops import SAMPLING_FUNCTION
 from torchdoctor.lint.project_scan import _calls_in_body, step_loop
+from torchdoctor.lint.syntax import and_others
 from torchdoctor.lint.tensors import framework_step_method
 from torchdoctor.lint.visitor import FUNCTIONS, method_name
 
@@ -86,7 +87,7 @@ class PerStepCalls:
                 return f"called in a loop at {site[0]}:{site[1]}"
         hit = project.called_in_forward(function, self.context.path) if project is not None else None  # type: ignore[attr-defined]
         if hit is not None:  # (another file's forward, through its imports)
-            return f"called by `{hit[2]}` ({hit[0]}:{hit[1]})"
+            return f"called by `{hit[2]}`{and_others(hit[3])} ({hit[0]}:{hit[1]})"
         caller = project.called_in_loop(function) if project is not None else None  # type: ignore[attr-defined]
         if caller is not None:  # (this file's own loop first: two scripts' to_categorical)
             caller = self._own_loop_call(function) or caller

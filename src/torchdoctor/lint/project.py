@@ -275,19 +275,21 @@ class Project(GradQueries):
                     self._method_calls.setdefault(key, site)
         return self._method_calls.get((class_name, method))
 
-    def called_in_forward(self, name: str, path: str) -> tuple[str, int, str] | None:
-        """``(file name, line, "Cls.forward")`` of the first call, in a module's ``forward`` in
-        the project, of the function ``name`` defined in ``path`` (as the caller's imports
-        resolve it: ``lint/forward_calls.py``): a helper run on every call (DETR's
-        ``generalized_box_iou`` in ``HungarianMatcher.forward``, a ``@torch.no_grad()``
-        forward run every training step); None. Indexed once, on the first question.
+    def called_in_forward(self, name: str, path: str) -> tuple[str, int, str, int] | None:
+        """``(file name, line, "Cls.forward", others)`` of the first call, in a module's
+        ``forward`` in the project, of the function ``name`` defined in ``path`` (as the
+        caller's imports resolve it: ``lint/forward_calls.py``): a helper run on every call
+        (DETR's ``generalized_box_iou`` in ``HungarianMatcher.forward``, a ``@torch.no_grad()``
+        forward run every training step); ``others``: how many other classes' forwards call it
+        too (PointNet++'s SSG and MSG set abstractions: which one runs is the script's choice);
+        None. Indexed once, on the first question.
 
         Example:
             >>> project = Project([])
             >>> project.add("m.py", "class M:\\n    def forward(self, x):\\n        return iou(x)\\n"
             ...             "def iou(x):\\n    return x\\n")
             >>> project.called_in_forward("iou", "m.py"), project.called_in_forward("iou", "n.py")
-            (('m.py', 3, 'M.forward'), None)
+            (('m.py', 3, 'M.forward', 0), None)
         """
         if self._forward_calls is None:
             self._forward_calls = {}
@@ -297,10 +299,10 @@ class Project(GradQueries):
                     self._trees.get(file) or _parse(text))  # fmt: skip
                 for call in forward_calls(file, tree) if tree is not None else ():
                     self._forward_calls.setdefault(call.name, []).append(call)
-        for call in self._forward_calls.get(name, ()):
-            if call.defined_in(path):
-                return Path(call.file).name, call.line, call.owner
-        return None
+        hits = [call for call in self._forward_calls.get(name, ()) if call.defined_in(path)]
+        if not hits:
+            return None
+        return Path(hits[0].file).name, hits[0].line, hits[0].owner, len({c.owner for c in hits}) - 1
 
     def method_sync(self, class_name: str, method: str) -> tuple[str, int, str] | None:
         """``(path, line, call)`` of a host read (``.item()``, ``.cpu()``, ``.tolist()``,

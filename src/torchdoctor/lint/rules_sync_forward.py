@@ -8,7 +8,7 @@ import ast
 from torchdoctor.lint.forward_calls import _run_by_forward, methods_of_built_objects
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.step_helpers import _INFERENCE_METHOD, _POSTPROCESSING, StepHelpers, _derived
-from torchdoctor.lint.syntax import every_step_of, root_name, same_file_callee
+from torchdoctor.lint.syntax import and_others, every_step_of, root_name, same_file_callee
 from torchdoctor.lint.tensors import NOT_TENSORS, REDUCTIONS, TORCH_TENSOR_FUNCTION, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
@@ -103,7 +103,7 @@ class ForwardAndCallSyncs(StepHelpers):
         hit = project.called_in_forward(scope.name, self.context.path)
         if hit is None or _POSTPROCESSING.search(hit[2]):
             return None
-        return f"`{scope.name}` (called by `{hit[2]}`, {hit[0]}:{hit[1]})"
+        return f"`{scope.name}` (called by `{hit[2]}`{and_others(hit[3])}, {hit[0]}:{hit[1]})"
 
     def forward_owner(self, node: ast.AST) -> str | None:
         """The class whose ``forward`` runs ``node`` on every call; None outside forward, in

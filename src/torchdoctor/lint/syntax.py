@@ -92,6 +92,17 @@ def every_step_of(context: ast.AST) -> str:
     return "every step of this training loop"
 
 
+def and_others(count: int) -> str:
+    """What follows the forward a finding names when ``count`` other classes' forwards call the
+    helper too (which one runs is the script's choice: PointNet++'s SSG or MSG model).
+
+    Example:
+        >>> and_others(0), and_others(1), and_others(2)
+        ('', ' and 1 other forward', ' and 2 other forwards')
+    """
+    return f" and {count} other forward{'s' if count > 1 else ''}" if count else ""
+
+
 def same_file_callee(call: ast.Call) -> ast.FunctionDef | None:
     """The definition ``call`` runs, when this file has it: a top-level function
     (``log(loss)``), or a method of the class the call sits in (``self._log(loss)``). Needs

@@ -3,6 +3,8 @@ then the TextDecoder on the segment's prompt and once per token): the steps, cut
 decoder's calls, record the outermost modules each called, and the long steps are told as the
 model's own work, not as an evaluation between steps."""
 
+from collections import UserDict
+
 import torch
 from torch import nn
 
@@ -100,3 +102,28 @@ def test_after_the_first_steps_the_unusual_ones_are_still_recorded(monkeypatch):
     )
     assert entries[0]["outer_modules"] == ["Dec", "Enc"] and entries[0]["input_shape"] == [1, 3]
     assert "outer_modules" not in entries[1]
+
+
+class DictModel(nn.Module):
+    """Called with one dict of tensors (sentence-transformers' ``model(features)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, features):
+        return self.lin(features["input_ids"].float().unsqueeze(-1).expand(-1, -1, 8))
+
+
+def test_a_batch_dict_passed_positionally_gives_the_step_its_input_shape():
+    # SentenceTransformer.forward(features): no input shape was recorded, so one query per
+    # call got no batching advice and longer batches no "longer inputs" explanation
+    model = DictModel()
+    with torchdoctor.Profiler(step_boundary="auto", syncs=False, hot_lines=False) as prof:
+        with torch.no_grad():
+            for i in range(12):
+                features = {"input_ids": torch.ones(1, 4 + i % 3, dtype=torch.long),
+                            "attention_mask": torch.ones(1, 4 + i % 3)}  # fmt: skip
+                model(features if i % 2 else UserDict(features))  # (a tokenizer's BatchEncoding)
+    shapes = [step.get("input_shape") for step in prof.session["steps"]]
+    assert len(shapes) >= 9 and all(shape[0] == 1 and shape[1] in (4, 5, 6) for shape in shapes)

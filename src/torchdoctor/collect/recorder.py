@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -247,6 +248,8 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
                     return
                 if self.outer_shape is None and args and isinstance(args[0], Tensor):  # (input)
                     self.outer_shape = None if args[0].is_nested else tuple(args[0].shape)
+                elif self.outer_shape is None and args and isinstance(args[0], Mapping):  # (a batch
+                    self.outer_shape = first_kwarg_shape(args[0])  # dict: sentence-transformers)
             if self.detailed:
                 self.anomaly.outermost()
             self.phases.enter_forward()

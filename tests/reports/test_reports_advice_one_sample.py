@@ -107,3 +107,18 @@ def test_the_calls_of_a_line_count_a_one_dimensional_input_as_one_sample():
 
     assert leading_dim((torch.zeros(4),)) == 1 and leading_dim((torch.zeros(8, 4),)) == 8
     assert leading_dim((torch.tensor(3.0),)) is None
+
+
+def test_inputs_of_very_different_lengths_are_told_to_batch_by_length():
+    # a sentiment pipeline over texts of 10 to 162 tokens on a CPU: batch_size=32 as they came
+    # took 15.2-16.6 s of CPU time against 14.8-14.9 s one by one (each batch padded to its longest)
+    steps = [{"index": i, "input_shape": [1, (10, 22, 42, 82, 162)[i % 5]], "wall_ms": 8.0,
+              "phases": {"backward": 0.0}} for i in range(40)]  # fmt: skip
+    session = {"steps": steps, "step_ms": {"median": 8.0}, "other_lines": [PIPELINE_ROW],
+               "call_lines": [CALL_LINE]}  # fmt: skip
+    (item,) = one_sample_per_call(session)
+    assert any(e.startswith("their lengths run from 10 to 162") for e in item.evidence)
+    assert "clf(texts, batch_size=32)" in item.fix and "similar length" in item.fix
+    # near miss: lengths 20 to 48 (the other tests' steps) batch with little padding
+    (near,) = one_sample_per_call({"steps": _steps(), "step_ms": {"median": 8.0}})
+    assert "similar length" not in near.fix and not any("lengths run" in e for e in near.evidence)

@@ -28,6 +28,7 @@ from torchdoctor.lint.model_calls import (
 from torchdoctor.lint.model_runs import ModelRuns
 from torchdoctor.lint.project_scan import STEP_ITERABLES
 from torchdoctor.lint.rule import Rule
+from torchdoctor.lint.sampler_copies import host_copies
 from torchdoctor.lint.sampling_loops import sampling_loop
 from torchdoctor.lint.tensors import JOINS
 from torchdoctor.lint.visitor import (
@@ -93,6 +94,22 @@ RULES = (
         "    x = scheduler.step(model(x, t), t, x)",
         seed="001",
     ),
+    Rule(
+        "TD606",
+        "host-copy-in-denoising-loop",
+        "warning",
+        "a tensor copied or read to the host (.cpu(), .to('cpu'), .item(), .numpy(), .tolist()) "
+        "in every step of a denoising or Langevin sampling loop (keeping each step's sample: "
+        "images.append(x.to('cpu'))): a host-device sync per step, the GPU's queue drained and "
+        "the next step launched late",
+        "keep the step's results on the device (append x.detach()) and move them once after the "
+        "loop (torch.stack(frames).cpu()), or every N steps",
+        "for t in scheduler.timesteps:\n    x = scheduler.step(model(x, t), t, x).prev_sample\n"
+        "    frames.append(x.cpu())",
+        "for t in scheduler.timesteps:\n    x = scheduler.step(model(x, t), t, x).prev_sample\n"
+        "    frames.append(x.detach())\nframes = torch.stack(frames).cpu()",
+        cuda_only=True,
+    ),
 )
 
 
@@ -156,6 +173,16 @@ class InferenceRules(ModelRuns, RuleVisitor):
             return
         if not step:
             self._check_mask_assignments(node)
+            for call in host_copies(self, node):  # TD606
+                self.report(
+                    call,
+                    "TD606",
+                    f"`{self.code_of(call)}` copies a tensor to the host in every denoising "
+                    "step (a host-device sync each step on a GPU run: the GPU's queue drains and "
+                    "the next step launches late): keep the results on the device "
+                    "(`frames.append(x.detach())`) and move them once after the loop "
+                    "(`torch.stack(frames).cpu()`), or every N steps",
+                )
         covered: set[int] = set()  # (calls inside a reported one: `enc(x, mlp(s))` is one)
         fixed: dict[str, int] = {}  # names the loop binds only to a reported call's result
         for call in sorted(self.direct_calls(node.body), key=lambda c: (c.lineno, c.col_offset)):

@@ -1,0 +1,118 @@
+"""TD606's reading of a sampling loop: the host copies and reads every step makes
+(``images.append(x.to('cpu'))``, NCSN's annealed Langevin keeping each corrector step's
+sample; ``x.item()``, ``x.numpy()``), each a host-device sync on a GPU run.
+
+Left out: a copy under an ``if`` (``if i % 50 == 0:``, a branch: not every step), one in a
+function defined inside the loop, and a loop that carries no sample from step to step (none of
+its names is reassigned from a call it is passed to: a script comparing spherical harmonics
+over ``range(l, -l - 1, -1)``).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+from collections.abc import Iterator
+from typing import Any
+
+from torchdoctor.lint.syntax import constant, dotted, method_name
+
+#: methods that copy or read a tensor to the host with no argument
+_HOST_READS = frozenset({"cpu", "item", "numpy", "tolist"})
+
+
+def _to_host(call: ast.Call) -> bool:
+    """``x.to('cpu')``, ``x.to(device='cpu')``, ``x.to(torch.device('cpu'))``."""
+    if method_name(call) != "to":
+        return False
+    target = call.args[0] if call.args else next(
+        (k.value for k in call.keywords if k.arg == "device"), None)  # fmt: skip
+    if isinstance(target, ast.Call) and (dotted(target.func) or "").endswith("device"):
+        target = target.args[0] if target.args else None
+    return constant(target) == "cpu"
+
+
+def _calls(node: ast.AST) -> Iterator[tuple[ast.Call, bool]]:
+    """Every call under ``node`` with whether an ``if`` encloses it below ``node`` (nested
+    loops included: they run every step; nested definitions left out)."""
+    stack: list[tuple[ast.AST, bool]] = [(child, False) for child in ast.iter_child_nodes(node)]
+    while stack:
+        item, guarded = stack.pop()
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(item, ast.Call):
+            yield item, guarded
+        inner = guarded or isinstance(item, (ast.If, ast.IfExp))
+        stack.extend((child, inner) for child in ast.iter_child_nodes(item))
+
+
+def host_copies(rules: Any, loop: ast.For | ast.While) -> list[ast.Call]:
+    """The outermost host copy of each statement ``loop`` runs every step (``x.detach().cpu()
+    .numpy()`` once, as its ``.cpu()``).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef sample(net, x, sigmas):\\n    frames = []\\n"
+        ...        "    for t in reversed(range(len(sigmas))):\\n        x = x - net(x, t)\\n"
+        ...        "        frames.append(x.to('cpu'))\\n        if t % 10 == 0:\\n"
+        ...        "            print(x.mean().item())\\n    return frames\\n")
+        >>> [(f.line, f.code) for f in lint_source(src, select=['TD606'])]
+        [(6, 'TD606')]
+    """
+    found: dict[int, ast.Call] = {}
+    if not _carries_a_sample(loop):
+        return []
+    for call, guarded in _calls(loop):
+        if guarded or not (_to_host(call) or (
+                method_name(call) in _HOST_READS and not call.args and not call.keywords)):  # fmt: skip
+            continue
+        receiver = getattr(call.func, "value", None)
+        if method_name(call) in ("item", "tolist", "numpy") and not _made_in(
+                _chain_root(receiver), loop):
+            continue  # (a NumPy array's .tolist(), a float's .item(): no device)
+        statement = rules.parent(call)
+        while statement is not None and not isinstance(statement, ast.stmt):
+            statement = rules.parent(statement)
+        line = getattr(statement, "lineno", call.lineno)
+        if line not in found or call.col_offset < found[line].col_offset:
+            found[line] = call  # (the first copy of the chain: `x.cpu().numpy()` is its .cpu())
+    return [found[line] for line in sorted(found)]
+
+
+def _chain_root(receiver: Any) -> Any:
+    """The name a method chain starts from (``x`` of ``x.norm().item()``)."""
+    while isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Attribute):
+        receiver = receiver.func.value
+    return receiver
+
+
+def _made_in(receiver: Any, loop: ast.AST) -> bool:
+    """A name the loop assigns from something other than a NumPy call (the step's sample)."""
+    if not isinstance(receiver, ast.Name):
+        return False
+    values = [n.value for n in ast.walk(loop) if isinstance(n, ast.Assign | ast.AugAssign)
+              and any(isinstance(t, ast.Name) and t.id == receiver.id
+                      for t in getattr(n, "targets", [getattr(n, "target", None)]))]  # fmt: skip
+    return bool(values) and not any(
+        (dotted(c.func) or "").startswith(("np.", "numpy.")) for v in values
+        for c in ast.walk(v) if isinstance(c, ast.Call))  # fmt: skip
+
+
+def _carries_a_sample(loop: ast.AST) -> bool:
+    """A name the loop reassigns from a call (not a builtin) it is passed to: ``x = scheduler
+    .step(unet(x, t), t, x)``, ``x_mod = x_mod + step * scorenet(x_mod, labels)``."""
+    for node in ast.walk(loop):
+        if isinstance(node, ast.Assign):
+            names = {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            names = {node.target.id}
+        else:
+            continue
+        for call in (c for c in ast.walk(node.value) if isinstance(c, ast.Call)):
+            if isinstance(call.func, ast.Name) and hasattr(builtins, call.func.id):
+                continue  # (max_error = max(max_error, error))
+            passed = {n.id for a in [*call.args, *(k.value for k in call.keywords)]
+                      for n in ast.walk(a) if isinstance(n, ast.Name)}  # fmt: skip
+            if names & passed:
+                return True
+    return False

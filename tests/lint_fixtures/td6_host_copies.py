@@ -1,0 +1,50 @@
+# A host copy or read in every step of a sampling loop: NCSN's annealed Langevin keeps each
+# corrector step's sample with images.append(x.to('cpu')) (1,000 syncs a call), a diffusers
+# loop its frames with .cpu(). Under an `if` (every N steps), after the loop, on a NumPy
+# array, or in a training loop: silent.
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def sample_langevin(x_mod, scorenet, sigmas, n_steps_each=100, step_lr=2e-5):
+    images = []
+    for c in reversed(range(len(sigmas))):
+        labels = torch.full((x_mod.shape[0],), c, device=x_mod.device)
+        step_size = step_lr * (sigmas[c] / sigmas[-1]) ** 2
+        for s in range(n_steps_each):  # (the corrector steps: every one of them)
+            images.append(torch.clamp(x_mod, 0.0, 1.0).to('cpu'))  # expect: TD606
+            noise = torch.randn_like(x_mod) * np.sqrt(step_size * 2)
+            x_mod = x_mod + step_size * scorenet(x_mod, labels) + noise
+    return images
+
+
+@torch.no_grad()
+def ddpm_sample(unet, scheduler, x, every=50):
+    frames, norms = [], []
+    for i, t in enumerate(scheduler.timesteps):
+        x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+        norms.append(x.norm().item())  # expect: TD606
+        if i % every == 0:
+            frames.append(x.cpu())  # near-miss: every 50 steps
+        grid = np.linspace(0, 1, 8)
+        ticks = grid.tolist()  # near-miss: a NumPy array's list
+    return x.cpu(), frames, norms, ticks  # near-miss: once, after the loop
+
+
+def train(unet, scheduler, loader, opt):
+    for x in loader:
+        for t in reversed(range(scheduler.config.num_train_timesteps)):
+            loss = unet(x, t).sample.pow(2).mean()
+            loss.backward()
+            opt.step()
+
+
+def check_harmonics(sph, theta, phi, reference):
+    worst = 0.0
+    for l in range(10):
+        for m in range(l, -l - 1, -1):  # (a range walked backwards: no sample carried along)
+            y = sph.get_element(l, m, theta, phi)
+            error = np.mean(np.abs(y.cpu().numpy() - reference(l, m)))  # near-miss: compares, no sampler
+            worst = max(worst, error)
+    return worst

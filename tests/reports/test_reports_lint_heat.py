@@ -325,3 +325,26 @@ def test_unattributed_time_the_hot_lines_measured_is_no_suspects(tmp_path):
     session["hot_lines"] = None  # (lines not timed: the unattributed time is its suspect)
     (item,) = [a for a in lint_findings(session) if "TD307" in a.title]
     assert item.heat > 0
+
+
+@pytest.mark.parametrize("code", ["TD601", "TD606"])
+def test_a_sampling_loops_finding_is_no_suspect_of_a_training_step(tmp_path, code):
+    """A sampler the training script defines (its preview every N epochs, or never run) is no
+    suspect of the unattributed time of an optimizer step; in an inference run it is."""
+    from torchdoctor.analyze.advice.lint_hot import lint_findings
+
+    script = tmp_path / "train.py"
+    script.write_text("import torch\ndef sample(net, x, ts):\n    for t in ts:\n"
+                      "        x = net(x, t)\n        frames.append(x.cpu())\n")
+    finding = {"code": code, "severity": "warning", "message": "every denoising step",
+               "path": str(script), "line": 5, "replacement": None}  # fmt: skip
+    rest = {"kind": "self", "forward_ms": {"median": 50.0}, "backward_ms": {"median": 84.0},
+            "total_ms": {"median": 134.0}}  # fmt: skip
+    session = {"step_ms": {"median": 300.0}, "lint": [finding], "label": str(script),
+               "config": {"step_boundary": "optimizer"},
+               "tree": {"kind": "root", "total_ms": {"median": 300.0}, "children": [rest]}}
+    (item,) = [a for a in lint_findings(session) if code in a.title]
+    assert item.heat == 0
+    session["config"]["step_boundary"] = "module"  # (an inference loop: a suspect)
+    (item,) = [a for a in lint_findings(session) if code in a.title]
+    assert item.heat > 0

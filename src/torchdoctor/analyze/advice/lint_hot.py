@@ -110,7 +110,7 @@ def as_finding_dict(finding: Any) -> dict[str, Any]:
 
 
 #: findings about sampling or generation loops: no suspect of a training step's time
-SAMPLING_LOOP_CODES = frozenset({"TD601", "TD603", "TD604"})
+SAMPLING_LOOP_CODES = frozenset({"TD601", "TD603", "TD604", "TD606"})
 #: findings on code that builds the model (a layer's definition in ``__init__``, a whole-model
 #: cast, a DataParallel wrap): it runs once before the steps, so it is no suspect of the time
 #: the steps spend outside every module (a LightningModule's Conv2d(bias=True) before a
@@ -203,7 +203,7 @@ def _heat(finding: Mapping[str, Any], session: Mapping[str, Any], step: float) -
                 best = (fraction, f"inside {where}, {pct(node_ms(node), step):.0f}% of the step")
     # A sync finding (TD2xx) that ran would be in the sync audit's records: not there, not run.
     is_sync_rule = str(finding.get("code") or "").startswith("TD2")
-    # ... and a sampling/generation loop (TD601, TD603, TD604) is no suspect of a training step
+    # ... and a sampling/generation loop (TD601, TD603, TD604, TD606): no suspect of a training step
     sampling_loop = str(finding.get("code")) in SAMPLING_LOOP_CODES and _training(session)
     built = str(finding.get("code")) in BUILD_TIME_CODES
     if (best[1] or inside_any or is_sync_rule or sampling_loop or built

@@ -9,8 +9,10 @@ once it reaches it: :func:`sliding_window`), every step recomputes the keys and 
 earlier tokens. The run itself measures what that costs: the step time fitted against the
 input length (least squares over the light steps, or all when there are too few) gives a
 per-token slope; a key/value cache makes each step process one new token, so the saving per step
-is at most the slope x (mean length - 1), and at least half of it (attention still reads the
-cached keys of every earlier token).
+is at most the slope x (mean length - 1). What a cache leaves of that is at most the attention's
+own work (its scores, softmax and weighted sum read every cached key; the projections, child
+modules, go): the low end is the saving less the attention modules' (self) time per step, and
+never under half the saving (half when the tree shows no attention module).
 
 Example:
     >>> steps = [{"index": i, "wall_ms": 1.0 + 0.1 * (8 + i), "input_shape": [1, 8 + i],
@@ -23,11 +25,16 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, fmt_ms, pct
-from torchdoctor.session_read import host_steps, step_ms, wait_ms
+from torchdoctor.session_read import host_steps, node_ms, step_ms, wait_ms
+
+#: a module doing attention, by its class or attribute name (llama2.c's Attention, nanoGPT's
+#: CausalSelfAttention and ``attn``, Hugging Face's ``self_attn``)
+_ATTENTION = re.compile(r"(?i)attn|attention")
 
 #: steps needed to tell growth from noise
 MIN_STEPS = 12
@@ -247,7 +254,8 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
         return []
     saving = min(saving, 0.9 * step)
     longest = max(int(x) for x, _ in points)
-    low = 0.5 * saving
+    attention = _attention_own_ms(session.get("tree"))
+    low = max(0.5 * saving, saving - attention) if attention is not None else 0.5 * saving
     window_note = []
     if cap is not None:  # the steps at the cap need a sliding-window cache (positions shift)
         at_cap = sum(1 for x, _ in points if int(x) == cap) / len(points)
@@ -278,9 +286,11 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
                 f"correlation {correlation:.2f}, the slope "
                 f"{_t_statistic(correlation, len(points)):.0f} standard errors from zero)",
                 f"with a cache each step processes one new token: at most {fmt_ms(saving)} per "
-                f"step ({pct(saving, step):.0f}%), at least half of it"
+                f"step ({pct(saving, step):.0f}%), at least {fmt_ms(low)}"
                 f"{' on the growing steps' if cap is not None else ''} (attention still reads "
-                "the cached keys)",
+                "the cached keys: " + (
+                    f"the attention modules' own time is {fmt_ms(attention)} a step)"
+                    if attention is not None else "half, with no attention module seen)"),
                 *window_note,
                 *([f"{len(steps)} of the run's {round(len(steps) / share)} steps "
                    f"({100 * share:.0f}%) decode so, in runs of {MIN_RUN} or more growing "
@@ -303,3 +313,32 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
             cause="kv-cache",
         )
     ]
+
+
+def _attention_own_ms(tree: Mapping[str, Any] | None) -> float | None:
+    """Per step, the (self) time of the outermost modules named for attention (their scores,
+    softmax and weighted sum; their projections are child modules); None when there is none.
+
+    Example:
+        >>> proj = {"kind": "module", "name": "wq", "type": "Linear", "total_ms": {"mean": 3.0}}
+        >>> attn = {"kind": "module", "name": "attention", "type": "Attention",
+        ...         "total_ms": {"mean": 4.0}, "children": [proj]}
+        >>> _attention_own_ms({"kind": "root", "children": [{"kind": "module", "name": "layers",
+        ...     "type": "Block", "total_ms": {"mean": 9.0}, "children": [attn]}]})
+        1.0
+    """
+    if not tree:
+        return None
+    found: list[float] = []
+    stack = list(tree.get("children") or ())
+    while stack:
+        node = stack.pop()
+        if node.get("kind") not in ("module", "region"):
+            continue  # (a (self) row)
+        if node.get("kind") == "module" and _ATTENTION.search(
+                f"{node.get('type') or ''} {node.get('name') or ''}"):  # fmt: skip
+            parts = sum(node_ms(c) for c in node.get("children") or () if c.get("kind") != "self")
+            found.append(max(0.0, node_ms(node) - parts))
+        else:
+            stack.extend(node.get("children") or ())
+    return sum(found) if found else None

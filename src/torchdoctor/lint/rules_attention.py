@@ -219,8 +219,8 @@ class AttentionRules(RuleVisitor):
             if (isinstance(parent, ast.Call) and node in parent.args  # dropout(softmax(...))
                     and not self.callee(parent) & MATMUL_CALLS):  # (bmm(softmax(...), v):
                 node, parent = parent, self.parent(parent)  # the product itself)
-            elif isinstance(parent, ast.Attribute) and parent.attr in _CASTS and isinstance(
-                    self.parent(parent), ast.Call):  # softmax(qk.float()).to(q.dtype): Whisper
+            elif isinstance(parent, ast.Attribute) and parent.attr in _CASTS | _CLEANUPS and (
+                    isinstance(self.parent(parent), ast.Call)):  # .to(q.dtype): Whisper's
                 node = self.parent(parent)
                 parent = self.parent(node)
             else:
@@ -254,6 +254,9 @@ class AttentionRules(RuleVisitor):
 
 
 _CASTS = frozenset({"to", "float", "half", "bfloat16", "type", "type_as"})
+#: elementwise clean-ups of the weights before the product: the NaN rows of fully masked
+#: queries zeroed (SASRec's ``att.softmax(-1).nan_to_num(0.0) @ v``), padding masked out
+_CLEANUPS = frozenset({"nan_to_num", "masked_fill"})
 
 
 def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:
@@ -267,7 +270,8 @@ def _is_weights_plumbing(use: ast.Name, parent: ast.AST | None) -> bool:
         name = (dotted(parent.func) or "").lower()
         return "drop" in name or name.endswith(("matmul", "bmm", "einsum"))
     if isinstance(parent, ast.Attribute) and parent.attr in {"masked_fill", "to", "type_as",
-                                                             "transpose", "permute", "contiguous"}:
+                                                             "transpose", "permute", "contiguous",
+                                                             "nan_to_num"}:
         return True  # (DANet's bmm(v, att.permute(0, 2, 1)))
     return False
 

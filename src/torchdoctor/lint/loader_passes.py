@@ -89,6 +89,29 @@ def _one_pass(rules, name: str, scope: ast.AST, depth: int, bound_at: ast.AST | 
     return None
 
 
+def walked_where_built(rules, call: ast.Call) -> bool:
+    """The loader ``call`` builds is a ``for`` loop's iterable itself (``for x, y in
+    DataLoader(ds, num_workers=2):``, through ``tqdm`` / ``enumerate``) outside any other
+    loop (but one over ``range(1)``): one pass, its workers start once whatever
+    ``persistent_workers`` says (inside an epoch loop, TD403 says it is built anew).
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("from torch.utils.data import DataLoader\\n"
+        ...        "def test(model, ds):\\n"
+        ...        "    for x in DataLoader(ds, batch_size=8, num_workers=2):\\n"
+        ...        "        model(x)\\n")
+        >>> [f.code for f in lint_source(src, select=["TD403"])]
+        []
+    """
+    child, above = call, rules.parent(call)
+    while isinstance(above, ast.Call) and child in above.args and (
+            getattr(above.func, "id", None) in LOOP_WRAPPERS):  # fmt: skip
+        child, above = above, rules.parent(above)
+    return isinstance(above, (*FOR, ast.comprehension)) and above.iter is child and not [
+        lp for lp in rules.enclosing_loops(call) if not _runs_once(lp)]
+
+
 def _measured(rules, use: ast.Name) -> bool:
     """``len(loader)``, ``loader.dataset``, ``pbar.set_description(...)``: a size or an
     attribute read, no iteration."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint import loader_passes
 from torchdoctor.lint.loader_datasets import LoaderDatasets
 from torchdoctor.lint.loader_passes import batches_stay_on_host, iterated_once, one_batch
 from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS, PinnedCopies, loader_of
@@ -197,7 +198,8 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
             )
         if pin is not None and _literal(pin) is True:
             self._check_blocking_copies(node)
-        if workers is None or _literal(workers) == 0 or self._iterated_once(node):
+        if workers is None or _literal(workers) == 0 or self._iterated_once(node) or (
+                loader_passes.walked_where_built(self, node)):  # (for x in DataLoader(...): one pass)
             return
         sampler = kwargs.get("sampler")
         if isinstance(sampler, ast.Call) and any(k.arg == "num_samples" for k in sampler.keywords):

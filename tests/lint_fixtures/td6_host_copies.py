@@ -12,7 +12,7 @@ def sample_langevin(x_mod, scorenet, sigmas, n_steps_each=100, step_lr=2e-5):
     for c in reversed(range(len(sigmas))):
         labels = torch.full((x_mod.shape[0],), c, device=x_mod.device)
         step_size = step_lr * (sigmas[c] / sigmas[-1]) ** 2
-        for s in range(n_steps_each):  # (the corrector steps: every one of them)
+        for _s in range(n_steps_each):  # (the corrector steps: every one of them)
             images.append(torch.clamp(x_mod, 0.0, 1.0).to('cpu'))  # expect: TD606
             noise = torch.randn_like(x_mod) * np.sqrt(step_size * 2)
             x_mod = x_mod + step_size * scorenet(x_mod, labels) + noise
@@ -42,9 +42,42 @@ def train(unet, scheduler, loader, opt):
 
 def check_harmonics(sph, theta, phi, reference):
     worst = 0.0
-    for l in range(10):
-        for m in range(l, -l - 1, -1):  # (a range walked backwards: no sample carried along)
-            y = sph.get_element(l, m, theta, phi)
-            error = np.mean(np.abs(y.cpu().numpy() - reference(l, m)))  # near-miss: compares, no sampler
+    for deg in range(10):
+        for m in range(deg, -deg - 1, -1):  # (a range walked backwards: no sample carried along)
+            y = sph.get_element(deg, m, theta, phi)
+            error = np.mean(np.abs(y.cpu().numpy() - reference(deg, m)))  # near-miss: compares, no sampler
             worst = max(worst, error)
     return worst
+
+
+@torch.no_grad()
+def anneal_Langevin_dynamics(x_mod, scorenet, sigmas, n_steps_each=100, step_lr=2e-5):
+    """NCSN's own order: the noise levels walked forwards, the sample carried through `grad`."""
+    images = []
+    for c, sigma in enumerate(sigmas):
+        labels = torch.ones(x_mod.shape[0], device=x_mod.device) * c
+        step_size = step_lr * (sigma / sigmas[-1]) ** 2
+        for _s in range(n_steps_each):
+            images.append(torch.clamp(x_mod, 0.0, 1.0).to('cpu'))  # expect: TD606
+            noise = torch.randn_like(x_mod) * np.sqrt(step_size * 2)
+            grad = scorenet(x_mod, labels)
+            x_mod = x_mod + step_size * grad + noise
+    return images
+
+
+@torch.no_grad()
+def predict_mc_dropout(model, x, passes=20):
+    outs = []
+    for _ in range(passes):
+        outs.append(model(x).cpu())  # near-miss: no sample carried from pass to pass
+    return torch.stack(outs)
+
+
+@torch.no_grad()
+def inference(generator, files, load_wav, write):
+    """HiFi-GAN's inference.py: one file per iteration, rebound from the file each time."""
+    for _i, name in enumerate(files):
+        wav = load_wav(name)
+        wav = torch.FloatTensor(wav).cuda()
+        audio = generator(wav.unsqueeze(0)).squeeze()
+        write(name, audio.cpu().numpy())  # near-miss: nothing carried from file to file

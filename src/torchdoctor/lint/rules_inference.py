@@ -28,7 +28,7 @@ from torchdoctor.lint.model_calls import (
 from torchdoctor.lint.model_runs import ModelRuns
 from torchdoctor.lint.project_scan import STEP_ITERABLES
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.sampler_copies import host_copies
+from torchdoctor.lint.sampler_copies import host_copies, iterative_sampler
 from torchdoctor.lint.sampling_loops import sampling_loop
 from torchdoctor.lint.tensors import JOINS
 from torchdoctor.lint.visitor import (
@@ -140,6 +140,8 @@ class InferenceRules(ModelRuns, RuleVisitor):
             self._check_denoising_loop(node)
         elif grows_a_sequence(self, node):  # (an autoregressive decoder's loop: its encoder alone)
             self._check_denoising_loop(node, "decoding step")
+        elif iterative_sampler(self, node):  # (NCSN's Langevin loops: its host copies alone)
+            self._check_host_copies(node)
 
     def visit_While(self, node: ast.While) -> None:
         """``while t >= 0: x = denoiser(x, t, ...); t -= 1``: a timestep counted down by
@@ -173,16 +175,7 @@ class InferenceRules(ModelRuns, RuleVisitor):
             return
         if not step:
             self._check_mask_assignments(node)
-            for call in host_copies(self, node):  # TD606
-                self.report(
-                    call,
-                    "TD606",
-                    f"`{self.code_of(call)}` copies a tensor to the host in every denoising "
-                    "step (a host-device sync each step on a GPU run: the GPU's queue drains and "
-                    "the next step launches late): keep the results on the device "
-                    "(`frames.append(x.detach())`) and move them once after the loop "
-                    "(`torch.stack(frames).cpu()`), or every N steps",
-                )
+            self._check_host_copies(node)
         covered: set[int] = set()  # (calls inside a reported one: `enc(x, mlp(s))` is one)
         fixed: dict[str, int] = {}  # names the loop binds only to a reported call's result
         for call in sorted(self.direct_calls(node.body), key=lambda c: (c.lineno, c.col_offset)):
@@ -236,6 +229,24 @@ class InferenceRules(ModelRuns, RuleVisitor):
                     f"(through `{self.code_of(call.func)}(...)` at line {call.lineno}): compute "
                     "it once before the loop and pass the result in",
                 )
+
+    def _check_host_copies(self, loop: ast.For | ast.While) -> None:
+        """TD606: a host copy in every step of a sampler's loop (told once: a Langevin
+        corrector loop nested in the noise levels' is both loops')."""
+        told = self.context.cache.setdefault(("TD606 told",), set())
+        for call in host_copies(self, loop):
+            if id(call) in told:
+                continue
+            told.add(id(call))
+            self.report(
+                call,
+                "TD606",
+                f"`{self.code_of(call)}` copies a tensor to the host in every sampling step (a "
+                "host-device sync each step on a GPU run: the GPU's queue drains and the next "
+                "step launches late): keep the results on the device "
+                "(`frames.append(x.detach())`) and move them once after the loop "
+                "(`torch.stack(frames).cpu()`), or every N steps",
+            )
 
     def _assigned_to(self, call: ast.Call) -> str | None:
         """The one name a statement assigns the result of ``call`` (a chain ending in it)."""

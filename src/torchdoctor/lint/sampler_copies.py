@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 from collections.abc import Iterator
 from typing import Any
 
+from torchdoctor.lint.denoising_loops import SAMPLING_FUNCTION
 from torchdoctor.lint.syntax import constant, dotted, method_name
 
 #: methods that copy or read a tensor to the host with no argument
@@ -60,7 +62,7 @@ def host_copies(rules: Any, loop: ast.For | ast.While) -> list[ast.Call]:
         [(6, 'TD606')]
     """
     found: dict[int, ast.Call] = {}
-    if not _carries_a_sample(loop):
+    if not _carries_a_sample(loop, _bound_before(rules.enclosing_scope(loop), loop)):
         return []
     for call, guarded in _calls(loop):
         if guarded or not (_to_host(call) or (
@@ -98,21 +100,66 @@ def _made_in(receiver: Any, loop: ast.AST) -> bool:
         for c in ast.walk(v) if isinstance(c, ast.Call))  # fmt: skip
 
 
-def _carries_a_sample(loop: ast.AST) -> bool:
-    """A name the loop reassigns from a call (not a builtin) it is passed to: ``x = scheduler
-    .step(unet(x, t), t, x)``, ``x_mod = x_mod + step * scorenet(x_mod, labels)``."""
+def _assignments(loop: ast.AST) -> Iterator[tuple[set[str], ast.AST]]:
+    """(names bound, value) of each assignment in ``loop``."""
     for node in ast.walk(loop):
         if isinstance(node, ast.Assign):
-            names = {t.id for t in node.targets if isinstance(t, ast.Name)}
+            yield {t.id for t in node.targets if isinstance(t, ast.Name)}, node.value
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            names = {node.target.id}
-        else:
-            continue
-        for call in (c for c in ast.walk(node.value) if isinstance(c, ast.Call)):
-            if isinstance(call.func, ast.Name) and hasattr(builtins, call.func.id):
-                continue  # (max_error = max(max_error, error))
-            passed = {n.id for a in [*call.args, *(k.value for k in call.keywords)]
-                      for n in ast.walk(a) if isinstance(n, ast.Name)}  # fmt: skip
-            if names & passed:
-                return True
+            yield {node.target.id}, node.value
+
+
+def _passed(value: ast.AST) -> set[str]:
+    """Names passed to the calls (not builtins: ``max(best, err)``) in ``value``."""
+    return {n.id for call in ast.walk(value) if isinstance(call, ast.Call)
+            and not (isinstance(call.func, ast.Name) and hasattr(builtins, call.func.id))
+            for a in [*call.args, *(k.value for k in call.keywords)]
+            for n in ast.walk(a) if isinstance(n, ast.Name)}  # fmt: skip
+
+
+def _bound_before(scope: ast.AST, loop: ast.AST) -> set[str]:
+    """Names the function binds before ``loop``: its parameters and earlier assignments."""
+    names = {a.arg for a in ast.walk(getattr(scope, "args", ast.arguments())) if isinstance(a, ast.arg)}
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and (
+                node.lineno < loop.lineno):  # fmt: skip
+            names.add(node.id)
+    return names
+
+
+def _carries_a_sample(loop: ast.AST, before: set[str] | None = None) -> bool:
+    """A name bound before the loop (``before``; any when None) that the loop reassigns from a
+    call (not a builtin) it is passed to: ``x = scheduler.step(unet(x, t), t, x)``, ``x_mod =
+    x_mod + step * scorenet(x_mod, labels)``, or through a name the loop binds to such a call
+    (NCSN's ``grad = scorenet(x_mod, labels)``; ``x_mod = x_mod + step_size * grad + noise``).
+    A name the iteration binds first (HiFi-GAN's ``wav = torch.FloatTensor(wav)`` of each file)
+    carries nothing from one step to the next."""
+    bound = list(_assignments(loop))
+    made_from: dict[str, set[str]] = {}  # name -> the names passed to the call it is bound to
+    for names, value in bound:
+        for name in names:
+            made_from.setdefault(name, set()).update(_passed(value))
+    for names, value in bound:
+        if before is not None:
+            names = names & before
+        read = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}
+        if names & _passed(value) or any(names & made_from.get(n, set()) for n in read):
+            return True
     return False
+
+
+#: a Markov-chain sampler's function, beyond the denoising loops' names (NCSN's
+#: ``anneal_Langevin_dynamics``, an SGLD or MCMC step)
+_CHAIN_FUNCTION = re.compile(r"(?i)langevin|mcmc|sgld|hmc|gibbs|(^|_)anneal")
+
+
+def iterative_sampler(rules: Any, loop: ast.For | ast.While) -> bool:
+    """A loop of a sampling function (by its name) that carries its sample from step to step
+    through a model call and trains nothing: NCSN's ``for _ in range(n_steps)`` in
+    ``Langevin_dynamics`` and ``for c, sigma in enumerate(sigmas)`` around its corrector steps,
+    which the denoising loops' shapes (timesteps, a range walked backwards) leave out."""
+    scope = rules.enclosing_scope(loop)
+    name = getattr(scope, "name", "")
+    return (bool(SAMPLING_FUNCTION.search(name) or _CHAIN_FUNCTION.search(name))
+            and not rules.is_training_body(loop)
+            and _carries_a_sample(loop, _bound_before(scope, loop)))  # fmt: skip

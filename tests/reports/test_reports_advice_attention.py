@@ -143,3 +143,15 @@ def test_an_rnn_decoder_with_attention_is_not_told_to_use_fused_attention():
                "environment": {"device": "cpu", "bf16_native": True}}  # fmt: skip
     (item,) = [a for a in dominant_module(session) if "decoder" in a.title]
     assert "attention" not in item.title.lower() and "SDPA" not in item.fix, item.title
+
+
+def test_the_snippet_rewrites_hand_written_attention_and_keeps_need_weights_for_torchs():
+    """vit-pytorch's ViT (its Attention: matmul, softmax, dropout, matmul) was shown
+    `attn(q, k, v, need_weights=False)`, an nn.MultiheadAttention call it does not make; a
+    user class named MultiHeadAttention (ng-video-lecture's heads) is no torch module either."""
+    (hand,) = dominant_module(_gpt("cuda:0 NVIDIA H200"))
+    assert "scaled_dot_product_attention(q, k, v" in hand.code
+    assert "need_weights" not in hand.code
+    (torchs,) = dominant_module(_session())  # (nn.MultiheadAttention, not measured: near miss)
+    assert "need_weights=False" in torchs.code
+    assert "scaled_dot_product_attention" not in torchs.code

@@ -52,7 +52,7 @@ from torchdoctor.analyze.advice.dominant_kinds import (
     padded_convolutions,
 )
 from torchdoctor.analyze.advice.dominant_lines import NO_FACTS, LineFacts, line_facts
-from torchdoctor.analyze.advice.dominant_remedies import REMEDIES, Remedy
+from torchdoctor.analyze.advice.dominant_remedies import REMEDIES, Remedy, attention_code
 from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
 from torchdoctor.analyze.advice.knobs import slow_backward_note
@@ -234,7 +234,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
         leaf_type = (f" ({node.get('type')})"
                      if not group and named and (is_leaf(node) or numbered or generic)
                      else "")  # fmt: skip
-        title, fix, code = remedy.title, remedy.fix, remedy.code
+        title, fix = remedy.title, remedy.fix
+        code = attention_code(group or [node]) if remedy.name == "attention" else remedy.code
         if remedy.name == "layer-stack" and bwd <= 0:  # (inference: nothing trains here)
             fix = fix.replace("train a model with fewer or narrower layers",
                               "serve a smaller model (fewer or narrower layers, a distilled one)")

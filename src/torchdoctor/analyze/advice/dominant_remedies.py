@@ -34,6 +34,7 @@ from torchdoctor.analyze.advice.ops_table import (
     RNN_CELL_TYPES,
     RNN_TYPES,
 )
+from torchdoctor.session_read import walk
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,36 @@ _CONV_CODE = (
     "x = x.to(memory_format=torch.channels_last)"
 )
 
+#: the attention remedy's snippet where an nn.MultiheadAttention runs under the part
+MHA_SDPA_CODE = (
+    "out, _ = attn(q, k, v)                      # before\n"
+    "out, _ = attn(q, k, v, need_weights=False)  # after: fused SDPA kernel"
+)
+#: ... and where none does: the attention is the model's own matmuls and softmax (vit-pytorch's
+#: Attention was shown the need_weights=False snippet; it has no nn.MultiheadAttention to pass it)
+HAND_WRITTEN_SDPA_CODE = (
+    "attn = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)   # before\n"
+    "out = dropout(attn) @ v\n"
+    "out = F.scaled_dot_product_attention(q, k, v, scale=scale,  # after: one fused kernel\n"
+    "                                     dropout_p=p if self.training else 0.0)"
+)
+
+
+def attention_code(parts: list[Mapping[str, Any]]) -> str:
+    """The attention remedy's snippet: ``need_weights=False`` where an ``nn.MultiheadAttention``
+    runs under the parts, else the hand-written attention rewritten as one SDPA call.
+
+    Example:
+        >>> mha = {"type": "MultiheadAttention"}
+        >>> "need_weights" in attention_code([{"type": "Block", "children": [mha]}])
+        True
+        >>> attention_code([{"type": "Attention", "children": [{"type": "Softmax"}]}]).split()[-1]
+        '0.0)'
+    """
+    mha = any(str(n.get("type")) == "MultiheadAttention" for part in parts for n, _ in walk(part))
+    return MHA_SDPA_CODE if mha else HAND_WRITTEN_SDPA_CODE
+
+
 #: the remedies, first match wins: a region compiled already, attention, RNN cells called per
 #: time step (torch's or the user's own) or whole recurrent layers (alone or stacked), convolutions on maps about their
 #: kernel's size (mostly padding), a layer stack, linear algebra /
@@ -104,8 +135,7 @@ REMEDIES: tuple[Remedy, ...] = (
         ("torch.nn.functional.scaled_dot_product_attention", "seed 001"),
         "sdpa",
         cause="sdpa",
-        code="out, _ = attn(q, k, v)                      # before\n"
-        "out, _ = attn(q, k, v, need_weights=False)  # after: fused SDPA kernel",
+        code=MHA_SDPA_CODE,
     ),
     Remedy(
         "rnn-cell",

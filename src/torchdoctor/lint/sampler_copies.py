@@ -109,10 +109,24 @@ def _assignments(loop: ast.AST) -> Iterator[tuple[set[str], ast.AST]]:
             yield {node.target.id}, node.value
 
 
+#: roots of library calls that make no step of a sampler (``torch.cat`` accumulating images)
+_LIBRARIES = frozenset({"torch", "F", "nn", "np", "numpy", "math", "scipy", "einops"})
+
+
+def _model_call(call: ast.Call) -> bool:
+    """A call that may run a model or a sampler's step: not a builtin (``max(best, err)``) nor
+    a library function (``torch.cat((samples, sample))``)."""
+    if isinstance(call.func, ast.Name):
+        return not hasattr(builtins, call.func.id)
+    root = call.func
+    while isinstance(root, ast.Attribute):
+        root = root.value
+    return not (isinstance(root, ast.Name) and root.id in _LIBRARIES)
+
+
 def _passed(value: ast.AST) -> set[str]:
-    """Names passed to the calls (not builtins: ``max(best, err)``) in ``value``."""
-    return {n.id for call in ast.walk(value) if isinstance(call, ast.Call)
-            and not (isinstance(call.func, ast.Name) and hasattr(builtins, call.func.id))
+    """Names passed to the model calls (:func:`_model_call`) in ``value``."""
+    return {n.id for call in ast.walk(value) if isinstance(call, ast.Call) and _model_call(call)
             for a in [*call.args, *(k.value for k in call.keywords)]
             for n in ast.walk(a) if isinstance(n, ast.Name)}  # fmt: skip
 

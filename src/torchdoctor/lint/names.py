@@ -5,6 +5,9 @@ from bound name to the qualified names it may denote; a name the file never bind
 a builtin resolves to ``builtins.<name>``. Names the file binds otherwise (a ``def inv``, an
 assignment, a parameter) resolve to nothing, so a local ``inv`` is never ``torch.linalg.inv``.
 Relative imports keep their leading dots (``.module.Module``), as LibCST's provider does.
+Under a star import (``from utils import *``), a package the file imports only a submodule of
+(``import torch.nn as nn`` binds ``nn``, not ``torch``) and uses by its own name resolves to
+itself: the star import brought it (locuslab/TCN's ``with torch.no_grad():``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class ImportTable:
     def __init__(self, tree: ast.AST, nodes: list[ast.AST] | None = None) -> None:
         self.imports: dict[str, set[str]] = {}
         self.bound: set[str] = set()
+        star, packages = False, set()
         for node in nodes if nodes is not None else ast.walk(tree):
             kind = type(node)
             if kind is ast.Import:
@@ -39,10 +43,14 @@ class ImportTable:
                     else:
                         head = alias.name.split(".", 1)[0]
                         self._add(head, head)
+                    packages.add(alias.name.split(".", 1)[0])
             elif kind is ast.ImportFrom:
                 base = "." * (node.level or 0) + (node.module or "")
+                if not node.level and node.module:
+                    packages.add(node.module.split(".", 1)[0])
                 for alias in node.names:
                     if alias.name == "*":
+                        star = True
                         continue
                     sep = "" if base.endswith(".") or not base else "."
                     self._add(alias.asname or alias.name, f"{base}{sep}{alias.name}")
@@ -56,6 +64,9 @@ class ImportTable:
             elif kind is ast.ExceptHandler and node.name:
                 self.bound.add(node.name)
         self._cache: dict[str, frozenset[str]] = {}
+        if star:  # (a package used by its name, not bound here: the star import's)
+            for head in packages - self.imports.keys() - self.bound:
+                self._add(head, head)
 
     def _add(self, name: str, qualified: str) -> None:
         self.imports.setdefault(name, set()).add(qualified)

@@ -18,6 +18,7 @@ from torchdoctor.lint.tensors import (
 )
 from torchdoctor.lint.visitor import (
     COMPREHENSIONS,
+    FUNCTIONS,
     HOST_COPY_METHODS,
     MODEL_NAME,
     dotted,
@@ -294,7 +295,37 @@ class TensorValues(HostLists):
         """``loss_value = loss.item()`` (every assignment in the function is a host read or a
         float()/int() cast): the name holds a Python number, reading it syncs nothing."""
         values = self.assigned_values(self.enclosing_scope(name), name.id)
-        return bool(values) and all(self._python_number(v) for v in values)
+        if not values:
+            return self._unpacked_python_number(name)
+        return all(self._python_number(v) for v in values)
+
+    def _unpacked_python_number(self, name: ast.Name) -> bool:
+        """``q1_loss, q2_loss, pi_loss = agent.update_parameters(memory, bs)`` (every binding
+        of the name in the function unpacks such a call) where every ``def`` of that name in
+        the project returns a tuple of that length with a host read at the name's place
+        (pytorch-soft-actor-critic's ``return qf1_loss.item(), qf2_loss.item(), ...``)."""
+        scope, found = self.enclosing_scope(name), []
+        stores = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name.id
+                  and not isinstance(n.ctx, ast.Load)]  # fmt: skip
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                    node.targets[0], ast.Tuple) and isinstance(node.value, ast.Call):  # fmt: skip
+                elts = node.targets[0].elts
+                found += [(node.value, i, len(elts)) for i, e in enumerate(elts)
+                          if isinstance(e, ast.Name) and e.id == name.id]  # fmt: skip
+        if not found or len(found) != len(stores):
+            return False
+        project, tree = self.context.project, self.context.tree
+        for call, position, size in found:
+            called = getattr(call.func, "attr", None) or getattr(call.func, "id", None)
+            defs = project.functions_named(called) if project is not None and called else [
+                f for f in ast.walk(tree) if isinstance(f, FUNCTIONS) and f.name == called]
+            returns = [r.value for f in defs for r in ast.walk(f) if isinstance(r, ast.Return)]
+            if not returns or not all(
+                    isinstance(v, ast.Tuple) and len(v.elts) == size
+                    and self._python_number(v.elts[position]) for v in returns):  # fmt: skip
+                return False
+        return True
 
     def _python_number(self, value: ast.AST) -> bool:
         """A host read, a float()/int() cast, math/numpy/builtins (``len(y)``), a number, or

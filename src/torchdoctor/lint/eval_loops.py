@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,6 +85,33 @@ def eval_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
             yield from eval_loops(rule, loop.body)  # type: ignore[attr-defined]
         else:
             yield loop
+
+
+#: a loader of held-out data by its name (``val``, ``val_loader``, ``test_dl``, ``dev_data``)
+_HELD_OUT = re.compile(r"(?i)^(val|valid|validation|test|dev|eval)(_?(loader|dl|data|set|ds|"
+                       r"batches|iter))?$")
+
+
+def held_out_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
+    """The loops over a held-out loader (``for x, y in val_loader:``) inside a loop that
+    trains (an epoch loop validating after its steps) with no backward of their own and not
+    under no-grad: validation without ``model.eval()``, whose model calls record a graph.
+
+    Example:
+        >>> class Rule:
+        ...     def callee(self, call): return set()
+        >>> src = ("for e in range(3):\\n    for x in train:\\n        loss(x).backward()\\n"
+        ...        "    for x in val:\\n        m(x)\\n    for x in extra:\\n        m(x)")
+        >>> [loop.lineno for loop in held_out_loops(Rule(), ast.parse(src).body)]
+        [4]
+    """
+    for loop in top_loops(rule, body):
+        if isinstance(loop, FOR) and any(isinstance(c, ast.Call) and method_name(c) == "backward"
+                                         for c in ast.walk(loop)):  # fmt: skip
+            for inner in eval_loops(rule, loop.body):
+                name = dotted(inner.iter) if isinstance(inner, FOR) else None
+                if name and _HELD_OUT.match(name.rsplit(".", 1)[-1]):
+                    yield inner
 
 
 def _trains(call: ast.Call) -> bool:

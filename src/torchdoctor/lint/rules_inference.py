@@ -17,6 +17,7 @@ from torchdoctor.lint.eval_loops import (
     eval_loops,
     evaluated_in_init,
     given_eval_models,
+    held_out_loops,
     loaded_in_eval_mode,
 )
 from torchdoctor.lint.mask_writes import mask_assignments
@@ -321,6 +322,9 @@ class InferenceRules(ModelRuns, RuleVisitor):
             loaded = given_eval_models(self, node)  # (translate_folder(G, ...), G an eval model)
         init = evaluated_in_init(node) if not (named or sampled or loaded) else set()
         if not (named or sampled or loaded or init) and not any(".eval()" in x for x in lines):
+            for loop in held_out_loops(self, body):  # (a train-and-validate function's)
+                if self._calls_model(loop, set()):
+                    self._report_eval(node, loop)
             return  # neither an evaluation function nor one calling .eval() or a loader that does
         body_calls = [n for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
         kept_in = {"eval", "train"} if sampled else {"eval"}
@@ -355,15 +359,18 @@ class InferenceRules(ModelRuns, RuleVisitor):
                     callers_checked = True
                     if self._callers_disable_grad(node):
                         return
-                self.report(
-                    loop,
-                    "TD602",
-                    "evaluation/inference loop runs with autograd on (it records a graph and "
-                    "keeps activations): wrap it in `with torch.inference_mode():`"
-                    + ("" if isinstance(node, ast.Module)
-                       else " or decorate the function with @torch.inference_mode()")
-                    + " (torch.no_grad() if its outputs later enter autograd)",
-                )
+                self._report_eval(node, loop)
+
+    def _report_eval(self, node: ast.AST, loop: ast.AST) -> None:
+        self.report(
+            loop,
+            "TD602",
+            "evaluation/inference loop runs with autograd on (it records a graph and "
+            "keeps activations): wrap it in `with torch.inference_mode():`"
+            + ("" if isinstance(node, ast.Module)
+               else " or decorate the function with @torch.inference_mode()")
+            + " (torch.no_grad() if its outputs later enter autograd)",
+        )
 
 
 InferenceRules.visit_AsyncFunctionDef = InferenceRules.visit_FunctionDef  # type: ignore[attr-defined]

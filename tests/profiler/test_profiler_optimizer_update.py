@@ -54,10 +54,35 @@ def test_the_fused_advice_is_sized_on_the_update():
                "phases": {"optimizer": {"median": 3.0, "mean": 3.0}},
                "environment": {"device": "cpu", "optimizers": [
                    {"type": "Adam", "fused_supported": True, "fused": False, "numel": 10**6}]},
-               "steps": [{"detailed": True, "wall_ms": 10.0, "update_ms": 1.0,
+               "steps": [{"detailed": True, "wall_ms": 10.0, "update_ms": 1.0, "closure": True,
                           "phases": {"optimizer": 3.0}}] * 6}  # fmt: skip
     (item,) = optimizer_step(session)
     assert item.evidence[0].startswith("the optimizer's own update is 1 ms per step")
     no_update = {**session, "steps": [{**s, "update_ms": None} for s in session["steps"]]}
     (whole,) = optimizer_step(no_update)
     assert whole.estimated_saving_ms > 2.5 * item.estimated_saving_ms
+
+
+def test_a_step_records_that_a_closure_ran_and_only_then_is_told_so():
+    """pytorch-tabnet calls optimizer.step() with no closure; its detailed optimizer phase, longer
+    than the update by the profiler's timers, was read as "optimizer.step() runs its closure
+    first"."""
+    from torchdoctor.analyze.advice.optimizer_step import optimizer_step
+
+    assert all(s.get("closure") is True for s in _train(True)["steps"])
+    net = torch.nn.Linear(8, 8)
+    opt = torch.optim.Adam(net.parameters())
+    with torchdoctor.Profiler(net, syncs=False, warmup=1, step_boundary="auto") as prof:
+        for _ in range(4):
+            net(torch.randn(4, 8)).sum().backward()
+            opt.step()
+    assert not any("closure" in s for s in prof.session["steps"])
+    optimizers = [{"type": "Adam", "fused_supported": True, "fused": False, "numel": 10**6}]
+    steps = [{"detailed": True, "wall_ms": 10.0, "update_ms": 1.0, "phases": {"optimizer": 3.0}}]
+    session = {"step_ms": {"median": 10.0, "mean": 10.0},
+               "phases": {"optimizer": {"median": 3.0, "mean": 3.0}},
+               "environment": {"device": "cpu", "optimizers": optimizers}, "steps": steps * 6}
+    (plain,) = optimizer_step(session)
+    assert "closure" not in plain.evidence[0] and "1 ms per step" in plain.evidence[0]
+    (closure,) = optimizer_step({**session, "steps": [{**steps[0], "closure": True}] * 6})
+    assert "runs its closure first" in closure.evidence[0]

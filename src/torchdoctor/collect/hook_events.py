@@ -103,6 +103,7 @@ class HookEvents:
     _optimizer_depth: int
     _update_began: int  # when the running optimizer step's update began (after its closure)
     _update_ns: int  # the optimizers' updates in the step so far
+    _closure_ran: bool  # a closure ran inside optimizer.step() in the step so far
     _no_grad_blocks: list[bool]
     _module_round: Any
     _optimizer_round: Any
@@ -148,7 +149,7 @@ class HookEvents:
             try:
                 return closure()
             finally:
-                self._update_began = _host_ns()
+                self._update_began, self._closure_ran = _host_ns(), True
 
         if kwargs and "closure" in kwargs:
             return args, {**kwargs, "closure": after_closure}

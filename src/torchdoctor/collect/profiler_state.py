@@ -323,6 +323,8 @@ class ProfilerState:
                     entry[key] = s[key] if isinstance(s[key], int) else round(float(s[key]), 4)
             if s.get("update_ms"):  # the optimizers' own updates (after their closures)
                 entry["update_ms"] = round(float(s["update_ms"]), 4)
+            if s.get("closure"):  # (the step's optimizer.step() ran a closure first)
+                entry["closure"] = True
             if s.get("padding") is not None:  # (the rows' lengths of the first steps only)
                 entry["padding"] = resolve_padding(s["padding"], padded < PADDING_LENGTHS)
                 padded += 1

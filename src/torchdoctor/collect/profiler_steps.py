@@ -236,7 +236,10 @@ class StepCycle:
         began = time.perf_counter_ns()
         if self._update_ns:  # (the optimizers' own updates, after any closure: hook_events)
             host = {**host, "update_ms": self._update_ns / 1e6}
+            if self._closure_ran:  # (optimizer.step(closure): the phase holds the closure too)
+                host["closure"] = True
             self._update_ns = 0
+        self._closure_ran = False
         calls = self._outer_calls  # (this step's outermost calls become the last step's)
         if calls[0] and not discard:  # (the step's record says how many: an evaluation's
             host = {**host, "model_calls": calls[0], "eval_calls": calls[2]}  # many, in eval)

@@ -59,7 +59,11 @@ def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
         # phase, a fused kernel shortens the update alone: an autoencoder's phase 1.0 ms, its
         # Adam step 0.56 ms foreach, 0.19 ms fused; SAC's alternating steps, 0.6 and 2.2 ms,
         # read 0.69 ms from the detailed steps' median and got no advice)
-        closure = update < 0.9 * phase  # (less than the phase: a closure ran in it)
+        # (less than the phase, and a closure ran in it: pytorch-tabnet's loop calls step()
+        # with none, its detailed phase longer by the profiler's timers, and read "runs its
+        # closure first")
+        closure = update < 0.9 * phase and any(
+            s.get("closure") for s in session.get("steps") or ())
         phase, step = update, advice_step_ms(session) or step
     light = light_optimizer_ms(session) if update is None else None
     if light is not None and 0 < light < phase:  # (the detailed steps' phase holds the hot

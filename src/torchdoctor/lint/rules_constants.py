@@ -16,7 +16,9 @@ Only literals count: a list of numbers (nested lists and tuples, negative number
 two or more of them, or a single number put on a device (``torch.tensor(1.0,
 device=x.device)``, ``.cuda()``, ``.to(...)``, ``x.new_tensor(0.5)``: a copy to the device for a
 value a Python number gives as well, since it broadcasts), or a name the module binds once to
-such a list (``SIGMAS = [0.26, 0.25, ...]``), or a single number handed straight to a torch
+such a list (``SIGMAS = [0.26, 0.25, ...]``), or an attribute its class binds once, in
+``__init__``, to such a list or to a parameter whose default is one (``self.q = quantiles`` of
+``quantiles=(0.1, 0.5, 0.9)``; nothing rebinds or mutates it), or a single number handed straight to a torch
 math function (``torch.log(torch.tensor(2.0))``, ``torch.sqrt(torch.tensor(self.d_k))``,
 ``torch.log(torch.tensor(float(max_period)))``: two
 tensor ops per call for what ``math.log`` / ``math.sqrt`` give as a Python float); a tensor
@@ -93,6 +95,9 @@ class ConstantRules(PerStepCalls, RuleVisitor):
         if built and node.args and isinstance(node.args[0], ast.Name) and not numbers:
             numbers = self._module_constant(node.args[0].id)  # (torch.tensor(SIGMAS, ...))
             numbers = numbers if numbers >= 2 else 0
+        elif built and node.args and isinstance(node.args[0], ast.Attribute) and not numbers:
+            numbers = self._attribute_constant(node.args[0])  # (torch.tensor(self.quantiles))
+            numbers = numbers if numbers >= 2 else 0
         elif built and node.args and not numbers:  # ([HARTREE_TO_MEV / 1000.0]: arithmetic)
             numbers = self._constant_numbers(node.args[0])
         math = _math_of(node, self.parent(node), numbers, self.callee) if built else None
@@ -163,6 +168,51 @@ class ConstantRules(PerStepCalls, RuleVisitor):
         if isinstance(node, ast.Attribute) and self.qualified_names(node) & _MATH_CONSTANTS:
             return 1  # ([0.01 / math.pi]: a PINN's viscosity)
         return numbers_in_literal(node)
+
+    def _attribute_constant(self, attr: ast.Attribute) -> int:
+        """How many numbers ``self.name`` holds when its class binds it once, in ``__init__``,
+        to a list/tuple literal or to a parameter of ``__init__`` whose default is one and
+        that ``__init__`` never rebinds (``def __init__(self, quantiles=(0.1, 0.5, 0.9))`` then
+        ``self.q = quantiles``), and nothing mutates it; 0 otherwise.
+
+        Example:
+            >>> from torchdoctor.lint import lint_source
+            >>> src = ("import torch\\nclass Q(torch.nn.Module):\\n"
+            ...        "    def __init__(self, qs=(0.1, 0.9)):\\n        self.qs = qs\\n"
+            ...        "    def forward(self, x):\\n        return x * torch.tensor(self.qs)\\n")
+            >>> [f.code for f in lint_source(src)]
+            ['TD511']
+        """
+        owner = self.parent(self.enclosing_scope(attr))
+        if not (isinstance(attr.value, ast.Name) and attr.value.id == "self"
+                and isinstance(owner, ast.ClassDef)):  # fmt: skip
+            return 0
+        values, init = [], None
+        for node in ast.walk(owner):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                    dotted(node.func.value) == f"self.{attr.attr}" and node.func.attr in _MUTATORS):
+                return 0  # (self.qs.append(...))
+            if isinstance(node, ast.Attribute) and dotted(node) == f"self.{attr.attr}" and (
+                    not isinstance(node.ctx, ast.Load)):  # fmt: skip
+                assign, function = self.parent(node), self.enclosing_scope(node)
+                while isinstance(assign, ast.Tuple):
+                    assign = self.parent(assign)
+                if not (isinstance(assign, ast.Assign) and getattr(function, "name", "") == "__init__"):
+                    return 0
+                init = function
+                values.append(_paired(assign, node))
+        if len(values) != 1 or values[0] is None:
+            return 0
+        value = values[0]
+        if isinstance(value, ast.Name):
+            args = init.args  # type: ignore[union-attr]
+            params = [*args.posonlyargs, *args.args]
+            defaults = dict(zip([a.arg for a in params][len(params) - len(args.defaults):],
+                                args.defaults))  # fmt: skip
+            rebound = [n for n in ast.walk(init) if isinstance(n, ast.Name) and n.id == value.id
+                       and not isinstance(n.ctx, ast.Load)]  # fmt: skip
+            value = defaults.get(value.id) if not rebound else None
+        return numbers_in_literal(value) if isinstance(value, (ast.List, ast.Tuple)) else 0
 
     def _scalar_constant(self, name: str) -> bool:
         """The module binds ``name`` to a number (not a list of one)."""
@@ -285,3 +335,17 @@ def _on_device(call: ast.Call, parent: ast.AST | None) -> bool:
             value = keyword.value
             return not (isinstance(value, ast.Constant) and value.value in (None, "cpu"))
     return isinstance(parent, ast.Attribute) and parent.attr in ("cuda", "to")
+
+
+def _paired(assign: ast.Assign, target: ast.AST) -> ast.AST | None:
+    """The value ``assign`` gives ``target`` (``self.h, self.q = horizon, quantiles``: the
+    paired item); None when it cannot be told (unpacking a call)."""
+    if any(t is target for t in assign.targets):
+        return assign.value
+    for t in assign.targets:
+        if isinstance(t, ast.Tuple) and isinstance(assign.value, ast.Tuple) and len(t.elts) == len(
+                assign.value.elts):  # fmt: skip
+            for each, value in zip(t.elts, assign.value.elts):
+                if each is target:
+                    return value
+    return None

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +103,11 @@ class ModuleHooksSwitch:
         self._handles: list[Any] = []
         self._narrow: dict[int, list[Any]] = {}  # id(module) -> its handles
         self._counting: dict[int, Any] = {}  # id(module) -> its counter's handle (count())
+        # modules built while profiling (they got children) and those that are parts of
+        # another: the rest are the script's models, hooked with the narrowed ones (watch_new)
+        self._parents: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._parts: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._models: list[Any] | None = []  # refs to the parents no module holds (None: redo)
 
     @property
     def active(self) -> bool:
@@ -132,6 +138,12 @@ class ModuleHooksSwitch:
         self._remove_global()
         self._remove_counting()
         wanted = {id(module): module for module in modules}
+        if self._models is None:  # (redone after a build, not at every light step)
+            self._models = [weakref.ref(m) for m in self._parents if m not in self._parts]
+        for ref in self._models:  # (models built up front, called after this loop)
+            model = ref()
+            if model is not None:
+                wanted.setdefault(id(model), model)
         for key in [key for key in self._narrow if key not in wanted]:
             for handle in self._narrow.pop(key):
                 handle.remove()
@@ -166,6 +178,9 @@ class ModuleHooksSwitch:
         """
 
         def registered(parent: Any, name: str, child: Any) -> None:
+            self._parents.add(parent)
+            self._parts.add(child)
+            self._models = None
             if self._narrow and not self._handles and not _built_by_torchdoctor():
                 widen()
 

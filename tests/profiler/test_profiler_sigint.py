@@ -16,6 +16,15 @@ from torchdoctor.collect.sigint import inside_collector, sigint_outside_collecto
 COLLECT = os.path.dirname(os.path.abspath(sigint.__file__))
 
 
+@pytest.fixture(autouse=True)
+def _pythons_own_handler():
+    """Python's own Ctrl-C handler, as a terminal's `python` has: a suite started as a background
+    job (`nohup ... &`) inherits an ignored SIGINT, which every handler here leaves alone."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _frame_of(filename: str):
     """A frame whose code claims ``filename`` (as a collector's or a script's would)."""
     namespace: dict = {}

@@ -20,11 +20,13 @@ six lost, 1.5 s into such a run).
 
 Example:
     >>> import signal
+    >>> before = signal.signal(signal.SIGINT, signal.default_int_handler)  # (Python's own)
     >>> with sigint_outside_collectors():
     ...     signal.getsignal(signal.SIGINT).__name__
     '_on_sigint'
     >>> signal.getsignal(signal.SIGINT) is signal.default_int_handler
     True
+    >>> _ = signal.signal(signal.SIGINT, before)
 """
 
 from __future__ import annotations
@@ -96,7 +98,15 @@ def _on_sigint(signum: int, frame: Any) -> None:
 @contextlib.contextmanager
 def sigint_outside_collectors() -> Iterator[None]:
     """Install the handler for the block (main thread, Python's default handler only); restore
-    it and cancel a pending resend after."""
+    it and cancel a pending resend after.
+
+    Example:
+        >>> before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # (a `nohup ... &` job)
+        >>> with sigint_outside_collectors():  # (an ignored Ctrl-C stays ignored)
+        ...     signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        True
+        >>> _ = signal.signal(signal.SIGINT, before)
+    """
     global _deferrals
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):  # fmt: skip
@@ -136,10 +146,12 @@ def defer_while_finishing() -> None:
     Main thread, Python's default handler only; :func:`finished` restores it.
 
     Example:
+        >>> before = signal.signal(signal.SIGINT, signal.default_int_handler)  # (Python's own)
         >>> defer_while_finishing(); signal.getsignal(signal.SIGINT).__name__
         '_while_finishing'
         >>> finished(), signal.getsignal(signal.SIGINT) is signal.default_int_handler
         (False, True)
+        >>> _ = signal.signal(signal.SIGINT, before)
     """
     _presses.clear()
     if (threading.current_thread() is threading.main_thread()
@@ -149,7 +161,12 @@ def defer_while_finishing() -> None:
 
 def finished() -> bool:
     """Put Python's handler back; whether Ctrl-C was pressed while finishing (the user wants
-    out: say where the session is and stop)."""
+    out: say where the session is and stop).
+
+    Example:
+        >>> finished()  # (nothing deferred: nothing pressed, nothing to put back)
+        False
+    """
     if signal.getsignal(signal.SIGINT) is _while_finishing:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     return bool(_presses)

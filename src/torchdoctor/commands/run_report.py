@@ -78,7 +78,18 @@ def record_run(session: Any, path: Path, args: argparse.Namespace) -> list[str]:
 
 
 def print_report(session: Any, fmt: str, *, only_syncs: bool, headline: str | None = None) -> None:
-    """Print the session (text, after a ``headline``) or its JSON, after the script's output."""
+    """Print the session (text, after a ``headline``) or its JSON, after the script's output.
+
+    Example:
+        >>> print_report({"config": {"notes": []}, "syncs": []}, "json", only_syncs=True)
+        {
+         "syncs": [],
+         "sync_audit": null,
+         "config": {
+          "notes": []
+         }
+        }
+    """
     if headline and fmt == "text":  # (a Hogwild script: its children trained, not this process)
         print(f"torchdoctor: {headline}")
     if fmt == "json":

@@ -131,7 +131,8 @@ class InferenceRules(ModelRuns, RuleVisitor):
             r"reversed\(|linspace\(|,\s*-1\s*,\s*-1\s*\)|"  # (a count-down loop)
             r"\.eval\(\)|def (\w*_)?(eval|evaluate|evaluation|infer|inference|sample|sampling|"
             r"sampler|generate|generation|denoise|denoising|diffuse|diffusion|reverse|rollout|"
-            r"plan|predict|prediction|validate|validation)(_\w*)?\s*\(|encod|embed|cond|proj",
+            r"plan|predict|prediction|validate|validation)(_\w*)?\s*\(|encod|embed|cond|proj|"
+            r"langevin|mcmc|sgld|anneal",  # (a Markov-chain sampler: TD606)
         ),
     )
 

@@ -171,7 +171,16 @@ def iterative_sampler(rules: Any, loop: ast.For | ast.While) -> bool:
     """A loop of a sampling function (by its name) that carries its sample from step to step
     through a model call and trains nothing: NCSN's ``for _ in range(n_steps)`` in
     ``Langevin_dynamics`` and ``for c, sigma in enumerate(sigmas)`` around its corrector steps,
-    which the denoising loops' shapes (timesteps, a range walked backwards) leave out."""
+    which the denoising loops' shapes (timesteps, a range walked backwards) leave out.
+
+    Example:
+        >>> from torchdoctor.lint import lint_source
+        >>> src = ("import torch\\ndef langevin(x, net, n):\\n    images = []\\n"
+        ...        "    for _ in range(n):\\n        images.append(x.to('cpu'))\\n"
+        ...        "        grad = net(x)\\n        x = x + 0.01 * grad\\n    return images\\n")
+        >>> [(f.line, f.code) for f in lint_source(src, select=['TD606'])]
+        [(5, 'TD606')]
+    """
     scope = rules.enclosing_scope(loop)
     name = getattr(scope, "name", "")
     return (bool(SAMPLING_FUNCTION.search(name) or _CHAIN_FUNCTION.search(name))

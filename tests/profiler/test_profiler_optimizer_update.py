@@ -35,7 +35,8 @@ def test_the_update_is_timed_from_the_closures_end():
         assert all(s["phases"]["optimizer"] >= 4.0 for s in steps)  # (the sleep is in it)
 
 
-def test_without_a_closure_the_whole_step_is_the_update():
+def _train_without_closure():
+    """Four Adam steps of a linear layer, ``opt.step()`` with no closure: the session."""
     net = torch.nn.Linear(8, 8)
     opt = torch.optim.Adam(net.parameters())
     with torchdoctor.Profiler(net, syncs=False, warmup=1, step_boundary="auto") as prof:
@@ -43,7 +44,11 @@ def test_without_a_closure_the_whole_step_is_the_update():
             net(torch.randn(4, 8)).sum().backward()
             opt.step()
             opt.zero_grad()
-    steps = prof.session["steps"]
+    return prof.session
+
+
+def test_without_a_closure_the_whole_step_is_the_update():
+    steps = _train_without_closure()["steps"]
     assert all(s["update_ms"] <= s["phases"]["optimizer"] + 1e-6 for s in steps)
 
 
@@ -70,13 +75,7 @@ def test_a_step_records_that_a_closure_ran_and_only_then_is_told_so():
     from torchdoctor.analyze.advice.optimizer_step import optimizer_step
 
     assert all(s.get("closure") is True for s in _train(True)["steps"])
-    net = torch.nn.Linear(8, 8)
-    opt = torch.optim.Adam(net.parameters())
-    with torchdoctor.Profiler(net, syncs=False, warmup=1, step_boundary="auto") as prof:
-        for _ in range(4):
-            net(torch.randn(4, 8)).sum().backward()
-            opt.step()
-    assert not any("closure" in s for s in prof.session["steps"])
+    assert not any("closure" in s for s in _train_without_closure()["steps"])
     optimizers = [{"type": "Adam", "fused_supported": True, "fused": False, "numel": 10**6}]
     steps = [{"detailed": True, "wall_ms": 10.0, "update_ms": 1.0, "phases": {"optimizer": 3.0}}]
     session = {"step_ms": {"median": 10.0, "mean": 10.0},

@@ -46,6 +46,26 @@ def test_a_negligible_specific_saving_ranks_with_the_generic_knobs_by_payoff():
                                          "TD305 per-parameter loop"]  # fmt: skip
 
 
+def test_a_small_specific_saving_ranks_with_the_evidence_by_its_share_of_the_step():
+    """A two-phase inference script (clients round 19): periodic-steps stated 0.2 ms (1% of
+    the step) ranked first, above one-sample-per-call, whose calls are the whole step (no
+    saving stated; sorted batches measured 3-24%). Under 2% of the step a saving ranks among
+    the measured evidence by its share; a material one still ranks above all evidence."""
+    from torchdoctor.analyze.advice import _rank_key
+    from torchdoctor.analyze.advice.base import Advice
+
+    periodic = Advice("periodic-steps", "34 of 298 steps take 2-9x", estimated_saving_ms=0.2,
+                      confidence="medium")  # fmt: skip
+    batching = Advice("one-sample", "one sample per call", heat=0.9, confidence="medium")
+    sync = Advice("host-syncs", "a sync read", heat=0.005, confidence="medium")
+    big = Advice("hot-line", "a line", estimated_saving_ms=1.0, confidence="medium")
+    ranked = sorted([periodic, sync, batching, big], key=lambda a: _rank_key(a, 20.0),
+                    reverse=True)  # fmt: skip
+    assert [a.title for a in ranked] == ["a line", "one sample per call",
+                                         "34 of 298 steps take 2-9x", "a sync read"]  # fmt: skip
+    assert _rank_key(periodic, 0.0)[0] == 3  # (no step to compare with: a saving is a saving)
+
+
 def test_the_profilers_own_cost_is_no_work_compile_would_fuse():
     """time_sequence_prediction's 999 LSTMCell calls per pass: 1,154 ms of its 1,198 ms
     (self) row were the profiler's hooks, and compile was promised 1.1-1.5x on all of it. The

@@ -142,13 +142,21 @@ NEGLIGIBLE_SAVING = 0.005
 #: 1,148), ranked below an EMA loop's stated 1.75 ms, both in that tier
 BOUND_SHARE = 0.1
 
+#: a specific saving under this share of the step (and above :data:`NEGLIGIBLE_SAVING`) ranks
+#: with the measured evidence, by its share of the step: a two-phase pipeline's periodic-steps
+#: item, 0.2 ms stated (1% of the step), ranked first above one-sample-per-call (the calls
+#: are the whole step, no saving stated), which measured 3-24% with sorted batches
+SMALL_SAVING = 0.02
+
 
 def _rank_key(advice: Advice, step: float = 0.0) -> tuple[int, float]:
     """Tiers, then payoff within a tier: (3) a measured saving, or a bound whose remedy's real
     runs measured a known share of it (:attr:`Advice.bound_realized`: that expected saving),
     (2) measured evidence without a saving (sync lines, lint findings on hot lines), (1)
     generic knobs and savings under :data:`NEGLIGIBLE_SAVING` of the ``step`` (a knob stating
-    only a bound: by :data:`BOUND_SHARE` of it), (0) the rest."""
+    only a bound: by :data:`BOUND_SHARE` of it), (0) the rest. A saving under
+    :data:`SMALL_SAVING` of the step ranks in tier 2 by its share of the step, as the evidence
+    there ranks by the share of the step it covers (``heat``)."""
     weight = _CONFIDENCE_WEIGHT.get(advice.confidence, 0.4)
     saving = advice.estimated_saving_ms or 0.0
     if advice.saving_range_ms:  # an upper bound (range from 0) ranks by its low end
@@ -161,6 +169,8 @@ def _rank_key(advice: Advice, step: float = 0.0) -> tuple[int, float]:
         if not saving and advice.saving_range_ms:  # (a bound alone: a share of it)
             return (1, BOUND_SHARE * advice.saving_range_ms[-1] * weight)
         return (1, saving * weight)
+    if saving > 0 and step > 0 and saving < SMALL_SAVING * step:
+        return (2, saving / step * weight)
     if saving > 0:
         return (3, saving * weight)
     if advice.heat > 0:

@@ -328,15 +328,12 @@ def test_advise_ranks_and_numbers_priorities():
     def small(a):  # a saving under 2% of the 200 ms step ranks with the evidence
         return bool(a.estimated_saving_ms) and a.estimated_saving_ms < 4.0
 
-    measured = [
-        a for a in found if a.estimated_saving_ms and a.rule != "engine-knobs"
-        and not bound_only(a) and not small(a)
-    ]  # fmt: skip
+    measured = [a for a in found if a.estimated_saving_ms and a.rule != "engine-knobs"
+                and not bound_only(a) and not small(a)]  # fmt: skip
     evidence = [a for a in found if (not a.estimated_saving_ms or bound_only(a)) and a.heat > 0]
     small_ones = [a for a in found if small(a) and a.rule != "engine-knobs"]
     assert generic and measured and evidence and small_ones
-    # measured savings first, then measured evidence without a saving (with the small
-    # savings, by the share of the step each stands for), then generic knobs
+    # measured savings, then evidence without a saving (and small savings), then knobs
     assert max(a.priority for a in measured) < min(a.priority for a in evidence + small_ones)
     assert max(a.priority for a in evidence + small_ones) < min(a.priority for a in generic)
     # the 1.3 ms sync stall (0.65% of the step) ranks below the evidence covering more of it

@@ -193,7 +193,8 @@ def feeds_an_environment(node: ast.AST, loop: ast.AST) -> bool:
     names = {t.id for t in above.targets if isinstance(t, ast.Name)}
     return bool(names) and any(
         steps_an_environment(call)
-        and any(isinstance(a, ast.Name) and a.id in names for a in call.args)
+        and any(isinstance(n, ast.Name) and n.id in names  # (or an element of it: a_idx[0])
+                for a in call.args for n in (a, getattr(a, "value", None)))
         for call in ast.walk(loop)
     )
 

@@ -224,7 +224,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
         elif names & (SCALAR_CASTS.keys() | _MATH_READS) and len(node.args) == 1 and not node.keywords:
             arg = node.args[0]
             inner = method_name(arg) if isinstance(arg, ast.Call) else None
-            if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg):
+            if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg) and not self.host_made(arg):
                 self._report_sync(node, f"`{self.code_of(node)}`")
         elif names & _NUMPY_CONVERSIONS and node.args:
             arg = node.args[0]

@@ -234,8 +234,17 @@ class TensorValues(HostLists):
         function is a NumPy/SciPy/scikit-learn result or a host copy (``d = cdist(a, b)``, then
         ``d.mean()``: NumPy's, no sync)."""
         receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
-        if not isinstance(receiver, ast.Name):
-            return False
+        return isinstance(receiver, ast.Name) and self._holds_host_data(receiver)
+
+    def host_made(self, expr: ast.AST) -> bool:
+        """``float(torch.rand(()))``, ``int(n)`` with ``n = torch.randint(3, k, ())``: a
+        cast of a tensor made on the host (or of a name holding only host data): no sync."""
+        if isinstance(expr, ast.Call):
+            return self.made_on_the_host(expr)
+        return isinstance(expr, ast.Name) and self._holds_host_data(expr)
+
+    def _holds_host_data(self, receiver: ast.Name) -> bool:
+        """Every value the function assigns to ``receiver`` is host data (:meth:`_on_host_data`)."""
         scope = self.enclosing_scope(receiver)
         values = self.assigned_values(scope, receiver.id) or self._returned_at(scope, receiver.id)
         return bool(values) and all(

@@ -156,6 +156,26 @@ def test_ctrl_c_writes_the_session_and_exits_130(tmp_path, capsys):
     assert _session(tmp_path / "prof")["interrupted"] is True
 
 
+def test_a_ctrl_c_the_script_turns_into_an_exit_still_reads_as_interrupted(tmp_path, capsys):
+    """Lightning's graceful shutdown: "Detected KeyboardInterrupt", then exit(1). The session
+    said nothing of the Ctrl-C (a plain exit 1); now interrupted, the script's code kept."""
+    tail = ("import os, signal\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\n"
+            "except KeyboardInterrupt:\n    print('shutting down')\n    sys.exit(1)\n")
+    script = _script(tmp_path, steps=3, tail=tail)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = main(["syncs", "--out", str(tmp_path / "prof"), str(script)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out, err = capsys.readouterr()
+    assert code == 1 and "shutting down" in out, err[-2000:]
+    assert "the script was interrupted (Ctrl-C), and exited with code 1 (its own shutdown)" in err
+    assert _session(tmp_path / "prof")["interrupted"] is True
+    plain = _script(tmp_path, steps=3, tail="sys.exit(1)\n", name="plain.py")  # (near miss)
+    assert main(["syncs", "--out", str(tmp_path / "plain"), str(plain)]) == 1
+    assert _session(tmp_path / "plain")["interrupted"] is False
+
+
 def test_script_sees_main_argv_and_its_directory_first_on_sys_path(tmp_path, capsys):
     (tmp_path / "helper_mod_for_run.py").write_text("VALUE = 41\n")
     script = tmp_path / "probe.py"

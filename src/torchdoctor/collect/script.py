@@ -359,7 +359,15 @@ def run_script(
                 exec(script.code, main.__dict__)
             return ScriptOutcome(0)
         except SystemExit as exc:
-            return ScriptOutcome(_exit_code(exc))
+            code, stop = _exit_code(exc), _stopped_by(exc)
+            if stop is None:
+                return ScriptOutcome(code)
+            # a framework's graceful shutdown on Ctrl-C (Lightning: "Detected
+            # KeyboardInterrupt, attempting graceful shutdown", then exit(1)): interrupted
+            said = (f"{str(stop) or 'interrupted (Ctrl-C)'}, and exited with code {code} "
+                    "(its own shutdown)\n")  # fmt: skip
+            sys.stderr.write(f"torchdoctor: the script was {said}")
+            return ScriptOutcome(code, stop, True, said)
         except StopScript:  # torchdoctor stopped it on purpose: a clean end
             return ScriptOutcome(0, stopped=True)
         except Terminated as exc:  # SIGTERM: Python would die silently; say where it stopped

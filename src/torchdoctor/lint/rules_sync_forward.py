@@ -8,7 +8,7 @@ import ast
 from torchdoctor.lint.forward_calls import _run_by_forward, methods_of_built_objects
 from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.step_helpers import _INFERENCE_METHOD, _POSTPROCESSING, StepHelpers, _derived
-from torchdoctor.lint.syntax import and_others, every_step_of, root_name, same_file_callee
+from torchdoctor.lint.syntax import and_others, every_step_of, parent, root_name, same_file_callee
 from torchdoctor.lint.tensors import NOT_TENSORS, REDUCTIONS, TORCH_TENSOR_FUNCTION, TRUTH_METHODS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, HOST_COPY_METHODS, dotted, method_name
 
@@ -143,7 +143,7 @@ class ForwardAndCallSyncs(StepHelpers):
         """``log_metrics(loss, acc, logger)`` in a training loop, where the file's function
         ``log_metrics`` reads a parameter on the host (``loss.item()``): the sync is one call
         deep, every step."""
-        function = same_file_callee(node)
+        function = same_file_callee(node) or _module_lambda(node)
         if function is None or any(isinstance(a, ast.Starred) for a in node.args):
             return
         params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
@@ -358,6 +358,20 @@ class ForwardAndCallSyncs(StepHelpers):
 #: tensor methods that return the same values reshaped: ``self.fc(x).view(b, -1)`` is a tensor
 _RESHAPES = frozenset({"reshape", "view", "transpose", "permute", "squeeze", "unsqueeze",
                        "flatten", "contiguous"})  # fmt: skip
+
+
+def _module_lambda(call: ast.Call) -> ast.FunctionDef | None:
+    """``to_np = lambda x: x.detach().cpu().numpy()`` at the top of the file (dreamerv3-torch):
+    the function ``to_np(loss)`` runs, read as a ``def`` returning the lambda's body."""
+    module = parent(call)
+    while module is not None and not isinstance(module, ast.Module):
+        module = parent(module)
+    for s in getattr(module, "body", ()) if isinstance(call.func, ast.Name) else ():
+        if (isinstance(s, ast.Assign) and isinstance(s.value, ast.Lambda)
+                and [dotted(t) for t in s.targets] == [call.func.id]):  # type: ignore[attr-defined]
+            return ast.FunctionDef(name=call.func.id, args=s.value.args,  # type: ignore[attr-defined]
+                                   body=[ast.Return(s.value.body)], decorator_list=[])
+    return None
 
 
 def _submodule_output(value: ast.AST) -> bool:

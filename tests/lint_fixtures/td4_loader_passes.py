@@ -90,3 +90,19 @@ def sample_refs(ds_name, mnist, celeba, model):
             for samples, _ in dataloader:
                 model(samples).sum().backward()
     return model(samples)
+
+
+def minibatch_speed(ds, n_batches, model):
+    """pytorch-wavenet's test: one iterator, several batches drawn from it: one pass."""
+    dataloader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=8)  # near-miss: one iterator
+    dataloader_iter = iter(dataloader)
+
+    def calc_batches(num=1):
+        for _ in range(num):
+            next(dataloader_iter)
+
+    calc_batches(n_batches)
+    loader5 = DataLoader(ds, batch_size=32, num_workers=8)  # near-miss: one iterator, a loop of next()
+    it5 = iter(loader5)
+    for _ in range(n_batches):
+        model(next(it5))

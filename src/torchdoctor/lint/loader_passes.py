@@ -8,7 +8,8 @@ tqdm(loader)``). Followed: the name's one use (``len(loader)``, ``loader.dataset
 outside any loop (but one over ``range(1)``), as a ``for`` loop's iterable (also through ``tqdm(...)`` /
 ``enumerate(...)``, or a name assigned such a wrapper), or as an argument of a function of
 the file whose parameter is, in turn, walked once; or one batch taken with ``next(...)``
-(``next(iter(loader))``, or ``it = iter(loader)`` then ``next(it)`` once).
+(``next(iter(loader))``, or ``it = iter(loader)`` then ``next(it)`` once); or one iterator
+made outside any loop, ``it = iter(loader)``, however many batches are drawn from it.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def _one_pass(rules, name: str, scope: ast.AST, depth: int, bound_at: ast.AST | 
         return "batch"  # (refer_image, _ = next(iter(loader)), NCSN's inpainting test)
     if isinstance(above, ast.Assign) and above.value is child and child is not uses[0] and (
             len(above.targets) == 1 and isinstance(above.targets[0], ast.Name)):  # fmt: skip
-        return _one_pass(rules, above.targets[0].id, scope, depth, above)  # (pbar = tqdm(loader))
+        inner = _one_pass(rules, above.targets[0].id, scope, depth, above)  # (pbar = tqdm(loader))
+        one_iterator = isinstance(child, ast.Call) and getattr(child.func, "id", None) == "iter"
+        return "loop" if inner is None and one_iterator else inner  # (it = iter(loader), next()s)
     if isinstance(above, ast.Call) and child is uses[0] and child in above.args:
         tree = rules.context.tree
         function = next((f for f in getattr(tree, "body", ()) if isinstance(f, FUNCTIONS)

@@ -50,9 +50,26 @@ def test_batches_training_and_short_runs_are_left_alone():
     assert one_sample_per_call({"steps": _steps(backward=3.0)}) == []  # (training: batch 1 is
     assert one_sample_per_call({"steps": _steps(count=10)}) == []  # a choice, not a loop)
     mixed = _steps()
-    for step in mixed[:8]:
-        step["input_shape"] = [16, 20]  # 20% of the steps batched: not a per-sample loop
-    assert one_sample_per_call({"steps": mixed}) == []
+    for step in mixed[::4]:
+        step["input_shape"] = [16, 20]  # 25% of the steps batched, between the others: no
+    assert one_sample_per_call({"steps": mixed}) == []  # per-sample loop (3 in a row at most)
+
+
+def test_a_phase_of_one_row_calls_after_batched_ones_is_told_to_batch():
+    """sentence-transformers' semantic search: the corpus encoded in 11 batches, then 20
+    queries one call each (20 of 31 steps, under the 90% a whole run needs): unadvised. A run
+    of 20 one-row steps in a row is a per-sample loop of its own; one taking under a tenth
+    of the steps' time is left alone."""
+    batched = [{"input_shape": [32, 40], "wall_ms": 9.0, "phases": {}} for _ in range(11)]
+    queries = _steps(count=20)
+    (item,) = one_sample_per_call({"steps": batched + queries, "step_ms": {"median": 9.0},
+                                   "call_lines": [CALL_LINE]})  # fmt: skip
+    assert "in 20 of 31 steps (steps 12 to 31, in a row, after batched ones)" in item.evidence[0]
+    assert "torch.stack" in item.fix and "8 ms per call" in item.evidence[1]  # (the queries')
+    assert not item.locations  # (the run's heaviest call line is the batched phase's)
+    cheap = [dict(q, wall_ms=0.3) for q in queries]  # (6 of the 105 ms of all steps)
+    assert one_sample_per_call({"steps": batched + cheap}) == []
+    assert one_sample_per_call({"steps": batched + queries[:15] + batched}) == []  # (15 in a row)
 
 
 def test_token_by_token_generation_of_one_sequence_is_no_per_sample_loop():

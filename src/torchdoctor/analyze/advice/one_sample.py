@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,9 +101,15 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
         return []
     # (a 1-D input is one sample unbatched: a policy given one observation's 4 features)
     single = [shape for shape in shapes if shape and (shape[0] == 1 or len(shape) == 1)]
-    ones = len(single)
+    ones, phase, of = len(single), "", len(shapes)
+    step = (session.get("step_ms") or {}).get("median")
     if ones < MIN_SHARE * len(shapes):
-        return []
+        run = _one_row_phase(steps)
+        if run is None:
+            return []
+        first, single, step = run
+        ones, shapes = len(single), single
+        phase = f" (steps {first + 1} to {first + ones}, in a row, after batched ones)"
     if _decoding(shapes):
         return _sequences_one_at_a_time(session, shapes)
     texts = sorted({
@@ -110,12 +117,11 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
         else f"[1, {', '.join(map(str, shape[1:]))}]" for shape in single
     })  # fmt: skip
     shape_text = texts[0] if len(texts) == 1 else f"[1, ...] ({len(texts)} different shapes)"
-    evidence = [f"the model's input is {shape_text} in {ones} of {len(shapes)} steps: one "
-                "sample per call, no backward"]  # fmt: skip
-    step = (session.get("step_ms") or {}).get("median")
+    evidence = [f"the model's input is {shape_text} in {ones} of {of} steps{phase}: "
+                "one sample per call, no backward"]  # fmt: skip
     if isinstance(step, (int, float)) and step > 0:
         evidence.append(f"{fmt_ms(step)} per call, {1000.0 / step:.0f} samples per second")
-    line = _call_line(session)
+    line = None if phase else _call_line(session)  # (the run's heaviest line: its batches')
     pipeline = _through_a_pipeline(session)
     if line is not None:
         evidence.append(f"the calls come from {line.get('location')} `{line.get('code')}`")
@@ -143,6 +149,46 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
         advice.locations = [f"{line['file']}:{line['line']}"]
     advice.heat = 0.5
     return [advice]
+
+
+#: the share of all steps' time a phase of one-row steps takes, at least, to be advised (the
+#: semantic search below: 20 queries 19% of it; batched, they would take one call of ~30 ms)
+PHASE_SHARE = 0.1
+
+
+def _one_row_phase(steps: list[Mapping[str, Any]]) -> tuple[int, list, float] | None:
+    """The longest run of >= MIN_STEPS one-row steps in a row, as (its first step's index
+    among the shaped steps, their shapes, their median ms), where it takes >= PHASE_SHARE of
+    all steps' time
+    (sentence-transformers' semantic search: 11 batched steps encode the corpus, then 20
+    queries one call each, unadvised at 20 of 31 steps); else None.
+
+    Example:
+        >>> batched = [{"input_shape": [32, 40], "wall_ms": 9.0}] * 11
+        >>> queries = [{"input_shape": [1, 12], "wall_ms": 3.0}] * 20
+        >>> _one_row_phase(batched + queries)[0], _one_row_phase(queries[:5] + batched)
+        (11, None)
+    """
+    shaped = [s for s in steps if s.get("input_shape")]
+    best: tuple[int, int] = (0, 0)
+    start = None
+    for i, step in enumerate([*shaped, {"input_shape": [2, 2]}]):  # (a sentinel ends a run)
+        shape = step["input_shape"]
+        if shape[0] == 1 or len(shape) == 1:
+            start = i if start is None else start
+            continue
+        if start is not None and i - start > best[1] - best[0]:
+            best = (start, i)
+        start = None
+    if best[1] - best[0] < MIN_STEPS:
+        return None
+    total = sum(float(s.get("wall_ms") or 0.0) for s in shaped)
+    part = sum(float(s.get("wall_ms") or 0.0) for s in shaped[best[0]:best[1]])
+    if total > 0 and part < PHASE_SHARE * total:
+        return None
+    run = shaped[best[0] : best[1]]
+    return best[0], [s["input_shape"] for s in run], statistics.median(
+        float(s.get("wall_ms") or 0.0) for s in run)
 
 
 #: rows per decoding call that are still one prompt's (its beams, its sampled sequences):

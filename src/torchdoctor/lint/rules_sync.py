@@ -240,7 +240,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
             )
         ):
             self._report_sync(node, f"formatting a tensor with `{self.code_of(node)}`")
-        elif name in _LOGGER_READS and any(self.looks_like_tensor(a) for a in node.args[1:]):
+        elif name in _LOGGER_READS and self.logs_a_tensor(node):
             self._report_sync(
                 node,
                 f"`{self.code_of(node)}` (the logger reads the tensor with .item())",

@@ -236,6 +236,12 @@ class TensorValues(HostLists):
         receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
         return isinstance(receiver, ast.Name) and self._holds_host_data(receiver)
 
+    def logs_a_tensor(self, call: ast.Call) -> bool:
+        """``writer.add_scalar("loss", loss, step)``, or a dict of them to ``add_scalars``
+        (``{"loss": loss, "kl": kl.mean()}``, the Attentive Neural Process's): a value read."""
+        given = [*call.args[1:], *(v for d in call.args[1:2] if isinstance(d, ast.Dict) for v in d.values)]
+        return any(self.looks_like_tensor(a) for a in given)
+
     def host_made(self, expr: ast.AST) -> bool:
         """``float(torch.rand(()))``, ``int(n)`` with ``n = torch.randint(3, k, ())``: a
         cast of a tensor made on the host (or of a name holding only host data): no sync."""

@@ -11,9 +11,8 @@ Forward: the global forward pre-hook pushes a frame and a clock token; the forwa
 Backward attribution (see ``collect/backward.py`` for the processing and the choice): per call,
 a pre-hook on the ``grad_fn`` of each output that requires grad marks the *start* of the
 module's backward (an output's gradient is complete), and one on the ``grad_fn`` of each input
-that requires grad marks its *end* (the input's gradient is complete); leaf inputs get a tensor
-hook instead, removed at the end of the step (only its first firing counts: with gradient
-accumulation later passes of the step fire it again). Graph pre-hooks die with the graph; a
+that requires grad marks its *end* (the input's gradient is complete); a leaf input's is hooked
+when the call returns (``collect/leaf_ends.py``). Graph pre-hooks die with the graph; a
 kept graph (``retain_graph``) may fire old hooks later: marks of earlier steps' calls are dropped.
 A call none of whose inputs require grad (the first layer, a module fed with data) has no end
 mark; ``collect/backward.py`` ends it. Containers are extended to cover their children.
@@ -60,6 +59,7 @@ from torchdoctor.collect.conv_geometry import note_conv_call
 from torchdoctor.collect.embedding_probe import note_embedding_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
 from torchdoctor.collect.fingerprint import SeenInputs, fingerprint, note_outputs
+from torchdoctor.collect.leaf_ends import hook_leaf_ends
 from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.padding import PaddingProbe
 from torchdoctor.collect.phases import PhaseMachine
@@ -196,6 +196,7 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         self.fired: list[tuple[list[tuple[int, int, MarkKind]], Any]] = []
         self.registered: list[list] = []  # every graph hook's marks (unused_outputs.py)
         self.handles: list[Any] = []
+        self.leaves: dict[int, list[Tensor]] = {}  # serial -> its leaf inputs (leaf_ends.py)
         self.hooked: dict[Any, list[tuple[int, int, MarkKind]]] = {}  # grad_fn -> its marks
         self.act: dict[int, int] = defaultdict(int)
         self.seen_storages: set[int] = set()
@@ -361,6 +362,8 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
                 self._fingerprint(node, args, kwargs, module.training, output)  # (a new module: new)
             if kwargs and self.backward and grad:
                 self._hook(tensors_in(kwargs), node, serial, _END)
+        if self.leaves:  # (leaf inputs: the end of the call's backward, leaf_ends.py)
+            hook_leaf_ends(self, node, serial, output)
         if self.backward and output is not None and grad:
             self._hook(tensors_in(output), node, serial, _START)
 
@@ -387,9 +390,7 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
     def _mark(self, node: int, serial: int, kind: MarkKind, *_: Any) -> None:
         self.bwd.append(BackwardMark(node, serial, kind, self.now()))
 
-    def _mark_once(
-        self, fired: list[bool], node: int, serial: int, kind: MarkKind, *_: Any
-    ) -> None:
+    def _mark_once(self, fired: list[bool], node: int, serial: int, kind: int, *_: Any) -> None:
         # a leaf's tensor hook stays until the step ends, so with gradient accumulation it
         # fires again in the later micro-steps' passes: only the first is this call's
         if not fired[0]:
@@ -418,8 +419,8 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         the gradient is complete, just before the node that produced the tensor runs. One hook
         per ``grad_fn`` serves every call that needs it (a module's output is its container's
         output and the next module's input): the marks of all of them are appended when it
-        fires, with one clock read. Leaves (no ``grad_fn``) get a tensor hook whose handle is
-        removed at the end of the step.
+        fires, with one clock read. A leaf input (no ``grad_fn``) waits for the call's end
+        (``leaf_ends.py``); a leaf output gets a tensor hook, removed at the step's end.
         """
         hooked = self.hooked
         entry = (node, serial, kind)
@@ -428,6 +429,9 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
                 continue
             grad_fn = tensor.grad_fn
             try:
+                if grad_fn is None and kind == _END:  # (hooked when the call returns)
+                    self.leaves.setdefault(serial, []).append(tensor)
+                    continue
                 if grad_fn is None:  # (fires in every later pass of the step: first only)
                     mark = partial(self._mark_once, [False], node, serial, kind)
                     self.handles.append(tensor.register_hook(mark))

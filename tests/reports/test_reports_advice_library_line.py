@@ -71,3 +71,37 @@ def test_only_the_heaviest_of_the_lines_with_nothing_specific_is_an_advice():
     generic = [a for a in hot_line_advice(session) if a.title.endswith("source line")]
     assert [a.locations for a in generic] == [["/x/train.py:27"]]
     assert any(e.startswith("next: train.py:31 `y = x.norm(dim=1)`") for e in generic[0].evidence)
+
+
+GPYTORCH = "/env/lib/python3.11/site-packages/linear_operator/operators/_linear_operator.py"
+
+
+def _gp_session(backward_ms, top_op="InvQuadLogdet.apply", top_ms=380.0):
+    """gpytorch's exact GP (clients round 21): `loss = -mll(output, y)` is the model's whole
+    computation (its modules bypass nn.Module hooks), 99% of the step."""
+    session = _session(via_ms=18.0)
+    row = session["hot_lines"]["lines"][0]
+    row.update(
+        code="loss = -mll(output, train_y)", forward_ms={"median": 450.0, "mean": 450.0},
+        backward_ms={"median": backward_ms, "mean": backward_ms},
+        total_ms={"median": 450.0 + backward_ms, "mean": 450.0 + backward_ms},
+        top_ops=[{"op": top_op, "forward_ms": top_ms, "backward_ms": 0.0, "calls_per_step": 1}],
+        via=[{"file": GPYTORCH, "line": 1781, "function": "inv_quad_logdet", "ms": 440.0}],
+    )  # fmt: skip
+    return session
+
+
+def test_a_library_computing_the_model_is_not_told_to_look_for_a_logging_option():
+    item = _line(_gp_session(backward_ms=69.0))
+    assert item.title.endswith("linear_operator's computation of the model, made inside it")
+    assert "torchdoctor.region" in item.fix and "how often it logs" not in item.fix
+    assert "_linear_operator.py:1781" in item.fix
+    item = _line(_gp_session(backward_ms=0.0))  # (no backward: its heaviest call, a Function)
+    assert item.title.endswith("computation of the model, made inside it")
+
+
+def test_a_library_line_with_light_calls_and_no_backward_stays_framework_work():
+    item = _line(_gp_session(backward_ms=0.0, top_op="Tensor.div", top_ms=380.0))
+    assert item.title.endswith("linear_operator's own work per step, not code on this line")
+    item = _line(_gp_session(backward_ms=0.0, top_ms=50.0))  # (a Function, a ninth of the line)
+    assert "how often it logs" in item.fix

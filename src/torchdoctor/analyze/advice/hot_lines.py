@@ -59,10 +59,10 @@ from torchdoctor.analyze.advice.hot_lines_fixes import (
     SPARSE_COO_FIX,
     SPARSE_FIX,
 )
+from torchdoctor.analyze.advice.hot_lines_library import library_fix, library_title, library_work
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
 from torchdoctor.analyze.advice.lint_loaders import contradicted
 from torchdoctor.analyze.advice.start_up import import_advice, imported_modules
-from torchdoctor.session_read import installed_package
 
 #: module paths named in a line's "inside ..." evidence; the rest are counted
 MAX_OWNERS = 3
@@ -129,7 +129,7 @@ def _title(row: Mapping[str, Any], share: float, cure: Cure | None) -> str:
         return f"{head}: its time is the matrix multiply ({matmul_bound(row)})"
     package = library_work(row)
     if package:
-        return f"{head}: {package}'s own work per step, not code on this line"
+        return f"{head}: {library_title(row, package)}"
     op = single_op(row)
     if op and op.startswith("torch._foreach_"):
         return f"{head}: one multi-tensor {op} per execution, already batched"
@@ -162,24 +162,6 @@ def single_op(row: Mapping[str, Any]) -> str | None:
     return str(top.get("op")) if spent >= 0.8 * center(row.get("total_ms")) else None
 
 
-def library_work(row: Mapping[str, Any]) -> str | None:
-    """The package whose code makes (nearly) all of a line's torch calls: the line is a call
-    into a framework's loop (``trainer.fit(...)``), and its time is the framework's own work
-    (loss scaling, logging, device moves). None otherwise.
-
-    Example:
-        >>> row = {"forward_ms": {"mean": 1.0}, "via": [{"ms": 0.9,
-        ...        "file": "/env/lib/python3.11/site-packages/lightning/pytorch/loops/x.py"}]}
-        >>> library_work(row)
-        'lightning'
-    """
-    via = row.get("via") or ()
-    forward = center(row.get("forward_ms"))
-    if not via or forward <= 0 or sum(float(v.get("ms") or 0.0) for v in via) < 0.6 * forward:
-        return None
-    return installed_package(str(via[0].get("file") or ""))
-
-
 def _fix(row: Mapping[str, Any], cure: Cure | None, cpu_bf16: bool = False) -> str:
     """The line's fix: its cure's, else what the line is (one fused kernel, a framework's
     loop, one op), else the generic pointer (``cpu_bf16``: a CPU run on a CPU with bfloat16
@@ -196,7 +178,7 @@ def _fix(row: Mapping[str, Any], cure: Cure | None, cpu_bf16: bool = False) -> s
         return MATMUL_FIX.format(op=matmul_bound(row)) + (CPU_BF16_NOTE if cpu_bf16 else "")
     package = library_work(row)
     if package:
-        return _library_fix(row, package)
+        return library_fix(row, package)
     op = single_op(row)
     if op and op.startswith("torch._foreach_"):
         return FOREACH_OP_FIX.format(op=op)
@@ -209,17 +191,6 @@ def _fix(row: Mapping[str, Any], cure: Cure | None, cpu_bf16: bool = False) -> s
     if "softmax" in op.lower():
         how += "; over a vocabulary: fewer classes, or the loss computed in chunks"
     return SINGLE_OP_FIX.format(op=op, how=how)
-
-
-def _library_fix(row: Mapping[str, Any], package: str) -> str:
-    top = (row.get("via") or [{}])[0]
-    where = f"{os.path.basename(str(top.get('file')))}:{top.get('line')} ({top.get('function')})"
-    return (
-        f"Nothing to rewrite on this line: its torch calls are {package}'s, made per step "
-        f"inside it (the heaviest from {where}). Look for the {package} option that controls "
-        "that work (how often it logs, moves batches or scales the loss); if none does, it is "
-        "the framework's overhead, small beside the model when steps are larger."
-    )
 
 
 def _fused_attention(row: Mapping[str, Any]) -> bool:

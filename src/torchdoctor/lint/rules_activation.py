@@ -26,6 +26,8 @@ import re
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import RuleVisitor, method_name
 
+#: statements without a body: where a value is read for one use
+_SIMPLE = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr, ast.Return)
 TANH = frozenset({"torch.tanh", "torch.nn.functional.tanh", "torch.Tensor.tanh"})
 ERF = frozenset({"torch.erf", "torch.special.erf", "torch.Tensor.erf"})
 SIGMOID = frozenset(
@@ -114,8 +116,9 @@ class ActivationRules(RuleVisitor):
         elif names & LOG1P:
             what = "softplus" if self._is_call_of(argument, EXP) else None
         else:
-            if isinstance(argument, ast.Name):  # (Glow's `s = torch.sigmoid(h)`, then log(s))
-                values = self.assigned_values(self.enclosing_scope(node), argument.id)
+            name = argument.id if isinstance(argument, ast.Name) else None
+            if name is not None:  # (Glow's `s = torch.sigmoid(h)`, then log(s))
+                values = self.assigned_values(self.enclosing_scope(node), name)
                 argument = values[0] if len(values) == 1 else argument
             what = "log-sigmoid" if isinstance(argument, ast.Call) and self._is_sigmoid(
                 argument) else None  # fmt: skip
@@ -123,9 +126,24 @@ class ActivationRules(RuleVisitor):
             fused = "F.softplus(x)" if what == "softplus" else "F.logsigmoid(x)"
             edge = "exp overflows to inf above 88 (float32)" if what == "softplus" else (
                 "the sigmoid underflows to 0 below -88 (float32): -inf, NaN gradients")  # fmt: skip
-            self.report(node, "TD508", _message(what, node, self, fused) + f"; and it is "
+            kept = self._used_elsewhere(node, name) if what == "log-sigmoid" and name else None
+            said = _message(what, node, self, fused) if kept is None else (
+                f"hand-written log-sigmoid (`{self.code_of(node)}`): the sigmoid `{name}` is "
+                f"kept for `{self.code_of(kept)}`, so {fused} saves little time here")  # fmt: skip
+            self.report(node, "TD508", said + f"; and it is "
                         f"stable where the hand-written form is not ({edge})")  # fmt: skip
         return what is not None
+
+    def _used_elsewhere(self, log: ast.Call, name: str) -> ast.AST | None:
+        """The statement of ``log``'s function that reads the sigmoid ``name`` for another
+        use (Glow's coupling, ``out_b = (in_b + t) * s``): that sigmoid runs anyway."""
+        scope = self.enclosing_scope(log)
+        for statement in ast.walk(scope):
+            if isinstance(statement, _SIMPLE) and not any(n is log for n in ast.walk(statement)) and any(
+                    isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)
+                    for n in ast.walk(statement)):  # fmt: skip
+                return statement
+        return None
 
     def _only_argument(self, call: ast.Call) -> ast.AST | None:
         """The tensor a one-tensor call works on: ``torch.log(x)``'s ``x``, ``x.log()``'s."""

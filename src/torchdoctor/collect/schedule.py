@@ -25,6 +25,11 @@ its own (a window of one), at most MAX_AIMED times in a run and no more once one
 A long detailed step is left out of the tree, but the user lines its model calls ran under
 are kept (``session["long_step_calls"]``): the periodic-steps advice names the evaluation.
 
+A script whose steps change regime between windows (sentence-transformers' semantic search: a
+corpus encoded in batches of 32, then queries one call each, ~12 ms against 30-450 ms) had only
+its first phase in the tree and the lines: once the light steps' median moves PHASE_RATIO-fold
+from what it was after the last window, a window opens at the next step (``phase_steps``).
+
 Detail has a budget: a window due by its period waits while what the detailed steps after the
 first window cost over light ones (their time less the median light step's) exceeds
 DETAIL_BUDGET of all the steps' time since then. On steps of many small calls a detailed step costs 2-3x a light one (a tiny
@@ -67,6 +72,10 @@ LONG_AFTER, LIGHT_KEPT, MEDIAN_EVERY = 8, 64, 16
 MAX_AIMED = 3
 #: detailed steps' extra time at most, as a share of all steps' time, when a window is due
 DETAIL_BUDGET = 0.03
+#: a new phase: the median of the last PHASE_PROBE light steps PHASE_RATIO times (or a
+#: PHASE_RATIO-th of) the median of the first PHASE_PROBE light steps after a window; a window
+#: opens at once (within the budget), at most MAX_PHASES times in a run
+PHASE_PROBE, PHASE_RATIO, MAX_PHASES = 8, 2.0, 3
 
 
 class DetailSchedule:
@@ -122,6 +131,9 @@ class DetailSchedule:
         self.aimed: list[int] = []  # steps detailed for that (config.detail.aimed_steps)
         self._caught = False  # an aimed step was long: aim no more
         self._detailed_walls: deque[float] = deque(maxlen=LIGHT_KEPT)  # windows' steps
+        self._after_window: list[float] = []  # the first PHASE_PROBE light steps after one
+        self._recent: deque[float] = deque(maxlen=PHASE_PROBE)  # the last light steps
+        self.phases: list[int] = []  # steps a window opened at for a new phase
 
     def detailed(self, index: int, now_s: float, kept_as: int | None = None) -> bool:
         """Whether profiled step ``index`` (negative during warm-up) is detailed; ``kept_as``:
@@ -161,8 +173,31 @@ class DetailSchedule:
             self._next = index + random.Random(f"window {self._windows}").randrange(room + 1)
         if self._next is not None and index >= self._next:
             self._start, self._start_s, self._next = index, now_s, None
+            self._after_window.clear()
+            self._recent.clear()
             return True
         return False
+
+    def _new_phase(self, index: int, wall: float) -> None:
+        """A light step of ``wall`` ns: open a window at the next step where the light steps'
+        median moved PHASE_RATIO-fold since the last window (see the module docstring)."""
+        if len(self._after_window) < PHASE_PROBE:
+            self._after_window.append(wall)
+            return
+        self._recent.append(wall)
+        if (len(self._recent) < PHASE_PROBE or self._next is not None
+                or len(self.phases) >= MAX_PHASES):  # fmt: skip
+            return
+        before, now = statistics.median(self._after_window), statistics.median(self._recent)
+        if min(before, now) > 0 and max(before, now) >= PHASE_RATIO * min(before, now):
+            if self._over_budget():
+                self.postponed += 1
+                self._config["postponed_steps"] = self.postponed
+                self._after_window[:] = self._recent  # (the new phase is the reference now)
+                self._recent.clear()
+                return
+            self._next = index + 1
+            self.phases.append(index + 1)
 
     def observe(self, index: int, wall: float, detailed: bool) -> None:
         """Profiled step ``index`` took ``wall`` ns: aim a detailed step at the next long step
@@ -185,6 +220,8 @@ class DetailSchedule:
             if detailed:
                 spent[1] += wall
                 spent[2] += 1
+        if not detailed:
+            self._new_phase(index, wall)
         if self._caught:
             return
         if detailed:
@@ -305,11 +342,14 @@ class DetailSchedule:
         self._long = []
         self._detailed_walls.clear()
         self._spent = [0.0, 0.0, 0]
+        self._after_window.clear()
+        self._recent.clear()
 
     def config(self) -> dict[str, Any]:
         """The schedule as Session config (``config.detail``), kept up to date as it runs."""
         self._config.update(mode=self.mode, window=self.window, period_steps=self.period_steps,
                             period_s=self.period_s, aimed_steps=self.aimed,
+                            phase_steps=self.phases,
                             budget_pct=100 * self.budget, postponed_steps=self.postponed)  # fmt: skip
         return self._config
 

@@ -116,3 +116,15 @@ def push_then_finetune(net, loader, epochs, run_epoch):
             for _ in range(20):
                 last = torch.optim.SGD(net.last_layer.parameters(), lr=1e-4, momentum=0.9)  # expect: TD704
                 run_epoch(net, loader, last)
+
+
+def kge_decay(model, train_step, iterator, init_step, max_steps, warm_up_steps, lr):
+    """KnowledgeGraphEmbedding's run.py: a new Adam at a learning-rate drop whose step the
+    branch itself moves on (x3): a handful of rebuilds, not one every step after it."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for step in range(init_step, max_steps):
+        train_step(model, optimizer, iterator)
+        if step >= warm_up_steps:
+            lr = lr / 10
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr)  # near-miss: the threshold moves
+            warm_up_steps = warm_up_steps * 3

@@ -127,7 +127,7 @@ class OptimizerChecks(RuleVisitor):
     def _every_iteration_test(self, branch: ast.AST, child: ast.AST, loop: ast.AST) -> bool:
         """The branch of ``branch`` holding ``child`` runs on every iteration of ``loop``, or
         on none: its test is the same in every iteration (``if args.auto_alpha``), or it opens
-        after a warm-up (``if t >= args.start_steps:``) for good."""
+        after a warm-up (``if t >= args.start_steps:``) for good (a bar the loop never moves)."""
         test = branch.test  # type: ignore[attr-defined]
         if not any(isinstance(n, ast.Call) for n in ast.walk(test)) and self.is_invariant(test, loop):
             return True
@@ -139,7 +139,8 @@ class OptimizerChecks(RuleVisitor):
         rising = isinstance(test.ops[0], (ast.Gt, ast.GtE)) and left and not right or (
             isinstance(test.ops[0], (ast.Lt, ast.LtE)) and right and not left)  # fmt: skip
         in_body = any(child is n for n in _branches(branch)[0])
-        return rising if in_body else False
+        threshold = set(dotted_names_in(test.comparators[0] if left else test.left))
+        return rising and in_body and not threshold & self.assigned_in(loop)  # (KGE: bar x3)
 
     def _handed_to_a_call(self, node: ast.AST, loop: ast.AST) -> bool:
         """The optimizer built at ``node`` is passed to a call in ``loop`` that steps it

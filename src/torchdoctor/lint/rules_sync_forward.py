@@ -217,8 +217,10 @@ class ForwardAndCallSyncs(StepHelpers):
             return
         cls = next(iter(classes))
         hit = project.method_sync(cls, node.func.attr)
-        if hit is None:
-            return
+        method = next((f for f in getattr(project.module_class(cls), "body", ())
+                       if isinstance(f, FUNCTIONS) and f.name == node.func.attr), None)  # fmt: skip
+        if hit is None or method is not None and self.is_training_body(method, full=True):
+            return  # (a whole step, KGE's train_step: its reads are told where they are)
         path, line, call = hit
         self.report(
             node,

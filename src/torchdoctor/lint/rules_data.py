@@ -350,20 +350,20 @@ class DataRules(LoaderDatasets, PinnedCopies, RuleVisitor):
         return found[0] if len(found) == 1 else None
 
     def _returned_in_tuple(self, call: ast.Call, loader: str) -> list[tuple[ast.AST, str]]:
-        """``return train, val, test`` of the function making ``loader``: the name each call of
-        the function in this file unpacks it into (``train_loader, _, _ = get_loaders(...)``)."""
+        """``return train, val, test`` (or ``return loader``) of the function making ``loader``:
+        the name each call of it in this file binds it to (``train_loader, _, _ = get_loaders()``)."""
         scope, found = self.enclosing_scope(call), []
         for ret in ast.walk(scope) if isinstance(scope, FUNCTIONS) else ():
-            parts = ret.value.elts if isinstance(ret, ast.Return) and isinstance(
-                ret.value, ast.Tuple) else []  # fmt: skip
+            value = ret.value if isinstance(ret, ast.Return) else None
+            parts = value.elts if isinstance(value, ast.Tuple) else [value] if value is not None else []
             at = [i for i, p in enumerate(parts) if isinstance(p, ast.Name) and p.id == loader]
             for assign in ast.walk(self.context.tree) if at else ():
                 target = assign.targets[0] if isinstance(assign, ast.Assign) else None
-                if (isinstance(target, ast.Tuple) and len(target.elts) == len(parts)
-                        and isinstance(assign.value, ast.Call)
+                names = target.elts if isinstance(target, ast.Tuple) else [target]  # (YOLOv3's)
+                if (target is not None and len(names) == len(parts) and isinstance(assign.value, ast.Call)
                         and dotted(assign.value.func) == scope.name  # type: ignore[attr-defined]
-                        and isinstance(target.elts[at[0]], ast.Name)):  # fmt: skip
-                    found.append((self.enclosing_scope(assign), target.elts[at[0]].id))
+                        and isinstance(names[at[0]], ast.Name)):  # fmt: skip
+                    found.append((self.enclosing_scope(assign), names[at[0]].id))  # type: ignore[attr-defined]
         return found
 
     def _iterated_once(self, call: ast.Call) -> bool:

@@ -21,6 +21,8 @@ from typing import Any
 
 #: The phases of a step, in the order reports show them (``session["phases"]`` keys).
 PHASES = ("data", "forward", "backward", "optimizer", "other")
+#: the end of a TorchScript module's type ("Sequential (TorchScript)": its parts unseen)
+TORCHSCRIPT = " (TorchScript)"
 
 
 def quantile(values: Sequence[float], q: float) -> float:

@@ -23,6 +23,7 @@ import inspect
 from typing import Any
 
 from torchdoctor.collect.compiled import is_compiled_module
+from torchdoctor.session_read import TORCHSCRIPT
 
 _SOURCE_CACHE: dict[type, dict[str, Any] | None] = {}
 
@@ -42,6 +43,26 @@ def source_of_code(where: Any) -> dict[str, Any] | None:
         return None
     line = getattr(where, "f_lineno", None) or code.co_firstlineno
     return {"file": code.co_filename, "line": line, "end_line": line, "function": code.co_name}
+
+
+def type_name(module: Any) -> str:
+    """A module's class name as the tree shows it: a TorchScript module (``torch.jit.script``,
+    ``torch.jit.load``) is a ``RecursiveScriptModule`` whatever it was; it reads as its original
+    class, marked (its sub-modules run inside it, where no hook sees them).
+
+    Example:
+        >>> import torch
+        >>> type_name(torch.nn.Linear(2, 2)), type_name(torch.jit.script(torch.nn.Linear(2, 2)))
+        ('Linear', 'Linear (TorchScript)')
+    """
+    cls = type(module)
+    original = getattr(module, "original_name", None) if _is_script(cls) else None
+    return f"{original}{TORCHSCRIPT}" if isinstance(original, str) else cls.__name__
+
+
+def _is_script(cls: type) -> bool:
+    return any(base.__name__ == "ScriptModule" and base.__module__.startswith("torch.jit")
+               for base in cls.__mro__)  # fmt: skip
 
 
 def source_of_class(cls: type) -> dict[str, Any] | None:
@@ -145,7 +166,7 @@ class ModuleNames:
             self._root_names.discard(self._roots.pop(root))
         if self._main in adopted:  # the adopting root takes the main root's place
             self.has_main, self._main, main = False, None, True
-        name = name or type(module).__name__
+        name = name or type_name(module)
         if hint:
             self._hints[id(module)] = hint
         if name in self._root_names:
@@ -221,7 +242,7 @@ class ModuleNames:
         if caller is None:
             self.register_root(module)
             return self._paths[id(module)]
-        path = f"{caller}.{type(module).__name__}"
+        path = f"{caller}.{type_name(module)}"
         self._paths[id(module)] = path
         self._keep.append(module)
         return path

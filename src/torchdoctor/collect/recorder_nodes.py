@@ -29,7 +29,7 @@ import torch
 from torchdoctor.collect.compiled import is_compiled_module
 from torchdoctor.collect.engine_state import attention_switch
 from torchdoctor.collect.lines_frames import USER, kind_of_file
-from torchdoctor.collect.naming import ModuleNames, source_of_class
+from torchdoctor.collect.naming import ModuleNames, source_of_class, type_name
 
 _host_ns = time.perf_counter_ns
 
@@ -150,7 +150,8 @@ class NodeRegistry:
         if is_compiled_module(module):
             self.compiled_module_seen = True  # (collect/compiled.py)
             self.compiled_inner.add(id(getattr(module, "_orig_mod", None)))  # (its own call)
-        node = self.node_for(parent, id(module), path, "module", cls.__name__, source_of_class(cls))
+        node = self.node_for(parent, id(module), path, "module", type_name(module),
+                             source_of_class(cls))  # fmt: skip
         self.state_of[node] = (*module.parameters(), *module.buffers())
         switch = attention_switch(module)  # (its fused attention off: the library's switch)
         if switch is not None:

@@ -34,7 +34,7 @@ from torchdoctor.analyze.advice.ops_table import (
     RNN_CELL_TYPES,
     RNN_TYPES,
 )
-from torchdoctor.session_read import walk
+from torchdoctor.session_read import TORCHSCRIPT, walk
 
 
 @dataclass(frozen=True)
@@ -284,6 +284,21 @@ REMEDIES: tuple[Remedy, ...] = (
         ("torch.nn.Embedding", "torch.optim.SparseAdam"),
         None,
         cause="embedding-gradient",  # one advice with the embedding-gradient rule's
+    ),
+    Remedy(
+        "torchscript",
+        lambda node, group, cuda: str(node.get("type")).endswith(TORCHSCRIPT),
+        "it runs as TorchScript, its parts unseen: compile the eager model instead",
+        "A TorchScript module (torch.jit.script or torch.jit.load) runs its sub-modules inside "
+        "TorchScript, where no module hook or line timer sees them, so the tree cannot split "
+        "its time. TorchScript is deprecated (torch.jit.script warns so): run the eager model (its "
+        "Python class) under torch.compile instead, and profile the eager model to see which "
+        "of its parts takes the time.",
+        ("torch.compile", "torch.export"),
+        "compile",
+        confidence="low",
+        cause="torch.compile",
+        code="model = torch.jit.script(model)   # before\nmodel = torch.compile(model)      # after",
     ),
     Remedy(
         "leaf",

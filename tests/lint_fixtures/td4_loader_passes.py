@@ -1,5 +1,6 @@
 """TD403 and a loader walked in one pass (vq-vae-2-pytorch's extract_code.py, linted in
 corpus 31's round): its workers start once, persistent or not."""
+import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -106,3 +107,24 @@ def minibatch_speed(ds, n_batches, model):
     it5 = iter(loader5)
     for _ in range(n_batches):
         model(next(it5))
+
+
+@torch.no_grad()
+def inference(loader, encoder):
+    return [encoder(x) for x, _ in loader]
+
+
+def get_features(encoder, train_loader, test_loader):
+    return inference(train_loader, encoder), inference(test_loader, encoder)
+
+
+def linear_evaluation(train_set, test_set, encoder, head, epochs):
+    """Spijkervet/SimCLR: the image loader is walked once, two calls down, to extract features;
+    the logistic head then trains on arrays for many epochs."""
+    train_loader = DataLoader(train_set, batch_size=256, num_workers=8)  # near-miss: one pass, two calls down
+    test_loader = DataLoader(test_set, batch_size=256, num_workers=8)  # near-miss: one pass
+    feats, test_feats = get_features(encoder, train_loader, test_loader)
+    arrays = DataLoader(feats, batch_size=256, num_workers=2)  # expect: TD403
+    for epoch in range(epochs):
+        for f in arrays:
+            head(f).sum().backward()

@@ -7,7 +7,8 @@ device)``, called once at the script's top level, runs ``for img, _, filename in
 tqdm(loader)``). Followed: the name's one use (``len(loader)``, ``loader.dataset`` aside)
 outside any loop (but one over ``range(1)``), as a ``for`` loop's iterable (also through ``tqdm(...)`` /
 ``enumerate(...)``, or a name assigned such a wrapper), or as an argument of a function of
-the file whose parameter is, in turn, walked once; or one batch taken with ``next(...)``
+the file whose parameter is, in turn, walked once (up to two calls down: SimCLR's
+get_features hands it to inference); or one batch taken with ``next(...)``
 (``next(iter(loader))``, or ``it = iter(loader)`` then ``next(it)`` once); or one iterator
 made outside any loop, ``it = iter(loader)``, however many batches are drawn from it.
 """
@@ -21,7 +22,7 @@ from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS
 from torchdoctor.lint.visitor import FOR, FUNCTIONS
 
 
-def iterated_once(rules, name: str, scope: ast.AST, depth: int = 2, bound_at: ast.AST | None = None) -> bool:
+def iterated_once(rules, name: str, scope: ast.AST, depth: int = 3, bound_at: ast.AST | None = None) -> bool:
     """``name`` (a loader bound in ``scope``) is iterated by exactly one pass (see the module
     docstring); ``rules`` is a rule visitor (its ``parent``, ``enclosing_loops`` and
     ``context``). With ``bound_at`` (the statement binding it), only the uses before the

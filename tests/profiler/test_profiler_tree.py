@@ -343,6 +343,21 @@ def test_two_roots_of_one_class_are_named_by_their_variables():
     assert {"student.0", "student.1"} <= set(_nodes(session))
 
 
+def test_models_one_variable_held_in_turn_are_numbered_by_it():
+    """A search over widths, `net` rebuilt each trial: net, Sequential, Sequential#2."""
+    torch.manual_seed(0)
+    with torchdoctor.Profiler(syncs=False, detail="always") as prof:
+        for width in (8, 16, 32):
+            net = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 1))
+            opt = torch.optim.SGD(net.parameters(), lr=0.01)
+            for _ in range(2):
+                net(torch.randn(2, 4)).sum().backward()
+                opt.step()
+                prof.step()
+    roots = [c["name"] for c in prof.session["tree"]["children"] if c["kind"] == "module"]
+    assert roots == ["net", "net#2", "net#3"]
+
+
 class _Block(nn.Module):
     def __init__(self):
         super().__init__()

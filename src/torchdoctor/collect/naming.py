@@ -169,6 +169,11 @@ class ModuleNames:
         name = name or type_name(module)
         if hint:
             self._hints[id(module)] = hint
+            held = [other for other in self._roots if self._hints.get(other) == hint]
+            if held:  # the variable held a model before (a trial loop's `net` each trial):
+                if hint not in self._root_names:  # the first is renamed after it, this
+                    self._rename_root(held[0], hint)  # one numbered (net, net#2, ...)
+                name = hint
         if name in self._root_names:
             # two roots of one class (a teacher and its student, G and D): named by the
             # variables that hold them in the script when it has them, else numbered

@@ -2,6 +2,7 @@
 corpus 31's round): its workers start once, persistent or not."""
 import torch
 from torch.utils.data import DataLoader
+import tqdm as tqdm_module
 from tqdm import tqdm
 
 
@@ -128,3 +129,30 @@ def linear_evaluation(train_set, test_set, encoder, head, epochs):
     for epoch in range(epochs):
         for f in arrays:
             head(f).sum().backward()
+
+
+def _create_image_loader(path, n_cpu):
+    """PyTorch-YOLOv3's detect.py: the loader its one caller walks once, through tqdm.tqdm."""
+    dataloader = DataLoader(path, batch_size=8, num_workers=n_cpu, pin_memory=True)  # near-miss: one pass
+    return dataloader
+
+
+def _create_train_loader(path, n_cpu):
+    dataloader = DataLoader(path, batch_size=8, num_workers=n_cpu, pin_memory=True)  # expect: TD403
+    return dataloader
+
+
+def detect(model, dataloader):
+    return [model(x) for x in tqdm_module.tqdm(dataloader, desc="Detecting")]
+
+
+def detect_directory(model, path):
+    dataloader = _create_image_loader(path, 4)
+    return detect(model, dataloader)
+
+
+def train_epochs(model, path, epochs):
+    dataloader = _create_train_loader(path, 4)
+    for epoch in range(epochs):
+        for x in tqdm_module.tqdm(dataloader):
+            model(x).sum().backward()

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
+from pathlib import Path
 
 from torchdoctor.lint.pinned_copies import LOOP_WRAPPERS
-from torchdoctor.lint.visitor import FOR, FUNCTIONS
+from torchdoctor.lint.visitor import FOR, FUNCTIONS, dotted
 
 
 def iterated_once(rules, name: str, scope: ast.AST, depth: int = 3, bound_at: ast.AST | None = None) -> bool:
@@ -69,7 +71,7 @@ def _one_pass(rules, name: str, scope: ast.AST, depth: int, bound_at: ast.AST | 
         return None  # (davidmrau/mixture-of-experts: for epoch in range(1), one pass)
     child, above = uses[0], rules.parent(uses[0])
     while isinstance(above, ast.Call) and child in above.args and (
-            getattr(above.func, "id", None) in LOOP_WRAPPERS):  # fmt: skip
+            (dotted(above.func) or "").rsplit(".", 1)[-1] in LOOP_WRAPPERS):  # fmt: skip
         child, above = above, rules.parent(above)
     if isinstance(above, (*FOR, ast.comprehension)) and above.iter is child:
         return "loop"
@@ -110,10 +112,38 @@ def walked_where_built(rules, call: ast.Call) -> bool:
     """
     child, above = call, rules.parent(call)
     while isinstance(above, ast.Call) and child in above.args and (
-            getattr(above.func, "id", None) in LOOP_WRAPPERS):  # fmt: skip
+            (dotted(above.func) or "").rsplit(".", 1)[-1] in LOOP_WRAPPERS):  # fmt: skip
         child, above = above, rules.parent(above)
     return isinstance(above, (*FOR, ast.comprehension)) and above.iter is child and not [
-        lp for lp in rules.enclosing_loops(call) if not _runs_once(lp)]
+        lp for lp in rules.enclosing_loops(call) if not _runs_once(lp)] or _returned_once(rules, call)
+
+
+def _returned_once(rules, call: ast.Call) -> bool:
+    """The loader is bound to a name its function returns (``dataloader = DataLoader(...)``;
+    ``return dataloader``), and every call of that function, none imported by another file of
+    the project, binds it outside any loop to a name walked once there (PyTorch-YOLOv3's
+    ``detect_directory``: ``detect(model, _create_data_loader(...))``, one pass over images)."""
+    assign, scope = rules.parent(call), rules.enclosing_scope(call)
+    name = assign.targets[0].id if isinstance(assign, ast.Assign) and len(assign.targets) == 1 and (
+        isinstance(assign.targets[0], ast.Name)) else None  # fmt: skip
+    if name is None or not isinstance(scope, FUNCTIONS) or not any(
+            isinstance(r, ast.Return) and isinstance(r.value, ast.Name) and r.value.id == name
+            for r in ast.walk(scope)):  # fmt: skip
+        return False
+    project, module = rules.context.project, re.escape(Path(rules.context.path).stem)
+    imported = re.compile(rf"from\s+[\w.]*\b{module}\s+import\s+(\([^)]*|[^\n]*)\b{scope.name}\b"
+                          rf"|\b{module}\.{scope.name}\b")  # fmt: skip
+    if project is not None and any(imported.search(project.text(p)) for p in project.paths
+                                   if p != rules.context.path):  # fmt: skip
+        return False  # (YOLOv3's train.py runs test.py's validation loader every epoch)
+    calls = [c for c in ast.walk(rules.context.tree) if isinstance(c, ast.Call)
+             and getattr(c.func, "id", None) == scope.name]  # fmt: skip
+    sites = [rules.parent(c) for c in calls]
+    return bool(sites) and all(
+        isinstance(a, ast.Assign) and len(a.targets) == 1 and isinstance(a.targets[0], ast.Name)
+        and not rules.enclosing_loops(a)
+        and iterated_once(rules, a.targets[0].id, rules.enclosing_scope(a), bound_at=a)
+        for a in sites)  # fmt: skip
 
 
 def _measured(rules, use: ast.Name) -> bool:
@@ -163,7 +193,7 @@ def batches_stay_on_host(rules, call: ast.Call) -> bool:
     for use in uses:
         child, above = use, rules.parent(use)
         while isinstance(above, ast.Call) and child in above.args and (
-                getattr(above.func, "id", None) in LOOP_WRAPPERS):  # fmt: skip
+                (dotted(above.func) or "").rsplit(".", 1)[-1] in LOOP_WRAPPERS):  # fmt: skip
             child, above = above, rules.parent(above)
         if not (isinstance(above, FOR) and above.iter is child) or not all(
                 isinstance(c.func, ast.Name) and hasattr(builtins, c.func.id)

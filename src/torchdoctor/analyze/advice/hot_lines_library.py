@@ -105,8 +105,8 @@ def library_fix(row: Mapping[str, Any], package: str) -> str:
             f"Nothing to rewrite on this line: its time is {package} computing the model (the "
             f"heaviest from {where}), in code no module hook sees, so the tree cannot split it. "
             "To see which part costs most, wrap the calls inside it in torchdoctor.region('...'). "
-            f"Its cost follows the problem's size (batch, data points, inducing points, "
-            f"dimensions) and {package}'s numerical settings (solver, tolerances, "
+            f"Its cost follows the problem's size (the batch, the data, the model's "
+            f"dimensions) and {package}'s numerical settings (solvers, tolerances, "
             "approximations); a change there can change the results, so compare them too."
         )
     return (

@@ -21,7 +21,7 @@ from torchdoctor.lint.visitor import (
 )
 
 #: a loop body that trains or evaluates (a DataLoader built in it is built every epoch)
-_EPOCH_WORK = re.compile(r"\b(train|test|evaluate|validate)\w*\(|\.backward\(|\.step\(")
+_EPOCH_WORK = re.compile(r"\b(train|test|evaluate|validate)\w*\(|\.backward\(|\.step\(|\byield\b")
 DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
 
 

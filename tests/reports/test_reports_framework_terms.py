@@ -88,3 +88,22 @@ def test_multihead_attention_dropout_counts_toward_dropout_on_a_cpu():
     assert item.estimated_saving_ms == 28.0 + 75.0 * (1 - 1 / speed.low)  # (measured: 64 ms)
     assert "nn.MultiheadAttention" in item.title and "dropout=0.1" in item.evidence[0]
     assert item.code.startswith("nn.MultiheadAttention(d_model, nhead, dropout=0.0)")
+
+
+def test_a_skorch_nets_data_loader_is_told_in_its_iterator_train_arguments():
+    """skorch's README classifier (clients round 21): the net builds its DataLoader, the script
+    has none to edit; the knobs are the net's iterator_train__* arguments."""
+    import sys
+
+    from torchdoctor.collect.engine_state import loop_driver
+
+    session = _trainer_session()
+    for entry in (*session["environment"]["optimizers"], *session["environment"]["data_loaders"]):
+        entry["driver"] = "skorch"
+    (data,) = [a for a in advise(session) if a.rule == "data-loading"]
+    assert data.code.startswith("net.set_params(iterator_train__num_workers=")
+    assert "iterator_train__persistent_workers=True" in data.code and "DataLoader(" not in data.code
+    assert data.fix.startswith("The skorch net builds this DataLoader from its iterator_train__")
+    here = {"sys": sys, "loop_driver": loop_driver}
+    for name, driver in (("skorch.net", "skorch"), ("skorch_extras.net", None)):
+        assert eval("loop_driver(sys._getframe())", {**here, "__name__": name}) == driver

@@ -140,6 +140,7 @@ LOOP_DRIVERS = (
     ("lightning.pytorch", "lightning"),
     ("pytorch_lightning", "lightning"),
     ("stable_baselines3", "stable_baselines3"),
+    ("skorch", "skorch"),  # (its nets build their DataLoaders from iterator_train__* arguments)
 )
 
 

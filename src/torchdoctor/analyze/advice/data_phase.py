@@ -75,6 +75,8 @@ def data_loading(session: Mapping[str, Any]) -> list[Advice]:
                                          is_cuda(session))  # fmt: skip
     if fed and all(d.get("driver") == "transformers" for d in fed):
         fix, code = _trainer_form(fix, code)  # (the user writes no DataLoader there)
+    elif fed and all(d.get("driver") == "skorch" for d in fed):
+        fix, code = skorch_form(fix, code)
     if settings:
         evidence.append(settings)
     advice = Advice(
@@ -351,6 +353,25 @@ def _trainer_form(fix: str, code: str) -> tuple[str, str]:
                  + (f", dataloader_prefetch_factor={prefetch[-1]}" if prefetch else ""))  # fmt: skip
     return (f"The Trainer builds this DataLoader from TrainingArguments: set {arguments}. "
             f"In DataLoader terms: {fix}", f"TrainingArguments(..., {arguments})")
+
+
+def skorch_form(fix: str, code: str) -> tuple[str, str]:
+    """The fix and code in skorch's terms: a skorch net builds its DataLoaders itself and
+    passes them its ``iterator_train__*`` arguments (the README's classifier: no
+    ``DataLoader(...)`` in the script).
+
+    Example:
+        >>> code = "loader = DataLoader(ds)  # before\\nloader = DataLoader(ds, num_workers=2, persistent_workers=True, prefetch_factor=2)  # after"
+        >>> skorch_form("Use workers.", code)[1]
+        'net.set_params(iterator_train__num_workers=2, iterator_train__persistent_workers=True, iterator_train__prefetch_factor=2)'
+    """
+    after = code.split("# before", 1)[-1].split("DataLoader(", 1)[-1]
+    settings = re.findall(r"(num_workers|persistent_workers|pin_memory|prefetch_factor)=(\w+)",
+                          after)  # fmt: skip
+    arguments = ", ".join(f"iterator_train__{key}={value}" for key, value in settings)
+    return (f"The skorch net builds this DataLoader from its iterator_train__* arguments: "
+            f"NeuralNetClassifier(..., {arguments}) or net.set_params({arguments}). In "
+            f"DataLoader terms: {fix}", f"net.set_params({arguments})")
 
 
 def _describe(loader: Mapping[str, Any]) -> str:

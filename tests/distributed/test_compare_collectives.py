@@ -123,6 +123,28 @@ def test_communication_advice_follows_the_measured_cause():
     assert communication(quiet) == []  # 2% of the step exposed
 
 
+def test_fsdp_collectives_are_told_fewer_larger_units_and_no_reshard():
+    """FSDP2 (fully_shard per block, gloo, 2 ranks): 14 all-gathers and reduce-scatters of
+    0.43 MiB a step, 55% of the step exposed, no DDP bucket: no advice at all. Measured: the
+    root alone as one unit 1.7-2.0x faster, DDP 4x."""
+    gather = dict(_row("all_gather", 13, ms=27.0, exposed=27.0, calls=5.0, nbytes=422510.0),
+                  phase="forward")  # fmt: skip
+    again = _row("all_gather", 14, ms=21.0, exposed=21.0, calls=4.0, nbytes=526848.0)
+    scatter = _row("reduce_scatter", 14, ms=37.0, exposed=37.0, calls=5.0, nbytes=422510.0)
+    session = {"step_ms": {"median": 165.0}, "collectives": {
+        "total_ms_per_step": 85.0, "exposed_ms_per_step": 85.0, "ddp": [],
+        "by_site": [gather, again, scatter]}}  # fmt: skip
+    (item,) = communication(session)
+    assert "FSDP's collectives hold the step 52% of its time: make fewer" in item.title
+    assert any("4 all-gathers in backward" in line for line in item.evidence)
+    assert "reshard_after_forward=False" in item.fix and "DistributedDataParallel" in item.fix
+    big = {**session, "collectives": {**session["collectives"], "by_site": [
+        dict(r, bytes_per_call=64 * 2**20) for r in (gather, scatter)]}}  # (no backward gather)
+    (large,) = communication(big)
+    assert "moves little" not in large.fix and "keeps each unit" not in large.fix
+    assert large.title.endswith("use DDP if the model fits each device")
+
+
 def test_the_collectives_share_is_of_the_mean_step_everywhere():
     """A CPU DDP run: 2.34 ms of all-reduce per step read "115% of the step" in the advice
     (a detailed step's median) and 77.5% in the ranks summary (the mean step)."""

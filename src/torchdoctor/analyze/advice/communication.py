@@ -12,7 +12,10 @@ The remedy depends on what was measured, one advice per cause, most specific fir
    one or two buckets of >= 4 MiB of gradients: a smaller ``bucket_cap_mb`` (a quarter of
    them, below the current cap) starts all-reduces earlier; many small
    buckets: a larger one saves per-call latency; ``gradient_as_bucket_view=True`` when off;
-5. a call site with many small blocking collectives per step: coalesce them or ``async_op``.
+5. FSDP's all-gathers and reduce-scatters (no DDP buckets): fewer, larger units when each call
+   moves under 1 MiB, ``reshard_after_forward=False`` when backward all-gathers again, DDP when
+   the model fits each device;
+6. a call site with many small blocking collectives per step: coalesce them or ``async_op``.
 
 Example:
     >>> communication({"collectives": None})
@@ -117,6 +120,56 @@ def _ddp(section: Mapping[str, Any], rows: list, step: float, evidence: list[str
                   fix=fix, references=_REFS, heat=min(1.0, exposed / step))  # fmt: skip
 
 
+#: torch.distributed.fsdp.fully_shard on a CPU (gloo, 2 ranks, 4 blocks of 128-512-128, batch 64)
+_FSDP_MEASURED = ("measured on a CPU (gloo, 2 ranks, 4 blocks of 128-512-128): every block a "
+                  "unit 167-222 ms a step, reshard_after_forward=False 150-169 ms, the root "
+                  "alone 82-104 ms, DDP 40-43 ms")
+
+
+def _fsdp(rows: list, step: float, evidence: list[str]) -> Advice | None:
+    """FSDP's collectives: all-gathers (forward, and backward after a reshard) and
+    reduce-scatters (the gradients), exposed >= THRESHOLD of the step."""
+    gathers = [r for r in rows if r.get("kind") == "all_gather" and not r.get("ddp_bucket")]
+    scatters = [r for r in rows if r.get("kind") == "reduce_scatter"]
+    exposed = sum(float(r["exposed_ms_per_step"]) for r in gathers + scatters)
+    if not gathers or not scatters or exposed < THRESHOLD * step:
+        return None
+    calls = sum(float(r["calls_per_step"]) for r in gathers + scatters)
+    nbytes = sum(float(r.get("bytes_per_call") or 0) * float(r["calls_per_step"])
+                 for r in gathers + scatters)  # fmt: skip
+    again = [r for r in gathers if r.get("phase") == "backward"]
+    per_call = nbytes / max(calls, 1.0)
+    evidence = [*evidence, f"FSDP: {fmt_count(calls)} all-gathers and reduce-scatters per step, "
+                f"{per_call / 2**20:.2g} MiB a call on average, {fmt_ms(exposed)} exposed"]  # fmt: skip
+    fix = []
+    if per_call < LATENCY_BYTES:
+        fix.append("Each call moves little, so its fixed cost dominates: make fewer, larger "
+                   "FSDP units (fully_shard a list of blocks as one unit, or fewer levels) "
+                   "rather than every block.")  # fmt: skip
+    if again:
+        ms = sum(float(r["exposed_ms_per_step"]) for r in again)
+        evidence.append(f"{fmt_count(sum(float(r['calls_per_step']) for r in again))} "
+                        f"all-gathers in backward ({fmt_ms(ms)}): the parameters gathered in "
+                        "forward were freed and are gathered again")  # fmt: skip
+        fix.append("fully_shard(..., reshard_after_forward=False) keeps each unit's parameters "
+                   "gathered from forward to backward: no all-gather in backward, at the memory "
+                   "of the unsharded parameters.")  # fmt: skip
+    fix.append("If the model, its gradients and its optimizer state fit on each device, "
+               "DistributedDataParallel needs one all-reduce per gradient bucket instead "
+               f"({_FSDP_MEASURED}).")  # fmt: skip
+    return Advice(
+        rule="communication", confidence="low",
+        title=f"FSDP's collectives hold the step {pct(exposed, step):.0f}% of its time: "
+        + ("make fewer, larger units" if per_call < LATENCY_BYTES else "keep the parameters "
+           "gathered for backward" if again else "use DDP if the model fits each device"),
+        evidence=evidence, fix=" ".join(fix), references=[*_REFS, "torch.distributed.fsdp"],
+        heat=min(1.0, exposed / step),
+        code="for block in model.blocks:  # before: each block a unit\n    fully_shard(block)\n"
+        "for i in range(0, len(model.blocks), 4):  # after: 4 blocks a unit, kept for backward\n"
+        "    fully_shard(list(model.blocks[i:i + 4]), reshard_after_forward=False)",
+    )  # fmt: skip
+
+
 def _coalesce(rows: list, step: float, evidence: list[str]) -> Advice | None:
     small = [r for r in rows if not r.get("ddp_bucket") and float(r["calls_per_step"]) >= 4
              and float(r.get("bytes_per_call") or 0) < SMALL_CALL_BYTES
@@ -170,7 +223,8 @@ def communication(session: Mapping[str, Any]) -> list[Advice]:
         if float(cross.get("wait_ms_per_step") or 0.0) >= 0.5 * exposed:
             return [_balance(late, cross, evidence)]
     ddp_rows = [r for r in rows if r.get("ddp_bucket")]
-    advice = _ddp(section, ddp_rows, step, evidence) or _coalesce(rows, step, evidence)
+    advice = (_ddp(section, ddp_rows, step, evidence) or _fsdp(rows, step, evidence)
+              or _coalesce(rows, step, evidence))  # fmt: skip
     if advice is None:
         return []
     if late is None and not cross:

@@ -398,3 +398,19 @@ def test_blocks_whose_stochastic_depth_is_identity_in_the_first_are_one_stack():
     (item,) = dominant_module({"step_ms": {"median": 184.0}, "tree": tree})
     assert "backbone.blocks[0-11]" in item.title
     assert any("12 identical Block layers" in e for e in item.evidence)
+
+
+def test_a_sequential_models_own_items_are_labelled_as_a_stack_of_it():
+    """FSDP2 over nn.Sequential(block, block, block, block, head): its blocks read
+    "FSDPSequential.0..3"; the stack is "FSDPSequential[0-3]", as "h[0-3]" in a GPT."""
+    from torchdoctor.analyze.advice.dominant_stacks import candidates
+
+    def block(i):
+        return {"path": str(i), "name": str(i), "kind": "module", "type": "Sequential",
+                "total_ms": {"mean": 22.0}, "params": 1000,
+                "children": [{"path": f"{i}.0", "kind": "module", "type": "Linear"}]}  # fmt: skip
+    model = {"path": "FSDPSequential", "name": "FSDPSequential", "kind": "module",
+             "type": "FSDPSequential", "total_ms": {"mean": 95.0},
+             "children": [block(i) for i in range(4)]}  # fmt: skip
+    tree = {"kind": "root", "path": "", "total_ms": {"mean": 100.0}, "children": [model]}
+    assert [label for _, label, _ in candidates(tree, 100.0, 0.3, 0.8)] == ["FSDPSequential[0-3]"]

@@ -52,7 +52,10 @@ def repeated_group(
     first, last = label(best[0]), label(best[-1])
     prefix = first.rsplit(".", 1)[0] if "." in first else ""
     first_idx, last_idx = first.rsplit(".", 1)[-1], last.rsplit(".", 1)[-1]
-    name = f"{prefix}[{first_idx}-{last_idx}]" if prefix else f"{first}..{last}"
+    if prefix or (first.isdigit() and last.isdigit()):  # (an nn.Sequential model's own
+        name = f"{prefix}[{first_idx}-{last_idx}]"  # items: "[0-3]", its name put before)
+    else:
+        name = f"{first}..{last}"
     return best, name
 
 
@@ -169,6 +172,8 @@ def candidates(
         # the first model's paths are relative to it ("main"); with several models (a GAN's
         # Generator and Discriminator, each with a "main") the title says whose, and so it does
         # for a numbered child of an nn.Sequential model ("Sequential.0", not "0")
+        if top and text.startswith("["):  # (an nn.Sequential model's items: "Sequential[0-3]")
+            return f"{top}{text}"
         if top and (len(tops) > 1 or text.split(".", 1)[0].isdigit()) and text != top and (
             not text.startswith(top + ".")
         ):

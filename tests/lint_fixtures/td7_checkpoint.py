@@ -2,6 +2,7 @@
 
 import torch
 import torch.distributed as dist
+from accelerate import Accelerator
 
 
 def every_batch(model, loader, opt, path):
@@ -247,3 +248,17 @@ def zero_then_continue(model, loader, every):
         for p in model.parameters():  # expect: TD305
             p.grad.zero_()
         torch.save(model.state_dict(), "every.pt")  # near-miss: zeroing gradients is no step; saved every N
+
+
+def accelerator_by_another_name(model, loader, optimizer, out_dir, acc_history):
+    acc = Accelerator(mixed_precision="fp16")  # (a ControlNet script's name for it)
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    for step, batch in enumerate(loader):
+        acc.backward(model(**batch).loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        if acc.sync_gradients:
+            acc.save_state(out_dir)  # expect: TD711 (an Accelerator, named acc)
+            if step % 1000 == 0:
+                acc.save_state(out_dir)  # near-miss: every 1000 steps
+        acc_history.save(out_dir)  # near-miss: not bound to an Accelerator in this file

@@ -1,7 +1,8 @@
 """TD711: a checkpoint written on every training step.
 
 ``torch.save(model.state_dict(), path)`` (also ``model.save_pretrained(dir)``,
-``accelerator.save(...)`` / ``save_state(...)``, ``trainer.save_checkpoint(...)``, Lightning
+``accelerator.save(...)`` / ``save_state(...)`` (any name this file binds to
+``Accelerator(...)``), ``trainer.save_checkpoint(...)``, Lightning
 Fabric's ``fabric.save(...)``, the ``save_on_master(...)`` helper of the DeiT/DETR/DINO family)
 at the top level of a training loop's body serializes the whole state to disk every step: the
 step stalls for the write, and on CUDA every tensor is first copied to the host (a sync). Save
@@ -68,6 +69,9 @@ _TORCH_SAVE = frozenset({"torch.save", "torch.serialization.save"})
 #: receivers whose .save(...) / .save_state(...) / .save_model(...) write a checkpoint
 _FRAMEWORK = re.compile(r"(^|_)(accelerator|fabric)$", re.IGNORECASE)
 #: receivers whose .save_checkpoint(...) is a framework's (Lightning, DeepSpeed)
+#: classes whose objects' .save(...) / .save_state(...) write a checkpoint, whatever the
+#: variable holding one is named
+_FRAMEWORK_CLASSES = frozenset({"Accelerator", "Fabric"})
 _CHECKPOINTER = re.compile(r"(trainer|engine|fabric|accelerator)$", re.IGNORECASE)
 _LOADER = re.compile(r"loader|batches|dataset", re.IGNORECASE)
 _EVALUATION = re.compile(r"val|dev|test|eval", re.IGNORECASE)
@@ -130,7 +134,7 @@ class CheckpointRules(RuleVisitor):
         if name == "save_pretrained":
             return True
         if name in {"save", "save_state", "save_model"}:
-            return bool(_FRAMEWORK.search(last))
+            return bool(_FRAMEWORK.search(last)) or self._framework_object(receiver)
         if name == "save_on_master":
             return True
         if name == "save_checkpoint":
@@ -139,6 +143,18 @@ class CheckpointRules(RuleVisitor):
             if receiver == "self":
                 return self._saves_unconditionally(name, call)
         return False
+
+    def _framework_object(self, receiver: str) -> bool:
+        """``receiver`` is a name this file binds to ``Accelerator(...)`` or ``Fabric(...)``
+        (``acc = Accelerator(mixed_precision="fp16")``), whatever it is called."""
+        tree = self.context.tree
+        if tree is None or not receiver.isidentifier():
+            return False
+        return any(
+            isinstance(value, ast.Call)
+            and any(q.rsplit(".", 1)[-1] in _FRAMEWORK_CLASSES for q in self.callee(value))
+            for value in self.assigned_values(tree, receiver)
+        )
 
     def _saves_unconditionally(self, name: str, at: ast.Call | None) -> bool:
         """``def save_checkpoint(...)`` in this file (a method of the class around ``at``, or

@@ -248,3 +248,38 @@ def run_gcn(model, optimizer, criterion, x, labels, epochs):
     idx_val, idx_train = idx[:500], idx[500:]
     for _ in range(epochs):
         train_iter(model, optimizer, criterion, x, labels, idx_train)
+
+
+def matched_edge_loss(edge_logits, bonds, perm, node_mask):
+    # a graph VAE's matching: the target indexed by a CPU arange stays on the device
+    bonds_p = bonds[torch.arange(perm.shape[0])[:, None, None], perm[:, :, None], perm[:, None, :]]
+    nll = F.cross_entropy(edge_logits, bonds_p, reduction="none")
+    valid = nll[node_mask.bool()]  # expect: TD207
+    rows = torch.arange(perm.shape[0])[node_mask.any(1)]  # near-miss: the CPU arange is indexed, on the host
+    return valid.mean(), rows
+
+
+def train_graph_vae(model, loader, opt):
+    for x, bonds, perm, node_mask in loader:
+        edge_logits = model(x.cuda())
+        loss, _ = matched_edge_loss(edge_logits, bonds.cuda(), perm.cuda(), node_mask.cuda())
+        loss.backward()
+        opt.step()
+
+
+def mask_tokens(tokens, special, p=0.15):
+    selected = (torch.rand(tokens.shape, device=tokens.device) < p) & (tokens != special)
+    order = torch.argsort(torch.rand(tokens.shape, device=tokens.device), dim=-1)
+    return torch.where(selected, 4, tokens), selected, order
+
+
+def train_mlm(model, loader, opt):
+    for tokens, special in loader:
+        tokens, special = tokens.cuda(), special.cuda()
+        inp, selected, order = mask_tokens(tokens, special)
+        logits = model(inp)
+        loss = F.cross_entropy(logits[selected], tokens[selected])  # expect: TD207
+        first = logits[order[:, :8]]  # near-miss: the helper's indices (argsort), not a mask
+        loss = loss + first.mean()
+        loss.backward()
+        opt.step()

@@ -144,6 +144,8 @@ class MaskValues:
             values = self.assigned_values(scope, expr.id)
             if len(values) > 1:  # (keep = [] before keep = torch.cat(keep): the list it joins)
                 values = [v for v in values if not (isinstance(v, ast.List) and not v.elts)]
+            if not values and self._unpacked_masks(scope, expr.id, depth):
+                return True  # (inp, labels, selected = mask_tokens(tokens))
             if not values:  # (a parameter named as a mask: `def silog_loss(pred, gt, valid)`)
                 return expr.id in _parameters(scope) and (
                     _MASK_PARAMETER.search(expr.id) is not None  # (mask_indices given to
@@ -152,6 +154,36 @@ class MaskValues:
                 ) and not self._given_indices(scope, expr.id)
             return all(self._is_mask(v, scope, depth + 1) for v in values)
         return False
+
+    def _unpacked_masks(self, scope: ast.AST, name: str, depth: int) -> bool:
+        """``name`` is bound only by unpacking the tuple a function of the project returns
+        (``inp, labels, selected = mask_tokens(tokens)``), and every ``return`` of it gives a
+        mask at that position (an MLM's masking helper returning its selection)."""
+        found = False
+        for node in ast.walk(scope):
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Tuple)):  # fmt: skip
+                continue
+            names = [e.id if isinstance(e, ast.Name) else None for e in node.targets[0].elts]
+            if name not in names:
+                continue
+            if depth >= 2 or any(isinstance(e, ast.Starred) for e in node.targets[0].elts) or not (
+                    isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)):  # fmt: skip
+                return False
+            function = same_file_callee(node.value)
+            project = self.context.project
+            if function is None and project is not None:
+                function = project.module_function(node.value.func.id)
+            at = names.index(name)
+            returns = [n.value for n in ast.walk(function)
+                       if isinstance(n, ast.Return)] if function is not None else []  # fmt: skip
+            if not returns or not all(
+                isinstance(r, ast.Tuple) and len(r.elts) == len(names)
+                and self._is_mask(r.elts[at], function, depth + 1) for r in returns
+            ):  # fmt: skip
+                return False
+            found = True
+        return found
 
     def _given_indices(self, scope: ast.AST, name: str) -> bool:
         """Every call of the function ``scope`` in this file (or of the method, in the project's

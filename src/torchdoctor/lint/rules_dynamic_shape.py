@@ -235,6 +235,8 @@ class DynamicShapeRules(MaskValues, ForwardAndCallSyncs, RuleVisitor):
             if any(n.startswith(_HOST_MODULES) or n == "torch.from_numpy" for n in names):
                 return True
             if names & _CPU_FACTORIES and keyword(call, "device") is None:
+                if self._indexes_another(call, expr):
+                    continue  # (x[torch.arange(B)[:, None], perm]: an index, x's device)
                 node, up = call, self.parent(call)
                 while isinstance(up, ast.Attribute) and isinstance(self.parent(up), ast.Call):
                     if up.attr in {"to", "cuda"}:
@@ -243,6 +245,16 @@ class DynamicShapeRules(MaskValues, ForwardAndCallSyncs, RuleVisitor):
                     up = self.parent(node)
                 else:
                     return True
+        return False
+
+    def _indexes_another(self, call: ast.Call, top: ast.AST) -> bool:
+        """``call`` sits in the index of a subscript within ``top``: a tensor indexed by a CPU
+        tensor (``bonds[torch.arange(B)[:, None], perm]``) stays where the indexed one is."""
+        child, up = call, self.parent(call)
+        while up is not None and child is not top:
+            if isinstance(up, ast.Subscript) and child is up.slice:
+                return True
+            child, up = up, self.parent(up)
         return False
 
     def _tensor_value(self, value: ast.AST, scope: ast.AST, depth: int = 0) -> bool:

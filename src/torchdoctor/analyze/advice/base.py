@@ -37,6 +37,14 @@ from torchdoctor.session_read import (  # noqa: F401 (re-exported for the rules)
 
 CONFIDENCES = ("high", "medium", "low")
 
+#: what a script moved to channels_last must change beside the model and its input: a view
+#: that flattens a convolution's output raises there (ignite's MNIST example, clients round 21:
+#: `x = x.view(-1, 320)`, "view size is not compatible with input tensor's size and stride")
+CHANNELS_LAST_VIEW = (
+    " A .view() of a convolution's output (x.view(-1, 320) before a Linear layer) raises on a "
+    "channels_last tensor: use .reshape() or .flatten(1) there."
+)
+
 #: what a matrix multiply's fix adds on a CPU run where the CPU computes bfloat16 in hardware
 #: (``environment.bf16_native``): autocast pays off there too (measured by a user's run)
 CPU_BF16_NOTE = (

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from torchdoctor.analyze.advice.base import CHANNELS_LAST_VIEW
 from torchdoctor.analyze.advice.dominant_kinds import (
     CONTAINERS,
     HEAVY_LEAVES,
@@ -67,6 +68,7 @@ _CONV_CURE = (
     "layouts), bf16 under torch.autocast (on a GPU, or a CPU with bf16 units), "
     "torch.backends.cudnn.benchmark=True for "
     "fixed input shapes on CUDA, and fewer channels or a smaller input if the model allows."
+    + CHANNELS_LAST_VIEW
 )
 _CONV_REST = (("torch.channels_last", "torch.autocast", "torch.backends.cudnn.benchmark"),
               "channels_last")  # fmt: skip

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import (
+    CHANNELS_LAST_VIEW,
     CPU_BF16_NOTE,
     SPEEDUPS,
     Advice,
@@ -92,7 +93,8 @@ _KNOBS: dict[str, dict[str, Any]] = {
     "channels_last": {
         "speedup": "channels_last",
         "title": "Use channels_last memory format for the conv net",
-        "fix": "model = model.to(memory_format=torch.channels_last); same for the input batch.",
+        "fix": "model = model.to(memory_format=torch.channels_last); same for the input batch."
+        + CHANNELS_LAST_VIEW,
         "code": "model = model.to(memory_format=torch.channels_last)\n"
         "x = x.to(memory_format=torch.channels_last)",
         "ref": "torch.channels_last",

@@ -14,4 +14,7 @@ def train(model, loader, opt, device):
         counts = M.sum(dim=(1, 2)).clamp(min=1)  # near-miss: counted on the device
         sizes = torch.tensor([len(r) for r in t], device=device)  # near-miss: Python lengths
         scale = torch.tensor([float(w) for w in (0.5, 2.0)], device=device)  # near-miss: literals
-        print(counts.shape, sizes.shape, scale.shape)
+        lengths = torch.tensor([int(n) for n in (X != 0).sum(1)], device=device)  # expect: TD203
+        held = torch.randperm(8)
+        views = torch.tensor([int(k) for k in held[:2]], device=device)  # near-miss: a host tensor's elements
+        print(counts.shape, sizes.shape, scale.shape, lengths.shape, views.shape)

@@ -106,4 +106,18 @@ class HostLists:
         items = [expr.elt] if isinstance(expr, ast.ListComp) else getattr(expr, "elts", [])
         return any(isinstance(e, ast.Call) and len(e.args) == 1 and not e.keywords
                    and bool(set(self.callee(e)) & SCALAR_CASTS.keys())
-                   and self.looks_like_tensor(e.args[0]) for e in items)  # fmt: skip
+                   and (self.looks_like_tensor(e.args[0]) or self._element_of_a_tensor(e.args[0], expr))
+                   for e in items)  # fmt: skip
+
+    def _element_of_a_tensor(self, arg: ast.AST, comp: ast.AST) -> bool:
+        """``n`` of ``[int(n) for n in (tokens != PAD).sum(1)]``: each element of a device
+        tensor read on the host (not of one made there: ``for k in torch.randperm(4)[:2]``)."""
+        if not (isinstance(comp, ast.ListComp) and isinstance(arg, ast.Name)):
+            return False
+        for gen in comp.generators:
+            if isinstance(gen.target, ast.Name) and gen.target.id == arg.id:
+                base = gen.iter
+                while isinstance(base, ast.Subscript):
+                    base = base.value
+                return self.looks_like_tensor(gen.iter) and not self.host_made(base)
+        return False

@@ -72,3 +72,16 @@ def softmax_before_mask(e, adj):
     p = torch.softmax(e, dim=-1)
     q = torch.where(adj > 0, p, torch.zeros_like(p))
     return q
+
+
+def multi_head_scores(s, t, adj, v):
+    # a batched multi-head GAT: the adjacency broadcast over the heads
+    e = F.leaky_relu(s.unsqueeze(2) + t.unsqueeze(1), 0.2)  # (B, N, N, heads)
+    e = e.masked_fill(adj.unsqueeze(-1) == 0, float("-inf"))  # expect: TD514
+    return torch.einsum("bijh,bjhd->bihd", torch.softmax(e, dim=2), v)
+
+
+def causal_heads(scores, causal_mask, v):
+    # a causal mask broadcast over the heads is no adjacency: no finding
+    scores = scores.masked_fill(causal_mask.unsqueeze(1) == 0, float("-inf"))
+    return scores.softmax(-1) @ v

@@ -56,6 +56,9 @@ _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _SOFTMAX = frozenset({"torch.softmax", "torch.nn.functional.softmax", "torch.special.softmax"})
 #: what keeps a mask a mask: ``adj.bool()``, ``adj.to_dense()``, ``(adj > 0).float()``
 _MASK_METHODS = frozenset({"bool", "to_dense", "float", "byte", "long", "int", "logical_not"})
+#: what broadcasts it over heads or a batch: ``adj.unsqueeze(-1)``, ``adj.expand(B, H, N, N)``
+_SHAPE_METHODS = frozenset({"unsqueeze", "view", "reshape", "expand", "expand_as", "repeat",
+                            "permute", "transpose", "squeeze"})  # fmt: skip
 
 
 def _adjacency_name(node: ast.AST) -> str | None:
@@ -65,6 +68,8 @@ def _adjacency_name(node: ast.AST) -> str | None:
     Example:
         >>> _adjacency_name(ast.parse("self.adj_mat > 0", mode="eval").body)
         'self.adj_mat'
+        >>> _adjacency_name(ast.parse("adj.unsqueeze(1) == 0", mode="eval").body)
+        'adj'
         >>> _adjacency_name(ast.parse("causal_mask == 0", mode="eval").body) is None
         True
     """
@@ -79,6 +84,8 @@ def _adjacency_name(node: ast.AST) -> str | None:
         return _adjacency_name(node.operand)
     if isinstance(node, ast.Call) and not node.args and method_name(node) in _MASK_METHODS:
         return _adjacency_name(node.func.value)  # type: ignore[attr-defined]
+    if isinstance(node, ast.Call) and method_name(node) in _SHAPE_METHODS:
+        return _adjacency_name(node.func.value)  # type: ignore[attr-defined]  # (over heads)
     if isinstance(node, ast.Subscript):
         return _adjacency_name(node.value)
     if isinstance(node, (ast.Name, ast.Attribute)):

@@ -277,3 +277,21 @@ def test_a_whole_run_session_reads_as_the_whole_run_not_one_step_after_a_warm_up
     assert "warm-up" not in text.split("## Breakdown")[0]
     one = {**base, "steps": [{"ms": 10.0}], "config": {**base["config"], "steps": 1, "warmup": 1}}
     assert "1 step(s) profiled after 1 warm-up" in render_markdown(one)
+
+
+def test_a_models_part_called_outside_the_model_is_named_by_its_path_in_it():
+    """zuko's NSF (clients round 21): `flow(c).log_prob(x)` runs each transform's `hyper`
+    network after the flow's forward returned: three rows straight under the step, all
+    named `hyper`; they read as `transform.transforms.0.hyper` ... now."""
+    from torchdoctor.render.tree import render_tree_text
+
+    session = slow_session()
+    leaf = next(c for c in session["tree"]["children"] if c.get("kind") == "module")
+    top, part = leaf["path"], {**leaf, "name": "hyper", "path": "transform.transforms.1.hyper"}
+    session["tree"]["children"].append(part)
+    text = render_tree_text(session)
+    assert "─ transform.transforms.1.hyper " in text and "─ hyper " not in text
+    assert f"─ {top} " in text  # (the model, its path its name: as before)
+    nested = {**part, "children": [{**leaf, "name": "fc", "path": "transform.transforms.1.hyper.fc"}]}
+    session["tree"]["children"][-1] = nested  # (below a row: its name, as before)
+    assert "─ fc " in render_tree_text(session)

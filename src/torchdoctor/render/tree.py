@@ -336,9 +336,17 @@ def display_name(node: dict[str, Any], parent_path: str = "") -> str:
         'wte'
         >>> display_name({"kind": "group", "name": "0[0-1]", "path": "m.downs.0[0-1]"}, "m")
         'downs.0[0-1]'
+        >>> display_name({"kind": "module", "name": "hyper", "path": "transform.transforms.0.hyper"})
+        'transform.transforms.0.hyper'
+
+    A model's part called outside the model, straight under the step (zuko's flows run their
+    transforms' ``hyper`` networks from ``log_prob``, after ``flow(c)`` returned: three root
+    rows all named ``hyper``), is shown by its path in the model.
     """
     name = str(node.get("name"))
     path = str(node.get("path") or "")
+    if node.get("kind") == "module" and not parent_path and path.endswith("." + name):
+        return path
     item = name.isdigit() if node.get("kind") == "module" else (
         node.get("kind") == "group" and name[:1].isdigit())  # (a group of items: 0[0-1])
     if not item or not path.endswith("." + name):

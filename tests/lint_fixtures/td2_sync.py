@@ -154,6 +154,8 @@ def train_with_config(model, loader, opt, cfg, kl_weight):
         norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # expect: TD201
         curve = np.asarray(loss.detach())  # expect: TD201
         ok = np.asarray(cfg.loss_weight)  # a setting, not a tensor
+        print("loss scale: {}".format(cfg.scaler.loss_scale))  # near-miss: a loss scaler's float
+        print("logit scale: {}".format(model.logit_scale))  # expect: TD201 (CLIP's parameter)
         torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)  # returns None: no sync
 
 

@@ -15,10 +15,12 @@ TENSOR_NAME = re.compile(
     r"(^|_)(loss|losses|logits?|acc|accuracy|grad_norm|total_norm|nll|kl|elbo)(_|\d|$)",
     re.IGNORECASE,
 )
-#: ...unless the name ends like a setting about that value: ``kl_weight``, ``loss_fn``
+#: ...unless the name ends like a setting about that value: ``kl_weight``, ``loss_fn``, mixed
+#: precision's ``loss_scale`` (a Python float in apex's and Tacotron 2's loss scalers; CLIP's
+#: ``logit_scale`` is a parameter: still a tensor)
 NOT_TENSOR_SUFFIX = re.compile(
     r"_(weight|weights|coef|coeff|factor|fn|func|type|name|names|mode|cfg|config|key|keys|"
-    r"threshold|thresh|steps?|every|freq|interval|eps|beta|alpha|lambda|lam)$",
+    r"threshold|thresh|steps?|every|freq|interval|eps|beta|alpha|lambda|lam)$|(?<=loss)_scale$",
     re.IGNORECASE,
 )
 REDUCTIONS = frozenset(

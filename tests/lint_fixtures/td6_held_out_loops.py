@@ -46,3 +46,30 @@ def fit_with_hooks(net, loader, val_dl, opt, epochs, log):
         # near miss: the held-out loop runs no module (only logs its sizes)
         for x, y in val_dl:
             log(len(x))
+
+
+class Solver:  # Demucs' solver: the epoch loop's steps run in a method of the class
+    def train(self):
+        for epoch in range(self.epochs):
+            self.model.train()
+            self._run_one_epoch(epoch)
+            self.model.eval()  # near miss: validation below runs under no_grad
+            with torch.no_grad():
+                valid = self._run_one_epoch(epoch, train=False)
+            state = self.model.state_dict()
+            self.history.append((valid, state))
+
+    def _run_one_epoch(self, epoch, train=True):
+        total = 0.0
+        for x, y in (self.train_loader if train else self.valid_loader):
+            loss = torch.nn.functional.l1_loss(self.model(x), y)
+            if train:
+                loss.backward()
+                self.optimizer.step()
+            total += loss.detach()
+        return total
+
+    def evaluate(self):
+        self.model.eval()
+        for x, y in self.test_loader:  # expect: TD602
+            self.model(x)

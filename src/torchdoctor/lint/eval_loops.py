@@ -116,8 +116,10 @@ def held_out_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
 
 def _trains(call: ast.Call) -> bool:
     """``ppo_step(policy, optimizer, batch)``: a function of the file that runs a backward pass
-    somewhere in its body (its own epoch and minibatch loops included)."""
-    function = same_file_callee(call) if isinstance(call.func, ast.Name) else None
+    somewhere in its body (its own epoch and minibatch loops included); also a method of the
+    class (Demucs' solver: ``self._run_one_epoch(epoch)`` in its epoch loop)."""
+    function = same_file_callee(call) if isinstance(call.func, ast.Name) or (
+        isinstance(call.func, ast.Attribute) and dotted(call.func.value) == "self") else None
     return function is not None and any(
         isinstance(c, ast.Call) and method_name(c) == "backward" for c in ast.walk(function))
 

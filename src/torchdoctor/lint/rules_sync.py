@@ -11,6 +11,7 @@ from torchdoctor.lint.rules_precision import is_model_like
 from torchdoctor.lint.rules_sync_forward import ForwardAndCallSyncs
 from torchdoctor.lint.rules_sync_solver import RULES as SOLVER_RULES
 from torchdoctor.lint.rules_sync_solver import ConvergenceSyncs
+from torchdoctor.lint.side_branches import skipped_branch
 from torchdoctor.lint.syntax import after_warmup, every_step_of, root_name
 from torchdoctor.lint.tensor_values import TensorValues, copied_to_host_first
 from torchdoctor.lint.visitor import (
@@ -199,14 +200,7 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
     def skip_sync(self, node: ast.AST, context: ast.AST) -> bool:
         """Not every step: ``node`` sits in a branch that ends the run (``if not
         math.isfinite(loss_value): print(...); sys.exit(1)``), so it runs at most once."""
-        child, parent = node, self.parent(node)
-        while parent is not None and parent is not context:
-            if isinstance(parent, ast.If) and child is not parent.test:
-                branch = parent.body if any(s is child for s in parent.body) else parent.orelse
-                if branch and _ends_the_run(branch[-1], self):
-                    return True
-            child, parent = parent, self.parent(parent)
-        return False
+        return skipped_branch(self, node, context)  # (also a branch for another device: mps)
 
     def visit_Call(self, node: ast.Call) -> None:
         names = self.callee(node)
@@ -433,7 +427,6 @@ _LOGGER_READS = frozenset({"add_scalar", "add_scalars", "add_histogram"})
 _NUMPY_CONVERSIONS = frozenset({"numpy.array", "numpy.asarray", "numpy.float32", "numpy.float64"})
 #: math functions of a float: given a tensor, they read it (Tacotron 2's math.isnan(grad_norm))
 _MATH_READS = frozenset(f"math.{f}" for f in ("isnan", "isinf", "isfinite", "sqrt", "log", "exp"))
-_EXITS = frozenset({"sys.exit", "builtins.exit", "builtins.quit", "os._exit", "os.abort"})
 
 
 #: the fix of a host read that decides a branch
@@ -442,9 +435,3 @@ _BRANCH_FIX = (
     "(torch.where / a mask instead of the branch); for a non-finite check, GradScaler skips "
     "such steps by itself and clip_grad_norm_(..., error_if_nonfinite=True) raises"
 )
-
-
-def _ends_the_run(stmt: ast.AST, rules: RuleVisitor) -> bool:
-    """``raise ...`` or ``sys.exit(...)`` / ``exit()`` / ``os._exit(...)``."""
-    return isinstance(stmt, ast.Raise) or (isinstance(stmt, ast.Expr) and isinstance(
-        stmt.value, ast.Call) and bool(rules.callee(stmt.value) & _EXITS))  # fmt: skip

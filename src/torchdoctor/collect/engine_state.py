@@ -194,6 +194,7 @@ def _settings(optimizer: Any, _optimizer: Any, driver: str | None) -> dict[str, 
         "fused": group.get("fused"),
         "foreach": group.get("foreach"),
         "momentum": group.get("momentum"),  # (SGD: without it, fused gains nothing)
+        "history_size": group.get("history_size"), "max_iter": group.get("max_iter"),  # (LBFGS)
         "device": device,
         "params": len(params),
         "numel": sum(p.numel() for p in params),

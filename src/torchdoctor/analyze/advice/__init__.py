@@ -54,6 +54,7 @@ from torchdoctor.analyze.advice.host_batch import host_batch
 from torchdoctor.analyze.advice.hot_lines import hot_line_advice
 from torchdoctor.analyze.advice.knobs import engine_knobs
 from torchdoctor.analyze.advice.knobs_measured import with_tune
+from torchdoctor.analyze.advice.lbfgs import lbfgs_bookkeeping
 from torchdoctor.analyze.advice.library_loop import library_loop
 from torchdoctor.analyze.advice.library_syncs import library_syncs
 from torchdoctor.analyze.advice.lint_hot import lint_findings
@@ -111,6 +112,7 @@ RULES: tuple[Callable[[Mapping[str, Any]], list[Advice]], ...] = (
     python_outside_torch,
     host_batch,
     optimizer_step,
+    lbfgs_bookkeeping,
     dropout_share,
     padding_waste,
     unused_outputs,

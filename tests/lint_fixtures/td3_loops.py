@@ -397,3 +397,17 @@ def compact_vocab(train, valid):
     uniq = sorted(set(train.tolist()) | set(valid.tolist()))  # expect: TD302
     remap = {v: i for i, v in enumerate(uniq)}
     return torch.tensor([remap[v] for v in train.tolist()], dtype=torch.long)
+
+
+def match_per_graph(model, loader, opt, simulate):
+    # a graph VAE's matching in its training loop: the solver's columns come back to the
+    # device, which solving there (TD303's advice) removes too: one finding, the solver's
+    for x, tgt in loader:
+        sim = model(x.cuda()) @ tgt.cuda().T
+        rows, cols = lsa(-sim.detach().cpu().numpy())  # expect: TD303
+        perm = torch.as_tensor(cols, device=sim.device)  # near-miss: TD303's result
+        state, r = simulate(perm.tolist())  # expect: TD201
+        again = torch.tensor(state, device="cuda")  # expect: TD203
+        loss = sim[rows, perm].sum() + again.sum()
+        loss.backward()
+        opt.step()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 
 from torchdoctor.lint.loop_shapes import steps_an_environment
+from torchdoctor.lint.rules_loops import LSA
 from torchdoctor.lint.tensors import SCALAR_CASTS
 from torchdoctor.lint.visitor import HOST_COPY_METHODS, dotted, method_name
 
@@ -38,6 +39,8 @@ class HostLists:
         """A name in ``expr`` unpacked from a call that takes tensor data copied to Python
         (``states, r = simulate(states, actions.tolist())``): host data every iteration
         (``assigned_values`` pairs names with values only when both sides are tuples). An
+        assignment solver's result is TD303's (``rows, cols = linear_sum_assignment(c.cpu())``:
+        solving on the device removes the copy back too). An
         environment's step is no such call (``obs, r, done, info = env.step(a.cpu().numpy())``):
         its observations are new host data, not the tensor data it was given.
 
@@ -52,7 +55,7 @@ class HostLists:
         names = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
         for node in ast.walk(scope):
             if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
-                    and not steps_an_environment(node.value) and any(isinstance(t, ast.Tuple) and names & {e.id for e in t.elts
+                    and not steps_an_environment(node.value) and not self.callee(node.value) & LSA and any(isinstance(t, ast.Tuple) and names & {e.id for e in t.elts
                             if isinstance(e, ast.Name)} for t in node.targets)
                     and any(method_name(c) in HOST_COPY_METHODS
                             for c in ast.walk(node.value) if isinstance(c, ast.Call))):  # fmt: skip

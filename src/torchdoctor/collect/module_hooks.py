@@ -187,6 +187,12 @@ class ModuleHooksSwitch:
         # (never removed while torch runs these hooks: it iterates their dict itself)
         return _module.register_module_module_registration_hook(registered).remove
 
+    def built(self) -> list[Any]:
+        """The modules built while profiling that got children, the script's models (no
+        module's part) first, then their parts (``watch_new``)."""
+        parents = list(self._parents)
+        return [m for m in parents if m not in self._parts] + list(self._parts)
+
     def count(self, modules: list[Any], counter: Callable[[Any, Any], None]) -> None:
         """No recording hooks; ``counter(module, args)`` alone on ``modules`` (a pre-hook
         each): a training loop's light steps count their outermost model calls (an evaluation

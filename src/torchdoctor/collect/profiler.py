@@ -78,6 +78,7 @@ from torchdoctor.collect.schedule import DETAIL_BUDGET, DetailSchedule
 from torchdoctor.collect.script_options import forget_options
 from torchdoctor.collect.state import STATE
 from torchdoctor.collect.step_queue import StepQueue
+from torchdoctor.collect.unhooked_models import unhooked_note
 from torchdoctor.session import Session
 
 _MARKER, _MODULE = StepBoundary.MARKER, StepBoundary.MODULE
@@ -303,6 +304,9 @@ class Profiler(StepCycle, HookEvents):
             audit = self._exit_sync_audit()
             self._rec.release_handles()
             self._hooks.remove()
+        unhooked = unhooked_note(self._module_hooks.built())  # (gpytorch's models)
+        if unhooked:
+            state.notes.append(unhooked)
         probe_module_calls(self._rec, self.state, time.perf_counter() - self._started_s)
         state.run_ms = 1e3 * (time.perf_counter() - self._started_s)  # (start to stop)
         if state.first_kept_ns is not None:  # (the time before it: start-up and warm-up)

@@ -13,7 +13,19 @@ class LibModule(nn.Module):  # as gpytorch.Module: forward without nn.Module.__c
         return self.forward(*inputs, **kwargs)
 
 
-class GPModel(LibModule):
+class ExactLike(LibModule):  # as gpytorch's ExactGP: checks, then the base's __call__
+    def __call__(self, *inputs, **kwargs):
+        return super().__call__(*inputs, **kwargs)
+
+
+class PyroLike(nn.Module):  # as Pyro's PyroModule: its context, then nn.Module.__call__
+    def __call__(self, *args, **kwargs):
+        with torch.no_grad():
+            pass
+        return super().__call__(*args, **kwargs)
+
+
+class GPModel(ExactLike):
     def __init__(self):
         super().__init__()
         self.raw = nn.Parameter(torch.zeros(()))
@@ -48,3 +60,4 @@ def test_a_plain_model_and_torchs_own_wrappers_get_no_note():
     from torchdoctor.collect.unhooked_models import own_call
 
     assert own_call(torch.compile(nn.Linear(1, 1))) is None  # (it calls the module it wraps)
+    assert own_call(PyroLike()) is None and own_call(GPModel()) is LibModule

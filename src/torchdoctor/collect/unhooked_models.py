@@ -29,11 +29,14 @@ import torch
 
 #: the most class names a note lists
 MAX_NAMED = 3
+#: names a ``__call__`` that passes the call on to its base class's uses
+_FORWARDS = frozenset(("super", "__call__", "_call_impl", "_wrapped_call_impl"))
 
 
 def own_call(module: Any) -> type | None:
-    """The class that defines ``__call__`` for ``module`` when it is not ``nn.Module`` nor a
-    class of torch's own, else None.
+    """The class whose ``__call__`` runs ``module``'s forward itself (the first in its MRO
+    that does not pass the call on to its base's), when it is not ``nn.Module`` nor a class
+    of torch's own, else None.
 
     Example:
         >>> own_call(torch.nn.Linear(1, 1)) is None
@@ -43,7 +46,11 @@ def own_call(module: Any) -> type | None:
         if "__call__" in vars(cls):
             if cls is torch.nn.Module or cls.__module__.split(".")[0] == "torch":
                 return None
-            return cls
+            code = getattr(vars(cls)["__call__"], "__code__", None)
+            if code is None or not _FORWARDS.intersection(code.co_names):
+                return cls
+            # (it passes the call on: Pyro's PyroModule, super().__call__ in its context;
+            # gpytorch's ExactGP to gpytorch's Module, which calls forward itself)
     return None
 
 

@@ -202,3 +202,27 @@ def embedding_gradient_session(optimizer: str = "SGD", head_params: int = 0):
     environment = {**session.get("environment", {}), "optimizers": [{"type": optimizer}]}
     return {**session, "step_ms": {"median": 50.0, "mean": 50.0}, "tree": root,
             "environment": environment}
+
+
+def _lbfgs_session():
+    """The slow session stepped by LBFGS whose own work is 60% of the detailed steps."""
+    from reports_sessions import slow_session
+
+    session = slow_session()
+    session["phases"] = {"forward": {"median": 50.0}, "backward": {"median": 30.0},
+                         "optimizer": {"median": 120.0}}  # fmt: skip
+    session["environment"]["optimizers"] = [{"type": "LBFGS", "history_size": 100}]
+    return session
+
+
+def _contention_session():
+    """The slow session on a busy machine: each step waited a third of its time for a core."""
+    from reports_sessions import slow_session
+
+    steps = [{"index": i, "wall_ms": 30.0, "cpu_ms": 20.0, "cpu_wait_ms": 10.0, "phases": {}}
+             for i in range(9)]  # fmt: skip
+    return {**slow_session(), "steps": steps}
+
+
+#: crafted sessions of rules named by function (test_reports_advice.py's CRAFTED)
+MORE_CRAFTED = {"cpu_contention": _contention_session, "lbfgs_bookkeeping": _lbfgs_session}

@@ -23,6 +23,7 @@ from reports_sessions import (
     slow_session,
 )
 from reports_sessions_crafted import (
+    MORE_CRAFTED,
     after_steps_session,
     communication_session,
     dropout_session,
@@ -76,8 +77,7 @@ CRAFTED = {
     "dropout_share": dropout_session,
     "single_long_step": single_long_step_session,
     "cpu_oversubscription": oversubscribed_session,
-    "cpu_contention": lambda: {**slow_session(), "steps": [{"index": i, "wall_ms": 30.0,  # (a
-        "cpu_ms": 20.0, "cpu_wait_ms": 10.0, "phases": {}} for i in range(9)]},  # busy machine)
+    **MORE_CRAFTED,  # (a busy machine, LBFGS's bookkeeping)
     "padding_waste": padding_session,
     "kernel_page_faults": page_faults_session,
     "worker_respawn": respawn_session,

@@ -55,6 +55,7 @@ from torchdoctor.analyze.advice.dominant_lines import NO_FACTS, LineFacts, line_
 from torchdoctor.analyze.advice.dominant_remedies import REMEDIES, Remedy, attention_code
 from torchdoctor.analyze.advice.dominant_stacks import candidates
 from torchdoctor.analyze.advice.dominant_stacks import label as label_of
+from torchdoctor.analyze.advice.double_backward import gradient_graph_part
 from torchdoctor.analyze.advice.knobs import slow_backward_note
 from torchdoctor.analyze.advice.knobs_layout import layout_realized
 from torchdoctor.analyze.advice.ops_table import OPS_FOR, ops_for  # noqa: F401 (re-exported)
@@ -206,6 +207,10 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             )
         fwd = sum(_fwd(c) for c in group) if group else _fwd(node)
         bwd = part_ms - fwd
+        through = gradient_graph_part(session, label, fwd, bwd, step)  # (not the module's)
+        if through is not None:
+            advice.append(through)
+            continue
         if bwd > 0:
             evidence.append(f"forward {fmt_ms(fwd)}, backward {fmt_ms(bwd)}")
         measured = measured_attention(node, group)  # (need_weights=False timed on its shapes)

@@ -46,3 +46,30 @@ def test_a_vectorized_jacobian_and_a_plain_backward_are_no_loop_of_passes():
             net(torch.randn(2, 4)).sum().backward()
             prof.step()
     assert "grad_passes" not in prof.session.to_dict()
+
+
+def test_a_losss_derivatives_taken_in_forward_keep_the_forward_phase():
+    """A PINN's residual: u_x by torch.autograd.grad(create_graph=True), then more forward
+    work. After the pass the phase fell back to 'other', and the residual's lines read as work
+    between steps; a grad pass without create_graph (a manual update's) still ends forward."""
+    from torchdoctor.collect.phases import PhaseMachine
+
+    seen = []
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    with torchdoctor.Profiler(syncs=False, detail="always", hot_lines=False) as prof:
+        for _ in range(4):
+            x = torch.rand(64, 2, requires_grad=True)
+            u = net(x)
+            (du,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+            seen.append(prof._rec.phases.phase)  # (the residual's next line)
+            loss = (du[:, :1] + u).pow(2).mean()
+            grads = torch.autograd.grad(loss, list(net.parameters()))
+            seen.append(prof._rec.phases.phase)  # (after the step's own gradients)
+            with torch.no_grad():
+                for p, g in zip(net.parameters(), grads):
+                    p -= 1e-3 * g
+            opt.step()
+            prof.step()
+    assert seen[:2] == ["forward", "other"] and isinstance(prof._rec.phases, PhaseMachine)

@@ -312,6 +312,7 @@ class HookEvents:
                 rec.phases.pop()
         rec.split_open_regions(rec.phases.phase != "backward")
         rec.phases.push("backward")
+        self._in_forward.append(grad and graph_kept)  # (a loss's derivatives: forward goes on)
 
     @_timed_event
     def _backward_leave(self) -> None:
@@ -322,7 +323,7 @@ class HookEvents:
             if rec.count_memory:  # saved activations: one pass's (gradient accumulation's
                 self._saved.off()  # next micro-batch reuses the freed memory: half counted)
         rec.resume_open_regions()
-        rec.phases.pop_backward()
+        rec.phases.pop_backward(bool(self._in_forward and self._in_forward.pop()))
         mode = self.state.boundary
         if mode is _BACKWARD:
             self._cut()

@@ -84,12 +84,22 @@ class PhaseMachine:
             self.stack.pop()
         self._mark(self.stack[-1][0])
 
-    def pop_backward(self) -> None:
-        """Leave backward: a forward switched on before it returns to what it replaced."""
+    def pop_backward(self, in_forward: bool = False) -> None:
+        """Leave backward: a forward switched on before it returns to what it replaced, unless
+        the pass was part of it (``in_forward``: a ``grad`` pass with ``create_graph=True``, a
+        PINN's derivatives, whose loss the forward goes on computing).
+
+        Example:
+            >>> machine = PhaseMachine(now=iter(range(100)).__next__)
+            >>> machine.begin_step(); machine.enter_forward()
+            >>> machine.push("backward"); machine.pop_backward(in_forward=True)
+            >>> machine.phase, (machine.push("backward"), machine.pop_backward(), machine.phase)[2]
+            ('forward', 'other')
+        """
         if len(self.stack) > 1:
             self.stack.pop()
         top = self.stack[-1]
-        if top[0] == "forward" and top[1] is not None:
+        if top[0] == "forward" and top[1] is not None and not in_forward:
             top[0], top[1] = top[1], None
         self._mark(top[0])
 

@@ -167,6 +167,7 @@ class Profiler(StepCycle, HookEvents):
         self._lines: Any = None  # the hot-lines collector (collect/lines.py), when hot_lines
         self._other: Any = None  # ... and the other phase's sampler (collect/other_sampler.py)
         self._grad_passes = GradPasses()  # autograd.grad passes by line (collect/grad_passes.py)
+        self._in_forward: list[bool] = []  # per open backward pass: a loss's derivatives
         self._audited = True  # the running step is audited for syncs
         self._audit_calls = 0  # the paced audits' function-level calls at the last boundary
         # crash safety (collect/checkpoint.py): the session so far, written on a schedule

@@ -21,3 +21,24 @@ def test_a_helper_called_from_a_lambda_is_checked_for_an_eval_model():
         "# the family runs on a file that projects (proj) something\n"
     )
     assert "TD000" not in _codes(source)
+
+
+def test_a_comprehension_whose_calls_train_is_looked_into_without_a_body():
+    """TD602's walk into a loop that trains read a comprehension's body: a MAML script's
+    `torch.stack([finetune_eval(model, t) for t in val_tasks])` in its meta-training loop,
+    finetune_eval running backward, was "internal error (AttributeError: 'ListComp' object
+    has no attribute 'body')" and the file's other findings were lost."""
+    source = (
+        "import torch\n"
+        "def finetune_eval(model, task):\n"
+        "    model(task).sum().backward()\n"
+        "def meta_train(model, loader, val_tasks, opt):\n"
+        "    for x in loader:\n"
+        "        model(x).sum().backward()\n"
+        "        opt.step()\n"
+        "        acc = torch.stack([finetune_eval(model, t) for t in val_tasks])\n"
+        "        total += loss.item()\n"
+    )
+    codes = _codes(source)
+    assert "TD000" not in codes
+    assert "TD201" in codes

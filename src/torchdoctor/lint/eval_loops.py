@@ -82,9 +82,19 @@ def eval_loops(rule: Any, body: list[ast.AST]) -> Iterator[ast.AST]:
     for loop in top_loops(rule, body):
         if any(isinstance(call, ast.Call) and (method_name(call) == "backward" or _trains(call))
                for call in ast.walk(loop)):  # fmt: skip
-            yield from eval_loops(rule, loop.body)  # type: ignore[attr-defined]
+            yield from eval_loops(rule, _inside(loop))
         else:
             yield loop
+
+
+def _inside(loop: ast.AST) -> list[ast.AST]:
+    """A loop's statements; a comprehension's element (``[finetune(m, t) for t in tasks]``,
+    whose call trains, has no body)."""
+    if isinstance(loop, (*FOR, ast.While)):
+        return loop.body
+    if isinstance(loop, ast.DictComp):
+        return [loop.key, loop.value]
+    return [loop.elt]  # type: ignore[attr-defined]
 
 
 #: a loader of held-out data by its name (``val``, ``val_loader``, ``test_dl``, ``dev_data``)

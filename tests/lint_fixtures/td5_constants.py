@@ -168,3 +168,11 @@ def discounted_tail(xs):
     for i in range(len(xs) - 2, -1, -1):  # a countdown whose variable reaches no call
         total = total + xs[i] * torch.tensor(0.5, device=total.device)  # near-miss: not a sampler's loop
     return total
+
+
+def latent_ode_step(model, opt, loader, dev, noise_std):
+    for x in loader:
+        noise_lv = torch.tensor([2.0 * math.log(0.1)], device=dev)  # expect: TD511
+        obs_lv = torch.tensor([2.0 * math.log(noise_std)], device=dev)  # near-miss: a variable's log
+        ((model(x) - x) ** 2 / noise_lv.exp() + obs_lv).sum().backward()
+        opt.step()

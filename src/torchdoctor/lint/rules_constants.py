@@ -133,7 +133,8 @@ class ConstantRules(PerStepCalls, RuleVisitor):
 
     def _constant_numbers(self, node: ast.AST, bound: frozenset[str] = frozenset()) -> int:
         """How many numbers a list/tuple literal holds whose items are arithmetic on numbers
-        and on the module's number constants (``[HARTREE_TO_MEV / 1000.0, 2 * PI]``); 0 when
+        and on the module's number constants (``[HARTREE_TO_MEV / 1000.0, 2 * PI]``, and
+        ``math.log(0.1)`` of such numbers); 0 when
         an item is anything else. A list comprehension of such arithmetic on its variables
         over ``range(...)`` of such numbers (``[2.3125 + 0.3125 * i for i in range(BINS -
         1)]``: distogram bin edges) counts as two or more; ``bound`` holds its variables.
@@ -167,6 +168,10 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             return 1 if self._module_constant(node.id) == 1 and self._scalar_constant(node.id) else 0
         if isinstance(node, ast.Attribute) and self.qualified_names(node) & _MATH_CONSTANTS:
             return 1  # ([0.01 / math.pi]: a PINN's viscosity)
+        if isinstance(node, ast.Call) and node.args and not node.keywords and all(
+            self._constant_numbers(a, bound) == 1 for a in node.args
+        ) and self.callee(node) & _MATH_CALLS:
+            return 1  # ([2.0 * math.log(0.1)]: a latent ODE's fixed noise log-variance)
         return numbers_in_literal(node)
 
     def _attribute_constant(self, attr: ast.Attribute) -> int:
@@ -289,6 +294,8 @@ _MATH_CONSTANTS = frozenset(f"{m}.{c}" for m in ("math", "numpy", "torch")
 #: torch functions of one number that the math module computes on a Python float
 _MATH = frozenset({"log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "sin",
                    "cos", "tan", "tanh", "atan", "erf", "lgamma"})  # fmt: skip
+#: the same functions on Python numbers (math.log(0.1)): a number of a literal's arithmetic
+_MATH_CALLS = frozenset(f"{m}.{f}" for m in ("math", "numpy") for f in _MATH)
 
 
 def _math_of(call: ast.Call, parent: ast.AST | None, numbers: int, callee) -> str | None:

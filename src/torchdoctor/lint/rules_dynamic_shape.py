@@ -218,7 +218,7 @@ class DynamicShapeRules(MaskValues, ForwardAndCallSyncs, RuleVisitor):
         if depth >= 2:
             return False
         for name in {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}:
-            for value in self.assigned_values(scope, name):
+            for value in _reaching(self.assigned_values(scope, name), expr):
                 if self._on_host(value, scope, depth + 1):
                     return True
         return False
@@ -379,3 +379,19 @@ _MESSAGES = {
     "`output_size=` {why} (it reads repeats.sum() to size the result)",
 }
 
+
+def _reaching(values: list[ast.AST], use: ast.AST) -> list[ast.AST]:
+    """The value a name holds at ``use``: the last of its assignments on an earlier line
+    (``labels = labels.to(device)`` after ``labels = torch.cat([torch.arange(n)] * 2)``:
+    on the device by then, SimCLR's info_nce_loss); all of them when none comes earlier (a
+    loop's assignment further down).
+
+    Example:
+        >>> fn = ast.parse("y = torch.arange(4)\ny = y.cuda()\nz = x[y == 1]").body
+        >>> [ast.unparse(v) for v in _reaching([fn[0].value, fn[1].value], fn[2].value)]
+        ['y.cuda()']
+    """
+    earlier = [v for v in values if v.lineno < use.lineno]  # type: ignore[attr-defined]
+    if not earlier:
+        return values
+    return [max(earlier, key=lambda v: (v.lineno, v.col_offset))]  # type: ignore[attr-defined]

@@ -285,7 +285,7 @@ def test_the_sdpa_saving_of_a_block_stack_is_over_its_attention_core_only():
     (item,) = dominant_module(session)
     assert "SDPA" in item.title
     core = 2 * (10.0 - 3.0)  # each attention less its projection
-    speedup = SPEEDUPS["sdpa"]
+    speedup = SPEEDUPS["sdpa_cpu"]  # (no device: a CPU run, where SDPA measured 1.15-1.97x)
     assert item.estimated_saving_ms == pytest.approx(amdahl_saving(42.0, core / 42.0, speedup.low))
     assert any("is 14 ms, 33% of the step" in e for e in item.evidence)
 
@@ -313,7 +313,7 @@ def test_a_stack_named_like_attention_counts_only_its_attention_modules():
     assert "SDPA" in item.title
     core = 2 * (20.0 - 4.0)  # each Attention less its to_q; the FeedForwards are not attention
     assert any(f"is {core:.0f} ms" in e for e in item.evidence), item.evidence
-    speedup = SPEEDUPS["sdpa"]
+    speedup = SPEEDUPS["sdpa_cpu"]  # (no device: a CPU run, where SDPA measured 1.15-1.97x)
     assert item.estimated_saving_ms == pytest.approx(
         amdahl_saving(100.0, core / 100.0, speedup.low)
     )
@@ -399,23 +399,6 @@ def test_blocks_whose_stochastic_depth_is_identity_in_the_first_are_one_stack():
     assert "backbone.blocks[0-11]" in item.title
     assert any("12 identical Block layers" in e for e in item.evidence)
 
-
-def test_a_sequential_models_own_items_are_labelled_as_a_stack_of_it():
-    """FSDP2 over nn.Sequential(block, block, block, block, head): its blocks read
-    "FSDPSequential.0..3"; the stack is "FSDPSequential[0-3]", as "h[0-3]" in a GPT."""
-    from torchdoctor.analyze.advice.dominant_stacks import candidates
-
-    def block(i):
-        return {"path": str(i), "name": str(i), "kind": "module", "type": "Sequential",
-                "total_ms": {"mean": 22.0}, "params": 1000,
-                "children": [{"path": f"{i}.0", "kind": "module", "type": "Linear"}]}  # fmt: skip
-    model = {"path": "FSDPSequential", "name": "FSDPSequential", "kind": "module",
-             "type": "FSDPSequential", "total_ms": {"mean": 95.0},
-             "children": [block(i) for i in range(4)]}  # fmt: skip
-    tree = {"kind": "root", "path": "", "total_ms": {"mean": 100.0}, "children": [model]}
-    assert [label for _, label, _ in candidates(tree, 100.0, 0.3, 0.8)] == ["FSDPSequential[0-3]"]
-
-
 def test_the_channels_last_remedy_says_a_view_of_a_conv_output_must_become_a_reshape():
     """ignite's MNIST example (clients round 21): moved to channels_last as advised, its
     `x = x.view(-1, 320)` raised; with .reshape the step was 1.4-1.5x faster."""
@@ -430,3 +413,4 @@ def test_the_channels_last_remedy_says_a_view_of_a_conv_output_must_become_a_res
     assert "use .reshape() or .flatten(1) there" in layout.fix
     (linear,) = dominant_module({"step_ms": s(70.0), "tree": _composite("Linear", "GELU")})
     assert ".reshape()" not in linear.fix  # (no convolution: no layout to change)
+

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torchdoctor.analyze.advice.base import node_ms
+from torchdoctor.analyze.advice.base import center, node_ms
 
 MIN_REPEATS = 4
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
@@ -36,7 +36,8 @@ def repeated_group(
     """The largest group of >= ``minimum`` module children of one type and one structure
     (:func:`signature`), numbered one after the other, and a label for it."""
     groups: dict[Any, list[Mapping]] = {}
-    for child in node.get("children") or ():
+    children = list(node.get("children") or ())
+    for child in children + block_rows(children):
         if child.get("kind") == "module" and child.get("type"):
             groups.setdefault(signature(child), []).append(child)
     stacks = [g for g in groups.values() if numbered_run(g) and same_size(g) and same_params(g)]
@@ -57,6 +58,52 @@ def repeated_group(
     else:
         name = f"{first}..{last}"
     return best, name
+
+
+_BLOCK_ITEM = re.compile(r"^(.*)\.(\d+)\.(\d+)$")
+
+
+def block_rows(children: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Children named ``stem.{i}.{j}`` grouped into one node per block ``stem.{i}``, in order:
+    a ModuleList of ModuleLists (lucidrains' ``for attn, ff in self.layers``) never calls its
+    blocks, so they have no node and their parts alternate among the parent's children
+    (FT-Transformer's ``layers.0.0``, ``layers.0.1``, ``layers.1.0`` ...: no stack was seen).
+    Each made node sums its parts' times, parameters and saved bytes (``"block": True``).
+
+    Example:
+        >>> part = lambda i, j, t: {"path": f"layers.{i}.{j}", "kind": "module", "type": t,
+        ...                         "total_ms": {"mean": 1.0}, "children": []}
+        >>> rows = block_rows([part(i, j, t) for i in range(2)
+        ...                    for j, t in enumerate(("Attention", "FeedForward"))])
+        >>> [(r["path"], r["type"], r["total_ms"]) for r in rows]
+        [('layers.0', 'Attention + FeedForward', {'mean': 2.0}), ('layers.1', 'Attention + FeedForward', {'mean': 2.0})]
+    """
+    blocks: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for child in children:
+        match = _BLOCK_ITEM.match(label(child)) if child.get("kind") == "module" else None
+        if match is not None:
+            blocks.setdefault((match.group(1), int(match.group(2))), []).append(child)
+    rows = []
+    for (stem, index), parts in blocks.items():
+        if len(parts) < 2:
+            continue
+
+        def total(key: str, parts: list = parts) -> dict[str, float]:
+            return {"mean": sum(center(p.get(key)) for p in parts)}
+
+        row: dict[str, Any] = {
+            "path": f"{stem}.{index}", "name": f"{stem}.{index}", "kind": "module",
+            "type": " + ".join(str(p.get("type")) for p in parts), "block": True,
+            "total_ms": {"mean": sum(node_ms(p) for p in parts)},
+            "forward_ms": total("forward_ms"), "backward_ms": total("backward_ms"),
+            "children": list(parts),
+        }  # fmt: skip
+        for key in ("params", "activation_bytes"):
+            values = [p.get(key) for p in parts]
+            if all(isinstance(v, (int, float)) for v in values):
+                row[key] = sum(values)  # type: ignore[arg-type]
+        rows.append(row)
+    return rows
 
 
 def signature(node: Mapping[str, Any], depth: int = 0) -> Any:
@@ -191,7 +238,8 @@ def candidates(
         # layers themselves (layers.0 at 33%, layers.1 at 29%): the stack is the cause
         group = repeated_group(node, 2 if below else MIN_REPEATS)
         if group and sum(node_ms(c) for c in group[0]) >= threshold * step:
-            members = {id(c) for c in group[0]}
+            members = {id(c) for c in group[0]} | {  # (a made block: its parts)
+                id(part) for c in group[0] if c.get("block") for part in c["children"]}
             if not below or all(id(entry[0]) in members for entry in found[first:]):
                 del found[first:]
                 found.append((node, named(group[1], top), group[0]))

@@ -111,6 +111,12 @@ SPEEDUPS: dict[str, Speedup] = {
         "interleaved): attention without a mask by hand vs SDPA, 1.15x (32x2x256x64) to 1.26x "
         "(8x12x256x64)"
     ),
+    # (the dominant-module attention remedy on a CPU, the mask unknown: the two forms' span)
+    "sdpa_cpu": Speedup(
+        1.15, 1.97, "BENCHMARKS.md suite 'fused' attention_layouts (CPU, forward + backward, "
+        "interleaved): attention by hand vs SDPA, 1.15x unmasked (32x2x256x64) to 1.97x causal "
+        "(4x4x64x16); a ViT at 65 tokens measured 1.0-1.16x (clients round 20)"
+    ),
     "sdpa_channels_first": Speedup(
         0.83, 1.28, "BENCHMARKS.md suite 'fused' attention_layouts (CPU, forward + backward, "
         "interleaved): a U-Net's channels-first attention (batch x heads, channels, tokens) by "

@@ -104,6 +104,7 @@ class HookEvents:
     _update_began: int  # when the running optimizer step's update began (after its closure)
     _update_ns: int  # the optimizers' updates in the step so far
     _closure_ran: bool  # a closure ran inside optimizer.step() in the step so far
+    _step_optimizer: str  # the class of the optimizer the step stepped last (steps' optimizer)
     _no_grad_blocks: list[bool]
     _module_round: Any
     _optimizer_round: Any
@@ -135,6 +136,7 @@ class HookEvents:
             self._adopt_loop_thread()
         self._seen["optimizer"] += 1
         self.state.note_optimizer(optimizer)
+        self._step_optimizer = type(optimizer).__name__
         self._optimizer_depth += 1
         self._rec.phases.push("optimizer")
         self._update_began = _host_ns()  # (no closure: the whole step is the update)

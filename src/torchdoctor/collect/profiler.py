@@ -152,7 +152,7 @@ class Profiler(StepCycle, HookEvents):
         self._chains: list[tuple[tuple, int | None, bool]] = []
         self._optimizer_depth = 0  # inside optimizer.step() (a closure may run the model)
         self._update_began, self._update_ns = 0, 0  # the optimizers' own updates this step
-        self._closure_ran = False  # ... and whether a closure ran before them (hook_events)
+        self._closure_ran, self._step_optimizer = False, ""  # a closure ran; which optimizer
         self._no_grad_blocks: list[bool] = []  # per open no_grad block: a manual update?
         self._parked_audits: list[list[tuple[Any, int]]] = []  # per open data phase (hook_events)
         self._module_round = ModuleRound(

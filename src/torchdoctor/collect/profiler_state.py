@@ -296,7 +296,8 @@ class ProfilerState:
         steps count them with a hook on the outermost modules alone); with steps cut at module
         calls, the outermost input's shape
         and, where a step called other outermost modules than most, those
-        (``outer_modules``); ``lines_cut`` where its hot lines stopped at the detail budget.
+        (``outer_modules``); ``lines_cut`` where its hot lines stopped at the detail budget;
+        ``optimizer``, the class of the optimizer it stepped, where the run stepped several.
 
         Example:
             >>> state = ProfilerState()
@@ -306,6 +307,9 @@ class ProfilerState:
         """
         common = self.common_step_modules()
         entries, padded = [], 0
+        # the class of the optimizer each step stepped, where the run changed it (Adam, then
+        # LBFGS: a PINN's second stage); a run with one class of optimizer does not repeat it
+        stages = len({s["optimizer"] for s in steps if s.get("optimizer")}) > 1
         for k, s in enumerate(steps):
             entry = {"index": s.get("index", k), "wall_ms": s["wall_ms"], "phases": s["phases"],
                      "peak_memory_bytes": s["peak_memory_bytes"],
@@ -325,6 +329,8 @@ class ProfilerState:
                 entry["update_ms"] = round(float(s["update_ms"]), 4)
             if s.get("closure"):  # (the step's optimizer.step() ran a closure first)
                 entry["closure"] = True
+            if stages and s.get("optimizer"):
+                entry["optimizer"] = s["optimizer"]
             if s.get("padding") is not None:  # (the rows' lengths of the first steps only)
                 entry["padding"] = resolve_padding(s["padding"], padded < PADDING_LENGTHS)
                 padded += 1

@@ -239,7 +239,9 @@ class StepCycle:
             if self._closure_ran:  # (optimizer.step(closure): the phase holds the closure too)
                 host["closure"] = True
             self._update_ns = 0
-        self._closure_ran = False
+        if self._step_optimizer:  # (its class: a run that changes optimizer, Adam then LBFGS)
+            host = {**host, "optimizer": self._step_optimizer}
+        self._closure_ran, self._step_optimizer = False, ""
         calls = self._outer_calls  # (this step's outermost calls become the last step's)
         if calls[0] and not discard:  # (the step's record says how many: an evaluation's
             host = {**host, "model_calls": calls[0], "eval_calls": calls[2]}  # many, in eval)

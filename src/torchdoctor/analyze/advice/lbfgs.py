@@ -25,10 +25,12 @@ Example:
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
 from torchdoctor.analyze.advice.base import Advice, advice_step_ms, fmt_ms, median
+from torchdoctor.analyze.advice.optimizer_stages import class_steps, index_text, main_optimizer
 
 #: LBFGS's own work, at least, as a share of the step, that makes the advice
 MIN_SHARE = 0.25
@@ -45,6 +47,9 @@ def lbfgs_bookkeeping(session: Mapping[str, Any]) -> list[Advice]:
                   if o.get("type") == "LBFGS"]  # fmt: skip
     step = advice_step_ms(session)
     phases = {name: median(stat) for name, stat in (session.get("phases") or {}).items()}
+    stage = _stage(session)
+    if stage is not None:  # (an L-BFGS stage after another optimizer's: its steps' own)
+        step, phases, stage_text, heat = stage
     total = sum(phases.values())
     if not optimizers or step <= 0 or total <= 0:
         return []
@@ -65,9 +70,13 @@ def lbfgs_bookkeeping(session: Mapping[str, Any]) -> list[Advice]:
         f"operations on {int(settings.get('numel') or 0):,} parameters",
         _MEASURED,
     ]
+    if stage is not None:
+        evidence.insert(0, stage_text)
     return [Advice(
         rule="lbfgs-bookkeeping",
-        title=f"LBFGS's own work takes {share:.0%} of the step: a smaller history_size",
+        title=f"LBFGS's own work takes {share:.0%} of the step: a smaller history_size" if stage
+        is None else f"LBFGS's own work takes {share:.0%} of its steps ({heat:.0%} of the run is "
+        "L-BFGS's): a smaller history_size",
         confidence="medium",
         evidence=evidence,
         fix="Lower history_size (10-20 is common; scipy's L-BFGS-B keeps 10) and check that the "
@@ -80,5 +89,30 @@ def lbfgs_bookkeeping(session: Mapping[str, Any]) -> list[Advice]:
         references=["torch.optim.LBFGS"],
         code="opt = torch.optim.LBFGS(params, max_iter=20)                   # before\n"
         "opt = torch.optim.LBFGS(params, max_iter=20, history_size=10)  # after",
-        heat=min(1.0, own / step),
+        heat=min(1.0, own / step) if stage is None else heat * share,
     )]
+
+
+def _stage(session: Mapping[str, Any]) -> tuple[float, dict[str, float], str, float] | None:
+    """Where the run changed optimizer and LBFGS's steps are not most (Adam's thousands, then
+    L-BFGS's few: DeepXDE's recipe): its steps' median time, the phases of its detailed steps
+    (the tree leaves such long steps out), what they are, and their share of the run; None
+    where LBFGS's steps are the typical step (the session's phases are theirs)."""
+    steps = class_steps(session, "LBFGS")
+    main = main_optimizer(session)
+    detailed = [s for s in steps if s.get("detailed") and s.get("phases")]
+    if not steps or main in (None, "LBFGS"):
+        return None
+    if not detailed:  # (none recorded in full: nothing tells its own work)
+        return 0.0, {}, "", 0.0
+    phases = {name: statistics.median(float(s["phases"].get(name) or 0.0) for s in detailed)
+              for name in detailed[0]["phases"]}  # fmt: skip
+    stage_ms = sum(float(s.get("wall_ms") or 0.0) for s in steps)
+    run_ms = sum(float(s.get("wall_ms") or 0.0) for s in session.get("steps") or ())
+    share = stage_ms / run_ms if run_ms > 0 else 0.0
+    step = statistics.median(float(s.get("wall_ms") or 0.0) for s in steps)
+    text = (f"the run's L-BFGS stage, {index_text(steps)} after {main}'s, took "
+            f"{fmt_ms(stage_ms)} ({share:.0%} of the run), {fmt_ms(step)} a step: the figures "
+            f"here are its {len(detailed)} detailed step(s)' (the tree and the median step are "
+            f"{main}'s)")
+    return step, phases, text, share

@@ -31,6 +31,7 @@ from torchdoctor.analyze.advice.cpu_contention import (
     typical_wait_rate,
 )
 from torchdoctor.analyze.advice.decode_cache import growing_runs
+from torchdoctor.analyze.advice.optimizer_stages import stage_steps
 from torchdoctor.analyze.advice.periodic_loops import (
     EVALUATION_FIX,
     LOOP_KNOBS,
@@ -51,8 +52,7 @@ from torchdoctor.analyze.advice.step_inputs import model_work
 from torchdoctor.session_read import step_count
 
 #: a step this many times the median (and LONG_MS past it) is a long step
-LONG = 2.0
-LONG_MS = 5.0
+LONG, LONG_MS = 2.0, 5.0
 #: long steps are periodic work only when rare: at most this share of the steps
 MAX_SHARE_OF_STEPS = 0.15
 #: ... or this share when they come at a regular gap of 4 steps or more (Lightning validating
@@ -236,8 +236,8 @@ def long_steps(session: Mapping[str, Any], min_steps: int = MIN_STEPS) -> LongSt
         >>> [s["index"] for s in long_steps({"steps": steps}).long]
         [30]
     """
-    recorded = [s for s in session.get("steps") or () if s.get("wall_ms") is not None]
-    steps = [s for s in recorded if not s.get("detailed")]  # (hooks make detailed ones slower)
+    recorded = [s for s in stage_steps(session) if s.get("wall_ms") is not None]  # (LBFGS's
+    steps = [s for s in recorded if not s.get("detailed")]  # after Adam's: a stage; hooks slow)
     if len(steps) < min_steps or one_step_run(session):
         return None
     long, median = _long_steps(steps)

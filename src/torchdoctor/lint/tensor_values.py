@@ -356,7 +356,18 @@ class TensorValues(HostLists):
             or bool(self.callee(value) & SCALAR_CASTS.keys())
             or any(n.startswith(("math.", "numpy.")) for n in self.callee(value))
             or "builtins.len" in self.callee(value)  # (min/max/abs/round of a tensor: one)
+            or self._numpy_chain(value)
         )
+
+    def _numpy_chain(self, call: ast.Call) -> bool:
+        """Methods called on a NumPy call's result (``np.array(accs).mean()``,
+        ``np.array(losses).astype(np.float32).sum()``: NumPy's, on the host)."""
+        expr: ast.AST = call
+        while isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and not (
+                self.callee(expr)):  # fmt: skip
+            expr = expr.func.value
+        return expr is not call and isinstance(expr, ast.Call) and any(
+            n.startswith("numpy.") for n in self.callee(expr))
 
     def _torch_only_chain(self, call: ast.Call, nested: bool = False) -> bool:
         """The chain of calls that ends in ``call`` (``(a == b).any(1).float().mean()``, read

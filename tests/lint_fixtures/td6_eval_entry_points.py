@@ -272,3 +272,23 @@ def main_track(ckpt, frames, device):
     model = load_generator(ckpt, device)
     tracker = Tracker(model)
     return run_sequence(tracker, frames), refine_sequence(tracker, frames)
+
+
+def per_relation_mrr(model, triples, n_rel, cand):
+    out = {}
+    for r in range(n_rel):  # expect: TD602 (a metric over the model's scores, autograd on)
+        scores = model(triples[r], cand)
+        out[r] = (1.0 / (scores > scores[:, :1]).sum(1).float()).mean()
+    return out
+
+
+def topk_accuracy(output, target, ks=(1, 5)):
+    res = []
+    for k in ks:  # near-miss: a metric over given outputs, no model call
+        res.append((output.topk(k, 1).indices == target[:, None]).any(1).float().mean())
+    return res
+
+
+@torch.no_grad()
+def hits_at_k(model, batches, k=10):
+    return [model(b).topk(k).indices for b in batches]  # near-miss: under no_grad

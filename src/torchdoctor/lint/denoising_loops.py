@@ -100,7 +100,8 @@ def is_denoising_iter(it: ast.AST) -> bool:
 #: functions named like an evaluation or a sampler (TD602) ...
 EVAL_FUNCTION = re.compile(
     r"(^|_)(eval|evaluate|evaluation|infer|inference|sample|sampling|sampler|predict|prediction|"
-    r"validate|validation|generate|generation|denoise|denoising)(_|$)",
+    r"validate|validation|generate|generation|denoise|denoising|"
+    r"mrr|hits|accuracy|metric|metrics)(_|$)",  # (a metric over a model's outputs: per_relation_mrr)
     re.IGNORECASE,
 )
 #: ... unless its name says it computes something trained (``per_sample_loss``,

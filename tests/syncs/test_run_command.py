@@ -140,15 +140,19 @@ def test_a_message_of_several_lines_is_named_by_its_first(tmp_path):
     assert "the script raised ValueError: Weights only load failed. (loads.py:2)" in done.stderr
 
 
-def test_ctrl_c_writes_the_session_and_exits_130(tmp_path, capsys):
-    tail = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached')\n"
-    script = _script(tmp_path, steps=3, tail=tail)
-    # (a suite started in a shell's background inherits SIGINT ignored, and Python keeps that)
+def _syncs_with_pythons_handler(tmp_path: Path, script: Path) -> int:
+    """`torchdoctor syncs --out prof SCRIPT` with Python's own Ctrl-C handler (a suite started in
+    a shell's background inherits SIGINT ignored, and Python keeps that)."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        code = main(["syncs", "--out", str(tmp_path / "prof"), str(script)])
+        return main(["syncs", "--out", str(tmp_path / "prof"), str(script)])
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_writes_the_session_and_exits_130(tmp_path, capsys):
+    tail = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached')\n"
+    code = _syncs_with_pythons_handler(tmp_path, _script(tmp_path, steps=3, tail=tail))
     out, err = capsys.readouterr()
     assert code == 130, err[-2000:]
     assert "KeyboardInterrupt" in err and "not reached" not in out
@@ -161,12 +165,7 @@ def test_a_ctrl_c_the_script_turns_into_an_exit_still_reads_as_interrupted(tmp_p
     said nothing of the Ctrl-C (a plain exit 1); now interrupted, the script's code kept."""
     tail = ("import os, signal\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\n"
             "except KeyboardInterrupt:\n    print('shutting down')\n    sys.exit(1)\n")
-    script = _script(tmp_path, steps=3, tail=tail)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        code = main(["syncs", "--out", str(tmp_path / "prof"), str(script)])
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    code = _syncs_with_pythons_handler(tmp_path, _script(tmp_path, steps=3, tail=tail))
     out, err = capsys.readouterr()
     assert code == 1 and "shutting down" in out, err[-2000:]
     assert "the script was interrupted (Ctrl-C), and exited with code 1 (its own shutdown)" in err

@@ -62,11 +62,13 @@ def test_a_phase_of_one_row_calls_after_batched_ones_is_told_to_batch():
     of the steps' time is left alone."""
     batched = [{"input_shape": [32, 40], "wall_ms": 9.0, "phases": {}} for _ in range(11)]
     queries = _steps(count=20)
+    batches = {**CALL_LINE, "line": 5, "location": "classify.py:5", "calls_per_step": 0.3}
+    lines = [batches, {**CALL_LINE, "ms_per_step": 3.0, "calls_per_step": 0.6}]
     (item,) = one_sample_per_call({"steps": batched + queries, "step_ms": {"median": 9.0},
-                                   "call_lines": [CALL_LINE]})  # fmt: skip
+                                   "call_lines": lines})  # fmt: skip
     assert "in 20 of 31 steps (steps 12 to 31, in a row, after batched ones)" in item.evidence[0]
     assert "torch.stack" in item.fix and "8 ms per call" in item.evidence[1]  # (the queries')
-    assert not item.locations  # (the run's heaviest call line is the batched phase's)
+    assert item.locations == ["/w/classify.py:10"]  # (called most; the heaviest: batches')
     cheap = [dict(q, wall_ms=0.3) for q in queries]  # (6 of the 105 ms of all steps)
     assert one_sample_per_call({"steps": batched + cheap}) == []
     assert one_sample_per_call({"steps": batched + queries[:15] + batched}) == []  # (15 in a row)

@@ -121,7 +121,8 @@ def one_sample_per_call(session: Mapping[str, Any]) -> list[Advice]:
                 "one sample per call, no backward"]  # fmt: skip
     if isinstance(step, (int, float)) and step > 0:
         evidence.append(f"{fmt_ms(step)} per call, {1000.0 / step:.0f} samples per second")
-    line = None if phase else _call_line(session)  # (the run's heaviest line: its batches')
+    line = _call_line(session, "calls_per_step" if phase else "ms_per_step")  # (in a phase
+    # after batched calls, the line called most often: the heaviest may be the batches')
     pipeline = _through_a_pipeline(session)
     if line is not None:
         evidence.append(f"the calls come from {line.get('location')} `{line.get('code')}`")
@@ -286,10 +287,10 @@ def _decoding(shapes: list[list[int]]) -> bool:
     return sliding_window(list(zip(shapes, shapes[1:]))) is not None
 
 
-def _call_line(session: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The user line the model's calls ran under the most (``call_lines``)."""
+def _call_line(session: Mapping[str, Any], by: str = "ms_per_step") -> Mapping[str, Any] | None:
+    """The user line the model's calls ran under the most (``call_lines``, by ``by``)."""
     rows = list(session.get("call_lines") or ())
-    return max(rows, key=lambda r: float(r.get("ms_per_step") or 0.0)) if rows else None
+    return max(rows, key=lambda r: float(r.get(by) or 0.0)) if rows else None
 
 
 def _through_a_pipeline(session: Mapping[str, Any]) -> bool:

@@ -125,12 +125,19 @@ def leading_dim(args: Any) -> int | None:
     for a 1-D tensor, one sample unbatched: a policy given one observation's features), None
     without one.
 
+    A batch dict passed positionally (sentence-transformers' ``self(features)``, a tokenizer's
+    ``BatchEncoding``) counts by its first tensor.
+
     Example:
         >>> import torch
         >>> leading_dim((torch.zeros(1, 4),)), leading_dim((torch.zeros(4),)), leading_dim((3,))
         (1, 1, None)
+        >>> leading_dim(({"input_ids": torch.zeros(1, 9), "attention_mask": None},))
+        1
     """
     first = args[0] if isinstance(args, tuple) and args else None
+    if isinstance(first, Mapping):
+        first = next((v for v in first.values() if isinstance(v, torch.Tensor)), None)
     if not isinstance(first, torch.Tensor):
         return None
     with torch._C.DisableTorchFunction():  # (not seen by the hot lines' or the audit's mode)

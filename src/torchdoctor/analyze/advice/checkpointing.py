@@ -55,6 +55,9 @@ def activation_checkpointing(session: Mapping[str, Any]) -> list[Advice]:
     total = sum(center(p.get("recomputed_ms")) for p in parts)
     if total < MIN_SHARE * step:
         return []
+    only = [p for p in parts if p.get("calls_per_step") == 0]  # (no call in the forward)
+    if sum(center(p.get("recomputed_ms")) for p in only) >= total / 2:
+        return [_backward_only(only, total, step)]
     paths = [str(p.get("path")) for p in parts]
     # Hugging Face's GradientCheckpointingLayer re-runs a layer's parts, not the layer: name
     # the layers they belong to
@@ -93,3 +96,41 @@ def activation_checkpointing(session: Mapping[str, Any]) -> list[Advice]:
             heat=min(1.0, total / step),
         )
     ]
+
+
+def _backward_only(parts: list[Mapping[str, Any]], total: float, step: float) -> Advice:
+    """Modules that ran inside backward and never in the forward: no forward is re-run, a
+    custom backward (an autograd Function's) calls the model. torchdiffeq's odeint_adjoint
+    integrates an augmented ODE backward in time, calling the dynamics at every solver step
+    (a fresh wrapper module each time); the ODE demo read "Activation checkpointing re-runs
+    44% of the step ...: checkpoint less", a remedy it has no use for.
+
+    Example:
+        >>> part = {"path": "_PerturbFunc#4", "type": "_PerturbFunc", "calls_per_step": 0.0,
+        ...         "recomputed_ms": {"mean": 40.0}}
+        >>> _backward_only([part], 40.0, 100.0).title[:48]
+        'A custom backward calls the model: _PerturbFunc '
+    """
+    types = sorted({str(p.get("type") or p.get("path")) for p in parts})
+    names = ", ".join(types[:3]) + (f" and {len(types) - 3} more" if len(types) > 3 else "")
+    return Advice(
+        rule="activation-checkpointing",
+        title=f"A custom backward calls the model: {names} run only inside backward, "
+        f"{pct(total, step):.0f}% of the step ({fmt_ms(total)}), no re-run of the forward",
+        confidence="medium",
+        evidence=[
+            f"{len(parts)} module instance(s) of {names} ran {fmt_ms(total)} per step inside "
+            "backward and were never called in the forward: an autograd Function's backward "
+            "calls them (an adjoint method, such as torchdiffeq's odeint_adjoint, solving an "
+            "ODE backward in time; an implicit layer's fixed-point solve), not "
+            "torch.utils.checkpoint",
+        ],
+        fix="This is the cost of the backward method: an adjoint solve saves the forward "
+        "solver's memory by integrating again, backward, calling the model at every solver "
+        "step. If the memory allows, backpropagate through the forward solve instead "
+        "(torchdiffeq.odeint in place of odeint_adjoint: on the ODE demo, 2-D spiral, 150 ms a "
+        "step against 393 ms, CPU); else looser tolerances for the backward solve "
+        "(adjoint_rtol, adjoint_atol) take fewer steps. Check the gradients' accuracy either way.",
+        references=["torchdiffeq.odeint_adjoint"],
+        heat=min(1.0, total / step),
+    )

@@ -295,10 +295,16 @@ class ContrastiveTrainer:
         labels = labels.to(self.device)  # (on the device from here on)
         sim = features @ features.T
         positives = sim[labels.bool()].view(labels.shape[0], -1)  # expect: TD207
+        eye = torch.eye(labels.shape[0], dtype=torch.bool).to(self.device)  # expect: TD204
+        off_diag = sim[~eye].view(labels.shape[0], -1)  # expect: TD207
+        order = torch.arange(labels.shape[0]).to(self.device)  # expect: TD204
+        rolled = sim[order.flip(0)]  # near-miss: indices moved to the device, not a mask
+        weights = labels.bool().to(sim)
+        scaled = sim[weights]  # near-miss: .to(a tensor) casts to its dtype (float), not a mask
         counts = torch.arange(self.bs).repeat(2)
         counts = counts.cpu()
         kept = counts[counts > 1]  # near-miss: the last assignment is a host copy
-        return positives.sum() + kept.sum()
+        return positives.sum() + kept.sum() + off_diag.sum() + rolled.sum() + scaled.sum()
 
     def train(self, loader):
         for images, _ in loader:

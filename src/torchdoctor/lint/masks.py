@@ -275,7 +275,10 @@ class MaskValues:
         if name in {"any", "all"}:
             return bool(call.args) or keyword(call, "dim") is not None
         if name == "to":
-            return any("torch.bool" in self.qualified_names(a) for a in call.args)
+            if any("torch.bool" in self.qualified_names(a) for a in call.args):
+                return True
+            return keyword(call, "dtype") is None and bool(call.args) and all(
+                _a_device(a) for a in call.args) and self._is_mask(call.func.value, scope, depth)
         return name in _KEEPS_MASK and self._is_mask(call.func.value, scope, depth)
 
     def _helper_returns_masks(self, call: ast.Call, depth: int) -> bool:
@@ -307,3 +310,20 @@ class MaskValues:
         ):
             return False
         return any(not isinstance(o, ast.Constant) and not python_number(o) for o in operands)
+
+
+def _a_device(arg: ast.AST) -> bool:
+    """A device, which ``.to(...)`` moves a mask to without changing its dtype: ``device``,
+    ``self.args.device``, ``x.device``, ``"cuda"``, ``torch.device(...)``; not a tensor
+    (``mask.to(probs)`` casts to its dtype) nor a dtype.
+
+    Example:
+        >>> [_a_device(ast.parse(s, mode="eval").body) for s in ("self.args.device", "'cuda'", "probs")]
+        [True, True, False]
+    """
+    if isinstance(arg, ast.Constant):
+        return isinstance(arg.value, str) and arg.value.split(":")[0] in {"cuda", "cpu", "mps", "xpu"}
+    if isinstance(arg, ast.Call):
+        return dotted(arg.func) == "torch.device"
+    name = dotted(arg) or ""
+    return name.rsplit(".", 1)[-1] in {"device", "dev", "_device"}

@@ -128,8 +128,8 @@ def _backward_only(parts: list[Mapping[str, Any]], total: float, step: float) ->
         fix="This is the cost of the backward method: an adjoint solve saves the forward "
         "solver's memory by integrating again, backward, calling the model at every solver "
         "step. If the memory allows, backpropagate through the forward solve instead "
-        "(torchdiffeq.odeint in place of odeint_adjoint: on the ODE demo, 2-D spiral, 150 ms a "
-        "step against 393 ms, CPU); else looser tolerances for the backward solve "
+        "(torchdiffeq.odeint in place of odeint_adjoint: torchdiffeq's ODE demo, 60 steps, took "
+        "13.1-13.3 s against 21.7-22.3 s with the adjoint, CPU); else looser tolerances for the backward solve "
         "(adjoint_rtol, adjoint_atol) take fewer steps. Check the gradients' accuracy either way.",
         references=["torchdiffeq.odeint_adjoint"],
         heat=min(1.0, total / step),

@@ -301,7 +301,7 @@ class HookEvents:
         rec = self._rec
         if graph_kept or rec.knobs["gradient_graph"]:
             note_double_backward(rec.knobs, graph_kept)
-        self._grad_passes.enter(sys._getframe(1) if grad and rec.detailed else None)
+        self._grad_passes.enter(sys._getframe(1) if grad and rec.detailed else None, rec.serial)
         if rec.region_calls and rec.recording:
             rec.phases.push("other")  # the graph walk is profiler overhead, not forward
             try:

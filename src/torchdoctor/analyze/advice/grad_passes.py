@@ -7,7 +7,11 @@
 of ``grad`` calls, one per row or per sample. Their time sits in the modules' backward in the
 tree, where nothing names the line. When the line is such a Jacobian call (lint TD104 on it, or
 its text) the cure is ``vectorize=True`` with its benchmarked speedup
-(``jacobian_cure.JACOBIAN_ROWS``); otherwise batching the passes is told with no saving.
+(``jacobian_cure.JACOBIAN_ROWS``); otherwise batching the passes is told with no saving, unless
+most passes follow a new forward of the model (``after_forward``, at least
+:data:`NEW_FORWARD`): each then differentiates another graph (MAML's inner steps through
+higher's ``diffopt.step``, each after the adapted model's forward), which ``is_grads_batched``
+cannot batch; independent ones (tasks, samples) batch with ``torch.func`` over the forward too.
 
 Example:
     >>> row = {"file": "/w/reg.py", "line": 8, "location": "reg.py:8", "passes_per_step": 32.0,
@@ -33,6 +37,19 @@ MIN_PASSES = 8
 MIN_SHARE = 0.05
 #: lines advised at most
 MAX_ADVICE = 3
+#: the share of a line's passes that follow a new module call that makes them passes over
+#: new forwards (an inner optimization loop), not one graph's rows
+NEW_FORWARD = 0.75
+
+_NEW_FORWARD_FIX = (
+    "Each pass differentiates a new forward of the model (an inner loop: MAML's adaptation "
+    "steps, a per-sample loop), so is_grads_batched, which batches vectors over one graph, "
+    "does not apply. Passes that depend on the previous one (one task's inner steps) stay in "
+    "sequence; independent ones batch together with their forwards: torch.func.vmap over "
+    "tasks or samples of torch.func.grad(lambda p, x, y: loss(torch.func.functional_call("
+    "model, p, (x,)), y)) (functorch's MAML example vmaps the tasks' whole inner loops). "
+    "Fewer inner steps, or first-order MAML (no create_graph), cut the passes' cost too."
+)
 
 _BATCH_FIX = (
     "Batch the passes: torch.autograd.grad(outputs, inputs, grad_outputs=V, "
@@ -64,6 +81,10 @@ def grad_passes(session: Mapping[str, Any]) -> list[Advice]:
             "detailed steps; the tree counts their time in the modules' backward"
         ]
         saving = speedup = None
+        fresh = not jacobian and float(row.get("after_forward") or 0.0) >= NEW_FORWARD
+        if fresh:
+            evidence.append(f"{float(row['after_forward']):.0%} of them follow a new forward of "
+                            "the model (a module call since the line's previous pass)")
         if jacobian:
             speedup = JACOBIAN_ROWS.speedup
             saving = amdahl_saving(step, ms / step, speedup.low)
@@ -75,13 +96,14 @@ def grad_passes(session: Mapping[str, Any]) -> list[Advice]:
                 rule="grad-passes",
                 title=f"{where} runs {passes:.0f} gradient passes per step ({pct(ms, step):.0f}% "
                 "of the step): "
-                + ("build the Jacobian in one batched pass" if jacobian else "batch them"),
+                + ("build the Jacobian in one batched pass" if jacobian else
+                   "each after a new forward" if fresh else "batch them"),
                 estimated_saving_ms=saving,
                 saving_range_ms=(None if speedup is None else
                                  [saving, amdahl_saving(step, ms / step, speedup.high)]),
                 confidence="high" if jacobian else "medium",
                 evidence=evidence,
-                fix=JACOBIAN_ROWS.fix if jacobian else _BATCH_FIX,
+                fix=JACOBIAN_ROWS.fix if jacobian else _NEW_FORWARD_FIX if fresh else _BATCH_FIX,
                 code=JACOBIAN_ROWS.code if jacobian else None,
                 references=list(JACOBIAN_ROWS.references) if jacobian else [
                     "torch.autograd.grad", "torch.func.vmap"],

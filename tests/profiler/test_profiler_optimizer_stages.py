@@ -67,3 +67,18 @@ def test_without_the_steps_classes_the_long_steps_are_told_as_before():
     for s in steps[:40]:
         s["optimizer"] = "Adam"
     assert long_steps({"steps": steps}).long == []
+
+
+def test_lbfgs_reads_reached_through_a_package_are_not_the_packages():
+    """DeepXDE's train_step calls self.opt.step(closure): LBFGS's line search reads the loss on
+    the host, and library-syncs read 'deepxde syncs 4.76 times per step inside its own code:
+    find the package option behind it'; a read in the package's own code is still its."""
+    from torchdoctor.analyze.advice.library_syncs import library_syncs
+
+    row = {"kind": "bool", "op": "self.opt.step(closure)", "file": "/s/deepxde/model.py",
+           "line": 401, "per_step": 2.6, "phase": "optimizer", "library": "deepxde",
+           "user_file": "/w/Burgers.py", "user_line": 52, "inside": "optim/lbfgs.py:step"}
+    session = {"syncs": [row], "step_ms": {"median": 10.0}}
+    assert library_syncs(session) == []
+    own = {**row, "inside": None, "op": "if loss > best:", "phase": "forward"}
+    assert len(library_syncs({**session, "syncs": [own]})) == 1  # (near miss)

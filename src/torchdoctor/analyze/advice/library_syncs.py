@@ -277,6 +277,8 @@ def library_syncs(session: Mapping[str, Any]) -> list[Advice]:
         inside = known_torch_sync(record)
         if inside is not None and f"torch-sync:{inside.file}" in told:
             continue
+        if str(record.get("inside") or "").startswith("optim/"):  # torch.optim's own reads
+            continue  # (LBFGS's line search, stepped from DeepXDE's train_step: not deepxde's)
         if record.get("library") and _per_step(record) >= MIN_PER_STEP:
             key = (str(record.get("user_file")), record.get("user_line"))
             by_user_line.setdefault(key, []).append(record)

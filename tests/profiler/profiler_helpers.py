@@ -13,3 +13,21 @@ def backward_steps(net: torch.nn.Module, x: torch.Tensor, steps: int) -> dict:
             net(x).sum().backward()
             prof.step()
     return prof.session.to_dict()
+
+
+def sine_fit(width: int, rows: int):
+    """A small tanh MLP fitting sin(sum(x)) on ``rows`` random points, and the closure an
+    optimizer's ``step(closure)`` takes (it zeroes the net's gradients itself)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(10, width), torch.nn.Tanh(),
+                              torch.nn.Linear(width, 1))  # fmt: skip
+    x = torch.randn(rows, 10)
+    y = torch.sin(x.sum(1, keepdim=True))
+
+    def closure():
+        net.zero_grad()
+        loss = (net(x) - y).pow(2).mean()
+        loss.backward()
+        return loss
+
+    return net, closure

@@ -5,25 +5,15 @@ recursion over history_size pairs, each iteration) was most of the step, and the
 from __future__ import annotations
 
 import torch
-from torch import nn
+from profiler_helpers import sine_fit
 
 import torchdoctor
 from torchdoctor.analyze.advice.lbfgs import lbfgs_bookkeeping
 
 
 def _fit(width: int, rows: int, history: int, steps: int = 12):
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(10, width), nn.Tanh(), nn.Linear(width, 1))
+    net, closure = sine_fit(width, rows)
     opt = torch.optim.LBFGS(net.parameters(), lr=0.5, max_iter=10, history_size=history)
-    x = torch.randn(rows, 10)
-    y = torch.sin(x.sum(1, keepdim=True))
-
-    def closure():
-        opt.zero_grad()
-        loss = (net(x) - y).pow(2).mean()
-        loss.backward()
-        return loss
-
     with torchdoctor.Profiler(syncs=False, hot_lines=False, window=3, step_boundary="auto") as prof:
         for _ in range(steps):
             opt.step(closure)

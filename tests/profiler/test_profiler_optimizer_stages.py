@@ -7,7 +7,7 @@ stepped where the run stepped several; a run with one class records none."""
 from __future__ import annotations
 
 import torch
-from torch import nn
+from profiler_helpers import sine_fit
 
 import torchdoctor
 from torchdoctor.analyze.advice.lbfgs import lbfgs_bookkeeping
@@ -16,17 +16,7 @@ from torchdoctor.analyze.advice.periodic_steps import long_steps
 
 
 def _fit(lbfgs_steps: int):
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 1))
-    x = torch.randn(512, 10)
-    y = torch.sin(x.sum(1, keepdim=True))
-
-    def closure():
-        opt.zero_grad()
-        loss = (net(x) - y).pow(2).mean()
-        loss.backward()
-        return loss
-
+    net, closure = sine_fit(16, 512)
     with torchdoctor.Profiler(syncs=False, hot_lines=False, detail="always",
                               step_boundary="auto") as prof:
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)

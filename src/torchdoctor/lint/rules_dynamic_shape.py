@@ -387,7 +387,7 @@ def _reaching(values: list[ast.AST], use: ast.AST) -> list[ast.AST]:
     loop's assignment further down).
 
     Example:
-        >>> fn = ast.parse("y = torch.arange(4)\ny = y.cuda()\nz = x[y == 1]").body
+        >>> fn = ast.parse("y = torch.arange(4)\\ny = y.cuda()\\nz = x[y == 1]").body
         >>> [ast.unparse(v) for v in _reaching([fn[0].value, fn[1].value], fn[2].value)]
         ['y.cuda()']
     """

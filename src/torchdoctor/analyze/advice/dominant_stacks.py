@@ -34,7 +34,16 @@ def repeated_group(
     node: Mapping[str, Any], minimum: int = MIN_REPEATS
 ) -> tuple[list[Mapping], str] | None:
     """The largest group of >= ``minimum`` module children of one type and one structure
-    (:func:`signature`), numbered one after the other, and a label for it."""
+    (:func:`signature`), numbered one after the other, and a label for it.
+
+    Example:
+        >>> layer = lambda i: {"path": f"enc.layers.{i}", "kind": "module", "type": "Layer"}
+        >>> group, name = repeated_group({"children": [layer(i) for i in range(6)]})
+        >>> len(group), name
+        (6, 'enc.layers[0-5]')
+        >>> repeated_group({"children": [layer(i) for i in (0, 2, 5, 7)]}) is None
+        True
+    """
     groups: dict[Any, list[Mapping]] = {}
     children = list(node.get("children") or ())
     for child in children + block_rows(children):

@@ -42,7 +42,14 @@ _MEASURED = ("measured: a PINN-sized MLP (769 parameters, max_iter=20) on a CPU,
 
 
 def lbfgs_bookkeeping(session: Mapping[str, Any]) -> list[Advice]:
-    """Advice when LBFGS's own work, outside its closures, is >= MIN_SHARE of the step."""
+    """Advice when LBFGS's own work, outside its closures, is >= MIN_SHARE of the step.
+
+    Example:
+        >>> adam = {"step_ms": {"median": 10.0}, "phases": {"optimizer": {"median": 9.0}},
+        ...         "environment": {"optimizers": [{"type": "Adam"}]}}
+        >>> lbfgs_bookkeeping(adam)  # (another optimizer: its own rules)
+        []
+    """
     optimizers = [o for o in (session.get("environment") or {}).get("optimizers") or ()
                   if o.get("type") == "LBFGS"]  # fmt: skip
     step = advice_step_ms(session)

@@ -32,7 +32,13 @@ def main_optimizer(session: Mapping[str, Any]) -> str | None:
 
 def stage_steps(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The steps of the main stage (:func:`main_optimizer`'s, and those that stepped none); all
-    the steps where they do not record a class."""
+    the steps where they do not record a class.
+
+    Example:
+        >>> steps = [{"optimizer": "Adam"}] * 3 + [{"optimizer": "LBFGS"}]
+        >>> len(stage_steps({"steps": steps})), len(stage_steps({"steps": [{}, {}]}))
+        (3, 2)
+    """
     main = main_optimizer(session)
     return [s for s in session.get("steps") or ()
             if main is None or s.get("optimizer") in (None, main)]  # fmt: skip
@@ -41,7 +47,13 @@ def stage_steps(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def class_steps(session: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
     """The steps that stepped an optimizer of class ``name``; [] where steps record none
     (one class in the run: :func:`torchdoctor.analyze.advice.lbfgs.lbfgs_bookkeeping` reads
-    the whole run then)."""
+    the whole run then).
+
+    Example:
+        >>> steps = [{"optimizer": "Adam"}] * 3 + [{"optimizer": "LBFGS"}]
+        >>> len(class_steps({"steps": steps}, "LBFGS")), class_steps({"steps": [{}]}, "LBFGS")
+        (1, [])
+    """
     return [s for s in session.get("steps") or () if s.get("optimizer") == name]
 
 

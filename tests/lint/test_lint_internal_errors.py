@@ -42,3 +42,25 @@ def test_a_comprehension_whose_calls_train_is_looked_into_without_a_body():
     codes = _codes(source)
     assert "TD000" not in codes
     assert "TD201" in codes
+
+
+def test_a_mask_that_grows_from_itself_is_followed_once():
+    """TD301/TD207's search for the loop a mask compares against followed a name to its
+    assignment: a GFlowNet sampler's `done = done | stop` then `torch.where(done, ...)` led
+    from `done` back to `done | stop` forever, "internal error (RecursionError: maximum
+    recursion depth exceeded)", and the file's other findings (here TD201) were lost."""
+    source = (
+        "import torch\n"
+        "def train(policy, opt, x, done, n):\n"
+        "    for t in range(n):\n"
+        "        stop = policy(x).argmax(-1) == 0\n"
+        "        x = torch.where(done, 0.0, x)\n"
+        "        done = done | stop\n"
+        "        loss = policy(x).sum()\n"
+        "        loss.backward()\n"
+        "        opt.step()\n"
+        "        print(loss.item())\n"
+    )
+    codes = _codes(source)
+    assert "TD000" not in codes
+    assert "TD201" in codes

@@ -15,6 +15,7 @@ from torchdoctor.lint.loop_shapes import (
     per_label_lookup,
     remap_loop_parts,
 )
+from torchdoctor.lint.mask_names import loop_assignment
 from torchdoctor.lint.remap_fix import plan_remap_fix, remap_rewrite
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
@@ -119,24 +120,21 @@ class LoopRules(RuleVisitor):
     )
 
     # -- TD301 ---------------------------------------------------------------------------------
-    def _mask_loop(self, node: ast.AST, mask: ast.AST) -> ast.AST | None:
+    def _mask_loop(
+        self, node: ast.AST, mask: ast.AST, seen: frozenset = frozenset()
+    ) -> ast.AST | None:
         """The loop whose variable is compared in ``mask`` (``x == v``), if any."""
         loops = self.enclosing_loops(node)
         if not loops:
             return None
         if isinstance(mask, ast.Name):  # m = x == v; torch.where(m)
-            for assign in ast.walk(loops[0]):
-                if (
-                    isinstance(assign, ast.Assign)
-                    and len(assign.targets) == 1
-                    and isinstance(assign.targets[0], ast.Name)
-                    and assign.targets[0].id == mask.id
-                ):
-                    mask = assign.value
-                    break
+            if mask.id in seen:  # (done = done | stop: a name followed once)
+                return None
+            seen = seen | {mask.id}
+            mask = loop_assignment(loops[0], mask.id) or mask
         if isinstance(mask, ast.BinOp) and isinstance(mask.op, ast.BitAnd | ast.BitOr):
             # ((pred == c) & (target == c)).sum(): a per-class IoU's masks, one pass per class
-            return self._mask_loop(node, mask.left) or self._mask_loop(node, mask.right)
+            return self._mask_loop(node, mask.left, seen) or self._mask_loop(node, mask.right, seen)
         sides = equality_sides(mask)
         if sides is None:
             return None

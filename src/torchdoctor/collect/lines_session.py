@@ -316,24 +316,28 @@ def point_tree_at_lines(
         >>> tree = {"path": "", "kind": "root", "children": [{"path": "(self)", "kind": "self"}]}
         >>> point_tree_at_lines(tree, {"lines": [{"owner": "", "file": "/a/t.py", "line": 3,
         ...     "location": "t.py:3", "total_ms": {"mean": 2.0}}]},
-        ...     [{"file": "/a/t.py", "line": 1, "location": "t.py:1", "ms_per_step": 900.0}])
-        >>> [row["location"] for row in tree["children"][0]["hot_lines"]]
-        ['t.py:1', 't.py:3']
+        ...     [{"file": "/a/t.py", "line": 1, "location": "t.py:1", "ms_per_step": 900.0},
+        ...      {"file": "/a/t.py", "line": 3, "location": "t.py:3", "ms_per_step": 5000.0}])
+        >>> [(row["location"], row["total_ms"]) for row in tree["children"][0]["hot_lines"]]
+        [('t.py:1', 900.0), ('t.py:3', 2.0)]
     """
     if not tree or not (section or sampled):
         return
     by_owner: dict[str, list[Mapping[str, Any]]] = {}
     for line in (section or {}).get("lines") or ():
         by_owner.setdefault(str(line.get("owner") or ""), []).append(line)
-    if sampled:  # (the step's own rows: heaviest first, measured and sampled together)
-        rows = by_owner.get("", []) + [
+    if sampled:  # (the step's own rows: heaviest first, measured and sampled together; a line
+        # both measured and sampled keeps its measured time, whichever is larger)
+        measured = by_owner.get("", [])
+        seen = {str(r.get("location")) for r in measured}
+        rows = measured + [
             {**row, "owner": "", "total_ms": {"mean": float(row.get("ms_per_step") or 0.0)}}
             for row in sampled
             if row.get("location") and row.get("line") is not None
+            and not (row["location"] in seen or seen.add(row["location"]))
         ]
         rows.sort(key=lambda r: -float((r.get("total_ms") or {}).get("mean", 0.0)))
-        seen: set[str] = set()
-        by_owner[""] = [r for r in rows if not (r["location"] in seen or seen.add(r["location"]))]
+        by_owner[""] = rows
 
     def visit(node: dict[str, Any]) -> None:
         kids = node.get("children") or []

@@ -288,6 +288,13 @@ def test_the_sdpa_saving_of_a_block_stack_is_over_its_attention_core_only():
     speedup = SPEEDUPS["sdpa_cpu"]  # (no device: a CPU run, where SDPA measured 1.15-1.97x)
     assert item.estimated_saving_ms == pytest.approx(amdahl_saving(42.0, core / 42.0, speedup.low))
     assert any("is 14 ms, 33% of the step" in e for e in item.evidence)
+    # its lines' TD507 says "no mask": the unmasked span (a ViT was told the causal 1.97x)
+    session["hot_lines"] = {"steps": 3, "lines": [
+        {"file": "/m/model.py", "line": 9, "owner": "h.0.attn", "total_ms": s(3.0), "top_ops": []}]}
+    session["lint"] = [{"code": "TD507", "path": "/m/model.py", "line": 9, "message": "...; no mask"}]
+    (item,) = dominant_module(session)
+    top = amdahl_saving(42.0, core / 42.0, SPEEDUPS["sdpa_unmasked"].high)
+    assert item.saving_range_ms[1] == pytest.approx(top)
 
 
 def test_a_stack_named_like_attention_counts_only_its_attention_modules():

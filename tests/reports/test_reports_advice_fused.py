@@ -211,3 +211,22 @@ def test_attention_without_a_mask_or_channels_first_gets_its_own_measured_speedu
     high = SPEEDUPS["sdpa_channels_first"].high
     assert abs(layout.saving_range_ms[1] - 20.0 * (1 - 1 / high)) < 1e-6
     assert any("no saving stated: measured 0.83x" in e for e in layout.evidence)
+
+
+def test_a_dominant_stack_of_unmasked_attention_takes_the_unmasked_speedup_on_a_cpu():
+    """A ViT-like stack (6 blocks, 128 tokens, no mask) was stated up to 188 ms from the causal
+    1.97x; its attention measured 1.19x fused (fwd + bwd, 32x4x128x32): the stack's remedy reads
+    its lines' TD507 ("no mask") and takes 1.15x-1.26x; a masked one keeps the wider span."""
+    from torchdoctor.analyze.advice.base import SPEEDUPS
+    from torchdoctor.analyze.advice.dominant_lines import line_facts
+
+    session = _session(line_ms=20.0)
+    session["hot_lines"]["lines"][0]["owner"] = "blocks.0.attn"
+    session["lint"][0].update(code="TD507", message="hand-written attention (...); no mask: ...")
+    facts = line_facts(session)
+    assert facts.cpu_attention_speedup(["blocks"]) == "sdpa_unmasked"
+    assert facts.cpu_attention_speedup(["head"]) == "sdpa_cpu"  # (not its lines)
+    assert SPEEDUPS["sdpa_unmasked"].high < SPEEDUPS["sdpa_cpu"].high
+    for message in ("hand-written attention (...)", "(no mask; channels first: ...)"):
+        session["lint"][0]["message"] = message  # a mask, or a layout of its own
+        assert line_facts(session).cpu_attention_speedup(["blocks"]) == "sdpa_cpu"

@@ -342,7 +342,8 @@ def dominant_module(session: Mapping[str, Any]) -> list[Advice]:
             compile_on_cpu(item, unprofiled, fraction, "channels_last_cpu")  # test run was told
             layout_realized(item, session, bwd > 0)  # 12.5 ms at CUDA's 1.05x; measured 221)
         elif speedup is not None:  # (SDPA on a CPU: measured there, not CUDA's 1.3-2x)
-            speedup = "sdpa_cpu" if speedup == "sdpa" and not cuda else speedup
+            if speedup == "sdpa" and not cuda:  # (its mask known from its lines: TD507)
+                speedup = facts.cpu_attention_speedup([str(n.get("path")) for n in group or [node]])
             with_saving(item, unprofiled, fraction, SPEEDUPS[speedup])
         elif item.estimated_saving_ms is None:
             item.heat = min(1.0, fraction)

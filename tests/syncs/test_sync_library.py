@@ -195,6 +195,10 @@ def test_library_sync_advice_names_the_switch_and_the_users_line_not_lazymetrics
     assert "LazyMetrics" not in item.fix
     assert item.fix.startswith("TrainingArguments(logging_nan_inf_filter=False)")
     assert any("trainer.py:1919" in e for e in item.evidence)
+    # a prediction for a GPU on this CPU run (as host-syncs' own lines): low; on CUDA, medium
+    assert item.confidence == "low"
+    session["environment"]["device"] = "cuda:0"
+    assert advise(session)[0].confidence == "medium"
 
 
 def test_a_packages_line_running_into_torchs_own_check_names_torchs_switch():

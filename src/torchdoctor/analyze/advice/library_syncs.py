@@ -252,7 +252,8 @@ def _advice(records: list[Mapping[str, Any]], cuda: bool, padded: bool = False) 
     item = Advice(
         rule="library-syncs",
         title=title,
-        confidence="medium" if switches or in_torch else "low",
+        # (on a CPU a prediction for a GPU, as host-syncs' own lines: low, ranked so)
+        confidence="medium" if (switches or in_torch) and cuda else "low",
         evidence=evidence,
         fix=fix,
         references=switches + packages,

@@ -43,12 +43,14 @@ class ModelRuns:
         ``conditional_sample`` <- ``predict_action`` <- ``with torch.no_grad():``), or only a
         module's ``forward`` calls it: the model's own computation, trained through when the
         forward is (PointNetLK's Lucas-Kanade iterations put the embedding network in eval mode
-        for its batch norms, and backpropagate)."""
+        for its batch norms, and backpropagate), or a caller differentiates what it returns (a
+        GFlowNet's trajectory sampler: the log-probabilities it sums are the loss's)."""
         project = self.context.project
         if project is None or not isinstance(node, FUNCTIONS) or node.name.startswith("__"):
             return False
         return project.callers_run_without_grad(node.name, home=self.context.path) is True or (
-            node.name != "forward" and project.caller_functions(node.name) == {"forward"})
+            node.name != "forward" and project.caller_functions(node.name) == {"forward"}
+        ) or project.results_differentiated(node.name)  # (a sampler whose log-probs are trained)
 
     def _calls_model(self, loop: ast.AST, receivers: set[str]) -> bool:
         """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,

@@ -183,6 +183,32 @@ class GradQueries:
                 found.add(parent.name if parent is not None else "<module>")
         return found or None
 
+    def results_differentiated(self, name: str) -> bool:
+        """Some function of the project differentiates what its call ``name(...)`` returns:
+        a name assigned from the call reaches a ``.backward()`` there (a GFlowNet's
+        ``final, logpf, logpb = sample_trajectories(env, policy, n)``, then
+        ``loss = (log_z + logpf - log_r - logpb).pow(2).mean()``; ``loss.backward()``,
+        REINFORCE's sampled log-probabilities): the sampler runs its model with autograd on by
+        design.
+
+        Example:
+            >>> from torchdoctor.lint.project import Project
+            >>> project = Project()
+            >>> project.add("t.py", "for it in range(9):\\n    a, logp = sample(pi)\\n"
+            ...             "    (-logp).mean().backward()\\n    b = sample_eval(pi)\\n")
+            >>> project.results_differentiated("sample"), project.results_differentiated("sample_eval")
+            (True, False)
+        """
+        pattern = re.compile(rf"\b{re.escape(name)}\s*\(")
+        for path in self.paths:
+            text = self.text(path)
+            tree = self.tree(path) if ".backward(" in text and pattern.search(text) else None
+            scopes = [tree, *ast.walk(tree)] if tree is not None else []
+            if any(isinstance(scope, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef)
+                   and _feeds_a_backward(scope, name) for scope in scopes):  # fmt: skip
+                return True
+        return False
+
     def function_needs_grad(self, name: str) -> bool:
         """The project's one module-level ``def name`` differentiates (``torch.autograd.grad``,
         ``.backward()``): a loop calling it needs autograd, evaluation or not (SchNet's
@@ -217,3 +243,41 @@ def _in_autograd_function(function: ast.AST) -> bool:
     owner = getattr(function, "td_parent", None)
     return isinstance(owner, ast.ClassDef) and any(
         (ast.unparse(base)).endswith("Function") for base in owner.bases)  # fmt: skip
+
+
+def _feeds_a_backward(function: ast.AST, name: str) -> bool:
+    """In ``function``, a name assigned from a call ``name(...)`` / ``x.name(...)`` reaches
+    (through later assignments, in line order) what a ``.backward()`` there differentiates.
+
+    Example:
+        >>> src = ("def train(p):\\n    a, logp = roll(p)\\n    loss = -(logp * a).mean()\\n"
+        ...        "    loss.backward()\\n")
+        >>> f = ast.parse(src).body[0]
+        >>> _feeds_a_backward(f, "roll"), _feeds_a_backward(f, "other")
+        (True, False)
+    """
+    fed: set[str] = set()
+    steps = sorted((n for n in ast.walk(function) if isinstance(n, ast.Assign | ast.AugAssign)),
+                   key=lambda n: (n.lineno, n.col_offset))  # fmt: skip
+    for step in steps:
+        if any(isinstance(c, ast.Call) and _call_name(c) == name or isinstance(c, ast.Name)
+               and c.id in fed for c in ast.walk(step.value)):  # fmt: skip
+            for target in getattr(step, "targets", None) or [step.target]:
+                fed |= {t.id for t in ast.walk(target) if isinstance(t, ast.Name)}
+    for call in ast.walk(function):
+        if isinstance(call, ast.Call) and _call_name(call) == "backward":
+            operand = call.args[0] if call.args else call.func.value  # type: ignore[attr-defined]
+            if any(isinstance(n, ast.Name) and n.id in fed for n in ast.walk(operand)):
+                return True
+    return False
+
+
+def _call_name(call: ast.Call) -> str:
+    """The called name: ``f`` of ``f(x)``, ``backward`` of ``loss.backward()``.
+
+    Example:
+        >>> _call_name(ast.parse("scaler.scale(loss).backward()", mode="eval").body)
+        'backward'
+    """
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")

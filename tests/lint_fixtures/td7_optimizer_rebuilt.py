@@ -128,3 +128,25 @@ def kge_decay(model, train_step, iterator, init_step, max_steps, warm_up_steps, 
             lr = lr / 10
             optimizer = torch.optim.Adam(model.parameters(), lr=lr)  # near-miss: the threshold moves
             warm_up_steps = warm_up_steps * 3
+
+
+def gfn_warmup(policy, sample, iters, base_lr, warmup):
+    """A GFlowNet trainer's warm-up: parameter groups rebuilt with a new `lr` every iteration,
+    the same parameters in them, so Adam's moments restart at every step."""
+    for it in range(iters):
+        lr = base_lr * min(1.0, (it + 1) / warmup)
+        opt = torch.optim.Adam([  # expect: TD704
+            {"params": policy.net.parameters(), "lr": lr},
+            {"params": [policy.log_z], "lr": lr * 100}])
+        opt.zero_grad()
+        sample(policy).backward()
+        opt.step()
+
+
+def per_head_groups(heads, sample, lrs):
+    """A new head, and so new parameter groups, every iteration: a new optimizer is right."""
+    for head, lr in zip(heads, lrs):
+        opt = torch.optim.Adam([{"params": head.parameters(), "lr": lr}])  # near-miss: new params
+        opt.zero_grad()
+        sample(head).backward()
+        opt.step()

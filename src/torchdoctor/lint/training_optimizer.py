@@ -53,6 +53,23 @@ _CHUNKS = frozenset({"chunk", "split", "tensor_split"})
 _DIST_STATE = re.compile(r"(^|\.)(is_initialized|is_available|is_dist_avail_and_initialized|get_world_size)$")
 
 
+def _parameter_parts(args: list[ast.AST]) -> list[ast.AST]:
+    """The parts of an optimizer's first argument that name its parameters: of parameter
+    groups, the ``"params"`` values only (a warm-up's ``{"params": ..., "lr": lr}`` rebuilt with
+    a new ``lr`` every iteration keeps the same parameters).
+
+    Example:
+        >>> arg = ast.parse("[{'params': net.parameters(), 'lr': lr}, {'params': [z]}]").body[0].value
+        >>> [ast.unparse(p) for p in _parameter_parts([arg])]
+        ['net.parameters()', '[z]']
+    """
+    groups = args[0].elts if args and isinstance(args[0], ast.List | ast.Tuple) else args
+    if not groups or not all(isinstance(g, ast.Dict) for g in groups):
+        return args
+    return [v for g in groups for k, v in zip(g.keys, g.values)  # type: ignore[attr-defined]
+            if isinstance(k, ast.Constant) and k.value == "params"]  # fmt: skip
+
+
 class OptimizerChecks(RuleVisitor):
     """TD704 and TD706 (see the module docstring); the subclass reports them from its calls
     (``_check_optimizer``, ``_check_accumulation``) and provides ``_training_loop`` and
@@ -63,7 +80,7 @@ class OptimizerChecks(RuleVisitor):
         loops = [lp for lp in self.enclosing_loops(node) if isinstance(lp, _LOOPS)]
         if not loops:
             return
-        given = {n for a in node.args[:1] for n in dotted_names_in(a)}
+        given = {n for a in _parameter_parts(node.args[:1]) for n in dotted_names_in(a)}
         modules = {dotted(c.func.value) for a in node.args[:1] for c in ast.walk(a)  # type: ignore[attr-defined]
                    if isinstance(c, ast.Call) and method_name(c) in _PARAMETER_LISTS}  # fmt: skip
         if not given:

@@ -214,6 +214,25 @@ def _reordered(first: ast.AST, name: str) -> bool:
     )
 
 
+def _body_assigns(body: list[ast.stmt]) -> list[ast.Assign]:
+    """The one-target assignments of a loop's body, those inside its ``with`` and ``if``
+    blocks too (mamba-minimal's ``with torch.no_grad(): indices_to_input = input_ids``), not
+    those of nested loops or functions.
+
+    Example:
+        >>> body = ast.parse("with g():\\n    a = b\\nif c:\\n    d = e\\nfor f in h:\\n    i = j").body
+        >>> [ast.unparse(s) for s in _body_assigns(body)]
+        ['a = b', 'd = e']
+    """
+    out: list[ast.Assign] = []
+    for stmt in body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            out.append(stmt)
+        elif isinstance(stmt, ast.With | ast.AsyncWith | ast.If):
+            out += _body_assigns(stmt.body) + _body_assigns(getattr(stmt, "orelse", []))
+    return out
+
+
 def grown_names(rules: Any, loop: ast.For | ast.While) -> set[str]:
     """Names ``loop`` grows by concatenating to themselves (``x = torch.cat((x, y), 1)``, what
     is appended computed in the loop), and the names derived from them in the loop (``x_cond =
@@ -229,7 +248,7 @@ def grown_names(rules: Any, loop: ast.For | ast.While) -> set[str]:
         [('TD604', 5)]
     """
     grown: set[str] = set()
-    assigns = [s for s in loop.body if isinstance(s, ast.Assign) and len(s.targets) == 1]
+    assigns = _body_assigns(loop.body)
     for stmt in assigns:
         target, value = stmt.targets[0], stmt.value
         if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)):

@@ -60,6 +60,11 @@ def remap_dict(labels):
     return {v: i for i, v in enumerate(labels.unique().tolist())}  # expect: TD302
 
 
+def state_index(all_states):
+    # near-miss: rows of a GFlowNet's grid as keys, a lookup of vectors, not labels remapped
+    return {tuple(s): i for i, s in enumerate(all_states.tolist())}
+
+
 def remap_after(labels):
     unique_labels = torch.unique(labels)
     y_remapped = torch.zeros_like(labels)

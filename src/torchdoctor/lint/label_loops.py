@@ -58,3 +58,16 @@ def _size_of(value: ast.AST, container: str | None) -> bool:
     """``len(container)``: the next free id."""
     return (container is not None and isinstance(value, ast.Call) and dotted(value.func) == "len"
             and len(value.args) == 1 and dotted(value.args[0]) == container)  # fmt: skip
+
+
+def keyed_by_rows(comp: ast.DictComp) -> bool:
+    """A dict keyed by whole rows, ``{tuple(s): i for i, s in enumerate(states.tolist())}`` (a
+    GFlowNet's index of grid states, an edge index): a lookup of vectors, not a remap of labels.
+
+    Example:
+        >>> [keyed_by_rows(ast.parse(s, mode="eval").body) for s in
+        ...  ("{tuple(s): i for i, s in enumerate(x)}", "{v: i for i, v in enumerate(x)}")]
+        [True, False]
+    """
+    key = comp.key
+    return isinstance(key, ast.Call) and dotted(key.func) == "tuple"

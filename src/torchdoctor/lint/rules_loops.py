@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from torchdoctor.lint.label_loops import first_seen_ids_loop
+from torchdoctor.lint.label_loops import first_seen_ids_loop, keyed_by_rows
 from torchdoctor.lint.loop_shapes import (
     TENSOR_FROM_LIST,
     compared_per_sample,
@@ -278,7 +278,8 @@ class LoopRules(RuleVisitor):
         if "builtins.enumerate" in names and args and (has_host_copy(args[0]) or self.has_host_copy_resolved(
                 args[0], self.enclosing_scope(node))) and not self._python_unique_named(args[0], node):
             comp = self.parent(node)
-            if isinstance(comp, ast.comprehension) and isinstance(self.parent(comp), ast.DictComp):
+            dict_ = self.parent(comp) if isinstance(comp, ast.comprehension) else None
+            if isinstance(dict_, ast.DictComp) and not keyed_by_rows(dict_):
                 self.report(
                     self.parent(comp), "TD302", self._remap_message("a dict built from .tolist()")
                 )

@@ -94,8 +94,9 @@ RULES = (
         "float64-in-cuda-training",
         "warning",
         "float64 (.double(), dtype=torch.float64) in a CUDA training step, or in a module-level "
-        "function (a loss) such a training loop calls: consumer and most data-center GPUs run "
-        "fp64 at 1/32 to 1/64 of fp32 speed",
+        "function (a loss) such a training loop calls, or in a method of a plain object (not a "
+        "module) it calls every step (an environment's reward): consumer and most data-center "
+        "GPUs run fp64 at 1/32 to 1/64 of fp32 speed",
         "keep float32 (or autocast to bfloat16); use float64 only where a measured accuracy "
         "problem needs it, outside the step",
         "for b in loader:\n    x = b.cuda().double()\n    model(x).sum().backward()\n"
@@ -362,6 +363,13 @@ class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
                     context, hit = scope, caller[1]
                     where = (f"in `{scope.name}`, called by `{caller[0]}`, which a CUDA "
                              f"training loop calls ({hit[0]}:{hit[1]})")
+            elif context is None and project is not None and _plain_class(self.parent(scope)):
+                owner = self.parent(scope).name  # (an environment's reward: env.log_reward(x)
+                hit = project.method_called_in_loop(owner, scope.name)  # every step; not a
+                if hit is not None:  # module's, whose float64 is for precision)
+                    context = scope
+                    where = (f"in `{owner}.{scope.name}`, which a CUDA step loop calls "
+                             f"every step ({hit[0]}:{hit[1]})")
         if context is None or self.under_log_gate(node, context):
             return
         self.report(
@@ -370,3 +378,16 @@ class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
             f"`{self.code_of(node)}` computes in float64 {where}; most GPUs "
             "run fp64 at 1/32-1/64 of fp32 speed: keep float32 (or autocast to bfloat16)",
         )
+
+
+def _plain_class(node: ast.AST | None) -> bool:
+    """A class that is no ``nn.Module`` (nor a Lightning module): a GFlowNet's environment,
+    a replay buffer, a reward model written as plain Python.
+
+    Example:
+        >>> [_plain_class(ast.parse(s).body[0]) for s in
+        ...  ("class Grid:\\n    pass", "class Net(nn.Module):\\n    pass")]
+        [True, False]
+    """
+    return isinstance(node, ast.ClassDef) and not any(
+        ast.unparse(b).rsplit(".", 1)[-1].endswith("Module") for b in node.bases)

@@ -14,6 +14,8 @@ self.config.types``: a handful of iterations). A loop that feeds the growing ten
 (``model(x)``, an autoregressive decoder) needs the whole tensor every iteration: TD604 reports
 the decoder; one that decodes with a KV cache (a call given ``past_key_values=`` / ``cache=``)
 keeps the generated ids so, one column a step beside a model call: not reported either.
+A plain object's attribute grown so by a method that a step loop calls every step (a replay
+buffer's ``add``) is the same growth across calls; a module's memory bank is left alone.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ RULES = (
         "TD306",
         "cat-grown-in-loop",
         "warning",
-        "a tensor grown in a loop by concatenating onto itself (out = torch.cat([out, y])): "
-        "each iteration copies everything gathered so far, quadratic in the iterations (not "
-        "the token ids of a generation loop: fed back to the model, TD604 reports that loop; "
-        "beside a KV cache, one column a step)",
+        "a tensor grown in a loop by concatenating onto itself (out = torch.cat([out, y])), "
+        "or a plain object's buffer grown so by a method a loop calls every step (a replay "
+        "buffer's self.states = torch.cat([self.states, new])): each iteration copies "
+        "everything gathered so far, quadratic in the iterations (not the token ids of a "
+        "generation loop: fed back to the model, TD604 reports that loop; beside a KV cache, "
+        "one column a step)",
         "append the pieces to a list and torch.cat it once after the loop",
         "out = torch.empty(0, 10)\nfor x in loader:\n    out = torch.cat([out, model(x)])",
         "parts = []\nfor x in loader:\n    parts.append(model(x))\nout = torch.cat(parts)",
@@ -104,6 +108,7 @@ class CatGrowthRules(RuleVisitor):
             return
         found = self._assigned_name(node)
         if found is None:
+            self._check_attribute_growth(node, pieces)
             return
         name, assign = found
         if not any(isinstance(e, ast.Name) and e.id == name for e in pieces.elts):
@@ -138,6 +143,33 @@ class CatGrowthRules(RuleVisitor):
             "everything gathered so far (quadratic in the iterations, a new larger buffer "
             f"each time); append the pieces to a list and `torch.cat` it once after the loop",
         )
+
+    def _check_attribute_growth(self, node: ast.Call, pieces: ast.AST) -> None:
+        """``self.states = torch.cat([self.states, new])`` in a method of a plain class that a
+        step loop calls every step (a GFlowNet's or an RL agent's replay buffer ``add``): the
+        same quadratic growth, across calls instead of iterations."""
+        assign, method = self.parent(node), self.enclosing_scope(node)
+        owner = self.parent(method) if isinstance(method, FUNCTIONS) else None
+        grown = dotted(assign.targets[0]) if isinstance(assign, ast.Assign) and len(
+            assign.targets) == 1 and assign.value is node else None  # fmt: skip
+        project = self.context.project
+        if not (grown or "").startswith("self.") or not isinstance(owner, ast.ClassDef):
+            return
+        if project is None or all(dotted(e) != grown for e in pieces.elts):  # type: ignore[attr-defined]
+            return
+        if any(ast.unparse(b).endswith("Module") for b in owner.bases) or self.enclosing_loops(node):
+            return  # (a module's memory bank; a loop of the method's own: not this shape)
+        site = project.method_called_in_loop(owner.name, method.name)  # type: ignore[union-attr]
+        if site is not None:
+            self.report(
+                node,
+                "TD306",
+                f"`{grown}` grows by `{self.code_of(node.func)}` at every call of "
+                f"`{owner.name}.{method.name}`, which the loop at {site[0]}:{site[1]} calls every "
+                "step: each call copies the whole buffer into a new, larger one (quadratic over "
+                "the run); allocate it once at its capacity and write the new rows at an index "
+                "(a ring buffer), or keep the pieces in a list and `torch.cat` them when read",
+            )
 
     def _only_grown(
         self, loop: ast.AST, name: str, assign: ast.Assign, pieces: ast.AST, window: bool = False

@@ -180,6 +180,32 @@ def test_one_execution_of_a_comprehension_line_is_one_call_per_element():
     assert line["torch_calls_per_step"] == pytest.approx(21)
 
 
+def test_a_multi_line_statement_is_one_execution_per_iteration():
+    # efficient-kan's Cox-de Boor recursion: one statement over six lines, whose operators
+    # come back to its first lines after each sub-expression on the next; a line of it was
+    # told '18 executions per step' for 3 iterations in each of 2 layers
+    x, grid = torch.randn(256, 64), torch.randn(256, 64)
+
+    def step():
+        bases = x
+        for k in range(3):
+            bases = (
+                (x - k * grid)  # HEAD
+                / (grid + 1.0)
+                * bases
+            ) + (
+                (grid - x)
+                / (grid + 2.0)
+                * bases
+            )
+        return bases.sum()
+
+    session = profile(step)
+    (line,) = lines_at(session, __file__, marked_line(step, "HEAD"))
+    assert line["calls_per_step"] == pytest.approx(3)
+    assert line["torch_calls_per_step"] >= 3 * 2  # the subtraction, the division at least
+
+
 # -- modules -----------------------------------------------------------------------------------
 class Net(torch.nn.Module):
     def __init__(self):

@@ -213,7 +213,8 @@ class LineCollector(ModeParking):
         self.marks: list[Any] = []  # (event, node id, 0 pre | 1 post, t) per mark
         # the last call: (frame id, code, line, lasti, serial, segments, index, host time)
         self.last: tuple | None = None
-        # frame id -> (code, line, lasti, entry frame) of its last call
+        # frame id -> (code, line, lasti, entry frame) of its last call, and each line's last
+        # (lasti, entry frame) in the frame's current pass
         self.executions: dict[int, tuple] = {}
         self.prune_at = PRUNE_AT
         #: perf_counter_ns past which the step's lines stop (the profiler sets it per step)
@@ -294,18 +295,22 @@ class LineCollector(ModeParking):
         segments = len(rec.phases.segments)
         events = self.events
         index = len(events) // EVENT_FIELDS
-        # A new execution of the line: the frame was on another line, or jumped back (a loop),
-        # or called a new function from the same instruction (a library call in a loop; the
-        # entry frame is held, so its id cannot be reused while compared)
+        # A new execution of the line: the frame had not called from it yet, or jumped back to
+        # it (a loop), or called a new function from the same instruction (a library call in a
+        # loop; the entry frame is held, so its id cannot be reused while compared). Coming
+        # back further on in one statement over several lines is the same execution (an
+        # operator whose operands' calls are on the next lines: efficient-kan's Cox-de Boor
+        # recursion, 3 iterations, read as 9 executions of its first line)
         frame_id = id(line_frame)
         executions = self.executions
         state = executions.get(frame_id)
+        if state is None or state[0] is not code:
+            state = (code, lineno, lasti, entry, {})
+        seen = state[4].get(lineno)
         new = (
-            state is None
-            or state[0] is not code
-            or state[1] != lineno
-            or state[2] > lasti
-            or (state[2] == lasti and (entry is None or entry is not state[3]))
+            seen is None
+            or seen[0] > lasti
+            or (seen[0] == lasti and (entry is None or entry is not seen[1]))
         )
         if new and time.perf_counter_ns() > self.deadline_ns:
             self.active = False  # the step ran far past a typical one (an evaluation inside
@@ -313,7 +318,10 @@ class LineCollector(ModeParking):
             return func(*args, **kwargs)
         if new and len(executions) > self.prune_at:
             self.prune_at = max(PRUNE_AT, 2 * _keep_running(executions, line_frame))
-        executions[frame_id] = (code, lineno, lasti, entry)
+        if new and seen is not None:  # (a new pass: the other lines' calls are behind it)
+            state[4].clear()
+        state[4][lineno] = (lasti, entry)
+        executions[frame_id] = (code, lineno, lasti, entry, state[4])
         # Python time on the line since its previous torch call, when no other torch call,
         # module or region ran in between (this collector's own work excluded on the host
         # clock; on CUDA, the device time between the two calls). Not new: this frame's last
@@ -323,6 +331,7 @@ class LineCollector(ModeParking):
             not new
             and last is not None
             and last[0] == frame_id
+            and last[2] == lineno
             and last[4] == serial
             and (last[5] == segments)
         ):

@@ -203,3 +203,21 @@ def greedy_rnn_decode(decoder, ids, h, n):
         logits, h = decoder(ids[:, -1:], h)
         ids = torch.cat([ids, logits.argmax(-1)], dim=1)  # near-miss: token ids, fed to the decoder
     return ids
+
+
+def greedy_rnn_decode_named(decoder, ids, h, n):
+    for _ in range(n):
+        step_in = ids[:, -1:]
+        logits, h = decoder(step_in, h)
+        ids = torch.cat([ids, logits.argmax(-1)], dim=1)  # near-miss: the newest id, named, fed to the decoder
+    return ids
+
+
+def fps_named_newest(pts, npoint):
+    chosen = torch.randint(0, pts.shape[0], (1,))
+    distance = torch.full((pts.shape[0],), 1e10)
+    for _ in range(npoint - 1):
+        newest = chosen[-1]
+        distance = torch.minimum(distance, ((pts - pts[newest]) ** 2).sum(-1))
+        chosen = torch.cat([chosen, distance.argmax().view(1)])  # expect: TD306
+    return chosen

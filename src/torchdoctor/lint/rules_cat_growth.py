@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torchdoctor.lint.model_calls import names_a_module
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.rules_decode import cache_off, last_tokens
 from torchdoctor.lint.syntax import statement_list
@@ -191,12 +192,26 @@ class CatGrowthRules(RuleVisitor):
                 if window and isinstance(parent, ast.Subscript) and parent.value is node:
                     continue
                 if isinstance(parent, ast.Subscript) and parent.value is node and last_tokens(
-                        parent) and not isinstance(self.parent(parent), ast.Call):  # fmt: skip
+                        parent) and not self._fed_to_a_call(parent, loop):  # fmt: skip
                     continue  # (farthest-point sampling's pts[chosen[-1]]: the newest piece,
                     # which a list keeps too; not one a model call is fed, a decoder's ids[:, -1:])
                 if not self._on_the_way_out(node, loop):
                     return False
         return True
+
+    def _fed_to_a_call(self, newest: ast.Subscript, loop: ast.AST) -> bool:
+        """The newest piece goes into a call: directly (``model(ids[:, -1:], state)``), or
+        through a name a module's call is given (``step_in = ids[:, -1:]`` then
+        ``decoder(step_in, h)``: a recurrent decoder's input, one token a step)."""
+        holder = self.parent(newest)
+        if isinstance(holder, ast.Call):
+            return True
+        alias = holder.targets[0] if isinstance(holder, ast.Assign) and len(holder.targets) == 1 else None
+        return isinstance(alias, ast.Name) and any(
+            isinstance(c, ast.Call) and names_a_module((dotted(c.func) or "").rsplit(".", 1)[-1])
+            and any(isinstance(a, ast.Name) and a.id == alias.id for a in c.args)
+            for c in _walk(loop)
+        )  # fmt: skip
 
     def _on_the_way_out(self, node: ast.AST, loop: ast.AST) -> bool:
         """``node`` sits in a block of the loop that leaves it (ends with ``return``,

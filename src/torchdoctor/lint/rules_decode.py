@@ -128,6 +128,8 @@ class DecodeRules(RuleVisitor):
     # -- TD604 ---------------------------------------------------------------------------------
     def _check_growing_sequence(self, loop: ast.For | ast.While) -> None:
         fed = grown_names(self, loop)
+        fed -= {a.targets[0].id for a in ast.walk(loop) if isinstance(a, ast.Assign) and len(  # (the
+            a.targets) == 1 and isinstance(a.targets[0], ast.Name) and last_tokens(a.value)}  # newest, named)
         if not fed:
             return
         for call in self.direct_calls(loop.body):

@@ -292,6 +292,9 @@ class HookEvents:
             self._cut(discard=partial)
         elif action == "decided":  # half-iterations so far: the step open now is a whole one
             self._drop_steps()
+        elif action == "restart":  # the round misread: the open step too is no whole one
+            self._cut(discard=True)
+            self._drop_steps()
 
     @_timed_event
     def _backward_enter(self, roots: Any = None, graph_kept: bool = False, grad: bool = False) -> None:

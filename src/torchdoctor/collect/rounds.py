@@ -33,23 +33,51 @@ class OptimizerRound:
         self.counts: dict[int, int] = {}
         self.last: tuple[int, Any] | None = None  # (id, optimizer) of the latest step
         self.closer: tuple[int, Any] | None = None  # the object keeps its id unique
+        self.opener: tuple[int, Any] | None = None  # the one whose return decided the round
+        self.closer_stepped = True  # the closer stepped since the opener began a round
 
     def observe(self, optimizer: Any) -> tuple[str, str | None]:
-        """``("cut" | "skip" | "decided", note)`` for a finished ``optimizer.step()``.
+        """``("cut" | "skip" | "decided" | "restart", note)`` for a finished
+        ``optimizer.step()``.
 
         ``decided``: the round is known from now on; the step open now is a whole iteration
-        and the steps recorded before it were partial.
+        and the steps recorded before it were partial. ``restart``: the round was misread (the
+        closer never stepped again: made anew each iteration); the steps recorded so far and
+        the one open now are partial, and a whole iteration begins after this step.
+
+        Example (MAML by copy: a new SGD per task, one Adam step per iteration):
+            >>> round_, adam = OptimizerRound(), "Adam"
+            >>> tasks = [[object(), object()] for _ in range(3)]
+            >>> [round_.observe(o)[0] for o in [*tasks[0], adam, *tasks[1], adam]]
+            ['cut', 'cut', 'cut', 'cut', 'cut', 'decided']
+            >>> [round_.observe(o)[0] for o in [*tasks[2], adam, object(), adam]]
+            ['skip', 'skip', 'restart', 'skip', 'cut']
         """
         key = id(optimizer)
         self.counts[key] = self.counts.get(key, 0) + 1
         previous, self.last = self.last, (key, optimizer)
         if self.closer is not None:
-            return ("cut" if key == self.closer[0] else "skip"), None
+            if key == self.closer[0]:
+                self.closer_stepped = True
+                return "cut", None
+            if self.opener is not None and key == self.opener[0] and previous is not None \
+                    and previous[0] != key:  # (the opener begins a round)
+                if not self.closer_stepped:  # the closer sat out a whole round: made anew
+                    made_anew, self.closer = self.closer, self.opener  # (each iteration)
+                    return "restart", (
+                        f"the {type(made_anew[1]).__name__} that stepped before the "
+                        f"{type(optimizer).__name__} never stepped again (an optimizer made "
+                        f"anew each iteration, as per-task copies are): a step ends at each "
+                        f"step of the {type(optimizer).__name__} (one training iteration); "
+                        "earlier steps dropped"
+                    )
+                self.closer_stepped = False
+            return "skip", None
         if previous is None or previous[0] == key or len(self.counts) < 2:
             return "cut", None
         if self.counts[key] < 2:
             return "cut", None
-        self.closer = previous
+        self.closer, self.opener, self.closer_stepped = previous, self.last, False
         return "decided", (
             f"{len(self.counts)} optimizers step in turn: a step ends at each step of the "
             f"{type(previous[1]).__name__} that closes the round (one training iteration); "

@@ -1,0 +1,54 @@
+"""A loop that makes an optimizer anew each iteration (MAML by copy: a deep copy of the model
+and an SGD per task, then one Adam step of the base model) is cut at the persistent optimizer:
+the round first read as "closed by the SGD that stepped before the Adam" is revised when that
+SGD never steps again. Before, the whole run was one partial step with an empty tree."""
+
+import copy
+
+import torch
+from torch import nn
+
+import torchdoctor
+from torchdoctor.session_read import walk
+
+
+def _maml_by_copy(iterations, tasks=3, inner_steps=2, persistent_inner=False):
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    outer = torch.optim.Adam(base.parameters(), 1e-3)
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    kept = [torch.optim.SGD(copy.deepcopy(base).parameters(), 0.01) for _ in range(tasks)]
+    with torchdoctor.Profiler(syncs=False, warmup=1, step_boundary="auto") as prof:
+        for _ in range(iterations):
+            for task in range(tasks):
+                fast = copy.deepcopy(base)
+                inner = kept[task] if persistent_inner else torch.optim.SGD(fast.parameters(), 0.01)
+                for _ in range(inner_steps):
+                    inner.zero_grad()
+                    nn.functional.mse_loss(fast(x), y).backward()
+                    inner.step()
+            outer.zero_grad()
+            nn.functional.mse_loss(base(x), y).backward()
+            outer.step()
+    return prof.session
+
+
+def test_per_task_optimizers_made_anew_cut_steps_at_the_persistent_one():
+    iterations = 10
+    session = _maml_by_copy(iterations)
+    notes = " ".join(session["config"]["notes"])
+    assert "never stepped again" in notes and "each step of the Adam" in notes
+    # whole iterations: the first ones read the round (and the warm-up step) are dropped
+    assert iterations - 5 <= len(session["steps"]) <= iterations - 2
+    calls = sum(float(n.get("calls_per_step") or 0.0) for n, _ in walk(session["tree"])
+                if str(n.get("path")).startswith("fast") and "." not in str(n.get("path")))  # fmt: skip
+    assert abs(calls - 3 * 2) < 1e-6  # every task's inner calls in each step, not a part of them
+
+
+def test_persistent_optimizers_in_turn_keep_the_round_as_read():
+    """Near miss: the same loop with one SGD per task kept across iterations (a closer that
+    steps again): the round stays closed by the last task's SGD, no revision."""
+    session = _maml_by_copy(10, persistent_inner=True)
+    notes = " ".join(session["config"]["notes"])
+    assert "optimizers step in turn" in notes and "never stepped again" not in notes
+    assert len(session["steps"]) >= 5

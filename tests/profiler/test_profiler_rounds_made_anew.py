@@ -38,6 +38,7 @@ def test_per_task_optimizers_made_anew_cut_steps_at_the_persistent_one():
     session = _maml_by_copy(iterations)
     notes = " ".join(session["config"]["notes"])
     assert "never stepped again" in notes and "each step of the Adam" in notes
+    assert "closes the round" not in notes  # (the round read first, revised: its note gone)
     # whole iterations: the first ones read the round (and the warm-up step) are dropped
     assert iterations - 5 <= len(session["steps"]) <= iterations - 2
     calls = sum(float(n.get("calls_per_step") or 0.0) for n, _ in walk(session["tree"])

@@ -286,6 +286,8 @@ class HookEvents:
         if mode is not _OPTIMIZER:
             self._switch(_OPTIMIZER)
         action, note = self._optimizer_round.observe(optimizer)
+        if action == "restart":  # (the round read first no longer holds: its note goes)
+            self.state.notes[:] = [n for n in self.state.notes if "optimizers step in turn" not in n]
         if note:
             self.state.notes.append(note)
         if action == "cut":

@@ -47,3 +47,39 @@ def train(env, policy, log_z, opt, scaler, iters, horizon):
         scaler.step(opt)
         if it % 100 == 0:
             print(sample_for_display(env, policy, horizon))
+
+
+
+class Agent:
+    def sample_many(self, policy, n):
+        states = self.reset(n)
+        logps = []
+        while not self.done(states):  # near-miss: a method whose log-probs the worker trains
+            dist = torch.distributions.Categorical(logits=policy(states))
+            action = dist.sample()
+            logps.append(dist.log_prob(action))
+            states = self.step(states, action)
+        return torch.stack(logps).sum(0)
+
+    def sample_for_logs(self, policy, batches):
+        return [policy(b).argmax(-1) for b in batches]  # expect: TD602 (only logged)
+
+
+def worker(agent, policy, opt, batches):
+    log_ratio = agent.sample_many(policy, 16)
+    loss = (log_ratio ** 2).mean()
+    loss.backward()
+    opt.step()
+    print(agent.sample_for_logs(policy, batches))
+
+
+def evaluate_split(model, batches):
+    out = []
+    for b in batches:  # expect: TD602 (another script's `evaluate_split` is trained on)
+        out.append(model(b))
+    return out
+
+
+def finetune(model, opt, batches):
+    model.eval()
+    print(evaluate_split(model, batches))

@@ -50,7 +50,8 @@ class ModelRuns:
             return False
         return project.callers_run_without_grad(node.name, home=self.context.path) is True or (
             node.name != "forward" and project.caller_functions(node.name) == {"forward"}
-        ) or project.results_differentiated(node.name)  # (a sampler whose log-probs are trained)
+        ) or project.results_differentiated(  # (a sampler whose log-probs are trained)
+            node.name, home=self.context.path, method=isinstance(self.parent(node), ast.ClassDef))
 
     def _calls_model(self, loop: ast.AST, receivers: set[str]) -> bool:
         """True when the loop calls a module: ``model(x)``, ``self.encoder(x)``,

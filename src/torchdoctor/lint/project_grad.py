@@ -183,13 +183,15 @@ class GradQueries:
                 found.add(parent.name if parent is not None else "<module>")
         return found or None
 
-    def results_differentiated(self, name: str) -> bool:
+    def results_differentiated(self, name: str, home: str | None = None, method: bool = False) -> bool:
         """Some function of the project differentiates what its call ``name(...)`` returns:
         a name assigned from the call reaches a ``.backward()`` there (a GFlowNet's
         ``final, logpf, logpb = sample_trajectories(env, policy, n)``, then
         ``loss = (log_z + logpf - log_r - logpb).pow(2).mean()``; ``loss.backward()``,
         REINFORCE's sampled log-probabilities): the sampler runs its model with autograd on by
-        design.
+        design. A function's calls are ``name(...)`` / ``module.name(...)`` (in ``home``, the
+        file defining it, or a file without its own ``def name``); a ``method``'s,
+        ``x.name(...)``.
 
         Example:
             >>> from torchdoctor.lint.project import Project
@@ -203,9 +205,13 @@ class GradQueries:
         for path in self.paths:
             text = self.text(path)
             tree = self.tree(path) if ".backward(" in text and pattern.search(text) else None
-            scopes = [tree, *ast.walk(tree)] if tree is not None else []
+            if tree is None or home is not None and path != home and any(
+                    isinstance(d, ast.FunctionDef | ast.AsyncFunctionDef) and d.name == name
+                    for d in tree.body):  # fmt: skip
+                continue  # (another script with its own `def name`: its calls are of that one)
+            scopes = [tree, *ast.walk(tree)]
             if any(isinstance(scope, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef)
-                   and _feeds_a_backward(scope, name) for scope in scopes):  # fmt: skip
+                   and _feeds_a_backward(scope, name, method) for scope in scopes):  # fmt: skip
                 return True
         return False
 
@@ -245,9 +251,11 @@ def _in_autograd_function(function: ast.AST) -> bool:
         (ast.unparse(base)).endswith("Function") for base in owner.bases)  # fmt: skip
 
 
-def _feeds_a_backward(function: ast.AST, name: str) -> bool:
-    """In ``function``, a name assigned from a call ``name(...)`` / ``x.name(...)`` reaches
-    (through later assignments, in line order) what a ``.backward()`` there differentiates.
+def _feeds_a_backward(function: ast.AST, name: str, method: bool = False) -> bool:
+    """In ``function`` (its own statements, not those of the functions and classes it
+    defines), a name assigned from a call of ``name`` reaches (through later assignments, in
+    line order) what a ``.backward()`` there differentiates. The call is ``name(...)`` or
+    ``module.name(...)``; with ``method``, ``x.name(...)``.
 
     Example:
         >>> src = ("def train(p):\\n    a, logp = roll(p)\\n    loss = -(logp * a).mean()\\n"
@@ -256,20 +264,46 @@ def _feeds_a_backward(function: ast.AST, name: str) -> bool:
         >>> _feeds_a_backward(f, "roll"), _feeds_a_backward(f, "other")
         (True, False)
     """
+    own = list(_own_nodes(function))
     fed: set[str] = set()
-    steps = sorted((n for n in ast.walk(function) if isinstance(n, ast.Assign | ast.AugAssign)),
+    steps = sorted((n for n in own if isinstance(n, ast.Assign | ast.AugAssign)),
                    key=lambda n: (n.lineno, n.col_offset))  # fmt: skip
     for step in steps:
-        if any(isinstance(c, ast.Call) and _call_name(c) == name or isinstance(c, ast.Name)
+        if any(isinstance(c, ast.Call) and _calls(c, name, method) or isinstance(c, ast.Name)
                and c.id in fed for c in ast.walk(step.value)):  # fmt: skip
             for target in getattr(step, "targets", None) or [step.target]:
-                fed |= {t.id for t in ast.walk(target) if isinstance(t, ast.Name)}
-    for call in ast.walk(function):
+                elts = target.elts if isinstance(target, ast.Tuple | ast.List) else [target]
+                fed |= {t.id for t in elts if isinstance(t, ast.Name)}  # (not self.x = ...)
+    for call in own:
         if isinstance(call, ast.Call) and _call_name(call) == "backward":
             operand = call.args[0] if call.args else call.func.value  # type: ignore[attr-defined]
             if any(isinstance(n, ast.Name) and n.id in fed for n in ast.walk(operand)):
                 return True
     return False
+
+
+def _own_nodes(scope: ast.AST):
+    """The nodes of ``scope``'s body, not entering the functions and classes it defines."""
+    stack = list(getattr(scope, "body", []))
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(c for c in ast.iter_child_nodes(node)
+                     if not isinstance(c, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef))  # fmt: skip
+
+
+def _calls(call: ast.Call, name: str, method: bool) -> bool:
+    """``call`` calls ``name``: ``name(...)``, ``module.name(...)`` (a dotted module path, not
+    ``self``'s), or with ``method``, ``x.name(...)``."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id == name and not method
+    if not isinstance(func, ast.Attribute) or func.attr != name:
+        return False
+    root = func.value
+    while isinstance(root, ast.Attribute):
+        root = root.value
+    return method or isinstance(root, ast.Name) and root.id != "self"
 
 
 def _call_name(call: ast.Call) -> str:

@@ -1,5 +1,6 @@
 """TD713 the model moved every step; TD714 retain_graph=True on a step's only backward; TD705,
 TD707, TD710 in a helper the loop calls every step, and the guards that leave them out."""
+import copy
 import gc
 
 import torch
@@ -268,3 +269,19 @@ def cleanrl_ppo(agent, envs, optimizer, device, n_iters, n_steps, update_epochs,
         torch.save(agent.state_dict(), "ppo.pt")  # expect: TD711 (every few minibatch steps)
         if iteration % 50 == 0:
             torch.save(agent.state_dict(), f"ppo_{iteration}.pt")  # near-miss: every 50 rollouts
+
+
+def proxy_training(model, opt, batches, n, test):
+    """GFlowNet's proxy training: a snapshot of the best model kept on the host, and a move
+    every 1000 steps."""
+    best_loss = float("inf")
+    for i in range(n):
+        loss = model(batches[i]).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        best_model = copy.deepcopy(model)
+        best_model.to("cpu")  # near-miss: a new copy made in the loop, kept on the host
+        if not i % 1000:
+            model.to("cuda")  # near-miss: every 1000 steps
+        model.cuda()  # expect: TD713 (the trained model, every step)

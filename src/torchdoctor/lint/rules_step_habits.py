@@ -107,11 +107,14 @@ class StepHabitRules(RuleVisitor):
             while isinstance(receiver, ast.Call) and method_name(receiver) in _RETURN_MODULE:
                 receiver = receiver.func.value  # type: ignore[attr-defined]  # model.train().cuda()
             statement = self.parent(node)
+            loop = self._training_loop(node)
             if (
                 (is_model_like(receiver) or self._has_parameters(receiver))
                 and isinstance(statement, (ast.Expr, ast.Assign))  # (not `model(x.to(...))`)
-                and self._training_loop(node) is not None
+                and loop is not None
                 and not isinstance(receiver, ast.Call)
+                and not self.under_log_gate(node, loop)  # (every N steps)
+                and not _made_in(dotted(receiver), loop)  # (a snapshot: not the model trained)
             ):
                 self.report(
                     node,
@@ -191,3 +194,20 @@ def _over_range(it: ast.AST) -> bool:
     while isinstance(it, ast.Call) and dotted(it.func) in {"tqdm", "tqdm.tqdm", "enumerate"} and it.args:
         it = it.args[0]
     return isinstance(it, ast.Call) and dotted(it.func) == "range"
+
+
+def _made_in(name: str | None, loop: ast.AST) -> bool:
+    """``name`` is bound in ``loop`` to a new object, not to itself moved: ``best_model =
+    copy.deepcopy(model)`` then ``best_model.to('cpu')`` keeps a snapshot of the best model
+    on the host (GFlowNet's proxy training), a fold's ``model = Net()`` is a new model.
+
+    Example:
+        >>> loop = ast.parse("for i in r:\\n    best = deepcopy(net)\\n    net = net.to(d)").body[0]
+        >>> _made_in("best", loop), _made_in("net", loop)
+        (True, False)
+    """
+    return name is not None and any(
+        isinstance(a, ast.Assign) and any(dotted(t) == name for t in a.targets)
+        and name not in {dotted(n) for n in ast.walk(a.value)}
+        for a in ast.walk(loop)
+    )  # fmt: skip

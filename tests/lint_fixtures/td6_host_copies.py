@@ -91,3 +91,27 @@ def sample_images(generator, val_batch, latent_dim):
         fake = torch.cat(list(generator(img_a.repeat(latent_dim, 1, 1, 1), z).data.cpu()), -1)  # near-miss: no sample carried
         grid = fake if grid is None else torch.cat((grid, fake), -2)  # expect: TD306
     return grid
+
+
+@torch.no_grad()
+def sample_molecule(model, mdp, max_blocks, min_blocks):
+    """GFlowNet's molecule sampler: the sampled action picks the block the host adds, and the
+    stop action ends the loop; the host needs each one."""
+    m = mdp.empty()
+    for t in range(max_blocks):
+        s_o, m_o = model(mdp.mols2batch([mdp.mol2repr(m)]))
+        cat = torch.distributions.Categorical(logits=torch.cat([m_o.reshape(-1), s_o.reshape(-1)]))
+        action = cat.sample().item()  # near-miss: tested for the stop action, then used on the host
+        if action == 0 and t >= 1:
+            break
+        m = mdp.add_block_to(m, action - 1)
+    return m
+
+
+@torch.no_grad()
+def sample_chain(model, x, n_steps):
+    energies = []
+    for t in range(n_steps):
+        x = x + 0.01 * model(x)
+        energies.append(x.pow(2).sum().item())  # expect: TD606 (kept, no decision on it)
+    return x, energies

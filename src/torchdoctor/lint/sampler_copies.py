@@ -75,10 +75,33 @@ def host_copies(rules: Any, loop: ast.For | ast.While) -> list[ast.Call]:
         statement = rules.parent(call)
         while statement is not None and not isinstance(statement, ast.stmt):
             statement = rules.parent(statement)
+        if _decides_a_stop(statement, loop):
+            continue  # (a sampled action the loop's Python tests to stop: the host needs it)
         line = getattr(statement, "lineno", call.lineno)
         if line not in found or call.col_offset < found[line].col_offset:
             found[line] = call  # (the first copy of the chain: `x.cpu().numpy()` is its .cpu())
     return [found[line] for line in sorted(found)]
+
+
+def _decides_a_stop(statement: Any, loop: ast.AST) -> bool:
+    """``statement`` assigns a name that an ``if`` of the loop tests before it breaks or
+    returns: a GFlowNet's or an RL policy's episode, ``action = cat.sample().item()`` then
+    ``if action == 0: break`` (the stop action ends the molecule), the next step built on the
+    host from it.
+
+    Example:
+        >>> loop = ast.parse("for t in r:\\n    a = d.sample().item()\\n    if a == 0:\\n        break").body[0]
+        >>> _decides_a_stop(loop.body[0], loop), _decides_a_stop(loop.body[1], loop)
+        (True, False)
+    """
+    names = {n.id for t in getattr(statement, "targets", ()) for n in ast.walk(t)
+             if isinstance(n, ast.Name)}  # fmt: skip
+    return bool(names) and any(
+        isinstance(branch, ast.If)
+        and names & {n.id for n in ast.walk(branch.test) if isinstance(n, ast.Name)}
+        and any(isinstance(s, ast.Break | ast.Return) for s in ast.walk(branch))
+        for branch in ast.walk(loop)
+    )  # fmt: skip
 
 
 def _chain_root(receiver: Any) -> Any:

@@ -44,6 +44,11 @@ def test_per_task_optimizers_made_anew_cut_steps_at_the_persistent_one():
     calls = sum(float(n.get("calls_per_step") or 0.0) for n, _ in walk(session["tree"])
                 if str(n.get("path")).startswith("fast") and "." not in str(n.get("path")))  # fmt: skip
     assert abs(calls - 3 * 2) < 1e-6  # every task's inner calls in each step, not a part of them
+    # the copies of the detailed steps (fast#k, numbers with gaps) read as one row
+    from torchdoctor.analyze.tree import group_repeated_siblings
+
+    rows = [c["path"] for c in group_repeated_siblings(session["tree"])["children"]]
+    assert sum(path.startswith("fast") for path in rows) == 1, rows
 
 
 def test_persistent_optimizers_in_turn_keep_the_round_as_read():

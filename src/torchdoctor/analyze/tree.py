@@ -127,9 +127,14 @@ def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[st
         >>> tree = {"path": "", "children": [res(1, 10), res(2, 10), res(3, 10), res(4, 99)]}
         >>> [c["path"] for c in group_repeated_siblings(tree)["children"]]
         ['res[1-3]', 'res4']
+        >>> copy = lambda i: {**res(1, 10), "path": f"fast#{i}", "name": f"fast#{i}"}  # (made
+        >>> [c["path"] for c in group_repeated_siblings({"path": "", "children": [  # anew: gaps)
+        ...     copy(11), copy(12), copy(19), copy(20)]})["children"]]
+        ['fast#[11-20]']
     """
     out = {k: v for k, v in node.items() if k != "children"}
-    children = [group_repeated_siblings(c, min_count) for c in node.get("children") or []]
+    children = _anew_together([group_repeated_siblings(c, min_count)
+                               for c in node.get("children") or []])  # fmt: skip
     result: list[dict[str, Any]] = []
     index = 0
     while index < len(children):
@@ -157,6 +162,31 @@ def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[st
     return out
 
 
+def _anew_together(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``children`` with each variable's models made anew (``fast#4``, ``fast#7``: a per-task
+    copy each step) moved up to the first of them, of one type: the detailed steps' copies
+    fold into one row even where another module ran between them (the base model's call).
+
+    Example:
+        >>> rows = [{"path": p, "type": "Net"} for p in ("fast#4", "net", "fast#9")]
+        >>> [r["path"] for r in _anew_together(rows)]
+        ['fast#4', 'fast#9', 'net']
+    """
+    families: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    order: list[Any] = []
+    for child in children:
+        match = _INDEXED.match(str(child.get("path", "")))
+        if match is not None and match.group("prefix").endswith("#"):
+            key = (match.group("prefix"), child.get("type"))
+            if key not in families:
+                families[key] = []
+                order.append(key)
+            families[key].append(child)
+        else:
+            order.append(child)
+    return [c for item in order for c in (families[item] if isinstance(item, tuple) else [item])]
+
+
 def _run_from(children: list[dict[str, Any]], start: int) -> list[int]:
     first = children[start]
     match = _INDEXED.match(str(first.get("path", "")))
@@ -168,7 +198,10 @@ def _run_from(children: list[dict[str, Any]], start: int) -> list[int]:
     by_attribute = bool(prefix) and not prefix.endswith(".")
     if by_attribute and not isinstance(first.get("params"), int):
         return [start]
-    run = [start]
+    # `fast#11`, `fast#12`, `fast#19`: one variable's models in turn (collect/naming.py), made
+    # anew each step (a per-task copy), the detailed steps' ones: numbers with gaps
+    anew = prefix.endswith("#")
+    run, last = [start], number
     for i in range(start + 1, len(children)):
         other = children[i]
         m = _INDEXED.match(str(other.get("path", "")))
@@ -176,12 +209,13 @@ def _run_from(children: list[dict[str, Any]], start: int) -> list[int]:
             m is None
             or other.get("kind") != "module"
             or m.group("prefix") != prefix
-            or int(m.group("index")) != number + len(run)
+            or (int(m.group("index")) <= last if anew else int(m.group("index")) != last + 1)
             or other.get("type") != first.get("type")
             or (by_attribute and other.get("params") != first.get("params"))
         ):
             break
         run.append(i)
+        last = int(m.group("index"))
     return run
 
 

@@ -20,6 +20,8 @@ def _run(steps=120):
     with torchdoctor.Profiler(syncs=True, warmup=2, detail="always") as prof:
         for i in range(steps):
             float((x @ x).sum().item())  # train
+            _spin(0.003)  # (a step of milliseconds: a pause of the host's, a garbage
+            # collection in a long test session, makes no step of microseconds "long")
             if i % 20 == 10:
                 _spin(0.03)  # an evaluation, far longer than a step
                 for _ in range(6):

@@ -180,9 +180,11 @@ class NodeRegistry:
 
 def _calling_owner(module: Any, frame: Any, depth: int = 16) -> Any:
     """The module whose method called ``module`` as an outermost call, when one did: the
-    ``self`` of the nearest calling frame that is an ``nn.Module`` containing it (Lightning
+    ``self`` of the outermost calling frame that is an ``nn.Module`` containing it (Lightning
     calls ``training_step``, never the LightningModule itself, so its ``encoder`` and ``head``
-    were first seen as roots named ``Sequential`` and ``Linear``). None: called from plain code.
+    were first seen as roots named ``Sequential`` and ``Linear``; normflows' ``forward_kld``
+    calls each coupling's ``inverse``, which calls its ``param_map``: the flow, not each
+    coupling, names the 32 maps). None: called from plain code.
 
     Example:
         >>> class Owner(torch.nn.Module):
@@ -195,6 +197,7 @@ def _calling_owner(module: Any, frame: Any, depth: int = 16) -> Any:
         >>> owner.step() is owner, _calling_owner(owner.head, sys._getframe()) is None
         (True, True)
     """
+    owner = None
     while frame is not None and depth > 0:
         code = frame.f_code
         # (an owner still in its __init__ may add submodules after this call: it is named
@@ -205,13 +208,13 @@ def _calling_owner(module: Any, frame: Any, depth: int = 16) -> Any:
             else None
         )
         if (
-            candidate is not None and candidate is not module
+            candidate is not None and candidate is not module and candidate is not owner
             and isinstance(candidate, torch.nn.Module)
             and any(sub is module for sub in candidate.modules())
         ):  # fmt: skip
-            return candidate
+            owner = candidate
         frame, depth = frame.f_back, depth - 1
-    return None
+    return owner
 
 
 def _variable_of(module: Any, frame: Any, depth: int = 24) -> str | None:

@@ -58,3 +58,40 @@ def test_persistent_optimizers_in_turn_keep_the_round_as_read():
     notes = " ".join(session["config"]["notes"])
     assert "optimizers step in turn" in notes and "never stepped again" not in notes
     assert len(session["steps"]) >= 5
+
+
+def test_an_optimizer_made_anew_each_epoch_keeps_a_step_per_iteration():
+    """`opt = Adam(...)` inside the epoch loop: a new optimizer may take the id of one freed,
+    and read as the first stepping "again" after another: the round was decided on a dead
+    optimizer and 60 steps were one. Counted while each lives, every step is a step."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+    x, y = torch.randn(64, 16), torch.randn(64, 1)
+    with torchdoctor.Profiler(syncs=False, step_boundary="auto", warmup=0) as prof:
+        for epoch in range(6):
+            opt = torch.optim.Adam(net.parameters(), 1e-3 * 0.9**epoch)
+            for _ in range(10):
+                opt.zero_grad()
+                nn.functional.mse_loss(net(x), y).backward()
+                opt.step()
+    session = prof.session
+    assert len(session["steps"]) == 60
+    assert not any("step in turn" in note for note in session["config"]["notes"])
+
+
+def test_a_freed_optimizers_id_taken_by_a_new_one_is_no_step_again():
+    """The same in the round tracker: optimizers made and freed in turn take each other's ids
+    (CPython reuses the memory); each counts while it lives, so every step cuts."""
+    from torchdoctor.collect.rounds import OptimizerRound
+
+    class Optimizer:  # (weakly referable, as torch's are)
+        pass
+
+    rounds, actions, ids = OptimizerRound(), [], set()
+    for _ in range(6):
+        opt = Optimizer()
+        ids.add(id(opt))
+        actions += [rounds.observe(opt)[0] for _ in range(3)]
+        del opt
+    assert len(ids) < 6  # (ids were reused: the case this guards)
+    assert set(actions) == {"cut"}

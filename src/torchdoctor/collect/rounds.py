@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 __all__ = ["ModuleRound", "OptimizerRound"]
@@ -30,7 +31,11 @@ class OptimizerRound:
     """
 
     def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
+        #: steps per optimizer, while it lives: an optimizer made anew each epoch may take the
+        #: id of one freed (counted by id, the new one read as stepping "again": 60 steps in 6
+        #: epochs were one step)
+        self.counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._by_id: dict[int, int] = {}  # (an object without weak references: by id)
         self.last: tuple[int, Any] | None = None  # (id, optimizer) of the latest step
         self.closer: tuple[int, Any] | None = None  # the object keeps its id unique
         self.opener: tuple[int, Any] | None = None  # the one whose return decided the round
@@ -54,7 +59,10 @@ class OptimizerRound:
             ['skip', 'skip', 'restart', 'skip', 'cut']
         """
         key = id(optimizer)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        try:
+            count = self.counts[optimizer] = self.counts.get(optimizer, 0) + 1
+        except TypeError:
+            count = self._by_id[key] = self._by_id.get(key, 0) + 1
         previous, self.last = self.last, (key, optimizer)
         if self.closer is not None:
             if key == self.closer[0]:
@@ -73,13 +81,13 @@ class OptimizerRound:
                     )
                 self.closer_stepped = False
             return "skip", None
-        if previous is None or previous[0] == key or len(self.counts) < 2:
+        if previous is None or previous[0] == key or len(self.counts) + len(self._by_id) < 2:
             return "cut", None
-        if self.counts[key] < 2:
+        if count < 2:
             return "cut", None
         self.closer, self.opener, self.closer_stepped = previous, self.last, False
         return "decided", (
-            f"{len(self.counts)} optimizers step in turn: a step ends at each step of the "
+            f"{len(self.counts) + len(self._by_id)} optimizers step in turn: a step ends at each step of the "
             f"{type(previous[1]).__name__} that closes the round (one training iteration); "
             "earlier partial steps dropped"
         )

@@ -199,3 +199,14 @@ def grow_until_count(sample, pts, max_points):
         if len(pts) > max_points:  # near-miss: len() of a tensor is its shape, no sync
             break
     return pts
+
+
+def build_molecule(policy, mdp, max_blocks, min_blocks):
+    m = mdp.empty()
+    for t in range(max_blocks):
+        logits = policy(mdp.featurize(m))
+        action = torch.distributions.Categorical(logits=logits).sample().item()
+        if t >= min_blocks and action == 0:  # near-miss: the counter against a minimum, an exact stop action
+            break
+        m = mdp.add_block_to(m, action - 1)
+    return m

@@ -101,7 +101,7 @@ class ConvergenceSyncs:
             return  # each iteration solves a whole problem: one more sync costs little
         tests += [(stmt.test, stmt) for stmt in self._break_tests(loop)]
         for test, holder in tests:
-            if not self._tolerance_test(test):
+            if not self._tolerance_test(test, set(self.loop_targets(loop))):
                 continue
             if self.is_gate_test(test, holder):
                 continue  # `if it % 10 == 0 and err < tol:` already periodic
@@ -166,13 +166,15 @@ class ConvergenceSyncs:
                 yield node
             stack.extend(n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt))
 
-    def _tolerance_test(self, test: ast.AST) -> bool:
+    def _tolerance_test(self, test: ast.AST, counters: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
         """A comparison with a tolerance (a name like ``tol`` / ``eps``, a small float) or a
-        closeness test (``torch.allclose``)."""
+        closeness test (``torch.allclose``); not the loop's counter against a limit (a
+        molecule sampler's ``t >= self.min_blocks``)."""
         for node in ast.walk(test):
             if isinstance(node, ast.Call) and self.callee(node) & _CLOSENESS:
                 return True
-            if not isinstance(node, ast.Compare):
+            if not isinstance(node, ast.Compare) or counters & {
+                    n.id for n in ast.walk(node) if isinstance(n, ast.Name)}:  # fmt: skip
                 continue
             for side in [node.left, *node.comparators]:
                 for name in _side_names(side):

@@ -4,6 +4,7 @@ zero gradient the size of the whole tensor. The line is told to unbind the tenso
 measured saving), and the layers' "backward far above forward" is the same advice, not two
 more (the scan in two layers gave four entries for one cause)."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -74,3 +75,36 @@ def test_a_scan_that_slices_per_step_is_told_to_unbind_once():
         if other is not item:
             assert "Backward of" not in other["title"], other["title"]
             assert "start at its heaviest line" not in other["title"], other["title"]
+
+
+def _scan_session(owner_backward: float) -> dict:
+    """A slicing line in a module whose own backward is ``owner_backward`` ms, 25 of them the
+    line's (mamba-minimal's mixers: 439 ms of (self) backward, 215 in its lines)."""
+    row = {"file": "/a/scan.py", "line": 9, "location": "scan.py:9", "owner": "mixer",
+           "function": "scan", "code": "h = a[:, t] * h + b[:, t]", "loop_line": 8,
+           "total_ms": {"mean": 30.0}, "forward_ms": {"mean": 5.0},
+           "backward_ms": {"mean": 25.0}, "calls_per_step": 64, "torch_calls_per_step": 192,
+           "top_ops": [{"op": "Tensor.__getitem__", "forward_ms": 1.0, "backward_ms": 22.0,
+                        "calls_per_step": 128},
+                       {"op": "Tensor.mul", "forward_ms": 2.0, "backward_ms": 3.0,
+                        "calls_per_step": 64}]}  # fmt: skip
+    mixer = {"path": "mixer", "name": "mixer", "kind": "module", "calls_per_step": 1.0,
+             "forward_ms": {"mean": 10.0}, "backward_ms": {"mean": owner_backward},
+             "forward_self_ms": {"mean": 10.0}, "backward_self_ms": {"mean": owner_backward},
+             "total_ms": {"mean": 10.0 + owner_backward}}  # fmt: skip
+    tree = {"path": "", "name": "step", "kind": "root", "children": [mixer],
+            "total_ms": {"mean": 100.0}}  # fmt: skip
+    return {"step_ms": {"mean": 100.0}, "tree": tree, "hot_lines": {"lines": [row]}}
+
+
+def test_the_unbind_range_reaches_the_owners_backward_no_line_holds():
+    from torchdoctor.analyze.advice.hot_lines import hot_line_advice
+
+    (item,) = hot_line_advice(_scan_session(65.0))  # 40 ms of sums outside the line
+    low, high = item.saving_range_ms
+    assert "unbind the tensor once" in item.title
+    assert high == pytest.approx(low + 40.0)
+    assert any("no measured line holds" in e for e in item.evidence)
+    (held,) = hot_line_advice(_scan_session(25.0))  # a near miss: the line holds it all
+    assert held.saving_range_ms[1] < held.saving_range_ms[0] + 1.0
+    assert not any("no measured line holds" in e for e in held.evidence)

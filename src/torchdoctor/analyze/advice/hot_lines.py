@@ -62,6 +62,7 @@ from torchdoctor.analyze.advice.hot_lines_fixes import (
 from torchdoctor.analyze.advice.hot_lines_library import library_fix, library_title, library_work
 from torchdoctor.analyze.advice.lint_hot import as_finding_dict
 from torchdoctor.analyze.advice.lint_loaders import contradicted
+from torchdoctor.analyze.advice.slice_cure import UNBIND_ONCE, unattributed_backward
 from torchdoctor.analyze.advice.start_up import import_advice, imported_modules
 
 #: module paths named in a line's "inside ..." evidence; the rest are counted
@@ -389,6 +390,14 @@ def hot_line_advice(session: Mapping[str, Any]) -> list[Advice]:
         if cure is not None:
             cure_saving(item, step, share, cure, session)  # (own time:
             # profiler cost left out)
+        if cure is not None and cure.name == UNBIND_ONCE.name and item.saving_range_ms:
+            sums = unattributed_backward(session, row.get("owners"))
+            if item.saving_range_ms[0] + sums > item.saving_range_ms[1]:
+                item.saving_range_ms[1] = item.saving_range_ms[0] + sums
+                item.evidence.append(
+                    f"up to {fmt_ms(item.saving_range_ms[1])} with autograd's sums of the "
+                    f"slices' full-size gradients: {fmt_ms(sums)} of the owners' backward no "
+                    "measured line holds (the sums run between graph nodes)")
         heaviest = next((a for a in advice if a.title.endswith(_HEAVIEST)), None)
         if heaviest is not None and item.title.endswith(_HEAVIEST):
             heaviest.evidence.append(f"next: {row['location']} `{str(row.get('code'))[:60]}`, "

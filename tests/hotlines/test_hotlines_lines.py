@@ -206,6 +206,33 @@ def test_a_multi_line_statement_is_one_execution_per_iteration():
     assert line["torch_calls_per_step"] >= 3 * 2  # the subtraction, the division at least
 
 
+def test_a_recurrence_in_a_loop_is_not_a_per_element_loop_to_batch():
+    # efficient-kan's Cox-de Boor recursion (bases = f(bases)), a scan's h = a * h + b: each
+    # iteration needs the one before; a running sum's terms (total = total + f(i)) still batch
+    from torchdoctor.analyze.advice.hot_lines_cures import cure_for
+    from torchdoctor.analyze.advice.hot_lines_data import hot_lines
+
+    x, w = torch.randn(16, 8), torch.randn(8)
+
+    def step():
+        h, total = torch.zeros(8), torch.zeros(())
+        for t in range(16):
+            h = torch.tanh(x[t] * h + w)  # CARRIED
+            total = total + (x[t] * w).sum()  # SUMMED
+        return h.sum() + total
+
+    session = profile(step)
+    carried = marked_line(step, "CARRIED")
+    summed = marked_line(step, "SUMMED")
+    (row,) = lines_at(session, __file__, carried)
+    assert row.get("carried") is True
+    (other,) = lines_at(session, __file__, summed)
+    assert "carried" not in other
+    cures = {r["line"]: cure_for(r, []) for r in hot_lines(session) if r["line"] in (carried, summed)}
+    assert cures[summed] is not None and cures[summed].name == "batch the loop"
+    assert cures[carried] is None or cures[carried].name != "batch the loop"
+
+
 # -- modules -----------------------------------------------------------------------------------
 class Net(torch.nn.Module):
     def __init__(self):

@@ -31,7 +31,7 @@ from typing import Any
 
 from torchdoctor.collect.assemble import stat_with_mean
 from torchdoctor.collect.attention_form import attention_forms
-from torchdoctor.collect.source_lines import parsed
+from torchdoctor.collect.source_lines import carried, parsed
 from torchdoctor.session_read import fmt_count
 from torchdoctor.source_names import short_file
 
@@ -289,6 +289,8 @@ def _line(
             for w, ms in via[:TOP_VIA]
         ],
     }
+    if out["loop_line"] is not None and carried(file, line):  # (a recurrence: no batching)
+        out["carried"] = True
     if agg["callers"]:  # the user line that calls this line's function most
         (c_file, c_line, c_function), _ = max(agg["callers"].items(), key=lambda kv: kv[1])
         out["called_from"] = {

@@ -212,3 +212,57 @@ def hands_to_step(file: str, line: int) -> bool:
             isinstance(n, ast.Name) and n.id in names for a in call.args for n in ast.walk(a))
         for call in ast.walk(loop)
     )  # fmt: skip
+
+
+def carried(file: str, line: int) -> bool:
+    """Whether ``line`` is in an assignment inside a loop whose value reads a name it assigns,
+    other than as a term of a running sum: each iteration needs the one before (a scan's
+    ``h = a * h + b``, an RNN's ``hidden = cell(x[t], hidden)``, efficient-kan's Cox-de Boor
+    ``bases = (...) * bases[:, :, :-1] + ...``), so its iterations are a recurrence, not
+    elements to batch. A sum (``total = total + f(i)``, ``total += f(i)``) is not carried: its
+    terms batch.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "scan.py")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("for t in ts:\\n    h = a[t] * h + b[t]\\n    s = s + h.sum()\\n")
+        >>> carried(path, 2), carried(path, 3), carried(path, 1)
+        (True, False, False)
+    """
+    spans = _CARRIED.get(file)
+    if spans is None:
+        tree = parsed(file)
+        spans = _CARRIED[file] = {
+            (node.lineno, node.end_lineno or node.lineno)
+            for loop in (ast.walk(tree) if tree is not None else ())
+            if isinstance(loop, (ast.For, ast.AsyncFor, ast.While))
+            for stmt in loop.body for node in ast.walk(stmt)
+            if isinstance(node, (ast.Assign, ast.AugAssign)) and _recurrence(node)
+        }  # fmt: skip
+    return any(start <= line <= end for start, end in spans)
+
+
+#: per file, the (first, last) lines of its carried assignments (see :func:`carried`)
+_CARRIED: dict[str, set[tuple[int, int]]] = {}
+
+
+def _recurrence(node: ast.Assign | ast.AugAssign) -> bool:
+    """An assignment whose value reads one of its target names outside a running sum."""
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    names = {n.id for t in targets for n in ast.walk(t)
+             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}  # fmt: skip
+    if not names:
+        return False
+    terms: list[ast.AST] = [node.value]
+    if isinstance(node, ast.AugAssign) and not isinstance(node.op, (ast.Add, ast.Sub)):
+        return True  # (x *= a: each needs the last)
+    summed = isinstance(node, ast.AugAssign)
+    while any(isinstance(t, ast.BinOp) and isinstance(t.op, (ast.Add, ast.Sub)) for t in terms):
+        terms = [part for t in terms for part in (
+            (t.left, t.right) if isinstance(t, ast.BinOp) and isinstance(t.op, (ast.Add, ast.Sub))
+            else (t,))]  # fmt: skip
+        summed = True
+    if summed:  # (the running total itself, a bare name among the terms, is no dependence)
+        terms = [t for t in terms if not (isinstance(t, ast.Name) and t.id in names)]
+    return any(isinstance(n, ast.Name) and n.id in names for t in terms for n in ast.walk(t))

@@ -350,8 +350,8 @@ def is_per_element_loop(row: Mapping[str, Any]) -> bool:
     """
     calls = float(row.get("calls_per_step") or 0.0)
     invocations = float(row.get("invocations_per_step") or 0.0)
-    if invocations > 0 and calls < 2 * invocations:
-        return False  # about once per run of its function: not a loop inside it
+    if row.get("carried") or (invocations > 0 and calls < 2 * invocations):
+        return False  # a recurrence (h = f(h)), or about once per run of its function
     torch_calls = float(row.get("torch_calls_per_step") or 0.0)
     per_call = float(row.get("forward_ms") or 0.0) / torch_calls if torch_calls else 0.0
     return calls >= LOOP_CALLS and per_call < SMALL_OP_MS

@@ -57,6 +57,7 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "function": line.get("function"),
                 "code": line.get("code") or "",
                 "loop_line": line.get("loop_line"),  # the Python loop it is in (None: none)
+                "carried": bool(line.get("carried")),  # (a recurrence's line: collect/source_lines)
                 "forward_ms": 0.0,
                 "backward_ms": 0.0,
                 "total_ms": 0.0,

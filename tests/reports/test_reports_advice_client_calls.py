@@ -130,3 +130,22 @@ def test_a_conv_nets_bf16_bound_takes_its_convolutions_at_their_own_measured_spe
     tree["children"][0]["conv"] = {"pointwise": True}  # (a 1x1 one: 1.05x-1.36x there)
     (pointwise,) = [a for a in engine_knobs(session) if "autocast" in a.title]
     assert pointwise.saving_range_ms == depthwise.saving_range_ms
+
+
+def test_a_repeat_made_inside_a_library_module_is_not_told_to_hoist():
+    # PyG's link_pred.py with SAGEConv: conv1's lin_r(x) gets the same x in the three encodes of
+    # a step (train, validation, test: different edges), from sage_conv.py's own forward
+    site = {"file": "/v/site-packages/torch_geometric/nn/conv/sage_conv.py", "line": 139,
+            "function": "forward", "code": "out = out + self.lin_r(x_r)"}
+    record = {"path": "conv1.lin_r", "calls_per_step": 3.0, "identical_input_calls": 1.0,
+              "time_per_call_ms": 34.6, "call_site": site,
+              "source": {"file": "/v/site-packages/torch_geometric/nn/dense/linear.py"}}
+    assert loop_invariant({"recomputation": [record], "step_ms": {"median": 450.0}}) == []
+    # near misses: the user's own line repeats the call (GAT), a weight parametrization
+    # recomputed by torch's own code (told parametrize.cached())
+    assert len(loop_invariant(_gat_session([]))) == 1
+    torch_site = {"file": "/v/site-packages/torch/nn/utils/parametrize.py", "line": 390}
+    weight = dict(record, path="a.parametrizations.weight.0", call_site=torch_site,
+                  source={"file": "/v/site-packages/torch/nn/utils/parametrize.py"})
+    (advice,) = loop_invariant({"recomputation": [weight], "step_ms": {"median": 450.0}})
+    assert "parametrize.cached" in advice.fix

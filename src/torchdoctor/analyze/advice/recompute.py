@@ -26,6 +26,7 @@ from torchdoctor.analyze.advice.base import (
     saving_step_ms,
     tree_step_ms,
 )
+from torchdoctor.session_read import installed_package
 
 #: ignore recomputation that costs less than this share of the step
 MIN_FRACTION = 0.01
@@ -92,6 +93,8 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
     for record in records:
         if _has_recomputed_ancestor(str(record.get("path")), paths, tree):
             continue  # caching the ancestor removes these calls too: no double counting
+        if _inside_library(record):
+            continue  # (no line of the user's code makes the repeated call: none to change)
         repeats = float(record.get("identical_input_calls") or 0)
         mean_call = float(record.get("time_per_call_ms") or 0.0)
         repeated = repeat_call_ms(session, record)
@@ -152,6 +155,30 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
             )
         )
     return advice
+
+
+def _inside_library(record: Mapping[str, Any]) -> bool:
+    """The repeated call is made by an installed package's own code (its call sites are all
+    in one): PyG's SAGEConv applies ``lin_r`` to the same node features in every forward, and
+    the link-prediction example's three encodes a step (train, validation, test; different
+    edges) read "Compute conv1.lin_r once and reuse it ... before the loop", which no change
+    of the script can do. A weight parametrization (torch's own code recomputes it) is told
+    ``parametrize.cached()`` and stays.
+
+    Example:
+        >>> lib = {"file": "/v/site-packages/torch_geometric/nn/conv/sage_conv.py", "line": 139}
+        >>> _inside_library({"path": "conv1.lin_r", "call_site": lib})
+        True
+        >>> _inside_library({"path": "GAT", "call_site": {"file": "/w/main.py", "line": 262}})
+        False
+    """
+    sites = [s for s in (record.get("call_site"), record.get("repeat_site"))
+             if isinstance(s, Mapping) and s.get("file")]  # fmt: skip
+    source = str((record.get("source") or {}).get("file") or "").replace("\\", "/")
+    if ".parametrizations." in f".{record.get('path')}." or source.endswith(
+            "torch/nn/utils/parametrize.py"):  # fmt: skip
+        return False
+    return bool(sites) and all(installed_package(str(s["file"])) for s in sites)
 
 
 def repeat_call_ms(session: Mapping[str, Any], record: Mapping[str, Any]) -> float | None:

@@ -27,7 +27,6 @@ from torchdoctor.collect.assemble import (
     build_tree,
     outliers,
     own_ms,
-    parameter_count,
     recomputation,
     stat_with_mean,
     sync_outliers,
@@ -286,9 +285,9 @@ def _module_facts(rec: Any) -> dict[str, dict[str, Any]]:
     attention call, a fused-attention switch left off, a trained embedding's lookups (modules made on the fly in a forward, one
     node per class, have none)."""
     facts: dict[str, dict[str, Any]] = {}
-    for node, state in rec.state_of.items():
+    for node, count in rec.state_of.counts().items():  # (of modules alive and freed)
         if node not in rec.made_in_forward:
-            facts.setdefault(rec.path[node], {})["params"] = parameter_count(state)
+            facts.setdefault(rec.path[node], {})["params"] = count
     for key, table in (("conv", rec.conv_geometry), ("attention", rec.attention_calls),
                        ("embedding", rec.embedding_calls),
                        ("attention_switch", rec.attention_switches)):  # fmt: skip

@@ -20,6 +20,8 @@ Example:
 from __future__ import annotations
 
 import inspect
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from torchdoctor.collect.compiled import is_compiled_module
@@ -107,7 +109,10 @@ class ModuleNames:
 
     def __init__(self) -> None:
         self._paths: dict[int, str] = {}
-        self._keep: list[Any] = []  # keep registered modules alive so ids stay unique
+        self._keep: list[Any] = []  # (modules without weak references: held, ids unique)
+        self._refs: dict[int, Any] = {}  # id -> a weak reference to the module named there
+        #: called with the id of a named module when it is freed (a later one may take it)
+        self.on_forget: list[Callable[[int], None]] = []
         self._root_names: set[str] = set()
         self._roots: dict[int, str] = {}  # id of each root -> its name
         self._root_of: dict[int, int] = {}  # id of a module -> id of the root that named it
@@ -154,10 +159,12 @@ class ModuleNames:
             'teacher'
         """
         inner = getattr(module, "_orig_mod", None) if is_compiled_module(module) else None
+        subs = list(module.named_modules())
+        for _, sub in subs:  # (an id a freed module had names nothing now)
+            self._seen(sub)
         if inner is not None and id(inner) not in self._paths:
             self.register_root(inner, main=main)
             main = False
-        subs = list(module.named_modules())
         inside = {id(sub) for _, sub in subs}
         adopted = {
             root for root in self._roots if root in inside and root not in (id(module), id(inner))
@@ -193,7 +200,6 @@ class ModuleNames:
         prefix = "" if main and not self.has_main else name + "."
         if main and not self.has_main:
             self.has_main, self._main = True, id(module)
-        self._keep.append(module)
         renamed: dict[str, str] = {}
         for sub_name, sub in subs:
             key = id(sub)
@@ -205,6 +211,7 @@ class ModuleNames:
                 renamed[old] = path
             self._paths[key] = path
             self._root_of[key] = id(module)
+            self._hold(sub)
         if renamed:  # modules made on the fly were named after their (renamed) caller
             for key, path in list(self._paths.items()):
                 if key not in inside:
@@ -241,7 +248,7 @@ class ModuleNames:
 
     def path_of(self, module: Any, caller: str | None) -> str:
         """The path of ``module``; unknown modules are registered (as roots when no caller)."""
-        path = self._paths.get(id(module))
+        path = self.known(module)
         if path is not None:
             return path
         if caller is None:
@@ -249,5 +256,47 @@ class ModuleNames:
             return self._paths[id(module)]
         path = f"{caller}.{type_name(module)}"
         self._paths[id(module)] = path
-        self._keep.append(module)
+        self._hold(module)
         return path
+
+    def known(self, module: Any) -> str | None:
+        """The path of ``module`` (None: never named; a module freed since, whose id it took,
+        named nothing for it).
+
+        Example:
+            >>> import torch
+            >>> names, net = ModuleNames(), torch.nn.Sequential(torch.nn.ReLU())
+            >>> names.register_root(net), names.known(net[0]), names.known(torch.nn.ReLU())
+            ('Sequential', '0', None)
+        """
+        self._seen(module)
+        return self._paths.get(id(module))
+
+    def _hold(self, module: Any) -> None:
+        """Name ``module`` by its id while it lives, without keeping it alive: a model copied
+        anew each step (``copy.deepcopy``: a per-task copy, a target network's refresh) was
+        held for the whole run, every copy's weights with it (a MAML-by-copy run grew 300 MB
+        in 200 steps). Its names stay (a later model of its variable renames it: ``net``,
+        ``net#2``) until a new module takes its id (:meth:`_seen`)."""
+        key = id(module)
+        try:
+            self._refs[key] = weakref.ref(module)
+            weakref.finalize(module, self._freed, key).atexit = False
+        except TypeError:  # (no weak references: held for the run, its id unique)
+            self._keep.append(module)
+
+    def _freed(self, key: int) -> None:
+        for callback in self.on_forget:
+            callback(key)
+
+    def _seen(self, module: Any) -> None:
+        """Drop what the id of ``module`` named when a freed module had it (ids are reused);
+        a root's name stays taken (the next model of its variable is numbered on)."""
+        key = id(module)
+        ref = self._refs.get(key)
+        if ref is not None and ref() is not module:
+            del self._refs[key]
+            self._paths.pop(key, None)
+            self._root_of.pop(key, None)
+            self._roots.pop(key, None)
+            self._hints.pop(key, None)

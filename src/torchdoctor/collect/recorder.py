@@ -60,10 +60,9 @@ from torchdoctor.collect.embedding_probe import note_embedding_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
 from torchdoctor.collect.fingerprint import SeenInputs, fingerprint, note_outputs
 from torchdoctor.collect.leaf_ends import hook_leaf_ends
-from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.padding import PaddingProbe
 from torchdoctor.collect.phases import PhaseMachine
-from torchdoctor.collect.recorder_nodes import NodeRegistry
+from torchdoctor.collect.recorder_nodes import NodeRegistry, NodeStates
 from torchdoctor.collect.recorder_regions import RegionEvents
 from torchdoctor.collect.records import (
     RECOMPUTED,
@@ -127,10 +126,11 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         self.embedding_calls: dict[int, dict | None] = {}
         self.embedding_weights: dict[int, Any] = {}
         self.padding = PaddingProbe()  # the step's first padded token batch (padding.py)
-        self.names = ModuleNames()
+        self.names = self._new_names()  # (a freed module's ids: its nodes' keys dropped)
         self.phases = PhaseMachine(self.now)
         self.node_ids: dict[tuple[int, Any], int] = {}  # (parent, id(module) | ("region", name))
         self.module_nodes: dict[int, int] = {}  # id(module) -> the node of its first call
+        self.freed_keys: dict[int, int] = {}  # node -> the id its freed module had
         self.parent: list[int] = [-1]
         self.path: list[str] = [""]
         self.name: list[str] = ["step"]
@@ -147,7 +147,7 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         self.hook_ns = 0
         self.host_clock = clock.now is time.perf_counter_ns
         # node -> its module's parameters and buffers (their versions: see _fingerprint)
-        self.state_of: dict[int, tuple[Tensor, ...]] = {}
+        self.state_of = NodeStates()  # (held while each module lives)
         self.made_in_forward: set[int] = set()  # nodes of modules made inside a forward
         self.fingerprints = SeenInputs()  # the latest call of each (node, input signature)
         self.derived: dict[int, tuple] = {}  # id(output) -> (weak, description, anchor, version)

@@ -126,6 +126,9 @@ def test_the_low_end_leaves_only_the_attentions_own_work():
     (bare,) = decode_without_cache(session)
     low, high = bare.saving_range_ms
     assert low == 0.5 * high and "half, with no attention module seen" in bare.evidence[2]
+    # no attention module: a recurrent or state-space model's state is the cache (mamba-minimal
+    # was told "keep a KV cache"); with one, keys and values
+    assert bare.title.startswith("Carry the model's state") and "Mamba" in bare.fix
 
     def tree(own_ms):
         proj = {"kind": "module", "name": "wq", "type": "Linear", "total_ms": {"mean": 1.0}}
@@ -140,5 +143,6 @@ def test_the_low_end_leaves_only_the_attentions_own_work():
     assert small.saving_range_ms[1] == high
     assert abs(small.saving_range_ms[0] - (high - 0.05)) < 1e-9  # nearly all of it
     assert "the attention modules' own time is 0.05 ms a step" in small.evidence[2]
+    assert small.title.startswith("Cache keys and values") and "Mamba" not in small.fix
     (large,) = decode_without_cache({**session, "tree": tree(10.0)})
     assert large.saving_range_ms[0] == 0.5 * high  # (never under half)

@@ -271,8 +271,9 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
     return [
         Advice(
             rule="decode-without-cache",
-            title="Cache keys and values across decoding steps: each step re-runs the model "
-            f"over every earlier token (up to {longest})",
+            title=("Cache keys and values across decoding steps" if attention is not None
+                   else "Carry the model's state across decoding steps")  # (a recurrent or
+            + f": each step re-runs the model over every earlier token (up to {longest})",  # SSM)
             estimated_saving_ms=low,
             saving_range_ms=[low, saving],
             confidence="medium",
@@ -298,7 +299,8 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
                    "the saving is per step of the whole run"]
                   if share < 1.0 else []),
             ],
-            fix="Keep each layer's keys and values from earlier steps (a KV cache) and feed "
+            fix=("" if attention is not None else _STATE_FIX)
+            + "Keep each layer's keys and values from earlier steps (a KV cache) and feed "
             "only the new token: Hugging Face models do it with use_cache=True / "
             "past_key_values (model.generate does by default); in a hand-written GPT, return "
             "k and v from each attention layer, concatenate the new token's to them, and pass "
@@ -313,6 +315,16 @@ def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
             cause="kv-cache",
         )
     ]
+
+
+#: the fix's first words where no attention module ran (mamba-minimal's generate: a
+#: state-space model, told "keep a KV cache")
+_STATE_FIX = (
+    "No attention module ran: for a recurrent or state-space model (an RNN, Mamba, RWKV) keep "
+    "each layer's state from the last step (its hidden state, and a Mamba block's convolution "
+    "window and SSM state) and feed only the new token, the model's step-by-step form. For "
+    "attention written without modules: "
+)
 
 
 def _attention_own_ms(tree: Mapping[str, Any] | None) -> float | None:

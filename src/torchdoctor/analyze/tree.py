@@ -152,7 +152,10 @@ def group_repeated_siblings(node: dict[str, Any], min_count: int = 2) -> dict[st
             group["group_count"] = len(members)
             group["group_paths"] = [m["path"] for m in members]
             group["per_item_ms"] = center(group.get("total_ms")) / len(members)
-            group["calls_per_step"] = group["calls_per_step"] / len(members)
+            if prefix.endswith("#"):  # (one variable's models made anew, collect/naming.py:
+                group["made_anew"] = True  # their calls a step, all copies')
+            else:
+                group["calls_per_step"] = group["calls_per_step"] / len(members)
             result.append(group)
             index = run[-1] + 1
         else:

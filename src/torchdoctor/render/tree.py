@@ -358,6 +358,8 @@ def display_name(node: dict[str, Any], parent_path: str = "") -> str:
 
 def _label(node: dict[str, Any], parent_path: str = "") -> str:
     name = display_name(node, parent_path)
+    if node.get("kind") == "group" and node.get("made_anew"):  # (copies: not all in a step)
+        return f"{name}  ({node['group_count']} copies made anew)"
     if node.get("kind") == "group":
         return f"{name}  ({node['group_count']} x ~{format_ms(node['per_item_ms'])} ms)"
     if node.get("kind") == "region":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from torchdoctor.collect.compiled import is_compiled_module
@@ -111,8 +110,9 @@ class ModuleNames:
         self._paths: dict[int, str] = {}
         self._keep: list[Any] = []  # (modules without weak references: held, ids unique)
         self._refs: dict[int, Any] = {}  # id -> a weak reference to the module named there
-        #: called with the id of a named module when it is freed (a later one may take it)
-        self.on_forget: list[Callable[[int], None]] = []
+        #: ids of named modules freed since the recorder last read them (a later module may
+        #: take one): only appended to, as a garbage collection may free a module anywhere
+        self.freed: list[int] = []
         self._root_names: set[str] = set()
         self._roots: dict[int, str] = {}  # id of each root -> its name
         self._root_of: dict[int, int] = {}  # id of a module -> id of the root that named it
@@ -286,8 +286,7 @@ class ModuleNames:
             self._keep.append(module)
 
     def _freed(self, key: int) -> None:
-        for callback in self.on_forget:
-            callback(key)
+        self.freed.append(key)
 
     def _seen(self, module: Any) -> None:
         """Drop what the id of ``module`` named when a freed module had it (ids are reused);

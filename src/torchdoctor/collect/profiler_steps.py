@@ -137,6 +137,7 @@ class StepCycle:
             if adopt_cuda_clock(self):
                 self._watch_cuda = False
         rec, state = self._rec, self.state
+        rec.forget_freed()  # (modules freed in the last step: their state let go, ids free)
         profiled = self._counter - self.warmup
         detailed = self._detailed = rec.detailed = self._schedule.detailed(
             profiled, time.monotonic(), self.steps_recorded

@@ -50,29 +50,39 @@ class NodeStates(dict):
         >>> len(states[1]), states.counts()
         (2, {1: 8})
         >>> del net
-        >>> 1 in states, states.counts()
-        (False, {1: 8})
+        >>> states.counts(), 1 in states  # (let go at the next read)
+        ({1: 8}, False)
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.dead_counts: dict[int, int] = {}
+        self._freed: list[int] = []  # (appended to when freed; released at safe points)
 
     def hold(self, node: int, module: Any) -> None:
         """Hold ``module``'s state as ``node``'s until the module is freed."""
+        self.release()
         self[node] = (*module.parameters(), *module.buffers())
         try:
-            weakref.finalize(module, self._forget, node).atexit = False
+            weakref.finalize(module, self._note_freed, node).atexit = False
         except TypeError:  # (an object without weak references: held for the run)
             pass
 
-    def _forget(self, node: int) -> None:
-        state = self.pop(node, None)
-        if state is not None:
-            self.dead_counts[node] = parameter_count(state)
+    def _note_freed(self, node: int) -> None:
+        self._freed.append(node)  # (only appended to: it may run inside a garbage collection)
+
+    def release(self) -> None:
+        """Let go the state of the modules freed since (never inside a garbage collection,
+        which may free a module while this dict is read)."""
+        freed, self._freed = self._freed, []
+        for node in freed:
+            state = self.pop(node, None)
+            if state is not None:
+                self.dead_counts[node] = parameter_count(state)
 
     def counts(self) -> dict[int, int]:
         """Parameter elements per node, of the modules alive and of those freed."""
+        self.release()
         return {**self.dead_counts, **{node: parameter_count(s) for node, s in self.items()}}
 
 class NodeRegistry:
@@ -132,21 +142,27 @@ class NodeRegistry:
         return node
 
     def _new_names(self) -> ModuleNames:
-        """The recorder's :class:`ModuleNames`, telling it when a named module was freed."""
-        names = ModuleNames()
-        names.on_forget.append(self._forget_modules)
-        return names
+        """The recorder's :class:`ModuleNames` (it lists the named modules freed)."""
+        return ModuleNames()
 
-    def _forget_modules(self, key: int) -> None:
-        """A freed module's id names no node now: a module made later may take it (a per-task
-        copy made each step), and must not be taken for the freed one. Its nodes keep the key
-        (``freed_keys``) while no module has it, for a renaming of their paths."""
-        for pair in [k for k in self.node_ids if k[1] == key]:
-            self.freed_keys[self.node_ids.pop(pair)] = key
-        self.module_nodes.pop(key, None)
+    def forget_freed(self) -> None:
+        """Freed modules' ids name no node now: a module made later may take one (a per-task
+        copy made each step) and must not be taken for the freed one. Their nodes keep the id
+        (``freed_keys``) while no module has it, for a renaming of their paths. Read at safe
+        points (a module's registration, the step's end), never inside a garbage collection."""
+        freed, self.names.freed = self.names.freed, []
+        if not freed:
+            return
+        keys = set(freed)
+        for pair in [k for k in self.node_ids if k[1] in keys]:
+            self.freed_keys[self.node_ids.pop(pair)] = pair[1]
+        for key in keys:
+            self.module_nodes.pop(key, None)
+        self.state_of.release()
 
     def _module_node(self, parent: int, module: Any) -> int:
         began = _host_ns()
+        self.forget_freed()
         try:
             if not parent and self.phases.stack[-1][0] == "backward":
                 # a checkpointed module's forward re-run in backward, outside its caller's

@@ -262,6 +262,47 @@ def project_callee(call: ast.Call, context) -> ast.FunctionDef | None:
     return project.module_function(call.func.id) if call.func.id in names.imports else None
 
 
+def step_callee(call: ast.Call, rules) -> ast.FunctionDef | None:
+    """What a loop's ``call`` runs, for the question whether it trains: a function of the file
+    or the project (:func:`project_callee`), or a method of an object the script made
+    (:func:`instance_method`)."""
+    return project_callee(call, rules.context) or instance_method(call, rules)
+
+
+def instance_method(call: ast.Call, rules) -> ast.FunctionDef | None:
+    """The method ``obj.name(...)`` runs when ``obj`` is assigned, in the call's function or at
+    the module's top level, an instance of a class of this file or the project's one class of
+    that name (``agent = TD3(...)`` or ``policy = TD3.TD3(...)``, then ``agent.train(replay)``
+    in the loop: an RL script's update one call away); None.
+
+    Example:
+        >>> instance_method(ast.parse("agent.train(b)").body[0].value, None) is None
+        True
+    """
+    func = call.func
+    if rules is None or not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
+        return None
+    scope, tree = rules.enclosing_scope(call), rules.context.tree
+    values = [*rules.assigned_values(scope, func.value.id), *(
+        rules.assigned_values(tree, func.value.id) if tree is not None and tree is not scope else [])]
+    project = getattr(rules.context, "project", None)
+    for value in values:
+        while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and isinstance(
+                value.func.value, ast.Call):  # (Agent(...).to(device): the class's instance)
+            value = value.func.value
+        made = value.func if isinstance(value, ast.Call) else None
+        name = made.id if isinstance(made, ast.Name) else getattr(made, "attr", "")
+        if not name[:1].isupper():
+            continue
+        cls = next((n for n in getattr(tree, "body", ()) if isinstance(n, ast.ClassDef) and n.name == name), None)
+        if cls is None and project is not None:
+            cls = project.module_class(name)
+        method = next((f for f in getattr(cls, "body", ()) if isinstance(f, ast.FunctionDef) and f.name == func.attr), None)
+        if method is not None:
+            return method
+    return None
+
+
 def _update_sources(node: ast.AST) -> list[ast.AST]:
     """What an in-place update ``node`` writes from: the arguments of ``p.add_(...)``, the
     value of ``p -= ...``; nothing for other nodes."""

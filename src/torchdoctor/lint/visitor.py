@@ -53,7 +53,7 @@ from torchdoctor.lint.syntax import (  # noqa: F401 - re-exported for the rule f
     target_names,
     with_keyword,
 )
-from torchdoctor.lint.tensors import project_callee, runs_a_training_step, steps_by_hand
+from torchdoctor.lint.tensors import runs_a_training_step, step_callee, steps_by_hand
 
 #: methods that mutate a Python container in place (``tokens.append(t)``: not invariant;
 #: not ``add`` or ``sort``, which a tensor has and returns a new one from)
@@ -396,7 +396,7 @@ class RuleVisitor:
                 # a loop calling a step function (`self.train_step(batch)`) that runs backward
                 # and the optimizer step, or one of the project stepping the parameters by hand
                 # (DP-SGD's imported noisy_step): a training loop one call away
-                for callee in filter(None, (project_callee(c, self.context) for c in calls)):
+                for callee in filter(None, (step_callee(c, self) for c in calls)):
                     inner = {k for k in map(training_kind, self.direct_calls(callee.body)) if k}
                     kinds |= inner if inner == {"backward", "step"} else (
                         {"step"} if steps_by_hand(callee.body) else set())

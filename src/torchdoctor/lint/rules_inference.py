@@ -31,7 +31,7 @@ from torchdoctor.lint.project_scan import STEP_ITERABLES
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.sampler_copies import host_copies, iterative_sampler
 from torchdoctor.lint.sampling_loops import sampling_loop
-from torchdoctor.lint.tensors import JOINS
+from torchdoctor.lint.tensors import JOINS, instance_method
 from torchdoctor.lint.visitor import (
     FUNCTIONS,
     MODEL_NAME,
@@ -333,6 +333,7 @@ class InferenceRules(ModelRuns, RuleVisitor):
             dotted(chain_root(c.func.value)) or self._assigned_to(c)  # (model.to(d).eval():
             for c in body_calls  # model; model = Net().to(d).eval(): model too)
             if method_name(c) in kept_in and not c.args and not c.keywords
+            and instance_method(c, self) is None  # (Rainbow's env.eval(): its class's own eval)
         } - {None} | loaded
         init_only = not eval_receivers and not named  # (PatchCore's fit: __init__'s .eval())
         eval_receivers |= init

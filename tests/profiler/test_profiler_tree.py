@@ -37,7 +37,12 @@ def _steps(prof, model, loss, steps=3):
 
 
 def _check(session):
-    assert check_invariants(session["tree"], step_ms=session["step_ms"]["mean"]) == []
+    # (steps that waited for a core, on a busy host, or outliers are left out of the tree,
+    # not of the step time: the tree then adds up to its own steps' mean)
+    left = session["config"].get("detail") or {}
+    tree_only = left.get("busy_steps") or left.get("outlier_steps")
+    step = session["tree"]["total_ms"]["mean"] if tree_only else session["step_ms"]["mean"]
+    assert check_invariants(session["tree"], step_ms=step) == []
     for step in session["steps"]:
         assert sum(step["phases"].values()) == pytest.approx(step["wall_ms"], rel=1e-6)
         assert all(v >= 0 for v in step["phases"].values())

@@ -40,7 +40,7 @@ import ast
 import re
 
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.syntax import dotted_names_in, target_names
+from torchdoctor.lint.syntax import dotted_names_in, same_file_callee, target_names
 from torchdoctor.lint.visitor import FUNCTIONS, RuleVisitor, dotted, method_name
 
 RULES = (
@@ -135,7 +135,13 @@ class ParamUpdateRules(RuleVisitor):
                 return 1  # (DARTS' model.weights())
             if name in {"values", "items"} and method_name(expr.func.value) == "state_dict":
                 return 1
-            return 0
+            function = same_file_callee(expr) if depth < 2 else None  # (MoCo-style
+            return max((self._parameter_source(r.value, function, depth + 1)  # self.params_q():
+                        for r in ast.walk(function) if isinstance(r, ast.Return) and r.value),
+                       default=0) if function is not None else 0  # its returned list) fmt: skip
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):  # (a list + a list)
+            return max(self._parameter_source(expr.left, scope, depth),
+                       self._parameter_source(expr.right, scope, depth))  # fmt: skip
         if isinstance(expr, ast.Subscript):  # group["params"], opt.param_groups[0]["params"]
             return int(isinstance(expr.slice, ast.Constant) and expr.slice.value == "params")
         if isinstance(expr, (ast.ListComp, ast.GeneratorExp)):

@@ -12,6 +12,7 @@ import re
 
 from torchdoctor.lint.call_index import calls_named
 from torchdoctor.lint.forward_calls import _run_by_forward
+from torchdoctor.lint.loop_shapes import feeds_an_environment
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.tensor_values import TORCH_ONLY_METHODS
 from torchdoctor.lint.tensors import framework_step_method
@@ -124,6 +125,19 @@ class StepHelpers:
         return any(isinstance(c, ast.Call) and (method_name(c) in TORCH_ONLY_METHODS or any(
             n.startswith("torch.") for n in self.callee(c))) for c in ast.walk(function))  # fmt: skip
 
+    def _returns_an_action(self, node: ast.AST, function: ast.AST) -> bool:
+        """``node`` is what ``function`` returns, and every call of it in the file is an action
+        its loop hands to an environment (a DQN's ``act(net, obs, eps)`` ending in
+        ``return q.argmax(1).item()``, then ``env.step(a)``): the environment needs it on the
+        host (``feeds_an_environment``), as it does an action read in the loop itself."""
+        stmt = self.parent(node)
+        while stmt is not None and not isinstance(stmt, ast.stmt):
+            stmt = self.parent(stmt)
+        calls = [c for c in calls_named(self, function.name) if isinstance(c.func, ast.Name)]  # type: ignore[attr-defined]
+        loops = [next(iter(self.enclosing_loops(c)), None) for c in calls]
+        return isinstance(stmt, ast.Return) and bool(calls) and all(
+            loop is not None and feeds_an_environment(c, loop) for c, loop in zip(calls, loops))
+
     def report_in_step_helper(self, node: ast.AST, what: str) -> bool:
         """TD201 for a host read in a module-level function that a training loop of the
         project calls on every step (not under a logging gate: :func:`gated_calls`), unless
@@ -132,7 +146,8 @@ class StepHelpers:
         if (project is None or not isinstance(scope, FUNCTIONS)
                 or not isinstance(self.parent(scope), ast.Module) or _EVALUATION.search(scope.name)
                 or self.under_log_gate(node, scope) or self.skip_sync(node, scope)
-                or not self._reads_what_it_is_given(node, scope)):  # fmt: skip
+                or not self._reads_what_it_is_given(node, scope)
+                or self._returns_an_action(node, scope)):  # fmt: skip
             return False
         hit = project.called_in_loop(scope.name, training="every step")
         reported = self.__dict__.setdefault("_reads_one_deep", set())

@@ -28,6 +28,13 @@ class OptimizerRound:
         >>> round_, a, b = OptimizerRound(), "generator optimizer", "critic optimizer"
         >>> round_.observe(a), round_.observe(b), round_.observe(a)[0], round_.observe(b)
         (('cut', None), ('cut', None), 'decided', ('cut', None))
+
+        A critic stepping each iteration, its actor every 2nd (TD3): a round is 2 iterations:
+            >>> round_, critic, actor = OptimizerRound(), object(), object()
+            >>> [round_.observe(o)[0] for o in (critic, critic, actor, critic, critic)]
+            ['cut', 'cut', 'cut', 'decided', 'skip']
+            >>> print(round_.observe(actor)[1])  # doctest: +ELLIPSIS
+            the object steps 2 times in each round, ...: a step here is 2 of its iterations, ...
     """
 
     def __init__(self) -> None:
@@ -40,6 +47,8 @@ class OptimizerRound:
         self.closer: tuple[int, Any] | None = None  # the object keeps its id unique
         self.opener: tuple[int, Any] | None = None  # the one whose return decided the round
         self.closer_stepped = True  # the closer stepped since the opener began a round
+        #: steps per optimizer (by id) in the first whole round, until it closes (None after)
+        self._first_round: dict[int, tuple[int, Any]] | None = None
 
     def observe(self, optimizer: Any) -> tuple[str, str | None]:
         """``("cut" | "skip" | "decided" | "restart", note)`` for a finished
@@ -65,13 +74,16 @@ class OptimizerRound:
             count = self._by_id[key] = self._by_id.get(key, 0) + 1
         previous, self.last = self.last, (key, optimizer)
         if self.closer is not None:
+            if self._first_round is not None:
+                self._first_round[key] = (self._first_round.get(key, (0, None))[0] + 1, optimizer)
             if key == self.closer[0]:
                 self.closer_stepped = True
-                return "cut", None
+                return "cut", self._spans_iterations()
             if self.opener is not None and key == self.opener[0] and previous is not None \
                     and previous[0] != key:  # (the opener begins a round)
                 if not self.closer_stepped:  # the closer sat out a whole round: made anew
                     made_anew, self.closer = self.closer, self.opener  # (each iteration)
+                    self._first_round = {}  # (a whole round begins after this step)
                     return "restart", (
                         f"the {type(made_anew[1]).__name__} that stepped before the "
                         f"{type(optimizer).__name__} never stepped again (an optimizer made "
@@ -86,12 +98,45 @@ class OptimizerRound:
         if count < 2:
             return "cut", None
         self.closer, self.opener, self.closer_stepped = previous, self.last, False
+        self._first_round = {key: (1, optimizer)}  # (the step open now begins a whole round)
         return "decided", (
             f"{len(self.counts) + len(self._by_id)} optimizers step in turn: a step ends at each step of the "
             f"{type(previous[1]).__name__} that closes the round (one training iteration); "
             "earlier partial steps dropped"
         )
 
+    def _spans_iterations(self) -> str | None:
+        """At the close of the first whole round: a note when an optimizer stepped more than
+        once in it (TD3's critic steps each iteration, its actor every 2nd: a step here is 2
+        iterations, not one, and every time per step is the round's)."""
+        counts, self._first_round = self._first_round, None
+        if not counts:
+            return None
+        often = max(counts.values(), key=lambda entry: entry[0])
+        if often[0] < 2:
+            return None
+        closer = _described(self.closer[1]) if self.closer is not None else "optimizer"
+        return (
+            f"the {_described(often[1])} steps {often[0]} times in each round, the {closer} "
+            f"that closes it once (a delayed or less frequent update): a step here is "
+            f"{often[0]} of its iterations, not one; every time per step is the round's"
+        )
+
+
+def _described(optimizer: Any) -> str:
+    """``Adam over 133,634 parameters`` (its class alone when it has no parameter groups).
+
+    Example:
+        >>> import torch
+        >>> _described(torch.optim.SGD([torch.zeros(3, 2)], lr=0.1)), _described(object())
+        ('SGD over 6 parameters', 'object')
+    """
+    name = type(optimizer).__name__
+    try:
+        count = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+    except (AttributeError, KeyError, TypeError):
+        return name
+    return f"{name} over {count:,} parameters"
 
 class ModuleRound:
     """While deciding whether steps are outermost module calls (an inference loop): a step

@@ -17,4 +17,6 @@ def train(model, loader, opt, device):
         lengths = torch.tensor([int(n) for n in (X != 0).sum(1)], device=device)  # expect: TD203
         held = torch.randperm(8)
         views = torch.tensor([int(k) for k in held[:2]], device=device)  # near-miss: a host tensor's elements
-        print(counts.shape, sizes.shape, scale.shape, lengths.shape, views.shape)
+        inked = torch.tensor([int((X[i] < 0.5).sum() > 0) for i in range(X.shape[0])], device=device)  # expect: TD203
+        long_rows = torch.tensor([int(len(r) > 3) for r in t], device=device)  # near-miss: Python lengths compared
+        print(counts.shape, sizes.shape, scale.shape, lengths.shape, views.shape, inked.shape, long_rows.shape)

@@ -109,7 +109,7 @@ class HostLists:
         items = [expr.elt] if isinstance(expr, ast.ListComp) else getattr(expr, "elts", [])
         return any(isinstance(e, ast.Call) and len(e.args) == 1 and not e.keywords
                    and bool(set(self.callee(e)) & SCALAR_CASTS.keys())
-                   and (self.looks_like_tensor(e.args[0]) or self._element_of_a_tensor(e.args[0], expr))
+                   and (self.looks_like_tensor(_compared(e.args[0])) or self._element_of_a_tensor(e.args[0], expr))
                    for e in items)  # fmt: skip
 
     def _element_of_a_tensor(self, arg: ast.AST, comp: ast.AST) -> bool:
@@ -124,3 +124,14 @@ class HostLists:
                     base = base.value
                 return self.looks_like_tensor(gen.iter) and not self.host_made(base)
         return False
+
+
+def _compared(arg: ast.AST) -> ast.AST:
+    """The left side of a comparison (``int((x[i] < 0.5).sum() > 0)``: a tensor compared is a
+    tensor, read by the cast); else ``arg``.
+
+    Example:
+        >>> ast.unparse(_compared(ast.parse("m.sum() > 0", mode="eval").body))
+        'm.sum()'
+    """
+    return arg.left if isinstance(arg, ast.Compare) and len(arg.ops) == 1 else arg

@@ -245,9 +245,10 @@ class NodeRegistry:
                 if path is not None:
                     self.path[node] = path
                     self.name[node] = path.rsplit(".", 1)[-1]
-            elif node in self.made_in_forward:
+            elif node in self.made_in_forward:  # (under its caller; at the top: its name)
                 walk = self._enclosing_module(self.parent[node])
-                self.path[node] = f"{self.path[walk]}.{self.name[node]}"
+                name = self.name[node]
+                self.path[node] = f"{self.path[walk]}.{name}" if walk else name
             elif self.kind[node] == "region":
                 self.path[node] = self.region_path(self.parent[node], self.name[node])
 

@@ -209,9 +209,10 @@ class ForwardAndCallSyncs(StepHelpers):
         classes = {c for c in classes if c[:1].isupper()}
         if len(classes) != 1:
             return
-        args = [*node.args, *(k.value for k in node.keywords)]
-        if not any(self.looks_like_tensor(a) for a in args):
-            return
+        args, scope = [*node.args, *(k.value for k in node.keywords)], self.enclosing_scope(node)
+        if not any(self.looks_like_tensor(a) or isinstance(a, ast.Name) and any(  # (per_sample =
+                self.looks_like_tensor(v) for v in self.assigned_values(scope, a.id)) for a in args):
+            return  # -(m * logp).sum(1): a tensor the step computed, by its assignment)
         context = self._training_context(node)
         if context is None or self.under_log_gate(node, context) or self.skip_sync(node, context):
             return

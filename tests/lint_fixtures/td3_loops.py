@@ -108,6 +108,15 @@ def per_class_counts(labels, num_classes):
     return counts, hist, blanks
 
 
+def knn_votes(sim_w, sim_labels, num_classes):
+    scores = torch.zeros(sim_w.shape[0], num_classes)
+    for c in range(num_classes):
+        scores[:, c] = (sim_w * (sim_labels == c)).sum(dim=1)  # expect: TD301
+    for k in range(num_classes):
+        scores[:, k] += (sim_w * sim_labels).sum(dim=1) / (k + 1)  # a weighted sum, no mask per value
+    return scores
+
+
 def strip_prompts(generated, config, vision_start_token_id, tokenizer):
     out = []
     for i, input_ids in enumerate(generated):  # each sample against a special token's id

@@ -22,3 +22,19 @@ def loop_assignment(loop: ast.AST, name: str) -> ast.AST | None:
         ):
             return assign.value
     return None
+
+
+def counted_mask(expr: ast.AST) -> ast.AST:
+    """The mask a count sums: ``expr``, or the equality of a weighted count (``(w * (labels ==
+    c)).sum(1)``, a kNN monitor's vote per class: one full pass per class as well).
+
+    Example:
+        >>> ast.unparse(counted_mask(ast.parse("w * (y == c)", mode="eval").body))
+        'y == c'
+    """
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+        sides = [s for s in (expr.left, expr.right)
+                 if isinstance(s, ast.Compare) and len(s.ops) == 1 and isinstance(s.ops[0], ast.Eq)]  # fmt: skip
+        if len(sides) == 1:
+            return sides[0]
+    return expr

@@ -15,7 +15,7 @@ from torchdoctor.lint.loop_shapes import (
     per_label_lookup,
     remap_loop_parts,
 )
-from torchdoctor.lint.mask_names import loop_assignment
+from torchdoctor.lint.mask_names import counted_mask, loop_assignment
 from torchdoctor.lint.remap_fix import plan_remap_fix, remap_rewrite
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
@@ -231,7 +231,7 @@ class LoopRules(RuleVisitor):
         elif (method_name(node) in _COUNTS and not node.args and not names & _COUNT_CALLS) or (
             names & _COUNT_CALLS and len(args) == 1 and n_args == 1
         ):
-            mask = args[0] if names & _COUNT_CALLS else node.func.value  # type: ignore[attr-defined]
+            mask = counted_mask(args[0] if names & _COUNT_CALLS else node.func.value)  # type: ignore[attr-defined]
             if self._mask_loop(node, mask) is not None:
                 how = ("torch.bincount(x, minlength=n) counts every value in one pass "
                        "(torch.unique(x, return_counts=True) for values that are not 0..n-1)")

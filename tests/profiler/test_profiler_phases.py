@@ -69,3 +69,18 @@ def test_a_profiled_search_details_its_query_phase():
     assert detail["phase_steps"], detail
     shapes = [s.get("input_shape") for s in session["steps"] if s.get("detailed")]
     assert [256, 64] in shapes and [1, 64] in shapes  # (both phases in the detailed steps)
+
+
+def test_windows_of_a_long_phase_are_weighed_against_its_own_light_steps():
+    """The knowledge-distillation tutorial: a teacher trained (7 s steps), then students (0.3 s,
+    then 3 s with the frozen teacher's forward). Its teacher windows cost nothing over light
+    teacher steps, but were weighed against the median light step, the students': read as
+    costing 130%, over the budget for good; the tree was the teacher's alone."""
+    stages = [7000.0] * 15 + [300.0] * 16 + [3000.0] * 16 + [2800.0] * 16 + [3000.0] * 16
+    schedule = DetailSchedule("windows", window=5, period_steps=10)
+    detailed = _detailed(schedule, stages, slow_detail=1.0)
+    assert any(15 <= i < 31 for i in detailed), detailed  # the students' phase
+    assert any(i >= 31 for i in detailed), detailed
+    # near miss: detail that does cost (2.5x) in the same stages still waits for its budget
+    costly = DetailSchedule("windows", window=5, period_steps=10)
+    assert len(_detailed(costly, stages)) < len(detailed) and costly.postponed > 0

@@ -31,8 +31,11 @@ its first phase in the tree and the lines: once the light steps' median moves PH
 from what it was after the last window, a window opens at the next step (``phase_steps``).
 
 Detail has a budget: a window due by its period waits while what the detailed steps after the
-first window cost over light ones (their time less the median light step's) exceeds
-DETAIL_BUDGET of all the steps' time since then. On steps of many small calls a detailed step costs 2-3x a light one (a tiny
+first window cost over light ones exceeds DETAIL_BUDGET of all the steps' time since then. A
+window's cost is its steps' time less the light steps' median of its own phase: of the light
+steps just before it or just after it, whichever is nearer the window's (a tutorial training a
+teacher, then students: its teacher windows were weighed against the students' 20x shorter
+steps, read as 130% overhead, and no window opened again: the tree was the teacher's alone). On steps of many small calls a detailed step costs 2-3x a light one (a tiny
 Whisper decoding step: 5.5 against 1.7 ms), and a window of 5 every 100 steps would cost the
 run ~10%; on a training step the hooks cost 10-40% and the budget changes nothing.
 
@@ -116,7 +119,10 @@ class DetailSchedule:
         self.budget = budget
         self.postponed = 0  # steps a due window waited for the budget
         self._config: dict[str, Any] = {}  # (config(): kept up to date, read at the end)
-        self._spent = [0.0, 0.0, 0]  # all steps' ns, the detailed ones' ns, detailed steps
+        self._spent = [0.0, 0.0]  # all steps' ns (after the first window), detailed steps' cost
+        self._window_walls: list[float] = []  # the last window's detailed steps, unsettled
+        self._around: list[float | None] = [None, None]  # light medians before / after it
+        self._after: list[float] = []  # the light steps after it (its phase: PHASE_PROBE)
         self._draw = (-1, 0)  # (block, the place of its control step)
         self._start: int | None = None  # profiled step index the current window began at
         self._start_s = 0.0
@@ -214,12 +220,8 @@ class DetailSchedule:
         """
         if self.mode != "windows" or index < 0:
             return
-        spent = self._spent
         if index >= self.window:  # (the first window, with the first calls' work: free)
-            spent[0] += wall
-            if detailed:
-                spent[1] += wall
-                spent[2] += 1
+            self._spend(wall, detailed)
         if not detailed:
             self._new_phase(index, wall)
         if self._caught:
@@ -260,11 +262,50 @@ class DetailSchedule:
             >>> schedule._over_budget()  # after the first window: 6 ms extra in 84 ms of steps
             True
         """
-        median = self._median()
-        if median is None or self.budget >= 1:
+        if self._median() is None or self.budget >= 1:
             return False
-        total, detailed, count = self._spent
-        return detailed - count * median > self.budget * total
+        total, cost = self._spent
+        return cost + self._window_cost() > self.budget * total
+
+    def _spend(self, wall: float, detailed: bool) -> None:
+        """Add a step (after the first window) to the budget's account: a window's steps wait
+        for the light steps after it, and are settled once PHASE_PROBE came (or a new window)."""
+        self._spent[0] += wall
+        if detailed:
+            if not self._window_walls or self._after:  # a window opens: settle the last,
+                self._settle()  # note its phase's light steps before it
+                recent = list(self._light)[-PHASE_PROBE:]
+                self._around = [statistics.median(recent) if recent else None, None]
+            self._window_walls.append(wall)
+            return
+        if self._window_walls:
+            self._after.append(wall)
+            self._around[1] = statistics.median(self._after)
+            if len(self._after) >= PHASE_PROBE:
+                self._settle()
+
+    def _settle(self) -> None:
+        self._spent[1] += self._window_cost()
+        self._window_walls, self._after, self._around = [], [], [None, None]
+
+    def _window_cost(self) -> float:
+        """The last window's detailed steps' time over the light steps of its phase (see the
+        module docstring); the median light step while no light step is near it.
+
+        Example:
+            >>> schedule = DetailSchedule("windows", window=1, period_steps=10)
+            >>> for i in range(20):  # 7 s steps, then 0.3 s ones: the window (10) is in the first
+            ...     schedule.observe(i, 0.3e9 if i > 14 else 7.2e9 if i != 10 else 7.0e9, i in (0, 10))
+            >>> schedule._spent[1]  # (weighed against 7.2 s: detail cost nothing)
+            0.0
+        """
+        walls = self._window_walls
+        if not walls:
+            return 0.0
+        refs = [r for r in self._around if r is not None] or [self._median() or 0.0]
+        own = statistics.median(walls)
+        ref = min(refs, key=lambda r: abs(r - own))
+        return sum(max(0.0, wall - ref) for wall in walls)
 
     def _median(self) -> float | None:
         """The median light step, sorted anew every MEDIAN_EVERY light steps (a light step's
@@ -341,7 +382,8 @@ class DetailSchedule:
         self._median_at = None
         self._long = []
         self._detailed_walls.clear()
-        self._spent = [0.0, 0.0, 0]
+        self._spent = [0.0, 0.0]
+        self._window_walls, self._after, self._around = [], [], [None, None]
         self._after_window.clear()
         self._recent.clear()
 

@@ -289,8 +289,8 @@ class DetailSchedule:
         self._window_walls, self._after, self._around = [], [], [None, None]
 
     def _window_cost(self) -> float:
-        """The last window's detailed steps' time over the light steps of its phase (see the
-        module docstring); the median light step while no light step is near it.
+        """The last window's detailed steps' median time over the light steps of its phase (see
+        the module docstring), times its steps; the median light step while none is near it.
 
         Example:
             >>> schedule = DetailSchedule("windows", window=1, period_steps=10)
@@ -305,7 +305,9 @@ class DetailSchedule:
         refs = [r for r in self._around if r is not None] or [self._median() or 0.0]
         own = statistics.median(walls)
         ref = min(refs, key=lambda r: abs(r - own))
-        return sum(max(0.0, wall - ref) for wall in walls)
+        # (its median step's excess, per step: a step that waited for a core, 16 s among
+        # teacher steps of 2.7 s, is no cost of detail)
+        return len(walls) * max(0.0, own - ref)
 
     def _median(self) -> float | None:
         """The median light step, sorted anew every MEDIAN_EVERY light steps (a light step's

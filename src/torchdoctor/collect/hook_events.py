@@ -36,6 +36,7 @@ from torchdoctor.collect.engine_state import note_double_backward
 from torchdoctor.collect.lines_install import insert_function_mode, remove_function_mode
 from torchdoctor.collect.outermost import in_eval_mode
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
+from torchdoctor.collect.rounds import IN_TURN
 from torchdoctor.collect.state import STATE
 
 _host_ns = time.perf_counter_ns
@@ -287,7 +288,7 @@ class HookEvents:
             self._switch(_OPTIMIZER)
         action, note = self._optimizer_round.observe(optimizer)
         if action == "restart":  # (the round read first no longer holds: its note goes)
-            self.state.notes[:] = [n for n in self.state.notes if "optimizers step in turn" not in n]
+            self.state.notes[:] = [n for n in self.state.notes if IN_TURN not in n]
         if note:
             self.state.notes.append(note)
         if action == "cut":

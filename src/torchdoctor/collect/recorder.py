@@ -60,6 +60,7 @@ from torchdoctor.collect.embedding_probe import note_embedding_call
 from torchdoctor.collect.engine_state import AnomalyProbe, note_autocast
 from torchdoctor.collect.fingerprint import SeenInputs, fingerprint, note_outputs
 from torchdoctor.collect.leaf_ends import hook_leaf_ends
+from torchdoctor.collect.naming import ModuleNames
 from torchdoctor.collect.padding import PaddingProbe
 from torchdoctor.collect.phases import PhaseMachine
 from torchdoctor.collect.recorder_nodes import NodeRegistry, NodeStates
@@ -126,7 +127,7 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         self.embedding_calls: dict[int, dict | None] = {}
         self.embedding_weights: dict[int, Any] = {}
         self.padding = PaddingProbe()  # the step's first padded token batch (padding.py)
-        self.names = self._new_names()  # (a freed module's ids: its nodes' keys dropped)
+        self.names = ModuleNames()  # (it lists the modules it named that were freed since)
         self.phases = PhaseMachine(self.now)
         self.node_ids: dict[tuple[int, Any], int] = {}  # (parent, id(module) | ("region", name))
         self.module_nodes: dict[int, int] = {}  # id(module) -> the node of its first call
@@ -146,8 +147,7 @@ class Recorder(NodeRegistry, RegionEvents, SavedBytes):
         # part); on the CPU clock the event's own token doubles as one of the two readings
         self.hook_ns = 0
         self.host_clock = clock.now is time.perf_counter_ns
-        # node -> its module's parameters and buffers (their versions: see _fingerprint)
-        self.state_of = NodeStates()  # (held while each module lives)
+        self.state_of = NodeStates()  # node -> its module's state while it lives (_fingerprint)
         self.made_in_forward: set[int] = set()  # nodes of modules made inside a forward
         self.fingerprints = SeenInputs()  # the latest call of each (node, input signature)
         self.derived: dict[int, tuple] = {}  # id(output) -> (weak, description, anchor, version)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 import time
-import weakref
 from typing import Any
 
 import torch
@@ -40,50 +39,39 @@ _host_ns = time.perf_counter_ns
 class NodeStates(dict):
     """Per module node, the module's parameters and buffers (the input fingerprints read their
     versions: an update between two calls is new work), held while the module lives. A module
-    made anew each step (a per-task copy, ``copy.deepcopy(model)``) is let go when it is freed,
-    its parameter count kept (:meth:`counts`): held, every copy's weights stayed, and a
-    MAML-by-copy run grew 300 MB in 200 steps.
+    made anew each step (a per-task copy, ``copy.deepcopy(model)``) is let go when it is freed
+    (:meth:`NodeRegistry.forget_freed`), its parameter count kept (:meth:`counts`): held, every
+    copy's weights stayed, and a MAML-by-copy run grew 300 MB in 200 steps.
 
     Example:
-        >>> states, net = NodeStates(), torch.nn.Linear(3, 2)
-        >>> states.hold(1, net)
+        >>> states = NodeStates()
+        >>> states.hold(1, torch.nn.Linear(3, 2))
         >>> len(states[1]), states.counts()
         (2, {1: 8})
-        >>> del net
-        >>> states.counts(), 1 in states  # (let go at the next read)
-        ({1: 8}, False)
+        >>> states.let_go([1])
+        >>> 1 in states, states.counts()
+        (False, {1: 8})
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.dead_counts: dict[int, int] = {}
-        self._freed: list[int] = []  # (appended to when freed; released at safe points)
 
     def hold(self, node: int, module: Any) -> None:
-        """Hold ``module``'s state as ``node``'s until the module is freed."""
-        self.release()
+        """Hold ``module``'s state as ``node``'s (until :meth:`let_go`)."""
         self[node] = (*module.parameters(), *module.buffers())
-        try:
-            weakref.finalize(module, self._note_freed, node).atexit = False
-        except TypeError:  # (an object without weak references: held for the run)
-            pass
 
-    def _note_freed(self, node: int) -> None:
-        self._freed.append(node)  # (only appended to: it may run inside a garbage collection)
-
-    def release(self) -> None:
-        """Let go the state of the modules freed since (never inside a garbage collection,
-        which may free a module while this dict is read)."""
-        freed, self._freed = self._freed, []
-        for node in freed:
+    def let_go(self, nodes: Any) -> None:
+        """The modules of ``nodes`` were freed: keep their parameter counts, not their state."""
+        for node in nodes:
             state = self.pop(node, None)
             if state is not None:
                 self.dead_counts[node] = parameter_count(state)
 
     def counts(self) -> dict[int, int]:
         """Parameter elements per node, of the modules alive and of those freed."""
-        self.release()
         return {**self.dead_counts, **{node: parameter_count(s) for node, s in self.items()}}
+
 
 class NodeRegistry:
     """Node ids -> parent, path, name, kind, type, source (lists indexed by node id).
@@ -141,15 +129,12 @@ class NodeRegistry:
         self.library.append(kind == "module" and (not file or kind_of_file(str(file)) != USER))
         return node
 
-    def _new_names(self) -> ModuleNames:
-        """The recorder's :class:`ModuleNames` (it lists the named modules freed)."""
-        return ModuleNames()
-
     def forget_freed(self) -> None:
         """Freed modules' ids name no node now: a module made later may take one (a per-task
         copy made each step) and must not be taken for the freed one. Their nodes keep the id
-        (``freed_keys``) while no module has it, for a renaming of their paths. Read at safe
-        points (a module's registration, the step's end), never inside a garbage collection."""
+        (``freed_keys``) while no module has it, for a renaming of their paths, and let go of
+        their state. Read at safe points (a module's registration, the step's start), never
+        inside a garbage collection (``ModuleNames.freed`` is only appended to)."""
         freed, self.names.freed = self.names.freed, []
         if not freed:
             return
@@ -158,7 +143,7 @@ class NodeRegistry:
             self.freed_keys[self.node_ids.pop(pair)] = pair[1]
         for key in keys:
             self.module_nodes.pop(key, None)
-        self.state_of.release()
+        self.state_of.let_go(node for node, key in self.freed_keys.items() if key in keys)
 
     def _module_node(self, parent: int, module: Any) -> int:
         began = _host_ns()

@@ -17,7 +17,10 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-__all__ = ["ModuleRound", "OptimizerRound"]
+__all__ = ["IN_TURN", "ModuleRound", "OptimizerRound"]
+
+#: the words of the note a round decided on optimizers in turn says (a revision drops it)
+IN_TURN = "optimizers step in turn"
 
 
 class OptimizerRound:
@@ -100,7 +103,7 @@ class OptimizerRound:
         self.closer, self.opener, self.closer_stepped = previous, self.last, False
         self._first_round = {key: (1, optimizer)}  # (the step open now begins a whole round)
         return "decided", (
-            f"{len(self.counts) + len(self._by_id)} optimizers step in turn: a step ends at each step of the "
+            f"{len(self.counts) + len(self._by_id)} {IN_TURN}: a step ends at each step of the "
             f"{type(previous[1]).__name__} that closes the round (one training iteration); "
             "earlier partial steps dropped"
         )

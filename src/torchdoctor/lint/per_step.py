@@ -88,7 +88,7 @@ class PerStepCalls:
         hit = project.called_in_forward(function, self.context.path) if project is not None else None  # type: ignore[attr-defined]
         if hit is not None:  # (another file's forward, through its imports)
             return f"called by `{hit[2]}`{and_others(hit[3])} ({hit[0]}:{hit[1]})"
-        caller = project.called_in_loop(function) if project is not None else None  # type: ignore[attr-defined]
+        caller = project.called_in_loop(function, path=self.context.path) if project is not None else None  # type: ignore[attr-defined]
         if caller is not None:  # (this file's own loop first: two scripts' to_categorical)
             caller = self._own_loop_call(function) or caller
         return None if caller is None else f"called in a loop at {caller[0]}:{caller[1]}"

@@ -10,36 +10,24 @@ linting stays one parse per file unless a question needs another file.
 from __future__ import annotations
 
 import ast
-import builtins
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from torchdoctor.lint.forward_calls import ForwardCall, forward_calls
-from torchdoctor.lint.names import ImportTable
+from torchdoctor.lint.loop_call_index import index_loop_calls, site_for
 from torchdoctor.lint.project_grad import GradQueries
 from torchdoctor.lint.project_loaders import pinned_loader_passed
 from torchdoctor.lint.project_scan import (
-    _SCHEDULER,
     _STEP_MARKERS,
     USES_CUDA,
-    _calls_in_body,
     _parse,
     _runs_parameter,
-    gated_calls,
     method_calls_in_step_loops,
-    step_calls,
-    step_loop,
     wraps_ddp_around,
 )
 from torchdoctor.lint.syntax import link_parents
-from torchdoctor.lint.tensors import framework_step_method, numbers_in_literal
-
-#: library modules: ``torch.allclose(...)`` / ``F.normalize(...)`` call the library's function,
-#: never a project function of the same name
-_LIBRARIES = frozenset({"torch", "numpy", "scipy", "math", "einops", "builtins", "os", "sys"})
-_BUILTINS, _DEFS = frozenset(dir(builtins)), (ast.FunctionDef, ast.AsyncFunctionDef)
-
+from torchdoctor.lint.tensors import numbers_in_literal
 
 #: a function definition's name (the ``defining`` index)
 _DEF = re.compile(r"\bdef\s+(\w+)\s*\(")
@@ -58,7 +46,7 @@ class Project(GradQueries):
         self._trees: dict[str, ast.Module | None] = {}
         self._uses_cuda: bool | None = None
         self._no_grad: dict[tuple[str, int], bool | None] = {}
-        self._loop_calls: dict[str | tuple[str, str], tuple[str, int]] | None = None  # called_in_loop's index
+        self._loop_calls: dict | None = None  # called_in_loop's index
         self._forward_calls: dict[str, list[ForwardCall]] | None = None  # called_in_forward
         self._method_calls: dict[tuple[str, str], tuple[str, int]] | None = None  # method_called_in_loop
 
@@ -188,71 +176,32 @@ class Project(GradQueries):
             self._no_grad[key] = found  # type: ignore[assignment]
         return self._no_grad[key]  # type: ignore[return-value]
 
-    def called_in_loop(self, name: str, training: bool | str = False) -> tuple[str, int] | None:
+    def called_in_loop(self, name: str, training: bool | str = False,
+                       path: str | None = None) -> tuple[str, int] | None:
         """``(file name, line)`` of the first call ``name(...)`` / ``utils.name(...)`` (an
-        imported module's) / ``self.name(...)`` in the project made inside the body of a step loop (:func:`step_loop`) of its own function (a
-        helper run every step: fast_neural_style's ``utils.normalize_batch`` in the training
-        loop); with ``training``, only a loop that calls ``.backward()`` or ``.step()``; with
-        ``training="every step"``, only a call under no logging gate (:func:`gated_calls`); None.
-        The project's step loops are indexed once, on the first question.
+        imported module's) / ``self.name(...)`` in the project made inside the body of a step
+        loop (:func:`step_loop`) of its own function (a helper run every step: fast_neural_style's
+        ``utils.normalize_batch`` in the training loop); with ``training``, only a loop that
+        calls ``.backward()`` or ``.step()``; with ``training="every step"``, only a call under
+        no logging gate (:func:`gated_calls`); with ``path`` (the file defining ``name``), not
+        a call in another file that defines a function ``name`` of its own
+        (:mod:`torchdoctor.lint.loop_call_index`); None. Indexed once, on the first question.
 
         Example:
             >>> project = Project([])
-            >>> project.add("train.py", "import utils\\nfor b in loader:\\n    x = utils.norm(b)\\n")
+            >>> project.add("train.py", "import utils\nfor b in loader:\n    x = utils.norm(b)\n")
             >>> project.called_in_loop("norm"), project.called_in_loop("other")
             (('train.py', 3), None)
         """
         if self._loop_calls is None:
             self._loop_calls = {}
-            for path in self.paths:
-                if not _STEP_MARKERS.search(self.text(path)):
-                    continue
-                tree = self._trees.get(path) or _parse(self.text(path))  # (no parent links)
-                imports = ImportTable(tree).imports if tree is not None else {}
-                modules = {name for name, targets in imports.items() if not all(  # (torch.allclose
-                    t.split(".")[0] in _LIBRARIES for t in targets)} | {"self"}  # is no call of a
-                # (a bare `sum(...)` the file neither defines nor imports is the builtin, not
-                # torch.masked's `sum` elsewhere in the project)
-                builtin = _BUILTINS - set(imports) - {
-                    d.name for d in getattr(tree, "body", ()) if isinstance(d, _DEFS)}
-                for loop in ast.walk(tree) if tree is not None else ():  # project's allclose)
-                    if isinstance(loop, ast.ClassDef):  # a method a framework runs every step
-                        for method in loop.body:  # (Lightning's training_step): its body is
-                            if framework_step_method(loop, method):  # a training loop's
-                                for call in ast.walk(method):
-                                    if isinstance(call, ast.Call) and isinstance(
-                                            call.func, ast.Name) and call.func.id not in builtin:
-                                        site = (Path(path).name, call.lineno)
-                                        self._loop_calls.setdefault(call.func.id, site)
-                                        self._loop_calls.setdefault(("training", call.func.id), site)
-                    elif isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and step_loop(loop):
-                        direct = {id(c) for c in step_calls(loop)}  # (a rollout's inner loop too)
-                        gated = gated_calls(loop)  # (and a loop that trains itself: no
-                        steps = any(isinstance(c.func, ast.Attribute) and c.func.attr in (  # epoch
-                            "backward", "step") and not _SCHEDULER.search(ast.unparse(c.func.value))
-                            for c in _calls_in_body(loop, nested=False)) and not isinstance(  # loop's
-                            getattr(loop, "iter", None), ast.List | ast.Tuple | ast.Set)  # sched.step()
-                        # (nor a test's loop over configurations: `for flag in [True, False]:`)
-                        trains = any(isinstance(c.func, ast.Attribute) and c.func.attr in (
-                            "backward", "step") for c in _calls_in_body(loop, nested=False))  # fmt: skip
-                        for call in _calls_in_body(loop):
-                            func = call.func
-                            if isinstance(func, ast.Attribute) and not (
-                                isinstance(func.value, ast.Name) and func.value.id in modules
-                            ):
-                                continue  # (`model.train()` is no call of a function `train`)
-                            called = func.attr if isinstance(func, ast.Attribute) else getattr(
-                                func, "id", "")  # fmt: skip
-                            if isinstance(func, ast.Name) and called in builtin:
-                                continue
-                            site = (Path(path).name, call.lineno)
-                            self._loop_calls.setdefault(called, site)
-                            if trains and id(call) in direct:  # (not once an epoch)
-                                self._loop_calls.setdefault(("training", called), site)
-                                if steps and id(call) not in gated:  # (nor `if step % N == 0:`)
-                                    self._loop_calls.setdefault(("every step", called), site)
-        return self._loop_calls.get(("every step" if training == "every step" else "training", name)
-                                    if training else name)
+            for file in self.paths:
+                if _STEP_MARKERS.search(self.text(file)):
+                    tree = self._trees.get(file) or _parse(self.text(file))  # (no parent links)
+                    if tree is not None:
+                        index_loop_calls(file, tree, self._loop_calls)
+        key = ("every step" if training == "every step" else "training", name) if training else name
+        return site_for(self._loop_calls, key, path)
 
     def method_called_in_loop(self, class_name: str, method: str) -> tuple[str, int] | None:
         """``(file name, line)`` of a call of ``method`` on an instance of ``class_name`` inside

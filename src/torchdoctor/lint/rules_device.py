@@ -320,7 +320,7 @@ class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
             if isinstance(function, FUNCTIONS) and function.name != name and any(
                     isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == name
                     for c in ast.walk(function)):  # fmt: skip
-                hit = project.called_in_loop(function.name, training=True)  # type: ignore[union-attr]
+                hit = project.called_in_loop(function.name, True, self.context.path)  # type: ignore[union-attr]
                 if hit is not None:
                     return function.name, hit
         return None
@@ -352,7 +352,7 @@ class DeviceRules(HostBuiltMoves, PerStepCalls, DeviceMoves, RuleVisitor):
             project = self.context.project
             hit = None if context is not None or any(map(_walks_data, loops)) or project is None or not isinstance(
                 self.parent(scope), ast.Module) else (
-                project.called_in_loop(scope.name, training=True))  # fmt: skip
+                project.called_in_loop(scope.name, True, self.context.path))  # fmt: skip
             if hit is not None:  # (a loss function the training loop calls; not a forward's
                 context = scope  # helper: model code keeps float64 on purpose, for precision)
                 where = f"in `{scope.name}`, which a CUDA training loop calls ({hit[0]}:{hit[1]})"

@@ -304,7 +304,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         elif isinstance(scope, FUNCTIONS) and name in {a.arg for a in scope.args.args} and (
                 project := self.context.project) is not None:  # fmt: skip
             if _ACTIVATION.search(name) and project.called_in_loop(  # (a loss function a
-                    scope.name, training=True) is not None:  # training loop calls on logits)
+                    scope.name, True, self.context.path) is not None:  # training loop calls on logits)
                 return True
             if not _DATA_ARGUMENT.search(name) and project.called_in_forward(  # (Mamba's scan
                     scope.name, self.context.path):  # a forward runs on its activations)

@@ -58,7 +58,7 @@ class StepHelpers:
                 or _under_no_grad(node) is True or self.under_log_gate(node, scope)
                 or self.skip_sync(node, scope)):  # fmt: skip
             return None
-        hit = project.called_in_loop(scope.name, training=True)
+        hit = project.called_in_loop(scope.name, training=True, path=self.context.path)
         if hit is not None:
             return f"in `{scope.name}` (called at {hit[0]}:{hit[1]}, every training step)"
         for call in calls_named(self, scope.name):  # (one caller up, through the call index:
@@ -67,7 +67,7 @@ class StepHelpers:
                     and caller is not scope and _under_no_grad(call) is not True
                     and not self.under_log_gate(call, caller)):  # fmt: skip
                 cls = self.parent(caller)  # (or a method a step loop calls on an instance:
-                hit = project.called_in_loop(caller.name, training=True) if isinstance(  # TGN's
+                hit = project.called_in_loop(caller.name, True, self.context.path) if isinstance(  # TGN's
                     cls, ast.Module) else project.method_called_in_loop(cls.name, caller.name) if (
                     isinstance(cls, ast.ClassDef)) else None  # model.update_memory runs last_message)
                 if hit is not None:
@@ -149,7 +149,7 @@ class StepHelpers:
                 or not self._reads_what_it_is_given(node, scope)
                 or self._returns_an_action(node, scope)):  # fmt: skip
             return False
-        hit = project.called_in_loop(scope.name, training="every step")
+        hit = project.called_in_loop(scope.name, "every step", self.context.path)
         reported = self.__dict__.setdefault("_reads_one_deep", set())
         if hit is None or node in reported:
             return hit is not None

@@ -418,7 +418,7 @@ class RuleVisitor:
         if _STEP_FUNCTION.search(scope.name):
             return True
         project = self.context.project
-        return project is not None and project.called_in_loop(scope.name) is not None  # type: ignore[attr-defined]
+        return project is not None and project.called_in_loop(scope.name, path=self.context.path) is not None  # type: ignore[attr-defined]
 
     def under_log_gate(self, node: ast.AST, stop: ast.AST) -> bool:
         """True when an ``if step % N == 0`` / ``if verbose`` style test guards ``node``, or

@@ -20,7 +20,8 @@ for it).
 Periodic long steps (an evaluation every 20 steps) rarely fall in a window of 5 every 100
 steps, so their lines would go unnamed. The schedule watches the light steps' times
 (:meth:`DetailSchedule.observe`): once two light steps at least LONG_STEP x the median light
-step came a gap of P steps apart, the step P after the last one is *aimed at*: detailed on
+step, and alike in length (LIKE_RATIO: a stall on a busy host is no evaluation), came a gap
+of P steps apart, the step P after the last one is *aimed at*: detailed on
 its own (a window of one), at most MAX_AIMED times in a run and no more once one was long.
 A long detailed step is left out of the tree, but the user lines its model calls ran under
 are kept (``session["long_step_calls"]``): the periodic-steps advice names the evaluation.
@@ -71,6 +72,9 @@ LONG_STEP, LONG_EXCESS_NS = 2.0, 5_000_000
 #: light steps seen before a step can be called long; the median is of the last LIGHT_KEPT,
 #: sorted anew every MEDIAN_EVERY
 LONG_AFTER, LIGHT_KEPT, MEDIAN_EVERY = 8, 64, 16
+#: long light steps kept to find a period among, and how far apart (excess over the median
+#: light step) two of them may be to count as the same periodic work
+LONG_KEPT, LIKE_RATIO = 8, 4.0
 #: steps detailed on their own at a predicted long step, at most, in one run
 MAX_AIMED = 3
 #: detailed steps' extra time at most, as a share of all steps' time, when a window is due
@@ -132,7 +136,7 @@ class DetailSchedule:
         self._aimed_at: int | None = None  # the last aimed step (its index here)
         self._light: deque[float] = deque(maxlen=LIGHT_KEPT)  # recent light steps' times
         self._seen, self._median_at, self._median_cached = 0, None, 0.0  # (see _median)
-        self._long: list[int] = []  # light long steps' indices, the last three
+        self._long: list[tuple[int, float]] = []  # the last long light steps: (index, excess)
         self._aim: int | None = None  # the step predicted to be long, detailed on its own
         self.aimed: list[int] = []  # steps detailed for that (config.detail.aimed_steps)
         self._caught = False  # an aimed step was long: aim no more
@@ -245,11 +249,19 @@ class DetailSchedule:
         self._seen += 1
         if median is None or wall <= LONG_STEP * median or wall - median < LONG_EXCESS_NS:
             return
-        self._long = [*self._long[-2:], index]
-        if len(self._long) < 2 or self._aim is not None or len(self.aimed) >= MAX_AIMED:
+        excess = wall - median
+        # the gap is taken between long steps alike (their excess within LIKE_RATIO) and none
+        # far longer seen lately: on a busy host, stalls of 5 ms among evaluations of 40-90 ms
+        # broke the pattern or made one of their own, and the aims went to stalls (a CI run's
+        # evaluation every 20 steps was never detailed)
+        like = [i for i, e in self._long if max(e, excess) <= LIKE_RATIO * min(e, excess)]
+        longest = max((e for _, e in self._long), default=excess)
+        self._long = [*self._long[-(LONG_KEPT - 1):], (index, excess)]
+        if (not like or excess * LIKE_RATIO < longest or self._aim is not None
+                or len(self.aimed) >= MAX_AIMED):  # fmt: skip
             return
-        gap = self._long[-1] - self._long[-2]
-        if gap >= 2 and (len(self._long) < 3 or self._long[-2] - self._long[-3] == gap):
+        gap = index - like[-1]
+        if gap >= 2 and (len(like) < 2 or like[-1] - like[-2] == gap):
             self._aim = index + gap
 
     def _over_budget(self) -> bool:

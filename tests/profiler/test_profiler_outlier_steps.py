@@ -3,6 +3,8 @@ first iteration) that falls in a detail window is left out of the tree; it must 
 per-step figures either: its syncs count at the rate such steps come over the run, and its
 thousands of module calls do not make the hooks' cost per call."""
 
+import time
+
 import torch
 from torch import nn
 
@@ -13,7 +15,7 @@ from torchdoctor.collect.profiler_overhead import hook_cost_per_call_us
 STEPS = 250
 
 
-def _run():
+def _run(stall_at: int | None = None):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
@@ -27,6 +29,10 @@ def _run():
                 with torch.no_grad():
                     for _ in range(300):
                         net(x).sum().item()  # EVALUATION
+            if i == stall_at:  # (a light step stalled on its own work: no evaluation)
+                end = time.perf_counter() + 0.06
+                while time.perf_counter() < end:
+                    pass
             prof.step()
     return prof
 
@@ -53,6 +59,21 @@ def test_syncs_of_an_outlier_step_count_at_the_run_rate():
     )
     if notes:  # (advice on it, if any, says where the syncs come from)
         assert "outlier step (periodic work" in notes
+
+
+def test_a_stalled_light_step_does_not_double_an_evaluations_syncs():
+    """Two long steps in the run: the evaluation, detailed and audited, and a light step stalled
+    60 ms (as a busy CI host made one), which the audit did not see. The stall called the model
+    once, as a typical step does, the evaluation 301 times: it does not stand for another
+    evaluation, and the 300 reads count once over the run, not twice (the rate of long steps
+    times the detailed one's reads: a fresh clone's CI read 2 x 300 / 249)."""
+    session = _run(stall_at=120).session
+    detail = session["config"]["detail"]
+    assert detail["outlier_steps"] == detail["audited_long_steps"] == [0]
+    assert detail["outlier_rate"] == 1 / (STEPS - 1)
+    (record,) = [r for r in session["syncs"] if "EVALUATION" in str(r.get("op"))]
+    assert record["count"] == 300 and record["in_outlier_steps"] == 1
+    assert abs(record["per_step"] - 300 / (STEPS - 1)) < 1e-9
 
 
 def test_the_hooks_cost_per_call_counts_every_call_of_the_detailed_steps():

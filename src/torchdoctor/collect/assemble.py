@@ -75,7 +75,14 @@ def own_ms(step: Mapping[str, Any]) -> float:
     return float(step["wall_ms"]) - float(step.get("cpu_wait_ms") or 0.0)
 
 
-def _limit_of(steps: Sequence[dict[str, Any]]) -> float:
+def long_limit(steps: Sequence[dict[str, Any]]) -> float:
+    """The own ms (:func:`own_ms`) over which one of ``steps`` is long: :func:`outlier_limit`
+    of their median.
+
+    Example:
+        >>> long_limit([{"wall_ms": 10.0}, {"wall_ms": 12.0}, {"wall_ms": 400.0}])
+        36.0
+    """
     walls = sorted(own_ms(s) for s in steps)
     return outlier_limit(walls[len(walls) // 2])
 
@@ -107,7 +114,7 @@ def typical_steps(
     """
     if len(steps) < 5:
         return list(steps), []
-    limit = _limit_of(steps)
+    limit = long_limit(steps)
     out = [s for s in steps if own_ms(s) > limit or s.get("lines_cut")]
     every = every or [own_ms(s) for s in steps]
     share = sum(1 for ms in every if ms > limit) / len(every)
@@ -140,53 +147,6 @@ def waited_share(step: Mapping[str, Any]) -> float:
     wall = float(step.get("wall_ms") or 0.0)
     wait = step.get("cpu_wait_ms")
     return float(wait) / wall if isinstance(wait, (int, float)) and wall > 0 else 0.0
-
-
-def outliers(
-    steps: list[dict[str, Any]], detailed: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The detailed steps the tree left out for their length (over TREE_OUTLIER x the median
-    detailed step: an evaluation, a checkpoint) and how often such steps come over the whole
-    run, light steps included (``detailed``: every detailed step, ``steps``: every kept step).
-
-    Example:
-        >>> steps = [{"index": 0, "wall_ms": 2800.0}] + [{"index": k, "wall_ms": 15.0}
-        ...                                              for k in range(1, 299)]
-        >>> outliers(steps, steps[:15])
-        {'outlier_steps': [0], 'outlier_rate': 0.0033444816053511705}
-    """
-    _, stalls = typical_steps(detailed, [own_ms(s) for s in steps])
-    if not stalls or not steps:
-        return {}
-    limit = _limit_of(detailed)
-    long = [s for s in stalls if own_ms(s) > limit]  # (not those cut at the detail budget)
-    if not long:
-        return {}
-    every = sum(1 for s in steps if own_ms(s) > limit)
-    return {
-        "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
-        "outlier_rate": max(every, len(long)) / len(steps),
-    }
-
-
-def sync_outliers(session: Mapping[str, Any], warmup: int) -> dict[str, Any]:
-    """The sync audit's ``outlier_steps`` and ``outlier_rate`` (``group_records``: a sync in a
-    step of periodic work counts at the rate such steps come, not per audited step) from the
-    session's ``config.detail`` (audit steps count the warm-up ones too).
-
-    Example:
-        >>> sync_outliers({"config": {"detail": {"outlier_steps": [0], "outlier_rate": 0.01}}}, 1)
-        {'outlier_steps': {1}, 'outlier_rate': 0.01}
-        >>> sync_outliers({"config": {}}, 1)
-        {}
-    """
-    detail = (session.get("config") or {}).get("detail") or {}
-    if not detail.get("outlier_steps"):
-        return {}
-    return {
-        "outlier_steps": {int(k) + warmup for k in detail["outlier_steps"]},
-        "outlier_rate": float(detail["outlier_rate"]),
-    }
 
 
 def build_tree(

@@ -25,11 +25,9 @@ from torchdoctor.collect.assemble import (
     TREE_OUTLIER,
     attach_module_facts,
     build_tree,
-    outliers,
     own_ms,
     recomputation,
     stat_with_mean,
-    sync_outliers,
     typical_steps,
     waited_share,
 )
@@ -37,6 +35,7 @@ from torchdoctor.collect.call_lines import call_lines_section, long_step_calls
 from torchdoctor.collect.finish_overhead import note_profiler_overhead
 from torchdoctor.collect.grad_passes import grad_passes_section
 from torchdoctor.collect.lines_session import hot_lines_section, point_tree_at_lines
+from torchdoctor.collect.long_steps import long_and_busy, outliers, sync_outliers
 from torchdoctor.collect.other_sampler import other_lines_section
 from torchdoctor.collect.profiler_state import ProfilerState, StepBoundary
 from torchdoctor.collect.schedule import index_ranges
@@ -162,8 +161,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         notes.append(children)
         if state.children.followed:  # ... profiled on their own (`run`)
             session["children"] = [dict(entry) for entry in state.children.followed]
-    busy = [s for s in stalls if waited_share(s) > BUSY_SHARE]
-    long = [s for s in stalls if waited_share(s) <= BUSY_SHARE]
+    long, busy = long_and_busy(stalls, set(detail.get("outlier_steps") or ()))
     if long:
         walls = ", ".join(fmt_count(s["wall_ms"]) for s in long[:5])
         notes.append(
@@ -252,9 +250,9 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
         calls = call_lines_section(detailed)  # the user lines each model call ran under
         if calls is not None:
             session["call_lines"] = calls
-        later = [s for s in stalls if int(s.get("index", 2)) >= 2]  # (not warm-up residue)
-        if later and (longer := long_step_calls(later, detailed)):  # (an evaluation's calls)
-            session["long_step_calls"] = longer
+        later = [s for s in long if int(s.get("index", 2)) >= 2]  # (not warm-up residue)
+        if later and (extra := long_step_calls(later, detailed)):  # (an evaluation's calls)
+            session["long_step_calls"] = extra
         hot = hot_lines_section(detailed, parent=rec.parent, path=rec.path, kind=rec.kind)
         if hot is not None:  # time per user source line (collect/lines.py)
             session["hot_lines"] = hot

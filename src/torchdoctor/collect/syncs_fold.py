@@ -77,9 +77,9 @@ def fold_running_steps(audit: Any, profiler: Any, step: int) -> None:
 
 
 def long_steps(profiler: Any, first_step: int) -> frozenset[int]:
-    """The audit's numbers of the steps so far that the tree leaves out for their length
-    (``collect/assemble.py``'s ``outliers``: periodic work, an evaluation): folded into the
-    first step, their syncs would count as a typical step's.
+    """The audit's numbers of the long steps so far that it saw (``collect/assemble.py``'s
+    ``outliers``: periodic work, an evaluation, a stall): folded into the first step, their
+    syncs would count as a typical step's.
 
     Example:
         >>> long_steps(object(), 1)
@@ -88,10 +88,11 @@ def long_steps(profiler: Any, first_step: int) -> frozenset[int]:
     state = getattr(profiler, "state", None)
     if state is None:
         return frozenset()
-    from torchdoctor.collect.assemble import outliers
+    from torchdoctor.collect.long_steps import outliers
 
     found = outliers(list(state.summaries), state.detailed_summaries())
-    return frozenset(int(k) + first_step for k in found.get("outlier_steps", ()))
+    long = found.get("audited_long_steps") or found.get("outlier_steps", ())
+    return frozenset(int(k) + first_step for k in long)
 
 
 def events_since(audit: Any, first_step: int) -> int:

@@ -34,8 +34,9 @@ def group_records(
     count and ``per_step = count / audited_steps`` (by default ``num_steps``, itself by default
     the steps seen from ``first_step`` on); without a profiler the whole audit is one step.
     ``predict``: a CPU run, where the stall is not measured (``stall_ms`` None).
-    ``outlier_steps``: audited steps over TREE_OUTLIER x the median, left out of the tree (periodic work:
-    an evaluation, a checkpoint), which come ``outlier_rate`` times per step over the whole run:
+    ``outlier_steps``: the long steps the audit saw (over TREE_OUTLIER x the median detailed
+    step; periodic work: an evaluation, a checkpoint; ``long_steps.sync_outliers``), and long
+    steps come ``outlier_rate`` times per step over the whole run:
     a sync in them counts per such step times that rate, not per audited step (minGPT's adder
     evaluates in its first step, 100 ``.cpu()`` reads there, none in the other 298 steps: 0.33 per
     step, not 6.7 per audited step); the record says ``in_outlier_steps`` (how many).

@@ -68,7 +68,7 @@ def add_run_fields(session: Any, args: argparse.Namespace, audit: Any) -> None:
 
 
 def _sync_records(audit: Any, session: Any, warmup: int) -> list[dict[str, Any]]:
-    from torchdoctor.collect.assemble import sync_outliers
+    from torchdoctor.collect.long_steps import sync_outliers
 
     steps = session["config"].get("steps", len(session.get("steps") or []))
     if session["config"].get("step_boundary") == "whole_run":

@@ -1,0 +1,120 @@
+"""The long steps of a run: those the tree leaves out for their length (an evaluation, a
+checkpoint, a stall), how often such steps come over the whole run, which of them the sync
+audit saw, and the split of the left-out steps into long and busy ones.
+
+Example:
+    >>> steps = [{"index": k, "wall_ms": 400.0 if k == 9 else 10.0} for k in range(30)]
+    >>> outliers(steps, steps)["outlier_steps"]
+    [9]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from torchdoctor.collect.assemble import (
+    BUSY_SHARE,
+    long_limit,
+    own_ms,
+    typical_steps,
+    waited_share,
+)
+
+
+def outliers(steps: list[dict[str, Any]], detailed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The detailed steps the tree left out for their length (over TREE_OUTLIER x the median
+    detailed step: an evaluation, a checkpoint), how often such steps come over the whole
+    run, light steps included, and the long steps the sync audit saw, light ones included
+    (``detailed``: every detailed step, ``steps``: every kept step; see :func:`sync_outliers`).
+
+    Example:
+        >>> steps = [{"index": 0, "wall_ms": 2800.0}] + [{"index": k, "wall_ms": 15.0}
+        ...                                              for k in range(1, 299)]
+        >>> outliers(steps, steps[:15])
+        {'outlier_steps': [0], 'outlier_rate': 0.0033444816053511705, 'audited_long_steps': [0]}
+        >>> stalled = steps + [{"index": 299, "wall_ms": 90.0}]  # a stalled light step, audited
+        >>> outliers(stalled, steps[:15])["audited_long_steps"]
+        [0, 299]
+        >>> calls = [{**s, "model_calls": 301 if s["index"] == 0 else 1, "audited": s["index"]
+        ...           < 15} for s in stalled]  # (unaudited: a stall, one call, is no evaluation)
+        >>> outliers(calls, calls[:15])["outlier_rate"] == 1 / 300
+        True
+    """
+    _, stalls = typical_steps(detailed, [own_ms(s) for s in steps])
+    if not stalls or not steps:
+        return {}
+    limit = long_limit(detailed)
+    long = [s for s in stalls if own_ms(s) > limit]  # (not those cut at the detail budget)
+    if not long:
+        return {}
+    every = [s for s in steps if own_ms(s) > limit]
+    seen = [s for s in every if s.get("audited", True)] or long
+    # a long step the audit did not see stands for one it saw when it called the model as
+    # those did (more calls than a typical step, an evaluation's, or as many: a checkpoint's);
+    # a stall with a typical step's one call is no evaluation with 300 reads
+    unseen = [s for s in every if not s.get("audited", True)]
+    kinds = {_calls_more(s, steps) for s in seen}
+    alike = [s for s in unseen if _calls_more(s, steps) in kinds]
+    return {
+        "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
+        "outlier_rate": max(len(seen) + len(alike), len(long)) / len(steps),
+        "audited_long_steps": sorted({int(s.get("index", 0)) for s in [*seen, *long]}),
+    }
+
+
+def _calls_more(step: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> bool | None:
+    """Whether ``step`` called the model more often than the median step (None when the
+    steps do not count their calls)."""
+    if step.get("model_calls") is None:
+        return None
+    counted = sorted(int(s["model_calls"]) for s in steps if s.get("model_calls") is not None)
+    return int(step["model_calls"]) > counted[len(counted) // 2]
+
+
+def long_and_busy(
+    stalls: Sequence[dict[str, Any]], outlier_steps: Collection[int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The steps :func:`typical_steps` left out, split: ``(long, busy)``. A step long for its
+    own work (in ``outlier_steps``, :func:`outliers`) is long though it waited for a core too;
+    a step that only waited is busy (an evaluation of 120 calls that waited 48% of its time on
+    a loaded host was read as busy, and its calls averaged over 8 busy steps: 15 a step).
+
+    Example:
+        >>> evaluation = {"index": 70, "wall_ms": 182.0, "cpu_wait_ms": 87.5}
+        >>> waited = {"index": 52, "wall_ms": 8.6, "cpu_wait_ms": 4.9}
+        >>> [[s["index"] for s in part] for part in long_and_busy([evaluation, waited], [70])]
+        [[70], [52]]
+    """
+    busy = [
+        s
+        for s in stalls
+        if int(s.get("index", 0)) not in outlier_steps and waited_share(s) > BUSY_SHARE
+    ]
+    return [s for s in stalls if not any(s is b for b in busy)], busy
+
+
+def sync_outliers(session: Mapping[str, Any], warmup: int) -> dict[str, Any]:
+    """The sync audit's ``outlier_steps`` and ``outlier_rate`` (``group_records``: a sync in a
+    step of periodic work counts at the rate such steps come, not per audited step) from the
+    session's ``config.detail`` (audit steps count the warm-up ones too). The outlier steps are
+    every long step the audit saw, light ones too: a stalled light step it saw with none of an
+    evaluation's syncs tells that not every long step holds them (a CI run's stall doubled an
+    evaluation's 300 reads per step when only the detailed long steps were counted).
+
+    Example:
+        >>> detail = {"outlier_steps": [0], "outlier_rate": 0.01, "audited_long_steps": [0, 7]}
+        >>> found = sync_outliers({"config": {"detail": detail}}, 1)
+        >>> sorted(found["outlier_steps"]), found["outlier_rate"]
+        ([1, 8], 0.01)
+        >>> sync_outliers({"config": {}}, 1)
+        {}
+    """
+    detail = (session.get("config") or {}).get("detail") or {}
+    if not detail.get("outlier_steps"):
+        return {}
+    seen = detail.get("audited_long_steps") or detail["outlier_steps"]
+    return {
+        "outlier_steps": {int(k) + warmup for k in seen},
+        "outlier_rate": float(detail["outlier_rate"]),
+    }

@@ -265,3 +265,15 @@ class ProbAttention(nn.Module):
         U_part = self.factor * np.ceil(np.log(L_K)).astype("int").item()  # near-miss: NumPy's scalar
         u = self.factor * torch.ceil(torch.log(keys.new_tensor(L_Q))).int().item()  # expect: TD205
         return queries[:, :u] @ keys[:, :U_part].transpose(1, 2)
+
+
+class MultiCropBackbone(nn.Module):
+    def forward(self, crops):
+        ends = torch.cumsum(torch.unique_consecutive(
+            torch.tensor([c.shape[-1] for c in crops]), return_counts=True)[1], 0)
+        start, outs = 0, []
+        for end in ends.tolist():  # near-miss: crop sizes in a tensor made on the host (SwAV)
+            outs.append(torch.cat(crops[start:end]).mean())
+            start = end
+        counts = torch.cumsum(torch.bincount(crops[0].flatten().long()), 0)
+        return outs, counts.tolist()  # expect: TD205

@@ -261,14 +261,19 @@ class TensorValues(HostLists):
             for v in values
         )  # fmt: skip
 
-    def made_on_the_host(self, call: ast.Call) -> bool:
+    def made_on_the_host(self, call: ast.Call, depth: int = 3) -> bool:
         """``torch.randint(0, n, (1,))``: a torch factory given no device (``torch.tensor`` /
         ``as_tensor`` of a literal only: of a tensor they keep its device), in a file that sets
-        no default device."""
-        if not self.callee(call) & HOST_FACTORIES or "set_default_device" in self.context.source:
+        no default device; or a torch function of such a tensor (SwAV's ``torch.cumsum(torch.
+        unique_consecutive(torch.tensor([crop sizes]), return_counts=True)[1], 0)``)."""
+        if "set_default_device" in self.context.source or any(k.arg == "device" for k in call.keywords):
             return False
-        if any(k.arg == "device" for k in call.keywords):
-            return False
+        if not self.callee(call) & HOST_FACTORIES:
+            operand = call.args[0] if call.args and depth > 0 and any(
+                n.startswith("torch.") for n in self.callee(call)) else None  # fmt: skip
+            while isinstance(operand, ast.Subscript):
+                operand = operand.value
+            return isinstance(operand, ast.Call) and self.made_on_the_host(operand, depth - 1)
         if self.callee(call) & {"torch.as_tensor", "torch.tensor"}:  # (a tensor keeps its device)
             return bool(call.args) and self._python_list(call.args[0], call)
         return True

@@ -395,3 +395,13 @@ def teacher_forced_loss(g, future, steps, dt=0.01):
     for t in range(steps):
         total = total + ((traj[:, t] - future[:, t]) ** 2).mean()  # near-miss: data integrated, no model
     return total / steps
+
+
+class DetectionLoss(nn.Module):  # yhenon's RetinaNet FocalLoss: a loop over the batch's images
+    def forward(self, classifications, annotations):
+        losses = []
+        for j in range(classifications.shape[0]):  # expect: TD304
+            classification = classifications[j, :, :]  # expect: TD307
+            bbox_annotation = annotations[j, :, :]  # near-miss: padded ground-truth boxes, data
+            losses.append((classification.sigmoid() - bbox_annotation[:, :1]).abs().mean())
+        return torch.stack(losses).mean()

@@ -76,7 +76,7 @@ _SHAPING = frozenset(
 _DATA_ARGUMENT = re.compile(
     r"(^|_)(ids?|idx|indices|index|mask|masks|labels?|targets?|positions?|pos|timesteps?|"
     r"lengths?|lens|tokens?|bbox|boxes|codes|pixels|audio|waveforms?|input_features|"
-    r"trg|tgt|src|text|captions?|sentences?|"  # (a seq2seq model's token ids)
+    r"trg|tgt|src|text|captions?|sentences?|annot(ation)?s?|"  # (token ids; a detector's boxes)
     r"y|gt|obs|observations?|actions?|rewards?|images?|imgs?|frames|traj|trajector(y|ies)|"
     r"(past|pixel|input|future)_values|"
     r"first|dones?|terminals?|terminated|truncated|resets?|flags?|valid|clips?|videos?)(_|$)"

@@ -1,5 +1,7 @@
 """TD204 through a list of host tensors, in a plain class's method a step loop calls, and
 through a name a factory bound first (PointNet's feature transform regularizer)."""
+import random
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -86,9 +88,24 @@ def radial_weights(n):
     return torch.tensor([1.0 / (1 + k) for k in range(n)])
 
 
+def span_mask(b, t, span=10):
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    for i in range(b):  # (wav2vec 2.0's random spans, written on the host: one copy, not b*k kernels)
+        for s in random.sample(range(t - span), 3):
+            mask[i, s:s + span] = True
+    return mask
+
+
+def noise_scale(b):
+    scale = torch.ones(b)
+    return scale * 0.1
+
+
 def train_lengths(model, loader, opt, device):
     for x, seqs, y in loader:
         n = lengths_of(seqs).to(device)  # near-miss: a batch's lengths, data that must move
+        m = span_mask(x.shape[0], x.shape[1]).to(device)  # near-miss: filled by a Python loop
+        x = x * m.unsqueeze(-1) * noise_scale(x.shape[0]).to(device)[:, None, None]  # expect: TD204
         w = radial_weights(10).to(device)  # expect: TD204 (the same numbers every step)
         loss = (F.cross_entropy(model(x.to(device), n), y.to(device), reduction="none") * w[y]).mean()
         opt.zero_grad()

@@ -109,6 +109,8 @@ class HostBuiltMoves:
             return False
         again = lambda e: self._host_built(e, scope, depth - 1)  # noqa: E731
         if isinstance(expr, ast.FunctionDef):
+            if _filled_in_a_loop(expr):  # (wav2vec 2.0's span mask: one copy beats the
+                return False  # loop's writes made on the device, a kernel each)
             returns = [r.value for r in ast.walk(expr) if isinstance(r, ast.Return) and r.value]
             return bool(returns) and all(self._host_built(r, expr, depth - 1) for r in returns)
         if isinstance(expr, ast.Name):
@@ -183,3 +185,19 @@ def _shape_factory(value: ast.AST) -> ast.Call | None:
             k.arg in ("device", "pin_memory", "generator") for k in value.keywords):  # fmt: skip
         return value  # (not a pinned staging buffer, nor a draw from a CPU generator)
     return None
+
+
+def _filled_in_a_loop(function: ast.FunctionDef) -> bool:
+    """``function`` writes into a tensor item by item in a Python loop (``mask[b, s:s + span]
+    = True`` for each sampled span): built on the host, it is one copy to the device; built
+    there, each write would be a kernel launch.
+
+    Example:
+        >>> src = "def m(b):\\n    x = torch.zeros(b)\\n    for i in range(b):\\n        x[i] = 1\\n    return x\\n"
+        >>> _filled_in_a_loop(ast.parse(src).body[0])
+        True
+    """
+    return any(isinstance(loop, (ast.For, ast.While)) and any(
+        isinstance(a, (ast.Assign, ast.AugAssign)) and any(
+            isinstance(t, ast.Subscript) for t in getattr(a, "targets", [getattr(a, "target", None)]))
+        for a in ast.walk(loop)) for loop in ast.walk(function))  # fmt: skip

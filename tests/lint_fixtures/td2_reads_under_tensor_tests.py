@@ -25,3 +25,18 @@ def train(gen, loader, opt):
         opt.step()
         total += loss.item()  # expect: TD201
     return total
+
+
+def train_with_queue(model, loader, opt, queue):
+    use_the_queue = False
+    for x in loader:
+        out = model(x.cuda(non_blocking=True))
+        if use_the_queue or not torch.all(queue[-1] == 0):  # near-miss: a latch (SwAV's queue)
+            use_the_queue = True
+            out = torch.cat((queue, out))
+        if use_the_queue and torch.all(queue[-1] == 0):  # expect: TD201
+            print("queue emptied")
+        loss = out.logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()

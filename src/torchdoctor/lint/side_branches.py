@@ -33,7 +33,10 @@ def ends_the_run(stmt: ast.AST, rules: Any) -> bool:
 
 def skipped_branch(rules: Any, node: ast.AST, context: ast.AST) -> bool:
     """``node`` sits (inside ``context``) in a branch that ends the run, or in the body of an
-    ``if`` that tests for another device than CUDA."""
+    ``if`` that tests for another device than CUDA; or ``node`` is a latch's test, read only
+    until it first holds (:func:`latched`)."""
+    if latched(rules.parent(node), node):
+        return True
     child, parent = node, rules.parent(node)
     while parent is not None and parent is not context:
         if isinstance(parent, ast.If) and child is not parent.test:
@@ -62,3 +65,22 @@ def _other_device_test(rules: Any, test: ast.AST, scope: ast.AST, depth: int = 0
         values = rules.assigned_values(scope, test.id)
         return bool(values) and all(_other_device_test(rules, v, scope, depth + 1) for v in values)
     return False
+
+
+def latched(statement: Any, test: ast.AST) -> bool:
+    """``test`` is the test of ``if flag or <tensor test>:`` whose body sets ``flag = True``
+    (SwAV's ``if use_the_queue or not torch.all(queue[i, -1, :] == 0): use_the_queue = True``):
+    once it holds, ``or`` never evaluates the tensor again: a read until then, not every step.
+
+    Example:
+        >>> src = "if full or not torch.all(q == 0):\\n    full = True\\n"
+        >>> stmt = ast.parse(src).body[0]
+        >>> latched(stmt, stmt.test)
+        True
+    """
+    if not (isinstance(statement, ast.If) and statement.test is test and isinstance(test, ast.BoolOp)
+            and isinstance(test.op, ast.Or) and isinstance(test.values[0], ast.Name)):  # fmt: skip
+        return False
+    flag = test.values[0].id
+    return any(isinstance(s, ast.Assign) and constant(s.value) is True and any(
+        isinstance(t, ast.Name) and t.id == flag for t in s.targets) for s in statement.body)  # fmt: skip

@@ -19,3 +19,16 @@ def near_misses(edges_t, order, sources, k):
         out.append(edges_t[order[u], 1])  # near-miss: an index, not a mask
         out.append(edges_t[edges_t[:, 0] > 0, k])  # near-miss: the mask does not read the value
     return out
+
+
+def annotations_per_label(generator, num_classes):  # yhenon's RetinaNet csv_eval
+    all_annotations = []
+    for i in range(len(generator)):
+        annotations = generator.load_annotations(i)
+        per_label = [None] * num_classes
+        boxes = torch.as_tensor(annotations)
+        for label in range(num_classes):
+            per_label[label] = annotations[annotations[:, 4] == label, :4].copy()  # near-miss: NumPy's copy
+            per_label[label] = boxes[boxes[:, 4] == label, :4].clone()  # expect: TD301
+        all_annotations.append(per_label)
+    return all_annotations

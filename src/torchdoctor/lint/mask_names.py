@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 
 
 def loop_assignment(loop: ast.AST, name: str) -> ast.AST | None:
@@ -38,3 +39,22 @@ def counted_mask(expr: ast.AST) -> ast.AST:
         if len(sides) == 1:
             return sides[0]
     return expr
+
+
+def copied_as_array(node: ast.AST, parent_of: Callable[[ast.AST], ast.AST | None]) -> bool:
+    """``node`` (``annotations[annotations[:, 4] == label, :4]``) is copied with ``.copy()``,
+    NumPy's method (a tensor's is ``.clone()``): the array is NumPy's, on the host (yhenon's
+    RetinaNet's csv_eval groups each image's annotations by label so). ``parent_of`` is the
+    rule visitor's ``parent``.
+
+    Example:
+        >>> tree = ast.parse("y = a[a[:, 4] == k, :4].copy()")
+        >>> parents = {id(c): p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+        >>> sub = next(n for n in ast.walk(tree) if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Tuple))
+        >>> copied_as_array(sub, lambda n: parents.get(id(n)))
+        True
+    """
+    attribute = parent_of(node)
+    call = parent_of(attribute) if isinstance(attribute, ast.Attribute) else None
+    return (isinstance(call, ast.Call) and attribute.attr == "copy" and call.func is attribute
+            and not call.args and not call.keywords)  # fmt: skip

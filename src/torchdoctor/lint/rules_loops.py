@@ -15,7 +15,7 @@ from torchdoctor.lint.loop_shapes import (
     per_label_lookup,
     remap_loop_parts,
 )
-from torchdoctor.lint.mask_names import counted_mask, loop_assignment
+from torchdoctor.lint.mask_names import copied_as_array, counted_mask, loop_assignment
 from torchdoctor.lint.remap_fix import plan_remap_fix, remap_rewrite
 from torchdoctor.lint.rule import Rule
 from torchdoctor.lint.visitor import (
@@ -152,9 +152,8 @@ class LoopRules(RuleVisitor):
 
     def _check_mask(self, node: ast.AST, mask: ast.AST, what: str, row: bool = False) -> None:
         scope = self.enclosing_scope(node)
-        if made_by_numpy(mask, self, scope) or (
-            isinstance(node, ast.Subscript) and made_by_numpy(node.value, self, scope)
-        ):
+        if made_by_numpy(mask, self, scope) or isinstance(node, ast.Subscript) and (
+                made_by_numpy(node.value, self, scope) or copied_as_array(node, self.parent)):
             return  # (NumPy arrays on the host: no device, no sync)
         if self._mask_loop(node, mask) is not None:
             self.report(

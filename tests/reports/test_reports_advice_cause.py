@@ -11,7 +11,8 @@ from torchdoctor.analyze.advice import RULES, advise
 from torchdoctor.analyze.advice.base import Advice
 from torchdoctor.analyze.advice.dominant import OPS_FOR, REMEDIES, dominant_module
 from torchdoctor.analyze.advice.knobs import engine_knobs
-from torchdoctor.analyze.advice.lint_hot import NEGLIGIBLE_NOTE, lint_findings
+from torchdoctor.analyze.advice.lint_groups import NEGLIGIBLE_NOTE
+from torchdoctor.analyze.advice.lint_hot import lint_findings
 from torchdoctor.analyze.advice.merge import one_per_cause
 from torchdoctor.render.html import render_html
 from torchdoctor.render.markdown import render_markdown

@@ -40,7 +40,6 @@ from torchdoctor.analyze.advice.base import (
 )
 from torchdoctor.analyze.advice.cure import cure_saving
 from torchdoctor.analyze.advice.hot_lines_cures import (
-    CURES_BY_CODE,
     finding_cure,
     loop_cause,
     saving_note,
@@ -54,25 +53,21 @@ from torchdoctor.analyze.advice.hot_lines_data import (
     loop_of,
     root_lines_ms,
 )
+from torchdoctor.analyze.advice.lint_groups import (
+    NEGLIGIBLE_SHARE,
+    cold_advice,
+    summed_findings,
+)
 from torchdoctor.analyze.advice.lint_loaders import contradicted, rare_loader
 from torchdoctor.analyze.advice.unbuilt_modules import module_never_called
 from torchdoctor.lint.registry import RULES
 
 HOT_FRACTION = 0.05
 MAX_HOT = 10
-#: a finding on measured lines taking less than this share of the step is cold (a per-parameter
-#: update loop at 0.2% of a Transformer's step ranked second, for a 0.004 ms saving)
-NEGLIGIBLE_SHARE = 0.01
-#: the evidence of a cold finding (merge.py rewords it when the finding joins measured advice)
-COLD_NOTE = "not on a line the profile shows hot"
-#: ... or on a line whose torch calls the hot lines measured as negligible
-NEGLIGIBLE_NOTE = f"measured, under {NEGLIGIBLE_SHARE:.0%} of the step"
 #: ... or on a line of the user's module that made no torch call in the measured steps
 NOT_RUN_NOTE = "the profile saw no torch call from this line: it did not run in the measured steps"
 #: what _heat says of a recorded sync line whose syncs are too few for the step's length
 NEGLIGIBLE_SYNCS = "negligible in this step"
-#: ... and the cold group's evidence for it
-FEW_SYNCS_NOTE = "the profile recorded its syncs, too few to matter in a step this long"
 #: lint codes whose remedy another rule also prescribes (they merge into one advice)
 CAUSES = {"TD401": "dataloader-workers", "TD403": "dataloader-workers", "TD604": "kv-cache",
           "TD507": "sdpa"}  # fmt: skip
@@ -275,6 +270,21 @@ def _periodic_finding(finding: Mapping[str, Any], row: Mapping[str, Any], heat: 
     )
 
 
+def _runtime_cost(finding: Mapping[str, Any], cpu_run: bool) -> bool:
+    rule = RULES.get(str(finding.get("code")))
+    return rule is None or (rule.runtime_cost and not (cpu_run and rule.cuda_only))
+
+
+def _measured(finding: Mapping[str, Any], session: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A finding's measured lines, added up: its pattern's, its line's, or its loop's body."""
+    found = _pattern(finding, session)
+    if found is None or found["total_ms"] <= 0:
+        found = line_of(session, finding.get("path"), finding.get("line"))
+    if found is None or found["total_ms"] <= 0:
+        found = loop_of(session, finding.get("path"), finding.get("line"))
+    return found
+
+
 def _lines(finding: Mapping[str, Any], measured: Mapping[str, Any] | None) -> list[Any]:
     """The finding's line, then the other measured lines of its pattern (``pattern_lines``)."""
     line = finding.get("line")
@@ -317,6 +327,8 @@ def suspect_lines(session: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _place(why: str) -> str:
+    if why.startswith("its ") and " findings' lines " in why:
+        return "on measured lines"
     if why.startswith("outside every module"):
         return "in unattributed code"
     if why.startswith("the loop's body"):
@@ -359,11 +371,18 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
     negligible: set[int] = set()  # (measured under NEGLIGIBLE_SHARE: said so in the evidence)
     few_syncs: set[int] = set()  # (a recorded sync line, negligible for this step: said so)
     cpu_run = str((session.get("config") or {}).get("device")) == "cpu"
+    heats = {id(f): _heat(f, session, step) for f in findings}
+    # (slivers of one code in one file that add up: one suspect, told by the first: lint_groups)
+    groups, joined = summed_findings([
+        f for f in findings if heats[id(f)][1].endswith("(measured)")
+        and heats[id(f)][0] < NEGLIGIBLE_SHARE and _runtime_cost(f, cpu_run)
+        and not rare_loader(f, session)], lambda f: _measured(f, session))  # fmt: skip
     for finding in findings:
         rule = RULES.get(str(finding.get("code")))
-        if cpu_run and rule is not None and rule.cuda_only:  # (pinned memory on a CPU run)
-            continue
-        heat, why = _heat(finding, session, step)
+        if (cpu_run and rule is not None and rule.cuda_only) or id(finding) in joined:
+            continue  # (pinned memory on a CPU run; a finding its group's first one tells)
+        group = groups.get(id(finding))
+        heat, why = (group["measured"]["share"], group["why"]) if group else heats[id(finding)]
         periodic = _around_periodic_calls(finding, session)
         if periodic is not None:  # (the every-N-steps evaluation's loop: that advice's cause)
             advice.append(_periodic_finding(finding, periodic, heat))
@@ -372,7 +391,7 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
             few_syncs.add(id(finding))
         if rare_loader(finding, session):
             heat = 0.0
-        elif why.endswith("(measured)") and heat < NEGLIGIBLE_SHARE:
+        elif why.endswith("(measured)") and heat < NEGLIGIBLE_SHARE and group is None:
             heat = 0.0  # measured, and a sliver of the step: no suspect of its time
             negligible.add(id(finding))
         if heat <= 0 or (rule is not None and not rule.runtime_cost):  # (hygiene: no suspect)
@@ -384,6 +403,9 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
         measured = _pattern(finding, session) if step > 0 else None
         if measured is None or measured["total_ms"] <= 0:
             measured = line_of(session, finding.get("path"), finding.get("line"))
+        others = group["members"][1:] if group is not None else []
+        if group is not None:  # (its group's lines, added up)
+            where, measured = group["where"], group["measured"]
         if measured is None and step > 0 and _call_cost(finding):  # the model calls under it
             called = call_line_of(session, finding.get("path"), finding.get("line"))
             if called is not None:  # (its cause: a model call under it recomputed, if any)
@@ -403,7 +425,8 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
                 references=[str(finding.get("code"))] + ([replacement] if replacement else []),
                 heat=heat,
                 # (and the measured lines of its pattern: their own hot-line advice joins it)
-                locations=[location(finding.get("path"), n) for n in _lines(finding, measured)],
+                locations=[location(finding.get("path"), n) for n in _lines(finding, measured)]
+                + [location(f.get("path"), f.get("line")) for f in others],
                 # (a finding on a line of a per-element loop joins the loop's advice)
                 cause=_cause(finding)
                 or loop_cause(measured)
@@ -418,33 +441,4 @@ def lint_findings(session: Mapping[str, Any], lint: Sequence[Any] | None = None)
             advice[-1].evidence.append(saving_note(cure, len(measured.get("lines") or ())))
     advice.sort(key=lambda a: a.heat, reverse=True)
     advice = advice[:MAX_HOT]
-    for code, group in sorted(cold.items()):
-        evidence = []
-        for note, part in (
-            (COLD_NOTE, [f for f in group if id(f) not in negligible | few_syncs]),
-            (NEGLIGIBLE_NOTE, [f for f in group if id(f) in negligible]),
-            (FEW_SYNCS_NOTE, [f for f in group if id(f) in few_syncs]),
-        ):  # fmt: skip
-            places = list(dict.fromkeys(  # (two findings on one line: named once)
-                f"{os.path.basename(str(f.get('path') or '?'))}:{f.get('line', '?')}" for f in part
-            ))  # fmt: skip
-            more = f" and {len(places) - 5} more" if len(places) > 5 else ""
-            places = ", ".join(places[:5])
-            if part:
-                evidence.append(f"{places}{more}: {note}")
-        advice.append(
-            Advice(
-                rule="lint",
-                title=f"{code}: {group[0].get('message')} ({len(group)} finding(s), not hot)",
-                confidence="low",
-                evidence=evidence,
-                fix=CURES_BY_CODE[code].fix
-                if code in CURES_BY_CODE
-                else str(group[0].get("replacement") or "see `torchdoctor lint` for each line"),
-                references=[code],
-                heat=0.0,
-                locations=[location(f.get("path"), f.get("line")) for f in group],
-                cause=_cause(group[0]),
-            )
-        )
-    return advice
+    return advice + cold_advice(cold, negligible, few_syncs, _cause)

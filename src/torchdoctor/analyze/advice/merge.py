@@ -36,7 +36,7 @@ from torchdoctor.analyze.advice.base import (
 )
 from torchdoctor.analyze.advice.hot_lines import NO_CURE_FIX
 from torchdoctor.analyze.advice.hot_lines_cures import PER_ELEMENT_LOOP
-from torchdoctor.analyze.advice.lint_hot import COLD_NOTE, FEW_SYNCS_NOTE, NEGLIGIBLE_NOTE
+from torchdoctor.analyze.advice.lint_groups import COLD_NOTE, FEW_SYNCS_NOTE, NEGLIGIBLE_NOTE
 from torchdoctor.session_read import fmt_ms
 
 

@@ -48,7 +48,14 @@ def summed_findings(
     gives its measured lines added up: ``total_ms``, ``own_ms``, ``share``, ``lines``), those
     of one code and file, two or more, adding up to NEGLIGIBLE_SHARE of the step: ``groups``
     maps the first one's ``id`` to ``{"members", "measured", "where", "why"}`` (their lines
-    added up), ``joined`` holds the others' ids (told by the first)."""
+    added up), ``joined`` holds the others' ids (told by the first).
+
+    Example:
+        >>> a, b = {"code": "TD305", "path": "/w/t.py", "line": 3}, {"code": "TD305", "path": "/w/t.py", "line": 9}
+        >>> slivers = {3: {"total_ms": 0.4, "share": 0.004}, 9: {"total_ms": 0.4, "share": 0.004}}
+        >>> summed_findings([a, b], lambda f: slivers[f["line"]])  # (0.8% together: no group)
+        ({}, set())
+    """
     by_key: dict[tuple[str, str], list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
     for finding in findings:
         measured = measured_of(finding)

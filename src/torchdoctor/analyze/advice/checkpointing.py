@@ -45,7 +45,12 @@ def _outermost(node: Mapping[str, Any], found: list[Mapping[str, Any]]) -> None:
 
 
 def activation_checkpointing(session: Mapping[str, Any]) -> list[Advice]:
-    """One advice when the forward re-run in backward takes >= MIN_SHARE of the step."""
+    """One advice when the forward re-run in backward takes >= MIN_SHARE of the step.
+
+    Example:
+        >>> activation_checkpointing({})  # (a session without the evidence this rule reads)
+        []
+    """
     step = tree_step_ms(session)
     tree = session.get("tree")
     if not tree or step <= 0:

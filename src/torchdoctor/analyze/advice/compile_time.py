@@ -31,7 +31,12 @@ MIN_SHARE = 0.02
 
 
 def recompiles(session: Mapping[str, Any]) -> list[Advice]:
-    """Advice when torch.compile compiled again after the first step it compiled in."""
+    """Advice when torch.compile compiled again after the first step it compiled in.
+
+    Example:
+        >>> recompiles({})  # (a session without the evidence this rule reads)
+        []
+    """
     info = session.get("compile") or {}
     steps_listed = [s for s in info.get("steps") or () if isinstance(s, Mapping)]
     count = int(info.get("steps_with_compile") or len(steps_listed))

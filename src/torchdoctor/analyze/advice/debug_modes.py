@@ -32,7 +32,12 @@ MAX_SHARE = 0.9
 
 
 def anomaly_detection(session: Mapping[str, Any]) -> list[Advice]:
-    """Advice when anomaly detection was on during the profiled steps."""
+    """Advice when anomaly detection was on during the profiled steps.
+
+    Example:
+        >>> anomaly_detection({})  # (a session without the evidence this rule reads)
+        []
+    """
     info = session.get("anomaly_detection")
     if not isinstance(info, Mapping):
         return []

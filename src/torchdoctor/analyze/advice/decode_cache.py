@@ -212,7 +212,12 @@ def _waits_note(waited_ms: float, count: int) -> str:
 
 def decode_without_cache(session: Mapping[str, Any]) -> list[Advice]:
     """Advice when an inference loop's input grows by a token per step (see the module
-    docstring)."""
+    docstring).
+
+    Example:
+        >>> decode_without_cache({})  # (a session without the evidence this rule reads)
+        []
+    """
     if (session.get("config") or {}).get("step_boundary") != "module":
         return []
     steps = sorted(

@@ -267,7 +267,12 @@ def candidates(
 
 def merge_sibling_layers(found: list) -> list:
     """Same-type sibling modules of as many parameters that each dominate (``layers.0``,
-    ``layers.1``) are one layer stack: one advice for the group, not one per layer."""
+    ``layers.1``) are one layer stack: one advice for the group, not one per layer.
+
+    Example:
+        >>> merge_sibling_layers({})  # (a session without the evidence this rule reads)
+        []
+    """
     by_parent: dict[tuple[str, str, Any], list] = {}
     for entry in found:
         node, _, group = entry

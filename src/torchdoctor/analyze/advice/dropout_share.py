@@ -48,7 +48,12 @@ DROPOUT_TYPES = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "Al
 
 def dropout_share(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when the dropout modules add up to >= THRESHOLD of the step (see the module
-    docstring)."""
+    docstring).
+
+    Example:
+        >>> dropout_share({})  # (a session without the evidence this rule reads)
+        []
+    """
     tree, step = session.get("tree"), tree_step_ms(session)
     if not tree or step <= 0:
         return []

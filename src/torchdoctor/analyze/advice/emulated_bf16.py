@@ -39,7 +39,12 @@ _NATIVE = {"bfloat16": "bf16_native", "float16": "fp16_native"}
 
 def emulated_bf16(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when the step autocasts to bfloat16 (or float16) on a device that emulates
-    it (float16: a CPU without AMX-FP16; every CUDA GPU has it)."""
+    it (float16: a CPU without AMX-FP16; every CUDA GPU has it).
+
+    Example:
+        >>> emulated_bf16({})  # (a session without the evidence this rule reads)
+        []
+    """
     environment = session.get("environment") or {}
     knobs = environment.get("knobs") or (session.get("config") or {}).get("knobs") or {}
     dtype = knobs.get("autocast_dtype")

@@ -62,7 +62,12 @@ _BATCH_FIX = (
 
 def grad_passes(session: Mapping[str, Any]) -> list[Advice]:
     """One advice per line running >= MIN_PASSES gradient passes per step that take >=
-    MIN_SHARE of it."""
+    MIN_SHARE of it.
+
+    Example:
+        >>> grad_passes({})  # (a session without the evidence this rule reads)
+        []
+    """
     step = step_ms(session)
     if step <= 0:
         return []

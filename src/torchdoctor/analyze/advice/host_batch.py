@@ -87,7 +87,12 @@ def _host_line(row: Mapping[str, Any]) -> bool:
 
 def host_batch(session: Mapping[str, Any]) -> list[Advice]:
     """One advice per user function whose host-data lines take >= HOT_SHARE of the step
-    together, none of them alone (a hot line has advice of its own)."""
+    together, none of them alone (a hot line has advice of its own).
+
+    Example:
+        >>> host_batch({})  # (a session without the evidence this rule reads)
+        []
+    """
     step = tree_step_ms(session)
     if step <= 0:
         return []

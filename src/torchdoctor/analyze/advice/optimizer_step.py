@@ -46,7 +46,12 @@ MIN_SHARE = 0.05
 
 
 def optimizer_step(session: Mapping[str, Any]) -> list[Advice]:
-    """One advice when unfused optimizers with a fused implementation take >= MIN_SHARE."""
+    """One advice when unfused optimizers with a fused implementation take >= MIN_SHARE.
+
+    Example:
+        >>> optimizer_step({})  # (a session without the evidence this rule reads)
+        []
+    """
     step = tree_step_ms(session)
     stat = (session.get("phases") or {}).get("optimizer")
     # the typical step's optimizer time: a fused kernel saves that on every step, and one

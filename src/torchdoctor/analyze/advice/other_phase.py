@@ -128,7 +128,12 @@ def _between(session: Mapping[str, Any]) -> str:
 
 
 def between_steps(session: Mapping[str, Any]) -> list[Advice]:
-    """One advice per sampled line of the ``other`` phase taking >= MIN_SHARE of the step."""
+    """One advice per sampled line of the ``other`` phase taking >= MIN_SHARE of the step.
+
+    Example:
+        >>> between_steps({})  # (a session without the evidence this rule reads)
+        []
+    """
     step = tree_step_ms(session)  # (the detailed steps', as the sampled lines and phases)
     other = center((session.get("phases") or {}).get("other"))
     if step <= 0 or other < MIN_SHARE * step or one_step_run(session):

@@ -61,7 +61,12 @@ def recomputed_paths(tree: Mapping[str, Any] | None) -> set[str]:
 
 def unused_outputs(session: Mapping[str, Any]) -> list[Advice]:
     """One advice per module whose listed parts' outputs reach no loss while its other parts'
-    do (see the module docstring)."""
+    do (see the module docstring).
+
+    Example:
+        >>> unused_outputs({})  # (a session without the evidence this rule reads)
+        []
+    """
     listed = {str(e.get("path")): e for e in session.get("unused_outputs") or ()
               if isinstance(e, Mapping)}  # fmt: skip
     step = tree_step_ms(session)

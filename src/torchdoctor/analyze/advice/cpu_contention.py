@@ -235,7 +235,7 @@ def off_core_advice(
     per_step: float,
     ddp_wait: bool = False,
 ) -> Advice:
-    """The ``periodic-steps`` advice on long steps when most of their extra time was off a core: waiting for one
+    """The ``periodic-steps`` advice on long steps when much of their extra time was off a core: waiting for one
     (the machine was busy: nothing to save in the loop) or blocked (I/O, a sleep, a lock:
     periodic work done off the CPU, which running it less often or in the background saves).
 
@@ -245,17 +245,22 @@ def off_core_advice(
         >>> a = off_core_advice("waiting", HostSplit(80.0, 5.0, 60.0), "Every 10 steps a step takes 5.0x the median", 20.0, long, 20, 10.0, 4.0)
         >>> a.title, a.cause, a.estimated_saving_ms
         ('Every 10 steps a step takes 5.0x the median: the machine was busy (other processes held the CPU cores) for most of their extra time, 20% of the run', 'cpu-contention', None)
+        >>> off_core_advice("waiting", HostSplit(80.0, 50.0, 30.0), "5 steps", 20.0, long, 20, 10.0, 4.0).title[:86]
+        '5 steps: the machine was busy (other processes held the CPU cores) for 38% of their ex'
     """
     indices = [int(s.get("index", 0)) for s in long]
+    waiting = off == "waiting"
+    part = (host.wait_ms if waiting else host.blocked_ms) / host.wall_ms if host.wall_ms > 0 else 0.0
+    # (the measured part: off_core calls 25% waiting, twice a typical step's, the machine's)
+    most = "most" if part > 0.5 else f"{100 * part:.0f}%"
     shown = ", ".join(str(i) for i in indices[:6]) + (", ..." if len(indices) > 6 else "")
     walls = [float(s["wall_ms"]) for s in long]
-    waiting = off == "waiting"
     item = Advice(
         rule="periodic-steps",
         title=f"{head}: "
         + ("the machine was busy (other processes held the CPU cores)" if waiting
            else "the profiled thread was blocked (not computing, not waiting for a core)")
-        + f" for most of their extra time, {share:.0f}% of the run",
+        + f" for {most} of their extra time, {share:.0f}% of the run",
         confidence="medium",
         evidence=[
             f"steps {shown} (of {steps}): {fmt_ms(min(walls))} to {fmt_ms(max(walls))} "
@@ -268,7 +273,7 @@ def off_core_advice(
     )  # fmt: skip
     if ddp_wait and off == "blocked":  # (its extra time in backward, under DDP: the all-reduce)
         item.title = (f"{head}: the rank waited in backward for DDP's all-reduce (another rank "
-                      f"came late) for most of their extra time, {share:.0f}% of the run")
+                      f"came late) for {most} of their extra time, {share:.0f}% of the run")
         item.fix, item.cause = DDP_WAIT_FIX, "collectives"
         return item  # (nothing to save in this rank's code)
     if not waiting:  # measured: half of their extra time saved by doing that work half as often

@@ -19,3 +19,17 @@ def train(q, opt, env, buf, steps, device):
         opt.step()
         pair = torch.stack([loss.detach(), br.mean()])
         print(np.array(pair))  # expect: TD201
+
+
+def train_sampled(nnet, opt, examples, steps, cuda):  # alpha-zero-general's NNet.train
+    for _ in range(steps):
+        boards, pis = list(zip(*random.sample(examples, 32)))
+        boards = torch.FloatTensor(np.array(boards).astype(np.float64))  # near-miss: read before the rebinding
+        target_pis = torch.FloatTensor(np.array(pis))
+        if cuda:
+            boards, target_pis = boards.contiguous().cuda(), target_pis.contiguous().cuda()
+        loss = -(target_pis * nnet(boards)).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        print(np.array(loss))  # expect: TD201

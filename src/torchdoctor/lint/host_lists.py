@@ -125,6 +125,18 @@ class HostLists:
                 return self.looks_like_tensor(gen.iter) and not self.host_made(base)
         return False
 
+    def read_before_rebinding(self, call: ast.Call) -> bool:
+        """``np.array(boards)`` in ``boards = torch.FloatTensor(np.array(boards))`` (
+        alpha-zero-general's training loop over sampled self-play examples): the statement
+        reads the name before it rebinds it, so the tensor it becomes (and is later moved to
+        the GPU as) is not what the array reads: Python data."""
+        arg = call.args[0] if len(call.args) == 1 else None
+        stmt = self.parent(call)  # type: ignore[attr-defined]
+        while stmt is not None and not isinstance(stmt, ast.stmt):
+            stmt = self.parent(stmt)  # type: ignore[attr-defined]
+        return isinstance(arg, ast.Name) and isinstance(stmt, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == arg.id for t in stmt.targets)  # fmt: skip
+
 
 def _compared(arg: ast.AST) -> ast.AST:
     """The left side of a comparison (``int((x[i] < 0.5).sum() > 0)``: a tensor compared is a

@@ -223,7 +223,8 @@ class SyncRules(ForwardAndCallSyncs, ConvergenceSyncs, TensorValues, PerStepCall
         elif names & _NUMPY_CONVERSIONS and node.args:
             arg = node.args[0]
             inner = method_name(arg) if isinstance(arg, ast.Call) else None
-            if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg):
+            if inner not in HOST_COPY_METHODS and self.looks_like_tensor(arg) and not (
+                    self.read_before_rebinding(node)):  # (x = torch.tensor(np.array(x)))
                 self._report_sync(node, f"`{self.code_of(node)}` (a .cpu().numpy() copy)")
         elif (
             name == "format"

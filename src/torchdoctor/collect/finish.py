@@ -146,7 +146,7 @@ def build_session(state: ProfilerState, audit: Any, audits: list[Any] | None = N
     detail["detailed_count"] = store.detailed_count
     if "aimed_steps" in detail:  # (one begun as the run ended was not kept)
         detail["aimed_steps"] = [i for i in detail["aimed_steps"] if i < store.count]
-    detail.update(outliers(steps, state.detailed_summaries()))  # (steps of periodic work)
+    detail.update(outliers(steps, state.detailed_summaries(), store.unkept_long(), store.count))
     detail["audited_count"] = store.audited_count
     if detail.get("mode") == "windows" and not all(flags):
         waited = detail.get("postponed_steps") or 0

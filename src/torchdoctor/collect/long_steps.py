@@ -22,11 +22,19 @@ from torchdoctor.collect.assemble import (
 )
 
 
-def outliers(steps: list[dict[str, Any]], detailed: list[dict[str, Any]]) -> dict[str, Any]:
+def outliers(
+    steps: list[dict[str, Any]],
+    detailed: list[dict[str, Any]],
+    unkept: Sequence[dict[str, Any]] = (),
+    count: int | None = None,
+) -> dict[str, Any]:
     """The detailed steps the tree left out for their length (over TREE_OUTLIER x the median
     detailed step: an evaluation, a checkpoint), how often such steps come over the whole
     run, light steps included, and the long steps the sync audit saw, light ones included
     (``detailed``: every detailed step, ``steps``: every kept step; see :func:`sync_outliers`).
+    A long run keeps a sample of its steps: ``unkept``, the long light steps it left out
+    (``StepStore.unkept_long``), count among its ``count`` steps (an evaluation every 300 of
+    3,000 steps with 3 of its 9 kept read its reads at the sample's rate: 1.59 a step, not 1.33).
 
     Example:
         >>> steps = [{"index": 0, "wall_ms": 2800.0}] + [{"index": k, "wall_ms": 15.0}
@@ -48,7 +56,7 @@ def outliers(steps: list[dict[str, Any]], detailed: list[dict[str, Any]]) -> dic
     long = [s for s in stalls if own_ms(s) > limit]  # (not those cut at the detail budget)
     if not long:
         return {}
-    every = [s for s in steps if own_ms(s) > limit]
+    every = [s for s in [*steps, *unkept] if own_ms(s) > limit]
     seen = [s for s in every if s.get("audited", True)] or long
     # a long step the audit did not see stands for one it saw when it called the model as
     # those did (more calls than a typical step, an evaluation's, or as many: a checkpoint's);
@@ -58,7 +66,7 @@ def outliers(steps: list[dict[str, Any]], detailed: list[dict[str, Any]]) -> dic
     alike = [s for s in unseen if _calls_more(s, steps) in kinds]
     return {
         "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
-        "outlier_rate": max(len(seen) + len(alike), len(long)) / len(steps),
+        "outlier_rate": max(len(seen) + len(alike), len(long)) / max(len(steps), count or 0),
         "audited_long_steps": sorted({int(s.get("index", 0)) for s in [*seen, *long]}),
     }
 

@@ -8,6 +8,12 @@ per-node forward/backward/calls). A :class:`StepStore` keeps:
   :data:`SAMPLE_DETAILED` detailed ones (per-node figures: what the module tree is built from)
   and :data:`SAMPLE_LIGHT` light ones (step time and phases only);
 - the last :data:`RECENT_STEPS` summaries (the live view reads them);
+- every later light step over :data:`LONG_RATIO` x the median step for its own work (its wall
+  less its wait for a core: a busy host's slowed steps are no periodic work; at most
+  :data:`LONG_LISTED`), its index, wall and wait: the periodic-steps advice and the sync
+  audit's rate find an evaluation every N steps in the whole run, not in the sample (one every
+  300 steps of 3,000 kept 3 of its 9 steps: read as every 600, its reads and cost at the
+  sample's rate);
 - for every step, streamed into running summaries: count, sum, min, max and a log-bucket
   histogram (each bucket 1% wide: quantiles within 0.5% of the exact value) of the step time and
   of each phase, and the largest peak memory.
@@ -47,6 +53,13 @@ SAMPLE_DETAILED = 250
 SAMPLE_LIGHT = 250
 #: the most recent summaries (for the live view)
 RECENT_STEPS = 50
+#: a later light step this many times the median step, and LONG_PAST_MS past it, is listed
+#: (below the periodic-steps rule's 2x and 5 ms: the rule applies its own to the final median)
+LONG_RATIO, LONG_PAST_MS = 1.5, 2.0
+#: long steps listed at most (more are counted: such steps are no rare periodic work)
+LONG_LISTED = 1000
+#: steps between two readings of the median step (a quantile of the histogram)
+MEDIAN_EVERY = 64
 #: histogram bucket ratio: quantiles read from it are within 0.5% of the exact value
 _GAMMA = 1.01
 _LOG_GAMMA = math.log(_GAMMA)
@@ -159,6 +172,9 @@ class StepStore:
         self.wall = StreamStat()
         self.phases = {p: StreamStat() for p in PHASES}
         self.peak_memory_bytes: int | None = None
+        self.long: list[dict[str, Any]] = []  # later light steps over LONG_RATIO x median
+        self.long_more = 0  # ... past LONG_LISTED, counted only
+        self._median: float | None = None
         self.recent.clear()
         self.recent_detailed.clear()
         self._random.seed(self._seed)
@@ -184,6 +200,8 @@ class StepStore:
         if len(self.head) < self.first:
             self.head.append(summary)
             return
+        if not detailed:
+            self._list_long(summary)
         seen = self.seen_later[detailed] = self.seen_later[detailed] + 1
         sample, limit = self.samples[detailed], self.limits[detailed]
         if len(sample) < limit:  # reservoir sampling (algorithm R): uniform over later steps
@@ -192,6 +210,26 @@ class StepStore:
             slot = self._random.randrange(seen)
             if slot < limit:
                 sample[slot] = summary
+
+    def _list_long(self, summary: dict[str, Any]) -> None:
+        """List a later light step over LONG_RATIO x the median step for its own work."""
+        if self._median is None or self.count % MEDIAN_EVERY == 0:
+            self._median = self.wall.quantile(0.5)
+        wall = float(summary.get("wall_ms") or 0.0)
+        own = wall - float(summary.get("cpu_wait_ms") or 0.0)
+        if own <= LONG_RATIO * self._median or own - self._median <= LONG_PAST_MS:
+            return
+        if len(self.long) < LONG_LISTED:  # (for their own time; as the sync audit reads them)
+            keys = ("index", "wall_ms", "cpu_wait_ms", "model_calls", "audited", "detailed")
+            self.long.append({key: summary[key] for key in keys if key in summary})
+        else:
+            self.long_more += 1
+
+    def unkept_long(self) -> list[dict[str, Any]]:
+        """The listed long light steps the kept summaries left out (index, wall and wait ms,
+        model calls, whether audited)."""
+        kept = {int(s["index"]) for s in self.kept()}
+        return [s for s in self.long if int(s["index"]) not in kept]
 
     @property
     def sampled(self) -> bool:
@@ -228,7 +266,23 @@ class StepStore:
 
     def describe(self) -> dict[str, Any]:
         """``config.step_records``: how many steps were seen, how many the session lists, and
-        how the rest is summarized."""
+        how the rest is summarized; in a sampled run, ``long_unkept``: ``[index, wall_ms,
+        own_ms]`` (own: less its wait for a core) of each long light step the list left out
+        (``long_more``: those past LONG_LISTED).
+
+        Example:
+            >>> store = StepStore(first=4, sample_detailed=1, sample_light=1)
+            >>> for k in range(40):
+            ...     store.append({"wall_ms": 50.0 if k % 10 == 9 else 1.0, "detailed": False})
+            >>> store.describe()["long_unkept"]  # (the sample kept none of them)
+            [[9, 50.0, 50.0], [19, 50.0, 50.0], [29, 50.0, 50.0], [39, 50.0, 50.0]]
+        """
+        unkept = [[s["index"], round(float(s["wall_ms"]), 3),
+                   round(float(s["wall_ms"]) - float(s.get("cpu_wait_ms") or 0.0), 3)]
+                  for s in self.unkept_long()]  # fmt: skip
+        listed: dict[str, Any] = {"long_unkept": unkept} if self.sampled else {}
+        if self.long_more:
+            listed["long_more"] = self.long_more
         return {
             "seen": self.count,
             "kept": len(self),
@@ -242,6 +296,7 @@ class StepStore:
             },  # fmt: skip
             "streamed": "step time and phases: count, mean, min, max exact; quantiles from a "
             "log histogram within 0.5%",
+            **listed,
         }
 
     def apply_to(self, session: Any, typical: list[dict[str, Any]] | None = None) -> None:

@@ -90,7 +90,8 @@ def long_steps(profiler: Any, first_step: int) -> frozenset[int]:
         return frozenset()
     from torchdoctor.collect.long_steps import outliers
 
-    found = outliers(list(state.summaries), state.detailed_summaries())
+    store = state.summaries
+    found = outliers(list(store), state.detailed_summaries(), store.unkept_long(), store.count)
     long = found.get("audited_long_steps") or found.get("outlier_steps", ())
     return frozenset(int(k) + first_step for k in long)
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
-from torchdoctor.analyze.advice.base import Advice, fmt_ms, numbering_note, one_step_run
+from torchdoctor.analyze.advice.base import Advice, fmt_ms, numbering_note
 from torchdoctor.analyze.advice.cpu_contention import (
     extra_split,
     off_core,
@@ -30,16 +30,11 @@ from torchdoctor.analyze.advice.cpu_contention import (
     split_evidence,
     typical_wait_rate,
 )
-from torchdoctor.analyze.advice.decode_cache import growing_runs
-from torchdoctor.analyze.advice.optimizer_stages import stage_steps
 from torchdoctor.analyze.advice.periodic_loops import (
     EVALUATION_FIX,
     LOOP_KNOBS,
     ROLLOUT_FIX,
     SMALL_BATCH_FIX,
-    at_light_cost,
-    detailed_long,
-    early_evaluation,
     is_evaluation,
     loop_package,
     model_calls,
@@ -48,11 +43,16 @@ from torchdoctor.analyze.advice.periodic_loops import (
     samples_text,
     small_batch_loop,
 )
+from torchdoctor.analyze.advice.run_long_steps import (  # noqa: F401 (single_long_step's)
+    LONG,
+    LONG_MS,
+    MIN_STEPS,
+    described,
+    long_steps,
+)
 from torchdoctor.analyze.advice.step_inputs import model_work
 from torchdoctor.session_read import step_count
 
-#: a step this many times the median (and LONG_MS past it) is a long step
-LONG, LONG_MS = 2.0, 5.0
 #: long steps are periodic work only when rare: at most this share of the steps
 MAX_SHARE_OF_STEPS = 0.15
 #: ... or this share when they come at a regular gap of 4 steps or more (Lightning validating
@@ -68,10 +68,13 @@ OUTSIDE_TEXT = ("{ms} over the run ({pct:.0f}% of the long steps' extra time) ra
 OUTSIDE_FIX = (" The work outside the model's calls before them (preparing the next input: a "
                "feature extractor, tokenization) can run ahead of the model: in a DataLoader "
                "with workers, or a background thread.")
+#: long steps whose excess over the median is within this ratio of the median long step's are
+#: alike (the detail schedule's, collect/schedule.py)
+LIKE_RATIO = 4.0
+#: ... the others are hiccups beside them when their extra time is under this share of all
+HICCUPS = 0.1
 #: two long steps at no common period are reported only when this many times the median
 RARE_LONG = 4.0
-#: light steps needed to tell a long step from the rest
-MIN_STEPS = 10
 
 #: what the extra time of each phase is, in the advice's words
 PHASE_WORK = {
@@ -87,39 +90,18 @@ _AFTER_BACKWARD = ("after the backward pass (no torch.optim optimizer: a hand-wr
                    "then whatever runs before the next forward: an evaluation, a checkpoint)")
 
 
-def _of(session: Mapping[str, Any], kept: int) -> str:
-    """The steps the long ones were found among: all, or a long run's kept sample.
+def _of(session: Mapping[str, Any], kept: int, among: int) -> str:
+    """The steps the long ones were found ``among``: all, or a long run's kept sample (a
+    session that does not list every long step of a sampled run).
 
     Example:
-        >>> _of({"config": {"step_records": {"seen": 1029}}}, 771), _of({}, 60)
+        >>> _of({"config": {"step_records": {"seen": 1029}}}, 771, 771), _of({}, 60, 60)
         ('771 kept of 1,029', '60')
+        >>> _of({"config": {"step_records": {"seen": 1029}}}, 771, 1029)
+        '1,029'
     """
     seen = step_count(session)
-    return f"{kept:,} kept of {seen:,}" if seen > kept else str(kept)
-
-
-def _long_steps(steps: list[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], float]:
-    """The long steps among ``steps`` (the first two left out, warm-up residue, unless they
-    evaluated) and the median wall time."""
-    median = statistics.median(float(s["wall_ms"]) for s in steps)
-    long = [
-        s for k, s in enumerate(steps) if (int(s.get("index", k)) >= 2 or early_evaluation(s))
-        and float(s["wall_ms"]) > LONG * median and float(s["wall_ms"]) - median > LONG_MS
-    ]  # fmt: skip
-    return long, median
-
-
-def _as_light(step: Mapping[str, Any]) -> dict[str, Any]:
-    """A detailed step's record with its forward counted in ``other``, as a light step's is.
-
-    Example:
-        >>> _as_light({"index": 3, "phases": {"forward": 2.0, "other": 5.0}})["phases"]
-        {'forward': 0.0, 'other': 7.0}
-    """
-    phases = dict(step.get("phases") or {})
-    phases["other"] = float(phases.get("other") or 0.0) + float(phases.get("forward") or 0.0)
-    phases["forward"] = 0.0
-    return {**step, "phases": phases}
+    return f"{kept:,} kept of {seen:,}" if seen > among else f"{among:,}"
 
 
 def _period(indices: list[int]) -> int | None:
@@ -139,6 +121,42 @@ def _period(indices: list[int]) -> int | None:
     if len(gaps) < 2 and abs(indices[0] + 1 - period) > tolerance + 2:
         return None  # (two long steps: the first must also come about one period in)
     return period
+
+
+def _periodic(long: list[Mapping[str, Any]], median: float) -> tuple[list, int | None]:
+    """The long steps and their period; where they have none, the period of the longer ones
+    (their excess over the median LIKE_RATIO times or more the others', at the widest such gap)
+    when the others are hiccups, their extra time under HICCUPS of all of it (bigram.py's
+    evaluations every 300 of 3,000 steps, 210-960 ms over a 2.5 ms median, and 8 steps of
+    7.6-13 ms among them: no period, '17 of 2,999 steps', '200 model calls per long step'):
+    the longer ones alone, with it.
+
+    Example:
+        >>> def steps(*walls):  # (index: wall ms), in step order
+        ...     return [{"index": i, "wall_ms": w} for i, w in sorted(walls)]
+        >>> long = [(i, 480.0) for i in (299, 599, 899, 1199)]
+        >>> hiccups = [(i, 7.7) for i in (700, 1634, 1700, 1702)]
+        >>> found, period = _periodic(steps(*long, *hiccups), 1.5)
+        >>> len(found), period
+        (4, 300)
+        >>> _periodic(steps(*long[:2], *hiccups), 1.5)[1] is None  # (two alike: too few to tell)
+        True
+        >>> _periodic(steps(*long, (700, 300.0)), 1.5)[1] is None  # (no hiccup: other work)
+        True
+    """
+    period = _period(_first_of_runs([int(s.get("index", 0)) for s in long]))
+    if period is not None or len(long) < 3:
+        return long, period
+    excess = sorted(max(1e-9, float(s["wall_ms"]) - median) for s in long)
+    gap, cut = max((b / a, b) for a, b in zip(excess, excess[1:]))
+    if gap < LIKE_RATIO:
+        return long, None
+    alike = [s for s in long if float(s["wall_ms"]) - median >= cut]
+    rest = sum(float(s["wall_ms"]) - median for s in long if s not in alike)
+    if len(alike) < 3 or rest > HICCUPS * sum(float(s["wall_ms"]) - median for s in long):
+        return long, None
+    period = _period(_first_of_runs([int(s.get("index", 0)) for s in alike]))
+    return (alike, period) if period is not None else (long, None)
 
 
 def _first_of_runs(indices: list[int]) -> list[int]:
@@ -211,53 +229,6 @@ def _ratios(long: list[Mapping[str, Any]], median: float) -> str:
     return f"{walls[0] / median:.1f}x to {walls[-1] / median:.0f}x"
 
 
-class LongSteps(NamedTuple):
-    """The steps :func:`long_steps` found: all recorded, the light ones, the long ones (in
-    light steps' terms, by index), the light steps' median wall ms.
-
-    Example:
-        >>> LongSteps([], [], [], 1.5).median
-        1.5
-    """
-
-    recorded: list[Mapping[str, Any]]
-    steps: list[Mapping[str, Any]]
-    long: list[Mapping[str, Any]]
-    median: float
-
-
-def long_steps(session: Mapping[str, Any], min_steps: int = MIN_STEPS) -> LongSteps | None:
-    """The run's long steps (> LONG x the median light step, LONG_MS past it; the first two
-    left out), detailed ones left out of the tree for their length included; None when fewer
-    than ``min_steps`` light steps tell them (or the run is one step).
-
-    Example:
-        >>> steps = [{"index": i, "wall_ms": 50.0 if i == 30 else 1.0} for i in range(40)]
-        >>> [s["index"] for s in long_steps({"steps": steps}).long]
-        [30]
-    """
-    recorded = [s for s in stage_steps(session) if s.get("wall_ms") is not None]  # (LBFGS's
-    steps = [s for s in recorded if not s.get("detailed")]  # after Adam's: a stage; hooks slow)
-    if len(steps) < min_steps or one_step_run(session):
-        return None
-    long, median = _long_steps(steps)
-    # detailed steps left out of the tree for their length are long steps too (in light
-    # steps' terms: their forward counted with the work between steps)
-    left = set(detailed_long(session))
-    module = (session.get("config") or {}).get("step_boundary") == "module"  # (light steps
-    long += [s if module else _as_light(s)  # there record the forward too: kept as it is)
-             for s in recorded if s.get("detailed") and s.get("index") in left]
-    long.sort(key=lambda s: int(s.get("index", 0)))
-    if (session.get("config") or {}).get("step_boundary") == "module":  # (steps of a decode
-        grown = {id(s) for s in growing_runs([s for s in recorded if s.get("input_shape")])}
-        long = [s for s in long if id(s) not in grown]  # without cache: decode-without-cache's)
-    light_long = [float(s["wall_ms"]) for s in long if not s.get("detailed")]
-    if light_long:  # (the light ones tell the work's own length: see at_light_cost)
-        typical = statistics.median(light_long)
-        long = [at_light_cost(s, typical) if s.get("detailed") else s for s in long]
-    return LongSteps(recorded, steps, long, median)
-
-
 def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     """One advice when rare long steps (>= 2x the median) hold >= 3% of the run's time.
 
@@ -270,23 +241,23 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     found = long_steps(session)
     if found is None or len(found.long) < 2:  # (a single one: single_long_step.py)
         return []
-    recorded, steps, long, median = found
+    recorded, steps, long, median, _ = found
+    long, period = _periodic(long, median)
+    told = described(long)  # (a sampled run's unkept long steps have their wall time alone)
     indices = [int(s.get("index", 0)) for s in long]
-    period = _period(_first_of_runs(indices))
     most = MAX_SHARE_WITH_PERIOD if period is not None and period >= 4 else MAX_SHARE_OF_STEPS
-    if len(long) > most * len(recorded):
+    if len(long) > most * found.run_steps(session):
         return []
     ratio = statistics.median(float(s["wall_ms"]) for s in long) / median
     if period is None and (len(long) < 3 and ratio < RARE_LONG):
         return []  # (two steps at no common period: worth a word only when far longer)
     extra = sum(float(s["wall_ms"]) - median for s in long)
-    total = sum(float(s["wall_ms"]) for s in recorded) - sum(  # (the hooks' time left out)
-        float(s.get("detailed_wall_ms", s["wall_ms"])) - float(s["wall_ms"]) for s in long)
+    total = found.run_ms(session)  # (the hooks' time left out)
     if extra < MIN_SHARE_OF_RUN * total:
         return []
-    phases = phase_extra(long, steps)
+    phases = phase_extra(told, steps)
     phase = max(phases, key=lambda p: phases[p])
-    counted = _long_model_calls(long, steps)  # (light steps count their model calls too)
+    counted = _long_model_calls(told, steps)  # (light steps count their model calls too)
     evaluating = counted is not None and counted[1] >= 0.5 * (counted[0] - counted[2])
     looping = counted is not None and counted[0] >= LOOP_CALLS * max(1, counted[2])
     if phase == "data" and not (evaluating or looping):  # (a loop of its own over a loader:
@@ -306,15 +277,16 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     head = (
         f"Every {period} steps a step takes {_ratios(long, median)} the median"
         if period
-        else f"{len(long)} of {len(recorded)} steps take {_ratios(long, median)} the median"
+        else f"{len(long)} of {found.run_steps(session)} steps take {_ratios(long, median)} the median"
     )
     title = f"{head}: {'periodic ' if period else ''}work {where} is {share:.0f}% of the run"
-    host = extra_split(long, steps)  # (on a core, waiting for one, blocked: host_time.py)
+    host = extra_split(told, steps)  # (on a core, waiting for one, blocked: host_time.py)
     off = off_core(host, typical_wait_rate(steps))
     if host is not None and (off == "waiting" or (off == "blocked" and not _calls_explain(
-            session, host.wall_ms / len(long)))):  # fmt: skip
-        return [off_core_advice(off, host, head, share, long, len(recorded), median,
-                                extra / len(steps), _ddp_wait(session, long, steps))]  # fmt: skip
+            session, host.wall_ms / len(told)))):  # fmt: skip
+        return [off_core_advice(off, host, head, share, long, found.run_steps(session), median,
+                                extra / found.light_steps(session),
+                                _ddp_wait(session, told, steps))]  # fmt: skip
     loop = small_batch_loop(session)
     if loop is not None:
         title += f": {float(loop['calls_per_step']):.0f} model calls on {samples_text(loop)} each"
@@ -327,25 +299,26 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         title = (f"{head}: {'periodic ' if period else ''}evaluation {where} ({counted[1]} "
                  f"model calls in eval mode per long step, against {counted[2]} in a typical "
                  f"step) is {share:.0f}% of the run")  # fmt: skip
-    work = model_work(session, long) if loop is None else None  # (inference: more model)
+    work = model_work(session, told) if loop is None else None  # (inference: more model)
     if work is not None and work.explains_all:
         title = f"{head}: {work.title}, {share:.0f}% of the run"
     elif work is not None:
         title += f": {work.title}"
     shown = ", ".join(str(i) for i in indices[:6]) + (", ..." if len(indices) > 6 else "")
     walls = [float(s["wall_ms"]) for s in long]
-    per_step = extra / len(steps)
+    per_step = extra / found.light_steps(session)
     item = Advice(
         rule="periodic-steps",
         title=title,
         confidence="medium",
         evidence=[
-            f"steps {shown} (of {_of(session, len(recorded))}): {fmt_ms(min(walls))} to "
+            f"steps {shown} (of {_of(session, len(recorded), found.run_steps(session))}): "
+            f"{fmt_ms(min(walls))} to "
             f"{fmt_ms(max(walls))} against a median step of {fmt_ms(median)}"
             + numbering_note(session),
             f"their extra time, {fmt_ms(extra)} over the run ({share:.0f}% of it, "
             f"{fmt_ms(per_step)} per step on average), is {what}: "
-            f"+{fmt_ms(phases[phase] / len(long))} per long step" + _also(phases, phase, long),
+            f"+{fmt_ms(phases[phase] / len(told))} per long step" + _also(phases, phase, told),
             sampled_text(session, max(LONG * median, median + LONG_MS)),
         ],
         fix=ROLLOUT_FIX if loop is not None and rollout_function(session) else (
@@ -392,7 +365,8 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         item.fix = work.fix.replace("These steps run", "Some of these steps run", 1) + (
             OUTSIDE_FIX if module_steps and phase == "forward" and outside >= OUTSIDE_SHARE * extra
             else "") + " For the others: " + item.fix[0].lower() + item.fix[1:]
-        per_step = work.rest_extra(long, median) / len(steps)  # (the others' alone)
+        per_step *= work.rest_extra(told, median) / max(  # (the others' alone)
+            1e-9, sum(float(s["wall_ms"]) - median for s in told))
     item.estimated_saving_ms = per_step / 2  # (half saved doing the work half as often)
     item.saving_range_ms = (per_step / 2, per_step)
     item.heat = min(1.0, extra / total)

@@ -91,9 +91,11 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
     found = long_steps(session, min_steps=EVALUATION_MIN_STEPS)
     if found is None or len(found.long) != 1:
         return []
-    recorded, steps, (step,), median = found
-    wall = float(step["wall_ms"])
-    extra, total = wall - median, sum(float(s["wall_ms"]) for s in recorded)
+    recorded, steps, (step,), median, _ = found
+    if step.get("unkept"):  # (a sampled run's step the list left out: its wall time alone)
+        return []
+    wall, among = float(step["wall_ms"]), found.run_steps(session)
+    extra, total = wall - median, found.run_ms(session) + step.get("detailed_wall_ms", wall) - wall
     calls = model_calls(step, steps)
     evaluation = calls is not None and calls[1] >= 0.5 * (calls[0] - calls[2])
     # (an evaluation its model calls name needs no 4x to stand out from noise: DETR's epoch-end
@@ -110,12 +112,12 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
     loading = phases["data"] if phase == "data" else 0.0  # (an evaluation's own loader:
     phase = "other" if phase == "data" else phase  # dlrm's test loop, in training mode)
     share, ratio = 100.0 * extra / total, wall / median
-    head = f"Step {step.get('index', '?')} of {len(recorded)} took {ratio:.1f}x the median"
+    head = f"Step {step.get('index', '?')} of {among} took {ratio:.1f}x the median"
     host = extra_split([step], steps)
     off = off_core(host, typical_wait_rate(steps))
     if host is not None and off is not None and not evaluation:  # (waiting: the machine was
-        return [off_core_advice(off, host, head, share, [step], len(recorded), median,  # busy)
-                                extra / len(recorded))]  # fmt: skip
+        return [off_core_advice(off, host, head, share, [step], among, median,  # busy)
+                                extra / among)]  # fmt: skip
     where = "between steps" if phase == "other" else f"in the {phase} phase"
     if evaluation:
         assert calls is not None
@@ -124,7 +126,7 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
     else:
         title = f"{head}: work {where} is {share:.0f}% of the run"
     evidence = [
-        f"step {step.get('index', '?')} (of {len(recorded)}): {fmt_ms(wall)} against a median "
+        f"step {step.get('index', '?')} (of {among}): {fmt_ms(wall)} against a median "
         f"step of {fmt_ms(median)}" + numbering_note(session),
         f"its extra time, {fmt_ms(extra)} ({share:.0f}% of the run), is {PHASE_WORK[phase]}",
     ]
@@ -138,7 +140,7 @@ def single_long_step(session: Mapping[str, Any]) -> list[Advice]:
         evidence.append(sampled_text(session))
     if host is not None and host.cpu_ms < 0.7 * host.wall_ms:
         evidence.append(split_evidence(host))
-    per_step = extra / len(recorded)
+    per_step = extra / among
     return [Advice(
         rule="long-step",
         title=title,

@@ -40,3 +40,19 @@ class Settable(nn.Module):
         lv = torch.tensor(self.levels, device=x.device)  # (near miss: the parameter is rebound)
         t = torch.tensor(self.taps, device=x.device)  # (near miss: mutated by add_tap)
         return x * w.sum() * s.sum() * lv.sum() * t.sum()
+
+
+class ContrastiveLogits(nn.Module):  # wav2vec 2.0's logit temperature (blind corpus 42)
+    def __init__(self, logit_temp=0.1, max_temp=2.0, scale=None):
+        super().__init__()
+        self.logit_temp, self.curr_temp, self.scale = logit_temp, max_temp, scale
+
+    def set_num_updates(self, n):
+        self.curr_temp = max(self.curr_temp * 0.999995**n, 0.5)
+
+    def forward(self, c, q):
+        logits = torch.cosine_similarity(c, q, dim=-1)
+        logits = logits / torch.tensor(self.logit_temp, device=logits.device)  # expect: TD511
+        logits = logits / torch.tensor(self.curr_temp, device=logits.device)  # (near miss: rebound per update)
+        logits = logits * torch.tensor(self.scale, device=logits.device)  # (near miss: no default)
+        return logits + torch.tensor(self.logit_temp)  # (near miss: one number on the host)

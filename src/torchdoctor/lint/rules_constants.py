@@ -18,7 +18,8 @@ device=x.device)``, ``.cuda()``, ``.to(...)``, ``x.new_tensor(0.5)``: a copy to 
 value a Python number gives as well, since it broadcasts), or a name the module binds once to
 such a list (``SIGMAS = [0.26, 0.25, ...]``), or an attribute its class binds once, in
 ``__init__``, to such a list or to a parameter whose default is one (``self.q = quantiles`` of
-``quantiles=(0.1, 0.5, 0.9)``; nothing rebinds or mutates it), or a single number handed straight to a torch
+``quantiles=(0.1, 0.5, 0.9)``; nothing rebinds or mutates it; a number so bound, put on a device:
+wav2vec 2.0's ``torch.tensor(self.logit_temp, device=...)``), or a single number handed straight to a torch
 math function (``torch.log(torch.tensor(2.0))``, ``torch.sqrt(torch.tensor(self.d_k))``,
 ``torch.log(torch.tensor(float(max_period)))``: two
 tensor ops per call for what ``math.log`` / ``math.sqrt`` give as a Python float); a tensor
@@ -96,8 +97,8 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             numbers = self._module_constant(node.args[0].id)  # (torch.tensor(SIGMAS, ...))
             numbers = numbers if numbers >= 2 else 0
         elif built and node.args and isinstance(node.args[0], ast.Attribute) and not numbers:
-            numbers = self._attribute_constant(node.args[0])  # (torch.tensor(self.quantiles))
-            numbers = numbers if numbers >= 2 else 0
+            numbers = self._attribute_constant(node.args[0])  # (torch.tensor(self.quantiles);
+            # one number only on a device: torch.tensor(self.logit_temp, device=x.device))
         elif built and node.args and not numbers:  # ([HARTREE_TO_MEV / 1000.0]: arithmetic)
             numbers = self._constant_numbers(node.args[0])
         math = _math_of(node, self.parent(node), numbers, self.callee) if built else None
@@ -217,6 +218,8 @@ class ConstantRules(PerStepCalls, RuleVisitor):
             rebound = [n for n in ast.walk(init) if isinstance(n, ast.Name) and n.id == value.id
                        and not isinstance(n.ctx, ast.Load)]  # fmt: skip
             value = defaults.get(value.id) if not rebound else None
+        if isinstance(value, ast.Constant | ast.UnaryOp) and numbers_in_literal(value) == 1:
+            return 1  # (a number: `logit_temp=0.1`, then `self.logit_temp = logit_temp`)
         return numbers_in_literal(value) if isinstance(value, (ast.List, ast.Tuple)) else 0
 
     def _scalar_constant(self, name: str) -> bool:

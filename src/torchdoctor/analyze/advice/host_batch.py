@@ -58,6 +58,21 @@ CODE = (
     "rows = ix.numpy()[:, None] + np.arange(T)                                   # after:\n"
     "x = torch.from_numpy(data[rows].astype(np.int64))                           # one gather"
 )
+#: ... where the lines make tensors of Python lists of samples (torch.tensor(list) and no
+#: stack of slices: minimalRL's DQN replay buffer, torch.tensor(s_lst) of 32 arrays of 4, read
+#: 'one gather with a 2-D index (... np.arange(block_size) ...)', a language model's fix)
+LIST_FIX = (
+    "Build the batch from arrays, not from Python lists of samples: torch.tensor of a list of "
+    "NumPy arrays converts them one element at a time. Keep the samples in preallocated NumPy "
+    "arrays (a replay buffer's states = np.empty((capacity, *obs_shape), np.float32), written "
+    "in place) and take a batch with one index array (torch.from_numpy(states[idx])), or turn "
+    "the list into one array once (np.asarray(s_lst, np.float32)) before torch.from_numpy; or "
+    "a Dataset under a DataLoader with num_workers > 0, so batches are made in other processes."
+)
+LIST_CODE = (
+    "s = torch.tensor(s_lst, dtype=torch.float)           # before: a list of arrays\n"
+    "s = torch.from_numpy(np.asarray(s_lst, np.float32))  # after: one array, one conversion"
+)
 
 
 #: torch calls that read host data (not a stack of tensors already made: a post-processing
@@ -70,6 +85,24 @@ def _from_host(row: Mapping[str, Any]) -> bool:
     return any(o.get("op") in FROM_HOST for o in row.get("top_ops") or ()) or any(
         installed_package(str(v.get("file") or "")) in HOST_PACKAGES for v in row.get("via") or ()
     )
+
+
+def _of_lists(rows: list[dict[str, Any]]) -> bool:
+    """The lines make tensors of Python lists (torch.tensor, torch.as_tensor), no stack or
+    gather of slices (torch.stack, torch.cat, torch.from_numpy)."""
+    ops = {o.get("op") for row in rows for o in row.get("top_ops") or ()}
+    return bool(ops & {"torch.tensor", "torch.as_tensor"}) and not (
+        ops & {"torch.stack", "torch.cat", "torch.from_numpy"})  # fmt: skip
+
+
+def _span(low: str, high: str) -> str:
+    """``low-high``, or one figure when they are the same (no Python sampled apart).
+
+    Example:
+        >>> _span("0.459 ms", "0.459 ms"), _span("6", "9")
+        ('0.459 ms', '6-9')
+    """
+    return low if low == high else f"{low}-{high}"
 
 
 def _host_line(row: Mapping[str, Any]) -> bool:
@@ -134,17 +167,18 @@ def host_batch(session: Mapping[str, Any]) -> list[Advice]:
               f"{fmt_ms(float(r.get('ms_per_step') or 0.0))} sampled (no torch call)"
               for r in own if r.get("line") not in lines),
             "none of these lines is hot alone; together they are "
-            f"{pct(timed, step):.0f}-{pct(timed + python_ms, step):.0f}% of the step",
+            f"{_span(f'{pct(timed, step):.0f}', f'{pct(timed + python_ms, step):.0f}')}% of the "
+            "step",
         ]  # fmt: skip
         advice.append(Advice(
             rule="host-batch",
             title=f"{name}() ({where}) assembles each batch on the host: "
-            f"{fmt_ms(timed)}-{fmt_ms(timed + python_ms)} per step "
-            f"({pct(timed, step):.0f}-{pct(timed + python_ms, step):.0f}%)",
+            f"{_span(fmt_ms(timed), fmt_ms(timed + python_ms))} per step ("
+            f"{_span(f'{pct(timed, step):.0f}', f'{pct(timed + python_ms, step):.0f}')}%)",
             confidence="medium",
             evidence=evidence,
-            fix=FIX + (GPU_FIX if is_cuda(session) else ""),
-            code=CODE,
+            fix=(LIST_FIX if _of_lists(rows) else FIX) + (GPU_FIX if is_cuda(session) else ""),
+            code=LIST_CODE if _of_lists(rows) else CODE,
             references=["torch.utils.data.DataLoader", "numpy.memmap"],
             estimated_saving_ms=timed / 2,
             saving_range_ms=[timed / 2, timed + python_ms],

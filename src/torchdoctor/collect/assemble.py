@@ -359,12 +359,14 @@ def recomputation(
         nodes = by_path.get(p, [])
         calls = sum(n["calls_per_step"] for n in nodes)
         forward = sum(n["forward_ms"]["mean"] for n in nodes)
+        backward = sum(float((n.get("backward_ms") or {}).get("mean") or 0.0) for n in nodes)
         out.append(
             {
                 "path": p,
                 "calls_per_step": calls,
                 "identical_input_calls": count / len(steps),
                 "time_per_call_ms": forward / calls if calls else 0.0,
+                "backward_per_call_ms": backward / calls if calls else 0.0,
                 "source": nodes[0]["source"] if nodes else None,
                 "call_site": sites.get(p),
             }

@@ -98,7 +98,10 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
         repeats = float(record.get("identical_input_calls") or 0)
         mean_call = float(record.get("time_per_call_ms") or 0.0)
         repeated = repeat_call_ms(session, record)
-        per_call = mean_call if repeated is None else repeated
+        # (calls alike from one line under autograd: caching one drops the others' backward
+        # too; a separate repeating line's own forward time is measured, an evaluation's)
+        backward = float(record.get("backward_per_call_ms") or 0.0) if repeated is None else 0.0
+        per_call = (mean_call if repeated is None else repeated) + backward
         saving = repeats * per_call
         if repeats < MIN_REPEATS or saving <= 0 or (step > 0 and saving < MIN_FRACTION * step):
             continue
@@ -111,8 +114,10 @@ def loop_invariant(session: Mapping[str, Any]) -> list[Advice]:
             f"weights"
             if isinstance(calls, (int, float))
             else f"{path}: {fmt_count(repeats)} calls per step with identical inputs",
-            f"{fmt_ms(per_call)} per call, so {fmt_ms(saving)} per step recomputed "
-            f"({pct(saving, step):.0f}% of the step)"
+            f"{fmt_ms(per_call)} per call"
+            + (f" (forward {fmt_ms(mean_call)}, backward {fmt_ms(backward)}: the repeated "
+               "calls' backward goes with them)" if backward > 0 else "")
+            + f", so {fmt_ms(saving)} per step recomputed ({pct(saving, step):.0f}% of the step)"
             + ("" if repeated is None else
                f"; the calls at the repeating line, measured there (the mean over all "
                f"{fmt_count(calls)} calls, {fmt_ms(mean_call)}, counts the others: a training "

@@ -189,7 +189,7 @@ class Project(GradQueries):
 
         Example:
             >>> project = Project([])
-            >>> project.add("train.py", "import utils\nfor b in loader:\n    x = utils.norm(b)\n")
+            >>> project.add("train.py", "import utils\\nfor b in loader:\\n    x = utils.norm(b)\\n")
             >>> project.called_in_loop("norm"), project.called_in_loop("other")
             (('train.py', 3), None)
         """

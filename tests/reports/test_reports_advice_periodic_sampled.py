@@ -87,3 +87,34 @@ def test_hiccups_of_a_few_ms_among_the_evaluations_keep_their_period():
     (item,) = periodic_steps(session)
     assert item.title.startswith("Every 300 steps a step takes 209.3x the median: ")
     assert item.evidence[0].startswith("steps 299, 599, 899, 1199, 1499, 1799, ... (of 3,000)")
+
+
+def _rollouts(n=400, stray=()):
+    """minimalRL's DQN: an episode played between train()'s 10 updates (index 9 mod 10), its
+    length growing as the agent learns: long only in the later ones; ``stray``: other long steps
+    (a busy host's)."""
+    steps = []
+    for i in range(n):
+        rollout = 0.15 * i if (i // 10) % 3 else 1.0  # (every third episode a short one)
+        wall = 3.7 + (rollout if i % 10 == 9 else 0.0) + (20.0 if i in stray else 0.0)
+        steps.append({"index": i, "wall_ms": wall, "detailed": False,
+                      "phases": {"other": wall - 2.0, "backward": 1.0, "optimizer": 1.0}})  # fmt: skip
+    return {"steps": steps}
+
+
+def test_periodic_work_long_in_some_of_its_steps_keeps_its_period():
+    """Read '112 of 1,959 steps take 2.4x to 26x the median', no period, though 102 of them
+    came at index 9 mod 10 (the episodes between train() calls)."""
+    (item,) = periodic_steps(_rollouts(stray=(167, 235, 236)))
+    assert item.title.startswith("One step in 10 (")
+    assert " at that place) takes " in item.title
+    shown = item.evidence[0].split(" (of")[0].removeprefix("steps ").split(", ")
+    assert all(int(i) % 10 == 9 for i in shown if i != "...")
+
+
+def test_long_steps_at_no_common_phase_have_no_period():
+    session = _rollouts()
+    for s in session["steps"]:  # (the rollouts' lengths spread at random places instead)
+        s["wall_ms"] = 3.7 + (30.0 if s["index"] in (57, 98, 131, 200, 277, 301, 346) else 0.0)
+    (item,) = periodic_steps(session)
+    assert item.title.startswith("7 of 400 steps take")

@@ -51,6 +51,7 @@ from torchdoctor.analyze.advice.run_long_steps import (  # noqa: F401 (single_lo
     long_steps,
 )
 from torchdoctor.analyze.advice.step_inputs import model_work
+from torchdoctor.analyze.advice.step_period import periodic_indices
 from torchdoctor.session_read import step_count
 
 #: long steps are periodic work only when rare: at most this share of the steps
@@ -68,11 +69,6 @@ OUTSIDE_TEXT = ("{ms} over the run ({pct:.0f}% of the long steps' extra time) ra
 OUTSIDE_FIX = (" The work outside the model's calls before them (preparing the next input: a "
                "feature extractor, tokenization) can run ahead of the model: in a DataLoader "
                "with workers, or a background thread.")
-#: long steps whose excess over the median is within this ratio of the median long step's are
-#: alike (the detail schedule's, collect/schedule.py)
-LIKE_RATIO = 4.0
-#: ... the others are hiccups beside them when their extra time is under this share of all
-HICCUPS = 0.1
 #: two long steps at no common period are reported only when this many times the median
 RARE_LONG = 4.0
 
@@ -102,72 +98,6 @@ def _of(session: Mapping[str, Any], kept: int, among: int) -> str:
     """
     seen = step_count(session)
     return f"{kept:,} kept of {seen:,}" if seen > among else f"{among:,}"
-
-
-def _period(indices: list[int]) -> int | None:
-    """The common gap between the long steps' indices (each within 10% or 1), else None.
-
-    Example:
-        >>> _period([19, 39, 59]), _period([19, 40, 59]), _period([3, 50])
-        (20, 20, None)
-    """
-    gaps = [b - a for a, b in zip(indices, indices[1:])]
-    if not gaps:
-        return None
-    period = round(statistics.median(gaps))
-    tolerance = max(1, round(0.1 * period))
-    if period < 2 or any(abs(g - period) > tolerance for g in gaps):
-        return None
-    if len(gaps) < 2 and abs(indices[0] + 1 - period) > tolerance + 2:
-        return None  # (two long steps: the first must also come about one period in)
-    return period
-
-
-def _periodic(long: list[Mapping[str, Any]], median: float) -> tuple[list, int | None]:
-    """The long steps and their period; where they have none, the period of the longer ones
-    (their excess over the median LIKE_RATIO times or more the others', at the widest such gap)
-    when the others are hiccups, their extra time under HICCUPS of all of it (bigram.py's
-    evaluations every 300 of 3,000 steps, 210-960 ms over a 2.5 ms median, and 8 steps of
-    7.6-13 ms among them: no period, '17 of 2,999 steps', '200 model calls per long step'):
-    the longer ones alone, with it.
-
-    Example:
-        >>> def steps(*walls):  # (index: wall ms), in step order
-        ...     return [{"index": i, "wall_ms": w} for i, w in sorted(walls)]
-        >>> long = [(i, 480.0) for i in (299, 599, 899, 1199)]
-        >>> hiccups = [(i, 7.7) for i in (700, 1634, 1700, 1702)]
-        >>> found, period = _periodic(steps(*long, *hiccups), 1.5)
-        >>> len(found), period
-        (4, 300)
-        >>> _periodic(steps(*long[:2], *hiccups), 1.5)[1] is None  # (two alike: too few to tell)
-        True
-        >>> _periodic(steps(*long, (700, 300.0)), 1.5)[1] is None  # (no hiccup: other work)
-        True
-    """
-    period = _period(_first_of_runs([int(s.get("index", 0)) for s in long]))
-    if period is not None or len(long) < 3:
-        return long, period
-    excess = sorted(max(1e-9, float(s["wall_ms"]) - median) for s in long)
-    gap, cut = max((b / a, b) for a, b in zip(excess, excess[1:]))
-    if gap < LIKE_RATIO:
-        return long, None
-    alike = [s for s in long if float(s["wall_ms"]) - median >= cut]
-    rest = sum(float(s["wall_ms"]) - median for s in long if s not in alike)
-    if len(alike) < 3 or rest > HICCUPS * sum(float(s["wall_ms"]) - median for s in long):
-        return long, None
-    period = _period(_first_of_runs([int(s.get("index", 0)) for s in alike]))
-    return (alike, period) if period is not None else (long, None)
-
-
-def _first_of_runs(indices: list[int]) -> list[int]:
-    """The first index of each run of consecutive ones: work spilling into the next step (an
-    evaluation straddling two, the step after a detailed one paying for it) is one event.
-
-    Example:
-        >>> _first_of_runs([31, 63, 95, 96, 127])
-        [31, 63, 95, 127]
-    """
-    return [i for k, i in enumerate(indices) if k == 0 or i - indices[k - 1] > 1]
 
 
 def phase_extra(
@@ -242,7 +172,7 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
     if found is None or len(found.long) < 2:  # (a single one: single_long_step.py)
         return []
     recorded, steps, long, median, _ = found
-    long, period = _periodic(long, median)
+    long, period, phased = periodic_indices(long, median)
     told = described(long)  # (a sampled run's unkept long steps have their wall time alone)
     indices = [int(s.get("index", 0)) for s in long]
     most = MAX_SHARE_WITH_PERIOD if period is not None and period >= 4 else MAX_SHARE_OF_STEPS
@@ -274,7 +204,10 @@ def periodic_steps(session: Mapping[str, Any]) -> list[Advice]:
         where = "after the backward pass"  # (no optimizer: steps end at backward() calls)
         what = _AFTER_BACKWARD
     share = 100.0 * extra / total
+    at = (indices[-1] - indices[0]) // (period or 1) + 1  # (the steps at its phase)
     head = (
+        f"One step in {period} ({len(long)} of {at} at that place) takes {_ratios(long, median)} "
+        "the median" if period and phased and len(long) < at else
         f"Every {period} steps a step takes {_ratios(long, median)} the median"
         if period
         else f"{len(long)} of {found.run_steps(session)} steps take {_ratios(long, median)} the median"

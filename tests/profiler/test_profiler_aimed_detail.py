@@ -147,3 +147,48 @@ def test_a_librarys_evaluation_is_named_in_the_advice(evaluating_library):
     (named,) = [line for line in advice.evidence if "looplib's _evaluate_every" in line]
     assert "_training_step" not in named
     assert "fit →" not in named  # (the loop both kinds of steps run under)
+
+
+class _WaitingThread:
+    """A stand-in for the profiler's thread clock (``collect/host_time.py``) that reports the
+    wait for a core the test sets for the step about to end."""
+
+    def __init__(self) -> None:
+        self.wait_ms = 0.0
+
+    def read(self):
+        return (0, 0, None, None, None)
+
+    def since(self, begin):
+        return {"cpu_ms": 0.0, "cpu_wait_ms": self.wait_ms}
+
+    def close(self) -> None:
+        pass
+
+
+def test_steps_slowed_by_waiting_for_a_core_aim_no_detail():
+    """bigram.py on a busy host: steps that only waited for a core (other processes held
+    them) came 15 steps apart before the first evaluation, and every aim went to them. The
+    schedule reads a step's own time (its wall less its wait): the stalls are not long, the
+    evaluations every 20 steps are (the one at 10 comes before light steps can be called
+    long), and the one at 70, after 30 and 50 set the gap, is detailed and caught."""
+    import time
+
+    net = nn.Linear(4, 4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    clock = _WaitingThread()
+    with torchdoctor.Profiler(net, syncs=False, hot_lines=False) as prof:
+        prof._host = clock
+        for i in range(80):
+            net(torch.randn(2, 4)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            stalled = i in (13, 28, 43)  # (waited: 30 ms of wall, all of it for a core)
+            if i % 20 == 10 or stalled:
+                end = time.perf_counter() + 0.03
+                while time.perf_counter() < end:
+                    pass
+            clock.wait_ms = 30.0 if stalled else 0.0
+            prof.step()
+    detail = prof.session["config"]["detail"]  # (before: aimed at 43, a stall, "caught")
+    assert detail["aimed_steps"] == [70] and 70 in detail["outlier_steps"]

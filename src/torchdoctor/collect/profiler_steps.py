@@ -251,9 +251,10 @@ class StepCycle:
         kept = not discard and self._counter >= self.warmup
         if not kept and not discard and self._recent.began_ns:  # (a warm-up step: its time)
             state.warmup_ms += (began - self._recent.began_ns) / 1e6
-        if kept and self._recent.began_ns:  # (light steps' times aim a detail at long ones)
-            self._schedule.observe(self._counter - self.warmup,
-                                   began - self._recent.began_ns, self._detailed)  # fmt: skip
+        if kept and self._recent.began_ns:  # (light steps' own times aim a detail at long
+            took = began - self._recent.began_ns  # ones: a busy host's stalls are none)
+            waited = min(took, int(1e6 * float(host.get("cpu_wait_ms") or 0.0)))
+            self._schedule.observe(self._counter - self.warmup, took - waited, self._detailed)
         if kept and state.boundary is _MODULE:
             state.note_input_shape(self._counter - self.warmup, rec.outer_shape)
             name_of = self._module_round.name_of

@@ -210,8 +210,10 @@ class DetailSchedule:
             self.phases.append(index + 1)
 
     def observe(self, index: int, wall: float, detailed: bool) -> None:
-        """Profiled step ``index`` took ``wall`` ns: aim a detailed step at the next long step
-        once light long steps came at a regular gap (see the module docstring).
+        """Profiled step ``index`` took ``wall`` ns of its own (the profiler passes its wall
+        time less its thread's wait for a core: a busy host's stalls are no periodic work):
+        aim a detailed step at the next long step once light long steps came at a regular gap
+        (see the module docstring).
 
         Example:
             >>> schedule = DetailSchedule("windows", window=1, period_steps=100)

@@ -48,6 +48,12 @@ def outliers(
         ...           < 15} for s in stalled]  # (unaudited: a stall, one call, is no evaluation)
         >>> outliers(calls, calls[:15])["outlier_rate"] == 1 / 300
         True
+        >>> rollouts = [{"index": k, "wall_ms": 7.4, "detailed": True, "audited": True}
+        ...             for k in range(10)] + [{"index": k, "detailed": False, "audited": False,
+        ...             "wall_ms": 15.0 if k % 10 == 9 else 3.7} for k in range(10, 200)]
+        >>> rollouts[9]["wall_ms"] = 40.0  # (the one detailed rollout; light ones 15 ms: 4x)
+        >>> outliers(rollouts, rollouts[:10])["outlier_rate"]  # (not 1 in 200: 1 in 10)
+        0.1
     """
     _, stalls = typical_steps(detailed, [own_ms(s) for s in steps])
     if not stalls or not steps:
@@ -56,14 +62,21 @@ def outliers(
     long = [s for s in stalls if own_ms(s) > limit]  # (not those cut at the detail budget)
     if not long:
         return {}
-    every = [s for s in [*steps, *unkept] if own_ms(s) > limit]
+    # light steps are long against the light steps (the hooks make a detailed step of small
+    # calls 2x a light one: minimalRL's DQN rollouts of 8-22 ms among 3.7 ms light steps
+    # never passed 3x the 7.4 ms detailed median, and its rollouts' reads counted 1 in 280)
+    light = [s for s in steps if not s.get("detailed", True)]
+    light_limit = long_limit(light) if len(light) >= 5 else limit
+    every = [s for s in [*steps, *unkept]
+             if own_ms(s) > (light_limit if s.get("detailed") is False else limit)]  # fmt: skip
     seen = [s for s in every if s.get("audited", True)] or long
     # a long step the audit did not see stands for one it saw when it called the model as
-    # those did (more calls than a typical step, an evaluation's, or as many: a checkpoint's);
-    # a stall with a typical step's one call is no evaluation with 300 reads
+    # those did (more calls than a typical step, an evaluation's, or as many: a checkpoint's),
+    # or when its calls were not counted; a stall with a typical step's one call is no
+    # evaluation with 300 reads
     unseen = [s for s in every if not s.get("audited", True)]
     kinds = {_calls_more(s, steps) for s in seen}
-    alike = [s for s in unseen if _calls_more(s, steps) in kinds]
+    alike = [s for s in unseen if _calls_more(s, steps) in kinds | {None}]
     return {
         "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
         "outlier_rate": max(len(seen) + len(alike), len(long)) / max(len(steps), count or 0),

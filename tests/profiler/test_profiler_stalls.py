@@ -21,6 +21,9 @@ class Slow(nn.Module):
         self.calls += 1
         if self.calls == 12:  # once: a stall inside the module
             time.sleep(0.3)
+        end = time.perf_counter() + 0.003  # (steps of a few ms: on a loaded host, steps of
+        while time.perf_counter() < end:  # 0.3 ms tripled by hiccups were over 15% of the
+            pass  # run, read as the loop's shape, and the stall stayed in a fresh CI's tree)
         return self.fc(x)
 
 

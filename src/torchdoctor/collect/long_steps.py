@@ -75,8 +75,10 @@ def outliers(
     # or when its calls were not counted; a stall with a typical step's one call is no
     # evaluation with 300 reads
     unseen = [s for s in every if not s.get("audited", True)]
-    kinds = {_calls_more(s, steps) for s in seen}
-    alike = [s for s in unseen if _calls_more(s, steps) in kinds | {None}]
+    counted = sorted(int(s["model_calls"]) for s in steps if s.get("model_calls") is not None)
+    typical = counted[len(counted) // 2] if counted else None
+    kinds = {_calls_more(s, typical) for s in seen}
+    alike = [s for s in unseen if _calls_more(s, typical) in kinds | {None}]
     return {
         "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
         "outlier_rate": max(len(seen) + len(alike), len(long)) / max(len(steps), count or 0),
@@ -84,13 +86,12 @@ def outliers(
     }
 
 
-def _calls_more(step: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> bool | None:
-    """Whether ``step`` called the model more often than the median step (None when the
-    steps do not count their calls)."""
-    if step.get("model_calls") is None:
+def _calls_more(step: Mapping[str, Any], typical: int | None) -> bool | None:
+    """Whether ``step`` called the model more often than the median step did (``typical``;
+    None when the steps do not count their calls)."""
+    if step.get("model_calls") is None or typical is None:
         return None
-    counted = sorted(int(s["model_calls"]) for s in steps if s.get("model_calls") is not None)
-    return int(step["model_calls"]) > counted[len(counted) // 2]
+    return int(step["model_calls"]) > typical
 
 
 def long_and_busy(

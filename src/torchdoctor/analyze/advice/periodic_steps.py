@@ -111,7 +111,8 @@ def phase_extra(
         40.0
     """
     out: dict[str, float] = {}
-    for phase in PHASE_WORK.keys() | {"data"}:
+    for phase in (*PHASE_WORK, "data"):  # (an order of their own: ties go to "other", not
+        # to whichever phase a set's string hashing put first: PYTHONHASHSEED differs by run)
         typical = statistics.median(float((s.get("phases") or {}).get(phase) or 0.0)
                                     for s in steps)  # fmt: skip
         out[phase] = sum(

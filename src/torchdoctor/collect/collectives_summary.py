@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import linecache
 import socket
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,7 +115,7 @@ def summarize_collectives(timer: Any, session: Mapping[str, Any]) -> dict[str, A
             "exposed_ms_per_step": sum(c.exposed_ns for c in members) / 1e6 / steps,
             "ms_per_call": stat(durations),
             "bytes_per_call": sum(nbytes) / len(nbytes) if nbytes else None,
-            "phase": max(set(phases), key=phases.count),
+            "phase": Counter(phases).most_common(1)[0][0],  # (ties: the first seen)
         })  # fmt: skip
     order = sorted(range(len(rows)), key=lambda i: -rows[i]["ms_per_step"])
     index = {key: order.index(i) for i, key in enumerate(groups)}

@@ -67,7 +67,7 @@ class JacobianRules(RuleVisitor):
             if unvectorized and not forward_mode and not any(
                 isinstance(a, ast.Starred) for a in node.args
             ) and not any(k.arg is None for k in node.keywords):  # (no *args / **kwargs)
-                what = _BY_ROWS[next(iter(hit))]
+                what = _BY_ROWS[min(hit)]
                 self.report(
                     node,
                     "TD104",

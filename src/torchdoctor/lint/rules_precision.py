@@ -256,7 +256,7 @@ class PrecisionRules(RuleVisitor):
             hit = names & table.keys()
             if not hit or names & SDP_KERNEL:
                 continue
-            device = table[next(iter(hit))]
+            device = table[min(hit)]  # (a set's order is the hash seed's: one of its own)
             torch_name = self._torch_name(node.func)
             text = keyword_call_text(
                 node, params, f"{torch_name or 'torch'}.amp.{attr}", device, self.context.lines

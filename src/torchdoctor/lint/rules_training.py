@@ -223,7 +223,7 @@ class TrainingRules(OptimizerChecks):
         if method_name(node) == "zero_grad":
             self._check_zero_grad(node)
         if any(OPTIMIZER.match(n) for n in names) and not names & DATA_PARALLEL:
-            self._check_optimizer(node, next(iter(names)))
+            self._check_optimizer(node, min(n for n in names if OPTIMIZER.match(n)))
         for calls, code, message in _NOT_EVERY_STEP:
             if names & calls and self._every_training_step(  # (a barrier under `if
                     node, over_data=True, flags=code == "TD707"):  # distributed:`: every step)

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -200,7 +201,7 @@ def _valid(padding: Any) -> bool:
 def _batch(measured: list[Mapping[str, Any]]) -> int:
     """The most common batch size (rows) of the measured batches."""
     sizes = [len(s["padding"]["lengths"]) for s in measured if s["padding"].get("lengths")]
-    return max(set(sizes), key=sizes.count) if sizes else 0
+    return Counter(sizes).most_common(1)[0][0] if sizes else 0  # (ties: the first seen)
 
 
 def _rows(measured: list[Mapping[str, Any]]) -> int:

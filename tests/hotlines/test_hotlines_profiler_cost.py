@@ -3,6 +3,7 @@ only what falls inside the line's clock (``config.profiler_overhead.first_call_u
 calls the whole per-call cost (the gaps between them hold the mode's dispatch, the handler's
 bookkeeping and the untimed reads)."""
 
+import pytest
 import torch
 
 import torchdoctor
@@ -81,3 +82,20 @@ def test_a_run_records_the_first_call_cost_under_the_per_call_cost():
             prof.step()
     overhead = prof.session["config"]["profiler_overhead"]
     assert 0.0 <= overhead["first_call_us"] <= overhead["per_timed_call_us"]
+
+
+def test_a_line_with_no_backward_is_charged_the_cost_of_calls_that_make_no_node():
+    """`y = y * 1.0001 + 0.1` x 30 in no-grad code: no backward hooks run for its calls, so its
+    later calls are charged `no_grad_call_us`; a line with backward time the whole cost."""
+    overhead = {"per_timed_call_us": 20.0, "no_grad_call_us": 6.0, "first_call_us": 1.0}
+    many = _row(12, "y = y * 1.0001 + 0.1", 30, 60, 0.9, "Tensor.__mul__")
+    graded = {**_row(14, "z = z * 1.0001 + 0.1", 30, 60, 1.5, "Tensor.__mul__"),
+              "backward_ms": {"mean": 0.5}}  # fmt: skip
+    session = {"step_ms": {"mean": 20.0}, "hot_lines": {"lines": [many, graded]},
+               "config": {"profiler_overhead": overhead}}  # fmt: skip
+    rows = {r["line"]: r for r in measured_lines(session)}
+    assert rows[12]["profiler_ms"] == pytest.approx((30 * 1.0 + 30 * 6.0) / 1000)
+    assert rows[14]["profiler_ms"] == pytest.approx((30 * 1.0 + 30 * 20.0) / 1000)
+    del overhead["no_grad_call_us"]  # (a session written before: the one cost for both)
+    rows = {r["line"]: r for r in measured_lines(session)}
+    assert rows[12]["profiler_ms"] == pytest.approx((30 * 1.0 + 30 * 20.0) / 1000)

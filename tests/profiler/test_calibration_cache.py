@@ -65,7 +65,7 @@ def test_off_unreadable_or_unwritable_caches_change_nothing(tmp_path, monkeypatc
 
 
 def test_the_collectors_costs_come_from_the_cache_without_calibrating(cache_file, monkeypatch):
-    parts = {"timed": 3.0, "outside": 1.0, "seen": 1.5, "seen_python": 2.5}
+    parts = {"timed": 3.0, "outside": 1.0, "later": 0.5, "seen": 1.5, "seen_python": 2.5}
     cache.remember("line_calls", parts)
     cache.remember("module_hooks", {"backward=True,detailed=True": {"total": 9.0, "outside": 2.0}})
     cache.remember("sync_audit_function", 2.25)

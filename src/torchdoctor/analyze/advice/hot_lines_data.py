@@ -90,6 +90,7 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
             acc[1] += float(op.get("backward_ms") or 0.0)
             acc[2] += float(op.get("calls_per_step") or 0.0)
     per_call_us = _per_timed_call_us(session)
+    no_grad_us = _per_timed_call_us(session, "no_grad_call_us") or per_call_us
     first_us = _first_call_us(session, per_call_us)
     by_location = {}
     for row in merged.values():
@@ -104,11 +105,13 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
         # (clip_grad_norm_ over 60 parameters) looks slower than it is; its share leaves it out.
         # An execution's first call pays only the part inside the line's clock: the rest is in
         # the gaps before its later calls (char-rnn's one-call `tensor[c] = ...`, 40,000 a step)
+        # A line with no backward made no autograd node: its calls pay no hooks' cost
         torch_calls = row["torch_calls_per_step"]
         first_calls = min(row["calls_per_step"], torch_calls)
+        later_us = per_call_us if row["backward_ms"] > 0 else no_grad_us
         row["profiler_ms"] = min(
             0.75 * row["total_ms"],
-            (first_calls * first_us + (torch_calls - first_calls) * per_call_us) / 1000.0,
+            (first_calls * first_us + (torch_calls - first_calls) * later_us) / 1000.0,
         )
         row["own_ms"] = row["total_ms"] - row["profiler_ms"]
         row["share"] = row["own_ms"] / step if step > 0 else 0.0
@@ -124,15 +127,17 @@ def measured_lines(session: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _per_timed_call_us(session: Mapping[str, Any]) -> float:
-    """``config.profiler_overhead.per_timed_call_us`` (0 when the run did not record it).
+def _per_timed_call_us(session: Mapping[str, Any], key: str = "per_timed_call_us") -> float:
+    """``config.profiler_overhead.per_timed_call_us`` (0 when the run did not record it), or
+    another of its per-call costs (``no_grad_call_us``: that of calls that made no autograd
+    node; 0 when not recorded).
 
     Example:
         >>> _per_timed_call_us({"config": {"profiler_overhead": {"per_timed_call_us": 7.5}}})
         7.5
     """
     overhead = (session.get("config") or {}).get("profiler_overhead") or {}
-    value = overhead.get("per_timed_call_us")
+    value = overhead.get(key)
     return float(value) if isinstance(value, (int, float)) and value > 0 else 0.0
 
 

@@ -214,8 +214,9 @@ class OtherPhaseSampler:
             kind = kind_of(frame.f_code)
             if kind == USER:
                 break
-            if kind == PROFILER:
-                return  # torchdoctor's own bookkeeping: the profiler's cost, no line's
+            if kind == PROFILER or frame.f_code.co_filename.startswith(COLLECT):
+                return  # torchdoctor's own bookkeeping, the sync audit's modes (transparent to
+                # the lines, which look through them for the user's): the profiler's, no line's
             if frame.f_code.co_filename.endswith(_OPTIMIZER_FILE):  # (the tail of
                 return  # optimizer.step() after its hooks: the optimizer's, no line's; with the
                 # pending segments, slow_train.py's `optimizer.step()` line collected 1 ms)

@@ -249,11 +249,10 @@ def test_a_failing_estimate_costs_a_note_not_the_session(monkeypatch):
 
 def test_a_hot_lines_per_call_cost_holds_its_own_calls_not_the_whole_audit():
     """A model of many library layers and a one-call loss line: the audit sees every layer's
-    F.linear, the lines time only the user's own calls; each timed call is charged one audit
-    call, not all of them; the calls seen untimed (attribute reads end the gap a line's clock
-    counts) none."""
+    F.linear, the lines time only the user's own calls; a timed call is charged the lines'
+    cost alone: the calls seen untimed (attribute reads end the gap a line's clock counts) and
+    the audit's (measured in situ: nothing in a line's time) are no line's."""
     from torchdoctor.collect.lines_overhead import line_call_cost_us
-    from torchdoctor.collect.syncs_overhead import per_call_cost_us
 
     net = nn.Sequential(*[nn.Linear(8, 8) for _ in range(24)])
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
@@ -266,10 +265,10 @@ def test_a_hot_lines_per_call_cost_holds_its_own_calls_not_the_whole_audit():
             opt.step()
             prof.step()
     overhead = prof.session["config"]["profiler_overhead"]
-    audit = max(per_call_cost_us("function", type(a)) for a in prof._paced) if prof._paced else 0.0
+    assert prof._paced  # (an audit ran: its calls are not charged to the lines)
     bound = max(line_call_cost_us("timed"), line_call_cost_us("outside"))
-    assert overhead["per_timed_call_us"] <= bound + audit + 1e-9
-    assert overhead["no_grad_call_us"] <= line_call_cost_us("later") + audit + 1e-9
+    assert overhead["per_timed_call_us"] <= bound + 1e-9
+    assert overhead["no_grad_call_us"] <= line_call_cost_us("later") + 1e-9
     assert overhead["first_call_us"] <= overhead["no_grad_call_us"] <= overhead["per_timed_call_us"]
 
 

@@ -204,15 +204,14 @@ def note_profiler_overhead(
     )  # fmt: skip
     if line_calls:  # the per-call costs a hot line's timed calls pay (analyze/.../hot_lines_data)
         # what falls in the gap its clock counts before each later call of a line's execution:
-        # the collector's dispatch (with autograd running the hooks of the calls that made
-        # nodes) and the audit's, above the lines' mode (each timed call is seen once by it:
-        # capped, its calls elsewhere, a compiled module's wrappers, are no line's). An
-        # attribute read between two calls (`p.data`) ends the gap its clock counts, so the
-        # calls seen untimed are in no line's time (a line of 30 `y * 1.0001 + 0.1`, no read:
-        # 1.2-6.2 us a call measured in situ, 29 us charged with the session's reads per call)
-        audit_us = min(1.0, audit_calls / line_calls) * audit_cost
-        estimate["per_timed_call_us"] = line_cost + audit_us
-        estimate["no_grad_call_us"] = min(line_cost, line_call_cost_us("later")) + audit_us
+        # the collector's dispatch, with autograd running the hooks of the calls that made
+        # nodes. An attribute read between two calls (`p.data`) ends the gap its clock counts,
+        # so the calls seen untimed are in no line's time; the sync audit's calls, measured in
+        # situ, were not either (a line of 30 `y * 1.0001 + 0.1`, 0.52 ms unprofiled: 0.70 ms
+        # with the audit, 0.84 without, medians of 6 runs each; BENCHMARKS.md). It read ~3 us
+        # a call in situ, and was charged 26-40 us with the session's reads and the audit's
+        estimate["per_timed_call_us"] = line_cost
+        estimate["no_grad_call_us"] = min(line_cost, line_call_cost_us("later"))
         # ... of which an execution's first call pays only what falls inside the line's clock
         # (its dispatch, the handler's bookkeeping and the audit's mode, above the lines', come
         # before and after it)

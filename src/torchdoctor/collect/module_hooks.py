@@ -26,6 +26,24 @@ from torch.nn.modules import module as _module
 from torchdoctor.collect.compiled import DYNAMO_SKIPS
 
 
+class _OutermostOnly:
+    """``counter(module, args)`` on a call of the hooked modules made while none of theirs is
+    open (:meth:`ModuleHooksSwitch.count` with ``nested``)."""
+
+    __slots__ = ("counter", "depth")
+
+    def __init__(self, counter: Callable[[Any, Any], None]) -> None:
+        self.counter, self.depth = counter, 0
+
+    def enter(self, module: Any, args: Any) -> None:
+        self.depth += 1
+        if self.depth == 1:
+            self.counter(module, args)
+
+    def leave(self, *_: Any) -> None:
+        self.depth = max(0, self.depth - 1)
+
+
 class ModuleHook:
     """One of the profiler's hooks on one module (:meth:`ModuleHooksSwitch.narrow`,
     :meth:`~ModuleHooksSwitch.count`): calls ``fn``. A hook on a module goes wherever the
@@ -102,7 +120,9 @@ class ModuleHooksSwitch:
         self._post = post
         self._handles: list[Any] = []
         self._narrow: dict[int, list[Any]] = {}  # id(module) -> its handles
-        self._counting: dict[int, Any] = {}  # id(module) -> its counter's handle (count())
+        self._counting: dict[int, list] = {}  # id(module) -> its counter's handles (count())
+        self._counted_nested = False  # ... guarded: a call counts with none of theirs open
+        self._guard: _OutermostOnly | None = None
         # modules built while profiling (they got children) and those that are parts of
         # another: the rest are the script's models, hooked with the narrowed ones (watch_new)
         self._parents: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -193,19 +213,47 @@ class ModuleHooksSwitch:
         parents = list(self._parents)
         return [m for m in parents if m not in self._parts] + list(self._parts)
 
-    def count(self, modules: list[Any], counter: Callable[[Any, Any], None]) -> None:
+    def count(
+        self, modules: list[Any], counter: Callable[[Any, Any], None], nested: bool = False
+    ) -> None:
         """No recording hooks; ``counter(module, args)`` alone on ``modules`` (a pre-hook
         each): a training loop's light steps count their outermost model calls (an evaluation
         between steps makes many) at one call's worth, and every other call takes torch's
-        fast path. Not :attr:`active`: nothing is recorded."""
+        fast path. Not :attr:`active`: nothing is recorded. ``nested``: one of them also runs
+        inside another (minimalRL's DQN: ``fc1`` outermost in ``self.forward(obs)``, a child
+        of the Q-network in ``train()``): a call counts only when none of theirs is open (a
+        forward hook each closes it).
+
+        Example:
+            >>> import torch
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+            >>> switch, calls = ModuleHooksSwitch(print, print), []
+            >>> switch.count([net, net[0]], lambda m, a: calls.append(type(m).__name__), True)
+            >>> _ = net(torch.ones(1, 2)), net[0](torch.ones(1, 2))
+            >>> switch.off(); calls
+            ['Sequential', 'Linear']
+        """
         self._remove_global()
         self._remove_narrow()
+        if nested != self._counted_nested:  # (hooks of the other kind: all anew)
+            self._remove_counting()
+            self._counted_nested = nested
+        guard = self._guard = self._guard or _OutermostOnly(counter)  # (one for all of them:
+        guard.depth = 0  # its depth is theirs together; a step begins with no call open)
         wanted = {id(module): module for module in modules}
         for key in [key for key in self._counting if key not in wanted]:
-            self._counting.pop(key).remove()
+            for handle in self._counting.pop(key):
+                handle.remove()
         for key, module in wanted.items():
-            if key not in self._counting:
-                self._counting[key] = module.register_forward_pre_hook(ModuleHook(counter))
+            if key in self._counting:
+                continue
+            if not nested:
+                self._counting[key] = [module.register_forward_pre_hook(ModuleHook(counter))]
+                continue
+            self._counting[key] = [
+                module.register_forward_pre_hook(ModuleHook(guard.enter)),
+                module.register_forward_hook(ModuleHook(guard.leave), always_call=True),
+            ]
 
     def on(self) -> None:
         self._remove_narrow()
@@ -225,8 +273,10 @@ class ModuleHooksSwitch:
 
     def _remove_counting(self) -> None:
         counting, self._counting = self._counting, {}
-        for handle in counting.values():
-            handle.remove()
+        self._guard = None
+        for handles in counting.values():
+            for handle in handles:
+                handle.remove()
 
     def _remove_global(self) -> None:
         handles, self._handles = self._handles, []

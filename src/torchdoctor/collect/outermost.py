@@ -81,6 +81,31 @@ class OutermostModules:
             )
         if self._nested:
             return None
+        return self._alive()
+
+    def for_counting(
+        self, node_ids: dict[tuple[int, int], int], kind: list[str]
+    ) -> tuple[list, bool] | None:
+        """The live modules whose calls a training loop's light steps count, and whether one
+        of them also runs inside another (then a call counts only with none of theirs open:
+        ``ModuleHooksSwitch.count``); None when there are none to hook alone.
+
+        Example:
+            >>> import torch
+            >>> outer, net = OutermostModules(), torch.nn.Sequential(torch.nn.Linear(2, 2))
+            >>> _ = outer.saw(net), outer.saw(net[0])  # (DQN's `self.forward(obs)`: fc1 alone)
+            >>> modules, nested = outer.for_counting({(0, id(net)): 1, (1, id(net[0])): 2},
+            ...                                      ["root", "module", "module"])
+            >>> len(modules), nested
+            (2, True)
+        """
+        if self._too_many or not self._refs:
+            return None
+        nested = self.for_light_steps(node_ids, kind) is None  # (it checks the nesting)
+        alive = self._alive()
+        return (alive, nested) if alive else None
+
+    def _alive(self) -> list | None:
         alive = [module for ref in self._refs.values() if (module := ref()) is not None]
         return alive or None
 

@@ -156,8 +156,11 @@ class StepCycle:
             hooks.narrow(outermost) if outermost else hooks.on()
             state.light_hooks_outermost = bool(outermost)
         else:  # (the outermost model calls counted: an evaluation between steps makes many)
-            outermost = self._outer_modules.for_light_steps(rec.node_ids, rec.kind)
-            hooks.count(outermost, self._count_outer) if outermost else hooks.off()
+            counted = self._outer_modules.for_counting(rec.node_ids, rec.kind)
+            if counted:  # (one also inside another: counted with none of theirs open)
+                hooks.count(counted[0], self._count_outer, nested=counted[1])
+            else:
+                hooks.off()
         lines = self._lines
         began = time.perf_counter_ns()
         rec.owner_shadow = False

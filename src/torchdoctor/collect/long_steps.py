@@ -56,12 +56,10 @@ def outliers(
         0.1
     """
     _, stalls = typical_steps(detailed, [own_ms(s) for s in steps])
-    if not stalls or not steps:
+    if not steps or not detailed:
         return {}
     limit = long_limit(detailed)
     long = [s for s in stalls if own_ms(s) > limit]  # (not those cut at the detail budget)
-    if not long:
-        return {}
     # light steps are long against the light steps (the hooks make a detailed step of small
     # calls 2x a light one: minimalRL's DQN rollouts of 8-22 ms among 3.7 ms light steps
     # never passed 3x the 7.4 ms detailed median, and its rollouts' reads counted 1 in 280)
@@ -69,21 +67,54 @@ def outliers(
     light_limit = long_limit(light) if len(light) >= 5 else limit
     every = [s for s in [*steps, *unkept]
              if own_ms(s) > (light_limit if s.get("detailed") is False else limit)]  # fmt: skip
+    # a loop of model calls is periodic work though short (DQN's first episodes, 10 policy
+    # calls, ~1 ms: their reads counted only in the long ones, 2.13 a step stated, ~5.2 true)
+    counted = sorted(int(s["model_calls"]) for s in steps if s.get("model_calls") is not None)
+    typical = counted[len(counted) // 2] if counted else None
+    many = LOOP_CALLS * max(1, typical or 0)
+    loops = [s for s in steps if typical is not None and int(s.get("model_calls") or 0) >= many
+             and not any(s is e for e in every)]  # fmt: skip
+    if not long and not any(s.get("audited", True) for s in loops):
+        return {}
+    every += loops
     seen = [s for s in every if s.get("audited", True)] or long
     # a long step the audit did not see stands for one it saw when it called the model as
     # those did (more calls than a typical step, an evaluation's, or as many: a checkpoint's),
     # or when its calls were not counted; a stall with a typical step's one call is no
     # evaluation with 300 reads
     unseen = [s for s in every if not s.get("audited", True)]
-    counted = sorted(int(s["model_calls"]) for s in steps if s.get("model_calls") is not None)
-    typical = counted[len(counted) // 2] if counted else None
     kinds = {_calls_more(s, typical) for s in seen}
     alike = [s for s in unseen if _calls_more(s, typical) in kinds | {None}]
     return {
         "outlier_steps": sorted(int(s.get("index", 0)) for s in long),
-        "outlier_rate": max(len(seen) + len(alike), len(long)) / max(len(steps), count or 0),
+        "outlier_rate": max(_weighted(seen, alike), len(long)) / max(len(steps), count or 0),
         "audited_long_steps": sorted({int(s.get("index", 0)) for s in [*seen, *long]}),
     }
+
+
+#: a step calling the model this many times the median step's runs a loop of model calls
+LOOP_CALLS = 4
+
+
+def _weighted(seen: list[Mapping[str, Any]], alike: list[Mapping[str, Any]]) -> float:
+    """How many of the audited long steps (``seen``) the run's long steps are worth: their
+    count, weighted by model calls when every one counted them (a loop's syncs come per call:
+    minimalRL's DQN episodes grew from 10 to 190 policy calls, each reading `.item()` once,
+    and the audit saw 6 early ones, 28 reads each, against 52 on average). A long step the
+    sample left out (``unkept``) counts at the kept ones' mean.
+
+    Example:
+        >>> seen = [{"model_calls": 30}]
+        >>> _weighted(seen, [{"model_calls": 90}, {"model_calls": 30}]), _weighted(seen, [{}])
+        (5.0, 2.0)
+    """
+    calls = [int(s["model_calls"]) for s in [*seen, *alike] if s.get("model_calls") is not None]
+    seen_calls = [int(s.get("model_calls") or 0) for s in seen]
+    unkept = [s for s in alike if s.get("unkept")]
+    if len(calls) + len(unkept) < len(seen) + len(alike) or not all(seen_calls):
+        return float(len(seen) + len(alike))
+    mean = sum(calls) / len(calls)
+    return len(seen) * (sum(calls) + mean * len(unkept)) / sum(seen_calls)
 
 
 def _calls_more(step: Mapping[str, Any], typical: int | None) -> bool | None:
@@ -133,8 +164,8 @@ def sync_outliers(session: Mapping[str, Any], warmup: int) -> dict[str, Any]:
         {}
     """
     detail = (session.get("config") or {}).get("detail") or {}
-    if not detail.get("outlier_steps"):
-        return {}
+    if not detail.get("outlier_steps") and not detail.get("audited_long_steps"):
+        return {}  # (a loop of model calls audited is one too, though not long: DQN's episodes)
     seen = detail.get("audited_long_steps") or detail["outlier_steps"]
     return {
         "outlier_steps": {int(k) + warmup for k in seen},

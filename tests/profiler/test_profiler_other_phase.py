@@ -224,15 +224,15 @@ def test_a_tick_in_the_tail_of_optimizer_step_is_no_lines():
     from torchdoctor.collect.other_sampler import OtherPhaseSampler
 
     sampler = OtherPhaseSampler()
-    sampler.sampling, sampler.phase, sampler.pending = True, "other", 5_000_000
+    sampler.sampling, sampler.phase, sampler.pending = True, "other", 3_000_000
     wrapper = compile("def wrapper(charge):\n    charge(sys._getframe())\n",
                       "/venv/lib/python3.11/site-packages/torch/optim/optimizer.py", "exec")
     space = {"sys": sys}
     exec(wrapper, space)
     space["wrapper"](sampler._charge)  # (a tick inside the wrapper, called from this line)
-    assert sampler.lines == {} and sampler.pending == 5_000_000  # (kept for the next tick)
+    assert sampler.lines == {} and sampler.pending == 3_000_000  # (kept for the next tick)
     sampler._charge(sys._getframe())  # a tick on this test's own line takes the pending time
-    assert sum(sampler.lines.values()) >= 5_000_000
+    assert sum(sampler.lines.values()) >= 3_000_000
 
 
 def test_work_under_a_step_modulo_gate_is_told_it_runs_on_some_steps_only():
@@ -300,3 +300,19 @@ def test_a_tick_in_the_sync_audits_mode_is_no_lines():
     assert sampler.lines == {}
     sampler._charge(sys._getframe())  # (near miss: a tick on this test's own line is its)
     assert len(sampler.lines) == 1
+
+
+def test_a_tick_takes_at_most_two_intervals_of_segments_no_tick_saw():
+    """minimalRL's DQN: an episode's environment steps between policy calls (81.6 ms of short
+    `other` segments no tick fell in) went whole to the next ticked line, the next update's
+    `random.sample(self.buffer, n)`, and `loss.backward()` read 11% of the step between steps."""
+    import sys
+
+    from torchdoctor.collect.other_sampler import MAX_PENDING_NS, OtherPhaseSampler
+
+    sampler = OtherPhaseSampler()
+    sampler.sampling, sampler.phase = True, "other"
+    sampler.pending, sampler.last = 81_600_000, time.thread_time_ns()
+    sampler._charge(sys._getframe())
+    assert MAX_PENDING_NS <= sum(sampler.lines.values()) < MAX_PENDING_NS + 5_000_000
+    assert sampler.pending == 0

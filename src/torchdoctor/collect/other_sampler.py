@@ -59,6 +59,11 @@ from torchdoctor.collect.source_lines import periodic_gate
 INTERVAL_S = 0.002
 #: torch's Optimizer.step wrapper (its hooks run inside it)
 _OPTIMIZER_FILE = os.path.join("torch", "optim", "optimizer.py")
+#: at most this much of the ``other`` segments no tick fell in goes with the next tick's line:
+#: more is many intervals' worth of work no tick saw, no sample of that line's (minimalRL's
+#: DQN: an episode's 81.6 ms of environment steps between policy calls went to the first line
+#: of the next update, `random.sample(self.buffer, n)`, and 29.5 ms to `loss.backward()`)
+MAX_PENDING_NS = int(2 * INTERVAL_S * 1e9)
 #: the phases ticked: every line in ``other``; Python outside torch and modules in ``forward``
 SAMPLED_PHASES = ("other", "forward")
 #: library frames kept per tick of the ``other`` phase (a library's training loop is deep)
@@ -225,7 +230,7 @@ class OtherPhaseSampler:
             frame = frame.f_back
         if frame is None:
             return  # no user frame: charged to no line
-        spent, self.pending = spent + self.pending, 0
+        spent, self.pending = spent + min(self.pending, MAX_PENDING_NS), 0
         code = frame.f_code
         # outermost first, at most MAX_CHAIN frames (the innermost kept: where the time goes)
         if len(chain) > MAX_CHAIN:

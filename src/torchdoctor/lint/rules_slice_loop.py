@@ -25,7 +25,15 @@ from torchdoctor.lint.denoising_loops import range_call
 from torchdoctor.lint.loop_shapes import made_by_numpy
 from torchdoctor.lint.project_scan import _under_no_grad
 from torchdoctor.lint.rule import Rule
-from torchdoctor.lint.slice_sources import calls_a_module, stacked_parameter
+from torchdoctor.lint.slice_sources import (
+    calls_a_module,
+    grad_outputs,
+    numpy_attribute,
+    reads_len,
+    stacked_parameter,
+    unpacked_from_a_module,
+    written_in,
+)
 from torchdoctor.lint.syntax import MODEL_NAME
 from torchdoctor.lint.tensor_values import TensorValues, in_bit_arithmetic
 from torchdoctor.lint.visitor import FOR, FUNCTIONS, RuleVisitor, dotted, method_name
@@ -164,13 +172,13 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                 in_bit_arithmetic(node, self.parent)):  # `h ^= coords[..., i]`: integers)
             return
         loop = self._range_loop(node, index)
-        if loop is None or tensor.id in self.assigned_in(loop) or _written(loop, tensor.id):
+        if loop is None or tensor.id in self.assigned_in(loop) or written_in(loop, tensor.id):
             return
         scope = self.enclosing_scope(node)
         if getattr(scope, "name", None) == "__init__" or _under_no_grad(node) is True or (
                 self._callers_without_grad(scope)):  # (a constructor runs once: dlrm's ln[i])
             return
-        if _in_autograd_function(scope) or self._looked_up(node):
+        if _in_autograd_function(scope) or self._looked_up(node) or grad_outputs(node, self):
             return  # (autograd is off in a Function's forward; an embedding takes indices)
         if not tuple_form and tensor.id not in self._counted_names(loop, scope) and not (
             self._holds_a_tensor(tensor) or self._reshaped(tensor.id, scope)
@@ -237,7 +245,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
             if len(bounds) == len(counted.args) and all(isinstance(b, int) for b in bounds):
                 if len(range(*bounds)) <= _FEW:
                     return None
-            if any(_reads_len(a) for a in counted.args):
+            if any(reads_len(a) for a in counted.args):
                 return None  # range(len(x)): a Python sequence's items, most likely
             if not layers and self._few_things(counted, self.enclosing_scope(node)):
                 return None
@@ -316,6 +324,7 @@ class SliceLoopRules(TensorValues, RuleVisitor):
                                and isinstance(n.targets[0], ast.Tuple) and n.targets[0].elts
                                and isinstance(n.targets[0].elts[0], ast.Name)
                                and n.targets[0].elts[0].id == name]  # fmt: skip
+        values = values + unpacked_from_a_module(scope, name)  # (recon, masks = model(x))
         values = values + [  # (a list the function grows: vels.append(vel); torch.stack(vels, 1))
             c.args[0] for c in ast.walk(scope) if isinstance(c, ast.Call) and len(c.args) == 1
             and method_name(c) == "append" and isinstance(c.func.value, ast.Name)  # type: ignore[attr-defined]
@@ -333,7 +342,8 @@ class SliceLoopRules(TensorValues, RuleVisitor):
         if isinstance(value, ast.Name):
             return self._tracked(value.id, scope, depth)
         if isinstance(value, ast.Attribute):  # a parameter (self.weight), not a setting
-            return (dotted(value) or "").count(".") == 1 and dotted(value).startswith("self.")  # type: ignore[union-attr]
+            return (dotted(value) or "").count(".") == 1 and dotted(value).startswith(  # type: ignore[union-attr]
+                "self.") and not numpy_attribute(value, self)  # (nor a board's np.zeros)
         if isinstance(value, ast.BinOp):
             return again(value.left) or again(value.right)
         if isinstance(value, ast.UnaryOp):
@@ -406,26 +416,6 @@ def _loop_index(expr: ast.AST) -> bool:
         and isinstance(expr.left, ast.Name)
         and isinstance(expr.right, ast.Constant)
     )
-
-
-def _reads_len(expr: ast.AST) -> bool:
-    return any(
-        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len"
-        for n in ast.walk(expr)
-    )
-
-
-def _written(loop: ast.AST, name: str) -> bool:
-    """The loop writes into ``name`` by index (``out[:, t] = y``): a buffer it fills."""
-    for node in ast.walk(loop):
-        if (
-            isinstance(node, ast.Subscript)
-            and isinstance(node.ctx, ast.Store)
-            and isinstance(node.value, ast.Name)
-            and node.value.id == name
-        ):
-            return True
-    return False
 
 
 def _dim_text(node: ast.AST) -> str:

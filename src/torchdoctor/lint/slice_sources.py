@@ -50,3 +50,68 @@ def calls_a_module(expr: ast.AST) -> bool:
             or bool(MODEL_NAME.search((dotted(c.func) or "").split(".", 1)[0])))
         for c in ast.walk(expr)
     )  # fmt: skip
+
+
+def reads_len(expr: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len"
+        for n in ast.walk(expr)
+    )
+
+
+def written_in(loop: ast.AST, name: str) -> bool:
+    """The loop writes into ``name`` by index (``out[:, t] = y``): a buffer it fills."""
+    for node in ast.walk(loop):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == name
+        ):
+            return True
+    return False
+
+
+def numpy_attribute(expr: ast.Attribute, rules: Any) -> bool:
+    """``self.grid`` where every assignment the enclosing class makes to it is a NumPy call
+    (a game board's ``np.zeros``): an array, not a parameter autograd tracks. ``rules`` is the
+    asking :class:`~torchdoctor.lint.visitor.RuleVisitor` (it resolves names)."""
+    owner = rules.parent(expr)
+    while owner is not None and not isinstance(owner, ast.ClassDef):
+        owner = rules.parent(owner)
+    if owner is None:
+        return False
+    values = [node.value for node in ast.walk(owner) if isinstance(node, ast.Assign) and any(
+        isinstance(t, ast.Attribute) and t.attr == expr.attr and isinstance(t.value, ast.Name)
+        and t.value.id == "self" for t in node.targets)]  # fmt: skip
+    return bool(values) and all(
+        isinstance(v, ast.Call) and any(n.startswith("numpy.") for n in rules.callee(v))
+        for v in values
+    )
+
+
+def grad_outputs(node: ast.AST, rules: Any) -> bool:
+    """``node`` is inside the outputs (first argument) of a ``torch.autograd.grad`` call
+    (FFJORD's brute-force divergence, one ``autograd.grad(dx[:, i].sum(), y)`` per
+    dimension): each iteration runs its own backward, so no full-size gradients are summed."""
+    child, parent = node, rules.parent(node)
+    while parent is not None and not isinstance(parent, ast.stmt):
+        if isinstance(parent, ast.Call) and "torch.autograd.grad" in rules.callee(parent) and (
+                parent.args and child is parent.args[0] or any(
+                k.arg == "outputs" and k.value is child for k in parent.keywords)):  # fmt: skip
+            return True
+        child, parent = parent, rules.parent(parent)
+    return False
+
+
+def unpacked_from_a_module(scope: ast.AST, name: str) -> list[ast.AST]:
+    """The calls of a module (``model(x)``, ``self.decoder(z)``) whose returned tuple
+    ``scope`` unpacks into ``name`` at any position (``recon, recons, masks, slots =
+    model(image)``): activations whatever the name says."""
+    return [
+        node.value for node in ast.walk(scope)
+        if isinstance(node, ast.Assign) and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Tuple) and isinstance(node.value, ast.Call)
+        and any(isinstance(e, ast.Name) and e.id == name for e in node.targets[0].elts)
+        and calls_a_module(node.value)
+    ]  # fmt: skip

@@ -29,7 +29,7 @@ from torchdoctor.lint.visitor import (
 TORCH_ONLY_METHODS = frozenset(
     {"float", "half", "bfloat16", "unsqueeze", "detach", "cuda", "softmax", "log_softmax",
      "masked_fill", "type_as", "norm", "clamp", "eq", "ne", "gt", "lt", "ge", "le", "sigmoid",
-     "relu", "tanh", "contiguous", "permute"}
+     "relu", "tanh", "contiguous", "permute", "exp", "log"}
 )  # fmt: skip
 
 #: libraries whose results are host data (NumPy arrays, Python objects), never tensors
@@ -137,8 +137,9 @@ class TensorValues(HostLists):
         NumPy arrays lack: ``.float()``, ``.unsqueeze()``) ending in no host read."""
         values = [  # (`heat = heat * (heat > t)`: arithmetic on itself keeps what it was;
             # `mask = None`: optional, a tensor where used as one; the read in its own rebinding
-            v for v in self.assigned_values(self.enclosing_scope(name), name.id)  # ... is of the
-            if not (isinstance(v, ast.BinOp) and any(  # old value: bs = torch.tensor(np.array(bs))
+            # is of the old value; a negation keeps the chain it negates)
+            v for v in map(_unnegated, self.assigned_values(self.enclosing_scope(name), name.id))
+            if not (isinstance(v, ast.BinOp) and any(  # (bs = torch.tensor(np.array(bs)))
                 isinstance(side, ast.Name) and side.id == name.id for side in (v.left, v.right)))
             and not (isinstance(v, ast.Constant) and v.value is None) and name not in ast.walk(v)
         ]  # fmt: skip
@@ -396,6 +397,11 @@ class TensorValues(HostLists):
                 return not nested and isinstance(expr.func, ast.Name) and returns_only(
                     expr, lambda r: self._torch_only_chain(r, nested=True))  # fmt: skip
             expr = expr.func.value
+
+
+def _unnegated(value: ast.AST) -> ast.AST:
+    """``-(p * logp).sum()`` read as the chain it negates (an entropy is a tensor too)."""
+    return value.operand if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub) else value
 
 
 def copied_to_host_first(receiver: ast.AST) -> bool:

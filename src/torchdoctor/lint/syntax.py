@@ -54,7 +54,7 @@ PURE_METHODS = frozenset(
 )
 #: Dotted names that look like an nn.Module (used where types are unknowable statically).
 MODEL_NAME = re.compile(  # (an actor; no feature_extractor, scale_factor or reactor)
-    r"(model|net|module|encoder|decoder|policy|backbone|unet|transformer|denoiser|vae|"
+    r"(model|net|module|encoder|decoder|policy|backbone|unet|transformer|denoiser|vae|vocoder|"
     r"classifier|teacher|student|draft|(?<!tr)(?<!re)(?<!f)actor|critic|detector|discriminator)s?$",
     re.IGNORECASE,
 )

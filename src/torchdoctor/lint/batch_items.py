@@ -268,4 +268,20 @@ def sized_alike(loop: ast.For, scope: ast.AST) -> str | None:
             and isinstance(n.ctx, ast.Load) and first_index(n.slice) == index}  # fmt: skip
     args = getattr(scope, "args", None)
     params = {a.arg for a in (*args.posonlyargs, *args.args)} if args else set()
-    return next(iter(read)) if len(read) == 1 and read <= params else None  # type: ignore[return-value]
+    if len(read) == 1 and (read <= params or _unpacked_together(scope, next(iter(read)), loop)):
+        return next(iter(read))  # type: ignore[return-value]
+    return None
+
+
+def _unpacked_together(scope: ast.AST, name: str | None, loop: ast.For) -> bool:
+    """``name`` and a tensor whose size the loop's range counts come out of one call's tuple
+    (``z, logw, logw_ = model(x)``, then ``for i in range(z.shape[0]): f(logw_[i])``): the
+    outputs of one batch, of one batch size."""
+    counted = {dotted(n.value) for n in ast.walk(loop.iter)
+               if isinstance(n, ast.Attribute) and n.attr in ("shape", "size")} - {None, name}
+    return bool(counted) and any(
+        isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+        and isinstance(target := node.targets[0], ast.Tuple)
+        and {name, *counted} <= {e.id for e in target.elts if isinstance(e, ast.Name)}
+        for node in ast.walk(scope)
+    )  # fmt: skip

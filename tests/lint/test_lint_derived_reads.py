@@ -43,3 +43,13 @@ def test_entropy_read_every_n_steps_is_left_alone() -> None:
         "        if i % 100 == 0:\n            print(i, float(ent))\n"
     )
     assert [c for c in codes(src) if c[0] == "TD201"] == []
+
+
+def test_math_log_is_no_tensor_method() -> None:
+    # a helper reading `.item()` of an argument under math.log: no evidence the argument is a tensor
+    src = (
+        "import math\n\ndef score(arr):\n    return math.log(arr.sum().item())\n\n"
+        "def train(model, loader, opt, counts):\n    for x, y in loader:\n"
+        "        model(x, y).backward()\n        opt.step()\n        s = score(counts)\n"
+    )
+    assert lint_source(src) == []

@@ -122,7 +122,8 @@ class StepHelpers:
         if any(isinstance(c, ast.Call) and (dotted(c.func) or "").endswith("save")
                for c in ast.walk(function)):  # fmt: skip
             return False  # (a checkpoint helper: its copies are the save's)
-        return any(isinstance(c, ast.Call) and (method_name(c) in TORCH_ONLY_METHODS or any(
+        return any(isinstance(c, ast.Call) and (method_name(c) in TORCH_ONLY_METHODS and not (
+            self.callee(c)) or any(  # (math.log(v) is no tensor's method)
             n.startswith("torch.") for n in self.callee(c))) for c in ast.walk(function))  # fmt: skip
 
     def _returns_an_action(self, node: ast.AST, function: ast.AST) -> bool:

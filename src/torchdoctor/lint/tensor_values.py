@@ -387,7 +387,7 @@ class TensorValues(HostLists):
                 expr = expr.left if not isinstance(expr, ast.Subscript) else expr.value
             if not isinstance(expr, ast.Call):
                 return False
-            if method_name(expr) in TORCH_ONLY_METHODS or any(
+            if method_name(expr) in TORCH_ONLY_METHODS and not self.callee(expr) or any(
                 TORCH_TENSOR_FUNCTION.match(n) for n in self.callee(expr)  # type: ignore[attr-defined]
             ):
                 return True

@@ -170,8 +170,9 @@ def with_attention_switches(session: Mapping[str, Any], found: list[Advice]) -> 
         ...           "attention_switch": {"attribute": "flash", "value": False}}
         >>> line = Advice("hot-line", "attend.py:13 takes 10%", cause="sdpa",
         ...               locations=["/x/x_transformers/attend.py:13"], fix="Replace it.")
-        >>> with_attention_switches({"tree": attend}, [line])[0].fix[:40]
-        "Turn on x-transformers' fused attention "
+        >>> item = with_attention_switches({"tree": attend}, [line])[0]
+        >>> item.fix[:40], item.title
+        ("Turn on x-transformers' fused attention ", "attend.py:13 takes 10%: turn on x-transformers' fused attention (attn_flash=True)")
     """
     switches = [(str((n.get("source") or {}).get("file") or ""), n) for n, _ in
                 walk(session.get("tree")) if isinstance(n.get("attention_switch"), Mapping)]  # fmt: skip
@@ -188,4 +189,6 @@ def with_attention_switches(session: Mapping[str, Any], found: list[Advice]) -> 
         item.evidence.append(f"its {switch.owner} is {switch.setting}: the fused attention it "
                              "has is off")  # fmt: skip
         item.fix, item.code = switch.fix, None
+        if switch.title not in item.title:  # (the cure in the title: a hot line ranked above
+            item.title += f": {switch.title}"  # the module's advice is the one shown)
     return found

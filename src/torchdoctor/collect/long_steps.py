@@ -72,8 +72,9 @@ def outliers(
     counted = sorted(int(s["model_calls"]) for s in steps if s.get("model_calls") is not None)
     typical = counted[len(counted) // 2] if counted else None
     many = LOOP_CALLS * max(1, typical or 0)
+    listed = {id(s) for s in every}
     loops = [s for s in steps if typical is not None and int(s.get("model_calls") or 0) >= many
-             and not any(s is e for e in every)]  # fmt: skip
+             and id(s) not in listed]  # fmt: skip
     if not long and not any(s.get("audited", True) for s in loops):
         return {}
     every += loops

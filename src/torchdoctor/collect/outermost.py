@@ -70,16 +70,7 @@ class OutermostModules:
         """The live modules to hook alone, or None to hook every module. ``node_ids``: the
         recorder's (parent node, module id) -> node; ``kind``: per node, "module" or "region"
         (a module under a region is still outermost)."""
-        if self._too_many or not self._refs:
-            return None
-        if len(node_ids) != self._nodes_checked:  # (nodes are only added: check the new state)
-            self._nodes_checked = len(node_ids)
-            refs = self._refs
-            self._nested = any(
-                parent and kind[parent] == "module" and module in refs
-                for parent, module in node_ids
-            )
-        if self._nested:
+        if self._too_many or not self._refs or self._nested_in(node_ids, kind):
             return None
         return self._alive()
 
@@ -101,9 +92,20 @@ class OutermostModules:
         """
         if self._too_many or not self._refs:
             return None
-        nested = self.for_light_steps(node_ids, kind) is None  # (it checks the nesting)
         alive = self._alive()
-        return (alive, nested) if alive else None
+        return (alive, self._nested_in(node_ids, kind)) if alive else None
+
+    def _nested_in(self, node_ids: dict[tuple[int, int], int], kind: list[str]) -> bool:
+        """Whether one of the modules runs inside another module (checked again only when
+        the recorder has new nodes: nodes are only added)."""
+        if len(node_ids) != self._nodes_checked:
+            self._nodes_checked = len(node_ids)
+            refs = self._refs
+            self._nested = any(
+                parent and kind[parent] == "module" and module in refs
+                for parent, module in node_ids
+            )
+        return self._nested
 
     def _alive(self) -> list | None:
         alive = [module for ref in self._refs.values() if (module := ref()) is not None]
